@@ -1,0 +1,49 @@
+"""The one place where FleetError becomes a one-line message and an exit code."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+
+def _debug_requested() -> bool:
+    return "--debug" in sys.argv or os.environ.get("FLEET_DEBUG") == "1"
+
+
+def main_guard(app) -> int:
+    from ..errors import ExitCode, FleetError
+    debug = _debug_requested()
+    if "--debug" in sys.argv:
+        sys.argv.remove("--debug")
+    try:
+        result = app(standalone_mode=False)
+        return int(result or 0) if isinstance(result, int) else 0
+    except FleetError as exc:
+        if debug:
+            import traceback
+            traceback.print_exc()
+        print(f"fleet: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print("fleet: cancelled", file=sys.stderr)
+        return ExitCode.CANCELLED
+    except click.ClickException as exc:
+        msg = exc.format_message().strip().replace("\n", " ")
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        print(f"fleet: error: {msg}{where}", file=sys.stderr)
+        return ExitCode.USAGE
+    except KeyboardInterrupt:
+        print("fleet: cancelled", file=sys.stderr)
+        return ExitCode.CANCELLED
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # a bug: still one line unless --debug
+        if debug:
+            raise
+        print(f"fleet: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1

@@ -1,0 +1,35 @@
+"""The `fleet` command. Thin: parse, call the library, render.
+
+Command modules import only typer/rich at top level; the library (and boto3, paramiko, pulumi)
+is imported inside each command so `fleet --help` stays fast.
+"""
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+app = typer.Typer(
+    name="fleet",
+    help="Lease GPU machines for an experiment, run it on pinned inputs, and destroy them. Always.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Each module has `register(app)`; order is the order of `fleet --help`.
+COMMAND_MODULES = ["up", "leases", "init"]
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"fleet.cli.{_name}").register(app)
+
+
+def run() -> None:
+    from .errors import main_guard
+    sys.exit(main_guard(app))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,65 @@
+"""The validated shape of fleet.toml. `fleet.config.load_config` builds it; every later step trusts it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class HostConfig:
+    """A team's own SSH GPU host (`[[hosts]]`)."""
+
+    address: str
+    user: str | None = None
+    port: int = 22
+    key: str | None = None
+    gpus: int | None = None          # discovered over SSH when not declared
+    name: str | None = None
+
+
+@dataclass
+class BudgetsConfig:
+    """`[budgets]`: limits beyond the per-run `budget`, in US dollars."""
+
+    project_monthly: Decimal | None = None
+    user_monthly: Decimal | None = None
+    warn_fraction: Decimal = Decimal("0.8")
+    grace_s: int = 30
+    idle_gpu_percent: float | None = None    # optional idle policy: stop below this utilisation…
+    idle_minutes: float | None = None        # …for this long
+
+
+@dataclass
+class Config:
+    path: Path | None                 # the fleet.toml this came from (None: defaults only)
+    base_dir: Path                    # the experiment directory (the file's directory)
+    project: str
+    name: str
+    command: str
+    setup: str | None = None
+    gpus: int | None = None           # None: one machine's worth of the template
+    template: str = "local-4gpu"
+    provider: str = "local"
+    per_gpu: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: list[str] = field(default_factory=list)   # env names passed from the controller, always redacted
+    outputs: str = "outputs"
+    max_duration_s: int = 4 * 3600
+    heartbeat_ttl_s: int = 300
+    python: str | None = None         # interpreter on machines; local default: the controller's
+    user: str | None = None
+    budget: Decimal | None = None     # per-run budget in USD
+    budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
+    data: dict[str, str] = field(default_factory=dict)   # name → path, pinned as snapshots
+    store: str | None = None          # snapshot store URL; default $FLEET_HOME/store
+    hosts: list[HostConfig] = field(default_factory=list)
+    prices: dict[str, Decimal] = field(default_factory=dict)   # template/instance type → USD/hour override
+    aws: dict[str, Any] = field(default_factory=dict)          # [aws] region, outputs file, stack
+    state_url: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def output_dir_remote(self) -> str:
+        return self.outputs

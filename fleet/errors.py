@@ -1,0 +1,87 @@
+"""Errors a user can act on.
+
+The library raises these; only the CLI turns them into a one-line message and an exit code.
+Exit codes are part of the public interface (README "Exit codes"): experiments' own codes pass
+through unchanged, so fleet's codes are few and documented.
+"""
+from __future__ import annotations
+
+
+class ExitCode:
+    OK = 0
+    USAGE = 2          # bad flags, bad fleet.toml, bad stack config
+    ENVIRONMENT = 3    # something on this computer is missing or unusable (sshd, FLEET_HOME, credentials)
+    NOT_FOUND = 4      # a lease, run, snapshot or template that does not exist
+    INTEGRITY = 5      # a snapshot, chunk or record failed verification
+    BUDGET_REFUSED = 6  # refused before spending: the budget cannot pay for the lease
+    INFRASTRUCTURE = 10  # machines could not be leased or reached
+    BUDGET_STOPPED = 11  # the run was stopped because its budget ran out
+    CANCELLED = 130    # Ctrl-C / SIGTERM / CI cancellation
+
+
+class FleetError(Exception):
+    """Base class: `str(err)` is one line a user can act on."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None):
+        self.message = message.strip().splitlines()[0] if message.strip() else type(self).__name__
+        self.hint = hint
+        super().__init__(self.one_line())
+
+    def one_line(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+
+class UsageError(FleetError):
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(UsageError):
+    """A config file problem; names file, line and key where known."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None,
+                 key: str | None = None, hint: str | None = None):
+        where = ""
+        if path:
+            where = f"{path}:{line}: " if line else f"{path}: "
+        if key:
+            where += f"{key}: "
+        self.path, self.line, self.key = path, line, key
+        super().__init__(where + message, hint=hint)
+
+
+class EnvironmentProblem(FleetError):
+    exit_code = ExitCode.ENVIRONMENT
+
+
+class NotFound(FleetError):
+    exit_code = ExitCode.NOT_FOUND
+
+
+class IntegrityError(FleetError):
+    exit_code = ExitCode.INTEGRITY
+
+
+class BudgetRefused(FleetError):
+    exit_code = ExitCode.BUDGET_REFUSED
+
+
+class InfrastructureError(FleetError):
+    exit_code = ExitCode.INFRASTRUCTURE
+
+
+class MachineUnreachable(InfrastructureError):
+    pass
+
+
+class CapacityError(InfrastructureError):
+    """No capacity for the requested machines anywhere we were allowed to look."""
+
+
+class Cancelled(FleetError):
+    exit_code = ExitCode.CANCELLED
+
+
+class BudgetStopped(FleetError):
+    exit_code = ExitCode.BUDGET_STOPPED

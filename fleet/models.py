@@ -1,0 +1,146 @@
+"""The nouns of fleet, as plain dataclasses shared by every layer.
+
+Money is Decimal (never float sums); times are timezone-aware UTC datetimes.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def to_jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).isoformat()
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    return value
+
+
+def parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    dt = datetime.fromisoformat(value)
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A machine template: what one machine of a lease looks like and what it costs."""
+
+    name: str
+    provider: str                      # "local" | "ssh" | "aws"
+    gpus_per_machine: int
+    gpu_model: str = "simulated"
+    simulated_gpus: bool = False
+    price_per_hour: Decimal | None = None   # per machine; for local, the shadow price ("would cost")
+    price_source: str = ""
+    instance_types: tuple[str, ...] = ()
+    spot: bool = False
+    description: str = ""
+
+
+@dataclass
+class Machine:
+    """Everything needed to reach one leased machine. Nothing downstream needs more."""
+
+    id: str
+    lease_id: str
+    node_rank: int
+    host: str
+    port: int
+    user: str
+    key_path: str                      # private key made for this lease (mode 0600)
+    host_key: str                      # pinned public host key, "ssh-ed25519 AAAA..."
+    workdir: str                       # remote directory fleet owns on the machine
+    gpu_slots: tuple[int, ...] = ()
+    python: str = "python3"            # interpreter on the machine for the agent and setup
+    price_per_hour: Decimal = Decimal("0")
+    instance_type: str = ""
+    spot: bool = False
+    provider_ref: dict[str, Any] = field(default_factory=dict)   # provider's own ids (pid, instance id)
+
+    @property
+    def agent_path(self) -> str:
+        return f"{self.workdir}/.fleet/agent.py"
+
+    @property
+    def state_dir(self) -> str:
+        return f"{self.workdir}/.fleet"
+
+    @property
+    def address(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Machine":
+        data = dict(data)
+        data["gpu_slots"] = tuple(data.get("gpu_slots") or ())
+        data["price_per_hour"] = Decimal(str(data.get("price_per_hour") or "0"))
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+@dataclass
+class Plan:
+    """The decision made before any money is spent: which machines, what they cost, when they end."""
+
+    provider: str
+    template: Template
+    gpus: int
+    machine_count: int
+    max_duration_s: int
+    heartbeat_ttl_s: int
+    project: str = "default"
+    user: str = "unknown"
+    instance_type: str = ""
+    spot: bool = False
+    budget: Decimal | None = None
+    options: dict[str, Any] = field(default_factory=dict)   # provider-specific knobs from config
+
+    @property
+    def gpus_per_machine(self) -> int:
+        return self.template.gpus_per_machine
+
+    @property
+    def price_per_hour(self) -> Decimal:
+        return (self.template.price_per_hour or Decimal("0")) * self.machine_count
+
+
+@dataclass
+class Lease:
+    id: str
+    provider: str
+    template: str
+    machines: list[Machine]
+    created_at: datetime
+    deadline: datetime                 # the controller's view of the machines' deadline (UTC)
+    max_deadline: datetime             # never extended past this (max_duration)
+    project: str = "default"
+    user: str = "unknown"
+    status: str = "active"             # active | released | expired
+    keep_until: datetime | None = None
+    heartbeat_ttl_s: int = 300
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gpus(self) -> int:
+        return sum(len(m.gpu_slots) for m in self.machines)
+
+
+@dataclass
+class MachineState:
+    machine_id: str
+    state: str      # "running" | "pending" | "gone" | "unreachable"
+    detail: str = ""

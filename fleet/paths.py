@@ -1,0 +1,29 @@
+"""Where fleet keeps its files: everything lives under $FLEET_HOME (default ~/.fleet)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import EnvironmentProblem
+
+
+def fleet_home(create: bool = True) -> Path:
+    home = Path(os.environ.get("FLEET_HOME") or Path.home() / ".fleet").expanduser()
+    if create:
+        try:
+            home.mkdir(parents=True, exist_ok=True, mode=0o700)
+            probe = home / ".write-probe"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise EnvironmentProblem(
+                f"FLEET_HOME {home} is not writable: {exc.strerror or exc}",
+                hint="set FLEET_HOME to a writable directory",
+            ) from None
+    return home
+
+
+def subdir(name: str) -> Path:
+    path = fleet_home() / name
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path

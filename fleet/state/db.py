@@ -1,0 +1,147 @@
+"""One small database interface over SQLite (default) and PostgreSQL (team mode).
+
+SQL is written once with `?` placeholders and portable types; `{serial}` and `{now}` tokens in
+migrations are filled per dialect. Migrations are numbered files applied in order, each in its own
+transaction, and recorded in `schema_migrations`.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import EnvironmentProblem
+
+_TOKENS = {
+    "sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT"},
+    "postgresql": {"serial": "BIGSERIAL PRIMARY KEY"},
+}
+
+
+def migrations() -> list[tuple[int, str, str]]:
+    """(number, name, sql) for every migration shipped with fleet, in order."""
+    found = []
+    for entry in resources.files("fleet.state.migrations").iterdir():
+        match = re.match(r"^(\d{4})_(\w+)\.sql$", entry.name)
+        if match:
+            found.append((int(match.group(1)), match.group(2), entry.read_text()))
+    return sorted(found)
+
+
+def split_statements(sql: str) -> list[str]:
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+class Database:
+    dialect = "sqlite"
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._local = threading.local()
+        fresh = not self.path.exists()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if fresh:
+                # Create with 0600 before sqlite opens it: state holds key paths and costs.
+                fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+                os.close(fd)
+            conn = self._conn()
+            conn.execute("PRAGMA journal_mode=WAL")
+        except (OSError, sqlite3.Error) as exc:
+            raise EnvironmentProblem(f"cannot open state database {self.path}: {exc}",
+                                     hint="check FLEET_HOME is writable and not full") from None
+        for suffix in ("-wal", "-shm"):
+            side = Path(str(self.path) + suffix)
+            if side.exists():
+                with contextlib.suppress(OSError):
+                    os.chmod(side, 0o600)
+        self.migrate()
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def execute(self, sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
+        try:
+            cur = self._conn().execute(sql, tuple(params))
+            rows = cur.fetchall()
+        except sqlite3.OperationalError as exc:
+            raise EnvironmentProblem(f"state database {self.path}: {exc}",
+                                     hint="another fleet may hold it locked, or the disk is full") from None
+        return [dict(r) for r in rows]
+
+    def executemany(self, sql: str, rows: list[tuple]) -> None:
+        try:
+            self._conn().executemany(sql, rows)
+        except sqlite3.OperationalError as exc:
+            raise EnvironmentProblem(f"state database {self.path}: {exc}") from None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator["Database"]:
+        """A write transaction; SQLite takes the write lock up front so read-modify-write is safe."""
+        conn = self._conn()
+        if conn.in_transaction:
+            yield self
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise EnvironmentProblem(f"state database {self.path} is locked: {exc}",
+                                     hint="another fleet command holds it; try again") from None
+        try:
+            yield self
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                conn.execute("ROLLBACK")
+                raise EnvironmentProblem(f"state database {self.path}: {exc}",
+                                         hint="the disk may be full") from None
+
+    def lock_rows(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+        """SELECT … FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers."""
+        return self.execute(sql, params)
+
+    def applied_migrations(self) -> set[int]:
+        self.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                     "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+        return {r["version"] for r in self.execute("SELECT version FROM schema_migrations")}
+
+    def migrate(self) -> list[int]:
+        done = self.applied_migrations()
+        applied = []
+        for number, name, sql in migrations():
+            if number in done:
+                continue
+            with self.transaction():
+                if number in {r["version"] for r in self.execute(
+                        "SELECT version FROM schema_migrations WHERE version = ?", (number,))}:
+                    continue   # another process applied it while we waited for the lock
+                for statement in split_statements(sql.format_map(_TOKENS[self.dialect])):
+                    self.execute(statement)
+                self.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                             (number, name, datetime.now(timezone.utc).isoformat()))
+            applied.append(number)
+        return applied

@@ -1,0 +1,125 @@
+"""Typed reads and writes of leases, machines and runs over either database."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from ..errors import NotFound
+from ..models import Lease, Machine, parse_time, to_jsonable, utcnow
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return to_jsonable(dt) if dt else None
+
+
+class StateStore:
+    def __init__(self, db):
+        self.db = db
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- leases ---------------------------------------------------------------------------------
+    def save_lease(self, lease: Lease) -> None:
+        with self.db.transaction():
+            self.db.execute(
+                "INSERT INTO leases (id, provider, template, project, owner, status, created_at, deadline,"
+                " max_deadline, keep_until, heartbeat_ttl_s, meta) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (lease.id, lease.provider, lease.template, lease.project, lease.user, lease.status,
+                 _iso(lease.created_at), _iso(lease.deadline), _iso(lease.max_deadline),
+                 _iso(lease.keep_until), lease.heartbeat_ttl_s, json.dumps(to_jsonable(lease.meta))))
+            for m in lease.machines:
+                self.db.execute("INSERT INTO machines (id, lease_id, node_rank, data) VALUES (?,?,?,?)",
+                                (m.id, lease.id, m.node_rank, json.dumps(to_jsonable(m))))
+
+    def _lease_from_row(self, row: dict[str, Any], machines: list[Machine]) -> Lease:
+        return Lease(
+            id=row["id"], provider=row["provider"], template=row["template"], machines=machines,
+            created_at=parse_time(row["created_at"]), deadline=parse_time(row["deadline"]),
+            max_deadline=parse_time(row["max_deadline"]), project=row["project"], user=row["owner"],
+            status=row["status"], keep_until=parse_time(row["keep_until"]),
+            heartbeat_ttl_s=row["heartbeat_ttl_s"], meta=json.loads(row["meta"] or "{}"))
+
+    def _machines_by_lease(self, lease_ids: list[str]) -> dict[str, list[Machine]]:
+        out: dict[str, list[Machine]] = {i: [] for i in lease_ids}
+        if not lease_ids:
+            return out
+        # Chunk the IN list: SQLite caps bound parameters.
+        for start in range(0, len(lease_ids), 500):
+            chunk = lease_ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.db.execute(
+                    f"SELECT lease_id, data FROM machines WHERE lease_id IN ({marks}) ORDER BY node_rank", chunk):
+                out[r["lease_id"]].append(Machine.from_dict(json.loads(r["data"])))
+        return out
+
+    def get_lease(self, lease_id: str) -> Lease:
+        rows = self.db.execute("SELECT * FROM leases WHERE id = ?", (lease_id,))
+        if not rows:
+            rows = self.db.execute("SELECT * FROM leases WHERE id LIKE ? ORDER BY created_at", (lease_id + "%",))
+            if len(rows) != 1:
+                raise NotFound(f"no lease {lease_id!r}", hint="see `fleet status`")
+        row = rows[0]
+        return self._lease_from_row(row, self._machines_by_lease([row["id"]])[row["id"]])
+
+    def list_leases(self, *, active_only: bool = True, user: str | None = None) -> list[Lease]:
+        sql, params = "SELECT * FROM leases", []
+        where = []
+        if active_only:
+            where.append("status = 'active'")
+        if user:
+            where.append("owner = ?")
+            params.append(user)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self.db.execute(sql + " ORDER BY created_at", params)
+        machines = self._machines_by_lease([r["id"] for r in rows])
+        return [self._lease_from_row(r, machines[r["id"]]) for r in rows]
+
+    def set_lease_status(self, lease_id: str, status: str) -> None:
+        released = _iso(utcnow()) if status != "active" else None
+        self.db.execute("UPDATE leases SET status = ?, released_at = ? WHERE id = ?", (status, released, lease_id))
+
+    def set_lease_deadline(self, lease_id: str, deadline: datetime, keep_until: datetime | None = None) -> None:
+        self.db.execute("UPDATE leases SET deadline = ?, keep_until = COALESCE(?, keep_until) WHERE id = ?",
+                        (_iso(deadline), _iso(keep_until), lease_id))
+
+    # -- runs -----------------------------------------------------------------------------------
+    def create_run(self, run_id: str, *, lease_id: str | None, project: str, user: str, command: str,
+                   log_path: str, output_dir: str, meta: dict | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO runs (id, lease_id, project, owner, command, status, started_at, log_path, output_dir, meta)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (run_id, lease_id, project, user, command, "running", _iso(utcnow()), log_path, output_dir,
+             json.dumps(to_jsonable(meta or {}))))
+
+    def finish_run(self, run_id: str, status: str, exit_code: int | None, meta_update: dict | None = None) -> None:
+        with self.db.transaction():
+            meta = {}
+            rows = self.db.execute("SELECT meta FROM runs WHERE id = ?", (run_id,))
+            if rows:
+                meta = json.loads(rows[0]["meta"] or "{}")
+            meta.update(to_jsonable(meta_update or {}))
+            self.db.execute("UPDATE runs SET status = ?, exit_code = ?, ended_at = ?, meta = ? WHERE id = ?",
+                            (status, exit_code, _iso(utcnow()), json.dumps(meta), run_id))
+
+    def get_run(self, run_id: str) -> dict[str, Any]:
+        rows = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            rows = self.db.execute("SELECT * FROM runs WHERE id LIKE ?", (run_id + "%",))
+            if len(rows) != 1:
+                raise NotFound(f"no run {run_id!r}", hint="see `fleet runs ls`")
+        row = rows[0]
+        row["meta"] = json.loads(row["meta"] or "{}")
+        return row
+
+    def list_runs(self, *, lease_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        if lease_id:
+            rows = self.db.execute("SELECT * FROM runs WHERE lease_id = ? ORDER BY started_at DESC LIMIT ?",
+                                   (lease_id, limit))
+        else:
+            rows = self.db.execute("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", (limit,))
+        for r in rows:
+            r["meta"] = json.loads(r["meta"] or "{}")
+        return rows
