@@ -39,10 +39,61 @@ def split_statements(sql: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
-class Database:
+class ConstraintViolation(Exception):
+    """A UNIQUE/NOT NULL/foreign-key constraint refused a write, on either database.
+
+    Callers that use a constraint as a guard (GPU slots) catch this one class; the SQLite
+    flavour also stays a sqlite3.IntegrityError for code written before PostgreSQL existed.
+    """
+
+
+class _SqliteConstraintViolation(ConstraintViolation, sqlite3.IntegrityError):
+    pass
+
+
+class BaseDatabase:
+    """What both databases share: the migration runner. Subclasses provide execute/transaction."""
+
+    dialect = ""
+
+    def execute(self, sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def transaction(self):
+        raise NotImplementedError
+
+    def _lock_for_migration(self) -> None:
+        """Called first inside each migration transaction; PostgreSQL takes an advisory lock here."""
+
+    def applied_migrations(self) -> set[int]:
+        self.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                     "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+        return {r["version"] for r in self.execute("SELECT version FROM schema_migrations")}
+
+    def migrate(self, upto: int | None = None) -> list[int]:
+        """Apply pending migrations in order (only those numbered <= `upto` when given); returns them."""
+        done = self.applied_migrations()
+        applied = []
+        for number, name, sql in migrations():
+            if number in done or (upto is not None and number > upto):
+                continue
+            with self.transaction():
+                self._lock_for_migration()
+                if number in {r["version"] for r in self.execute(
+                        "SELECT version FROM schema_migrations WHERE version = ?", (number,))}:
+                    continue   # another process applied it while we waited for the lock
+                for statement in split_statements(sql.format_map(_TOKENS[self.dialect])):
+                    self.execute(statement)
+                self.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
+                             (number, name, datetime.now(timezone.utc).isoformat()))
+            applied.append(number)
+        return applied
+
+
+class Database(BaseDatabase):
     dialect = "sqlite"
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, *, auto_migrate: bool = True):
         self.path = Path(path)
         self._local = threading.local()
         fresh = not self.path.exists()
@@ -62,7 +113,8 @@ class Database:
             if side.exists():
                 with contextlib.suppress(OSError):
                     os.chmod(side, 0o600)
-        self.migrate()
+        if auto_migrate:
+            self.migrate()
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -84,6 +136,8 @@ class Database:
         try:
             cur = self._conn().execute(sql, tuple(params))
             rows = cur.fetchall()
+        except sqlite3.IntegrityError as exc:
+            raise _SqliteConstraintViolation(str(exc)) from exc
         except sqlite3.OperationalError as exc:
             raise EnvironmentProblem(f"state database {self.path}: {exc}",
                                      hint="another fleet may hold it locked, or the disk is full") from None
@@ -92,6 +146,8 @@ class Database:
     def executemany(self, sql: str, rows: list[tuple]) -> None:
         try:
             self._conn().executemany(sql, rows)
+        except sqlite3.IntegrityError as exc:
+            raise _SqliteConstraintViolation(str(exc)) from exc
         except sqlite3.OperationalError as exc:
             raise EnvironmentProblem(f"state database {self.path}: {exc}") from None
 
@@ -123,25 +179,3 @@ class Database:
     def lock_rows(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
         """SELECT … FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers."""
         return self.execute(sql, params)
-
-    def applied_migrations(self) -> set[int]:
-        self.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                     "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
-        return {r["version"] for r in self.execute("SELECT version FROM schema_migrations")}
-
-    def migrate(self) -> list[int]:
-        done = self.applied_migrations()
-        applied = []
-        for number, name, sql in migrations():
-            if number in done:
-                continue
-            with self.transaction():
-                if number in {r["version"] for r in self.execute(
-                        "SELECT version FROM schema_migrations WHERE version = ?", (number,))}:
-                    continue   # another process applied it while we waited for the lock
-                for statement in split_statements(sql.format_map(_TOKENS[self.dialect])):
-                    self.execute(statement)
-                self.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
-                             (number, name, datetime.now(timezone.utc).isoformat()))
-            applied.append(number)
-        return applied

@@ -1,0 +1,166 @@
+"""The state database on PostgreSQL (team mode): same interface and migrations as the SQLite one.
+
+Selected by FLEET_STATE_URL=postgresql://… (or `state_url` in fleet.toml). psycopg is imported
+lazily so `fleet --help` never loads a database driver. SQL everywhere in fleet is written once
+with `?` placeholders; here they become psycopg's `%s` (and a literal `%` becomes `%%`).
+
+Each thread gets its own connection (psycopg connections serialise their users, and fleet leases
+machines from a thread pool). Connections run in autocommit; `transaction()` opens a real one,
+and `lock_rows()` is SELECT … FOR UPDATE inside it, which is what makes GPU-slot reservation safe
+between laptops.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+import threading
+from typing import Any, Iterator
+
+from ..errors import EnvironmentProblem
+from .db import BaseDatabase, ConstraintViolation
+
+# Any constant works: it only has to be the same in every fleet process sharing the database.
+_MIGRATION_LOCK_KEY = 0x666C656574    # "fleet"
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    return re.sub(r"(password=)[^&]*", r"\1***", url)
+
+
+@functools.lru_cache(maxsize=512)
+def to_pyformat(sql: str) -> str:
+    """`?` → `%s` outside quoted strings/identifiers; `%` → `%%` so psycopg does not read it."""
+    out: list[str] = []
+    quote = ""
+    for ch in sql:
+        if quote:
+            if ch == quote:
+                quote = ""
+        elif ch in ("'", '"'):
+            quote = ch
+        elif ch == "?":
+            out.append("%s")
+            continue
+        out.append("%%" if ch == "%" else ch)
+    return "".join(out)
+
+
+class PostgresDatabase(BaseDatabase):
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, auto_migrate: bool = True, connect_timeout: int = 10):
+        try:
+            import psycopg  # noqa: F401  (lazy: only team mode needs a driver)
+        except ImportError:
+            raise EnvironmentProblem("FLEET_STATE_URL names PostgreSQL but psycopg is not installed",
+                                     hint="pip install 'fleet[team]'") from None
+        self.url = url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url
+        self.connect_timeout = connect_timeout
+        self._local = threading.local()
+        self._open: list[Any] = []          # every connection made, so close() can end them all
+        self._open_lock = threading.Lock()
+        self._conn()                        # fail now, with a clear message, if the server is not there
+        if auto_migrate:
+            self.migrate()
+
+    def __repr__(self) -> str:
+        return f"PostgresDatabase({redact_url(self.url)!r})"
+
+    # -- connections ------------------------------------------------------------------------------
+    def _conn(self):
+        import psycopg
+        from psycopg.rows import dict_row
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
+                                   connect_timeout=self.connect_timeout, application_name="fleet")
+        except psycopg.Error as exc:
+            raise EnvironmentProblem(f"cannot connect to state database {redact_url(self.url)}: "
+                                     f"{_first_line(exc)}",
+                                     hint="check FLEET_STATE_URL and that the server is up") from None
+        self._local.conn = conn
+        self._local.depth = 0
+        with self._open_lock:
+            self._open = [c for c in self._open if not c.closed]
+            self._open.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._open_lock:
+            conns, self._open = self._open, []
+        for conn in conns:
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._local = threading.local()
+
+    # -- statements -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        import psycopg
+        try:
+            yield
+        except psycopg.errors.IntegrityError as exc:
+            raise ConstraintViolation(_first_line(exc)) from exc
+        except psycopg.OperationalError as exc:
+            # Lost connection, deadlock, serialisation failure, server shutting down…
+            raise EnvironmentProblem(f"state database {redact_url(self.url)}: {_first_line(exc)}",
+                                     hint="try again; check the database server if it persists") from None
+
+    def execute(self, sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
+        conn = self._conn()
+        with self._errors():
+            if params:
+                cur = conn.execute(to_pyformat(sql), tuple(params))
+            else:
+                cur = conn.execute(sql)   # no parameters: psycopg leaves `%` alone
+            return list(cur.fetchall()) if cur.description is not None else []
+
+    def executemany(self, sql: str, rows: list[tuple]) -> None:
+        if not rows:
+            return
+        conn = self._conn()
+        with self._errors(), conn.cursor() as cur:
+            cur.executemany(to_pyformat(sql), [tuple(r) for r in rows])
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator["PostgresDatabase"]:
+        """A transaction; nested calls join the outer one (as on SQLite)."""
+        conn = self._conn()
+        if self._local.depth:
+            yield self
+            return
+        self._local.depth = 1
+        try:
+            with self._errors(), conn.transaction():
+                yield self
+        finally:
+            self._local.depth = 0
+
+    def lock_rows(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+        """SELECT … FOR UPDATE: the rows stay locked until the surrounding transaction ends."""
+        if not getattr(self._local, "depth", 0):
+            raise RuntimeError("lock_rows() outside transaction(): the lock would end at once")
+        if not re.search(r"\bFOR\s+(UPDATE|SHARE|NO\s+KEY\s+UPDATE)\b", sql, re.I):
+            sql = sql.rstrip().rstrip(";") + " FOR UPDATE"
+        return self.execute(sql, params)
+
+    # -- migrations -------------------------------------------------------------------------------
+    def _lock_for_migration(self) -> None:
+        # Two fleet commands starting against a fresh database must not both run a migration.
+        self.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK_KEY,))
+
+    def applied_migrations(self) -> set[int]:
+        # CREATE TABLE IF NOT EXISTS races on PostgreSQL (duplicate pg_type row): serialise it.
+        with self.transaction():
+            self._lock_for_migration()
+            return super().applied_migrations()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,213 @@
+"""The state database on a real PostgreSQL server and on SQLite: one interface, same schema."""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+
+from fleet.errors import EnvironmentProblem
+from fleet.models import Lease, Machine, utcnow
+from fleet.state import StateStore, open_state
+from fleet.state.db import ConstraintViolation, Database, migrations
+from fleet.state.postgres import PostgresDatabase, redact_url, to_pyformat
+from tests.fixtures.postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
+
+ALL = [n for n, _, _ in migrations()]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def make_db(request, tmp_path, monkeypatch):
+    """A factory for databases of one dialect; every one made is closed at the end."""
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    made = []
+    if request.param == "postgresql":
+        url = request.getfixturevalue("postgres_url")
+        factory = lambda **kw: PostgresDatabase(url, **kw)   # noqa: E731
+    else:
+        factory = lambda **kw: Database(tmp_path / "state.db", **kw)   # noqa: E731
+
+    def make(**kw):
+        db = factory(**kw)
+        made.append(db)
+        return db
+    yield make
+    for db in made:
+        db.close()
+
+
+def columns(db, table: str) -> set[str]:
+    if db.dialect == "sqlite":
+        return {r["name"] for r in db.execute(f"PRAGMA table_info({table})")}
+    return {r["column_name"] for r in db.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", (table,))}
+
+
+def test_placeholders_become_pyformat_outside_quotes():
+    assert to_pyformat("SELECT * FROM t WHERE a = ? AND b LIKE ?") == "SELECT * FROM t WHERE a = %s AND b LIKE %s"
+    assert to_pyformat("SELECT '?', \"odd?\" FROM t WHERE a = ?") == "SELECT '?', \"odd?\" FROM t WHERE a = %s"
+    assert to_pyformat("SELECT 'x%' WHERE a = ?") == "SELECT 'x%%' WHERE a = %s"
+
+
+def test_password_is_redacted_from_urls():
+    assert redact_url("postgresql://alice:s3cret@db.example/fleet") == "postgresql://alice:***@db.example/fleet"
+    assert "s3cret" not in redact_url("postgresql:///fleet?host=/tmp/x&password=s3cret")
+
+
+def test_migrates_from_empty_database(make_db):
+    db = make_db()
+    assert {r["version"] for r in db.execute("SELECT version FROM schema_migrations")} == set(ALL)
+    for table in ("leases", "machines", "runs", "hosts", "gpu_slots", "users"):
+        assert columns(db, table), table
+    assert db.migrate() == []          # idempotent: nothing left to apply
+
+
+def test_migrates_from_previous_schema_keeping_rows(make_db):
+    old = make_db(auto_migrate=False)
+    assert old.migrate(upto=3) == [n for n in ALL if n <= 3]
+    assert not {4} & {r["version"] for r in old.execute("SELECT version FROM schema_migrations")}
+    now = utcnow().isoformat()
+    old.execute("INSERT INTO leases (id, provider, template, project, owner, status, created_at, deadline,"
+                " max_deadline, heartbeat_ttl_s) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                ("l-old", "local", "local-4gpu", "p", "alice", "active", now, now, now, 300))
+    old.close()
+    new = make_db()                    # opening with current code applies what is missing
+    assert {r["version"] for r in new.execute("SELECT version FROM schema_migrations")} == set(ALL)
+    assert new.execute("SELECT owner FROM leases WHERE id = ?", ("l-old",)) == [{"owner": "alice"}]
+    assert "added_by" in columns(new, "hosts")
+
+
+def test_same_schema_on_both_databases(tmp_path, postgres_url):  # noqa: F811
+    lite, pg = Database(tmp_path / "s.db"), PostgresDatabase(postgres_url)
+    try:
+        tables = [r["name"] for r in lite.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+        assert "gpu_slots" in tables
+        for table in tables:
+            assert columns(lite, table) == columns(pg, table), table
+    finally:
+        lite.close()
+        pg.close()
+
+
+def test_concurrent_first_opens_migrate_once(postgres_url):  # noqa: F811
+    errors, dbs = [], []
+
+    def open_one():
+        try:
+            dbs.append(PostgresDatabase(postgres_url))
+        except Exception as exc:   # noqa: BLE001 — the assertion below reports it
+            errors.append(exc)
+    threads = [threading.Thread(target=open_one) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        rows = dbs[0].execute("SELECT version, COUNT(*) AS n FROM schema_migrations GROUP BY version")
+        assert sorted(r["version"] for r in rows) == ALL and all(r["n"] == 1 for r in rows)
+    finally:
+        for db in dbs:
+            db.close()
+
+
+def test_state_store_round_trip(make_db):
+    store = StateStore(make_db())
+    now = utcnow()
+    machine = Machine(id="m-1", lease_id="lease-abc", node_rank=0, host="127.0.0.1", port=2222, user="u",
+                      key_path="/k", host_key="ssh-ed25519 AAAA", workdir="/w", gpu_slots=(2, 3))
+    store.save_lease(Lease(id="lease-abc", provider="ssh", template="t", machines=[machine], created_at=now,
+                           deadline=now + timedelta(hours=1), max_deadline=now + timedelta(hours=4),
+                           user="bob", meta={"note": "100%"}))
+    got = store.get_lease("lease-a")                       # unique prefix
+    assert got.machines[0].gpu_slots == (2, 3) and got.user == "bob" and got.meta == {"note": "100%"}
+    store.set_lease_deadline("lease-abc", now + timedelta(hours=2))          # keep_until NULL stays NULL
+    assert store.get_lease("lease-abc").keep_until is None
+    assert [lease.id for lease in store.list_leases(user="bob")] == ["lease-abc"]
+    assert store.list_leases(user="carol") == []
+    store.create_run("run-1", lease_id="lease-abc", project="p", user="bob", command="python t.py",
+                     log_path="/l", output_dir="/o")
+    store.finish_run("run-1", "succeeded", 0, {"gpus": 2})
+    assert store.get_run("run-1")["meta"] == {"gpus": 2}
+    store.set_lease_status("lease-abc", "released")
+    assert store.list_leases() == []
+
+
+def test_transaction_rolls_back_on_error(make_db):
+    db = make_db()
+    with pytest.raises(ValueError):
+        with db.transaction():
+            db.execute("INSERT INTO users (name, first_seen_at, last_seen_at) VALUES (?, ?, ?)", ("a", "t", "t"))
+            raise ValueError("boom")
+    assert db.execute("SELECT name FROM users") == []
+
+
+def test_a_slot_can_be_held_by_one_active_reservation_only(make_db):
+    db = make_db()
+    insert = ("INSERT INTO gpu_slots (host, slot, lease_id, machine_id, owner, reserved_at)"
+              " VALUES (?, ?, ?, ?, ?, ?)")
+    db.execute(insert, ("h1", 0, "l1", "m1", "alice", "t"))
+    db.execute(insert, ("h2", 0, "l1", "m1", "alice", "t"))       # same slot index, other host: fine
+    with pytest.raises(ConstraintViolation):
+        db.execute(insert, ("h1", 0, "l2", "m2", "bob", "t"))
+    db.execute("UPDATE gpu_slots SET released_at = ? WHERE lease_id = ?", ("t2", "l1"))
+    db.execute(insert, ("h1", 0, "l2", "m2", "bob", "t"))         # free again after release
+    assert len(db.execute("SELECT id FROM gpu_slots WHERE host = ?", ("h1",))) == 2
+
+
+def test_executemany_and_upsert(make_db):
+    db = make_db()
+    db.executemany("INSERT INTO users (name, first_seen_at, last_seen_at) VALUES (?, ?, ?)",
+                   [("a", "1", "1"), ("b", "1", "1")])
+    db.execute("INSERT INTO users (name, first_seen_at, last_seen_at) VALUES (?, ?, ?) "
+               "ON CONFLICT (name) DO UPDATE SET last_seen_at = excluded.last_seen_at", ("a", "2", "2"))
+    assert db.execute("SELECT name, first_seen_at, last_seen_at FROM users ORDER BY name") == [
+        {"name": "a", "first_seen_at": "1", "last_seen_at": "2"},
+        {"name": "b", "first_seen_at": "1", "last_seen_at": "1"}]
+
+
+def test_lock_rows_blocks_a_second_writer_until_commit(postgres_url):  # noqa: F811
+    db = PostgresDatabase(postgres_url)
+    try:
+        db.execute("INSERT INTO hosts (name, address, added_at, added_by) VALUES (?, ?, ?, ?)",
+                   ("h1", "127.0.0.1", "t", "a"))
+        holding, order = threading.Event(), []
+
+        def second():
+            holding.wait(10)
+            with db.transaction():
+                db.lock_rows("SELECT name FROM hosts WHERE name = ?", ("h1",))
+                order.append("second")
+        t = threading.Thread(target=second)
+        t.start()
+        with db.transaction():
+            db.lock_rows("SELECT name FROM hosts WHERE name = ?", ("h1",))
+            holding.set()
+            time.sleep(0.5)            # the other thread is now waiting on the row lock
+            order.append("first")
+        t.join(10)
+        assert order == ["first", "second"]
+        with pytest.raises(RuntimeError):
+            db.lock_rows("SELECT name FROM hosts")   # outside a transaction it would lock nothing
+    finally:
+        db.close()
+
+
+def test_open_state_uses_postgres_from_env(postgres_url, monkeypatch, tmp_path):  # noqa: F811
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path))
+    monkeypatch.setenv("FLEET_STATE_URL", postgres_url)
+    store = open_state()
+    try:
+        assert store.db.dialect == "postgresql"
+        assert not (tmp_path / "state.db").exists()
+    finally:
+        store.close()
+
+
+def test_unreachable_server_is_one_line_environment_error(tmp_path):
+    with pytest.raises(EnvironmentProblem) as info:
+        PostgresDatabase(f"postgresql://fleet:hunter2@/nodb?host={tmp_path}", connect_timeout=2)
+    assert "hunter2" not in str(info.value) and "\n" not in str(info.value)
+    assert "cannot connect to state database" in str(info.value)
