@@ -1,0 +1,134 @@
+"""`fleet init [DIR] [--force]`: write a commented starter fleet.toml."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+# Every key fleet.toml accepts is shown here with a comment (a unit test checks this against the
+# key table in fleet/config_schema.py). Optional keys are commented out so the file runs as is.
+STARTER = '''\
+#:schema {schema_uri}
+# fleet.toml: one experiment for `fleet up`. Every key is optional except `command`.
+# Editors: the line above points TOML editors (Taplo / Even Better TOML) at fleet's JSON Schema,
+# shipped as {schema_path}
+# Durations: "90s", "30m", "2h", "1h30m", "1d" or a number of seconds. Money: US dollars.
+
+# Project name: groups runs, costs and budgets (letters, digits, . _ -). Default: the directory name.
+project = "{project}"
+# Experiment name. Default: the project name.
+# name = "baseline"
+
+# The command run on every machine (or every GPU slot with per_gpu = true), from this directory.
+# `fleet up -- CMD ...` overrides it. It sees FLEET_NODE_RANK, FLEET_NUM_NODES, FLEET_OUTPUT_DIR, ...
+command = "python train.py"
+# Run once per machine before `command`, e.g. install requirements.
+# setup = "python -c 'import numpy' || pip install -r requirements.txt"
+
+# Total GPUs to lease (`--gpus`); machines are added from the template until they add up.
+# Default: one machine of the template.
+gpus = 4
+# Machine template (`--template`): local-1gpu, local-4gpu, local-8gpu (simulated GPUs on this
+# computer), an AWS template, or your hosts with provider = "ssh".
+template = "local-4gpu"
+# Where machines come from (`--provider`): "local" (sshd sandboxes here), "ssh" ([[hosts]]), "aws".
+provider = "local"
+# true: one process per GPU slot (FLEET_RANK / FLEET_WORLD_SIZE); false: one process per machine.
+per_gpu = false
+# Directory (relative to this one) that comes home into runs/<run-id>/ when the run ends.
+outputs = "outputs"
+# Hard limit (`--max-duration`): machines destroy themselves at this deadline, whatever happens.
+max_duration = "4h"
+# Python on the machines. Local default: the Python running fleet.
+# python = "python3"
+# Who is running, for budgets and records. Default: your login name.
+# user = "alice"
+# Per-run budget in US dollars (`--budget`): refused before leasing, stopped when spent.
+# budget = 25
+# Snapshot store (a path or s3://bucket/prefix). Default: $FLEET_HOME/store.
+# store = "s3://my-bucket/fleet"
+# Shared state for a team (PostgreSQL). Default: SQLite in $FLEET_HOME.
+# state_url = "postgresql://fleet@db.example/fleet"
+# Environment variables copied from your shell into the run, always redacted in logs and records.
+# secrets = ["HF_TOKEN"]
+
+[lease]
+# While fleet runs it extends each machine's deadline this much at a time; if fleet itself dies,
+# the machines are gone within this long. The environment variable FLEET_HEARTBEAT_TTL overrides it.
+heartbeat_ttl = "5m"
+
+# Environment variables for setup and command (string values).
+[env]
+# OMP_NUM_THREADS = "1"
+
+# Spending limits beyond `budget`, in US dollars.
+# [budgets]
+# project_monthly = 500      # per project per month
+# user_monthly = 200         # per user per month
+# warn_at = 0.8              # warn when this fraction of a budget is spent
+# grace = "30s"              # time a run gets to stop cleanly once its budget is gone
+# idle_gpu_percent = 5       # idle policy: GPU utilisation below this percentage is idle...
+# idle_minutes = 20          # ...and a run idle this many minutes is stopped
+
+# Data directories pinned as snapshots and placed on the machines: name = "path".
+# [data]
+# digits = "data/digits"
+
+# Price overrides in US dollars per hour (template or instance type = price).
+# [prices]
+# "local-4gpu" = 0
+
+# AWS provider settings (free-form strings): region, profile, stack_outputs, ...
+# [aws]
+# region = "us-east-1"
+# profile = "research"
+# stack_outputs = "stack-outputs.json"
+
+# Your own SSH GPU hosts for provider = "ssh"; one block per host.
+# [[hosts]]
+# address = "gpu1.example.org"   # host name or IP (required)
+# user = "ubuntu"                # SSH user; default your login name
+# port = 22                      # SSH port
+# key = "~/.ssh/id_ed25519"      # private key; default your agent / ~/.ssh keys
+# gpus = 8                       # GPUs on the host; default discovered over SSH
+# name = "gpu1"                  # short name shown in status
+'''
+
+
+def starter_text(directory: Path) -> str:
+    from ..config import SCHEMA_FILE, _default_project
+    return STARTER.format(schema_uri=SCHEMA_FILE.resolve().as_uri(), schema_path=SCHEMA_FILE.resolve(),
+                          project=_default_project(directory.resolve()))
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("init")
+    def init(
+        directory: Optional[Path] = typer.Argument(None, help="Experiment directory (default: here)."),
+        force: bool = typer.Option(False, "--force", help="Overwrite an existing fleet.toml."),
+    ) -> None:
+        """Write a commented starter fleet.toml (every key explained)."""
+        import os
+        import tempfile
+
+        from ..errors import EnvironmentProblem, UsageError
+        target_dir = (directory or Path.cwd()).expanduser()
+        target = target_dir / "fleet.toml"
+        if target.exists() and not force:
+            raise UsageError(f"{target} already exists; not overwriting it", hint="use --force to replace it")
+        try:
+            target_dir.mkdir(parents=True, exist_ok=True)
+            # Write next to the target and rename, so --force never leaves a half-written file.
+            fd, tmp = tempfile.mkstemp(prefix=".fleet.toml.", dir=target_dir)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(starter_text(target_dir))
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, target)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot write {target}: {exc.strerror or exc}") from None
+        typer.echo(f"wrote {target}: set `command`, then run `fleet up`")

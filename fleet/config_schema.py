@@ -1,0 +1,345 @@
+"""The one table of fleet.toml keys: their kinds, defaults and help.
+
+Both the validator (fleet/config.py) and the JSON Schema for editors (`json_schema()`, shipped as
+fleet/fleet.schema.json) are derived from `TOP_LEVEL` / `TABLES` below, so key names and types have a
+single source of truth. Each *kind* knows how to convert a TOML value and how to describe itself as a
+JSON Schema fragment; a new key is one line in a table.
+
+`python -m fleet.config_schema --write` regenerates the shipped schema file.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import UsageError
+
+PROVIDERS = ("local", "ssh", "aws")
+SCHEMA_FILE = Path(__file__).with_name("fleet.schema.json")
+
+# ---------------------------------------------------------------- values: durations and money
+
+_UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([dhms])", re.IGNORECASE)
+DURATION_PATTERN = r"^\s*(\d+(\.\d+)?\s*[dhmsDHMS]\s*)+$|^\s*\d+(\.\d+)?\s*$"
+DURATION_HELP = "a duration like 90s, 30m, 2h, 1h30m, 1d or a number of seconds"
+MONEY_PATTERN = r"^\s*\$?\s*\d+(\.\d+)?\s*$"
+
+
+def parse_duration(value: Any) -> int:
+    """'90s' / '30m' / '2h' / '1h30m' / '1d' / 3600 / '3600' → whole seconds (> 0). Raises UsageError."""
+    seconds: float | None = None
+    if isinstance(value, bool):
+        seconds = None
+    elif isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            seconds = float(text)
+        else:
+            pos, total = 0, 0.0
+            for match in _DURATION_PART.finditer(text):
+                if match.start() != pos:
+                    break
+                total += float(match.group(1)) * _UNIT_SECONDS[match.group(2).lower()]
+                pos = match.end()
+            if text and pos == len(text):
+                seconds = total
+    if seconds is None or not math.isfinite(seconds):
+        raise UsageError(f"must be {DURATION_HELP}, got {value!r}")
+    whole = round(seconds)
+    if whole <= 0:
+        raise UsageError(f"must be a positive duration (at least 1s), got {value!r}")
+    return whole
+
+
+def parse_money(value: Any, *, allow_zero: bool = False) -> Decimal:
+    """12 / 12.5 / '12.50' / '$12.50' → Decimal US dollars, > 0 (or ≥ 0). Raises UsageError."""
+    amount: Decimal | None = None
+    if isinstance(value, bool):
+        amount = None
+    elif isinstance(value, int):
+        amount = Decimal(value)
+    elif isinstance(value, float):
+        amount = Decimal(repr(value))          # repr: 0.1 stays 0.1, not its binary expansion
+    elif isinstance(value, str) and re.fullmatch(MONEY_PATTERN, value):
+        try:
+            amount = Decimal(value.strip().lstrip("$").strip())
+        except InvalidOperation:
+            amount = None
+    what = "an amount in US dollars ≥ 0" if allow_zero else "an amount in US dollars > 0"
+    if amount is None or not amount.is_finite():
+        raise UsageError(f"must be {what} (like 25 or \"12.50\"), got {value!r}")
+    if amount < 0 or (amount == 0 and not allow_zero):
+        raise UsageError(f"must be {what}, got {value!r}")
+    return amount
+
+
+# ---------------------------------------------------------------- kinds
+
+_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
+_ENV_NAME_RE = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class Invalid(Exception):
+    """A value is wrong; the message says what is allowed (the caller adds file:line and key)."""
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise Invalid(f"must be a non-empty string, got {_fmt(value)}")
+    return value
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not re.match(_NAME_RE, value):
+        raise Invalid("must be 1-63 letters, digits, '.', '_' or '-' starting with a letter or digit, "
+                      f"got {_fmt(value)}")
+    return value
+
+
+def _relpath(value: Any) -> str:
+    text = _string(value)
+    parts = Path(text).parts
+    if Path(text).is_absolute() or ".." in parts:
+        raise Invalid(f"must be a path relative to the experiment directory, without '..', got {_fmt(value)}")
+    return text
+
+
+def _int_range(lo: int, hi: int | None, what: str) -> Callable[[Any], int]:
+    def convert(value: Any) -> int:
+        ok = isinstance(value, int) and not isinstance(value, bool) and value >= lo and (hi is None or value <= hi)
+        if not ok:
+            raise Invalid(f"must be {what}, got {_fmt(value)}")
+        return value
+    return convert
+
+
+def _number_range(lo: float, hi: float | None, what: str, *, lo_open: bool) -> Callable[[Any], float]:
+    def convert(value: Any) -> float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        ok = ok and (value > lo if lo_open else value >= lo) and (hi is None or value <= hi)
+        if not ok:
+            raise Invalid(f"must be {what}, got {_fmt(value)}")
+        return float(value)
+    return convert
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise Invalid(f"must be true or false, got {_fmt(value)}")
+    return value
+
+
+def _wrap(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        try:
+            return parse(value)
+        except UsageError as exc:
+            raise Invalid(exc.message) from None
+    return convert
+
+
+def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def convert(value: Any) -> str:
+        if value not in choices:
+            raise Invalid(f"must be one of {', '.join(repr(c) for c in choices)}, got {_fmt(value)}")
+        return value
+    return convert
+
+
+def _env_names(value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and re.match(_ENV_NAME_RE, v) for v in value):
+        raise Invalid(f"must be an array of environment variable names like [\"HF_TOKEN\"], got {_fmt(value)}")
+    return list(value)
+
+
+def _fraction(value: Any) -> Decimal:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value <= 1
+    if not ok:
+        raise Invalid(f"must be a fraction above 0 and at most 1 (like 0.8), got {_fmt(value)}")
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
+
+
+def _free_value(value: Any) -> Any:
+    scalar = (str, int, float, bool)
+    if isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        return value
+    raise Invalid(f"must be a string, number, boolean or array of strings, got {_fmt(value)}")
+
+
+@dataclass(frozen=True)
+class Kind:
+    convert: Callable[[Any], Any]
+    schema: dict[str, Any]
+
+
+_DURATION_SCHEMA = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": DURATION_PATTERN}]}
+_MONEY_SCHEMA = {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
+                           {"type": "string", "pattern": MONEY_PATTERN}]}
+
+STRING = Kind(_string, {"type": "string", "minLength": 1})
+NAME = Kind(_name, {"type": "string", "pattern": _NAME_RE})
+RELPATH = Kind(_relpath, {"type": "string", "minLength": 1})
+POSITIVE_INT = Kind(_int_range(1, None, "a positive integer"), {"type": "integer", "minimum": 1})
+PORT = Kind(_int_range(1, 65535, "a port number 1-65535"), {"type": "integer", "minimum": 1, "maximum": 65535})
+BOOL = Kind(_boolean, {"type": "boolean"})
+DURATION = Kind(_wrap(parse_duration), _DURATION_SCHEMA)
+MONEY = Kind(_wrap(parse_money), _MONEY_SCHEMA)
+PRICE = Kind(_wrap(lambda v: parse_money(v, allow_zero=True)),
+             {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": MONEY_PATTERN}]})
+FRACTION = Kind(_fraction, {"type": "number", "exclusiveMinimum": 0, "maximum": 1})
+PERCENT = Kind(_number_range(0, 100, "a percentage from 0 to 100", lo_open=False),
+               {"type": "number", "minimum": 0, "maximum": 100})
+POSITIVE_NUMBER = Kind(_number_range(0, None, "a number above 0", lo_open=True),
+                       {"type": "number", "exclusiveMinimum": 0})
+PROVIDER = Kind(_choice(PROVIDERS), {"type": "string", "enum": list(PROVIDERS)})
+ENV_NAMES = Kind(_env_names, {"type": "array", "items": {"type": "string", "pattern": _ENV_NAME_RE}})
+FREE = Kind(_free_value, {"type": ["string", "number", "boolean", "array"]})
+
+
+# ---------------------------------------------------------------- the key table
+
+@dataclass(frozen=True)
+class Key:
+    kind: Kind
+    help: str
+    target: str | None = None        # Config (or sub-config) attribute; None: same as the key
+    default: Any = None              # as a user would write it in fleet.toml (documentation only)
+
+
+TOP_LEVEL: dict[str, Key] = {
+    "project": Key(NAME, "Project name, used to group runs, costs and budgets. Default: the directory name."),
+    "name": Key(NAME, "Experiment name. Default: the project name."),
+    "command": Key(STRING, "Command run on every machine (or GPU slot) from the experiment directory. "
+                           "Required unless given after `fleet up --`."),
+    "setup": Key(STRING, "Command run once per machine before `command`, e.g. installing requirements."),
+    "gpus": Key(POSITIVE_INT, "Total GPUs to lease; machines are added from the template until they add "
+                              "up. Default: one machine of the template."),
+    "template": Key(STRING, "Machine template: local-1gpu, local-4gpu, local-8gpu, an AWS template or "
+                            "'hosts' for ssh.", default="local-4gpu"),
+    "provider": Key(PROVIDER, "Where machines come from: local (sshd sandboxes on this computer), ssh "
+                              "(your [[hosts]]), aws.", default="local"),
+    "per_gpu": Key(BOOL, "true: one process per GPU slot (FLEET_RANK/FLEET_WORLD_SIZE); false: one per "
+                         "machine.", default=False),
+    "outputs": Key(RELPATH, "Directory (relative to the experiment) fetched home into runs/<run-id>/.",
+                   default="outputs"),
+    "max_duration": Key(DURATION, "Hard limit on a lease; machines destroy themselves at this deadline.",
+                        target="max_duration_s", default="4h"),
+    "python": Key(STRING, "Python interpreter on the machines. Local default: the controller's own."),
+    "user": Key(STRING, "Who is running (for budgets and records). Default: the login name."),
+    "budget": Key(MONEY, "Per-run budget in US dollars; the run is refused or stopped when it would exceed it."),
+    "store": Key(STRING, "Snapshot store URL or path. Default: $FLEET_HOME/store."),
+    "state_url": Key(STRING, "Shared state database URL for team mode (postgresql://…). Default: SQLite in "
+                             "$FLEET_HOME."),
+    "secrets": Key(ENV_NAMES, "Names of environment variables passed from your shell to the run, always "
+                              "redacted in logs and records."),
+}
+
+# Tables with fixed keys: name → (help, keys). [lease] fills Config fields, [budgets] Config.budgets.
+TABLES: dict[str, tuple[str, dict[str, Key]]] = {
+    "lease": ("Lease keep-alive.", {
+        "heartbeat_ttl": Key(DURATION, "While fleet runs it extends each machine's deadline by this much at a "
+                                       "time; if fleet dies, machines are gone within it. Env "
+                                       "FLEET_HEARTBEAT_TTL overrides.", target="heartbeat_ttl_s", default="5m"),
+    }),
+    "budgets": ("Spending limits beyond the per-run `budget`, in US dollars.", {
+        "project_monthly": Key(MONEY, "Monthly limit for this project."),
+        "user_monthly": Key(MONEY, "Monthly limit per user."),
+        "warn_at": Key(FRACTION, "Warn when this fraction of a budget is spent.", target="warn_fraction",
+                       default=0.8),
+        "grace": Key(DURATION, "Time a run gets to stop cleanly after its budget runs out.", target="grace_s",
+                     default="30s"),
+        "idle_gpu_percent": Key(PERCENT, "Idle policy: GPU utilisation below this percentage counts as idle."),
+        "idle_minutes": Key(POSITIVE_NUMBER, "Idle policy: stop a run idle for this many minutes."),
+    }),
+}
+
+# Tables whose keys are the user's own names: name → (help, pattern their names must match or None, value).
+MAPS: dict[str, tuple[str, str | None, Key]] = {
+    "env": ("Environment variables set for setup and command: NAME = \"value\".", _ENV_NAME_RE,
+            Key(STRING, "value")),
+    "data": ("Data directories pinned as snapshots and placed on machines: name = \"path\".", _NAME_RE,
+             Key(STRING, "path")),
+    "prices": ("Price overrides in US dollars per hour: template or instance type = price.", None,
+               Key(PRICE, "USD/hour")),
+    "aws": ("AWS settings (region, profile, stack_outputs, …), read by the AWS provider.", None,
+            Key(FREE, "value")),
+}
+
+# Arrays of tables: name → (help, keys, required keys).
+ARRAYS: dict[str, tuple[str, dict[str, Key], tuple[str, ...]]] = {
+    "hosts": ("Your own SSH GPU hosts (provider = \"ssh\"), one [[hosts]] block each.", {
+        "address": Key(STRING, "Host name or IP address."),
+        "user": Key(STRING, "SSH user. Default: your login name."),
+        "port": Key(PORT, "SSH port.", default=22),
+        "key": Key(STRING, "Private key file. Default: your SSH agent / ~/.ssh keys."),
+        "gpus": Key(POSITIVE_INT, "GPUs on the host. Default: discovered over SSH."),
+        "name": Key(STRING, "Short name shown in status. Default: the address."),
+    }, ("address",)),
+}
+
+ALL_SECTIONS = tuple(TOP_LEVEL) + tuple(TABLES) + tuple(MAPS) + tuple(ARRAYS)
+
+
+# ---------------------------------------------------------------- JSON Schema for editors
+
+def _prop(key: Key) -> dict[str, Any]:
+    prop = dict(key.kind.schema)
+    prop["description"] = key.help
+    if key.default is not None:
+        prop["default"] = key.default
+    return prop
+
+
+def json_schema() -> dict[str, Any]:
+    """JSON Schema (draft-07, what TOML editors such as Taplo read) for fleet.toml."""
+    props: dict[str, Any] = {name: _prop(key) for name, key in TOP_LEVEL.items()}
+    for name, (help_text, keys) in TABLES.items():
+        props[name] = {"type": "object", "description": help_text, "additionalProperties": False,
+                       "properties": {k: _prop(v) for k, v in keys.items()}}
+    for name, (help_text, key_pattern, value) in MAPS.items():
+        props[name] = {"type": "object", "description": help_text, "additionalProperties": dict(value.kind.schema)}
+        if key_pattern:
+            props[name]["propertyNames"] = {"pattern": key_pattern}
+    for name, (help_text, keys, required) in ARRAYS.items():
+        props[name] = {"type": "array", "description": help_text,
+                       "items": {"type": "object", "additionalProperties": False, "required": list(required),
+                                 "properties": {k: _prop(v) for k, v in keys.items()}}}
+    return {
+        "$schema": "http://json-schema.org/draft-07/schema#",
+        "title": "fleet.toml",
+        "description": "An experiment for `fleet up`. Generated from fleet/config_schema.py; do not edit by hand.",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": props,
+    }
+
+
+def schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] == ["--write"]:
+        SCHEMA_FILE.write_text(schema_text(), encoding="utf-8")
+        print(f"wrote {SCHEMA_FILE}")
+    else:
+        sys.stdout.write(schema_text())
