@@ -33,6 +33,27 @@ class StateStore:
                 self.db.execute("INSERT INTO machines (id, lease_id, node_rank, data) VALUES (?,?,?,?)",
                                 (m.id, lease.id, m.node_rank, json.dumps(to_jsonable(m))))
 
+    def begin_lease(self, lease_id: str, plan) -> None:
+        """Record the lease before any machine exists, so a controller killed mid-lease leaves a trace
+        that `fleet down --all` finds."""
+        from datetime import timedelta
+        now = utcnow()
+        self.db.execute(
+            "INSERT INTO leases (id, provider, template, project, owner, status, created_at, deadline,"
+            " max_deadline, keep_until, heartbeat_ttl_s, meta) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (lease_id, plan.provider, plan.template.name, plan.project, plan.user, "leasing", _iso(now),
+             _iso(now + timedelta(seconds=min(plan.heartbeat_ttl_s, plan.max_duration_s))),
+             _iso(now + timedelta(seconds=plan.max_duration_s)), None, plan.heartbeat_ttl_s,
+             json.dumps({"gpus": plan.gpus, "machines": plan.machine_count})))
+
+    def activate_lease(self, lease: Lease) -> None:
+        with self.db.transaction():
+            for m in lease.machines:
+                self.db.execute("INSERT INTO machines (id, lease_id, node_rank, data) VALUES (?,?,?,?)",
+                                (m.id, lease.id, m.node_rank, json.dumps(to_jsonable(m))))
+            self.db.execute("UPDATE leases SET status = 'active', deadline = ? WHERE id = ?",
+                            (_iso(lease.deadline), lease.id))
+
     def _lease_from_row(self, row: dict[str, Any], machines: list[Machine]) -> Lease:
         return Lease(
             id=row["id"], provider=row["provider"], template=row["template"], machines=machines,
@@ -67,7 +88,7 @@ class StateStore:
         sql, params = "SELECT * FROM leases", []
         where = []
         if active_only:
-            where.append("status = 'active'")
+            where.append("status IN ('active', 'leasing')")
         if user:
             where.append("owner = ?")
             params.append(user)

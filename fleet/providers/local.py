@@ -1,0 +1,127 @@
+"""The local provider: each machine is a real OpenSSH sshd on 127.0.0.1.
+
+Machines live under $FLEET_HOME/machines/<machine-id>/ (see fleet/providers/sshd.py). Their GPUs
+are simulated slots. The watchdog is started detached before `lease` returns, so a machine ends at
+its deadline even if the controller is SIGKILLed the next instant.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+
+from ..errors import UsageError
+from ..keys import generate_ed25519
+from ..models import Lease, Machine, MachineState, Plan, Template, utcnow
+from ..paths import subdir
+from .local_templates import LOCAL_TEMPLATES
+from .sshd import find_sshd, pid_alive, start_sshd, start_watchdog, stop_machine_dir
+
+
+def lease_key_path(lease_id: str) -> Path:
+    return subdir("leases") / lease_id / "id_ed25519"
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(self, python: str | None = None, max_parallel: int = 8, **_ignored):
+        self.python = python or sys.executable
+        self.max_parallel = max_parallel
+
+    def templates(self) -> dict[str, Template]:
+        return dict(LOCAL_TEMPLATES)
+
+    def template(self, name: str) -> Template:
+        try:
+            return LOCAL_TEMPLATES[name]
+        except KeyError:
+            raise UsageError(f"unknown local template {name!r}",
+                             hint="choose one of: " + ", ".join(LOCAL_TEMPLATES)) from None
+
+    def lease(self, plan: Plan, lease_id: str, deadline_s: int) -> Lease:
+        find_sshd()
+        key_path = lease_key_path(lease_id)
+        public = generate_ed25519(key_path, comment=f"fleet-lease-{lease_id}")
+        machines_dir = subdir("machines")
+        gpus = plan.gpus_per_machine
+
+        def start(rank: int) -> Machine:
+            machine_id = f"{lease_id}-n{rank}"
+            d = machines_dir / machine_id
+            d.mkdir(mode=0o700)
+            sshd = start_sshd(d, machine_id, public)
+            start_watchdog(d, machine_id, ttl_s=deadline_s, max_s=plan.max_duration_s,
+                           kill_pids=[sshd.pid], python=self.python)
+            return Machine(
+                id=machine_id, lease_id=lease_id, node_rank=rank, host="127.0.0.1", port=sshd.port,
+                user=sshd.user, key_path=str(key_path), host_key=sshd.host_key, workdir=str(sshd.root),
+                gpu_slots=tuple(range(gpus)), python=self.python,
+                price_per_hour=plan.template.price_per_hour or 0, instance_type=plan.template.name,
+                provider_ref={"dir": str(d), "sshd_pid": sshd.pid, "simulated_gpus": True})
+
+        machines: list[Machine] = []
+        errors: list[BaseException] = []
+        with ThreadPoolExecutor(max_workers=min(self.max_parallel, plan.machine_count)) as pool:
+            for future in [pool.submit(start, r) for r in range(plan.machine_count)]:
+                try:
+                    machines.append(future.result())
+                except BaseException as exc:  # noqa: BLE001 — collected, machines released below
+                    errors.append(exc)
+        now = utcnow()
+        lease = Lease(id=lease_id, provider=self.name, template=plan.template.name,
+                      machines=sorted(machines, key=lambda m: m.node_rank), created_at=now,
+                      deadline=now + timedelta(seconds=deadline_s),
+                      max_deadline=now + timedelta(seconds=plan.max_duration_s), project=plan.project,
+                      user=plan.user, heartbeat_ttl_s=plan.heartbeat_ttl_s)
+        if errors:
+            self._release_dirs([machines_dir / f"{lease_id}-n{r}" for r in range(plan.machine_count)])
+            raise errors[0]
+        return lease
+
+    def describe(self, lease: Lease) -> list[MachineState]:
+        states = []
+        for m in lease.machines:
+            d = Path(m.provider_ref.get("dir", ""))
+            pid = int(m.provider_ref.get("sshd_pid") or 0)
+            if pid and d.exists() and pid_alive(pid) and _pid_file_matches(d, pid):
+                expired = (d / "root" / ".fleet" / "expired").exists()
+                states.append(MachineState(m.id, "gone" if expired else "running"))
+            else:
+                states.append(MachineState(m.id, "gone", "sshd not running"))
+        return states
+
+    def release(self, lease: Lease) -> None:
+        dirs = [Path(m.provider_ref["dir"]) for m in lease.machines if m.provider_ref.get("dir")]
+        self._release_dirs(dirs)
+        from ..keys import secure_delete
+        secure_delete(lease_key_path(lease.id))
+        shutil.rmtree(lease_key_path(lease.id).parent, ignore_errors=True)
+
+    def _release_dirs(self, dirs: list[Path]) -> None:
+        existing = [d for d in dirs if d.exists()]
+        if not existing:
+            return
+        with ThreadPoolExecutor(max_workers=min(16, len(existing))) as pool:
+            list(pool.map(stop_machine_dir, existing))
+        for d in existing:
+            shutil.rmtree(d, ignore_errors=True)
+
+    def orphan_dirs(self, live_machine_ids: set[str]) -> list[Path]:
+        """Machine directories no live lease owns (e.g. a controller killed mid-lease)."""
+        root = subdir("machines")
+        return [d for d in root.iterdir() if d.is_dir() and d.name not in live_machine_ids]
+
+    def sweep(self, live_machine_ids: set[str]) -> list[str]:
+        orphans = self.orphan_dirs(live_machine_ids)
+        self._release_dirs(orphans)
+        return [d.name for d in orphans]
+
+
+def _pid_file_matches(d: Path, pid: int) -> bool:
+    try:
+        return int((d / "sshd.pid").read_text().strip()) == pid
+    except (OSError, ValueError):
+        return False

@@ -1,0 +1,147 @@
+"""Run one command per process slot across machines, streaming output home line by line.
+
+Each process runs under the agent's `exec` wrapper in its own process group, so the controller
+can signal it (SIGTERM for a graceful stop, SIGKILL after the grace) through a second channel.
+"""
+from __future__ import annotations
+
+import shlex
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+from ..errors import MachineUnreachable
+from ..models import Machine
+from .ssh import Session, connect, shell_command
+
+LineSink = Callable[[str, str, str], None]   # (label, stream "out"|"err", line)
+
+
+@dataclass
+class ProcessSpec:
+    machine: Machine
+    label: str                   # "0" or "1.3" (node.local-rank): prefixes log lines
+    command: str
+    env: dict[str, str]
+    cwd: str
+    pidfile: str
+
+
+@dataclass
+class ProcessResult:
+    spec: ProcessSpec
+    exit_code: int | None = None
+    error: str | None = None
+
+
+@dataclass
+class RunningProcess:
+    spec: ProcessSpec
+    thread: threading.Thread
+    result: ProcessResult
+    session: Session | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def remote_env_path(machine: Machine) -> dict[str, str]:
+    """Put the machine's configured interpreter first on PATH (local machines: the controller's)."""
+    if machine.python.startswith("/"):
+        directory = machine.python.rsplit("/", 1)[0]
+        return {"PATH": f"{directory}:/usr/local/bin:/usr/bin:/bin"}
+    return {}
+
+
+def wrapped_command(spec: ProcessSpec) -> str:
+    m = spec.machine
+    env = {"FLEET_MACHINE_ID": m.id, **remote_env_path(m), **spec.env}
+    inner = shlex.join([m.python, m.agent_path, "exec", "--pidfile", spec.pidfile, "--", "sh", "-c", spec.command])
+    return shell_command(f"mkdir -p {shlex.quote(spec.cwd)} && cd {shlex.quote(spec.cwd)} && exec {inner}", env=env)
+
+
+def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None) -> None:
+    spec, result = proc.spec, proc.result
+    log = open(log_file, "a", buffering=1) if log_file else None
+    try:
+        session = connect(spec.machine)
+        proc.session = session
+        chan = session.client.get_transport().open_session(timeout=30)
+        chan.exec_command(wrapped_command(spec))
+        buffers = {"out": b"", "err": b""}
+
+        def emit(stream: str, data: bytes, final: bool = False) -> None:
+            buffers[stream] += data
+            *lines, rest = buffers[stream].split(b"\n")
+            if final and rest:
+                lines.append(rest)
+                rest = b""
+            buffers[stream] = rest
+            for raw in lines:
+                text = raw.decode(errors="replace").rstrip("\r")
+                if log:
+                    log.write(f"{text}\n" if stream == "out" else f"[stderr] {text}\n")
+                sink(spec.label, stream, text)
+
+        while True:
+            got = False
+            if chan.recv_ready():
+                emit("out", chan.recv(65536))
+                got = True
+            if chan.recv_stderr_ready():
+                emit("err", chan.recv_stderr(65536))
+                got = True
+            if not got:
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                chan.status_event.wait(0.05)
+        emit("out", b"", final=True)
+        emit("err", b"", final=True)
+        result.exit_code = chan.recv_exit_status()
+        chan.close()
+    except MachineUnreachable as exc:
+        result.error = str(exc)
+    except Exception as exc:  # noqa: BLE001 — a lost connection is a result, not a crash
+        result.error = f"machine {spec.machine.id}: connection lost: {exc}"
+    finally:
+        if log:
+            log.close()
+        proc.done.set()
+
+
+def start_processes(specs: list[ProcessSpec], sink: LineSink, log_dir: Path | None = None) -> list[RunningProcess]:
+    running = []
+    for spec in specs:
+        result = ProcessResult(spec)
+        proc = RunningProcess(spec, threading.Thread(target=lambda: None), result)
+        log_file = (log_dir / f"rank-{spec.label}.log") if log_dir else None
+        proc.thread = threading.Thread(target=_pump, args=(proc, sink, log_file), daemon=True,
+                                       name=f"fleet-run-{spec.label}")
+        proc.thread.start()
+        running.append(proc)
+    return running
+
+
+def signal_processes(running: list[RunningProcess], sig: str) -> None:
+    """Signal every still-running process group through a fresh channel (its own is busy streaming)."""
+    def one(proc: RunningProcess) -> None:
+        if proc.done.is_set():
+            return
+        m = proc.spec.machine
+        try:
+            with connect(m, timeout=5) as s:
+                s.run([m.python, m.agent_path, "signal", "--pidfile", proc.spec.pidfile, "--signal", sig],
+                      check=False, timeout=10)
+        except Exception:  # noqa: BLE001 — an unreachable machine is ended by release anyway
+            pass
+
+    threads = [threading.Thread(target=one, args=(p,), daemon=True) for p in running]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(15)
+
+
+def close_sessions(running: list[RunningProcess]) -> None:
+    for proc in running:
+        if proc.session:
+            proc.session.close()
