@@ -1,0 +1,379 @@
+"""Orchestration of one run: plan → lease → ready → stage → setup → run → collect → release.
+
+Only the flow lives here; each arrow is another module's job. Release is guaranteed by the
+finally-block here, by the signal handlers installed for the run, and — if this process dies — by
+each machine's own watchdog deadline (see fleet/heartbeat.py), and `fleet down --all` / the reaper.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from .config_model import Config
+from .errors import Cancelled, ExitCode, FleetError, InfrastructureError, UsageError
+from .heartbeat import Heartbeat
+from .ids import new_lease_id, new_run_id
+from .models import Lease, Machine, to_jsonable, utcnow
+from .plan import current_user, first_deadline_s, make_plan
+from .run_context import Events, RunContext, SilentEvents, call_hooks
+
+READY_TIMEOUT_S = 60.0
+GRACE_S = 10.0
+
+
+def default_hooks(config: Config) -> list:
+    """The concerns that plug into every run (budgets, pinned inputs); imported lazily."""
+    hooks: list = []
+    try:
+        from .budget_hook import BudgetHook
+        hooks.append(BudgetHook(config))
+    except ImportError:
+        pass
+    try:
+        from .snapshots.hook import SnapshotHook
+        hooks.append(SnapshotHook(config))
+    except ImportError:
+        pass
+    return hooks
+
+
+def provider_for(config: Config):
+    from .providers import get_provider
+    options: dict[str, Any] = {}
+    if config.provider == "local" and config.python:
+        options["python"] = config.python
+    if config.provider in ("ssh", "aws"):
+        options["config"] = config
+    return get_provider(config.provider, **options)
+
+
+def template_for(provider, config: Config):
+    templates = provider.templates()
+    if config.template not in templates:
+        choices = ", ".join(sorted(templates)) or "none"
+        raise UsageError(f"template {config.template!r} is not offered by the {provider.name} provider",
+                         hint=f"choose one of: {choices}")
+    return templates[config.template]
+
+
+class _Signals:
+    """First Ctrl-C/SIGTERM: stop gracefully. Second: skip graceful waits (release still happens)."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame):
+        if self.ctx.cancel.is_set():
+            self.ctx.hurry.set()
+            self.ctx.events.warn("second interrupt: skipping graceful waits, releasing machines now")
+            return
+        name = signal.Signals(signum).name
+        self.ctx.request_stop("cancelled", f"received {name}")
+        self.ctx.events.warn(f"{name}: stopping the experiment and releasing machines (again to hurry)")
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def parallel(items: list, fn, max_workers: int = 16) -> list:
+    """Run fn over items in a bounded pool; raise the first error after all finished."""
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(items))) as pool:
+        futures = [pool.submit(fn, item) for item in items]
+        results, errors = [], []
+        for fut in futures:
+            try:
+                results.append(fut.result())
+            except BaseException as exc:  # noqa: BLE001
+                errors.append(exc)
+    if errors:
+        raise errors[0]
+    return results
+
+
+def up(config: Config, *, keep_s: int | None = None, events: Events | None = None, hooks: list | None = None,
+       run_dir_root: Path | None = None) -> dict:
+    """Lease, run `config.command` everywhere, bring outputs home, release. Returns the run summary.
+
+    The summary's `exit_code` is the experiment's (first failing rank), or one of fleet's codes.
+    """
+    from .state import open_state
+
+    events = events or SilentEvents()
+    hooks = default_hooks(config) if hooks is None else hooks
+    if not config.command:
+        raise UsageError("no command to run", hint="set `command` in fleet.toml or pass one after `--`")
+    provider = provider_for(config)
+    template = template_for(provider, config)
+    user = current_user(config.user)
+    plan = make_plan(provider=config.provider, template=template, gpus=config.gpus,
+                     max_duration_s=config.max_duration_s, heartbeat_ttl_s=config.heartbeat_ttl_s,
+                     project=config.project, user=user, budget=config.budget)
+    state = open_state(config.state_url)
+    run_id, lease_id = new_run_id(), new_lease_id()
+    run_dir = (run_dir_root or config.base_dir / "runs") / run_id
+    ctx = RunContext(config=config, plan=plan, run_id=run_id, lease_id=lease_id, state=state, events=events,
+                     run_dir=run_dir, started_at=utcnow(), command=config.command)
+    call_hooks(hooks, "before_lease", ctx)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "logs").mkdir(exist_ok=True)
+    with _Signals(ctx):
+        return _run_leased(ctx, provider, hooks, keep_s)
+
+
+def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> dict:
+    plan, events, state = ctx.plan, ctx.events, ctx.state
+    simulated = " (simulated GPUs)" if plan.template.simulated_gpus else ""
+    events.phase("lease", f"{plan.machine_count} × {plan.template.name} = {plan.gpus} GPUs{simulated}")
+    state.begin_lease(ctx.lease_id, plan)
+    state.create_run(ctx.run_id, lease_id=ctx.lease_id, project=plan.project, user=plan.user,
+                     command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
+                     meta={"provider": plan.provider, "template": plan.template.name, "gpus": plan.gpus})
+    lease: Lease | None = None
+    heartbeat: Heartbeat | None = None
+    summary: dict[str, Any] = {"run_id": ctx.run_id, "lease_id": ctx.lease_id, "status": "error",
+                               "exit_code": ExitCode.INFRASTRUCTURE, "provider": plan.provider,
+                               "template": plan.template.name, "gpus": plan.gpus, "machines": plan.machine_count,
+                               "simulated_gpus": plan.template.simulated_gpus, "run_dir": str(ctx.run_dir)}
+    error: BaseException | None = None
+    released = False
+    try:
+        lease = provider.lease(plan, ctx.lease_id, first_deadline_s(plan))
+        ctx.lease = lease
+        state.activate_lease(lease)
+        heartbeat = Heartbeat(lease, plan.heartbeat_ttl_s,
+                              caps=[lambda: _cap(hooks, ctx)],
+                              on_deadline=lambda d: state.set_lease_deadline(lease.id, d),
+                              warn=events.warn)
+        _check_cancel(ctx)
+        events.phase("ready", f"waiting for SSH on {len(lease.machines)} machine(s)")
+        parallel(lease.machines, _wait_ready)
+        heartbeat.beat()
+        heartbeat.start()
+        _check_cancel(ctx)
+        events.phase("stage", "copying inputs to machines")
+        if not any(call_hooks(hooks, "stage", ctx)):
+            from .stage import pack_directory, push_archive
+            archive = pack_directory(ctx.config.base_dir)
+            parallel(lease.machines, lambda m: push_archive(m, archive))
+        _check_cancel(ctx)
+        if ctx.config.setup:
+            events.phase("setup", ctx.config.setup)
+            code, failing = _execute(ctx, hooks, lease, ctx.config.setup, setup=True)
+            if code != 0:
+                summary.update(status="setup-failed", exit_code=code, failing_rank=failing)
+                raise _SetupFailed()
+        events.phase("run", ctx.command)
+        code, failing = _execute(ctx, hooks, lease, ctx.command)
+        if ctx.stop_reason == "budget":
+            summary.update(status="budget-stopped", exit_code=ExitCode.BUDGET_STOPPED, message=ctx.stop_message)
+        elif ctx.stop_reason:
+            summary.update(status="cancelled", exit_code=ExitCode.CANCELLED, message=ctx.stop_message)
+        else:
+            summary.update(status="succeeded" if code == 0 else "failed", exit_code=code, failing_rank=failing)
+    except _SetupFailed:
+        pass
+    except FleetError as exc:
+        error = exc
+        if isinstance(exc, Cancelled) or ctx.stop_reason == "cancelled":
+            summary.update(status="cancelled", exit_code=ExitCode.CANCELLED, message=ctx.stop_message or str(exc))
+        else:
+            summary.update(status="error", exit_code=exc.exit_code, message=exc.one_line())
+    except BaseException as exc:
+        error = exc
+        summary.update(status="error", exit_code=1, message=f"{type(exc).__name__}: {exc}")
+    finally:
+        if lease is not None:
+            _collect(ctx, lease, summary)
+        if heartbeat is not None:
+            heartbeat.stop()
+        if lease is not None and keep_s and summary["status"] not in ("budget-stopped",):
+            keep_lease(state, lease, keep_s, events)
+            summary["kept_until"] = to_jsonable(utcnow() + timedelta(seconds=keep_s))
+        else:
+            events.phase("release", f"destroying {plan.machine_count} machine(s)")
+            released = release_lease(provider, state, ctx.lease_id, lease, events)
+        summary.update(ended_at=to_jsonable(utcnow()), started_at=to_jsonable(ctx.started_at),
+                       duration_s=round((utcnow() - ctx.started_at).total_seconds(), 3), released=released)
+        call_hooks(hooks, "after_run", ctx, summary)
+        state.finish_run(ctx.run_id, summary["status"], summary.get("exit_code"), {"summary": summary})
+        (ctx.run_dir / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2) + "\n")
+    if error is not None and not isinstance(error, (FleetError, Exception)):
+        raise error   # KeyboardInterrupt/SystemExit after cleanup
+    if error is not None and summary["status"] == "error":
+        raise error
+    return summary
+
+
+class _SetupFailed(Exception):
+    pass
+
+
+def _cap(hooks: list, ctx: RunContext) -> float | None:
+    caps = [c for c in call_hooks(hooks, "deadline_cap_s", ctx) if c is not None]
+    return min(caps) if caps else None
+
+
+def _check_cancel(ctx: RunContext) -> None:
+    if ctx.cancel.is_set():
+        raise Cancelled(ctx.stop_message or "cancelled")
+
+
+def _wait_ready(machine: Machine) -> None:
+    from .remote.ssh import wait_ready
+    wait_ready(machine, timeout=READY_TIMEOUT_S).close()
+
+
+def process_env(ctx: RunContext, lease: Lease, machine: Machine, local_rank: int | None) -> dict[str, str]:
+    cfg, plan = ctx.config, ctx.plan
+    gpus_per = len(machine.gpu_slots)
+    env = {k: str(v) for k, v in cfg.env.items()}
+    import os
+    for name in cfg.secrets:
+        if name in os.environ:
+            env[name] = os.environ[name]
+    out_dir = f"{machine.workdir}/outputs/{ctx.run_id}"
+    env.update({
+        "FLEET_RUN_ID": ctx.run_id, "FLEET_LEASE_ID": lease.id, "FLEET_NODE_RANK": str(machine.node_rank),
+        "FLEET_NUM_NODES": str(len(lease.machines)), "FLEET_GPUS_PER_NODE": str(gpus_per),
+        "FLEET_MASTER_ADDR": lease.machines[0].host, "FLEET_MASTER_PORT": str(29500),
+        "FLEET_DATA": f"{machine.workdir}/data", "FLEET_PROJECT": plan.project,
+        "FLEET_SIMULATED_GPUS": "1" if plan.template.simulated_gpus else "0",
+        "PYTHONUNBUFFERED": "1",
+    })
+    if local_rank is None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(s) for s in machine.gpu_slots)
+        env["FLEET_RANK"] = str(machine.node_rank)
+        env["FLEET_WORLD_SIZE"] = str(len(lease.machines))
+        env["FLEET_OUTPUT_DIR"] = out_dir
+    else:
+        rank = machine.node_rank * gpus_per + local_rank
+        env["CUDA_VISIBLE_DEVICES"] = str(machine.gpu_slots[local_rank])
+        env["FLEET_RANK"] = str(rank)
+        env["FLEET_LOCAL_RANK"] = str(local_rank)
+        env["FLEET_WORLD_SIZE"] = str(len(lease.machines) * gpus_per)
+        env["FLEET_OUTPUT_DIR"] = f"{out_dir}/rank-{rank}"
+    return env
+
+
+def _execute(ctx: RunContext, hooks: list, lease: Lease, command: str, *, setup: bool = False) -> tuple[int, Any]:
+    """Run `command` (once per machine, or per GPU slot) and wait, honouring stop requests."""
+    from .remote.exec import ProcessSpec, close_sessions, signal_processes, start_processes
+    from .stage import code_dir
+    specs = []
+    for m in lease.machines:
+        slots = [None] if (setup or not ctx.config.per_gpu or not m.gpu_slots) else range(len(m.gpu_slots))
+        for local in slots:
+            env = process_env(ctx, lease, m, local)
+            label = (f"setup:{m.node_rank}" if setup else
+                     str(m.node_rank) if local is None else env["FLEET_RANK"])
+            pid_name = "setup" if setup else f"run-{ctx.run_id}-{label}"
+            specs.append(ProcessSpec(m, label, command, env, code_dir(m), f"{m.state_dir}/{pid_name}.pid"))
+    log_dir = ctx.run_dir / "logs"
+    running = start_processes(specs, ctx.events.log, log_dir)
+    tick_s = 1.0
+    next_tick = time.monotonic() + tick_s
+    signalled_at = None
+    try:
+        while not all(p.done.is_set() for p in running):
+            if time.monotonic() >= next_tick:
+                call_hooks(hooks, "on_tick", ctx)
+                next_tick += tick_s
+            if ctx.cancel.is_set() and signalled_at is None:
+                signal_processes(running, "TERM")
+                signalled_at = time.monotonic()
+            grace = ctx.config.budgets.grace_s if ctx.stop_reason == "budget" else GRACE_S
+            if signalled_at is not None and (ctx.hurry.is_set() or time.monotonic() - signalled_at > grace):
+                signal_processes(running, "KILL")
+                for p in running:
+                    p.done.wait(5)
+                break
+            time.sleep(0.05)
+    finally:
+        close_sessions(running)
+    failing = None
+    code = 0
+    for p in sorted(running, key=lambda p: (p.spec.machine.node_rank, p.spec.label)):
+        rc = p.result.exit_code
+        if p.result.error:
+            ctx.events.warn(p.result.error)
+            rc = ExitCode.INFRASTRUCTURE if rc is None else rc
+        if rc is None:
+            rc = ExitCode.CANCELLED if ctx.cancel.is_set() else ExitCode.INFRASTRUCTURE
+        if rc != 0 and failing is None:
+            failing, code = p.spec.label, rc
+    return code, failing
+
+
+def _collect(ctx: RunContext, lease: Lease, summary: dict) -> None:
+    """Bring outputs home, best effort and bounded: a dead machine must not block release."""
+    from .stage import fetch_directory
+    if ctx.hurry.is_set():
+        summary["outputs_fetched"] = 0
+        return
+    ctx.events.phase("collect", f"fetching outputs into {ctx.run_dir}")
+
+    def fetch(m: Machine) -> int:
+        try:
+            return fetch_directory(m, f"{m.workdir}/outputs/{ctx.run_id}", ctx.run_dir / f"node-{m.node_rank}")
+        except Exception as exc:  # noqa: BLE001
+            ctx.events.warn(f"could not fetch outputs from {m.id}: {exc}")
+            return 0
+
+    with ThreadPoolExecutor(max_workers=min(16, len(lease.machines) or 1)) as pool:
+        summary["outputs_fetched"] = sum(pool.map(fetch, lease.machines))
+
+
+def release_lease(provider, state, lease_id: str, lease: Lease | None, events: Events) -> bool:
+    try:
+        if lease is not None:
+            provider.release(lease)
+        state.set_lease_status(lease_id, "released")
+        return True
+    except Exception as exc:  # noqa: BLE001 — the watchdog still ends the machines; say so
+        events.warn(f"release of {lease_id} failed ({exc}); machines end at their deadline; "
+                    "run `fleet down --all` to retry")
+        return False
+
+
+def keep_lease(state, lease: Lease, keep_s: int, events: Events) -> None:
+    """Leave the lease up for keep_s: its machines now hold a deadline keep_s away, no heartbeat needed."""
+    extend_lease(state, lease, keep_s)
+    events.phase("keep", f"lease {lease.id} kept for {keep_s}s: `fleet down {lease.id}` to release")
+
+
+def extend_lease(state, lease: Lease, seconds: int) -> None:
+    from .remote.ssh import connect
+    limit = (lease.max_deadline - utcnow()).total_seconds()
+    ttl = max(0.0, min(float(seconds), limit))
+
+    def one(m: Machine) -> None:
+        with connect(m, timeout=10) as s:
+            s.run([m.python, m.agent_path, "extend", "--state-dir", m.state_dir, "--ttl", f"{ttl:.3f}"])
+
+    parallel(lease.machines, one)
+    until = utcnow() + timedelta(seconds=ttl)
+    state.set_lease_deadline(lease.id, until, keep_until=until)
+
+
+def command_from_argv(argv: list[str]) -> str:
+    return argv[0] if len(argv) == 1 else shlex.join(argv)
+
+
+__all__ = ["up", "release_lease", "extend_lease", "keep_lease", "InfrastructureError"]

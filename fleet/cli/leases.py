@@ -1,0 +1,120 @@
+"""`fleet status`, `down`, `extend`, `logs`, `ssh`."""
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(status)
+    app.command()(down)
+    app.command()(extend)
+    app.command()(logs)
+    app.command()(ssh)
+
+
+def _remaining(iso: str | None) -> str:
+    if not iso:
+        return "-"
+    from ..models import parse_time, utcnow
+    seconds = int((parse_time(iso) - utcnow()).total_seconds())
+    if seconds <= 0:
+        return "passed"
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+def status(
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+    all_users: bool = typer.Option(False, "--all-users", help="Show every user's leases (team mode)."),
+    fast: bool = typer.Option(False, "--fast", help="Do not ask providers whether machines are still up."),
+) -> int:
+    """List live leases with their machines, GPUs, deadlines and runs."""
+    from ..leases import status as lease_status
+    from ..plan import current_user
+    views = lease_status(user=None if all_users else current_user(), check=not fast)
+    if json_out:
+        from .render import print_json
+        print_json({"leases": views})
+        return 0
+    if not views:
+        typer.echo("no live leases")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title="fleet leases", title_justify="left")
+    for col in ("lease", "provider", "template", "user", "health", "machines", "gpus", "deadline in", "runs"):
+        table.add_column(col)
+    simulated = False
+    for v in views:
+        up_count = sum(1 for m in v["machines"] if m["state"] == "running")
+        simulated |= any(m["simulated_gpus"] for m in v["machines"])
+        runs = ", ".join(f"{r['id']} ({r['status']})" for r in v["runs"][:2])
+        table.add_row(v["id"], v["provider"], v["template"], v["user"], v["health"],
+                      f"{up_count}/{len(v['machines'])}", str(v["gpus"]), _remaining(v["deadline"]), runs or "-")
+    console = Console()
+    console.print(table)
+    if simulated:
+        console.print("local GPUs are simulated slots (CUDA_VISIBLE_DEVICES is set, no GPU is attached)")
+    return 0
+
+
+def down(
+    leases: Optional[List[str]] = typer.Argument(None, help="Lease ids to release."),
+    all_leases: bool = typer.Option(False, "--all", help="Release every live lease and sweep orphan machines."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> int:
+    """Destroy the machines of leases (idempotent)."""
+    from ..leases import down as release
+    from .render import RichEvents
+    events = RichEvents(plain=True)
+    released = release(list(leases or []), all_leases=all_leases, events=events)
+    if json_out:
+        from .render import print_json
+        print_json({"released": released})
+    else:
+        typer.echo(f"released {len(released)}: {', '.join(released)}" if released else "nothing to release")
+    return 0
+
+
+def extend(
+    lease: str = typer.Argument(..., help="Lease id."),
+    duration: str = typer.Argument(..., help="How much longer from now, e.g. 30m (never past max_duration)."),
+) -> int:
+    """Move a kept lease's deadline (on every machine) to now + DURATION."""
+    from ..config_schema import parse_duration
+    from ..leases import extend as extend_lease
+    from ..models import to_jsonable
+    deadline = extend_lease(lease, parse_duration(duration))
+    typer.echo(f"lease {lease} now ends at {to_jsonable(deadline)}")
+    return 0
+
+
+def logs(
+    run: str = typer.Argument(..., help="Run id (see `fleet runs ls` or `fleet status`)."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
+) -> int:
+    """Print a run's logs, prefixed by rank."""
+    from ..leases import follow_logs
+    for line in follow_logs(run, follow=follow):
+        typer.echo(line)
+    return 0
+
+
+def ssh(
+    lease: str = typer.Argument(..., help="Lease id."),
+    node: int = typer.Argument(0, help="Node rank."),
+    command: Optional[List[str]] = typer.Argument(None, help="Command to run (after --)."),
+    print_only: bool = typer.Option(False, "--print", help="Print the ssh command instead of running it."),
+) -> int:
+    """Open a shell (or run a command) on a machine of a lease, with its pinned host key."""
+    import shlex
+    from ..leases import exec_ssh, ssh_argv
+    argv = ssh_argv(lease, node, list(command or []))
+    if print_only:
+        typer.echo(shlex.join(argv))
+        return 0
+    exec_ssh(argv)
+    return 0

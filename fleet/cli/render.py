@@ -1,0 +1,82 @@
+"""Rendering of run progress: rich on a terminal, plain prefixed lines in CI, quiet for --json."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+
+from rich.console import Console
+
+PHASE_ICONS = {"lease": "⇢", "ready": "⋯", "stage": "⇡", "setup": "⚙", "run": "▶", "collect": "⇣",
+               "release": "✗", "keep": "⏸"}
+
+
+def is_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes") or os.environ.get("GITHUB_ACTIONS") == "true"
+
+
+class RichEvents:
+    """Phases as a live status line; experiment logs printed above it, prefixed by rank."""
+
+    def __init__(self, *, stream=None, plain: bool = False):
+        self.console = Console(file=stream or sys.stdout, highlight=False, soft_wrap=True,
+                               force_terminal=None if not plain else False)
+        self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+        self.plain = plain or not self.console.is_terminal
+        self._status = None
+        self._lock = threading.Lock()
+        self._t0 = time.monotonic()
+
+    def phase(self, name: str, detail: str = "") -> None:
+        elapsed = time.monotonic() - self._t0
+        text = f"[{elapsed:6.1f}s] {PHASE_ICONS.get(name, '•')} {name}: {detail}"
+        with self._lock:
+            if self.plain:
+                print(f"fleet: {name}: {detail}", file=sys.stderr, flush=True)
+                return
+            if self._status is None:
+                self._status = self.console.status(text, spinner="dots")
+                self._status.start()
+            else:
+                self._status.update(text)
+            self.console.print(f"[bold cyan]fleet[/] {text}", markup=True)
+
+    def log(self, label: str, stream: str, line: str) -> None:
+        with self._lock:
+            prefix = f"[{label}]"
+            if self.plain:
+                out = sys.stdout if stream == "out" else sys.stderr
+                out.write(f"{prefix} {line}\n")
+                out.flush()
+            else:
+                style = None if stream == "out" else "red"
+                self.console.out(f"{prefix} {line}", style=style, highlight=False)
+
+    def warn(self, message: str) -> None:
+        with self._lock:
+            print(f"fleet: warning: {message}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
+class JsonEvents(RichEvents):
+    """--json: stdout carries only the final JSON; logs and phases go to stderr as plain lines."""
+
+    def __init__(self):
+        super().__init__(stream=sys.stderr, plain=True)
+
+    def log(self, label: str, stream: str, line: str) -> None:
+        with self._lock:
+            sys.stderr.write(f"[{label}] {line}\n")
+            sys.stderr.flush()
+
+
+def print_json(data) -> None:
+    from ..models import to_jsonable
+    sys.stdout.write(json.dumps(to_jsonable(data), indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()

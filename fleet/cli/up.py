@@ -1,0 +1,91 @@
+"""`fleet up` and `fleet run LEASE -- CMD`."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": False})(up)
+    app.command(name="run")(run_on)
+
+
+def _events(json_out: bool, ci: bool):
+    from .render import JsonEvents, RichEvents, is_ci
+    if json_out:
+        return JsonEvents()
+    return RichEvents(plain=ci or is_ci())
+
+
+def up(
+    command: Optional[List[str]] = typer.Argument(None, help="Command to run instead of the config's (after --)."),
+    gpus: Optional[int] = typer.Option(None, "--gpus", "-g", help="Total GPUs to lease."),
+    template: Optional[str] = typer.Option(None, "--template", "-t", help="Machine template."),
+    provider: Optional[str] = typer.Option(None, "--provider", "-p", help="local | ssh | aws"),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Config file (default ./fleet.toml)."),
+    max_duration: Optional[str] = typer.Option(None, "--max-duration", help="Hard limit, e.g. 2h."),
+    keep: Optional[str] = typer.Option(None, "--keep", help="Keep the lease up this long after the run."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Budget for this run in US dollars."),
+    allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Run uncommitted changes (captured as a snapshot)."),
+    ci: bool = typer.Option(False, "--ci", help="CI mode: no prompts or live display (on when CI=true)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> int:
+    """Lease machines, run the experiment on them, bring outputs home, destroy the machines."""
+    from ..api import up as run_up
+    from ..config import load_config
+    from ..config_schema import parse_duration
+    overrides = {"gpus": gpus, "template": template, "provider": provider, "max_duration": max_duration,
+                 "budget": budget, "command": list(command) if command else None}
+    config = load_config(file, overrides=overrides)
+    keep_s = parse_duration(keep) if keep else None
+    config.raw.setdefault("_cli", {})["allow_dirty"] = allow_dirty
+    events = _events(json_out, ci)
+    try:
+        summary = run_up(config, keep_s=keep_s, events=events)
+    finally:
+        events.close()
+    if json_out:
+        from .render import print_json
+        print_json(summary)
+    else:
+        _print_summary(summary)
+    return int(summary.get("exit_code") or 0)
+
+
+def _print_summary(summary: dict) -> None:
+    import sys
+    status = summary.get("status")
+    parts = [f"run {summary['run_id']} {status}", f"exit {summary.get('exit_code')}"]
+    if summary.get("failing_rank") is not None:
+        parts.append(f"first failing rank {summary['failing_rank']}")
+    parts.append(f"{summary.get('duration_s', 0):.1f}s")
+    if summary.get("cost") is not None:
+        label = "would cost" if summary.get("simulated_gpus") else "cost"
+        parts.append(f"{label} ${summary['cost']}")
+    parts.append(f"outputs in {summary.get('run_dir')}")
+    if summary.get("kept_until"):
+        parts.append(f"lease {summary['lease_id']} kept until {summary['kept_until']}")
+    if summary.get("message"):
+        parts.append(summary["message"])
+    print("fleet: " + " · ".join(parts), file=sys.stderr)
+
+
+def run_on(
+    lease_id: str = typer.Argument(..., help="A kept lease (see `fleet status`)."),
+    command: List[str] = typer.Argument(..., help="Command to run on every machine (after --)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+) -> int:
+    """Run a command on every machine of a kept lease (`fleet up --keep`)."""
+    from ..api import command_from_argv
+    from ..leases import run_on_lease
+    events = _events(json_out, False)
+    try:
+        summary = run_on_lease(lease_id, command_from_argv(command), events=events)
+    finally:
+        events.close()
+    if json_out:
+        from .render import print_json
+        print_json(summary)
+    return int(summary.get("exit_code") or 0)

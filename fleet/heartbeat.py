@@ -1,0 +1,84 @@
+"""The controller's half of the dead-man switch: keep extending each machine's own deadline.
+
+Each beat asks the machine's agent to move its deadline to now+TTL *by the machine's clock*, so
+skew between controller and machine never matters. The TTL is capped by max_duration and by any
+cap a hook supplies (the budget's exhaustion time). If the controller dies, beats stop and every
+machine ends itself within one TTL.
+"""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from .models import Lease, Machine
+from .remote.ssh import Session, connect
+
+CapFn = Callable[[], "float | None"]   # seconds from now the lease may still live, or None for no cap
+
+
+class Heartbeat:
+    def __init__(self, lease: Lease, ttl_s: float, *, caps: list[CapFn] | None = None,
+                 on_deadline: Callable[[datetime], None] | None = None, warn: Callable[[str], None] | None = None):
+        self.lease = lease
+        self.ttl_s = float(ttl_s)
+        self.caps = caps or []
+        self.on_deadline = on_deadline
+        self.warn = warn or (lambda msg: None)
+        self._stop = threading.Event()
+        self._sessions: dict[str, Session] = {}
+        self._thread = threading.Thread(target=self._loop, name="fleet-heartbeat", daemon=True)
+        self.beats = 0
+
+    @property
+    def interval_s(self) -> float:
+        return max(0.5, min(60.0, self.ttl_s / 3))
+
+    def next_ttl_s(self) -> float:
+        now = datetime.now(timezone.utc)
+        ttl = min(self.ttl_s, (self.lease.max_deadline - now).total_seconds())
+        for cap in self.caps:
+            value = cap()
+            if value is not None:
+                ttl = min(ttl, value)
+        return max(0.0, ttl)
+
+    def start(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def beat(self, ttl_s: float | None = None) -> None:
+        ttl = self.next_ttl_s() if ttl_s is None else ttl_s
+        for machine in self.lease.machines:
+            self._extend(machine, ttl)
+        self.beats += 1
+        if self.on_deadline:
+            self.on_deadline(datetime.now(timezone.utc) + timedelta(seconds=ttl))
+
+    def _extend(self, machine: Machine, ttl: float) -> None:
+        for attempt in (1, 2):
+            try:
+                session = self._sessions.get(machine.id)
+                if session is None:
+                    session = self._sessions[machine.id] = connect(machine, timeout=5)
+                session.run([machine.python, machine.agent_path, "extend", "--state-dir", machine.state_dir,
+                             "--ttl", f"{ttl:.3f}"], check=True, timeout=15)
+                return
+            except Exception as exc:  # noqa: BLE001 — a missed beat is survivable; warn and retry next time
+                stale = self._sessions.pop(machine.id, None)
+                if stale:
+                    stale.close()
+                if attempt == 2:
+                    self.warn(f"heartbeat to {machine.id} failed: {exc}")
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.beat()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=20)
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()

@@ -1,0 +1,207 @@
+"""Leases after `fleet up`: status, down, extend, run on a kept lease, logs, ssh."""
+from __future__ import annotations
+
+import os
+import shlex
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import NotFound, UsageError
+from .models import Lease, to_jsonable, utcnow
+from .run_context import Events, SilentEvents
+
+
+def _provider(name: str):
+    from .providers import get_provider
+    return get_provider(name)
+
+
+def lease_view(lease: Lease, states: list | None) -> dict[str, Any]:
+    by_id = {s.machine_id: s for s in states or []}
+    machines = []
+    for m in lease.machines:
+        st = by_id.get(m.id)
+        machines.append({"id": m.id, "rank": m.node_rank, "address": m.address, "gpus": list(m.gpu_slots),
+                         "instance_type": m.instance_type, "state": st.state if st else "unknown",
+                         "simulated_gpus": bool(m.provider_ref.get("simulated_gpus"))})
+    alive = [x for x in machines if x["state"] == "running"]
+    if lease.status == "leasing" and not machines:
+        health = "leasing"
+    elif machines and not alive:
+        health = "gone"
+    elif len(alive) < len(machines):
+        health = "degraded"
+    else:
+        health = "up"
+    return {"id": lease.id, "provider": lease.provider, "template": lease.template, "project": lease.project,
+            "user": lease.user, "status": lease.status, "health": health, "gpus": lease.gpus,
+            "created_at": to_jsonable(lease.created_at), "deadline": to_jsonable(lease.deadline),
+            "max_deadline": to_jsonable(lease.max_deadline), "keep_until": to_jsonable(lease.keep_until),
+            "machines": machines}
+
+
+def status(state=None, *, user: str | None = None, check: bool = True) -> list[dict[str, Any]]:
+    """Active leases with their machines as the providers see them (a watchdog-ended machine shows 'gone')."""
+    from .state import open_state
+    state = state or open_state()
+    leases = state.list_leases(active_only=True, user=user)
+    runs_by_lease: dict[str, list] = {}
+    for r in state.list_runs(limit=max(200, len(leases) * 2)):
+        if r.get("lease_id"):
+            runs_by_lease.setdefault(r["lease_id"], []).append(
+                {"id": r["id"], "status": r["status"], "exit_code": r["exit_code"]})
+    providers: dict[str, Any] = {}
+    views = []
+    for lease in leases:
+        states = None
+        if check:
+            try:
+                provider = providers.setdefault(lease.provider, _provider(lease.provider))
+                states = provider.describe(lease)
+            except Exception:  # noqa: BLE001 — status must still list the lease
+                states = None
+        view = lease_view(lease, states)
+        view["runs"] = runs_by_lease.get(lease.id, [])
+        views.append(view)
+    return views
+
+
+def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: Events | None = None) -> list[str]:
+    """Release leases (idempotent). With all_leases, also sweep local machines no lease owns."""
+    from .state import open_state
+    state = state or open_state()
+    events = events or SilentEvents()
+    if not lease_ids and not all_leases:
+        raise UsageError("name a lease to release, or use --all")
+    leases = state.list_leases(active_only=True) if all_leases else [state.get_lease(i) for i in lease_ids]
+    released = []
+    for lease in leases:
+        if lease.status not in ("active", "leasing"):
+            continue
+        events.phase("release", f"{lease.id} ({len(lease.machines)} machine(s))")
+        _provider(lease.provider).release(lease)
+        state.set_lease_status(lease.id, "released")
+        released.append(lease.id)
+    if all_leases:
+        from .providers.local import LocalProvider
+        live = {m.id for lease in state.list_leases(active_only=True) for m in lease.machines}
+        for name in LocalProvider().sweep(live):
+            events.phase("release", f"orphan local machine {name}")
+            released.append(name)
+    return released
+
+
+def extend(lease_id: str, seconds: int, state=None) -> datetime:
+    from .api import extend_lease
+    from .state import open_state
+    state = state or open_state()
+    lease = state.get_lease(lease_id)
+    if lease.status != "active":
+        raise UsageError(f"lease {lease.id} is {lease.status}, not active")
+    extend_lease(state, lease, seconds)
+    return state.get_lease(lease.id).deadline
+
+
+def run_on_lease(lease_id: str, command: str, *, events: Events | None = None) -> dict[str, Any]:
+    """Run a command on a kept lease's machines (no release afterwards: the lease stays kept)."""
+    from .api import _execute, _collect
+    from .config_model import Config
+    from .ids import new_run_id
+    from .plan import make_plan
+    from .run_context import RunContext
+    from .state import open_state
+    events = events or SilentEvents()
+    state = open_state()
+    lease = state.get_lease(lease_id)
+    if lease.status != "active":
+        raise UsageError(f"lease {lease.id} is {lease.status}, not active")
+    provider = _provider(lease.provider)
+    template = provider.templates().get(lease.template)
+    if template is None:
+        raise NotFound(f"template {lease.template!r} of lease {lease.id} is no longer offered")
+    run_id = new_run_id()
+    run_dir = Path.cwd() / "runs" / run_id
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    config = Config(path=None, base_dir=Path.cwd(), project=lease.project, name=lease.project, command=command,
+                    template=lease.template, provider=lease.provider)
+    plan = make_plan(provider=lease.provider, template=template, gpus=lease.gpus or None,
+                     max_duration_s=max(1, int((lease.max_deadline - utcnow()).total_seconds())),
+                     heartbeat_ttl_s=lease.heartbeat_ttl_s, project=lease.project, user=lease.user)
+    ctx = RunContext(config=config, plan=plan, run_id=run_id, lease_id=lease.id, state=state, events=events,
+                     run_dir=run_dir, started_at=utcnow(), lease=lease, command=command)
+    state.create_run(run_id, lease_id=lease.id, project=lease.project, user=lease.user, command=command,
+                     log_path=str(run_dir / "logs"), output_dir=str(run_dir))
+    events.phase("run", command)
+    code, failing = _execute(ctx, [], lease, command)
+    summary = {"run_id": run_id, "lease_id": lease.id, "exit_code": code, "failing_rank": failing,
+               "status": "succeeded" if code == 0 else "failed", "run_dir": str(run_dir)}
+    _collect(ctx, lease, summary)
+    state.finish_run(run_id, summary["status"], code, {"summary": summary})
+    return summary
+
+
+def log_files(run: dict[str, Any]) -> list[Path]:
+    log_dir = Path(run.get("log_path") or "")
+    if not log_dir.is_dir():
+        return []
+    return sorted(log_dir.glob("rank-*.log"), key=lambda p: _rank_key(p.stem[5:]))
+
+
+def _rank_key(label: str):
+    return tuple(int(x) if x.isdigit() else x for x in label.replace("setup:", "-1.").split("."))
+
+
+def follow_logs(run_id: str, *, follow: bool = False, state=None, poll_s: float = 0.3) -> Iterator[str]:
+    """Yield `[rank] line` for every log line of a run; with follow, keep going until it ends."""
+    from .state import open_state
+    state = state or open_state()
+    run = state.get_run(run_id)
+    offsets: dict[Path, int] = {}
+    while True:
+        for path in log_files(run):
+            label = path.stem[5:]
+            with open(path, "rb") as fh:
+                fh.seek(offsets.get(path, 0))
+                data = fh.read()
+            complete = data.rfind(b"\n") + 1
+            offsets[path] = offsets.get(path, 0) + complete
+            for line in data[:complete].decode(errors="replace").splitlines():
+                yield f"[{label}] {line}"
+        if not follow or state.get_run(run["id"])["status"] != "running":
+            if follow:
+                follow = False
+                continue   # one more pass for lines written just before the end
+            return
+        time.sleep(poll_s)
+
+
+def ssh_argv(lease_id: str, node: int = 0, command: list[str] | None = None, state=None) -> list[str]:
+    """The `ssh` command line for a machine, with its pinned host key and lease key: nothing learnt on use."""
+    from .paths import subdir
+    from .state import open_state
+    state = state or open_state()
+    lease = state.get_lease(lease_id)
+    try:
+        m = next(x for x in lease.machines if x.node_rank == node)
+    except StopIteration:
+        raise NotFound(f"lease {lease.id} has no node {node}",
+                       hint=f"nodes: 0..{len(lease.machines) - 1}" if lease.machines else None) from None
+    known = subdir("leases") / lease.id / "known_hosts"
+    known.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    host_id = m.host if m.port == 22 else f"[{m.host}]:{m.port}"
+    known.write_text(f"{host_id} {m.host_key}\n")
+    argv = ["ssh", "-i", m.key_path, "-p", str(m.port), "-o", f"UserKnownHostsFile={known}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "GlobalKnownHostsFile=/dev/null",
+            f"{m.user}@{m.host}"]
+    remote_cd = f"cd {shlex.quote(m.workdir + '/work')} 2>/dev/null || cd {shlex.quote(m.workdir)}"
+    if command:
+        argv.append(f"{remote_cd}; {shlex.join(command)}")
+    else:
+        argv += ["-t", f"{remote_cd}; exec ${{SHELL:-/bin/sh}} -l"]
+    return argv
+
+
+def exec_ssh(argv: list[str]) -> None:
+    os.execvp(argv[0], argv)

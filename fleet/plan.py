@@ -1,0 +1,53 @@
+"""gpus → machine mix, price per hour, deadlines. Pure: no I/O."""
+from __future__ import annotations
+
+import getpass
+import os
+from decimal import Decimal
+
+from .errors import UsageError
+from .models import Plan, Template
+
+
+def current_user(configured: str | None = None) -> str:
+    if configured:
+        return configured
+    env = os.environ.get("FLEET_USER")
+    if env:
+        return env
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 — no passwd entry in some containers
+        return "unknown"
+
+
+def machines_for(gpus: int | None, template: Template) -> tuple[int, int]:
+    """(machine_count, total gpus). None means one machine's worth."""
+    per = template.gpus_per_machine
+    if gpus is None:
+        return 1, per
+    if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
+        raise UsageError(f"--gpus must be a positive integer, got {gpus!r}")
+    if per > 0 and gpus % per:
+        lower, upper = (gpus // per) * per, (gpus // per + 1) * per
+        options = " or ".join(str(n) for n in (lower, upper) if n > 0)
+        raise UsageError(f"--gpus {gpus} is not a multiple of {per} (template {template.name} has {per} GPUs "
+                         f"per machine)", hint=f"use --gpus {options}, or another --template")
+    return (gpus // per if per else 1), gpus
+
+
+def make_plan(*, provider: str, template: Template, gpus: int | None, max_duration_s: int, heartbeat_ttl_s: int,
+              project: str, user: str, budget: Decimal | None = None, options: dict | None = None) -> Plan:
+    if max_duration_s <= 0:
+        raise UsageError(f"max_duration must be positive, got {max_duration_s}s")
+    if heartbeat_ttl_s <= 0:
+        raise UsageError(f"heartbeat_ttl must be positive, got {heartbeat_ttl_s}s")
+    count, total = machines_for(gpus, template)
+    return Plan(provider=provider, template=template, gpus=total, machine_count=count,
+                max_duration_s=max_duration_s, heartbeat_ttl_s=heartbeat_ttl_s, project=project, user=user,
+                spot=template.spot, budget=budget, options=dict(options or {}))
+
+
+def first_deadline_s(plan: Plan) -> int:
+    """A machine's first deadline: one TTL of grace to come up and be heartbeaten, never past max."""
+    return max(1, min(plan.max_duration_s, plan.heartbeat_ttl_s))
