@@ -201,9 +201,10 @@ class _Checker:
             return []
         out = []
         for index, item in enumerate(value):
+            before = len(self.problems)
             converted = self.fixed_table(path + (index,), item, keys)
             missing = [k for k in required if k not in item]
-            if missing:
+            if missing and len(self.problems) == before:   # a misspelt key explains it better
                 self.problem(path + (index,), f"missing required key '{missing[0]}'")
             elif len(converted) == len(item):
                 out.append(HostConfig(**converted))
