@@ -4,7 +4,11 @@ from __future__ import annotations
 import os
 import sys
 
-import click
+try:  # typer >= 0.2x vendors click as typer._click and raises its own exception classes
+    from typer import Abort as _Abort, Exit as _Exit
+    from typer._click.exceptions import ClickException as _ClickException
+except ImportError:  # older typer re-exports plain click's
+    from click.exceptions import Abort as _Abort, ClickException as _ClickException, Exit as _Exit
 
 
 def _debug_requested() -> bool:
@@ -25,16 +29,17 @@ def main_guard(app) -> int:
             traceback.print_exc()
         print(f"fleet: error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except _Exit as exc:
         return exc.exit_code
-    except click.exceptions.Abort:
+    except _Abort:
         print("fleet: cancelled", file=sys.stderr)
         return ExitCode.CANCELLED
-    except click.ClickException as exc:
+    except _ClickException as exc:
         msg = exc.format_message().strip().replace("\n", " ")
         ctx = getattr(exc, "ctx", None)
         where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
-        print(f"fleet: error: {msg}{where}", file=sys.stderr)
+        if msg:  # empty for `fleet` with no arguments: the help was already shown
+            print(f"fleet: error: {msg}{where}", file=sys.stderr)
         return ExitCode.USAGE
     except KeyboardInterrupt:
         print("fleet: cancelled", file=sys.stderr)
