@@ -20,7 +20,7 @@ app = typer.Typer(
 )
 
 # Each module has `register(app)`; order is the order of `fleet --help`.
-COMMAND_MODULES = ["up", "leases", "init"]
+COMMAND_MODULES = ["up", "leases", "init", "report", "snapshot"]
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"fleet.cli.{_name}").register(app)

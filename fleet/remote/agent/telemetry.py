@@ -255,6 +255,14 @@ def run(path: str, interval: float = 5.0, *, stop: threading.Event | None = None
     return written
 
 
+def loop(path: str, interval: float, stop: threading.Event) -> int:
+    """What agent.py's watchdog runs in a thread: sample into `path` until `stop` is set."""
+    try:
+        return run(path, interval, stop=stop)
+    except OSError:
+        return 0   # an unwritable run directory must not take the watchdog down with it
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="fleet telemetry sampler (JSON lines)")
     parser.add_argument("out", help="file to append JSON lines to ('-' prints one sample and exits)")

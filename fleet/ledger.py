@@ -1,0 +1,260 @@
+"""The cost ledger: append-only cost entries per machine segment, in the state database.
+
+A segment is one machine billed at one rate. It is written as a run of rows and never rewritten:
+`open` (zero length, the moment the machine is leased), one `tick` per controller tick covering
+[start_at, end_at), and `close` at release. A controller crash loses at most the tick in progress;
+whoever releases the machines later (`fleet down`, the reaper) appends the missing `close` row with
+`close_orphans`. Each row carries a digest of its other columns: a damaged row is reported and left
+out of totals, never fatal.
+
+Cost of each row = cost(segment start → end) − cost(segment start → previous end), so the sum of a
+segment's rows equals its exact cost with no rounding drift, however many ticks it has.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from .budget import Price, cost_micro, utc_clock
+
+COLUMNS = ("segment_id", "seq", "kind", "start_at", "end_at", "rate_micro", "cost_micro", "price_source",
+           "shadow", "gpus", "gpu_util_permille", "idle_gpu_s", "project", "owner", "run_id", "template",
+           "provider", "lease_id", "machine_id", "recorded_at")
+_INSERT = (f"INSERT INTO ledger ({', '.join(COLUMNS)}, digest) "
+           f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))})")
+
+
+def iso(dt: datetime) -> str:
+    """Fixed-width UTC text, so string order is time order (range queries use the index)."""
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    dt = datetime.fromisoformat(text)
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def row_digest(values: Iterable[Any]) -> str:
+    canon = "\x1f".join("" if v is None else str(v) for v in values)
+    return hashlib.blake2b(canon.encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    id: int
+    segment_id: str
+    seq: int
+    kind: str                  # open | tick | close
+    start_at: str              # ISO UTC (fixed width); parse with parse_iso when a datetime is needed
+    end_at: str
+    rate_micro: int
+    cost_micro: int
+    price_source: str
+    shadow: bool               # a local machine's "would cost", not billed money
+    gpus: int
+    gpu_util_permille: int | None
+    idle_gpu_s: int | None
+    project: str
+    owner: str
+    run_id: str | None
+    template: str
+    provider: str
+    lease_id: str
+    machine_id: str
+    recorded_at: str
+
+    @property
+    def seconds(self) -> float:
+        return (parse_iso(self.end_at) - parse_iso(self.start_at)).total_seconds()
+
+
+@dataclass(frozen=True)
+class CorruptRow:
+    id: Any
+    reason: str
+
+    def __str__(self) -> str:
+        return f"ledger row {self.id}: {self.reason}"
+
+
+@dataclass
+class LedgerRead:
+    entries: list[LedgerEntry] = field(default_factory=list)
+    corrupt: list[CorruptRow] = field(default_factory=list)
+
+
+@dataclass
+class TickTelemetry:
+    """What one machine's GPUs did during a tick (from telemetry streamed home)."""
+
+    gpu_util_permille: int | None = None
+    idle_gpu_s: int | None = None
+
+
+@dataclass
+class OpenSegment:
+    segment_id: str
+    start: datetime
+    price: Price
+    fixed: dict[str, Any]          # project, owner, run_id, template, provider, lease_id, machine_id, gpus
+    seq: int = 0
+    last_end: datetime | None = None
+    closed: bool = False
+
+    def cost_between(self, start: datetime, end: datetime) -> int:
+        whole = cost_micro(self.price.per_hour_micro, (end - self.start).total_seconds())
+        before = cost_micro(self.price.per_hour_micro, (start - self.start).total_seconds())
+        return whole - before
+
+
+def _check(row: dict[str, Any]) -> LedgerEntry | CorruptRow:
+    rid = row.get("id")
+    try:
+        if row_digest(row.get(c) for c in COLUMNS) != row.get("digest"):
+            return CorruptRow(rid, "contents do not match its digest (edited or damaged)")
+        util, idle = row["gpu_util_permille"], row["idle_gpu_s"]
+        entry = LedgerEntry(
+            id=rid, segment_id=str(row["segment_id"]), seq=int(row["seq"]), kind=str(row["kind"]),
+            start_at=str(row["start_at"]), end_at=str(row["end_at"]), rate_micro=int(row["rate_micro"]),
+            cost_micro=int(row["cost_micro"]), price_source=str(row["price_source"]),
+            shadow=bool(int(row["shadow"])), gpus=int(row["gpus"]),
+            gpu_util_permille=None if util is None else int(util), idle_gpu_s=None if idle is None else int(idle),
+            project=str(row["project"]), owner=str(row["owner"]), run_id=row["run_id"],
+            template=str(row["template"]), provider=str(row["provider"]), lease_id=str(row["lease_id"]),
+            machine_id=str(row["machine_id"]), recorded_at=str(row["recorded_at"]))
+        if entry.end_at < entry.start_at:
+            return CorruptRow(rid, "ends before it starts")
+        if entry.cost_micro < 0 or entry.rate_micro < 0:
+            return CorruptRow(rid, "negative cost or rate")
+        return entry
+    except (TypeError, ValueError, KeyError) as exc:
+        return CorruptRow(rid, f"unreadable: {exc}")
+
+
+class Ledger:
+    def __init__(self, db, clock=utc_clock):
+        self.db = db
+        self.clock = clock
+
+    # -- writing (append only) -------------------------------------------------------------------
+    def _row(self, seg: OpenSegment, seq: int, kind: str, start: datetime, end: datetime, cost: int,
+             tel: TickTelemetry | None) -> tuple:
+        tel = tel or TickTelemetry()
+        f = seg.fixed
+        values = (seg.segment_id, seq, kind, iso(start), iso(end), seg.price.per_hour_micro, cost,
+                  seg.price.source, int(seg.price.shadow), f["gpus"], tel.gpu_util_permille, tel.idle_gpu_s,
+                  f["project"], f["owner"], f["run_id"], f["template"], f["provider"], f["lease_id"],
+                  f["machine_id"], iso(self.clock()))
+        return values + (row_digest(values),)
+
+    def open_segment(self, *, lease, machine, price: Price, run_id: str | None = None,
+                     at: datetime | None = None) -> OpenSegment:
+        start = at or self.clock()
+        fixed = {"project": lease.project, "owner": lease.user, "run_id": run_id, "template": lease.template,
+                 "provider": lease.provider, "lease_id": lease.id, "machine_id": machine.id,
+                 "gpus": len(machine.gpu_slots)}
+        seg = OpenSegment(f"{machine.id}@{iso(start)}", start, price, fixed, last_end=start)
+        with self.db.transaction():
+            self.db.execute(_INSERT, self._row(seg, 0, "open", start, start, 0, None))
+        return seg
+
+    def append(self, segments: list[OpenSegment], at: datetime | None = None, *, kind: str = "tick",
+               telemetry: dict[str, TickTelemetry] | None = None) -> int:
+        """One row per open segment covering [its last end, at), in one transaction. Returns the cost added."""
+        at = at or self.clock()
+        rows, added = [], 0
+        for seg in segments:
+            if seg.closed:
+                continue
+            start = seg.last_end or seg.start
+            end = max(at, start)
+            cost = seg.cost_between(start, end)
+            tel = (telemetry or {}).get(seg.fixed["machine_id"])
+            rows.append(self._row(seg, seg.seq + 1, kind, start, end, cost, tel))
+            added += cost
+        if rows:
+            with self.db.transaction():
+                self.db.executemany(_INSERT, rows)
+        # Advance only after the rows are durable: a failed write is retried whole at the next tick.
+        for seg in segments:
+            if not seg.closed:
+                seg.seq += 1
+                seg.last_end = max(at, seg.last_end or seg.start)
+                seg.closed = kind == "close"
+        return added
+
+    def close(self, segments: list[OpenSegment], at: datetime | None = None,
+              telemetry: dict[str, TickTelemetry] | None = None) -> int:
+        return self.append(segments, at, kind="close", telemetry=telemetry)
+
+    def close_orphans(self, lease_id: str, at: datetime | None = None) -> int:
+        """Close the segments of a lease whose controller died: bill from their last row to `at`
+        (when the machines were released). Returns the cost added."""
+        at = at or self.clock()
+        read = self.read(lease_id=lease_id)
+        first: dict[str, LedgerEntry] = {}
+        last: dict[str, LedgerEntry] = {}
+        for e in read.entries:
+            if e.segment_id not in last or e.seq > last[e.segment_id].seq:
+                last[e.segment_id] = e
+            if e.segment_id not in first or e.seq < first[e.segment_id].seq:
+                first[e.segment_id] = e
+        orphans = []
+        for e in last.values():
+            if e.kind == "close":
+                continue
+            seg = OpenSegment(e.segment_id, parse_iso(first[e.segment_id].start_at),
+                              Price(e.rate_micro, e.price_source, e.shadow),
+                              {k: getattr(e, k) for k in ("project", "owner", "run_id", "template", "provider",
+                                                          "lease_id", "machine_id", "gpus")},
+                              seq=e.seq, last_end=parse_iso(e.end_at))
+            orphans.append(seg)
+        return self.close(orphans, at) if orphans else 0
+
+    # -- reading ---------------------------------------------------------------------------------
+    def read(self, *, since: datetime | None = None, until: datetime | None = None, project: str | None = None,
+             owner: str | None = None, run_id: str | None = None, lease_id: str | None = None) -> LedgerRead:
+        """Entries starting in [since, until), oldest first; damaged rows come back in `corrupt`."""
+        where, params = [], []
+        for column, value in (("project", project), ("owner", owner), ("run_id", run_id), ("lease_id", lease_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("start_at >= ?")
+            params.append(iso(since))
+        if until is not None:
+            where.append("start_at < ?")
+            params.append(iso(until))
+        sql = "SELECT * FROM ledger" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        out = LedgerRead()
+        for row in self.db.execute(sql, params):
+            checked = _check(row)
+            (out.corrupt if isinstance(checked, CorruptRow) else out.entries).append(checked)
+        return out
+
+    def spent_micro(self, *, project: str | None = None, owner: str | None = None,
+                    since: datetime | None = None, exclude_run: str | None = None,
+                    exclude_lease: str | None = None) -> int:
+        """Fast total for budget scopes (SQL SUM; digests are checked by `read`, not here)."""
+        where, params = ["1 = 1"], []
+        if project is not None:
+            where.append("project = ?")
+            params.append(project)
+        if owner is not None:
+            where.append("owner = ?")
+            params.append(owner)
+        if since is not None:
+            where.append("start_at >= ?")
+            params.append(iso(since))
+        if exclude_run is not None:
+            where.append("(run_id IS NULL OR run_id <> ?)")
+            params.append(exclude_run)
+        if exclude_lease is not None:
+            where.append("lease_id <> ?")
+            params.append(exclude_lease)
+        rows = self.db.execute(f"SELECT COALESCE(SUM(cost_micro), 0) AS total FROM ledger WHERE {' AND '.join(where)}",
+                               params)
+        return int(rows[0]["total"] or 0)

@@ -1,0 +1,148 @@
+"""Budgets at run time: the controller's meter for one run.
+
+`prepare_budget` builds the run's budget policy and refuses before spending; `RunMeter` is driven
+by the run loop: `start` when machines are leased, `tick` every few seconds (appends ledger rows,
+returns the policy's verdict), `deadline_s` caps each heartbeat's extension by budget exhaustion,
+`finish` closes the segments when the machines are released. The clock is injectable.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Callable
+
+from .budget import (BudgetPolicy, Clock, IdlePolicy, Price, Scope, Verdict, capped_deadline_s, month_label,
+                     month_start, parse_budget, refuse_unaffordable, require_price, to_micro, utc_clock)
+from .ledger import Ledger, OpenSegment, TickTelemetry
+
+
+@dataclass
+class BudgetLimits:
+    run: Decimal | None = None
+    project_monthly: Decimal | None = None
+    user_monthly: Decimal | None = None
+    warn_fraction: Decimal = Decimal("0.8")
+    grace_s: float = 30.0
+
+    @classmethod
+    def from_config(cls, config, run_budget: object | None = None) -> "BudgetLimits":
+        """`--budget` wins over `budget =` in fleet.toml; each is validated (positive, numeric)."""
+        b = config.budgets
+        run = run_budget if run_budget is not None else config.budget
+        return cls(run=None if run is None else parse_budget(run, what="budget"),
+                   project_monthly=None if b.project_monthly is None
+                   else parse_budget(b.project_monthly, what="budgets.project_monthly"),
+                   user_monthly=None if b.user_monthly is None
+                   else parse_budget(b.user_monthly, what="budgets.user_monthly"),
+                   warn_fraction=Decimal(str(b.warn_fraction)), grace_s=float(b.grace_s))
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in (self.run, self.project_monthly, self.user_monthly))
+
+
+def build_scopes(limits: BudgetLimits, *, project: str, user: str, ledger: Ledger | None, now: datetime,
+                 run_id: str | None = None, lease_id: str | None = None) -> list[Scope]:
+    """The budgets that apply; monthly ones start from what others spent this month (not this run)."""
+    scopes = []
+    if limits.run is not None:
+        scopes.append(Scope("run", to_micro(limits.run)))
+    month = month_start(now)
+    if limits.project_monthly is not None:
+        spent = ledger.spent_micro(project=project, since=month, exclude_run=run_id,
+                                   exclude_lease=lease_id) if ledger else 0
+        scopes.append(Scope(f"project {project!r} ({month_label(now)})", to_micro(limits.project_monthly), spent))
+    if limits.user_monthly is not None:
+        spent = ledger.spent_micro(owner=user, since=month, exclude_run=run_id, exclude_lease=lease_id) if ledger else 0
+        scopes.append(Scope(f"user {user!r} ({month_label(now)})", to_micro(limits.user_monthly), spent))
+    return scopes
+
+
+def prepare_budget(limits: BudgetLimits, plan, *, ledger: Ledger | None, prices: dict | None = None,
+                   now: datetime | None = None, run_id: str | None = None) -> tuple[BudgetPolicy | None, Price | None]:
+    """Before leasing: the policy for this run, and the per-machine price it will accrue.
+    Raises BudgetRefused for an unknown price or a budget that cannot pay the minimum billing."""
+    if not limits.any:
+        return None, None
+    price = require_price(plan.template, prices, instance_type=plan.instance_type)
+    now = now or utc_clock()
+    policy = BudgetPolicy(build_scopes(limits, project=plan.project, user=plan.user, ledger=ledger, now=now,
+                                       run_id=run_id), warn_fraction=limits.warn_fraction, grace_s=limits.grace_s)
+    refuse_unaffordable(policy, price_micro_per_hour=price.per_hour_micro, machines=plan.machine_count,
+                        provider=plan.provider)
+    return policy, price
+
+
+class RunMeter:
+    """Accrues a run's cost into the ledger every tick and says when the budget says stop."""
+
+    def __init__(self, ledger: Ledger, policy: BudgetPolicy | None = None, *, limits: BudgetLimits | None = None,
+                 clock: Clock = utc_clock, idle: IdlePolicy | None = None,
+                 telemetry: Callable[[float], dict[str, TickTelemetry]] | None = None,
+                 latest_utilisations: Callable[[], list] | None = None):
+        self.ledger, self.policy, self.limits = ledger, policy, limits
+        self.clock, self.idle = clock, idle
+        self.telemetry, self.latest_utilisations = telemetry, latest_utilisations
+        self.segments: list[OpenSegment] = []
+        self.run_spent_micro = 0
+        self.last_tick: datetime | None = None
+        self.project = self.user = ""
+        self.run_id: str | None = None
+        self.lease_id: str | None = None
+        self.stopped: Verdict | None = None
+
+    def start(self, lease, price: Price | None, run_id: str | None = None, at: datetime | None = None) -> None:
+        """Open a ledger segment per machine (an unknown price without a budget bills $0, marked so)."""
+        at = at or self.clock()
+        self.project, self.user, self.run_id, self.lease_id = lease.project, lease.user, run_id, lease.id
+        for machine in lease.machines:
+            rate = getattr(machine, "price_per_hour", None)
+            p = price or Price(to_micro(rate or 0), "machine price" if rate else "unknown price",
+                               lease.provider == "local")
+            self.segments.append(self.ledger.open_segment(lease=lease, machine=machine, price=p, run_id=run_id, at=at))
+        self.last_tick = at
+
+    @property
+    def burn_micro_per_hour(self) -> int:
+        return sum(s.price.per_hour_micro for s in self.segments if not s.closed)
+
+    def tick(self, at: datetime | None = None) -> Verdict:
+        """Append this tick's rows, refresh the month's spend by others, and evaluate the budget."""
+        at = at or self.clock()
+        seconds = (at - self.last_tick).total_seconds() if self.last_tick else 0.0
+        tel = self.telemetry(seconds) if self.telemetry else None
+        self.run_spent_micro += self.ledger.append(self.segments, at, telemetry=tel)
+        self.last_tick = at
+        verdict = Verdict("ok", None, self.run_spent_micro, None, None)
+        if self.policy is not None:
+            if self.limits is not None and (self.limits.project_monthly or self.limits.user_monthly):
+                fresh = build_scopes(self.limits, project=self.project, user=self.user, ledger=self.ledger,
+                                     now=at, run_id=self.run_id, lease_id=self.lease_id)
+                self.policy.scopes = fresh   # other runs this month keep spending too
+            verdict = self.policy.evaluate(self.run_spent_micro, self.burn_micro_per_hour)
+        if verdict.action != "stop" and self.idle is not None and self.latest_utilisations is not None:
+            if self.idle.observe(at, self.latest_utilisations()):
+                verdict = Verdict("stop", "idle", self.run_spent_micro, None, None,
+                                  f"GPUs below {self.idle.threshold:g} % for "
+                                  f"{self.idle.window.total_seconds() / 60:g} minutes (idle policy)")
+        if verdict.action == "stop" and self.stopped is None:
+            self.stopped = verdict
+        return verdict
+
+    def remaining_micro(self) -> int | None:
+        return None if self.policy is None else self.policy.remaining_micro(self.run_spent_micro)
+
+    def deadline_s(self, proposed_s: float, max_left_s: float | None = None) -> int:
+        """The heartbeat's extension for every machine, capped by when the budget runs out."""
+        return capped_deadline_s(proposed_s, remaining_micro=self.remaining_micro(),
+                                 burn_micro_per_hour=self.burn_micro_per_hour, max_left_s=max_left_s)
+
+    def finish(self, at: datetime | None = None) -> int:
+        """Close every open segment (machines released). Returns the run's total in micro-dollars."""
+        at = at or self.clock()
+        seconds = (at - self.last_tick).total_seconds() if self.last_tick else 0.0
+        tel = self.telemetry(seconds) if self.telemetry else None
+        self.run_spent_micro += self.ledger.close(self.segments, at, telemetry=tel)
+        self.last_tick = at
+        return self.run_spent_micro

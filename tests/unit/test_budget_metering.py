@@ -1,0 +1,120 @@
+"""The controller's run meter with a fake clock: refusal up front, accrual into the ledger each tick,
+stop at the crossing, deadline capped by budget exhaustion, monthly budgets shared across runs."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+
+import pytest
+
+from fleet.budget import IdlePolicy, cost_micro, to_micro
+from fleet.errors import BudgetRefused
+from fleet.ledger import Ledger
+from fleet.metering import BudgetLimits, RunMeter, prepare_budget
+from fleet.models import Plan, Template
+from fleet.state.db import Database
+from tests.fixtures.ledger import FakeClock, _Lease, _Machine
+
+T0 = datetime(2025, 6, 10, 12, 0, tzinfo=timezone.utc)
+LOCAL = Template("local-4gpu", "local", 4, simulated_gpus=True, price_per_hour=Decimal("3.60"),
+                 price_source="shadow: g5.12xlarge")
+
+
+@pytest.fixture
+def ledger(tmp_path):
+    db = Database(tmp_path / "state.db")
+    yield Ledger(db, FakeClock(T0))
+    db.close()
+
+
+def plan(template=LOCAL, machines=2, project="vision", user="ana"):
+    return Plan(provider=template.provider, template=template, gpus=machines * 4, machine_count=machines,
+                max_duration_s=3600, heartbeat_ttl_s=60, project=project, user=user)
+
+
+def lease(machines=2, lease_id="l-1", project="vision", user="ana"):
+    return _Lease(lease_id, project, user, "local-4gpu", "local",
+                  [_Machine(f"{lease_id}-m{i}", (0, 1, 2, 3)) for i in range(machines)])
+
+
+def test_no_budget_means_no_policy_and_no_price_needed(ledger):
+    unpriced = Template("team-a100", "ssh", 8)
+    assert prepare_budget(BudgetLimits(), plan(unpriced), ledger=ledger) == (None, None)
+
+
+def test_budget_without_a_price_is_refused(ledger):
+    unpriced = Template("team-a100", "ssh", 8)
+    with pytest.raises(BudgetRefused, match=r"\[prices\]"):
+        prepare_budget(BudgetLimits(run=Decimal(10)), plan(unpriced), ledger=ledger)
+
+
+def test_run_crosses_its_budget_and_is_stopped_within_one_tick(ledger):
+    clock = ledger.clock
+    limits = BudgetLimits(run=Decimal("1.00"), grace_s=20)
+    policy, price = prepare_budget(limits, plan(), ledger=ledger, now=clock())
+    assert price.shadow and price.per_hour_micro == to_micro("3.60")
+    meter = RunMeter(ledger, policy, limits=limits, clock=clock)
+    meter.start(lease(), price, run_id="r-1")
+    # two machines at $3.60/h burn $0.002/s; $1 lasts 500 s; stop when only grace (20 s = $0.04) is left
+    assert meter.deadline_s(3600) == 500
+    verdicts = []
+    while True:
+        clock.advance(5)
+        v = meter.tick()
+        verdicts.append(v.action)
+        if v.action == "stop":
+            break
+    elapsed = (clock() - T0).total_seconds()
+    assert 480 <= elapsed <= 485                            # the crossing (480 s) found within one tick
+    assert "warn" in verdicts and verdicts.count("warn") == 1
+    assert meter.deadline_s(3600) == pytest.approx(500 - elapsed, abs=1)
+    clock.advance(20)                                        # grace, outputs fetched, released
+    total = meter.finish()
+    assert total == ledger.spent_micro()
+    assert abs(total - to_micro("1.00")) <= cost_micro(meter_burn := to_micro("7.20"), 5) + 1
+    assert meter_burn and not any(not s.closed for s in meter.segments)
+
+
+def test_monthly_project_budget_counts_other_runs_this_month(ledger):
+    clock = ledger.clock
+    limits = BudgetLimits(project_monthly=Decimal("2.00"), grace_s=0)
+    # an earlier run this month spent $1.50
+    other = RunMeter(ledger, None, clock=clock)
+    other.start(lease(1, "l-old"), prepare_budget(limits, plan(machines=1), ledger=ledger, now=clock())[1])
+    clock.advance(1500)
+    other.finish()
+    policy, price = prepare_budget(limits, plan(), ledger=ledger, now=clock(), run_id="r-2")
+    assert policy.scopes[0].spent_before_micro == to_micro("1.50")
+    meter = RunMeter(ledger, policy, limits=limits, clock=clock)
+    meter.start(lease(2, "l-new"), price, run_id="r-2")
+    assert meter.deadline_s(3600) == 250                    # $0.50 left at $7.20/h
+    clock.advance(200)
+    assert meter.tick().action == "warn"
+    clock.advance(60)
+    v = meter.tick()
+    assert v.action == "stop" and v.scope.startswith("project 'vision'")
+
+
+def test_exhausted_monthly_budget_refuses_up_front(ledger):
+    clock = ledger.clock
+    meter = RunMeter(ledger, None, clock=clock)
+    meter.start(lease(2, "l-old"), prepare_budget(BudgetLimits(run=Decimal(99)), plan(), ledger=ledger)[1])
+    clock.advance(3600)
+    meter.finish()                                           # $7.20 this month
+    with pytest.raises(BudgetRefused, match="project 'vision'"):
+        prepare_budget(BudgetLimits(project_monthly=Decimal("7.20")), plan(), ledger=ledger, now=clock())
+    # another project is unaffected
+    prepare_budget(BudgetLimits(project_monthly=Decimal("7.20")), plan(project="nlp"), ledger=ledger, now=clock())
+
+
+def test_idle_policy_stops_a_run_with_idle_gpus(ledger):
+    clock = ledger.clock
+    utils = {"value": [0.0, 1.0]}
+    meter = RunMeter(ledger, None, clock=clock, idle=IdlePolicy(5, 1), latest_utilisations=lambda: utils["value"])
+    meter.start(lease(1), None)
+    for _ in range(6):                   # first idle sample at 10 s: the minute runs from there
+        clock.advance(10)
+        assert meter.tick().action == "ok"
+    clock.advance(10)
+    v = meter.tick()
+    assert v.action == "stop" and v.scope == "idle" and "idle policy" in v.message
