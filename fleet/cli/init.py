@@ -93,6 +93,7 @@ heartbeat_ttl = "5m"
 # key = "~/.ssh/id_ed25519"      # private key; default your agent / ~/.ssh keys
 # gpus = 8                       # GPUs on the host; default discovered over SSH
 # name = "gpu1"                  # short name shown in status
+# workdir = "/scratch/fleet"     # each lease's working directory goes under it; default ~/.fleet-leases
 '''
 
 
