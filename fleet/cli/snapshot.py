@@ -1,0 +1,193 @@
+"""`fleet snapshot create/ls/show/diff/verify/gc`: content-addressed data snapshots."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+snapshot_app = typer.Typer(help="Content-addressed snapshots of data (same bytes → same id).",
+                           no_args_is_help=True)
+
+StoreOpt = typer.Option(None, "--store", help="Store URL (path or s3://bucket/prefix). Default: fleet.toml's "
+                        "`store`, else $FLEET_HOME/store.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(snapshot_app, name="snapshot")
+
+
+def _store(url: str | None):
+    from ..snapshots import open_store
+    if url is None:
+        url = _config_store()
+    return open_store(url)
+
+
+def _config_store() -> str | None:
+    """The `store` key of ./fleet.toml, if there is one (a broken file is not our concern here)."""
+    import tomllib
+    try:
+        with open("fleet.toml", "rb") as f:
+            value = tomllib.load(f).get("store")
+        return value if isinstance(value, str) and value else None
+    except (OSError, ValueError):
+        return None
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+@snapshot_app.command("create")
+def create(
+    path: Path = typer.Argument(..., help="Directory or file to snapshot."),
+    name: Optional[str] = typer.Option(None, "--name", "-n", help="Name for the snapshot (must not point elsewhere)."),
+    store: Optional[str] = StoreOpt,
+    json_out: bool = typer.Option(False, "--json"),
+) -> int:
+    """Snapshot PATH into the store and print its id."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+
+    from ..snapshots import create_snapshot
+    st = _store(store)
+    total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) \
+        if path.is_dir() else (path.stat().st_size if path.is_file() else 0)
+    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                  transient=True, disable=json_out) as bar:
+        task = bar.add_task("chunking", total=total)
+        result = create_snapshot(path, st, name=name, progress=lambda n: bar.advance(task, n))
+    for w in result.warnings:
+        typer.echo(f"fleet: warning: {w}", err=True)
+    if json_out:
+        from .render import print_json
+        print_json({"id": result.id, "name": name, "files": len(result.manifest.files()),
+                    "size": result.manifest.total_size, "new_chunks": result.new_chunks,
+                    "new_bytes": result.new_bytes, "store": st.url})
+    else:
+        typer.echo(result.id)
+        typer.echo(f"{len(result.manifest.files())} files, {_size(result.manifest.total_size)}; "
+                   f"{result.new_chunks} new chunks ({_size(result.new_bytes)}) stored in {st.url}", err=True)
+    return 0
+
+
+@snapshot_app.command("ls")
+def ls(store: Optional[str] = StoreOpt, json_out: bool = typer.Option(False, "--json")) -> int:
+    """List snapshots in the store."""
+    from ..snapshots import list_snapshots
+    rows = list_snapshots(_store(store))
+    if json_out:
+        from .render import print_json
+        print_json({"snapshots": rows})
+        return 0
+    if not rows:
+        typer.echo("no snapshots")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title_justify="left")
+    for col in ("id", "names", "files", "size", "created"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["id"][:12], ", ".join(r["names"]) or "-", str(r["files"]), _size(r["size"]),
+                      (r["created_at"] or "-")[:19])
+    Console().print(table)
+    return 0
+
+
+@snapshot_app.command("show")
+def show(ref: str = typer.Argument(..., help="Snapshot id, id prefix or name."), store: Optional[str] = StoreOpt,
+         json_out: bool = typer.Option(False, "--json")) -> int:
+    """Show a snapshot's files."""
+    from ..snapshots import resolve
+    from ..snapshots import show as show_snapshot
+    st = _store(store)
+    info = show_snapshot(st, resolve(st, ref))
+    if json_out:
+        from .render import print_json
+        print_json(info)
+        return 0
+    typer.echo(f"snapshot {info['id']}")
+    if info["names"]:
+        typer.echo(f"names:   {', '.join(info['names'])}")
+    typer.echo(f"files:   {info['files']} ({_size(info['size'])}, {info['chunks']} chunks)")
+    for path in info["deleted"]:
+        typer.echo(f"  deleted  {path}")
+    for e in info["entries"]:
+        if e["type"] == "file":
+            typer.echo(f"  {e['mode']:o}  {_size(e['size']):>10}  {e['sha256'][:12]}  {e['path']}")
+        elif e["type"] == "symlink":
+            typer.echo(f"  link  {e['path']} -> {e['target']}")
+    return 0
+
+
+@snapshot_app.command("diff")
+def diff(a: str, b: str, store: Optional[str] = StoreOpt, json_out: bool = typer.Option(False, "--json")) -> int:
+    """What changed from snapshot A to snapshot B."""
+    from ..snapshots import diff as diff_snapshots
+    from ..snapshots import resolve
+    st = _store(store)
+    d = diff_snapshots(st, resolve(st, a), resolve(st, b))
+    if json_out:
+        from .render import print_json
+        print_json(d.to_json())
+        return 0
+    for p in d.added:
+        typer.echo(f"+ {p}")
+    for p in d.removed:
+        typer.echo(f"- {p}")
+    for p in d.changed:
+        typer.echo(f"M {p}")
+    typer.echo(f"{len(d.added)} added, {len(d.removed)} removed, {len(d.changed)} changed, {d.unchanged} unchanged; "
+               f"{_size(d.new_bytes)} new, {_size(d.shared_bytes)} shared", err=True)
+    return 0
+
+
+@snapshot_app.command("verify")
+def verify(ref: Optional[str] = typer.Argument(None, help="Snapshot to check (default: every snapshot)."),
+           store: Optional[str] = StoreOpt,
+           quick: bool = typer.Option(False, "--quick", help="Check chunks are present without re-hashing them."),
+           json_out: bool = typer.Option(False, "--json")) -> int:
+    """Re-hash every chunk; name each missing or corrupt chunk and its file."""
+    from ..errors import IntegrityError
+    from ..snapshots import resolve
+    from ..snapshots import verify as verify_snapshot
+    st = _store(store)
+    ids = [resolve(st, ref)] if ref else [m.id for m in st.list_manifests()]
+    problems = {sid: verify_snapshot(st, sid, deep=not quick) for sid in ids}
+    bad = {k: v for k, v in problems.items() if v}
+    if json_out:
+        from .render import print_json
+        print_json({"checked": len(ids), "ok": not bad, "problems": bad})
+    else:
+        for plist in bad.values():
+            for p in plist:
+                typer.echo(p, err=True)
+        if not bad:
+            typer.echo(f"{len(ids)} snapshot(s) verified, every chunk present and intact")
+    if bad:
+        first = next(iter(bad.values()))
+        total = sum(len(v) for v in bad.values())
+        raise IntegrityError(first[0] + (f" (+{total - 1} more)" if total > 1 else ""))
+    return 0
+
+
+@snapshot_app.command("gc")
+def gc(store: Optional[str] = StoreOpt,
+       grace: float = typer.Option(3600, "--grace", help="Keep unreferenced chunks younger than this (seconds): "
+                                   "a create in progress has written chunks but not yet its manifest."),
+       dry_run: bool = typer.Option(False, "--dry-run"), json_out: bool = typer.Option(False, "--json")) -> int:
+    """Delete chunks that no snapshot references."""
+    from ..snapshots import gc as gc_store
+    result = gc_store(_store(store), grace_s=grace, dry_run=dry_run)
+    if json_out:
+        from .render import print_json
+        print_json(result)
+    else:
+        verb = "would delete" if dry_run else "deleted"
+        typer.echo(f"{verb} {result['deleted_chunks']} unreferenced chunks; {result['live_chunks']} live")
+    return 0

@@ -1,0 +1,132 @@
+"""Pin a run's code to a git commit, so what lands on machines is exactly that commit.
+
+The experiment directory may be a subdirectory of a larger repository: we pin the commit, export
+that commit's tree *of the experiment directory* (via `git archive`, so neither the working tree nor
+ignored files leak in), and snapshot it. A dirty tree is refused unless `allow_dirty`, which captures
+tracked changes and untracked, non-ignored files (plus deletions) as an overlay snapshot of its own.
+Outside a git repository the directory itself becomes the code snapshot, with a warning.
+"""
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import EnvironmentProblem, UsageError
+from .snapshots.create import DEFAULT_EXCLUDES, SnapshotBuilder, create_snapshot
+from .snapshots.store import Store
+
+
+@dataclass
+class CodePin:
+    commit: str | None                 # None outside a git repository
+    dirty_snapshot_id: str | None      # overlay of uncommitted changes (allow_dirty only)
+    code_snapshot_id: str
+    warning: str | None = None
+    repo_root: str | None = None
+    subdir: str = ""                   # experiment dir relative to the repo root ("" = root)
+    dirty_files: list[str] = field(default_factory=list)
+
+
+def _git(args: list[str], cwd: Path, *, binary: bool = False) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=not binary, check=False,
+                              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"})
+    except FileNotFoundError:
+        raise EnvironmentProblem("git is not installed", hint="install git, or run outside a repository") from None
+
+
+def _repo_root(directory: Path) -> Path | None:
+    res = _git(["rev-parse", "--show-toplevel"], directory)
+    return Path(res.stdout.strip()) if res.returncode == 0 and res.stdout.strip() else None
+
+
+def dirty_files(root: Path, subdir: str) -> list[tuple[str, str]]:
+    """(status, path relative to subdir) for uncommitted changes under subdir, untracked non-ignored included."""
+    res = _git(["status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames", "--", subdir or "."],
+               root, binary=True)
+    if res.returncode != 0:
+        raise EnvironmentProblem(f"git status failed in {root}: {res.stderr.decode(errors='replace').strip()}")
+    out = []
+    for item in res.stdout.split(b"\0"):
+        if len(item) < 4:
+            continue
+        status, path = item[:2].decode(), item[3:].decode(errors="surrogateescape")
+        rel = path[len(subdir) + 1:] if subdir and path.startswith(subdir + "/") else path
+        out.append((status, rel))
+    return out
+
+
+def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> str:
+    """Snapshot exactly the commit's tree under subdir, read from `git archive` (never the working dir)."""
+    treeish = f"{commit}:{subdir}" if subdir else commit
+    proc = subprocess.Popen(["git", "archive", "--format=tar", treeish], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    builder = SnapshotBuilder(store)
+    try:
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            for member in tar:
+                name = member.name.rstrip("/")
+                if not name or name == "pax_global_header":
+                    continue
+                if member.isdir():
+                    builder.add_dir(name, member.mode)
+                elif member.issym():
+                    builder.add_symlink(name, member.linkname)
+                elif member.isfile():
+                    f = tar.extractfile(member)
+                    builder.add_stream(name, member.mode, f if f is not None else io.BytesIO())
+        err = proc.stderr.read().decode(errors="replace").strip()
+        if proc.wait() != 0:
+            raise EnvironmentProblem(f"git archive {treeish} failed: {err}")
+    except BaseException:
+        builder.abort()
+        proc.kill()
+        proc.wait()
+        raise
+    return builder.publish().id
+
+
+def _dirty_overlay(base: Path, changes: list[tuple[str, str]], store: Store) -> str:
+    builder = SnapshotBuilder(store)
+    for status, rel in sorted(changes, key=lambda c: c[1]):
+        real = base / rel
+        if "D" in status and not real.exists():
+            builder.deleted.append(rel)
+            continue
+        st = real.lstat()
+        if os.path.islink(real):
+            builder.add_symlink(rel, os.readlink(real))
+        elif real.is_file():
+            builder.add_file(rel, real, st)
+    return builder.publish().id
+
+
+def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = False,
+             excludes: tuple[str, ...] = DEFAULT_EXCLUDES) -> CodePin:
+    directory = Path(experiment_dir).resolve()
+    if not directory.is_dir():
+        raise UsageError(f"experiment directory {directory} does not exist")
+    root = _repo_root(directory)
+    if root is None:
+        snap = create_snapshot(directory, store, excludes=excludes)
+        return CodePin(None, None, snap.id, warning=f"{directory} is not in a git repository: "
+                       "the directory itself was snapshotted as the code (commit it to pin a version)")
+    root = root.resolve()
+    subdir = "" if directory == root else directory.relative_to(root).as_posix()
+    head = _git(["rev-parse", "--verify", "HEAD^{commit}"], root)
+    if head.returncode != 0:
+        raise UsageError(f"git repository {root} has no commits yet", hint="commit your code, then run again")
+    commit = head.stdout.strip()
+    changes = dirty_files(root, subdir)
+    names = [rel for _s, rel in changes]
+    if changes and not allow_dirty:
+        shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
+        raise UsageError(f"uncommitted changes in {directory}: {shown}",
+                         hint="commit them, or pass --allow-dirty to record the diff with the run")
+    code_id = _export_commit(root, commit, subdir, store)
+    dirty_id = _dirty_overlay(directory, changes, store) if changes else None
+    return CodePin(commit, dirty_id, code_id, repo_root=str(root), subdir=subdir, dirty_files=names)

@@ -1,0 +1,214 @@
+"""Run records: what ran, on exactly which inputs, written once, hash-chained.
+
+Each record's canonical JSON body includes the previous record's hash; the record's own hash is
+sha256(body). Editing any stored record breaks its own hash; deleting or reordering one breaks the
+next record's link. `verify_chain()` names the first record that fails either check.
+Secrets never enter a record: env values whose names are configured secrets or look secret are
+replaced, and those values are scrubbed from the command line too.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field, fields
+from decimal import Decimal
+from typing import Any
+
+from .errors import IntegrityError, NotFound
+from .models import to_jsonable, utcnow
+
+GENESIS = "0" * 64
+REDACTED = "<redacted>"
+RECORD_VERSION = 1
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH", re.IGNORECASE)
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    command: str
+    project: str = "default"
+    user: str = "unknown"
+    provider: str = ""
+    template: str = ""
+    image_id: str | None = None
+    machine_types: list[str] = field(default_factory=list)
+    code_commit: str | None = None
+    code_snapshot: str | None = None
+    code_dirty_snapshot: str | None = None
+    code_subdir: str = ""                       # experiment dir inside the repo
+    data_snapshots: dict[str, str] = field(default_factory=dict)   # name → snapshot id
+    output_snapshot: str | None = None
+    store: str = ""
+    config_hash: str | None = None
+    env: dict[str, str] = field(default_factory=dict)               # redacted
+    started_at: str | None = None
+    ended_at: str | None = None
+    exit_status: int | None = None
+    status: str = ""                            # succeeded | failed | cancelled | budget_stopped | error
+    cost_usd: str | None = None                 # Decimal as string; filled by budgets when known
+    lease_id: str | None = None
+    rerun_of: str | None = None
+    ci: dict[str, Any] = field(default_factory=dict)
+    version: int = RECORD_VERSION
+    # chain fields, set by append_record
+    prev_hash: str = ""
+    hash: str = ""
+    seq: int | None = None
+
+    def body(self) -> dict[str, Any]:
+        d = to_jsonable(asdict(self))
+        for k in ("hash", "seq"):
+            d.pop(k, None)
+        return d
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any], *, hash: str = "", seq: int | None = None) -> "RunRecord":
+        known = {f.name for f in fields(cls)}
+        rec = cls(**{k: v for k, v in body.items() if k in known})
+        rec.hash, rec.seq = hash, seq
+        return rec
+
+    def snapshot_ids(self) -> dict[str, str]:
+        """role:name → id for every snapshot this record depends on or produced."""
+        out = {f"data:{k}": v for k, v in self.data_snapshots.items()}
+        for role, sid in (("code", self.code_snapshot), ("code-dirty", self.code_dirty_snapshot),
+                          ("output", self.output_snapshot)):
+            if sid:
+                out[role] = sid
+        return out
+
+
+def canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def looks_secret(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name))
+
+
+def redact_env(env: dict[str, str], secrets: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
+    marked = set(secrets)
+    return {k: (REDACTED if k in marked or looks_secret(k) else str(v)) for k, v in env.items()}
+
+
+def scrub(text: str, env: dict[str, str], secrets: list[str] | tuple[str, ...] = ()) -> str:
+    """Remove secret values that appear literally in text (e.g. a token pasted into the command)."""
+    marked = set(secrets)
+    for k, v in env.items():
+        if (k in marked or looks_secret(k)) and v and len(str(v)) >= 4:
+            text = text.replace(str(v), REDACTED)
+    return text
+
+
+def config_hash(raw: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical(to_jsonable(raw))).hexdigest()
+
+
+def ci_context(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The CI facts worth keeping (never tokens): provider, repository, ref, commit, run id/url."""
+    import os
+    e = environ if environ is not None else dict(os.environ)
+    keys = ["GITHUB_REPOSITORY", "GITHUB_REF", "GITHUB_SHA", "GITHUB_RUN_ID", "GITHUB_RUN_ATTEMPT", "GITHUB_WORKFLOW",
+            "GITHUB_ACTOR", "GITHUB_SERVER_URL", "CI_PROJECT_PATH", "CI_COMMIT_SHA", "CI_COMMIT_REF_NAME",
+            "CI_PIPELINE_ID", "CI_JOB_URL", "BUILDKITE_BUILD_URL", "BUILDKITE_COMMIT"]
+    out = {k: e[k] for k in keys if e.get(k) and not looks_secret(k)}
+    if out or e.get("CI"):
+        out["CI"] = e.get("CI", "true")
+    return out
+
+
+def _db(db=None):
+    if db is not None:
+        return db
+    from .state import open_state
+    return open_state().db
+
+
+def append_record(record: RunRecord, db=None, *, secrets: list[str] | tuple[str, ...] = ()) -> RunRecord:
+    """Write the record once, linked to the current tip. Env is redacted again here, defensively."""
+    db = _db(db)
+    record.env = redact_env(record.env, secrets)
+    if record.cost_usd is not None:
+        record.cost_usd = str(Decimal(str(record.cost_usd)))
+    for _attempt in range(5):
+        try:
+            with db.transaction():
+                if db.execute("SELECT 1 FROM run_records WHERE run_id = ?", (record.run_id,)):
+                    raise IntegrityError(f"run {record.run_id} already has a record; records are written once")
+                tip = db.execute("SELECT hash FROM run_records ORDER BY seq DESC LIMIT 1")
+                record.prev_hash = tip[0]["hash"] if tip else GENESIS
+                body = canonical(record.body())
+                record.hash = hashlib.sha256(body).hexdigest()
+                db.execute("INSERT INTO run_records (run_id, prev_hash, hash, body, created_at) VALUES (?,?,?,?,?)",
+                           (record.run_id, record.prev_hash, record.hash, body.decode(), to_jsonable(utcnow())))
+                for role, sid in record.snapshot_ids().items():
+                    kind, _, name = role.partition(":")
+                    db.execute("INSERT INTO run_snapshots (run_id, role, name, snapshot_id, store) VALUES (?,?,?,?,?)",
+                               (record.run_id, kind, name, sid, record.store))
+        except IntegrityError:
+            raise
+        except Exception as exc:   # a racing writer took the same tip (UNIQUE prev_hash): retry on the new tip
+            if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
+                continue
+            raise
+        return record
+    raise IntegrityError("could not append the run record: the chain tip kept moving")
+
+
+def _from_row(row: dict[str, Any]) -> RunRecord:
+    return RunRecord.from_body(json.loads(row["body"]), hash=row["hash"], seq=row["seq"])
+
+
+def get_record(run_id: str, db=None) -> RunRecord:
+    db = _db(db)
+    rows = db.execute("SELECT * FROM run_records WHERE run_id = ?", (run_id,))
+    if not rows:
+        rows = db.execute("SELECT * FROM run_records WHERE run_id LIKE ? ORDER BY seq", (run_id + "%",))
+        if len(rows) != 1:
+            raise NotFound(f"no run record for {run_id!r}" + (" (ambiguous prefix)" if rows else ""),
+                           hint="see `fleet runs ls`")
+    return _from_row(rows[0])
+
+
+def list_records(db=None, *, limit: int = 200, project: str | None = None) -> list[RunRecord]:
+    db = _db(db)
+    rows = db.execute("SELECT * FROM run_records ORDER BY seq DESC LIMIT ?", (limit,))
+    recs = [_from_row(r) for r in rows]
+    return [r for r in recs if project is None or r.project == project]
+
+
+def verify_chain(db=None) -> list[str]:
+    """Problems in chain order, first tampered record first; empty when the chain is intact."""
+    db = _db(db)
+    problems: list[str] = []
+    prev, prev_label, prev_ok = GENESIS, "the start of the chain", True
+    for row in db.execute("SELECT * FROM run_records ORDER BY seq"):
+        label = f"run record #{row['seq']} (run {row['run_id']})"
+        body = row["body"].encode()
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = {}
+        own_ok = hashlib.sha256(body).hexdigest() == row["hash"] and parsed.get("run_id") == row["run_id"]
+        if not own_ok:
+            problems.append(f"{label} was modified: its content no longer matches its hash")
+        elif parsed.get("prev_hash") != prev or row["prev_hash"] != prev:
+            if prev_ok and prev != GENESIS:
+                # This record is intact but points elsewhere: the one before it was rewritten
+                # (content and hash together), or records between them were removed.
+                problems.append(f"{prev_label} was rewritten, or a record after it was removed:"
+                                f" {label} no longer links to it")
+            else:
+                problems.append(f"{label} does not link to {prev_label}: a record was removed or reordered")
+        prev, prev_label, prev_ok = row["hash"], label, own_ok
+    return problems
+
+
+def verify_chain_or_raise(db=None) -> int:
+    problems = verify_chain(db)
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise IntegrityError(problems[0] + more)
+    return len(_db(db).execute("SELECT seq FROM run_records"))

@@ -1,0 +1,107 @@
+"""Finding and describing snapshots: resolve a name/id/prefix, list, show, diff, gc."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import NotFound, UsageError
+from .manifest import Manifest
+from .store import HEX64, Store
+
+
+def resolve(store: Store, ref: str) -> str:
+    """A full id, a unique id prefix (>= 4 hex chars) or a name → the full snapshot id."""
+    ref = ref.strip()
+    if HEX64.match(ref):
+        if store.has_manifest(ref):
+            return ref
+        raise NotFound(f"no snapshot {ref[:12]} in the store {store.url}", hint="see `fleet snapshot ls`")
+    target = None
+    try:
+        target = store.get_ref(ref)
+    except UsageError:
+        pass
+    if target:
+        return target
+    if len(ref) >= 4 and all(c in "0123456789abcdef" for c in ref):
+        matches = [m.id for m in store.list_manifests() if m.id.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise UsageError(f"snapshot prefix {ref!r} is ambiguous ({len(matches)} matches)", hint="give more characters")
+    raise NotFound(f"no snapshot named or prefixed {ref!r} in the store {store.url}", hint="see `fleet snapshot ls`")
+
+
+def load(store: Store, snapshot_id: str) -> Manifest:
+    return Manifest.from_bytes(store.get_manifest(snapshot_id), expected_id=snapshot_id)
+
+
+def names_by_id(store: Store) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, sid in store.list_refs().items():
+        out.setdefault(sid, []).append(name)
+    return out
+
+
+def list_snapshots(store: Store) -> list[dict[str, Any]]:
+    names = names_by_id(store)
+    rows = []
+    for info in store.list_manifests():
+        m = load(store, info.id)
+        rows.append({"id": info.id, "names": names.get(info.id, []), "files": len(m.files()),
+                     "size": m.total_size, "chunks": len(m.chunk_ids()),
+                     "created_at": info.created_at.isoformat() if info.created_at else None})
+    return rows
+
+
+def show(store: Store, snapshot_id: str) -> dict[str, Any]:
+    m = load(store, snapshot_id)
+    return {"id": snapshot_id, "names": names_by_id(store).get(snapshot_id, []), "files": len(m.files()),
+            "size": m.total_size, "chunks": len(m.chunk_ids()), "unique_chunk_bytes": m.unique_chunk_bytes(),
+            "deleted": m.deleted, "entries": [e.to_json() for e in m.entries]}
+
+
+@dataclass
+class Diff:
+    added: list[str]
+    removed: list[str]
+    changed: list[str]
+    unchanged: int
+    shared_bytes: int      # bytes of B's chunks already present in A (what a sync from A→B saves)
+    new_bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def diff(store: Store, a: str, b: str) -> Diff:
+    ma, mb = load(store, a).by_path(), load(store, b).by_path()
+    added = sorted(set(mb) - set(ma))
+    removed = sorted(set(ma) - set(mb))
+    changed, same = [], 0
+    for p in sorted(set(ma) & set(mb)):
+        ea, eb = ma[p], mb[p]
+        if (ea.type, ea.mode, ea.sha256, ea.target) != (eb.type, eb.mode, eb.sha256, eb.target):
+            changed.append(p)
+        else:
+            same += 1
+    a_chunks = {h for e in ma.values() for h, _ in e.chunks}
+    b_chunks = {h: n for e in mb.values() for h, n in e.chunks}
+    shared = sum(n for h, n in b_chunks.items() if h in a_chunks)
+    return Diff(added, removed, changed, same, shared, sum(b_chunks.values()) - shared)
+
+
+def gc(store: Store, *, grace_s: float = 3600, dry_run: bool = False) -> dict[str, int]:
+    """Delete chunks no manifest references. Chunks younger than `grace_s` are kept: a create still in
+    progress has written its chunks but not yet its manifest."""
+    live: set[str] = set()
+    for info in store.list_manifests():
+        live |= load(store, info.id).chunk_ids()
+    deleted = 0
+    for h in list(store.iter_chunks(older_than_s=grace_s)):
+        if h not in live:
+            if not dry_run:
+                store.delete_chunk(h)
+            deleted += 1
+    tmp = 0 if dry_run else store.clean_tmp(grace_s)
+    return {"deleted_chunks": deleted, "live_chunks": len(live), "temp_files_removed": tmp}

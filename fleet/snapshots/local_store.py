@@ -1,0 +1,142 @@
+"""The default store: plain files under $FLEET_HOME/store, written atomically."""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..errors import EnvironmentProblem, NotFound
+from .store import HEX64, ManifestInfo, check_name
+
+
+def _store_write_error(path: Path, exc: OSError) -> EnvironmentProblem:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return EnvironmentProblem(f"snapshot store {path.parent} is full; nothing was published",
+                                  hint="free space, then `fleet snapshot gc` to drop partial chunks")
+    return EnvironmentProblem(f"cannot write to snapshot store at {path}: {exc.strerror or exc}")
+
+
+class LocalStore:
+    parallel = 1
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.url = str(self.root)
+        try:
+            for sub in ("chunks", "manifests", "refs", "tmp"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot create snapshot store at {self.root}: {exc.strerror or exc}") from None
+
+    # -- atomic files ---------------------------------------------------------------------------
+    def _write(self, path: Path, data: bytes, *, durable: bool) -> None:
+        """Temp file in the store's tmp dir, then rename: readers see the whole file or nothing."""
+        fd, tmp = tempfile.mkstemp(dir=self.root / "tmp", prefix=path.name[:16] + ".")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                if durable:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.chmod(tmp, 0o444)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, path)
+            if durable:
+                dfd = os.open(path.parent, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise _store_write_error(path, exc) from None
+
+    # -- chunks ---------------------------------------------------------------------------------
+    def _chunk(self, h: str) -> Path:
+        return self.root / "chunks" / h[:2] / h
+
+    def chunk_path(self, h: str) -> str | None:
+        return str(self._chunk(h))
+
+    def has_chunks(self, hashes: Iterable[str]) -> set[str]:
+        return {h for h in hashes if self._chunk(h).exists()}
+
+    def put_chunk(self, h: str, data: bytes) -> None:
+        path = self._chunk(h)
+        if not path.exists():
+            # Not fsynced one by one (thousands of small files): flush() syncs them all before
+            # the manifest that makes them reachable is written.
+            self._write(path, data, durable=False)
+
+    def get_chunk(self, h: str) -> bytes:
+        try:
+            return self._chunk(h).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"chunk {h[:12]} is missing from the store {self.root}") from None
+
+    def delete_chunk(self, h: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._chunk(h).unlink()
+
+    def iter_chunks(self, older_than_s: float = 0) -> Iterator[str]:
+        cutoff = time.time() - older_than_s
+        for sub in sorted((self.root / "chunks").iterdir()):
+            for f in sub.iterdir():
+                if HEX64.match(f.name) and (older_than_s <= 0 or f.stat().st_mtime < cutoff):
+                    yield f.name
+
+    def flush(self) -> None:
+        os.sync()
+
+    # -- manifests ------------------------------------------------------------------------------
+    def put_manifest(self, snapshot_id: str, data: bytes) -> None:
+        self._write(self.root / "manifests" / snapshot_id, data, durable=True)
+
+    def get_manifest(self, snapshot_id: str) -> bytes:
+        try:
+            return (self.root / "manifests" / snapshot_id).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"no snapshot {snapshot_id[:12]} in the store {self.root}") from None
+
+    def has_manifest(self, snapshot_id: str) -> bool:
+        return (self.root / "manifests" / snapshot_id).exists()
+
+    def delete_manifest(self, snapshot_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / "manifests" / snapshot_id).unlink()
+
+    def list_manifests(self) -> list[ManifestInfo]:
+        out = []
+        for f in (self.root / "manifests").iterdir():
+            if HEX64.match(f.name):
+                st = f.stat()
+                out.append(ManifestInfo(f.name, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc)))
+        return sorted(out, key=lambda m: (m.created_at, m.id))
+
+    # -- names ----------------------------------------------------------------------------------
+    def get_ref(self, name: str) -> str | None:
+        try:
+            return (self.root / "refs" / check_name(name)).read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def set_ref(self, name: str, snapshot_id: str) -> None:
+        self._write(self.root / "refs" / check_name(name), snapshot_id.encode() + b"\n", durable=True)
+
+    def list_refs(self) -> dict[str, str]:
+        return {f.name: f.read_text().strip() for f in sorted((self.root / "refs").iterdir())}
+
+    def clean_tmp(self, older_than_s: float) -> int:
+        cutoff, n = time.time() - older_than_s, 0
+        for f in (self.root / "tmp").iterdir():
+            with contextlib.suppress(OSError):
+                if f.stat().st_mtime < cutoff:
+                    f.unlink()
+                    n += 1
+        return n

@@ -1,0 +1,132 @@
+"""Reading snapshots back: verify every chunk, materialise a tree (atomically, read-only if asked)."""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import stat
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from ..errors import FleetError, IntegrityError, NotFound
+from .catalog import load
+from .manifest import Manifest, check_relpath
+from .store import Store
+
+MARKER = ".fleet-snapshot"
+
+
+def read_chunk(store: Store, h: str, path: str, snapshot_id: str) -> bytes:
+    try:
+        data = store.get_chunk(h)
+    except NotFound:
+        raise IntegrityError(f"snapshot {snapshot_id[:12]}: chunk {h[:12]} of {path} is missing from {store.url}") from None
+    if hashlib.sha256(data).hexdigest() != h:
+        raise IntegrityError(f"snapshot {snapshot_id[:12]}: chunk {h[:12]} of {path} is corrupt in {store.url}")
+    return data
+
+
+def verify(store: Store, snapshot_id: str, *, deep: bool = True) -> list[str]:
+    """Every problem, one line each (chunk and path named); empty when the snapshot is whole.
+    deep=False checks presence only."""
+    try:
+        manifest = load(store, snapshot_id)
+    except FleetError as exc:
+        return [exc.one_line()]
+    owners: dict[str, str] = {}
+    for e in manifest.files():
+        for h, _ in e.chunks:
+            owners.setdefault(h, e.path)
+    problems: list[str] = []
+    if not deep:
+        present = store.has_chunks(owners)
+        return [f"snapshot {snapshot_id[:12]}: chunk {h[:12]} of {p} is missing from {store.url}"
+                for h, p in owners.items() if h not in present]
+
+    def check(item: tuple[str, str]) -> str | None:
+        try:
+            read_chunk(store, item[0], item[1], snapshot_id)
+        except IntegrityError as exc:
+            return exc.one_line()
+        return None
+    with ThreadPoolExecutor(max(1, store.parallel)) as pool:
+        problems = [p for p in pool.map(check, owners.items()) if p]
+    return problems
+
+
+def verify_or_raise(store: Store, snapshot_id: str, *, deep: bool = True) -> None:
+    problems = verify(store, snapshot_id, deep=deep)
+    if problems:
+        more = f" (+{len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        raise IntegrityError(problems[0] + more)
+
+
+def _make_writable(root: Path) -> None:
+    for dirpath, dirnames, filenames in os.walk(root):
+        with contextlib.suppress(OSError):
+            os.chmod(dirpath, 0o755)
+
+
+def remove_tree(root: Path) -> None:
+    if root.is_symlink() or root.is_file():
+        root.unlink()
+    elif root.exists():
+        _make_writable(root)
+        shutil.rmtree(root)
+
+
+def materialise(store: Store, snapshot_id: str, dest: str | Path, *, read_only: bool = False,
+                manifest: Manifest | None = None) -> Path:
+    """Write the snapshot's tree at dest, replacing what was there only once the new tree is whole
+    and verified (built in a sibling temp dir, then renamed into place)."""
+    dest = Path(dest)
+    manifest = manifest or load(store, snapshot_id)
+    marker = dest / MARKER
+    if marker.exists() and marker.read_text().strip() == snapshot_id:
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.partial-{os.getpid()}"
+    remove_tree(tmp)
+    tmp.mkdir()
+    try:
+        for e in sorted(manifest.entries, key=lambda e: e.path):
+            target = tmp / check_relpath(e.path)
+            if e.type == "dir":
+                target.mkdir(parents=True, exist_ok=True)
+            elif e.type == "symlink":
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(e.target, target)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                whole = hashlib.sha256()
+                with open(target, "wb") as f:
+                    for h, _ in e.chunks:
+                        data = read_chunk(store, h, e.path, snapshot_id)
+                        whole.update(data)
+                        f.write(data)
+                if whole.hexdigest() != e.sha256:
+                    raise IntegrityError(f"snapshot {snapshot_id[:12]}: {e.path} does not match its recorded hash")
+                os.chmod(target, (e.mode & ~0o222) if read_only else e.mode)
+        (tmp / MARKER).write_text(snapshot_id + "\n")
+        if read_only:
+            for dirpath, _dirs, _files in os.walk(tmp, topdown=False):
+                os.chmod(dirpath, 0o555)
+        old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+        if dest.exists() or dest.is_symlink():
+            os.replace(dest, old) if not dest.is_symlink() else dest.unlink()
+        os.replace(tmp, dest)
+        remove_tree(old)
+    except BaseException:
+        remove_tree(tmp)
+        raise
+    return dest
+
+
+def file_hashes(store: Store, snapshot_id: str) -> dict[str, str]:
+    """path → sha256 for every file: what "same outputs" means when comparing runs."""
+    return {e.path: e.sha256 for e in load(store, snapshot_id).files()}
+
+
+def is_readonly(path: Path) -> bool:
+    return not (path.stat().st_mode & stat.S_IWUSR)

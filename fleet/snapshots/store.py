@@ -1,0 +1,67 @@
+"""The store interface: chunks by hash, manifests by id, names (refs). Local disk or S3.
+
+Layout (both stores): chunks/<h[:2]>/<h>, manifests/<id>, refs/<name>. Write order makes creation
+atomic: chunks first, the manifest last (a snapshot exists only once its manifest does), the name
+after that.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Iterable, Iterator, Protocol
+
+from ..errors import UsageError
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class ManifestInfo:
+    id: str
+    size: int
+    created_at: datetime | None
+
+
+class Store(Protocol):
+    url: str
+    parallel: int          # how many puts/gets are worth running at once
+
+    def has_chunks(self, hashes: Iterable[str]) -> set[str]: ...
+    def put_chunk(self, h: str, data: bytes) -> None: ...
+    def get_chunk(self, h: str) -> bytes: ...            # raises NotFound
+    def chunk_path(self, h: str) -> str | None: ...      # a local file path, if the store has one
+    def delete_chunk(self, h: str) -> None: ...
+    def iter_chunks(self, older_than_s: float = 0) -> Iterator[str]: ...
+    def put_manifest(self, snapshot_id: str, data: bytes) -> None: ...
+    def get_manifest(self, snapshot_id: str) -> bytes: ...   # raises NotFound
+    def has_manifest(self, snapshot_id: str) -> bool: ...
+    def list_manifests(self) -> list[ManifestInfo]: ...
+    def get_ref(self, name: str) -> str | None: ...
+    def set_ref(self, name: str, snapshot_id: str) -> None: ...
+    def list_refs(self) -> dict[str, str]: ...
+    def flush(self) -> None: ...     # make every chunk written so far durable
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name) or HEX64.match(name):
+        raise UsageError(f"invalid snapshot name {name!r}",
+                         hint="use letters, digits, . _ - @ + (up to 100), not a 64-hex id")
+    return name
+
+
+def open_store(url: str | None = None) -> Store:
+    """`None`/"" → the local store under $FLEET_HOME/store; `s3://bucket/prefix`; or a local path."""
+    if url and url.startswith("s3://"):
+        from .s3_store import S3Store
+        return S3Store(url)
+    from pathlib import Path
+
+    from .local_store import LocalStore
+    if not url:
+        from ..paths import fleet_home
+        return LocalStore(fleet_home() / "store")
+    if "://" in url and not url.startswith("file://"):
+        raise UsageError(f"unsupported store URL {url!r}", hint="use s3://bucket/prefix or a local directory")
+    return LocalStore(Path(url.removeprefix("file://")).expanduser())

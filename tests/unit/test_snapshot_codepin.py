@@ -1,0 +1,80 @@
+"""Code pinning: the commit's tree lands, not the working dir; dirty trees refused or captured."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from fleet.codepin import pin_code
+from fleet.errors import UsageError
+from fleet.snapshots import load, materialise, open_store
+
+
+def git(cwd, *args):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@x", "HOME": str(cwd), "PATH": "/usr/bin:/bin"})
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    return open_store(None)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    root = tmp_path / "repo"
+    exp = root / "exp"
+    exp.mkdir(parents=True)
+    (root / "top.txt").write_text("outside the experiment\n")
+    (exp / "train.py").write_text("print('v1')\n")
+    (exp / ".gitignore").write_text("outputs/\n*.log\n")
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "v1")
+    return root
+
+
+def test_clean_tree_pins_commit_subtree(store, repo, tmp_path):
+    (repo / "exp" / "outputs").mkdir()
+    (repo / "exp" / "outputs" / "big.bin").write_text("ignored")
+    (repo / "top.txt").write_text("dirty outside the experiment dir is not our business\n")
+    pin = pin_code(repo / "exp", store)
+    assert len(pin.commit) == 40 and pin.dirty_snapshot_id is None and pin.subdir == "exp"
+    paths = {e.path for e in load(store, pin.code_snapshot_id).entries}
+    assert paths == {"train.py", ".gitignore"}
+
+
+def test_dirty_tree_refused_naming_files(store, repo):
+    (repo / "exp" / "train.py").write_text("print('v2')\n")
+    (repo / "exp" / "new.py").write_text("x = 1\n")
+    (repo / "exp" / "debug.log").write_text("ignored file is not dirt\n")
+    with pytest.raises(UsageError, match=r"uncommitted changes in .*: new.py, train.py|train.py, new.py"):
+        pin_code(repo / "exp", store)
+
+
+def test_allow_dirty_lands_commit_and_records_overlay(store, repo, tmp_path):
+    (repo / "exp" / "train.py").write_text("print('v2 uncommitted')\n")
+    (repo / "exp" / "new.py").write_text("x = 1\n")
+    pin = pin_code(repo / "exp", store, allow_dirty=True)
+    out = materialise(store, pin.code_snapshot_id, tmp_path / "code")
+    assert (out / "train.py").read_text() == "print('v1')\n"       # the commit, not the working dir
+    overlay = load(store, pin.dirty_snapshot_id)
+    assert {e.path for e in overlay.files()} == {"train.py", "new.py"}
+    assert sorted(pin.dirty_files) == ["new.py", "train.py"]
+
+
+def test_deleted_file_in_overlay(store, repo):
+    (repo / "exp" / "train.py").unlink()
+    pin = pin_code(repo / "exp", store, allow_dirty=True)
+    assert load(store, pin.dirty_snapshot_id).deleted == ["train.py"]
+
+
+def test_outside_git_snapshots_directory_with_warning(store, tmp_path):
+    d = tmp_path / "plain"
+    d.mkdir()
+    (d / "a.py").write_text("print(1)\n")
+    pin = pin_code(d, store)
+    assert pin.commit is None and "not in a git repository" in pin.warning
+    assert {e.path for e in load(store, pin.code_snapshot_id).files()} == {"a.py"}
