@@ -24,7 +24,13 @@ from .models import Lease, Machine, to_jsonable, utcnow
 from .plan import current_user, first_deadline_s, make_plan
 from .run_context import Events, RunContext, SilentEvents, call_hooks
 
-READY_TIMEOUT_S = 60.0
+def _ready_timeout_s() -> float:
+    import os
+    try:
+        return float(os.environ.get("FLEET_READY_TIMEOUT", "") or 120)
+    except ValueError:
+        return 120.0
+
 GRACE_S = 10.0
 
 
@@ -237,7 +243,7 @@ def _check_cancel(ctx: RunContext) -> None:
 
 def _wait_ready(machine: Machine) -> None:
     from .remote.ssh import wait_ready
-    wait_ready(machine, timeout=READY_TIMEOUT_S).close()
+    wait_ready(machine, timeout=_ready_timeout_s()).close()
 
 
 def process_env(ctx: RunContext, lease: Lease, machine: Machine, local_rank: int | None) -> dict[str, str]:

@@ -23,7 +23,9 @@ SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd")
 
 
 def find_sshd() -> str:
-    for candidate in (shutil.which("sshd"), *SSHD_CANDIDATES):
+    override = os.environ.get("FLEET_SSHD")
+    candidates = (override,) if override else (shutil.which("sshd"), *SSHD_CANDIDATES)
+    for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     raise EnvironmentProblem(

@@ -1,0 +1,123 @@
+"""Shared fixtures. Every fixture that starts something stops it, and the session checks that no
+sshd or watchdog started under a test FLEET_HOME is left running."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+FLEET = str(VENV_BIN / "fleet")
+DIGITS = REPO / "examples" / "digits"
+
+pytest_plugins = [p for p in ("tests.fixtures.moto", "tests.fixtures.postgres")
+                  if (REPO / (p.replace(".", "/") + ".py")).exists()]
+
+
+def processes_under(root: Path) -> list[str]:
+    """Command lines of live processes that mention `root` (sshd configs, watchdogs live there)."""
+    found = []
+    needle = str(root).encode()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as fh:
+                cmd = fh.read()
+            with open(f"/proc/{name}/stat") as fh:
+                if fh.read().rsplit(")", 1)[-1].split()[0] == "Z":
+                    continue
+        except OSError:
+            continue
+        if needle in cmd:
+            text = cmd.replace(b"\0", b" ").decode(errors="replace")[:160]
+            found.append(f"{name}: {text}")
+    return found
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def _sweep(home: Path) -> None:
+    """Last-resort cleanup of a test FLEET_HOME: release everything, kill whatever is left."""
+    import signal
+    from fleet.providers.sshd import stop_machine_dir
+    machines = home / "machines"
+    if machines.exists():
+        for d in machines.iterdir():
+            if d.is_dir():
+                stop_machine_dir(d, grace_s=0.2)
+    for line in processes_under(home):
+        try:
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+@pytest.fixture
+def fleet_home(tmp_path, monkeypatch):
+    """A private FLEET_HOME; after the test, no process started under it may still run."""
+    home = tmp_path / "fleet-home"
+    home.mkdir()
+    monkeypatch.setenv("FLEET_HOME", str(home))
+    monkeypatch.delenv("FLEET_STATE_URL", raising=False)
+    monkeypatch.delenv("FLEET_HEARTBEAT_TTL", raising=False)
+    monkeypatch.setenv("FLEET_USER", "tester")
+    yield home
+    leftovers = processes_under(home)
+    _sweep(home)
+    assert not leftovers, f"test left processes running: {leftovers}"
+
+
+@pytest.fixture
+def local_lease(fleet_home):
+    """A factory for real local leases (sshd machines); every lease is released after the test."""
+    from fleet.ids import new_lease_id
+    from fleet.plan import make_plan
+    from fleet.providers.local import LocalProvider
+
+    provider = LocalProvider()
+    made = []
+
+    def make(gpus: int = 1, template: str = "local-1gpu", deadline_s: int = 120, max_s: int = 600):
+        plan = make_plan(provider="local", template=provider.template(template), gpus=gpus,
+                         max_duration_s=max_s, heartbeat_ttl_s=deadline_s, project="test", user="tester")
+        lease = provider.lease(plan, new_lease_id(), deadline_s)
+        made.append(lease)
+        return lease
+
+    yield make
+    for lease in made:
+        provider.release(lease)
+
+
+@pytest.fixture
+def experiment(tmp_path):
+    """A tiny experiment directory with a fleet.toml; tests rewrite what they need."""
+    d = tmp_path / "exp"
+    d.mkdir()
+    (d / "fleet.toml").write_text('project = "t"\ncommand = "echo hello from $FLEET_NODE_RANK"\n'
+                                  'template = "local-1gpu"\nmax_duration = "10m"\n')
+    return d
+
+
+def run_fleet(args: list[str], *, cwd: Path, env: dict | None = None, timeout: float = 120,
+              check_no_traceback: bool = True) -> subprocess.CompletedProcess:
+    """The CLI as a user types it, in a subprocess."""
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("CI", None) if "CI" not in (env or {}) else None
+    proc = subprocess.run([FLEET, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+    if check_no_traceback:
+        assert "Traceback" not in proc.stderr, proc.stderr
+    return proc

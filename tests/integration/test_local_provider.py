@@ -1,0 +1,111 @@
+"""The local provider with real sshd machines: reachability, pinning, deadlines, release."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from fleet.errors import InfrastructureError, MachineUnreachable
+from fleet.heartbeat import Heartbeat
+from fleet.keys import generate_ed25519
+from fleet.providers.local import LocalProvider
+from fleet.providers.sshd import pid_alive
+from fleet.remote.ssh import connect, wait_ready
+from tests.conftest import processes_under, wait_until
+
+
+def test_leased_machines_answer_ssh_with_their_own_root_and_gpu_slots(local_lease, fleet_home):
+    lease = local_lease(gpus=8, template="local-4gpu")
+    assert [m.node_rank for m in lease.machines] == [0, 1]
+    assert all(m.gpu_slots == (0, 1, 2, 3) for m in lease.machines)
+    assert len({m.port for m in lease.machines}) == 2
+    for m in lease.machines:
+        assert Path(m.workdir).is_relative_to(fleet_home / "machines" / m.id)
+        with wait_ready(m, timeout=20) as s:
+            out = s.run("echo $FLEET_MACHINE_ID; pwd", cwd=m.workdir).stdout.split()
+        assert out == [m.id, m.workdir]
+    assert oct(os.stat(lease.machines[0].key_path).st_mode & 0o777) == "0o600"
+
+
+def test_a_wrong_host_key_is_refused(local_lease, tmp_path):
+    lease = local_lease()
+    impostor = generate_ed25519(tmp_path / "other")
+    machine = dataclasses.replace(lease.machines[0], host_key=impostor)
+    with pytest.raises(InfrastructureError, match="host key"):
+        connect(machine)
+
+
+def test_release_ends_processes_removes_files_and_is_idempotent(local_lease, fleet_home):
+    lease = local_lease(gpus=2)
+    m = lease.machines[0]
+    with wait_ready(m, 20) as s:
+        s.run("nohup setsid sleep 300 >/dev/null 2>&1 &")
+    assert wait_until(lambda: any("sleep 300" in p for p in _tagged(m.id)), 5)
+    provider = LocalProvider()
+    provider.release(lease)
+    assert _tagged(m.id) == []
+    assert not (fleet_home / "machines" / m.id).exists()
+    assert not Path(m.key_path).exists()
+    assert [s.state for s in provider.describe(lease)] == ["gone", "gone"]
+    provider.release(lease)   # idempotent
+
+
+def test_watchdog_ends_the_machine_at_its_deadline_without_the_controller(local_lease, fleet_home):
+    lease = local_lease(deadline_s=2)
+    m = lease.machines[0]
+    with wait_ready(m, 20) as s:
+        s.run("nohup setsid sleep 300 >/dev/null 2>&1 &")
+    sshd_pid = m.provider_ref["sshd_pid"]
+    assert wait_until(lambda: not pid_alive(sshd_pid), 10), "sshd outlived its deadline"
+    assert _tagged(m.id) == []
+    assert [s.state for s in LocalProvider().describe(lease)] == ["gone"]
+    with pytest.raises(MachineUnreachable):
+        connect(m, timeout=2)
+
+
+def test_heartbeat_keeps_machines_alive_past_the_first_deadline(local_lease):
+    lease = local_lease(gpus=2, deadline_s=2)
+    for m in lease.machines:
+        wait_ready(m, 20).close()
+    beat = Heartbeat(lease, ttl_s=2).start()
+    try:
+        time.sleep(4)
+        assert all(s.state == "running" for s in LocalProvider().describe(lease))
+    finally:
+        beat.stop()
+    assert beat.beats >= 2
+
+
+def test_extend_never_passes_the_hard_maximum(local_lease):
+    lease = local_lease(deadline_s=5, max_s=3)
+    m = lease.machines[0]
+    with wait_ready(m, 20) as s:
+        out = s.run([m.python, m.agent_path, "extend", "--state-dir", m.state_dir, "--ttl", "3600"]).stdout
+    import json
+    assert json.loads(out)["remaining_s"] <= 3
+
+
+def test_a_machine_that_never_answers_is_named(local_lease):
+    lease = local_lease()
+    m = lease.machines[0]
+    os.kill(m.provider_ref["sshd_pid"], signal.SIGSTOP)
+    try:
+        with pytest.raises(MachineUnreachable, match=m.id):
+            wait_ready(m, timeout=2)
+    finally:
+        os.kill(m.provider_ref["sshd_pid"], signal.SIGCONT)
+
+
+def _tagged(machine_id: str) -> list[str]:
+    from fleet.remote.agent import agent
+    out = []
+    for pid in agent._tagged_pids(machine_id):
+        try:
+            out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            pass
+    return out
