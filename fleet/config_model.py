@@ -17,6 +17,7 @@ class HostConfig:
     key: str | None = None
     gpus: int | None = None          # discovered over SSH when not declared
     name: str | None = None
+    workdir: str | None = None       # lease workdirs go under it; default ~/.fleet-leases on the host
 
 
 @dataclass

@@ -292,6 +292,8 @@ ARRAYS: dict[str, tuple[str, dict[str, Key], tuple[str, ...]]] = {
         "key": Key(STRING, "Private key file. Default: your SSH agent / ~/.ssh keys."),
         "gpus": Key(POSITIVE_INT, "GPUs on the host. Default: discovered over SSH."),
         "name": Key(STRING, "Short name shown in status. Default: the address."),
+        "workdir": Key(STRING, "Directory on the host under which each leased machine gets its own working "
+                               "directory. Default: ~/.fleet-leases."),
     }, ("address",)),
 }
 

@@ -12,7 +12,6 @@ from fleet.models import Lease, Machine, utcnow
 from fleet.state import StateStore, open_state
 from fleet.state.db import ConstraintViolation, Database, migrations
 from fleet.state.postgres import PostgresDatabase, redact_url, to_pyformat
-from tests.fixtures.postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 ALL = [n for n, _, _ in migrations()]
 
@@ -78,7 +77,7 @@ def test_migrates_from_previous_schema_keeping_rows(make_db):
     assert "added_by" in columns(new, "hosts")
 
 
-def test_same_schema_on_both_databases(tmp_path, postgres_url):  # noqa: F811
+def test_same_schema_on_both_databases(tmp_path, postgres_url):
     lite, pg = Database(tmp_path / "s.db"), PostgresDatabase(postgres_url)
     try:
         tables = [r["name"] for r in lite.execute(
@@ -91,7 +90,7 @@ def test_same_schema_on_both_databases(tmp_path, postgres_url):  # noqa: F811
         pg.close()
 
 
-def test_concurrent_first_opens_migrate_once(postgres_url):  # noqa: F811
+def test_concurrent_first_opens_migrate_once(postgres_url):
     errors, dbs = [], []
 
     def open_one():
@@ -168,7 +167,7 @@ def test_executemany_and_upsert(make_db):
         {"name": "b", "first_seen_at": "1", "last_seen_at": "1"}]
 
 
-def test_lock_rows_blocks_a_second_writer_until_commit(postgres_url):  # noqa: F811
+def test_lock_rows_blocks_a_second_writer_until_commit(postgres_url):
     db = PostgresDatabase(postgres_url)
     try:
         db.execute("INSERT INTO hosts (name, address, added_at, added_by) VALUES (?, ?, ?, ?)",
@@ -195,7 +194,7 @@ def test_lock_rows_blocks_a_second_writer_until_commit(postgres_url):  # noqa: F
         db.close()
 
 
-def test_open_state_uses_postgres_from_env(postgres_url, monkeypatch, tmp_path):  # noqa: F811
+def test_open_state_uses_postgres_from_env(postgres_url, monkeypatch, tmp_path):
     monkeypatch.setenv("FLEET_HOME", str(tmp_path))
     monkeypatch.setenv("FLEET_STATE_URL", postgres_url)
     store = open_state()

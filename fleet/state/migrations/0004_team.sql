@@ -5,7 +5,8 @@
 -- One row per host fleet may lease GPU slots on. `fleet hosts add` writes source='cli'; `[[hosts]]` in
 -- fleet.toml are mirrored here with source='config' so slot reservation can lock one row per host.
 -- host_key is the pinned public key ("ssh-ed25519 AAAA…"), NULL until learned or read from known_hosts.
--- gpus NULL: not declared and not discovered yet. status: up | down | unknown, from the last probe.
+-- gpus NULL: not declared and not discovered yet. home: the login's $HOME there, learnt by the probe;
+-- workdir: where lease workdirs go (NULL: ~/.fleet-leases). status: up | down | unknown, from the last probe.
 CREATE TABLE hosts (
     name TEXT PRIMARY KEY,
     address TEXT NOT NULL,
@@ -15,6 +16,8 @@ CREATE TABLE hosts (
     host_key TEXT,
     gpus INTEGER,
     gpu_model TEXT,
+    home TEXT,
+    workdir TEXT,
     source TEXT NOT NULL DEFAULT 'cli',
     status TEXT NOT NULL DEFAULT 'unknown',
     status_detail TEXT,

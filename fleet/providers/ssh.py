@@ -1,0 +1,282 @@
+"""The ssh provider: a team's own GPU hosts, shared by leasing GPU slots on them.
+
+A lease machine is a slice of a host: a set of GPU slot indices (reserved transactionally in the
+state database, see ssh_slots.py; fleet's run code sets CUDA_VISIBLE_DEVICES to exactly these)
+and its own working directory ~/.fleet-leases/<lease>/<machine>. Its watchdog (the fleet agent,
+started detached with setsid/nohup) ends only the processes tagged with this machine's
+FLEET_MACHINE_ID at the deadline — never the host, which other leases are using.
+
+Hosts that do not answer are marked down and skipped; a host is probed at most every
+PROBE_FRESH_S seconds per lease, so many leases in a row do not each re-probe every host.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+from pathlib import Path
+
+from ..errors import InfrastructureError, MachineUnreachable, UsageError
+from ..hosts import Host, Inventory, host_machine, probe_all
+from ..models import Lease, Machine, MachineState, Plan, Template, utcnow
+from . import ssh_slots
+
+PROBE_FRESH_S = 30.0
+LEASES_DIR = ".fleet-leases"
+_PRICE_SOURCE = "own hardware: no charge unless [prices] sets a shadow price for this template"
+
+
+def ssh_templates(prices: dict | None = None) -> dict[str, Template]:
+    """`hosts` puts the whole request on one host (one machine); `hosts-Ngpu` makes machines of N GPUs."""
+    prices = prices or {}
+    out = {"hosts": Template("hosts", "ssh", 0, "from hosts", False, Decimal(str(prices.get("hosts", 0))),
+                             _PRICE_SOURCE, description="all requested GPUs on one host")}
+    for n in (1, 2, 4, 8):
+        name = f"hosts-{n}gpu"
+        out[name] = Template(name, "ssh", n, "from hosts", False, Decimal(str(prices.get(name, 0))),
+                             _PRICE_SOURCE, description=f"{n} GPU slot(s) per machine, on any host")
+    return out
+
+
+class SSHHostsProvider:
+    name = "ssh"
+
+    def __init__(self, config=None, state=None, hosts: list | None = None, python: str | None = None,
+                 probe_timeout_s: float = 5.0, **_ignored):
+        self.config = config
+        self._state = state
+        self._config_hosts = hosts if hosts is not None else list(getattr(config, "hosts", None) or [])
+        self.python = python or getattr(config, "python", None) or "python3"
+        self.probe_timeout_s = probe_timeout_s
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    @property
+    def state(self):
+        if self._state is None:
+            from ..state import open_state
+            self._state = open_state(getattr(self.config, "state_url", None))
+        return self._state
+
+    def inventory(self) -> Inventory:
+        return Inventory(self.state.db, self._config_hosts)
+
+    def templates(self) -> dict[str, Template]:
+        return ssh_templates(getattr(self.config, "prices", None))
+
+    def usable_hosts(self, user: str, exclude: set[str] = frozenset()) -> dict[str, tuple[Host, str]]:
+        """Hosts that are up with GPUs: name → (host, remote home). Probes stale or unknown ones."""
+        inv = self.inventory()
+        inv.sync_config_hosts(user)
+        hosts = [h for h in inv.list() if h.name not in exclude]
+        stale = [h for h in hosts if not _fresh(h)]
+        for name, result in probe_all(stale, self.probe_timeout_s).items():
+            inv.record_probe(name, result)
+        by_name = {h.name: h for h in inv.list()}
+        out = {}
+        for h in hosts:
+            h = by_name.get(h.name, h)
+            home = _home(h)
+            if h.status == "up" and (h.gpus or 0) > 0 and home:
+                out[h.name] = (h, home)
+        return out
+
+    # -- the contract -----------------------------------------------------------------------------
+    def lease(self, plan: Plan, lease_id: str, deadline_s: int) -> Lease:
+        if plan.machine_count < 1:
+            raise UsageError("a lease needs at least one machine")
+        need = plan.gpus_per_machine or plan.gpus // plan.machine_count
+        machine_ids = [f"{lease_id}-n{rank}" for rank in range(plan.machine_count)]
+        exclude: set[str] = set()
+        for attempt in (1, 2):
+            usable = self.usable_hosts(plan.user, exclude)
+            placements = ssh_slots.reserve(self.state.db, lease_id=lease_id, owner=plan.user,
+                                           requests=[(m, need) for m in machine_ids],
+                                           capacity={n: h.gpus for n, (h, _) in usable.items()})
+            machines, failures = self._start_all(plan, lease_id, deadline_s, placements, usable)
+            if not failures:
+                break
+            self._stop_all(machines)
+            ssh_slots.free(self.state.db, lease_id)
+            down = {p.host for p, exc in failures if isinstance(exc, MachineUnreachable)}
+            if attempt == 2 or not down or len(down) < len(failures):
+                raise failures[0][1]
+            exclude |= down      # a host died between probe and start: try once more without it
+        now = utcnow()
+        return Lease(id=lease_id, provider=self.name, template=plan.template.name,
+                     machines=sorted(machines, key=lambda m: m.node_rank), created_at=now,
+                     deadline=now + timedelta(seconds=deadline_s),
+                     max_deadline=now + timedelta(seconds=plan.max_duration_s), project=plan.project,
+                     user=plan.user, heartbeat_ttl_s=plan.heartbeat_ttl_s,
+                     meta={"hosts": sorted({m.provider_ref["host"] for m in machines})})
+
+    def describe(self, lease: Lease) -> list[MachineState]:
+        from ..remote.ssh import connect
+
+        def one(m: Machine) -> MachineState:
+            try:
+                with connect(m, timeout=self.probe_timeout_s) as s:
+                    r = s.run([m.python, m.agent_path, "status", "--state-dir", m.state_dir], check=False,
+                              timeout=30)
+            except InfrastructureError as exc:
+                return MachineState(m.id, "unreachable", exc.one_line())
+            try:
+                status = json.loads(r.stdout)
+            except ValueError:
+                return MachineState(m.id, "gone", "no fleet agent state on the host")
+            if status.get("expired") or not status.get("watchdog_alive"):
+                return MachineState(m.id, "gone", "watchdog ended")
+            return MachineState(m.id, "running", f"{m.provider_ref.get('host')} slots {list(m.gpu_slots)}")
+        return _pool_map(one, lease.machines)
+
+    def release(self, lease: Lease) -> None:
+        """End each machine's processes and remove its workdir, then free its slots.
+
+        A machine whose host does not answer cannot be cleaned now: its host is marked down (no new
+        lease lands there until a probe finds it up), its slots are freed, and its watchdog still
+        ends its processes at the last deadline it was given.
+        """
+        results = dict(zip([m.id for m in lease.machines], self._stop_all(lease.machines)))
+        inv = self.inventory()
+        from ..hosts import Probe
+        for m in lease.machines:
+            exc = results.get(m.id)
+            if isinstance(exc, MachineUnreachable) and m.provider_ref.get("host"):
+                inv.record_probe(m.provider_ref["host"], Probe(False, exc.one_line()))
+        ssh_slots.free(self.state.db, lease.id)
+        others = [e for e in results.values() if e is not None and not isinstance(e, MachineUnreachable)]
+        if others:
+            raise others[0]
+
+    # -- machines on hosts ------------------------------------------------------------------------
+    def _start_all(self, plan: Plan, lease_id: str, deadline_s: int, placements, usable):
+        ranks = {f"{lease_id}-n{r}": r for r in range(plan.machine_count)}
+
+        def start(p: ssh_slots.Placement) -> Machine:
+            host, home = usable[p.host]
+            base = host_machine(host, p.machine_id, python=self.python)
+            workdir = f"{leases_root(host, home)}/{lease_id}/{p.machine_id}"
+            m = Machine(id=p.machine_id, lease_id=lease_id, node_rank=ranks[p.machine_id], host=base.host,
+                        port=base.port, user=base.user, key_path=base.key_path, host_key=base.host_key,
+                        workdir=workdir, gpu_slots=p.slots, python=self.python,
+                        price_per_hour=plan.template.price_per_hour or Decimal("0"),
+                        instance_type=host.gpu_model or "", provider_ref={"host": p.host})
+            start_watchdog(m, ttl_s=deadline_s, max_s=plan.max_duration_s,
+                           telemetry_interval=float(plan.options.get("telemetry_interval", 0) or 0))
+            return m
+
+        machines, failures = [], []
+        for p, result in zip(placements, _pool_map(_capture(start), placements)):
+            if isinstance(result, BaseException):
+                failures.append((p, result))
+                machines.append(_placeholder(p, lease_id, ranks, usable, self.python))
+            else:
+                machines.append(result)
+        return machines, failures
+
+    def _stop_all(self, machines: list[Machine]) -> list[BaseException | None]:
+        """One result per machine (None: stopped); machines with nothing on a host are skipped."""
+        return _pool_map(_capture(lambda m: stop_machine(m) if m.workdir else None, none_on_success=True),
+                         machines)
+
+
+def start_watchdog(m: Machine, *, ttl_s: float, max_s: float, telemetry_interval: float = 0) -> None:
+    """Copy the agent into the machine's workdir and start its watchdog detached from this SSH session.
+
+    The watchdog runs without FLEET_MACHINE_ID in its own environment, so it never counts itself
+    among the processes it must end; it kills only this machine's tagged processes (no --kill-pid,
+    no --poweroff: the host stays up).
+    """
+    from ..remote.agent import AGENT_PATH
+    from ..remote.ssh import connect
+    with connect(m, timeout=10) as s:
+        s.run(["mkdir", "-p", m.state_dir])
+        with s.sftp() as sftp:
+            sftp.put(str(AGENT_PATH), m.agent_path)
+            companion = Path(AGENT_PATH).with_name("telemetry.py")
+            if companion.exists():
+                sftp.put(str(companion), f"{m.state_dir}/telemetry.py")
+        argv = [m.python, m.agent_path, "watchdog", "--state-dir", m.state_dir, "--machine-id", m.id,
+                "--ttl", f"{ttl_s:.3f}", "--max", f"{max_s:.3f}", "--telemetry-interval", str(telemetry_interval)]
+        log = shlex.quote(f"{m.state_dir}/watchdog.log")
+        s.run(f"cd {shlex.quote(m.workdir)} && env -u FLEET_MACHINE_ID setsid nohup {shlex.join(argv)}"
+              f" </dev/null >>{log} 2>&1 &", timeout=30)
+        # Wait for the pid file the watchdog writes once its deadline is in place.
+        pidfile = shlex.quote(f"{m.state_dir}/watchdog.pid")
+        r = s.run(f"for i in $(seq 100); do [ -s {pidfile} ] && exit 0; sleep 0.1; done; exit 1",
+                  check=False, timeout=30)
+        if r.exit_code != 0:
+            tail = s.run(["tail", "-n", "3", f"{m.state_dir}/watchdog.log"], check=False).stdout.strip()
+            raise InfrastructureError(f"watchdog for {m.id} did not start on {m.provider_ref.get('host')}: "
+                                      f"{tail.splitlines()[-1] if tail else 'no output'}")
+
+
+# Release on the host: ask the watchdog to end the machine, wait for it, end any tagged process it
+# missed (or all of them, if the watchdog itself had died), then remove the machine's directory.
+_STOP_SCRIPT = r"""
+S={state}; W={workdir}; P={python}
+[ -d "$W" ] || exit 0
+"$P" "$S/agent.py" release --state-dir "$S" >/dev/null 2>&1
+pid=$(cat "$S/watchdog.pid" 2>/dev/null)
+i=0; while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done
+"$P" -c 'import sys; sys.path.insert(0, sys.argv[1]); import agent; agent.kill_all(agent.machine_pids(sys.argv[2]), 1.0)' "$S" {machine_id} 2>/dev/null
+rm -rf "$W"; rmdir "$(dirname "$W")" 2>/dev/null
+exit 0
+"""
+
+
+def stop_machine(m: Machine) -> None:
+    from ..remote.ssh import connect
+    script = _STOP_SCRIPT.format(state=shlex.quote(m.state_dir), workdir=shlex.quote(m.workdir),
+                                 python=shlex.quote(m.python), machine_id=shlex.quote(m.id))
+    with connect(m, timeout=10) as s:
+        s.run(["sh", "-c", script], timeout=60)
+
+
+def _placeholder(p, lease_id, ranks, usable, python) -> Machine:
+    """A machine that failed to start, described well enough for stop_machine to clean up after it."""
+    host, home = usable[p.host]
+    try:
+        base = host_machine(host, p.machine_id, python=python)
+    except Exception:  # noqa: BLE001 — nothing reachable to clean
+        return Machine(p.machine_id, lease_id, ranks[p.machine_id], "", 0, "", "", "", "")
+    return Machine(id=p.machine_id, lease_id=lease_id, node_rank=ranks[p.machine_id], host=base.host,
+                   port=base.port, user=base.user, key_path=base.key_path, host_key=base.host_key,
+                   workdir=f"{leases_root(host, home)}/{lease_id}/{p.machine_id}", gpu_slots=p.slots, python=python,
+                   provider_ref={"host": p.host})
+
+
+def _fresh(h: Host) -> bool:
+    if h.status != "up" or not h.checked_at or h.gpus is None or not _home(h):
+        return False
+    checked = datetime.fromisoformat(h.checked_at)
+    return (datetime.now(timezone.utc) - checked).total_seconds() < PROBE_FRESH_S
+
+
+def leases_root(host: Host, home: str) -> str:
+    root = host.workdir or f"~/{LEASES_DIR}"
+    if root == "~" or root.startswith("~/"):
+        root = home + root[1:]
+    return root.rstrip("/")
+
+
+def _home(h: Host) -> str:
+    return h.home or ""
+
+
+def _capture(fn, none_on_success: bool = False):
+    def wrapped(item):
+        try:
+            result = fn(item)
+            return None if none_on_success else result
+        except BaseException as exc:  # noqa: BLE001 — reported per item by the caller
+            return exc
+    return wrapped
+
+
+def _pool_map(fn, items: list) -> list:
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=min(16, len(items))) as pool:
+        return list(pool.map(fn, items))
