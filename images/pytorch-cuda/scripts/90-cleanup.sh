@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Make the image generic: every instance must make its own SSH host key (fleet pins it per machine)
+# and must not inherit the builder's authorized keys, machine id or apt caches.
+source "$(dirname "$0")/lib.sh"
+as_root apt-get clean
+as_root rm -rf /var/lib/apt/lists/* /tmp/cuda-keyring.deb
+as_root find /etc/ssh -maxdepth 1 -name 'ssh_host_*' -delete
+as_root truncate -s 0 /etc/machine-id
+as_root find /home /root -maxdepth 3 -path '*/.ssh/authorized_keys' -delete
+as_root cloud-init clean --logs

@@ -1,0 +1,1 @@
+"""The fleet Pulumi program: `Pulumi.yaml` runs `stacks/__main__.py`, which composes the components."""

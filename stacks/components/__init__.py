@@ -1,0 +1,1 @@
+"""One ComponentResource per concern: network, access, identity, storage, templates, guard."""

@@ -1,0 +1,96 @@
+"""Stack config validation: one-line errors naming the key, before any resource is declared."""
+from __future__ import annotations
+
+import pulumi
+import pytest
+from fleet_stack_mocks import StackRun, config_values, run_program
+
+from fleet.errors import ExitCode
+from stacks.config import StackConfigError, parse_stack_config
+
+T = {"name": "gpu", "instanceTypes": ["g5.xlarge"], "gpusPerMachine": 1, "image": "pytorch-cuda"}
+
+
+def parse(**raw):
+    base = {"sshCidrs": ["203.0.113.7/32"], "templates": [T]}
+    base.update(raw)
+    base = {k: v for k, v in base.items() if v is not None}
+    return parse_stack_config(base, project="fleet", stack="dev", region=raw.pop("_region", "us-east-1"),
+                              recipe_exists=lambda n: n in ("pytorch-cuda", "base-cpu"))
+
+
+def error(**raw) -> str:
+    with pytest.raises(StackConfigError) as err:
+        parse(**raw)
+    assert err.value.exit_code == ExitCode.USAGE
+    msg = str(err.value)
+    assert "\n" not in msg
+    return msg
+
+
+def test_example_config_is_valid_and_complete():
+    raw = {k.split(":", 1)[1]: v for k, v in config_values().items() if k.startswith("fleet:")}
+    cfg = parse_stack_config(raw, project="fleet", stack="dev", region="us-east-1")
+    assert [t.name for t in cfg.templates] == ["aws-8gpu", "aws-4gpu", "aws-1gpu"]
+    assert cfg.templates[1].spot and not cfg.templates[0].spot
+    assert cfg.templates[0].gpu_model == "A100"
+    assert cfg.ssh_cidrs == ("203.0.113.7/32",) and not cfg.allow_world_ssh
+    assert cfg.reaper.schedule == "rate(10 minutes)" and cfg.az_count == 3
+
+
+@pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0"])
+def test_world_ssh_refused_without_the_loud_opt_in(cidr):
+    msg = error(sshCidrs=["10.0.0.0/8", cidr])
+    assert msg.startswith("fleet:sshCidrs: ") and "whole internet" in msg and "allowWorldSsh" in msg
+    cfg = parse(sshCidrs=[cidr], allowWorldSsh="true")
+    assert cfg.allow_world_ssh and cfg.ssh_cidrs == (cidr,)
+
+
+@pytest.mark.parametrize("raw, key, words", [
+    ({"sshCidrs": None}, "fleet:sshCidrs", "is required"),
+    ({"sshCidrs": ["10.0.0.1/8"]}, "fleet:sshCidrs", "not a CIDR"),
+    ({"sshCidrs": "[not json"}, "fleet:sshCidrs", "not valid JSON"),
+    ({"sshCidr": ["1.2.3.4/32"]}, "fleet:sshCidr", "unknown stack config key"),
+    ({"templates": []}, "fleet:templates", "at least one"),
+    ({"templates": [{**T, "image": "nope"}]}, "fleet:templates[0].image", "no recipe 'nope'"),
+    ({"templates": [{**T, "market": "cheap"}]}, "fleet:templates[0].market", "spot or on-demand"),
+    ({"templates": [{**T, "instanceTypes": ["big box"]}]}, "fleet:templates[0].instanceTypes", "instance types"),
+    ({"templates": [{k: v for k, v in T.items() if k != "gpusPerMachine"}]},
+     "fleet:templates[0].gpusPerMachine", "is required"),
+    ({"templates": [{**T, "diskGb": 2}]}, "fleet:templates[0].diskGb", "from 8"),
+    ({"templates": [{**T, "gpus": 2}]}, "fleet:templates[0].gpus", "unknown template key"),
+    ({"templates": [T, T]}, "fleet:templates", "used twice"),
+    ({"vpcCidr": "8.8.0.0/16"}, "fleet:vpcCidr", "private"),
+    ({"availabilityZones": ["eu-west-1a"]}, "fleet:availabilityZones", "zones in us-east-1"),
+    ({"bucket": {"objectLockMode": "strict"}}, "fleet:bucket.objectLockMode", "GOVERNANCE"),
+    ({"bucket": {"runOutputsDays": -1}}, "fleet:bucket.runOutputsDays", "whole number"),
+    ({"reaper": {"schedule": "every 5 minutes"}}, "fleet:reaper.schedule", "EventBridge"),
+    ({"allowWorldSsh": "yes"}, "fleet:allowWorldSsh", "true or false"),
+])
+def test_bad_values_name_their_key(raw, key, words):
+    msg = error(**raw)
+    assert msg.startswith(key + ": "), msg
+    assert words in msg
+
+
+def test_region_is_required_and_checked():
+    with pytest.raises(StackConfigError, match="^aws:region: is required"):
+        parse_stack_config({"sshCidrs": ["1.2.3.4/32"], "templates": [T]}, project="p", stack="s",
+                           region=None, recipe_exists=lambda n: True)
+    with pytest.raises(StackConfigError, match="not an AWS region"):
+        parse_stack_config({"sshCidrs": ["1.2.3.4/32"], "templates": [T]}, project="p", stack="s",
+                           region="mars-1", recipe_exists=lambda n: True)
+
+
+def test_program_refuses_bad_config_before_declaring_anything():
+    declared = StackRun()
+    with pytest.raises(pulumi.RunError) as err:
+        run_program({"fleet:sshCidrs": ["0.0.0.0/0"]}, run=declared)
+    assert str(err.value).startswith("stack config: fleet:sshCidrs: 0.0.0.0/0 opens SSH")
+    assert declared.resources == [] and declared.invokes == []
+
+
+def test_program_accepts_world_ssh_with_the_opt_in():
+    run = run_program({"fleet:sshCidrs": ["0.0.0.0/0"], "fleet:allowWorldSsh": True})
+    rules = run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
+    assert "0.0.0.0/0" in {r.inputs.get("cidrIpv4") for r in rules}
