@@ -1,0 +1,94 @@
+"""Sync onto real local sshd machines: only missing chunks travel, files verified, read-only, atomic."""
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from fleet.errors import IntegrityError
+from fleet.snapshots import create_snapshot, open_store
+from fleet.snapshots.sync import Target, chunk_cache, data_dir, sync_lease, sync_machine
+from fleet.snapshots.catalog import load
+
+
+@pytest.fixture
+def data_tree(tmp_path):
+    rng = random.Random(5)
+    root = tmp_path / "train"
+    (root / "shards").mkdir(parents=True)
+    for i in range(30):
+        (root / "shards" / f"s{i:02d}.csv").write_text("".join(f"{rng.random():.6f}\n" for _ in range(200)))
+    (root / "weights.bin").write_bytes(rng.randbytes(3 * 1024 * 1024))
+    return root
+
+
+def test_sync_sends_only_missing_and_verifies(fleet_home, local_lease, data_tree):
+    store = open_store(None)
+    first = create_snapshot(data_tree, store)
+    lease = local_lease(gpus=2)
+    targets = lambda m: [Target(data_dir(m, "train"), [first.id], read_only=True)]   # noqa: E731
+    stats = sync_lease(lease.machines, store, targets)
+    total = first.manifest.unique_chunk_bytes()
+    assert [s.bytes_sent for s in stats] == [total, total]
+    for m in lease.machines:
+        dest = data_dir(m, "train")
+        assert open(f"{dest}/weights.bin", "rb").read() == (data_tree / "weights.bin").read_bytes()
+        assert not os.access(f"{dest}/weights.bin", os.W_OK) or os.geteuid() == 0
+        assert not os.stat(f"{dest}/weights.bin").st_mode & 0o222
+    # same snapshot again: nothing but the question crosses
+    again = sync_lease(lease.machines, store, targets)
+    assert [s.bytes_sent for s in again] == [0, 0]
+    assert all(s.targets_current == [data_dir(m, "train")] for s, m in zip(again, lease.machines))
+    # the question is about the size of the manifest, never of the data
+    assert all(s.wire_bytes < 2 * len(first.manifest.canonical_bytes()) for s in again)
+    # change one shard: only its chunk is sent
+    (data_tree / "shards" / "s07.csv").write_text("changed\n")
+    second = create_snapshot(data_tree, store)
+    stats = sync_lease(lease.machines, store,
+                       lambda m: [Target(data_dir(m, "train"), [second.id], read_only=True)])
+    assert [s.bytes_sent for s in stats] == [8, 8]
+    assert open(f"{data_dir(lease.machines[1], 'train')}/shards/s07.csv").read() == "changed\n"
+
+
+def test_code_with_overlay_and_corrupt_cache(fleet_home, local_lease, tmp_path):
+    store = open_store(None)
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "train.py").write_text("print('committed')\n")
+    (code / "old.py").write_text("x\n")
+    base = create_snapshot(code, store).id
+    from fleet.snapshots.create import SnapshotBuilder
+    b = SnapshotBuilder(store)
+    import io
+    b.add_stream("train.py", 0o644, io.BytesIO(b"print('dirty')\n"))
+    b.deleted.append("old.py")
+    overlay = b.publish().id
+    (m,) = local_lease(gpus=1).machines
+    dest = f"{m.workdir}/work"
+    sync_machine(m, store, [Target(dest, [base, overlay])], {base: load(store, base), overlay: load(store, overlay)})
+    assert open(f"{dest}/train.py").read() == "print('dirty')\n"
+    assert not os.path.exists(f"{dest}/old.py")
+    # A corrupt chunk in the machine's cache is caught on materialise, and the old tree stays.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "train.py").write_text("print('v3')\n")
+    v3 = create_snapshot(other, store)
+    h = v3.manifest.files()[0].chunks[0][0]
+    os.makedirs(f"{chunk_cache(m)}/{h[:2]}", exist_ok=True)
+    with open(f"{chunk_cache(m)}/{h[:2]}/{h}", "wb") as f:
+        f.write(b"tampered")
+    with pytest.raises(IntegrityError, match="train.py does not match its recorded hash"):
+        sync_machine(m, store, [Target(dest, [v3.id])], {v3.id: v3.manifest})
+    assert open(f"{dest}/train.py").read() == "print('dirty')\n"
+
+
+def test_missing_chunk_in_store_refuses_before_sending(fleet_home, local_lease, data_tree):
+    store = open_store(None)
+    snap = create_snapshot(data_tree, store)
+    h = next(e for e in snap.manifest.files() if e.path == "weights.bin").chunks[0][0]
+    store.delete_chunk(h)
+    (m,) = local_lease(gpus=1).machines
+    with pytest.raises(IntegrityError, match=f"chunk {h[:12]} of weights.bin is missing"):
+        sync_machine(m, store, [Target(data_dir(m, "train"), [snap.id], read_only=True)], {snap.id: snap.manifest})
+    assert not os.path.exists(data_dir(m, "train"))
