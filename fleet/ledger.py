@@ -19,11 +19,15 @@ from typing import Any, Iterable
 
 from .budget import Price, cost_micro, utc_clock
 
-COLUMNS = ("segment_id", "seq", "kind", "start_at", "end_at", "rate_micro", "cost_micro", "price_source",
+COLUMNS = ("segment_id", "seq", "kind", "start_at", "end_at", "duration_ms", "rate_micro", "cost_micro", "price_source",
            "shadow", "gpus", "gpu_util_permille", "idle_gpu_s", "project", "owner", "run_id", "template",
            "provider", "lease_id", "machine_id", "recorded_at")
 _INSERT = (f"INSERT INTO ledger ({', '.join(COLUMNS)}, digest) "
            f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))})")
+_SEP = "\x1f"
+# The digest's input built by the database itself (portable SQL), so verifying 100,000 rows is one
+# query plus a hash per row. CAST(... AS TEXT) of an integer matches Python's str(); NULL → ''.
+_CANON_SQL = f" || '{_SEP}' || ".join(f"COALESCE(CAST({c} AS TEXT), '')" for c in COLUMNS)
 
 
 def iso(dt: datetime) -> str:
@@ -37,7 +41,10 @@ def parse_iso(text: str) -> datetime:
 
 
 def row_digest(values: Iterable[Any]) -> str:
-    canon = "\x1f".join("" if v is None else str(v) for v in values)
+    return _hash(_SEP.join("" if v is None else str(v) for v in values))
+
+
+def _hash(canon: str) -> str:
     return hashlib.blake2b(canon.encode(), digest_size=16).hexdigest()
 
 
@@ -49,6 +56,7 @@ class LedgerEntry:
     kind: str                  # open | tick | close
     start_at: str              # ISO UTC (fixed width); parse with parse_iso when a datetime is needed
     end_at: str
+    duration_ms: int
     rate_micro: int
     cost_micro: int
     price_source: str
@@ -67,7 +75,7 @@ class LedgerEntry:
 
     @property
     def seconds(self) -> float:
-        return (parse_iso(self.end_at) - parse_iso(self.start_at)).total_seconds()
+        return self.duration_ms / 1000
 
 
 @dataclass(frozen=True)
@@ -117,7 +125,8 @@ def _check(row: dict[str, Any]) -> LedgerEntry | CorruptRow:
         util, idle = row["gpu_util_permille"], row["idle_gpu_s"]
         entry = LedgerEntry(
             id=rid, segment_id=str(row["segment_id"]), seq=int(row["seq"]), kind=str(row["kind"]),
-            start_at=str(row["start_at"]), end_at=str(row["end_at"]), rate_micro=int(row["rate_micro"]),
+            start_at=str(row["start_at"]), end_at=str(row["end_at"]), duration_ms=int(row["duration_ms"]),
+            rate_micro=int(row["rate_micro"]),
             cost_micro=int(row["cost_micro"]), price_source=str(row["price_source"]),
             shadow=bool(int(row["shadow"])), gpus=int(row["gpus"]),
             gpu_util_permille=None if util is None else int(util), idle_gpu_s=None if idle is None else int(idle),
@@ -143,7 +152,8 @@ class Ledger:
              tel: TickTelemetry | None) -> tuple:
         tel = tel or TickTelemetry()
         f = seg.fixed
-        values = (seg.segment_id, seq, kind, iso(start), iso(end), seg.price.per_hour_micro, cost,
+        duration_ms = round((end - start).total_seconds() * 1000)
+        values = (seg.segment_id, seq, kind, iso(start), iso(end), duration_ms, seg.price.per_hour_micro, cost,
                   seg.price.source, int(seg.price.shadow), f["gpus"], tel.gpu_util_permille, tel.idle_gpu_s,
                   f["project"], f["owner"], f["run_id"], f["template"], f["provider"], f["lease_id"],
                   f["machine_id"], iso(self.clock()))
@@ -214,11 +224,10 @@ class Ledger:
         return self.close(orphans, at) if orphans else 0
 
     # -- reading ---------------------------------------------------------------------------------
-    def read(self, *, since: datetime | None = None, until: datetime | None = None, project: str | None = None,
-             owner: str | None = None, run_id: str | None = None, lease_id: str | None = None) -> LedgerRead:
-        """Entries starting in [since, until), oldest first; damaged rows come back in `corrupt`."""
+    @staticmethod
+    def _where(*, since=None, until=None, **equal) -> tuple[str, list]:
         where, params = [], []
-        for column, value in (("project", project), ("owner", owner), ("run_id", run_id), ("lease_id", lease_id)):
+        for column, value in equal.items():
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
@@ -228,33 +237,74 @@ class Ledger:
         if until is not None:
             where.append("start_at < ?")
             params.append(iso(until))
-        sql = "SELECT * FROM ledger" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id"
+        return (" WHERE " + " AND ".join(where) if where else ""), params
+
+    def read(self, *, since: datetime | None = None, until: datetime | None = None, project: str | None = None,
+             owner: str | None = None, run_id: str | None = None, lease_id: str | None = None) -> LedgerRead:
+        """Entries starting in [since, until), oldest first; damaged rows come back in `corrupt`."""
+        where, params = self._where(since=since, until=until, project=project, owner=owner, run_id=run_id,
+                                    lease_id=lease_id)
         out = LedgerRead()
-        for row in self.db.execute(sql, params):
+        for row in self.db.execute(f"SELECT * FROM ledger{where} ORDER BY id", params):
             checked = _check(row)
             (out.corrupt if isinstance(checked, CorruptRow) else out.entries).append(checked)
         return out
 
+    def verify(self, *, since: datetime | None = None, until: datetime | None = None) -> list[CorruptRow]:
+        """Damaged rows in the period: digest mismatch, or values no writer produces. The database
+        builds each digest's input, so this is one query and one hash per row."""
+        where, params = self._where(since=since, until=until)
+        bad = []
+        rows = self.db.execute(
+            f"SELECT id, digest, {_CANON_SQL} AS canon, CASE WHEN end_at < start_at OR cost_micro < 0"
+            f" OR rate_micro < 0 OR duration_ms < 0 THEN 1 ELSE 0 END AS odd FROM ledger{where} ORDER BY id", params)
+        for row in rows:
+            if row["canon"] is None or _hash(row["canon"]) != row["digest"]:
+                bad.append(CorruptRow(row["id"], "contents do not match its digest (edited or damaged)"))
+            elif row["odd"]:
+                bad.append(CorruptRow(row["id"], "impossible values (negative cost or ends before it starts)"))
+        return bad
+
+    def aggregate(self, *, since: datetime | None = None, until: datetime | None = None,
+                  exclude_ids: list | None = None) -> list[dict[str, Any]]:
+        """Sums per (day, project, owner, template, run, billed/shadow), computed by the database: the
+        report's raw material, small however many rows the ledger has."""
+        where, params = self._where(since=since, until=until)
+        if exclude_ids:
+            marks = ",".join("?" * len(exclude_ids))
+            where += (" AND " if where else " WHERE ") + f"id NOT IN ({marks})"
+            params += list(exclude_ids)
+        gpu_ms = "(gpus * duration_ms)"
+        idle_ms = f"(CASE WHEN idle_gpu_s * 1000 > {gpu_ms} THEN {gpu_ms} ELSE idle_gpu_s * 1000 END)"
+        sql = f"""
+            SELECT SUBSTR(start_at, 1, 10) AS day, project, owner, template, shadow,
+                   COALESCE(run_id, '(lease ' || lease_id || ', no run)') AS run_key,
+                   COUNT(*) AS entries, SUM(cost_micro) AS cost_micro, SUM(duration_ms) AS machine_ms,
+                   SUM({gpu_ms}) AS gpu_ms,
+                   SUM(CASE WHEN gpu_util_permille IS NULL THEN 0 ELSE {gpu_ms} END) AS util_gpu_ms,
+                   SUM(CASE WHEN gpu_util_permille IS NULL THEN 0 ELSE gpu_util_permille * 1.0 * {gpu_ms} END)
+                       AS util_weighted_ms,
+                   SUM(CASE WHEN idle_gpu_s IS NULL OR {gpu_ms} <= 0 THEN 0 ELSE {idle_ms} END) AS idle_gpu_ms,
+                   SUM(CASE WHEN idle_gpu_s IS NULL OR {gpu_ms} <= 0 THEN 0
+                            ELSE cost_micro * 1.0 * {idle_ms} / {gpu_ms} END) AS idle_cost_micro
+            FROM ledger{where}
+            GROUP BY SUBSTR(start_at, 1, 10), project, owner, template, shadow,
+                     COALESCE(run_id, '(lease ' || lease_id || ', no run)')"""
+        return self.db.execute(sql, params)
+
     def spent_micro(self, *, project: str | None = None, owner: str | None = None,
                     since: datetime | None = None, exclude_run: str | None = None,
                     exclude_lease: str | None = None) -> int:
-        """Fast total for budget scopes (SQL SUM; digests are checked by `read`, not here)."""
-        where, params = ["1 = 1"], []
-        if project is not None:
-            where.append("project = ?")
-            params.append(project)
-        if owner is not None:
-            where.append("owner = ?")
-            params.append(owner)
-        if since is not None:
-            where.append("start_at >= ?")
-            params.append(iso(since))
+        """Fast total for budget scopes (SQL SUM; digests are checked by `read`/`verify`, not here)."""
+        where, params = self._where(since=since, project=project, owner=owner)
+        extra = []
         if exclude_run is not None:
-            where.append("(run_id IS NULL OR run_id <> ?)")
+            extra.append("(run_id IS NULL OR run_id <> ?)")
             params.append(exclude_run)
         if exclude_lease is not None:
-            where.append("lease_id <> ?")
+            extra.append("lease_id <> ?")
             params.append(exclude_lease)
-        rows = self.db.execute(f"SELECT COALESCE(SUM(cost_micro), 0) AS total FROM ledger WHERE {' AND '.join(where)}",
-                               params)
+        if extra:
+            where += (" AND " if where else " WHERE ") + " AND ".join(extra)
+        rows = self.db.execute(f"SELECT COALESCE(SUM(cost_micro), 0) AS total FROM ledger{where}", params)
         return int(rows[0]["total"] or 0)

@@ -3,6 +3,7 @@
 -- the machine is leased, a `tick` row per controller tick covering [start_at, end_at), and a `close`
 -- row when it is released. A crash loses at most the tick in progress; `fleet reap`/`fleet down`
 -- append the missing `close` row. `digest` covers every other column so a damaged row is reported.
+-- duration_ms repeats end_at - start_at so reports aggregate in SQL without dialect date functions.
 CREATE TABLE ledger (
     id {serial},
     segment_id TEXT NOT NULL,
@@ -10,6 +11,7 @@ CREATE TABLE ledger (
     kind TEXT NOT NULL,
     start_at TEXT NOT NULL,
     end_at TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
     rate_micro INTEGER NOT NULL,
     cost_micro INTEGER NOT NULL,
     price_source TEXT NOT NULL,
