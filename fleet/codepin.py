@@ -106,13 +106,15 @@ def _dirty_overlay(base: Path, changes: list[tuple[str, str]], store: Store) -> 
 
 
 def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = False,
-             excludes: tuple[str, ...] = DEFAULT_EXCLUDES) -> CodePin:
+             excludes: tuple[str, ...] = DEFAULT_EXCLUDES, ignore: tuple[str, ...] = ()) -> CodePin:
+    """`ignore`: top-level names under the experiment dir that fleet itself writes (runs/, outputs/):
+    never counted as uncommitted changes, never part of a directory snapshot."""
     directory = Path(experiment_dir).resolve()
     if not directory.is_dir():
         raise UsageError(f"experiment directory {directory} does not exist")
     root = _repo_root(directory)
     if root is None:
-        snap = create_snapshot(directory, store, excludes=excludes)
+        snap = create_snapshot(directory, store, excludes=tuple(excludes) + tuple(ignore))
         return CodePin(None, None, snap.id, warning=f"{directory} is not in a git repository: "
                        "the directory itself was snapshotted as the code (commit it to pin a version)")
     root = root.resolve()
@@ -121,7 +123,7 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
     if head.returncode != 0:
         raise UsageError(f"git repository {root} has no commits yet", hint="commit your code, then run again")
     commit = head.stdout.strip()
-    changes = dirty_files(root, subdir)
+    changes = [(s, p) for s, p in dirty_files(root, subdir) if p.split("/", 1)[0] not in set(ignore)]
     names = [rel for _s, rel in changes]
     if changes and not allow_dirty:
         shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")

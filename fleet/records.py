@@ -42,6 +42,9 @@ class RunRecord:
     output_snapshot: str | None = None
     store: str = ""
     config_hash: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)            # what a rerun needs (secrets redacted)
+    gpus: int | None = None
+    machines: int | None = None
     env: dict[str, str] = field(default_factory=dict)               # redacted
     started_at: str | None = None
     ended_at: str | None = None

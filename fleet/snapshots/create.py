@@ -152,8 +152,10 @@ class SnapshotBuilder:
 
 
 def walk_tree(root: Path, excludes: Iterable[str] = DEFAULT_EXCLUDES) -> Iterable[tuple[str, Path, os.stat_result]]:
-    """(relative posix path, real path, lstat) for everything under root, sorted, symlinks not followed."""
-    skip = set(excludes)
+    """(relative posix path, real path, lstat) for everything under root, sorted, symlinks not followed.
+    An exclude without "/" skips that name at any depth; one with "/" skips that relative path."""
+    skip = {e for e in excludes if "/" not in e}
+    skip_paths = {e.strip("/") for e in excludes if "/" in e}
 
     def onerror(exc: OSError) -> None:
         raise UsageError(f"cannot read directory {exc.filename}: {exc.strerror or exc}")
@@ -161,6 +163,11 @@ def walk_tree(root: Path, excludes: Iterable[str] = DEFAULT_EXCLUDES) -> Iterabl
     for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
         dirnames[:] = sorted(d for d in dirnames if d not in skip)
         base = Path(dirpath)
+        if skip_paths:
+            rel_dir = base.relative_to(root).as_posix()
+            prefix = "" if rel_dir == "." else rel_dir + "/"
+            dirnames[:] = [d for d in dirnames if prefix + d not in skip_paths]
+            filenames = [f for f in filenames if prefix + f not in skip_paths]
         for name in sorted(dirnames) + sorted(f for f in filenames if f not in skip):
             real = base / name
             yield real.relative_to(root).as_posix(), real, real.lstat()

@@ -1,0 +1,122 @@
+"""Lineage of runs: `rerun` (same command on byte-identical inputs) and `audit` (what a run was made of,
+and whether every record and snapshot is still intact)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from .errors import FleetError, IntegrityError, UsageError
+from .records import REDACTED, RunRecord, get_record, list_records, verify_chain
+
+
+def _stores():
+    from .snapshots import open_store
+    cache: dict[str, Any] = {}
+
+    def get(url: str):
+        if url not in cache:
+            cache[url] = open_store(url or None)
+        return cache[url]
+    return get
+
+
+def rerun_config(rec: RunRecord, base_dir: Path):
+    """A Config that runs the recorded command with the recorded pins (never the working directory)."""
+    from decimal import Decimal
+
+    from .config_model import Config
+    cfg = dict(rec.config)
+    if not cfg:
+        raise UsageError(f"run {rec.run_id} has no recorded configuration (recorded by an older fleet)")
+    if REDACTED in rec.command or REDACTED in (cfg.get("command") or ""):
+        raise UsageError(f"run {rec.run_id}'s command contained a secret that was redacted; it cannot be replayed")
+    env = {}
+    for k, v in (cfg.get("env") or {}).items():
+        if v == REDACTED:
+            if k not in os.environ:
+                raise UsageError(f"run {rec.run_id} set {k}, which was redacted in its record",
+                                 hint=f"export {k} to rerun it")
+            v = os.environ[k]
+        env[k] = v
+    pins = {"code_commit": rec.code_commit, "code_snapshot": rec.code_snapshot,
+            "code_dirty_snapshot": rec.code_dirty_snapshot, "code_subdir": rec.code_subdir,
+            "data_snapshots": dict(rec.data_snapshots)}
+    if not rec.code_snapshot:
+        raise UsageError(f"run {rec.run_id} has no pinned code snapshot; it cannot be rerun byte for byte")
+    return Config(
+        path=None, base_dir=base_dir, project=cfg.get("project") or rec.project, name=cfg.get("name") or rec.project,
+        command=rec.command, setup=cfg.get("setup"), gpus=cfg.get("gpus"), template=cfg.get("template") or rec.template,
+        provider=cfg.get("provider") or rec.provider, per_gpu=bool(cfg.get("per_gpu")), env=env,
+        secrets=list(cfg.get("secrets") or []), outputs=cfg.get("outputs") or "outputs",
+        max_duration_s=int(cfg.get("max_duration_s") or 4 * 3600),
+        heartbeat_ttl_s=int(cfg.get("heartbeat_ttl_s") or 300), python=cfg.get("python"),
+        budget=Decimal(cfg["budget"]) if cfg.get("budget") else None, data=dict(cfg.get("data") or {}),
+        store=rec.store or None, user=None,
+        raw={"_rerun": {"run_id": rec.run_id, "pins": pins}})
+
+
+def rerun(run_id: str, *, base_dir: Path | None = None, events=None, keep_s: int | None = None, db=None) -> dict:
+    from .api import up
+    from .snapshots import file_hashes, open_store
+    rec = get_record(run_id, db)
+    config = rerun_config(rec, (base_dir or Path.cwd()).resolve())
+    summary = up(config, keep_s=keep_s, events=events)
+    summary["rerun_of"] = rec.run_id
+    new_out = summary.get("output_snapshot")
+    if rec.output_snapshot and new_out:
+        store = open_store(rec.store or None)
+        before, after = file_hashes(store, rec.output_snapshot), file_hashes(store, new_out)
+        differ = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+        summary["outputs_identical"] = not differ
+        summary["outputs_differ"] = differ
+    return summary
+
+
+def audit(run_id: str, *, db=None) -> dict[str, Any]:
+    from .snapshots import load, verify
+    rec = get_record(run_id, db)
+    stores = _stores()
+    snaps = []
+    for role, sid in rec.snapshot_ids().items():
+        item: dict[str, Any] = {"role": role, "id": sid}
+        try:
+            store = stores(rec.store)
+            m = load(store, sid)
+            problems = verify(store, sid, deep=False)
+            item.update(files=len(m.files()), size=m.total_size, present=not problems, problems=problems)
+        except FleetError as exc:
+            item.update(present=False, problems=[exc.one_line()])
+        snaps.append(item)
+    chain_problems = [p for p in verify_chain(db) if f"(run {rec.run_id})" in p]
+    body = rec.body()
+    return {"record": body, "seq": rec.seq, "hash": rec.hash, "chain_ok": not chain_problems,
+            "chain_problems": chain_problems, "snapshots": snaps}
+
+
+def audit_verify(*, deep: bool = False, db=None) -> dict[str, Any]:
+    """Check the whole chain and every snapshot any record references."""
+    from .snapshots import verify
+    chain = verify_chain(db)
+    stores = _stores()
+    checked: dict[tuple[str, str], list[str]] = {}
+    snapshot_problems: list[str] = []
+    records = list_records(db, limit=1_000_000)
+    for rec in reversed(records):
+        for role, sid in rec.snapshot_ids().items():
+            key = (rec.store, sid)
+            if key not in checked:
+                try:
+                    checked[key] = verify(stores(rec.store), sid, deep=deep)
+                except FleetError as exc:
+                    checked[key] = [exc.one_line()]
+            snapshot_problems += [f"run {rec.run_id} {role}: {p}" for p in checked[key]]
+    return {"records": len(records), "snapshots_checked": len(checked), "chain_problems": chain,
+            "snapshot_problems": snapshot_problems, "ok": not chain and not snapshot_problems}
+
+
+def raise_if_bad(result: dict[str, Any]) -> None:
+    problems = result["chain_problems"] + result["snapshot_problems"]
+    if problems:
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise IntegrityError(problems[0] + more)
