@@ -1,0 +1,221 @@
+"""Launching, finding, waiting for and terminating a lease's instances. Never launches twice.
+
+One RunInstances call per group (MinCount = MaxCount = machines: all or nothing), with a ClientToken
+derived from the lease id and the attempt, so a call botocore retries returns the same instances on
+AWS. moto (the sandbox and tests) does not honour ClientToken, and AWS only remembers tokens for a
+while, so fleet does not rely on it alone: every launch is tagged `fleet:launch=<token>` and, before
+any repeat of a call whose outcome is unknown (connection dropped, throttled past botocore's
+retries), fleet looks for instances already carrying that tag and adopts them.
+
+Attempt order: spot (when the template allows) across every offer × AZ, then on-demand across the
+same; offers are the template's machine mixes, cheapest first; AZs in the stack outputs' order.
+Capacity errors move to the next attempt; a quota error (VcpuLimitExceeded) skips the rest of that
+instance family in that market, since other AZs share the quota.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from ...errors import CapacityError, InfrastructureError
+from .catalog import Offer
+from .session import QUOTA_CODES, CAPACITY_CODES, QuotaError, error_code, error_message, is_transient, translate
+
+LIVE_STATES = ("pending", "running", "stopping", "stopped")
+TAG_LEASE, TAG_LAUNCH = "fleet:lease", "fleet:launch"
+TERMINATE_CHUNK = 1000
+PAGE_SIZE = 1000          # describe_instances page size; tests lower it to exercise pagination
+
+
+@dataclass(frozen=True)
+class Attempt:
+    offer: Offer
+    az: str
+    subnet_id: str
+    spot: bool
+
+    @property
+    def family(self) -> str:
+        return self.offer.instance_type.split(".")[0]
+
+    def describe(self) -> str:
+        market = "spot" if self.spot else "on-demand"
+        return f"{self.offer.machines}×{self.offer.instance_type} {market} in {self.az}"
+
+
+def plan_attempts(offers: list[Offer], subnets: dict[str, str], spot_first: bool) -> list[Attempt]:
+    markets = (True, False) if spot_first else (False,)
+    return [Attempt(o, az, subnet, spot) for spot in markets for o in offers for az, subnet in subnets.items()]
+
+
+def client_token(lease_id: str, attempt: Attempt) -> str:
+    """Same lease + same attempt → same token (≤ 64 ASCII chars, as EC2 requires)."""
+    key = f"{lease_id}|{attempt.offer.instance_type}|{attempt.offer.machines}|{attempt.az}|{attempt.spot}"
+    return "fleet-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": str(v)} for k, v in tags.items()]
+
+
+def find_instances(ec2, filters: dict[str, str | Iterable[str]], states: Iterable[str] = LIVE_STATES,
+                   ) -> list[dict[str, Any]]:
+    """Every instance matching tag filters, across all pages."""
+    flt = [{"Name": f"tag:{k}", "Values": [v] if isinstance(v, str) else list(v)} for k, v in filters.items()]
+    if states:
+        flt.append({"Name": "instance-state-name", "Values": list(states)})
+    out: list[dict[str, Any]] = []
+    for page in ec2.get_paginator("describe_instances").paginate(Filters=flt, PaginationConfig={"PageSize": PAGE_SIZE}):
+        for reservation in page.get("Reservations", []):
+            out.extend(reservation.get("Instances", []))
+    return out
+
+
+def run_params(attempt: Attempt, launch_template_id: str, user_data: str, tags: dict[str, str],
+               token: str, network: dict[str, Any] | None = None) -> dict[str, Any]:
+    """RunInstances arguments. The network interface (subnet of the attempt's AZ, the stack's
+    security group, public IP or not) is given per call, so launch templates must not set one."""
+    network = network or {}
+    nic: dict[str, Any] = {"DeviceIndex": 0, "SubnetId": attempt.subnet_id, "DeleteOnTermination": True,
+                           "AssociatePublicIpAddress": bool(network.get("public_ip", True))}
+    if network.get("security_group_id"):
+        nic["Groups"] = [network["security_group_id"]]
+    all_tags = dict(tags, **{TAG_LAUNCH: token})
+    params: dict[str, Any] = {
+        "MinCount": attempt.offer.machines, "MaxCount": attempt.offer.machines,
+        "ClientToken": token,
+        "LaunchTemplate": {"LaunchTemplateId": launch_template_id, "Version": "$Default"},
+        "InstanceType": attempt.offer.instance_type,
+        "NetworkInterfaces": [nic],
+        "UserData": user_data,
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1},
+        "TagSpecifications": [{"ResourceType": "instance", "Tags": tag_list(all_tags)},
+                              {"ResourceType": "volume", "Tags": tag_list(all_tags)}],
+        "InstanceInitiatedShutdownBehavior": "terminate",   # power-off (the watchdog) = terminate
+    }
+    if attempt.spot:
+        # One-time request: an interruption terminates (never stops) the instance.
+        params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
+            "SpotInstanceType": "one-time", "InstanceInterruptionBehavior": "terminate"}}
+    return params
+
+
+def _backoff(attempt: int, base: float = 0.5, cap: float = 15.0) -> float:
+    return min(cap, base * (2 ** attempt))
+
+
+def launch_once(ec2, params: dict[str, Any], *, tries: int = 5, sleep: Callable[[float], None] = time.sleep,
+                ) -> list[dict[str, Any]]:
+    """One RunInstances call, repeated only after checking that the earlier try did not launch."""
+    token = params["ClientToken"]
+    for i in range(tries):
+        if i:
+            already = find_instances(ec2, {TAG_LAUNCH: token}, states=("pending", "running"))
+            if already:
+                return already
+        try:
+            return ec2.run_instances(**params)["Instances"]
+        except Exception as exc:  # noqa: BLE001 — classified below
+            if not is_transient(exc) or i == tries - 1:
+                raise
+            sleep(_backoff(i))
+    raise AssertionError("unreachable")
+
+
+def launch(ec2, attempts: list[Attempt], *, lease_id: str, launch_template_id: str, user_data: str,
+           tags: dict[str, str], network: dict[str, Any] | None = None,
+           on_attempt: Callable[[Attempt, str], None] | None = None, sleep: Callable[[float], None] = time.sleep) -> tuple[Attempt, list[dict[str, Any]]]:
+    """Try attempts in order until one launches; return it and its instances."""
+    failures: list[str] = []
+    blocked: set[tuple[str, bool]] = set()
+    quota_hit = ""
+    for attempt in attempts:
+        if (attempt.family, attempt.spot) in blocked:
+            continue
+        token = client_token(lease_id, attempt)
+        try:
+            instances = launch_once(ec2, run_params(attempt, launch_template_id, user_data, tags, token, network),
+                                    sleep=sleep)
+        except Exception as exc:  # noqa: BLE001 — classified below
+            code = error_code(exc)
+            if code in QUOTA_CODES:
+                blocked.add((attempt.family, attempt.spot))
+                quota_hit = f"{code}: {error_message(exc)}"
+            elif code not in CAPACITY_CODES:
+                raise translate(exc, f"launching {attempt.describe()}") from None
+            failures.append(f"{attempt.describe()}: {code}")
+            if on_attempt:
+                on_attempt(attempt, code)
+            continue
+        if on_attempt:
+            on_attempt(attempt, "launched")
+        return attempt, instances
+    tried = "; ".join(failures[:6]) + (f"; … {len(failures) - 6} more" if len(failures) > 6 else "")
+    if quota_hit and all(code_of(f) in QUOTA_CODES for f in failures):
+        raise QuotaError(f"account limit reached for every allowed instance type ({quota_hit})",
+                         hint="request a quota increase (Service Quotas → EC2 → Running On-Demand/Spot "
+                              "P or G instances) or ask for fewer --gpus")
+    raise CapacityError(f"no capacity for {attempts[0].offer.gpus if attempts else 0} GPUs in any allowed "
+                        f"AZ / instance type ({tried})",
+                        hint="try again later, add AZs or instance types to the template, or use fewer --gpus")
+
+
+def code_of(failure: str) -> str:
+    return failure.rsplit(": ", 1)[-1]
+
+
+def wait_for_state(ec2, lease_id: str, ids: list[str], want: str, *, timeout_s: float = 600,
+                   sleep: Callable[[float], None] = time.sleep) -> list[dict[str, Any]]:
+    """Poll (one paginated describe per round, with back-off) until every id is in `want`.
+    Waiting for "running" fails fast when an instance ends instead (spot reclaimed, capacity)."""
+    deadline = time.monotonic() + timeout_s
+    wanted = set(ids)
+    rounds = 0
+    while True:
+        found = {i["InstanceId"]: i for i in find_instances(ec2, {TAG_LEASE: lease_id}, states=())
+                 if i["InstanceId"] in wanted}
+        states = {i: (found[i]["State"]["Name"] if i in found else "gone") for i in wanted}
+        if want == "terminated":
+            if all(s in ("terminated", "gone") for s in states.values()):
+                return list(found.values())
+        else:
+            dead = {i: s for i, s in states.items() if s in ("shutting-down", "terminated", "gone", "stopped")}
+            if dead:
+                reasons = {found[i].get("StateReason", {}).get("Message", "") for i in dead if i in found}
+                raise InfrastructureError(f"{len(dead)} instance(s) of lease {lease_id} ended while starting "
+                                          f"({', '.join(sorted(r for r in reasons if r)) or 'no reason given'})",
+                                          hint="spot capacity may have been reclaimed; try again or use on-demand")
+            if all(s == want for s in states.values()):
+                return [found[i] for i in ids]
+        if time.monotonic() >= deadline:
+            waiting = sorted(i for i, s in states.items() if s != want)
+            raise InfrastructureError(f"timed out after {timeout_s:.0f}s waiting for {len(waiting)} instance(s) "
+                                      f"of lease {lease_id} to be {want} (e.g. {waiting[0]})")
+        sleep(_backoff(rounds, base=1.0))
+        rounds += 1
+
+
+def terminate_lease(ec2, lease_id: str, *, wait: bool = True, timeout_s: float = 600,
+                    sleep: Callable[[float], None] = time.sleep) -> list[str]:
+    """Terminate every live instance tagged with the lease; already gone is fine. Returns the ids."""
+    live = find_instances(ec2, {TAG_LEASE: lease_id},
+                          states=("pending", "running", "stopping", "stopped", "shutting-down"))
+    ids = [i["InstanceId"] for i in live]
+    for start in range(0, len(ids), TERMINATE_CHUNK):
+        chunk = ids[start:start + TERMINATE_CHUNK]
+        try:
+            ec2.terminate_instances(InstanceIds=chunk)
+        except Exception as exc:  # noqa: BLE001
+            if not error_code(exc).startswith("InvalidInstanceID"):
+                raise translate(exc, f"terminating lease {lease_id}") from None
+            for one in chunk:   # some vanished between describe and terminate: do the rest singly
+                try:
+                    ec2.terminate_instances(InstanceIds=[one])
+                except Exception as exc2:  # noqa: BLE001
+                    if not error_code(exc2).startswith("InvalidInstanceID"):
+                        raise translate(exc2, f"terminating {one}") from None
+    if wait and ids:
+        wait_for_state(ec2, lease_id, ids, "terminated", timeout_s=timeout_s, sleep=sleep)
+    return ids

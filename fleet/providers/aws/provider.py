@@ -1,0 +1,288 @@
+"""AWSProvider: lease GPU instances from a fleet stack's launch templates; describe; release.
+
+Everything it needs about the account comes from the stack outputs (outputs.py). Keys are made
+per lease under $FLEET_HOME/leases/<lease>/: the client key (`id_ed25519`) and the machines' host
+key (`host_ed25519`, see userdata.py for why fleet makes the host key itself). In sandbox mode
+(FLEET_AWS_SANDBOX=1, see sandbox.py) each instance is bound to a loopback sshd before any
+connection; fleet never connects to the fake 10.x/172.x addresses moto hands out.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable
+
+from ...errors import EnvironmentProblem, FleetError, InfrastructureError, MachineUnreachable, UsageError
+from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
+from ...paths import subdir
+from .catalog import InstanceType, Offer, PriceTable, load_catalog, load_prices, offers
+from .launch import (TAG_LEASE, find_instances, launch, plan_attempts, terminate_lease, wait_for_state)
+from .outputs import StackOutputs, TemplateOutputs, load_outputs, resolve_outputs
+from .session import make_client, translate
+from .userdata import MACHINE_USER, WORKDIR, BootSpec, render
+
+EXPIRY_GRACE_S = 15 * 60      # fleet:expires-at = launch + max_duration + this (the reaper's line)
+
+
+def lease_dir(lease_id: str) -> Path:
+    return subdir("leases") / lease_id
+
+
+class AWSProvider:
+    name = "aws"
+
+    def __init__(self, config: Any = None, *, outputs: StackOutputs | dict | str | Path | None = None,
+                 ec2: Any = None, session: Any = None, sandbox: Any = None,
+                 sleep: Callable[[float], None] = time.sleep, ready_timeout_s: float = 600, **_ignored):
+        self.config = config
+        self.aws = dict(getattr(config, "aws", None) or {})
+        self._outputs = outputs if isinstance(outputs, StackOutputs) or outputs is None else load_outputs(outputs)
+        self._ec2, self._session, self._sandbox = ec2, session, sandbox
+        self.sleep = sleep
+        self.ready_timeout_s = ready_timeout_s
+        self._catalog: dict[str, InstanceType] | None = None
+
+    # -- wiring ---------------------------------------------------------------------------------
+    @property
+    def outputs(self) -> StackOutputs:
+        if self._outputs is None:
+            self._outputs = resolve_outputs(self.aws)
+        return self._outputs
+
+    @property
+    def ec2(self):
+        if self._ec2 is None:
+            self._ec2 = make_client(self.outputs.region, session=self._session)
+        return self._ec2
+
+    @property
+    def sandbox(self):
+        if self._sandbox is None:
+            from .sandbox import Sandbox, sandbox_enabled
+            self._sandbox = Sandbox() if sandbox_enabled() else False
+        return self._sandbox or None
+
+    def catalog(self, refresh: bool = False) -> dict[str, InstanceType]:
+        if self._catalog is None or refresh:
+            try:
+                self._catalog = load_catalog(self.ec2, self.outputs.region, refresh=refresh)
+            except FleetError:
+                raise
+            except Exception as exc:  # noqa: BLE001 — botocore errors become one line
+                raise translate(exc, "reading the EC2 instance-type catalogue") from None
+        return self._catalog
+
+    def prices(self) -> PriceTable:
+        return load_prices(getattr(self.config, "prices", None) or {})
+
+    # -- choosing -------------------------------------------------------------------------------
+    def templates(self) -> dict[str, Template]:
+        catalog, prices = self.catalog(), self.prices()
+        overrides = getattr(self.config, "prices", None) or {}
+        out = {}
+        for name, t in self.outputs.templates.items():
+            try:
+                cheapest = offers(t, t.gpus_per_machine, catalog, prices)[0].price_per_hour
+            except UsageError:
+                cheapest = None
+            price = cheapest
+            source = f"cheapest mix for {t.gpus_per_machine} GPUs, {prices.source} ({prices.retrieved})"
+            if name in overrides:
+                price, source = Decimal(str(overrides[name])), "fleet.toml [prices]"
+            out[name] = Template(
+                name=name, provider="aws", gpus_per_machine=t.gpus_per_machine,
+                gpu_model=t.gpu_model or (catalog[t.instance_types[0]].gpu_model
+                                          if t.instance_types[0] in catalog else ""),
+                simulated_gpus=bool(self.sandbox), price_per_hour=price, price_source=source,
+                instance_types=t.instance_types, spot=t.spot,
+                description=f"launch template {t.launch_template_id}; " + ", ".join(t.instance_types))
+        return out
+
+    def offers(self, template: str, gpus: int) -> list[Offer]:
+        """The machine mixes `template` allows for exactly `gpus` GPUs, cheapest first."""
+        return offers(self.outputs.template(template), gpus, self.catalog(), self.prices())
+
+    # -- leasing --------------------------------------------------------------------------------
+    def _keys(self, lease_id: str) -> tuple[Path, str, Path, str]:
+        from ...keys import generate_ed25519
+        d = lease_dir(lease_id)
+        client, host = d / "id_ed25519", d / "host_ed25519"
+        # A retried lease reuses its keys: adopted instances were booted with them.
+        client_pub = (" ".join(Path(f"{client}.pub").read_text().split()[:2]) if client.exists()
+                      else generate_ed25519(client, comment=f"fleet-lease-{lease_id}"))
+        host_pub = (" ".join(Path(f"{host}.pub").read_text().split()[:2]) if host.exists()
+                    else generate_ed25519(host, comment=f"fleet-host-{lease_id}"))
+        return client, client_pub, host, host_pub
+
+    def _tags(self, plan: Plan, lease_id: str, template: TemplateOutputs) -> dict[str, str]:
+        expires = utcnow() + timedelta(seconds=plan.max_duration_s + EXPIRY_GRACE_S)
+        return {
+            "Name": f"fleet-{lease_id}", TAG_LEASE: lease_id,
+            "fleet:run": str(plan.options.get("run_id") or lease_id),
+            "fleet:project": plan.project, "fleet:user": plan.user,
+            "fleet:template": template.name,
+            "fleet:expires-at": expires.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        }
+
+    def lease(self, plan: Plan, lease_id: str, deadline_s: int) -> Lease:
+        tpl = self.outputs.template(plan.template.name)
+        if not self.sandbox:
+            self._refuse_fake_endpoint()      # before anything is launched
+        choices = self.offers(tpl.name, plan.gpus)
+        if plan.instance_type:
+            choices.sort(key=lambda o: o.instance_type != plan.instance_type)
+        key_path, client_pub, host_key_path, host_pub = self._keys(lease_id)
+        from ...remote.agent import AGENT_PATH
+        telemetry = AGENT_PATH.with_name("telemetry.py")
+        user_data = render(BootSpec(
+            lease_id=lease_id, authorized_key=client_pub, host_private_key=host_key_path.read_text(),
+            host_public_key=host_pub, deadline_s=deadline_s, max_duration_s=plan.max_duration_s,
+            agent_source=AGENT_PATH.read_text(),
+            telemetry_source=telemetry.read_text() if telemetry.exists() else None))
+        ec2 = self.ec2
+        try:
+            instances, offer = self._adopt(lease_id, choices)
+            if not instances:
+                attempts = plan_attempts(choices, self.outputs.subnets, spot_first=tpl.spot)
+                attempt, instances = launch(
+                    ec2, attempts, lease_id=lease_id, launch_template_id=tpl.launch_template_id,
+                    user_data=user_data, tags=self._tags(plan, lease_id, tpl),
+                    network=self._network(), sleep=self.sleep)
+                offer = attempt.offer
+            ids = [i["InstanceId"] for i in sorted(instances, key=lambda i: (i.get("AmiLaunchIndex", 0),
+                                                                             i["InstanceId"]))]
+            running = wait_for_state(ec2, lease_id, ids, "running", timeout_s=self.ready_timeout_s,
+                                     sleep=self.sleep)
+            machines = [self._machine(inst, rank, lease_id, offer, key_path, host_pub, deadline_s, plan)
+                        for rank, inst in enumerate(running)]
+        except BaseException as exc:
+            try:
+                self._cleanup(lease_id)
+            except FleetError as cleanup_error:
+                raise InfrastructureError(f"lease {lease_id} failed ({exc}) and so did cleaning up: "
+                                          f"{cleanup_error}", hint="run `fleet reap` to terminate what is "
+                                                                   "left") from None
+            if isinstance(exc, (FleetError, KeyboardInterrupt, SystemExit)):
+                raise
+            raise translate(exc, f"leasing {plan.gpus} GPUs for lease {lease_id}") from None
+        now = utcnow()
+        return Lease(id=lease_id, provider=self.name, template=tpl.name, machines=machines, created_at=now,
+                     deadline=now + timedelta(seconds=deadline_s),
+                     max_deadline=now + timedelta(seconds=plan.max_duration_s), project=plan.project,
+                     user=plan.user, heartbeat_ttl_s=plan.heartbeat_ttl_s,
+                     meta={"region": self.outputs.region, "instance_type": offer.instance_type,
+                           "machines": offer.machines, "spot": any(m.spot for m in machines),
+                           "price_per_hour": str(sum((m.price_per_hour for m in machines), Decimal(0))),
+                           "sandbox": bool(self.sandbox)})
+
+    def _network(self) -> dict[str, Any]:
+        return {"security_group_id": self.outputs.security_group_id,
+                "public_ip": str(self.aws.get("connect", "public")) != "private"}
+
+    def _adopt(self, lease_id: str, choices: list[Offer]) -> tuple[list[dict], Offer | None]:
+        """A retried lease (controller restarted mid-launch) adopts what it already launched."""
+        existing = find_instances(self.ec2, {TAG_LEASE: lease_id}, states=("pending", "running"))
+        if not existing:
+            return [], None
+        types = {i["InstanceType"] for i in existing}
+        for offer in choices:
+            if types == {offer.instance_type} and len(existing) == offer.machines:
+                return existing, offer
+        terminate_lease(self.ec2, lease_id, sleep=self.sleep)   # a partial leftover: start clean
+        return [], None
+
+    def _machine(self, inst: dict, rank: int, lease_id: str, offer: Offer, key_path: Path, host_pub: str,
+                 deadline_s: int, plan: Plan) -> Machine:
+        iid = inst["InstanceId"]
+        spot = inst.get("InstanceLifecycle") == "spot"
+        ref = {"instance_id": iid, "region": self.outputs.region, "az": inst.get("Placement", {}).get(
+            "AvailabilityZone"), "private_ip": inst.get("PrivateIpAddress"), "public_ip": inst.get("PublicIpAddress")}
+        if self.sandbox:
+            bound = self.sandbox.bind(iid, lease_id, key_path, key_path.with_name("host_ed25519"), host_pub,
+                                      deadline_s=deadline_s,
+                                      max_s=plan.max_duration_s, private_ip=inst.get("PrivateIpAddress"))
+            host, port, user, workdir, python = (bound["host"], bound["port"], bound["user"], bound["workdir"],
+                                                 bound["python"])
+            ref.update(sandbox_dir=bound["dir"], simulated_gpus=True)
+        else:
+            self._refuse_fake_endpoint()
+            host = inst.get("PrivateIpAddress") if not self._network()["public_ip"] else inst.get("PublicIpAddress")
+            if not host:
+                raise MachineUnreachable(f"instance {iid} has no {'public' if self._network()['public_ip'] else 'private'}"
+                                         " IP address", hint="check the subnet's public IP setting, or set "
+                                                             "[aws] connect = \"private\" from inside the VPC")
+            port, user, workdir, python = 22, MACHINE_USER, WORKDIR, "python3"
+            _wait_tcp(host, port, self.ready_timeout_s, self.sleep)
+        return Machine(id=iid, lease_id=lease_id, node_rank=rank, host=host, port=port, user=user,
+                       key_path=str(key_path), host_key=host_pub, workdir=workdir,
+                       gpu_slots=tuple(range(offer.gpus_per_machine)), python=python,
+                       price_per_hour=offer.price_per_machine_hour or Decimal(0),
+                       instance_type=offer.instance_type, spot=spot, provider_ref=ref)
+
+    def _refuse_fake_endpoint(self) -> None:
+        """An endpoint override (moto) hands out fake addresses: never connect to them."""
+        endpoint = os.environ.get("AWS_ENDPOINT_URL_EC2") or os.environ.get("AWS_ENDPOINT_URL") or ""
+        if endpoint and not self.aws.get("allow_custom_endpoint"):
+            raise EnvironmentProblem(f"AWS_ENDPOINT_URL is {endpoint} (not AWS) and FLEET_AWS_SANDBOX is not set, "
+                                     "so the instances' addresses are not real machines",
+                                     hint="export FLEET_AWS_SANDBOX=1 (see scripts/aws_sandbox.py), or set "
+                                          "[aws] allow_custom_endpoint = true for a real private endpoint")
+
+    # -- describe / release ---------------------------------------------------------------------
+    def describe(self, lease: Lease) -> list[MachineState]:
+        try:
+            found = {i["InstanceId"]: i for i in find_instances(self.ec2, {TAG_LEASE: lease.id}, states=())}
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"describing lease {lease.id}") from None
+        states = []
+        for m in lease.machines:
+            inst = found.get(m.id)
+            if inst is None:
+                states.append(MachineState(m.id, "gone", "no such instance"))
+                continue
+            name = inst["State"]["Name"]
+            mapped = {"running": "running", "pending": "pending"}.get(name, "gone")
+            states.append(MachineState(m.id, mapped, "" if mapped != "gone" else
+                                       f"{name}: {inst.get('StateReason', {}).get('Message', '')}".strip(": ")))
+        return states
+
+    def release(self, lease: Lease) -> None:
+        self._cleanup(lease.id)
+
+    def _cleanup(self, lease_id: str) -> None:
+        """Terminate everything tagged with the lease, wait, then drop sandbox machines and keys."""
+        try:
+            terminate_lease(self.ec2, lease_id, timeout_s=self.ready_timeout_s, sleep=self.sleep)
+        except FleetError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"terminating lease {lease_id}") from None
+        finally:
+            if self.sandbox:
+                self.sandbox.unbind_lease(lease_id)
+        from ...keys import secure_delete
+        d = lease_dir(lease_id)
+        for name in ("id_ed25519", "host_ed25519"):
+            secure_delete(d / name)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _wait_tcp(host: str, port: int, timeout_s: float, sleep: Callable[[float], None]) -> None:
+    """Real instances only: sshd answers a minute or so after "running"."""
+    end = time.monotonic() + timeout_s
+    delay = 1.0
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=5):
+                return
+        except OSError as exc:
+            if time.monotonic() >= end:
+                raise MachineUnreachable(f"{host}:{port} did not answer within {timeout_s:.0f}s ({exc})",
+                                         hint="check the security group allows SSH from this address") from None
+        sleep(delay)
+        delay = min(delay * 2, 10.0)

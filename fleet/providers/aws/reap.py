@@ -1,0 +1,125 @@
+"""The orphan reaper: terminate fleet instances that are past their expiry or belong to no live lease.
+
+The fourth layer of "machines always end" (after the controller's finally-block, its signal
+handlers and each machine's own watchdog). `reap` is a plain function over an EC2 client; the CLI
+(`fleet reap`) feeds it the live leases from fleet's state, and the stacks deploy this very file as
+a scheduled Lambda (`lambda_handler`), where no lease list exists and only expiry applies.
+
+This module imports nothing from fleet and nothing beyond the standard library and boto3, so the
+stack can ship it as the Lambda's only file.
+"""
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+TAG_LEASE = "fleet:lease"
+TAG_EXPIRES = "fleet:expires-at"
+TAG_USER = "fleet:user"
+REAPABLE_STATES = ("pending", "running", "stopping", "stopped")
+# An instance with a lease tag but no readable expiry is judged by age instead.
+NO_EXPIRY_MAX_AGE = timedelta(hours=48)
+# Instances this young are spared the "no live lease" rule: their lease may still be being written.
+YOUNG_GRACE = timedelta(minutes=10)
+TERMINATE_CHUNK = 1000
+PAGE_SIZE = 1000
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _as_utc(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return _parse_time(value) if isinstance(value, str) else None
+
+
+def fleet_instances(ec2) -> list[dict[str, Any]]:
+    """Every not-yet-terminated instance carrying a fleet:lease tag (all pages)."""
+    found = []
+    pages = ec2.get_paginator("describe_instances").paginate(Filters=[
+        {"Name": "tag-key", "Values": [TAG_LEASE]},
+        {"Name": "instance-state-name", "Values": list(REAPABLE_STATES)}], PaginationConfig={"PageSize": PAGE_SIZE})
+    for page in pages:
+        for reservation in page.get("Reservations", []):
+            found.extend(reservation.get("Instances", []))
+    return found
+
+
+def judge(instance: dict[str, Any], live_lease_ids: set[str] | None, now: datetime,
+          owner: str | None = None) -> str | None:
+    """Why this instance should go, or None to spare it."""
+    tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
+    lease = tags.get(TAG_LEASE, "")
+    expires = _parse_time(tags.get(TAG_EXPIRES))
+    launched = _as_utc(instance.get("LaunchTime"))
+    if expires is not None and now >= expires:
+        return f"expired at {expires.isoformat()}"
+    if expires is None and launched is not None and now - launched >= NO_EXPIRY_MAX_AGE:
+        return f"no readable {TAG_EXPIRES} tag and launched over {NO_EXPIRY_MAX_AGE} ago"
+    if live_lease_ids is None or lease in live_lease_ids:
+        return None
+    if owner is not None and tags.get(TAG_USER) != owner:
+        return None     # someone else's lease: this controller's state cannot speak for it
+    if launched is not None and now - launched < YOUNG_GRACE:
+        return None
+    return f"lease {lease or '?'} is not live"
+
+
+def reap(ec2_client, live_lease_ids: Iterable[str] | None, now: datetime | None = None, dry_run: bool = False,
+         owner: str | None = None) -> list[dict[str, Any]]:
+    """Find and (unless dry_run) terminate orphans. Returns one action per instance judged.
+
+    live_lease_ids: leases fleet still holds (None: unknown, only expiry counts — the Lambda).
+    owner: only judge other users' instances by expiry (a personal state store knows only its own).
+    """
+    now = now or datetime.now(timezone.utc)
+    live = None if live_lease_ids is None else set(live_lease_ids)
+    actions = []
+    for inst in fleet_instances(ec2_client):
+        reason = judge(inst, live, now, owner)
+        if reason is None:
+            continue
+        tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+        actions.append({"instance_id": inst["InstanceId"], "lease": tags.get(TAG_LEASE),
+                        "user": tags.get(TAG_USER), "instance_type": inst.get("InstanceType"),
+                        "state": inst["State"]["Name"], "reason": reason,
+                        "action": "would-terminate" if dry_run else "terminate"})
+    if not dry_run:
+        ids = [a["instance_id"] for a in actions]
+        for start in range(0, len(ids), TERMINATE_CHUNK):
+            chunk = ids[start:start + TERMINATE_CHUNK]
+            try:
+                ec2_client.terminate_instances(InstanceIds=chunk)
+            except Exception as exc:  # noqa: BLE001 — one vanished meanwhile: do the rest singly
+                if "InvalidInstanceID" not in str(getattr(exc, "response", {}).get("Error", {}).get("Code", "")):
+                    raise
+                for one in chunk:
+                    try:
+                        ec2_client.terminate_instances(InstanceIds=[one])
+                    except Exception as exc2:  # noqa: BLE001
+                        if "InvalidInstanceID" not in str(getattr(exc2, "response", {}).get("Error", {})):
+                            raise
+                        for a in actions:
+                            if a["instance_id"] == one:
+                                a["action"] = "already-gone"
+    return actions
+
+
+def lambda_handler(event, context):  # noqa: ARG001 — the Lambda signature
+    """Scheduled Lambda entry point: expiry-only reaping in the function's own region.
+    event may carry {"dry_run": true}. FLEET_REAPER_DRY_RUN=1 in the environment does the same."""
+    import boto3
+    dry_run = bool((event or {}).get("dry_run")) or os.environ.get("FLEET_REAPER_DRY_RUN") == "1"
+    actions = reap(boto3.client("ec2"), None, dry_run=dry_run)
+    print(json.dumps({"reaped": len(actions), "dry_run": dry_run, "actions": actions}, default=str))
+    return {"reaped": len(actions), "dry_run": dry_run, "actions": actions}

@@ -1,0 +1,173 @@
+"""The AWS sandbox: the whole AWS path on one laptop, with no account.
+
+Two halves:
+
+* `create_stack(...)` makes, in a moto server, what the Pulumi stack makes in a real account
+  (VPC, one subnet per AZ, security group, instance profile, snapshot bucket, one launch template
+  per machine template) and returns the same outputs structure the stack exports (outputs.py).
+* `Sandbox` — the address map. moto has no machines: the instances it "launches" have fake
+  10.x/172.x addresses that must never be connected to. When FLEET_AWS_SANDBOX=1 (or the file
+  $FLEET_HOME/aws-sandbox/enabled exists) the provider, once instances are running and before
+  anything connects, binds each instance id to a real sshd on 127.0.0.1 started with the lease's
+  client key and the lease's host key (the same sshd + watchdog the local provider uses), and the
+  Machine gets host 127.0.0.1 and that sshd's port. Bindings live under
+  $FLEET_HOME/aws-sandbox/machines/<instance-id>/ (binding.json records instance → port).
+
+What the sandbox cannot show: a real boot (user-data is rendered and sent, but moto does not run
+it), GPUs (simulated slots, as with the local provider), and power-off → termination (a sandbox
+machine's watchdog ends its sshd at the deadline; the moto instance stays until release or reap).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Mapping
+
+from ...paths import fleet_home, subdir
+from .outputs import OUTPUTS_VERSION
+
+ENV_FLAG = "FLEET_AWS_SANDBOX"
+
+DEFAULT_TEMPLATES: dict[str, dict[str, Any]] = {
+    "aws-1gpu": {"instance_types": ["g6.xlarge", "g5.xlarge", "g4dn.xlarge"], "gpus_per_machine": 1,
+                 "gpu_model": "L4", "spot": True},
+    "aws-4gpu": {"instance_types": ["g6.12xlarge", "g5.12xlarge"], "gpus_per_machine": 4,
+                 "gpu_model": "L4", "spot": False},
+    "aws-8gpu": {"instance_types": ["p4d.24xlarge", "g6.48xlarge", "g5.48xlarge", "g6.12xlarge"],
+                 "gpus_per_machine": 8, "gpu_model": "", "spot": True},
+}
+
+
+def sandbox_enabled(env: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    if env.get(ENV_FLAG, "").strip() not in ("", "0", "false", "no"):
+        return True
+    return (fleet_home(create=False) / "aws-sandbox" / "enabled").exists()
+
+
+class Sandbox:
+    """instance id → loopback sshd machine."""
+
+    def __init__(self, root: Path | None = None, python: str | None = None):
+        self.root = root or subdir("aws-sandbox") / "machines"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.python = python or sys.executable
+
+    def bind(self, instance_id: str, lease_id: str, key_path: Path, host_key_path: Path, host_public_key: str,
+             *, deadline_s: int, max_s: int, private_ip: str | None = None) -> dict[str, Any]:
+        """Start (or find, for a retried lease) the loopback machine standing in for `instance_id`."""
+        from ..sshd import start_sshd, start_watchdog, stop_machine_dir
+        d = self.root / instance_id
+        existing = self._read(d)
+        if existing and existing.get("lease_id") == lease_id and _alive(existing.get("sshd_pid")):
+            return existing       # a retried lease adopting its instances keeps their machines
+        if d.exists():
+            stop_machine_dir(d, grace_s=0.2)
+            shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True, mode=0o700)
+        authorized = Path(f"{key_path}.pub").read_text()
+        sshd = start_sshd(d, instance_id, authorized, host_key_path=host_key_path)
+        if sshd.host_key.split()[:2] != host_public_key.split()[:2]:
+            stop_machine_dir(d, grace_s=0.2)
+            raise RuntimeError(f"sandbox sshd for {instance_id} did not take the lease's host key")
+        # No --poweroff: at its deadline the watchdog ends this machine's sshd and processes only.
+        start_watchdog(d, instance_id, ttl_s=deadline_s, max_s=max_s, kill_pids=[sshd.pid], python=self.python)
+        binding = {"instance_id": instance_id, "lease_id": lease_id, "private_ip": private_ip,
+                   "host": "127.0.0.1", "port": sshd.port, "user": sshd.user, "workdir": str(sshd.root),
+                   "python": self.python, "sshd_pid": sshd.pid, "dir": str(d)}
+        (d / "binding.json").write_text(json.dumps(binding, indent=1))
+        return binding
+
+    def bindings(self) -> list[dict[str, Any]]:
+        return [b for d in sorted(self.root.iterdir()) if (b := self._read(d))]
+
+    def address_of(self, instance_id: str) -> tuple[str, int] | None:
+        b = self._read(self.root / instance_id)
+        return (b["host"], int(b["port"])) if b else None
+
+    def unbind(self, instance_ids: list[str]) -> None:
+        from ..sshd import stop_machine_dir
+        for iid in instance_ids:
+            d = self.root / iid
+            if d.exists():
+                stop_machine_dir(d, grace_s=0.5)
+                shutil.rmtree(d, ignore_errors=True)
+
+    def unbind_lease(self, lease_id: str) -> None:
+        self.unbind([b["instance_id"] for b in self.bindings() if b.get("lease_id") == lease_id])
+
+    @staticmethod
+    def _read(d: Path) -> dict[str, Any] | None:
+        try:
+            return json.loads((d / "binding.json").read_text())
+        except (OSError, ValueError):
+            return None
+
+
+def _alive(pid: Any) -> bool:
+    from ..sshd import pid_alive
+    return bool(pid) and pid_alive(int(pid))
+
+
+def create_stack(region: str = "us-east-1", templates: Mapping[str, Mapping[str, Any]] | None = None,
+                 *, name: str = "sandbox", azs: int = 3, session: Any = None) -> dict[str, Any]:
+    """Create the stack's resources with boto3 (against AWS_ENDPOINT_URL: moto) and return the outputs
+    structure, as `pulumi stack output --json` would print it: {"fleet": {...}}."""
+    import boto3
+    session = session or boto3.session.Session()
+    ec2 = session.client("ec2", region_name=region)
+    iam = session.client("iam", region_name=region)
+    s3 = session.client("s3", region_name=region)
+    templates = templates or DEFAULT_TEMPLATES
+
+    vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
+    zones = [z["ZoneName"] for z in ec2.describe_availability_zones()["AvailabilityZones"]][:azs]
+    subnets = {}
+    for n, az in enumerate(zones):
+        subnets[az] = ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.42.{n}.0/24",
+                                        AvailabilityZone=az)["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName=f"fleet-{name}-ssh", Description="fleet machines: SSH in",
+                                   VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "IpRanges": [{"CidrIp": "127.0.0.1/32"}]}])
+    role = f"fleet-{name}-machine"
+    iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                "Principal": {"Service": "ec2.amazonaws.com"}}]}))
+    profile = iam.create_instance_profile(InstanceProfileName=role)["InstanceProfile"]
+    iam.add_role_to_instance_profile(InstanceProfileName=role, RoleName=role)
+    bucket = f"fleet-{name}-snapshots"
+    if region == "us-east-1":
+        s3.create_bucket(Bucket=bucket)
+    else:
+        s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": region})
+    image = ec2.describe_images(Owners=["amazon"], MaxResults=5)["Images"][0]["ImageId"]
+
+    out_templates = {}
+    for tname, spec in templates.items():
+        lt = ec2.create_launch_template(LaunchTemplateName=f"fleet-{name}-{tname}", LaunchTemplateData={
+            "ImageId": spec.get("image_id", image),
+            "InstanceType": spec["instance_types"][0],
+            "IamInstanceProfile": {"Arn": profile["Arn"]},
+            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1},
+            "InstanceInitiatedShutdownBehavior": "terminate",
+            "BlockDeviceMappings": [{"DeviceName": "/dev/sda1", "Ebs": {
+                "VolumeSize": int(spec.get("disk_gb", 100)), "VolumeType": "gp3", "Encrypted": True,
+                "DeleteOnTermination": True}}],
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": [{"Key": "fleet:stack", "Value": name}]}],
+        })["LaunchTemplate"]["LaunchTemplateId"]
+        out_templates[tname] = {
+            "launch_template_id": lt, "instance_types": list(spec["instance_types"]),
+            "gpus_per_machine": int(spec["gpus_per_machine"]), "gpu_model": spec.get("gpu_model", ""),
+            "spot": bool(spec.get("spot", False)), "image_id": spec.get("image_id", image),
+            "recipe": spec.get("recipe", "sandbox"), "disk_gb": int(spec.get("disk_gb", 100))}
+    return {"fleet": {
+        "version": OUTPUTS_VERSION, "region": region, "project": "fleet", "stack": name, "vpc_id": vpc,
+        "subnets": subnets, "security_group_id": sg,
+        "instance_profile": {"arn": profile["Arn"], "name": profile["InstanceProfileName"]},
+        "snapshot_bucket": bucket, "templates": out_templates,
+        "reaper": {"function_name": None, "function_arn": None, "schedule": None},
+    }}
