@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 from .errors import EnvironmentProblem
@@ -12,7 +13,7 @@ def fleet_home(create: bool = True) -> Path:
     if create:
         try:
             home.mkdir(parents=True, exist_ok=True, mode=0o700)
-            probe = home / ".write-probe"
+            probe = home / f".write-probe-{os.getpid()}-{threading.get_ident()}"   # concurrent fleets each probe their own
             probe.write_text("")
             probe.unlink()
         except OSError as exc:

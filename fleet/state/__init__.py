@@ -1,26 +1,47 @@
 """Fleet's state: leases, machines, runs (and, from later migrations, records, ledger, slots).
 
-`open_state()` picks the store from FLEET_STATE_URL (postgresql://… for team mode) or defaults to
-SQLite at $FLEET_HOME/state.db.
+`open_state()` picks the store, first match wins: the `url` argument, FLEET_STATE_URL, `state_url`
+in ./fleet.toml (so every command run in a team's repository shares its database), else SQLite at
+$FLEET_HOME/state.db. postgresql://… is team mode; sqlite:///path names another SQLite file.
 """
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from .store import StateStore
 
 
+def configured_state_url(directory: Path | None = None) -> str:
+    """`state_url` from fleet.toml in `directory` (default: cwd) without validating the rest of it.
+
+    Commands like `fleet status` need the team's database even where the config is incomplete
+    for `fleet up`; a broken file is left for the commands that load it properly to report.
+    """
+    path = (directory or Path.cwd()) / "fleet.toml"
+    try:
+        import tomllib
+        with open(path, "rb") as fh:
+            value = tomllib.load(fh).get("state_url")
+    except (OSError, ValueError, ImportError):
+        return ""
+    return value if isinstance(value, str) else ""
+
+
 def open_state(url: str | None = None) -> StateStore:
-    url = url or os.environ.get("FLEET_STATE_URL") or ""
+    url = url or os.environ.get("FLEET_STATE_URL") or configured_state_url() or ""
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresDatabase
         return StateStore(PostgresDatabase(url))
-    from pathlib import Path
-
+    if url and not url.startswith("sqlite:///"):
+        from ..errors import UsageError
+        scheme = url.split("://", 1)[0] if "://" in url else url[:20]
+        raise UsageError(f"state database URL {scheme!r}… is not supported",
+                         hint="use postgresql://user@host/db or sqlite:///path/to/state.db")
     from ..paths import fleet_home
     from .db import Database
-    path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else fleet_home() / "state.db"
+    path = Path(url.removeprefix("sqlite:///")) if url else fleet_home() / "state.db"
     return StateStore(Database(path))
 
 
-__all__ = ["StateStore", "open_state"]
+__all__ = ["StateStore", "open_state", "configured_state_url"]

@@ -1,0 +1,99 @@
+"""`fleet hosts` and `fleet up` on SSH hosts, as a user types them (the CLI in subprocesses)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from fleet.errors import ExitCode
+from fleet.hosts import fingerprint
+from fleet.state import open_state
+from tests.conftest import FLEET, processes_under, run_fleet
+from tests.fixtures.ssh_hosts import PYTHON, HostFarm, toml_hosts
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory):
+    farm = HostFarm(tmp_path_factory.mktemp("cli-hosts"))
+    for i in range(2):
+        farm.start(f"c{i}")
+    yield farm
+    farm.stop()
+    assert not processes_under(farm.base / "hosts")
+
+
+@pytest.fixture
+def env(farm, tmp_path):
+    return {"HOME": str(farm.home), "FLEET_HOME": str(tmp_path / "fleet-home"), "FLEET_USER": "carol",
+            "FLEET_STATE_URL": ""}
+
+
+def test_add_pins_the_shown_key_and_ls_marks_down_hosts(farm, env, tmp_path):
+    extra = farm.start("gone")
+    port, key = extra.port, str(farm.key)
+    # no known_hosts entry and no terminal: refuse, showing the fingerprint to check
+    home = tmp_path / "fresh-home"
+    (home / ".ssh").mkdir(parents=True)
+    bare = {**env, "HOME": str(home)}
+    args = ["hosts", "add", "127.0.0.1", "--name", "gone", "--port", str(port), "--key", key, "--gpus", "2",
+            "--workdir", str(extra.leases_dir)]
+    refused = run_fleet(args, cwd=tmp_path, env=bare)
+    shown = fingerprint(extra.host_key)
+    assert refused.returncode == ExitCode.USAGE and shown in refused.stderr
+    assert refused.stderr.count("\n") == 1 and refused.stderr.startswith("fleet: error:")
+    wrong = run_fleet(args + ["--trust", "SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"], cwd=tmp_path, env=bare)
+    assert wrong.returncode == ExitCode.INFRASTRUCTURE and "refusing" in wrong.stderr
+    added = run_fleet(args + ["--trust", shown, "--json"], cwd=tmp_path, env=bare)
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["host_key"].split()[1] == extra.host_key.split()[1]
+    assert not (home / ".ssh" / "known_hosts").exists()        # pinned in fleet's inventory, not learnt
+    again = run_fleet(args + ["--yes"], cwd=tmp_path, env=bare)
+    assert again.returncode == ExitCode.USAGE and "already exists" in again.stderr
+
+    listed = json.loads(run_fleet(["hosts", "ls", "--json"], cwd=tmp_path, env=bare).stdout)["hosts"]
+    assert [(h["name"], h["status"], h["gpus"], h["slots_free"]) for h in listed] == [("gone", "up", 2, 2)]
+    extra.kill_sshd()
+    listed = json.loads(run_fleet(["hosts", "ls", "--json"], cwd=tmp_path, env=bare).stdout)["hosts"]
+    assert listed[0]["status"] == "down" and listed[0]["status_detail"]
+    table = run_fleet(["hosts", "ls", "--no-probe"], cwd=tmp_path, env=bare)
+    assert "DOWN" in table.stdout
+    assert run_fleet(["hosts", "rm", "gone"], cwd=tmp_path, env=bare).returncode == 0
+    missing = run_fleet(["hosts", "rm", "gone"], cwd=tmp_path, env=bare)
+    assert missing.returncode == ExitCode.NOT_FOUND and "no host 'gone'" in missing.stderr
+
+
+def _experiment(tmp_path, farm, command: str) -> str:
+    d = tmp_path / "exp"
+    d.mkdir(exist_ok=True)
+    (d / "fleet.toml").write_text(
+        f'project = "team"\ncommand = "{command}"\nprovider = "ssh"\ntemplate = "hosts"\n'
+        f'max_duration = "10m"\npython = "{PYTHON}"\n\n' + toml_hosts(farm.configs(farm.hosts[:2])))
+    return str(d)
+
+
+def test_concurrent_fleet_up_on_two_hosts_serves_or_refuses_cleanly(farm, env, tmp_path):
+    """6 × `fleet up --gpus 2` against 2 hosts × 4 slots: at most 4 hold GPUs at once."""
+    d = _experiment(tmp_path, farm, "echo CVD=$CUDA_VISIBLE_DEVICES; sleep 2")
+    procs = [subprocess.Popen([FLEET, "up", "--gpus", "2", "--ci"], cwd=d, env={**os.environ, **env},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    results = [(p.wait(timeout=180), *p.communicate()) for p in procs]
+    served = [r for r in results if r[0] == 0]
+    refused = [r for r in results if r[0] != 0]
+    assert len(served) >= 4, [r[2][-300:] for r in refused]
+    for code, _, err in refused:
+        assert code == ExitCode.INFRASTRUCTURE, err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("fleet: error:") and "not enough free GPU slots" in last and "Traceback" not in err
+    for _, out, err in served:
+        cvd = [line.split("CVD=")[1] for line in (out + err).splitlines() if line.startswith("[0] CVD=")]
+        assert len(cvd) == 1 and len(cvd[0].split(",")) == 2, out + err
+    too_big = run_fleet(["up", "--gpus", "6", "--ci"], cwd=d, env=env)     # no host has 6 GPUs
+    assert too_big.returncode == ExitCode.INFRASTRUCTURE
+    assert too_big.stderr.strip().splitlines()[-1].startswith("fleet: error: not enough free GPU slots")
+    status = json.loads(run_fleet(["status", "--json", "--all-users"], cwd=d, env=env).stdout)
+    assert status["leases"] == []                                  # everything released
+    db = open_state(f"sqlite:///{env['FLEET_HOME']}/state.db").db
+    assert db.execute("SELECT COUNT(*) AS n FROM gpu_slots WHERE released_at IS NULL")[0]["n"] == 0
+    assert db.execute("SELECT DISTINCT owner FROM gpu_slots") == [{"owner": "carol"}]
