@@ -45,6 +45,16 @@ class StateStore:
              _iso(now + timedelta(seconds=min(plan.heartbeat_ttl_s, plan.max_duration_s))),
              _iso(now + timedelta(seconds=plan.max_duration_s)), None, plan.heartbeat_ttl_s,
              json.dumps({"gpus": plan.gpus, "machines": plan.machine_count})))
+        self.touch_user(plan.user)
+
+    def touch_user(self, name: str) -> None:
+        """Remember who uses this state store (team mode: `fleet status --all-users`, reports by user)."""
+        now = _iso(utcnow())
+        self.db.execute("INSERT INTO users (name, first_seen_at, last_seen_at) VALUES (?, ?, ?)"
+                        " ON CONFLICT (name) DO UPDATE SET last_seen_at = excluded.last_seen_at", (name, now, now))
+
+    def list_users(self) -> list[dict[str, Any]]:
+        return self.db.execute("SELECT name, first_seen_at, last_seen_at FROM users ORDER BY name")
 
     def activate_lease(self, lease: Lease) -> None:
         with self.db.transaction():

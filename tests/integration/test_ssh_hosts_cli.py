@@ -64,18 +64,29 @@ def test_add_pins_the_shown_key_and_ls_marks_down_hosts(farm, env, tmp_path):
     assert missing.returncode == ExitCode.NOT_FOUND and "no host 'gone'" in missing.stderr
 
 
-def _experiment(tmp_path, farm, command: str) -> str:
+def _experiment(tmp_path, farm, command: str, state_url: str = "") -> str:
     d = tmp_path / "exp"
     d.mkdir(exist_ok=True)
+    team = f'state_url = "{state_url}"\n' if state_url else ""
     (d / "fleet.toml").write_text(
-        f'project = "team"\ncommand = "{command}"\nprovider = "ssh"\ntemplate = "hosts"\n'
+        f'project = "team"\ncommand = "{command}"\nprovider = "ssh"\ntemplate = "hosts"\n{team}'
         f'max_duration = "10m"\npython = "{PYTHON}"\n\n' + toml_hosts(farm.configs(farm.hosts[:2])))
     return str(d)
 
 
-def test_concurrent_fleet_up_on_two_hosts_serves_or_refuses_cleanly(farm, env, tmp_path):
-    """6 × `fleet up --gpus 2` against 2 hosts × 4 slots: at most 4 hold GPUs at once."""
-    d = _experiment(tmp_path, farm, "echo CVD=$CUDA_VISIBLE_DEVICES; sleep 2")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state_url(request, env):
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_url")
+    return f"sqlite:///{env['FLEET_HOME']}/state.db"
+
+
+def test_concurrent_fleet_up_on_two_hosts_serves_or_refuses_cleanly(farm, env, tmp_path, state_url):
+    """6 × `fleet up --gpus 2` against 2 hosts × 4 slots: at most 4 hold GPUs at once.
+
+    On PostgreSQL the database is named only by `state_url` in fleet.toml (team mode as configured)."""
+    d = _experiment(tmp_path, farm, "echo CVD=$CUDA_VISIBLE_DEVICES; sleep 2",
+                    state_url if state_url.startswith("postgresql") else "")
     procs = [subprocess.Popen([FLEET, "up", "--gpus", "2", "--ci"], cwd=d, env={**os.environ, **env},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
     results = [(p.wait(timeout=180), *p.communicate()) for p in procs]
@@ -94,6 +105,13 @@ def test_concurrent_fleet_up_on_two_hosts_serves_or_refuses_cleanly(farm, env, t
     assert too_big.stderr.strip().splitlines()[-1].startswith("fleet: error: not enough free GPU slots")
     status = json.loads(run_fleet(["status", "--json", "--all-users"], cwd=d, env=env).stdout)
     assert status["leases"] == []                                  # everything released
-    db = open_state(f"sqlite:///{env['FLEET_HOME']}/state.db").db
-    assert db.execute("SELECT COUNT(*) AS n FROM gpu_slots WHERE released_at IS NULL")[0]["n"] == 0
-    assert db.execute("SELECT DISTINCT owner FROM gpu_slots") == [{"owner": "carol"}]
+    store = open_state(state_url)
+    try:
+        db = store.db
+        assert db.execute("SELECT COUNT(*) AS n FROM gpu_slots WHERE released_at IS NULL")[0]["n"] == 0
+        assert db.execute("SELECT DISTINCT owner FROM gpu_slots") == [{"owner": "carol"}]
+        runs = db.execute("SELECT owner, status FROM runs")
+        assert len(runs) == len(served) + len(refused) + 1 and {r["owner"] for r in runs} == {"carol"}
+        assert store.list_users() and store.list_users()[0]["name"] == "carol"
+    finally:
+        store.close()
