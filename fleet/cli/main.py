@@ -36,7 +36,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 
 # Each module has `register(app)`; order is the order of `fleet --help`.
-COMMAND_MODULES = ["up", "leases", "init", "report", "snapshot", "stack", "runs", "hosts"]
+COMMAND_MODULES = ["up", "leases", "init", "report", "snapshot", "stack", "runs", "hosts", "image", "aws"]
 
 for _name in COMMAND_MODULES:
     importlib.import_module(f"fleet.cli.{_name}").register(app)

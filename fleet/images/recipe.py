@@ -72,6 +72,8 @@ class Recipe:
     steps: tuple[Step, ...]
     verify: tuple[str, ...]          # commands that must succeed on the builder before imaging
     content_hash: str
+    verify_python: str = "/opt/fleet/venv/bin/python"   # the interpreter the image provides
+    verify_agent: str = "/opt/fleet/agent.py"           # where the image has the fleet agent
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -185,7 +187,8 @@ def load_recipe(name: str, root: Path | None = None) -> Recipe:
         raise ConfigError("a recipe needs at least one [[steps]] entry", path=str(path), key="steps")
 
     gpu = _need(builder, "gpu", bool, "builder.", path, bool(nvidia))
-    verify = _str_list(_need(raw, "verify", dict, "", path, {}), "commands", "verify.", path)
+    verify_t = _need(raw, "verify", dict, "", path, {})
+    verify = _str_list(verify_t, "commands", "verify.", path)
     disk = _need(builder, "disk_gb", int, "builder.", path, 60)
     if disk < 8:
         raise ConfigError(f"must be at least 8, got {disk}", path=str(path), key="builder.disk_gb")
@@ -202,6 +205,8 @@ def load_recipe(name: str, root: Path | None = None) -> Recipe:
         pip_packages=_str_list(packages, "pip", "packages.", path),
         steps=tuple(steps), verify=verify,
         content_hash=content_hash(directory, raw), raw=raw,
+        verify_python=_need(verify_t, "python", str, "verify.", path, "/opt/fleet/venv/bin/python"),
+        verify_agent=_need(verify_t, "agent", str, "verify.", path, "/opt/fleet/agent.py"),
     )
 
 

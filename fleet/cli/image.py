@@ -1,0 +1,111 @@
+"""`fleet image bake RECIPE` and `fleet image ls`: prebaked machine images named by recipe hash."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+image_app = typer.Typer(help="Prebaked machine images: images/<recipe>/ → fleet-<recipe>-<hash>.",
+                        no_args_is_help=True)
+
+REGION_OPT = typer.Option(None, "--region", help="AWS region (default: the stack outputs', else "
+                                                 "AWS_REGION / AWS_DEFAULT_REGION).")
+OUTPUTS_OPT = typer.Option(None, "--outputs", help="Stack outputs JSON (default: $FLEET_AWS_OUTPUTS); "
+                                                   "the builder then uses the stack's subnet and SSH group.")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(image_app, name="image")
+
+
+def _outputs(path: Optional[Path]):
+    from ..providers.aws.outputs import load_outputs
+    source = path or os.environ.get("FLEET_AWS_OUTPUTS")
+    return load_outputs(source) if source else None
+
+
+def _client(region: Optional[str], outputs):
+    from ..errors import ConfigError
+    from ..providers.aws.session import make_client
+    region = region or (outputs.region if outputs else None) or os.environ.get("AWS_REGION") \
+        or os.environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        raise ConfigError("no AWS region for the image", hint="pass --region, set AWS_REGION, or "
+                                                              "point FLEET_AWS_OUTPUTS at stack outputs")
+    return make_client(region)
+
+
+@image_app.command("bake")
+def bake_cmd(
+    recipe: str = typer.Argument(..., help="Recipe name: a directory under images/."),
+    region: Optional[str] = REGION_OPT,
+    outputs: Optional[Path] = OUTPUTS_OPT,
+    ssh_cidr: Optional[str] = typer.Option(None, "--ssh-cidr", help="With no stack outputs: who may SSH "
+                                                                    "to the builder (your IP/32)."),
+    check: bool = typer.Option(False, "--check", help="Run the steps in check mode (sandbox only; the "
+                                                      "default there)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Bake RECIPE into an image (a no-op when an image for its current hash exists)."""
+    from rich.console import Console
+
+    from ..errors import UsageError
+    from ..images.bake import BakeOptions, bake
+    from ..images.recipe import load_recipe
+    from ..providers.aws.sandbox import Sandbox, sandbox_enabled
+
+    r = load_recipe(recipe)
+    out = _outputs(outputs)
+    sandbox = Sandbox() if sandbox_enabled() else None
+    if check and sandbox is None:
+        raise UsageError("--check runs only in the AWS sandbox (FLEET_AWS_SANDBOX=1)",
+                         hint="a check-mode bake installs nothing, so its image must not reach a real account")
+    options = BakeOptions(mode="check" if (check or sandbox) else "apply", sandbox=sandbox,
+                          ssh_cidr=ssh_cidr)
+    if out is not None:
+        options.subnet_id = next(iter(out.subnets.values()))
+        options.security_group_id = out.security_group_id
+    err = Console(stderr=True, highlight=False)
+    result = bake(_client(region, out), r, options,
+                  progress=lambda msg: None if json_out else err.print(f"fleet: bake: {msg}"))
+    if json_out:
+        from .render import print_json
+        print_json(result.to_dict())
+        return
+    verb = "exists" if result.reused else f"baked ({result.mode} mode)"
+    typer.echo(f"{result.image_name} {result.image_id} {verb}")
+
+
+@image_app.command("ls")
+def ls_cmd(
+    region: Optional[str] = REGION_OPT,
+    outputs: Optional[Path] = OUTPUTS_OPT,
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
+) -> None:
+    """Baked images (current or stale against the recipes here) and recipes not baked yet."""
+    from ..images.store import list_images, short, unbaked_recipes
+    from ..providers.aws.session import translate
+    ec2 = _client(region, _outputs(outputs))
+    try:
+        images = list_images(ec2)
+    except Exception as exc:  # noqa: BLE001 — botocore errors become one line
+        raise translate(exc, "listing images") from None
+    missing = unbaked_recipes(images)
+    if json_out:
+        from .render import print_json
+        print_json({"images": [i.to_dict() for i in images], "unbaked": missing})
+        return
+    from rich.console import Console
+    from rich.table import Table
+    table = Table(title="fleet images", title_justify="left")
+    for col in ("recipe", "image", "id", "hash", "state", "created", "mode", "current"):
+        table.add_column(col)
+    for i in images:
+        current = {True: "yes", False: "stale", None: "-"}[i.current]
+        table.add_row(i.recipe, i.name, i.image_id, short(i.content_hash), i.state, i.created, i.mode,
+                      current)
+    for m in missing:
+        table.add_row(m["recipe"], m["name"], "-", short(m["hash"]), "not baked", "-", "-", "-")
+    Console().print(table)

@@ -1,0 +1,78 @@
+"""Image recipes: parsing with one-line errors, and the content hash that names the image."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fleet.errors import ConfigError, NotFound
+from fleet.images.recipe import image_name, list_recipes, load_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def root(tmp_path):
+    shutil.copytree(REPO / "images", tmp_path / "images")
+    return tmp_path / "images"
+
+
+def test_shipped_recipes_load(root):
+    assert list_recipes(root) == ["base-cpu", "pytorch-cuda"]
+    gpu = load_recipe("pytorch-cuda", root)
+    assert gpu.gpu and gpu.nvidia_driver == "550.127.05" and gpu.cuda == "12.4.1"
+    assert [s.script for s in gpu.steps][0] == "scripts/10-system.sh"
+    assert gpu.image_name == image_name("pytorch-cuda", gpu.content_hash)
+    assert gpu.image_name == f"fleet-pytorch-cuda-{gpu.content_hash[:12]}"
+    assert not load_recipe("base-cpu", root).gpu
+    # the hash does not depend on where the checkout lives
+    assert gpu.content_hash == load_recipe("pytorch-cuda", REPO / "images").content_hash
+
+
+def test_hash_ignores_formatting_but_not_meaning(root):
+    toml = root / "base-cpu" / "recipe.toml"
+    before = load_recipe("base-cpu", root).content_hash
+    toml.write_text("# a new comment\n\n" + toml.read_text())
+    assert load_recipe("base-cpu", root).content_hash == before
+    toml.write_text(toml.read_text().replace('version = "3.11"', 'version = "3.12"'))
+    assert load_recipe("base-cpu", root).content_hash != before
+
+
+def test_hash_covers_scripts_bytes_names_and_exec_bit(root):
+    h0 = load_recipe("base-cpu", root).content_hash
+    script = root / "base-cpu" / "scripts" / "30-python.sh"
+    script.write_text(script.read_text() + "\n")
+    h1 = load_recipe("base-cpu", root).content_hash
+    assert h1 != h0
+    os.chmod(script, 0o644)
+    h2 = load_recipe("base-cpu", root).content_hash
+    assert h2 != h1
+    (root / "base-cpu" / "scripts" / "helper.txt").write_text("x")
+    assert load_recipe("base-cpu", root).content_hash != h2
+
+
+@pytest.mark.parametrize("edit, key", [
+    (lambda t: t.replace("[base]", "[bass]"), "base"),
+    (lambda t: t.replace('script = "scripts/30-python.sh"', 'script = "../../etc/passwd"'), "steps[1].script"),
+    (lambda t: t.replace('version = "3.11"', 'version = "latest"'), "python.version"),
+    (lambda t: t.replace('disk_gb = 30', 'disk_gb = "big"'), "builder.disk_gb"),
+    (lambda t: t + "\n[verify\n", None),
+])
+def test_bad_recipe_is_one_line_naming_file_and_key(root, edit, key):
+    toml = root / "base-cpu" / "recipe.toml"
+    toml.write_text(edit(toml.read_text()))
+    with pytest.raises(ConfigError) as err:
+        load_recipe("base-cpu", root)
+    msg = str(err.value)
+    assert "\n" not in msg and str(toml) in msg
+    if key:
+        assert f": {key}: " in msg
+
+
+def test_unknown_recipe_lists_the_known_ones(root):
+    with pytest.raises(NotFound, match="recipes: base-cpu, pytorch-cuda"):
+        load_recipe("cuda13", root)
+    with pytest.raises(ConfigError, match="lowercase"):
+        load_recipe("../x", root)
