@@ -67,6 +67,21 @@ class AWSProvider:
             self._sandbox = Sandbox() if sandbox_enabled() else False
         return self._sandbox or None
 
+    def _ec2_for(self, lease: Lease):
+        """describe/release need only the region: `fleet down` works even where the stack outputs
+        are not configured (e.g. another directory), from what the lease recorded."""
+        if self._ec2 is not None or self._outputs is not None:
+            return self.ec2
+        try:
+            return self.ec2
+        except FleetError:
+            region = lease.meta.get("region") or next(
+                (m.provider_ref.get("region") for m in lease.machines if m.provider_ref.get("region")), None)
+            if not region:
+                raise
+            self._ec2 = make_client(region, session=self._session)
+            return self._ec2
+
     def catalog(self, refresh: bool = False) -> dict[str, InstanceType]:
         if self._catalog is None or refresh:
             try:
@@ -236,7 +251,8 @@ class AWSProvider:
     # -- describe / release ---------------------------------------------------------------------
     def describe(self, lease: Lease) -> list[MachineState]:
         try:
-            found = {i["InstanceId"]: i for i in find_instances(self.ec2, {TAG_LEASE: lease.id}, states=())}
+            found = {i["InstanceId"]: i for i in find_instances(self._ec2_for(lease), {TAG_LEASE: lease.id},
+                                                                 states=())}
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"describing lease {lease.id}") from None
         states = []
@@ -252,6 +268,7 @@ class AWSProvider:
         return states
 
     def release(self, lease: Lease) -> None:
+        self._ec2_for(lease)
         self._cleanup(lease.id)
 
     def _cleanup(self, lease_id: str) -> None:
