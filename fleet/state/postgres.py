@@ -83,6 +83,10 @@ class PostgresDatabase(BaseDatabase):
             raise EnvironmentProblem(f"cannot connect to state database {redact_url(self.url)}: "
                                      f"{_first_line(exc)}",
                                      hint="check FLEET_STATE_URL and that the server is up") from None
+        # SQLite hands back float for `x * 1.0` and never Decimal; match it, so code written and
+        # tested against SQLite (sums like `a * 1.0 * b`) works unchanged here.
+        from psycopg.types.numeric import FloatLoader
+        conn.adapters.register_loader("numeric", FloatLoader)
         self._local.conn = conn
         self._local.depth = 0
         with self._open_lock:

@@ -4,6 +4,7 @@
 -- row when it is released. A crash loses at most the tick in progress; `fleet reap`/`fleet down`
 -- append the missing `close` row. `digest` covers every other column so a damaged row is reported.
 -- duration_ms repeats end_at - start_at so reports aggregate in SQL without dialect date functions.
+-- BIGINT: PostgreSQL's INTEGER is 32-bit, and a month-long close row (or $2,148 in micro-dollars) overflows it.
 CREATE TABLE ledger (
     id {serial},
     segment_id TEXT NOT NULL,
@@ -11,14 +12,14 @@ CREATE TABLE ledger (
     kind TEXT NOT NULL,
     start_at TEXT NOT NULL,
     end_at TEXT NOT NULL,
-    duration_ms INTEGER NOT NULL,
-    rate_micro INTEGER NOT NULL,
-    cost_micro INTEGER NOT NULL,
+    duration_ms BIGINT NOT NULL,
+    rate_micro BIGINT NOT NULL,
+    cost_micro BIGINT NOT NULL,
     price_source TEXT NOT NULL,
     shadow INTEGER NOT NULL,
     gpus INTEGER NOT NULL,
     gpu_util_permille INTEGER,
-    idle_gpu_s INTEGER,
+    idle_gpu_s BIGINT,
     project TEXT NOT NULL,
     owner TEXT NOT NULL,
     run_id TEXT,
