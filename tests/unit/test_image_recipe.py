@@ -76,3 +76,13 @@ def test_unknown_recipe_lists_the_known_ones(root):
         load_recipe("cuda13", root)
     with pytest.raises(ConfigError, match="lowercase"):
         load_recipe("../x", root)
+
+
+def test_shipped_recipes_end_by_removing_the_bakes_sudo_and_keys(root):
+    from fleet.images.builder import BAKE_SUDOERS
+    for name in list_recipes(root):
+        r = load_recipe(name, root)
+        last = (r.directory / r.steps[-1].script).read_text().strip().splitlines()
+        assert last[-1].endswith(BAKE_SUDOERS), name       # last, so earlier sudo calls still work
+        text = "\n".join(last)
+        assert "ssh_host_" in text and "authorized_keys" in text
