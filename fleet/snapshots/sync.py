@@ -9,8 +9,11 @@ All machines of a lease are fed in parallel from a bounded pool.
 """
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shlex
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -105,6 +108,55 @@ class _Channel:
             self.chan.close()
 
 
+class _OpenSSHChannel:
+    """The same conversation over the OpenSSH client: several times paramiko's throughput, since the
+    cipher and packet loop run in C. Host key still pinned: a known_hosts file holding only the
+    machine's recorded key, StrictHostKeyChecking=yes."""
+
+    def __init__(self, machine: Machine, command: str, timeout: float):
+        import subprocess
+        import tempfile
+        fd, self.known_hosts = tempfile.mkstemp(prefix="fleet-kh-")
+        host_id = machine.host if machine.port == 22 else f"[{machine.host}]:{machine.port}"
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{host_id} {machine.host_key}\n")
+        argv = ["ssh", "-p", str(machine.port), "-i", machine.key_path, "-o", f"UserKnownHostsFile={self.known_hosts}",
+                "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+                "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "-o", f"ConnectTimeout={int(min(timeout, 30))}",
+                f"{machine.user}@{machine.host}", command]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.sent = 0
+
+    def send(self, data: bytes) -> None:
+        self.proc.stdin.write(data)
+        self.sent += len(data)
+
+    def reply(self) -> dict:
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.stdin.close()
+            err = self.proc.stderr.read().decode(errors="replace").strip()
+            raise MachineUnreachable(f"sync helper ended without answering: {err.splitlines()[-1] if err else 'no output'}")
+        return json.loads(line)
+
+    def close(self) -> int:
+        try:
+            if not self.proc.stdin.closed:
+                self.proc.stdin.close()
+            return self.proc.wait(timeout=60)
+        except Exception:  # noqa: BLE001
+            self.proc.kill()
+            return self.proc.wait()
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(self.known_hosts)
+
+
+def _use_openssh() -> bool:
+    return os.environ.get("FLEET_SYNC_TRANSPORT", "auto") != "paramiko" and shutil.which("ssh") is not None
+
+
 def sync_machine(machine: Machine, store: Store, targets: list[Target], manifests: dict[str, Manifest], *,
                  session=None, timeout: float = 600,
                  progress: Callable[[int], None] | None = None) -> SyncStats:
@@ -112,11 +164,13 @@ def sync_machine(machine: Machine, store: Store, targets: list[Target], manifest
     from ..remote.ssh import connect
     stats = SyncStats(machine.id)
     t0 = time.monotonic()
-    own = session is None
-    session = session or connect(machine, timeout=30)
+    openssh = session is None and _use_openssh()
+    own = session is None and not openssh
+    if own:
+        session = connect(machine, timeout=30)
     try:
         command = shlex.join([machine.python, "-c", helper_source()])
-        ch = _Channel(session, command, timeout)
+        ch = _OpenSSHChannel(machine, command, timeout) if openssh else _Channel(session, command, timeout)
         try:
             ch.send(json.dumps(_request(targets, manifests, chunk_cache(machine))).encode() + b"\n")
             answer = ch.reply()
