@@ -34,6 +34,15 @@ def _ready_timeout_s() -> float:
 GRACE_S = 10.0
 
 
+def grace_s() -> float:
+    """Seconds a stopped experiment gets between SIGTERM and SIGKILL (FLEET_GRACE overrides)."""
+    import os
+    try:
+        return float(os.environ.get("FLEET_GRACE", "") or GRACE_S)
+    except ValueError:
+        return GRACE_S
+
+
 def default_hooks(config: Config) -> list:
     """The concerns that plug into every run (budgets, pinned inputs); imported lazily."""
     hooks: list = []
@@ -47,6 +56,8 @@ def default_hooks(config: Config) -> list:
         hooks.append(SnapshotHook(config))
     except ImportError:
         pass
+    from .ci import CIHook   # last: its after_run reports what the others added (cost, record)
+    hooks.append(CIHook(config))
     return hooks
 
 
@@ -83,13 +94,12 @@ class _Signals:
         return self
 
     def _handle(self, signum, _frame):
+        # Only flags here: the main thread may hold an output lock when the signal lands, so any
+        # printing from the handler could deadlock. The run loop reports what happened.
         if self.ctx.cancel.is_set():
             self.ctx.hurry.set()
-            self.ctx.events.warn("second interrupt: skipping graceful waits, releasing machines now")
             return
-        name = signal.Signals(signum).name
-        self.ctx.request_stop("cancelled", f"received {name}")
-        self.ctx.events.warn(f"{name}: stopping the experiment and releasing machines (again to hurry)")
+        self.ctx.request_stop("cancelled", f"received {signal.Signals(signum).name}")
 
     def __exit__(self, *exc):
         for sig, handler in self.previous.items():
@@ -160,7 +170,7 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
     error: BaseException | None = None
     released = False
     try:
-        lease = provider.lease(plan, ctx.lease_id, first_deadline_s(plan))
+        lease = provider.lease(plan, ctx.lease_id, _first_deadline(hooks, ctx))
         ctx.lease = lease
         state.activate_lease(lease)
         heartbeat = Heartbeat(lease, plan.heartbeat_ttl_s,
@@ -197,7 +207,10 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
         pass
     except FleetError as exc:
         error = exc
-        if isinstance(exc, Cancelled) or ctx.stop_reason == "cancelled":
+        if ctx.stop_reason == "budget":   # the budget ran out before the run phase (e.g. while staging)
+            summary.update(status="budget-stopped", exit_code=ExitCode.BUDGET_STOPPED, message=ctx.stop_message)
+            error = None
+        elif isinstance(exc, Cancelled) or ctx.stop_reason == "cancelled":
             summary.update(status="cancelled", exit_code=ExitCode.CANCELLED, message=ctx.stop_message or str(exc))
         else:
             summary.update(status="error", exit_code=exc.exit_code, message=exc.one_line())
@@ -234,6 +247,13 @@ class _SetupFailed(Exception):
 def _cap(hooks: list, ctx: RunContext) -> float | None:
     caps = [c for c in call_hooks(hooks, "deadline_cap_s", ctx) if c is not None]
     return min(caps) if caps else None
+
+
+def _first_deadline(hooks: list, ctx: RunContext) -> int:
+    """The machines' first deadline, already capped by a hook (the budget) before any heartbeat."""
+    cap = _cap(hooks, ctx)
+    first = first_deadline_s(ctx.plan)
+    return first if cap is None else max(1, min(first, int(cap)))
 
 
 def _check_cancel(ctx: RunContext) -> None:
@@ -292,24 +312,33 @@ def _execute(ctx: RunContext, hooks: list, lease: Lease, command: str, *, setup:
             pid_name = "setup" if setup else f"run-{ctx.run_id}-{label}"
             specs.append(ProcessSpec(m, label, command, env, code_dir(m), f"{m.state_dir}/{pid_name}.pid"))
     log_dir = ctx.run_dir / "logs"
-    running = start_processes(specs, ctx.events.log, log_dir)
+    running = start_processes(specs, ctx.events.log, log_dir, cancel=ctx.cancel)
     tick_s = 1.0
     next_tick = time.monotonic() + tick_s
-    signalled_at = None
+    signalled_at = last_signal = None
     try:
         while not all(p.done.is_set() for p in running):
-            if time.monotonic() >= next_tick:
+            now = time.monotonic()
+            if now >= next_tick:
                 call_hooks(hooks, "on_tick", ctx)
                 next_tick += tick_s
-            if ctx.cancel.is_set() and signalled_at is None:
-                signal_processes(running, "TERM")
-                signalled_at = time.monotonic()
-            grace = ctx.config.budgets.grace_s if ctx.stop_reason == "budget" else GRACE_S
-            if signalled_at is not None and (ctx.hurry.is_set() or time.monotonic() - signalled_at > grace):
-                signal_processes(running, "KILL")
-                for p in running:
-                    p.done.wait(5)
-                break
+            if ctx.cancel.is_set():
+                grace = (ctx.config.budgets.grace_s if ctx.stop_reason == "budget" else
+                         grace_s() if ctx.cancel_grace_s is None else ctx.cancel_grace_s)
+                if signalled_at is None:
+                    signalled_at = now
+                    ctx.events.warn(f"{ctx.stop_message or ctx.stop_reason}: stopping the experiment "
+                                    f"(SIGTERM, then SIGKILL after {grace:g}s) and releasing machines; "
+                                    "interrupt again to hurry")
+                if ctx.hurry.is_set() or now - signalled_at > grace:
+                    signal_processes(running, "KILL")
+                    for p in running:
+                        p.done.wait(5)
+                    break
+                # Repeated: a process that was still starting when the stop came gets it too.
+                if last_signal is None or now - last_signal >= 1.0:
+                    signal_processes(running, "TERM")
+                    last_signal = time.monotonic()
             time.sleep(0.05)
     finally:
         close_sessions(running)

@@ -26,7 +26,7 @@ class RichEvents:
         self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
         self.plain = plain or not self.console.is_terminal
         self._status = None
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._t0 = time.monotonic()
 
     def phase(self, name: str, detail: str = "") -> None:

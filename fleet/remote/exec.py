@@ -59,12 +59,15 @@ def wrapped_command(spec: ProcessSpec) -> str:
     return shell_command(f"mkdir -p {shlex.quote(spec.cwd)} && cd {shlex.quote(spec.cwd)} && exec {inner}", env=env)
 
 
-def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None) -> None:
+def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: threading.Event | None) -> None:
     spec, result = proc.spec, proc.result
     log = open(log_file, "a", buffering=1) if log_file else None
     try:
         session = connect(spec.machine)
         proc.session = session
+        if cancel is not None and cancel.is_set():
+            result.error = None
+            return   # stopped before it started: nothing to signal later
         chan = session.client.get_transport().open_session(timeout=30)
         chan.exec_command(wrapped_command(spec))
         buffers = {"out": b"", "err": b""}
@@ -108,13 +111,14 @@ def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None) -> None:
         proc.done.set()
 
 
-def start_processes(specs: list[ProcessSpec], sink: LineSink, log_dir: Path | None = None) -> list[RunningProcess]:
+def start_processes(specs: list[ProcessSpec], sink: LineSink, log_dir: Path | None = None,
+                    cancel: threading.Event | None = None) -> list[RunningProcess]:
     running = []
     for spec in specs:
         result = ProcessResult(spec)
         proc = RunningProcess(spec, threading.Thread(target=lambda: None), result)
         log_file = (log_dir / f"rank-{spec.label}.log") if log_dir else None
-        proc.thread = threading.Thread(target=_pump, args=(proc, sink, log_file), daemon=True,
+        proc.thread = threading.Thread(target=_pump, args=(proc, sink, log_file, cancel), daemon=True,
                                        name=f"fleet-run-{spec.label}")
         proc.thread.start()
         running.append(proc)
