@@ -76,7 +76,7 @@ def test_attempt_order_spot_everywhere_then_on_demand_and_stable_tokens():
     assert params["MetadataOptions"]["HttpTokens"] == "required"
     assert params["InstanceInitiatedShutdownBehavior"] == "terminate"
     assert params["InstanceMarketOptions"]["MarketType"] == "spot"
-    assert params["NetworkInterfaces"][0]["SubnetId"] == "s-a" and params["NetworkInterfaces"][0]["Groups"] == ["sg-1"]
+    assert params["SubnetId"] == "s-a" and params["SecurityGroupIds"] == ["sg-1"]
     assert {s["ResourceType"] for s in params["TagSpecifications"]} == {"instance", "volume"}
 
 

@@ -75,26 +75,26 @@ def find_instances(ec2, filters: dict[str, str | Iterable[str]], states: Iterabl
 
 def run_params(attempt: Attempt, launch_template_id: str, user_data: str, tags: dict[str, str],
                token: str, network: dict[str, Any] | None = None) -> dict[str, Any]:
-    """RunInstances arguments. The network interface (subnet of the attempt's AZ, the stack's
-    security group, public IP or not) is given per call, so launch templates must not set one."""
+    """RunInstances arguments. Subnet (the attempt's AZ) and security group are given per call at
+    the instance level, which composes with a launch template that sets `SecurityGroupIds` (as the
+    stack's do); public addresses come from the subnets' MapPublicIpOnLaunch."""
     network = network or {}
-    nic: dict[str, Any] = {"DeviceIndex": 0, "SubnetId": attempt.subnet_id, "DeleteOnTermination": True,
-                           "AssociatePublicIpAddress": bool(network.get("public_ip", True))}
-    if network.get("security_group_id"):
-        nic["Groups"] = [network["security_group_id"]]
     all_tags = dict(tags, **{TAG_LAUNCH: token})
     params: dict[str, Any] = {
         "MinCount": attempt.offer.machines, "MaxCount": attempt.offer.machines,
         "ClientToken": token,
         "LaunchTemplate": {"LaunchTemplateId": launch_template_id, "Version": "$Default"},
         "InstanceType": attempt.offer.instance_type,
-        "NetworkInterfaces": [nic],
+        "SubnetId": attempt.subnet_id,
         "UserData": user_data,
-        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1},
+        # IMDSv2 only; 2 hops so containers on the machine still reach it (as the stack's templates).
+        "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2},
         "TagSpecifications": [{"ResourceType": "instance", "Tags": tag_list(all_tags)},
                               {"ResourceType": "volume", "Tags": tag_list(all_tags)}],
         "InstanceInitiatedShutdownBehavior": "terminate",   # power-off (the watchdog) = terminate
     }
+    if network.get("security_group_id"):
+        params["SecurityGroupIds"] = [network["security_group_id"]]
     if attempt.spot:
         # One-time request: an interruption terminates (never stops) the instance.
         params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {

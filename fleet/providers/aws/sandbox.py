@@ -152,7 +152,7 @@ def create_stack(region: str = "us-east-1", templates: Mapping[str, Mapping[str,
             "ImageId": spec.get("image_id", image),
             "InstanceType": spec["instance_types"][0],
             "IamInstanceProfile": {"Arn": profile["Arn"]},
-            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 1},
+            "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled", "HttpPutResponseHopLimit": 2},
             "InstanceInitiatedShutdownBehavior": "terminate",
             "BlockDeviceMappings": [{"DeviceName": "/dev/sda1", "Ebs": {
                 "VolumeSize": int(spec.get("disk_gb", 100)), "VolumeType": "gp3", "Encrypted": True,

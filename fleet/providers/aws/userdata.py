@@ -8,8 +8,8 @@ the dead-man watchdog before anything else can go wrong:
 2. The host key: fleet generates an ed25519 host key pair per lease on the controller, pins the
    public half in every Machine, and delivers the private half here. So the key is *known because
    we made it* — never learnt on first use. Who else can read it: user-data is readable from the
-   instance itself through IMDSv2 (HttpTokens=required, hop limit 1, so not from containers behind
-   a NAT hop), and through the API by IAM principals allowed `ec2:DescribeInstanceAttribute` on the
+   instance itself through IMDSv2 (HttpTokens=required; hop limit 2, so containers on the machine
+   too), and through the API by IAM principals allowed `ec2:DescribeInstanceAttribute` on the
    instance. Anyone who can read it could already run code on (or describe) the machine. One host
    key serves every machine of the lease, because a batched RunInstances call gives every instance
    the same user-data.
