@@ -1,0 +1,109 @@
+"""The whole AWS path as a user types it, through the no-account sandbox (scripts/aws_sandbox.py):
+moto server + stack resources, instances bound to loopback sshd machines, `fleet up --provider aws`."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import FLEET, REPO, processes_under, run_fleet
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory):
+    """scripts/aws_sandbox.py running in the background; yields (env, FLEET_HOME). Stops it after."""
+    home = tmp_path_factory.mktemp("aws-sandbox-home")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(FLEET_HOME=str(home), FLEET_USER="tester")
+    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "aws_sandbox.py")], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    exports = {}
+    try:
+        end = time.monotonic() + 60
+        for line in proc.stdout:
+            if line.startswith("export "):
+                key, _, value = line[len("export "):].strip().partition("=")
+                exports[key] = value.strip("'")
+            if line.startswith("# sandbox ready") or time.monotonic() > end:
+                break
+        assert {"AWS_ENDPOINT_URL", "FLEET_AWS_OUTPUTS", "FLEET_AWS_SANDBOX"} <= set(exports), exports
+        assert exports["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+        yield {**env, **exports}, home
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert processes_under(home) == []
+
+
+def _instances(env) -> list[dict]:
+    import boto3
+    ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                       aws_access_key_id="sandbox", aws_secret_access_key="sandbox")
+    return [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
+
+
+def test_fleet_up_aws_8_gpus_through_the_sandbox(sandbox, tmp_path):
+    env, home = sandbox
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "fleet.toml").write_text(
+        'project = "aws-e2e"\nprovider = "aws"\ntemplate = "aws-8gpu"\nmax_duration = "10m"\n'
+        'command = "echo rank=$FLEET_NODE_RANK of $FLEET_NUM_NODES gpus=$CUDA_VISIBLE_DEVICES"\n')
+    offers = run_fleet(["offers", "--gpus", "8", "--template", "aws-8gpu", "--json"], cwd=exp, env=env)
+    assert offers.returncode == 0, offers.stderr
+    cheapest = json.loads(offers.stdout)["offers"][0]
+    assert (cheapest["instance_type"], cheapest["machines"]) == ("g6.12xlarge", 2)
+
+    up = run_fleet(["up", "--gpus", "8", "--json"], cwd=exp, env=env, timeout=240)
+    assert up.returncode == 0, up.stderr
+    summary = json.loads(up.stdout)
+    assert summary["status"] == "succeeded" and summary["exit_code"] == 0
+    assert "rank=0 of 2 gpus=0,1,2,3" in up.stderr + up.stdout and "rank=1 of 2" in up.stderr + up.stdout
+    launched = [i for i in _instances(env)
+                if {"Key": "fleet:project", "Value": "aws-e2e"} in i.get("Tags", [])]
+    assert len(launched) == 2 and {i["InstanceType"] for i in launched} == {"g6.12xlarge"}
+    assert {i["State"]["Name"] for i in launched} == {"terminated"}       # released, always
+    assert not list((home / "aws-sandbox" / "machines").iterdir())         # sandbox machines gone too
+    status = run_fleet(["status", "--json"], cwd=exp, env=env)
+    assert json.loads(status.stdout)["leases"] == []
+    reap = run_fleet(["reap", "--dry-run", "--json"], cwd=exp, env=env)
+    assert reap.returncode == 0 and json.loads(reap.stdout)["actions"] == []
+
+
+@pytest.mark.parametrize("args, env_change, code, needle", [
+    (["offers", "--gpus", "3", "-t", "aws-8gpu"], {}, 2, "exactly 3 GPUs"),
+    (["offers", "--gpus", "8", "-t", "aws-99gpu"], {}, 4, "not in the stack outputs"),
+    (["offers", "--gpus", "8"], {"FLEET_AWS_OUTPUTS": "/nonexistent/outputs.json"}, 4, "does not exist"),
+    (["offers", "--gpus", "8"], {"AWS_ACCESS_KEY_ID": None, "AWS_SECRET_ACCESS_KEY": None}, 3,
+     "no AWS credentials"),
+])
+def test_bad_input_is_one_line(sandbox, tmp_path, args, env_change, code, needle):
+    env, _ = sandbox
+    env = dict(env, AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"), AWS_CONFIG_FILE=str(tmp_path / "none"))
+    for key, value in env_change.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    proc = subprocess.run([FLEET, *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == code, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fleet: error:") and needle in lines[0], proc.stderr
+
+
+def test_older_outputs_version_says_to_refresh(sandbox, tmp_path):
+    env, _ = sandbox
+    data = json.loads(open(env["FLEET_AWS_OUTPUTS"]).read())
+    data["fleet"]["version"] = 0
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps(data))
+    proc = run_fleet(["offers", "--gpus", "8"], cwd=tmp_path, env=dict(env, FLEET_AWS_OUTPUTS=str(old)))
+    assert proc.returncode == 2 and "older" in proc.stderr and "fleet stack up" in proc.stderr
