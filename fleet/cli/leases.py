@@ -44,18 +44,26 @@ def status(
         return 0
     from rich.console import Console
     from rich.table import Table
-    table = Table(title="fleet leases", title_justify="left")
-    for col in ("lease", "provider", "template", "user", "health", "machines", "gpus", "deadline in", "runs"):
-        table.add_column(col)
+    columns = ("lease", "provider", "template", "user", "health", "machines", "gpus", "deadline in", "runs")
+    rows = []
     simulated = False
     for v in views:
         up_count = sum(1 for m in v["machines"] if m["state"] == "running")
         simulated |= any(m["simulated_gpus"] for m in v["machines"])
         runs = ", ".join(f"{r['id']} ({r['status']})" for r in v["runs"][:2])
-        table.add_row(v["id"], v["provider"], v["template"], v["user"], v["health"],
-                      f"{up_count}/{len(v['machines'])}", str(v["gpus"]), _remaining(v["deadline"]), runs or "-")
+        rows.append((v["id"], v["provider"], v["template"], v["user"], v["health"],
+                     f"{up_count}/{len(v['machines'])}", str(v["gpus"]), _remaining(v["deadline"]), runs or "-"))
     console = Console()
-    console.print(table)
+    from .plain_table import PLAIN_ABOVE_ROWS, plain_table
+    if len(rows) > PLAIN_ABOVE_ROWS:     # a team's worth of leases: rich would take seconds to lay out
+        console.file.write(plain_table("fleet leases", columns, rows))
+    else:
+        table = Table(title="fleet leases", title_justify="left")
+        for col in columns:
+            table.add_column(col)
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
     if simulated:
         console.print("local GPUs are simulated slots (CUDA_VISIBLE_DEVICES is set, no GPU is attached)")
     return 0
