@@ -171,7 +171,7 @@ def test_keep_then_run_ssh_logs_extend_and_down(experiment, fleet_home):
     run_id = _summary(again)["run_id"]
     logs = run_fleet(["logs", run_id], cwd=experiment)
     assert "[0] again-0" in logs.stdout and "[1] again-1" in logs.stdout
-    ssh = run_fleet(["ssh", lease_id, "1", "--", "echo", "via-ssh", "$FLEET_MACHINE_ID"], cwd=experiment)
+    ssh = run_fleet(["ssh", lease_id, "1", "--", "sh", "-c", "echo via-ssh $FLEET_MACHINE_ID"], cwd=experiment)
     assert ssh.returncode == 0 and f"via-ssh {lease_id}-n1" in ssh.stdout, ssh.stderr
     ext = run_fleet(["extend", lease_id, "10m"], cwd=experiment)
     assert ext.returncode == 0 and "ends at" in ext.stdout
