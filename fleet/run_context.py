@@ -51,6 +51,7 @@ class RunContext:
     stop_reason: str | None = None     # "cancelled" | "budget" | "idle" | …
     stop_message: str = ""
     record: dict[str, Any] = field(default_factory=dict)              # facts for the run record
+    cancel_grace_s: float | None = None   # SIGTERM→SIGKILL when cancelled; None: api.grace_s() (CI: shorter)
 
     def request_stop(self, reason: str, message: str = "") -> None:
         if not self.stop_reason:

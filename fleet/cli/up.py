@@ -36,22 +36,37 @@ def up(
     from ..api import up as run_up
     from ..config import load_config
     from ..config_schema import parse_duration
+    from .render import is_ci
+    ci = ci or is_ci()
     overrides = {"gpus": gpus, "template": template, "provider": provider, "max_duration": max_duration,
                  "budget": budget, "command": list(command) if command else None}
-    config = load_config(file, overrides=overrides)
-    keep_s = parse_duration(keep) if keep else None
-    config.raw.setdefault("_cli", {})["allow_dirty"] = allow_dirty
-    events = _events(json_out, ci)
-    try:
-        summary = run_up(config, keep_s=keep_s, events=events)
-    finally:
-        events.close()
+    with _ci_failures_reported(ci):
+        config = load_config(file, overrides=overrides)
+        keep_s = parse_duration(keep) if keep else None
+        config.raw.setdefault("_cli", {}).update(allow_dirty=allow_dirty, ci=ci)
+        events = _events(json_out, ci)
+        if ci:   # secrets: ::add-mask:: for the runner, and *** in every line fleet prints
+            from ..ci import masked_events
+            events = masked_events(config, events)
+        try:
+            summary = run_up(config, keep_s=keep_s, events=events)
+        finally:
+            events.close()
     if json_out:
         from .render import print_json
         print_json(summary)
     else:
         _print_summary(summary)
     return int(summary.get("exit_code") or 0)
+
+
+def _ci_failures_reported(ci: bool):
+    """In CI mode a run that fails before leasing (bad config, budget refused) still gets a summary."""
+    import contextlib
+    if not ci:
+        return contextlib.nullcontext()
+    from ..ci import failures_reported
+    return failures_reported()
 
 
 def _print_summary(summary: dict) -> None:

@@ -1,0 +1,240 @@
+"""CI mode: where a run came from (commit, branch, PR, workflow run), secrets kept out of every
+line fleet prints, a short cancellation grace, and the GitHub job summary/outputs at the end.
+
+The CLI turns CI mode on with `--ci` or when the environment says CI (CI=true, GITHUB_ACTIONS=true,
+GITLAB_CI=true). The library part is `CIHook`, one more run hook (see fleet/run_context.py): it
+puts the CI context into the run record and the summary, shortens the graceful stop on
+cancellation, and writes the reports in `after_run`, which api.py calls for every leased run —
+succeeded, failed, budget-stopped or cancelled.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Mapping
+
+# GitHub sends SIGINT on cancellation, SIGTERM ~7.5 s later, then SIGKILL. Stopping the experiment
+# gracefully for 3 s leaves time to fetch outputs and release every machine inside that window.
+CI_CANCEL_GRACE_S = 3.0
+MASK = "***"
+_TRUE = ("1", "true", "yes")
+
+
+def env_says_ci(environ: Mapping[str, str] | None = None) -> bool:
+    e = os.environ if environ is None else environ
+    return (e.get("CI", "").lower() in _TRUE or e.get("GITHUB_ACTIONS") == "true"
+            or e.get("GITLAB_CI", "").lower() in _TRUE)
+
+
+def ci_mode(config) -> bool:
+    """`--ci` (recorded by the CLI in config.raw["_cli"]) or a CI environment."""
+    return bool(config.raw.get("_cli", {}).get("ci")) or env_says_ci()
+
+
+def cancel_grace_s(environ: Mapping[str, str] | None = None) -> float | None:
+    """The CI default for the SIGTERM→SIGKILL grace of a cancelled run, or None when FLEET_GRACE
+    is set (api.grace_s() then applies that value, in CI as anywhere)."""
+    e = os.environ if environ is None else environ
+    return None if e.get("FLEET_GRACE", "").strip() else CI_CANCEL_GRACE_S
+
+
+# -- where the run came from -----------------------------------------------------------------------
+
+def _github_pr_number(e: Mapping[str, str]) -> int | None:
+    match = re.fullmatch(r"refs/pull/(\d+)/(?:merge|head)", e.get("GITHUB_REF", ""))
+    if match:
+        return int(match.group(1))
+    path = e.get("GITHUB_EVENT_PATH")
+    if path and e.get("GITHUB_EVENT_NAME", "").startswith("pull_request"):
+        try:
+            event = json.loads(Path(path).read_text())
+            number = (event.get("pull_request") or {}).get("number") or event.get("number")
+            return int(number) if number is not None else None
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None
+    return None
+
+
+def _github(e: Mapping[str, str]) -> dict[str, Any]:
+    ref = e.get("GITHUB_REF", "")
+    branch = e.get("GITHUB_HEAD_REF") or e.get("GITHUB_REF_NAME") or None
+    if not branch and ref.startswith("refs/heads/"):
+        branch = ref[len("refs/heads/"):]
+    server = e.get("GITHUB_SERVER_URL", "https://github.com").rstrip("/")
+    repo, run_id = e.get("GITHUB_REPOSITORY"), e.get("GITHUB_RUN_ID")
+    run_url = f"{server}/{repo}/actions/runs/{run_id}" if repo and run_id else None
+    attempt = e.get("GITHUB_RUN_ATTEMPT")
+    if run_url and attempt and attempt != "1":
+        run_url += f"/attempts/{attempt}"
+    return {"provider": "github", "repository": repo, "sha": e.get("GITHUB_SHA"), "ref": ref or None,
+            "branch": branch, "pr": _github_pr_number(e), "event": e.get("GITHUB_EVENT_NAME"),
+            "workflow": e.get("GITHUB_WORKFLOW"), "job": e.get("GITHUB_JOB"), "run_id": run_id,
+            "run_attempt": attempt, "run_url": run_url, "actor": e.get("GITHUB_ACTOR")}
+
+
+def _gitlab(e: Mapping[str, str]) -> dict[str, Any]:
+    mr = e.get("CI_MERGE_REQUEST_IID")
+    return {"provider": "gitlab", "repository": e.get("CI_PROJECT_PATH"), "sha": e.get("CI_COMMIT_SHA"),
+            "ref": e.get("CI_COMMIT_REF_NAME"),
+            "branch": e.get("CI_MERGE_REQUEST_SOURCE_BRANCH_NAME") or e.get("CI_COMMIT_BRANCH")
+            or e.get("CI_COMMIT_REF_NAME"),
+            "pr": int(mr) if mr and mr.isdigit() else None, "event": e.get("CI_PIPELINE_SOURCE"),
+            "workflow": e.get("CI_PIPELINE_NAME"), "job": e.get("CI_JOB_NAME"), "run_id": e.get("CI_PIPELINE_ID"),
+            "run_url": e.get("CI_JOB_URL") or e.get("CI_PIPELINE_URL"), "actor": e.get("GITLAB_USER_LOGIN")}
+
+
+def detect_context(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The CI facts worth keeping with a run (never tokens); {} outside CI."""
+    e = os.environ if environ is None else environ
+    if e.get("GITHUB_ACTIONS") == "true":
+        found = _github(e)
+    elif e.get("GITLAB_CI", "").lower() in _TRUE:
+        found = _gitlab(e)
+    elif env_says_ci(e):
+        found = {"provider": "ci", "sha": e.get("CI_COMMIT_SHA") or e.get("GIT_COMMIT"),
+                 "branch": e.get("CI_BRANCH") or e.get("GIT_BRANCH")}
+    else:
+        return {}
+    return {k: v for k, v in found.items() if v not in (None, "")}
+
+
+# -- secrets ---------------------------------------------------------------------------------------
+
+def secret_names(config=None, environ: Mapping[str, str] | None = None) -> list[str]:
+    """config.secrets plus the names listed in FLEET_SECRET_NAMES (comma or space separated)."""
+    e = os.environ if environ is None else environ
+    names = list(getattr(config, "secrets", None) or [])
+    names += [n for n in re.split(r"[,\s]+", e.get("FLEET_SECRET_NAMES", "")) if n]
+    return list(dict.fromkeys(names))
+
+
+class Masker:
+    """Replaces every secret value (and each line of a multi-line one) with ***."""
+
+    def __init__(self, values: list[str]):
+        parts = set()
+        for v in values:
+            if v:
+                parts.add(v)
+                parts.update(line.strip() for line in v.splitlines() if line.strip())
+        # longest first, so a value that contains another is masked whole
+        self.values = sorted(parts, key=len, reverse=True)
+
+    @classmethod
+    def for_config(cls, config=None, environ: Mapping[str, str] | None = None) -> "Masker":
+        e = os.environ if environ is None else environ
+        return cls([e.get(n, "") for n in secret_names(config, e)])
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def __call__(self, text: str) -> str:
+        for v in self.values:
+            if v in text:
+                text = text.replace(v, MASK)
+        return text
+
+    def github_commands(self) -> list[str]:
+        """`::add-mask::` lines: the runner hides these values in every later log line of the job."""
+        return [f"::add-mask::{v}" for v in self.values]
+
+    def scrub_file(self, path: Path) -> bool:
+        try:
+            text = path.read_text(errors="surrogateescape")
+        except OSError:
+            return False
+        clean = self(text)
+        if clean != text:
+            path.write_text(clean, errors="surrogateescape")
+            return True
+        return False
+
+
+class MaskedEvents:
+    """Wraps the CLI's renderer: no secret value reaches stdout/stderr through a log, phase or warning."""
+
+    def __init__(self, inner, masker: Masker):
+        self.inner, self.mask = inner, masker
+
+    def phase(self, name: str, detail: str = "") -> None:
+        self.inner.phase(name, self.mask(detail))
+
+    def log(self, label: str, stream: str, line: str) -> None:
+        self.inner.log(label, stream, self.mask(line))
+
+    def warn(self, message: str) -> None:
+        self.inner.warn(self.mask(message))
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
+
+def masked_events(config, events):
+    """CI start-up for the CLI: tell a GitHub runner which values to hide, mask fleet's own lines.
+
+    The `::add-mask::` lines go to stderr (the runner reads workflow commands on both streams and
+    never shows them), so `--json` keeps stdout pure JSON.
+    """
+    masker = Masker.for_config(config)
+    if not masker:
+        return events
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        sys.stderr.write("".join(line + "\n" for line in masker.github_commands()))
+        sys.stderr.flush()
+    return MaskedEvents(events, masker)
+
+
+_reported: list[str] = []    # run ids whose CI report is written (one CLI process runs one `up`)
+
+
+@contextmanager
+def failures_reported():
+    """Around `fleet up` in CI mode: a FleetError that ended the run before the hook reported it
+    (bad config, budget refused, no sshd) still becomes a job summary and outputs."""
+    from .errors import FleetError
+    try:
+        yield
+    except FleetError as exc:
+        if not _reported:
+            from .ci_report import report_error
+            try:
+                report_error(exc.one_line(), exc.exit_code, Masker.for_config(None))
+            except OSError:
+                pass
+        raise
+
+
+# -- the run hook ----------------------------------------------------------------------------------
+
+class CIHook:
+    """Plugs CI mode into a run; does nothing outside CI mode. Never fails the run it reports on."""
+
+    def __init__(self, config):
+        self.config = config
+        self.active = ci_mode(config)
+
+    def before_lease(self, ctx) -> None:
+        if not self.active:
+            return
+        ctx.record["ci"] = detect_context()
+        grace = cancel_grace_s()
+        if grace is not None:
+            ctx.cancel_grace_s = grace
+
+    def after_run(self, ctx, summary: dict) -> None:
+        if not self.active:
+            return
+        if ctx.record.get("ci"):
+            summary["ci"] = ctx.record["ci"]
+        try:
+            from .ci_report import report_run
+            report_run(summary, Path(ctx.run_dir), Masker.for_config(self.config))
+            _reported.append(ctx.run_id)
+        except Exception as exc:  # noqa: BLE001 — a report problem must not hide the run's own result
+            ctx.events.warn(f"could not write the CI summary: {type(exc).__name__}: {exc}")

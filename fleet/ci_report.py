@@ -1,0 +1,205 @@
+"""What a CI job shows after a run: the GitHub job summary ($GITHUB_STEP_SUMMARY, Markdown), the
+step outputs ($GITHUB_OUTPUT), and files in the run directory that any CI can keep as artifacts
+(ci-summary.md, metrics.json merged over ranks). Every byte written here goes through the masker.
+"""
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Callable
+
+STATUS_ICONS = {"succeeded": "✅", "failed": "❌", "setup-failed": "❌", "cancelled": "⏹️",
+                "budget-stopped": "💸", "error": "⚠️"}
+# Identifiers, not results: shown as the row label or left out of the metrics table.
+_ID_KEYS = {"rank", "local_rank", "node_rank", "world_size", "seed"}
+MAX_METRIC_COLUMNS = 8
+METRICS_FILE = "metrics.json"
+
+
+def collect_metrics(run_dir: Path) -> list[tuple[str, dict]]:
+    """(label, metrics) for every metrics.json fetched from the machines, in rank order."""
+    found = []
+    for path in sorted(run_dir.glob(f"node-*/**/{METRICS_FILE}")):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            rel = path.parent.relative_to(run_dir).as_posix()
+            label = str(data["rank"]) if isinstance(data.get("rank"), int) else rel
+            found.append((label, data))
+
+    def key(item):
+        label = item[0]
+        return (0, int(label), "") if label.isdigit() else (1, 0, label)
+    return sorted(found, key=key)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def metric_columns(rows: list[tuple[str, dict]]) -> list[str]:
+    columns: list[str] = []
+    for _label, data in rows:
+        for k, v in data.items():
+            if _is_number(v) and k not in _ID_KEYS and k not in columns:
+                columns.append(k)
+    return columns[:MAX_METRIC_COLUMNS]
+
+
+def merged_metrics(rows: list[tuple[str, dict]]) -> dict:
+    columns = metric_columns(rows)
+    mean = {}
+    for c in columns:
+        values = [d[c] for _l, d in rows if _is_number(d.get(c))]
+        if values:
+            mean[c] = round(sum(values) / len(values), 6)
+    return {"ranks": {label: data for label, data in rows}, "mean": mean}
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v).replace("|", "\\|").replace("\n", " ")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "–"
+    s = int(round(seconds))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s" if s >= 3600 else (
+        f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{seconds:.1f}s")
+
+
+def gpu_hours(summary: dict) -> Decimal | None:
+    if summary.get("gpu_hours") is not None:
+        return Decimal(str(summary["gpu_hours"]))
+    if summary.get("gpus") and summary.get("duration_s") is not None:
+        return (Decimal(str(summary["gpus"])) * Decimal(str(summary["duration_s"])) / 3600).quantize(Decimal("0.0001"))
+    return None
+
+
+def cost_usd(summary: dict) -> tuple[str, bool]:
+    """(amount in USD as text or "", shadow?): a shadow price is what simulated GPUs would cost."""
+    for key, shadow in (("cost_usd", False), ("would_cost_usd", True), ("cost", False)):
+        if summary.get(key) not in (None, ""):
+            return str(summary[key]), shadow or bool(summary.get("simulated_gpus"))
+    return "", False
+
+
+def _cost(summary: dict) -> str:
+    cost, shadow = cost_usd(summary)
+    if not cost:
+        return "unknown"
+    try:
+        text = f"${Decimal(cost):.4f}"
+    except InvalidOperation:
+        text = f"${cost}"
+    if summary.get("budget_usd"):
+        text += f" of a ${summary['budget_usd']} budget"
+    return text + (" (would cost: simulated GPUs at a shadow price)" if shadow else "")
+
+
+def markdown(summary: dict, rows: list[tuple[str, dict]]) -> str:
+    status = summary.get("status", "error")
+    run_id = summary.get("run_id", "(not started)")
+    lines = [f"### {STATUS_ICONS.get(status, '•')} fleet run `{run_id}`: {status}", "",
+             "| | |", "|---|---|",
+             f"| Status | {status} (exit {summary.get('exit_code')}) |"]
+    if summary.get("failing_rank") is not None:
+        lines.append(f"| First failing rank | {_fmt(summary['failing_rank'])} |")
+    if summary.get("message"):
+        lines.append(f"| Message | {_fmt(summary['message'])} |")
+    lines.append(f"| Duration | {_duration(summary.get('duration_s'))} |")
+    lines.append(f"| Cost | {_cost(summary)} |")
+    hours = gpu_hours(summary)
+    lines.append(f"| GPU-hours | {hours if hours is not None else '–'} |")
+    if summary.get("machines"):
+        sim = ", simulated" if summary.get("simulated_gpus") else ""
+        lines.append(f"| Machines | {summary['machines']} × {_fmt(summary.get('template', '?'))} "
+                     f"({summary.get('gpus')} GPUs{sim}, {summary.get('provider')}) |")
+    if "released" in summary:
+        lines.append(f"| Machines released | {'yes' if summary['released'] else 'NO: run `fleet down --all`'} |")
+    ci = summary.get("ci") or {}
+    if ci.get("sha"):
+        where = f"`{ci['sha'][:12]}`" + (f" on `{_fmt(ci['branch'])}`" if ci.get("branch") else "")
+        if ci.get("pr") is not None:
+            where += f" · PR #{ci['pr']}"
+        lines.append(f"| Commit | {where} |")
+    if ci.get("run_url"):
+        lines.append(f"| Workflow run | {ci['run_url']} |")
+    if summary.get("record_hash"):
+        lines.append(f"| Run record | `{summary['record_hash'][:16]}` |")
+    lines.append("")
+    columns = metric_columns(rows)
+    if rows and columns:
+        lines += ["#### Metrics", "", "| rank | " + " | ".join(columns) + " |",
+                  "|---|" + "---:|" * len(columns)]
+        for label, data in rows:
+            lines.append(f"| {_fmt(label)} | " + " | ".join(_fmt(data.get(c, "")) for c in columns) + " |")
+        if len(rows) > 1:
+            mean = merged_metrics(rows)["mean"]
+            lines.append("| **mean** | " + " | ".join(_fmt(mean.get(c, "")) for c in columns) + " |")
+        lines.append("")
+    elif summary.get("run_dir"):
+        lines += ["No metrics.json came back from the machines.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def _append(path: str, text: str) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def github_outputs(values: dict[str, Any]) -> str:
+    """$GITHUB_OUTPUT syntax; a value with a newline uses the heredoc form with a random delimiter."""
+    out = []
+    for name, value in values.items():
+        text = "" if value is None else str(value)
+        if "\n" in text or "\r" in text:
+            delim = f"fleet_{uuid.uuid4().hex}"
+            out.append(f"{name}<<{delim}\n{text}\n{delim}\n")
+        else:
+            out.append(f"{name}={text}\n")
+    return "".join(out)
+
+
+def report_run(summary: dict, run_dir: Path | None, mask: Callable[[str], str],
+               environ: dict[str, str] | None = None) -> None:
+    """Scrub logs, merge metrics, write ci-summary.md, and the GitHub summary/outputs when set."""
+    e = os.environ if environ is None else environ
+    rows: list[tuple[str, dict]] = []
+    metrics_path = ""
+    if run_dir is not None and run_dir.is_dir():
+        scrub = getattr(mask, "scrub_file", None)
+        if scrub is not None:   # logs and fetched outputs become artifacts: no secret in them either
+            for path in sorted(run_dir.rglob("*")):
+                if path.is_file() and path.suffix in (".log", ".txt", ".json", ".jsonl", ".md", ".csv"):
+                    scrub(path)
+        rows = collect_metrics(run_dir)
+        if rows:
+            merged = run_dir / METRICS_FILE
+            merged.write_text(mask(json.dumps(merged_metrics(rows), indent=2, sort_keys=True)) + "\n")
+            metrics_path = str(merged)
+    text = mask(markdown(summary, rows))
+    if run_dir is not None and run_dir.is_dir():
+        (run_dir / "ci-summary.md").write_text(text)
+    if e.get("GITHUB_STEP_SUMMARY"):
+        _append(e["GITHUB_STEP_SUMMARY"], text)
+    if e.get("GITHUB_OUTPUT"):
+        hours = gpu_hours(summary)
+        _append(e["GITHUB_OUTPUT"], mask(github_outputs({
+            "run-id": summary.get("run_id", ""), "status": summary.get("status", "error"),
+            "exit-status": summary.get("exit_code", ""), "cost": cost_usd(summary)[0],
+            "gpu-hours": "" if hours is None else hours, "metrics-path": metrics_path,
+            "outputs-dir": str(run_dir) if run_dir is not None and run_dir.is_dir() else "",
+        })))
+
+
+def report_error(message: str, exit_code: int, mask: Callable[[str], str]) -> None:
+    """A run that failed before any machine was leased (bad config, budget refused, …)."""
+    report_run({"status": "error", "exit_code": exit_code, "message": message}, None, mask)
