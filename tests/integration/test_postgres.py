@@ -1,6 +1,7 @@
 """The state database on a real PostgreSQL server and on SQLite: one interface, same schema."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from datetime import timedelta
@@ -210,3 +211,22 @@ def test_unreachable_server_is_one_line_environment_error(tmp_path):
         PostgresDatabase(f"postgresql://fleet:hunter2@/nodb?host={tmp_path}", connect_timeout=2)
     assert "hunter2" not in str(info.value) and "\n" not in str(info.value)
     assert "cannot connect to state database" in str(info.value)
+
+
+def test_status_shows_own_leases_and_all_users_shows_the_team(postgres_url, tmp_path):
+    from tests.conftest import run_fleet
+    store = open_state(postgres_url)
+    now = utcnow()
+    try:
+        for lease_id, user in (("l-alice", "alice"), ("l-bob", "bob")):
+            store.save_lease(Lease(id=lease_id, provider="ssh", template="hosts", machines=[], created_at=now,
+                                   deadline=now + timedelta(hours=1), max_deadline=now + timedelta(hours=2),
+                                   user=user))
+    finally:
+        store.close()
+    env = {"FLEET_HOME": str(tmp_path / "home"), "FLEET_STATE_URL": postgres_url, "FLEET_USER": "alice"}
+    own = json.loads(run_fleet(["status", "--json", "--fast"], cwd=tmp_path, env=env).stdout)["leases"]
+    team = json.loads(run_fleet(["status", "--json", "--fast", "--all-users"], cwd=tmp_path, env=env).stdout)["leases"]
+    assert [(v["id"], v["user"]) for v in own] == [("l-alice", "alice")]
+    assert sorted((v["id"], v["user"]) for v in team) == [("l-alice", "alice"), ("l-bob", "bob")]
+    assert not (tmp_path / "home" / "state.db").exists()      # nothing went to a private SQLite file

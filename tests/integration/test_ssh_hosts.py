@@ -204,3 +204,26 @@ def _alive(pid: int) -> bool:
 
 def _wait(seconds: float) -> None:
     time.sleep(seconds)
+
+
+def test_gpus_are_discovered_with_nvidia_smi_when_not_declared(farm, env, tmp_path):
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    smi = fake / "nvidia-smi"
+    smi.write_text('#!/bin/sh\n[ "$1" = "--query-gpu=index,name" ] || exit 9\n'
+                   'echo "0, NVIDIA H100 80GB HBM3"\necho "1, NVIDIA H100 80GB HBM3"\n')
+    smi.chmod(0o755)
+    gpu_host = HostFarm.start(farm, "gpu", path_prefix=fake)
+    try:
+        provider = provider_for(farm, hosts=[gpu_host])
+        provider._config_hosts[0].gpus = None                 # not declared: ask the host
+        lease = provider.lease(plan_for(provider, 2), new_lease_id(), 60)
+        try:
+            assert lease.machines[0].gpu_slots == (0, 1)
+            assert lease.machines[0].instance_type == "NVIDIA H100 80GB HBM3"
+        finally:
+            provider.release(lease)
+        with pytest.raises(CapacityError, match="free now gpu 2/2"):
+            provider.lease(plan_for(provider, 3), new_lease_id(), 60)
+    finally:
+        gpu_host.kill_sshd()
