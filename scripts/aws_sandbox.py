@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     from fleet.paths import subdir
     from fleet.providers.aws.sandbox import Sandbox, create_stack
 
+    import logging
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)      # no per-request log lines
     port = args.port or _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
