@@ -28,7 +28,9 @@ from .errors import BudgetRefused, UsageError
 MICRO = 1_000_000
 MAX_BUDGET = Decimal(10) ** 9     # beyond this a budget is a typo, and micro-dollar sums stay small
 Clock = Callable[[], datetime]
-DEFAULT_MIN_BILLING_S = {"aws": 60, "local": 60, "ssh": 60}   # EC2 Linux: per second, 60 s minimum
+# EC2 Linux bills per second with a 60 s minimum. Local machines and a team's own hosts bill
+# nothing per lease (their price is a shadow/config price), so one second is their minimum.
+DEFAULT_MIN_BILLING_S = {"aws": 60, "local": 1, "ssh": 1}
 
 
 def utc_clock() -> datetime:

@@ -49,7 +49,9 @@ class Heartbeat:
 
     def beat(self, ttl_s: float | None = None) -> None:
         ttl = self.next_ttl_s() if ttl_s is None else ttl_s
-        for machine in self.lease.machines:
+        for i, machine in enumerate(self.lease.machines):
+            if ttl_s is None and i:
+                ttl = self.next_ttl_s()   # per machine: a slow beat over many machines must not overshoot a cap
             self._extend(machine, ttl)
         self.beats += 1
         if self.on_deadline:

@@ -83,6 +83,7 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
         events.phase("release", f"{lease.id} ({len(lease.machines)} machine(s))")
         _provider(lease.provider).release(lease)
         state.set_lease_status(lease.id, "released")
+        _close_ledger(state, lease, events)
         released.append(lease.id)
     if all_leases:
         from .providers.local import LocalProvider
@@ -91,6 +92,16 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
             events.phase("release", f"orphan local machine {name}")
             released.append(name)
     return released
+
+
+def _close_ledger(state, lease: Lease, events: Events) -> None:
+    """A lease whose controller died left its cost segments open: bill them up to now, or up to
+    the machines' own deadline when that came first (the watchdog ended them then)."""
+    try:
+        from .ledger import Ledger
+        Ledger(state.db).close_orphans(lease.id, at=min(utcnow(), lease.deadline))
+    except Exception as exc:  # noqa: BLE001 — the machines are gone; a ledger hiccup must not hide that
+        events.warn(f"could not close the cost ledger of {lease.id}: {exc}")
 
 
 def extend(lease_id: str, seconds: int, state=None) -> datetime:

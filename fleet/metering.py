@@ -13,7 +13,8 @@ from decimal import Decimal
 from typing import Callable
 
 from .budget import (BudgetPolicy, Clock, IdlePolicy, Price, Scope, Verdict, capped_deadline_s, month_label,
-                     month_start, parse_budget, refuse_unaffordable, require_price, to_micro, utc_clock)
+                     month_start, parse_budget, refuse_unaffordable, require_price, seconds_until_exhausted,
+                     to_micro, utc_clock)
 from .ledger import Ledger, OpenSegment, TickTelemetry
 
 
@@ -80,7 +81,9 @@ class RunMeter:
     def __init__(self, ledger: Ledger, policy: BudgetPolicy | None = None, *, limits: BudgetLimits | None = None,
                  clock: Clock = utc_clock, idle: IdlePolicy | None = None,
                  telemetry: Callable[[float], dict[str, TickTelemetry]] | None = None,
-                 latest_utilisations: Callable[[], list] | None = None):
+                 latest_utilisations: Callable[[], list] | None = None, persist_every_s: float = 0.0):
+        """`persist_every_s`: ledger rows are appended at most this often (a crash loses at most
+        that much); the budget is still evaluated on every tick from the exact in-memory spend."""
         self.ledger, self.policy, self.limits = ledger, policy, limits
         self.clock, self.idle = clock, idle
         self.telemetry, self.latest_utilisations = telemetry, latest_utilisations
@@ -91,6 +94,8 @@ class RunMeter:
         self.run_id: str | None = None
         self.lease_id: str | None = None
         self.stopped: Verdict | None = None
+        self.persist_every_s = persist_every_s
+        self.last_persist: datetime | None = None
 
     def start(self, lease, price: Price | None, run_id: str | None = None, at: datetime | None = None) -> None:
         """Open a ledger segment per machine (an unknown price without a budget bills $0, marked so)."""
@@ -101,7 +106,12 @@ class RunMeter:
             p = price or Price(to_micro(rate or 0), "machine price" if rate else "unknown price",
                                lease.provider == "local")
             self.segments.append(self.ledger.open_segment(lease=lease, machine=machine, price=p, run_id=run_id, at=at))
-        self.last_tick = at
+        self.last_tick = self.last_persist = at
+
+    def pending_micro(self, at: datetime) -> int:
+        """Accrued since the last ledger rows, not yet written."""
+        return sum(s.cost_between(s.last_end or s.start, max(at, s.last_end or s.start))
+                   for s in self.segments if not s.closed)
 
     @property
     def burn_micro_per_hour(self) -> int:
@@ -110,28 +120,38 @@ class RunMeter:
     def tick(self, at: datetime | None = None) -> Verdict:
         """Append this tick's rows, refresh the month's spend by others, and evaluate the budget."""
         at = at or self.clock()
-        seconds = (at - self.last_tick).total_seconds() if self.last_tick else 0.0
-        tel = self.telemetry(seconds) if self.telemetry else None
-        self.run_spent_micro += self.ledger.append(self.segments, at, telemetry=tel)
+        if self.last_persist is None or (at - self.last_persist).total_seconds() >= self.persist_every_s:
+            seconds = (at - self.last_persist).total_seconds() if self.last_persist else 0.0
+            tel = self.telemetry(seconds) if self.telemetry else None
+            self.run_spent_micro += self.ledger.append(self.segments, at, telemetry=tel)
+            self.last_persist = at
         self.last_tick = at
-        verdict = Verdict("ok", None, self.run_spent_micro, None, None)
+        spent = self.spent_micro(at)
+        verdict = Verdict("ok", None, spent, None, None)
         if self.policy is not None:
             if self.limits is not None and (self.limits.project_monthly or self.limits.user_monthly):
                 fresh = build_scopes(self.limits, project=self.project, user=self.user, ledger=self.ledger,
                                      now=at, run_id=self.run_id, lease_id=self.lease_id)
                 self.policy.scopes = fresh   # other runs this month keep spending too
-            verdict = self.policy.evaluate(self.run_spent_micro, self.burn_micro_per_hour)
+            verdict = self.policy.evaluate(spent, self.burn_micro_per_hour)
         if verdict.action != "stop" and self.idle is not None and self.latest_utilisations is not None:
             if self.idle.observe(at, self.latest_utilisations()):
-                verdict = Verdict("stop", "idle", self.run_spent_micro, None, None,
+                verdict = Verdict("stop", "idle", spent, None, None,
                                   f"GPUs below {self.idle.threshold:g} % for "
                                   f"{self.idle.window.total_seconds() / 60:g} minutes (idle policy)")
         if verdict.action == "stop" and self.stopped is None:
             self.stopped = verdict
         return verdict
 
-    def remaining_micro(self) -> int | None:
-        return None if self.policy is None else self.policy.remaining_micro(self.run_spent_micro)
+    def spent_micro(self, at: datetime | None = None) -> int:
+        return self.run_spent_micro + self.pending_micro(at or self.clock())
+
+    def remaining_micro(self, at: datetime | None = None) -> int | None:
+        return None if self.policy is None else self.policy.remaining_micro(self.spent_micro(at))
+
+    def exhausted_in_s(self, at: datetime | None = None) -> float | None:
+        """Seconds until the budget runs out at the current burn rate (None: no budget)."""
+        return seconds_until_exhausted(self.remaining_micro(at), self.burn_micro_per_hour)
 
     def deadline_s(self, proposed_s: float, max_left_s: float | None = None) -> int:
         """The heartbeat's extension for every machine, capped by when the budget runs out."""
@@ -141,8 +161,8 @@ class RunMeter:
     def finish(self, at: datetime | None = None) -> int:
         """Close every open segment (machines released). Returns the run's total in micro-dollars."""
         at = at or self.clock()
-        seconds = (at - self.last_tick).total_seconds() if self.last_tick else 0.0
+        seconds = (at - self.last_persist).total_seconds() if self.last_persist else 0.0
         tel = self.telemetry(seconds) if self.telemetry else None
         self.run_spent_micro += self.ledger.close(self.segments, at, telemetry=tel)
-        self.last_tick = at
+        self.last_tick = self.last_persist = at
         return self.run_spent_micro

@@ -54,7 +54,8 @@ class LocalProvider:
             d.mkdir(mode=0o700)
             sshd = start_sshd(d, machine_id, public)
             start_watchdog(d, machine_id, ttl_s=deadline_s, max_s=plan.max_duration_s,
-                           kill_pids=[sshd.pid], python=self.python)
+                           kill_pids=[sshd.pid], python=self.python,
+                           telemetry_interval=float(plan.options.get("telemetry_interval", 0) or 0))
             return Machine(
                 id=machine_id, lease_id=lease_id, node_rank=rank, host="127.0.0.1", port=sshd.port,
                 user=sshd.user, key_path=str(key_path), host_key=sshd.host_key, workdir=str(sshd.root),

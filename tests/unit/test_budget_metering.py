@@ -118,3 +118,22 @@ def test_idle_policy_stops_a_run_with_idle_gpus(ledger):
     clock.advance(10)
     v = meter.tick()
     assert v.action == "stop" and v.scope == "idle" and "idle policy" in v.message
+
+
+def test_ledger_rows_are_written_every_persist_interval_but_the_budget_is_checked_every_tick(ledger):
+    clock = ledger.clock
+    limits = BudgetLimits(run=Decimal("0.10"), grace_s=0)
+    policy, price = prepare_budget(limits, plan(machines=1), ledger=ledger, now=clock())
+    meter = RunMeter(ledger, policy, limits=limits, clock=clock, persist_every_s=10)
+    meter.start(lease(1), price)                             # $0.001/s: $0.10 lasts 100 s
+    seconds = 0
+    while meter.tick().action != "stop":
+        clock.advance(1)
+        seconds += 1
+    assert seconds == 100                                    # caught on the exact tick, not the 10 s write
+    rows = ledger.read().entries
+    assert len(rows) == 1 + 10                               # open + one row per 10 s
+    assert meter.spent_micro() == to_micro("0.10") and ledger.spent_micro() == to_micro("0.10")
+    clock.advance(4)
+    meter.finish()
+    assert ledger.spent_micro() == to_micro("0.104")
