@@ -107,3 +107,23 @@ def test_older_outputs_version_says_to_refresh(sandbox, tmp_path):
     old.write_text(json.dumps(data))
     proc = run_fleet(["offers", "--gpus", "8"], cwd=tmp_path, env=dict(env, FLEET_AWS_OUTPUTS=str(old)))
     assert proc.returncode == 2 and "older" in proc.stderr and "fleet stack up" in proc.stderr
+
+
+def test_kept_lease_shows_in_status_and_fleet_down_ends_it_without_sandbox_env(sandbox, tmp_path):
+    env, home = sandbox
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "fleet.toml").write_text('project = "aws-keep"\nprovider = "aws"\ntemplate = "aws-4gpu"\n'
+                                    'max_duration = "10m"\ncommand = "true"\n')
+    up = run_fleet(["up", "--gpus", "4", "--keep", "5m", "--json"], cwd=exp, env=env, timeout=240)
+    assert up.returncode == 0, up.stderr
+    lease_id = json.loads(up.stdout)["lease_id"]
+    leases = json.loads(run_fleet(["status", "--json"], cwd=exp, env=env).stdout)["leases"]
+    assert [(v["id"], v["health"]) for v in leases] == [(lease_id, "up")]
+    # A fresh shell: no sandbox flag and no outputs file; the lease's recorded region is enough.
+    bare = {k: v for k, v in env.items() if k not in ("FLEET_AWS_SANDBOX", "FLEET_AWS_OUTPUTS")}
+    down = run_fleet(["down", lease_id], cwd=exp, env=bare)
+    assert down.returncode == 0, down.stderr
+    mine = [i for i in _instances(env) if {"Key": "fleet:lease", "Value": lease_id} in i.get("Tags", [])]
+    assert mine and {i["State"]["Name"] for i in mine} == {"terminated"}
+    assert not list((home / "aws-sandbox" / "machines").iterdir())

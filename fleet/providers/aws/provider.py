@@ -280,13 +280,23 @@ class AWSProvider:
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"terminating lease {lease_id}") from None
         finally:
-            if self.sandbox:
-                self.sandbox.unbind_lease(lease_id)
+            sandbox = self.sandbox or _existing_sandbox()
+            if sandbox:
+                sandbox.unbind_lease(lease_id)
         from ...keys import secure_delete
         d = lease_dir(lease_id)
         for name in ("id_ed25519", "host_ed25519"):
             secure_delete(d / name)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _existing_sandbox():
+    """`fleet down` from a shell without FLEET_AWS_SANDBOX still stops the lease's loopback machines."""
+    from ...paths import fleet_home
+    if (fleet_home(create=False) / "aws-sandbox" / "machines").is_dir():
+        from .sandbox import Sandbox
+        return Sandbox()
+    return None
 
 
 def _wait_tcp(host: str, port: int, timeout_s: float, sleep: Callable[[float], None]) -> None:
