@@ -131,10 +131,16 @@ def signal_processes(running: list[RunningProcess], sig: str) -> None:
         if proc.done.is_set():
             return
         m = proc.spec.machine
+        argv = [m.python, m.agent_path, "signal", "--pidfile", proc.spec.pidfile, "--signal", sig]
+        if proc.session is not None:
+            try:   # a new channel on the streaming connection: no handshake, so a stop is quick
+                proc.session.run(argv, check=False, timeout=10)
+                return
+            except Exception:  # noqa: BLE001 — fall back to a fresh connection
+                pass
         try:
             with connect(m, timeout=5) as s:
-                s.run([m.python, m.agent_path, "signal", "--pidfile", proc.spec.pidfile, "--signal", sig],
-                      check=False, timeout=10)
+                s.run(argv, check=False, timeout=10)
         except Exception:  # noqa: BLE001 — an unreachable machine is ended by release anyway
             pass
 
