@@ -44,19 +44,14 @@ def grace_s() -> float:
 
 
 def default_hooks(config: Config) -> list:
-    """The concerns that plug into every run (budgets, pinned inputs); imported lazily."""
-    hooks: list = []
-    try:
-        from .budget_hook import BudgetHook
-        hooks.append(BudgetHook(config))
-    except ImportError:
-        pass
-    try:
-        from .snapshots.hook import SnapshotHook
-        hooks.append(SnapshotHook(config))
-    except ImportError:
-        pass
-    from .ci import CIHook   # last: its after_run reports what the others added (cost, record)
+    """The concerns that plug into every run (budgets, pinned inputs, CI); imported lazily.
+
+    No ImportError guard: a broken budget module must fail the run, not silently drop budgets."""
+    from .budget_hook import BudgetHook
+    from .ci import CIHook
+    from .snapshots.hook import SnapshotHook
+    hooks: list = [BudgetHook(config), SnapshotHook(config)]
+    # CI last: its after_run reports what the others added (cost, record).
     hooks.append(CIHook(config))
     return hooks
 
