@@ -242,7 +242,7 @@ class Inventory:
             self.db.execute(
                 "INSERT INTO hosts (name, address, port, login, key_path, gpus, workdir, source, added_at,"
                 " added_by) VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT (name) DO NOTHING",
-                (h.name, h.address, h.port or 22, h.login, h.key_path, h.gpus, h.workdir, "config", now, user))
+                (h.name, h.address, h.port, h.login, h.key_path, h.gpus, h.workdir, "config", now, user))
 
     def list(self) -> list[Host]:
         rows = {r["name"]: Host(**{k: r[k] for k in _COLUMNS}) for r in self.db.execute(
@@ -272,15 +272,19 @@ class Inventory:
         from .state.db import ConstraintViolation
         if host.name in self.config_hosts:
             raise UsageError(f"host {host.name!r} is already declared in fleet.toml [[hosts]]")
+        exists = UsageError(f"host {host.name!r} already exists",
+                            hint=f"`fleet hosts rm {host.name}` first, or choose another --name")
         try:
-            self.db.execute(
-                "INSERT INTO hosts (name, address, port, login, key_path, host_key, gpus, gpu_model, home, workdir,"
-                " source, status, status_detail, checked_at, added_at, added_by)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                tuple(getattr(host, c) for c in _COLUMNS))
-        except ConstraintViolation:
-            raise UsageError(f"host {host.name!r} already exists",
-                             hint=f"`fleet hosts rm {host.name}` first, or choose another --name") from None
+            with self.db.transaction():
+                if self.db.execute("SELECT name FROM hosts WHERE name = ?", (host.name,)):
+                    raise exists
+                self.db.execute(
+                    "INSERT INTO hosts (name, address, port, login, key_path, host_key, gpus, gpu_model, home,"
+                    " workdir, source, status, status_detail, checked_at, added_at, added_by)"
+                    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    tuple(getattr(host, c) for c in _COLUMNS))
+        except ConstraintViolation:     # added by someone else between our check and insert
+            raise exists from None
 
     def remove(self, name: str, force: bool = False) -> None:
         with self.db.transaction():

@@ -115,3 +115,26 @@ def test_concurrent_fleet_up_on_two_hosts_serves_or_refuses_cleanly(farm, env, t
         assert store.list_users() and store.list_users()[0]["name"] == "carol"
     finally:
         store.close()
+
+
+def test_add_an_ssh_config_alias_with_its_key_from_known_hosts(farm, env, tmp_path):
+    """`Host gpubox` in ~/.ssh/config names address, port, user and key; known_hosts vouches for it."""
+    host = farm.hosts[0]
+    home = tmp_path / "alias-home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text(
+        f"Host gpubox\n    HostName 127.0.0.1\n    Port {host.port}\n    User root\n    IdentityFile {farm.key}\n")
+    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{host.port} {host.host_key}\n")
+    aliased = {**env, "HOME": str(home)}
+    added = run_fleet(["hosts", "add", "gpubox", "--gpus", "4", "--workdir", str(host.leases_dir), "--json"],
+                      cwd=tmp_path, env=aliased)
+    assert added.returncode == 0, added.stderr
+    assert "from ~/.ssh/known_hosts" in added.stderr
+    row = json.loads(added.stdout)
+    assert (row["name"], row["address"], row["status"], row["gpus"]) == ("gpubox", "gpubox", "up", 4)
+    # a host whose key known_hosts contradicts is refused, whatever the flags say
+    other = farm.hosts[1]
+    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{other.port} {host.host_key}\n")
+    forged = run_fleet(["hosts", "add", "127.0.0.1", "--name", "x", "--port", str(other.port), "--key",
+                        str(farm.key), "--yes"], cwd=tmp_path, env=aliased)
+    assert forged.returncode == ExitCode.INFRASTRUCTURE and "possible impersonation" in forged.stderr

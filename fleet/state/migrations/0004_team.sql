@@ -5,12 +5,13 @@
 -- One row per host fleet may lease GPU slots on. `fleet hosts add` writes source='cli'; `[[hosts]]` in
 -- fleet.toml are mirrored here with source='config' so slot reservation can lock one row per host.
 -- host_key is the pinned public key ("ssh-ed25519 AAAA…"), NULL until learned or read from known_hosts.
+-- port/login/key_path NULL: from ~/.ssh/config for the address, else 22 / the OS user / ~/.ssh/id_*.
 -- gpus NULL: not declared and not discovered yet. home: the login's $HOME there, learnt by the probe;
 -- workdir: where lease workdirs go (NULL: ~/.fleet-leases). status: up | down | unknown, from the last probe.
 CREATE TABLE hosts (
     name TEXT PRIMARY KEY,
     address TEXT NOT NULL,
-    port INTEGER NOT NULL DEFAULT 22,
+    port INTEGER,
     login TEXT,
     key_path TEXT,
     host_key TEXT,
