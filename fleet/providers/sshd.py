@@ -64,7 +64,10 @@ def _config_text(d: Path, port: int, machine_id: str, user: str, root: Path) -> 
         "PermitRootLogin prohibit-password",
         f"AllowUsers {user}",
         # Every session carries the machine's id so the watchdog can find (and end) its processes.
-        f"SetEnv FLEET_MACHINE_ID={machine_id} FLEET_MACHINE_ROOT={root}",
+        # HOME is the machine's own root, as on a fresh machine: otherwise every session runs the
+        # controller user's ~/.bashrc (Debian's bash sources it for ssh commands), which can hang
+        # (a pyenv rehash lock left by a session the watchdog killed stalled every later session).
+        f"SetEnv FLEET_MACHINE_ID={machine_id} FLEET_MACHINE_ROOT={root} HOME={root}",
         "Subsystem sftp internal-sftp",
         "MaxStartups 200:30:400",
         "MaxSessions 200",
