@@ -11,10 +11,18 @@ import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+import logging
+
 import paramiko
 
 from ..errors import InfrastructureError, MachineUnreachable
 from ..models import Machine
+
+# paramiko logs failures of its transport thread (e.g. a banner read reset by a machine its
+# watchdog just ended) at ERROR with a traceback; with no handler configured, Python's last-resort
+# handler printed that traceback on the user's terminal. Failures reach users as the one-line
+# errors this module raises instead.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 @dataclass
