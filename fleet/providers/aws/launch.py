@@ -67,7 +67,8 @@ def find_instances(ec2, filters: dict[str, str | Iterable[str]], states: Iterabl
     if states:
         flt.append({"Name": "instance-state-name", "Values": list(states)})
     out: list[dict[str, Any]] = []
-    for page in ec2.get_paginator("describe_instances").paginate(Filters=flt, PaginationConfig={"PageSize": PAGE_SIZE}):
+    pages = ec2.get_paginator("describe_instances").paginate(Filters=flt, PaginationConfig={"PageSize": PAGE_SIZE})
+    for page in pages:
         for reservation in page.get("Reservations", []):
             out.extend(reservation.get("Instances", []))
     return out
@@ -126,7 +127,8 @@ def launch_once(ec2, params: dict[str, Any], *, tries: int = 5, sleep: Callable[
 
 def launch(ec2, attempts: list[Attempt], *, lease_id: str, launch_template_id: str, user_data: str,
            tags: dict[str, str], network: dict[str, Any] | None = None,
-           on_attempt: Callable[[Attempt, str], None] | None = None, sleep: Callable[[float], None] = time.sleep) -> tuple[Attempt, list[dict[str, Any]]]:
+           on_attempt: Callable[[Attempt, str], None] | None = None,
+           sleep: Callable[[float], None] = time.sleep) -> tuple[Attempt, list[dict[str, Any]]]:
     """Try attempts in order until one launches; return it and its instances."""
     failures: list[str] = []
     blocked: set[tuple[str, bool]] = set()

@@ -226,10 +226,11 @@ class AWSProvider:
             ref.update(sandbox_dir=bound["dir"], simulated_gpus=True)
         else:
             self._refuse_fake_endpoint()
-            host = inst.get("PrivateIpAddress") if not self._network()["public_ip"] else inst.get("PublicIpAddress")
+            public = self._network()["public_ip"]
+            host = inst.get("PublicIpAddress") if public else inst.get("PrivateIpAddress")
             if not host:
-                raise MachineUnreachable(f"instance {iid} has no {'public' if self._network()['public_ip'] else 'private'}"
-                                         " IP address", hint="check the subnet's public IP setting, or set "
+                raise MachineUnreachable(f"instance {iid} has no {'public' if public else 'private'} IP address",
+                                         hint="check the subnet's public IP setting, or set "
                                                              "[aws] connect = \"private\" from inside the VPC")
             port, user, workdir, python = 22, MACHINE_USER, WORKDIR, "python3"
             _wait_tcp(host, port, self.ready_timeout_s, self.sleep)
