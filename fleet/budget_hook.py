@@ -174,5 +174,10 @@ class BudgetHook:
             if self.feed is not None and self.feed.reasons():
                 summary["telemetry_note"] = sorted(set(self.feed.reasons().values()))[0]
             ctx.record["cost"] = {key: summary[key], "total": format_usd(total)}
+            try:   # keep the report's unsealed backlog small (rows older than the seal lag)
+                from .report.rollup import seal
+                seal(self.meter.ledger)
+            except Exception as exc:  # noqa: BLE001 — a report seals them later anyway
+                ctx.events.warn(f"could not seal ledger rows for reports: {exc}")
         if self._fetcher is not None:
             self._fetcher.join(timeout=10)

@@ -225,8 +225,14 @@ class Ledger:
 
     # -- reading ---------------------------------------------------------------------------------
     @staticmethod
-    def _where(*, since=None, until=None, **equal) -> tuple[str, list]:
+    def _where(*, since=None, until=None, after_id=None, through_id=None, **equal) -> tuple[str, list]:
         where, params = [], []
+        if after_id is not None:
+            where.append("id > ?")
+            params.append(after_id)
+        if through_id is not None:
+            where.append("id <= ?")
+            params.append(through_id)
         for column, value in equal.items():
             if value is not None:
                 where.append(f"{column} = ?")
@@ -250,10 +256,11 @@ class Ledger:
             (out.corrupt if isinstance(checked, CorruptRow) else out.entries).append(checked)
         return out
 
-    def verify(self, *, since: datetime | None = None, until: datetime | None = None) -> list[CorruptRow]:
+    def verify(self, *, since: datetime | None = None, until: datetime | None = None,
+               after_id: int | None = None, through_id: int | None = None) -> list[CorruptRow]:
         """Damaged rows in the period: digest mismatch, or values no writer produces. The database
         builds each digest's input, so this is one query and one hash per row."""
-        where, params = self._where(since=since, until=until)
+        where, params = self._where(since=since, until=until, after_id=after_id, through_id=through_id)
         bad = []
         rows = self.db.execute(
             f"SELECT id, digest, {_CANON_SQL} AS canon, CASE WHEN end_at < start_at OR cost_micro < 0"
@@ -266,10 +273,13 @@ class Ledger:
         return bad
 
     def aggregate(self, *, since: datetime | None = None, until: datetime | None = None,
-                  exclude_ids: list | None = None) -> list[dict[str, Any]]:
+                  after_id: int | None = None, through_id: int | None = None, exclude_ids: list | None = None,
+                  exclude_damaged: bool = False) -> list[dict[str, Any]]:
         """Sums per (day, project, owner, template, run, billed/shadow), computed by the database: the
         report's raw material, small however many rows the ledger has."""
-        where, params = self._where(since=since, until=until)
+        where, params = self._where(since=since, until=until, after_id=after_id, through_id=through_id)
+        if exclude_damaged:
+            where += (" AND " if where else " WHERE ") + "id NOT IN (SELECT id FROM ledger_damaged)"
         if exclude_ids:
             marks = ",".join("?" * len(exclude_ids))
             where += (" AND " if where else " WHERE ") + f"id NOT IN ({marks})"

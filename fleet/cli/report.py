@@ -41,6 +41,7 @@ def report(
     reconcile: bool = typer.Option(False, "--reconcile", help="Compare with AWS Cost Explorer by fleet:project."),
     region: Optional[str] = typer.Option(None, "--region", help="Cost Explorer region (default us-east-1)."),
     json_out: bool = typer.Option(False, "--json", help="Same as --format json."),
+    verify: bool = typer.Option(False, "--verify", help="Re-check every ledger row's digest; exit 5 if any is damaged."),
 ) -> int:
     """Cost and GPU-hours from the ledger, for managers. An empty period gives an empty report."""
     from ..errors import UsageError
@@ -51,6 +52,8 @@ def report(
         raise UsageError(f"unknown report format {fmt!r}", hint="choose one of: " + ", ".join(FORMATS))
     ledger = _ledger()
     start, end = parse_when(since), parse_when(until)
+    if verify:
+        return _verify(ledger, start, end, fmt == "json")
     if reconcile:
         return _reconcile(ledger, start, end, fmt, output, region)
     rep = build_report(ledger, by=by, since=start, until=end)
@@ -64,6 +67,23 @@ def report(
         typer.echo(f"wrote {output}", err=True)
     else:
         typer.echo(text, nl=not text.endswith("\n"))
+    return 0
+
+
+def _verify(ledger, start, end, as_json: bool) -> int:
+    from ..errors import IntegrityError
+    damaged = ledger.verify(since=start, until=end)
+    if as_json:
+        import json
+        typer.echo(json.dumps({"damaged": [{"id": c.id, "reason": c.reason} for c in damaged]}, indent=2))
+    else:
+        for c in damaged:
+            typer.echo(str(c))
+    if damaged:
+        raise IntegrityError(f"{len(damaged)} damaged ledger row(s)",
+                             hint="their sealed sums still count in reports; see the rows listed")
+    if not as_json:
+        typer.echo("every ledger row matches its digest")
     return 0
 
 

@@ -1,9 +1,10 @@
 """Building a cost report from the ledger: cost and GPU-hours grouped by project, user, run,
 template or day, for managers. Billed money and local machines' "would cost" are kept apart.
 
-The database does the heavy lifting: one query checks every row's digest input, one GROUP BY
-sums per (day, project, user, template, run), and Python rolls those few groups up into every
-grouping the renderers need, so a report over 100,000 rows costs little more than over 1,000.
+The database does the heavy lifting: rows are verified once and sealed into per-day sums
+(rollup.py), the few unsealed rows are verified and summed by one GROUP BY, and Python rolls those
+groups up into every grouping the renderers need, so a report over 100,000 rows costs little more
+than over 1,000.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from ..errors import UsageError
 from ..ledger import Ledger, parse_iso
 from ..telemetry import IDLE_PERCENT
+from .rollup import gather
 
 GROUPS = ("project", "user", "run", "template", "day")
 
@@ -138,14 +140,15 @@ MAX_EXCLUDED = 900   # damaged rows left out by id in SQL; beyond this, fall bac
 
 
 def build_report(ledger: Ledger, *, by: str = "project", since: datetime | None = None,
-                 until: datetime | None = None, top: int = 10) -> Report:
+                 until: datetime | None = None, top: int = 10, now: datetime | None = None) -> Report:
     if by not in GROUPS:
         raise UsageError(f"cannot group a report by {by!r}", hint="choose one of: " + ", ".join(GROUPS))
     if since and until and until <= since:
         raise UsageError("--until must be later than --since")
-    corrupt = ledger.verify(since=since, until=until)
-    if len(corrupt) > MAX_EXCLUDED:
+    gathered = gather(ledger, since, until, max_excluded=MAX_EXCLUDED, now=now)
+    if gathered is None:
         return build_report_rowwise(ledger, by=by, since=since, until=until, top=top)
+    found, corrupt = gathered
     groups: dict[str, Row] = {}
     projects: dict[str, Row] = {}
     runs: dict[str, Row] = {}
@@ -153,7 +156,7 @@ def build_report(ledger: Ledger, *, by: str = "project", since: datetime | None 
     daily_by_project: dict[str, dict[str, int]] = {}
     total = Row("total")
     entries = 0
-    for g in ledger.aggregate(since=since, until=until, exclude_ids=[c.id for c in corrupt]):
+    for g in found:
         entries += int(g["entries"])
         for table, key in ((groups, _group_key(g, by)), (projects, g["project"]), (runs, g["run_key"]),
                            (days, g["day"])):

@@ -58,7 +58,10 @@ def time_report(home: Path) -> float:
 def bench_report(runs: int) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="fleet-bench-report-") as tmp:
         small, large = seeded_home(Path(tmp), 1_000), seeded_home(Path(tmp), 100_000)
-        time_report(small), time_report(large)          # warm caches once
+        # The first report over a bulk-seeded ledger seals every row (verifies its digest once);
+        # in use, rows are sealed as runs end, so the steady state below is what managers see.
+        first_small, first_large = time_report(small), time_report(large)
+        print(f"first report (sealing every row): 1,000 rows {first_small:.3f} s, 100,000 rows {first_large:.3f} s")
         t_small, t_large = [], []
         for _ in range(runs):
             t_small.append(time_report(small))
@@ -69,6 +72,8 @@ def bench_report(runs: int) -> list[dict]:
     print(f"fleet report, 100,000 rows: median {m_large:.3f} s over {runs} runs")
     print(f"ratio 100k / 1k: {ratio:.2f}x (target <= {REPORT_TARGET}x) {'met' if ratio <= REPORT_TARGET else 'MISSED'}")
     return [
+        {"figure": "report_first_100k_rows_sealing_s", "value": round(first_large, 4), "unit": "s", "target": None,
+         "met": None},
         {"figure": "report_1k_rows_s", "value": round(m_small, 4), "unit": "s", "target": None, "met": None},
         {"figure": "report_100k_rows_s", "value": round(m_large, 4), "unit": "s", "target": None, "met": None},
         {"figure": "report_100k_vs_1k_ratio", "value": round(ratio, 3), "unit": "x", "target": REPORT_TARGET,

@@ -186,3 +186,17 @@ def test_cli_report_formats_and_errors(known, tmp_path):
         out = cli("report", *bad, home=home)
         assert out.returncode == 2 and out.stderr.startswith("fleet: error: ")
         assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
+
+
+def test_cli_verify_finds_rows_damaged_after_sealing(known, db, tmp_path):
+    home = tmp_path / "home"
+    assert cli("report", "--json", home=home).returncode == 0            # seals every row
+    ok = cli("report", "--verify", home=home)
+    assert ok.returncode == 0 and "every ledger row matches its digest" in ok.stdout
+    first_tick = db.execute("SELECT id FROM ledger WHERE kind = 'tick' ORDER BY id LIMIT 1")[0]["id"]
+    db.execute("UPDATE ledger SET cost_micro = 0 WHERE id = ?", (first_tick,))
+    again = json.loads(cli("report", "--json", home=home).stdout)
+    assert Decimal(again["total"]["cost_usd"]) == Decimal("9.00")          # sealed sums are unaffected
+    bad = cli("report", "--verify", "--json", home=home)
+    assert bad.returncode == 5 and json.loads(bad.stdout)["damaged"][0]["id"] == first_tick
+    assert bad.stderr.startswith("fleet: error: 1 damaged ledger row(s)")

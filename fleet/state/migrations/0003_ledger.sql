@@ -36,3 +36,33 @@ CREATE INDEX ledger_project ON ledger (project, start_at);
 CREATE INDEX ledger_owner ON ledger (owner, start_at);
 CREATE INDEX ledger_run ON ledger (run_id);
 CREATE INDEX ledger_lease ON ledger (lease_id);
+-- Reports read sealed sums, not 100,000 rows: rows are verified once (digest) and added to
+-- ledger_rollup per (day, project, owner, template, billed/shadow, run); ledger_rollup_mark says
+-- which rows are in it; damaged rows found while sealing are kept in ledger_damaged and reported.
+-- Derived data only: dropping these three tables' rows rebuilds them from the ledger.
+CREATE TABLE ledger_rollup (
+    day TEXT NOT NULL,
+    project TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    template TEXT NOT NULL,
+    shadow INTEGER NOT NULL,
+    run_key TEXT NOT NULL,
+    entries BIGINT NOT NULL,
+    cost_micro BIGINT NOT NULL,
+    machine_ms BIGINT NOT NULL,
+    gpu_ms BIGINT NOT NULL,
+    util_gpu_ms BIGINT NOT NULL,
+    util_weighted_ms DOUBLE PRECISION NOT NULL,
+    idle_gpu_ms BIGINT NOT NULL,
+    idle_cost_micro DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (day, project, owner, template, shadow, run_key)
+);
+CREATE TABLE ledger_rollup_mark (
+    id INTEGER PRIMARY KEY,
+    through_id BIGINT NOT NULL
+);
+CREATE TABLE ledger_damaged (
+    id BIGINT PRIMARY KEY,
+    start_at TEXT,
+    reason TEXT NOT NULL
+);

@@ -1,0 +1,136 @@
+"""Sealed sums of the ledger, so a report reads a few hundred groups instead of every row.
+
+`seal` verifies rows once (their digest) and adds them to `ledger_rollup` per (day, project,
+owner, template, billed/shadow, run); `ledger_rollup_mark` holds the last row id sealed, and
+damaged rows go to `ledger_damaged` (reported by every later report). Rows younger than
+SEAL_LAG_S stay unsealed: on PostgreSQL ids can commit slightly out of order, and a lag that long
+means no row is skipped. `gather` then combines sealed whole days, the sealed rows of partial
+edge days (a --since/--until inside a day), and the unsealed rows, verified as they are read.
+
+Once sealed, a later edit to a ledger row does not change reports; `fleet report --verify`
+re-checks every row's digest to find such damage.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from ..budget import utc_clock
+from ..errors import EnvironmentProblem
+from ..ledger import CorruptRow, Ledger, iso
+
+SEAL_LAG_S = 300
+SUMS = ("entries", "cost_micro", "machine_ms", "gpu_ms", "util_gpu_ms", "util_weighted_ms", "idle_gpu_ms",
+        "idle_cost_micro")
+KEYS = ("day", "project", "owner", "template", "shadow", "run_key")
+_UPSERT = (f"INSERT INTO ledger_rollup ({', '.join(KEYS + SUMS)}) VALUES ({', '.join('?' * (len(KEYS) + len(SUMS)))})"
+           f" ON CONFLICT ({', '.join(KEYS)}) DO UPDATE SET "
+           + ", ".join(f"{c} = ledger_rollup.{c} + excluded.{c}" for c in SUMS))
+_INTS = {"entries", "cost_micro", "machine_ms", "gpu_ms", "util_gpu_ms", "idle_gpu_ms"}
+
+
+def mark(db) -> int:
+    rows = db.execute("SELECT through_id FROM ledger_rollup_mark WHERE id = 1")
+    return int(rows[0]["through_id"]) if rows else 0
+
+
+def _values(g: dict) -> tuple:
+    sums = tuple(int(g[c] or 0) if c in _INTS else float(g[c] or 0) for c in SUMS)
+    return (g["day"], g["project"], g["owner"], g["template"], int(g["shadow"]), g["run_key"]) + sums
+
+
+def seal(ledger: Ledger, now: datetime | None = None, lag_s: float = SEAL_LAG_S) -> int:
+    """Seal every row older than the lag. Returns how many rows were sealed."""
+    db = ledger.db
+    cutoff = iso((now or utc_clock()) - timedelta(seconds=lag_s))
+    with db.transaction():
+        rows = db.lock_rows("SELECT through_id FROM ledger_rollup_mark WHERE id = 1")
+        done = int(rows[0]["through_id"]) if rows else 0
+        top = db.execute("SELECT MAX(id) AS top FROM ledger WHERE id > ?", (done,))[0]["top"]
+        if top is None:
+            return 0
+        young = db.execute("SELECT MIN(id) AS young FROM ledger WHERE id > ? AND recorded_at >= ?",
+                           (done, cutoff))[0]["young"]
+        upto = int(top) if young is None else int(young) - 1
+        if upto <= done:
+            return 0
+        damaged = ledger.verify(after_id=done, through_id=upto)
+        for bad in damaged:
+            start = db.execute("SELECT start_at FROM ledger WHERE id = ?", (bad.id,))
+            text = start[0]["start_at"] if start else None
+            db.execute("INSERT INTO ledger_damaged (id, start_at, reason) VALUES (?, ?, ?)",
+                       (bad.id, text if isinstance(text, str) else None, bad.reason))
+        groups = ledger.aggregate(after_id=done, through_id=upto, exclude_damaged=True)
+        if groups:
+            db.executemany(_UPSERT, [_values(g) for g in groups])
+        if rows:
+            db.execute("UPDATE ledger_rollup_mark SET through_id = ? WHERE id = 1", (upto,))
+        else:
+            db.execute("INSERT INTO ledger_rollup_mark (id, through_id) VALUES (1, ?)", (upto,))
+    return upto - done
+
+
+def _midnight(dt: datetime) -> datetime:
+    dt = dt.astimezone(timezone.utc)
+    return datetime(dt.year, dt.month, dt.day, tzinfo=timezone.utc)
+
+
+def _split(since: datetime | None, until: datetime | None):
+    """Whole days [first_day, end_day) served from the rollup, and raw time ranges for partial days."""
+    first_day = end_day = None
+    edges = []
+    if since is not None:
+        start = _midnight(since)
+        if start != since:
+            start += timedelta(days=1)
+            edges.append((since, start if until is None else min(start, until)))
+        first_day = start
+    if until is not None:
+        end = _midnight(until)
+        if end != until and (since is None or end >= since):
+            edges.append((end if since is None else max(end, since), until))
+        end_day = end
+    if first_day is not None and end_day is not None and end_day <= first_day:
+        return None, None, edges, True           # no whole day in the period
+    return first_day, end_day, edges, False
+
+
+def gather(ledger: Ledger, since: datetime | None, until: datetime | None, max_excluded: int = 900,
+           now: datetime | None = None) -> tuple[list[dict], list[CorruptRow]] | None:
+    """Aggregate groups and damaged rows for [since, until); None when too many unsealed rows are
+    damaged to leave out by id (the caller then sums row by row)."""
+    db = ledger.db
+    try:
+        seal(ledger, now)
+    except EnvironmentProblem:
+        pass    # a locked or read-only database: everything not yet sealed is read live below
+    done = mark(db)
+    first_day, end_day, edges, no_days = _split(since, until)
+    groups: list[dict] = []
+    if not no_days:
+        where, params = [], []
+        if first_day is not None:
+            where.append("day >= ?")
+            params.append(first_day.strftime("%Y-%m-%d"))
+        if end_day is not None:
+            where.append("day < ?")
+            params.append(end_day.strftime("%Y-%m-%d"))
+        groups += db.execute("SELECT * FROM ledger_rollup" + (" WHERE " + " AND ".join(where) if where else ""),
+                             params)
+    for lo, hi in edges:
+        if hi > lo:
+            groups += ledger.aggregate(since=lo, until=hi, through_id=done, exclude_damaged=True)
+    fresh_bad = ledger.verify(since=since, until=until, after_id=done)
+    if len(fresh_bad) > max_excluded:
+        return None
+    groups += ledger.aggregate(since=since, until=until, after_id=done, exclude_ids=[c.id for c in fresh_bad])
+    where, params = [], []
+    if since is not None:
+        where.append("start_at >= ?")
+        params.append(iso(since))
+    if until is not None:
+        where.append("start_at < ?")
+        params.append(iso(until))
+    sealed_bad = [CorruptRow(r["id"], r["reason"]) for r in db.execute(
+        "SELECT id, reason FROM ledger_damaged" + (" WHERE " + " AND ".join(where) if where else "")
+        + " ORDER BY id", params)]
+    return groups, sealed_bad + fresh_bad
