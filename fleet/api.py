@@ -168,6 +168,9 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
         lease = provider.lease(plan, ctx.lease_id, _first_deadline(hooks, ctx))
         ctx.lease = lease
         state.activate_lease(lease)
+        # Before waiting for SSH: e.g. the ledger opens its segments now, so a controller killed
+        # while machines boot still leaves their cost on record for `fleet down` to close.
+        call_hooks(hooks, "after_lease", ctx)
         heartbeat = Heartbeat(lease, plan.heartbeat_ttl_s,
                               caps=[lambda: _cap(hooks, ctx)],
                               on_deadline=lambda d: state.set_lease_deadline(lease.id, d),

@@ -97,6 +97,13 @@ class BudgetHook:
             ctx.events.warn(f"{verdict.message}: stopping the run")
             ctx.request_stop("budget", verdict.message)
 
+    def after_lease(self, ctx) -> None:
+        """Open the ledger segments as soon as the machines exist. Waiting for the first tick or
+        heartbeat (after every machine answers SSH) lost the whole cost of a lease whose controller
+        was killed while the machines booted (found by the fault matrix, tests/faults)."""
+        with self.lock:
+            self._started(ctx)
+
     def on_tick(self, ctx) -> None:
         with self.lock:
             self._start_fetcher(ctx)
