@@ -177,7 +177,7 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
                               warn=events.warn)
         _check_cancel(ctx)
         events.phase("ready", f"waiting for SSH on {len(lease.machines)} machine(s)")
-        parallel(lease.machines, _wait_ready)
+        _wait_all_ready(ctx, lease.machines)
         heartbeat.beat()
         heartbeat.start()
         _check_cancel(ctx)
@@ -262,6 +262,29 @@ def _check_cancel(ctx: RunContext) -> None:
 def _wait_ready(machine: Machine) -> None:
     from .remote.ssh import wait_ready
     wait_ready(machine, timeout=_ready_timeout_s()).close()
+
+
+def _wait_all_ready(ctx: RunContext, machines: list[Machine]) -> None:
+    """Wait for SSH on every machine, but stop waiting as soon as the run is cancelled: a cancelled
+    CI job must release its machines within seconds, not after the ready timeout. Daemon threads,
+    so a wait still polling a machine that release has just destroyed never holds up exit."""
+    errors: list[BaseException] = []
+
+    def one(m: Machine) -> None:
+        try:
+            _wait_ready(m)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(m,), daemon=True, name=f"ready-{m.id}") for m in machines]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads) and not errors:
+        _check_cancel(ctx)
+        time.sleep(0.05)
+    _check_cancel(ctx)
+    if errors:
+        raise errors[0]
 
 
 def process_env(ctx: RunContext, lease: Lease, machine: Machine, local_rank: int | None) -> dict[str, str]:
