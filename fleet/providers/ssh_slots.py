@@ -59,6 +59,7 @@ def reserve(db, *, lease_id: str, owner: str, requests: list[tuple[str, int]],
         try:
             with db.transaction():
                 db.lock_rows(f"SELECT name FROM hosts WHERE name IN ({marks}) ORDER BY name", names)
+                reclaim_dead(db, names)
                 used: dict[str, set[int]] = {}
                 for r in db.execute(f"SELECT host, slot FROM gpu_slots WHERE released_at IS NULL"
                                     f" AND host IN ({marks})", names):
@@ -79,6 +80,20 @@ def reserve(db, *, lease_id: str, owner: str, requests: list[tuple[str, int]],
             if attempt == attempts - 1:
                 raise CapacityError("GPU slots were taken concurrently; try again") from None
     raise AssertionError("unreachable")
+
+
+def reclaim_dead(db, hosts: list[str]) -> int:
+    """Free slots still held by leases that cannot be running: released/expired ones, and any past
+    its hard max deadline (its watchdog ended it by then, even if its controller died and nobody
+    ran `fleet down`). Without this a crashed controller would hold GPUs until someone noticed."""
+    now = utcnow().isoformat()
+    marks = ",".join("?" * len(hosts))
+    dead = ("SELECT id FROM leases WHERE status IN ('released', 'expired', 'failed') OR max_deadline < ?")
+    where = f"released_at IS NULL AND host IN ({marks}) AND lease_id IN ({dead})"
+    count = db.execute(f"SELECT COUNT(*) AS n FROM gpu_slots WHERE {where}", [*hosts, now])[0]["n"]
+    if count:
+        db.execute(f"UPDATE gpu_slots SET released_at = ? WHERE {where}", [now, *hosts, now])
+    return count
 
 
 def _refusal(requests: list[tuple[str, int]], capacity: dict[str, int], used: dict[str, set[int]]) -> str:

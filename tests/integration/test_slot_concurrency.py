@@ -74,7 +74,7 @@ def test_concurrent_leases_never_share_a_slot(farm, state_url, tmp_path, monkeyp
             if clash:
                 outcomes["clash"].append((lease_id, clash))
             outcomes["served"].append((lease_id, slots))
-            time.sleep(random.uniform(0.2, 1.0))   # hold the GPUs a moment, as a run would
+            time.sleep(random.uniform(0.1, 0.5))   # hold the GPUs a moment, as a run would
             with ledger_lock:
                 for s in slots:
                     if held.get(s) == lease_id:

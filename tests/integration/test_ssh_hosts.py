@@ -227,3 +227,24 @@ def test_gpus_are_discovered_with_nvidia_smi_when_not_declared(farm, env, tmp_pa
             provider.lease(plan_for(provider, 3), new_lease_id(), 60)
     finally:
         gpu_host.kill_sshd()
+
+
+def test_slots_of_a_lease_past_its_hard_deadline_are_reclaimed(farm, env):
+    """A controller that crashed and was never `fleet down`ed must not hold the GPUs forever."""
+    from datetime import timedelta
+    from fleet.models import utcnow
+    provider = provider_for(farm, hosts=farm.hosts[:1])
+    crashed = provider.lease(plan_for(provider, 4), new_lease_id(), 60)
+    try:
+        with pytest.raises(CapacityError):
+            provider.lease(plan_for(provider, 4), new_lease_id(), 60)
+        past = (utcnow() - timedelta(minutes=1)).isoformat()
+        provider.state.db.execute(
+            "INSERT INTO leases (id, provider, template, project, owner, status, created_at, deadline,"
+            " max_deadline, heartbeat_ttl_s) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (crashed.id, "ssh", "hosts", "p", "alice", "active", past, past, past, 60))
+        successor = provider.lease(plan_for(provider, 4, user="bob"), new_lease_id(), 60)
+        provider.release(successor)
+        assert successor.machines[0].gpu_slots == (0, 1, 2, 3)
+    finally:
+        provider.release(crashed)

@@ -74,19 +74,17 @@ def _experiment(tmp_path, farm, command: str, state_url: str = "") -> str:
     return str(d)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_url(request, env):
-    if request.param == "postgresql":
-        return request.getfixturevalue("postgres_url")
-    return f"sqlite:///{env['FLEET_HOME']}/state.db"
+@pytest.fixture
+def state_url(postgres_url):
+    """Team mode: the CLI-level race runs on PostgreSQL (the library-level one covers both stores)."""
+    return postgres_url
 
 
 def test_concurrent_fleet_up_on_two_hosts_serves_or_refuses_cleanly(farm, env, tmp_path, state_url):
     """6 × `fleet up --gpus 2` against 2 hosts × 4 slots: at most 4 hold GPUs at once.
 
-    On PostgreSQL the database is named only by `state_url` in fleet.toml (team mode as configured)."""
-    d = _experiment(tmp_path, farm, "echo CVD=$CUDA_VISIBLE_DEVICES; sleep 2",
-                    state_url if state_url.startswith("postgresql") else "")
+    The database is named only by `state_url` in fleet.toml (team mode as configured)."""
+    d = _experiment(tmp_path, farm, "echo CVD=$CUDA_VISIBLE_DEVICES; sleep 2", state_url)
     procs = [subprocess.Popen([FLEET, "up", "--gpus", "2", "--ci"], cwd=d, env={**os.environ, **env},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(6)]
     results = [(p.wait(timeout=180), *p.communicate()) for p in procs]
