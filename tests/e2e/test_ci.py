@@ -213,3 +213,26 @@ def test_failure_before_leasing_still_writes_the_summary(experiment, fleet_home,
     md = files["summary"].read_text()
     assert "error" in md and "exit 2" in md and "fleet.toml:3" in md
     assert _outputs(files["output"])["exit-status"] == "2"
+
+
+def test_sigint_then_sigterm_right_after_leasing_still_releases_quickly(experiment, fleet_home, gh):
+    """GitHub's order (SIGINT, then SIGTERM) arriving while machines are still coming up."""
+    env, files = gh
+    _config(experiment, SLEEP="300")
+    proc = _start(experiment, ["--gpus", "2"], env)
+    try:
+        _wait_for(proc, "fleet: lease:")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)     # the second signal hurries: no graceful waits
+        out, _ = proc.communicate(timeout=60)
+        exited_after = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert exited_after < 7.5, (exited_after, out)
+    assert processes_under(fleet_home) == []
+    assert "cancelled" in files["summary"].read_text()
+    assert _outputs(files["output"])["exit-status"] == "130"
