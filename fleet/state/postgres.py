@@ -60,7 +60,7 @@ class PostgresDatabase(BaseDatabase):
         self.url = url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url
         self.connect_timeout = connect_timeout
         self._local = threading.local()
-        self._open: list[Any] = []          # every connection made, so close() can end them all
+        self._open: list[tuple[threading.Thread, Any]] = []   # (owning thread, connection)
         self._open_lock = threading.Lock()
         self._conn()                        # fail now, with a clear message, if the server is not there
         if auto_migrate:
@@ -90,14 +90,25 @@ class PostgresDatabase(BaseDatabase):
         self._local.conn = conn
         self._local.depth = 0
         with self._open_lock:
-            self._open = [c for c in self._open if not c.closed]
-            self._open.append(conn)
+            # Threads come and go (bounded pools per phase); close the connections of finished
+            # ones so a long run does not creep towards the server's max_connections.
+            keep = []
+            for owner, c in self._open:
+                if c.closed:
+                    continue
+                if owner.is_alive():
+                    keep.append((owner, c))
+                else:
+                    with contextlib.suppress(Exception):
+                        c.close()
+            keep.append((threading.current_thread(), conn))
+            self._open = keep
         return conn
 
     def close(self) -> None:
         with self._open_lock:
             conns, self._open = self._open, []
-        for conn in conns:
+        for _owner, conn in conns:
             with contextlib.suppress(Exception):
                 conn.close()
         self._local = threading.local()

@@ -230,3 +230,20 @@ def test_status_shows_own_leases_and_all_users_shows_the_team(postgres_url, tmp_
     assert [(v["id"], v["user"]) for v in own] == [("l-alice", "alice")]
     assert sorted((v["id"], v["user"]) for v in team) == [("l-alice", "alice"), ("l-bob", "bob")]
     assert not (tmp_path / "home" / "state.db").exists()      # nothing went to a private SQLite file
+
+
+def test_connections_of_finished_threads_are_closed(postgres_url):
+    db = PostgresDatabase(postgres_url)
+    try:
+        def touch():
+            db.execute("SELECT 1 AS one")
+        for _ in range(30):                      # 30 short-lived worker threads, one after another
+            t = threading.Thread(target=touch)
+            t.start()
+            t.join()
+        db.execute("SELECT 1 AS one")
+        live = db.execute("SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
+                          " AND application_name = 'fleet'")[0]["n"]
+        assert live <= 2
+    finally:
+        db.close()
