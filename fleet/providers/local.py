@@ -52,10 +52,12 @@ class LocalProvider:
             machine_id = f"{lease_id}-n{rank}"
             d = machines_dir / machine_id
             d.mkdir(mode=0o700)
-            sshd = start_sshd(d, machine_id, public)
+            # Watchdog first, sshd second (it reads sshd.pid at expiry): the other way round, a
+            # controller killed between the two left an sshd with no deadline (fault matrix).
             start_watchdog(d, machine_id, ttl_s=deadline_s, max_s=plan.max_duration_s,
-                           kill_pids=[sshd.pid], python=self.python,
+                           kill_pids=[], kill_pid_files=[d / "sshd.pid"], python=self.python,
                            telemetry_interval=float(plan.options.get("telemetry_interval", 0) or 0))
+            sshd = start_sshd(d, machine_id, public)
             return Machine(
                 id=machine_id, lease_id=lease_id, node_rank=rank, host="127.0.0.1", port=sshd.port,
                 user=sshd.user, key_path=str(key_path), host_key=sshd.host_key, workdir=str(sshd.root),

@@ -113,8 +113,9 @@ def start_sshd(directory: Path, machine_id: str, authorized_key: str, *, host_ke
         proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(d / "sshd_config")], stdout=log, stderr=log,
                                 stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True)
         log.close()
+        # Recorded at once, not once it listens: a watchdog started first reads it at expiry.
+        (d / "sshd.pid").write_text(str(proc.pid))
         if _wait_listening(port, proc):
-            (d / "sshd.pid").write_text(str(proc.pid))
             return SshdMachine(d, port, proc.pid, host_key, root, user)
         last_error = (d / "sshd.log").read_text(errors="replace").strip().splitlines()[-1:] or ["exited"]
         last_error = last_error[0]
@@ -143,7 +144,8 @@ def _reap(proc: subprocess.Popen) -> None:
 
 
 def start_watchdog(directory: Path, machine_id: str, *, ttl_s: float, max_s: float, kill_pids: list[int],
-                   python: str | None = None, telemetry_interval: float = 0) -> int:
+                   python: str | None = None, telemetry_interval: float = 0,
+                   kill_pid_files: list[Path] = ()) -> int:
     """The machine's dead-man switch, started detached (own session) so SIGKILL of the controller
     leaves it running; it ends the machine at its deadline unless a heartbeat extends it."""
     from ..remote.agent import AGENT_PATH
@@ -159,6 +161,8 @@ def start_watchdog(directory: Path, machine_id: str, *, ttl_s: float, max_s: flo
             "--telemetry-interval", str(telemetry_interval)]
     for pid in kill_pids:
         argv += ["--kill-pid", str(pid)]
+    for pid_file in kill_pid_files:
+        argv += ["--kill-pid-file", str(pid_file)]
     log = open(state / "watchdog.log", "ab")
     proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
                             close_fds=True)

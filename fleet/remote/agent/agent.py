@@ -123,8 +123,9 @@ def _expire(args, reason):
     _write_atomic(os.path.join(state, "expired"), json.dumps({"reason": reason, "at": time.time()}))
     # Tagged processes first (the experiment), then the listed pids (e.g. sshd), repeated once
     # in case sshd forked a new session meanwhile.
+    roots = list(args.kill_pid or []) + _pids_from_files(args.kill_pid_file or [])
     for _ in range(2):
-        kill_all(machine_pids(args.machine_id, list(args.kill_pid or [])))
+        kill_all(machine_pids(args.machine_id, roots))
     if args.poweroff:
         for cmd in (["systemctl", "poweroff", "--force"], ["shutdown", "-h", "now"], ["poweroff", "-f"]):
             try:
@@ -132,6 +133,17 @@ def _expire(args, reason):
                     break
             except OSError:
                 continue
+
+
+def _pids_from_files(paths):
+    """Pids recorded in files (read at expiry): a process started after the watchdog, e.g. a local
+    machine's sshd, is covered from its first instant, with no window where it has no deadline."""
+    pids = []
+    for path in paths:
+        pid = int(_read_float(path, 0) or 0)
+        if pid > 1:
+            pids.append(pid)
+    return pids
 
 
 def cmd_watchdog(args):
@@ -243,6 +255,7 @@ def main(argv=None):
     w.add_argument("--ttl", type=float, required=True)
     w.add_argument("--max", type=float, required=True)
     w.add_argument("--kill-pid", type=int, action="append")
+    w.add_argument("--kill-pid-file", action="append")
     w.add_argument("--poweroff", action="store_true")
     w.add_argument("--telemetry-interval", type=float, default=0)
     e = sub.add_parser("extend")
