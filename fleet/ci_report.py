@@ -43,11 +43,14 @@ def _is_number(v: Any) -> bool:
 
 
 def metric_columns(rows: list[tuple[str, dict]]) -> list[str]:
+    """Numeric keys; fractional ones (accuracy, loss) before whole numbers (epochs, sizes)."""
     columns: list[str] = []
     for _label, data in rows:
         for k, v in data.items():
             if _is_number(v) and k not in _ID_KEYS and k not in columns:
                 columns.append(k)
+    fractional = {k for _l, d in rows for k, v in d.items() if isinstance(v, float)}
+    columns.sort(key=lambda k: k not in fractional)   # stable: first-seen order within each group
     return columns[:MAX_METRIC_COLUMNS]
 
 
@@ -63,7 +66,7 @@ def merged_metrics(rows: list[tuple[str, dict]]) -> dict:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return str(int(v)) if v.is_integer() and abs(v) < 1e15 else f"{v:.4g}"
     return str(v).replace("|", "\\|").replace("\n", " ")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FLEET, processes_under, run_fleet, wait_until
+from tests.conftest import DIGITS, FLEET, REPO, processes_under, run_fleet, wait_until
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 CANARY = "canary-7f3a9c21-do-not-print"          # a secret the experiment receives (config.secrets)
@@ -236,3 +237,33 @@ def test_sigint_then_sigterm_right_after_leasing_still_releases_quickly(experime
     assert processes_under(fleet_home) == []
     assert "cancelled" in files["summary"].read_text()
     assert _outputs(files["output"])["exit-status"] == "130"
+
+
+def _action_step(name: str) -> str:
+    from ruamel.yaml import YAML   # comes with check-jsonschema (dev extra)
+    action = YAML(typ="safe").load((REPO / "action.yml").read_text())
+    [step] = [s for s in action["runs"]["steps"] if s.get("id") == name]
+    return step["run"]
+
+
+def test_the_actions_step_trains_digits_and_sets_the_steps_outputs(tmp_path, fleet_home, gh):
+    """action.yml's `fleet up` step as the runner runs it (bash -e, inputs as env), on examples/digits."""
+    env, files = gh
+    exp = tmp_path / "digits"
+    shutil.copytree(DIGITS, exp, ignore=shutil.ignore_patterns("runs", "outputs", "__pycache__"))
+    script = tmp_path / "step.sh"
+    script.write_text(_action_step("up"))
+    inputs = {"FLEET_CONFIG": "fleet.toml", "FLEET_GPUS": "2", "FLEET_PROVIDER": "local", "FLEET_BUDGET": "",
+              "FLEET_ARGS": "--max-duration 10m", "FLEET_SECRET_NAMES": ""}
+    proc = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=exp,
+                          env={**os.environ, **env, **inputs, "PATH": f"{Path(FLEET).parent}:{os.environ['PATH']}"},
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = _outputs(files["output"])
+    assert out["status"] == "succeeded" and out["exit-status"] == "0"
+    merged = json.loads(Path(out["metrics-path"]).read_text())
+    assert set(merged["ranks"]) == {"0", "1"} and merged["mean"]["accuracy"] > 0.5
+    md = files["summary"].read_text()
+    assert "| rank | accuracy | loss | train_accuracy | epochs | shard_size |" in md, md
+    assert Path(out["outputs-dir"]).is_dir() and list(Path(out["outputs-dir"]).glob("node-*/metrics.json"))
+    assert processes_under(fleet_home) == []
