@@ -105,11 +105,13 @@ def _fleet_up_budget_stop(root: Path) -> tuple[float, float]:
     proc = subprocess.Popen([*fleet_argv(), "up", "--gpus", str(MACHINES), "--json"], cwd=exp, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     gone_at = None
+    seen_up = False
     while proc.poll() is None or gone_at is None:
-        if gone_at is None and (home / "machines").exists() and not processes_under(home) and \
-                any((home / "machines").iterdir()):
+        alive = bool(processes_under(home))
+        seen_up |= alive
+        if gone_at is None and seen_up and not alive:
             gone_at = time.time()
-        if proc.poll() is not None and gone_at is None and not processes_under(home):
+        if proc.poll() is not None and gone_at is None and not alive:
             gone_at = time.time()
         time.sleep(0.05)
     summary = json.loads(proc.stdout.read() or b"{}")

@@ -56,6 +56,12 @@ def test_crossing_the_budget_stops_fetches_outputs_releases_and_exits_11(experim
     for node in (0, 1):                                  # outputs written at SIGTERM came home
         assert (run_dir / f"node-{node}" / "term.txt").read_text().strip() == "stopped"
     assert processes_under(fleet_home) == []             # every machine (sshd, watchdog) is gone
+    telemetry = (run_dir / "telemetry" / "node-0.jsonl").read_text().splitlines()   # streamed home
+    header = json.loads(telemetry[0])
+    assert header["event"] == "start"
+    if header["source"] == "proc":                                                   # no GPU here: says why
+        assert "NVML" in header["why"]
+    assert any("mem_total_mb" in json.loads(x) for x in telemetry[1:])               # and CPU/memory figures
     assert json.loads(run_fleet(["status", "--json"], cwd=experiment).stdout)["leases"] == []
 
     rows = ledger_rows(summary["lease_id"])
