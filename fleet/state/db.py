@@ -166,15 +166,25 @@ class Database(BaseDatabase):
         try:
             yield self
         except BaseException:
-            conn.execute("ROLLBACK")
+            self._rollback(conn)
             raise
         else:
             try:
                 conn.execute("COMMIT")
             except sqlite3.OperationalError as exc:
-                conn.execute("ROLLBACK")
+                self._rollback(conn)
                 raise EnvironmentProblem(f"state database {self.path}: {exc}",
                                          hint="the disk may be full") from None
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        """Roll back if a transaction is still open: SQLite ends it by itself on some errors (disk
+        full), and a bare ROLLBACK then raised 'no transaction is active' over the real error."""
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.OperationalError:
+                pass
 
     def lock_rows(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
         """SELECT … FOR UPDATE on PostgreSQL; SQLite's BEGIN IMMEDIATE already serialises writers."""

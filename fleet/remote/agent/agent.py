@@ -270,8 +270,13 @@ def main(argv=None):
     s.add_argument("--pidfile", required=True)
     s.add_argument("--signal", default="TERM", choices=["TERM", "INT", "KILL", "HUP"])
     args = parser.parse_args(argv)
-    return {"watchdog": cmd_watchdog, "extend": cmd_extend, "release": cmd_release, "status": cmd_status,
-            "exec": cmd_exec, "signal": cmd_signal}[args.cmd](args)
+    handler = {"watchdog": cmd_watchdog, "extend": cmd_extend, "release": cmd_release, "status": cmd_status,
+               "exec": cmd_exec, "signal": cmd_signal}[args.cmd]
+    try:
+        return handler(args)
+    except OSError as exc:   # e.g. the machine's disk is full: one line in the run's log, not a traceback
+        print(f"fleet-agent: {args.cmd}: {exc}", file=sys.stderr)
+        return 125
 
 
 if __name__ == "__main__":
