@@ -175,6 +175,7 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
                               caps=[lambda: _cap(hooks, ctx)],
                               on_deadline=lambda d: state.set_lease_deadline(lease.id, d),
                               warn=events.warn)
+        ctx.machines_lost = heartbeat.lost
         _check_cancel(ctx)
         events.phase("ready", f"waiting for SSH on {len(lease.machines)} machine(s)")
         _wait_all_ready(ctx, lease.machines)
@@ -343,6 +344,7 @@ def _execute(ctx: RunContext, hooks: list, lease: Lease, command: str, *, setup:
             if now >= next_tick:
                 call_hooks(hooks, "on_tick", ctx)
                 next_tick += tick_s
+                _give_up_on_lost(ctx, running)
             if ctx.cancel.is_set():
                 grace = (ctx.config.budgets.grace_s if ctx.stop_reason == "budget" else
                          grace_s() if ctx.cancel_grace_s is None else ctx.cancel_grace_s)
@@ -375,6 +377,18 @@ def _execute(ctx: RunContext, hooks: list, lease: Lease, command: str, *, setup:
         if rc != 0 and failing is None:
             failing, code = p.spec.label, rc
     return code, failing
+
+
+def _give_up_on_lost(ctx: RunContext, running: list) -> None:
+    """Stop waiting for processes on machines past their own deadline (their network is gone, so
+    heartbeats could not extend it): the watchdog ended them, and a silently dropped connection
+    would otherwise keep the run waiting for many minutes (found by the fault matrix: cut link)."""
+    lost = ctx.machines_lost() if ctx.machines_lost else set()
+    for p in running:
+        if p.spec.machine.id in lost and not p.done.is_set():
+            p.result.error = (f"machine {p.spec.machine.id} ({p.spec.machine.address}) stopped answering and "
+                              "has passed its deadline, so its watchdog ended it (network lost?)")
+            p.done.set()
 
 
 def _collect(ctx: RunContext, lease: Lease, summary: dict) -> None:

@@ -8,6 +8,7 @@ machine ends itself within one TTL.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
@@ -29,6 +30,12 @@ class Heartbeat:
         self._sessions: dict[str, Session] = {}
         self._thread = threading.Thread(target=self._loop, name="fleet-heartbeat", daemon=True)
         self.beats = 0
+        # Per machine: the latest moment (monotonic) its own deadline can be, as far as we know.
+        # A machine past it has ended itself; the run stops waiting for it (see lost()).
+        first = (lease.deadline - datetime.now(timezone.utc)).total_seconds()
+        self._alive_until = {m.id: time.monotonic() + max(0.0, first) for m in lease.machines}
+        self._in_flight: set[str] = set()
+        self._lock = threading.Lock()
 
     @property
     def interval_s(self) -> float:
@@ -48,30 +55,58 @@ class Heartbeat:
         return self
 
     def beat(self, ttl_s: float | None = None) -> None:
+        """Extend every machine's deadline, one thread per machine: a machine whose network is gone
+        hangs its beat for the SSH timeouts (tens of seconds), and beating machines one after the
+        other let that starve every healthy machine of its beats until its watchdog ended it
+        (found by the fault matrix: one cut link ended a whole lease)."""
         ttl = self.next_ttl_s() if ttl_s is None else ttl_s
+        threads = []
         for i, machine in enumerate(self.lease.machines):
+            with self._lock:
+                if machine.id in self._in_flight:
+                    continue   # its previous beat still hangs; that machine ends at its deadline
+                self._in_flight.add(machine.id)
             if ttl_s is None and i:
                 ttl = self.next_ttl_s()   # per machine: a slow beat over many machines must not overshoot a cap
-            self._extend(machine, ttl)
+            t = threading.Thread(target=self._extend, args=(machine, ttl), daemon=True,
+                                 name=f"fleet-beat-{machine.id}")
+            t.start()
+            threads.append(t)
+        end = time.monotonic() + max(self.interval_s, 5.0)
+        for t in threads:
+            t.join(max(0.0, end - time.monotonic()))
         self.beats += 1
         if self.on_deadline:
             self.on_deadline(datetime.now(timezone.utc) + timedelta(seconds=ttl))
 
+    def lost(self, slack_s: float = 3.0) -> set[str]:
+        """Machines certainly past their own deadline (beats could not reach them): their watchdog
+        has ended them, so nothing they run will report back."""
+        now = time.monotonic()
+        return {mid for mid, until in self._alive_until.items() if now > until + slack_s}
+
     def _extend(self, machine: Machine, ttl: float) -> None:
-        for attempt in (1, 2):
-            try:
-                session = self._sessions.get(machine.id)
-                if session is None:
-                    session = self._sessions[machine.id] = connect(machine, timeout=5)
-                session.run([machine.python, machine.agent_path, "extend", "--state-dir", machine.state_dir,
-                             "--ttl", f"{ttl:.3f}"], check=True, timeout=15)
-                return
-            except Exception as exc:  # noqa: BLE001 — a missed beat is survivable; warn and retry next time
-                stale = self._sessions.pop(machine.id, None)
-                if stale:
-                    stale.close()
-                if attempt == 2:
-                    self.warn(f"heartbeat to {machine.id} failed: {exc}")
+        try:
+            for attempt in (1, 2):
+                try:
+                    session = self._sessions.get(machine.id)
+                    if session is None:
+                        session = self._sessions[machine.id] = connect(machine, timeout=5)
+                    session.run([machine.python, machine.agent_path, "extend", "--state-dir", machine.state_dir,
+                                 "--ttl", f"{ttl:.3f}"], check=True, timeout=15)
+                    # Upper bound of the machine's new deadline: it counts ttl from when the beat
+                    # arrived, which is no later than now.
+                    self._alive_until[machine.id] = time.monotonic() + ttl
+                    return
+                except Exception as exc:  # noqa: BLE001 — a missed beat is survivable; warn and retry next time
+                    stale = self._sessions.pop(machine.id, None)
+                    if stale:
+                        stale.close()
+                    if attempt == 2 and not self._stop.is_set():
+                        self.warn(f"heartbeat to {machine.id} failed: {exc}")
+        finally:
+            with self._lock:
+                self._in_flight.discard(machine.id)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -81,6 +116,6 @@ class Heartbeat:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=20)
-        for session in self._sessions.values():
+        for session in list(self._sessions.values()):
             session.close()
         self._sessions.clear()

@@ -52,6 +52,7 @@ class RunContext:
     stop_message: str = ""
     record: dict[str, Any] = field(default_factory=dict)              # facts for the run record
     cancel_grace_s: float | None = None   # SIGTERM→SIGKILL when cancelled; None: api.grace_s() (CI: shorter)
+    machines_lost: Callable[[], set] | None = None   # ids of machines past their own deadline (heartbeat)
 
     def request_stop(self, reason: str, message: str = "") -> None:
         if not self.stop_reason:

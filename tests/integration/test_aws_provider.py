@@ -224,11 +224,16 @@ def test_over_100_instances_paginate(provider, project, monkeypatch):
 
 
 def test_failure_after_launch_terminates_everything(provider, project):
+    import threading
+
     class Breaks(NoConnectAddressMap):
+        lock = threading.Lock()      # binds run in a thread pool: exactly one of the two fails
+
         def bind(self, instance_id, *a, **kw):
-            if self.bound:
-                raise InfrastructureError("sandbox machine would not start")
-            return super().bind(instance_id, *a, **kw)
+            with self.lock:
+                if self.bound:
+                    raise InfrastructureError("sandbox machine would not start")
+                return super().bind(instance_id, *a, **kw)
     provider._sandbox = Breaks()
     with pytest.raises(InfrastructureError, match="would not start"):
         provider.lease(plan_for(provider, "aws-4gpu", 8, project), "l-broken", 60)

@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -173,8 +174,11 @@ class AWSProvider:
                                                                              i["InstanceId"]))]
             running = wait_for_state(ec2, lease_id, ids, "running", timeout_s=self.ready_timeout_s,
                                      sleep=self.sleep)
-            machines = [self._machine(inst, rank, lease_id, offer, key_path, host_pub, deadline_s, plan)
-                        for rank, inst in enumerate(running)]
+            # Bounded pool: sandbox sshd start-ups / real SSH port waits overlap instead of queueing.
+            with ThreadPoolExecutor(max_workers=min(16, len(running))) as pool:
+                machines = list(pool.map(
+                    lambda pair: self._machine(pair[1], pair[0], lease_id, offer, key_path, host_pub, deadline_s,
+                                               plan), enumerate(running)))
         except BaseException as exc:
             try:
                 self._cleanup(lease_id)
