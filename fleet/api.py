@@ -167,6 +167,8 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
     try:
         lease = provider.lease(plan, ctx.lease_id, _first_deadline(hooks, ctx))
         ctx.lease = lease
+        # A provider may choose another mix than planned (AWS: 2 × 4 GPUs instead of 1 × 8).
+        summary["machines"] = len(lease.machines)
         state.activate_lease(lease)
         # Before waiting for SSH: e.g. the ledger opens its segments now, so a controller killed
         # while machines boot still leaves their cost on record for `fleet down` to close.
@@ -225,7 +227,8 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
             keep_lease(state, lease, keep_s, events)
             summary["kept_until"] = to_jsonable(utcnow() + timedelta(seconds=keep_s))
         else:
-            events.phase("release", f"destroying {plan.machine_count} machine(s)")
+            count = len(lease.machines) if lease is not None else plan.machine_count
+            events.phase("release", f"destroying {count} machine(s)")
             released = release_lease(provider, state, ctx.lease_id, lease, events)
         summary.update(ended_at=to_jsonable(utcnow()), started_at=to_jsonable(ctx.started_at),
                        duration_s=round((utcnow() - ctx.started_at).total_seconds(), 3), released=released)
