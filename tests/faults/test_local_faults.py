@@ -1,0 +1,79 @@
+"""The fault matrix on local machines, one fault at a time, plus seeded random combinations.
+
+Each case runs `fleet up --json --gpus 2` as a subprocess, injects the fault when its phase line
+appears, and is judged on the machines themselves (processes under FLEET_HOME), the ledger read
+straight from the database, `fleet status --json` after `fleet down --all`, and what the user saw.
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from .harness import PHASES
+from .scenarios import (CorruptChunk, DiskFull, KillController, KillSshd, LockDatabase, Unavailable, random_faults,
+                        run_case)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _check(verdict, *, expect_error: bool = False):
+    assert not verdict.leaked, verdict.explain()
+    assert verdict.ledger_lost == 0, verdict.explain()
+    assert verdict.state_left == [], verdict.explain()
+    assert not verdict.tracebacks, verdict.explain()
+    if expect_error:
+        assert verdict.exit_code not in (0, None), verdict.explain()
+        assert verdict.errors and all("\n" not in e for e in verdict.errors), verdict.explain()
+
+
+@pytest.mark.parametrize("phase", PHASES)
+def test_controller_sigkilled_at_each_phase(box, phase):
+    verdict = run_case(box, [KillController(phase=phase)])
+    assert verdict.machines_seen == 2 or phase == "lease", verdict.explain()
+    _check(verdict)
+
+
+def test_controller_sigkilled_inside_leasing_leaves_no_sshd_without_a_deadline(box):
+    # 20 ms after "lease": machines are being started. The watchdog must already hold each one.
+    verdict = run_case(box, [KillController(phase="lease", delay_s=0.02)])
+    assert not verdict.leaked, verdict.explain()
+    assert verdict.state_left == [], verdict.explain()
+
+
+def test_sshd_killed_mid_run(box):
+    _check(run_case(box, [KillSshd(rank=1, phase="run")]))
+
+
+def test_sshd_killed_before_staging_fails_cleanly(box):
+    verdict = run_case(box, [KillSshd(rank=0, phase="ready")])
+    _check(verdict, expect_error=True)
+
+
+def test_state_database_locked_for_a_while(box):
+    verdict = run_case(box, [LockDatabase(phase="run", hold_s=3)])
+    _check(verdict)
+    assert verdict.exit_code == 0, verdict.explain()   # a busy database is waited for, not fatal
+
+
+def test_state_database_disk_full_mid_run(box):
+    try:
+        verdict = run_case(box, [DiskFull(phase="run")])
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+    _check(verdict, expect_error=True)
+    assert any("disk" in e for e in verdict.errors), verdict.explain()
+
+
+def test_corrupt_chunk_in_the_store(box):
+    verdict = run_case(box, [CorruptChunk()])
+    _check(verdict, expect_error=True)
+    assert verdict.exit_code == 5 and any("corrupt" in e for e in verdict.errors), verdict.explain()
+
+
+@pytest.mark.parametrize("seed", [7, 1234])
+def test_random_combination(box, seed):
+    faults = random_faults(random.Random(seed), allow_disk=False)
+    verdict = run_case(box, faults)
+    print(f"seed {seed}: {verdict.faults}")
+    _check(verdict)
