@@ -202,7 +202,10 @@ def stop_machine_dir(directory: Path, grace_s: float = 2.0) -> None:
         except (OSError, ValueError):
             pass
     if state.exists():
-        (state / "release").write_text(str(time.time()))
+        try:
+            (state / "release").write_text(str(time.time()))
+        except OSError:
+            pass   # disk full: the kill below ends the machine without the watchdog's help
     deadline = time.monotonic() + grace_s + 3
     while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
         time.sleep(0.05)

@@ -120,7 +120,10 @@ def _alive(pid):
 
 def _expire(args, reason):
     state = args.state_dir
-    _write_atomic(os.path.join(state, "expired"), json.dumps({"reason": reason, "at": time.time()}))
+    try:
+        _write_atomic(os.path.join(state, "expired"), json.dumps({"reason": reason, "at": time.time()}))
+    except OSError:
+        pass   # e.g. the disk is full: the marker is informative, ending the machine is not optional
     # Tagged processes first (the experiment), then the listed pids (e.g. sshd), repeated once
     # in case sshd forked a new session meanwhile.
     roots = list(args.kill_pid or []) + _pids_from_files(args.kill_pid_file or [])
