@@ -33,9 +33,9 @@ class EC2Faults:
         n = self.calls[op] = self.calls.get(op, 0) + 1
         code = None
         script = self.plan.get(op)
-        if script is not None:
-            code = script[n - 1] if n <= len(script) else None
-        elif self.rate and self.rng is not None and self.rng.random() < self.rate:
+        if script is not None and n <= len(script):
+            code = script[n - 1]
+        elif script is None and self.rate and self.rng is not None and self.rng.random() < self.rate:
             kinds = ["throttle", "5xx", "unavailable"] + (["capacity"] if op == "RunInstances" else [])
             code = KINDS[self.rng.choice(kinds)]
         if code:
