@@ -267,3 +267,19 @@ def test_refuses_fake_addresses_without_sandbox(stack, project, fleet_home):
     with pytest.raises(EnvironmentProblem, match="FLEET_AWS_SANDBOX"):
         p.lease(plan_for(p, "aws-1gpu", 1, project), "l-fake", 60)
     assert not find_instances(p.ec2, {"fleet:lease": "l-fake"})
+
+
+def test_expires_at_tag_is_capped_by_the_budget_deadline(provider, project):
+    """The reaper's line (fleet:expires-at) must not outlast the budget, even if max_duration is long."""
+    from datetime import datetime, timezone
+    plan = plan_for(provider, "aws-1gpu", 1, project, max_s=8 * 3600)
+    plan.options["budget_deadline_s"] = 600
+    lease = provider.lease(plan, "l-budget-tag", 60)
+    try:
+        tags = {t["Key"]: t["Value"] for t in find_instances(provider.ec2, {"fleet:lease": "l-budget-tag"})[0]["Tags"]}
+        expires = datetime.fromisoformat(tags["fleet:expires-at"].replace("Z", "+00:00"))
+        life = (expires - datetime.now(timezone.utc)).total_seconds()
+        from fleet.providers.aws.provider import EXPIRY_GRACE_S
+        assert life <= 600 + EXPIRY_GRACE_S + 5
+    finally:
+        provider.release(lease)
