@@ -35,6 +35,10 @@ COMMANDS = {"exits-on-term": "echo started; sleep 300",
             "ignores-term": "trap '' TERM; echo started; while :; do sleep 0.2; done"}
 
 
+class NeverStarted(Exception):
+    """The run failed before the experiment started: nothing to cancel, so no figure."""
+
+
 def one_run(tmp: Path, command: str, *, ci: bool, gpus: int) -> tuple[float, float, int]:
     """(seconds to all machines gone, seconds to exit, exit code) after one SIGTERM."""
     home, exp = tmp / "home", tmp / "exp"
@@ -60,7 +64,7 @@ def one_run(tmp: Path, command: str, *, ci: bool, gpus: int) -> tuple[float, flo
     threading.Thread(target=read, daemon=True).start()
     try:
         if not started.wait(180):
-            raise SystemExit(f"the experiment never started: {''.join(tail)[-1500:]}")
+            raise NeverStarted("".join(tail)[-1500:])
         time.sleep(0.5)   # every rank is running
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -94,8 +98,16 @@ def main() -> int:
         for ci in (True, False):
             released, exited, codes = [], [], []
             for _ in range(args.runs):
-                with tempfile.TemporaryDirectory(prefix="fleet-bench-ci-") as tmp:
-                    r, e, code = one_run(Path(tmp), command, ci=ci, gpus=args.gpus)
+                for attempt in range(3):
+                    try:
+                        with tempfile.TemporaryDirectory(prefix="fleet-bench-ci-") as tmp:
+                            r, e, code = one_run(Path(tmp), command, ci=ci, gpus=args.gpus)
+                        break
+                    except NeverStarted as exc:   # said out loud, then retried: it is not the figure
+                        print(f"run did not start (attempt {attempt + 1}), retrying: {str(exc)[-300:]}",
+                              file=sys.stderr)
+                else:
+                    raise SystemExit("the experiment never started in 3 attempts")
                 released.append(r)
                 exited.append(e)
                 codes.append(code)
