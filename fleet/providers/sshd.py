@@ -178,17 +178,8 @@ def start_watchdog(directory: Path, machine_id: str, *, ttl_s: float, max_s: flo
 
 
 def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return True
+    from ..remote.agent.agent import alive
+    return alive(pid)
 
 
 def stop_machine_dir(directory: Path, grace_s: float = 2.0) -> None:

@@ -89,22 +89,23 @@ def machine_pids(machine_id, roots=()):
 
 def kill_all(pids, grace_s=2.0):
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        alive = []
+        signalled = []
         for pid in pids:
             try:
                 os.kill(pid, sig)
-                alive.append(pid)
+                signalled.append(pid)
             except (ProcessLookupError, PermissionError):
                 pass
-        if not alive or sig == signal.SIGKILL:
+        if not signalled or sig == signal.SIGKILL:
             return
         end = time.monotonic() + grace_s
-        while time.monotonic() < end and any(_alive(p) for p in alive):
+        while time.monotonic() < end and any(alive(p) for p in signalled):
             time.sleep(0.05)
-        pids = [p for p in alive if _alive(p)]
+        pids = [p for p in signalled if alive(p)]
 
 
-def _alive(pid):
+def alive(pid):
+    """True for a live process; a zombie (exited, not yet reaped) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -113,7 +114,7 @@ def _alive(pid):
         return True
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
+            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
     except OSError:
         return False
 
@@ -215,7 +216,7 @@ def cmd_status(args):
         "expired": os.path.exists(os.path.join(state, "expired")),
         "watchdog_pid": int(_read_float(os.path.join(state, "watchdog.pid"), 0) or 0),
     }
-    out["watchdog_alive"] = bool(out["watchdog_pid"]) and _alive(out["watchdog_pid"])
+    out["watchdog_alive"] = bool(out["watchdog_pid"]) and alive(out["watchdog_pid"])
     print(json.dumps(out))
     return 0
 
