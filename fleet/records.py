@@ -161,7 +161,16 @@ def append_record(record: RunRecord, db=None, *, secrets: list[str] | tuple[str,
 
 
 def _from_row(row: dict[str, Any]) -> RunRecord:
-    return RunRecord.from_body(json.loads(row["body"]), hash=row["hash"], seq=row["seq"])
+    """A stored record; a damaged one (edited by hand, disk trouble) is an IntegrityError naming it,
+    not an internal error (found by fuzzing tampered rows: tests/unit/test_fuzz_inputs.py)."""
+    try:
+        body = json.loads(row["body"])
+        if not isinstance(body, dict):
+            raise ValueError("not a JSON object")
+        return RunRecord.from_body(body, hash=row["hash"], seq=row["seq"])
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise IntegrityError(f"run record #{row.get('seq')} (run {row.get('run_id')}) is unreadable: {exc}",
+                             hint="`fleet audit --verify` checks the whole chain") from None
 
 
 def get_record(run_id: str, db=None) -> RunRecord:
