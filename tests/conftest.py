@@ -74,6 +74,8 @@ def fleet_home(tmp_path, monkeypatch):
     monkeypatch.delenv("FLEET_STATE_URL", raising=False)
     monkeypatch.delenv("FLEET_HEARTBEAT_TTL", raising=False)
     monkeypatch.setenv("FLEET_USER", "tester")
+    for name in [k for k in os.environ if k in ("CI", "GITHUB_ACTIONS", "GITLAB_CI") or k.startswith("GITHUB_")]:
+        monkeypatch.delenv(name)   # CI runs this suite with CI=true; tests opt into CI mode themselves
     yield home
     leftovers = processes_under(home)
     _sweep(home)
@@ -115,8 +117,11 @@ def experiment(tmp_path):
 def run_fleet(args: list[str], *, cwd: Path, env: dict | None = None, timeout: float = 120,
               check_no_traceback: bool = True) -> subprocess.CompletedProcess:
     """The CLI as a user types it, in a subprocess."""
-    full_env = {**os.environ, **(env or {})}
-    full_env.pop("CI", None) if "CI" not in (env or {}) else None
+    # A suite running inside a CI job must not put every e2e run into CI mode (or write into the
+    # job's real summary): only the variables a test sets itself count.
+    inherited = {k: v for k, v in os.environ.items()
+                 if k not in ("CI", "GITHUB_ACTIONS", "GITLAB_CI") and not k.startswith("GITHUB_")}
+    full_env = {**inherited, **(env or {})}
     proc = subprocess.run([FLEET, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
     if check_no_traceback:
         assert "Traceback" not in proc.stderr, proc.stderr

@@ -76,9 +76,10 @@ def _print_summary(summary: dict) -> None:
     if summary.get("failing_rank") is not None:
         parts.append(f"first failing rank {summary['failing_rank']}")
     parts.append(f"{summary.get('duration_s', 0):.1f}s")
-    if summary.get("cost") is not None:
-        label = "would cost" if summary.get("simulated_gpus") else "cost"
-        parts.append(f"{label} ${summary['cost']}")
+    # Local machines carry a shadow price: what the same run would cost on the cloud.
+    for key, label in (("cost_usd", "cost"), ("would_cost_usd", "would cost")):
+        if summary.get(key) is not None:
+            parts.append(f"{label} ${summary[key]}")
     parts.append(f"outputs in {summary.get('run_dir')}")
     if summary.get("kept_until"):
         parts.append(f"lease {summary['lease_id']} kept until {summary['kept_until']}")
