@@ -116,9 +116,9 @@ def register(app: typer.Typer) -> None:
         from ..errors import EnvironmentProblem, UsageError
         target_dir = (directory or Path.cwd()).expanduser()
         target = target_dir / "fleet.toml"
-        if target.exists() and not force:
-            raise UsageError(f"{target} already exists; not overwriting it", hint="use --force to replace it")
-        try:
+        try:   # exists() too can fail (a name too long for the filesystem: found by fuzzing the CLI)
+            if target.exists() and not force:
+                raise UsageError(f"{target} already exists; not overwriting it", hint="use --force to replace it")
             target_dir.mkdir(parents=True, exist_ok=True)
             # Write next to the target and rename, so --force never leaves a half-written file.
             fd, tmp = tempfile.mkstemp(prefix=".fleet.toml.", dir=target_dir)

@@ -67,9 +67,16 @@ class Manifest:
             raise IntegrityError(f"manifest of snapshot {expected_id[:12]} is corrupt: its hash does not match its id")
         try:
             body = json.loads(data)
+            if not isinstance(body, dict):
+                raise ValueError("not a JSON object")
             if body.get("format") != FORMAT:
                 raise ValueError(f"unknown manifest format {body.get('format')!r}")
-            return cls(entries=[Entry.from_json(e) for e in body["entries"]], deleted=list(body.get("deleted", [])))
+            deleted = body.get("deleted", [])
+            if not isinstance(deleted, list) or not all(isinstance(p, str) for p in deleted):
+                raise ValueError("'deleted' is not a list of paths")
+            # Checked here too, not only where a machine applies them (found by fuzzing manifests)
+            return cls(entries=[Entry.from_json(e) for e in body["entries"]],
+                       deleted=[check_relpath(p) for p in deleted])
         except (ValueError, KeyError, TypeError) as exc:
             raise IntegrityError(f"manifest {(expected_id or '?')[:12]} is unreadable: {exc}") from None
 
