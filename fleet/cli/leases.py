@@ -34,7 +34,8 @@ def status(
     """List live leases with their machines, GPUs, deadlines and runs."""
     from ..leases import status as lease_status
     from ..plan import current_user
-    views = lease_status(user=None if all_users else current_user(), check=not fast)
+    from ..config_peek import peek_str
+    views = lease_status(user=None if all_users else current_user(peek_str("user")), check=not fast)
     if json_out:
         from .render import print_json
         print_json({"leases": views})

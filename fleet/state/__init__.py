@@ -13,19 +13,9 @@ from .store import StateStore
 
 
 def configured_state_url(directory: Path | None = None) -> str:
-    """`state_url` from fleet.toml in `directory` (default: cwd) without validating the rest of it.
-
-    Commands like `fleet status` need the team's database even where the config is incomplete
-    for `fleet up`; a broken file is left for the commands that load it properly to report.
-    """
-    path = (directory or Path.cwd()) / "fleet.toml"
-    try:
-        import tomllib
-        with open(path, "rb") as fh:
-            value = tomllib.load(fh).get("state_url")
-    except (OSError, ValueError, ImportError):
-        return ""
-    return value if isinstance(value, str) else ""
+    """`state_url` from ./fleet.toml (unvalidated), so every command in a team's repository shares it."""
+    from ..config_peek import peek_str
+    return peek_str("state_url", directory)
 
 
 def open_state(url: str | None = None) -> StateStore:

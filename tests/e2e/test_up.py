@@ -179,3 +179,18 @@ def test_keep_then_run_ssh_logs_extend_and_down(experiment, fleet_home):
     assert down.returncode == 0
     assert _status(experiment) == []
     assert processes_under(fleet_home) == []
+
+
+def test_status_lists_the_leases_of_the_user_named_in_fleet_toml(experiment, fleet_home):
+    (experiment / "fleet.toml").write_text('project = "t"\nuser = "alice"\ncommand = "true"\n'
+                                           'template = "local-1gpu"\n')
+    proc = run_fleet(["up", "--keep", "5m", "--json"], cwd=experiment)
+    assert proc.returncode == 0, proc.stderr
+    [lease] = _status(experiment)
+    assert lease["user"] == "alice"
+    elsewhere = experiment.parent / "elsewhere"
+    elsewhere.mkdir()
+    assert _status(elsewhere) == []            # another user (FLEET_USER=tester) sees none of alice's
+    assert [v["id"] for v in json.loads(run_fleet(["status", "--json", "--all-users"], cwd=elsewhere).stdout)[
+        "leases"]] == [lease["id"]]
+    assert run_fleet(["down", "--all"], cwd=experiment).returncode == 0
