@@ -337,7 +337,11 @@ def _execute(ctx: RunContext, hooks: list, lease: Lease, command: str, *, setup:
             pid_name = "setup" if setup else f"run-{ctx.run_id}-{label}"
             specs.append(ProcessSpec(m, label, command, env, code_dir(m), f"{m.state_dir}/{pid_name}.pid"))
     log_dir = ctx.run_dir / "logs"
-    running = start_processes(specs, ctx.events.log, log_dir, cancel=ctx.cancel)
+    from .ci import Masker
+    # Secret values (config `secrets`) are masked in every log line, CI or not (found by the
+    # security tests: an experiment printing its token put it in runs/<id>/logs and the terminal).
+    masker = Masker.for_config(ctx.config)
+    running = start_processes(specs, ctx.events.log, log_dir, cancel=ctx.cancel, mask=masker or None)
     tick_s = 1.0
     next_tick = time.monotonic() + tick_s
     signalled_at = last_signal = None

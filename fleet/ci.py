@@ -128,7 +128,10 @@ class Masker:
     @classmethod
     def for_config(cls, config=None, environ: Mapping[str, str] | None = None) -> "Masker":
         e = os.environ if environ is None else environ
-        return cls([e.get(n, "") for n in secret_names(config, e)])
+        from .records import looks_secret
+        # [env] values whose names look secret (TOKEN, PASSWORD, …) are redacted from records; mask them too
+        literal = [str(v) for k, v in (getattr(config, "env", None) or {}).items() if looks_secret(k)]
+        return cls([e.get(n, "") for n in secret_names(config, e)] + literal)
 
     def __bool__(self) -> bool:
         return bool(self.values)

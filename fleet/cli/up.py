@@ -45,9 +45,9 @@ def up(
         keep_s = parse_duration(keep) if keep else None
         config.raw.setdefault("_cli", {}).update(allow_dirty=allow_dirty, ci=ci)
         events = _events(json_out, ci)
-        if ci:   # secrets: ::add-mask:: for the runner, and *** in every line fleet prints
-            from ..ci import masked_events
-            events = masked_events(config, events)
+        # secrets: *** in every line fleet prints (and ::add-mask:: for a GitHub runner), CI or not
+        from ..ci import masked_events
+        events = masked_events(config, events)
         try:
             summary = run_up(config, keep_s=keep_s, events=events)
         finally:

@@ -59,7 +59,8 @@ def wrapped_command(spec: ProcessSpec) -> str:
     return shell_command(f"mkdir -p {shlex.quote(spec.cwd)} && cd {shlex.quote(spec.cwd)} && exec {inner}", env=env)
 
 
-def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: threading.Event | None) -> None:
+def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: threading.Event | None,
+          mask: Callable[[str], str] | None = None) -> None:
     spec, result = proc.spec, proc.result
     log = open(log_file, "a", buffering=1) if log_file else None
     try:
@@ -81,6 +82,8 @@ def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: t
             buffers[stream] = rest
             for raw in lines:
                 text = raw.decode(errors="replace").rstrip("\r")
+                if mask is not None:   # secret values never reach the log file or the terminal
+                    text = mask(text)
                 if log:
                     log.write(f"{text}\n" if stream == "out" else f"[stderr] {text}\n")
                 sink(spec.label, stream, text)
@@ -112,13 +115,14 @@ def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: t
 
 
 def start_processes(specs: list[ProcessSpec], sink: LineSink, log_dir: Path | None = None,
-                    cancel: threading.Event | None = None) -> list[RunningProcess]:
+                    cancel: threading.Event | None = None,
+                    mask: Callable[[str], str] | None = None) -> list[RunningProcess]:
     running = []
     for spec in specs:
         result = ProcessResult(spec)
         proc = RunningProcess(spec, threading.Thread(target=lambda: None), result)
         log_file = (log_dir / f"rank-{spec.label}.log") if log_dir else None
-        proc.thread = threading.Thread(target=_pump, args=(proc, sink, log_file, cancel), daemon=True,
+        proc.thread = threading.Thread(target=_pump, args=(proc, sink, log_file, cancel, mask), daemon=True,
                                        name=f"fleet-run-{spec.label}")
         proc.thread.start()
         running.append(proc)
