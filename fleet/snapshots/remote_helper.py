@@ -1,12 +1,25 @@
 """The machine side of snapshot sync. Stdlib only: it is sent inline (`python -c`) on every sync.
 
-One process, one SSH channel, two round trips:
-  1. read a JSON line {"cache", "want", "targets"}; answer {"missing": [...], "current": [...]}:
-     chunks the cache lacks, and targets already materialised from the same snapshot(s).
-  2. read frames "<64 hex id><12 digit length>\\n<bytes>" until a frame with length 0, storing each
-     chunk in the cache only if its sha256 matches; then read a JSON line {"manifests", "targets"}
-     and materialise each target (verify every file's sha256, build beside, rename into place);
-     answer {"ok": true, ...} or {"ok": false, "error": "..."} naming the chunk or path.
+One process, one SSH channel:
+  1. read {"cache", "cache_max", "targets"}; answer {"current"}: targets already materialised from
+     the same snapshot(s). If every target is current, that is all. Otherwise read {"want"} (the
+     chunks of the other targets) and answer {"missing"}: those the cache lacks.
+  2. read the job {"manifests", "targets", "urls"}. With urls (S3 store), pull those chunks straight
+     from S3 (presigned GETs), verify each, answer {"fetched", "failed"}. Then build every target,
+     file by file in a fixed order; each chunk the cache still lacks arrives, in that same order,
+     as a frame "<64 hex id><12 digit length>\\n<bytes>" and goes straight into its file. Answer
+     {"ok": true, ...} or {"ok": false, "error", "chunk", "path"}.
+
+Why it is shaped like this (first sync used to write every chunk twice and hash it twice):
+  - a chunk is hashed once, when it arrives or is taken from the cache; a single-chunk file's chunk
+    hash is its file hash, and a multi-chunk file is the concatenation of chunks each verified
+    against the manifest, whose own hash is the snapshot id the controller checked;
+  - files are created once, with their final mode; the cache keeps hard links to read-only files
+    (named by the file's sha256, plus an index line per chunk of multi-chunk files), so caching costs
+    a link instead of a copy, and an unchanged file in a new snapshot is linked, not rewritten;
+  - writable targets (code the run may edit) get copies in the cache, never links.
+The cache is bounded: above `cache_max` bytes held only by the cache (link count 1), the least
+recently written or used entries are evicted after a sync.
 """
 import hashlib
 import json
@@ -14,11 +27,11 @@ import os
 import shutil
 import sys
 
+if "Cache" not in globals():   # inline, remote_cache.py's text is sent first (see sync.helper_source)
+    from fleet.snapshots.remote_cache import EMPTY, Cache, Failure, hash_file, write_all  # noqa: F401
+
 MARKER = ".fleet-snapshot"
-
-
-def chunk_path(cache, h):
-    return os.path.join(cache, h[:2], h)
+HEADER = 77
 
 
 def send(obj):
@@ -33,47 +46,65 @@ def readline(stream):
     return json.loads(line)
 
 
-def marker_of(target):
-    return "+".join(target["ids"])
+class Frames:
+    """The chunks the controller pushes, in the order the build asks for them. A reader thread takes
+    them off the pipe and hashes them while the build thread creates and writes files (hashlib and
+    file I/O release the GIL), bounded to a few chunks in flight."""
 
+    def __init__(self, stream, push):
+        import queue
+        import threading
+        self.stream, self.push, self.received = stream, push, 0
+        self.queue = queue.Queue(maxsize=16)
+        self.threaded = bool(push)
+        if self.threaded:
+            threading.Thread(target=self._read, daemon=True).start()
 
-def is_current(target):
-    dest = target["dest"]
-    try:
-        with open(os.path.join(dest, MARKER)) as f:
-            if f.read().strip() != marker_of(target):
-                return False
-    except OSError:
-        return False
-    # Cheap re-check that nothing was removed or truncated since (files are read-only anyway).
-    for path, size in target.get("sizes", {}).items():
-        try:
-            if os.lstat(os.path.join(dest, path)).st_size != size:
-                return False
-        except OSError:
-            return False
-    return True
-
-
-def receive(stream, cache):
-    got = 0
-    while True:
-        header = stream.read(77)
-        if len(header) != 77:
+    def _read_one(self):
+        header = self.stream.read(HEADER)
+        if len(header) != HEADER:
             raise EOFError("chunk stream ended early")
-        h, n = header[:64].decode(), int(header[64:76])
+        got, n = header[:64].decode(), int(header[64:76])
         if n == 0:
-            return got
-        data = stream.read(n)
-        if len(data) != n or hashlib.sha256(data).hexdigest() != h:
-            raise ValueError("chunk %s arrived corrupt" % h[:12])
-        path = chunk_path(cache, h)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = "%s.tmp%d" % (path, os.getpid())
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-        got += n
+            return None, None, True
+        data = self.stream.read(n)
+        return got, data, len(data) == n and hashlib.sha256(data).hexdigest() == got
+
+    def _read(self):
+        try:
+            while True:
+                item = self._read_one()
+                self.queue.put(item)
+                if item[0] is None:
+                    return
+        except BaseException as exc:  # noqa: BLE001 — handed to the build thread
+            self.queue.put((exc, None, False))
+
+    def _next(self):
+        got, data, ok = self.queue.get()
+        if isinstance(got, BaseException):
+            raise got
+        return got, data, ok
+
+    def take(self, h, where):
+        got, data, ok = self._next()
+        if got != h:
+            raise Failure("protocol error: expected chunk %s of %s, got %s" % (h[:12], where, str(got)[:12]), h, where)
+        if not ok:
+            raise Failure("chunk %s of %s arrived corrupt" % (h[:12], where), h, where)
+        self.push.discard(h)
+        self.received += len(data)
+        return data
+
+    def end(self):
+        if not self.threaded:
+            header = self.stream.read(HEADER)      # nothing was pushed: just the end frame
+            if len(header) == HEADER and int(header[64:76]) == 0:
+                return
+            raise Failure("protocol error: the controller sent chunks the build did not use")
+        got, _data, _ok = self._next()
+        if got is not None:
+            raise Failure("protocol error: the controller sent chunks the build did not use")
 
 
 def make_writable(root):
@@ -99,50 +130,120 @@ def clean(rel):
     return rel
 
 
-def write_entries(root, manifest, cache, read_only):
+def marker_of(target):
+    return "+".join(target["ids"])
+
+
+def is_current(target):
+    dest = target["dest"]
+    try:
+        with open(os.path.join(dest, MARKER)) as f:
+            if f.read().strip() != marker_of(target):
+                return False
+    except OSError:
+        return False
+    # Cheap re-check that nothing was removed or truncated since (files are read-only anyway).
+    for path, size in target.get("sizes", {}).items():
+        try:
+            if os.lstat(os.path.join(dest, path)).st_size != size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def link_cached(path, e, mode, cache, frames):
+    """An unchanged file of a new snapshot: verify its cached copy and link it instead of writing."""
+    whole = cache.path(e["sha256"])
+    if any(h in frames.push for h, _ in e["chunks"]):
+        return False
+    try:
+        st = os.stat(whole)
+    except OSError:
+        return False
+    if st.st_mode & 0o7777 != mode:
+        return False
+    if hash_file(whole) != e["sha256"]:
+        cache.evict(whole)
+        raise Failure("%s does not match its recorded hash (a corrupt cached copy was dropped; sync again)"
+                      % e["path"], e["sha256"], e["path"])
+    os.link(whole, path)
+    cache.used.add(whole)
+    return True
+
+
+def build_file(path, e, mode, cache, frames, read_only):
+    chunks = e["chunks"]
+    if read_only and chunks and link_cached(path, e, mode, cache, frames):
+        return
+    if not chunks and e["sha256"] != EMPTY:
+        raise Failure("%s does not match its recorded hash" % e["path"], None, e["path"])
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        here = {}                       # chunks already written into this file: offset
+        off = 0
+        for h, n in chunks:
+            if h in frames.push:
+                data = frames.take(h, e["path"])
+            elif h in here:
+                data = os.pread(fd, n, here[h])
+            else:
+                data = cache.read(h, e["path"])
+            if len(chunks) == 1 and h != e["sha256"]:
+                raise Failure("%s does not match its recorded hash" % e["path"], h, e["path"])
+            write_all(fd, data)
+            if not read_only:
+                cache.put(h, data)
+            here.setdefault(h, off)
+            off += n
+    finally:
+        os.close(fd)
+    if read_only and chunks:
+        cache.link(path, e["sha256"])
+        if len(chunks) > 1:
+            cache.add_index(e["sha256"], chunks)
+
+
+def write_entries(root, manifest, cache, frames, read_only, made):
     for e in sorted(manifest["entries"], key=lambda e: e["path"]):
         target = os.path.join(root, clean(e["path"]))
         if e["type"] == "dir":
-            os.makedirs(target, exist_ok=True)
+            if target not in made:
+                os.makedirs(target, exist_ok=True)
+                made.add(target)
             continue
-        os.makedirs(os.path.dirname(target), exist_ok=True)
+        parent = os.path.dirname(target)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
         if os.path.lexists(target):
             remove_tree(target)
         if e["type"] == "symlink":
             os.symlink(e["target"], target)
             continue
-        whole = hashlib.sha256()
-        with open(target, "wb") as out:
-            for h, _n in e["chunks"]:
-                try:
-                    with open(chunk_path(cache, h), "rb") as f:
-                        data = f.read()
-                except OSError:
-                    raise ValueError("chunk %s of %s is missing from the machine's cache" % (h[:12], e["path"]))
-                whole.update(data)
-                out.write(data)
-        if whole.hexdigest() != e["sha256"]:
-            raise ValueError("%s does not match its recorded hash after transfer" % e["path"])
-        os.chmod(target, (e["mode"] & ~0o222) if read_only else e["mode"])
+        mode = (e["mode"] & ~0o222) if read_only else e["mode"]
+        build_file(target, e, mode & 0o7777, cache, frames, read_only)
     for rel in manifest.get("deleted", []):
         path = os.path.join(root, clean(rel))
         if os.path.lexists(path):
             remove_tree(path)
 
 
-def materialise(target, manifests, cache):
+def materialise(target, manifests, cache, frames):
     dest = target["dest"].rstrip("/")
     parent = os.path.dirname(dest)
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, ".%s.partial-%d" % (os.path.basename(dest), os.getpid()))
     remove_tree(tmp)
     os.makedirs(tmp)
+    read_only = bool(target.get("read_only"))
     try:
+        made = {tmp}
         for sid in target["ids"]:          # a base snapshot, then overlays (dirty code) in order
-            write_entries(tmp, manifests[sid], cache, target.get("read_only", False))
+            write_entries(tmp, manifests[sid], cache, frames, read_only, made)
         with open(os.path.join(tmp, MARKER), "w") as f:
             f.write(marker_of(target) + "\n")
-        if target.get("read_only"):
+        if read_only:
             for dirpath, _dirs, _files in os.walk(tmp, topdown=False):
                 os.chmod(dirpath, 0o555)
         old = os.path.join(parent, ".%s.old-%d" % (os.path.basename(dest), os.getpid()))
@@ -155,22 +256,67 @@ def materialise(target, manifests, cache):
         raise
 
 
+def fetch(urls, cache, workers=8):
+    """Pull chunks straight from the store (presigned GETs), verifying each; return the failures."""
+    import urllib.request
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(item):
+        h, url = item
+        try:
+            with urllib.request.urlopen(url, timeout=30) as r:
+                data = r.read()
+            if hashlib.sha256(data).hexdigest() != h:
+                return h, "corrupt", 0
+            cache.put(h, data)
+            return h, None, len(data)
+        except Exception as exc:  # noqa: BLE001 — any failure falls back to the SSH push
+            return h, "%s: %s" % (type(exc).__name__, exc), 0
+    with ThreadPoolExecutor(max(1, min(workers, len(urls)))) as pool:
+        results = list(pool.map(one, sorted(urls.items())))
+    return [h for h, err, _ in results if err], sum(n for _, _, n in results), \
+        next((err for _, err, _ in results if err), None)
+
+
 def main():
-    stream = sys.stdin.buffer
+    os.umask(0o022)                        # manifest modes are 0o644/0o755 (or their read-only forms)
+    stream = os.fdopen(0, "rb", buffering=1 << 20)
     req = readline(stream)
-    cache = req["cache"]
-    os.makedirs(cache, exist_ok=True)
-    missing = [h for h in req["want"] if not os.path.exists(chunk_path(cache, h))]
-    current = [t["dest"] for t in req["targets"] if is_current(t)]
-    send({"missing": missing, "current": current})
     try:
-        received = receive(stream, cache)
+        import fcntl
+        fcntl.fcntl(0, 1031, 1 << 20)      # F_SETPIPE_SZ: sshd hands us data in bigger pieces
+    except (ImportError, OSError):
+        pass
+    cache = Cache(req["cache"], req.get("cache_max"))
+    current = [t["dest"] for t in req["targets"] if is_current(t)]
+    send({"current": current, "fresh": cache.fresh})
+    if len(current) == len(req["targets"]):
+        return                             # a no-op re-sync ends here
+    if not cache.fresh:                    # a brand-new cache lacks everything: no need to ask
+        missing = [h for h in readline(stream)["want"] if not cache.has(h)]
+        send({"missing": missing})
+    try:
         job = readline(stream)
+        if cache.fresh:
+            missing = [h for t in job["targets"] for sid in t["ids"] for e in job["manifests"][sid]["entries"]
+                       if e["type"] == "file" for h, _n in e["chunks"]]
+        push = set(missing)
+        fetched = 0
+        if job.get("urls"):
+            failed, fetched, why = fetch(job["urls"], cache)
+            push = (push - set(job["urls"])) | set(failed)
+            send({"fetched": fetched, "failed": failed, "why": why})
+        frames = Frames(stream, push)
         done = []
         for target in job["targets"]:
-            materialise(target, job["manifests"], cache)
+            materialise(target, job["manifests"], cache, frames)
             done.append(target["dest"])
-        send({"ok": True, "received": received, "materialised": done})
+        frames.end()
+        evicted = cache.finish()
+        send({"ok": True, "received": frames.received, "fetched": fetched, "materialised": done,
+              "evicted_bytes": evicted})
+    except Failure as exc:
+        send({"ok": False, "error": str(exc), "chunk": exc.chunk, "path": exc.path})
     except (ValueError, OSError, EOFError) as exc:
         send({"ok": False, "error": str(exc)})
 

@@ -1,36 +1,37 @@
 """Sync snapshots onto machines: only chunks a machine lacks cross the wire, verified on arrival.
 
 Per machine, one SSH channel runs the stdlib helper (`remote_helper.py`, sent inline), which keeps a
-chunk cache at <workdir>/.fleet/chunks. Round trip 1 asks which chunks are missing and which targets
-are already materialised from the same snapshot; round trip 2 streams only the missing chunks, then
-the manifests, and the helper builds each target beside its destination and renames it into place
-after checking every file's sha256. Re-syncing what a machine holds sends only the question.
-All machines of a lease are fed in parallel from a bounded pool.
+chunk cache at <workdir>/.fleet/chunks. Round trip 1 asks which targets are already materialised
+from the same snapshot; if every target is current, that is all (a no-op re-sync sends no chunk
+list). Round trip 2 asks which chunks of the other targets the cache lacks.
+Otherwise the controller sends the manifests, then streams the missing chunks in exactly the order
+the helper builds the files, so each chunk goes straight into its file (see the helper's notes).
+With an S3 store the machine first pulls missing chunks from S3 itself (presigned GETs), and only
+what it could not fetch comes through SSH. All machines of a lease are fed from a bounded pool.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Callable
+from typing import Callable, Iterator
 
-from ..errors import FleetError, IntegrityError, MachineUnreachable
+from ..errors import FleetError, IntegrityError, MachineUnreachable, UsageError
 from ..models import Machine
 from .catalog import load
 from .manifest import Manifest
 from .restore import read_chunk
 from .store import Store
+from .sync_channel import OpenSSHChannel, ParamikoChannel, use_openssh
 
-WINDOW = 64 * 1024 * 1024         # SSH channel window: keep the pipe full on fast links
-MAX_PACKET = 256 * 1024
 SEND_BATCH = 4 * 1024 * 1024
 END_FRAME = b"0" * 64 + b"000000000000\n"
+DEFAULT_CACHE_MAX = 8 * 1024 ** 3      # bytes held only by a machine's chunk cache (not by live trees)
+PRESIGN_TTL_S = 3600
 
 
 @dataclass
@@ -43,16 +44,21 @@ class Target:
 @dataclass
 class SyncStats:
     machine_id: str
-    bytes_sent: int = 0           # chunk payload sent
+    bytes_sent: int = 0           # chunk payload pushed through SSH
     chunks_sent: int = 0
+    bytes_direct: int = 0         # chunk payload the machine pulled from the store itself (S3)
+    chunks_direct: int = 0
     wire_bytes: int = 0           # everything written to the channel (frames, manifests, request)
     targets_current: list[str] = field(default_factory=list)
     targets_written: list[str] = field(default_factory=list)
+    evicted_bytes: int = 0        # cache entries the machine dropped to stay under its cap
+    direct_error: str | None = None
     seconds: float = 0.0
 
 
 def helper_source() -> str:
-    return resources.files("fleet.snapshots").joinpath("remote_helper.py").read_text()
+    pkg = resources.files("fleet.snapshots")
+    return pkg.joinpath("remote_cache.py").read_text() + "\n" + pkg.joinpath("remote_helper.py").read_text()
 
 
 def chunk_cache(machine: Machine) -> str:
@@ -63,98 +69,146 @@ def data_dir(machine: Machine, name: str) -> str:
     return f"{machine.workdir}/data/{name}"
 
 
-def _request(targets: list[Target], manifests: dict[str, Manifest], cache: str) -> dict:
-    want: dict[str, None] = {}
+def cache_max_bytes() -> int | None:
+    """FLEET_CHUNK_CACHE_MAX: bytes (K/M/G/T suffixes) or "none"; default 8 GiB."""
+    raw = os.environ.get("FLEET_CHUNK_CACHE_MAX", "").strip().lower()
+    if not raw:
+        return DEFAULT_CACHE_MAX
+    if raw in ("none", "unlimited", "off"):
+        return None
+    mult = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}.get(raw.rstrip("ib")[-1:], 1)
+    try:
+        return int(float(raw.rstrip("ib").rstrip("kmgt")) * mult)
+    except ValueError:
+        raise UsageError(f"FLEET_CHUNK_CACHE_MAX={raw!r} is not a size", hint="e.g. 20G, 500M or none") from None
+
+
+def _request(targets: list[Target], manifests: dict[str, Manifest], cache: str, cache_max: int | None) -> dict:
     reqs = []
     for t in targets:
         sizes: dict[str, int] = {}
         for sid in t.ids:
             for e in manifests[sid].files():
                 sizes[e.path] = e.size
-                for h, _ in e.chunks:
-                    want[h] = None
         for sid in t.ids:
             for p in manifests[sid].deleted:
                 sizes.pop(p, None)
         reqs.append({"dest": t.dest, "ids": t.ids, "sizes": sizes})
-    return {"cache": cache, "want": list(want), "targets": reqs}
+    return {"cache": cache, "cache_max": cache_max, "targets": reqs}
 
 
-class _Channel:
-    def __init__(self, session, command: str, timeout: float):
-        transport = session.client.get_transport()
-        self.chan = transport.open_session(window_size=WINDOW, max_packet_size=MAX_PACKET, timeout=30)
-        self.chan.settimeout(timeout)
-        self.chan.exec_command(command)
-        self.out = self.chan.makefile("rb", 1 << 16)
-        self.sent = 0
-
-    def send(self, data: bytes) -> None:
-        self.chan.sendall(data)
-        self.sent += len(data)
-
-    def reply(self) -> dict:
-        line = self.out.readline()
-        if not line:
-            err = self.chan.makefile_stderr("rb").read().decode(errors="replace").strip()
-            raise MachineUnreachable(f"sync helper ended without answering: {err.splitlines()[-1] if err else 'no output'}")
-        return json.loads(line)
-
-    def close(self) -> int:
-        try:
-            self.chan.shutdown_write()
-            return self.chan.recv_exit_status()
-        finally:
-            self.chan.close()
+def build_order(todo: list[Target], manifests: dict[str, Manifest]) -> Iterator[tuple[str, str, str]]:
+    """(chunk, path, snapshot) in the order the helper consumes chunks: targets, snapshots (base then
+    overlays), files sorted by path, chunks in file order. Must match remote_helper.write_entries."""
+    for t in todo:
+        for sid in t.ids:
+            for e in sorted(manifests[sid].files(), key=lambda e: e.path):
+                for h, _ in e.chunks:
+                    yield h, e.path, sid
 
 
-class _OpenSSHChannel:
-    """The same conversation over the OpenSSH client: several times paramiko's throughput, since the
-    cipher and packet loop run in C. Host key still pinned: a known_hosts file holding only the
-    machine's recorded key, StrictHostKeyChecking=yes."""
-
-    def __init__(self, machine: Machine, command: str, timeout: float):
-        import subprocess
-        import tempfile
-        fd, self.known_hosts = tempfile.mkstemp(prefix="fleet-kh-")
-        host_id = machine.host if machine.port == 22 else f"[{machine.host}]:{machine.port}"
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{host_id} {machine.host_key}\n")
-        argv = ["ssh", "-p", str(machine.port), "-i", machine.key_path, "-o", f"UserKnownHostsFile={self.known_hosts}",
-                "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
-                "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "-o", f"ConnectTimeout={int(min(timeout, 30))}",
-                f"{machine.user}@{machine.host}", command]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.sent = 0
-
-    def send(self, data: bytes) -> None:
-        self.proc.stdin.write(data)
-        self.sent += len(data)
-
-    def reply(self) -> dict:
-        self.proc.stdin.flush()
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.stdin.close()
-            err = self.proc.stderr.read().decode(errors="replace").strip()
-            raise MachineUnreachable(f"sync helper ended without answering: {err.splitlines()[-1] if err else 'no output'}")
-        return json.loads(line)
-
-    def close(self) -> int:
-        try:
-            if not self.proc.stdin.closed:
-                self.proc.stdin.close()
-            return self.proc.wait(timeout=60)
-        except Exception:  # noqa: BLE001
-            self.proc.kill()
-            return self.proc.wait()
-        finally:
-            with contextlib.suppress(OSError):
-                os.unlink(self.known_hosts)
+def _read_local(store: Store, h: str, path: str, sid: str) -> bytes:
+    """The bytes only: the machine hashes every chunk on arrival (and names a corrupt one)."""
+    p = store.chunk_path(h)
+    try:
+        with open(p, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise IntegrityError(f"snapshot {sid[:12]}: chunk {h[:12]} of {path} is missing from {store.url}") from None
 
 
-def _use_openssh() -> bool:
-    return os.environ.get("FLEET_SYNC_TRANSPORT", "auto") != "paramiko" and shutil.which("ssh") is not None
+def _chunks(store: Store, order: list[tuple[str, str, str]]) -> Iterator[bytes]:
+    """The chunks' bytes in order; remote stores are read ahead from a bounded pool."""
+    if not order or store.chunk_path(order[0][0]) is not None:
+        for h, path, sid in order:
+            yield _read_local(store, h, path, sid)
+        return
+    window = max(2, store.parallel * 2)
+    with ThreadPoolExecutor(max(1, store.parallel)) as pool:
+        futures = [pool.submit(store.get_chunk, h) for h, _, _ in order[:window]]
+        for i, (h, path, sid) in enumerate(order):
+            if i + window < len(order):
+                futures.append(pool.submit(store.get_chunk, order[i + window][0]))
+            try:
+                yield futures[i].result()
+            except FleetError:
+                raise IntegrityError(f"snapshot {sid[:12]}: chunk {h[:12]} of {path} is missing from {store.url}") \
+                    from None
+            futures[i] = None
+
+
+def _presign(store: Store, hashes: list[str]) -> dict[str, str]:
+    if not hashes or not hasattr(store, "presign_get") or os.environ.get("FLEET_SYNC_DIRECT", "1") == "0":
+        return {}
+    return {h: store.presign_get(h, PRESIGN_TTL_S) for h in hashes}
+
+
+def _failed(machine: Machine, store: Store, result: dict, owners: dict[str, tuple[str, str]]) -> FleetError:
+    """The helper's failure, blamed on the store when the store's own copy of the chunk is bad."""
+    h = result.get("chunk")
+    if h and h in owners and "arrived corrupt" in (result.get("error") or ""):
+        path, sid = owners[h]
+        read_chunk(store, h, path, sid)        # raises IntegrityError naming the corrupt store chunk
+    return IntegrityError(f"sync to machine {machine.id} failed: {result.get('error')}")
+
+
+def _stream(ch, machine: Machine, store: Store, targets: list[Target], manifests: dict[str, Manifest],
+            stats: SyncStats, progress: Callable[[int], None] | None) -> dict:
+    ch.send([json.dumps(_request(targets, manifests, chunk_cache(machine), cache_max_bytes())).encode() + b"\n"])
+    answer = ch.reply()
+    current = set(answer["current"])
+    stats.targets_current = sorted(current)
+    todo = [t for t in targets if t.dest not in current]
+    if not todo:
+        return {"ok": True, "materialised": []}
+    owners: dict[str, tuple[str, str]] = {}
+    for h, path, sid in build_order(todo, manifests):
+        owners.setdefault(h, (path, sid))
+    if answer.get("fresh"):
+        missing = set(owners)              # a brand-new cache: the helper does not ask
+    else:
+        ch.send([json.dumps({"want": list(owners)}).encode() + b"\n"])
+        missing = set(ch.reply()["missing"])
+    push = {h for h in missing if h in owners}
+    absent = set(push) - store.has_chunks(push)       # refuse before anything is built on the machine
+    if absent:
+        h = next(h for h, _, _ in build_order(todo, manifests) if h in absent)
+        raise IntegrityError(f"snapshot {owners[h][1][:12]}: chunk {h[:12]} of {owners[h][0]} is missing from {store.url}")
+    urls = _presign(store, sorted(push))
+    job = {"manifests": {sid: json.loads(manifests[sid].canonical_bytes()) for t in todo for sid in t.ids},
+           "targets": [{"dest": t.dest, "ids": t.ids, "read_only": t.read_only} for t in todo], "urls": urls}
+    ch.send([json.dumps(job).encode() + b"\n"])
+    if urls:
+        got = ch.reply()
+        failed = set(got.get("failed", []))
+        stats.bytes_direct, stats.chunks_direct = got.get("fetched", 0), len(urls) - len(failed)
+        stats.direct_error = got.get("why")
+        push = (push - set(urls)) | failed
+    order, seen = [], set()
+    for h, path, sid in build_order(todo, manifests):
+        if h in push and h not in seen:
+            seen.add(h)
+            order.append((h, path, sid))
+    batch, size = [], 0
+    try:
+        for (h, _, _), data in zip(order, _chunks(store, order)):
+            batch += [b"%s%012d\n" % (h.encode(), len(data)), data]
+            size += len(data)
+            stats.bytes_sent += len(data)
+            stats.chunks_sent += 1
+            if size >= SEND_BATCH:
+                ch.send(batch)
+                batch, size = [], 0
+            if progress:
+                progress(len(data))
+        ch.send(batch + [END_FRAME])
+    except BrokenPipeError:
+        pass        # the helper stopped reading: its answer says why
+    result = ch.reply()
+    if not result.get("ok"):
+        raise _failed(machine, store, result, owners)
+    stats.evicted_bytes = result.get("evicted_bytes", 0)
+    return result
 
 
 def sync_machine(machine: Machine, store: Store, targets: list[Target], manifests: dict[str, Manifest], *,
@@ -164,50 +218,19 @@ def sync_machine(machine: Machine, store: Store, targets: list[Target], manifest
     from ..remote.ssh import connect
     stats = SyncStats(machine.id)
     t0 = time.monotonic()
-    openssh = session is None and _use_openssh()
+    openssh = session is None and use_openssh()
     own = session is None and not openssh
     if own:
         session = connect(machine, timeout=30)
     try:
-        command = shlex.join([machine.python, "-c", helper_source()])
-        ch = _OpenSSHChannel(machine, command, timeout) if openssh else _Channel(session, command, timeout)
+        # -S: the helper needs only the standard library; skipping site saves start-up time.
+        command = shlex.join([machine.python, "-S", "-c", helper_source()])
+        ch = OpenSSHChannel(machine, command, timeout) if openssh else ParamikoChannel(session, command, timeout)
         try:
-            ch.send(json.dumps(_request(targets, manifests, chunk_cache(machine))).encode() + b"\n")
-            answer = ch.reply()
-            current = set(answer["current"])
-            todo = [t for t in targets if t.dest not in current]
-            needed: dict[str, str] = {}
-            for t in todo:
-                for sid in t.ids:
-                    for e in manifests[sid].files():
-                        for h, _ in e.chunks:
-                            needed.setdefault(h, e.path)
-            owner_sid = {h: sid for t in todo for sid in t.ids for h in manifests[sid].chunk_ids()}
-            batch = bytearray()
-            for h in answer["missing"]:
-                if h not in needed:
-                    continue
-                data = read_chunk(store, h, needed[h], owner_sid[h])
-                batch += h.encode() + b"%012d\n" % len(data)
-                batch += data
-                stats.bytes_sent += len(data)
-                stats.chunks_sent += 1
-                if len(batch) >= SEND_BATCH:
-                    ch.send(bytes(batch))
-                    batch.clear()
-                if progress:
-                    progress(len(data))
-            ch.send(bytes(batch) + END_FRAME)
-            job = {"manifests": {sid: json.loads(manifests[sid].canonical_bytes()) for t in todo for sid in t.ids},
-                   "targets": [{"dest": t.dest, "ids": t.ids, "read_only": t.read_only} for t in todo]}
-            ch.send(json.dumps(job).encode() + b"\n")
-            result = ch.reply()
+            result = _stream(ch, machine, store, targets, manifests, stats, progress)
             stats.wire_bytes = ch.sent
         finally:
             ch.close()
-        if not result.get("ok"):
-            raise IntegrityError(f"sync to machine {machine.id} failed: {result.get('error')}")
-        stats.targets_current = sorted(current)
         stats.targets_written = result.get("materialised", [])
     except FleetError:
         raise

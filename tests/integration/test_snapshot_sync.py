@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from fleet.errors import IntegrityError
+from fleet.errors import IntegrityError, UsageError
 from fleet.snapshots import create_snapshot, open_store
 from fleet.snapshots.sync import Target, chunk_cache, data_dir, sync_lease, sync_machine
 from fleet.snapshots.catalog import load
@@ -81,6 +81,9 @@ def test_code_with_overlay_and_corrupt_cache(fleet_home, local_lease, tmp_path):
     with pytest.raises(IntegrityError, match="train.py does not match its recorded hash"):
         sync_machine(m, store, [Target(dest, [v3.id])], {v3.id: v3.manifest})
     assert open(f"{dest}/train.py").read() == "print('dirty')\n"
+    # The corrupt entry was dropped, so the next sync sends the chunk again and succeeds.
+    again = sync_machine(m, store, [Target(dest, [v3.id])], {v3.id: v3.manifest})
+    assert again.chunks_sent == 1 and open(f"{dest}/train.py").read() == "print('v3')\n"
 
 
 def test_missing_chunk_in_store_refuses_before_sending(fleet_home, local_lease, data_tree):
@@ -92,3 +95,63 @@ def test_missing_chunk_in_store_refuses_before_sending(fleet_home, local_lease, 
     with pytest.raises(IntegrityError, match=f"chunk {h[:12]} of weights.bin is missing"):
         sync_machine(m, store, [Target(data_dir(m, "train"), [snap.id], read_only=True)], {snap.id: snap.manifest})
     assert not os.path.exists(data_dir(m, "train"))
+
+
+def test_repeated_chunks_links_and_appends(fleet_home, local_lease, tmp_path):
+    """Chunks repeated inside a file and across files travel once; an unchanged file of a new snapshot
+    is linked from the machine's cache (same inode, nothing sent); appending to a big file sends only
+    its new tail chunks, the rest come from the cached copy of the old version."""
+    rng = random.Random(11)
+    root = tmp_path / "d"
+    root.mkdir()
+    big = rng.randbytes(6 * 1024 * 1024)
+    (root / "zeros.bin").write_bytes(bytes(12 * 1024 * 1024))      # max-size chunks, all the same
+    (root / "big.bin").write_bytes(big)
+    (root / "copy-a.txt").write_text("same\n" * 1000)
+    (root / "copy-b.txt").write_text("same\n" * 1000)
+    (root / "empty").write_bytes(b"")
+    store = open_store(None)
+    v1 = create_snapshot(root, store)
+    (m,) = local_lease(gpus=1).machines
+    dest = data_dir(m, "d")
+    s1 = sync_machine(m, store, [Target(dest, [v1.id], read_only=True)], {v1.id: v1.manifest})
+    assert s1.bytes_sent == v1.manifest.unique_chunk_bytes() < v1.manifest.total_size
+    for name in ("zeros.bin", "big.bin", "copy-a.txt", "copy-b.txt", "empty"):
+        assert open(f"{dest}/{name}", "rb").read() == (root / name).read_bytes()
+    inode = os.stat(f"{dest}/copy-a.txt").st_ino
+    (root / "big.bin").write_bytes(big + rng.randbytes(300_000))
+    v2 = create_snapshot(root, store)
+    s2 = sync_machine(m, store, [Target(dest, [v2.id], read_only=True)], {v2.id: v2.manifest})
+    assert 300_000 <= s2.bytes_sent < 5 * 1024 * 1024
+    assert open(f"{dest}/big.bin", "rb").read() == (root / "big.bin").read_bytes()
+    assert os.stat(f"{dest}/copy-a.txt").st_ino == inode           # linked, not rewritten
+    assert not os.stat(f"{dest}/big.bin").st_mode & 0o222
+
+
+def test_cache_is_bounded(fleet_home, local_lease, tmp_path, monkeypatch):
+    """Chunks only the cache still holds (their trees were replaced) are evicted oldest first above
+    FLEET_CHUNK_CACHE_MAX; chunks of the live tree are never counted or dropped."""
+    store = open_store(None)
+    (m,) = local_lease(gpus=1).machines
+    dest = data_dir(m, "d")
+    rng = random.Random(12)
+    monkeypatch.setenv("FLEET_CHUNK_CACHE_MAX", "1M")
+    sizes = []
+    for i in range(4):
+        root = tmp_path / f"v{i}"
+        root.mkdir()
+        (root / "blob.bin").write_bytes(rng.randbytes(700_000))
+        snap = create_snapshot(root, store)
+        stats = sync_machine(m, store, [Target(dest, [snap.id], read_only=True)], {snap.id: snap.manifest})
+        sizes.append(stats.evicted_bytes)
+        assert open(f"{dest}/blob.bin", "rb").read() == (root / "blob.bin").read_bytes()
+    cached = [os.path.join(d, f) for d, _, files in os.walk(chunk_cache(m)) for f in files if len(f) == 64]
+    only_cache = [p for p in cached if os.stat(p).st_nlink == 1]
+    assert sum(os.stat(p).st_size for p in only_cache) <= 1024 * 1024
+    assert sizes[:2] == [0, 0] and sum(sizes) >= 700_000           # v0 fell out once v2 replaced v1
+    live = create_snapshot(tmp_path / "v3", store)
+    h = live.manifest.files()[0].sha256                            # cached whole, by file hash
+    assert os.path.exists(f"{chunk_cache(m)}/{h[:2]}/{h}")        # the live tree's file is still cached
+    monkeypatch.setenv("FLEET_CHUNK_CACHE_MAX", "lots")
+    with pytest.raises(UsageError, match="FLEET_CHUNK_CACHE_MAX"):
+        sync_machine(m, store, [Target(dest, [live.id], read_only=True)], {live.id: live.manifest})

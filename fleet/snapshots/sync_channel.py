@@ -1,0 +1,123 @@
+"""The byte pipe between the controller and the remote sync helper: OpenSSH client, or paramiko.
+
+Both carry the same conversation: JSON lines both ways, chunk frames controller → machine. `send`
+takes a list of buffers and writes them without joining them first (writev on the OpenSSH pipe).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+
+from ..errors import MachineUnreachable
+from ..models import Machine
+
+WINDOW = 64 * 1024 * 1024         # paramiko channel window: keep the pipe full on fast links
+MAX_PACKET = 256 * 1024
+PIPE_SIZE = 1 << 20               # controller → ssh pipe: fewer wake-ups per MiB than the 64 KiB default
+F_SETPIPE_SZ = 1031
+
+# Our sync connection prefers (never requires) X25519 key exchange and AES-GCM: here the default
+# hybrid post-quantum exchange (sntrup761/mlkem768) costs ~75 ms of CPU per connection, and AES-GCM
+# with AES-NI moves ~25 % more bytes per CPU second than chacha20-poly1305. Both stay negotiable
+# with any server; FLEET_SYNC_SSH_DEFAULTS=1 keeps OpenSSH's own preferences instead.
+FAST_OPTIONS = ("-o", "KexAlgorithms=^curve25519-sha256,curve25519-sha256@libssh.org",
+                "-o", "Ciphers=^aes128-gcm@openssh.com,aes256-gcm@openssh.com")
+
+
+def use_openssh() -> bool:
+    return os.environ.get("FLEET_SYNC_TRANSPORT", "auto") != "paramiko" and shutil.which("ssh") is not None
+
+
+def _gone(err: str) -> MachineUnreachable:
+    return MachineUnreachable(f"sync helper ended without answering: {err.splitlines()[-1] if err else 'no output'}")
+
+
+class ParamikoChannel:
+    def __init__(self, session, command: str, timeout: float):
+        transport = session.client.get_transport()
+        self.chan = transport.open_session(window_size=WINDOW, max_packet_size=MAX_PACKET, timeout=30)
+        self.chan.settimeout(timeout)
+        self.chan.exec_command(command)
+        self.out = self.chan.makefile("rb", 1 << 16)
+        self.sent = 0
+
+    def send(self, bufs: list) -> None:
+        for b in bufs:
+            self.chan.sendall(b)
+            self.sent += len(b)
+
+    def reply(self) -> dict:
+        line = self.out.readline()
+        if not line:
+            raise _gone(self.chan.makefile_stderr("rb").read().decode(errors="replace").strip())
+        return json.loads(line)
+
+    def close(self) -> int:
+        try:
+            self.chan.shutdown_write()
+            return self.chan.recv_exit_status()
+        finally:
+            self.chan.close()
+
+
+class OpenSSHChannel:
+    """The OpenSSH client: several times paramiko's throughput, since the cipher and packet loop run
+    in C. Host key still pinned: a known_hosts file holding only the machine's recorded key,
+    StrictHostKeyChecking=yes."""
+
+    def __init__(self, machine: Machine, command: str, timeout: float):
+        import subprocess
+        import tempfile
+        fd, self.known_hosts = tempfile.mkstemp(prefix="fleet-kh-")
+        host_id = machine.host if machine.port == 22 else f"[{machine.host}]:{machine.port}"
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{host_id} {machine.host_key}\n")
+        fast = () if os.environ.get("FLEET_SYNC_SSH_DEFAULTS") == "1" else FAST_OPTIONS
+        argv = ["ssh", "-p", str(machine.port), "-i", machine.key_path, "-o", f"UserKnownHostsFile={self.known_hosts}",
+                "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+                "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "-o", f"ConnectTimeout={int(min(timeout, 30))}",
+                "-o", "Compression=no", "-o", "GSSAPIAuthentication=no", "-o", "ControlPath=none", *fast,
+                f"{machine.user}@{machine.host}", command]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     bufsize=0)
+        self.fd = self.proc.stdin.fileno()
+        with contextlib.suppress(OSError, ImportError):
+            import fcntl
+            fcntl.fcntl(self.fd, F_SETPIPE_SZ, PIPE_SIZE)
+        self.sent = 0
+
+    def send(self, bufs: list) -> None:
+        """Gather-write every buffer (header, chunk, header, chunk, …) with as few syscalls as it takes."""
+        views = [memoryview(b) for b in bufs if len(b)]
+        self.sent += sum(len(v) for v in views)
+        while views:
+            n = os.writev(self.fd, views[:512])
+            while n and views:
+                if n >= len(views[0]):
+                    n -= len(views.pop(0))
+                else:
+                    views[0] = views[0][n:]
+                    n = 0
+
+    def reply(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+            raise _gone(self.proc.stderr.read().decode(errors="replace").strip())
+        return json.loads(line)
+
+    def close(self) -> int:
+        try:
+            if not self.proc.stdin.closed:
+                with contextlib.suppress(OSError):
+                    self.proc.stdin.close()
+            return self.proc.wait(timeout=60)
+        except Exception:  # noqa: BLE001
+            self.proc.kill()
+            return self.proc.wait()
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(self.known_hosts)
