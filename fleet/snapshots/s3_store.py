@@ -161,6 +161,11 @@ class S3Store:
     def get_chunk(self, h: str) -> bytes:
         return self._get(self._chunk_key(h), f"chunk {h[:12]}")
 
+    def presign_get(self, h: str, expires_s: int = 3600) -> str:
+        """A URL a machine can GET the chunk from without credentials (signed locally: no request)."""
+        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket,
+                                                  "Key": self._chunk_key(h)}, ExpiresIn=int(expires_s))
+
     def delete_chunk(self, h: str) -> None:
         self._delete(self._chunk_key(h))
 

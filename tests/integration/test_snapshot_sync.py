@@ -155,3 +155,19 @@ def test_cache_is_bounded(fleet_home, local_lease, tmp_path, monkeypatch):
     monkeypatch.setenv("FLEET_CHUNK_CACHE_MAX", "lots")
     with pytest.raises(UsageError, match="FLEET_CHUNK_CACHE_MAX"):
         sync_machine(m, store, [Target(dest, [live.id], read_only=True)], {live.id: live.manifest})
+
+
+def test_corrupt_store_chunk_named_not_materialised(fleet_home, local_lease, data_tree):
+    """The controller no longer re-hashes what it sends: the machine rejects the bad chunk, and the
+    error still names the store's corrupt chunk and its file."""
+    store = open_store(None)
+    snap = create_snapshot(data_tree, store)
+    h = next(e for e in snap.manifest.files() if e.path == "shards/s03.csv").chunks[0][0]
+    path = store.chunk_path(h)
+    os.chmod(path, 0o644)
+    with open(path, "wb") as f:
+        f.write(b"bit rot")
+    (m,) = local_lease(gpus=1).machines
+    with pytest.raises(IntegrityError, match=f"chunk {h[:12]} of shards/s03.csv is corrupt in"):
+        sync_machine(m, store, [Target(data_dir(m, "train"), [snap.id], read_only=True)], {snap.id: snap.manifest})
+    assert not os.path.exists(data_dir(m, "train"))
