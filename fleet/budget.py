@@ -157,9 +157,15 @@ class Scope:
     name: str                    # "run", "project 'vision' (2025-06)", "user 'ana' (2025-06)"
     limit_micro: int
     spent_before_micro: int = 0  # spent by others in this scope (e.g. earlier runs this month)
+    reserved_micro: int = 0      # still held by other live runs' reservations (fleet/budget_reservations.py)
 
     def remaining(self, run_spent_micro: int) -> int:
-        return self.limit_micro - self.spent_before_micro - run_spent_micro
+        return self.limit_micro - self.spent_before_micro - self.reserved_micro - run_spent_micro
+
+    def describe(self) -> str:
+        """'$10.00 limit, $3.00 spent, $6.00 reserved by other live runs' (what refusals print)."""
+        return (f"{format_usd(self.limit_micro)} limit, {format_usd(self.spent_before_micro)} spent, "
+                f"{format_usd(self.reserved_micro)} reserved by other live runs")
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,7 @@ class BudgetPolicy:
     warn_fraction: Decimal = Decimal("0.8")
     grace_s: float = 30.0
     warned: set[str] = field(default_factory=set)
+    reserved_micro: int = 0      # this run's own reservation in the shared scopes (0: none made)
 
     def binding(self, run_spent_micro: int) -> Scope | None:
         return min(self.scopes, key=lambda s: s.remaining(run_spent_micro), default=None)
@@ -197,9 +204,11 @@ class BudgetPolicy:
             spent = scope.limit_micro - left
             if scope.name not in self.warned and spent >= scope.limit_micro * self.warn_fraction:
                 self.warned.add(scope.name)
+                held = f", incl. {format_usd(scope.reserved_micro)} reserved by other live runs" \
+                    if scope.reserved_micro else ""
                 return Verdict("warn", scope.name, spent, scope.limit_micro, left,
                                f"{format_usd(spent)} of the {format_usd(scope.limit_micro)} budget for "
-                               f"{scope.name} spent ({spent * 100 // max(scope.limit_micro, 1)} %)")
+                               f"{scope.name} spent ({spent * 100 // max(scope.limit_micro, 1)} %{held})")
         bind = self.binding(run_spent_micro)
         if bind is None:
             return Verdict("ok", None, run_spent_micro, None, None)
@@ -211,21 +220,30 @@ class BudgetPolicy:
         return None if bind is None else bind.remaining(run_spent_micro)
 
 
+def minimum_billing(price_micro_per_hour: int, machines: int, provider: str,
+                    min_billing_s: int | None = None) -> tuple[int, int]:
+    """(micro-dollars, seconds): what a lease costs even if it ends at once."""
+    billing_s = DEFAULT_MIN_BILLING_S.get(provider, 60) if min_billing_s is None else min_billing_s
+    return cost_micro(price_micro_per_hour * machines, billing_s), billing_s
+
+
 def refuse_unaffordable(policy: BudgetPolicy, *, price_micro_per_hour: int, machines: int,
                         provider: str, min_billing_s: int | None = None) -> None:
     """Refuse before spending: the remaining budget must pay at least the minimum billing."""
     bind = policy.binding(0)
     if bind is None:
         return
-    billing_s = DEFAULT_MIN_BILLING_S.get(provider, 60) if min_billing_s is None else min_billing_s
-    minimum = cost_micro(price_micro_per_hour * machines, billing_s)
+    minimum, billing_s = minimum_billing(price_micro_per_hour, machines, provider, min_billing_s)
     left = bind.remaining(0)
     if left <= 0 or left < minimum:
+        shared = bind.name != "run"
         raise BudgetRefused(
-            f"budget for {bind.name} has {format_usd(max(left, 0))} left; {machines} machine(s) at "
-            f"{format_usd(price_micro_per_hour)}/h cost at least {format_usd(minimum)} "
-            f"({billing_s} s minimum billing)",
-            hint="raise the budget or lease fewer machines")
+            f"budget for {bind.name} has {format_usd(max(left, 0))} left"
+            + (f" ({bind.describe()})" if shared else "")
+            + f"; {machines} machine(s) at {format_usd(price_micro_per_hour)}/h cost at least "
+            f"{format_usd(minimum)} ({billing_s} s minimum billing)",
+            hint="raise the budget or lease fewer machines" + (
+                "; money reserved by live runs comes back when they end" if shared and bind.reserved_micro else ""))
 
 
 # -- budget → deadline ----------------------------------------------------------------------------

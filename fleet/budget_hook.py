@@ -1,14 +1,17 @@
 """Budgets in the run loop: the hook api.py calls (see fleet/run_context.py RunHook).
 
 - before_lease: refuse before spending (unknown price under a budget; budget that cannot pay the
-  minimum billing); ask the agent for telemetry.
+  minimum billing); under a monthly project/user budget the check and this lease's reservation are
+  one locked transaction (fleet/budget_reservations.py), so concurrent commands on several laptops
+  cannot both spend the last dollars; ask the agent for telemetry.
 - on_tick (every second while setup/run execute) and deadline_cap_s (every heartbeat, so staging
   is covered too): accrue into the ledger, warn at 80 %, and at the crossing ask the run to stop
   with reason "budget" — api.py then sends SIGTERM, waits the grace period, fetches outputs,
   releases the machines and ends the run `budget-stopped` (exit 11).
 - deadline_cap_s: each machine's on-board deadline is never later than the moment the budget runs
   out at the current burn rate, so a dead controller cannot overspend.
-- after_run: close the ledger segments at release; the run summary gets its cost.
+- after_run: close the ledger segments at release and settle the reservation (even when leasing
+  failed); the run summary gets its cost.
 
 "Crossing" is reached when what is left pays only for the grace period plus a small margin for
 collecting outputs, so the graceful stop finishes inside the budget, not after it.
@@ -19,6 +22,7 @@ import threading
 from pathlib import Path
 
 from .budget import IdlePolicy, format_usd, from_micro, resolve_price, seconds_until_exhausted, utc_clock
+from .budget_reservations import Reservations
 from .ledger import Ledger
 from .metering import BudgetLimits, RunMeter, prepare_budget
 from .telemetry import TelemetryFeed
@@ -42,6 +46,8 @@ class BudgetHook:
         self.meter: RunMeter | None = None
         self.feed: TelemetryFeed | None = None
         self.ledger: Ledger | None = None
+        self.reservations: Reservations | None = None
+        self.lease_id: str | None = None    # set once a reservation is committed for this lease
         self._fetcher: threading.Thread | None = None
         self._stop_fetch = threading.Event()
         self._warned_unpriced = False
@@ -50,8 +56,12 @@ class BudgetHook:
     def before_lease(self, ctx) -> None:
         self.limits = BudgetLimits.from_config(self.config)
         self.ledger = Ledger(ctx.state.db, clock=self.clock)
+        self.reservations = Reservations(ctx.state.db, clock=self.clock)
         self.policy, self.price = prepare_budget(self.limits, ctx.plan, ledger=self.ledger,
-                                                 prices=self.config.prices, run_id=ctx.run_id)
+                                                 prices=self.config.prices, run_id=ctx.run_id,
+                                                 reservations=self.reservations, lease_id=ctx.lease_id)
+        if self.policy is not None and self.policy.reserved_micro:
+            self.lease_id = ctx.lease_id
         if self.price is None:   # no budget: still record the price when one is known
             self.price = resolve_price(ctx.plan.template, self.config.prices, instance_type=ctx.plan.instance_type)
         if self.policy is not None:
@@ -69,6 +79,8 @@ class BudgetHook:
         if self.limits.any:
             ctx.record["budget"] = {"run_usd": None if self.limits.run is None else str(self.limits.run),
                                     "scopes": [s.name for s in self.policy.scopes]}
+            if self.policy.reserved_micro:
+                ctx.record["budget"]["reserved_usd"] = str(from_micro(self.policy.reserved_micro))
 
     # -- while machines live -----------------------------------------------------------------------
     def _started(self, ctx) -> RunMeter | None:
@@ -77,7 +89,7 @@ class BudgetHook:
             self.feed = TelemetryFeed({m.id: tel_dir / f"node-{m.node_rank}.jsonl" for m in ctx.lease.machines})
             self.meter = RunMeter(self.ledger, self.policy, limits=self.limits, clock=self.clock, idle=self.idle,
                                   telemetry=self.feed.tick, latest_utilisations=self.feed.latest_utilisations,
-                                  persist_every_s=PERSIST_EVERY_S)
+                                  persist_every_s=PERSIST_EVERY_S, reservations=self.reservations)
             # Money is spent from the moment the machines exist, not from the first tick.
             self.meter.start(ctx.lease, self.price, run_id=ctx.run_id, at=ctx.lease.created_at)
             if self.price is None and not self._warned_unpriced:
@@ -170,8 +182,10 @@ class BudgetHook:
         self._stop_fetch.set()
         with self.lock:
             if self.meter is None:
+                self._settle(ctx, None)
                 return
             total = self.meter.finish()
+            self._settle(ctx, total)
             key = "would_cost_usd" if self.price is not None and self.price.shadow else "cost_usd"
             summary[key] = str(from_micro(total))
             if self.limits is not None and self.limits.run is not None:
@@ -188,3 +202,14 @@ class BudgetHook:
                 ctx.events.warn(f"could not seal ledger rows for reports: {exc}")
         if self._fetcher is not None:
             self._fetcher.join(timeout=10)
+
+    def _settle(self, ctx, spent_micro: int | None) -> None:
+        """The run is over: its reservation stops holding money (its cost is in the ledger now).
+        A failure here only delays that until the lease is seen released, so it is a warning."""
+        if self.reservations is None or self.lease_id is None:
+            return
+        try:
+            self.reservations.settle(self.lease_id, spent_micro)
+            self.lease_id = None
+        except Exception as exc:  # noqa: BLE001 — the lease's status frees it anyway
+            ctx.events.warn(f"could not settle the budget reservation of {self.lease_id}: {exc}")

@@ -12,9 +12,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Callable
 
-from .budget import (BudgetPolicy, Clock, IdlePolicy, Price, Scope, Verdict, capped_deadline_s, month_label,
-                     month_start, parse_budget, refuse_unaffordable, require_price, seconds_until_exhausted,
-                     to_micro, utc_clock)
+from .budget import (BudgetPolicy, Clock, IdlePolicy, Price, Scope, Verdict, capped_deadline_s, cost_micro,
+                     minimum_billing, month_label, month_start, parse_budget, refuse_unaffordable, require_price,
+                     seconds_until_exhausted, to_micro, utc_clock)
+from .budget_reservations import Reservations, reservation_amount
 from .ledger import Ledger, OpenSegment, TickTelemetry
 
 
@@ -44,34 +45,59 @@ class BudgetLimits:
 
 
 def build_scopes(limits: BudgetLimits, *, project: str, user: str, ledger: Ledger | None, now: datetime,
-                 run_id: str | None = None, lease_id: str | None = None) -> list[Scope]:
-    """The budgets that apply; monthly ones start from what others spent this month (not this run)."""
+                 run_id: str | None = None, lease_id: str | None = None,
+                 reservations: Reservations | None = None) -> list[Scope]:
+    """The budgets that apply; monthly ones start from what others spent this month (not this run)
+    and what other live runs' reservations still hold (not this lease's own)."""
     scopes = []
     if limits.run is not None:
         scopes.append(Scope("run", to_micro(limits.run)))
     month = month_start(now)
-    if limits.project_monthly is not None:
-        spent = ledger.spent_micro(project=project, since=month, exclude_run=run_id,
+    for limit, kind, name, column in ((limits.project_monthly, "project", project, "project"),
+                                      (limits.user_monthly, "user", user, "owner")):
+        if limit is None:
+            continue
+        spent = ledger.spent_micro(**{column: name}, since=month, exclude_run=run_id,
                                    exclude_lease=lease_id) if ledger else 0
-        scopes.append(Scope(f"project {project!r} ({month_label(now)})", to_micro(limits.project_monthly), spent))
-    if limits.user_monthly is not None:
-        spent = ledger.spent_micro(owner=user, since=month, exclude_run=run_id, exclude_lease=lease_id) if ledger else 0
-        scopes.append(Scope(f"user {user!r} ({month_label(now)})", to_micro(limits.user_monthly), spent))
+        held = reservations.held_micro(**{column: name}, exclude_lease=lease_id, now=now) if reservations else 0
+        scopes.append(Scope(f"{kind} {name!r} ({month_label(now)})", to_micro(limit), spent, held))
     return scopes
 
 
 def prepare_budget(limits: BudgetLimits, plan, *, ledger: Ledger | None, prices: dict | None = None,
-                   now: datetime | None = None, run_id: str | None = None) -> tuple[BudgetPolicy | None, Price | None]:
+                   now: datetime | None = None, run_id: str | None = None, reservations: Reservations | None = None,
+                   lease_id: str | None = None) -> tuple[BudgetPolicy | None, Price | None]:
     """Before leasing: the policy for this run, and the per-machine price it will accrue.
-    Raises BudgetRefused for an unknown price or a budget that cannot pay the minimum billing."""
+    Raises BudgetRefused for an unknown price or a budget that cannot pay the minimum billing.
+
+    With `reservations` (and a lease id) and a monthly budget, the check and this lease's
+    reservation are one transaction under a lock on the scopes, committed before returning."""
     if not limits.any:
         return None, None
     price = require_price(plan.template, prices, instance_type=plan.instance_type)
     now = now or utc_clock()
-    policy = BudgetPolicy(build_scopes(limits, project=plan.project, user=plan.user, ledger=ledger, now=now,
-                                       run_id=run_id), warn_fraction=limits.warn_fraction, grace_s=limits.grace_s)
-    refuse_unaffordable(policy, price_micro_per_hour=price.per_hour_micro, machines=plan.machine_count,
-                        provider=plan.provider)
+    shared = limits.project_monthly is not None or limits.user_monthly is not None
+    if reservations is None or lease_id is None or not shared:
+        policy = BudgetPolicy(build_scopes(limits, project=plan.project, user=plan.user, ledger=ledger, now=now,
+                                           run_id=run_id), warn_fraction=limits.warn_fraction, grace_s=limits.grace_s)
+        refuse_unaffordable(policy, price_micro_per_hour=price.per_hour_micro, machines=plan.machine_count,
+                            provider=plan.provider)
+        return policy, price
+    with reservations.db.transaction():
+        reservations.lock_scopes(project=plan.project if limits.project_monthly is not None else None,
+                                 owner=plan.user if limits.user_monthly is not None else None)
+        policy = BudgetPolicy(build_scopes(limits, project=plan.project, user=plan.user, ledger=ledger, now=now,
+                                           run_id=run_id, lease_id=lease_id, reservations=reservations),
+                              warn_fraction=limits.warn_fraction, grace_s=limits.grace_s)
+        refuse_unaffordable(policy, price_micro_per_hour=price.per_hour_micro, machines=plan.machine_count,
+                            provider=plan.provider)
+        burn = price.per_hour_micro * plan.machine_count
+        minimum, _ = minimum_billing(price.per_hour_micro, plan.machine_count, plan.provider)
+        amount = reservation_amount(minimum_micro=minimum, estimate_micro=cost_micro(burn, plan.max_duration_s),
+                                    room_micro=policy.remaining_micro(0))
+        reservations.reserve(lease_id=lease_id, run_id=run_id, project=plan.project, owner=plan.user,
+                             amount_micro=amount, minimum_micro=minimum, lifetime_s=plan.max_duration_s, now=now)
+    policy.reserved_micro = amount
     return policy, price
 
 
@@ -81,10 +107,12 @@ class RunMeter:
     def __init__(self, ledger: Ledger, policy: BudgetPolicy | None = None, *, limits: BudgetLimits | None = None,
                  clock: Clock = utc_clock, idle: IdlePolicy | None = None,
                  telemetry: Callable[[float], dict[str, TickTelemetry]] | None = None,
-                 latest_utilisations: Callable[[], list] | None = None, persist_every_s: float = 0.0):
+                 latest_utilisations: Callable[[], list] | None = None, persist_every_s: float = 0.0,
+                 reservations: Reservations | None = None):
         """`persist_every_s`: ledger rows are appended at most this often (a crash loses at most
         that much); the budget is still evaluated on every tick from the exact in-memory spend."""
         self.ledger, self.policy, self.limits = ledger, policy, limits
+        self.reservations = reservations   # other live runs' reservations shrink "remaining" each tick
         self.clock, self.idle = clock, idle
         self.telemetry, self.latest_utilisations = telemetry, latest_utilisations
         self.segments: list[OpenSegment] = []
@@ -131,7 +159,8 @@ class RunMeter:
         if self.policy is not None:
             if self.limits is not None and (self.limits.project_monthly or self.limits.user_monthly):
                 fresh = build_scopes(self.limits, project=self.project, user=self.user, ledger=self.ledger,
-                                     now=at, run_id=self.run_id, lease_id=self.lease_id)
+                                     now=at, run_id=self.run_id, lease_id=self.lease_id,
+                                     reservations=self.reservations)
                 self.policy.scopes = fresh   # other runs this month keep spending too
             verdict = self.policy.evaluate(spent, self.burn_micro_per_hour)
         if verdict.action != "stop" and self.idle is not None and self.latest_utilisations is not None:

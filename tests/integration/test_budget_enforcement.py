@@ -128,3 +128,48 @@ def test_killed_controller_machines_end_by_the_budget_deadline(experiment, fleet
     total = sum(r.cost_micro for r in rows) / Decimal(1_000_000)
     assert total <= Decimal("0.80") + 2 * PER_MACHINE_S * Decimal(TICK_S)
     assert all(parse_iso(r.end_at) <= lease.deadline for r in closes)
+
+
+def test_monthly_budget_is_reserved_while_a_run_lives_and_settled_when_it_ends(experiment, fleet_home):
+    """`fleet up` under a project budget: while another live run's reservation holds the month's
+    money the lease is refused (exit 6, one line naming scope, limit, spent, reserved); a run that
+    gets in reserves, and its reservation is settled with its cost when it ends."""
+    (experiment / "fleet.toml").write_text(
+        'project = "shared"\ntemplate = "local-1gpu"\nmax_duration = "10m"\ncommand = "echo ok"\n\n'
+        '[budgets]\nproject_monthly = 5\n\n[prices]\n"local-1gpu" = 36\n')
+    from fleet.budget_reservations import Reservations
+    state = open_state()
+    try:   # someone else's lease, still being made, that reserved $4.99 of the $5
+        state.db.execute("INSERT INTO leases (id, provider, template, project, owner, status, created_at,"
+                         " deadline, max_deadline, heartbeat_ttl_s) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                         ("l-other", "local", "local-1gpu", "shared", "colleague", "leasing",
+                          datetime.now(timezone.utc).isoformat(), datetime.now(timezone.utc).isoformat(),
+                          "2999-01-01T00:00:00+00:00", 60))
+        Reservations(state.db).reserve(lease_id="l-other", run_id=None, project="shared", owner="colleague",
+                                       amount_micro=4_990_000, minimum_micro=10_000, lifetime_s=600)
+    finally:
+        state.close()
+    proc = run_fleet(["up", "--gpus", "2"], cwd=experiment)          # minimum: 1 s of 2 × $36/h = $0.02
+    assert proc.returncode == 6, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("fleet: error:")]
+    assert len(errors) == 1, proc.stderr
+    assert "project 'shared'" in errors[0] and "has $0.01 left" in errors[0]
+    assert "($5.00 limit, $0.00 spent, $4.99 reserved by other live runs)" in errors[0]
+    state = open_state()
+    try:   # the other lease is released (`fleet down` on its laptop): its money comes back
+        state.set_lease_status("l-other", "released")
+    finally:
+        state.close()
+    proc = run_fleet(["up", "--gpus", "2", "--json"], cwd=experiment)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    state = open_state()
+    try:
+        rows = state.db.execute("SELECT amount_micro, released_at, spent_micro FROM budget_reservations"
+                                " WHERE lease_id = ?", (summary["lease_id"],))
+        assert Reservations(state.db).held_micro(project="shared") == 0
+    finally:
+        state.close()
+    # 10 min of two machines at $36/h is $12: capped by the $5 left; settled with the run's real cost.
+    assert len(rows) == 1 and rows[0]["amount_micro"] == 5_000_000 and rows[0]["released_at"]
+    assert rows[0]["spent_micro"] == int(Decimal(summary["would_cost_usd"]) * 1_000_000) > 0
