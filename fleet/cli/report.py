@@ -117,6 +117,7 @@ def budget(
     """This month's spend against the project and user budgets in fleet.toml."""
     from ..budget import format_usd, from_micro, month_label, month_start, utc_clock
     from ..config import load_config
+    from ..budget_reservations import Reservations
     from ..metering import BudgetLimits, build_scopes
     from ..plan import current_user
     config = load_config(file, overrides={"command": ["true"]})
@@ -125,10 +126,12 @@ def budget(
     now = utc_clock()
     user = current_user(config.user)
     ledger = _ledger()
-    scopes = build_scopes(limits, project=config.project, user=user, ledger=ledger, now=now)
+    scopes = build_scopes(limits, project=config.project, user=user, ledger=ledger, now=now,
+                          reservations=Reservations(ledger.db))   # live runs' claims are not free money
     spent_project = ledger.spent_micro(project=config.project, since=month_start(now))
     rows = [{"scope": s.name, "limit_usd": str(from_micro(s.limit_micro)),
-             "spent_usd": str(from_micro(s.spent_before_micro)), "remaining_usd": str(from_micro(s.remaining(0)))}
+             "spent_usd": str(from_micro(s.spent_before_micro)), "reserved_usd": str(from_micro(s.reserved_micro)),
+             "remaining_usd": str(from_micro(s.remaining(0)))}
             for s in scopes]
     if json_out:
         from .render import print_json
@@ -140,8 +143,9 @@ def budget(
     if config.budget is not None:
         typer.echo(f"per-run budget: {format_usd(int(config.budget * 1_000_000))}")
     for s in scopes:
+        held = f", {format_usd(s.reserved_micro)} reserved by live runs" if s.reserved_micro else ""
         typer.echo(f"{s.name}: {format_usd(s.spent_before_micro)} of {format_usd(s.limit_micro)} "
-                   f"({format_usd(max(s.remaining(0), 0))} left)")
+                   f"({format_usd(max(s.remaining(0), 0))} left{held})")
     if not scopes:
         typer.echo("no monthly budgets set ([budgets] project_monthly / user_monthly in fleet.toml)")
     return 0

@@ -22,6 +22,9 @@ def test_budget_shows_month_spend_against_limits(tmp_path):
     segs = [ledger.open_segment(lease=le, machine=le.machines[0], price=Price(to_micro("3.60"), "table"))]
     clock.advance(500)
     ledger.close(segs)                                     # $0.50 this month
+    from fleet.budget_reservations import Reservations     # and a live run (lease row pending) holds $0.30
+    Reservations(db).reserve(lease_id="l-live", run_id="r-live", project="vision", owner="bo",
+                             amount_micro=to_micro("0.30"), minimum_micro=1, lifetime_s=3600)
     db.close()
     (tmp_path / "fleet.toml").write_text('project = "vision"\nuser = "ana"\ncommand = "true"\nbudget = 5\n'
                                          '[budgets]\nproject_monthly = 2\nuser_monthly = 0.4\n')
@@ -32,9 +35,12 @@ def test_budget_shows_month_spend_against_limits(tmp_path):
     data = json.loads(out.stdout)
     scopes = {b["scope"].split(" (")[0]: b for b in data["budgets"]}
     assert scopes["project 'vision'"]["spent_usd"] == "0.500000"
-    assert scopes["project 'vision'"]["remaining_usd"] == "1.500000"
+    assert scopes["project 'vision'"]["reserved_usd"] == "0.300000"
+    assert scopes["project 'vision'"]["remaining_usd"] == "1.200000"
+    assert scopes["user 'ana'"]["reserved_usd"] == "0.000000"     # bo's run: not ana's budget
     assert scopes["user 'ana'"]["remaining_usd"] == "-0.100000"
     assert data["run_budget_usd"] == "5"
     text = subprocess.run([sys.executable, "-m", "fleet.cli.main", "budget"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=60)
     assert "user 'ana'" in text.stdout and "$0.00 left" in text.stdout
+    assert "$1.20 left, $0.30 reserved by live runs" in text.stdout
