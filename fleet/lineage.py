@@ -97,11 +97,15 @@ def audit(run_id: str, *, db=None) -> dict[str, Any]:
 def audit_verify(*, deep: bool = False, db=None) -> dict[str, Any]:
     """Check the whole chain and every snapshot any record references."""
     from .snapshots import verify
+    from .records import _db
+    from .records_anchor import check_anchors
+    db = _db(db)
     chain = verify_chain(db)
+    records = list_records(db, limit=1_000_000)
+    chain += check_anchors(db, {r.store for r in records if r.store})
     stores = _stores()
     checked: dict[tuple[str, str], list[str]] = {}
     snapshot_problems: list[str] = []
-    records = list_records(db, limit=1_000_000)
     for rec in reversed(records):
         for role, sid in rec.snapshot_ids().items():
             key = (rec.store, sid)

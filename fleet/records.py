@@ -150,12 +150,15 @@ def append_record(record: RunRecord, db=None, *, secrets: list[str] | tuple[str,
                     kind, _, name = role.partition(":")
                     db.execute("INSERT INTO run_snapshots (run_id, role, name, snapshot_id, store) VALUES (?,?,?,?,?)",
                                (record.run_id, kind, name, sid, record.store))
+                record.seq = db.execute("SELECT seq FROM run_records WHERE run_id = ?", (record.run_id,))[0]["seq"]
         except IntegrityError:
             raise
         except Exception as exc:   # a racing writer took the same tip (UNIQUE prev_hash): retry on the new tip
             if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
                 continue
             raise
+        from .records_anchor import write_anchors
+        write_anchors(db, record)        # outside the database: the newest record cannot be rewritten unseen
         return record
     raise IntegrityError("could not append the run record: the chain tip kept moving")
 
