@@ -187,6 +187,13 @@ def get_record(run_id: str, db=None) -> RunRecord:
     return _from_row(rows[0])
 
 
+def runs_referencing(snapshot_id: str, db=None) -> list[str]:
+    """Run ids whose record pins or produced this snapshot (in any store: ids are content hashes)."""
+    rows = _db(db).execute("SELECT DISTINCT run_id FROM run_snapshots WHERE snapshot_id = ? ORDER BY run_id",
+                           (snapshot_id,))
+    return [r["run_id"] for r in rows]
+
+
 def list_records(db=None, *, limit: int = 200, project: str | None = None) -> list[RunRecord]:
     db = _db(db)
     rows = db.execute("SELECT * FROM run_records ORDER BY seq DESC LIMIT ?", (limit,))

@@ -1,4 +1,4 @@
-"""`fleet snapshot create/ls/show/diff/verify/gc`: content-addressed data snapshots."""
+"""`fleet snapshot create/ls/show/diff/verify/rm/gc`: content-addressed data snapshots."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -173,6 +173,32 @@ def verify(ref: Optional[str] = typer.Argument(None, help="Snapshot to check (de
         first = next(iter(bad.values()))
         total = sum(len(v) for v in bad.values())
         raise IntegrityError(first[0] + (f" (+{total - 1} more)" if total > 1 else ""))
+    return 0
+
+
+@snapshot_app.command("rm")
+def rm(ref: str = typer.Argument(..., help="Snapshot name, id or id prefix."), store: Optional[str] = StoreOpt,
+       json_out: bool = typer.Option(False, "--json")) -> int:
+    """Drop a snapshot's name (an id drops all its names). Run `gc` later to free its chunks; snapshots
+    a run record references are never deleted, so `fleet rerun` stays possible."""
+    from ..records import runs_referencing
+    from ..snapshots.catalog import remove
+    result = remove(_store(store), ref, runs_referencing)
+    if json_out:
+        from .render import print_json
+        print_json(result)
+        return 0
+    sid = result["id"][:12]
+    if result["names_removed"]:
+        typer.echo(f"removed name(s) {', '.join(result['names_removed'])} of snapshot {sid}")
+    if result["manifest_removed"]:
+        typer.echo(f"snapshot {sid} removed; `fleet snapshot gc` frees its chunks")
+    elif result["kept_for_runs"]:
+        runs = result["kept_for_runs"]
+        typer.echo(f"snapshot {sid} kept: run record(s) {', '.join(runs[:5])}{' …' if len(runs) > 5 else ''} "
+                   "reference it", err=True)
+    elif result["names_left"]:
+        typer.echo(f"snapshot {sid} kept: still named {', '.join(result['names_left'])}", err=True)
     return 0
 
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import NotFound, UsageError
 from .manifest import Manifest
@@ -105,3 +105,26 @@ def gc(store: Store, *, grace_s: float = 3600, dry_run: bool = False) -> dict[st
             deleted += 1
     tmp = 0 if dry_run else store.clean_tmp(grace_s)
     return {"deleted_chunks": deleted, "live_chunks": len(live), "temp_files_removed": tmp}
+
+
+def remove(store: Store, ref: str, referenced_by: Callable[[str], list[str]]) -> dict[str, Any]:
+    """`snapshot rm`: a name drops that name; an id (or prefix) drops every name of that snapshot.
+    A snapshot left without names loses its manifest too, unless a run record references it (a
+    rerun must stay possible); its chunks are freed by a later `gc` (which keeps every chunk any
+    remaining snapshot uses)."""
+    try:
+        named = store.get_ref(ref)
+    except UsageError:
+        named = None
+    sid = named or resolve(store, ref)
+    names = names_by_id(store).get(sid, [])
+    dropped = [ref] if named else names
+    for name in dropped:
+        store.delete_ref(name)
+    left = [n for n in names if n not in dropped]
+    runs = referenced_by(sid)
+    removed = not left and not runs and store.has_manifest(sid)
+    if removed:
+        store.delete_manifest(sid)
+    return {"id": sid, "names_removed": dropped, "names_left": left, "manifest_removed": removed,
+            "kept_for_runs": runs}

@@ -131,6 +131,10 @@ class LocalStore:
     def set_ref(self, name: str, snapshot_id: str) -> None:
         self._write(self.root / "refs" / check_name(name), snapshot_id.encode() + b"\n", durable=True)
 
+    def delete_ref(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.root / "refs" / check_name(name)).unlink()
+
     def list_refs(self) -> dict[str, str]:
         return {f.name: f.read_text().strip() for f in sorted((self.root / "refs").iterdir())}
 

@@ -210,6 +210,9 @@ class S3Store:
     def set_ref(self, name: str, snapshot_id: str) -> None:
         self._put(self._key("refs", check_name(name)), snapshot_id.encode() + b"\n", f"write name {name}")
 
+    def delete_ref(self, name: str) -> None:
+        self._delete(self._key("refs", check_name(name)))
+
     def list_refs(self) -> dict[str, str]:
         names = [o["Key"].rsplit("/", 1)[-1] for o in self._list("refs")]
         return {n: self.get_ref(n) or "" for n in sorted(names)}
