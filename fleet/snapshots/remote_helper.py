@@ -257,21 +257,27 @@ def materialise(target, manifests, cache, frames):
 
 
 def fetch(urls, cache, workers=8):
-    """Pull chunks straight from the store (presigned GETs), verifying each; return the failures."""
+    """Pull chunks straight from the store (presigned GETs), verifying each; return the failures.
+    After the first network or HTTP failure the rest are not tried (a machine that cannot reach the
+    store would otherwise wait out a timeout per chunk): they all come through SSH instead."""
     import urllib.request
     from concurrent.futures import ThreadPoolExecutor
+    broken = []
 
     def one(item):
         h, url = item
+        if broken:
+            return h, broken[0], 0
         try:
-            with urllib.request.urlopen(url, timeout=30) as r:
+            with urllib.request.urlopen(url, timeout=15) as r:
                 data = r.read()
-            if hashlib.sha256(data).hexdigest() != h:
-                return h, "corrupt", 0
-            cache.put(h, data)
-            return h, None, len(data)
         except Exception as exc:  # noqa: BLE001 — any failure falls back to the SSH push
-            return h, "%s: %s" % (type(exc).__name__, exc), 0
+            broken.append("%s: %s" % (type(exc).__name__, exc))
+            return h, broken[-1], 0
+        if hashlib.sha256(data).hexdigest() != h:
+            return h, "chunk %s came back corrupt from the store" % h[:12], 0
+        cache.put(h, data)
+        return h, None, len(data)
     with ThreadPoolExecutor(max(1, min(workers, len(urls)))) as pool:
         results = list(pool.map(one, sorted(urls.items())))
     return [h for h, err, _ in results if err], sum(n for _, _, n in results), \
