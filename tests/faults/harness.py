@@ -78,7 +78,7 @@ class Sandbox:
     def env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "AWS_")) and k != "CI"}
         env.update(FLEET_HOME=str(self.home), FLEET_HEARTBEAT_TTL=str(self.ttl_s), FLEET_USER="faults",
-                   FLEET_GRACE="1", FLEET_READY_TIMEOUT="20", **self.extra_env)
+                   FLEET_GRACE="1", FLEET_READY_TIMEOUT="8", **self.extra_env)
         return env
 
     def write_experiment(self, *, command: str = "echo started; sleep 2; echo finished",

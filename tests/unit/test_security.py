@@ -113,3 +113,13 @@ def test_remote_shell_snippets_quote_every_interpolated_value():
                         offenders.append(f"{path.relative_to(REPO)}:{n}: {{{expr}}}")
     assert not offenders, offenders
     assert shlex.quote("a'b") == "'a'\"'\"'b'"
+
+
+def test_the_stacks_policy_tests_exist():
+    """They run with the rest of tests/unit (Pulumi mocks); here: none of them was dropped."""
+    text = (REPO / "tests" / "unit" / "stacks" / "test_stack_policies.py").read_text()
+    for name in ("test_no_security_group_rule_opens_ssh_to_the_world",
+                 "test_every_launch_template_requires_imdsv2_and_encrypts",
+                 "test_every_bucket_blocks_public_access_and_encrypts",
+                 "test_no_iam_policy_allows_star_actions_on_star_resources"):
+        assert f"def {name}(" in text, name
