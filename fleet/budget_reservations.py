@@ -122,7 +122,7 @@ class Reservations:
         """Live reservations in a scope (project and/or owner), with what their leases spent so far."""
         now = now or self.clock()
         where, params = ["r.released_at IS NULL", "r.expires_at > ?"], [iso(now)]
-        for column, value in (("r.project", project), ("r.owner", owner), ):
+        for column, value in (("r.project", project), ("r.owner", owner)):
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
