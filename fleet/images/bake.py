@@ -7,7 +7,7 @@ Two modes, chosen by the caller and recorded on the image (tag fleet:bake-mode):
   builder has no working driver fails), and the recipe's own verify commands.
 - check: for the AWS sandbox, where the "builder" is a loopback sshd on this computer. Steps run
   with FLEET_BAKE_MODE=check: each validates its inputs and the tools it needs and prints the
-  commands it would run (see images/*/scripts/lib.sh) — nothing is installed. Verification runs
+  commands it would run (see images/common/scripts/lib.sh) — nothing is installed. Verification runs
   Python and the uploaded agent, `nvidia-smi` only if a GPU is really there, and syntax-checks the
   recipe's verify commands. Refused against real AWS: a check-mode image is not a real image.
 """
@@ -124,20 +124,16 @@ def bake(ec2, recipe: Recipe, options: BakeOptions, progress: Progress = lambda 
 
 
 def _upload(session, workdir: str, recipe: Recipe) -> str:
-    """Copy the recipe directory and the agent to <workdir>/fleet-bake/ on the builder."""
+    """Copy the recipe's files (images/common/ under the recipe's own, exactly what the content hash
+    covers) and the agent to <workdir>/fleet-bake/ on the builder."""
     from ..remote.agent import AGENT_PATH
     remote = f"{workdir.rstrip('/')}/{REMOTE_DIR}"
     session.run(["rm", "-rf", remote])
     session.run(["mkdir", "-p", remote])
     sftp = session.sftp()
     try:
-        for path in sorted(recipe.directory.rglob("*")):
-            rel = path.relative_to(recipe.directory)
-            if any(p == "__pycache__" or p.startswith(".") for p in rel.parts):
-                continue
-            target = f"{remote}/recipe/{rel.as_posix()}"
-            if path.is_dir():
-                continue
+        for rel, path in recipe.files().items():
+            target = f"{remote}/recipe/{rel}"
             _mkdirs(sftp, target.rsplit("/", 1)[0])
             sftp.put(str(path), target)
             sftp.chmod(target, 0o755 if os.access(path, os.X_OK) else 0o644)

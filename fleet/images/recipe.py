@@ -4,8 +4,13 @@ names the baked image.
 The hash is what makes an image reproducible and findable: the stack resolves a launch template's
 image by the tag ``fleet:recipe-hash``, and `fleet image bake` skips the work when an image with that
 tag already exists. It covers the recipe's *meaning*, not its formatting: recipe.toml is parsed and
-re-serialised canonically (comments and key order do not matter), every other file in the recipe
-directory counts byte for byte together with its relative path and executable bit.
+re-serialised canonically (comments and key order do not matter), every other file of the recipe
+counts byte for byte together with its relative path and executable bit.
+
+A recipe's files are `images/common/` overlaid by `images/<recipe>/` (a recipe's own file wins over
+a shared one at the same relative path). Steps shared by every recipe (lib.sh, system packages, the
+Python venv, the agent, the cleanup) live once in common/; the bake uploads, and the hash covers,
+exactly that merged tree, so a change to a shared script renames every image that uses it.
 
 Stdlib only: the Pulumi program imports this to compute the hash it looks images up by.
 """
@@ -23,6 +28,7 @@ from typing import Any
 from ..errors import ConfigError, NotFound
 
 RECIPE_FILE = "recipe.toml"
+COMMON_DIR = "common"                # images/common/: files every recipe gets (see recipe_files)
 HASH_TAG = "fleet:recipe-hash"
 RECIPE_TAG = "fleet:recipe"
 NAME_HASH_CHARS = 12                 # image names carry a prefix; the tag carries the full hash
@@ -80,6 +86,10 @@ class Recipe:
     def image_name(self) -> str:
         return image_name(self.name, self.content_hash)
 
+    def files(self) -> dict[str, Path]:
+        """Relative path → file: what the bake uploads and the hash covers (common/ under the recipe)."""
+        return recipe_files(self.directory)
+
     def step_env(self) -> dict[str, str]:
         """What every step script is given: the recipe's versions and packages, nothing else."""
         return {
@@ -108,14 +118,23 @@ def _files(directory: Path) -> list[Path]:
     return out
 
 
+def recipe_files(directory: Path) -> dict[str, Path]:
+    """A recipe's files by relative POSIX path, sorted: the images root's common/ directory overlaid by
+    the recipe directory itself (recipe.toml included)."""
+    merged: dict[str, Path] = {}
+    for source in (directory.parent / COMMON_DIR, directory):
+        if source.is_dir():
+            merged.update((p.relative_to(source).as_posix(), p) for p in _files(source))
+    return dict(sorted(merged.items(), key=lambda item: item[0].split("/")))   # as Path order
+
+
 def content_hash(directory: Path, parsed: dict[str, Any]) -> str:
     """sha256 over the canonical recipe and every other file (relative path, exec bit, bytes)."""
     h = hashlib.sha256()
     h.update(b"fleet-recipe-v1\0")
     canonical = json.dumps(parsed, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     h.update(canonical.encode() + b"\0")
-    for path in _files(directory):
-        rel = path.relative_to(directory).as_posix()
+    for rel, path in recipe_files(directory).items():
         if rel == RECIPE_FILE:
             continue
         data = path.read_bytes()
@@ -173,14 +192,14 @@ def load_recipe(name: str, root: Path | None = None) -> Recipe:
             raise ConfigError(f"{table!r} is not a version like 12.4.1", path=str(path), key=key)
 
     steps = []
+    files = recipe_files(directory)
     for i, st in enumerate(_need(raw, "steps", list, "", path, [])):
         if not isinstance(st, dict):
             raise ConfigError("each [[steps]] must be a table", path=str(path), key=f"steps[{i}]")
         script = _need(st, "script", str, f"steps[{i}].", path)
-        target = (directory / script).resolve()
-        if directory.resolve() not in target.parents or not target.is_file():
-            raise ConfigError(f"script {script!r} is not a file inside {directory}", path=str(path),
-                              key=f"steps[{i}].script")
+        if Path(script).as_posix() not in files:
+            raise ConfigError(f"script {script!r} is not a file of this recipe ({directory} or "
+                              f"{directory.parent / COMMON_DIR})", path=str(path), key=f"steps[{i}].script")
         steps.append(Step(name=_need(st, "name", str, f"steps[{i}].", path, Path(script).stem),
                           script=script))
     if not steps:

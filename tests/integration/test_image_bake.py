@@ -25,6 +25,7 @@ MOTO_BASE = "ubuntu/images/hvm-ssd/ubuntu-xenial-16.04-amd64-server-*"
 @pytest.fixture
 def images_dir(tmp_path, monkeypatch):
     root = tmp_path / "images"
+    shutil.copytree(REPO / "images" / "common", root / "common")     # shared steps of both recipes
     for name in ("base-cpu", "pytorch-cuda"):
         shutil.copytree(REPO / "images" / name, root / name)
         toml = root / name / "recipe.toml"
@@ -87,8 +88,8 @@ def test_bake_shipped_recipe_in_check_mode_then_rebake_is_a_noop(images_dir, san
     assert again.reused and again.image_id == result.image_id
     assert len(_instances(ec2)) == launched, "re-baking an unchanged recipe launches nothing"
     # a changed recipe is a new hash, hence a new image
-    (images_dir / "base-cpu" / "scripts" / "10-system.sh").write_text(
-        (images_dir / "base-cpu" / "scripts" / "10-system.sh").read_text() + "\n# changed\n")
+    (images_dir / "common" / "scripts" / "10-system.sh").write_text(
+        (images_dir / "common" / "scripts" / "10-system.sh").read_text() + "\n# changed\n")
     assert find_image(ec2, load_recipe("base-cpu").content_hash) is None
     listed = {i.image_id: i for i in list_images(ec2)}
     assert listed[result.image_id].current is False        # stale against the edited recipe
@@ -104,7 +105,7 @@ def test_gpu_recipe_in_the_sandbox_skips_nvidia_smi_honestly(images_dir, sandbox
 
 
 def test_failing_step_terminates_the_builder_and_makes_no_image(images_dir, sandbox, ec2):
-    script = images_dir / "base-cpu" / "scripts" / "30-python.sh"
+    script = images_dir / "common" / "scripts" / "30-python.sh"
     script.write_text(script.read_text().replace('require_version python.version "$FLEET_PYTHON_VERSION"',
                                                  'echo "mirror unreachable" >&2; exit 7'))
     recipe = load_recipe("base-cpu")

@@ -42,14 +42,14 @@ def test_hash_ignores_formatting_but_not_meaning(root):
 
 def test_hash_covers_scripts_bytes_names_and_exec_bit(root):
     h0 = load_recipe("base-cpu", root).content_hash
-    script = root / "base-cpu" / "scripts" / "30-python.sh"
+    script = root / "common" / "scripts" / "30-python.sh"     # a shared script counts like its own
     script.write_text(script.read_text() + "\n")
     h1 = load_recipe("base-cpu", root).content_hash
     assert h1 != h0
     os.chmod(script, 0o644)
     h2 = load_recipe("base-cpu", root).content_hash
     assert h2 != h1
-    (root / "base-cpu" / "scripts" / "helper.txt").write_text("x")
+    (root / "base-cpu" / "helper.txt").write_text("x")
     assert load_recipe("base-cpu", root).content_hash != h2
 
 
@@ -82,7 +82,41 @@ def test_shipped_recipes_end_by_removing_the_bakes_sudo_and_keys(root):
     from fleet.images.builder import BAKE_SUDOERS
     for name in list_recipes(root):
         r = load_recipe(name, root)
-        last = (r.directory / r.steps[-1].script).read_text().strip().splitlines()
+        last = r.files()[r.steps[-1].script].read_text().strip().splitlines()
         assert last[-1].endswith(BAKE_SUDOERS), name       # last, so earlier sudo calls still work
         text = "\n".join(last)
         assert "ssh_host_" in text and "authorized_keys" in text
+
+
+def test_common_scripts_lie_under_every_recipe(root):
+    """images/common/ is part of every recipe: a shared change renames every image, a recipe's own file
+    of the same path wins, and where a file comes from does not matter to the hash."""
+    before = {n: load_recipe(n, root).content_hash for n in list_recipes(root)}
+    assert list_recipes(root) == ["base-cpu", "pytorch-cuda"]          # common/ is not a recipe
+    gpu = load_recipe("pytorch-cuda", root)
+    assert gpu.files()["scripts/lib.sh"] == root / "common" / "scripts" / "lib.sh"
+    assert gpu.files()["scripts/20-nvidia.sh"] == root / "pytorch-cuda" / "scripts" / "20-nvidia.sh"
+    assert "scripts/20-nvidia.sh" not in load_recipe("base-cpu", root).files()
+
+    # a copy of a shared file inside the recipe: same tree, same hash
+    shutil.copytree(root / "common" / "scripts", root / "base-cpu" / "scripts")
+    assert load_recipe("base-cpu", root).content_hash == before["base-cpu"]
+    # the recipe's own file wins over the shared one
+    own = root / "base-cpu" / "scripts" / "lib.sh"
+    own.write_text(own.read_text() + "# base-cpu only\n")
+    cpu = load_recipe("base-cpu", root)
+    assert cpu.files()["scripts/lib.sh"] == own and cpu.content_hash != before["base-cpu"]
+    assert load_recipe("pytorch-cuda", root).content_hash == before["pytorch-cuda"]
+    # a shared change reaches every recipe that does not override it
+    shared = root / "common" / "scripts" / "10-system.sh"
+    shared.write_text(shared.read_text() + "\n")
+    assert load_recipe("pytorch-cuda", root).content_hash != before["pytorch-cuda"]
+
+
+def test_step_script_may_come_from_common_but_not_outside(root):
+    toml = root / "pytorch-cuda" / "recipe.toml"
+    toml.write_text(toml.read_text().replace('script = "scripts/20-nvidia.sh"', 'script = "scripts/nope.sh"'))
+    with pytest.raises(ConfigError, match=r"steps\[1\]\.script"):
+        load_recipe("pytorch-cuda", root)
+    assert [s.script for s in load_recipe("base-cpu", root).steps] == [
+        "scripts/10-system.sh", "scripts/30-python.sh", "scripts/40-agent.sh", "scripts/90-cleanup.sh"]

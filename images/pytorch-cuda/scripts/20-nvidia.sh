@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # NVIDIA driver and CUDA toolkit from NVIDIA's apt repository, pinned to the recipe's versions.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/lib.sh"   # from images/common/scripts/: the bake uploads both into one tree
 require_version nvidia.driver "$FLEET_NVIDIA_DRIVER"
 require_version nvidia.cuda "$FLEET_CUDA_VERSION"
 require_cmd apt-get
@@ -13,6 +13,7 @@ say "driver ${driver_major} (${FLEET_NVIDIA_DRIVER}), cuda ${FLEET_CUDA_VERSION}
 export DEBIAN_FRONTEND=noninteractive
 run curl -fsSL -o /tmp/cuda-keyring.deb "$keyring"
 as_root dpkg -i /tmp/cuda-keyring.deb
+as_root rm -f /tmp/cuda-keyring.deb   # installed; the image must not carry the download
 as_root apt-get update -q
 as_root apt-get install -y -q "cuda-drivers-${driver_major}" "cuda-toolkit-${cuda_mm}"
 write_root_file /etc/profile.d/cuda.sh 0644 <<PROFILE
