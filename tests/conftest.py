@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.procs import live_processes_under
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 FLEET = str(VENV_BIN / "fleet")
@@ -21,23 +23,7 @@ pytest_plugins = [p for p in ("tests.fixtures.moto", "tests.fixtures.postgres")
 
 def processes_under(root: Path) -> list[str]:
     """Command lines of live processes that mention `root` (sshd configs, watchdogs live there)."""
-    found = []
-    needle = str(root).encode()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as fh:
-                cmd = fh.read()
-            with open(f"/proc/{name}/stat") as fh:
-                if fh.read().rsplit(")", 1)[-1].split()[0] == "Z":
-                    continue
-        except OSError:
-            continue
-        if needle in cmd:
-            text = cmd.replace(b"\0", b" ").decode(errors="replace")[:160]
-            found.append(f"{name}: {text}")
-    return found
+    return [f"{pid}: {cmd[:160]}" for pid, cmd in live_processes_under(root)]
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:

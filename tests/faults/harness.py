@@ -25,30 +25,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.fixtures.procs import live_processes_under as processes_under   # (pid, command line)
+
 REPO = Path(__file__).resolve().parents[2]
 FLEET = str(Path(sys.executable).parent / "fleet")
 PHASES = ("lease", "ready", "stage", "setup", "run", "collect", "release")
 DEADLINE_SLACK_S = 6.0     # watchdog poll (0.5 s) + SIGTERM grace (2 s) + a loaded 2-core box
-
-
-def processes_under(root: Path) -> list[tuple[int, str]]:
-    """(pid, command line) of live, non-zombie processes whose command line mentions `root`."""
-    found = []
-    needle = str(root).encode()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as fh:
-                cmd = fh.read()
-            with open(f"/proc/{name}/stat") as fh:
-                if fh.read().rsplit(")", 1)[-1].split()[0] == "Z":
-                    continue
-        except OSError:
-            continue
-        if needle in cmd:
-            found.append((int(name), cmd.replace(b"\0", b" ").decode(errors="replace")[:200]))
-    return found
 
 
 def kill_everything_under(root: Path) -> None:
