@@ -7,6 +7,7 @@ each machine's own watchdog deadline (see fleet/heartbeat.py), and `fleet down -
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import threading
@@ -24,23 +25,26 @@ from .models import Lease, Machine, to_jsonable, utcnow
 from .plan import current_user, first_deadline_s, make_plan
 from .run_context import Events, RunContext, SilentEvents, call_hooks
 
-def _ready_timeout_s() -> float:
-    import os
-    try:
-        return float(os.environ.get("FLEET_READY_TIMEOUT", "") or 120)
-    except ValueError:
-        return 120.0
-
+READY_TIMEOUT_S = 120.0
 GRACE_S = 10.0
+
+
+def _env_seconds(name: str, default: float) -> float:
+    """A duration override from the environment; unset, empty or not a number: the default."""
+    try:
+        return float(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
+
+
+def _ready_timeout_s() -> float:
+    """Seconds to wait for SSH on a new machine (FLEET_READY_TIMEOUT overrides)."""
+    return _env_seconds("FLEET_READY_TIMEOUT", READY_TIMEOUT_S)
 
 
 def grace_s() -> float:
     """Seconds a stopped experiment gets between SIGTERM and SIGKILL (FLEET_GRACE overrides)."""
-    import os
-    try:
-        return float(os.environ.get("FLEET_GRACE", "") or GRACE_S)
-    except ValueError:
-        return GRACE_S
+    return _env_seconds("FLEET_GRACE", GRACE_S)
 
 
 def default_hooks(config: Config) -> list:
@@ -295,7 +299,6 @@ def process_env(ctx: RunContext, lease: Lease, machine: Machine, local_rank: int
     cfg, plan = ctx.config, ctx.plan
     gpus_per = len(machine.gpu_slots)
     env = {k: str(v) for k, v in cfg.env.items()}
-    import os
     for name in cfg.secrets:
         if name in os.environ:
             env[name] = os.environ[name]
