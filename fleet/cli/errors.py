@@ -11,15 +11,18 @@ except ImportError:  # older typer re-exports plain click's
     from click.exceptions import Abort as _Abort, ClickException as _ClickException, Exit as _Exit
 
 
-def _debug_requested() -> bool:
-    return "--debug" in sys.argv or os.environ.get("FLEET_DEBUG") == "1"
+def _take_debug_flag(argv: list[str]) -> bool:
+    """Remove fleet's own --debug; one after `--` belongs to the experiment's command."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" in argv[1:end]:
+        argv.remove("--debug")
+        return True
+    return os.environ.get("FLEET_DEBUG") == "1"
 
 
 def main_guard(app) -> int:
     from ..errors import ExitCode, FleetError
-    debug = _debug_requested()
-    if "--debug" in sys.argv:
-        sys.argv.remove("--debug")
+    debug = _take_debug_flag(sys.argv)
     try:
         result = app(standalone_mode=False)
         return int(result or 0) if isinstance(result, int) else 0

@@ -5,6 +5,7 @@ can signal it (SIGTERM for a graceful stop, SIGKILL after the grace) through a s
 """
 from __future__ import annotations
 
+import json
 import shlex
 import threading
 from dataclasses import dataclass, field
@@ -53,10 +54,17 @@ def remote_env_path(machine: Machine) -> dict[str, str]:
 
 
 def wrapped_command(spec: ProcessSpec) -> str:
+    """The command line sent over SSH. It carries no environment values: those travel on the
+    channel's stdin (see process_env_payload), so secrets never show in `ps` on a shared host."""
     m = spec.machine
-    env = {"FLEET_MACHINE_ID": m.id, **remote_env_path(m), **spec.env}
-    inner = shlex.join([m.python, m.agent_path, "exec", "--pidfile", spec.pidfile, "--", "sh", "-c", spec.command])
+    inner = shlex.join([m.python, m.agent_path, "exec", "--pidfile", spec.pidfile, "--env-stdin", "--",
+                        "sh", "-c", spec.command])
+    env = {"FLEET_MACHINE_ID": m.id, **remote_env_path(m)}
     return shell_command(f"mkdir -p {shlex.quote(spec.cwd)} && cd {shlex.quote(spec.cwd)} && exec {inner}", env=env)
+
+
+def process_env_payload(spec: ProcessSpec) -> bytes:
+    return (json.dumps({"FLEET_MACHINE_ID": spec.machine.id, **spec.env}) + "\n").encode()
 
 
 def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: threading.Event | None,
@@ -71,6 +79,8 @@ def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: t
             return   # stopped before it started: nothing to signal later
         chan = session.client.get_transport().open_session(timeout=30)
         chan.exec_command(wrapped_command(spec))
+        chan.sendall(process_env_payload(spec))
+        chan.shutdown_write()   # the experiment's stdin ends here: jobs are not interactive
         buffers = {"out": b"", "err": b""}
 
         def emit(stream: str, data: bytes, final: bool = False) -> None:

@@ -194,3 +194,28 @@ def test_status_lists_the_leases_of_the_user_named_in_fleet_toml(experiment, fle
     assert [v["id"] for v in json.loads(run_fleet(["status", "--json", "--all-users"], cwd=elsewhere).stdout)[
         "leases"]] == [lease["id"]]
     assert run_fleet(["down", "--all"], cwd=experiment).returncode == 0
+
+
+def test_debug_after_double_dash_belongs_to_the_experiment(experiment, fleet_home):
+    proc = run_fleet(["up", "--json", "--", "echo", "args:", "--debug"], cwd=experiment)
+    assert proc.returncode == 0, proc.stderr
+    assert "[0] args: --debug" in proc.stderr
+
+
+def test_secrets_never_appear_on_any_command_line(experiment, fleet_home):
+    """Run environment travels on the SSH channel's stdin: on a shared host `ps` must not show it."""
+    probe = ("import os, glob\n"
+             "v = os.environ['CANARY'].encode()\n"
+             "n = 0\n"
+             "for f in glob.glob('/proc/[0-9]*/cmdline'):\n"
+             "    try:\n"
+             "        n += v in open(f, 'rb').read()\n"
+             "    except OSError:\n"
+             "        pass\n"
+             "print('cmdlines-with-secret', n)\n")
+    (experiment / "probe.py").write_text(probe)
+    (experiment / "fleet.toml").write_text('project = "t"\ntemplate = "local-1gpu"\nsecrets = ["CANARY"]\n'
+                                           'command = "python probe.py"\n')
+    proc = run_fleet(["up", "--gpus", "2"], cwd=experiment, env={"CANARY": "s3cr3t-canary-value"})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("cmdlines-with-secret 0") == 2, proc.stdout

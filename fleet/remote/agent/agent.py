@@ -223,7 +223,12 @@ def cmd_status(args):
 
 def cmd_exec(args):
     argv = args.argv[1:] if args.argv and args.argv[0] == "--" else args.argv
-    child = subprocess.Popen(argv, start_new_session=True)
+    env = None
+    if args.env_stdin:   # the run's environment (secrets among it) comes on stdin, never on a command line
+        env = dict(os.environ)
+        env.update({str(k): str(v) for k, v in json.loads(sys.stdin.readline() or "{}").items()})
+    child = subprocess.Popen(argv, start_new_session=True, env=env,
+                             stdin=subprocess.DEVNULL if args.env_stdin else None)
     if args.pidfile:
         _write_atomic(args.pidfile, str(child.pid))
 
@@ -269,6 +274,7 @@ def main(argv=None):
         sub.add_parser(name).add_argument("--state-dir", required=True)
     x = sub.add_parser("exec")
     x.add_argument("--pidfile")
+    x.add_argument("--env-stdin", action="store_true", help="read the child's extra environment as JSON on stdin")
     x.add_argument("argv", nargs=argparse.REMAINDER)
     s = sub.add_parser("signal")
     s.add_argument("--pidfile", required=True)
