@@ -156,7 +156,11 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
     plan, events, state = ctx.plan, ctx.events, ctx.state
     simulated = " (simulated GPUs)" if plan.template.simulated_gpus else ""
     events.phase("lease", f"{plan.machine_count} × {plan.template.name} = {plan.gpus} GPUs{simulated}")
-    state.begin_lease(ctx.lease_id, plan)
+    first_deadline = _first_deadline(hooks, ctx)
+    provider_meta = getattr(provider, "lease_meta", None)   # optional: e.g. AWS's region, for `fleet down`
+    state.begin_lease(ctx.lease_id, plan, deadline_s=first_deadline,
+                      meta={**ctx.lease_meta, **(provider_meta() if provider_meta else {}),
+                            "first_deadline_s": first_deadline})
     state.create_run(ctx.run_id, lease_id=ctx.lease_id, project=plan.project, user=plan.user,
                      command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
                      meta={"provider": plan.provider, "template": plan.template.name, "gpus": plan.gpus})
@@ -168,8 +172,9 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
                                "simulated_gpus": plan.template.simulated_gpus, "run_dir": str(ctx.run_dir)}
     error: BaseException | None = None
     released = False
+    reported: list[Machine] = []
     try:
-        lease = provider.lease(plan, ctx.lease_id, _first_deadline(hooks, ctx))
+        lease = _lease(provider, ctx, hooks, first_deadline, reported)
         ctx.lease = lease
         # A provider may choose another mix than planned (AWS: 2 × 4 GPUs instead of 1 × 8).
         summary["machines"] = len(lease.machines)
@@ -233,7 +238,9 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
         else:
             count = len(lease.machines) if lease is not None else plan.machine_count
             events.phase("release", f"destroying {count} machine(s)")
-            released = release_lease(provider, state, ctx.lease_id, lease, events)
+            # A failed lease() cleans up after itself; releasing what it reported is the backstop.
+            made = lease if lease is not None else _partial_lease(ctx, reported) if reported else None
+            released = release_lease(provider, state, ctx.lease_id, made, events)
         summary.update(ended_at=to_jsonable(utcnow()), started_at=to_jsonable(ctx.started_at),
                        duration_s=round((utcnow() - ctx.started_at).total_seconds(), 3), released=released)
         call_hooks(hooks, "after_run", ctx, summary)
@@ -248,6 +255,40 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
 
 class _SetupFailed(Exception):
     pass
+
+
+def _lease(provider, ctx: RunContext, hooks: list, deadline_s: int, reported: list[Machine]) -> Lease:
+    """provider.lease, with each machine recorded in the state and its cost segment opened (hooks'
+    on_machine) the moment the provider reports it: a controller SIGKILLed inside lease() used to
+    leave machines that no ledger entry knew of (fault matrix: "machines unbilled"). Providers
+    without the optional `on_machine` keyword are called as before."""
+    if not _accepts_on_machine(provider):
+        return provider.lease(ctx.plan, ctx.lease_id, deadline_s)
+
+    def on_machine(machine: Machine) -> None:
+        reported.append(machine)
+        # Its watchdog started just before: now + deadline_s is at or after its own deadline.
+        ctx.state.record_machine(ctx.lease_id, machine, deadline=utcnow() + timedelta(seconds=deadline_s))
+        call_hooks(hooks, "on_machine", ctx, machine)
+
+    return provider.lease(ctx.plan, ctx.lease_id, deadline_s, on_machine=on_machine)
+
+
+def _accepts_on_machine(provider) -> bool:
+    import inspect
+    try:
+        params = inspect.signature(provider.lease).parameters
+    except (TypeError, ValueError):
+        return False
+    return "on_machine" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _partial_lease(ctx: RunContext, machines: list[Machine]) -> Lease:
+    now = utcnow()
+    return Lease(id=ctx.lease_id, provider=ctx.plan.provider, template=ctx.plan.template.name,
+                 machines=sorted(machines, key=lambda m: m.node_rank), created_at=ctx.started_at, deadline=now,
+                 max_deadline=now, project=ctx.plan.project, user=ctx.plan.user,
+                 heartbeat_ttl_s=ctx.plan.heartbeat_ttl_s)
 
 
 def _cap(hooks: list, ctx: RunContext) -> float | None:

@@ -74,6 +74,10 @@ class BudgetHook:
         if budget_s is not None:   # providers that tag an expiry (AWS fleet:expires-at) may cap it by this
             ctx.plan.options["budget_deadline_s"] = int(budget_s)
         if self.price is not None:
+            # On the lease record before any machine exists: `fleet down` bills machines a killed
+            # controller never reported at this price (fleet/unbilled.py).
+            ctx.lease_meta["price"] = {"per_hour_micro": self.price.per_hour_micro, "source": self.price.source,
+                                       "shadow": self.price.shadow}
             ctx.record["price"] = {"usd_per_machine_hour": str(from_micro(self.price.per_hour_micro)),
                                    "source": self.price.source, "shadow": self.price.shadow}
         if self.limits.any:
@@ -83,20 +87,28 @@ class BudgetHook:
                 ctx.record["budget"]["reserved_usd"] = str(from_micro(self.policy.reserved_micro))
 
     # -- while machines live -----------------------------------------------------------------------
+    def _meter(self) -> RunMeter:
+        if self.meter is None:
+            # Telemetry through self.feed, which exists once the whole lease does (_started).
+            self.meter = RunMeter(self.ledger, self.policy, limits=self.limits, clock=self.clock, idle=self.idle,
+                                  telemetry=lambda s: self.feed.tick(s) if self.feed is not None else None,
+                                  latest_utilisations=lambda: (self.feed.latest_utilisations()
+                                                               if self.feed is not None else []),
+                                  persist_every_s=PERSIST_EVERY_S, reservations=self.reservations)
+        return self.meter
+
     def _started(self, ctx) -> RunMeter | None:
-        if self.meter is None and ctx.lease is not None and self.ledger is not None:
+        if self.feed is None and ctx.lease is not None and self.ledger is not None:
             tel_dir = Path(ctx.run_dir) / "telemetry"
             self.feed = TelemetryFeed({m.id: tel_dir / f"node-{m.node_rank}.jsonl" for m in ctx.lease.machines})
-            self.meter = RunMeter(self.ledger, self.policy, limits=self.limits, clock=self.clock, idle=self.idle,
-                                  telemetry=self.feed.tick, latest_utilisations=self.feed.latest_utilisations,
-                                  persist_every_s=PERSIST_EVERY_S, reservations=self.reservations)
-            # Money is spent from the moment the machines exist, not from the first tick.
-            self.meter.start(ctx.lease, self.price, run_id=ctx.run_id, at=ctx.lease.created_at)
+            # Money is spent from the moment the machines exist, not from the first tick; most
+            # segments are open already (on_machine), this opens any the provider did not report.
+            self._meter().start(ctx.lease, self.price, run_id=ctx.run_id, at=ctx.lease.created_at)
             if self.price is None and not self._warned_unpriced:
                 self._warned_unpriced = True
                 ctx.events.warn(f"template {ctx.plan.template.name!r} has no known price: its cost is recorded "
                                 f"as $0 (set [prices] in fleet.toml)")
-        return self.meter
+        return self.meter if self.feed is not None else None
 
     def _tick(self, ctx) -> None:
         meter = self._started(ctx)
@@ -115,6 +127,19 @@ class BudgetHook:
         was killed while the machines booted (found by the fault matrix, tests/faults)."""
         with self.lock:
             self._started(ctx)
+
+    def on_machine(self, ctx, machine) -> None:
+        """A machine exists (the provider reports it from inside its lease call): its cost segment
+        opens now, so a controller killed before lease() returns still leaves it on the ledger."""
+        with self.lock:
+            if self.ledger is None:
+                return
+            from .models import Lease
+            now = self.clock()
+            so_far = Lease(id=ctx.lease_id, provider=ctx.plan.provider, template=ctx.plan.template.name, machines=[],
+                           created_at=now, deadline=now, max_deadline=now, project=ctx.plan.project,
+                           user=ctx.plan.user)
+            self._meter().open_machine(so_far, machine, self.price, run_id=ctx.run_id, at=now)
 
     def on_tick(self, ctx) -> None:
         with self.lock:

@@ -81,9 +81,12 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
         if lease.status not in ("active", "leasing"):
             continue
         events.phase("release", f"{lease.id} ({len(lease.machines)} machine(s))")
-        _provider(lease.provider).release(lease)
+        provider = _provider(lease.provider)
+        found = _describe(provider, lease, events)   # before release: afterwards a local machine is gone
+        provider.release(lease)
+        # The ledger before the status: a `down` interrupted here finds the lease again and finishes.
+        _close_ledger(state, lease, found, events)
         state.set_lease_status(lease.id, "released")
-        _close_ledger(state, lease, events)
         released.append(lease.id)
     if all_leases:
         from .providers.local import LocalProvider
@@ -94,12 +97,29 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
     return released
 
 
-def _close_ledger(state, lease: Lease, events: Events) -> None:
+def _describe(provider, lease: Lease, events: Events) -> list:
+    """The provider's own list of the lease's machines, including any fleet's state never recorded
+    (controller killed inside lease()). Best effort: release must happen either way."""
+    try:
+        return provider.describe(lease)
+    except Exception as exc:  # noqa: BLE001
+        events.warn(f"could not list the machines of {lease.id} before releasing them ({exc}); machines "
+                    "fleet never recorded may be missing from the cost ledger")
+        return []
+
+
+def _close_ledger(state, lease: Lease, found: list, events: Events) -> None:
     """A lease whose controller died left its cost segments open: bill them up to now, or up to
-    the machines' own deadline when that came first (the watchdog ended them then)."""
+    the machines' own deadline when that came first (the watchdog ended them then). Machines with
+    no segment at all (killed inside lease() before they were reported) get a bounded one."""
     try:
         from .ledger import Ledger
+        from .unbilled import bill_unbilled
         Ledger(state.db).close_orphans(lease.id, at=min(utcnow(), lease.deadline))
+        billed = bill_unbilled(state, lease, found)
+        if billed:
+            events.warn(f"{lease.id}: billed {len(billed)} machine(s) fleet had not recorded, up to their "
+                        f"first deadline: {', '.join(billed)}")
     except Exception as exc:  # noqa: BLE001 — the machines are gone; a ledger hiccup must not hide that
         events.warn(f"could not close the cost ledger of {lease.id}: {exc}")
 

@@ -126,15 +126,28 @@ class RunMeter:
         self.last_persist: datetime | None = None
 
     def start(self, lease, price: Price | None, run_id: str | None = None, at: datetime | None = None) -> None:
-        """Open a ledger segment per machine (an unknown price without a budget bills $0, marked so)."""
+        """Open a ledger segment per machine not opened yet (an unknown price without a budget
+        bills $0, marked so)."""
         at = at or self.clock()
-        self.project, self.user, self.run_id, self.lease_id = lease.project, lease.user, run_id, lease.id
         for machine in lease.machines:
-            rate = getattr(machine, "price_per_hour", None)
-            p = price or Price(to_micro(rate or 0), "machine price" if rate else "unknown price",
-                               lease.provider == "local")
-            self.segments.append(self.ledger.open_segment(lease=lease, machine=machine, price=p, run_id=run_id, at=at))
-        self.last_tick = self.last_persist = at
+            self.open_machine(lease, machine, price, run_id=run_id, at=at)
+        self.project, self.user, self.run_id, self.lease_id = lease.project, lease.user, run_id, lease.id
+
+    def open_machine(self, lease, machine, price: Price | None, run_id: str | None = None,
+                     at: datetime | None = None) -> None:
+        """One machine's segment, opened as soon as the provider reports it (from inside its lease
+        call, before the Lease exists: `lease` then carries only id, project, user, template and
+        provider). A machine already open is left alone."""
+        at = at or self.clock()
+        if any(seg.fixed["machine_id"] == machine.id for seg in self.segments):
+            return
+        self.project, self.user, self.run_id, self.lease_id = lease.project, lease.user, run_id, lease.id
+        rate = getattr(machine, "price_per_hour", None)
+        p = price or Price(to_micro(rate or 0), "machine price" if rate else "unknown price",
+                           lease.provider == "local")
+        self.segments.append(self.ledger.open_segment(lease=lease, machine=machine, price=p, run_id=run_id, at=at))
+        if self.last_persist is None:
+            self.last_tick = self.last_persist = at
 
     def pending_micro(self, at: datetime) -> int:
         """Accrued since the last ledger rows, not yet written."""

@@ -144,3 +144,9 @@ class MachineState:
     machine_id: str
     state: str      # "running" | "pending" | "gone" | "unreachable"
     detail: str = ""
+    # For a machine the provider found that fleet's state never recorded (controller killed inside
+    # `lease`): when it came to exist and when its own watchdog ends it, where the provider knows.
+    # `fleet down` bills such machines from these (fleet/unbilled.py).
+    unrecorded: bool = False
+    started_at: datetime | None = None
+    deadline_at: datetime | None = None

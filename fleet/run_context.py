@@ -53,6 +53,9 @@ class RunContext:
     record: dict[str, Any] = field(default_factory=dict)              # facts for the run record
     cancel_grace_s: float | None = None   # SIGTERM→SIGKILL when cancelled; None: api.grace_s() (CI: shorter)
     machines_lost: Callable[[], set] | None = None   # ids of machines past their own deadline (heartbeat)
+    # Facts hooks want on the lease record from before any machine exists (before_lease fills it),
+    # e.g. the price `fleet down` bills machines with when the controller died inside lease().
+    lease_meta: dict[str, Any] = field(default_factory=dict)
 
     def request_stop(self, reason: str, message: str = "") -> None:
         if not self.stop_reason:
@@ -63,6 +66,7 @@ class RunContext:
 class RunHook(Protocol):
     def before_lease(self, ctx: RunContext) -> None: ...
     def deadline_cap_s(self, ctx: RunContext) -> float | None: ...
+    def on_machine(self, ctx: RunContext, machine) -> None: ...  # a machine exists (inside provider.lease)
     def stage(self, ctx: RunContext) -> bool: ...              # True: inputs staged, skip the plain copy
     def on_tick(self, ctx: RunContext) -> None: ...            # may call ctx.request_stop(...)
     def after_run(self, ctx: RunContext, summary: dict) -> None: ...

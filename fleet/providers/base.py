@@ -22,11 +22,19 @@ class Provider(Protocol):
 
     def lease(self, plan: Plan, lease_id: str, deadline_s: int) -> Lease:
         """Make `plan.machine_count` machines reachable; each machine's watchdog ends it after
-        `deadline_s` seconds unless extended. On failure, release whatever was made, then raise."""
+        `deadline_s` seconds unless extended. On failure, release whatever was made, then raise.
+
+        Optional keyword `on_machine(machine)`: a provider that accepts it calls it, in the thread
+        that called `lease`, as soon as each machine exists and holds its deadline, before `lease`
+        returns; the caller records the machine and opens its cost segment there, so a controller
+        killed mid-lease leaves every reported machine on the ledger. If it raises, treat it as a
+        failed machine (release everything, raise)."""
         ...
 
     def describe(self, lease: Lease) -> list[MachineState]:
-        """What the provider itself says about each machine (not fleet's state)."""
+        """What the provider itself says about each machine (not fleet's state). Providers that can
+        find a lease's machines by themselves (a directory name, a tag) also return those missing
+        from `lease.machines`, marked `unrecorded=True`, so `fleet down` can bill them."""
         ...
 
     def release(self, lease: Lease) -> None:

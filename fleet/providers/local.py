@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import shutil
 import sys
-from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Callable
 
 from ..errors import UsageError
 from ..keys import generate_ed25519
@@ -41,7 +42,8 @@ class LocalProvider:
             raise UsageError(f"unknown local template {name!r}",
                              hint="choose one of: " + ", ".join(LOCAL_TEMPLATES)) from None
 
-    def lease(self, plan: Plan, lease_id: str, deadline_s: int) -> Lease:
+    def lease(self, plan: Plan, lease_id: str, deadline_s: int,
+              on_machine: Callable[[Machine], None] | None = None) -> Lease:
         find_sshd()
         key_path = lease_key_path(lease_id)
         public = generate_ed25519(key_path, comment=f"fleet-lease-{lease_id}")
@@ -68,9 +70,14 @@ class LocalProvider:
         machines: list[Machine] = []
         errors: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=min(self.max_parallel, plan.machine_count)) as pool:
-            for future in [pool.submit(start, r) for r in range(plan.machine_count)]:
+            # Reported as each one comes up (this thread, so the caller's database connection is
+            # reused), not when all have: a controller killed meanwhile leaves them on record.
+            for future in as_completed([pool.submit(start, r) for r in range(plan.machine_count)]):
                 try:
-                    machines.append(future.result())
+                    machine = future.result()
+                    machines.append(machine)
+                    if on_machine is not None and not errors:
+                        on_machine(machine)
                 except BaseException as exc:  # noqa: BLE001 — collected, machines released below
                     errors.append(exc)
         now = utcnow()
@@ -86,6 +93,12 @@ class LocalProvider:
 
     def describe(self, lease: Lease) -> list[MachineState]:
         states = []
+        recorded = {m.id for m in lease.machines}
+        for d in self._lease_dirs(lease.id):
+            if d.name not in recorded:   # made by a controller killed inside lease()
+                states.append(MachineState(d.name, "gone" if (d / "root" / ".fleet" / "expired").exists()
+                                           else "running", "not in fleet's state", unrecorded=True,
+                                           deadline_at=_deadline_file(d)))
         for m in lease.machines:
             d = Path(m.provider_ref.get("dir", ""))
             pid = int(m.provider_ref.get("sshd_pid") or 0)
@@ -98,6 +111,8 @@ class LocalProvider:
 
     def release(self, lease: Lease) -> None:
         dirs = [Path(m.provider_ref["dir"]) for m in lease.machines if m.provider_ref.get("dir")]
+        # Also those the state never recorded (controller killed inside lease()): every machine of the lease.
+        dirs += [d for d in self._lease_dirs(lease.id) if d not in dirs]
         self._release_dirs(dirs)
         from ..keys import secure_delete
         secure_delete(lease_key_path(lease.id))
@@ -112,6 +127,13 @@ class LocalProvider:
         for d in existing:
             shutil.rmtree(d, ignore_errors=True)
 
+    @staticmethod
+    def _lease_dirs(lease_id: str) -> list[Path]:
+        """The machine directories this provider made for a lease (named <lease>-n<rank>)."""
+        root = subdir("machines")
+        return sorted(d for d in root.glob(f"{lease_id}-n*")
+                      if d.is_dir() and d.name[len(lease_id) + 2:].isdigit())
+
     def orphan_dirs(self, live_machine_ids: set[str]) -> list[Path]:
         """Machine directories no live lease owns (e.g. a controller killed mid-lease)."""
         root = subdir("machines")
@@ -121,6 +143,14 @@ class LocalProvider:
         orphans = self.orphan_dirs(live_machine_ids)
         self._release_dirs(orphans)
         return [d.name for d in orphans]
+
+
+def _deadline_file(d: Path) -> datetime | None:
+    """The deadline the machine's own watchdog holds (epoch seconds in root/.fleet/deadline)."""
+    try:
+        return datetime.fromtimestamp(float((d / "root" / ".fleet" / "deadline").read_text()), tz=timezone.utc)
+    except (OSError, ValueError):
+        return None
 
 
 def _pid_file_matches(d: Path, pid: int) -> bool:

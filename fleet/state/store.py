@@ -33,18 +33,20 @@ class StateStore:
                 self.db.execute("INSERT INTO machines (id, lease_id, node_rank, data) VALUES (?,?,?,?)",
                                 (m.id, lease.id, m.node_rank, json.dumps(to_jsonable(m))))
 
-    def begin_lease(self, lease_id: str, plan) -> None:
+    def begin_lease(self, lease_id: str, plan, meta: dict | None = None, deadline_s: int | None = None) -> None:
         """Record the lease before any machine exists, so a controller killed mid-lease leaves a trace
-        that `fleet down --all` finds."""
+        that `fleet down --all` finds. `meta`: what `fleet down` needs to bill machines it finds
+        unrecorded (price, first deadline); `deadline_s`: the machines' first deadline."""
         from datetime import timedelta
         now = utcnow()
+        first = deadline_s if deadline_s is not None else min(plan.heartbeat_ttl_s, plan.max_duration_s)
         self.db.execute(
             "INSERT INTO leases (id, provider, template, project, owner, status, created_at, deadline,"
             " max_deadline, keep_until, heartbeat_ttl_s, meta) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             (lease_id, plan.provider, plan.template.name, plan.project, plan.user, "leasing", _iso(now),
-             _iso(now + timedelta(seconds=min(plan.heartbeat_ttl_s, plan.max_duration_s))),
+             _iso(now + timedelta(seconds=first)),
              _iso(now + timedelta(seconds=plan.max_duration_s)), None, plan.heartbeat_ttl_s,
-             json.dumps({"gpus": plan.gpus, "machines": plan.machine_count})))
+             json.dumps(to_jsonable({**(meta or {}), "gpus": plan.gpus, "machines": plan.machine_count}))))
         self.touch_user(plan.user)
 
     def touch_user(self, name: str) -> None:
@@ -56,11 +58,22 @@ class StateStore:
     def list_users(self) -> list[dict[str, Any]]:
         return self.db.execute("SELECT name, first_seen_at, last_seen_at FROM users ORDER BY name")
 
+    _UPSERT_MACHINE = ("INSERT INTO machines (id, lease_id, node_rank, data) VALUES (?,?,?,?)"
+                       " ON CONFLICT (id) DO UPDATE SET node_rank = excluded.node_rank, data = excluded.data")
+
+    def record_machine(self, lease_id: str, machine: Machine, deadline: datetime | None = None) -> None:
+        """One machine of a lease still being made (the provider reported it from inside `lease`),
+        and the lease's deadline moved to cover it: `fleet down` then releases and bills it."""
+        with self.db.transaction():
+            self.db.execute(self._UPSERT_MACHINE, (machine.id, lease_id, machine.node_rank,
+                                                   json.dumps(to_jsonable(machine))))
+            if deadline is not None:
+                self.db.execute("UPDATE leases SET deadline = ? WHERE id = ?", (_iso(deadline), lease_id))
+
     def activate_lease(self, lease: Lease) -> None:
         with self.db.transaction():
-            for m in lease.machines:
-                self.db.execute("INSERT INTO machines (id, lease_id, node_rank, data) VALUES (?,?,?,?)",
-                                (m.id, lease.id, m.node_rank, json.dumps(to_jsonable(m))))
+            for m in lease.machines:   # some may be recorded already (record_machine)
+                self.db.execute(self._UPSERT_MACHINE, (m.id, lease.id, m.node_rank, json.dumps(to_jsonable(m))))
             self.db.execute("UPDATE leases SET status = 'active', deadline = ? WHERE id = ?",
                             (_iso(lease.deadline), lease.id))
 

@@ -12,8 +12,8 @@ import os
 import shutil
 import socket
 import time
-from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
@@ -124,6 +124,12 @@ class AWSProvider:
         return offers(self.outputs.template(template), gpus, self.catalog(), self.prices())
 
     # -- leasing --------------------------------------------------------------------------------
+    def lease_meta(self) -> dict[str, Any]:
+        """Recorded with the lease before anything is launched (optional provider method): a
+        controller killed mid-launch leaves `fleet down` the region to find the tagged instances in,
+        from any directory, without the stack outputs."""
+        return {"region": self.outputs.region}
+
     def _keys(self, lease_id: str) -> tuple[Path, str, Path, str]:
         from ...keys import generate_ed25519
         d = lease_dir(lease_id)
@@ -148,7 +154,8 @@ class AWSProvider:
             "fleet:expires-at": expires.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
         }
 
-    def lease(self, plan: Plan, lease_id: str, deadline_s: int) -> Lease:
+    def lease(self, plan: Plan, lease_id: str, deadline_s: int,
+              on_machine: Callable[[Machine], None] | None = None) -> Lease:
         tpl = self.outputs.template(plan.template.name)
         if not self.sandbox:
             self._refuse_fake_endpoint()      # before anything is launched
@@ -178,10 +185,15 @@ class AWSProvider:
             running = wait_for_state(ec2, lease_id, ids, "running", timeout_s=self.ready_timeout_s,
                                      sleep=self.sleep)
             # Bounded pool: sandbox sshd start-ups / real SSH port waits overlap instead of queueing.
+            # Each reported (in this thread) as soon as it is reachable; instances killed before
+            # that are found by their fleet:lease tag (describe), so `fleet down` still bills them.
             with ThreadPoolExecutor(max_workers=min(16, len(running))) as pool:
-                machines = list(pool.map(
-                    lambda pair: self._machine(pair[1], pair[0], lease_id, offer, key_path, host_pub, deadline_s,
-                                               plan), enumerate(running)))
+                futures = [pool.submit(self._machine, inst, rank, lease_id, offer, key_path, host_pub, deadline_s,
+                                       plan) for rank, inst in enumerate(running)]
+                for future in as_completed(futures):
+                    if on_machine is not None:
+                        on_machine(future.result())
+                machines = [f.result() for f in futures]
         except BaseException as exc:
             try:
                 self._cleanup(lease_id)
@@ -264,6 +276,13 @@ class AWSProvider:
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"describing lease {lease.id}") from None
         states = []
+        recorded = {m.id for m in lease.machines}
+        for iid, inst in sorted(found.items()):
+            if iid not in recorded:   # launched by a controller killed inside lease()
+                name = inst["State"]["Name"]
+                states.append(MachineState(iid, {"running": "running", "pending": "pending"}.get(name, "gone"),
+                                           f"{name}; not in fleet's state", unrecorded=True,
+                                           started_at=_utc(inst.get("LaunchTime"))))
         for m in lease.machines:
             inst = found.get(m.id)
             if inst is None:
@@ -296,6 +315,18 @@ class AWSProvider:
         for name in ("id_ed25519", "host_ed25519"):
             secure_delete(d / name)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _utc(value) -> datetime | None:
+    """botocore gives LaunchTime as an aware datetime; be lenient with text."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if isinstance(value, str) and value:
+        try:
+            return _utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
+        except ValueError:
+            return None
+    return None
 
 
 def _existing_sandbox():
