@@ -180,7 +180,8 @@ def get_record(run_id: str, db=None) -> RunRecord:
     db = _db(db)
     rows = db.execute("SELECT * FROM run_records WHERE run_id = ?", (run_id,))
     if not rows:
-        rows = db.execute("SELECT * FROM run_records WHERE run_id LIKE ? ORDER BY seq", (run_id + "%",))
+        from .state.store import prefix_match
+        rows = prefix_match(db, "run_records", "run_id", run_id, "seq")
         if len(rows) != 1:
             raise NotFound(f"no run record for {run_id!r}" + (" (ambiguous prefix)" if rows else ""),
                            hint="see `fleet runs ls`")

@@ -9,6 +9,19 @@ from ..errors import NotFound
 from ..models import Lease, Machine, parse_time, to_jsonable, utcnow
 
 
+MIN_PREFIX = 3   # an id prefix shorter than this (or empty) matches nothing: `fleet rerun ''` must not pick a run
+
+
+def prefix_match(db, table: str, column: str, prefix: str, order: str = "") -> list[dict[str, Any]]:
+    """Rows whose id starts with `prefix`, taken literally (% and _ are not wildcards here)."""
+    prefix = prefix.strip()
+    if len(prefix) < MIN_PREFIX:
+        return []
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    sql = f"SELECT * FROM {table} WHERE {column} LIKE ? ESCAPE '\\'" + (f" ORDER BY {order}" if order else "")
+    return db.execute(sql, (escaped + "%",))
+
+
 def _iso(dt: datetime | None) -> str | None:
     return to_jsonable(dt) if dt else None
 
@@ -101,7 +114,7 @@ class StateStore:
     def get_lease(self, lease_id: str) -> Lease:
         rows = self.db.execute("SELECT * FROM leases WHERE id = ?", (lease_id,))
         if not rows:
-            rows = self.db.execute("SELECT * FROM leases WHERE id LIKE ? ORDER BY created_at", (lease_id + "%",))
+            rows = prefix_match(self.db, "leases", "id", lease_id, "created_at")
             if len(rows) != 1:
                 raise NotFound(f"no lease {lease_id!r}", hint="see `fleet status`")
         row = rows[0]
@@ -151,7 +164,7 @@ class StateStore:
     def get_run(self, run_id: str) -> dict[str, Any]:
         rows = self.db.execute("SELECT * FROM runs WHERE id = ?", (run_id,))
         if not rows:
-            rows = self.db.execute("SELECT * FROM runs WHERE id LIKE ?", (run_id + "%",))
+            rows = prefix_match(self.db, "runs", "id", run_id)
             if len(rows) != 1:
                 raise NotFound(f"no run {run_id!r}", hint="see `fleet runs ls`")
         row = rows[0]

@@ -46,8 +46,8 @@ HOSTILE = ["$(touch {canary})", "`touch {canary}`", "'; touch {canary}; '", "\";
            "-rf /", "\\'$(touch {canary})\\'", "x; touch {canary} #"]
 
 
-def _sh(line: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(["sh", "-c", line], cwd=cwd, capture_output=True, text=True, timeout=10)
+def _sh(line: str, cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(["sh", "-c", line], cwd=cwd, capture_output=True, text=True, timeout=10, input=stdin)
 
 
 @pytest.mark.parametrize("template", HOSTILE)
@@ -78,7 +78,7 @@ def test_the_process_wrapper_quotes_cwd_env_and_pidfile(tmp_path):
     """exec.wrapped_command, run through a real sh and the real agent: only the user's own command
     is shell (that is its contract); everything fleet adds around it is literal."""
     from fleet.remote.agent import AGENT_PATH
-    from fleet.remote.exec import ProcessSpec, wrapped_command
+    from fleet.remote.exec import ProcessSpec, process_env_payload, wrapped_command
     canary = tmp_path / "pwned"
     hostile = f"$(touch {canary})'\"; touch {canary}"
     machine = Machine(id="m-1", lease_id="l-1", node_rank=0, host="127.0.0.1", port=22, user="u",
@@ -90,7 +90,9 @@ def test_the_process_wrapper_quotes_cwd_env_and_pidfile(tmp_path):
     cwd = tmp_path / ("w " + hostile.replace("/", "_"))
     spec = ProcessSpec(machine, "0", 'printf "%s" "$SECRETISH"', {"SECRETISH": hostile}, str(cwd),
                        str(tmp_path / ("pid " + hostile.replace("/", "_"))))
-    out = _sh(wrapped_command(spec), tmp_path)
+    line = wrapped_command(spec)
+    assert hostile not in line   # environment values never travel on the command line
+    out = _sh(line, tmp_path, stdin=process_env_payload(spec).decode())   # they come on stdin, as over SSH
     assert out.returncode == 0, out.stderr
     assert out.stdout == hostile and cwd.is_dir()
     assert not canary.exists()
