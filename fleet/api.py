@@ -27,6 +27,7 @@ from .run_context import Events, RunContext, SilentEvents, call_hooks
 
 READY_TIMEOUT_S = 120.0
 GRACE_S = 10.0
+KEEPABLE = ("succeeded", "failed", "setup-failed")
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -232,10 +233,17 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
             _collect(ctx, lease, summary)
         if heartbeat is not None:
             heartbeat.stop()
-        if lease is not None and keep_s and summary["status"] not in ("budget-stopped",):
-            keep_lease(state, lease, keep_s, events)
-            summary["kept_until"] = to_jsonable(utcnow() + timedelta(seconds=keep_s))
-        else:
+        kept = False
+        # --keep is for looking at machines after a run ended on its own (failed ones above all);
+        # a cancelled, budget-stopped or broken run releases as if --keep had not been given.
+        if lease is not None and keep_s and summary["status"] in KEEPABLE:
+            try:
+                keep_lease(state, lease, keep_s, events)
+                summary["kept_until"] = to_jsonable(utcnow() + timedelta(seconds=keep_s))
+                kept = True
+            except FleetError as exc:
+                events.warn(f"could not keep lease {lease.id} ({exc.one_line()}); releasing it")
+        if not kept:
             count = len(lease.machines) if lease is not None else plan.machine_count
             events.phase("release", f"destroying {count} machine(s)")
             # A failed lease() cleans up after itself; releasing what it reported is the backstop.

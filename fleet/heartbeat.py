@@ -76,8 +76,13 @@ class Heartbeat:
         for t in threads:
             t.join(max(0.0, end - time.monotonic()))
         self.beats += 1
-        if self.on_deadline:
-            self.on_deadline(datetime.now(timezone.utc) + timedelta(seconds=ttl))
+        # Record what the machines actually hold: the latest deadline a beat confirmed. A beat
+        # that reached no machine changes nothing, so state never promises more than the machines.
+        with self._lock:
+            latest = max(self._alive_until.values(), default=None)
+        if self.on_deadline and latest is not None:
+            left = max(0.0, latest - time.monotonic())
+            self.on_deadline(datetime.now(timezone.utc) + timedelta(seconds=left))
 
     def lost(self, slack_s: float = 3.0) -> set[str]:
         """Machines certainly past their own deadline (beats could not reach them): their watchdog

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import NotFound, UsageError
+from .errors import ExitCode, FleetError, InfrastructureError, NotFound, UsageError
 from .models import Lease, to_jsonable, utcnow
 from .run_context import Events, SilentEvents
 
@@ -76,24 +76,31 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
     if not lease_ids and not all_leases:
         raise UsageError("name a lease to release, or use --all")
     leases = state.list_leases(active_only=True) if all_leases else [state.get_lease(i) for i in lease_ids]
-    released = []
+    released, failures = [], []
     for lease in leases:
         if lease.status not in ("active", "leasing"):
             continue
         events.phase("release", f"{lease.id} ({len(lease.machines)} machine(s))")
-        provider = _provider(lease.provider)
-        found = _describe(provider, lease, events)   # before release: afterwards a local machine is gone
-        provider.release(lease)
-        # The ledger before the status: a `down` interrupted here finds the lease again and finishes.
-        _close_ledger(state, lease, found, events)
-        state.set_lease_status(lease.id, "released")
-        released.append(lease.id)
+        try:
+            provider = _provider(lease.provider)
+            found = _describe(provider, lease, events)   # before release: afterwards a local machine is gone
+            provider.release(lease)
+            # The ledger before the status: a `down` interrupted here finds the lease again and finishes.
+            _close_ledger(state, lease, found, events)
+            state.set_lease_status(lease.id, "released")
+            released.append(lease.id)
+        except FleetError as exc:   # one stuck lease must not keep the others (and the sweep) alive
+            events.warn(f"could not release {lease.id}: {exc.one_line()}")
+            failures.append(lease.id)
     if all_leases:
         from .providers.local import LocalProvider
         live = {m.id for lease in state.list_leases(active_only=True) for m in lease.machines}
         for name in LocalProvider().sweep(live):
             events.phase("release", f"orphan local machine {name}")
             released.append(name)
+    if failures:
+        raise InfrastructureError(f"{len(failures)} lease(s) not released: {', '.join(failures)}",
+                                  hint="their machines still end at their own deadline; run `fleet down` again")
     return released
 
 
@@ -165,11 +172,19 @@ def run_on_lease(lease_id: str, command: str, *, events: Events | None = None) -
     state.create_run(run_id, lease_id=lease.id, project=lease.project, user=lease.user, command=command,
                      log_path=str(run_dir / "logs"), output_dir=str(run_dir))
     events.phase("run", command)
-    code, failing = _execute(ctx, [], lease, command)
-    summary = {"run_id": run_id, "lease_id": lease.id, "exit_code": code, "failing_rank": failing,
-               "status": "succeeded" if code == 0 else "failed", "run_dir": str(run_dir)}
-    _collect(ctx, lease, summary)
-    state.finish_run(run_id, summary["status"], code, {"summary": summary})
+    summary: dict[str, Any] = {"run_id": run_id, "lease_id": lease.id, "status": "error",
+                               "exit_code": ExitCode.INFRASTRUCTURE, "run_dir": str(run_dir)}
+    from .api import _Signals
+    try:
+        with _Signals(ctx):   # Ctrl-C stops the command; the kept lease stays (its deadline still holds)
+            code, failing = _execute(ctx, [], lease, command)
+        status = "cancelled" if ctx.stop_reason else "succeeded" if code == 0 else "failed"
+        summary.update(exit_code=ExitCode.CANCELLED if ctx.stop_reason else code, failing_rank=failing,
+                       status=status)
+        _collect(ctx, lease, summary)
+    finally:
+        # The record is closed whatever happened, so `fleet logs -f` never follows a run forever.
+        state.finish_run(run_id, summary["status"], summary["exit_code"], {"summary": summary})
     return summary
 
 
@@ -180,8 +195,11 @@ def log_files(run: dict[str, Any]) -> list[Path]:
     return sorted(log_dir.glob("rank-*.log"), key=lambda p: _rank_key(p.stem[5:]))
 
 
-def _rank_key(label: str):
-    return tuple(int(x) if x.isdigit() else x for x in label.replace("setup:", "-1.").split("."))
+def _rank_key(label: str) -> tuple[int, ...]:
+    """Setup logs first, then ranks in numeric order ("setup:1" < "0" < "2" < "10" < "1.3")."""
+    setup = label.startswith("setup:")
+    parts = label.removeprefix("setup:").split(".")
+    return (0 if setup else 1, *(int(p) if p.isdigit() else 1 << 30 for p in parts))
 
 
 def follow_logs(run_id: str, *, follow: bool = False, state=None, poll_s: float = 0.3) -> Iterator[str]:

@@ -36,6 +36,11 @@ def test_up_runs_on_every_machine_streams_prefixed_logs_and_releases(experiment,
     run_dirs = list((experiment / "runs").iterdir())
     assert len(run_dirs) == 1
     assert sorted((run_dirs[0] / f"node-{r}" / "rank.txt").read_text().strip() for r in range(3)) == ["0", "1", "2"]
+    logs = run_fleet(["logs", run_dirs[0].name], cwd=experiment)
+    assert logs.returncode == 0, logs.stderr
+    lines = logs.stdout.splitlines()
+    assert lines[:3] == [f"[setup:{r}] setting-up" for r in range(3)]   # setup logs first, then ranks
+    assert lines[3].startswith("[0] rank=0")
     assert _status(experiment) == []
     assert processes_under(fleet_home) == []
 
@@ -219,3 +224,18 @@ def test_secrets_never_appear_on_any_command_line(experiment, fleet_home):
     proc = run_fleet(["up", "--gpus", "2"], cwd=experiment, env={"CANARY": "s3cr3t-canary-value"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("cmdlines-with-secret 0") == 2, proc.stdout
+
+
+def test_ctrl_c_with_keep_still_releases(experiment, fleet_home):
+    """--keep keeps machines after a run that ended on its own; a cancelled run releases them."""
+    proc = _start_up(experiment, ["--keep", "10m", "--", "sh", "-c", "echo started; sleep 120"])
+    try:
+        _wait_for_line(proc, "started")
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 130, out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _status(experiment) == []
+    assert processes_under(fleet_home) == []
