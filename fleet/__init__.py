@@ -1,0 +1,40 @@
+"""fleet: lease GPU machines for an experiment, run it on pinned inputs, destroy them. Always.
+
+Everything the CLI does is importable (imported lazily, so `import fleet` stays cheap):
+
+    import fleet
+    config = fleet.load_config("examples/digits/fleet.toml", overrides={"gpus": 8})
+    summary = fleet.up(config)                 # the run summary; summary["exit_code"]
+    fleet.status()                             # live leases with their machines
+    fleet.down([], all_leases=True)            # release everything
+"""
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "up": ("fleet.api", "up"),
+    "load_config": ("fleet.config", "load_config"),
+    "status": ("fleet.leases", "status"),
+    "down": ("fleet.leases", "down"),
+    "extend": ("fleet.leases", "extend"),
+    "run_on_lease": ("fleet.leases", "run_on_lease"),
+    "follow_logs": ("fleet.leases", "follow_logs"),
+    "open_state": ("fleet.state", "open_state"),
+    "get_provider": ("fleet.providers", "get_provider"),
+    "FleetError": ("fleet.errors", "FleetError"),
+    "ExitCode": ("fleet.errors", "ExitCode"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'fleet' has no attribute {name!r}") from None
+    return getattr(import_module(module), attr)
