@@ -94,7 +94,7 @@ class LocalProvider:
     def describe(self, lease: Lease) -> list[MachineState]:
         states = []
         recorded = {m.id for m in lease.machines}
-        for d in self._lease_dirs(lease.id):
+        for d in self._lease_dirs(lease):
             if d.name not in recorded:   # made by a controller killed inside lease()
                 states.append(MachineState(d.name, "gone" if (d / "root" / ".fleet" / "expired").exists()
                                            else "running", "not in fleet's state", unrecorded=True,
@@ -112,7 +112,7 @@ class LocalProvider:
     def release(self, lease: Lease) -> None:
         dirs = [Path(m.provider_ref["dir"]) for m in lease.machines if m.provider_ref.get("dir")]
         # Also those the state never recorded (controller killed inside lease()): every machine of the lease.
-        dirs += [d for d in self._lease_dirs(lease.id) if d not in dirs]
+        dirs += [d for d in self._lease_dirs(lease) if d not in dirs]
         self._release_dirs(dirs)
         from ..keys import secure_delete
         secure_delete(lease_key_path(lease.id))
@@ -128,11 +128,15 @@ class LocalProvider:
             shutil.rmtree(d, ignore_errors=True)
 
     @staticmethod
-    def _lease_dirs(lease_id: str) -> list[Path]:
-        """The machine directories this provider made for a lease (named <lease>-n<rank>)."""
+    def _lease_dirs(lease: Lease) -> list[Path]:
+        """The machine directories this provider made for a lease (named <lease>-n<rank>).
+
+        Probed by name for the planned ranks rather than globbed: `fleet status` asks this for
+        every live lease, and a glob per lease (a regex compile and a full directory scan each)
+        made status with 1,000 leases 2.5× slower than with none."""
         root = subdir("machines")
-        return sorted(d for d in root.glob(f"{lease_id}-n*")
-                      if d.is_dir() and d.name[len(lease_id) + 2:].isdigit())
+        count = max(int(lease.meta.get("machines") or 0), len(lease.machines))
+        return [d for d in (root / f"{lease.id}-n{rank}" for rank in range(count)) if d.is_dir()]
 
     def orphan_dirs(self, live_machine_ids: set[str]) -> list[Path]:
         """Machine directories no live lease owns (e.g. a controller killed mid-lease)."""
