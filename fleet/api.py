@@ -355,7 +355,7 @@ def process_env(ctx: RunContext, lease: Lease, machine: Machine, local_rank: int
     env.update({
         "FLEET_RUN_ID": ctx.run_id, "FLEET_LEASE_ID": lease.id, "FLEET_NODE_RANK": str(machine.node_rank),
         "FLEET_NUM_NODES": str(len(lease.machines)), "FLEET_GPUS_PER_NODE": str(gpus_per),
-        "FLEET_MASTER_ADDR": lease.machines[0].host, "FLEET_MASTER_PORT": str(29500),
+        "FLEET_MASTER_ADDR": lease.machines[0].rendezvous_host, "FLEET_MASTER_PORT": str(29500),
         "FLEET_DATA": f"{machine.workdir}/data", "FLEET_PROJECT": plan.project,
         "FLEET_SIMULATED_GPUS": "1" if plan.template.simulated_gpus else "0",
         "PYTHONUNBUFFERED": "1",

@@ -71,6 +71,11 @@ class Machine:
     instance_type: str = ""
     spot: bool = False
     provider_ref: dict[str, Any] = field(default_factory=dict)   # provider's own ids (pid, instance id)
+    peer_host: str = ""                # where the lease's other machines reach it (cloud: private IP)
+
+    @property
+    def rendezvous_host(self) -> str:
+        return self.peer_host or self.host
 
     @property
     def agent_path(self) -> str:

@@ -55,7 +55,8 @@ def test_fleet_up_aws_8_gpus_through_the_sandbox(sandbox, tmp_path):
     exp.mkdir()
     (exp / "fleet.toml").write_text(
         'project = "aws-e2e"\nprovider = "aws"\ntemplate = "aws-8gpu"\nmax_duration = "10m"\n'
-        'command = "echo rank=$FLEET_NODE_RANK of $FLEET_NUM_NODES gpus=$CUDA_VISIBLE_DEVICES"\n')
+        'command = "echo rank=$FLEET_NODE_RANK of $FLEET_NUM_NODES gpus=$CUDA_VISIBLE_DEVICES '
+        'master=$FLEET_MASTER_ADDR"\n')
     offers = run_fleet(["offers", "--gpus", "8", "--template", "aws-8gpu", "--json"], cwd=exp, env=env)
     assert offers.returncode == 0, offers.stderr
     cheapest = json.loads(offers.stdout)["offers"][0]
@@ -66,6 +67,8 @@ def test_fleet_up_aws_8_gpus_through_the_sandbox(sandbox, tmp_path):
     summary = json.loads(up.stdout)
     assert summary["status"] == "succeeded" and summary["exit_code"] == 0
     assert "rank=0 of 2 gpus=0,1,2,3" in up.stderr + up.stdout and "rank=1 of 2" in up.stderr + up.stdout
+    # ranks rendezvous where they can really reach each other: loopback here, never moto's fake VPC IPs
+    assert (up.stderr + up.stdout).count("master=127.0.0.1") == 2
     launched = [i for i in _instances(env)
                 if {"Key": "fleet:project", "Value": "aws-e2e"} in i.get("Tags", [])]
     assert len(launched) == 2 and {i["InstanceType"] for i in launched} == {"g6.12xlarge"}

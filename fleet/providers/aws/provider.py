@@ -253,7 +253,9 @@ class AWSProvider:
                                                              "[aws] connect = \"private\" from inside the VPC")
             port, user, workdir, python = 22, MACHINE_USER, WORKDIR, "python3"
             _wait_tcp(host, port, self.ready_timeout_s, self.sleep)
-        return Machine(id=iid, lease_id=lease_id, node_rank=rank, host=host, port=port, user=user,
+        # Ranks rendezvous over the VPC (private IP); in the sandbox every machine is on loopback.
+        peer = host if self.sandbox else (inst.get("PrivateIpAddress") or host)
+        return Machine(id=iid, lease_id=lease_id, node_rank=rank, host=host, port=port, user=user, peer_host=peer,
                        key_path=str(key_path), host_key=host_pub, workdir=workdir,
                        gpu_slots=tuple(range(offer.gpus_per_machine)), python=python,
                        price_per_hour=offer.price_per_machine_hour or Decimal(0),
