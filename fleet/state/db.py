@@ -11,6 +11,7 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -90,6 +91,25 @@ class BaseDatabase:
         return applied
 
 
+def _enable_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
+    """Switch to WAL once per database file. SQLite answers a journal-mode change with "database is
+    locked" at once, without waiting on the busy timeout, when another connection is mid-write: two
+    fleet commands opening the state together failed that way. WAL is persistent, so a database
+    already in WAL needs no change; a new one retries briefly."""
+    delay = 0.01
+    for attempt in range(attempts):
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal":
+                return
+            conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 class Database(BaseDatabase):
     dialect = "sqlite"
 
@@ -103,8 +123,7 @@ class Database(BaseDatabase):
                 # Create with 0600 before sqlite opens it: state holds key paths and costs.
                 fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
                 os.close(fd)
-            conn = self._conn()
-            conn.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(self._conn())
         except (OSError, sqlite3.Error) as exc:
             raise EnvironmentProblem(f"cannot open state database {self.path}: {exc}",
                                      hint="check FLEET_HOME is writable and not full") from None
