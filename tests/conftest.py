@@ -112,3 +112,24 @@ def run_fleet(args: list[str], *, cwd: Path, env: dict | None = None, timeout: f
     if check_no_traceback:
         assert "Traceback" not in proc.stderr, proc.stderr
     return proc
+
+
+def start_fleet_up(cwd: Path, args: list[str], env: dict | None = None) -> subprocess.Popen:
+    """`fleet up ARGS` in the background (own session, so a test can signal it like a terminal would)."""
+    return subprocess.Popen([FLEET, "up", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, **(env or {})}, start_new_session=True)
+
+
+def wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 60) -> str:
+    """Read the process's output until a line contains `needle`; kill it and fail if it never does."""
+    seen = []
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return "".join(seen)
+    proc.kill()
+    raise AssertionError(f"never saw {needle!r}: {''.join(seen)[-2000:]}")

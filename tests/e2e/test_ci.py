@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DIGITS, FLEET, REPO, processes_under, run_fleet, wait_until
+from tests.conftest import (DIGITS, FLEET, REPO, processes_under, run_fleet, start_fleet_up, wait_for_line,
+                            wait_until)
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 CANARY = "canary-7f3a9c21-do-not-print"          # a secret the experiment receives (config.secrets)
@@ -130,31 +131,12 @@ def test_budget_stop_ends_budget_stopped_exit_11_with_summary(experiment, fleet_
     assert processes_under(fleet_home) == []
 
 
-def _start(experiment: Path, args: list[str], env: dict) -> subprocess.Popen:
-    return subprocess.Popen([FLEET, "up", *args], cwd=experiment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, **env}, start_new_session=True)
-
-
-def _wait_for(proc: subprocess.Popen, needle: str, timeout: float = 60) -> str:
-    seen = []
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if needle in line:
-            return "".join(seen)
-    proc.kill()
-    raise AssertionError(f"never saw {needle!r}: {''.join(seen)[-2000:]}")
-
-
 def test_sigterm_mid_run_releases_machines_fetches_outputs_and_reports_cancelled(experiment, fleet_home, gh):
     env, files = gh
     _config(experiment, SLEEP="300")
-    proc = _start(experiment, ["--gpus", "2"], env)
+    proc = start_fleet_up(experiment, ["--gpus", "2"], env)
     try:
-        _wait_for(proc, "started")
+        wait_for_line(proc, "started")
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert wait_until(lambda: not processes_under(fleet_home), 15), processes_under(fleet_home)
@@ -177,8 +159,8 @@ def test_runner_killed_machines_end_at_their_own_deadline(experiment, fleet_home
     env, _files = gh
     ttl = 3
     _config(experiment, SLEEP="300")
-    proc = _start(experiment, ["--gpus", "2"], {**env, "FLEET_HEARTBEAT_TTL": str(ttl)})
-    _wait_for(proc, "started")
+    proc = start_fleet_up(experiment, ["--gpus", "2"], {**env, "FLEET_HEARTBEAT_TTL": str(ttl)})
+    wait_for_line(proc, "started")
     assert processes_under(fleet_home)
     proc.kill()   # only the controller, like a runner that vanished: no handler, no release
     proc.wait()
@@ -220,9 +202,9 @@ def test_sigint_then_sigterm_right_after_leasing_still_releases_quickly(experime
     """GitHub's order (SIGINT, then SIGTERM) arriving while machines are still coming up."""
     env, files = gh
     _config(experiment, SLEEP="300")
-    proc = _start(experiment, ["--gpus", "2"], env)
+    proc = start_fleet_up(experiment, ["--gpus", "2"], env)
     try:
-        _wait_for(proc, "fleet: lease:")
+        wait_for_line(proc, "fleet: lease:")
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         time.sleep(0.5)

@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.conftest import FLEET, processes_under, run_fleet, wait_until
+from tests.conftest import processes_under, run_fleet, start_fleet_up, wait_for_line, wait_until
 
 
 def _status(cwd: Path) -> list[dict]:
@@ -101,28 +97,10 @@ def test_unusable_fleet_home_and_missing_sshd_are_clear(experiment, fleet_home, 
     assert _status(experiment) == []
 
 
-def _start_up(experiment: Path, args: list[str], env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen([FLEET, "up", *args], cwd=experiment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env={**os.environ, **(env or {})}, start_new_session=True)
-
-
-def _wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 60) -> list[str]:
-    seen = []
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line)
-        if needle in line:
-            return seen
-    raise AssertionError(f"never saw {needle!r}: {''.join(seen)[-2000:]}")
-
-
 def test_ctrl_c_mid_run_stops_the_experiment_and_releases_everything(experiment, fleet_home):
-    proc = _start_up(experiment, ["--gpus", "2", "--", "sh", "-c", "echo started; sleep 120"])
+    proc = start_fleet_up(experiment, ["--gpus", "2", "--", "sh", "-c", "echo started; sleep 120"])
     try:
-        _wait_for_line(proc, "started")
+        wait_for_line(proc, "started")
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
@@ -137,9 +115,9 @@ def test_ctrl_c_mid_run_stops_the_experiment_and_releases_everything(experiment,
 
 def test_sigkill_of_the_controller_leaves_nothing_after_ttl(experiment, fleet_home):
     ttl = 3
-    proc = _start_up(experiment, ["--gpus", "2", "--", "sh", "-c", "echo started; sleep 300"],
+    proc = start_fleet_up(experiment, ["--gpus", "2", "--", "sh", "-c", "echo started; sleep 300"],
                      env={"FLEET_HEARTBEAT_TTL": str(ttl)})
-    _wait_for_line(proc, "started")
+    wait_for_line(proc, "started")
     assert processes_under(fleet_home)
     proc.kill()
     proc.wait()
@@ -156,7 +134,7 @@ def test_sigkill_of_the_controller_leaves_nothing_after_ttl(experiment, fleet_ho
 
 
 def test_two_concurrent_ups_from_two_shells(experiment, fleet_home):
-    procs = [_start_up(experiment, ["--gpus", "2", "--json", "--", "sh", "-c", "sleep 1; echo done"])
+    procs = [start_fleet_up(experiment, ["--gpus", "2", "--json", "--", "sh", "-c", "sleep 1; echo done"])
              for _ in range(2)]
     outs = [p.communicate(timeout=120)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
@@ -228,9 +206,9 @@ def test_secrets_never_appear_on_any_command_line(experiment, fleet_home):
 
 def test_ctrl_c_with_keep_still_releases(experiment, fleet_home):
     """--keep keeps machines after a run that ended on its own; a cancelled run releases them."""
-    proc = _start_up(experiment, ["--keep", "10m", "--", "sh", "-c", "echo started; sleep 120"])
+    proc = start_fleet_up(experiment, ["--keep", "10m", "--", "sh", "-c", "echo started; sleep 120"])
     try:
-        _wait_for_line(proc, "started")
+        wait_for_line(proc, "started")
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 130, out
