@@ -123,14 +123,7 @@ def gather(ledger: Ledger, since: datetime | None, until: datetime | None, max_e
     if len(fresh_bad) > max_excluded:
         return None
     groups += ledger.aggregate(since=since, until=until, after_id=done, exclude_ids=[c.id for c in fresh_bad])
-    where, params = [], []
-    if since is not None:
-        where.append("start_at >= ?")
-        params.append(iso(since))
-    if until is not None:
-        where.append("start_at < ?")
-        params.append(iso(until))
+    where, params = Ledger._where(since=since, until=until)   # ledger_damaged keeps start_at too
     sealed_bad = [CorruptRow(r["id"], r["reason"]) for r in db.execute(
-        "SELECT id, reason FROM ledger_damaged" + (" WHERE " + " AND ".join(where) if where else "")
-        + " ORDER BY id", params)]
+        "SELECT id, reason FROM ledger_damaged" + where + " ORDER BY id", params)]
     return groups, sealed_bad + fresh_bad
