@@ -38,7 +38,7 @@ def wait_until(predicate, timeout: float, interval: float = 0.1) -> bool:
 def _sweep(home: Path) -> None:
     """Last-resort cleanup of a test FLEET_HOME: release everything, kill whatever is left."""
     import signal
-    from fleet.providers.sshd import stop_machine_dir
+    from fleet.providers.local.sshd import stop_machine_dir
     machines = home / "machines"
     if machines.exists():
         for d in machines.iterdir():

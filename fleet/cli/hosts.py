@@ -23,7 +23,7 @@ def _config_hosts() -> list:
 
 
 def _inventory():
-    from ..hosts import Inventory
+    from ..providers.ssh.hosts import Inventory
     from ..state import open_state
     return Inventory(open_state().db, _config_hosts())
 
@@ -47,7 +47,7 @@ def add(
     import sys
 
     from ..errors import InfrastructureError, UsageError
-    from ..hosts import Host, fetch_host_key, fingerprint, known_host_key, probe, resolve
+    from ..providers.ssh.hosts import Host, fetch_host_key, fingerprint, known_host_key, probe, resolve
     from ..models import utcnow
     from ..plan import current_user
 
@@ -105,7 +105,7 @@ def ls(
     probe_hosts: bool = typer.Option(True, "--probe/--no-probe", help="Check each host over SSH now."),
 ) -> int:
     """List hosts with GPUs, slots in use, and whether they answer (down hosts are skipped by leases)."""
-    from ..hosts import probe_all
+    from ..providers.ssh.hosts import probe_all
     inventory = _inventory()
     hosts = inventory.list()
     if probe_hosts and hosts:
@@ -117,7 +117,7 @@ def ls(
     rows = []
     for h in hosts:
         row = {k: v for k, v in h.to_json().items() if k not in ("host_key", "home")}
-        from ..hosts import fingerprint
+        from ..providers.ssh.hosts import fingerprint
         row["host_key_fingerprint"] = fingerprint(h.host_key) if h.host_key else None
         row["slots_used"] = used.get(h.name, [])
         row["slots_free"] = max(0, (h.gpus or 0) - len(row["slots_used"]))

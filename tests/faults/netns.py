@@ -22,7 +22,7 @@ from fleet.keys import generate_ed25519
 from fleet.models import Lease, Machine, utcnow
 from fleet.paths import subdir
 from fleet.providers.local import LocalProvider, lease_key_path
-from fleet.providers.sshd import _config_text, find_sshd, start_watchdog
+from fleet.providers.local.sshd import _config_text, find_sshd, start_watchdog
 
 SUBNET = "10.213"
 

@@ -13,7 +13,7 @@ from fleet.errors import InfrastructureError, MachineUnreachable
 from fleet.heartbeat import Heartbeat
 from fleet.keys import generate_ed25519
 from fleet.providers.local import LocalProvider
-from fleet.providers.sshd import pid_alive
+from fleet.providers.local.sshd import pid_alive
 from fleet.remote.ssh import connect, wait_ready
 from tests.conftest import processes_under, wait_until
 

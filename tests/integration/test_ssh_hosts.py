@@ -9,11 +9,11 @@ import pytest
 
 from fleet.config_model import Config
 from fleet.errors import CapacityError, InfrastructureError
-from fleet.hosts import Host, Inventory, fingerprint, parse_discovery, probe
+from fleet.providers.ssh.hosts import Host, Inventory, fingerprint, parse_discovery, probe
 from fleet.ids import new_lease_id
 from fleet.plan import make_plan
 from fleet.providers.ssh import SSHHostsProvider
-from fleet.providers.ssh_slots import active, place
+from fleet.providers.ssh.slots import active, place
 from fleet.remote.ssh import connect
 from fleet.state import open_state
 from tests.conftest import processes_under, wait_until

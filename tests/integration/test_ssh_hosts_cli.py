@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from fleet.errors import ExitCode
-from fleet.hosts import fingerprint
+from fleet.providers.ssh.hosts import fingerprint
 from fleet.state import open_state
 from tests.conftest import FLEET, processes_under, run_fleet
 from tests.fixtures.ssh_hosts import PYTHON, HostFarm, toml_hosts

@@ -59,7 +59,7 @@ class Sandbox:
     def bind(self, instance_id: str, lease_id: str, key_path: Path, host_key_path: Path, host_public_key: str,
              *, deadline_s: int, max_s: int, private_ip: str | None = None) -> dict[str, Any]:
         """Start (or find, for a retried lease) the loopback machine standing in for `instance_id`."""
-        from ..sshd import start_sshd, start_watchdog, stop_machine_dir
+        from ..local.sshd import start_sshd, start_watchdog, stop_machine_dir
         d = self.root / instance_id
         existing = self._read(d)
         if existing and existing.get("lease_id") == lease_id and _alive(existing.get("sshd_pid")):
@@ -89,7 +89,7 @@ class Sandbox:
         return (b["host"], int(b["port"])) if b else None
 
     def unbind(self, instance_ids: list[str]) -> None:
-        from ..sshd import stop_machine_dir
+        from ..local.sshd import stop_machine_dir
         for iid in instance_ids:
             d = self.root / iid
             if d.exists():
@@ -108,7 +108,7 @@ class Sandbox:
 
 
 def _alive(pid: Any) -> bool:
-    from ..sshd import pid_alive
+    from ..local.sshd import pid_alive
     return bool(pid) and pid_alive(int(pid))
 
 

@@ -17,7 +17,7 @@ if _rank_from and os.path.basename(sys.argv[0] if sys.argv else "") == "fleet":
     import time
     from pathlib import Path
 
-    import fleet.providers.local as _local
+    import fleet.providers.local.provider as _local
 
     _real_start_sshd = _local.start_sshd
 

@@ -1,6 +1,6 @@
 """The local provider: each machine is a real OpenSSH sshd on 127.0.0.1.
 
-Machines live under $FLEET_HOME/machines/<machine-id>/ (see fleet/providers/sshd.py). Their GPUs
+Machines live under $FLEET_HOME/machines/<machine-id>/ (see fleet/providers/local/sshd.py). Their GPUs
 are simulated slots. The watchdog is started detached before `lease` returns, so a machine ends at
 its deadline even if the controller is SIGKILLed the next instant.
 """
@@ -13,11 +13,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
-from ..errors import UsageError
-from ..keys import generate_ed25519
-from ..models import Lease, Machine, MachineState, Plan, Template, utcnow
-from ..paths import subdir
-from .local_templates import LOCAL_TEMPLATES
+from ...errors import UsageError
+from ...keys import generate_ed25519
+from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
+from ...paths import subdir
+from .templates import LOCAL_TEMPLATES
 from .sshd import find_sshd, pid_alive, start_sshd, start_watchdog, stop_machine_dir
 
 
@@ -114,7 +114,7 @@ class LocalProvider:
         # Also those the state never recorded (controller killed inside lease()): every machine of the lease.
         dirs += [d for d in self._lease_dirs(lease) if d not in dirs]
         self._release_dirs(dirs)
-        from ..keys import secure_delete
+        from ...keys import secure_delete
         secure_delete(lease_key_path(lease.id))
         shutil.rmtree(lease_key_path(lease.id).parent, ignore_errors=True)
 

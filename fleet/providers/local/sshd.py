@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import EnvironmentProblem, InfrastructureError
-from ..keys import generate_ed25519
+from ...errors import EnvironmentProblem, InfrastructureError
+from ...keys import generate_ed25519
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd")
 
@@ -148,7 +148,7 @@ def start_watchdog(directory: Path, machine_id: str, *, ttl_s: float, max_s: flo
                    kill_pid_files: list[Path] = ()) -> int:
     """The machine's dead-man switch, started detached (own session) so SIGKILL of the controller
     leaves it running; it ends the machine at its deadline unless a heartbeat extends it."""
-    from ..remote.agent import AGENT_PATH
+    from ...remote.agent import AGENT_PATH
     state = Path(directory) / "root" / ".fleet"
     state.mkdir(parents=True, exist_ok=True)
     agent = state / "agent.py"
@@ -178,7 +178,7 @@ def start_watchdog(directory: Path, machine_id: str, *, ttl_s: float, max_s: flo
 
 
 def pid_alive(pid: int) -> bool:
-    from ..remote.agent.agent import alive
+    from ...remote.agent.agent import alive
     return alive(pid)
 
 
@@ -206,7 +206,7 @@ def stop_machine_dir(directory: Path, grace_s: float = 2.0) -> None:
         except ChildProcessError:
             pass
     # The watchdog may be dead (killed by hand, machine crashed): finish its job from here.
-    from ..remote.agent import agent
+    from ...remote.agent import agent
     leftovers = [p for p in agent.machine_pids(d.name, pids) if pid_alive(p)]
     if leftovers:
         agent.kill_all(leftovers, grace_s=0.5)

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import InfrastructureError, MachineUnreachable, NotFound, UsageError
-from .models import Machine, utcnow
+from ...errors import InfrastructureError, MachineUnreachable, NotFound, UsageError
+from ...models import Machine, utcnow
 
 DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 PROBE_TIMEOUT_S = 5.0
@@ -205,7 +205,7 @@ class Probe:
 
 def probe(host: Host, timeout: float = PROBE_TIMEOUT_S) -> Probe:
     """Connect with the pinned key, learn $HOME, and count GPUs (nvidia-smi) when not declared."""
-    from .remote.ssh import connect
+    from ...remote.ssh import connect
     try:
         machine = host_machine(host, f"probe-{host.name}")
         with connect(machine, timeout=timeout) as session:
@@ -269,7 +269,7 @@ class Inventory:
         raise NotFound(f"no host {name!r}", hint="see `fleet hosts ls`")
 
     def add(self, host: Host) -> None:
-        from .state.db import ConstraintViolation
+        from ...state.db import ConstraintViolation
         if host.name in self.config_hosts:
             raise UsageError(f"host {host.name!r} is already declared in fleet.toml [[hosts]]")
         exists = UsageError(f"host {host.name!r} already exists",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from ..models import Template
+from ...models import Template
 
 _SOURCE = "shadow price: AWS on-demand us-east-1 list price of the nearest GPU instance (2026-11)"
 

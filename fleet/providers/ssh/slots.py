@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import CapacityError
-from ..models import utcnow
-from ..state.db import ConstraintViolation
+from ...errors import CapacityError
+from ...models import utcnow
+from ...state.db import ConstraintViolation
 
 
 @dataclass(frozen=True)

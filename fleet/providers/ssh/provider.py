@@ -1,7 +1,7 @@
 """The ssh provider: a team's own GPU hosts, shared by leasing GPU slots on them.
 
 A lease machine is a slice of a host: a set of GPU slot indices (reserved transactionally in the
-state database, see ssh_slots.py; fleet's run code sets CUDA_VISIBLE_DEVICES to exactly these)
+state database, see slots.py; fleet's run code sets CUDA_VISIBLE_DEVICES to exactly these)
 and its own working directory ~/.fleet-leases/<lease>/<machine>. Its watchdog (the fleet agent,
 started detached with setsid/nohup) ends only the processes tagged with this machine's
 FLEET_MACHINE_ID at the deadline — never the host, which other leases are using.
@@ -18,10 +18,10 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
-from ..errors import InfrastructureError, MachineUnreachable, UsageError
-from ..hosts import Host, Inventory, host_machine, probe_all
-from ..models import Lease, Machine, MachineState, Plan, Template, utcnow
-from . import ssh_slots
+from ...errors import InfrastructureError, MachineUnreachable, UsageError
+from .hosts import Host, Inventory, host_machine, probe_all
+from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
+from . import slots as ssh_slots
 
 PROBE_FRESH_S = 30.0
 LEASES_DIR = ".fleet-leases"
@@ -55,7 +55,7 @@ class SSHHostsProvider:
     @property
     def state(self):
         if self._state is None:
-            from ..state import open_state
+            from ...state import open_state
             self._state = open_state(getattr(self.config, "state_url", None))
         return self._state
 
@@ -112,7 +112,7 @@ class SSHHostsProvider:
                      meta={"hosts": sorted({m.provider_ref["host"] for m in machines})})
 
     def describe(self, lease: Lease) -> list[MachineState]:
-        from ..remote.ssh import connect
+        from ...remote.ssh import connect
 
         def one(m: Machine) -> MachineState:
             try:
@@ -139,7 +139,7 @@ class SSHHostsProvider:
         """
         results = dict(zip([m.id for m in lease.machines], self._stop_all(lease.machines)))
         inv = self.inventory()
-        from ..hosts import Probe
+        from .hosts import Probe
         for m in lease.machines:
             exc = results.get(m.id)
             if isinstance(exc, MachineUnreachable) and m.provider_ref.get("host"):
@@ -188,8 +188,8 @@ def start_watchdog(m: Machine, *, ttl_s: float, max_s: float, telemetry_interval
     among the processes it must end; it kills only this machine's tagged processes (no --kill-pid,
     no --poweroff: the host stays up).
     """
-    from ..remote.agent import AGENT_PATH
-    from ..remote.ssh import connect
+    from ...remote.agent import AGENT_PATH
+    from ...remote.ssh import connect
     with connect(m, timeout=10) as s:
         s.run(["mkdir", "-p", m.state_dir])
         with s.sftp() as sftp:
@@ -227,7 +227,7 @@ exit 0
 
 
 def stop_machine(m: Machine) -> None:
-    from ..remote.ssh import connect
+    from ...remote.ssh import connect
     script = _STOP_SCRIPT.format(state=shlex.quote(m.state_dir), workdir=shlex.quote(m.workdir),
                                  python=shlex.quote(m.python), machine_id=shlex.quote(m.id))
     with connect(m, timeout=10) as s:
