@@ -111,8 +111,11 @@ class Plan:
     user: str = "unknown"
     instance_type: str = ""
     spot: bool = False
-    budget: Decimal | None = None
-    options: dict[str, Any] = field(default_factory=dict)   # provider-specific knobs from config
+    run_id: str = ""                   # tagged on cloud machines (fleet:run)
+    # When the run's budget is spent at this lease's full burn, seconds from leasing (None: no
+    # budget); providers that tag an expiry for a reaper (AWS fleet:expires-at) cap it by this.
+    budget_deadline_s: int | None = None
+    telemetry_interval_s: float = 0.0  # the agent samples GPU telemetry this often (0: never)
 
     @property
     def gpus_per_machine(self) -> int:

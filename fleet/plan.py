@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import getpass
 import os
-from decimal import Decimal
 
 from .errors import UsageError
 from .models import Plan, Template
@@ -37,7 +36,7 @@ def machines_for(gpus: int | None, template: Template) -> tuple[int, int]:
 
 
 def make_plan(*, provider: str, template: Template, gpus: int | None, max_duration_s: int, heartbeat_ttl_s: int,
-              project: str, user: str, budget: Decimal | None = None, options: dict | None = None) -> Plan:
+              project: str, user: str) -> Plan:
     if max_duration_s <= 0:
         raise UsageError(f"max_duration must be positive, got {max_duration_s}s")
     if heartbeat_ttl_s <= 0:
@@ -45,7 +44,7 @@ def make_plan(*, provider: str, template: Template, gpus: int | None, max_durati
     count, total = machines_for(gpus, template)
     return Plan(provider=provider, template=template, gpus=total, machine_count=count,
                 max_duration_s=max_duration_s, heartbeat_ttl_s=heartbeat_ttl_s, project=project, user=user,
-                spot=template.spot, budget=budget, options=dict(options or {}))
+                spot=template.spot)
 
 
 def first_deadline_s(plan: Plan) -> int:

@@ -273,7 +273,7 @@ def test_expires_at_tag_is_capped_by_the_budget_deadline(provider, project):
     """The reaper's line (fleet:expires-at) must not outlast the budget, even if max_duration is long."""
     from datetime import datetime, timezone
     plan = plan_for(provider, "aws-1gpu", 1, project, max_s=8 * 3600)
-    plan.options["budget_deadline_s"] = 600
+    plan.budget_deadline_s = 600
     lease = provider.lease(plan, "l-budget-tag", 60)
     try:
         tags = {t["Key"]: t["Value"] for t in find_instances(provider.ec2, {"fleet:lease": "l-budget-tag"})[0]["Tags"]}

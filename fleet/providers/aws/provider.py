@@ -144,11 +144,11 @@ class AWSProvider:
     def _tags(self, plan: Plan, lease_id: str, template: TemplateOutputs) -> dict[str, str]:
         # The reaper's line: never later than max_duration, nor than the moment the budget runs
         # out at this lease's burn rate (set by the budget hook), plus grace for teardown.
-        life_s = min(plan.max_duration_s, int(plan.options.get("budget_deadline_s") or plan.max_duration_s))
+        life_s = min(plan.max_duration_s, plan.budget_deadline_s or plan.max_duration_s)
         expires = utcnow() + timedelta(seconds=life_s + EXPIRY_GRACE_S)
         return {
             "Name": f"fleet-{lease_id}", TAG_LEASE: lease_id,
-            "fleet:run": str(plan.options.get("run_id") or lease_id),
+            "fleet:run": plan.run_id or lease_id,
             "fleet:project": plan.project, "fleet:user": plan.user,
             "fleet:template": template.name,
             "fleet:expires-at": expires.replace(microsecond=0).isoformat().replace("+00:00", "Z"),

@@ -58,7 +58,7 @@ class LocalProvider:
             # controller killed between the two left an sshd with no deadline (fault matrix).
             start_watchdog(d, machine_id, ttl_s=deadline_s, max_s=plan.max_duration_s,
                            kill_pids=[], kill_pid_files=[d / "sshd.pid"], python=self.python,
-                           telemetry_interval=float(plan.options.get("telemetry_interval", 0) or 0))
+                           telemetry_interval=plan.telemetry_interval_s)
             sshd = start_sshd(d, machine_id, public)
             return Machine(
                 id=machine_id, lease_id=lease_id, node_rank=rank, host="127.0.0.1", port=sshd.port,

@@ -163,7 +163,7 @@ class SSHHostsProvider:
                         price_per_hour=plan.template.price_per_hour or Decimal("0"),
                         instance_type=host.gpu_model or "", provider_ref={"host": p.host})
             start_watchdog(m, ttl_s=deadline_s, max_s=plan.max_duration_s,
-                           telemetry_interval=float(plan.options.get("telemetry_interval", 0) or 0))
+                           telemetry_interval=plan.telemetry_interval_s)
             return m
 
         machines, failures = [], []
