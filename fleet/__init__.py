@@ -4,7 +4,7 @@ Everything the CLI does is importable (imported lazily, so `import fleet` stays 
 
     import fleet
     config = fleet.load_config("examples/digits/fleet.toml", overrides={"gpus": 8})
-    summary = fleet.up(config)                 # the run summary; summary["exit_code"]
+    summary = fleet.up(config)                 # a fleet.RunSummary: summary.status, summary.exit_code
     fleet.status()                             # live leases with their machines
     fleet.down([], all_leases=True)            # release everything
 """
@@ -16,12 +16,16 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "up": ("fleet.api", "up"),
+    "up": ("fleet.run.pipeline", "up"),
+    "RunSummary": ("fleet.run.summary", "RunSummary"),
+    "RunOptions": ("fleet.run.types", "RunOptions"),
+    "RunObserver": ("fleet.run.observers", "RunObserver"),
+    "Events": ("fleet.run.context", "Events"),
     "load_config": ("fleet.config", "load_config"),
     "status": ("fleet.leases", "status"),
     "down": ("fleet.leases", "down"),
     "extend": ("fleet.leases", "extend"),
-    "run_on_lease": ("fleet.leases", "run_on_lease"),
+    "run_on_lease": ("fleet.run.pipeline", "run_on_lease"),
     "follow_logs": ("fleet.leases", "follow_logs"),
     "open_state": ("fleet.state", "open_state"),
     "get_provider": ("fleet.providers", "get_provider"),

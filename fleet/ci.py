@@ -2,10 +2,10 @@
 line fleet prints, a short cancellation grace, and the GitHub job summary/outputs at the end.
 
 The CLI turns CI mode on with `--ci` or when the environment says CI (CI=true, GITHUB_ACTIONS=true,
-GITLAB_CI=true). The library part is `CIHook`, one more run hook (see fleet/run_context.py): it
-puts the CI context into the run record and the summary, shortens the graceful stop on
-cancellation, and writes the reports in `after_run`, which api.py calls for every leased run —
-succeeded, failed, budget-stopped or cancelled.
+GITLAB_CI=true) and passes it as `RunOptions(ci=True)`; library callers opt in the same way, so a
+test suite running inside CI does not report into the job summary. In CI mode the pipeline
+(fleet/run/pipeline.py) puts the CI context into the summary, shortens the graceful stop on
+cancellation, and registers `CIReport`, an observer that writes the reports when the run ends.
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
+
+from .run.observers import RunObserver
 
 # GitHub sends SIGINT on cancellation, SIGTERM ~7.5 s later, then SIGKILL. Stopping the experiment
 # gracefully for 3 s leaves time to fetch outputs and release every machine inside that window.
@@ -30,15 +32,9 @@ def env_says_ci(environ: Mapping[str, str] | None = None) -> bool:
             or e.get("GITLAB_CI", "").lower() in _TRUE)
 
 
-def ci_mode(config) -> bool:
-    """Set by `fleet up` (`--ci`, or a CI environment) in config.raw["_cli"]["ci"]. Library callers
-    opt in the same way, so a test suite running inside CI does not report into the job summary."""
-    return bool(config.raw.get("_cli", {}).get("ci"))
-
-
 def cancel_grace_s(environ: Mapping[str, str] | None = None) -> float | None:
     """The CI default for the SIGTERM→SIGKILL grace of a cancelled run, or None when FLEET_GRACE
-    is set (api.grace_s() then applies that value, in CI as anywhere)."""
+    is set (fleet.run.execute.grace_s() then applies that value, in CI as anywhere)."""
     e = os.environ if environ is None else environ
     return None if e.get("FLEET_GRACE", "").strip() else CI_CANCEL_GRACE_S
 
@@ -214,31 +210,19 @@ def failures_reported():
         raise
 
 
-# -- the run hook ----------------------------------------------------------------------------------
+# -- the run observer ------------------------------------------------------------------------------
 
-class CIHook:
-    """Plugs CI mode into a run; does nothing outside CI mode. Never fails the run it reports on."""
+class CIReport(RunObserver):
+    """Writes the GitHub job summary and step outputs when a run ends (succeeded, failed,
+    budget-stopped or cancelled). Registered by the pipeline in CI mode only. Never fails the run."""
 
     def __init__(self, config):
         self.config = config
-        self.active = ci_mode(config)
 
-    def before_lease(self, ctx) -> None:
-        if not self.active:
-            return
-        ctx.record["ci"] = detect_context()
-        grace = cancel_grace_s()
-        if grace is not None:
-            ctx.cancel_grace_s = grace
-
-    def after_run(self, ctx, summary: dict) -> None:
-        if not self.active:
-            return
-        if ctx.record.get("ci"):
-            summary["ci"] = ctx.record["ci"]
+    def on_finish(self, ctx, summary) -> None:
         try:
             from .ci_report import report_run
-            report_run(summary, Path(ctx.run_dir), Masker.for_config(self.config))
+            report_run(summary.to_json(), Path(ctx.run_dir), Masker.for_config(self.config))
             _reported.append(ctx.run_id)
         except Exception as exc:  # noqa: BLE001 — a report problem must not hide the run's own result
             ctx.events.warn(f"could not write the CI summary: {type(exc).__name__}: {exc}")

@@ -1,4 +1,4 @@
-"""Leases after `fleet up`: status, down, extend, run on a kept lease, logs, ssh."""
+"""Leases after `fleet up`: status, down, extend, logs, ssh. (`fleet run LEASE` is fleet/run/pipeline.py.)"""
 from __future__ import annotations
 
 import os
@@ -8,11 +8,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .errors import ExitCode, FleetError, InfrastructureError, NotFound, UsageError
+from .errors import FleetError, InfrastructureError, NotFound, UsageError
 from .models import Lease, to_jsonable, utcnow
 
 if TYPE_CHECKING:
-    from .run_context import Events
+    from .run.context import Events
 
 
 def _provider(name: str):
@@ -74,7 +74,7 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
     """Release leases (idempotent). With all_leases, also sweep local machines no lease owns."""
     from .state import open_state
     state = state or open_state()
-    from .run_context import SilentEvents
+    from .run.context import SilentEvents
     events = events or SilentEvents()
     if not lease_ids and not all_leases:
         raise UsageError("name a lease to release, or use --all")
@@ -135,7 +135,7 @@ def _close_ledger(state, lease: Lease, found: list, events: Events) -> None:
 
 
 def extend(lease_id: str, seconds: int, state=None) -> datetime:
-    from .api import extend_lease
+    from .run.keep import extend_lease
     from .state import open_state
     state = state or open_state()
     lease = state.get_lease(lease_id)
@@ -143,53 +143,6 @@ def extend(lease_id: str, seconds: int, state=None) -> datetime:
         raise UsageError(f"lease {lease.id} is {lease.status}, not active")
     extend_lease(state, lease, seconds)
     return state.get_lease(lease.id).deadline
-
-
-def run_on_lease(lease_id: str, command: str, *, events: Events | None = None) -> dict[str, Any]:
-    """Run a command on a kept lease's machines (no release afterwards: the lease stays kept)."""
-    from .api import _execute, _collect
-    from .config_model import Config
-    from .ids import new_run_id
-    from .plan import make_plan
-    from .run_context import RunContext
-    from .state import open_state
-    from .run_context import SilentEvents
-    events = events or SilentEvents()
-    state = open_state()
-    lease = state.get_lease(lease_id)
-    if lease.status != "active":
-        raise UsageError(f"lease {lease.id} is {lease.status}, not active")
-    provider = _provider(lease.provider)
-    template = provider.templates().get(lease.template)
-    if template is None:
-        raise NotFound(f"template {lease.template!r} of lease {lease.id} is no longer offered")
-    run_id = new_run_id()
-    run_dir = Path.cwd() / "runs" / run_id
-    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
-    config = Config(path=None, base_dir=Path.cwd(), project=lease.project, name=lease.project, command=command,
-                    template=lease.template, provider=lease.provider)
-    plan = make_plan(provider=lease.provider, template=template, gpus=lease.gpus or None,
-                     max_duration_s=max(1, int((lease.max_deadline - utcnow()).total_seconds())),
-                     heartbeat_ttl_s=lease.heartbeat_ttl_s, project=lease.project, user=lease.user)
-    ctx = RunContext(config=config, plan=plan, run_id=run_id, lease_id=lease.id, state=state, events=events,
-                     run_dir=run_dir, started_at=utcnow(), lease=lease, command=command)
-    state.create_run(run_id, lease_id=lease.id, project=lease.project, user=lease.user, command=command,
-                     log_path=str(run_dir / "logs"), output_dir=str(run_dir))
-    events.phase("run", command)
-    summary: dict[str, Any] = {"run_id": run_id, "lease_id": lease.id, "status": "error",
-                               "exit_code": ExitCode.INFRASTRUCTURE, "run_dir": str(run_dir)}
-    from .api import _Signals
-    try:
-        with _Signals(ctx):   # Ctrl-C stops the command; the kept lease stays (its deadline still holds)
-            code, failing = _execute(ctx, [], lease, command)
-        status = "cancelled" if ctx.stop_reason else "succeeded" if code == 0 else "failed"
-        summary.update(exit_code=ExitCode.CANCELLED if ctx.stop_reason else code, failing_rank=failing,
-                       status=status)
-        _collect(ctx, lease, summary)
-    finally:
-        # The record is closed whatever happened, so `fleet logs -f` never follows a run forever.
-        state.finish_run(run_id, summary["status"], summary["exit_code"], {"summary": summary})
-    return summary
 
 
 def log_files(run: dict[str, Any]) -> list[Path]:

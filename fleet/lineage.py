@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import FleetError, IntegrityError, UsageError
 from .records import REDACTED, RunRecord, get_record, list_records, verify_chain
+
+if TYPE_CHECKING:
+    from .run.summary import RunSummary
+    from .run.types import RerunOf
 
 
 def _stores():
@@ -39,9 +43,6 @@ def rerun_config(rec: RunRecord, base_dir: Path):
                                  hint=f"export {k} to rerun it")
             v = os.environ[k]
         env[k] = v
-    pins = {"code_commit": rec.code_commit, "code_snapshot": rec.code_snapshot,
-            "code_dirty_snapshot": rec.code_dirty_snapshot, "code_subdir": rec.code_subdir,
-            "data_snapshots": dict(rec.data_snapshots)}
     if not rec.code_snapshot:
         raise UsageError(f"run {rec.run_id} has no pinned code snapshot; it cannot be rerun byte for byte")
     return Config(
@@ -52,24 +53,31 @@ def rerun_config(rec: RunRecord, base_dir: Path):
         max_duration_s=int(cfg.get("max_duration_s") or 4 * 3600),
         heartbeat_ttl_s=int(cfg.get("heartbeat_ttl_s") or 300), python=cfg.get("python"),
         budget=Decimal(cfg["budget"]) if cfg.get("budget") else None, data=dict(cfg.get("data") or {}),
-        store=rec.store or None, user=None,
-        raw={"_rerun": {"run_id": rec.run_id, "pins": pins}})
+        store=rec.store or None, user=None)
 
 
-def rerun(run_id: str, *, base_dir: Path | None = None, events=None, keep_s: int | None = None, db=None) -> dict:
-    from .api import up
+def rerun_of(rec: RunRecord) -> "RerunOf":
+    """The pins a rerun must match byte for byte (verified chunk by chunk before leasing)."""
+    from .run.types import PinnedInputs, RerunOf
+    return RerunOf(run_id=rec.run_id, pins=PinnedInputs(
+        code_commit=rec.code_commit, code_snapshot=rec.code_snapshot, code_dirty_snapshot=rec.code_dirty_snapshot,
+        code_subdir=rec.code_subdir, data_snapshots=dict(rec.data_snapshots), store_url=rec.store))
+
+
+def rerun(run_id: str, *, base_dir: Path | None = None, events=None, keep_s: int | None = None, ci: bool = False,
+          db=None) -> "RunSummary":
+    from .run.pipeline import up
+    from .run.types import RunOptions
     from .snapshots import file_hashes, open_store
     rec = get_record(run_id, db)
     config = rerun_config(rec, (base_dir or Path.cwd()).resolve())
-    summary = up(config, keep_s=keep_s, events=events)
-    summary["rerun_of"] = rec.run_id
-    new_out = summary.get("output_snapshot")
+    summary = up(config, events=events, options=RunOptions(keep_s=keep_s, ci=ci, rerun_of=rerun_of(rec)))
+    new_out = summary.output_snapshot
     if rec.output_snapshot and new_out:
         store = open_store(rec.store or None)
         before, after = file_hashes(store, rec.output_snapshot), file_hashes(store, new_out)
         differ = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
-        summary["outputs_identical"] = not differ
-        summary["outputs_differ"] = differ
+        summary = summary.updated(outputs_identical=not differ, outputs_differ=differ)
     return summary
 
 

@@ -50,7 +50,8 @@ class RunRecord:
     ended_at: str | None = None
     exit_status: int | None = None
     status: str = ""                            # succeeded | failed | cancelled | budget_stopped | error
-    cost_usd: str | None = None                 # Decimal as string; filled by budgets when known
+    cost_usd: str | None = None                 # Decimal as string: the run's metered cost
+    cost_shadow: bool = False                   # cost_usd is what it would cost (machines with a shadow price)
     lease_id: str | None = None
     rerun_of: str | None = None
     ci: dict[str, Any] = field(default_factory=dict)

@@ -1,6 +1,6 @@
 """Bill machines that exist(ed) for a lease but have no cost segment at all.
 
-The controller opens each machine's segment the moment the provider reports it (api.py
+The controller opens each machine's segment the moment the provider reports it (fleet/run/lease.py
 `on_machine`). One window is left that no controller-side write can close: the provider has made
 a machine (a directory and its sshd, an EC2 instance) and is killed before it could report it.
 `fleet down` asks the provider (describe: it finds a lease's machines by name or tag) and appends,

@@ -75,22 +75,28 @@ def rerun(
     """Lease fresh machines and run a recorded run again on byte-identical inputs (verified by hash)."""
     from ..config_schema import parse_duration
     from ..lineage import rerun as do_rerun
-    from .up import _events, _print_summary
+    from .render import is_ci
+    from .up import _events, _show
     events = _events(json_out, ci)
     try:
-        summary = do_rerun(run, events=events, keep_s=parse_duration(keep) if keep else None)
+        summary = do_rerun(run, events=events, keep_s=parse_duration(keep) if keep else None, ci=ci or is_ci())
     finally:
         events.close()
-    if json_out:
-        from .render import print_json
-        print_json(summary)
-    else:
-        _print_summary(summary)
-        if "outputs_identical" in summary:
-            verdict = "identical to" if summary["outputs_identical"] else \
-                f"DIFFERENT from ({len(summary['outputs_differ'])} files: {', '.join(summary['outputs_differ'][:5])})"
-            typer.echo(f"fleet: outputs {verdict} run {summary['rerun_of']}'s", err=True)
-    return int(summary.get("exit_code") or 0)
+    _show(summary, json_out)
+    if not json_out and summary.outputs_identical is not None:
+        differ = summary.outputs_differ or []
+        verdict = "identical to" if summary.outputs_identical else \
+            f"DIFFERENT from ({len(differ)} files: {', '.join(differ[:5])})"
+        typer.echo(f"fleet: outputs {verdict} run {summary.rerun_of}'s", err=True)
+    return summary.exit_code
+
+
+def _cost(r: dict) -> str:
+    if r.get("cost_usd") is None:
+        return "not recorded"
+    if r.get("cost_shadow"):
+        return f"${r['cost_usd']} (would cost: these machines carry a shadow price, nothing was billed)"
+    return f"${r['cost_usd']}"
 
 
 def _markdown(a: dict) -> str:
@@ -104,7 +110,7 @@ def _markdown(a: dict) -> str:
              f"- **Code**: commit `{r.get('code_commit') or 'none (directory snapshot)'}`"
              + (f" in `{r['code_subdir']}`" if r.get("code_subdir") else ""),
              f"- **Config hash**: `{r.get('config_hash')}`",
-             f"- **Cost**: {('$' + r['cost_usd']) if r.get('cost_usd') else 'not recorded'}",
+             f"- **Cost**: {_cost(r)}",
              f"- **Rerun of**: {r.get('rerun_of') or '-'}", "",
              "## Snapshots", "", "| role | id | files | bytes | intact |", "|---|---|---|---|---|"]
     for s in a["snapshots"]:

@@ -33,8 +33,9 @@ def up(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> int:
     """Lease machines, run the experiment on them, bring outputs home, destroy the machines."""
-    from ..api import up as run_up
     from ..config import load_config
+    from ..run.pipeline import up as run_up
+    from ..run.types import RunOptions
     from ..config_schema import parse_duration
     from .render import is_ci
     ci = ci or is_ci()
@@ -42,22 +43,25 @@ def up(
                  "budget": budget, "command": list(command) if command else None}
     with _ci_failures_reported(ci):
         config = load_config(file, overrides=overrides)
-        keep_s = parse_duration(keep) if keep else None
-        config.raw.setdefault("_cli", {}).update(allow_dirty=allow_dirty, ci=ci)
+        options = RunOptions(keep_s=parse_duration(keep) if keep else None, allow_dirty=allow_dirty, ci=ci)
         events = _events(json_out, ci)
         # secrets: *** in every line fleet prints (and ::add-mask:: for a GitHub runner), CI or not
         from ..ci import masked_events
         events = masked_events(config, events)
         try:
-            summary = run_up(config, keep_s=keep_s, events=events)
+            summary = run_up(config, options=options, events=events)
         finally:
             events.close()
+    _show(summary, json_out)
+    return summary.exit_code
+
+
+def _show(summary, json_out: bool) -> None:
     if json_out:
         from .render import print_json
-        print_json(summary)
+        print_json(summary.to_json())
     else:
         _print_summary(summary)
-    return int(summary.get("exit_code") or 0)
 
 
 def _ci_failures_reported(ci: bool):
@@ -69,39 +73,50 @@ def _ci_failures_reported(ci: bool):
     return failures_reported()
 
 
-def _print_summary(summary: dict) -> None:
+def _print_summary(summary) -> None:
     import sys
-    status = summary.get("status")
-    parts = [f"run {summary['run_id']} {status}", f"exit {summary.get('exit_code')}"]
-    if summary.get("failing_rank") is not None:
-        parts.append(f"first failing rank {summary['failing_rank']}")
-    parts.append(f"{summary.get('duration_s', 0):.1f}s")
+    parts = [f"run {summary.run_id} {summary.status}", f"exit {summary.exit_code}"]
+    if summary.failing_rank is not None:
+        parts.append(f"first failing rank {summary.failing_rank}")
+    parts.append(f"{summary.duration_s:.1f}s")
     # Local machines carry a shadow price: what the same run would cost on the cloud.
-    for key, label in (("cost_usd", "cost"), ("would_cost_usd", "would cost")):
-        if summary.get(key) is not None:
-            parts.append(f"{label} ${summary[key]}")
-    parts.append(f"outputs in {summary.get('run_dir')}")
-    if summary.get("kept_until"):
-        parts.append(f"lease {summary['lease_id']} kept until {summary['kept_until']}")
-    if summary.get("message"):
-        parts.append(summary["message"])
+    if summary.cost_usd is not None:
+        parts.append(f"cost ${summary.cost_usd}")
+    if summary.would_cost_usd is not None:
+        parts.append(f"would cost ${summary.would_cost_usd}")
+    parts.append(f"outputs in {summary.run_dir}")
+    if summary.kept_until:
+        parts.append(f"lease {summary.lease_id} kept until {summary.kept_until}")
+    if summary.message:
+        parts.append(summary.message)
     print("fleet: " + " · ".join(parts), file=sys.stderr)
 
 
 def run_on(
     lease_id: str = typer.Argument(..., help="A kept lease (see `fleet status`)."),
     command: List[str] = typer.Argument(..., help="Command to run on every machine (after --)."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Budget for this run in US dollars."),
+    file: Optional[Path] = typer.Option(None, "--file", "-f", help="Config for budgets, prices, env and secrets "
+                                                                  "(default ./fleet.toml when present)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> int:
-    """Run a command on every machine of a kept lease (`fleet up --keep`)."""
-    from ..api import command_from_argv
-    from ..leases import run_on_lease
+    """Run a command on every machine of a kept lease (`fleet up --keep`): budgeted and recorded like
+    `fleet up`; the lease stays kept afterwards."""
+    from ..config import load_config
+    from ..run.pipeline import run_on_lease
+    text = command_from_argv(command)
+    config = load_config(file, overrides={"command": text, "budget": budget})
     events = _events(json_out, False)
+    from ..ci import masked_events
+    events = masked_events(config, events)
     try:
-        summary = run_on_lease(lease_id, command_from_argv(command), events=events)
+        summary = run_on_lease(lease_id, text, config=config, events=events)
     finally:
         events.close()
-    if json_out:
-        from .render import print_json
-        print_json(summary)
-    return int(summary.get("exit_code") or 0)
+    _show(summary, json_out)
+    return summary.exit_code
+
+
+def command_from_argv(argv: list[str]) -> str:
+    import shlex
+    return argv[0] if len(argv) == 1 else shlex.join(argv)

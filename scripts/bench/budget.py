@@ -90,7 +90,7 @@ def _fleet_up_budget_stop(root: Path) -> tuple[float, float]:
     process left s): the first from the ledger, the second watched from outside."""
     from decimal import Decimal
 
-    from fleet.budget_hook import STOP_MARGIN_S
+    from fleet.run.budget import STOP_MARGIN_S
     from fleet.ledger import Ledger, parse_iso
     from fleet.state.db import Database
     from tests.conftest import processes_under
@@ -143,7 +143,7 @@ def _release_only(root: Path) -> float:
 
 
 def bench_release(runs: int) -> list[dict]:
-    from fleet.budget_hook import STOP_MARGIN_S
+    from fleet.run.budget import STOP_MARGIN_S
     target = 1.0 + STOP_MARGIN_S       # one tick + the margin the stop keeps beyond the grace period
     ours, outside, ref = [], [], []
     for i in range(runs):

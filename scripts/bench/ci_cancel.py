@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Seconds from SIGTERM (a cancelled CI job) to every machine released, for `fleet up` in a
 simulated GitHub Actions job on local machines, beside a reference in the same run: the same
-cancellation outside CI mode (api's default 10 s graceful stop).
+cancellation outside CI mode (fleet.run.execute's default 10 s graceful stop).
 
     python scripts/bench/ci_cancel.py [--runs 3] [--gpus 2] [--json]
 

@@ -47,7 +47,7 @@ def links():
 
 
 def test_network_cut_mid_run(box, links, monkeypatch):
-    import fleet.api as api
+    import fleet
     from fleet.config import load_config
     for key, value in box.env.items():
         monkeypatch.setenv(key, value)
@@ -55,14 +55,13 @@ def test_network_cut_mid_run(box, links, monkeypatch):
     monkeypatch.chdir(box.exp)
     # rank 0 (healthy) finishes after 4 s; rank 1 (cut) would run 60 s
     box.write_experiment(command='echo started; sleep $((4 + 56 * FLEET_NODE_RANK)); echo finished', setup=None)
-    monkeypatch.setattr(api, "provider_for", lambda config: NetnsProvider(links))
     config = load_config(box.exp / "fleet.toml", overrides={"gpus": 2})
     events, out = Recorder(), {}
     watch, ledger = ProviderWatch(box.home), LedgerWatch(box.home)
 
     def go():
         try:
-            out["summary"] = api.up(config, events=events)
+            out["summary"] = fleet.up(config, events=events, provider=NetnsProvider(links))
         except Exception as exc:  # noqa: BLE001 — judged below
             out["error"] = exc
 

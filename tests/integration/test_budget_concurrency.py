@@ -1,10 +1,10 @@
 """Concurrent budget checks against one project's monthly budget, on SQLite and on a real PostgreSQL.
 
 Eight `fleet up`s start at the same moment (threads released by a barrier, each with its own state
-connection, as separate laptops would have) through the real BudgetHook.before_lease. Each lease
+connection, as separate laptops would have) through the real budget gate (BudgetGate.grant). Each lease
 needs a $6 minimum billing (1 machine at $360/h, 60 s) and reserves its $6 run budget; the project
 has $23 this month, so exactly 3 may lease. Without the locked reservation all 8 passed the check.
-Then: a finished run's reservation is settled (after_run), a released lease's and a dead
+Then: a finished run's reservation is settled (RunBudget.finish), a released lease's and a dead
 controller's (active lease past its deadline) stop counting, and each frees room for one more.
 """
 from __future__ import annotations
@@ -15,12 +15,13 @@ from decimal import Decimal
 
 import pytest
 
-from fleet.budget_hook import BudgetHook
 from fleet.config_model import BudgetsConfig, Config
 from fleet.errors import BudgetRefused, ExitCode
 from fleet.ids import new_lease_id, new_run_id
-from fleet.models import Plan, Template, utcnow
-from fleet.run_context import RunContext, SilentEvents
+from fleet.models import Template, utcnow
+from fleet.run.budget import BudgetGate, RunBudget
+from fleet.run.context import RunContext, SilentEvents
+from fleet.run.types import Offer
 from fleet.state import open_state
 
 REQUESTS, FITS = 8, 3
@@ -41,16 +42,16 @@ def make_config(tmp_path, state_url) -> Config:
 
 
 def attempt(config, state, tmp_path, user="ana"):
-    """What `fleet up` does up to recording the lease: the budget check, then begin_lease."""
-    plan = Plan(provider="aws", template=BOX, gpus=1, machine_count=1, max_duration_s=3600, heartbeat_ttl_s=60,
-                project="team", user=user)
-    run_id = new_run_id()
-    ctx = RunContext(config=config, plan=plan, run_id=run_id, lease_id=new_lease_id(), state=state,
-                     events=SilentEvents(), run_dir=tmp_path / run_id, started_at=utcnow())
-    hook = BudgetHook(config)
-    hook.before_lease(ctx)
-    state.begin_lease(ctx.lease_id, plan)
-    return hook, ctx
+    """What `fleet up` does up to recording the lease: the budget gate, then begin_lease."""
+    offer = Offer(provider="aws", template=BOX, gpus=1, machine_count=1, max_duration_s=3600, heartbeat_ttl_s=60,
+                  project="team", user=user)
+    run_id, lease_id = new_run_id(), new_lease_id()
+    grant = BudgetGate(config, state).grant(offer, run_id=run_id, lease_id=lease_id)
+    ctx = RunContext(config=config, offer=offer, plan=offer.to_plan(run_id=run_id), run_id=run_id,
+                     lease_id=lease_id, state=state, events=SilentEvents(), run_dir=tmp_path / run_id,
+                     started_at=utcnow())
+    state.begin_lease(ctx.lease_id, ctx.plan)
+    return RunBudget(grant, state, lease_id=lease_id, run_dir=ctx.run_dir), ctx
 
 
 def live_reserved(state) -> int:
@@ -115,9 +116,9 @@ def test_reservations_are_freed_by_the_run_ending_a_release_or_a_dead_controller
         with pytest.raises(BudgetRefused, match=r"\$18.00 reserved"):
             attempt(config, state, tmp_path)
 
-        # 1. The run ended (here: leasing failed, so no machine and no meter): after_run settles it.
-        hook, ctx = runs[0]
-        hook.after_run(ctx, {})
+        # 1. The run ended (here: leasing failed, so no machine and no meter): finish settles it.
+        budget, ctx = runs[0]
+        assert budget.finish(ctx) is None
         assert live_reserved(state) == 12_000_000
         attempt(config, state, tmp_path)                          # the freed $6 admits one more
         with pytest.raises(BudgetRefused):

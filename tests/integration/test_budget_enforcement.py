@@ -12,7 +12,7 @@ import subprocess
 from datetime import datetime, timezone
 from decimal import Decimal
 
-from fleet.budget_hook import STOP_MARGIN_S
+from fleet.run.budget import STOP_MARGIN_S
 from fleet.ledger import Ledger, parse_iso
 from fleet.state import open_state
 from tests.conftest import FLEET, processes_under, run_fleet, wait_until

@@ -45,7 +45,7 @@ def admit(db, clock, limits, lease_id, **kw):
 
 
 def lease_row(db, clock, lease_id, status="active", deadline_s=3600, project="vision", user="ana"):
-    """The lease row api.py records right after the check (times from the fake clock)."""
+    """The lease row the pipeline records right after the check (times from the fake clock)."""
     now = clock()
     db.execute("INSERT INTO leases (id, provider, template, project, owner, status, created_at, deadline,"
                " max_deadline, heartbeat_ttl_s) VALUES (?,?,?,?,?,?,?,?,?,?)",

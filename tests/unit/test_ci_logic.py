@@ -49,7 +49,7 @@ def test_outside_ci_nothing_is_detected():
 
 def test_cancel_grace_is_short_in_ci_unless_fleet_grace_says_otherwise():
     assert cancel_grace_s({}) == CI_CANCEL_GRACE_S <= 3
-    assert cancel_grace_s({"FLEET_GRACE": "20"}) is None   # api.grace_s() applies the user's value
+    assert cancel_grace_s({"FLEET_GRACE": "20"}) is None   # fleet.run.execute.grace_s() applies the user's value
 
 
 def test_masker_hides_whole_values_and_each_line_of_multiline_ones():

@@ -1,0 +1,175 @@
+"""Budgets in a run: the gate before any money is spent, and the meter while machines live.
+
+- `BudgetGate.grant(offer)` (stage "budget"): refuses before spending (unknown price under a
+  budget; a budget that cannot pay the minimum billing); under a monthly project/user budget the
+  check and this lease's reservation are one locked transaction (fleet/budget_reservations.py), so
+  concurrent commands on several laptops cannot both spend the last dollars. The result is a
+  `BudgetGrant`: price, policy, reservation, and when the budget runs out at full burn.
+- `RunBudget` (a typed collaborator of the pipeline, not a hook): opens each machine's ledger
+  segment the moment the provider reports it; `tick` (every second while setup/run execute) and
+  `deadline_cap_s` (every heartbeat, so staging is covered too) accrue into the ledger, warn at
+  80 %, and at the crossing ask the run to stop with reason "budget" — the execute loop then sends
+  SIGTERM, waits the grace period, outputs are fetched, machines released, and the run ends
+  `budget-stopped` (exit 11). Each machine's on-board deadline is never later than the moment the
+  budget runs out at the current burn rate, so a dead controller cannot overspend. `finish` closes
+  the segments at release and settles the reservation (even when leasing failed): the run's `Cost`.
+
+"Crossing" is reached when what is left pays only for the grace period plus a small margin for
+collecting outputs, so the graceful stop finishes inside the budget, not after it.
+"""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from ..budget import IdlePolicy, resolve_price, seconds_until_exhausted, utc_clock
+from ..budget_reservations import Reservations
+from ..ledger import Ledger
+from ..metering import BudgetLimits, RunMeter, prepare_budget
+from ..models import Lease, Machine
+from ..telemetry import TelemetryFeed
+from .context import RunContext
+from .types import BudgetGrant, Cost, Offer
+
+PERSIST_EVERY_S = 10.0        # ledger rows at most this often (a crash loses at most this much)
+BEAT_SLACK_S = 1.0            # a heartbeat reaches a machine up to this long after its cap is computed
+STOP_MARGIN_S = 3.0           # beyond the grace period: one tick, collecting outputs, releasing
+
+
+class BudgetGate:
+    """Stage "budget": the one place a run's budget is read from config and money is reserved."""
+
+    def __init__(self, config, state, clock=utc_clock):
+        self.config, self.state, self.clock = config, state, clock
+
+    def grant(self, offer: Offer, *, run_id: str, lease_id: str) -> BudgetGrant:
+        limits = BudgetLimits.from_config(self.config)
+        reservations = Reservations(self.state.db, clock=self.clock)
+        policy, price = prepare_budget(limits, offer, ledger=Ledger(self.state.db, clock=self.clock),
+                                       prices=self.config.prices, run_id=run_id, reservations=reservations,
+                                       lease_id=lease_id)
+        if price is None:   # no budget: still record the price when one is known
+            price = resolve_price(offer.template, self.config.prices, instance_type=offer.instance_type)
+        if policy is not None:
+            policy.grace_s = float(limits.grace_s) + STOP_MARGIN_S
+        b = self.config.budgets
+        idle = IdlePolicy(float(b.idle_gpu_percent), float(b.idle_minutes)) \
+            if b.idle_gpu_percent and b.idle_minutes else None
+        exhausted = None
+        if policy is not None and price is not None:
+            exhausted = seconds_until_exhausted(policy.remaining_micro(0), price.per_hour_micro * offer.machine_count)
+        return BudgetGrant(limits=limits, price=price, policy=policy,
+                           reserved_micro=policy.reserved_micro if policy is not None else 0,
+                           exhausted_in_s=exhausted, idle=idle)
+
+
+class RunBudget:
+    """The grant, metered while the machines live. Thread-safe: the heartbeat, the provider's
+    lease threads and the execute loop all call in."""
+
+    def __init__(self, grant: BudgetGrant, state, *, lease_id: str, run_dir: Path, clock=utc_clock):
+        self.grant = grant
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.ledger = Ledger(state.db, clock=clock)
+        self.reservations = Reservations(state.db, clock=clock)
+        self.reserved_lease = lease_id if grant.reserved_micro else None
+        self.tel_dir = Path(run_dir) / "telemetry"
+        self.meter: RunMeter | None = None
+        self.feed: TelemetryFeed | None = None
+        self._warned_unpriced = False
+
+    def _meter(self) -> RunMeter:
+        if self.meter is None:
+            # Telemetry through self.feed, which exists once the whole lease does (start).
+            self.meter = RunMeter(self.ledger, self.grant.policy, limits=self.grant.limits, clock=self.clock,
+                                  idle=self.grant.idle,
+                                  telemetry=lambda s: self.feed.tick(s) if self.feed is not None else None,
+                                  latest_utilisations=lambda: (self.feed.latest_utilisations()
+                                                               if self.feed is not None else []),
+                                  persist_every_s=PERSIST_EVERY_S, reservations=self.reservations)
+        return self.meter
+
+    # -- while machines are made and live ---------------------------------------------------------
+    def open_machine(self, ctx: RunContext, machine: Machine) -> None:
+        """A machine exists (the provider reports it from inside its lease call): its cost segment
+        opens now, so a controller killed before lease() returns still leaves it on the ledger."""
+        with self.lock:
+            now = self.clock()
+            so_far = Lease(id=ctx.lease_id, provider=ctx.offer.provider, template=ctx.offer.template.name,
+                           machines=[], created_at=now, deadline=now, max_deadline=now, project=ctx.offer.project,
+                           user=ctx.offer.user)
+            self._meter().open_machine(so_far, machine, self.grant.price, run_id=ctx.run_id, at=now)
+
+    def start(self, ctx: RunContext, lease: Lease, *, since=None) -> None:
+        """The whole lease exists: open any segment the provider did not report, and read telemetry.
+        Before waiting for SSH: a controller killed while machines boot still leaves their cost on
+        record for `fleet down` to close (found by the fault matrix, tests/faults)."""
+        with self.lock:
+            if self.feed is not None:
+                return
+            self.feed = TelemetryFeed({m.id: self.tel_dir / f"node-{m.node_rank}.jsonl" for m in lease.machines})
+            self._meter().start(lease, self.grant.price, run_id=ctx.run_id, at=since or lease.created_at)
+            if self.grant.price is None and not self._warned_unpriced:
+                self._warned_unpriced = True
+                ctx.events.warn(f"template {ctx.offer.template.name!r} has no known price: its cost is recorded "
+                                f"as $0 (set [prices] in fleet.toml)")
+
+    def tick(self, ctx: RunContext) -> None:
+        with self.lock:
+            self._tick(ctx)
+
+    def _tick(self, ctx: RunContext) -> None:
+        meter = self.meter if self.feed is not None else None
+        if meter is None or meter.stopped is not None and ctx.cancel.is_set():
+            return
+        verdict = meter.tick()
+        if verdict.action == "warn":
+            ctx.events.warn(verdict.message)
+        elif verdict.action == "stop" and not ctx.cancel.is_set():
+            ctx.events.warn(f"{verdict.message}: stopping the run")
+            ctx.request_stop("budget", verdict.message)
+
+    def deadline_cap_s(self, ctx: RunContext) -> float | None:
+        """Seconds the machines may still live on this budget (None: no cap)."""
+        with self.lock:
+            if self.feed is None:   # before leasing: the whole lease burning from now
+                return self.grant.exhausted_in_s
+            self._tick(ctx)
+            left = None if self.meter is None else self.meter.exhausted_in_s()
+            # The machine counts its deadline from when the beat arrives, a little after this.
+            return None if left is None else max(0.0, left - BEAT_SLACK_S)
+
+    # -- after release ------------------------------------------------------------------------------
+    def finish(self, ctx: RunContext) -> Cost | None:
+        """Close the ledger segments (machines released) and settle the reservation. None: no
+        machine was ever metered (leasing failed before any existed)."""
+        with self.lock:
+            if self.meter is None:
+                self._settle(ctx, None)
+                return None
+            total = self.meter.finish()
+            self._settle(ctx, total)
+            price = self.grant.price
+            reasons = self.feed.reasons() if self.feed is not None else {}
+            cost = Cost(total_micro=total, shadow=bool(price is not None and price.shadow),
+                        budget_usd=self.grant.limits.run,
+                        budget_stop=self.meter.stopped.message if self.meter.stopped is not None else None,
+                        telemetry_note=sorted(set(reasons.values()))[0] if reasons else None)
+            try:   # keep the report's unsealed backlog small (rows older than the seal lag)
+                from ..report.rollup import seal
+                seal(self.meter.ledger)
+            except Exception as exc:  # noqa: BLE001 — a report seals them later anyway
+                ctx.events.warn(f"could not seal ledger rows for reports: {exc}")
+            return cost
+
+    def _settle(self, ctx: RunContext, spent_micro: int | None) -> None:
+        """The run is over: its reservation stops holding money (its cost is in the ledger now).
+        A failure here only delays that until the lease is seen released, so it is a warning."""
+        if self.reserved_lease is None:
+            return
+        try:
+            self.reservations.settle(self.reserved_lease, spent_micro)
+            self.reserved_lease = None
+        except Exception as exc:  # noqa: BLE001 — the lease's status frees it anyway
+            ctx.events.warn(f"could not settle the budget reservation of {self.reserved_lease}: {exc}")

@@ -1,0 +1,74 @@
+"""What one run carries through its stages: identity, where it writes, and how it is stopped.
+
+Facts a stage produces are not stored here: they are the stage's typed result (fleet/run/types.py).
+This holds only what every stage shares: ids, the state store, the progress sink (Events), and the
+stop flags that signals, the budget and CI set and the execute loop honours.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable, Protocol, runtime_checkable
+
+from ..config_model import Config
+from ..models import Lease, Plan
+from .types import Offer, RunOptions
+
+
+@runtime_checkable
+class Events(Protocol):
+    """How the library reports progress; the CLI renders it (rich, plain CI lines or JSON)."""
+
+    def phase(self, name: str, detail: str = "") -> None: ...
+    def log(self, label: str, stream: str, line: str) -> None: ...
+    def warn(self, message: str) -> None: ...
+
+
+class SilentEvents:
+    def phase(self, name: str, detail: str = "") -> None:
+        pass
+
+    def log(self, label: str, stream: str, line: str) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+
+def checked_events(events: Any) -> Events:
+    """Events given by a caller, checked now: a sink missing a method fails here, not mid-run."""
+    if events is None:
+        return SilentEvents()
+    missing = [m for m in ("phase", "log", "warn") if not callable(getattr(type(events), m, None))]
+    if missing:
+        raise TypeError(f"{type(events).__name__} is not an Events sink: no {', '.join(missing)}()")
+    return events
+
+
+@dataclass
+class RunContext:
+    config: Config
+    offer: Offer
+    plan: Plan                         # what the provider is (or was) asked to lease
+    run_id: str
+    lease_id: str
+    state: Any                         # fleet.state.StateStore
+    events: Events
+    run_dir: Path                      # local: runs/<run-id>/ (outputs, logs, summary.json)
+    started_at: datetime
+    options: RunOptions = field(default_factory=RunOptions)
+    lease: Lease | None = None
+    command: str = ""
+    cancel: threading.Event = field(default_factory=threading.Event)
+    hurry: threading.Event = field(default_factory=threading.Event)   # second Ctrl-C: skip graceful waits
+    stop_reason: str | None = None     # "cancelled" | "budget" | "idle" | …
+    stop_message: str = ""
+    cancel_grace_s: float | None = None   # SIGTERM→SIGKILL when cancelled; None: execute.grace_s() (CI: shorter)
+    machines_lost: Callable[[], set] | None = None   # ids of machines past their own deadline (heartbeat)
+
+    def request_stop(self, reason: str, message: str = "") -> None:
+        if not self.stop_reason:
+            self.stop_reason, self.stop_message = reason, message
+        self.cancel.set()

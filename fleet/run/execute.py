@@ -1,0 +1,198 @@
+"""On the leased machines: wait until they answer, run setup and the command (per machine or per
+GPU slot, with the rank environment), honour stop requests, and bring the outputs home.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+from ..errors import Cancelled, ExitCode
+from ..models import Lease, Machine
+from .context import RunContext
+from .types import Collected, ExecResult
+
+READY_TIMEOUT_S = 120.0
+GRACE_S = 10.0
+
+
+def _env_seconds(name: str, default: float) -> float:
+    """A duration override from the environment; unset, empty or not a number: the default."""
+    try:
+        return float(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
+
+
+def _ready_timeout_s() -> float:
+    """Seconds to wait for SSH on a new machine (FLEET_READY_TIMEOUT overrides)."""
+    return _env_seconds("FLEET_READY_TIMEOUT", READY_TIMEOUT_S)
+
+
+def grace_s() -> float:
+    """Seconds a stopped experiment gets between SIGTERM and SIGKILL (FLEET_GRACE overrides)."""
+    return _env_seconds("FLEET_GRACE", GRACE_S)
+
+
+def check_cancel(ctx: RunContext) -> None:
+    if ctx.cancel.is_set():
+        raise Cancelled(ctx.stop_message or "cancelled")
+
+
+def _wait_ready(machine: Machine) -> None:
+    from ..remote.ssh import wait_ready
+    wait_ready(machine, timeout=_ready_timeout_s()).close()
+
+
+def wait_all_ready(ctx: RunContext, machines: list[Machine]) -> None:
+    """Wait for SSH on every machine, but stop waiting as soon as the run is cancelled: a cancelled
+    CI job must release its machines within seconds, not after the ready timeout. Daemon threads,
+    so a wait still polling a machine that release has just destroyed never holds up exit."""
+    errors: list[BaseException] = []
+
+    def one(m: Machine) -> None:
+        try:
+            _wait_ready(m)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(m,), daemon=True, name=f"ready-{m.id}") for m in machines]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads) and not errors:
+        check_cancel(ctx)
+        time.sleep(0.05)
+    check_cancel(ctx)
+    if errors:
+        raise errors[0]
+
+
+def process_env(ctx: RunContext, lease: Lease, machine: Machine, local_rank: int | None) -> dict[str, str]:
+    cfg, plan = ctx.config, ctx.plan
+    gpus_per = len(machine.gpu_slots)
+    env = {k: str(v) for k, v in cfg.env.items()}
+    for name in cfg.secrets:
+        if name in os.environ:
+            env[name] = os.environ[name]
+    out_dir = f"{machine.workdir}/outputs/{ctx.run_id}"
+    env.update({
+        "FLEET_RUN_ID": ctx.run_id, "FLEET_LEASE_ID": lease.id, "FLEET_NODE_RANK": str(machine.node_rank),
+        "FLEET_NUM_NODES": str(len(lease.machines)), "FLEET_GPUS_PER_NODE": str(gpus_per),
+        "FLEET_MASTER_ADDR": lease.machines[0].rendezvous_host, "FLEET_MASTER_PORT": str(29500),
+        "FLEET_DATA": f"{machine.workdir}/data", "FLEET_PROJECT": plan.project,
+        "FLEET_SIMULATED_GPUS": "1" if plan.template.simulated_gpus else "0",
+        "PYTHONUNBUFFERED": "1",
+    })
+    if local_rank is None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(s) for s in machine.gpu_slots)
+        env["FLEET_RANK"] = str(machine.node_rank)
+        env["FLEET_WORLD_SIZE"] = str(len(lease.machines))
+        env["FLEET_OUTPUT_DIR"] = out_dir
+    else:
+        rank = machine.node_rank * gpus_per + local_rank
+        env["CUDA_VISIBLE_DEVICES"] = str(machine.gpu_slots[local_rank])
+        env["FLEET_RANK"] = str(rank)
+        env["FLEET_LOCAL_RANK"] = str(local_rank)
+        env["FLEET_WORLD_SIZE"] = str(len(lease.machines) * gpus_per)
+        env["FLEET_OUTPUT_DIR"] = f"{out_dir}/rank-{rank}"
+    return env
+
+
+def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
+            on_tick: Callable[[], None] | None = None) -> ExecResult:
+    """Run `command` (once per machine, or per GPU slot) and wait, honouring stop requests.
+    `on_tick` runs about once a second meanwhile (budget metering, observers)."""
+    from ..remote.exec import ProcessSpec, close_sessions, signal_processes, start_processes
+    from ..stage import code_dir
+    specs = []
+    for m in lease.machines:
+        slots = [None] if (setup or not ctx.config.per_gpu or not m.gpu_slots) else range(len(m.gpu_slots))
+        for local in slots:
+            env = process_env(ctx, lease, m, local)
+            label = (f"setup:{m.node_rank}" if setup else
+                     str(m.node_rank) if local is None else env["FLEET_RANK"])
+            pid_name = "setup" if setup else f"run-{ctx.run_id}-{label}"
+            specs.append(ProcessSpec(m, label, command, env, code_dir(m), f"{m.state_dir}/{pid_name}.pid"))
+    log_dir = ctx.run_dir / "logs"
+    from ..ci import Masker
+    # Secret values (config `secrets`) are masked in every log line, CI or not (found by the
+    # security tests: an experiment printing its token put it in runs/<id>/logs and the terminal).
+    masker = Masker.for_config(ctx.config)
+    running = start_processes(specs, ctx.events.log, log_dir, cancel=ctx.cancel, mask=masker or None)
+    tick_s = 1.0
+    next_tick = time.monotonic() + tick_s
+    signalled_at = last_signal = None
+    try:
+        while not all(p.done.is_set() for p in running):
+            now = time.monotonic()
+            if now >= next_tick:
+                if on_tick is not None:
+                    on_tick()
+                next_tick += tick_s
+                _give_up_on_lost(ctx, running)
+            if ctx.cancel.is_set():
+                grace = (ctx.config.budgets.grace_s if ctx.stop_reason == "budget" else
+                         grace_s() if ctx.cancel_grace_s is None else ctx.cancel_grace_s)
+                if signalled_at is None:
+                    signalled_at = now
+                    ctx.events.warn(f"{ctx.stop_message or ctx.stop_reason}: stopping the experiment "
+                                    f"(SIGTERM, then SIGKILL after {grace:g}s) and releasing machines; "
+                                    "interrupt again to hurry")
+                if ctx.hurry.is_set() or now - signalled_at > grace:
+                    signal_processes(running, "KILL")
+                    for p in running:
+                        p.done.wait(5)
+                    break
+                # Repeated: a process that was still starting when the stop came gets it too.
+                if last_signal is None or now - last_signal >= 1.0:
+                    signal_processes(running, "TERM")
+                    last_signal = time.monotonic()
+            time.sleep(0.05)
+    finally:
+        close_sessions(running)
+    failing = None
+    code = 0
+    for p in sorted(running, key=lambda p: (p.spec.machine.node_rank, p.spec.label)):
+        rc = p.result.exit_code
+        if p.result.error:
+            ctx.events.warn(p.result.error)
+            rc = ExitCode.INFRASTRUCTURE if rc is None else rc
+        if rc is None:
+            rc = ExitCode.CANCELLED if ctx.cancel.is_set() else ExitCode.INFRASTRUCTURE
+        if rc != 0 and failing is None:
+            failing, code = p.spec.label, rc
+    return ExecResult(code, failing)
+
+
+def _give_up_on_lost(ctx: RunContext, running: list) -> None:
+    """Stop waiting for processes on machines past their own deadline (their network is gone, so
+    heartbeats could not extend it): the watchdog ended them, and a silently dropped connection
+    would otherwise keep the run waiting for many minutes (found by the fault matrix: cut link)."""
+    lost = ctx.machines_lost() if ctx.machines_lost else set()
+    for p in running:
+        if p.spec.machine.id in lost and not p.done.is_set():
+            p.result.error = (f"machine {p.spec.machine.id} ({p.spec.machine.address}) stopped answering and "
+                              "has passed its deadline, so its watchdog ended it (network lost?)")
+            p.done.set()
+
+
+def collect(ctx: RunContext, lease: Lease) -> Collected:
+    """Bring outputs home, best effort and bounded: a dead machine must not block release."""
+    from ..stage import fetch_directory
+    if ctx.hurry.is_set():
+        return Collected(files=0)
+    ctx.events.phase("collect", f"fetching outputs into {ctx.run_dir}")
+
+    def fetch(m: Machine) -> int:
+        try:
+            return fetch_directory(m, f"{m.workdir}/outputs/{ctx.run_id}", ctx.run_dir / f"node-{m.node_rank}")
+        except Exception as exc:  # noqa: BLE001
+            ctx.events.warn(f"could not fetch outputs from {m.id}: {exc}")
+            return 0
+
+    with ThreadPoolExecutor(max_workers=min(16, len(lease.machines) or 1)) as pool:
+        return Collected(files=sum(pool.map(fetch, lease.machines)))
+
+

@@ -1,0 +1,127 @@
+"""Pinned inputs: stage "pin" (before any money is spent) and the input half of stage "stage".
+
+  pin    pin the code commit (refusing a dirty tree before leasing) and snapshot each `[data]`
+         entry; for a rerun, verify every recorded snapshot chunk by chunk instead
+  stage  sync code to the run's working directory and data to $FLEET_DATA/<name> on every machine
+  outputs  (for the record) snapshot the outputs that came home
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..config_model import Config
+from ..errors import FleetError, UsageError
+from ..models import Lease
+from .context import Events
+from .types import PinnedInputs, RunOptions, StagedInputs
+
+RUN_DIR_ROOT = "runs"
+
+
+class Inputs:
+    """The run's snapshot store and what its inputs are pinned to."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.store: Any = None
+        self.pins = PinnedInputs()
+
+    def pin(self, options: RunOptions, events: Events) -> PinnedInputs:
+        from ..snapshots import open_store
+        self.store = open_store(self.config.store)
+        if options.rerun_of is not None:
+            self.pins = options.rerun_of.pins
+            self._verify(options.rerun_of.run_id)
+        else:
+            self.pins = self._pin_fresh(options.allow_dirty, events)
+        return self.pins
+
+    def _verify(self, run_id: str) -> None:
+        from ..snapshots import verify_or_raise
+        for role, sid in _snapshot_roles(self.pins):
+            try:
+                verify_or_raise(self.store, sid, deep=True)
+            except FleetError as exc:
+                raise type(exc)(f"cannot rerun {run_id}: {role} input: {exc.message}") from None
+
+    def _pin_fresh(self, allow_dirty: bool, events: Events) -> PinnedInputs:
+        from ..codepin import pin_code
+        from ..snapshots import create_snapshot
+        from ..snapshots.create import DEFAULT_EXCLUDES
+        base = self.config.base_dir.resolve()
+        inside = []     # [data] paths under the experiment dir are data, not code
+        for rel in self.config.data.values():
+            p = (base / rel).resolve()
+            if p != base and p.is_relative_to(base):
+                name = p.relative_to(base).as_posix()
+                inside.append(name + ("/" if "/" not in name else ""))
+        pin = pin_code(base, self.store, allow_dirty=allow_dirty,
+                       ignore=(RUN_DIR_ROOT, self.config.outputs), excludes=DEFAULT_EXCLUDES + tuple(inside))
+        if pin.warning:
+            events.warn(pin.warning)
+        data = {}
+        for name, rel in sorted(self.config.data.items()):
+            path = (self.config.base_dir / rel).resolve()
+            if not path.exists():
+                raise UsageError(f"[data] {name} = {rel!r}: no such file or directory ({path})")
+            data[name] = create_snapshot(path, self.store).id
+        return PinnedInputs(code_commit=pin.commit, code_snapshot=pin.code_snapshot_id,
+                            code_dirty_snapshot=pin.dirty_snapshot_id, code_subdir=pin.subdir,
+                            data_snapshots=data, store_url=self.store.url)
+
+    def stage(self, lease: Lease, events: Events) -> StagedInputs:
+        """Pinned snapshots onto every machine (only chunks a machine lacks); without pins, a plain
+        copy of the experiment directory."""
+        if not self.pins.pinned:
+            from ..parallel import parallel
+            from ..stage import pack_directory, push_archive
+            archive = pack_directory(self.config.base_dir)
+            parallel(lease.machines, lambda m: push_archive(m, archive))
+            return StagedInputs(machines=len(lease.machines), bytes_sent=len(archive) * len(lease.machines),
+                                pinned=False)
+        from ..snapshots.sync import Target, data_dir, sync_lease
+        from ..stage import code_dir
+        pins = self.pins
+
+        def targets(m) -> list[Target]:
+            code_ids = [pins.code_snapshot] + ([pins.code_dirty_snapshot] if pins.code_dirty_snapshot else [])
+            out = [Target(code_dir(m), code_ids, read_only=False)]
+            out += [Target(data_dir(m, name), [sid], read_only=True)
+                    for name, sid in sorted(pins.data_snapshots.items())]
+            return out
+
+        stats = sync_lease(lease.machines, self.store, targets)
+        sent = sum(s.bytes_sent for s in stats)
+        events.phase("stage", f"pinned inputs on {len(stats)} machine(s), {sent} bytes of chunks sent")
+        return StagedInputs(machines=len(stats), bytes_sent=sent, pinned=True)
+
+    def snapshot_outputs(self, run_dir: Path) -> str | None:
+        """The outputs that came home (runs/<id>/node-*), as one snapshot; None when there are none."""
+        if self.store is None:
+            return None
+        from ..snapshots.create import DEFAULT_EXCLUDES, SnapshotBuilder, walk_tree
+        nodes = sorted(p for p in Path(run_dir).glob("node-*") if p.is_dir())
+        if not nodes:
+            return None
+        builder = SnapshotBuilder(self.store)
+        for node in nodes:
+            builder.add_dir(node.name)
+            for rel, real, st in walk_tree(node, DEFAULT_EXCLUDES):
+                path = f"{node.name}/{rel}"
+                if os.path.islink(real):
+                    builder.add_symlink(path, os.readlink(real))
+                elif real.is_dir():
+                    builder.add_dir(path, st.st_mode)
+                elif real.is_file():
+                    builder.add_file(path, real, st)
+        return builder.publish().id
+
+
+def _snapshot_roles(pins: PinnedInputs) -> Iterator[tuple[str, str]]:
+    for role, sid in (("code", pins.code_snapshot), ("code-dirty", pins.code_dirty_snapshot)):
+        if sid:
+            yield role, sid
+    for name, sid in sorted(pins.data_snapshots.items()):
+        yield f"data {name}", sid

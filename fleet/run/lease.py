@@ -1,0 +1,119 @@
+"""Stages "lease" and "release", and where a run's machines come from.
+
+`NewLease` (`fleet up`, `fleet rerun`): the provider makes the machines for the Offer, each one
+recorded and metered the moment it is reported, and destroys them at the end (or keeps them).
+`KeptLease` (`fleet run LEASE`): the machines exist already and stay; both stages are skipped, and
+so are staging and setup (done when the lease was made). The kept lease's own deadline holds.
+"""
+from __future__ import annotations
+
+import inspect
+from datetime import timedelta
+from typing import Callable
+
+from ..config_model import Config
+from ..errors import UsageError
+from ..ids import new_lease_id
+from ..models import Lease, Machine, to_jsonable, utcnow
+from .context import RunContext
+from .keep import release_lease
+from .offer import choose_offer, offer_for_lease
+from .types import BudgetGrant, Offer
+
+OnMachine = Callable[[Machine], None]
+
+
+class NewLease:
+    fresh = True          # stages lease, stage inputs, setup and release run
+
+    def __init__(self, provider):
+        self.provider = provider
+        self.reported: list[Machine] = []
+        self.lease_id = new_lease_id()
+
+    def offer(self, config: Config) -> Offer:
+        return choose_offer(self.provider, config)
+
+    def begin(self, ctx: RunContext, first_deadline_s: int, grant: BudgetGrant) -> None:
+        """Recorded before any machine exists, so a controller killed mid-lease leaves a trace
+        (with the price and region `fleet down` bills and finds leftovers with)."""
+        offer = ctx.offer
+        simulated = " (simulated GPUs)" if offer.template.simulated_gpus else ""
+        ctx.events.phase("lease", f"{offer.machine_count} × {offer.template.name} = {offer.gpus} GPUs{simulated}")
+        provider_meta = getattr(self.provider, "lease_meta", None)   # optional: e.g. AWS's region
+        ctx.state.begin_lease(ctx.lease_id, ctx.plan, deadline_s=first_deadline_s,
+                              meta={**grant.lease_meta(), **(provider_meta() if provider_meta else {}),
+                                    "first_deadline_s": first_deadline_s})
+        ctx.state.create_run(ctx.run_id, lease_id=ctx.lease_id, project=offer.project, user=offer.user,
+                             command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
+                             meta={"provider": offer.provider, "template": offer.template.name, "gpus": offer.gpus})
+
+    def acquire(self, ctx: RunContext, deadline_s: int, on_machine: OnMachine) -> Lease:
+        """provider.lease, with each machine recorded in the state and `on_machine` called (its cost
+        segment opened) the moment the provider reports it: a controller SIGKILLed inside lease()
+        used to leave machines that no ledger entry knew of (fault matrix: "machines unbilled")."""
+        if _accepts_on_machine(self.provider):
+            def reported(machine: Machine) -> None:
+                self.reported.append(machine)
+                # Its watchdog started just before: now + deadline_s is at or after its own deadline.
+                ctx.state.record_machine(ctx.lease_id, machine, deadline=utcnow() + timedelta(seconds=deadline_s))
+                on_machine(machine)
+            lease = self.provider.lease(ctx.plan, ctx.lease_id, deadline_s, on_machine=reported)
+        else:
+            lease = self.provider.lease(ctx.plan, ctx.lease_id, deadline_s)
+        ctx.state.activate_lease(lease)
+        return lease
+
+    def release(self, ctx: RunContext, lease: Lease | None) -> bool:
+        count = len(lease.machines) if lease is not None else ctx.offer.machine_count
+        ctx.events.phase("release", f"destroying {count} machine(s)")
+        # A failed lease() cleans up after itself; releasing what it reported is the backstop.
+        made = lease if lease is not None else _partial_lease(ctx, self.reported) if self.reported else None
+        return release_lease(self.provider, ctx.state, ctx.lease_id, made, ctx.events)
+
+
+class KeptLease:
+    fresh = False
+
+    def __init__(self, provider, lease: Lease):
+        if lease.status != "active":
+            raise UsageError(f"lease {lease.id} is {lease.status}, not active")
+        self.provider = provider
+        self.lease = lease
+        self.lease_id = lease.id
+
+    def offer(self, config: Config) -> Offer:
+        return offer_for_lease(self.provider, self.lease)
+
+    def begin(self, ctx: RunContext, first_deadline_s: int, grant: BudgetGrant) -> None:
+        ctx.state.create_run(ctx.run_id, lease_id=self.lease.id, project=self.lease.project, user=self.lease.user,
+                             command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
+                             meta={"provider": ctx.offer.provider, "template": ctx.offer.template.name,
+                                   "gpus": ctx.offer.gpus, "kept_lease": True})
+
+    def acquire(self, ctx: RunContext, deadline_s: int, on_machine: OnMachine) -> Lease:
+        return self.lease
+
+    def release(self, ctx: RunContext, lease: Lease | None) -> bool:
+        return False      # the lease stays kept; `fleet down` releases it
+
+    def kept_until(self) -> str | None:
+        return to_jsonable(self.lease.keep_until) if self.lease.keep_until else None
+
+
+def _accepts_on_machine(provider) -> bool:
+    # Seam for Provider contract v2 (isinstance(provider, ReportsMachines)); until it lands, the
+    # optional keyword is found in the signature.
+    try:
+        params = inspect.signature(provider.lease).parameters
+    except (TypeError, ValueError):
+        return False
+    return "on_machine" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def _partial_lease(ctx: RunContext, machines: list[Machine]) -> Lease:
+    now = utcnow()
+    offer = ctx.offer
+    return Lease(id=ctx.lease_id, provider=offer.provider, template=offer.template.name,
+                 machines=sorted(machines, key=lambda m: m.node_rank), created_at=ctx.started_at, deadline=now,
+                 max_deadline=now, project=offer.project, user=offer.user, heartbeat_ttl_s=offer.heartbeat_ttl_s)

@@ -1,0 +1,67 @@
+"""How the pipeline touches leased machines: heartbeat, readiness, staging, running, collecting,
+keeping. `SSHMachines` does it over SSH (fleet/remote); a test passes another `Machines` to run
+the whole pipeline against a fake provider without any sshd.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Callable, Protocol, runtime_checkable
+
+from ..models import Lease, Machine
+from .context import Events, RunContext
+from .inputs import Inputs
+from .types import Collected, ExecResult, StagedInputs
+
+
+@runtime_checkable
+class Beats(Protocol):
+    """The controller's half of the dead-man switch for one lease (fleet/heartbeat.py)."""
+
+    def beat(self, ttl_s: float | None = None) -> None: ...
+    def start(self) -> object: ...
+    def stop(self) -> None: ...
+    def lost(self) -> set: ...
+
+
+@runtime_checkable
+class Machines(Protocol):
+    def heartbeat(self, lease: Lease, ttl_s: float, *, caps: list[Callable[[], float | None]],
+                  on_deadline: Callable[[datetime], None], warn: Callable[[str], None]) -> Beats: ...
+
+    def wait_ready(self, ctx: RunContext, machines: list[Machine]) -> None: ...
+
+    def stage(self, inputs: Inputs, lease: Lease, events: Events) -> StagedInputs: ...
+
+    def execute(self, ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
+                on_tick: Callable[[], None] | None = None) -> ExecResult: ...
+
+    def collect(self, ctx: RunContext, lease: Lease) -> Collected: ...
+
+    def keep(self, state, lease: Lease, keep_s: int, events: Events) -> str | None: ...
+
+
+class SSHMachines:
+    """The real thing: every call goes to the machines over SSH with their pinned host keys."""
+
+    def heartbeat(self, lease, ttl_s, *, caps, on_deadline, warn) -> Beats:
+        from ..heartbeat import Heartbeat
+        return Heartbeat(lease, ttl_s, caps=caps, on_deadline=on_deadline, warn=warn)
+
+    def wait_ready(self, ctx, machines) -> None:
+        from .execute import wait_all_ready
+        wait_all_ready(ctx, machines)
+
+    def stage(self, inputs, lease, events) -> StagedInputs:
+        return inputs.stage(lease, events)
+
+    def execute(self, ctx, lease, command, *, setup=False, on_tick=None) -> ExecResult:
+        from .execute import execute
+        return execute(ctx, lease, command, setup=setup, on_tick=on_tick)
+
+    def collect(self, ctx, lease) -> Collected:
+        from .execute import collect
+        return collect(ctx, lease)
+
+    def keep(self, state, lease, keep_s, events) -> str | None:
+        from .keep import try_keep
+        return try_keep(state, lease, keep_s, events)

@@ -1,0 +1,88 @@
+"""Stage "plan": which provider, which template, and the machine mix, chosen once (an `Offer`).
+
+Everything after this stage, the budget first, reads the mix from the Offer; the provider is then
+asked to lease exactly that mix (Offer.to_plan).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Protocol, runtime_checkable
+
+from ..config_model import Config
+from ..errors import UsageError
+from ..models import Lease, Template, utcnow
+from ..plan import current_user, make_plan
+from .types import Offer
+
+
+@runtime_checkable
+class ListsMixes(Protocol):
+    """A provider that can meet a GPU count with several machine mixes (AWS: 1 × 8 GPUs or 2 × 4),
+    cheapest first. Seam for Provider contract v2's `plan` call: until every provider has it, the
+    ones with `offers` are asked here, once; the others get an even split of the template."""
+
+    def offers(self, template: str, gpus: int) -> list[Any]: ...
+
+
+def provider_for(config: Config):
+    from ..providers import get_provider
+    options: dict[str, Any] = {}
+    if config.provider == "local" and config.python:
+        options["python"] = config.python
+    if config.provider in ("ssh", "aws"):
+        options["config"] = config
+    return get_provider(config.provider, **options)
+
+
+def template_for(provider, config: Config) -> Template:
+    templates = provider.templates()
+    if config.template not in templates:
+        choices = ", ".join(sorted(templates)) or "none"
+        raise UsageError(f"template {config.template!r} is not offered by the {provider.name} provider",
+                         hint=f"choose one of: {choices}")
+    return templates[config.template]
+
+
+def choose_offer(provider, config: Config) -> Offer:
+    template = template_for(provider, config)
+    plan = make_plan(provider=config.provider, template=template, gpus=config.gpus,
+                     max_duration_s=config.max_duration_s, heartbeat_ttl_s=config.heartbeat_ttl_s,
+                     project=config.project, user=current_user(config.user))
+    offer = Offer(provider=plan.provider, template=template, machine_count=plan.machine_count, gpus=plan.gpus,
+                  max_duration_s=plan.max_duration_s, heartbeat_ttl_s=plan.heartbeat_ttl_s, project=plan.project,
+                  user=plan.user, spot=template.spot)
+    if isinstance(provider, ListsMixes):
+        mixes = provider.offers(template.name, plan.gpus)
+        if mixes:
+            return _from_mix(offer, mixes[0])
+    return offer
+
+
+def _from_mix(offer: Offer, mix: Any) -> Offer:
+    """The provider's cheapest mix, as the one Offer: the template now describes one machine of it."""
+    price = mix.price_per_machine_hour
+    template = replace(offer.template, gpus_per_machine=mix.gpus_per_machine,
+                       price_per_hour=offer.template.price_per_hour if price is None else price,
+                       price_source=mix.price_source or offer.template.price_source,
+                       instance_types=(mix.instance_type,), spot=mix.spot)
+    return replace(offer, template=template, machine_count=mix.machines, gpus=mix.gpus,
+                   instance_type=mix.instance_type, spot=mix.spot)
+
+
+def offer_for_lease(provider, lease: Lease) -> Offer:
+    """`fleet run LEASE`: the mix is the kept lease's own; it may live until its max deadline."""
+    from ..errors import NotFound
+    template = provider.templates().get(lease.template)
+    if template is None:
+        raise NotFound(f"template {lease.template!r} of lease {lease.id} is no longer offered")
+    machines = lease.machines
+    per = len(machines[0].gpu_slots) if machines else template.gpus_per_machine
+    types = {m.instance_type for m in machines if m.instance_type}
+    instance_type = types.pop() if len(types) == 1 else ""
+    if per != template.gpus_per_machine:
+        template = replace(template, gpus_per_machine=per)
+    return Offer(provider=lease.provider, template=template, machine_count=len(machines), gpus=lease.gpus,
+                 max_duration_s=max(1, int((lease.max_deadline - utcnow()).total_seconds())),
+                 heartbeat_ttl_s=lease.heartbeat_ttl_s, project=lease.project, user=lease.user,
+                 instance_type=instance_type if instance_type != template.name else "",
+                 spot=any(m.spot for m in machines))

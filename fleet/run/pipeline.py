@@ -1,0 +1,281 @@
+"""One run as a named sequence of stages, each a function with a typed result (fleet/run/types.py):
+
+    plan     → Offer          the machine mix, chosen once by the provider (offer.py)
+    pin      → PinnedInputs   code commit + data snapshots, before any money is spent (inputs.py)
+    budget   → BudgetGrant    refuse before spending; reservation; deadline cap (budget.py)
+    lease    → Lease          machines recorded and metered as each is made (lease.py)
+    ready    → Lease          every machine answers SSH; heartbeat running
+    stage    → StagedInputs   pinned snapshots onto every machine (inputs.py)
+    setup    → ExecResult     `setup`, once per machine (execute.py)
+    execute  → ExecResult     the command, per machine or per GPU slot (execute.py)
+    collect  → Collected      outputs home (execute.py)
+    release  → Released       always, in `finally`; or --keep (keep.py)
+    record   → Cost, RecordRef, RunSummary: ledger closed, run record appended (budget.py, record.py)
+
+`fleet up` and `fleet rerun` run all of them on a NewLease; `fleet run LEASE` on a KeptLease, which
+skips lease, stage, setup and release. Release is guaranteed by the finally-block here, by the
+signal handlers installed for the run, and — if this process dies — by each machine's own watchdog
+deadline (fleet/heartbeat.py), and `fleet down --all` / the reaper.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterable
+
+from ..config_model import Config
+from ..errors import Cancelled, ExitCode, FleetError, UsageError
+from ..ids import new_run_id
+from ..models import Lease, Machine, to_jsonable, utcnow
+from ..plan import first_deadline_s
+from .budget import BudgetGate, RunBudget
+from .context import Events, RunContext, checked_events
+from .execute import check_cancel
+from .inputs import Inputs
+from .keep import KEEPABLE
+from .lease import KeptLease, NewLease
+from .machines import Machines, SSHMachines
+from .observers import Observers, RunObserver
+from .record import write_record
+from .signals import StopSignals
+from .summary import RunSummary
+from .telemetry_fetch import TELEMETRY_INTERVAL_S, TelemetryFetch
+from .types import Collected, Cost, ExecResult, PinnedInputs, RecordRef, Released, RunOptions
+
+STAGES = ("plan", "pin", "budget", "lease", "ready", "stage", "setup", "execute", "collect", "release", "record")
+
+
+@dataclass
+class _Outcome:
+    """How the run ended, settled as stages finish or fail; frozen into the RunSummary at the end."""
+
+    status: str = "error"
+    exit_code: int = ExitCode.INFRASTRUCTURE
+    failing_rank: str | None = None
+    message: str | None = None
+
+
+class _SetupFailed(Exception):
+    pass
+
+
+class Pipeline:
+    def __init__(self, config: Config, source: NewLease | KeptLease, *, options: RunOptions | None = None,
+                 events: Events | None = None, observers: Iterable[RunObserver] = (),
+                 machines: Machines | None = None, run_dir_root: Path | None = None):
+        self.config, self.source = config, source
+        self.options = options or RunOptions()
+        self.events = checked_events(events)
+        self.observers = Observers([TelemetryFetch()])
+        if self.options.ci:
+            from ..ci import CIReport
+            self.observers.add(CIReport(config))
+        for observer in observers:
+            self.observers.add(observer)
+        self.machines = machines or SSHMachines()
+        if not isinstance(self.machines, Machines):
+            raise TypeError(f"{type(self.machines).__name__} does not implement fleet.run.machines.Machines")
+        self.run_dir_root = run_dir_root or config.base_dir / "runs"
+        self.inputs = Inputs(config)
+
+    # -- before any machine exists -----------------------------------------------------------------
+    def run(self) -> RunSummary:
+        from ..state import open_state
+        if not self.config.command:
+            raise UsageError("no command to run", hint="set `command` in fleet.toml or pass one after `--`")
+        offer = self.source.offer(self.config)                                          # plan
+        pins = self.inputs.pin(self.options, self.events) if self.source.fresh else PinnedInputs()   # pin
+        state = open_state(self.config.state_url)
+        run_id, lease_id = new_run_id(), self.source.lease_id
+        run_dir = self.run_dir_root / run_id
+        grant = BudgetGate(self.config, state).grant(offer, run_id=run_id, lease_id=lease_id)   # budget
+        plan = offer.to_plan(run_id=run_id, budget_deadline_s=grant.budget_deadline_s,
+                             telemetry_interval_s=TELEMETRY_INTERVAL_S)
+        ctx = RunContext(config=self.config, offer=offer, plan=plan, run_id=run_id, lease_id=lease_id, state=state,
+                         events=self.events, run_dir=run_dir, started_at=utcnow(), options=self.options,
+                         command=self.config.command)
+        if self.options.ci:
+            from ..ci import cancel_grace_s
+            ctx.cancel_grace_s = cancel_grace_s()
+        budget = RunBudget(grant, state, lease_id=lease_id, run_dir=run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "logs").mkdir(exist_ok=True)
+        with StopSignals(ctx):
+            return self._run_on_machines(ctx, budget, pins)
+
+    def _first_deadline(self, ctx: RunContext, budget: RunBudget) -> int:
+        """The machines' first deadline, already capped by the budget before any heartbeat."""
+        first = first_deadline_s(ctx.plan)
+        cap = budget.deadline_cap_s(ctx)
+        return first if cap is None else max(1, min(first, int(cap)))
+
+    # -- machines ------------------------------------------------------------------------------------
+    def _run_on_machines(self, ctx: RunContext, budget: RunBudget, pins: PinnedInputs) -> RunSummary:
+        source, machines, observers = self.source, self.machines, self.observers
+        first_deadline = self._first_deadline(ctx, budget)
+        source.begin(ctx, first_deadline, budget.grant)
+        outcome = _Outcome()
+        lease: Lease | None = None
+        heartbeat = None
+        collected: Collected | None = None
+        error: BaseException | None = None
+
+        def on_machine(machine: Machine) -> None:
+            budget.open_machine(ctx, machine)
+            observers.machine(ctx, machine)
+
+        def on_tick() -> None:
+            budget.tick(ctx)
+            observers.tick(ctx)
+
+        try:
+            lease = source.acquire(ctx, first_deadline, on_machine)                      # lease
+            ctx.lease = lease
+            budget.start(ctx, lease, since=None if source.fresh else utcnow())
+            observers.lease(ctx, lease)
+            if source.fresh:
+                heartbeat = machines.heartbeat(lease, ctx.offer.heartbeat_ttl_s, caps=[lambda: budget.deadline_cap_s(ctx)],
+                                               on_deadline=lambda d: ctx.state.set_lease_deadline(lease.id, d),
+                                               warn=ctx.events.warn)
+                ctx.machines_lost = heartbeat.lost
+            check_cancel(ctx)
+            ctx.events.phase("ready", f"waiting for SSH on {len(lease.machines)} machine(s)")   # ready
+            machines.wait_ready(ctx, lease.machines)
+            if heartbeat is not None:
+                heartbeat.beat()
+                heartbeat.start()
+            observers.ready(ctx, lease)
+            check_cancel(ctx)
+            if source.fresh:
+                ctx.events.phase("stage", "copying inputs to machines")                     # stage
+                machines.stage(self.inputs, lease, ctx.events)
+                check_cancel(ctx)
+                if self.config.setup:                                                      # setup
+                    ctx.events.phase("setup", self.config.setup)
+                    result = machines.execute(ctx, lease, self.config.setup, setup=True, on_tick=on_tick)
+                    if result.exit_code != 0:
+                        outcome = _Outcome("setup-failed", result.exit_code, result.failing_rank)
+                        raise _SetupFailed()
+            ctx.events.phase("run", ctx.command)                                           # execute
+            outcome = _ended(ctx, machines.execute(ctx, lease, ctx.command, on_tick=on_tick))
+        except _SetupFailed:
+            pass
+        except FleetError as exc:
+            error = exc
+            if ctx.stop_reason == "budget":   # the budget ran out before the run phase (e.g. while staging)
+                outcome = _Outcome("budget-stopped", ExitCode.BUDGET_STOPPED, message=ctx.stop_message)
+                error = None
+            elif isinstance(exc, Cancelled) or ctx.stop_reason == "cancelled":
+                outcome = _Outcome("cancelled", ExitCode.CANCELLED, message=ctx.stop_message or str(exc))
+            else:
+                outcome = _Outcome("error", exc.exit_code, message=exc.one_line())
+        except BaseException as exc:
+            error = exc
+            outcome = _Outcome("error", 1, message=f"{type(exc).__name__}: {exc}")
+        finally:
+            if lease is not None:
+                collected = machines.collect(ctx, lease)                                   # collect
+            if heartbeat is not None:
+                heartbeat.stop()
+            released = self._release(ctx, lease, outcome)                                  # release
+            summary = self._record(ctx, budget, pins, lease, outcome, collected, released)   # record
+        if error is not None and not isinstance(error, (FleetError, Exception)):
+            raise error   # KeyboardInterrupt/SystemExit after cleanup
+        if error is not None and summary.status == "error":
+            raise error
+        return summary
+
+    def _release(self, ctx: RunContext, lease: Lease | None, outcome: _Outcome) -> Released:
+        keep_s = self.options.keep_s
+        if lease is not None and keep_s and outcome.status in KEEPABLE:
+            until = self.machines.keep(ctx.state, lease, keep_s, ctx.events)
+            if until is not None:
+                return Released(released=False, kept_until=until)
+        released = self.source.release(ctx, lease)
+        kept = self.source.kept_until() if isinstance(self.source, KeptLease) else None
+        return Released(released=released, kept_until=kept)
+
+    # -- after release: cost, summary, record, reports -------------------------------------------------
+    def _record(self, ctx: RunContext, budget: RunBudget, pins: PinnedInputs, lease: Lease | None,
+                outcome: _Outcome, collected: Collected | None, released: Released) -> RunSummary:
+        cost = budget.finish(ctx)
+        ended = utcnow()
+        summary = _assemble(ctx, lease, outcome, collected, released, cost, ended)
+        try:   # never raises: a failure here must not stop the release or hide the run's own result
+            output_id = self.inputs.snapshot_outputs(ctx.run_dir) if self.source.fresh else None
+            summary = summary.updated(output_snapshot=output_id)
+            ref: RecordRef = write_record(ctx, pins, summary)
+            summary = summary.updated(record_hash=ref.hash)
+        except Exception as exc:  # noqa: BLE001
+            ctx.events.warn(f"could not write the run record for {ctx.run_id}: {exc}")
+        self.observers.finish(ctx, summary)
+        ctx.state.finish_run(ctx.run_id, summary.status, summary.exit_code, {"summary": summary.to_json()})
+        summary.write(ctx.run_dir)
+        return summary
+
+
+def _ended(ctx: RunContext, result: ExecResult) -> _Outcome:
+    if ctx.stop_reason == "budget":
+        return _Outcome("budget-stopped", ExitCode.BUDGET_STOPPED, message=ctx.stop_message)
+    if ctx.stop_reason:
+        return _Outcome("cancelled", ExitCode.CANCELLED, message=ctx.stop_message)
+    return _Outcome("succeeded" if result.exit_code == 0 else "failed", result.exit_code, result.failing_rank)
+
+
+def _assemble(ctx: RunContext, lease: Lease | None, outcome: _Outcome, collected: Collected | None,
+              released: Released, cost: Cost | None, ended) -> RunSummary:
+    offer = ctx.offer
+    amount = None if cost is None else str(cost.usd)
+    ci = None
+    if ctx.options.ci:
+        from ..ci import detect_context
+        ci = detect_context() or None
+    return RunSummary(
+        run_id=ctx.run_id, lease_id=ctx.lease_id, status=outcome.status, exit_code=int(outcome.exit_code),
+        provider=offer.provider, template=offer.template.name, gpus=offer.gpus,
+        machines=len(lease.machines) if lease is not None else offer.machine_count,
+        simulated_gpus=offer.template.simulated_gpus, run_dir=str(ctx.run_dir),
+        started_at=to_jsonable(ctx.started_at), ended_at=to_jsonable(ended),
+        duration_s=round((ended - ctx.started_at).total_seconds(), 3), released=released.released,
+        failing_rank=outcome.failing_rank, message=outcome.message,
+        outputs_fetched=None if collected is None else collected.files, kept_until=released.kept_until,
+        cost_usd=amount if cost is not None and not cost.shadow else None,
+        would_cost_usd=amount if cost is not None and cost.shadow else None,
+        budget_usd=None if cost is None or cost.budget_usd is None else str(cost.budget_usd),
+        budget_stop=None if cost is None else cost.budget_stop,
+        telemetry_note=None if cost is None else cost.telemetry_note, ci=ci,
+        rerun_of=ctx.options.rerun_of.run_id if ctx.options.rerun_of else None)
+
+
+# -- the three ways in ------------------------------------------------------------------------------
+
+def up(config: Config, *, keep_s: int | None = None, events: Events | None = None,
+       observers: Iterable[RunObserver] = (), options: RunOptions | None = None, run_dir_root: Path | None = None,
+       provider=None, machines: Machines | None = None) -> RunSummary:
+    """Lease, run `config.command` everywhere, bring outputs home, release. Returns the RunSummary,
+    whose `exit_code` is the experiment's (first failing rank), or one of fleet's codes."""
+    from .offer import provider_for
+    options = options or RunOptions()
+    if keep_s is not None:
+        options = replace(options, keep_s=keep_s)
+    if not config.command:
+        raise UsageError("no command to run", hint="set `command` in fleet.toml or pass one after `--`")
+    source = NewLease(provider if provider is not None else provider_for(config))
+    return Pipeline(config, source, options=options, events=events, observers=observers, machines=machines,
+                    run_dir_root=run_dir_root).run()
+
+
+def run_on_lease(lease_id: str, command: str, *, config: Config | None = None, events: Events | None = None,
+                 observers: Iterable[RunObserver] = (), state=None, provider=None,
+                 machines: Machines | None = None) -> RunSummary:
+    """Run a command on a kept lease's machines: budgeted, metered and recorded like `fleet up`,
+    without leasing or releasing (the lease stays kept until its deadline or `fleet down`)."""
+    from ..state import open_state
+    from .offer import provider_for
+    base = config or Config(path=None, base_dir=Path.cwd(), project="default", name="default", command=command)
+    lease = (state or open_state(base.state_url)).get_lease(lease_id)
+    config = replace(base, command=command, provider=lease.provider, template=lease.template, project=lease.project,
+                     setup=None)
+    kept = KeptLease(provider if provider is not None else provider_for(config), lease)
+    return Pipeline(config, kept, events=events, observers=observers, machines=machines,
+                    run_dir_root=Path.cwd() / "runs").run()

@@ -1,0 +1,37 @@
+"""Ctrl-C / SIGTERM / SIGHUP during a run: the first asks it to stop gracefully (the execute loop
+sends SIGTERM, waits the grace period, then collects and releases); the second skips the graceful
+waits. Release still happens either way.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+from .context import RunContext
+
+
+class StopSignals:
+    """Installed for the duration of a run (main thread only; elsewhere it does nothing)."""
+
+    def __init__(self, ctx: RunContext):
+        self.ctx = ctx
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        # Only flags here: the main thread may hold an output lock when the signal lands, so any
+        # printing from the handler could deadlock. The run loop reports what happened.
+        if self.ctx.cancel.is_set():
+            self.ctx.hurry.set()
+            return
+        self.ctx.request_stop("cancelled", f"received {signal.Signals(signum).name}")
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)

@@ -1,0 +1,98 @@
+"""RunSummary: the one typed result of a run. summary.json, the run record, CI outputs, `fleet up
+--json` and the terminal line all read it.
+
+summary.json's keys are stable (the GitHub action and scripts read them): a field that is None is
+left out, except the keys every summary has always carried.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..models import to_jsonable
+
+ALWAYS = ("run_id", "lease_id", "status", "exit_code", "provider", "template", "gpus", "machines",
+          "simulated_gpus", "run_dir", "started_at", "ended_at", "duration_s", "released")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    run_id: str
+    lease_id: str
+    status: str                       # succeeded | failed | setup-failed | cancelled | budget-stopped | error
+    exit_code: int                    # the experiment's (first failing rank), or one of fleet's ExitCodes
+    provider: str
+    template: str
+    gpus: int
+    machines: int
+    simulated_gpus: bool
+    run_dir: str
+    started_at: str | None = None
+    ended_at: str | None = None
+    duration_s: float = 0.0
+    released: bool = False
+    failing_rank: str | None = None
+    message: str | None = None
+    outputs_fetched: int | None = None
+    kept_until: str | None = None
+    cost_usd: str | None = None        # what the run cost
+    would_cost_usd: str | None = None  # machines with a shadow price (local): what it would have cost
+    budget_usd: str | None = None
+    budget_stop: str | None = None
+    telemetry_note: str | None = None
+    output_snapshot: str | None = None
+    record_hash: str | None = None
+    ci: dict[str, Any] | None = None
+    rerun_of: str | None = None
+    outputs_identical: bool | None = None
+    outputs_differ: list[str] | None = field(default=None)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "succeeded"
+
+    @property
+    def cost(self) -> str | None:
+        """The amount, real or shadow (see `would_cost_usd`)."""
+        return self.cost_usd if self.cost_usd is not None else self.would_cost_usd
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None or f.name in ALWAYS:
+                out[f.name] = to_jsonable(value)
+        return out
+
+    def write(self, run_dir: Path | None = None) -> Path:
+        path = Path(run_dir or self.run_dir) / "summary.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        return path
+
+    def updated(self, **changes: Any) -> "RunSummary":
+        return replace(self, **changes)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "RunSummary":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    # Read-only mapping view, the shape of summary.json: code that reads the file and code that
+    # holds the object index it alike (summary["exit_code"]).
+    def __getitem__(self, key: str) -> Any:
+        data = self.to_json()
+        if key not in data:
+            raise KeyError(key)
+        return data[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_json().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.to_json()
+
+    def keys(self) -> Iterator[str]:
+        return iter(self.to_json())
