@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
+from ..budget import utc_clock
 from ..config_model import Config
 from ..errors import Cancelled, ExitCode, FleetError, UsageError
 from ..ids import new_run_id
@@ -62,8 +63,8 @@ class _SetupFailed(Exception):
 class Pipeline:
     def __init__(self, config: Config, source: NewLease | KeptLease, *, options: RunOptions | None = None,
                  events: Events | None = None, observers: Iterable[RunObserver] = (),
-                 machines: Machines | None = None, run_dir_root: Path | None = None):
-        self.config, self.source = config, source
+                 machines: Machines | None = None, run_dir_root: Path | None = None, clock=utc_clock):
+        self.config, self.source, self.clock = config, source, clock
         self.options = options or RunOptions()
         self.events = checked_events(events)
         self.observers = Observers([TelemetryFetch()])
@@ -88,7 +89,7 @@ class Pipeline:
         state = open_state(self.config.state_url)
         run_id, lease_id = new_run_id(), self.source.lease_id
         run_dir = self.run_dir_root / run_id
-        grant = BudgetGate(self.config, state).grant(offer, run_id=run_id, lease_id=lease_id)   # budget
+        grant = BudgetGate(self.config, state, self.clock).grant(offer, run_id=run_id, lease_id=lease_id)   # budget
         plan = offer.to_plan(run_id=run_id, budget_deadline_s=grant.budget_deadline_s,
                              telemetry_interval_s=TELEMETRY_INTERVAL_S)
         ctx = RunContext(config=self.config, offer=offer, plan=plan, run_id=run_id, lease_id=lease_id, state=state,
@@ -97,7 +98,7 @@ class Pipeline:
         if self.options.ci:
             from ..ci import cancel_grace_s
             ctx.cancel_grace_s = cancel_grace_s()
-        budget = RunBudget(grant, state, lease_id=lease_id, run_dir=run_dir)
+        budget = RunBudget(grant, state, lease_id=lease_id, run_dir=run_dir, clock=self.clock)
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "logs").mkdir(exist_ok=True)
         with StopSignals(ctx):
@@ -131,7 +132,7 @@ class Pipeline:
         try:
             lease = source.acquire(ctx, first_deadline, on_machine)                      # lease
             ctx.lease = lease
-            budget.start(ctx, lease, since=None if source.fresh else utcnow())
+            budget.start(ctx, lease, since=None if source.fresh else self.clock())
             observers.lease(ctx, lease)
             if source.fresh:
                 heartbeat = machines.heartbeat(lease, ctx.offer.heartbeat_ttl_s, caps=[lambda: budget.deadline_cap_s(ctx)],
