@@ -29,6 +29,7 @@ _DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([dhms])", re.IGNORECASE)
 DURATION_PATTERN = r"^\s*(\d+(\.\d+)?\s*[dhmsDHMS]\s*)+$|^\s*\d+(\.\d+)?\s*$"
 DURATION_HELP = "a duration like 90s, 30m, 2h, 1h30m, 1d or a number of seconds"
 MONEY_PATTERN = r"^\s*\$?\s*\d+(\.\d+)?\s*$"
+MAX_AMOUNT = Decimal(10) ** 9
 
 
 def parse_duration(value: Any) -> int:
@@ -78,6 +79,8 @@ def parse_money(value: Any, *, allow_zero: bool = False) -> Decimal:
         raise UsageError(f"must be {what} (like 25 or \"12.50\"), got {value!r}")
     if amount < 0 or (amount == 0 and not allow_zero):
         raise UsageError(f"must be {what}, got {value!r}")
+    if amount > MAX_AMOUNT:     # a typo; and micro-dollar sums must stay within 64-bit integers
+        raise UsageError(f"must be at most {MAX_AMOUNT:,} US dollars, got {value!r}")
     return amount
 
 

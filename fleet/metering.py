@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Callable
 
 from .budget import (BudgetPolicy, Clock, IdlePolicy, Price, Scope, Verdict, capped_deadline_s, cost_micro,
-                     minimum_billing, month_label, month_start, parse_budget, refuse_unaffordable, require_price,
+                     minimum_billing, month_label, month_start, refuse_unaffordable, require_price,
                      seconds_until_exhausted, to_micro, utc_clock)
 from .budget_reservations import Reservations, reservation_amount
 from .ledger import Ledger, OpenSegment, TickTelemetry
@@ -28,15 +28,11 @@ class BudgetLimits:
     grace_s: float = 30.0
 
     @classmethod
-    def from_config(cls, config, run_budget: object | None = None) -> "BudgetLimits":
-        """`--budget` wins over `budget =` in fleet.toml; each is validated (positive, numeric)."""
+    def from_config(cls, config) -> "BudgetLimits":
+        """The limits as fleet/config.py parsed and validated them (once: `--budget` is an override
+        of `budget =` and goes through the same parser), so amounts are Decimals already."""
         b = config.budgets
-        run = run_budget if run_budget is not None else config.budget
-        return cls(run=None if run is None else parse_budget(run, what="budget"),
-                   project_monthly=None if b.project_monthly is None
-                   else parse_budget(b.project_monthly, what="budgets.project_monthly"),
-                   user_monthly=None if b.user_monthly is None
-                   else parse_budget(b.user_monthly, what="budgets.user_monthly"),
+        return cls(run=config.budget, project_monthly=b.project_monthly, user_monthly=b.user_monthly,
                    warn_fraction=Decimal(str(b.warn_fraction)), grace_s=float(b.grace_s))
 
     @property
