@@ -11,7 +11,16 @@ Everything the CLI does is importable (imported lazily, so `import fleet` stays 
 from __future__ import annotations
 
 from importlib import import_module
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:    # what static type checkers see; at run time each name is imported on first use
+    from .config import load_config as load_config
+    from .errors import ExitCode as ExitCode, FleetError as FleetError
+    from .run.context import Events as Events
+    from .run.observers import RunObserver as RunObserver
+    from .run.pipeline import run_on_lease as run_on_lease, up as up
+    from .run.summary import RunSummary as RunSummary
+    from .run.types import RunOptions as RunOptions
 
 __version__ = "0.1.0"
 

@@ -48,7 +48,7 @@ def test_instances_launched_but_never_reported_are_billed_and_terminated_by_down
                      heartbeat_ttl_s=60, project=project, user="faults")
     lease_id, first_s, rate = "l-unrec01", 1, 3_000_000
     state = open_state()
-    # What fleet.up records before leasing (the price from the budget hook, the region from the provider).
+    # What fleet.up records before leasing (the price from the budget gate, the region from the provider).
     state.begin_lease(lease_id, plan, deadline_s=first_s,
                       meta={**aws.lease_meta(), "first_deadline_s": first_s,
                             "price": {"per_hour_micro": rate, "source": "test price", "shadow": False}})
