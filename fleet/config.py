@@ -21,13 +21,13 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 and older
     import tomli as tomllib
 
-from .config_model import BudgetsConfig, Config, HostConfig
+from .config_model import BudgetsConfig, Config
 from .config_schema import (ARRAYS, MAPS, SCHEMA_FILE, TABLES, TOP_LEVEL, Invalid, json_schema,
-                            parse_duration, parse_money, schema_text)
+                            parse_duration, parse_money, provider_sections, schema_text)
 from .errors import ConfigError, UsageError
 
 __all__ = ["load_config", "parse_duration", "parse_money", "json_schema", "schema_text", "SCHEMA_FILE",
-           "CONFIG_FILE", "OVERRIDABLE"]
+           "CONFIG_FILE", "OVERRIDABLE", "parse_section"]
 
 CONFIG_FILE = "fleet.toml"
 # Keys the CLI may replace (`fleet up --gpus 8 --max-duration 1h -- python x.py`).
@@ -138,6 +138,8 @@ class _Checker:
         else:
             home = next((t for t, (_, keys) in TABLES.items() if name in keys), None)
             home = home or next((a for a, (_, keys, _r) in ARRAYS.items() if name in keys), None)
+            if home is None and len(path) == 1:
+                home = next((s for s, settings in provider_sections().items() if name in settings.keys), None)
             hint = f"it belongs under [{home}]" if home and len(path) == 1 else "allowed: " + ", ".join(allowed)
         self.problem(path, "unknown key", hint)
 
@@ -179,9 +181,26 @@ class _Checker:
                     fields[name] = self.mapping(path, table, *MAPS[name][1:])
             elif name in ARRAYS:
                 fields[name] = self.array(path, value, *ARRAYS[name][1:])
+            elif (owner := _section_owner(name)) is not None:
+                provider, settings = owner
+                parsed = self.section(path, value, settings)
+                if parsed is not None:
+                    fields.setdefault("provider_settings", {})[provider] = parsed
             else:
-                self.unknown(path, list(TOP_LEVEL) + list(TABLES) + list(MAPS) + list(ARRAYS))
+                self.unknown(path, list(TOP_LEVEL) + list(TABLES) + list(MAPS) + list(ARRAYS)
+                             + list(provider_sections()))
         return fields
+
+    def section(self, path: tuple, value: Any, settings) -> Any:
+        """A provider's own section, checked against the keys it declares (fleet/providers/base.py)."""
+        before = len(self.problems)
+        if settings.array:
+            items = self.array(path, value, settings.keys, settings.required)
+        elif (table := self.table(path, value)) is not None:
+            items = self.fixed_table(path, table, settings.keys)
+        else:
+            return None
+        return settings.from_fields(items) if len(self.problems) == before else None
 
     def mapping(self, path: tuple, table: dict, key_pattern: str | None, key) -> dict[str, Any]:
         out = {}
@@ -195,7 +214,7 @@ class _Checker:
                 out[name] = converted
         return out
 
-    def array(self, path: tuple, value: Any, keys: dict, required: tuple[str, ...]) -> list[HostConfig]:
+    def array(self, path: tuple, value: Any, keys: dict, required: tuple[str, ...]) -> list[dict[str, Any]]:
         if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
             self.problem(path, f"must be an array of tables ([[{path[0]}]] blocks)")
             return []
@@ -207,8 +226,25 @@ class _Checker:
             if missing and len(self.problems) == before:   # a misspelt key explains it better
                 self.problem(path + (index,), f"missing required key '{missing[0]}'")
             elif len(converted) == len(item):
-                out.append(HostConfig(**converted))
+                out.append(converted)
         return out
+
+
+def _section_owner(name: str):
+    """(provider, settings class) owning top-level key `name`; None for no provider's section."""
+    from .providers.registry import section_owner
+    return section_owner(name)
+
+
+def parse_section(settings, value: Any, *, where: str = CONFIG_FILE, text: str = "") -> Any:
+    """One provider section given as data (`ProviderSettings.parse`): the same checks and the same
+    one-line errors as in fleet.toml, with line numbers when the source `text` is given."""
+    checker = _Checker(_KeyLines(text))
+    parsed = checker.section((settings.section,), value, settings)
+    if checker.problems:
+        first = min(checker.problems, key=lambda p: p.line or 0)
+        raise ConfigError(first.message, path=where, line=first.line, key=first.key, hint=first.hint)
+    return parsed
 
 
 # ---------------------------------------------------------------- loading

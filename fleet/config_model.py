@@ -8,19 +8,6 @@ from typing import Any
 
 
 @dataclass
-class HostConfig:
-    """A team's own SSH GPU host (`[[hosts]]`)."""
-
-    address: str
-    user: str | None = None
-    port: int = 22
-    key: str | None = None
-    gpus: int | None = None          # discovered over SSH when not declared
-    name: str | None = None
-    workdir: str | None = None       # lease workdirs go under it; default ~/.fleet-leases on the host
-
-
-@dataclass
 class BudgetsConfig:
     """`[budgets]`: limits beyond the per-run `budget`, in US dollars."""
 
@@ -55,9 +42,10 @@ class Config:
     budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
     data: dict[str, str] = field(default_factory=dict)   # name → path, pinned as snapshots
     store: str | None = None          # snapshot store URL; default $FLEET_HOME/store
-    hosts: list[HostConfig] = field(default_factory=list)
     prices: dict[str, Decimal] = field(default_factory=dict)   # template/instance type → USD/hour override
-    aws: dict[str, Any] = field(default_factory=dict)          # [aws] region, outputs file, stack
+    # Each provider's own section ([aws], [[hosts]], …), parsed by the settings class it declares:
+    # provider name → its settings (fleet/providers/base.py ProviderSettings).
+    provider_settings: dict[str, Any] = field(default_factory=dict)
     state_url: str | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 

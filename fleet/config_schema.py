@@ -19,7 +19,6 @@ from typing import Any, Callable
 
 from .errors import UsageError
 
-PROVIDERS = ("local", "ssh", "aws")
 SCHEMA_FILE = Path(__file__).with_name("fleet.schema.json")
 
 # ---------------------------------------------------------------- values: durations and money
@@ -159,12 +158,21 @@ def _wrap(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return convert
 
 
-def _choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
+def choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
         if value not in choices:
             raise Invalid(f"must be one of {', '.join(repr(c) for c in choices)}, got {_fmt(value)}")
         return value
     return convert
+
+
+def _provider_name(value: Any) -> str:
+    """A registered provider (fleet/providers/registry.py): fleet's own or a third party's."""
+    from .providers import registry
+    if isinstance(value, str) and value in registry.entries():
+        return value
+    listed = registry.names(listed_only=True)
+    raise Invalid(f"must be one of {', '.join(repr(n) for n in listed)}, got {_fmt(value)}")
 
 
 def _env_names(value: Any) -> list[str]:
@@ -178,13 +186,6 @@ def _fraction(value: Any) -> Decimal:
     if not ok:
         raise Invalid(f"must be a fraction above 0 and at most 1 (like 0.8), got {_fmt(value)}")
     return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
-
-
-def _free_value(value: Any) -> Any:
-    scalar = (str, int, float, bool)
-    if isinstance(value, scalar) or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-        return value
-    raise Invalid(f"must be a string, number, boolean or array of strings, got {_fmt(value)}")
 
 
 @dataclass(frozen=True)
@@ -212,9 +213,8 @@ PERCENT = Kind(_number_range(0, 100, "a percentage from 0 to 100", lo_open=False
                {"type": "number", "minimum": 0, "maximum": 100})
 POSITIVE_NUMBER = Kind(_number_range(0, None, "a number above 0", lo_open=True),
                        {"type": "number", "exclusiveMinimum": 0})
-PROVIDER = Kind(_choice(PROVIDERS), {"type": "string", "enum": list(PROVIDERS)})
+PROVIDER = Kind(_provider_name, {"type": "string"})   # json_schema() lists the registered names
 ENV_NAMES = Kind(_env_names, {"type": "array", "items": {"type": "string", "pattern": _ENV_NAME_RE}})
-FREE = Kind(_free_value, {"type": ["string", "number", "boolean", "array"]})
 
 
 # ---------------------------------------------------------------- the key table
@@ -282,25 +282,19 @@ MAPS: dict[str, tuple[str, str | None, Key]] = {
              Key(STRING, "path")),
     "prices": ("Price overrides in US dollars per hour: template or instance type = price.", None,
                Key(PRICE, "USD/hour")),
-    "aws": ("AWS settings (region, profile, stack_outputs, …), read by the AWS provider.", None,
-            Key(FREE, "value")),
 }
 
-# Arrays of tables: name → (help, keys, required keys).
-ARRAYS: dict[str, tuple[str, dict[str, Key], tuple[str, ...]]] = {
-    "hosts": ("Your own SSH GPU hosts (provider = \"ssh\"), one [[hosts]] block each.", {
-        "address": Key(STRING, "Host name or IP address."),
-        "user": Key(STRING, "SSH user. Default: your login name."),
-        "port": Key(PORT, "SSH port.", default=22),
-        "key": Key(STRING, "Private key file. Default: your SSH agent / ~/.ssh keys."),
-        "gpus": Key(POSITIVE_INT, "GPUs on the host. Default: discovered over SSH."),
-        "name": Key(STRING, "Short name shown in status. Default: the address."),
-        "workdir": Key(STRING, "Directory on the host under which each leased machine gets its own working "
-                               "directory. Default: ~/.fleet-leases."),
-    }, ("address",)),
-}
+# Arrays of tables: name → (help, keys, required keys). Providers declare their own sections
+# (fleet/providers/*/settings.py, e.g. [aws] and [[hosts]]); `provider_sections()` finds them.
+ARRAYS: dict[str, tuple[str, dict[str, Key], tuple[str, ...]]] = {}
 
-ALL_SECTIONS = tuple(TOP_LEVEL) + tuple(TABLES) + tuple(MAPS) + tuple(ARRAYS)
+
+def provider_sections(*, listed_only: bool = False) -> dict[str, Any]:
+    """Section name → the settings class of the provider that owns it (imports the providers)."""
+    from .providers import registry
+    listed = registry.names(listed_only=True) if listed_only else None
+    return {settings.section: settings for name, settings in registry.settings_classes().items()
+            if listed is None or name in listed}
 
 
 # ---------------------------------------------------------------- JSON Schema for editors
@@ -311,6 +305,12 @@ def _prop(key: Key) -> dict[str, Any]:
     if key.default is not None:
         prop["default"] = key.default
     return prop
+
+
+def _array_schema(help_text: str, keys: dict[str, Key], required: tuple[str, ...]) -> dict[str, Any]:
+    return {"type": "array", "description": help_text,
+            "items": {"type": "object", "additionalProperties": False, "required": list(required),
+                      "properties": {k: _prop(v) for k, v in keys.items()}}}
 
 
 def json_schema() -> dict[str, Any]:
@@ -324,9 +324,15 @@ def json_schema() -> dict[str, Any]:
         if key_pattern:
             props[name]["propertyNames"] = {"pattern": key_pattern}
     for name, (help_text, keys, required) in ARRAYS.items():
-        props[name] = {"type": "array", "description": help_text,
-                       "items": {"type": "object", "additionalProperties": False, "required": list(required),
-                                 "properties": {k: _prop(v) for k, v in keys.items()}}}
+        props[name] = _array_schema(help_text, keys, required)
+    from .providers import registry
+    props["provider"]["enum"] = registry.names(listed_only=True)
+    for name, settings in provider_sections(listed_only=True).items():   # not the fake's
+        if settings.array:
+            props[name] = _array_schema(settings.help, settings.keys, settings.required)
+        else:
+            props[name] = {"type": "object", "description": settings.help, "additionalProperties": False,
+                           "properties": {k: _prop(v) for k, v in settings.keys.items()}}
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "fleet.toml",

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import getpass
 import os
+from typing import TYPE_CHECKING
 
 from .errors import UsageError
 from .models import Plan, Template
+
+if TYPE_CHECKING:
+    from .providers.base import MachineMix
 
 
 def current_user(configured: str | None = None) -> str:
@@ -35,16 +39,24 @@ def machines_for(gpus: int | None, template: Template) -> tuple[int, int]:
     return (gpus // per if per else 1), gpus
 
 
-def make_plan(*, provider: str, template: Template, gpus: int | None, max_duration_s: int, heartbeat_ttl_s: int,
-              project: str, user: str) -> Plan:
+def make_plan(*, provider: str, template: Template | None = None, gpus: int | None = None, max_duration_s: int,
+              heartbeat_ttl_s: int, project: str, user: str, mix: "MachineMix | None" = None) -> Plan:
+    """A plan for `gpus` of `template`, or for the machine mix the provider chose (`mix`, from
+    `provider.offers`): then the plan's machines, instance type and price are exactly the mix's."""
     if max_duration_s <= 0:
         raise UsageError(f"max_duration must be positive, got {max_duration_s}s")
     if heartbeat_ttl_s <= 0:
         raise UsageError(f"heartbeat_ttl must be positive, got {heartbeat_ttl_s}s")
-    count, total = machines_for(gpus, template)
+    instance_type = ""
+    if mix is not None:
+        template, count, total, instance_type = mix.machine_template(), mix.machines, mix.gpus, mix.instance_type
+    elif template is None:
+        raise UsageError("a plan needs a template or a machine mix")
+    else:
+        count, total = machines_for(gpus, template)
     return Plan(provider=provider, template=template, gpus=total, machine_count=count,
                 max_duration_s=max_duration_s, heartbeat_ttl_s=heartbeat_ttl_s, project=project, user=user,
-                spot=template.spot)
+                instance_type=instance_type, spot=template.spot)
 
 
 def first_deadline_s(plan: Plan) -> int:

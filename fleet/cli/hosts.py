@@ -19,7 +19,8 @@ def _config_hosts() -> list:
     if not (Path.cwd() / "fleet.toml").exists():
         return []
     from ..config import load_config
-    return load_config(overrides={"command": "true"}).hosts
+    from ..providers.ssh import SSHHostsProvider
+    return SSHHostsProvider.settings_from(load_config(overrides={"command": "true"})).hosts
 
 
 def _inventory():

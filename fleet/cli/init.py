@@ -79,11 +79,13 @@ heartbeat_ttl = "5m"
 # [prices]
 # "local-4gpu" = 0
 
-# AWS provider settings (free-form strings): region, profile, stack_outputs, ...
+# AWS provider settings (the region and account come from the stack outputs).
 # [aws]
-# region = "us-east-1"
-# profile = "research"
-# stack_outputs = "stack-outputs.json"
+# outputs = "stack-outputs.json"  # written by `fleet stack up`; $FLEET_AWS_OUTPUTS overrides
+# stack = "dev"                   # or read a Pulumi stack's outputs live (needs the pulumi CLI)
+# stack_dir = "."                 # the Pulumi project directory for `stack`
+# connect = "public"              # "private": reach machines on private IPs (controller inside the VPC)
+# allow_custom_endpoint = false   # true: AWS_ENDPOINT_URL is a real private endpoint, not moto
 
 # Your own SSH GPU hosts for provider = "ssh"; one block per host.
 # [[hosts]]

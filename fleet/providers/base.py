@@ -1,42 +1,242 @@
-"""The provider contract: lease, describe, release. Three calls and nothing else.
+"""The provider contract, v2: four core calls, plus optional capabilities declared as mixins.
 
-A provider never runs experiment code. After `lease` returns, every machine answers SSH (or will
-shortly: the caller waits), holds its own deadline (the on-machine watchdog from
-`fleet/remote/agent/agent.py` is running with `deadline_s` seconds left), and has the agent at
-`machine.agent_path`. Everything after that (sync, run, telemetry, teardown) is shared code.
+A provider makes machines reachable over SSH and takes them away again; it never runs experiment
+code. The core calls:
+
+- `offers(template, gpus)`: the machine mixes it can lease for a request, cheapest (preferred) first.
+  The run takes the first one ONCE, before the budget reserves money for it (`choose_mix`).
+- `lease(plan, lease_id, deadline_s)`: make `plan.machine_count` machines of the chosen mix. After it
+  returns, every machine answers SSH (or will shortly), holds its own deadline (the watchdog from
+  fleet/remote/agent/agent.py ends it `deadline_s` seconds from now unless extended) and has the
+  agent at `machine.agent_path`. On failure, release whatever was made, then raise.
+- `describe(lease)`: what the provider itself says about each machine (not fleet's state).
+- `release(lease)`: destroy every machine of the lease. Idempotent: gone machines are fine.
+
+Anything beyond that is a capability a provider declares by inheriting its mixin below, and callers
+ask with `isinstance` (never by probing signatures or attributes). Each provider also owns its
+fleet.toml section (`settings`, a `ProviderSettings`) and is built from the loaded Config by
+`from_config`. Providers are found by name through fleet/providers/registry.py.
 """
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
 
-from ..models import Lease, MachineState, Plan, Template
+from ..errors import UsageError
+from ..models import Lease, Machine, MachineState, Plan, Template
+
+if TYPE_CHECKING:
+    from ..config_model import Config
+    from ..config_schema import Key
+
+
+@dataclass(frozen=True)
+class MachineMix:
+    """One way a provider can meet a GPU request: `machines` × `instance_type`, priced per machine."""
+
+    provider: str
+    template: str                            # the template asked for
+    instance_type: str                       # what one machine is (AWS: an EC2 type; local: the template)
+    machines: int
+    gpus_per_machine: int
+    gpu_model: str = ""
+    price_per_machine_hour: Decimal | None = None
+    spot: bool = False
+    price_source: str = ""
+    region: str = ""
+    simulated_gpus: bool = False
+
+    @property
+    def gpus(self) -> int:
+        return self.machines * self.gpus_per_machine
+
+    @property
+    def price_per_hour(self) -> Decimal | None:
+        if self.price_per_machine_hour is None:
+            return None
+        return self.price_per_machine_hour * self.machines
+
+    def machine_template(self) -> Template:
+        """One machine of this mix as a Template (what a Plan and the budget read)."""
+        return Template(name=self.template, provider=self.provider, gpus_per_machine=self.gpus_per_machine,
+                        gpu_model=self.gpu_model, simulated_gpus=self.simulated_gpus,
+                        price_per_hour=self.price_per_machine_hour, price_source=self.price_source,
+                        instance_types=(self.instance_type,) if self.instance_type else (), spot=self.spot)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["price_per_machine_hour"] = None if self.price_per_machine_hour is None else str(self.price_per_machine_hour)
+        d["price_per_hour"] = None if self.price_per_hour is None else str(self.price_per_hour)
+        d["gpus"] = self.gpus
+        return d
+
+
+class ProviderSettings:
+    """A provider's own fleet.toml section, declared by the provider and parsed by fleet/config.py's
+    checker (so its errors name file:line and suggest close key names like every other table).
+
+    Subclasses are dataclasses. `section` is the table name ([aws]) or, with `array`, the name of an
+    array of tables ([[hosts]]); `keys` maps each key to a fleet.config_schema.Key."""
+
+    section: ClassVar[str]
+    help: ClassVar[str] = ""
+    keys: ClassVar[dict[str, "Key"]] = {}
+    array: ClassVar[bool] = False
+    required: ClassVar[tuple[str, ...]] = ()   # per item, for arrays
+
+    @classmethod
+    def from_fields(cls, fields: Any) -> "ProviderSettings":
+        """Build from converted values: a dict (tables) or a list of dicts (arrays)."""
+        return cls(**fields)  # type: ignore[call-arg]
+
+    @classmethod
+    def parse(cls, value: Any, *, where: str = "fleet.toml", text: str = "") -> "ProviderSettings":
+        """Validate one section given as plain data (e.g. from code or another file); raises
+        ConfigError naming `where` (and the line, when the source `text` is given)."""
+        from ..config import parse_section
+        return parse_section(cls, value, where=where, text=text)
 
 
 @runtime_checkable
 class Provider(Protocol):
+    """The core every provider has (structural: the contract suite checks it with isinstance)."""
+
     name: str
 
-    def templates(self) -> dict[str, Template]:
-        """Machine templates this provider offers (name → Template)."""
-        ...
+    def templates(self) -> dict[str, Template]: ...
 
-    def lease(self, plan: Plan, lease_id: str, deadline_s: int) -> Lease:
-        """Make `plan.machine_count` machines reachable; each machine's watchdog ends it after
-        `deadline_s` seconds unless extended. On failure, release whatever was made, then raise.
+    def offers(self, template: str, gpus: int | None) -> list[MachineMix]: ...
 
-        Optional keyword `on_machine(machine)`: a provider that accepts it calls it, in the thread
-        that called `lease`, as soon as each machine exists and holds its deadline, before `lease`
-        returns; the caller records the machine and opens its cost segment there, so a controller
-        killed mid-lease leaves every reported machine on the ledger. If it raises, treat it as a
-        failed machine (release everything, raise)."""
-        ...
+    def lease(self, plan: Plan, lease_id: str, deadline_s: int) -> Lease: ...
 
-    def describe(self, lease: Lease) -> list[MachineState]:
-        """What the provider itself says about each machine (not fleet's state). Providers that can
-        find a lease's machines by themselves (a directory name, a tag) also return those missing
-        from `lease.machines`, marked `unrecorded=True`, so `fleet down` can bill them."""
-        ...
+    def describe(self, lease: Lease) -> list[MachineState]: ...
 
-    def release(self, lease: Lease) -> None:
-        """Destroy every machine of the lease. Idempotent: already-gone machines are fine."""
-        ...
+    def release(self, lease: Lease) -> None: ...
+
+
+class BaseProvider(ABC):
+    """Shared defaults: construction from Config, template lookup, and one mix per template."""
+
+    name: ClassVar[str]
+    settings: ClassVar[type[ProviderSettings] | None] = None
+    listed: ClassVar[bool] = True        # offered in help, errors and the JSON Schema (the fake is not)
+    description: ClassVar[str] = ""
+
+    @classmethod
+    def from_config(cls, config: "Config | None") -> "BaseProvider":
+        return cls()
+
+    @classmethod
+    def settings_from(cls, config: "Config | None") -> Any:
+        """This provider's parsed section of `config`, or its defaults when the file has none."""
+        found = (getattr(config, "provider_settings", None) or {}).get(cls.name)
+        if found is None and cls.settings is not None:
+            found = cls.settings.from_fields([] if cls.settings.array else {})
+        return found
+
+    @abstractmethod
+    def templates(self) -> dict[str, Template]: ...
+
+    def template(self, name: str) -> Template:
+        templates = self.templates()
+        if name not in templates:
+            raise UsageError(f"template {name!r} is not offered by the {self.name} provider",
+                             hint="choose one of: " + (", ".join(sorted(templates)) or "none"))
+        return templates[name]
+
+    def offers(self, template: str, gpus: int | None) -> list[MachineMix]:
+        """One mix: as many machines of the template as the GPUs need (None: one machine)."""
+        from ..plan import machines_for
+        t = self.template(template)
+        count, total = machines_for(gpus, t)
+        return [MachineMix(provider=self.name, template=t.name, instance_type=t.name, machines=count,
+                           gpus_per_machine=t.gpus_per_machine or total // count, gpu_model=t.gpu_model,
+                           price_per_machine_hour=t.price_per_hour, spot=t.spot, price_source=t.price_source,
+                           simulated_gpus=t.simulated_gpus)]
+
+    @abstractmethod
+    def lease(self, plan: Plan, lease_id: str, deadline_s: int) -> Lease: ...
+
+    @abstractmethod
+    def describe(self, lease: Lease) -> list[MachineState]: ...
+
+    @abstractmethod
+    def release(self, lease: Lease) -> None: ...
+
+
+def choose_mix(provider: Provider, template: str, gpus: int | None) -> MachineMix:
+    """The provider's choice for a request, made once: its first (cheapest) offer."""
+    return provider.offers(template, gpus)[0]
+
+
+# ---------------------------------------------------------------- optional capabilities
+
+class ReportsMachines(ABC):
+    """`lease` takes `on_machine=callback` and calls it, in the thread that called `lease`, as soon
+    as each machine exists and holds its deadline, before `lease` returns: the caller records the
+    machine and opens its cost segment there, so a controller killed mid-lease leaves every reported
+    machine on the ledger. If the callback raises, the machine counts as failed (release, raise)."""
+
+    @abstractmethod
+    def lease(self, plan: Plan, lease_id: str, deadline_s: int,
+              on_machine: Callable[[Machine], None] | None = None) -> Lease: ...
+
+
+class SweepsLeftovers(ABC):
+    """Finds machines it made that no live lease owns (a controller killed mid-lease) and ends them;
+    `fleet down --all` asks every provider that has this."""
+
+    @abstractmethod
+    def sweep(self, live_machine_ids: set[str]) -> list[str]:
+        """End leftovers not in `live_machine_ids`; return their machine ids."""
+
+
+class HasLeaseMetadata(ABC):
+    """Has facts to record with a lease before anything is made (e.g. AWS's region), so `fleet down`
+    can find what a killed controller launched, from any directory."""
+
+    @abstractmethod
+    def lease_meta(self) -> dict[str, Any]: ...
+
+
+class StagesDataDirectly(ABC):
+    """Its machines can fetch snapshot chunks from the store themselves (e.g. AWS machines from S3)."""
+
+    @abstractmethod
+    def reaches_store(self, store_url: str) -> bool:
+        """True when machines of this provider can read `store_url` without the controller."""
+
+
+@dataclass(frozen=True)
+class Interruption:
+    """A provider's warning that a machine will be taken away (e.g. a spot reclaim notice)."""
+
+    machine_id: str
+    at: Any                  # datetime (UTC) the machine goes
+    reason: str = ""
+
+
+class InterruptionNotices(ABC):
+    """Says ahead of time when machines will be taken away (spot reclaim, maintenance)."""
+
+    @abstractmethod
+    def interruptions(self, lease: Lease) -> list[Interruption]: ...
+
+
+class Queueing(ABC):
+    """Leases may wait in a queue (a batch scheduler): `lease` may block until machines are granted,
+    and `queue_position` says where a waiting lease stands (None: not waiting)."""
+
+    @abstractmethod
+    def queue_position(self, lease_id: str) -> int | None: ...
+
+
+CAPABILITIES: tuple[type, ...] = (ReportsMachines, SweepsLeftovers, HasLeaseMetadata, StagesDataDirectly,
+                                  InterruptionNotices, Queueing)
+
+
+def capabilities(provider: Any) -> list[str]:
+    """Names of the optional capabilities `provider` declares (for `fleet providers` and docs)."""
+    return [c.__name__ for c in CAPABILITIES if isinstance(provider, c)]

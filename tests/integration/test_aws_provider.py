@@ -50,7 +50,8 @@ def provider(stack, project, fleet_home):
 
 
 def plan_for(provider, template, gpus, project, max_s=600):
-    return make_plan(provider="aws", template=provider.templates()[template], gpus=gpus, max_duration_s=max_s,
+    """The plan a run makes: for the mix the provider chose, once (contract v2)."""
+    return make_plan(provider="aws", mix=provider.offers(template, gpus)[0], max_duration_s=max_s,
                      heartbeat_ttl_s=60, project=project, user="tester")
 
 
@@ -122,11 +123,14 @@ def test_one_batched_call_with_tags_imdsv2_terminate_and_userdata(provider, proj
 def test_spot_falls_back_to_on_demand(provider, project):
     inj = inject(provider.ec2, lambda p: "InsufficientInstanceCapacity"
                  if p.get("InstanceMarketOptions.MarketType") == "spot" else None)
-    lease = provider.lease(plan_for(provider, "aws-1gpu", 1, project), "l-spot", 60)
+    plan = plan_for(provider, "aws-1gpu", 1, project)
+    lease = provider.lease(plan, "l-spot", 60)
     try:
         assert not any(m.spot for m in lease.machines)
         spot_tries = [p for p in inj.seen if p.get("InstanceMarketOptions.MarketType") == "spot"]
-        assert len(spot_tries) == 3 * len(provider.outputs.subnets)       # every type × AZ, then on-demand
+        # The chosen mix in every AZ, then on-demand: never another mix than the one the budget priced.
+        assert len(spot_tries) == len(provider.outputs.subnets)
+        assert {p["InstanceType"] for p in inj.seen} == {plan.instance_type}
         assert inj.seen[-1].get("InstanceMarketOptions.MarketType") is None
     finally:
         provider.release(lease)

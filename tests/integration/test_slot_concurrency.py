@@ -19,6 +19,7 @@ from fleet.errors import CapacityError, ExitCode
 from fleet.ids import new_lease_id
 from fleet.plan import make_plan
 from fleet.providers.ssh import SSHHostsProvider
+from fleet.providers.ssh.settings import SSHSettings
 from fleet.state import open_state
 from tests.conftest import processes_under
 from tests.fixtures.ssh_hosts import PYTHON, HostFarm
@@ -47,7 +48,8 @@ def test_concurrent_leases_never_share_a_slot(farm, state_url, tmp_path, monkeyp
     monkeypatch.setenv("HOME", str(farm.home))
     monkeypatch.setenv("FLEET_HOME", str(tmp_path / "fleet-home"))
     config = Config(path=None, base_dir=tmp_path, project="p", name="p", command="true", provider="ssh",
-                    template="hosts", python=PYTHON, hosts=farm.configs(gpus=SLOTS), state_url=state_url)
+                    template="hosts", python=PYTHON, state_url=state_url,
+                    provider_settings={"ssh": SSHSettings(hosts=farm.configs(gpus=SLOTS))})
     held: dict[tuple[str, int], str] = {}
     ledger_lock = threading.Lock()
     outcomes: dict[str, list] = defaultdict(list)

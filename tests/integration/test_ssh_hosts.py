@@ -13,6 +13,7 @@ from fleet.providers.ssh.hosts import Host, Inventory, fingerprint, parse_discov
 from fleet.ids import new_lease_id
 from fleet.plan import make_plan
 from fleet.providers.ssh import SSHHostsProvider
+from fleet.providers.ssh.settings import SSHSettings
 from fleet.providers.ssh.slots import active, place
 from fleet.remote.ssh import connect
 from fleet.state import open_state
@@ -40,7 +41,8 @@ def env(farm, tmp_path, monkeypatch):
 
 def provider_for(farm, hosts=None, state=None, **kw) -> SSHHostsProvider:
     config = Config(path=None, base_dir=farm.base, project="p", name="p", command="true", provider="ssh",
-                    template="hosts", python=PYTHON, hosts=farm.configs(hosts))
+                    template="hosts", python=PYTHON,
+                    provider_settings={"ssh": SSHSettings(hosts=farm.configs(hosts))})
     return SSHHostsProvider(config=config, state=state or open_state(), **kw)
 
 

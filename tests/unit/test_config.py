@@ -74,8 +74,8 @@ FULL = """
     "p4d.24xlarge" = "32.77"
 
     [aws]
-    region = "us-east-1"
-    stack_outputs = "outputs.json"
+    outputs = "outputs.json"
+    connect = "private"
 
     [[hosts]]
     address = "gpu1.lab"
@@ -108,9 +108,11 @@ def test_every_key_is_loaded_into_config(tmp_path):
     assert (b.grace_s, b.idle_gpu_percent, b.idle_minutes) == (120, 5.0, 20.0)
     assert cfg.data == {"digits": "data/digits"}
     assert cfg.prices == {"local-1gpu": Decimal(0), "p4d.24xlarge": Decimal("32.77")}
-    assert cfg.aws == {"region": "us-east-1", "stack_outputs": "outputs.json"}
-    assert [h.address for h in cfg.hosts] == ["gpu1.lab", "10.0.0.7"]
-    assert (cfg.hosts[0].port, cfg.hosts[0].gpus, cfg.hosts[1].port, cfg.hosts[1].gpus) == (2222, 4, 22, None)
+    aws = cfg.provider_settings["aws"]
+    assert (aws.outputs, aws.connect, aws.stack, aws.allow_custom_endpoint) == ("outputs.json", "private", None, False)
+    hosts = cfg.provider_settings["ssh"].hosts
+    assert [h.address for h in hosts] == ["gpu1.lab", "10.0.0.7"]
+    assert (hosts[0].port, hosts[0].gpus, hosts[1].port, hosts[1].gpus) == (2222, 4, 22, None)
     assert cfg.raw["lease"] == {"heartbeat_ttl": 45}
 
 
@@ -155,7 +157,11 @@ def test_explicit_path_relative_to_cwd_and_directory(tmp_path):
     ('command = "x"\n[env]\nA = 1\n', "fleet.toml:3: env.A: must be a non-empty string, got 1"),
     ('command = "x"\n[env]\n"BAD-NAME" = "1"\n', "fleet.toml:3: env.BAD-NAME: must be an environment variable name"),
     ('command = "x"\n[prices]\nfoo = -1\n', "fleet.toml:3: prices.foo: must be an amount in US dollars ≥ 0"),
-    ('command = "x"\n[aws]\nregion = {a = 1}\n', "fleet.toml:3: aws.region: must be a string, number"),
+    ('command = "x"\n[aws]\noutputs = {a = 1}\n', "fleet.toml:3: aws.outputs: must be a non-empty string"),
+    ('command = "x"\n[aws]\nconect = "private"\n', "fleet.toml:3: aws.conect: unknown key (did you mean 'connect'?)"),
+    ('command = "x"\n[aws]\nconnect = "vpn"\n', "fleet.toml:3: aws.connect: must be one of 'public', 'private'"),
+    ('command = "x"\nstack_dir = "."\n', "fleet.toml:2: stack_dir: unknown key (it belongs under [aws])"),
+    ('command = "x"\naws = 1\n', "fleet.toml:2: aws: must be a table ([aws])"),
     ('command = "x"\nlease = 5\n', "fleet.toml:2: lease: must be a table ([lease])"),
     ('command = "x"\n[[hosts]]\naddress = "a"\n\n[[hosts]]\naddress = "b"\nport = 70000\n',
      "fleet.toml:7: hosts[1].port: must be a port number 1-65535, got 70000"),

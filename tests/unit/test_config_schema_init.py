@@ -13,7 +13,7 @@ import typer
 from fleet.cli.errors import main_guard
 from fleet.cli.init import register
 from fleet.config import SCHEMA_FILE, json_schema, load_config
-from fleet.config_schema import ARRAYS, MAPS, TABLES, TOP_LEVEL
+from fleet.config_schema import ARRAYS, MAPS, TABLES, TOP_LEVEL, provider_sections
 from fleet.errors import ExitCode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,10 +45,11 @@ def test_shipped_schema_file_equals_the_generated_schema():
 
 def test_schema_lists_every_key_of_the_table():
     props = json_schema()["properties"]
-    assert set(props) == set(TOP_LEVEL) | set(TABLES) | set(MAPS) | set(ARRAYS)
+    assert set(props) == set(TOP_LEVEL) | set(TABLES) | set(MAPS) | set(ARRAYS) | set(provider_sections(listed_only=True))
     assert set(props["lease"]["properties"]) == set(TABLES["lease"][1])
-    assert set(props["hosts"]["items"]["properties"]) == set(ARRAYS["hosts"][1])
-    assert props["provider"]["enum"] == ["local", "ssh", "aws"]
+    assert set(props["hosts"]["items"]["properties"]) == set(provider_sections()["hosts"].keys)
+    assert set(props["aws"]["properties"]) == set(provider_sections()["aws"].keys)
+    assert props["provider"]["enum"] == ["local", "ssh", "aws"]   # the fake is for tests: not offered
 
 
 def test_schema_agrees_with_the_validator_on_examples(tmp_path):
@@ -73,7 +74,8 @@ def test_init_writes_a_starter_that_loads_and_mentions_every_key(tmp_path, monke
     assert text.startswith("#:schema file://") and str(SCHEMA_FILE.resolve()) in text
     # every key appears as `key =` (set or commented out) or as its table header, with a comment
     for key in list(TOP_LEVEL) + [k for _, keys in TABLES.values() for k in keys] + \
-            [k for _, keys, _r in ARRAYS.values() for k in keys]:
+            [k for _, keys, _r in ARRAYS.values() for k in keys] + \
+            [k for s in provider_sections(listed_only=True).values() for k in s.keys]:
         assert re.search(rf"^#? ?{key} = ", text, re.M), key
     for table in list(TABLES) + list(MAPS):
         assert re.search(rf"^#? ?\[{table}\]$", text, re.M), table

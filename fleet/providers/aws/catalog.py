@@ -20,6 +20,7 @@ from typing import Any, Mapping
 
 from ...errors import ConfigError, UsageError
 from ...paths import subdir
+from ..base import MachineMix
 from .outputs import TemplateOutputs
 
 PRICES_PATH = Path(__file__).with_name("prices.json")
@@ -36,37 +37,6 @@ class InstanceType:
     gpu_memory_mib: int
     vcpus: int
     memory_mib: int
-
-
-@dataclass(frozen=True)
-class Offer:
-    """One way to meet a GPU count: `machines` × `instance_type`."""
-
-    template: str
-    instance_type: str
-    machines: int
-    gpus_per_machine: int
-    gpu_model: str
-    price_per_machine_hour: Decimal | None
-    spot: bool
-    price_source: str
-
-    @property
-    def gpus(self) -> int:
-        return self.machines * self.gpus_per_machine
-
-    @property
-    def price_per_hour(self) -> Decimal | None:
-        if self.price_per_machine_hour is None:
-            return None
-        return self.price_per_machine_hour * self.machines
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["price_per_machine_hour"] = None if self.price_per_machine_hour is None else str(self.price_per_machine_hour)
-        d["price_per_hour"] = None if self.price_per_hour is None else str(self.price_per_hour)
-        d["gpus"] = self.gpus
-        return d
 
 
 # -- catalogue ---------------------------------------------------------------------------------
@@ -160,21 +130,21 @@ def template_gpu_unit(template: TemplateOutputs, catalog: Mapping[str, InstanceT
 
 
 def offers(template: TemplateOutputs, gpus: int, catalog: Mapping[str, InstanceType], prices: PriceTable,
-           ) -> list[Offer]:
+           region: str = "") -> list[MachineMix]:
     """Every mix of the template's allowed instance types that gives exactly `gpus`, cheapest first
     (unknown prices last, then fewer machines first)."""
     if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
         raise UsageError(f"--gpus must be a positive integer, got {gpus!r}")
-    found: list[Offer] = []
+    found: list[MachineMix] = []
     for name in template.instance_types:
         info = catalog.get(name)
         per = info.gpus if info else template.gpus_per_machine
         if per < 1 or gpus % per:
             continue
-        found.append(Offer(template=template.name, instance_type=name, machines=gpus // per,
-                           gpus_per_machine=per, gpu_model=(info.gpu_model if info else template.gpu_model),
-                           price_per_machine_hour=prices.price(name), spot=template.spot,
-                           price_source=prices.source_of(name)))
+        found.append(MachineMix(provider="aws", template=template.name, instance_type=name, machines=gpus // per,
+                                gpus_per_machine=per, gpu_model=(info.gpu_model if info else template.gpu_model),
+                                price_per_machine_hour=prices.price(name), spot=template.spot,
+                                price_source=prices.source_of(name), region=region))
     if not found:
         sizes = ", ".join(f"{n}: {catalog[n].gpus if n in catalog else template.gpus_per_machine} GPUs"
                           for n in template.instance_types)

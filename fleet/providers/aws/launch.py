@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from ...errors import CapacityError, InfrastructureError
-from .catalog import Offer
+from ..base import MachineMix
 from .session import QUOTA_CODES, CAPACITY_CODES, QuotaError, error_code, error_message, is_transient, translate
 
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
@@ -31,7 +31,7 @@ PAGE_SIZE = 1000          # describe_instances page size; tests lower it to exer
 
 @dataclass(frozen=True)
 class Attempt:
-    offer: Offer
+    offer: MachineMix
     az: str
     subnet_id: str
     spot: bool
@@ -45,7 +45,7 @@ class Attempt:
         return f"{self.offer.machines}×{self.offer.instance_type} {market} in {self.az}"
 
 
-def plan_attempts(offers: list[Offer], subnets: dict[str, str], spot_first: bool) -> list[Attempt]:
+def plan_attempts(offers: list[MachineMix], subnets: dict[str, str], spot_first: bool) -> list[Attempt]:
     markets = (True, False) if spot_first else (False,)
     return [Attempt(o, az, subnet, spot) for spot in markets for o in offers for az, subnet in subnets.items()]
 

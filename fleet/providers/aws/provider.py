@@ -13,6 +13,7 @@ import shutil
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -21,10 +22,12 @@ from typing import Any, Callable
 from ...errors import EnvironmentProblem, FleetError, InfrastructureError, MachineUnreachable, UsageError
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
 from ...paths import subdir
-from .catalog import InstanceType, Offer, PriceTable, load_catalog, load_prices, offers
+from ..base import BaseProvider, HasLeaseMetadata, MachineMix, ReportsMachines
+from .catalog import InstanceType, PriceTable, load_catalog, load_prices, offers
 from .launch import (TAG_LEASE, find_instances, launch, plan_attempts, terminate_lease, wait_for_state)
 from .outputs import StackOutputs, TemplateOutputs, load_outputs, resolve_outputs
 from .session import make_client, translate
+from .settings import AWSSettings
 from .userdata import MACHINE_USER, WORKDIR, BootSpec, render
 
 EXPIRY_GRACE_S = 15 * 60      # fleet:expires-at = launch + max_duration + this (the reaper's line)
@@ -34,14 +37,16 @@ def lease_dir(lease_id: str) -> Path:
     return subdir("leases") / lease_id
 
 
-class AWSProvider:
+class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata):
     name = "aws"
+    settings = AWSSettings
+    description = "EC2 GPU instances from the launch templates of a fleet stack"
 
     def __init__(self, config: Any = None, *, outputs: StackOutputs | dict | str | Path | None = None,
                  ec2: Any = None, session: Any = None, sandbox: Any = None,
-                 sleep: Callable[[float], None] = time.sleep, ready_timeout_s: float = 600, **_ignored):
+                 sleep: Callable[[float], None] = time.sleep, ready_timeout_s: float = 600):
         self.config = config
-        self.aws = dict(getattr(config, "aws", None) or {})
+        self.aws: AWSSettings = self.settings_from(config)
         self._outputs = outputs if isinstance(outputs, StackOutputs) or outputs is None else load_outputs(outputs)
         self._ec2, self._session, self._sandbox = ec2, session, sandbox
         self.sleep = sleep
@@ -52,7 +57,7 @@ class AWSProvider:
     @property
     def outputs(self) -> StackOutputs:
         if self._outputs is None:
-            self._outputs = resolve_outputs(self.aws)
+            self._outputs = resolve_outputs(self.aws.outputs_source())
         return self._outputs
 
     @property
@@ -119,9 +124,17 @@ class AWSProvider:
                 description=f"launch template {t.launch_template_id}; " + ", ".join(t.instance_types))
         return out
 
-    def offers(self, template: str, gpus: int) -> list[Offer]:
-        """The machine mixes `template` allows for exactly `gpus` GPUs, cheapest first."""
-        return offers(self.outputs.template(template), gpus, self.catalog(), self.prices())
+    @classmethod
+    def from_config(cls, config) -> "AWSProvider":
+        return cls(config)
+
+    def offers(self, template: str, gpus: int | None) -> list[MachineMix]:
+        """The machine mixes `template` allows for exactly `gpus` GPUs (None: one machine's worth of
+        the template), cheapest first."""
+        tpl = self.outputs.template(template)
+        mixes = offers(tpl, tpl.gpus_per_machine if gpus is None else gpus, self.catalog(), self.prices(),
+                       region=self.outputs.region)
+        return [replace(m, simulated_gpus=True) for m in mixes] if self.sandbox else mixes
 
     # -- leasing --------------------------------------------------------------------------------
     def lease_meta(self) -> dict[str, Any]:
@@ -159,9 +172,14 @@ class AWSProvider:
         tpl = self.outputs.template(plan.template.name)
         if not self.sandbox:
             self._refuse_fake_endpoint()      # before anything is launched
+        # The mix was chosen before the budget reserved money for it: launch exactly that one
+        # (across AZs, spot then on-demand), never another of a different price.
         choices = self.offers(tpl.name, plan.gpus)
-        if plan.instance_type:
-            choices.sort(key=lambda o: o.instance_type != plan.instance_type)
+        chosen = [o for o in choices if o.instance_type == plan.instance_type and o.machines == plan.machine_count]
+        if plan.instance_type and not chosen:
+            raise UsageError(f"template {tpl.name!r} no longer offers {plan.machine_count} × {plan.instance_type}",
+                             hint=f"see `fleet offers --gpus {plan.gpus}`")
+        choices = chosen or choices[:1]
         key_path, client_pub, host_key_path, host_pub = self._keys(lease_id)
         from ...remote.agent import AGENT_PATH
         telemetry = AGENT_PATH.with_name("telemetry.py")
@@ -216,9 +234,9 @@ class AWSProvider:
 
     def _network(self) -> dict[str, Any]:
         return {"security_group_id": self.outputs.security_group_id,
-                "public_ip": str(self.aws.get("connect", "public")) != "private"}
+                "public_ip": self.aws.connect != "private"}
 
-    def _adopt(self, lease_id: str, choices: list[Offer]) -> tuple[list[dict], Offer | None]:
+    def _adopt(self, lease_id: str, choices: list[MachineMix]) -> tuple[list[dict], MachineMix | None]:
         """A retried lease (controller restarted mid-launch) adopts what it already launched."""
         existing = find_instances(self.ec2, {TAG_LEASE: lease_id}, states=("pending", "running"))
         if not existing:
@@ -230,7 +248,7 @@ class AWSProvider:
         terminate_lease(self.ec2, lease_id, sleep=self.sleep)   # a partial leftover: start clean
         return [], None
 
-    def _machine(self, inst: dict, rank: int, lease_id: str, offer: Offer, key_path: Path, host_pub: str,
+    def _machine(self, inst: dict, rank: int, lease_id: str, offer: MachineMix, key_path: Path, host_pub: str,
                  deadline_s: int, plan: Plan) -> Machine:
         iid = inst["InstanceId"]
         spot = inst.get("InstanceLifecycle") == "spot"
@@ -264,7 +282,7 @@ class AWSProvider:
     def _refuse_fake_endpoint(self) -> None:
         """An endpoint override (moto) hands out fake addresses: never connect to them."""
         endpoint = os.environ.get("AWS_ENDPOINT_URL_EC2") or os.environ.get("AWS_ENDPOINT_URL") or ""
-        if endpoint and not self.aws.get("allow_custom_endpoint"):
+        if endpoint and not self.aws.allow_custom_endpoint:
             raise EnvironmentProblem(f"AWS_ENDPOINT_URL is {endpoint} (not AWS) and FLEET_AWS_SANDBOX is not set, "
                                      "so the instances' addresses are not real machines",
                                      hint="export FLEET_AWS_SANDBOX=1 (see scripts/aws_sandbox.py), or set "

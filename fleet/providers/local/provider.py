@@ -13,10 +13,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
-from ...errors import UsageError
 from ...keys import generate_ed25519
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
 from ...paths import subdir
+from ..base import BaseProvider, ReportsMachines, SweepsLeftovers
 from .templates import LOCAL_TEMPLATES
 from .sshd import find_sshd, pid_alive, start_sshd, start_watchdog, stop_machine_dir
 
@@ -25,22 +25,20 @@ def lease_key_path(lease_id: str) -> Path:
     return subdir("leases") / lease_id / "id_ed25519"
 
 
-class LocalProvider:
+class LocalProvider(BaseProvider, ReportsMachines, SweepsLeftovers):
     name = "local"
+    description = "sshd sandboxes on this computer (simulated GPUs)"
 
     def __init__(self, python: str | None = None, max_parallel: int = 8, **_ignored):
         self.python = python or sys.executable
         self.max_parallel = max_parallel
 
+    @classmethod
+    def from_config(cls, config) -> "LocalProvider":
+        return cls(python=getattr(config, "python", None))
+
     def templates(self) -> dict[str, Template]:
         return dict(LOCAL_TEMPLATES)
-
-    def template(self, name: str) -> Template:
-        try:
-            return LOCAL_TEMPLATES[name]
-        except KeyError:
-            raise UsageError(f"unknown local template {name!r}",
-                             hint="choose one of: " + ", ".join(LOCAL_TEMPLATES)) from None
 
     def lease(self, plan: Plan, lease_id: str, deadline_s: int,
               on_machine: Callable[[Machine], None] | None = None) -> Lease:

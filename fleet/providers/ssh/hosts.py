@@ -313,7 +313,7 @@ class Inventory:
 
 
 def config_host(c) -> Host:
-    """A `[[hosts]]` entry (fleet.config_model.HostConfig) as a Host."""
+    """A `[[hosts]]` entry (providers.ssh.settings.HostConfig) as a Host."""
     return Host(name=c.name or c.address, address=c.address, port=c.port if c.port != 22 else None,
                 login=c.user, key_path=os.path.expanduser(c.key) if c.key else None, gpus=c.gpus,
                 workdir=getattr(c, "workdir", None), source="config")

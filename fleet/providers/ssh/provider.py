@@ -17,11 +17,14 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
+from typing import Callable
 
 from ...errors import InfrastructureError, MachineUnreachable, UsageError
 from .hosts import Host, Inventory, host_machine, probe_all
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
+from ..base import BaseProvider, ReportsMachines
 from . import slots as ssh_slots
+from .settings import HostConfig, SSHSettings
 
 PROBE_FRESH_S = 30.0
 LEASES_DIR = ".fleet-leases"
@@ -40,16 +43,22 @@ def ssh_templates(prices: dict | None = None) -> dict[str, Template]:
     return out
 
 
-class SSHHostsProvider:
+class SSHHostsProvider(BaseProvider, ReportsMachines):
     name = "ssh"
+    settings = SSHSettings
+    description = "your team's own GPU hosts ([[hosts]] or `fleet hosts add`), shared by GPU slot"
 
-    def __init__(self, config=None, state=None, hosts: list | None = None, python: str | None = None,
-                 probe_timeout_s: float = 5.0, **_ignored):
+    def __init__(self, config=None, state=None, hosts: list[HostConfig] | None = None, python: str | None = None,
+                 probe_timeout_s: float = 5.0):
         self.config = config
         self._state = state
-        self._config_hosts = hosts if hosts is not None else list(getattr(config, "hosts", None) or [])
+        self._config_hosts = hosts if hosts is not None else list(self.settings_from(config).hosts)
         self.python = python or getattr(config, "python", None) or "python3"
         self.probe_timeout_s = probe_timeout_s
+
+    @classmethod
+    def from_config(cls, config) -> "SSHHostsProvider":
+        return cls(config)
 
     # -- plumbing ---------------------------------------------------------------------------------
     @property
@@ -83,7 +92,8 @@ class SSHHostsProvider:
         return out
 
     # -- the contract -----------------------------------------------------------------------------
-    def lease(self, plan: Plan, lease_id: str, deadline_s: int) -> Lease:
+    def lease(self, plan: Plan, lease_id: str, deadline_s: int,
+              on_machine: Callable[[Machine], None] | None = None) -> Lease:
         if plan.machine_count < 1:
             raise UsageError("a lease needs at least one machine")
         need = plan.gpus_per_machine or plan.gpus // plan.machine_count
@@ -103,6 +113,16 @@ class SSHHostsProvider:
             if attempt == 2 or not down or len(down) < len(failures):
                 raise failures[0][1]
             exclude |= down      # a host died between probe and start: try once more without it
+        # Reported once every machine holds its deadline (a retry may move a machine to another
+        # host, so not earlier); a machine the controller never hears of still ends at its deadline.
+        try:
+            for m in sorted(machines, key=lambda m: m.node_rank):
+                if on_machine is not None:
+                    on_machine(m)
+        except BaseException:
+            self._stop_all(machines)
+            ssh_slots.free(self.state.db, lease_id)
+            raise
         now = utcnow()
         return Lease(id=lease_id, provider=self.name, template=plan.template.name,
                      machines=sorted(machines, key=lambda m: m.node_rank), created_at=now,

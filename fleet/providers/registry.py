@@ -1,0 +1,143 @@
+"""Providers by name: Python entry points in the group `fleet.providers`, name = "module:Class".
+
+fleet's own providers are declared in its pyproject.toml like any third-party package's would be:
+
+    [project.entry-points."fleet.providers"]
+    gcp = "fleet_gcp.provider:GCPProvider"
+
+so a new provider is one package plus one entry. Nothing is imported until a provider is asked
+for (`fleet --help` must not pay for boto3 or paramiko), and the provider modules themselves import
+their heavy libraries only when they talk to the outside.
+
+From a source checkout, fleet's own entries are read from the checkout's pyproject.toml rather
+than the installed metadata: an editable install keeps the entry points of the day it was made,
+so a provider added since would otherwise be missing until `pip install -e .` is run again.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import EnvironmentProblem, UsageError
+
+if TYPE_CHECKING:
+    from .base import ProviderSettings
+
+GROUP = "fleet.providers"
+_OWN_PREFIX = "fleet."          # modules of fleet's own providers
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    target: str                  # "package.module:Class"
+    origin: str                  # where it was declared: a distribution name or a pyproject.toml path
+
+
+_entries: dict[str, Entry] | None = None
+_classes: dict[str, type] = {}
+
+
+def _checkout_entries() -> dict[str, Entry] | None:
+    """fleet's own entries from the pyproject.toml beside the package (source checkouts only)."""
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    if not pyproject.is_file():
+        return None
+    import tomllib
+    try:
+        doc = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    declared = doc.get("project", {}).get("entry-points", {}).get(GROUP)
+    if not isinstance(declared, dict):
+        return None
+    return {name: Entry(name, str(target), str(pyproject)) for name, target in declared.items()}
+
+
+def entries() -> dict[str, Entry]:
+    """Every registered provider, fleet's own first (in declaration order), then third parties'."""
+    global _entries
+    if _entries is None:
+        from importlib.metadata import entry_points
+        own = _checkout_entries()
+        found: dict[str, Entry] = dict(own or {})
+        for ep in entry_points(group=GROUP):
+            if own is not None and ep.value.startswith(_OWN_PREFIX):
+                continue        # fleet's own, possibly stale: the checkout's pyproject.toml decides
+            dist = getattr(getattr(ep, "dist", None), "name", None) or "?"
+            found.setdefault(ep.name, Entry(ep.name, ep.value, dist))
+        _entries = found
+    return _entries
+
+
+def refresh() -> None:
+    """Forget what was found (after installing a provider package in this process; tests)."""
+    global _entries
+    _entries = None
+    _classes.clear()
+
+
+def names(*, listed_only: bool = False) -> list[str]:
+    found = list(entries())
+    if listed_only:
+        found = [n for n in found if getattr(provider_class(n), "listed", True)]
+    return found
+
+
+def provider_class(name: str) -> type:
+    """The class registered as `name`; UsageError naming the registered ones if there is none."""
+    if name in _classes:
+        return _classes[name]
+    entry = entries().get(name)
+    if entry is None:
+        known = names(listed_only=True)
+        close = difflib.get_close_matches(name, list(entries()), n=1, cutoff=0.6)
+        raise UsageError(f"unknown provider {name!r}",
+                         hint=f"did you mean {close[0]!r}?" if close else "choose one of: " + ", ".join(known))
+    module_name, _, attr = entry.target.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), attr) if attr else importlib.import_module(module_name)
+    except (ImportError, AttributeError) as exc:
+        raise EnvironmentProblem(f"provider {name!r} ({entry.target}, declared by {entry.origin}) cannot be "
+                                 f"loaded: {exc}", hint="reinstall the package that provides it") from None
+    if getattr(cls, "name", None) != name:
+        raise EnvironmentProblem(f"provider {name!r} ({entry.target}) calls itself {getattr(cls, 'name', None)!r}",
+                                 hint="the entry point name and the class's `name` must agree")
+    _classes[name] = cls
+    return cls
+
+
+def create(config: Any) -> Any:
+    """The provider `config.provider` names, built from the loaded Config (its own section included)."""
+    return provider_class(config.provider).from_config(config)
+
+
+def get(name: str, **options: Any) -> Any:
+    """A provider by name with its defaults (or `options`): what `fleet status` / `fleet down` need
+    to describe and release a recorded lease."""
+    cls = provider_class(name)
+    return cls(**options) if options else cls.from_config(None)
+
+
+def settings_classes() -> dict[str, "type[ProviderSettings]"]:
+    """Provider name → the settings class of its fleet.toml section (providers with one)."""
+    out = {}
+    for name in entries():
+        try:
+            settings = getattr(provider_class(name), "settings", None)
+        except EnvironmentProblem:     # a broken third-party package: reported when it is used
+            continue
+        if settings is not None:
+            out[name] = settings
+    return out
+
+
+def section_owner(section: str) -> tuple[str, "type[ProviderSettings]"] | None:
+    """Which provider owns the top-level fleet.toml key `section` ([aws], [[hosts]]), if any."""
+    for name, settings in settings_classes().items():
+        if settings.section == section:
+            return name, settings
+    return None

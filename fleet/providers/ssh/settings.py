@@ -1,0 +1,45 @@
+"""`[[hosts]]` in fleet.toml: the ssh provider's own section, one block per team GPU host."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ...config_schema import PORT, POSITIVE_INT, STRING, Key
+from ..base import ProviderSettings
+
+
+@dataclass
+class HostConfig:
+    """A team's own SSH GPU host (one `[[hosts]]` block)."""
+
+    address: str
+    user: str | None = None
+    port: int = 22
+    key: str | None = None
+    gpus: int | None = None          # discovered over SSH when not declared
+    name: str | None = None
+    workdir: str | None = None       # lease workdirs go under it; default ~/.fleet-leases on the host
+
+
+@dataclass
+class SSHSettings(ProviderSettings):
+    hosts: list[HostConfig] = field(default_factory=list)
+
+    section: ClassVar[str] = "hosts"
+    array: ClassVar[bool] = True
+    required: ClassVar[tuple[str, ...]] = ("address",)
+    help: ClassVar[str] = "Your own SSH GPU hosts (provider = \"ssh\"), one [[hosts]] block each."
+    keys: ClassVar[dict[str, Key]] = {
+        "address": Key(STRING, "Host name or IP address."),
+        "user": Key(STRING, "SSH user. Default: your login name."),
+        "port": Key(PORT, "SSH port.", default=22),
+        "key": Key(STRING, "Private key file. Default: your SSH agent / ~/.ssh keys."),
+        "gpus": Key(POSITIVE_INT, "GPUs on the host. Default: discovered over SSH."),
+        "name": Key(STRING, "Short name shown in status. Default: the address."),
+        "workdir": Key(STRING, "Directory on the host under which each leased machine gets its own working "
+                               "directory. Default: ~/.fleet-leases."),
+    }
+
+    @classmethod
+    def from_fields(cls, fields: Any) -> "SSHSettings":
+        return cls(hosts=[HostConfig(**item) for item in fields])
