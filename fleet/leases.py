@@ -16,8 +16,8 @@ if TYPE_CHECKING:
 
 
 def _provider(name: str):
-    from .providers import get_provider
-    return get_provider(name)
+    from .providers.registry import get
+    return get(name)
 
 
 def lease_view(lease: Lease, states: list | None) -> dict[str, Any]:
@@ -96,15 +96,30 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
             events.warn(f"could not release {lease.id}: {exc.one_line()}")
             failures.append(lease.id)
     if all_leases:
-        from .providers.local import LocalProvider
         live = {m.id for lease in state.list_leases(active_only=True) for m in lease.machines}
-        for name in LocalProvider().sweep(live):
-            events.phase("release", f"orphan local machine {name}")
+        for name in _sweep_leftovers(live, events):
             released.append(name)
     if failures:
         raise InfrastructureError(f"{len(failures)} lease(s) not released: {', '.join(failures)}",
                                   hint="their machines still end at their own deadline; run `fleet down` again")
     return released
+
+
+def _sweep_leftovers(live: set[str], events: Events) -> list[str]:
+    """Every provider that can find machines no live lease owns (SweepsLeftovers) ends them."""
+    from .providers import registry
+    from .providers.base import SweepsLeftovers
+    ended = []
+    for name in registry.names():
+        try:
+            if not issubclass(registry.provider_class(name), SweepsLeftovers):
+                continue
+            for machine in _provider(name).sweep(live):
+                events.phase("release", f"orphan {name} machine {machine}")
+                ended.append(machine)
+        except FleetError as exc:   # one broken provider must not keep the others' leftovers alive
+            events.warn(f"could not sweep leftover {name} machines: {exc.one_line()}")
+    return ended
 
 
 def _describe(provider, lease: Lease, events: Events) -> list:
