@@ -7,7 +7,6 @@ so are staging and setup (done when the lease was made). The kept lease's own de
 """
 from __future__ import annotations
 
-import inspect
 from datetime import timedelta
 from typing import Callable
 
@@ -15,6 +14,7 @@ from ..config_model import Config
 from ..errors import UsageError
 from ..ids import new_lease_id
 from ..models import Lease, Machine, to_jsonable, utcnow
+from ..providers.base import HasLeaseMetadata, ReportsMachines
 from .context import RunContext
 from .keep import release_lease
 from .offer import choose_offer, offer_for_lease
@@ -40,9 +40,9 @@ class NewLease:
         offer = ctx.offer
         simulated = " (simulated GPUs)" if offer.template.simulated_gpus else ""
         ctx.events.phase("lease", f"{offer.machine_count} × {offer.template.name} = {offer.gpus} GPUs{simulated}")
-        provider_meta = getattr(self.provider, "lease_meta", None)   # optional: e.g. AWS's region
+        provider_meta = self.provider.lease_meta() if isinstance(self.provider, HasLeaseMetadata) else {}
         ctx.state.begin_lease(ctx.lease_id, ctx.plan, deadline_s=first_deadline_s,
-                              meta={**grant.lease_meta(), **(provider_meta() if provider_meta else {}),
+                              meta={**grant.lease_meta(), **provider_meta,
                                     "first_deadline_s": first_deadline_s})
         ctx.state.create_run(ctx.run_id, lease_id=ctx.lease_id, project=offer.project, user=offer.user,
                              command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
@@ -52,7 +52,7 @@ class NewLease:
         """provider.lease, with each machine recorded in the state and `on_machine` called (its cost
         segment opened) the moment the provider reports it: a controller SIGKILLed inside lease()
         used to leave machines that no ledger entry knew of (fault matrix: "machines unbilled")."""
-        if _accepts_on_machine(self.provider):
+        if isinstance(self.provider, ReportsMachines):
             def reported(machine: Machine) -> None:
                 self.reported.append(machine)
                 # Its watchdog started just before: now + deadline_s is at or after its own deadline.
@@ -99,16 +99,6 @@ class KeptLease:
 
     def kept_until(self) -> str | None:
         return to_jsonable(self.lease.keep_until) if self.lease.keep_until else None
-
-
-def _accepts_on_machine(provider) -> bool:
-    # Seam for Provider contract v2 (isinstance(provider, ReportsMachines)); until it lands, the
-    # optional keyword is found in the signature.
-    try:
-        params = inspect.signature(provider.lease).parameters
-    except (TypeError, ValueError):
-        return False
-    return "on_machine" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _partial_lease(ctx: RunContext, machines: list[Machine]) -> Lease:

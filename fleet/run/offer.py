@@ -25,13 +25,9 @@ class ListsMixes(Protocol):
 
 
 def provider_for(config: Config):
-    from ..providers import get_provider
-    options: dict[str, Any] = {}
-    if config.provider == "local" and config.python:
-        options["python"] = config.python
-    if config.provider in ("ssh", "aws"):
-        options["config"] = config
-    return get_provider(config.provider, **options)
+    """The provider `config.provider` names, built from the config by itself (its own section)."""
+    from ..providers import registry
+    return registry.create(config)
 
 
 def template_for(provider, config: Config) -> Template:

@@ -81,7 +81,7 @@ class NetnsProvider(LocalProvider):
         super().__init__(**kw)
         self.links = links
 
-    def lease(self, plan, lease_id: str, deadline_s: int) -> Lease:
+    def lease(self, plan, lease_id: str, deadline_s: int, on_machine=None) -> Lease:
         sshd_bin = find_sshd()
         key_path = lease_key_path(lease_id)
         public = generate_ed25519(key_path, comment=f"fleet-lease-{lease_id}")
@@ -113,6 +113,8 @@ class NetnsProvider(LocalProvider):
                 key_path=str(key_path), host_key=host_key, workdir=str(root), gpu_slots=(0,), python=self.python,
                 price_per_hour=plan.template.price_per_hour or 0, instance_type=plan.template.name,
                 provider_ref={"dir": str(d), "sshd_pid": proc.pid, "simulated_gpus": True}))
+            if on_machine is not None:     # a LocalProvider: it reports machines (ReportsMachines)
+                on_machine(machines[-1])
         now = utcnow()
         return Lease(id=lease_id, provider="local", template=plan.template.name, machines=machines,
                      created_at=now, deadline=now + timedelta(seconds=deadline_s),

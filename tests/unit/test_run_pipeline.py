@@ -21,6 +21,7 @@ from fleet.config_model import BudgetsConfig, Config
 from fleet.errors import ExitCode
 from fleet.ledger import Ledger
 from fleet.models import Lease, Machine, MachineState, Template, utcnow
+from fleet.providers.base import ReportsMachines
 from fleet.records import get_record
 from fleet.run.lease import KeptLease, NewLease
 from fleet.run.observers import RunObserver
@@ -33,7 +34,7 @@ BOX = Template("fake-2gpu", "fake", 2, gpu_model="none", price_per_hour=Decimal(
 LOOP_LIMIT_S = 30.0          # a fake command that never sees its stop gives up (and fails the test) after this
 
 
-class FakeProvider:
+class FakeProvider(ReportsMachines):
     """Machines that exist only as records: enough for every stage but the ones on machines."""
 
     name = "fake"
