@@ -23,16 +23,20 @@ def _config(file: Optional[Path]):
 def offers(
     gpus: int = typer.Option(..., "--gpus", "-g", help="Total GPUs wanted."),
     template: Optional[str] = typer.Option(None, "--template", "-t", help="Only this template."),
+    provider_name: str = typer.Option("aws", "--provider", "-p", help="Whose offers: any registered provider."),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Config file (default ./fleet.toml if present)."),
-    refresh: bool = typer.Option(False, "--refresh", help="Re-read instance types from AWS (cached a week)."),
+    refresh: bool = typer.Option(False, "--refresh", help="AWS: re-read instance types from AWS (cached a week)."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> int:
-    """Machine mixes the stack's AWS templates allow for --gpus, cheapest first, with prices."""
+    """Machine mixes a provider's templates allow for --gpus (default: the stack's AWS templates),
+    cheapest first, with prices: the same offers `fleet up` chooses from."""
     from ..errors import UsageError
-    from ..providers.aws import AWSProvider
-    provider = AWSProvider(_config(file))
-    provider.catalog(refresh=refresh)
-    names = [template] if template else sorted(provider.outputs.templates)
+    from ..providers import registry
+    provider = registry.provider_class(provider_name).from_config(_config(file))
+    aws = _aws(provider)
+    if aws is not None:
+        aws.catalog(refresh=refresh)
+    names = [template] if template else sorted(provider.templates())
     rows, reasons = [], []
     for name in names:
         try:
@@ -42,18 +46,22 @@ def offers(
                 raise
             reasons.append(f"{name}: {exc.message}")
     if not rows:
-        raise UsageError(f"no AWS template can give exactly {gpus} GPUs",
-                         hint="; ".join(reasons)[:300] or "add a template to the stack")
+        raise UsageError(f"no {provider.name} template can give exactly {gpus} GPUs",
+                         hint="; ".join(reasons)[:300] or "add a template")
     rows.sort(key=lambda o: (o.price_per_hour is None, o.price_per_hour or 0, o.machines))
-    prices = provider.prices()
+    region = next((o.region for o in rows if o.region), "")
+    prices = aws.prices() if aws is not None else None
     if json_out:
         from .render import print_json
-        print_json({"gpus": gpus, "region": provider.outputs.region, "price_table": {
-            "source": prices.source, "retrieved": prices.retrieved}, "offers": [o.to_json() for o in rows]})
+        out = {"gpus": gpus, "provider": provider.name, "region": region, "offers": [o.to_json() for o in rows]}
+        if prices is not None:
+            out["price_table"] = {"source": prices.source, "retrieved": prices.retrieved}
+        print_json(out)
         return 0
     from rich.console import Console
     from rich.table import Table
-    table = Table(title=f"{gpus} GPUs on AWS ({provider.outputs.region}), cheapest first", title_justify="left")
+    where = f"{provider.name}" + (f" ({region})" if region else "")
+    table = Table(title=f"{gpus} GPUs on {where}, cheapest first", title_justify="left")
     for col, right in (("template", False), ("mix", False), ("GPU", False), ("$/hour", True),
                        ("$/machine-h", True), ("spot", False)):
         table.add_column(col, justify="right" if right else "left", no_wrap=True)
@@ -64,9 +72,16 @@ def offers(
                       "first" if o.spot else "no")
     console = Console()
     console.print(table)
-    console.print(f"On-demand list prices as of {prices.retrieved} (fleet/providers/aws/prices.json); spot is "
-                  "billed at most this. Override in fleet.toml [prices].", style="dim", markup=False)
+    if prices is not None:
+        console.print(f"On-demand list prices as of {prices.retrieved} (fleet/providers/aws/prices.json); spot is "
+                      "billed at most this. Override in fleet.toml [prices].", style="dim", markup=False)
     return 0
+
+
+def _aws(provider):
+    """The AWS provider's extras (its EC2 catalogue and price table), when that is the one asked."""
+    from ..providers.aws.provider import AWSProvider
+    return provider if isinstance(provider, AWSProvider) else None
 
 
 def reap(
