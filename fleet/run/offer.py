@@ -6,22 +6,12 @@ asked to lease exactly that mix (Offer.to_plan).
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, Protocol, runtime_checkable
 
 from ..config_model import Config
 from ..errors import UsageError
 from ..models import Lease, Template, utcnow
 from ..plan import current_user, make_plan
 from .types import Offer
-
-
-@runtime_checkable
-class ListsMixes(Protocol):
-    """A provider that can meet a GPU count with several machine mixes (AWS: 1 × 8 GPUs or 2 × 4),
-    cheapest first. Seam for Provider contract v2's `plan` call: until every provider has it, the
-    ones with `offers` are asked here, once; the others get an even split of the template."""
-
-    def offers(self, template: str, gpus: int) -> list[Any]: ...
 
 
 def provider_for(config: Config):
@@ -40,29 +30,15 @@ def template_for(provider, config: Config) -> Template:
 
 
 def choose_offer(provider, config: Config) -> Offer:
+    """The provider's first (cheapest) mix for the request, as the run's one Offer."""
+    from ..providers.base import choose_mix
     template = template_for(provider, config)
-    plan = make_plan(provider=config.provider, template=template, gpus=config.gpus,
+    plan = make_plan(provider=config.provider, mix=choose_mix(provider, template.name, config.gpus),
                      max_duration_s=config.max_duration_s, heartbeat_ttl_s=config.heartbeat_ttl_s,
                      project=config.project, user=current_user(config.user))
-    offer = Offer(provider=plan.provider, template=template, machine_count=plan.machine_count, gpus=plan.gpus,
-                  max_duration_s=plan.max_duration_s, heartbeat_ttl_s=plan.heartbeat_ttl_s, project=plan.project,
-                  user=plan.user, spot=template.spot)
-    if isinstance(provider, ListsMixes):
-        mixes = provider.offers(template.name, plan.gpus)
-        if mixes:
-            return _from_mix(offer, mixes[0])
-    return offer
-
-
-def _from_mix(offer: Offer, mix: Any) -> Offer:
-    """The provider's cheapest mix, as the one Offer: the template now describes one machine of it."""
-    price = mix.price_per_machine_hour
-    template = replace(offer.template, gpus_per_machine=mix.gpus_per_machine,
-                       price_per_hour=offer.template.price_per_hour if price is None else price,
-                       price_source=mix.price_source or offer.template.price_source,
-                       instance_types=(mix.instance_type,), spot=mix.spot)
-    return replace(offer, template=template, machine_count=mix.machines, gpus=mix.gpus,
-                   instance_type=mix.instance_type, spot=mix.spot)
+    return Offer(provider=plan.provider, template=plan.template, machine_count=plan.machine_count, gpus=plan.gpus,
+                 max_duration_s=plan.max_duration_s, heartbeat_ttl_s=plan.heartbeat_ttl_s, project=plan.project,
+                 user=plan.user, instance_type=plan.instance_type, spot=plan.spot)
 
 
 def offer_for_lease(provider, lease: Lease) -> Offer:

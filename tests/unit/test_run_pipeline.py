@@ -1,4 +1,4 @@
-"""The whole run pipeline in-process, against a fake provider and fake machines (no sshd): every
+"""The whole run pipeline in-process, against the fake provider and fake machines (no sshd): every
 stage runs for real except the ones that touch machines, and each outcome is read off the
 RunSummary, the run record and the ledger as a user would see them.
 
@@ -8,20 +8,22 @@ ticks, whatever the machine's load.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from fleet.config_model import BudgetsConfig, Config
 from fleet.errors import ExitCode
 from fleet.ledger import Ledger
-from fleet.models import Lease, Machine, MachineState, Template, utcnow
-from fleet.providers.base import ReportsMachines
+from fleet.models import utcnow
+from fleet.providers.fake import FakeProvider, FakeSettings
 from fleet.records import get_record
 from fleet.run.lease import KeptLease, NewLease
 from fleet.run.observers import RunObserver
@@ -30,44 +32,20 @@ from fleet.run.summary import RunSummary
 from fleet.run.types import Collected, ExecResult, RunOptions, StagedInputs
 from fleet.state import open_state
 
-BOX = Template("fake-2gpu", "fake", 2, gpu_model="none", price_per_hour=Decimal(36), price_source="test price")
 LOOP_LIMIT_S = 30.0          # a fake command that never sees its stop gives up (and fails the test) after this
 
 
-class FakeProvider(ReportsMachines):
-    """Machines that exist only as records: enough for every stage but the ones on machines."""
+def lease_of(lease_id: str):
+    state = open_state()
+    try:
+        return state.get_lease(lease_id)
+    finally:
+        state.close()
 
-    name = "fake"
 
-    def __init__(self):
-        self.leased: list[str] = []
-        self.released: list[str] = []
-
-    def templates(self) -> dict[str, Template]:
-        return {BOX.name: BOX}
-
-    def lease(self, plan, lease_id, deadline_s, on_machine=None) -> Lease:
-        now = utcnow()
-        machines = []
-        for rank in range(plan.machine_count):
-            m = Machine(id=f"{lease_id}-n{rank}", lease_id=lease_id, node_rank=rank, host="127.0.0.1", port=1,
-                        user="nobody", key_path="/nonexistent", host_key="ssh-ed25519 AAAA", workdir="/nonexistent",
-                        gpu_slots=tuple(range(plan.template.gpus_per_machine)),
-                        price_per_hour=plan.template.price_per_hour)
-            if on_machine is not None:
-                on_machine(m)
-            machines.append(m)
-        self.leased.append(lease_id)
-        return Lease(id=lease_id, provider=self.name, template=plan.template.name, machines=machines, created_at=now,
-                     deadline=now + timedelta(seconds=deadline_s),
-                     max_deadline=now + timedelta(seconds=plan.max_duration_s), project=plan.project, user=plan.user,
-                     heartbeat_ttl_s=plan.heartbeat_ttl_s)
-
-    def describe(self, lease) -> list[MachineState]:
-        return [MachineState(m.id, "gone" if lease.id in self.released else "running") for m in lease.machines]
-
-    def release(self, lease) -> None:
-        self.released.append(lease.id)
+def released(provider: FakeProvider, lease_id: str) -> bool:
+    states = provider.describe(lease_of(lease_id))
+    return bool(states) and all(s.state == "gone" and s.detail == "released" for s in states)
 
 
 class NoBeats:
@@ -148,14 +126,14 @@ def config(tmp_path, fleet_home) -> Config:
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "train.py").write_text("print('hi')\n")
-    return Config(path=None, base_dir=exp, project="p", name="p", command="ok", template=BOX.name, provider="fake",
-                  gpus=4, max_duration_s=600, heartbeat_ttl_s=60, budgets=BudgetsConfig(grace_s=0))
+    return Config(path=None, base_dir=exp, project="p", name="p", command="ok", template="fake-4gpu", provider="fake",
+                  gpus=8, max_duration_s=600, heartbeat_ttl_s=60, budgets=BudgetsConfig(grace_s=0))
 
 
 def run(config: Config, *, provider=None, options=None, clock=None, **changes) -> tuple[RunSummary, FakeProvider,
                                                                                        Finished]:
     from dataclasses import replace
-    provider = provider or FakeProvider()
+    provider = provider or FakeProvider(FakeSettings(price_per_hour=Decimal(36)))   # $0.01/s per machine
     finished = Finished()
     kwargs = {"clock": clock} if clock else {}
     machines = FakeMachines(clock)
@@ -181,8 +159,8 @@ def test_success_leases_the_offered_mix_meters_it_records_it_and_releases(config
     summary, provider, finished = run(config)
     assert isinstance(summary, RunSummary) and finished.summaries == [summary]
     assert (summary.status, summary.exit_code, summary.released) == ("succeeded", 0, True)
-    assert (summary.provider, summary.template, summary.gpus, summary.machines) == ("fake", "fake-2gpu", 4, 2)
-    assert provider.released == provider.leased == [summary.lease_id]
+    assert (summary.provider, summary.template, summary.gpus, summary.machines) == ("fake", "fake-4gpu", 8, 2)
+    assert released(provider, summary.lease_id)
     assert summary.cost_usd is not None and summary.would_cost_usd is None
     record = get_record(summary.run_id)
     assert record.hash == summary.record_hash and record.cost_usd == summary.cost_usd
@@ -190,9 +168,7 @@ def test_success_leases_the_offered_mix_meters_it_records_it_and_releases(config
     rows = ledger_for(summary.lease_id)
     assert sorted(r.kind for r in rows if r.kind != "tick") == ["close", "close", "open", "open"]
     assert Decimal(summary.cost_usd) == sum(r.cost_micro for r in rows) / Decimal(1_000_000)
-    on_disk = RunSummary.from_json(__import__("json").loads((__import__("pathlib").Path(summary.run_dir)
-                                                             / "summary.json").read_text()))
-    assert on_disk == summary
+    assert RunSummary.from_json(json.loads((Path(summary.run_dir) / "summary.json").read_text())) == summary
 
 
 def test_the_experiments_exit_code_and_failing_rank_pass_through(config):
@@ -204,7 +180,7 @@ def test_the_experiments_exit_code_and_failing_rank_pass_through(config):
 def test_setup_failure_skips_the_command_and_still_releases_and_records(config):
     summary, provider, _ = run(config, setup="fail setup:0 7")
     assert (summary.status, summary.exit_code, summary.failing_rank) == ("setup-failed", 7, "setup:0")
-    assert provider.released == [summary.lease_id]
+    assert released(provider, summary.lease_id)
     assert get_record(summary.run_id).status == "setup-failed"
 
 
@@ -212,37 +188,38 @@ def test_ctrl_c_cancels_the_run_releases_and_records_it(config):
     assert threading.current_thread() is threading.main_thread()   # where the signal handler lives
     summary, provider, _ = run(config, command="interrupt")
     assert (summary.status, summary.exit_code) == ("cancelled", ExitCode.CANCELLED)
-    assert "SIGINT" in summary.message and summary.released and provider.released == [summary.lease_id]
+    assert "SIGINT" in summary.message and summary.released and released(provider, summary.lease_id)
     assert get_record(summary.run_id).status == "cancelled"
 
 
 def test_a_budget_crossing_stops_the_run_within_budget(config):
-    summary, provider, _ = run(config, command="wait", budget=Decimal(1), gpus=2, clock=StepClock())
+    summary, provider, _ = run(config, command="wait", budget=Decimal(1), gpus=4, clock=StepClock())
     assert (summary.status, summary.exit_code) == ("budget-stopped", ExitCode.BUDGET_STOPPED)
     assert "budget for run reached" in summary.budget_stop and summary.budget_usd == "1"
-    assert summary.released and provider.released == [summary.lease_id]
+    assert summary.released and released(provider, summary.lease_id)
     # one machine at $0.01/s, stopped when only the grace + margin reserve (0 + 3 s) was left
     assert summary.machines == 1 and Decimal(summary.cost_usd) == Decimal("0.97")
     assert get_record(summary.run_id).cost_usd == summary.cost_usd
 
 
 def test_keep_leaves_the_lease_up_and_run_on_lease_is_budgeted_and_recorded(config):
-    provider = FakeProvider()
+    provider = FakeProvider(FakeSettings(price_per_hour=Decimal(36)))
     first, _, _ = run(config, provider=provider, options=RunOptions(keep_s=300))
-    assert first.kept_until and not first.released and provider.released == []
+    assert first.kept_until and not first.released and not released(provider, first.lease_id)
     assert get_record(first.run_id).cost_usd == first.cost_usd is not None
     again = run_on_lease(first.lease_id, "ok", config=config, provider=provider, machines=FakeMachines())
     assert (again.status, again.lease_id, again.released) == ("succeeded", first.lease_id, False)
     assert again.cost_usd is not None and get_record(again.run_id).cost_usd == again.cost_usd
     assert {r.run_id for r in ledger_for(first.lease_id)} == {first.run_id, again.run_id}
-    assert provider.leased == [first.lease_id] and provider.released == []
+    assert not released(provider, first.lease_id)
+    assert [s.state for s in provider.describe(lease_of(first.lease_id))] == ["running", "running"]
 
 
 def test_run_on_a_kept_lease_stops_at_its_budget(config):
     from dataclasses import replace
-    provider = FakeProvider()
-    first, _, _ = run(config, provider=provider, options=RunOptions(keep_s=300), gpus=2)
-    kept = KeptLease(provider, open_state().get_lease(first.lease_id))
+    provider = FakeProvider(FakeSettings(price_per_hour=Decimal(36)))
+    first, _, _ = run(config, provider=provider, options=RunOptions(keep_s=300), gpus=4)
+    kept = KeptLease(provider, lease_of(first.lease_id))
     clock = StepClock()
     summary = Pipeline(replace(config, command="wait", budget=Decimal(1)), kept,
                        machines=FakeMachines(clock), clock=clock).run()
