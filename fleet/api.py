@@ -141,6 +141,8 @@ def up(config: Config, *, keep_s: int | None = None, events: Events | None = Non
     plan = make_plan(provider=config.provider, template=template, gpus=config.gpus,
                      max_duration_s=config.max_duration_s, heartbeat_ttl_s=config.heartbeat_ttl_s,
                      project=config.project, user=user, budget=config.budget)
+    from .providers.base import check_machine_count
+    check_machine_count(provider, plan)   # before anything is recorded: 10**20 machines is a typo
     state = open_state(config.state_url)
     run_id, lease_id = new_run_id(), new_lease_id()
     run_dir = (run_dir_root or config.base_dir / "runs") / run_id
@@ -164,7 +166,8 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
                             "first_deadline_s": first_deadline})
     state.create_run(ctx.run_id, lease_id=ctx.lease_id, project=plan.project, user=plan.user,
                      command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
-                     meta={"provider": plan.provider, "template": plan.template.name, "gpus": plan.gpus})
+                     meta={"provider": plan.provider, "template": plan.template.name, "gpus": plan.gpus},
+                     masker=_masker(ctx))
     lease: Lease | None = None
     heartbeat: Heartbeat | None = None
     summary: dict[str, Any] = {"run_id": ctx.run_id, "lease_id": ctx.lease_id, "status": "error",
@@ -252,13 +255,20 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
         summary.update(ended_at=to_jsonable(utcnow()), started_at=to_jsonable(ctx.started_at),
                        duration_s=round((utcnow() - ctx.started_at).total_seconds(), 3), released=released)
         call_hooks(hooks, "after_run", ctx, summary)
-        state.finish_run(ctx.run_id, summary["status"], summary.get("exit_code"), {"summary": summary})
-        (ctx.run_dir / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2) + "\n")
+        redact = _masker(ctx).redacting()     # secret values never reach the summary, state or summary.json
+        summary.update(redact.mask_obj(summary))
+        state.finish_run(ctx.run_id, summary["status"], summary.get("exit_code"), {"summary": summary}, masker=redact)
+        (ctx.run_dir / "summary.json").write_text(json.dumps(redact.mask_obj(to_jsonable(summary)), indent=2) + "\n")
     if error is not None and not isinstance(error, (FleetError, Exception)):
         raise error   # KeyboardInterrupt/SystemExit after cleanup
     if error is not None and summary["status"] == "error":
         raise error
     return summary
+
+
+def _masker(ctx: RunContext):
+    from .masking import Masker
+    return Masker.for_config(ctx.config)
 
 
 class _SetupFailed(Exception):
@@ -270,8 +280,10 @@ def _lease(provider, ctx: RunContext, hooks: list, deadline_s: int, reported: li
     on_machine) the moment the provider reports it: a controller SIGKILLed inside lease() used to
     leave machines that no ledger entry knew of (fault matrix: "machines unbilled"). Providers
     without the optional `on_machine` keyword are called as before."""
+    # Ctrl-C / SIGTERM while many machines are being made: the provider stops and releases them.
+    cancel = {"cancel": ctx.cancel} if _accepts_keyword(provider, "cancel") else {}
     if not _accepts_on_machine(provider):
-        return provider.lease(ctx.plan, ctx.lease_id, deadline_s)
+        return provider.lease(ctx.plan, ctx.lease_id, deadline_s, **cancel)
 
     def on_machine(machine: Machine) -> None:
         reported.append(machine)
@@ -279,16 +291,20 @@ def _lease(provider, ctx: RunContext, hooks: list, deadline_s: int, reported: li
         ctx.state.record_machine(ctx.lease_id, machine, deadline=utcnow() + timedelta(seconds=deadline_s))
         call_hooks(hooks, "on_machine", ctx, machine)
 
-    return provider.lease(ctx.plan, ctx.lease_id, deadline_s, on_machine=on_machine)
+    return provider.lease(ctx.plan, ctx.lease_id, deadline_s, on_machine=on_machine, **cancel)
 
 
 def _accepts_on_machine(provider) -> bool:
+    return _accepts_keyword(provider, "on_machine")
+
+
+def _accepts_keyword(provider, name: str) -> bool:
     import inspect
     try:
         params = inspect.signature(provider.lease).parameters
     except (TypeError, ValueError):
         return False
-    return "on_machine" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _partial_lease(ctx: RunContext, machines: list[Machine]) -> Lease:

@@ -29,10 +29,13 @@ def rerun_config(rec: RunRecord, base_dir: Path):
     cfg = dict(rec.config)
     if not cfg:
         raise UsageError(f"run {rec.run_id} has no recorded configuration (recorded by an older fleet)")
-    if REDACTED in rec.command or REDACTED in (cfg.get("command") or ""):
-        raise UsageError(f"run {rec.run_id}'s command contained a secret that was redacted; it cannot be replayed")
+    for what in ("command", "setup"):
+        if REDACTED in (cfg.get(what) or "") or (what == "command" and REDACTED in rec.command):
+            raise UsageError(f"run {rec.run_id}'s {what} contained a secret that was redacted; it cannot be replayed")
     env = {}
     for k, v in (cfg.get("env") or {}).items():
+        if v != REDACTED and REDACTED in str(v):
+            raise UsageError(f"run {rec.run_id}'s [env] {k} contained a secret that was redacted; it cannot be replayed")
         if v == REDACTED:
             if k not in os.environ:
                 raise UsageError(f"run {rec.run_id} set {k}, which was redacted in its record",

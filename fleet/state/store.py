@@ -144,20 +144,25 @@ class StateStore:
 
     # -- runs -----------------------------------------------------------------------------------
     def create_run(self, run_id: str, *, lease_id: str | None, project: str, user: str, command: str,
-                   log_path: str, output_dir: str, meta: dict | None = None) -> None:
+                   log_path: str, output_dir: str, meta: dict | None = None, masker=None) -> None:
+        """`masker` (fleet.masking.Masker, default: FLEET_SECRET_NAMES only) redacts secret values
+        from the command and meta before they are stored."""
+        mask = _redacting(masker)
         self.db.execute(
             "INSERT INTO runs (id, lease_id, project, owner, command, status, started_at, log_path, output_dir, meta)"
             " VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (run_id, lease_id, project, user, command, "running", _iso(utcnow()), log_path, output_dir,
-             json.dumps(to_jsonable(meta or {}))))
+            (run_id, lease_id, project, user, mask(command), "running", _iso(utcnow()), log_path, output_dir,
+             json.dumps(mask.mask_obj(to_jsonable(meta or {})))))
 
-    def finish_run(self, run_id: str, status: str, exit_code: int | None, meta_update: dict | None = None) -> None:
+    def finish_run(self, run_id: str, status: str, exit_code: int | None, meta_update: dict | None = None,
+                   masker=None) -> None:
+        mask = _redacting(masker)
         with self.db.transaction():
             meta = {}
             rows = self.db.execute("SELECT meta FROM runs WHERE id = ?", (run_id,))
             if rows:
                 meta = json.loads(rows[0]["meta"] or "{}")
-            meta.update(to_jsonable(meta_update or {}))
+            meta.update(mask.mask_obj(to_jsonable(meta_update or {})))
             self.db.execute("UPDATE runs SET status = ?, exit_code = ?, ended_at = ?, meta = ? WHERE id = ?",
                             (status, exit_code, _iso(utcnow()), json.dumps(meta), run_id))
 
@@ -180,3 +185,8 @@ class StateStore:
         for r in rows:
             r["meta"] = json.loads(r["meta"] or "{}")
         return rows
+
+
+def _redacting(masker):
+    from ..masking import Masker
+    return (masker or Masker.for_config(None)).redacting()
