@@ -22,8 +22,8 @@ else:  # pragma: no cover - Python 3.10 and older
     import tomli as tomllib
 
 from .config_model import BudgetsConfig, Config, HostConfig
-from .config_schema import (ARRAYS, MAPS, SCHEMA_FILE, TABLES, TOP_LEVEL, Invalid, json_schema,
-                            parse_duration, parse_money, schema_text)
+from .config_schema import (ARRAYS, MAPS, MAX_HEARTBEAT_TTL_S, SCHEMA_FILE, TABLES, TOP_LEVEL, Invalid,
+                            json_schema, parse_duration, parse_money, schema_text)
 from .errors import ConfigError, UsageError
 
 __all__ = ["load_config", "parse_duration", "parse_money", "json_schema", "schema_text", "SCHEMA_FILE",
@@ -310,7 +310,7 @@ def load_config(path: str | Path | None = None, *, cwd: str | Path | None = None
     ttl = os.environ.get("FLEET_HEARTBEAT_TTL", "").strip()
     if ttl:
         try:
-            fields["heartbeat_ttl_s"] = parse_duration(ttl)
+            fields["heartbeat_ttl_s"] = parse_duration(ttl, max_s=MAX_HEARTBEAT_TTL_S)
         except UsageError as exc:
             raise UsageError(f"FLEET_HEARTBEAT_TTL: {exc.message}") from None
     if not fields.get("command"):

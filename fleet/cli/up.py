@@ -35,14 +35,13 @@ def up(
     """Lease machines, run the experiment on them, bring outputs home, destroy the machines."""
     from ..api import up as run_up
     from ..config import load_config
-    from ..config_schema import parse_duration
     from .render import is_ci
     ci = ci or is_ci()
     overrides = {"gpus": gpus, "template": template, "provider": provider, "max_duration": max_duration,
                  "budget": budget, "command": list(command) if command else None}
     with _ci_failures_reported(ci):
         config = load_config(file, overrides=overrides)
-        keep_s = parse_duration(keep) if keep else None
+        keep_s = flag_duration("--keep", keep) if keep else None
         config.raw.setdefault("_cli", {}).update(allow_dirty=allow_dirty, ci=ci)
         events = _events(json_out, ci)
         # secrets: *** in every line fleet prints (and ::add-mask:: for a GitHub runner), CI or not
@@ -58,6 +57,16 @@ def up(
     else:
         _print_summary(summary)
     return int(summary.get("exit_code") or 0)
+
+
+def flag_duration(flag: str, text: str) -> int:
+    """A duration flag (1s up to a year), its errors naming the flag."""
+    from ..config_schema import parse_duration
+    from ..errors import UsageError
+    try:
+        return parse_duration(text)
+    except UsageError as exc:
+        raise UsageError(f"{flag}: {exc.message}", hint=exc.hint) from None
 
 
 def _ci_failures_reported(ci: bool):
