@@ -101,11 +101,12 @@ def audit_verify(*, deep: bool = False, db=None) -> dict[str, Any]:
     """Check the whole chain and every snapshot any record references."""
     from .snapshots import verify
     from .records import _db
-    from .records_anchor import check_anchors
+    from .records_anchor import anchor_notes, check_anchors
     db = _db(db)
     chain = verify_chain(db)
     records = list_records(db, limit=1_000_000)
-    chain += check_anchors(db, {r.store for r in records if r.store})
+    store_urls = {r.store for r in records if r.store}
+    chain += check_anchors(db, store_urls)
     stores = _stores()
     checked: dict[tuple[str, str], list[str]] = {}
     snapshot_problems: list[str] = []
@@ -119,7 +120,8 @@ def audit_verify(*, deep: bool = False, db=None) -> dict[str, Any]:
                     checked[key] = [exc.one_line()]
             snapshot_problems += [f"run {rec.run_id} {role}: {p}" for p in checked[key]]
     return {"records": len(records), "snapshots_checked": len(checked), "chain_problems": chain,
-            "snapshot_problems": snapshot_problems, "ok": not chain and not snapshot_problems}
+            "snapshot_problems": snapshot_problems, "ok": not chain and not snapshot_problems,
+            "anchor_notes": anchor_notes(db, store_urls) if records else []}
 
 
 def raise_if_bad(result: dict[str, Any]) -> None:
