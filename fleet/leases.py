@@ -27,7 +27,8 @@ def lease_view(lease: Lease, states: list | None) -> dict[str, Any]:
         st = by_id.get(m.id)
         machines.append({"id": m.id, "rank": m.node_rank, "address": m.address, "gpus": list(m.gpu_slots),
                          "instance_type": m.instance_type, "state": st.state if st else "unknown",
-                         "simulated_gpus": bool(m.provider_ref.get("simulated_gpus"))})
+                         "simulated_gpus": bool(m.provider_ref.get("simulated_gpus")),
+                         "isolation": m.provider_ref.get("isolation", "unknown")})
     alive = [x for x in machines if x["state"] == "running"]
     if lease.status == "leasing" and not machines:
         health = "leasing"

@@ -65,7 +65,8 @@ class LocalProvider:
                 user=sshd.user, key_path=str(key_path), host_key=sshd.host_key, workdir=str(sshd.root),
                 gpu_slots=tuple(range(gpus)), python=self.python,
                 price_per_hour=plan.template.price_per_hour or 0, instance_type=plan.template.name,
-                provider_ref={"dir": str(d), "sshd_pid": sshd.pid, "simulated_gpus": True})
+                provider_ref={"dir": str(d), "sshd_pid": sshd.pid, "simulated_gpus": True,
+                              "isolation": sshd.isolation})
 
         machines: list[Machine] = []
         errors: list[BaseException] = []
@@ -159,6 +160,6 @@ def _deadline_file(d: Path) -> datetime | None:
 
 def _pid_file_matches(d: Path, pid: int) -> bool:
     try:
-        return int((d / "sshd.pid").read_text().strip()) == pid
-    except (OSError, ValueError):
+        return int((d / "sshd.pid").read_text().split()[0]) == pid   # "PID STARTTIME"
+    except (OSError, ValueError, IndexError):
         return False

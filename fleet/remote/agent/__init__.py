@@ -2,6 +2,8 @@
 from pathlib import Path
 
 AGENT_PATH = Path(__file__).with_name("agent.py")
+# Copied together onto every machine: the agent, the containment it imports, optional telemetry.
+AGENT_FILES = tuple(AGENT_PATH.with_name(n) for n in ("agent.py", "containment.py", "telemetry.py"))
 
 
 def agent_source() -> str:
