@@ -23,8 +23,10 @@ recently written or used entries are evicted after a sync.
 """
 import hashlib
 import json
+import errno
 import os
 import shutil
+import stat
 import sys
 
 if "Cache" not in globals():   # inline, remote_cache.py's text is sent first (see sync.helper_source)
@@ -123,6 +125,79 @@ def remove_tree(path):
         shutil.rmtree(path)
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+class Tree:
+    """Writes under one root without ever following a link: every path component is opened relative
+    to its parent's descriptor with O_NOFOLLOW | O_DIRECTORY (and made with mkdir relative to it),
+    so a symlink the snapshot itself put down (`sub -> /elsewhere`) can never carry a later entry
+    (`sub/x`) outside the root. Entries arrive sorted by path, so only the descriptors of the
+    current directory's ancestors are kept open."""
+
+    def __init__(self, root):
+        self.root = root
+        self.open = [("", os.open(root, _DIR_FLAGS))]    # (rel dir, fd): the chain to the current dir
+
+    def close(self):
+        while self.open:
+            os.close(self.open.pop()[1])
+
+    def _refuse(self, rel, where):
+        return Failure("%s: %s is a symlink or a file in the snapshot, not a directory; refusing to write "
+                       "through it" % (where, rel), None, where)
+
+    def dir_fd(self, rel, where, create=True):
+        """The descriptor of directory `rel` ("" is the root), made if missing; None when `create`
+        is false and it is missing or not a real directory."""
+        while not (rel == self.open[-1][0] or self.open[-1][0] == "" or rel.startswith(self.open[-1][0] + "/")):
+            os.close(self.open.pop()[1])
+        have = self.open[-1][0]
+        rest = rel[len(have):].lstrip("/")
+        for name in rest.split("/") if rest else []:
+            parent_rel, parent_fd = self.open[-1]
+            sub = parent_rel + "/" + name if parent_rel else name
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                os.mkdir(name, 0o755, dir_fd=parent_fd)
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            except OSError as exc:             # ELOOP: a symlink; ENOTDIR: a file (or a link to one)
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                if not create:
+                    return None
+                raise self._refuse(sub, where) from None
+            self.open.append((sub, fd))
+        return self.open[-1][1]
+
+    def forget(self, rel):
+        """`rel` is about to go: drop its descriptor and its descendants' from the open chain."""
+        while len(self.open) > 1 and (self.open[-1][0] == rel or self.open[-1][0].startswith(rel + "/")):
+            os.close(self.open.pop()[1])
+
+    def remove(self, rel, create_parent=False):
+        """Remove whatever `rel` is (a link itself, never what it points at). Returns (parent fd, name)."""
+        parent, _, name = rel.rpartition("/")
+        pfd = self.dir_fd(parent, rel, create=create_parent)
+        if pfd is None:
+            return None, name
+        try:
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        except FileNotFoundError:
+            return pfd, name
+        if stat.S_ISDIR(st.st_mode):
+            self.forget(rel)
+            path = os.path.join(self.root, rel)   # its parents were just opened without following links
+            make_writable(path)
+            shutil.rmtree(path)
+        else:
+            os.unlink(name, dir_fd=pfd)
+        return pfd, name
+
+
 def clean(rel):
     parts = rel.split("/")
     if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
@@ -152,8 +227,9 @@ def is_current(target):
     return True
 
 
-def link_cached(path, e, mode, cache, frames):
+def link_cached(at, e, mode, cache, frames):
     """An unchanged file of a new snapshot: verify its cached copy and link it instead of writing."""
+    pfd, name = at
     whole = cache.path(e["sha256"])
     if any(h in frames.push for h, _ in e["chunks"]):
         return False
@@ -167,18 +243,20 @@ def link_cached(path, e, mode, cache, frames):
         cache.evict(whole)
         raise Failure("%s does not match its recorded hash (a corrupt cached copy was dropped; sync again)"
                       % e["path"], e["sha256"], e["path"])
-    os.link(whole, path)
+    os.link(whole, name, dst_dir_fd=pfd)
     cache.used.add(whole)
     return True
 
 
-def build_file(path, e, mode, cache, frames, read_only):
+def build_file(at, path, e, mode, cache, frames, read_only):
+    """Create the file `name` in directory `pfd` (at = (pfd, name); `path` is where that is)."""
+    pfd, name = at
     chunks = e["chunks"]
-    if read_only and chunks and link_cached(path, e, mode, cache, frames):
+    if read_only and chunks and link_cached(at, e, mode, cache, frames):
         return
     if not chunks and e["sha256"] != EMPTY:
         raise Failure("%s does not match its recorded hash" % e["path"], None, e["path"])
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
+    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=pfd)
     try:
         here = {}                       # chunks already written into this file: offset
         off = 0
@@ -204,29 +282,27 @@ def build_file(path, e, mode, cache, frames, read_only):
             cache.add_index(e["sha256"], chunks)
 
 
-def write_entries(root, manifest, cache, frames, read_only, made):
+def write_entries(tree, manifest, cache, frames, read_only):
     for e in sorted(manifest["entries"], key=lambda e: e["path"]):
-        target = os.path.join(root, clean(e["path"]))
+        rel = clean(e["path"])
         if e["type"] == "dir":
-            if target not in made:
-                os.makedirs(target, exist_ok=True)
-                made.add(target)
+            parent, _, name = rel.rpartition("/")
+            try:
+                st = os.stat(name, dir_fd=tree.dir_fd(parent, rel), follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    tree.remove(rel)   # an overlay turns a link or file of the base into a directory
+            except FileNotFoundError:
+                pass
+            tree.dir_fd(rel, rel)
             continue
-        parent = os.path.dirname(target)
-        if parent not in made:
-            os.makedirs(parent, exist_ok=True)
-            made.add(parent)
-        if os.path.lexists(target):
-            remove_tree(target)
+        at = tree.remove(rel, create_parent=True)
         if e["type"] == "symlink":
-            os.symlink(e["target"], target)
+            os.symlink(e["target"], at[1], dir_fd=at[0])
             continue
         mode = (e["mode"] & ~0o222) if read_only else e["mode"]
-        build_file(target, e, mode & 0o7777, cache, frames, read_only)
+        build_file(at, os.path.join(tree.root, rel), e, mode & 0o7777, cache, frames, read_only)
     for rel in manifest.get("deleted", []):
-        path = os.path.join(root, clean(rel))
-        if os.path.lexists(path):
-            remove_tree(path)
+        tree.remove(clean(rel))
 
 
 def materialise(target, manifests, cache, frames):
@@ -238,9 +314,12 @@ def materialise(target, manifests, cache, frames):
     os.makedirs(tmp)
     read_only = bool(target.get("read_only"))
     try:
-        made = {tmp}
-        for sid in target["ids"]:          # a base snapshot, then overlays (dirty code) in order
-            write_entries(tmp, manifests[sid], cache, frames, read_only, made)
+        tree = Tree(tmp)
+        try:
+            for sid in target["ids"]:      # a base snapshot, then overlays (dirty code) in order
+                write_entries(tree, manifests[sid], cache, frames, read_only)
+        finally:
+            tree.close()
         with open(os.path.join(tmp, MARKER), "w") as f:
             f.write(marker_of(target) + "\n")
         if read_only:
