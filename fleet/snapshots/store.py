@@ -62,8 +62,8 @@ def open_store(url: str | None = None) -> Store:
 
     from .local_store import LocalStore
     if not url:
-        from ..paths import fleet_home
-        return LocalStore(fleet_home() / "store")
+        from ..paths import subdir
+        return LocalStore(subdir("store"))     # 0700, like everything under FLEET_HOME
     if "://" in url and not url.startswith("file://"):
         raise UsageError(f"unsupported store URL {url!r}", hint="use s3://bucket/prefix or a local directory")
     return LocalStore(Path(url.removeprefix("file://")).expanduser())
