@@ -361,6 +361,10 @@ def _wait_all_ready(ctx: RunContext, machines: list[Machine]) -> None:
 
 
 def process_env(ctx: RunContext, lease: Lease, machine: Machine, local_rank: int | None) -> dict[str, str]:
+    """The environment of one process: config [env] and secrets, then fleet's variables (FLEET_*
+    and the conventional MASTER_ADDR/MASTER_PORT/RANK/... that frameworks read), which win.
+    The lease must be prepared (lease_prepare.prepare_lease): its own port and venv."""
+    from .lease_prepare import master_port, python_env_dir
     cfg, plan = ctx.config, ctx.plan
     gpus_per = len(machine.gpu_slots)
     env = {k: str(v) for k, v in cfg.env.items()}
@@ -368,33 +372,44 @@ def process_env(ctx: RunContext, lease: Lease, machine: Machine, local_rank: int
         if name in os.environ:
             env[name] = os.environ[name]
     out_dir = f"{machine.workdir}/outputs/{ctx.run_id}"
+    master = min(lease.machines, key=lambda m: m.node_rank)
+    nodes = len(lease.machines)
+    if local_rank is None:   # one process per machine: it is the node's only rank
+        rank, local, local_world, world = machine.node_rank, 0, 1, nodes
+    else:
+        rank, local = machine.node_rank * gpus_per + local_rank, local_rank
+        local_world, world = gpus_per, nodes * gpus_per
+    port = str(master_port(lease))
     env.update({
         "FLEET_RUN_ID": ctx.run_id, "FLEET_LEASE_ID": lease.id, "FLEET_NODE_RANK": str(machine.node_rank),
-        "FLEET_NUM_NODES": str(len(lease.machines)), "FLEET_GPUS_PER_NODE": str(gpus_per),
-        "FLEET_MASTER_ADDR": lease.machines[0].rendezvous_host, "FLEET_MASTER_PORT": str(29500),
+        "FLEET_NUM_NODES": str(nodes), "FLEET_GPUS_PER_NODE": str(gpus_per),
+        "FLEET_MASTER_ADDR": master.rendezvous_host, "FLEET_MASTER_PORT": port,
         "FLEET_DATA": f"{machine.workdir}/data", "FLEET_PROJECT": plan.project,
         "FLEET_SIMULATED_GPUS": "1" if plan.template.simulated_gpus else "0",
         "PYTHONUNBUFFERED": "1",
+        "FLEET_RANK": str(rank), "FLEET_WORLD_SIZE": str(world),
+        "MASTER_ADDR": master.rendezvous_host, "MASTER_PORT": port, "RANK": str(rank), "WORLD_SIZE": str(world),
+        "LOCAL_RANK": str(local), "LOCAL_WORLD_SIZE": str(local_world), "NODE_RANK": str(machine.node_rank),
     })
+    venv = python_env_dir(lease, machine.id)
+    if venv:   # remote/exec.py puts its bin/ first on PATH
+        env["VIRTUAL_ENV"] = venv
     if local_rank is None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(s) for s in machine.gpu_slots)
-        env["FLEET_RANK"] = str(machine.node_rank)
-        env["FLEET_WORLD_SIZE"] = str(len(lease.machines))
         env["FLEET_OUTPUT_DIR"] = out_dir
     else:
-        rank = machine.node_rank * gpus_per + local_rank
         env["CUDA_VISIBLE_DEVICES"] = str(machine.gpu_slots[local_rank])
-        env["FLEET_RANK"] = str(rank)
         env["FLEET_LOCAL_RANK"] = str(local_rank)
-        env["FLEET_WORLD_SIZE"] = str(len(lease.machines) * gpus_per)
         env["FLEET_OUTPUT_DIR"] = f"{out_dir}/rank-{rank}"
     return env
 
 
 def _execute(ctx: RunContext, hooks: list, lease: Lease, command: str, *, setup: bool = False) -> tuple[int, Any]:
     """Run `command` (once per machine, or per GPU slot) and wait, honouring stop requests."""
+    from .lease_prepare import prepare_lease
     from .remote.exec import ProcessSpec, close_sessions, signal_processes, start_processes
     from .stage import code_dir
+    prepare_lease(ctx, lease)   # once per lease: its rendezvous port and venvs, before setup
     specs = []
     for m in lease.machines:
         slots = [None] if (setup or not ctx.config.per_gpu or not m.gpu_slots) else range(len(m.gpu_slots))
@@ -451,6 +466,9 @@ def _execute(ctx: RunContext, hooks: list, lease: Lease, command: str, *, setup:
             rc = ExitCode.CANCELLED if ctx.cancel.is_set() else ExitCode.INFRASTRUCTURE
         if rc != 0 and failing is None:
             failing, code = p.spec.label, rc
+    if setup and code == 0 and not ctx.cancel.is_set():
+        from .lease_prepare import after_setup
+        after_setup(ctx, lease)   # the next lease with the same requirements starts from this venv
     return code, failing
 
 
