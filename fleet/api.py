@@ -166,7 +166,9 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
                             "first_deadline_s": first_deadline})
     state.create_run(ctx.run_id, lease_id=ctx.lease_id, project=plan.project, user=plan.user,
                      command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
-                     meta={"provider": plan.provider, "template": plan.template.name, "gpus": plan.gpus},
+                     meta={"provider": plan.provider, "template": plan.template.name, "gpus": plan.gpus,
+                           # the inputs pinned so far: a run whose controller dies is recorded with them
+                           "pins": {k: v for k, v in ctx.record.items() if k in _PIN_KEYS}},
                      masker=_masker(ctx))
     lease: Lease | None = None
     heartbeat: Heartbeat | None = None
@@ -186,9 +188,10 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
         # Before waiting for SSH: e.g. the ledger opens its segments now, so a controller killed
         # while machines boot still leaves their cost on record for `fleet down` to close.
         call_hooks(hooks, "after_lease", ctx)
+        beat_state = _HeartbeatState(ctx, hooks)
         heartbeat = Heartbeat(lease, plan.heartbeat_ttl_s,
-                              caps=[lambda: _cap(hooks, ctx)],
-                              on_deadline=lambda d: state.set_lease_deadline(lease.id, d),
+                              caps=[beat_state.cap],
+                              on_deadline=beat_state.record_deadline,
                               warn=events.warn)
         ctx.machines_lost = heartbeat.lost
         _check_cancel(ctx)
@@ -206,11 +209,16 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
         if ctx.config.setup:
             events.phase("setup", ctx.config.setup)
             code, failing = _execute(ctx, hooks, lease, ctx.config.setup, setup=True)
+            # A setup we stopped (Ctrl-C, budget) exits 143/137: that is the stop, not a broken setup.
+            _check_cancel(ctx)
+            _check_not_released_elsewhere(ctx)
             if code != 0:
                 summary.update(status="setup-failed", exit_code=code, failing_rank=failing)
                 raise _SetupFailed()
         events.phase("run", ctx.command)
         code, failing = _execute(ctx, hooks, lease, ctx.command)
+        if not ctx.stop_reason:
+            _check_not_released_elsewhere(ctx)
         if ctx.stop_reason == "budget":
             summary.update(status="budget-stopped", exit_code=ExitCode.BUDGET_STOPPED, message=ctx.stop_message)
         elif ctx.stop_reason:
@@ -275,6 +283,9 @@ class _SetupFailed(Exception):
     pass
 
 
+_PIN_KEYS = ("code_commit", "code_snapshot", "code_dirty_snapshot", "code_subdir", "data_snapshots")
+
+
 def _lease(provider, ctx: RunContext, hooks: list, deadline_s: int, reported: list[Machine]) -> Lease:
     """provider.lease, with each machine recorded in the state and its cost segment opened (hooks'
     on_machine) the moment the provider reports it: a controller SIGKILLed inside lease() used to
@@ -313,6 +324,44 @@ def _partial_lease(ctx: RunContext, machines: list[Machine]) -> Lease:
                  machines=sorted(machines, key=lambda m: m.node_rank), created_at=ctx.started_at, deadline=now,
                  max_deadline=now, project=ctx.plan.project, user=ctx.plan.user,
                  heartbeat_ttl_s=ctx.plan.heartbeat_ttl_s)
+
+
+class _HeartbeatState:
+    """The heartbeat's calls into the state database (the budget's cap reads the ledger; the
+    deadline is written to the lease). They run on the heartbeat's thread, where an exception ends
+    the thread with a traceback and no more beats, so the machines die at their deadline mid-run
+    (found under load: a full disk during the run). A failed call is a warning; beats go on."""
+
+    def __init__(self, ctx: RunContext, hooks: list):
+        self.ctx, self.hooks = ctx, hooks
+        self.last_cap: tuple[float, float] | None = None   # (cap, monotonic time it was computed)
+        self.failing: set[str] = set()
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        if what not in self.failing:   # once per streak, not every beat
+            self.ctx.events.warn(f"could not {what} ({exc}); the heartbeat goes on")
+        self.failing.add(what)
+
+    def cap(self) -> float | None:
+        try:
+            value = _cap(self.hooks, self.ctx)
+        except Exception as exc:  # noqa: BLE001
+            self._failed("recompute the budget's deadline cap", exc)
+            if self.last_cap is None:
+                return None
+            value, at = self.last_cap   # the last cap known, counted down: never more than it allowed
+            return max(0.0, value - (time.monotonic() - at))
+        self.failing.discard("recompute the budget's deadline cap")
+        if value is not None:
+            self.last_cap = (value, time.monotonic())
+        return value
+
+    def record_deadline(self, deadline) -> None:
+        try:
+            self.ctx.state.set_lease_deadline(self.ctx.lease_id, deadline)
+            self.failing.discard("record the lease's deadline")
+        except Exception as exc:  # noqa: BLE001 — the machines hold their deadline themselves
+            self._failed("record the lease's deadline", exc)
 
 
 def _cap(hooks: list, ctx: RunContext) -> float | None:
@@ -455,21 +504,49 @@ def _execute(ctx: RunContext, hooks: list, lease: Lease, command: str, *, setup:
             time.sleep(0.05)
     finally:
         close_sessions(running)
-    failing = None
+    failing = lost = None
     code = 0
     for p in sorted(running, key=lambda p: (p.spec.machine.node_rank, p.spec.label)):
-        rc = p.result.exit_code
+        rc, why = p.result.exit_code, None
         if p.result.error:
             ctx.events.warn(p.result.error)
+            why = p.result.error
             rc = ExitCode.INFRASTRUCTURE if rc is None else rc
         if rc is None:
             rc = ExitCode.CANCELLED if ctx.cancel.is_set() else ExitCode.INFRASTRUCTURE
+            why = None if ctx.cancel.is_set() else f"machine {p.spec.machine.id}: no result from the command"
+        elif rc == -1:
+            # SSH reports -1 when the channel closed without an exit status: sshd (the machine) went
+            # away under the command. That is the machine's failure, not the experiment's.
+            rc = ExitCode.CANCELLED if ctx.cancel.is_set() else ExitCode.INFRASTRUCTURE
+            why = None if ctx.cancel.is_set() else (
+                f"machine {p.spec.machine.id} ({p.spec.machine.address}) closed the connection before "
+                "the command ended: the machine was lost or released from outside")
         if rc != 0 and failing is None:
-            failing, code = p.spec.label, rc
+            failing, code, lost = p.spec.label, rc, why
+    if lost is not None and not ctx.cancel.is_set():
+        _check_not_released_elsewhere(ctx)   # the more precise reason, when it is that
+        raise InfrastructureError(f"rank {failing}: {lost}",
+                                  hint="the experiment itself did not fail; run it again")
     if setup and code == 0 and not ctx.cancel.is_set():
         from .lease_prepare import after_setup
         after_setup(ctx, lease)   # the next lease with the same requirements starts from this venv
     return code, failing
+
+
+def _check_not_released_elsewhere(ctx: RunContext) -> None:
+    """Raise when the lease was released while this run still used it (`fleet down LEASE` from
+    another shell, the reaper): the machines vanished from under the experiment."""
+    try:
+        status, released_at = ctx.state.lease_status(ctx.lease_id)
+    except Exception:  # noqa: BLE001 — an unreadable state must not turn into the run's result
+        return
+    if status in (None, "active", "leasing") and released_at is None:
+        return
+    when = f" at {to_jsonable(released_at)}" if released_at else ""
+    raise InfrastructureError(f"lease {ctx.lease_id} was released from outside this run{when} "
+                              "(`fleet down` or the reaper): its machines are gone",
+                              hint="the experiment itself did not fail; run it again")
 
 
 def _give_up_on_lost(ctx: RunContext, running: list) -> None:

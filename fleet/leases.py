@@ -88,15 +88,18 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
         try:
             provider = _provider(lease.provider)
             found = _describe(provider, lease, events)   # before release: afterwards a local machine is gone
+            state.mark_release_started(lease.id)   # a live controller then knows why its machines vanish
             provider.release(lease)
             # The ledger before the status: a `down` interrupted here finds the lease again and finishes.
             _close_ledger(state, lease, found, events)
             state.set_lease_status(lease.id, "released")
             released.append(lease.id)
+            _end_lost_runs(state, lease, events)
         except FleetError as exc:   # one stuck lease must not keep the others (and the sweep) alive
             events.warn(f"could not release {lease.id}: {exc.one_line()}")
             failures.append(lease.id)
     if all_leases:
+        _sweep_lost_runs(state, events)
         from .providers.local import LocalProvider
         live = {m.id for lease in state.list_leases(active_only=True) for m in lease.machines}
         for name in LocalProvider().sweep(live):
@@ -106,6 +109,24 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
         raise InfrastructureError(f"{len(failures)} lease(s) not released: {', '.join(failures)}",
                                   hint="their machines still end at their own deadline; run `fleet down` again")
     return released
+
+
+def _end_lost_runs(state, lease: Lease, events: Events) -> None:
+    """Runs of the released lease whose controller died end as `lost`, with a run record."""
+    from .lost_runs import end_runs_of_lease
+    try:
+        end_runs_of_lease(state, lease, released_by="`fleet down`", events=events)
+    except Exception as exc:  # noqa: BLE001 — the machines are released; the next `down --all` retries
+        events.warn(f"could not end the runs of {lease.id} whose controller is gone: {exc}")
+
+
+def _sweep_lost_runs(state, events: Events) -> None:
+    """Runs left `running` on leases that ended before (a controller elsewhere, or a crash)."""
+    from .lost_runs import sweep_lost_runs
+    try:
+        sweep_lost_runs(state, events=events)
+    except Exception as exc:  # noqa: BLE001
+        events.warn(f"could not end runs whose controller is gone: {exc}")
 
 
 def _describe(provider, lease: Lease, events: Events) -> list:

@@ -49,11 +49,12 @@ class RunRecord:
     started_at: str | None = None
     ended_at: str | None = None
     exit_status: int | None = None
-    status: str = ""                            # succeeded | failed | cancelled | budget_stopped | error
+    status: str = ""                            # succeeded | failed | cancelled | budget_stopped | error | lost
     cost_usd: str | None = None                 # Decimal as string; filled by budgets when known
     lease_id: str | None = None
     rerun_of: str | None = None
     ci: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None                   # why fleet ended the run itself (a `lost` run: controller gone)
     version: int = RECORD_VERSION
     # chain fields, set by append_record
     prev_hash: str = ""
