@@ -19,7 +19,7 @@ from typing import Any
 
 from .config_model import Config
 from .errors import Cancelled, ExitCode, FleetError, InfrastructureError, UsageError
-from .heartbeat import Heartbeat
+from .heartbeat import Heartbeat, deadline_publisher
 from .ids import new_lease_id, new_run_id
 from .models import Lease, Machine, to_jsonable, utcnow
 from .plan import current_user, first_deadline_s, make_plan
@@ -192,7 +192,7 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
         heartbeat = Heartbeat(lease, plan.heartbeat_ttl_s,
                               caps=[beat_state.cap],
                               on_deadline=beat_state.record_deadline,
-                              warn=events.warn)
+                              warn=events.warn, publish=deadline_publisher(provider, lease))
         ctx.machines_lost = heartbeat.lost
         _check_cancel(ctx)
         events.phase("ready", f"waiting for SSH on {len(lease.machines)} machine(s)")
@@ -610,6 +610,11 @@ def extend_lease(state, lease: Lease, seconds: int) -> None:
     parallel(lease.machines, one)
     until = utcnow() + timedelta(seconds=ttl)
     state.set_lease_deadline(lease.id, until, keep_until=until)
+    from .heartbeat import publish_once
+    problem = publish_once(lease, until)     # e.g. AWS: the reaper's fleet:deadline tag
+    if problem:
+        import logging
+        logging.getLogger("fleet").warning(problem)
 
 
 def command_from_argv(argv: list[str]) -> str:

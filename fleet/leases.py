@@ -34,6 +34,10 @@ def lease_view(lease: Lease, states: list | None) -> dict[str, Any]:
         health = "leasing"
     elif machines and not alive:
         health = "gone"
+    elif alive and lease.deadline is not None and utcnow() > lease.deadline:
+        # Machines still up past the last deadline a heartbeat confirmed: no controller extends
+        # them (it died); their watchdog or the reaper ends them.
+        health = "orphaned"
     elif len(alive) < len(machines):
         health = "degraded"
     else:
