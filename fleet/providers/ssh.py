@@ -65,6 +65,15 @@ class SSHHostsProvider:
     def templates(self) -> dict[str, Template]:
         return ssh_templates(getattr(self.config, "prices", None))
 
+    machine_cap_hint = "ask for fewer GPUs, or add hosts ([[hosts]] in fleet.toml or `fleet hosts add`)"
+
+    @property
+    def max_machines_per_lease(self) -> int:
+        """Every machine takes at least one GPU slot: never more than the inventory's GPUs (a host
+        whose GPUs are not yet discovered counts as many as a host may declare). Read, not probed."""
+        from ..config_schema import MAX_HOST_GPUS
+        return max(1, sum(h.gpus or MAX_HOST_GPUS for h in self.inventory().list()))
+
     def usable_hosts(self, user: str, exclude: set[str] = frozenset()) -> dict[str, tuple[Host, str]]:
         """Hosts that are up with GPUs: name → (host, remote home). Probes stale or unknown ones."""
         inv = self.inventory()

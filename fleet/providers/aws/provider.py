@@ -38,6 +38,7 @@ def lease_dir(lease_id: str) -> Path:
 
 class AWSProvider:
     name = "aws"
+    max_machines_per_lease = 256   # fleet's own bound per lease (providers/base.py); EC2 quotas apply too
 
     def __init__(self, config: Any = None, *, outputs: StackOutputs | dict | str | Path | None = None,
                  ec2: Any = None, session: Any = None, sandbox: Any = None,
