@@ -22,10 +22,16 @@ def env_dir(machine: Machine) -> str:
     return f"{machine.workdir}/pyenv"
 
 
-def cache_dir(provider: str) -> str:
-    """Where a host keeps environments between leases. Local machines share the controller's host,
-    so their cache lives under FLEET_HOME (with everything else fleet makes there)."""
-    if provider == "local":
+def cache_dir(lease: Lease, machine: Machine) -> str:
+    """Where a host keeps environments between leases, outside every lease's workdir.
+
+    Team hosts: beside the user's lease workdirs there (the root configured for the host).
+    Machines on the controller's own host (local provider, AWS sandbox): under FLEET_HOME, with
+    everything else fleet makes there. Elsewhere (a cloud instance): the login's ~/.cache."""
+    suffix = f"/{lease.id}/{machine.id}"
+    if lease.provider == "ssh" and machine.workdir.endswith(suffix):
+        return machine.workdir[:-len(suffix)] + "/.pyenv-cache"
+    if lease.provider == "local" or machine.host.startswith("127.") or machine.host in ("localhost", "::1"):
         from .paths import subdir
         return str(subdir("cache") / "pyenv")
     return REMOTE_CACHE
@@ -50,7 +56,7 @@ def _remote(machine: Machine, *args: str, timeout: float = 600) -> dict[str, Any
 def prepare(lease: Lease, machine: Machine, setup: str) -> dict[str, Any]:
     """Make (or find) the machine's venv for this lease; returns what the machine reported."""
     from .stage import code_dir
-    info = _remote(machine, "prepare", env_dir(machine), cache_dir(lease.provider), code_dir(machine), setup)
+    info = _remote(machine, "prepare", env_dir(machine), cache_dir(lease, machine), code_dir(machine), setup)
     return {k: info[k] for k in ("dir", "key", "cache", "source") if k in info}
 
 

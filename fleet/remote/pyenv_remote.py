@@ -8,8 +8,8 @@ virtualenv), so `pip install` in setup cannot touch fleet. `--system-site-packag
 still sees what the machine's python has installed system-wide (numpy, torch from the image), only
 its own installs go into the lease's venv.
 
-Making a venv with pip costs seconds and a setup's `pip install -r requirements.txt` minutes, so the
-cache (per host, outside any lease) holds two kinds of entry: `base-<python>`, a fresh venv, and
+A setup's `pip install -r requirements.txt` costs minutes, so the cache (per host, outside any
+lease) holds two kinds of entry: `base-<python>`, a fresh venv (borrowing the base's pip), and
 `<key>`, a venv as a successful setup left it, where key hashes the interpreter, the setup command
 and the code's requirement files. A lease's venv is a clone of the best entry: files hard-linked
 (copied across filesystems), scripts that name the entry's path rewritten to name the lease's.
@@ -120,21 +120,44 @@ def clone(src: str, dst: str, dst_origin: str) -> None:
                 shutil.copy2(path, target)
 
 
+PIP_SHIM = """#!/bin/sh
+# The machine python's own pip, run by this venv's python: it installs into this venv.
+exec "$(dirname "$0")/python" -m pip "$@"
+"""
+
+
+def _make_venv(python: str, base: str) -> None:
+    """A venv of `python` seeing its site-packages. Where that python has pip, the venv borrows it
+    (a pip run by the venv's python installs into the venv) instead of copying its own in with
+    ensurepip, which costs seconds, and tens of them on a loaded machine."""
+    def venv(*flags: str) -> subprocess.CompletedProcess:
+        shutil.rmtree(base, ignore_errors=True)   # an earlier attempt died half-way
+        return subprocess.run([python, "-m", "venv", "--system-site-packages", *flags, base],
+                              capture_output=True, text=True)
+
+    find_pip = "import importlib.util, sys; sys.exit(not importlib.util.find_spec('pip'))"
+    has_pip = subprocess.run([python, "-c", find_pip], capture_output=True).returncode == 0
+    made = venv("--without-pip") if has_pip else venv()
+    if made.returncode != 0 and not has_pip:   # no ensurepip either (Debian without python3-venv)
+        made = venv("--without-pip")
+    if made.returncode != 0:
+        raise SystemExit(f"cannot make a virtualenv with {python}: {made.stderr.strip()[-500:]}")
+    if has_pip:
+        version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+        for name in ("pip", "pip3", f"pip{version}"):
+            path = os.path.join(base, "bin", name)
+            with open(path, "w") as fh:
+                fh.write(PIP_SHIM)
+            os.chmod(path, 0o755)
+
+
 def _make_base(cache: str, python: str) -> str:
     """A fresh venv of `python` in the cache, made once per host and interpreter (under a lock)."""
     base = os.path.join(cache, f"base-{python_key(python)}")
     with open(os.path.join(cache, f".lock-{os.path.basename(base)}"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if _read_marker(base) is None:
-            shutil.rmtree(base, ignore_errors=True)   # an earlier attempt died half-way
-            made = subprocess.run([python, "-m", "venv", "--system-site-packages", base],
-                                  capture_output=True, text=True)
-            if made.returncode != 0:   # no ensurepip (Debian without python3-venv): the system's pip serves
-                shutil.rmtree(base, ignore_errors=True)
-                made = subprocess.run([python, "-m", "venv", "--system-site-packages", "--without-pip", base],
-                                      capture_output=True, text=True)
-            if made.returncode != 0:
-                raise SystemExit(f"cannot make a virtualenv with {python}: {made.stderr.strip()[-500:]}")
+            _make_venv(python, base)
             _write_marker(base, {"origin": base, "python": python, "made_at": time.time()})
     return base
 
