@@ -86,10 +86,12 @@ def test_the_local_provider_refuses_more_machines_than_its_cap(fleet_home):
     from fleet.plan import make_plan
     from fleet.providers.local import LocalProvider
     provider = LocalProvider()
-    plan = make_plan(provider="local", template=provider.template("local-1gpu"), gpus=10**20, max_duration_s=600,
+    # 65, not 10**20: without the cap this test must fail, not start machines until the host gives out.
+    plan = make_plan(provider="local", template=provider.template("local-1gpu"), gpus=65, max_duration_s=600,
                      heartbeat_ttl_s=120, project="t", user="tester")
     with pytest.raises(UsageError, match="at most 64 machines"):
-        provider.lease(plan, new_lease_id(), 120)
+        made = provider.lease(plan, new_lease_id(), 120)
+        provider.release(made)
     assert not _machine_dirs(fleet_home)
 
 
