@@ -66,3 +66,18 @@ def test_verified_pids_on_a_team_host_end_tagged_processes_and_say_so(farm, env,
         assert _marked(marker) == [], "a tagged process outlived the release"
     finally:
         provider.release(lease)
+
+
+@pytest.mark.skipif(not ROOT_WITH_CGROUP, reason="the test hosts give cgroups only to root")
+def test_hosts_ls_says_which_isolation_each_host_gives(farm, tmp_path):  # noqa: F811
+    from tests.conftest import run_fleet
+    from tests.fixtures.ssh_hosts import toml_hosts
+    (tmp_path / "fleet.toml").write_text('project = "p"\ncommand = "true"\nprovider = "ssh"\n'
+                                         + toml_hosts(farm.configs(farm.hosts[:1])))
+    env = {"HOME": str(farm.home), "FLEET_HOME": str(tmp_path / "fleet-home"), "FLEET_STATE_URL": ""}
+    listed = json.loads(run_fleet(["hosts", "ls", "--json"], cwd=tmp_path, env=env).stdout)["hosts"]
+    assert [(h["name"], h["isolation"]) for h in listed] == [(farm.hosts[0].name, "cgroup")]
+    table = run_fleet(["hosts", "ls"], cwd=tmp_path, env=env).stdout
+    assert "isolation" in table and "cgroup" in table
+    unprobed = json.loads(run_fleet(["hosts", "ls", "--json", "--no-probe"], cwd=tmp_path, env=env).stdout)
+    assert unprobed["hosts"][0]["isolation"] is None

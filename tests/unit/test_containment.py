@@ -81,3 +81,17 @@ def test_a_unit_ends_every_member_and_is_removed():
         c.kill_unit(unit, timeout=60)
         assert c.remove_unit(unit)
     assert not os.path.exists(os.path.dirname(unit))
+
+
+def test_the_single_file_agent_runs_alone(tmp_path):
+    """AWS user data and image builders ship agent.py alone: containment must travel inside it."""
+    import json
+    import sys
+
+    from fleet.remote.agent import agent_source
+    (tmp_path / "agent.py").write_text(agent_source())
+    (tmp_path / "state").mkdir()
+    out = subprocess.run([sys.executable, "-I", str(tmp_path / "agent.py"), "status", "--state-dir",
+                          str(tmp_path / "state")], capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["watchdog_alive"] is False

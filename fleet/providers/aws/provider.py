@@ -178,12 +178,12 @@ class AWSProvider:
         if plan.instance_type:
             choices.sort(key=lambda o: o.instance_type != plan.instance_type)
         key_path, client_pub, host_key_path, host_pub = self._keys(lease_id)
-        from ...remote.agent import AGENT_PATH
+        from ...remote.agent import AGENT_PATH, agent_source
         telemetry = AGENT_PATH.with_name("telemetry.py")
         user_data = render(BootSpec(
             lease_id=lease_id, authorized_key=client_pub, host_private_key=host_key_path.read_text(),
             host_public_key=host_pub, deadline_s=deadline_s, max_duration_s=plan.max_duration_s,
-            agent_source=AGENT_PATH.read_text(),
+            agent_source=agent_source(),   # one file: containment.py embedded
             telemetry_source=telemetry.read_text() if telemetry.exists() else None))
         ec2 = self.ec2
         try:
