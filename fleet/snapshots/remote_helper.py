@@ -32,7 +32,8 @@ import sys
 if "Cache" not in globals():   # inline, remote_cache.py's text is sent first (see sync.helper_source)
     from fleet.snapshots.remote_cache import EMPTY, Cache, Failure, hash_file, write_all  # noqa: F401
 
-MARKER = ".fleet-snapshot"
+MARKER = ".fleet-snapshot"   # where older fleets marked a tree, inside it: ignored, gone once rebuilt
+STATE = {"dir": None}        # records of materialised targets: beside the chunk cache, never in the tree
 HEADER = 77
 
 
@@ -209,13 +210,27 @@ def marker_of(target):
     return "+".join(target["ids"])
 
 
+def use_state_dir(cache_root):
+    STATE["dir"] = os.path.join(os.path.dirname(cache_root.rstrip("/")), "materialised")
+    os.makedirs(STATE["dir"], exist_ok=True)
+
+
+def state_file(dest):
+    return os.path.join(STATE["dir"], hashlib.sha256(os.path.abspath(dest).encode()).hexdigest()[:32])
+
+
+def dest_record(target):
+    st = os.lstat(target["dest"])
+    return {"dest": os.path.abspath(target["dest"]), "dev": st.st_dev, "ino": st.st_ino, "ids": marker_of(target)}
+
+
 def is_current(target):
     dest = target["dest"]
     try:
-        with open(os.path.join(dest, MARKER)) as f:
-            if f.read().strip() != marker_of(target):
+        with open(state_file(dest)) as f:
+            if json.load(f) != dest_record(target):   # same path, same directory (dev, inode), same ids
                 return False
-    except OSError:
+    except (OSError, ValueError):
         return False
     # Cheap re-check that nothing was removed or truncated since (files are read-only anyway).
     for path, size in target.get("sizes", {}).items():
@@ -312,6 +327,11 @@ def materialise(target, manifests, cache, frames):
     tmp = os.path.join(parent, ".%s.partial-%d" % (os.path.basename(dest), os.getpid()))
     remove_tree(tmp)
     os.makedirs(tmp)
+    use_state_dir(cache.root)
+    try:
+        os.unlink(state_file(dest))      # the tree is about to change: never current until rebuilt
+    except FileNotFoundError:
+        pass
     read_only = bool(target.get("read_only"))
     try:
         tree = Tree(tmp)
@@ -320,8 +340,6 @@ def materialise(target, manifests, cache, frames):
                 write_entries(tree, manifests[sid], cache, frames, read_only)
         finally:
             tree.close()
-        with open(os.path.join(tmp, MARKER), "w") as f:
-            f.write(marker_of(target) + "\n")
         if read_only:
             for dirpath, _dirs, _files in os.walk(tmp, topdown=False):
                 os.chmod(dirpath, 0o555)
@@ -330,6 +348,10 @@ def materialise(target, manifests, cache, frames):
             os.replace(dest, old)
         os.replace(tmp, dest)
         remove_tree(old)
+        record = state_file(dest) + ".%d" % os.getpid()
+        with open(record, "w") as f:
+            json.dump(dest_record(target), f)
+        os.replace(record, state_file(dest))
     except BaseException:
         remove_tree(tmp)
         raise
@@ -373,6 +395,7 @@ def main():
     except (ImportError, OSError):
         pass
     cache = Cache(req["cache"], req.get("cache_max"))
+    use_state_dir(req["cache"])
     current = [t["dest"] for t in req["targets"] if is_current(t)]
     send({"current": current, "fresh": cache.fresh})
     if len(current) == len(req["targets"]):

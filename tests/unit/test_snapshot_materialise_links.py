@@ -87,4 +87,7 @@ def test_ordinary_trees_still_materialise(world):
     root = _materialise(tmp_path, {"a" * 64: manifest}, cache, read_only=True)
     assert (root / "a" / "b" / "c").read_bytes() == b"1" and (root / "a-b").read_bytes() == b"2"
     assert (root / "a" / "l").read_bytes() == b"3" and (root / "z").read_bytes() == b""
-    assert (root / ".fleet-snapshot").read_text().strip() == "a" * 64
+    # Which snapshot the tree holds is recorded beside the cache, not as a file inside the tree.
+    assert not (root / ".fleet-snapshot").exists()
+    assert helper.is_current({"dest": str(root), "ids": ["a" * 64], "sizes": {"a/b/c": 1, "z": 0}})
+    assert not helper.is_current({"dest": str(root), "ids": ["b" * 64]})
