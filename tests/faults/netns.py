@@ -23,6 +23,7 @@ from fleet.models import Lease, Machine, utcnow
 from fleet.paths import subdir
 from fleet.providers.local import LocalProvider, lease_key_path
 from fleet.providers.sshd import _config_text, find_sshd, start_watchdog
+from fleet.remote.agent import containment
 
 SUBNET = "10.213"
 
@@ -106,7 +107,8 @@ class NetnsProvider(LocalProvider):
                 proc = subprocess.Popen(["ip", "netns", "exec", link.ns, sshd_bin, "-D", "-e", "-f",
                                          str(d / "sshd_config")], stdout=log, stderr=log,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
-            (d / "sshd.pid").write_text(str(proc.pid))      # `ip netns exec` execs sshd: same pid
+            # `ip netns exec` execs sshd: same pid and start time ("PID STARTTIME", as fleet writes it)
+            containment.write_pid_file(d / "sshd.pid", proc.pid)
             _wait_listening(link.ns_ip, port)
             machines.append(Machine(
                 id=machine_id, lease_id=lease_id, node_rank=rank, host=link.ns_ip, port=port, user=user,
