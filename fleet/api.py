@@ -563,21 +563,32 @@ def _give_up_on_lost(ctx: RunContext, running: list) -> None:
 
 def _collect(ctx: RunContext, lease: Lease, summary: dict) -> None:
     """Bring outputs home, best effort and bounded: a dead machine must not block release."""
+    from .safe_extract import Extracted
     from .stage import fetch_directory
     if ctx.hurry.is_set():
         summary["outputs_fetched"] = 0
         return
     ctx.events.phase("collect", f"fetching outputs into {ctx.run_dir}")
 
-    def fetch(m: Machine) -> int:
+    def fetch(m: Machine) -> Extracted:
         try:
-            return fetch_directory(m, f"{m.workdir}/outputs/{ctx.run_id}", ctx.run_dir / f"node-{m.node_rank}")
+            got = fetch_directory(m, f"{m.workdir}/outputs/{ctx.run_id}", ctx.run_dir / f"node-{m.node_rank}")
         except Exception as exc:  # noqa: BLE001
             ctx.events.warn(f"could not fetch outputs from {m.id}: {exc}")
-            return 0
+            return Extracted()
+        for why in got.skipped:   # each one named: an output that did not come home is never silent
+            ctx.events.warn(f"output skipped on node {m.node_rank}: {why}")
+        return got
 
     with ThreadPoolExecutor(max_workers=min(16, len(lease.machines) or 1)) as pool:
-        summary["outputs_fetched"] = sum(pool.map(fetch, lease.machines))
+        got = list(pool.map(fetch, lease.machines))
+    summary["outputs_fetched"] = sum(g.files for g in got)
+    links = sum(g.symlinks for g in got)
+    if links:
+        summary["outputs_symlinks"] = links
+    skipped = [why for g in got for why in g.skipped]
+    if skipped:
+        summary["outputs_skipped"] = skipped[:100]
 
 
 def release_lease(provider, state, lease_id: str, lease: Lease | None, events: Events) -> bool:
