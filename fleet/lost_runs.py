@@ -157,10 +157,10 @@ def sweep_lost_runs(state, *, events: Events) -> list[str]:
     """Runs still marked running on a lease that is no longer active (or exists no more), whose
     controller is provably gone, or whose lease ended longer than its heartbeat ago (a controller
     elsewhere would have ended its run by then)."""
+    import json
     ended = []
-    for run in state.list_runs(limit=100_000):
-        if run["status"] != "running":
-            continue
+    for run in state.db.execute("SELECT * FROM runs WHERE status = 'running' ORDER BY started_at"):
+        run["meta"] = json.loads(run["meta"] or "{}")
         lease = _lease_or_none(state, run.get("lease_id"))
         if lease is not None and lease.status in ("active", "leasing"):
             continue   # `fleet down` of that lease handles it
