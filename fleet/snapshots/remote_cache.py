@@ -1,9 +1,18 @@
-"""The machine's chunk cache, for the sync helper (stdlib only; sent inline ahead of remote_helper.py).
+"""A host's chunk cache, for the sync helper (stdlib only; cached on the host ahead of remote_helper.py).
 
-Files named by their content's sha256 under <root>/<h[:2]>/: a chunk, or a whole read-only file
-(hard-linked, not copied, from the tree it was materialised in). index.txt maps each chunk of a
-cached multi-chunk file to (file hash, offset, length). Bounded: above `max_bytes` held only by the
-cache (link count 1: no live tree shares them) the least recently written/used entries are evicted.
+It lives outside every lease's directory (see sync.host_cache_dir) and is shared by all leases of
+the user on that host, so a second run with the same data receives nothing. Files named by their
+content's sha256 under <root>/<h[:2]>/: a chunk, or a whole read-only file (hard-linked, not copied,
+from the tree it was materialised in). index.txt maps each chunk of a cached multi-chunk file to
+(file hash, offset, length). manifests/<id>.z holds the snapshots' manifests (zlib), so a manifest
+crosses the wire once per host.
+
+Safe with several syncs on one host at once: every entry appears by one atomic rename or link (a
+reader never sees a partial one), every read is verified by hash (a corrupt or tampered entry is
+dropped and named), index lines are appended with one write each and read only when complete, and
+each sync holds a shared lock on <root>/lock while it relies on the cache. Bounded: above
+`max_bytes` held only by the cache (link count 1: no live tree shares them), the least recently
+used entries are evicted by a sync that can take the lock exclusively (nobody else mid-sync).
 """
 import hashlib
 import os
@@ -33,20 +42,42 @@ def hash_file(path):
     return h.hexdigest()
 
 
+def write_atomic(path, data, mode=0o444):
+    """`path` appears whole or not at all (temp name unique per process, then rename)."""
+    tmp = "%s.tmp%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        write_all(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 class Cache:
     def __init__(self, root, max_bytes):
-        self.root, self.max_bytes = root, max_bytes
+        self.root, self.max_bytes = os.path.expanduser(root), max_bytes
         self.index, self.new_lines, self.used = {}, [], set()
-        self.fresh = not os.path.isdir(os.path.join(root, "ff"))
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        self.fresh = not os.path.isdir(os.path.join(self.root, "ff"))
         if self.fresh:
-            for i in range(256):
-                os.makedirs(os.path.join(root, "%02x" % i), exist_ok=True)
+            for i in range(256):       # "ff" last: its presence means all are there
+                os.makedirs(os.path.join(self.root, "%02x" % i), exist_ok=True)
+        os.makedirs(os.path.join(self.root, "manifests"), exist_ok=True)
+        self.lock_fd = os.open(os.path.join(self.root, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            with open(os.path.join(root, INDEX)) as f:
+            import fcntl
+            fcntl.flock(self.lock_fd, fcntl.LOCK_SH)
+        except ImportError:
+            pass
+        self._load_index()
+
+    def _load_index(self):
+        try:
+            with open(os.path.join(self.root, INDEX)) as f:
                 for line in f:
                     parts = line.split()
-                    if len(parts) == 4:
-                        self.index[parts[0]] = (parts[1], int(parts[2]), int(parts[3]))
+                    if line.endswith("\n") and len(parts) == 4:   # a line still being appended is skipped
+                        self.index.setdefault(parts[0], (parts[1], int(parts[2]), int(parts[3])))
         except OSError:
             pass
 
@@ -79,7 +110,8 @@ class Cache:
             if n is None and os.fstat(f.fileno()).st_nlink == 1:
                 os.utime(p)             # recently used: evicted last (linked entries are in use anyway)
         if hashlib.sha256(data).hexdigest() != h:
-            self.evict(p)
+            if n is None or hash_file(p) != os.path.basename(p):
+                self.evict(p)           # a bad index line alone must not drop a good whole file
             raise Failure("%s does not match its recorded hash (a corrupt cached chunk %s was dropped; "
                           "sync again)" % (where, h[:12]), h, where)
         self.used.add(p)
@@ -95,7 +127,10 @@ class Cache:
         except FileExistsError:
             return
         except OSError:
-            shutil.copyfile(src, dst)
+            tmp = "%s.tmp%d" % (dst, os.getpid())
+            shutil.copyfile(src, tmp)
+            os.chmod(tmp, 0o444)
+            os.replace(tmp, dst)
         self.used.add(dst)
 
     def put(self, h, data):
@@ -103,13 +138,7 @@ class Cache:
         dst = self.path(h)
         if os.path.exists(dst):
             return
-        tmp = "%s.tmp%d" % (dst, os.getpid())
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
-        try:
-            write_all(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, dst)
+        write_atomic(dst, data)
         self.used.add(dst)
 
     def add_index(self, file_hash, chunks):
@@ -120,6 +149,33 @@ class Cache:
                 self.new_lines.append("%s %s %d %d\n" % (h, file_hash, off, n))
             off += n
 
+    # -- manifests ------------------------------------------------------------------------------
+    def manifest_path(self, sid):
+        return os.path.join(self.root, "manifests", sid + ".z")
+
+    def has_manifest(self, sid):
+        return os.path.exists(self.manifest_path(sid))
+
+    def load_manifest(self, sid):
+        """The manifest, verified against its id; None (and dropped) when absent or corrupt."""
+        import json
+        import zlib
+        p = self.manifest_path(sid)
+        try:
+            with open(p, "rb") as f:
+                raw = zlib.decompress(f.read())
+        except (OSError, zlib.error):
+            self.evict(p)
+            return None
+        if hashlib.sha256(raw).hexdigest() != sid:
+            self.evict(p)
+            return None
+        os.utime(p)
+        return json.loads(raw)
+
+    def save_manifest(self, sid, compressed):
+        write_atomic(self.manifest_path(sid), compressed)
+
     def evict(self, p):
         try:
             os.unlink(p)
@@ -128,11 +184,28 @@ class Cache:
 
     def finish(self):
         if self.new_lines:
-            with open(os.path.join(self.root, INDEX), "a") as f:
-                f.write("".join(self.new_lines))
-        if self.max_bytes is None:
-            return 0
-        return self.trim()
+            fd = os.open(os.path.join(self.root, INDEX), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, "".join(self.new_lines).encode())    # one append: never interleaved
+            finally:
+                os.close(fd)
+            self.new_lines = []
+        freed = 0
+        if self.max_bytes is not None and self._exclusive():
+            freed = self.trim()
+        os.close(self.lock_fd)
+        return freed
+
+    def _exclusive(self):
+        """True when no other sync holds the cache (they may rely on entries trim would drop)."""
+        try:
+            import fcntl
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except ImportError:
+            return True
+        except OSError:
+            return False
 
     def trim(self):
         """Evict the least recently written/used entries held only by the cache until under the cap."""
@@ -155,11 +228,10 @@ class Cache:
             self.evict(p)
             total -= size
             freed += size
+        self._load_index()             # lines other syncs appended since we read it
         live = {h: v for h, v in self.index.items() if os.path.exists(self.path(v[0]))}
         if len(live) != len(self.index):
-            tmp = os.path.join(self.root, INDEX + ".tmp%d" % os.getpid())
-            with open(tmp, "w") as f:
-                f.write("".join("%s %s %d %d\n" % (h, v[0], v[1], v[2]) for h, v in live.items()))
-            os.replace(tmp, os.path.join(self.root, INDEX))
+            write_atomic(os.path.join(self.root, INDEX),
+                         "".join("%s %s %d %d\n" % (h, v[0], v[1], v[2]) for h, v in live.items()).encode(), 0o600)
             self.index = live
         return freed
