@@ -11,6 +11,7 @@ unreferenced chunks, which `gc` removes; no half snapshot is ever visible.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 import threading
@@ -207,7 +208,7 @@ class SnapshotBuilder:
                 self._uploads.shutdown(wait=True)
         manifest = Manifest(entries=self.entries, deleted=self.deleted)
         data = manifest.canonical_bytes()
-        sid = manifest.id
+        sid = hashlib.sha256(data).hexdigest()      # = manifest.id, without encoding it twice
         if name is not None:
             check_name(name)
             current = self.store.get_ref(name)
