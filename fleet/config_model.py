@@ -55,6 +55,8 @@ class Config:
     budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
     data: dict[str, str] = field(default_factory=dict)   # name → path, pinned as snapshots
     store: str | None = None          # snapshot store URL; default $FLEET_HOME/store
+    cache_max: str | None = None      # size cap of each host's chunk cache (sync.cache_max_bytes)
+    cache_dir: str | None = None      # chunk cache directory on cloud machines
     hosts: list[HostConfig] = field(default_factory=list)
     prices: dict[str, Decimal] = field(default_factory=dict)   # template/instance type → USD/hour override
     aws: dict[str, Any] = field(default_factory=dict)          # [aws] region, outputs file, stack

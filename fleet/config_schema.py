@@ -304,6 +304,10 @@ TOP_LEVEL: dict[str, Key] = {
     "user": Key(STRING, "Who is running (for budgets and records). Default: the login name."),
     "budget": Key(MONEY, "Per-run budget in US dollars; the run is refused or stopped when it would exceed it."),
     "store": Key(STRING, "Snapshot store URL or path. Default: $FLEET_HOME/store."),
+    "cache_max": Key(STRING, "Size cap of each host's chunk cache (kept between leases), e.g. 20G or none. "
+                             "Default: 50G."),
+    "cache_dir": Key(STRING, "Chunk cache directory on cloud machines (an instance store or cache volume). "
+                             "Default: ~/.cache/fleet/chunks."),
     "state_url": Key(STRING, "Shared state database URL for team mode (postgresql://…). Default: SQLite in "
                              "$FLEET_HOME."),
     "secrets": Key(ENV_NAMES, "Names of environment variables passed from your shell to the run, always "

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config_model import Config
-from ..errors import FleetError, UsageError
+from ..errors import FleetError
 
 RUN_DIR_ROOT = "runs"
 
@@ -40,14 +40,17 @@ class SnapshotHook:
         self.store = None
         self.pins: dict[str, Any] = {}
         self.stage_stats: list = []
+        self.sources: dict = {}       # S3 source listings by id ([data] x = "s3://…")
 
     # -- before_lease ---------------------------------------------------------------------------
     def before_lease(self, ctx) -> None:
-        from . import create_snapshot, open_store, verify_or_raise
+        from . import open_store, verify_or_raise
         self.store = open_store(self.config.store)
         rerun = self.config.raw.get("_rerun")
         if rerun:
             self.pins = dict(rerun["pins"])
+            from .sources import recheck
+            self.sources = recheck(self.config.data, self.pins.get("data_snapshots", {}), rerun["run_id"])
             for role, sid in self._snapshot_roles():
                 try:
                     verify_or_raise(self.store, sid, deep=True)
@@ -67,12 +70,8 @@ class SnapshotHook:
                            ignore=(RUN_DIR_ROOT, self.config.outputs), excludes=DEFAULT_EXCLUDES + tuple(inside))
             if pin.warning:
                 ctx.events.warn(pin.warning)
-            data = {}
-            for name, rel in sorted(self.config.data.items()):
-                path = (self.config.base_dir / rel).resolve()
-                if not path.exists():
-                    raise UsageError(f"[data] {name} = {rel!r}: no such file or directory ({path})")
-                data[name] = create_snapshot(path, self.store).id
+            from .sources import pin_data
+            data, self.sources = pin_data(self.config.data, self.config.base_dir, self.store)
             self.pins = {"code_commit": pin.commit, "code_snapshot": pin.code_snapshot_id,
                          "code_dirty_snapshot": pin.dirty_snapshot_id, "code_subdir": pin.subdir,
                          "data_snapshots": data}
@@ -83,12 +82,13 @@ class SnapshotHook:
             if self.pins.get(role):
                 yield role.replace("_snapshot", "").replace("_", "-"), self.pins[role]
         for name, sid in sorted(self.pins.get("data_snapshots", {}).items()):
-            yield f"data {name}", sid
+            if sid not in self.sources:
+                yield f"data {name}", sid
 
     # -- stage ----------------------------------------------------------------------------------
     def stage(self, ctx) -> bool:
         from ..stage import code_dir
-        from .sync import Target, data_dir, sync_lease
+        from .sync import Target, data_dir
         pins = self.pins
 
         def targets(m) -> list[Target]:
@@ -98,11 +98,9 @@ class SnapshotHook:
                     for name, sid in sorted(pins.get("data_snapshots", {}).items())]
             return out
 
-        stats = sync_lease(ctx.lease.machines, self.store, targets)
-        self.stage_stats = stats
-        sent = sum(s.bytes_sent for s in stats)
-        ctx.record["staged_bytes"] = sent
-        ctx.events.phase("stage", f"pinned inputs on {len(stats)} machine(s), {sent} bytes of chunks sent")
+        from .sync_progress import stage_lease
+        self.stage_stats = stats = stage_lease(ctx, self.store, targets, self.sources, self.config)
+        ctx.record["staged_bytes"] = sum(s.bytes_sent for s in stats)
         return True
 
     # -- after_run ------------------------------------------------------------------------------

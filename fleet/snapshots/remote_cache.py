@@ -2,8 +2,9 @@
 
 It lives outside every lease's directory (see sync.host_cache_dir) and is shared by all leases of
 the user on that host, so a second run with the same data receives nothing. Files named by their
-content's sha256 under <root>/<h[:2]>/: a chunk, or a whole read-only file (hard-linked, not copied,
-from the tree it was materialised in). index.txt maps each chunk of a cached multi-chunk file to
+content's sha256 under <root>/<h[:2]>/: a chunk, or a whole file. Entries are copies (a reflink
+where the filesystem has them, else an in-kernel copy), never hard links into a lease's tree: a run
+that makes its data writable and edits it must not change what other leases get from the cache. index.txt maps each chunk of a cached multi-chunk file to
 (file hash, offset, length). manifests/<id>.z holds the snapshots' manifests (zlib), so a manifest
 crosses the wire once per host.
 
@@ -11,8 +12,8 @@ Safe with several syncs on one host at once: every entry appears by one atomic r
 reader never sees a partial one), every read is verified by hash (a corrupt or tampered entry is
 dropped and named), index lines are appended with one write each and read only when complete, and
 each sync holds a shared lock on <root>/lock while it relies on the cache. Bounded: above
-`max_bytes` held only by the cache (link count 1: no live tree shares them), the least recently
-used entries are evicted by a sync that can take the lock exclusively (nobody else mid-sync).
+`max_bytes`, the least recently used entries are evicted by a sync that can take the lock
+exclusively (nobody else mid-sync), never the entries that sync itself used.
 """
 import hashlib
 import os
@@ -40,6 +41,30 @@ def hash_file(path):
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def clone(fd_in, fd_out):
+    """fd_out := fd_in's bytes: a reflink where the filesystem shares extents, else copy_file_range."""
+    try:
+        import fcntl
+        fcntl.ioctl(fd_out, 0x40049409, fd_in)         # FICLONE
+        return
+    except (ImportError, OSError):
+        pass
+    size = os.fstat(fd_in).st_size
+    off = 0
+    try:
+        while off < size:
+            n = os.copy_file_range(fd_in, fd_out, size - off, off, off)
+            if n == 0:
+                break
+            off += n
+        return
+    except (AttributeError, OSError):
+        pass
+    os.lseek(fd_in, off, 0)
+    os.lseek(fd_out, off, 0)
+    shutil.copyfileobj(os.fdopen(fd_in, "rb", closefd=False), os.fdopen(fd_out, "wb", closefd=False))
 
 
 def write_atomic(path, data, mode=0o444):
@@ -107,8 +132,7 @@ class Cache:
             if off:
                 f.seek(off)
             data = f.read() if n is None else f.read(n)
-            if n is None and os.fstat(f.fileno()).st_nlink == 1:
-                os.utime(p)             # recently used: evicted last (linked entries are in use anyway)
+        os.utime(p)                     # recently used: evicted last
         if hashlib.sha256(data).hexdigest() != h:
             if n is None or hash_file(p) != os.path.basename(p):
                 self.evict(p)           # a bad index line alone must not drop a good whole file
@@ -118,20 +142,40 @@ class Cache:
         return data
 
     def link(self, src, name):
-        """Hard-link a finished read-only file into the cache (a copy where links are impossible)."""
+        """Keep a finished, verified file of a tree in the cache: a copy, made whole under a temp
+        name and renamed (a reflink or in-kernel copy: no bytes through this process)."""
         dst = self.path(name)
         if os.path.exists(dst):
+            self.used.add(dst)
             return
+        tmp = "%s.tmp%d" % (dst, os.getpid())
+        fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
         try:
-            os.link(src, dst)
-        except FileExistsError:
-            return
-        except OSError:
-            tmp = "%s.tmp%d" % (dst, os.getpid())
-            shutil.copyfile(src, tmp)
-            os.chmod(tmp, 0o444)
-            os.replace(tmp, dst)
+            fd_out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
+            try:
+                clone(fd_in, fd_out)
+            finally:
+                os.close(fd_out)
+        finally:
+            os.close(fd_in)
+        os.replace(tmp, dst)
         self.used.add(dst)
+
+    def copy_out(self, name, fd_out):
+        """Copy the cached whole file `name` into fd_out, hashing it on the way: True when it
+        matched; a mismatching entry is evicted."""
+        p = self.path(name)
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+                write_all(fd_out, block)
+        if h.hexdigest() != name:
+            self.evict(p)
+            return False
+        os.utime(p)
+        self.used.add(p)
+        return True
 
     def put(self, h, data):
         """A copy, for chunks of writable targets (a run may edit its code in place)."""
@@ -208,17 +252,19 @@ class Cache:
             return False
 
     def trim(self):
-        """Evict the least recently written/used entries held only by the cache until under the cap."""
+        """Evict the least recently written/used entries (not those this sync used) until under the cap."""
         held, total = [], 0
         for sub in os.listdir(self.root):
             d = os.path.join(self.root, sub)
             if len(sub) != 2 or not os.path.isdir(d):
                 continue
             for entry in os.scandir(d):
+                if ".tmp" in entry.name:
+                    continue                   # another sync's entry in the making
                 st = entry.stat(follow_symlinks=False)
-                if st.st_nlink == 1 and entry.path not in self.used:
+                total += st.st_size
+                if entry.path not in self.used:
                     held.append((st.st_mtime, st.st_size, entry.path))
-                    total += st.st_size
         if total <= self.max_bytes:
             return 0
         freed = 0

@@ -19,7 +19,7 @@ import shutil
 import stat
 
 if "Cache" not in globals():   # inline, remote_cache.py's text comes first (see sync.helper_source)
-    from fleet.snapshots.remote_cache import EMPTY, Cache, Failure, hash_file, write_all  # noqa: F401
+    from fleet.snapshots.remote_cache import EMPTY, Cache, Failure, write_all  # noqa: F401
 
 STATE = {"dir": None, "fixed": False}   # records of materialised targets (the machine's .fleet/materialised)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -196,32 +196,28 @@ class Plan:
         return [(rel, e) for rel, e in sorted(self.view.items()) if e["type"] == "file" and rel not in self.reuse]
 
 
-def link_cached(at, e, mode, cache, frames):
-    """A file whose whole copy is in the cache: verify it, then link it instead of writing."""
+def copy_cached(at, e, mode, cache, frames):
+    """A file whose whole copy is in the host cache: copy it out, verifying it on the way."""
     pfd, name = at
-    whole = cache.path(e["sha256"])
-    if any(h in frames.push for h, _ in e["chunks"]):
+    if any(h in frames.push for h, _ in e["chunks"]) or not os.path.exists(cache.path(e["sha256"])):
         return False
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=pfd)
     try:
-        st = os.stat(whole)
-    except OSError:
-        return False
-    if st.st_mode & 0o7777 != mode:
-        return False
-    if hash_file(whole) != e["sha256"]:
-        cache.evict(whole)
+        ok = cache.copy_out(e["sha256"], fd)
+    finally:
+        os.close(fd)
+    if not ok:
         raise Failure("%s does not match its recorded hash (a corrupt cached copy was dropped; sync again)"
                       % e["path"], e["sha256"], e["path"])
-    os.link(whole, name, dst_dir_fd=pfd)
-    cache.used.add(whole)
     return True
 
 
-def build_file(at, path, e, mode, cache, frames, read_only):
-    """Create the file `name` in directory `pfd` (at = (pfd, name); `path` is where that is)."""
+def build_file(at, path, e, mode, cache, frames):
+    """Create the file `name` in directory `pfd` (at = (pfd, name); `path` is where that is), then
+    keep a copy of it in the host cache."""
     pfd, name = at
     chunks = e["chunks"]
-    if read_only and chunks and link_cached(at, e, mode, cache, frames):
+    if chunks and copy_cached(at, e, mode, cache, frames):
         return
     if not chunks and e["sha256"] != EMPTY:
         raise Failure("%s does not match its recorded hash" % e["path"], None, e["path"])
@@ -239,13 +235,11 @@ def build_file(at, path, e, mode, cache, frames, read_only):
             if len(chunks) == 1 and h != e["sha256"]:
                 raise Failure("%s does not match its recorded hash" % e["path"], h, e["path"])
             write_all(fd, data)
-            if not read_only:
-                cache.put(h, data)
             here.setdefault(h, off)
             off += n
     finally:
         os.close(fd)
-    if read_only and chunks:
+    if chunks:
         cache.link(path, e["sha256"])
         if len(chunks) > 1:
             cache.add_index(e["sha256"], chunks)
@@ -267,7 +261,7 @@ def build(plan, tree, cache, frames, extra=None):
             extra((pfd, name), rel, e)         # an object fetched from S3 (see remote_helper)
         else:
             mode = (e["mode"] & ~0o222) if plan.read_only else e["mode"]
-            build_file((pfd, name), os.path.join(tree.root, rel), e, mode & 0o7777, cache, frames, plan.read_only)
+            build_file((pfd, name), os.path.join(tree.root, rel), e, mode & 0o7777, cache, frames)
 
 
 def materialise(target, manifests, cache, frames, plan=None, extra=None):

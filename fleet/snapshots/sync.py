@@ -148,10 +148,12 @@ class Prepared:
         self.manifests = {sid: (manifests or {}).get(sid) or load(store, sid) for sid in ids if sid not in self.sources}
         self._blobs: dict[str, bytes] = {}
         self.owners: dict[str, tuple[str, str]] = {}
+        self.sizes: dict[str, int] = {}
         for sid, m in self.manifests.items():
             for e in m.files():
-                for h, _ in e.chunks:
+                for h, n in e.chunks:
                     self.owners.setdefault(h, (e.path, sid))
+                    self.sizes[h] = n
 
     def blob(self, sid: str) -> bytes:
         if sid not in self._blobs:
@@ -214,7 +216,8 @@ def _failed(machine: Machine, store: Store, result: dict, owners: dict[str, tupl
 
 
 def _stream(ch, machine: Machine, prep: Prepared, targets: list[Target], stats: SyncStats,
-            progress: Callable[[int], None] | None, cache_dir: str | None, cache_max: int | None) -> dict:
+            progress: Callable[[int], None] | None, cache_dir: str | None, cache_max: int | None,
+            on_expect: Callable[[int], None] | None = None) -> dict:
     store = prep.store
     request = {"cache": host_cache_dir(machine, cache_dir), "state": f"{machine.state_dir}/materialised",
                "cache_max": cache_max,
@@ -257,6 +260,8 @@ def _stream(ch, machine: Machine, prep: Prepared, targets: list[Target], stats: 
         stats.direct_error = got.get("why")
         push = [h for h in push if h not in urls or h in failed]
     order = [(h, *prep.owners[h]) for h in push]
+    if on_expect:
+        on_expect(sum(prep.sizes[h] for h in push))
     batch, size = [], 0
     try:
         for (h, _, _), data in zip(order, _chunks(store, order)):
@@ -284,7 +289,7 @@ def _stream(ch, machine: Machine, prep: Prepared, targets: list[Target], stats: 
 def sync_machine(machine: Machine, store: Store, targets: list[Target], manifests: dict[str, Manifest] | None = None,
                  *, session=None, timeout: float = 600, progress: Callable[[int], None] | None = None,
                  prepared: Prepared | None = None, cache_dir: str | None = None,
-                 cache_max: str | None = None) -> SyncStats:
+                 cache_max: str | None = None, on_expect: Callable[[int], None] | None = None) -> SyncStats:
     """Bring `targets` onto one machine; raises IntegrityError naming the chunk/path on any mismatch."""
     prep = prepared or Prepared(store, {sid for t in targets for sid in t.ids}, manifests)
     stats = SyncStats(machine.id)
@@ -301,7 +306,7 @@ def sync_machine(machine: Machine, store: Store, targets: list[Target], manifest
                               f"{host_cache_dir(machine, cache_dir)}/helper/{helper_hash()}.py"])
         ch = OpenSSHChannel(machine, command, timeout) if openssh else ParamikoChannel(session, command, timeout)
         try:
-            result = _stream(ch, machine, prep, targets, stats, progress, cache_dir, limit)
+            result = _stream(ch, machine, prep, targets, stats, progress, cache_dir, limit, on_expect)
             stats.wire_bytes = ch.sent
         finally:
             ch.close()
@@ -329,7 +334,8 @@ def host_groups(machines: list[Machine], cache_dir: str | None = None) -> list[l
 def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Machine], list[Target]], *,
                max_workers: int = 8, progress: Callable[[int], None] | None = None, sources: dict | None = None,
                cache_dir: str | None = None, cache_max: str | None = None,
-               on_state: Callable[[str, str], None] | None = None) -> list[SyncStats]:
+               on_state: Callable[[str, str], None] | None = None,
+               on_expect: Callable[[int], None] | None = None) -> list[SyncStats]:
     """Feed every machine (bounded pool): per host, the first machine seeds the host's cache and the
     others then link from it; raise the first failure after all have finished."""
     if not machines:
@@ -344,7 +350,7 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
             on_state(m.id, "syncing")
         try:
             results[m.id] = sync_machine(m, store, targets_for(m), prepared=prep, progress=progress,
-                                         cache_dir=cache_dir, cache_max=cache_max)
+                                         cache_dir=cache_dir, cache_max=cache_max, on_expect=on_expect)
             if on_state:
                 on_state(m.id, "done")
         except Exception as exc:  # noqa: BLE001 — reported after every machine finished
