@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .run.observers import RunObserver
+# Masker and secret_names live in fleet/masking.py (records and the state use them too).
+from .masking import MASK, Masker, secret_names  # noqa: F401  (re-exported)
 
 # GitHub sends SIGINT on cancellation, SIGTERM ~7.5 s later, then SIGKILL. Stopping the experiment
 # gracefully for 3 s leaves time to fetch outputs and release every machine inside that window.
 CI_CANCEL_GRACE_S = 3.0
-MASK = "***"
 _TRUE = ("1", "true", "yes")
 
 
@@ -100,59 +101,6 @@ def detect_context(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
 
 
 # -- secrets ---------------------------------------------------------------------------------------
-
-def secret_names(config=None, environ: Mapping[str, str] | None = None) -> list[str]:
-    """config.secrets plus the names listed in FLEET_SECRET_NAMES (comma or space separated)."""
-    e = os.environ if environ is None else environ
-    names = list(getattr(config, "secrets", None) or [])
-    names += [n for n in re.split(r"[,\s]+", e.get("FLEET_SECRET_NAMES", "")) if n]
-    return list(dict.fromkeys(names))
-
-
-class Masker:
-    """Replaces every secret value (and each line of a multi-line one) with ***."""
-
-    def __init__(self, values: list[str]):
-        parts = set()
-        for v in values:
-            if v:
-                parts.add(v)
-                parts.update(line.strip() for line in v.splitlines() if line.strip())
-        # longest first, so a value that contains another is masked whole
-        self.values = sorted(parts, key=len, reverse=True)
-
-    @classmethod
-    def for_config(cls, config=None, environ: Mapping[str, str] | None = None) -> "Masker":
-        e = os.environ if environ is None else environ
-        from .records import looks_secret
-        # [env] values whose names look secret (TOKEN, PASSWORD, …) are redacted from records; mask them too
-        literal = [str(v) for k, v in (getattr(config, "env", None) or {}).items() if looks_secret(k)]
-        return cls([e.get(n, "") for n in secret_names(config, e)] + literal)
-
-    def __bool__(self) -> bool:
-        return bool(self.values)
-
-    def __call__(self, text: str) -> str:
-        for v in self.values:
-            if v in text:
-                text = text.replace(v, MASK)
-        return text
-
-    def github_commands(self) -> list[str]:
-        """`::add-mask::` lines: the runner hides these values in every later log line of the job."""
-        return [f"::add-mask::{v}" for v in self.values]
-
-    def scrub_file(self, path: Path) -> bool:
-        try:
-            text = path.read_text(errors="surrogateescape")
-        except OSError:
-            return False
-        clean = self(text)
-        if clean != text:
-            path.write_text(clean, errors="surrogateescape")
-            return True
-        return False
-
 
 class MaskedEvents:
     """Wraps the CLI's renderer: no secret value reaches stdout/stderr through a log, phase or warning."""

@@ -22,8 +22,8 @@ else:  # pragma: no cover - Python 3.10 and older
     import tomli as tomllib
 
 from .config_model import BudgetsConfig, Config
-from .config_schema import (ARRAYS, MAPS, SCHEMA_FILE, TABLES, TOP_LEVEL, Invalid, json_schema,
-                            parse_duration, parse_money, provider_sections, schema_text)
+from .config_schema import (ARRAYS, MAPS, MAX_HEARTBEAT_TTL_S, SCHEMA_FILE, TABLES, TOP_LEVEL, Invalid,
+                            json_schema, parse_duration, parse_money, provider_sections, schema_text)
 from .errors import ConfigError, UsageError
 
 __all__ = ["load_config", "parse_duration", "parse_money", "json_schema", "schema_text", "SCHEMA_FILE",
@@ -132,15 +132,18 @@ class _Checker:
 
     def unknown(self, path: tuple, allowed: list[str]) -> None:
         name = str(path[-1])
-        close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
-        if close:
-            hint = f"did you mean '{close[0]}'?"
-        else:
+        home = None
+        if len(path) == 1:   # a key of a table written at the top: that table, before any look-alike
             home = next((t for t, (_, keys) in TABLES.items() if name in keys), None)
             home = home or next((a for a, (_, keys, _r) in ARRAYS.items() if name in keys), None)
-            if home is None and len(path) == 1:
-                home = next((s for s, settings in provider_sections().items() if name in settings.keys), None)
-            hint = f"it belongs under [{home}]" if home and len(path) == 1 else "allowed: " + ", ".join(allowed)
+            home = home or next((s for s, settings in provider_sections().items() if name in settings.keys), None)
+        close = difflib.get_close_matches(name, allowed, n=1, cutoff=0.6)
+        if home:
+            hint = f"it belongs under [{home}]"
+        elif close:
+            hint = f"did you mean '{close[0]}'?"
+        else:
+            hint = "allowed: " + ", ".join(allowed)
         self.problem(path, "unknown key", hint)
 
     def table(self, path: tuple, value: Any) -> dict | None:
@@ -346,7 +349,7 @@ def load_config(path: str | Path | None = None, *, cwd: str | Path | None = None
     ttl = os.environ.get("FLEET_HEARTBEAT_TTL", "").strip()
     if ttl:
         try:
-            fields["heartbeat_ttl_s"] = parse_duration(ttl)
+            fields["heartbeat_ttl_s"] = parse_duration(ttl, max_s=MAX_HEARTBEAT_TTL_S)
         except UsageError as exc:
             raise UsageError(f"FLEET_HEARTBEAT_TTL: {exc.message}") from None
     if not fields.get("command"):

@@ -42,6 +42,8 @@ class Config:
     budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
     data: dict[str, str] = field(default_factory=dict)   # name → path, pinned as snapshots
     store: str | None = None          # snapshot store URL; default $FLEET_HOME/store
+    cache_max: str | None = None      # size cap of each host's chunk cache (sync.cache_max_bytes)
+    cache_dir: str | None = None      # chunk cache directory on cloud machines
     prices: dict[str, Decimal] = field(default_factory=dict)   # template/instance type → USD/hour override
     # Each provider's own section ([aws], [[hosts]], …), parsed by the settings class it declares:
     # provider name → its settings (fleet/providers/base.py ProviderSettings).

@@ -31,12 +31,33 @@ MONEY_PATTERN = r"^\s*\$?\s*\d+(\.\d+)?\s*$"
 MAX_AMOUNT = Decimal(10) ** 9
 
 
-def parse_duration(value: Any) -> int:
-    """'90s' / '30m' / '2h' / '1h30m' / '1d' / 3600 / '3600' → whole seconds (> 0). Raises UsageError."""
+# Upper bounds, so that no count or duration a user writes can reach arithmetic that overflows
+# (datetime + 10**17 s) or loops that never end (a lease of 10**20 machines).
+MAX_DURATION_S = 365 * 86400        # a lease, --keep, `fleet extend`: one year
+MAX_HEARTBEAT_TTL_S = 86400         # a dead controller's machines must not outlive it by more than a day
+MAX_GRACE_S = 86400
+MAX_GPUS = 65536                    # per lease; providers cap machines per lease further
+MAX_HOST_GPUS = 1024                # per [[hosts]] entry
+MAX_IDLE_MINUTES = MAX_DURATION_S // 60
+
+
+def _seconds_text(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def parse_duration(value: Any, *, max_s: int = MAX_DURATION_S) -> int:
+    """'90s' / '30m' / '2h' / '1h30m' / '1d' / 3600 / '3600' → whole seconds, 1 ≤ s ≤ max_s.
+    Raises UsageError."""
     seconds: float | None = None
     if isinstance(value, bool):
         seconds = None
-    elif isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
+    elif isinstance(value, int):
+        # compared as an int: float() of a TOML integer of 400 digits raises OverflowError
+        seconds = float(min(max(value, -1), max_s + 1))
+    elif isinstance(value, float) and value.is_integer():
         seconds = float(value)
     elif isinstance(value, str):
         text = value.strip()
@@ -53,6 +74,8 @@ def parse_duration(value: Any) -> int:
                 seconds = total
     if seconds is None or not math.isfinite(seconds):
         raise UsageError(f"must be {DURATION_HELP}, got {value!r}")
+    if seconds > max_s:
+        raise UsageError(f"must be at most {_seconds_text(max_s)}, got {value!r}")
     whole = round(seconds)
     if whole <= 0:
         raise UsageError(f"must be a positive duration (at least 1s), got {value!r}")
@@ -103,10 +126,18 @@ def _fmt(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+def _no_nul(text: str) -> str:
+    # A NUL cannot be passed in an argument, an environment variable or a path: refused here, named,
+    # instead of surfacing as a traceback on the machine.
+    if "\x00" in text:
+        raise Invalid("must not contain a NUL character (\\u0000)")
+    return text
+
+
 def _string(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise Invalid(f"must be a non-empty string, got {_fmt(value)}")
-    return value
+    return _no_nul(value)
 
 
 def _name(value: Any) -> str:
@@ -129,6 +160,18 @@ def _int_range(lo: int, hi: int | None, what: str) -> Callable[[Any], int]:
         ok = isinstance(value, int) and not isinstance(value, bool) and value >= lo and (hi is None or value <= hi)
         if not ok:
             raise Invalid(f"must be {what}, got {_fmt(value)}")
+        return value
+    return convert
+
+
+def _count(hi: int, what: str) -> Callable[[Any], int]:
+    """A positive integer up to `hi`: too big gets its own message naming the limit."""
+    positive = _int_range(1, None, "a positive integer")
+
+    def convert(value: Any) -> int:
+        value = positive(value)
+        if value > hi:
+            raise Invalid(f"must be at most {hi} {what}, got {value}")
         return value
     return convert
 
@@ -194,25 +237,38 @@ class Kind:
     schema: dict[str, Any]
 
 
-_DURATION_SCHEMA = {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": DURATION_PATTERN}]}
+def _duration_schema(max_s: int) -> dict[str, Any]:
+    return {"anyOf": [{"type": "integer", "minimum": 1, "maximum": max_s},
+                      {"type": "string", "pattern": DURATION_PATTERN}]}
+
+
+def _duration(max_s: int) -> Kind:
+    return Kind(_wrap(lambda v: parse_duration(v, max_s=max_s)), _duration_schema(max_s))
+
+
+
 _MONEY_SCHEMA = {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
                            {"type": "string", "pattern": MONEY_PATTERN}]}
 
 STRING = Kind(_string, {"type": "string", "minLength": 1})
 NAME = Kind(_name, {"type": "string", "pattern": _NAME_RE})
 RELPATH = Kind(_relpath, {"type": "string", "minLength": 1})
-POSITIVE_INT = Kind(_int_range(1, None, "a positive integer"), {"type": "integer", "minimum": 1})
+GPUS = Kind(_count(MAX_GPUS, "GPUs per lease"), {"type": "integer", "minimum": 1, "maximum": MAX_GPUS})
+HOST_GPUS = Kind(_count(MAX_HOST_GPUS, "GPUs per host"), {"type": "integer", "minimum": 1, "maximum": MAX_HOST_GPUS})
+MACHINES = Kind(_count(MAX_GPUS, "machines"), {"type": "integer", "minimum": 1, "maximum": MAX_GPUS})
 PORT = Kind(_int_range(1, 65535, "a port number 1-65535"), {"type": "integer", "minimum": 1, "maximum": 65535})
 BOOL = Kind(_boolean, {"type": "boolean"})
-DURATION = Kind(_wrap(parse_duration), _DURATION_SCHEMA)
+DURATION = _duration(MAX_DURATION_S)
+HEARTBEAT_TTL = _duration(MAX_HEARTBEAT_TTL_S)
+GRACE = _duration(MAX_GRACE_S)
 MONEY = Kind(_wrap(parse_money), _MONEY_SCHEMA)
 PRICE = Kind(_wrap(lambda v: parse_money(v, allow_zero=True)),
              {"anyOf": [{"type": "number", "minimum": 0}, {"type": "string", "pattern": MONEY_PATTERN}]})
 FRACTION = Kind(_fraction, {"type": "number", "exclusiveMinimum": 0, "maximum": 1})
 PERCENT = Kind(_number_range(0, 100, "a percentage from 0 to 100", lo_open=False),
                {"type": "number", "minimum": 0, "maximum": 100})
-POSITIVE_NUMBER = Kind(_number_range(0, None, "a number above 0", lo_open=True),
-                       {"type": "number", "exclusiveMinimum": 0})
+IDLE_MINUTES = Kind(_number_range(0, MAX_IDLE_MINUTES, f"a number of minutes above 0, at most {MAX_IDLE_MINUTES}",
+                                  lo_open=True), {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_IDLE_MINUTES})
 PROVIDER = Kind(_provider_name, {"type": "string"})   # json_schema() lists the registered names
 ENV_NAMES = Kind(_env_names, {"type": "array", "items": {"type": "string", "pattern": _ENV_NAME_RE}})
 
@@ -233,7 +289,7 @@ TOP_LEVEL: dict[str, Key] = {
     "command": Key(STRING, "Command run on every machine (or GPU slot) from the experiment directory. "
                            "Required unless given after `fleet up --`."),
     "setup": Key(STRING, "Command run once per machine before `command`, e.g. installing requirements."),
-    "gpus": Key(POSITIVE_INT, "Total GPUs to lease; machines are added from the template until they add "
+    "gpus": Key(GPUS, "Total GPUs to lease; machines are added from the template until they add "
                               "up. Default: one machine of the template."),
     "template": Key(STRING, "Machine template: local-1gpu, local-4gpu, local-8gpu, an AWS template or "
                             "'hosts' for ssh.", default="local-4gpu"),
@@ -249,6 +305,10 @@ TOP_LEVEL: dict[str, Key] = {
     "user": Key(STRING, "Who is running (for budgets and records). Default: the login name."),
     "budget": Key(MONEY, "Per-run budget in US dollars; the run is refused or stopped when it would exceed it."),
     "store": Key(STRING, "Snapshot store URL or path. Default: $FLEET_HOME/store."),
+    "cache_max": Key(STRING, "Size cap of each host's chunk cache (kept between leases), e.g. 20G or none. "
+                             "Default: 50G."),
+    "cache_dir": Key(STRING, "Chunk cache directory on cloud machines (an instance store or cache volume). "
+                             "Default: ~/.cache/fleet/chunks."),
     "state_url": Key(STRING, "Shared state database URL for team mode (postgresql://…). Default: SQLite in "
                              "$FLEET_HOME."),
     "secrets": Key(ENV_NAMES, "Names of environment variables passed from your shell to the run, always "
@@ -258,7 +318,7 @@ TOP_LEVEL: dict[str, Key] = {
 # Tables with fixed keys: name → (help, keys). [lease] fills Config fields, [budgets] Config.budgets.
 TABLES: dict[str, tuple[str, dict[str, Key]]] = {
     "lease": ("Lease keep-alive.", {
-        "heartbeat_ttl": Key(DURATION, "While fleet runs it extends each machine's deadline by this much at a "
+        "heartbeat_ttl": Key(HEARTBEAT_TTL, "While fleet runs it extends each machine's deadline by this much at a "
                                        "time; if fleet dies, machines are gone within it. Env "
                                        "FLEET_HEARTBEAT_TTL overrides.", target="heartbeat_ttl_s", default="5m"),
     }),
@@ -267,10 +327,10 @@ TABLES: dict[str, tuple[str, dict[str, Key]]] = {
         "user_monthly": Key(MONEY, "Monthly limit per user."),
         "warn_at": Key(FRACTION, "Warn when this fraction of a budget is spent.", target="warn_fraction",
                        default=0.8),
-        "grace": Key(DURATION, "Time a run gets to stop cleanly after its budget runs out.", target="grace_s",
+        "grace": Key(GRACE, "Time a run gets to stop cleanly after its budget runs out.", target="grace_s",
                      default="30s"),
         "idle_gpu_percent": Key(PERCENT, "Idle policy: GPU utilisation below this percentage counts as idle."),
-        "idle_minutes": Key(POSITIVE_NUMBER, "Idle policy: stop a run idle for this many minutes."),
+        "idle_minutes": Key(IDLE_MINUTES, "Idle policy: stop a run idle for this many minutes."),
     }),
 }
 

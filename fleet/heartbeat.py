@@ -20,11 +20,15 @@ CapFn = Callable[[], "float | None"]   # seconds from now the lease may still li
 
 class Heartbeat:
     def __init__(self, lease: Lease, ttl_s: float, *, caps: list[CapFn] | None = None,
-                 on_deadline: Callable[[datetime], None] | None = None, warn: Callable[[str], None] | None = None):
+                 on_deadline: Callable[[datetime], None] | None = None, warn: Callable[[str], None] | None = None,
+                 publish: Callable[[datetime], None] | None = None):
         self.lease = lease
         self.ttl_s = float(ttl_s)
         self.caps = caps or []
         self.on_deadline = on_deadline
+        # Where the provider keeps the deadline for its reaper (AWS: a fleet:deadline tag, one
+        # CreateTags for the whole lease per beat); see deadline_publisher.
+        self.publish = publish
         self.warn = warn or (lambda msg: None)
         self._stop = threading.Event()
         self._sessions: dict[str, Session] = {}
@@ -80,9 +84,16 @@ class Heartbeat:
         # that reached no machine changes nothing, so state never promises more than the machines.
         with self._lock:
             latest = max(self._alive_until.values(), default=None)
-        if self.on_deadline and latest is not None:
+        if latest is not None and (self.on_deadline or self.publish):
             left = max(0.0, latest - time.monotonic())
-            self.on_deadline(datetime.now(timezone.utc) + timedelta(seconds=left))
+            deadline = datetime.now(timezone.utc) + timedelta(seconds=left)
+            if self.on_deadline:
+                self.on_deadline(deadline)
+            if self.publish:
+                try:
+                    self.publish(deadline)
+                except Exception as exc:  # noqa: BLE001 — the machines hold their own deadline anyway
+                    self.warn(f"could not publish lease {self.lease.id}'s deadline for the reaper: {exc}")
 
     def lost(self, slack_s: float = 3.0) -> set[str]:
         """Machines certainly past their own deadline (beats could not reach them): their watchdog
@@ -124,3 +135,28 @@ class Heartbeat:
         for session in list(self._sessions.values()):
             session.close()
         self._sessions.clear()
+
+
+def deadline_publisher(provider, lease: Lease) -> Callable[[datetime], None] | None:
+    """`publish_deadline(lease, deadline)` of a provider that has the PublishesDeadline capability,
+    bound to this lease: keeps the deadline where the provider's reaper reads it, so a dead
+    controller's machines are ended at the deadline even where nothing on the machine ends them."""
+    from .providers.base import PublishesDeadline
+    if not isinstance(provider, PublishesDeadline):
+        return None
+    return lambda deadline: provider.publish_deadline(lease, deadline)
+
+
+def publish_once(lease: Lease, deadline: datetime, provider=None) -> str | None:
+    """For a one-off extension (--keep, `fleet extend`): publish the new deadline; a warning line
+    when that failed (the reaper would end the kept machines at the old deadline), else None."""
+    try:
+        if provider is None:
+            from .providers import get_provider
+            provider = get_provider(lease.provider)
+        publish = deadline_publisher(provider, lease)
+        if publish is not None:
+            publish(deadline)
+    except Exception as exc:  # noqa: BLE001 — reported to the caller as one line
+        return f"could not publish lease {lease.id}'s new deadline for the reaper: {exc}"
+    return None

@@ -27,12 +27,17 @@ def lease_view(lease: Lease, states: list | None) -> dict[str, Any]:
         st = by_id.get(m.id)
         machines.append({"id": m.id, "rank": m.node_rank, "address": m.address, "gpus": list(m.gpu_slots),
                          "instance_type": m.instance_type, "state": st.state if st else "unknown",
-                         "simulated_gpus": bool(m.provider_ref.get("simulated_gpus"))})
+                         "simulated_gpus": bool(m.provider_ref.get("simulated_gpus")),
+                         "isolation": m.provider_ref.get("isolation", "unknown")})
     alive = [x for x in machines if x["state"] == "running"]
     if lease.status == "leasing" and not machines:
         health = "leasing"
     elif machines and not alive:
         health = "gone"
+    elif alive and lease.deadline is not None and utcnow() > lease.deadline:
+        # Machines still up past the last deadline a heartbeat confirmed: no controller extends
+        # them (it died); their watchdog or the reaper ends them.
+        health = "orphaned"
     elif len(alive) < len(machines):
         health = "degraded"
     else:
@@ -87,15 +92,18 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
         try:
             provider = _provider(lease.provider)
             found = _describe(provider, lease, events)   # before release: afterwards a local machine is gone
+            state.mark_release_started(lease.id)   # a live controller then knows why its machines vanish
             provider.release(lease)
             # The ledger before the status: a `down` interrupted here finds the lease again and finishes.
             _close_ledger(state, lease, found, events)
             state.set_lease_status(lease.id, "released")
             released.append(lease.id)
+            _end_lost_runs(state, lease, events)
         except FleetError as exc:   # one stuck lease must not keep the others (and the sweep) alive
             events.warn(f"could not release {lease.id}: {exc.one_line()}")
             failures.append(lease.id)
     if all_leases:
+        _sweep_lost_runs(state, events)
         live = {m.id for lease in state.list_leases(active_only=True) for m in lease.machines}
         for name in _sweep_leftovers(live, events):
             released.append(name)
@@ -120,6 +128,24 @@ def _sweep_leftovers(live: set[str], events: Events) -> list[str]:
         except FleetError as exc:   # one broken provider must not keep the others' leftovers alive
             events.warn(f"could not sweep leftover {name} machines: {exc.one_line()}")
     return ended
+
+
+def _end_lost_runs(state, lease: Lease, events: Events) -> None:
+    """Runs of the released lease whose controller died end as `lost`, with a run record."""
+    from .lost_runs import end_runs_of_lease
+    try:
+        end_runs_of_lease(state, lease, released_by="`fleet down`", events=events)
+    except Exception as exc:  # noqa: BLE001 — the machines are released; the next `down --all` retries
+        events.warn(f"could not end the runs of {lease.id} whose controller is gone: {exc}")
+
+
+def _sweep_lost_runs(state, events: Events) -> None:
+    """Runs left `running` on leases that ended before (a controller elsewhere, or a crash)."""
+    from .lost_runs import sweep_lost_runs
+    try:
+        sweep_lost_runs(state, events=events)
+    except Exception as exc:  # noqa: BLE001
+        events.warn(f"could not end runs whose controller is gone: {exc}")
 
 
 def _describe(provider, lease: Lease, events: Events) -> list:

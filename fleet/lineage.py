@@ -33,10 +33,13 @@ def rerun_config(rec: RunRecord, base_dir: Path):
     cfg = dict(rec.config)
     if not cfg:
         raise UsageError(f"run {rec.run_id} has no recorded configuration (recorded by an older fleet)")
-    if REDACTED in rec.command or REDACTED in (cfg.get("command") or ""):
-        raise UsageError(f"run {rec.run_id}'s command contained a secret that was redacted; it cannot be replayed")
+    for what in ("command", "setup"):
+        if REDACTED in (cfg.get(what) or "") or (what == "command" and REDACTED in rec.command):
+            raise UsageError(f"run {rec.run_id}'s {what} contained a secret that was redacted; it cannot be replayed")
     env = {}
     for k, v in (cfg.get("env") or {}).items():
+        if v != REDACTED and REDACTED in str(v):
+            raise UsageError(f"run {rec.run_id}'s [env] {k} contained a secret that was redacted; it cannot be replayed")
         if v == REDACTED:
             if k not in os.environ:
                 raise UsageError(f"run {rec.run_id} set {k}, which was redacted in its record",
@@ -106,11 +109,12 @@ def audit_verify(*, deep: bool = False, db=None) -> dict[str, Any]:
     """Check the whole chain and every snapshot any record references."""
     from .snapshots import verify
     from .records import _db
-    from .records_anchor import check_anchors
+    from .records_anchor import anchor_notes, check_anchors
     db = _db(db)
     chain = verify_chain(db)
     records = list_records(db, limit=1_000_000)
-    chain += check_anchors(db, {r.store for r in records if r.store})
+    store_urls = {r.store for r in records if r.store}
+    chain += check_anchors(db, store_urls)
     stores = _stores()
     checked: dict[tuple[str, str], list[str]] = {}
     snapshot_problems: list[str] = []
@@ -124,7 +128,8 @@ def audit_verify(*, deep: bool = False, db=None) -> dict[str, Any]:
                     checked[key] = [exc.one_line()]
             snapshot_problems += [f"run {rec.run_id} {role}: {p}" for p in checked[key]]
     return {"records": len(records), "snapshots_checked": len(checked), "chain_problems": chain,
-            "snapshot_problems": snapshot_problems, "ok": not chain and not snapshot_problems}
+            "snapshot_problems": snapshot_problems, "ok": not chain and not snapshot_problems,
+            "anchor_notes": anchor_notes(db, store_urls) if records else []}
 
 
 def raise_if_bad(result: dict[str, Any]) -> None:

@@ -1,14 +1,23 @@
-"""Where fleet keeps its files: everything lives under $FLEET_HOME (default ~/.fleet)."""
+"""Where fleet keeps its files: everything lives under $FLEET_HOME (default ~/.fleet).
+
+FLEET_HOME holds lease keys, machine host keys, the state database and the record anchor, so it is
+created 0700, and every directory fleet makes in it is 0700 too. An existing FLEET_HOME that other
+users can write is checked once per process: writable by every user (mode o+w, sticky or not) is
+refused, since anyone could then swap fleet's keys, state or records; writable by the group is used,
+with one warning line, since a team may share a group on purpose.
+"""
 from __future__ import annotations
 
 import os
+import stat
+import sys
 import threading
 from pathlib import Path
 
 from .errors import EnvironmentProblem
 
 
-_verified: set[Path] = set()   # homes this process has already proved writable
+_verified: set[Path] = set()   # homes this process has already proved writable and private enough
 
 
 def fleet_home(create: bool = True) -> Path:
@@ -17,6 +26,7 @@ def fleet_home(create: bool = True) -> Path:
         try:
             home.mkdir(parents=True, exist_ok=True, mode=0o700)
             if home not in _verified:   # the write probe once per process: status calls this per lease
+                _check_mode(home)
                 probe = home / f".write-probe-{os.getpid()}-{threading.get_ident()}"   # concurrent fleets each probe their own
                 probe.write_text("")
                 probe.unlink()
@@ -27,6 +37,18 @@ def fleet_home(create: bool = True) -> Path:
                 hint="set FLEET_HOME to a writable directory",
             ) from None
     return home
+
+
+def _check_mode(home: Path) -> None:
+    mode = stat.S_IMODE(os.stat(home).st_mode)
+    if mode & stat.S_IWOTH:
+        raise EnvironmentProblem(
+            f"FLEET_HOME {home} is writable by every user (mode {mode:04o}): anyone could replace fleet's "
+            "keys, state and run records", hint=f"chmod 700 {home}, or set FLEET_HOME to a private directory")
+    if mode & stat.S_IWGRP:
+        print(f"fleet: warning: FLEET_HOME {home} is writable by its group (mode {mode:04o}): group members can "
+              f"change fleet's keys, state and run records; `chmod 700 {home}` if that is not intended",
+              file=sys.stderr, flush=True)
 
 
 def subdir(name: str) -> Path:

@@ -4,24 +4,24 @@ Each record's canonical JSON body includes the previous record's hash; the recor
 sha256(body). Editing any stored record breaks its own hash; deleting or reordering one breaks the
 next record's link. `verify_chain()` names the first record that fails either check.
 Secrets never enter a record: env values whose names are configured secrets or look secret are
-replaced, and those values are scrubbed from the command line too.
+replaced, and every secret value is scrubbed from every field (command, setup, nested config, env
+values that embed one) before the record is hashed and stored (fleet/masking.py).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
 from .errors import IntegrityError, NotFound
+from .masking import REDACTED, Masker, looks_secret
 from .models import to_jsonable, utcnow
 
 GENESIS = "0" * 64
-REDACTED = "<redacted>"
 RECORD_VERSION = 1
-_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH", re.IGNORECASE)
+_CHAIN_FIELDS = ("prev_hash", "hash", "seq")
 
 
 @dataclass
@@ -49,12 +49,13 @@ class RunRecord:
     started_at: str | None = None
     ended_at: str | None = None
     exit_status: int | None = None
-    status: str = ""                            # succeeded | failed | cancelled | budget_stopped | error
+    status: str = ""                            # succeeded | failed | cancelled | budget_stopped | error | lost
     cost_usd: str | None = None                 # Decimal as string: the run's metered cost
     cost_shadow: bool = False                   # cost_usd is what it would cost (machines with a shadow price)
     lease_id: str | None = None
     rerun_of: str | None = None
     ci: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None                   # why fleet ended the run itself (a `lost` run: controller gone)
     version: int = RECORD_VERSION
     # chain fields, set by append_record
     prev_hash: str = ""
@@ -86,10 +87,6 @@ class RunRecord:
 
 def canonical(body: dict[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-
-
-def looks_secret(name: str) -> bool:
-    return bool(_SECRET_NAME.search(name))
 
 
 def redact_env(env: dict[str, str], secrets: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
@@ -130,10 +127,23 @@ def _db(db=None):
     return open_state().db
 
 
-def append_record(record: RunRecord, db=None, *, secrets: list[str] | tuple[str, ...] = ()) -> RunRecord:
-    """Write the record once, linked to the current tip. Env is redacted again here, defensively."""
-    db = _db(db)
+def redact_record(record: RunRecord, secrets: list[str] | tuple[str, ...] = ()) -> RunRecord:
+    """Every secret value out of every field: the named secrets' values from the environment and
+    [env] values named like secrets, wherever they appear (the command a shell expanded, setup,
+    the nested config, another env value that embeds one)."""
+    masker = Masker.for_config(None, env=record.env, names=tuple(secrets), mark=REDACTED)
     record.env = redact_env(record.env, secrets)
+    if masker:
+        for f in fields(record):
+            if f.name not in _CHAIN_FIELDS:
+                setattr(record, f.name, masker.mask_obj(getattr(record, f.name)))
+    return record
+
+
+def append_record(record: RunRecord, db=None, *, secrets: list[str] | tuple[str, ...] = ()) -> RunRecord:
+    """Write the record once, linked to the current tip. Redacted again here, defensively."""
+    db = _db(db)
+    redact_record(record, secrets)
     if record.cost_usd is not None:
         record.cost_usd = str(Decimal(str(record.cost_usd)))
     for _attempt in range(5):

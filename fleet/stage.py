@@ -5,12 +5,16 @@ Pinned snapshots (fleet/snapshots) replace the copy where configured; fetching o
 from __future__ import annotations
 
 import io
+import ipaddress
 import shlex
 import tarfile
 from pathlib import Path
 
 from .models import Machine
 from .remote.ssh import connect
+from .safe_extract import CHUNK, Extracted, extract_stream
+
+MAX_TRAILING = 16 << 20
 
 EXCLUDE_DIRS = {".git", "runs", "__pycache__", ".venv", "venv", ".fleet", "outputs", ".pytest_cache",
                 ".hypothesis", "node_modules"}
@@ -48,19 +52,52 @@ def push_archive(machine: Machine, archive: bytes) -> None:
                     f"tar -xzf {shlex.quote(remote_tar)} -C {shlex.quote(dest)} && rm -f {shlex.quote(remote_tar)}")
 
 
-def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path) -> int:
-    """Bring `remote_dir` home into `local_dir`; returns the number of files. Missing dir → 0."""
+def _on_loopback(machine: Machine) -> bool:
+    try:
+        return ipaddress.ip_address(machine.host).is_loopback
+    except ValueError:
+        return machine.host == "localhost"
+
+
+class _Prefixed:
+    """A read()-able stream with its first bytes already read back in front (to tell "nothing
+    sent" from a tar without buffering the tar)."""
+
+    def __init__(self, first: bytes, rest):
+        self.first, self.rest = first, rest
+
+    def read(self, n: int = -1) -> bytes:
+        if self.first:
+            if n < 0:
+                data, self.first = self.first + self.rest.read(), b""
+                return data
+            data, self.first = self.first[:n], self.first[n:]
+            return data
+        return self.rest.read(n)
+
+
+def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path) -> Extracted:
+    """Bring `remote_dir` home into `local_dir`, streamed: the tar never sits in memory (2 GiB of
+    outputs used to need 2 GiB of controller RSS), and it is unpacked as if hostile (links kept
+    inside `local_dir`, see fleet/safe_extract.py). A missing directory brings nothing.
+    Compressed only off loopback: on a local machine gzip just costs CPU."""
+    create = "-cf" if _on_loopback(machine) else "-czf"
     with connect(machine) as session:
-        cmd = f"if [ -d {shlex.quote(remote_dir)} ]; then tar -czf - -C {shlex.quote(remote_dir)} .; fi"
-        _stdin, stdout, _stderr = session.client.exec_command(cmd, timeout=600)
-        data = stdout.read()
-        stdout.channel.recv_exit_status()
-    if not data:
-        return 0
-    local_dir.mkdir(parents=True, exist_ok=True)
-    count = 0
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        members = [m for m in tar.getmembers() if m.isfile() or m.isdir()]
-        tar.extractall(local_dir, members=members, filter="data")
-        count = sum(1 for m in members if m.isfile())
-    return count
+        cmd = (f"if [ -d {shlex.quote(remote_dir)} ]; then tar {shlex.quote(create)} - "
+               f"-C {shlex.quote(remote_dir)} .; fi")
+        _stdin, stdout, stderr = session.client.exec_command(cmd, timeout=600)
+        first = stdout.read(tarfile.BLOCKSIZE)
+        result = extract_stream(_Prefixed(first, stdout), local_dir) if first else Extracted()
+        # What follows the end-of-archive blocks is padding; a machine that keeps sending is cut off.
+        trailing = 0
+        while trailing < MAX_TRAILING and (block := stdout.read(CHUNK)):
+            trailing += len(block)
+        if trailing >= MAX_TRAILING:
+            result.skipped.append(f"{remote_dir}: the machine sent more than the archive; cut off")
+            return result
+        status = stdout.channel.recv_exit_status()
+        if status != 0:
+            why = stderr.read(4096).decode(errors="replace").strip().splitlines()
+            result.skipped.append(f"{remote_dir}: tar on the machine exited {status}"
+                                  + (f" ({why[-1]})" if why else ""))
+    return result

@@ -17,7 +17,7 @@ VENV_BIN = Path(sys.executable).parent
 FLEET = str(VENV_BIN / "fleet")
 DIGITS = REPO / "examples" / "digits"
 
-pytest_plugins = [p for p in ("tests.fixtures.moto", "tests.fixtures.postgres")
+pytest_plugins = [p for p in ("tests.fixtures.moto", "tests.fixtures.postgres", "tests.fixtures.slurm")
                   if (REPO / (p.replace(".", "/") + ".py")).exists()]
 
 
@@ -49,6 +49,8 @@ def _sweep(home: Path) -> None:
             os.kill(int(line.split(":")[0]), signal.SIGKILL)
         except (ProcessLookupError, ValueError):
             pass
+    from fleet.isolation import sweep_units
+    sweep_units(machines)   # cgroup units of machines whose directory is already gone
 
 
 @pytest.fixture
@@ -64,8 +66,11 @@ def fleet_home(tmp_path, monkeypatch):
         monkeypatch.delenv(name)   # CI runs this suite with CI=true; tests opt into CI mode themselves
     yield home
     leftovers = processes_under(home)
+    from fleet.isolation import leftover_units
+    units = leftover_units(home / "machines")
     _sweep(home)
     assert not leftovers, f"test left processes running: {leftovers}"
+    assert not units, f"test left cgroups behind: {units}"
 
 
 @pytest.fixture

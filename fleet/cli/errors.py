@@ -9,6 +9,11 @@ try:  # typer >= 0.2x vendors click as typer._click and raises its own exception
     from typer._click.exceptions import ClickException as _ClickException
 except ImportError:  # older typer re-exports plain click's
     from click.exceptions import Abort as _Abort, ClickException as _ClickException, Exit as _Exit
+try:
+    from click.exceptions import NoArgsIsHelpError as _NoArgsIsHelp
+except ImportError:  # click < 8.2 prints the help itself and raises nothing
+    class _NoArgsIsHelp(Exception):
+        pass
 
 
 def _take_debug_flag(argv: list[str]) -> bool:
@@ -37,6 +42,11 @@ def main_guard(app) -> int:
     except _Abort:
         print("fleet: cancelled", file=sys.stderr)
         return ExitCode.CANCELLED
+    except _NoArgsIsHelp as exc:
+        # `fleet hosts` alone: the group's help, as a request for help rather than an error.
+        ctx = getattr(exc, "ctx", None)
+        print(ctx.get_help() if ctx is not None else exc.format_message())
+        return 0
     except _ClickException as exc:
         msg = exc.format_message().strip().replace("\n", " ")
         ctx = getattr(exc, "ctx", None)

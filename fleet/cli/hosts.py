@@ -109,9 +109,11 @@ def ls(
     from ..providers.ssh.hosts import probe_all
     inventory = _inventory()
     hosts = inventory.list()
+    probes = {}
     if probe_hosts and hosts:
         inventory.sync_config_hosts(hosts[0].added_by or "unknown")
-        for name, result in probe_all(hosts).items():
+        probes = probe_all(hosts)
+        for name, result in probes.items():
             inventory.record_probe(name, result)
         hosts = inventory.list()
     used = inventory.used_slots()
@@ -122,6 +124,8 @@ def ls(
         row["host_key_fingerprint"] = fingerprint(h.host_key) if h.host_key else None
         row["slots_used"] = used.get(h.name, [])
         row["slots_free"] = max(0, (h.gpus or 0) - len(row["slots_used"]))
+        # Learnt by this probe (not stored): "cgroup" | "pids", None when not probed or down.
+        row["isolation"] = probes[h.name].isolation if h.name in probes and probes[h.name].up else None
         rows.append(row)
     if json_out:
         from .render import print_json
@@ -133,14 +137,14 @@ def ls(
     from rich.console import Console
     from rich.table import Table
     table = Table(title="fleet hosts", title_justify="left")
-    for col in ("host", "address", "gpus", "used", "status", "source", "detail"):
+    for col in ("host", "address", "gpus", "used", "status", "isolation", "source", "detail"):
         table.add_column(col)
     for r in rows:
         address = f"{r['login'] + '@' if r['login'] else ''}{r['address']}{':' + str(r['port']) if r['port'] else ''}"
         gpus = "?" if r["gpus"] is None else str(r["gpus"]) + (f" × {r['gpu_model']}" if r["gpu_model"] else "")
         status = {"up": "[green]up[/]", "down": "[red]DOWN[/]"}.get(r["status"], r["status"])
-        table.add_row(r["name"], address, gpus, f"{len(r['slots_used'])}/{r['gpus'] or 0}", status, r["source"],
-                      r["status_detail"] or "")
+        table.add_row(r["name"], address, gpus, f"{len(r['slots_used'])}/{r['gpus'] or 0}", status,
+                      r["isolation"] or "?", r["source"], r["status_detail"] or "")
     Console().print(table)
     return 0
 

@@ -48,6 +48,10 @@ max_duration = "4h"
 # budget = 25
 # Snapshot store (a path or s3://bucket/prefix). Default: $FLEET_HOME/store.
 # store = "s3://my-bucket/fleet"
+# Size cap of each machine host's chunk cache, kept between leases so unchanged data is not sent again.
+# cache_max = "50G"
+# Where cloud machines keep that cache (an instance store or cache volume). Default: ~/.cache/fleet/chunks.
+# cache_dir = "/mnt/fleet-cache"
 # Shared state for a team (PostgreSQL). Default: SQLite in $FLEET_HOME.
 # state_url = "postgresql://fleet@db.example/fleet"
 # Environment variables copied from your shell into the run, always redacted in logs and records.
@@ -73,7 +77,7 @@ heartbeat_ttl = "5m"
 
 # Data directories pinned as snapshots and placed on the machines: name = "path".
 # [data]
-# digits = "data/digits"
+# digits = "data/digits"          # or "s3://bucket/prefix", or "snapshot:train-v3" (fleet snapshot create --name)
 
 # Price overrides in US dollars per hour (template or instance type = price).
 # [prices]

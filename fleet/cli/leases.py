@@ -93,10 +93,10 @@ def extend(
     duration: str = typer.Argument(..., help="How much longer from now, e.g. 30m (never past max_duration)."),
 ) -> int:
     """Move a kept lease's deadline (on every machine) to now + DURATION."""
-    from ..config_schema import parse_duration
     from ..leases import extend as extend_lease
     from ..models import to_jsonable
-    deadline = extend_lease(lease, parse_duration(duration))
+    from .up import flag_duration
+    deadline = extend_lease(lease, flag_duration("DURATION", duration))
     typer.echo(f"lease {lease} now ends at {to_jsonable(deadline)}")
     return 0
 

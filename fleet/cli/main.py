@@ -1,50 +1,41 @@
 """The `fleet` command. Thin: parse, call the library, render.
 
-Command modules import only typer/rich at top level; the library (and boto3, paramiko, pulumi)
-is imported inside each command so `fleet --help` stays fast.
+Start-up is a feature: `fleet --help` is answered from the command table (fleet/cli/catalog.py)
+without importing typer, and any other command imports typer plus the one module that registers
+it. The library (and boto3, paramiko, pulumi) is imported inside each command.
 """
 from __future__ import annotations
 
-import importlib
 import sys
 
-import typer
-
-app = typer.Typer(
-    name="fleet",
-    help="Lease GPU machines for an experiment, run it on pinned inputs, and destroy them. Always.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain help: rendering it with rich costs ~60 ms of every `fleet --help`
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-
-
-def _version(value: bool) -> None:
-    if value:
-        from importlib.metadata import version
-        typer.echo(f"fleet {version('fleet')}")
-        raise typer.Exit(0)
-
-
-@app.callback()
-def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                       help="Print the version and exit.")) -> None:
-    """Lease GPU machines for an experiment, run it on pinned inputs, and destroy them. Always."""
-
-
-# Each module has `register(app)`; order is the order of `fleet --help`.
-COMMAND_MODULES = ["up", "leases", "init", "report", "snapshot", "stack", "runs", "hosts", "image", "aws"]
-
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"fleet.cli.{_name}").register(app)
+from . import catalog
 
 
 def run() -> None:
+    args = sys.argv[1:]
+    if catalog.wants_root_help(args) and not catalog.completing():
+        sys.stdout.write(catalog.root_help())
+        sys.exit(0)
     from .errors import main_guard
-    sys.exit(main_guard(app))
+    sys.exit(main_guard(get_app()))
+
+
+_app = None
+
+
+def get_app():
+    """The typer application, built on first use: importing this module costs nothing."""
+    global _app
+    if _app is None:
+        from .app import build_app
+        _app = build_app()
+    return _app
+
+
+def __getattr__(name: str):
+    if name == "app":   # `from fleet.cli.main import app`, as tests and embedders write it
+        return get_app()
+    raise AttributeError(name)
 
 
 if __name__ == "__main__":

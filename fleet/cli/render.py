@@ -43,6 +43,14 @@ class RichEvents:
                 self._status.update(text)
             self.console.print(f"[bold cyan]fleet[/] {text}", markup=True)
 
+    def progress(self, name: str, detail: str) -> None:
+        """A live line on a terminal, updated in place; plain output prints it (callers throttle)."""
+        with self._lock:
+            if self.plain or self._status is None:
+                print(f"fleet: {name}: {detail}", file=sys.stderr, flush=True)
+            else:
+                self._status.update(f"[{time.monotonic() - self._t0:6.1f}s] {PHASE_ICONS.get(name, '•')} {name}: {detail}")
+
     def log(self, label: str, stream: str, line: str) -> None:
         with self._lock:
             prefix = f"[{label}]"

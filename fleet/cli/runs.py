@@ -141,7 +141,7 @@ def audit(
             from .render import print_json
             print_json(result)
         else:
-            for p in result["chain_problems"] + result["snapshot_problems"]:
+            for p in result["chain_problems"] + result["snapshot_problems"] + result.get("anchor_notes", []):
                 typer.echo(p, err=True)
             if result["ok"]:
                 typer.echo(f"{result['records']} run records: chain intact; "

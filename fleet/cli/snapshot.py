@@ -43,6 +43,57 @@ def _size(n: int) -> str:
     return str(n)
 
 
+PLAIN_EVERY_S = 5.0
+
+
+def _rate(n: float) -> str:
+    return f"{n / 1e6:.0f} MB/s"
+
+
+class CreateProgress:
+    """What `snapshot create` shows while it hashes: a rich bar on a terminal; without one (a pipe,
+    CI=true) a plain line every PLAIN_EVERY_S seconds; always a closing line on stderr."""
+
+    def __init__(self, quiet: bool):
+        import sys
+
+        from .render import is_ci
+        self.quiet = quiet
+        self.live = not quiet and sys.stderr.isatty() and not is_ci()
+        self._bar = self._task = None
+        self._last_line = 0.0
+
+    def __enter__(self) -> "CreateProgress":
+        if self.live:
+            from rich.console import Console
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+            self._bar = Progress(TextColumn("snapshot"), BarColumn(), DownloadColumn(binary_units=True),
+                                 TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[files]}"),
+                                 TimeElapsedColumn(), console=Console(stderr=True), transient=True)
+            self._bar.__enter__()
+            self._task = self._bar.add_task("snapshot", total=None, rate="", files="")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+
+    def __call__(self, p) -> None:
+        if self.quiet:
+            return
+        files = f"{p.files_done:,}/{p.files_total:,} files"
+        if self._bar is not None:
+            self._bar.update(self._task, total=p.bytes_total, completed=p.bytes_done, files=files,
+                             rate=f"hashing {_rate(p.hash_rate)}" if p.bytes_hashed else "")
+            return
+        if p.finished or p.elapsed_s - self._last_line < PLAIN_EVERY_S:
+            return
+        self._last_line = p.elapsed_s
+        pct = 100 * p.bytes_done / p.bytes_total if p.bytes_total else 100
+        typer.echo(f"fleet: snapshot: {_size(p.bytes_done)} of {_size(p.bytes_total)} ({pct:.0f}%), {files}, "
+                   f"hashing {_rate(p.hash_rate)}", err=True)
+
+
 @snapshot_app.command("create")
 def create(
     path: Path = typer.Argument(..., help="Directory or file to snapshot."),
@@ -51,26 +102,28 @@ def create(
     json_out: bool = typer.Option(False, "--json"),
 ) -> int:
     """Snapshot PATH into the store and print its id."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
+    import time
 
     from ..snapshots import create_snapshot
     st = _store(store)
-    total = sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink()) \
-        if path.is_dir() else (path.stat().st_size if path.is_file() else 0)
-    with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  transient=True, disable=json_out) as bar:
-        task = bar.add_task("chunking", total=total)
-        result = create_snapshot(path, st, name=name, progress=lambda n: bar.advance(task, n))
+    t0 = time.monotonic()
+    with CreateProgress(quiet=json_out) as progress:
+        result = create_snapshot(path, st, name=name, progress=progress)
+    seconds = time.monotonic() - t0
     for w in result.warnings:
         typer.echo(f"fleet: warning: {w}", err=True)
     if json_out:
         from .render import print_json
         print_json({"id": result.id, "name": name, "files": len(result.manifest.files()),
                     "size": result.manifest.total_size, "new_chunks": result.new_chunks,
-                    "new_bytes": result.new_bytes, "store": st.url})
+                    "new_bytes": result.new_bytes, "bytes_hashed": result.bytes_hashed,
+                    "files_unchanged": result.files_cached, "seconds": round(seconds, 3), "store": st.url})
     else:
         typer.echo(result.id)
         typer.echo(f"{len(result.manifest.files())} files, {_size(result.manifest.total_size)}; "
+                   f"{_size(result.bytes_hashed)} read and hashed in {seconds:.1f} s "
+                   f"({_rate(result.bytes_hashed / seconds if seconds > 0 else 0)}), "
+                   f"{result.files_cached} files unchanged since the last snapshot; "
                    f"{result.new_chunks} new chunks ({_size(result.new_bytes)}) stored in {st.url}", err=True)
     return 0
 

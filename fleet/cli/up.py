@@ -36,14 +36,13 @@ def up(
     from ..config import load_config
     from ..run.pipeline import up as run_up
     from ..run.types import RunOptions
-    from ..config_schema import parse_duration
     from .render import is_ci
     ci = ci or is_ci()
     overrides = {"gpus": gpus, "template": template, "provider": provider, "max_duration": max_duration,
                  "budget": budget, "command": list(command) if command else None}
     with _ci_failures_reported(ci):
         config = load_config(file, overrides=overrides)
-        options = RunOptions(keep_s=parse_duration(keep) if keep else None, allow_dirty=allow_dirty, ci=ci)
+        options = RunOptions(keep_s=flag_duration("--keep", keep) if keep else None, allow_dirty=allow_dirty, ci=ci)
         events = _events(json_out, ci)
         # secrets: *** in every line fleet prints (and ::add-mask:: for a GitHub runner), CI or not
         from ..ci import masked_events
@@ -62,6 +61,16 @@ def _show(summary, json_out: bool) -> None:
         print_json(summary.to_json())
     else:
         _print_summary(summary)
+
+
+def flag_duration(flag: str, text: str) -> int:
+    """A duration flag (1s up to a year), its errors naming the flag."""
+    from ..config_schema import parse_duration
+    from ..errors import UsageError
+    try:
+        return parse_duration(text)
+    except UsageError as exc:
+        raise UsageError(f"{flag}: {exc.message}", hint=exc.hint) from None
 
 
 def _ci_failures_reported(ci: bool):

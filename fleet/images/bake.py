@@ -126,7 +126,9 @@ def bake(ec2, recipe: Recipe, options: BakeOptions, progress: Progress = lambda 
 def _upload(session, workdir: str, recipe: Recipe) -> str:
     """Copy the recipe's files (images/common/ under the recipe's own, exactly what the content hash
     covers) and the agent to <workdir>/fleet-bake/ on the builder."""
-    from ..remote.agent import AGENT_PATH
+    import io
+
+    from ..remote.agent import agent_source
     remote = f"{workdir.rstrip('/')}/{REMOTE_DIR}"
     session.run(["rm", "-rf", remote])
     session.run(["mkdir", "-p", remote])
@@ -137,7 +139,7 @@ def _upload(session, workdir: str, recipe: Recipe) -> str:
             _mkdirs(sftp, target.rsplit("/", 1)[0])
             sftp.put(str(path), target)
             sftp.chmod(target, 0o755 if os.access(path, os.X_OK) else 0o644)
-        sftp.put(str(AGENT_PATH), f"{remote}/agent.py")
+        sftp.putfo(io.BytesIO(agent_source().encode()), f"{remote}/agent.py")   # containment embedded
     finally:
         sftp.close()
     return remote

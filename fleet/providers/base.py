@@ -12,6 +12,9 @@ code. The core calls:
 - `describe(lease)`: what the provider itself says about each machine (not fleet's state).
 - `release(lease)`: destroy every machine of the lease. Idempotent: gone machines are fine.
 
+Every provider also declares `max_machines_per_lease` (BaseProvider: 256): `fleet up` refuses a plan
+with more machines before anything is recorded or started (`check_machine_count`).
+
 Anything beyond that is a capability a provider declares by inheriting its mixin below, and callers
 ask with `isinstance` (never by probing signatures or attributes). Each provider also owns its
 fleet.toml section (`settings`, a `ProviderSettings`) and is built from the loaded Config by
@@ -28,6 +31,8 @@ from ..errors import UsageError
 from ..models import Lease, Machine, MachineState, Plan, Template
 
 if TYPE_CHECKING:
+    import threading
+
     from ..config_model import Config
     from ..config_schema import Key
 
@@ -99,6 +104,10 @@ class ProviderSettings:
         return parse_section(cls, value, where=where, text=text)
 
 
+# For a provider that declares no cap of its own.
+DEFAULT_MAX_MACHINES_PER_LEASE = 256
+
+
 @runtime_checkable
 class Provider(Protocol):
     """The core every provider has (structural: the contract suite checks it with isinstance)."""
@@ -123,6 +132,10 @@ class BaseProvider(ABC):
     settings: ClassVar[type[ProviderSettings] | None] = None
     listed: ClassVar[bool] = True        # offered in help, errors and the JSON Schema (the fake is not)
     description: ClassVar[str] = ""
+    # The most machines one lease may have (a property where it depends on the setup, e.g. an
+    # inventory), and how a user could raise it; `check_machine_count` refuses more up front.
+    max_machines_per_lease: int = DEFAULT_MAX_MACHINES_PER_LEASE
+    machine_cap_hint: ClassVar[str] = "ask for fewer GPUs"
 
     @classmethod
     def from_config(cls, config: "Config | None") -> "BaseProvider":
@@ -184,6 +197,16 @@ class ReportsMachines(ABC):
               on_machine: Callable[[Machine], None] | None = None) -> Lease: ...
 
 
+class StopsOnCancel(ABC):
+    """`lease` takes `cancel=threading.Event` and, once it is set (Ctrl-C / SIGTERM of the run),
+    stops making machines, releases what it made and raises fleet.errors.Cancelled, within a bounded
+    time however many machines were planned. Combined with ReportsMachines, `lease` takes both."""
+
+    @abstractmethod
+    def lease(self, plan: Plan, lease_id: str, deadline_s: int, *,
+              cancel: "threading.Event | None" = None) -> Lease: ...
+
+
 class SweepsLeftovers(ABC):
     """Finds machines it made that no live lease owns (a controller killed mid-lease) and ends them;
     `fleet down --all` asks every provider that has this."""
@@ -199,6 +222,15 @@ class HasLeaseMetadata(ABC):
 
     @abstractmethod
     def lease_meta(self) -> dict[str, Any]: ...
+
+
+class PublishesDeadline(ABC):
+    """Keeps each heartbeat's confirmed deadline where the provider's own reaper reads it (AWS: a
+    `fleet:deadline` tag), so a dead controller's machines end at the deadline even where nothing on
+    the machine ends them. Called from the heartbeat's thread, and once for --keep / `fleet extend`."""
+
+    @abstractmethod
+    def publish_deadline(self, lease: Lease, deadline: Any) -> None: ...
 
 
 class StagesDataDirectly(ABC):
@@ -233,10 +265,28 @@ class Queueing(ABC):
     def queue_position(self, lease_id: str) -> int | None: ...
 
 
-CAPABILITIES: tuple[type, ...] = (ReportsMachines, SweepsLeftovers, HasLeaseMetadata, StagesDataDirectly,
-                                  InterruptionNotices, Queueing)
+CAPABILITIES: tuple[type, ...] = (ReportsMachines, StopsOnCancel, SweepsLeftovers, HasLeaseMetadata,
+                                  PublishesDeadline, StagesDataDirectly, InterruptionNotices, Queueing)
 
 
 def capabilities(provider: Any) -> list[str]:
     """Names of the optional capabilities `provider` declares (for `fleet providers` and docs)."""
     return [c.__name__ for c in CAPABILITIES if isinstance(provider, c)]
+
+
+def max_machines_per_lease(provider: Any) -> int:
+    # A Protocol-only provider (no BaseProvider) gets the default cap.
+    return int(getattr(provider, "max_machines_per_lease", DEFAULT_MAX_MACHINES_PER_LEASE))
+
+
+def check_machine_count(provider: Any, plan: Plan) -> None:
+    """Refuse, with one line naming the cap, a plan with more machines than the provider leases at once."""
+    cap = max_machines_per_lease(provider)
+    if plan.machine_count <= cap:
+        return
+    per = plan.template.gpus_per_machine
+    hint = getattr(provider, "machine_cap_hint", None) or "ask for fewer GPUs"
+    if per:
+        hint += f", or a template with more than {per} GPU(s) per machine"
+    raise UsageError(f"{plan.gpus} GPUs on {plan.template.name} is {plan.machine_count} machines; the "
+                     f"{provider.name} provider leases at most {cap} machines at once", hint=hint)

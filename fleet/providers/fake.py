@@ -19,7 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from ..config_schema import POSITIVE_INT, PRICE, Key
+from ..config_schema import MACHINES, PRICE, Key
 from ..errors import InfrastructureError
 from ..models import Lease, Machine, MachineState, Plan, Template
 from .base import BaseProvider, HasLeaseMetadata, ProviderSettings, ReportsMachines, SweepsLeftovers
@@ -34,7 +34,7 @@ class FakeSettings(ProviderSettings):
     help: ClassVar[str] = "The fake provider (tests): machines that exist only as records."
     keys: ClassVar[dict[str, Key]] = {
         "price_per_hour": Key(PRICE, "Price of one fake machine per hour, in US dollars.", default=1),
-        "fail_after": Key(POSITIVE_INT, "Make lease fail after this many machines (failure-path tests)."),
+        "fail_after": Key(MACHINES, "Make lease fail after this many machines (failure-path tests)."),
     }
 
 

@@ -45,22 +45,40 @@ class RunningProcess:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-def remote_env_path(machine: Machine) -> dict[str, str]:
-    """Put the machine's configured interpreter first on PATH (local machines: the controller's)."""
-    if machine.python.startswith("/"):
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+def remote_env_path(machine: Machine, venv: str = "") -> dict[str, str]:
+    """PATH for an experiment. With the lease's venv: its bin/ first, then the system's (never the
+    directory of fleet's own interpreter: `pip install` in setup must not land in fleet's
+    virtualenv on local machines). Without one: the machine's configured interpreter first."""
+    absolute = machine.python.startswith("/")
+    if venv:
+        return {"PATH": f"{venv}/bin:{SYSTEM_PATH}"} if absolute else {}
+    if absolute:
         directory = machine.python.rsplit("/", 1)[0]
-        return {"PATH": f"{directory}:/usr/local/bin:/usr/bin:/bin"}
+        return {"PATH": f"{directory}:{SYSTEM_PATH}"}
     return {}
 
 
 def wrapped_command(spec: ProcessSpec) -> str:
     """The command line sent over SSH. It carries no environment values: those travel on the
-    channel's stdin (see process_env_payload), so secrets never show in `ps` on a shared host."""
+    channel's stdin (see process_env_payload), so secrets never show in `ps` on a shared host.
+    The agent itself runs with the machine's interpreter, whatever venv the experiment uses."""
     m = spec.machine
-    inner = shlex.join([m.python, m.agent_path, "exec", "--pidfile", spec.pidfile, "--env-stdin", "--",
-                        "sh", "-c", spec.command])
-    env = {"FLEET_MACHINE_ID": m.id, **remote_env_path(m)}
-    return shell_command(f"mkdir -p {shlex.quote(spec.cwd)} && cd {shlex.quote(spec.cwd)} && exec {inner}", env=env)
+    agent_args = shlex.join([m.agent_path, "exec", "--pidfile", spec.pidfile, "--env-stdin", "--",
+                             "sh", "-c", spec.command])
+    venv = spec.env.get("VIRTUAL_ENV", "")
+    env = {"FLEET_MACHINE_ID": m.id, **remote_env_path(m, venv)}
+    prefix, python = "", shlex.quote(m.python)
+    if venv and "PATH" not in env:
+        # A team host's own PATH (CUDA, modules) stays, after the venv; the agent's interpreter is
+        # looked up before the venv comes first, so the agent never runs with the experiment's python.
+        prefix = (f"fleet_python=$(command -v {python}) && "
+                  f'export PATH={shlex.quote(venv + "/bin")}:"$PATH" && ')
+        python = '"$fleet_python"'
+    line = f"{prefix}mkdir -p {shlex.quote(spec.cwd)} && cd {shlex.quote(spec.cwd)} && exec {python} {agent_args}"
+    return shell_command(line, env=env)
 
 
 def process_env_payload(spec: ProcessSpec) -> bytes:

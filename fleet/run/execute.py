@@ -9,8 +9,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-from ..errors import Cancelled, ExitCode
-from ..models import Lease, Machine
+from ..errors import Cancelled, ExitCode, InfrastructureError
+from ..models import Lease, Machine, to_jsonable
 from .context import RunContext
 from .types import Collected, ExecResult
 
@@ -70,6 +70,10 @@ def wait_all_ready(ctx: RunContext, machines: list[Machine]) -> None:
 
 
 def process_env(ctx: RunContext, lease: Lease, machine: Machine, local_rank: int | None) -> dict[str, str]:
+    """The environment of one process: config [env] and secrets, then fleet's variables (FLEET_*
+    and the conventional MASTER_ADDR/MASTER_PORT/RANK/... that frameworks read), which win.
+    The lease must be prepared (lease_prepare.prepare_lease): its own port and venv."""
+    from ..lease_prepare import master_port, python_env_dir
     cfg, plan = ctx.config, ctx.plan
     gpus_per = len(machine.gpu_slots)
     env = {k: str(v) for k, v in cfg.env.items()}
@@ -77,25 +81,34 @@ def process_env(ctx: RunContext, lease: Lease, machine: Machine, local_rank: int
         if name in os.environ:
             env[name] = os.environ[name]
     out_dir = f"{machine.workdir}/outputs/{ctx.run_id}"
+    master = min(lease.machines, key=lambda m: m.node_rank)
+    nodes = len(lease.machines)
+    if local_rank is None:   # one process per machine: it is the node's only rank
+        rank, local, local_world, world = machine.node_rank, 0, 1, nodes
+    else:
+        rank, local = machine.node_rank * gpus_per + local_rank, local_rank
+        local_world, world = gpus_per, nodes * gpus_per
+    port = str(master_port(lease))
     env.update({
         "FLEET_RUN_ID": ctx.run_id, "FLEET_LEASE_ID": lease.id, "FLEET_NODE_RANK": str(machine.node_rank),
-        "FLEET_NUM_NODES": str(len(lease.machines)), "FLEET_GPUS_PER_NODE": str(gpus_per),
-        "FLEET_MASTER_ADDR": lease.machines[0].rendezvous_host, "FLEET_MASTER_PORT": str(29500),
+        "FLEET_NUM_NODES": str(nodes), "FLEET_GPUS_PER_NODE": str(gpus_per),
+        "FLEET_MASTER_ADDR": master.rendezvous_host, "FLEET_MASTER_PORT": port,
         "FLEET_DATA": f"{machine.workdir}/data", "FLEET_PROJECT": plan.project,
         "FLEET_SIMULATED_GPUS": "1" if plan.template.simulated_gpus else "0",
         "PYTHONUNBUFFERED": "1",
+        "FLEET_RANK": str(rank), "FLEET_WORLD_SIZE": str(world),
+        "MASTER_ADDR": master.rendezvous_host, "MASTER_PORT": port, "RANK": str(rank), "WORLD_SIZE": str(world),
+        "LOCAL_RANK": str(local), "LOCAL_WORLD_SIZE": str(local_world), "NODE_RANK": str(machine.node_rank),
     })
+    venv = python_env_dir(lease, machine.id)
+    if venv:   # remote/exec.py puts its bin/ first on PATH
+        env["VIRTUAL_ENV"] = venv
     if local_rank is None:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(s) for s in machine.gpu_slots)
-        env["FLEET_RANK"] = str(machine.node_rank)
-        env["FLEET_WORLD_SIZE"] = str(len(lease.machines))
         env["FLEET_OUTPUT_DIR"] = out_dir
     else:
-        rank = machine.node_rank * gpus_per + local_rank
         env["CUDA_VISIBLE_DEVICES"] = str(machine.gpu_slots[local_rank])
-        env["FLEET_RANK"] = str(rank)
         env["FLEET_LOCAL_RANK"] = str(local_rank)
-        env["FLEET_WORLD_SIZE"] = str(len(lease.machines) * gpus_per)
         env["FLEET_OUTPUT_DIR"] = f"{out_dir}/rank-{rank}"
     return env
 
@@ -103,9 +116,13 @@ def process_env(ctx: RunContext, lease: Lease, machine: Machine, local_rank: int
 def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
             on_tick: Callable[[], None] | None = None) -> ExecResult:
     """Run `command` (once per machine, or per GPU slot) and wait, honouring stop requests.
-    `on_tick` runs about once a second meanwhile (budget metering, observers)."""
+    `on_tick` runs about once a second meanwhile (budget metering, observers). Machines that
+    vanished under the command (lost, or released from outside) raise InfrastructureError: that is
+    not the experiment's failure."""
+    from ..lease_prepare import prepare_lease
     from ..remote.exec import ProcessSpec, close_sessions, signal_processes, start_processes
     from ..stage import code_dir
+    prepare_lease(ctx, lease)   # once per lease: its rendezvous port and venvs, before setup
     specs = []
     for m in lease.machines:
         slots = [None] if (setup or not ctx.config.per_gpu or not m.gpu_slots) else range(len(m.gpu_slots))
@@ -116,7 +133,7 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
             pid_name = "setup" if setup else f"run-{ctx.run_id}-{label}"
             specs.append(ProcessSpec(m, label, command, env, code_dir(m), f"{m.state_dir}/{pid_name}.pid"))
     log_dir = ctx.run_dir / "logs"
-    from ..ci import Masker
+    from ..masking import Masker
     # Secret values (config `secrets`) are masked in every log line, CI or not (found by the
     # security tests: an experiment printing its token put it in runs/<id>/logs and the terminal).
     masker = Masker.for_config(ctx.config)
@@ -152,18 +169,49 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
             time.sleep(0.05)
     finally:
         close_sessions(running)
-    failing = None
+    failing = lost = None
     code = 0
     for p in sorted(running, key=lambda p: (p.spec.machine.node_rank, p.spec.label)):
-        rc = p.result.exit_code
+        rc, why = p.result.exit_code, None
         if p.result.error:
             ctx.events.warn(p.result.error)
+            why = p.result.error
             rc = ExitCode.INFRASTRUCTURE if rc is None else rc
         if rc is None:
             rc = ExitCode.CANCELLED if ctx.cancel.is_set() else ExitCode.INFRASTRUCTURE
+            why = None if ctx.cancel.is_set() else f"machine {p.spec.machine.id}: no result from the command"
+        elif rc == -1:
+            # SSH reports -1 when the channel closed without an exit status: sshd (the machine) went
+            # away under the command. That is the machine's failure, not the experiment's.
+            rc = ExitCode.CANCELLED if ctx.cancel.is_set() else ExitCode.INFRASTRUCTURE
+            why = None if ctx.cancel.is_set() else (
+                f"machine {p.spec.machine.id} ({p.spec.machine.address}) closed the connection before "
+                "the command ended: the machine was lost or released from outside")
         if rc != 0 and failing is None:
-            failing, code = p.spec.label, rc
+            failing, code, lost = p.spec.label, rc, why
+    if lost is not None and not ctx.cancel.is_set():
+        check_not_released_elsewhere(ctx)   # the more precise reason, when it is that
+        raise InfrastructureError(f"rank {failing}: {lost}",
+                                  hint="the experiment itself did not fail; run it again")
+    if setup and code == 0 and not ctx.cancel.is_set():
+        from ..lease_prepare import after_setup
+        after_setup(ctx, lease)   # the next lease with the same requirements starts from this venv
     return ExecResult(code, failing)
+
+
+def check_not_released_elsewhere(ctx: RunContext) -> None:
+    """Raise when the lease was released while this run still used it (`fleet down LEASE` from
+    another shell, the reaper): the machines vanished from under the experiment."""
+    try:
+        status, released_at = ctx.state.lease_status(ctx.lease_id)
+    except Exception:  # noqa: BLE001 — an unreadable state must not turn into the run's result
+        return
+    if status in (None, "active", "leasing") and released_at is None:
+        return
+    when = f" at {to_jsonable(released_at)}" if released_at else ""
+    raise InfrastructureError(f"lease {ctx.lease_id} was released from outside this run{when} "
+                              "(`fleet down` or the reaper): its machines are gone",
+                              hint="the experiment itself did not fail; run it again")
 
 
 def _give_up_on_lost(ctx: RunContext, running: list) -> None:
@@ -179,20 +227,25 @@ def _give_up_on_lost(ctx: RunContext, running: list) -> None:
 
 
 def collect(ctx: RunContext, lease: Lease) -> Collected:
-    """Bring outputs home, best effort and bounded: a dead machine must not block release."""
+    """Bring outputs home (streamed to disk, links preserved), best effort and bounded: a dead
+    machine must not block release."""
+    from ..safe_extract import Extracted
     from ..stage import fetch_directory
     if ctx.hurry.is_set():
         return Collected(files=0)
     ctx.events.phase("collect", f"fetching outputs into {ctx.run_dir}")
 
-    def fetch(m: Machine) -> int:
+    def fetch(m: Machine) -> Extracted:
         try:
-            return fetch_directory(m, f"{m.workdir}/outputs/{ctx.run_id}", ctx.run_dir / f"node-{m.node_rank}")
+            got = fetch_directory(m, f"{m.workdir}/outputs/{ctx.run_id}", ctx.run_dir / f"node-{m.node_rank}")
         except Exception as exc:  # noqa: BLE001
             ctx.events.warn(f"could not fetch outputs from {m.id}: {exc}")
-            return 0
+            return Extracted()
+        for why in got.skipped:   # each one named: an output that did not come home is never silent
+            ctx.events.warn(f"output skipped on node {m.node_rank}: {why}")
+        return got
 
     with ThreadPoolExecutor(max_workers=min(16, len(lease.machines) or 1)) as pool:
-        return Collected(files=sum(pool.map(fetch, lease.machines)))
-
-
+        got = list(pool.map(fetch, lease.machines))
+    return Collected(files=sum(g.files for g in got), symlinks=sum(g.symlinks for g in got),
+                     skipped=tuple(why for g in got for why in g.skipped)[:100])

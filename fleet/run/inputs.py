@@ -8,11 +8,12 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from ..config_model import Config
-from ..errors import FleetError, UsageError
+from ..errors import FleetError
 from ..models import Lease
 from .context import Events
 from .types import PinnedInputs, RunOptions, StagedInputs
@@ -27,12 +28,15 @@ class Inputs:
         self.config = config
         self.store: Any = None
         self.pins = PinnedInputs()
+        self.sources: dict = {}       # S3 source listings by id ([data] x = "s3://…"): machines fetch them
 
     def pin(self, options: RunOptions, events: Events) -> PinnedInputs:
         from ..snapshots import open_store
         self.store = open_store(self.config.store)
         if options.rerun_of is not None:
             self.pins = options.rerun_of.pins
+            from ..snapshots.sources import recheck
+            self.sources = recheck(self.config.data, dict(self.pins.data_snapshots), options.rerun_of.run_id)
             self._verify(options.rerun_of.run_id)
         else:
             self.pins = self._pin_fresh(options.allow_dirty, events)
@@ -40,7 +44,7 @@ class Inputs:
 
     def _verify(self, run_id: str) -> None:
         from ..snapshots import verify_or_raise
-        for role, sid in _snapshot_roles(self.pins):
+        for role, sid in _snapshot_roles(self.pins, self.sources):
             try:
                 verify_or_raise(self.store, sid, deep=True)
             except FleetError as exc:
@@ -48,8 +52,8 @@ class Inputs:
 
     def _pin_fresh(self, allow_dirty: bool, events: Events) -> PinnedInputs:
         from ..codepin import pin_code
-        from ..snapshots import create_snapshot
         from ..snapshots.create import DEFAULT_EXCLUDES
+        from ..snapshots.sources import pin_data
         base = self.config.base_dir.resolve()
         inside = []     # [data] paths under the experiment dir are data, not code
         for rel in self.config.data.values():
@@ -61,12 +65,7 @@ class Inputs:
                        ignore=(RUN_DIR_ROOT, self.config.outputs), excludes=DEFAULT_EXCLUDES + tuple(inside))
         if pin.warning:
             events.warn(pin.warning)
-        data = {}
-        for name, rel in sorted(self.config.data.items()):
-            path = (self.config.base_dir / rel).resolve()
-            if not path.exists():
-                raise UsageError(f"[data] {name} = {rel!r}: no such file or directory ({path})")
-            data[name] = create_snapshot(path, self.store).id
+        data, self.sources = pin_data(self.config.data, self.config.base_dir, self.store)
         return PinnedInputs(code_commit=pin.commit, code_snapshot=pin.code_snapshot_id,
                             code_dirty_snapshot=pin.dirty_snapshot_id, code_subdir=pin.subdir,
                             data_snapshots=data, store_url=self.store.url)
@@ -81,7 +80,8 @@ class Inputs:
             parallel(lease.machines, lambda m: push_archive(m, archive))
             return StagedInputs(machines=len(lease.machines), bytes_sent=len(archive) * len(lease.machines),
                                 pinned=False)
-        from ..snapshots.sync import Target, data_dir, sync_lease
+        from ..snapshots.sync import Target, data_dir
+        from ..snapshots.sync_progress import stage_lease
         from ..stage import code_dir
         pins = self.pins
 
@@ -92,10 +92,9 @@ class Inputs:
                     for name, sid in sorted(pins.data_snapshots.items())]
             return out
 
-        stats = sync_lease(lease.machines, self.store, targets)
-        sent = sum(s.bytes_sent for s in stats)
-        events.phase("stage", f"pinned inputs on {len(stats)} machine(s), {sent} bytes of chunks sent")
-        return StagedInputs(machines=len(stats), bytes_sent=sent, pinned=True)
+        # stage_lease reports progress (a live line, or a plain one every few seconds) and the summary line.
+        stats = stage_lease(_Staging(lease, events), self.store, targets, self.sources, self.config)
+        return StagedInputs(machines=len(stats), bytes_sent=sum(s.bytes_sent for s in stats), pinned=True)
 
     def snapshot_outputs(self, run_dir: Path) -> str | None:
         """The outputs that came home (runs/<id>/node-*), as one snapshot; None when there are none."""
@@ -119,9 +118,19 @@ class Inputs:
         return builder.publish().id
 
 
-def _snapshot_roles(pins: PinnedInputs) -> Iterator[tuple[str, str]]:
+@dataclass(frozen=True)
+class _Staging:
+    """What snapshots.sync_progress.stage_lease reads of a run: its lease and where progress goes."""
+
+    lease: Lease
+    events: Events
+
+
+def _snapshot_roles(pins: PinnedInputs, sources: dict) -> Iterator[tuple[str, str]]:
+    """Snapshots in the store to verify (an S3 source is re-listed instead, by `recheck`)."""
     for role, sid in (("code", pins.code_snapshot), ("code-dirty", pins.code_dirty_snapshot)):
         if sid:
             yield role, sid
     for name, sid in sorted(pins.data_snapshots.items()):
-        yield f"data {name}", sid
+        if sid not in sources:
+            yield f"data {name}", sid

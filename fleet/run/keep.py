@@ -53,3 +53,8 @@ def extend_lease(state, lease: Lease, seconds: int) -> None:
     parallel(lease.machines, one)
     until = utcnow() + timedelta(seconds=ttl)
     state.set_lease_deadline(lease.id, until, keep_until=until)
+    from ..heartbeat import publish_once
+    problem = publish_once(lease, until)     # e.g. AWS: the reaper's fleet:deadline tag
+    if problem:
+        import logging
+        logging.getLogger("fleet").warning(problem)

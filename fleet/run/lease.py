@@ -14,11 +14,27 @@ from ..config_model import Config
 from ..errors import UsageError
 from ..ids import new_lease_id
 from ..models import Lease, Machine, to_jsonable, utcnow
-from ..providers.base import HasLeaseMetadata, ReportsMachines
+from ..providers.base import HasLeaseMetadata, ReportsMachines, StopsOnCancel
 from .context import RunContext
 from .keep import release_lease
 from .offer import choose_offer, offer_for_lease
-from .types import BudgetGrant, Offer
+from .types import BudgetGrant, Offer, PinnedInputs
+
+# In the run row from the start: a run whose controller dies is recorded with its pinned inputs
+# (fleet/lost_runs.py).
+_PIN_KEYS = ("code_commit", "code_snapshot", "code_dirty_snapshot", "code_subdir", "data_snapshots", "store")
+
+
+def _pins_meta(pins: PinnedInputs) -> dict:
+    values = {"code_commit": pins.code_commit, "code_snapshot": pins.code_snapshot,
+              "code_dirty_snapshot": pins.code_dirty_snapshot, "code_subdir": pins.code_subdir,
+              "data_snapshots": dict(pins.data_snapshots), "store": pins.store_url}
+    return {k: v for k, v in values.items() if k in _PIN_KEYS and v}
+
+
+def _masker(ctx: RunContext):
+    from ..masking import Masker
+    return Masker.for_config(ctx.config)
 
 OnMachine = Callable[[Machine], None]
 
@@ -34,7 +50,7 @@ class NewLease:
     def offer(self, config: Config) -> Offer:
         return choose_offer(self.provider, config)
 
-    def begin(self, ctx: RunContext, first_deadline_s: int, grant: BudgetGrant) -> None:
+    def begin(self, ctx: RunContext, first_deadline_s: int, grant: BudgetGrant, pins: PinnedInputs) -> None:
         """Recorded before any machine exists, so a controller killed mid-lease leaves a trace
         (with the price and region `fleet down` bills and finds leftovers with)."""
         offer = ctx.offer
@@ -46,21 +62,27 @@ class NewLease:
                                     "first_deadline_s": first_deadline_s})
         ctx.state.create_run(ctx.run_id, lease_id=ctx.lease_id, project=offer.project, user=offer.user,
                              command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
-                             meta={"provider": offer.provider, "template": offer.template.name, "gpus": offer.gpus})
+                             meta={"provider": offer.provider, "template": offer.template.name, "gpus": offer.gpus,
+                                   "pins": _pins_meta(pins)},
+                             masker=_masker(ctx))
 
     def acquire(self, ctx: RunContext, deadline_s: int, on_machine: OnMachine) -> Lease:
         """provider.lease, with each machine recorded in the state and `on_machine` called (its cost
         segment opened) the moment the provider reports it: a controller SIGKILLed inside lease()
-        used to leave machines that no ledger entry knew of (fault matrix: "machines unbilled")."""
+        used to leave machines that no ledger entry knew of (fault matrix: "machines unbilled").
+        A provider that StopsOnCancel gets the run's cancel flag: Ctrl-C / SIGTERM while many
+        machines are being made stops it, and it releases what it made."""
+        options: dict = {}
+        if isinstance(self.provider, StopsOnCancel):
+            options["cancel"] = ctx.cancel
         if isinstance(self.provider, ReportsMachines):
             def reported(machine: Machine) -> None:
                 self.reported.append(machine)
                 # Its watchdog started just before: now + deadline_s is at or after its own deadline.
                 ctx.state.record_machine(ctx.lease_id, machine, deadline=utcnow() + timedelta(seconds=deadline_s))
                 on_machine(machine)
-            lease = self.provider.lease(ctx.plan, ctx.lease_id, deadline_s, on_machine=reported)
-        else:
-            lease = self.provider.lease(ctx.plan, ctx.lease_id, deadline_s)
+            options["on_machine"] = reported
+        lease = self.provider.lease(ctx.plan, ctx.lease_id, deadline_s, **options)
         ctx.state.activate_lease(lease)
         return lease
 
@@ -85,11 +107,12 @@ class KeptLease:
     def offer(self, config: Config) -> Offer:
         return offer_for_lease(self.provider, self.lease)
 
-    def begin(self, ctx: RunContext, first_deadline_s: int, grant: BudgetGrant) -> None:
+    def begin(self, ctx: RunContext, first_deadline_s: int, grant: BudgetGrant, pins: PinnedInputs) -> None:
         ctx.state.create_run(ctx.run_id, lease_id=self.lease.id, project=self.lease.project, user=self.lease.user,
                              command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
                              meta={"provider": ctx.offer.provider, "template": ctx.offer.template.name,
-                                   "gpus": ctx.offer.gpus, "kept_lease": True})
+                                   "gpus": ctx.offer.gpus, "kept_lease": True},
+                             masker=_masker(ctx))
 
     def acquire(self, ctx: RunContext, deadline_s: int, on_machine: OnMachine) -> Lease:
         return self.lease

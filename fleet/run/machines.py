@@ -26,7 +26,8 @@ class Beats(Protocol):
 @runtime_checkable
 class Machines(Protocol):
     def heartbeat(self, lease: Lease, ttl_s: float, *, caps: list[Callable[[], float | None]],
-                  on_deadline: Callable[[datetime], None], warn: Callable[[str], None]) -> Beats: ...
+                  on_deadline: Callable[[datetime], None], warn: Callable[[str], None],
+                  publish: Callable[[datetime], None] | None = None) -> Beats: ...
 
     def wait_ready(self, ctx: RunContext, machines: list[Machine]) -> None: ...
 
@@ -43,9 +44,9 @@ class Machines(Protocol):
 class SSHMachines:
     """The real thing: every call goes to the machines over SSH with their pinned host keys."""
 
-    def heartbeat(self, lease, ttl_s, *, caps, on_deadline, warn) -> Beats:
+    def heartbeat(self, lease, ttl_s, *, caps, on_deadline, warn, publish=None) -> Beats:
         from ..heartbeat import Heartbeat
-        return Heartbeat(lease, ttl_s, caps=caps, on_deadline=on_deadline, warn=warn)
+        return Heartbeat(lease, ttl_s, caps=caps, on_deadline=on_deadline, warn=warn, publish=publish)
 
     def wait_ready(self, ctx, machines) -> None:
         from .execute import wait_all_ready

@@ -30,12 +30,14 @@ def template_for(provider, config: Config) -> Template:
 
 
 def choose_offer(provider, config: Config) -> Offer:
-    """The provider's first (cheapest) mix for the request, as the run's one Offer."""
-    from ..providers.base import choose_mix
+    """The provider's first (cheapest) mix for the request, as the run's one Offer. A mix of more
+    machines than the provider leases at once is refused here, before anything is recorded."""
+    from ..providers.base import check_machine_count, choose_mix
     template = template_for(provider, config)
     plan = make_plan(provider=config.provider, mix=choose_mix(provider, template.name, config.gpus),
                      max_duration_s=config.max_duration_s, heartbeat_ttl_s=config.heartbeat_ttl_s,
                      project=config.project, user=current_user(config.user))
+    check_machine_count(provider, plan)   # 10**20 machines is a typo
     return Offer(provider=plan.provider, template=plan.template, machine_count=plan.machine_count, gpus=plan.gpus,
                  max_duration_s=plan.max_duration_s, heartbeat_ttl_s=plan.heartbeat_ttl_s, project=plan.project,
                  user=plan.user, instance_type=plan.instance_type, spot=plan.spot)

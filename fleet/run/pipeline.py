@@ -27,11 +27,13 @@ from ..budget import utc_clock
 from ..config_model import Config
 from ..errors import Cancelled, ExitCode, FleetError, UsageError
 from ..ids import new_run_id
+from ..masking import Masker
 from ..models import Lease, Machine, to_jsonable, utcnow
 from ..plan import first_deadline_s
 from .budget import BudgetGate, RunBudget
 from .context import Events, RunContext, checked_events
-from .execute import check_cancel
+from .execute import check_cancel, check_not_released_elsewhere
+from .heartbeat_state import HeartbeatState
 from .inputs import Inputs
 from .keep import KEEPABLE
 from .lease import KeptLease, NewLease
@@ -114,7 +116,7 @@ class Pipeline:
     def _run_on_machines(self, ctx: RunContext, budget: RunBudget, pins: PinnedInputs) -> RunSummary:
         source, machines, observers = self.source, self.machines, self.observers
         first_deadline = self._first_deadline(ctx, budget)
-        source.begin(ctx, first_deadline, budget.grant)
+        source.begin(ctx, first_deadline, budget.grant, pins)
         outcome = _Outcome()
         lease: Lease | None = None
         heartbeat = None
@@ -135,9 +137,11 @@ class Pipeline:
             budget.start(ctx, lease, since=None if source.fresh else self.clock())
             observers.lease(ctx, lease)
             if source.fresh:
-                heartbeat = machines.heartbeat(lease, ctx.offer.heartbeat_ttl_s, caps=[lambda: budget.deadline_cap_s(ctx)],
-                                               on_deadline=lambda d: ctx.state.set_lease_deadline(lease.id, d),
-                                               warn=ctx.events.warn)
+                from ..heartbeat import deadline_publisher
+                beat_state = HeartbeatState(ctx, lambda: budget.deadline_cap_s(ctx))
+                heartbeat = machines.heartbeat(lease, ctx.offer.heartbeat_ttl_s, caps=[beat_state.cap],
+                                               on_deadline=beat_state.record_deadline, warn=ctx.events.warn,
+                                               publish=deadline_publisher(source.provider, lease))
                 ctx.machines_lost = heartbeat.lost
             check_cancel(ctx)
             ctx.events.phase("ready", f"waiting for SSH on {len(lease.machines)} machine(s)")   # ready
@@ -154,11 +158,17 @@ class Pipeline:
                 if self.config.setup:                                                      # setup
                     ctx.events.phase("setup", self.config.setup)
                     result = machines.execute(ctx, lease, self.config.setup, setup=True, on_tick=on_tick)
+                    # A setup we stopped (Ctrl-C, budget) exits 143/137: that is the stop, not a broken setup.
+                    check_cancel(ctx)
+                    check_not_released_elsewhere(ctx)
                     if result.exit_code != 0:
                         outcome = _Outcome("setup-failed", result.exit_code, result.failing_rank)
                         raise _SetupFailed()
             ctx.events.phase("run", ctx.command)                                           # execute
-            outcome = _ended(ctx, machines.execute(ctx, lease, ctx.command, on_tick=on_tick))
+            result = machines.execute(ctx, lease, ctx.command, on_tick=on_tick)
+            if not ctx.stop_reason:
+                check_not_released_elsewhere(ctx)
+            outcome = _ended(ctx, result)
         except _SetupFailed:
             pass
         except FleetError as exc:
@@ -210,7 +220,10 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001
             ctx.events.warn(f"could not write the run record for {ctx.run_id}: {exc}")
         self.observers.finish(ctx, summary)
-        ctx.state.finish_run(ctx.run_id, summary.status, summary.exit_code, {"summary": summary.to_json()})
+        redact = Masker.for_config(ctx.config).redacting()   # no secret value reaches the state or summary.json
+        summary = RunSummary.from_json(redact.mask_obj(summary.to_json()))
+        ctx.state.finish_run(ctx.run_id, summary.status, summary.exit_code, {"summary": summary.to_json()},
+                             masker=redact)
         summary.write(ctx.run_dir)
         return summary
 
@@ -240,6 +253,8 @@ def _assemble(ctx: RunContext, lease: Lease | None, outcome: _Outcome, collected
         duration_s=round((ended - ctx.started_at).total_seconds(), 3), released=released.released,
         failing_rank=outcome.failing_rank, message=outcome.message,
         outputs_fetched=None if collected is None else collected.files, kept_until=released.kept_until,
+        outputs_symlinks=collected.symlinks or None if collected is not None else None,
+        outputs_skipped=list(collected.skipped) or None if collected is not None else None,
         cost_usd=amount if cost is not None and not cost.shadow else None,
         would_cost_usd=amount if cost is not None and cost.shadow else None,
         budget_usd=None if cost is None or cost.budget_usd is None else str(cost.budget_usd),

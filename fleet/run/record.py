@@ -12,16 +12,19 @@ from .types import PinnedInputs, RecordRef
 
 
 def config_for_record(config: Config) -> dict[str, Any]:
-    """What a rerun needs to run the same thing again; env values that look secret are redacted."""
+    """What a rerun needs to run the same thing again; secret values are redacted wherever they
+    appear (env entries named like secrets, and any secret value inside command, setup or env)."""
+    from ..masking import REDACTED, Masker
     from ..models import to_jsonable
     from ..records import redact_env
-    return to_jsonable({
+    masker = Masker.for_config(config, mark=REDACTED)
+    return masker.mask_obj(to_jsonable({
         "project": config.project, "name": config.name, "command": config.command, "setup": config.setup,
         "gpus": config.gpus, "template": config.template, "provider": config.provider, "per_gpu": config.per_gpu,
         "env": redact_env(config.env, config.secrets), "secrets": list(config.secrets), "outputs": config.outputs,
         "max_duration_s": config.max_duration_s, "heartbeat_ttl_s": config.heartbeat_ttl_s,
         "python": config.python, "budget": config.budget, "data": dict(config.data), "store": config.store,
-    })
+    }))
 
 
 def write_record(ctx: RunContext, pins: PinnedInputs, summary: RunSummary) -> RecordRef:

@@ -36,6 +36,8 @@ class RunSummary:
     failing_rank: str | None = None
     message: str | None = None
     outputs_fetched: int | None = None
+    outputs_symlinks: int | None = None    # symlinks among the outputs that came home (None: none)
+    outputs_skipped: list[str] | None = None   # outputs that did not come home, each with why
     kept_until: str | None = None
     cost_usd: str | None = None        # what the run cost
     would_cost_usd: str | None = None  # machines with a shadow price (local): what it would have cost

@@ -130,6 +130,8 @@ class ExecResult:
 @dataclass(frozen=True)
 class Collected:
     files: int
+    symlinks: int = 0                  # symlinks that came home (kept: they resolve inside the run dir)
+    skipped: tuple[str, ...] = ()      # each output that did not come home, and why (first 100)
 
 
 @dataclass(frozen=True)

@@ -1,101 +1,174 @@
-"""Content-defined chunking in pure Python, fast enough without numpy.
+"""Content-defined chunking (compiled FastCDC) and hashing of files, at the speed of the disk.
 
-A byte-at-a-time rolling hash in Python runs at ~10 MB/s. Instead we compute a windowed hash for
-every position at once with C-speed primitives: each of W byte-tables (`bytes.translate`) maps the
-buffer, the W mapped copies are XORed together at offsets 0..W-1 using big-integer shifts, so byte i
-of the result depends only on bytes i..i+W-1 of the input (content-local, hence insert-resistant).
-A cut point is where three consecutive result bytes match a pattern of ~20 bits, found with one
-compiled regex scan. Min/max chunk sizes bound the outcome for degenerate input (e.g. all zeros).
+Cut points come from `pyfastcdc` (FastCDC 2020, gear hash, Cython with the GIL released), with
+fixed parameters: they decide every chunk boundary, so they are part of the store format (manifest
+format 2; format 1 used a pure-Python windowed hash and is still read, never written). Chunk ids
+and file hashes stay sha256: the machine side verifies every chunk with the standard library only,
+and hashlib's sha256 uses the CPU's SHA extensions where it has them (see `scripts/bench/snapshot.py`).
+
+Files are read with large `readinto` calls into one reused buffer (no mmap: mapped pages count
+towards the process's resident memory, and a 10 GiB file would be 10 GiB of RSS), so memory per
+reader is bounded by MAX_SIZE * 2 whatever the file size.
 """
 from __future__ import annotations
 
-import random
-import re
-from typing import BinaryIO, Iterator
+import hashlib
+import io
+import os
+import threading
+from dataclasses import dataclass
+from typing import BinaryIO, Callable, Iterator
 
 MIN_SIZE = 256 * 1024
-AVG_BITS = 20                 # ~1 MiB between cut points (before min-size skipping)
+AVG_SIZE = 1024 * 1024
 MAX_SIZE = 4 * 1024 * 1024
-WINDOW = 16                   # bytes that decide each position's hash (a power of two)
+NORMALIZATION = 1
+CHUNKER = "fastcdc2020/min256k/avg1m/max4m/nc1"   # recorded in the store's format file
 READ_SIZE = 8 * 1024 * 1024
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
-# Fixed tables: changing them changes every chunk id, so they are part of the on-disk format.
-_rng = random.Random(0x5EED_C0DE)
-_TABLES = [bytes(_rng.sample(range(256), 256)) for _ in range(1 + WINDOW.bit_length())]
-# Two zero bytes then a byte below 16: 8 + 8 + 4 = 20 bits, so ~1 MiB between matches.
-_CUT = re.compile(b"\x00\x00[\x00-\x0f]", re.DOTALL)
+_local = threading.local()
 
 
-def _hash_bytes(buf: bytes) -> bytes:
-    """Byte i of the result depends on exactly bytes i..i+WINDOW-1 of buf (0s past the end).
-
-    Doubling: h2w[i] = hw[i] ^ P(hw[i+w]), with a fresh byte permutation P per step, so every byte
-    of the window passes through a non-linear table before it is mixed in. Four steps cover 16 bytes
-    at the cost of ~4 passes of C-speed work over the buffer.
-    """
-    n = len(buf)
-    cur = buf.translate(_TABLES[0])
-    acc = int.from_bytes(cur, "little")
-    w = 1
-    step = 1
-    while w < WINDOW:
-        acc ^= int.from_bytes(cur[w:].translate(_TABLES[step]), "little")
-        cur = acc.to_bytes(n, "little")
-        w *= 2
-        step += 1
-    return cur
+def _cdc():
+    """One chunker per thread (pyfastcdc documents its objects as not safe to share)."""
+    cdc = getattr(_local, "cdc", None)
+    if cdc is None:
+        from pyfastcdc import FastCDC
+        cdc = _local.cdc = FastCDC(AVG_SIZE, min_size=MIN_SIZE, max_size=MAX_SIZE,
+                                   normalized_chunking=NORMALIZATION)
+    return cdc
 
 
-def _cut_points(buf: bytes, final: bool) -> tuple[list[int], int]:
-    """Chunk end offsets within buf; and the offset where unconsumed data starts."""
-    cuts: list[int] = []
-    n = len(buf)
-    start = 0
-    # Without `final`, the last WINDOW+2 positions lack their full window: never cut there.
-    limit = n if final else n - WINDOW - 2
-    hashed = _hash_bytes(buf) if n > MIN_SIZE else b""
-    while True:
-        if final and n - start <= MIN_SIZE:
-            if n > start:
-                cuts.append(n)
-            return cuts, n
-        lo = start + MIN_SIZE
-        hi = start + MAX_SIZE
-        m = _CUT.search(hashed, lo, max(lo, min(hi, limit) + 2)) if lo < limit else None
-        if m is not None and m.start() < min(hi, limit):
-            end = m.start() + 1
-        elif hi <= limit or (final and hi <= n):
-            end = hi
-        elif final:
-            end = n
-        else:
-            return cuts, start
-        cuts.append(end)
-        start = end
-        if start >= n:
-            return cuts, n
+def chunk_views(f: BinaryIO) -> Iterator[memoryview]:
+    """The chunks of a binary stream as views into one reused buffer: each view is valid only until
+    the next one is produced (hash or write it before asking for more)."""
+    reader = f if isinstance(f, io.FileIO) else _Reader(f)
+    for chunk in _cdc().cut_stream(reader):
+        yield chunk.data
 
 
-def chunk_stream(f: BinaryIO, first: bytes = b"") -> Iterator[bytes]:
-    """Yield the chunks of a binary stream; the same bytes always give the same chunks."""
-    buf = first
-    eof = False
-    while not eof:
-        more = f.read(READ_SIZE)
-        if not more:
-            eof = True
-        buf = buf + more if buf else more
-        if not eof and len(buf) < MAX_SIZE + WINDOW + 2:
-            continue
-        cuts, consumed = _cut_points(buf, final=eof)
-        prev = 0
-        mv = memoryview(buf)
-        for end in cuts:
-            yield bytes(mv[prev:end])
-            prev = end
-        buf = buf[consumed:]
+def chunk_stream(f: BinaryIO) -> Iterator[bytes]:
+    """The chunks of a binary stream as independent bytes; the same bytes always give the same chunks."""
+    for view in chunk_views(f):
+        yield bytes(view)
 
 
 def chunk_bytes(data: bytes) -> list[bytes]:
-    import io
-    return list(chunk_stream(io.BytesIO(data)))
+    return [bytes(c.data) for c in _cdc().cut_buf(data)]
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    sha256: str                          # the whole content's hash ("" when not asked for)
+    size: int
+    chunks: tuple[tuple[str, int], ...]  # (chunk sha256, length) in order ( () when not asked for)
+
+
+ChunkSink = Callable[[str, memoryview], None]   # (chunk id, bytes): store it before returning
+
+
+def digest_stream(f: BinaryIO, sink: ChunkSink | None = None, *, size_hint: int = -1,
+                  whole: bool = True, on_bytes: Callable[[int], None] | None = None) -> FileDigest:
+    """Chunk and hash a stream in one pass; `sink` gets every chunk (to store it).
+
+    A stream that fits in one chunk (size_hint <= MIN_SIZE, or a short stream) is hashed once: its
+    chunk id is its whole hash. `whole=False` skips the whole-content hash (a caller computing it in
+    another thread, see `hash_whole`)."""
+    if 0 <= size_hint <= MIN_SIZE:
+        data = f.read()
+        if len(data) <= MIN_SIZE:    # the chunker cuts nothing below MIN_SIZE: one chunk, or none
+            if not data:
+                return FileDigest(EMPTY_SHA256, 0, ())
+            h = hashlib.sha256(data).hexdigest()
+            if sink is not None:
+                sink(h, memoryview(data))
+            if on_bytes:
+                on_bytes(len(data))
+            return FileDigest(h, len(data), ((h, len(data)),))
+        f = _Prefixed(data, f)       # it grew since it was stat'ed: chunk it like any other
+    hasher = None
+    chunks: list[tuple[str, int]] = []
+    size = 0
+    for view in chunk_views(f):
+        n = len(view)
+        one = hashlib.sha256(view)
+        h = one.hexdigest()
+        if whole:
+            # The first chunk's hash state is the whole hash's state after that chunk: copy, not re-hash.
+            if hasher is None:
+                hasher = one.copy()
+            else:
+                hasher.update(view)
+        if sink is not None:
+            sink(h, view)
+        chunks.append((h, n))
+        size += n
+        if on_bytes:
+            on_bytes(n)
+    if not whole:
+        return FileDigest("", size, tuple(chunks))
+    sha = hasher.hexdigest() if hasher is not None else EMPTY_SHA256
+    return FileDigest(sha, size, tuple(chunks))
+
+
+def hash_whole(f: BinaryIO) -> tuple[str, int]:
+    """sha256 and length of a stream, read in large pieces into one reused buffer."""
+    hasher = hashlib.sha256()
+    buf = bytearray(READ_SIZE)
+    view = memoryview(buf)
+    size = 0
+    while True:
+        n = f.readinto(view)
+        if not n:
+            return hasher.hexdigest(), size
+        hasher.update(view[:n])
+        size += n
+
+
+def open_for_reading(path: str) -> BinaryIO:
+    """An unbuffered reader (readinto goes straight into our buffer), with the kernel told to read ahead."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    if hasattr(os, "posix_fadvise"):
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        except OSError:
+            pass
+    return io.FileIO(fd, "rb", closefd=True)
+
+
+class _Prefixed(io.RawIOBase):
+    """`head` then the rest of `tail`: a stream we already read the start of."""
+
+    def __init__(self, head: bytes, tail: BinaryIO):
+        self.head, self.tail, self.pos = memoryview(head), tail, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        if self.pos < len(self.head):
+            n = min(len(b), len(self.head) - self.pos)
+            b[:n] = self.head[self.pos:self.pos + n]
+            self.pos += n
+            return n
+        return _Reader(self.tail).readinto(b)
+
+
+class _Reader:
+    """`readinto` for any binary stream: its own where it has a working one, else via `read`
+    (a RawIOBase that only overrides read, a tar member, a socket file)."""
+
+    def __init__(self, f: BinaryIO):
+        self.f = f
+        self.native = hasattr(f, "readinto")
+
+    def readinto(self, b) -> int:
+        if self.native:
+            try:
+                return self.f.readinto(b) or 0
+            except (NotImplementedError, io.UnsupportedOperation):
+                self.native = False
+        data = self.f.read(len(b))
+        b[:len(data)] = data
+        return len(data)

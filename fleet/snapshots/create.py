@@ -1,5 +1,10 @@
 """Creating snapshots: walk a tree (or take entries from any source), chunk, store, publish.
 
+Files are chunked and hashed by a bounded pool of threads (FastCDC, sha256, reads and writes all
+release the GIL), a large file by two threads at once (its chunk hashes in one, its whole-content
+hash in the other). Files whose stat matches the stat cache are not read at all. Memory is bounded
+by the pool: each thread holds one read buffer, and only a window of files is in flight.
+
 Publishing order is what makes a create atomic: every chunk is stored (and flushed) before the
 manifest is written, and the name is pointed at the manifest last. An interrupted create leaves only
 unreferenced chunks, which `gc` removes; no half snapshot is ever visible.
@@ -10,18 +15,30 @@ import hashlib
 import os
 import stat
 import threading
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Iterable, Iterator
 
 from ..errors import FleetError, UsageError
-from .chunking import chunk_stream
+from .chunking import FileDigest, digest_stream, hash_whole, open_for_reading
 from .manifest import Entry, Manifest, normal_mode
-from .statcache import StatCache
+from .progress import Meter, ProgressCallback
+from .statcache import FileRecord, StatCache, rememberable, stat_key
 from .store import Store, check_name
 
+# .fleet-snapshot: the marker older fleets left in materialised trees; never part of a snapshot.
 DEFAULT_EXCLUDES = (".git", "__pycache__", ".fleet", ".venv", ".DS_Store", ".fleet-snapshot")
+SPLIT_MIN = 32 * 1024 * 1024      # files at least this big are hashed by two threads at once
+
+
+def default_workers() -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(2, min(8, cpus))
 
 
 @dataclass
@@ -31,91 +48,150 @@ class CreateResult:
     new_chunks: int = 0
     new_bytes: int = 0
     warnings: list[str] = field(default_factory=list)
+    bytes_hashed: int = 0          # file content actually read (the rest came from the stat cache)
+    files_cached: int = 0          # files taken unchanged from the stat cache
 
 
 class SnapshotBuilder:
     """Collect entries, store their chunks (only those the store lacks), then publish once."""
 
-    def __init__(self, store: Store, cache: StatCache | None = None):
+    def __init__(self, store: Store, cache: StatCache | None = None, *, progress: ProgressCallback | None = None,
+                 workers: int | None = None):
         self.store = store
-        self.cache = cache
+        self.cache = cache             # kept for callers that pass one; trees use create_snapshot's cache
         self.entries: list[Entry] = []
         self.deleted: list[str] = []
         self.warnings: list[str] = []
         self.new_chunks = 0
         self.new_bytes = 0
+        self.files_cached = 0
+        self.remembered: dict[str, FileRecord] = {}
+        self.meter = Meter(progress)
+        self.workers = workers or default_workers()
         self._seen: set[str] = set()
         self._lock = threading.Lock()
-        self._pool = ThreadPoolExecutor(store.parallel) if store.parallel > 1 else None
-        self._slots = threading.BoundedSemaphore(store.parallel * 2)   # bounds chunk bytes held in memory
+        # Remote stores (S3): uploads overlap hashing; chunk bytes held for them are bounded.
+        self._uploads = ThreadPoolExecutor(store.parallel) if store.parallel > 1 else None
+        self._slots = threading.BoundedSemaphore(store.parallel * 2)
         self._futures: list[Future] = []
 
     # -- chunks ---------------------------------------------------------------------------------
-    def _put(self, h: str, data: bytes) -> None:
+    def _counted(self, n: int) -> None:
+        with self._lock:
+            self.new_chunks += 1
+            self.new_bytes += n
+        self.meter.stored(n)
+
+    def _put(self, h: str, data: bytes | memoryview) -> None:
+        """Store one chunk unless this create or the store already has it. `data` may be a view
+        into a reused buffer: it is written (or copied) before this returns."""
         with self._lock:
             if h in self._seen:
                 return
             self._seen.add(h)
-        if self._pool is None:
+        if self._uploads is None:
             if not self.store.has_chunks([h]):
                 self.store.put_chunk(h, data)
-                self.new_chunks += 1
-                self.new_bytes += len(data)
+                self._counted(len(data))
             return
+        payload = bytes(data)
         self._slots.acquire()
 
         def upload() -> None:
             try:
                 if not self.store.has_chunks([h]):
-                    self.store.put_chunk(h, data)
-                    with self._lock:
-                        self.new_chunks += 1
-                        self.new_bytes += len(data)
+                    self.store.put_chunk(h, payload)
+                    self._counted(len(payload))
             finally:
                 self._slots.release()
-        self._futures.append(self._pool.submit(upload))
+        with self._lock:
+            self._futures.append(self._uploads.submit(upload))
 
     def _drain(self) -> None:
-        futures, self._futures = self._futures, []
+        with self._lock:
+            futures, self._futures = self._futures, []
         for f in futures:
             f.result()   # re-raises the first store error
 
-    # -- entries --------------------------------------------------------------------------------
-    def add_stream(self, path: str, mode: int, f: BinaryIO) -> Entry:
-        whole = hashlib.sha256()
-        chunks, size = [], 0
-        for data in chunk_stream(f):
-            h = hashlib.sha256(data).hexdigest()
-            whole.update(data)
-            chunks.append((h, len(data)))
-            size += len(data)
-            self._put(h, data)
-        entry = Entry(path=path, type="file", mode=normal_mode(mode), size=size, sha256=whole.hexdigest(),
-                      chunks=tuple(chunks))
-        self.entries.append(entry)
-        return entry
-
-    def add_file(self, path: str, real: Path, st: os.stat_result) -> Entry:
-        if self.cache is not None:
-            hit = self.cache.lookup(real, st, self.store.url)
-            if hit is not None:
-                sha, chunks = hit
-                missing = {h for h, _ in chunks} - self.store.has_chunks({h for h, _ in chunks})
-                if not missing:
-                    entry = Entry(path=path, type="file", mode=normal_mode(st.st_mode), size=st.st_size,
-                                  sha256=sha, chunks=tuple(chunks))
-                    self.entries.append(entry)
-                    return entry
+    # -- reading files --------------------------------------------------------------------------
+    def _digest(self, real: str, st: os.stat_result, whole: bool = True) -> FileDigest:
         try:
-            with open(real, "rb") as f:
-                entry = self.add_stream(path, st.st_mode, f)
+            with open_for_reading(real) as f:
+                return digest_stream(f, self._put, size_hint=st.st_size, whole=whole, on_bytes=self.meter.hashed)
         except PermissionError:
             raise UsageError(f"cannot read {real}: permission denied") from None
         except OSError as exc:
             raise UsageError(f"cannot read {real}: {exc.strerror or exc}") from None
-        if self.cache is not None:
-            self.cache.remember(real, st, self.store.url, entry.sha256, list(entry.chunks))
+
+    def _whole(self, real: str) -> tuple[str, int]:
+        try:
+            with open_for_reading(real) as f:
+                return hash_whole(f)
+        except OSError as exc:
+            raise UsageError(f"cannot read {real}: {exc.strerror or exc}") from None
+
+    def _file_entry(self, path: str, st: os.stat_result, d: FileDigest) -> Entry:
+        entry = Entry(path=path, type="file", mode=normal_mode(st.st_mode), size=d.size, sha256=d.sha256,
+                      chunks=d.chunks)
+        if d.size == st.st_size and rememberable(st):
+            self.remembered[path] = (*stat_key(st), d.sha256, d.chunks)
+        self.entries.append(entry)
+        self.meter.file_done()
         return entry
+
+    # -- entries --------------------------------------------------------------------------------
+    def add_stream(self, path: str, mode: int, f: BinaryIO) -> Entry:
+        d = digest_stream(f, self._put, on_bytes=self.meter.hashed)
+        entry = Entry(path=path, type="file", mode=normal_mode(mode), size=d.size, sha256=d.sha256, chunks=d.chunks)
+        self.entries.append(entry)
+        return entry
+
+    def add_file(self, path: str, real: Path | str, st: os.stat_result) -> Entry:
+        return self._file_entry(path, st, self._digest(str(real), st))
+
+    def add_known(self, path: str, st: os.stat_result, record: FileRecord) -> Entry:
+        """A file the stat cache vouches for: its recorded hash and chunks, nothing read."""
+        entry = Entry(path=path, type="file", mode=normal_mode(st.st_mode), size=record[0], sha256=record[4],
+                      chunks=record[5])
+        self.entries.append(entry)
+        self.remembered[path] = record
+        self.files_cached += 1
+        self.meter.file_done(record[0])
+        return entry
+
+    def add_files(self, items: list[tuple[str, str, os.stat_result]]) -> None:
+        """Read many files on the pool; a window of them in flight, entries kept in input order."""
+        if self.workers <= 1 or (len(items) == 1 and items[0][2].st_size < SPLIT_MIN):
+            for rel, real, st in items:
+                self.add_file(rel, real, st)
+            return
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fleet-snapshot")
+        pending: deque = deque()
+        try:
+            for rel, real, st in items:
+                split = st.st_size >= SPLIT_MIN
+                chunks = pool.submit(self._digest, real, st, not split)
+                whole = pool.submit(self._whole, real) if split else None
+                pending.append((rel, real, st, chunks, whole))
+                while len(pending) >= self.workers * 4:
+                    self._finish(*pending.popleft())
+            while pending:
+                self._finish(*pending.popleft())
+        except BaseException:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
+
+    def _finish(self, rel: str, real: str, st: os.stat_result, chunks: Future, whole: Future | None) -> None:
+        d = chunks.result()
+        if whole is not None:
+            sha, size = whole.result()
+            # Two reads of one file: they agree only if it did not change in between.
+            if size != d.size or stat_key(os.stat(real)) != stat_key(st):
+                raise UsageError(f"{real} changed while it was being snapshotted",
+                                 hint="snapshot it again once nothing is writing to it")
+            d = FileDigest(sha, d.size, d.chunks)
+        self._file_entry(rel, st, d)
 
     def add_dir(self, path: str, mode: int = 0o755) -> None:
         self.entries.append(Entry(path=path, type="dir", mode=normal_mode(mode)))
@@ -128,11 +204,11 @@ class SnapshotBuilder:
         try:
             self._drain()
         finally:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
+            if self._uploads is not None:
+                self._uploads.shutdown(wait=True)
         manifest = Manifest(entries=self.entries, deleted=self.deleted)
         data = manifest.canonical_bytes()
-        sid = hashlib.sha256(data).hexdigest()
+        sid = hashlib.sha256(data).hexdigest()      # = manifest.id, without encoding it twice
         if name is not None:
             check_name(name)
             current = self.store.get_ref(name)
@@ -144,39 +220,55 @@ class SnapshotBuilder:
             self.store.put_manifest(sid, data)
         if name is not None and self.store.get_ref(name) != sid:
             self.store.set_ref(name, sid)
-        return CreateResult(sid, manifest, self.new_chunks, self.new_bytes, self.warnings)
+        self.meter.report(force=True, finished=True)
+        return CreateResult(sid, manifest, self.new_chunks, self.new_bytes, self.warnings,
+                            self.meter.bytes_hashed, self.files_cached)
 
     def abort(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+        if self._uploads is not None:
+            self._uploads.shutdown(wait=True, cancel_futures=True)
+
+
+def scan_tree(root: str, excludes: Iterable[str] = DEFAULT_EXCLUDES) -> Iterator[tuple[str, str, os.stat_result]]:
+    """(relative posix path, real path, lstat) for everything under root, sorted by directory then
+    name, symlinks not followed. An exclude without "/" skips that name at any depth; one with "/"
+    skips that relative path. Plain strings and one lstat per entry: this is all a re-snapshot of an
+    unchanged tree costs."""
+    skip = {e for e in excludes if "/" not in e}
+    skip_paths = {e.strip("/") for e in excludes if "/" in e}
+    stack = [("", root)]
+    while stack:
+        prefix, directory = stack.pop()
+        try:
+            with os.scandir(directory) as it:
+                found = sorted((e.name, e.path, e.is_dir(follow_symlinks=False)) for e in it if e.name not in skip)
+        except OSError as exc:
+            raise UsageError(f"cannot read directory {directory}: {exc.strerror or exc}") from None
+        subdirs = []
+        for name, real, is_dir in found:
+            rel = prefix + name
+            if rel in skip_paths:
+                continue
+            try:
+                st = os.lstat(real)
+            except FileNotFoundError:
+                continue                     # removed while we walked
+            yield rel, real, st
+            if is_dir and stat.S_ISDIR(st.st_mode):
+                subdirs.append((rel + "/", real))
+        stack.extend(reversed(subdirs))
 
 
 def walk_tree(root: Path, excludes: Iterable[str] = DEFAULT_EXCLUDES) -> Iterable[tuple[str, Path, os.stat_result]]:
-    """(relative posix path, real path, lstat) for everything under root, sorted, symlinks not followed.
-    An exclude without "/" skips that name at any depth; one with "/" skips that relative path."""
-    skip = {e for e in excludes if "/" not in e}
-    skip_paths = {e.strip("/") for e in excludes if "/" in e}
-
-    def onerror(exc: OSError) -> None:
-        raise UsageError(f"cannot read directory {exc.filename}: {exc.strerror or exc}")
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=onerror):
-        dirnames[:] = sorted(d for d in dirnames if d not in skip)
-        base = Path(dirpath)
-        if skip_paths:
-            rel_dir = base.relative_to(root).as_posix()
-            prefix = "" if rel_dir == "." else rel_dir + "/"
-            dirnames[:] = [d for d in dirnames if prefix + d not in skip_paths]
-            filenames = [f for f in filenames if prefix + f not in skip_paths]
-        for name in sorted(dirnames) + sorted(f for f in filenames if f not in skip):
-            real = base / name
-            yield real.relative_to(root).as_posix(), real, real.lstat()
+    for rel, real, st in scan_tree(str(root), excludes):
+        yield rel, Path(real), st
 
 
 def create_snapshot(path: str | Path, store: Store, *, name: str | None = None,
                     excludes: Iterable[str] = DEFAULT_EXCLUDES, use_cache: bool = True,
-                    progress=None) -> CreateResult:
-    """Snapshot a directory (its contents) or a single file; returns the id (same bytes → same id)."""
+                    progress: ProgressCallback | None = None, workers: int | None = None) -> CreateResult:
+    """Snapshot a directory (its contents) or a single file; returns the id (same bytes → same id).
+    `progress` gets a SnapshotProgress a few times a second from whichever thread is hashing."""
     root = Path(path).expanduser()
     if name is not None:
         check_name(name)
@@ -186,31 +278,58 @@ def create_snapshot(path: str | Path, store: Store, *, name: str | None = None,
         raise UsageError(f"no such file or directory: {root}") from None
     except PermissionError:
         raise UsageError(f"cannot read {root}: permission denied") from None
+    builder = SnapshotBuilder(store, progress=progress, workers=workers)
+    files: list[tuple[str, str, os.stat_result]] = []
+    if stat.S_ISREG(st_root.st_mode):
+        files.append((root.name, str(root), st_root))
+    elif stat.S_ISDIR(st_root.st_mode):
+        for rel, real, st in scan_tree(str(root), excludes):
+            if stat.S_ISREG(st.st_mode):
+                files.append((rel, real, st))
+            elif stat.S_ISDIR(st.st_mode):
+                builder.add_dir(rel, st.st_mode)
+            elif stat.S_ISLNK(st.st_mode):
+                builder.add_symlink(rel, os.readlink(real))
+            else:
+                builder.warnings.append(f"skipped {rel}: not a regular file, directory or symlink")
+    else:
+        raise UsageError(f"{root} is not a regular file or directory")
+    builder.meter.start(len(files), sum(st.st_size for _, _, st in files))
     cache = StatCache.open() if use_cache else None
-    builder = SnapshotBuilder(store, cache)
+    key = os.path.abspath(root)
     try:
-        if stat.S_ISREG(st_root.st_mode):
-            builder.add_file(root.name, root, st_root)
-            if progress:
-                progress(st_root.st_size)
-        elif stat.S_ISDIR(st_root.st_mode):
-            for rel, real, st in walk_tree(root, excludes):
-                if stat.S_ISLNK(st.st_mode):
-                    builder.add_symlink(rel, os.readlink(real))
-                elif stat.S_ISDIR(st.st_mode):
-                    builder.add_dir(rel, st.st_mode)
-                elif stat.S_ISREG(st.st_mode):
-                    builder.add_file(rel, real, st)
-                    if progress:
-                        progress(st.st_size)
-                else:
-                    builder.warnings.append(f"skipped {rel}: not a regular file, directory or symlink")
-        else:
-            raise UsageError(f"{root} is not a regular file or directory")
-        return builder.publish(name)
+        known = cache.load(key, st_root, store.url) if cache is not None else {}
+        todo = _use_cache(builder, store, files, known)
+        builder.add_files(todo)
+        result = builder.publish(name)
+        if cache is not None and builder.remembered != known:
+            cache.save(key, st_root, store.url, builder.remembered)
+        return result
     except (FleetError, KeyboardInterrupt):
         builder.abort()
         raise
     finally:
         if cache is not None:
             cache.close()
+
+
+def _use_cache(builder: SnapshotBuilder, store: Store, files: list[tuple[str, str, os.stat_result]],
+               known: dict[str, FileRecord]) -> list[tuple[str, str, os.stat_result]]:
+    """Add every file the stat cache vouches for (and whose chunks the store still has); return the
+    files that must be read."""
+    if not known:
+        return files
+    hits, todo = [], []
+    for item in files:
+        rec = known.get(item[0])
+        if rec is not None and rec[:4] == stat_key(item[2]):
+            hits.append((item, rec))
+        else:
+            todo.append(item)
+    present = store.has_chunks({h for _, rec in hits for h, _ in rec[5]})
+    for item, rec in hits:
+        if all(h in present for h, _ in rec[5]):
+            builder.add_known(item[0], item[2], rec)
+        else:
+            todo.append(item)
+    return todo

@@ -1,17 +1,26 @@
-"""The default store: plain files under $FLEET_HOME/store, written atomically."""
+"""The default store: plain files under $FLEET_HOME/store, written atomically.
+
+Chunks are written the cheap way: the 256 fan-out directories exist once the store is opened, a
+chunk goes to tmp/ under a name unique to this process and thread (created read-only with O_EXCL,
+no chmod, no mkstemp) and is renamed into place, so a reader never sees half a chunk. Nothing is
+fsynced per chunk: `flush` makes the store's whole filesystem durable once (syncfs), before the
+manifest that makes the chunks reachable is written."""
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
 import tempfile
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..errors import EnvironmentProblem, NotFound
-from .store import HEX64, ManifestInfo, check_name
+from .store import HEX64, ManifestInfo, check_name, format_record, parse_format
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 
 
 def _store_write_error(path: Path, exc: OSError) -> EnvironmentProblem:
@@ -28,11 +37,33 @@ class LocalStore:
         self.root = Path(root)
         self.url = str(self.root)
         self._chunks_dir = str(self.root / "chunks")
+        self._tmp_dir = str(self.root / "tmp")
+        self._unsynced = False
+        self.format = self._open_format()
+
+    def _open_format(self) -> int:
+        """The store's format; a new store (or one from before formats) gets the current one, and
+        its fan-out directories, once."""
+        try:
+            with open(self.root / "format", "rb") as f:
+                return parse_format(f.read(), str(self.root))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise EnvironmentProblem(f"cannot read snapshot store at {self.root}: {exc.strerror or exc}") from None
         try:
             for sub in ("chunks", "manifests", "refs", "tmp"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
+            for i in range(256):
+                os.makedirs(os.path.join(self._chunks_dir, f"{i:02x}"), exist_ok=True)
+            self._write(self.root / "format", format_record(), durable=True)
+        except (OSError, EnvironmentProblem) as exc:
+            if (self.root / "manifests").is_dir():
+                return 1     # an old store we may only read (a read-only mount, someone else's files)
+            if isinstance(exc, EnvironmentProblem):
+                raise
             raise EnvironmentProblem(f"cannot create snapshot store at {self.root}: {exc.strerror or exc}") from None
+        return parse_format(format_record(), str(self.root))
 
     # -- atomic files ---------------------------------------------------------------------------
     def _write(self, path: Path, data: bytes, *, durable: bool) -> None:
@@ -69,12 +100,33 @@ class LocalStore:
     def has_chunks(self, hashes: Iterable[str]) -> set[str]:
         return {h for h in hashes if os.path.exists(os.path.join(self._chunks_dir, h[:2], h))}
 
-    def put_chunk(self, h: str, data: bytes) -> None:
-        path = self._chunk(h)
-        if not path.exists():
-            # Not fsynced one by one (thousands of small files): flush() syncs them all before
-            # the manifest that makes them reachable is written.
-            self._write(path, data, durable=False)
+    def put_chunk(self, h: str, data: bytes | memoryview) -> None:
+        final = os.path.join(self._chunks_dir, h[:2], h)
+        if os.path.exists(final):
+            return
+        tmp = os.path.join(self._tmp_dir, f"{h}.{os.getpid()}.{threading.get_ident()}")
+        try:
+            try:
+                fd = os.open(tmp, _WRITE_FLAGS, 0o444)
+            except FileExistsError:          # left by a crashed process that had our pid and thread id
+                os.unlink(tmp)
+                fd = os.open(tmp, _WRITE_FLAGS, 0o444)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
+            finally:
+                os.close(fd)
+            self._unsynced = True
+            try:
+                os.rename(tmp, final)
+            except FileNotFoundError:        # a fan-out directory someone removed
+                os.makedirs(os.path.dirname(final), exist_ok=True)
+                os.rename(tmp, final)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise _store_write_error(Path(final), exc) from None
 
     def get_chunk(self, h: str) -> bytes:
         try:
@@ -89,12 +141,20 @@ class LocalStore:
     def iter_chunks(self, older_than_s: float = 0) -> Iterator[str]:
         cutoff = time.time() - older_than_s
         for sub in sorted((self.root / "chunks").iterdir()):
+            if not sub.is_dir():
+                continue
             for f in sub.iterdir():
                 if HEX64.match(f.name) and (older_than_s <= 0 or f.stat().st_mtime < cutoff):
                     yield f.name
 
     def flush(self) -> None:
-        os.sync()
+        """Make every chunk written since the last flush durable: one syncfs of the store's own
+        filesystem (not os.sync(), which flushes every filesystem on the host); nothing when
+        nothing was written."""
+        if not self._unsynced:
+            return
+        _syncfs(str(self.root))
+        self._unsynced = False
 
     # -- manifests ------------------------------------------------------------------------------
     def put_manifest(self, snapshot_id: str, data: bytes) -> None:
@@ -146,3 +206,20 @@ class LocalStore:
                     f.unlink()
                     n += 1
         return n
+
+
+def _syncfs(path: str) -> None:
+    """syncfs(2) on the filesystem holding `path`; per-file durability falls back to os.sync()
+    where the call does not exist (not Linux)."""
+    import ctypes
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)      # the C library the interpreter already uses
+        if not hasattr(libc, "syncfs"):
+            os.sync()
+            return
+        if libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise _store_write_error(Path(path) / "chunks", OSError(err, os.strerror(err)))
+    finally:
+        os.close(fd)

@@ -3,6 +3,10 @@
 Canonical bytes: JSON with sorted keys, no whitespace, ASCII only, entries sorted by path. Nothing
 time- or machine-dependent goes in (no mtimes, owners, names), so the same tree always gives the
 same id. Modes are normalised like git (0o755 if any execute bit, else 0o644) for the same reason.
+
+`format` says how the chunk boundaries were cut (1: the old pure-Python chunker, 2: FastCDC; see
+`chunking`). Both are read; a manifest keeps its own format when re-serialised, so an old snapshot's
+bytes, and hence its id, never change.
 """
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ from typing import Any
 
 from ..errors import IntegrityError
 
-FORMAT = 1
+FORMAT = 2
+READABLE_FORMATS = (1, 2)
 
 
 def normal_mode(mode: int) -> int:
@@ -49,9 +54,10 @@ class Entry:
 class Manifest:
     entries: list[Entry]
     deleted: list[str] = field(default_factory=list)   # overlay snapshots (dirty code): paths to remove
+    format: int = FORMAT
 
     def canonical_bytes(self) -> bytes:
-        body: dict[str, Any] = {"format": FORMAT,
+        body: dict[str, Any] = {"format": self.format,
                                 "entries": [e.to_json() for e in sorted(self.entries, key=lambda e: e.path)]}
         if self.deleted:
             body["deleted"] = sorted(self.deleted)
@@ -69,14 +75,15 @@ class Manifest:
             body = json.loads(data)
             if not isinstance(body, dict):
                 raise ValueError("not a JSON object")
-            if body.get("format") != FORMAT:
-                raise ValueError(f"unknown manifest format {body.get('format')!r}")
+            fmt = body.get("format")
+            if fmt not in READABLE_FORMATS or isinstance(fmt, bool):
+                raise ValueError(f"unknown manifest format {fmt!r}")
             deleted = body.get("deleted", [])
             if not isinstance(deleted, list) or not all(isinstance(p, str) for p in deleted):
                 raise ValueError("'deleted' is not a list of paths")
             # Checked here too, not only where a machine applies them (found by fuzzing manifests)
             return cls(entries=[Entry.from_json(e) for e in body["entries"]],
-                       deleted=[check_relpath(p) for p in deleted])
+                       deleted=[check_relpath(p) for p in deleted], format=fmt)
         except (ValueError, KeyError, TypeError) as exc:
             raise IntegrityError(f"manifest {(expected_id or '?')[:12]} is unreadable: {exc}") from None
 

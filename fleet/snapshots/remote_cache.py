@@ -1,9 +1,19 @@
-"""The machine's chunk cache, for the sync helper (stdlib only; sent inline ahead of remote_helper.py).
+"""A host's chunk cache, for the sync helper (stdlib only; cached on the host ahead of remote_helper.py).
 
-Files named by their content's sha256 under <root>/<h[:2]>/: a chunk, or a whole read-only file
-(hard-linked, not copied, from the tree it was materialised in). index.txt maps each chunk of a
-cached multi-chunk file to (file hash, offset, length). Bounded: above `max_bytes` held only by the
-cache (link count 1: no live tree shares them) the least recently written/used entries are evicted.
+It lives outside every lease's directory (see sync.host_cache_dir) and is shared by all leases of
+the user on that host, so a second run with the same data receives nothing. Files named by their
+content's sha256 under <root>/<h[:2]>/: a chunk, or a whole file. Entries are copies (a reflink
+where the filesystem has them, else an in-kernel copy), never hard links into a lease's tree: a run
+that makes its data writable and edits it must not change what other leases get from the cache. index.txt maps each chunk of a cached multi-chunk file to
+(file hash, offset, length). manifests/<id>.z holds the snapshots' manifests (zlib), so a manifest
+crosses the wire once per host.
+
+Safe with several syncs on one host at once: every entry appears by one atomic rename or link (a
+reader never sees a partial one), every read is verified by hash (a corrupt or tampered entry is
+dropped and named), index lines are appended with one write each and read only when complete, and
+each sync holds a shared lock on <root>/lock while it relies on the cache. Bounded: above
+`max_bytes`, the least recently used entries are evicted by a sync that can take the lock
+exclusively (nobody else mid-sync), never the entries that sync itself used.
 """
 import hashlib
 import os
@@ -33,20 +43,66 @@ def hash_file(path):
     return h.hexdigest()
 
 
+def clone(fd_in, fd_out):
+    """fd_out := fd_in's bytes: a reflink where the filesystem shares extents, else copy_file_range."""
+    try:
+        import fcntl
+        fcntl.ioctl(fd_out, 0x40049409, fd_in)         # FICLONE
+        return
+    except (ImportError, OSError):
+        pass
+    size = os.fstat(fd_in).st_size
+    off = 0
+    try:
+        while off < size:
+            n = os.copy_file_range(fd_in, fd_out, size - off, off, off)
+            if n == 0:
+                break
+            off += n
+        return
+    except (AttributeError, OSError):
+        pass
+    os.lseek(fd_in, off, 0)
+    os.lseek(fd_out, off, 0)
+    shutil.copyfileobj(os.fdopen(fd_in, "rb", closefd=False), os.fdopen(fd_out, "wb", closefd=False))
+
+
+def write_atomic(path, data, mode=0o444):
+    """`path` appears whole or not at all (temp name unique per process, then rename)."""
+    tmp = "%s.tmp%d" % (path, os.getpid())
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        write_all(fd, data)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 class Cache:
     def __init__(self, root, max_bytes):
-        self.root, self.max_bytes = root, max_bytes
+        self.root, self.max_bytes = os.path.expanduser(root), max_bytes
         self.index, self.new_lines, self.used = {}, [], set()
-        self.fresh = not os.path.isdir(os.path.join(root, "ff"))
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        self.fresh = not os.path.isdir(os.path.join(self.root, "ff"))
         if self.fresh:
-            for i in range(256):
-                os.makedirs(os.path.join(root, "%02x" % i), exist_ok=True)
+            for i in range(256):       # "ff" last: its presence means all are there
+                os.makedirs(os.path.join(self.root, "%02x" % i), exist_ok=True)
+        os.makedirs(os.path.join(self.root, "manifests"), exist_ok=True)
+        self.lock_fd = os.open(os.path.join(self.root, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            with open(os.path.join(root, INDEX)) as f:
+            import fcntl
+            fcntl.flock(self.lock_fd, fcntl.LOCK_SH)
+        except ImportError:
+            pass
+        self._load_index()
+
+    def _load_index(self):
+        try:
+            with open(os.path.join(self.root, INDEX)) as f:
                 for line in f:
                     parts = line.split()
-                    if len(parts) == 4:
-                        self.index[parts[0]] = (parts[1], int(parts[2]), int(parts[3]))
+                    if line.endswith("\n") and len(parts) == 4:   # a line still being appended is skipped
+                        self.index.setdefault(parts[0], (parts[1], int(parts[2]), int(parts[3])))
         except OSError:
             pass
 
@@ -76,40 +132,57 @@ class Cache:
             if off:
                 f.seek(off)
             data = f.read() if n is None else f.read(n)
-            if n is None and os.fstat(f.fileno()).st_nlink == 1:
-                os.utime(p)             # recently used: evicted last (linked entries are in use anyway)
+        os.utime(p)                     # recently used: evicted last
         if hashlib.sha256(data).hexdigest() != h:
-            self.evict(p)
+            if n is None or hash_file(p) != os.path.basename(p):
+                self.evict(p)           # a bad index line alone must not drop a good whole file
             raise Failure("%s does not match its recorded hash (a corrupt cached chunk %s was dropped; "
                           "sync again)" % (where, h[:12]), h, where)
         self.used.add(p)
         return data
 
     def link(self, src, name):
-        """Hard-link a finished read-only file into the cache (a copy where links are impossible)."""
+        """Keep a finished, verified file of a tree in the cache: a copy, made whole under a temp
+        name and renamed (a reflink or in-kernel copy: no bytes through this process)."""
         dst = self.path(name)
         if os.path.exists(dst):
+            self.used.add(dst)
             return
+        tmp = "%s.tmp%d" % (dst, os.getpid())
+        fd_in = os.open(src, os.O_RDONLY | os.O_NOFOLLOW)
         try:
-            os.link(src, dst)
-        except FileExistsError:
-            return
-        except OSError:
-            shutil.copyfile(src, dst)
+            fd_out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
+            try:
+                clone(fd_in, fd_out)
+            finally:
+                os.close(fd_out)
+        finally:
+            os.close(fd_in)
+        os.replace(tmp, dst)
         self.used.add(dst)
+
+    def copy_out(self, name, fd_out):
+        """Copy the cached whole file `name` into fd_out, hashing it on the way: True when it
+        matched; a mismatching entry is evicted."""
+        p = self.path(name)
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+                write_all(fd_out, block)
+        if h.hexdigest() != name:
+            self.evict(p)
+            return False
+        os.utime(p)
+        self.used.add(p)
+        return True
 
     def put(self, h, data):
         """A copy, for chunks of writable targets (a run may edit its code in place)."""
         dst = self.path(h)
         if os.path.exists(dst):
             return
-        tmp = "%s.tmp%d" % (dst, os.getpid())
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o444)
-        try:
-            write_all(fd, data)
-        finally:
-            os.close(fd)
-        os.replace(tmp, dst)
+        write_atomic(dst, data)
         self.used.add(dst)
 
     def add_index(self, file_hash, chunks):
@@ -120,6 +193,33 @@ class Cache:
                 self.new_lines.append("%s %s %d %d\n" % (h, file_hash, off, n))
             off += n
 
+    # -- manifests ------------------------------------------------------------------------------
+    def manifest_path(self, sid):
+        return os.path.join(self.root, "manifests", sid + ".z")
+
+    def has_manifest(self, sid):
+        return os.path.exists(self.manifest_path(sid))
+
+    def load_manifest(self, sid):
+        """The manifest, verified against its id; None (and dropped) when absent or corrupt."""
+        import json
+        import zlib
+        p = self.manifest_path(sid)
+        try:
+            with open(p, "rb") as f:
+                raw = zlib.decompress(f.read())
+        except (OSError, zlib.error):
+            self.evict(p)
+            return None
+        if hashlib.sha256(raw).hexdigest() != sid:
+            self.evict(p)
+            return None
+        os.utime(p)
+        return json.loads(raw)
+
+    def save_manifest(self, sid, compressed):
+        write_atomic(self.manifest_path(sid), compressed)
+
     def evict(self, p):
         try:
             os.unlink(p)
@@ -128,24 +228,43 @@ class Cache:
 
     def finish(self):
         if self.new_lines:
-            with open(os.path.join(self.root, INDEX), "a") as f:
-                f.write("".join(self.new_lines))
-        if self.max_bytes is None:
-            return 0
-        return self.trim()
+            fd = os.open(os.path.join(self.root, INDEX), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, "".join(self.new_lines).encode())    # one append: never interleaved
+            finally:
+                os.close(fd)
+            self.new_lines = []
+        freed = 0
+        if self.max_bytes is not None and self._exclusive():
+            freed = self.trim()
+        os.close(self.lock_fd)
+        return freed
+
+    def _exclusive(self):
+        """True when no other sync holds the cache (they may rely on entries trim would drop)."""
+        try:
+            import fcntl
+            fcntl.flock(self.lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except ImportError:
+            return True
+        except OSError:
+            return False
 
     def trim(self):
-        """Evict the least recently written/used entries held only by the cache until under the cap."""
+        """Evict the least recently written/used entries (not those this sync used) until under the cap."""
         held, total = [], 0
         for sub in os.listdir(self.root):
             d = os.path.join(self.root, sub)
             if len(sub) != 2 or not os.path.isdir(d):
                 continue
             for entry in os.scandir(d):
+                if ".tmp" in entry.name:
+                    continue                   # another sync's entry in the making
                 st = entry.stat(follow_symlinks=False)
-                if st.st_nlink == 1 and entry.path not in self.used:
+                total += st.st_size
+                if entry.path not in self.used:
                     held.append((st.st_mtime, st.st_size, entry.path))
-                    total += st.st_size
         if total <= self.max_bytes:
             return 0
         freed = 0
@@ -155,11 +274,10 @@ class Cache:
             self.evict(p)
             total -= size
             freed += size
+        self._load_index()             # lines other syncs appended since we read it
         live = {h: v for h, v in self.index.items() if os.path.exists(self.path(v[0]))}
         if len(live) != len(self.index):
-            tmp = os.path.join(self.root, INDEX + ".tmp%d" % os.getpid())
-            with open(tmp, "w") as f:
-                f.write("".join("%s %s %d %d\n" % (h, v[0], v[1], v[2]) for h, v in live.items()))
-            os.replace(tmp, os.path.join(self.root, INDEX))
+            write_atomic(os.path.join(self.root, INDEX),
+                         "".join("%s %s %d %d\n" % (h, v[0], v[1], v[2]) for h, v in live.items()).encode(), 0o600)
             self.index = live
         return freed

@@ -1,36 +1,33 @@
-"""The machine side of snapshot sync. Stdlib only: it is sent inline (`python -c`) on every sync.
+"""The machine side of snapshot sync. Stdlib only: cached on the host by its hash (sync.BOOTSTRAP
+fetches it over the channel once), then started by a few-line inline bootstrap on every sync.
 
-One process, one SSH channel:
-  1. read {"cache", "cache_max", "targets"}; answer {"current"}: targets already materialised from
-     the same snapshot(s). If every target is current, that is all. Otherwise read {"want"} (the
-     chunks of the other targets) and answer {"missing"}: those the cache lacks.
-  2. read the job {"manifests", "targets", "urls"}. With urls (S3 store), pull those chunks straight
-     from S3 (presigned GETs), verify each, answer {"fetched", "failed"}. Then build every target,
-     file by file in a fixed order; each chunk the cache still lacks arrives, in that same order,
-     as a frame "<64 hex id><12 digit length>\\n<bytes>" and goes straight into its file. Answer
-     {"ok": true, ...} or {"ok": false, "error", "chunk", "path"}.
-
-Why it is shaped like this (first sync used to write every chunk twice and hash it twice):
-  - a chunk is hashed once, when it arrives or is taken from the cache; a single-chunk file's chunk
-    hash is its file hash, and a multi-chunk file is the concatenation of chunks each verified
-    against the manifest, whose own hash is the snapshot id the controller checked;
-  - files are created once, with their final mode; the cache keeps hard links to read-only files
-    (named by the file's sha256, plus an index line per chunk of multi-chunk files), so caching costs
-    a link instead of a copy, and an unchanged file in a new snapshot is linked, not rewritten;
-  - writable targets (code the run may edit) get copies in the cache, never links.
-The cache is bounded: above `cache_max` bytes held only by the cache (link count 1), the least
-recently written or used entries are evicted after a sync.
+One process, one SSH channel, JSON lines both ways:
+  1. read {"cache", "state", "cache_max", "targets": [{"dest", "ids", "read_only"}]}. Targets whose
+     record says they hold those snapshots untouched are current; if all are, answer {"current"}
+     and stop: a no-op re-sync is this one round trip.
+  2. manifests the host's cache lacks: answer {"need": [ids]}, read {"manifests": [[id, n]…]} and
+     n zlib bytes each (verified against the id, kept in the cache: a manifest crosses once per host).
+  3. plan every target (unchanged files are linked from the old tree), answer {"missing": [chunk
+     ids, in the order the build consumes them], "objects": [S3 source objects to fetch]}.
+  4. read {"urls", "objects"}: presigned GETs for store chunks and S3 source objects. Chunks with a
+     URL are pulled straight from S3 (verified), answered {"fetched", "failed", "why"}.
+  5. build every target; each chunk still missing arrives, in that same order, as a frame
+     "<64 hex id><12 digit length>\\n<bytes>" and goes straight into its file. Answer {"ok": true, …}
+     or {"ok": false, "error", "chunk", "path"}.
+A chunk is hashed once, when it arrives or is taken from the cache; a multi-chunk file is the
+concatenation of chunks each verified against the manifest, whose own hash is its id.
 """
 import hashlib
 import json
 import os
-import shutil
 import sys
+import zlib
 
-if "Cache" not in globals():   # inline, remote_cache.py's text is sent first (see sync.helper_source)
-    from fleet.snapshots.remote_cache import EMPTY, Cache, Failure, hash_file, write_all  # noqa: F401
+if "Plan" not in globals():   # inline, remote_cache.py and remote_tree.py come first
+    from fleet.snapshots.remote_cache import Cache, Failure, write_all  # noqa: F401
+    from fleet.snapshots.remote_tree import (STATE, Plan, is_current, materialise,  # noqa: F401
+                                             merged_view, read_record, use_state_dir)
 
-MARKER = ".fleet-snapshot"
 HEADER = 77
 
 
@@ -44,6 +41,13 @@ def readline(stream):
     if not line:
         raise EOFError("controller closed the stream")
     return json.loads(line)
+
+
+def read_exact(stream, n):
+    data = stream.read(n)
+    if len(data) != n:
+        raise EOFError("stream ended early")
+    return data
 
 
 class Frames:
@@ -107,155 +111,6 @@ class Frames:
             raise Failure("protocol error: the controller sent chunks the build did not use")
 
 
-def make_writable(root):
-    for dirpath, _dirs, _files in os.walk(root):
-        try:
-            os.chmod(dirpath, 0o755)
-        except OSError:
-            pass
-
-
-def remove_tree(path):
-    if os.path.islink(path) or os.path.isfile(path):
-        os.unlink(path)
-    elif os.path.exists(path):
-        make_writable(path)
-        shutil.rmtree(path)
-
-
-def clean(rel):
-    parts = rel.split("/")
-    if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
-        raise ValueError("unsafe path %r in manifest" % rel)
-    return rel
-
-
-def marker_of(target):
-    return "+".join(target["ids"])
-
-
-def is_current(target):
-    dest = target["dest"]
-    try:
-        with open(os.path.join(dest, MARKER)) as f:
-            if f.read().strip() != marker_of(target):
-                return False
-    except OSError:
-        return False
-    # Cheap re-check that nothing was removed or truncated since (files are read-only anyway).
-    for path, size in target.get("sizes", {}).items():
-        try:
-            if os.lstat(os.path.join(dest, path)).st_size != size:
-                return False
-        except OSError:
-            return False
-    return True
-
-
-def link_cached(path, e, mode, cache, frames):
-    """An unchanged file of a new snapshot: verify its cached copy and link it instead of writing."""
-    whole = cache.path(e["sha256"])
-    if any(h in frames.push for h, _ in e["chunks"]):
-        return False
-    try:
-        st = os.stat(whole)
-    except OSError:
-        return False
-    if st.st_mode & 0o7777 != mode:
-        return False
-    if hash_file(whole) != e["sha256"]:
-        cache.evict(whole)
-        raise Failure("%s does not match its recorded hash (a corrupt cached copy was dropped; sync again)"
-                      % e["path"], e["sha256"], e["path"])
-    os.link(whole, path)
-    cache.used.add(whole)
-    return True
-
-
-def build_file(path, e, mode, cache, frames, read_only):
-    chunks = e["chunks"]
-    if read_only and chunks and link_cached(path, e, mode, cache, frames):
-        return
-    if not chunks and e["sha256"] != EMPTY:
-        raise Failure("%s does not match its recorded hash" % e["path"], None, e["path"])
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        here = {}                       # chunks already written into this file: offset
-        off = 0
-        for h, n in chunks:
-            if h in frames.push:
-                data = frames.take(h, e["path"])
-            elif h in here:
-                data = os.pread(fd, n, here[h])
-            else:
-                data = cache.read(h, e["path"])
-            if len(chunks) == 1 and h != e["sha256"]:
-                raise Failure("%s does not match its recorded hash" % e["path"], h, e["path"])
-            write_all(fd, data)
-            if not read_only:
-                cache.put(h, data)
-            here.setdefault(h, off)
-            off += n
-    finally:
-        os.close(fd)
-    if read_only and chunks:
-        cache.link(path, e["sha256"])
-        if len(chunks) > 1:
-            cache.add_index(e["sha256"], chunks)
-
-
-def write_entries(root, manifest, cache, frames, read_only, made):
-    for e in sorted(manifest["entries"], key=lambda e: e["path"]):
-        target = os.path.join(root, clean(e["path"]))
-        if e["type"] == "dir":
-            if target not in made:
-                os.makedirs(target, exist_ok=True)
-                made.add(target)
-            continue
-        parent = os.path.dirname(target)
-        if parent not in made:
-            os.makedirs(parent, exist_ok=True)
-            made.add(parent)
-        if os.path.lexists(target):
-            remove_tree(target)
-        if e["type"] == "symlink":
-            os.symlink(e["target"], target)
-            continue
-        mode = (e["mode"] & ~0o222) if read_only else e["mode"]
-        build_file(target, e, mode & 0o7777, cache, frames, read_only)
-    for rel in manifest.get("deleted", []):
-        path = os.path.join(root, clean(rel))
-        if os.path.lexists(path):
-            remove_tree(path)
-
-
-def materialise(target, manifests, cache, frames):
-    dest = target["dest"].rstrip("/")
-    parent = os.path.dirname(dest)
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, ".%s.partial-%d" % (os.path.basename(dest), os.getpid()))
-    remove_tree(tmp)
-    os.makedirs(tmp)
-    read_only = bool(target.get("read_only"))
-    try:
-        made = {tmp}
-        for sid in target["ids"]:          # a base snapshot, then overlays (dirty code) in order
-            write_entries(tmp, manifests[sid], cache, frames, read_only, made)
-        with open(os.path.join(tmp, MARKER), "w") as f:
-            f.write(marker_of(target) + "\n")
-        if read_only:
-            for dirpath, _dirs, _files in os.walk(tmp, topdown=False):
-                os.chmod(dirpath, 0o555)
-        old = os.path.join(parent, ".%s.old-%d" % (os.path.basename(dest), os.getpid()))
-        if os.path.lexists(dest):
-            os.replace(dest, old)
-        os.replace(tmp, dest)
-        remove_tree(old)
-    except BaseException:
-        remove_tree(tmp)
-        raise
-
-
 def fetch(urls, cache, workers=8):
     """Pull chunks straight from the store (presigned GETs), verifying each; return the failures.
     After the first network or HTTP failure the rest are not tried (a machine that cannot reach the
@@ -284,48 +139,121 @@ def fetch(urls, cache, workers=8):
         next((err for _, err, _ in results if err), None)
 
 
-def main():
+class Objects:
+    """S3 source objects (`[data] x = "s3://…"`), fetched by the machine itself into their files.
+    Checked against the listing the snapshot id was made from: size, and the MD5 a single-part ETag is."""
+
+    def __init__(self, urls):
+        self.urls, self.fetched = urls, 0
+
+    def __call__(self, at, rel, e):
+        import urllib.request
+        pfd, name = at
+        url = self.urls.get(e["key"])
+        if url is None:
+            raise Failure("no URL for S3 object %s" % e["key"], None, rel)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444, dir_fd=pfd)
+        md5, n = hashlib.md5(), 0
+        try:
+            with urllib.request.urlopen(url, timeout=60) as r:
+                for block in iter(lambda: r.read(1 << 20), b""):
+                    md5.update(block)
+                    write_all(fd, block)
+                    n += len(block)
+        except OSError as exc:
+            raise Failure("could not fetch s3 object %s: %s" % (e["key"], exc), None, rel) from None
+        finally:
+            os.close(fd)
+        etag = e["etag"].strip('"')
+        if n != e["size"] or ("-" not in etag and md5.hexdigest() != etag):
+            raise Failure("s3 object %s changed since it was snapshotted (size or ETag differs)" % e["key"],
+                          None, rel)
+        self.fetched += n
+
+
+def plan_targets(todo, manifests, cache):
+    plans = []
+    for t in todo:
+        previous = None
+        rec = read_record(t["dest"])
+        if rec and t.get("read_only") and isinstance(rec.get("prev"), list):
+            olds = {sid: cache.load_manifest(sid) for sid in rec["prev"]}
+            if all(olds.values()):
+                previous = (merged_view(rec["prev"], olds), rec.get("files", {}))
+        plans.append(Plan(t, manifests, previous))
+    missing, objects, seen = [], [], set()
+    for p in plans:
+        for rel, e in p.files_to_build():
+            if e.get("key") is not None:
+                objects.append(e["key"])
+                continue
+            for h, _n in e["chunks"]:
+                if h not in seen:
+                    seen.add(h)
+                    if not cache.has(h):
+                        missing.append(h)
+    return plans, missing, objects
+
+
+def main(stream=None, first=None):
     os.umask(0o022)                        # manifest modes are 0o644/0o755 (or their read-only forms)
-    stream = os.fdopen(0, "rb", buffering=1 << 20)
-    req = readline(stream)
+    stream = stream or os.fdopen(0, "rb", buffering=1 << 20)
+    req = json.loads(first) if first else readline(stream)
     try:
         import fcntl
         fcntl.fcntl(0, 1031, 1 << 20)      # F_SETPIPE_SZ: sshd hands us data in bigger pieces
     except (ImportError, OSError):
         pass
     cache = Cache(req["cache"], req.get("cache_max"))
+    use_state_dir(os.path.expanduser(req["state"]))
+    STATE["fixed"] = True
     current = [t["dest"] for t in req["targets"] if is_current(t)]
-    send({"current": current, "fresh": cache.fresh})
-    if len(current) == len(req["targets"]):
+    todo = [t for t in req["targets"] if t["dest"] not in current]
+    if not todo:
+        cache.finish()
+        send({"current": current})
         return                             # a no-op re-sync ends here
-    if not cache.fresh:                    # a brand-new cache lacks everything: no need to ask
-        missing = [h for h in readline(stream)["want"] if not cache.has(h)]
-        send({"missing": missing})
     try:
+        manifests, need = {}, []
+        for sid in dict.fromkeys(sid for t in todo for sid in t["ids"]):
+            m = cache.load_manifest(sid)
+            if m is None:
+                need.append(sid)
+            else:
+                manifests[sid] = m
+        if need:
+            send({"current": current, "need": need})
+            for sid, n in readline(stream)["manifests"]:
+                blob = read_exact(stream, n)
+                raw = zlib.decompress(blob)
+                if hashlib.sha256(raw).hexdigest() != sid:
+                    raise Failure("manifest %s arrived corrupt" % sid[:12])
+                cache.save_manifest(sid, blob)
+                manifests[sid] = json.loads(raw)
+        plans, missing, objects = plan_targets(todo, manifests, cache)
+        send({"current": current, "missing": missing, "objects": objects})
         job = readline(stream)
-        if cache.fresh:
-            missing = [h for t in job["targets"] for sid in t["ids"] for e in job["manifests"][sid]["entries"]
-                       if e["type"] == "file" for h, _n in e["chunks"]]
-        push = set(missing)
-        fetched = 0
+        push, fetched = set(missing), 0
         if job.get("urls"):
             failed, fetched, why = fetch(job["urls"], cache)
             push = (push - set(job["urls"])) | set(failed)
             send({"fetched": fetched, "failed": failed, "why": why})
         frames = Frames(stream, push)
+        fetch_object = Objects(job.get("objects") or {})
         done = []
-        for target in job["targets"]:
-            materialise(target, job["manifests"], cache, frames)
-            done.append(target["dest"])
+        for plan in plans:
+            materialise(plan.target, manifests, cache, frames, plan, fetch_object)
+            done.append(plan.target["dest"])
         frames.end()
         evicted = cache.finish()
         send({"ok": True, "received": frames.received, "fetched": fetched, "materialised": done,
-              "evicted_bytes": evicted})
+              "evicted_bytes": evicted, "objects_fetched": fetch_object.fetched,
+              "reused": sum(len(p.reuse) for p in plans)})
     except Failure as exc:
         send({"ok": False, "error": str(exc), "chunk": exc.chunk, "path": exc.path})
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, OSError, EOFError, zlib.error) as exc:
         send({"ok": False, "error": str(exc)})
 
 
 if __name__ == "__main__":
-    main()
+    main(globals().get("STREAM"), globals().get("FIRST"))

@@ -14,7 +14,18 @@ from .catalog import load
 from .manifest import Manifest, check_relpath
 from .store import Store
 
-MARKER = ".fleet-snapshot"
+MARKER = ".fleet-snapshot"   # where older fleets marked a tree, inside it: ignored, gone once rebuilt
+
+
+def _state_file(dest: Path) -> Path:
+    """Which snapshot a materialised tree holds: kept under $FLEET_HOME, keyed by the tree's path."""
+    from ..paths import subdir
+    return subdir("cache") / "materialised" / hashlib.sha256(str(dest.absolute()).encode()).hexdigest()[:32]
+
+
+def _record(dest: Path, snapshot_id: str) -> str:
+    st = dest.lstat()
+    return f"{dest.absolute()}\n{st.st_dev}\n{st.st_ino}\n{snapshot_id}\n"
 
 
 def read_chunk(store: Store, h: str, path: str, snapshot_id: str) -> bytes:
@@ -82,9 +93,12 @@ def materialise(store: Store, snapshot_id: str, dest: str | Path, *, read_only: 
     and verified (built in a sibling temp dir, then renamed into place)."""
     dest = Path(dest)
     manifest = manifest or load(store, snapshot_id)
-    marker = dest / MARKER
-    if marker.exists() and marker.read_text().strip() == snapshot_id:
-        return dest
+    state = _state_file(dest)
+    with contextlib.suppress(OSError):
+        if state.read_text() == _record(dest, snapshot_id):    # same path, same directory, same snapshot
+            return dest
+    with contextlib.suppress(FileNotFoundError):
+        state.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.partial-{os.getpid()}"
     remove_tree(tmp)
@@ -108,7 +122,6 @@ def materialise(store: Store, snapshot_id: str, dest: str | Path, *, read_only: 
                 if whole.hexdigest() != e.sha256:
                     raise IntegrityError(f"snapshot {snapshot_id[:12]}: {e.path} does not match its recorded hash")
                 os.chmod(target, (e.mode & ~0o222) if read_only else e.mode)
-        (tmp / MARKER).write_text(snapshot_id + "\n")
         if read_only:
             for dirpath, _dirs, _files in os.walk(tmp, topdown=False):
                 os.chmod(dirpath, 0o555)
@@ -117,6 +130,8 @@ def materialise(store: Store, snapshot_id: str, dest: str | Path, *, read_only: 
             os.replace(dest, old) if not dest.is_symlink() else dest.unlink()
         os.replace(tmp, dest)
         remove_tree(old)
+        state.parent.mkdir(parents=True, exist_ok=True)
+        state.write_text(_record(dest, snapshot_id))
     except BaseException:
         remove_tree(tmp)
         raise

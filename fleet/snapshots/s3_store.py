@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator
 
 from ..errors import EnvironmentProblem, NotFound, UsageError
-from .store import HEX64, ManifestInfo, check_name
+from .store import HEX64, ManifestInfo, check_name, format_record, parse_format
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 
@@ -181,7 +181,19 @@ class S3Store:
 
     # -- manifests ------------------------------------------------------------------------------
     def put_manifest(self, snapshot_id: str, data: bytes) -> None:
+        self._mark_format()
         self._put(self._key("manifests", snapshot_id), data, f"upload manifest {snapshot_id[:12]}")
+
+    def _mark_format(self) -> None:
+        """Before this process first publishes here: refuse a store of a newer format, and record
+        ours in one that has none (a store from before formats). Chunk keys are the same in both."""
+        if getattr(self, "_format_checked", False):
+            return
+        try:
+            parse_format(self._get(self._key("format"), "store format"), self.url)
+        except NotFound:
+            self._put(self._key("format"), format_record(), "write the store format")
+        self._format_checked = True
 
     def get_manifest(self, snapshot_id: str) -> bytes:
         try:

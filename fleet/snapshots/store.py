@@ -1,8 +1,13 @@
 """The store interface: chunks by hash, manifests by id, names (refs). Local disk or S3.
 
-Layout (both stores): chunks/<h[:2]>/<h>, manifests/<id>, refs/<name>. Write order makes creation
-atomic: chunks first, the manifest last (a snapshot exists only once its manifest does), the name
-after that.
+Layout (both stores): chunks/<h[:2]>/<h>, manifests/<id>, refs/<name>, and `format` (JSON: the
+store format and the chunker that cut its newest chunks). Write order makes creation atomic: chunks
+first, the manifest last (a snapshot exists only once its manifest does), the name after that.
+
+Store formats: 1 (no `format` file; manifests of format 1, cut by the old pure-Python chunker) and
+2 (FastCDC cut points; manifests of format 2). The chunk layout is the same in both, chunk ids are
+sha256 of the bytes in both, so a format 2 store keeps serving every format 1 snapshot it holds
+(old run records still rerun and verify). A store of a newer format than this code knows is refused.
 """
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from typing import Iterable, Iterator, Protocol
 
 from ..errors import UsageError
 
+STORE_FORMAT = 2
+READABLE_FORMATS = (1, 2)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -46,6 +53,30 @@ class Store(Protocol):
     def flush(self) -> None: ...     # make every chunk written so far durable
 
 
+def format_record() -> bytes:
+    import json
+
+    from .chunking import CHUNKER
+    return json.dumps({"format": STORE_FORMAT, "chunker": CHUNKER}, sort_keys=True).encode() + b"\n"
+
+
+def parse_format(data: bytes | None, where: str) -> int:
+    """The format a store's `format` file names (None: a store from before formats were recorded)."""
+    import json
+
+    from ..errors import EnvironmentProblem
+    if data is None:
+        return 1
+    try:
+        fmt = int(json.loads(data)["format"])
+    except (ValueError, KeyError, TypeError):
+        raise EnvironmentProblem(f"snapshot store {where} has an unreadable format file") from None
+    if fmt not in READABLE_FORMATS:
+        raise EnvironmentProblem(f"snapshot store {where} is format {fmt}; this fleet reads formats "
+                                 f"{', '.join(map(str, READABLE_FORMATS))}", hint="upgrade fleet")
+    return fmt
+
+
 def check_name(name: str) -> str:
     if not NAME_RE.match(name) or HEX64.match(name):
         raise UsageError(f"invalid snapshot name {name!r}",
@@ -62,8 +93,8 @@ def open_store(url: str | None = None) -> Store:
 
     from .local_store import LocalStore
     if not url:
-        from ..paths import fleet_home
-        return LocalStore(fleet_home() / "store")
+        from ..paths import subdir
+        return LocalStore(subdir("store"))     # 0700, like everything under FLEET_HOME
     if "://" in url and not url.startswith("file://"):
         raise UsageError(f"unsupported store URL {url!r}", hint="use s3://bucket/prefix or a local directory")
     return LocalStore(Path(url.removeprefix("file://")).expanduser())

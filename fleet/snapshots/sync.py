@@ -1,22 +1,31 @@
-"""Sync snapshots onto machines: only chunks a machine lacks cross the wire, verified on arrival.
+"""Sync snapshots onto machines: only chunks a host lacks cross the wire, verified on arrival.
 
-Per machine, one SSH channel runs the stdlib helper (`remote_helper.py`, sent inline), which keeps a
-chunk cache at <workdir>/.fleet/chunks. Round trip 1 asks which targets are already materialised
-from the same snapshot; if every target is current, that is all (a no-op re-sync sends no chunk
-list). Round trip 2 asks which chunks of the other targets the cache lacks.
-Otherwise the controller sends the manifests, then streams the missing chunks in exactly the order
-the helper builds the files, so each chunk goes straight into its file (see the helper's notes).
-With an S3 store the machine first pulls missing chunks from S3 itself (presigned GETs), and only
-what it could not fetch comes through SSH. All machines of a lease are fed from a bounded pool.
+Per machine, one SSH channel runs the stdlib helper (remote_cache + remote_tree + remote_helper),
+which the host keeps in its chunk cache by hash: a few-line bootstrap runs it, and fetches it over
+the same channel only when the host lacks it. The chunk cache is per host and user, outside every
+lease (`host_cache_dir`), so a second run with the same data on the same host receives nothing.
+
+The conversation (see remote_helper): the request names each target's snapshot ids; a machine whose
+targets are current answers in that one round trip. Otherwise it asks for the manifests its host
+lacks (zlib, serialised once per lease for all machines), plans the build itself (unchanged files
+linked from the old tree) and answers the chunks it is missing in build order; the controller then
+streams those (or the machine pulls them from S3 with presigned GETs).
+
+Fan-out: machines that share a host cache are fed one at a time per host (the first seeds the
+cache, the others link from it), hosts in parallel; so the controller's link carries each chunk once
+per host, not once per machine.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib import resources
 from typing import Callable, Iterator
 
@@ -30,8 +39,29 @@ from .sync_channel import OpenSSHChannel, ParamikoChannel, use_openssh
 
 SEND_BATCH = 4 * 1024 * 1024
 END_FRAME = b"0" * 64 + b"000000000000\n"
-DEFAULT_CACHE_MAX = 8 * 1024 ** 3      # bytes held only by a machine's chunk cache (not by live trees)
+DEFAULT_CACHE_MAX = 50 * 1024 ** 3     # bytes held only by a host's chunk cache (not by live trees)
+REMOTE_CACHE = "~/.cache/fleet/chunks"  # a cloud machine's default: per user, outside every lease
 PRESIGN_TTL_S = 3600
+
+# Runs the helper the host has cached under its hash, or reads it from the channel once and caches it.
+BOOTSTRAP = """import hashlib,json,os,sys
+H,P=sys.argv[1],os.path.expanduser(sys.argv[2])
+S=os.fdopen(0,'rb',buffering=1<<20)
+try:
+    with open(P,'rb') as f: src=f.read()
+except OSError: src=b''
+F=None
+if hashlib.sha256(src).hexdigest()!=H:
+    F=S.readline()
+    sys.stdout.write('{"helper": "need"}\\n');sys.stdout.flush()
+    src=S.read(int(S.readline()))
+    if hashlib.sha256(src).hexdigest()!=H: sys.exit('sync helper arrived corrupt')
+    os.makedirs(os.path.dirname(P),mode=0o700,exist_ok=True)
+    t='%s.%d'%(P,os.getpid())
+    with open(t,'wb') as f: f.write(src)
+    os.replace(t,P)
+exec(compile(src,P,'exec'),{'__name__':'__main__','STREAM':S,'FIRST':F})
+"""
 
 
 @dataclass
@@ -48,30 +78,54 @@ class SyncStats:
     chunks_sent: int = 0
     bytes_direct: int = 0         # chunk payload the machine pulled from the store itself (S3)
     chunks_direct: int = 0
-    wire_bytes: int = 0           # everything written to the channel (frames, manifests, request)
+    bytes_objects: int = 0        # S3 source objects the machine fetched itself
+    wire_bytes: int = 0           # everything written to the channel (frames, manifests, request, helper)
+    manifest_bytes: int = 0       # compressed manifests sent (a host keeps them)
+    helper_sent: bool = False
     targets_current: list[str] = field(default_factory=list)
     targets_written: list[str] = field(default_factory=list)
-    evicted_bytes: int = 0        # cache entries the machine dropped to stay under its cap
+    files_reused: int = 0         # unchanged files linked from the machine's previous tree
+    evicted_bytes: int = 0        # cache entries the host dropped to stay under its cap
     direct_error: str | None = None
     seconds: float = 0.0
 
 
-def helper_source() -> str:
+@lru_cache(maxsize=1)
+def helper_source() -> bytes:
     pkg = resources.files("fleet.snapshots")
-    return pkg.joinpath("remote_cache.py").read_text() + "\n" + pkg.joinpath("remote_helper.py").read_text()
+    return "\n".join(pkg.joinpath(f).read_text() for f in ("remote_cache.py", "remote_tree.py",
+                                                           "remote_helper.py")).encode()
+
+
+def helper_hash() -> str:
+    return hashlib.sha256(helper_source()).hexdigest()
+
+
+def host_cache_dir(machine: Machine, configured: str | None = None) -> str:
+    """Where a host keeps chunks between leases: beside a team host's lease workdirs; under
+    FLEET_HOME for machines on the controller's own host (local provider, AWS sandbox); `cache_dir`
+    from fleet.toml, else the login's ~/.cache, elsewhere (a cloud instance: point it at the
+    instance store or a cache volume)."""
+    suffix = f"/{machine.lease_id}/{machine.id}"
+    if machine.host.startswith("127.") or machine.host in ("localhost", "::1"):
+        from ..paths import subdir
+        return str(subdir("cache") / "chunks")
+    if machine.workdir.endswith(suffix):
+        return machine.workdir[:-len(suffix)] + "/.chunk-cache"
+    return configured or os.environ.get("FLEET_CHUNK_CACHE_DIR") or REMOTE_CACHE
 
 
 def chunk_cache(machine: Machine) -> str:
-    return f"{machine.state_dir}/chunks"
+    return host_cache_dir(machine)
 
 
 def data_dir(machine: Machine, name: str) -> str:
     return f"{machine.workdir}/data/{name}"
 
 
-def cache_max_bytes() -> int | None:
-    """FLEET_CHUNK_CACHE_MAX: bytes (K/M/G/T suffixes) or "none"; default 8 GiB."""
-    raw = os.environ.get("FLEET_CHUNK_CACHE_MAX", "").strip().lower()
+def cache_max_bytes(value: str | None = None) -> int | None:
+    """`cache_max` (fleet.toml) or FLEET_CHUNK_CACHE_MAX: bytes (K/M/G/T suffixes) or "none"; default 50 GiB."""
+    raw = (os.environ.get("FLEET_CHUNK_CACHE_MAX") or value or "").strip().lower()
     if not raw:
         return DEFAULT_CACHE_MAX
     if raw in ("none", "unlimited", "off"):
@@ -80,38 +134,47 @@ def cache_max_bytes() -> int | None:
     try:
         return int(float(raw.rstrip("ib").rstrip("kmgt")) * mult)
     except ValueError:
-        raise UsageError(f"FLEET_CHUNK_CACHE_MAX={raw!r} is not a size", hint="e.g. 20G, 500M or none") from None
+        raise UsageError(f"cache_max / FLEET_CHUNK_CACHE_MAX = {raw!r} is not a size",
+                         hint="e.g. 20G, 500M or none") from None
 
 
-def _request(targets: list[Target], manifests: dict[str, Manifest], cache: str, cache_max: int | None) -> dict:
-    reqs = []
-    for t in targets:
-        sizes: dict[str, int] = {}
-        for sid in t.ids:
-            for e in manifests[sid].files():
-                sizes[e.path] = e.size
-        for sid in t.ids:
-            for p in manifests[sid].deleted:
-                sizes.pop(p, None)
-        reqs.append({"dest": t.dest, "ids": t.ids, "sizes": sizes})
-    return {"cache": cache, "cache_max": cache_max, "targets": reqs}
+class Prepared:
+    """Everything the machines of one sync share, computed once: manifests (and their compressed
+    bytes), which file each chunk belongs to, S3 source listings."""
 
+    def __init__(self, store: Store, ids: set[str], manifests: dict[str, Manifest] | None = None,
+                 sources: dict | None = None):
+        self.store, self.sources = store, dict(sources or {})
+        self.manifests = {sid: (manifests or {}).get(sid) or load(store, sid) for sid in ids if sid not in self.sources}
+        self._blobs: dict[str, bytes] = {}
+        self.owners: dict[str, tuple[str, str]] = {}
+        self.sizes: dict[str, int] = {}
+        for sid, m in self.manifests.items():
+            for e in m.files():
+                for h, n in e.chunks:
+                    self.owners.setdefault(h, (e.path, sid))
+                    self.sizes[h] = n
 
-def build_order(todo: list[Target], manifests: dict[str, Manifest]) -> Iterator[tuple[str, str, str]]:
-    """(chunk, path, snapshot) in the order the helper consumes chunks: targets, snapshots (base then
-    overlays), files sorted by path, chunks in file order. Must match remote_helper.write_entries."""
-    for t in todo:
-        for sid in t.ids:
-            for e in sorted(manifests[sid].files(), key=lambda e: e.path):
-                for h, _ in e.chunks:
-                    yield h, e.path, sid
+    def blob(self, sid: str) -> bytes:
+        if sid not in self._blobs:
+            raw = self.sources[sid].canonical_bytes() if sid in self.sources else self.manifests[sid].canonical_bytes()
+            self._blobs[sid] = zlib.compress(raw, 6)
+        return self._blobs[sid]
+
+    def object_urls(self, keys: list[str]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for listing in self.sources.values():
+            out.update(listing.presign([k for k in keys if k not in out]))
+        missing = [k for k in keys if k not in out]
+        if missing:
+            raise IntegrityError(f"sync asked for S3 objects no source lists: {missing[0]}")
+        return out
 
 
 def _read_local(store: Store, h: str, path: str, sid: str) -> bytes:
     """The bytes only: the machine hashes every chunk on arrival (and names a corrupt one)."""
-    p = store.chunk_path(h)
     try:
-        with open(p, "rb") as f:
+        with open(store.chunk_path(h), "rb") as f:
             return f.read()
     except FileNotFoundError:
         raise IntegrityError(f"snapshot {sid[:12]}: chunk {h[:12]} of {path} is missing from {store.url}") from None
@@ -152,43 +215,53 @@ def _failed(machine: Machine, store: Store, result: dict, owners: dict[str, tupl
     return IntegrityError(f"sync to machine {machine.id} failed: {result.get('error')}")
 
 
-def _stream(ch, machine: Machine, store: Store, targets: list[Target], manifests: dict[str, Manifest],
-            stats: SyncStats, progress: Callable[[int], None] | None) -> dict:
-    ch.send([json.dumps(_request(targets, manifests, chunk_cache(machine), cache_max_bytes())).encode() + b"\n"])
+def _stream(ch, machine: Machine, prep: Prepared, targets: list[Target], stats: SyncStats,
+            progress: Callable[[int], None] | None, cache_dir: str | None, cache_max: int | None,
+            on_expect: Callable[[int], None] | None = None) -> dict:
+    store = prep.store
+    request = {"cache": host_cache_dir(machine, cache_dir), "state": f"{machine.state_dir}/materialised",
+               "cache_max": cache_max,
+               "targets": [{"dest": t.dest, "ids": t.ids, "read_only": t.read_only} for t in targets]}
+    ch.send([json.dumps(request).encode() + b"\n"])
     answer = ch.reply()
-    current = set(answer["current"])
-    stats.targets_current = sorted(current)
-    todo = [t for t in targets if t.dest not in current]
-    if not todo:
-        return {"ok": True, "materialised": []}
-    owners: dict[str, tuple[str, str]] = {}
-    for h, path, sid in build_order(todo, manifests):
-        owners.setdefault(h, (path, sid))
-    if answer.get("fresh"):
-        missing = set(owners)              # a brand-new cache: the helper does not ask
-    else:
-        ch.send([json.dumps({"want": list(owners)}).encode() + b"\n"])
-        missing = set(ch.reply()["missing"])
-    push = {h for h in missing if h in owners}
+    if answer.get("helper") == "need":
+        src = helper_source()
+        ch.send([b"%d\n" % len(src), src])
+        stats.helper_sent = True
+        answer = ch.reply()
+    stats.targets_current = sorted(answer["current"])
+    if "need" not in answer and "missing" not in answer:
+        return {"ok": True, "materialised": []}          # every target current: one round trip
+    if answer.get("need"):
+        wanted = [sid for sid in answer["need"] if sid in prep.manifests or sid in prep.sources]
+        blobs = [prep.blob(sid) for sid in wanted]
+        stats.manifest_bytes = sum(map(len, blobs))
+        ch.send([json.dumps({"manifests": [[sid, len(b)] for sid, b in zip(wanted, blobs)]}).encode() + b"\n", *blobs])
+        answer = ch.reply()
+        if "missing" not in answer:
+            raise _failed(machine, store, answer, prep.owners)
+    unknown = [h for h in answer["missing"] if h not in prep.owners]
+    if unknown:
+        raise IntegrityError(f"sync to machine {machine.id}: it asked for chunk {unknown[0][:12]}, "
+                             "which no snapshot being synced holds")
+    push = list(answer["missing"])
     absent = set(push) - store.has_chunks(push)       # refuse before anything is built on the machine
     if absent:
-        h = next(h for h, _, _ in build_order(todo, manifests) if h in absent)
-        raise IntegrityError(f"snapshot {owners[h][1][:12]}: chunk {h[:12]} of {owners[h][0]} is missing from {store.url}")
-    urls = _presign(store, sorted(push))
-    job = {"manifests": {sid: json.loads(manifests[sid].canonical_bytes()) for t in todo for sid in t.ids},
-           "targets": [{"dest": t.dest, "ids": t.ids, "read_only": t.read_only} for t in todo], "urls": urls}
-    ch.send([json.dumps(job).encode() + b"\n"])
+        h = next(h for h in push if h in absent)
+        raise IntegrityError(f"snapshot {prep.owners[h][1][:12]}: chunk {h[:12]} of {prep.owners[h][0]} "
+                             f"is missing from {store.url}")
+    urls = _presign(store, push)
+    objects = prep.object_urls(answer.get("objects") or [])
+    ch.send([json.dumps({"urls": urls, "objects": objects}).encode() + b"\n"])
     if urls:
         got = ch.reply()
         failed = set(got.get("failed", []))
         stats.bytes_direct, stats.chunks_direct = got.get("fetched", 0), len(urls) - len(failed)
         stats.direct_error = got.get("why")
-        push = (push - set(urls)) | failed
-    order, seen = [], set()
-    for h, path, sid in build_order(todo, manifests):
-        if h in push and h not in seen:
-            seen.add(h)
-            order.append((h, path, sid))
+        push = [h for h in push if h not in urls or h in failed]
+    order = [(h, *prep.owners[h]) for h in push]
+    if on_expect:
+        on_expect(sum(prep.sizes[h] for h in push))
     batch, size = [], 0
     try:
         for (h, _, _), data in zip(order, _chunks(store, order)):
@@ -206,28 +279,34 @@ def _stream(ch, machine: Machine, store: Store, targets: list[Target], manifests
         pass        # the helper stopped reading: its answer says why
     result = ch.reply()
     if not result.get("ok"):
-        raise _failed(machine, store, result, owners)
+        raise _failed(machine, store, result, prep.owners)
     stats.evicted_bytes = result.get("evicted_bytes", 0)
+    stats.files_reused = result.get("reused", 0)
+    stats.bytes_objects = result.get("objects_fetched", 0)
     return result
 
 
-def sync_machine(machine: Machine, store: Store, targets: list[Target], manifests: dict[str, Manifest], *,
-                 session=None, timeout: float = 600,
-                 progress: Callable[[int], None] | None = None) -> SyncStats:
+def sync_machine(machine: Machine, store: Store, targets: list[Target], manifests: dict[str, Manifest] | None = None,
+                 *, session=None, timeout: float = 600, progress: Callable[[int], None] | None = None,
+                 prepared: Prepared | None = None, cache_dir: str | None = None,
+                 cache_max: str | None = None, on_expect: Callable[[int], None] | None = None) -> SyncStats:
     """Bring `targets` onto one machine; raises IntegrityError naming the chunk/path on any mismatch."""
-    from ..remote.ssh import connect
+    prep = prepared or Prepared(store, {sid for t in targets for sid in t.ids}, manifests)
     stats = SyncStats(machine.id)
     t0 = time.monotonic()
+    limit = cache_max_bytes(cache_max)
     openssh = session is None and use_openssh()
     own = session is None and not openssh
     if own:
+        from ..remote.ssh import connect          # paramiko: only off the OpenSSH path
         session = connect(machine, timeout=30)
     try:
         # -S: the helper needs only the standard library; skipping site saves start-up time.
-        command = shlex.join([machine.python, "-S", "-c", helper_source()])
+        command = shlex.join([machine.python, "-S", "-c", BOOTSTRAP, helper_hash(),
+                              f"{host_cache_dir(machine, cache_dir)}/helper/{helper_hash()}.py"])
         ch = OpenSSHChannel(machine, command, timeout) if openssh else ParamikoChannel(session, command, timeout)
         try:
-            result = _stream(ch, machine, store, targets, manifests, stats, progress)
+            result = _stream(ch, machine, prep, targets, stats, progress, cache_dir, limit, on_expect)
             stats.wire_bytes = ch.sent
         finally:
             ch.close()
@@ -243,22 +322,49 @@ def sync_machine(machine: Machine, store: Store, targets: list[Target], manifest
     return stats
 
 
+def host_groups(machines: list[Machine], cache_dir: str | None = None) -> list[list[Machine]]:
+    """Machines grouped by the host cache they share, node order kept."""
+    groups: dict[tuple[str, str], list[Machine]] = {}
+    for m in machines:
+        groups.setdefault((m.host if not m.host.startswith("127.") else "loopback",
+                           host_cache_dir(m, cache_dir)), []).append(m)
+    return list(groups.values())
+
+
 def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Machine], list[Target]], *,
-               max_workers: int = 8, progress: Callable[[int], None] | None = None) -> list[SyncStats]:
-    """Feed every machine in parallel (bounded pool); raise the first failure after all have finished."""
-    ids = {sid for m in machines for t in targets_for(m) for sid in t.ids}
-    manifests = {sid: load(store, sid) for sid in ids}
+               max_workers: int = 8, progress: Callable[[int], None] | None = None, sources: dict | None = None,
+               cache_dir: str | None = None, cache_max: str | None = None,
+               on_state: Callable[[str, str], None] | None = None,
+               on_expect: Callable[[int], None] | None = None) -> list[SyncStats]:
+    """Feed every machine (bounded pool): per host, the first machine seeds the host's cache and the
+    others then link from it; raise the first failure after all have finished."""
     if not machines:
         return []
+    prep = Prepared(store, {sid for m in machines for t in targets_for(m) for sid in t.ids}, sources=sources)
+    cache_max_bytes(cache_max)                 # a bad value fails before any machine is touched
+    results: dict[str, SyncStats] = {}
+    errors: list[BaseException] = []
+
+    def one(m: Machine) -> None:
+        if on_state:
+            on_state(m.id, "syncing")
+        try:
+            results[m.id] = sync_machine(m, store, targets_for(m), prepared=prep, progress=progress,
+                                         cache_dir=cache_dir, cache_max=cache_max, on_expect=on_expect)
+            if on_state:
+                on_state(m.id, "done")
+        except Exception as exc:  # noqa: BLE001 — reported after every machine finished
+            errors.append(exc)
+            if on_state:
+                on_state(m.id, "failed")
+
+    groups = host_groups(machines, cache_dir)
     with ThreadPoolExecutor(max_workers=min(max_workers, len(machines))) as pool:
-        futures = [pool.submit(sync_machine, m, store, targets_for(m), manifests, progress=progress)
-                   for m in machines]
-        results, errors = [], []
-        for f in futures:
-            try:
-                results.append(f.result())
-            except Exception as exc:  # noqa: BLE001 — reported after every machine finished
-                errors.append(exc)
+        for f in [pool.submit(one, g[0]) for g in groups]:
+            f.result()
+        rest = [m for g in groups for m in g[1:]]
+        for f in [pool.submit(one, m) for m in rest]:
+            f.result()
     if errors:
         raise errors[0]
-    return results
+    return [results[m.id] for m in machines]

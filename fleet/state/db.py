@@ -52,6 +52,30 @@ class _SqliteConstraintViolation(ConstraintViolation, sqlite3.IntegrityError):
     pass
 
 
+def _is_corrupt(exc: sqlite3.Error) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB" or \
+        any(text in str(exc) for text in ("disk image is malformed", "file is not a database"))
+
+
+def _shown(path: Path) -> str:
+    home = Path.home()
+    try:
+        return "~/" + str(path.resolve().relative_to(home.resolve()))
+    except (ValueError, OSError, RuntimeError):
+        return str(path)
+
+
+def corrupt_database(path: Path, exc: sqlite3.Error) -> EnvironmentProblem:
+    """A damaged page (disk fault, a crash mid-write on a filesystem that lies about fsync, a copy
+    taken while written): nothing fleet can repair in place, so say which file and what to do."""
+    shown = _shown(path)
+    return EnvironmentProblem(
+        f"state database {shown} is corrupt: {exc}",
+        hint=f"move it aside with `mv {shown} {shown}.corrupt` and run the command again: fleet starts "
+             "an empty one; machines it recorded still end at their own deadlines")
+
+
 class BaseDatabase:
     """What both databases share: the migration runner. Subclasses provide execute/transaction."""
 
@@ -124,7 +148,12 @@ class Database(BaseDatabase):
                 fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
                 os.close(fd)
             _enable_wal(self._conn())
-        except (OSError, sqlite3.Error) as exc:
+        except sqlite3.Error as exc:
+            if _is_corrupt(exc):
+                raise corrupt_database(self.path, exc) from None
+            raise EnvironmentProblem(f"cannot open state database {self.path}: {exc}",
+                                     hint="check FLEET_HOME is writable and not full") from None
+        except OSError as exc:
             raise EnvironmentProblem(f"cannot open state database {self.path}: {exc}",
                                      hint="check FLEET_HOME is writable and not full") from None
         for suffix in ("-wal", "-shm"):
@@ -157,7 +186,11 @@ class Database(BaseDatabase):
             rows = cur.fetchall()
         except sqlite3.IntegrityError as exc:
             raise _SqliteConstraintViolation(str(exc)) from exc
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
+            if _is_corrupt(exc):
+                raise corrupt_database(self.path, exc) from None
+            if not isinstance(exc, sqlite3.OperationalError):
+                raise
             raise EnvironmentProblem(f"state database {self.path}: {exc}",
                                      hint="another fleet may hold it locked, or the disk is full") from None
         return [dict(r) for r in rows]
@@ -167,7 +200,11 @@ class Database(BaseDatabase):
             self._conn().executemany(sql, rows)
         except sqlite3.IntegrityError as exc:
             raise _SqliteConstraintViolation(str(exc)) from exc
-        except sqlite3.OperationalError as exc:
+        except sqlite3.DatabaseError as exc:
+            if _is_corrupt(exc):
+                raise corrupt_database(self.path, exc) from None
+            if not isinstance(exc, sqlite3.OperationalError):
+                raise
             raise EnvironmentProblem(f"state database {self.path}: {exc}") from None
 
     @contextlib.contextmanager
@@ -190,8 +227,12 @@ class Database(BaseDatabase):
         else:
             try:
                 conn.execute("COMMIT")
-            except sqlite3.OperationalError as exc:
+            except sqlite3.DatabaseError as exc:
                 self._rollback(conn)
+                if _is_corrupt(exc):
+                    raise corrupt_database(self.path, exc) from None
+                if not isinstance(exc, sqlite3.OperationalError):
+                    raise
                 raise EnvironmentProblem(f"state database {self.path}: {exc}",
                                          hint="the disk may be full") from None
 

@@ -138,26 +138,47 @@ class StateStore:
         released = _iso(utcnow()) if status != "active" else None
         self.db.execute("UPDATE leases SET status = ?, released_at = ? WHERE id = ?", (status, released, lease_id))
 
+    def mark_release_started(self, lease_id: str) -> None:
+        """Before destroying a lease's machines from outside its run (`fleet down`): its controller,
+        seeing them vanish, reads this and reports the release rather than a failed experiment.
+        The status stays active until the release is done (an interrupted `down` finds it again)."""
+        self.db.execute("UPDATE leases SET released_at = ? WHERE id = ? AND released_at IS NULL",
+                        (_iso(utcnow()), lease_id))
+
+    def lease_status(self, lease_id: str) -> tuple[str | None, datetime | None]:
+        """(status, released_at) of one lease by exact id; (None, None) when there is none.
+        released_at with status active: a release from outside has begun (mark_release_started)."""
+        rows = self.db.execute("SELECT status, released_at FROM leases WHERE id = ?", (lease_id,))
+        return (rows[0]["status"], parse_time(rows[0]["released_at"])) if rows else (None, None)
+
     def set_lease_deadline(self, lease_id: str, deadline: datetime, keep_until: datetime | None = None) -> None:
         self.db.execute("UPDATE leases SET deadline = ?, keep_until = COALESCE(?, keep_until) WHERE id = ?",
                         (_iso(deadline), _iso(keep_until), lease_id))
 
     # -- runs -----------------------------------------------------------------------------------
     def create_run(self, run_id: str, *, lease_id: str | None, project: str, user: str, command: str,
-                   log_path: str, output_dir: str, meta: dict | None = None) -> None:
+                   log_path: str, output_dir: str, meta: dict | None = None, masker=None) -> None:
+        """`masker` (fleet.masking.Masker, default: FLEET_SECRET_NAMES only) redacts secret values
+        from the command and meta before they are stored."""
+        # The row names this process as the run's controller: whoever finds the run still running
+        # with that process gone ends it as lost (fleet/lost_runs.py).
+        from ..lost_runs import controller_identity
+        mask = _redacting(masker)
         self.db.execute(
             "INSERT INTO runs (id, lease_id, project, owner, command, status, started_at, log_path, output_dir, meta)"
             " VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (run_id, lease_id, project, user, command, "running", _iso(utcnow()), log_path, output_dir,
-             json.dumps(to_jsonable(meta or {}))))
+            (run_id, lease_id, project, user, mask(command), "running", _iso(utcnow()), log_path, output_dir,
+             json.dumps(mask.mask_obj(to_jsonable({"controller": controller_identity(), **(meta or {})})))))
 
-    def finish_run(self, run_id: str, status: str, exit_code: int | None, meta_update: dict | None = None) -> None:
+    def finish_run(self, run_id: str, status: str, exit_code: int | None, meta_update: dict | None = None,
+                   masker=None) -> None:
+        mask = _redacting(masker)
         with self.db.transaction():
             meta = {}
             rows = self.db.execute("SELECT meta FROM runs WHERE id = ?", (run_id,))
             if rows:
                 meta = json.loads(rows[0]["meta"] or "{}")
-            meta.update(to_jsonable(meta_update or {}))
+            meta.update(mask.mask_obj(to_jsonable(meta_update or {})))
             self.db.execute("UPDATE runs SET status = ?, exit_code = ?, ended_at = ?, meta = ? WHERE id = ?",
                             (status, exit_code, _iso(utcnow()), json.dumps(meta), run_id))
 
@@ -180,3 +201,8 @@ class StateStore:
         for r in rows:
             r["meta"] = json.loads(r["meta"] or "{}")
         return rows
+
+
+def _redacting(masker):
+    from ..masking import Masker
+    return (masker or Masker.for_config(None)).redacting()

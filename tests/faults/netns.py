@@ -23,6 +23,7 @@ from fleet.models import Lease, Machine, utcnow
 from fleet.paths import subdir
 from fleet.providers.local import LocalProvider, lease_key_path
 from fleet.providers.local.sshd import _config_text, find_sshd, start_watchdog
+from fleet.remote.agent import containment
 
 SUBNET = "10.213"
 
@@ -81,7 +82,8 @@ class NetnsProvider(LocalProvider):
         super().__init__(**kw)
         self.links = links
 
-    def lease(self, plan, lease_id: str, deadline_s: int, on_machine=None) -> Lease:
+    def lease(self, plan, lease_id: str, deadline_s: int, on_machine=None, cancel=None) -> Lease:
+        # `cancel` (StopsOnCancel, inherited): two machines are made in well under the 2 s a stop allows.
         sshd_bin = find_sshd()
         key_path = lease_key_path(lease_id)
         public = generate_ed25519(key_path, comment=f"fleet-lease-{lease_id}")
@@ -106,7 +108,8 @@ class NetnsProvider(LocalProvider):
                 proc = subprocess.Popen(["ip", "netns", "exec", link.ns, sshd_bin, "-D", "-e", "-f",
                                          str(d / "sshd_config")], stdout=log, stderr=log,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
-            (d / "sshd.pid").write_text(str(proc.pid))      # `ip netns exec` execs sshd: same pid
+            # `ip netns exec` execs sshd: same pid and start time ("PID STARTTIME", as fleet writes it)
+            containment.write_pid_file(d / "sshd.pid", proc.pid)
             _wait_listening(link.ns_ip, port)
             machines.append(Machine(
                 id=machine_id, lease_id=lease_id, node_rank=rank, host=link.ns_ip, port=port, user=user,

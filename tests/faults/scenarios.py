@@ -70,7 +70,7 @@ class KillSshd(Fault):
     def inject(self, box, ctl, watch) -> None:
         for d in sorted((box.home / "machines").glob(f"*-n{self.rank}")):
             try:
-                os.kill(int((d / "sshd.pid").read_text()), signal.SIGKILL)
+                os.kill(int((d / "sshd.pid").read_text().split()[0]), signal.SIGKILL)   # "PID STARTTIME"
             except (OSError, ValueError):
                 pass
 

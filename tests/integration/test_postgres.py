@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from datetime import timedelta
@@ -130,7 +131,9 @@ def test_state_store_round_trip(make_db):
     store.create_run("run-1", lease_id="lease-abc", project="p", user="bob", command="python t.py",
                      log_path="/l", output_dir="/o")
     store.finish_run("run-1", "succeeded", 0, {"gpus": 2})
-    assert store.get_run("run-1")["meta"] == {"gpus": 2}
+    meta = store.get_run("run-1")["meta"]
+    assert meta.pop("controller")["pid"] == os.getpid()     # who supervises the run (fleet/lost_runs.py)
+    assert meta == {"gpus": 2}
     store.set_lease_status("lease-abc", "released")
     assert store.list_leases() == []
 

@@ -169,7 +169,7 @@ def test_a_host_that_goes_down_mid_lease_is_skipped_and_marked(farm, env, tmp_pa
             provider.lease(plan_for(provider, 4), new_lease_id(), 6)
         provider.release(survivor)
         # Unreachable, the machine still ends itself: its watchdog exits at the deadline it was given.
-        pid = int(open(watchdog_pidfile).read())
+        pid = int(open(watchdog_pidfile).read().split()[0])   # "PID STARTTIME"
         assert wait_until(lambda: not _alive(pid), timeout=20)
     finally:
         extra.kill_sshd()

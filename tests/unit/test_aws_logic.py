@@ -100,6 +100,15 @@ def test_user_data_pins_host_key_and_starts_the_watchdog():
     assert gzip.decompress(base64.b64decode(packed)).decode() == agent_source()
 
 
+def test_user_data_carries_telemetry_only_for_a_watchdog_that_samples_it():
+    from fleet.remote.agent import AGENT_PATH
+    telemetry = AGENT_PATH.with_name("telemetry.py").read_text()
+    text = render(_spec(telemetry_source=telemetry))      # what the provider passes: no sampling interval
+    assert len(text.encode()) <= USER_DATA_LIMIT and "telemetry.py" not in text
+    sampled = render(_spec(agent_source="print('agent')\n", telemetry_source=telemetry, telemetry_interval_s=30))
+    assert "/telemetry.py" in sampled and "--telemetry-interval 30" in sampled
+
+
 def test_user_data_over_the_ec2_limit_is_refused():
     import os
     with pytest.raises(InfrastructureError, match="over EC2"):

@@ -63,7 +63,7 @@ class FakeMachines:
         self.ran: list[tuple[str, bool]] = []
         self.clock = clock
 
-    def heartbeat(self, lease, ttl_s, *, caps, on_deadline, warn):
+    def heartbeat(self, lease, ttl_s, *, caps, on_deadline, warn, publish=None):
         return NoBeats()
 
     def wait_ready(self, ctx, machines) -> None:

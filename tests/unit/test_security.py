@@ -77,7 +77,7 @@ def test_hostile_env_names_are_refused(key):
 def test_the_process_wrapper_quotes_cwd_env_and_pidfile(tmp_path):
     """exec.wrapped_command, run through a real sh and the real agent: only the user's own command
     is shell (that is its contract); everything fleet adds around it is literal."""
-    from fleet.remote.agent import AGENT_PATH
+    from fleet.remote.agent import AGENT_FILES
     from fleet.remote.exec import ProcessSpec, process_env_payload, wrapped_command
     canary = tmp_path / "pwned"
     hostile = f"$(touch {canary})'\"; touch {canary}"
@@ -86,7 +86,8 @@ def test_the_process_wrapper_quotes_cwd_env_and_pidfile(tmp_path):
                       gpu_slots=(0,), python=sys.executable)
     machine_agent = Path(machine.agent_path)
     machine_agent.parent.mkdir(parents=True, exist_ok=True)
-    machine_agent.write_text(AGENT_PATH.read_text())
+    for source in AGENT_FILES:   # agent.py and the modules it imports (containment.py)
+        (machine_agent.parent / source.name).write_text(source.read_text())
     cwd = tmp_path / ("w " + hostile.replace("/", "_"))
     spec = ProcessSpec(machine, "0", 'printf "%s" "$SECRETISH"', {"SECRETISH": hostile}, str(cwd),
                        str(tmp_path / ("pid " + hostile.replace("/", "_"))))

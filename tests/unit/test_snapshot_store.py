@@ -126,24 +126,25 @@ def test_overlapping_snapshots_share_chunks(store, tmp_path):
 
 
 def test_disk_full_leaves_no_snapshot(store, tree, monkeypatch):
-    real_write = store._write
+    """The second chunk write meets a full disk: no manifest, no name, and gc frees the first chunk."""
+    import fleet.snapshots.local_store as local_store
+    real_write = os.write
     calls = {"n": 0}
 
-    def failing(path, data, *, durable):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise_enospc()
-        return real_write(path, data, durable=durable)
+    def failing(fd, data):
+        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(store.root / "tmp")):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
 
-    def raise_enospc():
-        from fleet.snapshots.local_store import _store_write_error
-        raise _store_write_error(store.root / "chunks" / "x", OSError(errno.ENOSPC, "No space left on device"))
-
-    monkeypatch.setattr(store, "_write", failing)
+    monkeypatch.setattr(local_store.os, "write", failing)
     with pytest.raises(EnvironmentProblem, match="full"):
-        create_snapshot(tree, store, name="never")
+        create_snapshot(tree, store, name="never", workers=1)
+    monkeypatch.setattr(local_store.os, "write", real_write)
+    assert calls["n"] == 2
     assert store.list_manifests() == [] and store.list_refs() == {}
-    monkeypatch.setattr(store, "_write", real_write)
+    assert list((store.root / "tmp").iterdir()) == []      # the half-written chunk is gone
     assert gc(store, grace_s=0)["deleted_chunks"] >= 1     # the orphaned chunk goes
 
 

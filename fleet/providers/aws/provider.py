@@ -22,25 +22,28 @@ from typing import Any, Callable
 from ...errors import EnvironmentProblem, FleetError, InfrastructureError, MachineUnreachable, UsageError
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
 from ...paths import subdir
-from ..base import BaseProvider, HasLeaseMetadata, MachineMix, ReportsMachines
+from ..base import BaseProvider, HasLeaseMetadata, MachineMix, PublishesDeadline, ReportsMachines
 from .catalog import InstanceType, PriceTable, load_catalog, load_prices, offers
 from .launch import (TAG_LEASE, find_instances, launch, plan_attempts, terminate_lease, wait_for_state)
 from .outputs import StackOutputs, TemplateOutputs, load_outputs, resolve_outputs
+from .reap import TAG_DEADLINE
 from .session import make_client, translate
 from .settings import AWSSettings
 from .userdata import MACHINE_USER, WORKDIR, BootSpec, render
 
 EXPIRY_GRACE_S = 15 * 60      # fleet:expires-at = launch + max_duration + this (the reaper's line)
+CREATE_TAGS_CHUNK = 1000      # EC2 takes up to 1000 resource ids per CreateTags
 
 
 def lease_dir(lease_id: str) -> Path:
     return subdir("leases") / lease_id
 
 
-class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata):
+class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDeadline):
     name = "aws"
     settings = AWSSettings
     description = "EC2 GPU instances from the launch templates of a fleet stack"
+    max_machines_per_lease = 256   # fleet's own bound per lease (providers/base.py); EC2 quotas apply too
 
     def __init__(self, config: Any = None, *, outputs: StackOutputs | dict | str | Path | None = None,
                  ec2: Any = None, session: Any = None, sandbox: Any = None,
@@ -154,7 +157,16 @@ class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata):
                     else generate_ed25519(host, comment=f"fleet-host-{lease_id}"))
         return client, client_pub, host, host_pub
 
-    def _tags(self, plan: Plan, lease_id: str, template: TemplateOutputs) -> dict[str, str]:
+    def publish_deadline(self, lease: Lease, deadline: datetime) -> None:
+        """The heartbeat's confirmed deadline as the reaper's `fleet:deadline` tag: one CreateTags
+        for all the lease's instances per beat (reap.py ends them once it has passed)."""
+        ids = [m.provider_ref["instance_id"] for m in lease.machines if m.provider_ref.get("instance_id")]
+        value = iso_tag(deadline)
+        ec2 = self._ec2_for(lease)
+        for start in range(0, len(ids), CREATE_TAGS_CHUNK):
+            ec2.create_tags(Resources=ids[start:start + CREATE_TAGS_CHUNK], Tags=[{"Key": TAG_DEADLINE, "Value": value}])
+
+    def _tags(self, plan: Plan, lease_id: str, template: TemplateOutputs, deadline_s: int) -> dict[str, str]:
         # The reaper's line: never later than max_duration, nor than the moment the budget runs
         # out at this lease's burn rate (set by the budget hook), plus grace for teardown.
         life_s = min(plan.max_duration_s, plan.budget_deadline_s or plan.max_duration_s)
@@ -164,7 +176,10 @@ class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata):
             "fleet:run": plan.run_id or lease_id,
             "fleet:project": plan.project, "fleet:user": plan.user,
             "fleet:template": template.name,
-            "fleet:expires-at": expires.replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+            "fleet:expires-at": iso_tag(expires),
+            # The first deadline, counted from now plus the longest launch + boot wait: the machine's
+            # watchdog counts from its boot, and the first heartbeat replaces this once SSH answers.
+            TAG_DEADLINE: iso_tag(utcnow() + timedelta(seconds=deadline_s + self.ready_timeout_s)),
         }
 
     def lease(self, plan: Plan, lease_id: str, deadline_s: int,
@@ -181,12 +196,12 @@ class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata):
                              hint=f"see `fleet offers --gpus {plan.gpus}`")
         choices = chosen or choices[:1]
         key_path, client_pub, host_key_path, host_pub = self._keys(lease_id)
-        from ...remote.agent import AGENT_PATH
+        from ...remote.agent import AGENT_PATH, agent_source
         telemetry = AGENT_PATH.with_name("telemetry.py")
         user_data = render(BootSpec(
             lease_id=lease_id, authorized_key=client_pub, host_private_key=host_key_path.read_text(),
             host_public_key=host_pub, deadline_s=deadline_s, max_duration_s=plan.max_duration_s,
-            agent_source=AGENT_PATH.read_text(),
+            agent_source=agent_source(),   # one file: containment.py embedded
             telemetry_source=telemetry.read_text() if telemetry.exists() else None))
         ec2 = self.ec2
         try:
@@ -195,7 +210,7 @@ class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata):
                 attempts = plan_attempts(choices, self.outputs.subnets, spot_first=tpl.spot)
                 attempt, instances = launch(
                     ec2, attempts, lease_id=lease_id, launch_template_id=tpl.launch_template_id,
-                    user_data=user_data, tags=self._tags(plan, lease_id, tpl),
+                    user_data=user_data, tags=self._tags(plan, lease_id, tpl, deadline_s),
                     network=self._network(), sleep=self.sleep)
                 offer = attempt.offer
             ids = [i["InstanceId"] for i in sorted(instances, key=lambda i: (i.get("AmiLaunchIndex", 0),
@@ -335,6 +350,10 @@ class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata):
         for name in ("id_ed25519", "host_ed25519"):
             secure_delete(d / name)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def iso_tag(when: datetime) -> str:
+    return when.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
 def _utc(value) -> datetime | None:

@@ -1,9 +1,18 @@
-"""The orphan reaper: terminate fleet instances that are past their expiry or belong to no live lease.
+"""The orphan reaper: terminate fleet instances whose controller stopped extending them, that are
+past their expiry, or that belong to no live lease.
 
 The fourth layer of "machines always end" (after the controller's finally-block, its signal
 handlers and each machine's own watchdog). `reap` is a plain function over an EC2 client; the CLI
 (`fleet reap`) feeds it the live leases from fleet's state, and the stacks deploy this very file as
-a scheduled Lambda (`lambda_handler`), where no lease list exists and only expiry applies.
+a scheduled Lambda (`lambda_handler`), where no lease list exists and only the tags apply.
+
+The tags it reads: `fleet:deadline`, the lease's heartbeat deadline, rewritten by the controller
+after every heartbeat (one CreateTags for all the lease's instances) and by `--keep`/`fleet extend`;
+once it is DEADLINE_GRACE in the past the controller is gone, and the instance goes within one
+reaper period. `fleet:expires-at` (launch + max duration) is the hard line for instances without
+a deadline tag, or whose deadline tag someone keeps pushing. One pass costs one filtered,
+paginated DescribeInstances (1000 instances a page) plus one TerminateInstances per 1000
+instances to end, however many leases there are.
 
 This module imports nothing from fleet and nothing beyond the standard library and boto3, so the
 stack can ship it as the Lambda's only file.
@@ -17,6 +26,10 @@ from typing import Any, Iterable
 
 TAG_LEASE = "fleet:lease"
 TAG_EXPIRES = "fleet:expires-at"
+TAG_DEADLINE = "fleet:deadline"
+# The deadline tag is written with the controller's clock and read with the reaper's: spare this
+# much skew (and the last beat's CreateTags in flight) before ending a machine at its deadline.
+DEADLINE_GRACE = timedelta(seconds=60)
 TAG_USER = "fleet:user"
 REAPABLE_STATES = ("pending", "running", "stopping", "stopped")
 # An instance with a lease tag but no readable expiry is judged by age instead.
@@ -64,6 +77,9 @@ def judge(instance: dict[str, Any], live_lease_ids: set[str] | None, now: dateti
     launched = _as_utc(instance.get("LaunchTime"))
     if expires is not None and now >= expires:
         return f"expired at {expires.isoformat()}"
+    deadline = _parse_time(tags.get(TAG_DEADLINE))
+    if deadline is not None and now >= deadline + DEADLINE_GRACE:
+        return f"heartbeat deadline {deadline.isoformat()} passed: its controller stopped extending the lease"
     if expires is None and launched is not None and now - launched >= NO_EXPIRY_MAX_AGE:
         return f"no readable {TAG_EXPIRES} tag and launched over {NO_EXPIRY_MAX_AGE} ago"
     if live_lease_ids is None or lease in live_lease_ids:

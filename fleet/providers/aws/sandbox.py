@@ -30,6 +30,7 @@ from ...paths import fleet_home, subdir
 from .outputs import OUTPUTS_VERSION
 
 ENV_FLAG = "FLEET_AWS_SANDBOX"
+LEASE_FILE = "lease_id"      # written before anything starts: which lease a (half-made) machine is for
 
 DEFAULT_TEMPLATES: dict[str, dict[str, Any]] = {
     "aws-1gpu": {"instance_types": ["g6.xlarge", "g5.xlarge", "g4dn.xlarge"], "gpus_per_machine": 1,
@@ -68,13 +69,21 @@ class Sandbox:
             stop_machine_dir(d, grace_s=0.2)
             shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True, mode=0o700)
+        (d / LEASE_FILE).write_text(lease_id)          # `unbind_lease` finds a half-made machine too
         authorized = Path(f"{key_path}.pub").read_text()
-        sshd = start_sshd(d, instance_id, authorized, host_key_path=host_key_path)
-        if sshd.host_key.split()[:2] != host_public_key.split()[:2]:
+        # Watchdog first, then sshd (the watchdog reads sshd.pid at expiry), then the binding: the
+        # other way round, a controller killed in between left sshds listening with the lease key
+        # authorized and no deadline. No --poweroff: at its deadline the watchdog ends this
+        # machine's sshd and processes only.
+        start_watchdog(d, instance_id, ttl_s=deadline_s, max_s=max_s, kill_pids=[],
+                       kill_pid_files=[d / "sshd.pid"], python=self.python)
+        try:
+            sshd = start_sshd(d, instance_id, authorized, host_key_path=host_key_path)
+            if sshd.host_key.split()[:2] != host_public_key.split()[:2]:
+                raise RuntimeError(f"sandbox sshd for {instance_id} did not take the lease's host key")
+        except BaseException:
             stop_machine_dir(d, grace_s=0.2)
-            raise RuntimeError(f"sandbox sshd for {instance_id} did not take the lease's host key")
-        # No --poweroff: at its deadline the watchdog ends this machine's sshd and processes only.
-        start_watchdog(d, instance_id, ttl_s=deadline_s, max_s=max_s, kill_pids=[sshd.pid], python=self.python)
+            raise
         binding = {"instance_id": instance_id, "lease_id": lease_id, "private_ip": private_ip,
                    "host": "127.0.0.1", "port": sshd.port, "user": sshd.user, "workdir": str(sshd.root),
                    "python": self.python, "sshd_pid": sshd.pid, "dir": str(d)}
@@ -97,7 +106,7 @@ class Sandbox:
                 shutil.rmtree(d, ignore_errors=True)
 
     def unbind_lease(self, lease_id: str) -> None:
-        self.unbind([b["instance_id"] for b in self.bindings() if b.get("lease_id") == lease_id])
+        self.unbind([d.name for d in sorted(self.root.iterdir()) if _lease_of(d) == lease_id])
 
     @staticmethod
     def _read(d: Path) -> dict[str, Any] | None:
@@ -105,6 +114,16 @@ class Sandbox:
             return json.loads((d / "binding.json").read_text())
         except (OSError, ValueError):
             return None
+
+
+def _lease_of(d: Path) -> str | None:
+    binding = Sandbox._read(d)
+    if binding:
+        return binding.get("lease_id")
+    try:
+        return (d / LEASE_FILE).read_text().strip() or None
+    except OSError:
+        return None
 
 
 def _alive(pid: Any) -> bool:

@@ -86,7 +86,9 @@ def render(spec: BootSpec) -> str:
         # lease user, so the controller's `agent.py extend` can replace the deadline file).
         f"echo {_packed(spec.agent_source)} | base64 -d | gunzip > {state}/agent.py",
     ]
-    if spec.telemetry_source:
+    # The companion is read only by a watchdog that samples telemetry: otherwise it would be ~5 KB of
+    # the 16 KiB EC2 allows, which the agent (containment embedded) needs.
+    if spec.telemetry_source and spec.telemetry_interval_s > 0:
         lines.append(f"echo {_packed(spec.telemetry_source)} | base64 -d | gunzip > {state}/telemetry.py")
     lines += [
         f"chown -R {MACHINE_USER}:{MACHINE_USER} {state}",

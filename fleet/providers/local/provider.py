@@ -6,17 +6,20 @@ its deadline even if the controller is SIGKILLed the next instant.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import sys
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import threading
+from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
+from ...errors import Cancelled
 from ...keys import generate_ed25519
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
 from ...paths import subdir
-from ..base import BaseProvider, ReportsMachines, SweepsLeftovers
+from ..base import BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftovers, check_machine_count
 from .templates import LOCAL_TEMPLATES
 from .sshd import find_sshd, pid_alive, start_sshd, start_watchdog, stop_machine_dir
 
@@ -25,9 +28,11 @@ def lease_key_path(lease_id: str) -> Path:
     return subdir("leases") / lease_id / "id_ed25519"
 
 
-class LocalProvider(BaseProvider, ReportsMachines, SweepsLeftovers):
+class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftovers):
     name = "local"
     description = "sshd sandboxes on this computer (simulated GPUs)"
+    # Each machine is an sshd plus a watchdog on this computer: 64 of them is already a lot for a laptop.
+    max_machines_per_lease = 64
 
     def __init__(self, python: str | None = None, max_parallel: int = 8, **_ignored):
         self.python = python or sys.executable
@@ -41,8 +46,11 @@ class LocalProvider(BaseProvider, ReportsMachines, SweepsLeftovers):
         return dict(LOCAL_TEMPLATES)
 
     def lease(self, plan: Plan, lease_id: str, deadline_s: int,
-              on_machine: Callable[[Machine], None] | None = None) -> Lease:
+              on_machine: Callable[[Machine], None] | None = None,
+              cancel: threading.Event | None = None) -> Lease:
+        check_machine_count(self, plan)
         find_sshd()
+        cancel = cancel or threading.Event()
         key_path = lease_key_path(lease_id)
         public = generate_ed25519(key_path, comment=f"fleet-lease-{lease_id}")
         machines_dir = subdir("machines")
@@ -51,42 +59,56 @@ class LocalProvider(BaseProvider, ReportsMachines, SweepsLeftovers):
         def start(rank: int) -> Machine:
             machine_id = f"{lease_id}-n{rank}"
             d = machines_dir / machine_id
+            if cancel.is_set():
+                raise Cancelled("cancelled while leasing")
             d.mkdir(mode=0o700)
             # Watchdog first, sshd second (it reads sshd.pid at expiry): the other way round, a
             # controller killed between the two left an sshd with no deadline (fault matrix).
             start_watchdog(d, machine_id, ttl_s=deadline_s, max_s=plan.max_duration_s,
                            kill_pids=[], kill_pid_files=[d / "sshd.pid"], python=self.python,
                            telemetry_interval=plan.telemetry_interval_s)
+            if cancel.is_set():   # the watchdog alone is released below; no sshd to start and stop
+                raise Cancelled("cancelled while leasing")
             sshd = start_sshd(d, machine_id, public)
             return Machine(
                 id=machine_id, lease_id=lease_id, node_rank=rank, host="127.0.0.1", port=sshd.port,
                 user=sshd.user, key_path=str(key_path), host_key=sshd.host_key, workdir=str(sshd.root),
                 gpu_slots=tuple(range(gpus)), python=self.python,
                 price_per_hour=plan.template.price_per_hour or 0, instance_type=plan.template.name,
-                provider_ref={"dir": str(d), "sshd_pid": sshd.pid, "simulated_gpus": True})
+                provider_ref={"dir": str(d), "sshd_pid": sshd.pid, "simulated_gpus": True,
+                              "isolation": sshd.isolation})
 
         machines: list[Machine] = []
         errors: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=min(self.max_parallel, plan.machine_count)) as pool:
+            futures = [pool.submit(start, r) for r in range(plan.machine_count)]
             # Reported as each one comes up (this thread, so the caller's database connection is
             # reused), not when all have: a controller killed meanwhile leaves them on record.
-            for future in as_completed([pool.submit(start, r) for r in range(plan.machine_count)]):
+            for future in as_completed(futures):
                 try:
                     machine = future.result()
                     machines.append(machine)
                     if on_machine is not None and not errors:
                         on_machine(machine)
+                except CancelledError:
+                    pass
                 except BaseException as exc:  # noqa: BLE001 — collected, machines released below
                     errors.append(exc)
+                if errors or cancel.is_set():
+                    # Stop making machines: at most the ones in flight finish, then all are released.
+                    for pending in futures:
+                        pending.cancel()
         now = utcnow()
         lease = Lease(id=lease_id, provider=self.name, template=plan.template.name,
                       machines=sorted(machines, key=lambda m: m.node_rank), created_at=now,
                       deadline=now + timedelta(seconds=deadline_s),
                       max_deadline=now + timedelta(seconds=plan.max_duration_s), project=plan.project,
                       user=plan.user, heartbeat_ttl_s=plan.heartbeat_ttl_s)
-        if errors:
+        if errors or cancel.is_set():
             self._release_dirs([machines_dir / f"{lease_id}-n{r}" for r in range(plan.machine_count)])
-            raise errors[0]
+            _delete_lease_key(lease_id)
+            failures = [e for e in errors if not isinstance(e, Cancelled)]
+            raise failures[0] if failures else Cancelled("cancelled while leasing")
         return lease
 
     def describe(self, lease: Lease) -> list[MachineState]:
@@ -112,9 +134,7 @@ class LocalProvider(BaseProvider, ReportsMachines, SweepsLeftovers):
         # Also those the state never recorded (controller killed inside lease()): every machine of the lease.
         dirs += [d for d in self._lease_dirs(lease) if d not in dirs]
         self._release_dirs(dirs)
-        from ...keys import secure_delete
-        secure_delete(lease_key_path(lease.id))
-        shutil.rmtree(lease_key_path(lease.id).parent, ignore_errors=True)
+        _delete_lease_key(lease.id)
 
     def _release_dirs(self, dirs: list[Path]) -> None:
         existing = [d for d in dirs if d.exists()]
@@ -125,16 +145,30 @@ class LocalProvider(BaseProvider, ReportsMachines, SweepsLeftovers):
         for d in existing:
             shutil.rmtree(d, ignore_errors=True)
 
-    @staticmethod
-    def _lease_dirs(lease: Lease) -> list[Path]:
+    @classmethod
+    def _lease_dirs(cls, lease: Lease) -> list[Path]:
         """The machine directories this provider made for a lease (named <lease>-n<rank>).
 
         Probed by name for the planned ranks rather than globbed: `fleet status` asks this for
         every live lease, and a glob per lease (a regex compile and a full directory scan each)
-        made status with 1,000 leases 2.5× slower than with none."""
+        made status with 1,000 leases 2.5× slower than with none. A recorded count beyond what a
+        lease may have (a record from before the cap, or a damaged one: 10**20 hung status and
+        down) is never iterated: the directory is listed once instead, bounded by what exists."""
         root = subdir("machines")
-        count = max(int(lease.meta.get("machines") or 0), len(lease.machines))
-        return [d for d in (root / f"{lease.id}-n{rank}" for rank in range(count)) if d.is_dir()]
+        try:
+            count = max(int(lease.meta.get("machines") or 0), len(lease.machines))
+        except (TypeError, ValueError):
+            count = cls.max_machines_per_lease + 1
+        if count <= cls.max_machines_per_lease:
+            return [d for d in (root / f"{lease.id}-n{rank}" for rank in range(count)) if d.is_dir()]
+        prefix = f"{lease.id}-n"
+        try:
+            with os.scandir(root) as entries:
+                found = [Path(e.path) for e in entries
+                         if e.name.startswith(prefix) and e.name[len(prefix):].isdigit() and e.is_dir()]
+        except OSError:
+            return []
+        return sorted(found, key=lambda d: int(d.name[len(prefix):]))
 
     def orphan_dirs(self, live_machine_ids: set[str]) -> list[Path]:
         """Machine directories no live lease owns (e.g. a controller killed mid-lease)."""
@@ -147,6 +181,12 @@ class LocalProvider(BaseProvider, ReportsMachines, SweepsLeftovers):
         return [d.name for d in orphans]
 
 
+def _delete_lease_key(lease_id: str) -> None:
+    from ...keys import secure_delete
+    secure_delete(lease_key_path(lease_id))
+    shutil.rmtree(lease_key_path(lease_id).parent, ignore_errors=True)
+
+
 def _deadline_file(d: Path) -> datetime | None:
     """The deadline the machine's own watchdog holds (epoch seconds in root/.fleet/deadline)."""
     try:
@@ -157,6 +197,6 @@ def _deadline_file(d: Path) -> datetime | None:
 
 def _pid_file_matches(d: Path, pid: int) -> bool:
     try:
-        return int((d / "sshd.pid").read_text().strip()) == pid
-    except (OSError, ValueError):
+        return int((d / "sshd.pid").read_text().split()[0]) == pid   # "PID STARTTIME"
+    except (OSError, ValueError, IndexError):
         return False

@@ -1,8 +1,12 @@
 """Real OpenSSH sshd processes on loopback, one per machine, each under its own directory.
 
 Used by the local provider, and by the AWS sandbox and tests to stand in for remote hosts.
-A machine directory holds: sshd_config, ssh_host_ed25519_key(.pub), authorized_keys, sshd.pid,
-sshd.log and root/ (the machine's working directory).
+A machine directory holds: sshd_config, ssh_host_ed25519_key(.pub), authorized_keys, sshd.pid
+("PID STARTTIME"), sshd.log and root/ (the machine's working directory).
+
+Containment (fleet/isolation): where cgroup v2 is writable, sshd starts inside the machine's unit
+(<unit>/work), so every session and everything it spawns belongs to the machine however it
+daemonises, and the watchdog sits in <unit>/agent. Otherwise pids are verified by start time.
 """
 from __future__ import annotations
 
@@ -16,8 +20,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ... import isolation
 from ...errors import EnvironmentProblem, InfrastructureError
 from ...keys import generate_ed25519
+from ...remote.agent import containment
 
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd")
 
@@ -47,6 +53,7 @@ class SshdMachine:
     host_key: str          # public host key line "ssh-ed25519 AAAA…"
     root: Path
     user: str
+    isolation: str = "pids"   # "cgroup" | "pids": see fleet/isolation
 
 
 def _config_text(d: Path, port: int, machine_id: str, user: str, root: Path) -> str:
@@ -54,7 +61,8 @@ def _config_text(d: Path, port: int, machine_id: str, user: str, root: Path) -> 
         f"Port {port}",
         "ListenAddress 127.0.0.1",
         f"HostKey {d / 'ssh_host_ed25519_key'}",
-        f"PidFile {d / 'sshd.pid'}",
+        # fleet writes sshd.pid itself, with the start time that proves it later ("PID STARTTIME").
+        "PidFile none",
         f"AuthorizedKeysFile {d / 'authorized_keys'}",
         "PubkeyAuthentication yes",
         "PasswordAuthentication no",
@@ -105,23 +113,51 @@ def start_sshd(directory: Path, machine_id: str, authorized_key: str, *, host_ke
     auth.write_text(authorized_key.strip() + "\n")
     os.chmod(auth, 0o600)
     user = getpass.getuser()
+    work = _work_leaf(d, machine_id)
     last_error = ""
     for _ in range(attempts):
         port = free_port()
         (d / "sshd_config").write_text(_config_text(d, port, machine_id, user, root))
+        argv = [sshd, "-D", "-e", "-f", str(d / "sshd_config")]
+        if work:   # join the unit, then become sshd: inside it before it can accept a connection
+            argv = ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" || exit 126; exec "$@"', work, *argv]
         log = open(d / "sshd.log", "ab")
-        proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(d / "sshd_config")], stdout=log, stderr=log,
-                                stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+                                close_fds=True)
         log.close()
         # Recorded at once, not once it listens: a watchdog started first reads it at expiry.
-        (d / "sshd.pid").write_text(str(proc.pid))
+        containment.write_pid_file(d / "sshd.pid", proc.pid)
+        if (d / "root" / ".fleet" / "expired").exists():
+            # The watchdog ended the machine meanwhile (and may have read sshd.pid before it was
+            # written): an sshd with no deadline must not be left behind.
+            _reap(proc)
+            raise InfrastructureError(f"machine {machine_id} reached its deadline while its sshd was starting")
         if _wait_listening(port, proc):
-            return SshdMachine(d, port, proc.pid, host_key, root, user)
+            return SshdMachine(d, port, proc.pid, host_key, root, user, "cgroup" if work else "pids")
         last_error = (d / "sshd.log").read_text(errors="replace").strip().splitlines()[-1:] or ["exited"]
         last_error = last_error[0]
         _reap(proc)
     raise InfrastructureError(f"sshd for machine {machine_id} would not start: {last_error}",
                               hint="no free port on 127.0.0.1?" if "Address" in last_error else None)
+
+
+def _work_leaf(d: Path, machine_id: str) -> str | None:
+    """The cgroup leaf sshd must start in, or None (verified pids). With a watchdog already running
+    its unit is reused, never re-created: a unit it removed at expiry means the machine has ended."""
+    from ...remote.agent.agent import read_isolation
+    state = d / "root" / ".fleet"
+    if (state / "expired").exists():
+        raise InfrastructureError(f"machine {machine_id} has reached its deadline: not starting its sshd")
+    if (state / "watchdog.pid").exists():
+        info = read_isolation(str(state))
+        if info.get("level") != isolation.CGROUP:
+            return None
+        work = Path(info["unit"]) / "work"
+        if not work.is_dir():
+            raise InfrastructureError(f"machine {machine_id} has ended (its cgroup is gone): not starting its sshd")
+        return str(work)
+    unit = isolation.prepare_local_unit(d)     # no watchdog yet (the AWS sandbox starts sshd first)
+    return f"{unit}/work" if unit else None
 
 
 def _wait_listening(port: int, proc: subprocess.Popen, timeout: float = 10) -> bool:
@@ -147,20 +183,26 @@ def start_watchdog(directory: Path, machine_id: str, *, ttl_s: float, max_s: flo
                    python: str | None = None, telemetry_interval: float = 0,
                    kill_pid_files: list[Path] = ()) -> int:
     """The machine's dead-man switch, started detached (own session) so SIGKILL of the controller
-    leaves it running; it ends the machine at its deadline unless a heartbeat extends it."""
-    from ...remote.agent import AGENT_PATH
+    leaves it running; it ends the machine at its deadline unless a heartbeat extends it.
+
+    It joins <unit>/agent of the machine's cgroup unit (made here when cgroup v2 is writable) and
+    ends <unit>/work from there; `kill_pids` are pinned to their start time now."""
+    from ...remote.agent import AGENT_FILES
     state = Path(directory) / "root" / ".fleet"
     state.mkdir(parents=True, exist_ok=True)
+    for source in AGENT_FILES:
+        if source.exists():
+            shutil.copyfile(source, state / source.name)
     agent = state / "agent.py"
-    shutil.copyfile(AGENT_PATH, agent)
-    companion = AGENT_PATH.with_name("telemetry.py")
-    if companion.exists():
-        shutil.copyfile(companion, state / "telemetry.py")
+    unit = isolation.prepare_local_unit(Path(directory))
     argv = [python or sys.executable, str(agent), "watchdog", "--state-dir", str(state),
             "--machine-id", machine_id, "--ttl", str(ttl_s), "--max", str(max_s),
             "--telemetry-interval", str(telemetry_interval)]
+    argv += ["--isolation", "cgroup", "--unit", unit] if unit else ["--isolation", "pids"]
     for pid in kill_pids:
-        argv += ["--kill-pid", str(pid)]
+        record = containment.pid_record(pid)
+        if record:
+            argv += ["--kill-pid", record.replace(" ", ":")]
     for pid_file in kill_pid_files:
         argv += ["--kill-pid-file", str(pid_file)]
     log = open(state / "watchdog.log", "ab")
@@ -182,31 +224,36 @@ def pid_alive(pid: int) -> bool:
     return alive(pid)
 
 
+def machine_isolation(directory: Path) -> str:
+    """The isolation a machine directory's processes have: what its watchdog recorded, else whether
+    a unit exists for it."""
+    from ...remote.agent.agent import read_isolation
+    level = read_isolation(str(Path(directory) / "root" / ".fleet")).get("level")
+    return level or ("cgroup" if isolation.existing_unit(Path(directory)) else "pids")
+
+
 def stop_machine_dir(directory: Path, grace_s: float = 2.0) -> None:
-    """End a machine from the outside: release its watchdog (which kills its processes), then make sure."""
+    """End a machine from the outside: release its watchdog (which ends its processes), then make
+    sure. Only the machine's own processes are signalled: its cgroup unit's members, or pids whose
+    recorded start time still matches (a stale pid file never hits a process that reused the pid)."""
+    from ...remote.agent import agent
     d = Path(directory)
-    state = d / "root" / ".fleet"
-    pids = []
-    for name in (state / "watchdog.pid", d / "sshd.pid"):
+    sshd = containment.read_pid_file(d / "sshd.pid")
+    if sshd and not _runs_config(sshd[0], d / "sshd_config"):
+        sshd = None
+    agent.stop_machine(str(d / "root" / ".fleet"), d.name, unit=isolation.unit_for(d),
+                       roots=[sshd] if sshd else [], grace_s=grace_s)
+    if sshd:   # reap our own child so it does not linger as a zombie
         try:
-            pids.append(int(name.read_text().strip()))
-        except (OSError, ValueError):
-            pass
-    if state.exists():
-        try:
-            (state / "release").write_text(str(time.time()))
-        except OSError:
-            pass   # disk full: the kill below ends the machine without the watchdog's help
-    deadline = time.monotonic() + grace_s + 3
-    while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
-        time.sleep(0.05)
-    for pid in pids:   # reap our own children so they do not linger as zombies
-        try:
-            os.waitpid(pid, os.WNOHANG)
+            os.waitpid(sshd[0], os.WNOHANG)
         except ChildProcessError:
             pass
-    # The watchdog may be dead (killed by hand, machine crashed): finish its job from here.
-    from ...remote.agent import agent
-    leftovers = [p for p in agent.machine_pids(d.name, pids) if pid_alive(p)]
-    if leftovers:
-        agent.kill_all(leftovers, grace_s=0.5)
+
+
+def _runs_config(pid: int, config: Path) -> bool:
+    """The pid is an sshd started with this machine's sshd_config (its command line says so)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return str(config).encode() in argv

@@ -172,6 +172,16 @@ def host_machine(host: Host, machine_id: str, workdir: str = "", python: str = "
 
 _DISCOVER = ('echo "HOME=$HOME"; if command -v nvidia-smi >/dev/null 2>&1; then '
              'echo GPUS; nvidia-smi --query-gpu=index,name --format=csv,noheader; fi')
+# Which isolation a lease's machines get there (fleet/isolation): a cgroup v2 unit when this login
+# may write the unified hierarchy (root, or a delegated <cgroup2>/fleet), else verified pids.
+_ISOLATION = ('cg=$(awk \'{for(i=1;i<=NF;i++) if($i=="-"){if($(i+1)=="cgroup2"){print $5; exit} break}}\' '
+              '/proc/self/mountinfo 2>/dev/null); '
+              'if [ -n "$cg" ] && { [ "$(id -u)" = 0 ] || [ -w "$cg/fleet" ]; }; '
+              'then echo ISOLATION=cgroup; else echo ISOLATION=pids; fi')
+
+
+def parse_isolation(stdout: str) -> str | None:
+    return next((line.strip()[10:] for line in stdout.splitlines() if line.strip().startswith("ISOLATION=")), None)
 
 
 def parse_discovery(stdout: str) -> tuple[str, int | None, str | None]:
@@ -201,6 +211,7 @@ class Probe:
     home: str = ""
     gpus: int | None = None
     gpu_model: str | None = None
+    isolation: str | None = None     # "cgroup" | "pids": what a lease's machines get on this host
 
 
 def probe(host: Host, timeout: float = PROBE_TIMEOUT_S) -> Probe:
@@ -209,7 +220,7 @@ def probe(host: Host, timeout: float = PROBE_TIMEOUT_S) -> Probe:
     try:
         machine = host_machine(host, f"probe-{host.name}")
         with connect(machine, timeout=timeout) as session:
-            result = session.run(_DISCOVER, check=False, timeout=timeout + 10)
+            result = session.run(_DISCOVER + "; " + _ISOLATION, check=False, timeout=timeout + 10)
     except (InfrastructureError, UsageError) as exc:
         return Probe(False, exc.one_line())
     home, gpus, model = parse_discovery(result.stdout)
@@ -218,7 +229,7 @@ def probe(host: Host, timeout: float = PROBE_TIMEOUT_S) -> Probe:
     if host.gpus is not None:
         gpus, model = host.gpus, host.gpu_model or model
     detail = "" if gpus else "no GPUs found (no nvidia-smi there?): declare gpus in [[hosts]] or --gpus"
-    return Probe(True, detail, home, gpus, model)
+    return Probe(True, detail, home, gpus, model, parse_isolation(result.stdout))
 
 
 # -- the inventory ---------------------------------------------------------------------------------

@@ -74,6 +74,15 @@ class SSHHostsProvider(BaseProvider, ReportsMachines):
     def templates(self) -> dict[str, Template]:
         return ssh_templates(getattr(self.config, "prices", None))
 
+    machine_cap_hint = "ask for fewer GPUs, or add hosts ([[hosts]] in fleet.toml or `fleet hosts add`)"
+
+    @property
+    def max_machines_per_lease(self) -> int:
+        """Every machine takes at least one GPU slot: never more than the inventory's GPUs (a host
+        whose GPUs are not yet discovered counts as many as a host may declare). Read, not probed."""
+        from ...config_schema import MAX_HOST_GPUS
+        return max(1, sum(h.gpus or MAX_HOST_GPUS for h in self.inventory().list()))
+
     def usable_hosts(self, user: str, exclude: set[str] = frozenset()) -> dict[str, tuple[Host, str]]:
         """Hosts that are up with GPUs: name → (host, remote home). Probes stale or unknown ones."""
         inv = self.inventory()
@@ -201,28 +210,36 @@ class SSHHostsProvider(BaseProvider, ReportsMachines):
                          machines)
 
 
-def start_watchdog(m: Machine, *, ttl_s: float, max_s: float, telemetry_interval: float = 0) -> None:
+def start_watchdog(m: Machine, *, ttl_s: float, max_s: float, telemetry_interval: float = 0) -> str:
     """Copy the agent into the machine's workdir and start its watchdog detached from this SSH session.
 
     The watchdog runs without FLEET_MACHINE_ID in its own environment, so it never counts itself
-    among the processes it must end; it kills only this machine's tagged processes (no --kill-pid,
-    no --poweroff: the host stays up).
+    among the processes it must end; no --kill-pid, no --poweroff: the host stays up. Where the
+    host lets this login write cgroup v2 (root, or a delegated subtree) the machine gets a unit of
+    its own (every `agent exec` joins it); otherwise verified pids plus the tag. Returns the
+    isolation the host gave ("cgroup" | "pids"), also kept in m.provider_ref["isolation"].
     """
-    from ...remote.agent import AGENT_PATH
+    from ...isolation import requested
+    from ...remote.agent import AGENT_FILES
+    from ...remote.agent.containment import namespace
     from ...remote.ssh import connect
+    level = requested()
     with connect(m, timeout=10) as s:
         s.run(["mkdir", "-p", m.state_dir])
         with s.sftp() as sftp:
-            sftp.put(str(AGENT_PATH), m.agent_path)
-            companion = Path(AGENT_PATH).with_name("telemetry.py")
-            if companion.exists():
-                sftp.put(str(companion), f"{m.state_dir}/telemetry.py")
+            for source in AGENT_FILES:
+                if source.exists():
+                    sftp.put(str(source), f"{m.state_dir}/{source.name}")
         argv = [m.python, m.agent_path, "watchdog", "--state-dir", m.state_dir, "--machine-id", m.id,
-                "--ttl", f"{ttl_s:.3f}", "--max", f"{max_s:.3f}", "--telemetry-interval", str(telemetry_interval)]
+                "--ttl", f"{ttl_s:.3f}", "--max", f"{max_s:.3f}", "--telemetry-interval", str(telemetry_interval),
+                "--isolation", level, "--unit-ns", namespace(m.workdir.rsplit("/", 2)[0]),
+                # Sessions that bypass `agent exec` (e.g. `fleet ssh`) start in the host's own
+                # cgroups: their tag is how the watchdog still finds them.
+                "--sweep-tagged"]
         log = shlex.quote(f"{m.state_dir}/watchdog.log")
         s.run(f"cd {shlex.quote(m.workdir)} && env -u FLEET_MACHINE_ID setsid nohup {shlex.join(argv)}"
               f" </dev/null >>{log} 2>&1 &", timeout=30)
-        # Wait for the pid file the watchdog writes once its deadline is in place.
+        # Wait for the pid file the watchdog writes once its deadline and containment are in place.
         pidfile = shlex.quote(f"{m.state_dir}/watchdog.pid")
         r = s.run(f"for i in $(seq 100); do [ -s {pidfile} ] && exit 0; sleep 0.1; done; exit 1",
                   check=False, timeout=30)
@@ -230,17 +247,21 @@ def start_watchdog(m: Machine, *, ttl_s: float, max_s: float, telemetry_interval
             tail = s.run(["tail", "-n", "3", f"{m.state_dir}/watchdog.log"], check=False).stdout.strip()
             raise InfrastructureError(f"watchdog for {m.id} did not start on {m.provider_ref.get('host')}: "
                                       f"{tail.splitlines()[-1] if tail else 'no output'}")
+        info = s.run(["cat", f"{m.state_dir}/isolation.json"], check=False, timeout=30).stdout
+    try:
+        m.provider_ref["isolation"] = json.loads(info).get("level", "unknown")
+    except ValueError:
+        m.provider_ref["isolation"] = "unknown"
+    return m.provider_ref["isolation"]
 
 
-# Release on the host: ask the watchdog to end the machine, wait for it, end any tagged process it
-# missed (or all of them, if the watchdog itself had died), then remove the machine's directory.
+# Release on the host: the agent's `stop` asks the watchdog to end the machine, waits for it, ends
+# whatever it left (or all of it, if the watchdog had died): the machine's cgroup unit, or the
+# verified/tagged pids. Then the machine's directory goes.
 _STOP_SCRIPT = r"""
 S={state}; W={workdir}; P={python}
 [ -d "$W" ] || exit 0
-"$P" "$S/agent.py" release --state-dir "$S" >/dev/null 2>&1
-pid=$(cat "$S/watchdog.pid" 2>/dev/null)
-i=0; while [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && [ $i -lt 150 ]; do sleep 0.1; i=$((i+1)); done
-"$P" -c 'import sys; sys.path.insert(0, sys.argv[1]); import agent; agent.kill_all(agent.machine_pids(sys.argv[2]), 1.0)' "$S" {machine_id} 2>/dev/null
+[ -f "$S/agent.py" ] && "$P" "$S/agent.py" stop --state-dir "$S" --machine-id {machine_id} >/dev/null 2>&1
 rm -rf "$W"; rmdir "$(dirname "$W")" 2>/dev/null
 exit 0
 """

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ...config_schema import PORT, POSITIVE_INT, STRING, Key
+from ...config_schema import HOST_GPUS, PORT, STRING, Key
 from ..base import ProviderSettings
 
 
@@ -34,7 +34,7 @@ class SSHSettings(ProviderSettings):
         "user": Key(STRING, "SSH user. Default: your login name."),
         "port": Key(PORT, "SSH port.", default=22),
         "key": Key(STRING, "Private key file. Default: your SSH agent / ~/.ssh keys."),
-        "gpus": Key(POSITIVE_INT, "GPUs on the host. Default: discovered over SSH."),
+        "gpus": Key(HOST_GPUS, "GPUs on the host. Default: discovered over SSH."),
         "name": Key(STRING, "Short name shown in status. Default: the address."),
         "workdir": Key(STRING, "Directory on the host under which each leased machine gets its own working "
                                "directory. Default: ~/.fleet-leases."),

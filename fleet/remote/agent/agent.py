@@ -2,14 +2,17 @@
 """fleet agent: the on-machine half of fleet. Standard library only; copied onto every machine.
 
 Subcommands
-  watchdog  hold the machine's deadline; at expiry end every process of this machine (those
-            carrying FLEET_MACHINE_ID=<id> in their environment), the listed pids (a local
-            machine's sshd), and optionally power the machine off (cloud: shutdown = terminate).
+  watchdog  hold the machine's deadline; at expiry end every process of this machine and
+            optionally power the machine off (cloud: shutdown = terminate). Which processes are
+            the machine's is decided by containment.py: its cgroup v2 unit where the host allows
+            one, else pids proven by start time plus the FLEET_MACHINE_ID tag. The watchdog lives
+            outside the cgroup leaf it kills.
   extend    move the deadline to now+TTL *as this machine's clock reads it* (so controller clock
             skew never matters), capped at the hard maximum fixed when the watchdog started.
   release   expire now (the normal end of a lease).
-  exec      run a command in its own process group, recording the group id so `signal` can
-            stop it; exits with the command's status.
+  stop      release, wait for the watchdog, then end whatever it left (or all, if it died).
+  exec      run a command in its own process group (inside the machine's cgroup unit when it has
+            one), recording the group id so `signal` can stop it; exits with the command's status.
   signal    send a signal to a process group recorded by `exec`.
   status    print the deadline state as JSON.
 
@@ -27,7 +30,13 @@ import sys
 import threading
 import time
 
+try:
+    from . import containment
+except ImportError:   # run as a script on a machine: containment.py is copied next to it
+    import containment
+
 POLL_S = 0.5
+ISOLATION_FILE = "isolation.json"
 
 
 def _read_float(path, default=None):
@@ -48,60 +57,8 @@ def _write_atomic(path, text):
 
 
 def _tagged_pids(machine_id):
-    """Processes whose environment carries this machine's id (they survive re-parenting)."""
-    needle = f"FLEET_MACHINE_ID={machine_id}".encode()
-    me = os.getpid()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                if needle in fh.read().split(b"\0"):
-                    found.append(int(name))
-        except OSError:
-            continue
-    return found
-
-
-def _descendants(roots):
-    """Every process below `roots` (e.g. sshd's per-connection children), found via /proc."""
-    parents = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            try:
-                with open(f"/proc/{name}/stat") as fh:
-                    parents.setdefault(int(fh.read().rsplit(")", 1)[-1].split()[1]), []).append(int(name))
-            except (OSError, IndexError, ValueError):
-                continue
-    found, todo = [], list(roots)
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            if child not in found:
-                found.append(child)
-                todo.append(child)
-    return found
-
-
-def machine_pids(machine_id, roots=()):
-    return sorted(set(_tagged_pids(machine_id)) | set(_descendants(roots)) | set(roots))
-
-
-def kill_all(pids, grace_s=2.0):
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        signalled = []
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-                signalled.append(pid)
-            except (ProcessLookupError, PermissionError):
-                pass
-        if not signalled or sig == signal.SIGKILL:
-            return
-        end = time.monotonic() + grace_s
-        while time.monotonic() < end and any(alive(p) for p in signalled):
-            time.sleep(0.05)
-        pids = [p for p in signalled if alive(p)]
+    """Pids whose environment carries this machine's id (each checked by start time while read)."""
+    return [pid for pid, _start in containment.tagged(machine_id, exclude={os.getpid()})]
 
 
 def alive(pid):
@@ -119,17 +76,93 @@ def alive(pid):
         return False
 
 
+# -- the machine's containment ---------------------------------------------------------------------
+
+def read_isolation(state):
+    try:
+        with open(os.path.join(state, ISOLATION_FILE)) as fh:
+            info = json.load(fh)
+        return info if isinstance(info, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _unit_of(info, machine_id):
+    """The cgroup unit recorded for this machine, only if it is a fleet unit of that very machine."""
+    unit = info.get("unit") if info.get("level") == containment.CGROUP else None
+    return unit if unit and containment.is_unit(unit, machine_id) else None
+
+
+def _contain_self(args):
+    """Put the watchdog into <unit>/agent (never into work/, the leaf it ends). Returns the record
+    written to isolation.json: which isolation this machine gets."""
+    info = {"level": containment.PIDS, "sweep_tagged": bool(args.sweep_tagged)}
+    if args.isolation == containment.PIDS:
+        return info
+    unit = args.unit or (containment.unit_path(args.unit_ns, args.machine_id) if args.unit_ns else None)
+    try:
+        if not unit or not containment.is_unit(unit, args.machine_id):
+            raise OSError("no cgroup v2 hierarchy here")
+        origin = containment.own_cgroup()
+        containment.create_unit(unit)
+        containment.join(os.path.join(unit, "agent"))
+    except OSError as exc:
+        if args.isolation == containment.CGROUP:
+            raise OSError(f"cannot contain machine {args.machine_id} in cgroup {unit}: {exc}") from None
+        info["detail"] = f"no writable cgroup v2: {exc}"
+        return info
+    info.update(level=containment.CGROUP, unit=unit, origin=origin)
+    return info
+
+
+def _roots(args):
+    """Processes the watchdog was told to end besides its unit, as verified (pid, start) records.
+
+    A bare pid given on the command line is pinned to the process it names right now; pid files
+    are read at expiry and count only when they carry "PID STARTTIME" that still matches."""
+    roots = []
+    for text in args.kill_pid or []:
+        record = containment.parse_record(text)
+        if record is None and str(text).isdigit():
+            start = containment.start_time(int(text))
+            record = (int(text), start) if start is not None else None
+        if record:
+            roots.append(record)
+    for path in args.kill_pid_file or []:
+        record = containment.read_pid_file(path)
+        if record:
+            roots.append(record)
+    return [r for r in roots if containment.same_process(*r)]
+
+
+def end_machine(machine_id, info, roots=(), grace_s=2.0):
+    """End every process of the machine: its cgroup's work leaf (or, with no unit, its tagged
+    processes), the verified roots and their descendants. Returns True once nothing is left."""
+    unit = _unit_of(info, machine_id)
+    clean = True
+    for _ in range(2):   # again, in case a root forked a new session meanwhile
+        if unit:
+            clean = containment.kill_unit(os.path.join(unit, "work")) and clean
+        records = list(roots) + containment.descendants(roots)
+        if not unit or info.get("sweep_tagged"):
+            records += containment.tagged(machine_id, exclude={os.getpid()})
+        if records:
+            clean = containment.kill_verified(records, grace_s=grace_s) and clean
+    return clean
+
+
 def _expire(args, reason):
     state = args.state_dir
     try:
         _write_atomic(os.path.join(state, "expired"), json.dumps({"reason": reason, "at": time.time()}))
     except OSError:
         pass   # e.g. the disk is full: the marker is informative, ending the machine is not optional
-    # Tagged processes first (the experiment), then the listed pids (e.g. sshd), repeated once
-    # in case sshd forked a new session meanwhile.
-    roots = list(args.kill_pid or []) + _pids_from_files(args.kill_pid_file or [])
-    for _ in range(2):
-        kill_all(machine_pids(args.machine_id, roots))
+    info = args.isolation_info
+    end_machine(args.machine_id, info, _roots(args))
+    unit = _unit_of(info, args.machine_id)
+    if unit:   # step out of the unit so it can be removed: nothing of the machine is left behind
+        containment.leave(unit, info.get("origin"))
+        containment.remove_unit(unit)
     if args.poweroff:
         for cmd in (["systemctl", "poweroff", "--force"], ["shutdown", "-h", "now"], ["poweroff", "-f"]):
             try:
@@ -139,24 +172,16 @@ def _expire(args, reason):
                 continue
 
 
-def _pids_from_files(paths):
-    """Pids recorded in files (read at expiry): a process started after the watchdog, e.g. a local
-    machine's sshd, is covered from its first instant, with no window where it has no deadline."""
-    pids = []
-    for path in paths:
-        pid = int(_read_float(path, 0) or 0)
-        if pid > 1:
-            pids.append(pid)
-    return pids
-
-
 def cmd_watchdog(args):
     state = args.state_dir
     os.makedirs(state, exist_ok=True)
     now = time.time()
     _write_atomic(os.path.join(state, "max_deadline"), repr(now + args.max))
     _write_atomic(os.path.join(state, "deadline"), repr(now + min(args.ttl, args.max)))
-    _write_atomic(os.path.join(state, "watchdog.pid"), str(os.getpid()))
+    args.isolation_info = _contain_self(args)
+    _write_atomic(os.path.join(state, ISOLATION_FILE), json.dumps(args.isolation_info))
+    # "PID STARTTIME": whoever reads it later can tell this process from one that reused the pid.
+    containment.write_pid_file(os.path.join(state, "watchdog.pid"), os.getpid())
     for sig in (signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)   # a closed terminal or Ctrl-C in the controller must not end it
     stop = threading.Event()
@@ -211,14 +236,59 @@ def cmd_release(args):
 def cmd_status(args):
     state = args.state_dir
     deadline = _read_float(os.path.join(state, "deadline"))
+    watchdog = containment.read_pid_file(os.path.join(state, "watchdog.pid"))
     out = {
         "remaining_s": None if deadline is None else round(deadline - time.time(), 3),
         "expired": os.path.exists(os.path.join(state, "expired")),
-        "watchdog_pid": int(_read_float(os.path.join(state, "watchdog.pid"), 0) or 0),
+        "watchdog_pid": watchdog[0] if watchdog else 0,
+        "watchdog_alive": bool(watchdog) and containment.same_process(*watchdog),
+        "isolation": read_isolation(state).get("level", "unknown"),
     }
-    out["watchdog_alive"] = bool(out["watchdog_pid"]) and alive(out["watchdog_pid"])
     print(json.dumps(out))
     return 0
+
+
+def stop_machine(state, machine_id, *, unit=None, roots=(), grace_s=2.0):
+    """End a machine from outside its watchdog: ask the watchdog to release it, wait for it, then
+    end whatever is left: the whole unit (a stuck watchdog too), or the verified pids and tagged
+    processes when there is no unit. Only processes proven to be the machine's are signalled."""
+    try:
+        _write_atomic(os.path.join(state, "release"), str(time.time()))
+    except OSError:
+        pass   # gone or disk full: ending the machine below does not need the watchdog
+    watchdog = containment.read_pid_file(os.path.join(state, "watchdog.pid"))
+    if watchdog and not _is_watchdog(watchdog[0], state):
+        watchdog = None   # a pid reused by something else: never waited for, never signalled
+    deadline = time.monotonic() + grace_s + 3
+    while watchdog and containment.same_process(*watchdog) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    info = read_isolation(state)
+    unit = _unit_of(info, machine_id) or (unit if unit and containment.is_unit(unit, machine_id) else None)
+    if unit:
+        info = {**info, "level": containment.CGROUP, "unit": unit}
+        containment.kill_unit(unit)          # everything in it, the watchdog's leaf included
+    elif watchdog and containment.same_process(*watchdog):
+        containment.kill_verified([watchdog], grace_s=0.5)
+    roots = [r for r in roots if containment.same_process(*r)]
+    clean = end_machine(machine_id, info, roots, grace_s=0.5)
+    if unit:
+        clean = containment.remove_unit(unit) and clean
+    return clean
+
+
+def _is_watchdog(pid, state):
+    """The pid runs this machine's watchdog (its command line names the state directory)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            argv = [os.fsdecode(a) for a in fh.read().split(b"\0") if a]
+    except OSError:
+        return False
+    return "watchdog" in argv and os.path.abspath(state) in [os.path.abspath(a) for a in argv]
+
+
+def cmd_stop(args):
+    clean = stop_machine(args.state_dir, args.machine_id, grace_s=args.grace)
+    return 0 if clean else 1
 
 
 def cmd_exec(args):
@@ -227,6 +297,16 @@ def cmd_exec(args):
     if args.env_stdin:   # the run's environment (secrets among it) comes on stdin, never on a command line
         env = dict(os.environ)
         env.update({str(k): str(v) for k, v in json.loads(sys.stdin.readline() or "{}").items()})
+    unit = _unit_of(read_isolation(os.path.dirname(os.path.abspath(__file__))), os.environ.get("FLEET_MACHINE_ID", ""))
+    if unit:
+        # Into the machine's work leaf before anything starts: all the command ever spawns (however
+        # it daemonises) stays there, and ends with the machine.
+        try:
+            containment.join(os.path.join(unit, "work"))
+        except OSError as exc:
+            print(f"fleet-agent: exec: the machine has ended (cgroup {unit}: {exc.strerror or exc})",
+                  file=sys.stderr)
+            return 125
     child = subprocess.Popen(argv, start_new_session=True, env=env,
                              stdin=subprocess.DEVNULL if args.env_stdin else None)
     if args.pidfile:
@@ -263,8 +343,13 @@ def main(argv=None):
     w.add_argument("--machine-id", required=True)
     w.add_argument("--ttl", type=float, required=True)
     w.add_argument("--max", type=float, required=True)
-    w.add_argument("--kill-pid", type=int, action="append")
-    w.add_argument("--kill-pid-file", action="append")
+    w.add_argument("--kill-pid", action="append", help="PID:STARTTIME (a bare PID is pinned at start)")
+    w.add_argument("--kill-pid-file", action="append", help="a file holding \"PID STARTTIME\", read at expiry")
+    w.add_argument("--isolation", choices=["auto", containment.CGROUP, containment.PIDS], default="auto")
+    w.add_argument("--unit", help="the machine's cgroup directory (…/fleet/<ns>/<machine-id>)")
+    w.add_argument("--unit-ns", help="namespace of the unit under <cgroup2>/fleet/, when --unit is not given")
+    w.add_argument("--sweep-tagged", action="store_true",
+                   help="with a unit, also end processes tagged FLEET_MACHINE_ID outside it (team hosts)")
     w.add_argument("--poweroff", action="store_true")
     w.add_argument("--telemetry-interval", type=float, default=0)
     e = sub.add_parser("extend")
@@ -272,6 +357,10 @@ def main(argv=None):
     e.add_argument("--ttl", type=float, required=True)
     for name in ("release", "status"):
         sub.add_parser(name).add_argument("--state-dir", required=True)
+    st = sub.add_parser("stop")
+    st.add_argument("--state-dir", required=True)
+    st.add_argument("--machine-id", required=True)
+    st.add_argument("--grace", type=float, default=15.0)
     x = sub.add_parser("exec")
     x.add_argument("--pidfile")
     x.add_argument("--env-stdin", action="store_true", help="read the child's extra environment as JSON on stdin")
@@ -281,7 +370,7 @@ def main(argv=None):
     s.add_argument("--signal", default="TERM", choices=["TERM", "INT", "KILL", "HUP"])
     args = parser.parse_args(argv)
     handler = {"watchdog": cmd_watchdog, "extend": cmd_extend, "release": cmd_release, "status": cmd_status,
-               "exec": cmd_exec, "signal": cmd_signal}[args.cmd]
+               "exec": cmd_exec, "signal": cmd_signal, "stop": cmd_stop}[args.cmd]
     try:
         return handler(args)
     except OSError as exc:   # e.g. the machine's disk is full: one line in the run's log, not a traceback

@@ -1,0 +1,67 @@
+"""What a lease needs once before its first process starts: a rendezvous port and Python environments.
+
+Both are picked once per lease and recorded in the lease's meta (state database), so every run on
+the lease (`fleet up`'s setup and command, then `fleet run LEASE` on a kept lease) sees the same
+MASTER_PORT and the same venv. Idempotent: a lease already prepared costs no SSH round trip.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .models import Lease, to_jsonable
+
+RENDEZVOUS = "rendezvous"
+PYTHON_ENV = "python_env"
+
+
+def prepare_lease(ctx, lease: Lease) -> None:
+    """Allocate the lease's MASTER_PORT and make each machine's venv, unless done already."""
+    from .parallel import parallel
+    patch: dict[str, Any] = {}
+    if RENDEZVOUS not in lease.meta and lease.machines:
+        from .rendezvous import allocate_master_port
+        master = min(lease.machines, key=lambda m: m.node_rank)
+        patch[RENDEZVOUS] = {"host": master.host, "port": allocate_master_port(ctx.state, lease)}
+    envs = dict(lease.meta.get(PYTHON_ENV) or {})
+    missing = [m for m in lease.machines if m.id not in envs]
+    if missing:
+        from . import python_env
+        setup = ctx.config.setup or ""
+        made = parallel(missing, lambda m: (m.id, python_env.prepare(lease, m, setup)))
+        envs.update(dict(made))
+        patch[PYTHON_ENV] = envs
+    if patch:
+        lease.meta.update(patch)
+        merge_lease_meta(ctx.state, lease.id, patch)
+
+
+def after_setup(ctx, lease: Lease) -> None:
+    """A setup succeeded: keep its environment in the host's cache for the next lease (best effort)."""
+    from . import python_env
+    envs = lease.meta.get(PYTHON_ENV) or {}
+    for machine in python_env.publishers(lease, envs):
+        try:
+            python_env.publish(machine, envs[machine.id])
+        except Exception as exc:  # noqa: BLE001 — a cache miss next time is not this run's failure
+            ctx.events.warn(f"could not cache the Python environment of {machine.id}: {exc}")
+
+
+def master_port(lease: Lease) -> int:
+    """The lease's rendezvous port (prepare_lease has run)."""
+    return int(lease.meta[RENDEZVOUS]["port"])
+
+
+def python_env_dir(lease: Lease, machine_id: str) -> str | None:
+    return ((lease.meta.get(PYTHON_ENV) or {}).get(machine_id) or {}).get("dir")
+
+
+def merge_lease_meta(state, lease_id: str, patch: dict[str, Any]) -> None:
+    db = state.db
+    with db.transaction():
+        rows = db.execute("SELECT meta FROM leases WHERE id = ?", (lease_id,))
+        if not rows:
+            return
+        meta = json.loads(rows[0]["meta"] or "{}")
+        meta.update(to_jsonable(patch))
+        db.execute("UPDATE leases SET meta = ? WHERE id = ?", (json.dumps(meta), lease_id))

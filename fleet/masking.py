@@ -1,0 +1,96 @@
+"""Secret values kept out of everything fleet prints or stores.
+
+A secret is a value, not a name: `secrets = ["WANDB_API_KEY"]` (plus FLEET_SECRET_NAMES) names
+environment variables whose values are secret, and `[env]` entries named like a token or password
+are secret too. Wherever such a value appears — typed into the command by a shell that expanded
+it, inside another `[env]` value, in `setup`, in a log line — it is replaced before the text is
+printed (`***`) or stored (`<redacted>` in records, the state database and summary.json).
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+MASK = "***"
+REDACTED = "<redacted>"
+_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH", re.IGNORECASE)
+
+
+def looks_secret(name: str) -> bool:
+    return bool(_SECRET_NAME.search(name))
+
+
+def secret_names(config=None, environ: Mapping[str, str] | None = None) -> list[str]:
+    """config.secrets plus the names listed in FLEET_SECRET_NAMES (comma or space separated)."""
+    e = os.environ if environ is None else environ
+    names = list(getattr(config, "secrets", None) or [])
+    names += [n for n in re.split(r"[,\s]+", e.get("FLEET_SECRET_NAMES", "")) if n]
+    return list(dict.fromkeys(names))
+
+
+class Masker:
+    """Replaces every secret value (and each line of a multi-line one) with `mark`."""
+
+    def __init__(self, values: list[str], mark: str = MASK):
+        parts = set()
+        for v in values:
+            if v:
+                parts.add(v)
+                parts.update(line.strip() for line in v.splitlines() if line.strip())
+        # longest first, so a value that contains another is masked whole
+        self.values = sorted(parts, key=len, reverse=True)
+        self.mark = mark
+
+    @classmethod
+    def for_config(cls, config=None, environ: Mapping[str, str] | None = None, *,
+                   env: Mapping[str, Any] | None = None, names: list[str] | tuple[str, ...] = (),
+                   mark: str = MASK) -> "Masker":
+        """The secret values of a run: named secrets from the environment, and [env] values (of
+        `config.env`, or `env`) whose names are secrets or look secret."""
+        e = os.environ if environ is None else environ
+        wanted = secret_names(config, e) + list(names)
+        literal_env = dict(getattr(config, "env", None) or {}) | dict(env or {})
+        literal = [str(v) for k, v in literal_env.items() if k in wanted or looks_secret(k)]
+        return cls([e.get(n, "") for n in wanted] + literal, mark)
+
+    def redacting(self) -> "Masker":
+        """The same values, marked as stored records mark them."""
+        twin = Masker([], REDACTED)
+        twin.values = self.values
+        return twin
+
+    def __bool__(self) -> bool:
+        return bool(self.values)
+
+    def __call__(self, text: str) -> str:
+        for v in self.values:
+            if v in text:
+                text = text.replace(v, self.mark)
+        return text
+
+    def mask_obj(self, obj: Any) -> Any:
+        """A copy of a JSON-like value (dicts, lists, strings) with every string masked."""
+        if isinstance(obj, str):
+            return self(obj)
+        if isinstance(obj, dict):
+            return {self.mask_obj(k) if isinstance(k, str) else k: self.mask_obj(v) for k, v in obj.items()}
+        if isinstance(obj, (list, tuple)):
+            return type(obj)(self.mask_obj(v) for v in obj)
+        return obj
+
+    def github_commands(self) -> list[str]:
+        """`::add-mask::` lines: the runner hides these values in every later log line of the job."""
+        return [f"::add-mask::{v}" for v in self.values]
+
+    def scrub_file(self, path: Path) -> bool:
+        try:
+            text = path.read_text(errors="surrogateescape")
+        except OSError:
+            return False
+        clean = self(text)
+        if clean != text:
+            path.write_text(clean, errors="surrogateescape")
+            return True
+        return False

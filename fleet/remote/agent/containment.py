@@ -1,0 +1,350 @@
+"""Which processes are one machine's, and ending all of them without touching anyone else's.
+
+Standard library only: copied next to agent.py onto every machine (fleet.isolation wraps it for
+the controller). Two levels, best first:
+
+  cgroup  the machine is a cgroup v2 directory <cgroup2 mount>/fleet/<namespace>/<machine-id> with
+          two leaves: work/ holds the machine's processes (a local machine's sshd and so every
+          session; on a team host every `agent exec`), agent/ holds its watchdog, which ends work/
+          from outside it. Ending = cgroup.kill (or freeze + SIGKILL every member on kernels before
+          5.14), then waiting until cgroup.events says `populated 0`. Double forks, setsid and
+          stripped environments stay inside; a foreign process is never a member.
+  pids    no writable cgroup v2 (a team host without root): only processes proven to be the
+          machine's are signalled: a pid recorded as "PID STARTTIME" (field 22 of /proc/PID/stat)
+          whose start time still matches, its descendants, and processes carrying the machine's
+          tag FLEET_MACHINE_ID. Each is opened as a pidfd and re-checked before it is signalled,
+          so a pid reused meanwhile is never hit.
+"""
+import errno
+import hashlib
+import os
+import re
+import signal
+import time
+
+CGROUP = "cgroup"
+PIDS = "pids"
+BASE = "fleet"
+LEAVES = ("agent", "work")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+# -- cgroup v2 ------------------------------------------------------------------------------------
+
+def cgroup2_mount(mountinfo="/proc/self/mountinfo"):
+    """Where the unified (v2) hierarchy is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a
+    hybrid layout. None without one."""
+    try:
+        with open(mountinfo) as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        if right.split()[:1] == ["cgroup2"]:
+            point = left.split()[4]
+            return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), point)
+    return None
+
+
+def namespace(key):
+    """A short, stable directory name for everything under one FLEET_HOME (or one host's lease root)."""
+    return "h-" + hashlib.sha256(str(key).encode()).hexdigest()[:12]
+
+
+def unit_path(ns, machine_id, mount=None):
+    mount = mount or cgroup2_mount()
+    if not mount or not _SAFE_NAME.match(machine_id) or not _SAFE_NAME.match(ns):
+        return None
+    return os.path.join(mount, BASE, ns, machine_id)
+
+
+def is_unit(path, machine_id=None):
+    """True for a fleet machine unit (…/fleet/<ns>/<id>): a path read from a file is never trusted
+    to point anywhere else."""
+    parts = os.path.normpath(str(path)).split(os.sep)
+    return (len(parts) >= 4 and parts[-3] == BASE and bool(_SAFE_NAME.match(parts[-1]))
+            and (machine_id is None or parts[-1] == machine_id))
+
+
+def _write(path, text):
+    with open(path, "w") as fh:
+        fh.write(text)
+
+
+def _read(path):
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def create_unit(path):
+    """Make the unit and its leaves; raises OSError when this process may not (then: pids)."""
+    for attempt in range(20):
+        try:
+            for leaf in LEAVES:
+                os.makedirs(os.path.join(path, leaf), exist_ok=True)
+            break
+        except FileNotFoundError:
+            # Another machine's watchdog removed the (then empty) namespace directory between our
+            # makedirs steps; try again.
+            if attempt == 19:
+                raise
+    work = os.path.join(path, "work")
+    if not os.access(os.path.join(work, "cgroup.procs"), os.W_OK):
+        raise PermissionError(errno.EACCES, "cgroup.procs not writable", work)
+    if not (os.path.exists(os.path.join(work, "cgroup.kill")) or os.path.exists(os.path.join(work, "cgroup.freeze"))):
+        raise OSError(errno.ENOTSUP, "neither cgroup.kill nor cgroup.freeze", work)
+    return path
+
+
+def join(leaf, pid=0):
+    """Move a process (default: this one) into a leaf; its children are born there."""
+    _write(os.path.join(leaf, "cgroup.procs"), str(pid or os.getpid()))
+
+
+def own_cgroup(mount=None):
+    """This process's cgroup directory in the v2 hierarchy."""
+    mount = mount or cgroup2_mount()
+    for line in _read("/proc/self/cgroup").splitlines():
+        if line.startswith("0::"):
+            return os.path.join(mount, line[3:].lstrip("/")) if mount else None
+    return None
+
+
+def members(path):
+    """Pids in a cgroup and every cgroup below it."""
+    pids = []
+    for top, _dirs, files in os.walk(path):
+        if "cgroup.procs" in files:
+            pids += [int(p) for p in _read(os.path.join(top, "cgroup.procs")).split() if p.isdigit()]
+    return pids
+
+
+def populated(path):
+    """Whether any process is left in the cgroup or below it (False once it is gone)."""
+    for line in _read(os.path.join(path, "cgroup.events")).splitlines():
+        if line.startswith("populated "):
+            return line.split()[1] != "0"
+    return False
+
+
+def kill_unit(path, timeout=60.0):
+    """SIGKILL every process in the cgroup tree and wait until it is empty. True once it is."""
+    end = time.monotonic() + timeout
+    next_kill = 0.0
+    while os.path.isdir(path) and populated(path):
+        if time.monotonic() >= end:
+            return False
+        if time.monotonic() >= next_kill:   # again now and then: a member may be in a fork
+            try:
+                if os.path.exists(os.path.join(path, "cgroup.kill")):
+                    _write(os.path.join(path, "cgroup.kill"), "1")
+                else:
+                    _freeze_and_kill(path)
+            except FileNotFoundError:
+                return True
+            next_kill = time.monotonic() + 1.0
+        time.sleep(0.02)
+    return True
+
+
+def _freeze_and_kill(path):
+    """Kernels before 5.14: freeze (no member can fork), SIGKILL each member, thaw so they die."""
+    try:
+        _write(os.path.join(path, "cgroup.freeze"), "1")
+        end = time.monotonic() + 5
+        while "frozen 1" not in _read(os.path.join(path, "cgroup.events")) and time.monotonic() < end:
+            time.sleep(0.01)
+        for pid in members(path):   # members of a frozen cgroup: none can exit and be reused now
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    finally:
+        try:
+            _write(os.path.join(path, "cgroup.freeze"), "0")
+        except OSError:
+            pass
+
+
+def remove_unit(path):
+    """rmdir the (empty) unit, its leaves and, when empty, the namespace and base above it."""
+    if not is_unit(path):
+        return False
+    for top, dirs, _files in sorted(os.walk(path), key=lambda w: -w[0].count(os.sep)):
+        try:
+            os.rmdir(top)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+    parent = os.path.dirname(path)
+    for d in (parent, os.path.dirname(parent)):
+        try:
+            os.rmdir(d)   # fails while another machine lives there: that is fine
+        except OSError:
+            break
+    return True
+
+
+def leave(path, fallback=None):
+    """Move this process out of a unit (to `fallback` or the hierarchy's root) so it can be removed."""
+    for target in (fallback, cgroup2_mount()):
+        if target and os.path.isdir(target):
+            try:
+                join(target)
+                return True
+            except OSError:
+                continue
+    return False
+
+
+# -- processes verified by start time ---------------------------------------------------------------
+
+def _stat(pid):
+    """(state, ppid, start time in clock ticks since boot) from /proc/PID/stat, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        return fields[0], int(fields[1]), int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def start_time(pid):
+    st = _stat(pid)
+    return None if st is None else st[2]
+
+
+def pid_record(pid):
+    """"PID STARTTIME" for a live process, or None."""
+    start = start_time(pid)
+    return None if start is None else f"{pid} {start}"
+
+
+def write_pid_file(path, pid):
+    record = pid_record(pid)
+    if record is None:
+        raise ProcessLookupError(errno.ESRCH, f"process {pid} is gone", str(path))
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as fh:
+        fh.write(record + "\n")
+    os.replace(tmp, path)
+
+
+def parse_record(text):
+    """(pid, start) from "PID STARTTIME" (or "PID:STARTTIME"); None for anything else, including a
+    bare pid: a pid nobody can prove is still the same process is never signalled."""
+    parts = str(text).replace(":", " ").split()
+    if len(parts) != 2 or not all(p.isdigit() for p in parts) or int(parts[0]) <= 1:
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def read_pid_file(path):
+    return parse_record(_read(path).strip())
+
+
+def same_process(pid, start):
+    """The process recorded as (pid, start) is still alive (a zombie counts as gone)."""
+    st = _stat(pid)
+    return st is not None and st[2] == start and st[0] not in ("Z", "X")
+
+
+class Verified:
+    """A process proven to be the one recorded, held by pidfd where the kernel offers one."""
+
+    def __init__(self, pid, start, fd):
+        self.pid, self.start, self.fd = pid, start, fd
+
+    def signal(self, sig):
+        try:
+            if self.fd is not None:
+                signal.pidfd_send_signal(self.fd, sig)
+            elif same_process(self.pid, self.start):   # no pidfds: check, then signal
+                os.kill(self.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def alive(self):
+        return same_process(self.pid, self.start)
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def verify(pid, start):
+    """A Verified for (pid, start) if that very process still runs, else None."""
+    fd = None
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        fd = None
+    if not same_process(pid, start):   # checked after the pidfd is held: it names this process
+        if fd is not None:
+            os.close(fd)
+        return None
+    return Verified(pid, start, fd)
+
+
+def tagged(machine_id, exclude=()):
+    """(pid, start) of processes whose environment carries FLEET_MACHINE_ID=<machine_id>."""
+    needle = f"FLEET_MACHINE_ID={machine_id}".encode()
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) in exclude:
+            continue
+        before = start_time(name)
+        try:
+            with open(f"/proc/{name}/environ", "rb") as fh:
+                env = fh.read().split(b"\0")
+        except OSError:
+            continue
+        # The same start time before and after: the environment read was this process's.
+        if needle in env and before is not None and start_time(name) == before:
+            found.append((int(name), before))
+    return found
+
+
+def descendants(roots):
+    """(pid, start) of every process below the given verified (pid, start) roots."""
+    todo = [pid for pid, start in roots if same_process(pid, start)]
+    if not todo:
+        return []
+    children = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _stat(name)
+            if st is not None:
+                children.setdefault(st[1], []).append((int(name), st[2]))
+    found = []
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.append(child)
+                todo.append(child[0])
+    return found
+
+
+def kill_verified(records, grace_s=2.0, timeout=10.0):
+    """SIGTERM, then SIGKILL, the processes recorded as (pid, start) that are still those processes."""
+    procs = [p for p in (verify(pid, start) for pid, start in dict.fromkeys(records)) if p is not None]
+    try:
+        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, timeout)):
+            live = [p for p in procs if p.alive()]
+            if not live:
+                return True
+            for p in live:
+                p.signal(sig)
+            end = time.monotonic() + wait
+            while time.monotonic() < end and any(p.alive() for p in live):
+                time.sleep(0.02)
+        return not any(p.alive() for p in procs)
+    finally:
+        for p in procs:
+            p.close()

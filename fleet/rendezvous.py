@@ -1,0 +1,103 @@
+"""One rendezvous port per lease: probed free on node 0's host, claimed in the state database.
+
+A fixed MASTER_PORT made two multi-node runs on one host collide (EADDRINUSE) or, worse, join each
+other's process group. Each lease now gets a port that is free on its master's host when probed
+and reserved in fleet's state (the team's shared database on team hosts), so a second lease can
+not be handed the same port in the window before the first run binds it. The reservation lives as
+long as the lease is leasing/active; `fleet run LEASE` on a kept lease reuses it.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+from .errors import InfrastructureError
+from .models import Lease, Machine, utcnow
+
+PORT_RANGE = range(29500, 30000)   # where frameworks expect it (torch's default 29500), and firewalls open
+PROBE_BATCH = 32                   # candidates probed per SSH round trip
+
+# Run by the machine's python: which of the given ports can be bound on every interface right now.
+# Port 0 asks the kernel for any free port (the fallback when the whole range is taken).
+_PROBE = """
+import socket, sys
+held = []   # all kept open until the end, so several port-0 binds get distinct ports
+for arg in sys.argv[1:]:
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("", int(arg)))
+        held.append(s)
+    except OSError:
+        s.close()
+print(" ".join(str(s.getsockname()[1]) for s in held))
+for s in held:
+    s.close()
+"""
+
+
+class PortReservations:
+    """Claims on (host, port) pairs, one per lease and host, over either state database."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def held_by(self, lease_id: str, host: str) -> int | None:
+        rows = self.db.execute("SELECT port FROM port_reservations WHERE lease_id = ? AND host = ?", (lease_id, host))
+        return int(rows[0]["port"]) if rows else None
+
+    def taken(self, host: str) -> set[int]:
+        """Ports on `host` held by live leases; claims of ended leases are dropped on the way."""
+        self.db.execute("DELETE FROM port_reservations WHERE host = ? AND lease_id IN"
+                        " (SELECT id FROM leases WHERE status NOT IN ('leasing', 'active'))", (host,))
+        return {int(r["port"]) for r in self.db.execute("SELECT port FROM port_reservations WHERE host = ?", (host,))}
+
+    def claim(self, lease_id: str, host: str, candidates: Iterable[int]) -> int | None:
+        """The first candidate this lease could claim on `host` (its existing claim wins), or None."""
+        held = self.held_by(lease_id, host)
+        if held is not None:
+            return held
+        for port in candidates:
+            # ON CONFLICT DO NOTHING rather than catching the violation: a failed INSERT would abort
+            # the surrounding PostgreSQL transaction. Whoever holds the row afterwards won it.
+            self.db.execute("INSERT INTO port_reservations (host, port, lease_id, created_at) VALUES (?,?,?,?)"
+                            " ON CONFLICT (host, port) DO NOTHING", (host, port, lease_id, utcnow().isoformat()))
+            rows = self.db.execute("SELECT lease_id FROM port_reservations WHERE host = ? AND port = ?", (host, port))
+            if rows and rows[0]["lease_id"] == lease_id:
+                return port
+        return None
+
+    def release(self, lease_id: str) -> None:
+        self.db.execute("DELETE FROM port_reservations WHERE lease_id = ?", (lease_id,))
+
+
+def probe_free_ports(machine: Machine, candidates: list[int]) -> list[int]:
+    """Which candidates can be bound on `machine` now (asked through SSH, with the machine's python)."""
+    from .remote.ssh import connect
+    with connect(machine, timeout=30) as session:
+        result = session.run([machine.python, "-c", _PROBE, *map(str, candidates)], check=False, timeout=60)
+    if result.exit_code != 0:
+        raise InfrastructureError(f"could not probe free ports on {machine.id}: {result.stderr.strip()[-300:]}")
+    return [int(p) for p in result.stdout.split()]
+
+
+def allocate_master_port(state, lease: Lease, probe=probe_free_ports) -> int:
+    """The lease's rendezvous port on node 0's host: its existing claim, else a newly probed and claimed one."""
+    master = min(lease.machines, key=lambda m: m.node_rank)
+    host = master.host
+    reservations = PortReservations(state.db)
+    held = reservations.held_by(lease.id, host)
+    if held is not None:
+        return held
+    taken = reservations.taken(host)
+    untried = [p for p in PORT_RANGE if p not in taken]
+    while untried:
+        batch, untried = untried[:PROBE_BATCH], untried[PROBE_BATCH:]
+        port = reservations.claim(lease.id, host, probe(master, batch))
+        if port is not None:
+            return port
+    # Every port of the range is taken or bound: any port the kernel calls free will do.
+    for _ in range(5):
+        port = reservations.claim(lease.id, host, [p for p in probe(master, [0] * 4) if p not in taken])
+        if port is not None:
+            return port
+    raise InfrastructureError(f"no free rendezvous port on {host} (node 0 of lease {lease.id})",
+                              hint="too many leases on this host; release some with `fleet down`")

@@ -1,0 +1,249 @@
+"""Unpack a tar stream a machine sent home (its outputs), treating the machine as hostile.
+
+The machine controls every byte of the stream, so nothing in it may write outside `dest`:
+- member paths are relative, without `..`, and every directory on the way is walked with
+  O_NOFOLLOW|O_DIRECTORY from an open directory (openat-style): a symlink in a parent is refused,
+  never followed, even one that existed before (tarfile's `filter="data"` resolves paths with
+  os.path.realpath, which on Python < 3.11.13 can be tricked with over-long link chains);
+- files are created O_EXCL|O_NOFOLLOW after removing what was there, so no member writes
+  through a symlink an earlier member planted;
+- symlinks are created only after every file and directory (so none is ever a path component
+  during extraction), then each is resolved link by link; one that leads outside `dest`, or
+  through an absolute target, is removed again and reported;
+- a hard link may only name a regular file this same stream wrote; it becomes a hard link
+  (a copy where the filesystem refuses links);
+- devices, fifos and other special members are skipped.
+Everything skipped is reported by path and reason, never silently dropped. Memory stays bounded:
+members are streamed in 1 MiB pieces (tarfile's stream mode reads the tar once, in order).
+"""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+CHUNK = 1 << 20
+MAX_LINK_HOPS = 40
+
+
+@dataclass
+class Extracted:
+    files: int = 0            # regular files, hard links included
+    symlinks: int = 0
+    hardlinks: int = 0
+    dirs: int = 0
+    bytes: int = 0
+    skipped: list[str] = field(default_factory=list)   # "path: why", one per member not extracted
+
+
+class _Refused(Exception):
+    """This member cannot be extracted safely; the message says why."""
+
+
+def _rel_parts(name: str) -> list[str]:
+    """The member's path as components inside dest; refuses absolute paths and `..`."""
+    if name.startswith("/") or "\x00" in name:
+        raise _Refused("absolute path")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise _Refused("path leaves the output directory")
+    return parts
+
+
+def _open_dir(root_fd: int, parts: list[str], create: bool) -> int:
+    """An fd of dest/parts, each component opened without following symlinks (created if asked)."""
+    fd = os.dup(root_fd)
+    try:
+        for part in parts:
+            try:
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(part, 0o755, dir_fd=fd)
+                nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                    raise _Refused(f"{part!r} on its path is a symlink or a file, not a directory") from None
+                raise
+            os.close(fd)
+            fd = nxt
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _clear(dir_fd: int, name: str) -> None:
+    """Remove a non-directory entry about to be replaced (never follow it)."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise _Refused("a directory of that name exists")
+    os.unlink(name, dir_fd=dir_fd)
+
+
+def _mode(member: tarfile.TarInfo, base: int) -> int:
+    """Permission bits only, never set-id or sticky, never writable by others; owner can read/write."""
+    return (member.mode & 0o755) | base
+
+
+def _write_file(root_fd: int, parts: list[str], member: tarfile.TarInfo, src: BinaryIO | None) -> int:
+    parent = _open_dir(root_fd, parts[:-1], create=True)
+    try:
+        _clear(parent, parts[-1])
+        fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=parent)
+    finally:
+        os.close(parent)
+    written = 0
+    try:
+        while src is not None:
+            block = src.read(CHUNK)
+            if not block:
+                break
+            view = memoryview(block)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            written += len(block)
+        os.fchmod(fd, _mode(member, 0o600))
+        os.utime(fd, (member.mtime, member.mtime))
+    finally:
+        os.close(fd)
+    return written
+
+
+def _link_file(root_fd: int, parts: list[str], target: list[str]) -> None:
+    """A hard link to a file this stream wrote; a copy where links are refused."""
+    src_parent = _open_dir(root_fd, target[:-1], create=False)
+    dst_parent = _open_dir(root_fd, parts[:-1], create=True)
+    try:
+        _clear(dst_parent, parts[-1])
+        try:
+            os.link(target[-1], parts[-1], src_dir_fd=src_parent, dst_dir_fd=dst_parent, follow_symlinks=False)
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                raise
+        src = os.open(target[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_parent)
+        try:
+            dst = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          os.fstat(src).st_mode & 0o777, dir_fd=dst_parent)
+            try:
+                while block := os.read(src, CHUNK):
+                    os.write(dst, block)
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
+    finally:
+        os.close(src_parent)
+        os.close(dst_parent)
+
+
+def _resolves_inside(root: str, parts: list[str]) -> bool:
+    """Follow dest/parts link by link, as the kernel would, without leaving dest: False when any
+    step goes above dest, through an absolute target, or takes too many hops."""
+    pending, inside, hops = list(parts), [], 0
+    while pending:
+        part = pending.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not inside:
+                return False
+            inside.pop()
+            continue
+        path = os.path.join(root, *inside, part)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            inside.append(part)   # dangling from here on: judged by its path alone
+            continue
+        except OSError:
+            return False
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            target = os.readlink(path)
+            if hops > MAX_LINK_HOPS or target.startswith("/"):
+                return False
+            pending = target.split("/") + pending
+        else:
+            inside.append(part)
+    return True
+
+
+def extract_stream(stream: BinaryIO, dest: Path) -> Extracted:
+    """Unpack the tar (any compression tarfile detects) read from `stream` into `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    root = os.path.realpath(dest)
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    out = Extracted()
+    files: set[tuple[str, ...]] = set()                # regular files this stream wrote
+    symlinks: dict[tuple[str, ...], tuple[str, str]] = {}   # parts -> (name, target), made last
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*", bufsize=CHUNK) as tar:
+            for member in tar:
+                try:
+                    parts = _rel_parts(member.name)
+                    if not parts:
+                        continue   # the archive's own "./"
+                    # As in any tar, a later member of the same path replaces an earlier one.
+                    symlinks.pop(tuple(parts), None)
+                    if member.isdir():
+                        os.close(_open_dir(root_fd, parts, create=True))
+                        out.dirs += 1
+                    elif member.isreg():
+                        out.bytes += _write_file(root_fd, parts, member, tar.extractfile(member))
+                        files.add(tuple(parts))
+                        out.files += 1
+                    elif member.issym():
+                        symlinks[tuple(parts)] = (member.name, member.linkname)
+                    elif member.islnk():
+                        target = _rel_parts(member.linkname)
+                        if tuple(target) not in files:
+                            raise _Refused(f"hard link to {member.linkname!r}, not a file of these outputs")
+                        _link_file(root_fd, parts, target)
+                        files.add(tuple(parts))
+                        out.files += 1
+                        out.hardlinks += 1
+                    else:
+                        raise _Refused("special file (device, fifo or socket)")
+                except _Refused as exc:
+                    out.skipped.append(f"{member.name}: {exc}")
+        for key, (name, target) in symlinks.items():
+            parts = list(key)
+            try:
+                if target.startswith("/"):
+                    raise _Refused(f"symlink to the absolute path {target!r}")
+                parent = _open_dir(root_fd, parts[:-1], create=True)
+                try:
+                    _clear(parent, parts[-1])
+                    os.symlink(target, parts[-1], dir_fd=parent)
+                finally:
+                    os.close(parent)
+                out.symlinks += 1
+            except _Refused as exc:
+                out.skipped.append(f"{name}: {exc}")
+        # Judged once all exist: one link can make another lead elsewhere (a -> ., b -> a/..).
+        for key, (name, target) in symlinks.items():
+            parts = list(key)
+            if not os.path.islink(os.path.join(root, *parts)) or _resolves_inside(root, parts):
+                continue
+            parent = _open_dir(root_fd, parts[:-1], create=False)
+            try:
+                os.unlink(parts[-1], dir_fd=parent)
+            finally:
+                os.close(parent)
+            out.symlinks -= 1
+            out.skipped.append(f"{name}: symlink to {target!r} leads outside the output directory")
+    finally:
+        os.close(root_fd)
+    return out

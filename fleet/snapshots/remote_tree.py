@@ -1,0 +1,304 @@
+"""Building a target's tree on the machine (stdlib only; cached on the host with the sync helper).
+
+A target is one or more snapshots (a base, then overlays) merged into one view: path → entry. The
+tree is built in a sibling temp directory and renamed into place only once whole, so a run never
+sees half a tree. Incremental: when the machine's record says the old tree holds snapshot X and its
+files are untouched (same inode, size, mtime), every unchanged file of the new view is hard-linked
+from the old tree — only changed paths are written, nothing unchanged is read or hashed again.
+
+Never follows a link while writing: every path component is opened relative to its parent with
+O_NOFOLLOW | O_DIRECTORY, so a symlink the snapshot itself put down (`sub -> /elsewhere`) cannot
+carry a later entry (`sub/x`) outside the root. Which snapshot a tree holds is recorded in the
+machine's fleet state dir, never as a file inside the tree.
+"""
+import errno
+import hashlib
+import json
+import os
+import shutil
+import stat
+
+if "Cache" not in globals():   # inline, remote_cache.py's text comes first (see sync.helper_source)
+    from fleet.snapshots.remote_cache import EMPTY, Cache, Failure, write_all  # noqa: F401
+
+STATE = {"dir": None, "fixed": False}   # records of materialised targets (the machine's .fleet/materialised)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def make_writable(root):
+    for dirpath, _dirs, _files in os.walk(root):
+        try:
+            os.chmod(dirpath, 0o755)
+        except OSError:
+            pass
+
+
+def remove_tree(path):
+    if os.path.islink(path) or os.path.isfile(path):
+        os.unlink(path)
+    elif os.path.exists(path):
+        make_writable(path)
+        shutil.rmtree(path)
+
+
+def clean(rel):
+    parts = rel.split("/")
+    if not rel or rel.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError("unsafe path %r in manifest" % rel)
+    return rel
+
+
+class Tree:
+    """Writes under one root without ever following a link (see the module notes). Entries arrive
+    sorted by path, so only the descriptors of the current directory's ancestors are kept open."""
+
+    def __init__(self, root):
+        self.root = root
+        self.open = [("", os.open(root, _DIR_FLAGS))]    # (rel dir, fd): the chain to the current dir
+
+    def close(self):
+        while self.open:
+            os.close(self.open.pop()[1])
+
+    def dir_fd(self, rel, where, create=True):
+        """The descriptor of directory `rel` ("" is the root), made if missing; None when `create`
+        is false and it is missing or not a real directory."""
+        while not (rel == self.open[-1][0] or self.open[-1][0] == "" or rel.startswith(self.open[-1][0] + "/")):
+            os.close(self.open.pop()[1])
+        rest = rel[len(self.open[-1][0]):].lstrip("/")
+        for name in rest.split("/") if rest else []:
+            parent_rel, parent_fd = self.open[-1]
+            sub = parent_rel + "/" + name if parent_rel else name
+            try:
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                os.mkdir(name, 0o755, dir_fd=parent_fd)
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+            except OSError as exc:             # ELOOP: a symlink; ENOTDIR: a file (or a link to one)
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                if not create:
+                    return None
+                raise Failure("%s: %s is a symlink or a file in the snapshot, not a directory; refusing to "
+                              "write through it" % (where, sub), None, where) from None
+            self.open.append((sub, fd))
+        return self.open[-1][1]
+
+    def place(self, rel):
+        """(parent fd, name) for a new entry at `rel`."""
+        parent, _, name = rel.rpartition("/")
+        return self.dir_fd(parent, rel), name
+
+
+def merged_view(ids, manifests):
+    """path → entry of the snapshots applied in order: a later layer replaces a path (and, unless
+    it is a directory, whatever was under it); its `deleted` paths go with everything under them."""
+    view = {}
+    for layer, sid in enumerate(ids):
+        m = manifests[sid]
+        for e in m["entries"]:
+            rel = clean(e["path"])
+            if layer and e["type"] != "dir":   # overlays are small: this scan stays cheap
+                _drop_under(view, rel)
+            view[rel] = e
+        for rel in m.get("deleted", []):
+            view.pop(clean(rel), None)
+            _drop_under(view, rel)
+    return view
+
+
+def _drop_under(view, rel):
+    for p in [p for p in view if p.startswith(rel + "/")]:
+        del view[p]
+
+
+def same_file(a, b):
+    return a is not None and b is not None and a["type"] == b["type"] == "file" and \
+        a["sha256"] == b["sha256"] and a.get("mode") == b.get("mode") and a.get("chunks") == b.get("chunks")
+
+
+# -- records: which snapshots a tree holds, kept in the state dir --------------------------------------
+def use_state_dir(path):
+    STATE["dir"] = path
+    os.makedirs(path, exist_ok=True)
+
+
+def state_file(dest):
+    return os.path.join(STATE["dir"], hashlib.sha256(os.path.abspath(dest).encode()).hexdigest()[:32])
+
+
+def read_record(dest):
+    try:
+        with open(state_file(dest)) as f:
+            rec = json.load(f)
+        st = os.lstat(dest)
+    except (OSError, ValueError, TypeError):
+        return None
+    if not isinstance(rec, dict) or rec.get("dest") != os.path.abspath(dest) or \
+            [rec.get("dev"), rec.get("ino")] != [st.st_dev, st.st_ino]:
+        return None
+    return rec
+
+
+def untouched(dest, rel, stamp):
+    try:
+        st = os.lstat(os.path.join(dest, rel))
+    except OSError:
+        return False
+    return [st.st_ino, st.st_size, st.st_mtime_ns] == stamp
+
+
+def is_current(target):
+    """The tree at dest holds exactly these snapshots and no recorded file was changed since."""
+    dest = target["dest"]
+    rec = read_record(dest)
+    if rec is None or rec.get("ids") != "+".join(target["ids"]):
+        return False
+    for rel, stamp in rec.get("files", {}).items():
+        if not untouched(dest, rel, stamp):
+            return False
+    for rel, size in target.get("sizes", {}).items():
+        try:
+            if os.lstat(os.path.join(dest, rel)).st_size != size:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def write_record(target, stamps):
+    st = os.lstat(target["dest"])
+    rec = {"dest": os.path.abspath(target["dest"]), "dev": st.st_dev, "ino": st.st_ino,
+           "ids": "+".join(target["ids"]), "prev": list(target["ids"]), "files": stamps}
+    tmp = state_file(target["dest"]) + ".%d" % os.getpid()
+    with open(tmp, "w") as f:
+        json.dump(rec, f)
+    os.replace(tmp, state_file(target["dest"]))
+
+
+# -- planning and building -------------------------------------------------------------------------
+class Plan:
+    """What building one target takes: its view, and which files can be linked from the old tree."""
+
+    def __init__(self, target, manifests, previous=None):
+        self.target, self.view = target, merged_view(target["ids"], manifests)
+        self.read_only = bool(target.get("read_only"))
+        self.reuse = set()
+        if previous and self.read_only:        # writable trees (code a run may edit) are rebuilt
+            old_view, stamps = previous
+            for rel, e in self.view.items():
+                if rel in stamps and same_file(e, old_view.get(rel)) and untouched(target["dest"], rel, stamps[rel]):
+                    self.reuse.add(rel)
+
+    def files_to_build(self):
+        return [(rel, e) for rel, e in sorted(self.view.items()) if e["type"] == "file" and rel not in self.reuse]
+
+
+def copy_cached(at, e, mode, cache, frames):
+    """A file whose whole copy is in the host cache: copy it out, verifying it on the way."""
+    pfd, name = at
+    if any(h in frames.push for h, _ in e["chunks"]) or not os.path.exists(cache.path(e["sha256"])):
+        return False
+    fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=pfd)
+    try:
+        ok = cache.copy_out(e["sha256"], fd)
+    finally:
+        os.close(fd)
+    if not ok:
+        raise Failure("%s does not match its recorded hash (a corrupt cached copy was dropped; sync again)"
+                      % e["path"], e["sha256"], e["path"])
+    return True
+
+
+def build_file(at, path, e, mode, cache, frames):
+    """Create the file `name` in directory `pfd` (at = (pfd, name); `path` is where that is), then
+    keep a copy of it in the host cache."""
+    pfd, name = at
+    chunks = e["chunks"]
+    if chunks and copy_cached(at, e, mode, cache, frames):
+        return
+    if not chunks and e["sha256"] != EMPTY:
+        raise Failure("%s does not match its recorded hash" % e["path"], None, e["path"])
+    fd = os.open(name, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=pfd)
+    try:
+        here = {}                       # chunks already written into this file: offset
+        off = 0
+        for h, n in chunks:
+            if h in frames.push:
+                data = frames.take(h, e["path"])
+            elif h in here:
+                data = os.pread(fd, n, here[h])
+            else:
+                data = cache.read(h, e["path"])
+            if len(chunks) == 1 and h != e["sha256"]:
+                raise Failure("%s does not match its recorded hash" % e["path"], h, e["path"])
+            write_all(fd, data)
+            here.setdefault(h, off)
+            off += n
+    finally:
+        os.close(fd)
+    if chunks:
+        cache.link(path, e["sha256"])
+        if len(chunks) > 1:
+            cache.add_index(e["sha256"], chunks)
+
+
+def build(plan, tree, cache, frames, extra=None):
+    """Every entry of the view into `tree`, sorted by path (parents before children)."""
+    dest = plan.target["dest"]
+    for rel, e in sorted(plan.view.items()):
+        if e["type"] == "dir":
+            tree.dir_fd(rel, rel)
+            continue
+        pfd, name = tree.place(rel)
+        if e["type"] == "symlink":
+            os.symlink(e["target"], name, dir_fd=pfd)
+        elif rel in plan.reuse:
+            os.link(os.path.join(dest, rel), name, dst_dir_fd=pfd, follow_symlinks=False)
+        elif extra is not None and e.get("key") is not None:
+            extra((pfd, name), rel, e)         # an object fetched from S3 (see remote_helper)
+        else:
+            mode = (e["mode"] & ~0o222) if plan.read_only else e["mode"]
+            build_file((pfd, name), os.path.join(tree.root, rel), e, mode & 0o7777, cache, frames)
+
+
+def materialise(target, manifests, cache, frames, plan=None, extra=None):
+    dest = target["dest"].rstrip("/")
+    target = dict(target, dest=dest)
+    plan = plan or Plan(target, manifests)
+    parent = os.path.dirname(dest)
+    os.makedirs(parent, exist_ok=True)
+    if not STATE["fixed"]:
+        use_state_dir(os.path.join(os.path.dirname(cache.root.rstrip("/")), "materialised"))
+    tmp = os.path.join(parent, ".%s.partial-%d" % (os.path.basename(dest), os.getpid()))
+    remove_tree(tmp)
+    os.makedirs(tmp)
+    try:
+        tree = Tree(tmp)
+        try:
+            build(plan, tree, cache, frames, extra)
+        finally:
+            tree.close()
+        stamps = {}
+        for rel, e in plan.view.items():
+            if e["type"] == "file":
+                st = os.lstat(os.path.join(tmp, rel))
+                stamps[rel] = [st.st_ino, st.st_size, st.st_mtime_ns]
+        if plan.read_only:
+            for dirpath, _dirs, _files in os.walk(tmp, topdown=False):
+                os.chmod(dirpath, 0o555)
+        try:
+            os.unlink(state_file(dest))      # the tree is about to change: never current until recorded
+        except FileNotFoundError:
+            pass
+        old = os.path.join(parent, ".%s.old-%d" % (os.path.basename(dest), os.getpid()))
+        if os.path.lexists(dest):
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        remove_tree(old)
+        write_record(target, stamps)
+    except BaseException:
+        remove_tree(tmp)
+        raise

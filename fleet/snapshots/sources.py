@@ -1,0 +1,130 @@
+"""Where a `[data]` entry comes from: a local path (snapshotted into the store), a snapshot already in
+the store (`snapshot:train-v3`, `snapshot:<id or prefix>`, or a bare 64-hex id), or an S3 prefix
+(`s3://bucket/prefix`).
+
+An S3 prefix is snapshotted in place: the listing (key, size, ETag of every object) is written as a
+canonical JSON whose sha256 is the source's id, so a changed, added or removed object changes the id.
+Nothing is copied into the store; each machine GETs the objects itself (presigned URLs) and checks
+size and, for single-part uploads, the MD5 the ETag is. A rerun lists the prefix again and refuses
+when the id no longer matches.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import IntegrityError, UsageError
+from .manifest import check_relpath
+from .store import HEX64, Store
+
+S3 = "s3://"
+SNAPSHOT = "snapshot:"
+LISTING_FORMAT = "s3-source-1"
+PRESIGN_TTL_S = 6 * 3600
+
+
+@dataclass
+class S3Listing:
+    url: str
+    bucket: str
+    prefix: str
+    objects: list[tuple[str, str, int, str]]     # (path under the prefix, key, size, etag)
+
+    def canonical_bytes(self) -> bytes:
+        entries = [{"path": rel, "type": "file", "mode": 0o644, "size": size, "etag": etag,
+                    "key": f"s3://{self.bucket}/{key}", "sha256": f"etag:{etag}:{size}", "chunks": []}
+                   for rel, key, size, etag in sorted(self.objects)]
+        return json.dumps({"format": LISTING_FORMAT, "source": self.url, "entries": entries},
+                          sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+    @property
+    def id(self) -> str:
+        return hashlib.sha256(self.canonical_bytes()).hexdigest()
+
+    @property
+    def total_size(self) -> int:
+        return sum(o[2] for o in self.objects)
+
+    def presign(self, keys: list[str]) -> dict[str, str]:
+        client = _client()
+        mine = f"s3://{self.bucket}/"
+        return {k: client.generate_presigned_url("get_object", Params={"Bucket": self.bucket,
+                                                 "Key": k[len(mine):]}, ExpiresIn=PRESIGN_TTL_S)
+                for k in keys if k.startswith(mine)}
+
+
+def _client():
+    import boto3
+    return boto3.session.Session().client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+
+
+def list_s3(url: str) -> S3Listing:
+    bucket, _, prefix = url[len(S3):].partition("/")
+    if not bucket:
+        raise UsageError(f"[data] source {url!r} names no bucket", hint="use s3://bucket/prefix")
+    prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
+    from botocore.exceptions import BotoCoreError, ClientError
+    objects = []
+    try:
+        for page in _client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for o in page.get("Contents", []):
+                key = o["Key"]
+                if key.endswith("/"):
+                    continue                         # a console "folder" marker, not data
+                rel = key[len(prefix):]
+                try:
+                    check_relpath(rel)
+                except IntegrityError:
+                    raise UsageError(f"[data] {url}: object key {key!r} is not a clean relative path under the prefix") \
+                        from None
+                objects.append((rel, key, int(o["Size"]), o["ETag"].strip('"')))
+    except (BotoCoreError, ClientError) as exc:
+        raise UsageError(f"[data] {url}: cannot list the prefix: {exc}") from None
+    if not objects:
+        raise UsageError(f"[data] {url}: no objects under that prefix")
+    return S3Listing(url, bucket, prefix, objects)
+
+
+def resolve_snapshot(store: Store, ref: str) -> str:
+    from .catalog import resolve
+    return resolve(store, ref)
+
+
+def pin_data(data: dict[str, str], base_dir: Path, store: Store, *, progress=None) -> tuple[dict[str, str], dict]:
+    """name → snapshot (or source) id for every `[data]` entry, and the S3 listings by id."""
+    from .create import create_snapshot
+    pins, sources = {}, {}
+    for name, value in sorted(data.items()):
+        if value.startswith(S3):
+            listing = list_s3(value)
+            pins[name], sources[listing.id] = listing.id, listing
+        elif value.startswith(SNAPSHOT):
+            pins[name] = resolve_snapshot(store, value[len(SNAPSHOT):])
+        else:
+            path = (base_dir / value).resolve()
+            if HEX64.match(value) and not path.exists():
+                pins[name] = resolve_snapshot(store, value)
+                continue
+            if not path.exists():
+                raise UsageError(f"[data] {name} = {value!r}: no such file or directory ({path})",
+                                 hint="a local path, s3://bucket/prefix, or snapshot:NAME")
+            pins[name] = create_snapshot(path, store, **({"progress": progress} if progress else {})).id
+    return pins, sources
+
+
+def recheck(data: dict[str, str], pins: dict[str, str], run_id: str) -> dict:
+    """For a rerun: list every S3 source again; refuse when it no longer matches what the run used."""
+    sources = {}
+    for name, value in sorted(data.items()):
+        if not value.startswith(S3) or name not in pins:
+            continue
+        listing = list_s3(value)
+        if listing.id != pins[name]:
+            raise IntegrityError(f"cannot rerun {run_id}: data {name} ({value}) changed since the run "
+                                 f"(listing {listing.id[:12]}, the run used {pins[name][:12]})",
+                                 hint="objects were added, removed or rewritten under that prefix")
+        sources[listing.id] = listing
+    return sources

@@ -1,0 +1,86 @@
+"""Staging a lease's pinned inputs, with progress people can read: bytes sent of the bytes the
+machines asked for, throughput, and each machine's state. A live line on a terminal (events that
+offer `progress`), a plain line every PLAIN_INTERVAL_S otherwise (CI logs), and one summary line."""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable
+
+PLAIN_INTERVAL_S = 10.0
+LIVE_INTERVAL_S = 0.5
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2 ** 20:.1f} MiB"
+
+
+class StageProgress:
+    """Counters the sync threads update; `line()` renders them."""
+
+    def __init__(self, machine_ids: list[str]):
+        self.states = {m: "waiting" for m in machine_ids}
+        self.expected = self.sent = 0
+        self.t0 = time.monotonic()
+        self.lock = threading.Lock()
+
+    def state(self, machine_id: str, text: str) -> None:
+        with self.lock:
+            self.states[machine_id] = text
+
+    def expect(self, n: int) -> None:
+        with self.lock:
+            self.expected += n
+
+    def add(self, n: int) -> None:
+        with self.lock:
+            self.sent += n
+
+    def line(self) -> str:
+        with self.lock:
+            dt = max(time.monotonic() - self.t0, 1e-6)
+            counts: dict[str, int] = {}
+            for s in self.states.values():
+                counts[s] = counts.get(s, 0) + 1
+            machines = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+            return (f"{_mib(self.sent)} of {_mib(self.expected)} sent · {_mib(self.sent / dt)}/s · "
+                    f"machines: {machines}")
+
+
+class _Ticker(threading.Thread):
+    def __init__(self, emit: Callable[[str], None], progress: StageProgress, interval: float):
+        super().__init__(daemon=True, name="fleet-stage-progress")
+        self.emit, self.progress, self.interval = emit, progress, interval
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            self.emit(self.progress.line())
+
+
+def stage_lease(ctx, store, targets_for, sources: dict, config: Any) -> list:
+    """Sync every machine of ctx.lease (see sync.sync_lease), reporting progress on ctx.events."""
+    from .sync import sync_lease
+    machines = ctx.lease.machines
+    progress = StageProgress([m.id for m in machines])
+    live = getattr(ctx.events, "progress", None)
+    plain = live is None or getattr(ctx.events, "plain", True)
+    emit = (lambda text: live("stage", text)) if live else (lambda text: ctx.events.phase("stage", text))
+    ticker = _Ticker(emit, progress, PLAIN_INTERVAL_S if plain else LIVE_INTERVAL_S)
+    ticker.start()
+    try:
+        stats = sync_lease(machines, store, targets_for, progress=progress.add, sources=sources,
+                           cache_dir=getattr(config, "cache_dir", None), cache_max=getattr(config, "cache_max", None),
+                           on_state=progress.state, on_expect=progress.expect)
+    finally:
+        ticker.stop.set()
+    sent = sum(s.bytes_sent for s in stats)
+    dt = max(time.monotonic() - progress.t0, 1e-6)
+    current = sum(1 for s in stats if s.targets_current and not s.targets_written)
+    reused = sum(s.files_reused for s in stats)
+    direct = sum(s.bytes_direct + s.bytes_objects for s in stats)
+    extra = f", {direct} bytes pulled from S3 by the machines" if direct else ""
+    ctx.events.phase("stage", f"pinned inputs on {len(stats)} machine(s), {sent} bytes of chunks sent "
+                              f"({_mib(sent / dt)}/s), {current} already current, {reused} unchanged files "
+                              f"linked{extra}")
+    return stats

@@ -1,0 +1,63 @@
+"""[data] sources beyond local paths: an S3 prefix snapshotted in place (listing by ETag/size, the
+machine fetches the objects itself) and a named snapshot already in the store."""
+from __future__ import annotations
+
+import os
+
+import boto3
+import pytest
+
+from fleet.errors import IntegrityError, NotFound, UsageError
+from fleet.snapshots import create_snapshot, open_store
+from fleet.snapshots.sources import pin_data, recheck
+from fleet.snapshots.sync import Target, data_dir, sync_lease
+
+
+@pytest.fixture
+def bucket(aws_env):
+    s3 = boto3.client("s3", endpoint_url=aws_env)
+    s3.create_bucket(Bucket="raw-data")
+    s3.put_object(Bucket="raw-data", Key="train/a.csv", Body=b"1,2\n3,4\n")
+    s3.put_object(Bucket="raw-data", Key="train/sub/b.bin", Body=os.urandom(300_000))
+    s3.put_object(Bucket="raw-data", Key="other/c.txt", Body=b"not in the prefix")
+    return s3
+
+
+def test_s3_prefix_is_pinned_by_listing_and_fetched_by_the_machine(fleet_home, local_lease, tmp_path, bucket):
+    store = open_store(None)
+    data = {"train": "s3://raw-data/train"}
+    pins, sources = pin_data(data, tmp_path, store)
+    sid = pins["train"]
+    lease = local_lease(gpus=2)
+    stats = sync_lease(lease.machines, store, lambda m: [Target(data_dir(m, "train"), [sid], read_only=True)],
+                       sources=sources)
+    assert sum(s.bytes_sent for s in stats) == 0                       # nothing through the controller
+    assert sum(s.bytes_objects for s in stats) == 2 * (300_000 + 8)    # each machine pulled the objects
+    body = bucket.get_object(Bucket="raw-data", Key="train/sub/b.bin")["Body"].read()
+    for m in lease.machines:
+        d = data_dir(m, "train")
+        assert sorted(os.listdir(d)) == ["a.csv", "sub"]
+        assert open(f"{d}/a.csv", "rb").read() == b"1,2\n3,4\n" and open(f"{d}/sub/b.bin", "rb").read() == body
+    again = sync_lease(lease.machines, store, lambda m: [Target(data_dir(m, "train"), [sid], read_only=True)],
+                       sources=sources)
+    assert all(s.targets_current for s in again) and sum(s.bytes_objects for s in again) == 0
+    assert recheck(data, pins, "r-1")                                   # unchanged: a rerun may go on
+    bucket.put_object(Bucket="raw-data", Key="train/a.csv", Body=b"1,2\n3,5\n")   # same size, new content
+    assert pin_data(data, tmp_path, store)[0]["train"] != sid
+    with pytest.raises(IntegrityError, match=r"cannot rerun r-1: data train \(s3://raw-data/train\) changed"):
+        recheck(data, pins, "r-1")
+
+
+def test_named_snapshot_and_id_sources(fleet_home, tmp_path):
+    store = open_store(None)
+    src = tmp_path / "d"
+    src.mkdir()
+    (src / "x.txt").write_text("x\n")
+    snap = create_snapshot(src, store, name="train-v3")
+    pins, sources = pin_data({"a": "snapshot:train-v3", "b": snap.id, "c": f"snapshot:{snap.id[:10]}"}, tmp_path,
+                             store)
+    assert pins == {"a": snap.id, "b": snap.id, "c": snap.id} and sources == {}
+    with pytest.raises(NotFound, match="train-v4"):
+        pin_data({"a": "snapshot:train-v4"}, tmp_path, store)
+    with pytest.raises(UsageError, match="no such file or directory"):
+        pin_data({"a": "missing-dir"}, tmp_path, store)

@@ -1,0 +1,58 @@
+"""A secret's value typed literally into the command, into an [env] value and into setup never
+reaches anything fleet stores: state database, run records (nested config too), ledger, logs,
+summary.json, reports, `fleet runs` output (issue 13, "Secrets and audit")."""
+from __future__ import annotations
+
+import json
+import secrets as pysecrets
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_fleet
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def _hits(needle: str, *roots: Path, skip_store: bool = True) -> list[str]:
+    found = []
+    for root in roots:
+        for p in (q for q in root.rglob("*") if q.is_file()):
+            # fleet.toml is code: it is in the code snapshot by contract (SECURITY.md), nowhere else.
+            if skip_store and "store" in p.relative_to(root).parts[:1]:
+                continue
+            if needle.encode() in p.read_bytes():
+                found.append(str(p))
+    return found
+
+
+def test_secret_values_in_command_env_and_setup_are_never_stored(experiment, fleet_home):
+    canary = "canary-" + pysecrets.token_hex(12)
+    (experiment / "fleet.toml").write_text(
+        'project = "sec"\ntemplate = "local-1gpu"\nsecrets = ["CANARY"]\nmax_duration = "10m"\n'
+        f'setup = "test {canary} = \\"$CANARY\\""\n'
+        f'[env]\nDB_URL = "postgres://u:{canary}@db/x"\n')
+    # The shell expanded the secret into the command line before fleet saw it.
+    command = f'test "$CANARY" = {canary} && echo "$DB_URL" | grep -q {canary} && echo ran-ok'
+    proc = run_fleet(["up", "--gpus", "1", "--json", "--", "sh", "-c", command], cwd=experiment, env={"CANARY": canary})
+    assert proc.returncode == 0, proc.stdout + proc.stderr      # the machine did get the real values
+    summary = json.loads(proc.stdout)
+    run_id = summary["run_id"]
+    assert canary not in proc.stdout + proc.stderr
+
+    # Every file fleet wrote: state.db (+ WAL), records.tip, ledger rows (in the db), logs, summary.json.
+    assert (experiment / "runs" / run_id / "summary.json").exists()
+    assert _hits(canary, fleet_home, experiment / "runs") == []
+
+    outputs = []
+    for args in (["runs", "show", run_id, "--json"], ["runs", "ls"], ["logs", run_id],
+                 ["report", "--by", "run", "--json"], ["report", "--by", "run", "--format", "md"],
+                 ["audit", run_id]):
+        out = run_fleet(args, cwd=experiment, env={"CANARY": canary})
+        outputs.append(out.stdout + out.stderr)
+        assert canary not in out.stdout + out.stderr, args
+    assert "ran-ok" in outputs[2]                                   # the logs are really there
+    record = json.loads(outputs[0])
+    text = json.dumps(record)
+    assert "<redacted>" in record["config"]["command"] and "<redacted>" in record["config"]["setup"]
+    assert "<redacted>" in record["config"]["env"]["DB_URL"] and "<redacted>" in text

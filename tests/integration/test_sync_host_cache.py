@@ -1,0 +1,88 @@
+"""The per-host chunk cache outlives leases and is safe to fill from two leases at once; a no-op
+re-sync is one small round trip; a changed tree is rebuilt incrementally (unchanged files linked)."""
+from __future__ import annotations
+
+import os
+import random
+import threading
+
+from fleet.snapshots import create_snapshot, open_store
+from fleet.snapshots.sync import Target, chunk_cache, data_dir, sync_lease, sync_machine
+
+
+def _tree(root, seed, files=12, size=200_000):
+    rng = random.Random(seed)
+    root.mkdir(parents=True)
+    for i in range(files):
+        (root / f"f{i:02d}.bin").write_bytes(rng.randbytes(size + i))
+    return root
+
+
+def _same(dest, src):
+    return sorted(os.listdir(dest)) == sorted(os.listdir(src)) and all(
+        open(os.path.join(dest, n), "rb").read() == (src / n).read_bytes() for n in os.listdir(src))
+
+
+def test_two_leases_fill_one_host_cache_at_once_then_a_third_gets_nothing(fleet_home, local_lease, tmp_path):
+    store = open_store(None)
+    src = _tree(tmp_path / "d", 1)
+    snap = create_snapshot(src, store)
+    a, b = local_lease(gpus=1).machines[0], local_lease(gpus=1).machines[0]
+    results, errors = {}, []
+
+    def go(m):
+        try:
+            results[m.id] = sync_machine(m, store, [Target(data_dir(m, "d"), [snap.id], read_only=True)])
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+    threads = [threading.Thread(target=go, args=(m,)) for m in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors, errors
+    assert _same(data_dir(a, "d"), src) and _same(data_dir(b, "d"), src)
+    cache = chunk_cache(a)
+    assert cache == chunk_cache(b) and not cache.startswith(a.workdir)          # outside every lease
+    names = [f for _d, _s, fs in os.walk(cache) for f in fs]
+    assert not [f for f in names if ".tmp" in f]                                 # no partial entries left
+    # a third lease on the same host (the other two still hold their trees, or not): nothing to send
+    c = local_lease(gpus=1).machines[0]
+    third = sync_machine(c, store, [Target(data_dir(c, "d"), [snap.id], read_only=True)])
+    assert third.bytes_sent == 0 and third.manifest_bytes == 0 and not third.helper_sent
+    assert _same(data_dir(c, "d"), src)
+
+
+def test_noop_is_one_small_round_trip_and_changes_are_incremental(fleet_home, local_lease, tmp_path):
+    store = open_store(None)
+    src = _tree(tmp_path / "d", 2, files=40, size=50_000)
+    v1 = create_snapshot(src, store)
+    (m,) = local_lease(gpus=1).machines
+    dest = data_dir(m, "d")
+    first = sync_machine(m, store, [Target(dest, [v1.id], read_only=True)])
+    assert first.bytes_sent > 0 and first.manifest_bytes < len(v1.manifest.canonical_bytes())   # compressed
+    noop = sync_machine(m, store, [Target(dest, [v1.id], read_only=True)])
+    assert noop.targets_current == [dest] and noop.bytes_sent == 0 and noop.manifest_bytes == 0
+    assert noop.wire_bytes < 1024                     # the request: ids and paths, never the manifest
+    inode = os.stat(f"{dest}/f00.bin").st_ino
+    (src / "f07.bin").write_bytes(b"changed\n")
+    v2 = create_snapshot(src, store)
+    second = sync_machine(m, store, [Target(dest, [v2.id], read_only=True)])
+    assert second.bytes_sent == 8 and second.files_reused == 39
+    assert os.stat(f"{dest}/f00.bin").st_ino == inode and open(f"{dest}/f07.bin").read() == "changed\n"
+    # a file changed on the machine behind fleet's back is not trusted: it is rebuilt, not linked
+    os.chmod(f"{dest}/f01.bin", 0o644)
+    with open(f"{dest}/f01.bin", "r+b") as f:
+        f.write(b"X")
+    again = sync_machine(m, store, [Target(dest, [v2.id], read_only=True)])
+    assert again.targets_current == [] and _same(dest, src)
+
+
+def test_fanout_on_one_host_sends_each_chunk_once(fleet_home, local_lease, tmp_path):
+    store = open_store(None)
+    src = _tree(tmp_path / "d", 3)
+    snap = create_snapshot(src, store)
+    lease = local_lease(gpus=4)
+    stats = sync_lease(lease.machines, store, lambda m: [Target(data_dir(m, "d"), [snap.id], read_only=True)])
+    assert sum(s.bytes_sent for s in stats) == snap.manifest.unique_chunk_bytes()
+    assert all(_same(data_dir(m, "d"), src) for m in lease.machines)

@@ -1,0 +1,76 @@
+"""The command table that answers `fleet --help` without importing typer matches the real commands,
+and the root behaves as users expect: help on no arguments, one suggestion for a typo."""
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import typer
+import typer.main
+
+from fleet.cli import catalog
+from tests.conftest import FLEET
+
+
+def registered(module: str) -> dict[str, str]:
+    holder = typer.Typer()
+    importlib.import_module(f"fleet.cli.{module}").register(holder)
+    group = typer.main.get_group(holder)
+    return {name: group.get_command(None, name).get_short_help_str(limit=1000)
+            for name in group.list_commands(None)}
+
+
+def test_every_catalog_entry_is_registered_by_its_module_with_its_summary():
+    for entry in catalog.COMMANDS:
+        commands = registered(entry.module)
+        assert entry.name in commands, f"fleet.cli.{entry.module} does not register `{entry.name}`"
+        assert commands[entry.name] == entry.summary, entry.name
+
+
+def test_every_registered_command_is_in_the_catalog():
+    modules = {entry.module for entry in catalog.COMMANDS}
+    for module in modules:
+        for name in registered(module):
+            assert name in catalog.BY_NAME, f"`fleet {name}` (fleet.cli.{module}) is missing from catalog.COMMANDS"
+
+
+def test_root_help_imports_neither_typer_nor_any_command_module():
+    code = ("import sys; sys.argv = ['fleet', '--help']\n"
+            "from fleet.cli.main import run\n"
+            "try:\n    run()\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "loaded = [m for m in sys.modules if m.split('.')[0] in ('typer', 'click', 'rich')"
+            " or m.startswith('fleet.cli.') and m not in ('fleet.cli.main', 'fleet.cli.catalog')]\n"
+            "print('LOADED', loaded, file=sys.stderr)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "LOADED []" in out.stderr
+    assert "Commands:" in out.stdout and "status" in out.stdout
+
+
+def test_fleet_alone_prints_the_help_and_succeeds():
+    out = subprocess.run([FLEET], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert out.stdout.startswith("Usage: fleet")
+    assert "--debug" in out.stdout and "--install-completion" in out.stdout
+    assert "error" not in out.stderr
+
+
+def test_a_group_alone_prints_its_help_on_several_lines():
+    out = subprocess.run([FLEET, "snapshot"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0
+    assert out.stdout.startswith("Usage: fleet snapshot") and len(out.stdout.splitlines()) > 5
+
+
+def test_a_typo_gets_one_suggestion():
+    out = subprocess.run([FLEET, "stauts"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.count("Did you mean 'status'?") == 1, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_help_lists_every_summary_in_full_even_at_80_columns():
+    text = catalog.root_help(width=80)
+    flat = " ".join(text.split())
+    for entry in catalog.COMMANDS:
+        assert " ".join(entry.summary.split()) in flat

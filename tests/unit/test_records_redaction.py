@@ -1,0 +1,54 @@
+"""Secret values are redacted from every field of a run record before it is hashed and stored, and
+a record whose command, setup or env embedded a redacted secret refuses to be replayed."""
+from __future__ import annotations
+
+import pytest
+
+from fleet.errors import UsageError
+from fleet.lineage import rerun_config
+from fleet.records import REDACTED, RunRecord, append_record, get_record
+from fleet.state.db import Database
+from fleet.state.store import StateStore
+
+
+@pytest.fixture
+def db(tmp_path):
+    d = Database(tmp_path / "state.db")
+    yield d
+    d.close()
+
+
+def test_nested_config_and_embedded_env_values_are_redacted(db, monkeypatch):
+    monkeypatch.setenv("WANDB_KEY_X", "canary-1234567")
+    monkeypatch.setenv("FLEET_SECRET_NAMES", "")
+    config = {"command": "train --key canary-1234567", "setup": "login canary-1234567",
+              "env": {"URL": "https://u:canary-1234567@h"}, "secrets": ["WANDB_KEY_X"]}
+    rec = append_record(RunRecord(run_id="r-1", command="train --key canary-1234567", config=config,
+                                  env={"URL": "https://u:canary-1234567@h"}, code_snapshot="a" * 64),
+                        db, secrets=["WANDB_KEY_X"])
+    body = db.execute("SELECT body FROM run_records WHERE run_id = 'r-1'")[0]["body"]
+    assert "canary-1234567" not in body
+    assert rec.config["env"]["URL"] == f"https://u:{REDACTED}@h"
+    with pytest.raises(UsageError, match="command contained a secret"):
+        rerun_config(get_record("r-1", db), db.path.parent)
+
+
+def test_rerun_refuses_a_setup_or_env_value_that_held_a_secret(db, monkeypatch, tmp_path):
+    monkeypatch.setenv("TOK_X", "canary-7654321")
+    append_record(RunRecord(run_id="r-2", command="train", code_snapshot="a" * 64,
+                            config={"command": "train", "env": {"URL": "x:canary-7654321"}}), db, secrets=["TOK_X"])
+    with pytest.raises(UsageError, match=r"\[env\] URL contained a secret"):
+        rerun_config(get_record("r-2", db), tmp_path)
+
+
+def test_state_runs_table_never_holds_a_secret_value(db, monkeypatch):
+    from fleet.masking import Masker
+    monkeypatch.setenv("MY_SECRET_VALUE", "canary-abcdefg")
+    state = StateStore(db)
+    masker = Masker.for_config(None, names=["MY_SECRET_VALUE"])
+    state.create_run("r-3", lease_id=None, project="p", user="u", command="run canary-abcdefg", log_path="l",
+                     output_dir="o", meta={"note": "canary-abcdefg"}, masker=masker)
+    state.finish_run("r-3", "failed", 1, {"summary": {"message": "bad canary-abcdefg"}}, masker=masker)
+    row = state.get_run("r-3")
+    assert row["command"] == f"run {REDACTED}"
+    assert "canary-abcdefg" not in repr(row)

@@ -1,0 +1,92 @@
+"""Rendezvous ports: each lease claims its own port on its master's host, in either state database."""
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+
+from fleet.models import Lease, Machine, utcnow
+from fleet.rendezvous import PORT_RANGE, PortReservations, allocate_master_port
+from fleet.state import StateStore
+from fleet.state.db import Database
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def state(request, tmp_path, monkeypatch):
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    if request.param == "postgresql":
+        from fleet.state.postgres import PostgresDatabase
+        db = PostgresDatabase(request.getfixturevalue("postgres_url"))
+    else:
+        db = Database(tmp_path / "state.db")
+    store = StateStore(db)
+    yield store
+    store.close()
+
+
+def make_lease(state, lease_id: str, host: str = "gpu-box-1", machines: int = 2) -> Lease:
+    now = utcnow()
+    lease = Lease(id=lease_id, provider="ssh", template="t", created_at=now, deadline=now + timedelta(hours=1),
+                  max_deadline=now + timedelta(hours=2),
+                  machines=[Machine(id=f"{lease_id}-n{r}", lease_id=lease_id, node_rank=r, host=host, port=22,
+                                    user="u", key_path="k", host_key="h", workdir=f"/w/{lease_id}/{r}")
+                            for r in range(machines)])
+    state.save_lease(lease)
+    return lease
+
+
+def everything_free(machine, candidates):
+    """A host where nothing is bound yet: both leases probe before either run binds its port."""
+    return list(candidates)
+
+
+def test_two_leases_on_one_host_get_distinct_ports_and_keep_them(state):
+    a, b = make_lease(state, "l-aaaa0001"), make_lease(state, "l-bbbb0002")
+    port_a = allocate_master_port(state, a, probe=everything_free)
+    port_b = allocate_master_port(state, b, probe=everything_free)
+    assert port_a != port_b
+    assert {port_a, port_b} <= set(PORT_RANGE)
+    # asked again (`fleet run LEASE` on a kept lease): the same port, no new claim
+    assert allocate_master_port(state, a, probe=lambda m, c: pytest.fail("probed again")) == port_a
+
+
+def test_a_released_lease_frees_its_port(state):
+    a, b = make_lease(state, "l-aaaa0001"), make_lease(state, "l-bbbb0002")
+    port_a = allocate_master_port(state, a, probe=everything_free)
+    state.set_lease_status(a.id, "released")
+    assert allocate_master_port(state, b, probe=everything_free) == port_a
+    c = make_lease(state, "l-cccc0003")
+    PortReservations(state.db).release(b.id)   # explicit release frees it too
+    assert allocate_master_port(state, c, probe=everything_free) == port_a
+
+
+def test_other_hosts_and_bound_ports_do_not_count(state):
+    a, b = make_lease(state, "l-aaaa0001", host="gpu-box-1"), make_lease(state, "l-bbbb0002", host="gpu-box-2")
+    assert allocate_master_port(state, a, probe=everything_free) == allocate_master_port(state, b,
+                                                                                       probe=everything_free)
+    c = make_lease(state, "l-cccc0003", host="gpu-box-1")
+    busy = set(PORT_RANGE[:40])   # something else listens there: the probe on the host says so
+    port = allocate_master_port(state, c, probe=lambda m, cands: [p for p in cands if p not in busy])
+    assert port not in busy
+
+
+def test_concurrent_allocations_never_share_a_port(state):
+    leases = [make_lease(state, f"l-{i:04d}cafe") for i in range(8)]
+    ports, errors = {}, []
+    start = threading.Barrier(len(leases))
+
+    def one(lease):
+        try:
+            start.wait(30)
+            ports[lease.id] = allocate_master_port(state, lease, probe=everything_free)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=one, args=(lease,)) for lease in leases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert len(set(ports.values())) == len(leases), ports

@@ -1,0 +1,109 @@
+"""Outputs come home as a tar the machine made: links are kept, and nothing a hostile machine
+puts in the tar may write or point outside the run's directory (fleet/safe_extract.py)."""
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from fleet.safe_extract import extract_stream
+
+
+def _tar(members: list[tuple[str, str, bytes | str]], compress: str = "") -> io.BytesIO:
+    """members: (kind, name, data-or-linkname), kind in file/dir/sym/hard/fifo."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=f"w:{compress}") as tar:
+        for kind, name, data in members:
+            info = tarfile.TarInfo(name)
+            info.mode = 0o644
+            if kind == "file":
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+                continue
+            info.type = {"dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE,
+                         "fifo": tarfile.FIFOTYPE}[kind]
+            if kind in ("sym", "hard"):
+                info.linkname = data
+            tar.addfile(info)
+    buf.seek(0)
+    return buf
+
+
+@pytest.fixture
+def dest(tmp_path) -> Path:
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret").write_text("keep me")
+    return tmp_path / "run" / "node-0"
+
+
+def _untouched(tmp_path: Path) -> None:
+    assert sorted(p.name for p in (tmp_path / "outside").iterdir()) == ["secret"]
+    assert (tmp_path / "outside" / "secret").read_text() == "keep me"
+
+
+def test_files_dirs_symlinks_and_hard_links_are_kept(dest, tmp_path):
+    got = extract_stream(_tar([("dir", "./ckpt", b""), ("file", "./ckpt/model.bin", b"weights"),
+                               ("sym", "./latest", "ckpt/model.bin"), ("hard", "./ckpt/copy.bin", "./ckpt/model.bin"),
+                               ("sym", "./ckpt/up", "../latest")], compress="gz"), dest)
+    assert got.skipped == []
+    assert (dest / "ckpt" / "model.bin").read_bytes() == b"weights"
+    assert os.readlink(dest / "latest") == "ckpt/model.bin" and (dest / "latest").read_bytes() == b"weights"
+    assert os.readlink(dest / "ckpt" / "up") == "../latest"
+    assert os.stat(dest / "ckpt" / "copy.bin").st_ino == os.stat(dest / "ckpt" / "model.bin").st_ino
+    assert (got.files, got.hardlinks, got.symlinks) == (2, 1, 2)
+
+
+@pytest.mark.parametrize("members, why", [
+    ([("file", "../outside/evil", b"x")], "leaves"),
+    ([("file", "/tmp/evil-abs", b"x")], "absolute"),
+    ([("sym", "esc", "/etc")], "absolute"),
+    ([("sym", "esc", "../outside")], "outside"),
+    ([("sym", "esc", "../outside/secret")], "outside"),
+    # each link alone stays inside; together the second leads out (resolved only once both exist)
+    ([("sym", "b", "a/.."), ("sym", "a", ".")], "outside"),
+    ([("hard", "h", "../outside/secret")], "leaves"),
+    ([("hard", "h", "never-written")], "hard link"),
+    ([("fifo", "f", b"")], "special"),
+])
+def test_hostile_members_are_refused_and_reported(dest, tmp_path, members, why):
+    got = extract_stream(_tar(members), dest)
+    assert len(got.skipped) == 1 and why in got.skipped[0], got.skipped
+    _untouched(tmp_path)
+    for link in (p for p in dest.rglob("*") if p.is_symlink()):   # what is left leads inside
+        assert link.resolve().is_relative_to(dest.resolve()), link
+
+
+def test_a_symlink_then_a_write_through_it_never_leaves_dest(dest, tmp_path):
+    # Classic: plant `d -> ../outside`, then write `d/secret`. Links are made last, so the write
+    # lands in a real directory d/ inside dest, and the link itself is refused (d is a directory).
+    # `f -> ../outside/secret` then a file `f`: the file replaces the link, as in any tar.
+    got = extract_stream(_tar([("sym", "d", "../outside"), ("file", "d/secret", b"owned"),
+                               ("sym", "f", "../outside/secret"), ("file", "f", b"owned")]), dest)
+    _untouched(tmp_path)
+    assert (dest / "d" / "secret").read_bytes() == b"owned" and not (dest / "d").is_symlink()
+    assert (dest / "f").read_bytes() == b"owned" and not (dest / "f").is_symlink()
+    assert len(got.skipped) == 1 and got.skipped[0].startswith("d:"), got.skipped
+
+
+def test_a_symlink_already_in_dest_is_never_followed(dest, tmp_path):
+    dest.mkdir(parents=True)
+    (dest / "pre").symlink_to(tmp_path / "outside")
+    (dest / "file").symlink_to(tmp_path / "outside" / "secret")
+    got = extract_stream(_tar([("file", "pre/secret", b"owned"), ("file", "file", b"replaced")]), dest)
+    _untouched(tmp_path)
+    assert (dest / "file").read_bytes() == b"replaced" and not (dest / "file").is_symlink()
+    assert len(got.skipped) == 1 and "pre/secret" in got.skipped[0], got.skipped
+
+
+def test_set_id_bits_and_group_write_are_dropped(dest):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("tool")
+        info.mode, info.size = 0o6777, 2
+        tar.addfile(info, io.BytesIO(b"#!"))
+    buf.seek(0)
+    extract_stream(buf, dest)
+    assert (dest / "tool").stat().st_mode & 0o7777 == 0o755

@@ -1,0 +1,172 @@
+"""Snapshot creation: stable ids, the stat cache (an unchanged tree is not read), no state written into
+the user's directories, parallel hashing that agrees with a plain sha256, typed progress, store format."""
+from __future__ import annotations
+
+import builtins
+import hashlib
+import io
+import json
+import os
+import random
+
+import pytest
+
+import fleet.snapshots.create as create_mod
+import fleet.snapshots.statcache as statcache
+from fleet.errors import EnvironmentProblem
+from fleet.snapshots import create_snapshot, load, materialise, open_store, verify
+from fleet.snapshots.progress import SnapshotProgress
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    return open_store(str(tmp_path / "store"))
+
+
+@pytest.fixture
+def tree(tmp_path):
+    rng = random.Random(3)
+    root = tmp_path / "data"
+    (root / "shards").mkdir(parents=True)
+    for i in range(12):
+        (root / "shards" / f"s{i:02d}.bin").write_bytes(rng.randbytes(rng.randint(0, 40_000)))
+    (root / "big.bin").write_bytes(rng.randbytes(3 * 1024 * 1024))
+    (root / "link").symlink_to("big.bin")
+    return root
+
+
+@pytest.fixture
+def opened(monkeypatch):
+    """Every path opened (os.open, open, io.open) while a test runs: a read must open the file."""
+    seen: list[str] = []
+    real_os_open, real_open, real_io_open = os.open, builtins.open, io.open
+
+    def os_open(path, *a, **k):
+        seen.append(os.fspath(path) if not isinstance(path, int) else "")
+        return real_os_open(path, *a, **k)
+
+    def py_open(path, *a, **k):
+        seen.append(os.fspath(path) if not isinstance(path, int) else "")
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(builtins, "open", py_open)
+    monkeypatch.setattr(io, "open", py_open)
+    return seen
+
+
+def _reads_under(seen: list[str], root) -> list[str]:
+    return [p for p in seen if p.startswith(str(root) + os.sep)]
+
+
+def test_unchanged_tree_is_resnapshotted_without_reading_a_file(store, tree, opened, monkeypatch):
+    monkeypatch.setattr(statcache, "RACY_S", 0.0)       # the files were just written; see the racy test below
+    first = create_snapshot(tree, store)
+    assert len(_reads_under(opened, tree)) == 13         # the counter sees reads: every file once
+    opened.clear()
+    again = create_snapshot(tree, store)
+    assert _reads_under(opened, tree) == []
+    assert again.id == first.id and again.bytes_hashed == 0 and again.files_cached == 13
+    # one changed file (same size, new content): only it is read again, and the id changes
+    data = bytearray((tree / "shards" / "s03.bin").read_bytes())
+    data[0] ^= 0xFF
+    (tree / "shards" / "s03.bin").write_bytes(bytes(data))
+    opened.clear()
+    third = create_snapshot(tree, store)
+    assert _reads_under(opened, tree) == [str(tree / "shards" / "s03.bin")]
+    assert third.id != first.id and third.files_cached == 12
+
+
+def test_a_cached_file_whose_chunks_left_the_store_is_read_again(store, tree, monkeypatch):
+    monkeypatch.setattr(statcache, "RACY_S", 0.0)
+    first = create_snapshot(tree, store)
+    h = next(e for e in first.manifest.files() if e.path == "big.bin").chunks[0][0]
+    store.delete_chunk(h)
+    again = create_snapshot(tree, store)
+    assert again.id == first.id and store.has_chunks([h]) and again.bytes_hashed >= 3 * 1024 * 1024
+    assert verify(store, again.id) == []
+
+
+def test_files_changed_within_the_racy_window_are_not_trusted_to_the_cache(store, tree, monkeypatch):
+    monkeypatch.setattr(statcache, "RACY_S", 3600.0)    # every file here changed less than an hour ago
+    create_snapshot(tree, store)
+    again = create_snapshot(tree, store)
+    assert again.files_cached == 0 and again.bytes_hashed > 0   # mtime granularity: could change unseen
+
+
+def test_id_is_stable_across_runs_workers_and_stores_and_a_changed_byte_changes_it(store, tree, tmp_path):
+    a = create_snapshot(tree, store, use_cache=False)
+    b = create_snapshot(tree, open_store(str(tmp_path / "other")), use_cache=False, workers=1)
+    c = create_snapshot(tree, store, use_cache=False, workers=5)
+    assert a.id == b.id == c.id
+    big = bytearray((tree / "big.bin").read_bytes())
+    big[2_000_000] ^= 1
+    (tree / "big.bin").write_bytes(bytes(big))
+    d = create_snapshot(tree, store, use_cache=False)
+    assert d.id != a.id
+    # content-defined chunks: one flipped byte stores about one chunk, not the whole file
+    assert 0 < d.new_bytes < len(big) // 2
+
+
+def test_split_hashing_of_large_files_matches_a_plain_sha256(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(create_mod, "SPLIT_MIN", 1024 * 1024)   # hashed by two threads from 1 MiB up
+    root = tmp_path / "big"
+    root.mkdir()
+    rng = random.Random(9)
+    for i in range(3):
+        (root / f"f{i}").write_bytes(rng.randbytes(5 * 1024 * 1024 + i))
+    snap = create_snapshot(root, store, use_cache=False, workers=3)
+    for e in snap.manifest.files():
+        data = (root / e.path).read_bytes()
+        assert e.sha256 == hashlib.sha256(data).hexdigest() and e.size == len(data)
+        assert b"".join(store.get_chunk(h) for h, _ in e.chunks) == data
+    out = materialise(store, snap.id, tmp_path / "out")
+    assert (out / "f2").read_bytes() == (root / "f2").read_bytes()
+
+
+def test_no_state_is_written_into_the_data_directory(store, tree, tmp_path):
+    before = sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*"))
+    create_snapshot(tree, store)
+    create_snapshot(tree, store)
+    assert sorted(p.relative_to(tree).as_posix() for p in tree.rglob("*")) == before
+    assert (tmp_path / "home" / "cache" / "statcache.db").exists()     # kept under FLEET_HOME instead
+
+
+def test_old_marker_files_are_never_part_of_a_snapshot(store, tree, tmp_path):
+    plain = create_snapshot(tree, store, use_cache=False)
+    (tree / ".fleet-snapshot").write_text("a" * 64 + "\n")
+    (tree / "shards" / ".fleet-snapshot").write_text("b" * 64 + "\n")
+    marked = create_snapshot(tree, store, use_cache=False)
+    assert marked.id == plain.id
+    # and materialising leaves no marker in the tree it makes (the record lives under FLEET_HOME)
+    out = materialise(store, marked.id, tmp_path / "out")
+    assert not (out / ".fleet-snapshot").exists()
+    assert materialise(store, marked.id, out) == out
+
+
+def test_progress_is_typed_and_ends_complete(store, tree):
+    seen: list[SnapshotProgress] = []
+    snap = create_snapshot(tree, store, use_cache=False, progress=seen.append)
+    assert all(isinstance(p, SnapshotProgress) for p in seen) and len(seen) >= 2
+    total = sum(e.size for e in snap.manifest.files())
+    assert seen[0].bytes_total == seen[-1].bytes_total == total and seen[0].files_total == 13
+    last = seen[-1]
+    assert last.finished and last.bytes_done == total and last.files_done == 13 and last.bytes_hashed == total
+    assert last.bytes_stored == snap.new_bytes
+    done = [p.bytes_done for p in seen]
+    assert done == sorted(done)
+
+
+def test_new_store_records_its_format_and_a_newer_one_is_refused(store, tmp_path):
+    fmt = json.loads((store.root / "format").read_text())
+    assert fmt["format"] == 2 and fmt["chunker"].startswith("fastcdc")
+    (store.root / "format").write_text('{"format": 99}\n')
+    with pytest.raises(EnvironmentProblem, match="format 99; this fleet reads formats 1, 2"):
+        open_store(str(store.root))
+
+
+def test_manifests_of_new_snapshots_are_format_2(store, tree):
+    snap = create_snapshot(tree, store, use_cache=False)
+    assert json.loads(store.get_manifest(snap.id))["format"] == 2
+    assert load(store, snap.id).format == 2
