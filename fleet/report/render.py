@@ -4,13 +4,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-from decimal import Decimal
 
-from ..budget import from_micro
+from ..budget import format_usd, from_micro
 from ..models import to_jsonable
 from .build import Report, Row
 
 FORMATS = ("table", "csv", "json", "md", "html")
+WOULD_COST_NOTE = ("'would cost' is what simulated machines (the local provider, the AWS sandbox) would have "
+                   "cost at the equivalent cloud list price: not money spent")
 HEADERS = ("cost_usd", "would_cost_usd", "gpu_hours", "idle_gpu_hours", "idle_cost_usd",
            "mean_gpu_util_percent", "runs", "machine_hours")
 
@@ -31,7 +32,7 @@ def row_dict(row: Row, by: str) -> dict:
 
 
 def _money(micro: float) -> str:
-    return f"${Decimal(round(micro)) / 1_000_000:,.2f}"
+    return format_usd(micro)
 
 
 def _cells(row: Row) -> list[str]:
@@ -55,7 +56,7 @@ def notes(report: Report) -> list[str]:
     if report.empty:
         out.append(f"no ledger entries from {period_text(report)}")
     if report.total.would_cost_micro:
-        out.append("'would cost' is what local machines would have cost at the equivalent cloud price")
+        out.append(WOULD_COST_NOTE)
     if report.corrupt:
         out.append(f"{len(report.corrupt)} damaged ledger row(s) left out of the totals: "
                    + "; ".join(report.corrupt[:3]) + (" …" if len(report.corrupt) > 3 else ""))
