@@ -227,6 +227,10 @@ def _run_leased(ctx: RunContext, provider, hooks: list, keep_s: int | None) -> d
             summary.update(status="succeeded" if code == 0 else "failed", exit_code=code, failing_rank=failing)
     except _SetupFailed:
         pass
+    except _MachinesLost as exc:
+        summary.update(status="error", exit_code=exc.exit_code, message=exc.one_line())
+        if exc.failing is not None:
+            summary["failing_rank"] = exc.failing
     except FleetError as exc:
         error = exc
         if ctx.stop_reason == "budget":   # the budget ran out before the run phase (e.g. while staging)
@@ -525,13 +529,26 @@ def _execute(ctx: RunContext, hooks: list, lease: Lease, command: str, *, setup:
         if rc != 0 and failing is None:
             failing, code, lost = p.spec.label, rc, why
     if lost is not None and not ctx.cancel.is_set():
-        _check_not_released_elsewhere(ctx)   # the more precise reason, when it is that
-        raise InfrastructureError(f"rank {failing}: {lost}",
-                                  hint="the experiment itself did not fail; run it again")
+        try:
+            _check_not_released_elsewhere(ctx)   # the more precise reason, when it is that
+        except _MachinesLost as exc:
+            exc.failing = failing
+            raise
+        raise _MachinesLost(f"rank {failing}: {lost}", failing=failing)
     if setup and code == 0 and not ctx.cancel.is_set():
         from .lease_prepare import after_setup
         after_setup(ctx, lease)   # the next lease with the same requirements starts from this venv
     return code, failing
+
+
+class _MachinesLost(InfrastructureError):
+    """Machines vanished under the command (lost, or released from outside): the run ends as an
+    infrastructure error (status error, exit 10), not as the experiment's failure, and `up` still
+    returns its summary (the outputs that came home, the first rank that lost its machine)."""
+
+    def __init__(self, message: str, *, failing: str | None = None):
+        super().__init__(message, hint="the experiment itself did not fail; run it again")
+        self.failing = failing
 
 
 def _check_not_released_elsewhere(ctx: RunContext) -> None:
@@ -544,9 +561,8 @@ def _check_not_released_elsewhere(ctx: RunContext) -> None:
     if status in (None, "active", "leasing") and released_at is None:
         return
     when = f" at {to_jsonable(released_at)}" if released_at else ""
-    raise InfrastructureError(f"lease {ctx.lease_id} was released from outside this run{when} "
-                              "(`fleet down` or the reaper): its machines are gone",
-                              hint="the experiment itself did not fail; run it again")
+    raise _MachinesLost(f"lease {ctx.lease_id} was released from outside this run{when} "
+                        "(`fleet down` or the reaper): its machines are gone")
 
 
 def _give_up_on_lost(ctx: RunContext, running: list) -> None:
