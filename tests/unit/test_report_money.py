@@ -87,3 +87,11 @@ def test_sandbox_runs_are_never_billed_dollars_in_any_report_format(sandbox_ledg
     assert "$14.19" in table and "AWS sandbox" in table
     page = render(rep, "html")
     assert "$14.19" in page and "AWS sandbox" in page
+
+
+def test_one_gpu_is_not_gpus_in_the_ci_summary():
+    from fleet.ci_report import markdown
+    base = {"run_id": "r-1", "status": "succeeded", "exit_code": 0, "duration_s": 60, "machines": 1,
+            "template": "local-1gpu", "provider": "local", "would_cost_usd": "0.0042", "released": True}
+    assert "(1 GPU, local)" in markdown({**base, "gpus": 1}, [])
+    assert "(2 GPUs, local)" in markdown({**base, "gpus": 2}, [])
