@@ -97,7 +97,7 @@ def test_an_empty_report_says_no_data_in_chromium(tmp_path):
 
 
 def test_cli_html_needs_no_plotly_and_writes_under_runs_reports(tmp_path):
-    """Run where a user runs it: a project directory in git with a fleet.toml and budgets, plotly
+    """Run where a user runs it: a project directory with a fleet.toml and budgets, plotly
     unimportable. The report goes to runs/reports/ (which code pinning leaves out), never into the
     working tree, and its path is printed."""
     project = tmp_path / "proj"
