@@ -128,7 +128,7 @@ def _top_runs(report: Report) -> str:
 
 def _budgets(b: MonthBudgets | None) -> tuple[str, str]:
     if b is None:
-        return no_data("budgets this month", "budgets are shown by `fleet report --format html`"), ""
+        return no_data("budgets this month", "no budget figures in this report (`fleet report` adds them)"), ""
     caption = (f"{b.month}, {b.elapsed_s / b.month_s * 100:.0f} % of the month gone. Budgets count billed and "
                "would cost alike (as fleet enforces them); the forecast is this month's spend so far continued "
                "at its average daily rate to the month's end.")
@@ -195,7 +195,7 @@ def to_html(report: Report, budgets: MonthBudgets | None = None) -> str:
         _section("gpu-utilisation", "Mean GPU utilisation per day", _util(report)),
         _section("idle-gpu-hours", f"Who pays for idle GPUs (below {report.idle_percent:g} % utilisation)",
                  _idle(report)),
-        _section("top-runs", f"Top {len(report.top_runs)} runs by cost", _top_runs(report)),
+        _section("top-runs", f"Top {len(report.top_runs) or ''} runs by cost".replace("  ", " "), _top_runs(report)),
     ]
     note_html = "".join(f"<li>{esc(n)}</li>" for n in notes(report))
     would = f" · would cost {esc(format_usd(t.would_cost_micro))} (simulated)" if t.would_cost_micro else ""
