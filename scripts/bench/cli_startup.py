@@ -48,9 +48,9 @@ def build_wheel(work: Path) -> Path:
     out = work / "wheel"
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(src)],
                           capture_output=True, text=True, timeout=600)
-    wheels = list(out.glob("fleet-*.whl"))
-    if proc.returncode != 0 or not wheels:
-        raise RuntimeError(f"building the wheel failed: {proc.stderr.strip()[-300:]}")
+    wheels = list(out.glob("*.whl"))         # the distribution name is pyproject's, whatever it is
+    if proc.returncode != 0 or len(wheels) != 1:
+        raise RuntimeError(f"building the wheel failed: {(proc.stderr + proc.stdout).strip()[-300:]}")
     return wheels[0]
 
 

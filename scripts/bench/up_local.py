@@ -47,19 +47,21 @@ def checkout(root: Path) -> Path:
 
 def one_up(gpus: int, exp: Path, env: dict, extra: list[str]) -> tuple[float, float]:
     """(seconds to the first rank line, seconds to exit) of one `fleet up --gpus N`."""
-    start = time.perf_counter()
-    proc = subprocess.Popen([*fleet_argv(), "up", "--gpus", str(gpus), *extra], cwd=exp, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = None
-    tail: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if first is None and RANK_LINE.match(line):
-            first = time.perf_counter() - start
-        tail = (tail + [line])[-5:]
-    err = proc.stderr.read() if proc.stderr else ""
-    proc.wait()
-    total = time.perf_counter() - start
+    with tempfile.TemporaryFile("w+") as errors:       # a file, not a pipe: stderr can never block fleet
+        start = time.perf_counter()
+        proc = subprocess.Popen([*fleet_argv(), "up", "--gpus", str(gpus), *extra], cwd=exp, env=env,
+                                stdout=subprocess.PIPE, stderr=errors, text=True)
+        first = None
+        tail: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if first is None and RANK_LINE.match(line):
+                first = time.perf_counter() - start
+            tail = (tail + [line])[-5:]
+        proc.wait()
+        total = time.perf_counter() - start
+        errors.seek(0)
+        err = errors.read()
     if proc.returncode != 0 or first is None:
         last = (err.strip().splitlines() or tail or ["no output"])[-1]
         raise RuntimeError(f"fleet up --gpus {gpus} exited {proc.returncode}"
