@@ -46,8 +46,19 @@ def from_micro(micro: int) -> Decimal:
     return (Decimal(micro) / MICRO).quantize(Decimal("0.000001"))
 
 
-def format_usd(micro: int) -> str:
-    return f"${Decimal(micro) / MICRO:,.2f}"
+def format_usd(micro: int | float) -> str:
+    """Money as people read it, never rounded into a falsehood: cents as usual ("$12.34", "$0.50"),
+    but an amount under a dollar that is not whole cents keeps three significant digits ("$0.0042",
+    not "$0.00"; "$0.0299", not "$0.03"). The one formatter for every dollar amount fleet prints."""
+    amount = Decimal(round(micro)) / MICRO
+    sign, amount = ("-" if amount < 0 else ""), abs(amount)
+    cents = amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    if amount >= 1 or amount == cents:
+        return f"{sign}${cents:,.2f}"
+    places = min(6, max(2, 2 - amount.adjusted()))
+    text = f"{amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):f}".rstrip("0")
+    whole, _, frac = text.partition(".")
+    return f"{sign}${whole}.{frac.ljust(2, '0')}"
 
 
 def parse_budget(value: object, *, what: str = "budget") -> Decimal:
@@ -82,7 +93,13 @@ def cost_micro(rate_per_hour_micro: int, seconds: float) -> int:
 class Price:
     per_hour_micro: int        # per machine
     source: str                # "aws on-demand table", "spot", "shadow: p4d.24xlarge", "fleet.toml [prices]"
-    shadow: bool = False       # a local machine's "would cost", not money actually billed
+    shadow: bool = False       # simulated machines' "would cost" (local, AWS sandbox), not money billed
+
+
+def _simulated(template) -> bool:
+    """Machines nobody bills: local ones and the AWS sandbox's (moto) instances, whose GPUs are
+    simulated. Their price is a shadow price ("would cost"), never reported as money spent."""
+    return template.provider == "local" or bool(getattr(template, "simulated_gpus", False))
 
 
 def resolve_price(template, prices: dict[str, Decimal] | None = None, *, instance_type: str = "") -> Price | None:
@@ -90,10 +107,10 @@ def resolve_price(template, prices: dict[str, Decimal] | None = None, *, instanc
     prices = prices or {}
     for key in (template.name, instance_type, *getattr(template, "instance_types", ())):
         if key and key in prices:
-            return Price(to_micro(prices[key]), "fleet.toml [prices]", template.provider == "local")
+            return Price(to_micro(prices[key]), "fleet.toml [prices]", _simulated(template))
     if template.price_per_hour is None:
         return None
-    shadow = template.provider == "local"
+    shadow = _simulated(template)
     source = template.price_source or ("shadow price" if shadow else "price table")
     return Price(to_micro(template.price_per_hour), source, shadow)
 

@@ -124,7 +124,8 @@ def markdown(summary: dict, rows: list[tuple[str, dict]]) -> str:
     if summary.get("machines"):
         sim = ", simulated" if summary.get("simulated_gpus") else ""
         lines.append(f"| Machines | {summary['machines']} × {_fmt(summary.get('template', '?'))} "
-                     f"({summary.get('gpus')} GPUs{sim}, {summary.get('provider')}) |")
+                     f"({summary.get('gpus')} GPU{'' if summary.get('gpus') == 1 else 's'}{sim}, "
+                     f"{summary.get('provider')}) |")
     if "released" in summary:
         lines.append(f"| Machines released | {'yes' if summary['released'] else 'NO: run `fleet down --all`'} |")
     ci = summary.get("ci") or {}

@@ -290,5 +290,9 @@ def load_stack_config() -> StackConfig:
                               region=region)
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+def package_root() -> Path:
+    """The directory holding the `fleet` package this program runs with: the repository root in a
+    checkout, site-packages when fleet is installed (this program then is `fleet.stacks`). The reaper
+    Lambda ships that fleet's providers/aws/reap.py, the code `fleet reap` runs."""
+    import fleet
+    return Path(fleet.__file__).resolve().parent.parent

@@ -19,7 +19,7 @@ from .components.identity import Identity, IdentityArgs
 from .components.network import Network, NetworkArgs
 from .components.storage import Storage, StorageArgs
 from .components.templates import TemplateSpec, Templates, TemplatesArgs
-from .config import StackConfig, repo_root
+from .config import StackConfig, package_root
 
 
 @dataclass
@@ -84,7 +84,7 @@ def build(cfg: StackConfig) -> FleetStack:
     guard = Guard(name, GuardArgs(
         stack=cfg.stack, region=cfg.region, schedule=cfg.reaper.schedule,
         dry_run=cfg.reaper.dry_run, log_retention_days=cfg.reaper.log_retention_days,
-        package_root=repo_root(), tags=tags))
+        package_root=package_root(), tags=tags))
 
     template_outputs = {
         spec.name: {

@@ -40,8 +40,8 @@ class LazyGroup(TyperGroup):
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import version
-        typer.echo(f"fleet {version('fleet')}")
+        from ..distribution import version
+        typer.echo(f"fleet {version()}")
         raise typer.Exit(0)
 
 

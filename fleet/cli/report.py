@@ -57,10 +57,10 @@ def report(
     if reconcile:
         return _reconcile(ledger, start, end, fmt, output, region)
     rep = build_report(ledger, by=by, since=start, until=end)
-    if fmt == "html" and output is None:
-        from datetime import datetime
-        stamp = (rep.until or datetime.now()).strftime("%Y%m%d-%H%M%S")
-        output = Path(f"fleet-report-{stamp}.html")
+    if fmt == "html":
+        rep.budgets = _month_budgets(ledger, end)
+        if output is None:
+            output = _default_html_path()
     text = render(rep, fmt)
     if output is not None:
         _write_file(output, text)
@@ -68,6 +68,42 @@ def report(
     else:
         typer.echo(text, nl=not text.endswith("\n"))
     return 0
+
+
+def _default_html_path() -> Path:
+    """runs/reports/ here, beside fleet.toml: fleet's own output directory, which code pinning
+    leaves out, so a report never makes the next `fleet up` see a dirty tree."""
+    from datetime import datetime, timezone
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    folder = Path("runs") / "reports"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        from ..errors import UsageError
+        raise UsageError(f"cannot create {folder}: {exc.strerror or exc}", hint="pass -o PATH") from None
+    return folder / f"fleet-report-{stamp}.html"
+
+
+def _month_budgets(ledger, end):
+    """This month's spend per project and user against fleet.toml [budgets] (none: spend only)."""
+    from datetime import timedelta
+
+    from ..budget import utc_clock
+    from ..report.budgets import month_budgets
+    now = utc_clock() if end is None else min(utc_clock(), end - timedelta(microseconds=1))
+    project_monthly = user_monthly = None
+    budgets = _config_budgets()
+    if budgets is not None:
+        project_monthly, user_monthly = budgets.project_monthly, budgets.user_monthly
+    return month_budgets(ledger, project_monthly=project_monthly, user_monthly=user_monthly, now=now)
+
+
+def _config_budgets():
+    """[budgets] of ./fleet.toml, read and validated as `fleet up` would; no file: no budgets."""
+    from ..config import CONFIG_FILE, load_config
+    if not Path(CONFIG_FILE).is_file():
+        return None
+    return load_config(None, overrides={"command": ["true"]}).budgets
 
 
 def _verify(ledger, start, end, as_json: bool) -> int:

@@ -1,5 +1,9 @@
 """`fleet stack up|preview|outputs`: drive the Pulumi program in stacks/ through the Automation API.
 
+From a checkout Pulumi runs stacks/ as a local program (Pulumi.yaml at the top). An installed fleet
+carries the same program as `fleet.stacks` and runs it inline, in this process, with the stack config
+(Pulumi.<stack>.yaml) in the current directory or --dir.
+
 The Automation API drives the `pulumi` CLI, which fleet cannot install for you: without it each
 command says in one line how to install it and exits 3. `pulumi` (the Python SDK) is imported only
 inside the commands, so `fleet --help` stays light.
@@ -8,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -18,29 +23,60 @@ stack_app = typer.Typer(help="The AWS infrastructure (VPC, bucket, launch templa
 
 INSTALL_HINT = "install it: `curl -fsSL https://get.pulumi.com | sh`, see https://www.pulumi.com/docs/install/"
 STACK_OPT = typer.Option("dev", "--stack", "-s", help="Pulumi stack name (config in Pulumi.<stack>.yaml).")
-DIR_OPT = typer.Option(None, "--dir", help="Directory holding Pulumi.yaml (default: found from here "
-                                           "upwards, else the fleet checkout).")
+DIR_OPT = typer.Option(None, "--dir", help="A fleet checkout (Pulumi.yaml + stacks/) or, with fleet "
+                                           "installed, the directory holding Pulumi.<stack>.yaml "
+                                           "(default: a checkout here or above, else this directory).")
 
 
 def register(app: typer.Typer) -> None:
     app.add_typer(stack_app, name="stack")
 
 
-def project_dir(explicit: Path | None) -> Path:
+@dataclass(frozen=True)
+class StackProject:
+    """Where a stack's config (Pulumi.<stack>.yaml) lives and which program declares its resources."""
+
+    work_dir: Path
+    inline: bool      # True: the program shipped in the package, run in this process (an installed fleet)
+
+
+def _is_checkout(d: Path) -> bool:
+    return (d / "Pulumi.yaml").is_file() and (d / "stacks" / "__main__.py").is_file()
+
+
+def packaged_program() -> Path | None:
+    """The Pulumi program inside the installed package (fleet/stacks; a symlink in a checkout)."""
+    from importlib.resources import files
+    try:
+        main = files("fleet.stacks") / "__main__.py"
+    except ModuleNotFoundError:
+        return None
+    return Path(str(main)).parent if main.is_file() else None
+
+
+def locate_project(explicit: Path | None) -> StackProject:
+    """--dir, else a fleet checkout here or above, else the checkout this fleet runs from, else the
+    packaged program with the stack config in the current directory."""
+    from ..distribution import NAME
     from ..errors import NotFound
     if explicit is not None:
-        if not (explicit / "Pulumi.yaml").is_file():
-            raise NotFound(f"no Pulumi.yaml in {explicit}")
-        return explicit
+        if _is_checkout(explicit):
+            return StackProject(explicit, inline=False)
+        if (explicit / "Pulumi.yaml").is_file() or not explicit.is_dir() or packaged_program() is None:
+            raise NotFound(f"no fleet Pulumi project in {explicit}",
+                           hint="pass a fleet checkout or the directory holding Pulumi.<stack>.yaml")
+        return StackProject(explicit, inline=True)
     here = Path.cwd().resolve()
     for d in (here, *here.parents):
-        if (d / "Pulumi.yaml").is_file() and (d / "stacks" / "__main__.py").is_file():
-            return d
+        if _is_checkout(d):
+            return StackProject(d, inline=False)
     checkout = Path(__file__).resolve().parents[2]
-    if (checkout / "Pulumi.yaml").is_file():
-        return checkout
-    raise NotFound("no fleet Pulumi project (Pulumi.yaml + stacks/) here or above",
-                   hint="run from the fleet checkout or pass --dir")
+    if _is_checkout(checkout):
+        return StackProject(checkout, inline=False)
+    if packaged_program() is not None:
+        return StackProject(here, inline=True)
+    raise NotFound("no fleet Pulumi program: not in a fleet checkout and none installed with fleet",
+                   hint=f"reinstall: pip install '{NAME}[stacks]'")
 
 
 def require_pulumi_cli() -> str:
@@ -51,20 +87,32 @@ def require_pulumi_cli() -> str:
     return found
 
 
+def _run_packaged_program() -> None:
+    import runpy
+    runpy.run_module("fleet.stacks", run_name="__main__", alter_sys=False)
+
+
 def _select(stack: str, directory: Path | None):
-    require_pulumi_cli()
+    from ..distribution import NAME
     from ..errors import EnvironmentProblem, NotFound
-    work_dir = project_dir(directory)
+    project = locate_project(directory)
+    require_pulumi_cli()
     try:
         from pulumi import automation as auto
     except ImportError:
         raise EnvironmentProblem("the pulumi Python SDK is not installed",
-                                 hint="pip install 'fleet[stacks]'") from None
-    if not (work_dir / f"Pulumi.{stack}.yaml").is_file():
-        raise NotFound(f"no stack config {work_dir / f'Pulumi.{stack}.yaml'}",
-                       hint="copy Pulumi.dev.yaml.example to it and edit")
+                                 hint=f"pip install '{NAME}[stacks]'") from None
+    config = project.work_dir / f"Pulumi.{stack}.yaml"
+    if not config.is_file():
+        example = (packaged_program() if project.inline else project.work_dir) / "Pulumi.dev.yaml.example"
+        raise NotFound(f"no stack config {config}", hint=f"copy {example} to it and edit")
     try:
-        return auto.create_or_select_stack(stack_name=stack, work_dir=str(work_dir))
+        if project.inline:
+            # Project name "fleet", as in the checkout's Pulumi.yaml: the same stacks either way.
+            return auto.create_or_select_stack(
+                stack_name=stack, project_name="fleet", program=_run_packaged_program,
+                opts=auto.LocalWorkspaceOptions(work_dir=str(project.work_dir)))
+        return auto.create_or_select_stack(stack_name=stack, work_dir=str(project.work_dir))
     except Exception as exc:   # the Automation API raises many types; one line for the user
         raise EnvironmentProblem(f"cannot open Pulumi stack {stack!r}: {_first_line(exc)}") from None
 

@@ -38,11 +38,15 @@ _SKIP = {"__pycache__", ".DS_Store"}
 
 
 def images_root() -> Path:
-    """`images/` at the top of the repository (override: $FLEET_IMAGES_DIR)."""
+    """The recipes (override: $FLEET_IMAGES_DIR): `images/` at the top of the repository, which the
+    package reaches as fleet/images/recipes (a symlink in a checkout, a copy in the wheel)."""
     env = os.environ.get("FLEET_IMAGES_DIR")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parents[2] / "images"
+    shipped = Path(__file__).resolve().parent / "recipes"
+    if shipped.is_dir():
+        return shipped
+    return Path(__file__).resolve().parents[2] / "images"   # a checkout made without symlinks
 
 
 @dataclass(frozen=True)

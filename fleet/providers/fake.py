@@ -63,7 +63,9 @@ class FakeProvider(BaseProvider, ReportsMachines, SweepsLeftovers, HasLeaseMetad
         return self._root
 
     def templates(self) -> dict[str, Template]:
-        return {f"fake-{n}gpu": Template(f"fake-{n}gpu", self.name, n, "fake", True, self.config.price_per_hour,
+        # Modelled on a cloud provider: its price is billed (simulated_gpus=False), not a shadow
+        # "would cost" like local machines', so tests with it exercise real spend and budgets.
+        return {f"fake-{n}gpu": Template(f"fake-{n}gpu", self.name, n, "fake", False, self.config.price_per_hour,
                                          "fleet.toml [fake] price_per_hour", description=f"{n} fake GPU(s)")
                 for n in (1, 4, 8)}
 

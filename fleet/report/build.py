@@ -15,6 +15,7 @@ from datetime import datetime, timedelta, timezone
 from ..errors import UsageError
 from ..ledger import Ledger, parse_iso
 from ..telemetry import IDLE_PERCENT
+from .budgets import MonthBudgets
 from .rollup import gather
 
 GROUPS = ("project", "user", "run", "template", "day")
@@ -31,6 +32,7 @@ class Row:
     util_weighted: float = 0.0     # Σ permille × GPU-seconds
     idle_gpu_s: float = 0.0
     idle_cost_micro: float = 0.0   # billed + would cost of the idle share
+    idle_would_cost_micro: float = 0.0   # the simulated part of idle_cost_micro
     runs: set = field(default_factory=set)
 
     def add_group(self, g: dict) -> None:
@@ -45,6 +47,8 @@ class Row:
         self.util_weighted += (g["util_weighted_ms"] or 0) / 1000
         self.idle_gpu_s += (g["idle_gpu_ms"] or 0) / 1000
         self.idle_cost_micro += g["idle_cost_micro"] or 0
+        if int(g["shadow"]):
+            self.idle_would_cost_micro += g["idle_cost_micro"] or 0
         self.runs.add(g["run_key"])
 
     def add(self, cost: int, shadow: bool, seconds: float, gpus: int, util, idle, run) -> None:
@@ -62,12 +66,18 @@ class Row:
             idle = min(idle, gpu_s)
             self.idle_gpu_s += idle
             self.idle_cost_micro += cost * idle / gpu_s
+            if shadow:
+                self.idle_would_cost_micro += cost * idle / gpu_s
         if run:
             self.runs.add(run)
 
     @property
     def total_micro(self) -> int:
         return self.cost_micro + self.would_cost_micro
+
+    @property
+    def idle_billed_micro(self) -> float:
+        return self.idle_cost_micro - self.idle_would_cost_micro
 
     @property
     def gpu_hours(self) -> float:
@@ -84,6 +94,16 @@ class Row:
 
 
 @dataclass
+class RunInfo:
+    """Who ran a run and what: project and user from the ledger, the command (stored with secrets
+    already masked) from the runs table when this state database has the run."""
+
+    project: str
+    user: str
+    command: str | None = None
+
+
+@dataclass
 class Report:
     by: str
     since: datetime | None
@@ -94,10 +114,15 @@ class Report:
     top_runs: list[Row]
     days: list[str]                              # every day with entries, in order
     daily_by_project: dict[str, dict[str, int]]  # project → day → total micro-dollars
+    daily_billed: dict[str, dict[str, int]]      # project → day → billed micro-dollars
+    daily_would: dict[str, dict[str, int]]       # project → day → would-cost micro-dollars
     daily_util: dict[str, float | None]          # day → mean GPU utilisation %
     corrupt: list[str]
     entries: int
     idle_percent: float = IDLE_PERCENT
+    run_info: dict[str, RunInfo] = field(default_factory=dict)     # top runs' project, user, command
+    idle_payers: list[Row] = field(default_factory=list)           # "user · project" by idle cost, biggest first
+    budgets: MonthBudgets | None = None       # this month against fleet.toml [budgets] (the CLI adds it)
 
     @property
     def empty(self) -> bool:
@@ -153,22 +178,24 @@ def build_report(ledger: Ledger, *, by: str = "project", since: datetime | None 
     projects: dict[str, Row] = {}
     runs: dict[str, Row] = {}
     days: dict[str, Row] = {}
-    daily_by_project: dict[str, dict[str, int]] = {}
+    payers: dict[str, Row] = {}
+    daily = _Daily()
+    who: dict[str, tuple[str, str]] = {}
     total = Row("total")
     entries = 0
     for g in found:
         entries += int(g["entries"])
         for table, key in ((groups, _group_key(g, by)), (projects, g["project"]), (runs, g["run_key"]),
-                           (days, g["day"])):
+                           (days, g["day"]), (payers, _payer(g["owner"], g["project"]))):
             row = table.get(key)
             if row is None:
                 row = table[key] = Row(key)
             row.add_group(g)
         total.add_group(g)
-        per_day = daily_by_project.setdefault(g["project"], {})
-        per_day[g["day"]] = per_day.get(g["day"], 0) + int(g["cost_micro"] or 0)
-    return _assemble(by, since, until, top, groups, projects, runs, days, daily_by_project, total,
-                     [str(c) for c in corrupt], entries)
+        daily.add(g["project"], g["day"], int(g["cost_micro"] or 0), bool(int(g["shadow"])))
+        who.setdefault(g["run_key"], (g["project"], g["owner"]))
+    return _assemble(ledger, by, since, until, top, groups, projects, runs, days, daily, total,
+                     [str(c) for c in corrupt], entries, payers, who)
 
 
 def build_report_rowwise(ledger: Ledger, *, by: str = "project", since: datetime | None = None,
@@ -179,31 +206,69 @@ def build_report_rowwise(ledger: Ledger, *, by: str = "project", since: datetime
     projects: dict[str, Row] = {}
     runs: dict[str, Row] = {}
     days: dict[str, Row] = {}
-    daily_by_project: dict[str, dict[str, int]] = {}
+    payers: dict[str, Row] = {}
+    daily = _Daily()
+    who: dict[str, tuple[str, str]] = {}
     total = Row("total")
     for e in read.entries:
         args = (e.cost_micro, e.shadow, e.seconds, e.gpus, e.gpu_util_permille, e.idle_gpu_s, _key(e, "run"))
         day = e.start_at[:10]
-        for table, key in ((groups, _key(e, by)), (projects, e.project), (runs, _key(e, "run")), (days, day)):
+        for table, key in ((groups, _key(e, by)), (projects, e.project), (runs, _key(e, "run")), (days, day),
+                           (payers, _payer(e.owner, e.project))):
             row = table.get(key)
             if row is None:
                 row = table[key] = Row(key)
             row.add(*args)
         total.add(*args)
-        per_day = daily_by_project.setdefault(e.project, {})
-        per_day[day] = per_day.get(day, 0) + e.cost_micro
-    return _assemble(by, since, until, top, groups, projects, runs, days, daily_by_project, total,
-                     [str(c) for c in read.corrupt], len(read.entries))
+        daily.add(e.project, day, e.cost_micro, e.shadow)
+        who.setdefault(_key(e, "run"), (e.project, e.owner))
+    return _assemble(ledger, by, since, until, top, groups, projects, runs, days, daily, total,
+                     [str(c) for c in read.corrupt], len(read.entries), payers, who)
 
 
-def _assemble(by, since, until, top, groups, projects, runs, days, daily_by_project, total, corrupt,
-              entries) -> Report:
+def _payer(owner: str, project: str) -> str:
+    return f"{owner} · {project}"
+
+
+class _Daily:
+    """Per project and day: everything, billed, and would cost (kept apart for the charts)."""
+
+    def __init__(self):
+        self.total: dict[str, dict[str, int]] = {}
+        self.billed: dict[str, dict[str, int]] = {}
+        self.would: dict[str, dict[str, int]] = {}
+
+    def add(self, project: str, day: str, cost: int, shadow: bool) -> None:
+        for table in (self.total, self.would if shadow else self.billed):
+            per_day = table.setdefault(project, {})
+            per_day[day] = per_day.get(day, 0) + cost
+
+
+def _commands(ledger: Ledger, run_ids: list[str]) -> dict[str, str]:
+    """The runs' commands as stored (secrets were masked before they were written)."""
+    if not run_ids:
+        return {}
+    try:
+        rows = ledger.db.execute(f"SELECT id, command FROM runs WHERE id IN ({','.join('?' * len(run_ids))})",
+                                 list(run_ids))
+    except Exception:   # noqa: BLE001 — a ledger-only database (tests, exports): no commands to show
+        return {}
+    return {r["id"]: r["command"] for r in rows}
+
+
+def _assemble(ledger, by, since, until, top, groups, projects, runs, days, daily: _Daily, total, corrupt,
+              entries, payers, who) -> Report:
     order = sorted(groups.values(), key=lambda r: r.key) if by == "day" else \
         sorted(groups.values(), key=lambda r: (-r.total_micro, r.key))
+    top_runs = sorted(runs.values(), key=lambda r: (-r.total_micro, r.key))[:top]
+    commands = _commands(ledger, [r.key for r in top_runs])
     return Report(
         by=by, since=since, until=until, rows=order, total=total,
         by_project=sorted(projects.values(), key=lambda r: (-r.total_micro, r.key)),
-        top_runs=sorted(runs.values(), key=lambda r: (-r.total_micro, r.key))[:top],
-        days=sorted(days), daily_by_project=daily_by_project,
+        top_runs=top_runs,
+        days=sorted(days), daily_by_project=daily.total, daily_billed=daily.billed, daily_would=daily.would,
         daily_util={d: days[d].mean_gpu_util for d in sorted(days)},
-        corrupt=corrupt, entries=entries)
+        corrupt=corrupt, entries=entries,
+        run_info={r.key: RunInfo(*who[r.key], commands.get(r.key)) for r in top_runs if r.key in who},
+        idle_payers=sorted((p for p in payers.values() if p.idle_cost_micro > 0 or p.idle_gpu_s > 0),
+                           key=lambda r: (-r.idle_cost_micro, -r.idle_gpu_s, r.key)))

@@ -4,14 +4,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-from decimal import Decimal
 
-from ..budget import from_micro
+from ..budget import format_usd, from_micro
 from ..models import to_jsonable
 from .build import Report, Row
 
 FORMATS = ("table", "csv", "json", "md", "html")
-HEADERS = ("cost_usd", "would_cost_usd", "gpu_hours", "idle_gpu_hours", "idle_cost_usd",
+WOULD_COST_NOTE = ("'would cost' is what simulated machines (the local provider, the AWS sandbox) would have "
+                   "cost at the equivalent cloud list price: not money spent")
+HEADERS = ("cost_usd", "would_cost_usd", "gpu_hours", "idle_gpu_hours", "idle_cost_usd", "idle_would_cost_usd",
            "mean_gpu_util_percent", "runs", "machine_hours")
 
 
@@ -23,7 +24,8 @@ def row_dict(row: Row, by: str) -> dict:
         "would_cost_usd": str(from_micro(row.would_cost_micro)),
         "gpu_hours": round(row.gpu_hours, 4),
         "idle_gpu_hours": round(row.idle_gpu_hours, 4),
-        "idle_cost_usd": str(from_micro(round(row.idle_cost_micro))),
+        "idle_cost_usd": str(from_micro(round(row.idle_billed_micro))),
+        "idle_would_cost_usd": str(from_micro(round(row.idle_would_cost_micro))),
         "mean_gpu_util_percent": None if util is None else round(util, 1),
         "runs": len(row.runs),
         "machine_hours": round(row.machine_s / 3600, 4),
@@ -31,14 +33,21 @@ def row_dict(row: Row, by: str) -> dict:
 
 
 def _money(micro: float) -> str:
-    return f"${Decimal(round(micro)) / 1_000_000:,.2f}"
+    return format_usd(micro)
 
 
 def _cells(row: Row) -> list[str]:
     util = row.mean_gpu_util
     return [_money(row.cost_micro), _money(row.would_cost_micro) if row.would_cost_micro else "-",
-            f"{row.gpu_hours:,.2f}", f"{row.idle_gpu_hours:,.2f}", _money(row.idle_cost_micro),
+            f"{row.gpu_hours:,.2f}", f"{row.idle_gpu_hours:,.2f}", _idle_money(row),
             "n/a" if util is None else f"{util:.0f} %", str(len(row.runs))]
+
+
+def _idle_money(row: Row) -> str:
+    """Billed idle cost; the simulated share apart, so it never reads as money spent."""
+    if not row.idle_would_cost_micro:
+        return _money(row.idle_billed_micro)
+    return f"{_money(row.idle_billed_micro)} (+{_money(row.idle_would_cost_micro)} would)"
 
 
 _TEXT_HEADERS = ["cost", "would cost", "GPU-h", "idle GPU-h", "idle cost", "GPU util", "runs"]
@@ -55,7 +64,7 @@ def notes(report: Report) -> list[str]:
     if report.empty:
         out.append(f"no ledger entries from {period_text(report)}")
     if report.total.would_cost_micro:
-        out.append("'would cost' is what local machines would have cost at the equivalent cloud price")
+        out.append(WOULD_COST_NOTE)
     if report.corrupt:
         out.append(f"{len(report.corrupt)} damaged ledger row(s) left out of the totals: "
                    + "; ".join(report.corrupt[:3]) + (" …" if len(report.corrupt) > 3 else ""))

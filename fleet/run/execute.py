@@ -117,7 +117,7 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
             on_tick: Callable[[], None] | None = None) -> ExecResult:
     """Run `command` (once per machine, or per GPU slot) and wait, honouring stop requests.
     `on_tick` runs about once a second meanwhile (budget metering, observers). Machines that
-    vanished under the command (lost, or released from outside) raise InfrastructureError: that is
+    vanished under the command (lost, or released from outside) raise MachinesLost: that is
     not the experiment's failure."""
     from ..lease_prepare import prepare_lease
     from ..remote.exec import ProcessSpec, close_sessions, signal_processes, start_processes
@@ -190,13 +190,26 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
         if rc != 0 and failing is None:
             failing, code, lost = p.spec.label, rc, why
     if lost is not None and not ctx.cancel.is_set():
-        check_not_released_elsewhere(ctx)   # the more precise reason, when it is that
-        raise InfrastructureError(f"rank {failing}: {lost}",
-                                  hint="the experiment itself did not fail; run it again")
+        try:
+            check_not_released_elsewhere(ctx)   # the more precise reason, when it is that
+        except MachinesLost as exc:
+            exc.failing = failing
+            raise
+        raise MachinesLost(f"rank {failing}: {lost}", failing=failing)
     if setup and code == 0 and not ctx.cancel.is_set():
         from ..lease_prepare import after_setup
         after_setup(ctx, lease)   # the next lease with the same requirements starts from this venv
     return ExecResult(code, failing)
+
+
+class MachinesLost(InfrastructureError):
+    """Machines vanished under the command (lost, or released from outside): the run ends as an
+    infrastructure error (status error, exit 10), not as the experiment's failure, and the run
+    still returns its summary (the outputs that came home, the first rank that lost its machine)."""
+
+    def __init__(self, message: str, *, failing: str | None = None):
+        super().__init__(message, hint="the experiment itself did not fail; run it again")
+        self.failing = failing
 
 
 def check_not_released_elsewhere(ctx: RunContext) -> None:
@@ -209,9 +222,8 @@ def check_not_released_elsewhere(ctx: RunContext) -> None:
     if status in (None, "active", "leasing") and released_at is None:
         return
     when = f" at {to_jsonable(released_at)}" if released_at else ""
-    raise InfrastructureError(f"lease {ctx.lease_id} was released from outside this run{when} "
-                              "(`fleet down` or the reaper): its machines are gone",
-                              hint="the experiment itself did not fail; run it again")
+    raise MachinesLost(f"lease {ctx.lease_id} was released from outside this run{when} "
+                       "(`fleet down` or the reaper): its machines are gone")
 
 
 def _give_up_on_lost(ctx: RunContext, running: list) -> None:

@@ -32,7 +32,7 @@ from ..models import Lease, Machine, to_jsonable, utcnow
 from ..plan import first_deadline_s
 from .budget import BudgetGate, RunBudget
 from .context import Events, RunContext, checked_events
-from .execute import check_cancel, check_not_released_elsewhere
+from .execute import MachinesLost, check_cancel, check_not_released_elsewhere
 from .heartbeat_state import HeartbeatState
 from .inputs import Inputs
 from .keep import KEEPABLE
@@ -171,6 +171,8 @@ class Pipeline:
             outcome = _ended(ctx, result)
         except _SetupFailed:
             pass
+        except MachinesLost as exc:   # the machines' failure, not the experiment's: a summary, not a raise
+            outcome = _Outcome("error", exc.exit_code, exc.failing, exc.one_line())
         except FleetError as exc:
             error = exc
             if ctx.stop_reason == "budget":   # the budget ran out before the run phase (e.g. while staging)

@@ -56,7 +56,7 @@ class PostgresDatabase(BaseDatabase):
             import psycopg  # noqa: F401  (lazy: only team mode needs a driver)
         except ImportError:
             raise EnvironmentProblem("FLEET_STATE_URL names PostgreSQL but psycopg is not installed",
-                                     hint="pip install 'fleet[team]'") from None
+                                     hint="pip install 'fleet-gpu[team]'") from None
         self.url = url.replace("postgres://", "postgresql://", 1) if url.startswith("postgres://") else url
         self.connect_timeout = connect_timeout
         self._local = threading.local()

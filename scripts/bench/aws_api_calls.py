@@ -1,147 +1,140 @@
 #!/usr/bin/env python3
-"""EC2 API calls made to lease and release N machines on AWS (N = 1, 8, 64), counted with
-botocore's event hooks (`before-call.ec2.*`) against a local moto server, in one run, beside a
-reference: the one-call-per-machine way (RunInstances per machine, a waiter per machine,
-TerminateInstances per machine, a waiter per machine).
+"""AWS API calls made to lease and release N machines (N = 1, 8, 64), counted by the server.
 
-    python scripts/bench/aws_api_calls.py [--json]
+A local moto server counts every signed request it answers (scripts/bench/_moto.py), whichever
+boto3 client, session or process made it — EC2, and any other service fleet touches (STS, SSM,
+S3, IAM) — so calls of a client the benchmark did not know about are counted too. Beside it, a
+reference in the same run: the one-call-per-machine way (RunInstances per machine, a waiter per
+machine, TerminateInstances per machine, a waiter per machine), counted the same way.
 
-Target: fleet's count is constant in N (the same for 64 machines as for 1). Our figure per N also
-comes with the ratio to the reference. The instance-type catalogue is read once before measuring
-(it is cached on disk for a week). moto's instances are "running" at the first look, so waits
-here cost one describe; on AWS a wait polls with back-off, still one call per round for all N.
+The provider is fleet's own (`fleet.providers.get_provider("aws")`) with the stack outputs of a
+sandbox stack made in moto and an address map that connects nothing (calls, not SSH, are counted).
+The instance-type catalogue is read once before measuring (cached on disk for a week). Counts are
+deterministic, so one sample per N is the figure (moto's instances are "running" at the first
+look; on AWS a wait polls with back-off, one call per round for all N).
+
+Target: fleet's EC2 calls to lease + release are constant in N (64 machines = 1 machine). Calls
+of every service and the ratio to the reference are informative (met null).
+
+    python scripts/bench/aws_api_calls.py [--quick] [--json]
+
+--quick: N = 1 and 8 only.
 """
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import socket
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (REPO, bench_parser, emit, exit_code, failed_row, json_stdout, load_row, row,  # noqa: E402
+                     say)
+from _moto import counting_moto  # noqa: E402
 
+sys.path.insert(0, str(REPO))
 SIZES = (1, 8, 64)
 
 
-class _NoSSH:
+class NoSSH:
     """Address map that connects nothing: the bench counts API calls, not SSH."""
 
     def bind(self, instance_id, *_a, **_kw):
-        return {"host": "127.0.0.1", "port": 9, "user": "nobody", "workdir": "/", "python": "python3", "dir": ""}
+        return {"host": "127.0.0.1", "port": 9, "user": "nobody", "workdir": "/nonexistent", "python": "python3",
+                "dir": ""}
 
     def unbind_lease(self, _lease_id):
         pass
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _counter(ec2):
-    calls: list[str] = []
-    ec2.meta.events.register("before-call.ec2.*", lambda model, **_: calls.append(model.name))
-    return calls
-
-
-def ours(provider, n: int) -> tuple[int, int]:
+def ours(provider, counter, n: int) -> dict[str, int]:
     from fleet.plan import make_plan
-    calls = _counter(provider.ec2)
     plan = make_plan(provider="aws", template=provider.templates()["aws-1gpu"], gpus=n, max_duration_s=600,
                      heartbeat_ttl_s=60, project="bench", user="bench")
-    before = len(calls)
+    counter.reset()
     lease = provider.lease(plan, f"l-bench-{n}", 60)
-    leased = len(calls) - before
+    leased = counter.snapshot()
+    counter.reset()
     provider.release(lease)
-    released = len(calls) - before - leased
-    provider.ec2.meta.events.unregister("before-call.ec2.*")   # drop our counter before the next N
-    return leased, released
+    released = counter.snapshot()
+    return {"lease_ec2": sum(v for (s, _), v in leased.items() if s == "ec2"),
+            "release_ec2": sum(v for (s, _), v in released.items() if s == "ec2"),
+            "all": sum(leased.values()) + sum(released.values()),
+            "other": sorted({f"{s}:{a}" for (s, a) in (leased + released) if s != "ec2"})}
 
 
-def reference(ec2, outputs, n: int) -> tuple[int, int]:
+def reference(ec2, outputs: dict, counter, n: int) -> int:
     """One machine at a time, as a straightforward script would do it."""
-    calls = _counter(ec2)
-    tpl = outputs.template("aws-1gpu")
-    subnet = next(iter(outputs.subnets.values()))
+    tpl = outputs["templates"]["aws-1gpu"]
+    subnet = next(iter(outputs["subnets"].values()))
+    counter.reset()
     ids = []
     for _ in range(n):
-        inst = ec2.run_instances(MinCount=1, MaxCount=1, LaunchTemplate={"LaunchTemplateId": tpl.launch_template_id},
-                                 InstanceType=tpl.instance_types[0], SubnetId=subnet)["Instances"][0]
+        inst = ec2.run_instances(MinCount=1, MaxCount=1, LaunchTemplate={"LaunchTemplateId": tpl["launch_template_id"]},
+                                 InstanceType=tpl["instance_types"][0], SubnetId=subnet)["Instances"][0]
         ids.append(inst["InstanceId"])
         ec2.get_waiter("instance_running").wait(InstanceIds=[inst["InstanceId"]], WaiterConfig={"Delay": 0.05})
-    leased = len(calls)
     for iid in ids:
         ec2.terminate_instances(InstanceIds=[iid])
         ec2.get_waiter("instance_terminated").wait(InstanceIds=[iid], WaiterConfig={"Delay": 0.05})
-    ec2.meta.events.unregister("before-call.ec2.*")
-    return leased, len(calls) - leased
+    return counter.total()
 
 
-def measure() -> list[dict]:
-    from moto.server import ThreadedMotoServer
-    import logging
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)      # no per-request log lines
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+def measure(sizes: tuple[int, ...]) -> list[dict]:
+    import os
     home = tempfile.mkdtemp(prefix="fleet-bench-aws-")
-    os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="bench",
-                      AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
-                      AWS_EC2_METADATA_DISABLED="true", FLEET_HOME=home)
+    os.environ["FLEET_HOME"] = home
+    rows: list[dict] = []
     try:
-        import boto3
-        from fleet.providers.aws.outputs import load_outputs
-        from fleet.providers.aws.provider import AWSProvider
-        from fleet.providers.aws.sandbox import create_stack
-        outputs = load_outputs(create_stack())
-        provider = AWSProvider(outputs=outputs, sandbox=_NoSSH(), sleep=lambda s: None)
-        provider.catalog()                                   # warm the on-disk catalogue once
-        ec2_ref = boto3.client("ec2", region_name="us-east-1")
-        rows = []
-        for n in SIZES:
-            lease_calls, release_calls = ours(provider, n)
-            ref_lease, ref_release = reference(ec2_ref, outputs, n)
-            rows.append({"n": n, "ours": lease_calls + release_calls, "ours_lease": lease_calls,
-                         "ours_release": release_calls, "reference": ref_lease + ref_release})
-        return rows
+        with counting_moto() as (_endpoint, counter):
+            import boto3
+            from fleet.providers import get_provider
+            from fleet.providers.aws.sandbox import create_stack
+            stack = create_stack()
+            outputs = stack["fleet"]
+            provider = get_provider("aws", outputs=stack, sandbox=NoSSH(), sleep=lambda s: None)
+            provider.catalog()                                   # warm the on-disk catalogue once
+            ec2_ref = boto3.client("ec2", region_name="us-east-1")
+            base = None
+            for n in sizes:
+                try:
+                    got = ours(provider, counter, n)
+                except Exception as exc:  # noqa: BLE001 — a failed lease is a failed figure
+                    say(f"N={n}: fleet's lease/release failed: {type(exc).__name__}: {exc}")
+                    rows.append(failed_row(f"EC2 calls, lease + release of {n} machine(s)", "calls",
+                                           f"{type(exc).__name__}: {exc}", "== (N=1)"))
+                    continue
+                ref = reference(ec2_ref, outputs, counter, n)
+                total_ec2 = got["lease_ec2"] + got["release_ec2"]
+                base = total_ec2 if base is None else base
+                say(f"N={n:>3}: fleet EC2 calls lease {got['lease_ec2']}, release {got['release_ec2']}; "
+                    f"all services {got['all']} (other: {', '.join(got['other']) or 'none'}); "
+                    f"one-per-machine reference {ref}")
+                rows.append(row(f"EC2 calls, lease + release of {n} machine(s)", total_ec2, "calls",
+                                f"== {base}", lease=got["lease_ec2"], release=got["release_ec2"]))
+                rows.append(row(f"AWS calls of every service, {n} machine(s)", got["all"], "calls",
+                                other_services=got["other"] or None))
+                rows.append(row(f"calls vs one-call-per-machine reference, {n} machine(s)",
+                                round(got["all"] / ref, 4), "ratio", reference_calls=ref))
     finally:
-        server.stop()
-        import shutil
         shutil.rmtree(home, ignore_errors=True)
-
-
-def figures(rows: list[dict]) -> list[dict]:
-    base = rows[0]["ours"]
-    out = []
-    for r in rows:
-        out.append({"figure": f"ec2_calls_lease_release_n{r['n']}", "value": r["ours"], "unit": "calls",
-                    "target": f"== {base} (N=1)", "met": r["ours"] == base})
-        out.append({"figure": f"ec2_calls_vs_one_per_machine_n{r['n']}", "value": round(r["ours"] / r["reference"], 4),
-                    "unit": "ratio", "target": "informational", "met": True,
-                    "reference_calls": r["reference"]})
-    return out
+    return rows
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description="EC2 API calls to lease+release N machines")
-    parser.add_argument("--json", action="store_true", help="print a JSON list of figures")
+    parser = bench_parser(__doc__.splitlines()[0], samples=1)
     args = parser.parse_args()
-    rows = measure()
-    result = figures(rows)
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        print(f"{'N':>4} {'fleet lease':>12} {'fleet release':>14} {'fleet total':>12} {'one-per-machine':>16} {'ratio':>7}")
-        for r in rows:
-            print(f"{r['n']:>4} {r['ours_lease']:>12} {r['ours_release']:>14} {r['ours']:>12} {r['reference']:>16} "
-                  f"{r['ours'] / r['reference']:>7.3f}")
-        constant = all(r["ours"] == rows[0]["ours"] for r in rows)
-        print(f"target: fleet's calls constant in N → {'met' if constant else 'MISSED'}")
-    return 0 if all(f["met"] for f in result) else 1
+    with json_stdout(args.json) as out:
+        rows = [load_row()]
+        try:
+            rows += measure(SIZES[:2] if args.quick else SIZES)
+        except Exception as exc:  # noqa: BLE001 — an environment that cannot measure is not a met target
+            say(f"aws_api_calls: not measured: {type(exc).__name__}: {exc}")
+            rows.append(failed_row("EC2 calls, lease + release", "calls", f"{type(exc).__name__}: {exc}",
+                                   "== (N=1)"))
+        rows.append(load_row("at end"))
+        emit(rows, as_json=args.json, out=out)
+    return exit_code(rows)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ class GuardArgs:
     schedule: str
     dry_run: bool
     log_retention_days: int
-    package_root: Path          # the repository root (holding fleet/providers/aws/reap.py)
+    package_root: Path          # the directory holding the fleet package (fleet/providers/aws/reap.py)
     tags: dict[str, str]
 
 
@@ -42,7 +42,7 @@ def lambda_code(package_root: Path) -> pulumi.AssetArchive:
     AWS provider, so the function runs exactly the code `fleet reap` runs."""
     source = package_root / REAPER_SOURCE
     if not source.is_file():
-        raise pulumi.RunError(f"the reaper {source} is missing: run the stack from a fleet checkout")
+        raise pulumi.RunError(f"the reaper {source} is missing: reinstall fleet or run from a checkout")
     return pulumi.AssetArchive({f"{MODULE}.py": pulumi.FileAsset(str(source))})
 
 

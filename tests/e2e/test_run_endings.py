@@ -89,7 +89,7 @@ def test_ctrl_c_during_setup_is_cancelled_130_not_setup_failed(experiment, fleet
 
 
 def test_a_lease_released_from_outside_mid_run_is_an_infrastructure_error(experiment, fleet_home):
-    proc = start_fleet_up(experiment, ["--gpus", "2", "--", "sh", "-c", "echo started; sleep 600"])
+    proc = start_fleet_up(experiment, ["--gpus", "2", "--json", "--", "sh", "-c", "echo started; sleep 600"])
     try:
         wait_for_line(proc, "] started", timeout=120)
         lease_id, run_id = _the_run(experiment)
@@ -101,8 +101,10 @@ def test_a_lease_released_from_outside_mid_run_is_an_infrastructure_error(experi
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 10, out
-    errors = [line for line in out.splitlines() if line.startswith("fleet: error:")]
-    assert len(errors) == 1 and f"lease {lease_id} was released from outside this run" in errors[0], out
+    summary = json.loads(out[out.index("\n{") + 1:])
+    assert summary["status"] == "error" and summary["exit_code"] == 10, summary
+    assert f"lease {lease_id} was released from outside this run at 20" in summary["message"], summary
+    assert "did not fail" in summary["message"] and summary["failing_rank"] in ("0", "1"), summary
     assert "exit -1" not in out and "Traceback" not in out, out
     rec = _record(experiment, run_id)
     assert rec is not None and rec["status"] == "error" and rec["exit_status"] == 10, rec

@@ -1,6 +1,6 @@
 """Local machines behind a network link the test can cut.
 
-Each machine's sshd runs inside its own network namespace (`ip netns exec`), reachable from the
+Each machine's sshd runs inside its own network namespace (entered with nsenter), reachable from the
 controller only over a veth pair (10.213.<n>.1 ↔ 10.213.<n>.2). Cutting the link (the namespace
 side set down) drops packets silently, like a real partition: no RST, no FIN. The watchdog stays
 outside the namespace; it needs no network (its deadline lives in files), exactly as on a real
@@ -105,10 +105,13 @@ class NetnsProvider(LocalProvider):
                 "ListenAddress 127.0.0.1", f"ListenAddress {link.ns_ip}")
             (d / "sshd_config").write_text(config)
             with open(d / "sshd.log", "ab") as log:
-                proc = subprocess.Popen(["ip", "netns", "exec", link.ns, sshd_bin, "-D", "-e", "-f",
-                                         str(d / "sshd_config")], stdout=log, stderr=log,
+                # nsenter, not `ip netns exec`: that one also remounts /sys, hiding the cgroup v2
+                # tree the machine's unit lives in (a hybrid host mounts it at /sys/fs/cgroup/unified),
+                # so `agent exec` found no unit to join and took the machine for ended.
+                proc = subprocess.Popen(["nsenter", f"--net=/var/run/netns/{link.ns}", "--", sshd_bin, "-D", "-e",
+                                         "-f", str(d / "sshd_config")], stdout=log, stderr=log,
                                         stdin=subprocess.DEVNULL, start_new_session=True)
-            # `ip netns exec` execs sshd: same pid and start time ("PID STARTTIME", as fleet writes it)
+            # nsenter execs sshd: same pid and start time ("PID STARTTIME", as fleet writes it)
             containment.write_pid_file(d / "sshd.pid", proc.pid)
             _wait_listening(link.ns_ip, port)
             machines.append(Machine(

@@ -61,10 +61,12 @@ def test_state_database_disk_full_mid_run(box):
         verdict = run_case(box, [DiskFull(phase="run")])
     except Unavailable as exc:
         pytest.skip(str(exc))
-    _check(verdict)
-    # Whichever write hits the full disk first: fleet's state database (one `fleet: error:` line
-    # naming the disk) or the agent on the machine (the rank fails with 125, said in its log)
-    assert verdict.exit_code == 125 or any("disk" in e for e in verdict.errors), verdict.explain()
+    _check(verdict)   # above all: no traceback (the heartbeat's state write used to die with one)
+    # The disk fills as the run starts, racing the run's own writes: the agent's on the machine
+    # (the rank fails with 125, said in its log), fleet's state database (one `fleet: error:` line
+    # naming the disk), or only the heartbeat's (a warning; it beats on and the run completes, 0).
+    # With the cores busy any of them can come first; a failure must always name its cause.
+    assert verdict.exit_code in (0, 125) or any("disk" in e for e in verdict.errors), verdict.explain()
 
 
 def test_corrupt_chunk_in_the_store(box):

@@ -84,7 +84,7 @@ def test_budget_that_cannot_pay_is_refused_before_leasing(experiment, fleet_home
     proc = run_fleet(["up", "--gpus", "2"], cwd=experiment)
     assert proc.returncode == 6, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("fleet: error:")]
-    assert len(errors) == 1 and "budget for run has $0.00 left" in errors[0] and "minimum billing" in errors[0]
+    assert len(errors) == 1 and "budget for run has $0.0001 left" in errors[0] and "minimum billing" in errors[0]
     assert not (fleet_home / "machines").exists() or not any((fleet_home / "machines").iterdir())
 
 

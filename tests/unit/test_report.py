@@ -112,10 +112,12 @@ def test_html_is_one_self_contained_file(known):
     page = render(build_report(known), "html")
     assert page.startswith("<!DOCTYPE html>") and page.count("<html") == 1
     assert 'src="http' not in page
-    assert "<script src=" not in page                          # plotly.js inlined, not fetched
-    assert "Plotly.newPlot" in page and len(page) > 1_000_000   # the library itself is in the file
-    for section in ("spend-over-time", "spend-by-project", "gpu-utilisation", "idle-gpu-hours", "top-runs"):
+    assert "<script" not in page and "<link" not in page        # inline SVG charts: nothing to load or run
+    assert len(page) < 100_000
+    for section in ("spend-over-time", "would-cost-over-time", "spend-by-project", "budgets", "gpu-utilisation",
+                    "idle-gpu-hours", "top-runs"):
         assert f'id="{section}"' in page
+        assert "<svg" in page.split(f'id="{section}"', 1)[1].split("</section>", 1)[0]
     assert "<script>alert" not in render(build_report(known, by="user"), "html")
 
 

@@ -1,0 +1,94 @@
+"""Spend against the monthly budgets of fleet.toml `[budgets]`, per project and per user, with a
+forecast for the month's end at this month's burn rate so far.
+
+Budgets count what fleet's budget enforcement counts (fleet/budget.py): billed money and simulated
+machines' "would cost" alike. The two stay separate figures here, so a reader sees how much of a
+budget's use is real money.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+from ..budget import month_label, month_start, to_micro, utc_clock
+from ..ledger import Ledger
+from .rollup import gather
+
+MIN_ELAPSED_S = 86400   # the first hours of a month say too little about its rate: count at least a day
+
+
+@dataclass
+class BudgetLine:
+    scope: str                 # "project" | "user"
+    name: str
+    limit_micro: int | None    # None: no budget of this kind in fleet.toml
+    billed_micro: int = 0
+    would_micro: int = 0
+    forecast_micro: int = 0    # counted spend at the month's end if this month's daily rate goes on
+
+    @property
+    def counted_micro(self) -> int:
+        """What the budget sees: billed plus would cost."""
+        return self.billed_micro + self.would_micro
+
+    @property
+    def used_fraction(self) -> float | None:
+        return None if not self.limit_micro else self.counted_micro / self.limit_micro
+
+    @property
+    def forecast_over(self) -> bool:
+        return self.limit_micro is not None and self.forecast_micro > self.limit_micro
+
+
+@dataclass
+class MonthBudgets:
+    month: str                 # "2026-12"
+    now: datetime
+    elapsed_s: float
+    month_s: float
+    lines: list[BudgetLine] = field(default_factory=list)
+
+    @property
+    def any_limit(self) -> bool:
+        return any(line.limit_micro is not None for line in self.lines)
+
+
+def _next_month(start: datetime) -> datetime:
+    return (start + timedelta(days=32)).replace(day=1)
+
+
+def month_budgets(ledger: Ledger, *, project_monthly: Decimal | None = None, user_monthly: Decimal | None = None,
+                  now: datetime | None = None) -> MonthBudgets:
+    """Every project and user with ledger entries this month (UTC), against the fleet.toml limits
+    (`project_monthly` applies to each project, `user_monthly` to each user)."""
+    now = (now or utc_clock()).astimezone(timezone.utc)
+    start = month_start(now)
+    end = _next_month(start)
+    gathered = gather(ledger, start, end, now=now)
+    if gathered is None:     # too many damaged rows to leave out by id: sum the verified rows instead
+        read = ledger.read(since=start, until=end)
+        groups = [{"project": e.project, "owner": e.owner, "shadow": e.shadow, "cost_micro": e.cost_micro}
+                  for e in read.entries]
+    else:
+        groups = gathered[0]
+    limits = {"project": None if project_monthly is None else to_micro(project_monthly),
+              "user": None if user_monthly is None else to_micro(user_monthly)}
+    lines: dict[tuple[str, str], BudgetLine] = {}
+    for g in groups:
+        for scope, name in (("project", g["project"]), ("user", g["owner"])):
+            line = lines.get((scope, name))
+            if line is None:
+                line = lines[(scope, name)] = BudgetLine(scope, name, limits[scope])
+            cost = int(g["cost_micro"] or 0)
+            if int(g["shadow"]):
+                line.would_micro += cost
+            else:
+                line.billed_micro += cost
+    elapsed = max((now - start).total_seconds(), MIN_ELAPSED_S)
+    month_s = (end - start).total_seconds()
+    for line in lines.values():
+        line.forecast_micro = max(line.counted_micro, round(line.counted_micro * month_s / min(elapsed, month_s)))
+    ordered = sorted(lines.values(), key=lambda b: (b.scope != "project", -(b.used_fraction or 0),
+                                                    -b.counted_micro, b.name))
+    return MonthBudgets(month_label(now), now, elapsed, month_s, ordered)
