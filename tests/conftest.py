@@ -17,7 +17,7 @@ VENV_BIN = Path(sys.executable).parent
 FLEET = str(VENV_BIN / "fleet")
 DIGITS = REPO / "examples" / "digits"
 
-pytest_plugins = [p for p in ("tests.fixtures.moto", "tests.fixtures.postgres")
+pytest_plugins = [p for p in ("tests.fixtures.moto", "tests.fixtures.postgres", "tests.fixtures.slurm")
                   if (REPO / (p.replace(".", "/") + ".py")).exists()]
 
 
