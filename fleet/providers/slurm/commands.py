@@ -1,0 +1,269 @@
+"""Slurm's command-line tools, driven from fleet: argv builders, runners, and one typed façade.
+
+fleet never links against Slurm; it runs the cluster's own `sbatch`, `squeue`, `sacct`, `scancel`,
+`scontrol` and `srun`, either here (fleet runs on the login node: `LocalRunner`) or on a login node
+over OpenSSH (`SSHRunner`: the user's ssh config, agent and known_hosts apply; host keys are never
+learnt on first use). Both are `Runner`s, so tests and the provider inject whichever they need.
+`SlurmCommands` turns output into the typed values of parsing.py and failures into the typed
+errors of errors.py; it counts its calls per tool so callers can prove polling stays constant.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from collections import Counter
+from dataclasses import dataclass
+from typing import Mapping, Protocol, Sequence
+
+from ...errors import EnvironmentProblem
+from .errors import ControllerUnreachable, LoginNodeUnreachable, SlurmError, classify_failure
+from .parsing import (SACCT_FIELDS, SQUEUE_FORMAT, AccountedJob, QueuedJob, parse_sacct, parse_squeue_format,
+                      parse_squeue_json)
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class Runner(Protocol):
+    def __call__(self, argv: Sequence[str], *, stdin: str | None = None, env: Mapping[str, str] | None = None,
+                 timeout: float = 60) -> CommandResult: ...
+
+
+class LocalRunner:
+    """Runs Slurm's tools on this computer; `env` (e.g. SLURM_CONF) is added to every call's."""
+
+    def __init__(self, env: Mapping[str, str] | None = None):
+        self.env = dict(env or {})
+
+    def __call__(self, argv: Sequence[str], *, stdin: str | None = None, env: Mapping[str, str] | None = None,
+                 timeout: float = 60) -> CommandResult:
+        try:
+            done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout,
+                                  env={**os.environ, **self.env, **(env or {})})
+        except FileNotFoundError:
+            raise EnvironmentProblem(f"{argv[0]} not found on this computer",
+                                     hint="run fleet on a Slurm login node, or set [slurm] login") from None
+        except subprocess.TimeoutExpired:
+            raise ControllerUnreachable(f"{argv[0]} did not return within {timeout:.0f}s",
+                                        slurm_reason="timeout") from None
+        return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
+
+
+class SSHRunner:
+    """Runs Slurm's tools on a login node through the OpenSSH client (BatchMode: never prompts)."""
+
+    UNREACHABLE = 255     # ssh's own failure status (connection, authentication, host key)
+
+    def __init__(self, destination: str, *, port: int | None = None, identity: str | None = None,
+                 known_hosts: str | None = None, env: Mapping[str, str] | None = None,
+                 connect_timeout_s: int = 15, options: Sequence[str] = (), ssh: str = "ssh"):
+        self.destination = destination
+        self.env = dict(env or {})
+        base = [ssh, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout_s}",
+                "-o", "StrictHostKeyChecking=yes", "-o", "ServerAliveInterval=15"]
+        if port:
+            base += ["-p", str(port)]
+        if identity:
+            base += ["-i", identity, "-o", "IdentitiesOnly=yes"]
+        if known_hosts:
+            base += ["-o", f"UserKnownHostsFile={known_hosts}"]
+        self.base = base + list(options)
+
+    def remote_command(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+        merged = {**self.env, **(env or {})}
+        for key in merged:
+            if not key.replace("_", "").isalnum() or key[0].isdigit():
+                raise ValueError(f"invalid environment variable name {key!r}")
+        prefix = ["env", *(f"{k}={v}" for k, v in merged.items())] if merged else []
+        return shlex.join(prefix + list(argv))
+
+    def __call__(self, argv: Sequence[str], *, stdin: str | None = None, env: Mapping[str, str] | None = None,
+                 timeout: float = 60) -> CommandResult:
+        full = self.base + [self.destination, "--", self.remote_command(argv, env)]
+        try:
+            done = subprocess.run(full, input=stdin if stdin is not None else "", capture_output=True,
+                                  text=True, timeout=timeout)
+        except FileNotFoundError:
+            raise EnvironmentProblem("ssh (the OpenSSH client) is not installed") from None
+        except subprocess.TimeoutExpired:
+            raise LoginNodeUnreachable(f"login node {self.destination}: {argv[0]} did not return within "
+                                       f"{timeout:.0f}s") from None
+        if done.returncode == self.UNREACHABLE:
+            why = (done.stderr.strip().splitlines() or ["ssh failed"])[-1]
+            raise LoginNodeUnreachable(f"login node {self.destination} did not answer: {why}")
+        return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
+
+
+@dataclass(frozen=True)
+class AllocationRequest:
+    """What fleet asks Slurm for: N nodes × G GPUs for at most `time_limit_s`."""
+    name: str
+    nodes: int
+    gpus_per_node: int
+    time_limit_s: int
+    comment: str = ""                    # fleet's tag: fleet:lease=<id>, found again by the reaper
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    gpus_flag: str = "gres"              # "gres" → --gres=gpu:G; "gpus-per-node" → --gpus-per-node=G
+    output: str | None = None            # sbatch --output (the batch step's own stdout/stderr)
+    workdir: str | None = None
+
+
+def time_limit_arg(seconds: int) -> str:
+    """Slurm counts time limits in whole minutes; round down so the limit never passes fleet's cap."""
+    return str(max(1, int(seconds) // 60))
+
+
+def _allocation_flags(req: AllocationRequest) -> list[str]:
+    if req.nodes < 1 or req.gpus_per_node < 0:
+        raise ValueError("an allocation needs at least one node and a GPU count >= 0")
+    flags = [f"--job-name={req.name}", f"--nodes={req.nodes}", "--ntasks-per-node=1",
+             f"--time={time_limit_arg(req.time_limit_s)}"]
+    if req.gpus_per_node:
+        flags.append(f"--gpus-per-node={req.gpus_per_node}" if req.gpus_flag == "gpus-per-node"
+                     else f"--gres=gpu:{req.gpus_per_node}")
+    for flag, value in (("--comment", req.comment), ("--partition", req.partition), ("--account", req.account),
+                        ("--qos", req.qos), ("--constraint", req.constraint), ("--output", req.output),
+                        ("--chdir", req.workdir)):
+        if value:
+            flags.append(f"{flag}={value}")
+    return flags
+
+
+def sbatch_argv(req: AllocationRequest) -> list[str]:
+    """sbatch reading its script from stdin; --no-requeue: a job fleet leased never silently restarts
+    on other nodes after NODE_FAIL (Slurm's default requeues it, as PENDING with reason BeginTime)."""
+    return ["sbatch", "--parsable", "--no-requeue", *_allocation_flags(req)]
+
+
+def salloc_argv(req: AllocationRequest) -> list[str]:
+    """An allocation with no shell: returns once granted; steps then run with `srun --jobid`."""
+    return ["salloc", "--no-shell", *_allocation_flags(req)]
+
+
+def granted_job_id(salloc_stderr: str) -> str | None:
+    """The job id from salloc's "salloc: Granted job allocation 123"."""
+    match = re.search(r"Granted job allocation (\d+)", salloc_stderr)
+    return match.group(1) if match else None
+
+
+def srun_argv(job_id: str, command: Sequence[str], *, nodes: int | None = None, ntasks_per_node: int = 1,
+              label: bool = False, extra: Sequence[str] = ()) -> list[str]:
+    """A step inside an existing allocation; --overlap so it can share the nodes with the batch step."""
+    argv = ["srun", f"--jobid={job_id}", "--overlap", f"--ntasks-per-node={ntasks_per_node}", "--kill-on-bad-exit=1"]
+    if nodes:
+        argv.append(f"--nodes={nodes}")
+    if label:
+        argv.append("--label")
+    return argv + list(extra) + list(command)
+
+
+def squeue_json_argv() -> list[str]:
+    return ["squeue", "--json"]
+
+
+def squeue_format_argv(job_ids: Sequence[str] = ()) -> list[str]:
+    argv = ["squeue", "--noheader", "--states=all", f"--format={SQUEUE_FORMAT}"]
+    return argv + ([f"--jobs={','.join(job_ids)}"] if job_ids else [])
+
+
+def sacct_argv(job_ids: Sequence[str]) -> list[str]:
+    """Allocations only (-X); with -j sacct searches all time, not just today."""
+    return ["sacct", "--parsable2", "--noheader", "--allocations", f"--jobs={','.join(job_ids)}",
+            f"--format={','.join(SACCT_FIELDS)}"]
+
+
+def scancel_argv(job_ids: Sequence[str], signal: str | None = None) -> list[str]:
+    argv = ["scancel", "--quiet"]
+    if signal:
+        argv += ["--full", f"--signal={signal}"]
+    return argv + list(job_ids)
+
+
+def time_limit_argv(job_id: str, seconds: int) -> list[str]:
+    return ["scontrol", "update", f"JobId={job_id}", f"TimeLimit={time_limit_arg(seconds)}"]
+
+
+class SlurmCommands:
+    """Slurm's tools through one runner, answering in typed values or typed errors."""
+
+    def __init__(self, runner: Runner, *, timeout_s: float = 60):
+        self.runner = runner
+        self.timeout_s = timeout_s
+        self.calls: Counter[str] = Counter()
+        self._json = True      # squeue --json until the cluster shows it has none (Slurm < 21.08)
+
+    def _run(self, argv: list[str], *, stdin: str | None = None, env: Mapping[str, str] | None = None,
+             check: bool = True) -> CommandResult:
+        self.calls[argv[0]] += 1
+        result = self.runner(argv, stdin=stdin, env=env, timeout=self.timeout_s)
+        if check and result.returncode != 0:
+            raise classify_failure(argv[0], result.returncode, result.stderr or result.stdout)
+        return result
+
+    def submit(self, req: AllocationRequest, script: str) -> str:
+        """sbatch the script; the job id. Refusals raise the typed errors of errors.py."""
+        out = self._run(sbatch_argv(req), stdin=script).stdout.strip()
+        job_id = out.splitlines()[-1].split(";", 1)[0].strip() if out else ""
+        if not job_id.isdigit():
+            raise SlurmError(f"sbatch printed no job id: {out[:200]!r}")
+        return job_id
+
+    def queue(self, job_ids: Sequence[str] | None = None) -> list[QueuedJob]:
+        """The controller's view of these jobs (all jobs when None); a job it forgot is absent."""
+        wanted = set(job_ids) if job_ids is not None else None
+        if self._json:
+            result = self._run(squeue_json_argv(), check=False)
+            if result.returncode == 0 and result.stdout.lstrip().startswith("{"):
+                return parse_squeue_json(result.stdout, wanted)
+            if "json" not in (result.stderr + result.stdout).lower():
+                raise classify_failure("squeue", result.returncode, result.stderr or result.stdout)
+            self._json = False
+        result = self._run(squeue_format_argv(sorted(wanted or ())), check=False)
+        if result.returncode != 0:
+            if "Invalid job id" in result.stderr:
+                return []
+            raise classify_failure("squeue", result.returncode, result.stderr)
+        jobs = parse_squeue_format(result.stdout)
+        return [j for j in jobs if wanted is None or j.job_id in wanted]
+
+    def job(self, job_id: str) -> QueuedJob | None:
+        found = self.queue([job_id])
+        return found[0] if found else None
+
+    def tagged(self, comment_prefix: str) -> list[QueuedJob]:
+        """Jobs whose comment starts with fleet's tag (what the reaper and `fleet down --all` look for)."""
+        return [j for j in self.queue() if j.comment.startswith(comment_prefix)]
+
+    def accounting(self, job_ids: Sequence[str]) -> list[AccountedJob]:
+        """sacct's records (times in UTC); raises SlurmError where the cluster keeps no accounting."""
+        if not job_ids:
+            return []
+        return parse_sacct(self._run(sacct_argv(job_ids), env={"TZ": "UTC"}).stdout)
+
+    def cancel(self, job_ids: Sequence[str], signal: str | None = None) -> None:
+        """scancel; idempotent: a job that already ended is not an error."""
+        if not job_ids:
+            return
+        result = self._run(scancel_argv(job_ids, signal), check=False)
+        if result.returncode != 0 and not _only_gone(result.stderr):
+            raise classify_failure("scancel", result.returncode, result.stderr)
+
+    def set_time_limit(self, job_id: str, seconds: int) -> None:
+        """scontrol update TimeLimit; clusters often let only operators raise it (a SlurmError says so)."""
+        self._run(time_limit_argv(job_id, seconds))
+
+
+def _only_gone(stderr: str) -> bool:
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    return bool(lines) and all("Invalid job id" in ln or "already completing or completed" in ln
+                               or "Job/step already" in ln for ln in lines)

@@ -1,0 +1,291 @@
+"""What Slurm's commands print, as typed values: job states, queue entries, accounting records.
+
+Parsers take text exactly as `squeue --json`, `squeue -o SQUEUE_FORMAT` and `sacct --parsable2`
+print it (recorded from a real Slurm 22.05 in tests/unit/slurm_outputs/) and never run anything.
+Slurm's own quirks handled here: `squeue --json` in 22.05 ignores `-j` and returns every job the
+controller remembers (so callers filter by id); time strings come as `[D-]HH:MM:SS`, `MM:SS` or
+UNLIMITED; node lists are compressed (`n[1-3,7]`); sacct prints "CANCELLED by 0" as a state.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+
+
+class JobState(str, Enum):
+    PENDING = "PENDING"
+    CONFIGURING = "CONFIGURING"
+    RUNNING = "RUNNING"
+    SUSPENDED = "SUSPENDED"
+    COMPLETING = "COMPLETING"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+    NODE_FAIL = "NODE_FAIL"
+    PREEMPTED = "PREEMPTED"
+    BOOT_FAIL = "BOOT_FAIL"
+    DEADLINE = "DEADLINE"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    REQUEUED = "REQUEUED"
+    RESIZING = "RESIZING"
+    REVOKED = "REVOKED"
+    SPECIAL_EXIT = "SPECIAL_EXIT"
+    STOPPED = "STOPPED"
+    UNKNOWN = "UNKNOWN"
+
+    @classmethod
+    def parse(cls, text: str | list | None) -> "JobState":
+        if isinstance(text, list):          # newer squeue --json: a list of state flags
+            text = text[0] if text else None
+        word = (text or "").strip().split(" ", 1)[0].rstrip("+").upper()   # "CANCELLED by 0"
+        try:
+            return cls(word)
+        except ValueError:
+            return cls.UNKNOWN
+
+    @property
+    def finished(self) -> bool:
+        """The allocation is gone (or going): nothing more will run under this job id."""
+        return self in _FINISHED
+
+    @property
+    def queued(self) -> bool:
+        return self in (JobState.PENDING, JobState.CONFIGURING, JobState.REQUEUED)
+
+
+_FINISHED = frozenset({JobState.COMPLETED, JobState.CANCELLED, JobState.FAILED, JobState.TIMEOUT,
+                       JobState.NODE_FAIL, JobState.PREEMPTED, JobState.BOOT_FAIL, JobState.DEADLINE,
+                       JobState.OUT_OF_MEMORY, JobState.REVOKED, JobState.SPECIAL_EXIT})
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """One job as the controller sees it now (squeue)."""
+    job_id: str
+    name: str
+    state: JobState
+    reason: str | None          # why it pends or ended: "Resources", "Priority", "QOSMaxGRESPerJob", …
+    nodes: tuple[str, ...]      # expanded; empty while pending
+    node_count: int
+    gpus: int                   # allocated once running, requested while pending (whole job)
+    time_limit_s: int | None    # None: no limit
+    elapsed_s: int | None       # None while pending
+    comment: str
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+
+
+@dataclass(frozen=True)
+class AccountedJob:
+    """One allocation as accounting recorded it (sacct -X)."""
+    job_id: str
+    name: str
+    state: JobState
+    reason: str | None
+    exit_code: int
+    exit_signal: int
+    elapsed_s: int
+    gpus: int                   # allocated GRES gpu, whole job
+    nodes: tuple[str, ...]
+    time_limit_s: int | None
+    start: datetime | None      # UTC (sacct must run with TZ=UTC)
+    end: datetime | None
+    comment: str
+    partition: str = ""
+    account: str = ""
+    qos: str = ""
+
+    @property
+    def gpu_seconds(self) -> int:
+        return self.elapsed_s * self.gpus
+
+
+_UNLIMITED = {"UNLIMITED", "INFINITE", "NOT_SET", "PARTITION_LIMIT", "NONE", ""}
+
+
+def parse_duration(text: str | None) -> int | None:
+    """Slurm time string → seconds: `[D-]HH:MM:SS`, `MM:SS`, `D-HH[:MM]`, or None for no limit."""
+    text = (text or "").strip()
+    if text.upper() in _UNLIMITED or text.upper() == "INVALID":
+        return None
+    days = 0
+    if "-" in text:
+        day_part, text = text.split("-", 1)
+        days = int(day_part)
+        parts = [int(float(p)) for p in text.split(":")] + [0] * (3 - len(text.split(":")))
+        hours, minutes, seconds = parts[:3]
+    else:
+        parts = [int(float(p)) for p in text.split(":")]
+        if len(parts) == 3:
+            hours, minutes, seconds = parts
+        elif len(parts) == 2:
+            hours, (minutes, seconds) = 0, parts
+        else:
+            hours, minutes, seconds = 0, parts[0], 0      # a bare number is minutes
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+def expand_hostlist(text: str | None) -> tuple[str, ...]:
+    """`n[1-3,07],gpu5` → ('n1', 'n2', 'n3', 'n07', 'gpu5'); zero padding kept."""
+    text = (text or "").strip()
+    if not text or text in ("(null)", "None"):
+        return ()
+    out: list[str] = []
+    for piece in _split_top(text):
+        out.extend(_expand_one(piece))
+    return tuple(out)
+
+
+def _split_top(text: str) -> list[str]:
+    pieces, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += ch == "["
+        depth -= ch == "]"
+        if ch == "," and depth == 0:
+            pieces.append(text[start:i])
+            start = i + 1
+    pieces.append(text[start:])
+    return [p for p in pieces if p]
+
+
+def _expand_one(piece: str) -> list[str]:
+    m = re.match(r"^([^\[]*)\[([^\]]+)\](.*)$", piece)
+    if not m:
+        return [piece]
+    prefix, ranges, rest = m.groups()
+    names = []
+    for part in ranges.split(","):
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            names += [f"{prefix}{n:0{len(lo)}d}" for n in range(int(lo), int(hi) + 1)]
+        else:
+            names.append(prefix + part)
+    return [name + tail for name in names for tail in _expand_one(rest)] if rest else names
+
+
+def gpus_in_tres(text: str | None) -> int:
+    """GPUs in a TRES string (`cpu=2,gres/gpu=4,node=2` or `gres/gpu:a100=4`); typed entries are
+    only counted where no untyped total is given (Slurm reports both for typed GRES)."""
+    total, typed = None, 0
+    for item in (text or "").split(","):
+        key, _, value = item.partition("=")
+        if key == "gres/gpu" and value.isdigit():
+            total = int(value)
+        elif key.startswith("gres/gpu:") and value.isdigit():
+            typed += int(value)
+    return total if total is not None else typed
+
+
+def gpus_per_node_in_gres(text: str | None) -> int:
+    """`gres:gpu:2`, `gpu:a100:2`, `gres/gpu=2` or `gres:gpu:a100:2` (squeue's tres-per-node) → 2."""
+    for item in (text or "").split(","):
+        item = item.removeprefix("gres:").removeprefix("gres/")
+        if not item.startswith("gpu"):
+            continue
+        count = re.split(r"[:=]", item)[-1]
+        return int(count) if count.isdigit() else 1
+    return 0
+
+
+def _reason(text: str | None) -> str | None:
+    text = (text or "").strip()
+    return None if text in ("", "None", "(null)") else text
+
+
+def parse_squeue_json(text: str, job_ids: set[str] | None = None, *, now: float | None = None) -> list[QueuedJob]:
+    """`squeue --json` → jobs (only those in `job_ids` when given: 22.05 ignores `squeue -j`)."""
+    now = datetime.now(timezone.utc).timestamp() if now is None else now
+    jobs = []
+    for raw in json.loads(text).get("jobs", []):
+        job_id = str(raw.get("job_id"))
+        if job_ids is not None and job_id not in job_ids:
+            continue
+        state = JobState.parse(raw.get("job_state"))
+        start = _number(raw.get("start_time"))
+        running = not state.queued and start > 0
+        limit = _number(raw.get("time_limit"))
+        end = _number(raw.get("end_time"))
+        elapsed = None
+        if running:
+            elapsed = int((min(now, end) if state.finished and end >= start else now) - start)
+        gpus = gpus_in_tres(raw.get("tres_alloc_str")) if running else gpus_in_tres(raw.get("tres_req_str"))
+        if not gpus:
+            gpus = gpus_per_node_in_gres(raw.get("tres_per_node")) * int(_number(raw.get("node_count")) or 1)
+        jobs.append(QueuedJob(
+            job_id=job_id, name=raw.get("name") or "", state=state, reason=_reason(raw.get("state_reason")),
+            nodes=expand_hostlist(raw.get("nodes")), node_count=int(_number(raw.get("node_count"))),
+            gpus=gpus, time_limit_s=limit * 60 if limit else None, elapsed_s=max(elapsed, 0) if running else None,
+            comment=raw.get("comment") or "", partition=raw.get("partition") or "",
+            account=raw.get("account") or "", qos=raw.get("qos") or ""))
+    return jobs
+
+
+def _number(value) -> int:
+    """squeue --json numbers: plain ints, null, or (newer Slurm) {"set": bool, "number": int}."""
+    if isinstance(value, dict):
+        return int(value.get("number") or 0) if value.get("set", True) and not value.get("infinite") else 0
+    return int(value or 0)
+
+
+# squeue -o: free-text fields (name, comment) last, so a '|' in them cannot shift the others.
+SQUEUE_FIELDS = ("%i", "%T", "%r", "%D", "%N", "%M", "%l", "%b", "%P", "%a", "%q", "%j", "%k")
+SQUEUE_FORMAT = "|".join(SQUEUE_FIELDS)
+
+
+def parse_squeue_format(text: str) -> list[QueuedJob]:
+    """Lines of `squeue -h -o SQUEUE_FORMAT` → jobs (for Slurm without `squeue --json`)."""
+    jobs = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split("|", len(SQUEUE_FIELDS) - 2)
+        parts += [""] * (len(SQUEUE_FIELDS) - 1 - len(parts))
+        job_id, state, reason, count, nodes, elapsed, limit, gres, part, account, qos, rest = parts
+        name, _, comment = rest.partition("|")
+        state_ = JobState.parse(state)
+        node_count = int(count) if count.strip().isdigit() else 0
+        jobs.append(QueuedJob(
+            job_id=job_id.strip(), name=name, state=state_, reason=_reason(reason),
+            nodes=expand_hostlist(nodes), node_count=node_count,
+            gpus=gpus_per_node_in_gres(gres) * max(node_count, 1), time_limit_s=parse_duration(limit),
+            elapsed_s=None if state_.queued else parse_duration(elapsed),
+            comment="" if comment == "(null)" else comment, partition=part, account=account, qos=qos))
+    return jobs
+
+
+# sacct: free text (name, comment) last again.
+SACCT_FIELDS = ("JobID", "State", "Reason", "ExitCode", "ElapsedRaw", "AllocTRES", "NodeList", "Timelimit",
+                "Start", "End", "Partition", "Account", "QOS", "JobName", "Comment")
+
+
+def _time(text: str) -> datetime | None:
+    text = text.strip()
+    if text in ("", "Unknown", "None"):
+        return None
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc)
+
+
+def parse_sacct(text: str) -> list[AccountedJob]:
+    """`sacct --parsable2 --noheader -X -o ",".join(SACCT_FIELDS)` (run with TZ=UTC) → jobs."""
+    jobs = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split("|", len(SACCT_FIELDS) - 2)
+        parts += [""] * (len(SACCT_FIELDS) - 1 - len(parts))
+        (job_id, state, reason, exit_code, elapsed, tres, nodes, limit, start, end, part, account, qos,
+         rest) = parts
+        name, _, comment = rest.partition("|")
+        code, _, sig = exit_code.partition(":")
+        jobs.append(AccountedJob(
+            job_id=job_id, name=name, state=JobState.parse(state), reason=_reason(reason),
+            exit_code=int(code or 0), exit_signal=int(sig or 0),
+            elapsed_s=int(elapsed) if elapsed.strip().isdigit() else 0, gpus=gpus_in_tres(tres),
+            nodes=expand_hostlist(nodes if nodes != "None assigned" else ""), time_limit_s=parse_duration(limit),
+            start=_time(start), end=_time(end), comment=comment, partition=part, account=account, qos=qos))
+    return jobs
