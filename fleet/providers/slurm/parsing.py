@@ -133,7 +133,7 @@ def parse_duration(text: str | None) -> int | None:
 def expand_hostlist(text: str | None) -> tuple[str, ...]:
     """`n[1-3,07],gpu5` → ('n1', 'n2', 'n3', 'n07', 'gpu5'); zero padding kept."""
     text = (text or "").strip()
-    if not text or text in ("(null)", "None"):
+    if not text or text in ("(null)", "None", "None assigned"):
         return ()
     out: list[str] = []
     for piece in _split_top(text):
@@ -286,6 +286,6 @@ def parse_sacct(text: str) -> list[AccountedJob]:
             job_id=job_id, name=name, state=JobState.parse(state), reason=_reason(reason),
             exit_code=int(code or 0), exit_signal=int(sig or 0),
             elapsed_s=int(elapsed) if elapsed.strip().isdigit() else 0, gpus=gpus_in_tres(tres),
-            nodes=expand_hostlist(nodes if nodes != "None assigned" else ""), time_limit_s=parse_duration(limit),
+            nodes=expand_hostlist(nodes), time_limit_s=parse_duration(limit),
             start=_time(start), end=_time(end), comment=comment, partition=part, account=account, qos=qos))
     return jobs
