@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up fleet on a fresh Debian/Ubuntu machine: OS packages, a virtualenv in .venv, the package.
 #   scripts/setup.sh          what `fleet up` needs (OpenSSH server for local machines)
-#   scripts/setup.sh --dev    also what the test suite needs (PostgreSQL, rsync, Chromium, test extras)
+#   scripts/setup.sh --dev    also what the test suite needs (PostgreSQL, Slurm, rsync, Chromium, test extras)
 # Idempotent: installed pieces are skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,10 @@ if [ "$dev" = 1 ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   command -v ip >/dev/null 2>&1 || need+=(iproute2)
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  # The Slurm test cluster (tests/fixtures/slurm.py, docs/slurm.md); MariaDB backs slurmdbd for sacct.
+  for pkg in slurmctld slurmd slurmdbd munge; do [ -x "/usr/sbin/$pkg" ] || need+=("$pkg"); done
+  command -v sbatch >/dev/null 2>&1 || need+=(slurm-client)
+  command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
 fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${need[*]}"
@@ -24,7 +28,8 @@ if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-  # The Debian package starts a system sshd; fleet runs its own on loopback and needs none.
+  # The Debian packages start system daemons (sshd, slurm, munge, MariaDB) where allowed; fleet and
+  # its tests run their own on loopback and need none of them.
 fi
 
 python=${PYTHON:-python3}
