@@ -14,7 +14,7 @@ from ..config_model import Config
 from ..errors import UsageError
 from ..ids import new_lease_id
 from ..models import Lease, Machine, to_jsonable, utcnow
-from ..providers.base import HasLeaseMetadata, ReportsMachines
+from ..providers.base import HasLeaseMetadata, LeaseWatch, Queueing, QueueStatus, ReportsMachines
 from .context import RunContext
 from .keep import release_lease
 from .offer import choose_offer, offer_for_lease
@@ -58,7 +58,8 @@ class NewLease:
                 # Its watchdog started just before: now + deadline_s is at or after its own deadline.
                 ctx.state.record_machine(ctx.lease_id, machine, deadline=utcnow() + timedelta(seconds=deadline_s))
                 on_machine(machine)
-            lease = self.provider.lease(ctx.plan, ctx.lease_id, deadline_s, on_machine=reported)
+            kw = {"watch": _watch(ctx)} if isinstance(self.provider, Queueing) else {}
+            lease = self.provider.lease(ctx.plan, ctx.lease_id, deadline_s, on_machine=reported, **kw)
         else:
             lease = self.provider.lease(ctx.plan, ctx.lease_id, deadline_s)
         ctx.state.activate_lease(lease)
@@ -99,6 +100,16 @@ class KeptLease:
 
     def kept_until(self) -> str | None:
         return to_jsonable(self.lease.keep_until) if self.lease.keep_until else None
+
+
+def _watch(ctx: RunContext) -> LeaseWatch:
+    """A queueing provider's view of the run: its stop flag, the progress sink, --wait."""
+    def on_queue(status: QueueStatus) -> None:
+        why = f" ({status.reason})" if status.reason else ""
+        ctx.events.phase("queue", f"job {status.job} {status.state.lower()}{why}, waited {status.waited_s:.0f}s")
+
+    return LeaseWatch(cancel=ctx.cancel, on_queue=on_queue, max_wait_s=ctx.options.queue_wait_s,
+                      on_lost=lambda message: ctx.request_stop("lost", message))
 
 
 def _partial_lease(ctx: RunContext, machines: list[Machine]) -> Lease:

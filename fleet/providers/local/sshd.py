@@ -49,10 +49,11 @@ class SshdMachine:
     user: str
 
 
-def _config_text(d: Path, port: int, machine_id: str, user: str, root: Path) -> str:
+def _config_text(d: Path, port: int, machine_id: str, user: str, root: Path, listen: str = "127.0.0.1") -> str:
+    """sshd_config of one machine (also rendered for Slurm nodes, which listen on their own address)."""
     return "\n".join([
         f"Port {port}",
-        "ListenAddress 127.0.0.1",
+        f"ListenAddress {listen}",
         f"HostKey {d / 'ssh_host_ed25519_key'}",
         f"PidFile {d / 'sshd.pid'}",
         f"AuthorizedKeysFile {d / 'authorized_keys'}",
