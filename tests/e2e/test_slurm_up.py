@@ -148,7 +148,7 @@ def test_controller_sigkilled_job_ends_at_its_time_limit_and_down_bills_it(slurm
     wait_for_line(proc, "run: sleep 600", timeout=180)
     os.killpg(proc.pid, signal.SIGKILL)         # the controller, with no chance to release
     proc.wait()
-    lease = json.loads(run_fleet(["status", "--json"], cwd=exp).stdout)[0]
+    lease = json.loads(run_fleet(["status", "--json"], cwd=exp).stdout)["leases"][0]
     [job] = jobs_of(slurm_env, lease["id"])
     assert job.time_limit_s == 60
     # The machine's own watchdog would end it at its deadline too; kill it to show the time limit alone does.
