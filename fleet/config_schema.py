@@ -268,6 +268,8 @@ PERCENT = Kind(_number_range(0, 100, "a percentage from 0 to 100", lo_open=False
                {"type": "number", "minimum": 0, "maximum": 100})
 IDLE_MINUTES = Kind(_number_range(0, MAX_IDLE_MINUTES, f"a number of minutes above 0, at most {MAX_IDLE_MINUTES}",
                                   lo_open=True), {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_IDLE_MINUTES})
+POSITIVE_NUMBER = Kind(_number_range(0, MAX_DURATION_S, f"a number above 0, at most {MAX_DURATION_S}", lo_open=True),
+                       {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_S})
 PROVIDER = Kind(_provider_name, {"type": "string"})   # json_schema() lists the registered names
 ENV_NAMES = Kind(_env_names, {"type": "array", "items": {"type": "string", "pattern": _ENV_NAME_RE}})
 

@@ -166,7 +166,12 @@ def _close_ledger(state, lease: Lease, found: list, events: Events) -> None:
     try:
         from .ledger import Ledger
         from .unbilled import bill_unbilled
-        Ledger(state.db).close_orphans(lease.id, at=min(utcnow(), lease.deadline))
+        at = min(utcnow(), lease.deadline)
+        # Where the provider knows when every machine ended (Slurm: sacct's End), bill up to then.
+        ends = [s.deadline_at for s in found if not s.unrecorded]
+        if ends and all(s.state == "gone" for s in found) and all(ends):
+            at = min(at, max(ends))
+        Ledger(state.db).close_orphans(lease.id, at=at)
         billed = bill_unbilled(state, lease, found)
         if billed:
             events.warn(f"{lease.id}: billed {len(billed)} machine(s) fleet had not recorded, up to their "

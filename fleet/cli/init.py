@@ -100,6 +100,22 @@ heartbeat_ttl = "5m"
 # gpus = 8                       # GPUs on the host; default discovered over SSH
 # name = "gpu1"                  # short name shown in status
 # workdir = "/scratch/fleet"     # each lease's working directory goes under it; default ~/.fleet-leases
+
+# A Slurm cluster for provider = "slurm" (template = "slurm-1gpu" … "slurm-8gpu": GPUs per node).
+# [slurm]
+# login = "me@login.cluster.org" # run sbatch/squeue/srun there over SSH; default on this computer
+# login_port = 22                # SSH port of the login node
+# identity = "~/.ssh/id_ed25519" # key for the login node; default your ssh config and agent
+# partition = "gpu"              # default the cluster's default partition
+# account = "mylab"              # default your default account
+# qos = "normal"                 # default your default QoS
+# constraint = "a100"            # node features (sbatch --constraint)
+# gpu_flag = "gres"              # "gres" (--gres=gpu:G) or "gpus-per-node"
+# price_per_gpu_hour = 2.5       # internal price per GPU-hour for budgets and reports
+# wait = "5m"                    # how long a lease may wait in the queue (fleet up --wait)
+# python = "python3"             # Python 3 on the compute nodes
+# workdir = "/tmp"               # node-local directory for fleet's machine directories
+# poll = 2                       # seconds between squeue calls
 '''
 
 

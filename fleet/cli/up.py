@@ -31,6 +31,7 @@ def up(
     allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Run uncommitted changes (captured as a snapshot)."),
     ci: bool = typer.Option(False, "--ci", help="CI mode: no prompts or live display (on when CI=true)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    wait: Optional[str] = typer.Option(None, "--wait", help="How long a queued lease may wait (Slurm), e.g. 10m."),
 ) -> int:
     """Lease machines, run the experiment on them, bring outputs home, destroy the machines."""
     from ..config import load_config
@@ -42,7 +43,8 @@ def up(
                  "budget": budget, "command": list(command) if command else None}
     with _ci_failures_reported(ci):
         config = load_config(file, overrides=overrides)
-        options = RunOptions(keep_s=flag_duration("--keep", keep) if keep else None, allow_dirty=allow_dirty, ci=ci)
+        options = RunOptions(keep_s=flag_duration("--keep", keep) if keep else None, allow_dirty=allow_dirty, ci=ci,
+                             queue_wait_s=flag_duration("--wait", wait) if wait else None)
         events = _events(json_out, ci)
         # secrets: *** in every line fleet prints (and ::add-mask:: for a GitHub runner), CI or not
         from ..ci import masked_events

@@ -257,12 +257,38 @@ class InterruptionNotices(ABC):
     def interruptions(self, lease: Lease) -> list[Interruption]: ...
 
 
+@dataclass(frozen=True)
+class QueueStatus:
+    """Where a waiting lease stands: the scheduler's state and its own words for why it waits."""
+
+    job: str                 # the scheduler's id for the request (a Slurm job id)
+    state: str               # e.g. "PENDING"
+    reason: str = ""         # e.g. "Resources", "Priority", "QOSMaxGRESPerJob"
+    waited_s: float = 0.0
+
+
+@dataclass
+class LeaseWatch:
+    """What the run hands a Queueing provider's `lease`: how long it may wait, whom to tell, how to
+    stop. Pending is a state, not an error: `on_queue` hears each change of reason."""
+
+    cancel: Any                                       # threading.Event: set → withdraw the request, raise Cancelled
+    on_queue: Callable[[QueueStatus], None] = lambda status: None
+    # The scheduler ended the lease under a running experiment (node failure, preemption): one line
+    # naming its reason. The run stops with an error and releases.
+    on_lost: Callable[[str], None] = lambda message: None
+    max_wait_s: float | None = None                   # None: the provider's own default
+
+
 class Queueing(ABC):
-    """Leases may wait in a queue (a batch scheduler): `lease` may block until machines are granted,
-    and `queue_position` says where a waiting lease stands (None: not waiting)."""
+    """Leases wait in a queue (a batch scheduler): `lease(..., watch=LeaseWatch)` blocks until the
+    machines are granted, reporting the queue through `watch.on_queue`; it withdraws the request and
+    raises (CapacityError, exit 10) after `watch.max_wait_s`, or Cancelled when `watch.cancel` is set.
+    While the lease lives it calls `watch.on_lost` if the scheduler takes the machines away."""
 
     @abstractmethod
-    def queue_position(self, lease_id: str) -> int | None: ...
+    def lease(self, plan: Plan, lease_id: str, deadline_s: int,
+              on_machine: Callable[[Machine], None] | None = None, watch: LeaseWatch | None = None) -> Lease: ...
 
 
 CAPABILITIES: tuple[type, ...] = (ReportsMachines, StopsOnCancel, SweepsLeftovers, HasLeaseMetadata,

@@ -14,7 +14,8 @@ from ..config_model import Config
 from ..errors import UsageError
 from ..ids import new_lease_id
 from ..models import Lease, Machine, to_jsonable, utcnow
-from ..providers.base import HasLeaseMetadata, ReportsMachines, StopsOnCancel
+from ..providers.base import (HasLeaseMetadata, LeaseWatch, Queueing, QueueStatus, ReportsMachines,
+                              StopsOnCancel)
 from .context import RunContext
 from .keep import release_lease
 from .offer import choose_offer, offer_for_lease
@@ -82,6 +83,8 @@ class NewLease:
                 ctx.state.record_machine(ctx.lease_id, machine, deadline=utcnow() + timedelta(seconds=deadline_s))
                 on_machine(machine)
             options["on_machine"] = reported
+        if isinstance(self.provider, Queueing):
+            options["watch"] = _watch(ctx)
         lease = self.provider.lease(ctx.plan, ctx.lease_id, deadline_s, **options)
         ctx.state.activate_lease(lease)
         return lease
@@ -122,6 +125,16 @@ class KeptLease:
 
     def kept_until(self) -> str | None:
         return to_jsonable(self.lease.keep_until) if self.lease.keep_until else None
+
+
+def _watch(ctx: RunContext) -> LeaseWatch:
+    """A queueing provider's view of the run: its stop flag, the progress sink, --wait."""
+    def on_queue(status: QueueStatus) -> None:
+        why = f" ({status.reason})" if status.reason else ""
+        ctx.events.phase("queue", f"job {status.job} {status.state.lower()}{why}, waited {status.waited_s:.0f}s")
+
+    return LeaseWatch(cancel=ctx.cancel, on_queue=on_queue, max_wait_s=ctx.options.queue_wait_s,
+                      on_lost=lambda message: ctx.request_stop("lost", message))
 
 
 def _partial_lease(ctx: RunContext, machines: list[Machine]) -> Lease:

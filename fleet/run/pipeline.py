@@ -178,6 +178,8 @@ class Pipeline:
             if ctx.stop_reason == "budget":   # the budget ran out before the run phase (e.g. while staging)
                 outcome = _Outcome("budget-stopped", ExitCode.BUDGET_STOPPED, message=ctx.stop_message)
                 error = None
+            elif ctx.stop_reason == "lost":   # the provider took the machines away (e.g. Slurm NODE_FAIL)
+                outcome = _Outcome("error", ExitCode.INFRASTRUCTURE, message=ctx.stop_message)
             elif isinstance(exc, Cancelled) or ctx.stop_reason == "cancelled":
                 outcome = _Outcome("cancelled", ExitCode.CANCELLED, message=ctx.stop_message or str(exc))
             else:
@@ -233,6 +235,8 @@ class Pipeline:
 def _ended(ctx: RunContext, result: ExecResult) -> _Outcome:
     if ctx.stop_reason == "budget":
         return _Outcome("budget-stopped", ExitCode.BUDGET_STOPPED, message=ctx.stop_message)
+    if ctx.stop_reason == "lost":
+        return _Outcome("error", ExitCode.INFRASTRUCTURE, message=ctx.stop_message)
     if ctx.stop_reason:
         return _Outcome("cancelled", ExitCode.CANCELLED, message=ctx.stop_message)
     return _Outcome("succeeded" if result.exit_code == 0 else "failed", result.exit_code, result.failing_rank)

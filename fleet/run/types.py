@@ -34,6 +34,7 @@ class RunOptions:
     allow_dirty: bool = False          # run uncommitted changes (captured as a snapshot)
     ci: bool = False                   # CI mode: short cancel grace, CI context in record and summary
     rerun_of: RerunOf | None = None
+    queue_wait_s: float | None = None  # --wait: how long a queueing provider may wait (None: its default)
 
 
 @dataclass(frozen=True)

@@ -128,7 +128,24 @@ class FakeHarness(Harness):
         return None
 
 
-HARNESSES = {"local": LocalHarness, "ssh": SSHHarness, "aws": AWSSandboxHarness, "fake": FakeHarness}
+class SlurmHarness(Harness):
+    """Allocations on the real test cluster (tests/fixtures/slurm.py); node directories under tmp."""
+    template = "slurm-1gpu"
+
+    def __init__(self, request):
+        request.getfixturevalue("slurm_env")
+        request.getfixturevalue("fleet_home")
+        self.nodes = request.getfixturevalue("tmp_path") / "slurm-nodes"
+        self.nodes.mkdir()
+
+    def make(self):
+        from fleet.providers.slurm.provider import SlurmProvider
+        from fleet.providers.slurm.settings import SlurmSettings
+        return SlurmProvider(SlurmSettings(workdir=str(self.nodes), poll_s=0.5))
+
+
+HARNESSES = {"local": LocalHarness, "ssh": SSHHarness, "aws": AWSSandboxHarness, "fake": FakeHarness,
+             "slurm": SlurmHarness}
 
 
 def _binding(machine) -> dict:

@@ -140,7 +140,7 @@ def test_explicit_path_relative_to_cwd_and_directory(tmp_path):
     ('command = "x"\ngpus = -2\n', "fleet.toml:2: gpus: must be a positive integer, got -2"),
     ('command = "x"\n\ngpus = "8"\n', "fleet.toml:3: gpus: must be a positive integer, got '8'"),
     ('command = "x"\ngpus = true\n', "fleet.toml:2: gpus: must be a positive integer, got true"),
-    ('command = "x"\nprovider = "gcp"\n', "fleet.toml:2: provider: must be one of 'local', 'ssh', 'aws', got 'gcp'"),
+    ('command = "x"\nprovider = "gcp"\n', "fleet.toml:2: provider: must be one of 'local', 'ssh', 'aws', 'slurm', got 'gcp'"),
     ('command = "x"\nmax_duration = "soon"\n', "fleet.toml:2: max_duration: must be a duration like 90s"),
     ('command = "x"\nmax_duration = 0\n', "fleet.toml:2: max_duration: must be a positive duration"),
     ('command = "x"\nbudget = 0\n', "fleet.toml:2: budget: must be an amount in US dollars > 0"),

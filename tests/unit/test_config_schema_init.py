@@ -49,7 +49,7 @@ def test_schema_lists_every_key_of_the_table():
     assert set(props["lease"]["properties"]) == set(TABLES["lease"][1])
     assert set(props["hosts"]["items"]["properties"]) == set(provider_sections()["hosts"].keys)
     assert set(props["aws"]["properties"]) == set(provider_sections()["aws"].keys)
-    assert props["provider"]["enum"] == ["local", "ssh", "aws"]   # the fake is for tests: not offered
+    assert props["provider"]["enum"] == ["local", "ssh", "aws", "slurm"]   # the fake is for tests: not offered
 
 
 def test_schema_agrees_with_the_validator_on_examples(tmp_path):

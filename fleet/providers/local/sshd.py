@@ -56,10 +56,11 @@ class SshdMachine:
     isolation: str = "pids"   # "cgroup" | "pids": see fleet/isolation
 
 
-def _config_text(d: Path, port: int, machine_id: str, user: str, root: Path) -> str:
+def _config_text(d: Path, port: int, machine_id: str, user: str, root: Path, listen: str = "127.0.0.1") -> str:
+    """sshd_config of one machine (also rendered for Slurm nodes, which listen on their own address)."""
     return "\n".join([
         f"Port {port}",
-        "ListenAddress 127.0.0.1",
+        f"ListenAddress {listen}",
         f"HostKey {d / 'ssh_host_ed25519_key'}",
         # fleet writes sshd.pid itself, with the start time that proves it later ("PID STARTTIME").
         "PidFile none",

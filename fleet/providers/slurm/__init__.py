@@ -1,5 +1,6 @@
 """Slurm: fleet leases allocations from a team's cluster through the cluster's own command-line tools.
 
-For now only the command layer: commands.py (argv, runners, typed façade), parsing.py (typed
-squeue/sacct output), errors.py (sbatch refusals as typed FleetErrors). See docs/slurm.md.
+provider.py (SlurmProvider, provider = "slurm"), settings.py ([slurm]), node.py (the node step:
+sshd + watchdog inside the job), steps.py (starting it with srun), commands.py (argv, runners,
+typed façade), parsing.py (typed squeue/sacct output), errors.py (typed refusals). See docs/slurm.md.
 """

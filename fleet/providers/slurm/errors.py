@@ -116,3 +116,16 @@ def classify_failure(command: str, returncode: int, stderr: str) -> Exception:
             return cls(f"{message}: {named}" if named else message, slurm_reason=named, hint=hint)
     detail = reason or f"exit status {returncode}"
     return SlurmError(f"{command} failed: {detail}", slurm_reason=reason)
+
+
+class QueueWaitExpired(CapacityError):
+    """The allocation was still pending when `wait` ran out; fleet cancelled it."""
+
+
+class JobEnded(SlurmError):
+    """Slurm ended the allocation under fleet (node failure, preemption, time limit, cancelled by someone)."""
+
+
+# Pending reasons that never resolve by waiting: the job can never start as asked.
+HOPELESS_PENDING = re.compile(r"(QOS|Assoc)Max\w*PerJob|PartitionNodeLimit|PartitionTimeLimit|BadConstraints"
+                              r"|Invalid\w+")

@@ -1,0 +1,178 @@
+"""One Slurm node made into a fleet machine. Runs ON the compute node as a job step; standard library only.
+
+fleet sends this file's source and a JSON spec on the step's stdin (nothing of fleet is installed on
+the node). It then, inside the step, so that Slurm's process tracking owns everything it starts:
+
+1. writes the machine directory: the lease's pinned host key (made on the controller), the lease's
+   authorized key, the sshd_config the controller rendered (fleet/providers/local/sshd.py's, listening
+   on the node's address), the agent;
+2. starts the agent's watchdog first, then a user-level sshd on a free port (retried if taken);
+3. prints one line, `FLEET-NODE-READY {json}` (port, node name, Slurm's GPU binding), and waits.
+
+When the watchdog reaches the machine's deadline (no heartbeat: the controller is gone) it ends the
+machine's processes; this step then `scancel`s its own job, so the whole allocation ends with its
+deadline instead of sitting idle until the time limit. When Slurm ends the step (scancel, time
+limit, node failure) the SIGTERM ends the watchdog (which ends the machine) and the directory, host
+key included, is removed.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+READY = "FLEET-NODE-READY"
+NODE_USER = "FLEET_NODE_USER"       # placeholder in the controller's sshd_config: this node's own user
+SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd")
+
+
+def _write(path, text, mode=0o600):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def _start_time(pid):
+    """Field 22 of /proc/PID/stat: with the pid, it names one process for as long as the host is up."""
+    with open(f"/proc/{pid}/stat") as fh:
+        return fh.read().rsplit(")", 1)[-1].split()[19]
+
+
+def _sshd():
+    for candidate in (shutil.which("sshd"), *SSHD_CANDIDATES):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    raise SystemExit("fleet node: no OpenSSH server (sshd) on this node; install openssh-server")
+
+
+def _user():
+    import pwd
+    return pwd.getpwuid(os.getuid()).pw_name
+
+
+def _free_port(address):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((address, 0))
+        return sock.getsockname()[1]
+
+
+def _listening(address, port, proc, timeout=20.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection((address, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.02)
+    return False
+
+
+def _start_sshd(spec, d):
+    sshd = _sshd()
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)     # privilege separation directory
+    last = "exited"
+    for _ in range(5):
+        port = _free_port(spec["listen"])
+        config = spec["sshd_config"].replace("Port 0\n", f"Port {port}\n", 1).replace(NODE_USER, _user())
+        _write(os.path.join(d, "sshd_config"), config)
+        with open(os.path.join(d, "sshd.log"), "ab") as log:
+            proc = subprocess.Popen([sshd, "-D", "-e", "-f", os.path.join(d, "sshd_config")], stdout=log,
+                                    stderr=log, stdin=subprocess.DEVNULL, close_fds=True)
+        # The watchdog reads it at expiry and signals it only if pid and start time still match.
+        _write(os.path.join(d, "sshd.pid"), f"{proc.pid} {_start_time(proc.pid)}")
+        if _listening(spec["listen"], port, proc):
+            return proc, port
+        with open(os.path.join(d, "sshd.log"), errors="replace") as fh:
+            last = (fh.read().strip().splitlines() or ["exited"])[-1]
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+    raise SystemExit(f"fleet node: sshd would not start: {last}")
+
+
+def _start_watchdog(spec, d, state):
+    agent = os.path.join(state, "agent.py")
+    _write(agent, spec["agent"], 0o700)
+    if spec.get("telemetry"):
+        _write(os.path.join(state, "telemetry.py"), spec["telemetry"], 0o600)
+    argv = [sys.executable, agent, "watchdog", "--state-dir", state, "--machine-id", spec["machine_id"],
+            "--ttl", str(spec["ttl"]), "--max", str(spec["max"]),
+            "--telemetry-interval", str(spec.get("telemetry_interval") or 0),
+            "--kill-pid-file", os.path.join(d, "sshd.pid"),
+            # Slurm's own process tracking holds everything the step starts; a fleet cgroup would take
+            # the processes out of the job's cgroup on clusters that track by cgroup.
+            "--isolation", "pids"]
+    with open(os.path.join(state, "watchdog.log"), "ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, close_fds=True)
+    end = time.monotonic() + 20
+    while not os.path.exists(os.path.join(state, "watchdog.pid")):
+        if proc.poll() is not None or time.monotonic() > end:
+            raise SystemExit("fleet node: the watchdog did not start")
+        time.sleep(0.01)
+    return proc
+
+
+def _expired_by_deadline(state):
+    try:
+        with open(os.path.join(state, "expired")) as fh:
+            return json.load(fh).get("reason") == "deadline"
+    except (OSError, ValueError):
+        return False
+
+
+def main():
+    spec = json.loads(sys.stdin.readline())
+    d = spec["dir"]
+    root = os.path.join(d, "root")
+    state = os.path.join(root, ".fleet")
+    children = []
+    ending = []
+
+    def cleanup(*_):
+        if ending:
+            return
+        ending.append(True)
+        for proc in children:            # the watchdog first: on SIGTERM it ends the whole machine
+            if proc.poll() is None:
+                proc.terminate()
+        end = time.monotonic() + 5
+        while time.monotonic() < end and any(p.poll() is None for p in children):
+            time.sleep(0.05)
+        for proc in children:
+            if proc.poll() is None:
+                proc.kill()
+        shutil.rmtree(d, ignore_errors=True)     # the host key must not outlive the machine
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, cleanup)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    os.makedirs(state, mode=0o700, exist_ok=True)
+    os.chmod(d, 0o700)
+    _write(os.path.join(d, "ssh_host_ed25519_key"), spec["host_key"])
+    _write(os.path.join(d, "authorized_keys"), spec["authorized_key"].strip() + "\n")
+    children.append(_start_watchdog(spec, d, state))
+    sshd, port = _start_sshd(spec, d)
+    children.append(sshd)
+    ready = {"port": port, "node": os.environ.get("SLURMD_NODENAME", socket.gethostname()),
+             "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "workdir": root,
+             "python": sys.executable, "user": _user()}
+    sys.stdout.write(f"{READY} {json.dumps(ready)}\n")
+    sys.stdout.flush()
+    while all(p.poll() is None for p in children):
+        time.sleep(0.5)
+    if _expired_by_deadline(state) and os.environ.get("SLURM_JOB_ID"):
+        # The machine reached its deadline with no controller to extend it: end the allocation
+        # too, rather than hold the GPUs idle until the time limit.
+        subprocess.call(["scancel", os.environ["SLURM_JOB_ID"]], stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL)
+    cleanup()
+
+
+if __name__ == "__main__":
+    main()

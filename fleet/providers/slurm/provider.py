@@ -1,0 +1,364 @@
+"""provider = "slurm": a lease is one Slurm allocation, N nodes × G GPUs; each node becomes a fleet Machine.
+
+lease: `sbatch` a job that only holds the allocation (`--no-requeue`, `--comment fleet:lease=<id>`,
+`--time` = the lease's end in whole minutes, rounded up but never past max_duration); wait while it
+pends, telling the run its queue reason (`Queueing`), up to `wait`; then start, as a job step on each
+node (`srun --jobid --nodelist --overlap`), a user-level sshd with the lease's pinned host key and the
+agent's watchdog (fleet/providers/slurm/node.py). Everything a machine runs lives inside the job, so
+`scancel` ends it all, and slurmctld's time limit ends it even with no controller and no agent.
+describe, release and the watch for NODE_FAIL/PREEMPTED use one squeue call per lease, whatever
+the number of nodes. The provider never runs experiment code; the run reaches the nodes over SSH.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable
+
+from ...errors import Cancelled, NotFound
+from ...keys import generate_ed25519, secure_delete
+from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
+from ..base import BaseProvider, HasLeaseMetadata, LeaseWatch, Queueing, QueueStatus, ReportsMachines, SweepsLeftovers
+from .commands import AllocationRequest, LocalRunner, Runner, SlurmCommands, SSHRunner
+from .errors import HOPELESS_PENDING, QosLimitExceeded, QueueWaitExpired, SlurmError
+from .parsing import JobState, QueuedJob
+from .settings import SlurmSettings
+from .steps import NodeStep, reap, start_node
+
+TAG = "fleet:lease="
+HOLD = "#!/bin/sh\n# fleet: this job only holds the allocation; fleet's node steps run inside it.\nexec sleep 100000000\n"
+NODE_USER = "FLEET_NODE_USER"        # node.py puts the node's own user name here in sshd_config
+STEP_START_TIMEOUT_S = 120.0
+COMPLETING_WAIT_S = 10.0             # a job seen COMPLETING: how long to wait for its final state
+GPU_COUNTS = (1, 2, 4, 8)
+
+
+def tag(lease_id: str) -> str:
+    return f"{TAG}{lease_id}"
+
+
+def time_limit_minutes(plan: Plan) -> int:
+    """The allocation's --time: the lease's end (max_duration, or sooner when the budget runs out at
+    full burn) rounded up to Slurm's whole minutes, but never past max_duration (at least 1)."""
+    end_s = plan.max_duration_s if plan.budget_deadline_s is None else min(plan.max_duration_s,
+                                                                          plan.budget_deadline_s)
+    return max(1, min(math.ceil(end_s / 60), plan.max_duration_s // 60))
+
+
+class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, HasLeaseMetadata):
+    name = "slurm"
+    settings = SlurmSettings
+    description = "allocations on a Slurm cluster (sbatch/srun here or on a login node over SSH)"
+
+    def __init__(self, settings: SlurmSettings | None = None, *, runner: Runner | None = None):
+        self.config = settings or SlurmSettings()
+        self.slurm = SlurmCommands(runner or _runner(self.config.login, self.config.login_port, self.config.identity))
+        self._steps: dict[str, list[NodeStep]] = {}
+        self._watches: dict[str, threading.Event] = {}
+
+    @classmethod
+    def from_config(cls, config) -> "SlurmProvider":
+        return cls(cls.settings_from(config))
+
+    def templates(self) -> dict[str, Template]:
+        rate = self.config.price_per_gpu_hour
+        return {f"slurm-{g}gpu": Template(
+            f"slurm-{g}gpu", self.name, g, gpu_model="gres/gpu", price_per_hour=rate * g if rate else None,
+            price_source="fleet.toml [slurm] price_per_gpu_hour (internal price)",
+            description=f"{g} GPU(s) per Slurm node") for g in GPU_COUNTS}
+
+    def lease_meta(self) -> dict[str, Any]:
+        """How `fleet down` in another process reaches the same cluster."""
+        return {k: v for k, v in (("slurm_login", self.config.login), ("slurm_login_port", self.config.login_port),
+                                  ("slurm_identity", self.config.identity)) if v}
+
+    # -- lease -----------------------------------------------------------------------------------
+    def lease(self, plan: Plan, lease_id: str, deadline_s: int,
+              on_machine: Callable[[Machine], None] | None = None, watch: LeaseWatch | None = None) -> Lease:
+        from ..local import lease_key_path
+        watch = watch or LeaseWatch(cancel=threading.Event())
+        key_path = lease_key_path(lease_id)
+        public = generate_ed25519(key_path, comment=f"fleet-lease-{lease_id}")
+        host_key = key_path.with_name("host_ed25519")
+        host_public = generate_ed25519(host_key, comment=f"fleet-host-{lease_id}")
+        cfg = self.config
+        req = AllocationRequest(name=f"fleet-{lease_id}", nodes=plan.machine_count,
+                                gpus_per_node=plan.gpus_per_machine, time_limit_s=time_limit_minutes(plan) * 60,
+                                comment=tag(lease_id), partition=cfg.partition, account=cfg.account, qos=cfg.qos,
+                                constraint=cfg.constraint, gpus_flag=cfg.gpu_flag, output="/dev/null",
+                                workdir=cfg.workdir)
+        job_id = None
+        steps: list[NodeStep] = []
+        try:
+            job_id = self.slurm.submit(req, HOLD)
+            job = self._wait_running(job_id, watch)
+            addresses = self._addresses(job.nodes)
+            started = utcnow()
+            machines = self._start_machines(plan, lease_id, job_id, job.nodes, addresses, public, host_key,
+                                            host_public, key_path, deadline_s, steps, on_machine)
+        except BaseException:
+            if job_id is not None:
+                try:
+                    self.slurm.cancel([job_id])
+                except Exception:  # noqa: BLE001 — the time limit ends it; the original error matters
+                    pass
+            reap(steps)
+            _forget_keys(key_path)
+            raise
+        self._steps[lease_id] = steps
+        self._watch(lease_id, job_id, watch)
+        return Lease(id=lease_id, provider=self.name, template=plan.template.name, machines=machines,
+                     created_at=started, deadline=started + timedelta(seconds=deadline_s),
+                     max_deadline=started + timedelta(seconds=plan.max_duration_s), project=plan.project,
+                     user=plan.user, heartbeat_ttl_s=plan.heartbeat_ttl_s,
+                     meta={**self.lease_meta(), "slurm_job": job_id})
+
+    def _wait_running(self, job_id: str, watch: LeaseWatch) -> QueuedJob:
+        """Poll squeue (one call per poll) until the job runs; pending is reported, not an error."""
+        limit = watch.max_wait_s if watch.max_wait_s is not None else self.config.wait_s
+        begun = time.monotonic()
+        delay, last = 0.2, None
+        while True:
+            job = self.slurm.job(job_id)
+            waited = time.monotonic() - begun
+            if job is None:
+                raise SlurmError(f"Slurm job {job_id} left the queue before it started")
+            if job.state is JobState.RUNNING and job.nodes:
+                return job
+            if job.state.finished:
+                raise SlurmError(f"Slurm job {job_id} ended before it started: {_why(job)}",
+                                 slurm_reason=job.reason or job.state.value)
+            if (job.state, job.reason) != last:
+                last = (job.state, job.reason)
+                watch.on_queue(QueueStatus(job_id, job.state.value, job.reason or "", waited))
+            if job.reason and HOPELESS_PENDING.search(job.reason):
+                self.slurm.cancel([job_id])
+                raise QosLimitExceeded(f"Slurm job {job_id} can never start as asked ({job.reason}); cancelled it",
+                                       slurm_reason=job.reason, hint="ask for fewer GPUs or nodes, or another "
+                                                                     "partition/qos")
+            if watch.cancel.is_set():
+                self.slurm.cancel([job_id])
+                raise Cancelled(f"cancelled while Slurm job {job_id} was pending ({job.reason or job.state.value}); "
+                                "the job is cancelled")
+            if waited >= limit:
+                self.slurm.cancel([job_id])
+                raise QueueWaitExpired(f"Slurm job {job_id} still pending after {_duration(waited)} "
+                                       f"({job.reason or job.state.value}); cancelled it, nothing is left queued",
+                                       hint="wait longer with `fleet up --wait 30m` or [slurm] wait, or ask for "
+                                            "fewer GPUs")
+            watch.cancel.wait(min(delay, max(0.05, limit - waited)))
+            delay = min(self.config.poll_s, delay * 2)
+
+    def _addresses(self, nodes: tuple[str, ...]) -> dict[str, str]:
+        """Each node's NodeAddr (where its sshd listens and the controller connects): one sinfo call."""
+        out = self.slurm._run(["sinfo", "--noheader", "--Node", f"--nodes={','.join(nodes)}", "--format=%N|%o"]).stdout
+        found = {}
+        for line in out.splitlines():
+            name, _, addr = line.strip().partition("|")
+            if name and addr:
+                found[name] = addr
+        return {n: found.get(n, n) for n in nodes}
+
+    def _start_machines(self, plan: Plan, lease_id: str, job_id: str, nodes: tuple[str, ...],
+                        addresses: dict[str, str], public: str, host_key: Path, host_public: str, key_path: Path,
+                        deadline_s: int, steps: list[NodeStep],
+                        on_machine: Callable[[Machine], None] | None) -> list[Machine]:
+        from ...paths import subdir
+        from ...remote.agent import AGENT_PATH, agent_source
+        from ..local.sshd import _config_text
+        # One file (containment embedded): the node step receives it on stdin, nothing is installed there.
+        agent, telemetry = agent_source(), AGENT_PATH.with_name("telemetry.py")
+        logs = subdir("slurm") / lease_id
+
+        def start(rank: int) -> Machine:
+            node, machine_id = nodes[rank], f"{lease_id}-n{rank}"
+            d = Path(self.config.workdir) / f"fleet-{machine_id}"
+            spec = {"machine_id": machine_id, "dir": str(d), "listen": addresses[node],
+                    "sshd_config": _config_text(d, 0, machine_id, NODE_USER, d / "root", listen=addresses[node]),
+                    "host_key": host_key.read_text(), "authorized_key": public, "agent": agent,
+                    "telemetry": telemetry.read_text() if telemetry.exists() else None, "ttl": deadline_s,
+                    "max": plan.max_duration_s, "telemetry_interval": plan.telemetry_interval_s}
+            step = start_node(self.slurm.runner, job_id, node, self.config.python, spec,
+                              logs / f"step-{rank}.log", STEP_START_TIMEOUT_S)
+            steps.append(step)
+            ready = step.ready
+            slots = tuple(int(x) for x in str(ready.get("gpus") or "").split(",") if x.strip().isdigit())
+            return Machine(id=machine_id, lease_id=lease_id, node_rank=rank, host=addresses[node],
+                           port=int(ready["port"]), user=ready["user"], key_path=str(key_path),
+                           host_key=host_public, workdir=ready["workdir"],
+                           gpu_slots=slots or tuple(range(plan.gpus_per_machine)), python=ready["python"],
+                           price_per_hour=plan.template.price_per_hour or Decimal(0),
+                           instance_type=plan.template.name, peer_host=addresses[node],
+                           provider_ref={"job_id": job_id, "node": node, "gpu_binding": ready.get("gpus") or "",
+                                         **self.lease_meta()})
+
+        machines: list[Machine] = []
+        errors: list[BaseException] = []
+        with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
+            # Reported in this thread as each comes up (the caller's database connection lives here).
+            for future in as_completed([pool.submit(start, r) for r in range(len(nodes))]):
+                try:
+                    machine = future.result()
+                    machines.append(machine)
+                    if on_machine is not None and not errors:
+                        on_machine(machine)
+                except BaseException as exc:  # noqa: BLE001 — collected; the caller cancels the job
+                    errors.append(exc)
+        if errors:
+            raise errors[0]
+        return sorted(machines, key=lambda m: m.node_rank)
+
+    def _watch(self, lease_id: str, job_id: str, watch: LeaseWatch) -> None:
+        """While the lease lives in this process: one squeue call per poll; if Slurm ends the job
+        (NODE_FAIL, PREEMPTED, TIMEOUT, someone's scancel), tell the run once, naming the reason."""
+        stop = threading.Event()
+        self._watches[lease_id] = stop
+
+        def loop() -> None:
+            completing_since = None
+            while not stop.wait(self.config.poll_s if completing_since is None else 0.5):
+                try:
+                    job = self.slurm.job(job_id)
+                except Exception:  # noqa: BLE001 — a slow controller is not a lost lease
+                    continue
+                if stop.is_set():
+                    return
+                if job is not None and job.state is JobState.COMPLETING:
+                    # On its way out: wait (briefly) for the final state, which names why.
+                    completing_since = completing_since or time.monotonic()
+                    if time.monotonic() - completing_since < COMPLETING_WAIT_S:
+                        continue
+                if job is None or job.state not in (JobState.RUNNING, JobState.CONFIGURING):
+                    why = _why(job) if job is not None else "left the queue"
+                    watch.on_lost(f"Slurm ended job {job_id} under the run: {why}")
+                    return
+
+        threading.Thread(target=loop, name=f"slurm-watch-{lease_id}", daemon=True).start()
+
+    # -- describe / release ------------------------------------------------------------------------
+    def _commands_for(self, lease: Lease) -> SlurmCommands:
+        """The lease's own cluster: `fleet down` elsewhere has no fleet.toml, the lease meta says."""
+        meta = lease.meta or {}
+        if meta.get("slurm_login") and meta.get("slurm_login") != self.config.login:
+            return SlurmCommands(_runner(meta["slurm_login"], meta.get("slurm_login_port"), meta.get("slurm_identity")))
+        return self.slurm
+
+    def _lease_jobs(self, slurm: SlurmCommands, lease: Lease) -> list[QueuedJob]:
+        ids = {str(m.provider_ref.get("job_id")) for m in lease.machines if m.provider_ref.get("job_id")}
+        if (lease.meta or {}).get("slurm_job"):
+            ids.add(str(lease.meta["slurm_job"]))
+        return [j for j in slurm.queue() if j.job_id in ids or j.comment == tag(lease.id)]
+
+    def describe(self, lease: Lease) -> list[MachineState]:
+        slurm = self._commands_for(lease)
+        jobs = self._lease_jobs(slurm, lease)
+        live = [j for j in jobs if not j.state.finished and j.state is not JobState.COMPLETING]
+        job = live[0] if live else (jobs[0] if jobs else None)
+        now = utcnow()
+        if job is None or job not in live:
+            ended = self._ended_at(slurm, [job.job_id] if job else _recorded_jobs(lease))
+            detail = f"job {job.job_id} {_why(job)}" if job else "no Slurm job"
+            return [MachineState(m.id, "gone", detail, deadline_at=ended) for m in lease.machines]
+        state = "pending" if job.state.queued else "running"
+        started = now - timedelta(seconds=job.elapsed_s or 0)
+        limit_end = started + timedelta(seconds=job.time_limit_s) if job.time_limit_s else None
+        states = [MachineState(m.id, state, f"job {job.job_id} on {m.provider_ref.get('node', '?')}")
+                  for m in lease.machines]
+        recorded = {m.id for m in lease.machines}
+        for rank in range(job.node_count if state == "running" else 0):
+            machine_id = f"{lease.id}-n{rank}"
+            if machine_id not in recorded:   # made by a controller killed inside lease()
+                states.append(MachineState(machine_id, state, "not in fleet's state", unrecorded=True,
+                                           started_at=started, deadline_at=limit_end))
+        return states
+
+    def _ended_at(self, slurm: SlurmCommands, job_ids: list[str]) -> datetime | None:
+        """When accounting says the job ended (one sacct call); None without accounting."""
+        if not job_ids:
+            return None
+        try:
+            ends = [j.end for j in slurm.accounting(job_ids) if j.end is not None]
+        except SlurmError:
+            return None
+        return max(ends) if ends else None
+
+    def release(self, lease: Lease) -> None:
+        stop = self._watches.pop(lease.id, None)
+        if stop is not None:
+            stop.set()
+        slurm = self._commands_for(lease)
+        ids = set(_recorded_jobs(lease))
+        try:
+            ids |= {j.job_id for j in self._lease_jobs(slurm, lease) if not j.state.finished}
+        except SlurmError:
+            if not ids:
+                raise
+        slurm.cancel(sorted(ids))
+        reap(self._steps.pop(lease.id, []))
+        from ..local import lease_key_path
+        _forget_keys(lease_key_path(lease.id))
+
+    def accounting(self, lease: Lease) -> dict[str, Any]:
+        """sacct's view of the lease: GPU-seconds (elapsed × allocated GRES) and what they cost at
+        price_per_gpu_hour. One sacct call."""
+        jobs = self._commands_for(lease).accounting(_recorded_jobs(lease))
+        gpu_s = sum(j.gpu_seconds for j in jobs)
+        cost = Decimal(gpu_s) / Decimal(3600) * self.config.price_per_gpu_hour
+        return {"jobs": [j.job_id for j in jobs], "gpu_seconds": gpu_s, "elapsed_s": max((j.elapsed_s for j in jobs),
+                                                                                        default=0),
+                "cost_usd": cost, "states": [j.state.value for j in jobs]}
+
+    def sweep(self, live_machine_ids: set[str]) -> list[str]:
+        """fleet's jobs (by comment tag) of leases this FLEET_HOME made that no live lease owns."""
+        if self.config.login is None and isinstance(self.slurm.runner, LocalRunner) and shutil.which("squeue") is None:
+            return []          # no Slurm here: nothing of ours can be queued
+        from ...state import open_state
+        state = open_state()
+        ended: list[str] = []
+        for job in self.slurm.queue():
+            if not job.comment.startswith(TAG) or job.state.finished:
+                continue
+            lease_id = job.comment[len(TAG):]
+            if any(m.startswith(f"{lease_id}-n") for m in live_machine_ids):
+                continue
+            try:
+                state.get_lease(lease_id)
+            except NotFound:
+                continue      # not this FLEET_HOME's (another laptop of the team): never ours to end
+            self.slurm.cancel([job.job_id])
+            ended += [f"{lease_id}-n{r}" for r in range(max(1, job.node_count))]
+        return ended
+
+
+def _runner(login: str | None, port: int | None, identity: str | None) -> Runner:
+    if not login:
+        return LocalRunner()
+    return SSHRunner(login, port=port, identity=identity)
+
+
+def _recorded_jobs(lease: Lease) -> list[str]:
+    ids = {str(m.provider_ref["job_id"]) for m in lease.machines if m.provider_ref.get("job_id")}
+    if (lease.meta or {}).get("slurm_job"):
+        ids.add(str(lease.meta["slurm_job"]))
+    return sorted(ids)
+
+
+def _why(job: QueuedJob) -> str:
+    return f"{job.state.value} ({job.reason})" if job.reason else job.state.value
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f}m" if seconds >= 120 else f"{seconds:.0f}s"
+
+
+def _forget_keys(key_path: Path) -> None:
+    secure_delete(key_path)
+    secure_delete(key_path.with_name("host_ed25519"))
+    shutil.rmtree(key_path.parent, ignore_errors=True)
+

@@ -1,0 +1,53 @@
+"""`[slurm]` in fleet.toml: the Slurm provider's own section (stdlib-only)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import ClassVar
+
+from ...config_schema import DURATION, PORT, POSITIVE_NUMBER, PRICE, STRING, Key, Kind, choice
+from ..base import ProviderSettings
+
+GPU_FLAG = Kind(choice(("gres", "gpus-per-node")), {"type": "string", "enum": ["gres", "gpus-per-node"]})
+DEFAULT_WAIT_S = 300
+
+
+@dataclass
+class SlurmSettings(ProviderSettings):
+    login: str | None = None                 # "user@host": run Slurm's tools there over SSH; None: here
+    login_port: int | None = None
+    identity: str | None = None              # private key for the login node (default: ssh's own)
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    gpu_flag: str = "gres"                   # --gres=gpu:G or --gpus-per-node=G
+    price_per_gpu_hour: Decimal = Decimal("0")
+    wait_s: int = DEFAULT_WAIT_S             # how long a lease may wait in the queue
+    python: str = "python3"                  # on the compute nodes
+    workdir: str = "/tmp"                    # on the compute nodes: machine directories go under it
+    poll_s: float = 2.0                      # squeue while waiting for, and watching, the allocation
+
+    section: ClassVar[str] = "slurm"
+    help: ClassVar[str] = "A Slurm cluster (provider = \"slurm\"): where its tools run and what to ask it for."
+    keys: ClassVar[dict[str, Key]] = {
+        "login": Key(STRING, "Login node as user@host: fleet runs sbatch/squeue/srun there over SSH "
+                             "(key authentication, host key already known). Default: on this computer."),
+        "login_port": Key(PORT, "SSH port of the login node.", default=22),
+        "identity": Key(STRING, "Private key for the login node. Default: your ssh config and agent."),
+        "partition": Key(STRING, "Partition to submit to. Default: the cluster's default partition."),
+        "account": Key(STRING, "Account to charge. Default: your default account."),
+        "qos": Key(STRING, "Quality of service. Default: your default QoS."),
+        "constraint": Key(STRING, "Node features required (sbatch --constraint)."),
+        "gpu_flag": Key(GPU_FLAG, "How GPUs are asked for: gres (--gres=gpu:G) or gpus-per-node.",
+                        default="gres"),
+        "price_per_gpu_hour": Key(PRICE, "Internal or shadow price of one GPU-hour, in US dollars "
+                                         "(what budgets and reports count).", default=0),
+        "wait": Key(DURATION, "How long a lease may wait in the queue before fleet cancels it "
+                              "(fleet up --wait overrides).", default=DEFAULT_WAIT_S, target="wait_s"),
+        "python": Key(STRING, "Python 3 on the compute nodes (runs fleet's agent).", default="python3"),
+        "workdir": Key(STRING, "Directory on the compute nodes under which each machine gets its own "
+                               "(node-local, removed at release).", default="/tmp"),
+        "poll": Key(POSITIVE_NUMBER, "Seconds between squeue calls while waiting and while the lease runs.",
+                    default=2, target="poll_s"),
+    }

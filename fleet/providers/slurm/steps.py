@@ -1,0 +1,99 @@
+"""The controller's half of a node step: start fleet/providers/slurm/node.py on one allocated node with
+`srun --jobid J --nodelist NODE --overlap`, hand it its spec on stdin, read back its ready line.
+
+The srun (or the ssh to the login node that runs it) keeps running in its own session for as long
+as the step does: it is how the step stays attached, it never carries experiment output, and it
+outlives a killed controller (the job's time limit and the machine's watchdog end it then).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ...errors import InfrastructureError
+from .commands import LocalRunner, Runner, SSHRunner, srun_argv
+
+NODE_SOURCE = Path(__file__).with_name("node.py")
+READY = "FLEET-NODE-READY"
+# Reads node.py's source (first stdin line, JSON-quoted) and runs it; node.py reads the spec line next.
+BOOT = "import json,sys;exec(compile(json.loads(sys.stdin.readline()),'fleet-node','exec'))"
+
+
+@dataclass
+class NodeStep:
+    node: str
+    proc: subprocess.Popen
+    ready: dict[str, Any]
+    log: Path
+
+
+def step_argv(runner: Runner, argv: Sequence[str]) -> tuple[list[str], dict[str, str] | None]:
+    """What to Popen so `argv` runs where the runner runs Slurm's tools (here, or on the login node)."""
+    if isinstance(runner, SSHRunner):
+        return runner.base + [runner.destination, "--", runner.remote_command(argv)], None
+    env = {**os.environ, **(runner.env if isinstance(runner, LocalRunner) else {})}
+    return list(argv), env
+
+
+def start_node(runner: Runner, job_id: str, node: str, python: str, spec: dict[str, Any], log: Path,
+               timeout_s: float) -> NodeStep:
+    """Start the node step and wait for its ready line; InfrastructureError naming srun's own
+    complaint if the step ends or stays silent first."""
+    argv = srun_argv(job_id, [python, "-c", BOOT], nodes=1, extra=["--ntasks=1", f"--nodelist={node}",
+                                                                    f"--job-name=fleet-node-{node}"])
+    full, env = step_argv(runner, argv)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as err:
+        proc = subprocess.Popen(full, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
+                                start_new_session=True, close_fds=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        proc.stdin.write((json.dumps(NODE_SOURCE.read_text()) + "\n" + json.dumps(spec) + "\n").encode())
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    timer = threading.Timer(timeout_s, proc.kill)    # a step that never answers must not hang the lease
+    timer.daemon = True
+    timer.start()
+    try:
+        ready = None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").strip()
+            if line.startswith(READY):
+                ready = json.loads(line[len(READY):])
+                break
+    finally:
+        timer.cancel()
+    if ready is None:
+        proc.kill()
+        proc.wait()
+        raise InfrastructureError(f"the fleet step on Slurm node {node} (job {job_id}) did not start: "
+                                  f"{last_line(log) or 'no output'}")
+    return NodeStep(node, proc, ready, log)
+
+
+def last_line(path: Path) -> str:
+    try:
+        lines = [ln.strip() for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return lines[-1] if lines else ""
+
+
+def reap(steps: list[NodeStep], timeout_s: float = 30) -> None:
+    """Wait for step frontends whose step Slurm has ended (after scancel); kill any that hang on."""
+    end = time.monotonic() + timeout_s
+    for step in steps:
+        try:
+            step.proc.wait(max(0.1, end - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            step.proc.kill()
+            step.proc.wait()
+        if step.proc.stdout is not None:
+            step.proc.stdout.close()
