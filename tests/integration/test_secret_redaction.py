@@ -18,8 +18,10 @@ def _hits(needle: str, *roots: Path, skip_store: bool = True) -> list[str]:
     found = []
     for root in roots:
         for p in (q for q in root.rglob("*") if q.is_file()):
-            # fleet.toml is code: it is in the code snapshot by contract (SECURITY.md), nowhere else.
-            if skip_store and "store" in p.relative_to(root).parts[:1]:
+            # fleet.toml is code: it is in the code snapshot by contract (SECURITY.md), so in the
+            # content-addressed chunks of the store and of the hosts' chunk cache, nowhere else.
+            parts = p.relative_to(root).parts
+            if skip_store and (parts[:1] == ("store",) or parts[:2] == ("cache", "chunks")):
                 continue
             if needle.encode() in p.read_bytes():
                 found.append(str(p))

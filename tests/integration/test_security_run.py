@@ -56,7 +56,10 @@ def test_canary_secret_never_written_by_fleet(experiment, fleet_home):
     assert _containing(canary, fleet_home, experiment / "runs") == []
     # A value written literally in fleet.toml is part of the code snapshot (the file is code, see
     # SECURITY.md: use `secrets`); it must still stay out of logs, records and summaries.
-    assert [p for p in _containing(token, fleet_home, experiment / "runs") if "/store/" not in p] == []
+    # The code snapshot's chunks live in the store and in the hosts' chunk cache (local machines: under
+    # FLEET_HOME), nowhere else.
+    assert [p for p in _containing(token, fleet_home, experiment / "runs")
+            if "/store/" not in p and "/cache/chunks/" not in p] == []
     record = run_fleet(["runs", "show", summary["run_id"], "--json"], cwd=experiment)
     assert record.returncode == 0 and canary not in record.stdout and token not in record.stdout
     logs = run_fleet(["logs", summary["run_id"]], cwd=experiment)
