@@ -14,60 +14,14 @@ def register(app: typer.Typer) -> None:
     app.command()(ssh)
 
 
-def _remaining(iso: str | None) -> str:
-    if not iso:
-        return "-"
-    from ..models import parse_time, utcnow
-    seconds = int((parse_time(iso) - utcnow()).total_seconds())
-    if seconds <= 0:
-        return "passed"
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
-
-
 def status(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     all_users: bool = typer.Option(False, "--all-users", help="Show every user's leases (team mode)."),
     fast: bool = typer.Option(False, "--fast", help="Do not ask providers whether machines are still up."),
 ) -> int:
     """List live leases with their machines, GPUs, deadlines and runs."""
-    from ..leases import status as lease_status
-    from ..plan import current_user
-    from ..config_peek import peek_str
-    views = lease_status(user=None if all_users else current_user(peek_str("user")), check=not fast)
-    if json_out:
-        from .render import print_json
-        print_json({"leases": views})
-        return 0
-    if not views:
-        typer.echo("no live leases")
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-    columns = ("lease", "provider", "template", "user", "health", "machines", "gpus", "deadline in", "runs")
-    rows = []
-    simulated = False
-    for v in views:
-        up_count = sum(1 for m in v["machines"] if m["state"] == "running")
-        simulated |= any(m["simulated_gpus"] for m in v["machines"])
-        runs = ", ".join(f"{r['id']} ({r['status']})" for r in v["runs"][:2])
-        rows.append((v["id"], v["provider"], v["template"], v["user"], v["health"],
-                     f"{up_count}/{len(v['machines'])}", str(v["gpus"]), _remaining(v["deadline"]), runs or "-"))
-    console = Console()
-    from .plain_table import PLAIN_ABOVE_ROWS, plain_table
-    if len(rows) > PLAIN_ABOVE_ROWS:     # a team's worth of leases: rich would take seconds to lay out
-        console.file.write(plain_table("fleet leases", columns, rows))
-    else:
-        table = Table(title="fleet leases", title_justify="left")
-        for col in columns:
-            table.add_column(col)
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
-    if simulated:
-        console.print("local GPUs are simulated slots (CUDA_VISIBLE_DEVICES is set, no GPU is attached)")
-    return 0
+    from .status_view import show
+    return show(json_out=json_out, all_users=all_users, fast=fast)
 
 
 def down(

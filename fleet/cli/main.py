@@ -1,8 +1,8 @@
 """The `fleet` command. Thin: parse, call the library, render.
 
 Start-up is a feature: `fleet --help` is answered from the command table (fleet/cli/catalog.py)
-without importing typer, and any other command imports typer plus the one module that registers
-it. The library (and boto3, paramiko, pulumi) is imported inside each command.
+and the plain forms of `fleet status` by fleet/cli/status_view.py, both without importing typer; any
+other command imports typer plus the one module that registers it. The library (and boto3, paramiko, pulumi) is imported inside each command.
 """
 from __future__ import annotations
 
@@ -16,6 +16,13 @@ def run() -> None:
     if catalog.wants_root_help(args) and not catalog.completing():
         sys.stdout.write(catalog.root_help())
         sys.exit(0)
+    from .status_view import fast_args
+    status = None if catalog.completing() else fast_args([a for a in args if a != "--debug"])
+    if status is not None:
+        # `fleet status` is called in loops by people and scripts: its plain forms skip typer.
+        from .guard import guard, take_debug_flag
+        from .status_view import show
+        sys.exit(guard(lambda: show(**status), take_debug_flag(sys.argv)))
     from .errors import main_guard
     sys.exit(main_guard(get_app()))
 

@@ -3,6 +3,7 @@ and the root behaves as users expect: help on no arguments, one suggestion for a
 from __future__ import annotations
 
 import importlib
+import os
 import subprocess
 import sys
 
@@ -74,3 +75,33 @@ def test_help_lists_every_summary_in_full_even_at_80_columns():
     flat = " ".join(text.split())
     for entry in catalog.COMMANDS:
         assert " ".join(entry.summary.split()) in flat
+
+
+def test_status_fast_path_accepts_exactly_the_flags_the_typer_command_declares():
+    from fleet.cli import status_view
+    holder = typer.Typer()
+    importlib.import_module("fleet.cli.leases").register(holder)
+    command = typer.main.get_group(holder).get_command(None, "status")
+    declared = {opt for param in command.params for opt in param.opts if opt.startswith("--")}
+    assert declared - {"--help"} == set(status_view.FLAGS)
+    assert status_view.fast_args(["status", "--json", "--fast"]) == {"json_out": True, "all_users": False,
+                                                                      "fast": True}
+    assert status_view.fast_args(["status", "--jsn"]) is None        # typos go to typer's error
+    assert status_view.fast_args(["status", "--json", "--json"]) is None
+    assert status_view.fast_args(["status", "--help"]) is None
+
+
+def test_status_fast_path_prints_what_the_typer_command_prints(tmp_path):
+    env = {**os.environ, "FLEET_HOME": str(tmp_path / "home")}
+    code = ("import sys\nfrom fleet.cli.errors import main_guard\nfrom fleet.cli.main import app\n"
+            "sys.argv = ['fleet', *sys.argv[1:]]\nsys.exit(main_guard(app))\n")
+    for flags in ([], ["--json"], ["--json", "--all-users", "--fast"]):
+        fast = subprocess.run([FLEET, "status", *flags], capture_output=True, text=True, env=env, timeout=60)
+        slow = subprocess.run([sys.executable, "-c", code, "status", *flags], capture_output=True, text=True,
+                              env=env, timeout=60)
+        assert (fast.returncode, fast.stdout, fast.stderr) == (slow.returncode, slow.stdout, slow.stderr), flags
+    probe = ("import sys; sys.argv = ['fleet', 'status', '--json']\nfrom fleet.cli.main import run\n"
+             "try:\n    run()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+             "print('LOADED', [m for m in sys.modules if m.split('.')[0] in ('typer', 'click')], file=sys.stderr)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60)
+    assert "LOADED []" in out.stderr, out.stderr

@@ -1,0 +1,47 @@
+"""The one place where FleetError becomes a one-line message and an exit code, without typer.
+
+`guard(call)` is shared by the typer application (fleet/cli/errors.py adds the click exceptions)
+and by the start-up fast paths in fleet/cli/main.py, so every path reports errors the same way.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+
+def take_debug_flag(argv: list[str]) -> bool:
+    """Remove fleet's own --debug; one after `--` belongs to the experiment's command."""
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--debug" in argv[1:end]:
+        argv.remove("--debug")
+        return True
+    return os.environ.get("FLEET_DEBUG") == "1"
+
+
+def guard(call: Callable[[], int], debug: bool, extra: Callable[[BaseException], int | None] | None = None) -> int:
+    """Run `call`; FleetError → one line and its exit code, Ctrl-C → 130, a bug → one line (--debug:
+    the traceback). `extra` may translate other exceptions (click's) and returns None to decline."""
+    from ..errors import ExitCode, FleetError
+    try:
+        return call()
+    except FleetError as exc:
+        if debug:
+            import traceback
+            traceback.print_exc()
+        print(f"fleet: error: {exc.one_line()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("fleet: cancelled", file=sys.stderr)
+        return ExitCode.CANCELLED
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 — a bug: still one line unless --debug
+        handled = extra(exc) if extra is not None else None
+        if handled is not None:
+            return handled
+        if debug:
+            raise
+        print(f"fleet: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+              file=sys.stderr)
+        return 1
