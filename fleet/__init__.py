@@ -11,8 +11,10 @@ Everything the CLI does is importable (imported lazily, so `import fleet` stays 
 from __future__ import annotations
 
 from importlib import import_module
-from typing import TYPE_CHECKING, Any
 
+# Not `from typing import TYPE_CHECKING`: importing typing costs ~4 ms of every `fleet` command, and
+# type checkers treat a constant of this name the same way.
+TYPE_CHECKING = False
 if TYPE_CHECKING:    # what static type checkers see; at run time each name is imported on first use
     from .config import load_config as load_config
     from .errors import ExitCode as ExitCode, FleetError as FleetError

@@ -6,7 +6,9 @@ file is incomplete for `fleet up`; a broken file is left for the commands that l
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+TYPE_CHECKING = False   # see fleet/__init__.py: on the path of every `fleet status`
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def peek(key: str, directory: Path | None = None) -> Any:

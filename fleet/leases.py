@@ -6,12 +6,14 @@ import shlex
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
 
 from .errors import FleetError, InfrastructureError, NotFound, UsageError
-from .models import Lease, to_jsonable, utcnow
 
+TYPE_CHECKING = False   # see fleet/__init__.py: typing is not imported on `fleet status`'s path
 if TYPE_CHECKING:
+    from typing import Any, Iterator
+
+    from .models import Lease
     from .run.context import Events
 
 
@@ -21,6 +23,7 @@ def _provider(name: str):
 
 
 def lease_view(lease: Lease, states: list | None) -> dict[str, Any]:
+    from .models import to_jsonable, utcnow   # here: `fleet status` with no lease never needs them
     by_id = {s.machine_id: s for s in states or []}
     machines = []
     for m in lease.machines:
@@ -165,6 +168,7 @@ def _close_ledger(state, lease: Lease, found: list, events: Events) -> None:
     no segment at all (killed inside lease() before they were reported) get a bounded one."""
     try:
         from .ledger import Ledger
+        from .models import utcnow
         from .unbilled import bill_unbilled
         at = min(utcnow(), lease.deadline)
         # Where the provider knows when every machine ended (Slurm: sacct's End), bill up to then.

@@ -8,7 +8,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any
+TYPE_CHECKING = False   # see fleet/__init__.py: on the path of every `fleet status`
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def utcnow() -> datetime:

@@ -1,14 +1,13 @@
 """gpus → machine mix, price per hour, deadlines. Pure: no I/O."""
 from __future__ import annotations
 
-import getpass
 import os
-from typing import TYPE_CHECKING
 
 from .errors import UsageError
-from .models import Plan, Template
 
+TYPE_CHECKING = False   # see fleet/__init__.py: current_user() is on `fleet status`'s path
 if TYPE_CHECKING:
+    from .models import Plan, Template
     from .providers.base import MachineMix
 
 
@@ -18,8 +17,13 @@ def current_user(configured: str | None = None) -> str:
     env = os.environ.get("FLEET_USER")
     if env:
         return env
+    # getpass.getuser()'s own order, without importing getpass (~3 ms of every `fleet status`).
+    for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
+        if os.environ.get(name):
+            return os.environ[name]
     try:
-        return getpass.getuser()
+        import pwd
+        return pwd.getpwuid(os.getuid()).pw_name
     except Exception:  # noqa: BLE001 — no passwd entry in some containers
         return "unknown"
 
@@ -54,6 +58,7 @@ def make_plan(*, provider: str, template: Template | None = None, gpus: int | No
         raise UsageError("a plan needs a template or a machine mix")
     else:
         count, total = machines_for(gpus, template)
+    from .models import Plan
     return Plan(provider=provider, template=template, gpus=total, machine_count=count,
                 max_duration_s=max_duration_s, heartbeat_ttl_s=heartbeat_ttl_s, project=project, user=user,
                 instance_type=instance_type, spot=template.spot)

@@ -8,14 +8,18 @@ cannot drift from the code.
 from __future__ import annotations
 
 import os
-import shutil
-from typing import NamedTuple
 
 
-class CommandEntry(NamedTuple):
-    name: str
-    module: str      # fleet.cli.<module> has register(app), which adds this command
-    summary: str     # the command's first docstring line
+class CommandEntry:
+    """One command: its name, the fleet.cli module whose register(app) adds it, its summary line.
+
+    A plain class, not a NamedTuple or dataclass: importing typing or dataclasses would cost more
+    than this whole table, and `fleet status` loads it on every call."""
+
+    __slots__ = ("name", "module", "summary")
+
+    def __init__(self, name: str, module: str, summary: str) -> None:
+        self.name, self.module, self.summary = name, module, summary
 
 
 COMMANDS: tuple[CommandEntry, ...] = (
@@ -66,6 +70,7 @@ def suggestion(typo: str) -> str | None:
 
 def root_help(width: int | None = None) -> str:
     """`fleet --help`: every summary in full (never cut to fit), wrapped to the terminal."""
+    import shutil
     import textwrap
     width = width or min(100, max(60, shutil.get_terminal_size((80, 24)).columns))
     lines = ["Usage: fleet [OPTIONS] COMMAND [ARGS]...", "", textwrap.indent(textwrap.fill(ABOUT, width - 2), "  "),

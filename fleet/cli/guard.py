@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
+
+TYPE_CHECKING = False   # see fleet/__init__.py: this module is on `fleet status`'s path
+if TYPE_CHECKING:
+    from typing import Callable
 
 
 def take_debug_flag(argv: list[str]) -> bool:

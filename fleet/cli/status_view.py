@@ -25,8 +25,12 @@ def show(json_out: bool = False, all_users: bool = False, fast: bool = False) ->
     from ..plan import current_user
     views = lease_status(user=None if all_users else current_user(peek_str("user")), check=not fast)
     if json_out:
-        from .render import print_json
-        print_json({"leases": views})
+        import json
+        if views:
+            from ..models import to_jsonable
+            views = to_jsonable(views)
+        # As render.print_json writes it, without importing rich for a listing.
+        sys.stdout.write(json.dumps({"leases": views}, indent=2, sort_keys=True) + "\n")
         return 0
     if not views:
         print("no live leases")
