@@ -91,10 +91,12 @@ def _print_summary(summary) -> None:
         parts.append(f"first failing rank {summary.failing_rank}")
     parts.append(f"{summary.duration_s:.1f}s")
     # Local machines carry a shadow price: what the same run would cost on the cloud.
+    from decimal import Decimal
+    from ..budget import format_usd
     if summary.cost_usd is not None:
-        parts.append(f"cost ${summary.cost_usd}")
+        parts.append(f"cost {format_usd(Decimal(summary.cost_usd) * 1_000_000)}")
     if summary.would_cost_usd is not None:
-        parts.append(f"would cost ${summary.would_cost_usd}")
+        parts.append(f"would cost {format_usd(Decimal(summary.would_cost_usd) * 1_000_000)}")
     parts.append(f"outputs in {summary.run_dir}")
     if summary.kept_until:
         parts.append(f"lease {summary.lease_id} kept until {summary.kept_until}")
