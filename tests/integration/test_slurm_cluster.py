@@ -6,28 +6,17 @@ is a real sshd on loopback); the fixture cancels whatever a test leaves queued.
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures.slurm import wait_for
 
 from fleet.providers.slurm import errors as E
 from fleet.providers.slurm.commands import AllocationRequest, LocalRunner, SlurmCommands, SSHRunner, srun_argv
 from fleet.providers.slurm.parsing import JobState
 
 HOLD = "#!/bin/sh\nexec sleep 600\n"          # an allocation held until scancel or its time limit
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
-    """Poll until predicate() returns something truthy; generous timeouts, the machine is loaded."""
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture

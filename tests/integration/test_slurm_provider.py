@@ -8,10 +8,11 @@ import os
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.fixtures.slurm import wait_for
 
 from fleet.errors import Cancelled, FleetError
 from fleet.ids import new_lease_id
@@ -24,17 +25,6 @@ from fleet.providers.slurm.provider import SlurmProvider, tag
 from fleet.providers.slurm.settings import SlurmSettings
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.25):
-    end = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture
