@@ -16,7 +16,7 @@ from importlib import import_module
 # type checkers treat a constant of this name the same way.
 TYPE_CHECKING = False
 if TYPE_CHECKING:    # what static type checkers see; at run time each name is imported on first use
-    from .config import load_config as load_config
+    from .config.loader import load_config as load_config
     from .errors import ExitCode as ExitCode, FleetError as FleetError
     from .run.context import Events as Events
     from .run.observers import RunObserver as RunObserver
@@ -32,7 +32,7 @@ _EXPORTS = {
     "RunOptions": ("fleet.run.types", "RunOptions"),
     "RunObserver": ("fleet.run.observers", "RunObserver"),
     "Events": ("fleet.run.context", "Events"),
-    "load_config": ("fleet.config", "load_config"),
+    "load_config": ("fleet.config.loader", "load_config"),
     "status": ("fleet.leases", "status"),
     "down": ("fleet.leases", "down"),
     "extend": ("fleet.leases", "extend"),

@@ -167,9 +167,9 @@ def _close_ledger(state, lease: Lease, found: list, events: Events) -> None:
     the machines' own deadline when that came first (the watchdog ended them then). Machines with
     no segment at all (killed inside lease() before they were reported) get a bounded one."""
     try:
-        from .ledger import Ledger
+        from .money.ledger import Ledger
         from .models import utcnow
-        from .unbilled import bill_unbilled
+        from .money.unbilled import bill_unbilled
         at = min(utcnow(), lease.deadline)
         # Where the provider knows when every machine ended (Slurm: sacct's End), bill up to then.
         ends = [s.deadline_at for s in found if not s.unrecorded]

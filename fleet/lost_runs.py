@@ -83,7 +83,7 @@ def end_lost_run(state, run: dict[str, Any], lease: Lease | None, why: str, even
     """Mark one run `lost` and write its run record (reason, what was billed). False when another
     process ended the run first (its own controller, or a concurrent `fleet down`)."""
     from decimal import Decimal
-    from .budget import MICRO, format_usd
+    from .money.budget import MICRO, format_usd
     billed, shadow = _billed(state, run, lease.id if lease else run.get("lease_id"))
     cost = str(Decimal(billed) / MICRO)
     why += (f"; would have cost {format_usd(billed)} at list price (a shadow price, not billed; from the ledger)"
@@ -110,7 +110,7 @@ def end_lost_run(state, run: dict[str, Any], lease: Lease | None, why: str, even
 
 def _append_record(state, run: dict[str, Any], lease: Lease | None, why: str, ended: datetime, cost: str,
                    shadow: bool) -> None:
-    from .records import RunRecord, append_record
+    from .records.chain import RunRecord, append_record
     meta = run.get("meta") or {}
     pins = meta.get("pins") or {}
     machine_types = sorted({m.instance_type or lease.template for m in lease.machines}) if lease else []

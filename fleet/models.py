@@ -156,7 +156,7 @@ class MachineState:
     detail: str = ""
     # For a machine the provider found that fleet's state never recorded (controller killed inside
     # `lease`): when it came to exist and when its own watchdog ends it, where the provider knows.
-    # `fleet down` bills such machines from these (fleet/unbilled.py).
+    # `fleet down` bills such machines from these (fleet/money/unbilled.py).
     unrecorded: bool = False
     started_at: datetime | None = None
     deadline_at: datetime | None = None

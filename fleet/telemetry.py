@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .ledger import TickTelemetry
+from .money.ledger import TickTelemetry
 
 IDLE_PERCENT = 5.0   # a GPU below this utilisation counts as idle in reports
 

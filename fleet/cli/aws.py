@@ -16,7 +16,7 @@ def _config(file: Optional[Path]):
     """fleet.toml when there is one ([prices], [aws]); the AWS commands also work without it."""
     if file is None and not Path("fleet.toml").exists():
         return None
-    from ..config import load_config
+    from ..config.loader import load_config
     return load_config(file)
 
 

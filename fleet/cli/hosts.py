@@ -18,7 +18,7 @@ def _config_hosts() -> list:
     from pathlib import Path
     if not (Path.cwd() / "fleet.toml").exists():
         return []
-    from ..config import load_config
+    from ..config.loader import load_config
     from ..providers.ssh import SSHHostsProvider
     return SSHHostsProvider.settings_from(load_config(overrides={"command": "true"})).hosts
 

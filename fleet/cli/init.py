@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 # Every key fleet.toml accepts is shown here with a comment (a unit test checks this against the
-# key table in fleet/config_schema.py). Optional keys are commented out so the file runs as is.
+# key table in fleet/config/schema.py). Optional keys are commented out so the file runs as is.
 STARTER = '''\
 #:schema {schema_uri}
 # fleet.toml: one experiment for `fleet up`. Every key is optional except `command`.
@@ -120,7 +120,7 @@ heartbeat_ttl = "5m"
 
 
 def starter_text(directory: Path) -> str:
-    from ..config import SCHEMA_FILE, _default_project
+    from ..config.loader import SCHEMA_FILE, _default_project
     return STARTER.format(schema_uri=SCHEMA_FILE.resolve().as_uri(), schema_path=SCHEMA_FILE.resolve(),
                           project=_default_project(directory.resolve()))
 

@@ -13,7 +13,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _ledger():
-    from ..ledger import Ledger
+    from ..money.ledger import Ledger
     from ..state import open_state
     return Ledger(open_state().db)
 
@@ -88,7 +88,7 @@ def _month_budgets(ledger, end):
     """This month's spend per project and user against fleet.toml [budgets] (none: spend only)."""
     from datetime import timedelta
 
-    from ..budget import utc_clock
+    from ..money.budget import utc_clock
     from ..report.budgets import month_budgets
     now = utc_clock() if end is None else min(utc_clock(), end - timedelta(microseconds=1))
     project_monthly = user_monthly = None
@@ -100,7 +100,7 @@ def _month_budgets(ledger, end):
 
 def _config_budgets():
     """[budgets] of ./fleet.toml, read and validated as `fleet up` would; no file: no budgets."""
-    from ..config import CONFIG_FILE, load_config
+    from ..config.loader import CONFIG_FILE, load_config
     if not Path(CONFIG_FILE).is_file():
         return None
     return load_config(None, overrides={"command": ["true"]}).budgets
@@ -151,10 +151,10 @@ def budget(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> int:
     """This month's spend against the project and user budgets in fleet.toml."""
-    from ..budget import format_usd, from_micro, month_label, month_start, utc_clock
-    from ..config import load_config
-    from ..budget_reservations import Reservations
-    from ..metering import BudgetLimits, build_scopes
+    from ..money.budget import format_usd, from_micro, month_label, month_start, utc_clock
+    from ..config.loader import load_config
+    from ..money.reservations import Reservations
+    from ..money.metering import BudgetLimits, build_scopes
     from ..plan import current_user
     config = load_config(file, overrides={"command": ["true"]})
     limits = BudgetLimits.from_config(config)

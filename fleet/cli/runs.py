@@ -23,7 +23,7 @@ def _short(sid: str | None) -> str:
 def ls(json_out: bool = typer.Option(False, "--json"), limit: int = typer.Option(50, "--limit"),
        project: Optional[str] = typer.Option(None, "--project")) -> int:
     """List run records, newest first."""
-    from ..records import list_records
+    from ..records.chain import list_records
     recs = list_records(limit=limit, project=project)
     if json_out:
         from .render import print_json
@@ -49,7 +49,7 @@ def ls(json_out: bool = typer.Option(False, "--json"), limit: int = typer.Option
 def show(run: str = typer.Argument(..., help="Run id (or unique prefix)."),
          json_out: bool = typer.Option(False, "--json")) -> int:
     """Show one run's record."""
-    from ..records import get_record
+    from ..records.chain import get_record
     rec = get_record(run)
     body = dict(rec.body(), seq=rec.seq, hash=rec.hash)
     if json_out:
@@ -73,8 +73,8 @@ def rerun(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> int:
     """Lease fresh machines and run a recorded run again on byte-identical inputs (verified by hash)."""
-    from ..config_schema import parse_duration
-    from ..lineage import rerun as do_rerun
+    from ..config.schema import parse_duration
+    from ..records.lineage import rerun as do_rerun
     from .render import is_ci
     from .up import _events, _show
     events = _events(json_out, ci)
@@ -133,8 +133,8 @@ def audit(
 ) -> int:
     """Print a run's lineage, or verify the whole record chain and its snapshots (--verify)."""
     from ..errors import UsageError
-    from ..lineage import audit as audit_run
-    from ..lineage import audit_verify, raise_if_bad
+    from ..records.lineage import audit as audit_run
+    from ..records.lineage import audit_verify, raise_if_bad
     if verify:
         result = audit_verify(deep=deep)
         if json_out:

@@ -234,7 +234,7 @@ def rm(ref: str = typer.Argument(..., help="Snapshot name, id or id prefix."), s
        json_out: bool = typer.Option(False, "--json")) -> int:
     """Drop a snapshot's name (an id drops all its names). Run `gc` later to free its chunks; snapshots
     a run record references are never deleted, so `fleet rerun` stays possible."""
-    from ..records import runs_referencing
+    from ..records.chain import runs_referencing
     from ..snapshots.catalog import remove
     result = remove(_store(store), ref, runs_referencing)
     if json_out:

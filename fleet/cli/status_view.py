@@ -20,7 +20,7 @@ def fast_args(args: list[str]) -> dict[str, bool] | None:
 
 
 def show(json_out: bool = False, all_users: bool = False, fast: bool = False) -> int:
-    from ..config_peek import peek_str
+    from ..config.peek import peek_str
     from ..leases import status as lease_status
     from ..plan import current_user
     views = lease_status(user=None if all_users else current_user(peek_str("user")), check=not fast)

@@ -34,7 +34,7 @@ def up(
     wait: Optional[str] = typer.Option(None, "--wait", help="How long a queued lease may wait (Slurm), e.g. 10m."),
 ) -> int:
     """Lease machines, run the experiment on them, bring outputs home, destroy the machines."""
-    from ..config import load_config
+    from ..config.loader import load_config
     from ..run.pipeline import up as run_up
     from ..run.types import RunOptions
     from .render import is_ci
@@ -67,7 +67,7 @@ def _show(summary, json_out: bool) -> None:
 
 def flag_duration(flag: str, text: str) -> int:
     """A duration flag (1s up to a year), its errors naming the flag."""
-    from ..config_schema import parse_duration
+    from ..config.schema import parse_duration
     from ..errors import UsageError
     try:
         return parse_duration(text)
@@ -92,7 +92,7 @@ def _print_summary(summary) -> None:
     parts.append(f"{summary.duration_s:.1f}s")
     # Local machines carry a shadow price: what the same run would cost on the cloud.
     from decimal import Decimal
-    from ..budget import format_usd
+    from ..money.budget import format_usd
     if summary.cost_usd is not None:
         parts.append(f"cost {format_usd(Decimal(summary.cost_usd) * 1_000_000)}")
     if summary.would_cost_usd is not None:
@@ -115,7 +115,7 @@ def run_on(
 ) -> int:
     """Run a command on every machine of a kept lease (`fleet up --keep`): budgeted and recorded like
     `fleet up`; the lease stays kept afterwards."""
-    from ..config import load_config
+    from ..config.loader import load_config
     from ..run.pipeline import run_on_lease
     text = command_from_argv(command)
     config = load_config(file, overrides={"command": text, "budget": budget})

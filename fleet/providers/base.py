@@ -33,8 +33,8 @@ from ..models import Lease, Machine, MachineState, Plan, Template
 if TYPE_CHECKING:
     import threading
 
-    from ..config_model import Config
-    from ..config_schema import Key
+    from ..config.model import Config
+    from ..config.schema import Key
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,11 @@ class MachineMix:
 
 
 class ProviderSettings:
-    """A provider's own fleet.toml section, declared by the provider and parsed by fleet/config.py's
+    """A provider's own fleet.toml section, declared by the provider and parsed by fleet/config/loader.py's
     checker (so its errors name file:line and suggest close key names like every other table).
 
     Subclasses are dataclasses. `section` is the table name ([aws]) or, with `array`, the name of an
-    array of tables ([[hosts]]); `keys` maps each key to a fleet.config_schema.Key."""
+    array of tables ([[hosts]]); `keys` maps each key to a fleet.config.schema.Key."""
 
     section: ClassVar[str]
     help: ClassVar[str] = ""
@@ -100,7 +100,7 @@ class ProviderSettings:
     def parse(cls, value: Any, *, where: str = "fleet.toml", text: str = "") -> "ProviderSettings":
         """Validate one section given as plain data (e.g. from code or another file); raises
         ConfigError naming `where` (and the line, when the source `text` is given)."""
-        from ..config import parse_section
+        from ..config.loader import parse_section
         return parse_section(cls, value, where=where, text=text)
 
 

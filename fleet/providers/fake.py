@@ -19,7 +19,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from ..config_schema import MACHINES, PRICE, Key
+from ..config.schema import MACHINES, PRICE, Key
 from ..errors import InfrastructureError
 from ..models import Lease, Machine, MachineState, Plan, Template
 from .base import BaseProvider, HasLeaseMetadata, ProviderSettings, ReportsMachines, SweepsLeftovers

@@ -1,7 +1,7 @@
 """Spend against the monthly budgets of fleet.toml `[budgets]`, per project and per user, with a
 forecast for the month's end at this month's burn rate so far.
 
-Budgets count what fleet's budget enforcement counts (fleet/budget.py): billed money and simulated
+Budgets count what fleet's budget enforcement counts (fleet/money/budget.py): billed money and simulated
 machines' "would cost" alike. The two stay separate figures here, so a reader sees how much of a
 budget's use is real money.
 """
@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
-from ..budget import month_label, month_start, to_micro, utc_clock
-from ..ledger import Ledger
+from ..money.budget import month_label, month_start, to_micro, utc_clock
+from ..money.ledger import Ledger
 from .rollup import gather
 
 MIN_ELAPSED_S = 86400   # the first hours of a month say too little about its rate: count at least a day

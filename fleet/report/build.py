@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from ..errors import UsageError
-from ..ledger import Ledger, parse_iso
+from ..money.ledger import Ledger, parse_iso
 from ..telemetry import IDLE_PERCENT
 from .budgets import MonthBudgets
 from .rollup import gather

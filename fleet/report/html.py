@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 from datetime import date, timedelta
 
-from ..budget import format_usd
+from ..money.budget import format_usd
 from .budgets import MonthBudgets
 from .build import Report, Row
 from .render import _TEXT_HEADERS, WOULD_COST_NOTE, _cells, notes, period_text

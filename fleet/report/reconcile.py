@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
-from ..budget import from_micro, to_micro
+from ..money.budget import from_micro, to_micro
 from ..errors import EnvironmentProblem, UsageError
-from ..ledger import Ledger
+from ..money.ledger import Ledger
 
 TAG = "fleet:project"
 METRIC = "UnblendedCost"

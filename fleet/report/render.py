@@ -5,7 +5,7 @@ import csv
 import io
 import json
 
-from ..budget import format_usd, from_micro
+from ..money.budget import format_usd, from_micro
 from ..models import to_jsonable
 from .build import Report, Row
 

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from ..budget import utc_clock
+from ..money.budget import utc_clock
 from ..errors import EnvironmentProblem
-from ..ledger import CorruptRow, Ledger, iso
+from ..money.ledger import CorruptRow, Ledger, iso
 
 SEAL_LAG_S = 300
 SUMS = ("entries", "cost_micro", "machine_ms", "gpu_ms", "util_gpu_ms", "util_weighted_ms", "idle_gpu_ms",

@@ -2,7 +2,7 @@
 
 - `BudgetGate.grant(offer)` (stage "budget"): refuses before spending (unknown price under a
   budget; a budget that cannot pay the minimum billing); under a monthly project/user budget the
-  check and this lease's reservation are one locked transaction (fleet/budget_reservations.py), so
+  check and this lease's reservation are one locked transaction (fleet/money/reservations.py), so
   concurrent commands on several laptops cannot both spend the last dollars. The result is a
   `BudgetGrant`: price, policy, reservation, and when the budget runs out at full burn.
 - `RunBudget` (a typed collaborator of the pipeline, not a hook): opens each machine's ledger
@@ -22,10 +22,10 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from ..budget import IdlePolicy, resolve_price, seconds_until_exhausted, utc_clock
-from ..budget_reservations import Reservations
-from ..ledger import Ledger
-from ..metering import BudgetLimits, RunMeter, prepare_budget
+from ..money.budget import IdlePolicy, resolve_price, seconds_until_exhausted, utc_clock
+from ..money.reservations import Reservations
+from ..money.ledger import Ledger
+from ..money.metering import BudgetLimits, RunMeter, prepare_budget
 from ..models import Lease, Machine
 from ..telemetry import TelemetryFeed
 from .context import RunContext

@@ -12,7 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Protocol, runtime_checkable
 
-from ..config_model import Config
+from ..config.model import Config
 from ..models import Lease, Plan
 from .types import Offer, RunOptions
 

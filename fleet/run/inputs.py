@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..config_model import Config
+from ..config.model import Config
 from ..errors import FleetError
 from ..models import Lease
 from .context import Events
@@ -51,7 +51,7 @@ class Inputs:
                 raise type(exc)(f"cannot rerun {run_id}: {role} input: {exc.message}") from None
 
     def _pin_fresh(self, allow_dirty: bool, events: Events) -> PinnedInputs:
-        from ..codepin import pin_code
+        from ..records.codepin import pin_code
         from ..snapshots.create import DEFAULT_EXCLUDES
         from ..snapshots.sources import pin_data
         base = self.config.base_dir.resolve()

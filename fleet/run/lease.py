@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Callable
 
-from ..config_model import Config
+from ..config.model import Config
 from ..errors import UsageError
 from ..ids import new_lease_id
 from ..models import Lease, Machine, to_jsonable, utcnow

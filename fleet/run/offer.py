@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..config_model import Config
+from ..config.model import Config
 from ..errors import UsageError
 from ..models import Lease, Template, utcnow
 from ..plan import current_user, make_plan

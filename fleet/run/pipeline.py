@@ -23,8 +23,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
-from ..budget import utc_clock
-from ..config_model import Config
+from ..money.budget import utc_clock
+from ..config.model import Config
 from ..errors import Cancelled, ExitCode, FleetError, UsageError
 from ..ids import new_run_id
 from ..masking import Masker

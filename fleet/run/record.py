@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..config_model import Config
+from ..config.model import Config
 from .context import RunContext
 from .summary import RunSummary
 from .types import PinnedInputs, RecordRef
@@ -16,7 +16,7 @@ def config_for_record(config: Config) -> dict[str, Any]:
     appear (env entries named like secrets, and any secret value inside command, setup or env)."""
     from ..masking import REDACTED, Masker
     from ..models import to_jsonable
-    from ..records import redact_env
+    from ..records.chain import redact_env
     masker = Masker.for_config(config, mark=REDACTED)
     return masker.mask_obj(to_jsonable({
         "project": config.project, "name": config.name, "command": config.command, "setup": config.setup,
@@ -28,7 +28,7 @@ def config_for_record(config: Config) -> dict[str, Any]:
 
 
 def write_record(ctx: RunContext, pins: PinnedInputs, summary: RunSummary) -> RecordRef:
-    from ..records import RunRecord, append_record, ci_context, config_hash, scrub
+    from ..records.chain import RunRecord, append_record, ci_context, config_hash, scrub
     cfg, offer, lease = ctx.config, ctx.offer, ctx.lease
     env = {k: str(v) for k, v in cfg.env.items()}
     secret_env = {**env, **{n: os.environ.get(n, "") for n in cfg.secrets}}

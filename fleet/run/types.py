@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 from ..models import Plan, Template
 
 if TYPE_CHECKING:
-    from ..budget import BudgetPolicy, IdlePolicy, Price
-    from ..metering import BudgetLimits
+    from ..money.budget import BudgetPolicy, IdlePolicy, Price
+    from ..money.metering import BudgetLimits
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class BudgetGrant:
 
     def lease_meta(self) -> dict[str, Any]:
         """On the lease record before any machine exists: `fleet down` bills machines a killed
-        controller never reported at this price (fleet/unbilled.py)."""
+        controller never reported at this price (fleet/money/unbilled.py)."""
         if self.price is None:
             return {}
         return {"price": {"per_hour_micro": self.price.per_hour_micro, "source": self.price.source,
@@ -153,7 +153,7 @@ class Cost:
 
     @property
     def usd(self) -> Decimal:
-        from ..budget import from_micro
+        from ..money.budget import from_micro
         return from_micro(self.total_micro)
 
 

@@ -14,7 +14,7 @@ from .store import StateStore
 
 def configured_state_url(directory: Path | None = None) -> str:
     """`state_url` from ./fleet.toml (unvalidated), so every command in a team's repository shares it."""
-    from ..config_peek import peek_str
+    from ..config.peek import peek_str
     return peek_str("state_url", directory)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.config_model import Config
+from fleet.config.model import Config
 from fleet.errors import FleetError, UsageError
 from fleet.ids import new_lease_id
 from fleet.models import Lease, utcnow

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from fleet.ledger import Ledger
+from fleet.money.ledger import Ledger
 from fleet.state import open_state
 from tests.conftest import processes_under, run_fleet
 

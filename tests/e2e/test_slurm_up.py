@@ -159,7 +159,7 @@ def test_controller_sigkilled_job_ends_at_its_time_limit_and_down_bills_it(slurm
     assert acct.state is JobState.TIMEOUT, acct
     down = run_fleet(["down", lease["id"]], cwd=exp)
     assert down.returncode == 0, down.stderr
-    from fleet.ledger import Ledger
+    from fleet.money.ledger import Ledger
     from fleet.state import open_state
     entries = Ledger(open_state().db).read(lease_id=lease["id"]).entries
     billed_s = sum(e.seconds for e in entries)

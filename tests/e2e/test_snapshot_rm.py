@@ -25,7 +25,7 @@ def test_rm_drops_names_gc_frees_only_unreferenced(fleet_home, tmp_path):
                              cwd=tmp_path).stdout)["id"]
     run_fleet(["snapshot", "create", str(tmp_path / "b"), "--name", "b-alias"], cwd=tmp_path)
     # A run pinned snapshot b.
-    from fleet.records import RunRecord, append_record
+    from fleet.records.chain import RunRecord, append_record
     append_record(RunRecord(run_id="r-pinned", command="train", data_snapshots={"train": b}, store=str(store)))
     before = _chunks(store)
 

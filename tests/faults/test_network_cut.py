@@ -48,7 +48,7 @@ def links():
 
 def test_network_cut_mid_run(box, links, monkeypatch):
     import fleet
-    from fleet.config import load_config
+    from fleet.config.loader import load_config
     for key, value in box.env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("FLEET_HEARTBEAT_TTL", str(TTL))

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import pytest
 
-from fleet.config_model import BudgetsConfig, Config
+from fleet.config.model import BudgetsConfig, Config
 from fleet.errors import BudgetRefused, ExitCode
 from fleet.ids import new_lease_id, new_run_id
 from fleet.models import Template, utcnow
@@ -55,7 +55,7 @@ def attempt(config, state, tmp_path, user="ana"):
 
 
 def live_reserved(state) -> int:
-    from fleet.budget_reservations import Reservations
+    from fleet.money.reservations import Reservations
     return Reservations(state.db).held_micro(project="team")
 
 

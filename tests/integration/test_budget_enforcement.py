@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 from fleet.run.budget import STOP_MARGIN_S
-from fleet.ledger import Ledger, parse_iso
+from fleet.money.ledger import Ledger, parse_iso
 from fleet.state import open_state
 from tests.conftest import FLEET, processes_under, run_fleet, wait_until
 
@@ -137,7 +137,7 @@ def test_monthly_budget_is_reserved_while_a_run_lives_and_settled_when_it_ends(e
     (experiment / "fleet.toml").write_text(
         'project = "shared"\ntemplate = "local-1gpu"\nmax_duration = "10m"\ncommand = "echo ok"\n\n'
         '[budgets]\nproject_monthly = 5\n\n[prices]\n"local-1gpu" = 36\n')
-    from fleet.budget_reservations import Reservations
+    from fleet.money.reservations import Reservations
     state = open_state()
     try:   # someone else's lease, still being made, that reserved $4.99 of the $5
         state.db.execute("INSERT INTO leases (id, provider, template, project, owner, status, created_at,"

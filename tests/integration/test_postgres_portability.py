@@ -12,9 +12,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from fleet.budget import Price
-from fleet.ledger import Ledger, TickTelemetry
-from fleet.records import RunRecord, append_record, list_records, verify_chain
+from fleet.money.budget import Price
+from fleet.money.ledger import Ledger, TickTelemetry
+from fleet.records.chain import RunRecord, append_record, list_records, verify_chain
 from fleet.report import build_report
 from fleet.state.db import Database
 from fleet.state.postgres import PostgresDatabase

@@ -9,7 +9,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from fleet.records import RunRecord, append_record
+from fleet.records.chain import RunRecord, append_record
 from fleet.state.db import Database
 from tests.conftest import run_fleet
 from tests.unit.test_records_anchor_tamper import rewrite_and_rechain

@@ -7,8 +7,8 @@ import json
 
 import boto3
 
-from fleet.records import RunRecord, append_record, canonical
-from fleet.records_anchor import check_anchors, tip_path
+from fleet.records.chain import RunRecord, append_record, canonical
+from fleet.records.anchor import check_anchors, tip_path
 from fleet.state.db import Database
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from fleet.budget import utc_clock
-from fleet.ledger import Ledger
+from fleet.money.budget import utc_clock
+from fleet.money.ledger import Ledger
 from fleet.report import build_report, render
 from fleet.report.budgets import month_budgets
 from fleet.state.db import Database

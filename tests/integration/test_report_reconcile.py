@@ -12,9 +12,9 @@ from decimal import Decimal
 
 import pytest
 
-from fleet.budget import Price, to_micro
+from fleet.money.budget import Price, to_micro
 from fleet.errors import EnvironmentProblem
-from fleet.ledger import Ledger
+from fleet.money.ledger import Ledger
 from fleet.report.reconcile import reconcile
 from fleet.state.db import Database
 from tests.fixtures.ledger import FakeClock, _Lease, _Machine

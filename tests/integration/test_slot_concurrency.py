@@ -14,7 +14,7 @@ from collections import defaultdict
 
 import pytest
 
-from fleet.config_model import Config
+from fleet.config.model import Config
 from fleet.errors import CapacityError, ExitCode
 from fleet.ids import new_lease_id
 from fleet.plan import make_plan

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from fleet.config_model import Config
+from fleet.config.model import Config
 from fleet.errors import CapacityError, InfrastructureError
 from fleet.providers.ssh.hosts import Host, Inventory, fingerprint, parse_discovery, probe
 from fleet.ids import new_lease_id

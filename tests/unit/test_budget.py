@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from fleet.budget import (Accrual, BudgetPolicy, IdlePolicy, Scope, budget_deadline, capped_deadline_s, cost_micro,
+from fleet.money.budget import (Accrual, BudgetPolicy, IdlePolicy, Scope, budget_deadline, capped_deadline_s, cost_micro,
                           from_micro, month_start, parse_budget, refuse_unaffordable, require_price, resolve_price,
                           seconds_until_exhausted, to_micro)
 from fleet.errors import BudgetRefused, ExitCode, UsageError

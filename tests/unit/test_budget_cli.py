@@ -7,8 +7,8 @@ import subprocess
 import sys
 from datetime import timedelta
 
-from fleet.budget import Price, to_micro, utc_clock
-from fleet.ledger import Ledger
+from fleet.money.budget import Price, to_micro, utc_clock
+from fleet.money.ledger import Ledger
 from fleet.state.db import Database
 from tests.fixtures.ledger import FakeClock, _Lease, _Machine
 
@@ -22,7 +22,7 @@ def test_budget_shows_month_spend_against_limits(tmp_path):
     segs = [ledger.open_segment(lease=le, machine=le.machines[0], price=Price(to_micro("3.60"), "table"))]
     clock.advance(500)
     ledger.close(segs)                                     # $0.50 this month
-    from fleet.budget_reservations import Reservations     # and a live run (lease row pending) holds $0.30
+    from fleet.money.reservations import Reservations     # and a live run (lease row pending) holds $0.30
     Reservations(db).reserve(lease_id="l-live", run_id="r-live", project="vision", owner="bo",
                              amount_micro=to_micro("0.30"), minimum_micro=1, lifetime_s=3600)
     db.close()

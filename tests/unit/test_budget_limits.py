@@ -6,9 +6,9 @@ from decimal import Decimal
 
 import pytest
 
-from fleet.config import load_config
+from fleet.config.loader import load_config
 from fleet.errors import UsageError
-from fleet.metering import BudgetLimits
+from fleet.money.metering import BudgetLimits
 
 
 def test_budget_limits_are_the_configs_parsed_amounts(tmp_path):

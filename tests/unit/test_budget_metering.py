@@ -7,10 +7,10 @@ from decimal import Decimal
 
 import pytest
 
-from fleet.budget import IdlePolicy, cost_micro, to_micro
+from fleet.money.budget import IdlePolicy, cost_micro, to_micro
 from fleet.errors import BudgetRefused
-from fleet.ledger import Ledger
-from fleet.metering import BudgetLimits, RunMeter, prepare_budget
+from fleet.money.ledger import Ledger
+from fleet.money.metering import BudgetLimits, RunMeter, prepare_budget
 from fleet.models import Plan, Template
 from fleet.state.db import Database
 from tests.fixtures.ledger import FakeClock, _Lease, _Machine

@@ -7,12 +7,12 @@ from decimal import Decimal
 
 import pytest
 
-from fleet.budget import to_micro
-from fleet.budget_reservations import (PENDING_S, Reservations, held_micro, is_live, reservation_amount,
+from fleet.money.budget import to_micro
+from fleet.money.reservations import (PENDING_S, Reservations, held_micro, is_live, reservation_amount,
                                        scope_lock_key)
 from fleet.errors import BudgetRefused, ExitCode
-from fleet.ledger import Ledger
-from fleet.metering import BudgetLimits, RunMeter, prepare_budget
+from fleet.money.ledger import Ledger
+from fleet.money.metering import BudgetLimits, RunMeter, prepare_budget
 from fleet.models import Plan, Template
 from fleet.state.db import Database
 from tests.fixtures.ledger import FakeClock, _Lease, _Machine

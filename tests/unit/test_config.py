@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.config import load_config, parse_duration, parse_money
+from fleet.config.loader import load_config, parse_duration, parse_money
 from fleet.errors import ConfigError, ExitCode, UsageError
 
 

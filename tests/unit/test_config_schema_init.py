@@ -12,8 +12,8 @@ import typer
 
 from fleet.cli.errors import main_guard
 from fleet.cli.init import register
-from fleet.config import SCHEMA_FILE, json_schema, load_config
-from fleet.config_schema import ARRAYS, MAPS, TABLES, TOP_LEVEL, provider_sections
+from fleet.config.loader import SCHEMA_FILE, json_schema, load_config
+from fleet.config.schema import ARRAYS, MAPS, TABLES, TOP_LEVEL, provider_sections
 from fleet.errors import ExitCode
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,7 +40,7 @@ def run_fleet(monkeypatch, *args: str) -> int:
 
 def test_shipped_schema_file_equals_the_generated_schema():
     assert json.loads(SCHEMA_FILE.read_text()) == json_schema(), \
-        "fleet/fleet.schema.json is stale: run `python -m fleet.config_schema --write`"
+        "fleet/fleet.schema.json is stale: run `python -m fleet.config.schema --write`"
 
 
 def test_schema_lists_every_key_of_the_table():

@@ -126,7 +126,7 @@ def fleet_toml_text(draw) -> str:
 @fuzz("fleet_toml")
 @given(text=fleet_toml_text(), gpus=st.one_of(st.none(), st.integers(-5, 70), st.integers(65530, 10**22)))
 def test_fuzz_fleet_toml(tmp_path_factory, text, gpus):
-    from fleet.config import load_config
+    from fleet.config.loader import load_config
     d = tmp_path_factory.mktemp("cfg")
     path = d / "fleet.toml"
     path.write_text(text)
@@ -137,7 +137,7 @@ def test_fuzz_fleet_toml(tmp_path_factory, text, gpus):
         assert_one_line(exc)
         assert exc.exit_code == 2, (exc, exc.exit_code)
     else:
-        from fleet.config_schema import MAX_DURATION_S, MAX_GPUS, MAX_HEARTBEAT_TTL_S
+        from fleet.config.schema import MAX_DURATION_S, MAX_GPUS, MAX_HEARTBEAT_TTL_S
         assert 0 < config.max_duration_s <= MAX_DURATION_S and 0 < config.heartbeat_ttl_s <= MAX_HEARTBEAT_TTL_S
         assert config.gpus is None or 1 <= config.gpus <= MAX_GPUS
         strings = [config.command, config.setup or "", *config.env.values(), *config.data.values()]
@@ -290,7 +290,7 @@ def test_fuzz_snapshot_manifest(data, with_id):
 # -- run records -------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def record_db(tmp_path_factory):
-    from fleet.records import RunRecord, append_record
+    from fleet.records.chain import RunRecord, append_record
     from fleet.state.db import Database
     path = tmp_path_factory.mktemp("records") / "state.db"
     db = Database(path)
@@ -313,7 +313,7 @@ tamper = st.fixed_dictionaries({}, optional={
 @given(row=st.integers(1, 3), change=tamper)
 def test_fuzz_run_records(record_db, tmp_path_factory, row, change):
     import shutil
-    from fleet.records import get_record, list_records, verify_chain, verify_chain_or_raise
+    from fleet.records.chain import get_record, list_records, verify_chain, verify_chain_or_raise
     from fleet.state.db import Database
     path = tmp_path_factory.mktemp("rec") / "state.db"
     shutil.copyfile(record_db, path)

@@ -5,9 +5,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from fleet.budget import Price, cost_micro, to_micro
+from fleet.money.budget import Price, cost_micro, to_micro
 from fleet.errors import EnvironmentProblem
-from fleet.ledger import Ledger, TickTelemetry
+from fleet.money.ledger import Ledger, TickTelemetry
 from fleet.state.db import Database
 from tests.fixtures.ledger import FakeClock, _Lease, _Machine
 

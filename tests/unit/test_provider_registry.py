@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.config import load_config
+from fleet.config.loader import load_config
 from fleet.errors import ConfigError
 from fleet.providers import registry
 
@@ -52,7 +52,7 @@ def third_party(tmp_path, monkeypatch):
     (site / "demo_gpus" / "__init__.py").write_text(textwrap.dedent('''
         from dataclasses import dataclass
         from typing import ClassVar
-        from fleet.config_schema import STRING, Key
+        from fleet.config.schema import STRING, Key
         from fleet.models import Template
         from fleet.providers.base import BaseProvider, ProviderSettings
 

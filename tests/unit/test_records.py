@@ -6,7 +6,7 @@ import json
 import pytest
 
 from fleet.errors import IntegrityError, NotFound
-from fleet.records import (GENESIS, REDACTED, RunRecord, append_record, ci_context, get_record, list_records,
+from fleet.records.chain import (GENESIS, REDACTED, RunRecord, append_record, ci_context, get_record, list_records,
                            redact_env, scrub, verify_chain, verify_chain_or_raise)
 from fleet.state.db import Database
 

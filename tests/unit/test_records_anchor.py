@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from fleet.lineage import audit_verify
-from fleet.records import RunRecord, append_record, canonical, verify_chain
-from fleet.records_anchor import check_anchors, tip_path
+from fleet.records.lineage import audit_verify
+from fleet.records.chain import RunRecord, append_record, canonical, verify_chain
+from fleet.records.anchor import check_anchors, tip_path
 from fleet.state.db import Database
 
 

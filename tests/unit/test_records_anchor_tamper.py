@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from fleet.records import RunRecord, append_record, canonical, verify_chain
-from fleet.records_anchor import tip_path
+from fleet.records.chain import RunRecord, append_record, canonical, verify_chain
+from fleet.records.anchor import tip_path
 from fleet.state.db import Database
 from tests.conftest import run_fleet
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from fleet.errors import UsageError
-from fleet.lineage import rerun_config
-from fleet.records import REDACTED, RunRecord, append_record, get_record
+from fleet.records.lineage import rerun_config
+from fleet.records.chain import REDACTED, RunRecord, append_record, get_record
 from fleet.state.db import Database
 from fleet.state.store import StateStore
 

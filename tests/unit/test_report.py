@@ -13,8 +13,8 @@ from decimal import Decimal
 
 import pytest
 
-from fleet.budget import Price, cost_micro, to_micro
-from fleet.ledger import Ledger, TickTelemetry
+from fleet.money.budget import Price, cost_micro, to_micro
+from fleet.money.ledger import Ledger, TickTelemetry
 from fleet.report import build_report, parse_when, render
 from fleet.report.build import build_report_rowwise
 from fleet.state.db import Database

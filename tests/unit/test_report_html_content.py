@@ -9,8 +9,8 @@ from decimal import Decimal
 
 import pytest
 
-from fleet.budget import Price, to_micro
-from fleet.ledger import Ledger, TickTelemetry
+from fleet.money.budget import Price, to_micro
+from fleet.money.ledger import Ledger, TickTelemetry
 from fleet.masking import Masker
 from fleet.report import build_report, render
 from fleet.report.budgets import month_budgets

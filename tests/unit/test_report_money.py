@@ -11,9 +11,9 @@ from decimal import Decimal
 
 import pytest
 
-from fleet.budget import BudgetPolicy, Scope, format_usd, refuse_unaffordable, resolve_price, to_micro
+from fleet.money.budget import BudgetPolicy, Scope, format_usd, refuse_unaffordable, resolve_price, to_micro
 from fleet.errors import BudgetRefused
-from fleet.ledger import Ledger
+from fleet.money.ledger import Ledger
 from fleet.models import Template
 from fleet.report import build_report, render
 from fleet.state.db import Database

@@ -5,7 +5,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from fleet.ledger import Ledger, parse_iso
+from fleet.money.ledger import Ledger, parse_iso
 from fleet.report import build_report
 from fleet.report.build import build_report_rowwise
 from fleet.report.rollup import mark, seal

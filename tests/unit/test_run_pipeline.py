@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from fleet.config_model import BudgetsConfig, Config
+from fleet.config.model import BudgetsConfig, Config
 from fleet.errors import ExitCode
-from fleet.ledger import Ledger
+from fleet.money.ledger import Ledger
 from fleet.models import utcnow
 from fleet.providers.fake import FakeProvider, FakeSettings
-from fleet.records import get_record
+from fleet.records.chain import get_record
 from fleet.run.lease import KeptLease, NewLease
 from fleet.run.observers import RunObserver
 from fleet.run.pipeline import STAGES, Pipeline, run_on_lease

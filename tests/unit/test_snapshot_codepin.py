@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from fleet.codepin import pin_code
+from fleet.records.codepin import pin_code
 from fleet.errors import UsageError
 from fleet.snapshots import load, materialise, open_store
 

@@ -70,7 +70,7 @@ def test_cli_verifies_and_shows_an_old_store(v1_store, tmp_path):
 
 
 def test_an_old_run_record_passes_audit_deep_and_a_corrupt_old_chunk_is_named(fleet_home, tmp_path):
-    from fleet.records import RunRecord, append_record
+    from fleet.records.chain import RunRecord, append_record
     store_dir = tmp_path / "store-v1"
     shutil.copytree(FIXTURE, store_dir)
     append_record(RunRecord(run_id="r-format1", command="python train.py", data_snapshots={"train": V1_ID},

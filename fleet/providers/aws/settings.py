@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ...config_schema import BOOL, STRING, Key, Kind, choice
+from ...config.schema import BOOL, STRING, Key, Kind, choice
 from ..base import ProviderSettings
 
 CONNECT = Kind(choice(("public", "private")), {"type": "string", "enum": ["public", "private"]})

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import ClassVar
 
-from ...config_schema import DURATION, PORT, POSITIVE_NUMBER, PRICE, STRING, Key, Kind, choice
+from ...config.schema import DURATION, PORT, POSITIVE_NUMBER, PRICE, STRING, Key, Kind, choice
 from ..base import ProviderSettings
 
 GPU_FLAG = Kind(choice(("gres", "gpus-per-node")), {"type": "string", "enum": ["gres", "gpus-per-node"]})

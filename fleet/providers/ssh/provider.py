@@ -80,7 +80,7 @@ class SSHHostsProvider(BaseProvider, ReportsMachines):
     def max_machines_per_lease(self) -> int:
         """Every machine takes at least one GPU slot: never more than the inventory's GPUs (a host
         whose GPUs are not yet discovered counts as many as a host may declare). Read, not probed."""
-        from ...config_schema import MAX_HOST_GPUS
+        from ...config.schema import MAX_HOST_GPUS
         return max(1, sum(h.gpus or MAX_HOST_GPUS for h in self.inventory().list()))
 
     def usable_hosts(self, user: str, exclude: set[str] = frozenset()) -> dict[str, tuple[Host, str]]:

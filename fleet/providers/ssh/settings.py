@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ...config_schema import HOST_GPUS, PORT, STRING, Key
+from ...config.schema import HOST_GPUS, PORT, STRING, Key
 from ..base import ProviderSettings
 
 

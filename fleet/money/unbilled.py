@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 
 from .budget import Price, to_micro
 from .ledger import Ledger
-from .models import Lease, MachineState, utcnow
+from ..models import Lease, MachineState, utcnow
 
 
 @dataclass(frozen=True)

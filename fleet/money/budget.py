@@ -23,7 +23,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Callable, Iterable
 
-from .errors import BudgetRefused, UsageError
+from ..errors import BudgetRefused, UsageError
 
 MICRO = 1_000_000
 MAX_BUDGET = Decimal(10) ** 9     # beyond this a budget is a typo, and micro-dollar sums stay small
@@ -174,7 +174,7 @@ class Scope:
     name: str                    # "run", "project 'vision' (2025-06)", "user 'ana' (2025-06)"
     limit_micro: int
     spent_before_micro: int = 0  # spent by others in this scope (e.g. earlier runs this month)
-    reserved_micro: int = 0      # still held by other live runs' reservations (fleet/budget_reservations.py)
+    reserved_micro: int = 0      # still held by other live runs' reservations (fleet/money/reservations.py)
 
     def remaining(self, run_spent_micro: int) -> int:
         return self.limit_micro - self.spent_before_micro - self.reserved_micro - run_spent_micro

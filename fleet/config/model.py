@@ -1,4 +1,4 @@
-"""The validated shape of fleet.toml. `fleet.config.load_config` builds it; every later step trusts it."""
+"""The validated shape of fleet.toml. `fleet.config.loader.load_config` builds it; every later step trusts it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

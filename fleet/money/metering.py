@@ -15,7 +15,7 @@ from typing import Callable
 from .budget import (BudgetPolicy, Clock, IdlePolicy, Price, Scope, Verdict, capped_deadline_s, cost_micro,
                      minimum_billing, month_label, month_start, refuse_unaffordable, require_price,
                      seconds_until_exhausted, to_micro, utc_clock)
-from .budget_reservations import Reservations, reservation_amount
+from .reservations import Reservations, reservation_amount
 from .ledger import Ledger, OpenSegment, TickTelemetry
 
 
@@ -29,7 +29,7 @@ class BudgetLimits:
 
     @classmethod
     def from_config(cls, config) -> "BudgetLimits":
-        """The limits as fleet/config.py parsed and validated them (once: `--budget` is an override
+        """The limits as fleet/config/loader.py parsed and validated them (once: `--budget` is an override
         of `budget =` and goes through the same parser), so amounts are Decimals already."""
         b = config.budgets
         return cls(run=config.budget, project_monthly=b.project_monthly, user_monthly=b.user_monthly,

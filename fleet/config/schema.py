@@ -1,11 +1,11 @@
 """The one table of fleet.toml keys: their kinds, defaults and help.
 
-Both the validator (fleet/config.py) and the JSON Schema for editors (`json_schema()`, shipped as
+Both the validator (fleet/config/loader.py) and the JSON Schema for editors (`json_schema()`, shipped as
 fleet/fleet.schema.json) are derived from `TOP_LEVEL` / `TABLES` below, so key names and types have a
 single source of truth. Each *kind* knows how to convert a TOML value and how to describe itself as a
 JSON Schema fragment; a new key is one line in a table.
 
-`python -m fleet.config_schema --write` regenerates the shipped schema file.
+`python -m fleet.config.schema --write` regenerates the shipped schema file.
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import UsageError
+from ..errors import UsageError
 
-SCHEMA_FILE = Path(__file__).with_name("fleet.schema.json")
+SCHEMA_FILE = Path(__file__).parent.parent / "fleet.schema.json"   # at the package root, where editors and examples point
 
 # ---------------------------------------------------------------- values: durations and money
 
@@ -210,7 +210,7 @@ def choice(choices: tuple[str, ...]) -> Callable[[Any], str]:
 
 def _provider_name(value: Any) -> str:
     """A registered provider (fleet/providers/registry.py): fleet's own or a third party's."""
-    from .providers import registry
+    from ..providers import registry
     if isinstance(value, str) and value in registry.entries():
         return value
     listed = registry.names(listed_only=True)
@@ -352,20 +352,20 @@ ARRAYS: dict[str, tuple[str, dict[str, Key], tuple[str, ...]]] = {}
 
 def provider_sections(*, listed_only: bool = False) -> dict[str, Any]:
     """Section name → the settings class of the provider that owns it (imports the providers)."""
-    from .providers import registry
+    from ..providers import registry
     listed = registry.names(listed_only=True) if listed_only else None
     return {settings.section: settings for name, settings in registry.settings_classes().items()
             if listed is None or name in listed}
 
 
 def json_schema() -> dict[str, Any]:
-    """JSON Schema for fleet.toml, built from the key table above (fleet/config_json_schema.py)."""
-    from .config_json_schema import json_schema as build
+    """JSON Schema for fleet.toml, built from the key table above (fleet/config/json_schema.py)."""
+    from .json_schema import json_schema as build
     return build()
 
 
 def schema_text() -> str:
-    from .config_json_schema import schema_text as text
+    from .json_schema import schema_text as text
     return text()
 
 

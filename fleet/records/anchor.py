@@ -32,9 +32,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from .errors import EnvironmentProblem, FleetError, UsageError
+from ..errors import EnvironmentProblem, FleetError, UsageError
 
-log = logging.getLogger("fleet.records")
+log = logging.getLogger("fleet.records.chain")
 S3_KEY = ("records", "tip")
 RETENTION_DAYS = 3650          # GOVERNANCE retention of each S3 tip when the bucket has no default rule
 MIN_KEY_BYTES = 16
@@ -49,7 +49,7 @@ def signing_key() -> bytes | None:
     if raw:
         key = raw.encode()
     elif path:
-        from .paths import fleet_home
+        from ..paths import fleet_home
         p = Path(path).expanduser().resolve()
         home = fleet_home(create=False).resolve()
         if p == home or p.is_relative_to(home):
@@ -81,7 +81,7 @@ def tip_path(db) -> Path:
     path = getattr(db, "path", None)
     if path is not None:
         return Path(path).parent / "records.tip"
-    from .paths import fleet_home
+    from ..paths import fleet_home
     ident = hashlib.sha256(str(getattr(db, "url", db.dialect)).encode()).hexdigest()[:16]
     return fleet_home() / f"records-{db.dialect}-{ident}.tip"
 
@@ -161,7 +161,7 @@ def write_anchors(db, record) -> None:
     write_local(db, record, key)
     if record.store.startswith("s3://"):
         try:
-            from .snapshots import open_store
+            from ..snapshots import open_store
             write_s3(open_store(record.store), _tip(record, key))
         except FleetError as exc:
             log.warning("could not anchor run record %s in %s: %s", record.run_id, record.store, exc.one_line())
@@ -191,8 +191,8 @@ def _read_s3(url: str) -> list[dict[str, Any]]:
     """Every tip the bucket still holds: all versions under Object Lock, else the current one."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from .errors import NotFound
-    from .snapshots import open_store
+    from ..errors import NotFound
+    from ..snapshots import open_store
     store = open_store(url)
     key = store._key(*S3_KEY)
     if _lock_mode(store) is None:
@@ -217,7 +217,7 @@ def _has_own_records(db) -> bool:
     record this user wrote in the team database."""
     if getattr(db, "path", None) is not None:
         return bool(db.execute("SELECT seq FROM run_records LIMIT 1"))
-    from .plan import current_user
+    from ..plan import current_user
     me = current_user()
     for row in db.execute("SELECT body FROM run_records ORDER BY seq DESC"):
         with contextlib.suppress(ValueError, AttributeError):
@@ -283,7 +283,7 @@ def anchor_notes(db, store_urls: set[str] = frozenset()) -> list[str]:
     locked = False
     for url in (u for u in store_urls if u.startswith("s3://")):
         with contextlib.suppress(FleetError):
-            from .snapshots import open_store
+            from ..snapshots import open_store
             locked = locked or _lock_mode(open_store(url)) is not None
     if signed or locked:
         return []

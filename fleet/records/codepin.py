@@ -15,9 +15,9 @@ import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import EnvironmentProblem, UsageError
-from .snapshots.create import DEFAULT_EXCLUDES, SnapshotBuilder, create_snapshot
-from .snapshots.store import Store
+from ..errors import EnvironmentProblem, UsageError
+from ..snapshots.create import DEFAULT_EXCLUDES, SnapshotBuilder, create_snapshot
+from ..snapshots.store import Store
 
 
 @dataclass

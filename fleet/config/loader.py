@@ -3,7 +3,7 @@
 Every problem becomes one line naming the file, line, key and what is allowed, e.g.
 `fleet.toml:7: gpus: must be a positive integer, got -2`. tomllib keeps no positions, so `_KeyLines`
 scans the source text for where each key was written. What keys exist and what they accept lives in
-fleet/config_schema.py (shared with the JSON Schema for editors).
+fleet/config/schema.py (shared with the JSON Schema for editors).
 """
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 and older
     import tomli as tomllib
 
-from .config_model import BudgetsConfig, Config
-from .config_schema import (ARRAYS, MAPS, MAX_HEARTBEAT_TTL_S, SCHEMA_FILE, TABLES, TOP_LEVEL, Invalid,
+from .model import BudgetsConfig, Config
+from .schema import (ARRAYS, MAPS, MAX_HEARTBEAT_TTL_S, SCHEMA_FILE, TABLES, TOP_LEVEL, Invalid,
                             json_schema, parse_duration, parse_money, provider_sections, schema_text)
-from .errors import ConfigError, UsageError
+from ..errors import ConfigError, UsageError
 
 __all__ = ["load_config", "parse_duration", "parse_money", "json_schema", "schema_text", "SCHEMA_FILE",
            "CONFIG_FILE", "OVERRIDABLE", "parse_section"]
@@ -235,7 +235,7 @@ class _Checker:
 
 def _section_owner(name: str):
     """(provider, settings class) owning top-level key `name`; None for no provider's section."""
-    from .providers.registry import section_owner
+    from ..providers.registry import section_owner
     return section_owner(name)
 
 

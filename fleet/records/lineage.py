@@ -6,16 +6,16 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import FleetError, IntegrityError, UsageError
-from .records import REDACTED, RunRecord, get_record, list_records, verify_chain
+from ..errors import FleetError, IntegrityError, UsageError
+from .chain import REDACTED, RunRecord, get_record, list_records, verify_chain
 
 if TYPE_CHECKING:
-    from .run.summary import RunSummary
-    from .run.types import RerunOf
+    from ..run.summary import RunSummary
+    from ..run.types import RerunOf
 
 
 def _stores():
-    from .snapshots import open_store
+    from ..snapshots import open_store
     cache: dict[str, Any] = {}
 
     def get(url: str):
@@ -29,7 +29,7 @@ def rerun_config(rec: RunRecord, base_dir: Path):
     """A Config that runs the recorded command with the recorded pins (never the working directory)."""
     from decimal import Decimal
 
-    from .config_model import Config
+    from ..config.model import Config
     cfg = dict(rec.config)
     if not cfg:
         raise UsageError(f"run {rec.run_id} has no recorded configuration (recorded by an older fleet)")
@@ -61,7 +61,7 @@ def rerun_config(rec: RunRecord, base_dir: Path):
 
 def rerun_of(rec: RunRecord) -> "RerunOf":
     """The pins a rerun must match byte for byte (verified chunk by chunk before leasing)."""
-    from .run.types import PinnedInputs, RerunOf
+    from ..run.types import PinnedInputs, RerunOf
     return RerunOf(run_id=rec.run_id, pins=PinnedInputs(
         code_commit=rec.code_commit, code_snapshot=rec.code_snapshot, code_dirty_snapshot=rec.code_dirty_snapshot,
         code_subdir=rec.code_subdir, data_snapshots=dict(rec.data_snapshots), store_url=rec.store))
@@ -69,9 +69,9 @@ def rerun_of(rec: RunRecord) -> "RerunOf":
 
 def rerun(run_id: str, *, base_dir: Path | None = None, events=None, keep_s: int | None = None, ci: bool = False,
           db=None) -> "RunSummary":
-    from .run.pipeline import up
-    from .run.types import RunOptions
-    from .snapshots import file_hashes, open_store
+    from ..run.pipeline import up
+    from ..run.types import RunOptions
+    from ..snapshots import file_hashes, open_store
     rec = get_record(run_id, db)
     config = rerun_config(rec, (base_dir or Path.cwd()).resolve())
     summary = up(config, events=events, options=RunOptions(keep_s=keep_s, ci=ci, rerun_of=rerun_of(rec)))
@@ -85,7 +85,7 @@ def rerun(run_id: str, *, base_dir: Path | None = None, events=None, keep_s: int
 
 
 def audit(run_id: str, *, db=None) -> dict[str, Any]:
-    from .snapshots import load, verify
+    from ..snapshots import load, verify
     rec = get_record(run_id, db)
     stores = _stores()
     snaps = []
@@ -107,9 +107,9 @@ def audit(run_id: str, *, db=None) -> dict[str, Any]:
 
 def audit_verify(*, deep: bool = False, db=None) -> dict[str, Any]:
     """Check the whole chain and every snapshot any record references."""
-    from .snapshots import verify
-    from .records import _db
-    from .records_anchor import anchor_notes, check_anchors
+    from ..snapshots import verify
+    from .chain import _db
+    from .anchor import anchor_notes, check_anchors
     db = _db(db)
     chain = verify_chain(db)
     records = list_records(db, limit=1_000_000)

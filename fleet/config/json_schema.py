@@ -1,12 +1,12 @@
 """JSON Schema (draft-07) for fleet.toml, for editors such as Taplo: built from the key table in
-fleet/config_schema.py and the sections providers declare. `python -m fleet.config_schema --write`
+fleet/config/schema.py and the sections providers declare. `python -m fleet.config.schema --write`
 regenerates the shipped fleet/fleet.schema.json."""
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from .config_schema import ARRAYS, MAPS, TABLES, TOP_LEVEL, Key, provider_sections
+from .schema import ARRAYS, MAPS, TABLES, TOP_LEVEL, Key, provider_sections
 
 
 def _prop(key: Key) -> dict[str, Any]:
@@ -35,7 +35,7 @@ def json_schema() -> dict[str, Any]:
             props[name]["propertyNames"] = {"pattern": key_pattern}
     for name, (help_text, keys, required) in ARRAYS.items():
         props[name] = _array_schema(help_text, keys, required)
-    from .providers import registry
+    from ..providers import registry
     props["provider"]["enum"] = registry.names(listed_only=True)
     for name, settings in provider_sections(listed_only=True).items():   # not the fake's
         if settings.array:
@@ -46,7 +46,7 @@ def json_schema() -> dict[str, Any]:
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "fleet.toml",
-        "description": "An experiment for `fleet up`. Generated from fleet/config_schema.py; do not edit by hand.",
+        "description": "An experiment for `fleet up`. Generated from fleet/config/schema.py; do not edit by hand.",
         "type": "object",
         "additionalProperties": False,
         "properties": props,

@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
 from typing import Any
 
-from .errors import IntegrityError, NotFound
-from .masking import REDACTED, Masker, looks_secret
-from .models import to_jsonable, utcnow
+from ..errors import IntegrityError, NotFound
+from ..masking import REDACTED, Masker, looks_secret
+from ..models import to_jsonable, utcnow
 
 GENESIS = "0" * 64
 RECORD_VERSION = 1
@@ -123,7 +123,7 @@ def ci_context(environ: dict[str, str] | None = None) -> dict[str, str]:
 def _db(db=None):
     if db is not None:
         return db
-    from .state import open_state
+    from ..state import open_state
     return open_state().db
 
 
@@ -168,7 +168,7 @@ def append_record(record: RunRecord, db=None, *, secrets: list[str] | tuple[str,
             if "unique" in str(exc).lower() or "duplicate" in str(exc).lower():
                 continue
             raise
-        from .records_anchor import write_anchors
+        from .anchor import write_anchors
         write_anchors(db, record)        # outside the database: the newest record cannot be rewritten unseen
         return record
     raise IntegrityError("could not append the run record: the chain tip kept moving")
@@ -191,7 +191,7 @@ def get_record(run_id: str, db=None) -> RunRecord:
     db = _db(db)
     rows = db.execute("SELECT * FROM run_records WHERE run_id = ?", (run_id,))
     if not rows:
-        from .state.store import prefix_match
+        from ..state.store import prefix_match
         rows = prefix_match(db, "run_records", "run_id", run_id, "seq")
         if len(rows) != 1:
             raise NotFound(f"no run record for {run_id!r}" + (" (ambiguous prefix)" if rows else ""),
