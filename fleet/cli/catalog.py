@@ -26,6 +26,10 @@ COMMANDS: tuple[CommandEntry, ...] = (
     CommandEntry("up", "up", "Lease machines, run the experiment on them, bring outputs home, destroy the machines."),
     CommandEntry("run", "up", "Run a command on every machine of a kept lease (`fleet up --keep`): budgeted and "
                               "recorded like `fleet up`; the lease stays kept afterwards."),
+    CommandEntry("attach", "detached", "Follow a run's logs until it ends and exit with its exit code; Ctrl-C "
+                 "leaves it running."),
+    CommandEntry("sweep", "sweep", "Run a parameter sweep: every trial a pinned, recorded run, on machines leased "
+                                  "once."),
     CommandEntry("status", "leases", "List live leases with their machines, GPUs, deadlines and runs."),
     CommandEntry("down", "leases", "Destroy the machines of leases (idempotent)."),
     CommandEntry("extend", "leases", "Move a kept lease's deadline (on every machine) to now + DURATION."),

@@ -16,6 +16,8 @@ def run() -> None:
     if catalog.wants_root_help(args) and not catalog.completing():
         sys.stdout.write(catalog.root_help())
         sys.exit(0)
+    if not catalog.completing():
+        _reconcile_detached_runs()
     from .status_view import fast_args
     status = None if catalog.completing() else fast_args([a for a in args if a != "--debug"])
     if status is not None:
@@ -25,6 +27,20 @@ def run() -> None:
         sys.exit(guard(lambda: show(**status), take_debug_flag(sys.argv)))
     from .errors import main_guard
     sys.exit(main_guard(get_app()))
+
+
+def _reconcile_detached_runs() -> None:
+    """A detached run whose supervisor died is released, billed and recorded by whichever `fleet`
+    command runs next (checking costs a few reads of /proc; nothing more unless one died)."""
+    from ..run.supervisor import needs_reconcile
+    if not needs_reconcile():
+        return
+    try:
+        from ..run.detach import reconcile
+        from .render import RichEvents
+        reconcile(RichEvents(plain=True))
+    except Exception as exc:  # noqa: BLE001 — the command the user typed still runs
+        print(f"fleet: warning: could not reconcile detached runs: {exc}", file=sys.stderr)
 
 
 _app = None

@@ -1,0 +1,81 @@
+"""`fleet up --detach` (its launcher half) and `fleet attach RUN`."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(attach)
+
+
+def up_detached(config, file: Path | None, overrides: dict[str, Any], options, events, json_out: bool) -> int:
+    """Start the run's supervisor, show its progress until the inputs are staged, then leave."""
+    import os
+    from ..ids import new_run_id
+    from ..run.detach import follow_until_handoff, launch
+    from ..run.supervisor import SupervisorSpec
+    if options.confirm is not None:   # asked here: the supervisor has no terminal to ask on
+        from ..errors import Cancelled
+        from ..run.offer import Quote, choose_offer, provider_for
+        if not options.confirm(Quote.of(choose_offer(provider_for(config), config), config)):
+            raise Cancelled("not started: the plan was declined; nothing was leased or spent")
+    run_id = new_run_id()
+    spec = SupervisorSpec(run_id=run_id, cwd=os.getcwd(), config_file=str(file.resolve()) if file else None,
+                          overrides={k: v for k, v in overrides.items() if v is not None}, keep_s=options.keep_s,
+                          allow_dirty=options.allow_dirty, queue_wait_s=options.queue_wait_s)
+    proc = launch(spec)
+    try:
+        handoff = follow_until_handoff(proc, run_id, events)
+    finally:
+        events.close()
+    if handoff.summary is not None:   # it ended before staging was done (e.g. no machines)
+        from .up import _show
+        _show(handoff.summary, json_out)
+        return handoff.summary.exit_code
+    lease = handoff.lease_id or "?"
+    if json_out:
+        from .render import print_json
+        print_json({"run_id": run_id, "lease_id": handoff.lease_id, "status": "running", "detached": True,
+                    "supervisor_pid": proc.pid})
+    else:
+        print(f"fleet: run {run_id} detached on lease {lease} (supervisor pid {proc.pid}): follow it with "
+              f"`fleet logs {run_id} -f` or `fleet attach {run_id}`, stop it with `fleet down {lease}`",
+              file=sys.stderr)
+    return 0
+
+
+def attach(
+    run: str = typer.Argument(..., help="Run id (see `fleet status`)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the run's JSON summary on stdout when it ends."),
+) -> int:
+    """Follow a run's logs until it ends and exit with its exit code; Ctrl-C leaves it running."""
+    from ..errors import ExitCode
+    from ..leases import follow_logs
+    from ..state import open_state
+    state = open_state()
+    run_id = state.get_run(run)["id"]
+    out = sys.stderr if json_out else sys.stdout
+    try:
+        for line in follow_logs(run_id, follow=True, state=state):
+            print(line, file=out, flush=True)
+    except KeyboardInterrupt:
+        print(f"fleet: left run {run_id} running; `fleet attach {run_id}` to follow it again", file=sys.stderr)
+        return 0
+    row = state.get_run(run_id)
+    summary = (row.get("meta") or {}).get("summary") or {}
+    if row["status"] == "lost" or summary.get("exit_code") is None:
+        message = summary.get("message") or row["status"]
+        if json_out:
+            from .render import print_json
+            print_json(summary or {"run_id": run_id, "status": row["status"]})
+        print(f"fleet: run {run_id} {row['status']}: {message}", file=sys.stderr)
+        return int(ExitCode.INFRASTRUCTURE)
+    from ..run.summary import RunSummary
+    from .up import _show
+    result = RunSummary.from_json(summary)
+    _show(result, json_out)
+    return result.exit_code

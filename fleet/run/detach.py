@@ -1,0 +1,222 @@
+"""`fleet up --detach`: start the run's supervisor (fleet/run/supervisor.py) in a session of its
+own, follow its progress until the inputs are staged, and hand the run over to it.
+
+Everything after the handoff is the supervisor's: heartbeats, budget, logs, outputs, release,
+ledger, record. The launcher's own job ends at staging: errors before that (a refused budget, a
+dirty tree, no machines) are shown by the launcher with their own exit code, exactly as an
+attached `fleet up` shows them, and Ctrl-C before the handoff stops the run the same way.
+
+Also here: asking a live supervisor to stop (`fleet down`), and reconciling supervisors that died
+(any `fleet` command: `needs_reconcile` is a few stat calls, `reconcile` runs only when one died).
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import FleetError, InfrastructureError
+from .context import Events
+from .supervisor import EVENTS, IDENTITY, LOG, MODULE, SupervisorSpec, supervisor_dir, supervisors_root
+
+HANDOFF_PHASES = ("setup", "run")   # the first phase after staging
+STOP_WAIT_S = 120.0
+
+
+class ReportedError(FleetError):
+    """An error the supervisor reported before the handoff, with its own exit code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """How the launcher parted from the run: detached while it runs, or the run already ended."""
+
+    run_id: str
+    lease_id: str | None
+    summary: Any = None               # RunSummary when the run ended before the handoff
+    staged_at: float | None = None    # time.time() the supervisor reported the first phase after staging
+
+
+def launch(spec: SupervisorSpec) -> subprocess.Popen:
+    """Start the supervisor: its own session (no terminal, no SIGHUP from the shell), stdin closed,
+    its output into supervisor.log next to its events."""
+    directory = supervisor_dir(spec.run_id)
+    directory.mkdir(parents=True, mode=0o700)
+    path = spec.write(directory)
+    with open(directory / LOG, "ab") as log:
+        return subprocess.Popen([sys.executable, "-m", MODULE, str(path)], cwd=spec.cwd, stdin=subprocess.DEVNULL,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+
+
+def event_records(path: Path, *, stop) -> Iterator[dict[str, Any]]:
+    """The supervisor's event records as they are written; ends when `stop()` is true and the
+    file holds nothing more."""
+    offset = 0
+    while True:
+        data = b""
+        if path.exists():
+            with open(path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+        complete = data.rfind(b"\n") + 1
+        offset += complete
+        for line in data[:complete].splitlines():
+            try:
+                yield json.loads(line)
+            except ValueError:
+                continue
+        if not complete:
+            if stop():
+                return
+            time.sleep(0.1)
+
+
+def follow_until_handoff(proc: subprocess.Popen, run_id: str, events: Events) -> Handoff:
+    """Render the supervisor's progress until the first phase after staging (then the run is its
+    alone), or until it ended. Ctrl-C here is passed on to it (it is our child: provably ours) and
+    the run ends as an attached one would: cancelled, machines released."""
+    path = supervisor_dir(run_id) / EVENTS
+    exited: list[int] = []
+
+    def stop() -> bool:
+        if proc.poll() is not None:
+            exited.append(proc.returncode)
+            return True
+        return False
+
+    previous = signal.getsignal(signal.SIGINT)
+
+    def forward(signum, _frame) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    in_main = _main_thread()
+    if in_main:
+        signal.signal(signal.SIGINT, forward)
+    cancelled = False
+    try:
+        for record in event_records(path, stop=stop):
+            kind = record.get("kind")
+            if kind == "phase":
+                events.phase(record.get("name", ""), record.get("detail", ""))
+                if record.get("name") in HANDOFF_PHASES and not cancelled:
+                    return Handoff(run_id, _lease_of(run_id), staged_at=record.get("t"))
+            elif kind == "warn":
+                message = record.get("message", "")
+                cancelled = cancelled or "stopping the experiment" in message
+                events.warn(message)
+            elif kind == "end":
+                from .summary import RunSummary
+                return Handoff(run_id, record["summary"].get("lease_id"), summary=RunSummary.from_json(record["summary"]))
+            elif kind == "error":
+                raise ReportedError(record.get("message", "the run failed"), int(record.get("exit_code", 1)))
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+    raise InfrastructureError(
+        f"the detached supervisor of run {run_id} exited (code {exited[-1] if exited else '?'}) before the "
+        "run started", hint=f"see {supervisor_dir(run_id) / LOG}")
+
+
+def _main_thread() -> bool:
+    import threading
+    return threading.current_thread() is threading.main_thread()
+
+
+def _lease_of(run_id: str) -> str | None:
+    try:
+        from ..state import open_state
+        return open_state().get_run(run_id).get("lease_id")
+    except FleetError:
+        return None
+
+
+# -- a supervisor's identity: proved before it is signalled ---------------------------------------------
+
+def _identity(directory: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((directory / IDENTITY).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_supervisor(ident: dict[str, Any] | None, run_id: str) -> bool | None:
+    """True: this run's supervisor provably runs (same boot, pid namespace, pid and start time, and
+    its command line names the supervisor module and this run). False: provably gone. None: it
+    runs on another computer, or was never recorded."""
+    from ..lost_runs import controller_alive
+    alive = controller_alive(ident)
+    if not alive:
+        return alive
+    try:
+        with open(f"/proc/{int(ident['pid'])}/cmdline", "rb") as fh:
+            argv = fh.read().split(b"\0")
+    except OSError:
+        return False
+    return MODULE.encode() in argv and any(run_id.encode() in a for a in argv)
+
+
+def stop_supervised_runs(state, lease_id: str, events: Events, *, wait_s: float = STOP_WAIT_S) -> list[str]:
+    """`fleet down LEASE` on a detached run: ask its supervisor to stop (SIGTERM, as Ctrl-C asks an
+    attached run) so the outputs still come home and the run is recorded as cancelled; then wait
+    for it to finish. Only a supervisor proved to be this run's own is signalled."""
+    stopped = []
+    for run in state.list_runs(lease_id=lease_id, limit=100):
+        meta = run.get("meta") or {}
+        if run["status"] != "running" or not meta.get("detached"):
+            continue
+        ident = meta.get("controller")
+        if not is_supervisor(ident, run["id"]):
+            continue
+        events.phase("release", f"asking the supervisor of run {run['id']} (pid {ident['pid']}) to stop")
+        os.kill(int(ident["pid"]), signal.SIGTERM)
+        end = time.monotonic() + wait_s
+        while time.monotonic() < end and is_supervisor(ident, run["id"]):
+            time.sleep(0.2)
+        stopped.append(run["id"])
+    return stopped
+
+
+# -- reconcile: supervisors that died without finishing their run -----------------------------------------
+
+def reconcile(events: Events) -> list[str]:
+    """For each supervisor that died with its run unfinished: release the lease, bill what the
+    ledger lacks, and record the run as lost (`fleet down` does all three). Returns the run ids."""
+    from ..lost_runs import controller_alive
+    from ..state import open_state
+    root = supervisors_root()
+    if not root.is_dir():
+        return []
+    state = None
+    ended = []
+    for directory in sorted(root.iterdir()):
+        ident = _identity(directory)
+        if ident is None or controller_alive(ident) is not False:
+            continue
+        state = state or open_state()
+        try:
+            run = state.get_run(directory.name)
+        except FleetError:
+            run = None
+        if run is not None and run["status"] == "running" and run.get("lease_id"):
+            from ..leases import down
+            events.warn(f"the detached supervisor of run {run['id']} (pid {ident.get('pid')}) is gone; "
+                        f"releasing lease {run['lease_id']} and recording the run")
+            down([run["lease_id"]], state=state, events=events)
+            ended.append(run["id"])
+        (directory / IDENTITY).unlink(missing_ok=True)
+    return ended
+
+
+__all__ = ["launch", "follow_until_handoff", "Handoff", "ReportedError", "stop_supervised_runs",
+           "reconcile", "is_supervisor"]

@@ -1,0 +1,194 @@
+"""The detached supervisor: `fleet up --detach` runs the whole run pipeline in this process.
+
+It is the same `fleet.run.pipeline.up` an attached `fleet up` calls, not a copy: it heartbeats the
+machines, meters and enforces the budget, writes the rank logs into the run's directory, collects
+the outputs, releases the machines, closes the ledger and appends the run record. The only
+difference is where its progress goes: to `events.jsonl` in its directory under
+`$FLEET_HOME/supervisors/<run-id>/`, which the launching CLI follows until staging is done, and
+which nothing needs afterwards (logs and the final summary are in the run's state).
+
+Started by fleet/run/detach.py in a session of its own (no controlling terminal: closing the shell
+or killing the CLI does not reach it). It proves it is fleet's own the way every controller does:
+its run row names it (`controller_identity`: boot id, pid namespace, pid and start time), its
+command line names this module and the run id, and its `identity.json` says the same for the
+cheap check every `fleet` command makes (fleet/run/detach.py `reconcile`).
+
+No orphans: the kernel ends it (SIGALRM, default action) at the lease's longest possible life
+plus a margin for staging, collecting and releasing, whatever state it is in; its machines end
+by their own watchdog deadline once its heartbeat stops; and the next `fleet` command that finds
+it gone releases its lease, bills what the ledger lacks and records the run as lost.
+
+On a cloud provider the intended home of this process is node 0's agent, so that nothing extra
+has to be kept alive and paid for (docs/managed-runs.md); the local provider's machines run on
+this computer, so here it is a background process of this computer.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+MODULE = "fleet.run.supervisor"
+# Beyond max_duration: planning, pinning, leasing and staging happen before the lease's clock
+# starts, collecting and releasing after it ends.
+LIFETIME_MARGIN_S = 900
+SPEC, EVENTS, IDENTITY, LOG = "spec.json", "events.jsonl", "identity.json", "supervisor.log"
+
+
+def supervisors_root() -> Path:
+    from ..paths import fleet_home
+    return fleet_home() / "supervisors"
+
+
+def supervisor_dir(run_id: str) -> Path:
+    return supervisors_root() / run_id
+
+
+@dataclass(frozen=True)
+class SupervisorSpec:
+    """What the launching CLI asked for, handed to the supervisor as JSON (no secret values: the
+    supervisor inherits the CLI's environment, where secrets come from)."""
+
+    run_id: str
+    cwd: str
+    config_file: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)   # load_config's overrides, as the CLI built them
+    keep_s: int | None = None
+    allow_dirty: bool = False
+    queue_wait_s: float | None = None
+
+    def write(self, directory: Path) -> Path:
+        path = directory / SPEC
+        path.write_text(json.dumps(asdict(self), sort_keys=True))
+        return path
+
+    @classmethod
+    def read(cls, path: Path) -> "SupervisorSpec":
+        return cls(**json.loads(path.read_text()))
+
+    def options(self):
+        from .types import RunOptions
+        return RunOptions(keep_s=self.keep_s, allow_dirty=self.allow_dirty, queue_wait_s=self.queue_wait_s,
+                          run_id=self.run_id, detached=True)
+
+
+class FileEvents:
+    """Events as JSON lines, each flushed at once: the launching CLI (and `fleet attach` on this
+    computer) reads them as they come. Experiment output is not repeated here: it is in the
+    run's rank logs already, which `fleet logs` reads."""
+
+    def __init__(self, path: Path):
+        self._fh = open(path, "a", buffering=1, encoding="utf-8")
+        self._lock = threading.Lock()
+
+    def _write(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            self._fh.write(json.dumps({"t": round(time.time(), 3), **record}) + "\n")
+            self._fh.flush()
+
+    def phase(self, name: str, detail: str = "") -> None:
+        self._write({"kind": "phase", "name": name, "detail": detail})
+
+    def log(self, label: str, stream: str, line: str) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        self._write({"kind": "warn", "message": message})
+
+    def ended(self, summary_json: dict[str, Any]) -> None:
+        self._write({"kind": "end", "summary": summary_json})
+
+    def failed(self, message: str, exit_code: int) -> None:
+        self._write({"kind": "error", "message": message, "exit_code": int(exit_code)})
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def die_with_lease(max_duration_s: int) -> int:
+    """Arm the kernel's own timer: SIGALRM with its default action ends this process at the
+    lease's longest possible life plus the margin, even if Python is stuck."""
+    seconds = int(max_duration_s) + LIFETIME_MARGIN_S
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(seconds)
+    return seconds
+
+
+def _write_identity(directory: Path, run_id: str) -> None:
+    from ..lost_runs import controller_identity
+    tmp = directory / f".{IDENTITY}.tmp"
+    tmp.write_text(json.dumps({**controller_identity(), "run_id": run_id}))
+    os.replace(tmp, directory / IDENTITY)
+
+
+def needs_reconcile() -> bool:
+    """Is there a supervisor identity whose process is provably gone? Stdlib and /proc only: every
+    `fleet` command asks this before it starts (fleet/cli/main.py), `fleet status` included."""
+    home = os.environ.get("FLEET_HOME") or os.path.join(os.path.expanduser("~"), ".fleet")
+    root = os.path.join(home, "supervisors")
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return False
+    for name in names:
+        try:
+            with open(os.path.join(root, name, IDENTITY)) as fh:
+                ident = json.load(fh)
+            with open("/proc/sys/kernel/random/boot_id") as fh:
+                if fh.read().strip() != ident.get("boot_id"):
+                    continue   # another boot, or another computer sharing FLEET_HOME: not provable here
+            if os.readlink("/proc/self/ns/pid") != ident.get("pid_ns"):
+                continue
+        except (OSError, ValueError, AttributeError):
+            continue
+        try:
+            with open(f"/proc/{int(ident['pid'])}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[-1].split()
+            alive = len(fields) > 19 and fields[0] not in ("Z", "X") and fields[19] == str(ident.get("start"))
+        except (OSError, ValueError, KeyError):
+            alive = False
+        if not alive:
+            return True
+    return False
+
+
+def main(argv: list[str]) -> int:
+    from ..errors import ExitCode, FleetError
+    spec_path = Path(argv[0])
+    directory = spec_path.parent
+    spec = SupervisorSpec.read(spec_path)
+    _write_identity(directory, spec.run_id)
+    events = FileEvents(directory / EVENTS)
+    code: int = ExitCode.INFRASTRUCTURE
+    try:
+        os.chdir(spec.cwd)
+        from ..config.loader import load_config
+        config = load_config(Path(spec.config_file) if spec.config_file else None, overrides=spec.overrides)
+        die_with_lease(config.max_duration_s)
+        from ..ci import masked_events
+        from .pipeline import up
+        summary = up(config, options=spec.options(), events=masked_events(config, events))
+        events.ended(summary.to_json())
+        code = summary.exit_code
+    except FleetError as exc:
+        events.failed(exc.one_line(), exc.exit_code)
+        code = exc.exit_code
+    except BaseException as exc:  # noqa: BLE001 — the launcher shows one line; the traceback goes to the log
+        import traceback
+        traceback.print_exc()
+        events.failed(f"the detached supervisor failed: {type(exc).__name__}: {exc}", ExitCode.INFRASTRUCTURE)
+    finally:
+        events.close()
+        # Ended on its own: nothing for the next `fleet` command to reconcile.
+        (directory / IDENTITY).unlink(missing_ok=True)
+    return int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
