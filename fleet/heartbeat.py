@@ -111,8 +111,9 @@ class Heartbeat:
                     session.run([machine.python, machine.agent_path, "extend", "--state-dir", machine.state_dir,
                                  "--ttl", f"{ttl:.3f}"], check=True, timeout=15)
                     # Upper bound of the machine's new deadline: it counts ttl from when the beat
-                    # arrived, which is no later than now.
-                    self._alive_until[machine.id] = time.monotonic() + ttl
+                    # arrived, which is no later than now; the agent never moves a deadline earlier.
+                    self._alive_until[machine.id] = max(self._alive_until.get(machine.id, 0.0),
+                                                        time.monotonic() + ttl)
                     return
                 except Exception as exc:  # noqa: BLE001 — a missed beat is survivable; warn and retry next time
                     stale = self._sessions.pop(machine.id, None)

@@ -8,7 +8,8 @@ Subcommands
             one, else pids proven by start time plus the FLEET_MACHINE_ID tag. The watchdog lives
             outside the cgroup leaf it kills.
   extend    move the deadline to now+TTL *as this machine's clock reads it* (so controller clock
-            skew never matters), capped at the hard maximum fixed when the watchdog started.
+            skew never matters), capped at the hard maximum fixed when the watchdog started;
+            never earlier than it already is (a deadline is only ever extended).
   release   expire now (the normal end of a lease).
   stop      release, wait for the watchdog, then end whatever it left (or all, if it died).
   exec      run a command in its own process group (inside the machine's cgroup unit when it has
@@ -223,6 +224,11 @@ def cmd_extend(args):
     target = time.time() + args.ttl
     if cap is not None:
         target = min(target, cap)
+    # Only ever later: a shorter TTL (a second `fleet extend 1m`, a heartbeat capped by the budget)
+    # must not pull forward a deadline someone was already promised.
+    current = _read_float(os.path.join(state, "deadline"))
+    if current is not None and current > target:
+        target = current
     _write_atomic(os.path.join(state, "deadline"), repr(target))
     print(json.dumps({"remaining_s": round(target - time.time(), 3)}))
     return 0
