@@ -67,11 +67,18 @@ class RunBudget:
     """The grant, metered while the machines live. Thread-safe: the heartbeat, the provider's
     lease threads and the execute loop all call in."""
 
-    def __init__(self, grant: BudgetGrant, state, *, lease_id: str, run_dir: Path, clock=utc_clock):
+    def __init__(self, grant: BudgetGrant, state, *, lease_id: str, run_dir: Path, clock=utc_clock,
+                 attributed: bool = False):
+        """`attributed`: another run (a sweep's warm pool) already meters these machines; this run's
+        cost is computed the same way but appends no ledger rows (fleet/money/attributed.py)."""
         self.grant = grant
         self.clock = clock
         self.lock = threading.RLock()
-        self.ledger = Ledger(state.db, clock=clock)
+        if attributed:
+            from ..money.attributed import AttributedLedger
+            self.ledger: Ledger = AttributedLedger(state.db, clock=clock)
+        else:
+            self.ledger = Ledger(state.db, clock=clock)
         self.reservations = Reservations(state.db, clock=clock)
         self.reserved_lease = lease_id if grant.reserved_micro else None
         self.tel_dir = Path(run_dir) / "telemetry"
@@ -129,6 +136,18 @@ class RunBudget:
         elif verdict.action == "stop" and not ctx.cancel.is_set():
             ctx.events.warn(f"{verdict.message}: stopping the run")
             ctx.request_stop("budget", verdict.message)
+
+    def remaining_micro(self) -> int | None:
+        """What the run's budget has left now (None: no budget)."""
+        with self.lock:
+            if self.meter is not None:
+                return self.meter.remaining_micro()
+            policy = self.grant.policy
+            return None if policy is None else policy.remaining_micro(0)
+
+    def spent_micro(self) -> int:
+        with self.lock:
+            return 0 if self.meter is None else self.meter.spent_micro()
 
     def deadline_cap_s(self, ctx: RunContext) -> float | None:
         """Seconds the machines may still live on this budget (None: no cap)."""

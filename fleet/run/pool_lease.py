@@ -1,0 +1,43 @@
+"""Where a sweep trial's machines come from: some machines of a warm pool's lease (fleet/sweep).
+
+The pool leased, staged and set the machines up once, and holds them alive with its own heartbeat;
+a trial is a run on a kept lease (the KeptLease path: no lease, stage, setup or release stage) that
+carries the pool's pinned inputs, so its record names the same code commit and data snapshots a
+`fleet up` would, and whose machine time the pool's run already pays (its cost is attributed).
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..models import Lease
+from .context import RunContext
+from .lease import KeptLease, _masker, _pins_meta
+from .types import BudgetGrant, PinnedInputs
+
+
+def sub_lease(lease: Lease, machine_ids: list[str]) -> Lease:
+    """The pool's lease narrowed to some of its machines, ranked 0… in the given order."""
+    by_id = {m.id: m for m in lease.machines}
+    machines = [replace(by_id[mid], node_rank=rank) for rank, mid in enumerate(machine_ids)]
+    return replace(lease, machines=machines, meta=dict(lease.meta))
+
+
+class PoolLease(KeptLease):
+    """A trial's share of a warm pool: the pool's lease id, a few of its machines, its pins."""
+
+    def __init__(self, provider, lease: Lease, pins: PinnedInputs, *, sweep_id: str, trial: str,
+                 pool_run_id: str):
+        super().__init__(provider, lease)
+        self.pins = pins
+        self.sweep_id, self.trial, self.pool_run_id = sweep_id, trial, pool_run_id
+
+    def begin(self, ctx: RunContext, first_deadline_s: int, grant: BudgetGrant, pins: PinnedInputs) -> None:
+        ctx.state.create_run(ctx.run_id, lease_id=self.lease.id, project=self.lease.project, user=self.lease.user,
+                             command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
+                             meta={"provider": ctx.offer.provider, "template": ctx.offer.template.name,
+                                   "gpus": ctx.offer.gpus, "pins": _pins_meta(pins), "sweep": self.sweep_id,
+                                   "trial": self.trial, "paid_by_run": self.pool_run_id},
+                             masker=_masker(ctx))
+
+    def kept_until(self) -> str | None:
+        return None      # the pool releases these machines when the sweep ends

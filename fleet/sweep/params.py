@@ -1,0 +1,126 @@
+"""Sweep parameters and trials: `--param lr=1e-3,3e-4` or `[sweep.params]`, expanded as a grid or
+sampled at random with a seed, and how a trial's values reach its command.
+
+A trial gets its values twice: substituted into the command (`{lr}`) and as environment variables
+`FLEET_PARAM_<NAME>` (upper case). Values stay the strings the user wrote, so `1e-3` reaches the
+command as `1e-3`, not as Python's rendering of a float.
+"""
+from __future__ import annotations
+
+import itertools
+import random
+import re
+import shlex
+from dataclasses import dataclass
+
+from ..errors import UsageError
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_TRIALS = 10_000
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of the sweep: its index (1-based, stable), name and parameter values."""
+
+    index: int
+    params: tuple[tuple[str, str], ...]
+
+    @property
+    def name(self) -> str:
+        return f"t{self.index:03d}"
+
+    @property
+    def values(self) -> dict[str, str]:
+        return dict(self.params)
+
+    def env(self) -> dict[str, str]:
+        return {f"FLEET_PARAM_{name.upper()}": value for name, value in self.params}
+
+    def command(self, template: str) -> str:
+        """The command with `{name}` replaced by the value (shell-quoted when it needs quoting);
+        `{{` and `}}` stand for literal braces."""
+        def sub(match: re.Match) -> str:
+            name = match.group(1)
+            if name not in self.values:
+                raise UsageError(f"the command uses {{{name}}}, which is not a sweep parameter",
+                                 hint=f"parameters: {', '.join(self.values) or 'none'}")
+            return shlex.quote(self.values[name])
+        text = template.replace("{{", "\0").replace("}}", "\1")
+        text = re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, text)
+        return text.replace("\0", "{").replace("\1", "}")
+
+
+def parse_param(text: str) -> Param:
+    """`name=v1,v2,…` (a value may not contain a comma)."""
+    name, sep, rest = text.partition("=")
+    name = name.strip()
+    if not sep or not NAME_RE.match(name):
+        raise UsageError(f"--param {text!r}: expected NAME=VALUE[,VALUE…], e.g. lr=1e-3,3e-4")
+    values = tuple(v.strip() for v in rest.split(","))
+    if not values or any(v == "" for v in values):
+        raise UsageError(f"--param {text!r}: a value is empty")
+    if len(set(values)) != len(values):
+        raise UsageError(f"--param {text!r}: a value is repeated")
+    return Param(name, values)
+
+
+def params_from_table(table: dict) -> list[Param]:
+    """`[sweep.params]` as fleet.toml gives it: name = [values…] (numbers or strings)."""
+    out = []
+    for name, raw in table.items():
+        if not NAME_RE.match(str(name)):
+            raise UsageError(f"[sweep.params] {name!r} is not a parameter name (letters, digits, _)")
+        items = raw if isinstance(raw, list) else [raw]
+        if not items or any(isinstance(v, (dict, list, bool)) or v is None for v in items):
+            raise UsageError(f"[sweep.params] {name}: expected a list of numbers or strings")
+        out.append(Param(str(name), tuple(str(v) for v in items)))
+    return out
+
+
+def merged(from_config: list[Param], from_flags: list[Param]) -> list[Param]:
+    """Flags replace a config parameter of the same name; order: config first, then new flags."""
+    flags = {p.name: p for p in from_flags}
+    if len(flags) != len(from_flags):
+        raise UsageError("the same --param is given twice")
+    out = [flags.pop(p.name, p) for p in from_config]
+    return out + [p for p in from_flags if p.name in flags]
+
+
+def plan_trials(params: list[Param], *, samples: int | None = None, seed: int | None = None) -> list[Trial]:
+    """Every combination (grid), or `samples` combinations drawn at random (without repeats while
+    the grid has enough, seeded: the same seed gives the same trials)."""
+    if not params:
+        raise UsageError("a sweep needs at least one parameter", hint="--param NAME=V1,V2 or [sweep.params]")
+    names = [p.name for p in params]
+    size = 1
+    for p in params:
+        size *= len(p.values)
+    if samples is None:
+        if size > MAX_TRIALS:
+            raise UsageError(f"the grid has {size} trials (more than {MAX_TRIALS})", hint="use --samples N")
+        combos = list(itertools.product(*(p.values for p in params)))
+    else:
+        if samples < 1 or samples > MAX_TRIALS:
+            raise UsageError(f"--samples must be between 1 and {MAX_TRIALS}")
+        rng = random.Random(seed)
+        if samples <= size:
+            picks = rng.sample(range(size), samples)
+            combos = [_nth(params, i) for i in picks]
+        else:   # more samples than points: with repeats, drawn independently
+            combos = [tuple(rng.choice(p.values) for p in params) for _ in range(samples)]
+    return [Trial(i + 1, tuple(zip(names, combo))) for i, combo in enumerate(combos)]
+
+
+def _nth(params: list[Param], n: int) -> tuple[str, ...]:
+    out = []
+    for p in reversed(params):
+        n, r = divmod(n, len(p.values))
+        out.append(p.values[r])
+    return tuple(reversed(out))

@@ -1,0 +1,129 @@
+"""The warm pool: a sweep is one run of the pipeline whose "execute" stage runs every trial.
+
+    plan → pin → budget → lease → ready → stage → setup      once, for the whole sweep
+    execute  = the scheduler: trial after trial on slots of the lease (each trial itself a run of
+               the pipeline on a PoolLease: own run id, record, outputs in runs/<sweep-id>/<trial>/)
+    collect → release → record                                once, when the queue is empty
+
+So boot, setup and data staging are paid once per machine, the pool's release is guaranteed by the
+pipeline's finally-block, signal handlers and each machine's watchdog like any run's, and the
+sweep's budget is the pool run's budget: metered over the whole lease (the only ledger rows; a
+trial's cost is its attributed share), capping the machines' deadlines, stopping running trials
+at the crossing, and read by the scheduler before each trial starts.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from ..config.model import Config
+from ..errors import ExitCode
+from ..models import Lease
+from ..run.context import Events, RunContext, checked_events
+from ..run.inputs import Inputs
+from ..run.machines import SSHMachines
+from ..run.types import ExecResult, RunOptions, StagedInputs
+from .scheduler import Scheduler
+from .spec import SweepSpec, new_sweep_id
+from .summary import SweepSummary
+
+
+class PoolMachines(SSHMachines):
+    """The pipeline's Machines for the pool run: everything as for any run, except that the
+    command stage hands the leased machines to the sweep's scheduler."""
+
+    def __init__(self, spec: SweepSpec, config: Config, provider, events: Events, sweep_dir: Path):
+        self.spec, self.config, self.provider, self.events, self.sweep_dir = spec, config, provider, events, sweep_dir
+        self.staged: StagedInputs | None = None
+        self.scheduler: Scheduler | None = None
+        self.inputs: Inputs | None = None
+
+    def stage(self, inputs, lease, events) -> StagedInputs:
+        self.inputs = inputs
+        self.staged = super().stage(inputs, lease, events)
+        return self.staged
+
+    def execute(self, ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
+                on_tick=None) -> ExecResult:
+        if setup:
+            return super().execute(ctx, lease, command, setup=True, on_tick=on_tick)
+        from ..lease_prepare import prepare_lease
+        prepare_lease(ctx, lease)   # once, before the first trial: every trial shares the pool's venvs
+        pins = self.inputs.pins if self.inputs is not None else None
+        from ..run.types import PinnedInputs
+        self.scheduler = Scheduler(self.spec, provider=self.provider, config=self.config,
+                                   pins=pins or PinnedInputs(), events=self.events, sweep_dir=self.sweep_dir)
+        return self.scheduler.run(ctx, slots_of(lease, self.spec.gpus_per_trial), on_tick)
+
+    def collect(self, ctx, lease):
+        from ..run.types import Collected
+        return Collected(files=0)   # each trial brought its own outputs home
+
+
+def slots_of(lease: Lease, gpus_per_trial: int) -> list[list[str]]:
+    machines = sorted(lease.machines, key=lambda m: m.node_rank)
+    per_machine = max(1, len(machines[0].gpu_slots)) if machines else 1
+    size = max(1, math.ceil(gpus_per_trial / per_machine))
+    return [[m.id for m in machines[i:i + size]] for i in range(0, len(machines) - size + 1, size)]
+
+
+def pool_config(config: Config, spec: SweepSpec, provider) -> Config:
+    """The pool's run: enough machines for `parallel` slots, the sweep's budget, a description as
+    its command (recorded; the trials' commands are their own)."""
+    from ..run.offer import template_for
+    template = template_for(provider, config)
+    per_machine = max(1, template.gpus_per_machine)
+    per_slot = math.ceil(spec.gpus_per_trial / per_machine)
+    return replace(config, gpus=spec.parallel * per_slot * per_machine, budget=spec.budget,
+                   command=f"fleet sweep {spec.sweep_id}: {len(spec.trials)} trial(s) of {spec.command}")
+
+
+def sweep(config: Config, spec: SweepSpec, *, events: Events | None = None, provider=None,
+          run_dir_root: Path | None = None, options: RunOptions | None = None) -> SweepSummary:
+    """Lease the pool once, run every trial on it, release it; the summary lists every trial."""
+    from ..run.offer import provider_for
+    from ..run.pipeline import Pipeline
+    from ..run.lease import NewLease
+    events = checked_events(events)
+    spec = spec if spec.sweep_id else replace(spec, sweep_id=new_sweep_id())
+    spec.check()
+    provider = provider if provider is not None else provider_for(config)
+    sweep_dir = (run_dir_root or config.base_dir / "runs") / spec.sweep_id
+    pool_cfg = pool_config(config, spec, provider)
+    machines = PoolMachines(spec, config, provider, events, sweep_dir)
+    started = time.monotonic()
+    events.phase("sweep", f"{spec.sweep_id}: {len(spec.trials)} trial(s), {spec.parallel} at once")
+    summary = Pipeline(pool_cfg, NewLease(provider), events=events, machines=machines, options=options,
+                       run_dir=sweep_dir / "pool").run()
+    trials = machines.scheduler.ordered_results() if machines.scheduler is not None else ()
+    if not trials:
+        from .summary import TrialResult
+        trials = tuple(TrialResult(trial=t.name, index=t.index, params=t.values, state="not-started",
+                                   reason=summary.message or f"the pool run ended {summary.status}")
+                       for t in spec.trials)
+    status, code = _verdict(summary.status, trials)
+    out = SweepSummary(
+        sweep_id=spec.sweep_id, status=status, exit_code=code, command=spec.command, trials=trials,
+        pool_run_id=summary.run_id, lease_id=summary.lease_id, leases=1, machines=summary.machines,
+        staged_bytes=machines.staged.bytes_sent if machines.staged is not None else None,
+        budget_usd=str(spec.budget) if spec.budget is not None else None, cost_usd=summary.cost_usd,
+        would_cost_usd=summary.would_cost_usd, duration_s=round(time.monotonic() - started, 3),
+        run_dir=str(sweep_dir), message=summary.message or summary.budget_stop)
+    out.write(sweep_dir)
+    return out
+
+
+def _verdict(pool_status: str, trials) -> tuple[str, int]:
+    states = {t.state for t in trials}
+    if pool_status == "cancelled":
+        return "cancelled", int(ExitCode.CANCELLED)
+    if pool_status == "budget-stopped" or any(t.state == "not-started" and t.reason and "budget" in t.reason
+                                              for t in trials):
+        return "budget-stopped", int(ExitCode.BUDGET_STOPPED)
+    if pool_status == "error":
+        return "error", int(ExitCode.INFRASTRUCTURE)
+    if states & {"failed", "error", "stopped"}:
+        return "completed", 1
+    return "completed", 0

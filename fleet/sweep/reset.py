@@ -1,0 +1,67 @@
+"""Between two trials on a warm machine: end whatever the last trial left running and remove its
+output directory, so the next trial starts from the state setup left, not from the last trial's.
+
+A trial's processes are found by the tag every one of them inherits (FLEET_RUN_ID=<its run id>)
+and each is verified by its start time before it is signalled (containment.py on the machine, the
+same rules the watchdog uses): a process that is not provably the trial's is never touched. The
+machine's own processes (sshd, the watchdog, its cgroup unit) stay: the lease lives on.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+
+from ..models import Machine
+
+# Runs on the machine with its own python, next to agent.py and containment.py (standard library).
+_SNIPPET = r"""
+import json, os, shutil, sys
+sys.path.insert(0, sys.argv[1])
+import containment
+run_id, out_dir, state_dir = sys.argv[2], sys.argv[3], sys.argv[4]
+needle = ("FLEET_RUN_ID=" + run_id).encode()
+me = {os.getpid(), os.getppid()}
+found = []
+for name in os.listdir("/proc"):
+    if not name.isdigit() or int(name) in me:
+        continue
+    before = containment.start_time(name)
+    try:
+        with open("/proc/%s/environ" % name, "rb") as fh:
+            env = fh.read().split(b"\0")
+    except OSError:
+        continue
+    if needle in env and before is not None and containment.start_time(name) == before:
+        found.append((int(name), before))
+clean = containment.kill_verified(found, grace_s=1.0) if found else True
+shutil.rmtree(out_dir, ignore_errors=True)
+for f in os.listdir(state_dir):
+    if f.startswith("run-" + run_id + "-") and f.endswith(".pid"):
+        try:
+            os.unlink(os.path.join(state_dir, f))
+        except OSError:
+            pass
+print(json.dumps({"ended": len(found), "clean": bool(clean), "outputs_left": os.path.exists(out_dir)}))
+"""
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    machine_id: str
+    ended: int              # leftover processes of the trial that were ended
+    clean: bool             # nothing of the trial is left (processes, output dir)
+
+
+def reset_machine(machine: Machine, run_id: str) -> ResetResult:
+    from ..remote.ssh import connect
+    agent_dir = machine.agent_path.rsplit("/", 1)[0]
+    argv = [machine.python, "-c", _SNIPPET, agent_dir, run_id, f"{machine.workdir}/outputs/{run_id}",
+            machine.state_dir]
+    with connect(machine, timeout=20) as s:
+        result = s.run(shlex.join(argv), check=False, timeout=60)
+    try:
+        got = json.loads(result.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return ResetResult(machine.id, 0, False)
+    return ResetResult(machine.id, int(got.get("ended", 0)), bool(got.get("clean")) and not got.get("outputs_left"))

@@ -1,0 +1,148 @@
+"""The warm pool's queue: trials handed to free slots of machines, under the sweep's one budget.
+
+A slot is `machines_per_trial` machines of the pool's lease; each slot runs one trial at a time
+and is reset between trials (fleet/sweep/reset.py). Before a trial starts, the budget must cover
+its worst case (its machines for the trial timeout) on top of what the running trials may still
+spend; a trial that does not fit waits for a running one to finish, and once nothing runs and it
+still does not fit, it and every trial after it are not started, with the figures that say why.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..money.budget import cost_micro, format_usd
+from ..run.context import Events, RunContext
+from ..run.types import ExecResult, PinnedInputs
+from .params import Trial
+from .reset import reset_machine
+from .spec import SweepSpec
+from .summary import TrialResult
+from .trials import SweepStop, run_trial
+
+WAIT_S = 0.2
+
+
+@dataclass
+class _Running:
+    trial: Trial
+    started: float
+    worst_micro: int
+
+
+class Scheduler:
+    def __init__(self, spec: SweepSpec, *, provider, config, pins: PinnedInputs, events: Events, sweep_dir: Path):
+        self.spec, self.provider, self.config, self.pins, self.events = spec, provider, config, pins, events
+        self.sweep_dir = sweep_dir
+        self.lock = threading.Lock()
+        self.queue: deque[Trial] = deque(spec.trials)
+        self.running: dict[str, _Running] = {}
+        self.results: dict[str, TrialResult] = {}
+        self.stop = SweepStop()
+        self.resets_unclean: list[str] = []
+        self.burn_micro = 0
+
+    # -- the pool's "execute" stage --------------------------------------------------------------------
+    def run(self, ctx: RunContext, slots: list[list[str]], on_tick: Callable[[], None] | None) -> ExecResult:
+        timeout = self.spec.trial_timeout_s or ctx.offer.max_duration_s
+        per_slot = len(slots[0]) if slots else 1
+        price = ctx.budget.grant.price if ctx.budget is not None else None
+        self.burn_micro = price.per_hour_micro * per_slot if price is not None else 0   # one slot, per hour
+        worst = cost_micro(self.burn_micro, timeout)
+        self.events.phase("run", f"{len(self.spec.trials)} trial(s), {len(slots)} at once on "
+                                 f"{sum(len(s) for s in slots)} machine(s)")
+        workers = [threading.Thread(target=self._worker, args=(ctx, slot, timeout, worst), daemon=True,
+                                    name=f"sweep-slot-{i}") for i, slot in enumerate(slots)]
+        for w in workers:
+            w.start()
+        next_tick = time.monotonic()
+        while any(w.is_alive() for w in workers):
+            if time.monotonic() >= next_tick:
+                if on_tick is not None:
+                    on_tick()          # the pool's budget meter: the crossing stops the pool's ctx
+                next_tick += 1.0
+            if ctx.cancel.is_set():
+                why = (f"the sweep budget ran out: {ctx.stop_message}" if ctx.stop_reason == "budget" else
+                       ctx.stop_message or "cancelled")
+                self.stop.stop(ctx.stop_reason or "cancelled", why, hurry=ctx.hurry.is_set())
+            time.sleep(0.05)
+        self._not_started_rest(f"the sweep stopped first ({self.stop.message})" if self.stop.message else
+                               "the sweep stopped first")
+        failed = [r.trial for r in self.results.values() if r.state in ("failed", "error")]
+        return ExecResult(1 if failed else 0, failed[0] if failed else None)
+
+    def _worker(self, ctx: RunContext, slot: list[str], timeout: float, worst: int) -> None:
+        while True:
+            trial = self._next(ctx, worst)
+            if trial is None:
+                return
+            run_dir = self.sweep_dir / trial.name
+            result = run_trial(config=self.config, provider=self.provider, lease=ctx.lease, machine_ids=slot,
+                               pins=self.pins, trial=trial, command=self.spec.command, sweep_id=self.spec.sweep_id,
+                               pool_run_id=ctx.run_id, run_dir=run_dir, timeout_s=timeout, sweep_stop=self.stop,
+                               events=self.events)
+            self.events.phase("trial", f"{trial.name} {result.state}"
+                                       + (f" (exit {result.exit_code})" if result.state == "failed" else "")
+                                       + (f": {result.reason}" if result.reason and result.state != "failed" else ""))
+            if result.run_id and not self.stop.hurry:
+                self._reset(ctx, slot, result.run_id)
+            with self.lock:
+                self.results[trial.name] = result
+                self.running.pop(trial.name, None)
+
+    def _reset(self, ctx: RunContext, slot: list[str], run_id: str) -> None:
+        from ..parallel import parallel
+        machines = [m for m in ctx.lease.machines if m.id in slot]
+        try:
+            for got in parallel(machines, lambda m: reset_machine(m, run_id)):
+                if not got.clean:
+                    self.resets_unclean.append(got.machine_id)
+                    self.events.warn(f"machine {got.machine_id}: could not confirm the reset after {run_id}")
+        except Exception as exc:  # noqa: BLE001 — the next trial's own run reports a broken machine
+            self.events.warn(f"could not reset machines {', '.join(slot)} after {run_id}: {exc}")
+
+    # -- which trial next, under the budget ----------------------------------------------------------
+    def _next(self, ctx: RunContext, worst: int) -> Trial | None:
+        while True:
+            with self.lock:
+                if ctx.cancel.is_set() or not self.queue:
+                    return None
+                left = ctx.budget.remaining_micro() if ctx.budget is not None else None
+                if left is None:
+                    return self._start(self.queue.popleft(), worst)
+                held = sum(max(0, r.worst_micro - cost_micro(self.burn_micro, time.monotonic() - r.started))
+                           for r in self.running.values())
+                if left - held >= worst:
+                    return self._start(self.queue.popleft(), worst)
+                if not self.running:
+                    self._not_started_rest(self._why_not(left, worst, ctx))
+                    return None
+            time.sleep(WAIT_S)
+
+    def _start(self, trial: Trial, worst: int) -> Trial:
+        self.running[trial.name] = _Running(trial, time.monotonic(), worst)
+        return trial
+
+    def _why_not(self, left: int, worst: int, ctx: RunContext) -> str:
+        timeout = self.spec.trial_timeout_s or ctx.offer.max_duration_s
+        spent = ctx.budget.spent_micro() if ctx.budget is not None else 0
+        return (f"the sweep budget has {format_usd(max(left, 0))} left ({format_usd(spent)} spent); one trial "
+                f"may cost up to {format_usd(worst)} (its machines for the trial timeout, {timeout}s)")
+
+    def _not_started_rest(self, reason: str) -> None:
+        while self.queue:
+            trial = self.queue.popleft()
+            self.results[trial.name] = TrialResult(trial=trial.name, index=trial.index, params=trial.values,
+                                                   state="not-started", reason=reason)
+
+    def ordered_results(self) -> tuple[TrialResult, ...]:
+        out = []
+        for trial in self.spec.trials:
+            out.append(self.results.get(trial.name) or TrialResult(
+                trial=trial.name, index=trial.index, params=trial.values, state="not-started",
+                reason="the sweep ended before it started"))
+        return tuple(out)

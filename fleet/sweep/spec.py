@@ -1,0 +1,37 @@
+"""A sweep as asked for: the command template, the trials, and how they share the pool."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from ..errors import UsageError
+from .params import Trial
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    command: str                       # with {name} placeholders
+    trials: tuple[Trial, ...]
+    parallel: int = 1                  # trials at once (one slot of machines each)
+    gpus_per_trial: int = 1
+    trial_timeout_s: int | None = None # a trial still running after this is stopped (None: max_duration)
+    budget: Decimal | None = None      # for the whole sweep: the pool's lease, every trial included
+    sweep_id: str = ""
+
+    def check(self) -> None:
+        if self.parallel < 1:
+            raise UsageError("--parallel must be at least 1")
+        if self.gpus_per_trial < 1:
+            raise UsageError("--gpus-per-trial must be at least 1")
+        if self.trial_timeout_s is not None and self.trial_timeout_s < 1:
+            raise UsageError("--trial-timeout must be at least 1s")
+        if not self.command.strip():
+            raise UsageError("no command to run", hint="fleet sweep --param lr=1e-3,3e-4 -- python train.py --lr {lr}")
+        for trial in self.trials[:1]:
+            trial.command(self.command)   # an unknown {name} fails here, before anything is leased
+
+
+def new_sweep_id() -> str:
+    import secrets
+    from datetime import datetime, timezone
+    return datetime.now(timezone.utc).strftime("s-%Y%m%d-%H%M%S-") + secrets.token_hex(2)

@@ -1,0 +1,152 @@
+"""One trial on its slot of the warm pool: the run pipeline on a PoolLease, watched for its timeout
+and for the sweep's stop, then the machines reset for the next trial.
+"""
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from ..errors import FleetError
+from ..models import Lease
+from ..run.context import Events, RunContext
+from ..run.observers import RunObserver
+from ..run.types import PinnedInputs
+from .params import Trial
+from .summary import TrialResult
+
+METRICS_FILE = "metrics.json"
+
+
+class TrialEvents:
+    """The sweep's progress sink, each line naming its trial (several run at once)."""
+
+    def __init__(self, events: Events, trial: str):
+        self.events, self.trial = events, trial
+
+    def phase(self, name: str, detail: str = "") -> None:
+        if name in ("run", "collect"):
+            self.events.phase(name, f"{self.trial}: {detail}")
+
+    def log(self, label: str, stream: str, line: str) -> None:
+        self.events.log(f"{self.trial}/{label}", stream, line)
+
+    def warn(self, message: str) -> None:
+        self.events.warn(f"{self.trial}: {message}")
+
+
+@dataclass
+class TrialWatch(RunObserver):
+    """Stops the trial at its timeout, or when the sweep stops (budget, Ctrl-C): the trial's own
+    execute loop then ends its processes gracefully and brings its outputs home."""
+
+    timeout_s: float | None
+    sweep_stop: "SweepStop"
+    ctx: RunContext | None = None
+    started: float = field(default_factory=time.monotonic)
+    timed_out: bool = False
+
+    def on_lease(self, ctx: RunContext, lease: Lease) -> None:
+        self.ctx, self.started = ctx, time.monotonic()
+        self.sweep_stop.follow(ctx)
+
+    def on_tick(self, ctx: RunContext) -> None:
+        if self.timeout_s is not None and not ctx.cancel.is_set() and time.monotonic() - self.started > self.timeout_s:
+            self.timed_out = True
+            ctx.request_stop("timeout", f"trial timeout ({self.timeout_s:g}s) reached")
+
+    def on_finish(self, ctx, summary) -> None:
+        self.sweep_stop.unfollow(ctx)
+
+
+class SweepStop:
+    """The sweep's stop, passed on to every running trial (and to a trial that starts after it)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reason: str | None = None
+        self.message = ""
+        self.hurry = False
+        self.running: list[RunContext] = []
+
+    def follow(self, ctx: RunContext) -> None:
+        with self.lock:
+            self.running.append(ctx)
+            self._pass_on(ctx)
+
+    def unfollow(self, ctx: RunContext) -> None:
+        with self.lock:
+            if ctx in self.running:
+                self.running.remove(ctx)
+
+    def stop(self, reason: str, message: str, *, hurry: bool = False) -> None:
+        with self.lock:
+            if self.reason is None:
+                self.reason, self.message = reason, message
+            self.hurry = self.hurry or hurry
+            for ctx in self.running:
+                self._pass_on(ctx)
+
+    def _pass_on(self, ctx: RunContext) -> None:
+        if self.reason is not None:
+            ctx.request_stop(self.reason, self.message)
+        if self.hurry:
+            ctx.hurry.set()
+
+
+def read_metrics(run_dir: Path) -> dict[str, float]:
+    """metrics.json that came home (node 0 first, then rank 0): the flat numbers in it."""
+    candidates = [run_dir / "node-0" / METRICS_FILE, *sorted(run_dir.glob(f"node-0/rank-0/{METRICS_FILE}"))]
+    for path in candidates:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            return {str(k): float(v) for k, v in data.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+    return {}
+
+
+def state_of(status: str, watch: TrialWatch) -> tuple[str, str | None]:
+    """The sweep's word for how a trial run ended, and why (for the stopped ones)."""
+    if status == "succeeded":
+        return "succeeded", None
+    if status in ("failed", "setup-failed"):
+        return "failed", None
+    if status == "budget-stopped":
+        return "stopped", "the sweep budget ran out while it ran"
+    if status == "cancelled":
+        if watch.timed_out:
+            return "stopped", f"trial timeout ({watch.timeout_s:g}s) reached"
+        return "stopped", watch.sweep_stop.message or "cancelled"
+    return "error", None
+
+
+def run_trial(*, config, provider, lease: Lease, machine_ids: list[str], pins: PinnedInputs, trial: Trial,
+              command: str, sweep_id: str, pool_run_id: str, run_dir: Path, timeout_s: float | None,
+              sweep_stop: SweepStop, events: Events) -> TrialResult:
+    """The trial as a run of the pipeline on its machines of the pool; never raises."""
+    from ..run.pipeline import Pipeline
+    from ..run.pool_lease import PoolLease, sub_lease
+    trial_config = replace(config, command=trial.command(command), setup=None,
+                           env={**config.env, **trial.env()}, budget=None)
+    watch = TrialWatch(timeout_s, sweep_stop)
+    source = PoolLease(provider, sub_lease(lease, machine_ids), pins, sweep_id=sweep_id, trial=trial.name,
+                       pool_run_id=pool_run_id)
+    base = TrialResult(trial=trial.name, index=trial.index, params=trial.values, state="error",
+                       machines=tuple(machine_ids), run_dir=str(run_dir))
+    try:
+        summary = Pipeline(trial_config, source, events=TrialEvents(events, trial.name), observers=[watch],
+                           run_dir=run_dir, attributed=True).run()
+    except FleetError as exc:
+        return replace(base, reason=exc.one_line())
+    except Exception as exc:  # noqa: BLE001 — one trial's failure never stops the others
+        return replace(base, reason=f"{type(exc).__name__}: {exc}")
+    state, why = state_of(summary.status, watch)
+    return replace(base, state=state, run_id=summary.run_id, status=summary.status, exit_code=summary.exit_code,
+                   duration_s=summary.duration_s, cost_usd=summary.cost_usd or summary.would_cost_usd,
+                   reason=why or summary.message, metrics=read_metrics(run_dir))

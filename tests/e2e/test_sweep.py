@@ -1,0 +1,148 @@
+"""`fleet sweep` on real local sshd machines, as a user types it: a warm pool leased once, trials
+as recorded runs, one budget, failures and Ctrl-C.
+
+Prices are set in fleet.toml so money moves in seconds: local-1gpu at $36/h = $0.01/s per machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from decimal import Decimal
+
+from fleet.state import open_state
+from tests.conftest import FLEET, processes_under, run_fleet, wait_until
+
+# Writes metrics.json (acc grows with lr and batch, so the best trial is known) and proves the
+# parameters arrived both substituted and as FLEET_PARAM_*.
+TRAIN = ("import json,os; d=os.environ['FLEET_OUTPUT_DIR']; os.makedirs(d, exist_ok=True); "
+         "assert os.environ['FLEET_PARAM_LR']=='{lr}' and os.environ['FLEET_PARAM_BATCH']=='{batch}'; "
+         "print('data', open(os.environ['FLEET_DATA']+'/train/x.txt').read().strip()); "
+         "json.dump({{'acc': float('{lr}')*1000+int('{batch}'), 'loss': 1.0}}, open(d+'/metrics.json','w'))")
+
+
+def _config(d, extra: str = "") -> None:
+    (d / "data").mkdir(exist_ok=True)
+    (d / "data" / "x.txt").write_text("shared-data\n")
+    (d / "fleet.toml").write_text('project = "t"\ncommand = "true"\ntemplate = "local-1gpu"\nmax_duration = "10m"\n'
+                                  '[data]\ntrain = "data"\n' + extra)
+
+
+def _summary(proc) -> dict:
+    assert proc.stdout.strip(), proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
+def _leases() -> list:
+    state = open_state()
+    try:
+        return state.list_leases(active_only=False)
+    finally:
+        state.close()
+
+
+def test_a_2x2_grid_runs_4_trials_on_2_machines_leased_and_staged_once(experiment, fleet_home):
+    _config(experiment)
+    proc = run_fleet(["sweep", "--param", "lr=1e-3,3e-4", "--param", "batch=32,64", "--parallel", "2", "--json",
+                      "--", "python3", "-c", TRAIN], cwd=experiment, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = _summary(proc)
+    assert [t["state"] for t in summary["trials"]] == ["succeeded"] * 4
+    assert summary["leases"] == 1 and summary["machines"] == 2 and summary["counts"]["succeeded"] == 4
+    assert len(_leases()) == 1                                    # one lease in the state, for the whole sweep
+    stage_lines = [line for line in proc.stderr.splitlines() if "stage: pinned inputs on" in line]
+    assert len(stage_lines) == 1 and "on 2 machine(s)" in stage_lines[0], stage_lines   # chunks sent once
+    assert proc.stderr.count("[t00") >= 4 and "data shared-data" in proc.stderr
+    used = {m for t in summary["trials"] for m in t["machines"]}
+    assert len(used) == 2                                         # both machines ran trials
+    sweep_dir = experiment / "runs" / summary["sweep_id"]
+    for t in summary["trials"]:
+        metrics = json.loads((sweep_dir / t["trial"] / "node-0" / "metrics.json").read_text())
+        assert t["metrics"] == metrics and metrics["acc"] == float(t["params"]["lr"]) * 1000 + int(t["params"]["batch"])
+        record = _summary(run_fleet(["runs", "show", t["run_id"], "--json"], cwd=experiment))
+        assert record["data_snapshots"] and record["code_snapshot"]   # each trial a pinned, recorded run
+    assert json.loads((sweep_dir / "sweep.json").read_text())["sweep_id"] == summary["sweep_id"]
+    assert processes_under(fleet_home) == []                       # released
+
+    compare = run_fleet(["runs", "compare", "--sweep", summary["sweep_id"], "--sort", "acc", "--format", "json"],
+                        cwd=experiment)
+    assert compare.returncode == 0, compare.stderr
+    rows = json.loads(compare.stdout)["runs"]
+    assert [r["params"] for r in rows][0] == {"lr": "1e-3", "batch": "64"}      # best first
+    assert [r["metrics"]["acc"] for r in rows] == sorted((r["metrics"]["acc"] for r in rows), reverse=True)
+
+
+def test_a_failing_trial_does_not_stop_the_others(experiment, fleet_home):
+    _config(experiment)
+    proc = run_fleet(["sweep", "--param", "x=1,2,3", "--json", "--", "sh", "-c", "test {x} != 2"],
+                     cwd=experiment, timeout=180)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    trials = _summary(proc)["trials"]
+    assert [(t["trial"], t["state"], t["exit_code"]) for t in trials] == \
+        [("t001", "succeeded", 0), ("t002", "failed", 1), ("t003", "succeeded", 0)]
+    assert processes_under(fleet_home) == []
+
+
+def test_a_budget_that_pays_3_of_8_trials_runs_3_and_says_why_the_rest_did_not_start(experiment, fleet_home):
+    # Each trial runs until its 6 s timeout: up to $0.06 each; $0.234 pays three with room for the boot.
+    _config(experiment, '[budgets]\ngrace = "1s"\n[prices]\n"local-1gpu" = 36\n')
+    proc = run_fleet(["sweep", "--param", "x=1,2,3,4,5,6,7,8", "--budget", "0.234", "--trial-timeout", "6s",
+                      "--json", "--", "sleep", "600"], cwd=experiment, timeout=180,
+                     env={"FLEET_GRACE": "1"})
+    assert proc.returncode == 11, proc.stderr[-3000:]
+    summary = _summary(proc)
+    states = [t["state"] for t in summary["trials"]]
+    assert states == ["stopped"] * 3 + ["not-started"] * 5, (states, proc.stderr[-3000:])
+    # Either the check before a 4th trial (what is left cannot pay its worst case) or the crossing
+    # during the 3rd (its meter reached the budget) stopped the queue; both say so with figures.
+    for t in summary["trials"][3:]:
+        assert ("sweep budget has" in t["reason"] and "one trial may cost up to $0.06" in t["reason"]
+                or "the sweep budget ran out: budget for run reached" in t["reason"]), t["reason"]
+    assert Decimal(summary["would_cost_usd"]) <= Decimal("0.234")
+    assert processes_under(fleet_home) == []
+
+
+def test_ctrl_c_stops_the_sweep_releases_everything_and_lists_each_trial(experiment, fleet_home):
+    _config(experiment)
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "GITHUB_ACTIONS")}
+    env["FLEET_GRACE"] = "1"
+    proc = subprocess.Popen([FLEET, "sweep", "--param", "x=1,2,3,4", "--parallel", "2", "--json", "--",
+                             "sh", "-c", "echo trial-{x}-up; sleep 600"], cwd=experiment, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+
+    def both_running() -> bool:
+        line = proc.stderr.readline()
+        seen.append(line)
+        return sum("-up" in s for s in seen) >= 2 or proc.poll() is not None
+
+    try:
+        assert wait_until(both_running, timeout=120, interval=0), "".join(seen)[-3000:]
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-3000:]
+    summary = json.loads(out)
+    states = [t["state"] for t in summary["trials"]]
+    assert states == ["stopped", "stopped", "not-started", "not-started"], states
+    assert summary["status"] == "cancelled"
+    assert all(t["reason"] for t in summary["trials"])
+    assert processes_under(fleet_home) == []
+    assert all(lease.status != "active" for lease in _leases())
+
+
+def test_bad_param_is_one_line(experiment, fleet_home):
+    _config(experiment)
+    proc = run_fleet(["sweep", "--param", "lr", "--", "echo", "{lr}"], cwd=experiment)
+    assert proc.returncode == 2 and "expected NAME=VALUE" in proc.stderr
+    proc = run_fleet(["sweep", "--param", "lr=1", "--", "echo", "{nope}"], cwd=experiment)
+    assert proc.returncode == 2 and "{nope}" in proc.stderr
+
+
+if __name__ == "__main__":
+    sys.exit(0)
