@@ -85,19 +85,25 @@ def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path) -> Extra
     with connect(machine) as session:
         cmd = (f"if [ -d {shlex.quote(remote_dir)} ]; then tar {shlex.quote(create)} - "
                f"-C {shlex.quote(remote_dir)} .; fi")
-        _stdin, stdout, stderr = session.client.exec_command(cmd, timeout=600)
-        first = stdout.read(tarfile.BLOCKSIZE)
-        result = extract_stream(_Prefixed(first, stdout), local_dir) if first else Extracted()
-        # What follows the end-of-archive blocks is padding; a machine that keeps sending is cut off.
-        trailing = 0
-        while trailing < MAX_TRAILING and (block := stdout.read(CHUNK)):
-            trailing += len(block)
-        if trailing >= MAX_TRAILING:
-            result.skipped.append(f"{remote_dir}: the machine sent more than the archive; cut off")
-            return result
-        status = stdout.channel.recv_exit_status()
-        if status != 0:
-            why = stderr.read(4096).decode(errors="replace").strip().splitlines()
-            result.skipped.append(f"{remote_dir}: tar on the machine exited {status}"
-                                  + (f" ({why[-1]})" if why else ""))
+        chan = session.open_channel()
+        try:
+            chan.settimeout(600)
+            chan.exec_command(cmd)
+            stdout, stderr = chan.makefile("rb"), chan.makefile_stderr("rb")
+            first = stdout.read(tarfile.BLOCKSIZE)
+            result = extract_stream(_Prefixed(first, stdout), local_dir) if first else Extracted()
+            # What follows the end-of-archive blocks is padding; a machine that keeps sending is cut off.
+            trailing = 0
+            while trailing < MAX_TRAILING and (block := stdout.read(CHUNK)):
+                trailing += len(block)
+            if trailing >= MAX_TRAILING:
+                result.skipped.append(f"{remote_dir}: the machine sent more than the archive; cut off")
+                return result
+            status = chan.recv_exit_status()
+            if status != 0:
+                why = stderr.read(4096).decode(errors="replace").strip().splitlines()
+                result.skipped.append(f"{remote_dir}: tar on the machine exited {status}"
+                                      + (f" ({why[-1]})" if why else ""))
+        finally:
+            chan.close()
     return result

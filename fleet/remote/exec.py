@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 
 from ..errors import MachineUnreachable
 from ..models import Machine
-from .ssh import Session, connect, shell_command
+from .ssh import OutputEnd, Session, connect, shell_command
 
 LineSink = Callable[[str, str, str], None]   # (label, stream "out"|"err", line)
 
@@ -95,7 +95,7 @@ def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: t
         if cancel is not None and cancel.is_set():
             result.error = None
             return   # stopped before it started: nothing to signal later
-        chan = session.client.get_transport().open_session(timeout=30)
+        chan = session.open_channel()
         chan.exec_command(wrapped_command(spec))
         chan.sendall(process_env_payload(spec))
         chan.shutdown_write()   # the experiment's stdin ends here: jobs are not interactive
@@ -116,6 +116,7 @@ def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: t
                     log.write(f"{text}\n" if stream == "out" else f"[stderr] {text}\n")
                 sink(spec.label, stream, text)
 
+        output_ended = OutputEnd()
         while True:
             got = False
             if chan.recv_ready():
@@ -125,7 +126,7 @@ def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: t
                 emit("err", chan.recv_stderr(65536))
                 got = True
             if not got:
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                if output_ended(chan):
                     break
                 chan.status_event.wait(0.05)
         emit("out", b"", final=True)

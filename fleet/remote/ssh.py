@@ -6,7 +6,6 @@ made or learnt out of band, and paramiko's RejectPolicy refuses anything else.
 from __future__ import annotations
 
 import shlex
-import socket
 import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -47,6 +46,31 @@ def shell_command(argv_or_cmd: str | Sequence[str], *, env: Mapping[str, str] | 
     return " && ".join(parts[:-1] + [parts[-1]]) if len(parts) > 1 else parts[0]
 
 
+class OutputEnd:
+    """When a command's channel is done: it exited and all its output has been read.
+
+    The exit status alone is not enough: sshd may send it before the last of the output, which
+    then arrives before the channel's EOF (seen with several channels on one connection: an
+    `echo` lost its line). EOF alone is not enough either: a daemon the command left behind keeps
+    the output open, so after the exit status EOF is waited for GRACE_S at most."""
+
+    GRACE_S = 2.0
+
+    def __init__(self) -> None:
+        self.exited_at: float | None = None
+
+    def __call__(self, chan: paramiko.Channel) -> bool:
+        if chan.recv_ready() or chan.recv_stderr_ready() or not chan.exit_status_ready():
+            return False
+        if chan.eof_received or chan.closed:
+            return True
+        now = time.monotonic()
+        if self.exited_at is None:
+            self.exited_at = now
+        time.sleep(0.005)   # status_event is set now, so the caller's wait no longer waits
+        return now - self.exited_at >= self.GRACE_S
+
+
 def _load_key(path: str) -> paramiko.PKey:
     for cls in (paramiko.Ed25519Key, paramiko.ECDSAKey, paramiko.RSAKey):
         try:
@@ -80,19 +104,20 @@ class Session:
             stdin: bytes | None = None) -> Result:
         line = shell_command(command, env=env, cwd=cwd)
         try:
-            chan = self.client.get_transport().open_session(timeout=30)
+            chan = self.open_channel()
             chan.settimeout(timeout)
             chan.exec_command(line)
             if stdin is not None:
                 chan.sendall(stdin)
                 chan.shutdown_write()
             out, err = bytearray(), bytearray()
+            output_ended = OutputEnd()
             while True:
                 if chan.recv_ready():
                     out += chan.recv(65536)
                 elif chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
-                elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                elif output_ended(chan):
                     break
                 else:
                     chan.status_event.wait(0.05)
@@ -107,8 +132,22 @@ class Session:
                 f"on machine {self.machine.id}: `{line[:80]}` exited {code}: {detail[0][:200]}")
         return result
 
+    def open_channel(self, **kwargs) -> paramiko.Channel:
+        """A new session channel on this connection (exec, sftp, a sync helper: one each)."""
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise paramiko.SSHException("the connection is closed")
+        return transport.open_session(timeout=30, **kwargs)
+
     def sftp(self) -> paramiko.SFTPClient:
-        return self.client.open_sftp()
+        chan = self.open_channel()
+        chan.invoke_subsystem("sftp")
+        return paramiko.SFTPClient(chan)
+
+    @property
+    def active(self) -> bool:
+        transport = self.client.get_transport()
+        return transport is not None and transport.is_active()
 
     def close(self) -> None:
         self.client.close()
@@ -120,7 +159,53 @@ class Session:
         self.close()
 
 
+MAX_POOLED_CONNECTIONS = 4   # per machine: 1, plus overflow where sshd caps channels per connection
+
+
+class PooledSession(Session):
+    """A handle on a run's pooled connection (fleet/remote/pool.py): each use opens a channel on
+    it; close() gives the handle back and leaves the connection open."""
+
+    def __init__(self, pool, machine: Machine, client: paramiko.SSHClient):
+        super().__init__(machine, client)
+        self.pool = pool
+
+    def open_channel(self, **kwargs) -> paramiko.Channel:
+        tried: list[paramiko.SSHClient] = []
+        conn: Session = self
+        for _ in range(MAX_POOLED_CONNECTIONS):
+            try:
+                return Session.open_channel(conn, **kwargs)
+            except (paramiko.SSHException, OSError, EOFError):
+                if not conn.active:
+                    # The connection died since this handle was taken: the pool's live one (or a new one).
+                    conn = self.pool.primary(self.machine)
+                    self.client = conn.client
+                    continue
+                # It lives but refused the channel: sshd's MaxSessions. (Two refusals at once on
+                # one connection: paramiko gives one of them a reasonless SSHException.)
+                tried.append(conn.client)
+                conn = self.pool.overflow(self.machine, tried)
+        raise MachineUnreachable(f"machine {self.machine.id} ({self.machine.address}): no connection "
+                                 f"accepts another channel ({MAX_POOLED_CONNECTIONS} tried)")
+
+    def close(self) -> None:
+        pass
+
+
 def connect(machine: Machine, timeout: float = 10) -> Session:
+    """A session on `machine`. While a run holds a SessionPool for it (fleet/remote/pool.py) this is
+    a handle on the run's one connection to that machine (closing it leaves the connection open);
+    otherwise a new connection of the caller's own."""
+    from .pool import pool_for
+    pool = pool_for(machine.id)
+    if pool is not None:
+        return pool.session(machine, timeout)
+    return open_connection(machine, timeout)
+
+
+def open_connection(machine: Machine, timeout: float = 10) -> Session:
+    """A new SSH connection to `machine`, its host key checked against the pinned one."""
     client = _pinned_client(machine)
     try:
         client.connect(machine.host, port=machine.port, username=machine.user,
@@ -146,8 +231,8 @@ def wait_ready(machine: Machine, timeout: float = 60) -> Session:
     delay, last = 0.05, ""
     while True:
         try:
-            with socket.create_connection((machine.host, machine.port), timeout=2):
-                pass
+            # No bare TCP probe first: that was one more connection per machine for sshd to accept
+            # and log; a refused connect fails just as fast.
             return connect(machine, timeout=min(10, max(1, deadline - time.monotonic())))
         except (OSError, MachineUnreachable) as exc:
             last = str(exc)

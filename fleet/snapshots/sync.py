@@ -295,6 +295,11 @@ def sync_machine(machine: Machine, store: Store, targets: list[Target], manifest
     stats = SyncStats(machine.id)
     t0 = time.monotonic()
     limit = cache_max_bytes(cache_max)
+    if session is None and os.environ.get("FLEET_SYNC_TRANSPORT") != "openssh":
+        from ..remote.pool import pool_for
+        if pool_for(machine.id) is not None:   # a run's pooled connection: a channel on it, not a new ssh
+            from ..remote.ssh import connect
+            session = connect(machine, timeout=30)
     openssh = session is None and use_openssh()
     own = session is None and not openssh
     if own:

@@ -37,8 +37,7 @@ def _gone(err: str) -> MachineUnreachable:
 
 class ParamikoChannel:
     def __init__(self, session, command: str, timeout: float):
-        transport = session.client.get_transport()
-        self.chan = transport.open_session(window_size=WINDOW, max_packet_size=MAX_PACKET, timeout=30)
+        self.chan = session.open_channel(window_size=WINDOW, max_packet_size=MAX_PACKET)
         self.chan.settimeout(timeout)
         self.chan.exec_command(command)
         self.out = self.chan.makefile("rb", 1 << 16)
