@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--hidden", type=int, default=HIDDEN, help="hidden units (a sweep parameter)")
     args = parser.parse_args(argv)
     rank, world = rank_and_world()
 
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     x, y = x_all[rank::world], y_all[rank::world]
     print(f"rank {rank}/{world}: {len(y)} training images, {len(y_test)} held out, seed {args.seed}", flush=True)
 
-    model = MLP(np.random.default_rng(args.seed), x.shape[1], HIDDEN, CLASSES)
+    model = MLP(np.random.default_rng(args.seed), x.shape[1], args.hidden, CLASSES)
     shuffle = np.random.default_rng(args.seed * 1000 + rank)
     history = []
     for epoch in range(1, args.epochs + 1):
