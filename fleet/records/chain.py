@@ -56,6 +56,9 @@ class RunRecord:
     rerun_of: str | None = None
     ci: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None                   # why fleet ended the run itself (a `lost` run: controller gone)
+    # The machines' environment (fleet.environment.RunEnvironment.to_json()): image, GPU, driver, Python,
+    # packages with hashes, the wheels snapshot a rerun installs from. Empty in records made before it.
+    environment: dict[str, Any] = field(default_factory=dict)
     version: int = RECORD_VERSION
     # chain fields, set by append_record
     prev_hash: str = ""
@@ -78,8 +81,9 @@ class RunRecord:
     def snapshot_ids(self) -> dict[str, str]:
         """role:name → id for every snapshot this record depends on or produced."""
         out = {f"data:{k}": v for k, v in self.data_snapshots.items()}
+        wheels = (self.environment or {}).get("wheels_snapshot")
         for role, sid in (("code", self.code_snapshot), ("code-dirty", self.code_dirty_snapshot),
-                          ("output", self.output_snapshot)):
+                          ("output", self.output_snapshot), ("environment", wheels)):
             if sid:
                 out[role] = sid
         return out

@@ -5,12 +5,15 @@ the whole pipeline against a fake provider without any sshd.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
 from ..models import Lease, Machine
 from .context import Events, RunContext
 from .inputs import Inputs
 from .types import Collected, ExecResult, StagedInputs
+
+if TYPE_CHECKING:
+    from ..environment.model import PinnedEnvironment, RunEnvironment
 
 
 @runtime_checkable
@@ -41,6 +44,14 @@ class Machines(Protocol):
     def keep(self, state, lease: Lease, keep_s: int, events: Events) -> str | None: ...
 
 
+@runtime_checkable
+class CapturesEnvironment(Protocol):
+    """Machines that can say what they are (stage "environment", fleet/environment/capture.py)."""
+
+    def capture_environment(self, ctx: RunContext, lease: Lease, store,
+                            pinned: "PinnedEnvironment | None") -> "RunEnvironment": ...
+
+
 class SSHMachines:
     """The real thing: every call goes to the machines over SSH with their pinned host keys."""
 
@@ -62,6 +73,10 @@ class SSHMachines:
     def collect(self, ctx, lease) -> Collected:
         from .execute import collect
         return collect(ctx, lease)
+
+    def capture_environment(self, ctx, lease, store, pinned) -> "RunEnvironment":
+        from ..environment.capture import capture
+        return capture(ctx, lease, store, pinned)
 
     def keep(self, state, lease, keep_s, events) -> str | None:
         from .keep import try_keep

@@ -3,12 +3,15 @@ its pinned inputs (secrets redacted before anything is stored)."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config.model import Config
 from .context import RunContext
 from .summary import RunSummary
 from .types import PinnedInputs, RecordRef
+
+if TYPE_CHECKING:
+    from ..environment.model import RunEnvironment
 
 
 def config_for_record(config: Config) -> dict[str, Any]:
@@ -27,7 +30,8 @@ def config_for_record(config: Config) -> dict[str, Any]:
     }))
 
 
-def write_record(ctx: RunContext, pins: PinnedInputs, summary: RunSummary) -> RecordRef:
+def write_record(ctx: RunContext, pins: PinnedInputs, summary: RunSummary,
+                 environment: "RunEnvironment | None" = None) -> RecordRef:
     from ..records.chain import RunRecord, append_record, ci_context, config_hash, scrub
     cfg, offer, lease = ctx.config, ctx.offer, ctx.lease
     env = {k: str(v) for k, v in cfg.env.items()}
@@ -46,6 +50,7 @@ def write_record(ctx: RunContext, pins: PinnedInputs, summary: RunSummary) -> Re
         started_at=summary.started_at, ended_at=summary.ended_at, exit_status=summary.exit_code,
         status=summary.status, cost_usd=summary.cost, cost_shadow=summary.would_cost_usd is not None,
         lease_id=ctx.lease_id, rerun_of=rerun_of.run_id if rerun_of else None,
-        ci=ci_context(), gpus=offer.gpus, machines=summary.machines)
+        ci=ci_context(), gpus=offer.gpus, machines=summary.machines,
+        environment=environment.to_json() if environment is not None else {})
     append_record(record, ctx.state.db, secrets=cfg.secrets)
     return RecordRef(hash=record.hash, output_snapshot=summary.output_snapshot)

@@ -1,0 +1,94 @@
+"""`fleet rerun`: the recorded environment again.
+
+Before leasing: the recorded image must still exist where the provider can tell (AWS), else a clear
+refusal, or with `--allow-image-change` a difference noted up front. Before setup: the recorded
+package set's wheels go from the store onto every machine (like data: only missing chunks), are
+installed exactly (`--no-index --no-deps`, one `name==version` per package), and the recorded setup
+then runs with pip kept offline and held to those versions (PIP_NO_INDEX, PIP_FIND_LINKS,
+PIP_CONSTRAINT), so an `-U` or a newer wheel in a find-links directory cannot move a package. What
+still differs afterwards (a new driver on a team host) is listed before the command starts and
+recorded with the rerun (capture.py).
+"""
+from __future__ import annotations
+
+from ..errors import UsageError
+from ..models import Lease, Machine
+from .capture import CONSTRAINTS
+from .image import ChecksImages
+from .model import PinnedEnvironment, RunEnvironment
+
+WHEELS_DATA_NAME = ".fleet-wheels"      # under $FLEET_DATA on every machine (read-only, like data)
+
+
+def pinned_for_rerun(run_id: str, recorded: dict | None, provider=None, *,
+                     allow_image_change: bool = False) -> PinnedEnvironment | None:
+    """The recorded environment to reproduce; refuses (UsageError) when its image is gone."""
+    env = RunEnvironment.from_json(recorded)
+    if env is None:
+        return None
+    notes: list[str] = []
+    if isinstance(provider, ChecksImages):
+        for m in env.machines:
+            if m.image.kind != "ami" or provider.image_exists(m.image):
+                continue
+            if not allow_image_change:
+                raise UsageError(f"run {run_id} ran on image {m.image.label()}, which no longer exists",
+                                 hint="bake it again from the same recipe (`fleet image bake`), or pass "
+                                      "--allow-image-change to run on the template's current image "
+                                      "(the difference is recorded)")
+            notes.append(f"image {m.image.label()} no longer exists; the template's current image was used "
+                         "(--allow-image-change)")
+    return PinnedEnvironment(run_id=run_id, environment=env, allow_image_change=allow_image_change,
+                             notes=tuple(notes))
+
+
+def wheels_dir() -> str:
+    return f"$FLEET_DATA/{WHEELS_DATA_NAME}"
+
+
+def pinned_setup(pinned: PinnedEnvironment, setup: str | None) -> str | None:
+    """The setup command of a pinned rerun: the exact package set first, then the recorded setup,
+    offline and constrained. Unchanged when the recorded run installed nothing of its own."""
+    env = pinned.environment
+    primary = env.primary
+    if primary is None or not primary.packages or not env.wheels_snapshot:
+        return setup
+    d = wheels_dir()
+    constraints = f"{d}/{CONSTRAINTS}"
+    install = (f'python -m pip install --disable-pip-version-check -q --no-index --no-deps --find-links "{d}" '
+               f'-r "{constraints}"')
+    guard = f'export PIP_NO_INDEX=1 PIP_FIND_LINKS="{d}" PIP_CONSTRAINT="{constraints}"'
+    return f"{install} && {{ {guard}; {setup or 'true'}\n}}"
+
+
+def stage_wheels(lease: Lease, store, pinned: PinnedEnvironment, events) -> None:
+    """The recorded wheels onto every machine, from the store (verified chunks, host cache reused)."""
+    sid = pinned.environment.wheels_snapshot
+    if not sid:
+        return
+    from dataclasses import dataclass
+
+    from ..snapshots.sync import Target, data_dir
+    from ..snapshots.sync_progress import stage_lease
+
+    @dataclass(frozen=True)
+    class _Staging:
+        lease: Lease
+        events: object
+
+    def targets(m: Machine) -> list[Target]:
+        return [Target(data_dir(m, WHEELS_DATA_NAME), [sid], read_only=True)]
+
+    events.phase("setup", f"installing run {pinned.run_id}'s package set offline "
+                          f"({len(pinned.environment.primary.packages)} packages, wheels {sid[:12]})")
+    stage_lease(_Staging(lease, events), store, targets, {}, None)
+
+
+def describe(pinned: PinnedEnvironment) -> str:
+    env = pinned.environment
+    p = env.primary
+    if p is None:
+        return f"run {pinned.run_id} recorded no environment"
+    return (f"pinned to run {pinned.run_id}'s environment: {p.image.label()}, {p.python}, "
+            f"{len(p.packages)} packages" + (f" (wheels {env.wheels_snapshot[:12]})" if env.wheels_snapshot else ""))
+

@@ -1,0 +1,241 @@
+"""What a machine is, asked on the machine (stdlib only; sent as `python -c`, run by the lease's venv).
+
+    probe CODE              print JSON: kernel, OS, GPUs (NVML, else nvidia-smi, else none), Python,
+                            the venv's own packages with content hashes, the project's lock files
+    pack OUT NAME...        repack those installed distributions into wheels in OUT (deterministic
+                            bytes), so the package set can go into the store and be installed offline
+
+It reads no environment variable and prints no path: nothing secret or lease-specific can reach the
+record through it. One short process: the whole probe costs tens of milliseconds.
+"""
+from __future__ import annotations
+
+import base64
+import csv
+import ctypes
+import hashlib
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+
+LOCK_FILES = ("uv.lock", "poetry.lock", "Pipfile.lock", "pdm.lock", "environment.yml", "conda-lock.yml",
+              "conda-spec.txt", "pyproject.toml")
+# What an install adds that the wheel did not carry: never part of a package's identity.
+BOOKKEEPING = ("INSTALLER", "REQUESTED", "RECORD", "direct_url.json")
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def site_packages() -> str:
+    return sysconfig.get_paths()["purelib"]
+
+
+def _dist_infos(site: str) -> list[str]:
+    try:
+        return sorted(n for n in os.listdir(site) if n.endswith(".dist-info"))
+    except OSError:
+        return []
+
+
+def _metadata(dist_info: str) -> tuple[str, str]:
+    name = version = ""
+    with open(os.path.join(dist_info, "METADATA"), encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if not line.strip():
+                break
+            if line.startswith("Name:"):
+                name = line[5:].strip()
+            elif line.startswith("Version:"):
+                version = line[8:].strip()
+    return name, version
+
+
+def _content_files(site: str, dist_info: str) -> list[tuple[str, str]]:
+    """(path relative to site-packages, "sha256=…") of the files the wheel put there, as RECORD says."""
+    out = []
+    with open(os.path.join(site, dist_info, "RECORD"), newline="", encoding="utf-8") as fh:
+        for row in csv.reader(fh):
+            if not row:
+                continue
+            path = row[0]
+            if path.startswith(("../", "/")) or path.endswith(".pyc") or "__pycache__/" in path:
+                continue   # scripts (their shebang names the venv) and byte code differ per install
+            if path.startswith(dist_info + "/") and path.rsplit("/", 1)[-1] in BOOKKEEPING:
+                continue
+            # The hash pip recorded while installing (it checked it against the wheel's): reading
+            # one small file per package keeps the probe cheap even for torch's thousands of files.
+            out.append((path, row[1] if len(row) > 1 and row[1] else _file_hash(os.path.join(site, path))))
+    return sorted(out)
+
+
+def _file_hash(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return "sha256=" + base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
+
+
+def packages(site: str) -> list[dict]:
+    out = []
+    for info in _dist_infos(site):
+        try:
+            name, version = _metadata(os.path.join(site, info))
+            files = _content_files(site, info)
+        except OSError:
+            continue
+        digest = hashlib.sha256("\n".join(f"{p},{h}" for p, h in files).encode()).hexdigest()
+        out.append({"name": name, "version": version, "sha256": digest, "dist_info": info})
+    return out
+
+
+def lock_files(code: str) -> list[dict]:
+    try:
+        names = sorted(os.listdir(code))
+    except OSError:
+        return []
+    out = []
+    for n in names:
+        if n in LOCK_FILES or (n.startswith("requirements") and n.endswith(".txt")):
+            path = os.path.join(code, n)
+            if os.path.isfile(path):
+                with open(path, "rb") as fh:
+                    out.append({"name": n, "sha256": hashlib.sha256(fh.read()).hexdigest()})
+    return out
+
+
+def os_release() -> str:
+    try:
+        with open("/etc/os-release") as fh:
+            fields = dict(line.rstrip("\n").split("=", 1) for line in fh if "=" in line)
+        return fields.get("PRETTY_NAME", "").strip('"') or "unknown"
+    except OSError:
+        return platform.platform()
+
+
+def gpus() -> dict:
+    """Model, count, driver and CUDA version: NVML first (no process), nvidia-smi second, else none."""
+    try:
+        return _nvml()
+    except (OSError, AttributeError, RuntimeError):
+        pass
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            return _smi(smi)
+        except (OSError, ValueError, subprocess.SubprocessError):
+            pass
+    return {"model": "none", "count": 0, "driver": "none", "cuda": "none"}
+
+
+def _nvml() -> dict:
+    lib = ctypes.CDLL("libnvidia-ml.so.1")
+
+    def check(rc: int) -> None:
+        if rc != 0:
+            raise RuntimeError(f"NVML error {rc}")
+    check(lib.nvmlInit_v2())
+    try:
+        buf = ctypes.create_string_buffer(96)
+        check(lib.nvmlSystemGetDriverVersion(buf, 96))
+        driver = buf.value.decode()
+        cuda = ctypes.c_int(0)
+        check(lib.nvmlSystemGetCudaDriverVersion_v2(ctypes.byref(cuda)))
+        count = ctypes.c_uint(0)
+        check(lib.nvmlDeviceGetCount_v2(ctypes.byref(count)))
+        models = []
+        for i in range(count.value):
+            handle = ctypes.c_void_p()
+            check(lib.nvmlDeviceGetHandleByIndex_v2(i, ctypes.byref(handle)))
+            check(lib.nvmlDeviceGetName(handle, buf, 96))
+            models.append(buf.value.decode())
+    finally:
+        lib.nvmlShutdown()
+    return {"model": ", ".join(sorted(set(models))) or "none", "count": count.value, "driver": driver,
+            "cuda": f"{cuda.value // 1000}.{cuda.value % 1000 // 10}"}
+
+
+def _smi(smi: str) -> dict:
+    q = subprocess.run([smi, "--query-gpu=name,driver_version", "--format=csv,noheader"],
+                       capture_output=True, text=True, timeout=20, check=True)
+    rows = [[c.strip() for c in line.split(",")] for line in q.stdout.splitlines() if line.strip()]
+    head = subprocess.run([smi], capture_output=True, text=True, timeout=20).stdout
+    cuda = re.search(r"CUDA Version:\s*([0-9.]+)", head)
+    return {"model": ", ".join(sorted({r[0] for r in rows})) or "none", "count": len(rows),
+            "driver": rows[0][1] if rows else "none", "cuda": cuda.group(1) if cuda else "none"}
+
+
+def probe(code: str) -> dict:
+    site = site_packages()
+    return {"kernel": f"{platform.system()} {platform.release()} {platform.machine()}",
+            "os_release": os_release(), "gpu": gpus(),
+            "python": f"{platform.python_implementation()} {platform.python_version()}",
+            "packages": packages(site), "lock_files": lock_files(code)}
+
+
+def _wheel_tags(dist_info: str) -> str:
+    tags = []
+    with open(os.path.join(dist_info, "WHEEL"), encoding="utf-8") as fh:
+        tags = [line.split(":", 1)[1].strip() for line in fh if line.startswith("Tag:")]
+    if not tags:
+        return "py3-none-any"
+    parts = [t.split("-") for t in tags]
+    return "-".join(".".join(sorted({p[i] for p in parts})) for i in range(3))
+
+
+def repack(site: str, dist_info: str, out: str) -> str:
+    """The installed distribution as a wheel again: the files the wheel put in site-packages and its
+    dist-info (without the install's bookkeeping), a fresh RECORD, fixed timestamps, sorted entries."""
+    name, version = dist_info[:-len(".dist-info")].rsplit("-", 1)
+    files = _content_files(site, dist_info)
+    extra = sorted(n for n in os.listdir(os.path.join(site, dist_info))
+                   if n not in BOOKKEEPING and os.path.isfile(os.path.join(site, dist_info, n)))
+    members = sorted(set([p for p, _ in files] + [f"{dist_info}/{n}" for n in extra]))
+    wheel = os.path.join(out, f"{name}-{version}-{_wheel_tags(os.path.join(site, dist_info))}.whl")
+    record = io.StringIO()
+    writer = csv.writer(record, lineterminator="\n")
+    with zipfile.ZipFile(wheel, "w", zipfile.ZIP_DEFLATED) as zf:
+        for rel in members:
+            path = os.path.join(site, rel)
+            with open(path, "rb") as fh:
+                data = fh.read()
+            item = zipfile.ZipInfo(rel, ZIP_TIME)
+            item.external_attr = (os.stat(path).st_mode & 0o777 | 0o100000) << 16
+            item.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(item, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            writer.writerow([rel, f"sha256={digest}", len(data)])
+        writer.writerow([f"{dist_info}/RECORD", "", ""])
+        item = zipfile.ZipInfo(f"{dist_info}/RECORD", ZIP_TIME)
+        item.external_attr = 0o100644 << 16
+        zf.writestr(item, record.getvalue())
+    return os.path.basename(wheel)
+
+
+def pack(out: str, names: list[str]) -> dict:
+    site = site_packages()
+    os.makedirs(out, exist_ok=True)
+    wanted = {n.lower() for n in names}
+    wheels = [repack(site, p["dist_info"], out) for p in packages(site) if p["name"].lower() in wanted]
+    return {"wheels": wheels}
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["probe"] and len(argv) == 2:
+        print(json.dumps(probe(argv[1])))
+    elif argv[:1] == ["pack"] and len(argv) >= 2:
+        print(json.dumps(pack(argv[1], argv[2:])))
+    else:
+        print(f"usage: probe CODE | pack OUT NAME... (got {argv!r})", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,182 @@
+"""fleet/environment without machines: the typed section round-trips, differences are named, an
+image recipe change is an image difference, simulated GPUs have no driver, secrets are masked, a
+gone image refuses a rerun, and the probe's package hash survives a repack and reinstall."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from fleet.environment.capture import machine_environment, redacted
+from fleet.environment.diff import diff_environments, diff_machine
+from fleet.environment.image import image_for, image_meta, recipe_image
+from fleet.environment.model import (GpuInfo, ImageRef, MachineEnvironment, Package, PinnedEnvironment,
+                                     RunEnvironment)
+from fleet.environment.pin import pinned_for_rerun, pinned_setup
+from fleet.errors import UsageError
+from fleet.masking import REDACTED
+from fleet.models import Machine
+from tests.fixtures.wheels import write_wheel
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def machine_env(**changes) -> MachineEnvironment:
+    base = dict(kind="local-1gpu", machines=1, provider="local", template="local-1gpu", instance_type="local-1gpu",
+                lifecycle="host", image=ImageRef("host-os", "Debian GNU/Linux 12 (bookworm)"),
+                kernel="Linux 6.1.0 x86_64", os_release="Debian GNU/Linux 12 (bookworm)",
+                gpu=GpuInfo("NVIDIA H100 80GB HBM3", 8, "550.54.15", "12.4"), python="CPython 3.11.7",
+                packages=(Package("numpy", "1.26.4", "a" * 64), Package("tinypkg", "1.0", "b" * 64)))
+    base.update(changes)
+    return MachineEnvironment(**base)
+
+
+def test_round_trip_through_the_record_json():
+    env = RunEnvironment(machines=(machine_env(),), wheels_snapshot="c" * 64, pinned_from="r-1",
+                         differences=("driver: 1 → 2",), capture_s=0.12)
+    assert RunEnvironment.from_json(env.to_json()) == env
+    assert RunEnvironment.from_json({}) is None   # a record made before environments were captured
+
+
+def test_package_change_is_the_only_difference():
+    a = RunEnvironment(machines=(machine_env(),))
+    b = RunEnvironment(machines=(machine_env(packages=(Package("numpy", "1.26.4", "a" * 64),
+                                                        Package("tinypkg", "2.0", "d" * 64),
+                                                        Package("extra", "0.1", "e" * 64))),))
+    lines = [c.line() for c in diff_environments(a, b)]
+    assert lines == ["package extra: added (0.1 (sha256 eeeeeeeeeeee))",
+                     "package tinypkg: 1.0 (sha256 bbbbbbbbbbbb) → 2.0 (sha256 dddddddddddd)"]
+    assert diff_environments(a, a) == []
+
+
+def test_same_version_other_content_is_a_difference():
+    a = machine_env()
+    b = machine_env(packages=(Package("numpy", "1.26.4", "f" * 64), Package("tinypkg", "1.0", "b" * 64)))
+    (change,) = diff_machine(a, b)
+    assert (change.area, change.item, change.kind) == ("package", "numpy", "changed")
+
+
+def test_driver_and_gpu_differences_are_named():
+    b = machine_env(gpu=GpuInfo("NVIDIA A100-SXM4-80GB", 8, "535.104.05", "12.2"))
+    areas = [c.area for c in diff_machine(machine_env(), b)]
+    assert areas == ["gpu", "driver", "cuda"]
+
+
+def test_an_image_recipe_change_is_an_image_difference(tmp_path, monkeypatch):
+    images = tmp_path / "images"
+    shutil.copytree(REPO / "images", images, symlinks=False)
+    monkeypatch.setenv("FLEET_IMAGES_DIR", str(images))
+    recipe = sorted(p.parent.name for p in images.glob("*/recipe.toml"))[0]
+    before = recipe_image(recipe)
+    (images / recipe / "one-more-step.sh").write_text("echo one more step\n")   # any file of the recipe counts
+    after = recipe_image(recipe)
+    assert before.recipe_hash != after.recipe_hash
+    changes = diff_machine(machine_env(image=before), machine_env(image=after))
+    assert [c.area for c in changes] == ["image"]
+    assert before.recipe_hash[:12] in changes[0].before and after.recipe_hash[:12] in changes[0].after
+
+
+def test_the_ami_comes_from_the_lease_and_a_host_reports_its_os():
+    meta = {"image": image_meta("ami-0abc", "pytorch-cuda", "9" * 64)}
+    assert image_for(meta, "Ubuntu 22.04") == ImageRef("ami", "ami-0abc", "pytorch-cuda", "9" * 64)
+    assert image_for({}, "Ubuntu 22.04") == ImageRef("host-os", "Ubuntu 22.04")
+
+
+def _machine(**kw) -> Machine:
+    return Machine(id="m", lease_id="l", node_rank=0, host="127.0.0.1", port=22, user="u", key_path="k",
+                   host_key="h", workdir="/w", gpu_slots=(0, 1), **kw)
+
+
+PROBED = {"kernel": "Linux 6.1 x86_64", "os_release": "Ubuntu 22.04.4 LTS", "python": "CPython 3.11.9",
+          "gpu": {"model": "NVIDIA L4", "count": 2, "driver": "550.54.15", "cuda": "12.4"},
+          "packages": [{"name": "tinypkg", "version": "1.0", "sha256": "b" * 64, "dist_info": "x"}],
+          "lock_files": [{"name": "uv.lock", "sha256": "c" * 64}]}
+
+
+def test_local_gpus_are_simulated_with_no_driver_even_on_a_host_with_one():
+    env = machine_environment(kind="local-2gpu", count=1, provider="local", template="local-2gpu",
+                              simulated_gpus=True, machine=_machine(), lease_meta={}, probed=PROBED)
+    assert env.gpu == GpuInfo("simulated", 2, "none", "none", simulated=True)
+    real = machine_environment(kind="g6.12xlarge", count=2, provider="aws", template="l4", simulated_gpus=False,
+                               machine=_machine(instance_type="g6.12xlarge", spot=True), lease_meta={},
+                               probed=PROBED)
+    assert real.gpu == GpuInfo("NVIDIA L4", 2, "550.54.15", "12.4") and real.lifecycle == "spot"
+    assert real.packages == (Package("tinypkg", "1.0", "b" * 64),) and real.lock_files[0].name == "uv.lock"
+
+
+def test_a_secret_that_lands_in_a_reported_field_is_redacted(monkeypatch):
+    monkeypatch.setenv("API_TOKEN", "tok-123456789")
+    env = RunEnvironment(machines=(machine_env(os_release="Debian tok-123456789"),))
+    config = SimpleNamespace(secrets=["API_TOKEN"], env={"HF_TOKEN": "hf-abcdefgh"})
+    out = redacted(env, config)
+    text = str(out.to_json())
+    assert "tok-123456789" not in text and out.machines[0].os_release == f"Debian {REDACTED}"
+
+
+class _Images:
+    def __init__(self, exists: bool):
+        self.exists = exists
+
+    def image_exists(self, image: ImageRef) -> bool:
+        return self.exists
+
+
+def test_a_rerun_refuses_a_gone_image_unless_allowed():
+    env = RunEnvironment(machines=(machine_env(image=ImageRef("ami", "ami-0gone", "pytorch-cuda", "9" * 64)),))
+    with pytest.raises(UsageError) as refused:
+        pinned_for_rerun("r-old", env.to_json(), _Images(False))
+    assert "ami-0gone" in refused.value.message and "--allow-image-change" in refused.value.hint
+    allowed = pinned_for_rerun("r-old", env.to_json(), _Images(False), allow_image_change=True)
+    assert allowed.notes and "no longer exists" in allowed.notes[0]
+    assert pinned_for_rerun("r-old", env.to_json(), _Images(True)).notes == ()
+    assert pinned_for_rerun("r-old", {}, _Images(False)) is None
+
+
+def test_pinned_setup_installs_the_recorded_set_offline_then_runs_setup_constrained():
+    pinned = PinnedEnvironment("r-old", RunEnvironment(machines=(machine_env(),), wheels_snapshot="c" * 64))
+    cmd = pinned_setup(pinned, "pip install -U -r requirements.txt")
+    assert "--no-index --no-deps" in cmd and "constraints.txt" in cmd
+    assert cmd.index("PIP_CONSTRAINT") < cmd.index("pip install -U -r requirements.txt")
+    bare = PinnedEnvironment("r-old", RunEnvironment(machines=(machine_env(packages=()),)))
+    assert pinned_setup(bare, "make") == "make"
+
+
+def _probe(python: str, *args: str) -> str:
+    script = (REPO / "fleet" / "environment" / "probe.py").read_text()
+    return subprocess.run([python, "-c", script, *args], check=True, capture_output=True, text=True).stdout
+
+
+def test_probe_hash_survives_repack_and_reinstall(tmp_path):
+    """The hash the record keeps is the wheel's content: the wheel fleet repacks into the store,
+    installed elsewhere, hashes the same (which is how a rerun proves it got the same package)."""
+    import json
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    expected = write_wheel(wheels, "tinypkg", "1.0")
+    first, second, packed = tmp_path / "one", tmp_path / "two", tmp_path / "packed"
+
+    def install(target: Path, source: Path) -> None:
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--target",
+                        str(target), "--find-links", str(source), "tinypkg"], check=True, capture_output=True)
+
+    def packages(site: Path) -> list:
+        ns: dict = {}
+        exec(compile((REPO / "fleet" / "environment" / "probe.py").read_text(), "probe", "exec"), ns)
+        return ns["packages"](str(site)), ns
+
+    install(first, wheels)
+    (got,), ns = packages(first)
+    assert (got["name"], got["version"], got["sha256"]) == ("tinypkg", "1.0", expected)
+    packed.mkdir()
+    name = ns["repack"](str(first), got["dist_info"], str(packed))
+    assert name == "tinypkg-1.0-py3-none-any.whl"
+    again = ns["repack"](str(first), got["dist_info"], str(tmp_path))
+    assert (packed / name).read_bytes() == (tmp_path / again).read_bytes()   # deterministic bytes
+    install(second, packed)
+    (reinstalled,), _ = packages(second)
+    assert reinstalled["sha256"] == expected
+    assert json.loads(_probe(sys.executable, "probe", str(tmp_path)))["python"].startswith("CPython")
