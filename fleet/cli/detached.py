@@ -26,7 +26,8 @@ def up_detached(config, file: Path | None, overrides: dict[str, Any], options, e
     run_id = new_run_id()
     spec = SupervisorSpec(run_id=run_id, cwd=os.getcwd(), config_file=str(file.resolve()) if file else None,
                           overrides={k: v for k, v in overrides.items() if v is not None}, keep_s=options.keep_s,
-                          allow_dirty=options.allow_dirty, queue_wait_s=options.queue_wait_s)
+                          allow_dirty=options.allow_dirty, queue_wait_s=options.queue_wait_s,
+                          resume=options.resume.of_run if options.resume else None)
     proc = launch(spec)
     try:
         handoff = follow_until_handoff(proc, run_id, events)

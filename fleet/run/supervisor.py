@@ -62,6 +62,7 @@ class SupervisorSpec:
     keep_s: int | None = None
     allow_dirty: bool = False
     queue_wait_s: float | None = None
+    resume: str | None = None           # `--resume RUN`
 
     def write(self, directory: Path) -> Path:
         path = directory / SPEC
@@ -173,7 +174,11 @@ def main(argv: list[str]) -> int:
         die_with_lease(config.max_duration_s)
         from ..ci import masked_events
         from .pipeline import up
-        summary = up(config, options=spec.options(), events=masked_events(config, events))
+        options = spec.options()
+        if spec.resume:
+            from .checkpoints import resume_options
+            options = resume_options(options, config, spec.resume)
+        summary = up(config, options=options, events=masked_events(config, events))
         events.ended(summary.to_json())
         code = summary.exit_code
     except FleetError as exc:

@@ -1,0 +1,101 @@
+"""The machine side of a checkpoint upload. Stdlib only (pyfastcdc when the machine has it).
+
+Run as `python -c <this source> DIR` over one SSH channel; JSON lines and frames on stdout:
+  1. scan DIR: every file is cut into chunks and each chunk hashed (sha256); answer
+     {"entries": [...], "cdc": bool} (manifest entries, paths relative to DIR);
+  2. read {"want": [chunk ids]}: the chunks the store lacks;
+  3. send each wanted chunk as a frame "<64 hex id><12 digit length>\\n<bytes>", then {"done": true}.
+Files stay open from scan to send, so a checkpoint the experiment replaces (write, then rename)
+meanwhile still uploads the version that was scanned; the controller verifies every chunk.
+
+Chunk boundaries: FastCDC with the store's own parameters when the machine has pyfastcdc (the
+same cuts the controller makes, so chunks dedupe with every other snapshot); otherwise fixed
+blocks of the average chunk size, which find every block a checkpoint rewrites in place.
+"""
+import hashlib
+import json
+import os
+import sys
+
+AVG, MIN, MAX = 1024 * 1024, 256 * 1024, 4 * 1024 * 1024
+
+
+def _cutter():
+    try:
+        from pyfastcdc import FastCDC
+    except ImportError:
+        return None
+    return FastCDC(AVG, min_size=MIN, max_size=MAX, normalized_chunking=1)
+
+
+def _blocks(fh, cdc):
+    if cdc is not None:
+        offset = 0
+        for c in cdc.cut_stream(fh):
+            data = bytes(c.data)
+            yield offset, data
+            offset += len(data)
+        return
+    offset = 0
+    while True:
+        data = fh.read(AVG)
+        if not data:
+            return
+        yield offset, data
+        offset += len(data)
+
+
+def scan(root, cdc):
+    entries, where, handles = [], {}, []
+    for base, dirs, files in os.walk(root):
+        dirs.sort()
+        rel_base = os.path.relpath(base, root)
+        for d in dirs:
+            path = os.path.join(base, d)
+            rel = os.path.normpath(os.path.join(rel_base, d))
+            if os.path.islink(path):
+                entries.append({"path": rel, "type": "symlink", "target": os.readlink(path)})
+            else:
+                entries.append({"path": rel, "type": "dir", "mode": 0o755})
+        for name in sorted(files):
+            path = os.path.join(base, name)
+            rel = os.path.normpath(os.path.join(rel_base, name))
+            if os.path.islink(path):
+                entries.append({"path": rel, "type": "symlink", "target": os.readlink(path)})
+                continue
+            fh = open(path, "rb", buffering=0)
+            handles.append(fh)
+            st = os.fstat(fh.fileno())
+            whole, chunks, size = hashlib.sha256(), [], 0
+            for offset, data in _blocks(fh, cdc):
+                h = hashlib.sha256(data).hexdigest()
+                whole.update(data)
+                chunks.append([h, len(data)])
+                where.setdefault(h, (fh, offset, len(data)))
+                size += len(data)
+            entries.append({"path": rel, "type": "file", "mode": 0o755 if st.st_mode & 0o111 else 0o644,
+                            "size": size, "sha256": whole.hexdigest(), "chunks": chunks})
+    return entries, where
+
+
+def main():
+    root = sys.argv[1]
+    out = sys.stdout.buffer
+    os.makedirs(root, exist_ok=True)
+    cdc = _cutter()
+    entries, where = scan(root, cdc)
+    out.write(json.dumps({"entries": entries, "cdc": cdc is not None}).encode() + b"\n")
+    out.flush()
+    want = json.loads(sys.stdin.buffer.readline() or b"{}").get("want", [])
+    for h in want:
+        fh, offset, n = where[h]
+        fh.seek(offset)
+        data = fh.read(n)
+        out.write(f"{h}{len(data):012d}\n".encode())
+        out.write(data)
+    out.write(json.dumps({"done": True}).encode() + b"\n")
+    out.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""Checkpoints: `FLEET_CHECKPOINT_DIR` on every machine, kept in the run's store as snapshots.
+
+The experiment writes its checkpoint into `$FLEET_CHECKPOINT_DIR` (best: write a temporary file,
+then rename it). fleet uploads that directory as a content-addressed snapshot: every `checkpoint_interval`
+while the command runs, once more when the command has ended (also after the SIGTERM of a stop:
+the experiment writes its last checkpoint on SIGTERM, then exits), and on an interruption notice.
+Only chunks the store lacks cross the network (fleet/remote/checkpoint_helper.py cuts and hashes
+on the machine). Each node's latest checkpoint is the store ref `ckpt-<run>-n<rank>` and the
+run's state meta (`checkpoints`); a resumed attempt gets it restored into the same directory
+before setup and command start, and sees FLEET_RESUMED=1 and FLEET_ATTEMPT=N.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import FleetError, IntegrityError, MachineUnreachable
+from ..models import Lease, Machine
+
+HEADER = 77   # 64 hex id + 12 digit length + newline
+
+
+def checkpoint_dir(machine: Machine) -> str:
+    return f"{machine.workdir}/checkpoint"
+
+
+def ref_name(run_id: str, node_rank: int) -> str:
+    return f"ckpt-{run_id}-n{node_rank}"
+
+
+@dataclass(frozen=True)
+class Resume:
+    """A resumed attempt: which attempt this is, and each node rank's checkpoint snapshot."""
+
+    attempt: int
+    snapshots: dict[int, str] = field(default_factory=dict)
+    of_run: str | None = None          # `fleet up --resume RUN`: the run it continues
+
+
+@dataclass(frozen=True)
+class CheckpointUpload:
+    """One machine's checkpoint as uploaded: its snapshot, its size, what crossed the network."""
+
+    node_rank: int
+    snapshot_id: str
+    bytes_total: int
+    bytes_sent: int
+    files: int
+
+
+def checkpoint_env(machine: Machine, attempt: int) -> dict[str, str]:
+    env = {"FLEET_CHECKPOINT_DIR": checkpoint_dir(machine), "FLEET_ATTEMPT": str(attempt)}
+    if attempt > 1:
+        env["FLEET_RESUMED"] = "1"
+    return env
+
+
+def _helper_source() -> str:
+    return (Path(__file__).resolve().parent.parent / "remote" / "checkpoint_helper.py").read_text()
+
+
+def _read_exact(stream, n: int) -> bytes:
+    parts, left = [], n
+    while left:
+        data = stream.read(left)
+        if not data:
+            raise EOFError("the checkpoint helper stopped mid-chunk")
+        parts.append(data)
+        left -= len(data)
+    return b"".join(parts)
+
+
+def upload(machine: Machine, store, run_id: str, *, timeout: float = 600) -> CheckpointUpload:
+    """Snapshot the machine's checkpoint directory into `store`, sending only the chunks the store
+    lacks; the ref `ckpt-<run>-n<rank>` then names it."""
+    from ..remote.ssh import connect, shell_command
+    from ..snapshots.manifest import Entry, Manifest, check_relpath
+    try:
+        with connect(machine, timeout=30) as session:
+            chan = session.open_channel(window_size=64 << 20, max_packet_size=256 << 10)
+            chan.settimeout(timeout)
+            chan.exec_command(shell_command([machine.python, "-S", "-c", _helper_source(), checkpoint_dir(machine)]))
+            rf, wf = chan.makefile("rb"), chan.makefile_stdin("wb")
+            line = rf.readline()
+            if not line:
+                err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
+                raise MachineUnreachable(f"checkpoint upload from {machine.id} failed: {err[-300:] or 'no answer'}")
+            head = json.loads(line)
+            entries = [Entry.from_json(e) for e in head["entries"]]
+            for e in entries:
+                check_relpath(e.path)
+            manifest = Manifest(entries)
+            wanted = [h for h in dict.fromkeys(h for e in manifest.files() for h, _ in e.chunks)]
+            missing = [h for h in wanted if h not in store.has_chunks(wanted)]
+            wf.write(json.dumps({"want": missing}).encode() + b"\n")
+            wf.flush()
+            sent = 0
+            for expected in missing:
+                header = _read_exact(rf, HEADER)
+                h, n = header[:64].decode(), int(header[64:76])
+                data = _read_exact(rf, n)
+                if h != expected or hashlib.sha256(data).hexdigest() != h:
+                    raise IntegrityError(f"checkpoint chunk {h[:12]} from {machine.id} does not match its hash "
+                                         "(was the checkpoint rewritten in place while uploading?)")
+                store.put_chunk(h, data)
+                sent += n
+            json.loads(rf.readline() or b"{}")
+            store.flush()
+    except FleetError:
+        raise
+    except (OSError, EOFError, ValueError, KeyError) as exc:
+        raise MachineUnreachable(f"checkpoint upload from {machine.id} ({machine.address}) failed: {exc}") from None
+    if not manifest.files():   # nothing checkpointed (yet): no snapshot, no ref
+        return CheckpointUpload(machine.node_rank, "", 0, 0, 0)
+    data = manifest.canonical_bytes()
+    sid = hashlib.sha256(data).hexdigest()
+    if not store.has_manifest(sid):
+        store.put_manifest(sid, data)
+    store.set_ref(ref_name(run_id, machine.node_rank), sid)
+    return CheckpointUpload(machine.node_rank, sid, manifest.total_size, sent, len(manifest.files()))
+
+
+def prepare(lease: Lease, store, resume: Resume | None) -> None:
+    """Before setup: an empty checkpoint directory on every machine, or, for a resumed attempt,
+    the node's latest checkpoint restored into it (only the chunks the machine lacks are sent)."""
+    from ..parallel import parallel
+    from ..remote.ssh import connect
+
+    def one(m: Machine) -> None:
+        sid = resume.snapshots.get(m.node_rank) if resume else None
+        if sid:
+            from ..snapshots.sync import Target, sync_machine
+            sync_machine(m, store, [Target(checkpoint_dir(m), [sid], read_only=False)])
+        else:
+            with connect(m, timeout=30) as s:
+                s.run(["mkdir", "-p", checkpoint_dir(m)], check=True)
+
+    parallel(lease.machines, one)
+
+
+class Checkpointer:
+    """Uploads every machine's checkpoint: on a timer while the command runs (in the background,
+    never two at once), and once more at the end. Failures are warnings: the previous checkpoint
+    stays the latest."""
+
+    def __init__(self, lease: Lease, store, run_id: str, interval_s: float, warn: Callable[[str], None],
+                 on_upload: Callable[[list[CheckpointUpload]], None] | None = None):
+        self.lease, self.store, self.run_id, self.interval_s = lease, store, run_id, interval_s
+        self.warn, self.on_upload = warn, on_upload
+        self.latest: dict[int, CheckpointUpload] = {}
+        self._busy = threading.Lock()
+        self._next = time.monotonic() + interval_s if interval_s > 0 else None
+        self._thread: threading.Thread | None = None
+
+    def tick(self) -> None:
+        """From the execute loop, about once a second: start an upload when one is due."""
+        if self._next is None or time.monotonic() < self._next or self._busy.locked():
+            return
+        self._next = time.monotonic() + self.interval_s
+        self._thread = threading.Thread(target=self.sync, name="checkpoint", daemon=True)
+        self._thread.start()
+
+    def sync(self) -> list[CheckpointUpload]:
+        """Upload every machine's checkpoint now (waits for an upload already under way)."""
+        from ..parallel import parallel
+        with self._busy:
+            got: list[CheckpointUpload] = []
+            lock = threading.Lock()
+
+            def one(m: Machine) -> None:
+                try:
+                    up = upload(m, self.store, self.run_id)
+                except FleetError as exc:
+                    self.warn(f"checkpoint of node {m.node_rank} not uploaded ({exc.one_line()}); "
+                              "the previous one stays the latest")
+                    return
+                with lock:
+                    got.append(up)
+
+            parallel(self.lease.machines, one)
+            got = [up for up in got if up.snapshot_id]
+            for up in got:
+                self.latest[up.node_rank] = up
+            if got and self.on_upload is not None:
+                self.on_upload(sorted(got, key=lambda u: u.node_rank))
+            return got
+
+    def finish(self) -> list[CheckpointUpload]:
+        """The last upload, after the command ended; every node's latest checkpoint."""
+        if self._thread is not None:
+            self._thread.join(timeout=600)
+        self._next = None
+        self.sync()
+        return [self.latest[r] for r in sorted(self.latest)]
+
+
+def latest_snapshots(store, run_id: str, node_ranks: list[int]) -> dict[int, str]:
+    """Each node's latest checkpoint of a run, from the store's refs."""
+    found = {}
+    for rank in node_ranks:
+        sid = store.get_ref(ref_name(run_id, rank))
+        if sid:
+            found[rank] = sid
+    return found
+
+
+def begin(ctx, lease: Lease, store) -> Checkpointer:
+    """Stage "checkpoint" (after ready, before stage and setup): each machine's checkpoint directory
+    made, or, for a resumed attempt, its node's latest checkpoint restored there."""
+    resume = ctx.options.resume
+    if resume is not None and resume.snapshots:
+        ctx.events.phase("checkpoint", f"restoring the latest checkpoint of {len(resume.snapshots)} node(s) "
+                                       f"(attempt {ctx.attempt})")
+    prepare(lease, store, resume)
+    interval = ctx.config.checkpoint_interval_s or 0
+
+    def uploaded(ups: list[CheckpointUpload]) -> None:
+        total, sent = sum(u.bytes_total for u in ups), sum(u.bytes_sent for u in ups)
+        ctx.events.phase("checkpoint", f"{len(ups)} node(s): {_mib(total)} MiB checkpointed, {_mib(sent)} MiB sent")
+
+    return Checkpointer(lease, store, ctx.run_id, interval, ctx.events.warn, uploaded)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f}"
+
+
+def resume_of(state, store, run_id: str) -> Resume:
+    """`fleet up --resume RUN`: the next attempt of RUN, starting from each node's latest checkpoint."""
+    from ..errors import UsageError
+    run = state.get_run(run_id)
+    summary = (run.get("meta") or {}).get("summary") or {}
+    if run["status"] == "running":
+        raise UsageError(f"run {run['id']} is still running", hint=f"`fleet attach {run['id']}`, or `fleet down` it first")
+    ranks = sorted(int(r) for r in (summary.get("checkpoints") or {}))
+    snapshots = latest_snapshots(store, run["id"], ranks or list(range(int(summary.get("machines") or 1))))
+    if not snapshots:
+        raise UsageError(f"run {run['id']} left no checkpoint to resume from",
+                         hint="write the checkpoint into $FLEET_CHECKPOINT_DIR (docs/managed-runs.md)")
+    return Resume(attempt=int(summary.get("attempt") or 1) + 1, snapshots=snapshots, of_run=run["id"])
+
+
+def resume_options(options, config, run_id: str):
+    """RunOptions for the next attempt of `run_id` (its state and store are the config's)."""
+    from dataclasses import replace
+    from ..snapshots import open_store
+    from ..state import open_state
+    return replace(options, resume=resume_of(open_state(config.state_url), open_store(config.store), run_id))

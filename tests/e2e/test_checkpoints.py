@@ -1,0 +1,103 @@
+"""Checkpoints through the CLI: $FLEET_CHECKPOINT_DIR uploaded while the command runs
+(checkpoint_interval), when it ends and after the SIGTERM of a stop; `fleet up --resume RUN`
+restores each node's latest checkpoint before the command starts (FLEET_RESUMED, FLEET_ATTEMPT)."""
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+from tests.conftest import run_fleet, start_fleet_up, wait_for_line
+
+TRAIN = '''
+import json, os, pathlib, signal, sys, time
+ck = pathlib.Path(os.environ["FLEET_CHECKPOINT_DIR"]) / "state.json"
+step = json.loads(ck.read_text())["step"] if ck.exists() else 0
+rank = os.environ["FLEET_NODE_RANK"]
+print(f"rank {rank} attempt {os.environ['FLEET_ATTEMPT']} resumed {os.environ.get('FLEET_RESUMED', '0')} from {step}",
+      flush=True)
+
+def save():
+    tmp = ck.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"step": step}))
+    os.replace(tmp, ck)
+
+def stop(*_):
+    save()
+    print(f"saved at {step} on SIGTERM", flush=True)
+    sys.exit(143)
+
+signal.signal(signal.SIGTERM, stop)
+target = int(sys.argv[1])
+pause = float(sys.argv[2]) if len(sys.argv) > 2 else 0
+while step < target:
+    step += 1
+    save()
+    time.sleep(pause)
+print(f"rank {rank} finished at {step}", flush=True)
+'''
+
+
+def _write(experiment: Path, extra: str = "") -> None:
+    (experiment / "train.py").write_text(TRAIN)
+    (experiment / "fleet.toml").write_text('project = "t"\ntemplate = "local-1gpu"\nmax_duration = "10m"\n'
+                                           'command = "python train.py 3"\n' + extra)
+
+
+def _up(experiment: Path, *args: str) -> dict:
+    proc = run_fleet(["up", "--json", *args], cwd=experiment, timeout=180)
+    assert proc.stdout, proc.stderr
+    return {**json.loads(proc.stdout), "_stderr": proc.stderr}
+
+
+def test_resume_restores_every_node_and_counts_the_attempt(experiment, fleet_home):
+    _write(experiment)
+    first = _up(experiment, "--gpus", "2")
+    assert first["status"] == "succeeded", first["_stderr"]
+    assert set(first["checkpoints"]) == {"0", "1"}, first
+    assert "attempt" not in first
+    assert "rank 0 attempt 1 resumed 0 from 0" in first["_stderr"]
+
+    second = _up(experiment, "--gpus", "2", "--resume", first["run_id"], "--", "python", "train.py", "5")
+    assert second["status"] == "succeeded", second["_stderr"]
+    assert second["attempt"] == 2
+    for rank in (0, 1):
+        assert f"rank {rank} attempt 2 resumed 1 from 3" in second["_stderr"], second["_stderr"]
+        assert f"rank {rank} finished at 5" in second["_stderr"]
+    third = _up(experiment, "--gpus", "2", "--resume", second["run_id"], "--", "python", "train.py", "6")
+    assert third["attempt"] == 3 and "rank 1 attempt 3 resumed 1 from 5" in third["_stderr"], third["_stderr"]
+
+
+def test_the_checkpoint_written_on_sigterm_is_uploaded_and_resumable(experiment, fleet_home):
+    _write(experiment)
+    proc = start_fleet_up(experiment, ["--gpus", "1", "--json", "--", "python", "train.py", "100000", "0.05"],
+                          env={"FLEET_GRACE": "20"})
+    try:
+        wait_for_line(proc, "attempt 1", timeout=120)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    summary = json.loads(out[out.index("{"):])
+    assert summary["status"] == "cancelled" and summary["checkpoints"], out
+    saved = int(out.split("saved at ")[1].split()[0])
+    assert saved > 0, out
+    resumed = _up(experiment, "--gpus", "1", "--resume", summary["run_id"], "--", "python", "train.py", str(saved + 2))
+    assert f"attempt 2 resumed 1 from {saved}" in resumed["_stderr"], resumed["_stderr"]
+    assert f"finished at {saved + 2}" in resumed["_stderr"]
+
+
+def test_checkpoint_interval_uploads_while_the_command_runs(experiment, fleet_home):
+    _write(experiment, 'checkpoint_interval = "1s"\n')
+    result = _up(experiment, "--gpus", "1", "--", "python", "train.py", "30", "0.2")
+    assert result["status"] == "succeeded", result["_stderr"]
+    before_end = result["_stderr"].split("finished at 30")[0]
+    assert before_end.count("fleet: checkpoint:") >= 2, result["_stderr"]   # while it ran, not only at the end
+
+
+def test_resume_of_a_run_without_checkpoints_is_one_clear_line(experiment, fleet_home):
+    _write(experiment)
+    plain = _up(experiment, "--gpus", "1", "--", "echo", "no checkpoint")
+    proc = run_fleet(["up", "--resume", plain["run_id"]], cwd=experiment)
+    assert proc.returncode == 2 and "left no checkpoint" in proc.stderr, proc.stderr
