@@ -180,3 +180,42 @@ def test_probe_hash_survives_repack_and_reinstall(tmp_path):
     (reinstalled,), _ = packages(second)
     assert reinstalled["sha256"] == expected
     assert json.loads(_probe(sys.executable, "probe", str(tmp_path)))["python"].startswith("CPython")
+
+
+class _EC2:
+    """describe_images as EC2 answers it for one image (or InvalidAMIID.NotFound once it is gone)."""
+
+    def __init__(self, images: dict):
+        self.images = images
+
+    def describe_images(self, ImageIds):
+        if ImageIds[0] not in self.images:
+            raise RuntimeError(f"An error occurred (InvalidAMIID.NotFound): The image id '[{ImageIds[0]}]' "
+                               "does not exist")
+        return {"Images": [self.images[ImageIds[0]]]}
+
+
+def test_aws_records_the_recipe_and_hash_from_the_amis_tags_and_sees_it_gone():
+    from fleet.providers.aws.images import image_exists, lease_image
+    ec2 = _EC2({"ami-0abc": {"ImageId": "ami-0abc", "State": "available", "Tags": [
+        {"Key": "fleet:recipe", "Value": "pytorch-cuda"}, {"Key": "fleet:recipe-hash", "Value": "9" * 64}]},
+        "ami-0old": {"ImageId": "ami-0old", "State": "deregistered"}})
+    assert image_for({"image": lease_image(ec2, "ami-0abc", "other")}, "x") == \
+        ImageRef("ami", "ami-0abc", "pytorch-cuda", "9" * 64)
+    assert lease_image(ec2, "ami-0gone", "cuda12") == image_meta("ami-0gone", "cuda12", None)
+    assert image_exists(ec2, "ami-0abc") and not image_exists(ec2, "ami-0old")
+    assert not image_exists(ec2, "ami-0gone")
+
+
+def test_gpus_from_nvidia_smi_when_nvml_is_absent(tmp_path, monkeypatch):
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\nif [ \"$1\" ]; then printf 'NVIDIA H200, 550.54.15\\nNVIDIA H200, 550.54.15\\n'; "
+                   "else echo '| NVIDIA-SMI 550.54.15   Driver Version: 550.54.15   CUDA Version: 12.4 |'; fi\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:/usr/bin:/bin")
+    ns: dict = {}
+    exec(compile((REPO / "fleet" / "environment" / "probe.py").read_text(), "probe", "exec"), ns)
+    ns["_nvml"] = lambda: (_ for _ in ()).throw(OSError("libnvidia-ml.so.1: cannot open shared object file"))
+    assert ns["gpus"]() == {"model": "NVIDIA H200", "count": 2, "driver": "550.54.15", "cuda": "12.4"}
+    smi.unlink()
+    assert ns["gpus"]() == {"model": "none", "count": 0, "driver": "none", "cuda": "none"}
