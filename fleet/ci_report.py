@@ -11,6 +11,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Callable
 
+from .render import LABEL, RIGHT, Column, Document, Fields, Heading, Paragraph, Table
+from .render.markdown import code, escape, to_markdown
+
 STATUS_ICONS = {"succeeded": "✅", "failed": "❌", "setup-failed": "❌", "cancelled": "⏹️",
                 "budget-stopped": "💸", "error": "⚠️"}
 # Identifiers, not results: shown as the row label or left out of the metrics table.
@@ -65,9 +68,10 @@ def merged_metrics(rows: list[tuple[str, dict]]) -> dict:
 
 
 def _fmt(v: Any) -> str:
+    """A value as text (floats to 4 significant digits); Markdown-escaped where it is used."""
     if isinstance(v, float):
         return str(int(v)) if v.is_integer() and abs(v) < 1e15 else f"{v:.4g}"
-    return str(v).replace("|", "\\|").replace("\n", " ")
+    return str(v)
 
 
 def _duration(seconds: float | None) -> str:
@@ -107,51 +111,52 @@ def _cost(summary: dict) -> str:
     return text + (" (would cost: simulated GPUs at a shadow price)" if shadow else "")
 
 
-def markdown(summary: dict, rows: list[tuple[str, dict]]) -> str:
+def summary_document(summary: dict, rows: list[tuple[str, dict]]) -> Document:
+    """The job summary: a headline, the run's facts as a two-column table, the metrics per rank."""
     status = summary.get("status", "error")
     run_id = summary.get("run_id", "(not started)")
-    lines = [f"### {STATUS_ICONS.get(status, '•')} fleet run `{run_id}`: {status}", "",
-             "| | |", "|---|---|",
-             f"| Status | {status} (exit {summary.get('exit_code')}) |"]
+    facts = [("Status", f"{status} (exit {summary.get('exit_code')})")]
     if summary.get("failing_rank") is not None:
-        lines.append(f"| First failing rank | {_fmt(summary['failing_rank'])} |")
+        facts.append(("First failing rank", escape(_fmt(summary["failing_rank"]))))
     if summary.get("message"):
-        lines.append(f"| Message | {_fmt(summary['message'])} |")
-    lines.append(f"| Duration | {_duration(summary.get('duration_s'))} |")
-    lines.append(f"| Cost | {_cost(summary)} |")
+        facts.append(("Message", escape(_fmt(summary["message"]))))
+    facts.append(("Duration", _duration(summary.get("duration_s"))))
+    facts.append(("Cost", _cost(summary)))
     hours = gpu_hours(summary)
-    lines.append(f"| GPU-hours | {hours if hours is not None else '–'} |")
+    facts.append(("GPU-hours", str(hours) if hours is not None else "–"))
     if summary.get("machines"):
         sim = ", simulated" if summary.get("simulated_gpus") else ""
-        lines.append(f"| Machines | {summary['machines']} × {_fmt(summary.get('template', '?'))} "
-                     f"({summary.get('gpus')} GPU{'' if summary.get('gpus') == 1 else 's'}{sim}, "
-                     f"{summary.get('provider')}) |")
+        facts.append(("Machines", f"{summary['machines']} × {escape(_fmt(summary.get('template', '?')))} "
+                                  f"({summary.get('gpus')} GPU{'' if summary.get('gpus') == 1 else 's'}{sim}, "
+                                  f"{summary.get('provider')})"))
     if "released" in summary:
-        lines.append(f"| Machines released | {'yes' if summary['released'] else 'NO: run `fleet down --all`'} |")
+        facts.append(("Machines released", "yes" if summary["released"] else "NO: run `fleet down --all`"))
     ci = summary.get("ci") or {}
     if ci.get("sha"):
-        where = f"`{ci['sha'][:12]}`" + (f" on `{_fmt(ci['branch'])}`" if ci.get("branch") else "")
+        where = code(ci["sha"][:12]) + (f" on {code(escape(ci['branch']))}" if ci.get("branch") else "")
         if ci.get("pr") is not None:
             where += f" · PR #{ci['pr']}"
-        lines.append(f"| Commit | {where} |")
+        facts.append(("Commit", where))
     if ci.get("run_url"):
-        lines.append(f"| Workflow run | {ci['run_url']} |")
+        facts.append(("Workflow run", str(ci["run_url"])))
     if summary.get("record_hash"):
-        lines.append(f"| Run record | `{summary['record_hash'][:16]}` |")
-    lines.append("")
+        facts.append(("Run record", code(summary["record_hash"][:16])))
+    blocks: list = [Fields(facts, as_table=True)]
     columns = metric_columns(rows)
     if rows and columns:
-        lines += ["#### Metrics", "", "| rank | " + " | ".join(columns) + " |",
-                  "|---|" + "---:|" * len(columns)]
-        for label, data in rows:
-            lines.append(f"| {_fmt(label)} | " + " | ".join(_fmt(data.get(c, "")) for c in columns) + " |")
+        table = Table([Column("rank"), *(Column(c, align=RIGHT) for c in columns)],
+                      [[label, *(_fmt(data.get(c, "")) for c in columns)] for label, data in rows])
         if len(rows) > 1:
             mean = merged_metrics(rows)["mean"]
-            lines.append("| **mean** | " + " | ".join(_fmt(mean.get(c, "")) for c in columns) + " |")
-        lines.append("")
+            table.add("mean", *(_fmt(mean.get(c, "")) for c in columns), emphasis=LABEL)
+        blocks += [Heading("Metrics", 4), table]
     elif summary.get("run_dir"):
-        lines += ["No metrics.json came back from the machines.", ""]
-    return "\n".join(lines) + "\n"
+        blocks.append(Paragraph("No metrics.json came back from the machines."))
+    return Document(f"{STATUS_ICONS.get(status, '•')} fleet run {code(run_id)}: {status}", blocks, level=3)
+
+
+def markdown(summary: dict, rows: list[tuple[str, dict]]) -> str:
+    return to_markdown(summary_document(summary, rows)) + "\n"
 
 
 def _append(path: str, text: str) -> None:

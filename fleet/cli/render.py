@@ -1,7 +1,8 @@
-"""Rendering of run progress: rich on a terminal, plain prefixed lines in CI, quiet for --json."""
+"""The CLI's output: run progress (Events) on a terminal, plain prefixed lines in CI, quiet for --json;
+and where listings and JSON go (stdout). What a table or a document says is built in the library and
+rendered by fleet/render; this module only chooses where it is printed."""
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -85,6 +86,12 @@ class JsonEvents(RichEvents):
 
 
 def print_json(data) -> None:
-    from ..models import to_jsonable
-    sys.stdout.write(json.dumps(to_jsonable(data), indent=2, sort_keys=True) + "\n")
+    from ..render.data import json_text
+    sys.stdout.write(json_text(data))
     sys.stdout.flush()
+
+
+def print_table(table) -> None:
+    """A listing (a fleet.render.Table) on stdout: rich on a terminal, plain when piped or long."""
+    from ..render.text import print_table as show
+    show(table)

@@ -124,21 +124,9 @@ def _verify(ledger, start, end, as_json: bool) -> int:
 
 
 def _reconcile(ledger, start, end, fmt: str, output: Optional[Path], region: Optional[str]) -> int:
-    import json
-
-    from ..report.reconcile import cost_explorer_client, reconcile
-    rows = reconcile(ledger, cost_explorer_client(region), since=start, until=end)
-    if fmt == "json":
-        text = json.dumps({"reconcile": [r.as_dict() for r in rows]}, indent=2) + "\n"
-    elif fmt in ("csv", "md", "html", "table"):
-        header = ["project", "ledger_usd", "billed_usd", "difference_usd"]
-        if fmt == "csv":
-            text = ",".join(header) + "\n" + "".join(
-                ",".join(str(r.as_dict()[h]) for h in header) + "\n" for r in rows)
-        else:
-            lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-            lines += ["| " + " | ".join(str(r.as_dict()[h]) for h in header) + " |" for r in rows]
-            text = "\n".join(lines) + "\n" if rows else "no AWS cost in this period (ledger or Cost Explorer)\n"
+    from ..render import render
+    from ..report.reconcile import cost_explorer_client, reconcile, reconcile_table
+    text = render(reconcile_table(reconcile(ledger, cost_explorer_client(region), since=start, until=end)), fmt)
     if output is not None:
         _write_file(output, text)
     else:
@@ -151,37 +139,15 @@ def budget(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> int:
     """This month's spend against the project and user budgets in fleet.toml."""
-    from ..money.budget import format_usd, from_micro, month_label, month_start, utc_clock
     from ..config.loader import load_config
-    from ..money.reservations import Reservations
-    from ..money.metering import BudgetLimits, build_scopes
+    from ..money.standing import budget_standing
     from ..plan import current_user
     config = load_config(file, overrides={"command": ["true"]})
-    limits = BudgetLimits.from_config(config)
-    limits.run = None   # a run budget has no spend until a run starts
-    now = utc_clock()
-    user = current_user(config.user)
-    ledger = _ledger()
-    scopes = build_scopes(limits, project=config.project, user=user, ledger=ledger, now=now,
-                          reservations=Reservations(ledger.db))   # live runs' claims are not free money
-    spent_project = ledger.spent_micro(project=config.project, since=month_start(now))
-    rows = [{"scope": s.name, "limit_usd": str(from_micro(s.limit_micro)),
-             "spent_usd": str(from_micro(s.spent_before_micro)), "reserved_usd": str(from_micro(s.reserved_micro)),
-             "remaining_usd": str(from_micro(s.remaining(0)))}
-            for s in scopes]
+    standing = budget_standing(config, _ledger(), user=current_user(config.user))
     if json_out:
         from .render import print_json
-        print_json({"month": month_label(now), "project": config.project, "user": user,
-                    "project_spent_usd": str(from_micro(spent_project)),
-                    "run_budget_usd": None if config.budget is None else str(config.budget), "budgets": rows})
+        print_json(standing.to_json())
         return 0
-    typer.echo(f"{month_label(now)}: project {config.project!r} spent {format_usd(spent_project)}")
-    if config.budget is not None:
-        typer.echo(f"per-run budget: {format_usd(int(config.budget * 1_000_000))}")
-    for s in scopes:
-        held = f", {format_usd(s.reserved_micro)} reserved by live runs" if s.reserved_micro else ""
-        typer.echo(f"{s.name}: {format_usd(s.spent_before_micro)} of {format_usd(s.limit_micro)} "
-                   f"({format_usd(max(s.remaining(0), 0))} left{held})")
-    if not scopes:
-        typer.echo("no monthly budgets set ([budgets] project_monthly / user_monthly in fleet.toml)")
+    for line in standing.lines():
+        typer.echo(line)
     return 0

@@ -1,30 +1,23 @@
-"""Cost reports for managers: build from the ledger, render as table, CSV, JSON, Markdown or HTML."""
+"""Cost reports for managers: build from the ledger (build.py), view as the shared table model
+(view.py), render as table, CSV, JSON, Markdown (fleet/render) or an HTML page (html.py)."""
 from __future__ import annotations
 
+from ..render import FORMATS, check_format
 from .build import GROUPS, Report, Row, build_report, parse_when
-from .render import FORMATS, to_csv, to_json, to_markdown, to_table
 
 
 def render(report: Report, fmt: str) -> str:
-    """The report as text in `fmt` (table is rendered by rich to a string)."""
-    if fmt == "json":
-        return to_json(report)
-    if fmt == "csv":
-        return to_csv(report)
-    if fmt == "md":
-        return to_markdown(report)
+    """The report as text in `fmt`: one of FORMATS."""
+    check_format(fmt, "report format")
     if fmt == "html":
         from .html import to_html
         return to_html(report)
-    if fmt == "table":
-        import io
-
-        from rich.console import Console
-        buf = io.StringIO()
-        to_table(report, Console(file=buf, width=120, force_terminal=False))
-        return buf.getvalue()
-    from ..errors import UsageError
-    raise UsageError(f"unknown report format {fmt!r}", hint="choose one of: " + ", ".join(FORMATS))
+    from .view import report_document, report_table
+    if fmt == "md":
+        from ..render.markdown import to_markdown
+        return to_markdown(report_document(report))
+    from ..render import render as render_table
+    return render_table(report_table(report), fmt)
 
 
 __all__ = ["FORMATS", "GROUPS", "Report", "Row", "build_report", "parse_when", "render"]

@@ -15,7 +15,8 @@ from datetime import date, timedelta
 from ..money.budget import format_usd
 from .budgets import MonthBudgets
 from .build import Report, Row
-from .render import _TEXT_HEADERS, WOULD_COST_NOTE, _cells, notes, period_text
+from ..render.html import table_html
+from .view import WOULD_COST_NOTE, notes, period_text, report_table
 from .svg import Mark, Series, color, columns, day_labels, hbars, line, no_data
 
 esc = html.escape
@@ -169,15 +170,6 @@ def _budgets(b: MonthBudgets | None) -> tuple[str, str]:
         caption
 
 
-def _table(report: Report) -> str:
-    head = "".join(f"<th>{esc(h)}</th>" for h in [report.by, *_TEXT_HEADERS])
-    body = "".join("<tr>" + f"<td>{esc(r.key)}</td>" + "".join(f"<td class=n>{esc(c)}</td>" for c in _cells(r))
-                   + "</tr>" for r in report.rows)
-    total = "<tr class=total><td>total</td>" + "".join(f"<td class=n>{esc(c)}</td>"
-                                                        for c in _cells(report.total)) + "</tr>"
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}{total}</tbody></table>"
-
-
 def to_html(report: Report, budgets: MonthBudgets | None = None) -> str:
     t = report.total
     budgets_body, budgets_caption = _budgets(budgets if budgets is not None else report.budgets)
@@ -222,7 +214,7 @@ svg {{ display: block; margin: 4px 0 8px; }}
 <p class="headline"><b>Billed {esc(format_usd(t.cost_micro))}</b>{would} · {t.gpu_hours:,.1f} GPU-h ·
 {t.idle_gpu_hours:,.1f} idle GPU-h · {len(t.runs)} run{'' if len(t.runs) == 1 else 's'}</p>
 <ul class="notes">{note_html}</ul>
-{_table(report)}
+{table_html(report_table(report))}
 {''.join(sections)}
 <p class="caption">{esc(WOULD_COST_NOTE)}.</p>
 </body></html>

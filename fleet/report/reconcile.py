@@ -13,6 +13,7 @@ from decimal import Decimal
 from ..money.budget import from_micro, to_micro
 from ..errors import EnvironmentProblem, UsageError
 from ..money.ledger import Ledger
+from ..render import RIGHT, Column, Records, Table
 
 TAG = "fleet:project"
 METRIC = "UnblendedCost"
@@ -84,3 +85,13 @@ def reconcile(ledger: Ledger, ce, *, since: datetime | None = None, until: datet
 def cost_explorer_client(region: str | None = None):
     import boto3   # only when --reconcile asks for it
     return boto3.client("ce", region_name=region or "us-east-1")
+
+
+def reconcile_table(rows: list[ReconcileRow]) -> Table:
+    """Ledger against Cost Explorer per project; CSV/JSON carry the same figures under `reconcile`."""
+    fields = ("project", "ledger_usd", "billed_usd", "difference_usd")
+    data = [r.as_dict() for r in rows]
+    return Table([Column("project"), *(Column(f, align=RIGHT) for f in fields[1:])],
+                 [[d[f] for f in fields] for d in data], title="ledger against AWS Cost Explorer, by fleet:project",
+                 empty="no AWS cost in this period (ledger or Cost Explorer)",
+                 records=Records(fields, data, rows_key="reconcile"))

@@ -1,0 +1,77 @@
+"""Run records as the shared table and document models (fleet/render): the `fleet runs ls` table,
+the `fleet runs show` fields, and the audit of one run (`fleet audit RUN`, Markdown)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..render import Column, Document, Fields, Heading, Table
+from ..render.markdown import code
+from .chain import RunRecord
+
+# `fleet runs show`: the record's fields in this order, empty ones left out.
+SHOW_FIELDS = ("run_id", "status", "exit_status", "command", "project", "user", "provider", "template",
+               "machine_types", "image_id", "code_commit", "code_subdir", "code_snapshot", "code_dirty_snapshot",
+               "data_snapshots", "output_snapshot", "store", "config_hash", "started_at", "ended_at", "cost_usd",
+               "rerun_of", "ci", "prev_hash", "hash")
+
+
+def _short(sid: str | None) -> str:
+    return sid[:12] if sid else "-"
+
+
+def runs_table(records: list[RunRecord]) -> Table:
+    columns = [Column("run", no_wrap=True), Column("project"), Column("status", no_wrap=True), Column("exit"),
+               Column("commit"), Column("data"), Column("outputs"), Column("started", no_wrap=True), Column("user")]
+    rows = [(r.run_id, r.project, r.status or "-", str(r.exit_status), (r.code_commit or "dir")[:10],
+             ", ".join(f"{k}={_short(v)}" for k, v in sorted(r.data_snapshots.items())) or "-",
+             _short(r.output_snapshot), (r.started_at or "-")[:19], r.user) for r in records]
+    return Table(columns, rows, empty="no run records")
+
+
+def record_json(record: RunRecord) -> dict[str, Any]:
+    return dict(record.body(), seq=record.seq, hash=record.hash)
+
+
+def record_lines(record: RunRecord) -> list[str]:
+    """`key  value` lines for `fleet runs show`."""
+    body = record_json(record)
+    return [f"{key:20} {body[key]}" for key in SHOW_FIELDS if body.get(key) not in (None, "", {}, [])]
+
+
+def cost_text(r: dict) -> str:
+    if r.get("cost_usd") is None:
+        return "not recorded"
+    if r.get("cost_shadow"):
+        return f"${r['cost_usd']} (would cost: these machines carry a shadow price, nothing was billed)"
+    return f"${r['cost_usd']}"
+
+
+def audit_document(a: dict[str, Any]) -> Document:
+    """One run's lineage (records.lineage.audit's result): what ran, where, on which inputs, at what
+    cost, whether its snapshots and its place in the record chain are intact."""
+    r = a["record"]
+    where = f"{r.get('provider')} / {r.get('template')} ({', '.join(r.get('machine_types') or [])})"
+    commit = f"commit {code(r.get('code_commit') or 'none (directory snapshot)')}"
+    facts = [("Status", f"{r.get('status')} (exit {r.get('exit_status')})"),
+             ("Command", code(r.get("command"))),
+             ("Who / when", f"{r.get('user')}, {r.get('started_at')} → {r.get('ended_at')}"),
+             ("Where", where + (f", image {r['image_id']}" if r.get("image_id") else "")),
+             ("Code", commit + (f" in {code(r['code_subdir'])}" if r.get("code_subdir") else "")),
+             ("Config hash", code(r.get("config_hash"))),
+             ("Cost", cost_text(r)),
+             ("Rerun of", r.get("rerun_of") or "-")]
+    snapshots = Table([Column("role"), Column("id", code=True), Column("files"), Column("bytes"), Column("intact")],
+                      [(s["role"], s["id"], str(s.get("files", "?")), str(s.get("size", "?")),
+                        "yes" if s["present"] else "NO: " + "; ".join(s["problems"])) for s in a["snapshots"]])
+    chain = "intact" if a["chain_ok"] else "BROKEN: " + "; ".join(a["chain_problems"])
+    blocks: list = [Fields(facts), Heading("Snapshots"), snapshots, Heading("Record chain"),
+                    Fields([("record", f"#{a['seq']}, hash {code(a['hash'])}"),
+                            ("previous hash", code(r.get("prev_hash"))), ("chain", chain)])]
+    if r.get("ci"):
+        blocks += [Heading("CI"), Fields(sorted((str(k), str(v)) for k, v in r["ci"].items()))]
+    return Document(f"Run {r['run_id']}", blocks)
+
+
+def audit_markdown(a: dict[str, Any]) -> str:
+    from ..render.markdown import to_markdown
+    return to_markdown(audit_document(a))

@@ -1,0 +1,40 @@
+"""Tables for programs: CSV (one header line, the total last) and JSON (rows, total, meta)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from .table import Table
+
+
+def to_csv(table: Table) -> str:
+    data = table.data()
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(data.fields)
+    for row in [*data.rows, *([data.total] if data.total is not None else [])]:
+        writer.writerow(["" if row.get(f) is None else row.get(f) for f in data.fields])
+    return buf.getvalue()
+
+
+def to_json_data(table: Table) -> dict:
+    data = table.data()
+    out = dict(data.meta)
+    out[data.rows_key] = data.rows
+    if data.total is not None:
+        out["total"] = data.total
+    out.update(data.after)
+    if "notes" not in out and table.notes:
+        out["notes"] = list(table.notes)
+    return out
+
+
+def to_json(table: Table) -> str:
+    return json.dumps(to_json_data(table), indent=2)
+
+
+def json_text(value) -> str:
+    """Any result as the JSON every `--json` prints: indented, keys sorted, dates as ISO text."""
+    from ..models import to_jsonable
+    return json.dumps(to_jsonable(value), indent=2, sort_keys=True) + "\n"

@@ -1,0 +1,81 @@
+"""Tables for a terminal: a rich table for people, or a plain aligned one.
+
+rich measures every cell of every row before printing (seconds for a thousand rows) and, in a
+pipe, cuts cells to 80 columns; so listings print plain when piped or longer than PLAIN_ABOVE_ROWS,
+with the same columns, so scripts and eyes read it the same way.
+"""
+from __future__ import annotations
+
+import sys
+
+from .table import RIGHT, TOTAL, Table
+
+PLAIN_ABOVE_ROWS = 100
+
+
+def to_text(table: Table) -> str:
+    """A plain aligned table: title, headings, a rule, rows (a rule before a total), notes."""
+    cols = table.columns
+    if not table.rows and table.empty:
+        return table.empty + "\n"
+    widths = [len(c.title) for c in cols]
+    for row in table.rows:
+        for i, cell in enumerate(row.cells):
+            if len(cell) > widths[i]:
+                widths[i] = len(cell)
+
+    def line(cells) -> str:
+        return "  ".join(cell.rjust(widths[i]) if cols[i].align == RIGHT else cell.ljust(widths[i])
+                         for i, cell in enumerate(cells)).rstrip()
+
+    rule = line(["-" * w for w in widths])
+    out = [table.title] if table.title else []
+    out += [line([c.title for c in cols]), rule]
+    for row in table.rows:
+        if row.emphasis == TOTAL:
+            out.append(rule)
+        out.append(line(row.cells))
+    out += [f"note: {n}" for n in table.notes]
+    return "\n".join(out) + "\n"
+
+
+def to_rich(table: Table, console) -> None:
+    """Print through rich: headings, right-aligned figures, a section before a total."""
+    from rich.markup import escape
+    from rich.table import Table as RichTable
+    if not table.rows and table.empty:
+        console.print(table.empty, markup=False, highlight=False)
+        return
+    out = RichTable(title=table.title or None, title_justify="left")
+    for c in table.columns:
+        out.add_column(c.title, justify=c.align, no_wrap=c.no_wrap, overflow="fold")   # never cut an id
+    for row in table.rows:
+        if row.emphasis == TOTAL:
+            out.add_section()
+        cells = [escape(cell) if not style else f"[{style}]{escape(cell)}[/]"
+                 for cell, style in zip(row.cells, row.styles or (None,) * len(row.cells))]
+        out.add_row(*cells, style="bold" if row.emphasis == TOTAL else None)
+    console.print(out)
+    for n in table.notes:
+        console.print(f"note: {n}", highlight=False, markup=False)
+
+
+def table_string(table: Table, width: int = 120) -> str:
+    """The rich form as text (for files and tests), at a fixed width, without colour."""
+    import io
+
+    from rich.console import Console
+    buf = io.StringIO()
+    to_rich(table, Console(file=buf, width=width, force_terminal=False))
+    return buf.getvalue()
+
+
+def print_table(table: Table, stream=None) -> None:
+    """A listing on stdout: rich on a terminal, plain when piped or long."""
+    stream = stream or sys.stdout
+    if len(table.rows) > PLAIN_ABOVE_ROWS or not stream.isatty():
+        stream.write(to_text(table))
+        stream.flush()
+        return
+    from rich.console import Console
+    to_rich(table, Console(file=stream))

@@ -1,0 +1,121 @@
+"""fleet/render: one table model, rendered as terminal table, plain text, CSV, JSON, Markdown and
+HTML; documents as Markdown. And the rule that nothing else in fleet/ draws tables itself."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from fleet.errors import UsageError
+from fleet.render import LABEL, RIGHT, TOTAL, Column, Document, Fields, Heading, Records, Row, Table, render
+from fleet.render.markdown import to_markdown
+from fleet.render.text import print_table, to_text
+
+FLEET = Path(__file__).resolve().parents[2] / "fleet"
+
+
+def cost_table() -> Table:
+    return Table([Column("project"), Column("cost", align=RIGHT), Column("runs", align=RIGHT)],
+                 [("vi|sion", "$7.20", "2"), ("[red]nlp[/]", "$1.80", "1"),
+                  Row(("total", "$9.00", "3"), emphasis=TOTAL)],
+                 title="cost by project", notes=["<b>would cost</b> is not money spent"])
+
+
+def test_plain_text_aligns_figures_right_and_rules_off_the_total():
+    text = to_text(cost_table())
+    assert text.splitlines() == [
+        "cost by project",
+        "project       cost  runs",
+        "-----------  -----  ----",
+        "vi|sion      $7.20     2",
+        "[red]nlp[/]  $1.80     1",
+        "-----------  -----  ----",
+        "total        $9.00     3",
+        "note: <b>would cost</b> is not money spent",
+    ]
+
+
+def test_terminal_table_shows_names_literally_never_as_markup():
+    text = render(cost_table(), "table")
+    assert "[red]nlp[/]" in text and "vi|sion" in text and "note: <b>would cost</b>" in text
+
+
+def test_csv_and_json_carry_the_rows_and_the_total_once():
+    rows = list(csv.DictReader(io.StringIO(render(cost_table(), "csv"))))
+    assert [r["project"] for r in rows] == ["vi|sion", "[red]nlp[/]", "total"]
+    data = json.loads(render(cost_table(), "json"))
+    assert [r["project"] for r in data["rows"]] == ["vi|sion", "[red]nlp[/]"]
+    assert data["total"] == {"project": "total", "cost": "$9.00", "runs": "3"}
+    assert data["notes"] == ["<b>would cost</b> is not money spent"]
+
+
+def test_records_give_machines_other_figures_than_people_read():
+    table = Table(["name", "cost"], [("a", "$1.00")],
+                  records=Records(("name", "cost_usd"), [{"name": "a", "cost_usd": "1.0000"}], rows_key="items",
+                                  meta={"period": "June"}, after={"corrupt_rows": []}))
+    assert list(json.loads(render(table, "json"))) == ["period", "items", "corrupt_rows"]
+    assert render(table, "csv") == "name,cost_usd\na,1.0000\n"
+
+
+def test_markdown_escapes_cells_bolds_the_total_and_right_aligns_figures():
+    md = render(cost_table(), "md")
+    assert "| project | cost | runs |\n|---|---:|---:|" in md
+    assert "| vi\\|sion | $7.20 | 2 |" in md
+    assert "| **total** | **$9.00** | **3** |" in md
+    assert md.startswith("# cost by project\n") and md.endswith("- <b>would cost</b> is not money spent\n")
+
+
+def test_html_escapes_every_cell_and_marks_the_total():
+    page = render(cost_table(), "html")
+    assert "<b>would cost</b>" not in page and "&lt;b&gt;would cost&lt;/b&gt;" in page
+    assert "<tr class=total><td>total</td><td class=n>$9.00</td>" in page
+
+
+def test_an_empty_table_says_so_in_every_human_form():
+    table = Table(["run"], [], empty="no run records")
+    for fmt in ("table", "md", "html"):
+        assert "no run records" in render(table, fmt)
+    assert render(table, "csv") == "run\n" and json.loads(render(table, "json")) == {"rows": []}
+
+
+def test_bad_shapes_and_formats_are_refused():
+    with pytest.raises(ValueError):
+        Table(["a", "b"], [("only one",)])
+    with pytest.raises(ValueError):
+        Column("a", align="middle")
+    with pytest.raises(UsageError):
+        render(cost_table(), "xml")
+
+
+def test_a_document_has_headings_fields_and_tables():
+    metrics = Table([Column("rank"), Column("loss", align=RIGHT)], [("0", "0.5")])
+    metrics.add("mean", "0.5", emphasis=LABEL)
+    doc = Document("Run r-1", [Fields([("Status", "ok")]), Fields([("Cost", "$1")], as_table=True),
+                               Heading("Metrics", 3), metrics])
+    assert to_markdown(doc) == ("# Run r-1\n\n- **Status**: ok\n\n| | |\n|---|---|\n| Cost | $1 |\n\n"
+                                "### Metrics\n\n| rank | loss |\n|---|---:|\n| 0 | 0.5 |\n| **mean** | 0.5 |\n")
+
+
+def test_a_listing_prints_plain_when_piped():
+    out = io.StringIO()
+    print_table(Table([Column("lease", no_wrap=True)], [("l-" + "x" * 200,)]), out)
+    assert "l-" + "x" * 200 in out.getvalue()           # never cut, whatever the width
+
+
+# Modules written alongside the rendering layer that still draw their own Markdown tables; listed so
+# the rule holds for everything else, and enforced both ways: one that adopts the layer must leave.
+NOT_YET_ON_THE_LAYER = {"records/rundiff.py", "environment/render.py"}
+DRAWS_A_TABLE = re.compile(r"from rich\.table import|[\"']\|---")
+
+
+def test_only_fleet_render_draws_tables():
+    """One rendering layer: no other module builds rich tables or Markdown tables by hand."""
+    drawing = {str(path.relative_to(FLEET)) for path in FLEET.rglob("*.py")
+               if not path.is_relative_to(FLEET / "render") and DRAWS_A_TABLE.search(path.read_text("utf-8"))}
+    assert drawing - NOT_YET_ON_THE_LAYER == set()
+    adopted = {m for m in NOT_YET_ON_THE_LAYER if (FLEET / m).exists() and m not in drawing}
+    assert adopted == set(), "these render through fleet/render now: take them off NOT_YET_ON_THE_LAYER"
