@@ -30,58 +30,15 @@ def offers(
 ) -> int:
     """Machine mixes a provider's templates allow for --gpus (default: the stack's AWS templates),
     cheapest first, with prices: the same offers `fleet up` chooses from."""
-    from ..errors import UsageError
-    from ..providers import registry
-    provider = registry.provider_class(provider_name).from_config(_config(file))
-    aws = _aws(provider)
-    if aws is not None:
-        aws.catalog(refresh=refresh)
-    names = [template] if template else sorted(provider.templates())
-    rows, reasons = [], []
-    for name in names:
-        try:
-            rows.extend(provider.offers(name, gpus))
-        except UsageError as exc:
-            if template:
-                raise
-            reasons.append(f"{name}: {exc.message}")
-    if not rows:
-        raise UsageError(f"no {provider.name} template can give exactly {gpus} GPUs",
-                         hint="; ".join(reasons)[:300] or "add a template")
-    rows.sort(key=lambda o: (o.price_per_hour is None, o.price_per_hour or 0, o.machines))
-    region = next((o.region for o in rows if o.region), "")
-    prices = aws.prices() if aws is not None else None
+    from ..providers.offers import list_offers
+    found = list_offers(provider_name, gpus, template=template, config=_config(file), refresh=refresh)
     if json_out:
         from .render import print_json
-        out = {"gpus": gpus, "provider": provider.name, "region": region, "offers": [o.to_json() for o in rows]}
-        if prices is not None:
-            out["price_table"] = {"source": prices.source, "retrieved": prices.retrieved}
-        print_json(out)
+        print_json(found.to_json())
         return 0
-    from rich.console import Console
-    from rich.table import Table
-    where = f"{provider.name}" + (f" ({region})" if region else "")
-    table = Table(title=f"{gpus} GPUs on {where}, cheapest first", title_justify="left")
-    for col, right in (("template", False), ("mix", False), ("GPU", False), ("$/hour", True),
-                       ("$/machine-h", True), ("spot", False)):
-        table.add_column(col, justify="right" if right else "left", no_wrap=True)
-    for o in rows:
-        table.add_row(o.template, f"{o.machines} × {o.instance_type}", f"{o.gpus_per_machine}×{o.gpu_model}",
-                      "?" if o.price_per_hour is None else f"{o.price_per_hour:.2f}",
-                      "?" if o.price_per_machine_hour is None else f"{o.price_per_machine_hour:.3f}",
-                      "first" if o.spot else "no")
-    console = Console()
-    console.print(table)
-    if prices is not None:
-        console.print(f"On-demand list prices as of {prices.retrieved} (fleet/providers/aws/prices.json); spot is "
-                      "billed at most this. Override in fleet.toml [prices].", style="dim", markup=False)
+    from .render import print_table
+    print_table(found.table())
     return 0
-
-
-def _aws(provider):
-    """The AWS provider's extras (its EC2 catalogue and price table), when that is the one asked."""
-    from ..providers.aws.provider import AWSProvider
-    return provider if isinstance(provider, AWSProvider) else None
 
 
 def reap(

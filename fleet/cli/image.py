@@ -85,7 +85,7 @@ def ls_cmd(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
     """Baked images (current or stale against the recipes here) and recipes not baked yet."""
-    from ..images.store import list_images, short, unbaked_recipes
+    from ..images.store import list_images, unbaked_recipes
     from ..providers.aws.session import translate
     ec2 = _client(region, _outputs(outputs))
     try:
@@ -97,15 +97,6 @@ def ls_cmd(
         from .render import print_json
         print_json({"images": [i.to_dict() for i in images], "unbaked": missing})
         return
-    from rich.console import Console
-    from rich.table import Table
-    table = Table(title="fleet images", title_justify="left")
-    for col in ("recipe", "image", "id", "hash", "state", "created", "mode", "current"):
-        table.add_column(col)
-    for i in images:
-        current = {True: "yes", False: "stale", None: "-"}[i.current]
-        table.add_row(i.recipe, i.name, i.image_id, short(i.content_hash), i.state, i.created, i.mode,
-                      current)
-    for m in missing:
-        table.add_row(m["recipe"], m["name"], "-", short(m["hash"]), "not baked", "-", "-", "-")
-    Console().print(table)
+    from ..images.store import images_table
+    from .render import print_table
+    print_table(images_table(images, missing))

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from ..render.units import human_size as _size
+
 snapshot_app = typer.Typer(help="Content-addressed snapshots of data (same bytes → same id).",
                            no_args_is_help=True)
 
@@ -33,14 +35,6 @@ def _config_store() -> str | None:
         return value if isinstance(value, str) and value else None
     except (OSError, ValueError):
         return None
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 PLAIN_EVERY_S = 5.0
@@ -137,18 +131,9 @@ def ls(store: Optional[str] = StoreOpt, json_out: bool = typer.Option(False, "--
         from .render import print_json
         print_json({"snapshots": rows})
         return 0
-    if not rows:
-        typer.echo("no snapshots")
-        return 0
-    from rich.console import Console
-    from rich.table import Table
-    table = Table(title_justify="left")
-    for col in ("id", "names", "files", "size", "created"):
-        table.add_column(col)
-    for r in rows:
-        table.add_row(r["id"][:12], ", ".join(r["names"]) or "-", str(r["files"]), _size(r["size"]),
-                      (r["created_at"] or "-")[:19])
-    Console().print(table)
+    from ..snapshots.catalog import snapshots_table
+    from .render import print_table
+    print_table(snapshots_table(rows))
     return 0
 
 

@@ -7,7 +7,6 @@ import sys
 
 # The flags the typer command declares; any other argument goes through typer (help, errors).
 FLAGS = {"--json": "json_out", "--all-users": "all_users", "--fast": "fast"}
-COLUMNS = ("lease", "provider", "template", "user", "health", "machines", "gpus", "deadline in", "runs")
 
 
 def fast_args(args: list[str]) -> dict[str, bool] | None:
@@ -35,39 +34,9 @@ def show(json_out: bool = False, all_users: bool = False, fast: bool = False) ->
     if not views:
         print("no live leases")
         return 0
-    rows, simulated = [], False
-    for v in views:
-        up_count = sum(1 for m in v["machines"] if m["state"] == "running")
-        simulated |= any(m["simulated_gpus"] for m in v["machines"])
-        runs = ", ".join(f"{r['id']} ({r['status']})" for r in v["runs"][:2])
-        rows.append((v["id"], v["provider"], v["template"], v["user"], v["health"],
-                     f"{up_count}/{len(v['machines'])}", str(v["gpus"]), _remaining(v["deadline"]), runs or "-"))
-    from .plain_table import PLAIN_ABOVE_ROWS, plain_table
-    if len(rows) > PLAIN_ABOVE_ROWS or not sys.stdout.isatty():
-        # Piped, or a team's worth of leases: a plain table never cuts an id or drops a header.
-        sys.stdout.write(plain_table("fleet leases", COLUMNS, rows))
-    else:
-        from rich.console import Console
-        from rich.markup import escape
-        from rich.table import Table
-        table = Table(title="fleet leases", title_justify="left")
-        for col in COLUMNS:
-            table.add_column(col, no_wrap=col in ("lease", "runs"), overflow="fold")
-        for row in rows:
-            table.add_row(*(escape(cell) for cell in row))
-        Console().print(table)
-    if simulated:
-        print("local GPUs are simulated slots (CUDA_VISIBLE_DEVICES is set, no GPU is attached)")
+    from ..status_table import status_notes, status_table
+    from ..render.text import print_table
+    print_table(status_table(views))
+    for note in status_notes(views):
+        print(note)
     return 0
-
-
-def _remaining(iso: str | None) -> str:
-    if not iso:
-        return "-"
-    from ..models import parse_time, utcnow
-    seconds = int((parse_time(iso) - utcnow()).total_seconds())
-    if seconds <= 0:
-        return "passed"
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"

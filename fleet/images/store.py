@@ -85,3 +85,16 @@ def unbaked_recipes(images: list[ImageInfo]) -> list[dict[str, str]]:
 
 def short(content_hash: str) -> str:
     return content_hash[:NAME_HASH_CHARS]
+
+
+def images_table(images: list, missing: list[dict]):
+    """`fleet image ls` as the shared table model: baked images, then recipes not baked yet."""
+    from ..render import Column, Table
+    table = Table([Column(c) for c in ("recipe", "image", "id", "hash", "state", "created", "mode", "current")],
+                  title="fleet images", empty="no images and no recipes")
+    for i in images:
+        current = {True: "yes", False: "stale", None: "-"}[i.current]
+        table.add(i.recipe, i.name, i.image_id, short(i.content_hash), i.state, i.created, i.mode, current)
+    for m in missing:
+        table.add(m["recipe"], m["name"], "-", short(m["hash"]), "not baked", "-", "-", "-")
+    return table

@@ -128,3 +128,12 @@ def remove(store: Store, ref: str, referenced_by: Callable[[str], list[str]]) ->
         store.delete_manifest(sid)
     return {"id": sid, "names_removed": dropped, "names_left": left, "manifest_removed": removed,
             "kept_for_runs": runs}
+
+
+def snapshots_table(rows: list[dict]):
+    """`fleet snapshot ls` (list_snapshots' rows) as the shared table model."""
+    from ..render import Column, Table
+    from ..render.units import human_size
+    return Table([Column("id", no_wrap=True), Column("names"), Column("files"), Column("size"), Column("created")],
+                 [(r["id"][:12], ", ".join(r["names"]) or "-", str(r["files"]), human_size(r["size"]),
+                   (r["created_at"] or "-")[:19]) for r in rows], empty="no snapshots")

@@ -1,0 +1,78 @@
+"""`fleet offers`: the machine mixes a provider's templates allow for a GPU count, cheapest first,
+with prices: the same `offers()` that stage plan of `fleet up` takes the first of."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import UsageError
+from ..render import RIGHT, Column, Records, Table
+from .base import MachineMix
+
+
+@dataclass(frozen=True)
+class OfferList:
+    provider: str
+    gpus: int
+    region: str
+    offers: tuple[MachineMix, ...]
+    price_source: str = ""           # AWS: where the on-demand list prices come from, and when
+    price_retrieved: str = ""
+
+    def to_json(self) -> dict:
+        out = {"gpus": self.gpus, "provider": self.provider, "region": self.region,
+               "offers": [o.to_json() for o in self.offers]}
+        if self.price_source:
+            out["price_table"] = {"source": self.price_source, "retrieved": self.price_retrieved}
+        return out
+
+    def table(self) -> Table:
+        where = self.provider + (f" ({self.region})" if self.region else "")
+        columns = [Column("template", no_wrap=True), Column("mix", no_wrap=True), Column("GPU", no_wrap=True),
+                   Column("$/hour", align=RIGHT), Column("$/machine-h", align=RIGHT), Column("spot")]
+        rows = [(o.template, f"{o.machines} × {o.instance_type}", f"{o.gpus_per_machine}×{o.gpu_model}",
+                 "?" if o.price_per_hour is None else f"{o.price_per_hour:.2f}",
+                 "?" if o.price_per_machine_hour is None else f"{o.price_per_machine_hour:.3f}",
+                 "first" if o.spot else "no") for o in self.offers]
+        notes = [f"On-demand list prices as of {self.price_retrieved} (fleet/providers/aws/prices.json); spot is "
+                 "billed at most this. Override in fleet.toml [prices]."] if self.price_source else []
+        return Table(columns, rows, title=f"{self.gpus} GPUs on {where}, cheapest first", notes=notes,
+                     records=Records(("offers",), [o.to_json() for o in self.offers], rows_key="offers",
+                                     meta={"gpus": self.gpus, "provider": self.provider, "region": self.region}))
+
+
+def list_offers(provider_name: str, gpus: int, *, template: str | None = None, config=None,
+                refresh: bool = False) -> OfferList:
+    """Every mix of `template` (default: each of the provider's templates) for exactly `gpus` GPUs.
+    A template that cannot is skipped (its reason kept for the error if none can); one asked for
+    by name raises its own error."""
+    from . import registry
+    provider = registry.provider_class(provider_name).from_config(config)
+    aws = _aws(provider)
+    if aws is not None:
+        aws.catalog(refresh=refresh)
+    names = [template] if template else sorted(provider.templates())
+    rows: list[MachineMix] = []
+    reasons = []
+    for name in names:
+        try:
+            rows.extend(provider.offers(name, gpus))
+        except UsageError as exc:
+            if template:
+                raise
+            reasons.append(f"{name}: {exc.message}")
+    if not rows:
+        raise UsageError(f"no {provider.name} template can give exactly {gpus} GPUs",
+                         hint="; ".join(reasons)[:300] or "add a template")
+    rows.sort(key=lambda o: (o.price_per_hour is None, o.price_per_hour or 0, o.machines))
+    region = next((o.region for o in rows if o.region), "")
+    prices = aws.prices() if aws is not None else None
+    return OfferList(provider.name, gpus, region, tuple(rows), prices.source if prices else "",
+                     prices.retrieved if prices else "")
+
+
+def _aws(provider):
+    """The AWS provider's extras (its EC2 catalogue and price table), when that is the one asked."""
+    if provider.name != "aws":
+        return None
+    from .aws.provider import AWSProvider
+    return provider if isinstance(provider, AWSProvider) else None
