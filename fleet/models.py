@@ -12,6 +12,8 @@ TYPE_CHECKING = False   # see fleet/__init__.py: on the path of every `fleet sta
 if TYPE_CHECKING:
     from typing import Any
 
+    from .gpus import GpuType
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -52,6 +54,7 @@ class Template:
     instance_types: tuple[str, ...] = ()
     spot: bool = False
     description: str = ""
+    gpu_memory_mib: int | None = None       # per GPU, where known (matches `--gpus A100-80GB:8`)
 
 
 @dataclass
@@ -74,6 +77,7 @@ class Machine:
     spot: bool = False
     provider_ref: dict[str, Any] = field(default_factory=dict)   # provider's own ids (pid, instance id)
     peer_host: str = ""                # where the lease's other machines reach it (cloud: private IP)
+    zone: str = ""                     # where it runs: AWS availability zone (empty where it means nothing)
 
     @property
     def rendezvous_host(self) -> str:
@@ -118,6 +122,7 @@ class Plan:
     # budget); providers that tag an expiry for a reaper (AWS fleet:expires-at) cap it by this.
     budget_deadline_s: int | None = None
     telemetry_interval_s: float = 0.0  # the agent samples GPU telemetry this often (0: never)
+    gpu_type: "GpuType | None" = None  # `--gpus A100:8`: providers that place machines (ssh, Slurm) honour it
 
     @property
     def gpus_per_machine(self) -> int:

@@ -26,12 +26,14 @@ command = "python train.py"
 # Run once per machine before `command`, e.g. install requirements.
 # setup = "python -c 'import numpy' || pip install -r requirements.txt"
 
-# Total GPUs to lease (`--gpus`); machines are added from the template until they add up.
-# Default: one machine of the template.
+# Total GPUs to lease (`--gpus`), optionally of one type: 8, "A100:8", "A100-80GB:8", "L4:4";
+# machines are added from the template until they add up. Default: one machine of the template.
 gpus = 4
-# Machine template (`--template`): local-1gpu, local-4gpu, local-8gpu (simulated GPUs on this
-# computer), an AWS template, or your hosts with provider = "ssh".
-template = "local-4gpu"
+# Machine template (`--template`): local-1gpu, local-4gpu, local-8gpu (simulated A10G GPUs on this
+# computer), an AWS template, or your hosts with provider = "ssh". Default: the provider's own
+# (local-4gpu; aws: the stack's largest; ssh: hosts; slurm: slurm-1gpu), or with a GPU type the
+# cheapest template that has it.
+# template = "local-4gpu"
 # Where machines come from (`--provider`): "local" (sshd sandboxes here), "ssh" ([[hosts]]), "aws".
 provider = "local"
 # true: one process per GPU slot (FLEET_RANK / FLEET_WORLD_SIZE); false: one process per machine.
@@ -98,6 +100,7 @@ heartbeat_ttl = "5m"
 # port = 22                      # SSH port
 # key = "~/.ssh/id_ed25519"      # private key; default your agent / ~/.ssh keys
 # gpus = 8                       # GPUs on the host; default discovered over SSH
+# gpu_model = "A100-80GB"        # matched by --gpus A100:8; default discovered over SSH (nvidia-smi)
 # name = "gpu1"                  # short name shown in status
 # workdir = "/scratch/fleet"     # each lease's working directory goes under it; default ~/.fleet-leases
 

@@ -21,9 +21,10 @@ def _events(json_out: bool, ci: bool):
 
 def up(
     command: Optional[List[str]] = typer.Argument(None, help="Command to run instead of the config's (after --)."),
-    gpus: Optional[int] = typer.Option(None, "--gpus", "-g", help="Total GPUs to lease."),
+    gpus: Optional[str] = typer.Option(None, "--gpus", "-g", help="Total GPUs, optionally of a type: 8, A100:8, "
+                                                               "A100-80GB:8, L4."),
     template: Optional[str] = typer.Option(None, "--template", "-t", help="Machine template."),
-    provider: Optional[str] = typer.Option(None, "--provider", "-p", help="local | ssh | aws"),
+    provider: Optional[str] = typer.Option(None, "--provider", "-p", help="local | ssh | aws | slurm"),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Config file (default ./fleet.toml)."),
     max_duration: Optional[str] = typer.Option(None, "--max-duration", help="Hard limit, e.g. 2h."),
     keep: Optional[str] = typer.Option(None, "--keep", help="Keep the lease up this long after the run."),
@@ -32,6 +33,9 @@ def up(
     ci: bool = typer.Option(False, "--ci", help="CI mode: no prompts or live display (on when CI=true)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     wait: Optional[str] = typer.Option(None, "--wait", help="How long a queued lease may wait (Slurm), e.g. 10m."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and what it can cost; lease nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before leasing (never asked in CI, with "
+                                                        "--json, or when not on a terminal)."),
 ) -> int:
     """Lease machines, run the experiment on them, bring outputs home, destroy the machines."""
     from ..config.loader import load_config
@@ -43,8 +47,13 @@ def up(
                  "budget": budget, "command": list(command) if command else None}
     with _ci_failures_reported(ci):
         config = load_config(file, overrides=overrides)
+        if dry_run:
+            from .plan_view import show_quote
+            return show_quote(config, json_out)
+        from .plan_view import confirmer
         options = RunOptions(keep_s=flag_duration("--keep", keep) if keep else None, allow_dirty=allow_dirty, ci=ci,
-                             queue_wait_s=flag_duration("--wait", wait) if wait else None)
+                             queue_wait_s=flag_duration("--wait", wait) if wait else None,
+                             confirm=confirmer(ask=not (yes or json_out or ci)))
         events = _events(json_out, ci)
         # secrets: *** in every line fleet prints (and ::add-mask:: for a GitHub runner), CI or not
         from ..ci import masked_events
@@ -90,6 +99,9 @@ def _print_summary(summary) -> None:
     if summary.failing_rank is not None:
         parts.append(f"first failing rank {summary.failing_rank}")
     parts.append(f"{summary.duration_s:.1f}s")
+    from ..run.summary import launched_mix
+    if summary.launched:
+        parts.append(launched_mix(summary.launched))
     # Local machines carry a shadow price: what the same run would cost on the cloud.
     from decimal import Decimal
     from ..money.budget import format_usd

@@ -317,12 +317,17 @@ def _apply_overrides(fields: dict[str, Any], overrides: dict[str, Any]) -> None:
         if name == "command" and isinstance(value, (list, tuple)):
             import shlex
             value = shlex.join(value)
-        if name == "gpus" and isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
         try:
             fields[key.target or name] = key.kind.convert(value)
         except Invalid as exc:
             raise UsageError(f"{flag}: {exc}") from None
+
+
+def _split_gpu_request(fields: dict[str, Any]) -> None:
+    """`gpus` is parsed as one GpuRequest (count and type); Config holds them apart."""
+    request = fields.get("gpus")
+    if request is not None and not isinstance(request, int):
+        fields["gpus"], fields["gpu_type"] = request.count, request.type
 
 
 def load_config(path: str | Path | None = None, *, cwd: str | Path | None = None,
@@ -355,6 +360,7 @@ def load_config(path: str | Path | None = None, *, cwd: str | Path | None = None
     if not fields.get("command"):
         raise ConfigError("required: the command to run, e.g. command = \"python train.py\"", path=shown or None,
                           key="command", hint="or give it after `fleet up --`")
+    _split_gpu_request(fields)
     base_dir = file.parent if file is not None else cwd_path
     fields.setdefault("project", _default_project(base_dir))
     fields.setdefault("name", fields["project"])

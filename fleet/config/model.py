@@ -6,6 +6,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from ..gpus import GpuType
+
 
 @dataclass
 class BudgetsConfig:
@@ -28,7 +30,8 @@ class Config:
     command: str
     setup: str | None = None
     gpus: int | None = None           # None: one machine's worth of the template
-    template: str = "local-4gpu"
+    gpu_type: GpuType | None = None   # `gpus = "A100:8"`: only machines with this GPU (None: any)
+    template: str | None = None       # None: the provider's default (or, with gpu_type, the cheapest that has it)
     provider: str = "local"
     per_gpu: bool = False
     env: dict[str, str] = field(default_factory=dict)

@@ -252,7 +252,20 @@ _MONEY_SCHEMA = {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
 STRING = Kind(_string, {"type": "string", "minLength": 1})
 NAME = Kind(_name, {"type": "string", "pattern": _NAME_RE})
 RELPATH = Kind(_relpath, {"type": "string", "minLength": 1})
-GPUS = Kind(_count(MAX_GPUS, "GPUs per lease"), {"type": "integer", "minimum": 1, "maximum": MAX_GPUS})
+
+
+def _gpu_request(value: Any) -> Any:
+    """A count or TYPE[:COUNT] (fleet/gpus.py) → GpuRequest; the loader splits it into gpus/gpu_type."""
+    from ..gpus import GpuRequestError, parse_gpu_request
+    try:
+        return parse_gpu_request(value, max_count=MAX_GPUS)
+    except GpuRequestError as exc:
+        raise Invalid(str(exc)) from None
+
+
+GPU_TYPE_PATTERN = r"^\s*[A-Za-z][A-Za-z0-9 _]*(-\d+\s*(GB|gb|G|g|GiB))?\s*(:\s*\d+\s*)?$"
+GPUS = Kind(_gpu_request, {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_GPUS},
+                                     {"type": "string", "pattern": GPU_TYPE_PATTERN}]})
 HOST_GPUS = Kind(_count(MAX_HOST_GPUS, "GPUs per host"), {"type": "integer", "minimum": 1, "maximum": MAX_HOST_GPUS})
 MACHINES = Kind(_count(MAX_GPUS, "machines"), {"type": "integer", "minimum": 1, "maximum": MAX_GPUS})
 PORT = Kind(_int_range(1, 65535, "a port number 1-65535"), {"type": "integer", "minimum": 1, "maximum": 65535})
@@ -290,10 +303,11 @@ TOP_LEVEL: dict[str, Key] = {
     "command": Key(STRING, "Command run on every machine (or GPU slot) from the experiment directory. "
                            "Required unless given after `fleet up --`."),
     "setup": Key(STRING, "Command run once per machine before `command`, e.g. installing requirements."),
-    "gpus": Key(GPUS, "Total GPUs to lease; machines are added from the template until they add "
-                              "up. Default: one machine of the template."),
-    "template": Key(STRING, "Machine template: local-1gpu, local-4gpu, local-8gpu, an AWS template or "
-                            "'hosts' for ssh.", default="local-4gpu"),
+    "gpus": Key(GPUS, "Total GPUs to lease, optionally of one type: 8, \"A100:8\", \"A100-80GB:8\", \"L4\". "
+                      "Machines are added from the template until they add up. Default: one machine."),
+    "template": Key(STRING, "Machine template: local-1gpu, local-4gpu, local-8gpu, an AWS template, "
+                            "'hosts' for ssh. Default: the provider's own (local: local-4gpu; with a GPU "
+                            "type: the cheapest template that has it)."),
     "provider": Key(PROVIDER, "Where machines come from: local (sshd sandboxes on this computer), ssh "
                               "(your [[hosts]]), aws.", default="local"),
     "per_gpu": Key(BOOL, "true: one process per GPU slot (FLEET_RANK/FLEET_WORLD_SIZE); false: one per "

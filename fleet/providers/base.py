@@ -33,6 +33,8 @@ from ..models import Lease, Machine, MachineState, Plan, Template
 if TYPE_CHECKING:
     import threading
 
+    from ..gpus import GpuType
+
     from ..config.model import Config
     from ..config.schema import Key
 
@@ -52,6 +54,8 @@ class MachineMix:
     price_source: str = ""
     region: str = ""
     simulated_gpus: bool = False
+    gpu_memory_mib: int | None = None        # per GPU, where known
+    zones: tuple[str, ...] = ()              # where machines may land (AWS: the stack's subnets' AZs)
 
     @property
     def gpus(self) -> int:
@@ -68,14 +72,22 @@ class MachineMix:
         return Template(name=self.template, provider=self.provider, gpus_per_machine=self.gpus_per_machine,
                         gpu_model=self.gpu_model, simulated_gpus=self.simulated_gpus,
                         price_per_hour=self.price_per_machine_hour, price_source=self.price_source,
-                        instance_types=(self.instance_type,) if self.instance_type else (), spot=self.spot)
+                        instance_types=(self.instance_type,) if self.instance_type else (), spot=self.spot,
+                        gpu_memory_mib=self.gpu_memory_mib)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["price_per_machine_hour"] = None if self.price_per_machine_hour is None else str(self.price_per_machine_hour)
         d["price_per_hour"] = None if self.price_per_hour is None else str(self.price_per_hour)
         d["gpus"] = self.gpus
+        d["zones"] = list(self.zones)
+        d["lifecycle"] = "spot" if self.spot else "on-demand"
         return d
+
+    def gpu_label(self) -> str:
+        """`A100 80GB` / `L4`: the GPU as a user asks for it."""
+        memory = f" {round(self.gpu_memory_mib / 1024)}GB" if self.gpu_memory_mib else ""
+        return (self.gpu_model or "GPU") + memory
 
 
 class ProviderSettings:
@@ -116,7 +128,7 @@ class Provider(Protocol):
 
     def templates(self) -> dict[str, Template]: ...
 
-    def offers(self, template: str, gpus: int | None) -> list[MachineMix]: ...
+    def offers(self, template: str, gpus: int | None, gpu_type: GpuType | None = None) -> list[MachineMix]: ...
 
     def lease(self, plan: Plan, lease_id: str, deadline_s: int) -> Lease: ...
 
@@ -159,15 +171,35 @@ class BaseProvider(ABC):
                              hint="choose one of: " + (", ".join(sorted(templates)) or "none"))
         return templates[name]
 
-    def offers(self, template: str, gpus: int | None) -> list[MachineMix]:
-        """One mix: as many machines of the template as the GPUs need (None: one machine)."""
+    @property
+    def default_template(self) -> str:
+        """The template `fleet up` uses when none is named and no GPU type is asked for."""
+        templates = self.templates()
+        if not templates:
+            raise UsageError(f"the {self.name} provider offers no templates")
+        return next(iter(templates))
+
+    def gpu_types(self) -> list[str]:
+        """What GPUs this provider has, one line each (`A10G 24GB: local-1gpu, local-4gpu`), for
+        the message that says a requested GPU type is not there."""
+        by_label: dict[str, list[str]] = {}
+        for t in self.templates().values():
+            memory = f" {round(t.gpu_memory_mib / 1024)}GB" if t.gpu_memory_mib else ""
+            by_label.setdefault((t.gpu_model or "unknown") + memory, []).append(t.name)
+        return [f"{label} ({', '.join(names)})" for label, names in by_label.items()]
+
+    def offers(self, template: str, gpus: int | None, gpu_type: GpuType | None = None) -> list[MachineMix]:
+        """One mix: as many machines of the template as the GPUs need (None: one machine); none
+        when the template's GPUs are not `gpu_type`."""
         from ..plan import machines_for
         t = self.template(template)
+        if gpu_type is not None and not gpu_type.matches(t.gpu_model, t.gpu_memory_mib):
+            return []
         count, total = machines_for(gpus, t)
         return [MachineMix(provider=self.name, template=t.name, instance_type=t.name, machines=count,
                            gpus_per_machine=t.gpus_per_machine or total // count, gpu_model=t.gpu_model,
                            price_per_machine_hour=t.price_per_hour, spot=t.spot, price_source=t.price_source,
-                           simulated_gpus=t.simulated_gpus)]
+                           simulated_gpus=t.simulated_gpus, gpu_memory_mib=t.gpu_memory_mib)]
 
     @abstractmethod
     def lease(self, plan: Plan, lease_id: str, deadline_s: int) -> Lease: ...
@@ -182,6 +214,22 @@ class BaseProvider(ABC):
 def choose_mix(provider: Provider, template: str, gpus: int | None) -> MachineMix:
     """The provider's choice for a request, made once: its first (cheapest) offer."""
     return provider.offers(template, gpus)[0]
+
+
+def default_template(provider: Any) -> str:
+    """`provider.default_template`, or the first template of a Protocol-only provider."""
+    if isinstance(provider, BaseProvider):
+        return provider.default_template
+    templates = provider.templates()
+    if not templates:
+        raise UsageError(f"the {provider.name} provider offers no templates")
+    return next(iter(templates))
+
+
+def gpu_types(provider: Any) -> list[str]:
+    if isinstance(provider, BaseProvider):
+        return provider.gpu_types()
+    return sorted({t.gpu_model for t in provider.templates().values() if t.gpu_model})
 
 
 # ---------------------------------------------------------------- optional capabilities
@@ -216,6 +264,15 @@ class SweepsLeftovers(ABC):
         """End leftovers not in `live_machine_ids`; return their machine ids."""
 
 
+class DescribesLeases(ABC):
+    """Describes many leases with a constant number of API calls (AWS: one DescribeInstances,
+    filtered by fleet's lease tag, for all of them), so `fleet status` with 1,000 leases does not
+    make 1,000 calls. Each lease's list is what `describe(lease)` returns for it."""
+
+    @abstractmethod
+    def describe_leases(self, leases: list[Lease]) -> dict[str, list[MachineState]]: ...
+
+
 class HasLeaseMetadata(ABC):
     """Has facts to record with a lease before anything is made (e.g. AWS's region), so `fleet down`
     can find what a killed controller launched, from any directory."""
@@ -231,6 +288,17 @@ class PublishesDeadline(ABC):
 
     @abstractmethod
     def publish_deadline(self, lease: Lease, deadline: Any) -> None: ...
+
+
+class HasHardLimit(ABC):
+    """The provider holds its own hard end for a lease that outlives fleet's watchdog (Slurm: the
+    allocation's time limit). `fleet extend` / --keep raise it before moving the machines' deadlines."""
+
+    @abstractmethod
+    def extend_limit(self, lease: Lease, until: Any) -> Any:
+        """Raise the lease's hard end to at least `until` (a UTC datetime), never past
+        `lease.max_deadline` and never lower than it is; return the hard end now in force. Raises
+        a FleetError whose one line names the provider's reason when it refuses."""
 
 
 class StagesDataDirectly(ABC):
@@ -292,7 +360,8 @@ class Queueing(ABC):
 
 
 CAPABILITIES: tuple[type, ...] = (ReportsMachines, StopsOnCancel, SweepsLeftovers, HasLeaseMetadata,
-                                  PublishesDeadline, StagesDataDirectly, InterruptionNotices, Queueing)
+                                  PublishesDeadline, HasHardLimit, StagesDataDirectly, InterruptionNotices,
+                                  Queueing)
 
 
 def capabilities(provider: Any) -> list[str]:

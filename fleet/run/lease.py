@@ -56,7 +56,11 @@ class NewLease:
         (with the price and region `fleet down` bills and finds leftovers with)."""
         offer = ctx.offer
         simulated = " (simulated GPUs)" if offer.template.simulated_gpus else ""
-        ctx.events.phase("lease", f"{offer.machine_count} × {offer.template.name} = {offer.gpus} GPU{'' if offer.gpus == 1 else 's'}{simulated}")
+        kind = offer.instance_type or offer.template.name
+        named = f" ({offer.template.name})" if kind != offer.template.name else ""
+        spot = ", spot" if offer.spot else ""
+        ctx.events.phase("lease", f"{offer.machine_count} × {kind}{named} = {offer.gpus} "
+                                  f"GPU{'' if offer.gpus == 1 else 's'}{spot}{simulated}")
         provider_meta = self.provider.lease_meta() if isinstance(self.provider, HasLeaseMetadata) else {}
         ctx.state.begin_lease(ctx.lease_id, ctx.plan, deadline_s=first_deadline_s,
                               meta={**grant.lease_meta(), **provider_meta,

@@ -1,11 +1,16 @@
-"""Stage "plan": which provider, which template, and the machine mix, chosen once (an `Offer`).
+"""Stage "plan": which provider, which template, and the machine mix, chosen once (an `Offer`),
+and the `Quote` a user sees before any money is spent.
 
-Everything after this stage, the budget first, reads the mix from the Offer; the provider is then
-asked to lease exactly that mix (Offer.to_plan).
+The mix is the cheapest the provider offers for the request: the named template, or the provider's
+default template, or, when a GPU type is asked for (`--gpus A100:8`) and no template is named, every
+template that has that GPU. Everything after this stage, the budget first, reads the mix from the
+Offer; the provider is then asked to lease exactly that mix (Offer.to_plan).
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from decimal import Decimal
+from typing import Any
 
 from ..config.model import Config
 from ..errors import UsageError
@@ -21,26 +26,68 @@ def provider_for(config: Config):
 
 
 def template_for(provider, config: Config) -> Template:
+    """The template the run uses: the one named, else the provider's own default."""
+    from ..providers.base import default_template
     templates = provider.templates()
-    if config.template not in templates:
+    name = config.template or default_template(provider)
+    if name not in templates:
         choices = ", ".join(sorted(templates)) or "none"
-        raise UsageError(f"template {config.template!r} is not offered by the {provider.name} provider",
+        raise UsageError(f"template {name!r} is not offered by the {provider.name} provider",
                          hint=f"choose one of: {choices}")
-    return templates[config.template]
+    return templates[name]
+
+
+def _offers(provider, template: str, config: Config):
+    if config.gpu_type is None:   # providers written before GPU types take two arguments
+        return provider.offers(template, config.gpus)
+    return provider.offers(template, config.gpus, config.gpu_type)
+
+
+def candidate_mixes(provider, config: Config) -> list:
+    """Every mix that meets the request, cheapest first (unknown prices last, then fewer machines)."""
+    if config.template or config.gpu_type is None:
+        names = [template_for(provider, config).name]
+    else:
+        names = list(provider.templates())
+    mixes, refusals = [], []
+    for name in names:
+        try:
+            mixes.extend(_offers(provider, name, config))
+        except UsageError as exc:   # e.g. a count this template's machines cannot add up to
+            if len(names) == 1:
+                raise
+            refusals.append(exc)
+    if not mixes:
+        if config.gpu_type is None and refusals:
+            raise refusals[0]
+        raise _nothing_matches(provider, config)
+    mixes.sort(key=lambda m: (m.price_per_hour is None, m.price_per_hour or 0, m.machines))
+    return mixes
+
+
+def _nothing_matches(provider, config: Config) -> UsageError:
+    from ..providers.base import gpu_types
+    asked = f"{config.gpus} × {config.gpu_type}" if config.gpus else str(config.gpu_type)
+    where = f"template {config.template!r}" if config.template else f"the {provider.name} provider"
+    have = "; ".join(gpu_types(provider)) or "none listed"
+    hint = "ask for one of those" + (", or another --template" if config.template else
+                                     ", or another --provider")
+    return UsageError(f"no machine of {where} has {asked} GPUs; it has: {have}", hint=hint)
 
 
 def choose_offer(provider, config: Config) -> Offer:
     """The provider's first (cheapest) mix for the request, as the run's one Offer. A mix of more
     machines than the provider leases at once is refused here, before anything is recorded."""
-    from ..providers.base import check_machine_count, choose_mix
-    template = template_for(provider, config)
-    plan = make_plan(provider=config.provider, mix=choose_mix(provider, template.name, config.gpus),
-                     max_duration_s=config.max_duration_s, heartbeat_ttl_s=config.heartbeat_ttl_s,
-                     project=config.project, user=current_user(config.user))
+    from ..providers.base import check_machine_count
+    mix = candidate_mixes(provider, config)[0]
+    plan = make_plan(provider=config.provider, mix=mix, max_duration_s=config.max_duration_s,
+                     heartbeat_ttl_s=config.heartbeat_ttl_s, project=config.project,
+                     user=current_user(config.user))
     check_machine_count(provider, plan)   # 10**20 machines is a typo
     return Offer(provider=plan.provider, template=plan.template, machine_count=plan.machine_count, gpus=plan.gpus,
                  max_duration_s=plan.max_duration_s, heartbeat_ttl_s=plan.heartbeat_ttl_s, project=plan.project,
-                 user=plan.user, instance_type=plan.instance_type, spot=plan.spot)
+                 user=plan.user, instance_type=plan.instance_type, spot=plan.spot, region=mix.region,
+                 zones=tuple(mix.zones), gpu_type=config.gpu_type)
 
 
 def offer_for_lease(provider, lease: Lease) -> Offer:
@@ -59,4 +106,70 @@ def offer_for_lease(provider, lease: Lease) -> Offer:
                  max_duration_s=max(1, int((lease.max_deadline - utcnow()).total_seconds())),
                  heartbeat_ttl_s=lease.heartbeat_ttl_s, project=lease.project, user=lease.user,
                  instance_type=instance_type if instance_type != template.name else "",
-                 spot=any(m.spot for m in machines))
+                 spot=any(m.spot for m in machines), region=str(lease.meta.get("region") or ""),
+                 zones=tuple(sorted({m.zone for m in machines if m.zone})))
+
+
+@dataclass(frozen=True)
+class Quote:
+    """The plan as shown before any money is spent (`fleet up` asks with it; `fleet up --dry-run`
+    prints it): the machines, where and how they run, what they cost per hour, and the most the run
+    can cost: max_duration × price, or the run's budget when that is smaller (the budget stops it)."""
+
+    provider: str
+    template: str
+    gpus: int
+    machines: int
+    instance_type: str
+    gpu: str                               # "A100 80GB", "A10G 24GB (simulated)"
+    lifecycle: str                         # "spot" | "on-demand"
+    region: str
+    zones: tuple[str, ...]
+    price_per_hour: Decimal | None         # the whole lease, per hour
+    price_source: str
+    shadow: bool                           # a would-cost price (simulated machines, Slurm): nothing is billed
+    max_duration_s: int
+    budget: Decimal | None
+    gpu_type: str = ""                     # what was asked for ("A100:8"), empty when any
+
+    @property
+    def max_cost(self) -> Decimal | None:
+        """max_duration × price per hour (None: the price is unknown)."""
+        if self.price_per_hour is None:
+            return None
+        return (self.price_per_hour * self.max_duration_s / 3600).quantize(Decimal("0.000001"))
+
+    @property
+    def most_cost(self) -> Decimal | None:
+        """The most the run can cost: the budget stops it first when that is smaller."""
+        bounds = [b for b in (self.max_cost, self.budget) if b is not None]
+        return min(bounds) if bounds else None
+
+    def to_json(self) -> dict[str, Any]:
+        def money(v: Decimal | None) -> str | None:
+            return None if v is None else str(v)
+        return {"provider": self.provider, "template": self.template, "gpus": self.gpus,
+                "gpu_type": self.gpu_type or None, "gpu": self.gpu, "machines": self.machines,
+                "instance_type": self.instance_type, "lifecycle": self.lifecycle, "region": self.region or None,
+                "zones": list(self.zones), "price_per_hour_usd": money(self.price_per_hour),
+                "price_source": self.price_source, "simulated": self.shadow,
+                "max_duration_s": self.max_duration_s, "max_cost_usd": money(self.max_cost),
+                "budget_usd": money(self.budget), "most_cost_usd": money(self.most_cost)}
+
+    @classmethod
+    def of(cls, offer: Offer, config: Config) -> "Quote":
+        t = offer.template
+        memory = f" {round(t.gpu_memory_mib / 1024)}GB" if t.gpu_memory_mib else ""
+        simulated = " (simulated)" if t.simulated_gpus else ""
+        gpu_type = "" if offer.gpu_type is None else f"{offer.gpu_type}:{offer.gpus}"
+        return cls(provider=offer.provider, template=t.name, gpus=offer.gpus, machines=offer.machine_count,
+                   instance_type=offer.instance_type or t.name, gpu=f"{t.gpu_model or 'GPU'}{memory}{simulated}",
+                   lifecycle="spot" if offer.spot else "on-demand", region=offer.region, zones=offer.zones,
+                   price_per_hour=offer.price_per_hour, price_source=t.price_source, shadow=t.simulated_gpus,
+                   max_duration_s=offer.max_duration_s, budget=config.budget, gpu_type=gpu_type)
+
+
+def quote(config: Config, provider=None) -> Quote:
+    """The plan for `config`, priced, without leasing, pinning or recording anything (`--dry-run`)."""
+    provider = provider if provider is not None else provider_for(config)
+    return Quote.of(choose_offer(provider, config), config)

@@ -41,7 +41,8 @@ from .machines import Machines, SSHMachines
 from .observers import Observers, RunObserver
 from .record import write_record
 from .signals import StopSignals
-from .summary import RunSummary
+from .offer import Quote
+from .summary import LaunchedMachine, RunSummary
 from .telemetry_fetch import TELEMETRY_INTERVAL_S, TelemetryFetch
 from .types import Collected, Cost, ExecResult, PinnedInputs, RecordRef, Released, RunOptions
 
@@ -87,6 +88,9 @@ class Pipeline:
         if not self.config.command:
             raise UsageError("no command to run", hint="set `command` in fleet.toml or pass one after `--`")
         offer = self.source.offer(self.config)                                          # plan
+        if self.options.confirm is not None and self.source.fresh and not self.options.confirm(
+                Quote.of(offer, self.config)):
+            raise Cancelled("not started: the plan was declined; nothing was leased or spent")
         pins = self.inputs.pin(self.options, self.events) if self.source.fresh else PinnedInputs()   # pin
         state = open_state(self.config.state_url)
         run_id, lease_id = new_run_id(), self.source.lease_id
@@ -266,7 +270,10 @@ def _assemble(ctx: RunContext, lease: Lease | None, outcome: _Outcome, collected
         budget_usd=None if cost is None or cost.budget_usd is None else str(cost.budget_usd),
         budget_stop=None if cost is None else cost.budget_stop,
         telemetry_note=None if cost is None else cost.telemetry_note, ci=ci,
-        rerun_of=ctx.options.rerun_of.run_id if ctx.options.rerun_of else None)
+        rerun_of=ctx.options.rerun_of.run_id if ctx.options.rerun_of else None,
+        gpu_type=str(offer.gpu_type) if offer.gpu_type is not None else None,
+        launched=[LaunchedMachine.of(m) for m in sorted(lease.machines, key=lambda m: m.node_rank)]
+        if lease is not None and lease.machines else None)
 
 
 # -- the three ways in ------------------------------------------------------------------------------

@@ -18,6 +18,41 @@ ALWAYS = ("run_id", "lease_id", "status", "exit_code", "provider", "template", "
 
 
 @dataclass(frozen=True)
+class LaunchedMachine:
+    """One machine as the provider made it: what it is, how it is billed, where it runs."""
+
+    rank: int
+    id: str
+    instance_type: str                # AWS: the EC2 type; local: the template; ssh: the host's GPU model
+    lifecycle: str                    # "spot" | "on-demand"
+    zone: str                         # AWS availability zone, ssh host ("" where it means nothing)
+    gpus: int
+    price_per_hour: str               # USD per machine-hour as metered (a shadow price for simulated machines)
+
+    @classmethod
+    def of(cls, machine: Any) -> "LaunchedMachine":
+        """From a fleet.models.Machine."""
+        return cls(rank=machine.node_rank, id=machine.id, instance_type=machine.instance_type,
+                   lifecycle="spot" if machine.spot else "on-demand", zone=machine.zone,
+                   gpus=len(machine.gpu_slots), price_per_hour=str(machine.price_per_hour))
+
+
+def launched_mix(launched: "list[LaunchedMachine] | None") -> str:
+    """`2 × g6.12xlarge (spot, us-east-1a)`: the machines as one phrase, a mix listed part by part."""
+    if not launched:
+        return ""
+    groups: dict[tuple[str, str], list[LaunchedMachine]] = {}
+    for m in launched:
+        groups.setdefault((m.instance_type, m.lifecycle), []).append(m)
+    parts = []
+    for (kind, lifecycle), ms in groups.items():
+        zones = sorted({m.zone for m in ms if m.zone})
+        where = f", {', '.join(zones)}" if zones else ""
+        parts.append(f"{len(ms)} × {kind or 'machine'} ({lifecycle}{where})")
+    return " + ".join(parts)
+
+
+@dataclass(frozen=True)
 class RunSummary:
     run_id: str
     lease_id: str
@@ -50,6 +85,8 @@ class RunSummary:
     rerun_of: str | None = None
     outputs_identical: bool | None = None
     outputs_differ: list[str] | None = field(default=None)
+    gpu_type: str | None = None       # what was asked for (`--gpus A100:8`), when a type was
+    launched: list[LaunchedMachine] | None = None   # each machine: instance type, spot/on-demand, zone, price
 
     @property
     def ok(self) -> bool:
@@ -80,7 +117,11 @@ class RunSummary:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "RunSummary":
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("launched"):
+            values["launched"] = [m if isinstance(m, LaunchedMachine) else LaunchedMachine(**m)
+                                  for m in values["launched"]]
+        return cls(**values)
 
     # Read-only mapping view, the shape of summary.json: code that reads the file and code that
     # holds the object index it alike (summary["exit_code"]).

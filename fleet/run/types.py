@@ -11,9 +11,13 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from ..gpus import GpuType
 from ..models import Plan, Template
 
 if TYPE_CHECKING:
+    from typing import Callable
+
+    from .offer import Quote
     from ..money.budget import BudgetPolicy, IdlePolicy, Price
     from ..money.metering import BudgetLimits
 
@@ -35,6 +39,9 @@ class RunOptions:
     ci: bool = False                   # CI mode: short cancel grace, CI context in record and summary
     rerun_of: RerunOf | None = None
     queue_wait_s: float | None = None  # --wait: how long a queueing provider may wait (None: its default)
+    # Asked with the plan (machines, prices, the most the run can cost) after stage "plan", before
+    # anything is pinned, reserved or leased; False stops the run there (`fleet up` on a terminal).
+    confirm: "Callable[[Quote], bool] | None" = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,9 @@ class Offer:
     user: str
     instance_type: str = ""
     spot: bool = False
+    region: str = ""
+    zones: tuple[str, ...] = ()        # where machines may land (AWS: the subnets' AZs)
+    gpu_type: GpuType | None = None    # what was asked for (`--gpus A100:8`)
 
     @property
     def price_per_hour(self) -> Decimal | None:
@@ -66,7 +76,8 @@ class Offer:
         return Plan(provider=self.provider, template=self.template, gpus=self.gpus, machine_count=self.machine_count,
                     max_duration_s=self.max_duration_s, heartbeat_ttl_s=self.heartbeat_ttl_s, project=self.project,
                     user=self.user, instance_type=self.instance_type, spot=self.spot, run_id=run_id,
-                    budget_deadline_s=budget_deadline_s, telemetry_interval_s=telemetry_interval_s)
+                    budget_deadline_s=budget_deadline_s, telemetry_interval_s=telemetry_interval_s,
+                    gpu_type=self.gpu_type)
 
     def with_max_duration(self, seconds: int) -> "Offer":
         return replace(self, max_duration_s=seconds)

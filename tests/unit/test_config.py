@@ -122,7 +122,7 @@ def test_defaults_from_a_minimal_file(tmp_path):
     (exp / "fleet.toml").write_text('command = "python x.py"\n')
     cfg = load_config(cwd=exp)
     assert cfg.project == "my-experiment" and cfg.name == "my-experiment"
-    assert (cfg.template, cfg.provider, cfg.outputs, cfg.gpus) == ("local-4gpu", "local", "outputs", None)
+    assert (cfg.template, cfg.provider, cfg.outputs, cfg.gpus) == (None, "local", "outputs", None)   # None: the provider's default
     assert (cfg.max_duration_s, cfg.heartbeat_ttl_s, cfg.budget) == (4 * 3600, 300, None)
 
 
@@ -138,8 +138,13 @@ def test_explicit_path_relative_to_cwd_and_directory(tmp_path):
 
 @pytest.mark.parametrize("text, expected", [
     ('command = "x"\ngpus = -2\n', "fleet.toml:2: gpus: must be a positive integer, got -2"),
-    ('command = "x"\n\ngpus = "8"\n', "fleet.toml:3: gpus: must be a positive integer, got '8'"),
-    ('command = "x"\ngpus = true\n', "fleet.toml:2: gpus: must be a positive integer, got true"),
+    ('command = "x"\n\ngpus = "8:A100"\n', "fleet.toml:3: gpus: '8:A100': the count after ':' must be a whole "
+                                         "number, as in A100:8"),
+    ('command = "x"\ngpus = true\n', "fleet.toml:2: gpus: must be a positive integer or TYPE:COUNT like A100:8, "
+                                   "got true"),
+    ('command = "x"\ngpus = "A100:0"\n', "fleet.toml:2: gpus: must be a positive integer, got 0"),
+    ('command = "x"\ngpus = "nvidia:8"\n', "fleet.toml:2: gpus: 'nvidia' is not a GPU type; write a model like "
+                                         "A100, H100, L4 or A100-80GB"),
     ('command = "x"\nprovider = "gcp"\n', "fleet.toml:2: provider: must be one of 'local', 'ssh', 'aws', 'slurm', got 'gcp'"),
     ('command = "x"\nmax_duration = "soon"\n', "fleet.toml:2: max_duration: must be a duration like 90s"),
     ('command = "x"\nmax_duration = 0\n', "fleet.toml:2: max_duration: must be a positive duration"),

@@ -144,7 +144,8 @@ def offers(template: TemplateOutputs, gpus: int, catalog: Mapping[str, InstanceT
         found.append(MachineMix(provider="aws", template=template.name, instance_type=name, machines=gpus // per,
                                 gpus_per_machine=per, gpu_model=(info.gpu_model if info else template.gpu_model),
                                 price_per_machine_hour=prices.price(name), spot=template.spot,
-                                price_source=prices.source_of(name), region=region))
+                                price_source=prices.source_of(name), region=region,
+                                gpu_memory_mib=(info.gpu_memory_mib or None) if info else None))
     if not found:
         sizes = ", ".join(f"{n}: {catalog[n].gpus if n in catalog else template.gpus_per_machine} GPUs"
                           for n in template.instance_types)

@@ -19,10 +19,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
+from ...gpus import GpuType
 from ...errors import EnvironmentProblem, FleetError, InfrastructureError, MachineUnreachable, UsageError
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
 from ...paths import subdir
-from ..base import BaseProvider, HasLeaseMetadata, MachineMix, PublishesDeadline, ReportsMachines
+from ..base import BaseProvider, DescribesLeases, HasLeaseMetadata, MachineMix, PublishesDeadline, ReportsMachines
 from .catalog import InstanceType, PriceTable, load_catalog, load_prices, offers
 from .launch import (TAG_LEASE, find_instances, launch, plan_attempts, terminate_lease, wait_for_state)
 from .outputs import StackOutputs, TemplateOutputs, load_outputs, resolve_outputs
@@ -39,7 +40,7 @@ def lease_dir(lease_id: str) -> Path:
     return subdir("leases") / lease_id
 
 
-class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDeadline):
+class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDeadline, DescribesLeases):
     name = "aws"
     settings = AWSSettings
     description = "EC2 GPU instances from the launch templates of a fleet stack"
@@ -124,20 +125,56 @@ class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDead
                                           if t.instance_types[0] in catalog else ""),
                 simulated_gpus=bool(self.sandbox), price_per_hour=price, price_source=source,
                 instance_types=t.instance_types, spot=t.spot,
-                description=f"launch template {t.launch_template_id}; " + ", ".join(t.instance_types))
+                description=f"launch template {t.launch_template_id}; " + ", ".join(t.instance_types),
+                gpu_memory_mib=(catalog[t.instance_types[0]].gpu_memory_mib or None
+                                if t.instance_types[0] in catalog else None))
         return out
+
+    @property
+    def default_template(self) -> str:
+        """The stack's template with the most GPUs per machine: a multi-GPU request on the fewest
+        machines (the first such template in the stack's order)."""
+        templates = self.outputs.templates
+        if not templates:
+            raise UsageError("the fleet stack declares no templates", hint="see docs/stacks.md")
+        return max(templates, key=lambda name: templates[name].gpus_per_machine)
+
+    def gpu_types(self) -> list[str]:
+        """Each GPU the stack's templates can launch, with the instance types that carry it."""
+        catalog = self.catalog()
+        by_label: dict[str, list[str]] = {}
+        for t in self.outputs.templates.values():
+            for name in t.instance_types:
+                info = catalog.get(name)
+                model = info.gpu_model if info else (t.gpu_model or "unknown")
+                memory = f" {round(info.gpu_memory_mib / 1024)}GB" if info and info.gpu_memory_mib else ""
+                where = by_label.setdefault(model + memory, [])
+                if name not in where:
+                    where.append(name)
+        return [f"{label} ({', '.join(names)})" for label, names in by_label.items()]
 
     @classmethod
     def from_config(cls, config) -> "AWSProvider":
         return cls(config)
 
-    def offers(self, template: str, gpus: int | None) -> list[MachineMix]:
+    def offers(self, template: str, gpus: int | None, gpu_type: GpuType | None = None) -> list[MachineMix]:
         """The machine mixes `template` allows for exactly `gpus` GPUs (None: one machine's worth of
-        the template), cheapest first."""
+        the template), cheapest first; with `gpu_type`, only instance types with that GPU."""
         tpl = self.outputs.template(template)
-        mixes = offers(tpl, tpl.gpus_per_machine if gpus is None else gpus, self.catalog(), self.prices(),
+        catalog = self.catalog()
+        if gpu_type is not None:
+            kept = tuple(n for n in tpl.instance_types
+                         if gpu_type.matches(catalog[n].gpu_model if n in catalog else tpl.gpu_model,
+                                             catalog[n].gpu_memory_mib if n in catalog else None))
+            if not kept:
+                return []
+            tpl = replace(tpl, instance_types=kept)
+            if gpus is None:   # one machine's worth of that GPU, not of the template's first type
+                gpus = min(catalog[n].gpus if n in catalog else tpl.gpus_per_machine for n in kept)
+        mixes = offers(tpl, tpl.gpus_per_machine if gpus is None else gpus, catalog, self.prices(),
                        region=self.outputs.region)
-        return [replace(m, simulated_gpus=True) for m in mixes] if self.sandbox else mixes
+        zones = tuple(self.outputs.subnets)
+        return [replace(m, simulated_gpus=bool(self.sandbox), zones=zones) for m in mixes]
 
     # -- leasing --------------------------------------------------------------------------------
     def lease_meta(self) -> dict[str, Any]:
@@ -292,7 +329,7 @@ class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDead
                        key_path=str(key_path), host_key=host_pub, workdir=workdir,
                        gpu_slots=tuple(range(offer.gpus_per_machine)), python=python,
                        price_per_hour=offer.price_per_machine_hour or Decimal(0),
-                       instance_type=offer.instance_type, spot=spot, provider_ref=ref)
+                       instance_type=offer.instance_type, spot=spot, provider_ref=ref, zone=ref["az"] or "")
 
     def _refuse_fake_endpoint(self) -> None:
         """An endpoint override (moto) hands out fake addresses: never connect to them."""
@@ -310,24 +347,24 @@ class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDead
                                                                  states=())}
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"describing lease {lease.id}") from None
-        states = []
-        recorded = {m.id for m in lease.machines}
-        for iid, inst in sorted(found.items()):
-            if iid not in recorded:   # launched by a controller killed inside lease()
-                name = inst["State"]["Name"]
-                states.append(MachineState(iid, {"running": "running", "pending": "pending"}.get(name, "gone"),
-                                           f"{name}; not in fleet's state", unrecorded=True,
-                                           started_at=_utc(inst.get("LaunchTime"))))
-        for m in lease.machines:
-            inst = found.get(m.id)
-            if inst is None:
-                states.append(MachineState(m.id, "gone", "no such instance"))
-                continue
-            name = inst["State"]["Name"]
-            mapped = {"running": "running", "pending": "pending"}.get(name, "gone")
-            states.append(MachineState(m.id, mapped, "" if mapped != "gone" else
-                                       f"{name}: {inst.get('StateReason', {}).get('Message', '')}".strip(": ")))
-        return states
+        return _lease_states(lease, found)
+
+    def describe_leases(self, leases: list[Lease]) -> dict[str, list[MachineState]]:
+        """Every lease's machines from one paginated DescribeInstances (the region's instances that
+        carry a `fleet:lease` tag), however many leases: `fleet status` calls this."""
+        if not leases:
+            return {}
+        ids = {lease.id for lease in leases}
+        try:
+            instances = find_instances(self._ec2_for(leases[0]), {}, states=(), tag_keys=(TAG_LEASE,))
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"describing {len(leases)} lease(s)") from None
+        by_lease: dict[str, dict[str, dict[str, Any]]] = {i: {} for i in ids}
+        for inst in instances:
+            tag = next((t.get("Value") for t in inst.get("Tags", []) if t.get("Key") == TAG_LEASE), None)
+            if tag in ids:
+                by_lease[tag][inst["InstanceId"]] = inst
+        return {lease.id: _lease_states(lease, by_lease[lease.id]) for lease in leases}
 
     def release(self, lease: Lease) -> None:
         self._ec2_for(lease)
@@ -350,6 +387,29 @@ class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDead
         for name in ("id_ed25519", "host_ed25519"):
             secure_delete(d / name)
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _lease_states(lease: Lease, found: dict[str, dict[str, Any]]) -> list[MachineState]:
+    """The lease's machines as EC2 reports them (`found`: its instances by id), and any instance
+    tagged with the lease that fleet never recorded (launched by a controller killed inside lease())."""
+    states = []
+    recorded = {m.id for m in lease.machines}
+    for iid, inst in sorted(found.items()):
+        if iid not in recorded:
+            name = inst["State"]["Name"]
+            states.append(MachineState(iid, {"running": "running", "pending": "pending"}.get(name, "gone"),
+                                       f"{name}; not in fleet's state", unrecorded=True,
+                                       started_at=_utc(inst.get("LaunchTime"))))
+    for m in lease.machines:
+        inst = found.get(m.id)
+        if inst is None:
+            states.append(MachineState(m.id, "gone", "no such instance"))
+            continue
+        name = inst["State"]["Name"]
+        mapped = {"running": "running", "pending": "pending"}.get(name, "gone")
+        states.append(MachineState(m.id, mapped, "" if mapped != "gone" else
+                                   f"{name}: {inst.get('StateReason', {}).get('Message', '')}".strip(": ")))
+    return states
 
 
 def iso_tag(when: datetime) -> str:

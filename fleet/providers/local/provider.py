@@ -20,7 +20,7 @@ from ...keys import generate_ed25519
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
 from ...paths import subdir
 from ..base import BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftovers, check_machine_count
-from .templates import LOCAL_TEMPLATES
+from .templates import DEFAULT_TEMPLATE, LOCAL_TEMPLATES
 from .sshd import find_sshd, pid_alive, start_sshd, start_watchdog, stop_machine_dir
 
 
@@ -44,6 +44,8 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
 
     def templates(self) -> dict[str, Template]:
         return dict(LOCAL_TEMPLATES)
+
+    default_template = DEFAULT_TEMPLATE
 
     def lease(self, plan: Plan, lease_id: str, deadline_s: int,
               on_machine: Callable[[Machine], None] | None = None,

@@ -63,17 +63,25 @@ class SSHRunner:
 
     def __init__(self, destination: str, *, port: int | None = None, identity: str | None = None,
                  known_hosts: str | None = None, env: Mapping[str, str] | None = None,
-                 connect_timeout_s: int = 15, options: Sequence[str] = (), ssh: str = "ssh"):
+                 connect_timeout_s: int = 15, options: Sequence[str] = (), ssh: str = "ssh",
+                 jump: str | None = None):
         self.destination = destination
         self.env = dict(env or {})
-        base = [ssh, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout_s}",
-                "-o", "StrictHostKeyChecking=yes", "-o", "ServerAliveInterval=15"]
+        common = [ssh, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout_s}",
+                  "-o", "StrictHostKeyChecking=yes", "-o", "ServerAliveInterval=15"]
+        if identity:
+            common += ["-i", identity, "-o", "IdentitiesOnly=yes"]
+        if known_hosts:
+            common += ["-o", f"UserKnownHostsFile={known_hosts}"]
+        base = list(common)
+        if jump:
+            # ProxyCommand rather than -J: ssh does not hand -i/-o to a ProxyJump's own ssh, so the
+            # jump host would be reached without this key, known_hosts or BatchMode.
+            host, jport = split_port(jump)
+            hop = common + (["-p", str(jport)] if jport else []) + ["-W", "%h:%p", host]
+            base += ["-o", "ProxyCommand=" + shlex.join(hop)]
         if port:
             base += ["-p", str(port)]
-        if identity:
-            base += ["-i", identity, "-o", "IdentitiesOnly=yes"]
-        if known_hosts:
-            base += ["-o", f"UserKnownHostsFile={known_hosts}"]
         self.base = base + list(options)
 
     def remote_command(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
@@ -101,6 +109,14 @@ class SSHRunner:
         return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
 
 
+def split_port(destination: str) -> tuple[str, int | None]:
+    """"user@host:2222" → ("user@host", 2222); without a port, (destination, None)."""
+    host, sep, port = destination.rpartition(":")
+    if sep and port.isdigit() and "]" not in port:
+        return host, int(port)
+    return destination, None
+
+
 @dataclass(frozen=True)
 class AllocationRequest:
     """What fleet asks Slurm for: N nodes × G GPUs for at most `time_limit_s`."""
@@ -114,6 +130,7 @@ class AllocationRequest:
     qos: str | None = None
     constraint: str | None = None
     gpus_flag: str = "gres"              # "gres" → --gres=gpu:G; "gpus-per-node" → --gpus-per-node=G
+    gpu_type: str | None = None          # a GRES type: --gres=gpu:a100:G / --gpus-per-node=a100:G
     output: str | None = None            # sbatch --output (the batch step's own stdout/stderr)
     workdir: str | None = None
 
@@ -129,8 +146,8 @@ def _allocation_flags(req: AllocationRequest) -> list[str]:
     flags = [f"--job-name={req.name}", f"--nodes={req.nodes}", "--ntasks-per-node=1",
              f"--time={time_limit_arg(req.time_limit_s)}"]
     if req.gpus_per_node:
-        flags.append(f"--gpus-per-node={req.gpus_per_node}" if req.gpus_flag == "gpus-per-node"
-                     else f"--gres=gpu:{req.gpus_per_node}")
+        count = f"{req.gpu_type}:{req.gpus_per_node}" if req.gpu_type else str(req.gpus_per_node)
+        flags.append(f"--gpus-per-node={count}" if req.gpus_flag == "gpus-per-node" else f"--gres=gpu:{count}")
     for flag, value in (("--comment", req.comment), ("--partition", req.partition), ("--account", req.account),
                         ("--qos", req.qos), ("--constraint", req.constraint), ("--output", req.output),
                         ("--chdir", req.workdir)):

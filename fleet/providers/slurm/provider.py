@@ -16,15 +16,18 @@ import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
 from ...errors import Cancelled, NotFound
+from ...gpus import GpuType
 from ...keys import generate_ed25519, secure_delete
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
 from ..base import BaseProvider, HasLeaseMetadata, LeaseWatch, Queueing, QueueStatus, ReportsMachines, SweepsLeftovers
+from ..base import MachineMix
 from .commands import AllocationRequest, LocalRunner, Runner, SlurmCommands, SSHRunner
 from .errors import HOPELESS_PENDING, QosLimitExceeded, QueueWaitExpired, SlurmError
 from .parsing import JobState, QueuedJob
@@ -73,6 +76,17 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
             price_source="fleet.toml [slurm] price_per_gpu_hour (internal price)",
             description=f"{g} GPU(s) per Slurm node") for g in GPU_COUNTS}
 
+    def gpu_types(self) -> list[str]:
+        return ["any GRES type the cluster defines (see `sinfo -o '%P %G'`)"]
+
+    def offers(self, template: str, gpus: int | None, gpu_type: GpuType | None = None) -> list[MachineMix]:
+        """The template's one mix; a GPU type is asked of Slurm as a GRES type (`gpu:a100:2`), which
+        the cluster grants or refuses at submission."""
+        mixes = super().offers(template, gpus)
+        if gpu_type is None:
+            return mixes
+        return [replace(m, gpu_model=gpu_type.slurm_name) for m in mixes]
+
     def lease_meta(self) -> dict[str, Any]:
         """How `fleet down` in another process reaches the same cluster."""
         return {k: v for k, v in (("slurm_login", self.config.login), ("slurm_login_port", self.config.login_port),
@@ -92,7 +106,8 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
                                 gpus_per_node=plan.gpus_per_machine, time_limit_s=time_limit_minutes(plan) * 60,
                                 comment=tag(lease_id), partition=cfg.partition, account=cfg.account, qos=cfg.qos,
                                 constraint=cfg.constraint, gpus_flag=cfg.gpu_flag, output="/dev/null",
-                                workdir=cfg.workdir)
+                                workdir=cfg.workdir,
+                                gpu_type=plan.gpu_type.slurm_name if plan.gpu_type is not None else None)
         job_id = None
         steps: list[NodeStep] = []
         try:

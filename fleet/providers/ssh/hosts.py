@@ -227,7 +227,8 @@ def probe(host: Host, timeout: float = PROBE_TIMEOUT_S) -> Probe:
     if not home:
         return Probe(False, f"unexpected reply from {host.name}: {result.stderr.strip()[:120]}")
     if host.gpus is not None:
-        gpus, model = host.gpus, host.gpu_model or model
+        gpus = host.gpus
+    model = host.gpu_model or model
     detail = "" if gpus else "no GPUs found (no nvidia-smi there?): declare gpus in [[hosts]] or --gpus"
     return Probe(True, detail, home, gpus, model, parse_isolation(result.stdout))
 
@@ -266,7 +267,7 @@ class Inventory:
             if stored:
                 merged.host_key = declared.host_key or stored.host_key
                 merged.gpus = declared.gpus if declared.gpus is not None else stored.gpus
-                merged.gpu_model, merged.home = stored.gpu_model, stored.home
+                merged.gpu_model, merged.home = declared.gpu_model or stored.gpu_model, stored.home
                 merged.status, merged.status_detail = stored.status, stored.status_detail
                 merged.checked_at, merged.added_at, merged.added_by = (
                     stored.checked_at, stored.added_at, stored.added_by)
@@ -327,6 +328,7 @@ def config_host(c) -> Host:
     """A `[[hosts]]` entry (providers.ssh.settings.HostConfig) as a Host."""
     return Host(name=c.name or c.address, address=c.address, port=c.port if c.port != 22 else None,
                 login=c.user, key_path=os.path.expanduser(c.key) if c.key else None, gpus=c.gpus,
+                gpu_model=c.gpu_model,
                 workdir=getattr(c, "workdir", None), source="config")
 
 

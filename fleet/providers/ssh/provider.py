@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -20,9 +21,10 @@ from pathlib import Path
 from typing import Callable
 
 from ...errors import InfrastructureError, MachineUnreachable, UsageError
+from ...gpus import GpuType
 from .hosts import Host, Inventory, host_machine, probe_all
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
-from ..base import BaseProvider, ReportsMachines
+from ..base import BaseProvider, MachineMix, ReportsMachines
 from . import slots as ssh_slots
 from .settings import HostConfig, SSHSettings
 
@@ -74,6 +76,25 @@ class SSHHostsProvider(BaseProvider, ReportsMachines):
     def templates(self) -> dict[str, Template]:
         return ssh_templates(getattr(self.config, "prices", None))
 
+    def gpu_types(self) -> list[str]:
+        """Each GPU model in the inventory, with its hosts (as last probed or declared)."""
+        by_model: dict[str, list[str]] = {}
+        for h in self.inventory().list():
+            model = h.gpu_model or ("not probed yet" if h.gpus is None else "unknown model")
+            by_model.setdefault(model, []).append(h.name)
+        return [f"{model} ({', '.join(names)})" for model, names in by_model.items()]
+
+    def offers(self, template: str, gpus: int | None, gpu_type: GpuType | None = None) -> list[MachineMix]:
+        """The template's one mix; with `gpu_type`, only when some host has that GPU (and then the
+        lease places machines on such hosts only)."""
+        mixes = super().offers(template, gpus)
+        if gpu_type is None:
+            return mixes
+        models = sorted({h.gpu_model for h in self.inventory().list() if h.gpu_model and gpu_type.matches(h.gpu_model)})
+        if not models:
+            return []
+        return [replace(m, gpu_model=", ".join(models)) for m in mixes]
+
     machine_cap_hint = "ask for fewer GPUs, or add hosts ([[hosts]] in fleet.toml or `fleet hosts add`)"
 
     @property
@@ -83,8 +104,10 @@ class SSHHostsProvider(BaseProvider, ReportsMachines):
         from ...config.schema import MAX_HOST_GPUS
         return max(1, sum(h.gpus or MAX_HOST_GPUS for h in self.inventory().list()))
 
-    def usable_hosts(self, user: str, exclude: set[str] = frozenset()) -> dict[str, tuple[Host, str]]:
-        """Hosts that are up with GPUs: name → (host, remote home). Probes stale or unknown ones."""
+    def usable_hosts(self, user: str, exclude: set[str] = frozenset(),
+                     gpu_type: GpuType | None = None) -> dict[str, tuple[Host, str]]:
+        """Hosts that are up with GPUs (of `gpu_type`, when given): name → (host, remote home).
+        Probes stale or unknown ones."""
         inv = self.inventory()
         inv.sync_config_hosts(user)
         hosts = [h for h in inv.list() if h.name not in exclude]
@@ -96,7 +119,8 @@ class SSHHostsProvider(BaseProvider, ReportsMachines):
         for h in hosts:
             h = by_name.get(h.name, h)
             home = _home(h)
-            if h.status == "up" and (h.gpus or 0) > 0 and home:
+            if h.status == "up" and (h.gpus or 0) > 0 and home and (
+                    gpu_type is None or gpu_type.matches(h.gpu_model or "")):
                 out[h.name] = (h, home)
         return out
 
@@ -109,7 +133,7 @@ class SSHHostsProvider(BaseProvider, ReportsMachines):
         machine_ids = [f"{lease_id}-n{rank}" for rank in range(plan.machine_count)]
         exclude: set[str] = set()
         for attempt in (1, 2):
-            usable = self.usable_hosts(plan.user, exclude)
+            usable = self.usable_hosts(plan.user, exclude, plan.gpu_type)
             placements = ssh_slots.reserve(self.state.db, lease_id=lease_id, owner=plan.user,
                                            requests=[(m, need) for m in machine_ids],
                                            capacity={n: h.gpus for n, (h, _) in usable.items()})
@@ -190,7 +214,7 @@ class SSHHostsProvider(BaseProvider, ReportsMachines):
                         port=base.port, user=base.user, key_path=base.key_path, host_key=base.host_key,
                         workdir=workdir, gpu_slots=p.slots, python=self.python,
                         price_per_hour=plan.template.price_per_hour or Decimal("0"),
-                        instance_type=host.gpu_model or "", provider_ref={"host": p.host})
+                        instance_type=host.gpu_model or "", provider_ref={"host": p.host}, zone=p.host)
             start_watchdog(m, ttl_s=deadline_s, max_s=plan.max_duration_s,
                            telemetry_interval=plan.telemetry_interval_s)
             return m

@@ -17,6 +17,7 @@ class HostConfig:
     port: int = 22
     key: str | None = None
     gpus: int | None = None          # discovered over SSH when not declared
+    gpu_model: str | None = None     # e.g. "A100-80GB"; discovered with nvidia-smi when not declared
     name: str | None = None
     workdir: str | None = None       # lease workdirs go under it; default ~/.fleet-leases on the host
 
@@ -35,6 +36,8 @@ class SSHSettings(ProviderSettings):
         "port": Key(PORT, "SSH port.", default=22),
         "key": Key(STRING, "Private key file. Default: your SSH agent / ~/.ssh keys."),
         "gpus": Key(HOST_GPUS, "GPUs on the host. Default: discovered over SSH."),
+        "gpu_model": Key(STRING, "GPU model on the host, e.g. A100-80GB (matched by `--gpus A100:8`). "
+                                 "Default: discovered over SSH (nvidia-smi)."),
         "name": Key(STRING, "Short name shown in status. Default: the address."),
         "workdir": Key(STRING, "Directory on the host under which each leased machine gets its own working "
                                "directory. Default: ~/.fleet-leases."),

@@ -1,0 +1,113 @@
+"""What GPUs a run asks for: `8`, `A100:8`, `A100-80GB:8`, `L4` (pure: no I/O).
+
+`--gpus` and `gpus = …` in fleet.toml take a count, a GPU type, or both (`TYPE:COUNT`). A type is a
+model name (A100, H100, L4, A10G, …) and optionally its memory (`A100-80GB`). Providers describe
+their machines' GPUs as free text (AWS: `A100`; nvidia-smi on a host: `NVIDIA A100-SXM4-80GB`;
+Slurm GRES: `a100`); `GpuType.matches` compares a request with such a text by whole name tokens,
+case-insensitively, so `A10` does not match `A100` and `A100` matches `NVIDIA A100-SXM4-40GB`.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_TOKEN = re.compile(r"[a-z0-9]+")
+_MEMORY = re.compile(r"^(\d{1,4})\s*(?:g|gb|gib)$", re.IGNORECASE)
+_MODEL = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[ _][A-Za-z0-9]+)*$")
+# Words in vendor names that say nothing about the model.
+_NOISE = frozenset({"nvidia", "tesla", "geforce", "gpu", "pcie", "sxm", "sxm2", "sxm4", "sxm5", "hbm3", "hbm3e",
+                    "nvl", "gres"})
+
+
+class GpuRequestError(ValueError):
+    """A `--gpus` value that is neither a count nor TYPE[:COUNT]; the message is one line for the user."""
+
+
+def _tokens(text: str) -> list[str]:
+    return _TOKEN.findall(text.lower())
+
+
+@dataclass(frozen=True)
+class GpuType:
+    """A GPU model, optionally with its memory in GB (`A100-80GB`)."""
+
+    model: str
+    memory_gb: int | None = None
+
+    def __str__(self) -> str:
+        return self.model + (f"-{self.memory_gb}GB" if self.memory_gb else "")
+
+    @property
+    def slurm_name(self) -> str:
+        """The GRES type Slurm clusters conventionally use (`gpu:a100:2`)."""
+        return self.model.lower().replace(" ", "_")
+
+    def matches(self, description: str, memory_mib: int | None = None) -> bool:
+        """True when `description` (a provider's name for a GPU) is this model, and, when a memory
+        size was asked for, the GPU has it (from `memory_mib`, else a `80GB` token in the name)."""
+        words = _tokens(description)
+        wanted = _tokens(self.model)
+        if not wanted or not _contains(words, wanted):
+            return False
+        if self.memory_gb is None:
+            return True
+        if memory_mib:
+            return round(memory_mib / 1024) == self.memory_gb
+        return f"{self.memory_gb}gb" in words or f"{self.memory_gb}g" in words
+
+
+def _contains(words: list[str], wanted: list[str]) -> bool:
+    n = len(wanted)
+    return any(words[i:i + n] == wanted for i in range(len(words) - n + 1))
+
+
+@dataclass(frozen=True)
+class GpuRequest:
+    """`--gpus`: how many (None: one machine's worth) and of which type (None: any)."""
+
+    count: int | None = None
+    type: GpuType | None = None
+
+    def __str__(self) -> str:
+        if self.type is None:
+            return "" if self.count is None else str(self.count)
+        return str(self.type) + ("" if self.count is None else f":{self.count}")
+
+
+def parse_gpu_type(text: str) -> GpuType:
+    text = text.strip()
+    model, memory = text, None
+    head, sep, tail = text.rpartition("-")
+    if sep and _MEMORY.match(tail.strip()):
+        model, memory = head.strip(), int(_MEMORY.match(tail.strip()).group(1))   # type: ignore[union-attr]
+    if not _MODEL.match(model) or set(_tokens(model)) <= _NOISE:
+        raise GpuRequestError(f"{text!r} is not a GPU type; write a model like A100, H100, L4 or A100-80GB")
+    if memory is not None and memory < 1:
+        raise GpuRequestError(f"{text!r}: GPU memory must be at least 1GB")
+    return GpuType(model.upper() if model.isalnum() else model, memory)
+
+
+def parse_gpu_request(value: object, *, max_count: int) -> GpuRequest:
+    """8 · "8" · "A100:8" · "A100-80GB:8" · "L4" → GpuRequest; anything else raises GpuRequestError."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return GpuRequest(_count(value, max_count))
+    if not isinstance(value, str) or not value.strip():
+        shown = str(value).lower() if isinstance(value, bool) else repr(value)
+        raise GpuRequestError(f"must be a positive integer or TYPE:COUNT like A100:8, got {shown}")
+    text = value.strip()
+    if text.lstrip("-").isdigit():
+        return GpuRequest(_count(int(text), max_count))
+    kind, sep, count = text.rpartition(":")
+    if not sep:
+        return GpuRequest(None, parse_gpu_type(text))
+    if not count.strip().lstrip("-").isdigit():
+        raise GpuRequestError(f"{text!r}: the count after ':' must be a whole number, as in A100:8")
+    return GpuRequest(_count(int(count), max_count), parse_gpu_type(kind))
+
+
+def _count(value: int, max_count: int) -> int:
+    if value < 1:
+        raise GpuRequestError(f"must be a positive integer, got {value}")
+    if value > max_count:
+        raise GpuRequestError(f"must be at most {max_count} GPUs per lease, got {value}")
+    return value

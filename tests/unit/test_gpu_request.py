@@ -1,0 +1,150 @@
+"""Asking for a GPU type (`--gpus A100:8`, `gpus = "L4:4"`), choosing the mix for it on each
+provider's templates, and the plan (Quote) a user sees before anything is leased."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from fleet.config.loader import load_config
+from fleet.config.model import BudgetsConfig, Config
+from fleet.errors import Cancelled, ConfigError, UsageError
+from fleet.gpus import GpuRequest, GpuRequestError, GpuType, parse_gpu_request
+from fleet.providers.fake import FakeProvider, FakeSettings
+from fleet.providers.local.provider import LocalProvider
+from fleet.providers.slurm.commands import AllocationRequest, _allocation_flags
+from fleet.run.offer import Quote, candidate_mixes, choose_offer, quote
+
+
+@pytest.mark.parametrize("text, expected", [
+    (8, GpuRequest(8)),
+    ("8", GpuRequest(8)),
+    ("A100:8", GpuRequest(8, GpuType("A100"))),
+    ("a100-80GB:8", GpuRequest(8, GpuType("A100", 80))),
+    (" L4 : 4 ", GpuRequest(4, GpuType("L4"))),
+    ("H100", GpuRequest(None, GpuType("H100"))),
+    ("RTX 6000:2", GpuRequest(2, GpuType("RTX 6000"))),
+])
+def test_gpu_requests_parse(text, expected):
+    assert parse_gpu_request(text, max_count=1024) == expected
+
+
+@pytest.mark.parametrize("text, message", [
+    ("8:A100", "the count after ':' must be a whole number"),
+    ("A100:0", "must be a positive integer, got 0"),
+    ("A100:-2", "must be a positive integer, got -2"),
+    ("A100:99999", "at most 1024 GPUs"),
+    ("nvidia", "is not a GPU type"),
+    ("A100-80TB:8", "is not a GPU type"),
+    (True, "got true"),
+    ("", "must be a positive integer or TYPE:COUNT"),
+])
+def test_bad_gpu_requests_say_what_to_write(text, message):
+    with pytest.raises(GpuRequestError, match=message.replace("(", r"\(")):
+        parse_gpu_request(text, max_count=1024)
+
+
+@pytest.mark.parametrize("asked, description, memory_mib, ok", [
+    ("A100", "A100", None, True),                           # AWS GpuInfo
+    ("A100", "NVIDIA A100-SXM4-80GB", None, True),          # nvidia-smi on a host
+    ("A100-80GB", "NVIDIA A100-SXM4-80GB", None, True),
+    ("A100-40GB", "NVIDIA A100-SXM4-80GB", None, False),
+    ("A100-80GB", "A100", 81920, True),                     # memory from the catalogue
+    ("A100-80GB", "A100", 40960, False),
+    ("A10", "A100", None, False),                           # whole tokens: A10 is not A100
+    ("A10G", "A10G", None, True),
+    ("H100", "NVIDIA H100 80GB HBM3", None, True),
+    ("L4", "L40S", None, False),
+    ("a100", "gres/gpu", None, False),
+])
+def test_a_type_matches_provider_names_by_whole_tokens(asked, description, memory_mib, ok):
+    from fleet.gpus import parse_gpu_type
+    assert parse_gpu_type(asked).matches(description, memory_mib) is ok
+
+
+def test_fleet_toml_takes_type_and_count_and_the_cli_overrides_both(tmp_path):
+    (tmp_path / "fleet.toml").write_text('command = "x"\ngpus = "L4:4"\n')
+    cfg = load_config(cwd=tmp_path)
+    assert (cfg.gpus, cfg.gpu_type) == (4, GpuType("L4"))
+    cfg = load_config(cwd=tmp_path, overrides={"gpus": "A100-80GB:8"})
+    assert (cfg.gpus, cfg.gpu_type) == (8, GpuType("A100", 80))
+    cfg = load_config(cwd=tmp_path, overrides={"gpus": "16"})
+    assert (cfg.gpus, cfg.gpu_type) == (16, None)
+    (tmp_path / "fleet.toml").write_text('command = "x"\ngpus = "L4:four"\n')
+    with pytest.raises(ConfigError, match=r"fleet.toml:2: gpus: 'L4:four': the count after ':'"):
+        load_config(cwd=tmp_path)
+
+
+def _config(tmp_path: Path, **changes) -> Config:
+    base = Config(path=None, base_dir=tmp_path, project="p", name="p", command="ok", provider="local",
+                  max_duration_s=2 * 3600, heartbeat_ttl_s=60)
+    return replace(base, **changes)
+
+
+def test_local_templates_declare_a_simulated_a10g_and_the_default_is_local_4gpu(tmp_path):
+    provider = LocalProvider()
+    offer = choose_offer(provider, _config(tmp_path, gpus=8))
+    assert (offer.template.name, offer.machine_count, offer.template.gpu_model) == ("local-4gpu", 2, "A10G")
+    # With a type and no template: the cheapest template that has it.
+    mixes = candidate_mixes(provider, _config(tmp_path, gpus=8, gpu_type=GpuType("A10G", 24)))
+    assert mixes[0].price_per_hour == min(m.price_per_hour for m in mixes)
+    assert {m.template for m in mixes} == {"local-1gpu", "local-4gpu", "local-8gpu"}
+    # A named template is honoured, its type checked.
+    offer = choose_offer(provider, _config(tmp_path, gpus=8, gpu_type=GpuType("A10G"), template="local-8gpu"))
+    assert (offer.template.name, offer.machine_count, str(offer.gpu_type)) == ("local-8gpu", 1, "A10G")
+
+
+def test_nothing_matches_is_one_line_listing_what_exists(tmp_path):
+    provider = LocalProvider()
+    with pytest.raises(UsageError) as err:
+        choose_offer(provider, _config(tmp_path, gpus=8, gpu_type=GpuType("A100")))
+    line = err.value.one_line()
+    assert "\n" not in line
+    assert "no machine of the local provider has 8 × A100 GPUs" in line
+    assert "it has: A10G 24GB (local-1gpu, local-4gpu, local-8gpu)" in line
+    with pytest.raises(UsageError, match="template 'local-8gpu' has A10G-80GB GPUs"):
+        choose_offer(provider, _config(tmp_path, gpu_type=GpuType("A10G", 80), template="local-8gpu"))
+
+
+def test_quote_says_the_most_a_run_can_cost(tmp_path):
+    provider = FakeProvider(FakeSettings(price_per_hour=Decimal("2.50")))
+    q = quote(_config(tmp_path, provider="fake", template="fake-4gpu", gpus=8), provider)
+    assert (q.machines, q.gpus, q.instance_type, q.lifecycle) == (2, 8, "fake-4gpu", "on-demand")
+    assert q.price_per_hour == Decimal("5.00") and q.max_cost == Decimal("10.00")   # 2 h × $5/h
+    assert q.most_cost == Decimal("10.00") and not q.shadow
+    q = quote(_config(tmp_path, provider="fake", template="fake-4gpu", gpus=8, budget=Decimal("3")), provider)
+    assert q.most_cost == Decimal("3") and q.to_json()["most_cost_usd"] == "3"
+    assert json.loads(json.dumps(q.to_json()))["max_cost_usd"] == "10.000000"
+
+
+def test_a_declined_plan_leases_nothing(tmp_path, fleet_home):
+    from fleet.run.lease import NewLease
+    from fleet.run.pipeline import Pipeline
+    from fleet.run.types import RunOptions
+    from fleet.state import open_state
+    provider = FakeProvider(FakeSettings(price_per_hour=Decimal(36)))
+    seen: list[Quote] = []
+
+    def decline(q: Quote) -> bool:
+        seen.append(q)
+        return False
+
+    config = _config(tmp_path, provider="fake", template="fake-4gpu", gpus=8, budgets=BudgetsConfig(grace_s=0))
+    with pytest.raises(Cancelled, match="declined; nothing was leased"):
+        Pipeline(config, NewLease(provider), options=RunOptions(confirm=decline)).run()
+    assert [q.machines for q in seen] == [2]
+    state = open_state()
+    try:
+        assert state.list_leases(active_only=False) == [] and state.list_runs() == []
+    finally:
+        state.close()
+
+
+def test_slurm_asks_for_the_gres_type():
+    req = AllocationRequest(name="j", nodes=2, gpus_per_node=4, time_limit_s=600, gpu_type="a100")
+    assert "--gres=gpu:a100:4" in _allocation_flags(req)
+    assert "--gpus-per-node=a100:4" in _allocation_flags(replace(req, gpus_flag="gpus-per-node"))
+    assert "--gres=gpu:4" in _allocation_flags(replace(req, gpu_type=None))
