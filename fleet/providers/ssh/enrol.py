@@ -1,0 +1,85 @@
+"""Adding a host to the team's inventory (`fleet hosts add`): which host key to pin, and the probe
+that must pass before the host is stored.
+
+The trust decision, in order: ~/.ssh/known_hosts decides when it knows the host (a different key of
+the same type is refused as a possible impersonation); else a fingerprint the user gave must match;
+else the user accepted the shown key in advance (--yes); else an interactive user is asked, and a
+non-interactive one is refused with the fingerprint to pass.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from ...errors import InfrastructureError, UsageError
+from .hosts import Host, Inventory, Probe, Target, fetch_host_key, fingerprint, known_host_key, probe, resolve
+
+
+@dataclass(frozen=True)
+class KeyChoice:
+    key: str                 # "type base64", to pin
+    fingerprint: str         # SHA256:…
+    source: str              # "known_hosts" | "fingerprint" | "accepted" | "confirmed"
+
+
+@dataclass(frozen=True)
+class Enrolled:
+    host: Host
+    target: Target
+    key: KeyChoice
+    probe: Probe
+
+
+# Asked when no rule decides: (where "host:port", key type, fingerprint) → pin it?
+Confirm = Callable[[str, str, str], bool]
+
+
+def choose_host_key(where: str, *, offered: str, known: str | None, trust: str | None, accept: bool,
+                    confirm: Confirm | None) -> KeyChoice:
+    """The key to pin for `where`, by the rules in this module's docstring; refusals raise."""
+    shown = fingerprint(offered)
+    if known:
+        # known_hosts decides. (It may hold another key type than the one offered; the probe then
+        # checks the known key itself.)
+        if known.split()[0] == offered.split()[0] and known.split()[1] != offered.split()[1]:
+            raise InfrastructureError(f"{where} offers {shown}, but ~/.ssh/known_hosts has {fingerprint(known)}"
+                                      " — refusing (possible impersonation)")
+        return KeyChoice(_pinned(known), fingerprint(known), "known_hosts")
+    if trust:
+        if trust.strip() != shown:
+            raise InfrastructureError(f"{where} offers host key {shown}, not {trust.strip()} — refusing")
+        return KeyChoice(_pinned(offered), shown, "fingerprint")
+    if accept:
+        return KeyChoice(_pinned(offered), shown, "accepted")
+    if confirm is None:
+        raise UsageError(f"{where} host key is {shown}; confirm it is the host's",
+                         hint=f"pass --trust {shown} (or --yes) to pin it without a prompt")
+    if not confirm(where, offered.split()[0], shown):
+        raise UsageError("host key not trusted; nothing added")
+    return KeyChoice(_pinned(offered), shown, "confirmed")
+
+
+def _pinned(key: str) -> str:
+    return " ".join(key.split()[:2])
+
+
+def enrol(inventory: Inventory, host: Host, *, trust: str | None = None, accept: bool = False,
+          confirm: Confirm | None = None) -> Enrolled:
+    """Pin `host`'s key, probe it with that key, and store it; nothing is stored unless all pass."""
+    if any(h.name == host.name for h in inventory.list()):
+        raise UsageError(f"host {host.name!r} already exists", hint=f"`fleet hosts rm {host.name}` first")
+    target = resolve(host)
+    where = f"{target.hostname}:{target.port}"
+    choice = choose_host_key(where, offered=fetch_host_key(target.hostname, target.port),
+                             known=known_host_key(target.hostname, target.port), trust=trust, accept=accept,
+                             confirm=confirm)
+    host.host_key = choice.key
+    result = probe(host)
+    if not result.up:
+        raise InfrastructureError(f"host {host.name}: {result.detail}")
+    from ...models import utcnow
+    host.status, host.status_detail, host.home = "up", result.detail or None, result.home
+    host.gpus, host.gpu_model = result.gpus, result.gpu_model
+    host.checked_at = utcnow().isoformat()
+    inventory.add(host)
+    return Enrolled(host, target, choice, result)
