@@ -61,9 +61,11 @@ def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
 
 
 def find_instances(ec2, filters: dict[str, str | Iterable[str]], states: Iterable[str] = LIVE_STATES,
-                   ) -> list[dict[str, Any]]:
-    """Every instance matching tag filters, across all pages."""
+                   tag_keys: Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Every instance matching tag filters (and carrying a tag named in `tag_keys`), across all pages."""
     flt = [{"Name": f"tag:{k}", "Values": [v] if isinstance(v, str) else list(v)} for k, v in filters.items()]
+    if tag_keys:
+        flt.append({"Name": "tag-key", "Values": list(tag_keys)})
     if states:
         flt.append({"Name": "instance-state-name", "Values": list(states)})
     out: list[dict[str, Any]] = []

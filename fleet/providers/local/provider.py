@@ -143,9 +143,7 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
         if not existing:
             return
         with ThreadPoolExecutor(max_workers=min(16, len(existing))) as pool:
-            list(pool.map(stop_machine_dir, existing))
-        for d in existing:
-            shutil.rmtree(d, ignore_errors=True)
+            list(pool.map(_end_machine_dir, existing))
 
     @classmethod
     def _lease_dirs(cls, lease: Lease) -> list[Path]:
@@ -181,6 +179,13 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
         orphans = self.orphan_dirs(live_machine_ids)
         self._release_dirs(orphans)
         return [d.name for d in orphans]
+
+
+def _end_machine_dir(d: Path) -> None:
+    """Stop one machine, then delete its directory (its venv alone is hundreds of files): in the
+    same worker, so deleting 8 machines' directories is not a serial tail after stopping them."""
+    stop_machine_dir(d)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def _delete_lease_key(lease_id: str) -> None:
