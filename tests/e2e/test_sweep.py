@@ -136,6 +136,23 @@ def test_ctrl_c_stops_the_sweep_releases_everything_and_lists_each_trial(experim
     assert all(lease.status != "active" for lease in _leases())
 
 
+def test_the_next_trial_on_a_machine_finds_nothing_of_the_last_one(experiment, fleet_home):
+    # Trial 1 leaves a daemon (its own session: the process group stop does not reach it) and an
+    # output file; trial 2 on the same machine succeeds only if both are gone.
+    # (the pattern "4817[.]1" matches the daemon "sleep 4817.1", not the shell lines that name it)
+    script = ("mkdir -p $FLEET_OUTPUT_DIR; touch $FLEET_OUTPUT_DIR/mine; "
+              "if [ {x} = 1 ]; then setsid sleep 4817.{x} >/dev/null 2>&1 < /dev/null & "
+              "else ! pgrep -f 'sleep 4817[.]1' && test \"$(ls $(dirname $FLEET_OUTPUT_DIR))\" = "
+              "\"$(basename $FLEET_OUTPUT_DIR)\"; fi")
+    _config(experiment)
+    proc = run_fleet(["sweep", "--param", "x=1,2", "--json", "--", "sh", "-c", script], cwd=experiment, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = _summary(proc)["trials"]
+    assert [t["state"] for t in trials] == ["succeeded", "succeeded"]
+    assert trials[0]["machines"] == trials[1]["machines"]          # the same warm machine
+    assert processes_under(fleet_home) == []
+
+
 def test_bad_param_is_one_line(experiment, fleet_home):
     _config(experiment)
     proc = run_fleet(["sweep", "--param", "lr", "--", "echo", "{lr}"], cwd=experiment)
