@@ -21,6 +21,20 @@ pytest_plugins = [p for p in ("tests.fixtures.moto", "tests.fixtures.postgres", 
                   if (REPO / (p.replace(".", "/") + ".py")).exists()]
 
 
+# Parts that are costly to start (a Slurm cluster with its database, PostgreSQL) are started once
+# per pytest process; under pytest-xdist the tests that need one are kept on one worker so each
+# starts once in the whole run, not once per worker.
+_ONE_WORKER = {"slurm_cluster": "slurm", "postgres_server": "postgres"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, group in _ONE_WORKER.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(group))
+                break
+
+
 def processes_under(root: Path) -> list[str]:
     """Command lines of live processes that mention `root` (sshd configs, watchdogs live there)."""
     return [f"{pid}: {cmd[:160]}" for pid, cmd in live_processes_under(root)]
