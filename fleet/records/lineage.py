@@ -10,6 +10,7 @@ from ..errors import FleetError, IntegrityError, UsageError
 from .chain import REDACTED, RunRecord, get_record, list_records, verify_chain
 
 if TYPE_CHECKING:
+    from ..environment.model import PinnedEnvironment
     from ..run.summary import RunSummary
     from ..run.types import RerunOf
 
@@ -59,22 +60,30 @@ def rerun_config(rec: RunRecord, base_dir: Path):
         store=rec.store or None, user=None)
 
 
-def rerun_of(rec: RunRecord) -> "RerunOf":
-    """The pins a rerun must match byte for byte (verified chunk by chunk before leasing)."""
+def rerun_of(rec: RunRecord, environment: "PinnedEnvironment | None" = None) -> "RerunOf":
+    """The pins a rerun must match byte for byte (verified chunk by chunk before leasing), and the
+    environment it installs again (fleet/environment/pin.py)."""
     from ..run.types import PinnedInputs, RerunOf
     return RerunOf(run_id=rec.run_id, pins=PinnedInputs(
         code_commit=rec.code_commit, code_snapshot=rec.code_snapshot, code_dirty_snapshot=rec.code_dirty_snapshot,
-        code_subdir=rec.code_subdir, data_snapshots=dict(rec.data_snapshots), store_url=rec.store))
+        code_subdir=rec.code_subdir, data_snapshots=dict(rec.data_snapshots), store_url=rec.store),
+        environment=environment)
 
 
 def rerun(run_id: str, *, base_dir: Path | None = None, events=None, keep_s: int | None = None, ci: bool = False,
-          db=None) -> "RunSummary":
+          db=None, allow_image_change: bool = False) -> "RunSummary":
+    from ..environment.pin import pinned_for_rerun
+    from ..run.offer import provider_for
     from ..run.pipeline import up
     from ..run.types import RunOptions
     from ..snapshots import file_hashes, open_store
     rec = get_record(run_id, db)
     config = rerun_config(rec, (base_dir or Path.cwd()).resolve())
-    summary = up(config, events=events, options=RunOptions(keep_s=keep_s, ci=ci, rerun_of=rerun_of(rec)))
+    provider = provider_for(config)
+    # Before anything is leased: the recorded image must still exist (or --allow-image-change).
+    pinned = pinned_for_rerun(rec.run_id, rec.environment, provider, allow_image_change=allow_image_change)
+    summary = up(config, events=events, provider=provider,
+                 options=RunOptions(keep_s=keep_s, ci=ci, rerun_of=rerun_of(rec, pinned)))
     new_out = summary.output_snapshot
     if rec.output_snapshot and new_out:
         store = open_store(rec.store or None)

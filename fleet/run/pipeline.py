@@ -6,7 +6,8 @@
     lease    → Lease          machines recorded and metered as each is made (lease.py)
     ready    → Lease          every machine answers SSH; heartbeat running
     stage    → StagedInputs   pinned snapshots onto every machine (inputs.py)
-    setup    → ExecResult     `setup`, once per machine (execute.py)
+    setup    → ExecResult     `setup`, once per machine (execute.py); a rerun installs the recorded packages first
+    environment → RunEnvironment  image, GPU/driver, OS, Python, packages: once per machine kind (environment.py)
     execute  → ExecResult     the command, per machine or per GPU slot (execute.py)
     collect  → Collected      outputs home (execute.py)
     release  → Released       always, in `finally`; or --keep (keep.py)
@@ -32,6 +33,7 @@ from ..models import Lease, Machine, to_jsonable, utcnow
 from ..plan import first_deadline_s
 from .budget import BudgetGate, RunBudget
 from .context import Events, RunContext, checked_events
+from .environment import EnvironmentStage
 from .execute import MachinesLost, check_cancel, check_not_released_elsewhere
 from .heartbeat_state import HeartbeatState
 from .inputs import Inputs
@@ -46,7 +48,8 @@ from .summary import LaunchedMachine, RunSummary
 from .telemetry_fetch import TELEMETRY_INTERVAL_S, TelemetryFetch
 from .types import Collected, Cost, ExecResult, PinnedInputs, RecordRef, Released, RunOptions
 
-STAGES = ("plan", "pin", "budget", "lease", "ready", "stage", "setup", "execute", "collect", "release", "record")
+STAGES = ("plan", "pin", "budget", "lease", "ready", "stage", "setup", "environment", "execute", "collect", "release",
+          "record")
 
 
 @dataclass
@@ -81,6 +84,7 @@ class Pipeline:
             raise TypeError(f"{type(self.machines).__name__} does not implement fleet.run.machines.Machines")
         self.run_dir_root = run_dir_root or config.base_dir / "runs"
         self.inputs = Inputs(config)
+        self.environment = EnvironmentStage(self.machines, self.inputs, self.options)
 
     # -- before any machine exists -----------------------------------------------------------------
     def run(self) -> RunSummary:
@@ -161,13 +165,16 @@ class Pipeline:
                 check_cancel(ctx)
                 if self.config.setup:                                                      # setup
                     ctx.events.phase("setup", self.config.setup)
-                    result = machines.execute(ctx, lease, self.config.setup, setup=True, on_tick=on_tick)
+                    setup = self.environment.setup_command(ctx, lease, self.config.setup)
+                    result = machines.execute(ctx, lease, setup, setup=True, on_tick=on_tick)
                     # A setup we stopped (Ctrl-C, budget) exits 143/137: that is the stop, not a broken setup.
                     check_cancel(ctx)
                     check_not_released_elsewhere(ctx)
                     if result.exit_code != 0:
                         outcome = _Outcome("setup-failed", result.exit_code, result.failing_rank)
                         raise _SetupFailed()
+            self.environment.capture(ctx, lease)                                           # environment
+            check_cancel(ctx)
             ctx.events.phase("run", ctx.command)                                           # execute
             result = machines.execute(ctx, lease, ctx.command, on_tick=on_tick)
             if not ctx.stop_reason:
@@ -223,7 +230,10 @@ class Pipeline:
         try:   # never raises: a failure here must not stop the release or hide the run's own result
             output_id = self.inputs.snapshot_outputs(ctx.run_dir) if self.source.fresh else None
             summary = summary.updated(output_snapshot=output_id)
-            ref: RecordRef = write_record(ctx, pins, summary)
+            environment = self.environment.captured
+            if environment is not None and environment.pinned_from:
+                summary = summary.updated(environment_differences=list(environment.differences))
+            ref: RecordRef = write_record(ctx, pins, summary, environment)
             summary = summary.updated(record_hash=ref.hash)
         except Exception as exc:  # noqa: BLE001
             ctx.events.warn(f"could not write the run record for {ctx.run_id}: {exc}")

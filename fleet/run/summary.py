@@ -85,6 +85,7 @@ class RunSummary:
     rerun_of: str | None = None
     outputs_identical: bool | None = None
     outputs_differ: list[str] | None = field(default=None)
+    environment_differences: list[str] | None = None   # a rerun: what its environment could not reproduce
     gpu_type: str | None = None       # what was asked for (`--gpus A100:8`), when a type was
     launched: list[LaunchedMachine] | None = None   # each machine: instance type, spot/on-demand, zone, price
 

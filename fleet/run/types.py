@@ -15,6 +15,7 @@ from ..gpus import GpuType
 from ..models import Plan, Template
 
 if TYPE_CHECKING:
+    from ..environment.model import PinnedEnvironment
     from typing import Callable
 
     from .offer import Quote
@@ -28,6 +29,7 @@ class RerunOf:
 
     run_id: str
     pins: "PinnedInputs"
+    environment: "PinnedEnvironment | None" = None   # the recorded environment to install again
 
 
 @dataclass(frozen=True)

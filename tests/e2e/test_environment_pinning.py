@@ -1,0 +1,98 @@
+"""The environment end to end on the local provider (real sshd machines): a run records the exact
+package its setup installed from a local wheel directory; a newer wheel makes a second run differ in
+that package and nothing else (`fleet runs diff`); `fleet rerun` of the first run installs the old
+version from the store with the wheel directory gone; a secret never reaches the record."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from tests.conftest import run_fleet
+from tests.fixtures.wheels import write_wheel
+
+GIT_ENV = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@x", "PATH": "/usr/bin:/bin"}
+SECRET = "s3cr3t-value-8842"
+
+
+@pytest.fixture
+def experiment(tmp_path, monkeypatch):
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "fleet.toml").write_text(
+        'project = "t"\n'
+        "command = \"python -c 'import tinypkg; print(\\\"tinypkg\\\", tinypkg.VERSION)'\"\n"
+        f'setup = "pip install -U --no-index --find-links {wheels} tinypkg"\n'
+        'template = "local-1gpu"\nmax_duration = "5m"\nsecrets = ["API_TOKEN"]\n')
+    (exp / ".gitignore").write_text("runs/\n")
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "exp"]):
+        subprocess.run(["git", *args], cwd=exp, check=True, capture_output=True, env={**GIT_ENV, "HOME": str(exp)})
+    monkeypatch.setenv("API_TOKEN", SECRET)
+    return exp, wheels
+
+
+def _up(exp, *args):
+    done = run_fleet([*args, "--ci", "--json"], cwd=exp, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert SECRET not in done.stdout + done.stderr
+    return json.loads(done.stdout), done.stderr
+
+
+def _record(exp, run_id):
+    shown = run_fleet(["runs", "show", run_id, "--json"], cwd=exp)
+    assert shown.returncode == 0, shown.stderr
+    assert SECRET not in shown.stdout
+    return json.loads(shown.stdout)
+
+
+@pytest.mark.slow
+def test_record_diff_and_pinned_rerun(fleet_home, experiment):
+    exp, wheels = experiment
+    hash_1 = write_wheel(wheels, "tinypkg", "1.0")
+    first, err = _up(exp, "up")
+    assert "[0] tinypkg 1.0" in err
+    env = _record(exp, first["run_id"])["environment"]
+    (machine,) = env["machines"]
+    assert machine["packages"] == [{"name": "tinypkg", "version": "1.0", "sha256": hash_1}]
+    # The local provider's GPUs are slots: simulated, with no driver and no CUDA.
+    assert machine["gpu"] == {"model": "simulated", "count": 1, "driver": "none", "cuda": "none", "simulated": True}
+    assert machine["provider"] == "local" and machine["image"]["kind"] == "host-os"
+    assert machine["python"].startswith("CPython 3.") and env["wheels_snapshot"]
+
+    # A newer wheel appears: the same code, data and parameters now get tinypkg 2.0.
+    (wheels / "tinypkg-1.0-py3-none-any.whl").unlink()
+    hash_2 = write_wheel(wheels, "tinypkg", "2.0")
+    second, err = _up(exp, "up")
+    assert "[0] tinypkg 2.0" in err
+    diff = run_fleet(["runs", "diff", first["run_id"], second["run_id"], "--json"], cwd=exp)
+    assert diff.returncode == 0, diff.stderr
+    got = json.loads(diff.stdout)
+    assert got["differences"] == {
+        "code": [], "data": [], "parameters": [],
+        "environment": [{"area": "package", "item": "tinypkg", "kind": "changed",
+                         "before": f"1.0 (sha256 {hash_1[:12]})", "after": f"2.0 (sha256 {hash_2[:12]})"}]}
+    md = run_fleet(["runs", "diff", first["run_id"], second["run_id"], "--md"], cwd=exp)
+    assert "| package tinypkg | changed |" in md.stdout and "## Code\n\n- same" in md.stdout
+
+    # The wheel directory is gone: the rerun installs 1.0 from the store, offline.
+    shutil.rmtree(wheels)
+    again, err = _up(exp, "rerun", first["run_id"])
+    assert "[0] tinypkg 1.0" in err
+    assert again["environment_differences"] == []
+    rerun_env = _record(exp, again["run_id"])["environment"]
+    assert rerun_env["pinned_from"] == first["run_id"]
+    assert rerun_env["machines"][0]["packages"] == machine["packages"]
+    same = json.loads(run_fleet(["runs", "diff", first["run_id"], again["run_id"], "--json"], cwd=exp).stdout)
+    assert same["identical"] is True, same
+
+    audit = run_fleet(["audit", first["run_id"], "--md"], cwd=exp)
+    assert audit.returncode == 0, audit.stderr
+    assert "Environment" in audit.stdout and "tinypkg" in audit.stdout and "simulated" in audit.stdout
+
+    # Nowhere in the chain: not in any record, nor in the state database.
+    assert SECRET.encode() not in (fleet_home / "state.db").read_bytes()
