@@ -12,6 +12,7 @@ the number of nodes. The provider never runs experiment code; the run reaches th
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import threading
 import time
@@ -26,7 +27,8 @@ from ...errors import Cancelled, NotFound
 from ...gpus import GpuType
 from ...keys import generate_ed25519, secure_delete
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
-from ..base import BaseProvider, HasLeaseMetadata, LeaseWatch, Queueing, QueueStatus, ReportsMachines, SweepsLeftovers
+from ..base import (BaseProvider, HasHardLimit, HasLeaseMetadata, LeaseWatch, Queueing, QueueStatus, ReportsMachines,
+                    SweepsLeftovers)
 from ..base import MachineMix
 from .commands import AllocationRequest, LocalRunner, Runner, SlurmCommands, SSHRunner
 from .errors import HOPELESS_PENDING, QosLimitExceeded, QueueWaitExpired, SlurmError
@@ -54,14 +56,14 @@ def time_limit_minutes(plan: Plan) -> int:
     return max(1, min(math.ceil(end_s / 60), plan.max_duration_s // 60))
 
 
-class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, HasLeaseMetadata):
+class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, HasLeaseMetadata, HasHardLimit):
     name = "slurm"
     settings = SlurmSettings
     description = "allocations on a Slurm cluster (sbatch/srun here or on a login node over SSH)"
 
     def __init__(self, settings: SlurmSettings | None = None, *, runner: Runner | None = None):
         self.config = settings or SlurmSettings()
-        self.slurm = SlurmCommands(runner or _runner(self.config.login, self.config.login_port, self.config.identity))
+        self.slurm = SlurmCommands(runner or login_runner(self.config))
         self._steps: dict[str, list[NodeStep]] = {}
         self._watches: dict[str, threading.Event] = {}
 
@@ -73,7 +75,7 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         rate = self.config.price_per_gpu_hour
         return {f"slurm-{g}gpu": Template(
             f"slurm-{g}gpu", self.name, g, gpu_model="gres/gpu", price_per_hour=rate * g if rate else None,
-            price_source="fleet.toml [slurm] price_per_gpu_hour (internal price)",
+            price_source="shadow: fleet.toml [slurm] price_per_gpu_hour (internal price, nothing is billed)",
             description=f"{g} GPU(s) per Slurm node") for g in GPU_COUNTS}
 
     def gpu_types(self) -> list[str]:
@@ -89,8 +91,10 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
 
     def lease_meta(self) -> dict[str, Any]:
         """How `fleet down` in another process reaches the same cluster."""
-        return {k: v for k, v in (("slurm_login", self.config.login), ("slurm_login_port", self.config.login_port),
-                                  ("slurm_identity", self.config.identity)) if v}
+        cfg = self.config
+        return {k: v for k, v in (("slurm_login", cfg.login), ("slurm_login_port", cfg.login_port),
+                                  ("slurm_identity", cfg.identity), ("slurm_jump", cfg.jump),
+                                  ("slurm_known_hosts", cfg.known_hosts)) if v}
 
     # -- lease -----------------------------------------------------------------------------------
     def lease(self, plan: Plan, lease_id: str, deadline_s: int,
@@ -261,7 +265,9 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         """The lease's own cluster: `fleet down` elsewhere has no fleet.toml, the lease meta says."""
         meta = lease.meta or {}
         if meta.get("slurm_login") and meta.get("slurm_login") != self.config.login:
-            return SlurmCommands(_runner(meta["slurm_login"], meta.get("slurm_login_port"), meta.get("slurm_identity")))
+            return SlurmCommands(login_runner(SlurmSettings(
+                login=meta["slurm_login"], login_port=meta.get("slurm_login_port"), identity=meta.get("slurm_identity"),
+                jump=meta.get("slurm_jump"), known_hosts=meta.get("slurm_known_hosts"))))
         return self.slurm
 
     def _lease_jobs(self, slurm: SlurmCommands, lease: Lease) -> list[QueuedJob]:
@@ -319,6 +325,34 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         from ..local import lease_key_path
         _forget_keys(lease_key_path(lease.id))
 
+    def extend_limit(self, lease: Lease, until: datetime) -> datetime:
+        """`scontrol update TimeLimit` so the allocation lasts to `until` (whole minutes, rounded up,
+        never past max_deadline); never lowers it. One squeue call, one scontrol call when raising."""
+        slurm = self._commands_for(lease)
+        ids = _recorded_jobs(lease)
+        job = next((j for j in slurm.queue(ids) if j.state is JobState.RUNNING), None)
+        if job is None:
+            raise SlurmError(f"lease {lease.id}: Slurm job {','.join(ids) or '?'} is not running; nothing to extend",
+                             slurm_reason="not running")
+        started = utcnow() - timedelta(seconds=job.elapsed_s or 0)
+        if not job.time_limit_s:
+            return lease.max_deadline                       # no time limit: only max_duration ends it
+        current = started + timedelta(seconds=job.time_limit_s)
+        minutes = min(math.ceil((until - started).total_seconds() / 60),
+                      int((lease.max_deadline - started).total_seconds() // 60))
+        if minutes * 60 <= job.time_limit_s:
+            return current
+        try:
+            slurm.set_time_limit(job.job_id, minutes * 60)
+        except SlurmError as exc:
+            reason = re.sub(r"^\S+ error: ", "", exc.slurm_reason or exc.message)
+            raise SlurmError(f"Slurm refused to raise job {job.job_id}'s time limit to {minutes} min ({reason}); "
+                             f"the lease still ends at {current.strftime('%Y-%m-%d %H:%M:%S')} UTC",
+                             slurm_reason=reason,
+                             hint="most clusters let only operators raise a time limit: ask one to run "
+                                  f"`scontrol update JobId={job.job_id} TimeLimit={minutes}`") from None
+        return started + timedelta(minutes=minutes)
+
     def accounting(self, lease: Lease) -> dict[str, Any]:
         """sacct's view of the lease: GPU-seconds (elapsed × allocated GRES) and what they cost at
         price_per_gpu_hour. One sacct call."""
@@ -351,10 +385,13 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         return ended
 
 
-def _runner(login: str | None, port: int | None, identity: str | None) -> Runner:
-    if not login:
-        return LocalRunner()
-    return SSHRunner(login, port=port, identity=identity)
+def login_runner(cfg: SlurmSettings, env: dict[str, str] | None = None) -> Runner:
+    """Where Slurm's tools run: here, or on `[slurm] login` over SSH (through `jump` when set);
+    `env` is added to every command (tests: the cluster's SLURM_CONF)."""
+    if not cfg.login:
+        return LocalRunner(env)
+    return SSHRunner(cfg.login, port=cfg.login_port, identity=cfg.identity, known_hosts=cfg.known_hosts,
+                     jump=cfg.jump, env=env)
 
 
 def _recorded_jobs(lease: Lease) -> list[str]:

@@ -17,6 +17,8 @@ class SlurmSettings(ProviderSettings):
     login: str | None = None                 # "user@host": run Slurm's tools there over SSH; None: here
     login_port: int | None = None
     identity: str | None = None              # private key for the login node (default: ssh's own)
+    jump: str | None = None                  # "user@host[:port]": reach the login node through it
+    known_hosts: str | None = None           # known_hosts file for login node and jump (default: ssh's own)
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
@@ -34,7 +36,12 @@ class SlurmSettings(ProviderSettings):
         "login": Key(STRING, "Login node as user@host: fleet runs sbatch/squeue/srun there over SSH "
                              "(key authentication, host key already known). Default: on this computer."),
         "login_port": Key(PORT, "SSH port of the login node.", default=22),
-        "identity": Key(STRING, "Private key for the login node. Default: your ssh config and agent."),
+        "identity": Key(STRING, "Private key for the login node (and the jump host). Default: your ssh config "
+                                "and agent."),
+        "jump": Key(STRING, "Jump host as user@host[:port]: the SSH connection to the login node goes through "
+                            "it (same key, host key already known). Default: straight to the login node."),
+        "known_hosts": Key(STRING, "known_hosts file holding the login node's (and jump host's) host key. "
+                                   "Default: ssh's own (~/.ssh/known_hosts)."),
         "partition": Key(STRING, "Partition to submit to. Default: the cluster's default partition."),
         "account": Key(STRING, "Account to charge. Default: your default account."),
         "qos": Key(STRING, "Quality of service. Default: your default QoS."),
