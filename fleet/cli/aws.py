@@ -49,27 +49,11 @@ def reap(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> int:
     """Terminate fleet-tagged AWS instances past their expiry or belonging to no live lease."""
-    from ..plan import current_user
-    from ..providers.aws import AWSProvider
-    from ..providers.aws.reap import reap as reap_instances
-    from ..providers.aws.session import translate
-    from ..state import open_state
-    config = _config(file)
-    state = open_state(getattr(config, "state_url", None))
-    try:
-        live = {lease.id for lease in state.list_leases(active_only=False)
-                if lease.status in ("leasing", "active")}
-    finally:
-        state.close()
-    provider = AWSProvider(config)
-    owner = None if all_users else current_user(getattr(config, "user", None))
-    try:
-        actions = reap_instances(provider.ec2, live, dry_run=dry_run, owner=owner)
-    except Exception as exc:  # noqa: BLE001 — AWS errors become one line
-        raise translate(exc, "reaping fleet instances") from None
+    from ..providers.aws.orphans import reap_orphans
+    region, actions = reap_orphans(_config(file), dry_run=dry_run, all_users=all_users)
     if json_out:
         from .render import print_json
-        print_json({"dry_run": dry_run, "region": provider.outputs.region, "actions": actions})
+        print_json({"dry_run": dry_run, "region": region, "actions": actions})
         return 0
     if not actions:
         typer.echo("no orphaned or expired fleet instances")

@@ -44,12 +44,9 @@ def report(
     verify: bool = typer.Option(False, "--verify", help="Re-check every ledger row's digest; exit 5 if any is damaged."),
 ) -> int:
     """Cost and GPU-hours from the ledger, for managers. An empty period gives an empty report."""
-    from ..errors import UsageError
-    from ..report import FORMATS, build_report, parse_when, render
-    if json_out:
-        fmt = "json"
-    if fmt not in FORMATS:
-        raise UsageError(f"unknown report format {fmt!r}", hint="choose one of: " + ", ".join(FORMATS))
+    from ..render import check_format
+    from ..report import build_report, parse_when, render
+    fmt = check_format("json" if json_out else fmt, "report format")
     ledger = _ledger()
     start, end = parse_when(since), parse_when(until)
     if verify:
@@ -58,7 +55,8 @@ def report(
         return _reconcile(ledger, start, end, fmt, output, region)
     rep = build_report(ledger, by=by, since=start, until=end)
     if fmt == "html":
-        rep.budgets = _month_budgets(ledger, end)
+        from ..report.budgets import month_budgets_until
+        rep.budgets = month_budgets_until(ledger, end, _config_budgets())
         if output is None:
             output = _default_html_path()
     text = render(rep, fmt)
@@ -82,20 +80,6 @@ def _default_html_path() -> Path:
         from ..errors import UsageError
         raise UsageError(f"cannot create {folder}: {exc.strerror or exc}", hint="pass -o PATH") from None
     return folder / f"fleet-report-{stamp}.html"
-
-
-def _month_budgets(ledger, end):
-    """This month's spend per project and user against fleet.toml [budgets] (none: spend only)."""
-    from datetime import timedelta
-
-    from ..money.budget import utc_clock
-    from ..report.budgets import month_budgets
-    now = utc_clock() if end is None else min(utc_clock(), end - timedelta(microseconds=1))
-    project_monthly = user_monthly = None
-    budgets = _config_budgets()
-    if budgets is not None:
-        project_monthly, user_monthly = budgets.project_monthly, budgets.user_monthly
-    return month_budgets(ledger, project_monthly=project_monthly, user_monthly=user_monthly, now=now)
 
 
 def _config_budgets():

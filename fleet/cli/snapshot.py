@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from ..render.units import human_size as _size
+from ..render.units import human_size
 
 snapshot_app = typer.Typer(help="Content-addressed snapshots of data (same bytes → same id).",
                            no_args_is_help=True)
@@ -21,20 +21,10 @@ def register(app: typer.Typer) -> None:
 
 def _store(url: str | None):
     from ..snapshots import open_store
-    if url is None:
-        url = _config_store()
+    if url is None:   # fleet.toml's `store`, if any (a broken file is not this command's concern)
+        from ..config.peek import peek_str
+        url = peek_str("store") or None
     return open_store(url)
-
-
-def _config_store() -> str | None:
-    """The `store` key of ./fleet.toml, if there is one (a broken file is not our concern here)."""
-    import tomllib
-    try:
-        with open("fleet.toml", "rb") as f:
-            value = tomllib.load(f).get("store")
-        return value if isinstance(value, str) and value else None
-    except (OSError, ValueError):
-        return None
 
 
 PLAIN_EVERY_S = 5.0
@@ -84,7 +74,7 @@ class CreateProgress:
             return
         self._last_line = p.elapsed_s
         pct = 100 * p.bytes_done / p.bytes_total if p.bytes_total else 100
-        typer.echo(f"fleet: snapshot: {_size(p.bytes_done)} of {_size(p.bytes_total)} ({pct:.0f}%), {files}, "
+        typer.echo(f"fleet: snapshot: {human_size(p.bytes_done)} of {human_size(p.bytes_total)} ({pct:.0f}%), {files}, "
                    f"hashing {_rate(p.hash_rate)}", err=True)
 
 
@@ -114,11 +104,11 @@ def create(
                     "files_unchanged": result.files_cached, "seconds": round(seconds, 3), "store": st.url})
     else:
         typer.echo(result.id)
-        typer.echo(f"{len(result.manifest.files())} files, {_size(result.manifest.total_size)}; "
-                   f"{_size(result.bytes_hashed)} read and hashed in {seconds:.1f} s "
+        typer.echo(f"{len(result.manifest.files())} files, {human_size(result.manifest.total_size)}; "
+                   f"{human_size(result.bytes_hashed)} read and hashed in {seconds:.1f} s "
                    f"({_rate(result.bytes_hashed / seconds if seconds > 0 else 0)}), "
                    f"{result.files_cached} files unchanged since the last snapshot; "
-                   f"{result.new_chunks} new chunks ({_size(result.new_bytes)}) stored in {st.url}", err=True)
+                   f"{result.new_chunks} new chunks ({human_size(result.new_bytes)}) stored in {st.url}", err=True)
     return 0
 
 
@@ -152,12 +142,12 @@ def show(ref: str = typer.Argument(..., help="Snapshot id, id prefix or name."),
     typer.echo(f"snapshot {info['id']}")
     if info["names"]:
         typer.echo(f"names:   {', '.join(info['names'])}")
-    typer.echo(f"files:   {info['files']} ({_size(info['size'])}, {info['chunks']} chunks)")
+    typer.echo(f"files:   {info['files']} ({human_size(info['size'])}, {info['chunks']} chunks)")
     for path in info["deleted"]:
         typer.echo(f"  deleted  {path}")
     for e in info["entries"]:
         if e["type"] == "file":
-            typer.echo(f"  {e['mode']:o}  {_size(e['size']):>10}  {e['sha256'][:12]}  {e['path']}")
+            typer.echo(f"  {e['mode']:o}  {human_size(e['size']):>10}  {e['sha256'][:12]}  {e['path']}")
         elif e["type"] == "symlink":
             typer.echo(f"  link  {e['path']} -> {e['target']}")
     return 0
@@ -181,7 +171,7 @@ def diff(a: str, b: str, store: Optional[str] = StoreOpt, json_out: bool = typer
     for p in d.changed:
         typer.echo(f"M {p}")
     typer.echo(f"{len(d.added)} added, {len(d.removed)} removed, {len(d.changed)} changed, {d.unchanged} unchanged; "
-               f"{_size(d.new_bytes)} new, {_size(d.shared_bytes)} shared", err=True)
+               f"{human_size(d.new_bytes)} new, {human_size(d.shared_bytes)} shared", err=True)
     return 0
 
 

@@ -92,3 +92,11 @@ def month_budgets(ledger: Ledger, *, project_monthly: Decimal | None = None, use
     ordered = sorted(lines.values(), key=lambda b: (b.scope != "project", -(b.used_fraction or 0),
                                                     -b.counted_micro, b.name))
     return MonthBudgets(month_label(now), now, elapsed, month_s, ordered)
+
+
+def month_budgets_until(ledger: Ledger, until: datetime | None, budgets=None) -> MonthBudgets:
+    """The month of a report ending at `until` (default now), against a config's `[budgets]`
+    (None: spend only, no limits)."""
+    now = utc_clock() if until is None else min(utc_clock(), until - timedelta(microseconds=1))
+    return month_budgets(ledger, project_monthly=budgets.project_monthly if budgets else None,
+                         user_monthly=budgets.user_monthly if budgets else None, now=now)

@@ -29,7 +29,7 @@ SOURCES = ("pyproject.toml", "README.md", "Pulumi.dev.yaml.example", "fleet", "s
 PROGRAM_UNDER_MOCKS = """
 import json, sys
 import fleet, fleet.stacks
-from fleet.cli.stack import _run_packaged_program, locate_project, packaged_program
+from fleet.providers.aws.stack import locate_project, packaged_program, run_packaged_program
 sys.path.append(sys.argv[1])                 # tests/unit/stacks, for the mocks only
 import pulumi
 import fleet_stack_mocks as m
@@ -39,7 +39,7 @@ box = {}
 
 @pulumi.runtime.test
 def program():
-    _run_packaged_program()
+    run_packaged_program()
     root = pulumi.runtime.settings.get_root_resource()
     return pulumi.Output.from_input(root.outputs["fleet"]).apply(lambda v: box.__setitem__("fleet", v))
 
