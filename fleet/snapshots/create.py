@@ -200,15 +200,16 @@ class SnapshotBuilder:
         self.entries.append(Entry(path=path, type="symlink", target=target))
 
     # -- publish --------------------------------------------------------------------------------
-    def publish(self, name: str | None = None) -> CreateResult:
+    def publish(self, name: str | None = None, *, known_id: str | None = None) -> CreateResult:
+        """Store the manifest (unless `known_id` says the store already holds this very one) and name it."""
         try:
             self._drain()
         finally:
             if self._uploads is not None:
                 self._uploads.shutdown(wait=True)
         manifest = Manifest(entries=self.entries, deleted=self.deleted)
-        data = manifest.canonical_bytes()
-        sid = hashlib.sha256(data).hexdigest()      # = manifest.id, without encoding it twice
+        data = manifest.canonical_bytes() if known_id is None else b""
+        sid = known_id or hashlib.sha256(data).hexdigest()      # = manifest.id, without encoding it twice
         if name is not None:
             check_name(name)
             current = self.store.get_ref(name)
@@ -216,7 +217,7 @@ class SnapshotBuilder:
                 raise UsageError(f"snapshot name {name!r} already points to {current[:12]}, which has other content",
                                  hint="pick another name")
         self.store.flush()
-        if not self.store.has_manifest(sid):
+        if known_id is None and not self.store.has_manifest(sid):
             self.store.put_manifest(sid, data)
         if name is not None and self.store.get_ref(name) != sid:
             self.store.set_ref(name, sid)
@@ -280,30 +281,48 @@ def create_snapshot(path: str | Path, store: Store, *, name: str | None = None,
         raise UsageError(f"cannot read {root}: permission denied") from None
     builder = SnapshotBuilder(store, progress=progress, workers=workers)
     files: list[tuple[str, str, os.stat_result]] = []
+    seen: list[str] = [f"{st_root.st_dev}:{st_root.st_ino}"]     # the tree's signature: see statcache
     if stat.S_ISREG(st_root.st_mode):
         files.append((root.name, str(root), st_root))
+        seen.append(f"{root.name}\0f\0{st_root.st_mode}\0{stat_key(st_root)}")
     elif stat.S_ISDIR(st_root.st_mode):
         for rel, real, st in scan_tree(str(root), excludes):
             if stat.S_ISREG(st.st_mode):
                 files.append((rel, real, st))
+                seen.append(f"{rel}\0f\0{st.st_mode}\0{stat_key(st)}")
             elif stat.S_ISDIR(st.st_mode):
                 builder.add_dir(rel, st.st_mode)
+                seen.append(f"{rel}\0d\0{st.st_mode}")
             elif stat.S_ISLNK(st.st_mode):
-                builder.add_symlink(rel, os.readlink(real))
+                target = os.readlink(real)
+                builder.add_symlink(rel, target)
+                seen.append(f"{rel}\0l\0{target}")
             else:
                 builder.warnings.append(f"skipped {rel}: not a regular file, directory or symlink")
+                seen.append(f"{rel}\0?")
     else:
         raise UsageError(f"{root} is not a regular file or directory")
+    signature = hashlib.sha256("\n".join(seen).encode(errors="surrogateescape")).hexdigest()
     builder.meter.start(len(files), sum(st.st_size for _, _, st in files))
     cache = StatCache.open() if use_cache else None
     key = os.path.abspath(root)
     try:
         known = cache.load(key, st_root, store.url) if cache is not None else {}
+        same = cache.load_id(key, store.url) if known else None
+        if same is not None and same[0] == signature and _all_known(files, known) and store.has_manifest(same[1]) \
+                and _chunks_present(store, files, known):
+            # The very tree that gave snapshot same[1], every file remembered: that snapshot again.
+            for rel, _real, st in files:
+                builder.add_known(rel, st, known[rel])
+            return builder.publish(name, known_id=same[1])
         todo = _use_cache(builder, store, files, known)
         builder.add_files(todo)
         result = builder.publish(name)
-        if cache is not None and builder.remembered != known:
-            cache.save(key, st_root, store.url, builder.remembered)
+        if cache is not None:
+            if builder.remembered != known:
+                cache.save(key, st_root, store.url, builder.remembered)
+            whole = len(builder.remembered) == len(files) and not builder.warnings
+            cache.save_id(key, store.url, signature if whole else None, result.id)
         return result
     except (FleetError, KeyboardInterrupt):
         builder.abort()
@@ -311,6 +330,20 @@ def create_snapshot(path: str | Path, store: Store, *, name: str | None = None,
     finally:
         if cache is not None:
             cache.close()
+
+
+def _all_known(files: list[tuple[str, str, os.stat_result]], known: dict[str, FileRecord]) -> bool:
+    for rel, _real, st in files:
+        rec = known.get(rel)
+        if rec is None or rec[:4] != stat_key(st):
+            return False
+    return True
+
+
+def _chunks_present(store: Store, files: list[tuple[str, str, os.stat_result]], known: dict[str, FileRecord]) -> bool:
+    """Every chunk still in the store (one went missing: the files holding it are read again)."""
+    wanted = {h for rel, _real, _st in files for h, _n in known[rel][5]}
+    return len(store.has_chunks(wanted)) == len(wanted)
 
 
 def _use_cache(builder: SnapshotBuilder, store: Store, files: list[tuple[str, str, os.stat_result]],

@@ -7,6 +7,11 @@ root, keyed by its absolute path and store, and valid only while the root is sti
 directory (device and inode) and the chunker the same (manifest format). A stale hit is never
 trusted blindly: files modified in the 2 seconds before they were read are not remembered (mtime
 granularity races), and the caller uses a hit only if every chunk is still in the store.
+
+A whole tree can hit too: beside the records, the cache keeps the signature of the last scan (every
+path, type, mode, stat and link target) and the snapshot id it gave. A scan with the same signature,
+all of whose files were remembered, is that snapshot again: no chunk lookups and no manifest to
+encode, only the scan itself (the 0.2 s budget of an unchanged re-snapshot).
 """
 from __future__ import annotations
 
@@ -35,6 +40,8 @@ class StatCache:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("CREATE TABLE IF NOT EXISTS trees (root TEXT, store TEXT, format INTEGER, dev INTEGER,"
                           " ino INTEGER, data BLOB, PRIMARY KEY (root, store, format))")
+        self.conn.execute("CREATE TABLE IF NOT EXISTS tree_ids (root TEXT, store TEXT, format INTEGER,"
+                          " signature TEXT, id TEXT, PRIMARY KEY (root, store, format))")
         # Per-file rows of format 1 chunk lists (before trees): useless to the FastCDC chunker.
         self.conn.execute("DROP TABLE IF EXISTS files")
 
@@ -63,6 +70,24 @@ class StatCache:
         with contextlib.suppress(sqlite3.Error):
             self.conn.execute("INSERT OR REPLACE INTO trees VALUES (?,?,?,?,?,?)",
                               (root, store, FORMAT, st_root.st_dev, st_root.st_ino, data))
+
+    def load_id(self, root: str, store: str) -> tuple[str, str] | None:
+        """(signature, snapshot id) of the last scan of `root` into `store` that every file was remembered in."""
+        try:
+            row = self.conn.execute("SELECT signature, id FROM tree_ids WHERE root = ? AND store = ? AND format = ?",
+                                    (root, store, FORMAT)).fetchone()
+        except sqlite3.Error:
+            return None
+        return (row[0], row[1]) if row else None
+
+    def save_id(self, root: str, store: str, signature: str | None, snapshot_id: str) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            if signature is None:
+                self.conn.execute("DELETE FROM tree_ids WHERE root = ? AND store = ? AND format = ?",
+                                  (root, store, FORMAT))
+            else:
+                self.conn.execute("INSERT OR REPLACE INTO tree_ids VALUES (?,?,?,?,?)",
+                                  (root, store, FORMAT, signature, snapshot_id))
 
     def close(self) -> None:
         self.conn.close()

@@ -15,25 +15,29 @@ wait4's ru_maxrss of that process alone.
 Targets (issue 19): create ≥ 300 MB/s; create ≥ 0.5 × sha256sum's throughput; unchanged
 re-snapshot ≤ 0.2 s; peak RSS ≤ 300 MB. Throughput is in MB/s (10^6 bytes).
 
-    python scripts/bench/snapshot.py [--size 1G] [--rss-size 10G] [-n 5] [--json]
+    python scripts/bench/snapshot.py [--size 1G] [--rss-size 10G] [-n 5] [--quick] [--json]
 
-`--json` prints ONLY a JSON list of {"figure", "value", "unit", "target", "met"} (plus "spread") on
-stdout; everything else goes to stderr. Informative rows have met null. A failed command is reported
-as failed (value null, met false), never as met.
+Conventions of scripts/bench/_common.py: `--json` prints ONLY a JSON list of {"figure", "value",
+"unit", "target", "met"} (plus min, max and every sample) on stdout, everything else goes to
+stderr; informative rows have met null; a failed command is reported as failed (value null, met
+false), never as met. `--quick`: 32 MiB, 2 samples, 256 MiB for the RSS figure (checks the bench
+works; not figures to quote).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (bench_parser, check_samples, emit, exit_code, failed_row, json_stdout, load_row,  # noqa: E402
+                     median_row, row)
 
 TARGET_MBPS = 300.0
 TARGET_RATIO = 0.5
@@ -129,21 +133,6 @@ def run_rss(argv: list[str], env: dict[str, str]) -> tuple[float, float, int, st
     return wall, usage.ru_maxrss * 1024 / 1e6, proc.returncode, lines[-1] if lines else ""
 
 
-def stats(samples: list[float]) -> tuple[float, str]:
-    med = statistics.median(samples)
-    return med, f"{min(samples):.3g}-{max(samples):.3g}"
-
-
-def row(figure, value, unit, target=None, met=None, spread=None, error=None) -> dict:
-    r = {"figure": figure, "value": None if value is None else round(value, 3), "unit": unit,
-         "target": target, "met": met}
-    if spread:
-        r["spread"] = spread
-    if error:
-        r["error"] = error
-    return r
-
-
 def measure_throughput(fleet: str, tree: Path, work: Path, size: int, runs: int) -> list[dict]:
     files_list = work / "files.txt"
     creates, resnaps, sums, failures = [], [], [], {}
@@ -186,36 +175,32 @@ def measure_throughput(fleet: str, tree: Path, work: Path, size: int, runs: int)
         shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(store, ignore_errors=True)
     rows = []
+    create_fig = "fleet snapshot create, throughput"
     if creates and "create" not in failures:
-        med, spread = stats([size / w / 1e6 for w in creates])
-        rows.append(row("fleet snapshot create, throughput", med, "MB/s", f">= {TARGET_MBPS:.0f}",
-                        med >= TARGET_MBPS, spread))
+        rows.append(median_row(create_fig, [size / w / 1e6 for w in creates], "MB/s", f">= {TARGET_MBPS:.0f}",
+                               digits=1))
     else:
-        rows.append(row("fleet snapshot create, throughput", None, "MB/s", f">= {TARGET_MBPS:.0f}", False,
-                        error=failures.get("create")))
+        rows.append(failed_row(create_fig, "MB/s", failures.get("create", "no samples"), f">= {TARGET_MBPS:.0f}"))
     if sums and "sha" not in failures:
-        med_sha, spread = stats([size / w / 1e6 for w in sums])
-        rows.append(row("sha256sum of the same files, throughput (reference)", med_sha, "MB/s", spread=spread))
+        rows.append(median_row("sha256sum of the same files, throughput (reference)", [size / w / 1e6 for w in sums],
+                               "MB/s", digits=1))
+    ratio_fig = "fleet snapshot create / sha256sum throughput"
     if creates and sums and "create" not in failures and "sha" not in failures:
-        ratios = [(size / c) / (size / s) for c, s in zip(creates, sums)]
-        med, spread = stats(ratios)
-        rows.append(row("fleet snapshot create / sha256sum throughput", med, "x", f">= {TARGET_RATIO}",
-                        med >= TARGET_RATIO, spread))
+        # per interleaved pair: sha256sum's time over fleet's (throughput ratio)
+        rows.append(median_row(ratio_fig, [s_ / c for c, s_ in zip(creates, sums)], "x", f">= {TARGET_RATIO}",
+                               digits=2))
     else:
-        rows.append(row("fleet snapshot create / sha256sum throughput", None, "x", f">= {TARGET_RATIO}", False,
-                        error=failures.get("create") or failures.get("sha")))
+        rows.append(failed_row(ratio_fig, "x", failures.get("create") or failures.get("sha") or "no samples",
+                               f">= {TARGET_RATIO}"))
+    resnap_fig = "re-snapshot of the unchanged tree (whole process)"
     if resnaps and "resnap" not in failures:
-        med, spread = stats(resnaps)
-        rows.append(row("re-snapshot of the unchanged tree (whole process)", med, "s", f"<= {TARGET_RESNAP_S}",
-                        med <= TARGET_RESNAP_S, spread))
+        rows.append(median_row(resnap_fig, resnaps, "s", f"<= {TARGET_RESNAP_S}"))
     else:
-        rows.append(row("re-snapshot of the unchanged tree (whole process)", None, "s", f"<= {TARGET_RESNAP_S}",
-                        False, error=failures.get("resnap")))
+        rows.append(failed_row(resnap_fig, "s", failures.get("resnap", "no samples"), f"<= {TARGET_RESNAP_S}"))
     for kind, label in (("create", "fleet snapshot create"), ("sha", "sha256sum"),
                         ("resnap", "unchanged re-snapshot")):
         if cpu[kind]:
-            med, spread = stats(cpu[kind])
-            rows.append(row(f"{label}, CPU seconds (user+sys, all threads)", med, "s", spread=spread))
+            rows.append(median_row(f"{label}, CPU seconds (user+sys, all threads)", cpu[kind], "s"))
     return rows
 
 
@@ -227,8 +212,9 @@ def measure_startup(fleet: str, runs: int) -> dict:
         wall, code, _, _ = run([fleet, "--help"], env)
         if code == 0:
             walls.append(wall)
-    med, spread = stats(walls) if walls else (None, None)
-    return row("fleet --help (process start-up, reference)", med, "s", spread=spread)
+    if not walls:
+        return failed_row("fleet --help (process start-up, reference)", "s", "fleet --help failed")
+    return median_row("fleet --help (process start-up, reference)", walls, "s")
 
 
 def measure_rss(fleet: str, work: Path, rss_size: int) -> list[dict]:
@@ -242,55 +228,51 @@ def measure_rss(fleet: str, work: Path, rss_size: int) -> list[dict]:
     log(f"peak RSS: snapshotting {rss_size / 2**30:.1f} GiB of sparse files (one sample) ...")
     wall, rss, code, err = run_rss([fleet, "snapshot", "create", str(tree), "--store", str(work / "store-rss")], env)
     shutil.rmtree(tree, ignore_errors=True)
-    label = f"peak RSS, snapshot create of {rss_size / 2**30:.0f} GiB"
+    label = f"peak RSS, snapshot create of {rss_size / 2**30:.2f} GiB"
     if code:
-        return [row(label, None, "MB", f"<= {TARGET_RSS_MB:.0f}", False, error=f"exit {code}: {err}")]
+        return [failed_row(label, "MB", f"exit {code}: {err}", f"<= {TARGET_RSS_MB:.0f}")]
     log(f"peak RSS {rss:.0f} MB in {wall:.1f} s ({rss_size / wall / 1e6:.0f} MB/s)")
-    return [row(label, rss, "MB", f"<= {TARGET_RSS_MB:.0f}", rss <= TARGET_RSS_MB),
-            row(f"snapshot create of {rss_size / 2**30:.0f} GiB sparse, throughput (one sample)",
-                rss_size / wall / 1e6, "MB/s")]
+    return [row(label, round(rss, 1), "MB", f"<= {TARGET_RSS_MB:.0f}"),
+            row(f"snapshot create of {rss_size / 2**30:.2f} GiB sparse, throughput (one sample)",
+                round(rss_size / wall / 1e6, 1), "MB/s")]
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", default="1G", help="mixed tree size (default 1G; e.g. 100M for a quick run)")
-    ap.add_argument("--rss-size", default="10G", help="sparse tree for the peak RSS figure (0 to skip)")
-    ap.add_argument("-n", "--runs", type=int, default=5)
-    ap.add_argument("--json", action="store_true", help="print only a JSON list of figures on stdout")
+    ap = bench_parser(__doc__.splitlines()[0])
+    ap.add_argument("--size", default=None, help="mixed tree size (default 1G; 32M with --quick)")
+    ap.add_argument("--rss-size", default=None, help="sparse tree for the peak RSS figure (default 10G; 0 to skip)")
     ap.add_argument("--workdir", default=None, help="where the trees and stores go (default: a temp dir)")
     args = ap.parse_args()
-    size, rss_size = parse_size(args.size), parse_size(args.rss_size)
-    fleet = fleet_executable()
-    work = Path(tempfile.mkdtemp(prefix="fleet-bench-snapshot-", dir=args.workdir))
-    try:
-        tree = work / "tree"
-        t0 = time.monotonic()
-        n_files, total = make_tree(tree, size)
-        with open(work / "files.txt", "wb") as f:
-            for dirpath, _dirs, files in sorted(os.walk(tree)):
-                for name in sorted(files):
-                    f.write(os.path.join(dirpath, name).encode() + b"\0")
-        warm(tree)
-        time.sleep(2.5)     # past the stat cache's racy window: data is not snapshotted the instant it is written
-        log(f"tree: {n_files} files, {total / 2**20:.0f} MiB (made and read once in {time.monotonic() - t0:.0f} s); "
-            f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        rows = measure_throughput(fleet, tree, work, total, args.runs)
-        rows.append(measure_startup(fleet, args.runs))
-        rows.append(row("load average (1 min) at the end", os.getloadavg()[0], "", spread=None))
-        shutil.rmtree(tree, ignore_errors=True)
-        if rss_size:
-            rows += measure_rss(fleet, work, rss_size)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    for r in rows:
-        value = "FAILED" if r["value"] is None else f"{r['value']} {r['unit']}"
-        verdict = "" if r["target"] is None else f"  target {r['target']}: {'met' if r['met'] else 'MISSED'}"
-        spread = f"  [{r['spread']}]" if r.get("spread") else ""
-        print(f"{r['figure']:<58} {value:>14}{spread}{verdict}{'  ' + r['error'] if r.get('error') else ''}")
-    return 0
+    check_samples(ap, args)
+    size = parse_size(args.size or ("32M" if args.quick else "1G"))
+    rss_size = parse_size(args.rss_size or ("256M" if args.quick else "10G"))
+    runs = min(args.samples, 2) if args.quick else args.samples
+    with json_stdout(args.json) as out:
+        rows = [load_row()]
+        fleet = fleet_executable()
+        work = Path(tempfile.mkdtemp(prefix="fleet-bench-snapshot-", dir=args.workdir))
+        try:
+            tree = work / "tree"
+            t0 = time.monotonic()
+            n_files, total = make_tree(tree, size)
+            with open(work / "files.txt", "wb") as f:
+                for dirpath, _dirs, files in sorted(os.walk(tree)):
+                    for name in sorted(files):
+                        f.write(os.path.join(dirpath, name).encode() + b"\0")
+            warm(tree)
+            time.sleep(2.5)     # past the stat cache's racy window: data is not snapshotted the instant it is written
+            log(f"tree: {n_files} files, {total / 2**20:.0f} MiB (made and read once in {time.monotonic() - t0:.0f} s); "
+                f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+            rows += measure_throughput(fleet, tree, work, total, runs)
+            rows.append(measure_startup(fleet, runs))
+            shutil.rmtree(tree, ignore_errors=True)
+            if rss_size:
+                rows += measure_rss(fleet, work, rss_size)
+            rows.append(load_row("at the end"))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        emit(rows, as_json=args.json, out=out)
+    return exit_code(rows)
 
 
 if __name__ == "__main__":

@@ -170,3 +170,71 @@ def test_manifests_of_new_snapshots_are_format_2(store, tree):
     snap = create_snapshot(tree, store, use_cache=False)
     assert json.loads(store.get_manifest(snap.id))["format"] == 2
     assert load(store, snap.id).format == 2
+
+
+# -- the whole-tree hit and the store's direct writes ----------------------------------------------
+def test_an_unchanged_tree_is_its_last_snapshot_without_encoding_a_manifest(store, tree, monkeypatch):
+    monkeypatch.setattr(statcache, "RACY_S", 0.0)
+    first = create_snapshot(tree, store)
+    encoded = []
+    real = create_mod.Manifest.canonical_bytes
+    monkeypatch.setattr(create_mod.Manifest, "canonical_bytes", lambda self: encoded.append(1) or real(self))
+    again = create_snapshot(tree, store, name="again")
+    assert encoded == [] and again.id == first.id and again.files_cached == 13
+    assert store.get_ref("again") == first.id
+    assert [e.path for e in again.manifest.entries] and again.manifest.id == first.id
+
+
+@pytest.mark.parametrize("change", ["new_dir", "relink", "new_link", "remove_file"])
+def test_a_tree_whose_shape_changed_is_encoded_again(store, tree, monkeypatch, change):
+    """Only files have stat records: a new empty directory, a symlink pointing elsewhere, a new symlink
+    or a removed file changes the snapshot, and the whole-tree hit must not hide it."""
+    monkeypatch.setattr(statcache, "RACY_S", 0.0)
+    first = create_snapshot(tree, store)
+    if change == "new_dir":
+        (tree / "empty").mkdir()
+    elif change == "relink":
+        (tree / "link").unlink()
+        (tree / "link").symlink_to("shards")
+    elif change == "new_link":
+        (tree / "shards" / "alias").symlink_to("s02.bin")
+    else:
+        (tree / "shards" / "s01.bin").unlink()
+    again = create_snapshot(tree, store)
+    assert again.id != first.id
+    assert again.id == create_snapshot(tree, open_store(str(tree.parent / "fresh")), use_cache=False).id
+
+
+def test_store_writes_large_chunks_past_the_page_cache_and_falls_back_where_refused(store, tree, monkeypatch):
+    """O_DIRECT for large chunks (padded to a block, then cut to length); a filesystem that answers
+    EINVAL gets ordinary writes from then on; both give the same, verifiable chunks."""
+    import errno
+
+    import fleet.snapshots.local_store as local_store
+    if not local_store._O_DIRECT:
+        pytest.skip("no O_DIRECT on this platform")
+    direct_opens = []
+    real_open = os.open
+
+    def spy(path, flags, *a, **k):
+        if flags & local_store._O_DIRECT:
+            direct_opens.append(path)
+        return real_open(path, flags, *a, **k)
+    monkeypatch.setattr(local_store.os, "open", spy)
+    first = create_snapshot(tree, store, use_cache=False)
+    assert direct_opens and store._direct          # big.bin's chunks (this filesystem takes O_DIRECT)
+    assert verify(store, first.id) == []
+    for e in first.manifest.files():
+        for h, n in e.chunks:
+            assert os.path.getsize(store.chunk_path(h)) == n
+
+    refusing = open_store(str(tree.parent / "refusing"))
+
+    def refuse(path, flags, *a, **k):
+        if flags & local_store._O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real_open(path, flags, *a, **k)
+    monkeypatch.setattr(local_store.os, "open", refuse)
+    second = create_snapshot(tree, refusing, use_cache=False)
+    assert second.id == first.id and not refusing._direct and verify(refusing, second.id) == []
+    assert os.listdir(tree.parent / "refusing" / "tmp") == []
