@@ -203,6 +203,7 @@ def test_aws_records_the_recipe_and_hash_from_the_amis_tags_and_sees_it_gone():
     assert image_for({"image": lease_image(ec2, "ami-0abc", "other")}, "x") == \
         ImageRef("ami", "ami-0abc", "pytorch-cuda", "9" * 64)
     assert lease_image(ec2, "ami-0gone", "cuda12") == image_meta("ami-0gone", "cuda12", None)
+    assert lease_image(ec2, None, "cuda12") == {}
     assert image_exists(ec2, "ami-0abc") and not image_exists(ec2, "ami-0old")
     assert not image_exists(ec2, "ami-0gone")
 

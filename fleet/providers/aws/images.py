@@ -27,9 +27,9 @@ def _describe(ec2, image_id: str) -> dict[str, Any] | None:
 
 def lease_image(ec2, image_id: str | None, recipe: str | None) -> dict[str, Any]:
     """lease.meta["image"]: the template's AMI with its recipe and recipe hash (best effort: an
-    image that cannot be described is recorded by id alone)."""
-    if not image_id:
-        return image_meta(None, recipe, None)
+    image that cannot be described is recorded by id and the template's recipe alone)."""
+    if not image_id:   # the launch template's own default: the machine reports its OS image instead
+        return {}
     try:
         image = _describe(ec2, image_id) or {}
     except Exception:  # noqa: BLE001 — the lease must not fail over a description

@@ -25,6 +25,9 @@ from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
 from ...paths import subdir
 from ..base import BaseProvider, DescribesLeases, HasLeaseMetadata, MachineMix, PublishesDeadline, ReportsMachines
 from .catalog import InstanceType, PriceTable, load_catalog, load_prices, offers
+from ...environment.image import LEASE_META_KEY as IMAGE_META
+from ...environment.model import ImageRef
+from .images import image_exists, lease_image
 from .launch import (TAG_LEASE, find_instances, launch, plan_attempts, terminate_lease, wait_for_state)
 from .outputs import StackOutputs, TemplateOutputs, load_outputs, resolve_outputs
 from .reap import TAG_DEADLINE
@@ -282,7 +285,11 @@ class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDead
                      meta={"region": self.outputs.region, "instance_type": offer.instance_type,
                            "machines": offer.machines, "spot": any(m.spot for m in machines),
                            "price_per_hour": str(sum((m.price_per_hour for m in machines), Decimal(0))),
-                           "sandbox": bool(self.sandbox)})
+                           "sandbox": bool(self.sandbox), IMAGE_META: lease_image(self.ec2, tpl.image_id, tpl.recipe)})
+
+    def image_exists(self, image: ImageRef) -> bool:
+        """fleet.environment.image.ChecksImages: a rerun refuses an AMI that was deregistered."""
+        return image_exists(self.ec2, image.id)
 
     def _network(self) -> dict[str, Any]:
         return {"security_group_id": self.outputs.security_group_id,
