@@ -27,6 +27,8 @@ def sweep_command(
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Config file (default ./fleet.toml)."),
     max_duration: Optional[str] = typer.Option(None, "--max-duration", help="Hard limit for the pool, e.g. 2h."),
     allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Run uncommitted changes (captured as a snapshot)."),
+    wait: Optional[str] = typer.Option(None, "--wait", help="How long to wait for free GPU slots (team hosts, "
+                                       "Slurm) before giving up, e.g. 10m (default: do not wait)."),
     json_out: bool = typer.Option(False, "--json", help="Print the sweep summary as JSON on stdout."),
 ) -> int:
     """Run a parameter sweep: every trial a pinned, recorded run, on machines leased once."""
@@ -46,7 +48,8 @@ def sweep_command(
     from ..ci import masked_events
     events = masked_events(config, events)
     try:
-        summary = sweep(config, spec, events=events, options=RunOptions(allow_dirty=allow_dirty))
+        options = RunOptions(allow_dirty=allow_dirty, queue_wait_s=flag_duration("--wait", wait) if wait else None)
+        summary = sweep(config, spec, events=events, options=options)
     finally:
         events.close()
     if json_out:

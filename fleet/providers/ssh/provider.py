@@ -24,7 +24,7 @@ from ...errors import InfrastructureError, MachineUnreachable, UsageError
 from ...gpus import GpuType
 from .hosts import Host, Inventory, host_machine, probe_all
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
-from ..base import BaseProvider, MachineMix, ReportsMachines
+from ..base import BaseProvider, LeaseWatch, MachineMix, Queueing, QueueStatus, ReportsMachines
 from . import slots as ssh_slots
 from .settings import HostConfig, SSHSettings
 
@@ -45,7 +45,7 @@ def ssh_templates(prices: dict | None = None) -> dict[str, Template]:
     return out
 
 
-class SSHHostsProvider(BaseProvider, ReportsMachines):
+class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing):
     name = "ssh"
     settings = SSHSettings
     description = "your team's own GPU hosts ([[hosts]] or `fleet hosts add`), shared by GPU slot"
@@ -124,9 +124,54 @@ class SSHHostsProvider(BaseProvider, ReportsMachines):
                 out[h.name] = (h, home)
         return out
 
+    def _reserve(self, plan: Plan, lease_id: str, requests: list[tuple[str, int]], capacity: dict[str, int],
+                 watch: LeaseWatch | None) -> list:
+        """The slots now; with `--wait`, in the queue (fleet/providers/ssh/queue.py) until they are
+        free and every earlier waiter has been served, or the wait is over (CapacityError, exit 10)."""
+        import time
+        from ...errors import Cancelled, CapacityError
+        from .queue import WaitQueue
+        max_wait = watch.max_wait_s if watch is not None else None
+        if not max_wait:
+            return ssh_slots.reserve(self.state.db, lease_id=lease_id, owner=plan.user, requests=requests,
+                                     capacity=capacity)
+        queue, joined, start, said = WaitQueue(self.state.db), False, time.monotonic(), ("", 0.0)
+        try:
+            while True:
+                # A newcomer while others wait queues behind them, even if slots are free this moment.
+                ahead = queue.ahead_of(lease_id) if joined else len(queue.waiting())
+                if ahead == 0:
+                    try:
+                        return ssh_slots.reserve(self.state.db, lease_id=lease_id, owner=plan.user,
+                                                 requests=requests, capacity=capacity)
+                    except CapacityError as exc:
+                        if not capacity:
+                            raise
+                        reason = exc.message
+                else:
+                    reason = f"{ahead} earlier request(s) waiting first"
+                waited = time.monotonic() - start
+                if waited >= max_wait:
+                    raise CapacityError(f"waited {waited:.0f}s for GPU slots: {reason}",
+                                        hint="wait longer (--wait), or see `fleet queue` and `fleet status --all-users`")
+                if joined:
+                    queue.touch(lease_id, reason)
+                else:
+                    queue.join(lease_id=lease_id, owner=plan.user, project=plan.project, gpus=plan.gpus,
+                               machines=plan.machine_count, provider=self.name, reason=reason)
+                    joined = True
+                if reason != said[0] or waited - said[1] >= 10:
+                    watch.on_queue(QueueStatus(job=lease_id, state="WAITING", reason=reason, waited_s=waited))
+                    said = (reason, waited)
+                if watch.cancel.wait(1.0):
+                    raise Cancelled("cancelled while waiting for GPU slots; nothing was leased")
+        finally:
+            if joined:
+                queue.leave(lease_id)
+
     # -- the contract -----------------------------------------------------------------------------
     def lease(self, plan: Plan, lease_id: str, deadline_s: int,
-              on_machine: Callable[[Machine], None] | None = None) -> Lease:
+              on_machine: Callable[[Machine], None] | None = None, watch: LeaseWatch | None = None) -> Lease:
         if plan.machine_count < 1:
             raise UsageError("a lease needs at least one machine")
         need = plan.gpus_per_machine or plan.gpus // plan.machine_count
@@ -134,9 +179,8 @@ class SSHHostsProvider(BaseProvider, ReportsMachines):
         exclude: set[str] = set()
         for attempt in (1, 2):
             usable = self.usable_hosts(plan.user, exclude, plan.gpu_type)
-            placements = ssh_slots.reserve(self.state.db, lease_id=lease_id, owner=plan.user,
-                                           requests=[(m, need) for m in machine_ids],
-                                           capacity={n: h.gpus for n, (h, _) in usable.items()})
+            placements = self._reserve(plan, lease_id, [(m, need) for m in machine_ids],
+                                       {n: h.gpus for n, (h, _) in usable.items()}, watch)
             machines, failures = self._start_all(plan, lease_id, deadline_s, placements, usable)
             if not failures:
                 break

@@ -1,0 +1,73 @@
+"""Waiting for GPU slots on team hosts: first come, first served, across everyone sharing the state.
+
+A lease that finds too few free slots (`fleet up --wait 10m`, `fleet sweep --wait 10m`) joins the
+queue, a row in the shared state database (SQLite for one person, PostgreSQL for a team), and keeps
+it fresh while it waits. Only the earliest live waiter tries to reserve, so a small request that
+arrives later never starves a larger one already waiting. A waiter whose controller died stops
+refreshing its row and no longer counts after STALE_S. `fleet queue` lists the rows.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from ...models import utcnow
+
+STALE_S = 30.0
+_TABLE = ("CREATE TABLE IF NOT EXISTS lease_waits (lease_id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
+          "project TEXT NOT NULL, gpus INTEGER NOT NULL, machines INTEGER NOT NULL, provider TEXT NOT NULL, "
+          "requested_at TEXT NOT NULL, seen_at TEXT NOT NULL, reason TEXT NOT NULL)")
+
+
+@dataclass(frozen=True)
+class Waiter:
+    lease_id: str
+    owner: str
+    project: str
+    gpus: int
+    machines: int
+    provider: str
+    requested_at: str
+    seen_at: str
+    reason: str
+    position: int = 0
+
+
+class WaitQueue:
+    def __init__(self, db):
+        self.db = db
+        with db.transaction():
+            db.execute(_TABLE)
+
+    def join(self, *, lease_id: str, owner: str, project: str, gpus: int, machines: int, provider: str,
+             reason: str) -> None:
+        now = utcnow().isoformat()
+        with self.db.transaction():
+            self.db.execute("DELETE FROM lease_waits WHERE lease_id = ?", (lease_id,))
+            self.db.execute("INSERT INTO lease_waits (lease_id, owner, project, gpus, machines, provider, "
+                            "requested_at, seen_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (lease_id, owner, project, gpus, machines, provider, now, now, reason))
+
+    def touch(self, lease_id: str, reason: str) -> None:
+        with self.db.transaction():
+            self.db.execute("UPDATE lease_waits SET seen_at = ?, reason = ? WHERE lease_id = ?",
+                            (utcnow().isoformat(), reason, lease_id))
+
+    def leave(self, lease_id: str) -> None:
+        with self.db.transaction():
+            self.db.execute("DELETE FROM lease_waits WHERE lease_id = ?", (lease_id,))
+
+    def waiting(self) -> list[Waiter]:
+        """Live waiters, first come first; position 1 is the next to be served."""
+        fresh = (utcnow() - timedelta(seconds=STALE_S)).isoformat()
+        rows = self.db.execute("SELECT * FROM lease_waits WHERE seen_at >= ? ORDER BY requested_at, lease_id",
+                               (fresh,))
+        return [Waiter(**{k: r[k] for k in Waiter.__dataclass_fields__ if k != "position"}, position=i + 1)
+                for i, r in enumerate(rows)]
+
+    def ahead_of(self, lease_id: str) -> int:
+        """How many live waiters came before this one (0: it is next)."""
+        for w in self.waiting():
+            if w.lease_id == lease_id:
+                return w.position - 1
+        return 0

@@ -1,0 +1,84 @@
+"""Waiting for GPU slots on team hosts: a second sweep with --wait queues behind the first one's
+slots (listed by `fleet queue`), then runs; without --wait it is refused at once (exit 10); and
+the queue is first come, first served."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from fleet.errors import ExitCode
+from fleet.providers.ssh.queue import WaitQueue
+from fleet.state.db import Database
+from tests.conftest import FLEET, processes_under, run_fleet, wait_until
+from tests.fixtures.ssh_hosts import PYTHON, HostFarm, toml_hosts
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory):
+    farm = HostFarm(tmp_path_factory.mktemp("queue-hosts"))
+    farm.start("q0")
+    yield farm
+    farm.stop()
+    assert not processes_under(farm.base / "hosts")
+
+
+def _experiment(tmp_path, farm) -> tuple[str, dict]:
+    d = tmp_path / "exp"
+    d.mkdir()
+    (d / "fleet.toml").write_text(
+        f'project = "team"\ncommand = "true"\nprovider = "ssh"\ntemplate = "hosts"\nmax_duration = "10m"\n'
+        f'python = "{PYTHON}"\n\n' + toml_hosts(farm.configs(gpus=2)))
+    env = {"HOME": str(farm.home), "FLEET_HOME": str(tmp_path / "fleet-home"), "FLEET_USER": "carol",
+           "FLEET_STATE_URL": ""}
+    return str(d), env
+
+
+def test_a_second_sweep_waits_for_the_first_ones_slots_then_runs(farm, tmp_path):
+    d, env = _experiment(tmp_path, farm)
+    full = {**{k: v for k, v in os.environ.items() if k not in ("CI", "GITHUB_ACTIONS")}, **env}
+    first = subprocess.Popen([FLEET, "sweep", "--param", "x=1,2", "--parallel", "2", "--gpus-per-trial", "1",
+                              "--", "sh", "-c", "echo first-{x}-up; sleep 4"], cwd=d, env=full,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = None
+    try:
+        lines: list[str] = []
+        assert wait_until(lambda: lines.append(first.stderr.readline()) or "first-1-up" in "".join(lines)
+                          or first.poll() is not None, timeout=120, interval=0), "".join(lines)[-2000:]
+        refused = run_fleet(["sweep", "--param", "x=1", "--", "true"], cwd=d, env=env)
+        assert refused.returncode == ExitCode.INFRASTRUCTURE and "not enough free GPU slots" in refused.stderr
+        second = subprocess.Popen([FLEET, "sweep", "--param", "x=1", "--wait", "2m", "--json", "--",
+                                   "echo", "second-ran"], cwd=d, env=full, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+
+        def queued() -> list:
+            proc = run_fleet(["queue", "--json"], cwd=d, env=env)
+            return json.loads(proc.stdout)["waiting"] if proc.returncode == 0 else []
+        assert wait_until(lambda: len(queued()) == 1, timeout=60, interval=0.3)
+        [waiter] = queued()
+        assert waiter["owner"] == "carol" and waiter["position"] == 1 and "not enough free GPU slots" in waiter["reason"]
+        assert first.wait(timeout=120) == 0, first.stderr.read()[-2000:]
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 0, err[-2000:]
+        assert "queue: job" in err and "waiting" in err
+        assert json.loads(out)["trials"][0]["state"] == "succeeded" and "second-ran" in err
+        assert queued() == []                                        # left the queue once served
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def test_the_queue_is_first_come_first_served_and_forgets_dead_waiters(tmp_path, monkeypatch):
+    queue = WaitQueue(Database(tmp_path / "state.db"))
+    for lease in ("l-a", "l-b", "l-c"):
+        queue.join(lease_id=lease, owner="u", project="p", gpus=2, machines=1, provider="ssh", reason="full")
+    assert [w.lease_id for w in queue.waiting()] == ["l-a", "l-b", "l-c"]
+    assert (queue.ahead_of("l-a"), queue.ahead_of("l-c")) == (0, 2)
+    queue.db.execute("UPDATE lease_waits SET seen_at = '2000-01-01T00:00:00+00:00' WHERE lease_id = 'l-a'")
+    assert queue.ahead_of("l-c") == 1                                 # a waiter that stopped refreshing
+    queue.leave("l-b")
+    assert [w.lease_id for w in queue.waiting()] == ["l-c"]
