@@ -14,6 +14,7 @@ import pulumi_aws as aws
 from fleet.providers.aws.outputs import OUTPUTS_VERSION
 
 from .components.access import Access, AccessArgs
+from .components.controller import Controller, ControllerArgs
 from .components.guard import Guard, GuardArgs
 from .components.identity import Identity, IdentityArgs
 from .components.network import Network, NetworkArgs
@@ -30,6 +31,7 @@ class FleetStack:
     identity: Identity
     templates: Templates
     guard: Guard
+    controller: Controller
     outputs: pulumi.Output[dict[str, Any]]
 
 
@@ -85,6 +87,8 @@ def build(cfg: StackConfig) -> FleetStack:
         stack=cfg.stack, region=cfg.region, schedule=cfg.reaper.schedule,
         dry_run=cfg.reaper.dry_run, log_retention_days=cfg.reaper.log_retention_days,
         package_root=package_root(), tags=tags))
+    controller = Controller(name, ControllerArgs(stack=cfg.stack, region=cfg.region, bucket_arn=storage.bucket.arn,
+                                                 machine_role_arn=identity.role.arn, tags=tags))
 
     template_outputs = {
         spec.name: {
@@ -111,5 +115,6 @@ def build(cfg: StackConfig) -> FleetStack:
         "templates": template_outputs,
         "reaper": {"function_name": guard.function.name, "function_arn": guard.function.arn,
                    "schedule": cfg.reaper.schedule},
+        "controller_policy_arn": controller.policy.arn,
     })
-    return FleetStack(network, access, storage, identity, templates, guard, outputs)
+    return FleetStack(network, access, storage, identity, templates, guard, controller, outputs)

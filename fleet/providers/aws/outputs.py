@@ -89,6 +89,7 @@ class StackOutputs:
     reaper: ReaperOutputs = field(default_factory=ReaperOutputs)
     project: str | None = None
     stack: str | None = None
+    controller_policy_arn: str | None = None     # attach to the users / CI role that run fleet
     source: str = "<dict>"                       # where these were read from, for error messages
 
     def template(self, name: str) -> TemplateOutputs:
@@ -116,6 +117,7 @@ class StackOutputs:
                           for n, t in self.templates.items()},
             "reaper": {"function_name": self.reaper.function_name,
                        "function_arn": self.reaper.function_arn, "schedule": self.reaper.schedule},
+            "controller_policy_arn": self.controller_policy_arn,
         }
 
 
@@ -225,6 +227,7 @@ def parse_outputs(data: Mapping[str, Any], source: str = "<dict>") -> StackOutpu
         reaper=reaper,
         project=r.get(data, "project", str, "", required=False),
         stack=r.get(data, "stack", str, "", required=False),
+        controller_policy_arn=r.get(data, "controller_policy_arn", str, "", required=False),
         source=source,
     )
 

@@ -85,6 +85,8 @@ class FleetMocks(pulumi.runtime.Mocks):
             state.update(arn=_arn("iam", "role/", args.name), name=args.name, uniqueId="AROAEXAMPLE")
         elif t == "aws:iam/instanceProfile:InstanceProfile":
             state.update(arn=_arn("iam", "instance-profile/", args.name), name=args.name)
+        elif t == "aws:iam/policy:Policy":
+            state.update(arn=_arn("iam", "policy/", args.inputs.get("name", args.name)))
         elif t == "aws:lambda/function:Function":
             state.update(arn=_arn("lambda", "function:", args.inputs.get("name", args.name)))
         elif t == "aws:cloudwatch/logGroup:LogGroup":

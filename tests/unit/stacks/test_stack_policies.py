@@ -138,11 +138,11 @@ def test_every_taggable_resource_carries_the_project_tags(stack):
 def test_every_resource_belongs_to_a_component(stack):
     components = {r.urn: r for r in stack.resources if not r.custom}
     assert {c.type for c in components.values()} == {
-        f"fleet:stacks:{n}" for n in ("Network", "Access", "Identity", "Storage", "Templates", "Guard")}
+        f"fleet:stacks:{n}" for n in ("Network", "Access", "Identity", "Storage", "Templates", "Guard", "Controller")}
     for r in stack.custom:
         assert r.parent in components, f"{r.type} {r.name} is not parented to a component"
 
 
 def test_resource_count_is_what_the_docs_say(default_stack):
     # docs/stacks.md quotes this figure: update both together.
-    assert len(default_stack.custom) == 35 and len(default_stack.resources) == 41
+    assert len(default_stack.custom) == 36 and len(default_stack.resources) == 43

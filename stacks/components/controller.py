@@ -1,0 +1,71 @@
+"""Controller: the managed policy for whoever runs fleet against this stack (a person or a CI role).
+
+Attach `controller_policy_arn` (a stack output) to the team's users or the CI job's role. It allows
+exactly what fleet's controller calls (fleet/providers/aws/permissions.py, checked against the code
+by a test), scoped to this stack where AWS allows it:
+- launch only instances that carry a `fleet:lease` tag, tagging them only at launch, and pass only
+  this stack's machine role;
+- afterwards change no tag but `fleet:deadline`, and only on fleet-tagged instances;
+- terminate only fleet-tagged instances;
+- read and write the snapshot bucket, nothing else in S3.
+EC2 Describe* calls have no resource-level scoping and are allowed on "*".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from fleet.providers.aws.permissions import DEADLINE_TAG, DESCRIBE_ACTIONS, LEASE_TAG, bucket_actions
+
+from .common import TYPE_PREFIX, child, policy_output
+
+
+@dataclass(frozen=True)
+class ControllerArgs:
+    stack: str
+    region: str
+    bucket_arn: pulumi.Input[str]
+    machine_role_arn: pulumi.Input[str]
+    tags: dict[str, str]
+
+
+class Controller(pulumi.ComponentResource):
+    policy: aws.iam.Policy
+
+    def __init__(self, name: str, args: ControllerArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__(f"{TYPE_PREFIX}:Controller", name, None, opts)
+        ec2 = f"arn:aws:ec2:{args.region}:*"
+        tagged_at_launch = [f"{ec2}:instance/*", f"{ec2}:volume/*"]
+        bucket = pulumi.Output.from_input(args.bucket_arn)
+        on_bucket, on_objects = bucket_actions()
+        statements = [
+            {"Sid": "Discover", "Effect": "Allow", "Action": list(DESCRIBE_ACTIONS), "Resource": "*"},
+            {"Sid": "LaunchFleetTaggedInstances", "Effect": "Allow", "Action": "ec2:RunInstances",
+             "Resource": tagged_at_launch,
+             "Condition": {"Null": {f"aws:RequestTag/{LEASE_TAG}": "false"}}},
+            {"Sid": "LaunchFromStackParts", "Effect": "Allow", "Action": "ec2:RunInstances",
+             "Resource": [f"{ec2}:launch-template/*", f"{ec2}:subnet/*", f"{ec2}:security-group/*",
+                          f"{ec2}:network-interface/*", f"arn:aws:ec2:{args.region}::image/*"]},
+            {"Sid": "TagOnlyAtLaunch", "Effect": "Allow", "Action": "ec2:CreateTags",
+             "Resource": tagged_at_launch, "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}},
+            {"Sid": "MoveDeadlineTagOfFleetInstances", "Effect": "Allow", "Action": "ec2:CreateTags",
+             "Resource": f"{ec2}:instance/*",
+             "Condition": {"Null": {f"aws:ResourceTag/{LEASE_TAG}": "false"},
+                           "ForAllValues:StringEquals": {"aws:TagKeys": [DEADLINE_TAG]}}},
+            {"Sid": "TerminateFleetInstances", "Effect": "Allow", "Action": "ec2:TerminateInstances",
+             "Resource": f"{ec2}:instance/*",
+             "Condition": {"Null": {f"aws:ResourceTag/{LEASE_TAG}": "false"}}},
+            {"Sid": "PassMachineRole", "Effect": "Allow", "Action": "iam:PassRole",
+             "Resource": args.machine_role_arn,
+             "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},
+            {"Sid": "SnapshotBucket", "Effect": "Allow", "Action": list(on_bucket), "Resource": bucket},
+            {"Sid": "SnapshotObjects", "Effect": "Allow", "Action": list(on_objects),
+             "Resource": bucket.apply(lambda a: f"{a}/*")},
+        ]
+        self.policy = aws.iam.Policy(
+            f"{name}-controller", name=f"fleet-{args.stack}-controller",
+            description="Attach to the users or CI role that run fleet against this stack",
+            policy=policy_output(*statements), tags=args.tags, opts=child(self))
+        self.register_outputs({"policy_arn": self.policy.arn})

@@ -1,0 +1,105 @@
+"""Controller policy: what the users or CI role running fleet may do, scoped to the stack's tags and
+resources, and complete: every boto3 operation fleet's controller code calls is authorised by it."""
+from __future__ import annotations
+
+import ast
+import json
+from pathlib import Path
+
+import botocore.session
+from botocore import xform_name
+from fleet_stack_mocks import TAGS, run_component
+
+from fleet.providers.aws.outputs import parse_outputs
+from fleet.providers.aws.permissions import CONTROLLER_ACTIONS
+from stacks.components.controller import Controller, ControllerArgs
+
+REPO = Path(__file__).resolve().parents[3]
+BUCKET = "arn:aws:s3:::snap-bucket"
+ROLE = "arn:aws:iam::123456789012:role/fleet-machine"
+# The controller's code: everything but image baking (an administrator's job) and the moto sandbox.
+CONTROLLER_CODE = [p for p in (REPO / "fleet").rglob("*.py")
+                   if "images" not in p.relative_to(REPO / "fleet").parts[:1] and p.name != "sandbox.py"]
+
+
+def _statements():
+    def build():
+        c = Controller("c", ControllerArgs(stack="test", region="us-east-1", bucket_arn=BUCKET,
+                                           machine_role_arn=ROLE, tags=TAGS))
+        return c, c.policy.policy
+    run, text = run_component(build)
+    return run, {s["Sid"]: s for s in json.loads(text)["Statement"]}
+
+
+def _actions(statement) -> set[str]:
+    a = statement["Action"]
+    return {a} if isinstance(a, str) else set(a)
+
+
+def _operations() -> dict[str, set[str]]:
+    """snake_case operation names of the services fleet calls, from botocore's own models."""
+    session = botocore.session.get_session()
+    return {svc: {xform_name(op) for op in session.get_service_model(svc).operation_names}
+            for svc in ("ec2", "s3")} | {"s3": {xform_name(op) for op in session.get_service_model("s3")
+                                               .operation_names} | {"upload_fileobj", "download_fileobj"}}
+
+
+def _called(ops: dict[str, set[str]]) -> set[tuple[str, str, str]]:
+    """(file, service, operation) for each boto3 operation called as a method, paginator or waiter."""
+    found = set()
+    for path in CONTROLLER_CODE:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                continue
+            name = node.func.attr
+            if name in ("get_paginator", "get_waiter") and node.args and isinstance(node.args[0], ast.Constant):
+                name = node.args[0].value
+                if node.func.attr == "get_waiter":
+                    name = "describe_instances" if name.startswith("instance_") else name
+            for svc, names in ops.items():
+                if name in names and name not in ("get_paginator", "get_waiter", "close"):
+                    found.add((path.name, svc, name))
+    return found
+
+
+def test_every_operation_the_controller_calls_is_in_the_policy():
+    _, st = _statements()
+    allowed = set().union(*(_actions(s) for s in st.values()))
+    called = _called(_operations())
+    # the scan does see fleet's calls (a scan that finds nothing proves nothing)
+    assert {("ec2", "run_instances"), ("ec2", "create_tags"), ("s3", "put_object")} <= {(s, o) for _, s, o in called}
+    missing = sorted(f"{f}: {s}.{o}" for f, s, o in called
+                     if (s, o) in CONTROLLER_ACTIONS and CONTROLLER_ACTIONS[(s, o)] not in allowed)
+    unknown = sorted(f"{f}: {s}.{o}" for f, s, o in called
+                     if (s, o) not in CONTROLLER_ACTIONS and not any((t, o) in CONTROLLER_ACTIONS for t in ("ec2", "s3")))
+    assert not missing, f"called but not allowed: {missing}"
+    assert not unknown, f"add these to fleet/providers/aws/permissions.py: {unknown}"
+
+
+def test_launch_and_tagging_are_scoped_to_fleet_tags():
+    _, st = _statements()
+    assert st["LaunchFleetTaggedInstances"]["Condition"] == {"Null": {"aws:RequestTag/fleet:lease": "false"}}
+    assert st["TagOnlyAtLaunch"]["Condition"] == {"StringEquals": {"ec2:CreateAction": "RunInstances"}}
+    later = st["MoveDeadlineTagOfFleetInstances"]["Condition"]
+    assert later["ForAllValues:StringEquals"] == {"aws:TagKeys": ["fleet:deadline"]}
+    assert later["Null"] == {"aws:ResourceTag/fleet:lease": "false"}
+    assert st["TerminateFleetInstances"]["Condition"] == {"Null": {"aws:ResourceTag/fleet:lease": "false"}}
+    tagging = [s for s in st.values() if "ec2:CreateTags" in _actions(s) or "ec2:DeleteTags" in _actions(s)]
+    assert all("Condition" in s for s in tagging) and not any("ec2:DeleteTags" in _actions(s) for s in tagging)
+
+
+def test_passes_only_the_machine_role_and_touches_only_the_snapshot_bucket():
+    _, st = _statements()
+    assert st["PassMachineRole"]["Resource"] == ROLE
+    assert st["PassMachineRole"]["Condition"] == {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}
+    s3 = [s for s in st.values() if any(a.startswith("s3:") for a in _actions(s))]
+    assert {s["Resource"] for s in s3} == {BUCKET, f"{BUCKET}/*"}
+    assert [s for s in st.values() if s["Resource"] == "*"] == [st["Discover"]]
+    assert all(a.startswith("ec2:Describe") for a in _actions(st["Discover"]))
+
+
+def test_the_stack_exports_the_policy_arn(default_stack):
+    policy = default_stack.one("aws:iam/policy:Policy")
+    assert policy.inputs["name"] == "fleet-test-controller"
+    assert parse_outputs(default_stack.outputs).controller_policy_arn.endswith(":policy/fleet-test-controller")
