@@ -6,7 +6,8 @@ the whole policy is tested with a fake clock.
 Rules (README "Budgets"):
 - Money is integer micro-dollars inside this module (1 USD = 1_000_000), Decimal at its edges.
 - Every budget counts the price the machines carry: the billed price for cloud machines, the
-  *shadow price* ("would cost") for local ones, the `[prices]` price for a team's hosts.
+  *shadow price* ("would cost") for local ones and Slurm allocations (`[slurm] price_per_gpu_hour`),
+  the `[prices]` price for a team's hosts.
 - A lease is refused up front when the remaining budget cannot pay its minimum billing.
 - A warning at `warn_fraction` (80 %) of any budget; the run is stopped when what is left only pays
   for the grace period (so SIGTERM + grace + fetch finish inside the budget, give or take one tick).
@@ -28,9 +29,10 @@ from ..errors import BudgetRefused, UsageError
 MICRO = 1_000_000
 MAX_BUDGET = Decimal(10) ** 9     # beyond this a budget is a typo, and micro-dollar sums stay small
 Clock = Callable[[], datetime]
-# EC2 Linux bills per second with a 60 s minimum. Local machines and a team's own hosts bill
-# nothing per lease (their price is a shadow/config price), so one second is their minimum.
-DEFAULT_MIN_BILLING_S = {"aws": 60, "local": 1, "ssh": 1}
+# EC2 Linux bills per second with a 60 s minimum. Local machines, a team's own hosts and Slurm
+# allocations bill nothing per lease (their price is a shadow/internal one, counted per second of
+# sacct's elapsed time), so one second is their minimum.
+DEFAULT_MIN_BILLING_S = {"aws": 60, "local": 1, "ssh": 1, "slurm": 1}
 
 
 def utc_clock() -> datetime:
@@ -93,13 +95,20 @@ def cost_micro(rate_per_hour_micro: int, seconds: float) -> int:
 class Price:
     per_hour_micro: int        # per machine
     source: str                # "aws on-demand table", "spot", "shadow: p4d.24xlarge", "fleet.toml [prices]"
-    shadow: bool = False       # simulated machines' "would cost" (local, AWS sandbox), not money billed
+    shadow: bool = False       # "would cost" (local, AWS sandbox, Slurm's internal price), not money billed
 
 
-def _simulated(template) -> bool:
-    """Machines nobody bills: local ones and the AWS sandbox's (moto) instances, whose GPUs are
-    simulated. Their price is a shadow price ("would cost"), never reported as money spent."""
-    return template.provider == "local" or bool(getattr(template, "simulated_gpus", False))
+# Providers whose machines nobody bills per lease. A Slurm cluster charges fleet nothing per
+# GPU-hour: `[slurm] price_per_gpu_hour` is an internal price a team sets so budgets mean something.
+SHADOW_PRICED_PROVIDERS = ("local", "slurm")
+
+
+def shadow_priced(template) -> bool:
+    """Machines nobody bills: local ones, the AWS sandbox's (moto) instances, whose GPUs are
+    simulated, and Slurm allocations. Their price is a shadow price: budgets count it, but it is
+    reported as what the run would cost, never as money spent."""
+    return template.provider in SHADOW_PRICED_PROVIDERS or bool(getattr(template, "simulated_gpus", False))
+
 
 
 def resolve_price(template, prices: dict[str, Decimal] | None = None, *, instance_type: str = "") -> Price | None:
@@ -107,10 +116,10 @@ def resolve_price(template, prices: dict[str, Decimal] | None = None, *, instanc
     prices = prices or {}
     for key in (template.name, instance_type, *getattr(template, "instance_types", ())):
         if key and key in prices:
-            return Price(to_micro(prices[key]), "fleet.toml [prices]", _simulated(template))
+            return Price(to_micro(prices[key]), "fleet.toml [prices]", shadow_priced(template))
     if template.price_per_hour is None:
         return None
-    shadow = _simulated(template)
+    shadow = shadow_priced(template)
     source = template.price_source or ("shadow price" if shadow else "price table")
     return Price(to_micro(template.price_per_hour), source, shadow)
 

@@ -158,6 +158,7 @@ class Quote:
 
     @classmethod
     def of(cls, offer: Offer, config: Config) -> "Quote":
+        from ..money.budget import shadow_priced
         t = offer.template
         memory = f" {round(t.gpu_memory_mib / 1024)}GB" if t.gpu_memory_mib else ""
         simulated = " (simulated)" if t.simulated_gpus else ""
@@ -165,7 +166,7 @@ class Quote:
         return cls(provider=offer.provider, template=t.name, gpus=offer.gpus, machines=offer.machine_count,
                    instance_type=offer.instance_type or t.name, gpu=f"{t.gpu_model or 'GPU'}{memory}{simulated}",
                    lifecycle="spot" if offer.spot else "on-demand", region=offer.region, zones=offer.zones,
-                   price_per_hour=offer.price_per_hour, price_source=t.price_source, shadow=t.simulated_gpus,
+                   price_per_hour=offer.price_per_hour, price_source=t.price_source, shadow=shadow_priced(t),
                    max_duration_s=offer.max_duration_s, budget=config.budget, gpu_type=gpu_type)
 
 
