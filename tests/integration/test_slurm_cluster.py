@@ -5,12 +5,11 @@ is a real sshd on loopback); the fixture cancels whatever a test leaves queued.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures.slurm import wait_for
+from tests.fixtures.slurm import job_processes, wait_for
 
 from fleet.providers.slurm import errors as E
 from fleet.providers.slurm.commands import AllocationRequest, LocalRunner, SlurmCommands, SSHRunner, srun_argv
@@ -32,26 +31,6 @@ def request(name: str, nodes: int, gpus: int, out: Path | None = None, minutes: 
 def state_is(slurm: SlurmCommands, job_id: str, *states: JobState):
     job = slurm.job(job_id)
     return job if job is not None and job.state in states else None
-
-
-def job_processes(cluster, job_id: str) -> list[int]:
-    """Live processes of one job: SLURM_JOB_ID and this cluster's SLURM_CONF in their environment."""
-    want = {f"SLURM_JOB_ID={job_id}".encode(), f"SLURM_CONF={cluster.conf}".encode()}
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as fh:
-                env = set(fh.read().split(b"\0"))
-            with open(f"/proc/{name}/stat") as fh:
-                if fh.read().rsplit(")", 1)[-1].split()[0] == "Z":
-                    continue
-        except OSError:
-            continue
-        if want <= env:
-            found.append(int(name))
-    return found
 
 
 def test_two_node_job_runs_one_task_per_node_with_a_bound_gpu(slurm, slurm_env, tmp_path):
@@ -98,17 +77,8 @@ def test_allocations_that_do_not_fit_together_queue_then_run(slurm, slurm_env):
     assert started.node_count == 1 and started.gpus == 1 and started.reason is None
 
 
-@pytest.mark.slow
-def test_slurmctld_ends_a_job_at_its_time_limit(slurm, slurm_env):
-    job_id = slurm.submit(request("fleet-limit", nodes=1, gpus=1, minutes=1), HOLD)
-    wait_for(lambda: state_is(slurm, job_id, JobState.RUNNING), 60, "the job to start")
-    # Slurm's limits are whole minutes and slurmctld checks them every ~30 s.
-    ended = wait_for(lambda: state_is(slurm, job_id, *[s for s in JobState if s.finished]), 240,
-                     "slurmctld to end the job at its limit")
-    assert ended.state is JobState.TIMEOUT
-    wait_for(lambda: not job_processes(slurm_env, job_id), 60, "the job's processes to end")
-    (acct,) = wait_for(lambda: slurm.accounting([job_id]), 60, "the accounting record")
-    assert acct.state is JobState.TIMEOUT and 60 <= acct.elapsed_s < 200 and acct.time_limit_s == 60
+# slurmctld ending a job at its time limit (TIMEOUT in squeue and sacct, every process gone) is
+# proven once, by tests/e2e/test_slurm_up.py's controller-SIGKILL test: a limit takes 60-90 s to pass.
 
 
 def test_sacct_reports_elapsed_time_and_allocated_gpus(slurm, slurm_env):

@@ -14,13 +14,12 @@ import pytest
 
 from tests.fixtures.slurm import wait_for
 
-from fleet.errors import Cancelled, FleetError
+from fleet.errors import Cancelled
 from fleet.ids import new_lease_id
 from fleet.plan import make_plan
 from fleet.providers.base import LeaseWatch, choose_mix
 from fleet.providers.slurm import errors as E
 from fleet.providers.slurm.commands import LocalRunner, SlurmCommands
-from fleet.providers.slurm.parsing import JobState
 from fleet.providers.slurm.provider import SlurmProvider, tag
 from fleet.providers.slurm.settings import SlurmSettings
 
