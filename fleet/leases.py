@@ -29,7 +29,9 @@ def lease_view(lease: Lease, states: list | None) -> dict[str, Any]:
     for m in lease.machines:
         st = by_id.get(m.id)
         machines.append({"id": m.id, "rank": m.node_rank, "address": m.address, "gpus": list(m.gpu_slots),
-                         "instance_type": m.instance_type, "state": st.state if st else "unknown",
+                         "instance_type": m.instance_type, "lifecycle": "spot" if m.spot else "on-demand",
+                         "zone": m.zone, "price_per_hour": str(m.price_per_hour),
+                         "state": st.state if st else "unknown",
                          "simulated_gpus": bool(m.provider_ref.get("simulated_gpus")),
                          "isolation": m.provider_ref.get("isolation", "unknown")})
     alive = [x for x in machines if x["state"] == "running"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .render.table import Column, Table
 
-STATUS_COLUMNS = ("lease", "provider", "template", "user", "health", "machines", "gpus", "deadline in", "runs")
+STATUS_COLUMNS = ("lease", "provider", "launched", "user", "health", "machines", "gpus", "deadline in", "runs")
 SIMULATED_NOTE = "local GPUs are simulated slots (CUDA_VISIBLE_DEVICES is set, no GPU is attached)"
 
 
@@ -14,10 +14,25 @@ def status_table(views: list[dict]):
     for v in views:
         up_count = sum(1 for m in v["machines"] if m["state"] == "running")
         runs = ", ".join(f"{r['id']} ({r['status']})" for r in v["runs"][:2])
-        rows.append((v["id"], v["provider"], v["template"], v["user"], v["health"],
+        rows.append((v["id"], v["provider"], launched(v), v["user"], v["health"],
                      f"{up_count}/{len(v['machines'])}", str(v["gpus"]), _remaining(v["deadline"]), runs or "-"))
     columns = [Column(c, no_wrap=c in ("lease", "runs")) for c in STATUS_COLUMNS]
     return Table(columns, rows, title="fleet leases", empty="no live leases")
+
+
+def launched(view: dict) -> str:
+    """What the lease is made of: `2 × g6.12xlarge spot us-east-1a (aws-8gpu)`; just the template
+    where its machines are the template itself (local)."""
+    groups: dict[tuple[str, str, str], int] = {}
+    for m in view["machines"]:
+        key = (m.get("instance_type") or view["template"], m.get("lifecycle", "on-demand"), m.get("zone", ""))
+        groups[key] = groups.get(key, 0) + 1
+    if not groups:
+        return view["template"]
+    parts = [f"{n} × {kind}" + (" spot" if lifecycle == "spot" else "") + (f" {zone}" if zone else "")
+             for (kind, lifecycle, zone), n in groups.items()]
+    kinds = {kind for kind, _, _ in groups}
+    return ", ".join(parts) + ("" if kinds == {view["template"]} else f" ({view['template']})")
 
 
 def status_notes(views: list[dict]) -> list[str]:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from decimal import Decimal
 
 import pytest
 
@@ -130,3 +131,58 @@ def test_kept_lease_shows_in_status_and_fleet_down_ends_it_without_sandbox_env(s
     mine = [i for i in _instances(env) if {"Key": "fleet:lease", "Value": lease_id} in i.get("Tags", [])]
     assert mine and {i["State"]["Name"] for i in mine} == {"terminated"}
     assert not list((home / "aws-sandbox" / "machines").iterdir())
+
+
+def test_provider_aws_without_a_template_plans_by_gpu_type_and_records_what_it_launched(sandbox, tmp_path):
+    """docs/stacks.md's `fleet up --provider aws --gpus 8` with no template (the provider's own
+    default, not local-4gpu), `--gpus TYPE:N` across templates, the plan before spending, and what
+    was launched (instance type, lifecycle, zone) in the summary, the headline and `fleet status`."""
+    env, _ = sandbox
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "fleet.toml").write_text('project = "aws-types"\nmax_duration = "10m"\ncommand = "true"\n')
+    plan = run_fleet(["up", "--provider", "aws", "--gpus", "8", "--dry-run", "--json"], cwd=exp, env=env)
+    assert plan.returncode == 0, plan.stderr
+    quote = json.loads(plan.stdout)["plan"]
+    assert (quote["template"], quote["machines"], quote["instance_type"]) == ("aws-8gpu", 2, "g6.12xlarge")
+    assert quote["lifecycle"] == "spot" and quote["region"] == "us-east-1" and quote["zones"]
+    assert quote["simulated"] is True
+    assert Decimal(quote["max_cost_usd"]) == (Decimal(quote["price_per_hour_usd"]) * 10 / 60).quantize(Decimal("1e-6"))
+    text = run_fleet(["up", "--provider", "aws", "--gpus", "A100:8", "--dry-run", "--budget", "1"], cwd=exp,
+                     env=env)
+    assert text.returncode == 0, text.stderr
+    assert "1 × p4d.24xlarge (template aws-8gpu)" in text.stdout and "A100" in text.stdout
+    assert "costs at most $1.00" in text.stdout
+    none = run_fleet(["up", "--provider", "aws", "--gpus", "H100:8", "--dry-run"], cwd=exp, env=env)
+    lines = none.stderr.strip().splitlines()
+    assert none.returncode == 2 and len(lines) == 1, none.stderr
+    assert "no machine of the aws provider has 8 × H100 GPUs; it has: " in lines[0] and "L4" in lines[0]
+    assert not _instances_of(env, "aws-types")           # planning launched nothing
+
+    cheapest_l4 = json.loads(run_fleet(["up", "--provider", "aws", "--gpus", "L4:8", "--dry-run", "--json"],
+                                       cwd=exp, env=env).stdout)["plan"]
+    assert cheapest_l4["price_per_hour_usd"] is not None and "L4" in cheapest_l4["gpu"]
+    assert Decimal(cheapest_l4["price_per_hour_usd"]) <= Decimal(quote["price_per_hour_usd"])   # across templates
+
+    up = run_fleet(["up", "--provider", "aws", "--gpus", "8", "--keep", "5m", "--json"], cwd=exp, env=env,
+                   timeout=240)
+    assert up.returncode == 0, up.stderr
+    summary = json.loads(up.stdout)
+    launched = summary["launched"]
+    instances = {i["InstanceId"]: i for i in _instances_of(env, "aws-types")}
+    assert "gpu_type" not in summary and [m["rank"] for m in launched] == [0, 1]
+    for m in launched:
+        inst = instances[m["id"]]
+        assert m["instance_type"] == inst["InstanceType"] == "g6.12xlarge"
+        assert m["zone"] == inst["Placement"]["AvailabilityZone"]
+        assert m["lifecycle"] == ("spot" if inst.get("InstanceLifecycle") == "spot" else "on-demand")
+    assert "lease: 2 × g6.12xlarge (aws-8gpu) = 8 GPUs, spot" in up.stderr
+    status = run_fleet(["status"], cwd=exp, env=env)
+    zone = launched[0]["zone"]
+    assert f"g6.12xlarge" in status.stdout and zone in status.stdout and "(aws-8gpu)" in status.stdout
+    down = run_fleet(["down", summary["lease_id"]], cwd=exp, env=env)
+    assert down.returncode == 0, down.stderr
+
+
+def _instances_of(env, project: str) -> list[dict]:
+    return [i for i in _instances(env) if {"Key": "fleet:project", "Value": project} in i.get("Tags", [])]
