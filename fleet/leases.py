@@ -63,7 +63,8 @@ def status(state=None, *, user: str | None = None, check: bool = True) -> list[d
     for r in state.list_runs(limit=max(200, len(leases) * 2)):
         if r.get("lease_id"):
             runs_by_lease.setdefault(r["lease_id"], []).append(
-                {"id": r["id"], "status": r["status"], "exit_code": r["exit_code"]})
+                {"id": r["id"], "status": r["status"], "exit_code": r["exit_code"],
+                 "detached": bool((r.get("meta") or {}).get("detached"))})
     providers: dict[str, Any] = {}
     views = []
     for lease in leases:
@@ -95,6 +96,9 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
             continue
         events.phase("release", f"{lease.id} ({len(lease.machines)} machine(s))")
         try:
+            if _stopped_by_its_supervisor(state, lease, events):
+                released.append(lease.id)
+                continue
             provider = _provider(lease.provider)
             found = _describe(provider, lease, events)   # before release: afterwards a local machine is gone
             state.mark_release_started(lease.id)   # a live controller then knows why its machines vanish
@@ -116,6 +120,16 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
         raise InfrastructureError(f"{len(failures)} lease(s) not released: {', '.join(failures)}",
                                   hint="their machines still end at their own deadline; run `fleet down` again")
     return released
+
+
+def _stopped_by_its_supervisor(state, lease: Lease, events: Events) -> bool:
+    """A detached run's supervisor stops its run and releases the lease itself (outputs home, run
+    recorded as cancelled); True when it did."""
+    from .run.detach import stop_supervised_runs
+    if not stop_supervised_runs(state, lease.id, events):
+        return False
+    status, _ = state.lease_status(lease.id)
+    return status not in ("active", "leasing")
 
 
 def _sweep_leftovers(live: set[str], events: Events) -> list[str]:
@@ -217,6 +231,7 @@ def follow_logs(run_id: str, *, follow: bool = False, state=None, poll_s: float 
     state = state or open_state()
     run = state.get_run(run_id)
     offsets: dict[Path, int] = {}
+    followed = follow
     while True:
         for path in log_files(run):
             label = path.stem[5:]
@@ -231,8 +246,27 @@ def follow_logs(run_id: str, *, follow: bool = False, state=None, poll_s: float 
             if follow:
                 follow = False
                 continue   # one more pass for lines written just before the end
-            return
+            following = run
+            run = _next_attempt(state, run) if followed else None
+            if run is None:
+                return
+            yield f"[fleet] run {following['id']} lost its machines; following its next attempt, run {run['id']}"
+            offsets, follow = {}, True
+            continue
         time.sleep(poll_s)
+
+
+def _next_attempt(state, run: dict[str, Any], wait_s: float = 600.0) -> dict[str, Any] | None:
+    """The attempt that resumes `run` on new machines (fleet/run/recovery.py names it in the
+    ended run's row before starting it), once its row exists; None when there is none."""
+    name = (state.get_run(run["id"]).get("meta") or {}).get("next_attempt")
+    end = time.monotonic() + wait_s
+    while name and time.monotonic() < end:
+        try:
+            return state.get_run(name)
+        except NotFound:
+            time.sleep(0.5)
+    return None
 
 
 def ssh_argv(lease_id: str, node: int = 0, command: list[str] | None = None, state=None) -> list[str]:

@@ -67,6 +67,8 @@ def attach(
         print(f"fleet: left run {run_id} running; `fleet attach {run_id}` to follow it again", file=sys.stderr)
         return 0
     row = state.get_run(run_id)
+    while (row.get("meta") or {}).get("next_attempt"):   # resumed on new machines: the last attempt tells
+        row = state.get_run(row["meta"]["next_attempt"])
     summary = (row.get("meta") or {}).get("summary") or {}
     if row["status"] == "lost" or summary.get("exit_code") is None:
         message = summary.get("message") or row["status"]

@@ -40,6 +40,9 @@ class Config:
     max_duration_s: int = 4 * 3600
     heartbeat_ttl_s: int = 300
     python: str | None = None         # interpreter on machines; local default: the controller's
+    checkpoint_interval_s: int | None = None   # None: checkpoints uploaded only when the command ends
+    recovery: str = "spot"            # spot | always | never (docs/managed-runs.md)
+    max_restarts: int = 3
     user: str | None = None
     budget: Decimal | None = None     # per-run budget in USD
     budgets: BudgetsConfig = field(default_factory=BudgetsConfig)

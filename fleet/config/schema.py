@@ -284,6 +284,18 @@ IDLE_MINUTES = Kind(_number_range(0, MAX_IDLE_MINUTES, f"a number of minutes abo
 POSITIVE_NUMBER = Kind(_number_range(0, MAX_DURATION_S, f"a number above 0, at most {MAX_DURATION_S}", lo_open=True),
                        {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_S})
 PROVIDER = Kind(_provider_name, {"type": "string"})   # json_schema() lists the registered names
+RECOVERY_MODES = ("spot", "always", "never")
+
+
+def _recovery(value: Any) -> str:
+    if value not in RECOVERY_MODES:
+        raise Invalid(f"must be one of {', '.join(RECOVERY_MODES)}, got {_fmt(value)}")
+    return value
+
+
+RECOVERY = Kind(_recovery, {"type": "string", "enum": list(RECOVERY_MODES)})
+RESTARTS = Kind(_int_range(0, 100, "a whole number of restarts from 0 to 100"),
+                {"type": "integer", "minimum": 0, "maximum": 100})
 ENV_NAMES = Kind(_env_names, {"type": "array", "items": {"type": "string", "pattern": _ENV_NAME_RE}})
 
 
@@ -317,6 +329,14 @@ TOP_LEVEL: dict[str, Key] = {
     "max_duration": Key(DURATION, "Hard limit on a lease; machines destroy themselves at this deadline.",
                         target="max_duration_s", default="4h"),
     "python": Key(STRING, "Python interpreter on the machines. Local default: the controller's own."),
+    "checkpoint_interval": Key(DURATION, "Upload $FLEET_CHECKPOINT_DIR of every machine to the store this often "
+                                         "while the command runs (only changed chunks). It is always uploaded when "
+                                         "the command ends or is stopped. Default: only then.",
+                               target="checkpoint_interval_s"),
+    "recovery": Key(RECOVERY, "When lost machines are replaced and the run resumed from its last checkpoint: "
+                              "spot (only spot machines, after an interruption), always (any lost machine), "
+                              "never.", default="spot"),
+    "max_restarts": Key(RESTARTS, "How many times a run may be resumed on new machines.", default=3),
     "user": Key(STRING, "Who is running (for budgets and records). Default: the login name."),
     "budget": Key(MONEY, "Per-run budget in US dollars; the run is refused or stopped when it would exceed it."),
     "store": Key(STRING, "Snapshot store URL or path. Default: $FLEET_HOME/store."),

@@ -165,8 +165,9 @@ class Checkpointer:
         self._thread = threading.Thread(target=self.sync, name="checkpoint", daemon=True)
         self._thread.start()
 
-    def sync(self) -> list[CheckpointUpload]:
-        """Upload every machine's checkpoint now (waits for an upload already under way)."""
+    def sync(self, skip: set | frozenset = frozenset()) -> list[CheckpointUpload]:
+        """Upload every machine's checkpoint now (waits for an upload already under way); machines
+        in `skip` (lost) are not asked."""
         from ..parallel import parallel
         with self._busy:
             got: list[CheckpointUpload] = []
@@ -182,7 +183,7 @@ class Checkpointer:
                 with lock:
                     got.append(up)
 
-            parallel(self.lease.machines, one)
+            parallel([m for m in self.lease.machines if m.id not in skip], one)
             got = [up for up in got if up.snapshot_id]
             for up in got:
                 self.latest[up.node_rank] = up
@@ -190,12 +191,12 @@ class Checkpointer:
                 self.on_upload(sorted(got, key=lambda u: u.node_rank))
             return got
 
-    def finish(self) -> list[CheckpointUpload]:
+    def finish(self, skip: set | frozenset = frozenset()) -> list[CheckpointUpload]:
         """The last upload, after the command ended; every node's latest checkpoint."""
+        self._next = None
         if self._thread is not None:
             self._thread.join(timeout=600)
-        self._next = None
-        self.sync()
+        self.sync(skip)
         return [self.latest[r] for r in sorted(self.latest)]
 
 
@@ -221,6 +222,8 @@ def begin(ctx, lease: Lease, store) -> Checkpointer:
 
     def uploaded(ups: list[CheckpointUpload]) -> None:
         total, sent = sum(u.bytes_total for u in ups), sum(u.bytes_sent for u in ups)
+        if not sent:
+            return   # unchanged since the last upload: nothing to say
         ctx.events.phase("checkpoint", f"{len(ups)} node(s): {_mib(total)} MiB checkpointed, {_mib(sent)} MiB sent")
 
     return Checkpointer(lease, store, ctx.run_id, interval, ctx.events.warn, uploaded)

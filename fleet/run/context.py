@@ -67,6 +67,9 @@ class RunContext:
     stop_message: str = ""
     cancel_grace_s: float | None = None   # SIGTERM→SIGKILL when cancelled; None: execute.grace_s() (CI: shorter)
     machines_lost: Callable[[], set] | None = None   # ids of machines past their own deadline (heartbeat)
+    attempt: int = 1                   # 1, then 2, 3 … for each resumption on new machines (FLEET_ATTEMPT)
+    checkpoints: list = field(default_factory=list)   # the last CheckpointUpload of each node (checkpoints.py)
+    lost_machines: set = field(default_factory=set)   # ids of machines that vanished under the command
 
     def request_stop(self, reason: str, message: str = "") -> None:
         if not self.stop_reason:

@@ -100,6 +100,8 @@ def process_env(ctx: RunContext, lease: Lease, machine: Machine, local_rank: int
         "MASTER_ADDR": master.rendezvous_host, "MASTER_PORT": port, "RANK": str(rank), "WORLD_SIZE": str(world),
         "LOCAL_RANK": str(local), "LOCAL_WORLD_SIZE": str(local_world), "NODE_RANK": str(machine.node_rank),
     })
+    from .checkpoints import checkpoint_env
+    env.update(checkpoint_env(machine, ctx.attempt))
     venv = python_env_dir(lease, machine.id)
     if venv:   # remote/exec.py puts its bin/ first on PATH
         env["VIRTUAL_ENV"] = venv
@@ -149,6 +151,7 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
                     on_tick()
                 next_tick += tick_s
                 _give_up_on_lost(ctx, running)
+                _stop_when_recoverable_loss(ctx, running)
             if ctx.cancel.is_set():
                 grace = (ctx.config.budgets.grace_s if ctx.stop_reason == "budget" else
                          grace_s() if ctx.cancel_grace_s is None else ctx.cancel_grace_s)
@@ -236,6 +239,27 @@ def _give_up_on_lost(ctx: RunContext, running: list) -> None:
             p.result.error = (f"machine {p.spec.machine.id} ({p.spec.machine.address}) stopped answering and "
                               "has passed its deadline, so its watchdog ended it (network lost?)")
             p.done.set()
+
+
+def _stop_when_recoverable_loss(ctx: RunContext, running: list) -> None:
+    """A machine vanished under the command (its channel closed with no exit status, or its
+    deadline passed unanswered) and the run may be resumed on new machines (config `recovery`):
+    stop the other ranks now (SIGTERM: they write their checkpoint) instead of letting them run on
+    without it. A lease released from outside (`fleet down`) is not a loss to recover from."""
+    if ctx.cancel.is_set():
+        return
+    from .recovery import recoverable
+    gone = [p for p in running if p.done.is_set() and (p.result.exit_code == -1 or p.result.error)
+            and p.spec.machine.id not in ctx.lost_machines and recoverable(ctx.config, p.spec.machine)]
+    if not gone:
+        return
+    status, released_at = ctx.state.lease_status(ctx.lease_id)
+    if status not in (None, "active", "leasing") or released_at is not None:
+        return
+    for p in gone:
+        ctx.lost_machines.add(p.spec.machine.id)
+    m = gone[0].spec.machine
+    ctx.request_stop("lost", f"machine {m.id} ({m.address}) was lost under the command")
 
 
 def collect(ctx: RunContext, lease: Lease) -> Collected:

@@ -30,6 +30,13 @@ class Inputs:
         self.pins = PinnedInputs()
         self.sources: dict = {}       # S3 source listings by id ([data] x = "s3://…"): machines fetch them
 
+    def checkpoint_store(self) -> Any:
+        """Where checkpoints go: the run's store (that of its pinned inputs, else the config's)."""
+        if self.store is None:
+            from ..snapshots import open_store
+            self.store = open_store(self.config.store)
+        return self.store
+
     def pin(self, options: RunOptions, events: Events) -> PinnedInputs:
         from ..snapshots import open_store
         self.store = open_store(self.config.store)

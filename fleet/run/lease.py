@@ -68,7 +68,7 @@ class NewLease:
         ctx.state.create_run(ctx.run_id, lease_id=ctx.lease_id, project=offer.project, user=offer.user,
                              command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
                              meta={"provider": offer.provider, "template": offer.template.name, "gpus": offer.gpus,
-                                   "pins": _pins_meta(pins)},
+                                   "pins": _pins_meta(pins), "detached": ctx.options.detached},
                              masker=_masker(ctx))
 
     def acquire(self, ctx: RunContext, deadline_s: int, on_machine: OnMachine) -> Lease:

@@ -32,6 +32,7 @@ from ..masking import Masker
 from ..models import Lease, Machine, to_jsonable, utcnow
 from ..plan import first_deadline_s
 from .budget import BudgetGate, RunBudget
+from .checkpoints import begin as begin_checkpoints
 from .context import Events, RunContext, checked_events
 from .environment import EnvironmentStage
 from .execute import MachinesLost, check_cancel, check_not_released_elsewhere
@@ -48,7 +49,7 @@ from .summary import LaunchedMachine, RunSummary
 from .telemetry_fetch import TELEMETRY_INTERVAL_S, TelemetryFetch
 from .types import Collected, Cost, ExecResult, PinnedInputs, RecordRef, Released, RunOptions
 
-STAGES = ("plan", "pin", "budget", "lease", "ready", "stage", "setup", "environment", "execute", "collect", "release",
+STAGES = ("plan", "pin", "budget", "lease", "ready", "checkpoint", "stage", "setup", "environment", "execute", "collect", "release",
           "record")
 
 
@@ -60,6 +61,7 @@ class _Outcome:
     exit_code: int = ExitCode.INFRASTRUCTURE
     failing_rank: str | None = None
     message: str | None = None
+    machines_lost: bool = False        # machines vanished under the run (recovery may resume it)
 
 
 class _SetupFailed(Exception):
@@ -97,14 +99,15 @@ class Pipeline:
             raise Cancelled("not started: the plan was declined; nothing was leased or spent")
         pins = self.inputs.pin(self.options, self.events) if self.source.fresh else PinnedInputs()   # pin
         state = open_state(self.config.state_url)
-        run_id, lease_id = new_run_id(), self.source.lease_id
+        run_id, lease_id = self.options.run_id or new_run_id(), self.source.lease_id
         run_dir = self.run_dir_root / run_id
         grant = BudgetGate(self.config, state, self.clock).grant(offer, run_id=run_id, lease_id=lease_id)   # budget
         plan = offer.to_plan(run_id=run_id, budget_deadline_s=grant.budget_deadline_s,
                              telemetry_interval_s=TELEMETRY_INTERVAL_S)
         ctx = RunContext(config=self.config, offer=offer, plan=plan, run_id=run_id, lease_id=lease_id, state=state,
                          events=self.events, run_dir=run_dir, started_at=utcnow(), options=self.options,
-                         command=self.config.command)
+                         command=self.config.command,
+                         attempt=self.options.resume.attempt if self.options.resume else 1)
         if self.options.ci:
             from ..ci import cancel_grace_s
             ctx.cancel_grace_s = cancel_grace_s()
@@ -135,9 +138,13 @@ class Pipeline:
             budget.open_machine(ctx, machine)
             observers.machine(ctx, machine)
 
+        checkpoints: list = []   # the Checkpointer, once the machines are ready
+
         def on_tick() -> None:
             budget.tick(ctx)
             observers.tick(ctx)
+            for checkpointer in checkpoints:
+                checkpointer.tick()
 
         try:
             lease = source.acquire(ctx, first_deadline, on_machine)                      # lease
@@ -159,6 +166,7 @@ class Pipeline:
                 heartbeat.start()
             observers.ready(ctx, lease)
             check_cancel(ctx)
+            checkpoints.append(begin_checkpoints(ctx, lease, self.inputs.checkpoint_store()))   # checkpoint
             if source.fresh:
                 ctx.events.phase("stage", "copying inputs to machines")                     # stage
                 machines.stage(self.inputs, lease, ctx.events)
@@ -177,20 +185,22 @@ class Pipeline:
             check_cancel(ctx)
             ctx.events.phase("run", ctx.command)                                           # execute
             result = machines.execute(ctx, lease, ctx.command, on_tick=on_tick)
+            if not ctx.hurry.is_set():   # written by the command as it ended (or on SIGTERM): upload it
+                ctx.checkpoints = checkpoints[0].finish(skip=ctx.lost_machines)
             if not ctx.stop_reason:
                 check_not_released_elsewhere(ctx)
             outcome = _ended(ctx, result)
         except _SetupFailed:
             pass
         except MachinesLost as exc:   # the machines' failure, not the experiment's: a summary, not a raise
-            outcome = _Outcome("error", exc.exit_code, exc.failing, exc.one_line())
+            outcome = _Outcome("error", exc.exit_code, exc.failing, exc.one_line(), machines_lost=True)
         except FleetError as exc:
             error = exc
             if ctx.stop_reason == "budget":   # the budget ran out before the run phase (e.g. while staging)
                 outcome = _Outcome("budget-stopped", ExitCode.BUDGET_STOPPED, message=ctx.stop_message)
                 error = None
             elif ctx.stop_reason == "lost":   # the provider took the machines away (e.g. Slurm NODE_FAIL)
-                outcome = _Outcome("error", ExitCode.INFRASTRUCTURE, message=ctx.stop_message)
+                outcome = _Outcome("error", ExitCode.INFRASTRUCTURE, message=ctx.stop_message, machines_lost=True)
             elif isinstance(exc, Cancelled) or ctx.stop_reason == "cancelled":
                 outcome = _Outcome("cancelled", ExitCode.CANCELLED, message=ctx.stop_message or str(exc))
             else:
@@ -250,7 +260,7 @@ def _ended(ctx: RunContext, result: ExecResult) -> _Outcome:
     if ctx.stop_reason == "budget":
         return _Outcome("budget-stopped", ExitCode.BUDGET_STOPPED, message=ctx.stop_message)
     if ctx.stop_reason == "lost":
-        return _Outcome("error", ExitCode.INFRASTRUCTURE, message=ctx.stop_message)
+        return _Outcome("error", ExitCode.INFRASTRUCTURE, message=ctx.stop_message, machines_lost=True)
     if ctx.stop_reason:
         return _Outcome("cancelled", ExitCode.CANCELLED, message=ctx.stop_message)
     return _Outcome("succeeded" if result.exit_code == 0 else "failed", result.exit_code, result.failing_rank)
@@ -281,6 +291,8 @@ def _assemble(ctx: RunContext, lease: Lease | None, outcome: _Outcome, collected
         budget_stop=None if cost is None else cost.budget_stop,
         telemetry_note=None if cost is None else cost.telemetry_note, ci=ci,
         rerun_of=ctx.options.rerun_of.run_id if ctx.options.rerun_of else None,
+        attempt=ctx.attempt if ctx.attempt > 1 else None, machines_lost=outcome.machines_lost or None,
+        checkpoints={str(c.node_rank): c.snapshot_id for c in ctx.checkpoints} or None,
         gpu_type=str(offer.gpu_type) if offer.gpu_type is not None else None,
         launched=[LaunchedMachine.of(m) for m in sorted(lease.machines, key=lambda m: m.node_rank)]
         if lease is not None and lease.machines else None)

@@ -88,6 +88,10 @@ class RunSummary:
     environment_differences: list[str] | None = None   # a rerun: what its environment could not reproduce
     gpu_type: str | None = None       # what was asked for (`--gpus A100:8`), when a type was
     launched: list[LaunchedMachine] | None = None   # each machine: instance type, spot/on-demand, zone, price
+    attempt: int | None = None        # a resumed run: which attempt this was (FLEET_ATTEMPT); None: the first
+    checkpoints: dict[str, str] | None = None   # node rank → its latest checkpoint snapshot in the store
+    machines_lost: bool | None = None   # machines vanished under the run (not the experiment's failure)
+    attempts: list[dict[str, Any]] | None = None   # a recovered run: every attempt (fleet/run/recovery.py)
 
     @property
     def ok(self) -> bool:

@@ -1,8 +1,9 @@
 """The detached supervisor: `fleet up --detach` runs the whole run pipeline in this process.
 
-It is the same `fleet.run.pipeline.up` an attached `fleet up` calls, not a copy: it heartbeats the
-machines, meters and enforces the budget, writes the rank logs into the run's directory, collects
-the outputs, releases the machines, closes the ledger and appends the run record. The only
+It calls the same `fleet.run.recovery.run_managed` (the pipeline, attempt by attempt) that an
+attached `fleet up` calls, not a copy: it heartbeats the machines, meters and enforces the budget,
+writes the rank logs into the run's directory, collects the outputs, releases the machines, closes
+the ledger, appends the run record, and resumes on new machines after a loss where allowed. The only
 difference is where its progress goes: to `events.jsonl` in its directory under
 `$FLEET_HOME/supervisors/<run-id>/`, which the launching CLI follows until staging is done, and
 which nothing needs afterwards (logs and the final summary are in the run's state).
@@ -173,12 +174,12 @@ def main(argv: list[str]) -> int:
         config = load_config(Path(spec.config_file) if spec.config_file else None, overrides=spec.overrides)
         die_with_lease(config.max_duration_s)
         from ..ci import masked_events
-        from .pipeline import up
+        from .recovery import run_managed
         options = spec.options()
         if spec.resume:
             from .checkpoints import resume_options
             options = resume_options(options, config, spec.resume)
-        summary = up(config, options=options, events=masked_events(config, events))
+        summary = run_managed(config, options=options, events=masked_events(config, events))
         events.ended(summary.to_json())
         code = summary.exit_code
     except FleetError as exc:

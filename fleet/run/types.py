@@ -15,6 +15,7 @@ from ..gpus import GpuType
 from ..models import Plan, Template
 
 if TYPE_CHECKING:
+    from .checkpoints import Resume
     from ..environment.model import PinnedEnvironment
     from typing import Callable
 
@@ -44,6 +45,9 @@ class RunOptions:
     # Asked with the plan (machines, prices, the most the run can cost) after stage "plan", before
     # anything is pinned, reserved or leased; False stops the run there (`fleet up` on a terminal).
     confirm: "Callable[[Quote], bool] | None" = None
+    run_id: str | None = None          # chosen before the run starts (a detached run's launcher names it)
+    detached: bool = False             # supervised by a detached supervisor (fleet/run/supervisor.py)
+    resume: "Resume | None" = None     # a resumed attempt: its number and the checkpoints to restore
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,135 @@
+"""Interruption recovery: a run whose machines were lost resumes on new machines from its last
+checkpoint, within its one budget and `max_restarts`.
+
+Each attempt is one pass of the run pipeline (pipeline.up: lease, checkpoint restore, stage,
+setup, execute, collect, release, record), so every guarantee of a run holds per attempt: the
+machines of a lost attempt are released and billed before the next is leased. Attempt N>1 has the
+run id `<run>-a<N>`, gets each node's latest checkpoint restored (FLEET_RESUMED=1,
+FLEET_ATTEMPT=N), and may spend only what the earlier attempts left of the run's budget: a restart
+the rest cannot pay is not started, and the run ends `budget-stopped` with its last checkpoint in
+the store. The summary of the last attempt lists every attempt.
+
+`recovery` (fleet.toml): "spot" resumes only when a lost machine was a spot machine (a spot
+interruption), "always" after any loss (host failure, a machine that vanished), "never" not at all.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+from typing import Any, Callable
+
+from ..config.model import Config
+from ..errors import BudgetRefused, ExitCode
+from ..ids import new_run_id
+from ..models import Machine
+from .checkpoints import Resume, latest_snapshots
+from .context import Events, checked_events
+from .summary import RunSummary
+from .types import RunOptions
+
+
+def recoverable(config: Config, machine: Machine) -> bool:
+    """May the loss of this machine be recovered from (config `recovery`)?"""
+    mode = getattr(config, "recovery", "never")
+    return mode == "always" or (mode == "spot" and bool(machine.spot))
+
+
+def _lost_spot(summary: RunSummary) -> bool:
+    return any(m.lifecycle == "spot" for m in summary.launched or [])
+
+
+def _should_resume(config: Config, summary: RunSummary) -> bool:
+    if not summary.machines_lost or summary.status != "error":
+        return False
+    return config.recovery == "always" or (config.recovery == "spot" and _lost_spot(summary))
+
+
+def _cost(summary: RunSummary) -> Decimal:
+    amount = summary.cost_usd if summary.cost_usd is not None else summary.would_cost_usd
+    return Decimal(amount or 0)
+
+
+def _attempt_row(n: int, s: RunSummary) -> dict[str, Any]:
+    return {"attempt": n, "run_id": s.run_id, "lease_id": s.lease_id, "status": s.status,
+            "exit_code": s.exit_code, "started_at": s.started_at, "ended_at": s.ended_at,
+            "cost_usd": s.cost, "machines_lost": bool(s.machines_lost), "message": s.message}
+
+
+def run_managed(config: Config, *, options: RunOptions | None = None, events: Events | None = None,
+                run: Callable[..., RunSummary] | None = None) -> RunSummary:
+    """`fleet up` with recovery: attempts until one ends on its own, the budget cannot pay the
+    next, or max_restarts are used up. `run` is pipeline.up (tests pass their own)."""
+    from .pipeline import up
+    run = run or up
+    events = checked_events(events)
+    options = options or RunOptions()
+    base = options.run_id or new_run_id()
+    attempt = options.resume.attempt if options.resume else 1
+    resume = options.resume
+    attempts: list[tuple[int, RunSummary]] = []
+    spent = Decimal(0)
+    while True:
+        run_id = base if not attempts else f"{base}-a{attempt}"
+        budget = None if config.budget is None else config.budget - spent
+        try:
+            if budget is not None and budget <= 0:
+                raise BudgetRefused(f"the run's budget ${config.budget} is spent (${spent} by {len(attempts)} attempt(s))")
+            summary = run(config if budget is None else replace(config, budget=budget), events=events,
+                          options=replace(options, run_id=run_id, resume=resume))
+        except BudgetRefused as exc:
+            if not attempts:
+                raise
+            last = attempts[-1][1]
+            return _final(config, attempts, status="budget-stopped", exit_code=ExitCode.BUDGET_STOPPED,
+                          message=f"not resumed after attempt {len(attempts)}: {exc.one_line()}; its last "
+                                  "checkpoint is in the store (`fleet up --resume " + last.run_id + "`)")
+        attempts.append((attempt, summary))
+        spent += _cost(summary)
+        if not _should_resume(config, summary):
+            return _final(config, attempts) if len(attempts) > 1 else summary
+        if len(attempts) > config.max_restarts:
+            return _final(config, attempts, status="failed", exit_code=ExitCode.INFRASTRUCTURE,
+                          message=f"machines lost again and max_restarts ({config.max_restarts}) is used up "
+                                  f"after {len(attempts)} attempt{'' if len(attempts) == 1 else 's'}: {summary.message}")
+        ranks = sorted(int(r) for r in (summary.checkpoints or {})) or list(range(summary.machines))
+        from ..snapshots import open_store
+        found = latest_snapshots(open_store(config.store), summary.run_id, ranks)
+        resume = Resume(attempt=attempt + 1, snapshots={**(resume.snapshots if resume else {}), **found},
+                        of_run=summary.run_id)
+        attempt += 1
+        _link(summary.run_id, f"{base}-a{attempt}", config)
+        events.phase("recover", f"{summary.message}; resuming on new machines from the last checkpoint "
+                                f"(attempt {attempt} of at most {config.max_restarts + 1})")
+
+
+def _final(config: Config, attempts: list[tuple[int, RunSummary]], *, status: str | None = None,
+           exit_code: int | None = None, message: str | None = None) -> RunSummary:
+    last = attempts[-1][1]
+    rows = [_attempt_row(n, s) for n, s in attempts]
+    final = last.updated(attempts=rows, status=status or last.status,
+                         exit_code=last.exit_code if exit_code is None else int(exit_code),
+                         message=message if message is not None else last.message)
+    _store_final(final, config)
+    return final
+
+
+def _store_final(summary: RunSummary, config: Config) -> None:
+    """The last attempt's summary.json and state row get the attempt list (and the verdict)."""
+    try:
+        summary.write()
+        from ..state import open_state
+        open_state(config.state_url).finish_run(summary.run_id, summary.status, summary.exit_code, {"summary": summary.to_json()})
+    except Exception:  # noqa: BLE001 — the attempts' own records are written; this is the overview
+        pass
+
+
+def _link(run_id: str, next_run_id: str, config: Config) -> None:
+    """The ended attempt names the next one: `fleet attach` and `fleet logs -f` follow it there."""
+    from ..errors import FleetError
+    from ..state import open_state
+    try:
+        state = open_state(config.state_url)
+        row = state.get_run(run_id)
+        state.finish_run(run_id, row["status"], row["exit_code"], {"next_attempt": next_run_id})
+    except FleetError:
+        pass   # followers then stop at the ended attempt; the run itself goes on

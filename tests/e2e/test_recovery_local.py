@@ -1,0 +1,73 @@
+"""Recovery from a machine that vanished mid-run, on the local provider (its sshd and every process
+of the machine killed, as a host failure would): with `recovery = "always"` the run resumes on new
+machines from the last checkpoint and finishes with the right step count; with "never" or no
+restarts left it ends with a clear message and nothing left running."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.conftest import processes_under, start_fleet_up, wait_for_line
+from tests.e2e.test_checkpoints import TRAIN
+
+
+def _config(experiment: Path, recovery: str, max_restarts: int = 3) -> None:
+    (experiment / "train.py").write_text(TRAIN)
+    (experiment / "fleet.toml").write_text(
+        'project = "t"\ntemplate = "local-1gpu"\nmax_duration = "10m"\ncommand = "python train.py 40 0.1"\n'
+        f'checkpoint_interval = "1s"\nrecovery = "{recovery}"\nmax_restarts = {max_restarts}\n')
+
+
+def _lose_node_1(fleet_home: Path) -> None:
+    from fleet.providers.local.sshd import stop_machine_dir
+    [machine] = [d for d in (fleet_home / "machines").iterdir() if d.name.endswith("-n1")]
+    stop_machine_dir(machine, grace_s=0.1)
+
+
+def _run_until_lost(experiment: Path, fleet_home: Path) -> tuple[dict, str]:
+    proc = start_fleet_up(experiment, ["--gpus", "2", "--json"], env={"FLEET_GRACE": "10"})
+    try:
+        seen = wait_for_line(proc, "attempt 1", timeout=120)
+        seen += wait_for_line(proc, "fleet: checkpoint:", timeout=60)   # a periodic upload happened
+        _lose_node_1(fleet_home)
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = seen + out
+    return json.loads(out[out.index("\n{") + 1:]), out
+
+
+def test_a_lost_machine_is_replaced_and_the_run_resumes_from_its_checkpoint(experiment, fleet_home):
+    _config(experiment, "always")
+    summary, out = _run_until_lost(experiment, fleet_home)
+    assert summary["status"] == "succeeded" and summary["exit_code"] == 0, out[-3000:]
+    assert summary["attempt"] == 2 and summary["run_id"].endswith("-a2"), summary
+    first, second = summary["attempts"]
+    assert first["machines_lost"] and first["status"] == "error" and "lost" in first["message"], first
+    assert second["status"] == "succeeded" and second["lease_id"] != first["lease_id"]
+    for rank in (0, 1):
+        assert f"[{rank}] rank {rank} attempt 2 resumed 1 from " in out, out[-3000:]
+        assert f"rank {rank} finished at 40" in out
+    resumed_from = int(out.split("[1] rank 1 attempt 2 resumed 1 from ")[1].split()[0])
+    assert resumed_from > 0, out[-3000:]   # node 1 continued from its last uploaded checkpoint
+    assert "resuming on new machines" in out
+    assert processes_under(fleet_home) == []
+
+
+def test_recovery_never_ends_the_run_as_an_error(experiment, fleet_home):
+    _config(experiment, "never")
+    summary, out = _run_until_lost(experiment, fleet_home)
+    assert summary["status"] == "error" and summary["exit_code"] == 10 and summary["machines_lost"], out[-3000:]
+    assert "attempts" not in summary and "resuming" not in out
+    assert processes_under(fleet_home) == []
+
+
+def test_no_restarts_left_fails_with_a_clear_message_and_nothing_running(experiment, fleet_home):
+    _config(experiment, "always", max_restarts=0)
+    summary, out = _run_until_lost(experiment, fleet_home)
+    assert summary["status"] == "failed" and summary["exit_code"] == 10, out[-3000:]
+    assert "max_restarts (0) is used up after 1 attempt:" in summary["message"], summary["message"]
+    assert [a["attempt"] for a in summary["attempts"]] == [1]
+    assert processes_under(fleet_home) == []
+    assert not any((fleet_home / "machines").iterdir())
