@@ -15,7 +15,6 @@ so a provider added since would otherwise be missing until `pip install -e .` is
 """
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,20 +40,56 @@ _entries: dict[str, Entry] | None = None
 _classes: dict[str, type] = {}
 
 
-def _checkout_entries() -> dict[str, Entry] | None:
-    """fleet's own entries from the pyproject.toml beside the package (source checkouts only)."""
-    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
-    if not pyproject.is_file():
-        return None
-    import tomllib
+def _section(text: str, header: str) -> dict[str, str] | None:
+    """`name = target` lines of one INI/TOML section (entry_points.txt, or our own pyproject.toml,
+    whose entry-point table is plain strings): read without tomllib or importlib.metadata, whose
+    imports cost more than everything else `fleet status` does with a few leases."""
+    found: dict[str, str] | None = None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("["):
+            if found is not None:
+                break
+            if line == header:
+                found = {}
+            continue
+        if found is not None and "=" in line and not line.startswith("#"):
+            name, _, target = line.partition("=")
+            found[name.strip()] = target.split("#")[0].strip().strip('"').strip("'")
+    return found
+
+
+def _own_entries() -> dict[str, Entry] | None:
+    """fleet's own entries: from the pyproject.toml beside the package in a source checkout (an
+    editable install's metadata keeps the entries of the day it was made), else from the
+    installed distribution's entry_points.txt."""
+    package = Path(__file__).resolve().parents[1]
+    pyproject = package.parent / "pyproject.toml"
     try:
-        doc = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        if pyproject.is_file():
+            declared = _section(pyproject.read_text(encoding="utf-8"), f'[project.entry-points."{GROUP}"]')
+            origin = str(pyproject)
+        else:
+            dist = next(package.parent.glob("fleet_gpu-*.dist-info"), None)
+            declared = _section((dist / "entry_points.txt").read_text(encoding="utf-8"), f"[{GROUP}]") \
+                if dist is not None else None
+            origin = "fleet-gpu"
+    except OSError:
         return None
-    declared = doc.get("project", {}).get("entry-points", {}).get(GROUP)
-    if not isinstance(declared, dict):
+    if not declared:
         return None
-    return {name: Entry(name, str(target), str(pyproject)) for name, target in declared.items()}
+    return {name: Entry(name, target, origin) for name, target in declared.items()}
+
+
+_own: dict[str, Entry] | None = None
+_own_read = False
+
+
+def own_entries() -> dict[str, Entry] | None:
+    global _own, _own_read
+    if not _own_read:
+        _own, _own_read = _own_entries(), True
+    return _own
 
 
 def entries() -> dict[str, Entry]:
@@ -62,7 +97,7 @@ def entries() -> dict[str, Entry]:
     global _entries
     if _entries is None:
         from importlib.metadata import entry_points
-        own = _checkout_entries()
+        own = own_entries()
         found: dict[str, Entry] = dict(own or {})
         for ep in entry_points(group=GROUP):
             if own is not None and ep.value.startswith(_OWN_PREFIX):
@@ -75,8 +110,8 @@ def entries() -> dict[str, Entry]:
 
 def refresh() -> None:
     """Forget what was found (after installing a provider package in this process; tests)."""
-    global _entries
-    _entries = None
+    global _entries, _own_read
+    _entries, _own_read = None, False
     _classes.clear()
 
 
@@ -91,9 +126,12 @@ def provider_class(name: str) -> type:
     """The class registered as `name`; UsageError naming the registered ones if there is none."""
     if name in _classes:
         return _classes[name]
-    entry = entries().get(name)
+    # fleet's own names win over any third party's (see entries()), so they need no scan of every
+    # installed distribution's metadata.
+    entry = (own_entries() or {}).get(name) or entries().get(name)
     if entry is None:
         known = names(listed_only=True)
+        import difflib
         close = difflib.get_close_matches(name, list(entries()), n=1, cutoff=0.6)
         raise UsageError(f"unknown provider {name!r}",
                          hint=f"did you mean {close[0]!r}?" if close else "choose one of: " + ", ".join(known))

@@ -137,3 +137,20 @@ def test_fleet_offers_lists_any_providers_mixes(tmp_path):
     bad = subprocess.run([FLEET, "offers", "--gpus", "8", "--provider", "gpc"],
                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert bad.returncode == 2 and "unknown provider 'gpc'" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_fleets_own_entries_are_read_like_toml_reads_them():
+    import tomllib
+    from fleet.providers.registry import GROUP, own_entries
+    pyproject = Path(__file__).resolve().parents[2] / "pyproject.toml"
+    declared = tomllib.loads(pyproject.read_text())["project"]["entry-points"][GROUP]
+    assert {n: e.target for n, e in own_entries().items()} == declared
+
+
+def test_loading_one_of_fleets_own_providers_scans_no_installed_metadata():
+    """`fleet status` with leases loads their providers: importlib.metadata (and the email parser
+    it imports) cost more than the rest of a status with a few leases."""
+    code = ("import sys\nfrom fleet.providers import registry\nregistry.provider_class('local')\n"
+            "print('importlib.metadata' in sys.modules, 'tomllib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split() == ["False", "False"], out.stdout

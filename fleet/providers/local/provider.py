@@ -7,10 +7,8 @@ its deadline even if the controller is SIGKILLed the next instant.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
 import threading
-from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
@@ -19,16 +17,18 @@ from ...errors import Cancelled
 from ...keys import generate_ed25519
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
 from ...paths import subdir
-from ..base import BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftovers, check_machine_count
+from ..base import (BaseProvider, DescribesLeases, ReportsMachines, StopsOnCancel, SweepsLeftovers,
+                    check_machine_count)
 from .templates import DEFAULT_TEMPLATE, LOCAL_TEMPLATES
-from .sshd import find_sshd, pid_alive, start_sshd, start_watchdog, stop_machine_dir
+# sshd (socket, subprocess, …) and the thread pool are imported where machines are made or ended:
+# `fleet status` only describes them.
 
 
 def lease_key_path(lease_id: str) -> Path:
     return subdir("leases") / lease_id / "id_ed25519"
 
 
-class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftovers):
+class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftovers, DescribesLeases):
     name = "local"
     description = "sshd sandboxes on this computer (simulated GPUs)"
     # Each machine is an sshd plus a watchdog on this computer: 64 of them is already a lot for a laptop.
@@ -51,6 +51,8 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
               on_machine: Callable[[Machine], None] | None = None,
               cancel: threading.Event | None = None) -> Lease:
         check_machine_count(self, plan)
+        from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
+        from .sshd import find_sshd, start_sshd, start_watchdog
         find_sshd()
         cancel = cancel or threading.Event()
         key_path = lease_key_path(lease_id)
@@ -114,9 +116,29 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
         return lease
 
     def describe(self, lease: Lease) -> list[MachineState]:
+        return self._states(lease, self._lease_dirs(lease))
+
+    def describe_leases(self, leases: list[Lease]) -> dict[str, list[MachineState]]:
+        """All leases from one listing of the machines directory (`fleet status`): probing each
+        lease's directories by name cost 1,000 × (FLEET_HOME check, mkdir, stats) at 1,000 leases."""
+        wanted = {lease.id for lease in leases}
+        dirs: dict[str, list[tuple[int, Path]]] = {}
+        try:
+            with os.scandir(subdir("machines")) as entries:
+                for e in entries:
+                    lease_id, sep, rank = e.name.rpartition("-n")
+                    if sep and lease_id in wanted and rank.isdigit() and e.is_dir():
+                        dirs.setdefault(lease_id, []).append((int(rank), Path(e.path)))
+        except OSError:
+            pass
+        return {lease.id: self._states(lease, [d for _, d in sorted(dirs.get(lease.id, []))]) for lease in leases}
+
+    def _states(self, lease: Lease, dirs: list[Path]) -> list[MachineState]:
+        """The lease's machines (sshd alive, deadline not passed), and any of `dirs` (its machine
+        directories) fleet's state never recorded."""
         states = []
         recorded = {m.id for m in lease.machines}
-        for d in self._lease_dirs(lease):
+        for d in dirs:
             if d.name not in recorded:   # made by a controller killed inside lease()
                 states.append(MachineState(d.name, "gone" if (d / "root" / ".fleet" / "expired").exists()
                                            else "running", "not in fleet's state", unrecorded=True,
@@ -124,7 +146,7 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
         for m in lease.machines:
             d = Path(m.provider_ref.get("dir", ""))
             pid = int(m.provider_ref.get("sshd_pid") or 0)
-            if pid and d.exists() and pid_alive(pid) and _pid_file_matches(d, pid):
+            if pid and d.exists() and _pid_alive(pid) and _pid_file_matches(d, pid):
                 expired = (d / "root" / ".fleet" / "expired").exists()
                 states.append(MachineState(m.id, "gone" if expired else "running"))
             else:
@@ -142,6 +164,7 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
         existing = [d for d in dirs if d.exists()]
         if not existing:
             return
+        from concurrent.futures import ThreadPoolExecutor
         with ThreadPoolExecutor(max_workers=min(16, len(existing))) as pool:
             list(pool.map(_end_machine_dir, existing))
 
@@ -184,6 +207,8 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
 def _end_machine_dir(d: Path) -> None:
     """Stop one machine, then delete its directory (its venv alone is hundreds of files): in the
     same worker, so deleting 8 machines' directories is not a serial tail after stopping them."""
+    import shutil
+    from .sshd import stop_machine_dir
     stop_machine_dir(d)
     shutil.rmtree(d, ignore_errors=True)
 
@@ -191,6 +216,7 @@ def _end_machine_dir(d: Path) -> None:
 def _delete_lease_key(lease_id: str) -> None:
     from ...keys import secure_delete
     secure_delete(lease_key_path(lease_id))
+    import shutil
     shutil.rmtree(lease_key_path(lease_id).parent, ignore_errors=True)
 
 
@@ -200,6 +226,11 @@ def _deadline_file(d: Path) -> datetime | None:
         return datetime.fromtimestamp(float((d / "root" / ".fleet" / "deadline").read_text()), tz=timezone.utc)
     except (OSError, ValueError):
         return None
+
+
+def _pid_alive(pid: int) -> bool:
+    from .sshd import pid_alive
+    return pid_alive(pid)
 
 
 def _pid_file_matches(d: Path, pid: int) -> bool:
