@@ -102,6 +102,21 @@ class ProviderSettings:
     keys: ClassVar[dict[str, "Key"]] = {}
     array: ClassVar[bool] = False
     required: ClassVar[tuple[str, ...]] = ()   # per item, for arrays
+    # The section in `fleet init`'s starter: commented-out TOML, every key with a comment. Empty:
+    # written from `help` and `keys` (starter_block).
+    starter: ClassVar[str] = ""
+
+    @classmethod
+    def starter_block(cls) -> str:
+        """What `fleet init` writes for this section (every line commented out, so the file runs as is)."""
+        if cls.starter:
+            return cls.starter.strip("\n") + "\n"
+        header = f"# [[{cls.section}]]" if cls.array else f"# [{cls.section}]"
+        lines = [f"# {cls.help}" if cls.help else f"# {cls.section} settings", header]
+        for name, key in cls.keys.items():
+            value = "…" if key.default is None else _toml_value(key.default)
+            lines.append(f"# {name} = {value}   # {key.help}")
+        return "\n".join(lines) + "\n"
 
     @classmethod
     def from_fields(cls, fields: Any) -> "ProviderSettings":
@@ -114,6 +129,14 @@ class ProviderSettings:
         ConfigError naming `where` (and the line, when the source `text` is given)."""
         from ..config.loader import parse_section
         return parse_section(cls, value, where=where, text=text)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 # For a provider that declares no cap of its own.

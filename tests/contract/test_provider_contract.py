@@ -19,9 +19,9 @@ from fleet.config.model import Config
 from fleet.errors import FleetError, UsageError
 from fleet.ids import new_lease_id
 from fleet.models import Lease, utcnow
-from fleet.plan import make_plan
 from fleet.providers import registry
 from fleet.providers.base import Provider, ReportsMachines, choose_mix
+from fleet.providers.contract import ContractHarness, plugin_harnesses
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.timeout(240)
@@ -36,21 +36,8 @@ class FakeClock:
 
 # ---------------------------------------------------------------- one harness per provider
 
-class Harness:
-    template = ""
-    gpus: int | None = 1
-
-    def plan(self, provider, max_s: int = 600):
-        return make_plan(provider=provider.name, mix=choose_mix(provider, self.template, self.gpus),
-                         max_duration_s=max_s, heartbeat_ttl_s=60, project="contract", user="tester")
-
-    def wait_ended(self, provider, lease) -> bool:
-        """True once every machine has ended by itself (no controller, no release)."""
-        return wait_until(lambda: all(s.state == "gone" for s in provider.describe(lease)), 60, 0.25)
-
-    def state_dir(self, machine) -> Path | None:
-        """The machine's fleet state directory, as a local path (None: the machine has no processes)."""
-        return Path(machine.state_dir)
+class Harness(ContractHarness):
+    """fleet's own harnesses; another package's come through its entry point (fleet/providers/contract.py)."""
 
 
 class LocalHarness(Harness):
@@ -145,7 +132,7 @@ class SlurmHarness(Harness):
 
 
 HARNESSES = {"local": LocalHarness, "ssh": SSHHarness, "aws": AWSSandboxHarness, "fake": FakeHarness,
-             "slurm": SlurmHarness}
+             "slurm": SlurmHarness, **plugin_harnesses()}
 
 
 def _binding(machine) -> dict:

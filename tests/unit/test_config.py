@@ -9,6 +9,7 @@ import pytest
 
 from fleet.config.loader import load_config, parse_duration, parse_money
 from fleet.errors import ConfigError, ExitCode, UsageError
+from fleet.providers import registry
 
 
 @pytest.fixture(autouse=True)
@@ -145,7 +146,8 @@ def test_explicit_path_relative_to_cwd_and_directory(tmp_path):
     ('command = "x"\ngpus = "A100:0"\n', "fleet.toml:2: gpus: must be a positive integer, got 0"),
     ('command = "x"\ngpus = "nvidia:8"\n', "fleet.toml:2: gpus: 'nvidia' is not a GPU type; write a model like "
                                          "A100, H100, L4 or A100-80GB"),
-    ('command = "x"\nprovider = "gcp"\n', "fleet.toml:2: provider: must be one of 'local', 'ssh', 'aws', 'slurm', got 'gcp'"),
+    ('command = "x"\nprovider = "gcp"\n', "fleet.toml:2: provider: must be one of "
+     + ", ".join(repr(n) for n in registry.names(listed_only=True)) + ", got 'gcp'"),   # whatever is registered
     ('command = "x"\nmax_duration = "soon"\n', "fleet.toml:2: max_duration: must be a duration like 90s"),
     ('command = "x"\nmax_duration = 0\n', "fleet.toml:2: max_duration: must be a positive duration"),
     ('command = "x"\nbudget = 0\n', "fleet.toml:2: budget: must be an amount in US dollars > 0"),

@@ -15,6 +15,7 @@ from fleet.cli.init import register
 from fleet.config.loader import SCHEMA_FILE, json_schema, load_config
 from fleet.config.schema import ARRAYS, MAPS, TABLES, TOP_LEVEL, provider_sections
 from fleet.errors import ExitCode
+from fleet.providers import registry
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,7 +50,8 @@ def test_schema_lists_every_key_of_the_table():
     assert set(props["lease"]["properties"]) == set(TABLES["lease"][1])
     assert set(props["hosts"]["items"]["properties"]) == set(provider_sections()["hosts"].keys)
     assert set(props["aws"]["properties"]) == set(provider_sections()["aws"].keys)
-    assert props["provider"]["enum"] == ["local", "ssh", "aws", "slurm"]   # the fake is for tests: not offered
+    assert props["provider"]["enum"] == registry.names(listed_only=True)   # every provider offered...
+    assert "fake" in registry.names() and "fake" not in props["provider"]["enum"]   # ...not the tests' fake
 
 
 def test_schema_agrees_with_the_validator_on_examples(tmp_path):

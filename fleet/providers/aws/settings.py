@@ -20,6 +20,15 @@ class AWSSettings(ProviderSettings):
 
     section: ClassVar[str] = "aws"
     help: ClassVar[str] = "AWS settings: where the stack outputs are and how to reach the machines."
+    starter: ClassVar[str] = """\
+# AWS provider settings (the region and account come from the stack outputs).
+# [aws]
+# outputs = "stack-outputs.json"  # written by `fleet stack up`; $FLEET_AWS_OUTPUTS overrides
+# stack = "dev"                   # or read a Pulumi stack's outputs live (needs the pulumi CLI)
+# stack_dir = "."                 # the Pulumi project directory for `stack`
+# connect = "public"              # "private": reach machines on private IPs (controller inside the VPC)
+# allow_custom_endpoint = false   # true: AWS_ENDPOINT_URL is a real private endpoint, not moto
+"""
     keys: ClassVar[dict[str, Key]] = {
         "outputs": Key(STRING, "Stack outputs file (written by `fleet stack up`). $FLEET_AWS_OUTPUTS overrides."),
         "stack": Key(STRING, "Pulumi stack to read the outputs from live (needs the pulumi CLI)."),

@@ -32,6 +32,25 @@ class SlurmSettings(ProviderSettings):
 
     section: ClassVar[str] = "slurm"
     help: ClassVar[str] = "A Slurm cluster (provider = \"slurm\"): where its tools run and what to ask it for."
+    starter: ClassVar[str] = """\
+# A Slurm cluster for provider = "slurm" (template = "slurm-1gpu" … "slurm-8gpu": GPUs per node).
+# [slurm]
+# login = "me@login.cluster.org" # run sbatch/squeue/srun there over SSH; default on this computer
+# login_port = 22                # SSH port of the login node
+# identity = "~/.ssh/id_ed25519" # key for the login node; default your ssh config and agent
+# jump = "me@gateway.org:22"     # reach the login node through this host; default straight there
+# known_hosts = "~/.ssh/known_hosts"  # where the login node's host key is; default ssh's own
+# partition = "gpu"              # default the cluster's default partition
+# account = "mylab"              # default your default account
+# qos = "normal"                 # default your default QoS
+# constraint = "a100"            # node features (sbatch --constraint)
+# gpu_flag = "gres"              # "gres" (--gres=gpu:G) or "gpus-per-node"
+# price_per_gpu_hour = 2.5       # internal price per GPU-hour for budgets and reports
+# wait = "5m"                    # how long a lease may wait in the queue (fleet up --wait)
+# python = "python3"             # Python 3 on the compute nodes
+# workdir = "/tmp"               # node-local directory for fleet's machine directories
+# poll = 2                       # seconds between squeue calls
+"""
     keys: ClassVar[dict[str, Key]] = {
         "login": Key(STRING, "Login node as user@host: fleet runs sbatch/squeue/srun there over SSH "
                              "(key authentication, host key already known). Default: on this computer."),

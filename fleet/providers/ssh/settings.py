@@ -30,6 +30,18 @@ class SSHSettings(ProviderSettings):
     array: ClassVar[bool] = True
     required: ClassVar[tuple[str, ...]] = ("address",)
     help: ClassVar[str] = "Your own SSH GPU hosts (provider = \"ssh\"), one [[hosts]] block each."
+    starter: ClassVar[str] = """\
+# Your own SSH GPU hosts for provider = "ssh"; one block per host.
+# [[hosts]]
+# address = "gpu1.example.org"   # host name or IP (required)
+# user = "ubuntu"                # SSH user; default your login name
+# port = 22                      # SSH port
+# key = "~/.ssh/id_ed25519"      # private key; default your agent / ~/.ssh keys
+# gpus = 8                       # GPUs on the host; default discovered over SSH
+# gpu_model = "A100-80GB"        # matched by --gpus A100:8; default discovered over SSH (nvidia-smi)
+# name = "gpu1"                  # short name shown in status
+# workdir = "/scratch/fleet"     # each lease's working directory goes under it; default ~/.fleet-leases
+"""
     keys: ClassVar[dict[str, Key]] = {
         "address": Key(STRING, "Host name or IP address."),
         "user": Key(STRING, "SSH user. Default: your login name."),
