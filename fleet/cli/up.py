@@ -24,7 +24,9 @@ def up(
     gpus: Optional[str] = typer.Option(None, "--gpus", "-g", help="Total GPUs, optionally of a type: 8, A100:8, "
                                                                "A100-80GB:8, L4."),
     template: Optional[str] = typer.Option(None, "--template", "-t", help="Machine template."),
-    provider: Optional[str] = typer.Option(None, "--provider", "-p", help="local | ssh | aws | slurm"),
+    provider: Optional[str] = typer.Option(None, "--provider", "-p",
+                                           help="Where machines come from: any registered provider (local, "
+                                                "ssh, aws, slurm, …; `fleet init` lists them)."),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Config file (default ./fleet.toml)."),
     max_duration: Optional[str] = typer.Option(None, "--max-duration", help="Hard limit, e.g. 2h."),
     keep: Optional[str] = typer.Option(None, "--keep", help="Keep the lease up this long after the run."),
