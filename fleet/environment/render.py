@@ -48,3 +48,14 @@ def markdown(record_environment: dict[str, Any] | None) -> str:
 
 def _md(text: str) -> str:
     return str(text).replace("|", "\\|").replace("`", "'").replace("\n", " ")
+
+
+def one_line(record_environment: dict[str, Any] | None) -> str | None:
+    """`fleet runs show`: the environment in one line (`--json` has all of it)."""
+    env = RunEnvironment.from_json(record_environment)
+    if env is None or env.primary is None:
+        return None
+    p = env.primary
+    more = f" (+{len(env.machines) - 1} more kinds)" if len(env.machines) > 1 else ""
+    return (f"{p.image.label()}; {p.gpu.count} × {p.gpu.model}, driver {p.gpu.driver}; {p.python}; "
+            f"{len(p.packages)} packages{more}")

@@ -35,7 +35,10 @@ def record_json(record: RunRecord) -> dict[str, Any]:
 def record_lines(record: RunRecord) -> list[str]:
     """`key  value` lines for `fleet runs show`."""
     body = record_json(record)
-    return [f"{key:20} {body[key]}" for key in SHOW_FIELDS if body.get(key) not in (None, "", {}, [])]
+    lines = [f"{key:20} {body[key]}" for key in SHOW_FIELDS if body.get(key) not in (None, "", {}, [])]
+    from ..environment.render import one_line
+    env = one_line(record.environment)
+    return lines + ([f"{'environment':20} {env}"] if env else [])
 
 
 def cost_text(r: dict) -> str:

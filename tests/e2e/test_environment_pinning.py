@@ -63,6 +63,8 @@ def test_record_diff_and_pinned_rerun(fleet_home, experiment):
     assert machine["gpu"] == {"model": "simulated", "count": 1, "driver": "none", "cuda": "none", "simulated": True}
     assert machine["provider"] == "local" and machine["image"]["kind"] == "host-os"
     assert machine["python"].startswith("CPython 3.") and env["wheels_snapshot"]
+    shown = run_fleet(["runs", "show", first["run_id"]], cwd=exp).stdout
+    assert "1 × simulated, driver none" in shown and "1 packages" in shown
 
     # A newer wheel appears: the same code, data and parameters now get tinypkg 2.0.
     (wheels / "tinypkg-1.0-py3-none-any.whl").unlink()
