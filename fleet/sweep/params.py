@@ -44,14 +44,22 @@ class Trial:
         return {f"FLEET_PARAM_{name.upper()}": value for name, value in self.params}
 
     def command(self, template: str) -> str:
-        """The command with `{name}` replaced by the value (shell-quoted when it needs quoting);
-        `{{` and `}}` stand for literal braces."""
+        """A shell command line with `{name}` replaced by the value, shell-quoted when it needs
+        quoting; `{{` and `}}` stand for literal braces."""
+        return self._substitute(template, shlex.quote)
+
+    def command_argv(self, argv: tuple[str, ...]) -> str:
+        """A command given as words (`fleet sweep -- python train.py --lr={lr}`): each word
+        substituted as it is, then the words quoted for the shell, so a value is always one word's part."""
+        return shlex.join(self._substitute(word, lambda v: v) for word in argv)
+
+    def _substitute(self, template: str, quote) -> str:
         def sub(match: re.Match) -> str:
             name = match.group(1)
             if name not in self.values:
                 raise UsageError(f"the command uses {{{name}}}, which is not a sweep parameter",
                                  hint=f"parameters: {', '.join(self.values) or 'none'}")
-            return shlex.quote(self.values[name])
+            return quote(self.values[name])
         text = template.replace("{{", "\0").replace("}}", "\1")
         text = re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, text)
         return text.replace("\0", "{").replace("\1", "}")

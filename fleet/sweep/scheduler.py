@@ -82,7 +82,7 @@ class Scheduler:
                 return
             run_dir = self.sweep_dir / trial.name
             result = run_trial(config=self.config, provider=self.provider, lease=ctx.lease, machine_ids=slot,
-                               pins=self.pins, trial=trial, command=self.spec.command, sweep_id=self.spec.sweep_id,
+                               pins=self.pins, trial=trial, command=self.spec.trial_command(trial), sweep_id=self.spec.sweep_id,
                                pool_run_id=ctx.run_id, run_dir=run_dir, timeout_s=timeout, sweep_stop=self.stop,
                                events=self.events)
             self.events.phase("trial", f"{trial.name} {result.state}"

@@ -10,13 +10,17 @@ from .params import Trial
 
 @dataclass(frozen=True)
 class SweepSpec:
-    command: str                       # with {name} placeholders
+    command: str                       # with {name} placeholders (as shown and recorded for the pool)
     trials: tuple[Trial, ...]
     parallel: int = 1                  # trials at once (one slot of machines each)
     gpus_per_trial: int = 1
     trial_timeout_s: int | None = None # a trial still running after this is stopped (None: max_duration)
     budget: Decimal | None = None      # for the whole sweep: the pool's lease, every trial included
     sweep_id: str = ""
+    argv: tuple[str, ...] = ()         # the command as words (after `--`): substituted word by word
+
+    def trial_command(self, trial: Trial) -> str:
+        return trial.command_argv(self.argv) if self.argv else trial.command(self.command)
 
     def check(self) -> None:
         if self.parallel < 1:
@@ -28,7 +32,7 @@ class SweepSpec:
         if not self.command.strip():
             raise UsageError("no command to run", hint="fleet sweep --param lr=1e-3,3e-4 -- python train.py --lr {lr}")
         for trial in self.trials[:1]:
-            trial.command(self.command)   # an unknown {name} fails here, before anything is leased
+            self.trial_command(trial)     # an unknown {name} fails here, before anything is leased
 
 
 def new_sweep_id() -> str:

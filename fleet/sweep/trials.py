@@ -132,7 +132,7 @@ def run_trial(*, config, provider, lease: Lease, machine_ids: list[str], pins: P
     """The trial as a run of the pipeline on its machines of the pool; never raises."""
     from ..run.pipeline import Pipeline
     from ..run.pool_lease import PoolLease, sub_lease
-    trial_config = replace(config, command=trial.command(command), setup=None,
+    trial_config = replace(config, command=command, setup=None,
                            env={**config.env, **trial.env()}, budget=None)
     watch = TrialWatch(timeout_s, sweep_stop)
     source = PoolLease(provider, sub_lease(lease, machine_ids), pins, sweep_id=sweep_id, trial=trial.name,

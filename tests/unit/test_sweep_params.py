@@ -24,6 +24,7 @@ def test_random_search_is_seeded_and_without_repeats():
 def test_values_reach_the_command_quoted_and_the_environment():
     [trial] = plan_trials([parse_param("name=a b")])
     assert trial.command("echo {name} {{literal}}") == "echo 'a b' {literal}"
+    assert trial.command_argv(("echo", "--name={name}", "{{x}}")) == "echo '--name=a b' '{x}'"
     assert trial.env() == {"FLEET_PARAM_NAME": "a b"}
     with pytest.raises(UsageError, match="{other}"):
         trial.command("echo {other}")
