@@ -40,7 +40,7 @@ def sweep_command(
     text = command_from_argv(list(command)) if command else None
     config = load_config(file, overrides={"template": template, "provider": provider, "max_duration": max_duration,
                                           "command": text})
-    spec = build_spec(config, None, command, param or [], samples=samples, seed=seed, parallel=parallel,
+    spec = build_spec(config, config.sweep, command, param or [], samples=samples, seed=seed, parallel=parallel,
                       gpus_per_trial=gpus_per_trial,
                       trial_timeout_s=flag_duration("--trial-timeout", trial_timeout) if trial_timeout else None,
                       budget=_budget(budget))
@@ -76,14 +76,15 @@ def _budget(text: str | None):
 
 def build_spec(config, table, command, params: list[str], *, samples, seed, parallel, gpus_per_trial,
                trial_timeout_s, budget):
-    """Flags over `[sweep]` in fleet.toml (`table`, a fleet.sweep.spec.SweepTable) over defaults."""
-    from ..sweep import SweepSpec, parse_param, plan_trials
-    from ..sweep.params import merged, params_from_table
+    """Flags over `[sweep]` in fleet.toml (`table`, a fleet.config.model.SweepConfig) over defaults."""
+    from ..sweep import Param, SweepSpec, parse_param, plan_trials
+    from ..sweep.params import merged
     from .up import command_from_argv
-    from_config = params_from_table(table.params) if table is not None else []
+    from_config = [Param(name, values) for name, values in table.params.items()] if table is not None else []
     chosen = merged(from_config, [parse_param(p) for p in params])
     samples = samples if samples is not None else (table.samples if table is not None else None)
     seed = seed if seed is not None else (table.seed if table is not None else None)
+    words = tuple(command) if command and len(command) > 1 else ()
     text = command_from_argv(list(command)) if command else (
         table.command if table is not None and table.command else config.command or "")
     trials = plan_trials(chosen, samples=samples, seed=seed)
@@ -94,7 +95,7 @@ def build_spec(config, table, command, params: list[str], *, samples, seed, para
             table.gpus_per_trial if table is not None else 1),
         trial_timeout_s=trial_timeout_s if trial_timeout_s is not None else (
             table.trial_timeout_s if table is not None else None),
-        budget=budget if budget is not None else (table.budget if table is not None else None))
+        budget=budget if budget is not None else (table.budget if table is not None else None), argv=words)
     spec.check()
     return spec
 

@@ -21,7 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 and older
     import tomli as tomllib
 
-from .model import BudgetsConfig, Config
+from .model import BudgetsConfig, Config, SweepConfig
 from .schema import (ARRAYS, MAPS, MAX_HEARTBEAT_TTL_S, SCHEMA_FILE, TABLES, TOP_LEVEL, Invalid,
                             json_schema, parse_duration, parse_money, provider_sections, schema_text)
 from ..errors import ConfigError, UsageError
@@ -177,6 +177,8 @@ class _Checker:
                     converted = self.fixed_table(path, table, TABLES[name][1])
                     if name == "budgets":
                         fields["budgets"] = BudgetsConfig(**converted)
+                    elif name == "sweep":
+                        fields["sweep"] = SweepConfig(**converted)
                     else:
                         fields.update(converted)
             elif name in MAPS:

@@ -22,6 +22,20 @@ class BudgetsConfig:
 
 
 @dataclass
+class SweepConfig:
+    """`[sweep]`: defaults for `fleet sweep` (its flags override each)."""
+
+    command: str | None = None
+    params: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    samples: int | None = None
+    seed: int | None = None
+    parallel: int = 1
+    gpus_per_trial: int = 1
+    trial_timeout_s: int | None = None
+    budget: Decimal | None = None
+
+
+@dataclass
 class Config:
     path: Path | None                 # the fleet.toml this came from (None: defaults only)
     base_dir: Path                    # the experiment directory (the file's directory)
@@ -46,6 +60,7 @@ class Config:
     user: str | None = None
     budget: Decimal | None = None     # per-run budget in USD
     budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
+    sweep: SweepConfig | None = None   # [sweep], when the file has one
     data: dict[str, str] = field(default_factory=dict)   # name → path, pinned as snapshots
     store: str | None = None          # snapshot store URL; default $FLEET_HOME/store
     cache_max: str | None = None      # size cap of each host's chunk cache (sync.cache_max_bytes)

@@ -83,6 +83,17 @@ heartbeat_ttl = "5m"
 # idle_gpu_percent = 5       # idle policy: GPU utilisation below this percentage is idle...
 # idle_minutes = 20          # ...and a run idle this many minutes is stopped
 
+# `fleet sweep`: trials of the experiment on machines leased once (flags override each key).
+# [sweep]
+# command = "python train.py --lr {{lr}} --hidden {{hidden}}"   # default: `command`
+# params = {{ lr = [0.01, 0.1], hidden = [32, 64] }}          # each trial gets {{name}} and FLEET_PARAM_<NAME>
+# samples = 4                # random search: this many trials (default: every combination)
+# seed = 1                   # the same seed draws the same trials
+# parallel = 2               # trials at once
+# gpus_per_trial = 1
+# trial_timeout = "10m"      # a trial still running then is stopped (default: max_duration)
+# budget = 20                # US dollars for the whole sweep
+
 # Data directories pinned as snapshots and placed on the machines: name = "path".
 # [data]
 # digits = "data/digits"          # or "s3://bucket/prefix", or "snapshot:train-v3" (fleet snapshot create --name)

@@ -70,6 +70,7 @@ class RunContext:
     attempt: int = 1                   # 1, then 2, 3 … for each resumption on new machines (FLEET_ATTEMPT)
     checkpoints: list = field(default_factory=list)   # the last CheckpointUpload of each node (checkpoints.py)
     lost_machines: set = field(default_factory=set)   # ids of machines that vanished under the command
+    budget: Any = None                 # fleet.run.budget.RunBudget once stage "budget" granted the run
 
     def request_stop(self, reason: str, message: str = "") -> None:
         if not self.stop_reason:

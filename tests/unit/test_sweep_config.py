@@ -1,0 +1,47 @@
+"""`[sweep]` in fleet.toml: parsed once with the other tables; flags override it (fleet/cli/sweep.py)."""
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from fleet.cli.sweep import build_spec
+from fleet.config.loader import load_config
+from fleet.errors import FleetError
+
+BASE = 'project = "p"\ncommand = "python train.py"\ntemplate = "local-1gpu"\n'
+
+
+def _load(tmp_path, text: str):
+    (tmp_path / "fleet.toml").write_text(BASE + text)
+    return load_config(cwd=tmp_path)
+
+
+def test_the_table_is_read_and_flags_override_it(tmp_path):
+    config = _load(tmp_path, '[sweep]\ncommand = "python train.py --lr {lr} --hidden {hidden}"\n'
+                             'params = { lr = [0.01, 0.05], hidden = [32, 64] }\nparallel = 2\n'
+                             'trial_timeout = "5m"\nbudget = 3\n')
+    table = config.sweep
+    assert table.params == {"lr": ("0.01", "0.05"), "hidden": ("32", "64")}
+    assert (table.parallel, table.trial_timeout_s, table.budget) == (2, 300, Decimal("3"))
+    spec = build_spec(config, table, None, [], samples=None, seed=None, parallel=None, gpus_per_trial=None,
+                      trial_timeout_s=None, budget=None)
+    assert len(spec.trials) == 4 and spec.parallel == 2 and spec.budget == Decimal("3")
+    assert spec.trials[0].command(spec.command) == "python train.py --lr 0.01 --hidden 32"
+    spec = build_spec(config, table, ["echo", "{lr}"], ["lr=9"], samples=None, seed=None, parallel=1,
+                      gpus_per_trial=None, trial_timeout_s=None, budget=None)
+    assert [t.values for t in spec.trials] == [{"lr": "9", "hidden": "32"}, {"lr": "9", "hidden": "64"}]
+    assert spec.parallel == 1 and spec.trial_command(spec.trials[0]) == "echo 9"
+
+
+@pytest.mark.parametrize("bad, says", [
+    ("params = 3", "must be a table of name = [values]"),
+    ("params = { lr = [] }", "lr: expected a list"),
+    ("params = { lr = [1, 1] }", "repeated"),
+    ("parallel = 0", "sweep.parallel"),
+    ("budget = -1", "sweep.budget"),
+    ("nope = 1", "nope"),
+])
+def test_bad_values_name_the_key(tmp_path, bad, says):
+    with pytest.raises(FleetError, match=r"(?s)" + says.replace("[", r"\[").replace("]", r"\]")):
+        _load(tmp_path, f"[sweep]\n{bad}\n")
