@@ -25,14 +25,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from ..errors import UsageError
-from ..models import Lease, Machine, MachineState, Plan, Template
+from ..models import Lease, MachineState, Plan, Template
 
 if TYPE_CHECKING:
-    import threading
-
     from ..gpus import GpuType
 
     from ..config.model import Config
@@ -255,141 +253,11 @@ def gpu_types(provider: Any) -> list[str]:
     return sorted({t.gpu_model for t in provider.templates().values() if t.gpu_model})
 
 
-# ---------------------------------------------------------------- optional capabilities
-
-class ReportsMachines(ABC):
-    """`lease` takes `on_machine=callback` and calls it, in the thread that called `lease`, as soon
-    as each machine exists and holds its deadline, before `lease` returns: the caller records the
-    machine and opens its cost segment there, so a controller killed mid-lease leaves every reported
-    machine on the ledger. If the callback raises, the machine counts as failed (release, raise)."""
-
-    @abstractmethod
-    def lease(self, plan: Plan, lease_id: str, deadline_s: int,
-              on_machine: Callable[[Machine], None] | None = None) -> Lease: ...
-
-
-class StopsOnCancel(ABC):
-    """`lease` takes `cancel=threading.Event` and, once it is set (Ctrl-C / SIGTERM of the run),
-    stops making machines, releases what it made and raises fleet.errors.Cancelled, within a bounded
-    time however many machines were planned. Combined with ReportsMachines, `lease` takes both."""
-
-    @abstractmethod
-    def lease(self, plan: Plan, lease_id: str, deadline_s: int, *,
-              cancel: "threading.Event | None" = None) -> Lease: ...
-
-
-class SweepsLeftovers(ABC):
-    """Finds machines it made that no live lease owns (a controller killed mid-lease) and ends them;
-    `fleet down --all` asks every provider that has this."""
-
-    @abstractmethod
-    def sweep(self, live_machine_ids: set[str]) -> list[str]:
-        """End leftovers not in `live_machine_ids`; return their machine ids."""
-
-
-class DescribesLeases(ABC):
-    """Describes many leases with a constant number of API calls (AWS: one DescribeInstances,
-    filtered by fleet's lease tag, for all of them), so `fleet status` with 1,000 leases does not
-    make 1,000 calls. Each lease's list is what `describe(lease)` returns for it."""
-
-    @abstractmethod
-    def describe_leases(self, leases: list[Lease]) -> dict[str, list[MachineState]]: ...
-
-
-class HasLeaseMetadata(ABC):
-    """Has facts to record with a lease before anything is made (e.g. AWS's region), so `fleet down`
-    can find what a killed controller launched, from any directory."""
-
-    @abstractmethod
-    def lease_meta(self) -> dict[str, Any]: ...
-
-
-class PublishesDeadline(ABC):
-    """Keeps each heartbeat's confirmed deadline where the provider's own reaper reads it (AWS: a
-    `fleet:deadline` tag), so a dead controller's machines end at the deadline even where nothing on
-    the machine ends them. Called from the heartbeat's thread, and once for --keep / `fleet extend`."""
-
-    @abstractmethod
-    def publish_deadline(self, lease: Lease, deadline: Any) -> None: ...
-
-
-class HasHardLimit(ABC):
-    """The provider holds its own hard end for a lease that outlives fleet's watchdog (Slurm: the
-    allocation's time limit). `fleet extend` / --keep raise it before moving the machines' deadlines."""
-
-    @abstractmethod
-    def extend_limit(self, lease: Lease, until: Any) -> Any:
-        """Raise the lease's hard end to at least `until` (a UTC datetime), never past
-        `lease.max_deadline` and never lower than it is; return the hard end now in force. Raises
-        a FleetError whose one line names the provider's reason when it refuses."""
-
-
-class StagesDataDirectly(ABC):
-    """Its machines can fetch snapshot chunks from the store themselves (e.g. AWS machines from S3)."""
-
-    @abstractmethod
-    def reaches_store(self, store_url: str) -> bool:
-        """True when machines of this provider can read `store_url` without the controller."""
-
-
-@dataclass(frozen=True)
-class Interruption:
-    """A provider's warning that a machine will be taken away (e.g. a spot reclaim notice)."""
-
-    machine_id: str
-    at: Any                  # datetime (UTC) the machine goes
-    reason: str = ""
-
-
-class InterruptionNotices(ABC):
-    """Says ahead of time when machines will be taken away (spot reclaim, maintenance)."""
-
-    @abstractmethod
-    def interruptions(self, lease: Lease) -> list[Interruption]: ...
-
-
-@dataclass(frozen=True)
-class QueueStatus:
-    """Where a waiting lease stands: the scheduler's state and its own words for why it waits."""
-
-    job: str                 # the scheduler's id for the request (a Slurm job id)
-    state: str               # e.g. "PENDING"
-    reason: str = ""         # e.g. "Resources", "Priority", "QOSMaxGRESPerJob"
-    waited_s: float = 0.0
-
-
-@dataclass
-class LeaseWatch:
-    """What the run hands a Queueing provider's `lease`: how long it may wait, whom to tell, how to
-    stop. Pending is a state, not an error: `on_queue` hears each change of reason."""
-
-    cancel: Any                                       # threading.Event: set → withdraw the request, raise Cancelled
-    on_queue: Callable[[QueueStatus], None] = lambda status: None
-    # The scheduler ended the lease under a running experiment (node failure, preemption): one line
-    # naming its reason. The run stops with an error and releases.
-    on_lost: Callable[[str], None] = lambda message: None
-    max_wait_s: float | None = None                   # None: the provider's own default
-
-
-class Queueing(ABC):
-    """Leases wait in a queue (a batch scheduler): `lease(..., watch=LeaseWatch)` blocks until the
-    machines are granted, reporting the queue through `watch.on_queue`; it withdraws the request and
-    raises (CapacityError, exit 10) after `watch.max_wait_s`, or Cancelled when `watch.cancel` is set.
-    While the lease lives it calls `watch.on_lost` if the scheduler takes the machines away."""
-
-    @abstractmethod
-    def lease(self, plan: Plan, lease_id: str, deadline_s: int,
-              on_machine: Callable[[Machine], None] | None = None, watch: LeaseWatch | None = None) -> Lease: ...
-
-
-CAPABILITIES: tuple[type, ...] = (ReportsMachines, StopsOnCancel, SweepsLeftovers, HasLeaseMetadata,
-                                  PublishesDeadline, HasHardLimit, StagesDataDirectly, InterruptionNotices,
-                                  Queueing)
-
-
-def capabilities(provider: Any) -> list[str]:
-    """Names of the optional capabilities `provider` declares (for `fleet providers` and docs)."""
-    return [c.__name__ for c in CAPABILITIES if isinstance(provider, c)]
+# The optional capabilities live in capabilities.py; their names stay importable from here.
+from .capabilities import (CAPABILITIES, DescribesLeases, HasHardLimit, HasLeaseMetadata,  # noqa: E402,F401
+                           Interruption, InterruptionNotices, LeaseWatch, PublishesDeadline, QueueStatus,
+                           Queueing, ReportsMachines, StagesDataDirectly, StopsOnCancel, SweepsLeftovers,
+                           capabilities)
 
 
 def max_machines_per_lease(provider: Any) -> int:
