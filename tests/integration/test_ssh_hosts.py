@@ -250,3 +250,34 @@ def test_slots_of_a_lease_past_its_hard_deadline_are_reclaimed(farm, env):
         assert successor.machines[0].gpu_slots == (0, 1, 2, 3)
     finally:
         provider.release(crashed)
+
+
+def test_gpu_type_places_machines_only_on_hosts_with_that_gpu(farm, env):
+    """`--gpus L4:4` on the ssh provider: hosts declare (or nvidia-smi reports) their GPU model; the
+    offer exists only where some host has it, the lease lands there, and a missing type is one line
+    naming each host's GPUs."""
+    from dataclasses import replace
+
+    from fleet.errors import UsageError
+    from fleet.gpus import GpuType
+    from fleet.run.offer import choose_offer
+    configs = farm.configs(farm.hosts[:2])
+    configs[0].gpu_model, configs[1].gpu_model = "NVIDIA A100-SXM4-80GB", "NVIDIA L4"
+    config = Config(path=None, base_dir=farm.base, project="p", name="p", command="true", provider="ssh",
+                    python=PYTHON, gpus=4, gpu_type=GpuType("L4"),
+                    provider_settings={"ssh": SSHSettings(hosts=configs)})
+    provider = SSHHostsProvider(config=config, state=open_state())
+    offer = choose_offer(provider, config)
+    assert (offer.template.name, offer.machine_count) == ("hosts", 1)   # the ssh provider's own default
+    lease = provider.lease(offer.to_plan(), new_lease_id(), 60)
+    try:
+        assert [m.provider_ref["host"] for m in lease.machines] == [farm.hosts[1].name]
+        assert lease.machines[0].instance_type == "NVIDIA L4" and lease.machines[0].zone == farm.hosts[1].name
+    finally:
+        provider.release(lease)
+    a100 = choose_offer(provider, replace(config, gpu_type=GpuType("A100", 80)))
+    assert a100.machine_count == 1
+    with pytest.raises(UsageError) as err:
+        choose_offer(provider, replace(config, gpu_type=GpuType("H100")))
+    assert (f"no machine of the ssh provider has 4 × H100 GPUs; it has: NVIDIA A100-SXM4-80GB "
+            f"({farm.hosts[0].name}); NVIDIA L4 ({farm.hosts[1].name})") in err.value.one_line()
