@@ -58,7 +58,17 @@ def pinned_setup(pinned: PinnedEnvironment, setup: str | None) -> str | None:
     install = (f'python -m pip install --disable-pip-version-check -q --no-index --no-deps --find-links "{d}" '
                f'-r "{constraints}"')
     guard = f'export PIP_NO_INDEX=1 PIP_FIND_LINKS="{d}" PIP_CONSTRAINT="{constraints}"'
-    return f"{install} && {{ {guard}; {setup or 'true'}\n}}"
+    return f"{{ {HAS_ALL} \"{constraints}\" 2>/dev/null || {install}; }} && {{ {guard}; {setup or 'true'}\n}}"
+
+
+# On a warm host the lease's venv (cloned from the host's cache) usually has every recorded version
+# already: this costs tens of milliseconds where pip's own "already satisfied" costs a second or two.
+# Only the venv's own site-packages count (the recorded set was installed there, not system-wide).
+HAS_ALL = ("python -c 'import sys, sysconfig, importlib.metadata as m; "
+           "have = {d.metadata[\"Name\"].lower(): d.version "
+           "for d in m.distributions(path=[sysconfig.get_paths()[\"purelib\"]])}; "
+           "sys.exit(any(have.get(n.lower()) != v for n, _, v in "
+           "(l.strip().partition(\"==\") for l in open(sys.argv[1]) if l.strip())))'")
 
 
 def stage_wheels(lease: Lease, store, pinned: PinnedEnvironment, events) -> None:

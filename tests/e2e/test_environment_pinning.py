@@ -81,8 +81,10 @@ def test_record_diff_and_pinned_rerun(fleet_home, experiment):
     md = run_fleet(["runs", "diff", first["run_id"], second["run_id"], "--md"], cwd=exp)
     assert "| package tinypkg | changed |" in md.stdout and "## Code\n\n- same" in md.stdout
 
-    # The wheel directory is gone: the rerun installs 1.0 from the store, offline.
+    # The wheel directory is gone, and so is the host's environment cache (which still has 1.0): the
+    # rerun can only get 1.0 from the store's copy of the recorded wheels, offline.
     shutil.rmtree(wheels)
+    shutil.rmtree(fleet_home / "cache" / "pyenv")
     again, err = _up(exp, "rerun", first["run_id"])
     assert "[0] tinypkg 1.0" in err
     assert again["environment_differences"] == []
