@@ -21,7 +21,8 @@ def _config(file: Optional[Path]):
 
 
 def offers(
-    gpus: int = typer.Option(..., "--gpus", "-g", help="Total GPUs wanted."),
+    gpus: str = typer.Option(..., "--gpus", "-g", help="Total GPUs wanted, optionally of a type: 8, A100:8, "
+                                                        "A100-80GB:8."),
     template: Optional[str] = typer.Option(None, "--template", "-t", help="Only this template."),
     provider_name: str = typer.Option("aws", "--provider", "-p", help="Whose offers: any registered provider."),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Config file (default ./fleet.toml if present)."),
@@ -30,8 +31,10 @@ def offers(
 ) -> int:
     """Machine mixes a provider's templates allow for --gpus (default: the stack's AWS templates),
     cheapest first, with prices: the same offers `fleet up` chooses from."""
-    from ..providers.offers import list_offers
-    found = list_offers(provider_name, gpus, template=template, config=_config(file), refresh=refresh)
+    from ..providers.offers import list_offers, parse_gpus_flag
+    count, gpu_type = parse_gpus_flag(gpus)
+    found = list_offers(provider_name, count, template=template, config=_config(file), refresh=refresh,
+                        gpu_type=gpu_type)
     if json_out:
         from .render import print_json
         print_json(found.to_json())

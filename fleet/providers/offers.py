@@ -8,6 +8,10 @@ from ..errors import UsageError
 from ..render import RIGHT, Column, Records, Table
 from .base import MachineMix
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..gpus import GpuType
+
 
 @dataclass(frozen=True)
 class OfferList:
@@ -40,11 +44,24 @@ class OfferList:
                                      meta={"gpus": self.gpus, "provider": self.provider, "region": self.region}))
 
 
+def parse_gpus_flag(text: str) -> "tuple[int, GpuType | None]":
+    """`--gpus 8` / `--gpus A100:8` for a listing, which needs a count."""
+    from ..config.schema import MAX_GPUS
+    from ..gpus import GpuRequestError, parse_gpu_request
+    try:
+        request = parse_gpu_request(text, max_count=MAX_GPUS)
+    except GpuRequestError as exc:
+        raise UsageError(f"--gpus: {exc}") from None
+    if request.count is None:
+        raise UsageError(f"--gpus {text}: say how many, as in {request.type}:8")
+    return request.count, request.type
+
+
 def list_offers(provider_name: str, gpus: int, *, template: str | None = None, config=None,
-                refresh: bool = False) -> OfferList:
-    """Every mix of `template` (default: each of the provider's templates) for exactly `gpus` GPUs.
-    A template that cannot is skipped (its reason kept for the error if none can); one asked for
-    by name raises its own error."""
+                refresh: bool = False, gpu_type: "GpuType | None" = None) -> OfferList:
+    """Every mix of `template` (default: each of the provider's templates) for exactly `gpus` GPUs
+    (of `gpu_type`, when given). A template that cannot is skipped (its reason kept for the error
+    if none can); one asked for by name raises its own error."""
     from . import registry
     provider = registry.provider_class(provider_name).from_config(config)
     aws = _aws(provider)
@@ -55,11 +72,15 @@ def list_offers(provider_name: str, gpus: int, *, template: str | None = None, c
     reasons = []
     for name in names:
         try:
-            rows.extend(provider.offers(name, gpus))
+            rows.extend(provider.offers(name, gpus) if gpu_type is None else provider.offers(name, gpus, gpu_type))
         except UsageError as exc:
             if template:
                 raise
             reasons.append(f"{name}: {exc.message}")
+    if not rows and gpu_type is not None:
+        from .base import gpu_types
+        raise UsageError(f"no {provider.name} template has {gpus} × {gpu_type} GPUs; it has: "
+                         + "; ".join(gpu_types(provider)), hint="ask for one of those")
     if not rows:
         raise UsageError(f"no {provider.name} template can give exactly {gpus} GPUs",
                          hint="; ".join(reasons)[:300] or "add a template")

@@ -49,9 +49,11 @@ def rerun_config(rec: RunRecord, base_dir: Path):
         env[k] = v
     if not rec.code_snapshot:
         raise UsageError(f"run {rec.run_id} has no pinned code snapshot; it cannot be rerun byte for byte")
+    from ..gpus import parse_gpu_type
     return Config(
         path=None, base_dir=base_dir, project=cfg.get("project") or rec.project, name=cfg.get("name") or rec.project,
         command=rec.command, setup=cfg.get("setup"), gpus=cfg.get("gpus"), template=cfg.get("template") or rec.template,
+        gpu_type=parse_gpu_type(cfg["gpu_type"]) if cfg.get("gpu_type") else None,
         provider=cfg.get("provider") or rec.provider, per_gpu=bool(cfg.get("per_gpu")), env=env,
         secrets=list(cfg.get("secrets") or []), outputs=cfg.get("outputs") or "outputs",
         max_duration_s=int(cfg.get("max_duration_s") or 4 * 3600),

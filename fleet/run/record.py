@@ -27,6 +27,8 @@ def config_for_record(config: Config) -> dict[str, Any]:
         "env": redact_env(config.env, config.secrets), "secrets": list(config.secrets), "outputs": config.outputs,
         "max_duration_s": config.max_duration_s, "heartbeat_ttl_s": config.heartbeat_ttl_s,
         "python": config.python, "budget": config.budget, "data": dict(config.data), "store": config.store,
+        # only when asked: records made without a type keep the config hash they always had
+        **({"gpu_type": str(config.gpu_type)} if config.gpu_type else {}),
     }))
 
 

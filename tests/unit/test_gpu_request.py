@@ -148,3 +148,20 @@ def test_slurm_asks_for_the_gres_type():
     assert "--gres=gpu:a100:4" in _allocation_flags(req)
     assert "--gpus-per-node=a100:4" in _allocation_flags(replace(req, gpus_flag="gpus-per-node"))
     assert "--gres=gpu:4" in _allocation_flags(replace(req, gpu_type=None))
+
+
+def test_fleet_offers_takes_a_gpu_type(tmp_path):
+    from tests.conftest import run_fleet
+    listed = run_fleet(["offers", "-p", "local", "--gpus", "A10G:8", "--json"], cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    offers = json.loads(listed.stdout)["offers"]
+    assert {o["gpu_model"] for o in offers} == {"A10G"} and offers[0]["machines"] == 8
+    missing = run_fleet(["offers", "-p", "local", "--gpus", "A100:8"], cwd=tmp_path)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1
+    assert "no local template has 8 × A100 GPUs; it has: A10G 24GB" in missing.stderr
+
+
+def test_the_run_record_keeps_the_gpu_type_for_a_rerun(tmp_path):
+    from fleet.run.record import config_for_record
+    assert config_for_record(_config(tmp_path, gpus=8, gpu_type=GpuType("A100", 80)))["gpu_type"] == "A100-80GB"
+    assert "gpu_type" not in config_for_record(_config(tmp_path, gpus=8))   # old records' hash unchanged
