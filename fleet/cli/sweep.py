@@ -61,17 +61,15 @@ def sweep_command(
 
 
 def _budget(text: str | None):
+    """--budget parsed like `budget =` in fleet.toml (one parser for money)."""
     if text is None:
         return None
-    from decimal import Decimal, InvalidOperation
+    from ..config.schema import parse_money
     from ..errors import UsageError
     try:
-        value = Decimal(text.strip().lstrip("$"))
-    except InvalidOperation:
-        raise UsageError(f"--budget {text!r} is not an amount in US dollars, e.g. 5 or 2.50") from None
-    if not value.is_finite() or value <= 0:
-        raise UsageError(f"--budget {text!r}: must be more than $0")
-    return value
+        return parse_money(text)
+    except UsageError as exc:
+        raise UsageError(f"--budget: {exc.message}", hint=exc.hint) from None
 
 
 def build_spec(config, table, command, params: list[str], *, samples, seed, parallel, gpus_per_trial,
@@ -87,6 +85,9 @@ def build_spec(config, table, command, params: list[str], *, samples, seed, para
     words = tuple(command) if command and len(command) > 1 else ()
     text = command_from_argv(list(command)) if command else (
         table.command if table is not None and table.command else config.command or "")
+    if seed is not None and samples is None:
+        from ..errors import UsageError
+        raise UsageError("--seed only applies to random search", hint="add --samples N (or samples = N in [sweep])")
     trials = plan_trials(chosen, samples=samples, seed=seed)
     spec = SweepSpec(
         command=text, trials=tuple(trials),

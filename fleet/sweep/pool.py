@@ -76,7 +76,8 @@ def pool_config(config: Config, spec: SweepSpec, provider) -> Config:
     template = template_for(provider, config)
     per_machine = max(1, template.gpus_per_machine)
     per_slot = math.ceil(spec.gpus_per_trial / per_machine)
-    return replace(config, gpus=spec.parallel * per_slot * per_machine, budget=spec.budget,
+    slots = max(1, min(spec.parallel, len(spec.trials)))   # never machines no trial would use
+    return replace(config, gpus=slots * per_slot * per_machine, budget=spec.budget,
                    command=f"fleet sweep {spec.sweep_id}: {len(spec.trials)} trial(s) of {spec.command}")
 
 
@@ -103,7 +104,7 @@ def sweep(config: Config, spec: SweepSpec, *, events: Events | None = None, prov
         trials = tuple(TrialResult(trial=t.name, index=t.index, params=t.values, state="not-started",
                                    reason=summary.message or f"the pool run ended {summary.status}")
                        for t in spec.trials)
-    status, code = _verdict(summary.status, trials)
+    status, code = _verdict(summary.status, summary.exit_code, trials)
     out = SweepSummary(
         sweep_id=spec.sweep_id, status=status, exit_code=code, command=spec.command, trials=trials,
         pool_run_id=summary.run_id, lease_id=summary.lease_id, leases=1, machines=summary.machines,
@@ -115,8 +116,12 @@ def sweep(config: Config, spec: SweepSpec, *, events: Events | None = None, prov
     return out
 
 
-def _verdict(pool_status: str, trials) -> tuple[str, int]:
+def _verdict(pool_status: str, pool_exit: int, trials) -> tuple[str, int]:
+    """The sweep's status and exit code: cancelled 130, budget 11, the pool's own failure (lease,
+    setup, lost machines) its code, else 1 when any trial did not succeed, 0 when all did."""
     states = {t.state for t in trials}
+    if pool_status == "setup-failed":
+        return "setup-failed", pool_exit or 1
     if pool_status == "cancelled":
         return "cancelled", int(ExitCode.CANCELLED)
     if pool_status == "budget-stopped" or any(t.state == "not-started" and t.reason and "budget" in t.reason

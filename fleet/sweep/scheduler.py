@@ -45,6 +45,7 @@ class Scheduler:
         self.stop = SweepStop()
         self.resets_unclean: list[str] = []
         self.burn_micro = 0
+        self.lost_slots = 0
 
     # -- the pool's "execute" stage --------------------------------------------------------------------
     def run(self, ctx: RunContext, slots: list[list[str]], on_tick: Callable[[], None] | None) -> ExecResult:
@@ -70,8 +71,12 @@ class Scheduler:
                        ctx.stop_message or "cancelled")
                 self.stop.stop(ctx.stop_reason or "cancelled", why, hurry=ctx.hurry.is_set())
             time.sleep(0.05)
-        self._not_started_rest(f"the sweep stopped first ({self.stop.message})" if self.stop.message else
-                               "the sweep stopped first")
+        if self.stop.message:
+            self._not_started_rest(f"the sweep stopped first ({self.stop.message})")
+        elif self.lost_slots:
+            self._not_started_rest(f"the pool's machines were lost ({self.lost_slots} of {len(slots)} slot(s))")
+        else:
+            self._not_started_rest("the sweep stopped first")
         failed = [r.trial for r in self.results.values() if r.state in ("failed", "error")]
         return ExecResult(1 if failed else 0, failed[0] if failed else None)
 
@@ -88,13 +93,20 @@ class Scheduler:
             self.events.phase("trial", f"{trial.name} {result.state}"
                                        + (f" (exit {result.exit_code})" if result.state == "failed" else "")
                                        + (f": {result.reason}" if result.reason and result.state != "failed" else ""))
-            if result.run_id and not self.stop.hurry:
-                self._reset(ctx, slot, result.run_id)
+            usable = self._reset(ctx, slot, result.run_id) if result.run_id and not self.stop.hurry else True
             with self.lock:
                 self.results[trial.name] = result
                 self.running.pop(trial.name, None)
+            if result.state == "error" and not usable:
+                # The machines are gone (lost, released from outside): no more trials on them; the
+                # other slots go on, and what no slot is left for is listed as not started.
+                self.events.warn(f"machines {', '.join(slot)} no longer answer: no more trials on them")
+                with self.lock:
+                    self.lost_slots += 1
+                return
 
-    def _reset(self, ctx: RunContext, slot: list[str], run_id: str) -> None:
+    def _reset(self, ctx: RunContext, slot: list[str], run_id: str) -> bool:
+        """Clean the slot's machines for the next trial; False when they could not be reached."""
         from ..parallel import parallel
         machines = [m for m in ctx.lease.machines if m.id in slot]
         try:
@@ -104,6 +116,8 @@ class Scheduler:
                     self.events.warn(f"machine {got.machine_id}: could not confirm the reset after {run_id}")
         except Exception as exc:  # noqa: BLE001 — the next trial's own run reports a broken machine
             self.events.warn(f"could not reset machines {', '.join(slot)} after {run_id}: {exc}")
+            return False
+        return True
 
     # -- which trial next, under the budget ----------------------------------------------------------
     def _next(self, ctx: RunContext, worst: int) -> Trial | None:

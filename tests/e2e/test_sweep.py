@@ -159,6 +159,24 @@ def test_bad_param_is_one_line(experiment, fleet_home):
     assert proc.returncode == 2 and "expected NAME=VALUE" in proc.stderr
     proc = run_fleet(["sweep", "--param", "lr=1", "--", "echo", "{nope}"], cwd=experiment)
     assert proc.returncode == 2 and "{nope}" in proc.stderr
+    proc = run_fleet(["sweep", "--param", "lr=1,2", "--seed", "3", "--", "echo", "{lr}"], cwd=experiment)
+    assert proc.returncode == 2 and "--samples" in proc.stderr
+    proc = run_fleet(["sweep", "--param", "lr=1", "--budget", "lots", "--", "echo", "{lr}"], cwd=experiment)
+    assert proc.returncode == 2 and proc.stderr.startswith("fleet: error: --budget")
+    assert processes_under(fleet_home) == [] and not (experiment / "runs").exists()   # nothing leased
+
+
+def test_a_failed_setup_runs_no_trial_and_says_so(experiment, fleet_home):
+    _config(experiment)
+    text = (experiment / "fleet.toml").read_text().replace('command = "true"\n', 'command = "true"\nsetup = "exit 3"\n')
+    (experiment / "fleet.toml").write_text(text)
+    proc = run_fleet(["sweep", "--param", "x=1,2", "--json", "--", "echo", "{x}"], cwd=experiment)
+    assert proc.returncode == 3, proc.stderr[-2000:]
+    summary = _summary(proc)
+    assert summary["status"] == "setup-failed"
+    assert [t["state"] for t in summary["trials"]] == ["not-started", "not-started"]
+    assert all("setup-failed" in t["reason"] for t in summary["trials"])
+    assert processes_under(fleet_home) == []
 
 
 if __name__ == "__main__":
