@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
@@ -23,11 +22,13 @@ from ...gpus import GpuType
 from ...errors import EnvironmentProblem, FleetError, InfrastructureError, MachineUnreachable, UsageError
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
 from ...paths import subdir
-from ..base import BaseProvider, DescribesLeases, HasLeaseMetadata, MachineMix, PublishesDeadline, ReportsMachines
+from ..base import (BaseProvider, DescribesLeases, HasLeaseMetadata, InterruptionNotices, MachineMix,
+                    PublishesDeadline, ReportsMachines)
 from .catalog import InstanceType, PriceTable, load_catalog, load_prices, offers
 from ...environment.image import LEASE_META_KEY as IMAGE_META
 from ...environment.model import ImageRef
 from .images import image_exists, lease_image
+from .instances import iso_tag, lease_states, wait_tcp  # noqa: F401  (iso_tag: for the reaper's tests)
 from .launch import (TAG_LEASE, find_instances, launch, plan_attempts, terminate_lease, wait_for_state)
 from .outputs import StackOutputs, TemplateOutputs, load_outputs, resolve_outputs
 from .reap import TAG_DEADLINE
@@ -43,7 +44,8 @@ def lease_dir(lease_id: str) -> Path:
     return subdir("leases") / lease_id
 
 
-class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDeadline, DescribesLeases):
+class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDeadline, DescribesLeases,
+                  InterruptionNotices):
     name = "aws"
     settings = AWSSettings
     description = "EC2 GPU instances from the launch templates of a fleet stack"
@@ -59,6 +61,7 @@ class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDead
         self.sleep = sleep
         self.ready_timeout_s = ready_timeout_s
         self._catalog: dict[str, InstanceType] | None = None
+        self.pinned_image: str | None = None   # use_image: a rerun's recorded AMI
 
     # -- wiring ---------------------------------------------------------------------------------
     @property
@@ -251,7 +254,7 @@ class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDead
                 attempt, instances = launch(
                     ec2, attempts, lease_id=lease_id, launch_template_id=tpl.launch_template_id,
                     user_data=user_data, tags=self._tags(plan, lease_id, tpl, deadline_s),
-                    network=self._network(), sleep=self.sleep)
+                    network=self._network(), image_id=self.pinned_image, sleep=self.sleep)
                 offer = attempt.offer
             ids = [i["InstanceId"] for i in sorted(instances, key=lambda i: (i.get("AmiLaunchIndex", 0),
                                                                              i["InstanceId"]))]
@@ -285,11 +288,17 @@ class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDead
                      meta={"region": self.outputs.region, "instance_type": offer.instance_type,
                            "machines": offer.machines, "spot": any(m.spot for m in machines),
                            "price_per_hour": str(sum((m.price_per_hour for m in machines), Decimal(0))),
-                           "sandbox": bool(self.sandbox), IMAGE_META: lease_image(self.ec2, tpl.image_id, tpl.recipe)})
+                           "sandbox": bool(self.sandbox),
+                           IMAGE_META: lease_image(self.ec2, self.pinned_image or tpl.image_id, tpl.recipe)})
 
     def image_exists(self, image: ImageRef) -> bool:
         """fleet.environment.image.ChecksImages: a rerun refuses an AMI that was deregistered."""
         return image_exists(self.ec2, image.id)
+
+    def use_image(self, image: ImageRef) -> None:
+        """fleet.environment.image.ChecksImages: this provider's leases boot `image` (a rerun's
+        recorded AMI) instead of the launch template's current one."""
+        self.pinned_image = image.id
 
     def _network(self) -> dict[str, Any]:
         return {"security_group_id": self.outputs.security_group_id,
@@ -329,7 +338,7 @@ class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDead
                                          hint="check the subnet's public IP setting, or set "
                                                              "[aws] connect = \"private\" from inside the VPC")
             port, user, workdir, python = 22, MACHINE_USER, WORKDIR, "python3"
-            _wait_tcp(host, port, self.ready_timeout_s, self.sleep)
+            wait_tcp(host, port, self.ready_timeout_s, self.sleep)
         # Ranks rendezvous over the VPC (private IP); in the sandbox every machine is on loopback.
         peer = host if self.sandbox else (inst.get("PrivateIpAddress") or host)
         return Machine(id=iid, lease_id=lease_id, node_rank=rank, host=host, port=port, user=user, peer_host=peer,
@@ -354,7 +363,7 @@ class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDead
                                                                  states=())}
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"describing lease {lease.id}") from None
-        return _lease_states(lease, found)
+        return lease_states(lease, found)
 
     def describe_leases(self, leases: list[Lease]) -> dict[str, list[MachineState]]:
         """Every lease's machines from one paginated DescribeInstances (the region's instances that
@@ -371,7 +380,16 @@ class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDead
             tag = next((t.get("Value") for t in inst.get("Tags", []) if t.get("Key") == TAG_LEASE), None)
             if tag in ids:
                 by_lease[tag][inst["InstanceId"]] = inst
-        return {lease.id: _lease_states(lease, by_lease[lease.id]) for lease in leases}
+        return {lease.id: lease_states(lease, by_lease[lease.id]) for lease in leases}
+
+    def notice_url(self, machine: Machine) -> str | None:
+        """Spot machines read their reclaim notice from IMDSv2; the sandbox serves it from files
+        under the machine's binding (sandbox.py `interrupt`)."""
+        if not machine.spot:
+            return None
+        if machine.provider_ref.get("sandbox_dir"):
+            return f"file://{machine.provider_ref['sandbox_dir']}/imds"
+        return "http://169.254.169.254"
 
     def release(self, lease: Lease) -> None:
         self._ec2_for(lease)
@@ -396,45 +414,6 @@ class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDead
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _lease_states(lease: Lease, found: dict[str, dict[str, Any]]) -> list[MachineState]:
-    """The lease's machines as EC2 reports them (`found`: its instances by id), and any instance
-    tagged with the lease that fleet never recorded (launched by a controller killed inside lease())."""
-    states = []
-    recorded = {m.id for m in lease.machines}
-    for iid, inst in sorted(found.items()):
-        if iid not in recorded:
-            name = inst["State"]["Name"]
-            states.append(MachineState(iid, {"running": "running", "pending": "pending"}.get(name, "gone"),
-                                       f"{name}; not in fleet's state", unrecorded=True,
-                                       started_at=_utc(inst.get("LaunchTime"))))
-    for m in lease.machines:
-        inst = found.get(m.id)
-        if inst is None:
-            states.append(MachineState(m.id, "gone", "no such instance"))
-            continue
-        name = inst["State"]["Name"]
-        mapped = {"running": "running", "pending": "pending"}.get(name, "gone")
-        states.append(MachineState(m.id, mapped, "" if mapped != "gone" else
-                                   f"{name}: {inst.get('StateReason', {}).get('Message', '')}".strip(": ")))
-    return states
-
-
-def iso_tag(when: datetime) -> str:
-    return when.astimezone(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def _utc(value) -> datetime | None:
-    """botocore gives LaunchTime as an aware datetime; be lenient with text."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if isinstance(value, str) and value:
-        try:
-            return _utc(datetime.fromisoformat(value.replace("Z", "+00:00")))
-        except ValueError:
-            return None
-    return None
-
-
 def _existing_sandbox():
     """`fleet down` from a shell without FLEET_AWS_SANDBOX still stops the lease's loopback machines."""
     from ...paths import fleet_home
@@ -442,19 +421,3 @@ def _existing_sandbox():
         from .sandbox import Sandbox
         return Sandbox()
     return None
-
-
-def _wait_tcp(host: str, port: int, timeout_s: float, sleep: Callable[[float], None]) -> None:
-    """Real instances only: sshd answers a minute or so after "running"."""
-    end = time.monotonic() + timeout_s
-    delay = 1.0
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=5):
-                return
-        except OSError as exc:
-            if time.monotonic() >= end:
-                raise MachineUnreachable(f"{host}:{port} did not answer within {timeout_s:.0f}s ({exc})",
-                                         hint="check the security group allows SSH from this address") from None
-        sleep(delay)
-        delay = min(delay * 2, 10.0)
