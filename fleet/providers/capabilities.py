@@ -98,10 +98,15 @@ class Interruption:
 
 
 class InterruptionNotices(ABC):
-    """Says ahead of time when machines will be taken away (spot reclaim, maintenance)."""
+    """Says ahead of time when machines will be taken away (spot reclaim, maintenance). The notice
+    is read on the machine itself (AWS: only the instance reaches its metadata service): while the
+    command runs, fleet/run/notices.py keeps fleet/remote/notice_watch.py running on each machine
+    this returns a URL for, and stops the run (checkpoint, then recovery) the moment it speaks."""
 
     @abstractmethod
-    def interruptions(self, lease: Lease) -> list[Interruption]: ...
+    def notice_url(self, machine: Machine) -> str | None:
+        """Where `machine` reads its interruption notices (IMDSv2 base URL, or a sandbox's
+        `file://` stand-in); None: this machine gets none (e.g. on-demand)."""
 
 
 @dataclass(frozen=True)
