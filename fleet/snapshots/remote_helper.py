@@ -198,7 +198,10 @@ def plan_targets(todo, manifests, cache):
 def main(stream=None, first=None):
     os.umask(0o022)                        # manifest modes are 0o644/0o755 (or their read-only forms)
     stream = stream or os.fdopen(0, "rb", buffering=1 << 20)
-    req = json.loads(first) if first else readline(stream)
+    try:
+        req = json.loads(first) if first else readline(stream)
+    except EOFError:
+        return                             # a dialled channel the controller did not need (sync.dial)
     try:
         import fcntl
         fcntl.fcntl(0, 1031, 1 << 20)      # F_SETPIPE_SZ: sshd hands us data in bigger pieces

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shlex
+import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -43,7 +44,8 @@ DEFAULT_CACHE_MAX = 50 * 1024 ** 3     # bytes held only by a host's chunk cache
 REMOTE_CACHE = "~/.cache/fleet/chunks"  # a cloud machine's default: per user, outside every lease
 PRESIGN_TTL_S = 3600
 
-# Runs the helper the host has cached under its hash, or reads it from the channel once and caches it.
+# Runs the helper the host has cached under its hash, or reads it from the channel once and caches it;
+# input that ends before a request (a dialled channel nobody used) ends it quietly.
 BOOTSTRAP = """import hashlib,json,os,sys
 H,P=sys.argv[1],os.path.expanduser(sys.argv[2])
 S=os.fdopen(0,'rb',buffering=1<<20)
@@ -53,6 +55,7 @@ except OSError: src=b''
 F=None
 if hashlib.sha256(src).hexdigest()!=H:
     F=S.readline()
+    if not F: sys.exit()
     sys.stdout.write('{"helper": "need"}\\n');sys.stdout.flush()
     src=S.read(int(S.readline()))
     if hashlib.sha256(src).hexdigest()!=H: sys.exit('sync helper arrived corrupt')
@@ -139,21 +142,44 @@ def cache_max_bytes(value: str | None = None) -> int | None:
 
 
 class Prepared:
-    """Everything the machines of one sync share, computed once: manifests (and their compressed
-    bytes), which file each chunk belongs to, S3 source listings."""
+    """Everything the machines of one sync share, computed once and only when a machine needs it (a
+    no-op re-sync reads no manifest): manifests (and their compressed bytes), which file each chunk
+    belongs to, S3 source listings."""
 
     def __init__(self, store: Store, ids: set[str], manifests: dict[str, Manifest] | None = None,
                  sources: dict | None = None):
         self.store, self.sources = store, dict(sources or {})
-        self.manifests = {sid: (manifests or {}).get(sid) or load(store, sid) for sid in ids if sid not in self.sources}
+        self._ids, self._given = ids, dict(manifests or {})
         self._blobs: dict[str, bytes] = {}
-        self.owners: dict[str, tuple[str, str]] = {}
-        self.sizes: dict[str, int] = {}
-        for sid, m in self.manifests.items():
-            for e in m.files():
-                for h, n in e.chunks:
-                    self.owners.setdefault(h, (e.path, sid))
-                    self.sizes[h] = n
+        self._loaded: tuple[dict[str, Manifest], dict[str, tuple[str, str]], dict[str, int]] | None = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> tuple[dict[str, Manifest], dict[str, tuple[str, str]], dict[str, int]]:
+        with self._lock:
+            if self._loaded is None:
+                manifests = {sid: self._given.get(sid) or load(self.store, sid)
+                             for sid in self._ids if sid not in self.sources}
+                owners: dict[str, tuple[str, str]] = {}
+                sizes: dict[str, int] = {}
+                for sid, m in manifests.items():
+                    for e in m.files():
+                        for h, n in e.chunks:
+                            owners.setdefault(h, (e.path, sid))
+                            sizes[h] = n
+                self._loaded = (manifests, owners, sizes)
+            return self._loaded
+
+    @property
+    def manifests(self) -> dict[str, Manifest]:
+        return self._load()[0]
+
+    @property
+    def owners(self) -> dict[str, tuple[str, str]]:
+        return self._load()[1]
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return self._load()[2]
 
     def blob(self, sid: str) -> bytes:
         if sid not in self._blobs:
@@ -180,24 +206,37 @@ def _read_local(store: Store, h: str, path: str, sid: str) -> bytes:
         raise IntegrityError(f"snapshot {sid[:12]}: chunk {h[:12]} of {path} is missing from {store.url}") from None
 
 
+LOCAL_READ_AHEAD = 8            # chunks read ahead of the one being sent (local store: the disk, not the network)
+
+
 def _chunks(store: Store, order: list[tuple[str, str, str]]) -> Iterator[bytes]:
-    """The chunks' bytes in order; remote stores are read ahead from a bounded pool."""
-    if not order or store.chunk_path(order[0][0]) is not None:
-        for h, path, sid in order:
-            yield _read_local(store, h, path, sid)
+    """The chunks' bytes in order, read ahead from a bounded pool so the store's disk (its large
+    chunks are written past the page cache) or network works while the channel sends."""
+    if not order:
         return
-    window = max(2, store.parallel * 2)
-    with ThreadPoolExecutor(max(1, store.parallel)) as pool:
-        futures = [pool.submit(store.get_chunk, h) for h, _, _ in order[:window]]
-        for i, (h, path, sid) in enumerate(order):
-            if i + window < len(order):
-                futures.append(pool.submit(store.get_chunk, order[i + window][0]))
-            try:
+    local = store.chunk_path(order[0][0]) is not None
+    window = LOCAL_READ_AHEAD if local else max(2, store.parallel * 2)
+
+    def read(h: str, path: str, sid: str) -> bytes:
+        if local:
+            return _read_local(store, h, path, sid)
+        try:
+            return store.get_chunk(h)
+        except FleetError:
+            raise IntegrityError(f"snapshot {sid[:12]}: chunk {h[:12]} of {path} is missing from {store.url}") \
+                from None
+    with ThreadPoolExecutor(2 if local else max(1, store.parallel), thread_name_prefix="fleet-sync-read") as pool:
+        futures = [pool.submit(read, *item) for item in order[:window]]
+        try:
+            for i in range(len(order)):
+                if i + window < len(order):
+                    futures.append(pool.submit(read, *order[i + window]))
                 yield futures[i].result()
-            except FleetError:
-                raise IntegrityError(f"snapshot {sid[:12]}: chunk {h[:12]} of {path} is missing from {store.url}") \
-                    from None
-            futures[i] = None
+                futures[i] = None
+        finally:
+            for f in futures:
+                if f is not None:
+                    f.cancel()
 
 
 def _presign(store: Store, hashes: list[str]) -> dict[str, str]:
@@ -286,30 +325,67 @@ def _stream(ch, machine: Machine, prep: Prepared, targets: list[Target], stats: 
     return result
 
 
+def helper_command(machine: Machine, cache_dir: str | None = None) -> str:
+    """The command a sync channel runs on the machine: the bootstrap, with the helper's hash and where
+    the host keeps it. -S: the helper needs only the standard library; skipping site saves start-up."""
+    return shlex.join([machine.python, "-S", "-c", BOOTSTRAP, helper_hash(),
+                       f"{host_cache_dir(machine, cache_dir)}/helper/{helper_hash()}.py"])
+
+
+def dial(machines: list[Machine], *, cache_dir: str | None = None, timeout: float = 600) -> dict[str, OpenSSHChannel]:
+    """Start every machine's sync channel now, before the snapshots it will carry exist: the SSH key
+    exchange, login and the helper's start (a few hundred ms each) then overlap the caller's own work,
+    typically `create_snapshot`. Hand the result to `sync_lease(channels=...)`, which closes what it
+    does not use. OpenSSH only; a machine reached through a run's pooled connection is not dialled
+    (its connection is already up). `cache_dir` must be the one later passed to sync_lease."""
+    if not use_openssh():
+        return {}
+    from ..remote.pool import pool_for
+    out: dict[str, OpenSSHChannel] = {}
+    try:
+        for m in machines:
+            if pool_for(m.id) is None:
+                out[m.id] = OpenSSHChannel(m, helper_command(m, cache_dir), timeout)
+    except OSError:
+        close_channels(out)
+        return {}
+    return out
+
+
+def close_channels(channels: dict[str, OpenSSHChannel]) -> None:
+    """Close dialled channels nobody used (the helper sees its input end before any request and exits)."""
+    for ch in channels.values():
+        ch.close()
+    channels.clear()
+
+
 def sync_machine(machine: Machine, store: Store, targets: list[Target], manifests: dict[str, Manifest] | None = None,
                  *, session=None, timeout: float = 600, progress: Callable[[int], None] | None = None,
                  prepared: Prepared | None = None, cache_dir: str | None = None,
-                 cache_max: str | None = None, on_expect: Callable[[int], None] | None = None) -> SyncStats:
-    """Bring `targets` onto one machine; raises IntegrityError naming the chunk/path on any mismatch."""
+                 cache_max: str | None = None, on_expect: Callable[[int], None] | None = None,
+                 channel: OpenSSHChannel | None = None) -> SyncStats:
+    """Bring `targets` onto one machine; raises IntegrityError naming the chunk/path on any mismatch.
+    `channel`: one `dial` started for this machine (used, then closed)."""
     prep = prepared or Prepared(store, {sid for t in targets for sid in t.ids}, manifests)
     stats = SyncStats(machine.id)
     t0 = time.monotonic()
     limit = cache_max_bytes(cache_max)
-    if session is None and os.environ.get("FLEET_SYNC_TRANSPORT") != "openssh":
+    if channel is None and session is None and os.environ.get("FLEET_SYNC_TRANSPORT") != "openssh":
         from ..remote.pool import pool_for
         if pool_for(machine.id) is not None:   # a run's pooled connection: a channel on it, not a new ssh
             from ..remote.ssh import connect
             session = connect(machine, timeout=30)
-    openssh = session is None and use_openssh()
+    openssh = session is None and (channel is not None or use_openssh())
     own = session is None and not openssh
     if own:
         from ..remote.ssh import connect          # paramiko: only off the OpenSSH path
         session = connect(machine, timeout=30)
     try:
-        # -S: the helper needs only the standard library; skipping site saves start-up time.
-        command = shlex.join([machine.python, "-S", "-c", BOOTSTRAP, helper_hash(),
-                              f"{host_cache_dir(machine, cache_dir)}/helper/{helper_hash()}.py"])
-        ch = OpenSSHChannel(machine, command, timeout) if openssh else ParamikoChannel(session, command, timeout)
+        if channel is not None:
+            ch = channel
+        else:
+            command = helper_command(machine, cache_dir)
+            ch = OpenSSHChannel(machine, command, timeout) if openssh else ParamikoChannel(session, command, timeout)
         try:
             result = _stream(ch, machine, prep, targets, stats, progress, cache_dir, limit, on_expect)
             stats.wire_bytes = ch.sent
@@ -340,13 +416,20 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
                max_workers: int = 8, progress: Callable[[int], None] | None = None, sources: dict | None = None,
                cache_dir: str | None = None, cache_max: str | None = None,
                on_state: Callable[[str, str], None] | None = None,
-               on_expect: Callable[[int], None] | None = None) -> list[SyncStats]:
+               on_expect: Callable[[int], None] | None = None,
+               channels: dict[str, OpenSSHChannel] | None = None) -> list[SyncStats]:
     """Feed every machine (bounded pool): per host, the first machine seeds the host's cache and the
     others then link from it; raise the first failure after all have finished."""
+    channels = channels if channels is not None else {}
     if not machines:
+        close_channels(channels)
         return []
     prep = Prepared(store, {sid for m in machines for t in targets_for(m) for sid in t.ids}, sources=sources)
-    cache_max_bytes(cache_max)                 # a bad value fails before any machine is touched
+    try:
+        cache_max_bytes(cache_max)             # a bad value fails before any machine is touched
+    except UsageError:
+        close_channels(channels)
+        raise
     results: dict[str, SyncStats] = {}
     errors: list[BaseException] = []
 
@@ -355,7 +438,8 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
             on_state(m.id, "syncing")
         try:
             results[m.id] = sync_machine(m, store, targets_for(m), prepared=prep, progress=progress,
-                                         cache_dir=cache_dir, cache_max=cache_max, on_expect=on_expect)
+                                         cache_dir=cache_dir, cache_max=cache_max, on_expect=on_expect,
+                                         channel=channels.pop(m.id, None))
             if on_state:
                 on_state(m.id, "done")
         except Exception as exc:  # noqa: BLE001 — reported after every machine finished
@@ -364,12 +448,15 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
                 on_state(m.id, "failed")
 
     groups = host_groups(machines, cache_dir)
-    with ThreadPoolExecutor(max_workers=min(max_workers, len(machines))) as pool:
-        for f in [pool.submit(one, g[0]) for g in groups]:
-            f.result()
-        rest = [m for g in groups for m in g[1:]]
-        for f in [pool.submit(one, m) for m in rest]:
-            f.result()
+    try:
+        with ThreadPoolExecutor(max_workers=min(max_workers, len(machines))) as pool:
+            for f in [pool.submit(one, g[0]) for g in groups]:
+                f.result()
+            rest = [m for g in groups for m in g[1:]]
+            for f in [pool.submit(one, m) for m in rest]:
+                f.result()
+    finally:
+        close_channels(channels)
     if errors:
         raise errors[0]
     return [results[m.id] for m in machines]

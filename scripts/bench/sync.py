@@ -18,11 +18,18 @@ Figures:
   second_run_chunk_bytes    chunk bytes a new lease on the same host receives for the same data (== 0)
   rsync_* wire figures are informative (met null).
 
-Usage: python scripts/bench/sync.py [--json] [--size 200] [--samples 5]
+Fleet's process dials the machines first (`sync.dial`: SSH key exchange, login and the helper's start
+overlap the snapshot being made, as in `fleet up`, whose connections are up before staging); the key
+exchange is OpenSSH's default on both sides.
+
+Conventions of scripts/bench/_common.py (`--json` prints only the figures, medians with their
+spread, informative rows met null). `--quick`: 24 MiB, 2 samples, fan-out to 2 machines (checks the
+bench works; not figures to quote).
+
+Usage: python scripts/bench/sync.py [--json] [--quick] [--size 200] [-n 5]
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -39,6 +46,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (bench_parser, check_samples, emit, exit_code, failed_row, json_stdout,  # noqa: E402
+                     load_row, median_row, ratio_row, row)
 
 
 def make_tree(root: Path, size_mib: int, seed: int = 1) -> tuple[list[Path], Path]:
@@ -118,15 +128,16 @@ class Proxy:
 # -- fleet's side, as its own process ------------------------------------------------------------------
 def fleet_side(spec: dict) -> None:
     from fleet.models import Machine
-    from fleet.snapshots import create_snapshot, open_store
-    from fleet.snapshots.sync import Target, sync_lease
+    from fleet.snapshots.sync import Target, dial, sync_lease
     t0 = time.monotonic()
+    machines = [Machine.from_dict(m) for m in spec["machines"]]
+    channels = dial(machines)                 # connect while the snapshot is made
+    from fleet.snapshots import create_snapshot, open_store
     store = open_store(None)
     snap = create_snapshot(spec["tree"], store)
     t1 = time.monotonic()
-    machines = [Machine.from_dict(m) for m in spec["machines"]]
     stats = sync_lease(machines, store, lambda m: [Target(f"{m.workdir}/data/{spec['dest']}", [snap.id],
-                                                          read_only=True)])
+                                                          read_only=True)], channels=channels)
     print(json.dumps({"snapshot_s": t1 - t0, "sync_s": time.monotonic() - t1,
                       "chunk_bytes": sum(s.bytes_sent for s in stats), "id": snap.id}))
 
@@ -136,7 +147,8 @@ def run_fleet(machines, tree: Path, dest: str, home: Path) -> tuple[float, dict]
     spec = json.dumps({"machines": [to_jsonable(m) for m in machines], "tree": str(tree), "dest": dest})
     env = {**os.environ, "FLEET_HOME": str(home)}
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, __file__, "--fleet-side", spec], env=env, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, __file__, "--fleet-side", spec], env=env, capture_output=True, text=True,
+                         timeout=900)
     dt = time.monotonic() - t0
     if out.returncode != 0:
         raise SystemExit(f"fleet side failed: {out.stderr[-2000:]}")
@@ -149,7 +161,7 @@ def run_rsync(machine, src: Path, dest: str, known_hosts: Path) -> float:
            "-o StrictHostKeyChecking=yes -o BatchMode=yes -o IdentitiesOnly=yes -o ControlPath=none")
     t0 = time.monotonic()
     subprocess.run(["rsync", "-a", "--delete", "-e", ssh, f"{src}/", f"{machine.user}@{machine.host}:{dest}/"],
-                   capture_output=True, text=True, check=True)
+                   capture_output=True, text=True, check=True, timeout=900)
     return time.monotonic() - t0
 
 
@@ -188,70 +200,110 @@ def spread(xs: list[float]) -> str:
     return f"{min(xs):.3g}–{max(xs):.3g}"
 
 
+class Sides:
+    """Fleet's machine and rsync's, each behind its own counting proxy, and one sample of each."""
+
+    def __init__(self, ours, ref, work: Path):
+        self.ours, self.ref = ours, ref
+        self.p_ours, self.p_ref = Proxy(ours.port), Proxy(ref.port)
+        self.ours_p, self.ref_p = replace(ours, port=self.p_ours.port), replace(ref, port=self.p_ref.port)
+        self.kh = work / "kh"
+
+    def pair(self, tree: Path, dest: str, home: Path) -> tuple[float, int, float, int]:
+        """(fleet s, fleet wire bytes, rsync s, rsync wire bytes) of one interleaved pair."""
+        dt, _out = run_fleet([self.ours_p], tree, dest, home)
+        w_f = self.p_ours.take()
+        t_r = run_rsync(self.ref_p, tree, f"{self.ref.workdir}/{dest}", self.kh)
+        return dt, w_f, t_r, self.p_ref.take()
+
+
+def measure_change(sides: Sides, tree: Path, dest: str, home: Path, n: int, change, label: str,
+                   key: str) -> list[dict]:
+    """`change()` edits the tree and returns the bytes it changed; then one fleet and one rsync sync,
+    n times: time ratio and wire bytes per changed byte for both."""
+    t_f, t_r, w_f, w_r, ch = [], [], [], [], []
+    for _ in range(n):
+        changed = change()
+        ch.append(changed)
+        a, b, c, d = sides.pair(tree, dest, home)
+        t_f.append(a)
+        w_f.append(b / changed)
+        t_r.append(c)
+        w_r.append(d / changed)
+    say(f"{label} ({med(ch) / 2**20:.2f} MiB): fleet {med(t_f):.3f}s ({spread(t_f)}) wire {med(w_f):.2f}x "
+        f"({spread(w_f)}); rsync {med(t_r):.3f}s ({spread(t_r)}) wire {med(w_r):.2f}x")
+    return [median_row(f"{key}_wire_ratio", w_f, "x bytes changed", "<= 2.0", digits=2),
+            ratio_row(f"{key}_time_vs_rsync", t_f, t_r, "<= 1.0"),
+            median_row(f"{key}_wire_ratio_rsync", w_r, "x bytes changed", digits=2)]
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--json", action="store_true")
-    ap.add_argument("--size", type=int, default=200, help="MiB of data (default 200)")
-    ap.add_argument("--samples", type=int, default=5)
+    ap = bench_parser(__doc__.splitlines()[0])
+    ap.add_argument("--size", type=int, default=None, help="MiB of data (default 200; 24 with --quick)")
     ap.add_argument("--fleet-side")
     args = ap.parse_args()
     if args.fleet_side:
         fleet_side(json.loads(args.fleet_side))
         return 0
+    check_samples(ap, args)
+    size = args.size or (24 if args.quick else 200)
+    n = min(args.samples, 2) if args.quick else args.samples
+    fan = 2 if args.quick else 8
+    with json_stdout(args.json) as out:
+        rows = measure(size, n, fan)
+        emit(rows, as_json=args.json, out=out)
+    return exit_code(rows)
+
+
+def measure(size: int, n: int, fan: int) -> list[dict]:
+    rows = [load_row()]
     work = Path(tempfile.mkdtemp(prefix="fleet-bench-sync-"))
     os.environ["FLEET_HOME"] = str(work / "home")
-    figures, notes = [], []
-    say = (lambda s: print(s, file=sys.stderr, flush=True)) if args.json else (lambda s: print(s, flush=True))
-
-    def fig(name, value, unit, target, met):
-        figures.append({"figure": name, "value": round(value, 3), "unit": unit, "target": target,
-                        "met": None if met is None else bool(met)})
-
     machines = Machines()
     try:
         tree = work / "tree"
-        files, big = make_tree(tree, args.size)
+        files, big = make_tree(tree, size)
         total = sum(p.stat().st_size for p in files)
-        say(f"tree: {len(files)} files, {total / 2**20:.0f} MiB; {args.samples} samples per figure; "
+        say(f"tree: {len(files)} files, {total / 2**20:.0f} MiB; {n} samples per figure; "
             f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f} (other work on this machine counts)")
         ours, ref, other = machines.lease(1)[0], machines.lease(1)[0], machines.lease(1)[0]
-        p_ours, p_ref = Proxy(ours.port), Proxy(ref.port)
-        ours_p, ref_p = replace(ours, port=p_ours.port), replace(ref, port=p_ref.port)
-        kh = work / "kh"
-        n = args.samples
+        sides = Sides(ours, ref, work)
 
         # first sync, snapshot creation included: fresh store, stat cache and host cache each sample
         t_f, t_r, w_f, w_r = [], [], [], []
         for i in range(n):
-            home = work / f"home-first-{i}"
-            dt, out = run_fleet([ours_p], tree, f"first{i}", home)
-            t_f.append(dt)
-            w_f.append(p_ours.take())
-            t_r.append(run_rsync(ref_p, tree, f"{ref.workdir}/first{i}", kh))
-            w_r.append(p_ref.take())
-        r = [b / a for a, b in zip(t_f, t_r)]
-        fig("first_sync_vs_rsync", med(r), "x rsync throughput", ">= 1.0", med(r) >= 1.0)
+            a, b, c, d = sides.pair(tree, f"first{i}", work / f"home-first-{i}")
+            t_f.append(a)
+            w_f.append(b / total)
+            t_r.append(c)
+            w_r.append(d / total)
+        # throughput ratio: rsync's time over fleet's, per pair and of the medians
+        rows.append(ratio_row("first_sync_vs_rsync", t_r, t_f, ">= 1.0"))
+        rows[-1]["unit"] = "x rsync throughput"
+        rows.append(median_row("first_sync_wire_fleet", w_f, "x data"))
+        rows.append(median_row("first_sync_wire_rsync", w_r, "x data"))
         say(f"first sync: fleet {med(t_f):.2f}s ({spread(t_f)}), rsync {med(t_r):.2f}s ({spread(t_r)}); "
-            f"wire fleet {med(w_f) / 2**20:.1f} MiB, rsync {med(w_r) / 2**20:.1f} MiB")
-        fig("first_sync_wire_fleet", med(w_f) / total, "x data", "informative", None)
+            f"wire fleet {med(w_f):.3f}x, rsync {med(w_r):.3f}x of the data")
 
         # no-op re-sync: the last sample's home (its stat cache, store, host cache) and destination
-        home = work / f"home-first-{n - 1}"
-        dest_f, dest_r = f"first{n - 1}", f"{ref.workdir}/first{n - 1}"
+        home, dest = work / f"home-first-{n - 1}", f"first{n - 1}"
         t_f, t_r = [], []
         for _ in range(n):
-            t_f.append(run_fleet([ours_p], tree, dest_f, home)[0])
-            p_ours.take()
-            t_r.append(run_rsync(ref_p, tree, dest_r, kh))
-            p_ref.take()
-        fig("noop_resync_vs_rsync", med(t_f) / med(t_r), "x rsync time", "<= 1.0", med(t_f) / med(t_r) <= 1.0)
+            a, _b, c, _d = sides.pair(tree, dest, home)
+            t_f.append(a)
+            t_r.append(c)
+        rows.append(ratio_row("noop_resync_vs_rsync", t_f, t_r, "<= 1.0"))
         say(f"no-op: fleet {med(t_f):.3f}s ({spread(t_f)}), rsync {med(t_r):.3f}s ({spread(t_r)})")
 
         # 1 % of the files rewritten (same size, new bytes), a different 1 % each sample
         rng = random.Random(9)
         small = [p for p in files if p.parent.parent.name == "small"]
-        t_f, t_r, w_f, w_r, ch = [], [], [], [], []
-        for _ in range(n):
+
+        def rewrite_files() -> int:
             changed = 0
             for p in rng.sample(files, max(1, len(files) // 100)):
                 if p == big:
@@ -259,62 +311,44 @@ def main() -> int:
                 size = p.stat().st_size
                 p.write_bytes(rng.randbytes(size))
                 changed += size
-            ch.append(changed)
-            dt, _out = run_fleet([ours_p], tree, dest_f, home)
-            t_f.append(dt)
-            w_f.append(p_ours.take() / changed)
-            t_r.append(run_rsync(ref_p, tree, dest_r, kh))
-            w_r.append(p_ref.take() / changed)
-        fig("files_1pct_wire_ratio", med(w_f), "x bytes changed", "<= 2.0", med(w_f) <= 2.0)
-        fig("files_1pct_time_vs_rsync", med(t_f) / med(t_r), "x rsync time", "<= 1.0", med(t_f) / med(t_r) <= 1.0)
-        fig("files_1pct_wire_ratio_rsync", med(w_r), "x bytes changed", "informative", None)
-        say(f"1% files ({med(ch) / 2**20:.2f} MiB): fleet {med(t_f):.3f}s ({spread(t_f)}) wire {med(w_f):.2f}x "
-            f"({spread(w_f)}); rsync {med(t_r):.3f}s ({spread(t_r)}) wire {med(w_r):.2f}x")
+            return changed
+        rows += measure_change(sides, tree, dest, home, n, rewrite_files, "1% files", "files_1pct")
 
         # 2 MiB rewritten inside the 30 MiB file
-        t_f, t_r, w_f, w_r = [], [], [], []
-        changed = min(2 * 2 ** 20, big.stat().st_size // 4)
-        for _ in range(n):
+        span = min(2 * 2 ** 20, big.stat().st_size // 4)
+
+        def rewrite_inside() -> int:
             with open(big, "r+b") as f:
-                f.seek(rng.randrange(0, big.stat().st_size - changed))
-                f.write(rng.randbytes(changed))
-            dt, _out = run_fleet([ours_p], tree, dest_f, home)
-            t_f.append(dt)
-            w_f.append(p_ours.take() / changed)
-            t_r.append(run_rsync(ref_p, tree, dest_r, kh))
-            w_r.append(p_ref.take() / changed)
-        fig("inside_file_wire_ratio", med(w_f), "x bytes changed", "<= 2.0", med(w_f) <= 2.0)
-        fig("inside_file_time_vs_rsync", med(t_f) / med(t_r), "x rsync time", "<= 1.0", med(t_f) / med(t_r) <= 1.0)
-        fig("inside_file_wire_ratio_rsync", med(w_r), "x bytes changed", "informative", None)
-        say(f"{changed / 2**20:.0f} MiB inside {big.stat().st_size / 2**20:.0f} MiB: fleet {med(t_f):.3f}s "
-            f"({spread(t_f)}) wire {med(w_f):.2f}x ({spread(w_f)}); rsync {med(t_r):.3f}s wire {med(w_r):.2f}x")
+                f.seek(rng.randrange(0, big.stat().st_size - span))
+                f.write(rng.randbytes(span))
+            return span
+        rows += measure_change(sides, tree, dest, home, n, rewrite_inside,
+                               f"{span / 2**20:.1f} MiB inside {big.stat().st_size / 2**20:.0f} MiB", "inside_file")
 
         # second run on the same host: a new machine, the same home (host cache) and data
-        _dt, out = run_fleet([other], tree, "second", home)
-        fig("second_run_chunk_bytes", out["chunk_bytes"], "bytes", "== 0", out["chunk_bytes"] == 0)
+        try:
+            _dt, result = run_fleet([other], tree, "second", home)
+            rows.append(row("second_run_chunk_bytes", result["chunk_bytes"], "bytes", "== 0"))
+        except SystemExit as exc:
+            rows.append(failed_row("second_run_chunk_bytes", "bytes", str(exc), "== 0"))
 
-        # fan-out: sync time (snapshot already made) to 1 machine vs 8, fresh host cache each sample
-        one, eight = machines.lease(1), machines.lease(8)
-        t1, t8 = [], []
+        # fan-out: sync time (snapshot already made) to 1 machine vs `fan`, fresh host cache each sample
+        one, many = machines.lease(1), machines.lease(fan)
+        t1, tn = [], []
         for i in range(n):
-            h1, h8 = work / f"home-fan1-{i}", work / f"home-fan8-{i}"
-            for h in (h1, h8):
+            h1, hn = work / f"home-fan1-{i}", work / f"home-fan{fan}-{i}"
+            for h in (h1, hn):
                 shutil.copytree(home / "store", h / "store", copy_function=os.link)   # measure the sync only
             t1.append(run_fleet(one, tree, f"fan{i}", h1)[1]["sync_s"])
-            t8.append(run_fleet(eight, tree, f"fan{i}", h8)[1]["sync_s"])
-        fig("fanout_8_vs_1", med(t8) / med(t1), "x one machine", "<= 4.0", med(t8) / med(t1) <= 4.0)
-        say(f"fan-out: 1 machine {med(t1):.2f}s ({spread(t1)}), 8 machines {med(t8):.2f}s ({spread(t8)}) "
+            tn.append(run_fleet(many, tree, f"fan{i}", hn)[1]["sync_s"])
+        rows.append(ratio_row(f"fanout_{fan}_vs_1", tn, t1, "<= 4.0"))
+        say(f"fan-out: 1 machine {med(t1):.2f}s ({spread(t1)}), {fan} machines {med(tn):.2f}s ({spread(tn)}) "
             "(all on this host: they share one host cache)")
+        rows.append(load_row("at the end"))
     finally:
         machines.close()
         shutil.rmtree(work, ignore_errors=True)
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        for f in figures:
-            met = {True: "met", False: "MISSED", None: "-"}[f["met"]]
-            print(f"{f['figure']:30} {f['value']:>10} {f['unit']:18} target {f['target']:12} {met}")
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

@@ -172,3 +172,24 @@ def test_corrupt_store_chunk_named_not_materialised(fleet_home, local_lease, dat
     with pytest.raises(IntegrityError, match=f"chunk {h[:12]} of shards/s03.csv is corrupt in"):
         sync_machine(m, store, [Target(data_dir(m, "train"), [snap.id], read_only=True)], {snap.id: snap.manifest})
     assert not os.path.exists(data_dir(m, "train"))
+
+
+def test_channels_dialled_before_the_snapshot_carry_the_sync_and_unused_ones_close(fleet_home, local_lease, data_tree):
+    """sync.dial starts the machines' channels first (the SSH handshake overlaps create_snapshot);
+    sync_lease uses them, and closes a channel it had no machine for, whose helper exits quietly."""
+    from fleet.snapshots.sync import dial
+    lease = local_lease(gpus=2)
+    first, second = lease.machines
+    channels = dial([first, second])
+    if not channels:
+        pytest.skip("no OpenSSH client here: sync runs over paramiko")
+    procs = [ch.proc for ch in channels.values()]
+    store = open_store(None)
+    snap = create_snapshot(data_tree, store)
+    stats = sync_lease([first], store, lambda m: [Target(data_dir(m, "train"), [snap.id], read_only=True)],
+                       channels=channels)
+    assert channels == {}                                          # the unused one was closed too
+    assert stats[0].bytes_sent == snap.manifest.unique_chunk_bytes()
+    assert open(f"{data_dir(first, 'train')}/weights.bin", "rb").read() == (data_tree / "weights.bin").read_bytes()
+    assert [p.poll() for p in procs] == [0, 0]                     # both ssh processes ended (reaped), cleanly
+    assert not os.path.exists(data_dir(second, "train"))
