@@ -18,7 +18,7 @@ SCRIPTS = sorted(p for p in BENCH.glob("*.py") if not p.name.startswith("_"))
 # Scripts whose owners have not adopted --quick yet (strict: once one does, this entry must go).
 NO_QUICK_YET = {"ci_cancel.py", "outputs.py", "slurm.py"}
 # Quick modes that start real local machines (sshd) or long runs: minutes on a loaded machine.
-SLOW_QUICK = {"budget.py", "environment.py", "recovery.py", "up_local.py"}
+SLOW_QUICK = {"budget.py", "environment.py", "recovery.py", "sync.py", "up_local.py"}
 
 
 def load_common():
