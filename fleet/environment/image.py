@@ -4,8 +4,9 @@ AWS machines boot a baked AMI; the provider puts its id, recipe and the recipe's
 the lease (`lease.meta["image"]`, read from the AMI's `fleet:recipe*` tags). Machines fleet does
 not make (local, ssh team hosts, Slurm nodes) run the host's own OS image, which the probe reads.
 
-A provider that can say whether an image still exists declares it by implementing `ChecksImages`
-(AWS: describe-images); `fleet rerun` asks before leasing anything.
+A provider that can say whether an image still exists, and boot a named one, declares it by
+implementing `ChecksImages` (AWS: describe-images, RunInstances' ImageId); `fleet rerun` asks before
+leasing anything and boots the recorded image.
 """
 from __future__ import annotations
 
@@ -19,7 +20,12 @@ LEASE_META_KEY = "image"
 
 @runtime_checkable
 class ChecksImages(Protocol):
+    """A provider that boots images it can name: it can say whether one still exists, and boot a
+    recorded one for its next leases (a rerun's)."""
+
     def image_exists(self, image: ImageRef) -> bool: ...
+
+    def use_image(self, image: ImageRef) -> None: ...
 
 
 def image_meta(image_id: str | None, recipe: str | None, recipe_hash: str | None) -> dict[str, Any]:

@@ -22,14 +22,18 @@ WHEELS_DATA_NAME = ".fleet-wheels"      # under $FLEET_DATA on every machine (re
 
 def pinned_for_rerun(run_id: str, recorded: dict | None, provider=None, *,
                      allow_image_change: bool = False) -> PinnedEnvironment | None:
-    """The recorded environment to reproduce; refuses (UsageError) when its image is gone."""
+    """The recorded environment to reproduce. A provider that names images boots the recorded one;
+    when it is gone, a UsageError (or, allowed, a noted difference and the template's image)."""
     env = RunEnvironment.from_json(recorded)
     if env is None:
         return None
     notes: list[str] = []
     if isinstance(provider, ChecksImages):
         for m in env.machines:
-            if m.image.kind != "ami" or provider.image_exists(m.image):
+            if m.image.kind != "ami":
+                continue
+            if provider.image_exists(m.image):
+                provider.use_image(m.image)   # the recorded image, not the template's current one
                 continue
             if not allow_image_change:
                 raise UsageError(f"run {run_id} ran on image {m.image.label()}, which no longer exists",

@@ -120,9 +120,13 @@ def test_a_secret_that_lands_in_a_reported_field_is_redacted(monkeypatch):
 class _Images:
     def __init__(self, exists: bool):
         self.exists = exists
+        self.used: list[ImageRef] = []
 
     def image_exists(self, image: ImageRef) -> bool:
         return self.exists
+
+    def use_image(self, image: ImageRef) -> None:
+        self.used.append(image)
 
 
 def test_a_rerun_refuses_a_gone_image_unless_allowed():
@@ -130,9 +134,12 @@ def test_a_rerun_refuses_a_gone_image_unless_allowed():
     with pytest.raises(UsageError) as refused:
         pinned_for_rerun("r-old", env.to_json(), _Images(False))
     assert "ami-0gone" in refused.value.message and "--allow-image-change" in refused.value.hint
-    allowed = pinned_for_rerun("r-old", env.to_json(), _Images(False), allow_image_change=True)
-    assert allowed.notes and "no longer exists" in allowed.notes[0]
-    assert pinned_for_rerun("r-old", env.to_json(), _Images(True)).notes == ()
+    gone = _Images(False)
+    allowed = pinned_for_rerun("r-old", env.to_json(), gone, allow_image_change=True)
+    assert allowed.notes and "no longer exists" in allowed.notes[0] and gone.used == []
+    there = _Images(True)
+    assert pinned_for_rerun("r-old", env.to_json(), there).notes == ()
+    assert there.used == [env.machines[0].image]   # the recorded AMI is what the rerun boots
     assert pinned_for_rerun("r-old", {}, _Images(False)) is None
 
 

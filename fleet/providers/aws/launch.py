@@ -77,7 +77,7 @@ def find_instances(ec2, filters: dict[str, str | Iterable[str]], states: Iterabl
 
 
 def run_params(attempt: Attempt, launch_template_id: str, user_data: str, tags: dict[str, str],
-               token: str, network: dict[str, Any] | None = None) -> dict[str, Any]:
+               token: str, network: dict[str, Any] | None = None, image_id: str | None = None) -> dict[str, Any]:
     """RunInstances arguments. Subnet (the attempt's AZ) and security group are given per call at
     the instance level, which composes with a launch template that sets `SecurityGroupIds` (as the
     stack's do); public addresses come from the subnets' MapPublicIpOnLaunch."""
@@ -98,6 +98,8 @@ def run_params(attempt: Attempt, launch_template_id: str, user_data: str, tags: 
     }
     if network.get("security_group_id"):
         params["SecurityGroupIds"] = [network["security_group_id"]]
+    if image_id:   # a rerun boots the AMI its run recorded, not the launch template's current one
+        params["ImageId"] = image_id
     if attempt.spot:
         # One-time request: an interruption terminates (never stops) the instance.
         params["InstanceMarketOptions"] = {"MarketType": "spot", "SpotOptions": {
@@ -128,7 +130,7 @@ def launch_once(ec2, params: dict[str, Any], *, tries: int = 5, sleep: Callable[
 
 
 def launch(ec2, attempts: list[Attempt], *, lease_id: str, launch_template_id: str, user_data: str,
-           tags: dict[str, str], network: dict[str, Any] | None = None,
+           tags: dict[str, str], network: dict[str, Any] | None = None, image_id: str | None = None,
            on_attempt: Callable[[Attempt, str], None] | None = None,
            sleep: Callable[[float], None] = time.sleep) -> tuple[Attempt, list[dict[str, Any]]]:
     """Try attempts in order until one launches; return it and its instances."""
@@ -140,8 +142,8 @@ def launch(ec2, attempts: list[Attempt], *, lease_id: str, launch_template_id: s
             continue
         token = client_token(lease_id, attempt)
         try:
-            instances = launch_once(ec2, run_params(attempt, launch_template_id, user_data, tags, token, network),
-                                    sleep=sleep)
+            instances = launch_once(ec2, run_params(attempt, launch_template_id, user_data, tags, token, network,
+                                                    image_id), sleep=sleep)
         except Exception as exc:  # noqa: BLE001 — classified below
             code = error_code(exc)
             if code in QUOTA_CODES:
