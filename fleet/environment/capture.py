@@ -106,7 +106,7 @@ def capture(ctx, lease: Lease, store=None, pinned: PinnedEnvironment | None = No
     wheels = None
     primary = envs[0] if envs else None
     if store is not None and primary is not None and primary.packages:
-        wheels = keep_wheels(lease, kinds[primary.kind][0], primary, store)
+        wheels = keep_wheels(lease, kinds[primary.kind][0], primary, store, ctx.events)
     env = RunEnvironment(machines=envs, wheels_snapshot=wheels)
     if pinned is not None:
         from .diff import pinned_differences
@@ -116,7 +116,7 @@ def capture(ctx, lease: Lease, store=None, pinned: PinnedEnvironment | None = No
     return redacted(env, ctx.config)
 
 
-def keep_wheels(lease: Lease, machine: Machine, env: MachineEnvironment, store) -> str:
+def keep_wheels(lease: Lease, machine: Machine, env: MachineEnvironment, store, events=None) -> str:
     """The package set's wheels as a snapshot in the store (named by the set's hash: found, not
     packed, when any earlier run on any host already kept the same set)."""
     from ..snapshots import create_snapshot
@@ -125,6 +125,9 @@ def keep_wheels(lease: Lease, machine: Machine, env: MachineEnvironment, store) 
     known = store.get_ref(name)
     if known and store.has_manifest(known):
         return known
+    if events is not None:   # the first run with this set: a large one (torch) takes a while, once
+        events.phase("environment", f"keeping this package set ({len(env.packages)} packages) in the store "
+                                    "for reruns: first time only")
     remote = f"{machine.state_dir}/{REMOTE_WHEELS}"
     run_probe(lease, machine, "pack", remote, *[p.name for p in env.packages], timeout=600)
     with tempfile.TemporaryDirectory(prefix="fleet-wheels-") as tmp:
