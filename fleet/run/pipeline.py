@@ -33,6 +33,7 @@ from ..models import Lease, Machine, to_jsonable, utcnow
 from ..plan import first_deadline_s
 from .budget import BudgetGate, RunBudget
 from .checkpoints import begin as begin_checkpoints
+from .notices import NoticeWatch
 from .context import Events, RunContext, checked_events
 from .environment import EnvironmentStage
 from .execute import MachinesLost, check_cancel, check_not_released_elsewhere
@@ -139,6 +140,7 @@ class Pipeline:
             observers.machine(ctx, machine)
 
         checkpoints: list = []   # the Checkpointer, once the machines are ready
+        notices: NoticeWatch | None = None
 
         def on_tick() -> None:
             budget.tick(ctx)
@@ -167,6 +169,7 @@ class Pipeline:
             observers.ready(ctx, lease)
             check_cancel(ctx)
             checkpoints.append(begin_checkpoints(ctx, lease, self.inputs.checkpoint_store()))   # checkpoint
+            notices = NoticeWatch(ctx, lease, source.provider).start()   # spot reclaim notices stop the run
             if source.fresh:
                 ctx.events.phase("stage", "copying inputs to machines")                     # stage
                 machines.stage(self.inputs, lease, ctx.events)
@@ -209,6 +212,8 @@ class Pipeline:
             error = exc
             outcome = _Outcome("error", 1, message=f"{type(exc).__name__}: {exc}")
         finally:
+            if notices is not None:
+                notices.stop()
             if lease is not None:
                 collected = machines.collect(ctx, lease)                                   # collect
             if heartbeat is not None:

@@ -105,6 +105,33 @@ class Sandbox:
                 stop_machine_dir(d, grace_s=0.5)
                 shutil.rmtree(d, ignore_errors=True)
 
+    def interrupt(self, instance_id: str, ec2: Any, *, after_s: float = 120.0) -> "threading.Thread":
+        """A spot interruption, as AWS does it: the notice in the instance's metadata now (the
+        sandbox's stand-in for IMDS: files under <binding>/imds, the paths IMDS serves), then,
+        `after_s` later (AWS: two minutes), the instance terminated and its machine gone (its sshd
+        and every process of it). Returns the thread that carries out the reclaim."""
+        import threading
+        from datetime import datetime, timedelta, timezone
+        d = self.root / instance_id
+        if self._read(d) is None:
+            raise KeyError(f"instance {instance_id} is not bound to a sandbox machine")
+        when = datetime.now(timezone.utc) + timedelta(seconds=after_s)
+        notice = d / "imds" / "latest" / "meta-data" / "spot"
+        notice.mkdir(parents=True, exist_ok=True)
+        tmp = notice / ".instance-action.tmp"
+        tmp.write_text(json.dumps({"action": "terminate", "time": when.strftime("%Y-%m-%dT%H:%M:%SZ")}))
+        os.replace(tmp, notice / "instance-action")
+
+        def reclaim() -> None:
+            import time
+            time.sleep(after_s)
+            ec2.terminate_instances(InstanceIds=[instance_id])
+            self.unbind([instance_id])
+
+        thread = threading.Thread(target=reclaim, name=f"reclaim-{instance_id}", daemon=True)
+        thread.start()
+        return thread
+
     def unbind_lease(self, lease_id: str) -> None:
         self.unbind([d.name for d in sorted(self.root.iterdir()) if _lease_of(d) == lease_id])
 
