@@ -80,8 +80,11 @@ def parse_gpu_type(text: str) -> GpuType:
     head, sep, tail = text.rpartition("-")
     if sep and _MEMORY.match(tail.strip()):
         model, memory = head.strip(), int(_MEMORY.match(tail.strip()).group(1))   # type: ignore[union-attr]
-    if not _MODEL.match(model) or set(_tokens(model)) <= _NOISE:
-        raise GpuRequestError(f"{text!r} is not a GPU type; write a model like A100, H100, L4 or A100-80GB")
+    # Every GPU model name has a digit (A100, L4, A10G, MI300X, RTX 6000): `gpus = "many"` is a typo,
+    # not a model to look for.
+    if not _MODEL.match(model) or set(_tokens(model)) <= _NOISE or not any(c.isdigit() for c in model):
+        raise GpuRequestError(f"{text!r} is not a GPU count or type; write a count like 8, or a model like "
+                              "A100, H100, L4 or A100-80GB")
     if memory is not None and memory < 1:
         raise GpuRequestError(f"{text!r}: GPU memory must be at least 1GB")
     return GpuType(model.upper() if model.isalnum() else model, memory)

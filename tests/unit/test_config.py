@@ -144,8 +144,8 @@ def test_explicit_path_relative_to_cwd_and_directory(tmp_path):
     ('command = "x"\ngpus = true\n', "fleet.toml:2: gpus: must be a positive integer or TYPE:COUNT like A100:8, "
                                    "got true"),
     ('command = "x"\ngpus = "A100:0"\n', "fleet.toml:2: gpus: must be a positive integer, got 0"),
-    ('command = "x"\ngpus = "nvidia:8"\n', "fleet.toml:2: gpus: 'nvidia' is not a GPU type; write a model like "
-                                         "A100, H100, L4 or A100-80GB"),
+    ('command = "x"\ngpus = "nvidia:8"\n', "fleet.toml:2: gpus: 'nvidia' is not a GPU count or type; write a "
+                                         "count like 8, or a model like A100, H100, L4 or A100-80GB"),
     ('command = "x"\nprovider = "gcp"\n', "fleet.toml:2: provider: must be one of "
      + ", ".join(repr(n) for n in registry.names(listed_only=True)) + ", got 'gcp'"),   # whatever is registered
     ('command = "x"\nmax_duration = "soon"\n', "fleet.toml:2: max_duration: must be a duration like 90s"),

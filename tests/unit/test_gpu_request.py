@@ -37,8 +37,9 @@ def test_gpu_requests_parse(text, expected):
     ("A100:0", "must be a positive integer, got 0"),
     ("A100:-2", "must be a positive integer, got -2"),
     ("A100:99999", "at most 1024 GPUs"),
-    ("nvidia", "is not a GPU type"),
-    ("A100-80TB:8", "is not a GPU type"),
+    ("nvidia", "is not a GPU count or type"),
+    ("many", "is not a GPU count or type; write a count like 8, or a model like A100"),
+    ("A100-80TB:8", "is not a GPU count or type"),
     (True, "got true"),
     ("", "must be a positive integer or TYPE:COUNT"),
 ])
