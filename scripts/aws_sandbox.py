@@ -14,6 +14,12 @@ FLEET_AWS_SANDBOX=1 the AWS provider binds every instance moto "launches" to a r
 127.0.0.1 before anything connects (fleet/providers/aws/sandbox.py). GPUs are simulated.
 
 It serves until Ctrl-C / SIGTERM, then stops every sandbox machine it can find and exits.
+
+    python scripts/aws_sandbox.py interrupt INSTANCE_ID [--after 120]   # with the exports above
+
+simulates a spot reclaim of one sandbox instance: the notice appears in its metadata (what
+IMDSv2's spot/instance-action serves), and --after seconds later (AWS: two minutes) the instance is
+terminated and its machine killed (docs/managed-runs.md).
 """
 from __future__ import annotations
 
@@ -36,7 +42,33 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def interrupt(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="aws_sandbox.py interrupt",
+                                     description="Simulate a spot reclaim of one sandbox instance.")
+    parser.add_argument("instance_id")
+    parser.add_argument("--after", type=float, default=120.0, help="seconds from notice to termination")
+    args = parser.parse_args(argv)
+    if not os.environ.get("AWS_ENDPOINT_URL"):
+        print("aws_sandbox: error: AWS_ENDPOINT_URL is not set (export the sandbox's lines first)", file=sys.stderr)
+        return 2
+    import boto3
+    from fleet.providers.aws.sandbox import Sandbox
+    ec2 = boto3.client("ec2", region_name=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+    try:
+        reclaim = Sandbox().interrupt(args.instance_id, ec2, after_s=args.after)
+    except KeyError as exc:
+        print(f"aws_sandbox: error: {exc.args[0]}", file=sys.stderr)
+        return 4
+    print(f"notice served for {args.instance_id}; terminating it in {args.after:g}s", flush=True)
+    reclaim.join()
+    print(f"{args.instance_id} terminated and its machine stopped")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["interrupt"]:
+        return interrupt(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=0, help="moto server port (default: a free one)")
     parser.add_argument("--region", default="us-east-1")

@@ -9,7 +9,7 @@
      line of attempt 2 on new machines (the other rank stopped and checkpointed, outputs and
      ledger closed, machines released, new ones leased, checkpoints restored, inputs staged).
    Target: resume ≤ 2× fresh. This is the local provider's vanished machine; the AWS sandbox's
-   spot notice path (IMDS) is not measured here (not implemented yet: docs/managed-runs.md).
+   spot notice path (tests/e2e/test_spot_recovery_sandbox.py) is not timed here.
 2. Checkpoint upload: a 200 MiB checkpoint on a local machine is uploaded once, then 5 % of it is
    rewritten and it is uploaded again; figure = bytes sent / bytes changed (target ≤ 2), for 5 %
    as one contiguous region and as 10 scattered 1 MiB regions. Upload times are informative.
