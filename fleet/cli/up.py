@@ -24,9 +24,7 @@ def up(
     gpus: Optional[str] = typer.Option(None, "--gpus", "-g", help="Total GPUs, optionally of a type: 8, A100:8, "
                                                                "A100-80GB:8, L4."),
     template: Optional[str] = typer.Option(None, "--template", "-t", help="Machine template."),
-    provider: Optional[str] = typer.Option(None, "--provider", "-p",
-                                           help="Where machines come from: any registered provider (local, "
-                                                "ssh, aws, slurm, …; `fleet init` lists them)."),
+    provider: Optional[str] = typer.Option(None, "--provider", "-p", help="local | ssh | aws | slurm"),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Config file (default ./fleet.toml)."),
     max_duration: Optional[str] = typer.Option(None, "--max-duration", help="Hard limit, e.g. 2h."),
     keep: Optional[str] = typer.Option(None, "--keep", help="Keep the lease up this long after the run."),
@@ -38,14 +36,10 @@ def up(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and what it can cost; lease nothing."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before leasing (never asked in CI, with "
                                                         "--json, or when not on a terminal)."),
-    detach: bool = typer.Option(False, "--detach", "-d", help="Return once inputs are staged; a background "
-                                "supervisor runs the rest (`fleet attach RUN`, `fleet logs RUN -f`)."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Continue RUN on new machines from its latest "
-                                         "checkpoint (FLEET_RESUMED=1, FLEET_ATTEMPT=N)."),
 ) -> int:
     """Lease machines, run the experiment on them, bring outputs home, destroy the machines."""
     from ..config.loader import load_config
-    from ..run.recovery import run_managed as run_up
+    from ..run.pipeline import up as run_up
     from ..run.types import RunOptions
     from .render import is_ci
     ci = ci or is_ci()
@@ -60,16 +54,10 @@ def up(
         options = RunOptions(keep_s=flag_duration("--keep", keep) if keep else None, allow_dirty=allow_dirty, ci=ci,
                              queue_wait_s=flag_duration("--wait", wait) if wait else None,
                              confirm=confirmer(ask=not (yes or json_out or ci)))
-        if resume:
-            from ..run.checkpoints import resume_options
-            options = resume_options(options, config, resume)
         events = _events(json_out, ci)
         # secrets: *** in every line fleet prints (and ::add-mask:: for a GitHub runner), CI or not
         from ..ci import masked_events
         events = masked_events(config, events)
-        if detach:
-            from .detached import up_detached
-            return up_detached(config, file, overrides, options, events, json_out)
         try:
             summary = run_up(config, options=options, events=events)
         finally:
