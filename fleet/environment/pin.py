@@ -46,6 +46,21 @@ def pinned_for_rerun(run_id: str, recorded: dict | None, provider=None, *,
                              notes=tuple(notes))
 
 
+def verify_wheels(store_url: str, pinned: PinnedEnvironment) -> None:
+    """Before leasing: the recorded wheels are whole in the store, chunk by chunk (as code and data
+    are), so a rerun never pays for machines it then cannot set up."""
+    sid = pinned.environment.wheels_snapshot
+    if not sid:
+        return
+    from ..errors import FleetError
+    from ..snapshots import open_store, verify_or_raise
+    try:
+        verify_or_raise(open_store(store_url or None), sid, deep=True)
+    except FleetError as exc:
+        raise type(exc)(f"cannot rerun {pinned.run_id}: its package set's wheels ({sid[:12]}): {exc.message}",
+                        hint="the store no longer holds what the run installed") from None
+
+
 def wheels_dir() -> str:
     return f"$FLEET_DATA/{WHEELS_DATA_NAME}"
 

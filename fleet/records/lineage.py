@@ -74,7 +74,7 @@ def rerun_of(rec: RunRecord, environment: "PinnedEnvironment | None" = None) -> 
 
 def rerun(run_id: str, *, base_dir: Path | None = None, events=None, keep_s: int | None = None, ci: bool = False,
           db=None, allow_image_change: bool = False) -> "RunSummary":
-    from ..environment.pin import pinned_for_rerun
+    from ..environment.pin import pinned_for_rerun, verify_wheels
     from ..run.offer import provider_for
     from ..run.pipeline import up
     from ..run.types import RunOptions
@@ -84,6 +84,8 @@ def rerun(run_id: str, *, base_dir: Path | None = None, events=None, keep_s: int
     provider = provider_for(config)
     # Before anything is leased: the recorded image must still exist (or --allow-image-change).
     pinned = pinned_for_rerun(rec.run_id, rec.environment, provider, allow_image_change=allow_image_change)
+    if pinned is not None:
+        verify_wheels(rec.store, pinned)
     summary = up(config, events=events, provider=provider,
                  options=RunOptions(keep_s=keep_s, ci=ci, rerun_of=rerun_of(rec, pinned)))
     new_out = summary.output_snapshot

@@ -228,3 +228,22 @@ def test_gpus_from_nvidia_smi_when_nvml_is_absent(tmp_path, monkeypatch):
     assert ns["gpus"]() == {"model": "NVIDIA H200", "count": 2, "driver": "550.54.15", "cuda": "12.4"}
     smi.unlink()
     assert ns["gpus"]() == {"model": "none", "count": 0, "driver": "none", "cuda": "none"}
+
+
+def test_a_rerun_whose_wheels_are_gone_from_the_store_is_refused_before_leasing(fleet_home, tmp_path):
+    from fleet.environment.pin import verify_wheels
+    from fleet.errors import FleetError
+    from fleet.snapshots import create_snapshot, load, open_store
+    store = open_store(None)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    write_wheel(wheels, "tinypkg", "1.0")
+    sid = create_snapshot(wheels, store).id
+    pinned = PinnedEnvironment("r-old", RunEnvironment(machines=(machine_env(),), wheels_snapshot=sid))
+    verify_wheels(store.url, pinned)   # whole: nothing to say
+    chunk = load(store, sid).files()[0].chunks[0][0]
+    (fleet_home / "store" / "chunks" / chunk[:2] / chunk).unlink()
+    with pytest.raises(FleetError) as refused:
+        verify_wheels(store.url, pinned)
+    assert refused.value.message.startswith(f"cannot rerun r-old: its package set's wheels ({sid[:12]})")
+    assert "missing" in refused.value.message
