@@ -32,7 +32,7 @@ def run() -> None:
 def _reconcile_detached_runs() -> None:
     """A detached run whose supervisor died is released, billed and recorded by whichever `fleet`
     command runs next (checking costs a few reads of /proc; nothing more unless one died)."""
-    from ..run.supervisor import needs_reconcile
+    from ..detached_check import needs_reconcile
     if not needs_reconcile():
         return
     try:

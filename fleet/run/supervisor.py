@@ -35,16 +35,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..detached_check import IDENTITY, SUPERVISORS
+
 MODULE = "fleet.run.supervisor"
 # Beyond max_duration: planning, pinning, leasing and staging happen before the lease's clock
 # starts, collecting and releasing after it ends.
 LIFETIME_MARGIN_S = 900
-SPEC, EVENTS, IDENTITY, LOG = "spec.json", "events.jsonl", "identity.json", "supervisor.log"
+SPEC, EVENTS, LOG = "spec.json", "events.jsonl", "supervisor.log"
 
 
 def supervisors_root() -> Path:
     from ..paths import fleet_home
-    return fleet_home() / "supervisors"
+    return fleet_home() / SUPERVISORS
 
 
 def supervisor_dir(run_id: str) -> Path:
@@ -127,37 +129,6 @@ def _write_identity(directory: Path, run_id: str) -> None:
     tmp = directory / f".{IDENTITY}.tmp"
     tmp.write_text(json.dumps({**controller_identity(), "run_id": run_id}))
     os.replace(tmp, directory / IDENTITY)
-
-
-def needs_reconcile() -> bool:
-    """Is there a supervisor identity whose process is provably gone? Stdlib and /proc only: every
-    `fleet` command asks this before it starts (fleet/cli/main.py), `fleet status` included."""
-    home = os.environ.get("FLEET_HOME") or os.path.join(os.path.expanduser("~"), ".fleet")
-    root = os.path.join(home, "supervisors")
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return False
-    for name in names:
-        try:
-            with open(os.path.join(root, name, IDENTITY)) as fh:
-                ident = json.load(fh)
-            with open("/proc/sys/kernel/random/boot_id") as fh:
-                if fh.read().strip() != ident.get("boot_id"):
-                    continue   # another boot, or another computer sharing FLEET_HOME: not provable here
-            if os.readlink("/proc/self/ns/pid") != ident.get("pid_ns"):
-                continue
-        except (OSError, ValueError, AttributeError):
-            continue
-        try:
-            with open(f"/proc/{int(ident['pid'])}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[-1].split()
-            alive = len(fields) > 19 and fields[0] not in ("Z", "X") and fields[19] == str(ident.get("start"))
-        except (OSError, ValueError, KeyError):
-            alive = False
-        if not alive:
-            return True
-    return False
 
 
 def main(argv: list[str]) -> int:
