@@ -24,7 +24,9 @@ def up(
     gpus: Optional[str] = typer.Option(None, "--gpus", "-g", help="Total GPUs, optionally of a type: 8, A100:8, "
                                                                "A100-80GB:8, L4."),
     template: Optional[str] = typer.Option(None, "--template", "-t", help="Machine template."),
-    provider: Optional[str] = typer.Option(None, "--provider", "-p", help="local | ssh | aws | slurm"),
+    provider: Optional[str] = typer.Option(None, "--provider", "-p",
+                                           help="Where machines come from: any registered provider (local, "
+                                                "ssh, aws, slurm, …; `fleet init` lists them)."),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Config file (default ./fleet.toml)."),
     max_duration: Optional[str] = typer.Option(None, "--max-duration", help="Hard limit, e.g. 2h."),
     keep: Optional[str] = typer.Option(None, "--keep", help="Keep the lease up this long after the run."),
@@ -33,13 +35,21 @@ def up(
     ci: bool = typer.Option(False, "--ci", help="CI mode: no prompts or live display (on when CI=true)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     wait: Optional[str] = typer.Option(None, "--wait", help="How long a queued lease may wait (Slurm), e.g. 10m."),
+    env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="KEY=VALUE set for setup and command "
+                                                                     "(repeatable; over [env] and --env-file)."),
+    env_file: Optional[List[Path]] = typer.Option(None, "--env-file", help="A file of KEY=VALUE lines "
+                                                                            "(dotenv; repeatable)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and what it can cost; lease nothing."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before leasing (never asked in CI, with "
                                                         "--json, or when not on a terminal)."),
+    detach: bool = typer.Option(False, "--detach", "-d", help="Return once inputs are staged; a background "
+                                "supervisor runs the rest (`fleet attach RUN`, `fleet logs RUN -f`)."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue RUN on new machines from its latest "
+                                         "checkpoint (FLEET_RESUMED=1, FLEET_ATTEMPT=N)."),
 ) -> int:
     """Lease machines, run the experiment on them, bring outputs home, destroy the machines."""
     from ..config.loader import load_config
-    from ..run.pipeline import up as run_up
+    from ..run.recovery import run_managed as run_up
     from ..run.types import RunOptions
     from .render import is_ci
     ci = ci or is_ci()
@@ -47,6 +57,8 @@ def up(
                  "budget": budget, "command": list(command) if command else None}
     with _ci_failures_reported(ci):
         config = load_config(file, overrides=overrides)
+        from ..config.env import with_env
+        config = with_env(config, env or [], env_file or [])
         if dry_run:
             from .plan_view import show_quote
             return show_quote(config, json_out)
@@ -54,10 +66,16 @@ def up(
         options = RunOptions(keep_s=flag_duration("--keep", keep) if keep else None, allow_dirty=allow_dirty, ci=ci,
                              queue_wait_s=flag_duration("--wait", wait) if wait else None,
                              confirm=confirmer(ask=not (yes or json_out or ci)))
+        if resume:
+            from ..run.checkpoints import resume_options
+            options = resume_options(options, config, resume)
         events = _events(json_out, ci)
         # secrets: *** in every line fleet prints (and ::add-mask:: for a GitHub runner), CI or not
         from ..ci import masked_events
         events = masked_events(config, events)
+        if detach:
+            from .detached import up_detached
+            return up_detached(config, file, overrides, options, events, json_out)
         try:
             summary = run_up(config, options=options, events=events)
         finally:
@@ -124,6 +142,10 @@ def run_on(
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Config for budgets, prices, env and secrets "
                                                                   "(default ./fleet.toml when present)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+    env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="KEY=VALUE set for the command "
+                                                                     "(repeatable; over [env] and --env-file)."),
+    env_file: Optional[List[Path]] = typer.Option(None, "--env-file", help="A file of KEY=VALUE lines "
+                                                                            "(dotenv; repeatable)."),
 ) -> int:
     """Run a command on every machine of a kept lease (`fleet up --keep`): budgeted and recorded like
     `fleet up`; the lease stays kept afterwards."""
@@ -131,6 +153,8 @@ def run_on(
     from ..run.pipeline import run_on_lease
     text = command_from_argv(command)
     config = load_config(file, overrides={"command": text, "budget": budget})
+    from ..config.env import with_env
+    config = with_env(config, env or [], env_file or [])
     events = _events(json_out, False)
     from ..ci import masked_events
     events = masked_events(config, events)

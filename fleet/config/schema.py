@@ -139,6 +139,20 @@ def _string(value: Any) -> str:
     return _no_nul(value)
 
 
+def _env_value(value: Any) -> str:
+    """An [env] value: a string as written (empty allowed), a number or a boolean as the shell would
+    spell it (LR = 3e-4 → "0.0003", DEBUG = true → "true")."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float) and math.isfinite(value):
+        return repr(value)
+    if isinstance(value, str):
+        return _no_nul(value)
+    raise Invalid(f"must be a string, number or true/false, got {_fmt(value)}")
+
+
 def _name(value: Any) -> str:
     if not isinstance(value, str) or not re.match(_NAME_RE, value):
         raise Invalid("must be 1-63 letters, digits, '.', '_' or '-' starting with a letter or digit, "
@@ -284,6 +298,19 @@ IDLE_MINUTES = Kind(_number_range(0, MAX_IDLE_MINUTES, f"a number of minutes abo
 POSITIVE_NUMBER = Kind(_number_range(0, MAX_DURATION_S, f"a number above 0, at most {MAX_DURATION_S}", lo_open=True),
                        {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_DURATION_S})
 PROVIDER = Kind(_provider_name, {"type": "string"})   # json_schema() lists the registered names
+RECOVERY_MODES = ("spot", "always", "never")
+
+
+def _recovery(value: Any) -> str:
+    if value not in RECOVERY_MODES:
+        raise Invalid(f"must be one of {', '.join(RECOVERY_MODES)}, got {_fmt(value)}")
+    return value
+
+
+RECOVERY = Kind(_recovery, {"type": "string", "enum": list(RECOVERY_MODES)})
+RESTARTS = Kind(_int_range(0, 100, "a whole number of restarts from 0 to 100"),
+                {"type": "integer", "minimum": 0, "maximum": 100})
+ENV_VALUE = Kind(_env_value, {"type": ["string", "number", "boolean"]})
 ENV_NAMES = Kind(_env_names, {"type": "array", "items": {"type": "string", "pattern": _ENV_NAME_RE}})
 
 
@@ -317,6 +344,14 @@ TOP_LEVEL: dict[str, Key] = {
     "max_duration": Key(DURATION, "Hard limit on a lease; machines destroy themselves at this deadline.",
                         target="max_duration_s", default="4h"),
     "python": Key(STRING, "Python interpreter on the machines. Local default: the controller's own."),
+    "checkpoint_interval": Key(DURATION, "Upload $FLEET_CHECKPOINT_DIR of every machine to the store this often "
+                                         "while the command runs (only changed chunks). It is always uploaded when "
+                                         "the command ends or is stopped. Default: only then.",
+                               target="checkpoint_interval_s"),
+    "recovery": Key(RECOVERY, "When lost machines are replaced and the run resumed from its last checkpoint: "
+                              "spot (only spot machines, after an interruption), always (any lost machine), "
+                              "never.", default="spot"),
+    "max_restarts": Key(RESTARTS, "How many times a run may be resumed on new machines.", default=3),
     "user": Key(STRING, "Who is running (for budgets and records). Default: the login name."),
     "budget": Key(MONEY, "Per-run budget in US dollars; the run is refused or stopped when it would exceed it."),
     "store": Key(STRING, "Snapshot store URL or path. Default: $FLEET_HOME/store."),
@@ -330,7 +365,32 @@ TOP_LEVEL: dict[str, Key] = {
                               "redacted in logs and records."),
 }
 
-# Tables with fixed keys: name → (help, keys). [lease] fills Config fields, [budgets] Config.budgets.
+def _sweep_params(value: Any) -> dict[str, tuple[str, ...]]:
+    """`params = { lr = [1e-3, 3e-4], hidden = [32, 64] }`: each name a list of numbers or strings."""
+    if not isinstance(value, dict) or not value:
+        raise Invalid(f"must be a table of name = [values], got {_fmt(value)}")
+    out = {}
+    for name, raw in value.items():
+        if not re.match(_NAME_RE, str(name)):
+            raise Invalid(f"{name!r} is not a parameter name (letters, digits, _)")
+        items = raw if isinstance(raw, list) else [raw]
+        if not items or any(isinstance(v, (dict, list, bool)) for v in items):
+            raise Invalid(f"{name}: expected a list of numbers or strings")
+        values = tuple(str(v) for v in items)
+        if len(set(values)) != len(values):
+            raise Invalid(f"{name}: a value is repeated")
+        out[str(name)] = values
+    return out
+
+
+SWEEP_PARAMS = Kind(_sweep_params, {"type": "object", "minProperties": 1, "additionalProperties": {
+    "type": "array", "minItems": 1, "items": {"type": ["number", "string"]}}})
+GPUS_PER_TRIAL = Kind(_count(MAX_GPUS, "GPUs per trial"), {"type": "integer", "minimum": 1, "maximum": MAX_GPUS})
+SWEEP_COUNT = Kind(_count(10_000, "trials"), {"type": "integer", "minimum": 1, "maximum": 10_000})
+SEED = Kind(_int_range(0, None, "a whole number from 0"), {"type": "integer", "minimum": 0})
+
+# Tables with fixed keys: name → (help, keys). [lease] fills Config fields, [budgets] Config.budgets,
+# [sweep] Config.sweep.
 TABLES: dict[str, tuple[str, dict[str, Key]]] = {
     "lease": ("Lease keep-alive.", {
         "heartbeat_ttl": Key(HEARTBEAT_TTL, "While fleet runs it extends each machine's deadline by this much at a "
@@ -347,12 +407,24 @@ TABLES: dict[str, tuple[str, dict[str, Key]]] = {
         "idle_gpu_percent": Key(PERCENT, "Idle policy: GPU utilisation below this percentage counts as idle."),
         "idle_minutes": Key(IDLE_MINUTES, "Idle policy: stop a run idle for this many minutes."),
     }),
+    "sweep": ("`fleet sweep`: trials of the experiment on a warm pool; command-line flags override.", {
+        "command": Key(STRING, "Command with {name} placeholders. Default: `command`."),
+        "params": Key(SWEEP_PARAMS, "Parameters: name = [values]. Trials get them as {name} and FLEET_PARAM_<NAME>."),
+        "samples": Key(SWEEP_COUNT, "Random search: this many trials (default: every combination)."),
+        "seed": Key(SEED, "Seed for `samples` (the same seed draws the same trials)."),
+        "parallel": Key(SWEEP_COUNT, "Trials at once.", default=1),
+        "gpus_per_trial": Key(GPUS_PER_TRIAL, "GPUs each trial gets.", default=1),
+        "trial_timeout": Key(DURATION, "A trial still running after this is stopped. Default: max_duration.",
+                             target="trial_timeout_s"),
+        "budget": Key(MONEY, "US dollars for the whole sweep: the pool's machines, every trial included."),
+    }),
 }
 
 # Tables whose keys are the user's own names: name → (help, pattern their names must match or None, value).
 MAPS: dict[str, tuple[str, str | None, Key]] = {
-    "env": ("Environment variables set for setup and command: NAME = \"value\".", _ENV_NAME_RE,
-            Key(STRING, "value")),
+    "env": ("Environment variables set for setup and command: NAME = \"value\" (numbers and true/false "
+            "too); `fleet up --env NAME=VALUE` and `--env-file FILE` add to them.", _ENV_NAME_RE,
+            Key(ENV_VALUE, "value")),
     "data": ("Data directories pinned as snapshots and placed on machines: name = \"path\".", _NAME_RE,
              Key(STRING, "path")),
     "prices": ("Price overrides in US dollars per hour: template or instance type = price.", None,
