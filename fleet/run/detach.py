@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -163,7 +164,8 @@ def is_supervisor(ident: dict[str, Any] | None, run_id: str) -> bool | None:
             argv = fh.read().split(b"\0")
     except OSError:
         return False
-    return MODULE.encode() in argv and any(run_id.encode() in a for a in argv)
+    base = re.sub(r"-a\d+$", "", run_id).encode()   # a resumed attempt runs in its run's supervisor
+    return MODULE.encode() in argv and any(base in a for a in argv)
 
 
 def stop_supervised_runs(state, lease_id: str, events: Events, *, wait_s: float = STOP_WAIT_S) -> list[str]:
@@ -204,10 +206,7 @@ def reconcile(events: Events) -> list[str]:
         if ident is None or controller_alive(ident) is not False:
             continue
         state = state or open_state()
-        try:
-            run = state.get_run(directory.name)
-        except FleetError:
-            run = None
+        run = _latest_attempt(state, directory.name)
         if run is not None and run["status"] == "running" and run.get("lease_id"):
             from ..leases import down
             events.warn(f"the detached supervisor of run {run['id']} (pid {ident.get('pid')}) is gone; "
@@ -216,6 +215,17 @@ def reconcile(events: Events) -> list[str]:
             ended.append(run["id"])
         (directory / IDENTITY).unlink(missing_ok=True)
     return ended
+
+
+def _latest_attempt(state, run_id: str) -> dict[str, Any] | None:
+    """The run, or the attempt that last resumed it (recovery names each next attempt)."""
+    try:
+        run = state.get_run(run_id)
+        while (run.get("meta") or {}).get("next_attempt"):
+            run = state.get_run(run["meta"]["next_attempt"])
+    except FleetError:
+        return None   # the next attempt was named but never started: nothing of it runs
+    return run
 
 
 __all__ = ["launch", "follow_until_handoff", "Handoff", "ReportedError", "stop_supervised_runs",

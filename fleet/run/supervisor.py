@@ -15,7 +15,8 @@ command line names this module and the run id, and its `identity.json` says the 
 cheap check every `fleet` command makes (fleet/run/detach.py `reconcile`).
 
 No orphans: the kernel ends it (SIGALRM, default action) at the lease's longest possible life
-plus a margin for staging, collecting and releasing, whatever state it is in; its machines end
+(times the attempts recovery allows) plus a margin for staging, collecting and releasing, whatever
+state it is in; its machines end
 by their own watchdog deadline once its heartbeat stops; and the next `fleet` command that finds
 it gone releases its lease, bills what the ledger lacks and records the run as lost.
 
@@ -115,10 +116,12 @@ class FileEvents:
         self._fh.close()
 
 
-def die_with_lease(max_duration_s: int) -> int:
-    """Arm the kernel's own timer: SIGALRM with its default action ends this process at the
-    lease's longest possible life plus the margin, even if Python is stuck."""
-    seconds = int(max_duration_s) + LIFETIME_MARGIN_S
+def die_with_lease(config) -> int:
+    """Arm the kernel's own timer: SIGALRM with its default action ends this process, even if
+    Python is stuck, once every attempt the run may make (1, or 1 + max_restarts with recovery)
+    has had its lease's longest life plus the margin."""
+    attempts = 1 if config.recovery == "never" else 1 + config.max_restarts
+    seconds = attempts * (int(config.max_duration_s) + LIFETIME_MARGIN_S)
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     signal.alarm(seconds)
     return seconds
@@ -143,7 +146,7 @@ def main(argv: list[str]) -> int:
         os.chdir(spec.cwd)
         from ..config.loader import load_config
         config = load_config(Path(spec.config_file) if spec.config_file else None, overrides=spec.overrides)
-        die_with_lease(config.max_duration_s)
+        die_with_lease(config)
         from ..ci import masked_events
         from .recovery import run_managed
         options = spec.options()

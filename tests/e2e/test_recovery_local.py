@@ -71,3 +71,23 @@ def test_no_restarts_left_fails_with_a_clear_message_and_nothing_running(experim
     assert [a["attempt"] for a in summary["attempts"]] == [1]
     assert processes_under(fleet_home) == []
     assert not any((fleet_home / "machines").iterdir())
+
+
+def test_a_detached_run_recovers_and_attach_follows_it_into_the_next_attempt(experiment, fleet_home):
+    from fleet.run.checkpoints import ref_name
+    from fleet.snapshots import open_store
+    from tests.conftest import run_fleet, wait_until
+    _config(experiment, "always")
+    up = run_fleet(["up", "-d", "--gpus", "2", "--json"], cwd=experiment, timeout=120)
+    assert up.returncode == 0, up.stderr
+    run_id = json.loads(up.stdout)["run_id"]
+    store = open_store(str(fleet_home / "store"))
+    assert wait_until(lambda: store.get_ref(ref_name(run_id, 1)) is not None, 60)   # a periodic upload landed
+    _lose_node_1(fleet_home)
+    attach = run_fleet(["attach", run_id, "--json"], cwd=experiment, timeout=240)
+    assert attach.returncode == 0, attach.stderr[-3000:]
+    assert f"following its next attempt, run {run_id}-a2" in attach.stderr, attach.stderr[-3000:]
+    assert "rank 1 attempt 2 resumed 1 from " in attach.stderr and "rank 1 finished at 40" in attach.stderr
+    final = json.loads(attach.stdout)
+    assert final["status"] == "succeeded" and final["run_id"] == f"{run_id}-a2" and len(final["attempts"]) == 2
+    assert wait_until(lambda: processes_under(fleet_home) == [], 30), processes_under(fleet_home)
