@@ -17,7 +17,7 @@ import json
 import os
 import sys
 
-AVG, MIN, MAX = 1024 * 1024, 256 * 1024, 4 * 1024 * 1024
+AVG, MIN, MAX = 256 * 1024, 128 * 1024, 1024 * 1024      # = fleet.snapshots.chunking (store format 3)
 
 
 def _cutter():

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from ..errors import EnvironmentProblem, NotFound
-from .store import HEX64, ManifestInfo, check_name, format_record, parse_format
+from .store import HEX64, STORE_FORMAT, ManifestInfo, check_name, format_record, parse_format
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
@@ -68,7 +68,14 @@ class LocalStore:
         its fan-out directories, once."""
         try:
             with open(self.root / "format", "rb") as f:
-                return parse_format(f.read(), str(self.root))
+                fmt = parse_format(f.read(), str(self.root))
+            if fmt >= STORE_FORMAT:
+                return fmt
+            try:                   # an older format: new chunks will be cut by this chunker
+                self._write(self.root / "format", format_record(), durable=True)
+                return STORE_FORMAT
+            except EnvironmentProblem:
+                return fmt         # read-only: it is only read
         except FileNotFoundError:
             pass
         except OSError as exc:

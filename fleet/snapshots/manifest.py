@@ -4,8 +4,8 @@ Canonical bytes: JSON with sorted keys, no whitespace, ASCII only, entries sorte
 time- or machine-dependent goes in (no mtimes, owners, names), so the same tree always gives the
 same id. Modes are normalised like git (0o755 if any execute bit, else 0o644) for the same reason.
 
-`format` says how the chunk boundaries were cut (1: the old pure-Python chunker, 2: FastCDC; see
-`chunking`). Both are read; a manifest keeps its own format when re-serialised, so an old snapshot's
+`format` says how the chunk boundaries were cut (1: the old pure-Python chunker, 2: FastCDC with
+1 MiB average chunks, 3: FastCDC with 256 KiB ones; see `chunking`). All are read; a manifest keeps its own format when re-serialised, so an old snapshot's
 bytes, and hence its id, never change.
 """
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 from ..errors import IntegrityError
 
-FORMAT = 2
-READABLE_FORMATS = (1, 2)
+FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 
 
 def normal_mode(mode: int) -> int:

@@ -14,7 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator
 
 from ..errors import EnvironmentProblem, NotFound, UsageError
-from .store import HEX64, ManifestInfo, check_name, format_record, parse_format
+from .store import HEX64, STORE_FORMAT, ManifestInfo, check_name, format_record, parse_format
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 
@@ -186,11 +186,13 @@ class S3Store:
 
     def _mark_format(self) -> None:
         """Before this process first publishes here: refuse a store of a newer format, and record
-        ours in one that has none (a store from before formats). Chunk keys are the same in both."""
+        ours in one that has none or an older one (it names the chunker of the newest chunks). Chunk
+        keys are the same in all formats."""
         if getattr(self, "_format_checked", False):
             return
         try:
-            parse_format(self._get(self._key("format"), "store format"), self.url)
+            if parse_format(self._get(self._key("format"), "store format"), self.url) < STORE_FORMAT:
+                self._put(self._key("format"), format_record(), "write the store format")
         except NotFound:
             self._put(self._key("format"), format_record(), "write the store format")
         self._format_checked = True

@@ -4,10 +4,12 @@ Layout (both stores): chunks/<h[:2]>/<h>, manifests/<id>, refs/<name>, and `form
 store format and the chunker that cut its newest chunks). Write order makes creation atomic: chunks
 first, the manifest last (a snapshot exists only once its manifest does), the name after that.
 
-Store formats: 1 (no `format` file; manifests of format 1, cut by the old pure-Python chunker) and
-2 (FastCDC cut points; manifests of format 2). The chunk layout is the same in both, chunk ids are
-sha256 of the bytes in both, so a format 2 store keeps serving every format 1 snapshot it holds
-(old run records still rerun and verify). A store of a newer format than this code knows is refused.
+Store formats: 1 (no `format` file; manifests of format 1, cut by the old pure-Python chunker), 2
+(FastCDC, 1 MiB average chunks) and 3 (FastCDC, 256 KiB average chunks). The chunk layout is the same
+in all, chunk ids are sha256 of the bytes in all, so a store keeps serving every older snapshot it
+holds (old run records still rerun and verify); a writable older store's `format` file is brought
+up to the current format when it is opened (it names the chunker of the newest chunks). A store of a
+newer format than this code knows is refused.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from typing import Iterable, Iterator, Protocol
 
 from ..errors import UsageError
 
-STORE_FORMAT = 2
-READABLE_FORMATS = (1, 2)
+STORE_FORMAT = 3
+READABLE_FORMATS = (1, 2, 3)
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 

@@ -67,3 +67,27 @@ def test_manifest_id_is_canonical():
     assert b" " not in m1.canonical_bytes()
     assert Manifest.from_bytes(m1.canonical_bytes(), expected_id=m1.id).id == m1.id
     assert Manifest([a]).id != m1.id
+
+
+def test_a_2_mib_rewrite_inside_a_large_file_changes_at_most_twice_its_bytes_of_chunks():
+    """Format 3's chunk sizes: rewriting 2 MiB inside a 30 MiB file leaves every chunk away from the
+    rewrite as it was, so a sync sends the changed bytes plus about a chunk (the wire target is 2x)."""
+    import random as _random
+    rng = _random.Random(19)
+    data = bytearray(rng.randbytes(30 * 1024 * 1024))
+    ratios = []
+    for _ in range(9):
+        before = {hashlib.sha256(c).hexdigest() for c in chunk_bytes(bytes(data))}
+        at = rng.randrange(0, len(data) - 2 * 1024 * 1024)
+        data[at:at + 2 * 1024 * 1024] = rng.randbytes(2 * 1024 * 1024)
+        new = sum(len(c) for c in chunk_bytes(bytes(data)) if hashlib.sha256(c).hexdigest() not in before)
+        ratios.append(new / (2 * 1024 * 1024))
+    assert sorted(ratios)[4] <= 1.6 and max(ratios) < 2.0, ratios
+
+
+def test_the_checkpoint_helper_cuts_like_the_store():
+    """fleet/remote/checkpoint_helper.py runs on machines without fleet: its copy of the chunk sizes
+    must be this module's, or checkpoints stop deduplicating against every other snapshot."""
+    import fleet.remote.checkpoint_helper as helper
+    from fleet.snapshots import chunking
+    assert (helper.AVG, helper.MIN, helper.MAX) == (chunking.AVG_SIZE, chunking.MIN_SIZE, chunking.MAX_SIZE)

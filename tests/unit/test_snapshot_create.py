@@ -160,16 +160,16 @@ def test_progress_is_typed_and_ends_complete(store, tree):
 
 def test_new_store_records_its_format_and_a_newer_one_is_refused(store, tmp_path):
     fmt = json.loads((store.root / "format").read_text())
-    assert fmt["format"] == 2 and fmt["chunker"].startswith("fastcdc")
+    assert fmt["format"] == 3 and fmt["chunker"] == "fastcdc2020/min128k/avg256k/max1m/nc1"
     (store.root / "format").write_text('{"format": 99}\n')
-    with pytest.raises(EnvironmentProblem, match="format 99; this fleet reads formats 1, 2"):
+    with pytest.raises(EnvironmentProblem, match="format 99; this fleet reads formats 1, 2, 3"):
         open_store(str(store.root))
 
 
-def test_manifests_of_new_snapshots_are_format_2(store, tree):
+def test_manifests_of_new_snapshots_are_format_3(store, tree):
     snap = create_snapshot(tree, store, use_cache=False)
-    assert json.loads(store.get_manifest(snap.id))["format"] == 2
-    assert load(store, snap.id).format == 2
+    assert json.loads(store.get_manifest(snap.id))["format"] == 3
+    assert load(store, snap.id).format == 3
 
 
 # -- the whole-tree hit and the store's direct writes ----------------------------------------------

@@ -1,6 +1,6 @@
 """A store written by the format 1 code (tests/unit/data/snapshot_store_v1, made by that code and
-never regenerated) still resolves, verifies chunk by chunk, restores byte for byte, takes new format 2
-snapshots beside the old ones, and backs an old run record through `fleet audit --verify --deep`."""
+never regenerated) still resolves, verifies chunk by chunk, restores byte for byte, takes new (current
+format) snapshots beside the old ones, and backs an old run record through `fleet audit --verify --deep`."""
 from __future__ import annotations
 
 import hashlib
@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleet.snapshots import create_snapshot, gc, load, materialise, open_store, resolve, verify
+from fleet.snapshots.manifest import FORMAT
 from tests.conftest import run_fleet
 
 FIXTURE = Path(__file__).parent / "data" / "snapshot_store_v1"
@@ -55,8 +56,8 @@ def test_new_snapshots_go_beside_old_ones_and_gc_keeps_both(v1_store, tmp_path):
     (src / "a.txt").write_bytes(EXPECTED["a.txt"])      # a single-chunk file: same chunk in both formats
     (src / "new.bin").write_bytes(random.Random(1).randbytes(2 * 1024 * 1024))
     snap = create_snapshot(src, store, use_cache=False)
-    assert json.loads(store.get_manifest(snap.id))["format"] == 2
-    assert json.loads((v1_store / "format").read_text())["format"] == 2   # the store says what it now holds
+    assert json.loads(store.get_manifest(snap.id))["format"] == FORMAT
+    assert json.loads((v1_store / "format").read_text())["format"] == FORMAT   # the store says what it now holds
     assert gc(store, grace_s=0)["deleted_chunks"] == 0
     assert verify(store, V1_ID) == [] and verify(store, snap.id) == []
 
