@@ -28,6 +28,7 @@ class SlurmSettings(ProviderSettings):
     wait_s: int = DEFAULT_WAIT_S             # how long a lease may wait in the queue
     python: str = "python3"                  # on the compute nodes
     workdir: str = "/tmp"                    # on the compute nodes: machine directories go under it
+    shared_dir: str | None = None            # on a filesystem login and compute nodes share: inputs staged once
     poll_s: float = 2.0                      # squeue while waiting for, and watching, the allocation
 
     section: ClassVar[str] = "slurm"
@@ -49,6 +50,7 @@ class SlurmSettings(ProviderSettings):
 # wait = "5m"                    # how long a lease may wait in the queue (fleet up --wait)
 # python = "python3"             # Python 3 on the compute nodes
 # workdir = "/tmp"               # node-local directory for fleet's machine directories
+# shared_dir = "/shared/scratch" # staged once per job when nodes share it; default detected
 # poll = 2                       # seconds between squeue calls
 """
     keys: ClassVar[dict[str, Key]] = {
@@ -74,6 +76,9 @@ class SlurmSettings(ProviderSettings):
         "python": Key(STRING, "Python 3 on the compute nodes (runs fleet's agent).", default="python3"),
         "workdir": Key(STRING, "Directory on the compute nodes under which each machine gets its own "
                                "(node-local, removed at release).", default="/tmp"),
+        "shared_dir": Key(STRING, "Directory on a filesystem the login node and the compute nodes share: "
+                                  "code and data are staged there once per job, not once per node (refused if a "
+                                  "node does not see it). Default: detected (workdir, when the nodes share it)."),
         "poll": Key(POSITIVE_NUMBER, "Seconds between squeue calls while waiting and while the lease runs.",
                     default=2, target="poll_s"),
     }
