@@ -27,6 +27,7 @@ class ProcessSpec:
     env: dict[str, str]
     cwd: str
     pidfile: str
+    leaf: str = "work"           # the machine's cgroup leaf (agent exec --leaf): "trial" for a sweep trial
 
 
 @dataclass
@@ -66,7 +67,8 @@ def wrapped_command(spec: ProcessSpec) -> str:
     channel's stdin (see process_env_payload), so secrets never show in `ps` on a shared host.
     The agent itself runs with the machine's interpreter, whatever venv the experiment uses."""
     m = spec.machine
-    agent_args = shlex.join([m.agent_path, "exec", "--pidfile", spec.pidfile, "--env-stdin", "--",
+    leaf = ["--leaf", spec.leaf] if spec.leaf != "work" else []
+    agent_args = shlex.join([m.agent_path, "exec", "--pidfile", spec.pidfile, "--env-stdin", *leaf, "--",
                              "sh", "-c", spec.command])
     venv = spec.env.get("VIRTUAL_ENV", "")
     env = {"FLEET_MACHINE_ID": m.id, **remote_env_path(m, venv)}

@@ -1,10 +1,12 @@
 """Between two trials on a warm machine: end whatever the last trial left running and remove its
 output directory, so the next trial starts from the state setup left, not from the last trial's.
 
-A trial's processes are found by the tag every one of them inherits (FLEET_RUN_ID=<its run id>)
-and each is verified by its start time before it is signalled (containment.py on the machine, the
-same rules the watchdog uses): a process that is not provably the trial's is never touched. The
-machine's own processes (sshd, the watchdog, its cgroup unit) stay: the lease lives on.
+Where the machine has a cgroup unit, a trial runs in its own leaf (<unit>/trial, `agent exec
+--leaf trial`), and that leaf is emptied: nothing the trial started survives, however it
+daemonised. Everywhere (and as a second net) processes carrying the trial's tag
+(FLEET_RUN_ID=<its run id>) are ended, each verified by its start time before it is signalled
+(containment.py on the machine, the watchdog's own rules): nothing that is not provably the
+trial's is touched. The machine's own processes (sshd in work/, the watchdog in agent/) stay.
 """
 from __future__ import annotations
 
@@ -18,8 +20,10 @@ from ..models import Machine
 _SNIPPET = r"""
 import json, os, shutil, sys
 sys.path.insert(0, sys.argv[1])
-import containment
-run_id, out_dir, state_dir = sys.argv[2], sys.argv[3], sys.argv[4]
+import containment, agent
+run_id, out_dir, state_dir, machine_id = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+unit = agent._unit_of(agent.read_isolation(sys.argv[1]), machine_id)
+leaf_clean = containment.kill_unit(os.path.join(unit, "trial"), timeout=30) if unit else None
 needle = ("FLEET_RUN_ID=" + run_id).encode()
 me = {os.getpid(), os.getppid()}
 found = []
@@ -42,26 +46,29 @@ for f in os.listdir(state_dir):
             os.unlink(os.path.join(state_dir, f))
         except OSError:
             pass
-print(json.dumps({"ended": len(found), "clean": bool(clean), "outputs_left": os.path.exists(out_dir)}))
+print(json.dumps({"ended": len(found), "clean": bool(clean) and leaf_clean is not False,
+                  "cgroup_emptied": leaf_clean, "outputs_left": os.path.exists(out_dir)}))
 """
 
 
 @dataclass(frozen=True)
 class ResetResult:
     machine_id: str
-    ended: int              # leftover processes of the trial that were ended
+    ended: int              # leftover processes of the trial (by its tag) that were ended
     clean: bool             # nothing of the trial is left (processes, output dir)
+    cgroup_emptied: bool | None = None   # its cgroup leaf is empty (None: the machine has no cgroup unit)
 
 
 def reset_machine(machine: Machine, run_id: str) -> ResetResult:
     from ..remote.ssh import connect
     agent_dir = machine.agent_path.rsplit("/", 1)[0]
     argv = [machine.python, "-c", _SNIPPET, agent_dir, run_id, f"{machine.workdir}/outputs/{run_id}",
-            machine.state_dir]
+            machine.state_dir, machine.id]
     with connect(machine, timeout=20) as s:
         result = s.run(shlex.join(argv), check=False, timeout=60)
     try:
         got = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return ResetResult(machine.id, 0, False)
-    return ResetResult(machine.id, int(got.get("ended", 0)), bool(got.get("clean")) and not got.get("outputs_left"))
+    return ResetResult(machine.id, int(got.get("ended", 0)), bool(got.get("clean")) and not got.get("outputs_left"),
+                       got.get("cgroup_emptied"))

@@ -143,13 +143,25 @@ def end_machine(machine_id, info, roots=(), grace_s=2.0):
     clean = True
     for _ in range(2):   # again, in case a root forked a new session meanwhile
         if unit:
-            clean = containment.kill_unit(os.path.join(unit, "work")) and clean
+            for leaf in _work_leaves(unit):
+                clean = containment.kill_unit(leaf) and clean
         records = list(roots) + containment.descendants(roots)
         if not unit or info.get("sweep_tagged"):
             records += containment.tagged(machine_id, exclude={os.getpid()})
         if records:
             clean = containment.kill_verified(records, grace_s=grace_s) and clean
     return clean
+
+
+def _work_leaves(unit):
+    """work/ and any other leaf the machine's commands run in (a sweep's trial/), never agent/."""
+    leaves = [os.path.join(unit, "work")]
+    try:
+        names = sorted(os.listdir(unit))
+    except OSError:
+        return leaves
+    return leaves + [os.path.join(unit, n) for n in names
+                     if n not in ("work", "agent") and os.path.isdir(os.path.join(unit, n))]
 
 
 def _expire(args, reason):
@@ -306,9 +318,13 @@ def cmd_exec(args):
     unit = _unit_of(read_isolation(os.path.dirname(os.path.abspath(__file__))), os.environ.get("FLEET_MACHINE_ID", ""))
     if unit:
         # Into the machine's work leaf before anything starts: all the command ever spawns (however
-        # it daemonises) stays there, and ends with the machine.
+        # it daemonises) stays there, and ends with the machine. A sweep trial gets a leaf of its
+        # own (--leaf trial), emptied after it without touching the machine's sshd in work/.
         try:
-            containment.join(os.path.join(unit, "work"))
+            leaf = os.path.join(unit, args.leaf)
+            if args.leaf != "work" and not os.path.isdir(leaf):
+                os.mkdir(leaf)
+            containment.join(leaf)
         except OSError as exc:
             print(f"fleet-agent: exec: the machine has ended (cgroup {unit}: {exc.strerror or exc})",
                   file=sys.stderr)
@@ -370,6 +386,8 @@ def main(argv=None):
     x = sub.add_parser("exec")
     x.add_argument("--pidfile")
     x.add_argument("--env-stdin", action="store_true", help="read the child's extra environment as JSON on stdin")
+    x.add_argument("--leaf", default="work", choices=["work", "trial"],
+                   help="the machine's cgroup leaf to run in (trial: a sweep trial's own, emptied after it)")
     x.add_argument("argv", nargs=argparse.REMAINDER)
     s = sub.add_parser("signal")
     s.add_argument("--pidfile", required=True)
