@@ -1,7 +1,6 @@
 """`fleet image bake RECIPE` and `fleet image ls`: prebaked machine images named by recipe hash."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -20,23 +19,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(image_app, name="image")
 
 
-def _outputs(path: Optional[Path]):
-    from ..providers.aws.outputs import load_outputs
-    source = path or os.environ.get("FLEET_AWS_OUTPUTS")
-    return load_outputs(source) if source else None
-
-
-def _client(region: Optional[str], outputs):
-    from ..errors import ConfigError
-    from ..providers.aws.session import make_client
-    region = region or (outputs.region if outputs else None) or os.environ.get("AWS_REGION") \
-        or os.environ.get("AWS_DEFAULT_REGION")
-    if not region:
-        raise ConfigError("no AWS region for the image", hint="pass --region, set AWS_REGION, or "
-                                                              "point FLEET_AWS_OUTPUTS at stack outputs")
-    return make_client(region)
-
-
 @image_app.command("bake")
 def bake_cmd(
     recipe: str = typer.Argument(..., help="Recipe name: a directory under images/."),
@@ -51,24 +33,15 @@ def bake_cmd(
     """Bake RECIPE into an image (a no-op when an image for its current hash exists)."""
     from rich.console import Console
 
-    from ..errors import UsageError
-    from ..images.bake import BakeOptions, bake
+    from ..images.bake import bake
     from ..images.recipe import load_recipe
-    from ..providers.aws.sandbox import Sandbox, sandbox_enabled
+    from ..images.where import bake_options, ec2_client, stack_outputs
 
     r = load_recipe(recipe)
-    out = _outputs(outputs)
-    sandbox = Sandbox() if sandbox_enabled() else None
-    if check and sandbox is None:
-        raise UsageError("--check runs only in the AWS sandbox (FLEET_AWS_SANDBOX=1)",
-                         hint="a check-mode bake installs nothing, so its image must not reach a real account")
-    options = BakeOptions(mode="check" if (check or sandbox) else "apply", sandbox=sandbox,
-                          ssh_cidr=ssh_cidr)
-    if out is not None:
-        options.subnet_id = next(iter(out.subnets.values()))
-        options.security_group_id = out.security_group_id
+    out = stack_outputs(outputs)
+    options = bake_options(out, check=check, ssh_cidr=ssh_cidr)
     err = Console(stderr=True, highlight=False)
-    result = bake(_client(region, out), r, options,
+    result = bake(ec2_client(region, out), r, options,
                   progress=lambda msg: None if json_out else err.print(f"fleet: bake: {msg}"))
     if json_out:
         from .render import print_json
@@ -86,8 +59,9 @@ def ls_cmd(
 ) -> None:
     """Baked images (current or stale against the recipes here) and recipes not baked yet."""
     from ..images.store import list_images, unbaked_recipes
+    from ..images.where import ec2_client, stack_outputs
     from ..providers.aws.session import translate
-    ec2 = _client(region, _outputs(outputs))
+    ec2 = ec2_client(region, stack_outputs(outputs))
     try:
         images = list_images(ec2)
     except Exception as exc:  # noqa: BLE001 — botocore errors become one line
