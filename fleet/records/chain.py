@@ -56,6 +56,8 @@ class RunRecord:
     rerun_of: str | None = None
     ci: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None                   # why fleet ended the run itself (a `lost` run: controller gone)
+    resumed_from: str | None = None             # the run (or attempt) whose checkpoints this one resumed
+    attempts: list[dict[str, Any]] = field(default_factory=list)   # a recovered run: every attempt, this one last
     # The machines' environment (fleet.environment.RunEnvironment.to_json()): image, GPU, driver, Python,
     # packages with hashes, the wheels snapshot a rerun installs from. Empty in records made before it.
     environment: dict[str, Any] = field(default_factory=dict)

@@ -40,6 +40,7 @@ class Resume:
     attempt: int
     snapshots: dict[int, str] = field(default_factory=dict)
     of_run: str | None = None          # `fleet up --resume RUN`: the run it continues
+    previous: tuple[dict, ...] = ()    # recovery: the earlier attempts of the same run (recovery.attempt_row)
 
 
 @dataclass(frozen=True)

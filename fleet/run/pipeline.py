@@ -242,6 +242,9 @@ class Pipeline:
         cost = budget.finish(ctx)
         ended = utcnow()
         summary = _assemble(ctx, lease, outcome, collected, released, cost, ended)
+        if ctx.options.resume is not None and ctx.options.resume.previous:   # recovery: every attempt, this one last
+            from .recovery import attempt_row
+            summary = summary.updated(attempts=[*ctx.options.resume.previous, attempt_row(ctx.attempt, summary)])
         try:   # never raises: a failure here must not stop the release or hide the run's own result
             output_id = self.inputs.snapshot_outputs(ctx.run_dir) if self.source.fresh else None
             summary = summary.updated(output_snapshot=output_id)

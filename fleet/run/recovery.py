@@ -49,7 +49,8 @@ def _cost(summary: RunSummary) -> Decimal:
     return Decimal(amount or 0)
 
 
-def _attempt_row(n: int, s: RunSummary) -> dict[str, Any]:
+def attempt_row(n: int, s: RunSummary) -> dict[str, Any]:
+    """One attempt as the summary and the run record list it."""
     return {"attempt": n, "run_id": s.run_id, "lease_id": s.lease_id, "status": s.status,
             "exit_code": s.exit_code, "started_at": s.started_at, "ended_at": s.ended_at,
             "cost_usd": s.cost, "machines_lost": bool(s.machines_lost), "message": s.message}
@@ -95,7 +96,7 @@ def run_managed(config: Config, *, options: RunOptions | None = None, events: Ev
         from ..snapshots import open_store
         found = latest_snapshots(open_store(config.store), summary.run_id, ranks)
         resume = Resume(attempt=attempt + 1, snapshots={**(resume.snapshots if resume else {}), **found},
-                        of_run=summary.run_id)
+                        of_run=summary.run_id, previous=tuple(attempt_row(n, s) for n, s in attempts))
         attempt += 1
         _link(summary.run_id, f"{base}-a{attempt}", config)
         events.phase("recover", f"{summary.message}; resuming on new machines from the last checkpoint "
@@ -105,7 +106,7 @@ def run_managed(config: Config, *, options: RunOptions | None = None, events: Ev
 def _final(config: Config, attempts: list[tuple[int, RunSummary]], *, status: str | None = None,
            exit_code: int | None = None, message: str | None = None) -> RunSummary:
     last = attempts[-1][1]
-    rows = [_attempt_row(n, s) for n, s in attempts]
+    rows = [attempt_row(n, s) for n, s in attempts]
     final = last.updated(attempts=rows, status=status or last.status,
                          exit_code=last.exit_code if exit_code is None else int(exit_code),
                          message=message if message is not None else last.message)

@@ -52,6 +52,10 @@ def test_a_lost_machine_is_replaced_and_the_run_resumes_from_its_checkpoint(expe
     resumed_from = int(out.split("[1] rank 1 attempt 2 resumed 1 from ")[1].split()[0])
     assert resumed_from > 0, out[-3000:]   # node 1 continued from its last uploaded checkpoint
     assert "resuming on new machines" in out
+    from tests.conftest import run_fleet
+    shown = run_fleet(["runs", "show", summary["run_id"], "--json"], cwd=experiment)
+    record = json.loads(shown.stdout)   # the last attempt's run record lists every attempt
+    assert [a["attempt"] for a in record["attempts"]] == [1, 2] and record["resumed_from"] == first["run_id"]
     assert processes_under(fleet_home) == []
 
 
