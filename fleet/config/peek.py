@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 def peek(key: str, directory: Path | None = None) -> Any:
     path = (directory or Path.cwd()) / "fleet.toml"
     try:
-        import tomllib
         with open(path, "rb") as fh:
+            import tomllib   # only once there is a file: tomllib imports typing (~10 ms)
             return tomllib.load(fh).get(key)
     except (OSError, ValueError, ImportError):
         return None

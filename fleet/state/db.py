@@ -14,7 +14,9 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+TYPE_CHECKING = False   # as in fleet/__init__.py: `fleet status` does not import typing
+if TYPE_CHECKING:
+    from typing import Any, Iterator
 
 from ..errors import EnvironmentProblem
 

@@ -2,11 +2,30 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Any
 
 from ..errors import NotFound
-from ..models import Lease, Machine, parse_time, to_jsonable, utcnow
+
+TYPE_CHECKING = False   # as in fleet/__init__.py: `fleet status` with no lease imports neither typing nor models
+if TYPE_CHECKING:
+    from datetime import datetime
+    from typing import Any
+
+    from ..models import Lease, Machine
+
+
+def utcnow():
+    from ..models import utcnow as now
+    return now()
+
+
+def parse_time(value):
+    from ..models import parse_time as parse
+    return parse(value)
+
+
+def to_jsonable(value):
+    from ..models import to_jsonable as jsonable
+    return jsonable(value)
 
 
 MIN_PREFIX = 3   # an id prefix shorter than this (or empty) matches nothing: `fleet rerun ''` must not pick a run
@@ -91,6 +110,7 @@ class StateStore:
                             (_iso(lease.deadline), lease.id))
 
     def _lease_from_row(self, row: dict[str, Any], machines: list[Machine]) -> Lease:
+        from ..models import Lease, parse_time
         return Lease(
             id=row["id"], provider=row["provider"], template=row["template"], machines=machines,
             created_at=parse_time(row["created_at"]), deadline=parse_time(row["deadline"]),
@@ -102,6 +122,7 @@ class StateStore:
         out: dict[str, list[Machine]] = {i: [] for i in lease_ids}
         if not lease_ids:
             return out
+        from ..models import Machine
         # Chunk the IN list: SQLite caps bound parameters.
         for start in range(0, len(lease_ids), 500):
             chunk = lease_ids[start:start + 500]

@@ -105,3 +105,18 @@ def test_status_fast_path_prints_what_the_typer_command_prints(tmp_path):
              "print('LOADED', [m for m in sys.modules if m.split('.')[0] in ('typer', 'click')], file=sys.stderr)\n")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60)
     assert "LOADED []" in out.stderr, out.stderr
+
+
+def test_status_with_no_lease_imports_neither_typing_nor_the_models(tmp_path):
+    """`fleet status`'s start-up is measured against bare Python (scripts/bench/cli_startup.py):
+    typing, dataclasses (fleet.models) and tomllib cost more than the rest of an empty status."""
+    env = {**os.environ, "FLEET_HOME": str(tmp_path / "home")}
+    env.pop("FLEET_STATE_URL", None)
+    probe = ("import sys; sys.argv = ['fleet', 'status']\nfrom fleet.cli.main import run\n"
+             "try:\n    run()\nexcept SystemExit as e:\n    assert e.code == 0, e.code\n"
+             "print('LOADED', [m for m in ('typing', 'dataclasses', 'inspect', 'tomllib', 'fleet.models')"
+             " if m in sys.modules], file=sys.stderr)\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=60,
+                         cwd=tmp_path)
+    assert "LOADED []" in out.stderr, out.stderr
+    assert "no live leases" in out.stdout
