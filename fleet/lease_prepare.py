@@ -28,7 +28,8 @@ def prepare_lease(ctx, lease: Lease) -> None:
     if missing:
         from . import python_env
         setup = ctx.config.setup or ""
-        made = parallel(missing, lambda m: (m.id, python_env.prepare(lease, m, setup)))
+        prefer = pinned_set_key(ctx)
+        made = parallel(missing, lambda m: (m.id, python_env.prepare(lease, m, setup, prefer)))
         envs.update(dict(made))
         patch[PYTHON_ENV] = envs
     if patch:
@@ -45,6 +46,16 @@ def after_setup(ctx, lease: Lease) -> None:
             python_env.publish(machine, envs[machine.id])
         except Exception as exc:  # noqa: BLE001 — a cache miss next time is not this run's failure
             ctx.events.warn(f"could not cache the Python environment of {machine.id}: {exc}")
+
+
+def pinned_set_key(ctx) -> str:
+    """A rerun's recorded package set, as the host cache names it (fleet/environment/capture.py)."""
+    rerun = ctx.options.rerun_of
+    env = rerun.environment.environment if rerun is not None and rerun.environment is not None else None
+    if env is None or env.primary is None or not env.primary.packages:
+        return ""
+    from .environment.capture import set_cache_key
+    return set_cache_key(env.primary)
 
 
 def master_port(lease: Lease) -> int:

@@ -53,10 +53,12 @@ def _remote(machine: Machine, *args: str, timeout: float = 600) -> dict[str, Any
     return json.loads(lines[-1])
 
 
-def prepare(lease: Lease, machine: Machine, setup: str) -> dict[str, Any]:
-    """Make (or find) the machine's venv for this lease; returns what the machine reported."""
+def prepare(lease: Lease, machine: Machine, setup: str, prefer: str = "") -> dict[str, Any]:
+    """Make (or find) the machine's venv for this lease; returns what the machine reported.
+    `prefer`: a package-set cache entry (set-<hash>) to start from when none matches the setup."""
     from .stage import code_dir
-    info = _remote(machine, "prepare", env_dir(machine), cache_dir(lease, machine), code_dir(machine), setup)
+    args = [env_dir(machine), cache_dir(lease, machine), code_dir(machine), setup] + ([prefer] if prefer else [])
+    info = _remote(machine, "prepare", *args)
     return {k: info[k] for k in ("dir", "key", "cache", "source") if k in info}
 
 

@@ -107,6 +107,8 @@ def capture(ctx, lease: Lease, store=None, pinned: PinnedEnvironment | None = No
     primary = envs[0] if envs else None
     if store is not None and primary is not None and primary.packages:
         wheels = keep_wheels(lease, kinds[primary.kind][0], primary, store, ctx.events)
+    if primary is not None and primary.packages:
+        keep_set_in_host_cache(ctx, lease, primary)
     env = RunEnvironment(machines=envs, wheels_snapshot=wheels)
     if pinned is not None:
         from .diff import pinned_differences
@@ -139,6 +141,26 @@ def keep_wheels(lease: Lease, machine: Machine, env: MachineEnvironment, store, 
 
 
 CONSTRAINTS = "constraints.txt"
+
+
+def set_cache_key(env: MachineEnvironment) -> str:
+    """The host cache's name for a package set (beside the per-setup entries, fleet/python_env.py)."""
+    return f"set-{env.packages_hash[:24]}"
+
+
+def keep_set_in_host_cache(ctx, lease: Lease, env: MachineEnvironment) -> None:
+    """A venv that setup built from scratch is also kept under its package set's hash, so a rerun of
+    any run with this set starts from it on this host (best effort; machines whose venv came from a
+    cache entry already had it, and cost nothing here)."""
+    from .. import python_env
+    from ..lease_prepare import PYTHON_ENV
+    envs = lease.meta.get(PYTHON_ENV) or {}
+    key = set_cache_key(env)
+    for machine in python_env.publishers(lease, envs):
+        try:
+            python_env.publish(machine, {**envs[machine.id], "key": key})
+        except Exception as exc:  # noqa: BLE001 — a cache miss next time is not this run's failure
+            ctx.events.warn(f"could not keep the package set in {machine.id}'s cache: {exc}")
 
 
 def redacted(env: RunEnvironment, config) -> RunEnvironment:

@@ -1,6 +1,7 @@
 """Per-lease Python environments, made on the machine (stdlib only; sent as `python -c`).
 
-    prepare ENV CACHE CODE SETUP   make the lease's venv at ENV unless it exists; print JSON
+    prepare ENV CACHE CODE SETUP [SET]   make the lease's venv at ENV unless it exists; print JSON
+                                   (SET: a package-set entry to start from when no entry matches)
     publish ENV CACHE KEY          keep a copy of ENV (after a successful setup) in the cache
 
 Every lease's experiment runs in its own venv of the machine's base interpreter (never fleet's own
@@ -162,7 +163,7 @@ def _make_base(cache: str, python: str) -> str:
     return base
 
 
-def prepare(env: str, cache: str, code: str, setup: str) -> dict:
+def prepare(env: str, cache: str, code: str, setup: str, prefer: str = "") -> dict:
     python = base_python()
     info = _read_marker(env)
     if info is not None:
@@ -173,6 +174,10 @@ def prepare(env: str, cache: str, code: str, setup: str) -> dict:
     entry = os.path.join(cache, key)
     if _read_marker(entry) is not None:
         source, src = "cached", entry
+    elif prefer and "/" not in prefer and _read_marker(os.path.join(cache, prefer)) is not None:
+        # A rerun's recorded package set, kept on this host by any earlier lease that had it
+        # (set-<hash>): the exact install then finds every version already there.
+        source, src = "cached", os.path.join(cache, prefer)
     else:
         source, src = "fresh", _make_base(cache, python)
     shutil.rmtree(env, ignore_errors=True)   # a clone interrupted before its marker was written
@@ -201,12 +206,12 @@ def publish(env: str, cache: str, key: str) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["prepare"] and len(argv) == 5:
+    if argv[:1] == ["prepare"] and len(argv) in (5, 6):
         print(json.dumps(prepare(*argv[1:])))
     elif argv[:1] == ["publish"] and len(argv) == 4:
         print(json.dumps(publish(*argv[1:])))
     else:
-        print(f"usage: prepare ENV CACHE CODE SETUP | publish ENV CACHE KEY (got {argv!r})", file=sys.stderr)
+        print(f"usage: prepare ENV CACHE CODE SETUP [SET] | publish ENV CACHE KEY (got {argv!r})", file=sys.stderr)
         return 2
     return 0
 

@@ -63,6 +63,8 @@ def test_record_diff_and_pinned_rerun(fleet_home, experiment):
     assert machine["gpu"] == {"model": "simulated", "count": 1, "driver": "none", "cuda": "none", "simulated": True}
     assert machine["provider"] == "local" and machine["image"]["kind"] == "host-os"
     assert machine["python"].startswith("CPython 3.") and env["wheels_snapshot"]
+    # The host keeps the set by its hash too (a rerun of any run with this set starts from it here).
+    assert len(list((fleet_home / "cache" / "pyenv").glob("set-*"))) == 1
     shown = run_fleet(["runs", "show", first["run_id"]], cwd=exp).stdout
     assert "1 × simulated, driver none" in shown and "1 packages" in shown
 

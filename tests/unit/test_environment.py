@@ -247,3 +247,27 @@ def test_a_rerun_whose_wheels_are_gone_from_the_store_is_refused_before_leasing(
         verify_wheels(store.url, pinned)
     assert refused.value.message.startswith(f"cannot rerun r-old: its package set's wheels ({sid[:12]})")
     assert "missing" in refused.value.message
+
+
+def test_a_package_set_kept_by_hash_is_where_a_rerun_starts_on_that_host(tmp_path):
+    """The host cache (fleet/remote/pyenv_remote.py, run here as the machine runs it): a venv kept
+    under set-<hash> is cloned for a lease whose setup matches no entry, when that set is asked for."""
+    script = REPO / "fleet" / "remote" / "pyenv_remote.py"
+    cache, code = tmp_path / "cache", tmp_path / "code"
+    code.mkdir()
+
+    def remote(*args: str) -> dict:
+        import json
+        out = subprocess.run([sys.executable, str(script), *args], check=True, capture_output=True, text=True)
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    first = remote("prepare", str(tmp_path / "one"), str(cache), str(code), "pip install tinypkg")
+    assert first["source"] == "fresh"
+    site = next((tmp_path / "one" / "lib").glob("python3*/site-packages"))
+    (site / "tinypkg.py").write_text("VERSION = '1.0'\n")   # what the setup installed
+    assert remote("publish", first["dir"], str(cache), "set-abc")["published"] is True
+    other = remote("prepare", str(tmp_path / "two"), str(cache), str(code), "make deps", "set-abc")
+    assert other["source"] == "cached" and other["from"] == str(cache / "set-abc")
+    assert (next((tmp_path / "two" / "lib").glob("python3*/site-packages")) / "tinypkg.py").exists()
+    cold = remote("prepare", str(tmp_path / "three"), str(cache), str(code), "make deps", "set-other")
+    assert cold["source"] == "fresh"
