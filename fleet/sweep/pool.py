@@ -118,7 +118,8 @@ def sweep(config: Config, spec: SweepSpec, *, events: Events | None = None, prov
 
 def _verdict(pool_status: str, pool_exit: int, trials) -> tuple[str, int]:
     """The sweep's status and exit code: cancelled 130, budget 11, the pool's own failure (lease,
-    setup, lost machines) its code, else 1 when any trial did not succeed, 0 when all did."""
+    setup, lost machines) its code, `incomplete` 1 when trials were left unstarted for another
+    reason, else 1 when any trial did not succeed, 0 when all did."""
     states = {t.state for t in trials}
     if pool_status == "setup-failed":
         return "setup-failed", pool_exit or 1
@@ -129,6 +130,8 @@ def _verdict(pool_status: str, pool_exit: int, trials) -> tuple[str, int]:
         return "budget-stopped", int(ExitCode.BUDGET_STOPPED)
     if pool_status == "error":
         return "error", int(ExitCode.INFRASTRUCTURE)
+    if "not-started" in states:
+        return "incomplete", 1
     if states & {"failed", "error", "stopped"}:
         return "completed", 1
     return "completed", 0

@@ -25,6 +25,7 @@ from .summary import TrialResult
 from .trials import SweepStop, run_trial
 
 WAIT_S = 0.2
+LIFE_MARGIN_S = 15.0      # a trial stopped this long before the pool's end still brings its outputs home
 
 
 @dataclass
@@ -86,9 +87,10 @@ class Scheduler:
             if trial is None:
                 return
             run_dir = self.sweep_dir / trial.name
+            trial_timeout = min(timeout, max(1.0, self._pool_life_s(ctx) - LIFE_MARGIN_S))
             result = run_trial(config=self.config, provider=self.provider, lease=ctx.lease, machine_ids=slot,
                                pins=self.pins, trial=trial, command=self.spec.trial_command(trial), sweep_id=self.spec.sweep_id,
-                               pool_run_id=ctx.run_id, run_dir=run_dir, timeout_s=timeout, sweep_stop=self.stop,
+                               pool_run_id=ctx.run_id, run_dir=run_dir, timeout_s=trial_timeout, sweep_stop=self.stop,
                                events=self.events)
             self.events.phase("trial", f"{trial.name} {result.state}"
                                        + (f" (exit {result.exit_code})" if result.state == "failed" else "")
@@ -125,6 +127,12 @@ class Scheduler:
             with self.lock:
                 if ctx.cancel.is_set() or not self.queue:
                     return None
+                life = self._pool_life_s(ctx)
+                if self.spec.trial_timeout_s is not None and life < self.spec.trial_timeout_s:
+                    self._not_started_rest(
+                        f"the pool's machines end in {life:.0f}s (max_duration), before a trial's timeout "
+                        f"({self.spec.trial_timeout_s}s) could pass; raise --max-duration for the sweep")
+                    return None
                 left = ctx.budget.remaining_micro() if ctx.budget is not None else None
                 if left is None:
                     return self._start(self.queue.popleft(), worst)
@@ -136,6 +144,14 @@ class Scheduler:
                     self._not_started_rest(self._why_not(left, worst, ctx))
                     return None
             time.sleep(WAIT_S)
+
+    @staticmethod
+    def _pool_life_s(ctx: RunContext) -> float:
+        """Seconds the pool's machines may still live (their hard max deadline, max_duration)."""
+        from ..models import utcnow
+        if ctx.lease is None:
+            return float("inf")
+        return (ctx.lease.max_deadline - utcnow()).total_seconds()
 
     def _start(self, trial: Trial, worst: int) -> Trial:
         self.running[trial.name] = _Running(trial, time.monotonic(), worst)

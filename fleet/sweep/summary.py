@@ -33,7 +33,7 @@ class TrialResult:
 @dataclass(frozen=True)
 class SweepSummary:
     sweep_id: str
-    status: str                        # completed | budget-stopped | cancelled | error
+    status: str                        # completed | incomplete | budget-stopped | cancelled | setup-failed | error
     exit_code: int
     command: str
     trials: tuple[TrialResult, ...]
