@@ -39,6 +39,9 @@ def up(
                                                                      "(repeatable; over [env] and --env-file)."),
     env_file: Optional[List[Path]] = typer.Option(None, "--env-file", help="A file of KEY=VALUE lines "
                                                                             "(dotenv; repeatable)."),
+    exit_code_from: Optional[str] = typer.Option(None, "--exit-code-from", metavar="RANK",
+                                                 help="Exit with this rank's own exit code (when the command "
+                                                      "ran to its end; fleet's own code otherwise)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and what it can cost; lease nothing."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before leasing (never asked in CI, with "
                                                         "--json, or when not on a terminal)."),
@@ -81,7 +84,16 @@ def up(
         finally:
             events.close()
     _show(summary, json_out)
-    return summary.exit_code
+    return summary.exit_code if exit_code_from is None else _exit_code_from(summary, exit_code_from)
+
+
+def _exit_code_from(summary, rank: str) -> int:
+    ranks = summary.rank_exit_codes or {}
+    if ranks and rank not in ranks:
+        import sys
+        print(f"fleet: warning: --exit-code-from {rank}: no such rank (ranks: {', '.join(ranks)}); exiting "
+              f"with the run's exit code", file=sys.stderr)
+    return summary.exit_code_of(rank)
 
 
 def _show(summary, json_out: bool) -> None:

@@ -174,6 +174,7 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
         close_sessions(running)
     failing = lost = None
     code = 0
+    codes: list[tuple[str, int]] = []
     for p in sorted(running, key=lambda p: (p.spec.machine.node_rank, p.spec.label)):
         rc, why = p.result.exit_code, None
         if p.result.error:
@@ -190,6 +191,7 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
             why = None if ctx.cancel.is_set() else (
                 f"machine {p.spec.machine.id} ({p.spec.machine.address}) closed the connection before "
                 "the command ended: the machine was lost or released from outside")
+        codes.append((p.spec.label, rc))
         if rc != 0 and failing is None:
             failing, code, lost = p.spec.label, rc, why
     if lost is not None and not ctx.cancel.is_set():
@@ -202,7 +204,7 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
     if setup and code == 0 and not ctx.cancel.is_set():
         from ..lease_prepare import after_setup
         after_setup(ctx, lease)   # the next lease with the same requirements starts from this venv
-    return ExecResult(code, failing)
+    return ExecResult(code, failing, tuple(codes))
 
 
 class MachinesLost(InfrastructureError):

@@ -62,6 +62,7 @@ class _Outcome:
     exit_code: int = ExitCode.INFRASTRUCTURE
     failing_rank: str | None = None
     message: str | None = None
+    rank_exit_codes: tuple[tuple[str, int], ...] = ()
     machines_lost: bool = False        # machines vanished under the run (recovery may resume it)
 
 
@@ -271,7 +272,8 @@ def _ended(ctx: RunContext, result: ExecResult) -> _Outcome:
         return _Outcome("error", ExitCode.INFRASTRUCTURE, message=ctx.stop_message, machines_lost=True)
     if ctx.stop_reason:
         return _Outcome("cancelled", ExitCode.CANCELLED, message=ctx.stop_message)
-    return _Outcome("succeeded" if result.exit_code == 0 else "failed", result.exit_code, result.failing_rank)
+    return _Outcome("succeeded" if result.exit_code == 0 else "failed", result.exit_code, result.failing_rank,
+                    rank_exit_codes=result.rank_exit_codes)
 
 
 def _assemble(ctx: RunContext, lease: Lease | None, outcome: _Outcome, collected: Collected | None,
@@ -302,6 +304,7 @@ def _assemble(ctx: RunContext, lease: Lease | None, outcome: _Outcome, collected
         attempt=ctx.attempt if ctx.attempt > 1 else None, machines_lost=outcome.machines_lost or None,
         checkpoints={str(c.node_rank): c.snapshot_id for c in ctx.checkpoints} or None,
         gpu_type=str(offer.gpu_type) if offer.gpu_type is not None else None,
+        rank_exit_codes=dict(outcome.rank_exit_codes) or None,
         launched=[LaunchedMachine.of(m) for m in sorted(lease.machines, key=lambda m: m.node_rank)]
         if lease is not None and lease.machines else None)
 

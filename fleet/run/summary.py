@@ -88,6 +88,7 @@ class RunSummary:
     environment_differences: list[str] | None = None   # a rerun: what its environment could not reproduce
     gpu_type: str | None = None       # what was asked for (`--gpus A100:8`), when a type was
     launched: list[LaunchedMachine] | None = None   # each machine: instance type, spot/on-demand, zone, price
+    rank_exit_codes: dict[str, int] | None = None   # the command's exit code on each rank (per GPU: global rank)
     attempt: int | None = None        # a resumed run: which attempt this was (FLEET_ATTEMPT); None: the first
     checkpoints: dict[str, str] | None = None   # node rank → its latest checkpoint snapshot in the store
     machines_lost: bool | None = None   # machines vanished under the run (not the experiment's failure)
@@ -96,6 +97,14 @@ class RunSummary:
     @property
     def ok(self) -> bool:
         return self.status == "succeeded"
+
+    def exit_code_of(self, rank: str) -> int:
+        """`fleet up --exit-code-from RANK`: that rank's own exit code when the command ran to its end
+        on every rank (succeeded or failed); otherwise fleet's own code (the run did not get there)."""
+        codes = self.rank_exit_codes or {}
+        if self.status in ("succeeded", "failed") and rank in codes:
+            return codes[rank]
+        return self.exit_code
 
     @property
     def cost(self) -> str | None:

@@ -143,6 +143,7 @@ class ExecResult:
 
     exit_code: int
     failing_rank: str | None = None
+    rank_exit_codes: tuple[tuple[str, int], ...] = ()   # (rank, its own exit code) for every process
 
 
 @dataclass(frozen=True)
