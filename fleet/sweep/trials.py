@@ -14,7 +14,7 @@ from ..errors import FleetError
 from ..models import Lease
 from ..run.context import Events, RunContext
 from ..run.observers import RunObserver
-from ..run.types import PinnedInputs
+from ..run.types import PinnedInputs, RunOptions
 from .params import Trial
 from .summary import TrialResult
 
@@ -141,7 +141,7 @@ def run_trial(*, config, provider, lease: Lease, machine_ids: list[str], pins: P
                        machines=tuple(machine_ids), run_dir=str(run_dir))
     try:
         summary = Pipeline(trial_config, source, events=TrialEvents(events, trial.name), observers=[watch],
-                           run_dir=run_dir, attributed=True).run()
+                           options=RunOptions(sweep_trial=True), run_dir=run_dir, attributed=True).run()
     except FleetError as exc:
         return replace(base, reason=exc.one_line())
     except Exception as exc:  # noqa: BLE001 — one trial's failure never stops the others
