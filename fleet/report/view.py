@@ -8,9 +8,9 @@ from ..render import RIGHT, TOTAL, Bullets, Column, Document, Paragraph, Records
 from .build import Report
 from .build import Row as ReportRow
 
-WOULD_COST_NOTE = ("'would cost' is a shadow price, not money spent: simulated machines (the local provider, the "
-                   "AWS sandbox) at the equivalent cloud list price, Slurm allocations at [slurm] "
-                   "price_per_gpu_hour (the cluster bills nothing)")
+WOULD_COST_NOTE = ("'would cost' is what machines with a shadow price would have cost, not money spent: simulated "
+                   "machines (the local provider, the AWS sandbox) at the equivalent cloud list price, Slurm "
+                   "allocations at [slurm] price_per_gpu_hour (the cluster bills nothing)")
 # CSV and JSON: exact figures, one field each; the display columns format and combine them.
 FIELDS = ("cost_usd", "would_cost_usd", "gpu_hours", "idle_gpu_hours", "idle_cost_usd", "idle_would_cost_usd",
           "mean_gpu_util_percent", "runs", "machine_hours")
