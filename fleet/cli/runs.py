@@ -112,6 +112,5 @@ def audit(
         print_json(a)
     else:
         from ..records.views import audit_markdown
-        from ..environment.render import markdown as environment_markdown
-        typer.echo(audit_markdown(a) + environment_markdown(a["record"].get("environment")), nl=False)
+        typer.echo(audit_markdown(a), nl=False)
     return 0

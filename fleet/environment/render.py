@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..render import Bullets, Column, Document, Fields, Heading, Table
+from ..render.markdown import escape
 from .model import MachineEnvironment, RunEnvironment
 
 
@@ -31,23 +33,24 @@ def package_rows(m: MachineEnvironment) -> list[tuple[str, str, str]]:
     return [(p.name, p.version, p.sha256) for p in m.packages]
 
 
-def markdown(record_environment: dict[str, Any] | None) -> str:
-    """The record's environment as a Markdown section (`fleet audit RUN --md`)."""
+def environment_blocks(record_environment: dict[str, Any] | None) -> list:
+    """The record's environment as document blocks (a section of `fleet audit RUN`)."""
     env = RunEnvironment.from_json(record_environment)
-    lines = ["", "## Environment", ""]
+    blocks: list = [Heading("Environment")]
     if env is None:
-        return "\n".join(lines + ["- not recorded (the run was made before environments were captured)", ""])
-    lines += [f"- **{k}**: {_md(v)}" for k, v in run_facts(env)]
+        return blocks + [Bullets(["not recorded (the run was made before environments were captured)"])]
+    blocks.append(Fields([(k, escape(v)) for k, v in run_facts(env)]))
     for m in env.machines:
-        lines += ["", f"### Machine kind {_md(m.kind)}", ""] + [f"- **{k}**: {_md(v)}" for k, v in machine_facts(m)]
+        blocks += [Heading(f"Machine kind {escape(m.kind)}", 3), Fields([(k, escape(v)) for k, v in machine_facts(m)])]
         if m.packages:
-            lines += ["", "| package | version | sha256 |", "|---|---|---|"]
-            lines += [f"| {_md(n)} | {_md(v)} | `{h}` |" for n, v, h in package_rows(m)]
-    return "\n".join(lines) + "\n"
+            blocks.append(Table([Column("package"), Column("version"), Column("sha256", code=True)], package_rows(m)))
+    return blocks
 
 
-def _md(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("`", "'").replace("\n", " ")
+def markdown(record_environment: dict[str, Any] | None) -> str:
+    """The environment section alone, as Markdown."""
+    from ..render.markdown import to_markdown
+    return to_markdown(Document("", environment_blocks(record_environment)))
 
 
 def one_line(record_environment: dict[str, Any] | None) -> str | None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from ..environment.diff import Change, diff_environments
 from ..environment.model import RunEnvironment
+from ..render import Bullets, Column, Document, Heading, Paragraph, Table
 from .chain import RunRecord
 
 AREAS = ("code", "data", "environment", "parameters")
@@ -109,26 +110,26 @@ def diff_runs(a: RunRecord, b: RunRecord) -> RunDiff:
         "parameters": parameter_changes(a, b)})
 
 
-def markdown(d: RunDiff) -> str:
-    lines = [f"# Run {d.a} → {d.b}", ""]
+def diff_document(d: RunDiff) -> Document:
+    """`fleet runs diff --md`: one section per area, its changes as a table (or "same")."""
     if d.identical:
-        return "\n".join(lines + ["No differences in code, data, environment or parameters.", ""])
+        return Document(f"Run {d.a} → {d.b}", [Paragraph("No differences in code, data, environment or parameters.")])
+    blocks: list = []
     for area in AREAS:
         changes = d.changes.get(area, [])
-        lines += [f"## {area.capitalize()}", ""]
+        blocks.append(Heading(area.capitalize()))
         if not changes:
-            lines += ["- same", ""]
+            blocks.append(Bullets(["same"]))
             continue
-        lines += ["| what | change | " + d.a + " | " + d.b + " |", "|---|---|---|---|"]
-        for c in changes:
-            what = f"{c.area} {c.item}".strip().replace("|", "\\|")
-            lines.append(f"| {what} | {c.kind} | {_cell(c.before)} | {_cell(c.after)} |")
-        lines.append("")
-    return "\n".join(lines)
+        blocks.append(Table([Column("what"), Column("change"), Column(d.a), Column(d.b)],
+                            [(f"{c.area} {c.item}".strip(), c.kind, "-" if c.before is None else c.before,
+                              "-" if c.after is None else c.after) for c in changes]))
+    return Document(f"Run {d.a} → {d.b}", blocks)
 
 
-def _cell(value: str | None) -> str:
-    return "-" if value is None else f"`{value.replace('|', chr(92) + '|').replace('`', chr(39))}`"
+def markdown(d: RunDiff) -> str:
+    from ..render.markdown import to_markdown
+    return to_markdown(diff_document(d))
 
 
 def text_lines(d: RunDiff) -> list[str]:

@@ -51,7 +51,7 @@ def cost_text(r: dict) -> str:
 
 def audit_document(a: dict[str, Any]) -> Document:
     """One run's lineage (records.lineage.audit's result): what ran, where, on which inputs, at what
-    cost, whether its snapshots and its place in the record chain are intact."""
+    cost, whether its snapshots and its place in the record chain are intact, on what environment."""
     r = a["record"]
     where = f"{r.get('provider')} / {r.get('template')} ({', '.join(r.get('machine_types') or [])})"
     commit = f"commit {code(r.get('code_commit') or 'none (directory snapshot)')}"
@@ -72,7 +72,8 @@ def audit_document(a: dict[str, Any]) -> Document:
                             ("previous hash", code(r.get("prev_hash"))), ("chain", chain)])]
     if r.get("ci"):
         blocks += [Heading("CI"), Fields(sorted((str(k), str(v)) for k, v in r["ci"].items()))]
-    return Document(f"Run {r['run_id']}", blocks)
+    from ..environment.render import environment_blocks
+    return Document(f"Run {r['run_id']}", blocks + environment_blocks(r.get("environment")))
 
 
 def audit_markdown(a: dict[str, Any]) -> str:

@@ -15,7 +15,9 @@ def escape(text: object) -> str:
 
 
 def code(text: object) -> str:
-    return f"`{text}`"
+    """An inline code span; one holding a backtick is fenced with two (CommonMark)."""
+    text = str(text)
+    return f"`` {text} ``" if "`" in text else f"`{text}`"
 
 
 def _cell(text: str, column, strong: bool) -> str:
