@@ -22,6 +22,8 @@ def sweep_command(
     trial_timeout: Optional[str] = typer.Option(None, "--trial-timeout", help="Stop a trial still running after "
                                                 "this, e.g. 10m (default: max_duration)."),
     budget: Optional[str] = typer.Option(None, "--budget", help="Budget for the whole sweep in US dollars."),
+    stop_if: Optional[str] = typer.Option(None, "--stop-if", help="End a hopeless trial, read from its metrics.json: "
+                                          "\"val_loss > 2.0 after 3 epochs\"."),
     template: Optional[str] = typer.Option(None, "--template", "-t", help="Machine template."),
     provider: Optional[str] = typer.Option(None, "--provider", "-p", help="local | ssh | aws | slurm"),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Config file (default ./fleet.toml)."),
@@ -43,7 +45,7 @@ def sweep_command(
     spec = build_spec(config, config.sweep, command, param or [], samples=samples, seed=seed, parallel=parallel,
                       gpus_per_trial=gpus_per_trial,
                       trial_timeout_s=flag_duration("--trial-timeout", trial_timeout) if trial_timeout else None,
-                      budget=_budget(budget))
+                      budget=_budget(budget), stop_if=stop_if)
     events = _events(json_out, False)
     from ..ci import masked_events
     events = masked_events(config, events)
@@ -73,9 +75,10 @@ def _budget(text: str | None):
 
 
 def build_spec(config, table, command, params: list[str], *, samples, seed, parallel, gpus_per_trial,
-               trial_timeout_s, budget):
+               trial_timeout_s, budget, stop_if: str | None = None):
     """Flags over `[sweep]` in fleet.toml (`table`, a fleet.config.model.SweepConfig) over defaults."""
     from ..sweep import Param, SweepSpec, parse_param, plan_trials
+    from ..sweep.stopping import StopRule
     from ..sweep.params import merged
     from .up import command_from_argv
     from_config = [Param(name, values) for name, values in table.params.items()] if table is not None else []
@@ -96,7 +99,8 @@ def build_spec(config, table, command, params: list[str], *, samples, seed, para
             table.gpus_per_trial if table is not None else 1),
         trial_timeout_s=trial_timeout_s if trial_timeout_s is not None else (
             table.trial_timeout_s if table is not None else None),
-        budget=budget if budget is not None else (table.budget if table is not None else None), argv=words)
+        budget=budget if budget is not None else (table.budget if table is not None else None), argv=words,
+        stop_if=StopRule.parse(rule) if (rule := stop_if or (table.stop_if if table is not None else None)) else None)
     spec.check()
     return spec
 

@@ -33,6 +33,7 @@ class SweepConfig:
     gpus_per_trial: int = 1
     trial_timeout_s: int | None = None
     budget: Decimal | None = None
+    stop_if: str | None = None
 
 
 @dataclass

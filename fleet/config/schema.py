@@ -417,6 +417,7 @@ TABLES: dict[str, tuple[str, dict[str, Key]]] = {
         "trial_timeout": Key(DURATION, "A trial still running after this is stopped. Default: max_duration.",
                              target="trial_timeout_s"),
         "budget": Key(MONEY, "US dollars for the whole sweep: the pool's machines, every trial included."),
+        "stop_if": Key(STRING, "Early stopping from the trial's metrics.json, e.g. \"val_loss > 2.0 after 3 epochs\"."),
     }),
 }
 

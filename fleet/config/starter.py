@@ -93,6 +93,7 @@ heartbeat_ttl = "5m"
 # gpus_per_trial = 1
 # trial_timeout = "10m"      # a trial still running then is stopped (default: max_duration)
 # budget = 20                # US dollars for the whole sweep
+# stop_if = "val_loss > 2.0 after 3 epochs"   # early stopping, read from the trial's metrics.json
 
 # Data directories pinned as snapshots and placed on the machines: name = "path".
 # [data]

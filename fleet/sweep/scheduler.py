@@ -91,7 +91,7 @@ class Scheduler:
             result = run_trial(config=self.config, provider=self.provider, lease=ctx.lease, machine_ids=slot,
                                pins=self.pins, trial=trial, command=self.spec.trial_command(trial), sweep_id=self.spec.sweep_id,
                                pool_run_id=ctx.run_id, run_dir=run_dir, timeout_s=trial_timeout, sweep_stop=self.stop,
-                               events=self.events)
+                               events=self.events, stop_rule=self.spec.stop_if)
             self.events.phase("trial", f"{trial.name} {result.state}"
                                        + (f" (exit {result.exit_code})" if result.state == "failed" else "")
                                        + (f": {result.reason}" if result.reason and result.state != "failed" else ""))

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 from ..errors import UsageError
 from .params import Trial
+from .stopping import StopRule
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,7 @@ class SweepSpec:
     budget: Decimal | None = None      # for the whole sweep: the pool's lease, every trial included
     sweep_id: str = ""
     argv: tuple[str, ...] = ()         # the command as words (after `--`): substituted word by word
+    stop_if: "StopRule | None" = None  # early stopping (fleet/sweep/stopping.py)
 
     def trial_command(self, trial: Trial) -> str:
         return trial.command_argv(self.argv) if self.argv else trial.command(self.command)

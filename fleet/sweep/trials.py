@@ -16,6 +16,7 @@ from ..run.context import Events, RunContext
 from ..run.observers import RunObserver
 from ..run.types import PinnedInputs, RunOptions
 from .params import Trial
+from .stopping import POLL_S, StopRule, read_remote_metrics
 from .summary import TrialResult
 
 METRICS_FILE = "metrics.json"
@@ -45,18 +46,29 @@ class TrialWatch(RunObserver):
 
     timeout_s: float | None
     sweep_stop: "SweepStop"
+    stop_rule: StopRule | None = None
     ctx: RunContext | None = None
     started: float = field(default_factory=time.monotonic)
     timed_out: bool = False
+    early_stop: str | None = None      # why --stop-if ended it
+    next_poll: float = 0.0
 
     def on_lease(self, ctx: RunContext, lease: Lease) -> None:
         self.ctx, self.started = ctx, time.monotonic()
         self.sweep_stop.follow(ctx)
 
     def on_tick(self, ctx: RunContext) -> None:
-        if self.timeout_s is not None and not ctx.cancel.is_set() and time.monotonic() - self.started > self.timeout_s:
+        now = time.monotonic()
+        if self.timeout_s is not None and not ctx.cancel.is_set() and now - self.started > self.timeout_s:
             self.timed_out = True
             ctx.request_stop("timeout", f"trial timeout ({self.timeout_s:g}s) reached")
+        if self.stop_rule is not None and not ctx.cancel.is_set() and ctx.lease is not None and now >= self.next_poll:
+            self.next_poll = now + POLL_S
+            node0 = min(ctx.lease.machines, key=lambda m: m.node_rank)
+            why = self.stop_rule.verdict(read_remote_metrics(node0, ctx.run_id))
+            if why is not None:
+                self.early_stop = why
+                ctx.request_stop("early-stop", why)
 
     def on_finish(self, ctx, summary) -> None:
         self.sweep_stop.unfollow(ctx)
@@ -120,6 +132,8 @@ def state_of(status: str, watch: TrialWatch) -> tuple[str, str | None]:
     if status == "budget-stopped":
         return "stopped", "the sweep budget ran out while it ran"
     if status == "cancelled":
+        if watch.early_stop:
+            return "stopped", watch.early_stop
         if watch.timed_out:
             return "stopped", f"trial timeout ({watch.timeout_s:g}s) reached"
         return "stopped", watch.sweep_stop.message or "cancelled"
@@ -128,13 +142,13 @@ def state_of(status: str, watch: TrialWatch) -> tuple[str, str | None]:
 
 def run_trial(*, config, provider, lease: Lease, machine_ids: list[str], pins: PinnedInputs, trial: Trial,
               command: str, sweep_id: str, pool_run_id: str, run_dir: Path, timeout_s: float | None,
-              sweep_stop: SweepStop, events: Events) -> TrialResult:
+              sweep_stop: SweepStop, events: Events, stop_rule: StopRule | None = None) -> TrialResult:
     """The trial as a run of the pipeline on its machines of the pool; never raises."""
     from ..run.pipeline import Pipeline
     from ..run.pool_lease import PoolLease, sub_lease
     trial_config = replace(config, command=command, setup=None,
                            env={**config.env, **trial.env()}, budget=None)
-    watch = TrialWatch(timeout_s, sweep_stop)
+    watch = TrialWatch(timeout_s, sweep_stop, stop_rule)
     source = PoolLease(provider, sub_lease(lease, machine_ids), pins, sweep_id=sweep_id, trial=trial.name,
                        pool_run_id=pool_run_id)
     base = TrialResult(trial=trial.name, index=trial.index, params=trial.values, state="error",

@@ -40,3 +40,16 @@ def test_flags_replace_config_params_of_the_same_name():
     table = params_from_table({"lr": [0.1, 0.01], "hidden": [32]})
     out = merged(table, [parse_param("lr=5")])
     assert [(p.name, p.values) for p in out] == [("lr", ("5",)), ("hidden", ("32",))]
+
+
+def test_stop_rules_parse_and_wait_for_their_counter():
+    from fleet.sweep.stopping import StopRule
+    rule = StopRule.parse("val_loss > 2.0 after 3 epochs")
+    assert rule.verdict({"val_loss": 2.5, "epoch": 2}) is None
+    assert rule.verdict({"val_loss": 2.5, "epochs": 3}).startswith("early stop: val_loss 2.5 > 2 at epoch 3")
+    assert rule.verdict({"val_loss": 1.5, "epoch": 9}) is None
+    assert rule.verdict({"epoch": 9}) is None and rule.verdict({"val_loss": "x", "epoch": 9}) is None
+    assert StopRule.parse("acc<=0.2").verdict({"acc": 0.1}) is not None
+    for bad in ("", "loss", "loss >> 2", "loss > x", "loss > 2 after epochs"):
+        with pytest.raises(UsageError):
+            StopRule.parse(bad)

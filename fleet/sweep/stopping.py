@@ -1,0 +1,82 @@
+"""Early stopping: `--stop-if "val_loss > 2.0 after 3 epochs"` ends a hopeless trial.
+
+The rule is read against the trial's metrics.json on its machine (node 0's FLEET_OUTPUT_DIR, the
+file `fleet runs compare` reads when it comes home), which the experiment rewrites as it goes:
+
+    METRIC OP NUMBER [after N COUNTER]       OP: > >= < <=
+
+`after 3 epochs` waits until the file's counter (`epochs` or `epoch`) is at least 3. A file that
+is missing, half-written or lacks the metric stops nothing.
+"""
+from __future__ import annotations
+
+import json
+import operator
+import re
+from dataclasses import dataclass
+
+from ..errors import UsageError
+
+_OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+_RULE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
+                   r"(?:\s+after\s+(\d+(?:\.\d+)?)\s+([A-Za-z_]\w*))?\s*$")
+POLL_S = 3.0
+
+
+@dataclass(frozen=True)
+class StopRule:
+    metric: str
+    op: str
+    threshold: float
+    after: float | None = None
+    counter: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "StopRule":
+        m = _RULE.match(text or "")
+        if not m:
+            raise UsageError(f"--stop-if {text!r}: expected METRIC OP NUMBER [after N COUNTER]",
+                             hint='e.g. --stop-if "val_loss > 2.0 after 3 epochs"')
+        metric, op, number, after, counter = m.groups()
+        return cls(metric, op, float(number), float(after) if after else None, counter)
+
+    def __str__(self) -> str:
+        tail = f" after {self.after:g} {self.counter}" if self.after is not None else ""
+        return f"{self.metric} {self.op} {self.threshold:g}{tail}"
+
+    def _count(self, metrics: dict) -> float | None:
+        if self.counter is None:
+            return None
+        for key in (self.counter, self.counter.rstrip("s")):
+            value = metrics.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return float(value)
+        return None
+
+    def verdict(self, metrics: dict) -> str | None:
+        """Why the trial should stop now, or None."""
+        value = metrics.get(self.metric)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return None
+        where = ""
+        if self.after is not None:
+            count = self._count(metrics)
+            if count is None or count < self.after:
+                return None
+            where = f" at {self.counter.rstrip('s')} {count:g}"
+        if _OPS[self.op](float(value), self.threshold):
+            return f"early stop: {self.metric} {float(value):g} {self.op} {self.threshold:g}{where} (--stop-if {self})"
+        return None
+
+
+def read_remote_metrics(machine, run_id: str) -> dict:
+    """metrics.json of a running trial on its machine ({} when absent or not yet whole)."""
+    from ..remote.ssh import connect
+    path = f"{machine.workdir}/outputs/{run_id}/metrics.json"
+    try:
+        with connect(machine, timeout=10) as s:
+            got = s.run(["cat", path], check=False, timeout=20)
+        data = json.loads(got.stdout) if got.exit_code == 0 else {}
+    except Exception:  # noqa: BLE001 — no reading is no verdict, never the trial's failure
+        return {}
+    return data if isinstance(data, dict) else {}
