@@ -36,7 +36,9 @@ def add(
     user: Optional[str] = typer.Option(None, "--user", help="SSH user (default: ~/.ssh/config, else you)."),
     port: Optional[int] = typer.Option(None, "--port", min=1, max=65535, help="SSH port (default 22)."),
     key: Optional[str] = typer.Option(None, "--key", help="Private key file (default: ~/.ssh/config or ~/.ssh/id_*)."),
-    gpus: Optional[int] = typer.Option(None, "--gpus", min=0, help="GPUs on the host (default: nvidia-smi)."),
+    gpus: Optional[int] = typer.Option(None, "--gpus", min=1, help="GPUs on the host (default: nvidia-smi)."),
+    gpu_model: Optional[str] = typer.Option(None, "--gpu-model", help="GPU model, e.g. A100-80GB, matched by "
+                                                                     "`fleet up --gpus A100:8` (default: nvidia-smi)."),
     workdir: Optional[str] = typer.Option(None, "--workdir", help="Where lease workdirs go (default ~/.fleet-leases)."),
     trust: Optional[str] = typer.Option(None, "--trust", metavar="SHA256:…",
                                         help="Trust the host key only if it has this fingerprint."),
@@ -57,7 +59,7 @@ def add(
         return typer.confirm("Pin this key for the host?", default=False)
 
     host = Host(name=name or address, address=address, port=port, login=user,
-                key_path=os.path.expanduser(key) if key else None, gpus=gpus, workdir=workdir,
+                key_path=os.path.expanduser(key) if key else None, gpus=gpus, gpu_model=gpu_model, workdir=workdir,
                 added_at=utcnow().isoformat(), added_by=current_user())
     done = enrol(_inventory(), host, trust=trust, accept=yes, confirm=ask if sys.stdin.isatty() else None)
     if done.key.source == "known_hosts":

@@ -31,8 +31,10 @@ class RichEvents:
         self._t0 = time.monotonic()
 
     def phase(self, name: str, detail: str = "") -> None:
+        from rich.markup import escape
         elapsed = time.monotonic() - self._t0
-        text = f"[{elapsed:6.1f}s] {PHASE_ICONS.get(name, '•')} {name}: {detail}"
+        # Commands, paths and host names are the user's: never read as rich markup ("[red]", "[[hosts]]").
+        text = escape(f"[{elapsed:6.1f}s] {PHASE_ICONS.get(name, '•')} {name}: {detail}")
         with self._lock:
             if self.plain:
                 print(f"fleet: {name}: {detail}", file=sys.stderr, flush=True)
@@ -50,7 +52,9 @@ class RichEvents:
             if self.plain or self._status is None:
                 print(f"fleet: {name}: {detail}", file=sys.stderr, flush=True)
             else:
-                self._status.update(f"[{time.monotonic() - self._t0:6.1f}s] {PHASE_ICONS.get(name, '•')} {name}: {detail}")
+                from rich.markup import escape
+                self._status.update(escape(f"[{time.monotonic() - self._t0:6.1f}s] {PHASE_ICONS.get(name, '•')} "
+                                           f"{name}: {detail}"))
 
     def log(self, label: str, stream: str, line: str) -> None:
         with self._lock:

@@ -46,7 +46,7 @@ def to_rich(table: Table, console) -> None:
     if not table.rows and table.empty:
         console.print(table.empty, markup=False, highlight=False)
         return
-    out = RichTable(title=table.title or None, title_justify="left")
+    out = RichTable(title=escape(table.title) if table.title else None, title_justify="left")
     for c in table.columns:
         out.add_column(c.title, justify=c.align, no_wrap=c.no_wrap, overflow="fold")   # never cut an id
     for row in table.rows:

@@ -136,3 +136,26 @@ def test_add_an_ssh_config_alias_with_its_key_from_known_hosts(farm, env, tmp_pa
     forged = run_fleet(["hosts", "add", "127.0.0.1", "--name", "x", "--port", str(other.port), "--key",
                         str(farm.key), "--yes"], cwd=tmp_path, env=aliased)
     assert forged.returncode == ExitCode.INFRASTRUCTURE and "possible impersonation" in forged.stderr
+
+
+def test_add_a_host_without_gpus_is_refused_and_a_declared_model_is_kept(farm, env, tmp_path):
+    """No nvidia-smi on the host and no --gpus: one line saying so, nothing stored (it used to be
+    added as "None GPU(s)"); --gpus with --gpu-model is stored and shown."""
+    host = farm.hosts[1]
+    home = tmp_path / "gpus-home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{host.port} {host.host_key}\n")
+    bare = {**env, "HOME": str(home)}
+    base = ["hosts", "add", "127.0.0.1", "--name", "nogpu", "--port", str(host.port), "--key", str(farm.key),
+            "--workdir", str(host.leases_dir)]
+    refused = run_fleet(base, cwd=tmp_path, env=bare)
+    assert refused.returncode == ExitCode.USAGE, refused.stderr
+    assert refused.stderr.strip().splitlines()[-1] == (
+        "fleet: error: host nogpu: no GPUs found there (no nvidia-smi?); nothing was added (give the count "
+        "with --gpus N (and the model with --gpu-model, e.g. A100-80GB))")
+    assert "None" not in refused.stdout + refused.stderr
+    assert json.loads(run_fleet(["hosts", "ls", "--json", "--no-probe"], cwd=tmp_path, env=bare).stdout)["hosts"] == []
+    added = run_fleet(base + ["--gpus", "2", "--gpu-model", "L4"], cwd=tmp_path, env=bare)
+    assert added.returncode == 0, added.stderr
+    assert added.stdout.startswith("added nogpu: ") and ", 2 GPU(s) (L4), key SHA256:" in added.stdout
+    assert run_fleet(["hosts", "rm", "nogpu"], cwd=tmp_path, env=bare).returncode == 0

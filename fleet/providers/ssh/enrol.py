@@ -77,6 +77,10 @@ def enrol(inventory: Inventory, host: Host, *, trust: str | None = None, accept:
     result = probe(host)
     if not result.up:
         raise InfrastructureError(f"host {host.name}: {result.detail}")
+    if not result.gpus:   # a host no lease can use: say so now, store nothing
+        found = "declared with 0 GPUs" if host.gpus == 0 else "no GPUs found there (no nvidia-smi?)"
+        raise UsageError(f"host {host.name}: {found}; nothing was added",
+                         hint="give the count with --gpus N (and the model with --gpu-model, e.g. A100-80GB)")
     from ...models import utcnow
     host.status, host.status_detail, host.home = "up", result.detail or None, result.home
     host.gpus, host.gpu_model = result.gpus, result.gpu_model
