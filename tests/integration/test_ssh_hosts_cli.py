@@ -159,3 +159,13 @@ def test_add_a_host_without_gpus_is_refused_and_a_declared_model_is_kept(farm, e
     assert added.returncode == 0, added.stderr
     assert added.stdout.startswith("added nogpu: ") and ", 2 GPU(s) (L4), key SHA256:" in added.stdout
     assert run_fleet(["hosts", "rm", "nogpu"], cwd=tmp_path, env=bare).returncode == 0
+
+
+def test_machine_root_is_the_lease_directory_on_ssh_hosts(farm, env, tmp_path):
+    """FLEET_MACHINE_ROOT was empty on ssh machines: it names the machine's own directory on the host."""
+    d = _experiment(tmp_path, farm, "echo root=$FLEET_MACHINE_ROOT; test -d $FLEET_MACHINE_ROOT")
+    up = run_fleet(["up", "--gpus", "1", "--ci"], cwd=d, env=env, timeout=180)
+    assert up.returncode == 0, up.stderr
+    roots = [line.split("root=", 1)[1] for line in (up.stdout + up.stderr).splitlines() if line.startswith("[0] root=")]
+    assert len(roots) == 1, up.stdout + up.stderr
+    assert any(roots[0].startswith(str(h.leases_dir) + "/") for h in farm.hosts[:2]), roots   # <workdir>/<lease>/<machine>
