@@ -238,3 +238,28 @@ def test_store_writes_large_chunks_past_the_page_cache_and_falls_back_where_refu
     second = create_snapshot(tree, refusing, use_cache=False)
     assert second.id == first.id and not refusing._direct and verify(refusing, second.id) == []
     assert os.listdir(tree.parent / "refusing" / "tmp") == []
+
+
+def test_every_new_chunk_and_its_directory_is_fsynced_before_the_manifest(store, tree, monkeypatch):
+    """Durability without syncfs (which would wait for every other program's dirty data): the files
+    written and the fan-out directories that gained them, all before the manifest exists."""
+    import fleet.snapshots.local_store as local_store
+    events = []
+    real_fsync, real_put = os.fsync, local_store.LocalStore.put_manifest
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def put_manifest(self, sid, data):
+        events.append(("manifest", sid))
+        return real_put(self, sid, data)
+    monkeypatch.setattr(local_store.os, "fsync", fsync)
+    monkeypatch.setattr(local_store.LocalStore, "put_manifest", put_manifest)
+    snap = create_snapshot(tree, store, use_cache=False)
+    at = events.index(("manifest", snap.id))
+    synced = {path for kind, path in events[:at] if kind == "fsync"}
+    chunks = {store.chunk_path(h) for e in snap.manifest.files() for h, _ in e.chunks}
+    assert chunks and chunks <= synced
+    assert {os.path.dirname(p) for p in chunks} <= synced
+    assert create_snapshot(tree, store, use_cache=False).id == snap.id     # nothing new: nothing to flush
