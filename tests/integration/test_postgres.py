@@ -245,8 +245,15 @@ def test_connections_of_finished_threads_are_closed(postgres_url):
             t.start()
             t.join()
         db.execute("SELECT 1 AS one")
-        live = db.execute("SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
-                          " AND application_name = 'fleet'")[0]["n"]
-        assert live <= 2
+
+        def live() -> int:
+            return db.execute("SELECT COUNT(*) AS n FROM pg_stat_activity WHERE datname = current_database()"
+                              " AND application_name = 'fleet'")[0]["n"]
+        # A closed connection's backend leaves pg_stat_activity a moment after the client hangs up
+        # (later still with the cores busy); a leaked one never does.
+        deadline = time.monotonic() + 30
+        while live() > 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert live() <= 2
     finally:
         db.close()
