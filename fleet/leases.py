@@ -256,17 +256,27 @@ def follow_logs(run_id: str, *, follow: bool = False, state=None, poll_s: float 
         time.sleep(poll_s)
 
 
-def _next_attempt(state, run: dict[str, Any], wait_s: float = 600.0) -> dict[str, Any] | None:
-    """The attempt that resumes `run` on new machines (fleet/run/recovery.py names it in the
-    ended run's row before starting it), once its row exists; None when there is none."""
-    name = (state.get_run(run["id"]).get("meta") or {}).get("next_attempt")
-    end = time.monotonic() + wait_s
-    while name and time.monotonic() < end:
-        try:
-            return state.get_run(name)
-        except NotFound:
-            time.sleep(0.5)
-    return None
+def _next_attempt(state, run: dict[str, Any], answer_s: float = 30.0,
+                  start_s: float = 300.0) -> dict[str, Any] | None:
+    """The attempt that resumes `run` on new machines, once its row exists; None when there is none.
+    A run that lost its machines is answered by fleet/run/recovery.py right after it ended
+    (`next_attempt`: the next run id, or null); the next attempt's row follows once it is planned,
+    pinned and granted its budget (a refused budget turns the answer into null)."""
+    answer_by, start_by = time.monotonic() + answer_s, None
+    while True:
+        meta = state.get_run(run["id"]).get("meta") or {}
+        if "next_attempt" in meta:
+            if not meta["next_attempt"]:
+                return None
+            try:
+                return state.get_run(meta["next_attempt"])
+            except NotFound:
+                start_by = start_by or time.monotonic() + start_s
+                if time.monotonic() > start_by:
+                    return None
+        elif not (meta.get("summary") or {}).get("machines_lost") or time.monotonic() > answer_by:
+            return None
+        time.sleep(0.5)
 
 
 def ssh_argv(lease_id: str, node: int = 0, command: list[str] | None = None, state=None) -> list[str]:

@@ -25,8 +25,10 @@ from ..models import Lease, Machine
 HEADER = 77   # 64 hex id + 12 digit length + newline
 
 
-def checkpoint_dir(machine: Machine) -> str:
-    return f"{machine.workdir}/checkpoint"
+def checkpoint_dir(machine: Machine, run_id: str) -> str:
+    """The run's own directory: a kept lease or a sweep's pool runs many runs on one machine, and
+    none may find another's checkpoint and take it for its own."""
+    return f"{machine.workdir}/checkpoints/{run_id}"
 
 
 def ref_name(run_id: str, node_rank: int) -> str:
@@ -54,8 +56,8 @@ class CheckpointUpload:
     files: int
 
 
-def checkpoint_env(machine: Machine, attempt: int) -> dict[str, str]:
-    env = {"FLEET_CHECKPOINT_DIR": checkpoint_dir(machine), "FLEET_ATTEMPT": str(attempt)}
+def checkpoint_env(machine: Machine, run_id: str, attempt: int) -> dict[str, str]:
+    env = {"FLEET_CHECKPOINT_DIR": checkpoint_dir(machine, run_id), "FLEET_ATTEMPT": str(attempt)}
     if attempt > 1:
         env["FLEET_RESUMED"] = "1"
     return env
@@ -85,7 +87,8 @@ def upload(machine: Machine, store, run_id: str, *, timeout: float = 600) -> Che
         with connect(machine, timeout=30) as session:
             chan = session.open_channel(window_size=64 << 20, max_packet_size=256 << 10)
             chan.settimeout(timeout)
-            chan.exec_command(shell_command([machine.python, "-S", "-c", _helper_source(), checkpoint_dir(machine)]))
+            chan.exec_command(shell_command([machine.python, "-S", "-c", _helper_source(),
+                                              checkpoint_dir(machine, run_id)]))
             rf, wf = chan.makefile("rb"), chan.makefile_stdin("wb")
             line = rf.readline()
             if not line:
@@ -126,7 +129,7 @@ def upload(machine: Machine, store, run_id: str, *, timeout: float = 600) -> Che
     return CheckpointUpload(machine.node_rank, sid, manifest.total_size, sent, len(manifest.files()))
 
 
-def prepare(lease: Lease, store, resume: Resume | None) -> None:
+def prepare(lease: Lease, store, run_id: str, resume: Resume | None) -> None:
     """Before setup: an empty checkpoint directory on every machine, or, for a resumed attempt,
     the node's latest checkpoint restored into it (only the chunks the machine lacks are sent)."""
     from ..parallel import parallel
@@ -136,10 +139,10 @@ def prepare(lease: Lease, store, resume: Resume | None) -> None:
         sid = resume.snapshots.get(m.node_rank) if resume else None
         if sid:
             from ..snapshots.sync import Target, sync_machine
-            sync_machine(m, store, [Target(checkpoint_dir(m), [sid], read_only=False)])
+            sync_machine(m, store, [Target(checkpoint_dir(m, run_id), [sid], read_only=False)])
         else:
             with connect(m, timeout=30) as s:
-                s.run(["mkdir", "-p", checkpoint_dir(m)], check=True)
+                s.run(["mkdir", "-p", checkpoint_dir(m, run_id)], check=True)
 
     parallel(lease.machines, one)
 
@@ -218,7 +221,7 @@ def begin(ctx, lease: Lease, store) -> Checkpointer:
     if resume is not None and resume.snapshots:
         ctx.events.phase("checkpoint", f"restoring the latest checkpoint of {len(resume.snapshots)} node(s) "
                                        f"(attempt {ctx.attempt})")
-    prepare(lease, store, resume)
+    prepare(lease, store, ctx.run_id, resume)
     interval = ctx.config.checkpoint_interval_s or 0
 
     def uploaded(ups: list[CheckpointUpload]) -> None:

@@ -101,7 +101,7 @@ def process_env(ctx: RunContext, lease: Lease, machine: Machine, local_rank: int
         "LOCAL_RANK": str(local), "LOCAL_WORLD_SIZE": str(local_world), "NODE_RANK": str(machine.node_rank),
     })
     from .checkpoints import checkpoint_env
-    env.update(checkpoint_env(machine, ctx.attempt))
+    env.update(checkpoint_env(machine, ctx.run_id, ctx.attempt))
     venv = python_env_dir(lease, machine.id)
     if venv:   # remote/exec.py puts its bin/ first on PATH
         env["VIRTUAL_ENV"] = venv
@@ -133,7 +133,8 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
             label = (f"setup:{m.node_rank}" if setup else
                      str(m.node_rank) if local is None else env["FLEET_RANK"])
             pid_name = "setup" if setup else f"run-{ctx.run_id}-{label}"
-            specs.append(ProcessSpec(m, label, command, env, code_dir(m), f"{m.state_dir}/{pid_name}.pid"))
+            specs.append(ProcessSpec(m, label, command, env, code_dir(m), f"{m.state_dir}/{pid_name}.pid",
+                                     leaf="trial" if ctx.options.sweep_trial and not setup else "work"))
     log_dir = ctx.run_dir / "logs"
     from ..masking import Masker
     # Secret values (config `secrets`) are masked in every log line, CI or not (found by the

@@ -81,11 +81,15 @@ def run_managed(config: Config, *, options: RunOptions | None = None, events: Ev
             if not attempts:
                 raise
             last = attempts[-1][1]
+            _link(last.run_id, None, config)
             return _final(config, attempts, status="budget-stopped", exit_code=ExitCode.BUDGET_STOPPED,
                           message=f"not resumed after attempt {len(attempts)}: {exc.one_line()}; its last "
                                   "checkpoint is in the store (`fleet up --resume " + last.run_id + "`)")
         attempts.append((attempt, summary))
         spent += _cost(summary)
+        if not _should_resume(config, summary) or len(attempts) > config.max_restarts:
+            if summary.machines_lost:
+                _link(summary.run_id, None, config)   # followers stop here: no attempt follows
         if not _should_resume(config, summary):
             return _final(config, attempts) if len(attempts) > 1 else summary
         if len(attempts) > config.max_restarts:
@@ -124,8 +128,9 @@ def _store_final(summary: RunSummary, config: Config) -> None:
         pass
 
 
-def _link(run_id: str, next_run_id: str, config: Config) -> None:
-    """The ended attempt names the next one: `fleet attach` and `fleet logs -f` follow it there."""
+def _link(run_id: str, next_run_id: str | None, config: Config) -> None:
+    """The ended attempt names the next one (None: there is none): `fleet attach` and `fleet logs -f`
+    of a run that lost its machines wait for this answer, then follow the next attempt or stop."""
     from ..errors import FleetError
     from ..state import open_state
     try:

@@ -138,9 +138,9 @@ def upload_ratios(size: int, samples: int, home: Path) -> list[dict]:
     rows = []
     try:
         store = open_store(str(home / "store"))
-        prepare(lease, store, None)
+        prepare(lease, store, "r-bench", None)
         m = lease.machines[0]
-        path = Path(checkpoint_dir(m)) / "model.bin"
+        path = Path(checkpoint_dir(m, "r-bench")) / "model.bin"
         data = bytearray(os.urandom(size))
         path.write_bytes(data)
         t0 = time.perf_counter()

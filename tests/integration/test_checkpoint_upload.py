@@ -10,15 +10,15 @@ from fleet.snapshots import open_store
 from fleet.snapshots.restore import materialise
 
 
-def _ckpt(machine) -> Path:
-    return Path(checkpoint_dir(machine))
+def _ckpt(machine, run_id: str = "r-test") -> Path:
+    return Path(checkpoint_dir(machine, run_id))
 
 
 def test_second_upload_sends_only_the_changed_chunks_and_restores_exactly(local_lease, fleet_home, tmp_path):
     lease = local_lease(gpus=1)
     [m] = lease.machines
     store = open_store(str(tmp_path / "store"))
-    prepare(lease, store, None)
+    prepare(lease, store, "r-test", None)
     data = bytearray(os.urandom(16 << 20))
     (_ckpt(m) / "model.bin").write_bytes(data)
     (_ckpt(m) / "sub").mkdir()
@@ -45,20 +45,20 @@ def test_second_upload_sends_only_the_changed_chunks_and_restores_exactly(local_
 def test_a_resumed_machine_gets_the_checkpoint_restored(local_lease, fleet_home, tmp_path):
     first, second = local_lease(gpus=1), local_lease(gpus=1)
     store = open_store(str(tmp_path / "store"))
-    prepare(first, store, None)
+    prepare(first, store, "r-test", None)
     [a], [b] = first.machines, second.machines
     (_ckpt(a) / "state.json").write_text('{"step": 41}')
     up = upload(a, store, "r-test")
-    prepare(second, store, Resume(attempt=2, snapshots={0: up.snapshot_id}))
-    assert (_ckpt(b) / "state.json").read_text() == '{"step": 41}'
+    prepare(second, store, "r-test-a2", Resume(attempt=2, snapshots={0: up.snapshot_id}))
+    assert (_ckpt(b, "r-test-a2") / "state.json").read_text() == '{"step": 41}'
     # restored writable: the resumed experiment overwrites its checkpoint
-    (_ckpt(b) / "state.json").write_text('{"step": 42}')
+    (_ckpt(b, "r-test-a2") / "state.json").write_text('{"step": 42}')
 
 
 def test_an_empty_checkpoint_directory_makes_no_snapshot(local_lease, fleet_home, tmp_path):
     lease = local_lease(gpus=1)
     store = open_store(str(tmp_path / "store"))
-    prepare(lease, store, None)
+    prepare(lease, store, "r-empty", None)
     up = upload(lease.machines[0], store, "r-empty")
     assert up.snapshot_id == "" and up.bytes_sent == 0
     assert store.get_ref(ref_name("r-empty", 0)) is None
