@@ -106,7 +106,11 @@ def capture(ctx, lease: Lease, store=None, pinned: PinnedEnvironment | None = No
     wheels = None
     primary = envs[0] if envs else None
     if store is not None and primary is not None and primary.packages:
-        wheels = keep_wheels(lease, kinds[primary.kind][0], primary, store, ctx.events)
+        try:
+            wheels = keep_wheels(lease, kinds[primary.kind][0], primary, store, ctx.events)
+        except Exception as exc:  # noqa: BLE001 — the environment is still worth recording without them
+            ctx.events.warn(f"could not keep the package set's wheels in the store ({exc}); "
+                            "a rerun of this run will install its setup's packages as they are then")
     if primary is not None and primary.packages:
         keep_set_in_host_cache(ctx, lease, primary)
     env = RunEnvironment(machines=envs, wheels_snapshot=wheels)

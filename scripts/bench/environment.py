@@ -10,7 +10,8 @@ figures are reported too, informative). Measured:
   the machine plus the store lookup of the package set's wheels); target ≤ 0.5 s;
 - time to ready: from the process start to the experiment's first rank-prefixed line, for the run
   with setup on a warm host versus the same experiment with no setup at all (interleaved, order
-  alternating); target ≤ 1.2×; and whether the warm setup installed anything (it must not).
+  alternating); target ≤ 1.2×; and whether the warm setup installed anything (it must not);
+- the same for `fleet rerun` of the warming run on the warm host (pinned package set; informative).
 
     python scripts/bench/environment.py [-n 5] [--quick] [--json]
 
@@ -81,14 +82,18 @@ def measure(samples: int) -> list[dict]:
         rows.append(median_row("cold run with setup: time to first line (fills the caches)", [cold], "s"))
         rows.append(median_row("cold run: capture incl. packing wheels into the store",
                                [capture_s(with_setup, env, run_id)], "s"))
-        ready_setup, ready_bare, captures, installed = [], [], [], 0
+        ready_setup, ready_bare, ready_rerun, captures, installed = [], [], [], [], 0
+        recorded = run_id
         for rnd in range(samples):
-            for side in (("setup", "bare") if rnd % 2 == 0 else ("bare", "setup")):
+            for side in (("setup", "bare", "rerun") if rnd % 2 == 0 else ("rerun", "bare", "setup")):
                 if side == "setup":
                     t, run_id, err = first_line(with_setup, env)
                     ready_setup.append(t)
                     captures.append(capture_s(with_setup, env, run_id))
                     installed += "Installing collected packages" in err
+                elif side == "rerun":
+                    t, _, _ = first_line(with_setup, env, ["rerun", recorded])
+                    ready_rerun.append(t)
                 else:
                     t, _, _ = first_line(bare, env)
                     ready_bare.append(t)
@@ -97,15 +102,18 @@ def measure(samples: int) -> list[dict]:
     rows.append(median_row("time to first line, warm host with setup", ready_setup, "s"))
     rows.append(median_row("time to first line, no setup", ready_bare, "s"))
     rows.append(ratio_row("time to ready, warm setup / no setup", ready_setup, ready_bare, TARGETS["ready"]))
+    rows.append(median_row("time to first line, pinned rerun on the warm host", ready_rerun, "s"))
+    rows.append(ratio_row("time to ready, pinned rerun / no setup", ready_rerun, ready_bare))
     rows.append(row("warm leases that installed a package", installed, "runs", "== 0"))
     return rows
 
 
-def first_line(exp: Path, env: dict) -> tuple[float, str, str]:
-    """(seconds from the process start to the first rank line on stderr, run id, stderr)."""
+def first_line(exp: Path, env: dict, command: list[str] | None = None) -> tuple[float, str, str]:
+    """(seconds from the process start to the first rank line on stderr, run id, stderr) of one
+    `fleet up` (or `command`, e.g. a rerun)."""
     start = time.perf_counter()
-    proc = subprocess.Popen([*fleet_argv(), "up", "--json"], cwd=exp, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([*fleet_argv(), *(command or ["up"]), "--json"], cwd=exp, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = None
     lines: list[str] = []
     assert proc.stderr is not None
