@@ -62,6 +62,7 @@ class Config:
     budget: Decimal | None = None     # per-run budget in USD
     budgets: BudgetsConfig = field(default_factory=BudgetsConfig)
     sweep: SweepConfig | None = None   # [sweep], when the file has one
+    queue_max_gpus_per_user: int | None = None   # [queue] max_gpus_per_user (team hosts)
     data: dict[str, str] = field(default_factory=dict)   # name → path, pinned as snapshots
     store: str | None = None          # snapshot store URL; default $FLEET_HOME/store
     cache_max: str | None = None      # size cap of each host's chunk cache (sync.cache_max_bytes)

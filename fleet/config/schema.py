@@ -419,6 +419,11 @@ TABLES: dict[str, tuple[str, dict[str, Key]]] = {
         "budget": Key(MONEY, "US dollars for the whole sweep: the pool's machines, every trial included."),
         "stop_if": Key(STRING, "Early stopping from the trial's metrics.json, e.g. \"val_loss > 2.0 after 3 epochs\"."),
     }),
+    "queue": ("Waiting for GPU slots on team hosts (`--wait`): first come, first served.", {
+        "max_gpus_per_user": Key(HOST_GPUS, "GPUs one user may hold on the team's hosts at once; a request past "
+                                            "it waits (with --wait) without holding up other users.",
+                                 target="queue_max_gpus_per_user"),
+    }),
 }
 
 # Tables whose keys are the user's own names: name → (help, pattern their names must match or None, value).

@@ -95,6 +95,10 @@ heartbeat_ttl = "5m"
 # budget = 20                # US dollars for the whole sweep
 # stop_if = "val_loss > 2.0 after 3 epochs"   # early stopping, read from the trial's metrics.json
 
+# Waiting for GPU slots on team hosts (`fleet up --wait 10m`): first come, first served.
+# [queue]
+# max_gpus_per_user = 8      # GPUs one user may hold at once; more waits without holding up others
+
 # Data directories pinned as snapshots and placed on the machines: name = "path".
 # [data]
 # digits = "data/digits"          # or "s3://bucket/prefix", or "snapshot:train-v3" (fleet snapshot create --name)

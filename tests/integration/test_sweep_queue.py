@@ -25,12 +25,12 @@ def farm(tmp_path_factory):
     assert not processes_under(farm.base / "hosts")
 
 
-def _experiment(tmp_path, farm) -> tuple[str, dict]:
+def _experiment(tmp_path, farm, extra: str = "") -> tuple[str, dict]:
     d = tmp_path / "exp"
     d.mkdir()
     (d / "fleet.toml").write_text(
         f'project = "team"\ncommand = "true"\nprovider = "ssh"\ntemplate = "hosts"\nmax_duration = "10m"\n'
-        f'python = "{PYTHON}"\n\n' + toml_hosts(farm.configs(gpus=2)))
+        f'python = "{PYTHON}"\n{extra}\n' + toml_hosts(farm.configs(gpus=2)))
     env = {"HOME": str(farm.home), "FLEET_HOME": str(tmp_path / "fleet-home"), "FLEET_USER": "carol",
            "FLEET_STATE_URL": ""}
     return str(d), env
@@ -72,6 +72,35 @@ def test_a_second_sweep_waits_for_the_first_ones_slots_then_runs(farm, tmp_path)
                 p.wait()
 
 
+def test_a_user_past_the_per_user_limit_waits_without_holding_up_others(farm, tmp_path):
+    d, env = _experiment(tmp_path, farm, "[queue]\nmax_gpus_per_user = 1\n")
+    full = {**{k: v for k, v in os.environ.items() if k not in ("CI", "GITHUB_ACTIONS")}, **env}
+    first = subprocess.Popen([FLEET, "sweep", "--param", "x=1", "--", "sh", "-c", "echo first-up; sleep 5"],
+                             cwd=d, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = None
+    try:
+        lines: list[str] = []
+        assert wait_until(lambda: lines.append(first.stderr.readline()) or "first-up" in "".join(lines)
+                          or first.poll() is not None, timeout=120, interval=0), "".join(lines)[-2000:]
+        refused = run_fleet(["sweep", "--param", "x=1", "--", "true"], cwd=d, env=env)
+        assert refused.returncode == ExitCode.INFRASTRUCTURE and "per-user limit of 1" in refused.stderr
+        second = subprocess.Popen([FLEET, "sweep", "--param", "x=1", "--wait", "2m", "--", "echo", "second-ran"],
+                                  cwd=d, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert wait_until(lambda: json.loads(run_fleet(["queue", "--json"], cwd=d, env=env).stdout)["waiting"],
+                          timeout=60, interval=0.3)
+        # carol's waiting request does not hold up dave: one slot is free and it is his at once
+        other = run_fleet(["sweep", "--param", "x=1", "--", "echo", "dave-ran"], cwd=d, env={**env, "FLEET_USER": "dave"})
+        assert other.returncode == 0 and "dave-ran" in other.stderr, other.stderr[-2000:]
+        assert first.wait(timeout=120) == 0
+        _, err = second.communicate(timeout=120)
+        assert second.returncode == 0 and "per-user limit" in err and "second-ran" in err, err[-2000:]
+    finally:
+        for p in (first, second):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 def test_the_queue_is_first_come_first_served_and_forgets_dead_waiters(tmp_path, monkeypatch):
     queue = WaitQueue(Database(tmp_path / "state.db"))
     for lease in ("l-a", "l-b", "l-c"):
@@ -80,5 +109,7 @@ def test_the_queue_is_first_come_first_served_and_forgets_dead_waiters(tmp_path,
     assert (queue.ahead_of("l-a"), queue.ahead_of("l-c")) == (0, 2)
     queue.db.execute("UPDATE lease_waits SET seen_at = '2000-01-01T00:00:00+00:00' WHERE lease_id = 'l-a'")
     assert queue.ahead_of("l-c") == 1                                 # a waiter that stopped refreshing
+    queue.touch("l-b", "over its user's limit", over_limit=True)
+    assert queue.ahead_of("l-c") == 0                                 # one held back by its own user's limit
     queue.leave("l-b")
     assert [w.lease_id for w in queue.waiting()] == ["l-c"]

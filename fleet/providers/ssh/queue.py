@@ -4,7 +4,9 @@ A lease that finds too few free slots (`fleet up --wait 10m`, `fleet sweep --wai
 queue, a row in the shared state database (SQLite for one person, PostgreSQL for a team), and keeps
 it fresh while it waits. Only the earliest live waiter tries to reserve, so a small request that
 arrives later never starves a larger one already waiting. A waiter whose controller died stops
-refreshing its row and no longer counts after STALE_S. `fleet queue` lists the rows.
+refreshing its row and no longer counts after STALE_S. `[queue] max_gpus_per_user` caps what one
+user holds at once: a request past it waits on its user alone (it is skipped when deciding who is
+next), so one person's sweep never holds up everyone else. `fleet queue` lists the rows.
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from ...models import utcnow
 STALE_S = 30.0
 _TABLE = ("CREATE TABLE IF NOT EXISTS lease_waits (lease_id TEXT PRIMARY KEY, owner TEXT NOT NULL, "
           "project TEXT NOT NULL, gpus INTEGER NOT NULL, machines INTEGER NOT NULL, provider TEXT NOT NULL, "
-          "requested_at TEXT NOT NULL, seen_at TEXT NOT NULL, reason TEXT NOT NULL)")
+          "requested_at TEXT NOT NULL, seen_at TEXT NOT NULL, reason TEXT NOT NULL, "
+          "over_limit INTEGER NOT NULL DEFAULT 0)")
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,7 @@ class Waiter:
     requested_at: str
     seen_at: str
     reason: str
+    over_limit: int = 0      # 1: waits on its user's own limit, so it holds up nobody else
     position: int = 0
 
 
@@ -48,10 +52,10 @@ class WaitQueue:
                             "requested_at, seen_at, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             (lease_id, owner, project, gpus, machines, provider, now, now, reason))
 
-    def touch(self, lease_id: str, reason: str) -> None:
+    def touch(self, lease_id: str, reason: str, *, over_limit: bool = False) -> None:
         with self.db.transaction():
-            self.db.execute("UPDATE lease_waits SET seen_at = ?, reason = ? WHERE lease_id = ?",
-                            (utcnow().isoformat(), reason, lease_id))
+            self.db.execute("UPDATE lease_waits SET seen_at = ?, reason = ?, over_limit = ? WHERE lease_id = ?",
+                            (utcnow().isoformat(), reason, int(over_limit), lease_id))
 
     def leave(self, lease_id: str) -> None:
         with self.db.transaction():
@@ -66,8 +70,17 @@ class WaitQueue:
                 for i, r in enumerate(rows)]
 
     def ahead_of(self, lease_id: str) -> int:
-        """How many live waiters came before this one (0: it is next)."""
+        """How many live waiters came before this one and are not held back by their own user's
+        limit (0: it is next)."""
+        ahead = 0
         for w in self.waiting():
             if w.lease_id == lease_id:
-                return w.position - 1
-        return 0
+                return ahead
+            ahead += 0 if w.over_limit else 1
+        return ahead
+
+
+def held_gpus(db, owner: str) -> int:
+    """GPU slots `owner` holds on the team's hosts now."""
+    return int(db.execute("SELECT COUNT(*) AS n FROM gpu_slots WHERE released_at IS NULL AND owner = ?",
+                          (owner,))[0]["n"])
