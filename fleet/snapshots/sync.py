@@ -27,7 +27,6 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from typing import Callable, Iterator
 
 from ..errors import FleetError, IntegrityError, MachineUnreachable, UsageError
@@ -95,9 +94,12 @@ class SyncStats:
 
 @lru_cache(maxsize=1)
 def helper_source() -> bytes:
-    pkg = resources.files("fleet.snapshots")
-    return "\n".join(pkg.joinpath(f).read_text() for f in ("remote_cache.py", "remote_tree.py",
-                                                           "remote_helper.py")).encode()
+    here = os.path.dirname(os.path.abspath(__file__))     # plain files beside this one (no importlib.resources)
+    parts = []
+    for name in ("remote_cache.py", "remote_tree.py", "remote_helper.py"):
+        with open(os.path.join(here, name), encoding="utf-8") as f:
+            parts.append(f.read())
+    return "\n".join(parts).encode()
 
 
 def helper_hash() -> str:
