@@ -25,11 +25,12 @@ def show(json_out: bool = False, all_users: bool = False, fast: bool = False) ->
     views = lease_status(user=None if all_users else current_user(peek_str("user")), check=not fast)
     if json_out:
         import json
-        if views:
+
+        def jsonable(value):   # only for what is not JSON already (lease views are, but for a provider's oddity)
             from ..models import to_jsonable
-            views = to_jsonable(views)
+            return to_jsonable(value)
         # As render.print_json writes it, without importing rich for a listing.
-        sys.stdout.write(json.dumps({"leases": views}, indent=2, sort_keys=True) + "\n")
+        sys.stdout.write(json.dumps({"leases": views}, indent=2, sort_keys=True, default=jsonable) + "\n")
         return 0
     if not views:
         print("no live leases")
