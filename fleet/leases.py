@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import shlex
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from .errors import FleetError, InfrastructureError, NotFound, UsageError
@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
     from .models import Lease
     from .run.context import Events
+    from .run.keep import Extension
 
 
 def _provider(name: str):
@@ -200,15 +201,23 @@ def _close_ledger(state, lease: Lease, found: list, events: Events) -> None:
         events.warn(f"could not close the cost ledger of {lease.id}: {exc}")
 
 
-def extend(lease_id: str, seconds: int, state=None) -> datetime:
+def extend(lease_id: str, seconds: int, state=None) -> "Extension":
+    """Every machine of an active lease holds now + `seconds`, at most to its max_duration; the
+    Extension says until when, and what capped it. A lease that already ends at its cap is refused."""
     from .run.keep import extend_lease
     from .state import open_state
     state = state or open_state()
     lease = state.get_lease(lease_id)
     if lease.status != "active":
         raise UsageError(f"lease {lease.id} is {lease.status}, not active")
-    extend_lease(state, lease, seconds)
-    return state.get_lease(lease.id).deadline
+    from .models import utcnow
+    if lease.deadline is not None and lease.deadline >= lease.max_deadline - timedelta(seconds=1) or \
+            lease.max_deadline <= utcnow():
+        raise UsageError(f"lease {lease.id} already ends at its max_duration "
+                         f"({lease.max_deadline.strftime('%H:%M:%S UTC')}); nothing was extended",
+                         hint="max_duration is fixed when a lease is made: start a new run with a longer "
+                              "--max-duration")
+    return extend_lease(state, lease, seconds)
 
 
 def log_files(run: dict[str, Any]) -> list[Path]:

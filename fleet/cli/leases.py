@@ -50,8 +50,10 @@ def extend(
     from ..leases import extend as extend_lease
     from ..models import to_jsonable
     from .up import flag_duration
-    deadline = extend_lease(lease, flag_duration("DURATION", duration))
-    typer.echo(f"lease {lease} now ends at {to_jsonable(deadline)}")
+    extension = extend_lease(lease, flag_duration("DURATION", duration))
+    typer.echo(f"lease {lease} now ends at {to_jsonable(extension.until)}")
+    if extension.capped_by:
+        typer.echo(f"fleet: warning: lease {lease} is kept {extension.describe()}", err=True)
     return 0
 
 

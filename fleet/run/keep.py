@@ -1,7 +1,8 @@
 """After a run: release the lease, or keep it up (`--keep`) and extend it later (`fleet extend`)."""
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from ..errors import FleetError
 from ..models import Lease, Machine, to_jsonable, utcnow
@@ -25,23 +26,54 @@ def release_lease(provider, state, lease_id: str, lease: Lease | None, events: E
         return False
 
 
+@dataclass(frozen=True)
+class Extension:
+    """What `--keep` / `fleet extend` got: the deadline every machine holds now, and, when that is
+    less than asked, what capped it (`max_duration`, or the scheduler's time limit) and why."""
+
+    asked_s: int
+    until: datetime
+    capped_by: str | None = None
+
+    @property
+    def granted_s(self) -> float:
+        return max(0.0, (self.until - utcnow()).total_seconds())
+
+    def describe(self) -> str:
+        """`until 04:42 UTC (capped by max_duration: the lease ends at 04:42 UTC, 1h asked)`."""
+        at = self.until.strftime("%H:%M:%S UTC")
+        if self.capped_by is None:
+            return f"until {at}"
+        return f"until {at}, not the {_span(self.asked_s)} asked: capped by {self.capped_by}"
+
+
+def _span(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
 def try_keep(state, lease: Lease, keep_s: int, events: Events) -> str | None:
-    """Keep the lease up for keep_s; the ISO time it is kept until, or None when that failed."""
+    """Keep the lease up for keep_s; the ISO time it is really kept until (capped by max_duration),
+    or None when that failed."""
     try:
-        keep_lease(state, lease, keep_s, events)
+        kept = keep_lease(state, lease, keep_s, events)
     except FleetError as exc:
         events.warn(f"could not keep lease {lease.id} ({exc.one_line()}); releasing it")
         return None
-    return to_jsonable(utcnow() + timedelta(seconds=keep_s))
+    return to_jsonable(kept.until)
 
 
-def keep_lease(state, lease: Lease, keep_s: int, events: Events) -> None:
-    """Leave the lease up for keep_s: its machines now hold a deadline keep_s away, no heartbeat needed."""
-    extend_lease(state, lease, keep_s)
-    events.phase("keep", f"lease {lease.id} kept for {keep_s}s: `fleet down {lease.id}` to release")
+def keep_lease(state, lease: Lease, keep_s: int, events: Events) -> Extension:
+    """Leave the lease up for keep_s (at most to its max_duration): its machines now hold that
+    deadline, no heartbeat needed."""
+    kept = extend_lease(state, lease, keep_s)
+    events.phase("keep", f"lease {lease.id} kept {kept.describe()}: `fleet down {lease.id}` to release")
+    return kept
 
 
-def extend_lease(state, lease: Lease, seconds: int, provider=None) -> None:
+def extend_lease(state, lease: Lease, seconds: int, provider=None) -> Extension:
     """Every machine's deadline to now + `seconds` (never past max_deadline, never earlier than a
     machine already holds it). Where the provider keeps its own hard end (Slurm's time limit:
     `HasHardLimit`), that is raised first, and the machines never get more than it granted; a
@@ -49,6 +81,10 @@ def extend_lease(state, lease: Lease, seconds: int, provider=None) -> None:
     from ..remote.ssh import connect
     limit = (lease.max_deadline - utcnow()).total_seconds()
     ttl = max(0.0, min(float(seconds), limit))
+    capped_by = None
+    if ttl < seconds:
+        capped_by = (f"max_duration (the lease was made to end by "
+                     f"{lease.max_deadline.strftime('%H:%M:%S UTC')}; it is never extended past that)")
     if provider is None:
         from ..providers import get_provider
         try:
@@ -58,6 +94,8 @@ def extend_lease(state, lease: Lease, seconds: int, provider=None) -> None:
     from ..providers.base import HasHardLimit
     if isinstance(provider, HasHardLimit):
         hard_end = provider.extend_limit(lease, utcnow() + timedelta(seconds=ttl))
+        if (hard_end - utcnow()).total_seconds() < ttl - 60:   # Slurm counts whole minutes
+            capped_by = f"the {lease.provider} scheduler's time limit ({hard_end.strftime('%H:%M:%S UTC')})"
         ttl = max(0.0, min(ttl, (hard_end - utcnow()).total_seconds()))
     held: list[float] = []
 
@@ -75,6 +113,7 @@ def extend_lease(state, lease: Lease, seconds: int, provider=None) -> None:
     if problem:
         import logging
         logging.getLogger("fleet").warning(problem)
+    return Extension(asked_s=int(seconds), until=until, capped_by=capped_by)
 
 
 def _remaining_s(agent_output: str, asked: float) -> float:

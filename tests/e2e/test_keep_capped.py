@@ -1,0 +1,50 @@
+"""`--keep` and `fleet extend` past max_duration: the real deadline is reported, with what capped it
+and why; an extension that can change nothing is refused in one line (it used to exit 0 silently)."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from tests.conftest import run_fleet
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def test_keep_and_extend_say_the_max_duration_cap(tmp_path, fleet_home):
+    (tmp_path / "fleet.toml").write_text('project = "capped"\ntemplate = "local-1gpu"\ncommand = "true"\n'
+                                         'max_duration = "3m"\n')
+    up = run_fleet(["up", "--keep", "1h", "--json", "--allow-dirty"], cwd=tmp_path)
+    assert up.returncode == 0, up.stderr
+    summary = json.loads(up.stdout)
+    kept_until = datetime.fromisoformat(summary["kept_until"])
+    now = datetime.now(timezone.utc)
+    assert kept_until <= now + timedelta(minutes=3), summary["kept_until"]   # not now + 1h
+    assert "not the 1h00m asked: capped by max_duration" in up.stderr, up.stderr
+    lease = summary["lease_id"]
+    try:
+        refused = run_fleet(["extend", lease, "2h"], cwd=tmp_path)
+        lines = refused.stderr.strip().splitlines()
+        assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+        assert lines[0].startswith(f"fleet: error: lease {lease} already ends at its max_duration (")
+        assert "nothing was extended" in lines[0] and "--max-duration" in lines[0]
+    finally:
+        assert run_fleet(["down", lease], cwd=tmp_path).returncode == 0
+
+
+def test_extend_within_the_cap_says_so_when_it_is_cut(tmp_path, fleet_home):
+    (tmp_path / "fleet.toml").write_text('project = "capped2"\ntemplate = "local-1gpu"\ncommand = "true"\n'
+                                         'max_duration = "10m"\n')
+    up = run_fleet(["up", "--keep", "1m", "--json", "--allow-dirty"], cwd=tmp_path)
+    assert up.returncode == 0, up.stderr
+    lease = json.loads(up.stdout)["lease_id"]
+    try:
+        fine = run_fleet(["extend", lease, "2m"], cwd=tmp_path)
+        assert fine.returncode == 0 and "now ends at" in fine.stdout and "warning" not in fine.stderr, fine.stderr
+        ext = run_fleet(["extend", lease, "1h"], cwd=tmp_path)
+        assert ext.returncode == 0, ext.stderr
+        assert f"fleet: warning: lease {lease} is kept until " in ext.stderr
+        assert "not the 1h00m asked: capped by max_duration" in ext.stderr
+    finally:
+        assert run_fleet(["down", lease], cwd=tmp_path).returncode == 0
