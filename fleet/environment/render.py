@@ -62,3 +62,13 @@ def one_line(record_environment: dict[str, Any] | None) -> str | None:
     more = f" (+{len(env.machines) - 1} more kinds)" if len(env.machines) > 1 else ""
     return (f"{p.image.label()}; {p.gpu.count} × {p.gpu.model}, driver {p.gpu.driver}; {p.python}; "
             f"{len(p.packages)} packages{more}")
+
+
+def environment_label(record_environment: dict[str, Any] | None) -> str | None:
+    """A short name for a run's environment, equal for runs that had the same one (`fleet runs
+    compare`: which environment each trial ran in): the image, the GPU driver and the package set."""
+    env = RunEnvironment.from_json(record_environment)
+    if env is None or env.primary is None:
+        return None
+    p = env.primary
+    return f"{p.image.id} / driver {p.gpu.driver} / packages {p.packages_hash[:8]}"

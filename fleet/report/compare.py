@@ -16,7 +16,7 @@ from pathlib import Path
 from ..errors import NotFound, UsageError
 
 PARAM_PREFIX = "FLEET_PARAM_"
-INPUTS = ("code_commit", "code_snapshot", "data", "params", "command")
+INPUTS = ("code_commit", "code_snapshot", "data", "params", "command", "environment")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class ComparedRun:
     cost_usd: str | None
     gpu_hours: float | None
     trial: str | None = None
+    environment: str | None = None      # which environment the run had (fleet/environment/render.py)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ def read_metrics(output_dir: Path) -> dict[str, float]:
 
 
 def compared_run(run_id: str, state, *, trial: str | None = None) -> ComparedRun:
+    from ..environment.render import environment_label
     from ..records.chain import get_record
     rec = get_record(run_id, state.db)
     try:
@@ -93,7 +95,8 @@ def compared_run(run_id: str, state, *, trial: str | None = None) -> ComparedRun
     return ComparedRun(run_id=rec.run_id, status=rec.status, params=params,
                        metrics=read_metrics(output_dir) if output_dir else {}, code_commit=rec.code_commit,
                        code_snapshot=rec.code_snapshot, data=dict(rec.data_snapshots or {}), command=rec.command,
-                       cost_usd=None if rec.cost_usd is None else str(rec.cost_usd), gpu_hours=hours, trial=trial)
+                       cost_usd=None if rec.cost_usd is None else str(rec.cost_usd), gpu_hours=hours, trial=trial,
+                       environment=environment_label(rec.environment))
 
 
 def compare(run_ids: list[str], *, state, sweep_dir: Path | None = None, sort: str | None = None,
@@ -133,7 +136,8 @@ def compare(run_ids: list[str], *, state, sweep_dir: Path | None = None, sort: s
 
 
 _INPUT_OF = {"code_commit": lambda r: r.code_commit, "code_snapshot": lambda r: r.code_snapshot,
-             "data": lambda r: r.data, "params": lambda r: r.params, "command": lambda r: r.command}
+             "data": lambda r: r.data, "params": lambda r: r.params, "command": lambda r: r.command,
+             "environment": lambda r: r.environment}
 
 
 def differing(runs: list[ComparedRun]) -> tuple[str, ...]:

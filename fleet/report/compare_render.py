@@ -14,13 +14,13 @@ FORMATS = ("table", "csv", "json", "md", "html")
 
 def rows(cmp: Comparison) -> tuple[list[str], list[list[str]]]:
     params, metrics = cmp.param_names, cmp.metric_names
-    head = ["RUN", "TRIAL", "STATUS", *params, *metrics, "COST", "GPU-HOURS", "COMMIT", "DATA"]
+    head = ["RUN", "TRIAL", "STATUS", *params, *metrics, "COST", "GPU-HOURS", "COMMIT", "DATA", "ENVIRONMENT"]
     body = []
     for r in cmp.runs:
         body.append([r.run_id, r.trial or "", r.status, *(r.params.get(p, "") for p in params),
                      *(f"{r.metrics[m]:g}" if m in r.metrics else "" for m in metrics), money(r.cost_usd),
                      "" if r.gpu_hours is None else f"{r.gpu_hours:.4g}", (r.code_commit or "")[:12],
-                     " ".join(f"{k}={v[:12]}" for k, v in sorted(r.data.items()))])
+                     " ".join(f"{k}={v[:12]}" for k, v in sorted(r.data.items())), r.environment or ""])
     return head, body
 
 

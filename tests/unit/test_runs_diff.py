@@ -74,3 +74,13 @@ def test_bad_input_is_one_line(records):
     assert missing.stderr.count("fleet: error:") == 1 and "r-nope" in missing.stderr
     both = run_fleet(["runs", "diff", "r-a", "r-b", "--json", "--md"], cwd=records)
     assert both.returncode == 2 and "exclusive" in both.stderr
+
+
+def test_runs_compare_shows_which_environment_each_run_had(records):
+    done = run_fleet(["runs", "compare", "r-a", "r-b", "r-c", "--format", "json"], cwd=records)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout)
+    labels = {r["run_id"]: r["environment"] for r in got["runs"]}
+    assert labels["r-a"] == labels["r-c"] != labels["r-b"]
+    assert labels["r-a"].startswith("Debian GNU/Linux 12 (bookworm) / driver 550.54.15 / packages ")
+    assert "environment" in got["differ"]
