@@ -66,7 +66,9 @@ def code_changes(a: RunRecord, b: RunRecord) -> list[Change]:
         files = _files(a.store, a.code_snapshot, b.code_snapshot) if a.store == b.store else None
         out.append(Change("snapshot", files or "", _short(a.code_snapshot), _short(b.code_snapshot)))
     if a.code_dirty_snapshot != b.code_dirty_snapshot:
-        out.append(Change("uncommitted diff", "", _short(a.code_dirty_snapshot), _short(b.code_dirty_snapshot)))
+        files = (_files(a.store, a.code_dirty_snapshot, b.code_dirty_snapshot) if a.store == b.store else None)
+        out.append(Change("uncommitted diff", files or "", _short(a.code_dirty_snapshot),
+                          _short(b.code_dirty_snapshot)))
     return out
 
 

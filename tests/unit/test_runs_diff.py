@@ -40,6 +40,9 @@ def records(fleet_home, tmp_path):
                             environment=newer.to_json(), **common), db)
     append_record(RunRecord(run_id="r-c", command="python train.py", data_snapshots={"train": first},
                             config=config, environment=env.to_json(), **common), db)
+    append_record(RunRecord(run_id="r-d", command="python train.py", data_snapshots={"train": first},
+                            config=config, environment=env.to_json(), code_dirty_snapshot=first,
+                            **dict(common, code_commit="f" * 40)), db)
     return tmp_path
 
 
@@ -84,3 +87,10 @@ def test_runs_compare_shows_which_environment_each_run_had(records):
     assert labels["r-a"] == labels["r-c"] != labels["r-b"]
     assert labels["r-a"].startswith("Debian GNU/Linux 12 (bookworm) / driver 550.54.15 / packages ")
     assert "environment" in got["differ"]
+
+
+def test_code_changes_name_the_commit_and_the_uncommitted_files(records):
+    got = json.loads(run_fleet(["runs", "diff", "r-b", "r-d", "--json"], cwd=records).stdout)["differences"]
+    assert [(c["area"], c["before"], c["after"]) for c in got["code"]] == [
+        ("commit", "a" * 40, "f" * 40), ("uncommitted diff", None, got["code"][1]["after"])]
+    assert got["code"][1]["kind"] == "added"
