@@ -151,8 +151,8 @@ def ledger_for(lease_id: str):
 
 
 def test_stage_sequence_is_named_in_order():
-    assert STAGES == ("plan", "pin", "budget", "lease", "ready", "stage", "setup", "environment", "execute",
-                      "collect", "release", "record")
+    assert STAGES == ("plan", "pin", "budget", "lease", "ready", "checkpoint", "stage", "setup", "environment",
+                      "execute", "collect", "release", "record")
 
 
 def test_success_leases_the_offered_mix_meters_it_records_it_and_releases(config):
