@@ -50,6 +50,13 @@ outputs = "outputs"
 max_duration = "4h"
 # Python on the machines. Local default: the Python running fleet.
 # python = "python3"
+# Managed runs (docs/managed-runs.md): upload $FLEET_CHECKPOINT_DIR this often while the command
+# runs (only changed chunks; it is always uploaded when the command ends or is stopped) …
+# checkpoint_interval = "10m"
+# … and after lost machines resume on new ones from the last checkpoint: spot (only after losing
+# spot machines), always, or never; at most max_restarts times, within the one budget.
+# recovery = "spot"
+# max_restarts = 3
 # Who is running, for budgets and records. Default: your login name.
 # user = "alice"
 # Per-run budget in US dollars (`--budget`): refused before leasing, stopped when spent.
