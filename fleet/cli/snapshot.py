@@ -34,16 +34,19 @@ def _rate(n: float) -> str:
     return f"{n / 1e6:.0f} MB/s"
 
 
+def _is_ci() -> bool:
+    from .render import is_ci        # rich comes with it: only asked when a bar could be drawn
+    return is_ci()
+
+
 class CreateProgress:
     """What `snapshot create` shows while it hashes: a rich bar on a terminal; without one (a pipe,
     CI=true) a plain line every PLAIN_EVERY_S seconds; always a closing line on stderr."""
 
     def __init__(self, quiet: bool):
         import sys
-
-        from .render import is_ci
         self.quiet = quiet
-        self.live = not quiet and sys.stderr.isatty() and not is_ci()
+        self.live = not quiet and sys.stderr.isatty() and not _is_ci()
         self._bar = self._task = None
         self._last_line = 0.0
 
@@ -97,11 +100,14 @@ def create(
     for w in result.warnings:
         typer.echo(f"fleet: warning: {w}", err=True)
     if json_out:
-        from .render import print_json
-        print_json({"id": result.id, "name": name, "files": len(result.manifest.files()),
+        import sys
+
+        from ..render.data import json_text      # not cli.render: no rich for a JSON answer
+        sys.stdout.write(json_text({"id": result.id, "name": name, "files": len(result.manifest.files()),
                     "size": result.manifest.total_size, "new_chunks": result.new_chunks,
                     "new_bytes": result.new_bytes, "bytes_hashed": result.bytes_hashed,
-                    "files_unchanged": result.files_cached, "seconds": round(seconds, 3), "store": st.url})
+                    "files_unchanged": result.files_cached, "seconds": round(seconds, 3), "store": st.url}))
+        sys.stdout.flush()
     else:
         typer.echo(result.id)
         typer.echo(f"{len(result.manifest.files())} files, {human_size(result.manifest.total_size)}; "

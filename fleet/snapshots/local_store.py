@@ -34,6 +34,7 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
 DIRECT_MIN = 128 * 1024          # smaller chunks: a synchronous device write each costs more than a copy
 ALIGN = 4096                     # buffer address, length and offset of an O_DIRECT write
+LIST_FROM = 8                    # has_chunks lists a fan-out directory asked about this many times
 FLUSH_THREADS = 16               # concurrent fsyncs: the journal batches them into few commits
 _local = threading.local()
 
@@ -129,7 +130,23 @@ class LocalStore:
         return os.path.join(self._chunks_dir, h[:2], h)
 
     def has_chunks(self, hashes: Iterable[str]) -> set[str]:
-        return {h for h in hashes if os.path.exists(os.path.join(self._chunks_dir, h[:2], h))}
+        """The ones the store holds: one stat each, or one listing of a fan-out directory asked about
+        many times (an unchanged 1 GiB tree asks about ~6,000 chunks: 256 listings beat 6,000 stats)."""
+        by_dir: dict[str, list[str]] = {}
+        for h in hashes:
+            by_dir.setdefault(h[:2], []).append(h)
+        found: set[str] = set()
+        for sub, wanted in by_dir.items():
+            directory = os.path.join(self._chunks_dir, sub)
+            if len(wanted) >= LIST_FROM:
+                try:
+                    names = set(os.listdir(directory))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                found.update(h for h in wanted if h in names)
+            else:
+                found.update(h for h in wanted if os.path.exists(os.path.join(directory, h)))
+        return found
 
     def put_chunk(self, h: str, data: bytes | memoryview) -> None:
         final = os.path.join(self._chunks_dir, h[:2], h)
