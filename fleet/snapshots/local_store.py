@@ -35,6 +35,7 @@ _O_DIRECT = getattr(os, "O_DIRECT", 0)
 DIRECT_MIN = 128 * 1024          # smaller chunks: a synchronous device write each costs more than a copy
 ALIGN = 4096                     # buffer address, length and offset of an O_DIRECT write
 LIST_FROM = 8                    # has_chunks lists a fan-out directory asked about this many times
+DIRENT_BYTES = 80                # about what one 64-hex name costs in a directory's size
 FLUSH_THREADS = 16               # concurrent fsyncs: the journal batches them into few commits
 _local = threading.local()
 
@@ -131,7 +132,8 @@ class LocalStore:
 
     def has_chunks(self, hashes: Iterable[str]) -> set[str]:
         """The ones the store holds: one stat each, or one listing of a fan-out directory asked about
-        many times (an unchanged 1 GiB tree asks about ~6,000 chunks: 256 listings beat 6,000 stats)."""
+        many times (an unchanged 1 GiB tree asks about ~6,000 chunks: 256 listings beat 6,000 stats),
+        unless the directory holds far more than was asked about (a large store)."""
         by_dir: dict[str, list[str]] = {}
         for h in hashes:
             by_dir.setdefault(h[:2], []).append(h)
@@ -140,12 +142,15 @@ class LocalStore:
             directory = os.path.join(self._chunks_dir, sub)
             if len(wanted) >= LIST_FROM:
                 try:
-                    names = set(os.listdir(directory))
+                    # a directory's size is about DIRENT_BYTES per entry (ext4, xfs)
+                    small = os.stat(directory).st_size <= len(wanted) * 16 * DIRENT_BYTES
+                    names = set(os.listdir(directory)) if small else None
                 except (FileNotFoundError, NotADirectoryError):
                     continue
-                found.update(h for h in wanted if h in names)
-            else:
-                found.update(h for h in wanted if os.path.exists(os.path.join(directory, h)))
+                if names is not None:
+                    found.update(h for h in wanted if h in names)
+                    continue
+            found.update(h for h in wanted if os.path.exists(os.path.join(directory, h)))
         return found
 
     def put_chunk(self, h: str, data: bytes | memoryview) -> None:

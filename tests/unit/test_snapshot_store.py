@@ -165,3 +165,19 @@ def test_gc_keeps_live_and_young_chunks(store, tree):
     res = gc(store, grace_s=0)
     assert res["deleted_chunks"] == 1 and not store.has_chunks(["f" * 64])
     assert res["live_chunks"] >= 3
+
+
+@pytest.mark.parametrize("dirent_bytes", [0, 80, 10**9], ids=["stats", "measured", "listings"])
+def test_has_chunks_answers_the_same_by_stats_or_by_listing(store, monkeypatch, dirent_bytes):
+    """Many chunks asked about: fan-out directories are listed unless they hold far more than was
+    asked (a large store), where each chunk is stat'ed; the answer is the same either way."""
+    import hashlib
+
+    import fleet.snapshots.local_store as local_store
+    monkeypatch.setattr(local_store, "DIRENT_BYTES", dirent_bytes)
+    ids = [hashlib.sha256(b"%d" % i).hexdigest() for i in range(3000)]
+    for h in ids[::2]:
+        store.put_chunk(h, b"x")
+    assert store.has_chunks(ids) == set(ids[::2])
+    assert store.has_chunks(ids[:5]) == set(ids[:5:2])
+    assert store.has_chunks(["0" * 64] * 20) == set()           # a fan-out directory never made
