@@ -73,3 +73,45 @@ def test_spot_notice_checkpoints_and_resumes_on_new_machines(sandbox, tmp_path):
     assert states[victim] == "terminated"
     assert all(s in ("terminated", "shutting-down") for s in states.values()), states   # nothing left running
     assert not [line for line in processes_under(home) if "sshd" in line and "aws-sandbox/machines" in line]
+
+
+def test_a_restart_the_budget_cannot_pay_is_not_started(sandbox, tmp_path):  # noqa: F811
+    """Priced so that EC2's 60 s minimum for the two machines of a second attempt ($3.33 at
+    $100/h each) is more than the $3.50 budget has left after the first attempt."""
+    import boto3
+    from fleet.providers.aws.sandbox import Sandbox
+    env, home = sandbox
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "train.py").write_text(TRAIN)
+    (exp / "fleet.toml").write_text(
+        'project = "spot-budget"\nprovider = "aws"\ntemplate = "aws-1gpu"\nmax_duration = "10m"\n'
+        'command = "python train.py 600 0.1"\nrecovery = "spot"\nbudget = 3.50\n'
+        '[prices]\n"g4dn.xlarge" = 100\n"g6.xlarge" = 100\n"g5.xlarge" = 100\n')
+    before = {i["InstanceId"] for i in _instances(env)}
+    proc = subprocess.Popen([FLEET, "up", "--gpus", "2", "--json"], cwd=exp, env={**env, "FLEET_GRACE": "10"},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen: list[str] = []
+    try:
+        for rank in (0, 1):
+            if f"] rank {rank} attempt 1" not in "".join(seen):
+                _wait(proc, f"] rank {rank} attempt 1", seen)
+        mine = [i for i in _instances(env) if i["InstanceId"] not in before and i["State"]["Name"] == "running"]
+        assert len(mine) == 2, mine
+        ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                           aws_access_key_id="sandbox", aws_secret_access_key="sandbox")
+        reclaim = Sandbox(root=home / "aws-sandbox" / "machines").interrupt(mine[0]["InstanceId"], ec2, after_s=8)
+        out, _ = proc.communicate(timeout=240)
+        reclaim.join(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = "".join(seen) + out
+    summary = json.loads(out[out.index("\n{") + 1:])
+    assert summary["status"] == "budget-stopped" and summary["exit_code"] == 11, out[-4000:]
+    assert "not resumed after attempt 1" in summary["message"] and "--resume" in summary["message"], summary
+    assert summary["checkpoints"], summary                        # its last checkpoint is in the store
+    assert [a["attempt"] for a in summary["attempts"]] == [1]
+    after = [i for i in _instances(env) if i["InstanceId"] not in before]
+    assert len(after) == 2, after                                  # nothing relaunched
+    assert all(i["State"]["Name"] in ("terminated", "shutting-down") for i in after), after
