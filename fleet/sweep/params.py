@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ..errors import UsageError
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MAX_TRIALS = 10_000
 
 
@@ -44,22 +45,47 @@ class Trial:
         return {f"FLEET_PARAM_{name.upper()}": value for name, value in self.params}
 
     def command(self, template: str) -> str:
-        """A shell command line with `{name}` replaced by the value, shell-quoted when it needs
-        quoting; `{{` and `}}` stand for literal braces."""
-        return self._substitute(template, shlex.quote)
+        """A shell command line with `{name}` replaced by the value, quoted for where the placeholder
+        stands (outside quotes, inside the template's '…' or "…"), so the program gets the value as
+        written and the shell never runs any of it; `{{` and `}}` stand for literal braces."""
+        out: list[str] = []
+        quote: str | None = None     # the template's open quote at this point: None, ' or "
+        i = 0
+        while i < len(template):
+            if template.startswith(("{{", "}}"), i):
+                out.append(template[i])
+                i += 2
+                continue
+            placeholder = _PLACEHOLDER.match(template, i)
+            if placeholder:
+                out.append(_quoted_for(quote, self._value(placeholder.group(1))))
+                i = placeholder.end()
+                continue
+            c = template[i]
+            if c == "\\" and quote != "'":          # an escaped character is taken as it is
+                out.append(template[i:i + 2])
+                i += 2
+                continue
+            if c in "'\"" and quote in (None, c):
+                quote = None if quote else c
+            out.append(c)
+            i += 1
+        return "".join(out)
 
     def command_argv(self, argv: tuple[str, ...]) -> str:
         """A command given as words (`fleet sweep -- python train.py --lr={lr}`): each word
         substituted as it is, then the words quoted for the shell, so a value is always one word's part."""
         return shlex.join(self._substitute(word, lambda v: v) for word in argv)
 
+    def _value(self, name: str) -> str:
+        if name not in self.values:
+            raise UsageError(f"the command uses {{{name}}}, which is not a sweep parameter",
+                             hint=f"parameters: {', '.join(self.values) or 'none'}")
+        return self.values[name]
+
     def _substitute(self, template: str, quote) -> str:
         def sub(match: re.Match) -> str:
-            name = match.group(1)
-            if name not in self.values:
-                raise UsageError(f"the command uses {{{name}}}, which is not a sweep parameter",
-                                 hint=f"parameters: {', '.join(self.values) or 'none'}")
-            return quote(self.values[name])
+            return quote(self._value(match.group(1)))
         text = template.replace("{{", "\0").replace("}}", "\1")
         text = re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, text)
         return text.replace("\0", "{").replace("\1", "}")
@@ -107,6 +133,11 @@ def plan_trials(params: list[Param], *, samples: int | None = None, seed: int | 
     if not params:
         raise UsageError("a sweep needs at least one parameter", hint="--param NAME=V1,V2 or [sweep.params]")
     names = [p.name for p in params]
+    envs = [f"FLEET_PARAM_{n.upper()}" for n in names]
+    if len(set(envs)) != len(envs):
+        clash = next(e for e in envs if envs.count(e) > 1)
+        raise UsageError(f"parameters {', '.join(n for n, e in zip(names, envs) if e == clash)} would all be "
+                         f"{clash} in the trial's environment", hint="give them names that differ in more than case")
     size = 1
     for p in params:
         size *= len(p.values)
@@ -124,6 +155,14 @@ def plan_trials(params: list[Param], *, samples: int | None = None, seed: int | 
         else:   # more samples than points: with repeats, drawn independently
             combos = [tuple(rng.choice(p.values) for p in params) for _ in range(samples)]
     return [Trial(i + 1, tuple(zip(names, combo))) for i, combo in enumerate(combos)]
+
+
+def _quoted_for(quote: str | None, value: str) -> str:
+    if quote == "'":      # close, the value quoted on its own, reopen
+        return "'" + shlex.quote(value) + "'"
+    if quote == '"':      # inside double quotes only these four keep a meaning
+        return re.sub(r'([\\"$`])', r"\\\1", value)
+    return shlex.quote(value)
 
 
 def _nth(params: list[Param], n: int) -> tuple[str, ...]:

@@ -53,3 +53,28 @@ def test_stop_rules_parse_and_wait_for_their_counter():
     for bad in ("", "loss", "loss >> 2", "loss > x", "loss > 2 after epochs"):
         with pytest.raises(UsageError):
             StopRule.parse(bad)
+
+
+@pytest.mark.parametrize("template", [
+    'printf %s {v}', 'printf %s "{v}"', "printf %s '{v}'", 'printf %s "pre {v} post"', "printf %s x{v}y",
+    'printf %s "$HOME"{v}', "printf %s \"it's {v}\"",
+])
+@pytest.mark.parametrize("value", ["$(touch PWNED)", "`touch PWNED`", "a b", "it's", 'say "hi"', "back\\slash", "$HOME"])
+def test_a_value_reaches_the_program_as_written_wherever_the_placeholder_stands(tmp_path, template, value):
+    # A placeholder inside the template's own quotes ("--name={v}" in double quotes is natural) got
+    # shlex.quote's single quotes inside double quotes: a value ran as a command, 'a b' arrived quoted.
+    import subprocess
+    [trial] = plan_trials([parse_param(f"v={value}")])
+    line = trial.command(template)
+    got = subprocess.run(["sh", "-c", line], cwd=tmp_path, capture_output=True, text=True, env={"HOME": "/h"})
+    expected = subprocess.run(["sh", "-c", template.replace("{v}", "VALUE")], capture_output=True, text=True,
+                              env={"HOME": "/h"}).stdout.replace("VALUE", value)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == expected
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_parameter_names_that_differ_only_in_case_are_refused():
+    # Both reach the trial as FLEET_PARAM_LR: the second silently replaced the first's value.
+    with pytest.raises(UsageError, match="FLEET_PARAM_LR"):
+        plan_trials([parse_param("lr=1"), parse_param("LR=2")])
