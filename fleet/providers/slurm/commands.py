@@ -64,7 +64,7 @@ class SSHRunner:
     def __init__(self, destination: str, *, port: int | None = None, identity: str | None = None,
                  known_hosts: str | None = None, env: Mapping[str, str] | None = None,
                  connect_timeout_s: int = 15, options: Sequence[str] = (), ssh: str = "ssh",
-                 jump: str | None = None):
+                 jump: str | None = None, multiplex: bool = False):
         self.destination = destination
         self.env = dict(env or {})
         common = [ssh, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout_s}",
@@ -82,7 +82,13 @@ class SSHRunner:
             base += ["-o", "ProxyCommand=" + shlex.join(hop)]
         if port:
             base += ["-p", str(port)]
-        self.base = base + list(options)
+        self.base = base + list(options)       # what a long-lived node step runs under: its own connection
+        # Short commands (sbatch, squeue, sinfo, scancel, sacct) share one master connection that
+        # lingers 30 s after the last: a lease's dozen commands pay one key exchange and login, not
+        # one each (~0.5 s apiece on loopback under load, more to a real login node).
+        control = _control_dir() if multiplex else None
+        self.mux = (["-o", "ControlMaster=auto", "-o", f"ControlPath={control}/%C", "-o", "ControlPersist=30"]
+                    if control else [])
 
     def remote_command(self, argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
         merged = {**self.env, **(env or {})}
@@ -94,7 +100,7 @@ class SSHRunner:
 
     def __call__(self, argv: Sequence[str], *, stdin: str | None = None, env: Mapping[str, str] | None = None,
                  timeout: float = 60) -> CommandResult:
-        full = self.base + [self.destination, "--", self.remote_command(argv, env)]
+        full = self.base + self.mux + [self.destination, "--", self.remote_command(argv, env)]
         try:
             done = subprocess.run(full, input=stdin if stdin is not None else "", capture_output=True,
                                   text=True, timeout=timeout)
@@ -107,6 +113,30 @@ class SSHRunner:
             why = (done.stderr.strip().splitlines() or ["ssh failed"])[-1]
             raise LoginNodeUnreachable(f"login node {self.destination} did not answer: {why}")
         return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
+
+
+    def disconnect(self) -> None:
+        """End the shared master connection now (the next command opens a new one)."""
+        if self.mux:
+            subprocess.run(self.base + self.mux + ["-O", "exit", self.destination], capture_output=True, timeout=30)
+
+
+def _control_dir() -> str | None:
+    """A private directory for ssh's control sockets, short enough for a socket path; None (no
+    multiplexing) where it is not provably ours (another user's, a symlink, open to others)."""
+    import stat
+    import tempfile
+    path = os.path.join(tempfile.gettempdir(), f"fleet-ssh-{os.getuid()}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        return None
+    return path
 
 
 def split_port(destination: str) -> tuple[str, int | None]:
