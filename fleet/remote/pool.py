@@ -43,9 +43,12 @@ class SessionPool:
 
     # -- lifetime ------------------------------------------------------------------------------------
     def open(self) -> "SessionPool":
+        """Hold the machines no open pool holds yet. A run inside another run's machines (a sweep's
+        trials inside its warm pool, several at once on one machine) leaves them to the outer pool:
+        its channels ride the outer connections, and closing it never cuts a neighbour's."""
         with _ACTIVE_LOCK:
             for mid in self.machine_ids:
-                _ACTIVE[mid] = self
+                _ACTIVE.setdefault(mid, self)
         return self
 
     def close(self) -> None:

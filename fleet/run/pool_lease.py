@@ -15,10 +15,12 @@ from .lease import KeptLease, _masker, _pins_meta
 from .types import BudgetGrant, PinnedInputs
 
 
-def sub_lease(lease: Lease, machine_ids: list[str]) -> Lease:
-    """The pool's lease narrowed to some of its machines, ranked 0… in the given order."""
+def sub_lease(lease: Lease, machine_ids: list[str], gpus: tuple[int, ...] | None = None) -> Lease:
+    """The pool's lease narrowed to some of its machines, ranked 0… in the given order; with
+    `gpus`, to those GPU slots of its one machine (several trials share a machine's GPUs)."""
     by_id = {m.id: m for m in lease.machines}
-    machines = [replace(by_id[mid], node_rank=rank) for rank, mid in enumerate(machine_ids)]
+    machines = [replace(by_id[mid], node_rank=rank, **({"gpu_slots": gpus} if gpus is not None else {}))
+                for rank, mid in enumerate(machine_ids)]
     return replace(lease, machines=machines, meta=dict(lease.meta))
 
 

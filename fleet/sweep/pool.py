@@ -13,7 +13,6 @@ at the crossing, and read by the scheduler before each trial starts.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from ..run.inputs import Inputs
 from ..run.machines import SSHMachines
 from ..run.types import ExecResult, RunOptions, StagedInputs
 from .scheduler import Scheduler
+from .slots import machines_for, slots_of
 from .spec import SweepSpec, new_sweep_id
 from .summary import SweepSummary
 
@@ -55,18 +55,11 @@ class PoolMachines(SSHMachines):
         from ..run.types import PinnedInputs
         self.scheduler = Scheduler(self.spec, provider=self.provider, config=self.config,
                                    pins=pins or PinnedInputs(), events=self.events, sweep_dir=self.sweep_dir)
-        return self.scheduler.run(ctx, slots_of(lease, self.spec.gpus_per_trial), on_tick)
+        return self.scheduler.run(ctx, slots_of(lease, self.spec.gpus_per_trial, self.spec.parallel), on_tick)
 
     def collect(self, ctx, lease):
         from ..run.types import Collected
         return Collected(files=0)   # each trial brought its own outputs home
-
-
-def slots_of(lease: Lease, gpus_per_trial: int) -> list[list[str]]:
-    machines = sorted(lease.machines, key=lambda m: m.node_rank)
-    per_machine = max(1, len(machines[0].gpu_slots)) if machines else 1
-    size = max(1, math.ceil(gpus_per_trial / per_machine))
-    return [[m.id for m in machines[i:i + size]] for i in range(0, len(machines) - size + 1, size)]
 
 
 def pool_config(config: Config, spec: SweepSpec, provider) -> Config:
@@ -75,9 +68,9 @@ def pool_config(config: Config, spec: SweepSpec, provider) -> Config:
     from ..run.offer import template_for
     template = template_for(provider, config)
     per_machine = max(1, template.gpus_per_machine)
-    per_slot = math.ceil(spec.gpus_per_trial / per_machine)
     slots = max(1, min(spec.parallel, len(spec.trials)))   # never machines no trial would use
-    return replace(config, gpus=slots * per_slot * per_machine, budget=spec.budget,
+    return replace(config, gpus=machines_for(slots, spec.gpus_per_trial, per_machine) * per_machine,
+                   budget=spec.budget,
                    command=f"fleet sweep {spec.sweep_id}: {len(spec.trials)} trial(s) of {spec.command}")
 
 

@@ -1,8 +1,8 @@
 """Between two trials on a warm machine: end whatever the last trial left running and remove its
 output directory, so the next trial starts from the state setup left, not from the last trial's.
 
-Where the machine has a cgroup unit, a trial runs in its own leaf (<unit>/trial, `agent exec
---leaf trial`), and that leaf is emptied: nothing the trial started survives, however it
+Where the machine has a cgroup unit, a trial runs in its own leaf (<unit>/trial-N, `agent exec
+--leaf trial-N`, N its slot on the machine), and that leaf is emptied: nothing the trial started survives, however it
 daemonised. Everywhere (and as a second net) processes carrying the trial's tag
 (FLEET_RUN_ID=<its run id>) are ended, each verified by its start time before it is signalled
 (containment.py on the machine, the watchdog's own rules): nothing that is not provably the
@@ -21,9 +21,9 @@ _SNIPPET = r"""
 import json, os, shutil, sys
 sys.path.insert(0, sys.argv[1])
 import containment, agent
-run_id, out_dir, state_dir, machine_id = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
+run_id, out_dir, state_dir, machine_id, leaf = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 unit = agent._unit_of(agent.read_isolation(sys.argv[1]), machine_id)
-leaf_clean = containment.kill_unit(os.path.join(unit, "trial"), timeout=30) if unit else None
+leaf_clean = containment.kill_unit(os.path.join(unit, agent._leaf_name(leaf)), timeout=30) if unit else None
 needle = ("FLEET_RUN_ID=" + run_id).encode()
 me = {os.getpid(), os.getppid()}
 found = []
@@ -59,11 +59,11 @@ class ResetResult:
     cgroup_emptied: bool | None = None   # its cgroup leaf is empty (None: the machine has no cgroup unit)
 
 
-def reset_machine(machine: Machine, run_id: str) -> ResetResult:
+def reset_machine(machine: Machine, run_id: str, leaf: str) -> ResetResult:
     from ..remote.ssh import connect
     agent_dir = machine.agent_path.rsplit("/", 1)[0]
     argv = [machine.python, "-c", _SNIPPET, agent_dir, run_id, f"{machine.workdir}/outputs/{run_id}",
-            machine.state_dir, machine.id]
+            machine.state_dir, machine.id, leaf]
     with connect(machine, timeout=20) as s:
         result = s.run(shlex.join(argv), check=False, timeout=60)
     try:

@@ -1,7 +1,7 @@
 """The warm pool's queue: trials handed to free slots of machines, under the sweep's one budget.
 
-A slot is `machines_per_trial` machines of the pool's lease; each slot runs one trial at a time
-and is reset between trials (fleet/sweep/reset.py). Before a trial starts, the budget must cover
+A slot (fleet/sweep/slots.py: whole machines, or a share of one machine's GPUs) runs one trial at
+a time and is reset between trials (fleet/sweep/reset.py). Before a trial starts, the budget must cover
 its worst case (its machines for the trial timeout) on top of what the running trials may still
 spend; a trial that does not fit waits for a running one to finish, and once nothing runs and it
 still does not fit, it and every trial after it are not started, with the figures that say why.
@@ -20,6 +20,7 @@ from ..run.context import Events, RunContext
 from ..run.types import ExecResult, PinnedInputs
 from .params import Trial
 from .reset import reset_machine
+from .slots import Slot
 from .spec import SweepSpec
 from .summary import TrialResult
 from .trials import SweepStop, run_trial
@@ -33,6 +34,10 @@ class _Running:
     trial: Trial
     started: float
     worst_micro: int
+
+
+def _machine(ctx: RunContext, machine_id: str):
+    return next(m for m in ctx.lease.machines if m.id == machine_id)
 
 
 class Scheduler:
@@ -49,14 +54,16 @@ class Scheduler:
         self.lost_slots = 0
 
     # -- the pool's "execute" stage --------------------------------------------------------------------
-    def run(self, ctx: RunContext, slots: list[list[str]], on_tick: Callable[[], None] | None) -> ExecResult:
+    def run(self, ctx: RunContext, slots: list[Slot], on_tick: Callable[[], None] | None) -> ExecResult:
         timeout = self.spec.trial_timeout_s or ctx.offer.max_duration_s
-        per_slot = len(slots[0]) if slots else 1
         price = ctx.budget.grant.price if ctx.budget is not None else None
-        self.burn_micro = price.per_hour_micro * per_slot if price is not None else 0   # one slot, per hour
+        # One slot's share of the burn: its machines, or its GPUs' share of its machine.
+        share = (len(slots[0].machine_ids) if slots and slots[0].gpus is None else
+                 len(slots[0].gpus) / max(1, len(_machine(ctx, slots[0].machine_ids[0]).gpu_slots)) if slots else 1)
+        self.burn_micro = round(price.per_hour_micro * share) if price is not None else 0   # per hour
         worst = cost_micro(self.burn_micro, timeout)
         self.events.phase("run", f"{len(self.spec.trials)} trial(s), {len(slots)} at once on "
-                                 f"{sum(len(s) for s in slots)} machine(s)")
+                                 f"{len({m for s in slots for m in s.machine_ids})} machine(s)")
         workers = [threading.Thread(target=self._worker, args=(ctx, slot, timeout, worst), daemon=True,
                                     name=f"sweep-slot-{i}") for i, slot in enumerate(slots)]
         for w in workers:
@@ -81,14 +88,14 @@ class Scheduler:
         failed = [r.trial for r in self.results.values() if r.state in ("failed", "error")]
         return ExecResult(1 if failed else 0, failed[0] if failed else None)
 
-    def _worker(self, ctx: RunContext, slot: list[str], timeout: float, worst: int) -> None:
+    def _worker(self, ctx: RunContext, slot: Slot, timeout: float, worst: int) -> None:
         while True:
             trial = self._next(ctx, worst)
             if trial is None:
                 return
             run_dir = self.sweep_dir / trial.name
             trial_timeout = min(timeout, max(1.0, self._pool_life_s(ctx) - LIFE_MARGIN_S))
-            result = run_trial(config=self.config, provider=self.provider, lease=ctx.lease, machine_ids=slot,
+            result = run_trial(config=self.config, provider=self.provider, lease=ctx.lease, slot=slot,
                                pins=self.pins, trial=trial, command=self.spec.trial_command(trial), sweep_id=self.spec.sweep_id,
                                pool_run_id=ctx.run_id, run_dir=run_dir, timeout_s=trial_timeout, sweep_stop=self.stop,
                                events=self.events, stop_rule=self.spec.stop_if)
@@ -102,22 +109,22 @@ class Scheduler:
             if result.state == "error" and not usable:
                 # The machines are gone (lost, released from outside): no more trials on them; the
                 # other slots go on, and what no slot is left for is listed as not started.
-                self.events.warn(f"machines {', '.join(slot)} no longer answer: no more trials on them")
+                self.events.warn(f"machines {slot.label} no longer answer: no more trials on them")
                 with self.lock:
                     self.lost_slots += 1
                 return
 
-    def _reset(self, ctx: RunContext, slot: list[str], run_id: str) -> bool:
+    def _reset(self, ctx: RunContext, slot: Slot, run_id: str) -> bool:
         """Clean the slot's machines for the next trial; False when they could not be reached."""
         from ..parallel import parallel
-        machines = [m for m in ctx.lease.machines if m.id in slot]
+        machines = [m for m in ctx.lease.machines if m.id in slot.machine_ids]
         try:
-            for got in parallel(machines, lambda m: reset_machine(m, run_id)):
+            for got in parallel(machines, lambda m: reset_machine(m, run_id, slot.leaf)):
                 if not got.clean:
                     self.resets_unclean.append(got.machine_id)
                     self.events.warn(f"machine {got.machine_id}: could not confirm the reset after {run_id}")
         except Exception as exc:  # noqa: BLE001 — the next trial's own run reports a broken machine
-            self.events.warn(f"could not reset machines {', '.join(slot)} after {run_id}: {exc}")
+            self.events.warn(f"could not reset machines {slot.label} after {run_id}: {exc}")
             return False
         return True
 

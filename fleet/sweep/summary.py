@@ -25,6 +25,7 @@ class TrialResult:
     duration_s: float | None = None
     cost_usd: str | None = None        # its share of the pool's machine time (shadow price on local machines)
     machines: tuple[str, ...] = ()
+    gpus: tuple[int, ...] | None = None    # its share of its machine's GPU slots (None: whole machines)
     reason: str | None = None          # why it stopped or never started
     metrics: dict[str, float] = field(default_factory=dict)
     run_dir: str | None = None
@@ -73,5 +74,7 @@ class SweepSummary:
     def read(cls, path: Path) -> "SweepSummary":
         data = json.loads(Path(path).read_text())
         data.pop("counts", None)
-        trials = tuple(TrialResult(**{**t, "machines": tuple(t.get("machines", ()))}) for t in data.pop("trials"))
+        trials = tuple(TrialResult(**{**t, "machines": tuple(t.get("machines", ())),
+                                      "gpus": tuple(t["gpus"]) if t.get("gpus") is not None else None})
+                       for t in data.pop("trials"))
         return cls(trials=trials, **data)

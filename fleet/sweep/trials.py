@@ -16,6 +16,7 @@ from ..run.context import Events, RunContext
 from ..run.observers import RunObserver
 from ..run.types import PinnedInputs, RunOptions
 from .params import Trial
+from .slots import Slot
 from .stopping import POLL_S, StopRule, read_remote_metrics
 from .summary import TrialResult
 
@@ -140,7 +141,7 @@ def state_of(status: str, watch: TrialWatch) -> tuple[str, str | None]:
     return "error", None
 
 
-def run_trial(*, config, provider, lease: Lease, machine_ids: list[str], pins: PinnedInputs, trial: Trial,
+def run_trial(*, config, provider, lease: Lease, slot: Slot, pins: PinnedInputs, trial: Trial,
               command: str, sweep_id: str, pool_run_id: str, run_dir: Path, timeout_s: float | None,
               sweep_stop: SweepStop, events: Events, stop_rule: StopRule | None = None) -> TrialResult:
     """The trial as a run of the pipeline on its machines of the pool; never raises."""
@@ -149,13 +150,13 @@ def run_trial(*, config, provider, lease: Lease, machine_ids: list[str], pins: P
     trial_config = replace(config, command=command, setup=None,
                            env={**config.env, **trial.env()}, budget=None)
     watch = TrialWatch(timeout_s, sweep_stop, stop_rule)
-    source = PoolLease(provider, sub_lease(lease, machine_ids), pins, sweep_id=sweep_id, trial=trial.name,
-                       pool_run_id=pool_run_id)
+    source = PoolLease(provider, sub_lease(lease, list(slot.machine_ids), slot.gpus), pins, sweep_id=sweep_id,
+                       trial=trial.name, pool_run_id=pool_run_id)
     base = TrialResult(trial=trial.name, index=trial.index, params=trial.values, state="error",
-                       machines=tuple(machine_ids), run_dir=str(run_dir))
+                       machines=slot.machine_ids, gpus=slot.gpus, run_dir=str(run_dir))
     try:
         summary = Pipeline(trial_config, source, events=TrialEvents(events, trial.name), observers=[watch],
-                           options=RunOptions(sweep_trial=True), run_dir=run_dir, attributed=True).run()
+                           options=RunOptions(trial_leaf=slot.leaf), run_dir=run_dir, attributed=True).run()
     except FleetError as exc:
         return replace(base, reason=exc.one_line())
     except Exception as exc:  # noqa: BLE001 — one trial's failure never stops the others

@@ -153,8 +153,15 @@ def end_machine(machine_id, info, roots=(), grace_s=2.0):
     return clean
 
 
+def _leaf_name(text):
+    """work, or trial-N: a sweep trial's leaf (several trials may share a machine, one leaf each)."""
+    if text == "work" or (text.startswith("trial-") and text[6:].isdigit() and len(text) <= 12):
+        return text
+    raise argparse.ArgumentTypeError(f"not a leaf name: {text!r} (work or trial-N)")
+
+
 def _work_leaves(unit):
-    """work/ and any other leaf the machine's commands run in (a sweep's trial/), never agent/."""
+    """work/ and any other leaf the machine's commands run in (a sweep's trial-N/), never agent/."""
     leaves = [os.path.join(unit, "work")]
     try:
         names = sorted(os.listdir(unit))
@@ -386,8 +393,8 @@ def main(argv=None):
     x = sub.add_parser("exec")
     x.add_argument("--pidfile")
     x.add_argument("--env-stdin", action="store_true", help="read the child's extra environment as JSON on stdin")
-    x.add_argument("--leaf", default="work", choices=["work", "trial"],
-                   help="the machine's cgroup leaf to run in (trial: a sweep trial's own, emptied after it)")
+    x.add_argument("--leaf", default="work", type=_leaf_name,
+                   help="the machine's cgroup leaf to run in (trial-N: a sweep trial's own, emptied after it)")
     x.add_argument("argv", nargs=argparse.REMAINDER)
     s = sub.add_parser("signal")
     s.add_argument("--pidfile", required=True)

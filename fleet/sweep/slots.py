@@ -1,0 +1,51 @@
+"""How a warm pool's machines are shared out: a slot is what one trial runs on at a time.
+
+`--gpus-per-trial G` on machines of P GPUs each:
+- G ≥ P: a slot is ceil(G / P) whole machines (a multi-node trial);
+- G < P: a machine holds P // G slots, each G of its GPU slots (CUDA_VISIBLE_DEVICES), so an
+  8-GPU machine runs 8 one-GPU trials at once. Each slot has its own cgroup leaf (trial-N) on its
+  machine, so emptying one trial's leaf never touches its neighbours.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..models import Lease
+
+
+@dataclass(frozen=True)
+class Slot:
+    machine_ids: tuple[str, ...]
+    gpus: tuple[int, ...] | None = None    # a share of its one machine's GPU slots (None: whole machines)
+    leaf: str = "trial-0"                  # its cgroup leaf on each of its machines
+
+    @property
+    def label(self) -> str:
+        share = f" GPUs {','.join(map(str, self.gpus))}" if self.gpus is not None else ""
+        return ", ".join(self.machine_ids) + share
+
+
+def machines_for(parallel: int, gpus_per_trial: int, per_machine: int) -> int:
+    """Machines a pool needs for `parallel` trials of `gpus_per_trial` GPUs each."""
+    per_machine = max(1, per_machine)
+    if gpus_per_trial >= per_machine:
+        return parallel * math.ceil(gpus_per_trial / per_machine)
+    return math.ceil(parallel / (per_machine // gpus_per_trial))
+
+
+def slots_of(lease: Lease, gpus_per_trial: int, parallel: int) -> list[Slot]:
+    machines = sorted(lease.machines, key=lambda m: m.node_rank)
+    if not machines:
+        return []
+    per_machine = len(machines[0].gpu_slots)
+    if per_machine == 0 or gpus_per_trial >= per_machine:
+        size = max(1, math.ceil(gpus_per_trial / max(1, per_machine)))
+        out = [Slot(tuple(m.id for m in machines[i:i + size])) for i in range(0, len(machines) - size + 1, size)]
+    else:
+        out = []
+        for m in machines:
+            gpus = tuple(m.gpu_slots)
+            for k in range(len(gpus) // gpus_per_trial):
+                out.append(Slot((m.id,), gpus[k * gpus_per_trial:(k + 1) * gpus_per_trial], f"trial-{k}"))
+    return out[:max(1, parallel)]
