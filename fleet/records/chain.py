@@ -61,6 +61,9 @@ class RunRecord:
     # The machines' environment (fleet.environment.RunEnvironment.to_json()): image, GPU, driver, Python,
     # packages with hashes, the wheels snapshot a rerun installs from. Empty in records made before it.
     environment: dict[str, Any] = field(default_factory=dict)
+    # Each machine as launched (fleet.run.summary.LaunchedMachine as JSON: rank, id, instance type,
+    # spot/on-demand, zone, price per hour). Empty in records made before it.
+    launched: list[dict[str, Any]] = field(default_factory=list)
     version: int = RECORD_VERSION
     # chain fields, set by append_record
     prev_hash: str = ""

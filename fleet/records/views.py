@@ -36,6 +36,9 @@ def record_lines(record: RunRecord) -> list[str]:
     """`key  value` lines for `fleet runs show`."""
     body = record_json(record)
     lines = [f"{key:20} {body[key]}" for key in SHOW_FIELDS if body.get(key) not in (None, "", {}, [])]
+    if record.launched:   # after the template: what it became
+        at = next((i + 1 for i, line in enumerate(lines) if line.startswith("template ")), len(lines))
+        lines.insert(at, f"{'launched':20} {launched_text(record.launched)}")
     from ..environment.render import one_line
     env = one_line(record.environment)
     return lines + ([f"{'environment':20} {env}"] if env else [])
@@ -49,11 +52,18 @@ def cost_text(r: dict) -> str:
     return f"${r['cost_usd']}"
 
 
+def launched_text(launched: list[dict[str, Any]]) -> str:
+    """`2 × g6.12xlarge (spot, us-east-1a)` from a record's launched machines."""
+    from ..run.summary import LaunchedMachine, launched_mix
+    return launched_mix([LaunchedMachine(**m) for m in launched])
+
+
 def audit_document(a: dict[str, Any]) -> Document:
     """One run's lineage (records.lineage.audit's result): what ran, where, on which inputs, at what
     cost, whether its snapshots and its place in the record chain are intact, on what environment."""
     r = a["record"]
-    where = f"{r.get('provider')} / {r.get('template')} ({', '.join(r.get('machine_types') or [])})"
+    machines = launched_text(r["launched"]) if r.get("launched") else ", ".join(r.get("machine_types") or [])
+    where = f"{r.get('provider')} / {r.get('template')} ({machines})"
     commit = f"commit {code(r.get('code_commit') or 'none (directory snapshot)')}"
     facts = [("Status", f"{r.get('status')} (exit {r.get('exit_status')})"),
              ("Command", code(r.get("command"))),

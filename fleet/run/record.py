@@ -34,6 +34,7 @@ def config_for_record(config: Config) -> dict[str, Any]:
 
 def write_record(ctx: RunContext, pins: PinnedInputs, summary: RunSummary,
                  environment: "RunEnvironment | None" = None) -> RecordRef:
+    from ..models import to_jsonable
     from ..records.chain import RunRecord, append_record, ci_context, config_hash, scrub
     cfg, offer, lease = ctx.config, ctx.offer, ctx.lease
     env = {k: str(v) for k, v in cfg.env.items()}
@@ -54,6 +55,7 @@ def write_record(ctx: RunContext, pins: PinnedInputs, summary: RunSummary,
         lease_id=ctx.lease_id, rerun_of=rerun_of.run_id if rerun_of else None,
         ci=ci_context(), gpus=offer.gpus, machines=summary.machines,
         resumed_from=ctx.options.resume.of_run if ctx.options.resume else None, attempts=list(summary.attempts or []),
-        environment=environment.to_json() if environment is not None else {})
+        environment=environment.to_json() if environment is not None else {},
+        launched=[to_jsonable(m) for m in summary.launched or []])
     append_record(record, ctx.state.db, secrets=cfg.secrets)
     return RecordRef(hash=record.hash, output_snapshot=summary.output_snapshot)

@@ -177,6 +177,8 @@ def test_provider_aws_without_a_template_plans_by_gpu_type_and_records_what_it_l
         assert m["zone"] == inst["Placement"]["AvailabilityZone"]
         assert m["lifecycle"] == ("spot" if inst.get("InstanceLifecycle") == "spot" else "on-demand")
     assert "lease: 2 × g6.12xlarge (aws-8gpu) = 8 GPUs, spot" in up.stderr
+    record = json.loads(run_fleet(["runs", "show", summary["run_id"], "--json"], cwd=exp, env=env).stdout)
+    assert record["launched"] == launched                 # the run record keeps the same per machine
     status = run_fleet(["status"], cwd=exp, env=env)
     zone = launched[0]["zone"]
     assert f"g6.12xlarge" in status.stdout and zone in status.stdout and "(aws-8gpu)" in status.stdout
