@@ -146,12 +146,12 @@ class Session:
                 f"on machine {self.machine.id}: `{line[:80]}` exited {code}: {detail[0][:200]}")
         return result
 
-    def open_channel(self, **kwargs) -> paramiko.Channel:
+    def open_channel(self, timeout: float = 30, **kwargs) -> paramiko.Channel:
         """A new session channel on this connection (exec, sftp, a sync helper: one each)."""
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             raise paramiko.SSHException("the connection is closed")
-        return transport.open_session(timeout=30, **kwargs)
+        return transport.open_session(timeout=timeout, **kwargs)
 
     def sftp(self) -> paramiko.SFTPClient:
         chan = self.open_channel()
@@ -174,6 +174,9 @@ class Session:
 
 
 MAX_POOLED_CONNECTIONS = 4   # per machine: 1, plus overflow where sshd caps channels per connection
+# A live machine opens a channel in milliseconds; one that gives no answer for this long is cut off
+# (as long as a new connection is given to answer: the caller's wait is the same either way).
+POOLED_CHANNEL_TIMEOUT_S = 10.0
 
 
 class PooledSession(Session):
@@ -188,9 +191,17 @@ class PooledSession(Session):
         tried: list[paramiko.SSHClient] = []
         conn: Session = self
         for _ in range(MAX_POOLED_CONNECTIONS):
+            asked = time.monotonic()
             try:
-                return Session.open_channel(conn, **kwargs)
+                return Session.open_channel(conn, timeout=POOLED_CHANNEL_TIMEOUT_S, **kwargs)
             except (paramiko.SSHException, OSError, EOFError):
+                if conn.active and time.monotonic() - asked >= POOLED_CHANNEL_TIMEOUT_S:
+                    # No answer at all, on a connection that never closed: the link is gone (a cut
+                    # network drops packets silently). Not a refusal: no overflow connection.
+                    conn.client.close()
+                    raise MachineUnreachable(f"machine {self.machine.id} ({self.machine.address}) stopped "
+                                             f"answering: no reply on its connection in "
+                                             f"{POOLED_CHANNEL_TIMEOUT_S:g}s") from None
                 if not conn.active:
                     # The connection died since this handle was taken: the pool's live one (or a new one).
                     conn = self.pool.primary(self.machine)
