@@ -86,8 +86,10 @@ def wrapped_command(spec: ProcessSpec) -> str:
 def process_env_payload(spec: ProcessSpec) -> bytes:
     # FLEET_MACHINE_ROOT: the machine's own directory on every provider (local sshd machines also get
     # it from their sshd; on a shared ssh host it is the lease's directory, not the host's home).
-    return (json.dumps({"FLEET_MACHINE_ID": spec.machine.id, "FLEET_MACHINE_ROOT": spec.machine.workdir,
-                        **spec.env}) + "\n").encode()
+    # Both come last: the run's [env] never retags its processes (the tag is how release finds them
+    # on a host without cgroups).
+    return (json.dumps({**spec.env, "FLEET_MACHINE_ID": spec.machine.id,
+                        "FLEET_MACHINE_ROOT": spec.machine.workdir}) + "\n").encode()
 
 
 def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: threading.Event | None,

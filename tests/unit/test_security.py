@@ -126,3 +126,24 @@ def test_the_stacks_policy_tests_exist():
                  "test_every_bucket_blocks_public_access_and_encrypts",
                  "test_no_iam_policy_allows_star_actions_on_star_resources"):
         assert f"def {name}(" in text, name
+
+
+def test_the_run_environment_cannot_retag_the_experiment_as_another_machine(tmp_path):
+    """[env] / --env FLEET_MACHINE_ID=... replaced the tag fleet gives every experiment process: on a
+    host without cgroups (the tag is what release ends by) the process escaped its lease, or was
+    tagged as someone else's machine. fleet's own variables win, as process_env says of the others."""
+    from fleet.remote.agent import AGENT_FILES
+    from fleet.remote.exec import ProcessSpec, process_env_payload, wrapped_command
+    machine = Machine(id="m-1", lease_id="l-1", node_rank=0, host="127.0.0.1", port=22, user="u",
+                      key_path="/nonexistent", host_key="ssh-ed25519 AAAA", workdir=str(tmp_path),
+                      gpu_slots=(0,), python=sys.executable)
+    machine_agent = Path(machine.agent_path)
+    machine_agent.parent.mkdir(parents=True, exist_ok=True)
+    for source in AGENT_FILES:
+        (machine_agent.parent / source.name).write_text(source.read_text())
+    spec = ProcessSpec(machine, "0", 'printf "%s|%s" "$FLEET_MACHINE_ID" "$FLEET_MACHINE_ROOT"',
+                       {"FLEET_MACHINE_ID": "l-victim-n0", "FLEET_MACHINE_ROOT": "/elsewhere"}, str(tmp_path),
+                       str(tmp_path / "pid"))
+    out = _sh(wrapped_command(spec), tmp_path, stdin=process_env_payload(spec).decode())
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"m-1|{tmp_path}"
