@@ -147,8 +147,10 @@ def run_trial(*, config, provider, lease: Lease, slot: Slot, pins: PinnedInputs,
     """The trial as a run of the pipeline on its machines of the pool; never raises."""
     from ..run.pipeline import Pipeline
     from ..run.pool_lease import PoolLease, sub_lease
-    trial_config = replace(config, command=command, setup=None,
-                           env={**config.env, **trial.env()}, budget=None)
+    # Money is the pool run's: it meters the whole lease against the sweep's budget and the monthly
+    # ones (and holds their reservation), so a trial neither reserves nor checks them again.
+    trial_config = replace(config, command=command, setup=None, env={**config.env, **trial.env()}, budget=None,
+                           budgets=replace(config.budgets, project_monthly=None, user_monthly=None))
     watch = TrialWatch(timeout_s, sweep_stop, stop_rule)
     source = PoolLease(provider, sub_lease(lease, list(slot.machine_ids), slot.gpus), pins, sweep_id=sweep_id,
                        trial=trial.name, pool_run_id=pool_run_id)
