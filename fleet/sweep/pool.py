@@ -105,8 +105,22 @@ def sweep(config: Config, spec: SweepSpec, *, events: Events | None = None, prov
         budget_usd=str(spec.budget) if spec.budget is not None else None, cost_usd=summary.cost_usd,
         would_cost_usd=summary.would_cost_usd, duration_s=round(time.monotonic() - started, 3),
         run_dir=str(sweep_dir), message=summary.message or summary.budget_stop)
+    out = _redacted(out, config)
     out.write(sweep_dir)
     return out
+
+
+def _redacted(summary: SweepSummary, config: Config) -> SweepSummary:
+    """Secret values out of sweep.json and what the CLI prints (a shell may have expanded one into
+    the command, or a parameter's value holds one), as the runs' own summaries are."""
+    from ..masking import Masker
+    redact = Masker.for_config(config).redacting()
+    if not redact:
+        return summary
+    trials = tuple(replace(t, params=redact.mask_obj(t.params), reason=redact(t.reason) if t.reason else t.reason)
+                   for t in summary.trials)
+    return replace(summary, command=redact(summary.command), trials=trials,
+                   message=redact(summary.message) if summary.message else summary.message)
 
 
 def _verdict(pool_status: str, pool_exit: int, trials) -> tuple[str, int]:
