@@ -18,7 +18,7 @@ Figures:
   second_run_chunk_bytes    chunk bytes a new lease on the same host receives for the same data (== 0)
   rsync_* wire figures are informative (met null).
 
-Fleet's process dials the machines first (`sync.dial`: SSH key exchange, login and the helper's start
+Fleet's process (scripts/bench/_sync_fleet.py, which imports only fleet) dials the machines first (`sync.dial`: SSH key exchange, login and the helper's start
 overlap the snapshot being made, as in `fleet up`, whose connections are up before staging); the key
 exchange is OpenSSH's default on both sides.
 
@@ -45,6 +45,7 @@ from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+FLEET_SIDE = Path(__file__).resolve().parent / "_sync_fleet.py"     # fleet's side: a small process of its own
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (bench_parser, check_samples, emit, exit_code, failed_row, json_stdout,  # noqa: E402
@@ -126,29 +127,13 @@ class Proxy:
 
 
 # -- fleet's side, as its own process ------------------------------------------------------------------
-def fleet_side(spec: dict) -> None:
-    from fleet.models import Machine
-    from fleet.snapshots.sync import Target, dial, sync_lease
-    t0 = time.monotonic()
-    machines = [Machine.from_dict(m) for m in spec["machines"]]
-    channels = dial(machines)                 # connect while the snapshot is made
-    from fleet.snapshots import create_snapshot, open_store
-    store = open_store(None)
-    snap = create_snapshot(spec["tree"], store)
-    t1 = time.monotonic()
-    stats = sync_lease(machines, store, lambda m: [Target(f"{m.workdir}/data/{spec['dest']}", [snap.id],
-                                                          read_only=True)], channels=channels)
-    print(json.dumps({"snapshot_s": t1 - t0, "sync_s": time.monotonic() - t1,
-                      "chunk_bytes": sum(s.bytes_sent for s in stats), "id": snap.id}))
-
-
 def run_fleet(machines, tree: Path, dest: str, home: Path) -> tuple[float, dict]:
     from fleet.models import to_jsonable
     spec = json.dumps({"machines": [to_jsonable(m) for m in machines], "tree": str(tree), "dest": dest})
     env = {**os.environ, "FLEET_HOME": str(home)}
     t0 = time.monotonic()
-    out = subprocess.run([sys.executable, __file__, "--fleet-side", spec], env=env, capture_output=True, text=True,
-                         timeout=900)
+    out = subprocess.run([sys.executable, str(FLEET_SIDE), spec], env={**env, "PYTHONPATH": str(ROOT)},
+                         capture_output=True, text=True, timeout=900)
     dt = time.monotonic() - t0
     if out.returncode != 0:
         raise SystemExit(f"fleet side failed: {out.stderr[-2000:]}")
@@ -244,11 +229,7 @@ def say(text: str) -> None:
 def main() -> int:
     ap = bench_parser(__doc__.splitlines()[0])
     ap.add_argument("--size", type=int, default=None, help="MiB of data (default 200; 24 with --quick)")
-    ap.add_argument("--fleet-side")
     args = ap.parse_args()
-    if args.fleet_side:
-        fleet_side(json.loads(args.fleet_side))
-        return 0
     check_samples(ap, args)
     size = args.size or (24 if args.quick else 200)
     n = min(args.samples, 2) if args.quick else args.samples
