@@ -103,6 +103,7 @@ def test_sacct_reports_elapsed_time_and_allocated_gpus(slurm, slurm_env):
     ({"qos": "nosuch"}, E.InvalidQos, "Invalid qos specification"),
     ({"constraint": "nosuch"}, E.InvalidConstraint, "Invalid feature specification"),
     ({"gpus": 3}, E.GresUnsatisfiable, "Requested node configuration is not available"),
+    ({"gpu_type": "h100"}, E.GresUnsatisfiable, "Requested node configuration is not available"),   # --gpus H100:1
     ({"qos": "onegpu", "gpus": 2}, E.QosLimitExceeded, "QOSMaxGRESPerJob"),
 ])
 def test_sbatch_refusals_are_typed_and_leave_nothing_queued(slurm, slurm_env, kw, cls, reason):
