@@ -9,4 +9,4 @@ def new_lease_id() -> str:
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("r-%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    return datetime.now(timezone.utc).strftime("r-%Y%m%d-%H%M%S-") + secrets.token_hex(5)

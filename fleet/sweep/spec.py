@@ -40,4 +40,4 @@ class SweepSpec:
 def new_sweep_id() -> str:
     import secrets
     from datetime import datetime, timezone
-    return datetime.now(timezone.utc).strftime("s-%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+    return datetime.now(timezone.utc).strftime("s-%Y%m%d-%H%M%S-") + secrets.token_hex(5)
