@@ -59,9 +59,9 @@ def up(
     overrides = {"gpus": gpus, "template": template, "provider": provider, "max_duration": max_duration,
                  "budget": budget, "command": list(command) if command else None}
     with _ci_failures_reported(ci):
+        from ..config.env import env_overrides
+        overrides["env"] = env_overrides(env or [], env_file or [])   # also what a detached supervisor loads
         config = load_config(file, overrides=overrides)
-        from ..config.env import with_env
-        config = with_env(config, env or [], env_file or [])
         if dry_run:
             from .plan_view import show_quote
             return show_quote(config, json_out)
@@ -164,9 +164,9 @@ def run_on(
     from ..config.loader import load_config
     from ..run.pipeline import run_on_lease
     text = command_from_argv(command)
-    config = load_config(file, overrides={"command": text, "budget": budget})
-    from ..config.env import with_env
-    config = with_env(config, env or [], env_file or [])
+    from ..config.env import env_overrides
+    config = load_config(file, overrides={"command": text, "budget": budget,
+                                          "env": env_overrides(env or [], env_file or [])})
     events = _events(json_out, False)
     from ..ci import masked_events
     events = masked_events(config, events)

@@ -56,14 +56,21 @@ def read_env_file(path: Path) -> dict[str, str]:
     return out
 
 
-def with_env(config: Config, assignments: list[str] = (), files: list[Path] = ()) -> Config:
-    """`config` with --env-file and --env on top of its [env]."""
+def env_overrides(assignments: list[str] = (), files: list[Path] = ()) -> dict[str, str] | None:
+    """--env-file then --env, as `load_config`'s `env` override (plain data: a detached run's
+    supervisor loads the config again from the same overrides). None when neither was given."""
     if not assignments and not files:
-        return config
-    env = dict(config.env)
+        return None
+    env: dict[str, str] = {}
     for path in files:
         env.update(read_env_file(path))
     for text in assignments:
         name, value = parse_assignment(text)
         env[name] = value
-    return replace(config, env=env)
+    return env
+
+
+def with_env(config: Config, assignments: list[str] = (), files: list[Path] = ()) -> Config:
+    """`config` with --env-file and --env on top of its [env] (for a Config built in code)."""
+    extra = env_overrides(assignments, files)
+    return config if extra is None else replace(config, env={**config.env, **extra})

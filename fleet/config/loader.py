@@ -312,6 +312,9 @@ def _apply_overrides(fields: dict[str, Any], overrides: dict[str, Any]) -> None:
     for name, value in overrides.items():
         if value is None:
             continue
+        if name == "env":   # `--env` / `--env-file` (fleet/config/env.py): on top of [env], as validated there
+            fields["env"] = {**fields.get("env", {}), **value}
+            continue
         flag = "--" + name.replace("_", "-")
         if name not in TOP_LEVEL:
             raise UsageError(f"{flag}: not a setting the command line can override")

@@ -161,7 +161,7 @@ def test_explicit_path_relative_to_cwd_and_directory(tmp_path):
     ('command = "x"\n[budgets]\nwarn_at = 1.5\n', "fleet.toml:3: budgets.warn_at: must be a fraction above 0"),
     ('command = "x"\n[budgets]\nuser_monthly = -1\n', "fleet.toml:3: budgets.user_monthly: must be an amount"),
     ('command = "x"\n[budgets]\nidle_gpu_percent = 150\n', "fleet.toml:3: budgets.idle_gpu_percent: must be a percentage"),
-    ('command = "x"\n[env]\nA = 1\n', "fleet.toml:3: env.A: must be a non-empty string, got 1"),
+    ('command = "x"\n[env]\nA = [1]\n', "fleet.toml:3: env.A: must be a string, number or true/false, got an array"),
     ('command = "x"\n[env]\n"BAD-NAME" = "1"\n', "fleet.toml:3: env.BAD-NAME: must be an environment variable name"),
     ('command = "x"\n[prices]\nfoo = -1\n', "fleet.toml:3: prices.foo: must be an amount in US dollars ≥ 0"),
     ('command = "x"\n[aws]\noutputs = {a = 1}\n', "fleet.toml:3: aws.outputs: must be a non-empty string"),

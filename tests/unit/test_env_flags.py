@@ -60,3 +60,13 @@ def test_env_flag_reaches_the_run_and_its_record(tmp_path, fleet_home):
     bad = run_fleet(["up", "--env", "oops"], cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
         "fleet: error: --env: 'oops' is not KEY=VALUE (e.g. --env LR=3e-4)"]
+
+
+def test_env_flags_travel_as_load_config_overrides(tmp_path):
+    """A detached run's supervisor loads the config again from the CLI's overrides: --env is one."""
+    from fleet.config.env import env_overrides
+    (tmp_path / "fleet.toml").write_text('command = "x"\n[env]\nA = "toml"\nB = 2\n')
+    overrides = {"env": env_overrides(["A=flag"], [])}
+    assert json.loads(json.dumps(overrides)) == {"env": {"A": "flag"}}
+    assert load_config(cwd=tmp_path, overrides=overrides).env == {"A": "flag", "B": "2"}
+    assert env_overrides([], []) is None
