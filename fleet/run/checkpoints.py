@@ -189,10 +189,12 @@ class Checkpointer:
 
             parallel([m for m in self.lease.machines if m.id not in skip], one)
             got = [up for up in got if up.snapshot_id]
+            changed = [up for up in got if up.node_rank not in self.latest
+                       or self.latest[up.node_rank].snapshot_id != up.snapshot_id]
             for up in got:
                 self.latest[up.node_rank] = up
-            if got and self.on_upload is not None:
-                self.on_upload(sorted(got, key=lambda u: u.node_rank))
+            if changed and self.on_upload is not None:   # a checkpoint unchanged since the last upload: quiet
+                self.on_upload(sorted(changed, key=lambda u: u.node_rank))
             return got
 
     def finish(self, skip: set | frozenset = frozenset()) -> list[CheckpointUpload]:
@@ -226,15 +228,15 @@ def begin(ctx, lease: Lease, store) -> Checkpointer:
 
     def uploaded(ups: list[CheckpointUpload]) -> None:
         total, sent = sum(u.bytes_total for u in ups), sum(u.bytes_sent for u in ups)
-        if not sent:
-            return   # unchanged since the last upload: nothing to say
-        ctx.events.phase("checkpoint", f"{len(ups)} node(s): {_mib(total)} MiB checkpointed, {_mib(sent)} MiB sent")
+        ctx.events.phase("checkpoint", f"{len(ups)} node(s): {_size(total)} checkpointed, {_size(sent)} sent")
 
     return Checkpointer(lease, store, ctx.run_id, interval, ctx.events.warn, uploaded)
 
 
-def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.1f}"
+def _size(n: int) -> str:
+    if n >= 1 << 20:
+        return f"{n / (1 << 20):.1f} MiB"
+    return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} bytes"
 
 
 def resume_of(state, store, run_id: str) -> Resume:

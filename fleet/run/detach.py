@@ -97,14 +97,16 @@ def follow_until_handoff(proc: subprocess.Popen, run_id: str, events: Events) ->
 
     previous = signal.getsignal(signal.SIGINT)
 
+    cancelled: list[bool] = []
+
     def forward(signum, _frame) -> None:
+        cancelled.append(True)   # stopped from here: follow it to its end, as an attached run
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
 
     in_main = _main_thread()
     if in_main:
         signal.signal(signal.SIGINT, forward)
-    cancelled = False
     try:
         for record in event_records(path, stop=stop):
             kind = record.get("kind")
@@ -113,9 +115,7 @@ def follow_until_handoff(proc: subprocess.Popen, run_id: str, events: Events) ->
                 if record.get("name") in HANDOFF_PHASES and not cancelled:
                     return Handoff(run_id, _lease_of(run_id), staged_at=record.get("t"))
             elif kind == "warn":
-                message = record.get("message", "")
-                cancelled = cancelled or "stopping the experiment" in message
-                events.warn(message)
+                events.warn(record.get("message", ""))
             elif kind == "end":
                 from .summary import RunSummary
                 return Handoff(run_id, record["summary"].get("lease_id"), summary=RunSummary.from_json(record["summary"]))
