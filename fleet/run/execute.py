@@ -134,7 +134,7 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
                      str(m.node_rank) if local is None else env["FLEET_RANK"])
             pid_name = "setup" if setup else f"run-{ctx.run_id}-{label}"
             specs.append(ProcessSpec(m, label, command, env, code_dir(m), f"{m.state_dir}/{pid_name}.pid",
-                                     leaf="trial" if ctx.options.sweep_trial and not setup else "work"))
+                                     leaf=ctx.options.trial_leaf if ctx.options.trial_leaf and not setup else "work"))
     log_dir = ctx.run_dir / "logs"
     from ..masking import Masker
     # Secret values (config `secrets`) are masked in every log line, CI or not (found by the

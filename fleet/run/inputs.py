@@ -49,6 +49,15 @@ class Inputs:
             self.pins = self._pin_fresh(options.allow_dirty, events)
         return self.pins
 
+    def adopt(self, pins: PinnedInputs) -> PinnedInputs:
+        """Inputs pinned by someone else (a sweep's warm pool, for each trial): no pinning again, but
+        the store is open so the run's outputs are snapshotted into it like any run's."""
+        if pins.pinned and pins.store_url:
+            from ..snapshots import open_store
+            self.store = open_store(pins.store_url)
+        self.pins = pins
+        return pins
+
     def _verify(self, run_id: str) -> None:
         from ..snapshots import verify_or_raise
         for role, sid in _snapshot_roles(self.pins, self.sources):

@@ -43,6 +43,7 @@ from .keep import KEEPABLE
 from .lease import KeptLease, NewLease
 from .machines import Machines, SSHMachines
 from .observers import Observers, RunObserver
+from .pool_lease import PoolLease
 from .record import write_record
 from .signals import StopSignals
 from .offer import Quote
@@ -73,8 +74,12 @@ class _SetupFailed(Exception):
 class Pipeline:
     def __init__(self, config: Config, source: NewLease | KeptLease, *, options: RunOptions | None = None,
                  events: Events | None = None, observers: Iterable[RunObserver] = (),
-                 machines: Machines | None = None, run_dir_root: Path | None = None, clock=utc_clock):
+                 machines: Machines | None = None, run_dir_root: Path | None = None, clock=utc_clock,
+                 run_dir: Path | None = None, attributed: bool = False):
+        """`run_dir`: where this run writes (default run_dir_root/<run-id>); `attributed`: its machine
+        time is already metered by another run (a sweep trial on its warm pool, fleet/run/pool_lease.py)."""
         self.config, self.source, self.clock = config, source, clock
+        self.run_dir, self.attributed = run_dir, attributed
         self.options = options or RunOptions()
         self.events = checked_events(events)
         self.observers = Observers([TelemetryFetch()])
@@ -99,10 +104,11 @@ class Pipeline:
         if self.options.confirm is not None and self.source.fresh and not self.options.confirm(
                 Quote.of(offer, self.config)):
             raise Cancelled("not started: the plan was declined; nothing was leased or spent")
-        pins = self.inputs.pin(self.options, self.events) if self.source.fresh else PinnedInputs()   # pin
+        pins = (self.inputs.pin(self.options, self.events) if self.source.fresh else            # pin
+                self.inputs.adopt(self.source.pins if isinstance(self.source, PoolLease) else PinnedInputs()))
         state = open_state(self.config.state_url)
         run_id, lease_id = self.options.run_id or new_run_id(), self.source.lease_id
-        run_dir = self.run_dir_root / run_id
+        run_dir = self.run_dir or self.run_dir_root / run_id
         grant = BudgetGate(self.config, state, self.clock).grant(offer, run_id=run_id, lease_id=lease_id)   # budget
         plan = offer.to_plan(run_id=run_id, budget_deadline_s=grant.budget_deadline_s,
                              telemetry_interval_s=TELEMETRY_INTERVAL_S)
@@ -113,7 +119,9 @@ class Pipeline:
         if self.options.ci:
             from ..ci import cancel_grace_s
             ctx.cancel_grace_s = cancel_grace_s()
-        budget = RunBudget(grant, state, lease_id=lease_id, run_dir=run_dir, clock=self.clock)
+        budget = RunBudget(grant, state, lease_id=lease_id, run_dir=run_dir, clock=self.clock,
+                           attributed=self.attributed)
+        ctx.budget = budget
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "logs").mkdir(exist_ok=True)
         with StopSignals(ctx):
@@ -247,7 +255,7 @@ class Pipeline:
             from .recovery import attempt_row
             summary = summary.updated(attempts=[*ctx.options.resume.previous, attempt_row(ctx.attempt, summary)])
         try:   # never raises: a failure here must not stop the release or hide the run's own result
-            output_id = self.inputs.snapshot_outputs(ctx.run_dir) if self.source.fresh else None
+            output_id = self.inputs.snapshot_outputs(ctx.run_dir) if self.source.fresh or pins.pinned else None
             summary = summary.updated(output_snapshot=output_id)
             environment = self.environment.captured
             if environment is not None and environment.pinned_from:

@@ -42,7 +42,7 @@ class RunOptions:
     ci: bool = False                   # CI mode: short cancel grace, CI context in record and summary
     rerun_of: RerunOf | None = None
     queue_wait_s: float | None = None  # --wait: how long a queueing provider may wait (None: its default)
-    sweep_trial: bool = False          # a trial on a sweep's warm pool: its processes in their own cgroup leaf
+    trial_leaf: str | None = None      # a sweep trial's own cgroup leaf on its machines (trial-0, …); None: work
     # Asked with the plan (machines, prices, the most the run can cost) after stage "plan", before
     # anything is pinned, reserved or leased; False stops the run there (`fleet up` on a terminal).
     confirm: "Callable[[Quote], bool] | None" = None
