@@ -72,6 +72,32 @@ def test_a_2x2_grid_runs_4_trials_on_2_machines_leased_and_staged_once(experimen
     rows = json.loads(compare.stdout)["runs"]
     assert [r["params"] for r in rows][0] == {"lr": "1e-3", "batch": "64"}      # best first
     assert [r["metrics"]["acc"] for r in rows] == sorted((r["metrics"]["acc"] for r in rows), reverse=True)
+    two = [t["run_id"] for t in summary["trials"][:2]]
+    md = run_fleet(["runs", "compare", *two, "--format", "md"], cwd=experiment)
+    head = md.stdout.splitlines()[0]
+    assert md.returncode == 0 and head.startswith("| RUN | TRIAL | STATUS |")
+    assert all(f"| {c} |" in head for c in ("lr", "batch", "acc", "loss", "COST", "GPU-HOURS", "COMMIT", "DATA"))
+    assert "inputs that differ: params, command" in md.stdout      # same code and data, different params
+    bad = run_fleet(["runs", "compare", "--sweep", summary["sweep_id"], "--sort", "nope"], cwd=experiment)
+    assert bad.returncode == 2 and "no run has that metric" in bad.stderr
+
+
+def test_the_ledger_bills_each_machine_second_once_under_a_monthly_budget(experiment, fleet_home):
+    from fleet.money.ledger import Ledger
+    _config(experiment, '[budgets]\nproject_monthly = 100\n[prices]\n"local-1gpu" = 36\n')
+    proc = run_fleet(["sweep", "--param", "x=1,2", "--json", "--", "sleep", "1"], cwd=experiment, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = _summary(proc)
+    state = open_state()
+    try:
+        read = Ledger(state.db).read(lease_id=summary["lease_id"])
+    finally:
+        state.close()
+    assert not read.corrupt and {e.run_id for e in read.entries} == {summary["pool_run_id"]}   # no trial rows
+    billed = sum(e.cost_micro for e in read.entries)
+    assert Decimal(summary["would_cost_usd"]) * 1_000_000 == billed
+    shares = sum(Decimal(t["cost_usd"]) for t in summary["trials"])
+    assert 0 < shares * 1_000_000 <= billed                       # trials' shares fit inside the pool's bill
 
 
 def test_a_failing_trial_does_not_stop_the_others(experiment, fleet_home):
@@ -86,9 +112,11 @@ def test_a_failing_trial_does_not_stop_the_others(experiment, fleet_home):
 
 
 def test_a_budget_that_pays_3_of_8_trials_runs_3_and_says_why_the_rest_did_not_start(experiment, fleet_home):
-    # Each trial runs until its 6 s timeout: up to $0.06 each; $0.234 pays three with room for the boot.
+    # Each trial runs until its 8 s timeout, so it may cost up to $0.08 and costs at least that:
+    # $0.316 pays three (the fourth could only start with ≤ $0.236 spent, and three cost ≥ $0.24),
+    # with 7.6 s of machine time to spare for the boot and the stops between them.
     _config(experiment, '[budgets]\ngrace = "1s"\n[prices]\n"local-1gpu" = 36\n')
-    proc = run_fleet(["sweep", "--param", "x=1,2,3,4,5,6,7,8", "--budget", "0.234", "--trial-timeout", "6s",
+    proc = run_fleet(["sweep", "--param", "x=1,2,3,4,5,6,7,8", "--budget", "0.316", "--trial-timeout", "8s",
                       "--json", "--", "sleep", "600"], cwd=experiment, timeout=180,
                      env={"FLEET_GRACE": "1"})
     assert proc.returncode == 11, proc.stderr[-3000:]
@@ -98,9 +126,9 @@ def test_a_budget_that_pays_3_of_8_trials_runs_3_and_says_why_the_rest_did_not_s
     # Either the check before a 4th trial (what is left cannot pay its worst case) or the crossing
     # during the 3rd (its meter reached the budget) stopped the queue; both say so with figures.
     for t in summary["trials"][3:]:
-        assert ("sweep budget has" in t["reason"] and "one trial may cost up to $0.06" in t["reason"]
+        assert ("sweep budget has" in t["reason"] and "one trial may cost up to $0.08" in t["reason"]
                 or "the sweep budget ran out: budget for run reached" in t["reason"]), t["reason"]
-    assert Decimal(summary["would_cost_usd"]) <= Decimal("0.234")
+    assert Decimal(summary["would_cost_usd"]) <= Decimal("0.316")
     assert processes_under(fleet_home) == []
 
 
@@ -140,7 +168,7 @@ def test_the_next_trial_on_a_machine_finds_nothing_of_the_last_one(experiment, f
     # Trial 1 leaves a daemon (its own session: the process group stop does not reach it) and an
     # output file; trial 2 on the same machine succeeds only if both are gone.
     # (the pattern "4817[.]1" matches the daemon "sleep 4817.1", not the shell lines that name it)
-    script = ("mkdir -p $FLEET_OUTPUT_DIR; touch $FLEET_OUTPUT_DIR/mine; "
+    script = ("mkdir -p $FLEET_OUTPUT_DIR; touch $FLEET_OUTPUT_DIR/mine; echo cg=$(grep ^0:: /proc/self/cgroup); "
               "if [ {x} = 1 ]; then setsid sleep 4817.{x} >/dev/null 2>&1 < /dev/null & "
               "else ! pgrep -f 'sleep 4817[.]1' && test \"$(ls $(dirname $FLEET_OUTPUT_DIR))\" = "
               "\"$(basename $FLEET_OUTPUT_DIR)\"; fi")
@@ -150,6 +178,29 @@ def test_the_next_trial_on_a_machine_finds_nothing_of_the_last_one(experiment, f
     trials = _summary(proc)["trials"]
     assert [t["state"] for t in trials] == ["succeeded", "succeeded"]
     assert trials[0]["machines"] == trials[1]["machines"]          # the same warm machine
+    cgroups = [line.split("cg=0::")[1] for line in proc.stderr.splitlines() if "cg=0::" in line]
+    if any("/fleet/" in c for c in cgroups):                        # cgroup isolation here: a leaf of its own
+        assert all(c.endswith("/trial-0") for c in cgroups), cgroups
+    assert processes_under(fleet_home) == []
+
+
+def test_one_gpu_trials_share_a_4_gpu_machine_each_on_its_own_gpu(experiment, fleet_home):
+    _config(experiment)
+    text = (experiment / "fleet.toml").read_text().replace('template = "local-1gpu"', 'template = "local-4gpu"')
+    (experiment / "fleet.toml").write_text(text)
+    proc = run_fleet(["sweep", "--param", "x=1,2,3,4", "--parallel", "4", "--gpus-per-trial", "1", "--json", "--",
+                      "sh", "-c", "echo cvd=$CUDA_VISIBLE_DEVICES cg=$(grep ^0:: /proc/self/cgroup); sleep 1"],
+                     cwd=experiment, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = _summary(proc)
+    assert summary["machines"] == 1 and [t["state"] for t in summary["trials"]] == ["succeeded"] * 4
+    assert sorted(tuple(t["gpus"]) for t in summary["trials"]) == [(0,), (1,), (2,), (3,)]
+    seen = {line.split("cvd=")[1].split()[0] for line in proc.stderr.splitlines() if line.startswith("[t00")}
+    assert seen == {"0", "1", "2", "3"}, proc.stderr[-2000:]
+    leaves = {line.rsplit("/", 1)[1] for line in proc.stderr.splitlines() if line.startswith("[t00") and "/fleet/" in line}
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line and "git repository" not in line]
+    assert warnings == [], warnings                               # neighbours never cut each other's channels
+    assert not leaves or leaves == {"trial-0", "trial-1", "trial-2", "trial-3"}, leaves
     assert processes_under(fleet_home) == []
 
 
@@ -164,6 +215,39 @@ def test_bad_param_is_one_line(experiment, fleet_home):
     proc = run_fleet(["sweep", "--param", "lr=1", "--budget", "lots", "--", "echo", "{lr}"], cwd=experiment)
     assert proc.returncode == 2 and proc.stderr.startswith("fleet: error: --budget")
     assert processes_under(fleet_home) == [] and not (experiment / "runs").exists()   # nothing leased
+
+
+# Rewrites metrics.json every 0.3 s (epoch 1, 2, …): "bad" keeps loss 5 for up to 600 epochs (3
+# minutes) unless stopped; "good" keeps loss 0.5 and ends by itself after 8 epochs.
+EPOCHS = ("import json,os,time; d=os.environ['FLEET_OUTPUT_DIR']; os.makedirs(d, exist_ok=True)\n"
+          "bad = '{case}' == 'bad'\n"
+          "for e in range(1, (600 if bad else 8) + 1):\n"
+          "    json.dump({{'epoch': e, 'loss': 5 if bad else 0.5}}, open(d + '/m.tmp', 'w'))\n"
+          "    os.replace(d + '/m.tmp', d + '/metrics.json'); time.sleep(0.3)\n")
+
+
+def test_stop_if_ends_a_hopeless_trial_and_lets_a_good_one_finish(experiment, fleet_home):
+    _config(experiment)
+    proc = run_fleet(["sweep", "--param", "case=bad,good", "--parallel", "2", "--stop-if", "loss > 1 after 2 epochs",
+                      "--json", "--", "python3", "-c", EPOCHS], cwd=experiment, timeout=170,
+                     env={"FLEET_GRACE": "1"})
+    assert proc.returncode == 1, proc.stderr[-2000:]                 # a trial was stopped
+    bad, good = _summary(proc)["trials"]
+    assert bad["state"] == "stopped" and bad["reason"].startswith("early stop: loss 5 > 1 at epoch"), bad
+    assert bad["metrics"]["epoch"] >= 2 and bad["duration_s"] < 120
+    assert good["state"] == "succeeded" and good["metrics"] == {"epoch": 8, "loss": 0.5}, good
+    assert processes_under(fleet_home) == []
+
+
+def test_a_trial_timeout_past_the_pools_max_duration_is_not_started(experiment, fleet_home):
+    _config(experiment)
+    proc = run_fleet(["sweep", "--param", "x=1,2", "--max-duration", "20s", "--trial-timeout", "1m", "--json",
+                      "--", "echo", "{x}"], cwd=experiment)
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    trials = _summary(proc)["trials"]
+    assert [t["state"] for t in trials] == ["not-started", "not-started"]
+    assert "raise --max-duration" in trials[0]["reason"]
+    assert processes_under(fleet_home) == []
 
 
 def test_a_failed_setup_runs_no_trial_and_says_so(experiment, fleet_home):
