@@ -281,3 +281,31 @@ def test_gpu_type_places_machines_only_on_hosts_with_that_gpu(farm, env):
         choose_offer(provider, replace(config, gpu_type=GpuType("H100")))
     assert (f"no machine of the ssh provider has 4 × H100 GPUs; it has: NVIDIA A100-SXM4-80GB "
             f"({farm.hosts[0].name}); NVIDIA L4 ({farm.hosts[1].name})") in err.value.one_line()
+
+
+def test_a_gpu_type_request_probes_hosts_whose_model_is_not_known_yet(farm, env, tmp_path):
+    """`--gpus H100:2` right after a host was declared (never probed): planning asks nvidia-smi."""
+    from fleet.gpus import GpuType
+    from fleet.run.offer import choose_offer
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    smi = fake / "nvidia-smi"
+    smi.write_text('#!/bin/sh\n[ "$1" = "--query-gpu=index,name" ] || exit 9\n'
+                   'echo "0, NVIDIA H100 80GB HBM3"\necho "1, NVIDIA H100 80GB HBM3"\n')
+    smi.chmod(0o755)
+    gpu_host = HostFarm.start(farm, "h100", path_prefix=fake)
+    try:
+        configs = farm.configs([farm.hosts[0], gpu_host])
+        configs[1].gpus = None                                # neither count nor model declared
+        config = Config(path=None, base_dir=farm.base, project="p", name="p", command="true", provider="ssh",
+                        python=PYTHON, gpus=2, gpu_type=GpuType("H100", 80),
+                        provider_settings={"ssh": SSHSettings(hosts=configs)})
+        provider = SSHHostsProvider(config=config, state=open_state())
+        offer = choose_offer(provider, config)
+        lease = provider.lease(offer.to_plan(), new_lease_id(), 60)
+        try:
+            assert [m.provider_ref["host"] for m in lease.machines] == [gpu_host.name]
+        finally:
+            provider.release(lease)
+    finally:
+        gpu_host.kill_sshd()

@@ -90,10 +90,22 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing):
         mixes = super().offers(template, gpus)
         if gpu_type is None:
             return mixes
-        models = sorted({h.gpu_model for h in self.inventory().list() if h.gpu_model and gpu_type.matches(h.gpu_model)})
+        models = sorted({h.gpu_model for h in self._hosts_with_models() if h.gpu_model and gpu_type.matches(h.gpu_model)})
         if not models:
             return []
         return [replace(m, gpu_model=", ".join(models)) for m in mixes]
+
+    def _hosts_with_models(self) -> list[Host]:
+        """The inventory, having probed (once, in parallel) the hosts whose GPU model is not known yet:
+        a request for a GPU type must not miss a host only because nobody has asked it before."""
+        from ...plan import current_user
+        inv = self.inventory()
+        inv.sync_config_hosts(current_user(getattr(self.config, "user", None)))
+        unknown = [h for h in inv.list() if not h.gpu_model and h.status != "down"]
+        if unknown:
+            for name, result in probe_all(unknown, self.probe_timeout_s).items():
+                inv.record_probe(name, result)
+        return inv.list()
 
     machine_cap_hint = "ask for fewer GPUs, or add hosts ([[hosts]] in fleet.toml or `fleet hosts add`)"
 
