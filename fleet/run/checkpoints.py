@@ -99,8 +99,9 @@ def upload(machine: Machine, store, run_id: str, *, timeout: float = 600) -> Che
             for e in entries:
                 check_relpath(e.path)
             manifest = Manifest(entries)
-            wanted = [h for h in dict.fromkeys(h for e in manifest.files() for h, _ in e.chunks)]
-            missing = [h for h in wanted if h not in store.has_chunks(wanted)]
+            wanted = list(dict.fromkeys(h for e in manifest.files() for h, _ in e.chunks))
+            present = store.has_chunks(wanted)
+            missing = [h for h in wanted if h not in present]
             wf.write(json.dumps({"want": missing}).encode() + b"\n")
             wf.flush()
             sent = 0
