@@ -77,6 +77,9 @@ class Machine:
     spot: bool = False
     provider_ref: dict[str, Any] = field(default_factory=dict)   # provider's own ids (pid, instance id)
     peer_host: str = ""                # where the lease's other machines reach it (cloud: private IP)
+    # Where its inputs (code, data) are staged when not in workdir: a directory on a filesystem the
+    # lease's machines share (Slurm); machines with the same one get one staged copy between them.
+    staging_dir: str = ""
     zone: str = ""                     # where it runs: AWS availability zone (empty where it means nothing)
 
     @property

@@ -34,7 +34,21 @@ def pack_directory(base: Path, exclude: set[str] | None = None) -> bytes:
 
 
 def code_dir(machine: Machine) -> str:
-    return f"{machine.workdir}/work"
+    """Where the run's code is staged and run from (shared by machines with one staging_dir)."""
+    return f"{machine.staging_dir or machine.workdir}/work"
+
+
+def one_per_staging_dir(machines: list[Machine]) -> list[Machine]:
+    """The machines to stage inputs onto: every machine with its own, and the first of those that
+    share a staging_dir (a shared filesystem), which stages once what all of them read."""
+    chosen, seen = [], set()
+    for m in machines:
+        if m.staging_dir:
+            if m.staging_dir in seen:
+                continue
+            seen.add(m.staging_dir)
+        chosen.append(m)
+    return chosen
 
 
 def push_archive(machine: Machine, archive: bytes) -> None:

@@ -91,11 +91,11 @@ class Inputs:
         copy of the experiment directory."""
         if not self.pins.pinned:
             from ..parallel import parallel
-            from ..stage import pack_directory, push_archive
+            from ..stage import one_per_staging_dir, pack_directory, push_archive
             archive = pack_directory(self.config.base_dir)
-            parallel(lease.machines, lambda m: push_archive(m, archive))
-            return StagedInputs(machines=len(lease.machines), bytes_sent=len(archive) * len(lease.machines),
-                                pinned=False)
+            targets = one_per_staging_dir(lease.machines)     # machines sharing a filesystem: once
+            parallel(targets, lambda m: push_archive(m, archive))
+            return StagedInputs(machines=len(targets), bytes_sent=len(archive) * len(targets), pinned=False)
         from ..snapshots.sync import Target, data_dir
         from ..snapshots.sync_progress import stage_lease
         from ..stage import code_dir

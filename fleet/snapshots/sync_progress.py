@@ -59,9 +59,13 @@ class _Ticker(threading.Thread):
 
 
 def stage_lease(ctx, store, targets_for, sources: dict, config: Any) -> list:
-    """Sync every machine of ctx.lease (see sync.sync_lease), reporting progress on ctx.events."""
+    """Sync every machine of ctx.lease (see sync.sync_lease), reporting progress on ctx.events.
+    Machines that share a staging directory (a shared filesystem) are synced once: the first of
+    them writes what all of them read."""
+    from ..stage import one_per_staging_dir
     from .sync import sync_lease
-    machines = ctx.lease.machines
+    machines = one_per_staging_dir(ctx.lease.machines)
+    sharing = len(ctx.lease.machines) - len(machines)
     progress = StageProgress([m.id for m in machines])
     live = getattr(ctx.events, "progress", None)
     plain = live is None or getattr(ctx.events, "plain", True)
@@ -80,7 +84,10 @@ def stage_lease(ctx, store, targets_for, sources: dict, config: Any) -> list:
     reused = sum(s.files_reused for s in stats)
     direct = sum(s.bytes_direct + s.bytes_objects for s in stats)
     extra = f", {direct} bytes pulled from S3 by the machines" if direct else ""
+    if sharing:
+        extra += f"; {sharing} more machine(s) read them from a shared filesystem"
     ctx.events.phase("stage", f"pinned inputs on {len(stats)} machine(s), {sent} bytes of chunks sent "
                               f"({_mib(sent / dt)}/s), {current} already current, {reused} unchanged files "
                               f"linked{extra}")
     return stats
+

@@ -4,6 +4,8 @@ sshd processes on loopback (tests/fixtures/ssh_hosts.py) in front of the real te
 """
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from tests.fixtures.slurm import wait_for
@@ -60,7 +62,12 @@ def test_lease_runs_every_slurm_command_on_the_login_node_through_the_jump_host(
         provider.release(lease)
     wait_for(lambda: all(j.state.finished for j in here.queue() if j.comment == tag(lease.id)), 60,
              "the allocation to end")
+    # Slurm's short commands shared one SSH connection (ssh's ControlMaster): one login, not one each.
+    check = subprocess.run(runner.base + runner.mux + ["-O", "check", runner.destination], capture_output=True,
+                           text=True, timeout=30)
+    assert runner.mux and check.returncode == 0 and "Master running" in check.stderr, check.stderr
     jump.kill_sshd()          # the only way to the login node is gone: one line naming the login node
+    runner.disconnect()       # (the connection already made would outlive it)
     with pytest.raises(E.LoginNodeUnreachable) as err:
         provider.describe(lease)
     assert f"login node {settings.login} did not answer" in err.value.one_line()

@@ -6,8 +6,13 @@ the node). It then, inside the step, so that Slurm's process tracking owns every
 1. writes the machine directory: the lease's pinned host key (made on the controller), the lease's
    authorized key, the sshd_config the controller rendered (fleet/providers/local/sshd.py's, listening
    on the node's address), the agent;
-2. starts the agent's watchdog first, then a user-level sshd on a free port (retried if taken);
-3. prints one line, `FLEET-NODE-READY {json}` (port, node name, Slurm's GPU binding), and waits.
+2. starts the agent's watchdog and, while its Python starts, a user-level sshd on a free port
+   (retried if taken); nothing is reported ready before the watchdog holds the deadline;
+3. when the spec names a staging directory on a shared filesystem and this node sees the probe
+   the controller wrote there from the login node, links the machine's data/ to it (code is run
+   from it directly): the lease's inputs are then staged once for every node that shares it;
+4. prints one line, `FLEET-NODE-READY {json}` (port, node name, Slurm's GPU binding, whether the
+   staging directory is shared), and waits.
 
 When the watchdog reaches the machine's deadline (no heartbeat: the controller is gone) it ends the
 machine's processes; this step then `scancel`s its own job, so the whole allocation ends with its
@@ -109,13 +114,47 @@ def _start_watchdog(spec, d, state):
             # the processes out of the job's cgroup on clusters that track by cgroup.
             "--isolation", "pids"]
     with open(os.path.join(state, "watchdog.log"), "ab") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, close_fds=True)
+        return subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, close_fds=True)
+
+
+def _await_watchdog(proc, state):
+    """The watchdog holds the deadline once its pid file is there; nothing is reported ready before."""
     end = time.monotonic() + 20
     while not os.path.exists(os.path.join(state, "watchdog.pid")):
         if proc.poll() is not None or time.monotonic() > end:
             raise SystemExit("fleet node: the watchdog did not start")
         time.sleep(0.01)
-    return proc
+
+
+def _shared_staging(spec, root):
+    """True when the controller's probe file is here with its token: this node shares the staging
+    directory with the login node. Then root/data is a link into it ($FLEET_DATA is root/data)."""
+    shared = spec.get("shared")
+    if not shared:
+        return False
+    try:
+        with open(os.path.join(shared["dir"], shared["probe"])) as fh:
+            if fh.read().strip() != shared["token"]:
+                return False
+    except OSError:
+        return False
+    data = os.path.join(shared["dir"], "data")
+    os.makedirs(data, mode=0o700, exist_ok=True)
+    link = os.path.join(root, "data")
+    if not os.path.islink(link):
+        os.symlink(data, link)
+    return True
+
+
+def _remove_tree(path):
+    """rmtree that also removes read-only staged data (the sync makes data trees read-only)."""
+    for base, dirs, _files in os.walk(path):
+        for name in dirs:
+            try:
+                os.chmod(os.path.join(base, name), 0o700)
+            except OSError:
+                pass
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _expired_by_deadline(state):
@@ -134,7 +173,7 @@ def main():
     children = []
     ending = []
 
-    def cleanup(*_):
+    def cleanup(signum=None, _frame=None):
         if ending:
             return
         ending.append(True)
@@ -148,6 +187,10 @@ def main():
             if proc.poll() is None:
                 proc.kill()
         shutil.rmtree(d, ignore_errors=True)     # the host key must not outlive the machine
+        # Slurm's SIGTERM (scancel, time limit) or the deadline (which scancels) ends the job on every
+        # node: its staged inputs go too. A step ending alone (its sshd died) leaves them to the others.
+        if spec.get("shared") and (signum is not None or _expired_by_deadline(state)):
+            _remove_tree(spec["shared"]["dir"])
         os._exit(0)
 
     signal.signal(signal.SIGTERM, cleanup)
@@ -156,12 +199,15 @@ def main():
     os.chmod(d, 0o700)
     _write(os.path.join(d, "ssh_host_ed25519_key"), spec["host_key"])
     _write(os.path.join(d, "authorized_keys"), spec["authorized_key"].strip() + "\n")
-    children.append(_start_watchdog(spec, d, state))
-    sshd, port = _start_sshd(spec, d)
+    shared = _shared_staging(spec, root)
+    watchdog = _start_watchdog(spec, d, state)
+    children.append(watchdog)
+    sshd, port = _start_sshd(spec, d)          # while the watchdog's Python starts
     children.append(sshd)
+    _await_watchdog(watchdog, state)
     ready = {"port": port, "node": os.environ.get("SLURMD_NODENAME", socket.gethostname()),
              "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "workdir": root,
-             "python": sys.executable, "user": _user()}
+             "python": sys.executable, "user": _user(), "shared": shared}
     sys.stdout.write(f"{READY} {json.dumps(ready)}\n")
     sys.stdout.flush()
     while all(p.poll() is None for p in children):

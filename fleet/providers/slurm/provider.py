@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import secrets
 import shutil
 import threading
 import time
@@ -23,7 +24,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable
 
-from ...errors import Cancelled, NotFound
+from ...errors import Cancelled, InfrastructureError, NotFound
 from ...gpus import GpuType
 from ...keys import generate_ed25519, secure_delete
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
@@ -113,14 +114,16 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
                                 workdir=cfg.workdir,
                                 gpu_type=plan.gpu_type.slurm_name if plan.gpu_type is not None else None)
         job_id = None
+        shared: dict[str, str] | None = None
         steps: list[NodeStep] = []
         try:
             job_id = self.slurm.submit(req, HOLD)
             job = self._wait_running(job_id, watch)
             addresses = self._addresses(job.nodes)
+            shared = self._staging_probe(lease_id)
             started = utcnow()
             machines = self._start_machines(plan, lease_id, job_id, job.nodes, addresses, public, host_key,
-                                            host_public, key_path, deadline_s, steps, on_machine)
+                                            host_public, key_path, deadline_s, steps, on_machine, shared)
         except BaseException:
             if job_id is not None:
                 try:
@@ -129,6 +132,8 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
                     pass
             reap(steps)
             _forget_keys(key_path)
+            if shared:
+                self._remove_staging(self.slurm, shared["dir"])
             raise
         self._steps[lease_id] = steps
         self._watch(lease_id, job_id, watch)
@@ -136,13 +141,15 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
                      created_at=started, deadline=started + timedelta(seconds=deadline_s),
                      max_deadline=started + timedelta(seconds=plan.max_duration_s), project=plan.project,
                      user=plan.user, heartbeat_ttl_s=plan.heartbeat_ttl_s,
-                     meta={**self.lease_meta(), "slurm_job": job_id})
+                     meta={**self.lease_meta(), "slurm_job": job_id,
+                           **({"slurm_staging": shared["dir"]} if shared else {})})
 
     def _wait_running(self, job_id: str, watch: LeaseWatch) -> QueuedJob:
         """Poll squeue (one call per poll) until the job runs; pending is reported, not an error."""
         limit = watch.max_wait_s if watch.max_wait_s is not None else self.config.wait_s
         begun = time.monotonic()
-        delay, last = 0.2, None
+        # An idle cluster starts a job within a few hundred ms of sbatch: poll fast first, then back off.
+        delay, last = 0.05, None
         while True:
             job = self.slurm.job(job_id)
             waited = time.monotonic() - begun
@@ -184,10 +191,36 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
                 found[name] = addr
         return {n: found.get(n, n) for n in nodes}
 
+    def _staging_probe(self, lease_id: str) -> dict[str, str] | None:
+        """A directory for the lease's inputs where the login node writes (`[slurm] shared_dir`, else
+        the nodes' `workdir`), with a probe file only this lease knows: each node that reads it back
+        shares that filesystem, and its machine is staged there, once for all of them. One command
+        on the login node. None where the login node cannot write there (and none was configured)."""
+        base = (self.config.shared_dir or self.config.workdir).rstrip("/") or "/"
+        spec = {"dir": f"{base}/fleet-{lease_id}-inputs", "probe": ".fleet-shared-probe",
+                "token": secrets.token_hex(16)}
+        result = self.slurm._run(["sh", "-c", 'umask 077 && mkdir -p "$1" && printf %s "$2" > "$1/$3"', "sh",
+                                  spec["dir"], spec["token"], spec["probe"]], check=False)
+        if result.returncode == 0:
+            return spec
+        if self.config.shared_dir:
+            why = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+            raise InfrastructureError(f"[slurm] shared_dir {self.config.shared_dir}: the login node cannot write "
+                                      f"there ({why})")
+        return None
+
+    @staticmethod
+    def _remove_staging(slurm: SlurmCommands, directory: str) -> None:
+        try:        # staged data is read-only: make it writable to remove it
+            slurm._run(["sh", "-c", 'chmod -R u+w -- "$1" 2>/dev/null; rm -rf -- "$1"', "sh", directory], check=False)
+        except Exception:  # noqa: BLE001 — the node steps remove it too when the job ends
+            pass
+
     def _start_machines(self, plan: Plan, lease_id: str, job_id: str, nodes: tuple[str, ...],
                         addresses: dict[str, str], public: str, host_key: Path, host_public: str, key_path: Path,
                         deadline_s: int, steps: list[NodeStep],
-                        on_machine: Callable[[Machine], None] | None) -> list[Machine]:
+                        on_machine: Callable[[Machine], None] | None,
+                        shared: dict[str, str] | None = None) -> list[Machine]:
         from ...paths import subdir
         from ...remote.agent import AGENT_PATH, agent_source
         from ..local.sshd import _config_text
@@ -202,15 +235,19 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
                     "sshd_config": _config_text(d, 0, machine_id, NODE_USER, d / "root", listen=addresses[node]),
                     "host_key": host_key.read_text(), "authorized_key": public, "agent": agent,
                     "telemetry": telemetry.read_text() if telemetry.exists() else None, "ttl": deadline_s,
-                    "max": plan.max_duration_s, "telemetry_interval": plan.telemetry_interval_s}
+                    "max": plan.max_duration_s, "telemetry_interval": plan.telemetry_interval_s, "shared": shared}
             step = start_node(self.slurm.runner, job_id, node, self.config.python, spec,
                               logs / f"step-{rank}.log", STEP_START_TIMEOUT_S)
             steps.append(step)
             ready = step.ready
+            if self.config.shared_dir and not ready.get("shared"):
+                raise InfrastructureError(f"[slurm] shared_dir {self.config.shared_dir} is not shared with Slurm node "
+                                          f"{node}: it does not see what the login node wrote there")
             slots = tuple(int(x) for x in str(ready.get("gpus") or "").split(",") if x.strip().isdigit())
             return Machine(id=machine_id, lease_id=lease_id, node_rank=rank, host=addresses[node],
                            port=int(ready["port"]), user=ready["user"], key_path=str(key_path),
                            host_key=host_public, workdir=ready["workdir"],
+                           staging_dir=shared["dir"] if shared and ready.get("shared") else "",
                            gpu_slots=slots or tuple(range(plan.gpus_per_machine)), python=ready["python"],
                            price_per_hour=plan.template.price_per_hour or Decimal(0),
                            instance_type=plan.template.name, peer_host=addresses[node],
@@ -322,6 +359,8 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
                 raise
         slurm.cancel(sorted(ids))
         reap(self._steps.pop(lease.id, []))
+        if (lease.meta or {}).get("slurm_staging"):
+            self._remove_staging(slurm, lease.meta["slurm_staging"])
         from ..local import lease_key_path
         _forget_keys(lease_key_path(lease.id))
 
@@ -338,8 +377,9 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         if not job.time_limit_s:
             return lease.max_deadline                       # no time limit: only max_duration ends it
         current = started + timedelta(seconds=job.time_limit_s)
-        minutes = min(math.ceil((until - started).total_seconds() / 60),
-                      int((lease.max_deadline - started).total_seconds() // 60))
+        # Never past max_duration: the same cap as at submission (whole minutes, counted from the job's start).
+        max_minutes = int((lease.max_deadline - lease.created_at).total_seconds() // 60)
+        minutes = min(math.ceil((until - started).total_seconds() / 60), max_minutes)
         if minutes * 60 <= job.time_limit_s:
             return current
         try:
@@ -351,7 +391,7 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
                              slurm_reason=reason,
                              hint="most clusters let only operators raise a time limit: ask one to run "
                                   f"`scontrol update JobId={job.job_id} TimeLimit={minutes}`") from None
-        return started + timedelta(minutes=minutes)
+        return min(started + timedelta(minutes=minutes), lease.max_deadline)
 
     def accounting(self, lease: Lease) -> dict[str, Any]:
         """sacct's view of the lease: GPU-seconds (elapsed × allocated GRES) and what they cost at
@@ -391,7 +431,7 @@ def login_runner(cfg: SlurmSettings, env: dict[str, str] | None = None) -> Runne
     if not cfg.login:
         return LocalRunner(env)
     return SSHRunner(cfg.login, port=cfg.login_port, identity=cfg.identity, known_hosts=cfg.known_hosts,
-                     jump=cfg.jump, env=env)
+                     jump=cfg.jump, env=env, multiplex=True)
 
 
 def _recorded_jobs(lease: Lease) -> list[str]:
