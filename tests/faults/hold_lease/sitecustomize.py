@@ -17,7 +17,8 @@ if _rank_from and os.path.basename(sys.argv[0] if sys.argv else "") == "fleet":
     import time
     from pathlib import Path
 
-    import fleet.providers.local.provider as _local
+    # The provider imports start_sshd from this module when it makes machines, so patch it here.
+    import fleet.providers.local.sshd as _local
 
     _real_start_sshd = _local.start_sshd
 
