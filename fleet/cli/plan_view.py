@@ -19,8 +19,11 @@ def _usd(amount: Decimal) -> str:
 
 
 def _hours(seconds: int) -> str:
-    from ..config.schema import _seconds_text
-    return _seconds_text(seconds)
+    """4h, 90m, 1d, 45s: the largest unit that divides it, as durations are written in fleet.toml."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def plan_lines(q: Quote) -> list[str]:

@@ -59,16 +59,20 @@ def rerun(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     allow_image_change: bool = typer.Option(False, "--allow-image-change",
                                             help="Run even if the recorded image no longer exists (recorded)."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before leasing (never asked in CI, with "
+                                                        "--json, or when not on a terminal)."),
 ) -> int:
     """Lease fresh machines and run a recorded run again on byte-identical inputs (verified by hash)."""
     from ..config.schema import parse_duration
     from ..records.lineage import rerun as do_rerun
     from .render import is_ci
+    from .plan_view import confirmer
     from .up import _events, _show
     events = _events(json_out, ci)
     try:
         summary = do_rerun(run, events=events, keep_s=parse_duration(keep) if keep else None, ci=ci or is_ci(),
-                           allow_image_change=allow_image_change)
+                           allow_image_change=allow_image_change,
+                           confirm=confirmer(ask=not (yes or json_out or ci or is_ci())))
     finally:
         events.close()
     _show(summary, json_out)

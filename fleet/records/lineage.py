@@ -73,7 +73,8 @@ def rerun_of(rec: RunRecord, environment: "PinnedEnvironment | None" = None) -> 
 
 
 def rerun(run_id: str, *, base_dir: Path | None = None, events=None, keep_s: int | None = None, ci: bool = False,
-          db=None, allow_image_change: bool = False) -> "RunSummary":
+          db=None, allow_image_change: bool = False, confirm=None) -> "RunSummary":
+    """`confirm`: asked with the plan before anything is leased (RunOptions.confirm)."""
     from ..environment.pin import pinned_for_rerun, verify_wheels
     from ..run.offer import provider_for
     from ..run.pipeline import up
@@ -87,7 +88,7 @@ def rerun(run_id: str, *, base_dir: Path | None = None, events=None, keep_s: int
     if pinned is not None:
         verify_wheels(rec.store, pinned)
     summary = up(config, events=events, provider=provider,
-                 options=RunOptions(keep_s=keep_s, ci=ci, rerun_of=rerun_of(rec, pinned)))
+                 options=RunOptions(keep_s=keep_s, ci=ci, rerun_of=rerun_of(rec, pinned), confirm=confirm))
     new_out = summary.output_snapshot
     if rec.output_snapshot and new_out:
         store = open_store(rec.store or None)

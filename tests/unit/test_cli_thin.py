@@ -10,7 +10,7 @@ CLI = FLEET / "cli"
 MAX_CLI_MODULE_LINES = 300
 # Written alongside this rule by other work in progress; listed so the rule holds for everything
 # else, and enforced both ways: a module that stops importing private names must leave the list.
-PRIVATE_IMPORTS_YET = {"plan_view.py"}
+PRIVATE_IMPORTS_YET: set[str] = set()
 
 
 def private_imports(path: Path) -> list[str]:
