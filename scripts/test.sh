@@ -11,7 +11,13 @@ if [ -x scripts/lint_workflows.sh ]; then
   scripts/lint_workflows.sh || lint=$?
 fi
 set +e
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# Two workers: most tests wait on sshd, moto, PostgreSQL or Slurm rather than compute, so two at once
+# fit 2 cores; tests needing the Slurm cluster or PostgreSQL share one worker (tests/conftest.py).
+# FLEET_TEST_WORKERS=0 runs everything in this process (e.g. to debug with -s or --pdb).
+workers=${FLEET_TEST_WORKERS:-2}
+parallel=()
+[ "$workers" != 0 ] && parallel=(-n "$workers" --dist loadgroup)
+.venv/bin/python -m pytest -q -p no:cacheprovider "${parallel[@]}" "$@"
 rc=$?
 set -e
 [ "$rc" = 0 ] && [ "$lint" != 0 ] && rc=$lint
