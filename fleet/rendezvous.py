@@ -50,9 +50,10 @@ class PortReservations:
                         " (SELECT id FROM leases WHERE status NOT IN ('leasing', 'active'))", (host,))
         return {int(r["port"]) for r in self.db.execute("SELECT port FROM port_reservations WHERE host = ?", (host,))}
 
-    def claim(self, lease_id: str, host: str, candidates: Iterable[int]) -> int | None:
-        """The first candidate this lease could claim on `host` (its existing claim wins), or None."""
-        held = self.held_by(lease_id, host)
+    def claim(self, lease_id: str, host: str, candidates: Iterable[int], *, reuse: bool = True) -> int | None:
+        """The first candidate this lease could claim on `host` (its existing claim wins unless
+        `reuse` is False: a further port for the same lease), or None."""
+        held = self.held_by(lease_id, host) if reuse else None
         if held is not None:
             return held
         for port in candidates:
@@ -101,3 +102,31 @@ def allocate_master_port(state, lease: Lease, probe=probe_free_ports) -> int:
             return port
     raise InfrastructureError(f"no free rendezvous port on {host} (node 0 of lease {lease.id})",
                               hint="too many leases on this host; release some with `fleet down`")
+
+
+def allocate_more_ports(state, lease: Lease, master: Machine, count: int, probe=probe_free_ports) -> list[int]:
+    """`count` further ports on `master`'s host, claimed under the lease beside its own: a sweep's
+    pool runs several trials at once on its lease, each a rendezvous of its own (one shared port
+    made two trials on one host collide, or join each other's process group). They are released
+    with the lease's own claim."""
+    reservations = PortReservations(state.db)
+    got: list[int] = []
+    if count <= 0:
+        return got
+    taken = reservations.taken(master.host)
+    untried = [p for p in PORT_RANGE if p not in taken]
+    fallback = 0
+    while len(got) < count:
+        if untried:
+            batch, untried = untried[:PROBE_BATCH], untried[PROBE_BATCH:]
+        elif fallback < 5:
+            fallback += 1
+            batch = [0] * min(PROBE_BATCH, count - len(got))
+        else:
+            raise InfrastructureError(f"no free rendezvous ports on {master.host} for the pool of lease {lease.id}",
+                                      hint="too many leases on this host; release some with `fleet down`")
+        for port in probe(master, batch):
+            if len(got) < count and port not in taken and port not in got and \
+                    reservations.claim(lease.id, master.host, [port], reuse=False) is not None:
+                got.append(port)
+    return got

@@ -15,13 +15,19 @@ from .lease import KeptLease, _masker, _pins_meta
 from .types import BudgetGrant, PinnedInputs
 
 
-def sub_lease(lease: Lease, machine_ids: list[str], gpus: tuple[int, ...] | None = None) -> Lease:
+def sub_lease(lease: Lease, machine_ids: list[str], gpus: tuple[int, ...] | None = None,
+              port: int | None = None) -> Lease:
     """The pool's lease narrowed to some of its machines, ranked 0… in the given order; with
-    `gpus`, to those GPU slots of its one machine (several trials share a machine's GPUs)."""
+    `gpus`, to those GPU slots of its one machine (several trials share a machine's GPUs); with
+    `port`, its own rendezvous port (trials at once must not share one)."""
+    from ..lease_prepare import RENDEZVOUS
     by_id = {m.id: m for m in lease.machines}
     machines = [replace(by_id[mid], node_rank=rank, **({"gpu_slots": gpus} if gpus is not None else {}))
                 for rank, mid in enumerate(machine_ids)]
-    return replace(lease, machines=machines, meta=dict(lease.meta))
+    meta = dict(lease.meta)
+    if port is not None and machines:
+        meta[RENDEZVOUS] = {"host": machines[0].host, "port": port}
+    return replace(lease, machines=machines, meta=meta)
 
 
 class PoolLease(KeptLease):

@@ -25,7 +25,7 @@ from ..run.inputs import Inputs
 from ..run.machines import SSHMachines
 from ..run.types import ExecResult, RunOptions, StagedInputs
 from .scheduler import Scheduler
-from .slots import machines_for, slots_of
+from .slots import machines_for, slots_of, with_ports
 from .spec import SweepSpec, new_sweep_id
 from .summary import SweepSummary
 
@@ -55,7 +55,8 @@ class PoolMachines(SSHMachines):
         from ..run.types import PinnedInputs
         self.scheduler = Scheduler(self.spec, provider=self.provider, config=self.config,
                                    pins=pins or PinnedInputs(), events=self.events, sweep_dir=self.sweep_dir)
-        return self.scheduler.run(ctx, slots_of(lease, self.spec.gpus_per_trial, self.spec.parallel), on_tick)
+        slots = with_ports(slots_of(lease, self.spec.gpus_per_trial, self.spec.parallel), lease, ctx.state)
+        return self.scheduler.run(ctx, slots, on_tick)
 
     def collect(self, ctx, lease):
         from ..run.types import Collected

@@ -19,6 +19,7 @@ class Slot:
     machine_ids: tuple[str, ...]
     gpus: tuple[int, ...] | None = None    # a share of its one machine's GPU slots (None: whole machines)
     leaf: str = "trial-0"                  # its cgroup leaf on each of its machines
+    port: int | None = None                # its own rendezvous port (None: the lease's; see with_ports)
 
     @property
     def label(self) -> str:
@@ -49,3 +50,22 @@ def slots_of(lease: Lease, gpus_per_trial: int, parallel: int) -> list[Slot]:
             for k in range(len(gpus) // gpus_per_trial):
                 out.append(Slot((m.id,), gpus[k * gpus_per_trial:(k + 1) * gpus_per_trial], f"trial-{k}"))
     return out[:max(1, parallel)]
+
+
+def with_ports(slots: list[Slot], lease: Lease, state) -> list[Slot]:
+    """Each slot its own MASTER_PORT: the first keeps the lease's, the others get further ports
+    claimed on their node 0's host under the pool's lease (released with it). Trials running at once
+    on one host (GPU shares of a machine; local and team-host machines) would otherwise bind the
+    same port, or join each other's process group."""
+    from dataclasses import replace
+    from ..lease_prepare import master_port
+    from ..rendezvous import allocate_more_ports
+    if len(slots) < 2:
+        return slots
+    by_id = {m.id: m for m in lease.machines}
+    wanted: dict[str, int] = {}
+    for slot in slots[1:]:
+        wanted[slot.machine_ids[0]] = wanted.get(slot.machine_ids[0], 0) + 1
+    ports = {mid: iter(allocate_more_ports(state, lease, by_id[mid], n)) for mid, n in wanted.items()}
+    return [replace(slots[0], port=master_port(lease))] + [replace(s, port=next(ports[s.machine_ids[0]]))
+                                                           for s in slots[1:]]

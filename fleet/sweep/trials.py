@@ -152,8 +152,8 @@ def run_trial(*, config, provider, lease: Lease, slot: Slot, pins: PinnedInputs,
     trial_config = replace(config, command=command, setup=None, env={**config.env, **trial.env()}, budget=None,
                            budgets=replace(config.budgets, project_monthly=None, user_monthly=None))
     watch = TrialWatch(timeout_s, sweep_stop, stop_rule)
-    source = PoolLease(provider, sub_lease(lease, list(slot.machine_ids), slot.gpus), pins, sweep_id=sweep_id,
-                       trial=trial.name, pool_run_id=pool_run_id)
+    source = PoolLease(provider, sub_lease(lease, list(slot.machine_ids), slot.gpus, slot.port), pins,
+                       sweep_id=sweep_id, trial=trial.name, pool_run_id=pool_run_id)
     base = TrialResult(trial=trial.name, index=trial.index, params=trial.values, state="error",
                        machines=slot.machine_ids, gpus=slot.gpus, run_dir=str(run_dir))
     try:
