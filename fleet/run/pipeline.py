@@ -31,6 +31,7 @@ from ..ids import new_run_id
 from ..masking import Masker
 from ..models import Lease, Machine, to_jsonable, utcnow
 from ..plan import first_deadline_s
+from ..remote.pool import SessionPool
 from .budget import BudgetGate, RunBudget
 from .checkpoints import begin as begin_checkpoints
 from .notices import NoticeWatch
@@ -141,6 +142,7 @@ class Pipeline:
         outcome = _Outcome()
         lease: Lease | None = None
         heartbeat = None
+        connections = None
         collected: Collected | None = None
         error: BaseException | None = None
 
@@ -160,6 +162,8 @@ class Pipeline:
         try:
             lease = source.acquire(ctx, first_deadline, on_machine)                      # lease
             ctx.lease = lease
+            # One SSH connection per machine for everything below, each phase a channel on it.
+            connections = SessionPool(lease.machines).open()
             budget.start(ctx, lease, since=None if source.fresh else self.clock())
             observers.lease(ctx, lease)
             if source.fresh:
@@ -228,6 +232,8 @@ class Pipeline:
             if heartbeat is not None:
                 heartbeat.stop()
             released = self._release(ctx, lease, outcome)                                  # release
+            if connections is not None:   # after release: --keep extends the deadline over them
+                connections.close()
             summary = self._record(ctx, budget, pins, lease, outcome, collected, released)   # record
         if error is not None and not isinstance(error, (FleetError, Exception)):
             raise error   # KeyboardInterrupt/SystemExit after cleanup
