@@ -273,8 +273,12 @@ def collect(ctx: RunContext, lease: Lease) -> Collected:
     if ctx.hurry.is_set():
         return Collected(files=0)
     ctx.events.phase("collect", f"fetching outputs into {ctx.run_dir}")
+    lost = ctx.machines_lost() if ctx.machines_lost else set()
 
     def fetch(m: Machine) -> Extracted:
+        if m.id in lost:   # past its deadline unreachable: its watchdog ended it, outputs and all
+            ctx.events.warn(f"outputs of {m.id} are lost with it: it stopped answering and its watchdog ended it")
+            return Extracted()
         try:
             got = fetch_directory(m, f"{m.workdir}/outputs/{ctx.run_id}", ctx.run_dir / f"node-{m.node_rank}")
         except Exception as exc:  # noqa: BLE001
