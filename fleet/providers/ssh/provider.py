@@ -24,7 +24,7 @@ from ...errors import InfrastructureError, MachineUnreachable, UsageError
 from ...gpus import GpuType
 from .hosts import Host, Inventory, host_machine, probe_all
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
-from ..base import BaseProvider, LeaseWatch, MachineMix, Queueing, QueueStatus, ReportsMachines
+from ..base import BaseProvider, LeaseWatch, MachineMix, Queueing, ReportsMachines
 from . import slots as ssh_slots
 from .settings import HostConfig, SSHSettings
 
@@ -138,66 +138,10 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing):
 
     def _reserve(self, plan: Plan, lease_id: str, requests: list[tuple[str, int]], capacity: dict[str, int],
                  watch: LeaseWatch | None) -> list:
-        """The slots now; with `--wait`, in the queue (fleet/providers/ssh/queue.py) until they are
-        free and every earlier waiter has been served, or the wait is over (CapacityError, exit 10)."""
-        import time
-        from ...errors import Cancelled, CapacityError
-        from .queue import WaitQueue
-        from .queue import held_gpus
-        max_wait = watch.max_wait_s if watch is not None else None
-        limit = getattr(self.config, "queue_max_gpus_per_user", None)
-        want = sum(n for _, n in requests)
-        if limit is not None and want > limit:
-            raise CapacityError(f"{want} GPUs is more than one user may hold ({limit}, [queue] max_gpus_per_user)",
-                                hint="ask for fewer GPUs")
-
-        def over_limit() -> str | None:
-            held = held_gpus(self.state.db, plan.user) if limit is not None else 0
-            if limit is not None and held + want > limit:
-                return (f"{plan.user} holds {held} GPU(s); {want} more would pass the per-user limit of {limit} "
-                        "([queue] max_gpus_per_user)")
-            return None
-
-        if not max_wait:
-            if (why := over_limit()) is not None:
-                raise CapacityError(why, hint="wait for your other leases to end, or use --wait")
-            return ssh_slots.reserve(self.state.db, lease_id=lease_id, owner=plan.user, requests=requests,
-                                     capacity=capacity)
-        queue, joined, start, said = WaitQueue(self.state.db), False, time.monotonic(), ("", 0.0)
-        try:
-            while True:
-                limited = over_limit()
-                # A newcomer while others wait queues behind them, even if slots are free this moment.
-                ahead = queue.ahead_of(lease_id) if joined else len(queue.waiting())
-                if limited is not None:
-                    reason = limited
-                elif ahead == 0:
-                    try:
-                        return ssh_slots.reserve(self.state.db, lease_id=lease_id, owner=plan.user,
-                                                 requests=requests, capacity=capacity)
-                    except CapacityError as exc:
-                        if not capacity:
-                            raise
-                        reason = exc.message
-                else:
-                    reason = f"{ahead} earlier request(s) waiting first"
-                waited = time.monotonic() - start
-                if waited >= max_wait:
-                    raise CapacityError(f"waited {waited:.0f}s for GPU slots: {reason}",
-                                        hint="wait longer (--wait), or see `fleet queue` and `fleet status --all-users`")
-                if not joined:
-                    queue.join(lease_id=lease_id, owner=plan.user, project=plan.project, gpus=plan.gpus,
-                               machines=plan.machine_count, provider=self.name, reason=reason)
-                    joined = True
-                queue.touch(lease_id, reason, over_limit=limited is not None)
-                if reason != said[0] or waited - said[1] >= 10:
-                    watch.on_queue(QueueStatus(job=lease_id, state="WAITING", reason=reason, waited_s=waited))
-                    said = (reason, waited)
-                if watch.cancel.wait(1.0):
-                    raise Cancelled("cancelled while waiting for GPU slots; nothing was leased")
-        finally:
-            if joined:
-                queue.leave(lease_id)
+        """The slots now; with `--wait`, through the queue (fleet/providers/ssh/queue.py)."""
+        from .queue import reserve_or_wait
+        return reserve_or_wait(self.state.db, plan, lease_id, requests, capacity, watch, provider=self.name,
+                               max_gpus_per_user=getattr(self.config, "queue_max_gpus_per_user", None))
 
     # -- the contract -----------------------------------------------------------------------------
     def lease(self, plan: Plan, lease_id: str, deadline_s: int,

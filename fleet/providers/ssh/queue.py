@@ -84,3 +84,69 @@ def held_gpus(db, owner: str) -> int:
     """GPU slots `owner` holds on the team's hosts now."""
     return int(db.execute("SELECT COUNT(*) AS n FROM gpu_slots WHERE released_at IS NULL AND owner = ?",
                           (owner,))[0]["n"])
+
+
+def reserve_or_wait(db, plan, lease_id: str, requests: list[tuple[str, int]], capacity: dict[str, int],
+                    watch, *, provider: str, max_gpus_per_user: int | None = None) -> list:
+    """Reserve the slots now; with `watch.max_wait_s` (`--wait`), wait in the queue until they are
+    free and every earlier waiter not held back by its own limit has been served, or the wait is
+    over (CapacityError, exit 10). Cancelled (Ctrl-C) leaves the queue with nothing leased."""
+    import time
+    from ...errors import Cancelled, CapacityError
+    from ..base import QueueStatus
+    from . import slots as ssh_slots
+    max_wait = watch.max_wait_s if watch is not None else None
+    limit = max_gpus_per_user
+    want = sum(n for _, n in requests)
+    if limit is not None and want > limit:
+        raise CapacityError(f"{want} GPUs is more than one user may hold ({limit}, [queue] max_gpus_per_user)",
+                            hint="ask for fewer GPUs")
+
+    def over_limit() -> str | None:
+        held = held_gpus(db, plan.user) if limit is not None else 0
+        if limit is not None and held + want > limit:
+            return (f"{plan.user} holds {held} GPU(s); {want} more would pass the per-user limit of {limit} "
+                    "([queue] max_gpus_per_user)")
+        return None
+
+    def reserve() -> list:
+        return ssh_slots.reserve(db, lease_id=lease_id, owner=plan.user, requests=requests, capacity=capacity)
+
+    if not max_wait:
+        if (why := over_limit()) is not None:
+            raise CapacityError(why, hint="wait for your other leases to end, or use --wait")
+        return reserve()
+    queue, joined, start, said = WaitQueue(db), False, time.monotonic(), ("", 0.0)
+    try:
+        while True:
+            limited = over_limit()
+            # A newcomer while others wait queues behind them, even if slots are free this moment.
+            ahead = queue.ahead_of(lease_id) if joined else len(queue.waiting())
+            if limited is not None:
+                reason = limited
+            elif ahead == 0:
+                try:
+                    return reserve()
+                except CapacityError as exc:
+                    if not capacity:
+                        raise
+                    reason = exc.message
+            else:
+                reason = f"{ahead} earlier request(s) waiting first"
+            waited = time.monotonic() - start
+            if waited >= max_wait:
+                raise CapacityError(f"waited {waited:.0f}s for GPU slots: {reason}",
+                                    hint="wait longer (--wait), or see `fleet queue` and `fleet status --all-users`")
+            if not joined:
+                queue.join(lease_id=lease_id, owner=plan.user, project=plan.project, gpus=plan.gpus,
+                           machines=plan.machine_count, provider=provider, reason=reason)
+                joined = True
+            queue.touch(lease_id, reason, over_limit=limited is not None)
+            if reason != said[0] or waited - said[1] >= 10:
+                watch.on_queue(QueueStatus(job=lease_id, state="WAITING", reason=reason, waited_s=waited))
+                said = (reason, waited)
+            if watch.cancel.wait(1.0):
+                raise Cancelled("cancelled while waiting for GPU slots; nothing was leased")
+    finally:
+        if joined:
+            queue.leave(lease_id)
