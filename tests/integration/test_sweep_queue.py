@@ -101,8 +101,22 @@ def test_a_user_past_the_per_user_limit_waits_without_holding_up_others(farm, tm
                 p.wait()
 
 
-def test_the_queue_is_first_come_first_served_and_forgets_dead_waiters(tmp_path, monkeypatch):
-    queue = WaitQueue(Database(tmp_path / "state.db"))
+@pytest.fixture(params=["sqlite", "postgresql"])
+def queue_db(request, tmp_path):
+    """The queue on both state stores (a team shares PostgreSQL)."""
+    if request.param == "sqlite":
+        db = Database(tmp_path / "state.db")
+        yield db
+        db.close()
+        return
+    from fleet.state import open_state
+    state = open_state(request.getfixturevalue("postgres_url"))
+    yield state.db
+    state.close()
+
+
+def test_the_queue_is_first_come_first_served_and_forgets_dead_waiters(queue_db):
+    queue = WaitQueue(queue_db)
     for lease in ("l-a", "l-b", "l-c"):
         queue.join(lease_id=lease, owner="u", project="p", gpus=2, machines=1, provider="ssh", reason="full")
     assert [w.lease_id for w in queue.waiting()] == ["l-a", "l-b", "l-c"]
