@@ -32,10 +32,12 @@ def plan_lines(q: Quote) -> list[str]:
     where = q.provider + (f" {q.region}" if q.region else "")
     if q.zones:
         where += f", zone{'s' if len(q.zones) > 1 else ''} " + ", ".join(q.zones)
+    lifecycle = q.lifecycle + (" first, on-demand where there is no spot capacity; priced at the on-demand "
+                               "list price, which spot never exceeds" if q.lifecycle == "spot" else "")
     lines = [f"machines   {q.machines} × {q.instance_type}{per_machine}",
              f"GPUs       {q.gpus} × {q.gpu}" + (f" (asked: {q.gpu_type})" if q.gpu_type else ""),
              f"where      {where}",
-             f"lifecycle  {q.lifecycle}"]
+             f"lifecycle  {lifecycle}"]
     if q.price_per_hour is None:
         lines.append("price      unknown (set [prices] in fleet.toml)")
     else:
