@@ -58,11 +58,15 @@ def up(
     ci = ci or is_ci()
     overrides = {"gpus": gpus, "template": template, "provider": provider, "max_duration": max_duration,
                  "budget": budget, "command": list(command) if command else None}
+    if dry_run and not command:
+        from ..config.loader import find_config_file
+        if find_config_file(file) is None:
+            overrides["command"] = ["true"]
     with _ci_failures_reported(ci):
         from ..config.env import env_overrides
         overrides["env"] = env_overrides(env or [], env_file or [])   # also what a detached supervisor loads
         config = load_config(file, overrides=overrides)
-        if dry_run:
+        if dry_run:   # the plan needs no command: a directory without fleet.toml can still be priced
             from .plan_view import show_quote
             return show_quote(config, json_out)
         from .plan_view import confirmer

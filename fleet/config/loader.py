@@ -280,6 +280,12 @@ def _find_file(path: str | Path | None, cwd: Path) -> Path | None:
     return candidate
 
 
+def find_config_file(path: str | Path | None = None, cwd: Path | None = None) -> Path | None:
+    """The fleet.toml `load_config` would read (None: there is none in `cwd`); a named one that does
+    not exist raises."""
+    return _find_file(path, (cwd or Path.cwd()).resolve())
+
+
 def _read(file: Path, shown: str) -> dict[str, Any]:
     try:
         text = file.read_text(encoding="utf-8")

@@ -85,3 +85,10 @@ def test_dry_run_prints_the_plan_and_leases_nothing(exp):
     assert proc.stdout.startswith("fleet up --dry-run: nothing was leased\nmachines   2 × local-4gpu\n")
     assert "at most    $1.89 = 10m max_duration × $11.34/h (simulated: nothing is billed)" in proc.stdout
     assert not (exp / "runs").exists()
+
+
+def test_dry_run_prices_a_directory_without_fleet_toml(tmp_path, fleet_home):
+    proc = run_fleet(["up", "--gpus", "A10G:4", "--template", "local-4gpu", "--dry-run", "--json"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["plan"]["machines"] == 1
+    assert run_fleet(["up", "--gpus", "4"], cwd=tmp_path).returncode == 2     # a real run still needs a command
