@@ -152,7 +152,7 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
                     on_tick()
                 next_tick += tick_s
                 _give_up_on_lost(ctx, running)
-                _stop_when_recoverable_loss(ctx, running)
+            _stop_when_recoverable_loss(ctx, running)   # every pass: a lost peer's ranks stop at once
             if ctx.cancel.is_set():
                 grace = (ctx.config.budgets.grace_s if ctx.stop_reason == "budget" else
                          grace_s() if ctx.cancel_grace_s is None else ctx.cancel_grace_s)
