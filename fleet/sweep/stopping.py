@@ -69,14 +69,23 @@ class StopRule:
         return None
 
 
+MAX_METRICS_BYTES = 1 << 20
+
+
 def read_remote_metrics(machine, run_id: str) -> dict:
-    """metrics.json of a running trial on its machine ({} when absent or not yet whole)."""
+    """metrics.json of a running trial on its machine ({} when absent, not yet whole, not a
+    regular file or larger than MAX_METRICS_BYTES: the experiment made it, and a FIFO or a link to
+    /dev/zero there must not stall this read, which runs in the trial's tick, or fill memory)."""
+    import shlex
     from ..remote.ssh import connect
     path = f"{machine.workdir}/outputs/{run_id}/metrics.json"
     try:
         with connect(machine, timeout=10) as s:
-            got = s.run(["cat", path], check=False, timeout=20)
-        data = json.loads(got.stdout) if got.exit_code == 0 else {}
+            line = (shlex.join(["test", "-f", path]) + " && "
+                    + shlex.join(["head", "-c", str(MAX_METRICS_BYTES + 1), path]))
+            got = s.run(line, check=False, timeout=20)
+        too_big = len(got.stdout.encode()) > MAX_METRICS_BYTES
+        data = json.loads(got.stdout) if got.exit_code == 0 and not too_big else {}
     except Exception:  # noqa: BLE001 — no reading is no verdict, never the trial's failure
         return {}
     return data if isinstance(data, dict) else {}
