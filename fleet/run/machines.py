@@ -14,6 +14,8 @@ from .types import Collected, ExecResult, StagedInputs
 
 if TYPE_CHECKING:
     from ..environment.model import PinnedEnvironment, RunEnvironment
+    from .checkpoints import Checkpointer
+    from .notices import NoticeWatch
 
 
 @runtime_checkable
@@ -52,6 +54,22 @@ class CapturesEnvironment(Protocol):
                             pinned: "PinnedEnvironment | None") -> "RunEnvironment": ...
 
 
+@runtime_checkable
+class KeepsCheckpoints(Protocol):
+    """Machines whose FLEET_CHECKPOINT_DIR is made or restored, and uploaded (stage "checkpoint",
+    fleet/run/checkpoints.py)."""
+
+    def begin_checkpoints(self, ctx: RunContext, lease: Lease, store) -> "Checkpointer": ...
+
+
+@runtime_checkable
+class WatchesNotices(Protocol):
+    """Machines that watch for their provider's interruption notices while the run lasts
+    (fleet/run/notices.py)."""
+
+    def watch_notices(self, ctx: RunContext, lease: Lease, provider) -> "NoticeWatch": ...
+
+
 class SSHMachines:
     """The real thing: every call goes to the machines over SSH with their pinned host keys."""
 
@@ -81,3 +99,11 @@ class SSHMachines:
     def keep(self, state, lease, keep_s, events) -> str | None:
         from .keep import try_keep
         return try_keep(state, lease, keep_s, events)
+
+    def begin_checkpoints(self, ctx, lease, store) -> "Checkpointer":
+        from .checkpoints import begin
+        return begin(ctx, lease, store)
+
+    def watch_notices(self, ctx, lease, provider) -> "NoticeWatch":
+        from .notices import NoticeWatch
+        return NoticeWatch(ctx, lease, provider).start()

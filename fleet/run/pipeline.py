@@ -33,7 +33,6 @@ from ..models import Lease, Machine, to_jsonable, utcnow
 from ..plan import first_deadline_s
 from ..remote.pool import SessionPool
 from .budget import BudgetGate, RunBudget
-from .checkpoints import begin as begin_checkpoints
 from .notices import NoticeWatch
 from .context import Events, RunContext, checked_events
 from .environment import EnvironmentStage
@@ -42,7 +41,7 @@ from .heartbeat_state import HeartbeatState
 from .inputs import Inputs
 from .keep import KEEPABLE
 from .lease import KeptLease, NewLease
-from .machines import Machines, SSHMachines
+from .machines import KeepsCheckpoints, Machines, SSHMachines, WatchesNotices
 from .observers import Observers, RunObserver
 from .pool_lease import PoolLease
 from .record import write_record
@@ -181,8 +180,10 @@ class Pipeline:
                 heartbeat.start()
             observers.ready(ctx, lease)
             check_cancel(ctx)
-            checkpoints.append(begin_checkpoints(ctx, lease, self.inputs.checkpoint_store()))   # checkpoint
-            notices = NoticeWatch(ctx, lease, source.provider).start()   # spot reclaim notices stop the run
+            if isinstance(machines, KeepsCheckpoints):                                     # checkpoint
+                checkpoints.append(machines.begin_checkpoints(ctx, lease, self.inputs.checkpoint_store()))
+            if isinstance(machines, WatchesNotices):   # spot reclaim notices stop the run
+                notices = machines.watch_notices(ctx, lease, source.provider)
             if source.fresh:
                 ctx.events.phase("stage", "copying inputs to machines")                     # stage
                 machines.stage(self.inputs, lease, ctx.events)
@@ -201,7 +202,7 @@ class Pipeline:
             check_cancel(ctx)
             ctx.events.phase("run", ctx.command)                                           # execute
             result = machines.execute(ctx, lease, ctx.command, on_tick=on_tick)
-            if not ctx.hurry.is_set():   # written by the command as it ended (or on SIGTERM): upload it
+            if checkpoints and not ctx.hurry.is_set():   # written as the command ended (or on SIGTERM)
                 ctx.checkpoints = checkpoints[0].finish(skip=ctx.lost_machines)
             if not ctx.stop_reason:
                 check_not_released_elsewhere(ctx)
