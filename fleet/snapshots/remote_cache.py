@@ -13,7 +13,7 @@ reader never sees a partial one), every read is verified by hash (a corrupt or t
 dropped and named), index lines are appended with one write each and read only when complete, and
 each sync holds a shared lock on <root>/lock while it relies on the cache. Bounded: above
 `max_bytes`, the least recently used entries are evicted by a sync that can take the lock
-exclusively (nobody else mid-sync), never the entries that sync itself used.
+exclusively (nobody else mid-sync) and added entries itself, never the entries that sync itself used.
 """
 import hashlib
 import os
@@ -82,6 +82,7 @@ class Cache:
     def __init__(self, root, max_bytes):
         self.root, self.max_bytes = os.path.expanduser(root), max_bytes
         self.index, self.new_lines, self.used = {}, [], set()
+        self.added = False             # did this sync add an entry? only then can it push the cache over its cap
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         self.fresh = not os.path.isdir(os.path.join(self.root, "ff"))
         if self.fresh:
@@ -160,6 +161,7 @@ class Cache:
             os.close(fd_in)
         os.replace(tmp, dst)
         self.used.add(dst)
+        self.added = True
 
     def copy_out(self, name, fd_out):
         """Copy the cached whole file `name` into fd_out, hashing it on the way: True when it
@@ -184,6 +186,7 @@ class Cache:
             return
         write_atomic(dst, data)
         self.used.add(dst)
+        self.added = True
 
     def add_index(self, file_hash, chunks):
         off = 0
@@ -219,6 +222,7 @@ class Cache:
 
     def save_manifest(self, sid, compressed):
         write_atomic(self.manifest_path(sid), compressed)
+        self.added = True
 
     def evict(self, p):
         try:
@@ -235,7 +239,8 @@ class Cache:
                 os.close(fd)
             self.new_lines = []
         freed = 0
-        if self.max_bytes is not None and self._exclusive():
+        # Trimming walks the whole cache: only a sync that added something can have pushed it over.
+        if self.max_bytes is not None and self.added and self._exclusive():
             freed = self.trim()
         os.close(self.lock_fd)
         return freed

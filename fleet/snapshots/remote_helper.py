@@ -4,7 +4,8 @@ fetches it over the channel once), then started by a few-line inline bootstrap o
 One process, one SSH channel, JSON lines both ways:
   1. read {"cache", "state", "cache_max", "targets": [{"dest", "ids", "read_only"}]}. Targets whose
      record says they hold those snapshots untouched are current; if all are, answer {"current"}
-     and stop: a no-op re-sync is this one round trip.
+     and stop: a no-op re-sync is this one round trip, and does not even open the host cache (its
+     index, its lock, its size).
   2. manifests the host's cache lacks: answer {"need": [ids]}, read {"manifests": [[id, n]…]} and
      n zlib bytes each (verified against the id, kept in the cache: a manifest crosses once per host).
   3. plan every target (unchanged files are linked from the old tree), answer {"missing": [chunk
@@ -207,15 +208,14 @@ def main(stream=None, first=None):
         fcntl.fcntl(0, 1031, 1 << 20)      # F_SETPIPE_SZ: sshd hands us data in bigger pieces
     except (ImportError, OSError):
         pass
-    cache = Cache(req["cache"], req.get("cache_max"))
     use_state_dir(os.path.expanduser(req["state"]))
     STATE["fixed"] = True
     current = [t["dest"] for t in req["targets"] if is_current(t)]
     todo = [t for t in req["targets"] if t["dest"] not in current]
     if not todo:
-        cache.finish()
         send({"current": current})
-        return                             # a no-op re-sync ends here
+        return                             # a no-op re-sync ends here, without opening the cache
+    cache = Cache(req["cache"], req.get("cache_max"))
     try:
         manifests, need = {}, []
         for sid in dict.fromkeys(sid for t in todo for sid in t["ids"]):

@@ -193,3 +193,26 @@ def test_channels_dialled_before_the_snapshot_carry_the_sync_and_unused_ones_clo
     assert open(f"{data_dir(first, 'train')}/weights.bin", "rb").read() == (data_tree / "weights.bin").read_bytes()
     assert [p.poll() for p in procs] == [0, 0]                     # both ssh processes ended (reaped), cleanly
     assert not os.path.exists(data_dir(second, "train"))
+
+
+def test_a_noop_resync_leaves_the_host_cache_alone(fleet_home, local_lease, data_tree, monkeypatch):
+    """A no-op answers from the machine's records without opening the host cache: nothing is read,
+    locked or trimmed there, even when the cap was lowered below what it holds; the next sync that
+    adds to the cache trims it."""
+    store = open_store(None)
+    (m,) = local_lease(gpus=1).machines
+    snap = create_snapshot(data_tree, store)
+    target = lambda mm: [Target(data_dir(mm, "train"), [snap.id], read_only=True)]   # noqa: E731
+    sync_lease([m], store, target)
+
+    def cached() -> list[str]:
+        return sorted(f for _d, _s, files in os.walk(chunk_cache(m)) for f in files if len(f) == 64)
+    before = cached()
+    monkeypatch.setenv("FLEET_CHUNK_CACHE_MAX", "1")
+    (again,) = sync_lease([m], store, target)
+    assert again.targets_current == [data_dir(m, "train")] and again.evicted_bytes == 0
+    assert cached() == before
+    (data_tree / "new.txt").write_text("one more file\n")
+    changed = create_snapshot(data_tree, store)
+    (after,) = sync_lease([m], store, lambda mm: [Target(data_dir(mm, "train"), [changed.id], read_only=True)])
+    assert after.evicted_bytes > 0 and len(cached()) < len(before)
