@@ -108,15 +108,17 @@ def _describe_batched(leases: list[Lease]) -> tuple[dict[str, list], set[str]]:
     return states, batching
 
 
-def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: Events | None = None) -> list[str]:
-    """Release leases (idempotent). With all_leases, also sweep local machines no lease owns."""
+def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: Events | None = None,
+         user: str | None = None) -> list[str]:
+    """Release leases (idempotent). With all_leases, every live lease of `user` (None: of every
+    user), then sweep local machines no live lease owns."""
     from .state import open_state
     state = state or open_state()
     from .run.context import SilentEvents
     events = events or SilentEvents()
     if not lease_ids and not all_leases:
         raise UsageError("name a lease to release, or use --all")
-    leases = state.list_leases(active_only=True) if all_leases else [state.get_lease(i) for i in lease_ids]
+    leases = state.list_leases(active_only=True, user=user) if all_leases else [state.get_lease(i) for i in lease_ids]
     released, failures = _release_leases(state, [x for x in leases if x.status in ("active", "leasing")], events)
     if all_leases:
         _sweep_lost_runs(state, events)

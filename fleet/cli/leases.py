@@ -26,14 +26,23 @@ def status(
 
 def down(
     leases: Optional[List[str]] = typer.Argument(None, help="Lease ids to release."),
-    all_leases: bool = typer.Option(False, "--all", help="Release every live lease and sweep orphan machines."),
+    all_leases: bool = typer.Option(False, "--all", help="Release every live lease of yours and sweep orphan "
+                                    "machines."),
+    all_users: bool = typer.Option(False, "--all-users", help="With --all: every user's leases (team mode)."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> int:
     """Destroy the machines of leases (idempotent)."""
+    from ..config.peek import peek_str
+    from ..errors import UsageError
     from ..leases import down as release
+    from ..plan import current_user
     from .render import RichEvents
+    if all_users and not all_leases:
+        raise UsageError("--all-users goes with --all", hint="fleet down --all --all-users")
     events = RichEvents(plain=True)
-    released = release(list(leases or []), all_leases=all_leases, events=events)
+    # As `fleet status` lists them: on a team's shared state, --all is the caller's own leases.
+    user = None if all_users else current_user(peek_str("user"))
+    released = release(list(leases or []), all_leases=all_leases, events=events, user=user)
     if json_out:
         from .render import print_json
         print_json({"released": released})
