@@ -57,7 +57,9 @@ def test_lease_runs_every_slurm_command_on_the_login_node_through_the_jump_host(
             with connect(m, timeout=30) as s:
                 assert s.run("echo $FLEET_MACHINE_ID").stdout.strip() == m.id
         assert {s.state for s in provider.describe(lease)} == {"running"}
-        assert provider.slurm.calls["sbatch"] == 1 and provider.slurm.calls["srun"] == 0   # steps: own ssh each
+        # Granted at once by salloc (the nodes are free); the node steps' srun each run over their own ssh.
+        assert provider.slurm.calls["salloc"] == 1 and provider.slurm.calls["sbatch"] == 0
+        assert provider.slurm.calls["srun"] == 0
     finally:
         provider.release(lease)
     wait_for(lambda: all(j.state.finished for j in here.queue() if j.comment == tag(lease.id)), 60,

@@ -85,7 +85,8 @@ def test_two_nodes_become_machines_reachable_over_ssh_and_scancel_ends_them(make
     assert all(s.state == "gone" for s in provider.describe(lease))
     provider.release(lease)                                     # idempotent
     wait_for(lambda: not list(node_dir.iterdir()), 60, "node directories (host key) to be removed")
-    assert not queued_for(lease_id, slurm_env)
+    # An salloc allocation shows COMPLETING while its steps' processes exit (KillWait), then ends.
+    wait_for(lambda: not queued_for(lease_id, slurm_env), 60, "the allocation to leave the queue")
 
 
 def test_second_lease_pends_with_its_reason_then_runs_when_the_first_ends(make, slurm_env):

@@ -16,7 +16,7 @@ import pytest
 from fleet.errors import ExitCode, FleetError
 from fleet.providers.slurm import errors as E
 from fleet.providers.slurm.commands import (AllocationRequest, CommandResult, LocalRunner, SlurmCommands, SSHRunner,
-                                            granted_job_id, sacct_argv, sbatch_argv, scancel_argv, srun_argv,
+                                            granted_job_id, sacct_argv, salloc_argv, sbatch_argv, scancel_argv, srun_argv,
                                             time_limit_argv)
 from fleet.providers.slurm.parsing import (JobState, expand_hostlist, gpus_in_tres, gpus_per_node_in_gres,
                                            parse_duration, parse_sacct, parse_squeue_format, parse_squeue_json)
@@ -165,6 +165,16 @@ def test_sbatch_argv():
     assert not [a for a in lean if a.startswith(("--partition", "--account", "--qos", "--comment"))]
     with pytest.raises(ValueError):
         sbatch_argv(AllocationRequest(name="x", nodes=0, gpus_per_node=1, time_limit_s=60))
+
+
+def test_salloc_argv_asks_for_the_same_allocation_at_once_without_an_output_file():
+    req = AllocationRequest(name="fleet-L1", nodes=2, gpus_per_node=1, time_limit_s=600, comment="fleet:lease=L1",
+                            output="/dev/null", workdir="/w")
+    argv = salloc_argv(req, immediate_s=1)
+    assert argv[:3] == ["salloc", "--no-shell", "--immediate=1"]
+    assert {"--nodes=2", "--gres=gpu:1", "--time=10", "--comment=fleet:lease=L1", "--chdir=/w"} <= set(argv)
+    assert not [a for a in argv if a.startswith("--output")]            # salloc has no --output
+    assert "--immediate=1" not in salloc_argv(req)
 
 
 def test_other_argv():

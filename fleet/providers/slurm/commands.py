@@ -14,7 +14,7 @@ import re
 import shlex
 import subprocess
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping, Protocol, Sequence
 
 from ...errors import EnvironmentProblem
@@ -192,9 +192,12 @@ def sbatch_argv(req: AllocationRequest) -> list[str]:
     return ["sbatch", "--parsable", "--no-requeue", *_allocation_flags(req)]
 
 
-def salloc_argv(req: AllocationRequest) -> list[str]:
-    """An allocation with no shell: returns once granted; steps then run with `srun --jobid`."""
-    return ["salloc", "--no-shell", *_allocation_flags(req)]
+def salloc_argv(req: AllocationRequest, immediate_s: int | None = None) -> list[str]:
+    """An allocation with no shell: returns once granted; steps then run with `srun --jobid`. With
+    `immediate_s`, salloc gives up (and withdraws the job) unless granted within that time. (salloc
+    has no --output: there is no batch step to write it.)"""
+    flags = _allocation_flags(replace(req, output=None))
+    return ["salloc", "--no-shell", *([f"--immediate={immediate_s}"] if immediate_s else []), *flags]
 
 
 def granted_job_id(salloc_stderr: str) -> str | None:
@@ -263,6 +266,19 @@ class SlurmCommands:
         job_id = out.splitlines()[-1].split(";", 1)[0].strip() if out else ""
         if not job_id.isdigit():
             raise SlurmError(f"sbatch printed no job id: {out[:200]!r}")
+        return job_id
+
+    def allocate_now(self, req: AllocationRequest) -> str | None:
+        """`salloc --no-shell --immediate`: the job id when the cluster grants the allocation at
+        once, scheduled on the spot as srun's are (sbatch's batch jobs wait for the scheduler: 0.1-3 s
+        on an idle cluster). None when it cannot (busy nodes, or a refusal): the caller then
+        submits with sbatch, which queues and names the pending reason or the refusal."""
+        result = self._run(salloc_argv(req, immediate_s=1), check=False)
+        if result.returncode != 0:
+            return None
+        job_id = granted_job_id(result.stderr)
+        if job_id is None:      # granted, but the id is not where it should be: withdraw it by its tag
+            self.cancel([j.job_id for j in self.tagged(req.comment) if not j.state.finished])
         return job_id
 
     def queue(self, job_ids: Sequence[str] | None = None) -> list[QueuedJob]:

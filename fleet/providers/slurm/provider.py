@@ -117,7 +117,8 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         shared: dict[str, str] | None = None
         steps: list[NodeStep] = []
         try:
-            job_id = self.slurm.submit(req, HOLD)
+            # Granted at once when the nodes are free (no batch scheduling delay); else queued by sbatch.
+            job_id = self.slurm.allocate_now(req) or self.slurm.submit(req, HOLD)
             job = self._wait_running(job_id, watch)
             addresses = self._addresses(job.nodes)
             shared = self._staging_probe(lease_id)
