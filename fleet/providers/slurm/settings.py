@@ -5,10 +5,22 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import ClassVar
 
-from ...config.schema import DURATION, PORT, POSITIVE_NUMBER, PRICE, STRING, Key, Kind, choice
+from ...config.schema import DURATION, PORT, POSITIVE_NUMBER, PRICE, STRING, Invalid, Key, Kind, choice
 from ..base import ProviderSettings
 
 GPU_FLAG = Kind(choice(("gres", "gpus-per-node")), {"type": "string", "enum": ["gres", "gpus-per-node"]})
+
+
+def _ssh_destination(value) -> str:
+    """user@host[:port] as ssh gets it on its command line: one that starts with '-' would be read
+    as an option (login = "-oProxyCommand=…" ran that command on this computer at `fleet up`)."""
+    text = STRING.convert(value)
+    if text.startswith("-") or any(c.isspace() for c in text):
+        raise Invalid(f"must be user@host (no leading '-', no spaces), got {text!r}")
+    return text
+
+
+SSH_DESTINATION = Kind(_ssh_destination, STRING.schema)
 DEFAULT_WAIT_S = 300
 
 
@@ -54,12 +66,12 @@ class SlurmSettings(ProviderSettings):
 # poll = 2                       # seconds between squeue calls
 """
     keys: ClassVar[dict[str, Key]] = {
-        "login": Key(STRING, "Login node as user@host: fleet runs sbatch/squeue/srun there over SSH "
+        "login": Key(SSH_DESTINATION, "Login node as user@host: fleet runs sbatch/squeue/srun there over SSH "
                              "(key authentication, host key already known). Default: on this computer."),
         "login_port": Key(PORT, "SSH port of the login node.", default=22),
         "identity": Key(STRING, "Private key for the login node (and the jump host). Default: your ssh config "
                                 "and agent."),
-        "jump": Key(STRING, "Jump host as user@host[:port]: the SSH connection to the login node goes through "
+        "jump": Key(SSH_DESTINATION, "Jump host as user@host[:port]: the SSH connection to the login node goes through "
                             "it (same key, host key already known). Default: straight to the login node."),
         "known_hosts": Key(STRING, "known_hosts file holding the login node's (and jump host's) host key. "
                                    "Default: ssh's own (~/.ssh/known_hosts)."),
