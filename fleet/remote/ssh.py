@@ -54,7 +54,7 @@ class OutputEnd:
     `echo` lost its line). EOF alone is not enough either: a daemon the command left behind keeps
     the output open, so after the exit status EOF is waited for GRACE_S at most."""
 
-    GRACE_S = 2.0
+    GRACE_S = 0.5
 
     def __init__(self) -> None:
         self.exited_at: float | None = None
