@@ -108,7 +108,7 @@ class Heartbeat:
                     session = self._sessions.get(machine.id)
                     if session is None:
                         session = self._sessions[machine.id] = connect(machine, timeout=5)
-                    session.run([machine.python, machine.agent_path, "extend", "--state-dir", machine.state_dir,
+                    session.run([machine.python, "-S", machine.agent_path, "extend", "--state-dir", machine.state_dir,
                                  "--ttl", f"{ttl:.3f}"], check=True, timeout=15)
                     # Upper bound of the machine's new deadline: it counts ttl from when the beat
                     # arrived, which is no later than now; the agent never moves a deadline earlier.

@@ -79,7 +79,9 @@ def wrapped_command(spec: ProcessSpec) -> str:
         prefix = (f"fleet_python=$(command -v {python}) && "
                   f'export PATH={shlex.quote(venv + "/bin")}:"$PATH" && ')
         python = '"$fleet_python"'
-    line = f"{prefix}mkdir -p {shlex.quote(spec.cwd)} && cd {shlex.quote(spec.cwd)} && exec {python} {agent_args}"
+    # -S: the agent needs only the standard library and its own directory; skipping site (a venv's
+    # .pth files, an editable install's finder) saves most of its start, once per process.
+    line = f"{prefix}mkdir -p {shlex.quote(spec.cwd)} && cd {shlex.quote(spec.cwd)} && exec {python} -S {agent_args}"
     return shell_command(line, env=env)
 
 
@@ -171,7 +173,7 @@ def signal_processes(running: list[RunningProcess], sig: str) -> None:
         if proc.done.is_set():
             return
         m = proc.spec.machine
-        argv = [m.python, m.agent_path, "signal", "--pidfile", proc.spec.pidfile, "--signal", sig]
+        argv = [m.python, "-S", m.agent_path, "signal", "--pidfile", proc.spec.pidfile, "--signal", sig]
         if proc.session is not None:
             try:   # a new channel on the streaming connection: no handshake, so a stop is quick
                 proc.session.run(argv, check=False, timeout=10)
