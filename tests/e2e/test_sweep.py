@@ -112,12 +112,16 @@ def test_a_failing_trial_does_not_stop_the_others(experiment, fleet_home):
 
 
 def test_a_budget_that_pays_3_of_8_trials_runs_3_and_says_why_the_rest_did_not_start(experiment, fleet_home):
-    # Each trial runs until its 8 s timeout, so it may cost up to $0.08 and costs at least that:
-    # $0.316 pays three (the fourth could only start with ≤ $0.236 spent, and three cost ≥ $0.24),
-    # with 7.6 s of machine time to spare for the boot and the stops between them.
+    # The admission rule (fleet/sweep/scheduler.py): a trial starts when what is left of the budget
+    # (the whole lease metered, boot included) pays its worst case, price x trial timeout = $0.12
+    # at $0.01/s for 12 s. Each trial runs until its timeout, so three cost at least $0.36 and a 4th
+    # can never fit in $0.476 (at most $0.116 left), whatever the timing. The 3rd fits when boot plus
+    # the two stops and resets before it took at most 11.6 s of machine time: the most any budget
+    # under 4 trials' worth can leave (a 4th's cost), and several times what they take on two busy
+    # cores. A smaller budget would make "3" depend on how fast the machine boots.
     _config(experiment, '[budgets]\ngrace = "1s"\n[prices]\n"local-1gpu" = 36\n')
-    proc = run_fleet(["sweep", "--param", "x=1,2,3,4,5,6,7,8", "--budget", "0.316", "--trial-timeout", "8s",
-                      "--json", "--", "sleep", "600"], cwd=experiment, timeout=180,
+    proc = run_fleet(["sweep", "--param", "x=1,2,3,4,5,6,7,8", "--budget", "0.476", "--trial-timeout", "12s",
+                      "--json", "--", "sleep", "600"], cwd=experiment, timeout=240,
                      env={"FLEET_GRACE": "1"})
     assert proc.returncode == 11, proc.stderr[-3000:]
     summary = _summary(proc)
@@ -126,9 +130,9 @@ def test_a_budget_that_pays_3_of_8_trials_runs_3_and_says_why_the_rest_did_not_s
     # Either the check before a 4th trial (what is left cannot pay its worst case) or the crossing
     # during the 3rd (its meter reached the budget) stopped the queue; both say so with figures.
     for t in summary["trials"][3:]:
-        assert ("sweep budget has" in t["reason"] and "one trial may cost up to $0.08" in t["reason"]
+        assert ("sweep budget has" in t["reason"] and "one trial may cost up to $0.12" in t["reason"]
                 or "the sweep budget ran out: budget for run reached" in t["reason"]), t["reason"]
-    assert Decimal(summary["would_cost_usd"]) <= Decimal("0.316")
+    assert Decimal(summary["would_cost_usd"]) <= Decimal("0.476")
     assert processes_under(fleet_home) == []
 
 

@@ -25,6 +25,13 @@ def farm(tmp_path_factory):
     assert not processes_under(farm.base / "hosts")
 
 
+def _held_until(gate, label: str) -> str:
+    """A trial that says it is up, then holds its slot until the test opens the gate (a file; the
+    hosts share this filesystem), at most 3 minutes: what the test does meanwhile may take as long
+    as two busy cores make it, and the slots are still held when it is done."""
+    return f"echo {label}; i=0; while [ ! -e {gate} ] && [ $i -lt 1800 ]; do sleep 0.1; i=$((i+1)); done"
+
+
 def _experiment(tmp_path, farm, extra: str = "") -> tuple[str, dict]:
     d = tmp_path / "exp"
     d.mkdir()
@@ -39,8 +46,9 @@ def _experiment(tmp_path, farm, extra: str = "") -> tuple[str, dict]:
 def test_a_second_sweep_waits_for_the_first_ones_slots_then_runs(farm, tmp_path):
     d, env = _experiment(tmp_path, farm)
     full = {**{k: v for k, v in os.environ.items() if k not in ("CI", "GITHUB_ACTIONS")}, **env}
+    gate = tmp_path / "gate"
     first = subprocess.Popen([FLEET, "sweep", "--param", "x=1,2", "--parallel", "2", "--gpus-per-trial", "1",
-                              "--", "sh", "-c", "echo first-{x}-up; sleep 4"], cwd=d, env=full,
+                              "--", "sh", "-c", _held_until(gate, "first-{x}-up")], cwd=d, env=full,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     second = None
     try:
@@ -59,6 +67,7 @@ def test_a_second_sweep_waits_for_the_first_ones_slots_then_runs(farm, tmp_path)
         assert wait_until(lambda: len(queued()) == 1, timeout=60, interval=0.3)
         [waiter] = queued()
         assert waiter["owner"] == "carol" and waiter["position"] == 1 and "not enough free GPU slots" in waiter["reason"]
+        gate.touch()                                                 # the first sweep's trials end now
         assert first.wait(timeout=120) == 0, first.stderr.read()[-2000:]
         out, err = second.communicate(timeout=120)
         assert second.returncode == 0, err[-2000:]
@@ -66,6 +75,7 @@ def test_a_second_sweep_waits_for_the_first_ones_slots_then_runs(farm, tmp_path)
         assert json.loads(out)["trials"][0]["state"] == "succeeded" and "second-ran" in err
         assert queued() == []                                        # left the queue once served
     finally:
+        gate.touch()
         for p in (first, second):
             if p is not None and p.poll() is None:
                 p.kill()
@@ -75,7 +85,8 @@ def test_a_second_sweep_waits_for_the_first_ones_slots_then_runs(farm, tmp_path)
 def test_a_user_past_the_per_user_limit_waits_without_holding_up_others(farm, tmp_path):
     d, env = _experiment(tmp_path, farm, "[queue]\nmax_gpus_per_user = 1\n")
     full = {**{k: v for k, v in os.environ.items() if k not in ("CI", "GITHUB_ACTIONS")}, **env}
-    first = subprocess.Popen([FLEET, "sweep", "--param", "x=1", "--", "sh", "-c", "echo first-up; sleep 5"],
+    gate = tmp_path / "gate"
+    first = subprocess.Popen([FLEET, "sweep", "--param", "x=1", "--", "sh", "-c", _held_until(gate, "first-up")],
                              cwd=d, env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     second = None
     try:
@@ -91,10 +102,12 @@ def test_a_user_past_the_per_user_limit_waits_without_holding_up_others(farm, tm
         # carol's waiting request does not hold up dave: one slot is free and it is his at once
         other = run_fleet(["sweep", "--param", "x=1", "--", "echo", "dave-ran"], cwd=d, env={**env, "FLEET_USER": "dave"})
         assert other.returncode == 0 and "dave-ran" in other.stderr, other.stderr[-2000:]
+        gate.touch()
         assert first.wait(timeout=120) == 0
         _, err = second.communicate(timeout=120)
         assert second.returncode == 0 and "per-user limit" in err and "second-ran" in err, err[-2000:]
     finally:
+        gate.touch()
         for p in (first, second):
             if p is not None and p.poll() is None:
                 p.kill()
