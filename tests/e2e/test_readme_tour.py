@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, processes_under
+from tests.conftest import REPO, processes_under, wait_until
 
 pytestmark = pytest.mark.timeout(400)
 
@@ -27,7 +27,8 @@ def tour_script() -> str:
         if line.startswith("source "):
             continue                                  # the test runs with the venv's bin first on PATH
         line = re.sub(r"\s+#\s.*$", "", line) if line.startswith("fleet ") else line
-        line = line.replace(" LEASE", ' "$LEASE"').replace(" RUN ", ' "$RUN" ')
+        line = re.sub(r"\bLEASE\b", '"$LEASE"', line) if line.startswith("fleet ") else line
+        line = re.sub(r"\bRUN\b", '"$RUN"', line) if line.startswith("fleet ") else line
         if line.startswith("fleet ssh "):
             line += " -- true"                         # a command instead of an interactive shell
         lines.append(line)
@@ -47,4 +48,5 @@ def test_readme_tour_runs_as_written(tmp_path, fleet_home):
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     assert "rank 1 of 2" in out and "fleet up --dry-run: nothing was leased" in out
-    assert processes_under(fleet_home) == []
+    # a detached run (`fleet up -d`) ends on its own: its supervisor exits once the run is recorded
+    assert wait_until(lambda: processes_under(fleet_home) == [], timeout=90), processes_under(fleet_home)
