@@ -116,9 +116,10 @@ def test_a_budget_that_pays_3_of_8_trials_runs_3_and_says_why_the_rest_did_not_s
     # (the whole lease metered, boot included) pays its worst case, price x trial timeout = $0.12
     # at $0.01/s for 12 s. Each trial runs until its timeout, so three cost at least $0.36 and a 4th
     # can never fit in $0.476 (at most $0.116 left), whatever the timing. The 3rd fits when boot plus
-    # the two stops and resets before it took at most 11.6 s of machine time: the most any budget
-    # under 4 trials' worth can leave (a 4th's cost), and several times what they take on two busy
-    # cores. A smaller budget would make "3" depend on how fast the machine boots.
+    # the two stops and resets before it took at most 11.6 s of machine time: almost all any budget
+    # under 4 trials' worth can leave, and nearly three times what boot plus three stops took with two
+    # cores kept busy (4.2 s: $0.402 spent at the 4th's check). A smaller budget would make "3"
+    # depend on how fast the machine boots.
     _config(experiment, '[budgets]\ngrace = "1s"\n[prices]\n"local-1gpu" = 36\n')
     proc = run_fleet(["sweep", "--param", "x=1,2,3,4,5,6,7,8", "--budget", "0.476", "--trial-timeout", "12s",
                       "--json", "--", "sleep", "600"], cwd=experiment, timeout=240,
