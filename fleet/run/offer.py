@@ -44,11 +44,35 @@ def _offers(provider, template: str, config: Config):
 
 
 def candidate_mixes(provider, config: Config) -> list:
-    """Every mix that meets the request, cheapest first (unknown prices last, then fewer machines)."""
-    if config.template or config.gpu_type is None:
+    """Every mix that meets the request, cheapest first (unknown prices last, then fewer machines).
+    With no template named: the provider's default, or, when it cannot give that many GPUs (a
+    1-GPU request of an 8-GPU default), every template that can."""
+    if config.template:
         names = [template_for(provider, config).name]
+    elif config.gpu_type is None:
+        default_refusal: UsageError | None = None
+        try:
+            mixes = _offers(provider, template_for(provider, config).name, config)
+            if mixes:
+                return _sorted(mixes)
+        except UsageError as exc:
+            default_refusal = exc
+        try:
+            return _choose_among(provider, list(provider.templates()), config)
+        except UsageError:
+            if default_refusal is None:
+                raise
+            raise default_refusal from None
     else:
         names = list(provider.templates())
+    return _choose_among(provider, names, config)
+
+
+def _sorted(mixes: list) -> list:
+    return sorted(mixes, key=lambda m: (m.price_per_hour is None, m.price_per_hour or 0, m.machines))
+
+
+def _choose_among(provider, names: list[str], config: Config) -> list:
     mixes, refusals = [], []
     for name in names:
         try:
@@ -61,8 +85,7 @@ def candidate_mixes(provider, config: Config) -> list:
         if config.gpu_type is None and refusals:
             raise refusals[0]
         raise _nothing_matches(provider, config)
-    mixes.sort(key=lambda m: (m.price_per_hour is None, m.price_per_hour or 0, m.machines))
-    return mixes
+    return _sorted(mixes)
 
 
 def _nothing_matches(provider, config: Config) -> UsageError:

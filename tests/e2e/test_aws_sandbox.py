@@ -147,6 +147,9 @@ def test_provider_aws_without_a_template_plans_by_gpu_type_and_records_what_it_l
     assert (quote["template"], quote["machines"], quote["instance_type"]) == ("aws-8gpu", 2, "g6.12xlarge")
     assert quote["lifecycle"] == "spot" and quote["region"] == "us-east-1" and quote["zones"]
     assert quote["simulated"] is True
+    one = json.loads(run_fleet(["up", "--provider", "aws", "--gpus", "1", "--dry-run", "--json"], cwd=exp,
+                               env=env).stdout)["plan"]
+    assert (one["template"], one["machines"]) == ("aws-1gpu", 1)   # the default cannot give 1: one that can
     assert Decimal(quote["max_cost_usd"]) == (Decimal(quote["price_per_hour_usd"]) * 10 / 60).quantize(Decimal("1e-6"))
     text = run_fleet(["up", "--provider", "aws", "--gpus", "A100:8", "--dry-run", "--budget", "1"], cwd=exp,
                      env=env)

@@ -166,3 +166,11 @@ def test_the_run_record_keeps_the_gpu_type_for_a_rerun(tmp_path):
     from fleet.run.record import config_for_record
     assert config_for_record(_config(tmp_path, gpus=8, gpu_type=GpuType("A100", 80)))["gpu_type"] == "A100-80GB"
     assert "gpu_type" not in config_for_record(_config(tmp_path, gpus=8))   # old records' hash unchanged
+
+
+def test_a_count_the_default_template_cannot_give_falls_back_to_a_template_that_can(tmp_path):
+    provider = LocalProvider()
+    offer = choose_offer(provider, _config(tmp_path, gpus=3))        # local-4gpu cannot give 3
+    assert (offer.template.name, offer.machine_count) == ("local-1gpu", 3)
+    with pytest.raises(UsageError, match="not a multiple of 4"):     # a named template is never swapped
+        choose_offer(provider, _config(tmp_path, gpus=3, template="local-4gpu"))
