@@ -49,14 +49,21 @@ class Handoff:
 
 
 def launch(spec: SupervisorSpec) -> subprocess.Popen:
-    """Start the supervisor: its own session (no terminal, no SIGHUP from the shell), stdin closed,
-    its output into supervisor.log next to its events."""
+    """Start the supervisor: its own session (no terminal, no SIGHUP from the shell), its output
+    into supervisor.log next to its events. Its stdin carries one line, the [env] overrides (never
+    written to spec.json: a value may be secret), then ends."""
     directory = supervisor_dir(spec.run_id)
     directory.mkdir(parents=True, mode=0o700)
     path = spec.write(directory)
     with open(directory / LOG, "ab") as log:
-        return subprocess.Popen([sys.executable, "-m", MODULE, str(path)], cwd=spec.cwd, stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen([sys.executable, "-m", MODULE, str(path)], cwd=spec.cwd, stdin=subprocess.PIPE,
                                 stdout=log, stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+    try:
+        proc.stdin.write(spec.env_line())
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass   # it died at once: follow_until_handoff reports its exit
+    return proc
 
 
 def event_records(path: Path, *, stop) -> Iterator[dict[str, Any]]:

@@ -69,9 +69,23 @@ class SupervisorSpec:
     resume: str | None = None           # `--resume RUN`
 
     def write(self, directory: Path) -> Path:
+        """spec.json, without the [env] overrides (`--env`, `--env-file`): their values may be secret,
+        so they travel on the supervisor's stdin (env_line) and are never written down."""
         path = directory / SPEC
-        path.write_text(json.dumps(asdict(self), sort_keys=True))
+        data = asdict(self)
+        data["overrides"] = {k: v for k, v in self.overrides.items() if k != "env"}
+        path.write_text(json.dumps(data, sort_keys=True))
         return path
+
+    def env_line(self) -> bytes:
+        return (json.dumps(self.overrides.get("env") or {}) + "\n").encode()
+
+    def with_env_line(self, line: str) -> "SupervisorSpec":
+        env = json.loads(line or "{}")
+        if not env:
+            return self
+        from dataclasses import replace
+        return replace(self, overrides={**self.overrides, "env": env})
 
     @classmethod
     def read(cls, path: Path) -> "SupervisorSpec":
@@ -138,7 +152,9 @@ def main(argv: list[str]) -> int:
     from ..errors import ExitCode, FleetError
     spec_path = Path(argv[0])
     directory = spec_path.parent
-    spec = SupervisorSpec.read(spec_path)
+    spec = SupervisorSpec.read(spec_path).with_env_line(sys.stdin.readline())   # then stdin is at its end
+    # Read once: its command may hold a secret the shell expanded; nothing needs the file again.
+    spec_path.unlink(missing_ok=True)
     _write_identity(directory, spec.run_id)
     events = FileEvents(directory / EVENTS)
     code: int = ExitCode.INFRASTRUCTURE
