@@ -263,7 +263,10 @@ def _stream(ch, machine: Machine, prep: Prepared, targets: list[Target], stats: 
     request = {"cache": host_cache_dir(machine, cache_dir), "state": f"{machine.state_dir}/materialised",
                "cache_max": cache_max,
                "targets": [{"dest": t.dest, "ids": t.ids, "read_only": t.read_only} for t in targets]}
-    ch.send([json.dumps(request).encode() + b"\n"])
+    try:
+        ch.send([json.dumps(request).encode() + b"\n"])
+    except BrokenPipeError:
+        pass        # ssh already ended (a dialled channel that never connected): reply() says why
     answer = ch.reply()
     if answer.get("helper") == "need":
         src = helper_source()

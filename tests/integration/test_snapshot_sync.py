@@ -216,3 +216,31 @@ def test_a_noop_resync_leaves_the_host_cache_alone(fleet_home, local_lease, data
     changed = create_snapshot(data_tree, store)
     (after,) = sync_lease([m], store, lambda mm: [Target(data_dir(mm, "train"), [changed.id], read_only=True)])
     assert after.evicted_bytes > 0 and len(cached()) < len(before)
+
+
+def test_a_dialled_channel_that_never_connected_fails_with_ssh_s_reason(fleet_home, local_lease, data_tree):
+    """The SSH client of a dialled channel may have given up before the snapshot is ready: the sync
+    then fails with what ssh said, not a bare broken pipe."""
+    import dataclasses
+    import socket
+    import time
+
+    from fleet.errors import MachineUnreachable
+    from fleet.snapshots.sync import dial
+    (m,) = local_lease(gpus=1).machines
+    with socket.socket() as s:                       # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gone = dataclasses.replace(m, port=port)
+    channels = dial([gone])
+    if not channels:
+        pytest.skip("no OpenSSH client here: sync runs over paramiko")
+    proc = channels[gone.id].proc
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    snap = create_snapshot(data_tree, open_store(None))
+    with pytest.raises(MachineUnreachable) as err:
+        sync_lease([gone], open_store(None), lambda mm: [Target(data_dir(mm, "train"), [snap.id])],
+                   channels=channels)
+    assert "refused" in str(err.value).lower() and "Broken pipe" not in str(err.value)
