@@ -341,7 +341,7 @@ def dial(machines: list[Machine], *, cache_dir: str | None = None, timeout: floa
     """Start every machine's sync channel now, before the snapshots it will carry exist: the SSH key
     exchange, login and the helper's start (a few hundred ms each) then overlap the caller's own work,
     typically `create_snapshot`. Hand the result to `sync_lease(channels=...)`, which closes what it
-    does not use. OpenSSH only; a machine reached through a run's pooled connection is not dialled
+    does not use; a caller that ends up not syncing calls `close_channels`. OpenSSH only; a machine reached through a run's pooled connection is not dialled
     (its connection is already up). `cache_dir` must be the one later passed to sync_lease."""
     if not use_openssh():
         return {}

@@ -14,13 +14,17 @@ import time
 def main(spec: dict) -> None:
     t0 = time.monotonic()
     from fleet.models import Machine
-    from fleet.snapshots.sync import Target, dial, sync_lease
+    from fleet.snapshots.sync import Target, close_channels, dial, sync_lease
     machines = [Machine.from_dict(m) for m in spec["machines"]]
     channels = dial(machines)                 # connect while the snapshot is made
-    from fleet.snapshots.create import create_snapshot
-    from fleet.snapshots.store import open_store
-    store = open_store(None)
-    snap = create_snapshot(spec["tree"], store)
+    try:
+        from fleet.snapshots.create import create_snapshot
+        from fleet.snapshots.store import open_store
+        store = open_store(None)
+        snap = create_snapshot(spec["tree"], store)
+    except BaseException:
+        close_channels(channels)              # no sync after all: end the helpers now
+        raise
     t1 = time.monotonic()
     stats = sync_lease(machines, store, lambda m: [Target(f"{m.workdir}/data/{spec['dest']}", [snap.id],
                                                           read_only=True)], channels=channels)
