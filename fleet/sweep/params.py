@@ -84,11 +84,13 @@ class Trial:
         return self.values[name]
 
     def _substitute(self, template: str, quote) -> str:
+        # One pass over the template: a value is never scanned again (a "}}" or control character
+        # in it stays as it is).
         def sub(match: re.Match) -> str:
+            if match.group(1) is None:
+                return match.group(0)[0]     # {{ or }}
             return quote(self._value(match.group(1)))
-        text = template.replace("{{", "\0").replace("}}", "\1")
-        text = re.sub(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, text)
-        return text.replace("\0", "{").replace("\1", "}")
+        return re.sub(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}", sub, template)
 
 
 def parse_param(text: str) -> Param:
@@ -133,6 +135,10 @@ def plan_trials(params: list[Param], *, samples: int | None = None, seed: int | 
     if not params:
         raise UsageError("a sweep needs at least one parameter", hint="--param NAME=V1,V2 or [sweep.params]")
     names = [p.name for p in params]
+    for p in params:
+        if any("\x00" in v for v in p.values):
+            raise UsageError(f"parameter {p.name}: a value contains a NUL character (\\u0000), which no command "
+                             "line or environment variable can carry")
     envs = [f"FLEET_PARAM_{n.upper()}" for n in names]
     if len(set(envs)) != len(envs):
         clash = next(e for e in envs if envs.count(e) > 1)

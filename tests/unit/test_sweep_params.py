@@ -78,3 +78,14 @@ def test_parameter_names_that_differ_only_in_case_are_refused():
     # Both reach the trial as FLEET_PARAM_LR: the second silently replaced the first's value.
     with pytest.raises(UsageError, match="FLEET_PARAM_LR"):
         plan_trials([parse_param("lr=1"), parse_param("LR=2")])
+
+
+def test_a_nul_in_a_value_is_refused_before_anything_is_leased():
+    # It reached the trial's environment: the trial failed, or was reported as a lost connection.
+    with pytest.raises(UsageError, match="NUL"):
+        plan_trials([parse_param("x=a\x00b,c")])
+
+
+def test_a_value_is_substituted_once_and_never_rescanned():
+    [trial] = plan_trials([parse_param("x=a\x01b}}{x}")])
+    assert trial.command_argv(("echo", "{x}", "{{x}}")) == "echo 'a\x01b}}{x}' '{x}'"
