@@ -66,6 +66,19 @@ def with_ports(slots: list[Slot], lease: Lease, state) -> list[Slot]:
     wanted: dict[str, int] = {}
     for slot in slots[1:]:
         wanted[slot.machine_ids[0]] = wanted.get(slot.machine_ids[0], 0) + 1
-    ports = {mid: iter(allocate_more_ports(state, lease, by_id[mid], n)) for mid, n in wanted.items()}
+    # Each machine's first probe runs side by side (an SSH round trip each: a pool of many whole
+    # machines would otherwise wait for them one after another); the claims stay on this thread.
+    from ..parallel import parallel
+    from ..rendezvous import PROBE_BATCH, PORT_RANGE, PortReservations, probe_free_ports
+    first_batch = {mid: [p for p in PORT_RANGE if p not in PortReservations(state.db).taken(by_id[mid].host)]
+                   [:PROBE_BATCH] for mid in wanted}
+    probed = dict(parallel(list(wanted), lambda mid: (mid, probe_free_ports(by_id[mid], first_batch[mid]))))
+
+    def probe(machine, batch):
+        if probed.get(machine.id) is not None and batch == first_batch[machine.id]:
+            return probed.pop(machine.id)
+        return probe_free_ports(machine, batch)
+
+    ports = {mid: iter(allocate_more_ports(state, lease, by_id[mid], n, probe=probe)) for mid, n in wanted.items()}
     return [replace(slots[0], port=master_port(lease))] + [replace(s, port=next(ports[s.machine_ids[0]]))
                                                            for s in slots[1:]]
