@@ -77,7 +77,8 @@ def test_spot_notice_checkpoints_and_resumes_on_new_machines(sandbox, tmp_path):
 
 def test_a_restart_the_budget_cannot_pay_is_not_started(sandbox, tmp_path):  # noqa: F811
     """Priced so that EC2's 60 s minimum for the two machines of a second attempt ($3.33 at
-    $100/h each) is more than the $3.50 budget has left after the first attempt."""
+    $100/h each) is more than the $3.40 budget has left after the first attempt, whose machines
+    ran for at least the 1.3 s ($0.07) that lease, staging and the command's first line take."""
     import boto3
     from fleet.providers.aws.sandbox import Sandbox
     env, home = sandbox
@@ -86,7 +87,7 @@ def test_a_restart_the_budget_cannot_pay_is_not_started(sandbox, tmp_path):  # n
     (exp / "train.py").write_text(TRAIN)
     (exp / "fleet.toml").write_text(
         'project = "spot-budget"\nprovider = "aws"\ntemplate = "aws-1gpu"\nmax_duration = "10m"\n'
-        'command = "python train.py 600 0.1"\nrecovery = "spot"\nbudget = 3.50\n'
+        'command = "python train.py 600 0.1"\nrecovery = "spot"\nbudget = 3.40\n'
         '[prices]\n"g4dn.xlarge" = 100\n"g6.xlarge" = 100\n"g5.xlarge" = 100\n')
     before = {i["InstanceId"] for i in _instances(env)}
     proc = subprocess.Popen([FLEET, "up", "--gpus", "2", "--json"], cwd=exp, env={**env, "FLEET_GRACE": "10"},
