@@ -91,8 +91,8 @@ class SnapshotBuilder:
                 return
             self._seen.add(h)
         if self._uploads is None:
-            if not self.store.has_chunks([h]):
-                self.store.put_chunk(h, data)
+            # The store checks for the chunk itself (and makes a present but young one durable too).
+            if self.store.put_chunk(h, data):
                 self._counted(len(data))
             return
         payload = bytes(data)

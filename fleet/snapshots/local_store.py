@@ -36,6 +36,7 @@ DIRECT_MIN = 128 * 1024          # smaller chunks: a synchronous device write ea
 ALIGN = 4096                     # buffer address, length and offset of an O_DIRECT write
 LIST_FROM = 8                    # has_chunks lists a fan-out directory asked about this many times
 DIRENT_BYTES = 80                # about what one 64-hex name costs in a directory's size
+YOUNG_S = 300                    # a chunk found this recently written may not be durable yet
 FLUSH_THREADS = 16               # concurrent fsyncs: the journal batches them into few commits
 _local = threading.local()
 
@@ -153,10 +154,20 @@ class LocalStore:
             found.update(h for h in wanted if os.path.exists(os.path.join(directory, h)))
         return found
 
-    def put_chunk(self, h: str, data: bytes | memoryview) -> None:
+    def put_chunk(self, h: str, data: bytes | memoryview) -> bool:
+        """Store a chunk (True), or note that the store has it (False)."""
         final = os.path.join(self._chunks_dir, h[:2], h)
-        if os.path.exists(final):
-            return
+        try:
+            st = os.stat(final)
+        except FileNotFoundError:
+            pass
+        else:
+            if st.st_mtime > time.time() - YOUNG_S:
+                # Another process may have just written it and not flushed yet: our manifest will
+                # refer to it, so our flush makes it durable too (syncfs used to cover this).
+                with self._unsynced_lock:
+                    self._unsynced.append(final)
+            return False
         tmp = os.path.join(self._tmp_dir, f"{h}.{os.getpid()}.{threading.get_ident()}")
         try:
             if not (self._direct and len(data) >= DIRECT_MIN and self._write_direct(tmp, data)):
@@ -172,6 +183,7 @@ class LocalStore:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise _store_write_error(Path(final), exc) from None
+        return True
 
     @staticmethod
     def _open_new(tmp: str, flags: int) -> int:

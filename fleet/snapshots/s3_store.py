@@ -155,8 +155,9 @@ class S3Store:
             found = pool.map(lambda h: (h, self._exists(self._chunk_key(h))), wanted)
             return {h for h, ok in found if ok}
 
-    def put_chunk(self, h: str, data: bytes) -> None:
+    def put_chunk(self, h: str, data: bytes) -> bool:
         self._put(self._chunk_key(h), data, f"upload chunk {h[:12]}")
+        return True
 
     def get_chunk(self, h: str) -> bytes:
         return self._get(self._chunk_key(h), f"chunk {h[:12]}")

@@ -263,3 +263,25 @@ def test_every_new_chunk_and_its_directory_is_fsynced_before_the_manifest(store,
     assert chunks and chunks <= synced
     assert {os.path.dirname(p) for p in chunks} <= synced
     assert create_snapshot(tree, store, use_cache=False).id == snap.id     # nothing new: nothing to flush
+
+
+def test_a_chunk_another_writer_just_stored_is_fsynced_by_the_snapshot_that_uses_it(store, tree, monkeypatch):
+    """A chunk already present but young (another process may not have flushed it yet) is made
+    durable before this snapshot's manifest refers to it; an old one is not fsynced again."""
+    import fleet.snapshots.local_store as local_store
+    first = create_snapshot(tree, store, use_cache=False)
+    h = next(e for e in first.manifest.files() if e.path == "big.bin").chunks[0][0]
+    synced = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(local_store.os, "fsync",
+                        lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real_fsync(fd))
+    other = open_store(str(store.root))                 # a second writer on the same store
+    create_snapshot(tree, other, use_cache=False)
+    assert store.chunk_path(h) in synced
+    synced.clear()
+    old = os.stat(store.chunk_path(h)).st_mtime - 3600
+    for e in first.manifest.files():
+        for c, _ in e.chunks:
+            os.utime(store.chunk_path(c), (old, old))
+    create_snapshot(tree, open_store(str(store.root)), use_cache=False)
+    assert synced == []
