@@ -11,9 +11,6 @@ the number of nodes. The provider never runs experiment code; the run reaches th
 """
 from __future__ import annotations
 
-import math
-import re
-import secrets
 import shutil
 import threading
 import time
@@ -34,7 +31,9 @@ from ..base import MachineMix
 from .commands import AllocationRequest, LocalRunner, Runner, SlurmCommands, SSHRunner
 from .errors import HOPELESS_PENDING, QosLimitExceeded, QueueWaitExpired, SlurmError
 from .parsing import JobState, QueuedJob
+from .limits import raise_time_limit, time_limit_minutes
 from .settings import SlurmSettings
+from .staging import remove_staging, staging_probe
 from .steps import NodeStep, reap, start_node
 
 TAG = "fleet:lease="
@@ -47,14 +46,6 @@ GPU_COUNTS = (1, 2, 4, 8)
 
 def tag(lease_id: str) -> str:
     return f"{TAG}{lease_id}"
-
-
-def time_limit_minutes(plan: Plan) -> int:
-    """The allocation's --time: the lease's end (max_duration, or sooner when the budget runs out at
-    full burn) rounded up to Slurm's whole minutes, but never past max_duration (at least 1)."""
-    end_s = plan.max_duration_s if plan.budget_deadline_s is None else min(plan.max_duration_s,
-                                                                          plan.budget_deadline_s)
-    return max(1, min(math.ceil(end_s / 60), plan.max_duration_s // 60))
 
 
 class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, HasLeaseMetadata, HasHardLimit):
@@ -121,7 +112,7 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
             job_id = self.slurm.allocate_now(req) or self.slurm.submit(req, HOLD)
             job = self._wait_running(job_id, watch)
             addresses = self._addresses(job.nodes)
-            shared = self._staging_probe(lease_id)
+            shared = staging_probe(self.slurm, self.config, lease_id)
             started = utcnow()
             machines = self._start_machines(plan, lease_id, job_id, job.nodes, addresses, public, host_key,
                                             host_public, key_path, deadline_s, steps, on_machine, shared)
@@ -134,7 +125,7 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
             reap(steps)
             _forget_keys(key_path)
             if shared:
-                self._remove_staging(self.slurm, shared["dir"])
+                remove_staging(self.slurm, shared["dir"])
             raise
         self._steps[lease_id] = steps
         self._watch(lease_id, job_id, watch)
@@ -191,31 +182,6 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
             if name and addr:
                 found[name] = addr
         return {n: found.get(n, n) for n in nodes}
-
-    def _staging_probe(self, lease_id: str) -> dict[str, str] | None:
-        """A directory for the lease's inputs where the login node writes (`[slurm] shared_dir`, else
-        the nodes' `workdir`), with a probe file only this lease knows: each node that reads it back
-        shares that filesystem, and its machine is staged there, once for all of them. One command
-        on the login node. None where the login node cannot write there (and none was configured)."""
-        base = (self.config.shared_dir or self.config.workdir).rstrip("/") or "/"
-        spec = {"dir": f"{base}/fleet-{lease_id}-inputs", "probe": ".fleet-shared-probe",
-                "token": secrets.token_hex(16)}
-        result = self.slurm._run(["sh", "-c", 'umask 077 && mkdir -p "$1" && printf %s "$2" > "$1/$3"', "sh",
-                                  spec["dir"], spec["token"], spec["probe"]], check=False)
-        if result.returncode == 0:
-            return spec
-        if self.config.shared_dir:
-            why = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
-            raise InfrastructureError(f"[slurm] shared_dir {self.config.shared_dir}: the login node cannot write "
-                                      f"there ({why})")
-        return None
-
-    @staticmethod
-    def _remove_staging(slurm: SlurmCommands, directory: str) -> None:
-        try:        # staged data is read-only: make it writable to remove it
-            slurm._run(["sh", "-c", 'chmod -R u+w -- "$1" 2>/dev/null; rm -rf -- "$1"', "sh", directory], check=False)
-        except Exception:  # noqa: BLE001 — the node steps remove it too when the job ends
-            pass
 
     def _start_machines(self, plan: Plan, lease_id: str, job_id: str, nodes: tuple[str, ...],
                         addresses: dict[str, str], public: str, host_key: Path, host_public: str, key_path: Path,
@@ -361,38 +327,13 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         slurm.cancel(sorted(ids))
         reap(self._steps.pop(lease.id, []))
         if (lease.meta or {}).get("slurm_staging"):
-            self._remove_staging(slurm, lease.meta["slurm_staging"])
+            remove_staging(slurm, lease.meta["slurm_staging"])
         from ..local import lease_key_path
         _forget_keys(lease_key_path(lease.id))
 
     def extend_limit(self, lease: Lease, until: datetime) -> datetime:
-        """`scontrol update TimeLimit` so the allocation lasts to `until` (whole minutes, rounded up,
-        never past max_deadline); never lowers it. One squeue call, one scontrol call when raising."""
-        slurm = self._commands_for(lease)
-        ids = _recorded_jobs(lease)
-        job = next((j for j in slurm.queue(ids) if j.state is JobState.RUNNING), None)
-        if job is None:
-            raise SlurmError(f"lease {lease.id}: Slurm job {','.join(ids) or '?'} is not running; nothing to extend",
-                             slurm_reason="not running")
-        started = utcnow() - timedelta(seconds=job.elapsed_s or 0)
-        if not job.time_limit_s:
-            return lease.max_deadline                       # no time limit: only max_duration ends it
-        current = started + timedelta(seconds=job.time_limit_s)
-        # Never past max_duration: the same cap as at submission (whole minutes, counted from the job's start).
-        max_minutes = int((lease.max_deadline - lease.created_at).total_seconds() // 60)
-        minutes = min(math.ceil((until - started).total_seconds() / 60), max_minutes)
-        if minutes * 60 <= job.time_limit_s:
-            return current
-        try:
-            slurm.set_time_limit(job.job_id, minutes * 60)
-        except SlurmError as exc:
-            reason = re.sub(r"^\S+ error: ", "", exc.slurm_reason or exc.message)
-            raise SlurmError(f"Slurm refused to raise job {job.job_id}'s time limit to {minutes} min ({reason}); "
-                             f"the lease still ends at {current.strftime('%Y-%m-%d %H:%M:%S')} UTC",
-                             slurm_reason=reason,
-                             hint="most clusters let only operators raise a time limit: ask one to run "
-                                  f"`scontrol update JobId={job.job_id} TimeLimit={minutes}`") from None
-        return min(started + timedelta(minutes=minutes), lease.max_deadline)
+        """`scontrol update TimeLimit` so the allocation lasts to `until` (limits.raise_time_limit)."""
+        return raise_time_limit(self._commands_for(lease), lease, _recorded_jobs(lease), until)
 
     def accounting(self, lease: Lease) -> dict[str, Any]:
         """sacct's view of the lease: GPU-seconds (elapsed × allocated GRES) and what they cost at

@@ -1,0 +1,50 @@
+"""The allocation's time limit: what fleet asks for at submission (`--time`) and raising it later
+(`fleet extend`, `--keep`: `scontrol update TimeLimit`). Slurm counts whole minutes from the job's
+start; fleet never asks past max_duration and never lowers a limit."""
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime, timedelta
+
+from ...models import Lease, Plan, utcnow
+from .commands import SlurmCommands
+from .errors import SlurmError
+from .parsing import JobState
+
+
+def time_limit_minutes(plan: Plan) -> int:
+    """The allocation's --time: the lease's end (max_duration, or sooner when the budget runs out at
+    full burn) rounded up to Slurm's whole minutes, but never past max_duration (at least 1)."""
+    end_s = plan.max_duration_s if plan.budget_deadline_s is None else min(plan.max_duration_s,
+                                                                          plan.budget_deadline_s)
+    return max(1, min(math.ceil(end_s / 60), plan.max_duration_s // 60))
+
+
+def raise_time_limit(slurm: SlurmCommands, lease: Lease, ids: list[str], until: datetime) -> datetime:
+    """`scontrol update TimeLimit` so the allocation lasts to `until` (whole minutes, rounded up,
+    never past max_duration); never lowers it. The hard end now in force. One squeue call, one
+    scontrol call when raising; a refusal (operator-only on most clusters) is one line."""
+    job = next((j for j in slurm.queue(ids) if j.state is JobState.RUNNING), None)
+    if job is None:
+        raise SlurmError(f"lease {lease.id}: Slurm job {','.join(ids) or '?'} is not running; nothing to extend",
+                         slurm_reason="not running")
+    started = utcnow() - timedelta(seconds=job.elapsed_s or 0)
+    if not job.time_limit_s:
+        return lease.max_deadline                       # no time limit: only max_duration ends it
+    current = started + timedelta(seconds=job.time_limit_s)
+    # Never past max_duration: the same cap as at submission (whole minutes, counted from the job's start).
+    max_minutes = int((lease.max_deadline - lease.created_at).total_seconds() // 60)
+    minutes = min(math.ceil((until - started).total_seconds() / 60), max_minutes)
+    if minutes * 60 <= job.time_limit_s:
+        return current
+    try:
+        slurm.set_time_limit(job.job_id, minutes * 60)
+    except SlurmError as exc:
+        reason = re.sub(r"^\S+ error: ", "", exc.slurm_reason or exc.message)
+        raise SlurmError(f"Slurm refused to raise job {job.job_id}'s time limit to {minutes} min ({reason}); "
+                         f"the lease still ends at {current.strftime('%Y-%m-%d %H:%M:%S')} UTC",
+                         slurm_reason=reason,
+                         hint="most clusters let only operators raise a time limit: ask one to run "
+                              f"`scontrol update JobId={job.job_id} TimeLimit={minutes}`") from None
+    return min(started + timedelta(minutes=minutes), lease.max_deadline)

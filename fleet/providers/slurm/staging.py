@@ -1,0 +1,36 @@
+"""Staging once per job on a filesystem the login node and the compute nodes share: the probe the
+login node writes (each node step reads it back: fleet/providers/slurm/node.py) and the cleanup."""
+from __future__ import annotations
+
+import secrets
+
+from ...errors import InfrastructureError
+from .commands import SlurmCommands
+from .settings import SlurmSettings
+
+
+def staging_probe(slurm: SlurmCommands, cfg: SlurmSettings, lease_id: str) -> dict[str, str] | None:
+    """A directory for the lease's inputs where the login node writes (`[slurm] shared_dir`, else
+    the nodes' `workdir`), with a probe file only this lease knows: each node that reads it back
+    shares that filesystem, and its machine is staged there, once for all of them. One command
+    on the login node. None where the login node cannot write there (and none was configured)."""
+    base = (cfg.shared_dir or cfg.workdir).rstrip("/") or "/"
+    spec = {"dir": f"{base}/fleet-{lease_id}-inputs", "probe": ".fleet-shared-probe",
+            "token": secrets.token_hex(16)}
+    result = slurm._run(["sh", "-c", 'umask 077 && mkdir -p "$1" && printf %s "$2" > "$1/$3"', "sh",
+                         spec["dir"], spec["token"], spec["probe"]], check=False)
+    if result.returncode == 0:
+        return spec
+    if cfg.shared_dir:
+        why = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+        raise InfrastructureError(f"[slurm] shared_dir {cfg.shared_dir}: the login node cannot write "
+                                  f"there ({why})")
+    return None
+
+
+def remove_staging(slurm: SlurmCommands, directory: str) -> None:
+    """Remove a lease's staging directory from the login node (idempotent, best effort)."""
+    try:        # staged data is read-only: make it writable to remove it
+        slurm._run(["sh", "-c", 'chmod -R u+w -- "$1" 2>/dev/null; rm -rf -- "$1"', "sh", directory], check=False)
+    except Exception:  # noqa: BLE001 — the node steps remove it too when the job ends
+        pass
