@@ -49,6 +49,8 @@ def up(
                                 "supervisor runs the rest (`fleet attach RUN`, `fleet logs RUN -f`)."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue RUN on new machines from its latest "
                                          "checkpoint (FLEET_RESUMED=1, FLEET_ATTEMPT=N)."),
+    no_setup_cache: bool = typer.Option(False, "--no-setup-cache", help="Run setup even when this venv was "
+                                        "built by the same install-only setup from the same files."),
 ) -> int:
     """Lease machines, run the experiment on them, bring outputs home, destroy the machines."""
     from ..config.loader import load_config
@@ -57,7 +59,8 @@ def up(
     from .render import is_ci
     ci = ci or is_ci()
     overrides = {"gpus": gpus, "template": template, "provider": provider, "max_duration": max_duration,
-                 "budget": budget, "command": list(command) if command else None}
+                 "budget": budget, "command": list(command) if command else None,
+                 "setup_always": True if no_setup_cache else None}
     if dry_run and not command:
         from ..config.loader import find_config_file
         if find_config_file(file) is None:

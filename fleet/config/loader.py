@@ -22,7 +22,7 @@ else:  # pragma: no cover - Python 3.10 and older
     import tomli as tomllib
 
 from .model import BudgetsConfig, Config, SweepConfig
-from .schema import (ARRAYS, MAPS, MAX_HEARTBEAT_TTL_S, SCHEMA_FILE, TABLES, TOP_LEVEL, Invalid,
+from .schema import (ARRAYS, MAPS, MAX_HEARTBEAT_TTL_S, SCHEMA_FILE, SETUP_TABLE, TABLES, TOP_LEVEL, Invalid,
                             json_schema, parse_duration, parse_money, provider_sections, schema_text)
 from ..errors import ConfigError, UsageError
 
@@ -168,7 +168,9 @@ class _Checker:
         fields: dict[str, Any] = {}
         for name, value in doc.items():
             path = (name,)
-            if name in TOP_LEVEL:
+            if name == "setup" and isinstance(value, dict):   # the [setup] table form
+                fields.update(self.fixed_table(path, value, SETUP_TABLE))
+            elif name in TOP_LEVEL:
                 converted = self.convert(path, TOP_LEVEL[name], value)
                 if converted is not None:
                     fields[TOP_LEVEL[name].target or name] = converted
@@ -320,6 +322,9 @@ def _apply_overrides(fields: dict[str, Any], overrides: dict[str, Any]) -> None:
             continue
         if name == "env":   # `--env` / `--env-file` (fleet/config/env.py): on top of [env], as validated there
             fields["env"] = {**fields.get("env", {}), **value}
+            continue
+        if name == "setup_always":   # `--no-setup-cache`
+            fields["setup_always"] = bool(value) or fields.get("setup_always", False)
             continue
         flag = "--" + name.replace("_", "-")
         if name not in TOP_LEVEL:

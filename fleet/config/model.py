@@ -44,6 +44,7 @@ class Config:
     name: str
     command: str
     setup: str | None = None
+    setup_always: bool = False        # run setup even when the setup cache would skip it
     gpus: int | None = None           # None: one machine's worth of the template
     gpu_type: GpuType | None = None   # `gpus = "A100:8"`: only machines with this GPU (None: any)
     template: str | None = None       # None: the provider's default (or, with gpu_type, the cheapest that has it)

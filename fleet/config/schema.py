@@ -329,7 +329,12 @@ TOP_LEVEL: dict[str, Key] = {
     "name": Key(NAME, "Experiment name. Default: the project name."),
     "command": Key(STRING, "Command run on every machine (or GPU slot) from the experiment directory. "
                            "Required unless given after `fleet up --`."),
-    "setup": Key(STRING, "Command run once per machine before `command`, e.g. installing requirements."),
+    "setup": Key(Kind(_string, {"oneOf": [
+                     {"type": "string", "minLength": 1},
+                     {"type": "object", "additionalProperties": False, "required": ["command"],
+                      "properties": {"command": {"type": "string", "minLength": 1}, "always": {"type": "boolean"}}}]}),
+                 "Command run once per machine before `command`, e.g. installing requirements; or a "
+                 "[setup] table (command, always)."),
     "gpus": Key(GPUS, "Total GPUs to lease, optionally of one type: 8, \"A100:8\", \"A100-80GB:8\", \"L4\". "
                       "Machines are added from the template until they add up. Default: one machine."),
     "template": Key(STRING, "Machine template: local-1gpu, local-4gpu, local-8gpu, an AWS template, "
@@ -424,6 +429,15 @@ TABLES: dict[str, tuple[str, dict[str, Key]]] = {
                                             "it waits (with --wait) without holding up other users.",
                                  target="queue_max_gpus_per_user"),
     }),
+}
+
+# `setup` as a table: [setup] command = "...", always = true (run even when the setup cache says it
+# would install nothing, fleet/setup_cache.py).
+SETUP_TABLE: dict[str, Key] = {
+    "command": Key(STRING, "Command run once per machine before `command`.", target="setup"),
+    "always": Key(BOOL, "Run it on every lease, even when the venv was built by the same install-only setup "
+                        "from the same files (the setup cache skips it otherwise).", target="setup_always",
+                  default=False),
 }
 
 # Tables whose keys are the user's own names: name → (help, pattern their names must match or None, value).

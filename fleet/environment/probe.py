@@ -4,6 +4,9 @@
                             the venv's own packages with content hashes, the project's lock files
     pack OUT NAME...        repack those installed distributions into wheels in OUT (deterministic
                             bytes), so the package set can go into the store and be installed offline
+    setup-state CODE KIND:PATH...   the venv's packages, the setup marker it carries, and a hash of
+                            each file or directory an install-only setup names (fleet/setup_cache.py)
+    setup-mark JSON         write the setup marker into the venv (after a setup succeeded)
 
 It reads no environment variable and prints no path: nothing secret or lease-specific can reach the
 record through it. One short process: the whole probe costs tens of milliseconds.
@@ -226,11 +229,80 @@ def pack(out: str, names: list[str]) -> dict:
     return {"wheels": wheels}
 
 
+SETUP_MARKER = ".fleet-setup.json"     # in the venv: which setup, from which files, left which package set
+NESTED = re.compile(r"^\s*(-r|--requirement|-c|--constraint|-f|--find-links)[\s=]+(\S+)")
+
+
+def _tree_hash(path: str) -> str | None:
+    """A file's content hash; a directory's: every file's relative name and content, sorted."""
+    if os.path.isfile(path):
+        return _file_hash(path)
+    if not os.path.isdir(path):
+        return None
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            h.update(os.path.relpath(full, path).encode() + b"\0" + (_file_hash(full) or "").encode() + b"\n")
+    return h.hexdigest()
+
+
+def setup_files(code: str, named: list[str]) -> tuple[dict, str]:
+    """{KIND:PATH: hash or None (missing)} for what the setup names and what its requirement files
+    name in turn (-r, -c, --find-links lines); and why it cannot be cached ("" when it can): an
+    editable or URL line in a requirements file installs something no file hash describes."""
+    out: dict = {}
+    todo = [(k, p, code) for k, _, p in (n.partition(":") for n in named)]
+    while todo and len(out) < 200:
+        kind, path, base = todo.pop(0)
+        full = os.path.normpath(os.path.join(base, os.path.expanduser(path)))
+        inside = full.startswith(os.path.normpath(code) + os.sep)
+        key = f"{kind}:{os.path.relpath(full, code) if inside else full}"   # the code dir is per lease
+        if key in out:
+            continue
+        out[key] = _tree_hash(full)
+        if kind in ("r", "c") and os.path.isfile(full):
+            with open(full, errors="replace") as fh:
+                for line in fh:
+                    line = line.split(" #", 1)[0].strip()
+                    if line.startswith(("-e", "--editable")) or "://" in line or line.startswith((".", "/")):
+                        return out, f"{os.path.basename(full)} installs {line.split()[0]!r}, which no file hash describes"
+                    m = NESTED.match(line)
+                    if m:
+                        nested = {"-r": "r", "--requirement": "r", "-c": "c", "--constraint": "c"}.get(m.group(1), "f")
+                        todo.append((nested, m.group(2), os.path.dirname(full)))
+    return out, ""
+
+
+def setup_state(code: str, named: list[str]) -> dict:
+    files, uncacheable = setup_files(code, named)
+    try:
+        with open(os.path.join(sys.prefix, SETUP_MARKER)) as fh:
+            marker = json.load(fh)
+    except (OSError, ValueError):
+        marker = None
+    return {"packages": [{k: p[k] for k in ("name", "version", "sha256")} for p in packages(site_packages())],
+            "files": files, "uncacheable": uncacheable, "marker": marker}
+
+
+def setup_mark(data: str) -> dict:
+    tmp = os.path.join(sys.prefix, SETUP_MARKER + ".tmp")
+    with open(tmp, "w") as fh:
+        fh.write(data)
+    os.replace(tmp, os.path.join(sys.prefix, SETUP_MARKER))
+    return {"marked": True}
+
+
 def main(argv: list[str]) -> int:
     if argv[:1] == ["probe"] and len(argv) == 2:
         print(json.dumps(probe(argv[1])))
     elif argv[:1] == ["pack"] and len(argv) >= 2:
         print(json.dumps(pack(argv[1], argv[2:])))
+    elif argv[:1] == ["setup-state"] and len(argv) >= 2:
+        print(json.dumps(setup_state(argv[1], argv[2:])))
+    elif argv[:1] == ["setup-mark"] and len(argv) == 2:
+        print(json.dumps(setup_mark(argv[1])))
     else:
         print(f"usage: probe CODE | pack OUT NAME... (got {argv!r})", file=sys.stderr)
         return 2

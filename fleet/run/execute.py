@@ -204,6 +204,8 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
         raise MachinesLost(f"rank {failing}: {lost}", failing=failing)
     if setup and code == 0 and not ctx.cancel.is_set():
         from ..lease_prepare import after_setup
+        from ..setup_cache import mark_done
+        mark_done(ctx, lease, command)   # before the venv is cached: the next lease's clone carries it
         after_setup(ctx, lease)   # the next lease with the same requirements starts from this venv
     return ExecResult(code, failing, tuple(codes))
 

@@ -55,6 +55,14 @@ class CapturesEnvironment(Protocol):
 
 
 @runtime_checkable
+class CachesSetup(Protocol):
+    """Machines whose venvs say which install-only setup built them (fleet/setup_cache.py): the
+    setup stage is skipped when running it again would install nothing."""
+
+    def setup_skip_reason(self, ctx: RunContext, lease: Lease, setup: str) -> str | None: ...
+
+
+@runtime_checkable
 class KeepsCheckpoints(Protocol):
     """Machines whose FLEET_CHECKPOINT_DIR is made or restored, and uploaded (stage "checkpoint",
     fleet/run/checkpoints.py)."""
@@ -87,6 +95,10 @@ class SSHMachines:
     def execute(self, ctx, lease, command, *, setup=False, on_tick=None) -> ExecResult:
         from .execute import execute
         return execute(ctx, lease, command, setup=setup, on_tick=on_tick)
+
+    def setup_skip_reason(self, ctx, lease, setup) -> str | None:
+        from ..setup_cache import skip_reason
+        return skip_reason(ctx, lease, setup)
 
     def collect(self, ctx, lease) -> Collected:
         from .execute import collect

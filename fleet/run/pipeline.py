@@ -41,7 +41,7 @@ from .heartbeat_state import HeartbeatState
 from .inputs import Inputs
 from .keep import KEEPABLE
 from .lease import KeptLease, NewLease
-from .machines import KeepsCheckpoints, Machines, SSHMachines, WatchesNotices
+from .machines import CachesSetup, KeepsCheckpoints, Machines, SSHMachines, WatchesNotices
 from .observers import Observers, RunObserver
 from .pool_lease import PoolLease
 from .record import write_record
@@ -191,13 +191,18 @@ class Pipeline:
                 if self.config.setup:                                                      # setup
                     ctx.events.phase("setup", self.config.setup)
                     setup = self.environment.setup_command(ctx, lease, self.config.setup)
-                    result = machines.execute(ctx, lease, setup, setup=True, on_tick=on_tick)
-                    # A setup we stopped (Ctrl-C, budget) exits 143/137: that is the stop, not a broken setup.
-                    check_cancel(ctx)
-                    check_not_released_elsewhere(ctx)
-                    if result.exit_code != 0:
-                        outcome = _Outcome("setup-failed", result.exit_code, result.failing_rank)
-                        raise _SetupFailed()
+                    skipped = (machines.setup_skip_reason(ctx, lease, setup)
+                               if isinstance(machines, CachesSetup) else None)
+                    if skipped:
+                        ctx.events.phase("setup", skipped)
+                    else:
+                        result = machines.execute(ctx, lease, setup, setup=True, on_tick=on_tick)
+                        # A setup we stopped (Ctrl-C, budget) exits 143/137: that is the stop, not a broken setup.
+                        check_cancel(ctx)
+                        check_not_released_elsewhere(ctx)
+                        if result.exit_code != 0:
+                            outcome = _Outcome("setup-failed", result.exit_code, result.failing_rank)
+                            raise _SetupFailed()
             self.environment.capture(ctx, lease)                                           # environment
             check_cancel(ctx)
             ctx.events.phase("run", ctx.command)                                           # execute

@@ -10,7 +10,8 @@ figures are reported too, informative). Measured:
   the machine plus the store lookup of the package set's wheels); target ≤ 0.5 s;
 - time to ready: from the process start to the experiment's first rank-prefixed line, for the run
   with setup on a warm host versus the same experiment with no setup at all (interleaved, order
-  alternating); target ≤ 1.2×; and whether the warm setup installed anything (it must not);
+  alternating); target ≤ 1.2×; and whether the warm setup installed anything (it must not) or was
+  skipped altogether (the setup cache: an install-only setup from unchanged files, fleet/setup_cache.py);
 - the same for `fleet rerun` of the warming run on the warm host (pinned package set; informative).
 
     python scripts/bench/environment.py [-n 5] [--quick] [--json]
@@ -82,7 +83,7 @@ def measure(samples: int) -> list[dict]:
         rows.append(median_row("cold run with setup: time to first line (fills the caches)", [cold], "s"))
         rows.append(median_row("cold run: capture incl. packing wheels into the store",
                                [capture_s(with_setup, env, run_id)], "s"))
-        ready_setup, ready_bare, ready_rerun, captures, installed = [], [], [], [], 0
+        ready_setup, ready_bare, ready_rerun, captures, installed, skipped = [], [], [], [], 0, 0
         recorded = run_id
         for rnd in range(samples):
             for side in (("setup", "bare", "rerun") if rnd % 2 == 0 else ("rerun", "bare", "setup")):
@@ -91,6 +92,7 @@ def measure(samples: int) -> list[dict]:
                     ready_setup.append(t)
                     captures.append(capture_s(with_setup, env, run_id))
                     installed += "Installing collected packages" in err
+                    skipped += "setup: skipped" in err
                 elif side == "rerun":
                     t, _, _ = first_line(with_setup, env, ["rerun", recorded])
                     ready_rerun.append(t)
@@ -105,6 +107,7 @@ def measure(samples: int) -> list[dict]:
     rows.append(median_row("time to first line, pinned rerun on the warm host", ready_rerun, "s"))
     rows.append(ratio_row("time to ready, pinned rerun / no setup", ready_rerun, ready_bare))
     rows.append(row("warm leases that installed a package", installed, "runs", "== 0"))
+    rows.append(row(f"warm leases whose setup was skipped (setup cache), of {len(ready_setup)}", skipped, "runs"))
     return rows
 
 
