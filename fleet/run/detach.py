@@ -188,12 +188,30 @@ def stop_supervised_runs(state, lease_id: str, events: Events, *, wait_s: float 
         if not is_supervisor(ident, run["id"]):
             continue
         events.phase("release", f"asking the supervisor of run {run['id']} (pid {ident['pid']}) to stop")
-        os.kill(int(ident["pid"]), signal.SIGTERM)
+        try:
+            os.kill(int(ident["pid"]), signal.SIGTERM)
+        except PermissionError:
+            raise _not_ours(run["id"], int(ident["pid"]), lease_id) from None
+        except ProcessLookupError:
+            pass   # it ended between the check and the signal: what was asked
         end = time.monotonic() + wait_s
         while time.monotonic() < end and is_supervisor(ident, run["id"]):
             time.sleep(0.2)
         stopped.append(run["id"])
     return stopped
+
+
+def _not_ours(run_id: str, pid: int, lease_id: str) -> InfrastructureError:
+    """Another Unix user's supervisor runs this run (a shared state database): this user may not
+    signal it, and releasing its machines under it would leave its run unrecorded."""
+    try:
+        owner = f"uid {os.stat(f'/proc/{pid}').st_uid}"
+    except OSError:
+        owner = "uid unknown"
+    return InfrastructureError(
+        f"run {run_id} is supervised by another user's process (pid {pid}, {owner}); "
+        f"ask them to run `fleet down {lease_id}`",
+        hint="or leave it: its machines end at the lease's own deadline")
 
 
 # -- reconcile: supervisors that died without finishing their run -----------------------------------------
