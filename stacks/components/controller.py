@@ -3,10 +3,11 @@
 Attach `controller_policy_arn` (a stack output) to the team's users or the CI job's role. It allows
 exactly what fleet's controller calls (fleet/providers/aws/permissions.py, checked against the code
 by a test), scoped to this stack where AWS allows it:
-- launch only instances that carry a `fleet:lease` tag, tagging them only at launch, and pass only
-  this stack's machine role;
-- afterwards change no tag but `fleet:deadline`, and only on fleet-tagged instances;
-- terminate only fleet-tagged instances;
+- launch only instances tagged `fleet:lease` and this stack's `fleet:stack`, from this stack's launch
+  templates, subnets and security group and from baked images (`fleet:recipe-hash`), tagging them
+  only at launch, passing only this stack's machine role;
+- afterwards change no tag but `fleet:deadline`, and only on this stack's fleet instances;
+- terminate only this stack's fleet instances (another stack's or anything untagged is out of reach);
 - read and write the snapshot bucket, nothing else in S3.
 EC2 Describe* calls have no resource-level scoping and are allowed on "*".
 """
@@ -17,7 +18,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_aws as aws
 
-from fleet.providers.aws.permissions import DEADLINE_TAG, DESCRIBE_ACTIONS, LEASE_TAG, bucket_actions
+from fleet.providers.aws.permissions import (DEADLINE_TAG, DESCRIBE_ACTIONS, LEASE_TAG, RECIPE_HASH_TAG, STACK_TAG,
+                                             bucket_actions)
 
 from .common import TYPE_PREFIX, child, policy_output
 
@@ -40,23 +42,30 @@ class Controller(pulumi.ComponentResource):
         tagged_at_launch = [f"{ec2}:instance/*", f"{ec2}:volume/*"]
         bucket = pulumi.Output.from_input(args.bucket_arn)
         on_bucket, on_objects = bucket_actions()
+        of_stack = {f"aws:ResourceTag/{STACK_TAG}": args.stack}
         statements = [
             {"Sid": "Discover", "Effect": "Allow", "Action": list(DESCRIBE_ACTIONS), "Resource": "*"},
             {"Sid": "LaunchFleetTaggedInstances", "Effect": "Allow", "Action": "ec2:RunInstances",
              "Resource": tagged_at_launch,
-             "Condition": {"Null": {f"aws:RequestTag/{LEASE_TAG}": "false"}}},
-            {"Sid": "LaunchFromStackParts", "Effect": "Allow", "Action": "ec2:RunInstances",
-             "Resource": [f"{ec2}:launch-template/*", f"{ec2}:subnet/*", f"{ec2}:security-group/*",
-                          f"{ec2}:network-interface/*", f"arn:aws:ec2:{args.region}::image/*"]},
+             "Condition": {"Null": {f"aws:RequestTag/{LEASE_TAG}": "false"},
+                           "StringEquals": {f"aws:RequestTag/{STACK_TAG}": args.stack}}},
+            {"Sid": "LaunchFromThisStacksParts", "Effect": "Allow", "Action": "ec2:RunInstances",
+             "Resource": [f"{ec2}:launch-template/*", f"{ec2}:subnet/*", f"{ec2}:security-group/*"],
+             "Condition": {"StringEquals": of_stack}},
+            {"Sid": "LaunchFromBakedImages", "Effect": "Allow", "Action": "ec2:RunInstances",
+             "Resource": f"arn:aws:ec2:{args.region}::image/*",
+             "Condition": {"Null": {f"aws:ResourceTag/{RECIPE_HASH_TAG}": "false"}}},
+            {"Sid": "LaunchWithNetworkInterfaces", "Effect": "Allow", "Action": "ec2:RunInstances",
+             "Resource": f"{ec2}:network-interface/*"},
             {"Sid": "TagOnlyAtLaunch", "Effect": "Allow", "Action": "ec2:CreateTags",
              "Resource": tagged_at_launch, "Condition": {"StringEquals": {"ec2:CreateAction": "RunInstances"}}},
-            {"Sid": "MoveDeadlineTagOfFleetInstances", "Effect": "Allow", "Action": "ec2:CreateTags",
+            {"Sid": "MoveDeadlineTagOfThisStacksInstances", "Effect": "Allow", "Action": "ec2:CreateTags",
              "Resource": f"{ec2}:instance/*",
-             "Condition": {"Null": {f"aws:ResourceTag/{LEASE_TAG}": "false"},
+             "Condition": {"Null": {f"aws:ResourceTag/{LEASE_TAG}": "false"}, "StringEquals": of_stack,
                            "ForAllValues:StringEquals": {"aws:TagKeys": [DEADLINE_TAG]}}},
-            {"Sid": "TerminateFleetInstances", "Effect": "Allow", "Action": "ec2:TerminateInstances",
+            {"Sid": "TerminateThisStacksInstances", "Effect": "Allow", "Action": "ec2:TerminateInstances",
              "Resource": f"{ec2}:instance/*",
-             "Condition": {"Null": {f"aws:ResourceTag/{LEASE_TAG}": "false"}}},
+             "Condition": {"Null": {f"aws:ResourceTag/{LEASE_TAG}": "false"}, "StringEquals": of_stack}},
             {"Sid": "PassMachineRole", "Effect": "Allow", "Action": "iam:PassRole",
              "Resource": args.machine_role_arn,
              "Condition": {"StringEquals": {"iam:PassedToService": "ec2.amazonaws.com"}}},

@@ -101,6 +101,8 @@ def test_one_batched_call_with_tags_imdsv2_terminate_and_userdata(provider, proj
         tags = {t["Key"]: t["Value"] for t in inst[0]["Tags"]}
         assert tags["fleet:lease"] == "l-params" and tags["fleet:project"] == project
         assert tags["fleet:user"] == "tester" and tags["fleet:run"] and tags["fleet:expires-at"].endswith("Z")
+        # the stack's controller policy lets its users end only their own stack's instances
+        assert provider.outputs.stack and tags["fleet:stack"] == provider.outputs.stack
         assert inst[0]["MetadataOptions"]["HttpTokens"] == "required"
         iid = inst[0]["InstanceId"]
         attr = ec2.describe_instance_attribute(InstanceId=iid, Attribute="instanceInitiatedShutdownBehavior")

@@ -42,6 +42,8 @@ DESCRIBE_ACTIONS = tuple(sorted({a for a in CONTROLLER_ACTIONS.values() if a.sta
 
 LEASE_TAG = "fleet:lease"
 DEADLINE_TAG = "fleet:deadline"
+STACK_TAG = "fleet:stack"             # on every resource the stack makes and every instance fleet launches
+RECIPE_HASH_TAG = "fleet:recipe-hash"   # on every image `fleet image bake` makes
 
 
 def bucket_actions() -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -219,6 +219,8 @@ class AWSProvider(BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDead
             "fleet:run": plan.run_id or lease_id,
             "fleet:project": plan.project, "fleet:user": plan.user,
             "fleet:template": template.name,
+            # The stack's controller policy lets its users launch, tag and end only their stack's machines.
+            **({"fleet:stack": self.outputs.stack} if self.outputs.stack else {}),
             "fleet:expires-at": iso_tag(expires),
             # The first deadline, counted from now plus the longest launch + boot wait: the machine's
             # watchdog counts from its boot, and the first heartbeat replaces this once SSH answers.

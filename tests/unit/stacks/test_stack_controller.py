@@ -77,14 +77,22 @@ def test_every_operation_the_controller_calls_is_in_the_policy():
     assert not unknown, f"add these to fleet/providers/aws/permissions.py: {unknown}"
 
 
-def test_launch_and_tagging_are_scoped_to_fleet_tags():
+def test_launch_tagging_and_termination_are_scoped_to_this_stack():
     _, st = _statements()
-    assert st["LaunchFleetTaggedInstances"]["Condition"] == {"Null": {"aws:RequestTag/fleet:lease": "false"}}
+    of_stack = {"aws:ResourceTag/fleet:stack": "test"}
+    assert st["LaunchFleetTaggedInstances"]["Condition"] == {
+        "Null": {"aws:RequestTag/fleet:lease": "false"}, "StringEquals": {"aws:RequestTag/fleet:stack": "test"}}
+    assert st["LaunchFromThisStacksParts"]["Condition"] == {"StringEquals": of_stack}
+    assert st["LaunchFromBakedImages"]["Condition"] == {"Null": {"aws:ResourceTag/fleet:recipe-hash": "false"}}
     assert st["TagOnlyAtLaunch"]["Condition"] == {"StringEquals": {"ec2:CreateAction": "RunInstances"}}
-    later = st["MoveDeadlineTagOfFleetInstances"]["Condition"]
+    later = st["MoveDeadlineTagOfThisStacksInstances"]["Condition"]
     assert later["ForAllValues:StringEquals"] == {"aws:TagKeys": ["fleet:deadline"]}
-    assert later["Null"] == {"aws:ResourceTag/fleet:lease": "false"}
-    assert st["TerminateFleetInstances"]["Condition"] == {"Null": {"aws:ResourceTag/fleet:lease": "false"}}
+    assert later["Null"] == {"aws:ResourceTag/fleet:lease": "false"} and later["StringEquals"] == of_stack
+    assert st["TerminateThisStacksInstances"]["Condition"] == {
+        "Null": {"aws:ResourceTag/fleet:lease": "false"}, "StringEquals": of_stack}
+    # every RunInstances resource but the network interfaces it creates is conditioned
+    launch = [s for s in st.values() if "ec2:RunInstances" in _actions(s)]
+    assert [s["Sid"] for s in launch if "Condition" not in s] == ["LaunchWithNetworkInterfaces"]
     tagging = [s for s in st.values() if "ec2:CreateTags" in _actions(s) or "ec2:DeleteTags" in _actions(s)]
     assert all("Condition" in s for s in tagging) and not any("ec2:DeleteTags" in _actions(s) for s in tagging)
 
