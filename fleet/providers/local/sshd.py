@@ -237,7 +237,7 @@ def start_watchdog(directory: Path, machine_id: str, *, ttl_s: float, max_s: flo
 
 
 def pid_alive(pid: int) -> bool:
-    from ...remote.agent.agent import alive
+    from ...remote.agent.containment import alive
     return alive(pid)
 
 

@@ -40,41 +40,9 @@ POLL_S = 0.5
 ISOLATION_FILE = "isolation.json"
 
 
-def _read_float(path, default=None):
-    try:
-        with open(path) as fh:
-            return float(fh.read().strip())
-    except (OSError, ValueError):
-        return default
-
-
-def _write_atomic(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def _tagged_pids(machine_id):
     """Pids whose environment carries this machine's id (each checked by start time while read)."""
     return [pid for pid, _start in containment.tagged(machine_id, exclude={os.getpid()})]
-
-
-def alive(pid):
-    """True for a live process; a zombie (exited, not yet reaped) counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # -- the machine's containment ---------------------------------------------------------------------
@@ -174,7 +142,7 @@ def _work_leaves(unit):
 def _expire(args, reason):
     state = args.state_dir
     try:
-        _write_atomic(os.path.join(state, "expired"), json.dumps({"reason": reason, "at": time.time()}))
+        containment.write_atomic(os.path.join(state, "expired"), json.dumps({"reason": reason, "at": time.time()}))
     except OSError:
         pass   # e.g. the disk is full: the marker is informative, ending the machine is not optional
     info = args.isolation_info
@@ -196,10 +164,10 @@ def cmd_watchdog(args):
     state = args.state_dir
     os.makedirs(state, exist_ok=True)
     now = time.time()
-    _write_atomic(os.path.join(state, "max_deadline"), repr(now + args.max))
-    _write_atomic(os.path.join(state, "deadline"), repr(now + min(args.ttl, args.max)))
+    containment.write_atomic(os.path.join(state, "max_deadline"), repr(now + args.max))
+    containment.write_atomic(os.path.join(state, "deadline"), repr(now + min(args.ttl, args.max)))
     args.isolation_info = _contain_self(args)
-    _write_atomic(os.path.join(state, ISOLATION_FILE), json.dumps(args.isolation_info))
+    containment.write_atomic(os.path.join(state, ISOLATION_FILE), json.dumps(args.isolation_info))
     # "PID STARTTIME": whoever reads it later can tell this process from one that reused the pid.
     containment.write_pid_file(os.path.join(state, "watchdog.pid"), os.getpid())
     for sig in (signal.SIGHUP, signal.SIGINT):
@@ -210,7 +178,7 @@ def cmd_watchdog(args):
         _start_telemetry(state, args.telemetry_interval, stop)
     reason = "terminated"
     while not stop.is_set():
-        deadline = _read_float(os.path.join(state, "deadline"), now)
+        deadline = containment.read_float(os.path.join(state, "deadline"), now)
         if os.path.exists(os.path.join(state, "release")):
             reason = "released"
             break
@@ -239,28 +207,28 @@ def cmd_extend(args):
     if os.path.exists(os.path.join(state, "expired")):
         print("expired", file=sys.stderr)
         return 3
-    cap = _read_float(os.path.join(state, "max_deadline"))
+    cap = containment.read_float(os.path.join(state, "max_deadline"))
     target = time.time() + args.ttl
     if cap is not None:
         target = min(target, cap)
     # Only ever later: a shorter TTL (a second `fleet extend 1m`, a heartbeat capped by the budget)
     # must not pull forward a deadline someone was already promised.
-    current = _read_float(os.path.join(state, "deadline"))
+    current = containment.read_float(os.path.join(state, "deadline"))
     if current is not None and current > target:
         target = current
-    _write_atomic(os.path.join(state, "deadline"), repr(target))
+    containment.write_atomic(os.path.join(state, "deadline"), repr(target))
     print(json.dumps({"remaining_s": round(target - time.time(), 3)}))
     return 0
 
 
 def cmd_release(args):
-    _write_atomic(os.path.join(args.state_dir, "release"), str(time.time()))
+    containment.write_atomic(os.path.join(args.state_dir, "release"), str(time.time()))
     return 0
 
 
 def cmd_status(args):
     state = args.state_dir
-    deadline = _read_float(os.path.join(state, "deadline"))
+    deadline = containment.read_float(os.path.join(state, "deadline"))
     watchdog = containment.read_pid_file(os.path.join(state, "watchdog.pid"))
     out = {
         "remaining_s": None if deadline is None else round(deadline - time.time(), 3),
@@ -278,7 +246,7 @@ def stop_machine(state, machine_id, *, unit=None, roots=(), grace_s=2.0):
     end whatever is left: the whole unit (a stuck watchdog too), or the verified pids and tagged
     processes when there is no unit. Only processes proven to be the machine's are signalled."""
     try:
-        _write_atomic(os.path.join(state, "release"), str(time.time()))
+        containment.write_atomic(os.path.join(state, "release"), str(time.time()))
     except OSError:
         pass   # gone or disk full: ending the machine below does not need the watchdog
     watchdog = containment.read_pid_file(os.path.join(state, "watchdog.pid"))
@@ -339,7 +307,7 @@ def cmd_exec(args):
     child = subprocess.Popen(argv, start_new_session=True, env=env,
                              stdin=subprocess.DEVNULL if args.env_stdin else None)
     if args.pidfile:
-        _write_atomic(args.pidfile, str(child.pid))
+        containment.write_atomic(args.pidfile, str(child.pid))
 
     def forward(sig, _frame):
         try:
@@ -354,7 +322,7 @@ def cmd_exec(args):
 
 
 def cmd_signal(args):
-    pgid = int(_read_float(args.pidfile, 0) or 0)
+    pgid = int(containment.read_float(args.pidfile, 0) or 0)
     if not pgid:
         return 0
     try:
