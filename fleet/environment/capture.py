@@ -54,11 +54,28 @@ def venv_python(lease: Lease, machine: Machine) -> str:
     return f"{venv}/bin/python" if venv else machine.python
 
 
-def run_probe(lease: Lease, machine: Machine, *args: str, timeout: float = 120) -> dict[str, Any]:
-    from ..remote.ssh import connect
-    with connect(machine, timeout=30) as session:
-        result = session.run([venv_python(lease, machine), "-c", probe_script(), *args], check=False,
-                             timeout=timeout)
+# The probe runs the lease's venv `python`, which the experiment's setup can replace: what it prints
+# is bounded, and so is how long it may take. The largest real answer (thousands of packages, each
+# name, version and hash) is a few MiB.
+PROBE_MAX_OUTPUT = 16 << 20
+PROBE_DEADLINE_S = 300.0
+
+
+def run_probe(lease: Lease, machine: Machine, *args: str, deadline_s: float = PROBE_DEADLINE_S) -> dict[str, Any]:
+    from ..remote.ssh import CommandTimedOut, OutputLimitExceeded, connect
+    python = venv_python(lease, machine)
+    try:
+        with connect(machine, timeout=30) as session:
+            result = session.run([python, "-c", probe_script(), *args], check=False, timeout=120,
+                                 max_output_bytes=PROBE_MAX_OUTPUT, deadline_s=deadline_s)
+    except OutputLimitExceeded:
+        raise InfrastructureError(f"could not read the environment of {machine.id}: {python} printed more "
+                                  f"than {PROBE_MAX_OUTPUT >> 20} MiB for its {args[0] if args else 'probe'} "
+                                  "step (is it still the venv's Python?); stopped reading it") from None
+    except CommandTimedOut:
+        raise InfrastructureError(f"could not read the environment of {machine.id}: {python}'s "
+                                  f"{args[0] if args else 'probe'} step did not finish in {deadline_s:g}s; "
+                                  "stopped waiting for it") from None
     lines = result.stdout.strip().splitlines()
     if result.exit_code != 0 or not lines:
         detail = (result.stderr.strip() or result.stdout.strip())[-300:]
@@ -135,7 +152,8 @@ def keep_wheels(lease: Lease, machine: Machine, env: MachineEnvironment, store, 
         events.phase("environment", f"keeping this package set ({len(env.packages)} packages) in the store "
                                     "for reruns: first time only")
     remote = f"{machine.state_dir}/{REMOTE_WHEELS}"
-    run_probe(lease, machine, "pack", remote, *[p.name for p in env.packages], timeout=600)
+    # Repacking a large set (torch's GiBs) into deflated wheels takes minutes, once per set.
+    run_probe(lease, machine, "pack", remote, *[p.name for p in env.packages], deadline_s=1800)
     with tempfile.TemporaryDirectory(prefix="fleet-wheels-") as tmp:
         got = fetch_directory(machine, remote, Path(tmp))
         if got.skipped:

@@ -31,6 +31,14 @@ class Result:
     stderr: str
 
 
+class OutputLimitExceeded(InfrastructureError):
+    """The command printed more than the caller's `max_output_bytes`; it was stopped being read."""
+
+
+class CommandTimedOut(InfrastructureError):
+    """The command was still running (or still printing) after the caller's `deadline_s`."""
+
+
 def shell_command(argv_or_cmd: str | Sequence[str], *, env: Mapping[str, str] | None = None,
                   cwd: str | None = None) -> str:
     """One POSIX sh command line; every user-supplied piece is quoted, never interpolated raw."""
@@ -69,6 +77,17 @@ class OutputEnd:
             self.exited_at = now
         time.sleep(0.005)   # status_event is set now, so the caller's wait no longer waits
         return now - self.exited_at >= self.GRACE_S
+
+
+def _brief(line: str) -> str:
+    """A command line as an error names it: its first 80 characters of one line (a `python -c`
+    script spans many)."""
+    first = line.splitlines()[0] if line else ""
+    return first[:80] + ("…" if len(first) > 80 or first != line else "")
+
+
+def _size(n: int) -> str:
+    return f"{n / (1 << 20):g} MiB" if n >= 1 << 20 else f"{n} bytes"
 
 
 def _load_key(path: str) -> paramiko.PKey:
@@ -115,8 +134,16 @@ class Session:
 
     def run(self, command: str | Sequence[str], *, env: Mapping[str, str] | None = None,
             cwd: str | None = None, check: bool = True, timeout: float | None = 120,
-            stdin: bytes | None = None) -> Result:
+            stdin: bytes | None = None, max_output_bytes: int | None = None,
+            deadline_s: float | None = None) -> Result:
+        """Run one command and read all it prints. `timeout` bounds each blocking wait on the
+        channel; a command whose output the experiment can influence (anything run by the lease's
+        venv, files the experiment writes) also needs `deadline_s`, the whole command's time, and
+        `max_output_bytes`, stdout and stderr together: a program that prints forever would
+        otherwise hold the caller, and its memory, without end. Past either the channel is closed
+        and OutputLimitExceeded or CommandTimedOut says so in one line."""
         line = shell_command(command, env=env, cwd=cwd)
+        ends = None if deadline_s is None else time.monotonic() + deadline_s
         try:
             chan = self.open_channel()
             chan.settimeout(timeout)
@@ -127,6 +154,14 @@ class Session:
             out, err = bytearray(), bytearray()
             output_ended = OutputEnd()
             while True:
+                if max_output_bytes is not None and len(out) + len(err) > max_output_bytes:
+                    chan.close()
+                    raise OutputLimitExceeded(f"on machine {self.machine.id}: `{_brief(line)}` printed more than "
+                                              f"{_size(max_output_bytes)}; stopped reading it")
+                if ends is not None and time.monotonic() > ends:
+                    chan.close()
+                    raise CommandTimedOut(f"on machine {self.machine.id}: `{_brief(line)}` did not finish in "
+                                          f"{deadline_s:g}s; stopped waiting for it")
                 if chan.recv_ready():
                     out += chan.recv(65536)
                 elif chan.recv_stderr_ready():
@@ -143,7 +178,7 @@ class Session:
         if check and code != 0:
             detail = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or [""]
             raise InfrastructureError(
-                f"on machine {self.machine.id}: `{line[:80]}` exited {code}: {detail[0][:200]}")
+                f"on machine {self.machine.id}: `{_brief(line)}` exited {code}: {detail[0][:200]}")
         return result
 
     def open_channel(self, timeout: float = 30, **kwargs) -> paramiko.Channel:

@@ -83,7 +83,8 @@ def read_remote_metrics(machine, run_id: str) -> dict:
         with connect(machine, timeout=10) as s:
             line = (shlex.join(["test", "-f", path]) + " && "
                     + shlex.join(["head", "-c", str(MAX_METRICS_BYTES + 1), path]))
-            got = s.run(line, check=False, timeout=20)
+            got = s.run(line, check=False, timeout=20, deadline_s=20,
+                        max_output_bytes=MAX_METRICS_BYTES + 65536)   # head's bytes, and room for an error
         too_big = len(got.stdout.encode()) > MAX_METRICS_BYTES
         data = json.loads(got.stdout) if got.exit_code == 0 and not too_big else {}
     except Exception:  # noqa: BLE001 — no reading is no verdict, never the trial's failure
