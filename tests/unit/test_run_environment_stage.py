@@ -73,12 +73,12 @@ def test_a_rerun_installs_the_recorded_set_and_records_what_differs(config, monk
         pinned.environment.wheels_snapshot))
     ran = []
     machines = ReportingMachines()
-    original = FakeMachines.execute
+    original = ReportingMachines.execute
 
     def execute(self, ctx, lease, command, *, setup=False, on_tick=None):
-        ran.append(command)
-        return original(self, ctx, lease, "ok", setup=setup, on_tick=on_tick)
-    monkeypatch.setattr(FakeMachines, "execute", execute)
+        ran.append(command)   # as the pipeline hands it over (ReportingMachines runs "ok" in its place)
+        return original(self, ctx, lease, command, setup=setup, on_tick=on_tick)
+    monkeypatch.setattr(ReportingMachines, "execute", execute)
     pinned = PinnedEnvironment("r-old", RECORDED)
     options = RunOptions(rerun_of=RerunOf("r-old", PinnedInputs(), environment=pinned))
     events = Warnings()
