@@ -66,7 +66,7 @@ class Config:
     queue_max_gpus_per_user: int | None = None   # [queue] max_gpus_per_user (team hosts)
     data: dict[str, str] = field(default_factory=dict)   # name → path, pinned as snapshots
     store: str | None = None          # snapshot store URL; default $FLEET_HOME/store
-    cache_max: str | None = None      # size cap of each host's chunk cache (sync.cache_max_bytes)
+    cache_max: str | None = None      # size cap of each host's chunk cache (sync_remote.cache_max_bytes)
     cache_dir: str | None = None      # chunk cache directory on cloud machines
     prices: dict[str, Decimal] = field(default_factory=dict)   # template/instance type → USD/hour override
     # Each provider's own section ([aws], [[hosts]], …), parsed by the settings class it declares:

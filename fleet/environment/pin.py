@@ -97,7 +97,9 @@ def stage_wheels(lease: Lease, store, pinned: PinnedEnvironment, events) -> None
         return
     from dataclasses import dataclass
 
-    from ..snapshots.sync import Target, data_dir
+    from ..snapshots.sync import Target
+
+    from ..snapshots.sync_remote import data_dir
     from ..snapshots.sync_progress import stage_lease
 
     @dataclass(frozen=True)

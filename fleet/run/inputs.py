@@ -96,7 +96,8 @@ class Inputs:
             targets = one_per_staging_dir(lease.machines)     # machines sharing a filesystem: once
             parallel(targets, lambda m: push_archive(m, archive))
             return StagedInputs(machines=len(targets), bytes_sent=len(archive) * len(targets), pinned=False)
-        from ..snapshots.sync import Target, data_dir
+        from ..snapshots.sync import Target
+        from ..snapshots.sync_remote import data_dir
         from ..snapshots.sync_progress import stage_lease
         from ..stage import code_dir
         pins = self.pins

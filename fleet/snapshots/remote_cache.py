@@ -1,6 +1,6 @@
 """A host's chunk cache, for the sync helper (stdlib only; cached on the host ahead of remote_helper.py).
 
-It lives outside every lease's directory (see sync.host_cache_dir) and is shared by all leases of
+It lives outside every lease's directory (see sync_remote.host_cache_dir) and is shared by all leases of
 the user on that host, so a second run with the same data receives nothing. Files named by their
 content's sha256 under <root>/<h[:2]>/: a chunk, or a whole file. Entries are copies (a reflink
 where the filesystem has them, else an in-kernel copy), never hard links into a lease's tree: a run

@@ -1,4 +1,4 @@
-"""The machine side of snapshot sync. Stdlib only: cached on the host by its hash (sync.BOOTSTRAP
+"""The machine side of snapshot sync. Stdlib only: cached on the host by its hash (sync_remote.BOOTSTRAP
 fetches it over the channel once), then started by a few-line inline bootstrap on every sync.
 
 One process, one SSH channel, JSON lines both ways:

@@ -18,7 +18,7 @@ import os
 import shutil
 import stat
 
-if "Cache" not in globals():   # inline, remote_cache.py's text comes first (see sync.helper_source)
+if "Cache" not in globals():   # inline, remote_cache.py's text comes first (see sync_remote.helper_source)
     from fleet.snapshots.remote_cache import EMPTY, Cache, Failure, write_all  # noqa: F401
 
 STATE = {"dir": None, "fixed": False}   # records of materialised targets (the machine's .fleet/materialised)

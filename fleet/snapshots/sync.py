@@ -17,16 +17,13 @@ per host, not once per machine.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shlex
 import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Callable, Iterator
 
 from ..errors import FleetError, IntegrityError, MachineUnreachable, UsageError
@@ -36,35 +33,11 @@ from .manifest import Manifest
 from .restore import read_chunk
 from .store import Store
 from .sync_channel import OpenSSHChannel, ParamikoChannel, use_openssh
+from .sync_remote import cache_max_bytes, helper_command, helper_source, host_cache_dir
 
 SEND_BATCH = 4 * 1024 * 1024
 END_FRAME = b"0" * 64 + b"000000000000\n"
-DEFAULT_CACHE_MAX = 50 * 1024 ** 3     # bytes held only by a host's chunk cache (not by live trees)
-REMOTE_CACHE = "~/.cache/fleet/chunks"  # a cloud machine's default: per user, outside every lease
 PRESIGN_TTL_S = 3600
-
-# Runs the helper the host has cached under its hash, or reads it from the channel once and caches it;
-# input that ends before a request (a dialled channel nobody used) ends it quietly.
-BOOTSTRAP = """import hashlib,json,os,sys
-H,P=sys.argv[1],os.path.expanduser(sys.argv[2])
-S=os.fdopen(0,'rb',buffering=1<<20)
-try:
-    with open(P,'rb') as f: src=f.read()
-except OSError: src=b''
-F=None
-if hashlib.sha256(src).hexdigest()!=H:
-    F=S.readline()
-    if not F: sys.exit()
-    sys.stdout.write('{"helper": "need"}\\n');sys.stdout.flush()
-    src=S.read(int(S.readline()))
-    if hashlib.sha256(src).hexdigest()!=H: sys.exit('sync helper arrived corrupt')
-    os.makedirs(os.path.dirname(P),mode=0o700,exist_ok=True)
-    t='%s.%d'%(P,os.getpid())
-    with open(t,'wb') as f: f.write(src)
-    os.replace(t,P)
-exec(compile(src,P,'exec'),{'__name__':'__main__','STREAM':S,'FIRST':F})
-"""
-
 
 @dataclass
 class Target:
@@ -90,57 +63,6 @@ class SyncStats:
     evicted_bytes: int = 0        # cache entries the host dropped to stay under its cap
     direct_error: str | None = None
     seconds: float = 0.0
-
-
-@lru_cache(maxsize=1)
-def helper_source() -> bytes:
-    here = os.path.dirname(os.path.abspath(__file__))     # plain files beside this one (no importlib.resources)
-    parts = []
-    for name in ("remote_cache.py", "remote_tree.py", "remote_helper.py"):
-        with open(os.path.join(here, name), encoding="utf-8") as f:
-            parts.append(f.read())
-    return "\n".join(parts).encode()
-
-
-def helper_hash() -> str:
-    return hashlib.sha256(helper_source()).hexdigest()
-
-
-def host_cache_dir(machine: Machine, configured: str | None = None) -> str:
-    """Where a host keeps chunks between leases: beside a team host's lease workdirs; under
-    FLEET_HOME for machines on the controller's own host (local provider, AWS sandbox); `cache_dir`
-    from fleet.toml, else the login's ~/.cache, elsewhere (a cloud instance: point it at the
-    instance store or a cache volume)."""
-    suffix = f"/{machine.lease_id}/{machine.id}"
-    if machine.host.startswith("127.") or machine.host in ("localhost", "::1"):
-        from ..paths import subdir
-        return str(subdir("cache") / "chunks")
-    if machine.workdir.endswith(suffix):
-        return machine.workdir[:-len(suffix)] + "/.chunk-cache"
-    return configured or os.environ.get("FLEET_CHUNK_CACHE_DIR") or REMOTE_CACHE
-
-
-def chunk_cache(machine: Machine) -> str:
-    return host_cache_dir(machine)
-
-
-def data_dir(machine: Machine, name: str) -> str:
-    return f"{machine.workdir}/data/{name}"
-
-
-def cache_max_bytes(value: str | None = None) -> int | None:
-    """`cache_max` (fleet.toml) or FLEET_CHUNK_CACHE_MAX: bytes (K/M/G/T suffixes) or "none"; default 50 GiB."""
-    raw = (os.environ.get("FLEET_CHUNK_CACHE_MAX") or value or "").strip().lower()
-    if not raw:
-        return DEFAULT_CACHE_MAX
-    if raw in ("none", "unlimited", "off"):
-        return None
-    mult = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}.get(raw.rstrip("ib")[-1:], 1)
-    try:
-        return int(float(raw.rstrip("ib").rstrip("kmgt")) * mult)
-    except ValueError:
-        raise UsageError(f"cache_max / FLEET_CHUNK_CACHE_MAX = {raw!r} is not a size",
-                         hint="e.g. 20G, 500M or none") from None
 
 
 class Prepared:
@@ -328,13 +250,6 @@ def _stream(ch, machine: Machine, prep: Prepared, targets: list[Target], stats: 
     stats.files_reused = result.get("reused", 0)
     stats.bytes_objects = result.get("objects_fetched", 0)
     return result
-
-
-def helper_command(machine: Machine, cache_dir: str | None = None) -> str:
-    """The command a sync channel runs on the machine: the bootstrap, with the helper's hash and where
-    the host keeps it. -S: the helper needs only the standard library; skipping site saves start-up."""
-    return shlex.join([machine.python, "-S", "-c", BOOTSTRAP, helper_hash(),
-                       f"{host_cache_dir(machine, cache_dir)}/helper/{helper_hash()}.py"])
 
 
 def dial(machines: list[Machine], *, cache_dir: str | None = None, timeout: float = 600) -> dict[str, OpenSSHChannel]:

@@ -10,7 +10,8 @@ import pytest
 from fleet.errors import IntegrityError, NotFound, UsageError
 from fleet.snapshots import create_snapshot, open_store
 from fleet.snapshots.sources import pin_data, recheck
-from fleet.snapshots.sync import Target, data_dir, sync_lease
+from fleet.snapshots.sync import Target, sync_lease
+from fleet.snapshots.sync_remote import data_dir
 
 
 @pytest.fixture

@@ -7,7 +7,8 @@ import shutil
 from pathlib import Path
 
 from fleet.snapshots import create_snapshot, load, open_store
-from fleet.snapshots.sync import Target, data_dir, sync_lease
+from fleet.snapshots.sync import Target, sync_lease
+from fleet.snapshots.sync_remote import data_dir
 
 FIXTURE = Path(__file__).parents[1] / "unit" / "data" / "snapshot_store_v1"
 V1_ID = "de456a4aaa2afa9f614ff08abe31d946bab30185bab90d8251981e5f931c7645"

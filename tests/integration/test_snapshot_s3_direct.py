@@ -10,7 +10,8 @@ import pytest
 
 from fleet.errors import IntegrityError
 from fleet.snapshots import create_snapshot, open_store
-from fleet.snapshots.sync import Target, data_dir, sync_machine
+from fleet.snapshots.sync import Target, sync_machine
+from fleet.snapshots.sync_remote import data_dir
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import pytest
 
 from fleet.errors import IntegrityError, UsageError
 from fleet.snapshots import create_snapshot, open_store
-from fleet.snapshots.sync import Target, chunk_cache, data_dir, sync_lease, sync_machine
+from fleet.snapshots.sync import Target, sync_lease, sync_machine
+from fleet.snapshots.sync_remote import chunk_cache, data_dir
 from fleet.snapshots.catalog import load
 
 

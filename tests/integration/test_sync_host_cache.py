@@ -7,7 +7,8 @@ import random
 import threading
 
 from fleet.snapshots import create_snapshot, open_store
-from fleet.snapshots.sync import Target, chunk_cache, data_dir, sync_lease, sync_machine
+from fleet.snapshots.sync import Target, sync_lease, sync_machine
+from fleet.snapshots.sync_remote import chunk_cache, data_dir
 
 
 def _tree(root, seed, files=12, size=200_000):
