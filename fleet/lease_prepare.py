@@ -29,8 +29,13 @@ def prepare_lease(ctx, lease: Lease) -> None:
         from . import python_env
         setup = ctx.config.setup or ""
         prefer = pinned_set_key(ctx)
-        made = parallel(missing, lambda m: (m.id, python_env.prepare(lease, m, setup, prefer)))
-        envs.update(dict(made))
+        made = dict(parallel(missing, lambda m: (m.id, python_env.prepare(lease, m, setup, prefer))))
+        for machine_id, info in made.items():
+            discarded = info.pop("discarded", None)
+            if discarded:   # changed since it was made: by another lease, or by anything else
+                ctx.events.warn(f"{machine_id}: discarded the host's cached Python environment "
+                                f"{', '.join(discarded)}: its files no longer match what was recorded")
+        envs.update(made)
         patch[PYTHON_ENV] = envs
     if patch:
         lease.meta.update(patch)

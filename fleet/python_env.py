@@ -59,7 +59,7 @@ def prepare(lease: Lease, machine: Machine, setup: str, prefer: str = "") -> dic
     from .stage import code_dir
     args = [env_dir(machine), cache_dir(lease, machine), code_dir(machine), setup] + ([prefer] if prefer else [])
     info = _remote(machine, "prepare", *args)
-    return {k: info[k] for k in ("dir", "key", "cache", "source") if k in info}
+    return {k: info[k] for k in ("dir", "key", "cache", "source", "discarded") if k in info}
 
 
 def publishers(lease: Lease, envs: dict[str, dict[str, Any]]) -> list[Machine]:

@@ -198,3 +198,47 @@ def test_setup_installs_into_the_lease_venv_never_fleets_and_the_next_lease_reus
     assert (entry / f"made-by-{first_lease}").exists()
     assert not (entry / f"made-by-{second_lease}").exists()   # a lease's changes stay in its own venv
     assert processes_under(fleet_home) == []
+
+
+def test_a_lease_writing_into_its_venv_in_place_cannot_reach_a_later_lease(experiment, fleet_home):
+    """A lease's venv is a copy of the host cache's entry, never hard links to it: the first lease
+    rewrites its bin/pip in place (the same inode, not a replacement) after its setup was cached, and
+    the next lease on the host, cloned from that entry, runs the pip it should."""
+    (experiment / "poison.sh").write_text(
+        "echo \"pip says: $(pip --version 2>&1 | head -n 1)\"\n"
+        "python - <<'PY'\n"
+        "import os\n"
+        "pip = os.path.join(os.environ['VIRTUAL_ENV'], 'bin', 'pip')\n"
+        "links = os.stat(pip).st_nlink\n"
+        "with open(pip, 'r+') as fh:\n"
+        "    fh.write('#!/bin/sh\\necho INJECTED-BY-AN-EARLIER-LEASE\\n')\n"
+        "    fh.truncate()\n"
+        "print(f'rewrote pip in place, links={links}')\n"
+        "PY\n")
+    (experiment / "fleet.toml").write_text(
+        'project = "t"\ntemplate = "local-1gpu"\nmax_duration = "10m"\ncommand = "sh poison.sh"\nsetup = "true"\n')
+    logs = []
+    for _ in range(2):
+        proc = run_fleet(["up", "--json"], cwd=experiment, timeout=300)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        logs.append(run_fleet(["logs", _summary(proc.stdout)["run_id"]], cwd=experiment).stdout)
+    first, second = logs
+    assert "rewrote pip in place" in first, first
+    assert "INJECTED" not in second, second
+    assert re.search(r"pip says: pip \d", second), second         # the real pip ran in the next lease
+    assert "rewrote pip in place, links=1" in first, first        # the lease's pip was its own file
+    entries = [d for d in (fleet_home / "cache" / "pyenv").iterdir()
+               if d.is_dir() and not d.name.startswith(("base-", "set-", "."))]
+    assert len(entries) == 1, entries                             # the first lease's setup was cached...
+    assert "INJECTED" not in (entries[0] / "bin" / "pip").read_text()   # ...and is unchanged
+    # Written into directly (as the host's user can): the next lease discards it, says so once.
+    pip = entries[0] / "bin" / "pip"
+    pip.parent.chmod(0o755)
+    pip.chmod(0o755)
+    pip.write_text("#!/bin/sh\necho INJECTED-INTO-THE-CACHE\n")
+    proc = run_fleet(["up", "--json"], cwd=experiment, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr.count(f"discarded the host's cached Python environment {entries[0].name}") == 1, proc.stderr
+    third = run_fleet(["logs", _summary(proc.stdout)["run_id"]], cwd=experiment).stdout
+    assert "INJECTED" not in third and re.search(r"pip says: pip \d", third), third
+    assert processes_under(fleet_home) == []
