@@ -63,7 +63,7 @@ def rerun(
                                                         "--json, or when not on a terminal)."),
 ) -> int:
     """Lease fresh machines and run a recorded run again on byte-identical inputs (verified by hash)."""
-    from ..config.schema import parse_duration
+    from ..config.values import parse_duration
     from ..records.lineage import rerun as do_rerun
     from .render import is_ci
     from .plan_view import confirmer

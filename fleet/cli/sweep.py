@@ -66,7 +66,7 @@ def _budget(text: str | None):
     """--budget parsed like `budget =` in fleet.toml (one parser for money)."""
     if text is None:
         return None
-    from ..config.schema import parse_money
+    from ..config.values import parse_money
     from ..errors import UsageError
     try:
         return parse_money(text)

@@ -113,7 +113,7 @@ def _show(summary, json_out: bool) -> None:
 
 def flag_duration(flag: str, text: str) -> int:
     """A duration flag (1s up to a year), its errors naming the flag."""
-    from ..config.schema import parse_duration
+    from ..config.values import parse_duration
     from ..errors import UsageError
     try:
         return parse_duration(text)

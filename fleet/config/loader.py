@@ -22,8 +22,9 @@ else:  # pragma: no cover - Python 3.10 and older
     import tomli as tomllib
 
 from .model import BudgetsConfig, Config, SweepConfig
-from .schema import (ARRAYS, MAPS, MAX_HEARTBEAT_TTL_S, SCHEMA_FILE, SETUP_TABLE, TABLES, TOP_LEVEL, Invalid,
-                            json_schema, parse_duration, parse_money, provider_sections, schema_text)
+from .schema import (ARRAYS, MAPS, SCHEMA_FILE, SETUP_TABLE, TABLES, TOP_LEVEL, Invalid, json_schema,
+                     provider_sections, schema_text)
+from .values import MAX_HEARTBEAT_TTL_S, parse_duration, parse_money
 from ..errors import ConfigError, UsageError
 
 __all__ = ["load_config", "parse_duration", "parse_money", "json_schema", "schema_text", "SCHEMA_FILE",

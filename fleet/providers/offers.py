@@ -46,7 +46,7 @@ class OfferList:
 
 def parse_gpus_flag(text: str) -> "tuple[int, GpuType | None]":
     """`--gpus 8` / `--gpus A100:8` for a listing, which needs a count."""
-    from ..config.schema import MAX_GPUS
+    from ..config.values import MAX_GPUS
     from ..gpus import GpuRequestError, parse_gpu_request
     try:
         request = parse_gpu_request(text, max_count=MAX_GPUS)

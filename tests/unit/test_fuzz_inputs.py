@@ -137,7 +137,7 @@ def test_fuzz_fleet_toml(tmp_path_factory, text, gpus):
         assert_one_line(exc)
         assert exc.exit_code == 2, (exc, exc.exit_code)
     else:
-        from fleet.config.schema import MAX_DURATION_S, MAX_GPUS, MAX_HEARTBEAT_TTL_S
+        from fleet.config.values import MAX_DURATION_S, MAX_GPUS, MAX_HEARTBEAT_TTL_S
         assert 0 < config.max_duration_s <= MAX_DURATION_S and 0 < config.heartbeat_ttl_s <= MAX_HEARTBEAT_TTL_S
         assert config.gpus is None or 1 <= config.gpus <= MAX_GPUS
         strings = [config.command, config.setup or "", *config.env.values(), *config.data.values()]

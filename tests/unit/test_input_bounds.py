@@ -119,7 +119,7 @@ def test_nul_in_command_is_refused(experiment, no_sshd, fleet_home):
 
 def test_bounds_in_the_library_too():
     """fleet.config.loader.load_config (the library entry) applies the same bounds to overrides."""
-    from fleet.config.schema import MAX_DURATION_S, parse_duration
+    from fleet.config.values import MAX_DURATION_S, parse_duration
     from fleet.errors import UsageError
     assert parse_duration("365d") == MAX_DURATION_S
     for bad in ("366d", 10**30, "9" * 400 + "d"):

@@ -7,7 +7,7 @@ FLEET = Path(__file__).resolve().parents[2] / "fleet"
 LIMIT = 400
 # Over the limit while other work on them is in flight (each still one job, grown by features
 # landing now); the next change to each should split it. New entries need a reason in review.
-OVER_YET = {"config/schema.py"}
+OVER_YET: set[str] = set()
 
 
 def test_no_module_passes_the_limit():

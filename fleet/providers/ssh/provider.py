@@ -17,7 +17,6 @@ from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from pathlib import Path
 from typing import Callable
 
 from ...errors import InfrastructureError, MachineUnreachable, UsageError
@@ -113,7 +112,7 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing):
     def max_machines_per_lease(self) -> int:
         """Every machine takes at least one GPU slot: never more than the inventory's GPUs (a host
         whose GPUs are not yet discovered counts as many as a host may declare). Read, not probed."""
-        from ...config.schema import MAX_HOST_GPUS
+        from ...config.values import MAX_HOST_GPUS
         return max(1, sum(h.gpus or MAX_HOST_GPUS for h in self.inventory().list()))
 
     def usable_hosts(self, user: str, exclude: set[str] = frozenset(),
