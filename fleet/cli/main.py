@@ -18,6 +18,7 @@ def run() -> None:
         sys.exit(0)
     if not catalog.completing():
         _reconcile_detached_runs()
+        _settle_kept_leases()
     from .status_view import fast_args
     status = None if catalog.completing() else fast_args([a for a in args if a != "--debug"])
     if status is not None:
@@ -41,6 +42,20 @@ def _reconcile_detached_runs() -> None:
         reconcile(RichEvents(plain=True))
     except Exception as exc:  # noqa: BLE001 — the command the user typed still runs
         print(f"fleet: warning: could not reconcile detached runs: {exc}", file=sys.stderr)
+
+
+def _settle_kept_leases() -> None:
+    """A kept lease whose deadline passed with nobody running `fleet down` is billed up to that
+    deadline by whichever `fleet` command runs next (checking lists one small folder)."""
+    from ..kept_check import kept_lease_due
+    if not kept_lease_due():
+        return
+    try:
+        from ..models import utcnow
+        from ..money.kept import settle_due
+        settle_due(utcnow())
+    except Exception as exc:  # noqa: BLE001 — the command the user typed still runs
+        print(f"fleet: warning: could not bill the kept time of expired leases: {exc}", file=sys.stderr)
 
 
 _app = None

@@ -25,6 +25,7 @@ COLUMNS = ("segment_id", "seq", "kind", "start_at", "end_at", "duration_ms", "ra
 _INSERT = (f"INSERT INTO ledger ({', '.join(COLUMNS)}, digest) "
            f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))})")
 _SEP = "\x1f"
+KEPT_SUFFIX = "#kept"       # segment_id of a kept lease's idle time (run_id NULL)
 # The digest's input built by the database itself (portable SQL), so verifying 100,000 rows is one
 # query plus a hash per row. CAST(... AS TEXT) of an integer matches Python's str(); NULL → ''.
 _CANON_SQL = f" || '{_SEP}' || ".join(f"COALESCE(CAST({c} AS TEXT), '')" for c in COLUMNS)
@@ -160,12 +161,14 @@ class Ledger:
         return values + (row_digest(values),)
 
     def open_segment(self, *, lease, machine, price: Price, run_id: str | None = None,
-                     at: datetime | None = None) -> OpenSegment:
+                     at: datetime | None = None, kept: bool = False) -> OpenSegment:
+        """`kept`: the lease's idle time between runs (no run; fleet/money/kept.py)."""
         start = at or self.clock()
         fixed = {"project": lease.project, "owner": lease.user, "run_id": run_id, "template": lease.template,
                  "provider": lease.provider, "lease_id": lease.id, "machine_id": machine.id,
                  "gpus": len(machine.gpu_slots)}
-        seg = OpenSegment(f"{machine.id}@{iso(start)}", start, price, fixed, last_end=start)
+        seg = OpenSegment(f"{machine.id}@{iso(start)}{KEPT_SUFFIX if kept else ''}", start, price, fixed,
+                          last_end=start)
         with self.db.transaction():
             self.db.execute(_INSERT, self._row(seg, 0, "open", start, start, 0, None))
         return seg
@@ -202,7 +205,11 @@ class Ledger:
     def close_orphans(self, lease_id: str, at: datetime | None = None) -> int:
         """Close the segments of a lease whose controller died: bill from their last row to `at`
         (when the machines were released). Returns the cost added."""
-        at = at or self.clock()
+        orphans = self.open_segments(lease_id)
+        return self.close(orphans, at or self.clock()) if orphans else 0
+
+    def open_segments(self, lease_id: str, *, kept_only: bool = False) -> list[OpenSegment]:
+        """The lease's segments with no `close` row yet, rebuilt from their rows (to append to)."""
         read = self.read(lease_id=lease_id)
         first: dict[str, LedgerEntry] = {}
         last: dict[str, LedgerEntry] = {}
@@ -211,17 +218,16 @@ class Ledger:
                 last[e.segment_id] = e
             if e.segment_id not in first or e.seq < first[e.segment_id].seq:
                 first[e.segment_id] = e
-        orphans = []
+        out = []
         for e in last.values():
-            if e.kind == "close":
+            if e.kind == "close" or kept_only and not e.segment_id.endswith(KEPT_SUFFIX):
                 continue
-            seg = OpenSegment(e.segment_id, parse_iso(first[e.segment_id].start_at),
-                              Price(e.rate_micro, e.price_source, e.shadow),
-                              {k: getattr(e, k) for k in ("project", "owner", "run_id", "template", "provider",
-                                                          "lease_id", "machine_id", "gpus")},
-                              seq=e.seq, last_end=parse_iso(e.end_at))
-            orphans.append(seg)
-        return self.close(orphans, at) if orphans else 0
+            out.append(OpenSegment(e.segment_id, parse_iso(first[e.segment_id].start_at),
+                                   Price(e.rate_micro, e.price_source, e.shadow),
+                                   {k: getattr(e, k) for k in ("project", "owner", "run_id", "template", "provider",
+                                                               "lease_id", "machine_id", "gpus")},
+                                   seq=e.seq, last_end=parse_iso(e.end_at)))
+        return out
 
     # -- reading ---------------------------------------------------------------------------------
     @staticmethod
@@ -288,7 +294,9 @@ class Ledger:
         idle_ms = f"(CASE WHEN idle_gpu_s * 1000 > {gpu_ms} THEN {gpu_ms} ELSE idle_gpu_s * 1000 END)"
         sql = f"""
             SELECT SUBSTR(start_at, 1, 10) AS day, project, owner, template, shadow,
-                   COALESCE(run_id, '(lease ' || lease_id || ', no run)') AS run_key,
+                   CASE WHEN run_id IS NOT NULL THEN run_id
+                        WHEN segment_id LIKE '%{KEPT_SUFFIX}' THEN '(lease ' || lease_id || ', kept, idle)'
+                        ELSE '(lease ' || lease_id || ', no run)' END AS run_key,
                    COUNT(*) AS entries, SUM(cost_micro) AS cost_micro, SUM(duration_ms) AS machine_ms,
                    SUM({gpu_ms}) AS gpu_ms,
                    SUM(CASE WHEN gpu_util_permille IS NULL THEN 0 ELSE {gpu_ms} END) AS util_gpu_ms,
@@ -299,7 +307,9 @@ class Ledger:
                             ELSE cost_micro * 1.0 * {idle_ms} / {gpu_ms} END) AS idle_cost_micro
             FROM ledger{where}
             GROUP BY SUBSTR(start_at, 1, 10), project, owner, template, shadow,
-                     COALESCE(run_id, '(lease ' || lease_id || ', no run)')"""
+                     CASE WHEN run_id IS NOT NULL THEN run_id
+                        WHEN segment_id LIKE '%{KEPT_SUFFIX}' THEN '(lease ' || lease_id || ', kept, idle)'
+                        ELSE '(lease ' || lease_id || ', no run)' END"""
         return self.db.execute(sql, params)
 
     def spent_micro(self, *, project: str | None = None, owner: str | None = None,
@@ -311,10 +321,12 @@ class Ledger:
         if exclude_run is not None:
             extra.append("(run_id IS NULL OR run_id <> ?)")
             params.append(exclude_run)
-        if exclude_lease is not None:
-            extra.append("lease_id <> ?")
+        if exclude_lease is not None:   # its kept time is past spend, not this run's: it counts
+            extra.append(f"(lease_id <> ? OR segment_id LIKE '%{KEPT_SUFFIX}')")
             params.append(exclude_lease)
         if extra:
             where += (" AND " if where else " WHERE ") + " AND ".join(extra)
         rows = self.db.execute(f"SELECT COALESCE(SUM(cost_micro), 0) AS total FROM ledger{where}", params)
-        return int(rows[0]["total"] or 0)
+        # A kept lease has no controller writing ticks: its open idle time is counted up to now here.
+        from .kept import accruing_micro
+        return int(rows[0]["total"] or 0) + accruing_micro(self, project=project, owner=owner, since=since)

@@ -196,11 +196,16 @@ class RunMeter:
         return capped_deadline_s(proposed_s, remaining_micro=self.remaining_micro(),
                                  burn_micro_per_hour=self.burn_micro_per_hour, max_left_s=max_left_s)
 
-    def finish(self, at: datetime | None = None) -> int:
-        """Close every open segment (machines released). Returns the run's total in micro-dollars."""
+    def finish(self, at: datetime | None = None, *, kept=None) -> int:
+        """Close every open segment (machines released, or `kept`: that lease's kept segments open
+        at the same instant, fleet/money/kept.py). Returns the run's total in micro-dollars."""
         at = at or self.clock()
         seconds = (at - self.last_persist).total_seconds() if self.last_persist else 0.0
         tel = self.telemetry(seconds) if self.telemetry else None
-        self.run_spent_micro += self.ledger.close(self.segments, at, telemetry=tel)
+        if kept is not None:
+            from .kept import hand_over
+            self.run_spent_micro += hand_over(self.ledger, self.segments, kept, at, telemetry=tel)
+        else:
+            self.run_spent_micro += self.ledger.close(self.segments, at, telemetry=tel)
         self.last_tick = self.last_persist = at
         return self.run_spent_micro

@@ -143,7 +143,20 @@ def _key(entry, by: str) -> str:
         return entry.template
     if by == "day":
         return entry.start_at[:10]
-    return entry.run_id or f"(lease {entry.lease_id}, no run)"
+    if entry.run_id:
+        return entry.run_id
+    from ..money.ledger import KEPT_SUFFIX
+    return f"(lease {entry.lease_id}, {'kept, idle' if entry.segment_id.endswith(KEPT_SUFFIX) else 'no run'})"
+
+
+def _settle_kept(ledger: Ledger) -> None:
+    """Kept leases whose deadline passed are billed up to it before the report reads the ledger
+    (another computer's `fleet` may never have come back to them)."""
+    from ..money.kept import settle_expired
+    try:
+        settle_expired(ledger.db, ledger.clock())
+    except Exception:  # noqa: BLE001 — a read-only report still shows what is recorded
+        pass
 
 
 def parse_when(text: str | None, *, now: datetime | None = None) -> datetime | None:
@@ -170,6 +183,7 @@ def build_report(ledger: Ledger, *, by: str = "project", since: datetime | None 
         raise UsageError(f"cannot group a report by {by!r}", hint="choose one of: " + ", ".join(GROUPS))
     if since and until and until <= since:
         raise UsageError("--until must be later than --since")
+    _settle_kept(ledger)
     gathered = gather(ledger, since, until, max_excluded=MAX_EXCLUDED, now=now)
     if gathered is None:
         return build_report_rowwise(ledger, by=by, since=since, until=until, top=top)

@@ -73,6 +73,7 @@ class RunBudget:
         cost is computed the same way but appends no ledger rows (fleet/money/attributed.py)."""
         self.grant = grant
         self.clock = clock
+        self.attributed = attributed
         self.lock = threading.RLock()
         if attributed:
             from ..money.attributed import AttributedLedger
@@ -108,15 +109,20 @@ class RunBudget:
                            user=ctx.offer.user)
             self._meter().open_machine(so_far, machine, self.grant.price, run_id=ctx.run_id, at=now)
 
-    def start(self, ctx: RunContext, lease: Lease, *, since=None) -> None:
+    def start(self, ctx: RunContext, lease: Lease, *, since=None, kept: bool = False) -> None:
         """The whole lease exists: open any segment the provider did not report, and read telemetry.
+        `kept`: the lease was kept after an earlier run; its kept segments close at `since`.
         Before waiting for SSH: a controller killed while machines boot still leaves their cost on
         record for `fleet down` to close (found by the fault matrix, tests/faults)."""
         with self.lock:
             if self.feed is not None:
                 return
             self.feed = TelemetryFeed({m.id: self.tel_dir / f"node-{m.node_rank}.jsonl" for m in lease.machines})
-            self._meter().start(lease, self.grant.price, run_id=ctx.run_id, at=since or lease.created_at)
+            with self.ledger.db.transaction():   # the lease's idle time ends where this run's begins
+                if kept and not self.attributed:
+                    from ..money.kept import close_kept
+                    close_kept(self.ledger, lease, since or self.clock())
+                self._meter().start(lease, self.grant.price, run_id=ctx.run_id, at=since or lease.created_at)
             if self.grant.price is None and not self._warned_unpriced:
                 self._warned_unpriced = True
                 ctx.events.warn(f"template {ctx.offer.template.name!r} has no known price: its cost is recorded "
@@ -160,14 +166,15 @@ class RunBudget:
             return None if left is None else max(0.0, left - BEAT_SLACK_S)
 
     # -- after release ------------------------------------------------------------------------------
-    def finish(self, ctx: RunContext) -> Cost | None:
-        """Close the ledger segments (machines released) and settle the reservation. None: no
+    def finish(self, ctx: RunContext, *, kept: Lease | None = None) -> Cost | None:
+        """Close the ledger segments (machines released) and settle the reservation. `kept`: the
+        lease stays up; its kept segments open as the run's close (fleet/money/kept.py). None: no
         machine was ever metered (leasing failed before any existed)."""
         with self.lock:
             if self.meter is None:
                 self._settle(ctx, None)
                 return None
-            total = self.meter.finish()
+            total = self.meter.finish(kept=None if self.attributed else kept)
             self._settle(ctx, total)
             price = self.grant.price
             reasons = self.feed.reasons() if self.feed is not None else {}

@@ -108,6 +108,8 @@ def extend_lease(state, lease: Lease, seconds: int, provider=None) -> Extension:
     # What every machine holds now: the agent keeps a later deadline it was already given.
     until = utcnow() + timedelta(seconds=min(held, default=ttl))
     state.set_lease_deadline(lease.id, until, keep_until=until)
+    from ..money.kept import move_marker
+    move_marker(state.db, lease.id, until)   # the start-up check's copy of the deadline
     from ..heartbeat import publish_once
     problem = publish_once(lease, until, provider)     # e.g. AWS: the reaper's fleet:deadline tag
     if problem:

@@ -163,7 +163,7 @@ class Pipeline:
             ctx.lease = lease
             # One SSH connection per machine for everything below, each phase a channel on it.
             connections = SessionPool(lease.machines).open()
-            budget.start(ctx, lease, since=None if source.fresh else self.clock())
+            budget.start(ctx, lease, since=None if source.fresh else self.clock(), kept=not source.fresh)
             observers.lease(ctx, lease)
             if source.fresh:
                 from ..heartbeat import deadline_publisher
@@ -250,6 +250,8 @@ class Pipeline:
     def _release(self, ctx: RunContext, lease: Lease | None, outcome: _Outcome) -> Released:
         keep_s = self.options.keep_s
         if lease is not None and keep_s and outcome.status in KEEPABLE:
+            keep_s = _keep_within_budget(ctx, keep_s)
+        if lease is not None and keep_s and outcome.status in KEEPABLE:
             until = self.machines.keep(ctx.state, lease, keep_s, ctx.events)
             if until is not None:
                 return Released(released=False, kept_until=until)
@@ -260,7 +262,9 @@ class Pipeline:
     # -- after release: cost, summary, record, reports -------------------------------------------------
     def _record(self, ctx: RunContext, budget: RunBudget, pins: PinnedInputs, lease: Lease | None,
                 outcome: _Outcome, collected: Collected | None, released: Released) -> RunSummary:
-        cost = budget.finish(ctx)
+        # Machines not released (kept, or a release that failed) live on to their deadline: billed as kept.
+        still_up = lease is not None and not released.released
+        cost = budget.finish(ctx, kept=lease if still_up else None)
         ended = utcnow()
         summary = _assemble(ctx, lease, outcome, collected, released, cost, ended)
         if ctx.options.resume is not None and ctx.options.resume.previous:   # recovery: every attempt, this one last
@@ -283,6 +287,19 @@ class Pipeline:
                              masker=redact)
         summary.write(ctx.run_dir)
         return summary
+
+
+def _keep_within_budget(ctx: RunContext, keep_s: int) -> int:
+    """Kept time is billed like run time, so `--keep` never outlives what the run's budget (and the
+    monthly ones) can still pay at the lease's burn rate; 0: nothing left, release."""
+    cap = ctx.budget.deadline_cap_s(ctx) if ctx.budget is not None else None
+    if cap is None or cap >= keep_s:
+        return keep_s
+    if cap < 1:
+        ctx.events.warn("--keep: the budget has nothing left to pay for keeping the machines; releasing them")
+        return 0
+    ctx.events.warn(f"--keep capped at {int(cap)}s: the budget pays for no more at this lease's price")
+    return int(cap)
 
 
 def _ended(ctx: RunContext, result: ExecResult) -> _Outcome:

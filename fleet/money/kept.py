@@ -1,0 +1,170 @@
+"""A kept lease's idle time on the ledger: every machine-second of a lease is billed exactly once.
+
+A run's segments close when the run ends. When the lease is kept (`fleet up --keep`, or after a
+`fleet run LEASE`), the same moment, in the same transaction, opens one *kept* segment per machine
+(segment_id ending in `#kept`, no run_id: attributed to the lease, its project and user). It is
+closed by whichever comes first:
+
+- `fleet run LEASE`: closes it when the run's segments open (`close_kept`), reopens it after;
+- `fleet down`: closes every open segment of the lease at min(now, its deadline);
+- the deadline passing with nobody there: the machines' watchdog ended them at the deadline, so
+  `settle_expired` (asked by every `fleet` command through a marker file, by `fleet down`,
+  reports and budget checks) closes it at the deadline, never at a later 'now'.
+
+No controller ticks a kept segment, so budget checks add what an open one has accrued up to
+min(now, deadline) (`accruing_micro`): kept time counts against monthly budgets while it runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+
+from .ledger import KEPT_SUFFIX, Ledger, OpenSegment, parse_iso
+from .budget import cost_micro
+
+MARKERS = "kept"     # $FLEET_HOME/kept/<lease id>: {"deadline", "state_url"}; cheap to list at start-up
+
+_OPEN_KEPT_SQL = (
+    "SELECT l.lease_id, l.segment_id, l.rate_micro, l.start_at, l.end_at, l.seq, s.deadline, s.status,"
+    " s.released_at FROM ledger l JOIN leases s ON s.id = l.lease_id"
+    f" WHERE l.run_id IS NULL AND l.segment_id LIKE '%{KEPT_SUFFIX}' AND NOT EXISTS (SELECT 1 FROM ledger c"
+    " WHERE c.segment_id = l.segment_id AND c.kind = 'close')")
+
+
+def hand_over(ledger: Ledger, closing: list[OpenSegment], lease, at: datetime, telemetry=None) -> int:
+    """Close a run's segments at `at` and open the lease's kept segments at the same instant (one
+    transaction: no gap, no overlap). Returns the cost the closing added."""
+    prices = {seg.fixed["machine_id"]: seg.price for seg in closing}
+    with ledger.db.transaction():
+        added = ledger.close(closing, at, telemetry=telemetry)
+        open_kept(ledger, lease, at, prices)
+    return added
+
+
+def open_kept(ledger: Ledger, lease, at: datetime, prices: dict) -> None:
+    """One kept segment per machine that has no open segment (another run on it bills it already)."""
+    deadline = _deadline(ledger, lease)
+    if at >= deadline:
+        return   # kept past its end: the machines are gone
+    busy = {seg.fixed["machine_id"] for seg in ledger.open_segments(lease.id)}
+    for machine in lease.machines:
+        price = prices.get(machine.id)
+        if price is None or machine.id in busy:
+            continue
+        ledger.open_segment(lease=lease, machine=machine, price=price, run_id=None, at=at, kept=True)
+    write_marker(ledger.db, lease.id, deadline)
+
+
+def close_kept(ledger: Ledger, lease, at: datetime) -> dict:
+    """A run starts on the kept lease: its kept segments end at `at` (or at the deadline, if that
+    passed first). Returns each machine's price, for the kept segments opened after the run."""
+    segments = ledger.open_segments(lease.id, kept_only=True)
+    if segments:
+        ledger.close(segments, max(min(at, _deadline(ledger, lease)), max(s.last_end or s.start for s in segments)))
+    return {seg.fixed["machine_id"]: seg.price for seg in segments}
+
+
+def settle_expired(db, now: datetime) -> list[str]:
+    """Close the kept segments of leases whose deadline has passed (at the deadline), or that were
+    released without closing them (at release). Returns the lease ids settled."""
+    ends: dict[str, datetime] = {}
+    for row in db.execute(_OPEN_KEPT_SQL):
+        live = row["status"] in ("active", "leasing")
+        end = parse_iso(row["deadline"])
+        if not live and row["released_at"]:
+            end = min(end, parse_iso(row["released_at"]))
+        if end <= now or not live:
+            ends[row["lease_id"]] = min(end, now)
+    ledger = Ledger(db)
+    for lease_id, end in ends.items():
+        segments = ledger.open_segments(lease_id, kept_only=True)
+        if segments:
+            ledger.close(segments, max(end, max(s.last_end or s.start for s in segments)))
+    return sorted(ends)
+
+
+def accruing_micro(ledger: Ledger, *, project: str | None = None, owner: str | None = None,
+                   since: datetime | None = None) -> int:
+    """What open kept segments have cost since they opened (they get no ticks), up to
+    min(now, deadline); with `since`, only the part after it."""
+    now = ledger.clock()
+    sql, params = _OPEN_KEPT_SQL + " AND s.status IN ('active', 'leasing')", []
+    for column, value in (("l.project", project), ("l.owner", owner)):
+        if value is not None:
+            sql += f" AND {column} = ?"
+            params.append(value)
+    total = 0
+    for row in ledger.db.execute(sql, params):
+        start, last = parse_iso(row["start_at"]), parse_iso(row["end_at"])
+        end = min(now, parse_iso(row["deadline"]))
+        frm = max(last, since) if since is not None else last
+        if end > frm:
+            total += (cost_micro(row["rate_micro"], (end - start).total_seconds())
+                      - cost_micro(row["rate_micro"], (frm - start).total_seconds()))
+    return total
+
+
+def _deadline(ledger: Ledger, lease) -> datetime:
+    """The deadline the state holds now (`--keep` and `fleet extend` move it after the Lease was read)."""
+    rows = ledger.db.execute("SELECT deadline FROM leases WHERE id = ?", (lease.id,))
+    return parse_iso(rows[0]["deadline"]) if rows and rows[0]["deadline"] else lease.deadline
+
+
+# -- the start-up check: any `fleet` command settles a kept lease whose deadline passed ---------------
+
+def _markers() -> Path:
+    home = os.environ.get("FLEET_HOME") or os.path.join(os.path.expanduser("~"), ".fleet")
+    return Path(home) / MARKERS
+
+
+def write_marker(db, lease_id: str, deadline: datetime) -> None:
+    """Best effort: without it the kept time is still settled by `fleet down`, reports, budgets.
+    Only a SQLite state's path is written (a PostgreSQL URL may carry a password)."""
+    try:
+        from ..state.db import Database
+        root = _markers()
+        root.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{db.path}" if isinstance(db, Database) else None
+        (root / lease_id).write_text(json.dumps({"deadline": deadline.isoformat(), "state_url": url}))
+    except OSError:
+        pass
+
+
+def move_marker(db, lease_id: str, deadline: datetime) -> None:
+    """`fleet extend` moved a kept lease's deadline: its marker follows (if it has one)."""
+    if (_markers() / lease_id).exists():
+        write_marker(db, lease_id, deadline)
+
+
+def due_markers(now: datetime) -> list[tuple[Path, str | None]]:
+    """Markers whose deadline has passed: (file, state URL or None for the default)."""
+    try:
+        names = os.listdir(_markers())
+    except OSError:
+        return []
+    due = []
+    for name in names:
+        path = _markers() / name
+        try:
+            data = json.loads(path.read_text())
+            if parse_iso(data["deadline"]) <= now:
+                due.append((path, data.get("state_url")))
+        except (OSError, ValueError, KeyError, TypeError):
+            due.append((path, None))
+    return due
+
+
+def settle_due(now: datetime) -> list[str]:
+    """Every `fleet` command's start-up check: settle the kept leases whose marker says their
+    deadline passed; the marker goes once its lease has nothing open (a later deadline rewrites it)."""
+    settled: list[str] = []
+    for path, url in due_markers(now):
+        from ..state import open_state
+        state = open_state(url)
+        settled += settle_expired(state.db, now)
+        rows = state.db.execute(_OPEN_KEPT_SQL + " AND l.lease_id = ?", (path.name,))
+        if not rows:
+            path.unlink(missing_ok=True)
+    return settled
