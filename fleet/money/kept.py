@@ -162,9 +162,17 @@ def settle_due(now: datetime) -> list[str]:
     settled: list[str] = []
     for path, url in due_markers(now):
         from ..state import open_state
+        if url and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+            path.unlink(missing_ok=True)   # its state is gone: nothing left to bill into
+            continue
         state = open_state(url)
-        settled += settle_expired(state.db, now)
-        rows = state.db.execute(_OPEN_KEPT_SQL + " AND l.lease_id = ?", (path.name,))
-        if not rows:
-            path.unlink(missing_ok=True)
+        try:
+            settled += settle_expired(state.db, now)
+            rows = state.db.execute(_OPEN_KEPT_SQL + " AND l.lease_id = ?", (path.name,))
+            if rows:   # still kept: its deadline moved later than the marker knew
+                write_marker(state.db, path.name, parse_iso(rows[0]["deadline"]))
+            else:
+                path.unlink(missing_ok=True)
+        finally:
+            state.close()
     return settled

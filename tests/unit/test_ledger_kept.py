@@ -98,3 +98,16 @@ def test_an_expired_kept_lease_is_settled_at_its_deadline_once(db, clock):
     closes = [e for e in ledger.read().entries if e.kind == "close" and e.segment_id.endswith(KEPT_SUFFIX)]
     assert [e.end_at for e in closes] == [iso(T0 + timedelta(seconds=60))] * 2
     assert sum(e.cost_micro for e in ledger.read().entries) == 2 * 60 * PER_S
+
+
+def test_the_start_up_check_settles_a_due_marker_and_forgets_it(db, clock, tmp_path):
+    from fleet.kept_check import kept_lease_due
+    from fleet.money.kept import settle_due
+    ledger = Ledger(db, clock)
+    le = _lease(db, deadline_s=60)
+    hand_over(ledger, _run_segments(ledger, le, "r-1", clock), le, clock.advance(10))   # writes the marker
+    marker = tmp_path / "home" / "kept" / "l-1"
+    assert marker.exists() and kept_lease_due()            # T0 + 60 s is long past on the real clock
+    assert settle_due(T0 + timedelta(hours=1)) == ["l-1"]
+    assert not marker.exists() and not kept_lease_due()
+    assert sum(e.cost_micro for e in ledger.read().entries) == 2 * 60 * PER_S
