@@ -175,21 +175,36 @@ class Ledger:
 
     def append(self, segments: list[OpenSegment], at: datetime | None = None, *, kind: str = "tick",
                telemetry: dict[str, TickTelemetry] | None = None) -> int:
-        """One row per open segment covering [its last end, at), in one transaction. Returns the cost added."""
+        """One row per open segment covering [its last end, at), in one transaction. Returns the cost added.
+
+        Another process may have written to the same segments meanwhile (`fleet down` from another
+        shell closes a running run's segments): (segment, seq) is unique, so the losing write fails
+        whole; the segments are then re-read and the write retried from where the other left off
+        (nothing, for a segment it closed). Every second is billed once, by whoever wrote first."""
+        from ..state.db import ConstraintViolation
         at = at or self.clock()
-        rows, added = [], 0
-        for seg in segments:
-            if seg.closed:
+        for attempt in range(3):
+            rows, added = [], 0
+            for seg in segments:
+                if seg.closed:
+                    continue
+                start = seg.last_end or seg.start
+                end = max(at, start)
+                cost = seg.cost_between(start, end)
+                tel = (telemetry or {}).get(seg.fixed["machine_id"])
+                rows.append(self._row(seg, seg.seq + 1, kind, start, end, cost, tel))
+                added += cost
+            if not rows:
+                return 0
+            try:
+                with self.db.transaction():
+                    self.db.executemany(_INSERT, rows)
+            except ConstraintViolation:
+                if attempt == 2:
+                    raise
+                self._catch_up(segments)
                 continue
-            start = seg.last_end or seg.start
-            end = max(at, start)
-            cost = seg.cost_between(start, end)
-            tel = (telemetry or {}).get(seg.fixed["machine_id"])
-            rows.append(self._row(seg, seg.seq + 1, kind, start, end, cost, tel))
-            added += cost
-        if rows:
-            with self.db.transaction():
-                self.db.executemany(_INSERT, rows)
+            break
         # Advance only after the rows are durable: a failed write is retried whole at the next tick.
         for seg in segments:
             if not seg.closed:
@@ -197,6 +212,19 @@ class Ledger:
                 seg.last_end = max(at, seg.last_end or seg.start)
                 seg.closed = kind == "close"
         return added
+
+    def _catch_up(self, segments: list[OpenSegment]) -> None:
+        """Bring in-memory segments up to what the ledger holds (rows another writer appended)."""
+        for lease_id in {seg.fixed["lease_id"] for seg in segments}:
+            last: dict[str, LedgerEntry] = {}
+            for e in self.read(lease_id=lease_id).entries:
+                if e.segment_id not in last or e.seq > last[e.segment_id].seq:
+                    last[e.segment_id] = e
+            for seg in segments:
+                e = last.get(seg.segment_id)
+                if seg.fixed["lease_id"] == lease_id and e is not None and e.seq > seg.seq:
+                    seg.seq, seg.last_end = e.seq, parse_iso(e.end_at)
+                    seg.closed = seg.closed or e.kind == "close"
 
     def close(self, segments: list[OpenSegment], at: datetime | None = None,
               telemetry: dict[str, TickTelemetry] | None = None) -> int:

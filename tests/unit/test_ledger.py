@@ -144,3 +144,35 @@ def test_period_and_scope_filters(db, clock):
     assert ledger.spent_micro(since=clock()) == 0
     assert len(ledger.read(project="nlp").entries) == 2
     assert ledger.read(since=T0, until=T0).entries == []
+
+
+def test_a_run_writing_after_another_process_closed_its_segments_bills_each_second_once(db, clock):
+    """`fleet down` from another shell closes a running run's segments; the run's next tick must
+    neither fail on the (segment, seq) key nor bill past the close."""
+    run_ledger, down_ledger = Ledger(db, clock), Ledger(db, clock)
+    le = lease(n=1)
+    segs = [run_ledger.open_segment(lease=le, machine=m, price=RATE, run_id="r-1") for m in le.machines]
+    clock.advance(10)
+    run_ledger.append(segs)                           # the run's tick: 10 s
+    clock.advance(5)
+    down_ledger.close_orphans("l-1")                  # the other process releases: 5 s more, closed
+    clock.advance(7)
+    assert run_ledger.append(segs) == 0               # the run catches up, sees the close, bills nothing
+    assert run_ledger.close(segs) == 0 and segs[0].closed
+    rows = all_rows(db)
+    assert [r["kind"] for r in rows] == ["open", "tick", "close"]
+    assert sum(r["duration_ms"] for r in rows) == 15_000
+
+
+def test_a_run_writing_after_another_process_ticked_continues_from_its_row(db, clock):
+    run_ledger, other = Ledger(db, clock), Ledger(db, clock)
+    le = lease(n=1)
+    segs = [run_ledger.open_segment(lease=le, machine=m, price=RATE, run_id="r-1") for m in le.machines]
+    clock.advance(4)
+    other.append(other.open_segments("l-1"))          # another writer's tick: 4 s
+    clock.advance(6)
+    run_ledger.close(segs)                             # 6 s more, not 10 again
+    rows = all_rows(db)
+    assert [(r["kind"], r["seq"]) for r in rows] == [("open", 0), ("tick", 1), ("close", 2)]
+    assert sum(r["duration_ms"] for r in rows) == 10_000
+    assert sum(r["cost_micro"] for r in rows) == cost_micro(RATE.per_hour_micro, 10)
