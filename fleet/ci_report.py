@@ -13,13 +13,13 @@ from typing import Any, Callable
 
 from .render import LABEL, RIGHT, Column, Document, Fields, Heading, Paragraph, Table
 from .render.markdown import code, escape, to_markdown
+from .run.metrics import METRICS_FILE
 
 STATUS_ICONS = {"succeeded": "✅", "failed": "❌", "setup-failed": "❌", "cancelled": "⏹️",
                 "budget-stopped": "💸", "error": "⚠️"}
 # Identifiers, not results: shown as the row label or left out of the metrics table.
 _ID_KEYS = {"rank", "local_rank", "node_rank", "world_size", "seed"}
 MAX_METRIC_COLUMNS = 8
-METRICS_FILE = "metrics.json"
 
 
 def collect_metrics(run_dir: Path) -> list[tuple[str, dict]]:

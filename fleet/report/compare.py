@@ -8,12 +8,12 @@ and its record. Parameters are a sweep trial's FLEET_PARAM_* values, as recorded
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 
 from ..errors import NotFound, UsageError
+from ..run.metrics import read_metrics
 
 PARAM_PREFIX = "FLEET_PARAM_"
 INPUTS = ("code_commit", "code_snapshot", "data", "params", "command", "environment")
@@ -63,18 +63,6 @@ def _ordered(dicts) -> list[str]:
     for d in dicts:
         out += [k for k in d if k not in out]
     return out
-
-
-def read_metrics(output_dir: Path) -> dict[str, float]:
-    for path in (output_dir / "node-0" / "metrics.json", output_dir / "node-0" / "rank-0" / "metrics.json"):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict):
-            return {str(k): float(v) for k, v in data.items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
-    return {}
 
 
 def compared_run(run_id: str, state, *, trial: str | None = None) -> ComparedRun:

@@ -3,8 +3,6 @@ and for the sweep's stop, then the machines reset for the next trial.
 """
 from __future__ import annotations
 
-import json
-import math
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -19,8 +17,8 @@ from .params import Trial
 from .slots import Slot
 from .stopping import POLL_S, StopRule, read_remote_metrics
 from .summary import TrialResult
+from ..run.metrics import read_metrics
 
-METRICS_FILE = "metrics.json"
 
 
 class TrialEvents:
@@ -108,20 +106,6 @@ class SweepStop:
             ctx.request_stop(self.reason, self.message)
         if self.hurry:
             ctx.hurry.set()
-
-
-def read_metrics(run_dir: Path) -> dict[str, float]:
-    """metrics.json that came home (node 0 first, then rank 0): the flat numbers in it."""
-    candidates = [run_dir / "node-0" / METRICS_FILE, *sorted(run_dir.glob(f"node-0/rank-0/{METRICS_FILE}"))]
-    for path in candidates:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict):
-            return {str(k): float(v) for k, v in data.items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
-    return {}
 
 
 def state_of(status: str, watch: TrialWatch) -> tuple[str, str | None]:

@@ -1,0 +1,23 @@
+"""metrics.json: the flat JSON of numbers an experiment writes under FLEET_OUTPUT_DIR, as it came
+home with the run's outputs. Sweeps, `fleet runs compare` and the CI summary read it."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+METRICS_FILE = "metrics.json"
+
+
+def read_metrics(run_dir: Path) -> dict[str, float]:
+    """The finite numbers of node 0's metrics.json (then rank 0's, for per-GPU runs); {} if none."""
+    candidates = [run_dir / "node-0" / METRICS_FILE, *sorted(run_dir.glob(f"node-0/rank-0/{METRICS_FILE}"))]
+    for path in candidates:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            return {str(k): float(v) for k, v in data.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+    return {}
