@@ -210,7 +210,10 @@ def test_keep_leaves_the_lease_up_and_run_on_lease_is_budgeted_and_recorded(conf
     again = run_on_lease(first.lease_id, "ok", config=config, provider=provider, machines=FakeMachines())
     assert (again.status, again.lease_id, again.released) == ("succeeded", first.lease_id, False)
     assert again.cost_usd is not None and get_record(again.run_id).cost_usd == again.cost_usd
-    assert {r.run_id for r in ledger_for(first.lease_id)} == {first.run_id, again.run_id}
+    # the runs' own time, and the kept lease's idle time between and after them (no run)
+    rows = ledger_for(first.lease_id)
+    assert {r.run_id for r in rows} == {first.run_id, again.run_id, None}
+    assert all(r.segment_id.endswith("#kept") for r in rows if r.run_id is None)
     assert not released(provider, first.lease_id)
     assert [s.state for s in provider.describe(lease_of(first.lease_id))] == ["running", "running"]
 
