@@ -28,7 +28,7 @@ import shutil
 import statistics
 import sys
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 DEFAULT_SAMPLES = 5
 REPO = Path(__file__).resolve().parents[2]
@@ -172,3 +172,21 @@ def clean_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLEET_", "GITHUB_"))}
     env.update(extra)
     return env
+
+
+def run_bench(name: str, args: argparse.Namespace, measure: Callable[[], list[dict]],
+              if_failed: Sequence[tuple[str, str, str | None]]) -> int:
+    """The shape every bench's main shares: load before and after, the measured rows (or, when the
+    measurement itself fails, one failed row per figure it would have given: (figure, unit, target)),
+    printed per --json, and the exit code (1: a target missed or a figure failed)."""
+    import subprocess
+    with json_stdout(args.json) as out:
+        rows = [load_row()]
+        try:
+            rows += measure()
+        except (RuntimeError, OSError, ValueError, KeyError, subprocess.SubprocessError) as exc:
+            say(f"{name}: not measured: {exc}")
+            rows += [failed_row(figure, unit, str(exc), target) for figure, unit, target in if_failed]
+        rows.append(load_row("at end"))
+        emit(rows, as_json=args.json, out=out)
+    return exit_code(rows)

@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (bench_parser, check_samples, clean_env, emit, exit_code, failed_row,  # noqa: E402
-                     fleet_argv, json_stdout, load_row, median_row, say)
+from _common import (bench_parser, check_samples, clean_env, fleet_argv, median_row, run_bench, say)  # noqa: E402
 
 TARGETS = {"all": "<= 3", "one": "<= 2"}
 
@@ -79,17 +78,9 @@ def main() -> int:
     parser = bench_parser(__doc__.splitlines()[0])
     args = parser.parse_args()
     check_samples(parser, args)
-    with json_stdout(args.json) as out:
-        rows = [load_row()]
-        try:
-            rows += measure(1 if args.quick else args.samples, args.quick)
-        except (RuntimeError, subprocess.SubprocessError, OSError, ValueError, KeyError) as exc:
-            say(f"down: not measured: {exc}")
-            rows += [failed_row("fleet down --all, 16 local machines (2 leases)", "s", str(exc), TARGETS["all"]),
-                     failed_row("fleet down LEASE, 8 local machines", "s", str(exc), TARGETS["one"])]
-        rows.append(load_row("at end"))
-        emit(rows, as_json=args.json, out=out)
-    return exit_code(rows)
+    return run_bench("down", args, lambda: measure(1 if args.quick else args.samples, args.quick),
+                     [("fleet down --all, 16 local machines (2 leases)", "s", TARGETS["all"]),
+                      ("fleet down LEASE, 8 local machines", "s", TARGETS["one"])])
 
 
 if __name__ == "__main__":

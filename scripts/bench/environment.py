@@ -32,8 +32,8 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (bench_parser, check_samples, clean_env, emit, exit_code, failed_row, fleet_argv,  # noqa: E402
-                     json_stdout, load_row, median_row, ratio_row, row, say)
+from _common import (bench_parser, check_samples, clean_env, fleet_argv, median_row, ratio_row, row,  # noqa: E402
+                     run_bench, say)
 
 TARGETS = {"capture": "<= 0.5", "ready": "<= 1.2"}
 RANK_LINE = re.compile(r"^\[\d+\] ")
@@ -142,17 +142,9 @@ def main() -> int:
     parser = bench_parser(__doc__.splitlines()[0])
     args = parser.parse_args()
     check_samples(parser, args)
-    with json_stdout(args.json) as out:
-        rows = [load_row()]
-        try:
-            rows += measure(1 if args.quick else args.samples)
-        except (RuntimeError, subprocess.CalledProcessError, OSError, KeyError, ValueError) as exc:
-            say(f"environment: not measured: {exc}")
-            rows += [failed_row("environment capture (warm package set)", "s", str(exc), TARGETS["capture"]),
-                     failed_row("time to ready, warm setup / no setup", "x", str(exc), TARGETS["ready"])]
-        rows.append(load_row("at end"))
-        emit(rows, as_json=args.json, out=out)
-    return exit_code(rows)
+    return run_bench("environment", args, lambda: measure(1 if args.quick else args.samples),
+                     [("environment capture (warm package set)", "s", TARGETS["capture"]),
+                      ("time to ready, warm setup / no setup", "x", TARGETS["ready"])])
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (REPO, bench_parser, check_samples, clean_env, emit, exit_code, failed_row,  # noqa: E402
-                     fleet_argv, json_stdout, load_row, median_row, ratio_row, say)
+from _common import (REPO, bench_parser, check_samples, clean_env, fleet_argv, median_row, ratio_row,  # noqa: E402
+                     run_bench, say)
 
 EXAMPLE = REPO / "examples" / "digits"
 SIZES = (1, 8)
@@ -100,17 +100,9 @@ def main() -> int:
     parser = bench_parser(__doc__.splitlines()[0])
     args = parser.parse_args()
     check_samples(parser, args)
-    with json_stdout(args.json) as out:
-        rows = [load_row()]
-        try:
-            rows += measure(1 if args.quick else args.samples, args.quick)
-        except (RuntimeError, subprocess.CalledProcessError, OSError) as exc:
-            say(f"up_local: not measured: {exc}")
-            rows += [failed_row("first log line, 8 machines / 1", "x", str(exc), TARGETS["first"]),
-                     failed_row("total, 8 machines / 1", "x", str(exc), TARGETS["total"])]
-        rows.append(load_row("at end"))
-        emit(rows, as_json=args.json, out=out)
-    return exit_code(rows)
+    return run_bench("up_local", args, lambda: measure(1 if args.quick else args.samples, args.quick),
+                     [("first log line, 8 machines / 1", "x", TARGETS["first"]),
+                      ("total, 8 machines / 1", "x", TARGETS["total"])])
 
 
 if __name__ == "__main__":
