@@ -17,7 +17,6 @@ Figures: medians with their spread. Targets: help ≤ 4×, status ≤ 5× bare P
 """
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import sysconfig
@@ -26,8 +25,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (REPO, bench_parser, check_samples, clean_env, emit, exit_code, failed_row,  # noqa: E402
-                     json_stdout, load_row, median_row, ratio_row, say)
+from _common import (REPO, bench_parser, check_samples, clean_env, failed_row, median_row, ratio_row,  # noqa: E402
+                     run_bench, say)
 
 TARGETS = {"help": "<= 4", "status": "<= 5"}
 PACKAGING_FILES = ("pyproject.toml", "README.md", "LICENSE", "setup.cfg", "MANIFEST.in")
@@ -125,16 +124,8 @@ def main() -> int:
     args = parser.parse_args()
     check_samples(parser, args)
     samples = 1 if args.quick else args.samples
-    with json_stdout(args.json) as out:
-        rows = [load_row()]
-        try:
-            rows += measure(samples)
-        except (RuntimeError, subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            say(f"cli_startup: not measured: {exc}")
-            rows.append(failed_row("fleet --help / python -c pass", "x", str(exc), TARGETS["help"]))
-        rows.append(load_row("at end"))
-        emit(rows, as_json=args.json, out=out)
-    return exit_code(rows)
+    return run_bench("cli_startup", args, lambda: measure(samples),
+                     [("fleet --help / python -c pass", "x", TARGETS["help"])])
 
 
 if __name__ == "__main__":

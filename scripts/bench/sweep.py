@@ -16,7 +16,6 @@ Sides alternate which goes first per round. Figures: medians of total time and o
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -27,8 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (bench_parser, check_samples, clean_env, emit, exit_code, failed_row,  # noqa: E402
-                     fleet_argv, json_stdout, load_row, median_row, ratio_row, say)
+from _common import (bench_parser, check_samples, clean_env, fleet_argv, median_row, ratio_row,  # noqa: E402
+                     run_bench, say)
 
 TRIALS = 8
 TARGETS = {"time": "<= 0.5", "bytes": "<= 0.3"}
@@ -108,15 +107,9 @@ def main() -> int:
     args = parser.parse_args()
     check_samples(parser, args)
     samples = 1 if args.quick else args.samples
-    with json_stdout(args.json) as out:
-        rows = [load_row()]
-        try:
-            rows += measure(samples, args.quick)
-        except Exception as exc:  # noqa: BLE001 — a bench that cannot measure says so in its figures
-            rows += [failed_row("warm pool vs separate runs: total time", "x", str(exc), TARGETS["time"]),
-                     failed_row("warm pool vs separate runs: data bytes sent", "x", str(exc), TARGETS["bytes"])]
-        emit(rows, as_json=args.json, out=out)
-    return exit_code(rows)
+    return run_bench("sweep", args, lambda: measure(samples, args.quick),
+                     [("warm pool vs separate runs: total time", "x", TARGETS["time"]),
+                      ("warm pool vs separate runs: data bytes sent", "x", TARGETS["bytes"])])
 
 
 if __name__ == "__main__":
