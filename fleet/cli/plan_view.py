@@ -26,6 +26,14 @@ def _hours(seconds: int) -> str:
     return f"{seconds}s"
 
 
+def _unbilled(q: Quote) -> str:
+    """Why a shadow-priced run bills nothing: its machines are simulated (local, the AWS sandbox), or
+    they are real and the price is an internal one a team configured (Slurm's price_per_gpu_hour)."""
+    if not q.shadow:
+        return ""
+    return " (simulated: nothing is billed)" if q.simulated else " (shadow price: nothing is billed)"
+
+
 def plan_lines(q: Quote) -> list[str]:
     """The plan as a few labelled lines, every value from the Quote."""
     per_machine = "" if q.instance_type == q.template else f" (template {q.template})"
@@ -45,7 +53,7 @@ def plan_lines(q: Quote) -> list[str]:
         lines.append(f"price      {verb} {_usd(q.price_per_hour)} per hour ({q.price_source})")
     if q.max_cost is not None:
         most = f"at most    {_usd(q.max_cost)} = {_hours(q.max_duration_s)} max_duration × {_usd(q.price_per_hour)}/h"
-        lines.append(most + (" (simulated: nothing is billed)" if q.shadow else ""))
+        lines.append(most + _unbilled(q))
     else:
         lines.append(f"at most    {_hours(q.max_duration_s)} max_duration (price unknown)")
     if q.budget is not None:

@@ -154,6 +154,8 @@ class Quote:
     max_duration_s: int
     budget: Decimal | None
     gpu_type: str = ""                     # what was asked for ("A100:8"), empty when any
+    simulated: bool = False                # the machines themselves are simulated (local, the AWS sandbox);
+                                           # shadow without it: real machines at an internal price (Slurm)
 
     @property
     def max_cost(self) -> Decimal | None:
@@ -175,7 +177,7 @@ class Quote:
                 "gpu_type": self.gpu_type or None, "gpu": self.gpu, "machines": self.machines,
                 "instance_type": self.instance_type, "lifecycle": self.lifecycle, "region": self.region or None,
                 "zones": list(self.zones), "price_per_hour_usd": money(self.price_per_hour),
-                "price_source": self.price_source, "simulated": self.shadow,
+                "price_source": self.price_source, "simulated": self.simulated, "shadow_price": self.shadow,
                 "max_duration_s": self.max_duration_s, "max_cost_usd": money(self.max_cost),
                 "budget_usd": money(self.budget), "most_cost_usd": money(self.most_cost)}
 
@@ -190,7 +192,8 @@ class Quote:
                    instance_type=offer.instance_type or t.name, gpu=f"{t.gpu_model or 'GPU'}{memory}{simulated}",
                    lifecycle="spot" if offer.spot else "on-demand", region=offer.region, zones=offer.zones,
                    price_per_hour=offer.price_per_hour, price_source=t.price_source, shadow=shadow_priced(t),
-                   max_duration_s=offer.max_duration_s, budget=config.budget, gpu_type=gpu_type)
+                   max_duration_s=offer.max_duration_s, budget=config.budget, gpu_type=gpu_type,
+                   simulated=bool(t.simulated_gpus))
 
 
 def quote(config: Config, provider=None) -> Quote:

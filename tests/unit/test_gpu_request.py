@@ -174,3 +174,25 @@ def test_a_count_the_default_template_cannot_give_falls_back_to_a_template_that_
     assert (offer.template.name, offer.machine_count) == ("local-1gpu", 3)
     with pytest.raises(UsageError, match="not a multiple of 4"):     # a named template is never swapped
         choose_offer(provider, _config(tmp_path, gpus=3, template="local-4gpu"))
+
+
+def test_the_plan_calls_slurms_price_a_shadow_price_and_local_machines_simulated(tmp_path):
+    """Slurm's machines are real; only their price is an internal one ([slurm] price_per_gpu_hour):
+    the plan says "shadow price", never "simulated", which is for local and sandbox machines."""
+    from fleet.cli.plan_view import plan_lines
+    from fleet.providers.slurm.provider import SlurmProvider
+    from fleet.providers.slurm.settings import SlurmSettings
+    slurm = quote(_config(tmp_path, provider="slurm", template="slurm-4gpu", gpus=4),
+                  SlurmProvider(SlurmSettings(price_per_gpu_hour=Decimal("2.5"))))
+    assert slurm.shadow and not slurm.simulated
+    assert (slurm.to_json()["simulated"], slurm.to_json()["shadow_price"]) == (False, True)
+    most = next(line for line in plan_lines(slurm) if line.startswith("at most"))
+    assert most == "at most    $20.00 = 2h max_duration × $10.00/h (shadow price: nothing is billed)"
+    assert "simulated" not in "\n".join(plan_lines(slurm))
+    local = quote(_config(tmp_path, gpus=4), LocalProvider())
+    assert local.shadow and local.simulated and local.to_json()["simulated"] is True
+    assert next(line for line in plan_lines(local) if line.startswith("at most")).endswith(
+        "(simulated: nothing is billed)")
+    billed = quote(_config(tmp_path, provider="fake", template="fake-4gpu", gpus=4),
+                   FakeProvider(FakeSettings(price_per_hour=Decimal("2.50"))))
+    assert not billed.shadow and "nothing is billed" not in "\n".join(plan_lines(billed))
