@@ -38,6 +38,8 @@ COMMANDS: tuple[CommandEntry, ...] = (
     CommandEntry("logs", "leases", "Print a run's logs, prefixed by rank."),
     CommandEntry("ssh", "leases", "Open a shell (or run a command) on a machine of a lease, with its pinned host key."),
     CommandEntry("init", "init", "Write a commented starter fleet.toml (every key explained)."),
+    CommandEntry("config", "init", "fleet.toml helpers: `config schema` prints or writes its JSON Schema for "
+                 "editors."),
     CommandEntry("report", "report", "Cost and GPU-hours from the ledger, for managers."),
     CommandEntry("budget", "report", "This month's spend against the project and user budgets in fleet.toml."),
     CommandEntry("rerun", "runs", "Lease fresh machines and run a recorded run again on byte-identical inputs "

@@ -1,4 +1,5 @@
-"""`fleet init [DIR] [--force]`: write a commented starter fleet.toml."""
+"""`fleet init [DIR] [--force]`: write a commented starter fleet.toml; `fleet config schema [-o FILE]`:
+the JSON Schema that starter names on its first line, for editors."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,32 @@ from typing import Optional
 import typer
 
 
+config_app = typer.Typer(help="fleet.toml helpers: `config schema` prints or writes its JSON Schema for editors.",
+                         no_args_is_help=True)
+
+
+@config_app.command("schema")
+def schema(
+    output: Optional[Path] = typer.Option(None, "-o", "--output",
+                                          help="Write the schema to this file instead of printing it."),
+) -> None:
+    """Print fleet.toml's JSON Schema (every installed provider's section), or write it to a file that
+    editors read instead of fetching the URL on fleet.toml's `#:schema` line."""
+    from ..config.json_schema import SCHEMA_ID, schema_text, write_schema
+    from ..errors import EnvironmentProblem
+    if output is None:
+        typer.echo(schema_text(), nl=False)
+        return
+    try:
+        written = write_schema(output)
+    except OSError as exc:
+        raise EnvironmentProblem(f"cannot write {output}: {exc.strerror or exc}") from None
+    typer.echo(f"wrote {written}: fleet.toml's JSON Schema, {SCHEMA_ID}")
+
+
 def register(app: typer.Typer) -> None:
+    app.add_typer(config_app, name="config")
+
     @app.command("init")
     def init(
         directory: Optional[Path] = typer.Argument(None, help="Experiment directory (default: here)."),

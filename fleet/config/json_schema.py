@@ -1,10 +1,19 @@
 """JSON Schema (draft-07) for fleet.toml, for editors such as Taplo: built from the key table in
 fleet/config/schema.py and the sections providers declare. `python -m fleet.config.schema --write`
-regenerates the shipped fleet/fleet.schema.json."""
+regenerates the shipped fleet/fleet.schema.json.
+
+The schema is named by a stable URL, its `$id`, which `fleet init` writes on the first line of every
+fleet.toml (`#:schema …`): the same line on every machine, where a file path would be one laptop's
+site-packages. `fleet config schema` prints or writes the schema of the installed fleet (README,
+"Editors")."""
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any
+
+SCHEMA_ID = "https://fleet.dev/schema/fleet.schema.json"
 
 from .schema import ARRAYS, MAPS, TABLES, TOP_LEVEL, Key, provider_sections
 
@@ -36,7 +45,9 @@ def json_schema() -> dict[str, Any]:
     for name, (help_text, keys, required) in ARRAYS.items():
         props[name] = _array_schema(help_text, keys, required)
     from ..providers import registry
-    props["provider"]["enum"] = registry.names(listed_only=True)
+    # sorted: an installed fleet lists its entry points in another order than the source checkout,
+    # and the schema should be the same document wherever it is generated
+    props["provider"]["enum"] = sorted(registry.names(listed_only=True))
     for name, settings in provider_sections(listed_only=True).items():   # not the fake's
         if settings.array:
             props[name] = _array_schema(settings.help, settings.keys, settings.required)
@@ -45,6 +56,7 @@ def json_schema() -> dict[str, Any]:
                            "properties": {k: _prop(v) for k, v in settings.keys.items()}}
     return {
         "$schema": "http://json-schema.org/draft-07/schema#",
+        "$id": SCHEMA_ID,
         "title": "fleet.toml",
         "description": "An experiment for `fleet up`. Generated from fleet/config/schema.py; do not edit by hand.",
         "type": "object",
@@ -55,3 +67,16 @@ def json_schema() -> dict[str, Any]:
 
 def schema_text() -> str:
     return json.dumps(json_schema(), indent=2, ensure_ascii=False, sort_keys=False) + "\n"
+
+
+def write_schema(path: Path) -> Path:
+    """Write the schema to `path` whole (a temporary file renamed over it), for an editor to read."""
+    path = path.expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(schema_text(), encoding="utf-8")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path

@@ -3,21 +3,21 @@ the file runs as is (tests/unit/test_config_schema_init.py checks it against the
 
 The general keys are written here; each registered provider adds its own section (its settings'
 `starter_block`) and its line in the list of providers, so a new provider appears without an edit
-here. The `#:schema` line points editors at a JSON Schema that knows every registered provider.
+here. The `#:schema` line names fleet's JSON Schema by its stable `$id` (json_schema.SCHEMA_ID), the
+same on every machine, so the file can be committed and shared; `fleet config schema` writes a local copy.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .loader import SCHEMA_FILE
+from .json_schema import SCHEMA_ID
 from .loader import _default_project as default_project   # the package's own rule, shared
 
 CORE = '''\
 #:schema {schema_uri}
 # fleet.toml: one experiment for `fleet up`. Every key is optional except `command`.
-# Editors: the line above points TOML editors (Taplo / Even Better TOML) at fleet's JSON Schema,
-# {schema_path}
+# Editors: the line above names fleet's JSON Schema for TOML editors (Taplo / Even Better TOML) by its
+# stable URL; `fleet config schema -o FILE` writes the copy your installed fleet knows (README, "Editors").
 # Durations: "90s", "30m", "2h", "1h30m", "1d" or a number of seconds. Money: US dollars.
 
 # Project name: groups runs, costs and budgets (letters, digits, . _ -). Default: the directory name.
@@ -131,27 +131,6 @@ def provider_blocks() -> str:
     return "\n".join(settings.starter_block() for settings in provider_sections(listed_only=True).values())
 
 
-def editor_schema() -> Path:
-    """The JSON Schema file for editors: the one shipped in the package while it knows every
-    registered provider; otherwise (a provider from another package) a current one written under
-    $FLEET_HOME, so its section is checked and completed too."""
-    from .json_schema import json_schema, schema_text
-    current = json_schema()
-    try:
-        if json.loads(SCHEMA_FILE.read_text(encoding="utf-8")) == current:
-            return SCHEMA_FILE.resolve()
-    except (OSError, ValueError):
-        pass
-    from ..paths import fleet_home
-    path = fleet_home() / "fleet.schema.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(schema_text(), encoding="utf-8")
-    tmp.replace(path)
-    return path.resolve()
-
-
 def starter_text(directory: Path) -> str:
-    schema = editor_schema()
-    return CORE.format(schema_uri=schema.as_uri(), schema_path=schema, project=default_project(directory.resolve()),
+    return CORE.format(schema_uri=SCHEMA_ID, project=default_project(directory.resolve()),
                        providers=provider_lines()) + "\n" + provider_blocks()

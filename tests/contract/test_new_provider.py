@@ -100,12 +100,19 @@ def test_fleet_init_and_the_schema_offer_it(site, tmp_path):
     text = (exp / "fleet.toml").read_text()
     assert '#   "throwaway": throwaway machines made up by a test' in text
     assert "# [throwaway]" in text and "# zone = …   # Where the throwaway machines are." in text
-    # The editor schema named on the first line knows the new provider and its section.
-    schema_path = Path(text.splitlines()[0].removeprefix("#:schema file://"))
-    schema = json.loads(schema_path.read_text())
-    assert "throwaway" in schema["properties"]["provider"]["enum"]
+    # The first line names the schema by its stable $id; `fleet config schema`, the local copy editors
+    # are pointed at, knows the new provider and its section, and the shipped file is never rewritten.
+    from fleet.config.json_schema import SCHEMA_ID
+    from fleet.config.loader import SCHEMA_FILE
+    assert text.splitlines()[0] == f"#:schema {SCHEMA_ID}"
+    shipped = SCHEMA_FILE.read_text()
+    printed = subprocess.run([sys.executable, "-m", "fleet.cli.main", "config", "schema"],
+                             env=fleet_env(site, tmp_path), capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    schema = json.loads(printed.stdout)
+    assert schema["$id"] == SCHEMA_ID and "throwaway" in schema["properties"]["provider"]["enum"]
     assert set(schema["properties"]["throwaway"]["properties"]) == {"price_per_hour", "fail_after", "zone"}
-    assert schema_path.is_relative_to(tmp_path / "home")        # the shipped file is never rewritten
+    assert SCHEMA_FILE.read_text() == shipped and "throwaway" not in shipped
     # The starter loads, and so does the new section once uncommented.
     from fleet.config.loader import load_config
     assert load_config(cwd=exp).provider == "local"

@@ -100,7 +100,7 @@ def test_the_wheel_carries_the_program_the_recipes_and_py_typed(installed):
     names = set(zipfile.ZipFile(wheel).namelist())
     expected = {"fleet/py.typed", "fleet/stacks/__main__.py", "fleet/stacks/components/templates.py",
                 "fleet/stacks/Pulumi.dev.yaml.example", "fleet/images/recipes/common/scripts/lib.sh",
-                "fleet/state/migrations/0001_init.sql"}
+                "fleet/state/migrations/0001_init.sql", "fleet/fleet.schema.json"}
     expected |= {f"fleet/images/recipes/{p.relative_to(REPO / 'images')}"
                  for p in (REPO / "images").rglob("*") if p.is_file()}
     assert expected - names == set()
@@ -121,6 +121,25 @@ def test_image_ls_from_outside_the_repo_lists_the_shipped_recipes(installed, aws
     # same recipes and the same content hashes as the checkout's: every file, executable bits included
     assert {u["recipe"]: u["hash"] for u in listing["unbaked"]} == {
         name: load_recipe(name).content_hash for name in list_recipes(REPO / "images")}
+
+
+def test_init_from_the_wheel_names_the_shipped_schema_by_its_id(installed, tmp_path):
+    """The starter's `#:schema` line is the schema's $id, never this venv's site-packages; the
+    installed `fleet config schema` prints the schema shipped in the wheel, which carries that $id."""
+    from fleet.config.json_schema import SCHEMA_ID
+    bin_dir, wheel = installed
+    env = _env(bin_dir, tmp_path)
+    init = subprocess.run([str(bin_dir / "fleet"), "init", str(tmp_path / "exp")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stderr
+    text = (tmp_path / "exp" / "fleet.toml").read_text()
+    assert text.splitlines()[0] == f"#:schema {SCHEMA_ID}"
+    assert str(bin_dir.parent) not in text and "site-packages" not in text and "file://" not in text
+    printed = subprocess.run([str(bin_dir / "fleet"), "config", "schema"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert printed.returncode == 0, printed.stderr
+    shipped = json.loads(zipfile.ZipFile(wheel).read("fleet/fleet.schema.json"))
+    assert shipped["$id"] == SCHEMA_ID and json.loads(printed.stdout) == shipped
 
 
 def test_stack_preview_from_outside_the_repo_stops_at_the_missing_pulumi_cli(installed, tmp_path):

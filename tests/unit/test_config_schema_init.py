@@ -12,6 +12,7 @@ import typer
 
 from fleet.cli.errors import main_guard
 from fleet.cli.init import register
+from fleet.config.json_schema import SCHEMA_ID
 from fleet.config.loader import SCHEMA_FILE, json_schema, load_config
 from fleet.config.schema import ARRAYS, MAPS, TABLES, TOP_LEVEL, provider_sections
 from fleet.errors import ExitCode
@@ -44,13 +45,39 @@ def test_shipped_schema_file_equals_the_generated_schema():
         "fleet/fleet.schema.json is stale: run `python -m fleet.config.schema --write`"
 
 
+def test_the_schema_has_a_stable_id_and_init_names_it_not_a_path_of_this_machine(tmp_path, monkeypatch):
+    """A teammate's editor cannot open this laptop's site-packages: the first line is the schema's $id."""
+    assert SCHEMA_ID.startswith("https://") and SCHEMA_ID.endswith("/fleet.schema.json")
+    assert json_schema()["$id"] == SCHEMA_ID and json.loads(SCHEMA_FILE.read_text())["$id"] == SCHEMA_ID
+    target = tmp_path / "exp"
+    assert run_fleet(monkeypatch, "init", str(target)) == 0
+    text = (target / "fleet.toml").read_text()
+    assert text.splitlines()[0] == f"#:schema {SCHEMA_ID}"
+    for local in (str(tmp_path), str(SCHEMA_FILE.parent), str(Path.home()), "site-packages", "file://"):
+        assert local not in text, local
+    assert not (tmp_path / "home" / "fleet.schema.json").exists()      # nothing written beside it either
+
+
+def test_config_schema_prints_or_writes_the_schema_for_editors(tmp_path, monkeypatch, capsys):
+    assert run_fleet(monkeypatch, "config", "schema") == 0
+    assert json.loads(capsys.readouterr().out) == json_schema()
+    out = tmp_path / "editor" / "fleet.schema.json"
+    assert run_fleet(monkeypatch, "config", "schema", "-o", str(out)) == 0
+    assert capsys.readouterr().out == f"wrote {out}: fleet.toml's JSON Schema, {SCHEMA_ID}\n"
+    assert json.loads(out.read_text()) == json_schema() and [p.name for p in out.parent.iterdir()] == [out.name]
+    (tmp_path / "file").write_text("")
+    assert run_fleet(monkeypatch, "config", "schema", "-o", str(tmp_path / "file" / "x.json")) == ExitCode.ENVIRONMENT
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("fleet: error: cannot write ")
+
+
 def test_schema_lists_every_key_of_the_table():
     props = json_schema()["properties"]
     assert set(props) == set(TOP_LEVEL) | set(TABLES) | set(MAPS) | set(ARRAYS) | set(provider_sections(listed_only=True))
     assert set(props["lease"]["properties"]) == set(TABLES["lease"][1])
     assert set(props["hosts"]["items"]["properties"]) == set(provider_sections()["hosts"].keys)
     assert set(props["aws"]["properties"]) == set(provider_sections()["aws"].keys)
-    assert props["provider"]["enum"] == registry.names(listed_only=True)   # every provider offered...
+    assert props["provider"]["enum"] == sorted(registry.names(listed_only=True))   # every provider offered...
     assert "fake" in registry.names() and "fake" not in props["provider"]["enum"]   # ...not the tests' fake
 
 
@@ -73,7 +100,7 @@ def test_init_writes_a_starter_that_loads_and_mentions_every_key(tmp_path, monke
     text = written.read_text()
     cfg = load_config(cwd=target)
     assert cfg.project == "new-exp" and cfg.command == "python train.py"
-    assert text.startswith("#:schema file://") and str(SCHEMA_FILE.resolve()) in text
+    assert text.splitlines()[0] == f"#:schema {SCHEMA_ID}"
     # every key appears as `key =` (set or commented out) or as its table header, with a comment
     for key in list(TOP_LEVEL) + [k for _, keys in TABLES.values() for k in keys] + \
             [k for _, keys, _r in ARRAYS.values() for k in keys] + \
