@@ -37,7 +37,7 @@ _EXPORTS = {
     "down": ("fleet.leases", "down"),
     "extend": ("fleet.leases", "extend"),
     "run_on_lease": ("fleet.run.pipeline", "run_on_lease"),
-    "follow_logs": ("fleet.leases", "follow_logs"),
+    "follow_logs": ("fleet.run_logs", "follow_logs"),
     "open_state": ("fleet.state", "open_state"),
     "get_provider": ("fleet.providers", "get_provider"),
     "FleetError": ("fleet.errors", "FleetError"),

@@ -55,7 +55,7 @@ def attach(
 ) -> int:
     """Follow a run's logs until it ends and exit with its exit code; Ctrl-C leaves it running."""
     from ..errors import ExitCode
-    from ..leases import follow_logs
+    from ..run_logs import follow_logs
     from ..state import open_state
     state = open_state()
     run_id = state.get_run(run)["id"]

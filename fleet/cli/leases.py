@@ -71,7 +71,7 @@ def logs(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
 ) -> int:
     """Print a run's logs, prefixed by rank."""
-    from ..leases import follow_logs
+    from ..run_logs import follow_logs
     for line in follow_logs(run, follow=follow):
         typer.echo(line)
     return 0

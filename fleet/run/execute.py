@@ -140,7 +140,12 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
     # Secret values (config `secrets`) are masked in every log line, CI or not (found by the
     # security tests: an experiment printing its token put it in runs/<id>/logs and the terminal).
     masker = Masker.for_config(ctx.config)
-    running = start_processes(specs, ctx.events.log, log_dir, cancel=ctx.cancel, mask=masker or None)
+    sink, shipper = ctx.events.log, None
+    if ctx.options.detached:   # read by `fleet logs -f` on any computer sharing the state
+        from .log_segments import LogShipper
+        shipper = LogShipper(ctx.state, ctx.run_id, warn=ctx.events.warn)
+        sink = shipper.sink(sink)
+    running = start_processes(specs, sink, log_dir, cancel=ctx.cancel, mask=masker or None)
     tick_s = 1.0
     next_tick = time.monotonic() + tick_s
     signalled_at = last_signal = None
@@ -173,6 +178,8 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
             time.sleep(0.05)
     finally:
         close_sessions(running)
+        if shipper is not None:
+            shipper.close()
     failing = lost = None
     code = 0
     codes: list[tuple[str, int]] = []

@@ -160,10 +160,28 @@ def test_logs_follow_and_attach_from_a_second_fleet_home_sharing_postgres(experi
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     assert _run_row(elsewhere, run_id, env=other)["detached"] is True
-    follow = run_fleet(["logs", run_id, "-f"], cwd=elsewhere, env=other, timeout=120)
-    assert follow.returncode == 0, follow.stderr
-    assert "[0] started" in follow.stdout and "[1] finished" in follow.stdout, follow.stdout
+    errors = tmp_path / "logs-f.err"
+    with open(errors, "w") as err_file:
+        follow = subprocess.Popen([FLEET, "logs", run_id, "-f"], cwd=elsewhere, env={**os.environ, **other},
+                                  stdout=subprocess.PIPE, stderr=err_file, text=True)
+    try:
+        first = follow.stdout.readline()
+        live = _run_row(elsewhere, run_id, env=other)["status"] == "running"
+        rest = follow.stdout.read()   # to its end: `logs -f` ends with the run (the module's timeout bounds it)
+        follow.wait(timeout=60)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+    assert follow.returncode == 0, errors.read_text()
+    assert first.startswith("[") and live, first   # lines arrive while the run is still going
+    seen = first + rest
+    assert "[0] started" in seen and "[1] started" in seen and "[1] finished" in seen, seen
     attach = run_fleet(["attach", run_id, "--json"], cwd=elsewhere, env=other, timeout=120)
     assert attach.returncode == 0, attach.stderr
     assert json.loads(attach.stdout)["status"] == "succeeded"
     assert wait_until(lambda: _supervisor_gone(fleet_home), 30)
+    # Not read from the supervisor's files: they are gone here, the lines are in the shared state.
+    (experiment / "runs" / run_id / "logs").rename(tmp_path / "logs-moved-away")
+    again = run_fleet(["logs", run_id], cwd=elsewhere, env=other, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert sorted(again.stdout.splitlines()) == sorted(seen.splitlines()), (again.stdout, seen)

@@ -1,0 +1,94 @@
+"""A run's rank logs as `fleet logs` and `fleet attach` read them: the run's own log files, or,
+for a detached run, the segments its supervisor ships into the shared state (fleet/run/log_segments.py),
+followed into the next attempt when the run resumed on new machines."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from .errors import NotFound
+
+
+def log_files(run: dict[str, Any]) -> list[Path]:
+    log_dir = Path(run.get("log_path") or "")
+    if not log_dir.is_dir():
+        return []
+    return sorted(log_dir.glob("rank-*.log"), key=lambda p: _rank_key(p.stem[5:]))
+
+
+def _rank_key(label: str) -> tuple[int, ...]:
+    """Setup logs first, then ranks in numeric order ("setup:1" < "0" < "2" < "10" < "1.3")."""
+    setup = label.startswith("setup:")
+    parts = label.removeprefix("setup:").split(".")
+    return (0 if setup else 1, *(int(p) if p.isdigit() else 1 << 30 for p in parts))
+
+
+def follow_logs(run_id: str, *, follow: bool = False, state=None, poll_s: float = 0.3) -> Iterator[str]:
+    """Yield `[rank] line` for every log line of a run; with follow, keep going until it ends."""
+    from .state import open_state
+    state = state or open_state()
+    run = state.get_run(run_id)
+    offsets: dict[Path, int] = {}
+    followed = follow
+    segments = _segment_reader(state, run)
+    while True:
+        if segments is not None:   # a detached run: its supervisor ships the lines into the state
+            yield from segments.lines()
+        for path in log_files(run) if segments is None else ():
+            label = path.stem[5:]
+            with open(path, "rb") as fh:
+                fh.seek(offsets.get(path, 0))
+                data = fh.read()
+            complete = data.rfind(b"\n") + 1
+            offsets[path] = offsets.get(path, 0) + complete
+            for line in data[:complete].decode(errors="replace").splitlines():
+                yield f"[{label}] {line}"
+        if not follow or state.get_run(run["id"])["status"] != "running":
+            if follow:
+                follow = False
+                continue   # one more pass for lines written just before the end
+            following = run
+            run = _next_attempt(state, run) if followed else None
+            if run is None:
+                return
+            yield f"[fleet] run {following['id']} lost its machines; following its next attempt, run {run['id']}"
+            offsets, follow, segments = {}, True, _segment_reader(state, run)
+            continue
+        time.sleep(poll_s)
+
+
+def _segment_reader(state, run: dict[str, Any]):
+    """Where a detached run's lines are read: the state (fleet/run/log_segments.py), so any
+    computer sharing it follows every rank. None: the run's own log files (an attached run, or a
+    finished detached one that shipped nothing, from before segments existed)."""
+    if not (run.get("meta") or {}).get("detached"):
+        return None
+    from .run.log_segments import SegmentReader
+    reader = SegmentReader(state, run["id"])
+    if run.get("status") != "running" and not reader.has_any() and log_files(run):
+        return None
+    return reader
+
+
+def _next_attempt(state, run: dict[str, Any], answer_s: float = 30.0,
+                  start_s: float = 300.0) -> dict[str, Any] | None:
+    """The attempt that resumes `run` on new machines, once its row exists; None when there is none.
+    A run that lost its machines is answered by fleet/run/recovery.py right after it ended
+    (`next_attempt`: the next run id, or null); the next attempt's row follows once it is planned,
+    pinned and granted its budget (a refused budget turns the answer into null)."""
+    answer_by, start_by = time.monotonic() + answer_s, None
+    while True:
+        meta = state.get_run(run["id"]).get("meta") or {}
+        if "next_attempt" in meta:
+            if not meta["next_attempt"]:
+                return None
+            try:
+                return state.get_run(meta["next_attempt"])
+            except NotFound:
+                start_by = start_by or time.monotonic() + start_s
+                if time.monotonic() > start_by:
+                    return None
+        elif not (meta.get("summary") or {}).get("machines_lost") or time.monotonic() > answer_by:
+            return None
+        time.sleep(0.5)
