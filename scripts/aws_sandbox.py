@@ -6,9 +6,10 @@
     fleet offers --gpus 8
     fleet up --provider aws --template aws-8gpu --gpus 8
 
-It starts moto in server mode on 127.0.0.1, creates what the Pulumi stack would create (VPC,
-subnets in 3 AZs, security group, instance profile, snapshot bucket, a launch template per machine
-template) with boto3, writes the stack outputs file, and prints the environment to export:
+It starts moto in server mode on 127.0.0.1 (serving, besides its own images, a stand-in for each image
+recipe's base image, so `fleet image bake base-cpu` runs here in check mode), creates what the Pulumi
+stack would create (VPC, subnets in 3 AZs, security group, instance profile, snapshot bucket, a launch
+template per machine template) with boto3, writes the stack outputs file, and prints the environment to export:
 AWS_ENDPOINT_URL, fake credentials, FLEET_AWS_OUTPUTS and FLEET_AWS_SANDBOX=1. With
 FLEET_AWS_SANDBOX=1 the AWS provider binds every instance moto "launches" to a real sshd on
 127.0.0.1 before anything connects (fleet/providers/aws/sandbox.py). GPUs are simulated.
@@ -84,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         print("aws_sandbox: error: moto[server] is not installed (pip install 'moto[server]')", file=sys.stderr)
         return 3
     from fleet.paths import subdir
-    from fleet.providers.aws.sandbox import Sandbox, create_stack
+    from fleet.providers.aws.sandbox import Sandbox, create_stack, write_moto_amis
+
+    # Before moto loads its EC2 backend (on the first request): the images it serves include a stand-in
+    # for each recipe's base image, so `fleet image bake base-cpu` works here as docs/aws.md shows.
+    os.environ["MOTO_AMIS_PATH"] = str(write_moto_amis(subdir("aws-sandbox") / "moto-amis.json"))
 
     import logging
     logging.getLogger("werkzeug").setLevel(logging.ERROR)      # no per-request log lines

@@ -191,3 +191,54 @@ def test_provider_aws_without_a_template_plans_by_gpu_type_and_records_what_it_l
 
 def _instances_of(env, project: str) -> list[dict]:
     return [i for i in _instances(env) if {"Key": "fleet:project", "Value": project} in i.get("Tags", [])]
+
+
+def test_fleet_image_bake_base_cpu_works_in_the_sandbox_as_documented(sandbox, tmp_path):
+    """docs/aws.md's `fleet image bake base-cpu` with the shipped recipes, unchanged: the sandbox serves a
+    base image matching their [base] filter (Canonical's Ubuntu 22.04 name, owner, architecture), the
+    builder is launched from it, the check-mode bake makes the image, and the builder is gone after."""
+    import boto3
+    from fleet.images.recipe import load_recipe
+    env, home = sandbox
+    env = {k: v for k, v in env.items() if k != "FLEET_IMAGES_DIR"}          # the shipped recipes
+    base = load_recipe("base-cpu", REPO / "images").base
+    bake = run_fleet(["image", "bake", "base-cpu", "--json"], cwd=tmp_path, env=env, timeout=240)
+    assert bake.returncode == 0, bake.stderr
+    baked = json.loads(bake.stdout)
+    assert baked["mode"] == "check" and baked["image_id"].startswith("ami-") and not baked["reused"]
+    assert [s["exit_code"] for s in baked["steps"]] == [0, 0, 0, 0]
+    ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                       aws_access_key_id="sandbox", aws_secret_access_key="sandbox")
+    (builder,) = [i for i in _instances(env) if i["InstanceId"] == baked["builder_instance_id"]]
+    assert builder["State"]["Name"] in ("terminated", "shutting-down")
+    (launched_from,) = ec2.describe_images(ImageIds=[builder["ImageId"]])["Images"]
+    import fnmatch
+    assert fnmatch.fnmatchcase(launched_from["Name"], base.name) and launched_from["OwnerId"] in base.owners
+    assert launched_from["Architecture"] == base.architecture
+    assert not list((home / "aws-sandbox" / "machines").iterdir())         # the builder's machine too
+    listed = json.loads(run_fleet(["image", "ls", "--json"], cwd=tmp_path, env=env).stdout)
+    assert [(i["recipe"], i["image_id"], i["current"]) for i in listed["images"]] == [
+        ("base-cpu", baked["image_id"], True)]
+    again = run_fleet(["image", "bake", "base-cpu", "--json"], cwd=tmp_path, env=env, timeout=120)
+    assert again.returncode == 0 and json.loads(again.stdout)["reused"] is True
+
+
+def test_dry_run_says_where_its_price_comes_from(sandbox, tmp_path):
+    """The plan names its price source: in the sandbox by default the shipped list price table (its
+    date), with nothing asked of the Price List API; with FLEET_AWS_LIVE_PRICES=1 the sandbox's spot
+    price history per AZ (moto: a placeholder price), and the on-demand fallback as one warning line."""
+    import re
+    env, _ = sandbox
+    table_date = json.loads((REPO / "fleet" / "providers" / "aws" / "prices.json").read_text())["retrieved"]
+    args = ["up", "--provider", "aws", "--template", "aws-1gpu", "--gpus", "1", "--dry-run"]
+    plain = run_fleet(args, cwd=tmp_path, env=env)
+    assert plain.returncode == 0 and plain.stderr == "", plain.stderr
+    assert f"(list price table of {table_date} (us-east-1))" in plain.stdout, plain.stdout
+    live = run_fleet(args, cwd=tmp_path, env=dict(env, FLEET_AWS_LIVE_PRICES="1"))
+    assert live.returncode == 0, live.stderr
+    assert re.search(r"price      would cost \$0\.00001 per hour \(spot \$0\.00001/h \(us-east-1\w, "
+                     r"\d{4}-\d{2}-\d{2}\); on-demand \$0\.8048/h where there is no spot capacity\)", live.stdout), \
+        live.stdout
+    (warning,) = live.stderr.strip().splitlines()
+    assert warning.startswith("fleet: warning: AWS Price List API unavailable (")
+    assert warning.endswith(f"list price table of {table_date} (us-east-1)")

@@ -120,3 +120,21 @@ def test_step_script_may_come_from_common_but_not_outside(root):
         load_recipe("pytorch-cuda", root)
     assert [s.script for s in load_recipe("base-cpu", root).steps] == [
         "scripts/10-system.sh", "scripts/30-python.sh", "scripts/40-agent.sh", "scripts/90-cleanup.sh"]
+
+
+def test_the_aws_sandbox_serves_a_base_image_for_every_shipped_recipe(tmp_path):
+    """scripts/aws_sandbox.py hands moto these images (MOTO_AMIS_PATH): each shipped recipe's [base]
+    filter (name pattern, owner, architecture) matches one, so `fleet image bake` finds its base there."""
+    import fnmatch
+    import json
+    pytest.importorskip("moto")
+    from fleet.providers.aws.sandbox import recipe_base_images, write_moto_amis
+    root = Path(__file__).resolve().parents[2] / "images"
+    stand_ins = recipe_base_images(root)
+    for name in list_recipes(root):
+        base = load_recipe(name, root).base
+        assert [i for i in stand_ins if fnmatch.fnmatchcase(i["name"], base.name) and i["owner_id"] in base.owners
+                and i["architecture"] == base.architecture], name
+    served = json.loads(write_moto_amis(tmp_path / "amis.json", root).read_text())
+    assert {i["ami_id"] for i in stand_ins} <= {i["ami_id"] for i in served}
+    assert any(i.get("owner_id") == "801119661308" for i in served)     # moto's own catalogue stays

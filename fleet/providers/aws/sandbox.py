@@ -13,6 +13,11 @@ Two halves:
   Machine gets host 127.0.0.1 and that sshd's port. Bindings live under
   $FLEET_HOME/aws-sandbox/machines/<instance-id>/ (binding.json records instance → port).
 
+* `write_moto_amis(path)` — the images moto serves: its own catalogue plus one stand-in per [base]
+  filter of the image recipes (images/*, or $FLEET_IMAGES_DIR), so `fleet image bake RECIPE` finds
+  a base image to launch its builder from (moto's catalogue has no Ubuntu 22.04). moto reads the file
+  named by MOTO_AMIS_PATH when it loads its EC2 backend: scripts/aws_sandbox.py sets it first.
+
 What the sandbox cannot show: a real boot (user-data is rendered and sent, but moto does not run
 it), GPUs (simulated slots, as with the local provider), and power-off → termination (a sandbox
 machine's watchdog ends its sshd at the deadline; the moto instance stays until release or reap).
@@ -156,6 +161,39 @@ def _lease_of(d: Path) -> str | None:
 def _alive(pid: Any) -> bool:
     from ..local.sshd import pid_alive
     return bool(pid) and pid_alive(int(pid))
+
+
+def recipe_base_images(root: Path | None = None) -> list[dict[str, Any]]:
+    """One moto image (its catalogue's record format) per distinct [base] of the recipes: named as
+    the filter would match (each `*` a date), from the filter's first owner, the filter's architecture."""
+    import hashlib
+    from ...images.recipe import list_recipes, load_recipe
+    images: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for recipe in list_recipes(root):
+        base = load_recipe(recipe, root).base
+        key = (base.name, base.owners[0] if base.owners else "self", base.architecture)
+        if key in images:
+            continue
+        name = base.name.replace("*", "20261101").replace("?", "0")
+        digest = hashlib.sha256("\0".join(key).encode()).hexdigest()
+        images[key] = {
+            "ami_id": f"ami-0{digest[:16]}", "state": "available", "public": True, "owner_id": key[1],
+            "image_location": f"{key[1]}/{name}", "sriov": "simple", "root_device_type": "ebs",
+            "root_device_name": "/dev/sda1", "image_type": "machine", "platform": None,
+            "architecture": base.architecture, "name": name, "virtualization_type": "hvm", "hypervisor": "xen",
+            "description": f"fleet sandbox stand-in for the base of images/{recipe} ({base.name})"}
+    return list(images.values())
+
+
+def write_moto_amis(path: Path, recipes_root: Path | None = None) -> Path:
+    """The file for MOTO_AMIS_PATH: moto's own image catalogue plus the recipes' base images."""
+    from moto.utilities.utils import load_resource
+    catalogue = load_resource("ec2/resources/amis.json")
+    stand_ins = recipe_base_images(recipes_root)
+    taken = {a["ami_id"] for a in stand_ins}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([a for a in catalogue if a["ami_id"] not in taken] + stand_ins, indent=1))
+    return path
 
 
 def create_stack(region: str = "us-east-1", templates: Mapping[str, Mapping[str, Any]] | None = None,
