@@ -107,9 +107,10 @@ def _describe_batched(leases: list[Lease]) -> tuple[dict[str, list], set[str]]:
 
 
 def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: Events | None = None,
-         user: str | None = None) -> list[str]:
+         user: str | None = None, released_by: str = "`fleet down`") -> list[str]:
     """Release leases (idempotent). With all_leases, every live lease of `user` (None: of every
-    user), then sweep local machines no live lease owns."""
+    user), then sweep local machines no live lease owns. `released_by` names who released them in
+    the record of a run ended as lost (`fleet reap` releases the leases it reaped this way too)."""
     from .state import open_state
     state = state or open_state()
     from .run.context import SilentEvents
@@ -117,7 +118,8 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
     if not lease_ids and not all_leases:
         raise UsageError("name a lease to release, or use --all")
     leases = state.list_leases(active_only=True, user=user) if all_leases else [state.get_lease(i) for i in lease_ids]
-    released, failures = _release_leases(state, [x for x in leases if x.status in ("active", "leasing")], events)
+    released, failures = _release_leases(state, [x for x in leases if x.status in ("active", "leasing")], events,
+                                         released_by)
     if all_leases:
         _sweep_lost_runs(state, events)
         live = {m.id for lease in state.list_leases(active_only=True) for m in lease.machines}
@@ -132,7 +134,8 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
 RELEASE_WORKERS = 8   # leases released at once by `fleet down` (each provider fans out over its machines)
 
 
-def _release_leases(state, leases: list[Lease], events: Events) -> tuple[list[str], list[str]]:
+def _release_leases(state, leases: list[Lease], events: Events,
+                    released_by: str = "`fleet down`") -> tuple[list[str], list[str]]:
     """Release leases side by side: the providers' calls (describe, release: seconds per lease)
     run in a bounded pool; every state write stays on this thread, which owns the connection.
     Returns (released, failed) lease ids."""
@@ -178,7 +181,7 @@ def _release_leases(state, leases: list[Lease], events: Events) -> tuple[list[st
             _close_ledger(state, lease, found, events)
             state.set_lease_status(lease.id, "released")
             released.append(lease.id)
-            _end_lost_runs(state, lease, events)
+            _end_lost_runs(state, lease, events, released_by)
         except FleetError as exc:
             events.warn(f"could not release {lease.id}: {exc.one_line()}")
             failures.append(lease.id)
@@ -212,11 +215,11 @@ def _sweep_leftovers(live: set[str], events: Events) -> list[str]:
     return ended
 
 
-def _end_lost_runs(state, lease: Lease, events: Events) -> None:
+def _end_lost_runs(state, lease: Lease, events: Events, released_by: str = "`fleet down`") -> None:
     """Runs of the released lease whose controller died end as `lost`, with a run record."""
     from .lost_runs import end_runs_of_lease
     try:
-        end_runs_of_lease(state, lease, released_by="`fleet down`", events=events)
+        end_runs_of_lease(state, lease, released_by=released_by, events=events)
     except Exception as exc:  # noqa: BLE001 — the machines are released; the next `down --all` retries
         events.warn(f"could not end the runs of {lease.id} whose controller is gone: {exc}")
 

@@ -53,10 +53,12 @@ def reap(
 ) -> int:
     """Terminate fleet-tagged AWS instances past their expiry or belonging to no live lease."""
     from ..providers.aws.orphans import reap_orphans
-    region, actions = reap_orphans(_config(file), dry_run=dry_run, all_users=all_users)
+    from .render import RichEvents
+    region, actions, released = reap_orphans(_config(file), dry_run=dry_run, all_users=all_users,
+                                             events=RichEvents(plain=True))
     if json_out:
         from .render import print_json
-        print_json({"dry_run": dry_run, "region": region, "actions": actions})
+        print_json({"dry_run": dry_run, "region": region, "actions": actions, "released_leases": released})
         return 0
     if not actions:
         typer.echo("no orphaned or expired fleet instances")
@@ -65,4 +67,6 @@ def reap(
     for a in actions:
         typer.echo(f"{verb} {a['instance_id']} ({a['instance_type']}, lease {a['lease']}, "
                    f"user {a['user']}): {a['reason']}")
+    if released:
+        typer.echo(f"released {len(released)} lease(s) whose instances were reaped: {', '.join(released)}")
     return 0

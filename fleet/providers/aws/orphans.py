@@ -1,6 +1,11 @@
 """`fleet reap` from a laptop: the reaper's rules (reap.py, also run by the stack's Lambda) judged
 against this state store's live leases, so an instance of no live lease goes too, not only an
-expired one. Without --all-users only the caller's instances are judged by lease."""
+expired one. Without --all-users only the caller's instances are judged by lease.
+
+A live lease whose instances it ends (heartbeat deadline passed, or expired: no controller extends
+it) is then released as `fleet down` releases it: the ledger closed from what AWS reports, and its
+runs whose controller is gone ended as `lost` with a run record saying why and what was billed.
+The Lambda cannot do that part (it holds no state); `fleet reap` and `fleet down` do."""
 from __future__ import annotations
 
 from typing import Any
@@ -10,8 +15,10 @@ def live_lease_ids(state) -> set[str]:
     return {lease.id for lease in state.list_leases(active_only=False) if lease.status in ("leasing", "active")}
 
 
-def reap_orphans(config, *, dry_run: bool = False, all_users: bool = False) -> tuple[str, list[dict[str, Any]]]:
-    """(region, one action per instance judged); `config` may be None (no fleet.toml here)."""
+def reap_orphans(config, *, dry_run: bool = False, all_users: bool = False,
+                 events=None) -> tuple[str, list[dict[str, Any]], list[str]]:
+    """(region, one action per instance judged, live leases released because their instances
+    were reaped); `config` may be None (no fleet.toml here)."""
     from ...plan import current_user
     from ...state import open_state
     from .provider import AWSProvider
@@ -20,11 +27,31 @@ def reap_orphans(config, *, dry_run: bool = False, all_users: bool = False) -> t
     state = open_state(config.state_url if config is not None else None)
     try:
         live = live_lease_ids(state)
+        provider = AWSProvider(config)
+        owner = None if all_users else current_user(config.user if config is not None else None)
+        try:
+            actions = reap(provider.ec2, live, dry_run=dry_run, owner=owner)
+        except Exception as exc:  # noqa: BLE001 — AWS errors become one line
+            raise translate(exc, "reaping fleet instances") from None
+        released = [] if dry_run else _release_reaped(state, actions, live, events)
+        return provider.outputs.region, actions, released
     finally:
         state.close()
-    provider = AWSProvider(config)
-    owner = None if all_users else current_user(config.user if config is not None else None)
+
+
+def _release_reaped(state, actions: list[dict[str, Any]], live: set[str], events) -> list[str]:
+    """Release the live leases whose instances were just ended (all of a lease's instances carry
+    the same deadline and expiry, so none of them is left working)."""
+    from ...errors import FleetError
+    from ...leases import down
+    from ...run.context import SilentEvents
+    events = events or SilentEvents()
+    reaped = sorted({a["lease"] for a in actions
+                     if a["lease"] in live and a["action"] in ("terminate", "already-gone")})
+    if not reaped:
+        return []
     try:
-        return provider.outputs.region, reap(provider.ec2, live, dry_run=dry_run, owner=owner)
-    except Exception as exc:  # noqa: BLE001 — AWS errors become one line
-        raise translate(exc, "reaping fleet instances") from None
+        return down(reaped, state=state, events=events, released_by="`fleet reap` (its instances were reaped)")
+    except FleetError as exc:   # the instances are ended either way; `fleet down` finishes the rest
+        events.warn(f"reaped, but not every lease was released: {exc.one_line()}")
+        return []
