@@ -173,11 +173,18 @@ def host_machine(host: Host, machine_id: str, workdir: str = "", python: str = "
 _DISCOVER = ('echo "HOME=$HOME"; if command -v nvidia-smi >/dev/null 2>&1; then '
              'echo GPUS; nvidia-smi --query-gpu=index,name --format=csv,noheader; fi')
 # Which isolation a lease's machines get there (fleet/isolation): a cgroup v2 unit when this login
-# may write the unified hierarchy (root, or a delegated <cgroup2>/fleet), else verified pids.
+# can do what the agent does (make a cgroup under <cgroup2>/fleet and move a process into it: root,
+# or a login whose own processes sit under a <cgroup2>/fleet it was delegated), else verified pids.
+# A writable <cgroup2>/fleet alone is not enough: moving a process also needs the common ancestor's
+# cgroup.procs, so the agent would fall back to pids there, and so does this probe.
 _ISOLATION = ('cg=$(awk \'{for(i=1;i<=NF;i++) if($i=="-"){if($(i+1)=="cgroup2"){print $5; exit} break}}\' '
-              '/proc/self/mountinfo 2>/dev/null); '
-              'if [ -n "$cg" ] && { [ "$(id -u)" = 0 ] || [ -w "$cg/fleet" ]; }; '
-              'then echo ISOLATION=cgroup; else echo ISOLATION=pids; fi')
+              '/proc/self/mountinfo 2>/dev/null); level=pids; '
+              'if [ -n "$cg" ]; then p="$cg/fleet/probe-$$"; '
+              'if mkdir -p "$p" 2>/dev/null; then '
+              'if { [ -e "$p/cgroup.kill" ] || [ -e "$p/cgroup.freeze" ]; } && '
+              'sh -c \'echo $$ > "$1/cgroup.procs"\' _ "$p" 2>/dev/null; then level=cgroup; fi; '
+              'rmdir "$p" 2>/dev/null || { sleep 0.2; rmdir "$p" 2>/dev/null; }; fi; fi; '
+              'echo ISOLATION=$level')
 
 
 def parse_isolation(stdout: str) -> str | None:
