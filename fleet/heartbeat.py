@@ -39,6 +39,7 @@ class Heartbeat:
         first = (lease.deadline - datetime.now(timezone.utc)).total_seconds()
         self._alive_until = {m.id: time.monotonic() + max(0.0, first) for m in lease.machines}
         self._in_flight: set[str] = set()
+        self._forgotten: set[str] = set()   # released while the lease lives on (forget)
         self._lock = threading.Lock()
 
     @property
@@ -67,7 +68,7 @@ class Heartbeat:
         threads = []
         for i, machine in enumerate(self.lease.machines):
             with self._lock:
-                if machine.id in self._in_flight:
+                if machine.id in self._in_flight or machine.id in self._forgotten:
                     continue   # its previous beat still hangs; that machine ends at its deadline
                 self._in_flight.add(machine.id)
             if ttl_s is None and i:
@@ -99,7 +100,20 @@ class Heartbeat:
         """Machines certainly past their own deadline (beats could not reach them): their watchdog
         has ended them, so nothing they run will report back."""
         now = time.monotonic()
-        return {mid for mid, until in self._alive_until.items() if now > until + slack_s}
+        with self._lock:
+            alive = list(self._alive_until.items())
+        return {mid for mid, until in alive if now > until + slack_s}
+
+    def forget(self, machine_ids: set[str]) -> None:
+        """Machines released while the lease lives on: no more beats to them, and they never count
+        as lost (their deadline passing is their release, not a failure)."""
+        with self._lock:
+            self._forgotten |= set(machine_ids)
+            for mid in machine_ids:
+                self._alive_until.pop(mid, None)
+                session = self._sessions.pop(mid, None)
+                if session is not None:
+                    session.close()
 
     def _extend(self, machine: Machine, ttl: float) -> None:
         try:
@@ -112,8 +126,10 @@ class Heartbeat:
                                  "--ttl", f"{ttl:.3f}"], check=True, timeout=15)
                     # Upper bound of the machine's new deadline: it counts ttl from when the beat
                     # arrived, which is no later than now; the agent never moves a deadline earlier.
-                    self._alive_until[machine.id] = max(self._alive_until.get(machine.id, 0.0),
-                                                        time.monotonic() + ttl)
+                    with self._lock:
+                        if machine.id not in self._forgotten:
+                            self._alive_until[machine.id] = max(self._alive_until.get(machine.id, 0.0),
+                                                                time.monotonic() + ttl)
                     return
                 except Exception as exc:  # noqa: BLE001 — a missed beat is survivable; warn and retry next time
                     stale = self._sessions.pop(machine.id, None)

@@ -24,6 +24,9 @@ def sweep_command(
     budget: Optional[str] = typer.Option(None, "--budget", help="Budget for the whole sweep in US dollars."),
     stop_if: Optional[str] = typer.Option(None, "--stop-if", help="End a hopeless trial, read from its metrics.json: "
                                           "\"val_loss > 2.0 after 3 epochs\"."),
+    idle_release: Optional[str] = typer.Option(None, "--idle-release", help="Release a pool machine that has "
+                                               "waited this long on the budget with no trial, e.g. 2m (default: "
+                                               "at once; with no trial left, always at once)."),
     template: Optional[str] = typer.Option(None, "--template", "-t", help="Machine template."),
     provider: Optional[str] = typer.Option(None, "--provider", "-p", help="local | ssh | aws | slurm"),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Config file (default ./fleet.toml)."),
@@ -45,7 +48,8 @@ def sweep_command(
     spec = build_spec(config, config.sweep, command, param or [], samples=samples, seed=seed, parallel=parallel,
                       gpus_per_trial=gpus_per_trial,
                       trial_timeout_s=flag_duration("--trial-timeout", trial_timeout) if trial_timeout else None,
-                      budget=_budget(budget), stop_if=stop_if)
+                      budget=_budget(budget), stop_if=stop_if,
+                      idle_release_s=flag_duration("--idle-release", idle_release) if idle_release else None)
     events = _events(json_out, False)
     from ..ci import masked_events
     events = masked_events(config, events)
@@ -75,7 +79,7 @@ def _budget(text: str | None):
 
 
 def build_spec(config, table, command, params: list[str], *, samples, seed, parallel, gpus_per_trial,
-               trial_timeout_s, budget, stop_if: str | None = None):
+               trial_timeout_s, budget, stop_if: str | None = None, idle_release_s: int | None = None):
     """Flags over `[sweep]` in fleet.toml (`table`, a fleet.config.model.SweepConfig) over defaults."""
     from ..sweep import Param, SweepSpec, parse_param, plan_trials
     from ..sweep.stopping import StopRule
@@ -100,7 +104,9 @@ def build_spec(config, table, command, params: list[str], *, samples, seed, para
         trial_timeout_s=trial_timeout_s if trial_timeout_s is not None else (
             table.trial_timeout_s if table is not None else None),
         budget=budget if budget is not None else (table.budget if table is not None else None), argv=words,
-        stop_if=StopRule.parse(rule) if (rule := stop_if or (table.stop_if if table is not None else None)) else None)
+        stop_if=StopRule.parse(rule) if (rule := stop_if or (table.stop_if if table is not None else None)) else None,
+        idle_release_s=float(idle_release_s if idle_release_s is not None else (
+            table.idle_release_s if table is not None and table.idle_release_s is not None else 0)))
     spec.check()
     return spec
 

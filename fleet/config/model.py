@@ -34,6 +34,7 @@ class SweepConfig:
     trial_timeout_s: int | None = None
     budget: Decimal | None = None
     stop_if: str | None = None
+    idle_release_s: int | None = None   # a pool machine waiting this long on the budget is released
 
 
 @dataclass

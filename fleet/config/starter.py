@@ -101,6 +101,7 @@ heartbeat_ttl = "5m"
 # trial_timeout = "10m"      # a trial still running then is stopped (default: max_duration)
 # budget = 20                # US dollars for the whole sweep
 # stop_if = "val_loss > 2.0 after 3 epochs"   # early stopping, read from the trial's metrics.json
+# idle_release = "2m"        # a pool machine waiting this long on the budget is released (default: at once)
 
 # Waiting for GPU slots on team hosts (`fleet up --wait 10m`): first come, first served.
 # [queue]

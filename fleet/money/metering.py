@@ -196,6 +196,17 @@ class RunMeter:
         return capped_deadline_s(proposed_s, remaining_micro=self.remaining_micro(),
                                  burn_micro_per_hour=self.burn_micro_per_hour, max_left_s=max_left_s)
 
+    def close_machines(self, machine_ids: set[str], at: datetime | None = None) -> int:
+        """Close those machines' segments at `at` (released while the run goes on): their billing
+        ends there and the burn rate drops. Returns the cost their last rows added."""
+        at = at or self.clock()
+        ending = [s for s in self.segments if not s.closed and s.fixed["machine_id"] in machine_ids]
+        if not ending:
+            return 0
+        added = self.ledger.close(ending, at)
+        self.run_spent_micro += added
+        return added
+
     def finish(self, at: datetime | None = None, *, kept=None) -> int:
         """Close every open segment (machines released, or `kept`: that lease's kept segments open
         at the same instant, fleet/money/kept.py). Returns the run's total in micro-dollars."""

@@ -256,8 +256,8 @@ def gpu_types(provider: Any) -> list[str]:
 # The optional capabilities live in capabilities.py; their names stay importable from here.
 from .capabilities import (CAPABILITIES, DescribesLeases, HasHardLimit, HasLeaseMetadata,  # noqa: E402,F401
                            Interruption, InterruptionNotices, LeaseWatch, PublishesDeadline, QueueStatus,
-                           Queueing, ReportsMachines, StagesDataDirectly, StopsOnCancel, SweepsLeftovers,
-                           capabilities)
+                           Queueing, ReleasesMachines, ReportsMachines, StagesDataDirectly, StopsOnCancel,
+                           SweepsLeftovers, capabilities)
 
 
 def max_machines_per_lease(provider: Any) -> int:

@@ -80,6 +80,16 @@ class HasHardLimit(ABC):
         a FleetError whose one line names the provider's reason when it refuses."""
 
 
+class ReleasesMachines(ABC):
+    """Destroys some machines of a lease and leaves the others running (a sweep's warm pool gives
+    back the machines it has no trial left for while the last trials run). Idempotent like
+    `release`: a machine already gone is fine. The lease stays active; `release` still ends the rest."""
+
+    @abstractmethod
+    def release_machines(self, lease: Lease, machine_ids: list[str]) -> None:
+        """End exactly the machines of `lease` named in `machine_ids`; never touch the others."""
+
+
 class StagesDataDirectly(ABC):
     """Its machines can fetch snapshot chunks from the store themselves (e.g. AWS machines from S3)."""
 
@@ -145,7 +155,7 @@ class Queueing(ABC):
 
 CAPABILITIES: tuple[type, ...] = (ReportsMachines, StopsOnCancel, SweepsLeftovers, HasLeaseMetadata,
                                   PublishesDeadline, HasHardLimit, StagesDataDirectly, InterruptionNotices,
-                                  Queueing)
+                                  Queueing, ReleasesMachines)
 
 
 def capabilities(provider: Any) -> list[str]:

@@ -22,7 +22,8 @@ from typing import Any, Callable, ClassVar
 from ..config.schema import MACHINES, PRICE, Key
 from ..errors import InfrastructureError
 from ..models import Lease, Machine, MachineState, Plan, Template
-from .base import BaseProvider, HasLeaseMetadata, ProviderSettings, ReportsMachines, SweepsLeftovers
+from .base import (BaseProvider, HasLeaseMetadata, ProviderSettings, ReleasesMachines, ReportsMachines,
+                   SweepsLeftovers)
 
 
 @dataclass
@@ -38,7 +39,7 @@ class FakeSettings(ProviderSettings):
     }
 
 
-class FakeProvider(BaseProvider, ReportsMachines, SweepsLeftovers, HasLeaseMetadata):
+class FakeProvider(BaseProvider, ReportsMachines, SweepsLeftovers, HasLeaseMetadata, ReleasesMachines):
     name = "fake"
     settings = FakeSettings
     listed = False
@@ -133,6 +134,14 @@ class FakeProvider(BaseProvider, ReportsMachines, SweepsLeftovers, HasLeaseMetad
 
     def release(self, lease: Lease) -> None:
         self._path(lease.id).unlink(missing_ok=True)
+
+    def release_machines(self, lease: Lease, machine_ids: list[str]) -> None:
+        record = self._read(lease.id)
+        if not record["machines"]:
+            return
+        for mid in machine_ids:
+            record["machines"].pop(mid, None)
+        self._path(lease.id).write_text(json.dumps(record))
 
     def sweep(self, live_machine_ids: set[str]) -> list[str]:
         ended = []

@@ -62,6 +62,17 @@ class SessionPool:
                 s.client.close()
         self._sessions.clear()
 
+    def drop(self, machine_ids: Iterable[str]) -> None:
+        """Close and let go of some machines' connections (they were released while the run goes
+        on: a sweep's pool giving back machines it has no trial left for)."""
+        with _ACTIVE_LOCK:
+            for mid in machine_ids:
+                if _ACTIVE.get(mid) is self:
+                    del _ACTIVE[mid]
+        for mid in machine_ids:
+            for s in self._sessions.pop(mid, []):
+                s.client.close()
+
     def __enter__(self) -> "SessionPool":
         return self.open()
 

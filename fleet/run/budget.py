@@ -165,6 +165,13 @@ class RunBudget:
             # The machine counts its deadline from when the beat arrives, a little after this.
             return None if left is None else max(0.0, left - BEAT_SLACK_S)
 
+    def close_machines(self, machine_ids: set[str]) -> None:
+        """Some machines were released while the run goes on (a sweep's pool giving back idle
+        ones): their ledger segments close now, so they are billed up to their release only."""
+        with self.lock:
+            if self.meter is not None:
+                self.meter.close_machines(set(machine_ids), self.clock())
+
     # -- after release ------------------------------------------------------------------------------
     def finish(self, ctx: RunContext, *, kept: Lease | None = None) -> Cost | None:
         """Close the ledger segments (machines released) and settle the reservation. `kept`: the

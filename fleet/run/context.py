@@ -71,6 +71,7 @@ class RunContext:
     checkpoints: list = field(default_factory=list)   # the last CheckpointUpload of each node (checkpoints.py)
     lost_machines: set = field(default_factory=set)   # ids of machines that vanished under the command
     budget: Any = None                 # fleet.run.budget.RunBudget once stage "budget" granted the run
+    heartbeat: Any = None              # fleet.heartbeat.Heartbeat of a fresh lease (forget: machines released early)
 
     def request_stop(self, reason: str, message: str = "") -> None:
         if not self.stop_reason:

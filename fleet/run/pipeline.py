@@ -171,7 +171,7 @@ class Pipeline:
                 heartbeat = machines.heartbeat(lease, ctx.offer.heartbeat_ttl_s, caps=[beat_state.cap],
                                                on_deadline=beat_state.record_deadline, warn=ctx.events.warn,
                                                publish=deadline_publisher(source.provider, lease))
-                ctx.machines_lost = heartbeat.lost
+                ctx.machines_lost, ctx.heartbeat = heartbeat.lost, heartbeat
             check_cancel(ctx)
             ctx.events.phase("ready", f"waiting for SSH on {len(lease.machines)} machine(s)")   # ready
             machines.wait_ready(ctx, lease.machines)

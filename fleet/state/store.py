@@ -109,6 +109,21 @@ class StateStore:
             self.db.execute("UPDATE leases SET status = 'active', deadline = ? WHERE id = ?",
                             (_iso(lease.deadline), lease.id))
 
+    def release_machines(self, lease_id: str, machine_ids: list[str], at: datetime) -> None:
+        """Some machines of a live lease were released (the lease goes on with the rest): they leave
+        its machine list, and the lease's meta keeps when each went (`released_machines`)."""
+        if not machine_ids:
+            return
+        with self.db.transaction():
+            rows = self.db.execute("SELECT meta FROM leases WHERE id = ?", (lease_id,))
+            meta = json.loads(rows[0]["meta"] or "{}") if rows else {}
+            gone = dict(meta.get("released_machines") or {})
+            gone.update({mid: _iso(at) for mid in machine_ids})
+            meta["released_machines"] = gone
+            self.db.execute("UPDATE leases SET meta = ? WHERE id = ?", (json.dumps(to_jsonable(meta)), lease_id))
+            marks = ",".join("?" * len(machine_ids))
+            self.db.execute(f"DELETE FROM machines WHERE lease_id = ? AND id IN ({marks})", [lease_id, *machine_ids])
+
     def _lease_from_row(self, row: dict[str, Any], machines: list[Machine]) -> Lease:
         from ..models import Lease, parse_time
         return Lease(

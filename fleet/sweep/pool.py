@@ -39,6 +39,7 @@ class PoolMachines(SSHMachines):
         self.staged: StagedInputs | None = None
         self.scheduler: Scheduler | None = None
         self.inputs: Inputs | None = None
+        self.leased = 0                   # machines the pool leased (some may be given back early)
 
     def stage(self, inputs, lease, events) -> StagedInputs:
         self.inputs = inputs
@@ -51,6 +52,7 @@ class PoolMachines(SSHMachines):
             return super().execute(ctx, lease, command, setup=True, on_tick=on_tick)
         from ..lease_prepare import prepare_lease
         prepare_lease(ctx, lease)   # once, before the first trial: every trial shares the pool's venvs
+        self.leased = len(lease.machines)
         pins = self.inputs.pins if self.inputs is not None else None
         from ..run.types import PinnedInputs
         self.scheduler = Scheduler(self.spec, provider=self.provider, config=self.config,
@@ -101,11 +103,12 @@ def sweep(config: Config, spec: SweepSpec, *, events: Events | None = None, prov
     status, code = _verdict(summary.status, summary.exit_code, trials)
     out = SweepSummary(
         sweep_id=spec.sweep_id, status=status, exit_code=code, command=spec.command, trials=trials,
-        pool_run_id=summary.run_id, lease_id=summary.lease_id, leases=1, machines=summary.machines,
+        pool_run_id=summary.run_id, lease_id=summary.lease_id, leases=1, machines=machines.leased or summary.machines,
         staged_bytes=machines.staged.bytes_sent if machines.staged is not None else None,
         budget_usd=str(spec.budget) if spec.budget is not None else None, cost_usd=summary.cost_usd,
         would_cost_usd=summary.would_cost_usd, duration_s=round(time.monotonic() - started, 3),
-        run_dir=str(sweep_dir), message=summary.message or summary.budget_stop)
+        run_dir=str(sweep_dir), message=summary.message or summary.budget_stop,
+        released_early=dict(machines.scheduler.shrink.released) if machines.scheduler is not None else {})
     out = _redacted(out, config)
     out.write(sweep_dir)
     return out

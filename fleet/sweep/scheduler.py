@@ -5,6 +5,10 @@ a time and is reset between trials (fleet/sweep/reset.py). Before a trial starts
 its worst case (its machines for the trial timeout) on top of what the running trials may still
 spend; a trial that does not fit waits for a running one to finish, and once nothing runs and it
 still does not fit, it and every trial after it are not started, with the figures that say why.
+
+A slot with no trial to run (the queue is empty, or the trials left have waited `idle_release` on
+the budget) retires while other trials still run; a machine whose slots have all retired is given
+back at once (fleet/sweep/shrink.py), so the last trials do not keep idle machines billed.
 """
 from __future__ import annotations
 
@@ -20,6 +24,7 @@ from ..run.context import Events, RunContext
 from ..run.types import ExecResult, PinnedInputs
 from .params import Trial
 from .reset import reset_machine
+from .shrink import PoolShrink
 from .slots import Slot
 from .spec import SweepSpec
 from .summary import TrialResult
@@ -52,6 +57,9 @@ class Scheduler:
         self.resets_unclean: list[str] = []
         self.burn_micro = 0
         self.lost_slots = 0
+        self.slots: list[Slot] = []
+        self.retired: set[int] = set()      # slots with no trial left to run (indexes into self.slots)
+        self.shrink = PoolShrink(provider, events)
 
     # -- the pool's "execute" stage --------------------------------------------------------------------
     def run(self, ctx: RunContext, slots: list[Slot], on_tick: Callable[[], None] | None) -> ExecResult:
@@ -64,8 +72,9 @@ class Scheduler:
         worst = cost_micro(self.burn_micro, timeout)
         self.events.phase("run", f"{len(self.spec.trials)} trial(s), {len(slots)} at once on "
                                  f"{len({m for s in slots for m in s.machine_ids})} machine(s)")
-        workers = [threading.Thread(target=self._worker, args=(ctx, slot, timeout, worst), daemon=True,
-                                    name=f"sweep-slot-{i}") for i, slot in enumerate(slots)]
+        self.slots = list(slots)
+        workers = [threading.Thread(target=self._worker, args=(ctx, i, timeout, worst), daemon=True,
+                                    name=f"sweep-slot-{i}") for i in range(len(slots))]
         for w in workers:
             w.start()
         next_tick = time.monotonic()
@@ -88,10 +97,12 @@ class Scheduler:
         failed = [r.trial for r in self.results.values() if r.state in ("failed", "error")]
         return ExecResult(1 if failed else 0, failed[0] if failed else None)
 
-    def _worker(self, ctx: RunContext, slot: Slot, timeout: float, worst: int) -> None:
+    def _worker(self, ctx: RunContext, index: int, timeout: float, worst: int) -> None:
+        slot = self.slots[index]
         while True:
             trial = self._next(ctx, worst)
             if trial is None:
+                self._retire(ctx, index)
                 return
             run_dir = self.sweep_dir / trial.name
             trial_timeout = min(timeout, max(1.0, self._pool_life_s(ctx) - LIFE_MARGIN_S))
@@ -128,8 +139,26 @@ class Scheduler:
             return False
         return True
 
+    def _retire(self, ctx: RunContext, index: int) -> None:
+        """The slot has no trial to run: give back each of its machines none of whose slots has one,
+        while trials still run elsewhere (when none runs, the pool's own release follows at once;
+        a stopping sweep releases everything together)."""
+        with self.lock:
+            if ctx.cancel.is_set() or self.stop.reason is not None:
+                return
+            self.retired.add(index)
+            if not self.running:
+                return
+            idle = [mid for mid in self.slots[index].machine_ids
+                    if all(j in self.retired for j, s in enumerate(self.slots) if mid in s.machine_ids)]
+        if idle:
+            why = "no trial left for them" if not self.queue else \
+                f"idle {self.spec.idle_release_s:g}s while the trials left wait on the budget (--idle-release)"
+            self.shrink.release(ctx, idle, why)
+
     # -- which trial next, under the budget ----------------------------------------------------------
     def _next(self, ctx: RunContext, worst: int) -> Trial | None:
+        idle_since = time.monotonic()
         while True:
             with self.lock:
                 if ctx.cancel.is_set() or not self.queue:
@@ -150,6 +179,8 @@ class Scheduler:
                 if not self.running:
                     self._not_started_rest(self._why_not(left, worst, ctx))
                     return None
+                if time.monotonic() - idle_since >= self.spec.idle_release_s:
+                    return None   # waited long enough on the budget: the slot retires (_retire)
             time.sleep(WAIT_S)
 
     @staticmethod

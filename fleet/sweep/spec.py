@@ -20,6 +20,9 @@ class SweepSpec:
     sweep_id: str = ""
     argv: tuple[str, ...] = ()         # the command as words (after `--`): substituted word by word
     stop_if: "StopRule | None" = None  # early stopping (fleet/sweep/stopping.py)
+    # How long a pool machine waits on the budget with no trial before it is given back (an empty
+    # queue gives it back at once); fleet/sweep/shrink.py.
+    idle_release_s: float = 0.0
 
     def trial_command(self, trial: Trial) -> str:
         return trial.command_argv(self.argv) if self.argv else trial.command(self.command)
@@ -29,6 +32,8 @@ class SweepSpec:
             raise UsageError("--parallel must be at least 1")
         if self.gpus_per_trial < 1:
             raise UsageError("--gpus-per-trial must be at least 1")
+        if self.idle_release_s < 0:
+            raise UsageError("--idle-release must not be negative")
         if self.trial_timeout_s is not None and self.trial_timeout_s < 1:
             raise UsageError("--trial-timeout must be at least 1s")
         if not self.command.strip():

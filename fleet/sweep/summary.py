@@ -49,6 +49,8 @@ class SweepSummary:
     duration_s: float | None = None
     run_dir: str | None = None
     message: str | None = None
+    # Machines given back before the sweep ended (no trial left for them): machine id → when (UTC).
+    released_early: dict[str, str] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         out = {s: 0 for s in STATES}

@@ -20,7 +20,7 @@ from fleet.errors import FleetError, UsageError
 from fleet.ids import new_lease_id
 from fleet.models import Lease, utcnow
 from fleet.providers import registry
-from fleet.providers.base import Provider, ReportsMachines, choose_mix
+from fleet.providers.base import Provider, ReleasesMachines, ReportsMachines, choose_mix
 from fleet.providers.contract import ContractHarness, plugin_harnesses
 from tests.conftest import wait_until
 
@@ -208,6 +208,26 @@ def test_round_trip_reported_before_return_and_idempotent_release(harness, provi
         provider.release(lease)
     assert all(s.state == "gone" for s in provider.describe(lease))
     provider.release(lease)                  # idempotent: already gone is fine
+
+
+def test_releasing_some_machines_leaves_the_others_running(harness, provider):
+    """ReleasesMachines (a sweep's pool giving back idle machines): exactly the named ones end."""
+    if not isinstance(provider, ReleasesMachines):
+        pytest.skip(f"{harness.name} does not release part of a lease")
+    from fleet.plan import make_plan
+    plan = make_plan(provider=provider.name, mix=choose_mix(provider, harness.template, 2 * (harness.gpus or 1)),
+                     max_duration_s=600, heartbeat_ttl_s=60, project="contract", user="tester")
+    lease = provider.lease(plan, new_lease_id(), 120)
+    try:
+        assert len(lease.machines) == 2
+        first, second = sorted(lease.machines, key=lambda m: m.node_rank)
+        provider.release_machines(lease, [first.id])
+        states = {s.machine_id: s.state for s in provider.describe(lease) if not s.unrecorded}
+        assert states[first.id] == "gone" and states[second.id] in ("running", "pending"), states
+        provider.release_machines(lease, [first.id])      # idempotent: already gone is fine
+    finally:
+        provider.release(lease)
+    assert all(s.state == "gone" for s in provider.describe(lease))
 
 
 def test_deadline_held_without_the_controller(harness, provider):

@@ -204,11 +204,12 @@ def wait_for_state(ec2, lease_id: str, ids: list[str], want: str, *, timeout_s: 
 
 
 def terminate_lease(ec2, lease_id: str, *, wait: bool = True, timeout_s: float = 600,
-                    sleep: Callable[[float], None] = time.sleep) -> list[str]:
-    """Terminate every live instance tagged with the lease; already gone is fine. Returns the ids."""
+                    sleep: Callable[[float], None] = time.sleep, only: set[str] | None = None) -> list[str]:
+    """Terminate every live instance tagged with the lease (`only`: those of them with these ids,
+    a partial release); already gone is fine. Returns the ids."""
     live = find_instances(ec2, {TAG_LEASE: lease_id},
                           states=("pending", "running", "stopping", "stopped", "shutting-down"))
-    ids = [i["InstanceId"] for i in live]
+    ids = [i["InstanceId"] for i in live if only is None or i["InstanceId"] in only]
     for start in range(0, len(ids), TERMINATE_CHUNK):
         chunk = ids[start:start + TERMINATE_CHUNK]
         try:

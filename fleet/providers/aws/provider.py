@@ -21,7 +21,7 @@ from ...errors import EnvironmentProblem, FleetError, InfrastructureError, Machi
 from ...models import Lease, Machine, MachineState, Plan, utcnow
 from ...paths import subdir
 from ..base import (BaseProvider, DescribesLeases, HasLeaseMetadata, InterruptionNotices, MachineMix,
-                    PublishesDeadline, ReportsMachines)
+                    PublishesDeadline, ReleasesMachines, ReportsMachines)
 from .catalog import InstanceType
 from .offering import StackOffers
 from ...environment.image import LEASE_META_KEY as IMAGE_META
@@ -44,7 +44,7 @@ def lease_dir(lease_id: str) -> Path:
 
 
 class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDeadline,
-                  DescribesLeases, InterruptionNotices):
+                  DescribesLeases, InterruptionNotices, ReleasesMachines):
     name = "aws"
     settings = AWSSettings
     description = "EC2 GPU instances from the launch templates of a fleet stack"
@@ -315,6 +315,20 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
     def release(self, lease: Lease) -> None:
         self._ec2_for(lease)
         self._cleanup(lease.id)
+
+    def release_machines(self, lease: Lease, machine_ids: list[str]) -> None:
+        """Terminate those instances of the lease (only ones carrying its tag) and wait until they are."""
+        ec2 = self._ec2_for(lease)
+        try:
+            terminate_lease(ec2, lease.id, timeout_s=self.ready_timeout_s, sleep=self.sleep, only=set(machine_ids))
+        except FleetError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"terminating {len(machine_ids)} machine(s) of lease {lease.id}") from None
+        finally:
+            sandbox = self.sandbox or _existing_sandbox()
+            if sandbox:
+                sandbox.unbind([m.id for m in lease.machines if m.id in set(machine_ids)])
 
     def _cleanup(self, lease_id: str) -> None:
         """Terminate everything tagged with the lease, wait, then drop sandbox machines and keys."""

@@ -17,8 +17,8 @@ from ...errors import Cancelled
 from ...keys import generate_ed25519
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
 from ...paths import subdir
-from ..base import (BaseProvider, DescribesLeases, ReportsMachines, StopsOnCancel, SweepsLeftovers,
-                    check_machine_count)
+from ..base import (BaseProvider, DescribesLeases, ReleasesMachines, ReportsMachines, StopsOnCancel,
+                    SweepsLeftovers, check_machine_count)
 from .templates import DEFAULT_TEMPLATE, LOCAL_TEMPLATES
 # sshd (socket, subprocess, …) and the thread pool are imported where machines are made or ended:
 # `fleet status` only describes them.
@@ -28,7 +28,8 @@ def lease_key_path(lease_id: str) -> Path:
     return subdir("leases") / lease_id / "id_ed25519"
 
 
-class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftovers, DescribesLeases):
+class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftovers, DescribesLeases,
+                    ReleasesMachines):
     name = "local"
     description = "sshd sandboxes on this computer (simulated GPUs)"
     # Each machine is an sshd plus a watchdog on this computer: 64 of them is already a lot for a laptop.
@@ -159,6 +160,13 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
         dirs += [d for d in self._lease_dirs(lease) if d not in dirs]
         self._release_dirs(dirs)
         _delete_lease_key(lease.id)
+
+    def release_machines(self, lease: Lease, machine_ids: list[str]) -> None:
+        """Stop those machines (sshd, watchdog, their processes) and delete their directories; the
+        lease's key stays for the others."""
+        wanted = set(machine_ids)
+        self._release_dirs([Path(m.provider_ref["dir"]) for m in lease.machines
+                            if m.id in wanted and m.provider_ref.get("dir")])
 
     def _release_dirs(self, dirs: list[Path]) -> None:
         existing = [d for d in dirs if d.exists()]

@@ -23,7 +23,7 @@ from ...errors import InfrastructureError, MachineUnreachable, UsageError
 from ...gpus import GpuType
 from .hosts import Host, Inventory, host_machine, probe_all
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
-from ..base import BaseProvider, LeaseWatch, MachineMix, Queueing, ReportsMachines
+from ..base import BaseProvider, LeaseWatch, MachineMix, Queueing, ReleasesMachines, ReportsMachines
 from . import slots as ssh_slots
 from .settings import HostConfig, SSHSettings
 
@@ -44,7 +44,7 @@ def ssh_templates(prices: dict | None = None) -> dict[str, Template]:
     return out
 
 
-class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing):
+class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines):
     name = "ssh"
     settings = SSHSettings
     description = "your team's own GPU hosts ([[hosts]] or `fleet hosts add`), shared by GPU slot"
@@ -216,6 +216,17 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing):
                 inv.record_probe(m.provider_ref["host"], Probe(False, exc.one_line()))
         ssh_slots.free(self.state.db, lease.id)
         others = [e for e in results.values() if e is not None and not isinstance(e, MachineUnreachable)]
+        if others:
+            raise others[0]
+
+    def release_machines(self, lease: Lease, machine_ids: list[str]) -> None:
+        """Those machines' processes ended and workdirs removed, their GPU slots freed for the
+        queue; the lease's other machines keep theirs."""
+        wanted = set(machine_ids)
+        machines = [m for m in lease.machines if m.id in wanted]
+        results = self._stop_all(machines)
+        ssh_slots.free(self.state.db, lease.id, [m.id for m in machines])
+        others = [e for e in results if e is not None and not isinstance(e, MachineUnreachable)]
         if others:
             raise others[0]
 

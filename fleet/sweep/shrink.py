@@ -1,0 +1,72 @@
+"""Giving back pool machines that have no trial left to run while the sweep's last trials run.
+
+Five trials on four machines run the fifth on one machine; the other three would sit idle until
+it ends, billed all the while. The scheduler (fleet/sweep/scheduler.py) hands a machine here once
+none of its slots has a trial to run (the queue is empty, or the trials left have waited on the
+budget for `idle_release`) while a trial still runs elsewhere (otherwise the pool's own release
+follows at once). Then, in this order:
+
+1. the heartbeat stops beating it and never counts it lost (its end is not a failure), and its
+   pooled SSH connection is closed;
+2. the provider ends it (`ReleasesMachines.release_machines`). A provider without that capability
+   keeps it until the pool's release, said once;
+3. its ledger segment closes now: it is billed up to its release, no further;
+4. it leaves the lease in the state (`fleet status` counts what is still up; the lease's meta keeps
+   when it went) and the run's own lease (the pool's final release, a kept hand-over).
+"""
+from __future__ import annotations
+
+import threading
+
+from ..models import to_jsonable, utcnow
+from ..run.context import Events, RunContext
+
+
+class PoolShrink:
+    def __init__(self, provider, events: Events):
+        self.provider, self.events = provider, events
+        self.released: dict[str, str] = {}        # machine id → when it was released (ISO, UTC)
+        self.lock = threading.Lock()               # one partial release at a time
+        self._said_cannot = False
+
+    def release(self, ctx: RunContext, machine_ids: list[str], why: str) -> list[str]:
+        """Release those machines of the pool's lease now; returns the ids released."""
+        from ..providers.base import ReleasesMachines
+        lease = ctx.lease
+        with self.lock:
+            ids = [m.id for m in lease.machines if m.id in set(machine_ids) and m.id not in self.released]
+            if not ids:
+                return []
+            if not isinstance(self.provider, ReleasesMachines):
+                if not self._said_cannot:
+                    self._said_cannot = True
+                    self.events.phase("release", f"{why}, but the {self.provider.name} provider cannot release "
+                                                 "part of a lease: they stay until the sweep ends")
+                return []
+            forget = getattr(ctx.heartbeat, "forget", None)
+            if forget is not None:
+                forget(set(ids))
+            from ..remote.pool import pool_for
+            pools = {id(p): p for p in (pool_for(mid) for mid in ids) if p is not None}
+            for pool in pools.values():
+                pool.drop(ids)
+            try:
+                self.provider.release_machines(lease, ids)
+            except Exception as exc:  # noqa: BLE001 — without beats their watchdog ends them within one TTL
+                self.events.warn(f"could not release idle machine(s) {', '.join(ids)} ({exc}); "
+                                 "they end at their deadline or with the pool")
+                return []
+            at = utcnow()
+            if ctx.budget is not None:
+                ctx.budget.close_machines(set(ids))
+            try:
+                ctx.state.release_machines(lease.id, ids, at)
+            except Exception as exc:  # noqa: BLE001 — the machines are gone and no longer billed either way
+                self.events.warn(f"could not record the release of {', '.join(ids)}: {exc}")
+            # A new list, never changed in place: the heartbeat may be iterating the old one.
+            ctx.lease.machines = [m for m in lease.machines if m.id not in set(ids)]
+            for mid in ids:
+                self.released[mid] = to_jsonable(at)
+        self.events.phase("release", f"{why}: released {len(ids)} machine(s) ({', '.join(ids)}); "
+                                     f"{len(ctx.lease.machines)} still up")
+        return ids
