@@ -55,6 +55,9 @@ class Template:
     spot: bool = False
     description: str = ""
     gpu_memory_mib: int | None = None       # per GPU, where known (matches `--gpus A100-80GB:8`)
+    # The most one machine can cost per hour where its price may change: a spot-priced AWS mix's
+    # on-demand price (spot may rise to it, and spot without capacity falls back to on-demand).
+    price_ceiling_per_hour: Decimal | None = None
 
 
 @dataclass

@@ -40,8 +40,7 @@ def plan_lines(q: Quote) -> list[str]:
     where = q.provider + (f" {q.region}" if q.region else "")
     if q.zones:
         where += f", zone{'s' if len(q.zones) > 1 else ''} " + ", ".join(q.zones)
-    lifecycle = q.lifecycle + (" first, on-demand where there is no spot capacity; priced at the on-demand "
-                               "list price, which spot never exceeds" if q.lifecycle == "spot" else "")
+    lifecycle = q.lifecycle + (" first, on-demand where there is no spot capacity" if q.lifecycle == "spot" else "")
     lines = [f"machines   {q.machines} × {q.instance_type}{per_machine}",
              f"GPUs       {q.gpus} × {q.gpu}" + (f" (asked: {q.gpu_type})" if q.gpu_type else ""),
              f"where      {where}",
@@ -52,7 +51,10 @@ def plan_lines(q: Quote) -> list[str]:
         verb = "would cost" if q.shadow else "costs"
         lines.append(f"price      {verb} {_usd(q.price_per_hour)} per hour ({q.price_source})")
     if q.max_cost is not None:
-        most = f"at most    {_usd(q.max_cost)} = {_hours(q.max_duration_s)} max_duration × {_usd(q.price_per_hour)}/h"
+        per_hour = q.ceiling_per_hour if q.ceiling_per_hour is not None else q.price_per_hour
+        most = f"at most    {_usd(q.max_cost)} = {_hours(q.max_duration_s)} max_duration × {_usd(per_hour)}/h"
+        if q.ceiling_per_hour is not None:
+            most += " (on-demand: spot may rise to it, or have no capacity)"
         lines.append(most + _unbilled(q))
     else:
         lines.append(f"at most    {_hours(q.max_duration_s)} max_duration (price unknown)")

@@ -139,6 +139,12 @@ class RunMeter:
             return
         self.project, self.user, self.run_id, self.lease_id = lease.project, lease.user, run_id, lease.id
         rate = getattr(machine, "price_per_hour", None)
+        own = (getattr(machine, "provider_ref", None) or {}).get("price_source")
+        if price is not None and own and rate is not None and price.source != "fleet.toml [prices]":
+            # A provider that prices each machine by its market (AWS: its AZ's spot price, or the
+            # on-demand price where spot had no capacity) bills it at that, not at the mix's quote;
+            # a simulated machine's price stays a would-cost.
+            price = Price(to_micro(rate), str(own), price.shadow)
         p = price or Price(to_micro(rate or 0), "machine price" if rate else "unknown price",
                            lease.provider == "local")
         self.segments.append(self.ledger.open_segment(lease=lease, machine=machine, price=p, run_id=run_id, at=at))

@@ -54,6 +54,7 @@ class MachineMix:
     simulated_gpus: bool = False
     gpu_memory_mib: int | None = None        # per GPU, where known
     zones: tuple[str, ...] = ()              # where machines may land (AWS: the stack's subnets' AZs)
+    price_ceiling_per_machine_hour: Decimal | None = None   # spot-priced: the on-demand price (models.Template)
 
     @property
     def gpus(self) -> int:
@@ -71,12 +72,15 @@ class MachineMix:
                         gpu_model=self.gpu_model, simulated_gpus=self.simulated_gpus,
                         price_per_hour=self.price_per_machine_hour, price_source=self.price_source,
                         instance_types=(self.instance_type,) if self.instance_type else (), spot=self.spot,
-                        gpu_memory_mib=self.gpu_memory_mib)
+                        gpu_memory_mib=self.gpu_memory_mib,
+                        price_ceiling_per_hour=self.price_ceiling_per_machine_hour)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["price_per_machine_hour"] = None if self.price_per_machine_hour is None else str(self.price_per_machine_hour)
         d["price_per_hour"] = None if self.price_per_hour is None else str(self.price_per_hour)
+        ceiling = self.price_ceiling_per_machine_hour
+        d["price_ceiling_per_machine_hour"] = None if ceiling is None else str(ceiling)
         d["gpus"] = self.gpus
         d["zones"] = list(self.zones)
         d["lifecycle"] = "spot" if self.spot else "on-demand"

@@ -3,6 +3,7 @@ with prices: the same `offers()` that stage plan of `fleet up` takes the first o
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from ..errors import UsageError
 from ..render import RIGHT, Column, Records, Table
@@ -19,7 +20,7 @@ class OfferList:
     gpus: int
     region: str
     offers: tuple[MachineMix, ...]
-    price_source: str = ""           # AWS: where the on-demand list prices come from, and when
+    price_source: str = ""           # AWS: where the prices come from, and when
     price_retrieved: str = ""
 
     def to_json(self) -> dict:
@@ -34,14 +35,20 @@ class OfferList:
         columns = [Column("template", no_wrap=True), Column("mix", no_wrap=True), Column("GPU", no_wrap=True),
                    Column("$/hour", align=RIGHT), Column("$/machine-h", align=RIGHT), Column("spot")]
         rows = [(o.template, f"{o.machines} × {o.instance_type}", f"{o.gpus_per_machine}×{o.gpu_model}",
-                 "?" if o.price_per_hour is None else f"{o.price_per_hour:.2f}",
-                 "?" if o.price_per_machine_hour is None else f"{o.price_per_machine_hour:.3f}",
+                 _usd(o.price_per_hour, 2), _usd(o.price_per_machine_hour, 3),
                  "first" if o.spot else "no") for o in self.offers]
-        notes = [f"On-demand list prices as of {self.price_retrieved} (fleet/providers/aws/prices.json); spot is "
-                 "billed at most this. Override in fleet.toml [prices]."] if self.price_source else []
+        notes = [f"Prices: {self.price_source}. Override in fleet.toml [prices]."] if self.price_source else []
         return Table(columns, rows, title=f"{self.gpus} GPUs on {where}, cheapest first", notes=notes,
                      records=Records(("offers",), [o.to_json() for o in self.offers], rows_key="offers",
                                      meta={"gpus": self.gpus, "provider": self.provider, "region": self.region}))
+
+
+def _usd(amount, places: int) -> str:
+    """A price with `places` decimals, or more where fewer would round a real price to zero (spot)."""
+    if amount is None:
+        return "?"
+    text = f"{amount:.{places}f}"
+    return f"{amount.normalize():f}" if amount and not amount.quantize(Decimal(1).scaleb(-places)) else text
 
 
 def parse_gpus_flag(text: str) -> "tuple[int, GpuType | None]":
@@ -87,8 +94,24 @@ def list_offers(provider_name: str, gpus: int, *, template: str | None = None, c
     rows.sort(key=lambda o: (o.price_per_hour is None, o.price_per_hour or 0, o.machines))
     region = next((o.region for o in rows if o.region), "")
     prices = aws.prices() if aws is not None else None
-    return OfferList(provider.name, gpus, region, tuple(rows), prices.source if prices else "",
+    return OfferList(provider.name, gpus, region, tuple(rows), price_summary(prices, rows) if prices else "",
                      prices.retrieved if prices else "")
+
+
+def price_summary(prices, rows) -> str:
+    """Where an AWS listing's prices come from: the Price List API (region, date), the spot price
+    history, and/or the shipped table (its date)."""
+    types = {o.instance_type for o in rows} - set(prices.overridden)
+    live = {t for t in types if t in prices.live}
+    parts = []
+    if live:
+        parts.append(f"on-demand from the AWS Price List API ({prices.live_region}, "
+                     f"{max(prices.live[t] for t in live)})")
+    if types - live:
+        parts.append(f"on-demand from the list price table of {prices.retrieved} ({prices.region})")
+    if any(o.spot and o.price_source.startswith("spot ") for o in rows):
+        parts.append("spot-first templates at the cheapest AZ's spot price")
+    return "; ".join(parts)
 
 
 def _aws(provider):

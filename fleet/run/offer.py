@@ -156,13 +156,16 @@ class Quote:
     gpu_type: str = ""                     # what was asked for ("A100:8"), empty when any
     simulated: bool = False                # the machines themselves are simulated (local, the AWS sandbox);
                                            # shadow without it: real machines at an internal price (Slurm)
+    ceiling_per_hour: Decimal | None = None   # the whole lease, where the price may change (spot: on-demand)
 
     @property
     def max_cost(self) -> Decimal | None:
-        """max_duration × price per hour (None: the price is unknown)."""
-        if self.price_per_hour is None:
+        """max_duration × the most it can cost per hour: the ceiling where the price may change (a
+        spot price may rise to on-demand, or spot have no capacity), else the price (None: unknown)."""
+        per_hour = self.ceiling_per_hour if self.ceiling_per_hour is not None else self.price_per_hour
+        if per_hour is None:
             return None
-        return (self.price_per_hour * self.max_duration_s / 3600).quantize(Decimal("0.000001"))
+        return (per_hour * self.max_duration_s / 3600).quantize(Decimal("0.000001"))
 
     @property
     def most_cost(self) -> Decimal | None:
@@ -178,6 +181,7 @@ class Quote:
                 "instance_type": self.instance_type, "lifecycle": self.lifecycle, "region": self.region or None,
                 "zones": list(self.zones), "price_per_hour_usd": money(self.price_per_hour),
                 "price_source": self.price_source, "simulated": self.simulated, "shadow_price": self.shadow,
+                "price_ceiling_per_hour_usd": money(self.ceiling_per_hour),
                 "max_duration_s": self.max_duration_s, "max_cost_usd": money(self.max_cost),
                 "budget_usd": money(self.budget), "most_cost_usd": money(self.most_cost)}
 
@@ -193,7 +197,9 @@ class Quote:
                    lifecycle="spot" if offer.spot else "on-demand", region=offer.region, zones=offer.zones,
                    price_per_hour=offer.price_per_hour, price_source=t.price_source, shadow=shadow_priced(t),
                    max_duration_s=offer.max_duration_s, budget=config.budget, gpu_type=gpu_type,
-                   simulated=bool(t.simulated_gpus))
+                   simulated=bool(t.simulated_gpus),
+                   ceiling_per_hour=(None if getattr(t, "price_ceiling_per_hour", None) is None
+                                     else t.price_ceiling_per_hour * offer.machine_count))
 
 
 def quote(config: Config, provider=None) -> Quote:

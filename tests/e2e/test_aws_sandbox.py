@@ -239,6 +239,7 @@ def test_dry_run_says_where_its_price_comes_from(sandbox, tmp_path):
     assert re.search(r"price      would cost \$0\.00001 per hour \(spot \$0\.00001/h \(us-east-1\w, "
                      r"\d{4}-\d{2}-\d{2}\); on-demand \$0\.8048/h where there is no spot capacity\)", live.stdout), \
         live.stdout
+    assert "at most    $3.22 = 4h max_duration × $0.805/h (on-demand: spot may rise to it" in live.stdout
     (warning,) = live.stderr.strip().splitlines()
     assert warning.startswith("fleet: warning: AWS Price List API unavailable (")
     assert warning.endswith(f"list price table of {table_date} (us-east-1)")

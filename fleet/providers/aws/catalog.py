@@ -1,18 +1,19 @@
 """What can be launched and what it costs: GPU instance types, prices, and machine mixes.
 
 The catalogue comes from `describe_instance_types` (GpuInfo: count, model, memory), cached on disk
-under $FLEET_HOME/cache/aws/ for a week. Prices come from a shipped on-demand table (prices.json,
-with its source and date), overridden by `[prices]` in fleet.toml. A *mix* is how a number of GPUs
-is met from a template's allowed instance types: e.g. 8 GPUs = one p4d.24xlarge or two g5.12xlarge.
+under $FLEET_HOME/cache/aws/ for a week. On-demand prices come from the AWS Price List API and
+spot prices from the spot price history (pricing.py, cached), else from a shipped on-demand table
+(prices.json, with its source and date); `[prices]` in fleet.toml overrides both. A *mix* is how a
+number of GPUs is met from a template's allowed instance types: e.g. 8 GPUs = one p4d.24xlarge or
+two g5.12xlarge; a spot-first template's mix is priced at the cheapest AZ's spot price.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from functools import reduce
 from pathlib import Path
@@ -22,6 +23,7 @@ from ...errors import ConfigError, UsageError
 from ...paths import subdir
 from ..base import MachineMix
 from .outputs import TemplateOutputs
+from .pricing import SpotPrice, endpoint_suffix
 
 PRICES_PATH = Path(__file__).with_name("prices.json")
 CACHE_MAX_AGE_S = 7 * 24 * 3600
@@ -43,9 +45,7 @@ class InstanceType:
 
 def _cache_path(region: str) -> Path:
     # The sandbox (a moto endpoint) must never share a cache with the real account.
-    endpoint = os.environ.get("AWS_ENDPOINT_URL_EC2") or os.environ.get("AWS_ENDPOINT_URL") or ""
-    suffix = "-" + hashlib.sha256(endpoint.encode()).hexdigest()[:8] if endpoint else ""
-    return subdir("cache") / "aws" / f"instance-types-{region}{suffix}.json"
+    return subdir("cache") / "aws" / f"instance-types-{region}{endpoint_suffix()}.json"
 
 
 def fetch_catalog(ec2) -> dict[str, InstanceType]:
@@ -92,10 +92,16 @@ def load_catalog(ec2, region: str, *, refresh: bool = False, max_age_s: float = 
 
 @dataclass(frozen=True)
 class PriceTable:
+    """Per instance type: the on-demand price (live where the Price List API answered, else the
+    shipped table's, else [prices]) and, for spot, the latest price per AZ."""
     prices: dict[str, Decimal]
     source: str
     retrieved: str
     overridden: frozenset[str] = frozenset()
+    region: str = "us-east-1"                                    # the shipped table's region
+    live: Mapping[str, str] = field(default_factory=dict)        # type → date read from the API
+    live_region: str = ""
+    spot: Mapping[str, Mapping[str, SpotPrice]] = field(default_factory=dict)   # type → AZ → price
 
     def price(self, instance_type: str) -> Decimal | None:
         return self.prices.get(instance_type)
@@ -103,9 +109,26 @@ class PriceTable:
     def source_of(self, instance_type: str) -> str:
         if instance_type in self.overridden:
             return "fleet.toml [prices]"
+        if instance_type in self.live:
+            return f"on-demand, AWS Price List API ({self.live_region}, {self.live[instance_type]})"
         if instance_type in self.prices:
-            return f"shipped on-demand table ({self.retrieved})"
+            return f"list price table of {self.retrieved} ({self.region})"
         return "unknown: set [prices] in fleet.toml"
+
+    def spot_price(self, instance_type: str, zones: tuple[str, ...] = ()) -> SpotPrice | None:
+        """The cheapest AZ's spot price (among `zones` when given); None where unknown or overridden."""
+        if instance_type in self.overridden:
+            return None
+        found = [p for z, p in (self.spot.get(instance_type) or {}).items() if not zones or z in zones]
+        return min(found, key=lambda p: (p.price, p.zone)) if found else None
+
+    def machine_price(self, instance_type: str, *, spot: bool, zone: str) -> tuple[Decimal | None, str]:
+        """What one launched machine costs per hour: its AZ's spot price, or the on-demand price."""
+        if spot:
+            quote = (self.spot.get(instance_type) or {}).get(zone) if instance_type not in self.overridden else None
+            if quote is not None:
+                return quote.price, quote.describe()
+        return self.price(instance_type), self.source_of(instance_type)
 
 
 def load_prices(overrides: Mapping[str, Any] | None = None) -> PriceTable:
@@ -118,7 +141,8 @@ def load_prices(overrides: Mapping[str, Any] | None = None) -> PriceTable:
         except InvalidOperation:
             raise ConfigError(f"price for {key!r} is not a number: {value!r}", key="prices") from None
         over.add(key)
-    return PriceTable(prices, shipped["source"], shipped["retrieved"], frozenset(over))
+    return PriceTable(prices, shipped["source"], shipped["retrieved"], frozenset(over),
+                      region=shipped.get("region", "us-east-1"))
 
 
 # -- mixes -------------------------------------------------------------------------------------
@@ -130,9 +154,10 @@ def template_gpu_unit(template: TemplateOutputs, catalog: Mapping[str, InstanceT
 
 
 def offers(template: TemplateOutputs, gpus: int, catalog: Mapping[str, InstanceType], prices: PriceTable,
-           region: str = "") -> list[MachineMix]:
+           region: str = "", zones: tuple[str, ...] = ()) -> list[MachineMix]:
     """Every mix of the template's allowed instance types that gives exactly `gpus`, cheapest first
-    (unknown prices last, then fewer machines first)."""
+    (unknown prices last, then fewer machines first). A spot-first template's mix is priced at the
+    cheapest of `zones`' spot prices where one is known."""
     if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 1:
         raise UsageError(f"--gpus must be a positive integer, got {gpus!r}")
     found: list[MachineMix] = []
@@ -141,10 +166,15 @@ def offers(template: TemplateOutputs, gpus: int, catalog: Mapping[str, InstanceT
         per = info.gpus if info else template.gpus_per_machine
         if per < 1 or gpus % per:
             continue
+        price, source, ceiling = prices.price(name), prices.source_of(name), None
+        spot = prices.spot_price(name, zones) if template.spot else None
+        if spot is not None:
+            fallback = "" if price is None else f"; on-demand ${price.normalize():f}/h where there is no spot capacity"
+            price, source, ceiling = spot.price, spot.describe() + fallback, price
         found.append(MachineMix(provider="aws", template=template.name, instance_type=name, machines=gpus // per,
                                 gpus_per_machine=per, gpu_model=(info.gpu_model if info else template.gpu_model),
-                                price_per_machine_hour=prices.price(name), spot=template.spot,
-                                price_source=prices.source_of(name), region=region,
+                                price_per_machine_hour=price, spot=template.spot,
+                                price_source=source, region=region, price_ceiling_per_machine_hour=ceiling,
                                 gpu_memory_mib=(info.gpu_memory_mib or None) if info else None))
     if not found:
         sizes = ", ".join(f"{n}: {catalog[n].gpus if n in catalog else template.gpus_per_machine} GPUs"

@@ -8,7 +8,8 @@ any repeat of a call whose outcome is unknown (connection dropped, throttled pas
 retries), fleet looks for instances already carrying that tag and adopts them.
 
 Attempt order: spot (when the template allows) across every offer × AZ, then on-demand across the
-same; offers are the template's machine mixes, cheapest first; AZs in the stack outputs' order.
+same; offers are the template's machine mixes, cheapest first; AZs in the stack outputs' order,
+except that spot attempts go to the AZ with the lowest known spot price first.
 Capacity errors move to the next attempt; a quota error (VcpuLimitExceeded) skips the rest of that
 instance family in that market, since other AZs share the quota.
 """
@@ -45,9 +46,19 @@ class Attempt:
         return f"{self.offer.machines}×{self.offer.instance_type} {market} in {self.az}"
 
 
-def plan_attempts(offers: list[MachineMix], subnets: dict[str, str], spot_first: bool) -> list[Attempt]:
+def plan_attempts(offers: list[MachineMix], subnets: dict[str, str], spot_first: bool,
+                  spot_price: Callable[[str, str], Any] | None = None) -> list[Attempt]:
+    """`spot_price(instance_type, az)` (None: unknown) puts each offer's spot attempts in its
+    cheapest AZ first; AZs without a known price keep the stack's order, after them."""
     markets = (True, False) if spot_first else (False,)
-    return [Attempt(o, az, subnet, spot) for spot in markets for o in offers for az, subnet in subnets.items()]
+
+    def zones(offer: MachineMix, spot: bool) -> list[tuple[str, str]]:
+        items = list(subnets.items())
+        if not (spot and spot_price):
+            return items
+        known = {az: spot_price(offer.instance_type, az) for az, _ in items}
+        return sorted(items, key=lambda item: (known[item[0]] is None, known[item[0]] or 0))
+    return [Attempt(o, az, subnet, spot) for spot in markets for o in offers for az, subnet in zones(o, spot)]
 
 
 def client_token(lease_id: str, attempt: Attempt) -> str:

@@ -11,11 +11,14 @@ from ...gpus import GpuType
 from ...models import Template
 from ..base import MachineMix
 from .catalog import InstanceType, PriceTable, load_catalog, load_prices, offers
+from .pricing import (PricesUnavailable, cached_on_demand, cached_spot, live_prices_enabled, pricing_client,
+                      warn_once)
 from .session import translate
 
 
 class StackOffers:
     _catalog: dict[str, InstanceType] | None
+    _prices: PriceTable | None = None
 
     def catalog(self, refresh: bool = False) -> dict[str, InstanceType]:
         if self._catalog is None or refresh:
@@ -28,7 +31,34 @@ class StackOffers:
         return self._catalog
 
     def prices(self) -> PriceTable:
-        return load_prices(getattr(self.config, "prices", None) or {})
+        """The shipped table with `[prices]`, overlaid with live on-demand prices for the stack's
+        instance types and spot prices for its spot-first templates' types in its AZs (pricing.py),
+        read once per provider. Where the APIs cannot answer: the table, and one warning line."""
+        if getattr(self, "_prices", None) is None:
+            table = load_prices(getattr(self.config, "prices", None) or {})
+            self._prices = self._live(table) if live_prices_enabled(bool(self.sandbox)) else table
+        return self._prices
+
+    def _live(self, table: PriceTable) -> PriceTable:
+        region = self.outputs.region
+        templates = self.outputs.templates.values()
+        names = sorted({n for t in templates for n in t.instance_types} - table.overridden)
+        spot_names = sorted({n for t in templates if t.spot for n in t.instance_types} - table.overridden)
+        prices, live = dict(table.prices), {}
+        try:
+            found, live = cached_on_demand(region, names, lambda: pricing_client(self._session))
+            prices.update(found)
+        except PricesUnavailable as exc:
+            other = "" if region == table.region else f"; prices in {region} may differ"
+            warn_once(f"on-demand {region}", f"AWS Price List API unavailable ({exc}): on-demand prices are "
+                                             f"the list price table of {table.retrieved} ({table.region}){other}")
+        spot = {}
+        try:
+            spot = cached_spot(region, spot_names, tuple(self.outputs.subnets), lambda: self.ec2)
+        except PricesUnavailable as exc:
+            warn_once(f"spot {region}", f"EC2 spot price history unavailable ({exc}): spot is priced at the "
+                                        "on-demand price, which it never exceeds")
+        return replace(table, prices=prices, live=live, live_region=region, spot=spot)
 
     def templates(self) -> dict[str, Template]:
         catalog, prices = self.catalog(), self.prices()
@@ -36,11 +66,14 @@ class StackOffers:
         out = {}
         for name, t in self.outputs.templates.items():
             try:
-                cheapest = offers(t, t.gpus_per_machine, catalog, prices)[0].price_per_hour
+                cheapest = offers(t, t.gpus_per_machine, catalog, prices,
+                                  zones=tuple(self.outputs.subnets))[0].price_per_hour
             except UsageError:
                 cheapest = None
             price = cheapest
-            source = f"cheapest mix for {t.gpus_per_machine} GPUs, {prices.source} ({prices.retrieved})"
+            source = f"cheapest mix for {t.gpus_per_machine} GPUs"
+            if t.instance_types:
+                source += f", {prices.source_of(t.instance_types[0])}"
             if name in overrides:
                 price, source = Decimal(str(overrides[name])), "fleet.toml [prices]"
             out[name] = Template(
@@ -91,7 +124,7 @@ class StackOffers:
             tpl = replace(tpl, instance_types=kept)
             if gpus is None:   # one machine's worth of that GPU, not of the template's first type
                 gpus = min(catalog[n].gpus if n in catalog else tpl.gpus_per_machine for n in kept)
-        mixes = offers(tpl, tpl.gpus_per_machine if gpus is None else gpus, catalog, self.prices(),
-                       region=self.outputs.region)
         zones = tuple(self.outputs.subnets)
+        mixes = offers(tpl, tpl.gpus_per_machine if gpus is None else gpus, catalog, self.prices(),
+                       region=self.outputs.region, zones=zones)
         return [replace(m, simulated_gpus=bool(self.sandbox), zones=zones) for m in mixes]

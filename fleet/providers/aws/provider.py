@@ -171,7 +171,9 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
         try:
             instances, offer = self._adopt(lease_id, choices)
             if not instances:
-                attempts = plan_attempts(choices, self.outputs.subnets, spot_first=tpl.spot)
+                spot = self.prices().spot
+                attempts = plan_attempts(choices, self.outputs.subnets, spot_first=tpl.spot,
+                                         spot_price=lambda t, az: getattr((spot.get(t) or {}).get(az), "price", None))
                 attempt, instances = launch(
                     ec2, attempts, lease_id=lease_id, launch_template_id=tpl.launch_template_id,
                     user_data=user_data, tags=self._tags(plan, lease_id, tpl, deadline_s),
@@ -262,10 +264,13 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
             wait_tcp(host, port, self.ready_timeout_s, self.sleep)
         # Ranks rendezvous over the VPC (private IP); in the sandbox every machine is on loopback.
         peer = host if self.sandbox else (inst.get("PrivateIpAddress") or host)
+        # What this machine costs: a spot machine its AZ's spot price, an on-demand one the on-demand
+        # price, whatever the mix was quoted at; the meter bills it at this (money/metering.py).
+        price, ref["price_source"] = self.prices().machine_price(offer.instance_type, spot=spot, zone=ref["az"] or "")
         return Machine(id=iid, lease_id=lease_id, node_rank=rank, host=host, port=port, user=user, peer_host=peer,
                        key_path=str(key_path), host_key=host_pub, workdir=workdir,
                        gpu_slots=tuple(range(offer.gpus_per_machine)), python=python,
-                       price_per_hour=offer.price_per_machine_hour or Decimal(0),
+                       price_per_hour=price if price is not None else (offer.price_per_machine_hour or Decimal(0)),
                        instance_type=offer.instance_type, spot=spot, provider_ref=ref, zone=ref["az"] or "")
 
     def _refuse_fake_endpoint(self) -> None:
