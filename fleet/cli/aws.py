@@ -26,7 +26,8 @@ def offers(
     template: Optional[str] = typer.Option(None, "--template", "-t", help="Only this template."),
     provider_name: str = typer.Option("aws", "--provider", "-p", help="Whose offers: any registered provider."),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Config file (default ./fleet.toml if present)."),
-    refresh: bool = typer.Option(False, "--refresh", help="AWS: re-read instance types from AWS (cached a week)."),
+    refresh: bool = typer.Option(False, "--refresh", help="AWS: re-read instance types (cached a week) and prices "
+                                                             "(cached a day, spot an hour) from AWS."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> int:
     """Machine mixes a provider's templates allow for --gpus (default: the stack's AWS templates),

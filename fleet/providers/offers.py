@@ -74,6 +74,7 @@ def list_offers(provider_name: str, gpus: int, *, template: str | None = None, c
     aws = _aws(provider)
     if aws is not None:
         aws.catalog(refresh=refresh)
+        aws.prices(refresh=refresh)
     names = [template] if template else sorted(provider.templates())
     rows: list[MachineMix] = []
     reasons = []

@@ -261,3 +261,26 @@ def test_a_spot_machine_is_billed_at_its_own_price_and_a_sandbox_one_is_never_bi
         assert meter.segments[-1].price.per_hour_micro == to_micro("0.5")
     finally:
         db.close()
+
+
+class PagedPricing(RecordedPricing):
+    """The same answer split over two pages (NextToken), the on-demand product on the second."""
+
+    def get_products(self, **kwargs):
+        whole = super().get_products(**kwargs)
+        if "NextToken" not in kwargs:
+            return {"FormatVersion": "aws_v1", "PriceList": whole["PriceList"][1:], "NextToken": "page-2"}
+        assert kwargs["NextToken"] == "page-2"
+        return {"FormatVersion": "aws_v1", "PriceList": whole["PriceList"][:1]}
+
+
+def test_pages_are_followed_and_refresh_asks_again_within_the_ttl(fleet_home):
+    client, clock = PagedPricing(), Clock()
+    prices, _ = pricing.cached_on_demand("us-east-1", ["g6.xlarge"], lambda: client, clock=clock)
+    assert prices == {"g6.xlarge": Decimal("0.8048")} and len(client.calls) == 2
+    pricing.cached_on_demand("us-east-1", ["g6.xlarge"], lambda: client, clock=clock, refresh=True)
+    assert len(client.calls) == 4                     # `fleet offers --refresh`: asked although fresh
+    ec2 = SpotEC2(SPOT_HISTORY)
+    pricing.cached_spot("us-east-1", ["g6.xlarge"], [], lambda: ec2, clock=clock)
+    pricing.cached_spot("us-east-1", ["g6.xlarge"], [], lambda: ec2, clock=clock, refresh=True)
+    assert len(ec2.calls) == 2

@@ -30,23 +30,23 @@ class StackOffers:
                 raise translate(exc, "reading the EC2 instance-type catalogue") from None
         return self._catalog
 
-    def prices(self) -> PriceTable:
+    def prices(self, refresh: bool = False) -> PriceTable:
         """The shipped table with `[prices]`, overlaid with live on-demand prices for the stack's
         instance types and spot prices for its spot-first templates' types in its AZs (pricing.py),
         read once per provider. Where the APIs cannot answer: the table, and one warning line."""
-        if getattr(self, "_prices", None) is None:
+        if getattr(self, "_prices", None) is None or refresh:
             table = load_prices(getattr(self.config, "prices", None) or {})
-            self._prices = self._live(table) if live_prices_enabled(bool(self.sandbox)) else table
+            self._prices = self._live(table, refresh) if live_prices_enabled(bool(self.sandbox)) else table
         return self._prices
 
-    def _live(self, table: PriceTable) -> PriceTable:
+    def _live(self, table: PriceTable, refresh: bool = False) -> PriceTable:
         region = self.outputs.region
         templates = self.outputs.templates.values()
         names = sorted({n for t in templates for n in t.instance_types} - table.overridden)
         spot_names = sorted({n for t in templates if t.spot for n in t.instance_types} - table.overridden)
         prices, live = dict(table.prices), {}
         try:
-            found, live = cached_on_demand(region, names, lambda: pricing_client(self._session))
+            found, live = cached_on_demand(region, names, lambda: pricing_client(self._session), refresh=refresh)
             prices.update(found)
         except PricesUnavailable as exc:
             other = "" if region == table.region else f"; prices in {region} may differ"
@@ -54,7 +54,7 @@ class StackOffers:
                                              f"the list price table of {table.retrieved} ({table.region}){other}")
         spot = {}
         try:
-            spot = cached_spot(region, spot_names, tuple(self.outputs.subnets), lambda: self.ec2)
+            spot = cached_spot(region, spot_names, tuple(self.outputs.subnets), lambda: self.ec2, refresh=refresh)
         except PricesUnavailable as exc:
             warn_once(f"spot {region}", f"EC2 spot price history unavailable ({exc}): spot is priced at the "
                                         "on-demand price, which it never exceeds")

@@ -121,12 +121,14 @@ def parse_on_demand(price_list: Iterable[str | dict]) -> Decimal | None:
 
 
 def fetch_on_demand(pricing, region: str, instance_types: Iterable[str]) -> dict[str, Decimal | None]:
-    """One get_products (paginated) per instance type; None where the region has no such product."""
+    """One get_products (paginated) per instance type, up to 8 at once (a stack's dozen types would
+    otherwise wait on a dozen round trips in a row); None where the region has no such product."""
+    from concurrent.futures import ThreadPoolExecutor
     location = REGION_LOCATIONS.get(region)
     if location is None:
         raise PricesUnavailable(f"no Price List location known for region {region}")
-    out: dict[str, Decimal | None] = {}
-    for name in instance_types:
+
+    def one(name: str) -> Decimal | None:
         entries: list[str] = []
         token = None
         while True:
@@ -138,9 +140,12 @@ def fetch_on_demand(pricing, region: str, instance_types: Iterable[str]) -> dict
             entries.extend(page.get("PriceList") or [])
             token = page.get("NextToken")
             if not token:
-                break
-        out[name] = parse_on_demand(entries)
-    return out
+                return parse_on_demand(entries)
+    names = list(instance_types)
+    if not names:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:   # boto3 clients are thread-safe
+        return dict(zip(names, pool.map(one, names)))
 
 
 # -- spot: the spot price history ----------------------------------------------------------------
@@ -215,7 +220,9 @@ class PriceCache:
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         os.replace(tmp, self.path)
 
-    def fresh(self, names: Iterable[str]) -> dict[str, dict]:
+    def fresh(self, names: Iterable[str], refresh: bool = False) -> dict[str, dict]:
+        if refresh:
+            return {}
         now = self.clock()
         entries = self._read().get("entries") or {}
         return {n: entries[n] for n in names
@@ -255,15 +262,17 @@ def _reason(exc: BaseException) -> str:
 
 
 def cached_on_demand(region: str, names: Iterable[str], pricing_client: Callable[[], Any], *,
-                     clock: Callable[[], float] = time.time) -> tuple[dict[str, Decimal], dict[str, str]]:
+                     clock: Callable[[], float] = time.time, refresh: bool = False
+                     ) -> tuple[dict[str, Decimal], dict[str, str]]:
     """The on-demand price and the date it was read, per instance type the Price List knows,
-    from the cache or the API. Raises PricesUnavailable when anything needed could not be read."""
+    from the cache or the API (`refresh`: the API). Raises PricesUnavailable when anything needed
+    could not be read."""
     names = sorted(set(names))
     cache = PriceCache("on-demand", region, ON_DEMAND_TTL_S, clock)
-    entries = cache.fresh(names)
+    entries = cache.fresh(names, refresh)
     missing = [n for n in names if n not in entries]
     if missing:
-        failed = cache.recently_failed()
+        failed = None if refresh else cache.recently_failed()
         if failed:
             raise PricesUnavailable(failed)
         try:
@@ -279,14 +288,14 @@ def cached_on_demand(region: str, names: Iterable[str], pricing_client: Callable
 
 
 def cached_spot(region: str, names: Iterable[str], zones: Iterable[str], ec2: Callable[[], Any], *,
-                clock: Callable[[], float] = time.time) -> dict[str, dict[str, SpotPrice]]:
+                clock: Callable[[], float] = time.time, refresh: bool = False) -> dict[str, dict[str, SpotPrice]]:
     """instance type → AZ → SpotPrice, from the cache or describe_spot_price_history."""
     names, zones = sorted(set(names)), sorted(set(zones))
     cache = PriceCache("spot", region, SPOT_TTL_S, clock)
-    entries = cache.fresh(names)
+    entries = cache.fresh(names, refresh)
     missing = [n for n in names if n not in entries]
     if missing:
-        failed = cache.recently_failed()
+        failed = None if refresh else cache.recently_failed()
         if failed:
             raise PricesUnavailable(failed)
         try:
