@@ -22,7 +22,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from ..money.budget import IdlePolicy, resolve_price, seconds_until_exhausted, utc_clock
+from ..money.budget import IdlePolicy, resolve_price, seconds_until_exhausted, to_micro, utc_clock
 from ..money.reservations import Reservations
 from ..money.ledger import Ledger
 from ..money.metering import BudgetLimits, RunMeter, prepare_budget
@@ -57,7 +57,12 @@ class BudgetGate:
             if b.idle_gpu_percent and b.idle_minutes else None
         exhausted = None
         if policy is not None and price is not None:
-            exhausted = seconds_until_exhausted(policy.remaining_micro(0), price.per_hour_micro * offer.machine_count)
+            # The machines' first deadline (the reaper's line should the controller die) counts the
+            # most they can burn: a spot-priced mix's ceiling, the on-demand price spot may rise to or
+            # fall back to. Later deadlines follow the meter's actual burn (RunMeter.capped_deadline_s).
+            ceiling = getattr(offer.template, "price_ceiling_per_hour", None)
+            per_machine = max(price.per_hour_micro, to_micro(ceiling) if ceiling is not None else 0)
+            exhausted = seconds_until_exhausted(policy.remaining_micro(0), per_machine * offer.machine_count)
         return BudgetGrant(limits=limits, price=price, policy=policy,
                            reserved_micro=policy.reserved_micro if policy is not None else 0,
                            exhausted_in_s=exhausted, idle=idle)

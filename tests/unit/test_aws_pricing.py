@@ -284,3 +284,31 @@ def test_pages_are_followed_and_refresh_asks_again_within_the_ttl(fleet_home):
     pricing.cached_spot("us-east-1", ["g6.xlarge"], [], lambda: ec2, clock=clock)
     pricing.cached_spot("us-east-1", ["g6.xlarge"], [], lambda: ec2, clock=clock, refresh=True)
     assert len(ec2.calls) == 2
+
+
+def test_a_spot_priced_runs_first_deadline_counts_the_on_demand_ceiling(tmp_path):
+    """Budget $1: at the quoted spot price $0.25/h it would last 4 h, but the machines may cost the
+    on-demand $1/h (spot rising, or launched on-demand for want of spot capacity): the first
+    deadline (the reaper's line should the controller die) is at 1 h."""
+    from fleet.config.model import Config
+    from fleet.models import Template
+    from fleet.run.budget import BudgetGate
+    from fleet.run.types import Offer
+    from fleet.state import open_state
+    spot = Template("aws-1gpu", "aws", 1, price_per_hour=Decimal("0.25"), price_source="spot $0.25/h (a, d)",
+                    spot=True, price_ceiling_per_hour=Decimal("1"))
+    config = Config(path=None, base_dir=tmp_path, project="p", name="p", command="true", provider="aws",
+                    budget=Decimal(1), state_url=f"sqlite:///{tmp_path / 'state.db'}")
+    state = open_state(config.state_url)
+    try:
+        offer = Offer(provider="aws", template=spot, gpus=1, machine_count=1, max_duration_s=86400,
+                      heartbeat_ttl_s=60, project="p", user="u", spot=True)
+        grant = BudgetGate(config, state).grant(offer, run_id="r-1", lease_id="l-1")
+        assert grant.price.per_hour_micro == to_micro("0.25")           # metered at the quote until machines say
+        assert grant.exhausted_in_s == pytest.approx(3600, abs=1)
+        no_ceiling = Offer(**{**offer.__dict__, "template": Template(**{**spot.__dict__,
+                                                                           "price_ceiling_per_hour": None})})
+        assert BudgetGate(config, state).grant(no_ceiling, run_id="r-2", lease_id="l-2").exhausted_in_s == \
+            pytest.approx(4 * 3600, abs=1)
+    finally:
+        state.close()
