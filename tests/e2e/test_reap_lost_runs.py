@@ -12,6 +12,7 @@ import pytest
 from fleet.providers.aws.reap import TAG_DEADLINE
 from tests.conftest import processes_under, run_fleet, start_fleet_up, wait_for_line, wait_until
 from tests.e2e.test_aws_sandbox import _instances, sandbox  # noqa: F401 — the sandbox fixture
+from tests.e2e.test_process_ownership import HAS_CGROUP
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -39,6 +40,8 @@ def test_reap_ends_a_dead_controllers_instances_and_its_run_as_lost(sandbox, tmp
         [lease] = _status(exp, env)
         [run] = lease["runs"]
         lease_id, run_id = lease["id"], run["id"]
+        # A sandbox machine is a loopback sshd: a cgroup unit of its own where fleet may write cgroup v2.
+        assert [m["isolation"] for m in lease["machines"]] == ["cgroup" if HAS_CGROUP else "pids"], lease
         proc.kill()                      # SIGKILL: no finally-block, no signal handler, no more beats
         proc.wait(timeout=30)
     finally:

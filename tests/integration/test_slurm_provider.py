@@ -71,6 +71,7 @@ def test_two_nodes_become_machines_reachable_over_ssh_and_scancel_ends_them(make
     try:
         assert sorted(m.id for m in reported) == [f"{lease_id}-n0", f"{lease_id}-n1"]
         assert [m.provider_ref["node"] for m in lease.machines] == ["n1", "n2"]
+        assert {m.provider_ref["isolation"] for m in lease.machines} == {"slurm-job"}   # `fleet status --json`
         assert all(m.gpu_slots == (0,) and m.host == "127.0.0.1" for m in lease.machines)
         job_id = lease.machines[0].provider_ref["job_id"]
         assert [ssh_run(m, "echo $FLEET_MACHINE_ID").strip() for m in lease.machines] == \

@@ -251,7 +251,8 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
                                       max_s=plan.max_duration_s, private_ip=inst.get("PrivateIpAddress"))
             host, port, user, workdir, python = (bound["host"], bound["port"], bound["user"], bound["workdir"],
                                                  bound["python"])
-            ref.update(sandbox_dir=bound["dir"], simulated_gpus=True)
+            # the loopback machine's own containment (a cgroup unit where fleet may write cgroup v2)
+            ref.update(sandbox_dir=bound["dir"], simulated_gpus=True, isolation=bound.get("isolation", "unknown"))
         else:
             self._refuse_fake_endpoint()
             public = self._network()["public_ip"]
@@ -261,6 +262,9 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
                                          hint="check the subnet's public IP setting, or set "
                                                              "[aws] connect = \"private\" from inside the VPC")
             port, user, workdir, python = 22, MACHINE_USER, WORKDIR, "python3"
+            # A VM of its own: nothing else runs there; terminated at release, powered off (= terminated)
+            # by its watchdog at the deadline.
+            ref["isolation"] = "instance"
             wait_tcp(host, port, self.ready_timeout_s, self.sleep)
         # Ranks rendezvous over the VPC (private IP); in the sandbox every machine is on loopback.
         peer = host if self.sandbox else (inst.get("PrivateIpAddress") or host)

@@ -91,7 +91,7 @@ class Sandbox:
             raise
         binding = {"instance_id": instance_id, "lease_id": lease_id, "private_ip": private_ip,
                    "host": "127.0.0.1", "port": sshd.port, "user": sshd.user, "workdir": str(sshd.root),
-                   "python": self.python, "sshd_pid": sshd.pid, "dir": str(d)}
+                   "python": self.python, "sshd_pid": sshd.pid, "dir": str(d), "isolation": sshd.isolation}
         (d / "binding.json").write_text(json.dumps(binding, indent=1))
         return binding
 

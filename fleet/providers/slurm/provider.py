@@ -218,8 +218,10 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
                            gpu_slots=slots or tuple(range(plan.gpus_per_machine)), python=ready["python"],
                            price_per_hour=plan.template.price_per_hour or Decimal(0),
                            instance_type=plan.template.name, peer_host=addresses[node],
+                           # The machine is a job step: scancel ends what Slurm's process tracking holds
+                           # (ProctrackType: proctrack/cgroup holds everything); fleet's watchdog adds pids.
                            provider_ref={"job_id": job_id, "node": node, "gpu_binding": ready.get("gpus") or "",
-                                         **self.lease_meta()})
+                                         "isolation": "slurm-job", **self.lease_meta()})
 
         machines: list[Machine] = []
         errors: list[BaseException] = []
