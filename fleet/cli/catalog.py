@@ -30,8 +30,8 @@ COMMANDS: tuple[CommandEntry, ...] = (
                  "leaves it running."),
     CommandEntry("sweep", "sweep", "Run a parameter sweep: every trial a pinned, recorded run, on machines leased "
                                   "once."),
-    CommandEntry("queue", "queue", "List leases waiting for free GPU slots (`--wait`), first come first, and why "
-                                  "they wait."),
+    CommandEntry("queue", "queue", "List leases waiting for free GPU slots or cloud capacity (`--wait`), first "
+                                  "come first, and why."),
     CommandEntry("status", "leases", "List live leases with their machines, GPUs, deadlines and runs."),
     CommandEntry("down", "leases", "Destroy the machines of leases (idempotent)."),
     CommandEntry("extend", "leases", "Move a kept lease's deadline (on every machine) to now + DURATION."),

@@ -1,4 +1,4 @@
-"""`fleet queue`: leases waiting for GPU slots on team hosts, first come first."""
+"""`fleet queue`: leases waiting (`--wait`) for GPU slots on team hosts or for AWS capacity."""
 from __future__ import annotations
 
 import typer
@@ -9,7 +9,7 @@ def register(app: typer.Typer) -> None:
 
 
 def queue_command(json_out: bool = typer.Option(False, "--json", help="Print the queue as JSON.")) -> int:
-    """List leases waiting for free GPU slots (`--wait`), first come first, and why they wait."""
+    """List leases waiting for free GPU slots or cloud capacity (`--wait`), first come first, and why."""
     from dataclasses import asdict
     from ..providers.ssh.queue import WaitQueue
     from ..state import open_state
@@ -24,7 +24,7 @@ def queue_command(json_out: bool = typer.Option(False, "--json", help="Print the
         print_json({"waiting": [asdict(w) for w in waiters]})
         return 0
     if not waiters:
-        print("nothing is waiting for GPU slots")
+        print("nothing is waiting for GPU slots or capacity")
         return 0
     print(text_table(["#", "LEASE", "USER", "PROJECT", "GPUS", "SINCE", "WHY"],
                      [[str(w.position), w.lease_id, w.owner, w.project, str(w.gpus), w.requested_at[:19] + "Z",

@@ -32,8 +32,8 @@ def sweep_command(
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Config file (default ./fleet.toml)."),
     max_duration: Optional[str] = typer.Option(None, "--max-duration", help="Hard limit for the pool, e.g. 2h."),
     allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Run uncommitted changes (captured as a snapshot)."),
-    wait: Optional[str] = typer.Option(None, "--wait", help="How long to wait for free GPU slots (team hosts, "
-                                       "Slurm) before giving up, e.g. 10m (default: do not wait)."),
+    wait: Optional[str] = typer.Option(None, "--wait", help="How long to wait for capacity (team hosts' GPU "
+                                       "slots, Slurm, AWS) before giving up, e.g. 10m (default: do not wait)."),
     json_out: bool = typer.Option(False, "--json", help="Print the sweep summary as JSON on stdout."),
 ) -> int:
     """Run a parameter sweep: every trial a pinned, recorded run, on machines leased once."""

@@ -34,7 +34,8 @@ def up(
     allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Run uncommitted changes (captured as a snapshot)."),
     ci: bool = typer.Option(False, "--ci", help="CI mode: no prompts or live display (on when CI=true)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
-    wait: Optional[str] = typer.Option(None, "--wait", help="How long a queued lease may wait (Slurm), e.g. 10m."),
+    wait: Optional[str] = typer.Option(None, "--wait", help="How long to wait for capacity (Slurm queue, team hosts' GPU slots, "
+                                      "AWS capacity) instead of exit 10, e.g. 10m."),
     env: Optional[List[str]] = typer.Option(None, "--env", "-e", help="KEY=VALUE set for setup and command "
                                                                      "(repeatable; over [env] and --env-file)."),
     env_file: Optional[List[Path]] = typer.Option(None, "--env-file", help="A file of KEY=VALUE lines "

@@ -20,8 +20,9 @@ from typing import Any, Callable
 from ...errors import EnvironmentProblem, FleetError, InfrastructureError, MachineUnreachable, UsageError
 from ...models import Lease, Machine, MachineState, Plan, utcnow
 from ...paths import subdir
-from ..base import (BaseProvider, DescribesLeases, HasLeaseMetadata, InterruptionNotices, MachineMix,
-                    PublishesDeadline, ReleasesMachines, ReportsMachines)
+from ..base import (BaseProvider, DescribesLeases, HasLeaseMetadata, InterruptionNotices, LeaseWatch, MachineMix,
+                    PublishesDeadline, Queueing, ReleasesMachines, ReportsMachines)
+from .capacity import launch_waiting
 from .catalog import InstanceType
 from .offering import StackOffers
 from ...environment.image import LEASE_META_KEY as IMAGE_META
@@ -44,7 +45,7 @@ def lease_dir(lease_id: str) -> Path:
 
 
 class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDeadline,
-                  DescribesLeases, InterruptionNotices, ReleasesMachines):
+                  DescribesLeases, InterruptionNotices, ReleasesMachines, Queueing):
     name = "aws"
     settings = AWSSettings
     description = "EC2 GPU instances from the launch templates of a fleet stack"
@@ -147,7 +148,8 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
         }
 
     def lease(self, plan: Plan, lease_id: str, deadline_s: int,
-              on_machine: Callable[[Machine], None] | None = None) -> Lease:
+              on_machine: Callable[[Machine], None] | None = None, watch: LeaseWatch | None = None) -> Lease:
+        """`watch.max_wait_s` (`--wait`): no capacity anywhere is waited out in fleet's queue (capacity.py)."""
         tpl = self.outputs.template(plan.template.name)
         if not self.sandbox:
             self._refuse_fake_endpoint()      # before anything is launched
@@ -174,10 +176,12 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
                 spot = self.prices().spot
                 attempts = plan_attempts(choices, self.outputs.subnets, spot_first=tpl.spot,
                                          spot_price=lambda t, az: getattr((spot.get(t) or {}).get(az), "price", None))
-                attempt, instances = launch(
+                # Tags per round: their deadlines count from the launch, not from when the wait began.
+                attempt, instances = launch_waiting(lambda on_attempt: launch(
                     ec2, attempts, lease_id=lease_id, launch_template_id=tpl.launch_template_id,
                     user_data=user_data, tags=self._tags(plan, lease_id, tpl, deadline_s),
-                    network=self._network(), image_id=self.pinned_image, sleep=self.sleep)
+                    network=self._network(), image_id=self.pinned_image, on_attempt=on_attempt, sleep=self.sleep),
+                    watch, lease_id=lease_id, plan=plan, region=self.outputs.region, open_db=self._queue_db)
                 offer = attempt.offer
             ids = [i["InstanceId"] for i in sorted(instances, key=lambda i: (i.get("AmiLaunchIndex", 0),
                                                                              i["InstanceId"]))]
@@ -213,6 +217,11 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
                            "price_per_hour": str(sum((m.price_per_hour for m in machines), Decimal(0))),
                            "sandbox": bool(self.sandbox),
                            IMAGE_META: lease_image(self.ec2, self.pinned_image or tpl.image_id, tpl.recipe)})
+
+    def _queue_db(self):
+        """The shared state's database, where a lease waiting for capacity queues (`fleet queue`)."""
+        from ...state import open_state
+        return open_state(getattr(self.config, "state_url", None)).db
 
     def image_exists(self, image: ImageRef) -> bool:
         """fleet.environment.image.ChecksImages: a rerun refuses an AMI that was deregistered."""

@@ -1,4 +1,6 @@
 """Waiting for GPU slots on team hosts: first come, first served, across everyone sharing the state.
+(AWS leases waiting for capacity queue in the same table, fleet/providers/aws/capacity.py, each
+provider's waiters among themselves.)
 
 A lease that finds too few free slots (`fleet up --wait 10m`, `fleet sweep --wait 10m`) joins the
 queue, a row in the shared state database (SQLite for one person, PostgreSQL for a team), and keeps
@@ -69,14 +71,16 @@ class WaitQueue:
         return [Waiter(**{k: r[k] for k in Waiter.__dataclass_fields__ if k != "position"}, position=i + 1)
                 for i, r in enumerate(rows)]
 
-    def ahead_of(self, lease_id: str) -> int:
-        """How many live waiters came before this one and are not held back by their own user's
-        limit (0: it is next)."""
+    def ahead_of(self, lease_id: str, provider: str | None = None) -> int:
+        """How many live waiters (of `provider`: a cloud waiting for capacity never holds up the
+        team's hosts) came before this one and are not held back by their own user's limit (0: it
+        is next)."""
         ahead = 0
         for w in self.waiting():
             if w.lease_id == lease_id:
                 return ahead
-            ahead += 0 if w.over_limit else 1
+            if provider is None or w.provider == provider:
+                ahead += 0 if w.over_limit else 1
         return ahead
 
 
@@ -121,7 +125,8 @@ def reserve_or_wait(db, plan, lease_id: str, requests: list[tuple[str, int]], ca
         while True:
             limited = over_limit()
             # A newcomer while others wait queues behind them, even if slots are free this moment.
-            ahead = queue.ahead_of(lease_id) if joined else len(queue.waiting())
+            ahead = queue.ahead_of(lease_id, provider) if joined else \
+                sum(1 for w in queue.waiting() if w.provider == provider)
             if limited is not None:
                 reason = limited
             elif ahead == 0:
