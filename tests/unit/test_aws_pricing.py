@@ -143,7 +143,7 @@ def test_spot_is_the_latest_price_per_az_cached_for_an_hour(fleet_home):
     assert {z: p.price for z, p in spot["g6.xlarge"].items()} == {"us-east-1a": Decimal("0.3512"),
                                                                   "us-east-1b": Decimal("0.2981")}
     assert ec2.calls[0]["ProductDescriptions"] == ["Linux/UNIX"] and ec2.calls[0]["InstanceTypes"] == ["g6.xlarge"]
-    assert ec2.calls[0]["StartTime"].tzinfo is not None
+    assert ec2.calls[0]["StartTime"] == ec2.calls[0]["EndTime"] and ec2.calls[0]["StartTime"].tzinfo is not None
     pricing.cached_spot("us-east-1", ["g6.xlarge"], ["us-east-1a"], lambda: ec2, clock=clock)
     assert len(ec2.calls) == 1
     clock.now += pricing.SPOT_TTL_S + 1

@@ -174,14 +174,16 @@ def parse_spot_history(history: Iterable[dict], zones: Iterable[str] = ()) -> di
 
 def fetch_spot(ec2, instance_types: Iterable[str], zones: Iterable[str] = (),
                now: datetime | None = None) -> dict[str, dict[str, Decimal]]:
-    """The spot price in effect now, per instance type and AZ (one paginated call for all types)."""
+    """The spot price in effect now, per instance type and AZ (one paginated call for all types).
+    Start and end both now: EC2 then also returns the last change before the start, which is the
+    price in effect at it, however long ago it changed."""
     names = sorted(set(instance_types))
     if not names:
         return {}
     now = now or datetime.now(timezone.utc)
     rows: list[dict] = []
     pages = ec2.get_paginator("describe_spot_price_history").paginate(
-        InstanceTypes=names, ProductDescriptions=["Linux/UNIX"], StartTime=now)
+        InstanceTypes=names, ProductDescriptions=["Linux/UNIX"], StartTime=now, EndTime=now)
     for page in pages:
         rows.extend(page.get("SpotPriceHistory") or [])
     return parse_spot_history(rows, zones)
