@@ -28,9 +28,18 @@ def up_detached(config, file: Path | None, overrides: dict[str, Any], options, e
                           overrides={k: v for k, v in overrides.items() if v is not None}, keep_s=options.keep_s,
                           allow_dirty=options.allow_dirty, queue_wait_s=options.queue_wait_s,
                           resume=options.resume.of_run if options.resume else None)
-    proc = launch(spec)
+    from ..run.node_launch import launch_on_node0, why_not_node0
+    why_not = why_not_node0(config, options)
+    proc = None
     try:
-        handoff = follow_until_handoff(proc, run_id, events)
+        if why_not is None:   # a cloud lease: the supervisor goes to its node 0, the laptop may close
+            handoff, pid = launch_on_node0(config, spec, options, events)
+        else:
+            if config.provider != "local":
+                events.warn(f"the run's supervisor stays on this computer, which must stay up until the run "
+                            f"ends: {why_not}")
+            proc = launch(spec)
+            handoff, pid = follow_until_handoff(proc, run_id, events), proc.pid
     finally:
         events.close()
     if handoff.summary is not None:   # it ended before staging was done (e.g. no machines)
@@ -41,9 +50,10 @@ def up_detached(config, file: Path | None, overrides: dict[str, Any], options, e
     if json_out:
         from .render import print_json
         print_json({"run_id": run_id, "lease_id": handoff.lease_id, "status": "running", "detached": True,
-                    "supervisor_pid": proc.pid})
+                    "supervisor_pid": pid, "supervised_on": "node 0" if proc is None else "this computer"})
     else:
-        print(f"fleet: run {run_id} detached on lease {lease} (supervisor pid {proc.pid}): follow it with "
+        where = "on node 0, " if proc is None else ""
+        print(f"fleet: run {run_id} detached on lease {lease} (supervisor {where}pid {pid}): follow it with "
               f"`fleet logs {run_id} -f` or `fleet attach {run_id}`, stop it with `fleet down {lease}`",
               file=sys.stderr)
     return 0

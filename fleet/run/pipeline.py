@@ -43,7 +43,6 @@ from .keep import KEEPABLE
 from .lease import KeptLease, NewLease
 from .machines import CachesSetup, KeepsCheckpoints, Machines, SSHMachines, WatchesNotices
 from .observers import Observers, RunObserver
-from .pool_lease import PoolLease
 from .record import write_record
 from .signals import StopSignals
 from .offer import Quote
@@ -104,8 +103,9 @@ class Pipeline:
         if self.options.confirm is not None and self.source.fresh and not self.options.confirm(
                 Quote.of(offer, self.config)):
             raise Cancelled("not started: the plan was declined; nothing was leased or spent")
-        pins = (self.inputs.pin(self.options, self.events) if self.source.fresh else            # pin
-                self.inputs.adopt(self.source.pins if isinstance(self.source, PoolLease) else PinnedInputs()))
+        handed = getattr(self.source, "pins", None)   # pinned already: a pool's trial, or node 0's handed lease
+        pins = (self.inputs.adopt(handed) if handed is not None else                          # pin
+                self.inputs.pin(self.options, self.events) if self.source.fresh else self.inputs.adopt(PinnedInputs()))
         state = open_state(self.config.state_url)
         run_id, lease_id = self.options.run_id or new_run_id(), self.source.lease_id
         run_dir = self.run_dir or self.run_dir_root / run_id

@@ -20,9 +20,10 @@ state it is in; its machines end
 by their own watchdog deadline once its heartbeat stops; and the next `fleet` command that finds
 it gone releases its lease, bills what the ledger lacks and records the run as lost.
 
-On a cloud provider the intended home of this process is node 0's agent, so that nothing extra
-has to be kept alive and paid for (docs/managed-runs.md); the local provider's machines run on
-this computer, so here it is a background process of this computer.
+On AWS (with a PostgreSQL state and an S3 store) the supervisor runs on node 0 of the run's lease
+instead (fleet/run/node_launch.py, fleet/run/node_supervisor.py), so that nothing extra has to be
+kept alive and paid for (docs/managed-runs.md); the local provider's machines run on this
+computer, and other providers keep this background process of this computer.
 """
 from __future__ import annotations
 

@@ -1,0 +1,278 @@
+"""`fleet up --detach` on a cloud provider: the run's supervisor goes to node 0 of its own lease.
+
+The launcher (this module, on the laptop) does what must happen where the code is: plan, pin
+(the code and data snapshots go to the run's store), the budget gate (nothing is leased when it
+refuses), and the lease. Then, over node 0's SSH connection, it copies fleet's own package, the
+lease's SSH key and the stack's outputs to `<workdir>/.fleet-supervisor/` on node 0 and starts
+`python -m fleet.run.node_supervisor` there (fleet/run/node_supervisor.py), handing it, on stdin
+and never on disk, the state URL, the store and provider credentials and the run's [env]. It
+follows that supervisor's progress until the inputs are staged and leaves: the laptop can close,
+and nothing runs that the lease does not already pay for.
+
+Needs what node 0 can reach without the laptop: a PostgreSQL state and an S3 store. Without
+them (or on a provider other than AWS) the supervisor stays a background process of this
+computer (fleet/run/detach.py), and the launcher says why in one line.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import shlex
+import signal
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import InfrastructureError
+from .context import Events, RunContext
+from .detach import HANDOFF_PHASES, Handoff, ReportedError
+from .supervisor import EVENTS, SupervisorSpec
+
+REMOTE_DIR = ".fleet-supervisor"
+HANDOFF_TIMEOUT_S = 3600.0       # staging a large dataset from node 0 may take this long
+NODE0_PROVIDERS = ("aws",)
+
+
+def why_not_node0(config, options=None) -> str | None:
+    """None when this run's supervisor can run on node 0; else why not, in one line."""
+    if config.provider == "local":
+        return "local machines run on this computer"
+    if options is not None and options.keep_s:
+        return "--keep leaves the machines up after the run, and node 0 cannot keep itself"
+    if options is not None and options.resume is not None:
+        return "--resume restores checkpoints from this computer's supervisor (not built for node 0 yet)"
+    if config.provider not in NODE0_PROVIDERS:
+        return f"supervision from node 0 is built for {', '.join(NODE0_PROVIDERS)} only, not {config.provider}"
+    if not _state_url(config).startswith(("postgresql://", "postgres://")):
+        return "node 0 cannot reach this computer's SQLite state (team mode: FLEET_STATE_URL=postgresql://…)"
+    if not str(config.store or "").startswith("s3://"):
+        return "node 0 cannot reach a store on this computer (set store = \"s3://BUCKET/PREFIX\")"
+    return None
+
+
+def _state_url(config) -> str:
+    from ..state import configured_state_url
+    return config.state_url or os.environ.get("FLEET_STATE_URL") or configured_state_url() or ""
+
+
+def launch_on_node0(config, spec: SupervisorSpec, options, events: Events) -> tuple[Handoff, int]:
+    """Lease, start the supervisor on node 0, follow it to the handoff. Returns the handoff and
+    the supervisor's pid on node 0. Anything failing before the handoff releases the lease."""
+    from ..models import utcnow
+    from ..plan import first_deadline_s
+    from ..providers.base import HasLeaseMetadata
+    from ..state import open_state
+    from .budget import BudgetGate
+    from .inputs import Inputs
+    from .lease import NewLease
+    from .offer import provider_for
+    from .telemetry_fetch import TELEMETRY_INTERVAL_S
+    source = NewLease(provider_for(config))
+    offer = source.offer(config)
+    pins = Inputs(config).pin(options, events)
+    state = open_state(config.state_url)
+    run_id, lease_id = spec.run_id, source.lease_id
+    grant = BudgetGate(config, state).grant(offer, run_id=run_id, lease_id=lease_id)
+    plan = offer.to_plan(run_id=run_id, budget_deadline_s=grant.budget_deadline_s,
+                         telemetry_interval_s=TELEMETRY_INTERVAL_S)
+    first = first_deadline_s(plan)
+    if grant.budget_deadline_s is not None:
+        first = max(1, min(first, grant.budget_deadline_s))
+    ctx = RunContext(config=config, offer=offer, plan=plan, run_id=run_id, lease_id=lease_id, state=state,
+                     events=events, run_dir=config.base_dir / "runs" / run_id, started_at=utcnow(),
+                     options=options, command=config.command)
+    events.phase("lease", f"{offer.machine_count} × {offer.instance_type or offer.template.name}"
+                          f"{', spot' if offer.spot else ''}; the supervisor will run on node 0")
+    meta = source.provider.lease_meta() if isinstance(source.provider, HasLeaseMetadata) else {}
+    state.begin_lease(lease_id, plan, deadline_s=first,
+                      meta={**grant.lease_meta(), **meta, "first_deadline_s": first, "supervised_on": "node 0"})
+    lease = None
+    try:
+        lease = source.acquire(ctx, first, lambda machine: None)   # billed from node 0, since lease creation
+        return _start_and_follow(config, spec, pins, lease, state, events, source.provider)
+    except BaseException:
+        _release(source, ctx, lease, state)
+        raise
+
+
+def _release(source, ctx, lease, state) -> None:
+    from ..money.reservations import Reservations
+    try:
+        source.release(ctx, lease)
+    finally:
+        try:
+            Reservations(state.db).settle(ctx.lease_id, None)
+        except Exception:  # noqa: BLE001 — the lease's released status frees it anyway
+            pass
+
+
+def _start_and_follow(config, spec, pins, lease, state, events: Events, provider) -> tuple[Handoff, int]:
+    from dataclasses import asdict
+    from ..money.reservations import Reservations
+    from ..remote.ssh import wait_ready
+    node0 = min(lease.machines, key=lambda m: m.node_rank)
+    events.phase("ready", f"waiting for SSH on node 0 ({node0.id})")
+    session = wait_ready(node0, timeout=600)
+    try:
+        remote = f"{node0.workdir}/{REMOTE_DIR}"
+        events.phase("handoff", f"copying fleet to node 0 ({node0.id}) and starting the run's supervisor there")
+        _copy_files(session, remote, config, lease, node0, _outputs_file(config, provider))
+        # The launcher's reservation ends here; node 0's budget stage makes the run's own.
+        Reservations(state.db).settle(lease.id, None)
+        payload = {"spec": _spec_for_node0(spec, config), "env": _node0_env(config, remote),
+                   "lease_id": lease.id, "pins": asdict(pins)}
+        command = (f"cd {shlex.quote(remote)} && PYTHONPATH={shlex.quote(remote + '/pkg')} "
+                   f"exec {shlex.quote(node0.python)} -m fleet.run.node_supervisor {shlex.quote(remote)}")
+        started = session.run(command, stdin=(json.dumps(payload) + "\n").encode(), check=False, timeout=120)
+        answer = _last_json(started.stdout)
+        if "pid" not in answer:
+            raise InfrastructureError(answer.get("error") or f"the supervisor did not start on node 0: "
+                                      f"{(started.stderr.strip().splitlines() or ['no answer'])[-1][:300]}")
+        pid = int(answer["pid"])
+        return _follow(session, remote, pid, spec.run_id, lease.id, events), pid
+    finally:
+        session.close()
+
+
+def _spec_for_node0(spec: SupervisorSpec, config) -> dict[str, Any]:
+    from dataclasses import asdict
+    data = asdict(spec)
+    data["cwd"] = ""
+    data["config_file"] = None
+    # What node 0 reaches by itself; recovery onto a new lease is not done from node 0 (yet).
+    data["overrides"] = {**spec.overrides, "store": config.store, "state_url": _state_url(config),
+                         "recovery": "never"}
+    return data
+
+
+def _node0_env(config, remote: str) -> dict[str, str]:
+    """What node 0's supervisor needs in its environment: fleet's own settings (FLEET_*), the
+    provider's credentials resolved here (short-lived ones as they are now), and where the stack's
+    outputs were copied. Handed over on stdin; never written on node 0 or in the state."""
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith("FLEET_") and k not in ("FLEET_HOME", "FLEET_STATE_URL", "FLEET_AWS_OUTPUTS")}
+    env["FLEET_STATE_URL"] = _state_url(config)
+    env["FLEET_AWS_OUTPUTS"] = f"{remote}/aws-outputs.json"
+    for key in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EC2_METADATA_DISABLED"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    import boto3
+    creds = boto3.session.Session().get_credentials()
+    if creds is not None:
+        frozen = creds.get_frozen_credentials()
+        env.update(AWS_ACCESS_KEY_ID=frozen.access_key, AWS_SECRET_ACCESS_KEY=frozen.secret_key)
+        if frozen.token:
+            env["AWS_SESSION_TOKEN"] = frozen.token
+    return env
+
+
+def _package() -> bytes:
+    """fleet's own package as this computer runs it (sources, migrations, the agent, prices)."""
+    root = Path(__file__).resolve().parents[1]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
+        for path in sorted(root.rglob("*")):
+            if "__pycache__" in path.parts or not path.is_file():
+                continue
+            tar.add(path, arcname=f"fleet/{path.relative_to(root).as_posix()}", recursive=False)
+    return buf.getvalue()
+
+
+def _outputs_file(config, provider) -> bytes:
+    """The stack outputs, as the file this computer reads them from."""
+    from ..errors import UsageError
+    source = os.environ.get("FLEET_AWS_OUTPUTS") or getattr(getattr(provider, "aws", None), "outputs", None)
+    if not source:
+        raise UsageError("the supervisor on node 0 needs the stack outputs as a file",
+                         hint="set FLEET_AWS_OUTPUTS=FILE or `[aws] outputs = \"FILE\"` (`fleet stack up` writes it)")
+    path = Path(source).expanduser()
+    return (path if path.is_absolute() else config.base_dir / path).read_bytes()
+
+
+def _copy_files(session, remote: str, config, lease, node0, outputs: bytes) -> None:
+    from ..providers.aws.sandbox import sandbox_enabled
+    home = f"{remote}/home"
+    key_dir = f"{home}/leases/{lease.id}"
+    session.run(f"rm -rf {shlex.quote(remote)} && mkdir -p {shlex.quote(remote + '/pkg')} "
+                f"{shlex.quote(remote + '/exp')} && mkdir -p -m 700 {shlex.quote(key_dir)} && "
+                f"chmod 700 {shlex.quote(remote)}")
+    files = {f"{remote}/pkg.tar.gz": _package(), f"{key_dir}/id_ed25519": Path(node0.key_path).read_bytes(),
+             f"{remote}/aws-outputs.json": outputs}
+    if config.path is not None:
+        files[f"{remote}/exp/fleet.toml"] = Path(config.path).read_bytes()
+    sftp = session.sftp()
+    try:
+        for path, data in files.items():
+            with sftp.open(path, "wb") as fh:
+                fh.set_pipelined(True)
+                fh.write(data)
+            sftp.chmod(path, 0o600)
+    finally:
+        sftp.close()
+    session.run(f"tar -xzf {shlex.quote(remote + '/pkg.tar.gz')} -C {shlex.quote(remote + '/pkg')}")
+    if sandbox_enabled():
+        # The sandbox's stand-in for the cloud: which instance is which loopback machine. Node 0
+        # terminating instances must stop their machines, as EC2 would.
+        from ..paths import subdir
+        machines = subdir("aws-sandbox") / "machines"
+        session.run(f"mkdir -p {shlex.quote(home + '/aws-sandbox')} && "
+                    f"ln -s {shlex.quote(str(machines))} {shlex.quote(home + '/aws-sandbox/machines')}")
+
+
+def _last_json(text: str) -> dict[str, Any]:
+    for line in reversed(text.strip().splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return {}
+
+
+def _follow(session, remote: str, pid: int, run_id: str, lease_id: str, events: Events) -> Handoff:
+    """Node 0's progress (its events.jsonl, read over SSH) until the first phase after staging.
+    Ctrl-C here asks it to stop (SIGTERM), and its end is followed as an attached run's."""
+    path = shlex.quote(f"{remote}/{EVENTS}")
+    offset = 0
+    cancelled: list[bool] = []
+    previous = signal.getsignal(signal.SIGINT)
+
+    def forward(signum, _frame) -> None:
+        cancelled.append(True)
+        session.run(f"kill -TERM {pid}", check=False, timeout=30)
+
+    signal.signal(signal.SIGINT, forward)
+    try:
+        end = time.monotonic() + HANDOFF_TIMEOUT_S
+        while time.monotonic() < end:
+            out = session.run(f"tail -c +{offset + 1} {path} 2>/dev/null; kill -0 {pid} 2>/dev/null || echo '#gone'",
+                              check=False, timeout=60).stdout
+            gone = out.endswith("#gone\n")
+            data = out[:-len("#gone\n")] if gone else out
+            complete = data.rfind("\n") + 1
+            offset += len(data[:complete].encode())
+            for line in data[:complete].splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                kind = record.get("kind")
+                if kind == "phase":
+                    events.phase(record.get("name", ""), record.get("detail", ""))
+                    if record.get("name") in HANDOFF_PHASES and not cancelled:
+                        return Handoff(run_id, lease_id, staged_at=record.get("t"))
+                elif kind == "warn":
+                    events.warn(record.get("message", ""))
+                elif kind == "end":
+                    from .summary import RunSummary
+                    return Handoff(run_id, lease_id, summary=RunSummary.from_json(record["summary"]))
+                elif kind == "error":
+                    raise ReportedError(record.get("message", "the run failed"), int(record.get("exit_code", 1)))
+            if gone and not complete:
+                break
+            time.sleep(0.3)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    raise InfrastructureError(f"the supervisor of run {run_id} on node 0 ended before the run started",
+                              hint=f"see {remote}/supervisor.log on node 0 (`fleet ssh {lease_id}`)")

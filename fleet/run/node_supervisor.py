@@ -1,0 +1,158 @@
+"""A detached run's supervisor on node 0 of its own lease (cloud providers): the launcher
+(fleet/run/node_launch.py) leases the machines, copies fleet's package here and starts this
+module over node 0's SSH connection; from then on the laptop may close.
+
+It runs the same `fleet.run.recovery.run_managed` as every supervisor, its first attempt on the
+lease it was handed (fleet/run/handed_lease.py: staging, setup, heartbeats of every node, budget,
+deadline, logs into the shared state, outputs and checkpoints into the run's store, ledger,
+record), and at the very end releases node 0 itself — last, after the ledger is closed and the
+run recorded, because releasing it ends this process.
+
+What it is given on stdin, one JSON line, never written to disk here: the run's spec (as the
+local supervisor's spec.json), the environment it needs to reach the state (a PostgreSQL URL),
+the store (S3) and the provider (the caller's AWS credentials, for terminating the machines), and
+the run's [env]. The lease's SSH key and the stack's outputs are files in its directory (0600).
+
+    python -m fleet.run.node_supervisor DIR     (reads the line, forks into the background, prints
+                                                 {"pid": N} and exits; the child runs the run)
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+MODULE = "fleet.run.node_supervisor"
+NEEDS = ("paramiko", "boto3", "psycopg")   # SSH to the other nodes, the provider, the shared state
+
+
+def _missing_modules() -> list[str]:
+    import importlib.util
+    return [name for name in NEEDS if importlib.util.find_spec(name) is None]
+
+
+def _daemonize(directory: Path) -> int | None:
+    """Fork into a session of its own with stdio on supervisor.log; the parent gets the child's
+    pid (and returns it), the child None. The SSH channel ends when the parent exits: the child
+    holds none of its descriptors."""
+    read_end, write_end = os.pipe()
+    if os.fork():
+        os.close(write_end)
+        with os.fdopen(read_end) as fh:
+            return int(fh.read().strip() or 0)
+    os.close(read_end)
+    os.setsid()
+    if os.fork():
+        os._exit(0)
+    with os.fdopen(write_end, "w") as fh:
+        fh.write(str(os.getpid()))
+    log = os.open(directory / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    return None
+
+
+def main(argv: list[str]) -> int:
+    directory = Path(argv[0]).resolve()
+    payload = json.loads(sys.stdin.readline() or "{}")
+    missing = _missing_modules()
+    if missing:
+        print(json.dumps({"error": f"node 0's python ({sys.executable}) lacks {', '.join(missing)}: "
+                                   "fleet cannot supervise the run from there"}), flush=True)
+        return 3
+    pid = _daemonize(directory)
+    if pid is not None:
+        print(json.dumps({"pid": pid}), flush=True)
+        return 0
+    code = 1
+    try:
+        code = _supervise(directory, payload)
+    finally:
+        os._exit(int(code))   # the double fork's child: no interpreter teardown in a daemon
+    return code
+
+
+def _supervise(directory: Path, payload: dict[str, Any]) -> int:
+    from ..errors import ExitCode, FleetError
+    from .supervisor import EVENTS, FileEvents, SupervisorSpec, die_with_lease
+    os.environ.update({str(k): str(v) for k, v in (payload.get("env") or {}).items()})
+    os.environ["FLEET_HOME"] = str(directory / "home")
+    spec = SupervisorSpec(**payload["spec"])
+    events = FileEvents(directory / EVENTS)
+    code: int = ExitCode.INFRASTRUCTURE
+    lease = provider = None
+    try:
+        os.chdir(directory / "exp")
+        from ..config.loader import load_config
+        config_file = directory / "exp" / "fleet.toml"
+        config = load_config(config_file if config_file.exists() else None, cwd=directory / "exp",
+                             overrides=spec.overrides)
+        die_with_lease(config)
+        from ..state import open_state
+        from .offer import provider_for
+        state = open_state(config.state_url)
+        provider = provider_for(config)
+        lease = _local_keys(state.get_lease(payload["lease_id"]), directory)
+        code = _run(config, spec, payload, provider, lease, events)
+    except FleetError as exc:
+        events.failed(exc.one_line(), exc.exit_code)
+        code = exc.exit_code
+    except BaseException as exc:  # noqa: BLE001 — the launcher shows one line; the traceback goes to the log
+        import traceback
+        traceback.print_exc()
+        events.failed(f"the supervisor on node 0 failed: {type(exc).__name__}: {exc}", ExitCode.INFRASTRUCTURE)
+    finally:
+        events.close()
+        if lease is not None and provider is not None:
+            _release_self(provider, lease)
+    return int(code)
+
+
+def _run(config, spec, payload: dict[str, Any], provider, lease, events) -> int:
+    from ..ci import masked_events
+    from .handed_lease import HandedLease
+    from .pipeline import Pipeline, up
+    from .recovery import run_managed
+    from .types import PinnedInputs
+    pins = PinnedInputs(**payload["pins"])
+    handed = HandedLease(provider, lease, pins)
+    first: list[bool] = []
+
+    def attempt(config, *, events, options):
+        if not first:   # the lease the launcher made; later attempts lease from here, as any supervisor
+            first.append(True)
+            return Pipeline(config, handed, options=options, events=events).run()
+        return up(config, events=events, options=options)
+
+    sink = masked_events(config, events)
+    summary = run_managed(config, options=spec.options(), events=sink, run=attempt)
+    events.ended(summary.to_json())
+    return summary.exit_code
+
+
+def _local_keys(lease, directory: Path):
+    """The lease as node 0 reaches its machines: with the key the launcher copied here."""
+    from dataclasses import replace
+    key = directory / "home" / "leases" / lease.id / "id_ed25519"
+    return replace(lease, machines=[replace(m, key_path=str(key)) for m in lease.machines])
+
+
+def _release_self(provider, lease) -> None:
+    """Node 0 last: the state says released first (this process ends with the machine)."""
+    from ..state import open_state
+    try:
+        state = open_state()
+        if state.lease_status(lease.id)[0] in ("active", "leasing"):
+            state.set_lease_status(lease.id, "released")
+        sys.stdout.flush()
+        provider.release(lease)
+    except Exception as exc:  # noqa: BLE001 — its watchdog ends it at its deadline anyway
+        print(f"fleet: releasing node 0 failed ({exc}); it ends at its own deadline", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

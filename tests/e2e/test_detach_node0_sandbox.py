@@ -1,0 +1,114 @@
+"""`fleet up -d` on AWS (the sandbox: moto + loopback sshd machines) puts the run's supervisor on
+node 0 of its lease: the launching CLI, SIGKILLed at the handoff, is not needed for the run to complete — every
+rank's lines reach `fleet logs -f` in a second FLEET_HOME that shares only the PostgreSQL state,
+outputs land in the S3 store, the ledger closes every machine, and every instance ends terminated."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import FLEET, processes_under, run_fleet, wait_until
+from tests.e2e.test_aws_sandbox import _instances, sandbox  # noqa: F401  (the module's sandbox fixture)
+
+pytestmark = pytest.mark.timeout(300)
+
+COMMAND = ("sh -c 'echo started $FLEET_NODE_RANK; sleep 5; mkdir -p $FLEET_OUTPUT_DIR; "
+           "echo result-$FLEET_NODE_RANK > $FLEET_OUTPUT_DIR/result.txt; echo finished $FLEET_NODE_RANK'")
+STORE = "s3://fleet-sandbox-snapshots/node0-runs"
+
+
+def _run_row(postgres_url: str, run_id: str) -> dict:
+    import psycopg
+    with psycopg.connect(postgres_url) as db:
+        row = db.execute("SELECT status, meta FROM runs WHERE id = %s", (run_id,)).fetchone()
+    return {"status": row[0], "meta": json.loads(row[1] or "{}")} if row else {}
+
+
+def _ledger(postgres_url: str, run_id: str) -> list[tuple[str, str]]:
+    import psycopg
+    with psycopg.connect(postgres_url) as db:
+        return list(db.execute("SELECT machine_id, kind FROM ledger WHERE run_id = %s ORDER BY id", (run_id,)))
+
+
+def _latest_run(postgres_url: str) -> str:
+    import psycopg
+    with psycopg.connect(postgres_url) as db:
+        return db.execute("SELECT id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()[0]
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def test_detached_aws_run_is_supervised_from_node0_after_the_launcher_is_killed(sandbox, tmp_path,  # noqa: F811
+                                                                            postgres_url):
+    env, home = sandbox
+    env = {**env, "FLEET_STATE_URL": postgres_url}
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "fleet.toml").write_text(
+        f'project = "node0"\nprovider = "aws"\ntemplate = "aws-1gpu"\nmax_duration = "10m"\n'
+        f'store = "{STORE}"\ncommand = "{COMMAND}"\n')   # COMMAND has no double quote
+    before = {i["InstanceId"] for i in _instances(env)}
+    launcher = subprocess.Popen([FLEET, "up", "-d", "--gpus", "2"], cwd=exp, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = ""
+    try:
+        end = time.monotonic() + 240
+        while "run:" not in seen and time.monotonic() < end and launcher.poll() is None:
+            seen += launcher.stderr.readline()
+        assert "handoff:" in seen and "run:" in seen, seen
+    finally:
+        launcher.kill()   # SIGKILL at the handoff: nothing of the launcher's own runs after this
+        launcher.wait(timeout=30)
+    run_id = _latest_run(postgres_url)
+    row = _run_row(postgres_url, run_id)
+    pid = row["meta"]["controller"]["pid"]
+    # The supervisor runs inside node 0's machine (its sandbox directory), started over SSH: not a
+    # child of the launcher, and not under this computer's FLEET_HOME supervisors/.
+    assert "fleet.run.node_supervisor" in _cmdline(pid), _cmdline(pid)
+    node0_root = os.readlink(f"/proc/{pid}/cwd")
+    assert "/aws-sandbox/machines/" in node0_root and ".fleet-supervisor" in node0_root, node0_root
+    assert row["meta"]["supervised_on"] in node0_root, (row["meta"], node0_root)
+    assert not (home / "supervisors" / run_id).exists()
+
+    other = {**env, "FLEET_HOME": str(tmp_path / "second-home")}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    follow = run_fleet(["logs", run_id, "-f"], cwd=elsewhere, env=other, timeout=240)
+    assert follow.returncode == 0, follow.stderr
+    for rank in (0, 1):
+        assert f"[{rank}] started {rank}" in follow.stdout and f"[{rank}] finished {rank}" in follow.stdout, \
+            follow.stdout
+
+    assert wait_until(lambda: _run_row(postgres_url, run_id).get("status") not in (None, "running"), 120)
+    row = _run_row(postgres_url, run_id)
+    summary = row["meta"]["summary"]
+    assert row["status"] == "succeeded" and summary["exit_code"] == 0, summary
+    assert row["meta"]["supervised_on"], row["meta"]
+    # Outputs: in the run's store, as the snapshot the summary names.
+    shown = run_fleet(["snapshot", "show", summary["output_snapshot"], "--store", STORE, "--json"], cwd=elsewhere,
+                      env=other)
+    assert shown.returncode == 0, shown.stderr
+    paths = {e["path"] for e in json.loads(shown.stdout)["entries"]}
+    assert {"node-0/result.txt", "node-1/result.txt"} <= paths, paths
+    # Ledger: both machines billed from the lease's creation and closed.
+    mine = [i for i in _instances(env) if i["InstanceId"] not in before]
+    assert len(mine) == 2, mine
+    rows = _ledger(postgres_url, run_id)
+    instances = {i["InstanceId"] for i in mine}
+    assert {m for m, k in rows if k == "open"} == instances == {m for m, k in rows if k == "close"}, rows
+    # Every instance of the lease terminated in moto, node 0 (where the supervisor ran) included.
+    assert wait_until(lambda: all(i["State"]["Name"] in ("terminated", "shutting-down")
+                                  for i in _instances(env) if i["InstanceId"] not in before), 60)
+    assert wait_until(lambda: not _cmdline(pid), 60)   # it ended with node 0
+    assert wait_until(lambda: not [p for p in processes_under(home) if "aws-sandbox/machines" in p], 60), \
+        processes_under(home)

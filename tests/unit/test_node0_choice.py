@@ -1,0 +1,48 @@
+"""Where a detached run's supervisor runs (fleet/run/node_launch.py `why_not_node0`): on node 0 of a
+cloud lease when node 0 can reach the state and the store without the laptop; otherwise on this
+computer, with the reason in one line."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fleet.config.model import Config
+from fleet.run.node_launch import why_not_node0
+from fleet.run.types import RunOptions
+
+PG = "postgresql://fleet@db.example/fleet"
+
+
+def _config(**kw) -> Config:
+    base = dict(path=None, base_dir=Path("/tmp"), project="p", name="n", command="train", provider="aws",
+                store="s3://bucket/runs", state_url=PG)
+    return Config(**{**base, **kw})
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_state(monkeypatch, tmp_path):
+    monkeypatch.delenv("FLEET_STATE_URL", raising=False)
+    monkeypatch.chdir(tmp_path)   # no fleet.toml with a state_url around
+
+
+def test_aws_with_postgres_state_and_s3_store_is_supervised_from_node0():
+    assert why_not_node0(_config(), RunOptions(detached=True)) is None
+
+
+def test_the_state_url_may_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("FLEET_STATE_URL", PG)
+    assert why_not_node0(_config(state_url=None)) is None
+
+
+@pytest.mark.parametrize("kw, options, reason", [
+    ({"provider": "local"}, None, "this computer"),
+    ({"provider": "slurm"}, None, "aws only"),
+    ({"state_url": None}, None, "SQLite"),
+    ({"store": None}, None, "s3://"),
+    ({"store": "/shared/store"}, None, "s3://"),
+    ({}, RunOptions(keep_s=600), "--keep"),
+])
+def test_otherwise_the_supervisor_stays_here_and_says_why(kw, options, reason):
+    why = why_not_node0(_config(**kw), options)
+    assert why and reason in why and "\n" not in why
