@@ -23,6 +23,7 @@ CONTROLLER_ACTIONS: dict[tuple[str, str], str] = {
     ("ec2", "run_instances"): "ec2:RunInstances",
     ("ec2", "create_tags"): "ec2:CreateTags",
     ("ec2", "terminate_instances"): "ec2:TerminateInstances",
+    ("pricing", "get_products"): "pricing:GetProducts",      # on-demand prices (pricing.py)
     ("s3", "head_bucket"): "s3:ListBucket",
     ("s3", "list_objects_v2"): "s3:ListBucket",
     ("s3", "list_object_versions"): "s3:ListBucketVersions",
@@ -37,8 +38,10 @@ CONTROLLER_ACTIONS: dict[tuple[str, str], str] = {
 # Reading an object by version (the anchor's history) needs this one besides s3:GetObject.
 EXTRA_ACTIONS = ("s3:GetObjectVersion", "s3:AbortMultipartUpload", "s3:GetBucketLocation")
 
-# EC2 Describe* calls take no resource-level scoping; everything else in the policy is scoped.
-DESCRIBE_ACTIONS = tuple(sorted({a for a in CONTROLLER_ACTIONS.values() if a.startswith("ec2:Describe")}))
+# EC2 Describe* calls and the Price List API take no resource-level scoping; everything else in the
+# policy is scoped.
+DESCRIBE_ACTIONS = tuple(sorted({a for a in CONTROLLER_ACTIONS.values()
+                                 if a.startswith(("ec2:Describe", "pricing:"))}))
 
 LEASE_TAG = "fleet:lease"
 DEADLINE_TAG = "fleet:deadline"

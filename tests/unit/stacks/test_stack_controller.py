@@ -40,7 +40,7 @@ def _operations() -> dict[str, set[str]]:
     """snake_case operation names of the services fleet calls, from botocore's own models."""
     session = botocore.session.get_session()
     return {svc: {xform_name(op) for op in session.get_service_model(svc).operation_names}
-            for svc in ("ec2", "s3")} | {"s3": {xform_name(op) for op in session.get_service_model("s3")
+            for svc in ("ec2", "s3", "pricing")} | {"s3": {xform_name(op) for op in session.get_service_model("s3")
                                                .operation_names} | {"upload_fileobj", "download_fileobj"}}
 
 
@@ -68,7 +68,8 @@ def test_every_operation_the_controller_calls_is_in_the_policy():
     allowed = set().union(*(_actions(s) for s in st.values()))
     called = _called(_operations())
     # the scan does see fleet's calls (a scan that finds nothing proves nothing)
-    assert {("ec2", "run_instances"), ("ec2", "create_tags"), ("s3", "put_object")} <= {(s, o) for _, s, o in called}
+    assert {("ec2", "run_instances"), ("ec2", "create_tags"), ("s3", "put_object"),
+            ("pricing", "get_products"), ("ec2", "describe_spot_price_history")} <= {(s, o) for _, s, o in called}
     missing = sorted(f"{f}: {s}.{o}" for f, s, o in called
                      if (s, o) in CONTROLLER_ACTIONS and CONTROLLER_ACTIONS[(s, o)] not in allowed)
     unknown = sorted(f"{f}: {s}.{o}" for f, s, o in called
@@ -104,7 +105,8 @@ def test_passes_only_the_machine_role_and_touches_only_the_snapshot_bucket():
     s3 = [s for s in st.values() if any(a.startswith("s3:") for a in _actions(s))]
     assert {s["Resource"] for s in s3} == {BUCKET, f"{BUCKET}/*"}
     assert [s for s in st.values() if s["Resource"] == "*"] == [st["Discover"]]
-    assert all(a.startswith("ec2:Describe") for a in _actions(st["Discover"]))
+    # unscoped: read-only discovery, and the public price list (on-demand prices, fleet/providers/aws/pricing.py)
+    assert all(a.startswith("ec2:Describe") or a == "pricing:GetProducts" for a in _actions(st["Discover"]))
 
 
 def test_the_stack_exports_the_policy_arn(default_stack):
