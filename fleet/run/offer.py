@@ -192,14 +192,28 @@ class Quote:
         memory = f" {round(t.gpu_memory_mib / 1024)}GB" if t.gpu_memory_mib else ""
         simulated = " (simulated)" if t.simulated_gpus else ""
         gpu_type = "" if offer.gpu_type is None else f"{offer.gpu_type}:{offer.gpus}"
+        price, source = offer.price_per_hour, t.price_source
+        ceiling = None if getattr(t, "price_ceiling_per_hour", None) is None \
+            else t.price_ceiling_per_hour * offer.machine_count
+        override = _price_override(t, config, offer.instance_type)
+        if override is not None:   # [prices] fixes the price: the budget and the ledger use it, so the plan does
+            price, source, ceiling = override * offer.machine_count, "fleet.toml [prices]", None
         return cls(provider=offer.provider, template=t.name, gpus=offer.gpus, machines=offer.machine_count,
                    instance_type=offer.instance_type or t.name, gpu=f"{t.gpu_model or 'GPU'}{memory}{simulated}",
                    lifecycle="spot" if offer.spot else "on-demand", region=offer.region, zones=offer.zones,
-                   price_per_hour=offer.price_per_hour, price_source=t.price_source, shadow=shadow_priced(t),
+                   price_per_hour=price, price_source=source, shadow=shadow_priced(t),
                    max_duration_s=offer.max_duration_s, budget=config.budget, gpu_type=gpu_type,
-                   simulated=bool(t.simulated_gpus),
-                   ceiling_per_hour=(None if getattr(t, "price_ceiling_per_hour", None) is None
-                                     else t.price_ceiling_per_hour * offer.machine_count))
+                   simulated=bool(t.simulated_gpus), ceiling_per_hour=ceiling)
+
+
+def _price_override(template, config: Config, instance_type: str) -> Decimal | None:
+    """The per-machine price `[prices]` sets for this template or instance type (run/budget.py's
+    BudgetGate prices the run by the same resolve_price), None where it sets none."""
+    from ..money.budget import resolve_price
+    price = resolve_price(template, config.prices, instance_type=instance_type) if config.prices else None
+    if price is None or price.source != "fleet.toml [prices]":
+        return None
+    return Decimal(price.per_hour_micro) / 1_000_000
 
 
 def quote(config: Config, provider=None) -> Quote:

@@ -220,11 +220,7 @@ def test_every_key_init_writes_reaches_the_model_and_is_read(path, starter, read
     (("template",), lambda q: q.template == "local-1gpu" and q.machines == 4),
     (("max_duration",), lambda q: q.max_duration_s == 7200),
     (("budget",), lambda q: q.budget == Decimal("26")),
-    pytest.param(("prices", "local-4gpu"),
-                 lambda q: q.price_per_hour == Decimal("1") and q.price_source == "fleet.toml [prices]",
-                 marks=pytest.mark.xfail(strict=True, reason=(
-                     "the budget and the ledger price by [prices] (run/budget.py resolve_price), but the plan "
-                     "shows the provider's price: Quote.of reads offer.price_per_hour (fleet/run/offer.py)"))),
+    (("prices", "local-4gpu"), lambda q: q.price_per_hour == Decimal("1") and q.price_source == "fleet.toml [prices]"),
 ], ids=lambda p: ".".join(map(str, p)) if isinstance(p, tuple) else "")
 def test_plan_keys_change_the_plan(path, expect, starter, tmp_path):
     """The keys that shape what is leased change the plan `fleet up --dry-run` prints."""
