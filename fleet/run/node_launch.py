@@ -242,7 +242,10 @@ def _follow(session, remote: str, pid: int, run_id: str, lease_id: str, events: 
         cancelled.append(True)
         session.run(f"kill -TERM {pid}", check=False, timeout=30)
 
-    signal.signal(signal.SIGINT, forward)
+    import threading
+    in_main = threading.current_thread() is threading.main_thread()   # signal handlers: main thread only
+    if in_main:
+        signal.signal(signal.SIGINT, forward)
     try:
         end = time.monotonic() + HANDOFF_TIMEOUT_S
         while time.monotonic() < end:
@@ -273,6 +276,7 @@ def _follow(session, remote: str, pid: int, run_id: str, lease_id: str, events: 
                 break
             time.sleep(0.3)
     finally:
-        signal.signal(signal.SIGINT, previous)
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
     raise InfrastructureError(f"the supervisor of run {run_id} on node 0 ended before the run started",
                               hint=f"see {remote}/supervisor.log on node 0 (`fleet ssh {lease_id}`)")
