@@ -1,7 +1,8 @@
 """The `fleet` command. Thin: parse, call the library, render.
 
-Start-up is a feature: `fleet --help` is answered from the command table (fleet/cli/catalog.py)
-and the plain forms of `fleet status` by fleet/cli/status_view.py, both without importing typer; any
+Start-up is a feature: `fleet --help` is answered from the command table (fleet/cli/catalog.py),
+the plain forms of `fleet status` by fleet/cli/status_view.py and of `fleet snapshot create` by
+fleet/cli/snapshot_create.py, all without importing typer; any
 other command imports typer plus the one module that registers it. The library (and boto3, paramiko, pulumi) is imported inside each command.
 """
 from __future__ import annotations
@@ -26,6 +27,13 @@ def run() -> None:
         from .guard import guard, take_debug_flag
         from .status_view import show
         sys.exit(guard(lambda: show(**status), take_debug_flag(sys.argv)))
+    from .snapshot_create import fast_args as snapshot_args
+    snapshot = None if catalog.completing() else snapshot_args([a for a in args if a != "--debug"])
+    if snapshot is not None:
+        # An unchanged tree's re-snapshot takes less time than importing typer: its plain forms skip it.
+        from .guard import guard, take_debug_flag
+        from .snapshot_create import create
+        sys.exit(guard(lambda: create(**snapshot), take_debug_flag(sys.argv)))
     from .errors import main_guard
     sys.exit(main_guard(get_app()))
 

@@ -27,60 +27,6 @@ def _store(url: str | None):
     return open_store(url)
 
 
-PLAIN_EVERY_S = 5.0
-
-
-def _rate(n: float) -> str:
-    return f"{n / 1e6:.0f} MB/s"
-
-
-def _is_ci() -> bool:
-    from .render import is_ci        # rich comes with it: only asked when a bar could be drawn
-    return is_ci()
-
-
-class CreateProgress:
-    """What `snapshot create` shows while it hashes: a rich bar on a terminal; without one (a pipe,
-    CI=true) a plain line every PLAIN_EVERY_S seconds; always a closing line on stderr."""
-
-    def __init__(self, quiet: bool):
-        import sys
-        self.quiet = quiet
-        self.live = not quiet and sys.stderr.isatty() and not _is_ci()
-        self._bar = self._task = None
-        self._last_line = 0.0
-
-    def __enter__(self) -> "CreateProgress":
-        if self.live:
-            from rich.console import Console
-            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
-            self._bar = Progress(TextColumn("snapshot"), BarColumn(), DownloadColumn(binary_units=True),
-                                 TextColumn("{task.fields[rate]}"), TextColumn("{task.fields[files]}"),
-                                 TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-            self._bar.__enter__()
-            self._task = self._bar.add_task("snapshot", total=None, rate="", files="")
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(*exc)
-
-    def __call__(self, p) -> None:
-        if self.quiet:
-            return
-        files = f"{p.files_done:,}/{p.files_total:,} files"
-        if self._bar is not None:
-            self._bar.update(self._task, total=p.bytes_total, completed=p.bytes_done, files=files,
-                             rate=f"hashing {_rate(p.hash_rate)}" if p.bytes_hashed else "")
-            return
-        if p.finished or p.elapsed_s - self._last_line < PLAIN_EVERY_S:
-            return
-        self._last_line = p.elapsed_s
-        pct = 100 * p.bytes_done / p.bytes_total if p.bytes_total else 100
-        typer.echo(f"fleet: snapshot: {human_size(p.bytes_done)} of {human_size(p.bytes_total)} ({pct:.0f}%), {files}, "
-                   f"hashing {_rate(p.hash_rate)}", err=True)
-
-
 @snapshot_app.command("create")
 def create(
     path: Path = typer.Argument(..., help="Directory or file to snapshot."),
@@ -89,33 +35,8 @@ def create(
     json_out: bool = typer.Option(False, "--json"),
 ) -> int:
     """Snapshot PATH into the store and print its id."""
-    import time
-
-    from ..snapshots import create_snapshot
-    st = _store(store)
-    t0 = time.monotonic()
-    with CreateProgress(quiet=json_out) as progress:
-        result = create_snapshot(path, st, name=name, progress=progress)
-    seconds = time.monotonic() - t0
-    for w in result.warnings:
-        typer.echo(f"fleet: warning: {w}", err=True)
-    if json_out:
-        import sys
-
-        from ..render.data import json_text      # not cli.render: no rich for a JSON answer
-        sys.stdout.write(json_text({"id": result.id, "name": name, "files": len(result.manifest.files()),
-                    "size": result.manifest.total_size, "new_chunks": result.new_chunks,
-                    "new_bytes": result.new_bytes, "bytes_hashed": result.bytes_hashed,
-                    "files_unchanged": result.files_cached, "seconds": round(seconds, 3), "store": st.url}))
-        sys.stdout.flush()
-    else:
-        typer.echo(result.id)
-        typer.echo(f"{len(result.manifest.files())} files, {human_size(result.manifest.total_size)}; "
-                   f"{human_size(result.bytes_hashed)} read and hashed in {seconds:.1f} s "
-                   f"({_rate(result.bytes_hashed / seconds if seconds > 0 else 0)}), "
-                   f"{result.files_cached} files unchanged since the last snapshot; "
-                   f"{result.new_chunks} new chunks ({human_size(result.new_bytes)}) stored in {st.url}", err=True)
-    return 0
+    from .snapshot_create import create as create_command     # also fleet/cli/main.py's route without typer
+    return create_command(str(path), name=name, store=store, json_out=json_out)
 
 
 @snapshot_app.command("ls")

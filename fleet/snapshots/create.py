@@ -12,21 +12,24 @@ unreferenced chunks, which `gc` removes; no half snapshot is ever visible.
 from __future__ import annotations
 
 import hashlib
+import marshal
 import os
 import stat
 import threading
 from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Iterable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator
 
 from ..errors import FleetError, UsageError
 from .chunking import FileDigest, digest_stream, hash_whole, open_for_reading
 from .manifest import Entry, Manifest, normal_mode
 from .progress import Meter, ProgressCallback
-from .statcache import FileRecord, StatCache, rememberable, stat_key
+from .statcache import FileRecord, StatCache, TreeHit, load_hit, rememberable, save_hit, stat_key
 from .store import Store, check_name
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 # .fleet-snapshot: the marker older fleets left in materialised trees; never part of a snapshot.
 DEFAULT_EXCLUDES = (".git", "__pycache__", ".fleet", ".venv", ".DS_Store", ".fleet-snapshot")
@@ -45,12 +48,33 @@ def default_workers() -> int:
 @dataclass
 class CreateResult:
     id: str
-    manifest: Manifest
+    _manifest: Manifest | None
     new_chunks: int = 0
     new_bytes: int = 0
     warnings: list[str] = field(default_factory=list)
     bytes_hashed: int = 0          # file content actually read (the rest came from the stat cache)
     files_cached: int = 0          # files taken unchanged from the stat cache
+    store: Store | None = field(default=None, repr=False)   # where `manifest` is read from when not built
+    counts: tuple[int, int] | None = None                    # (files, bytes), known without the manifest
+
+    @property
+    def files(self) -> int:
+        """How many regular files the snapshot holds."""
+        return self.counts[0] if self.counts is not None else len(self.manifest.files())
+
+    @property
+    def size(self) -> int:
+        """Their bytes."""
+        return self.counts[1] if self.counts is not None else self.manifest.total_size
+
+    @property
+    def manifest(self) -> Manifest:
+        """The snapshot's manifest: built by this create, or (a whole-tree hit) read from the store
+        only when asked for."""
+        if self._manifest is None:
+            from .catalog import load
+            self._manifest = load(self.store, self.id)      # type: ignore[arg-type]
+        return self._manifest
 
 
 class SnapshotBuilder:
@@ -72,7 +96,10 @@ class SnapshotBuilder:
         self._seen: set[str] = set()
         self._lock = threading.Lock()
         # Remote stores (S3): uploads overlap hashing; chunk bytes held for them are bounded.
-        self._uploads = ThreadPoolExecutor(store.parallel) if store.parallel > 1 else None
+        self._uploads = None
+        if store.parallel > 1:
+            from concurrent.futures import ThreadPoolExecutor   # imported when used: an unchanged tree never is
+            self._uploads = ThreadPoolExecutor(store.parallel)
         self._slots = threading.BoundedSemaphore(store.parallel * 2)
         self._futures: list[Future] = []
 
@@ -166,6 +193,7 @@ class SnapshotBuilder:
             for rel, real, st in items:
                 self.add_file(rel, real, st)
             return
+        from concurrent.futures import ThreadPoolExecutor
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fleet-snapshot")
         pending: deque = deque()
         try:
@@ -201,6 +229,14 @@ class SnapshotBuilder:
         self.entries.append(Entry(path=path, type="symlink", target=target))
 
     # -- publish --------------------------------------------------------------------------------
+    def publish_known(self, name: str | None, sid: str, files: int, size: int) -> CreateResult:
+        """A whole-tree hit: snapshot `sid` again (the store holds its manifest), named if asked."""
+        self.files_cached = files
+        self.meter.file_done(size, files)
+        result = self.publish(name, known_id=sid)
+        result.counts = (files, size)
+        return result
+
     def publish(self, name: str | None = None, *, known_id: str | None = None) -> CreateResult:
         """Store the manifest (unless `known_id` says the store already holds this very one) and name it."""
         try:
@@ -208,8 +244,8 @@ class SnapshotBuilder:
         finally:
             if self._uploads is not None:
                 self._uploads.shutdown(wait=True)
-        manifest = Manifest(entries=self.entries, deleted=self.deleted)
-        data = manifest.canonical_bytes() if known_id is None else b""
+        manifest = Manifest(entries=self.entries, deleted=self.deleted) if known_id is None else None
+        data = manifest.canonical_bytes() if manifest is not None else b""
         sid = known_id or hashlib.sha256(data).hexdigest()      # = manifest.id, without encoding it twice
         if name is not None:
             check_name(name)
@@ -224,7 +260,7 @@ class SnapshotBuilder:
             self.store.set_ref(name, sid)
         self.meter.report(force=True, finished=True)
         return CreateResult(sid, manifest, self.new_chunks, self.new_bytes, self.warnings,
-                            self.meter.bytes_hashed, self.files_cached)
+                            self.meter.bytes_hashed, self.files_cached, self.store)
 
     def abort(self) -> None:
         if self._uploads is not None:
@@ -282,40 +318,45 @@ def create_snapshot(path: str | Path, store: Store, *, name: str | None = None,
         raise UsageError(f"cannot read {root}: permission denied") from None
     builder = SnapshotBuilder(store, progress=progress, workers=workers)
     files: list[tuple[str, str, os.stat_result]] = []
-    seen: list[str] = [f"{st_root.st_dev}:{st_root.st_ino}"]     # the tree's signature: see statcache
+    # The tree's signature (see statcache): every path with its type, mode and stat or link target, as
+    # tuples hashed through marshal (C, several times faster than repr; this loop is most of an
+    # unchanged re-snapshot). Equal bytes mean equal values; another Python's encoding only misses.
+    seen: list[tuple] = [(st_root.st_dev, st_root.st_ino)]
     if stat.S_ISREG(st_root.st_mode):
         files.append((root.name, str(root), st_root))
-        seen.append(f"{root.name}\0f\0{st_root.st_mode}\0{stat_key(st_root)}")
+        seen.append((root.name, "f", st_root.st_mode, *stat_key(st_root)))
     elif stat.S_ISDIR(st_root.st_mode):
+        is_reg, is_dir, is_lnk = stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK
         for rel, real, st in scan_tree(str(root), excludes):
-            if stat.S_ISREG(st.st_mode):
+            mode = st.st_mode
+            if is_reg(mode):
                 files.append((rel, real, st))
-                seen.append(f"{rel}\0f\0{st.st_mode}\0{stat_key(st)}")
-            elif stat.S_ISDIR(st.st_mode):
-                builder.add_dir(rel, st.st_mode)
-                seen.append(f"{rel}\0d\0{st.st_mode}")
-            elif stat.S_ISLNK(st.st_mode):
+                seen.append((rel, "f", mode, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino))
+            elif is_dir(mode):
+                builder.add_dir(rel, mode)
+                seen.append((rel, "d", mode))
+            elif is_lnk(mode):
                 target = os.readlink(real)
                 builder.add_symlink(rel, target)
-                seen.append(f"{rel}\0l\0{target}")
+                seen.append((rel, "l", target))
             else:
                 builder.warnings.append(f"skipped {rel}: not a regular file, directory or symlink")
-                seen.append(f"{rel}\0?")
+                seen.append((rel, "?"))
     else:
         raise UsageError(f"{root} is not a regular file or directory")
-    signature = hashlib.sha256("\n".join(seen).encode(errors="surrogateescape")).hexdigest()
-    builder.meter.start(len(files), sum(st.st_size for _, _, st in files))
-    cache = StatCache.open() if use_cache else None
+    signature = hashlib.sha256(marshal.dumps(seen)).hexdigest()
+    size = sum(st.st_size for _, _, st in files)
+    builder.meter.start(len(files), size)
     key = os.path.abspath(root)
+    hit = load_hit(key, store.url) if use_cache else None
+    if hit is not None and hit.signature == signature and hit.files == len(files) and hit.size == size \
+            and not builder.warnings and store.has_manifest(hit.id) and len(store.has_chunks(hit.chunks)) == len(hit.chunks):
+        # The very tree that gave snapshot hit.id (every path, type, mode and stat the same, every file
+        # remembered then), its chunks all still stored: that snapshot again, nothing read or encoded.
+        return builder.publish_known(name, hit.id, len(files), size)
+    cache = StatCache.open() if use_cache else None
     try:
         known = cache.load(key, st_root, store.url) if cache is not None else {}
-        same = cache.load_id(key, store.url) if known else None
-        if same is not None and same[0] == signature and _all_known(files, known) and store.has_manifest(same[1]) \
-                and _chunks_present(store, files, known):
-            # The very tree that gave snapshot same[1], every file remembered: that snapshot again.
-            for rel, _real, st in files:
-                builder.add_known(rel, st, known[rel])
-            return builder.publish(name, known_id=same[1])
         todo = _use_cache(builder, store, files, known)
         builder.add_files(todo)
         result = builder.publish(name)
@@ -323,7 +364,8 @@ def create_snapshot(path: str | Path, store: Store, *, name: str | None = None,
             if builder.remembered != known:
                 cache.save(key, st_root, store.url, builder.remembered)
             whole = len(builder.remembered) == len(files) and not builder.warnings
-            cache.save_id(key, store.url, signature if whole else None, result.id)
+            save_hit(key, store.url, TreeHit(signature, result.id, len(files), size,
+                                             sorted(result.manifest.chunk_ids())) if whole else None)
         return result
     except (FleetError, KeyboardInterrupt):
         builder.abort()
@@ -331,20 +373,6 @@ def create_snapshot(path: str | Path, store: Store, *, name: str | None = None,
     finally:
         if cache is not None:
             cache.close()
-
-
-def _all_known(files: list[tuple[str, str, os.stat_result]], known: dict[str, FileRecord]) -> bool:
-    for rel, _real, st in files:
-        rec = known.get(rel)
-        if rec is None or rec[:4] != stat_key(st):
-            return False
-    return True
-
-
-def _chunks_present(store: Store, files: list[tuple[str, str, os.stat_result]], known: dict[str, FileRecord]) -> bool:
-    """Every chunk still in the store (one went missing: the files holding it are read again)."""
-    wanted = {h for rel, _real, _st in files for h, _n in known[rel][5]}
-    return len(store.has_chunks(wanted)) == len(wanted)
 
 
 def _use_cache(builder: SnapshotBuilder, store: Store, files: list[tuple[str, str, os.stat_result]],

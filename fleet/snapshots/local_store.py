@@ -19,10 +19,8 @@ import contextlib
 import errno
 import mmap
 import os
-import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -102,6 +100,7 @@ class LocalStore:
     # -- atomic files ---------------------------------------------------------------------------
     def _write(self, path: Path, data: bytes, *, durable: bool) -> None:
         """Temp file in the store's tmp dir, then rename: readers see the whole file or nothing."""
+        import tempfile
         fd, tmp = tempfile.mkstemp(dir=self.root / "tmp", prefix=path.name[:16] + ".")
         try:
             with os.fdopen(fd, "wb") as f:
@@ -266,6 +265,7 @@ class LocalStore:
             return
         dirs = sorted({os.path.dirname(f) for f in files})
         try:
+            from concurrent.futures import ThreadPoolExecutor     # not on an unchanged re-snapshot's path
             with ThreadPoolExecutor(min(FLUSH_THREADS, len(files)), thread_name_prefix="fleet-flush") as pool:
                 list(pool.map(_fsync_path, files))
                 list(pool.map(_fsync_path, dirs))

@@ -56,10 +56,10 @@ class Meter:
         with self._lock:
             self.bytes_stored += n
 
-    def file_done(self, known_bytes: int = 0) -> None:
-        """A file finished; `known_bytes` of it were taken from the stat cache without reading."""
+    def file_done(self, known_bytes: int = 0, files: int = 1) -> None:
+        """A file (or `files` of them) finished; `known_bytes` were taken from the stat cache without reading."""
         with self._lock:
-            self.files_done += 1
+            self.files_done += files
             self.bytes_done += known_bytes
         if known_bytes:
             self.report()

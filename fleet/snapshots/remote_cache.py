@@ -17,7 +17,6 @@ exclusively (nobody else mid-sync) and added entries itself, never the entries t
 """
 import hashlib
 import os
-import shutil
 
 INDEX = "index.txt"
 EMPTY = hashlib.sha256(b"").hexdigest()
@@ -62,6 +61,7 @@ def clone(fd_in, fd_out):
         return
     except (AttributeError, OSError):
         pass
+    import shutil
     os.lseek(fd_in, off, 0)
     os.lseek(fd_out, off, 0)
     shutil.copyfileobj(os.fdopen(fd_in, "rb", closefd=False), os.fdopen(fd_out, "wb", closefd=False))

@@ -6,8 +6,11 @@ One process, one SSH channel, JSON lines both ways:
      record says they hold those snapshots untouched are current; if all are, answer {"current"}
      and stop: a no-op re-sync is this one round trip, and does not even open the host cache (its
      index, its lock, its size).
-  2. manifests the host's cache lacks: answer {"need": [ids]}, read {"manifests": [[id, n]…]} and
-     n zlib bytes each (verified against the id, kept in the cache: a manifest crosses once per host).
+  2. manifests the host's cache lacks: answer {"need": [ids], "have": {id: base id}} (base: the
+     snapshot a target's tree holds, its manifest cached here), read {"manifests": [[id, n, base]…]}
+     and n zlib bytes each: the whole manifest, or (base given) a delta of it against the base, applied
+     here and re-encoded canonically. Each is verified against its id and kept in the cache (a
+     manifest crosses once per host); a delta that does not reproduce its id is asked for again whole.
   3. plan every target (unchanged files are linked from the old tree), answer {"missing": [chunk
      ids, in the order the build consumes them], "objects": [S3 source objects to fetch]}.
   4. read {"urls", "objects"}: presigned GETs for store chunks and S3 source objects. Chunks with a
@@ -24,7 +27,7 @@ import os
 import sys
 import zlib
 
-if "Plan" not in globals():   # inline, remote_cache.py and remote_tree.py come first
+if "Plan" not in globals():   # inline, remote_cache.py, remote_tree.py and remote_patch.py come first
     from fleet.snapshots.remote_cache import Cache, Failure, write_all  # noqa: F401
     from fleet.snapshots.remote_tree import (STATE, Plan, is_current, materialise,  # noqa: F401
                                              merged_view, read_record, use_state_dir)
@@ -172,13 +175,67 @@ class Objects:
         self.fetched += n
 
 
+def bases(todo, need, cache):
+    """needed id → the snapshot a target's tree holds now, when the host has that manifest: the
+    controller can then send the difference instead of the whole manifest."""
+    have = {}
+    for t in todo:
+        rec = read_record(t["dest"])
+        prev = rec.get("prev") if rec else None
+        if len(t["ids"]) == 1 and t["ids"][0] in need and isinstance(prev, list) and len(prev) == 1 \
+                and isinstance(prev[0], str) and cache.has_manifest(prev[0]):
+            have[t["ids"][0]] = prev[0]
+    return have
+
+
+def canonical(body):
+    """A manifest's canonical bytes (fleet/snapshots/manifest.py): sorted keys, no whitespace, ASCII,
+    entries sorted by path; `deleted` only when there are some."""
+    out = {"format": body["format"], "entries": sorted(body["entries"], key=lambda e: e["path"])}
+    if body.get("deleted"):
+        out["deleted"] = sorted(body["deleted"])
+    return json.dumps(out, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def receive_manifests(stream, cache, manifests):
+    """Read the manifests the controller sent (whole, or a delta against a base this host holds),
+    each checked against its id and kept in the host cache; return the ids a delta failed to
+    reproduce (asked for again, whole)."""
+    again = []
+    for sid, n, base in readline(stream)["manifests"]:
+        blob = read_exact(stream, n)
+        if base:
+            old = manifests.get(base) or cache.load_manifest(base)
+            delta = json.loads(zlib.decompress(blob))
+            if old is None:
+                again.append(sid)
+                continue
+            manifests[base] = old               # the plan reads the old tree's view from it too
+            drop = set(delta["drop"]) | set(e["path"] for e in delta["put"])
+            body = {"format": delta["format"], "deleted": delta["deleted"],
+                    "entries": [e for e in old["entries"] if e["path"] not in drop] + delta["put"]}
+            raw = canonical(body)
+            if hashlib.sha256(raw).hexdigest() != sid:
+                again.append(sid)
+                continue
+            blob = zlib.compress(raw, 1)
+            manifests[sid] = json.loads(raw)
+        else:
+            raw = zlib.decompress(blob)
+            if hashlib.sha256(raw).hexdigest() != sid:
+                raise Failure("manifest %s arrived corrupt" % sid[:12])
+            manifests[sid] = json.loads(raw)
+        cache.save_manifest(sid, blob)
+    return again
+
+
 def plan_targets(todo, manifests, cache):
     plans = []
     for t in todo:
         previous = None
         rec = read_record(t["dest"])
         if rec and t.get("read_only") and isinstance(rec.get("prev"), list):
-            olds = {sid: cache.load_manifest(sid) for sid in rec["prev"]}
+            olds = {sid: manifests.get(sid) or cache.load_manifest(sid) for sid in rec["prev"]}
             if all(olds.values()):
                 previous = (merged_view(rec["prev"], olds), rec.get("files", {}))
         plans.append(Plan(t, manifests, previous))
@@ -188,8 +245,9 @@ def plan_targets(todo, manifests, cache):
             if e.get("key") is not None:
                 objects.append(e["key"])
                 continue
+            from_old = p.old_chunks(rel)
             for h, _n in e["chunks"]:
-                if h not in seen:
+                if h not in seen and h not in from_old:
                     seen.add(h)
                     if not cache.has(h):
                         missing.append(h)
@@ -224,15 +282,10 @@ def main(stream=None, first=None):
                 need.append(sid)
             else:
                 manifests[sid] = m
-        if need:
-            send({"current": current, "need": need})
-            for sid, n in readline(stream)["manifests"]:
-                blob = read_exact(stream, n)
-                raw = zlib.decompress(blob)
-                if hashlib.sha256(raw).hexdigest() != sid:
-                    raise Failure("manifest %s arrived corrupt" % sid[:12])
-                cache.save_manifest(sid, blob)
-                manifests[sid] = json.loads(raw)
+        have = bases(todo, need, cache)
+        while need:
+            send({"current": current, "need": need, "have": have})
+            need, have = receive_manifests(stream, cache, manifests), {}
         plans, missing, objects = plan_targets(todo, manifests, cache)
         send({"current": current, "missing": missing, "objects": objects})
         job = readline(stream)

@@ -15,8 +15,6 @@ import errno
 import hashlib
 import json
 import os
-import shutil
-import stat
 
 if "Cache" not in globals():   # inline, remote_cache.py's text comes first (see sync_remote.helper_source)
     from fleet.snapshots.remote_cache import EMPTY, Cache, Failure, write_all  # noqa: F401
@@ -37,6 +35,7 @@ def remove_tree(path):
     if os.path.islink(path) or os.path.isfile(path):
         os.unlink(path)
     elif os.path.exists(path):
+        import shutil
         make_writable(path)
         shutil.rmtree(path)
 
@@ -174,23 +173,36 @@ def write_record(target, stamps):
            "ids": "+".join(target["ids"]), "prev": list(target["ids"]), "files": stamps}
     tmp = state_file(target["dest"]) + ".%d" % os.getpid()
     with open(tmp, "w") as f:
-        json.dump(rec, f)
+        f.write(json.dumps(rec))        # dumps: the C encoder (json.dump writes piece by piece in Python)
     os.replace(tmp, state_file(target["dest"]))
 
 
 # -- planning and building -------------------------------------------------------------------------
 class Plan:
-    """What building one target takes: its view, and which files can be linked from the old tree."""
+    """What building one target takes: its view; with a read-only target whose old tree is recorded
+    and untouched, which files stay as they are (`reuse`) and which large changed files are rebuilt
+    from their old copy's unchanged chunks (`old`: path → old entry). Such a target is patched where
+    it stands (remote_patch.py) rather than rebuilt beside the old tree."""
 
     def __init__(self, target, manifests, previous=None):
         self.target, self.view = target, merged_view(target["ids"], manifests)
         self.read_only = bool(target.get("read_only"))
-        self.reuse = set()
+        self.reuse, self.old, self.stamps = set(), {}, None
         if previous and self.read_only:        # writable trees (code a run may edit) are rebuilt
-            old_view, stamps = previous
+            old_view, self.stamps = previous
             for rel, e in self.view.items():
-                if rel in stamps and same_file(e, old_view.get(rel)) and untouched(target["dest"], rel, stamps[rel]):
+                was = old_view.get(rel)
+                if rel not in self.stamps or e["type"] != "file" or not untouched(target["dest"], rel, self.stamps[rel]):
+                    continue
+                if same_file(e, was):
                     self.reuse.add(rel)
+                elif len(e.get("chunks") or ()) > 1 and e.get("key") is None and was and was.get("chunks"):
+                    self.old[rel] = was
+
+    def old_chunks(self, rel):
+        """Chunks of file `rel` its old copy holds (taken from there, never asked for)."""
+        was = self.old.get(rel)
+        return {h for h, _n in was["chunks"]} if was else ()
 
     def files_to_build(self):
         return [(rel, e) for rel, e in sorted(self.view.items()) if e["type"] == "file" and rel not in self.reuse]
@@ -268,10 +280,15 @@ def materialise(target, manifests, cache, frames, plan=None, extra=None):
     dest = target["dest"].rstrip("/")
     target = dict(target, dest=dest)
     plan = plan or Plan(target, manifests)
-    parent = os.path.dirname(dest)
-    os.makedirs(parent, exist_ok=True)
     if not STATE["fixed"]:
         use_state_dir(os.path.join(os.path.dirname(cache.root.rstrip("/")), "materialised"))
+    if plan.stamps is not None and os.path.isdir(dest) and not os.path.islink(dest):
+        patch_tree = globals().get("patch")            # inline: remote_patch.py's text follows this one
+        if patch_tree is None:
+            from fleet.snapshots.remote_patch import patch as patch_tree
+        return patch_tree(plan, cache, frames, extra)   # only what changed is written
+    parent = os.path.dirname(dest)
+    os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, ".%s.partial-%d" % (os.path.basename(dest), os.getpid()))
     remove_tree(tmp)
     os.makedirs(tmp)

@@ -9,18 +9,21 @@ trusted blindly: files modified in the 2 seconds before they were read are not r
 granularity races), and the caller uses a hit only if every chunk is still in the store.
 
 A whole tree can hit too: beside the records, the cache keeps the signature of the last scan (every
-path, type, mode, stat and link target) and the snapshot id it gave. A scan with the same signature,
-all of whose files were remembered, is that snapshot again: no chunk lookups and no manifest to
-encode, only the scan itself (the 0.2 s budget of an unchanged re-snapshot).
+path, type, mode, stat and link target) and the snapshot id it gave, in a small file of its own
+(`cache/trees/<key>.hit`: one JSON line, then the snapshot's chunk ids, one per line). A scan with
+the same signature, all of whose files were remembered, is that snapshot again, once the store still
+holds its manifest and every chunk: the records (SQLite) are not even opened, no manifest is
+encoded or read, only the scan itself (the 0.2 s budget of an unchanged re-snapshot).
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
-import sqlite3
 import time
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from .manifest import FORMAT
@@ -36,6 +39,7 @@ def stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
 
 class StatCache:
     def __init__(self, path: Path):
+        import sqlite3            # not on the whole-tree hit's path (see TreeHit)
         self.conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("CREATE TABLE IF NOT EXISTS trees (root TEXT, store TEXT, format INTEGER, dev INTEGER,"
@@ -44,9 +48,12 @@ class StatCache:
                           " signature TEXT, id TEXT, PRIMARY KEY (root, store, format))")
         # Per-file rows of format 1 chunk lists (before trees): useless to the FastCDC chunker.
         self.conn.execute("DROP TABLE IF EXISTS files")
+        # (signature, id) rows of fleets before the .hit files (read before SQLite is opened).
+        self.conn.execute("DROP TABLE IF EXISTS tree_ids")
 
     @classmethod
     def open(cls) -> "StatCache | None":
+        import sqlite3
         from ..paths import subdir
         try:
             return cls(subdir("cache") / "statcache.db")
@@ -54,6 +61,7 @@ class StatCache:
             return None    # a cache is an optimisation: never fail a create over it
 
     def load(self, root: str, st_root: os.stat_result, store: str) -> dict[str, FileRecord]:
+        import sqlite3
         try:
             row = self.conn.execute("SELECT dev, ino, data FROM trees WHERE root = ? AND store = ? AND format = ?",
                                     (root, store, FORMAT)).fetchone()
@@ -66,31 +74,69 @@ class StatCache:
             return {}
 
     def save(self, root: str, st_root: os.stat_result, store: str, records: dict[str, FileRecord]) -> None:
+        import sqlite3
         data = zlib.compress(json.dumps(records, separators=(",", ":")).encode(), 1)
         with contextlib.suppress(sqlite3.Error):
             self.conn.execute("INSERT OR REPLACE INTO trees VALUES (?,?,?,?,?,?)",
                               (root, store, FORMAT, st_root.st_dev, st_root.st_ino, data))
 
-    def load_id(self, root: str, store: str) -> tuple[str, str] | None:
-        """(signature, snapshot id) of the last scan of `root` into `store` that every file was remembered in."""
-        try:
-            row = self.conn.execute("SELECT signature, id FROM tree_ids WHERE root = ? AND store = ? AND format = ?",
-                                    (root, store, FORMAT)).fetchone()
-        except sqlite3.Error:
-            return None
-        return (row[0], row[1]) if row else None
-
-    def save_id(self, root: str, store: str, signature: str | None, snapshot_id: str) -> None:
-        with contextlib.suppress(sqlite3.Error):
-            if signature is None:
-                self.conn.execute("DELETE FROM tree_ids WHERE root = ? AND store = ? AND format = ?",
-                                  (root, store, FORMAT))
-            else:
-                self.conn.execute("INSERT OR REPLACE INTO tree_ids VALUES (?,?,?,?,?)",
-                                  (root, store, FORMAT, signature, snapshot_id))
-
     def close(self) -> None:
         self.conn.close()
+
+
+@dataclass(frozen=True)
+class TreeHit:
+    """The last whole scan of a root into a store: its signature, the snapshot it gave, that
+    snapshot's file count, size and chunk ids."""
+    signature: str
+    id: str
+    files: int
+    size: int
+    chunks: list[str]
+
+
+def _hit_file(root: str, store: str, create: bool = False) -> Path | None:
+    from ..errors import FleetError
+    from ..paths import subdir
+    key = hashlib.sha256(f"{FORMAT}\0{store}\0{root}".encode(errors="surrogateescape")).hexdigest()[:32]
+    try:
+        base = subdir("cache") / "trees"     # FLEET_HOME's ownership and mode checked, as for the records
+        if create:
+            base.mkdir(mode=0o700, exist_ok=True)
+    except (OSError, FleetError):
+        return None
+    return base / f"{key}.hit"
+
+
+def load_hit(root: str, store: str) -> TreeHit | None:
+    path = _hit_file(root, store)
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as f:
+            head, _, rest = f.read().partition(b"\n")
+        meta = json.loads(head)
+        if [meta.get("root"), meta.get("store"), meta.get("format")] != [root, store, FORMAT]:
+            return None
+        return TreeHit(meta["signature"], meta["id"], int(meta["files"]), int(meta["size"]), rest.decode().split())
+    except (OSError, TypeError, ValueError, KeyError, AttributeError):
+        return None
+
+
+def save_hit(root: str, store: str, hit: TreeHit | None) -> None:
+    """Remember the whole-tree hit (None: forget it, the last scan was not whole). Never fails a create."""
+    path = _hit_file(root, store, create=hit is not None)
+    if path is None:
+        return
+    with contextlib.suppress(OSError):
+        if hit is None:
+            path.unlink(missing_ok=True)
+            return
+        meta = {"root": root, "store": store, "format": FORMAT, "signature": hit.signature, "id": hit.id,
+                "files": hit.files, "size": hit.size}
+        tmp = path.with_name(f"{path.name}.{os.getpid()}")
+        tmp.write_bytes(json.dumps(meta).encode() + b"\n" + "\n".join(hit.chunks).encode())
+        os.replace(tmp, path)
 
 
 def rememberable(st: os.stat_result, now: float | None = None) -> bool:

@@ -1,15 +1,18 @@
 """Sync snapshots onto machines: only chunks a host lacks cross the wire, verified on arrival.
 
-Per machine, one SSH channel runs the stdlib helper (remote_cache + remote_tree + remote_helper),
-which the host keeps in its chunk cache by hash: a few-line bootstrap runs it, and fetches it over
-the same channel only when the host lacks it. The chunk cache is per host and user, outside every
-lease (`host_cache_dir`), so a second run with the same data on the same host receives nothing.
+Per machine, one SSH channel runs the stdlib helper (remote_cache + remote_tree + remote_patch +
+remote_helper), which the host keeps in its chunk cache by hash (and compiled): a few-line bootstrap
+runs it, and fetches it over the same channel only when the host lacks it. The chunk cache is per
+host and user, outside every lease (`host_cache_dir`), so a second run with the same data on the
+same host receives nothing.
 
 The conversation (see remote_helper): the request names each target's snapshot ids; a machine whose
 targets are current answers in that one round trip. Otherwise it asks for the manifests its host
-lacks (zlib, serialised once per lease for all machines), plans the build itself (unchanged files
-linked from the old tree) and answers the chunks it is missing in build order; the controller then
-streams those (or the machine pulls them from S3 with presigned GETs).
+lacks, saying which snapshot its tree holds now; it gets a delta against that one where it can
+(sync_manifests: the entries that changed), else the whole manifest (zlib, compressed once per lease
+for all machines). It plans the build itself (a read-only tree with a recorded, untouched old
+version is patched in place: remote_patch) and answers the chunks it is missing in build order; the
+controller then streams those (or the machine pulls them from S3 with presigned GETs).
 
 Fan-out: machines that share a host cache are fed one at a time per host (the first seeds the
 cache, the others link from it), hosts in parallel; so the controller's link carries each chunk once
@@ -19,21 +22,19 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
-import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..errors import FleetError, IntegrityError, MachineUnreachable, UsageError
-from ..models import Machine
-from .catalog import load
-from .manifest import Manifest
-from .restore import read_chunk
-from .store import Store
 from .sync_channel import OpenSSHChannel, ParamikoChannel, use_openssh
+from .sync_manifests import Prepared
 from .sync_remote import cache_max_bytes, helper_command, helper_source, host_cache_dir
+
+if TYPE_CHECKING:        # imported where used: `dial` should start the channels as early as it can
+    from ..models import Machine
+    from .manifest import Manifest
+    from .store import Store
 
 SEND_BATCH = 4 * 1024 * 1024
 END_FRAME = b"0" * 64 + b"000000000000\n"
@@ -65,62 +66,6 @@ class SyncStats:
     seconds: float = 0.0
 
 
-class Prepared:
-    """Everything the machines of one sync share, computed once and only when a machine needs it (a
-    no-op re-sync reads no manifest): manifests (and their compressed bytes), which file each chunk
-    belongs to, S3 source listings."""
-
-    def __init__(self, store: Store, ids: set[str], manifests: dict[str, Manifest] | None = None,
-                 sources: dict | None = None):
-        self.store, self.sources = store, dict(sources or {})
-        self._ids, self._given = ids, dict(manifests or {})
-        self._blobs: dict[str, bytes] = {}
-        self._loaded: tuple[dict[str, Manifest], dict[str, tuple[str, str]], dict[str, int]] | None = None
-        self._lock = threading.Lock()
-
-    def _load(self) -> tuple[dict[str, Manifest], dict[str, tuple[str, str]], dict[str, int]]:
-        with self._lock:
-            if self._loaded is None:
-                manifests = {sid: self._given.get(sid) or load(self.store, sid)
-                             for sid in self._ids if sid not in self.sources}
-                owners: dict[str, tuple[str, str]] = {}
-                sizes: dict[str, int] = {}
-                for sid, m in manifests.items():
-                    for e in m.files():
-                        for h, n in e.chunks:
-                            owners.setdefault(h, (e.path, sid))
-                            sizes[h] = n
-                self._loaded = (manifests, owners, sizes)
-            return self._loaded
-
-    @property
-    def manifests(self) -> dict[str, Manifest]:
-        return self._load()[0]
-
-    @property
-    def owners(self) -> dict[str, tuple[str, str]]:
-        return self._load()[1]
-
-    @property
-    def sizes(self) -> dict[str, int]:
-        return self._load()[2]
-
-    def blob(self, sid: str) -> bytes:
-        if sid not in self._blobs:
-            raw = self.sources[sid].canonical_bytes() if sid in self.sources else self.manifests[sid].canonical_bytes()
-            self._blobs[sid] = zlib.compress(raw, 6)
-        return self._blobs[sid]
-
-    def object_urls(self, keys: list[str]) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for listing in self.sources.values():
-            out.update(listing.presign([k for k in keys if k not in out]))
-        missing = [k for k in keys if k not in out]
-        if missing:
-            raise IntegrityError(f"sync asked for S3 objects no source lists: {missing[0]}")
-        return out
-
-
 def _read_local(store: Store, h: str, path: str, sid: str) -> bytes:
     """The bytes only: the machine hashes every chunk on arrival (and names a corrupt one)."""
     try:
@@ -149,6 +94,7 @@ def _chunks(store: Store, order: list[tuple[str, str, str]]) -> Iterator[bytes]:
         except FleetError:
             raise IntegrityError(f"snapshot {sid[:12]}: chunk {h[:12]} of {path} is missing from {store.url}") \
                 from None
+    from concurrent.futures import ThreadPoolExecutor
     with ThreadPoolExecutor(2 if local else max(1, store.parallel), thread_name_prefix="fleet-sync-read") as pool:
         futures = [pool.submit(read, *item) for item in order[:window]]
         try:
@@ -173,6 +119,7 @@ def _failed(machine: Machine, store: Store, result: dict, owners: dict[str, tupl
     """The helper's failure, blamed on the store when the store's own copy of the chunk is bad."""
     h = result.get("chunk")
     if h and h in owners and "arrived corrupt" in (result.get("error") or ""):
+        from .restore import read_chunk
         path, sid = owners[h]
         read_chunk(store, h, path, sid)        # raises IntegrityError naming the corrupt store chunk
     return IntegrityError(f"sync to machine {machine.id} failed: {result.get('error')}")
@@ -198,13 +145,29 @@ def _stream(ch, machine: Machine, prep: Prepared, targets: list[Target], stats: 
     stats.targets_current = sorted(answer["current"])
     if "need" not in answer and "missing" not in answer:
         return {"ok": True, "materialised": []}          # every target current: one round trip
-    if answer.get("need"):
-        wanted = [sid for sid in answer["need"] if sid in prep.manifests or sid in prep.sources]
-        blobs = [prep.blob(sid) for sid in wanted]
-        stats.manifest_bytes = sum(map(len, blobs))
-        ch.send([json.dumps({"manifests": [[sid, len(b)] for sid, b in zip(wanted, blobs)]}).encode() + b"\n", *blobs])
+    deltas_refused = False
+    while answer.get("need"):
+        # The manifests the host lacks: a delta against the snapshot a target's tree holds, where the
+        # machine has that one cached and this sync can read it; else the whole manifest.
+        wanted = [sid for sid in answer["need"] if prep.has(sid)]
+        have = {} if deltas_refused else (answer.get("have") or {})
+        blobs, header = [], []
+        for sid in wanted:
+            base = have.get(sid)
+            blob = prep.delta(sid, base) if base else None
+            if blob is None:
+                blob, base = prep.blob(sid), None
+            blobs.append(blob)
+            header.append([sid, len(blob), base])
+        stats.manifest_bytes += sum(map(len, blobs))
+        ch.send([json.dumps({"manifests": header}).encode() + b"\n", *blobs])
         answer = ch.reply()
-        if "missing" not in answer:
+        if answer.get("need"):
+            if deltas_refused:
+                raise _failed(machine, store, {"error": "the machine asked again for manifests it was sent"},
+                              prep.owners)
+            deltas_refused = True       # a delta did not reproduce its id there: whole manifests now
+        elif "missing" not in answer:
             raise _failed(machine, store, answer, prep.owners)
     unknown = [h for h in answer["missing"] if h not in prep.owners]
     if unknown:
@@ -368,6 +331,7 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
                 on_state(m.id, "failed")
 
     groups = host_groups(machines, cache_dir)
+    from concurrent.futures import ThreadPoolExecutor
     try:
         with ThreadPoolExecutor(max_workers=min(max_workers, len(machines))) as pool:
             for f in [pool.submit(one, g[0]) for g in groups]:

@@ -1,6 +1,6 @@
 """The machine side of a sync, seen from the controller: where a host keeps its chunk cache and a
 lease's data, how big the cache may grow, and the command that starts the stdlib helper
-(remote_cache + remote_tree + remote_helper), which the host keeps cached under its hash."""
+(remote_cache + remote_tree + remote_patch + remote_helper), which the host keeps cached under its hash."""
 from __future__ import annotations
 
 import hashlib
@@ -15,25 +15,39 @@ DEFAULT_CACHE_MAX = 50 * 1024 ** 3     # bytes held only by a host's chunk cache
 REMOTE_CACHE = "~/.cache/fleet/chunks"  # a cloud machine's default: per user, outside every lease
 
 # Runs the helper the host has cached under its hash, or reads it from the channel once and caches it;
-# input that ends before a request (a dialled channel nobody used) ends it quietly.
-BOOTSTRAP = """import hashlib,json,os,sys
+# input that ends before a request (a dialled channel nobody used) ends it quietly. Beside the source
+# the host keeps the helper compiled (marshal, per Python: <helper>.<cache tag>.code, headed by the
+# helper's hash and the code's own), so a sync does not compile ~35 KB of Python every time.
+BOOTSTRAP = """import hashlib,marshal,os,sys
 H,P=sys.argv[1],os.path.expanduser(sys.argv[2])
 S=os.fdopen(0,'rb',buffering=1<<20)
+C='%s.%s.code'%(P,sys.implementation.cache_tag)
+code=F=None
 try:
-    with open(P,'rb') as f: src=f.read()
-except OSError: src=b''
-F=None
-if hashlib.sha256(src).hexdigest()!=H:
-    F=S.readline()
-    if not F: sys.exit()
-    sys.stdout.write('{"helper": "need"}\\n');sys.stdout.flush()
-    src=S.read(int(S.readline()))
-    if hashlib.sha256(src).hexdigest()!=H: sys.exit('sync helper arrived corrupt')
-    os.makedirs(os.path.dirname(P),mode=0o700,exist_ok=True)
-    t='%s.%d'%(P,os.getpid())
-    with open(t,'wb') as f: f.write(src)
-    os.replace(t,P)
-exec(compile(src,P,'exec'),{'__name__':'__main__','STREAM':S,'FIRST':F})
+    with open(C,'rb') as f: b=f.read()
+    if b[:64]==H.encode() and hashlib.sha256(b[128:]).hexdigest().encode()==b[64:128]: code=marshal.loads(b[128:])
+except (OSError,ValueError,EOFError,TypeError): pass
+if code is None:
+    try:
+        with open(P,'rb') as f: src=f.read()
+    except OSError: src=b''
+    if hashlib.sha256(src).hexdigest()!=H:
+        F=S.readline()
+        if not F: sys.exit()
+        sys.stdout.write('{"helper": "need"}\\n');sys.stdout.flush()
+        src=S.read(int(S.readline()))
+        if hashlib.sha256(src).hexdigest()!=H: sys.exit('sync helper arrived corrupt')
+        os.makedirs(os.path.dirname(P),mode=0o700,exist_ok=True)
+        t='%s.%d'%(P,os.getpid())
+        with open(t,'wb') as f: f.write(src)
+        os.replace(t,P)
+    code=compile(src,P,'exec')
+    try:
+        m=marshal.dumps(code);t='%s.%d'%(C,os.getpid())
+        with open(t,'wb') as f: f.write(H.encode()+hashlib.sha256(m).hexdigest().encode()+m)
+        os.replace(t,C)
+    except OSError: pass
+exec(code,{'__name__':'__main__','STREAM':S,'FIRST':F})
 """
 
 
@@ -41,7 +55,7 @@ exec(compile(src,P,'exec'),{'__name__':'__main__','STREAM':S,'FIRST':F})
 def helper_source() -> bytes:
     here = os.path.dirname(os.path.abspath(__file__))     # plain files beside this one (no importlib.resources)
     parts = []
-    for name in ("remote_cache.py", "remote_tree.py", "remote_helper.py"):
+    for name in ("remote_cache.py", "remote_tree.py", "remote_patch.py", "remote_helper.py"):
         with open(os.path.join(here, name), encoding="utf-8") as f:
             parts.append(f.read())
     return "\n".join(parts).encode()
