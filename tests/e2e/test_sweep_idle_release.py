@@ -96,3 +96,10 @@ def test_an_idle_pool_machine_is_released_while_the_long_trial_runs(experiment, 
     assert ends[gone] == closes[gone].end_at                                       # nothing billed after it
     assert datetime.fromisoformat(closes[kept].end_at) > datetime.fromisoformat(closes[gone].end_at)
     assert processes_under(fleet_home) == []
+
+
+def test_a_bad_idle_release_is_one_line(experiment, fleet_home):
+    _config(experiment)
+    proc = run_fleet(["sweep", "--param", "x=1", "--idle-release", "soon", "--", "true"], cwd=experiment)
+    assert proc.returncode == 2 and proc.stderr.startswith("fleet: error: --idle-release: must be a duration")
+    assert len(proc.stderr.strip().splitlines()) <= 2 and processes_under(fleet_home) == []

@@ -105,3 +105,99 @@ def test_a_forgotten_machine_is_never_lost_and_never_beaten():
     beat._in_flight.add("L-n0")                         # only L-n1 could be beaten now, and it is forgotten
     beat.beat(1.0)
     beat.stop()
+
+
+# ---------------------------------------------------------------- the scheduler's side (scheduler.py)
+
+def _scheduler(tmp_path, trials: int, idle_release_s: float, provider):
+    from fleet.run.types import PinnedInputs
+    from fleet.sweep.params import Trial
+    from fleet.sweep.scheduler import Scheduler
+    from fleet.sweep.slots import Slot
+    from fleet.sweep.spec import SweepSpec
+    spec = SweepSpec(command="true", trials=tuple(Trial(i + 1, (("x", str(i + 1)),)) for i in range(trials)),
+                     parallel=2, idle_release_s=idle_release_s)
+    sched = Scheduler(spec, provider=provider, config=None, pins=PinnedInputs(), events=Recorder(), sweep_dir=tmp_path)
+    sched.slots = [Slot(("L-n0",)), Slot(("L-n1",))]
+    return sched
+
+
+class TightBudget:
+    """What is left pays one more trial's worst case only once nothing else runs."""
+
+    def __init__(self, left: int):
+        self.left = left
+
+    def remaining_micro(self):
+        return self.left
+
+    def close_machines(self, ids):
+        self.closed = set(ids)
+
+
+def _running_ctx(budget):
+    import threading
+    lease = _lease()
+    return SimpleNamespace(lease=lease, heartbeat=None, budget=budget, state=StateSpy(), cancel=threading.Event(),
+                           offer=SimpleNamespace(max_duration_s=600))
+
+
+def test_a_slot_waiting_on_the_budget_retires_after_idle_release_and_its_machine_goes(tmp_path):
+    from fleet.sweep.scheduler import _Running
+    provider = Partial()
+    sched = _scheduler(tmp_path, 3, 0.4, provider)
+    worst = 1_000_000
+    ctx = _running_ctx(TightBudget(worst + 10))          # the running trial holds almost all of it
+    first = sched.queue.popleft()
+    sched.running[first.name] = _Running(first, time.monotonic(), worst)     # trial 1 runs on slot 0
+    start = time.monotonic()
+    assert sched._next(ctx, worst) is None                 # slot 1: no trial fits while trial 1 runs…
+    assert time.monotonic() - start >= 0.4                 # …and it waited --idle-release for one
+    assert len(sched.queue) == 2                           # the trials left are still queued (slot 0 takes them)
+    sched._retire(ctx, 1)
+    assert provider.calls == [["L-n1"]] and [m.id for m in ctx.lease.machines] == ["L-n0"]
+    assert "wait on the budget (--idle-release)" in sched.events.phases[-1][1]
+
+
+def test_an_empty_queue_retires_at_once_but_the_last_running_slot_keeps_its_machine(tmp_path):
+    provider = Partial()
+    sched = _scheduler(tmp_path, 1, 300, provider)         # a long --idle-release does not delay this
+    ctx = _running_ctx(TightBudget(10 ** 9))
+    assert sched._next(ctx, 1) is not None                  # slot 0 takes the only trial
+    start = time.monotonic()
+    assert sched._next(ctx, 1) is None and time.monotonic() - start < 1
+    sched._retire(ctx, 1)
+    assert provider.calls == [["L-n1"]]
+    sched.running.clear()                                   # trial 1 is done: nothing runs any more
+    sched._retire(ctx, 0)
+    assert provider.calls == [["L-n1"]]                     # the pool's own release ends L-n0 now
+
+
+def test_a_machine_shared_by_slots_goes_only_when_all_its_slots_are_idle(tmp_path):
+    from fleet.sweep.scheduler import _Running
+    from fleet.sweep.slots import Slot
+    provider = Partial()
+    sched = _scheduler(tmp_path, 3, 0, provider)
+    sched.slots = [Slot(("L-n0",), (0,), "trial-0"), Slot(("L-n0",), (1,), "trial-1"), Slot(("L-n1",))]
+    ctx = _running_ctx(TightBudget(10 ** 9))
+    trial = sched.queue.popleft()
+    sched.running[trial.name] = _Running(trial, time.monotonic(), 1)        # runs on slot 2 (L-n1)
+    sched.queue.clear()
+    sched._retire(ctx, 0)
+    assert provider.calls == []                             # L-n0's other slot has not retired yet
+    sched._retire(ctx, 1)
+    assert provider.calls == [["L-n0"]]
+
+
+def test_idle_release_is_read_from_the_table_and_the_flag(tmp_path):
+    from fleet.cli.sweep import build_spec
+    from fleet.config.loader import load_config
+    (tmp_path / "fleet.toml").write_text('project = "p"\ncommand = "true"\ntemplate = "local-1gpu"\n'
+                                         '[sweep]\nparams = { x = [1, 2] }\nidle_release = "2m"\n')
+    config = load_config(cwd=tmp_path)
+    kw = dict(samples=None, seed=None, parallel=None, gpus_per_trial=None, trial_timeout_s=None, budget=None)
+    assert build_spec(config, config.sweep, None, [], **kw).idle_release_s == 120
+    assert build_spec(config, config.sweep, None, [], idle_release_s=5, **kw).idle_release_s == 5
+    (tmp_path / "fleet.toml").write_text('project = "p"\ncommand = "true"\n[sweep]\nparams = { x = [1] }\n')
+    config = load_config(cwd=tmp_path)
+    assert build_spec(config, config.sweep, None, [], **kw).idle_release_s == 0     # default: at once
