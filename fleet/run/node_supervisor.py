@@ -142,16 +142,36 @@ def _local_keys(lease, directory: Path):
 
 
 def _release_self(provider, lease) -> None:
-    """Node 0 last: the state says released first (this process ends with the machine)."""
+    """Node 0 last: its time after the run's record billed, and the state saying released, before
+    it is terminated (this process ends with the machine)."""
     from ..state import open_state
     try:
         state = open_state()
+        _bill_tail(state, lease)
         if state.lease_status(lease.id)[0] in ("active", "leasing"):
             state.set_lease_status(lease.id, "released")
         sys.stdout.flush()
         provider.release(lease)
     except Exception as exc:  # noqa: BLE001 — its watchdog ends it at its deadline anyway
         print(f"fleet: releasing node 0 failed ({exc}); it ends at its own deadline", flush=True)
+
+
+def _bill_tail(state, lease) -> None:
+    """The run's ledger closed node 0's segment when the run was recorded; node 0 lived on while
+    the outputs were snapshotted, the record written and the lease released. That time is one more
+    segment of the run's (at the same price), from that close until now, just before node 0 goes."""
+    from ..money.budget import Price
+    from ..money.ledger import Ledger, parse_iso
+    node0 = min(lease.machines, key=lambda m: m.node_rank)
+    ledger = Ledger(state.db)
+    rows = [e for e in ledger.read(lease_id=lease.id).entries if e.machine_id == node0.id]
+    closed = {e.segment_id for e in rows if e.kind == "close"}
+    if not closed or any(e.segment_id not in closed for e in rows):
+        return   # never metered, or a segment still open: whoever closes it bills to its end
+    last = max((e for e in rows if e.kind == "close"), key=lambda e: e.end_at)
+    segment = ledger.open_segment(lease=lease, machine=node0, run_id=last.run_id, at=parse_iso(last.end_at),
+                                  price=Price(last.rate_micro, last.price_source, last.shadow))
+    ledger.close([segment])
 
 
 if __name__ == "__main__":

@@ -28,10 +28,11 @@ def _run_row(postgres_url: str, run_id: str) -> dict:
     return {"status": row[0], "meta": json.loads(row[1] or "{}")} if row else {}
 
 
-def _ledger(postgres_url: str, run_id: str) -> list[tuple[str, str]]:
+def _ledger(postgres_url: str, run_id: str) -> list[tuple[str, str, str, str, str]]:
     import psycopg
     with psycopg.connect(postgres_url) as db:
-        return list(db.execute("SELECT machine_id, kind FROM ledger WHERE run_id = %s ORDER BY id", (run_id,)))
+        return list(db.execute("SELECT machine_id, kind, segment_id, start_at, end_at FROM ledger "
+                               "WHERE run_id = %s ORDER BY id", (run_id,)))
 
 
 def _latest_run(postgres_url: str) -> str:
@@ -103,9 +104,18 @@ def test_detached_aws_run_is_supervised_from_node0_after_the_launcher_is_killed(
     # Ledger: both machines billed from the lease's creation and closed.
     mine = [i for i in _instances(env) if i["InstanceId"] not in before]
     assert len(mine) == 2, mine
-    rows = _ledger(postgres_url, run_id)
     instances = {i["InstanceId"] for i in mine}
-    assert {m for m, k in rows if k == "open"} == instances == {m for m, k in rows if k == "close"}, rows
+    assert wait_until(lambda: len([r for r in _ledger(postgres_url, run_id) if r[1] == "close"]) >= 3, 60)
+    rows = _ledger(postgres_url, run_id)
+    assert {r[0] for r in rows if r[1] == "open"} == instances == {r[0] for r in rows if r[1] == "close"}, rows
+    # Node 0 outlived the record (outputs snapshot, record, releasing the others): that time is one
+    # more segment, starting where the run's closed, ending after the run was recorded as ended.
+    node0 = row["meta"]["supervised_on"]
+    opens = sorted((r[3], r[2]) for r in rows if r[0] == node0 and r[1] == "open")
+    closes = {r[2]: r[4] for r in rows if r[0] == node0 and r[1] == "close"}
+    assert len(opens) == 2 and set(closes) == {seg for _start, seg in opens}, rows
+    (_first_start, first), (tail_start, tail) = opens
+    assert tail_start == closes[first] and closes[tail] >= summary["ended_at"][:23], (rows, summary["ended_at"])
     # Every instance of the lease terminated in moto, node 0 (where the supervisor ran) included.
     assert wait_until(lambda: all(i["State"]["Name"] in ("terminated", "shutting-down")
                                   for i in _instances(env) if i["InstanceId"] not in before), 60)
