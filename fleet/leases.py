@@ -22,88 +22,23 @@ def _provider(name: str):
 
 
 def lease_view(lease: Lease, states: list | None) -> dict[str, Any]:
-    from .models import to_jsonable, utcnow   # here: `fleet status` with no lease never needs them
-    by_id = {s.machine_id: s for s in states or []}
-    machines = []
-    for m in lease.machines:
-        st = by_id.get(m.id)
-        machines.append({"id": m.id, "rank": m.node_rank, "address": m.address, "gpus": list(m.gpu_slots),
-                         "instance_type": m.instance_type, "lifecycle": "spot" if m.spot else "on-demand",
-                         "zone": m.zone, "price_per_hour": str(m.price_per_hour),
-                         "state": st.state if st else "unknown",
-                         "simulated_gpus": bool(m.provider_ref.get("simulated_gpus")),
-                         "isolation": m.provider_ref.get("isolation", "unknown")})
-    alive = [x for x in machines if x["state"] == "running"]
-    if lease.status == "leasing" and not machines:
-        health = "leasing"
-    elif machines and not alive:
-        health = "gone"
-    elif alive and lease.deadline is not None and utcnow() > lease.deadline:
-        # Machines still up past the last deadline a heartbeat confirmed: no controller extends
-        # them (it died); their watchdog or the reaper ends them.
-        health = "orphaned"
-    elif len(alive) < len(machines):
-        health = "degraded"
-    else:
-        health = "up"
-    return {"id": lease.id, "provider": lease.provider, "template": lease.template, "project": lease.project,
-            "user": lease.user, "status": lease.status, "health": health, "gpus": lease.gpus,
-            "created_at": to_jsonable(lease.created_at), "deadline": to_jsonable(lease.deadline),
-            "max_deadline": to_jsonable(lease.max_deadline), "keep_until": to_jsonable(lease.keep_until),
-            "machines": machines}
+    """`lease` as `fleet status` shows it, with its machines' `states` (MachineState; None: unknown)."""
+    from .lease_status import view
+    from .models import to_jsonable, utcnow
+    record = {"id": lease.id, "provider": lease.provider, "template": lease.template, "project": lease.project,
+              "owner": lease.user, "status": lease.status, "runs": [],
+              **{k: to_jsonable(getattr(lease, k)) for k in ("created_at", "deadline", "max_deadline", "keep_until")},
+              "machines": [{**to_jsonable(m), "observed": None} for m in lease.machines]}
+    now = utcnow()
+    seen = None if states is None else {s.machine_id: (s.state, s.detail, now.isoformat()) for s in states}
+    return view(record, seen, now)
 
 
-def status(state=None, *, user: str | None = None, check: bool = True) -> list[dict[str, Any]]:
-    """Active leases with their machines as the providers see them (a watchdog-ended machine shows 'gone')."""
-    from .state import open_state
-    state = state or open_state()
-    leases = state.list_leases(active_only=True, user=user)
-    runs_by_lease: dict[str, list] = {}
-    for r in state.list_runs(limit=max(200, len(leases) * 2)):
-        if r.get("lease_id"):
-            runs_by_lease.setdefault(r["lease_id"], []).append(
-                {"id": r["id"], "status": r["status"], "exit_code": r["exit_code"],
-                 "detached": bool((r.get("meta") or {}).get("detached"))})
-    batched, batching = _describe_batched(leases) if check else ({}, set())
-    providers: dict[str, Any] = {}
-    views = []
-    for lease in leases:
-        states = None
-        if lease.provider in batching:
-            states = batched.get(lease.id)   # None: the batch call failed, machines show unknown
-        elif check:
-            try:
-                if lease.provider not in providers:
-                    providers[lease.provider] = _provider(lease.provider)
-                states = providers[lease.provider].describe(lease)
-            except Exception:  # noqa: BLE001 — status must still list the lease
-                states = None
-        view = lease_view(lease, states)
-        view["runs"] = runs_by_lease.get(lease.id, [])
-        views.append(view)
-    return views
-
-
-def _describe_batched(leases: list[Lease]) -> tuple[dict[str, list], set[str]]:
-    """Machine states by lease id from the providers that describe many leases in one call
-    (DescribesLeases: AWS's one DescribeInstances for all of them), and the names of those
-    providers (a lease of theirs missing from the states: the call failed, machines unknown)."""
-    by_provider: dict[str, list] = {}
-    for lease in leases:
-        by_provider.setdefault(lease.provider, []).append(lease)
-    states: dict[str, list] = {}
-    batching: set[str] = set()
-    for name, group in by_provider.items():
-        try:
-            from .providers import registry
-            from .providers.base import DescribesLeases
-            if not issubclass(registry.provider_class(name), DescribesLeases):
-                continue
-            batching.add(name)
-            states.update(_provider(name).describe_leases(group))
-        except Exception:  # noqa: BLE001 — status must still list the leases
-            continue
-    return states, batching
+def status(state=None, *, user: str | None = None, check: bool = True, refresh: bool = False) -> list[dict[str, Any]]:
+    """Active leases with their machines as the providers see them (a watchdog-ended machine shows
+    'gone'); AWS machines as EC2 said within the last minute unless `refresh` (fleet/lease_status.py)."""
+    from .lease_status import status as lease_status
+    return lease_status(state, user=user, check=check, refresh=refresh)
 
 
 def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: Events | None = None,

@@ -2,6 +2,8 @@
 Kept apart from leases.py so that `fleet status` loads only what it renders."""
 from __future__ import annotations
 
+from datetime import datetime, timezone   # not models: `fleet status` imports no dataclasses
+
 from .render.table import Column, Table
 
 STATUS_COLUMNS = ("lease", "provider", "launched", "user", "health", "machines", "gpus", "deadline in", "runs")
@@ -10,12 +12,13 @@ SIMULATED_NOTE = "local GPUs are simulated slots (CUDA_VISIBLE_DEVICES is set, n
 
 def status_table(views: list[dict]):
     """`fleet status` as the shared table model (fleet/render): one row per lease."""
+    now = datetime.now(timezone.utc)
     rows = []
     for v in views:
         up_count = sum(1 for m in v["machines"] if m["state"] == "running")
         runs = ", ".join(f"{r['id']} ({r['status']})" for r in v["runs"][:2])
         rows.append((v["id"], v["provider"], launched(v), v["user"], v["health"],
-                     f"{up_count}/{len(v['machines'])}", str(v["gpus"]), _remaining(v["deadline"]), runs or "-"))
+                     f"{up_count}/{len(v['machines'])}", str(v["gpus"]), _remaining(v["deadline"], now), runs or "-"))
     columns = [Column(c, no_wrap=c in ("lease", "runs")) for c in STATUS_COLUMNS]
     return Table(columns, rows, title="fleet leases", empty="no live leases")
 
@@ -36,15 +39,17 @@ def launched(view: dict) -> str:
 
 
 def status_notes(views: list[dict]) -> list[str]:
+    from .lease_status import remembered_note
     simulated = any(m["simulated_gpus"] for v in views for m in v["machines"])
-    return [SIMULATED_NOTE] if simulated else []
+    remembered = remembered_note(views)
+    return ([SIMULATED_NOTE] if simulated else []) + ([remembered] if remembered else [])
 
 
-def _remaining(iso: str | None) -> str:
+def _remaining(iso: str | None, now) -> str:
     if not iso:
         return "-"
-    from .models import parse_time, utcnow
-    seconds = int((parse_time(iso) - utcnow()).total_seconds())
+    when = datetime.fromisoformat(iso)
+    seconds = int(((when if when.tzinfo else when.replace(tzinfo=timezone.utc)) - now).total_seconds())
     if seconds <= 0:
         return "passed"
     h, rem = divmod(seconds, 3600)

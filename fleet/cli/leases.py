@@ -18,10 +18,12 @@ def status(
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
     all_users: bool = typer.Option(False, "--all-users", help="Show every user's leases (team mode)."),
     fast: bool = typer.Option(False, "--fast", help="Do not ask providers whether machines are still up."),
+    refresh: bool = typer.Option(False, "--refresh", help="Ask every provider now, instead of showing what "
+                                 "AWS said within the last minute."),
 ) -> int:
     """List live leases with their machines, GPUs, deadlines and runs."""
     from .status_view import show
-    return show(json_out=json_out, all_users=all_users, fast=fast)
+    return show(json_out=json_out, all_users=all_users, fast=fast, refresh=refresh)
 
 
 def down(

@@ -6,11 +6,11 @@ from __future__ import annotations
 import sys
 
 # The flags the typer command declares; any other argument goes through typer (help, errors).
-FLAGS = {"--json": "json_out", "--all-users": "all_users", "--fast": "fast"}
+FLAGS = {"--json": "json_out", "--all-users": "all_users", "--fast": "fast", "--refresh": "refresh"}
 
 
 def fast_args(args: list[str]) -> dict[str, bool] | None:
-    """`status [--json] [--all-users] [--fast]` as keyword arguments of show(); None for anything else."""
+    """`status [--json] [--all-users] [--fast] [--refresh]` as keyword arguments of show(); None otherwise."""
     if not args or args[0] != "status" or len(set(args[1:])) != len(args[1:]):
         return None
     if any(flag not in FLAGS for flag in args[1:]):
@@ -18,19 +18,33 @@ def fast_args(args: list[str]) -> dict[str, bool] | None:
     return {name: flag in args[1:] for flag, name in FLAGS.items()}
 
 
-def show(json_out: bool = False, all_users: bool = False, fast: bool = False) -> int:
+def show(json_out: bool = False, all_users: bool = False, fast: bool = False, refresh: bool = False) -> int:
+    # ~30,000 small objects at 1,000 leases, none in a cycle: the cyclic collector would walk them
+    # again and again for nothing (~4 ms of ~65). On again afterwards for a caller in the same process.
+    import gc
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _show(json_out, all_users, fast, refresh)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _show(json_out: bool, all_users: bool, fast: bool, refresh: bool) -> int:
     from ..config.peek import peek_str
     from ..leases import status as lease_status
     from ..plan import current_user
-    views = lease_status(user=None if all_users else current_user(peek_str("user")), check=not fast)
+    views = lease_status(user=None if all_users else current_user(peek_str("user")), check=not fast,
+                         refresh=refresh)
     if json_out:
-        import json
+        from ..render.indented_json import dumps
 
         def jsonable(value):   # only for what is not JSON already (lease views are, but for a provider's oddity)
             from ..models import to_jsonable
             return to_jsonable(value)
-        # As render.print_json writes it, without importing rich for a listing.
-        sys.stdout.write(json.dumps({"leases": views}, indent=2, sort_keys=True, default=jsonable) + "\n")
+        # As render.print_json writes it (the same text), without importing rich for a listing.
+        sys.stdout.write(dumps({"leases": views}, default=jsonable) + "\n")
         return 0
     if not views:
         print("no live leases")

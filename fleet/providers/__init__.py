@@ -4,7 +4,9 @@ The contract is fleet/providers/base.py; providers are found by name through reg
 """
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False   # typing is not imported on `fleet status`'s path (fleet/lease_status.py)
+if TYPE_CHECKING:
+    from typing import Any
 
 
 def get_provider(name: str, **options: Any) -> Any:

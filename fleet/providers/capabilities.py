@@ -46,7 +46,13 @@ class SweepsLeftovers(ABC):
 class DescribesLeases(ABC):
     """Describes many leases with a constant number of API calls (AWS: one DescribeInstances,
     filtered by fleet's lease tag, for all of them), so `fleet status` with 1,000 leases does not
-    make 1,000 calls. Each lease's list is what `describe(lease)` returns for it."""
+    make 1,000 calls. Each lease's list is what `describe(lease)` returns for it.
+
+    `observed_state_ttl_s` > 0: that call is remote and slow, so `fleet status` remembers the answer
+    in the state and shows it, with its age, for that long instead of asking again (`--refresh`
+    asks now; fleet/lease_status.py). 0: asked at every status."""
+
+    observed_state_ttl_s: float = 0.0
 
     @abstractmethod
     def describe_leases(self, leases: list[Lease]) -> dict[str, list[MachineState]]: ...

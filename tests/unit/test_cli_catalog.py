@@ -85,7 +85,8 @@ def test_status_fast_path_accepts_exactly_the_flags_the_typer_command_declares()
     declared = {opt for param in command.params for opt in param.opts if opt.startswith("--")}
     assert declared - {"--help"} == set(status_view.FLAGS)
     assert status_view.fast_args(["status", "--json", "--fast"]) == {"json_out": True, "all_users": False,
-                                                                      "fast": True}
+                                                                      "fast": True, "refresh": False}
+    assert status_view.fast_args(["status", "--refresh"])["refresh"] is True
     assert status_view.fast_args(["status", "--jsn"]) is None        # typos go to typer's error
     assert status_view.fast_args(["status", "--json", "--json"]) is None
     assert status_view.fast_args(["status", "--help"]) is None

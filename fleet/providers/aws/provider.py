@@ -47,6 +47,9 @@ def lease_dir(lease_id: str) -> Path:
 class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDeadline,
                   DescribesLeases, InterruptionNotices, ReleasesMachines, Queueing):
     name = "aws"
+    # One DescribeInstances at 1,000 instances costs seconds (and boto3's import alone ~0.3 s): `fleet
+    # status` shows what EC2 said within the last minute, `fleet status --refresh` asks now.
+    observed_state_ttl_s = 60.0
     settings = AWSSettings
     description = "EC2 GPU instances from the launch templates of a fleet stack"
     max_machines_per_lease = 256   # fleet's own bound per lease (providers/base.py); EC2 quotas apply too

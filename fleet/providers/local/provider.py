@@ -19,6 +19,7 @@ from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
 from ...paths import subdir
 from ..base import (BaseProvider, DescribesLeases, ReleasesMachines, ReportsMachines, StopsOnCancel,
                     SweepsLeftovers, check_machine_count)
+from .liveness import machine_state
 from .templates import DEFAULT_TEMPLATE, LOCAL_TEMPLATES
 # sshd (socket, subprocess, …) and the thread pool are imported where machines are made or ended:
 # `fleet status` only describes them.
@@ -145,13 +146,7 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
                                            else "running", "not in fleet's state", unrecorded=True,
                                            deadline_at=_deadline_file(d)))
         for m in lease.machines:
-            d = Path(m.provider_ref.get("dir", ""))
-            pid = int(m.provider_ref.get("sshd_pid") or 0)
-            if pid and d.exists() and _pid_alive(pid) and _pid_file_matches(d, pid):
-                expired = (d / "root" / ".fleet" / "expired").exists()
-                states.append(MachineState(m.id, "gone" if expired else "running"))
-            else:
-                states.append(MachineState(m.id, "gone", "sshd not running"))
+            states.append(MachineState(m.id, *machine_state(m.provider_ref)))
         return states
 
     def release(self, lease: Lease) -> None:
@@ -235,14 +230,3 @@ def _deadline_file(d: Path) -> datetime | None:
     except (OSError, ValueError):
         return None
 
-
-def _pid_alive(pid: int) -> bool:
-    from .sshd import pid_alive
-    return pid_alive(pid)
-
-
-def _pid_file_matches(d: Path, pid: int) -> bool:
-    try:
-        return int((d / "sshd.pid").read_text().split()[0]) == pid   # "PID STARTTIME"
-    except (OSError, ValueError, IndexError):
-        return False

@@ -1,0 +1,197 @@
+"""`fleet status`: the live leases, each machine as its provider last said, from plain rows.
+
+Built for a thousand leases (docs/control-plane-speed.md): three queries whatever their number
+(StateStore.status_records), and no Lease or Machine objects, dataclasses or typing unless a
+provider has to be asked, because importing those alone costs more than the status of an empty
+state. Where each machine's state comes from:
+- local machines are processes on this computer: read live, every time (providers/local/liveness.py,
+  a few stat calls each);
+- a provider that describes all its leases in one remote call (DescribesLeases, AWS) is asked when
+  what it said last is missing or older than its `observed_state_ttl_s` (AWS: 60 s), or on
+  `refresh=True` (`fleet status --refresh`); its answer is remembered in the state
+  (machine_observations) and shown with its age. A remembered "running" from before a deadline that
+  has passed since is not used: whether the machine outlived its deadline (orphaned) needs a new answer;
+- any other provider is asked every time, lease by lease (`describe`).
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+LIVE_READ = "local"     # the provider whose machines are read on this computer, without the provider
+
+
+def status(state=None, *, user: str | None = None, check: bool = True, refresh: bool = False) -> list[dict]:
+    """Active leases as views (dicts ready for JSON); `check=False` (`--fast`) asks no provider and
+    reads nothing live (every machine unknown); `refresh=True` asks every provider now."""
+    from .state import open_state
+    state = state or open_state()
+    records = state.status_records(user=user)
+    if not records:
+        return []
+    now = datetime.now(timezone.utc)
+    observed = _observe(state, records, now, check=check, refresh=refresh)
+    return [view(r, observed.get(r["id"]), now) for r in records]
+
+
+def view(record: dict, states: dict | None, now: datetime) -> dict:
+    """One lease view: `record` as StateStore.status_records gives it, `states` {machine id: (state,
+    detail, observed_at ISO)} (None: the provider was not asked or did not answer: unknown)."""
+    machines = []
+    gpus = 0
+    for m in record["machines"]:
+        ref = m.get("provider_ref") or {}
+        slots = list(m.get("gpu_slots") or ())
+        gpus += len(slots)
+        st = states.get(m["id"]) if states else None
+        machines.append({"id": m["id"], "rank": m["node_rank"], "address": f"{m['user']}@{m['host']}:{m['port']}",
+                         "gpus": slots, "instance_type": m.get("instance_type", ""),
+                         "lifecycle": "spot" if m.get("spot") else "on-demand", "zone": m.get("zone", ""),
+                         "price_per_hour": _price(m.get("price_per_hour")),
+                         "state": st[0] if st else "unknown", "observed_at": st[2] if st else None,
+                         "simulated_gpus": bool(ref.get("simulated_gpus")),
+                         "isolation": ref.get("isolation", "unknown")})
+    alive = sum(1 for x in machines if x["state"] == "running")
+    deadline = _time(record["deadline"])
+    if record["status"] == "leasing" and not machines:
+        health = "leasing"
+    elif machines and not alive:
+        health = "gone"
+    elif alive and deadline is not None and now > deadline:
+        # Machines still up past the last deadline a heartbeat confirmed: no controller extends
+        # them (it died); their watchdog or the reaper ends them.
+        health = "orphaned"
+    elif alive < len(machines):
+        health = "degraded"
+    else:
+        health = "up"
+    return {"id": record["id"], "provider": record["provider"], "template": record["template"],
+            "project": record["project"], "user": record["owner"], "status": record["status"], "health": health,
+            "gpus": gpus, "created_at": _iso(record["created_at"]), "deadline": _iso(record["deadline"]),
+            "max_deadline": _iso(record["max_deadline"]), "keep_until": _iso(record["keep_until"]),
+            "machines": machines, "runs": record["runs"]}
+
+
+def remembered_note(views: list[dict], now: datetime | None = None) -> str | None:
+    """One line saying which machine states are remembered answers, and how old the oldest is."""
+    times = {m["observed_at"] for v in views for m in v["machines"] if m["observed_at"]}
+    now = now or datetime.now(timezone.utc)
+    old = [t for t in times if (now - _time(t)).total_seconds() >= 1]
+    if not old:
+        return None
+    age = int((now - _time(min(old))).total_seconds())
+    return (f"machine states as their provider reported them up to {age // 60}m{age % 60:02d}s ago "
+            "(`fleet status --refresh` asks now)")
+
+
+# -- where the states come from -------------------------------------------------------------------
+def _observe(state, records: list[dict], now: datetime, *, check: bool, refresh: bool) -> dict[str, dict]:
+    observed: dict[str, dict] = {}
+    if not check:                     # --fast: nothing asked, nothing read live: every machine unknown
+        return observed
+    now_iso = now.isoformat()
+    ask: dict[str, list[dict]] = {}
+    for r in records:
+        if r["provider"] == LIVE_READ:
+            from .providers.local.liveness import machine_state
+            observed[r["id"]] = {m["id"]: (*machine_state(m.get("provider_ref") or {}), now_iso)
+                                 for m in r["machines"]}
+        elif not refresh and _remembered_usable(r, now):
+            observed[r["id"]] = {m["id"]: m["observed"][:3] for m in r["machines"]}
+        else:
+            ask.setdefault(r["provider"], []).append(r)
+    for name, group in ask.items():
+        observed.update(_ask(state, name, group, now))
+    return observed
+
+
+def _remembered_usable(record: dict, now: datetime) -> bool:
+    """Every machine has a remembered answer still fresh, and none predates a deadline passed since."""
+    if not record["machines"]:
+        return False
+    deadline = _time(record["deadline"])
+    passed = deadline is not None and deadline < now
+    for m in record["machines"]:
+        seen = m["observed"]
+        if not seen or _time(seen[3]) <= now or (passed and _time(seen[2]) < deadline):
+            return False
+    return True
+
+
+def _ask(state, name: str, records: list[dict], now: datetime) -> dict[str, dict]:
+    """The provider's answer for these leases ({} for a provider that failed: its machines show
+    unknown), remembered when the provider says for how long it may be."""
+    from .leases import _provider
+    from .models import Lease, Machine
+    from .providers import registry
+    from .providers.base import DescribesLeases
+    leases = [_lease(Lease, Machine, r) for r in records]
+    try:
+        batched = issubclass(registry.provider_class(name), DescribesLeases)
+        provider = _provider(name)
+    except Exception:  # noqa: BLE001 — status must still list the leases
+        return {}
+    found: dict[str, list] = {}
+    if batched:
+        try:
+            found = provider.describe_leases(leases)
+        except Exception:  # noqa: BLE001
+            found = {}
+    else:
+        for lease in leases:
+            try:
+                found[lease.id] = provider.describe(lease)
+            except Exception:  # noqa: BLE001 — this lease's machines show unknown
+                continue
+    seen_at = datetime.now(timezone.utc)
+    seen_iso = seen_at.isoformat()
+    out = {lease_id: {s.machine_id: (s.state, s.detail, seen_iso) for s in states if not s.unrecorded}
+           for lease_id, states in found.items()}
+    ttl = provider.observed_state_ttl_s if batched else 0    # DescribesLeases declares it
+    if ttl > 0 and out:
+        from datetime import timedelta
+        until = (seen_at + timedelta(seconds=ttl)).isoformat()
+        state.save_observations([(mid, lease_id, st, detail, seen_iso, until)
+                                 for lease_id, by_machine in out.items()
+                                 for mid, (st, detail, _) in by_machine.items()])
+    return out
+
+
+def _lease(Lease, Machine, record: dict):
+    """The Lease a provider's describe takes, from a status record."""
+    from .models import parse_time
+    machines = [Machine.from_dict({**m, "lease_id": record["id"]}) for m in record["machines"]]
+    return Lease(id=record["id"], provider=record["provider"], template=record["template"], machines=machines,
+                 created_at=parse_time(record["created_at"]), deadline=parse_time(record["deadline"]),
+                 max_deadline=parse_time(record["max_deadline"]), project=record["project"], user=record["owner"],
+                 status=record["status"], keep_until=parse_time(record["keep_until"]),
+                 heartbeat_ttl_s=record["heartbeat_ttl_s"], meta=json.loads(record["meta"] or "{}"))
+
+
+# -- small conversions, without models (and so without dataclasses) --------------------------------
+def _time(value) -> datetime | None:
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        dt = value
+    else:
+        dt = datetime.fromisoformat(value)
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def _iso(value) -> str | None:
+    """A stored time as every --json writes one (UTC, ISO 8601); fleet stores them so already."""
+    if isinstance(value, str) and value.endswith("+00:00"):
+        return value
+    dt = _time(value)
+    return dt.astimezone(timezone.utc).isoformat() if dt else None
+
+
+def _price(value) -> str:
+    """As str(Decimal(...)) of the stored price, without importing decimal for the usual forms."""
+    text = value if isinstance(value, str) else str(value or "0")
+    if text.replace(".", "", 1).isdigit() and text[0] != "." and text[-1] != "." \
+            and not (text[0] == "0" and text[1:2] not in ("", ".")):
+        return text
+    from decimal import Decimal
+    return str(Decimal(str(value or "0")))

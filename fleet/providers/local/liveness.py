@@ -1,0 +1,31 @@
+"""Whether a local machine is up, from its recorded provider_ref alone: its sshd (pid, and the pid
+file in its directory naming that pid) alive and its watchdog not yet expired. `fleet status` reads
+this for every local machine every time (a few stat calls, no Lease or Machine objects);
+LocalProvider.describe gives the same answer."""
+from __future__ import annotations
+
+import os
+
+
+def machine_state(ref: dict) -> tuple[str, str]:
+    """(state, detail) of the machine whose provider_ref is `ref`: ("running", ""), ("gone", "")
+    once its watchdog expired it, or ("gone", "sshd not running")."""
+    directory = str(ref.get("dir", ""))
+    pid = int(ref.get("sshd_pid") or 0)
+    if pid and os.path.exists(directory or ".") and _alive(pid) and _pid_file_matches(directory, pid):
+        expired = os.path.exists(os.path.join(directory, "root", ".fleet", "expired"))
+        return ("gone", "") if expired else ("running", "")
+    return "gone", "sshd not running"
+
+
+def _alive(pid: int) -> bool:
+    from ...remote.agent.containment import alive
+    return alive(pid)
+
+
+def _pid_file_matches(directory: str, pid: int) -> bool:
+    try:
+        with open(os.path.join(directory, "sshd.pid")) as fh:
+            return int(fh.read().split()[0]) == pid   # "PID STARTTIME"
+    except (OSError, ValueError, IndexError):
+        return False
