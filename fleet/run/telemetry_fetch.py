@@ -27,7 +27,10 @@ class TelemetryFetch(RunObserver):
         with self._lock:
             if self._thread is not None or ctx.lease is None:
                 return
-            self._thread = threading.Thread(target=self._loop, args=(Path(ctx.run_dir), list(ctx.lease.machines)),
+            # The lease's machines as they are now at each round: a sweep's pool gives back idle
+            # machines while it runs (fleet/sweep/shrink.py), and those are not asked again.
+            self._thread = threading.Thread(target=self._loop, args=(Path(ctx.run_dir), list(ctx.lease.machines),
+                                                                     lambda: {m.id for m in ctx.lease.machines}),
                                             name="fleet-telemetry", daemon=True)
             self._thread.start()
 
@@ -36,7 +39,7 @@ class TelemetryFetch(RunObserver):
         if self._thread is not None:
             self._thread.join(timeout=10)
 
-    def _loop(self, run_dir: Path, machines: list[Machine]) -> None:
+    def _loop(self, run_dir: Path, machines: list[Machine], current=None) -> None:
         from ..remote.ssh import connect
         offsets = {m.id: 0 for m in machines}
         sessions: dict = {}
@@ -44,7 +47,10 @@ class TelemetryFetch(RunObserver):
         out_dir.mkdir(parents=True, exist_ok=True)
         try:
             while True:
+                live = current() if current is not None else None
                 for m in machines:
+                    if live is not None and m.id not in live:
+                        continue
                     try:
                         if m.id not in sessions:
                             session = connect(m, timeout=5)
