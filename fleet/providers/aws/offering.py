@@ -66,14 +66,11 @@ class StackOffers:
         out = {}
         for name, t in self.outputs.templates.items():
             try:
-                cheapest = offers(t, t.gpus_per_machine, catalog, prices,
-                                  zones=tuple(self.outputs.subnets))[0].price_per_hour
+                cheapest = offers(t, t.gpus_per_machine, catalog, prices, zones=tuple(self.outputs.subnets))[0]
             except UsageError:
                 cheapest = None
-            price = cheapest
-            source = f"cheapest mix for {t.gpus_per_machine} GPUs"
-            if t.instance_types:
-                source += f", {prices.source_of(t.instance_types[0])}"
+            price = cheapest.price_per_hour if cheapest else None
+            source = f"cheapest mix for {t.gpus_per_machine} GPUs" + (f": {cheapest.price_source}" if cheapest else "")
             if name in overrides:
                 price, source = Decimal(str(overrides[name])), "fleet.toml [prices]"
             out[name] = Template(
