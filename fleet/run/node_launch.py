@@ -280,3 +280,36 @@ def _follow(session, remote: str, pid: int, run_id: str, lease_id: str, events: 
             signal.signal(signal.SIGINT, previous)
     raise InfrastructureError(f"the supervisor of run {run_id} on node 0 ended before the run started",
                               hint=f"see {remote}/supervisor.log on node 0 (`fleet ssh {lease_id}`)")
+
+
+def stop_on_node0(state, run: dict[str, Any], events: Events, *, wait_s: float) -> bool:
+    """`fleet down LEASE` on a run supervised from node 0: SIGTERM to that supervisor over node 0's
+    SSH connection (the run then stops as on Ctrl-C: outputs and checkpoints to the store, run
+    recorded as cancelled, machines released by it), after proving over the same connection that
+    the pid is fleet.run.node_supervisor in this lease's directory. Waits until it has released
+    the lease. False: not provably it (gone, or another process now), nothing signalled."""
+    from ..errors import FleetError
+    from ..remote.ssh import connect
+    meta = run.get("meta") or {}
+    pid = int((meta.get("controller") or {}).get("pid") or 0)
+    lease = state.get_lease(run["lease_id"])
+    node0 = next((m for m in lease.machines if m.id == meta.get("supervised_on")), None)
+    if not pid or node0 is None:
+        return False
+    remote = f"{node0.workdir}/{REMOTE_DIR}"
+    try:
+        with connect(node0, timeout=10) as session:
+            argv = session.run(f"cat /proc/{pid}/cmdline", check=False, timeout=30).stdout.split("\0")
+            if "fleet.run.node_supervisor" not in argv or remote not in argv:
+                return False
+            events.phase("release", f"asking the supervisor of run {run['id']} on node 0 ({node0.id}, pid {pid}) "
+                                    "to stop")
+            session.run(f"kill -TERM {pid}", check=False, timeout=30)
+    except FleetError as exc:
+        events.warn(f"could not reach the supervisor of run {run['id']} on node 0: {exc.one_line()}")
+        return False
+    end = time.monotonic() + wait_s
+    while time.monotonic() < end and state.lease_status(lease.id)[0] in ("active", "leasing"):
+        time.sleep(0.5)
+    return True
+

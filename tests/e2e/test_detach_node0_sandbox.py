@@ -24,8 +24,8 @@ STORE = "s3://fleet-sandbox-snapshots/node0-runs"
 def _run_row(postgres_url: str, run_id: str) -> dict:
     import psycopg
     with psycopg.connect(postgres_url) as db:
-        row = db.execute("SELECT status, meta FROM runs WHERE id = %s", (run_id,)).fetchone()
-    return {"status": row[0], "meta": json.loads(row[1] or "{}")} if row else {}
+        row = db.execute("SELECT status, meta, lease_id FROM runs WHERE id = %s", (run_id,)).fetchone()
+    return {"status": row[0], "meta": json.loads(row[1] or "{}"), "lease_id": row[2]} if row else {}
 
 
 def _ledger(postgres_url: str, run_id: str) -> list[tuple[str, str, str, str, str]]:
@@ -122,3 +122,34 @@ def test_detached_aws_run_is_supervised_from_node0_after_the_launcher_is_killed(
     assert wait_until(lambda: not _cmdline(pid), 60)   # it ended with node 0
     assert wait_until(lambda: not [p for p in processes_under(home) if "aws-sandbox/machines" in p], 60), \
         processes_under(home)
+
+
+def test_down_from_the_laptop_asks_node0s_supervisor_to_stop_and_outputs_still_arrive(  # noqa: F811
+        sandbox, tmp_path, postgres_url):
+    env, home = sandbox
+    env = {**env, "FLEET_STATE_URL": postgres_url, "FLEET_GRACE": "3"}
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    command = "sh -c 'mkdir -p $FLEET_OUTPUT_DIR; echo partial > $FLEET_OUTPUT_DIR/p.txt; echo started; sleep 300'"
+    (exp / "fleet.toml").write_text(
+        f'project = "node0-down"\nprovider = "aws"\ntemplate = "aws-1gpu"\nmax_duration = "10m"\n'
+        f'store = "{STORE}"\ncommand = "{command}"\n')
+    before = {i["InstanceId"] for i in _instances(env)}
+    up = run_fleet(["up", "-d", "--gpus", "2", "--json"], cwd=exp, env=env, timeout=240)
+    assert up.returncode == 0, up.stderr
+    handoff = json.loads(up.stdout)
+    run_id, lease_id, pid = handoff["run_id"], handoff["lease_id"], handoff["supervisor_pid"]
+    assert handoff["supervised_on"] == "node 0" and "fleet.run.node_supervisor" in _cmdline(pid), handoff
+    assert wait_until(lambda: "[0] started" in run_fleet(["logs", run_id], cwd=exp, env=env).stdout, 60)
+    down = run_fleet(["down", lease_id], cwd=exp, env=env, timeout=240)
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert "on node 0" in down.stderr, down.stderr
+    row = _run_row(postgres_url, run_id)
+    assert row["status"] == "cancelled", row
+    shown = run_fleet(["snapshot", "show", row["meta"]["summary"]["output_snapshot"], "--store", STORE, "--json"],
+                      cwd=exp, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "node-0/p.txt" in {e["path"] for e in json.loads(shown.stdout)["entries"]}
+    assert wait_until(lambda: all(i["State"]["Name"] in ("terminated", "shutting-down")
+                                  for i in _instances(env) if i["InstanceId"] not in before), 60)
+    assert wait_until(lambda: not _cmdline(pid), 60)
