@@ -331,6 +331,14 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
                 on_state(m.id, "failed")
 
     groups = host_groups(machines, cache_dir)
+    if len(machines) == 1:                     # one machine (a no-op re-sync, often): no pool to start
+        try:
+            one(machines[0])
+        finally:
+            close_channels(channels)
+        if errors:
+            raise errors[0]
+        return [results[machines[0].id]]
     from concurrent.futures import ThreadPoolExecutor
     try:
         with ThreadPoolExecutor(max_workers=min(max_workers, len(machines))) as pool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 
 from ..errors import MachineUnreachable
 from ..models import Machine
@@ -28,7 +27,24 @@ FAST_KEX_OPTIONS = ("-o", "KexAlgorithms=^curve25519-sha256,curve25519-sha256@li
 
 
 def use_openssh() -> bool:
-    return os.environ.get("FLEET_SYNC_TRANSPORT", "auto") != "paramiko" and shutil.which("ssh") is not None
+    return os.environ.get("FLEET_SYNC_TRANSPORT", "auto") != "paramiko" and _on_path("ssh")
+
+
+def _on_path(name: str) -> bool:
+    """shutil.which(name) is not None, without importing shutil (a sync starts as early as it can)."""
+    return any(os.access(os.path.join(d, name), os.X_OK) for d in os.get_exec_path() if d)
+
+
+def _private_file(prefix: str) -> tuple[int, str]:
+    """A new file only this user can read, in the temp directory (tempfile.mkstemp's guarantees,
+    without importing tempfile and random: O_EXCL with an unguessable name, never through a link)."""
+    try:
+        path = os.path.join(os.environ.get("TMPDIR") or "/tmp", prefix + os.urandom(8).hex())
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+        return os.open(path, flags, 0o600), path
+    except OSError:
+        import tempfile                   # an odd TMPDIR, or a name taken: tempfile's own search
+        return tempfile.mkstemp(prefix=prefix)
 
 
 def _gone(err: str) -> MachineUnreachable:
@@ -69,8 +85,7 @@ class OpenSSHChannel:
 
     def __init__(self, machine: Machine, command: str, timeout: float):
         import subprocess
-        import tempfile
-        fd, self.known_hosts = tempfile.mkstemp(prefix="fleet-kh-")
+        fd, self.known_hosts = _private_file("fleet-kh-")
         host_id = machine.host if machine.port == 22 else f"[{machine.host}]:{machine.port}"
         with os.fdopen(fd, "w") as f:
             f.write(f"{host_id} {machine.host_key}\n")
