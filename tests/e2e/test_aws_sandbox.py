@@ -184,7 +184,7 @@ def test_provider_aws_without_a_template_plans_by_gpu_type_and_records_what_it_l
     assert record["launched"] == launched                 # the run record keeps the same per machine
     status = run_fleet(["status"], cwd=exp, env=env)
     zone = launched[0]["zone"]
-    assert f"g6.12xlarge" in status.stdout and zone in status.stdout and "(aws-8gpu)" in status.stdout
+    assert "g6.12xlarge" in status.stdout and zone in status.stdout and "(aws-8gpu)" in status.stdout
     down = run_fleet(["down", summary["lease_id"]], cwd=exp, env=env)
     assert down.returncode == 0, down.stderr
 

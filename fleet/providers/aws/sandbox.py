@@ -29,7 +29,10 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
+
+if TYPE_CHECKING:
+    import threading
 
 from ...paths import fleet_home, subdir
 from .outputs import OUTPUTS_VERSION
