@@ -61,6 +61,8 @@ class BudgetGate:
             # most they can burn: a spot-priced mix's ceiling, the on-demand price spot may rise to or
             # fall back to. Later deadlines follow the meter's actual burn (RunMeter.capped_deadline_s).
             ceiling = getattr(offer.template, "price_ceiling_per_hour", None)
+            if price.source == "fleet.toml [prices]":   # a fixed price: nothing to rise to
+                ceiling = None
             per_machine = max(price.per_hour_micro, to_micro(ceiling) if ceiling is not None else 0)
             exhausted = seconds_until_exhausted(policy.remaining_micro(0), per_machine * offer.machine_count)
         return BudgetGrant(limits=limits, price=price, policy=policy,

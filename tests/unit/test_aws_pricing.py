@@ -310,5 +310,8 @@ def test_a_spot_priced_runs_first_deadline_counts_the_on_demand_ceiling(tmp_path
                                                                            "price_ceiling_per_hour": None})})
         assert BudgetGate(config, state).grant(no_ceiling, run_id="r-2", lease_id="l-2").exhausted_in_s == \
             pytest.approx(4 * 3600, abs=1)
+        fixed = Config(**{**config.__dict__, "prices": {"aws-1gpu": Decimal("0.5")}})   # [prices]: no ceiling
+        assert BudgetGate(fixed, state).grant(offer, run_id="r-3", lease_id="l-3").exhausted_in_s == \
+            pytest.approx(2 * 3600, abs=1)
     finally:
         state.close()
