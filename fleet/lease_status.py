@@ -52,12 +52,11 @@ def view(record: dict, states: dict | None, now: datetime) -> dict:
                          "simulated_gpus": bool(ref.get("simulated_gpus")),
                          "isolation": ref.get("isolation", "unknown")})
     alive = sum(1 for x in machines if x["state"] == "running")
-    deadline = _time(record["deadline"])
     if record["status"] == "leasing" and not machines:
         health = "leasing"
     elif machines and not alive:
         health = "gone"
-    elif alive and deadline is not None and now > deadline:
+    elif alive and record["deadline"] and now > _time(record["deadline"]):
         # Machines still up past the last deadline a heartbeat confirmed: no controller extends
         # them (it died); their watchdog or the reaper ends them.
         health = "orphaned"
@@ -91,9 +90,11 @@ def _observe(state, records: list[dict], now: datetime, *, check: bool, refresh:
         return observed
     now_iso = now.isoformat()
     ask: dict[str, list[dict]] = {}
+    machine_state = None
     for r in records:
         if r["provider"] == LIVE_READ:
-            from .providers.local.liveness import machine_state
+            if machine_state is None:
+                from .providers.local.liveness import machine_state
             observed[r["id"]] = {m["id"]: (*machine_state(m.get("provider_ref") or {}), now_iso)
                                  for m in r["machines"]}
         elif not refresh and _remembered_usable(r, now):

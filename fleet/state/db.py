@@ -197,6 +197,22 @@ class Database(BaseDatabase):
                                      hint="another fleet may hold it locked, or the disk is full") from None
         return [dict(r) for r in rows]
 
+    def rows(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        """A query's rows as plain tuples, in its column order: `fleet status` reads thousands of rows,
+        and a dict per row costs it ~2 ms at 1,000 leases."""
+        conn = self._conn()
+        try:
+            cur = conn.cursor()
+            cur.row_factory = None
+            return cur.execute(sql, tuple(params)).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if _is_corrupt(exc):
+                raise corrupt_database(self.path, exc) from None
+            if not isinstance(exc, sqlite3.OperationalError):
+                raise
+            raise EnvironmentProblem(f"state database {self.path}: {exc}",
+                                     hint="another fleet may hold it locked, or the disk is full") from None
+
     def executemany(self, sql: str, rows: list[tuple]) -> None:
         try:
             self._conn().executemany(sql, rows)

@@ -135,6 +135,15 @@ class PostgresDatabase(BaseDatabase):
                 cur = conn.execute(sql)   # no parameters: psycopg leaves `%` alone
             return list(cur.fetchall()) if cur.description is not None else []
 
+    def rows(self, sql: str, params: tuple | list = ()) -> list[tuple]:
+        """A query's rows as plain tuples, in its column order (as Database.rows)."""
+        from psycopg.rows import tuple_row
+        conn = self._conn()
+        with self._errors():
+            cur = conn.cursor(row_factory=tuple_row)
+            cur.execute(to_pyformat(sql), tuple(params)) if params else cur.execute(sql)
+            return cur.fetchall()
+
     def executemany(self, sql: str, rows: list[tuple]) -> None:
         if not rows:
             return

@@ -192,43 +192,44 @@ class StateStore:
                         (_iso(deadline), _iso(keep_until), lease_id))
 
     # -- `fleet status` (fleet/lease_status.py) --------------------------------------------------
+    _STATUS_LEASE = ("id", "provider", "template", "project", "owner", "status", "created_at", "deadline",
+                     "max_deadline", "keep_until", "heartbeat_ttl_s", "meta")
+
     def status_records(self, *, user: str | None = None, runs_limit: int = 200) -> list[dict[str, Any]]:
         """Live leases as plain dicts, from three queries however many there are: the lease's row,
         "machines" (each machine's stored document, with "observed": what its provider last said,
         (state, detail, observed_at, fresh_until) or None) and "runs" (its most recent runs, newest
-        first, at most max(runs_limit, 2 × leases) in all). No Lease or Machine is built: importing
-        dataclasses alone costs `fleet status` more than an empty state's whole answer."""
+        first, at most max(runs_limit, 2 × leases) in all). No Lease or Machine is built, and rows
+        come as tuples: importing dataclasses alone costs `fleet status` more than an empty state's
+        whole answer."""
         where, params = "l.status IN ('active', 'leasing')", []
         if user:
             where += " AND l.owner = ?"
             params.append(user)
-        leases = self.db.execute(
-            "SELECT l.id, l.provider, l.template, l.project, l.owner, l.status, l.created_at, l.deadline,"
-            f" l.max_deadline, l.keep_until, l.heartbeat_ttl_s, l.meta FROM leases l WHERE {where}"
-            " ORDER BY l.created_at", params)
+        keys = self._STATUS_LEASE
+        leases = [dict(zip(keys, row)) for row in self.db.rows(
+            f"SELECT {', '.join('l.' + k for k in keys)} FROM leases l WHERE {where} ORDER BY l.created_at", params)]
+        if not leases:
+            return leases
         by_id = {}
         for lease in leases:
             lease["machines"], lease["runs"] = [], []
             by_id[lease["id"]] = lease
-        if not leases:
-            return leases
         decode = _json_object
-        for r in self.db.execute(
+        for lease_id, data, *seen in self.db.rows(
                 "SELECT m.lease_id, m.data, o.state, o.detail, o.observed_at, o.fresh_until FROM machines m"
                 " JOIN leases l ON l.id = m.lease_id LEFT JOIN machine_observations o ON o.machine_id = m.id"
                 f" WHERE {where} ORDER BY m.node_rank", params):
-            machine = decode(r["data"])
-            machine["observed"] = None if r["state"] is None else \
-                (r["state"], r["detail"], r["observed_at"], r["fresh_until"])
-            by_id[r["lease_id"]]["machines"].append(machine)
-        for r in self.db.execute(
+            machine = decode(data)
+            machine["observed"] = None if seen[0] is None else tuple(seen)
+            by_id[lease_id]["machines"].append(machine)
+        for run_id, lease_id, status, exit_code, meta in self.db.rows(
                 "SELECT r.id, r.lease_id, r.status, r.exit_code, r.meta FROM runs r JOIN leases l ON l.id = r.lease_id"
                 f" WHERE {where} ORDER BY r.started_at DESC LIMIT ?", [*params, max(runs_limit, 2 * len(leases))]):
-            meta = r["meta"] or ""
             # Only a meta that mentions it is decoded (most runs' do not).
-            detached = '"detached"' in meta and bool(json.loads(meta).get("detached"))
-            by_id[r["lease_id"]]["runs"].append({"id": r["id"], "status": r["status"], "exit_code": r["exit_code"],
-                                                 "detached": detached})
+            detached = '"detached"' in (meta or "") and bool(json.loads(meta).get("detached"))
+            by_id[lease_id]["runs"].append({"id": run_id, "status": status, "exit_code": exit_code,
+                                            "detached": detached})
         return leases
 
     def save_observations(self, rows: list[tuple]) -> None:
