@@ -10,9 +10,10 @@ import subprocess
 import pytest
 
 from tests.conftest import FLEET, run_fleet, wait_until
-from tests.e2e.test_aws_capacity_wait_cli import sandbox  # noqa: F401  (the module's sandbox fixture)
+from tests.e2e import test_aws_capacity_wait_cli as capacity_e2e
 
 pytestmark = pytest.mark.timeout(420)
+sandbox = capacity_e2e.sandbox      # the same no-account sandbox fixture (module scope: one here)
 
 
 def _instances(env) -> dict[str, str]:
@@ -23,7 +24,7 @@ def _instances(env) -> dict[str, str]:
             for i in r["Instances"] if {"Key": "fleet:project", "Value": "aws-shrink"} in i.get("Tags", [])}
 
 
-def test_an_idle_instance_is_terminated_while_the_long_trial_runs(sandbox, tmp_path):  # noqa: F811
+def test_an_idle_instance_is_terminated_while_the_long_trial_runs(sandbox, tmp_path):
     env, home = sandbox
     exp = tmp_path / "exp"
     exp.mkdir()
