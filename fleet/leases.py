@@ -240,7 +240,8 @@ def ssh_argv(lease_id: str, node: int = 0, command: list[str] | None = None, sta
             f"{m.user}@{m.host}"]
     remote_cd = f"cd {shlex.quote(m.workdir + '/work')} 2>/dev/null || cd {shlex.quote(m.workdir)}"
     if command:
-        argv.append(f"{remote_cd}; {shlex.join(command)}")
+        from .config.command import command_line
+        argv.append(f"{remote_cd}; {command_line(command)}")
     else:
         argv += ["-t", f"{remote_cd}; exec ${{SHELL:-/bin/sh}} -l"]
     return argv

@@ -187,5 +187,5 @@ def run_on(
 
 
 def command_from_argv(argv: list[str]) -> str:
-    import shlex
-    return argv[0] if len(argv) == 1 else shlex.join(argv)
+    from ..config.command import command_line
+    return command_line(argv)

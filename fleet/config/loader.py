@@ -331,9 +331,9 @@ def _apply_overrides(fields: dict[str, Any], overrides: dict[str, Any]) -> None:
         if name not in TOP_LEVEL:
             raise UsageError(f"{flag}: not a setting the command line can override")
         key = TOP_LEVEL[name]
-        if name == "command" and isinstance(value, (list, tuple)):
-            import shlex
-            value = shlex.join(value)
+        if name == "command" and isinstance(value, (list, tuple)):   # words after `--`
+            from .command import command_line
+            value = command_line(value)
         try:
             fields[key.target or name] = key.kind.convert(value)
         except Invalid as exc:

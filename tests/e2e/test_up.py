@@ -164,6 +164,26 @@ def test_keep_then_run_ssh_logs_extend_and_down(experiment, fleet_home):
     assert processes_under(fleet_home) == []
 
 
+def test_one_word_is_a_shell_command_line_several_are_argv_for_up_run_and_ssh(experiment, fleet_home):
+    """Issue 17: `fleet up -- 'echo A; echo B'` exited 127 (the one word was quoted as a program name)."""
+    proc = run_fleet(["up", "--keep", "5m", "--json", "--", "echo A; echo B"], cwd=experiment)
+    assert proc.returncode == 0, proc.stderr
+    assert "[0] A\n" in proc.stderr and "[0] B\n" in proc.stderr
+    lease_id = _summary(proc)["lease_id"]
+    try:
+        words = run_fleet(["run", lease_id, "--json", "--", "echo", "x; echo y"], cwd=experiment)
+        assert words.returncode == 0 and "[0] x; echo y\n" in words.stderr, words.stderr   # argv: quoted
+        line = run_fleet(["run", lease_id, "--json", "--", "echo run-A; echo run-B"], cwd=experiment)
+        assert line.returncode == 0 and "[0] run-B\n" in line.stderr, line.stderr
+        ssh = run_fleet(["ssh", lease_id, "0", "--", "echo ssh-A; echo ssh-B"], cwd=experiment)
+        assert ssh.returncode == 0 and ssh.stdout.split() == ["ssh-A", "ssh-B"], ssh.stderr
+        ssh = run_fleet(["ssh", lease_id, "0", "--", "echo", "a; echo b"], cwd=experiment)
+        assert ssh.returncode == 0 and ssh.stdout == "a; echo b\n", ssh.stderr
+    finally:
+        assert run_fleet(["down", lease_id], cwd=experiment).returncode == 0
+    assert _status(experiment) == []
+
+
 def test_status_lists_the_leases_of_the_user_named_in_fleet_toml(experiment, fleet_home):
     (experiment / "fleet.toml").write_text('project = "t"\nuser = "alice"\ncommand = "true"\n'
                                            'template = "local-1gpu"\n')

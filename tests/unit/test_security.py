@@ -102,7 +102,7 @@ def test_the_process_wrapper_quotes_cwd_env_and_pidfile(tmp_path):
 def test_fleet_ssh_passes_argv_not_a_shell_string():
     from fleet.leases import ssh_argv  # noqa: F401 — imported to make sure the contract exists
     text = (REPO / "fleet" / "leases.py").read_text()
-    assert "shlex.join(command)" in text and "shlex.quote(m.workdir" in text
+    assert "command_line(command)" in text and "shlex.quote(m.workdir" in text
 
 
 def test_remote_shell_snippets_quote_every_interpolated_value():
