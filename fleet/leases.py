@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from .errors import FleetError, InfrastructureError, NotFound, UsageError
 

@@ -100,7 +100,8 @@ def test_the_process_wrapper_quotes_cwd_env_and_pidfile(tmp_path):
 
 
 def test_fleet_ssh_passes_argv_not_a_shell_string():
-    from fleet.leases import ssh_argv  # noqa: F401 — imported to make sure the contract exists
+    from fleet.leases import ssh_argv
+    assert callable(ssh_argv)   # the contract exists; tests/unit/test_command_words.py runs it
     text = (REPO / "fleet" / "leases.py").read_text()
     assert "command_line(command)" in text and "shlex.quote(m.workdir" in text
 
