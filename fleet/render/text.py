@@ -69,12 +69,27 @@ def table_string(table: Table, width: int = 120) -> str:
     return buf.getvalue()
 
 
+def rich_width(table: Table) -> int:
+    """How wide the rich form is with no cell cut or folded: each column's widest cell or heading,
+    one space either side, and a border between and around columns."""
+    widths = [len(c.title) for c in table.columns]
+    for row in table.rows:
+        widths = [max(w, *map(len, cell.splitlines() or [""])) for w, cell in zip(widths, row.cells)]
+    return sum(widths) + 3 * len(widths) + 1
+
+
 def print_table(table: Table, stream=None) -> None:
-    """A listing on stdout: rich on a terminal, plain when piped or long."""
+    """A listing on stdout: rich on a terminal, plain when piped, long, or wider than the terminal
+    (rich would squeeze columns to nothing there, headings and ids included: issue 17 at 80 columns)."""
     stream = stream or sys.stdout
     if len(table.rows) > PLAIN_ABOVE_ROWS or not stream.isatty():
         stream.write(to_text(table))
         stream.flush()
         return
     from rich.console import Console
-    to_rich(table, Console(file=stream))
+    console = Console(file=stream)
+    if rich_width(table) > console.width:
+        stream.write(to_text(table))
+        stream.flush()
+        return
+    to_rich(table, console)

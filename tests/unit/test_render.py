@@ -13,7 +13,7 @@ import pytest
 from fleet.errors import UsageError
 from fleet.render import LABEL, RIGHT, TOTAL, Column, Document, Fields, Heading, Records, Row, Table, render
 from fleet.render.markdown import to_markdown
-from fleet.render.text import print_table, to_text
+from fleet.render.text import print_table, table_string, to_text
 
 FLEET = Path(__file__).resolve().parents[2] / "fleet"
 
@@ -104,6 +104,43 @@ def test_a_listing_prints_plain_when_piped():
     out = io.StringIO()
     print_table(Table([Column("lease", no_wrap=True)], [("l-" + "x" * 200,)]), out)
     assert "l-" + "x" * 200 in out.getvalue()           # never cut, whatever the width
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _runs_like_table() -> Table:
+    return Table([Column("run", no_wrap=True), Column("project"), Column("status"), Column("exit", align=RIGHT),
+                  Column("commit"), Column("data"), Column("outputs"), Column("started"), Column("user")],
+                 [("r-20261202-141522-bd35da47b2", "proj", "succeeded", "0", "bb29edbd74", "-", "-",
+                   "2026-12-02T14:15:22", "auditor")])
+
+
+def test_a_table_wider_than_the_terminal_prints_plain_with_every_heading_and_id(monkeypatch):
+    """Issue 17: at 80 columns rich squeezed `fleet runs ls` / `fleet status` columns to nothing,
+    headings and all; a table that does not fit prints plain (the terminal wraps it, nothing is cut)."""
+    table = _runs_like_table()
+    monkeypatch.setenv("COLUMNS", "80")
+    out = _Terminal()
+    print_table(table, out)
+    assert out.getvalue() == to_text(table)
+    header = out.getvalue().splitlines()[0].split()
+    assert header == ["run", "project", "status", "exit", "commit", "data", "outputs", "started", "user"]
+    assert out.getvalue().splitlines()[2].split()[:3] == ["r-20261202-141522-bd35da47b2", "proj", "succeeded"]
+
+
+def test_a_table_that_fits_the_terminal_is_drawn_by_rich_at_its_natural_width(monkeypatch):
+    from fleet.render.text import rich_width
+    table = _runs_like_table()
+    drawn = max(len(line) for line in table_string(table, width=400).splitlines())
+    assert rich_width(table) == drawn
+    monkeypatch.setenv("COLUMNS", str(drawn))
+    out = _Terminal()
+    print_table(table, out)
+    drawn_here = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())   # a terminal gets colours
+    assert "┃ project ┃" in drawn_here and "│ r-20261202-141522-bd35da47b2 │" in drawn_here
 
 
 # Modules written alongside the rendering layer that still draw their own Markdown tables; listed so
