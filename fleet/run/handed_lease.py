@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..config.model import Config
 from ..models import Lease
 from .context import RunContext
-from .lease import OnMachine, _masker, _pins_meta
+from .lease import NewLease, OnMachine, _masker, _pins_meta
 from .offer import offer_for_lease
 from .types import BudgetGrant, Offer, PinnedInputs
 
@@ -56,3 +56,13 @@ class HandedLease:
         except Exception as exc:  # noqa: BLE001 — node 0's release (the whole lease) retries them
             ctx.events.warn(f"release of {len(others)} machine(s) failed ({exc}); they are released with node 0")
             return False
+
+
+class PinnedNewLease(NewLease):
+    """Attempt N>1 of a run supervised from node 0: a new lease leased from there, running the
+    inputs the launcher pinned (node 0 has no copy of the code to pin again)."""
+
+    def __init__(self, provider, pins: PinnedInputs):
+        super().__init__(provider)
+        self.pins = pins
+

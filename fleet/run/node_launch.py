@@ -141,9 +141,7 @@ def _spec_for_node0(spec: SupervisorSpec, config) -> dict[str, Any]:
     data = asdict(spec)
     data["cwd"] = ""
     data["config_file"] = None
-    # What node 0 reaches by itself; recovery onto a new lease is not done from node 0 (yet).
-    data["overrides"] = {**spec.overrides, "store": config.store, "state_url": _state_url(config),
-                         "recovery": "never"}
+    data["overrides"] = {**spec.overrides, "store": config.store, "state_url": _state_url(config)}   # reachable from node 0
     return data
 
 

@@ -114,8 +114,8 @@ def _supervise(directory: Path, payload: dict[str, Any]) -> int:
 
 def _run(config, spec, payload: dict[str, Any], provider, lease, events) -> int:
     from ..ci import masked_events
-    from .handed_lease import HandedLease
-    from .pipeline import Pipeline, up
+    from .handed_lease import HandedLease, PinnedNewLease
+    from .pipeline import Pipeline
     from .recovery import run_managed
     from .types import PinnedInputs
     pins = PinnedInputs(**payload["pins"])
@@ -126,12 +126,30 @@ def _run(config, spec, payload: dict[str, Any], provider, lease, events) -> int:
         if not first:   # the lease the launcher made; later attempts lease from here, as any supervisor
             first.append(True)
             return Pipeline(config, handed, options=options, events=events).run()
-        return up(config, events=events, options=options)
+        return Pipeline(_less_node0(config, handed.node0), PinnedNewLease(provider, pins), options=options,
+                        events=events).run()
 
     sink = masked_events(config, events)
     summary = run_managed(config, options=spec.options(), events=sink, run=attempt)
     events.ended(summary.to_json())
     return summary.exit_code
+
+
+def _less_node0(config, node0):
+    """Attempt N>1 runs on a new lease while node 0 of the first one lives on as its supervisor,
+    billed at the end (_bill_tail): the attempt may spend only what is left once node 0's longest
+    life through it (max_duration at its price) is set aside, so the two never overspend the budget."""
+    if config.budget is None:
+        return config
+    from dataclasses import replace
+    from decimal import Decimal
+    from ..errors import BudgetRefused
+    node0_cost = (Decimal(node0.price_per_hour) * Decimal(int(config.max_duration_s)) / 3600).quantize(Decimal("0.000001"))
+    left = config.budget - node0_cost
+    if left <= 0:
+        raise BudgetRefused(f"the ${config.budget} left cannot keep node 0 ({node0.id}) supervising another attempt "
+                            f"(${node0_cost} at most) and pay for new machines")
+    return replace(config, budget=left)
 
 
 def _local_keys(lease, directory: Path):

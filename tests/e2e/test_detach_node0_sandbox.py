@@ -153,3 +153,58 @@ def test_down_from_the_laptop_asks_node0s_supervisor_to_stop_and_outputs_still_a
     assert wait_until(lambda: all(i["State"]["Name"] in ("terminated", "shutting-down")
                                   for i in _instances(env) if i["InstanceId"] not in before), 60)
     assert wait_until(lambda: not _cmdline(pid), 60)
+
+
+def test_node0_resumes_the_run_on_new_machines_after_a_spot_interruption_of_another_node(  # noqa: F811
+        sandbox, tmp_path, postgres_url):
+    """Node 1 gets the reclaim notice: every rank checkpoints, node 0's supervisor releases node 1,
+    leases attempt 2 from node 0 (with what the budget leaves after setting node 0's own time aside),
+    restores the checkpoints and finishes; `fleet attach` in a second FLEET_HOME follows it through."""
+    import boto3
+    from fleet.providers.aws.sandbox import Sandbox
+    from tests.e2e.test_checkpoints import TRAIN
+    env, home = sandbox
+    env = {**env, "FLEET_STATE_URL": postgres_url, "FLEET_GRACE": "10"}
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "train.py").write_text(TRAIN)
+    (exp / "fleet.toml").write_text(
+        f'project = "node0-spot"\nprovider = "aws"\ntemplate = "aws-1gpu"\nmax_duration = "10m"\n'
+        f'store = "{STORE}"\ncommand = "python train.py 60 0.1"\nrecovery = "spot"\nmax_restarts = 2\n'
+        f'budget = 50\n')
+    before = {i["InstanceId"] for i in _instances(env)}
+    up = run_fleet(["up", "-d", "--gpus", "2", "--json"], cwd=exp, env=env, timeout=240)
+    assert up.returncode == 0, up.stderr
+    handoff = json.loads(up.stdout)
+    run_id, pid = handoff["run_id"], handoff["supervisor_pid"]
+    assert handoff["supervised_on"] == "node 0", handoff
+
+    def logs() -> str:
+        return run_fleet(["logs", run_id], cwd=exp, env=env).stdout
+
+    assert wait_until(lambda: "] rank 0 attempt 1" in logs() and "] rank 1 attempt 1" in logs(), 120), logs()
+    node0 = _run_row(postgres_url, run_id)["meta"]["supervised_on"]
+    [victim] = [i["InstanceId"] for i in _instances(env)
+                if i["InstanceId"] not in before and i["InstanceId"] != node0 and i["State"]["Name"] == "running"]
+    ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                       aws_access_key_id="sandbox", aws_secret_access_key="sandbox")
+    reclaim = Sandbox(root=home / "aws-sandbox" / "machines").interrupt(victim, ec2, after_s=8)
+    other = {**env, "FLEET_HOME": str(tmp_path / "second-home")}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    attach = run_fleet(["attach", run_id, "--json"], cwd=elsewhere, env=other, timeout=240)
+    reclaim.join(timeout=30)
+    assert attach.returncode == 0, attach.stderr[-3000:]
+    summary = json.loads(attach.stdout)
+    assert summary["status"] == "succeeded" and summary["attempt"] == 2, summary
+    for rank in (0, 1):
+        assert f"rank {rank} attempt 2 resumed 1 from " in attach.stderr, attach.stderr[-3000:]
+        assert f"rank {rank} finished at 60" in attach.stderr
+    assert wait_until(lambda: not _cmdline(pid), 60)      # the supervisor ended with node 0
+    states = {i["InstanceId"]: i["State"]["Name"] for i in _instances(env) if i["InstanceId"] not in before}
+    assert len(states) == 4 and set(states.values()) <= {"terminated", "shutting-down"}, states
+    # Node 0 lived through attempt 2 as its supervisor: billed to the end, after the last record.
+    rows = _ledger(postgres_url, run_id)
+    tail = max(r[4] for r in rows if r[0] == node0 and r[1] == "close")
+    assert tail >= summary["ended_at"][:23], (rows, summary["ended_at"])
+

@@ -46,3 +46,17 @@ def test_the_state_url_may_come_from_the_environment(monkeypatch):
 def test_otherwise_the_supervisor_stays_here_and_says_why(kw, options, reason):
     why = why_not_node0(_config(**kw), options)
     assert why and reason in why and "\n" not in why
+
+
+def test_a_later_attempt_from_node0_sets_node0s_own_time_aside_from_the_budget():
+    from decimal import Decimal
+    from types import SimpleNamespace
+
+    from fleet.errors import BudgetRefused
+    from fleet.run.node_supervisor import _less_node0
+    node0 = SimpleNamespace(id="i-node0", price_per_hour=Decimal("3.60"))   # $0.06 a minute
+    ten_minutes = _config(budget=Decimal("5"), max_duration_s=600)
+    assert _less_node0(ten_minutes, node0).budget == Decimal("4.40")
+    assert _less_node0(_config(budget=None), node0).budget is None
+    with pytest.raises(BudgetRefused, match="node 0"):
+        _less_node0(_config(budget=Decimal("0.50"), max_duration_s=600), node0)
