@@ -170,6 +170,11 @@ class StateStore:
         machines = self._machines_by_lease([r["id"] for r in rows])
         return [self._lease_from_row(r, machines[r["id"]]) for r in rows]
 
+    def has_leases_of(self, provider: str) -> bool:
+        """Whether this state ever held a lease of `provider` (a sweep for its leftovers can skip
+        asking a provider fleet never used here)."""
+        return bool(self.db.execute("SELECT 1 FROM leases WHERE provider = ? LIMIT 1", (provider,)))
+
     def set_lease_status(self, lease_id: str, status: str) -> None:
         released = _iso(utcnow()) if status != "active" else None
         self.db.execute("UPDATE leases SET status = ?, released_at = ? WHERE id = ?", (status, released, lease_id))

@@ -349,10 +349,10 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
 
     def sweep(self, live_machine_ids: set[str]) -> list[str]:
         """fleet's jobs (by comment tag) of leases this FLEET_HOME made that no live lease owns."""
-        if self.config.login is None and isinstance(self.slurm.runner, LocalRunner) and shutil.which("squeue") is None:
-            return []          # no Slurm here: nothing of ours can be queued
         from ...state import open_state
         state = open_state()
+        if not state.has_leases_of("slurm"):
+            return []          # this FLEET_HOME never leased from Slurm: no job can be ours
         ended: list[str] = []
         for job in self.slurm.queue():
             if not job.comment.startswith(TAG) or job.state.finished:
