@@ -18,33 +18,47 @@ def is_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes") or os.environ.get("GITHUB_ACTIONS") == "true"
 
 
+class LiveLine:
+    """The status line's text, made again at every refresh so its timer ticks (it showed when the
+    phase began, frozen: issue 17). Rich renders it as plain text: the command, paths and host names
+    in it are the user's, never markup ("[red]", "[[hosts]]")."""
+
+    def __init__(self, t0: float, clock=time.monotonic):
+        self.t0, self.clock, self.name, self.detail = t0, clock, "", ""
+
+    def text(self) -> str:
+        return f"[{self.clock() - self.t0:6.1f}s] {PHASE_ICONS.get(self.name, '•')} {self.name}: {self.detail}"
+
+    def __rich__(self):
+        from rich.text import Text
+        return Text(self.text())
+
+
 class RichEvents:
     """Phases as a live status line; experiment logs printed above it, prefixed by rank."""
 
-    def __init__(self, *, stream=None, plain: bool = False):
+    def __init__(self, *, stream=None, plain: bool = False, clock=time.monotonic):
         self.console = Console(file=stream or sys.stdout, highlight=False, soft_wrap=True,
                                force_terminal=None if not plain else False)
         self.err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
         self.plain = plain or not self.console.is_terminal
         self._status = None
         self._lock = threading.RLock()
-        self._t0 = time.monotonic()
+        self._t0 = clock()
+        self._line = LiveLine(self._t0, clock)
 
     def phase(self, name: str, detail: str = "") -> None:
         from rich.markup import escape
-        elapsed = time.monotonic() - self._t0
-        # Commands, paths and host names are the user's: never read as rich markup ("[red]", "[[hosts]]").
-        text = escape(f"[{elapsed:6.1f}s] {PHASE_ICONS.get(name, '•')} {name}: {detail}")
         with self._lock:
             if self.plain:
                 print(f"fleet: {name}: {detail}", file=sys.stderr, flush=True)
                 return
+            self._line.name, self._line.detail = name, detail
             if self._status is None:
-                self._status = self.console.status(text, spinner="dots")
+                self._status = self.console.status(self._line, spinner="dots")
                 self._status.start()
-            else:
-                self._status.update(text)
-            self.console.print(f"[bold cyan]fleet[/] {text}", markup=True)
+            # The line printed above the live one keeps when the phase began.
+            self.console.print(f"[bold cyan]fleet[/] {escape(self._line.text())}", markup=True)
 
     def progress(self, name: str, detail: str) -> None:
         """A live line on a terminal, updated in place; plain output prints it (callers throttle)."""
@@ -52,9 +66,7 @@ class RichEvents:
             if self.plain or self._status is None:
                 print(f"fleet: {name}: {detail}", file=sys.stderr, flush=True)
             else:
-                from rich.markup import escape
-                self._status.update(escape(f"[{time.monotonic() - self._t0:6.1f}s] {PHASE_ICONS.get(name, '•')} "
-                                           f"{name}: {detail}"))
+                self._line.name, self._line.detail = name, detail
 
     def log(self, label: str, stream: str, line: str) -> None:
         with self._lock:
