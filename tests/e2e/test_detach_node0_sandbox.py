@@ -208,3 +208,19 @@ def test_node0_resumes_the_run_on_new_machines_after_a_spot_interruption_of_anot
     tail = max(r[4] for r in rows if r[0] == node0 and r[1] == "close")
     assert tail >= summary["ended_at"][:23], (rows, summary["ended_at"])
 
+
+
+def test_without_a_shared_state_the_supervisor_stays_here_and_says_why(sandbox, tmp_path):  # noqa: F811
+    env, _home = sandbox
+    env = {k: v for k, v in env.items() if k != "FLEET_STATE_URL"}
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "fleet.toml").write_text('project = "node0-sqlite"\nprovider = "aws"\ntemplate = "aws-1gpu"\n'
+                                    'max_duration = "10m"\ncommand = "echo hello from $FLEET_NODE_RANK"\n')
+    up = run_fleet(["up", "-d", "--gpus", "1", "--json"], cwd=exp, env=env, timeout=240)
+    assert up.returncode == 0, up.stderr
+    handoff = json.loads(up.stdout)
+    assert handoff["supervised_on"] == "this computer", handoff
+    assert "supervisor stays on this computer" in up.stderr and "SQLite" in up.stderr, up.stderr
+    attach = run_fleet(["attach", handoff["run_id"]], cwd=exp, env=env, timeout=240)
+    assert attach.returncode == 0 and "[0] hello from 0" in attach.stdout, attach.stdout + attach.stderr
