@@ -89,11 +89,15 @@ def rebuild_from_old(pfd, name, path, e, was, mode, cache, frames):
     """File `name` (in pfd; `path` is where that is) as entry e, its old copy there holding entry
     `was`: chunks the old copy has are copied from it in the kernel (it is untouched, like a reused
     file: not hashed again), the rest arrive (hashed on arrival) or come from the host cache; then it
-    is renamed over the old copy and kept in the host cache, as build_file keeps what it builds."""
+    is renamed over the old copy. The host cache keeps the chunks that arrived (or, when most of the
+    file is new, the whole file, as build_file keeps what it builds)."""
     at, off = {}, 0
     for h, n in was["chunks"]:
         at.setdefault(h, off)
         off += n
+    # Mostly the old file: keep only the chunks that arrived (the rest are in the host cache since
+    # the old copy was built); mostly new: keep the whole file, as build_file does.
+    by_chunk = sum(n for h, n in e["chunks"] if h in at) * 2 >= e["size"]
     tmp = ".%s.fleet-patch-%d" % (name, os.getpid())
     src = os.open(name, _FILE_FLAGS, dir_fd=pfd)
     try:
@@ -106,7 +110,12 @@ def rebuild_from_old(pfd, name, path, e, was, mode, cache, frames):
                 elif h in here:
                     _copy_range(fd, fd, n, here[h], off)
                 else:
-                    data = frames.take(h, e["path"]) if h in frames.push else cache.read(h, e["path"])
+                    if h in frames.push:
+                        data = frames.take(h, e["path"])
+                        if by_chunk:
+                            cache.put(h, data)
+                    else:
+                        data = cache.read(h, e["path"])
                     view, pos = memoryview(data), off
                     while view:
                         k = os.pwrite(fd, view, pos)
@@ -125,8 +134,9 @@ def rebuild_from_old(pfd, name, path, e, was, mode, cache, frames):
     finally:
         os.close(src)
     os.rename(tmp, name, src_dir_fd=pfd, dst_dir_fd=pfd)
-    cache.link(path, e["sha256"])
-    cache.add_index(e["sha256"], e["chunks"])
+    if not by_chunk:
+        cache.link(path, e["sha256"])
+        cache.add_index(e["sha256"], e["chunks"])
 
 
 def patch(plan, cache, frames, extra=None):
