@@ -14,11 +14,15 @@ dropped and named), index lines are appended with one write each and read only w
 each sync holds a shared lock on <root>/lock while it relies on the cache. Bounded: above
 `max_bytes`, the least recently used entries are evicted by a sync that can take the lock
 exclusively (nobody else mid-sync) and added entries itself, never the entries that sync itself used.
+Whether it is above is estimated without walking the cache: size.txt holds what the last walk
+counted and added.txt what each sync added since (one appended line each); only an estimate over
+the cap walks it.
 """
 import hashlib
 import os
 
 INDEX = "index.txt"
+SIZE, ADDED = "size.txt", "added.txt"   # bytes held at the last walk; bytes each sync added since
 EMPTY = hashlib.sha256(b"").hexdigest()
 
 
@@ -83,6 +87,7 @@ class Cache:
         self.root, self.max_bytes = os.path.expanduser(root), max_bytes
         self.index, self.new_lines, self.used = {}, [], set()
         self.added = False             # did this sync add an entry? only then can it push the cache over its cap
+        self.added_bytes = 0
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         self.fresh = not os.path.isdir(os.path.join(self.root, "ff"))
         if self.fresh:
@@ -157,6 +162,7 @@ class Cache:
                 clone(fd_in, fd_out)
             finally:
                 os.close(fd_out)
+            self.added_bytes += os.fstat(fd_in).st_size
         finally:
             os.close(fd_in)
         os.replace(tmp, dst)
@@ -187,6 +193,7 @@ class Cache:
         write_atomic(dst, data)
         self.used.add(dst)
         self.added = True
+        self.added_bytes += len(data)
 
     def add_index(self, file_hash, chunks):
         off = 0
@@ -238,8 +245,10 @@ class Cache:
             finally:
                 os.close(fd)
             self.new_lines = []
+        if self.added_bytes:
+            self._append(ADDED, "%d\n" % self.added_bytes)
         freed = 0
-        # Trimming walks the whole cache: only a sync that added something can have pushed it over.
+        # Only a sync that added something can have pushed the cache over its cap.
         if self.max_bytes is not None and self.added and self._exclusive():
             freed = self.trim()
         os.close(self.lock_fd)
@@ -256,8 +265,37 @@ class Cache:
         except OSError:
             return False
 
+    def _append(self, name, text):
+        fd = os.open(os.path.join(self.root, name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, text.encode())           # one append: never interleaved
+        finally:
+            os.close(fd)
+
+    def estimate(self):
+        """Bytes the cache holds: what the last walk counted plus what every sync since added
+        (evictions and corrupt entries dropped since only make it high); None before any walk."""
+        try:
+            with open(os.path.join(self.root, SIZE)) as f:
+                total = int(f.read())
+        except (OSError, ValueError):
+            return None
+        try:
+            with open(os.path.join(self.root, ADDED)) as f:
+                total += sum(int(line) for line in f if line.endswith("\n"))
+        except OSError:
+            pass
+        except ValueError:
+            return None
+        return total
+
     def trim(self):
-        """Evict the least recently written/used entries (not those this sync used) until under the cap."""
+        """Evict the least recently written/used entries (not those this sync used) until under the cap.
+        Walks the cache only when the running estimate says it may be over (the exclusive lock keeps
+        the estimate's files still: every sync appends to them under its shared lock)."""
+        est = self.estimate()
+        if est is not None and est <= self.max_bytes:
+            return 0
         held, total = [], 0
         for sub in os.listdir(self.root):
             d = os.path.join(self.root, sub)
@@ -270,8 +308,6 @@ class Cache:
                 total += st.st_size
                 if entry.path not in self.used:
                     held.append((st.st_mtime, st.st_size, entry.path))
-        if total <= self.max_bytes:
-            return 0
         freed = 0
         for _mtime, size, p in sorted(held):
             if total <= self.max_bytes:
@@ -279,6 +315,10 @@ class Cache:
             self.evict(p)
             total -= size
             freed += size
+        write_atomic(os.path.join(self.root, SIZE), b"%d" % total, 0o600)
+        write_atomic(os.path.join(self.root, ADDED), b"", 0o600)
+        if not freed:
+            return 0
         self._load_index()             # lines other syncs appended since we read it
         live = {h: v for h, v in self.index.items() if os.path.exists(self.path(v[0]))}
         if len(live) != len(self.index):
