@@ -40,7 +40,7 @@ def bake_cmd(
     r = load_recipe(recipe)
     out = stack_outputs(outputs)
     options = bake_options(out, check=check, ssh_cidr=ssh_cidr)
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, markup=False)   # recipe steps and commands are text
     result = bake(ec2_client(region, out), r, options,
                   progress=lambda msg: None if json_out else err.print(f"fleet: bake: {msg}"))
     if json_out:
