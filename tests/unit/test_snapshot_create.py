@@ -285,3 +285,23 @@ def test_a_chunk_another_writer_just_stored_is_fsynced_by_the_snapshot_that_uses
             os.utime(store.chunk_path(c), (old, old))
     create_snapshot(tree, open_store(str(store.root)), use_cache=False)
     assert synced == []
+
+
+def test_stat_records_an_older_fleet_saved_as_json_are_still_used(store, tree, opened, monkeypatch):
+    """Records are saved with marshal now; a stat cache written by an older fleet (zlib'd JSON) still
+    spares the re-read of every unchanged file, and is rewritten in the new form."""
+    import zlib
+    monkeypatch.setattr(statcache, "RACY_S", 0.0)
+    first = create_snapshot(tree, store)
+    cache = statcache.StatCache.open()
+    key, st_root = os.path.abspath(tree), os.stat(tree)
+    records = cache.load(key, st_root, store.url)
+    assert len(records) == 13
+    old_form = zlib.compress(json.dumps(records, separators=(",", ":")).encode(), 1)
+    cache.conn.execute("UPDATE trees SET data = ?", (old_form,))
+    assert cache.load(key, st_root, store.url) == records
+    cache.close()
+    statcache.save_hit(key, store.url, None)                 # no whole-tree hit: the records must do it
+    opened.clear()
+    again = create_snapshot(tree, store)
+    assert _reads_under(opened, tree) == [] and again.id == first.id and again.files_cached == 13
