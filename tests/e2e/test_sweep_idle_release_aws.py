@@ -48,7 +48,8 @@ def test_an_idle_instance_is_terminated_while_the_long_trial_runs(sandbox, tmp_p
         assert proc.poll() is None, "the sweep ended before the idle instance was released"
         assert sorted(states.values()) == ["running", "terminated"], states
         gone = next(i for i, s in states.items() if s == "terminated")
-        assert not (home / "aws-sandbox" / "machines" / gone).exists()        # its sandbox machine ended
+        # its sandbox machine ends just after EC2 says terminated (the provider unbinds it then)
+        assert wait_until(lambda: not (home / "aws-sandbox" / "machines" / gone).exists(), timeout=60)
         leases = json.loads(run_fleet(["status", "--json", "--refresh"], cwd=exp, env=env).stdout)["leases"]
         assert len(leases) == 1 and [m["id"] for m in leases[0]["machines"]] != [gone]
         assert len(leases[0]["machines"]) == 1
