@@ -50,9 +50,13 @@ def test_an_idle_instance_is_terminated_while_the_long_trial_runs(sandbox, tmp_p
         gone = next(i for i, s in states.items() if s == "terminated")
         # its sandbox machine ends just after EC2 says terminated (the provider unbinds it then)
         assert wait_until(lambda: not (home / "aws-sandbox" / "machines" / gone).exists(), timeout=60)
-        leases = json.loads(run_fleet(["status", "--json", "--refresh"], cwd=exp, env=env).stdout)["leases"]
-        assert len(leases) == 1 and [m["id"] for m in leases[0]["machines"]] != [gone]
-        assert len(leases[0]["machines"]) == 1
+        leases: list = []
+
+        def one_machine_listed() -> bool:   # the state drops it once the provider's release returned
+            leases[:] = json.loads(run_fleet(["status", "--json", "--refresh"], cwd=exp, env=env).stdout)["leases"]
+            return len(leases) == 1 and len(leases[0]["machines"]) == 1
+        assert wait_until(one_machine_listed, timeout=60, interval=1.0), leases
+        assert [m["id"] for m in leases[0]["machines"]] != [gone] and proc.poll() is None
         go.write_text("")
         out, err = proc.communicate(timeout=240)
     finally:
