@@ -19,6 +19,11 @@ _NOISE = frozenset({"nvidia", "tesla", "geforce", "gpu", "pcie", "sxm", "sxm2", 
                     "nvl", "gres"})
 
 
+def gpus_text(count: int | None) -> str:
+    """`1 GPU`, `8 GPUs`: what messages and titles say (issue 17: "1 GPUs")."""
+    return f"{count} GPU" if count == 1 else f"{count} GPUs"
+
+
 class GpuRequestError(ValueError):
     """A `--gpus` value that is neither a count nor TYPE[:COUNT]; the message is one line for the user."""
 

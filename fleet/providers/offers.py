@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from ..errors import UsageError
+from ..gpus import gpus_text
 from ..render import RIGHT, Column, Records, Table
 from .base import MachineMix
 
@@ -38,7 +39,7 @@ class OfferList:
                  _usd(o.price_per_hour, 2), _usd(o.price_per_machine_hour, 3),
                  "first" if o.spot else "no") for o in self.offers]
         notes = [f"Prices: {self.price_source}. Override in fleet.toml [prices]."] if self.price_source else []
-        return Table(columns, rows, title=f"{self.gpus} GPUs on {where}, cheapest first", notes=notes,
+        return Table(columns, rows, title=f"{gpus_text(self.gpus)} on {where}, cheapest first", notes=notes,
                      records=Records(("offers",), [o.to_json() for o in self.offers], rows_key="offers",
                                      meta={"gpus": self.gpus, "provider": self.provider, "region": self.region}))
 
@@ -90,7 +91,7 @@ def list_offers(provider_name: str, gpus: int, *, template: str | None = None, c
         raise UsageError(f"no {provider.name} template has {gpus} × {gpu_type} GPUs; it has: "
                          + "; ".join(gpu_types(provider)), hint="ask for one of those")
     if not rows:
-        raise UsageError(f"no {provider.name} template can give exactly {gpus} GPUs",
+        raise UsageError(f"no {provider.name} template can give exactly {gpus_text(gpus)}",
                          hint="; ".join(reasons)[:300] or "add a template")
     rows.sort(key=lambda o: (o.price_per_hour is None, o.price_per_hour or 0, o.machines))
     region = next((o.region for o in rows if o.region), "")

@@ -162,6 +162,16 @@ def test_fleet_offers_takes_a_gpu_type(tmp_path):
     assert "no local template has 8 × A100 GPUs; it has: A10G 24GB" in missing.stderr
 
 
+def test_one_gpu_is_never_one_gpus(tmp_path):
+    """Issue 17: "1 GPUs" in titles and messages."""
+    from tests.conftest import run_fleet
+    from fleet.gpus import gpus_text
+    assert (gpus_text(1), gpus_text(8)) == ("1 GPU", "8 GPUs")
+    listed = run_fleet(["offers", "-p", "local", "--gpus", "1"], cwd=tmp_path)
+    assert listed.returncode == 0 and listed.stdout.startswith("1 GPU on local, cheapest first\n"), listed.stdout
+    assert "1 GPUs" not in listed.stdout + listed.stderr
+
+
 def test_the_run_record_keeps_the_gpu_type_for_a_rerun(tmp_path):
     from fleet.run.record import config_for_record
     assert config_for_record(_config(tmp_path, gpus=8, gpu_type=GpuType("A100", 80)))["gpu_type"] == "A100-80GB"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ...errors import ConfigError, UsageError
+from ...gpus import gpus_text
 from ...paths import subdir
 from ..base import MachineMix
 from .outputs import TemplateOutputs
@@ -177,10 +178,10 @@ def offers(template: TemplateOutputs, gpus: int, catalog: Mapping[str, InstanceT
                                 price_source=source, region=region, price_ceiling_per_machine_hour=ceiling,
                                 gpu_memory_mib=(info.gpu_memory_mib or None) if info else None))
     if not found:
-        sizes = ", ".join(f"{n}: {catalog[n].gpus if n in catalog else template.gpus_per_machine} GPUs"
+        sizes = ", ".join(f"{n}: {gpus_text(catalog[n].gpus if n in catalog else template.gpus_per_machine)}"
                           for n in template.instance_types)
         unit = template_gpu_unit(template, catalog)
-        raise UsageError(f"no mix of template {template.name!r} instance types gives exactly {gpus} GPUs "
+        raise UsageError(f"no mix of template {template.name!r} instance types gives exactly {gpus_text(gpus)} "
                          f"({sizes})", hint=f"use --gpus a multiple of {unit}, or a template with other "
                                             "instance types")
     order = {n: i for i, n in enumerate(template.instance_types)}

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from ...errors import CapacityError, InfrastructureError
+from ...gpus import gpus_text
 from ..base import MachineMix
 from .session import QUOTA_CODES, CAPACITY_CODES, QuotaError, error_code, error_message, is_transient, translate
 
@@ -174,7 +175,7 @@ def launch(ec2, attempts: list[Attempt], *, lease_id: str, launch_template_id: s
         raise QuotaError(f"account limit reached for every allowed instance type ({quota_hit})",
                          hint="request a quota increase (Service Quotas → EC2 → Running On-Demand/Spot "
                               "P or G instances) or ask for fewer --gpus")
-    raise CapacityError(f"no capacity for {attempts[0].offer.gpus if attempts else 0} GPUs in any allowed "
+    raise CapacityError(f"no capacity for {gpus_text(attempts[0].offer.gpus if attempts else 0)} in any allowed "
                         f"AZ / instance type ({tried})",
                         hint="try again later, add AZs or instance types to the template, or use fewer --gpus")
 

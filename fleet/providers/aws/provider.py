@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ...errors import EnvironmentProblem, FleetError, InfrastructureError, MachineUnreachable, UsageError
+from ...gpus import gpus_text
 from ...models import Lease, Machine, MachineState, Plan, utcnow
 from ...paths import subdir
 from ..base import (BaseProvider, DescribesLeases, HasLeaseMetadata, InterruptionNotices, LeaseWatch, MachineMix,
@@ -209,7 +210,7 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
                                                                    "left") from None
             if isinstance(exc, (FleetError, KeyboardInterrupt, SystemExit)):
                 raise
-            raise translate(exc, f"leasing {plan.gpus} GPUs for lease {lease_id}") from None
+            raise translate(exc, f"leasing {gpus_text(plan.gpus)} for lease {lease_id}") from None
         now = utcnow()
         return Lease(id=lease_id, provider=self.name, template=tpl.name, machines=machines, created_at=now,
                      deadline=now + timedelta(seconds=deadline_s),

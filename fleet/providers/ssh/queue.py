@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from ...gpus import gpus_text
 from ...models import utcnow
 
 STALE_S = 30.0
@@ -103,7 +104,7 @@ def reserve_or_wait(db, plan, lease_id: str, requests: list[tuple[str, int]], ca
     limit = max_gpus_per_user
     want = sum(n for _, n in requests)
     if limit is not None and want > limit:
-        raise CapacityError(f"{want} GPUs is more than one user may hold ({limit}, [queue] max_gpus_per_user)",
+        raise CapacityError(f"{gpus_text(want)} is more than one user may hold ({limit}, [queue] max_gpus_per_user)",
                             hint="ask for fewer GPUs")
 
     def over_limit() -> str | None:
