@@ -5,9 +5,11 @@ When the machine's record says the tree at dest holds snapshot X and its recorde
 untouched, a sync to snapshot Y changes only what differs: entries Y lacks (and anything else found
 on disk that Y does not hold as it is) are removed, new and changed entries are written, and every
 unchanged file stays the inode it was: nothing unchanged is read, hashed, linked or stamped again.
-A large changed file is rebuilt under a temp name from its old copy's unchanged chunks (an in-kernel
-copy, where the old way read each from the host cache and hashed it) plus the chunks that arrive,
-then renamed over the old one. This replaces rebuilding the whole
+A large file changed inside, its layout kept (the same chunks at the same offsets but for the
+change), is overwritten where it stands: only the changed chunks are written. Any other large
+changed file is rebuilt under a temp name from its old copy's unchanged chunks (an in-kernel copy,
+where the old way read each from the host cache and hashed it) plus the chunks that arrive, then
+renamed over the old one. This replaces rebuilding the whole
 tree beside the old one (O(files) links, stats and unlinks for a 1 % change).
 
 The record is removed first, so the tree is never "current" until the patch has finished and is
@@ -139,6 +141,57 @@ def rebuild_from_old(pfd, name, path, e, was, mode, cache, frames):
         cache.add_index(e["sha256"], e["chunks"])
 
 
+def overwrite_in_place(pfd, name, e, was, mode, cache, frames):
+    """Entry e written over its old copy (holding `was`) where it stands, when that is exact: every
+    chunk the old copy also holds sits at the same offset in both (a change that kept the file's
+    layout, as an update inside a fixed-size file does), the old copy is not linked elsewhere, and
+    most of its bytes stay. Only the other chunks are written; nothing else is read or copied.
+    False (nothing touched) when it is not exact."""
+    old_at, off = set(), 0
+    for h, n in was["chunks"]:
+        old_at.add((h, off))
+        off += n
+    held = {h for h, _off in old_at}
+    writes, kept, off = [], 0, 0
+    for h, n in e["chunks"]:
+        if (h, off) in old_at:
+            kept += n
+        elif h in held:
+            return False                        # moved within the file: rebuild_from_old copies it
+        else:
+            writes.append((h, off))
+        off += n
+    if kept * 2 < e["size"]:
+        return False
+    fd = os.open(name, _FILE_FLAGS, dir_fd=pfd)
+    try:
+        st = os.fstat(fd)
+        if st.st_nlink != 1:
+            return False
+        os.fchmod(fd, 0o600)                    # a read-only tree's file: writable by us for a moment
+        wfd = os.open(name, os.O_WRONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), dir_fd=pfd)
+    finally:
+        os.close(fd)
+    try:
+        if os.fstat(wfd).st_ino != st.st_ino:
+            raise Failure("%s changed while it was patched" % e["path"], None, e["path"])
+        for h, at in writes:
+            if h in frames.push:
+                data = frames.take(h, e["path"])
+                cache.put(h, data)              # the old copy's chunks are cached since it was built
+            else:
+                data = cache.read(h, e["path"])
+            view = memoryview(data)
+            while view:
+                k = os.pwrite(wfd, view, at)
+                view, at = view[k:], at + k
+        os.ftruncate(wfd, off)
+        os.fchmod(wfd, mode)
+    finally:
+        os.close(wfd)
+    return True
+
+
 def patch(plan, cache, frames, extra=None):
     """Bring the tree at the target's dest from the recorded old view to plan.view in place."""
     dest = plan.target["dest"]
@@ -170,7 +223,8 @@ def patch(plan, cache, frames, extra=None):
                 continue
             mode = (e["mode"] & ~0o222) & 0o7777
             if rel in plan.old:
-                rebuild_from_old(pfd, name, os.path.join(dest, rel), e, plan.old[rel], mode, cache, frames)
+                if not overwrite_in_place(pfd, name, e, plan.old[rel], mode, cache, frames):
+                    rebuild_from_old(pfd, name, os.path.join(dest, rel), e, plan.old[rel], mode, cache, frames)
             elif extra is not None and e.get("key") is not None:
                 extra((pfd, name), rel, e)      # an object fetched from S3 (see remote_helper)
             else:

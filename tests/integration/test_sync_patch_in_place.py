@@ -34,6 +34,7 @@ def _tree(root, rng):
     for i in range(300):
         (root / "small" / f"f{i:03d}.bin").write_bytes(rng.randbytes(2_000 + i))
     (root / "big.bin").write_bytes(rng.randbytes(6 * 1024 * 1024))       # many chunks
+    (root / "shifted.bin").write_bytes(rng.randbytes(3 * 1024 * 1024))
     (root / "gone").mkdir()
     (root / "gone" / "x.txt").write_text("removed later\n")
     (root / "becomes_dir").write_text("a file now, a directory later\n")
@@ -51,6 +52,7 @@ def test_a_changed_tree_is_patched_in_place_from_a_manifest_delta(fleet_home, lo
     first = sync_machine(m, store, [Target(dest, [v1.id], read_only=True)])
     assert _listing(dest) == _listing(src)
     inode = os.stat(f"{dest}/small/f000.bin").st_ino
+    big_inode = os.stat(f"{dest}/big.bin").st_ino
     root_inode = os.stat(dest).st_ino
 
     # change: 2 small files, 256 KiB inside the big one, a file and a directory removed, a file that
@@ -60,6 +62,8 @@ def test_a_changed_tree_is_patched_in_place_from_a_manifest_delta(fleet_home, lo
     with open(src / "big.bin", "r+b") as f:
         f.seek(3 * 1024 * 1024)
         f.write(rng.randbytes(256 * 1024))
+    shifted = (src / "shifted.bin").read_bytes()
+    (src / "shifted.bin").write_bytes(b"inserted at the front\n" + shifted)    # every chunk moves
     (src / "small" / "f010.bin").unlink()
     (src / "gone" / "x.txt").unlink()
     (src / "gone").rmdir()
@@ -79,8 +83,10 @@ def test_a_changed_tree_is_patched_in_place_from_a_manifest_delta(fleet_home, lo
     assert second.files_reused == 297                                    # 300 - 2 changed - 1 removed
     # the manifest crossed as a delta: a small fraction of the first (whole, compressed) manifest
     assert 0 < second.manifest_bytes < first.manifest_bytes / 4
-    # about the changed bytes crossed, not the big file again (its unchanged chunks came from its old copy)
-    assert second.bytes_sent < 1024 * 1024
+    # about the changed bytes crossed, not the large files again (their unchanged chunks came from their
+    # old copies: big.bin overwritten where it stands, shifted.bin rebuilt from its moved chunks)
+    assert second.bytes_sent < 2 * 1024 * 1024
+    assert os.stat(f"{dest}/big.bin").st_ino == big_inode
     for dirpath, dirs, files in os.walk(dest):                           # still read-only throughout
         for name in dirs + files:
             path = os.path.join(dirpath, name)
