@@ -223,19 +223,25 @@ class PriceCache:
         os.replace(tmp, self.path)
 
     def fresh(self, names: Iterable[str], refresh: bool = False) -> dict[str, dict]:
+        """The entries still within the TTL. The file is read as untrusted (edited, an older layout,
+        written on a computer whose clock ran ahead): an entry that is not well formed, holds a
+        price that is not a positive number, or was fetched in the future is not fresh, so it is
+        fetched again instead of failing the plan or being trusted forever."""
         if refresh:
             return {}
         now = self.clock()
-        entries = self._read().get("entries") or {}
-        return {n: entries[n] for n in names
-                if n in entries and now - float(entries[n].get("fetched_at", 0)) < self.ttl_s}
+        entries = self._read().get("entries")
+        if not isinstance(entries, dict):
+            return {}
+        return {n: entries[n] for n in names if _well_formed(entries.get(n), self.kind)
+                and 0 <= now - entries[n]["fetched_at"] < self.ttl_s}
 
     def store(self, values: dict[str, Any]) -> str:
         """Record `values` as fetched now; returns today's date (UTC) as stored."""
         now = self.clock()
         date = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%d")
         data = self._read()
-        entries = data.setdefault("entries", {})
+        entries = data["entries"] = data.get("entries") if isinstance(data.get("entries"), dict) else {}
         for name, value in values.items():
             entries[name] = {"value": value, "fetched_at": now, "date": date}
         data.pop("failed_at", None)
@@ -244,7 +250,8 @@ class PriceCache:
 
     def recently_failed(self) -> str | None:
         data = self._read()
-        if self.clock() - float(data.get("failed_at", 0)) < RETRY_FAILED_AFTER_S:
+        failed_at = data.get("failed_at")
+        if _number(failed_at) and 0 <= self.clock() - failed_at < RETRY_FAILED_AFTER_S:
             return str(data.get("failure") or "failed a moment ago")
         return None
 
@@ -252,6 +259,28 @@ class PriceCache:
         data = self._read()
         data.update(failed_at=self.clock(), failure=reason)
         self._write(data)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value
+
+
+def _positive_price(value: Any) -> bool:
+    try:
+        return isinstance(value, str) and Decimal(value).is_finite() and Decimal(value) > 0
+    except InvalidOperation:
+        return False
+
+
+def _well_formed(entry: Any, kind: str) -> bool:
+    """A cache entry as `store` writes it: fetched_at a number, a date, and the value an on-demand
+    price (None: the Price List has no such product) or spot's {AZ: price}."""
+    if not isinstance(entry, dict) or not _number(entry.get("fetched_at")) or not isinstance(entry.get("date"), str):
+        return False
+    value = entry.get("value")
+    if kind == "spot":
+        return isinstance(value, dict) and all(isinstance(z, str) and _positive_price(p) for z, p in value.items())
+    return value is None or _positive_price(value)
 
 
 def _reason(exc: BaseException) -> str:
