@@ -115,9 +115,15 @@ class Heartbeat:
                 if session is not None:
                     session.close()
 
+    def _is_forgotten(self, machine_id: str) -> bool:
+        with self._lock:
+            return machine_id in self._forgotten
+
     def _extend(self, machine: Machine, ttl: float) -> None:
         try:
             for attempt in (1, 2):
+                if self._is_forgotten(machine.id):
+                    return   # released while this beat was under way: nothing to extend or warn about
                 try:
                     session = self._sessions.get(machine.id)
                     if session is None:
@@ -135,7 +141,7 @@ class Heartbeat:
                     stale = self._sessions.pop(machine.id, None)
                     if stale:
                         stale.close()
-                    if attempt == 2 and not self._stop.is_set():
+                    if attempt == 2 and not self._stop.is_set() and not self._is_forgotten(machine.id):
                         self.warn(f"heartbeat to {machine.id} failed: {exc}")
         finally:
             with self._lock:
