@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 MODULE = "fleet.run.node_supervisor"
-NEEDS = ("paramiko", "boto3", "psycopg")   # SSH to the other nodes, the provider, the shared state
+NEEDS = ("paramiko", "boto3", "psycopg", "pyfastcdc")   # SSH to the nodes, the provider, the state, output snapshots
 
 
 def _missing_modules() -> list[str]:

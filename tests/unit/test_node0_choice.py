@@ -60,3 +60,16 @@ def test_a_later_attempt_from_node0_sets_node0s_own_time_aside_from_the_budget()
     assert _less_node0(_config(budget=None), node0).budget is None
     with pytest.raises(BudgetRefused, match="node 0"):
         _less_node0(_config(budget=Decimal("0.50"), max_duration_s=600), node0)
+
+
+def test_node0_without_the_modules_it_needs_says_so_in_one_line_and_starts_nothing(monkeypatch, capsys, tmp_path):
+    import io
+    import json
+
+    from fleet.run import node_supervisor
+    monkeypatch.setattr(node_supervisor, "NEEDS", ("json", "no_such_module_for_fleet"))
+    monkeypatch.setattr("sys.stdin", io.StringIO('{"spec": {}}\n'))
+    monkeypatch.setattr(node_supervisor, "_daemonize", lambda d: pytest.fail("started without its modules"))
+    assert node_supervisor.main([str(tmp_path)]) == 3
+    answer = json.loads(capsys.readouterr().out)
+    assert "lacks no_such_module_for_fleet" in answer["error"] and "\n" not in answer["error"]
