@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.timeout(300)
 COMMAND = ("sh -c 'echo started $FLEET_NODE_RANK; sleep 5; mkdir -p $FLEET_OUTPUT_DIR; "
            "echo result-$FLEET_NODE_RANK > $FLEET_OUTPUT_DIR/result.txt; echo finished $FLEET_NODE_RANK'")
 STORE = "s3://fleet-sandbox-snapshots/node0-runs"
+SECRET = "node0-handoff-secret-6f1c2a"   # the launcher's AWS secret key (moto accepts any)
 
 
 def _run_row(postgres_url: str, run_id: str) -> dict:
@@ -33,6 +35,13 @@ def _ledger(postgres_url: str, run_id: str) -> list[tuple[str, str, str, str, st
     with psycopg.connect(postgres_url) as db:
         return list(db.execute("SELECT machine_id, kind, segment_id, start_at, end_at FROM ledger "
                                "WHERE run_id = %s ORDER BY id", (run_id,)))
+
+
+def _state_dump(postgres_url: str) -> str:
+    import psycopg
+    with psycopg.connect(postgres_url) as db:
+        tables = [r[0] for r in db.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        return "\n".join(str(db.execute(f'SELECT * FROM "{t}"').fetchall()) for t in tables)
 
 
 def _latest_run(postgres_url: str) -> str:
@@ -52,7 +61,7 @@ def _cmdline(pid: int) -> str:
 def test_detached_aws_run_is_supervised_from_node0_after_the_launcher_is_killed(sandbox, tmp_path,  # noqa: F811
                                                                             postgres_url):
     env, home = sandbox
-    env = {**env, "FLEET_STATE_URL": postgres_url}
+    env = {**env, "FLEET_STATE_URL": postgres_url, "AWS_SECRET_ACCESS_KEY": SECRET}
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "fleet.toml").write_text(
@@ -80,6 +89,10 @@ def test_detached_aws_run_is_supervised_from_node0_after_the_launcher_is_killed(
     assert "/aws-sandbox/machines/" in node0_root and ".fleet-supervisor" in node0_root, node0_root
     assert row["meta"]["supervised_on"] in node0_root, (row["meta"], node0_root)
     assert not (home / "supervisors" / run_id).exists()
+    # The credentials handed to node 0 are in its supervisor's memory only: no file on node 0 has them.
+    supervisor_dir = Path(node0_root).parent
+    files = [p for p in supervisor_dir.rglob("*") if p.is_file()]
+    assert files and not [p for p in files if SECRET.encode() in p.read_bytes()]
 
     other = {**env, "FLEET_HOME": str(tmp_path / "second-home")}
     elsewhere = tmp_path / "elsewhere"
@@ -120,6 +133,7 @@ def test_detached_aws_run_is_supervised_from_node0_after_the_launcher_is_killed(
     assert wait_until(lambda: all(i["State"]["Name"] in ("terminated", "shutting-down")
                                   for i in _instances(env) if i["InstanceId"] not in before), 60)
     assert wait_until(lambda: not _cmdline(pid), 60)   # it ended with node 0
+    assert SECRET not in _state_dump(postgres_url)      # nor the state: runs, leases, records, logs
     assert wait_until(lambda: not [p for p in processes_under(home) if "aws-sandbox/machines" in p], 60), \
         processes_under(home)
 
