@@ -207,25 +207,27 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
         lease lands there until a probe finds it up), its slots are freed, and its watchdog still
         ends its processes at the last deadline it was given.
         """
-        results = dict(zip([m.id for m in lease.machines], self._stop_all(lease.machines)))
-        inv = self.inventory()
-        from .hosts import Probe
-        for m in lease.machines:
-            exc = results.get(m.id)
-            if isinstance(exc, MachineUnreachable) and m.provider_ref.get("host"):
-                inv.record_probe(m.provider_ref["host"], Probe(False, exc.one_line()))
-        ssh_slots.free(self.state.db, lease.id)
-        others = [e for e in results.values() if e is not None and not isinstance(e, MachineUnreachable)]
-        if others:
-            raise others[0]
+        self._stop_and_free(lease, lease.machines, None)
 
     def release_machines(self, lease: Lease, machine_ids: list[str]) -> None:
         """Those machines' processes ended and workdirs removed, their GPU slots freed for the
-        queue; the lease's other machines keep theirs."""
+        queue; the lease's other machines keep theirs. An unreachable one's host is marked down,
+        as `release` does."""
         wanted = set(machine_ids)
         machines = [m for m in lease.machines if m.id in wanted]
+        self._stop_and_free(lease, machines, [m.id for m in machines])
+
+    def _stop_and_free(self, lease: Lease, machines: list[Machine], free_ids: list[str] | None) -> None:
+        """Stop `machines`, mark the hosts of unreachable ones down (their processes may hold the
+        GPUs until the watchdog's deadline: no new lease lands there until a probe finds the host
+        up), then free the slots (`free_ids` None: all the lease's). Raises the first other error."""
         results = self._stop_all(machines)
-        ssh_slots.free(self.state.db, lease.id, [m.id for m in machines])
+        inv = self.inventory()
+        from .hosts import Probe
+        for m, exc in zip(machines, results):
+            if isinstance(exc, MachineUnreachable) and m.provider_ref.get("host"):
+                inv.record_probe(m.provider_ref["host"], Probe(False, exc.one_line()))
+        ssh_slots.free(self.state.db, lease.id, free_ids)
         others = [e for e in results if e is not None and not isinstance(e, MachineUnreachable)]
         if others:
             raise others[0]
