@@ -8,6 +8,7 @@ site-packages. `fleet config schema` prints or writes the schema of the installe
 "Editors")."""
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -72,6 +73,8 @@ def schema_text() -> str:
 def write_schema(path: Path) -> Path:
     """Write the schema to `path` whole (a temporary file renamed over it), for an editor to read."""
     path = path.expanduser()
+    if not path.name or path.is_dir():   # `-o .`: no file name to write beside it
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
