@@ -172,6 +172,16 @@ def test_one_gpu_is_never_one_gpus(tmp_path):
     assert "1 GPUs" not in listed.stdout + listed.stderr
 
 
+def test_each_provider_plans_with_its_own_default_template_not_local_4gpu(tmp_path, fleet_home):
+    """Issue 17: `--provider aws` / `ssh` kept local-4gpu (AWS: tests/e2e/test_aws_sandbox.py)."""
+    from tests.conftest import run_fleet
+    (tmp_path / "fleet.toml").write_text('command = "true"\n[[hosts]]\naddress = "127.0.0.1"\nport = 9\ngpus = 4\n')
+    for provider, template in (("ssh", "hosts"), ("slurm", "slurm-1gpu"), ("local", "local-4gpu")):
+        planned = run_fleet(["up", "--provider", provider, "--gpus", "4", "--dry-run", "--json"], cwd=tmp_path)
+        assert planned.returncode == 0, planned.stderr
+        assert json.loads(planned.stdout)["plan"]["template"] == template
+
+
 def test_the_run_record_keeps_the_gpu_type_for_a_rerun(tmp_path):
     from fleet.run.record import config_for_record
     assert config_for_record(_config(tmp_path, gpus=8, gpu_type=GpuType("A100", 80)))["gpu_type"] == "A100-80GB"
