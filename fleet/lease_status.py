@@ -152,9 +152,12 @@ def _ask(state, name: str, records: list[dict], now: datetime) -> dict[str, dict
     if ttl > 0 and out:
         from datetime import timedelta
         until = (seen_at + timedelta(seconds=ttl)).isoformat()
-        state.save_observations([(mid, lease_id, st, detail, seen_iso, until)
-                                 for lease_id, by_machine in out.items()
-                                 for mid, (st, detail, _) in by_machine.items()])
+        try:
+            state.save_observations([(mid, lease_id, st, detail, seen_iso, until)
+                                     for lease_id, by_machine in out.items()
+                                     for mid, (st, detail, _) in by_machine.items()])
+        except Exception:  # noqa: BLE001 — a state it cannot write to (read-only, locked): asked again next time
+            pass
     return out
 
 

@@ -131,3 +131,15 @@ def test_the_note_says_how_old_the_remembered_states_are(remote):
 def test_no_note_for_states_read_now(remote):
     state, _ = remote
     assert remembered_note(status(state, refresh=True)) is None
+
+
+def test_a_state_it_cannot_write_still_gets_its_status(remote, monkeypatch):
+    """Remembering is a convenience: a store that refuses the write (read-only, locked) still lists
+    every lease with what the provider said, and the next status asks again."""
+    state, ids = remote
+
+    def refuse(rows):
+        raise PermissionError("read-only database")
+    monkeypatch.setattr(state, "save_observations", refuse)
+    assert _states(status(state)) == {"running"} and len(status(state)) == len(ids)
+    assert _Remote.calls == 2

@@ -41,6 +41,9 @@ EXPIRY_GRACE_S = 15 * 60      # fleet:expires-at = launch + max_duration + this 
 CREATE_TAGS_CHUNK = 1000      # EC2 takes up to 1000 resource ids per CreateTags
 
 
+FILTER_VALUES_MAX = 200     # EC2's limit on the values of one DescribeInstances filter
+
+
 def lease_dir(lease_id: str) -> Path:
     return subdir("leases") / lease_id
 
@@ -309,13 +312,18 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
         return lease_states(lease, found)
 
     def describe_leases(self, leases: list[Lease]) -> dict[str, list[MachineState]]:
-        """Every lease's machines from one paginated DescribeInstances (the region's instances that
-        carry a `fleet:lease` tag), however many leases: `fleet status` calls this."""
+        """Every lease's machines from one paginated DescribeInstances (the region's instances tagged
+        with one of these leases, or with any `fleet:lease` past 200 leases), however many leases:
+        `fleet status` calls this."""
         if not leases:
             return {}
         ids = {lease.id for lease in leases}
+        # Up to EC2's 200 values per filter, only these leases' instances (a teammate's thousand
+        # leases in the same account are not fetched and parsed: seconds); beyond, every fleet
+        # instance. One call either way.
+        by_value = {TAG_LEASE: sorted(ids)} if len(ids) <= FILTER_VALUES_MAX else {}
         try:
-            instances = find_instances(self._ec2_for(leases[0]), {}, states=(), tag_keys=(TAG_LEASE,))
+            instances = find_instances(self._ec2_for(leases[0]), by_value, states=(), tag_keys=(TAG_LEASE,))
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"describing {len(leases)} lease(s)") from None
         by_lease: dict[str, dict[str, dict[str, Any]]] = {i: {} for i in ids}
