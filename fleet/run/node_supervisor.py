@@ -125,7 +125,8 @@ def _run(config, spec, payload: dict[str, Any], provider, lease, events) -> int:
     def attempt(config, *, events, options):
         if not first:   # the lease the launcher made; later attempts lease from here, as any supervisor
             first.append(True)
-            return Pipeline(config, handed, options=options, events=events).run()
+            return _unless_node0_lost(Pipeline(config, handed, options=options, events=events).run(),
+                                      handed.node0, config)
         return Pipeline(_less_node0(config, handed.node0), PinnedNewLease(provider, pins), options=options,
                         events=events).run()
 
@@ -133,6 +134,26 @@ def _run(config, spec, payload: dict[str, Any], provider, lease, events) -> int:
     summary = run_managed(config, options=spec.options(), events=sink, run=attempt)
     events.ended(summary.to_json())
     return summary.exit_code
+
+
+def _unless_node0_lost(summary, node0, config):
+    """Node 0 lost (its spot notice, or gone under the command) takes this supervisor with it: no
+    attempt is started that nothing would supervise. The run ends here; its checkpoints are in
+    the store for `fleet up --resume`."""
+    if not summary.machines_lost or node0.id not in (summary.message or ""):
+        return summary
+    from .recovery import _link
+    message = (f"{summary.message}; not resumed: node 0 runs this run's supervisor (`fleet up --resume "
+               f"{summary.run_id}` continues from its checkpoints)")
+    final = summary.updated(machines_lost=None, message=message)
+    try:
+        from ..state import open_state
+        open_state(config.state_url).finish_run(summary.run_id, final.status, final.exit_code,
+                                                {"summary": final.to_json()})
+    except Exception:  # noqa: BLE001 — the attempt's own record stands; this is the verdict
+        pass
+    _link(summary.run_id, None, config)   # followers stop here
+    return final
 
 
 def _less_node0(config, node0):

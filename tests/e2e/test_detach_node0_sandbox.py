@@ -238,3 +238,38 @@ def test_without_a_shared_state_the_supervisor_stays_here_and_says_why(sandbox, 
     assert "supervisor stays on this computer" in up.stderr and "SQLite" in up.stderr, up.stderr
     attach = run_fleet(["attach", handoff["run_id"]], cwd=exp, env=env, timeout=240)
     assert attach.returncode == 0 and "[0] hello from 0" in attach.stdout, attach.stdout + attach.stderr
+
+
+def test_a_spot_notice_for_node0_ends_the_run_with_its_checkpoints_and_starts_no_attempt(  # noqa: F811
+        sandbox, tmp_path, postgres_url):
+    """Node 0 carries the supervisor: its own reclaim notice stops the run (every rank checkpoints)
+    and no attempt 2 is leased that nothing would supervise."""
+    import boto3
+    from fleet.providers.aws.sandbox import Sandbox
+    from tests.e2e.test_checkpoints import TRAIN
+    env, home = sandbox
+    env = {**env, "FLEET_STATE_URL": postgres_url, "FLEET_GRACE": "10"}
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "train.py").write_text(TRAIN)
+    (exp / "fleet.toml").write_text(
+        f'project = "node0-lost"\nprovider = "aws"\ntemplate = "aws-1gpu"\nmax_duration = "10m"\n'
+        f'store = "{STORE}"\ncommand = "python train.py 600 0.1"\nrecovery = "spot"\nmax_restarts = 2\n')
+    before = {i["InstanceId"] for i in _instances(env)}
+    up = run_fleet(["up", "-d", "--gpus", "2", "--json"], cwd=exp, env=env, timeout=240)
+    assert up.returncode == 0, up.stderr
+    run_id = json.loads(up.stdout)["run_id"]
+    assert wait_until(lambda: "] rank 1 attempt 1" in run_fleet(["logs", run_id], cwd=exp, env=env).stdout, 120)
+    node0 = _run_row(postgres_url, run_id)["meta"]["supervised_on"]
+    ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                       aws_access_key_id="sandbox", aws_secret_access_key="sandbox")
+    reclaim = Sandbox(root=home / "aws-sandbox" / "machines").interrupt(node0, ec2, after_s=30)
+    attach = run_fleet(["attach", run_id, "--json"], cwd=exp, env=env, timeout=240)
+    reclaim.join(timeout=60)
+    assert attach.returncode != 0, attach.stdout
+    summary = json.loads(attach.stdout)
+    assert summary["status"] == "error" and "not resumed: node 0" in summary["message"], summary
+    assert summary["checkpoints"] and f"--resume {run_id}" in summary["message"], summary
+    assert "attempt 2" not in attach.stderr, attach.stderr[-2000:]
+    mine = {i["InstanceId"]: i["State"]["Name"] for i in _instances(env) if i["InstanceId"] not in before}
+    assert len(mine) == 2 and set(mine.values()) <= {"terminated", "shutting-down"}, mine   # none leased after
