@@ -313,3 +313,8 @@ def main(stream=None, first=None):
 
 if __name__ == "__main__":
     main(globals().get("STREAM"), globals().get("FIRST"))
+    if "STREAM" in globals():
+        # Run by the bootstrap on a sync channel: every answer is written and flushed, and nothing
+        # else needs tearing down; the channel (and the controller waiting for it) closes sooner.
+        sys.stdout.flush()
+        os._exit(0)
