@@ -61,7 +61,8 @@ def launch_waiting(try_launch: Callable[[Callable[[Any, str], None]], T], watch:
                 watch.on_queue(QueueStatus(job=lease_id, state="WAITING", reason=reason, waited_s=waited))
                 pause_until = time.monotonic() + min(BACKOFF_CAP_S, BACKOFF_START_S * 2 ** rounds,
                                                      max(0.0, max_wait - waited))
-                rounds += 1
+                # Doubling stops once past the cap: 2**1024 is not a float (round 1,025: ~17 h in).
+                rounds = min(rounds + 1, 32)
                 while (left := pause_until - time.monotonic()) > 0:
                     queue.touch(lease_id, reason)
                     if watch.cancel.wait(min(TOUCH_EVERY_S, left)):
