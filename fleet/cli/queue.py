@@ -26,7 +26,8 @@ def queue_command(json_out: bool = typer.Option(False, "--json", help="Print the
     if not waiters:
         print("nothing is waiting for GPU slots or capacity")
         return 0
-    print(text_table(["#", "LEASE", "USER", "PROJECT", "GPUS", "SINCE", "WHY"],
-                     [[str(w.position), w.lease_id, w.owner, w.project, str(w.gpus), w.requested_at[:19] + "Z",
-                       w.reason] for w in waiters]))
+    # '#': the place in its provider's line (an AWS capacity wait never holds up team hosts)
+    print(text_table(["#", "PROVIDER", "LEASE", "USER", "PROJECT", "GPUS", "SINCE", "WHY"],
+                     [[str(w.position), w.provider, w.lease_id, w.owner, w.project, str(w.gpus),
+                       w.requested_at[:19] + "Z", w.reason] for w in waiters]))
     return 0

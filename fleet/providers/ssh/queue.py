@@ -65,12 +65,19 @@ class WaitQueue:
             self.db.execute("DELETE FROM lease_waits WHERE lease_id = ?", (lease_id,))
 
     def waiting(self) -> list[Waiter]:
-        """Live waiters, first come first; position 1 is the next to be served."""
+        """Live waiters, first come first; position 1 is the next to be served in its provider's
+        line (each provider's waiters queue among themselves, and one held back by its own user's
+        limit holds up nobody), as `ahead_of` counts."""
         fresh = (utcnow() - timedelta(seconds=STALE_S)).isoformat()
         rows = self.db.execute("SELECT * FROM lease_waits WHERE seen_at >= ? ORDER BY requested_at, lease_id",
                                (fresh,))
-        return [Waiter(**{k: r[k] for k in Waiter.__dataclass_fields__ if k != "position"}, position=i + 1)
-                for i, r in enumerate(rows)]
+        out, ahead = [], {}
+        for r in rows:
+            out.append(Waiter(**{k: r[k] for k in Waiter.__dataclass_fields__ if k != "position"},
+                              position=ahead.get(r["provider"], 0) + 1))
+            if not r["over_limit"]:
+                ahead[r["provider"]] = ahead.get(r["provider"], 0) + 1
+        return out
 
     def ahead_of(self, lease_id: str, provider: str | None = None) -> int:
         """How many live waiters (of `provider`: a cloud waiting for capacity never holds up the
