@@ -51,6 +51,8 @@ class LogShipper:
         return both
 
     def add(self, label: str, stream: str, line: str) -> None:
+        # PostgreSQL text cannot hold NUL: one would fail the whole batch, every rank's lines with it.
+        line = line.replace("\x00", "\ufffd")
         text = f"{line}\n" if stream == "out" else f"[stderr] {line}\n"   # as the rank's log file has it
         with self._lock:
             self._pending.setdefault(label, []).append(text)
