@@ -16,7 +16,7 @@ state. Where each machine's state comes from:
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 LIVE_READ = "local"     # the provider whose machines are read on this computer, without the provider
 
@@ -106,15 +106,21 @@ def _observe(state, records: list[dict], now: datetime, *, check: bool, refresh:
     return observed
 
 
+FUTURE_SLACK = timedelta(seconds=5)   # another computer's clock this far ahead still counts as now
+
+
 def _remembered_usable(record: dict, now: datetime) -> bool:
-    """Every machine has a remembered answer still fresh, and none predates a deadline passed since."""
+    """Every machine has a remembered answer still fresh, and none predates a deadline passed since.
+    An answer stamped in the future (a teammate's computer whose clock runs ahead wrote it) is not
+    fresh: its fresh_until would hold for as long as that clock is ahead."""
     if not record["machines"]:
         return False
     deadline = _time(record["deadline"])
     passed = deadline is not None and deadline < now
     for m in record["machines"]:
         seen = m["observed"]
-        if not seen or _time(seen[3]) <= now or (passed and _time(seen[2]) < deadline):
+        if not seen or _time(seen[3]) <= now or _time(seen[2]) > now + FUTURE_SLACK or \
+                (passed and _time(seen[2]) < deadline):
             return False
     return True
 
@@ -150,7 +156,6 @@ def _ask(state, name: str, records: list[dict], now: datetime) -> dict[str, dict
            for lease_id, states in found.items()}
     ttl = provider.observed_state_ttl_s if batched else 0    # DescribesLeases declares it
     if ttl > 0 and out:
-        from datetime import timedelta
         until = (seen_at + timedelta(seconds=ttl)).isoformat()
         try:
             state.save_observations([(mid, lease_id, st, detail, seen_iso, until)
