@@ -72,6 +72,7 @@ class RunContext:
     lost_machines: set = field(default_factory=set)   # ids of machines that vanished under the command
     budget: Any = None                 # fleet.run.budget.RunBudget once stage "budget" granted the run
     heartbeat: Any = None              # fleet.heartbeat.Heartbeat of a fresh lease (forget: machines released early)
+    released_early: dict = field(default_factory=dict)   # machine id → when a sweep's pool gave it back (shrink.py)
 
     def request_stop(self, reason: str, message: str = "") -> None:
         if not self.stop_reason:

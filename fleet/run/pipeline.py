@@ -324,7 +324,8 @@ def _assemble(ctx: RunContext, lease: Lease | None, outcome: _Outcome, collected
     return RunSummary(
         run_id=ctx.run_id, lease_id=ctx.lease_id, status=outcome.status, exit_code=int(outcome.exit_code),
         provider=offer.provider, template=offer.template.name, gpus=offer.gpus,
-        machines=len(lease.machines) if lease is not None else offer.machine_count,
+        # Machines a sweep's pool gave back early (fleet/sweep/shrink.py) were leased and billed too.
+        machines=len(lease.machines) + len(ctx.released_early) if lease is not None else offer.machine_count,
         simulated_gpus=offer.template.simulated_gpus, run_dir=str(ctx.run_dir),
         started_at=to_jsonable(ctx.started_at), ended_at=to_jsonable(ended),
         duration_s=round((ended - ctx.started_at).total_seconds(), 3), released=released.released,

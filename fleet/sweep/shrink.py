@@ -67,6 +67,8 @@ class PoolShrink:
             ctx.lease.machines = [m for m in lease.machines if m.id not in set(ids)]
             for mid in ids:
                 self.released[mid] = to_jsonable(at)
+            # The pool run's summary and record still count them: leased and billed by this run.
+            ctx.released_early = dict(self.released)
         self.events.phase("release", f"{why}: released {len(ids)} machine(s) ({', '.join(ids)}); "
                                      f"{len(ctx.lease.machines)} still up")
         return ids
