@@ -231,7 +231,8 @@ def ssh_argv(lease_id: str, node: int = 0, command: list[str] | None = None, sta
     except StopIteration:
         raise NotFound(f"lease {lease.id} has no node {node}",
                        hint=f"nodes: 0..{len(lease.machines) - 1}" if lease.machines else None) from None
-    known = subdir("leases") / lease.id / "known_hosts"
+    from .paths import plain_name
+    known = subdir("leases") / plain_name(lease.id, "lease id") / "known_hosts"
     known.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     host_id = m.host if m.port == 22 else f"[{m.host}]:{m.port}"
     known.write_text(f"{host_id} {m.host_key}\n")

@@ -51,6 +51,18 @@ def _check_mode(home: Path) -> None:
               file=sys.stderr, flush=True)
 
 
+def plain_name(value: object, what: str) -> str:
+    """An id read back from the state (which a team may share: every teammate can write its rows)
+    about to become a file name under FLEET_HOME: a plain name, never a path. A planted lease id
+    `../../x` would otherwise make a release delete, or write, outside FLEET_HOME."""
+    if not (isinstance(value, str) and 0 < len(value) <= 200 and value[0] != "."
+            and all(c.isalnum() or c in "._-" for c in value)):
+        from .errors import UsageError
+        raise UsageError(f"{what} {value!r} is not a plain name: not used as a path under FLEET_HOME",
+                         hint="was the state database edited by hand or by someone else?")
+    return value
+
+
 def subdir(name: str) -> Path:
     path = fleet_home() / name
     path.mkdir(parents=True, exist_ok=True, mode=0o700)

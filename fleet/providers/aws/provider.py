@@ -45,7 +45,8 @@ FILTER_VALUES_MAX = 200     # EC2's limit on the values of one DescribeInstances
 
 
 def lease_dir(lease_id: str) -> Path:
-    return subdir("leases") / lease_id
+    from ...paths import plain_name
+    return subdir("leases") / plain_name(lease_id, "lease id")
 
 
 class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDeadline,

@@ -13,10 +13,10 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable
 
-from ...errors import Cancelled
+from ...errors import Cancelled, UsageError
 from ...keys import generate_ed25519
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
-from ...paths import subdir
+from ...paths import plain_name, subdir
 from ..base import (BaseProvider, DescribesLeases, ReleasesMachines, ReportsMachines, StopsOnCancel,
                     SweepsLeftovers, check_machine_count)
 from .liveness import machine_state
@@ -26,7 +26,7 @@ from .templates import DEFAULT_TEMPLATE, LOCAL_TEMPLATES
 
 
 def lease_key_path(lease_id: str) -> Path:
-    return subdir("leases") / lease_id / "id_ed25519"
+    return subdir("leases") / plain_name(lease_id, "lease id") / "id_ed25519"
 
 
 class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftovers, DescribesLeases,
@@ -150,7 +150,7 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
         return states
 
     def release(self, lease: Lease) -> None:
-        dirs = [Path(m.provider_ref["dir"]) for m in lease.machines if m.provider_ref.get("dir")]
+        dirs = _owned_dirs(lease.machines)
         # Also those the state never recorded (controller killed inside lease()): every machine of the lease.
         dirs += [d for d in self._lease_dirs(lease) if d not in dirs]
         self._release_dirs(dirs)
@@ -160,8 +160,7 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
         """Stop those machines (sshd, watchdog, their processes) and delete their directories; the
         lease's key stays for the others."""
         wanted = set(machine_ids)
-        self._release_dirs([Path(m.provider_ref["dir"]) for m in lease.machines
-                            if m.id in wanted and m.provider_ref.get("dir")])
+        self._release_dirs(_owned_dirs([m for m in lease.machines if m.id in wanted]))
 
     def _release_dirs(self, dirs: list[Path]) -> None:
         existing = [d for d in dirs if d.exists()]
@@ -205,6 +204,23 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
         orphans = self.orphan_dirs(live_machine_ids)
         self._release_dirs(orphans)
         return [d.name for d in orphans]
+
+
+def _owned_dirs(machines) -> list[Path]:
+    """The machines' directories, each only if it is one this provider makes (a plain name directly
+    in FLEET_HOME/machines): the state holds the path, and a planted row naming any other directory
+    must not get it stopped and deleted at release."""
+    root, out = subdir("machines"), []
+    for m in machines:
+        ref = m.provider_ref.get("dir")
+        if not ref:
+            continue
+        d = Path(ref)
+        if d.parent != root:
+            raise UsageError(f"machine {m.id}'s directory {ref} is not in {root}: not stopping or deleting it",
+                             hint="was the state database edited by hand or by someone else?")
+        out.append(root / plain_name(d.name, "machine directory"))
+    return out
 
 
 def _end_machine_dir(d: Path) -> None:
