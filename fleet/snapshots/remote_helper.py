@@ -189,12 +189,12 @@ def bases(todo, need, cache):
 
 
 def canonical(body):
-    """A manifest's canonical bytes (fleet/snapshots/manifest.py): sorted keys, no whitespace, ASCII,
-    entries sorted by path; `deleted` only when there are some."""
+    """(the manifest as its canonical bytes would parse, those bytes): fleet/snapshots/manifest.py's
+    form, sorted keys, no whitespace, ASCII, entries sorted by path, `deleted` only when there are some."""
     out = {"format": body["format"], "entries": sorted(body["entries"], key=lambda e: e["path"])}
     if body.get("deleted"):
         out["deleted"] = sorted(body["deleted"])
-    return json.dumps(out, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    return out, json.dumps(out, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def receive_manifests(stream, cache, manifests):
@@ -214,12 +214,12 @@ def receive_manifests(stream, cache, manifests):
             drop = set(delta["drop"]) | set(e["path"] for e in delta["put"])
             body = {"format": delta["format"], "deleted": delta["deleted"],
                     "entries": [e for e in old["entries"] if e["path"] not in drop] + delta["put"]}
-            raw = canonical(body)
+            body, raw = canonical(body)
             if hashlib.sha256(raw).hexdigest() != sid:
                 again.append(sid)
                 continue
             blob = zlib.compress(raw, 1)
-            manifests[sid] = json.loads(raw)
+            manifests[sid] = body               # what json.loads(raw) would give, without parsing it
         else:
             raw = zlib.decompress(blob)
             if hashlib.sha256(raw).hexdigest() != sid:
