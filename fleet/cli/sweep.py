@@ -140,7 +140,10 @@ def print_sweep(summary) -> None:
 
 
 def text_table(columns: list[str], rows: list[list[str]]) -> str:
-    """Columns padded to their widest cell; never cut (a run id or a reason is read whole)."""
+    """Columns padded to their widest cell; never cut (a run id or a reason is read whole); control
+    characters shown, not sent to the terminal (fleet.render.text.printable)."""
+    from ..render.text import printable
+    rows = [[printable(str(c)) for c in row] for row in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(columns, *rows)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [columns, *rows]]
     return "\n".join(lines)

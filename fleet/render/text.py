@@ -11,15 +11,27 @@ import sys
 from .table import RIGHT, TOTAL, Table
 
 PLAIN_ABOVE_ROWS = 100
+# Control characters shown, never sent: cells hold what teammates wrote into a shared state (owners,
+# projects, queue reasons, commands), and a terminal obeys ESC sequences (set the clipboard, clear
+# the screen). C0 as ^X (ESC as ^[), DEL as ^?, C1 as U+FFFD; a line break stays (multi-line cells).
+_SHOWN = {**{i: f"^{chr(i + 64)}" for i in range(32) if i != 10}, 127: "^?", **{i: "\ufffd" for i in range(0x80, 0xa0)}}
+
+
+def printable(text: str) -> str:
+    """`text` with its control characters made visible (see _SHOWN); isprintable, in C, spares the
+    translation for the usual cell (a thousand rows of `fleet status`)."""
+    return text if text.isprintable() else text.translate(_SHOWN)
 
 
 def to_text(table: Table) -> str:
     """A plain aligned table: title, headings, a rule, rows (a rule before a total), notes."""
     cols = table.columns
     if not table.rows and table.empty:
-        return table.empty + "\n"
+        return printable(table.empty) + "\n"
+    rows = [(row, row.cells if all(map(str.isprintable, row.cells)) else [printable(c) for c in row.cells])
+            for row in table.rows]
     widths = [len(c.title) for c in cols]
-    for i, column in enumerate(zip(*(row.cells for row in table.rows))):   # column by column, in C
+    for i, column in enumerate(zip(*(cells for _row, cells in rows))):   # column by column, in C
         widths[i] = max(widths[i], max(map(len, column)))
     # One format string for every line (a thousand rows: ~1 ms instead of ~5 ms cell by cell).
     fmt = "  ".join(f"{{:{'>' if c.align == RIGHT else '<'}{w}}}" for c, w in zip(cols, widths))
@@ -28,13 +40,13 @@ def to_text(table: Table) -> str:
         return fmt.format(*cells).rstrip()
 
     rule = line(["-" * w for w in widths])
-    out = [table.title] if table.title else []
+    out = [printable(table.title)] if table.title else []
     out += [line([c.title for c in cols]), rule]
-    for row in table.rows:
+    for row, cells in rows:
         if row.emphasis == TOTAL:
             out.append(rule)
-        out.append(line(row.cells))
-    out += [f"note: {n}" for n in table.notes]
+        out.append(line(cells))
+    out += [f"note: {printable(n)}" for n in table.notes]
     return "\n".join(out) + "\n"
 
 
@@ -43,20 +55,20 @@ def to_rich(table: Table, console) -> None:
     from rich.markup import escape
     from rich.table import Table as RichTable
     if not table.rows and table.empty:
-        console.print(table.empty, markup=False, highlight=False)
+        console.print(printable(table.empty), markup=False, highlight=False)
         return
-    out = RichTable(title=escape(table.title) if table.title else None, title_justify="left")
+    out = RichTable(title=escape(printable(table.title)) if table.title else None, title_justify="left")
     for c in table.columns:
         out.add_column(c.title, justify=c.align, no_wrap=c.no_wrap, overflow="fold")   # never cut an id
     for row in table.rows:
         if row.emphasis == TOTAL:
             out.add_section()
-        cells = [escape(cell) if not style else f"[{style}]{escape(cell)}[/]"
+        cells = [escape(printable(cell)) if not style else f"[{style}]{escape(printable(cell))}[/]"
                  for cell, style in zip(row.cells, row.styles or (None,) * len(row.cells))]
         out.add_row(*cells, style="bold" if row.emphasis == TOTAL else None)
     console.print(out)
     for n in table.notes:
-        console.print(f"note: {n}", highlight=False, markup=False)
+        console.print(f"note: {printable(n)}", highlight=False, markup=False)
 
 
 def table_string(table: Table, width: int = 120) -> str:
@@ -74,7 +86,7 @@ def rich_width(table: Table) -> int:
     one space either side, and a border between and around columns."""
     widths = [len(c.title) for c in table.columns]
     for row in table.rows:
-        widths = [max(w, *map(len, cell.splitlines() or [""])) for w, cell in zip(widths, row.cells)]
+        widths = [max(w, *map(len, printable(cell).splitlines() or [""])) for w, cell in zip(widths, row.cells)]
     return sum(widths) + 3 * len(widths) + 1
 
 
