@@ -216,7 +216,7 @@ def _owned_dirs(machines) -> list[Path]:
         if not ref:
             continue
         d = Path(ref)
-        if d.parent != root:
+        if d.parent != root and Path(os.path.realpath(d)).parent != Path(os.path.realpath(root)):
             raise UsageError(f"machine {m.id}'s directory {ref} is not in {root}: not stopping or deleting it",
                              hint="was the state database edited by hand or by someone else?")
         out.append(root / plain_name(d.name, "machine directory"))
