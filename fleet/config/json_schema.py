@@ -76,9 +76,15 @@ def write_schema(path: Path) -> Path:
     if not path.name or path.is_dir():   # `-o .`: no file name to write beside it
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # O_EXCL under an unpredictable name: in a directory others can write (/tmp), a name from the
+    # pid alone could be a symlink planted to have the schema written over one of the caller's files.
+    import tempfile
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
-        tmp.write_text(schema_text(), encoding="utf-8")
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(schema_text())
+        os.chmod(tmp, 0o644)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
