@@ -23,6 +23,7 @@ import os
 
 INDEX = "index.txt"
 SIZE, ADDED = "size.txt", "added.txt"   # bytes held at the last walk; bytes each sync added since
+WALK_EVERY_S = 3600                     # an estimate older than this is checked by a walk
 EMPTY = hashlib.sha256(b"").hexdigest()
 
 
@@ -274,10 +275,15 @@ class Cache:
 
     def estimate(self):
         """Bytes the cache holds: what the last walk counted plus what every sync since added
-        (evictions and corrupt entries dropped since only make it high); None before any walk."""
+        (evictions and corrupt entries dropped since only make it high); None before any walk, or
+        when that walk is over WALK_EVERY_S old (what an older fleet on the host added is not in
+        added.txt: the estimate never trails the cache by longer than that)."""
+        import time
         try:
             with open(os.path.join(self.root, SIZE)) as f:
                 total = int(f.read())
+                if os.fstat(f.fileno()).st_mtime < time.time() - WALK_EVERY_S:
+                    return None
         except (OSError, ValueError):
             return None
         try:

@@ -47,3 +47,15 @@ def test_a_cache_from_before_the_estimate_is_walked_once(tmp_path):
     assert not (root / "size.txt").exists() and _estimate(root, 6000) is None
     assert _fill(root, 6000, [b"z" * 10]) >= 5000                  # walked: over the cap
     assert int((root / "size.txt").read_text()) <= 6000
+
+
+def test_an_estimate_older_than_an_hour_is_checked_by_a_walk(tmp_path):
+    """Entries an older fleet added (it appends nothing to added.txt) are found by the next walk."""
+    root = tmp_path / "cache"
+    _fill(root, 10_000, [b"a" * 3000])
+    assert _estimate(root, 10_000) == 3000
+    old = os.path.getmtime(root / "size.txt") - 2 * remote_cache.WALK_EVERY_S
+    os.utime(root / "size.txt", (old, old))
+    assert _estimate(root, 10_000) is None
+    _fill(root, 10_000, [b"b" * 10])                               # walks, counts again
+    assert _estimate(root, 10_000) == 3010
