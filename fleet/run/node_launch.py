@@ -231,14 +231,14 @@ def _last_json(text: str) -> dict[str, Any]:
 def _follow(session, remote: str, pid: int, run_id: str, lease_id: str, events: Events) -> Handoff:
     """Node 0's progress (its events.jsonl, read over SSH) until the first phase after staging.
     Ctrl-C here asks it to stop (SIGTERM), and its end is followed as an attached run's."""
-    path = shlex.quote(f"{remote}/{EVENTS}")
+    path = f"{remote}/{EVENTS}"
     offset = 0
     cancelled: list[bool] = []
     previous = signal.getsignal(signal.SIGINT)
 
     def forward(signum, _frame) -> None:
         cancelled.append(True)
-        session.run(f"kill -TERM {pid}", check=False, timeout=30)
+        session.run(f"kill -TERM {shlex.quote(str(int(pid)))}", check=False, timeout=30)
 
     import threading
     in_main = threading.current_thread() is threading.main_thread()   # signal handlers: main thread only
@@ -247,7 +247,8 @@ def _follow(session, remote: str, pid: int, run_id: str, lease_id: str, events: 
     try:
         end = time.monotonic() + HANDOFF_TIMEOUT_S
         while time.monotonic() < end:
-            out = session.run(f"tail -c +{offset + 1} {path} 2>/dev/null; kill -0 {pid} 2>/dev/null || echo '#gone'",
+            out = session.run(f"tail -c +{shlex.quote(str(offset + 1))} {shlex.quote(path)} 2>/dev/null; "
+                              f"kill -0 {shlex.quote(str(int(pid)))} 2>/dev/null || echo '#gone'",
                               check=False, timeout=60).stdout
             gone = out.endswith("#gone\n")
             data = out[:-len("#gone\n")] if gone else out
@@ -297,12 +298,12 @@ def stop_on_node0(state, run: dict[str, Any], events: Events, *, wait_s: float) 
     remote = f"{node0.workdir}/{REMOTE_DIR}"
     try:
         with connect(node0, timeout=10) as session:
-            argv = session.run(f"cat /proc/{pid}/cmdline", check=False, timeout=30).stdout.split("\0")
+            argv = session.run(f"cat /proc/{shlex.quote(str(int(pid)))}/cmdline", check=False, timeout=30).stdout.split("\0")
             if "fleet.run.node_supervisor" not in argv or remote not in argv:
                 return False
             events.phase("release", f"asking the supervisor of run {run['id']} on node 0 ({node0.id}, pid {pid}) "
                                     "to stop")
-            session.run(f"kill -TERM {pid}", check=False, timeout=30)
+            session.run(f"kill -TERM {shlex.quote(str(int(pid)))}", check=False, timeout=30)
     except FleetError as exc:
         events.warn(f"could not reach the supervisor of run {run['id']} on node 0: {exc.one_line()}")
         return False
