@@ -140,15 +140,15 @@ def end_runs_of_lease(state, lease: Lease, *, released_by: str, events: Events) 
         if run["status"] != "running":
             continue
         ident = (run.get("meta") or {}).get("controller")
-        alive = controller_alive(ident)
+        alive, silent = _alive_or_silent(state, run, ident)
         if alive or (alive is None and lease.deadline > utcnow()):
             if alive is None:
                 events.warn(f"run {run['id']} may still be supervised by its controller on "
                             f"{(ident or {}).get('host', 'another computer')}; it ends the run itself, or "
                             f"`fleet down --all` after {to_jsonable(lease.deadline)} ends it as lost")
             continue
-        who = (f"its controller (pid {ident.get('pid')} on {ident.get('host')}) is gone" if ident
-               else "its controller is gone")
+        who = silent or (f"its controller (pid {ident.get('pid')} on {ident.get('host')}) is gone" if ident
+                         else "its controller is gone")
         why = f"{who}; lease {lease.id} released by {released_by} at {when}"
         if end_lost_run(state, run, lease, why, events):
             ended.append(run["id"])
@@ -167,7 +167,7 @@ def sweep_lost_runs(state, *, events: Events) -> list[str]:
         if lease is not None and lease.status in ("active", "leasing"):
             continue   # `fleet down` of that lease handles it
         ident = (run.get("meta") or {}).get("controller")
-        alive = controller_alive(ident)
+        alive, silent = _alive_or_silent(state, run, ident)
         if alive:
             continue
         status, released_at = state.lease_status(lease.id) if lease else (None, None)
@@ -175,13 +175,25 @@ def sweep_lost_runs(state, *, events: Events) -> list[str]:
             ttl = timedelta(seconds=lease.heartbeat_ttl_s)
             if (released_at or utcnow()) + ttl > utcnow() and lease.deadline > utcnow():
                 continue
-        who = (f"its controller (pid {ident.get('pid')} on {ident.get('host')}) is gone" if ident
-               else "its controller is gone")
+        who = silent or (f"its controller (pid {ident.get('pid')} on {ident.get('host')}) is gone" if ident
+                         else "its controller is gone")
         where = (f"lease {lease.id} was {status}" + (f" at {to_jsonable(released_at)}" if released_at else "")
                  if lease else "its lease no longer exists")
         if end_lost_run(state, run, lease, f"{who}; {where} (found by `fleet down --all`)", events):
             ended.append(run["id"])
     return ended
+
+
+def _alive_or_silent(state, run: dict[str, Any], ident: dict[str, Any] | None) -> tuple[bool | None, str | None]:
+    """controller_alive, and for a detached run supervised elsewhere (another computer, node 0) its
+    beat in the state (fleet/run/supervisor_beat.py): silent for several periods counts as gone,
+    with that as the reason."""
+    alive = controller_alive(ident)
+    if alive is not None or not (run.get("meta") or {}).get("detached"):
+        return alive, None
+    from .run.supervisor_beat import base_run_id, beat_ages, stale_reason
+    silent = stale_reason(beat_ages(state, [run["id"]]).get(base_run_id(run["id"])))
+    return (False, silent) if silent else (None, None)
 
 
 def _lease_or_none(state, lease_id: str | None) -> Lease | None:

@@ -9,6 +9,8 @@ from typing import Any, Iterator
 
 from .errors import NotFound
 
+GONE_CHECK_S = 2.0   # how often a follower asks whether a detached run's supervisor still lives
+
 
 def log_files(run: dict[str, Any]) -> list[Path]:
     log_dir = Path(run.get("log_path") or "")
@@ -32,6 +34,7 @@ def follow_logs(run_id: str, *, follow: bool = False, state=None, poll_s: float 
     offsets: dict[Path, int] = {}
     followed = follow
     segments = _segment_reader(state, run)
+    checked = time.monotonic()
     while True:
         if segments is not None:   # a detached run: its supervisor ships the lines into the state
             yield from segments.lines()
@@ -55,7 +58,24 @@ def follow_logs(run_id: str, *, follow: bool = False, state=None, poll_s: float 
             yield f"[fleet] run {following['id']} lost its machines; following its next attempt, run {run['id']}"
             offsets, follow, segments = {}, True, _segment_reader(state, run)
             continue
+        if segments is not None and time.monotonic() - checked >= GONE_CHECK_S:
+            checked = time.monotonic()
+            gone = _unsupervised(state, run)
+            if gone:   # nothing will end this run: say so, rather than follow it for ever
+                yield from segments.lines()
+                yield gone
+                return
         time.sleep(poll_s)
+
+
+def _unsupervised(state, run: dict[str, Any]) -> str | None:
+    """The last line of a detached run whose supervisor is gone (fleet/run/supervisor_beat.py)."""
+    from .run.supervisor_beat import supervisor_gone
+    reason = supervisor_gone(state, state.get_run(run["id"]))
+    if reason is None:
+        return None
+    return (f"[fleet] run {run['id']} is no longer supervised: {reason}; its machines end at their deadline, "
+            f"`fleet down {run.get('lease_id') or 'LEASE'}` releases them now and records the run as lost")
 
 
 def _segment_reader(state, run: dict[str, Any]):

@@ -16,7 +16,8 @@ def status_table(views: list[dict]):
     rows = []
     for v in views:
         up_count = sum(1 for m in v["machines"] if m["state"] == "running")
-        runs = ", ".join(f"{r['id']} ({r['status']})" for r in v["runs"][:2])
+        runs = ", ".join(f"{r['id']} ({r['status']}{', supervisor gone' if r.get('supervisor_gone') else ''})"
+                         for r in v["runs"][:2])
         rows.append((v["id"], v["provider"], launched(v), v["user"], v["health"],
                      f"{up_count}/{len(v['machines'])}", str(v["gpus"]), _remaining(v["deadline"], now), runs or "-"))
     columns = [Column(c, no_wrap=c in ("lease", "runs")) for c in STATUS_COLUMNS]

@@ -81,11 +81,16 @@ def attach(
         row = state.get_run(row["meta"]["next_attempt"])
     summary = (row.get("meta") or {}).get("summary") or {}
     if row["status"] == "lost" or summary.get("exit_code") is None:
-        message = summary.get("message") or row["status"]
+        message, status = summary.get("message") or row["status"], row["status"]
+        if status == "running":   # the follow ended without an end: its supervisor is gone
+            from ..run.supervisor_beat import supervisor_gone
+            message = (f"{supervisor_gone(state, row) or 'its supervisor is gone'}; `fleet down "
+                       f"{row.get('lease_id')}` releases its machines and records the run as lost")
+            status = "no longer supervised"
         if json_out:
             from .render import print_json
-            print_json(summary or {"run_id": run_id, "status": row["status"]})
-        print(f"fleet: run {run_id} {row['status']}: {message}", file=sys.stderr)
+            print_json(summary or {"run_id": run_id, "status": row["status"], "message": message})
+        print(f"fleet: run {row['id']} {status}: {message}", file=sys.stderr)
         return int(ExitCode.INFRASTRUCTURE)
     from ..run.summary import RunSummary
     from .up import _show

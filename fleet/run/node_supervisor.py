@@ -84,7 +84,7 @@ def _supervise(directory: Path, payload: dict[str, Any]) -> int:
     spec = SupervisorSpec(**payload["spec"])
     events = FileEvents(directory / EVENTS)
     code: int = ExitCode.INFRASTRUCTURE
-    lease = provider = None
+    lease = provider = beat = None
     try:
         os.chdir(directory / "exp")
         from ..config.loader import load_config
@@ -95,6 +95,9 @@ def _supervise(directory: Path, payload: dict[str, Any]) -> int:
         from ..state import open_state
         from .offer import provider_for
         state = open_state(config.state_url)
+        # The laptop cannot prove from /proc what runs on node 0: the beat in the state says it lives.
+        from .supervisor_beat import SupervisorBeat
+        beat = SupervisorBeat(state, spec.run_id).start()
         provider = provider_for(config)
         lease = _local_keys(state.get_lease(payload["lease_id"]), directory)
         code = _run(config, spec, payload, provider, lease, events)
@@ -107,6 +110,8 @@ def _supervise(directory: Path, payload: dict[str, Any]) -> int:
         events.failed(f"the supervisor on node 0 failed: {type(exc).__name__}: {exc}", ExitCode.INFRASTRUCTURE)
     finally:
         events.close()
+        if beat is not None:
+            beat.stop()
         if lease is not None and provider is not None:
             _release_self(provider, lease)
     return int(code)

@@ -159,11 +159,13 @@ def main(argv: list[str]) -> int:
     _write_identity(directory, spec.run_id)
     events = FileEvents(directory / EVENTS)
     code: int = ExitCode.INFRASTRUCTURE
+    beat = None
     try:
         os.chdir(spec.cwd)
         from ..config.loader import load_config
         config = load_config(Path(spec.config_file) if spec.config_file else None, overrides=spec.overrides)
         die_with_lease(config)
+        beat = _start_beat(config, spec.run_id)
         from ..ci import masked_events
         from .recovery import run_managed
         options = spec.options()
@@ -183,8 +185,18 @@ def main(argv: list[str]) -> int:
     finally:
         events.close()
         # Ended on its own: nothing for the next `fleet` command to reconcile.
+        if beat is not None:
+            beat.stop()
         (directory / IDENTITY).unlink(missing_ok=True)
     return int(code)
+
+
+def _start_beat(config, run_id: str):
+    """The beat other computers sharing the state judge this supervisor by (fleet/run/supervisor_beat.py):
+    /proc proves it only here."""
+    from ..state import open_state
+    from .supervisor_beat import SupervisorBeat
+    return SupervisorBeat(open_state(config.state_url), run_id).start()
 
 
 if __name__ == "__main__":

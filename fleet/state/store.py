@@ -235,7 +235,21 @@ class StateStore:
             detached = '"detached"' in (meta or "") and bool(json.loads(meta).get("detached"))
             by_id[lease_id]["runs"].append({"id": run_id, "status": status, "exit_code": exit_code,
                                             "detached": detached})
+        self._mark_unsupervised([r for lease in leases for r in lease["runs"]
+                                 if r["detached"] and r["status"] == "running"])
         return leases
+
+    def _mark_unsupervised(self, runs: list[dict[str, Any]]) -> None:
+        """Detached runs whose supervisor has gone silent (fleet/run/supervisor_beat.py) get
+        "supervisor_gone": why; one more query, only when a detached run is running."""
+        if not runs:
+            return
+        from ..run.supervisor_beat import base_run_id, beat_ages, stale_reason
+        beats = beat_ages(self, [r["id"] for r in runs])
+        for run in runs:
+            reason = stale_reason(beats.get(base_run_id(run["id"])))
+            if reason:
+                run["supervisor_gone"] = reason
 
     def save_observations(self, rows: list[tuple]) -> None:
         """What a provider said about machines: (machine_id, lease_id, state, detail, observed_at,
