@@ -38,13 +38,14 @@ def _show(json_out: bool, all_users: bool, fast: bool, refresh: bool) -> int:
     views = lease_status(user=None if all_users else current_user(peek_str("user")), check=not fast,
                          refresh=refresh)
     if json_out:
-        from ..render.indented_json import dumps
+        from ..render.status_json import write_leases
 
         def jsonable(value):   # only for what is not JSON already (lease views are, but for a provider's oddity)
             from ..models import to_jsonable
             return to_jsonable(value)
         # As render.print_json writes it (the same text), without importing rich for a listing.
-        sys.stdout.write(dumps({"leases": views}, default=jsonable) + "\n")
+        write_leases(views, sys.stdout.write, default=jsonable)
+        sys.stdout.write("\n")
         return 0
     if not views:
         print("no live leases")
