@@ -19,7 +19,7 @@ from decimal import Decimal
 from typing import Any, Callable
 
 from ..config.model import Config
-from ..errors import BudgetRefused, ExitCode
+from ..errors import BudgetRefused, Cancelled, ExitCode, FleetError
 from ..ids import new_run_id
 from ..models import Machine
 from .checkpoints import Resume, latest_snapshots
@@ -85,6 +85,17 @@ def run_managed(config: Config, *, options: RunOptions | None = None, events: Ev
             return _final(config, attempts, status="budget-stopped", exit_code=ExitCode.BUDGET_STOPPED,
                           message=f"not resumed after attempt {len(attempts)}: {exc.one_line()}; its last "
                                   "checkpoint is in the store (`fleet up --resume " + last.run_id + "`)")
+        except FleetError as exc:
+            if not attempts:
+                raise
+            # No replacement could be had (every other team host busy or down, no capacity): the run
+            # ends here with its verdict, and followers waiting for the next attempt are told now.
+            last = attempts[-1][1]
+            _link(last.run_id, None, config)
+            cancelled = isinstance(exc, Cancelled)
+            return _final(config, attempts, status="cancelled" if cancelled else "error", exit_code=exc.exit_code,
+                          message=f"machines lost and not resumed after attempt {len(attempts)}: {exc.one_line()}; "
+                                  f"its last checkpoint is in the store (`fleet up --resume {last.run_id}`)")
         attempts.append((attempt, summary))
         spent += _cost(summary)
         if not _should_resume(config, summary) or len(attempts) > config.max_restarts:

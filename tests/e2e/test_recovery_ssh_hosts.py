@@ -1,7 +1,9 @@
 """Recovery on team hosts (the ssh provider): a host that goes down mid-run (its sshd, every SSH
 session on it and every process of the run killed, as a power cut would) is a lost machine; with
 `recovery = "always"` the run resumes on the other host from its last checkpoint, at attempt 2,
-and finishes with the right step count (80); nothing of it is left running on either host."""
+and finishes with the right step count (80); nothing of it is left running on either host. With
+no host left to replace it, the run ends `error` at once, saying so and naming `fleet up --resume`,
+its checkpoint in the store."""
 from __future__ import annotations
 
 import json
@@ -74,7 +76,10 @@ def _experiment(tmp_path: Path, farm: HostFarm) -> Path:
     return d
 
 
-def test_a_host_that_goes_down_mid_run_is_replaced_by_another_and_the_run_resumes(farm, tmp_path):
+def _run_and_power_off(farm: HostFarm, tmp_path: Path, *, every_host: bool = False):
+    """`fleet up` of the training; once it has uploaded a checkpoint, its host goes down (with
+    `every_host`, the other host too: no replacement exists). Returns its JSON summary, its output,
+    the host that went down, the environment of its fleet commands, the experiment and the exit code."""
     exp = _experiment(tmp_path, farm)
     env = {"HOME": str(farm.home), "FLEET_HOME": str(tmp_path / "fleet-home"), "FLEET_STATE_URL": "",
            "FLEET_GRACE": "10"}
@@ -86,6 +91,10 @@ def test_a_host_that_goes_down_mid_run_is_replaced_by_another_and_the_run_resume
         [lease] = status["leases"]
         [address] = [m["address"] for m in lease["machines"]]
         [down] = [h for h in farm.hosts if address.endswith(f":{h.port}")]
+        if every_host:
+            for host in farm.hosts:
+                if host is not down:
+                    _power_off(host)
         _power_off(down)
         out, _ = proc.communicate(timeout=300)
     finally:
@@ -93,7 +102,11 @@ def test_a_host_that_goes_down_mid_run_is_replaced_by_another_and_the_run_resume
             proc.kill()
             proc.communicate()
     out = seen + out
-    summary = json.loads(out[out.index("\n{") + 1:])
+    return json.loads(out[out.index("\n{") + 1:]), out, down, env, exp, proc.returncode
+
+
+def test_a_host_that_goes_down_mid_run_is_replaced_by_another_and_the_run_resumes(farm, tmp_path):
+    summary, out, down, env, exp, _rc = _run_and_power_off(farm, tmp_path)
     assert summary["status"] == "succeeded" and summary["exit_code"] == 0, out[-4000:]
     assert summary["attempt"] == 2 and summary["run_id"].endswith("-a2"), summary
     first, second = summary["attempts"]
@@ -110,3 +123,17 @@ def test_a_host_that_goes_down_mid_run_is_replaced_by_another_and_the_run_resume
     assert [a["attempt"] for a in runs["attempts"]] == [1, 2]
     assert json.loads(run_fleet(["status", "--json"], cwd=exp, env=env).stdout)["leases"] == []
     assert not live_processes_under(other.leases_dir), live_processes_under(other.leases_dir)
+
+
+def test_with_no_host_left_the_run_ends_saying_so_with_its_checkpoint(farm, tmp_path):
+    summary, out, _down, env, exp, rc = _run_and_power_off(farm, tmp_path, every_host=True)
+    assert rc == 10 and summary["status"] == "error", out[-4000:]
+    first = summary["run_id"]
+    assert [a["attempt"] for a in summary["attempts"]] == [1] and summary["attempts"][0]["machines_lost"]
+    assert "not resumed after attempt 1" in summary["message"] and "no SSH host is up" in summary["message"]
+    assert f"fleet up --resume {first}" in summary["message"], summary
+    from fleet.run.checkpoints import latest_snapshots
+    from fleet.snapshots import open_store
+    store = open_store(str(Path(env["FLEET_HOME"]) / "store"))
+    assert list(latest_snapshots(store, first, [0])) == [0]   # what `--resume` would restore is there
+    assert json.loads(run_fleet(["status", "--json"], cwd=exp, env=env).stdout)["leases"] == []

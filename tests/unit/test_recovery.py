@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fleet.config.model import Config
-from fleet.errors import BudgetRefused
+from fleet.errors import BudgetRefused, CapacityError, InfrastructureError
 from fleet.run.recovery import run_managed
 from fleet.run.summary import LaunchedMachine, RunSummary
 
@@ -88,3 +88,27 @@ def test_the_experiments_own_failure_is_never_retried(config, tmp_path):
     run = Script(tmp_path, [{"status": "failed"}])
     got = run_managed(config, run=run)
     assert got.status == "failed" and len(run.calls) == 1 and got.attempts is None
+
+
+class NoReplacement(Script):
+    """The first attempt loses its machine; leasing the next one finds nothing (every host down)."""
+
+    def __call__(self, config, *, options, events):
+        if self.calls:
+            self.calls.append((config, options))
+            raise CapacityError("no SSH host is up with GPUs to lease")
+        return super().__call__(config, options=options, events=events)
+
+
+def test_a_loss_with_no_replacement_ends_the_run_with_its_verdict_and_checkpoint(config, tmp_path, monkeypatch):
+    import fleet.run.recovery as recovery
+    links = []
+    monkeypatch.setattr(recovery, "_link", lambda run_id, nxt, config: links.append((run_id, nxt)))
+    run = NoReplacement(tmp_path, [{"status": "error", "lost": True}])
+    got = run_managed(config, run=run)
+    first = run.calls[0][1].run_id
+    assert len(run.calls) == 2 and got.status == "error" and got.exit_code == InfrastructureError.exit_code
+    assert got.run_id == first and [a["attempt"] for a in got.attempts] == [1]
+    assert "not resumed after attempt 1: no SSH host is up" in got.message, got.message
+    assert f"fleet up --resume {first}" in got.message
+    assert links[-1] == (first, None)   # followers of the run stop waiting for an attempt 2
