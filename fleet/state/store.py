@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from operator import itemgetter
 
 from ..errors import NotFound
 
@@ -220,13 +221,23 @@ class StateStore:
         for lease in leases:
             lease["machines"], lease["runs"] = [], []
             by_id[lease["id"]] = lease
+        # No ORDER BY: SQLite would first copy every machine's document into a sorter (~0.5 MB at
+        # 1,000 leases); the machines of a lease with several are put in rank order here instead.
         rows = self.db.rows(
-            "SELECT m.lease_id, m.data, o.state, o.detail, o.observed_at, o.fresh_until FROM machines m"
+            "SELECT m.lease_id, m.node_rank, m.data, o.state, o.detail, o.observed_at, o.fresh_until FROM machines m"
             " JOIN leases l ON l.id = m.lease_id LEFT JOIN machine_observations o ON o.machine_id = m.id"
-            f" WHERE {where} ORDER BY m.node_rank", params)
-        for (lease_id, _, *seen), machine in zip(rows, _json_objects([row[1] for row in rows])):
+            f" WHERE {where}", params)
+        several = set()
+        for (lease_id, rank, _, *seen), machine in zip(rows, _json_objects([row[2] for row in rows])):
+            machine["node_rank"] = rank
             machine["observed"] = None if seen[0] is None else tuple(seen)
-            by_id[lease_id]["machines"].append(machine)
+            machines = by_id[lease_id]["machines"]
+            if machines:
+                several.add(lease_id)
+            machines.append(machine)
+        del rows
+        for lease_id in several:
+            by_id[lease_id]["machines"].sort(key=_by_rank)
         for run_id, lease_id, status, exit_code, meta in self.db.rows(
                 # Only a meta that mentions it is read and decoded (most runs' do not).
                 "SELECT r.id, r.lease_id, r.status, r.exit_code,"
@@ -312,6 +323,7 @@ class StateStore:
 
 
 _scan_once = json.JSONDecoder().scan_once
+_by_rank = itemgetter("node_rank")
 
 
 def _json_objects(texts: list[str]) -> list:
@@ -320,10 +332,15 @@ def _json_objects(texts: list[str]) -> list:
     instead of 2.5 MB, fewer page faults for `fleet status`). Any document that is not exactly one
     object (a damaged row) is decoded on its own, as before."""
     if texts:
+        first, last = texts[0], texts[-1]
+        texts[0] = "[" + first                 # brackets on the ends: one copy of them all, not two
+        texts[-1] = texts[-1] + "]"
         try:
-            values = json.loads("[" + ",".join(texts) + "]")
+            values = json.loads(",".join(texts))
         except (ValueError, TypeError):
             values = None
+        texts[-1] = last
+        texts[0] = first
         if values is not None and len(values) == len(texts) and all(type(v) is dict for v in values):
             return values
     return [_json_object(text) for text in texts]

@@ -18,6 +18,9 @@ def test_same_values_as_decoding_each_with_keys_shared():
     first, second = (next(iter(d)) for d in got[:2])
     assert first is second           # the scanner's memo: one "id" for every document
     assert _json_objects([]) == []
+    assert _json_objects(docs[:1]) == [json.loads(docs[0])]
+    assert docs == [json.dumps({"id": f"m-{i}", "gpu_slots": [0, i], "provider_ref": {"dir": "/x", "n": None}})
+                    for i in range(5)]       # the caller's list is left as it was
 
 
 @pytest.mark.parametrize("docs", [
@@ -34,3 +37,23 @@ def test_a_damaged_document_is_refused_as_before(docs):
 
 def test_a_row_that_is_not_an_object_is_decoded_on_its_own():
     assert _json_objects(['{"a": 1}', "[1]"]) == [{"a": 1}, [1]]
+
+
+def test_a_leases_machines_come_in_rank_order(fleet_home):
+    from datetime import timedelta
+
+    from fleet.models import Lease, Machine, utcnow
+    from fleet.state import open_state
+    now = utcnow()
+    machines = [Machine(id=f"l-order-n{rank}", lease_id="l-order", node_rank=rank, host="127.0.0.1", port=22,
+                        user="u", key_path="/nonexistent", host_key="", workdir="/nonexistent", gpu_slots=(0,),
+                        provider_ref={}) for rank in (2, 0, 3, 1)]      # stored in this order
+    state = open_state()
+    try:
+        state.save_lease(Lease(id="l-order", provider="fake", template="t", machines=machines, created_at=now,
+                               deadline=now + timedelta(hours=1), max_deadline=now + timedelta(hours=2),
+                               project="p", user="u"))
+        [record] = state.status_records()
+    finally:
+        state.close()
+    assert [(m["id"], m["node_rank"]) for m in record["machines"]] == [(f"l-order-n{r}", r) for r in range(4)]
