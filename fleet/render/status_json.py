@@ -25,12 +25,14 @@ _LEASE_KEYS = ("created_at", "deadline", "gpus", "health", "id", "keep_until", "
 _MACHINE_KEYS = ("address", "gpus", "id", "instance_type", "isolation", "lifecycle", "observed_at",
                  "price_per_hour", "rank", "simulated_gpus", "state", "zone")
 _RUN_KEYS = ("detached", "exit_code", "id", "status")
+_GONE_RUN_KEYS = (*_RUN_KEYS, "supervisor_gone")     # a detached run whose supervisor went silent
 _BEFORE_MACHINES = itemgetter(*_LEASE_KEYS[:6])
 _BEFORE_RUNS = itemgetter(*_LEASE_KEYS[7:10])
 _AFTER_RUNS = itemgetter(*_LEASE_KEYS[11:])
 _MACHINE_REST = itemgetter(*_MACHINE_KEYS[2:])
-_RUN = itemgetter(*_RUN_KEYS)
+_RUN, _GONE_RUN = itemgetter(*_RUN_KEYS), itemgetter(*_GONE_RUN_KEYS)
 _LEASE_SET, _MACHINE_SET, _RUN_SET = frozenset(_LEASE_KEYS), frozenset(_MACHINE_KEYS), frozenset(_RUN_KEYS)
+_GONE_RUN_SET = frozenset(_GONE_RUN_KEYS)
 
 
 def dumps_leases(views: list[dict], default=None) -> str:
@@ -83,12 +85,20 @@ def _scalars_and_skeletons(views: list[dict], block: int) -> list[tuple[str, lis
                 extend(_MACHINE_REST(m))
                 slots.append(len(m["gpus"]))
             extend(_BEFORE_RUNS(view))
+            gone = []
             for r in runs:
-                if type(r) is not dict or r.keys() != _RUN_SET:
+                if type(r) is not dict:
                     return None
-                extend(_RUN(r))
+                if r.keys() == _RUN_SET:
+                    extend(_RUN(r))
+                    gone.append(False)
+                elif r.keys() == _GONE_RUN_SET:
+                    extend(_GONE_RUN(r))
+                    gone.append(True)
+                else:
+                    return None
             extend(_AFTER_RUNS(view))
-            shape = (tuple(slots), len(runs))
+            shape = (tuple(slots), tuple(gone))
             text = shapes.get(shape)
             if text is None:
                 text = shapes[shape] = _lease_skeleton(*shape)
@@ -99,7 +109,8 @@ def _scalars_and_skeletons(views: list[dict], block: int) -> list[tuple[str, lis
     return blocks
 
 
-# -- skeletons: the text of one lease with a %s for each scalar, per (GPU slots per machine, runs) ---
+# -- skeletons: the text of one lease with a %s for each scalar, per shape: (GPU slots per machine,
+# whether each run says its supervisor is gone) ------------------------------------------------------
 _shapes: dict[tuple, str] = {}
 # One JSON text per line: c_make_encoder(markers, default, encoder, indent, key_separator,
 # item_separator, sort_keys, skipkeys, allow_nan), as json.dumps calls it but for the separator.
@@ -122,8 +133,8 @@ def _list(items: list[str], level: int) -> str:
     return "[\n" + pad + (",\n" + pad).join(items) + "\n" + "  " * (level - 1) + "]"
 
 
-def _lease_skeleton(slots: tuple[int, ...], runs: int) -> str:
+def _lease_skeleton(slots: tuple[int, ...], gone: tuple[bool, ...]) -> str:
     # {"leases": [ {lease members: level 3} ]}; a machine's or run's members: level 5; GPU slots: 6.
     machines = [_members(_MACHINE_KEYS, 5, {"gpus": _list(["%s"] * n, 6)}) for n in slots]
-    run = _members(_RUN_KEYS, 5)
-    return _members(_LEASE_KEYS, 3, {"machines": _list(machines, 4), "runs": _list([run] * runs, 4)})
+    runs = [_members(_GONE_RUN_KEYS if g else _RUN_KEYS, 5) for g in gone]
+    return _members(_LEASE_KEYS, 3, {"machines": _list(machines, 4), "runs": _list(runs, 4)})

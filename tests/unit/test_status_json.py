@@ -26,6 +26,9 @@ def _view(rng: random.Random) -> dict:
                  "simulated_gpus": _scalar(rng), "isolation": _scalar(rng)} for _ in range(rng.randint(0, 3))]
     runs = [{"id": _scalar(rng), "status": _scalar(rng), "exit_code": rng.choice([None, 0, 1]),
              "detached": rng.random() < 0.5} for _ in range(rng.randint(0, 3))]
+    for run in runs:
+        if rng.random() < 0.3:
+            run["supervisor_gone"] = _scalar(rng)      # fleet/state/store.py _mark_unsupervised
     return {"id": _scalar(rng), "provider": _scalar(rng), "template": _scalar(rng), "project": _scalar(rng),
             "user": _scalar(rng), "status": _scalar(rng), "health": _scalar(rng), "gpus": rng.randint(0, 8),
             "created_at": _scalar(rng), "deadline": _scalar(rng), "max_deadline": _scalar(rng),
