@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 
-from tests.conftest import FLEET, run_fleet, wait_until
+from tests.conftest import FLEET, processes_under, run_fleet, wait_until
 
 CANARY = "canary-detach-5d21e0"
 DIGEST = hashlib.sha256(CANARY.encode()).hexdigest()[:16]   # the command checks it without naming it
@@ -33,6 +33,12 @@ def _files_holding(root, needle: str) -> list[str]:
     return hits
 
 
+def _supervisor_ended(home) -> bool:
+    """`fleet attach` returns once the run is recorded; its supervisor exits just after (this
+    fixture's teardown refuses any process left under FLEET_HOME)."""
+    return wait_until(lambda: not any("fleet.run.supervisor" in p for p in processes_under(home)), 30)
+
+
 def test_a_secret_given_with_env_to_a_detached_run_is_not_stored(experiment, fleet_home):
     proc = subprocess.run([FLEET, "up", "-d", "--json", "--env", f"MY_API_TOKEN={CANARY}", "--", "sh", "-c",
                            f'mkdir -p "$FLEET_OUTPUT_DIR"; test "$(printf %s "$MY_API_TOKEN" | sha256sum | cut -c1-16)" = {DIGEST} '
@@ -48,6 +54,7 @@ def test_a_secret_given_with_env_to_a_detached_run_is_not_stored(experiment, fle
     assert attach.returncode == 0, attach.stderr
     assert (experiment / "runs" / run_id / "node-0" / "seen").read_text() == "arrived\n"   # it arrived
     assert wait_until(lambda: _files_holding(fleet_home, CANARY) == [], 10), _files_holding(fleet_home, CANARY)
+    assert _supervisor_ended(fleet_home)
 
 
 def test_a_secret_the_shell_expanded_into_a_detached_command_is_not_left_on_disk(experiment, fleet_home):
@@ -61,3 +68,4 @@ def test_a_secret_the_shell_expanded_into_a_detached_command_is_not_left_on_disk
     attach = run_fleet(["attach", run_id], cwd=experiment, timeout=120, env={"MY_TOKEN": CANARY})
     assert attach.returncode == 0, attach.stderr
     assert wait_until(lambda: _files_holding(fleet_home, CANARY) == [], 10), _files_holding(fleet_home, CANARY)
+    assert _supervisor_ended(fleet_home)
