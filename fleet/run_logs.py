@@ -52,8 +52,10 @@ def follow_logs(run_id: str, *, follow: bool = False, state=None, poll_s: float 
                 follow = False
                 continue   # one more pass for lines written just before the end
             following = run
-            run = _next_attempt(state, run) if followed else None
+            run, why = _next_attempt(state, run) if followed else (None, None)
             if run is None:
+                if why:
+                    yield why
                 return
             yield f"[fleet] run {following['id']} lost its machines; following its next attempt, run {run['id']}"
             offsets, follow, segments = {}, True, _segment_reader(state, run)
@@ -92,23 +94,33 @@ def _segment_reader(state, run: dict[str, Any]):
 
 
 def _next_attempt(state, run: dict[str, Any], answer_s: float = 30.0,
-                  start_s: float = 300.0) -> dict[str, Any] | None:
-    """The attempt that resumes `run` on new machines, once its row exists; None when there is none.
+                  start_s: float = 300.0) -> tuple[dict[str, Any] | None, str | None]:
+    """The attempt that resumes `run` on new machines, once its row exists; None when there is none
+    (with the last line to show, when its supervisor died before starting it).
     A run that lost its machines is answered by fleet/run/recovery.py right after it ended
     (`next_attempt`: the next run id, or null); the next attempt's row follows once it is planned,
     pinned and granted its budget (a refused budget turns the answer into null)."""
-    answer_by, start_by = time.monotonic() + answer_s, None
+    answer_by, start_by, checked = time.monotonic() + answer_s, None, time.monotonic()
     while True:
-        meta = state.get_run(run["id"]).get("meta") or {}
+        row = state.get_run(run["id"])
+        meta = row.get("meta") or {}
         if "next_attempt" in meta:
             if not meta["next_attempt"]:
-                return None
+                return None, None
             try:
-                return state.get_run(meta["next_attempt"])
+                return state.get_run(meta["next_attempt"]), None
             except NotFound:
                 start_by = start_by or time.monotonic() + start_s
                 if time.monotonic() > start_by:
-                    return None
+                    return None, None
+            if time.monotonic() - checked >= GONE_CHECK_S:   # named, but nothing may ever start it
+                checked = time.monotonic()
+                from .run.supervisor_beat import supervisor_silent
+                reason = supervisor_silent(state, row)
+                if reason:
+                    return None, (f"[fleet] run {run['id']} named its next attempt, {meta['next_attempt']}, but "
+                                  f"{reason}, so nothing will start it (`fleet up --resume {run['id']}` continues "
+                                  "from its checkpoints)")
         elif not (meta.get("summary") or {}).get("machines_lost") or time.monotonic() > answer_by:
-            return None
+            return None, None
         time.sleep(0.5)

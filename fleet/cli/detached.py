@@ -78,7 +78,11 @@ def attach(
         return 0
     row = state.get_run(run_id)
     while (row.get("meta") or {}).get("next_attempt"):   # resumed on new machines: the last attempt tells
-        row = state.get_run(row["meta"]["next_attempt"])
+        from ..errors import NotFound
+        try:
+            row = state.get_run(row["meta"]["next_attempt"])
+        except NotFound:   # named, never started (its supervisor died): this attempt's verdict stands
+            break
     summary = (row.get("meta") or {}).get("summary") or {}
     if row["status"] == "lost" or summary.get("exit_code") is None:
         message, status = summary.get("message") or row["status"], row["status"]

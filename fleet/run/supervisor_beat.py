@@ -110,8 +110,20 @@ def supervisor_gone(state, run: dict) -> str | None:
     """Why a detached run still marked running has no supervisor any more: provably (its process,
     on this computer, is gone) or by its silence (no beat for STALE_BEATS periods). None while it
     lives, when nobody can tell (a supervisor from before beats), or when the run has ended."""
+    if run.get("status") != "running":
+        return None
+    reason = supervisor_silent(state, run)
+    if reason is None:
+        return None
+    # It may have finished its run just before it exited: only a run still running lost it.
+    return reason if state.get_run(run["id"])["status"] == "running" else None
+
+
+def supervisor_silent(state, run: dict) -> str | None:
+    """Why a detached run's supervisor is gone, whatever the run's own status (an attempt that
+    named its next one, which the supervisor never started); None while it lives or nobody can tell."""
     meta = run.get("meta") or {}
-    if run.get("status") != "running" or not meta.get("detached"):
+    if not meta.get("detached"):
         return None
     from ..lost_runs import controller_alive
     ident = meta.get("controller") or {}
@@ -119,13 +131,8 @@ def supervisor_gone(state, run: dict) -> str | None:
     if alive:
         return None
     if alive is False:
-        reason = f"its supervisor (pid {ident.get('pid')} on {ident.get('host')}) is gone"
-    else:
-        reason = stale_reason(beat_ages(state, [run["id"]]).get(base_run_id(run["id"])))
-    if reason is None:
-        return None
-    # It may have finished its run just before it exited: only a run still running lost it.
-    return reason if state.get_run(run["id"])["status"] == "running" else None
+        return f"its supervisor (pid {ident.get('pid')} on {ident.get('host')}) is gone"
+    return stale_reason(beat_ages(state, [run["id"]]).get(base_run_id(run["id"])))
 
 
-__all__ = ["SupervisorBeat", "supervisor_gone", "beat_ages", "stale_reason", "base_run_id", "STALE_BEATS"]
+__all__ = ["SupervisorBeat", "supervisor_gone", "supervisor_silent", "beat_ages", "stale_reason", "base_run_id", "STALE_BEATS"]

@@ -107,3 +107,18 @@ def test_a_supervisor_that_never_beat_is_not_called_gone(fleet_home):
     state = open_state()
     _lease_id, run_id = _detached_run_elsewhere(state)
     assert supervisor_gone(state, state.get_run(run_id)) is None
+
+
+def test_following_an_attempt_its_dead_supervisor_never_started_ends_saying_so(fleet_home):
+    from fleet.run_logs import follow_logs
+    state = open_state()
+    _lease_id, run_id = _detached_run_elsewhere(state, "r-beat000002")
+    beat = SupervisorBeat(state, run_id, period_s=1.0)
+    beat._write()
+    # Attempt 1 lost its machines and named attempt 2; then its supervisor died before starting it.
+    state.finish_run(run_id, "error", 10, {"summary": {"machines_lost": True, "exit_code": 10},
+                                           "next_attempt": f"{run_id}-a2"})
+    _silence(state, run_id, STALE_BEATS * 1.0 + 30)
+    lines = list(follow_logs(run_id, follow=True, state=state, poll_s=0.05))   # returns: not 5 minutes of waiting
+    assert lines and f"named its next attempt, {run_id}-a2" in lines[-1] and "not been heard from" in lines[-1], lines
+    assert f"fleet up --resume {run_id}" in lines[-1]
