@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 TYPE_CHECKING = False   # as in fleet/__init__.py: `fleet status` does not import typing
 if TYPE_CHECKING:
-    from typing import Any, Iterator
+    from typing import Any, Iterator, NoReturn
 
 from ..errors import EnvironmentProblem
 
@@ -189,12 +189,7 @@ class Database(BaseDatabase):
         except sqlite3.IntegrityError as exc:
             raise _SqliteConstraintViolation(str(exc)) from exc
         except sqlite3.DatabaseError as exc:
-            if _is_corrupt(exc):
-                raise corrupt_database(self.path, exc) from None
-            if not isinstance(exc, sqlite3.OperationalError):
-                raise
-            raise EnvironmentProblem(f"state database {self.path}: {exc}",
-                                     hint="another fleet may hold it locked, or the disk is full") from None
+            self._failed(exc, hint="another fleet may hold it locked, or the disk is full")
         return [dict(r) for r in rows]
 
     def rows(self, sql: str, params: tuple | list = ()) -> list[tuple]:
@@ -206,12 +201,7 @@ class Database(BaseDatabase):
             cur.row_factory = None
             return cur.execute(sql, tuple(params)).fetchall()
         except sqlite3.DatabaseError as exc:
-            if _is_corrupt(exc):
-                raise corrupt_database(self.path, exc) from None
-            if not isinstance(exc, sqlite3.OperationalError):
-                raise
-            raise EnvironmentProblem(f"state database {self.path}: {exc}",
-                                     hint="another fleet may hold it locked, or the disk is full") from None
+            self._failed(exc, hint="another fleet may hold it locked, or the disk is full")
 
     def executemany(self, sql: str, rows: list[tuple]) -> None:
         try:
@@ -219,11 +209,7 @@ class Database(BaseDatabase):
         except sqlite3.IntegrityError as exc:
             raise _SqliteConstraintViolation(str(exc)) from exc
         except sqlite3.DatabaseError as exc:
-            if _is_corrupt(exc):
-                raise corrupt_database(self.path, exc) from None
-            if not isinstance(exc, sqlite3.OperationalError):
-                raise
-            raise EnvironmentProblem(f"state database {self.path}: {exc}") from None
+            self._failed(exc)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator["Database"]:
@@ -247,12 +233,16 @@ class Database(BaseDatabase):
                 conn.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 self._rollback(conn)
-                if _is_corrupt(exc):
-                    raise corrupt_database(self.path, exc) from None
-                if not isinstance(exc, sqlite3.OperationalError):
-                    raise
-                raise EnvironmentProblem(f"state database {self.path}: {exc}",
-                                         hint="the disk may be full") from None
+                self._failed(exc, hint="the disk may be full")
+
+    def _failed(self, exc: sqlite3.DatabaseError, hint: str | None = None) -> NoReturn:
+        """A failed statement as one line: a damaged file says what to do, a lock or a full disk is an
+        environment problem; anything else (a bug in fleet's SQL) is raised as it is."""
+        if _is_corrupt(exc):
+            raise corrupt_database(self.path, exc) from None
+        if not isinstance(exc, sqlite3.OperationalError):
+            raise exc
+        raise EnvironmentProblem(f"state database {self.path}: {exc}", hint=hint) from None
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
