@@ -292,6 +292,27 @@ def _reason(exc: BaseException) -> str:
     return (f"{code}: {text}" if code and code not in text else text)[:160]
 
 
+def _cached(cache: PriceCache, names: list[str], refresh: bool,
+            fetch: Callable[[list[str]], dict[str, Any]]) -> dict[str, dict]:
+    """The cache's fresh entries for `names`, the missing ones fetched and stored first; a failure
+    is remembered (the API is not asked again for a while) and raised as PricesUnavailable."""
+    entries = cache.fresh(names, refresh)
+    missing = [n for n in names if n not in entries]
+    if not missing:
+        return entries
+    failed = None if refresh else cache.recently_failed()
+    if failed:
+        raise PricesUnavailable(failed)
+    try:
+        fetched = fetch(missing)
+    except Exception as exc:  # noqa: BLE001 — any failure falls back to the table, with its reason
+        reason = _reason(exc)
+        cache.remember_failure(reason)
+        raise PricesUnavailable(reason) from None
+    cache.store(fetched)
+    return cache.fresh(names)
+
+
 def cached_on_demand(region: str, names: Iterable[str], pricing_client: Callable[[], Any], *,
                      clock: Callable[[], float] = time.time, refresh: bool = False
                      ) -> tuple[dict[str, Decimal], dict[str, str]]:
@@ -300,20 +321,11 @@ def cached_on_demand(region: str, names: Iterable[str], pricing_client: Callable
     could not be read."""
     names = sorted(set(names))
     cache = PriceCache("on-demand", region, ON_DEMAND_TTL_S, clock)
-    entries = cache.fresh(names, refresh)
-    missing = [n for n in names if n not in entries]
-    if missing:
-        failed = None if refresh else cache.recently_failed()
-        if failed:
-            raise PricesUnavailable(failed)
-        try:
-            fetched = fetch_on_demand(pricing_client(), region, missing)
-        except Exception as exc:  # noqa: BLE001 — any failure falls back to the table, with its reason
-            reason = _reason(exc)
-            cache.remember_failure(reason)
-            raise PricesUnavailable(reason) from None
-        cache.store({n: None if p is None else str(p) for n, p in fetched.items()})
-        entries = cache.fresh(names)
+
+    def fetch(missing: list[str]) -> dict[str, Any]:
+        fetched = fetch_on_demand(pricing_client(), region, missing)
+        return {n: None if p is None else str(p) for n, p in fetched.items()}
+    entries = _cached(cache, names, refresh, fetch)
     prices = {n: Decimal(e["value"]) for n, e in entries.items() if e.get("value") is not None}
     return prices, {n: entries[n]["date"] for n in prices}
 
@@ -323,20 +335,11 @@ def cached_spot(region: str, names: Iterable[str], zones: Iterable[str], ec2: Ca
     """instance type → AZ → SpotPrice, from the cache or describe_spot_price_history."""
     names, zones = sorted(set(names)), sorted(set(zones))
     cache = PriceCache("spot", region, SPOT_TTL_S, clock)
-    entries = cache.fresh(names, refresh)
-    missing = [n for n in names if n not in entries]
-    if missing:
-        failed = None if refresh else cache.recently_failed()
-        if failed:
-            raise PricesUnavailable(failed)
-        try:
-            fetched = fetch_spot(ec2(), missing)   # every AZ: the filter applies on reading
-        except Exception as exc:  # noqa: BLE001
-            reason = _reason(exc)
-            cache.remember_failure(reason)
-            raise PricesUnavailable(reason) from None
-        cache.store({n: {z: str(p) for z, p in fetched.get(n, {}).items()} for n in missing})
-        entries = cache.fresh(names)
+
+    def fetch(missing: list[str]) -> dict[str, Any]:
+        fetched = fetch_spot(ec2(), missing)   # every AZ: the filter applies on reading
+        return {n: {z: str(p) for z, p in fetched.get(n, {}).items()} for n in missing}
+    entries = _cached(cache, names, refresh, fetch)
     return {n: {z: SpotPrice(Decimal(p), z, e["date"]) for z, p in (e.get("value") or {}).items()
                 if not zones or z in zones}
             for n, e in entries.items()}
