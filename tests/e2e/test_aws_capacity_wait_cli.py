@@ -5,44 +5,17 @@ that runs out is exit 10 in one line with nothing left running."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
 
 import pytest
 
-from tests.conftest import FLEET, REPO, processes_under, run_fleet, wait_until
+from tests.conftest import FLEET, REPO, run_fleet, wait_until
+from tests.e2e.test_aws_sandbox import sandbox  # noqa: F401  (the module's sandbox fixture)
 
 pytestmark = pytest.mark.timeout(420)
 INJECT = REPO / "tests" / "e2e" / "no_capacity"
 REASON = "waiting for capacity: g6.12xlarge in us-east-1 (InsufficientInstanceCapacity)"
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory):
-    """scripts/aws_sandbox.py running in the background; yields (env, FLEET_HOME). Stops it after."""
-    home = tmp_path_factory.mktemp("aws-capacity-home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k not in ("CI", "GITHUB_ACTIONS")}
-    env.update(FLEET_HOME=str(home), FLEET_USER="tester")
-    proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "aws_sandbox.py")], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    exports = {}
-    try:
-        end = time.monotonic() + 60
-        for line in proc.stdout:
-            if line.startswith("export "):
-                key, _, value = line[len("export "):].strip().partition("=")
-                exports[key] = value.strip("'")
-            if line.startswith("# sandbox ready") or time.monotonic() > end:
-                break
-        assert {"AWS_ENDPOINT_URL", "FLEET_AWS_OUTPUTS", "FLEET_AWS_SANDBOX"} <= set(exports), exports
-        yield {**env, **exports}, home
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-    assert processes_under(home) == []
 
 
 def _experiment(tmp_path):

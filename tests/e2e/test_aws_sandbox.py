@@ -21,7 +21,8 @@ pytestmark = pytest.mark.timeout(300)
 def sandbox(tmp_path_factory):
     """scripts/aws_sandbox.py running in the background; yields (env, FLEET_HOME). Stops it after."""
     home = tmp_path_factory.mktemp("aws-sandbox-home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    # The suite's own CI mode (.ci/run) must not reach the fleet commands the tests run here.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k not in ("CI", "GITHUB_ACTIONS")}
     env.update(FLEET_HOME=str(home), FLEET_USER="tester")
     proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "aws_sandbox.py")], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
