@@ -177,10 +177,17 @@ def main():
         if ending:
             return
         ending.append(True)
+        # The secrets go first: Slurm's SIGKILL follows its KillWait, which a loaded node can reach
+        # before the children have ended.
+        for name in ("ssh_host_ed25519_key", "authorized_keys"):
+            try:
+                os.unlink(os.path.join(d, name))
+            except OSError:
+                pass
         for proc in children:            # the watchdog first: on SIGTERM it ends the whole machine
             if proc.poll() is None:
                 proc.terminate()
-        end = time.monotonic() + 5
+        end = time.monotonic() + 3
         while time.monotonic() < end and any(p.poll() is None for p in children):
             time.sleep(0.05)
         for proc in children:
