@@ -79,7 +79,7 @@ def test_released_machines_leave_the_lease_the_ledger_and_the_state():
 def test_a_provider_without_the_capability_keeps_them_and_says_so_once():
     lease, events = _lease(), Recorder()
     ctx = _ctx(lease)
-    shrink = PoolShrink(SimpleNamespace(name="slurm"), events)
+    shrink = PoolShrink(SimpleNamespace(name="static"), events)
     assert shrink.release(ctx, ["L-n1"], "no trial left for them") == []
     assert shrink.release(ctx, ["L-n0"], "no trial left for them") == []
     assert len(ctx.lease.machines) == 2 and ctx.budget.closed == [] and ctx.state.released == []

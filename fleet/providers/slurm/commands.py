@@ -19,8 +19,8 @@ from typing import Mapping, Protocol, Sequence
 
 from ...errors import EnvironmentProblem
 from .errors import ControllerUnreachable, LoginNodeUnreachable, SlurmError, classify_failure
-from .parsing import (SACCT_FIELDS, SQUEUE_FORMAT, AccountedJob, QueuedJob, parse_sacct, parse_squeue_format,
-                      parse_squeue_json)
+from .parsing import (SACCT_FIELDS, SQUEUE_FORMAT, STEPS_FORMAT, AccountedJob, JobStep, QueuedJob, parse_sacct,
+                      parse_scontrol_job, parse_squeue_format, parse_squeue_json, parse_steps)
 
 
 @dataclass(frozen=True)
@@ -243,6 +243,15 @@ def time_limit_argv(job_id: str, seconds: int) -> list[str]:
     return ["scontrol", "update", f"JobId={job_id}", f"TimeLimit={time_limit_arg(seconds)}"]
 
 
+def shrink_argv(job_id: str, nodes: Sequence[str]) -> list[str]:
+    """A running job keeps only `nodes` (a subset of its own); the others go back to the cluster."""
+    return ["scontrol", "update", f"JobId={job_id}", f"NodeList={','.join(nodes)}"]
+
+
+def steps_argv(job_id: str) -> list[str]:
+    return ["squeue", "--steps", f"--jobs={job_id}", "--noheader", f"--format={STEPS_FORMAT}"]
+
+
 class SlurmCommands:
     """Slurm's tools through one runner, answering in typed values or typed errors."""
 
@@ -320,6 +329,36 @@ class SlurmCommands:
         result = self._run(scancel_argv(job_ids, signal), check=False)
         if result.returncode != 0 and not _only_gone(result.stderr):
             raise classify_failure("scancel", result.returncode, result.stderr)
+
+    def job_record(self, job_id: str) -> dict[str, str] | None:
+        """`scontrol show job`'s fields (JobState, NodeList, BatchFlag, BatchHost, …); None once the
+        controller has forgotten the job."""
+        result = self._run(["scontrol", "show", "job", "--oneliner", job_id], check=False)
+        if result.returncode != 0:
+            if "Invalid job id" in result.stderr:
+                return None
+            raise classify_failure("scontrol", result.returncode, result.stderr)
+        return parse_scontrol_job(result.stdout)
+
+    def steps(self, job_id: str) -> list[JobStep]:
+        """The job's running steps; none once it has ended."""
+        result = self._run(steps_argv(job_id), check=False)
+        if result.returncode != 0:
+            if "Invalid job id" in result.stderr:
+                return []
+            raise classify_failure("squeue", result.returncode, result.stderr)
+        return parse_steps(result.stdout)
+
+    def signal_step(self, step_id: str, signal: str) -> None:
+        """Send one signal to every process of a step (`scancel --signal`: the step is not ended by
+        it); a step that has just ended is not an error."""
+        result = self._run(["scancel", "--quiet", f"--signal={signal}", step_id], check=False)
+        if result.returncode != 0 and not _only_gone(result.stderr):
+            raise classify_failure("scancel", result.returncode, result.stderr)
+
+    def shrink(self, job_id: str, nodes: Sequence[str]) -> None:
+        """`scontrol update NodeList`: a job owner may shrink a running job (only growing needs an operator)."""
+        self._run(shrink_argv(job_id, nodes))
 
     def set_time_limit(self, job_id: str, seconds: int) -> None:
         """scontrol update TimeLimit; clusters often let only operators raise it (a SlurmError says so)."""

@@ -18,7 +18,10 @@ When the watchdog reaches the machine's deadline (no heartbeat: the controller i
 machine's processes; this step then `scancel`s its own job, so the whole allocation ends with its
 deadline instead of sitting idle until the time limit. When Slurm ends the step (scancel, time
 limit, node failure) the SIGTERM ends the watchdog (which ends the machine) and the directory, host
-key included, is removed.
+key included, is removed. SIGUSR1 (`scancel --signal=USR1 J.S`, fleet/providers/slurm/shrink.py)
+releases this machine alone, the same way, while the job goes on on its other nodes: the lease's
+shared staging directory stays theirs. The watchdog ignores SIGUSR1 (Slurm signals every process
+of the step), so it is still there to end the machine when this step tells it to.
 """
 import json
 import os
@@ -114,7 +117,14 @@ def _start_watchdog(spec, d, state):
             # the processes out of the job's cgroup on clusters that track by cgroup.
             "--isolation", "pids"]
     with open(os.path.join(state, "watchdog.log"), "ab") as log:
-        return subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, close_fds=True)
+        # Ignored, not handled: an ignored signal stays ignored across exec, and this process (not the
+        # watchdog) answers SIGUSR1 by ending the watchdog with SIGTERM, which ends the machine.
+        return subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, close_fds=True,
+                                preexec_fn=_ignore_release_signal)
+
+
+def _ignore_release_signal():
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 def _await_watchdog(proc, state):
@@ -195,12 +205,15 @@ def main():
                 proc.kill()
         shutil.rmtree(d, ignore_errors=True)     # the host key must not outlive the machine
         # Slurm's SIGTERM (scancel, time limit) or the deadline (which scancels) ends the job on every
-        # node: its staged inputs go too. A step ending alone (its sshd died) leaves them to the others.
-        if spec.get("shared") and (signum is not None or _expired_by_deadline(state)):
+        # node: its staged inputs go too. A step ending alone (its sshd died, or SIGUSR1: this machine
+        # was released and the job goes on) leaves them to the others.
+        ends_job = signum != signal.SIGUSR1 and (signum is not None or _expired_by_deadline(state))
+        if spec.get("shared") and ends_job:
             _remove_tree(spec["shared"]["dir"])
         os._exit(0)
 
     signal.signal(signal.SIGTERM, cleanup)
+    signal.signal(signal.SIGUSR1, cleanup)     # this machine alone is released (see the top)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     os.makedirs(state, mode=0o700, exist_ok=True)
     os.chmod(d, 0o700)

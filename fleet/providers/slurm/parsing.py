@@ -289,3 +289,32 @@ def parse_sacct(text: str) -> list[AccountedJob]:
             nodes=expand_hostlist(nodes), time_limit_s=parse_duration(limit),
             start=_time(start), end=_time(end), comment=comment, partition=part, account=account, qos=qos))
     return jobs
+
+
+@dataclass(frozen=True)
+class JobStep:
+    """One step of a running job (`squeue --steps`): fleet's node steps are `fleet-node-<node>`."""
+    step_id: str                # "123.0"
+    name: str
+    nodes: tuple[str, ...]
+
+
+STEPS_FORMAT = "%i|%N|%j"       # the name (free text) last
+
+
+def parse_steps(text: str) -> list[JobStep]:
+    """Lines of `squeue --steps -h -o STEPS_FORMAT` → steps."""
+    steps = []
+    for line in text.splitlines():
+        step_id, _, rest = line.strip().partition("|")
+        nodes, _, name = rest.partition("|")
+        if step_id:
+            steps.append(JobStep(step_id, name, expand_hostlist(nodes)))
+    return steps
+
+
+def parse_scontrol_job(text: str) -> dict[str, str]:
+    """`scontrol show job --oneliner J` → its Key=Value fields. Values with spaces (Command,
+    WorkDir, Comment) come back cut at the first space; fleet reads JobState, NodeList, BatchFlag
+    and BatchHost, which have none."""
+    return dict(re.findall(r"(?:^|\s)([A-Za-z][\w/:]*)=(\S*)", text))

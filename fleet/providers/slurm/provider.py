@@ -7,7 +7,8 @@ node (`srun --jobid --nodelist --overlap`), a user-level sshd with the lease's p
 agent's watchdog (fleet/providers/slurm/node.py). Everything a machine runs lives inside the job, so
 `scancel` ends it all, and slurmctld's time limit ends it even with no controller and no agent.
 describe, release and the watch for NODE_FAIL/PREEMPTED use one squeue call per lease, whatever
-the number of nodes. The provider never runs experiment code; the run reaches the nodes over SSH.
+the number of nodes; release_machines shrinks the allocation (shrink.py). The provider never runs
+experiment code; the run reaches the nodes over SSH.
 """
 from __future__ import annotations
 
@@ -25,14 +26,15 @@ from ...errors import Cancelled, InfrastructureError, NotFound
 from ...gpus import GpuType
 from ...keys import generate_ed25519, secure_delete
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
-from ..base import (BaseProvider, HasHardLimit, HasLeaseMetadata, LeaseWatch, Queueing, QueueStatus, ReportsMachines,
-                    SweepsLeftovers)
-from ..base import MachineMix
+from ..base import (BaseProvider, HasHardLimit, HasLeaseMetadata, LeaseWatch, MachineMix, Queueing, QueueStatus,
+                    ReleasesMachines, ReportsMachines, SweepsLeftovers)
+from .accounting import ended_at, lease_accounting
 from .commands import AllocationRequest, LocalRunner, Runner, SlurmCommands, SSHRunner
 from .errors import HOPELESS_PENDING, QosLimitExceeded, QueueWaitExpired, SlurmError
 from .parsing import JobState, QueuedJob
 from .limits import raise_time_limit, time_limit_minutes
 from .settings import SlurmSettings
+from .shrink import release_nodes
 from .staging import remove_staging, staging_probe
 from .steps import NodeStep, reap, start_node
 
@@ -48,7 +50,8 @@ def tag(lease_id: str) -> str:
     return f"{TAG}{lease_id}"
 
 
-class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, HasLeaseMetadata, HasHardLimit):
+class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, HasLeaseMetadata, HasHardLimit,
+                    ReleasesMachines):
     name = "slurm"
     settings = SlurmSettings
     description = "allocations on a Slurm cluster (sbatch/srun here or on a login node over SSH)"
@@ -289,31 +292,26 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         job = live[0] if live else (jobs[0] if jobs else None)
         now = utcnow()
         if job is None or job not in live:
-            ended = self._ended_at(slurm, [job.job_id] if job else _recorded_jobs(lease))
+            ended = ended_at(slurm, [job.job_id] if job else _recorded_jobs(lease))
             detail = f"job {job.job_id} {_why(job)}" if job else "no Slurm job"
             return [MachineState(m.id, "gone", detail, deadline_at=ended) for m in lease.machines]
         state = "pending" if job.state.queued else "running"
         started = now - timedelta(seconds=job.elapsed_s or 0)
         limit_end = started + timedelta(seconds=job.time_limit_s) if job.time_limit_s else None
+        # A machine whose node the running job no longer holds was released (release_machines).
+        held = set(job.nodes) if state == "running" and job.nodes else None
         states = [MachineState(m.id, state, f"job {job.job_id} on {m.provider_ref.get('node', '?')}")
+                  if held is None or m.provider_ref.get("node") in held else
+                  MachineState(m.id, "gone", f"node {m.provider_ref.get('node')} given back by job {job.job_id}")
                   for m in lease.machines]
-        recorded = {m.id for m in lease.machines}
-        for rank in range(job.node_count if state == "running" else 0):
+        recorded = {m.id for m in lease.machines} | set((lease.meta or {}).get("released_machines") or ())
+        covered = {m.provider_ref.get("node") for m in lease.machines}
+        for rank, node in enumerate((job.nodes or (None,) * job.node_count) if state == "running" else ()):
             machine_id = f"{lease.id}-n{rank}"
-            if machine_id not in recorded:   # made by a controller killed inside lease()
+            if machine_id not in recorded and node not in covered:   # made by a controller killed inside lease()
                 states.append(MachineState(machine_id, state, "not in fleet's state", unrecorded=True,
                                            started_at=started, deadline_at=limit_end))
         return states
-
-    def _ended_at(self, slurm: SlurmCommands, job_ids: list[str]) -> datetime | None:
-        """When accounting says the job ended (one sacct call); None without accounting."""
-        if not job_ids:
-            return None
-        try:
-            ends = [j.end for j in slurm.accounting(job_ids) if j.end is not None]
-        except SlurmError:
-            return None
-        return max(ends) if ends else None
 
     def release(self, lease: Lease) -> None:
         stop = self._watches.pop(lease.id, None)
@@ -333,19 +331,21 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         from ..local import lease_key_path
         _forget_keys(lease_key_path(lease.id))
 
+    def release_machines(self, lease: Lease, machine_ids: list[str]) -> None:
+        """End those machines' node steps and give their nodes back to the cluster (shrink.py)."""
+        steps = self._steps.get(lease.id, [])
+        ended = release_nodes(self._commands_for(lease), lease, machine_ids, steps)
+        self._steps[lease.id] = [s for s in steps if s not in ended]
+        reap(ended)
+
     def extend_limit(self, lease: Lease, until: datetime) -> datetime:
         """`scontrol update TimeLimit` so the allocation lasts to `until` (limits.raise_time_limit)."""
         return raise_time_limit(self._commands_for(lease), lease, _recorded_jobs(lease), until)
 
     def accounting(self, lease: Lease) -> dict[str, Any]:
-        """sacct's view of the lease: GPU-seconds (elapsed × allocated GRES) and what they cost at
-        price_per_gpu_hour. One sacct call."""
-        jobs = self._commands_for(lease).accounting(_recorded_jobs(lease))
-        gpu_s = sum(j.gpu_seconds for j in jobs)
-        cost = Decimal(gpu_s) / Decimal(3600) * self.config.price_per_gpu_hour
-        return {"jobs": [j.job_id for j in jobs], "gpu_seconds": gpu_s, "elapsed_s": max((j.elapsed_s for j in jobs),
-                                                                                        default=0),
-                "cost_usd": cost, "states": [j.state.value for j in jobs]}
+        """sacct's view of the lease: GPU-seconds (elapsed × allocated GRES, each size of a job that
+        shrank counted for its own stretch) and what they cost at price_per_gpu_hour. One sacct call."""
+        return lease_accounting(self._commands_for(lease), _recorded_jobs(lease), self.config.price_per_gpu_hour)
 
     def sweep(self, live_machine_ids: set[str]) -> list[str]:
         """fleet's jobs (by comment tag) of leases this FLEET_HOME made that no live lease owns."""

@@ -25,6 +25,11 @@ READY = "FLEET-NODE-READY"
 BOOT = "import json,sys;exec(compile(json.loads(sys.stdin.readline()),'fleet-node','exec'))"
 
 
+def step_name(node: str) -> str:
+    """The node step's name in the job (how partial release finds it: shrink.py)."""
+    return f"fleet-node-{node}"
+
+
 @dataclass
 class NodeStep:
     node: str
@@ -46,7 +51,7 @@ def start_node(runner: Runner, job_id: str, node: str, python: str, spec: dict[s
     """Start the node step and wait for its ready line; InfrastructureError naming srun's own
     complaint if the step ends or stays silent first."""
     argv = srun_argv(job_id, [python, "-c", BOOT], nodes=1, extra=["--ntasks=1", f"--nodelist={node}",
-                                                                    f"--job-name=fleet-node-{node}"])
+                                                                    f"--job-name={step_name(node)}"])
     full, env = step_argv(runner, argv)
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as err:

@@ -1,0 +1,100 @@
+"""Giving back some nodes of a Slurm lease while the others run on (`ReleasesMachines`: a sweep's
+warm pool releasing the machines it has no trial left for, fleet/sweep/shrink.py).
+
+For each Slurm job the released machines belong to, in this order:
+
+1. each released machine's node step is ended: `scancel --signal=USR1 J.S` makes its node.py end
+   the machine (the watchdog ends every process of it, sshd included), remove the machine directory
+   and its secrets, and exit, leaving the lease's shared staging directory to the nodes that stay;
+   the step ends with it. One still running after STEP_END_S is cancelled (SIGTERM, then Slurm's
+   SIGKILL after KillWait).
+2. the node goes back to the cluster: `scontrol update JobId=J NodeList=<the nodes that stay>`
+   shrinks the running allocation (its owner may; only growing needs an operator), and another job
+   can be given the node at once. When no node of that job stays (a lease of one job per node),
+   the job is cancelled instead.
+
+Accounting follows the allocation: slurmdbd closes the job's record at the resize (state RESIZING,
+the old size) and opens one at the new size; `sacct -j J` lists both, so each node's GPUs count
+only while the job held them (accounting.py adds them up).
+
+Slurm cannot take the node running a batch job's batch step out of it (`Invalid node name
+specified`): for a lease that queued through sbatch, releasing the machine on the job's first node
+is refused before anything is ended, and it stays until the lease ends.
+"""
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+from ...models import Lease
+from .commands import SlurmCommands
+from .errors import SlurmError
+from .parsing import JobState, expand_hostlist
+from .steps import NodeStep, step_name
+
+STEP_END_S = 30.0          # node.py's own cleanup takes a few seconds (3 s for its children at most)
+RELEASE_SIGNAL = "USR1"    # node.py: this machine alone is released
+
+
+def release_nodes(slurm: SlurmCommands, lease: Lease, machine_ids: Iterable[str],
+                  steps: list[NodeStep]) -> list[NodeStep]:
+    """End the named machines of `lease` and give their nodes back to the cluster; the others run
+    on. Idempotent: a machine whose node the job no longer holds is already released. Returns the
+    node steps (of `steps`, this process's) that ended, for the caller to reap."""
+    wanted = set(machine_ids)
+    by_job: dict[str, set[str]] = {}
+    for m in lease.machines:
+        node = m.provider_ref.get("node")
+        job_id = str(m.provider_ref.get("job_id") or (lease.meta or {}).get("slurm_job") or "")
+        if m.id in wanted and node and job_id:
+            by_job.setdefault(job_id, set()).add(node)
+    ended: list[NodeStep] = []
+    for job_id, nodes in sorted(by_job.items()):
+        record = slurm.job_record(job_id)
+        if record is None or JobState.parse(record.get("JobState")) is not JobState.RUNNING:
+            continue                        # ended or ending: its nodes are going back anyway
+        held = expand_hostlist(record.get("NodeList"))
+        drop = [n for n in held if n in nodes]
+        keep = [n for n in held if n not in nodes]
+        if not drop:
+            continue
+        batch_host = record.get("BatchHost")
+        if keep and record.get("BatchFlag") not in (None, "0") and batch_host in drop:
+            raise SlurmError(f"Slurm cannot take node {batch_host} out of job {job_id}: the job's batch step "
+                             "runs there (it queued through sbatch); that machine stays until the lease ends",
+                             slurm_reason="batch host")
+        end_steps(slurm, job_id, drop)
+        if keep:
+            slurm.shrink(job_id, keep)
+        else:
+            slurm.cancel([job_id])
+        ended += [s for s in steps if s.node in drop]
+    return ended
+
+
+def end_steps(slurm: SlurmCommands, job_id: str, nodes: list[str], timeout_s: float = STEP_END_S) -> None:
+    """End fleet's node steps on `nodes` of the job: RELEASE_SIGNAL, then scancel for any still
+    there after `timeout_s`. Returns once none is left; SlurmError if one outlives both."""
+    names = {step_name(n) for n in nodes}
+
+    def left() -> list[str]:
+        return [s.step_id for s in slurm.steps(job_id) if s.name in names]
+
+    for step_id in left():
+        slurm.signal_step(step_id, RELEASE_SIGNAL)
+    if _gone(left, timeout_s):
+        return
+    slurm.cancel(left())
+    if not _gone(left, timeout_s):
+        raise SlurmError(f"the fleet step on Slurm node(s) {', '.join(nodes)} of job {job_id} did not end; "
+                         "the node stays in the job until the lease ends", slurm_reason="step did not end")
+
+
+def _gone(left, timeout_s: float) -> bool:
+    end, delay = time.monotonic() + timeout_s, 0.1
+    while left():
+        if time.monotonic() >= end:
+            return False
+        time.sleep(delay)
+        delay = min(1.0, delay * 2)
+    return True

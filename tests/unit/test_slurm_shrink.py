@@ -1,0 +1,137 @@
+"""Partial release on Slurm (fleet/providers/slurm/shrink.py, accounting.py) on outputs recorded from
+the real 22.05 test cluster (tests/unit/slurm_outputs/): which commands run in which order, what is
+refused before anything is ended, and how sacct's records of a job that shrank add up. The real
+cluster's side: tests/integration/test_slurm_shrink.py."""
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from fleet.models import Lease, Machine, utcnow
+from fleet.providers.slurm.accounting import lease_accounting
+from fleet.providers.slurm.commands import CommandResult, SlurmCommands
+from fleet.providers.slurm.errors import SlurmError
+from fleet.providers.slurm.parsing import JobStep, parse_scontrol_job, parse_steps
+from fleet.providers.slurm.shrink import end_steps, release_nodes
+
+OUT = Path(__file__).parent / "slurm_outputs"
+BATCH_JOB = (OUT / "scontrol-show-job-batch.txt").read_text()     # job 5: sbatch, n[1-2], BatchHost=n1
+
+
+class Cluster:
+    """A scripted Slurm: scontrol show job, squeue --steps, scancel (--signal), scontrol update."""
+
+    def __init__(self, records: dict[str, str], steps: dict[str, list[str]], deaf: set[str] = frozenset()):
+        self.records, self.deaf, self.calls = records, set(deaf), []
+        self.steps = {job: list(lines) for job, lines in steps.items()}
+
+    def __call__(self, argv, *, stdin=None, env=None, timeout=60) -> CommandResult:
+        argv = list(argv)
+        self.calls.append(argv)
+        if argv[:3] == ["scontrol", "show", "job"]:
+            record = self.records.get(argv[-1])
+            if record is None:
+                return CommandResult(tuple(argv), 1, "", "slurm_load_jobs error: Invalid job id specified\n")
+            return CommandResult(tuple(argv), 0, record, "")
+        if argv[:2] == ["squeue", "--steps"]:
+            job = argv[2].split("=", 1)[1]
+            return CommandResult(tuple(argv), 0, "".join(ln + "\n" for ln in self.steps.get(job, [])), "")
+        if argv[0] == "scancel":
+            target = argv[-1]
+            if any(a.startswith("--signal=") for a in argv) and target in self.deaf:
+                return CommandResult(tuple(argv), 0, "", "")          # signalled, but it does not end
+            job, _, step = target.partition(".")
+            left = [ln for ln in self.steps.get(job, []) if not ln.startswith(target + "|")]
+            self.steps[job] = left if step else []                    # a step ends, or the whole job
+            return CommandResult(tuple(argv), 0, "", "")
+        return CommandResult(tuple(argv), 0, "", "")
+
+    def done(self, prefix: list[str]) -> list[list[str]]:
+        return [c for c in self.calls if c[:len(prefix)] == prefix]
+
+
+def _lease(jobs: dict[str, str]) -> Lease:
+    """Machines n0..: node → job id."""
+    now = utcnow()
+    machines = [Machine(id=f"L-n{i}", lease_id="L", node_rank=i, host="127.0.0.1", port=1, user="u", key_path="k",
+                        host_key="h", workdir="/w", gpu_slots=(0,), provider_ref={"job_id": job, "node": node})
+                for i, (node, job) in enumerate(jobs.items())]
+    return Lease(id="L", provider="slurm", template="slurm-1gpu", machines=machines, created_at=now,
+                 deadline=now + timedelta(minutes=5), max_deadline=now + timedelta(hours=1))
+
+
+STEPS_5 = ["5.0|n1|fleet-node-n1", "5.1|n2|fleet-node-n2", "5.batch|n1|batch"]
+
+
+def test_the_recorded_outputs_parse():
+    record = parse_scontrol_job(BATCH_JOB)
+    assert (record["JobState"], record["NodeList"], record["BatchFlag"], record["BatchHost"]) == \
+        ("RUNNING", "n[1-2]", "1", "n1")
+    assert parse_steps((OUT / "squeue-steps.txt").read_text()) == [
+        JobStep("5.0", "fleet-node-n1", ("n1",)), JobStep("5.1", "fleet-node-n2", ("n2",)),
+        JobStep("5.batch", "batch", ("n1",))]
+
+
+def test_a_node_step_ends_first_then_the_job_keeps_only_the_other_node():
+    cluster = Cluster({"5": BATCH_JOB}, {"5": STEPS_5})
+    release_nodes(SlurmCommands(cluster), _lease({"n1": "5", "n2": "5"}), ["L-n1"], [])
+    kinds = [c[:2] if c[0] != "scancel" else c for c in cluster.calls]
+    assert ["scancel", "--quiet", "--signal=USR1", "5.1"] in kinds
+    signal_at = kinds.index(["scancel", "--quiet", "--signal=USR1", "5.1"])
+    update_at = kinds.index(["scontrol", "update"])
+    assert signal_at < update_at, "the job shrank before the machine's step ended"
+    assert cluster.done(["scontrol", "update"]) == [["scontrol", "update", "JobId=5", "NodeList=n1"]]
+    assert not cluster.done(["scancel", "--quiet", "5"])                  # the job itself goes on
+
+
+def test_the_batch_host_of_an_sbatch_job_is_refused_before_anything_ends():
+    cluster = Cluster({"5": BATCH_JOB}, {"5": STEPS_5})
+    with pytest.raises(SlurmError) as err:
+        release_nodes(SlurmCommands(cluster), _lease({"n1": "5", "n2": "5"}), ["L-n0"], [])
+    assert "batch step runs there" in err.value.one_line() and "n1" in err.value.one_line()
+    assert not cluster.done(["scancel"]) and not cluster.done(["scontrol", "update"])
+
+
+def test_a_lease_of_one_job_per_node_cancels_that_nodes_job():
+    one = BATCH_JOB.replace("JobId=5", "JobId=7").replace("NodeList=n[1-2]", "NodeList=n1")
+    two = BATCH_JOB.replace("JobId=5", "JobId=8").replace("NodeList=n[1-2]", "NodeList=n2").replace(
+        "BatchHost=n1", "BatchHost=n2")
+    cluster = Cluster({"7": one, "8": two}, {"7": ["7.0|n1|fleet-node-n1"], "8": ["8.0|n2|fleet-node-n2"]})
+    release_nodes(SlurmCommands(cluster), _lease({"n1": "7", "n2": "8"}), ["L-n1"], [])
+    assert ["scancel", "--quiet", "--signal=USR1", "8.0"] in cluster.calls
+    assert cluster.done(["scancel", "--quiet", "8"]) and not cluster.done(["scontrol", "update"])
+    assert not [c for c in cluster.calls if "7" in c[-1]]                 # the other node's job untouched
+
+
+def test_released_already_or_a_job_gone_is_nothing_to_do():
+    shrunk = BATCH_JOB.replace("NodeList=n[1-2]", "NodeList=n1")
+    cluster = Cluster({"5": shrunk}, {"5": STEPS_5[::2]})
+    assert release_nodes(SlurmCommands(cluster), _lease({"n1": "5", "n2": "5"}), ["L-n1"], []) == []
+    gone = Cluster({}, {})
+    assert release_nodes(SlurmCommands(gone), _lease({"n1": "5", "n2": "5"}), ["L-n1"], []) == []
+    for c in (cluster, gone):
+        assert not c.done(["scancel"]) and not c.done(["scontrol", "update"])
+
+
+def test_a_step_that_outlives_the_signal_is_cancelled():
+    cluster = Cluster({"5": BATCH_JOB}, {"5": STEPS_5}, deaf={"5.1"})
+    end_steps(SlurmCommands(cluster), "5", ["n2"], timeout_s=0.3)
+    assert ["scancel", "--quiet", "--signal=USR1", "5.1"] in cluster.calls
+    assert ["scancel", "--quiet", "5.1"] in cluster.calls
+
+
+def test_sacct_records_of_a_job_that_shrank_count_each_size_for_its_own_stretch():
+    class Recorded:
+        def __call__(self, argv, *, stdin=None, env=None, timeout=60):
+            return CommandResult(tuple(argv), 0, (OUT / "sacct-resized.txt").read_text(), "")
+
+    # Job 2: 8 s on 2 nodes × 1 GPU, shrunk to n2, then 8 s more on 1 GPU.
+    acct = lease_accounting(SlurmCommands(Recorded()), ["2"], Decimal("3.6"))
+    assert acct["gpu_seconds"] == 2 * 8 + 1 * 8 and acct["elapsed_s"] == 16
+    assert acct["jobs"] == ["2"] and acct["states"] == ["CANCELLED"]
+    assert acct["cost_usd"] == Decimal("0.024")
+    assert [(r["state"], r["gpus"], r["nodes"]) for r in acct["records"]] == [
+        ("RESIZING", 2, ["n1", "n2"]), ("CANCELLED", 1, ["n2"])]
