@@ -31,7 +31,8 @@ def cache_dir(lease: Lease, machine: Machine) -> str:
     suffix = f"/{lease.id}/{machine.id}"
     if lease.provider == "ssh" and machine.workdir.endswith(suffix):
         return machine.workdir[:-len(suffix)] + "/.pyenv-cache"
-    if lease.provider == "local" or machine.host.startswith("127.") or machine.host in ("localhost", "::1"):
+    from .snapshots.sync_remote import on_this_computer_as_us
+    if lease.provider == "local" or on_this_computer_as_us(machine):
         from .paths import subdir
         return str(subdir("cache") / "pyenv")
     return REMOTE_CACHE

@@ -71,12 +71,21 @@ def host_cache_dir(machine: Machine, configured: str | None = None) -> str:
     from fleet.toml, else the login's ~/.cache, elsewhere (a cloud instance: point it at the
     instance store or a cache volume)."""
     suffix = f"/{machine.lease_id}/{machine.id}"
-    if machine.host.startswith("127.") or machine.host in ("localhost", "::1"):
+    if on_this_computer_as_us(machine):
         from ..paths import subdir
         return str(subdir("cache") / "chunks")
     if machine.workdir.endswith(suffix):
         return machine.workdir[:-len(suffix)] + "/.chunk-cache"
     return configured or os.environ.get("FLEET_CHUNK_CACHE_DIR") or REMOTE_CACHE
+
+
+def on_this_computer_as_us(machine: Machine) -> bool:
+    """A loopback machine whose login is this process's own user, so it may share FLEET_HOME's
+    caches (the local provider, the AWS sandbox). A sandbox machine logging in as another user
+    (FLEET_AWS_SANDBOX_LOGIN) keeps its caches in its login's home, as a cloud instance does."""
+    import getpass
+    loopback = machine.host.startswith("127.") or machine.host in ("localhost", "::1")
+    return loopback and machine.user == getpass.getuser()
 
 
 def chunk_cache(machine: Machine) -> str:

@@ -2,6 +2,7 @@
 moto server + stack resources, instances bound to loopback sshd machines, `fleet up --provider aws`."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,10 +21,16 @@ pytestmark = pytest.mark.timeout(300)
 @pytest.fixture(scope="module")
 def sandbox(tmp_path_factory):
     """scripts/aws_sandbox.py running in the background; yields (env, FLEET_HOME). Stops it after."""
-    home = tmp_path_factory.mktemp("aws-sandbox-home")
+    with running_sandbox(tmp_path_factory.mktemp("aws-sandbox-home")) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def running_sandbox(home, **extra_env):
+    """The sandbox with FLEET_HOME `home` (and `extra_env` in its environment and the tests')."""
     # The suite's own CI mode (.ci/run) must not reach the fleet commands the tests run here.
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and k not in ("CI", "GITHUB_ACTIONS")}
-    env.update(FLEET_HOME=str(home), FLEET_USER="tester")
+    env.update(FLEET_HOME=str(home), FLEET_USER="tester", **extra_env)
     proc = subprocess.Popen([sys.executable, str(REPO / "scripts" / "aws_sandbox.py")], env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     exports = {}

@@ -24,6 +24,7 @@ machine's watchdog ends its sshd at the deadline; the moto instance stays until 
 """
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -38,6 +39,8 @@ from ...paths import fleet_home, subdir
 from .outputs import OUTPUTS_VERSION
 
 ENV_FLAG = "FLEET_AWS_SANDBOX"
+LOGIN_ENV = "FLEET_AWS_SANDBOX_LOGIN"
+SUPERVISOR_DIR = ".fleet-supervisor"   # in the machine's directory, beside (not in) its workdir
 LEASE_FILE = "lease_id"      # written before anything starts: which lease a (half-made) machine is for
 
 DEFAULT_TEMPLATES: dict[str, dict[str, Any]] = {
@@ -48,6 +51,36 @@ DEFAULT_TEMPLATES: dict[str, dict[str, Any]] = {
     "aws-8gpu": {"instance_types": ["p4d.24xlarge", "g6.48xlarge", "g5.48xlarge", "g6.12xlarge"],
                  "gpus_per_machine": 8, "gpu_model": "", "spot": True},
 }
+
+
+def machine_login() -> str | None:
+    """The sandbox machines' login when FLEET_AWS_SANDBOX_LOGIN names one: an unprivileged user of
+    this computer standing in for an instance's `fleet` user, so that the experiment and node 0's
+    supervisor (this process's user) are different users, as on EC2. Needs root (sshd switching
+    users). None: the machines log in as this process's user (one user for everything)."""
+    import pwd
+    from ...errors import EnvironmentProblem
+    login = os.environ.get(LOGIN_ENV, "").strip()
+    if not login or login == getpass.getuser():
+        return None
+    if os.geteuid() != 0:
+        raise EnvironmentProblem(f"{LOGIN_ENV}={login}: sandbox machines log in as another user only when "
+                                 "the sandbox runs as root", hint=f"unset {LOGIN_ENV}")
+    try:
+        pwd.getpwnam(login)
+    except KeyError:
+        raise EnvironmentProblem(f"{LOGIN_ENV}={login}: no such user on this computer",
+                                 hint=f"create it (useradd --system {login}) or unset {LOGIN_ENV}") from None
+    return login
+
+
+def _login_python() -> str:
+    """The machines' python for another login: this process's may live where only its user may
+    read (a pyenv under /root); the system's is everyone's, as an instance's python3 is."""
+    for candidate in ("/usr/local/bin/python3", "/usr/bin/python3"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return sys.executable
 
 
 def sandbox_enabled(env: Mapping[str, str] | None = None) -> bool:
@@ -83,10 +116,16 @@ class Sandbox:
         # other way round, a controller killed in between left sshds listening with the lease key
         # authorized and no deadline. No --poweroff: at its deadline the watchdog ends this
         # machine's sshd and processes only.
+        login = machine_login()
+        if login:   # the login reaches its machine's workdir through these (listing them stays ours)
+            for parent in (self.root, self.root.parent, fleet_home(create=False)):
+                os.chmod(parent, os.stat(parent).st_mode | 0o111)
         start_watchdog(d, instance_id, ttl_s=deadline_s, max_s=max_s, kill_pids=[],
-                       kill_pid_files=[d / "sshd.pid"], python=self.python)
+                       kill_pid_files=[d / "sshd.pid"], python=self.python,
+                       agent_dir=d / "agent" if login else None)
         try:
-            sshd = start_sshd(d, instance_id, authorized, host_key_path=host_key_path)
+            sshd = start_sshd(d, instance_id, authorized, host_key_path=host_key_path, login=login,
+                              also=(getpass.getuser(),))
             if sshd.host_key.split()[:2] != host_public_key.split()[:2]:
                 raise RuntimeError(f"sandbox sshd for {instance_id} did not take the lease's host key")
         except BaseException:
@@ -94,7 +133,11 @@ class Sandbox:
             raise
         binding = {"instance_id": instance_id, "lease_id": lease_id, "private_ip": private_ip,
                    "host": "127.0.0.1", "port": sshd.port, "user": sshd.user, "workdir": str(sshd.root),
-                   "python": self.python, "sshd_pid": sshd.pid, "dir": str(d), "isolation": sshd.isolation}
+                   "python": _login_python() if login else self.python, "sshd_pid": sshd.pid, "dir": str(d), "isolation": sshd.isolation,
+                   # node 0's supervisor logs in as this (sandbox) user, into a directory the machine's
+                   # login can neither read nor write (EC2: the `fleet-supervisor` user, userdata.py)
+                   "supervisor_user": getpass.getuser(), "supervisor_dir": str(d / SUPERVISOR_DIR),
+                   "supervisor_python": self.python}
         (d / "binding.json").write_text(json.dumps(binding, indent=1))
         return binding
 

@@ -56,7 +56,8 @@ class SshdMachine:
     isolation: str = "pids"   # "cgroup" | "pids": see fleet/isolation
 
 
-def _config_text(d: Path, port: int, machine_id: str, user: str, root: Path, listen: str = "127.0.0.1") -> str:
+def _config_text(d: Path, port: int, machine_id: str, user: str, root: Path, listen: str = "127.0.0.1",
+                 also: tuple[str, ...] = ()) -> str:
     """sshd_config of one machine (also rendered for Slurm nodes, which listen on their own address)."""
     return "\n".join([
         f"Port {port}",
@@ -71,7 +72,7 @@ def _config_text(d: Path, port: int, machine_id: str, user: str, root: Path, lis
         "UsePAM no",
         "StrictModes no",
         "PermitRootLogin prohibit-password",
-        f"AllowUsers {user}",
+        f"AllowUsers {' '.join((user, *also))}",
         # Every session carries the machine's id so the watchdog can find (and end) its processes.
         # HOME is the machine's own root, as on a fresh machine: otherwise every session runs the
         # controller user's ~/.bashrc (Debian's bash sources it for ssh commands), which can hang
@@ -96,8 +97,12 @@ def _privsep_dir() -> None:
 
 
 def start_sshd(directory: Path, machine_id: str, authorized_key: str, *, host_key_path: Path | None = None,
-               attempts: int = 5) -> SshdMachine:
-    """Start sshd for one machine, detached from the caller (it must outlive a killed controller)."""
+               attempts: int = 5, login: str | None = None, also: tuple[str, ...] = ()) -> SshdMachine:
+    """Start sshd for one machine, detached from the caller (it must outlive a killed controller).
+
+    `login`: the machine's user, when not this process's own (root only: the AWS sandbox's
+    stand-in for an instance's unprivileged `fleet` user); its working directory is made its own.
+    `also`: further users the same key may log in as (the sandbox's supervisor login)."""
     sshd = find_sshd()
     _privsep_dir()
     d = Path(directory)
@@ -112,13 +117,17 @@ def start_sshd(directory: Path, machine_id: str, authorized_key: str, *, host_ke
         host_key = generate_ed25519(key_path, comment=f"fleet-host-{machine_id}")
     auth = d / "authorized_keys"
     auth.write_text(authorized_key.strip() + "\n")
-    os.chmod(auth, 0o600)
-    user = getpass.getuser()
+    user = login or getpass.getuser()
+    # sshd reads the keys file as the user logging in: another login needs it readable (public keys).
+    os.chmod(auth, 0o644 if user != getpass.getuser() else 0o600)
+    if user != getpass.getuser():
+        _hand_over(d, root, user)
     work = _work_leaf(d, machine_id)
     last_error = ""
     for _ in range(attempts):
         port = free_port()
-        (d / "sshd_config").write_text(_config_text(d, port, machine_id, user, root))
+        (d / "sshd_config").write_text(_config_text(d, port, machine_id, user, root, also=tuple(
+            u for u in also if u != user)))
         argv = [sshd, "-D", "-e", "-f", str(d / "sshd_config")]
         if work:   # join the unit, then become sshd: inside it before it can accept a connection
             argv = ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" || exit 126; exec "$@"', work, *argv]
@@ -140,6 +149,16 @@ def start_sshd(directory: Path, machine_id: str, authorized_key: str, *, host_ke
         _reap(proc)
     raise InfrastructureError(f"sshd for machine {machine_id} would not start: {last_error}",
                               hint="no free port on 127.0.0.1?" if "Address" in last_error else None)
+
+
+def _hand_over(d: Path, root: Path, user: str) -> None:
+    """The machine directory stays this (root) process's, traversable only; its working directory
+    (and everything in it, the watchdog's state included, as on an AWS instance) becomes `user`'s."""
+    import pwd
+    entry = pwd.getpwnam(user)
+    os.chmod(d, 0o711)
+    for path in [root, *root.rglob("*")]:
+        os.lchown(path, entry.pw_uid, entry.pw_gid)
 
 
 def _work_leaf(d: Path, machine_id: str) -> str | None:
@@ -198,19 +217,26 @@ def _reap(proc: subprocess.Popen) -> None:
 
 def start_watchdog(directory: Path, machine_id: str, *, ttl_s: float, max_s: float, kill_pids: list[int],
                    python: str | None = None, telemetry_interval: float = 0,
-                   kill_pid_files: list[Path] = ()) -> int:
+                   kill_pid_files: list[Path] = (), agent_dir: Path | None = None) -> int:
     """The machine's dead-man switch, started detached (own session) so SIGKILL of the controller
     leaves it running; it ends the machine at its deadline unless a heartbeat extends it.
 
     It joins <unit>/agent of the machine's cgroup unit (made here when cgroup v2 is writable) and
-    ends <unit>/work from there; `kill_pids` are pinned to their start time now."""
+    ends <unit>/work from there; `kill_pids` are pinned to their start time now.
+
+    `agent_dir`: where the watchdog's own copy of the agent lives when the machine's login is not
+    this process's user (the state directory is then that login's, and a watchdog run from there
+    would import whatever it put beside agent.py)."""
     from ...remote.agent import AGENT_FILES
     state = Path(directory) / "root" / ".fleet"
     state.mkdir(parents=True, exist_ok=True)
-    for source in AGENT_FILES:
-        if source.exists():
-            shutil.copyfile(source, state / source.name)
-    agent = state / "agent.py"
+    homes = [state] if agent_dir is None else [state, Path(agent_dir)]
+    for home in homes:
+        home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for source in AGENT_FILES:
+            if source.exists():
+                shutil.copyfile(source, home / source.name)
+    agent = homes[-1] / "agent.py"
     unit = isolation.prepare_local_unit(Path(directory))
     argv = [python or sys.executable, str(agent), "watchdog", "--state-dir", str(state),
             "--machine-id", machine_id, "--ttl", str(ttl_s), "--max", str(max_s),

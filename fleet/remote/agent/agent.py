@@ -299,7 +299,10 @@ def cmd_exec(args):
             leaf = os.path.join(unit, args.leaf)
             if args.leaf != "work" and not os.path.isdir(leaf):
                 os.mkdir(leaf)
-            containment.join(leaf)
+            # A login that is not the unit's owner cannot move itself, and need not when its
+            # session was born in the leaf (the sandbox's unprivileged login, under sshd in work/).
+            if os.path.realpath(containment.own_cgroup() or "") != os.path.realpath(leaf):
+                containment.join(leaf)
         except OSError as exc:
             print(f"fleet-agent: exec: the machine has ended (cgroup {unit}: {exc.strerror or exc})",
                   file=sys.stderr)
