@@ -3,11 +3,18 @@
 The launcher (this module, on the laptop) does what must happen where the code is: plan, pin
 (the code and data snapshots go to the run's store), the budget gate (nothing is leased when it
 refuses), and the lease. Then, over node 0's SSH connection, it copies fleet's own package, the
-lease's SSH key and the stack's outputs to `<workdir>/.fleet-supervisor/` on node 0 and starts
-`python -m fleet.run.node_supervisor` there (fleet/run/node_supervisor.py), handing it, on stdin
-and never on disk, the state URL, the store and provider credentials and the run's [env]. It
-follows that supervisor's progress until the inputs are staged and leaves: the laptop can close,
-and nothing runs that the lease does not already pay for.
+lease's SSH key and the stack's outputs to node 0 and starts `fleet.run.node_supervisor` there
+(fleet/run/node_supervisor.py), handing it, on stdin and never on disk, the state URL, the store
+and provider credentials and the run's [env]. It follows that supervisor's progress until the
+inputs are staged and leaves: the laptop can close, and nothing runs that the lease does not
+already pay for.
+
+The supervisor holds those secrets, and node 0 also runs the experiment, so the two are different
+users: the launcher logs in to node 0 as the machine's supervisor login (EC2: `fleet-supervisor`,
+made at boot, userdata.py; the sandbox: its own user), not as the experiment's `fleet`, and puts
+everything in that user's directory (0700). The supervisor runs with a clean environment, HOME in
+that directory and `python -I` (no user site, no PYTHON* variables, no current directory on the
+path), so it imports nothing the experiment's user could have written.
 
 Needs what node 0 can reach without the laptop: a PostgreSQL state and an S3 store. Without
 them (or on a provider other than AWS) the supervisor stays a background process of this
@@ -30,7 +37,10 @@ from .context import Events, RunContext
 from .detach import HANDOFF_PHASES, Handoff, ReportedError
 from .supervisor import EVENTS, SupervisorSpec
 
-REMOTE_DIR = ".fleet-supervisor"
+REMOTE_DIR = ".fleet-supervisor"   # in the workdir: only where a machine names no supervisor login
+# Run by `python -I -c` (isolated: -m would need PYTHONPATH, which -I ignores): argv[1] is the directory.
+BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv[1] + '/pkg'); "
+             "from fleet.run.node_supervisor import main; sys.exit(main(sys.argv[1:]))")
 HANDOFF_TIMEOUT_S = 3600.0       # staging a large dataset from node 0 may take this long
 NODE0_PROVIDERS = ("aws",)
 
@@ -114,17 +124,21 @@ def _start_and_follow(config, spec, pins, lease, state, events: Events, provider
     from ..remote.ssh import wait_ready
     node0 = min(lease.machines, key=lambda m: m.node_rank)
     events.phase("ready", f"waiting for SSH on node 0 ({node0.id})")
-    session = wait_ready(node0, timeout=600)
+    login, remote = supervisor_login(node0)
+    session = wait_ready(login, timeout=600)
     try:
-        remote = f"{node0.workdir}/{REMOTE_DIR}"
-        events.phase("handoff", f"copying fleet to node 0 ({node0.id}) and starting the run's supervisor there")
+        events.phase("handoff", f"copying fleet to node 0 ({node0.id}) and starting the run's supervisor there "
+                                f"(as {login.user})")
         _copy_files(session, remote, config, lease, node0, _outputs_file(config, provider))
         # The launcher's reservation ends here; node 0's budget stage makes the run's own.
         Reservations(state.db).settle(lease.id, None)
         payload = {"spec": _spec_for_node0(spec, config), "env": _node0_env(config, remote),
                    "lease_id": lease.id, "pins": asdict(pins)}
-        command = (f"cd {shlex.quote(remote)} && PYTHONPATH={shlex.quote(remote + '/pkg')} "
-                   f"exec {shlex.quote(node0.python)} -m fleet.run.node_supervisor {shlex.quote(remote)}")
+        # A clean environment: nothing of the login session's (its HOME may be the experiment's).
+        keep = " ".join(f'{name}="${name}"' for name in ("FLEET_MACHINE_ID", "FLEET_MACHINE_ROOT"))
+        command = (f"cd {shlex.quote(remote)} && exec env -i HOME={shlex.quote(remote)} "
+                   f"PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 {keep} {shlex.quote(login.python)} -I -c "
+                   f"{shlex.quote(BOOTSTRAP)} {shlex.quote(remote)}")
         started = session.run(command, stdin=(json.dumps(payload) + "\n").encode(), check=False, timeout=120)
         answer = _last_json(started.stdout)
         if "pid" not in answer:
@@ -134,6 +148,19 @@ def _start_and_follow(config, spec, pins, lease, state, events: Events, provider
         return _follow(session, remote, pid, spec.run_id, lease.id, events), pid
     finally:
         session.close()
+
+
+def supervisor_login(node0):
+    """node 0 as its supervisor logs in (the machine's supervisor user, the lease's key) and that
+    user's directory for the run's supervisor. A machine that names no supervisor login (made by
+    an older fleet) gets the experiment's own user and workdir: the separation is then missing."""
+    from dataclasses import replace
+    user = node0.provider_ref.get("supervisor_user")
+    directory = node0.provider_ref.get("supervisor_dir")
+    if not user or not directory:
+        return node0, f"{node0.workdir}/{REMOTE_DIR}"
+    python = node0.provider_ref.get("supervisor_python") or node0.python
+    return replace(node0, user=str(user), workdir=str(directory), python=str(python)), str(directory)
 
 
 def _spec_for_node0(spec: SupervisorSpec, config) -> dict[str, Any]:
@@ -193,7 +220,7 @@ def _copy_files(session, remote: str, config, lease, node0, outputs: bytes) -> N
     from ..providers.aws.sandbox import sandbox_enabled
     home = f"{remote}/home"
     key_dir = f"{home}/leases/{lease.id}"
-    session.run(f"rm -rf {shlex.quote(remote)} && mkdir -p {shlex.quote(remote + '/pkg')} "
+    session.run(f"umask 077 && rm -rf {shlex.quote(remote)} && mkdir -p {shlex.quote(remote + '/pkg')} "
                 f"{shlex.quote(remote + '/exp')} && mkdir -p -m 700 {shlex.quote(key_dir)} && "
                 f"chmod 700 {shlex.quote(remote)}")
     files = {f"{remote}/pkg.tar.gz": _package(), f"{key_dir}/id_ed25519": Path(node0.key_path).read_bytes(),
@@ -209,7 +236,7 @@ def _copy_files(session, remote: str, config, lease, node0, outputs: bytes) -> N
             sftp.chmod(path, 0o600)
     finally:
         sftp.close()
-    session.run(f"tar -xzf {shlex.quote(remote + '/pkg.tar.gz')} -C {shlex.quote(remote + '/pkg')}")
+    session.run(f"umask 077 && tar -xzf {shlex.quote(remote + '/pkg.tar.gz')} -C {shlex.quote(remote + '/pkg')}")
     if sandbox_enabled():
         # The sandbox's stand-in for the cloud: which instance is which loopback machine. Node 0
         # terminating instances must stop their machines, as EC2 would.
@@ -278,7 +305,7 @@ def _follow(session, remote: str, pid: int, run_id: str, lease_id: str, events: 
         if in_main:
             signal.signal(signal.SIGINT, previous)
     raise InfrastructureError(f"the supervisor of run {run_id} on node 0 ended before the run started",
-                              hint=f"see {remote}/supervisor.log on node 0 (`fleet ssh {lease_id}`)")
+                              hint=f"see {remote}/supervisor.log on node 0 (readable by the supervisor's own user only)")
 
 
 def stop_on_node0(state, run: dict[str, Any], events: Events, *, wait_s: float) -> bool:
@@ -295,11 +322,11 @@ def stop_on_node0(state, run: dict[str, Any], events: Events, *, wait_s: float) 
     node0 = next((m for m in lease.machines if m.id == meta.get("supervised_on")), None)
     if not pid or node0 is None:
         return False
-    remote = f"{node0.workdir}/{REMOTE_DIR}"
+    login, remote = supervisor_login(node0)
     try:
-        with connect(node0, timeout=10) as session:
+        with connect(login, timeout=10) as session:
             argv = session.run(f"cat /proc/{shlex.quote(str(int(pid)))}/cmdline", check=False, timeout=30).stdout.split("\0")
-            if "fleet.run.node_supervisor" not in argv or remote not in argv:
+            if not any("fleet.run.node_supervisor" in arg for arg in argv) or remote not in argv:
                 return False
             events.phase("release", f"asking the supervisor of run {run['id']} on node 0 ({node0.id}, pid {pid}) "
                                     "to stop")

@@ -1,54 +1,118 @@
-"""What an experiment on node 0 can reach of the launcher's AWS credentials when `fleet up -d` on
-AWS supervises the run from node 0 (the sandbox: moto + loopback sshd machines).
+"""What an experiment on node 0 can reach of the launcher's secrets when `fleet up -d` on AWS
+supervises the run from node 0 (the sandbox: moto + loopback sshd machines).
 
-The supervisor holds the credentials in its memory only (no file), but it runs as node 0's login,
-the same user as the experiment, from a copy of fleet's package in <workdir>/.fleet-supervisor
-that this user may write, and it imports parts of fleet lazily after the experiment started. An
-experiment that edits a module the supervisor has not imported yet runs code inside the
-supervisor, which reads the credentials. This test is that reproduction; it fails (strict xfail)
-until the supervisor runs as a user the experiment is not (SECURITY.md, "What fleet does not
-protect against")."""
+node 0's supervisor holds the launcher's AWS credentials and the state URL in its memory. It runs
+as node 0's supervisor login (EC2: `fleet-supervisor`), not as the experiment's (`fleet`), from a
+copy of fleet in that user's own directory, with a clean environment and `python -I`. Here the
+sandbox's machines log in as an unprivileged user of this computer (FLEET_AWS_SANDBOX_LOGIN), the
+stand-in for `fleet`, and the supervisor as this (root) process's user, so the separation is real.
+
+The experiment on node 0 then tries what worked while both were one user (SECURITY.md): find the
+supervisor's process, read its environment, append code to a module of its package that the
+supervisor imports later, read the lease's key beside it. The test sees that it found the process
+(the attack ran) and that none of the rest worked."""
 from __future__ import annotations
 
 import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_fleet, wait_until
-from tests.e2e import test_aws_sandbox
+from tests.e2e.test_aws_sandbox import running_sandbox
 from tests.e2e.test_detach_node0_sandbox import _run_row
 
-pytestmark = pytest.mark.timeout(300)
-sandbox = test_aws_sandbox.sandbox   # the no-account sandbox fixture
+pytestmark = [pytest.mark.timeout(300),
+              pytest.mark.skipif(os.geteuid() != 0, reason="two logins on one sandbox machine need root "
+                                                           "(sshd switching users)")]
 
 STORE = "s3://fleet-sandbox-snapshots/node0-creds"
 SECRET = "node0-creds-secret-3b9e71"
+LOGIN = "fleet-sandbox"
+
+ATTACK = r'''
+[ "$FLEET_NODE_RANK" = 0 ] || exit 0
+echo "experiment runs as $(id -un)"
+drop="$1"
+for p in /proc/[0-9]*; do
+  tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -q 'fleet.run.node_supervisor' || continue
+  echo "supervisor found: pid ${p#/proc/}, user $(stat -c %U "$p")"
+  if tr '\0' '\n' < "$p/environ" > "$drop/environ.txt" 2>/dev/null; then echo "read its environment"; fi
+  cwd=$(readlink "$p/cwd" 2>/dev/null) && echo "saw its directory $cwd"
+done
+for pkg in "$FLEET_MACHINE_ROOT/../.fleet-supervisor/pkg" "$FLEET_MACHINE_ROOT/.fleet-supervisor/pkg"; do
+  target="$pkg/fleet/report/rollup.py"
+  chmod u+w "$target" "$(dirname "$target")" 2>/dev/null
+  if printf '\nimport os as _o\nopen("%s/leaked.txt", "w").write(_o.environ.get("AWS_SECRET_ACCESS_KEY", ""))\n' \
+       "$drop" >> "$target" 2>/dev/null; then echo "tampered with $target"; fi
+  if cat "$pkg"/../home/leases/*/id_ed25519 > "$drop/key.txt" 2>/dev/null; then echo "read the lease key"; fi
+done
+env > "$drop/env.txt"
+echo "attack done"
+'''
 
 
-@pytest.mark.xfail(strict=True, reason="node 0's supervisor runs as the experiment's own user: the experiment "
-                                       "can edit the package it imports lazily and read its AWS credentials")
-def test_an_experiment_on_node0_cannot_run_code_in_its_supervisor(sandbox, tmp_path, postgres_url):
-    env, _home = sandbox
-    env = {**env, "FLEET_STATE_URL": postgres_url, "AWS_SECRET_ACCESS_KEY": SECRET}
-    exp = tmp_path / "exp"
-    exp.mkdir()
-    leak = tmp_path / "leaked.txt"
-    (exp / "tamper.sh").write_text(
-        'target=../.fleet-supervisor/pkg/fleet/report/rollup.py\n'
-        'if [ "$FLEET_NODE_RANK" = 0 ] && [ -f "$target" ]; then\n'
-        '  chmod u+w "$target" "$(dirname "$target")" 2>/dev/null\n'
-        f"  printf '\\nimport os as _o\\nopen(\"{leak}\", \"w\").write(_o.environ.get(\"AWS_SECRET_ACCESS_KEY\", \"\"))\\n'"
-        ' >> "$target" && echo tampered\n'
-        'fi\n')
-    (exp / "fleet.toml").write_text(
-        f'project = "node0-creds"\nprovider = "aws"\ntemplate = "aws-1gpu"\nmax_duration = "10m"\n'
-        f'store = "{STORE}"\ncommand = "sh tamper.sh"\nbudget = 50\n')
-    up = run_fleet(["up", "-d", "--gpus", "1", "--json"], cwd=exp, env=env, timeout=240)
-    assert up.returncode == 0, up.stderr
-    handoff = json.loads(up.stdout)
-    assert handoff["supervised_on"] == "node 0", handoff
-    run_id = handoff["run_id"]
-    assert wait_until(lambda: _run_row(postgres_url, run_id).get("status") not in (None, "running"), 180)
-    logs = run_fleet(["logs", run_id], cwd=exp, env=env).stdout
-    assert "tampered" in logs, logs
-    assert not (leak.exists() and SECRET in leak.read_text()), "node 0's experiment read the launcher's AWS secret"
+@pytest.fixture
+def separate_login():
+    """An unprivileged user of this computer for the sandbox machines' login (made if missing,
+    removed after if this test made it)."""
+    try:
+        pwd.getpwnam(LOGIN)
+        made = False
+    except KeyError:
+        # "*": no password, yet not locked ("!"), which sshd without PAM refuses; home "/" (the
+        # machine's HOME is its workdir anyway): sshd needs a directory it can enter
+        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh",
+                        "-p", "*", LOGIN], check=True)
+        made = True
+    yield LOGIN
+    if made:
+        subprocess.run(["userdel", LOGIN], check=False)
+
+
+@pytest.fixture
+def sandbox_home():
+    """FLEET_HOME somewhere the machines' login can traverse to its workdir (pytest's tmp is 0700)."""
+    base = Path(tempfile.mkdtemp(prefix="fleet-node0-creds-"))
+    os.chmod(base, 0o711)
+    (base / "home").mkdir(mode=0o700)
+    drop = base / "drop"      # where the experiment may write what it got (anyone may write here)
+    drop.mkdir()
+    os.chmod(drop, 0o1777)
+    yield base / "home", drop
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def test_an_experiment_on_node0_cannot_reach_its_supervisor(separate_login, sandbox_home, tmp_path,
+                                                            postgres_url):
+    home, drop = sandbox_home
+    with running_sandbox(home, FLEET_AWS_SANDBOX_LOGIN=separate_login) as (env, _home):
+        env = {**env, "FLEET_STATE_URL": postgres_url, "AWS_SECRET_ACCESS_KEY": SECRET}
+        exp = tmp_path / "exp"
+        exp.mkdir()
+        (exp / "attack.sh").write_text(ATTACK)
+        (exp / "fleet.toml").write_text(
+            f'project = "node0-creds"\nprovider = "aws"\ntemplate = "aws-1gpu"\nmax_duration = "10m"\n'
+            f'store = "{STORE}"\ncommand = "sh attack.sh {drop}"\nbudget = 50\n')
+        up = run_fleet(["up", "-d", "--gpus", "1", "--json"], cwd=exp, env=env, timeout=240)
+        assert up.returncode == 0, up.stderr
+        handoff = json.loads(up.stdout)
+        assert handoff["supervised_on"] == "node 0", handoff
+        run_id = handoff["run_id"]
+        assert wait_until(lambda: _run_row(postgres_url, run_id).get("status") not in (None, "running"), 180)
+        logs = run_fleet(["logs", run_id], cwd=exp, env=env).stdout
+        assert _run_row(postgres_url, run_id)["status"] == "succeeded", logs
+    # The attack ran, as the machine's login, and saw the supervisor's process (another user's)…
+    assert f"experiment runs as {separate_login}" in logs and "attack done" in logs, logs
+    assert "supervisor found" in logs and f"user {separate_login}" not in logs, logs
+    # …and got nothing of it: not its environment, its directory, its code or the lease's key.
+    for took in ("read its environment", "saw its directory", "tampered", "read the lease key"):
+        assert took not in logs, logs
+    got = "".join(p.read_text(errors="replace") for p in drop.iterdir() if p.is_file())
+    assert SECRET not in got and postgres_url not in got and "AWS_SECRET_ACCESS_KEY" not in got, got
+    assert "BEGIN OPENSSH PRIVATE KEY" not in got

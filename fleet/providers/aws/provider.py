@@ -35,7 +35,7 @@ from .outputs import StackOutputs, TemplateOutputs, load_outputs, resolve_output
 from .reap import TAG_DEADLINE
 from .session import make_client, translate
 from .settings import AWSSettings
-from .userdata import MACHINE_USER, WORKDIR, BootSpec, render
+from .userdata import MACHINE_USER, SUPERVISOR_DIR, SUPERVISOR_USER, WORKDIR, BootSpec, render
 
 EXPIRY_GRACE_S = 15 * 60      # fleet:expires-at = launch + max_duration + this (the reaper's line)
 CREATE_TAGS_CHUNK = 1000      # EC2 takes up to 1000 resource ids per CreateTags
@@ -269,7 +269,9 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
             host, port, user, workdir, python = (bound["host"], bound["port"], bound["user"], bound["workdir"],
                                                  bound["python"])
             # the loopback machine's own containment (a cgroup unit where fleet may write cgroup v2)
-            ref.update(sandbox_dir=bound["dir"], simulated_gpus=True, isolation=bound.get("isolation", "unknown"))
+            ref.update(sandbox_dir=bound["dir"], simulated_gpus=True, isolation=bound.get("isolation", "unknown"),
+                       supervisor_user=bound.get("supervisor_user"), supervisor_dir=bound.get("supervisor_dir"),
+                       supervisor_python=bound.get("supervisor_python"))
         else:
             self._refuse_fake_endpoint()
             public = self._network()["public_ip"]
@@ -282,6 +284,8 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
             # A VM of its own: nothing else runs there; terminated at release, powered off (= terminated)
             # by its watchdog at the deadline.
             ref["isolation"] = "instance"
+            # A detached run's supervisor on node 0 logs in as a user of its own (userdata.py).
+            ref.update(supervisor_user=SUPERVISOR_USER, supervisor_dir=SUPERVISOR_DIR, supervisor_python="python3")
             wait_tcp(host, port, self.ready_timeout_s, self.sleep)
         # Ranks rendezvous over the VPC (private IP); in the sandbox every machine is on loopback.
         peer = host if self.sandbox else (inst.get("PrivateIpAddress") or host)

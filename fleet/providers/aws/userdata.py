@@ -13,9 +13,14 @@ the dead-man watchdog before anything else can go wrong:
    instance. Anyone who can read it could already run code on (or describe) the machine. One host
    key serves every machine of the lease, because a batched RunInstances call gives every instance
    the same user-data.
-3. The lease's client public key, for a dedicated `fleet` user (no password, no sudo).
+3. The lease's client public key, for a dedicated `fleet` user (no password, no sudo), the user
+   the experiment runs as; and for `fleet-supervisor` (no password, no sudo, home 0700), the user a
+   detached run's supervisor on node 0 runs as (fleet/run/node_launch.py): a user the experiment
+   is not, so it can neither read that process's memory nor write the code it runs.
 4. The agent (fleet/remote/agent/agent.py, gzip+base64 embedded) as a root watchdog with
    `--poweroff`: at its deadline — unless the controller's heartbeat moved it — it powers off.
+   The watchdog runs from a root-owned copy (/var/lib/fleet-agent): the state directory is the
+   `fleet` user's, and a root process run from there would import what that user put beside it.
 
 EC2 caps user-data at 16 KiB before base64; `render` refuses to build anything larger.
 """
@@ -32,6 +37,9 @@ USER_DATA_LIMIT = 16 * 1024
 MACHINE_USER = "fleet"
 WORKDIR = f"/home/{MACHINE_USER}/work"
 HARD_CAP_GRACE_MIN = 5
+SUPERVISOR_USER = "fleet-supervisor"
+SUPERVISOR_DIR = f"/home/{SUPERVISOR_USER}/run"
+AGENT_DIR = "/var/lib/fleet-agent"     # root's copy of the agent, the one the watchdog runs
 
 
 @dataclass(frozen=True)
@@ -82,6 +90,12 @@ def render(spec: BootSpec) -> str:
         f"echo {shlex.quote(spec.authorized_key.strip())} > /home/{MACHINE_USER}/.ssh/authorized_keys",
         f"chown {MACHINE_USER}:{MACHINE_USER} /home/{MACHINE_USER}/.ssh/authorized_keys",
         f"chmod 600 /home/{MACHINE_USER}/.ssh/authorized_keys",
+        # The supervisor's user (a detached run's node 0): the same key, a home only it may enter.
+        f"id -u {SUPERVISOR_USER} >/dev/null 2>&1 || useradd -m -s /bin/bash {SUPERVISOR_USER}",
+        f"install -d -m 700 -o {SUPERVISOR_USER} -g {SUPERVISOR_USER} /home/{SUPERVISOR_USER} "
+        f"/home/{SUPERVISOR_USER}/.ssh",
+        f"install -m 600 -o {SUPERVISOR_USER} -g {SUPERVISOR_USER} /home/{MACHINE_USER}/.ssh/authorized_keys "
+        f"/home/{SUPERVISOR_USER}/.ssh/authorized_keys",
         # The agent, then the watchdog (root, so it may power off; the state dir belongs to the
         # lease user, so the controller's `agent.py extend` can replace the deadline file).
         f"echo {_packed(spec.agent_source)} | base64 -d | gunzip > {state}/agent.py",
@@ -91,12 +105,13 @@ def render(spec: BootSpec) -> str:
     if spec.telemetry_source and spec.telemetry_interval_s > 0:
         lines.append(f"echo {_packed(spec.telemetry_source)} | base64 -d | gunzip > {state}/telemetry.py")
     lines += [
+        f"install -d -m 700 {AGENT_DIR} && cp {state}/*.py {AGENT_DIR}/",
         f"chown -R {MACHINE_USER}:{MACHINE_USER} {state}",
         "TOKEN=$(curl -sS -X PUT http://169.254.169.254/latest/api/token "
         "-H 'X-aws-ec2-metadata-token-ttl-seconds: 300')",
         "IID=$(curl -sS -H \"X-aws-ec2-metadata-token: $TOKEN\" "
         "http://169.254.169.254/latest/meta-data/instance-id)",
-        f"nohup setsid python3 {state}/agent.py watchdog --state-dir {state} --machine-id \"$IID\" "
+        f"nohup setsid python3 {AGENT_DIR}/agent.py watchdog --state-dir {state} --machine-id \"$IID\" "
         f"--ttl {int(spec.deadline_s)} --max {int(spec.max_duration_s)} --poweroff "
         f"--telemetry-interval {spec.telemetry_interval_s} >{state}/watchdog.log 2>&1 </dev/null &",
         "systemctl restart ssh 2>/dev/null || systemctl restart sshd 2>/dev/null || service ssh restart",
