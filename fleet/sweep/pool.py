@@ -28,6 +28,7 @@ from .scheduler import Scheduler
 from .slots import machines_for, slots_of, with_ports
 from .spec import SweepSpec, new_sweep_id
 from .summary import SweepSummary
+from .trial_env import TrialEnvironments, read_state
 
 
 class PoolMachines(SSHMachines):
@@ -40,11 +41,29 @@ class PoolMachines(SSHMachines):
         self.scheduler: Scheduler | None = None
         self.inputs: Inputs | None = None
         self.leased = 0                   # machines the pool leased (some may be given back early)
+        self.environments = TrialEnvironments()   # what the trials' records reuse (trial_env.py)
 
     def stage(self, inputs, lease, events) -> StagedInputs:
         self.inputs = inputs
         self.staged = super().stage(inputs, lease, events)
         return self.staged
+
+    def capture_environment(self, ctx, lease, store, pinned):
+        """The pool's own probe, and beside it each machine's environment state (nothing of the
+        experiment runs between the two), remembered for the trials."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ..lease_prepare import prepare_lease
+        from ..parallel import parallel
+        prepare_lease(ctx, lease)     # the venvs whose state is read (idempotent, as in capture)
+        with ThreadPoolExecutor(1, thread_name_prefix="fleet-env-state") as pool:
+            reading = pool.submit(parallel, lease.machines, lambda m: read_state(lease, m))
+            env = super().capture_environment(ctx, lease, store, pinned)
+            states = reading.result()
+        for m, state in zip(lease.machines, states):
+            self.environments.saw(m.id, state)
+        self.environments.learn(lease, env, dict(zip((m.id for m in lease.machines), states)))
+        return env
 
     def execute(self, ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
                 on_tick=None) -> ExecResult:
@@ -56,7 +75,8 @@ class PoolMachines(SSHMachines):
         pins = self.inputs.pins if self.inputs is not None else None
         from ..run.types import PinnedInputs
         self.scheduler = Scheduler(self.spec, provider=self.provider, config=self.config,
-                                   pins=pins or PinnedInputs(), events=self.events, sweep_dir=self.sweep_dir)
+                                   pins=pins or PinnedInputs(), events=self.events, sweep_dir=self.sweep_dir,
+                                   environments=self.environments)
         slots = with_ports(slots_of(lease, self.spec.gpus_per_trial, self.spec.parallel), lease, ctx.state)
         return self.scheduler.run(ctx, slots, on_tick)
 

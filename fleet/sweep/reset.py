@@ -7,6 +7,9 @@ daemonised. Everywhere (and as a second net) processes carrying the trial's tag
 (FLEET_RUN_ID=<its run id>) are ended, each verified by its start time before it is signalled
 (containment.py on the machine, the watchdog's own rules): nothing that is not provably the
 trial's is touched. The machine's own processes (sshd in work/, the watchdog in agent/) stay.
+
+The same short process then reads the machine's environment state (fleet/sweep/trial_env.py), so
+the next trial can reuse the environment its record would otherwise probe for again.
 """
 from __future__ import annotations
 
@@ -15,13 +18,15 @@ import shlex
 from dataclasses import dataclass
 
 from ..models import Machine
+from .trial_env import ENV_STATE
 
-# Runs on the machine with its own python, next to agent.py and containment.py (standard library).
-_SNIPPET = r"""
+# Runs on the machine with its own python (-S: standard library only), next to agent.py and containment.py.
+_SNIPPET = ENV_STATE + r"""
 import json, os, shutil, sys
 sys.path.insert(0, sys.argv[1])
 import containment, agent
 run_id, out_dir, state_dir, machine_id, leaf = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
+venv, code = sys.argv[7], sys.argv[8]
 unit = agent._unit_of(agent.read_isolation(sys.argv[1]), machine_id)
 leaf_clean = containment.kill_unit(os.path.join(unit, agent._leaf_name(leaf)), timeout=30) if unit else None
 needle = ("FLEET_RUN_ID=" + run_id).encode()
@@ -46,8 +51,12 @@ for f in os.listdir(state_dir):
             os.unlink(os.path.join(state_dir, f))
         except OSError:
             pass
+try:
+    state = env_state(venv, code)
+except Exception:
+    state = None
 print(json.dumps({"ended": len(found), "clean": bool(clean) and leaf_clean is not False,
-                  "cgroup_emptied": leaf_clean, "outputs_left": os.path.exists(out_dir)}))
+                  "cgroup_emptied": leaf_clean, "outputs_left": os.path.exists(out_dir), "env_state": state}))
 """
 
 
@@ -57,18 +66,21 @@ class ResetResult:
     ended: int              # leftover processes of the trial (by its tag) that were ended
     clean: bool             # nothing of the trial is left (processes, output dir)
     cgroup_emptied: bool | None = None   # its cgroup leaf is empty (None: the machine has no cgroup unit)
+    env_state: str | None = None         # the machine's environment state after the reset (trial_env.py)
 
 
-def reset_machine(machine: Machine, run_id: str, leaf: str) -> ResetResult:
+def reset_machine(machine: Machine, run_id: str, leaf: str, env: tuple[str, str] = ("", "")) -> ResetResult:
+    """`env`: (the lease's venv on the machine, the code directory), whose state is read after the reset."""
     from ..remote.ssh import connect
     agent_dir = machine.agent_path.rsplit("/", 1)[0]
-    argv = [machine.python, "-c", _SNIPPET, agent_dir, run_id, f"{machine.workdir}/outputs/{run_id}",
-            machine.state_dir, machine.id, leaf]
+    argv = [machine.python, "-S", "-c", _SNIPPET, agent_dir, run_id, f"{machine.workdir}/outputs/{run_id}",
+            machine.state_dir, machine.id, leaf, *env]
     with connect(machine, timeout=20) as s:
         result = s.run(shlex.join(argv), check=False, timeout=60)
     try:
         got = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return ResetResult(machine.id, 0, False)
-    return ResetResult(machine.id, int(got.get("ended", 0)), bool(got.get("clean")) and not got.get("outputs_left"),
-                       got.get("cgroup_emptied"))
+    clean = bool(got.get("clean")) and not got.get("outputs_left")
+    return ResetResult(machine.id, int(got.get("ended", 0)), clean, got.get("cgroup_emptied"),
+                       got.get("env_state") if clean else None)

@@ -28,6 +28,7 @@ from .shrink import PoolShrink
 from .slots import Slot
 from .spec import SweepSpec
 from .summary import TrialResult
+from .trial_env import TrialEnvironments, TrialMachines, env_paths
 from .trials import SweepStop, run_trial
 
 WAIT_S = 0.2
@@ -46,8 +47,10 @@ def _machine(ctx: RunContext, machine_id: str):
 
 
 class Scheduler:
-    def __init__(self, spec: SweepSpec, *, provider, config, pins: PinnedInputs, events: Events, sweep_dir: Path):
+    def __init__(self, spec: SweepSpec, *, provider, config, pins: PinnedInputs, events: Events, sweep_dir: Path,
+                 environments: TrialEnvironments | None = None):
         self.spec, self.provider, self.config, self.pins, self.events = spec, provider, config, pins, events
+        self.environments = environments or TrialEnvironments()   # the pool's, read beside its own probe
         self.sweep_dir = sweep_dir
         self.lock = threading.Lock()
         self.queue: deque[Trial] = deque(spec.trials)
@@ -109,7 +112,8 @@ class Scheduler:
             result = run_trial(config=self.config, provider=self.provider, lease=ctx.lease, slot=slot,
                                pins=self.pins, trial=trial, command=self.spec.trial_command(trial), sweep_id=self.spec.sweep_id,
                                pool_run_id=ctx.run_id, run_dir=run_dir, timeout_s=trial_timeout, sweep_stop=self.stop,
-                               events=self.events, stop_rule=self.spec.stop_if)
+                               events=self.events, stop_rule=self.spec.stop_if,
+                               machines=TrialMachines(self.environments))
             self.events.phase("trial", f"{trial.name} {result.state}"
                                        + (f" (exit {result.exit_code})" if result.state == "failed" else "")
                                        + (f": {result.reason}" if result.reason and result.state != "failed" else ""))
@@ -129,8 +133,11 @@ class Scheduler:
         """Clean the slot's machines for the next trial; False when they could not be reached."""
         from ..parallel import parallel
         machines = [m for m in ctx.lease.machines if m.id in slot.machine_ids]
+        for m in machines:              # unknown until this reset says: the next trial probes unless it does
+            self.environments.saw(m.id, None)
         try:
-            for got in parallel(machines, lambda m: reset_machine(m, run_id, slot.leaf)):
+            for got in parallel(machines, lambda m: reset_machine(m, run_id, slot.leaf, env_paths(ctx.lease, m))):
+                self.environments.saw(got.machine_id, got.env_state)
                 if not got.clean:
                     self.resets_unclean.append(got.machine_id)
                     self.events.warn(f"machine {got.machine_id}: could not confirm the reset after {run_id}")

@@ -127,8 +127,10 @@ def state_of(status: str, watch: TrialWatch) -> tuple[str, str | None]:
 
 def run_trial(*, config, provider, lease: Lease, slot: Slot, pins: PinnedInputs, trial: Trial,
               command: str, sweep_id: str, pool_run_id: str, run_dir: Path, timeout_s: float | None,
-              sweep_stop: SweepStop, events: Events, stop_rule: StopRule | None = None) -> TrialResult:
-    """The trial as a run of the pipeline on its machines of the pool; never raises."""
+              sweep_stop: SweepStop, events: Events, stop_rule: StopRule | None = None,
+              machines=None) -> TrialResult:
+    """The trial as a run of the pipeline on its machines of the pool; never raises. `machines`:
+    the pipeline's Machines (the scheduler's TrialMachines: the environment the pool remembers)."""
     from ..run.pipeline import Pipeline
     from ..run.pool_lease import PoolLease, sub_lease
     # Money is the pool run's: it meters the whole lease against the sweep's budget and the monthly
@@ -142,7 +144,8 @@ def run_trial(*, config, provider, lease: Lease, slot: Slot, pins: PinnedInputs,
                        machines=slot.machine_ids, gpus=slot.gpus, run_dir=str(run_dir))
     try:
         summary = Pipeline(trial_config, source, events=TrialEvents(events, trial.name), observers=[watch],
-                           options=RunOptions(trial_leaf=slot.leaf), run_dir=run_dir, attributed=True).run()
+                           options=RunOptions(trial_leaf=slot.leaf), run_dir=run_dir, attributed=True,
+                           machines=machines).run()
     except FleetError as exc:
         return replace(base, reason=exc.one_line())
     except Exception as exc:  # noqa: BLE001 — one trial's failure never stops the others

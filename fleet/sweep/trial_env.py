@@ -1,0 +1,175 @@
+"""A trial's environment section without probing the machines again when nothing it describes changed.
+
+Every trial's record carries what its machines were (fleet/environment/: OS, Python, the venv's
+packages with their hashes, the project's lock files). On a warm pool the probe that finds out is
+one more remote Python start per trial (and nvidia-smi on real GPUs), for an answer that is almost
+always the pool's own, captured after setup. So the pool remembers, per machine, the answer and the
+*state* it was read from: a hash of the stat (ctime included, which no one can set back) of every
+file the probe reads — the venv's interpreter and pyvenv.cfg, its site-packages directories, each
+package's dist-info, METADATA and RECORD and the files RECORD lists without a hash (the probe hashes
+those), the code directory's top-level files (the lock files) and /etc/os-release. The state is read
+in the same remote command as the reset between trials (fleet/sweep/reset.py), so it costs no
+process of its own; the pool's baseline is read beside its own probe.
+
+A trial reuses the remembered answer only when each of its machines' latest state equals the state
+that answer was read from; otherwise (a trial ran `pip install`, wrote into the code directory, a
+reset could not be confirmed) it probes as any run does, and that answer is remembered with the
+state read just before it. A rerun's pinned comparison always probes. Several trials sharing one
+machine can race a change of the venv exactly as their probes would.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import threading
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from ..run.machines import SSHMachines
+
+if TYPE_CHECKING:
+    from ..environment.model import MachineEnvironment, RunEnvironment
+    from ..models import Lease, Machine
+
+# Standard library only; defines env_state(venv, code) for the reset snippet and the baseline below.
+ENV_STATE = r'''
+def env_state(venv, code):
+    import csv, glob, hashlib, os
+    h = hashlib.sha256()
+    def st(p):
+        try:
+            s = os.stat(p)
+            h.update(("%s %d %d %d %d\n" % (p, s.st_mtime_ns, s.st_ctime_ns, s.st_size, s.st_ino)).encode())
+        except OSError:
+            h.update(("%s -\n" % p).encode())
+    if not venv:
+        return None
+    python = os.path.join(venv, "bin", "python")
+    st(python); st(os.path.realpath(python)); st(os.path.join(venv, "pyvenv.cfg")); st("/etc/os-release")
+    h.update(os.path.realpath(python).encode() + b"\n")
+    for site in sorted(glob.glob(os.path.join(venv, "lib*", "python*", "site-packages"))):
+        st(site)
+        try:
+            names = sorted(os.listdir(site))
+        except OSError:
+            continue
+        for name in names:
+            if not name.endswith(".dist-info"):
+                continue
+            info = os.path.join(site, name)
+            st(info); st(os.path.join(info, "METADATA")); st(os.path.join(info, "RECORD"))
+            try:
+                with open(os.path.join(info, "RECORD"), newline="", encoding="utf-8") as fh:
+                    for row in csv.reader(fh):
+                        if row and (len(row) < 2 or not row[1]):
+                            st(os.path.join(site, row[0]))
+            except (OSError, ValueError):
+                h.update(b"record unreadable\n")
+    st(code)
+    try:
+        for name in sorted(os.listdir(code)):
+            st(os.path.join(code, name))
+    except OSError:
+        pass
+    return h.hexdigest()
+'''
+
+_BASELINE = ENV_STATE + r'''
+import json, sys
+print(json.dumps({"env_state": env_state(sys.argv[1], sys.argv[2])}))
+'''
+
+
+def env_paths(lease: Lease, machine: Machine) -> tuple[str, str]:
+    """(the lease's venv on the machine or "", the code directory): what env_state reads."""
+    from ..lease_prepare import python_env_dir
+    from ..stage import code_dir
+    return python_env_dir(lease, machine.id) or "", code_dir(machine)
+
+
+def read_state(lease: Lease, machine: Machine) -> str | None:
+    """The machine's environment state now (one short stdlib process), None when unreadable."""
+    from ..remote.ssh import connect
+    venv, code = env_paths(lease, machine)
+    try:
+        with connect(machine, timeout=20) as s:
+            result = s.run(shlex.join([machine.python, "-S", "-c", _BASELINE, venv, code]), check=False, timeout=60)
+        return json.loads(result.stdout.strip().splitlines()[-1]).get("env_state")
+    except Exception:  # noqa: BLE001 — no state: the trials probe as any run does
+        return None
+
+
+class TrialEnvironments:
+    """Per machine: its latest environment state, and the probe answers remembered with theirs."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.current: dict[str, str | None] = {}
+        self.known: dict[str, tuple[str, MachineEnvironment, str | None]] = {}
+        self.reused = self.probed = 0
+
+    def saw(self, machine_id: str, state: str | None) -> None:
+        with self.lock:
+            self.current[machine_id] = state
+
+    def learn(self, lease: Lease, env: RunEnvironment | None, states: dict[str, str | None]) -> None:
+        """`env` was probed on the lease's machines while each was in `states` (its latest, read
+        before the probe with nothing of the experiment run since)."""
+        if env is None or env.pinned_from:
+            return
+        from ..environment.capture import kind_of
+        by_kind = {me.kind: me for me in env.machines}
+        with self.lock:
+            for m in lease.machines:
+                me = by_kind.get(kind_of(lease.provider, m, lease.template))
+                if states.get(m.id) and me is not None:
+                    self.known[m.id] = (states[m.id], me, env.wheels_snapshot)
+
+    def states_of(self, lease: Lease) -> dict[str, str | None]:
+        with self.lock:
+            return {m.id: self.current.get(m.id) for m in lease.machines}
+
+    def reuse(self, lease: Lease) -> RunEnvironment | None:
+        """The environment of the lease's machines as remembered, when every one of them is still in
+        the state its answer was read from; else None (probe)."""
+        from ..environment.capture import kind_of
+        from ..environment.model import RunEnvironment
+        groups: dict[str, list[MachineEnvironment]] = {}
+        wheels: set[str | None] = set()
+        with self.lock:
+            for m in sorted(lease.machines, key=lambda m: m.node_rank):
+                now, known = self.current.get(m.id), self.known.get(m.id)
+                if now is None or known is None or known[0] != now:
+                    return None
+                me = known[1]
+                if me.gpu.simulated:   # the probe's answer there: the slots this run's machine holds
+                    me = replace(me, gpu=replace(me.gpu, count=len(m.gpu_slots)))
+                groups.setdefault(kind_of(lease.provider, m, lease.template), []).append(me)
+                wheels.add(known[2])
+        if not groups or len(wheels) != 1 or any(replace(e, machines=0) != replace(es[0], machines=0)
+                                                 for es in groups.values() for e in es):
+            return None
+        return RunEnvironment(machines=tuple(replace(es[0], machines=len(es)) for es in groups.values()),
+                              wheels_snapshot=wheels.pop(), capture_s=0.0)
+
+
+class TrialMachines(SSHMachines):
+    """A trial's machines: as any run's, except that the environment comes from the pool's memory
+    when the machines provably did not change since it was read."""
+
+    def __init__(self, environments: TrialEnvironments):
+        self.environments = environments
+
+    def capture_environment(self, ctx, lease, store, pinned) -> RunEnvironment:
+        if pinned is None:
+            reused = self.environments.reuse(lease)
+            if reused is not None:
+                with self.environments.lock:
+                    self.environments.reused += 1
+                return reused
+        states = self.environments.states_of(lease)
+        env = super().capture_environment(ctx, lease, store, pinned)
+        with self.environments.lock:
+            self.environments.probed += 1
+        self.environments.learn(lease, env, states)
+        return env
