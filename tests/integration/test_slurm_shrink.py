@@ -104,3 +104,35 @@ def test_releasing_one_node_shrinks_the_job_and_frees_the_node_for_another(slurm
     assert acct["jobs"] == [job_id] and acct["elapsed_s"] == before[0]["elapsed_s"] + after[0]["elapsed_s"]
     assert acct["gpu_seconds"] == 4 * before[0]["elapsed_s"] + 2 * after[0]["elapsed_s"]
     assert acct["gpu_seconds"] < 4 * acct["elapsed_s"], "the freed GPUs were counted after their release"
+
+
+def test_a_batch_jobs_first_node_stays_in_the_job_but_its_machine_ends(slurm_env, fleet_home, tmp_path):
+    """A lease that queued through sbatch (forced here: no salloc) cannot give back the node of its
+    batch step: release_machines says so in one line, and ends that machine anyway, so its deadline
+    can never cancel the job under the machine that runs on."""
+    from fleet.providers.slurm.errors import SlurmError
+    nodes_dir = tmp_path / "nodes"
+    nodes_dir.mkdir()
+    provider = SlurmProvider(SlurmSettings(workdir=str(nodes_dir), poll_s=0.5))
+    provider.slurm.allocate_now = lambda req: None                       # as if the nodes were busy
+    slurm = SlurmCommands(LocalRunner(slurm_env.env))
+    plan = make_plan(provider="slurm", mix=choose_mix(provider, "slurm-1gpu", 2), max_duration_s=600,
+                     heartbeat_ttl_s=120, project="slurm-test", user="tester")
+    lease = provider.lease(plan, new_lease_id(), 120)
+    try:
+        job_id = lease.meta["slurm_job"]
+        first, second = lease.machines
+        assert slurm.job_record(job_id)["BatchFlag"] == "1"
+        with pytest.raises(SlurmError) as err:
+            provider.release_machines(lease, [first.id])
+        line = err.value.one_line()
+        assert "batch step runs there" in line and first.provider_ref["node"] in line and "\n" not in line
+        assert not (nodes_dir / f"fleet-{first.id}").exists()              # the machine ended all the same
+        job = slurm.job(job_id)
+        assert job.state is JobState.RUNNING and job.node_count == 2       # the node stays held
+        assert _ssh(second, "echo ok").strip() == "ok"
+        provider.release_machines(lease, [second.id])                     # any other node still goes
+        assert slurm.job(job_id).nodes == (first.provider_ref["node"],)
+    finally:
+        provider.release(lease)
+    wait_for(lambda: not list(nodes_dir.iterdir()), 60, "every machine directory to be removed")

@@ -333,10 +333,7 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
 
     def release_machines(self, lease: Lease, machine_ids: list[str]) -> None:
         """End those machines' node steps and give their nodes back to the cluster (shrink.py)."""
-        steps = self._steps.get(lease.id, [])
-        ended = release_nodes(self._commands_for(lease), lease, machine_ids, steps)
-        self._steps[lease.id] = [s for s in steps if s not in ended]
-        reap(ended)
+        release_nodes(self._commands_for(lease), lease, machine_ids, self._steps.get(lease.id, []))
 
     def extend_limit(self, lease: Lease, until: datetime) -> datetime:
         """`scontrol update TimeLimit` so the allocation lasts to `until` (limits.raise_time_limit)."""

@@ -18,8 +18,11 @@ the old size) and opens one at the new size; `sacct -j J` lists both, so each no
 only while the job held them (accounting.py adds them up).
 
 Slurm cannot take the node running a batch job's batch step out of it (`Invalid node name
-specified`): for a lease that queued through sbatch, releasing the machine on the job's first node
-is refused before anything is ended, and it stays until the lease ends.
+specified`): for a lease that queued through sbatch, the machine on the job's first node is ended
+all the same, but its node stays in the job until the lease ends, and release_machines says so
+(an error: the caller keeps billing it). Ending the machine first is what makes every failure safe:
+a machine the heartbeat no longer extends would otherwise reach its deadline, and node.py then
+cancels the whole job, the nodes still in use with it.
 """
 from __future__ import annotations
 
@@ -30,17 +33,17 @@ from ...models import Lease
 from .commands import SlurmCommands
 from .errors import SlurmError
 from .parsing import JobState, expand_hostlist
-from .steps import NodeStep, step_name
+from .steps import NodeStep, reap, step_name
 
 STEP_END_S = 30.0          # node.py's own cleanup takes a few seconds (3 s for its children at most)
 RELEASE_SIGNAL = "USR1"    # node.py: this machine alone is released
 
 
-def release_nodes(slurm: SlurmCommands, lease: Lease, machine_ids: Iterable[str],
-                  steps: list[NodeStep]) -> list[NodeStep]:
+def release_nodes(slurm: SlurmCommands, lease: Lease, machine_ids: Iterable[str], steps: list[NodeStep]) -> None:
     """End the named machines of `lease` and give their nodes back to the cluster; the others run
-    on. Idempotent: a machine whose node the job no longer holds is already released. Returns the
-    node steps (of `steps`, this process's) that ended, for the caller to reap."""
+    on. Idempotent: a machine whose node the job no longer holds is already released. The node
+    steps that ended leave `steps` (this process's srun frontends) and are reaped. SlurmError when
+    a node could not leave its job (its machine is ended all the same where Slurm allowed it)."""
     wanted = set(machine_ids)
     by_job: dict[str, set[str]] = {}
     for m in lease.machines:
@@ -48,7 +51,7 @@ def release_nodes(slurm: SlurmCommands, lease: Lease, machine_ids: Iterable[str]
         job_id = str(m.provider_ref.get("job_id") or (lease.meta or {}).get("slurm_job") or "")
         if m.id in wanted and node and job_id:
             by_job.setdefault(job_id, set()).add(node)
-    ended: list[NodeStep] = []
+    stuck: list[str] = []
     for job_id, nodes in sorted(by_job.items()):
         record = slurm.job_record(job_id)
         if record is None or JobState.parse(record.get("JobState")) is not JobState.RUNNING:
@@ -58,18 +61,25 @@ def release_nodes(slurm: SlurmCommands, lease: Lease, machine_ids: Iterable[str]
         keep = [n for n in held if n not in nodes]
         if not drop:
             continue
-        batch_host = record.get("BatchHost")
-        if keep and record.get("BatchFlag") not in (None, "0") and batch_host in drop:
-            raise SlurmError(f"Slurm cannot take node {batch_host} out of job {job_id}: the job's batch step "
-                             "runs there (it queued through sbatch); that machine stays until the lease ends",
-                             slurm_reason="batch host")
-        end_steps(slurm, job_id, drop)
-        if keep:
-            slurm.shrink(job_id, keep)
-        else:
+        try:
+            end_steps(slurm, job_id, drop)
+        finally:
+            ended = [s for s in steps if s.node in drop]        # their srun frontends exit with the step
+            steps[:] = [s for s in steps if s not in ended]
+            reap(ended, timeout_s=10)
+        batch_host = record.get("BatchHost") if record.get("BatchFlag") not in (None, "0") else None
+        if not keep:
             slurm.cancel([job_id])
-        ended += [s for s in steps if s.node in drop]
-    return ended
+        elif batch_host in drop:
+            stuck.append(f"Slurm cannot take node {batch_host} out of job {job_id}: the job's batch step runs "
+                         "there (it queued through sbatch); its machine is ended, its GPUs stay held until the "
+                         "lease ends")
+            if len(drop) > 1:
+                slurm.shrink(job_id, keep + [batch_host])
+        else:
+            slurm.shrink(job_id, keep)
+    if stuck:
+        raise SlurmError("; ".join(stuck), slurm_reason="batch host")
 
 
 def end_steps(slurm: SlurmCommands, job_id: str, nodes: list[str], timeout_s: float = STEP_END_S) -> None:
