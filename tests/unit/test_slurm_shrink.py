@@ -1,7 +1,7 @@
 """Partial release on Slurm (fleet/providers/slurm/shrink.py, accounting.py) on outputs recorded from
 the real 22.05 test cluster (tests/unit/slurm_outputs/): which commands run in which order, what is
 refused before anything is ended, and how sacct's records of a job that shrank add up. The real
-cluster's side: tests/integration/test_slurm_shrink.py."""
+cluster's side: tests/integration/test_slurm_partial_release.py."""
 from __future__ import annotations
 
 from datetime import timedelta

@@ -22,7 +22,10 @@ specified`): for a lease that queued through sbatch, the machine on the job's fi
 all the same, but its node stays in the job until the lease ends, and release_machines says so
 (an error: the caller keeps billing it). Ending the machine first is what makes every failure safe:
 a machine the heartbeat no longer extends would otherwise reach its deadline, and node.py then
-cancels the whole job, the nodes still in use with it.
+cancels the whole job, the nodes still in use with it. So when Slurm's side fails before a machine
+was ended (the controller does not answer, a step will not end), the machine is ended over its own
+SSH instead: the agent's `release` makes its watchdog end it (reason "released", not "deadline"),
+and node.py then removes the directory and exits without touching the job.
 """
 from __future__ import annotations
 
@@ -42,9 +45,31 @@ RELEASE_SIGNAL = "USR1"    # node.py: this machine alone is released
 def release_nodes(slurm: SlurmCommands, lease: Lease, machine_ids: Iterable[str], steps: list[NodeStep]) -> None:
     """End the named machines of `lease` and give their nodes back to the cluster; the others run
     on. Idempotent: a machine whose node the job no longer holds is already released. The node
-    steps that ended leave `steps` (this process's srun frontends) and are reaped. SlurmError when
-    a node could not leave its job (its machine is ended all the same where Slurm allowed it)."""
+    steps that ended leave `steps` (this process's srun frontends) and are reaped. Raises when a
+    node could not leave its job; its machine is ended all the same (over SSH where Slurm failed)."""
     wanted = set(machine_ids)
+    try:
+        _release(slurm, lease, wanted, steps)
+    except Exception:
+        for machine in [m for m in lease.machines if m.id in wanted]:
+            end_over_ssh(machine)
+        raise
+
+
+def end_over_ssh(machine) -> bool:
+    """The agent's `release` on the machine: its watchdog ends it, and its node step then exits
+    without cancelling the job. Best effort (False: not reached, e.g. already ended)."""
+    from ...remote.ssh import connect
+    try:
+        with connect(machine, timeout=15) as session:
+            session.run([machine.python, "-S", machine.agent_path, "release", "--state-dir", machine.state_dir],
+                        check=True, timeout=30)
+        return True
+    except Exception:  # noqa: BLE001 — gone already is the usual reason; the caller raises its own error
+        return False
+
+
+def _release(slurm: SlurmCommands, lease: Lease, wanted: set[str], steps: list[NodeStep]) -> None:
     by_job: dict[str, set[str]] = {}
     for m in lease.machines:
         node = m.provider_ref.get("node")

@@ -136,3 +136,37 @@ def test_a_batch_jobs_first_node_stays_in_the_job_but_its_machine_ends(slurm_env
     finally:
         provider.release(lease)
     wait_for(lambda: not list(nodes_dir.iterdir()), 60, "every machine directory to be removed")
+
+
+def test_a_failed_slurm_side_still_ends_the_machine_over_ssh_and_spares_the_job(slurm_env, fleet_home, tmp_path):
+    """When Slurm's side fails before the step was ended (here: the controller's answer about the
+    job fails), the machine is ended through its own agent: its directory goes, its step ends
+    without cancelling the job, and the other machine runs on."""
+    from fleet.providers.slurm.errors import ControllerUnreachable
+    nodes_dir = tmp_path / "nodes"
+    nodes_dir.mkdir()
+    provider = SlurmProvider(SlurmSettings(workdir=str(nodes_dir), poll_s=0.5))
+    slurm = SlurmCommands(LocalRunner(slurm_env.env))
+    plan = make_plan(provider="slurm", mix=choose_mix(provider, "slurm-1gpu", 2), max_duration_s=600,
+                     heartbeat_ttl_s=120, project="slurm-test", user="tester")
+    lease = provider.lease(plan, new_lease_id(), 120)
+    try:
+        job_id = lease.meta["slurm_job"]
+        gone, kept = lease.machines
+
+        def unreachable(job):
+            raise ControllerUnreachable("scontrol did not return within 60s", slurm_reason="timeout")
+
+        provider.slurm.job_record = unreachable
+        with pytest.raises(ControllerUnreachable):
+            provider.release_machines(lease, [gone.id])
+        wait_for(lambda: not (nodes_dir / f"fleet-{gone.id}").exists(), 60, "the machine's directory to go")
+        wait_for(lambda: not [s for s in slurm.steps(job_id) if gone.provider_ref["node"] in s.nodes], 60,
+                 "the released machine's step to end")
+        job = slurm.job(job_id)
+        assert job.state is JobState.RUNNING and job.node_count == 2, job   # not cancelled; the node stays held
+        assert _ssh(kept, "echo ok").strip() == "ok"
+        assert Path(lease.meta["slurm_staging"]).is_dir()
+    finally:
+        provider.release(lease)
+    wait_for(lambda: not list(nodes_dir.iterdir()), 60, "every machine directory to be removed")
