@@ -38,25 +38,33 @@ def view(record: dict, states: dict | None, now: datetime) -> dict:
     """One lease view: `record` as StateStore.status_records gives it, `states` {machine id: (state,
     detail, observed_at ISO)} (None: the provider was not asked or did not answer: unknown)."""
     machines = []
-    gpus = 0
-    for m in record["machines"]:
-        ref = m.get("provider_ref") or {}
-        slots = list(m.get("gpu_slots") or ())
+    gpus = alive = 0
+    for m in record["machines"]:       # a thousand of these per `fleet status`: each lookup once
+        get = m.get
+        ref = get("provider_ref") or _NO_REF
+        slots = list(get("gpu_slots") or ())
         gpus += len(slots)
-        st = states.get(m["id"]) if states else None
-        machines.append({"id": m["id"], "rank": m["node_rank"], "address": f"{m['user']}@{m['host']}:{m['port']}",
-                         "gpus": slots, "instance_type": m.get("instance_type", ""),
-                         "lifecycle": "spot" if m.get("spot") else "on-demand", "zone": m.get("zone", ""),
-                         "price_per_hour": _price(m.get("price_per_hour")),
-                         "state": st[0] if st else "unknown", "observed_at": st[2] if st else None,
+        mid = m["id"]
+        st = states.get(mid) if states else None
+        if st:
+            state, observed_at = st[0], st[2]
+            if state == "running":
+                alive += 1
+        else:
+            state, observed_at = "unknown", None
+        machines.append({"id": mid, "rank": m["node_rank"], "address": f"{m['user']}@{m['host']}:{m['port']}",
+                         "gpus": slots, "instance_type": get("instance_type", ""),
+                         "lifecycle": "spot" if get("spot") else "on-demand", "zone": get("zone", ""),
+                         "price_per_hour": _price(get("price_per_hour")),
+                         "state": state, "observed_at": observed_at,
                          "simulated_gpus": bool(ref.get("simulated_gpus")),
                          "isolation": ref.get("isolation", "unknown")})
-    alive = sum(1 for x in machines if x["state"] == "running")
+    deadline = record["deadline"]
     if record["status"] == "leasing" and not machines:
         health = "leasing"
     elif machines and not alive:
         health = "gone"
-    elif alive and record["deadline"] and now > _time(record["deadline"]):
+    elif alive and deadline and now > _time(deadline):
         # Machines still up past the last deadline a heartbeat confirmed: no controller extends
         # them (it died); their watchdog or the reaper ends them.
         health = "orphaned"
@@ -66,9 +74,12 @@ def view(record: dict, states: dict | None, now: datetime) -> dict:
         health = "up"
     return {"id": record["id"], "provider": record["provider"], "template": record["template"],
             "project": record["project"], "user": record["owner"], "status": record["status"], "health": health,
-            "gpus": gpus, "created_at": _iso(record["created_at"]), "deadline": _iso(record["deadline"]),
+            "gpus": gpus, "created_at": _iso(record["created_at"]), "deadline": _iso(deadline),
             "max_deadline": _iso(record["max_deadline"]), "keep_until": _iso(record["keep_until"]),
             "machines": machines, "runs": record["runs"]}
+
+
+_NO_REF: dict = {}      # a machine without a provider_ref (read only)
 
 
 def remembered_note(views: list[dict], now: datetime | None = None) -> str | None:
@@ -89,6 +100,7 @@ def _observe(state, records: list[dict], now: datetime, *, check: bool, refresh:
     if not check:                     # --fast: nothing asked, nothing read live: every machine unknown
         return observed
     now_iso = now.isoformat()
+    soon = now + FUTURE_SLACK
     ask: dict[str, list[dict]] = {}
     machine_state = None
     for r in records:
@@ -97,7 +109,7 @@ def _observe(state, records: list[dict], now: datetime, *, check: bool, refresh:
                 from .providers.local.liveness import machine_state
             observed[r["id"]] = {m["id"]: (*machine_state(m.get("provider_ref") or {}), now_iso)
                                  for m in r["machines"]}
-        elif not refresh and _remembered_usable(r, now):
+        elif not refresh and _remembered_usable(r, now, soon):
             observed[r["id"]] = {m["id"]: m["observed"][:3] for m in r["machines"]}
         else:
             ask.setdefault(r["provider"], []).append(r)
@@ -109,17 +121,17 @@ def _observe(state, records: list[dict], now: datetime, *, check: bool, refresh:
 FUTURE_SLACK = timedelta(seconds=5)   # another computer's clock this far ahead still counts as now
 
 
-def _remembered_usable(record: dict, now: datetime) -> bool:
+def _remembered_usable(record: dict, now: datetime, soon: datetime) -> bool:
     """Every machine has a remembered answer still fresh, and none predates a deadline passed since.
     An answer stamped in the future (a teammate's computer whose clock runs ahead wrote it) is not
-    fresh: its fresh_until would hold for as long as that clock is ahead."""
+    fresh: its fresh_until would hold for as long as that clock is ahead. `soon`: now + FUTURE_SLACK."""
     if not record["machines"]:
         return False
     deadline = _time(record["deadline"])
     passed = deadline is not None and deadline < now
     for m in record["machines"]:
         seen = m["observed"]
-        if not seen or _time(seen[3]) <= now or _time(seen[2]) > now + FUTURE_SLACK or \
+        if not seen or _time(seen[3]) <= now or _time(seen[2]) > soon or \
                 (passed and _time(seen[2]) < deadline):
             return False
     return True

@@ -25,29 +25,33 @@ def printable(text: str) -> str:
 
 def to_text(table: Table) -> str:
     """A plain aligned table: title, headings, a rule, rows (a rule before a total), notes."""
-    cols = table.columns
     if not table.rows and table.empty:
         return printable(table.empty) + "\n"
-    rows = [(row, row.cells if all(map(str.isprintable, row.cells)) else [printable(c) for c in row.cells])
-            for row in table.rows]
+    out = _lines(table, [row.cells for row in table.rows])
+    # One check of the finished lines instead of every cell (a thousand rows of `fleet status`);
+    # a control character anywhere (rare) and the table is made again from cells made printable.
+    if not all(map(str.isprintable, out)):
+        out = _lines(table, [cells if all(map(str.isprintable, cells)) else [printable(c) for c in cells]
+                             for cells in (row.cells for row in table.rows)])
+    return "\n".join(out) + "\n"
+
+
+def _lines(table: Table, cells_of: list) -> list[str]:
+    cols = table.columns
     widths = [len(c.title) for c in cols]
-    for i, column in enumerate(zip(*(cells for _row, cells in rows))):   # column by column, in C
+    for i, column in enumerate(zip(*cells_of)):   # column by column, in C
         widths[i] = max(widths[i], max(map(len, column)))
     # One format string for every line (a thousand rows: ~1 ms instead of ~5 ms cell by cell).
-    fmt = "  ".join(f"{{:{'>' if c.align == RIGHT else '<'}{w}}}" for c, w in zip(cols, widths))
-
-    def line(cells) -> str:
-        return fmt.format(*cells).rstrip()
-
-    rule = line(["-" * w for w in widths])
+    fmt = "  ".join(f"{{:{'>' if c.align == RIGHT else '<'}{w}}}" for c, w in zip(cols, widths)).format
+    rule = fmt(*["-" * w for w in widths]).rstrip()
     out = [printable(table.title)] if table.title else []
-    out += [line([c.title for c in cols]), rule]
-    for row, cells in rows:
+    out += [fmt(*[c.title for c in cols]).rstrip(), rule]
+    for row, cells in zip(table.rows, cells_of):
         if row.emphasis == TOTAL:
             out.append(rule)
-        out.append(line(cells))
+        out.append(fmt(*cells).rstrip())
     out += [f"note: {printable(n)}" for n in table.notes]
-    return "\n".join(out) + "\n"
+    return out
 
 
 def to_rich(table: Table, console) -> None:

@@ -92,6 +92,10 @@ class BaseDatabase:
     def _lock_for_migration(self) -> None:
         """Called first inside each migration transaction; PostgreSQL takes an advisory lock here."""
 
+    def mapped_reads(self):
+        """A block of large reads (`fleet status`); SQLite maps the file for it (Database)."""
+        return contextlib.nullcontext(self)
+
     def applied_migrations(self) -> set[int]:
         self.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
                      "(version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
@@ -134,6 +138,9 @@ def _enable_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
+
+
+MAPPED_READS_BYTES = 256 << 20   # address space, not memory: only the pages read are mapped in
 
 
 class Database(BaseDatabase):
@@ -181,6 +188,20 @@ class Database(BaseDatabase):
         if conn is not None:
             conn.close()
             self._local.conn = None
+
+    @contextlib.contextmanager
+    def mapped_reads(self) -> Iterator["Database"]:
+        """Reads in this block come straight from the file mapped in memory, not copied page by page
+        into SQLite's cache: `fleet status` at 1,000 leases reads ~350 pages, each a read call and a
+        fresh page of memory (~1 ms of its ~25). Unmapped after: a file truncated by someone else
+        while mapped would kill the process at its next read of a mapped page (SIGBUS), so the
+        mapping lasts only as long as the block."""
+        conn = self._conn()
+        conn.execute(f"PRAGMA mmap_size={MAPPED_READS_BYTES}")
+        try:
+            yield self
+        finally:
+            conn.execute("PRAGMA mmap_size=0")
 
     def execute(self, sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
         try:

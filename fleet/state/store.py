@@ -202,42 +202,56 @@ class StateStore:
                      "max_deadline", "keep_until", "heartbeat_ttl_s", "meta")
 
     def status_records(self, *, user: str | None = None, runs_limit: int = 200) -> list[dict[str, Any]]:
-        """Live leases as plain dicts, from three queries however many there are: the lease's row,
-        "machines" (each machine's stored document, with "observed": what its provider last said,
-        (state, detail, observed_at, fresh_until) or None) and "runs" (its most recent runs, newest
-        first, at most max(runs_limit, 2 × leases) in all). No Lease or Machine is built, and rows
-        come as tuples: importing dataclasses alone costs `fleet status` more than an empty state's
-        whole answer."""
+        """Live leases as plain dicts, oldest first, from two queries however many there are: the
+        lease's row with "machines" (each machine's stored document, with "observed": what its
+        provider last said, (state, detail, observed_at, fresh_until) or None), and "runs" (its most
+        recent runs, newest first, at most max(runs_limit, 2 × leases) in all). No Lease or Machine
+        is built, and rows come as tuples: importing dataclasses alone costs `fleet status` more
+        than an empty state's whole answer."""
         where, params = "l.status IN ('active', 'leasing')", []
         if user:
             where += " AND l.owner = ?"
             params.append(user)
+        with self.db.mapped_reads():
+            return self._status_records(where, params, runs_limit)
+
+    def _status_records(self, where: str, params: list, runs_limit: int) -> list[dict[str, Any]]:
         keys = self._STATUS_LEASE
-        leases = [dict(zip(keys, row)) for row in self.db.rows(
-            f"SELECT {', '.join('l.' + k for k in keys)} FROM leases l WHERE {where} ORDER BY l.created_at", params)]
-        if not leases:
-            return leases
-        by_id = {}
-        for lease in leases:
-            lease["machines"], lease["runs"] = [], []
-            by_id[lease["id"]] = lease
-        # No ORDER BY: SQLite would first copy every machine's document into a sorter (~0.5 MB at
-        # 1,000 leases); the machines of a lease with several are put in rank order here instead.
+        # Leases and machines in one query (a lease with no machine: one row, its machine columns
+        # NULL), unsorted: ORDER BY would have SQLite copy every row, machine documents included
+        # (~0.5 MB at 1,000 leases), into a sorter. Leases are put in created_at order here (ISO
+        # 8601 text, compared as SQL compares it), a lease's machines in rank order.
         rows = self.db.rows(
-            "SELECT m.lease_id, m.node_rank, m.data, o.state, o.detail, o.observed_at, o.fresh_until FROM machines m"
-            " JOIN leases l ON l.id = m.lease_id LEFT JOIN machine_observations o ON o.machine_id = m.id"
-            f" WHERE {where}", params)
-        several = set()
-        for (lease_id, rank, _, *seen), machine in zip(rows, _json_objects([row[2] for row in rows])):
-            machine["node_rank"] = rank
-            machine["observed"] = None if seen[0] is None else tuple(seen)
-            machines = by_id[lease_id]["machines"]
-            if machines:
-                several.add(lease_id)
+            f"SELECT {', '.join('l.' + k for k in keys)}, m.node_rank, m.data, o.state, o.detail, o.observed_at,"
+            " o.fresh_until FROM leases l LEFT JOIN machines m ON m.lease_id = l.id"
+            f" LEFT JOIN machine_observations o ON o.machine_id = m.id WHERE {where}", params)
+        rank_at = len(keys)
+        docs = iter(_json_objects([row[rank_at + 1] for row in rows if row[rank_at + 1] is not None]))
+        leases: list[dict[str, Any]] = []
+        by_id: dict[str, dict[str, Any]] = {}
+        several = []
+        for row in rows:
+            lease = by_id.get(row[0])
+            if lease is None:
+                lease = by_id[row[0]] = dict(zip(keys, row))
+                lease["machines"], lease["runs"] = [], []
+                leases.append(lease)
+            if row[rank_at + 1] is None:         # no machine (yet)
+                continue
+            machine = next(docs)
+            machine["node_rank"] = row[rank_at]
+            seen = row[rank_at + 2:]
+            machine["observed"] = None if seen[0] is None else seen
+            machines = lease["machines"]
+            if len(machines) == 1:
+                several.append(machines)
             machines.append(machine)
         del rows
-        for lease_id in several:
-            by_id[lease_id]["machines"].sort(key=_by_rank)
+        if not leases:
+            return leases
+        leases.sort(key=_by_created)
+        for machines in several:
+            machines.sort(key=_by_rank)
         for run_id, lease_id, status, exit_code, meta in self.db.rows(
                 # Only a meta that mentions it is read and decoded (most runs' do not).
                 "SELECT r.id, r.lease_id, r.status, r.exit_code,"
@@ -324,6 +338,7 @@ class StateStore:
 
 _scan_once = json.JSONDecoder().scan_once
 _by_rank = itemgetter("node_rank")
+_by_created = itemgetter("created_at")
 
 
 def _json_objects(texts: list[str]) -> list:
