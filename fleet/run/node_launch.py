@@ -125,6 +125,7 @@ def _start_and_follow(config, spec, pins, lease, state, events: Events, provider
     node0 = min(lease.machines, key=lambda m: m.node_rank)
     events.phase("ready", f"waiting for SSH on node 0 ({node0.id})")
     login, remote = supervisor_login(node0)
+    _refuse_root_capable_login(node0, login)
     session = wait_ready(login, timeout=600)
     try:
         events.phase("handoff", f"copying fleet to node 0 ({node0.id}) and starting the run's supervisor there "
@@ -161,6 +162,36 @@ def supervisor_login(node0):
         return node0, f"{node0.workdir}/{REMOTE_DIR}"
     python = node0.provider_ref.get("supervisor_python") or node0.python
     return replace(node0, user=str(user), workdir=str(directory), python=str(python)), str(directory)
+
+
+# What the experiment's login on node 0 may become: its uid, and whether sudo needs no password.
+ROOT_CHECK = "id -u; sudo -n true </dev/null >/dev/null 2>&1 && echo sudo"
+
+
+def root_reach(answer: str) -> str | None:
+    """Why ROOT_CHECK's output says its user could become root; None: it could not."""
+    words = answer.split()
+    if words[:1] == ["0"]:
+        return "is root"
+    if "sudo" in words[1:]:
+        return "has passwordless sudo"
+    return None
+
+
+def _refuse_root_capable_login(node0, login) -> None:
+    """The supervisor's user is out of the experiment's reach only while the experiment cannot
+    become root: an image whose `fleet` has passwordless sudo undoes it, so the run is not
+    supervised from there (the launcher then releases the lease)."""
+    from ..errors import UsageError
+    from ..remote.ssh import wait_ready
+    if login.user == node0.user:
+        return    # one user for both (a machine that names no supervisor login): nothing to keep apart
+    with wait_ready(node0, timeout=600) as session:
+        why = root_reach(session.run(ROOT_CHECK, check=False, timeout=60).stdout)
+    if why:
+        raise UsageError(f"node 0's login {node0.user} {why}: the experiment could read the credentials of a "
+                         "supervisor there", hint="use an image whose fleet user has no sudo, or a supervisor on "
+                                                  "this computer (a SQLite state, or --keep)")
 
 
 def _spec_for_node0(spec: SupervisorSpec, config) -> dict[str, Any]:

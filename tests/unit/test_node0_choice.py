@@ -73,3 +73,39 @@ def test_node0_without_the_modules_it_needs_says_so_in_one_line_and_starts_nothi
     assert node_supervisor.main([str(tmp_path)]) == 3
     answer = json.loads(capsys.readouterr().out)
     assert "lacks no_such_module_for_fleet" in answer["error"] and "\n" not in answer["error"]
+
+
+@pytest.mark.parametrize("uid, sudo_exit, reach", [
+    ("1000", 1, None),                       # EC2's fleet: no sudo
+    ("1000", 0, "has passwordless sudo"),   # an image that gives it sudo
+    ("0", 1, "is root"),
+])
+def test_the_experiments_login_must_not_reach_root(tmp_path, uid, sudo_exit, reach):
+    """ROOT_CHECK, as node 0's shell runs it, with `id` and `sudo` standing in for that machine's."""
+    import os
+    import subprocess
+    from fleet.run.node_launch import ROOT_CHECK, root_reach
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("id", f"echo {uid}"), ("sudo", f"exit {sudo_exit}")):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    out = subprocess.run(["sh", "-c", ROOT_CHECK], capture_output=True, text=True,
+                         env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}).stdout
+    assert root_reach(out) == reach
+
+
+def test_node0s_supervisor_logs_in_as_the_user_its_machine_names():
+    from decimal import Decimal
+    from fleet.models import Machine
+    from fleet.run.node_launch import supervisor_login
+    node0 = Machine(id="i-1", lease_id="l-1", node_rank=0, host="203.0.113.5", port=22, user="fleet",
+                    key_path="/k", host_key="ssh-ed25519 AAAA", workdir="/home/fleet/work",
+                    price_per_hour=Decimal("1"), provider_ref={"supervisor_user": "fleet-supervisor",
+                                                               "supervisor_dir": "/home/fleet-supervisor/run",
+                                                               "supervisor_python": "python3"})
+    login, remote = supervisor_login(node0)
+    assert (login.user, login.workdir, remote, login.host, login.key_path) == (
+        "fleet-supervisor", "/home/fleet-supervisor/run", "/home/fleet-supervisor/run", "203.0.113.5", "/k")
+    older = Machine(**{**node0.__dict__, "provider_ref": {}})     # made before machines named one
+    assert supervisor_login(older)[0].user == "fleet"
