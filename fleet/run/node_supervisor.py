@@ -12,9 +12,12 @@ What it is given on stdin, one JSON line, never written to disk here: the run's 
 local supervisor's spec.json), the environment it needs to reach the state (a PostgreSQL URL),
 the store (S3) and the provider (the caller's AWS credentials, for terminating the machines), and
 the run's [env]. The lease's SSH key and the stack's outputs are files in its directory (0600).
+It runs as node 0's supervisor user, not the experiment's, so the experiment can neither read its
+memory nor write this code (node_launch.py, SECURITY.md).
 
-    python -m fleet.run.node_supervisor DIR     (reads the line, forks into the background, prints
-                                                 {"pid": N} and exits; the child runs the run)
+    python3 -I -c BOOTSTRAP DIR     (node_launch.BOOTSTRAP: DIR/pkg on the path, then main; reads the
+                                     line, forks into the background, prints {"pid": N} and exits;
+                                     the child runs the run)
 """
 from __future__ import annotations
 
