@@ -31,7 +31,11 @@ def status(state=None, *, user: str | None = None, check: bool = True, refresh: 
         return []
     now = datetime.now(timezone.utc)
     observed = _observe(state, records, now, check=check, refresh=refresh)
-    return [view(r, observed.get(r["id"]), now) for r in records]
+    views = []
+    for i, record in enumerate(records):
+        views.append(view(record, observed.pop(record["id"], None), now))
+        records[i] = None      # freed as it goes: the next views reuse its memory (fewer page faults)
+    return views
 
 
 def view(record: dict, states: dict | None, now: datetime) -> dict:

@@ -221,32 +221,32 @@ class StateStore:
         # NULL), unsorted: ORDER BY would have SQLite copy every row, machine documents included
         # (~0.5 MB at 1,000 leases), into a sorter. Leases are put in created_at order here (ISO
         # 8601 text, compared as SQL compares it), a lease's machines in rank order.
-        rows = self.db.rows(
-            f"SELECT {', '.join('l.' + k for k in keys)}, m.node_rank, m.data, o.state, o.detail, o.observed_at,"
-            " o.fresh_until FROM leases l LEFT JOIN machines m ON m.lease_id = l.id"
-            f" LEFT JOIN machine_observations o ON o.machine_id = m.id WHERE {where}", params)
-        rank_at = len(keys)
-        docs = iter(_json_objects([row[rank_at + 1] for row in rows if row[rank_at + 1] is not None]))
         leases: list[dict[str, Any]] = []
         by_id: dict[str, dict[str, Any]] = {}
         several = []
-        for row in rows:
-            lease = by_id.get(row[0])
-            if lease is None:
-                lease = by_id[row[0]] = dict(zip(keys, row))
-                lease["machines"], lease["runs"] = [], []
-                leases.append(lease)
-            if row[rank_at + 1] is None:         # no machine (yet)
-                continue
-            machine = next(docs)
-            machine["node_rank"] = row[rank_at]
-            seen = row[rank_at + 2:]
-            machine["observed"] = None if seen[0] is None else seen
-            machines = lease["machines"]
-            if len(machines) == 1:
-                several.append(machines)
-            machines.append(machine)
-        del rows
+        data_at = len(keys) + 1
+        # A batch at a time: its rows and documents are freed before the next is read.
+        for rows in self.db.row_batches(
+                f"SELECT {', '.join('l.' + k for k in keys)}, m.node_rank, m.data, o.state, o.detail, o.observed_at,"
+                " o.fresh_until FROM leases l LEFT JOIN machines m ON m.lease_id = l.id"
+                f" LEFT JOIN machine_observations o ON o.machine_id = m.id WHERE {where}", params, 200):
+            docs = iter(_json_objects([row[data_at] for row in rows if row[data_at] is not None]))
+            for row in rows:
+                lease = by_id.get(row[0])
+                if lease is None:
+                    lease = by_id[row[0]] = dict(zip(keys, row))
+                    lease["machines"], lease["runs"] = [], []
+                    leases.append(lease)
+                if row[data_at] is None:         # no machine (yet)
+                    continue
+                machine = next(docs)
+                machine["node_rank"] = row[data_at - 1]
+                seen = row[data_at + 1:]
+                machine["observed"] = None if seen[0] is None else seen
+                machines = lease["machines"]
+                if len(machines) == 1:
+                    several.append(machines)
+                machines.append(machine)
         if not leases:
             return leases
         leases.sort(key=_by_created)
