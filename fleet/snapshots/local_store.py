@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import mmap
 import os
+import struct
 import threading
 import time
 from datetime import datetime, timezone
@@ -219,11 +221,14 @@ class LocalStore:
             os.close(fd)
 
     def _write_direct(self, tmp: str, data: bytes | memoryview) -> bool:
-        """Write through O_DIRECT: the bytes padded to a whole block, then the file cut to length.
-        False (nothing left behind) where the filesystem refuses it; from then on this store writes
-        through the page cache."""
+        """Write the whole blocks through O_DIRECT, then the last partial block (if any) through the
+        page cache on the same descriptor (O_DIRECT turned off). Not padding and cutting back: a
+        truncate inside a block written around the page cache reads that block back from the disk
+        to zero its tail (0.47 ms per chunk, the largest wait of a profiled create). False (nothing
+        left behind) where the filesystem refuses O_DIRECT; from then on this store writes through
+        the page cache."""
         n = len(data)
-        padded = -(-n // ALIGN) * ALIGN
+        whole = n - n % ALIGN
         try:
             fd = self._open_new(tmp, _WRITE_FLAGS | _O_DIRECT)
         except OSError as exc:
@@ -232,17 +237,20 @@ class LocalStore:
             self._direct = False
             return False
         try:
-            buf = _aligned_buffer(padded)
-            buf[:n] = data
-            view = memoryview(buf)[:padded]
+            buf = _aligned_buffer(whole)
+            buf[:whole] = data[:whole]
+            view = memoryview(buf)[:whole]
             try:
                 done = 0
-                while done < padded:
+                while done < whole:
                     done += os.write(fd, view[done:])
             finally:
                 view.release()
-            if padded != n:
-                os.ftruncate(fd, n)
+            if whole != n:
+                fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~_O_DIRECT)
+                tail = memoryview(data)[whole:]
+                while tail:
+                    tail = tail[os.write(fd, tail):]
         except OSError as exc:
             os.close(fd)
             os.unlink(tmp)
@@ -348,10 +356,8 @@ class LocalStore:
 def _mark_top_directory(path: str) -> None:
     """Set FS_TOPDIR_FL on a directory (ext2/3/4: spread its subdirectories); nothing elsewhere."""
     try:
-        import fcntl
-        import struct
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_DIRECTORY", 0))
-    except (ImportError, OSError):
+    except OSError:
         return
     try:
         flags = struct.unpack("l", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, struct.pack("l", 0)))[0]
