@@ -22,6 +22,8 @@ from ..errors import ExitCode
 from ..models import Lease
 from ..run.context import Events, RunContext, checked_events
 from ..run.inputs import Inputs
+from ..run.keep import release_lease
+from ..run.lease import NewLease
 from ..run.machines import SSHMachines
 from ..run.types import ExecResult, RunOptions, StagedInputs
 from .scheduler import Scheduler
@@ -84,6 +86,48 @@ class PoolMachines(SSHMachines):
         from ..run.types import Collected
         return Collected(files=0)   # each trial brought its own outputs home
 
+    def begin_checkpoints(self, ctx, lease, store):
+        """None for the pool run itself: no process ever runs under its run id (each trial makes and
+        uploads its own FLEET_CHECKPOINT_DIR), so there is no directory to make or upload."""
+        from ..run.checkpoints import Checkpointer
+        return Checkpointer(replace(lease, machines=[]), store, ctx.run_id, 0, ctx.events.warn)
+
+
+class PoolRelease(NewLease):
+    """The pool's lease: as any new lease, except that its release does not wait, machine after
+    machine, for a slot's early release (shrink.py) still under way when the last trial ended: the
+    machines still up are ended beside it, and the provider's whole-lease release follows once both
+    are done (so no machine is ended twice)."""
+
+    def __init__(self, provider, machines: PoolMachines):
+        super().__init__(provider)
+        self.pool = machines
+
+    def release(self, ctx: RunContext, lease: Lease | None) -> bool:
+        shrink = self.pool.scheduler.shrink if self.pool.scheduler is not None else None
+        leaving = shrink.leaving() if shrink is not None else set()
+        if lease is None or shrink is None or not leaving:
+            if shrink is not None:
+                shrink.join()
+            return super().release(ctx, lease)
+        rest = [m.id for m in lease.machines if m.id not in leaving]
+        ctx.events.phase("release", f"destroying {len(rest)} machine(s)")
+
+        def end_rest() -> None:
+            try:
+                self.provider.release_machines(lease, rest)
+            except Exception as exc:  # noqa: BLE001 — the whole-lease release below tries them again
+                ctx.events.warn(f"could not release {', '.join(rest)} beside the early release ({exc}); "
+                                "retrying with the whole lease")
+        from threading import Thread
+        ending = Thread(target=end_rest, name="pool-release", daemon=True)
+        if rest:
+            ending.start()
+        shrink.join()
+        if rest:
+            ending.join()
+        return release_lease(self.provider, ctx.state, ctx.lease_id, lease, ctx.events)
+
 
 def pool_config(config: Config, spec: SweepSpec, provider) -> Config:
     """The pool's run: enough machines for `parallel` slots, the sweep's budget, a description as
@@ -102,7 +146,6 @@ def sweep(config: Config, spec: SweepSpec, *, events: Events | None = None, prov
     """Lease the pool once, run every trial on it, release it; the summary lists every trial."""
     from ..run.offer import provider_for
     from ..run.pipeline import Pipeline
-    from ..run.lease import NewLease
     events = checked_events(events)
     spec = spec if spec.sweep_id else replace(spec, sweep_id=new_sweep_id())
     spec.check()
@@ -112,7 +155,7 @@ def sweep(config: Config, spec: SweepSpec, *, events: Events | None = None, prov
     machines = PoolMachines(spec, config, provider, events, sweep_dir)
     started = time.monotonic()
     events.phase("sweep", f"{spec.sweep_id}: {len(spec.trials)} trial(s), {spec.parallel} at once")
-    summary = Pipeline(pool_cfg, NewLease(provider), events=events, machines=machines, options=options,
+    summary = Pipeline(pool_cfg, PoolRelease(provider, machines), events=events, machines=machines, options=options,
                        run_dir=sweep_dir / "pool").run()
     trials = machines.scheduler.ordered_results() if machines.scheduler is not None else ()
     if not trials:

@@ -161,7 +161,7 @@ class Scheduler:
         if idle:
             why = "no trial left for them" if not self.queue else \
                 f"idle {self.spec.idle_release_s:g}s while the trials left wait on the budget (--idle-release)"
-            self.shrink.release(ctx, idle, why)
+            self.shrink.release_soon(ctx, idle, why)
 
     # -- which trial next, under the budget ----------------------------------------------------------
     def _next(self, ctx: RunContext, worst: int) -> Trial | None:

@@ -28,6 +28,35 @@ class PoolShrink:
         self.released: dict[str, str] = {}        # machine id → when it was released (ISO, UTC)
         self.lock = threading.Lock()               # one partial release at a time
         self._said_cannot = False
+        self._leaving: set[str] = set()           # machines a release_soon is giving back now
+        self._leaving_lock = threading.Lock()      # not `lock`: that one is held through a release
+        self._threads: list[threading.Thread] = []
+
+    def release_soon(self, ctx: RunContext, machine_ids: list[str], why: str) -> None:
+        """`release` on a thread of its own: the slot that retired need not wait for the provider
+        (a local machine's watchdog takes up to half a second to end it), so the sweep's last trial
+        ending meanwhile is not held up; the pool's own release joins it (`join`)."""
+        with self._leaving_lock:
+            self._leaving.update(machine_ids)
+
+        def run() -> None:
+            try:
+                self.release(ctx, machine_ids, why)
+            finally:
+                with self._leaving_lock:
+                    self._leaving.difference_update(machine_ids)
+        thread = threading.Thread(target=run, name="sweep-shrink", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def leaving(self) -> set[str]:
+        """Machines being given back right now (their release started, not finished)."""
+        with self._leaving_lock:
+            return set(self._leaving)
+
+    def join(self) -> None:
+        for thread in list(self._threads):
+            thread.join()
 
     def release(self, ctx: RunContext, machine_ids: list[str], why: str) -> list[str]:
         """Release those machines of the pool's lease now; returns the ids released."""

@@ -155,6 +155,7 @@ def test_a_slot_waiting_on_the_budget_retires_after_idle_release_and_its_machine
     assert time.monotonic() - start >= 0.4                 # …and it waited --idle-release for one
     assert len(sched.queue) == 2                           # the trials left are still queued (slot 0 takes them)
     sched._retire(ctx, 1)
+    sched.shrink.join()                                    # given back on a thread of its own
     assert provider.calls == [["L-n1"]] and [m.id for m in ctx.lease.machines] == ["L-n0"]
     assert "wait on the budget (--idle-release)" in sched.events.phases[-1][1]
 
@@ -167,9 +168,11 @@ def test_an_empty_queue_retires_at_once_but_the_last_running_slot_keeps_its_mach
     start = time.monotonic()
     assert sched._next(ctx, 1) is None and time.monotonic() - start < 1
     sched._retire(ctx, 1)
+    sched.shrink.join()
     assert provider.calls == [["L-n1"]]
     sched.running.clear()                                   # trial 1 is done: nothing runs any more
     sched._retire(ctx, 0)
+    sched.shrink.join()
     assert provider.calls == [["L-n1"]]                     # the pool's own release ends L-n0 now
 
 
@@ -184,8 +187,10 @@ def test_a_machine_shared_by_slots_goes_only_when_all_its_slots_are_idle(tmp_pat
     sched.running[trial.name] = _Running(trial, time.monotonic(), 1)        # runs on slot 2 (L-n1)
     sched.queue.clear()
     sched._retire(ctx, 0)
+    sched.shrink.join()
     assert provider.calls == []                             # L-n0's other slot has not retired yet
     sched._retire(ctx, 1)
+    sched.shrink.join()
     assert provider.calls == [["L-n0"]]
 
 
