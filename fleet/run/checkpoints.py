@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import threading
 import time
 from dataclasses import dataclass, field
@@ -78,17 +79,28 @@ def _read_exact(stream, n: int) -> bytes:
     return b"".join(parts)
 
 
+def _upload_command(machine: Machine, run_id: str) -> str:
+    """The helper over the checkpoint directory; an empty one (most runs write no checkpoint) is
+    answered by the shell in the helper's own words, without starting a Python for it."""
+    from ..remote.ssh import shell_command
+    d = shlex.quote(checkpoint_dir(machine, run_id))
+    helper = shell_command([machine.python, "-S", "-c", _helper_source(), checkpoint_dir(machine, run_id)])
+    empty = shlex.quote(json.dumps({"entries": [], "cdc": False}))
+    done = shlex.quote(json.dumps({"done": True}))
+    return (f"if [ -d {d} ] && [ -r {d} ] && [ -x {d} ] && [ -z \"$(ls -A {d})\" ]; then "
+            f"printf '%s\\n' {empty}; read -r _ || :; printf '%s\\n' {done}; else {helper}; fi")
+
+
 def upload(machine: Machine, store, run_id: str, *, timeout: float = 600) -> CheckpointUpload:
     """Snapshot the machine's checkpoint directory into `store`, sending only the chunks the store
     lacks; the ref `ckpt-<run>-n<rank>` then names it."""
-    from ..remote.ssh import connect, shell_command
+    from ..remote.ssh import connect
     from ..snapshots.manifest import Entry, Manifest, check_relpath
     try:
         with connect(machine, timeout=30) as session:
             chan = session.open_channel(window_size=64 << 20, max_packet_size=256 << 10)
             chan.settimeout(timeout)
-            chan.exec_command(shell_command([machine.python, "-S", "-c", _helper_source(),
-                                              checkpoint_dir(machine, run_id)]))
+            chan.exec_command(_upload_command(machine, run_id))
             rf, wf = chan.makefile("rb"), chan.makefile_stdin("wb")
             line = rf.readline()
             if not line:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
+from fleet.errors import FleetError
 from fleet.run.checkpoints import Resume, checkpoint_dir, prepare, ref_name, upload
 from fleet.snapshots import open_store
 from fleet.snapshots.restore import materialise
@@ -62,3 +65,19 @@ def test_an_empty_checkpoint_directory_makes_no_snapshot(local_lease, fleet_home
     up = upload(lease.machines[0], store, "r-empty")
     assert up.snapshot_id == "" and up.bytes_sent == 0
     assert store.get_ref(ref_name("r-empty", 0)) is None
+
+
+def test_an_empty_checkpoint_directory_is_answered_without_starting_python(local_lease, fleet_home, tmp_path):
+    # Most runs checkpoint nothing: the shell answers for an empty directory, so the machine's
+    # Python (here one that cannot start) is never run for it; a directory with a file needs it.
+    from dataclasses import replace
+    lease = local_lease(gpus=1)
+    store = open_store(str(tmp_path / "store"))
+    prepare(lease, store, "r-empty", None)
+    broken = replace(lease.machines[0], python="/nonexistent/python3")
+    up = upload(broken, store, "r-empty")
+    assert up.snapshot_id == "" and up.bytes_sent == 0 and up.files == 0
+    (_ckpt(broken, "r-empty") / ".hidden").write_text("1")     # a dot file is a checkpoint too
+    with pytest.raises(FleetError, match="checkpoint upload from"):   # the helper was needed, and cannot start
+        upload(broken, store, "r-empty")
+    assert upload(lease.machines[0], store, "r-empty").files == 1
