@@ -1,6 +1,6 @@
 """`fleet status`: the live leases, each machine as its provider last said, from plain rows.
 
-Built for a thousand leases (docs/control-plane-speed.md): three queries whatever their number
+Built for a thousand leases (docs/control-plane-speed.md): two queries whatever their number
 (StateStore.status_records), and no Lease or Machine objects, dataclasses or typing unless a
 provider has to be asked, because importing those alone costs more than the status of an empty
 state. Where each machine's state comes from:
@@ -46,7 +46,9 @@ def view(record: dict, states: dict | None, now: datetime) -> dict:
     for m in record["machines"]:       # a thousand of these per `fleet status`: each lookup once
         get = m.get
         ref = get("provider_ref") or _NO_REF
-        slots = list(get("gpu_slots") or ())
+        slots = get("gpu_slots") or []
+        if slots.__class__ is not list:     # decoded documents hold lists already: no copy of those
+            slots = list(slots)
         gpus += len(slots)
         mid = m["id"]
         st = states.get(mid) if states else None

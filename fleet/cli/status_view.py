@@ -52,7 +52,9 @@ def _show(json_out: bool, all_users: bool, fast: bool, refresh: bool) -> int:
         return 0
     from ..status_table import status_notes, status_table
     from ..render.text import print_table
-    print_table(status_table(views))
-    for note in status_notes(views):
+    table, notes = status_table(views), status_notes(views)
+    del views               # freed before the text is made, which reuses their memory
+    print_table(table)
+    for note in notes:
         print(note)
     return 0
