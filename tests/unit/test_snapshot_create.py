@@ -206,8 +206,9 @@ def test_a_tree_whose_shape_changed_is_encoded_again(store, tree, monkeypatch, c
 
 
 def test_store_writes_large_chunks_past_the_page_cache_and_falls_back_where_refused(store, tree, monkeypatch):
-    """O_DIRECT for large chunks (padded to a block, then cut to length); a filesystem that answers
-    EINVAL gets ordinary writes from then on; both give the same, verifiable chunks."""
+    """O_DIRECT for large chunks (their whole blocks; the last partial block through the page cache);
+    a filesystem that answers EINVAL gets ordinary writes from then on; both give the same,
+    verifiable chunks."""
     import errno
 
     import fleet.snapshots.local_store as local_store
@@ -224,6 +225,8 @@ def test_store_writes_large_chunks_past_the_page_cache_and_falls_back_where_refu
     first = create_snapshot(tree, store, use_cache=False)
     assert direct_opens and store._direct          # big.bin's chunks (this filesystem takes O_DIRECT)
     assert verify(store, first.id) == []
+    large = [(h, n) for e in first.manifest.files() for h, n in e.chunks if n >= local_store.DIRECT_MIN]
+    assert any(n % local_store.ALIGN for _, n in large)      # a chunk that ends inside a block
     for e in first.manifest.files():
         for h, n in e.chunks:
             assert os.path.getsize(store.chunk_path(h)) == n
@@ -238,6 +241,7 @@ def test_store_writes_large_chunks_past_the_page_cache_and_falls_back_where_refu
     second = create_snapshot(tree, refusing, use_cache=False)
     assert second.id == first.id and not refusing._direct and verify(refusing, second.id) == []
     assert os.listdir(tree.parent / "refusing" / "tmp") == []
+    assert list((tree.parent / "refusing" / "chunks").glob("*/.*")) == []
 
 
 def test_every_new_chunk_and_its_directory_is_fsynced_before_the_manifest(store, tree, monkeypatch):
