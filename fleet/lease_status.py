@@ -15,7 +15,6 @@ state. Where each machine's state comes from:
 """
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta, timezone
 
 LIVE_READ = "local"     # the provider whose machines are read on this computer, without the provider
@@ -150,7 +149,8 @@ def _ask(state, name: str, records: list[dict], now: datetime) -> dict[str, dict
     from .models import Lease, Machine
     from .providers import registry
     from .providers.base import DescribesLeases
-    leases = [_lease(Lease, Machine, r) for r in records]
+    settings = state.lease_settings([r["id"] for r in records])
+    leases = [_lease(Lease, Machine, r, *settings[r["id"]]) for r in records]
     try:
         batched = issubclass(registry.provider_class(name), DescribesLeases)
         provider = _provider(name)
@@ -184,15 +184,15 @@ def _ask(state, name: str, records: list[dict], now: datetime) -> dict[str, dict
     return out
 
 
-def _lease(Lease, Machine, record: dict):
-    """The Lease a provider's describe takes, from a status record."""
+def _lease(Lease, Machine, record: dict, heartbeat_ttl_s: int, meta: dict):
+    """The Lease a provider's describe takes, from a status record and the lease's settings."""
     from .models import parse_time
     machines = [Machine.from_dict({**m, "lease_id": record["id"]}) for m in record["machines"]]
     return Lease(id=record["id"], provider=record["provider"], template=record["template"], machines=machines,
                  created_at=parse_time(record["created_at"]), deadline=parse_time(record["deadline"]),
                  max_deadline=parse_time(record["max_deadline"]), project=record["project"], user=record["owner"],
                  status=record["status"], keep_until=parse_time(record["keep_until"]),
-                 heartbeat_ttl_s=record["heartbeat_ttl_s"], meta=json.loads(record["meta"] or "{}"))
+                 heartbeat_ttl_s=heartbeat_ttl_s, meta=meta)
 
 
 # -- small conversions, without models (and so without dataclasses) --------------------------------

@@ -198,8 +198,20 @@ class StateStore:
                         (_iso(deadline), _iso(keep_until), lease_id))
 
     # -- `fleet status` (fleet/lease_status.py) --------------------------------------------------
+    # What a lease view shows; heartbeat_ttl_s and meta only when a provider is asked (lease_settings).
     _STATUS_LEASE = ("id", "provider", "template", "project", "owner", "status", "created_at", "deadline",
-                     "max_deadline", "keep_until", "heartbeat_ttl_s", "meta")
+                     "max_deadline", "keep_until")
+
+    def lease_settings(self, lease_ids: list[str]) -> dict[str, tuple[int, dict[str, Any]]]:
+        """(heartbeat_ttl_s, meta) of these leases: what a provider's describe needs of a lease
+        beyond its status record (fleet/lease_status.py, for the leases it asks about)."""
+        out = {}
+        for start in range(0, len(lease_ids), 500):       # SQLite caps bound parameters
+            chunk = lease_ids[start:start + 500]
+            for lease_id, ttl, meta in self.db.rows(
+                    f"SELECT id, heartbeat_ttl_s, meta FROM leases WHERE id IN ({','.join('?' * len(chunk))})", chunk):
+                out[lease_id] = (ttl, json.loads(meta or "{}"))
+        return out
 
     def status_records(self, *, user: str | None = None, runs_limit: int = 200) -> list[dict[str, Any]]:
         """Live leases as plain dicts, oldest first, from two queries however many there are: the
