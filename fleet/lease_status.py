@@ -108,14 +108,18 @@ def _observe(state, records: list[dict], now: datetime, *, check: bool, refresh:
     soon = now + FUTURE_SLACK
     ask: dict[str, list[dict]] = {}
     machine_state = None
-    for r in records:
+    for r in records:                 # loops, not comprehensions: each of those is a call (1,000 leases)
         if r["provider"] == LIVE_READ:
             if machine_state is None:
                 from .providers.local.liveness import machine_state
-            observed[r["id"]] = {m["id"]: (*machine_state(m.get("provider_ref") or {}), now_iso)
-                                 for m in r["machines"]}
+            states = observed[r["id"]] = {}
+            for m in r["machines"]:
+                state_now, detail = machine_state(m.get("provider_ref") or _NO_REF)
+                states[m["id"]] = (state_now, detail, now_iso)
         elif not refresh and _remembered_usable(r, now, soon):
-            observed[r["id"]] = {m["id"]: m["observed"][:3] for m in r["machines"]}
+            states = observed[r["id"]] = {}
+            for m in r["machines"]:
+                states[m["id"]] = m["observed"][:3]
         else:
             ask.setdefault(r["provider"], []).append(r)
     for name, group in ask.items():
