@@ -1,8 +1,8 @@
 """Creating snapshots: walk a tree (or take entries from any source), chunk, store, publish.
 
 Files are chunked and hashed by a bounded pool of threads (FastCDC, sha256, reads and writes all
-release the GIL), a large file by two threads at once (its chunk hashes in one, its whole-content
-hash in the other). Files whose stat matches the stat cache are not read at all. Memory is bounded
+release the GIL), a large file that is more than a thread's share of the work by two threads at once
+(its chunk hashes in one, its whole-content hash in the other). Files whose stat matches the stat cache are not read at all. Memory is bounded
 by the pool: each thread holds one read buffer, and only a window of files is in flight.
 
 Publishing order is what makes a create atomic: every chunk is stored (and flushed) before the
@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
 # .fleet-snapshot: the marker older fleets left in materialised trees; never part of a snapshot.
 DEFAULT_EXCLUDES = (".git", "__pycache__", ".fleet", ".venv", ".DS_Store", ".fleet-snapshot")
-SPLIT_MIN = 8 * 1024 * 1024       # files at least this big are hashed by two threads at once (a lone changed
-                                  # file then takes half the time; page-cache reads are cheap next to sha256)
+SPLIT_MIN = 8 * 1024 * 1024       # files at least this big (and more than a thread's share of the work) are
+                                  # hashed by two threads at once: a lone changed file then takes half the time
 
 
 def default_workers() -> int:
@@ -196,9 +196,12 @@ class SnapshotBuilder:
         from concurrent.futures import ThreadPoolExecutor
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fleet-snapshot")
         pending: deque = deque()
+        # Only a large file that is more than a thread's share of the work is split: it is read twice
+        # then, which is only cost where other files keep every thread busy anyway.
+        share = sum(st.st_size for _, _, st in items) // self.workers
         try:
             for rel, real, st in items:
-                split = st.st_size >= SPLIT_MIN
+                split = st.st_size >= SPLIT_MIN and st.st_size > share
                 chunks = pool.submit(self._digest, real, st, not split)
                 whole = pool.submit(self._whole, real) if split else None
                 pending.append((rel, real, st, chunks, whole))

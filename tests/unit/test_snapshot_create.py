@@ -116,7 +116,7 @@ def test_split_hashing_of_large_files_matches_a_plain_sha256(store, tmp_path, mo
     rng = random.Random(9)
     for i in range(3):
         (root / f"f{i}").write_bytes(rng.randbytes(5 * 1024 * 1024 + i))
-    snap = create_snapshot(root, store, use_cache=False, workers=3)
+    snap = create_snapshot(root, store, use_cache=False, workers=4)     # each file is more than a share
     for e in snap.manifest.files():
         data = (root / e.path).read_bytes()
         assert e.sha256 == hashlib.sha256(data).hexdigest() and e.size == len(data)
