@@ -27,12 +27,24 @@ pytest_plugins = [p for p in ("tests.fixtures.moto", "tests.fixtures.postgres", 
 _ONE_WORKER = {"slurm_cluster": "slurm", "postgres_server": "postgres"}
 
 
+@pytest.hookimpl(tryfirst=True)     # before pytest-xdist's own hook turns the marks into groups
 def pytest_collection_modifyitems(config, items):
     for item in items:
         for fixture, group in _ONE_WORKER.items():
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(pytest.mark.xdist_group(group))
                 break
+
+
+def pytest_configure(config):
+    """Refuse to run when --dist loadgroup would silently ignore the groups: pytest 9.2 keeps a node's
+    id where pytest-xdist 3.8 no longer writes the group, so every worker would start its own Slurm
+    cluster and PostgreSQL and the suite would outgrow CI's time."""
+    if config.getvalue("dist") == "loadgroup" and pytest.version_tuple[:2] >= (9, 2):
+        import xdist
+        if tuple(int(p) for p in xdist.__version__.split(".")[:2]) <= (3, 8):
+            raise pytest.UsageError(f"pytest {pytest.__version__} with pytest-xdist {xdist.__version__} ignores "
+                                    "--dist loadgroup: install the versions pyproject.toml names")
 
 
 def processes_under(root: Path) -> list[str]:
