@@ -3,20 +3,20 @@
 simulated GitHub Actions job on local machines, beside a reference in the same run: the same
 cancellation outside CI mode (fleet.run.execute's default 10 s graceful stop).
 
-    python scripts/bench/ci_cancel.py [--runs 3] [--gpus 2] [--json]
+    python scripts/bench/ci_cancel.py [-n 5] [--gpus 2] [--quick] [--json]
 
 Two experiments: one that exits on SIGTERM (the usual case) and one that ignores it (the worst
 case: fleet waits out the whole grace, then kills it). "Released" means no process started under
 the run's FLEET_HOME is left (every sshd machine and watchdog gone). Target: the worst case in CI
 mode ≤ 7.5 s, GitHub's window between SIGINT and SIGTERM (SIGKILL follows soon after).
+
+--quick: one sample of each on one GPU (checks the bench, not figures to quote).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +28,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from tests.conftest import processes_under  # noqa: E402  (the same check the tests use)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (bench_parser, check_samples, emit, exit_code, json_stdout, load_row,  # noqa: E402
+                     median_row, ratio_row, row, say)
 
 FLEET = str(Path(sys.executable).parent / "fleet")
 TARGET_S = 7.5
@@ -86,55 +89,45 @@ def one_run(tmp: Path, command: str, *, ci: bool, gpus: int) -> tuple[float, flo
                        capture_output=True, timeout=60)
 
 
+def measure(name: str, command: str, *, ci: bool, samples: int, gpus: int) -> tuple[list[float], list[int]]:
+    released, codes = [], []
+    for _ in range(samples):
+        for attempt in range(3):
+            try:
+                with tempfile.TemporaryDirectory(prefix="fleet-bench-ci-") as tmp:
+                    r, _exited, code = one_run(Path(tmp), command, ci=ci, gpus=gpus)
+                break
+            except NeverStarted as exc:   # said out loud, then retried: it is not the figure
+                say(f"{name}: run did not start (attempt {attempt + 1}), retrying: {str(exc)[-300:]}")
+        else:
+            raise SystemExit("the experiment never started in 3 attempts")
+        released.append(r)
+        codes.append(code)
+        say(f"{name} {'CI' if ci else 'reference'}: released {r:.2f}s after SIGTERM, exit {code}")
+    return released, codes
+
+
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--gpus", type=int, default=2)
-    ap.add_argument("--json", action="store_true")
-    args = ap.parse_args()
-    figures = []
-    medians: dict[tuple[str, bool], float] = {}
-    for name, command in COMMANDS.items():
-        for ci in (True, False):
-            released, exited, codes = [], [], []
-            for _ in range(args.runs):
-                for attempt in range(3):
-                    try:
-                        with tempfile.TemporaryDirectory(prefix="fleet-bench-ci-") as tmp:
-                            r, e, code = one_run(Path(tmp), command, ci=ci, gpus=args.gpus)
-                        break
-                    except NeverStarted as exc:   # said out loud, then retried: it is not the figure
-                        print(f"run did not start (attempt {attempt + 1}), retrying: {str(exc)[-300:]}",
-                              file=sys.stderr)
-                else:
-                    raise SystemExit("the experiment never started in 3 attempts")
-                released.append(r)
-                exited.append(e)
-                codes.append(code)
-            med = statistics.median(released)
-            medians[(name, ci)] = med
-            mode = "ci" if ci else "reference (not CI mode)"
-            if not args.json:
-                print(f"{name:14s} {mode:24s} SIGTERM→released median {med:5.2f}s "
-                      f"(runs {', '.join(f'{x:.2f}' for x in released)}), exit median "
-                      f"{statistics.median(exited):5.2f}s, exit codes {sorted(set(codes))}")
-            if ci:
-                figures.append({"figure": f"sigterm_to_released_s[{name}]", "value": round(med, 3), "unit": "s",
-                                "target": TARGET_S, "met": med <= TARGET_S})
-                figures.append({"figure": f"exit_codes[{name}]", "value": sorted(set(codes)), "unit": "code",
-                                "target": [130], "met": sorted(set(codes)) == [130]})
-            else:
-                figures.append({"figure": f"reference_sigterm_to_released_s[{name}]", "value": round(med, 3),
-                                "unit": "s", "target": None, "met": None})
-        ratio = medians[(name, True)] / medians[(name, False)] if medians[(name, False)] else None
-        figures.append({"figure": f"ci_vs_reference_ratio[{name}]",
-                        "value": None if ratio is None else round(ratio, 3), "unit": "x", "target": None,
-                        "met": None})
-        if not args.json and ratio is not None:
-            print(f"{name:14s} CI mode / reference = {ratio:.2f}x")
-    if args.json:
-        print(json.dumps(figures, indent=2))
-    return 0 if all(f["met"] is not False for f in figures) else 1
+    parser = bench_parser(__doc__.splitlines()[0])
+    parser.add_argument("--gpus", type=int, default=2)
+    args = parser.parse_args()
+    check_samples(parser, args)
+    samples, gpus = (1, 1) if args.quick else (args.samples, args.gpus)
+    with json_stdout(args.json) as out:
+        rows = [load_row()]
+        for name, command in COMMANDS.items():
+            ci_released, ci_codes = measure(name, command, ci=True, samples=samples, gpus=gpus)
+            ref_released, _ = measure(name, command, ci=False, samples=samples, gpus=gpus)
+            rows.append(median_row(f"CI mode, experiment {name}: SIGTERM to every machine released", ci_released,
+                                   "s", f"<= {TARGET_S}", digits=2))
+            rows.append(row(f"CI mode, experiment {name}: runs not exiting 130", sum(c != 130 for c in ci_codes),
+                            "runs", "== 0"))
+            rows.append(median_row(f"reference (not CI mode), experiment {name}: SIGTERM to released",
+                                   ref_released, "s", digits=2))
+            rows.append(ratio_row(f"experiment {name}: CI mode vs reference", ci_released, ref_released))
+        rows.append(load_row("at end"))
+        emit(rows, as_json=args.json, out=out)
+    return exit_code(rows)
 
 
 if __name__ == "__main__":

@@ -16,9 +16,9 @@ import pytest
 BENCH = Path(__file__).resolve().parents[2] / "scripts" / "bench"
 SCRIPTS = sorted(p for p in BENCH.glob("*.py") if not p.name.startswith("_"))
 # Scripts whose owners have not adopted --quick yet (strict: once one does, this entry must go).
-NO_QUICK_YET = {"ci_cancel.py"}
+NO_QUICK_YET: set[str] = set()
 # Quick modes that start real local machines (sshd), a Slurm cluster or long runs: minutes on a loaded machine.
-SLOW_QUICK = {"budget.py", "down.py", "environment.py", "outputs.py", "recovery.py", "sync.py", "up_local.py",
+SLOW_QUICK = {"budget.py", "ci_cancel.py", "down.py", "environment.py", "outputs.py", "recovery.py", "sync.py", "up_local.py",
               "slurm.py"}
 
 
