@@ -109,15 +109,32 @@ class Scheduler:
                 return
             run_dir = self.sweep_dir / trial.name
             trial_timeout = min(timeout, max(1.0, self._pool_life_s(ctx) - LIFE_MARGIN_S))
+            early: dict[str, threading.Thread] = {}
+            reset_ok: dict[str, bool] = {}
+
+            def reset_after_collect(run_id: str) -> None:
+                """The trial's outputs are home: its machines are reset now, while the controller
+                writes its record, instead of after it."""
+                if self.stop.hurry:
+                    return
+                early[run_id] = threading.Thread(
+                    target=lambda: reset_ok.__setitem__(run_id, self._reset(ctx, slot, run_id)),
+                    name=f"sweep-reset-{index}", daemon=True)
+                early[run_id].start()
             result = run_trial(config=self.config, provider=self.provider, lease=ctx.lease, slot=slot,
                                pins=self.pins, trial=trial, command=self.spec.trial_command(trial), sweep_id=self.spec.sweep_id,
                                pool_run_id=ctx.run_id, run_dir=run_dir, timeout_s=trial_timeout, sweep_stop=self.stop,
                                events=self.events, stop_rule=self.spec.stop_if,
-                               machines=TrialMachines(self.environments))
+                               machines=TrialMachines(self.environments, after_collect=reset_after_collect))
+            for thread in early.values():
+                thread.join()
             self.events.phase("trial", f"{trial.name} {result.state}"
                                        + (f" (exit {result.exit_code})" if result.state == "failed" else "")
                                        + (f": {result.reason}" if result.reason and result.state != "failed" else ""))
-            usable = self._reset(ctx, slot, result.run_id) if result.run_id and not self.stop.hurry else True
+            if result.run_id in reset_ok:
+                usable = reset_ok[result.run_id]
+            else:
+                usable = self._reset(ctx, slot, result.run_id) if result.run_id and not self.stop.hurry else True
             with self.lock:
                 self.results[trial.name] = result
                 self.running.pop(trial.name, None)

@@ -23,7 +23,7 @@ import json
 import shlex
 import threading
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..run.machines import SSHMachines
 
@@ -155,10 +155,17 @@ class TrialEnvironments:
 
 class TrialMachines(SSHMachines):
     """A trial's machines: as any run's, except that the environment comes from the pool's memory
-    when the machines provably did not change since it was read."""
+    when the machines provably did not change since it was read, and that `after_collect(run_id)`
+    is told once the outputs are home (the scheduler resets the machines while the record is written)."""
 
-    def __init__(self, environments: TrialEnvironments):
-        self.environments = environments
+    def __init__(self, environments: TrialEnvironments, after_collect: Callable[[str], None] | None = None):
+        self.environments, self.after_collect = environments, after_collect
+
+    def collect(self, ctx, lease):
+        got = super().collect(ctx, lease)
+        if self.after_collect is not None and not ctx.hurry.is_set():
+            self.after_collect(ctx.run_id)
+        return got
 
     def capture_environment(self, ctx, lease, store, pinned) -> RunEnvironment:
         if pinned is None:
