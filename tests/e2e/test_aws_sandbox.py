@@ -25,6 +25,74 @@ def sandbox(tmp_path_factory):
         yield started
 
 
+SEPARATE_LOGIN = "fleet-sandbox"   # the sandbox machines' login in a separated sandbox
+
+
+@pytest.fixture(scope="module")
+def separated_sandbox():
+    """The sandbox as EC2 is for a detached run's node 0: the machines log in as an unprivileged
+    user of this computer (as an instance's `fleet`), node 0's supervisor as this process's user
+    (as `fleet-supervisor`). Needs root; yields (env, FLEET_HOME) like `sandbox`."""
+    if os.geteuid() != 0:
+        pytest.skip("two logins on one sandbox machine need root (sshd switching users)")
+    with running_separated_sandbox() as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def node0_sandbox(tmp_path_factory):
+    """For detached runs supervised from node 0: the separated sandbox where this computer allows
+    it (root), else the plain one (one user for the experiment and the supervisor)."""
+    if os.geteuid() == 0:
+        with running_separated_sandbox() as started:
+            yield started
+    else:
+        with running_sandbox(tmp_path_factory.mktemp("aws-sandbox-home")) as started:
+            yield started
+
+
+@contextlib.contextmanager
+def running_separated_sandbox():
+    with separate_login(SEPARATE_LOGIN), traversable_home() as home, \
+            running_sandbox(home, FLEET_AWS_SANDBOX_LOGIN=SEPARATE_LOGIN) as started:
+        yield started
+
+
+@contextlib.contextmanager
+def separate_login(name):
+    """An unprivileged user (made if missing, removed after if made here): no password, yet not
+    locked ("!", which sshd without PAM refuses); home "/" (sshd must be able to enter it; the
+    machine's HOME is its workdir anyway)."""
+    import pwd
+    made = False
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        made = subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh",
+                               "-p", "*", name]).returncode == 0
+        pwd.getpwnam(name)    # made here, or by someone else meanwhile
+    try:
+        yield name
+    finally:
+        if made:
+            subprocess.run(["userdel", name], check=False)
+
+
+@contextlib.contextmanager
+def traversable_home():
+    """A FLEET_HOME whose path another login may traverse to its machines (pytest's tmp is 0700)."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+    base = Path(tempfile.mkdtemp(prefix="fleet-sandbox-"))
+    try:
+        os.chmod(base, 0o711)
+        (base / "home").mkdir(mode=0o700)
+        yield base / "home"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def running_sandbox(home, **extra_env):
     """The sandbox with FLEET_HOME `home` (and `extra_env` in its environment and the tests')."""

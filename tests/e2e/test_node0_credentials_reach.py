@@ -15,25 +15,22 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_fleet, wait_until
-from tests.e2e.test_aws_sandbox import running_sandbox
+from tests.e2e import test_aws_sandbox
+from tests.e2e.test_aws_sandbox import SEPARATE_LOGIN
 from tests.e2e.test_detach_node0_sandbox import _run_row
 
-pytestmark = [pytest.mark.timeout(300),
-              pytest.mark.skipif(os.geteuid() != 0, reason="two logins on one sandbox machine need root "
-                                                           "(sshd switching users)")]
+pytestmark = pytest.mark.timeout(300)
+separated_sandbox = test_aws_sandbox.separated_sandbox   # machines log in as SEPARATE_LOGIN (root only)
 
 STORE = "s3://fleet-sandbox-snapshots/node0-creds"
 SECRET = "node0-creds-secret-3b9e71"
-LOGIN = "fleet-sandbox"
 
 ATTACK = r'''
 [ "$FLEET_NODE_RANK" = 0 ] || exit 0
@@ -58,58 +55,34 @@ echo "attack done"
 
 
 @pytest.fixture
-def separate_login():
-    """An unprivileged user of this computer for the sandbox machines' login (made if missing,
-    removed after if this test made it)."""
-    try:
-        pwd.getpwnam(LOGIN)
-        made = False
-    except KeyError:
-        # "*": no password, yet not locked ("!"), which sshd without PAM refuses; home "/" (the
-        # machine's HOME is its workdir anyway): sshd needs a directory it can enter
-        subprocess.run(["useradd", "--system", "--no-create-home", "--home-dir", "/", "--shell", "/bin/sh",
-                        "-p", "*", LOGIN], check=True)
-        made = True
-    yield LOGIN
-    if made:
-        subprocess.run(["userdel", LOGIN], check=False)
+def drop():
+    """Where the experiment may write what it got (anyone may write here)."""
+    path = Path(tempfile.mkdtemp(prefix="fleet-node0-drop-"))
+    os.chmod(path, 0o1777)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def sandbox_home():
-    """FLEET_HOME somewhere the machines' login can traverse to its workdir (pytest's tmp is 0700)."""
-    base = Path(tempfile.mkdtemp(prefix="fleet-node0-creds-"))
-    os.chmod(base, 0o711)
-    (base / "home").mkdir(mode=0o700)
-    drop = base / "drop"      # where the experiment may write what it got (anyone may write here)
-    drop.mkdir()
-    os.chmod(drop, 0o1777)
-    yield base / "home", drop
-    shutil.rmtree(base, ignore_errors=True)
-
-
-def test_an_experiment_on_node0_cannot_reach_its_supervisor(separate_login, sandbox_home, tmp_path,
-                                                            postgres_url):
-    home, drop = sandbox_home
-    with running_sandbox(home, FLEET_AWS_SANDBOX_LOGIN=separate_login) as (env, _home):
-        env = {**env, "FLEET_STATE_URL": postgres_url, "AWS_SECRET_ACCESS_KEY": SECRET}
-        exp = tmp_path / "exp"
-        exp.mkdir()
-        (exp / "attack.sh").write_text(ATTACK)
-        (exp / "fleet.toml").write_text(
-            f'project = "node0-creds"\nprovider = "aws"\ntemplate = "aws-1gpu"\nmax_duration = "10m"\n'
-            f'store = "{STORE}"\ncommand = "sh attack.sh {drop}"\nbudget = 50\n')
-        up = run_fleet(["up", "-d", "--gpus", "1", "--json"], cwd=exp, env=env, timeout=240)
-        assert up.returncode == 0, up.stderr
-        handoff = json.loads(up.stdout)
-        assert handoff["supervised_on"] == "node 0", handoff
-        run_id = handoff["run_id"]
-        assert wait_until(lambda: _run_row(postgres_url, run_id).get("status") not in (None, "running"), 180)
-        logs = run_fleet(["logs", run_id], cwd=exp, env=env).stdout
-        assert _run_row(postgres_url, run_id)["status"] == "succeeded", logs
+def test_an_experiment_on_node0_cannot_reach_its_supervisor(separated_sandbox, drop, tmp_path, postgres_url):
+    env, _home = separated_sandbox
+    env = {**env, "FLEET_STATE_URL": postgres_url, "AWS_SECRET_ACCESS_KEY": SECRET}
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "attack.sh").write_text(ATTACK)
+    (exp / "fleet.toml").write_text(
+        f'project = "node0-creds"\nprovider = "aws"\ntemplate = "aws-1gpu"\nmax_duration = "10m"\n'
+        f'store = "{STORE}"\ncommand = "sh attack.sh {drop}"\nbudget = 50\n')
+    up = run_fleet(["up", "-d", "--gpus", "1", "--json"], cwd=exp, env=env, timeout=240)
+    assert up.returncode == 0, up.stderr
+    handoff = json.loads(up.stdout)
+    assert handoff["supervised_on"] == "node 0", handoff
+    run_id = handoff["run_id"]
+    assert wait_until(lambda: _run_row(postgres_url, run_id).get("status") not in (None, "running"), 180)
+    logs = run_fleet(["logs", run_id], cwd=exp, env=env).stdout
+    assert _run_row(postgres_url, run_id)["status"] == "succeeded", logs
     # The attack ran, as the machine's login, and saw the supervisor's process (another user's)…
-    assert f"experiment runs as {separate_login}" in logs and "attack done" in logs, logs
-    assert "supervisor found" in logs and f"user {separate_login}" not in logs, logs
+    assert f"experiment runs as {SEPARATE_LOGIN}" in logs and "attack done" in logs, logs
+    assert "supervisor found" in logs and f"user {SEPARATE_LOGIN}" not in logs, logs
     # …and got nothing of it: not its environment, its directory, its code or the lease's key.
     for took in ("read its environment", "saw its directory", "tampered", "read the lease key"):
         assert took not in logs, logs

@@ -15,7 +15,9 @@ import time
 import pytest
 
 from tests.conftest import FLEET, run_fleet, wait_until
-from tests.e2e.test_aws_sandbox import _instances, sandbox  # noqa: F401  (the module's sandbox fixture)
+from tests.e2e.test_aws_sandbox import _instances, node0_sandbox
+
+sandbox = node0_sandbox   # EC2's two users on node 0 where this computer allows it (root), else one
 from tests.e2e.test_detach_node0_sandbox import STORE, _cmdline, _ledger, _run_row
 
 pytestmark = pytest.mark.timeout(300)

@@ -96,6 +96,9 @@ class Sandbox:
     def __init__(self, root: Path | None = None, python: str | None = None):
         self.root = root or subdir("aws-sandbox") / "machines"
         self.root.mkdir(parents=True, exist_ok=True)
+        # Its real path: node 0's supervisor reaches it through a link in its own 0700 directory,
+        # and a machine's paths (workdir, authorized_keys) must not lead its login through there.
+        self.root = self.root.resolve()
         self.python = python or sys.executable
 
     def bind(self, instance_id: str, lease_id: str, key_path: Path, host_key_path: Path, host_public_key: str,
