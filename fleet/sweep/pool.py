@@ -5,11 +5,12 @@
                the pipeline on a PoolLease: own run id, record, outputs in runs/<sweep-id>/<trial>/)
     collect → release → record                                once, when the queue is empty
 
-So boot, setup and data staging are paid once per machine, the pool's release is guaranteed by the
-pipeline's finally-block, signal handlers and each machine's watchdog like any run's, and the
-sweep's budget is the pool run's budget: metered over the whole lease (the only ledger rows; a
-trial's cost is its attributed share), capping the machines' deadlines, stopping running trials
-at the crossing, and read by the scheduler before each trial starts.
+So boot and setup are paid once per machine and data staging once per host (machines sharing a
+host's chunk cache: the first is sent the chunks, the others are built from it), the pool's
+release is guaranteed by the pipeline's finally-block, signal handlers and each machine's watchdog
+like any run's, and the sweep's budget is the pool run's budget: metered over the whole lease
+(the only ledger rows; a trial's cost is its attributed share), capping the machines' deadlines,
+stopping running trials at the crossing, and read by the scheduler before each trial starts.
 """
 from __future__ import annotations
 
