@@ -3,9 +3,9 @@
 Chunks are written the cheap way: a chunk goes to a dot name beside its final one, unique to this
 process and thread (created read-only with O_EXCL, no chmod, no mkstemp), and is renamed into place
 (its fan-out directory made on first use, spread over the filesystem), so a reader never sees half
-a chunk. Nothing is fsynced as a chunk is
-written: `flush`, before the manifest that makes the chunks reachable is written, fsyncs the chunks
-this process wrote and their directories from a pool of threads (the journal commits them together).
+a chunk. Nothing is fsynced as a chunk is written: `flush`, before the manifest that makes the
+chunks reachable is written, fsyncs the chunks this process wrote and their directories from a pool
+of threads (several fsyncs in flight share the journal's commits or the device's cache flushes).
 Not syncfs: that would also wait for every other program's dirty data on the same filesystem
 (measured: 0.42 s of a 60 MiB create while other work was writing).
 
@@ -38,7 +38,7 @@ ALIGN = 4096                     # buffer address, length and offset of an O_DIR
 LIST_FROM = 8                    # has_chunks lists a fan-out directory asked about this many times
 DIRENT_BYTES = 80                # about what one 64-hex name costs in a directory's size
 YOUNG_S = 300                    # a chunk found this recently written may not be durable yet
-FLUSH_THREADS = 16               # concurrent fsyncs: the journal batches them into few commits
+FLUSH_THREADS = 16               # concurrent fsyncs: they share the journal's commits or the device's flushes
 _FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000   # linux/fs.h
 _local = threading.local()
 
