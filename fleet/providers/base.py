@@ -258,9 +258,9 @@ def gpu_types(provider: Any) -> list[str]:
 
 
 # The optional capabilities live in capabilities.py; their names stay importable from here.
-from .capabilities import (CAPABILITIES, DescribesLeases, HasHardLimit, HasLeaseMetadata,  # noqa: E402,F401
-                           Interruption, InterruptionNotices, LeaseWatch, PublishesDeadline, QueueStatus,
-                           Queueing, ReleasesMachines, ReportsMachines, StagesDataDirectly, StopsOnCancel,
+from .capabilities import (CAPABILITIES, DescribesLeases, ExplainsLoss, HasHardLimit,  # noqa: E402,F401
+                           HasLeaseMetadata, Interruption, InterruptionNotices, LeaseWatch, PublishesDeadline,
+                           QueueStatus, Queueing, ReleasesMachines, ReportsMachines, StagesDataDirectly, StopsOnCancel,
                            SweepsLeftovers, capabilities)
 
 

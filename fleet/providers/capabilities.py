@@ -159,9 +159,20 @@ class Queueing(ABC):
               on_machine: Callable[[Machine], None] | None = None, watch: LeaseWatch | None = None) -> Lease: ...
 
 
+class ExplainsLoss(ABC):
+    """Knows why it took a lease's machines away (a scheduler's verdict, e.g. Slurm's PREEMPTED or
+    NODE_FAIL): asked once when a run lost its machines, so the run's message and the recovery line
+    name the cause rather than only "the connection closed"."""
+
+    @abstractmethod
+    def loss_reason(self, lease: Lease) -> str | None:
+        """One line naming why the lease's machines ended, or None (not known, or still running).
+        Bounded (a few seconds at most) and never raises."""
+
+
 CAPABILITIES: tuple[type, ...] = (ReportsMachines, StopsOnCancel, SweepsLeftovers, HasLeaseMetadata,
                                   PublishesDeadline, HasHardLimit, StagesDataDirectly, InterruptionNotices,
-                                  Queueing, ReleasesMachines)
+                                  Queueing, ReleasesMachines, ExplainsLoss)
 
 
 def capabilities(provider: Any) -> list[str]:

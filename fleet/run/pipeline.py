@@ -37,6 +37,7 @@ from .notices import NoticeWatch
 from .context import Events, RunContext, checked_events
 from .environment import EnvironmentStage
 from .execute import MachinesLost, check_cancel, check_not_released_elsewhere
+from .loss_reason import explain_loss
 from .heartbeat_state import HeartbeatState
 from .inputs import Inputs
 from .keep import KEEPABLE
@@ -231,6 +232,9 @@ class Pipeline:
             error = exc
             outcome = _Outcome("error", 1, message=f"{type(exc).__name__}: {exc}")
         finally:
+            if outcome.machines_lost:   # the provider may know why (Slurm: PREEMPTED, NODE_FAIL)
+                outcome = replace(outcome, message=explain_loss(getattr(source, "provider", None), lease,
+                                                                   outcome.message))
             if notices is not None:
                 notices.stop()
             if lease is not None:

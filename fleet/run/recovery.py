@@ -94,7 +94,8 @@ def run_managed(config: Config, *, options: RunOptions | None = None, events: Ev
             _link(last.run_id, None, config)
             cancelled = isinstance(exc, Cancelled)
             return _final(config, attempts, status="cancelled" if cancelled else "error", exit_code=exc.exit_code,
-                          message=f"machines lost and not resumed after attempt {len(attempts)}: {exc.one_line()}; "
+                          message=f"machines lost ({last.message}) and not resumed after attempt {len(attempts)}: "
+                                  f"{exc.one_line()}; "
                                   f"its last checkpoint is in the store (`fleet up --resume {last.run_id}`)")
         attempts.append((attempt, summary))
         spent += _cost(summary)

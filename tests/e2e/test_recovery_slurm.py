@@ -28,8 +28,8 @@ def _scontrol(cluster, *args: str) -> None:
 
 
 def _node_state(cluster, node: str) -> str:
-    done = subprocess.run(["sinfo", "-h", "-n", node, "-o", "%T"], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **cluster.env})
+    done = subprocess.run(["sinfo", "-h", "-n", node, "-p", cluster.partition, "-o", "%T"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, **cluster.env})
     return done.stdout.strip()
 
 

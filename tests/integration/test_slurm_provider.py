@@ -188,8 +188,8 @@ def resume_n2(slurm_env):
     def n2_idle() -> bool:
         # ReturnToService=2 brings it back when its slurmd registers; resume covers a node left down.
         subprocess.run(["scontrol", "update", "nodename=n2", "state=resume"], capture_output=True, timeout=30, env=env)
-        seen.append(subprocess.run(["sinfo", "-h", "-N", "-n", "n2", "-o", "%t"], capture_output=True, text=True,
-                                   timeout=30, env=env).stdout.strip())
+        seen.append(subprocess.run(["sinfo", "-h", "-N", "-n", "n2", "-p", slurm_env.partition, "-o", "%t"],
+                                   capture_output=True, text=True, timeout=30, env=env).stdout.strip())
         # "mix": seen in the fixture cluster after NODE_FAIL with slurmctld itself saying IDLE
         # (CPUs of the failed job still counted); the node takes jobs again either way.
         return seen[-1] in ("idle", "mix")

@@ -33,6 +33,7 @@ from .commands import AllocationRequest, LocalRunner, Runner, SlurmCommands, SSH
 from .errors import HOPELESS_PENDING, QosLimitExceeded, QueueWaitExpired, SlurmError
 from .parsing import JobState, QueuedJob
 from .limits import raise_time_limit, time_limit_minutes
+from .loss import ExplainsJobLoss
 from .settings import SlurmSettings
 from .shrink import release_nodes
 from .staging import remove_staging, staging_probe
@@ -51,7 +52,7 @@ def tag(lease_id: str) -> str:
 
 
 class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, HasLeaseMetadata, HasHardLimit,
-                    ReleasesMachines):
+                    ReleasesMachines, ExplainsJobLoss):
     name = "slurm"
     settings = SlurmSettings
     description = "allocations on a Slurm cluster (sbatch/srun here or on a login node over SSH)"
