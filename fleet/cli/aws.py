@@ -63,6 +63,8 @@ def reap(
         return 0
     if not actions:
         typer.echo("no orphaned or expired fleet instances")
+        if released:
+            typer.echo(f"released {len(released)} lease(s) whose run's supervisor is silent: {', '.join(released)}")
         return 0
     verb = "would terminate" if dry_run else "terminated"
     for a in actions:

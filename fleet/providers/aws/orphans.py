@@ -5,7 +5,10 @@ expired one. Without --all-users only the caller's instances are judged by lease
 A live lease whose instances it ends (heartbeat deadline passed, or expired: no controller extends
 it) is then released as `fleet down` releases it: the ledger closed from what AWS reports, and its
 runs whose controller is gone ended as `lost` with a run record saying why and what was billed.
-The Lambda cannot do that part (it holds no state); `fleet reap` and `fleet down` do."""
+The Lambda cannot do that part (it holds no state); `fleet reap` and `fleet down` do.
+
+A live lease whose detached run's supervisor is silent (node 0 vanished, or the supervisor died
+there) is released too, before its deadline: nothing supervises or extends it any more."""
 from __future__ import annotations
 
 from typing import Any
@@ -26,17 +29,48 @@ def reap_orphans(config, *, dry_run: bool = False, all_users: bool = False,
     from .session import translate
     state = open_state(config.state_url if config is not None else None)
     try:
-        live = live_lease_ids(state)
         provider = AWSProvider(config)
         owner = None if all_users else current_user(config.user if config is not None else None)
+        unsupervised = [] if dry_run else _release_unsupervised(state, owner, events)
+        live = live_lease_ids(state)
         try:
             actions = reap(provider.ec2, live, dry_run=dry_run, owner=owner)
         except Exception as exc:  # noqa: BLE001 — AWS errors become one line
             raise translate(exc, "reaping fleet instances") from None
-        released = [] if dry_run else _release_reaped(state, actions, live, events)
+        released = unsupervised + ([] if dry_run else _release_reaped(state, actions, live, events))
         return provider.outputs.region, actions, released
     finally:
         state.close()
+
+
+def _release_unsupervised(state, owner: str | None, events) -> list[str]:
+    """Release the live leases of detached runs whose supervisor is silent (node 0 vanished with it,
+    or it died there): nothing extends their other machines' deadlines any more, yet those may still
+    be minutes away, and the reaper's deadline rule would leave them billed until then. Released as
+    `fleet down` does (ledger closed from what AWS reports, the run ended `lost` naming the silence)."""
+    import json
+    from ...errors import FleetError
+    from ...leases import down
+    from ...run.context import SilentEvents
+    from ...run.supervisor_beat import supervisor_gone
+    events = events or SilentEvents()
+    leases = {lease.id: lease for lease in state.list_leases(active_only=True)
+              if lease.status in ("leasing", "active") and (owner is None or lease.user == owner)}
+    gone = []
+    for run in state.db.execute("SELECT * FROM runs WHERE status = 'running' ORDER BY started_at"):
+        if run.get("lease_id") not in leases or run["lease_id"] in gone:
+            continue
+        run["meta"] = json.loads(run["meta"] or "{}")
+        if run["meta"].get("detached") and supervisor_gone(state, run):
+            gone.append(run["lease_id"])
+    if not gone:
+        return []
+    try:
+        return down(gone, state=state, events=events,
+                    released_by="`fleet reap` (the run's supervisor is silent)")
+    except FleetError as exc:   # their machines still end at their deadline; `fleet down` finishes the rest
+        events.warn(f"not every lease of a silent supervisor was released: {exc.one_line()}")
+        return []
 
 
 def _release_reaped(state, actions: list[dict[str, Any]], live: set[str], events) -> list[str]:

@@ -1,0 +1,79 @@
+"""Node 0 of a detached AWS run vanishes without notice (the sandbox terminates its instance in moto,
+ends its machine — sshd and every process — and the supervisor with it, as a host failure would).
+Nothing on node 0 can record that; from a laptop that cannot see node 0's processes (its own pid
+namespace), the supervisor's silence is what tells: `fleet reap` ends the run as `lost` with a
+one-line reason, terminates the other machine, and closes both machines' ledger segments (node 0's
+too, though its instance was already gone)."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from tests.conftest import FLEET, run_fleet, wait_until
+from tests.e2e.test_aws_sandbox import _instances, node0_sandbox
+
+sandbox = node0_sandbox   # EC2's two users on node 0 where this computer allows it (root), else one
+from tests.e2e.test_detach_node0_sandbox import STORE, _cmdline, _ledger, _run_row  # noqa: E402
+
+pytestmark = pytest.mark.timeout(300)
+
+LAPTOP = ("unshare", "--pid", "--fork", "--mount-proc")
+
+
+def _laptop(args: list[str], cwd, env: dict, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([*LAPTOP, FLEET, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_node0_vanishing_without_notice_is_reaped_as_lost_with_every_machine_ended_and_billed(  # noqa: F811
+        sandbox, tmp_path, postgres_url):
+    if subprocess.run([*LAPTOP, "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs `unshare --pid` (root or user namespaces) to stand for a laptop apart from node 0")
+    import boto3
+    from fleet.providers.aws.sandbox import Sandbox
+    env, home = sandbox
+    env = {**env, "FLEET_STATE_URL": postgres_url, "FLEET_SUPERVISOR_BEAT_S": "0.5"}   # travels to node 0
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "fleet.toml").write_text(
+        f'project = "node0-vanished"\nprovider = "aws"\ntemplate = "aws-1gpu"\nmax_duration = "10m"\n'
+        f'store = "{STORE}"\ncommand = "sh -c \'echo started $FLEET_NODE_RANK; sleep 300\'"\n')
+    before = {i["InstanceId"] for i in _instances(env)}
+    up = run_fleet(["up", "-d", "--gpus", "2", "--json"], cwd=exp, env=env, timeout=240)
+    assert up.returncode == 0, up.stderr
+    handoff = json.loads(up.stdout)
+    run_id, lease_id, pid = handoff["run_id"], handoff["lease_id"], handoff["supervisor_pid"]
+    assert handoff["supervised_on"] == "node 0" and "fleet.run.node_supervisor" in _cmdline(pid), handoff
+    assert wait_until(lambda: "started 1" in run_fleet(["logs", run_id], cwd=exp, env=env).stdout, 120)
+    node0 = _run_row(postgres_url, run_id)["meta"]["supervised_on"]
+    ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                       aws_access_key_id="sandbox", aws_secret_access_key="sandbox")
+    # The host is gone: the instance, its sshd and its processes, the supervisor among them.
+    ec2.terminate_instances(InstanceIds=[node0])
+    Sandbox(root=home / "aws-sandbox" / "machines").unbind([node0])
+    if "fleet.run.node_supervisor" in _cmdline(pid):
+        os.kill(pid, signal.SIGKILL)
+
+    def gone() -> str:
+        status = _laptop(["status", "--json"], exp, env)
+        runs = [r for v in json.loads(status.stdout or "{}").get("leases", []) if v["id"] == lease_id
+                for r in v["runs"]]
+        return runs[0].get("supervisor_gone", "") if runs else ""
+    assert wait_until(gone, 120), "fleet status never showed the supervisor gone"
+
+    reap = _laptop(["reap"], exp, env)
+    assert reap.returncode == 0, reap.stdout + reap.stderr
+    row = _run_row(postgres_url, run_id)
+    assert row["status"] == "lost", row
+    message = row["meta"]["summary"]["message"]
+    assert "not been heard from" in message and "\n" not in message, message
+    mine = {i["InstanceId"] for i in _instances(env) if i["InstanceId"] not in before}
+    rows = _ledger(postgres_url, run_id)
+    assert len(mine) == 2 and {r[0] for r in rows if r[1] == "close"} == mine, rows   # every second billed, closed
+    assert wait_until(lambda: all(i["State"]["Name"] in ("terminated", "shutting-down")
+                                  for i in _instances(env) if i["InstanceId"] in mine), 60)
+    status = json.loads(_laptop(["status", "--json"], exp, env).stdout)
+    assert not [v for v in status["leases"] if v["id"] == lease_id], status
