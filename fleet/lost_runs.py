@@ -94,6 +94,8 @@ def end_lost_run(state, run: dict[str, Any], lease: Lease | None, why: str, even
     summary = {"run_id": run["id"], "lease_id": run.get("lease_id"), "status": LOST, "exit_code": None,
                "message": why, "ended_at": to_jsonable(ended), "started_at": run.get("started_at"),
                ("would_cost_usd" if shadow else "cost_usd"): cost}
+    if lease is not None:   # `fleet up --resume RUN` looks for every node's checkpoint, not rank 0's only
+        summary["machines"] = len(lease.machines)
     import json
     with state.db.transaction():   # check and set at once: the run's own controller may end it too
         rows = state.db.execute("SELECT status, meta FROM runs WHERE id = ?", (run["id"],))

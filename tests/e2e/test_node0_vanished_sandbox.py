@@ -77,3 +77,58 @@ def test_node0_vanishing_without_notice_is_reaped_as_lost_with_every_machine_end
                                   for i in _instances(env) if i["InstanceId"] in mine), 60)
     status = json.loads(_laptop(["status", "--json"], exp, env).stdout)
     assert not [v for v in status["leases"] if v["id"] == lease_id], status
+
+
+def _checkpointed_ranks(env: dict, run_id: str) -> int:
+    done = subprocess.run([os.sys.executable, "-c",
+                           "import sys; from fleet.snapshots import open_store; "
+                           "from fleet.run.checkpoints import latest_snapshots; "
+                           f"print(len(latest_snapshots(open_store({STORE!r}), {run_id!r}, [0, 1])))"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    return int(done.stdout.strip() or 0)
+
+
+def test_a_run_lost_with_node0_resumes_by_hand_from_every_nodes_checkpoint(  # noqa: F811
+        sandbox, tmp_path, postgres_url):
+    """What recovery cannot do without a supervisor, the user does: `fleet up --resume RUN` after the
+    reaper ended the run lost restores each node's last periodic checkpoint (attempt 2)."""
+    import boto3
+    from fleet.providers.aws.sandbox import Sandbox
+    from tests.e2e.test_checkpoints import TRAIN
+    env, home = sandbox
+    env = {**env, "FLEET_STATE_URL": postgres_url, "FLEET_SUPERVISOR_BEAT_S": "0.5", "FLEET_GRACE": "10"}
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "train.py").write_text(TRAIN)
+    (exp / "fleet.toml").write_text(
+        f'project = "node0-vanished"\nprovider = "aws"\ntemplate = "aws-1gpu"\nmax_duration = "10m"\n'
+        f'store = "{STORE}"\ncommand = "python train.py 150 0.1"\ncheckpoint_interval = "1s"\n'
+        'recovery = "always"\nmax_restarts = 2\n')
+    up = run_fleet(["up", "-d", "--gpus", "2", "--json"], cwd=exp, env=env, timeout=240)
+    assert up.returncode == 0, up.stderr
+    handoff = json.loads(up.stdout)
+    run_id, pid = handoff["run_id"], handoff["supervisor_pid"]
+    assert wait_until(lambda: _checkpointed_ranks(env, run_id) == 2, 120), "no checkpoint of both nodes"
+    node0 = _run_row(postgres_url, run_id)["meta"]["supervised_on"]
+    ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                       aws_access_key_id="sandbox", aws_secret_access_key="sandbox")
+    ec2.terminate_instances(InstanceIds=[node0])
+    Sandbox(root=home / "aws-sandbox" / "machines").unbind([node0])
+    if "fleet.run.node_supervisor" in _cmdline(pid):
+        os.kill(pid, signal.SIGKILL)
+
+    def reaped() -> bool:   # `fleet reap` ends it once the supervisor has been silent for 6 beats
+        _laptop(["reap"], exp, env)
+        return _run_row(postgres_url, run_id)["status"] == "lost"
+    assert wait_until(reaped, 120), _run_row(postgres_url, run_id)
+
+    again = run_fleet(["up", "--resume", run_id, "--gpus", "2", "--json"], cwd=exp, env=env, timeout=240)
+    out = again.stdout + again.stderr
+    assert again.returncode == 0, out[-4000:]
+    summary = json.loads(again.stdout)
+    assert summary["status"] == "succeeded" and summary["attempt"] == 2, summary
+    for rank in (0, 1):
+        line = f"rank {rank} attempt 2 resumed 1 from "
+        assert line in out, out[-4000:]
+        assert 0 < int(out.split(line)[1].split()[0]) < 150, out[-4000:]   # its own last checkpoint
+        assert f"rank {rank} finished at 150" in out
