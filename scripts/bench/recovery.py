@@ -21,7 +21,7 @@
 
     python scripts/bench/recovery.py [-n 5] [--quick] [--json]
 
---quick: one sample of each, a 20 MiB checkpoint (checks the bench, not figures to quote).
+--quick: one sample of each, no warming runs, a 20 MiB checkpoint (checks the bench, not figures to quote).
 """
 from __future__ import annotations
 
@@ -200,7 +200,7 @@ def aws_notice(exp: Path, box: AWSSandbox) -> float:
             run.proc.kill()
 
 
-def aws_rows(samples: int, root: Path) -> list[dict]:
+def aws_rows(samples: int, root: Path, *, quick: bool = False) -> list[dict]:
     exp = root / "aws-exp"
     exp.mkdir()
     (exp / "train.py").write_text(TRAIN)
@@ -208,7 +208,8 @@ def aws_rows(samples: int, root: Path) -> list[dict]:
     try:
         box.env["FLEET_GRACE"] = "10"
         fresh, resumed = [], []
-        aws_fresh(exp, box)   # warming
+        if not quick:
+            aws_fresh(exp, box)   # warming
         for i in range(samples):
             pair = [lambda: fresh.append(aws_fresh(exp, box)), lambda: resumed.append(aws_notice(exp, box))]
             for step in (pair if i % 2 == 0 else pair[::-1]):
@@ -297,7 +298,8 @@ def main() -> int:
             env = clean_env(FLEET_HOME=str(home), FLEET_GRACE="10")
             fresh, resumed = [], []
             try:
-                fresh_up(exp, env)   # warming: venv cache, helper caches
+                if not args.quick:
+                    fresh_up(exp, env)   # warming: venv cache, helper caches
                 for i in range(samples):
                     say(f"sample {i + 1}/{samples}")
                     pair = [lambda: fresh.append(fresh_up(exp, env)),
@@ -316,7 +318,7 @@ def main() -> int:
             except Exception as exc:  # noqa: BLE001
                 rows.append(failed_row("fleet up -d: staging done to the launcher's exit", "s", str(exc), "<= 3"))
             try:
-                rows += aws_rows(samples, root)
+                rows += aws_rows(samples, root, quick=args.quick)
             except Exception as exc:  # noqa: BLE001
                 rows.append(failed_row("AWS sandbox: spot notice to resumed vs a fresh up (2 machines)", "x",
                                        str(exc), "<= 2"))
