@@ -54,8 +54,9 @@ def _release_unsupervised(state, owner: str | None, events) -> list[str]:
     from ...run.context import SilentEvents
     from ...run.supervisor_beat import supervisor_gone
     events = events or SilentEvents()
-    leases = {lease.id: lease for lease in state.list_leases(active_only=True)
-              if lease.status in ("leasing", "active") and (owner is None or lease.user == owner)}
+    leases = {lease.id: lease for lease in state.list_leases(active_only=True)   # the reaper judges AWS's only
+              if lease.provider == "aws" and lease.status in ("leasing", "active")
+              and (owner is None or lease.user == owner)}
     gone = []
     for run in state.db.execute("SELECT * FROM runs WHERE status = 'running' ORDER BY started_at"):
         if run.get("lease_id") not in leases or run["lease_id"] in gone:
