@@ -77,7 +77,8 @@ def _unsupervised(state, run: dict[str, Any]) -> str | None:
     if reason is None:
         return None
     return (f"[fleet] run {run['id']} is no longer supervised: {reason}; its machines end at their deadline, "
-            f"`fleet down {run.get('lease_id') or 'LEASE'}` releases them now and records the run as lost")
+            f"`fleet down {run.get('lease_id') or 'LEASE'}` (or `fleet reap`) releases them now and records the run "
+            f"as lost, then `fleet up --resume {run['id']}` continues from its checkpoints")
 
 
 def _segment_reader(state, run: dict[str, Any]):

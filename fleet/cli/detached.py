@@ -89,7 +89,8 @@ def attach(
         if status == "running":   # the follow ended without an end: its supervisor is gone
             from ..run.supervisor_beat import supervisor_gone
             message = (f"{supervisor_gone(state, row) or 'its supervisor is gone'}; `fleet down "
-                       f"{row.get('lease_id')}` releases its machines and records the run as lost")
+                       f"{row.get('lease_id')}` releases its machines and records the run as lost, then "
+                       f"`fleet up --resume {row['id']}` continues from its checkpoints")
             status = "no longer supervised"
         if json_out:
             from .render import print_json
