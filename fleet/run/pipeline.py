@@ -233,7 +233,7 @@ class Pipeline:
             outcome = _Outcome("error", 1, message=f"{type(exc).__name__}: {exc}")
         finally:
             if outcome.machines_lost:   # the provider may know why (Slurm: PREEMPTED, NODE_FAIL)
-                outcome = replace(outcome, message=explain_loss(getattr(source, "provider", None), lease,
+                outcome = replace(outcome, message=explain_loss(ctx, getattr(source, "provider", None), lease,
                                                                    outcome.message))
             if notices is not None:
                 notices.stop()

@@ -43,6 +43,9 @@ def _lease(meta=None):
     return SimpleNamespace(id="l-1", machines=[machine], meta=meta or {})
 
 
+_CTX = SimpleNamespace(state=SimpleNamespace(lease_status=lambda lease_id: ("active", None)))
+
+
 @pytest.fixture(autouse=True)
 def _fast(monkeypatch):
     monkeypatch.setattr(loss.time, "sleep", lambda s: None)
@@ -70,10 +73,16 @@ def test_a_job_that_stays_completing_is_said_to_be_ending():
 def test_no_verdict_from_slurm_keeps_the_runs_own_message(answer):
     provider = _Provider(_Slurm([answer]))
     assert provider.loss_reason(_lease()) is None
-    assert explain_loss(provider, _lease(), "machine closed the connection") == "machine closed the connection"
+    assert explain_loss(_CTX, provider, _lease(), "machine closed the connection") == "machine closed the connection"
 
 
 def test_a_provider_without_the_capability_or_no_lease_leaves_the_message():
-    assert explain_loss(object(), _lease(), "m") == "m"
-    assert explain_loss(_Provider(_Slurm([[_job(JobState.PREEMPTED)]])), None, "m") == "m"
-    assert explain_loss(_Provider(_Slurm([[_job(JobState.PREEMPTED)]])), _lease(), "m").endswith("PREEMPTED")
+    assert explain_loss(_CTX, object(), _lease(), "m") == "m"
+    assert explain_loss(_CTX, _Provider(_Slurm([[_job(JobState.PREEMPTED)]])), None, "m") == "m"
+    assert explain_loss(_CTX, _Provider(_Slurm([[_job(JobState.PREEMPTED)]])), _lease(), "m").endswith("PREEMPTED")
+
+
+def test_a_lease_released_from_outside_keeps_the_runs_message():
+    released = SimpleNamespace(state=SimpleNamespace(lease_status=lambda lease_id: ("released", "2026-12-02")))
+    message = "lease l-1 was released from outside this run (`fleet down` or the reaper)"
+    assert explain_loss(released, _Provider(_Slurm([[_job(JobState.CANCELLED)]])), _lease(), message) == message
