@@ -41,7 +41,41 @@ def _lost_spot(summary: RunSummary) -> bool:
 def _should_resume(config: Config, summary: RunSummary) -> bool:
     if not summary.machines_lost or summary.status != "error":
         return False
-    return config.recovery == "always" or (config.recovery == "spot" and _lost_spot(summary))
+    return mode_refusal(config, spot_lost=_lost_spot(summary)) is None
+
+
+def mode_refusal(config: Config, *, spot_lost: bool) -> str | None:
+    """Why `recovery` does not resume a run after this loss; None: it does."""
+    if config.recovery == "always" or (config.recovery == "spot" and spot_lost):
+        return None
+    if config.recovery == "spot":
+        return 'recovery = "spot" and the lost machines were not spot machines'
+    return f'recovery = "{config.recovery}"'
+
+
+def restarts_refusal(config: Config, attempts: int) -> str | None:
+    """Why no attempt may follow `attempts` attempts (max_restarts used up); None: one may."""
+    if attempts > config.max_restarts:
+        return (f"max_restarts ({config.max_restarts}) is used up after {attempts} "
+                f"attempt{'' if attempts == 1 else 's'}")
+    return None
+
+
+def budget_left(config: Config, spent: Decimal, attempts: int) -> Decimal | None:
+    """What the earlier attempts (`spent` by `attempts` of them) left of the run's budget for the
+    next one (None: no budget); BudgetRefused when nothing is left. The budget gate then refuses
+    a restart the rest cannot pay at the plan's price."""
+    if config.budget is None:
+        return None
+    left = config.budget - spent
+    if left <= 0:
+        raise BudgetRefused(f"the run's budget ${config.budget} is spent (${spent} by {attempts} attempt(s))")
+    return left
+
+
+def prior_spent(resume: Resume | None) -> Decimal:
+    """What the attempts before this process's first (a resume that continues the same run) cost."""
+    return sum((Decimal(row.get("cost_usd") or 0) for row in (resume.previous if resume else ())), Decimal(0))
 
 
 def _cost(summary: RunSummary) -> Decimal:
@@ -67,14 +101,15 @@ def run_managed(config: Config, *, options: RunOptions | None = None, events: Ev
     base = options.run_id or new_run_id()
     attempt = options.resume.attempt if options.resume else 1
     resume = options.resume
+    # A resume that continues the same run (the reaper's, after node 0 vanished): its earlier
+    # attempts count against max_restarts and the budget, and this one is `<run>-aN` as theirs were.
+    prior = tuple(resume.previous) if resume else ()
     attempts: list[tuple[int, RunSummary]] = []
-    spent = Decimal(0)
+    spent = prior_spent(resume)
     while True:
-        run_id = base if not attempts else f"{base}-a{attempt}"
-        budget = None if config.budget is None else config.budget - spent
+        run_id = base if not attempts and not prior else f"{base}-a{attempt}"
         try:
-            if budget is not None and budget <= 0:
-                raise BudgetRefused(f"the run's budget ${config.budget} is spent (${spent} by {len(attempts)} attempt(s))")
+            budget = budget_left(config, spent, len(prior) + len(attempts))
             summary = run(config if budget is None else replace(config, budget=budget), events=events,
                           options=replace(options, run_id=run_id, resume=resume))
         except BudgetRefused as exc:
@@ -82,7 +117,7 @@ def run_managed(config: Config, *, options: RunOptions | None = None, events: Ev
                 raise
             last = attempts[-1][1]
             _link(last.run_id, None, config)
-            return _final(config, attempts, status="budget-stopped", exit_code=ExitCode.BUDGET_STOPPED,
+            return _final(config, attempts, prior, status="budget-stopped", exit_code=ExitCode.BUDGET_STOPPED,
                           message=f"not resumed after attempt {len(attempts)}: {exc.one_line()}; its last "
                                   "checkpoint is in the store (`fleet up --resume " + last.run_id + "`)")
         except FleetError as exc:
@@ -93,36 +128,36 @@ def run_managed(config: Config, *, options: RunOptions | None = None, events: Ev
             last = attempts[-1][1]
             _link(last.run_id, None, config)
             cancelled = isinstance(exc, Cancelled)
-            return _final(config, attempts, status="cancelled" if cancelled else "error", exit_code=exc.exit_code,
+            return _final(config, attempts, prior, status="cancelled" if cancelled else "error", exit_code=exc.exit_code,
                           message=f"machines lost ({last.message}) and not resumed after attempt {len(attempts)}: "
                                   f"{exc.one_line()}; "
                                   f"its last checkpoint is in the store (`fleet up --resume {last.run_id}`)")
         attempts.append((attempt, summary))
         spent += _cost(summary)
-        if not _should_resume(config, summary) or len(attempts) > config.max_restarts:
+        used_up = restarts_refusal(config, len(prior) + len(attempts))
+        if not _should_resume(config, summary) or used_up:
             if summary.machines_lost:
                 _link(summary.run_id, None, config)   # followers stop here: no attempt follows
         if not _should_resume(config, summary):
-            return _final(config, attempts) if len(attempts) > 1 else summary
-        if len(attempts) > config.max_restarts:
-            return _final(config, attempts, status="failed", exit_code=ExitCode.INFRASTRUCTURE,
-                          message=f"machines lost again and max_restarts ({config.max_restarts}) is used up "
-                                  f"after {len(attempts)} attempt{'' if len(attempts) == 1 else 's'}: {summary.message}")
+            return _final(config, attempts, prior) if len(prior) + len(attempts) > 1 else summary
+        if used_up:
+            return _final(config, attempts, prior, status="failed", exit_code=ExitCode.INFRASTRUCTURE,
+                          message=f"machines lost again and {used_up}: {summary.message}")
         ranks = sorted(int(r) for r in (summary.checkpoints or {})) or list(range(summary.machines))
         from ..snapshots import open_store
         found = latest_snapshots(open_store(config.store), summary.run_id, ranks)
         resume = Resume(attempt=attempt + 1, snapshots={**(resume.snapshots if resume else {}), **found},
-                        of_run=summary.run_id, previous=tuple(attempt_row(n, s) for n, s in attempts))
+                        of_run=summary.run_id, previous=(*prior, *(attempt_row(n, s) for n, s in attempts)))
         attempt += 1
         _link(summary.run_id, f"{base}-a{attempt}", config)
         events.phase("recover", f"{summary.message}; resuming on new machines from the last checkpoint "
                                 f"(attempt {attempt} of at most {config.max_restarts + 1})")
 
 
-def _final(config: Config, attempts: list[tuple[int, RunSummary]], *, status: str | None = None,
-           exit_code: int | None = None, message: str | None = None) -> RunSummary:
+def _final(config: Config, attempts: list[tuple[int, RunSummary]], prior: tuple[dict, ...] = (), *,
+           status: str | None = None, exit_code: int | None = None, message: str | None = None) -> RunSummary:
     last = attempts[-1][1]
-    rows = [attempt_row(n, s) for n, s in attempts]
+    rows = [*prior, *(attempt_row(n, s) for n, s in attempts)]
     final = last.updated(attempts=rows, status=status or last.status,
                          exit_code=last.exit_code if exit_code is None else int(exit_code),
                          message=message if message is not None else last.message)

@@ -112,3 +112,18 @@ def test_a_loss_with_no_replacement_ends_the_run_with_its_verdict_and_checkpoint
     assert "not resumed after attempt 1: no SSH host is up" in got.message, got.message
     assert f"fleet up --resume {first}" in got.message
     assert links[-1] == (first, None)   # followers of the run stop waiting for an attempt 2
+
+
+def test_a_resume_that_continues_the_run_counts_its_earlier_attempts(config, tmp_path):
+    """The reaper's resume of a run whose node 0 vanished: attempt 2 is `<run>-a2`, the lost attempt
+    counts against max_restarts and its cost against the budget, and the verdict lists it."""
+    from fleet.run.checkpoints import Resume
+    from fleet.run.types import RunOptions
+    lost = {"attempt": 1, "run_id": "r-x", "status": "lost", "cost_usd": "0.40", "machines_lost": True}
+    options = RunOptions(run_id="r-x", resume=Resume(attempt=2, snapshots={0: "s"}, of_run="r-x", previous=(lost,)))
+    run = Script(tmp_path, [{"status": "error", "lost": True, "cost": "0.30"}])
+    got = run_managed(replace(config, max_restarts=1, budget=Decimal("1.00")), options=options, run=run)
+    (cfg, opts), = run.calls
+    assert opts.run_id == "r-x-a2" and cfg.budget == Decimal("0.60")
+    assert got.status == "failed" and "max_restarts (1) is used up after 2 attempts" in got.message, got.message
+    assert [a["attempt"] for a in got.attempts] == [1, 2] and got.attempts[0]["status"] == "lost"
