@@ -3,6 +3,7 @@ moto server + stack resources, instances bound to loopback sshd machines, `fleet
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -25,14 +26,21 @@ def sandbox(tmp_path_factory):
         yield started
 
 
-SEPARATE_LOGIN = "fleet-sandbox"   # the sandbox machines' login in a separated sandbox
+_logins = itertools.count()
+
+
+def separate_login_name() -> str:
+    """The sandbox machines' login in a separated sandbox: one of its own per sandbox, so that a
+    module removing its user never pulls one from under another module's sandbox still running."""
+    return f"fleet-sbx-{os.getpid()}-{next(_logins)}"
 
 
 @pytest.fixture(scope="module")
 def separated_sandbox():
     """The sandbox as EC2 is for a detached run's node 0: the machines log in as an unprivileged
-    user of this computer (as an instance's `fleet`), node 0's supervisor as this process's user
-    (as `fleet-supervisor`). Needs root; yields (env, FLEET_HOME) like `sandbox`."""
+    user of this computer (as an instance's `fleet`; its name is env["FLEET_AWS_SANDBOX_LOGIN"]),
+    node 0's supervisor as this process's user (as `fleet-supervisor`). Needs root; yields
+    (env, FLEET_HOME) like `sandbox`."""
     if os.geteuid() != 0:
         pytest.skip("two logins on one sandbox machine need root (sshd switching users)")
     with running_separated_sandbox() as started:
@@ -53,8 +61,9 @@ def node0_sandbox(tmp_path_factory):
 
 @contextlib.contextmanager
 def running_separated_sandbox():
-    with separate_login(SEPARATE_LOGIN), traversable_home() as home, \
-            running_sandbox(home, FLEET_AWS_SANDBOX_LOGIN=SEPARATE_LOGIN) as started:
+    name = separate_login_name()
+    with separate_login(name), traversable_home() as home, \
+            running_sandbox(home, FLEET_AWS_SANDBOX_LOGIN=name) as started:
         yield started
 
 

@@ -23,11 +23,10 @@ import pytest
 
 from tests.conftest import run_fleet, wait_until
 from tests.e2e import test_aws_sandbox
-from tests.e2e.test_aws_sandbox import SEPARATE_LOGIN
 from tests.e2e.test_detach_node0_sandbox import _run_row
 
 pytestmark = pytest.mark.timeout(300)
-separated_sandbox = test_aws_sandbox.separated_sandbox   # machines log in as SEPARATE_LOGIN (root only)
+separated_sandbox = test_aws_sandbox.separated_sandbox   # machines log in as an unprivileged user (root only)
 
 STORE = "s3://fleet-sandbox-snapshots/node0-creds"
 SECRET = "node0-creds-secret-3b9e71"
@@ -81,8 +80,9 @@ def test_an_experiment_on_node0_cannot_reach_its_supervisor(separated_sandbox, d
     logs = run_fleet(["logs", run_id], cwd=exp, env=env).stdout
     assert _run_row(postgres_url, run_id)["status"] == "succeeded", logs
     # The attack ran, as the machine's login, and saw the supervisor's process (another user's)…
-    assert f"experiment runs as {SEPARATE_LOGIN}" in logs and "attack done" in logs, logs
-    assert "supervisor found" in logs and f"user {SEPARATE_LOGIN}" not in logs, logs
+    login = env["FLEET_AWS_SANDBOX_LOGIN"]
+    assert f"experiment runs as {login}" in logs and "attack done" in logs, logs
+    assert "supervisor found" in logs and f"user {login}" not in logs, logs
     # …and got nothing of it: not its environment, its directory, its code or the lease's key.
     for took in ("read its environment", "saw its directory", "tampered", "read the lease key"):
         assert took not in logs, logs

@@ -95,8 +95,9 @@ def test_releasing_one_node_shrinks_the_job_and_frees_the_node_for_another(slurm
     if not slurm_env.accounting:
         return
     # Accounting: one record at 4 GPUs up to the release (RESIZING), one at 2 GPUs after it.
-    acct = wait_for(lambda: (a := provider.accounting(lease))["states"] == ["CANCELLED"] and a, 60,
-                    "the job's final accounting record")
+    acct = wait_for(lambda: (a := provider.accounting(lease))["states"] == ["CANCELLED"]
+                    and {r["state"] for r in a["records"]} == {"RESIZING", "CANCELLED"} and a, 60,
+                    "the job's accounting records at both sizes")
     before, after = ([r for r in acct["records"] if r["state"] == s] for s in ("RESIZING", "CANCELLED"))
     assert len(before) == 1 and len(after) == 1, acct
     assert before[0]["gpus"] == 4 and after[0]["gpus"] == 2 and after[0]["nodes"] == [kept_node], acct

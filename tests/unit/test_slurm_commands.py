@@ -181,7 +181,8 @@ def test_other_argv():
     assert srun_argv("12", ["python", "train.py"], nodes=2, label=True) == [
         "srun", "--jobid=12", "--overlap", "--ntasks-per-node=1", "--kill-on-bad-exit=1", "--nodes=2", "--label",
         "python", "train.py"]
-    assert sacct_argv(["4", "5"])[:5] == ["sacct", "--parsable2", "--noheader", "--allocations", "--jobs=4,5"]
+    assert sacct_argv(["4", "5"])[:6] == ["sacct", "--parsable2", "--noheader", "--allocations", "--duplicates",
+                                          "--jobs=4,5"]
     assert scancel_argv(["4"]) == ["scancel", "--quiet", "4"]
     assert scancel_argv(["4"], "TERM") == ["scancel", "--quiet", "--full", "--signal=TERM", "4"]
     assert time_limit_argv("4", 7200) == ["scontrol", "update", "JobId=4", "TimeLimit=120"]
@@ -256,3 +257,20 @@ def test_local_runner_without_slurm_is_an_environment_problem(tmp_path, monkeypa
     with pytest.raises(FleetError) as info:
         LocalRunner()(["sbatch", "--version"])
     assert info.value.exit_code == ExitCode.ENVIRONMENT and "sbatch not found" in str(info.value)
+
+
+def test_accounting_keeps_a_shrunk_jobs_records_and_drops_an_older_job_under_a_reused_id():
+    from datetime import datetime, timezone
+
+    from fleet.providers.slurm.commands import same_job
+    from fleet.providers.slurm.parsing import AccountedJob, JobState
+
+    def rec(name, state, start_h, gpus):
+        return AccountedJob(job_id="7", name=name, state=state, reason=None, exit_code=0, exit_signal=0,
+                            elapsed_s=60, gpus=gpus, nodes=("n1",), time_limit_s=600,
+                            start=datetime(2026, 1, 1, start_h, tzinfo=timezone.utc), end=None, comment="")
+    old = rec("someone-elses-job", JobState.COMPLETED, 1, 8)      # before the cluster reset its ids
+    before = rec("fleet-l-1", JobState.RESIZING, 5, 4)
+    after = rec("fleet-l-1", JobState.CANCELLED, 6, 2)
+    assert same_job([old, before, after]) == [before, after]
+    assert same_job([after, old, before]) == [after, before]

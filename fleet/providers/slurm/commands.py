@@ -15,6 +15,7 @@ import shlex
 import subprocess
 from collections import Counter
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from typing import Mapping, Protocol, Sequence
 
 from ...errors import EnvironmentProblem
@@ -227,9 +228,25 @@ def squeue_format_argv(job_ids: Sequence[str] = ()) -> list[str]:
 
 
 def sacct_argv(job_ids: Sequence[str]) -> list[str]:
-    """Allocations only (-X); with -j sacct searches all time, not just today."""
-    return ["sacct", "--parsable2", "--noheader", "--allocations", f"--jobs={','.join(job_ids)}",
+    """Allocations only (-X); with -j sacct searches all time, not just today. --duplicates: a job
+    that shrank has a record per size, and without it sacct may keep only the newest of them (which
+    billed the GPUs given back as never held); same_job() drops reused ids' records again."""
+    return ["sacct", "--parsable2", "--noheader", "--allocations", "--duplicates", f"--jobs={','.join(job_ids)}",
             f"--format={','.join(SACCT_FIELDS)}"]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def same_job(records: list[AccountedJob]) -> list[AccountedJob]:
+    """Per job id, only the records of the newest job with that id (a cluster that reset its ids can
+    hold older jobs under it): a job's resize records all carry its name, fleet's names are unique."""
+    newest: dict[str, AccountedJob] = {}
+    for r in records:
+        seen = newest.get(r.job_id)
+        if seen is None or (r.start or _EPOCH) >= (seen.start or _EPOCH):
+            newest[r.job_id] = r
+    return [r for r in records if r.name == newest[r.job_id].name]
 
 
 def scancel_argv(job_ids: Sequence[str], signal: str | None = None) -> list[str]:
@@ -320,7 +337,7 @@ class SlurmCommands:
         """sacct's records (times in UTC); raises SlurmError where the cluster keeps no accounting."""
         if not job_ids:
             return []
-        return parse_sacct(self._run(sacct_argv(job_ids), env={"TZ": "UTC"}).stdout)
+        return same_job(parse_sacct(self._run(sacct_argv(job_ids), env={"TZ": "UTC"}).stdout))
 
     def cancel(self, job_ids: Sequence[str], signal: str | None = None) -> None:
         """scancel; idempotent: a job that already ended is not an error."""
