@@ -55,21 +55,26 @@ def reap(
     """Terminate fleet-tagged AWS instances past their expiry or belonging to no live lease."""
     from ..providers.aws.orphans import reap_orphans
     from .render import RichEvents
-    region, actions, released = reap_orphans(_config(file), dry_run=dry_run, all_users=all_users,
-                                             events=RichEvents(plain=True))
+    region, actions, released, resumed = reap_orphans(_config(file), dry_run=dry_run, all_users=all_users,
+                                                      events=RichEvents(plain=True))
     if json_out:
         from .render import print_json
-        print_json({"dry_run": dry_run, "region": region, "actions": actions, "released_leases": released})
+        print_json({"dry_run": dry_run, "region": region, "actions": actions, "released_leases": released,
+                    "lost_runs": [r.to_json() for r in resumed]})
         return 0
+    released_verb = "would release" if dry_run else "released"
     if not actions:
         typer.echo("no orphaned or expired fleet instances")
         if released:
-            typer.echo(f"released {len(released)} lease(s) whose run's supervisor is silent: {', '.join(released)}")
-        return 0
+            typer.echo(f"{released_verb} {len(released)} lease(s) whose run's supervisor is silent: "
+                       f"{', '.join(released)}")
     verb = "would terminate" if dry_run else "terminated"
     for a in actions:
         typer.echo(f"{verb} {a['instance_id']} ({a['instance_type']}, lease {a['lease']}, "
                    f"user {a['user']}): {a['reason']}")
-    if released:
-        typer.echo(f"released {len(released)} lease(s) whose instances were reaped: {', '.join(released)}")
+    if actions and released:
+        typer.echo(f"{released_verb} {len(released)} lease(s) whose instances were reaped or whose run's "
+                   f"supervisor is silent: {', '.join(released)}")
+    for r in resumed:
+        typer.echo(r.line())
     return 0

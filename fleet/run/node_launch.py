@@ -51,8 +51,6 @@ def why_not_node0(config, options=None) -> str | None:
         return "local machines run on this computer"
     if options is not None and options.keep_s:
         return "--keep leaves the machines up after the run, and node 0 cannot keep itself"
-    if options is not None and options.resume is not None:
-        return "--resume restores checkpoints from this computer's supervisor (not built for node 0 yet)"
     if config.provider not in NODE0_PROVIDERS:
         return f"supervision from node 0 is built for {', '.join(NODE0_PROVIDERS)} only, not {config.provider}"
     if not _state_url(config).startswith(("postgresql://", "postgres://")):
@@ -67,9 +65,10 @@ def _state_url(config) -> str:
     return config.state_url or os.environ.get("FLEET_STATE_URL") or configured_state_url() or ""
 
 
-def launch_on_node0(config, spec: SupervisorSpec, options, events: Events) -> tuple[Handoff, int]:
+def launch_on_node0(config, spec: SupervisorSpec, options, events: Events, pins=None) -> tuple[Handoff, int]:
     """Lease, start the supervisor on node 0, follow it to the handoff. Returns the handoff and
-    the supervisor's pid on node 0. Anything failing before the handoff releases the lease."""
+    the supervisor's pid on node 0. Anything failing before the handoff releases the lease.
+    `pins`: inputs pinned already (the reaper resuming a run: its own code and data), not pinned here."""
     from ..models import utcnow
     from ..plan import first_deadline_s
     from ..providers.base import HasLeaseMetadata
@@ -81,7 +80,7 @@ def launch_on_node0(config, spec: SupervisorSpec, options, events: Events) -> tu
     from .telemetry_fetch import TELEMETRY_INTERVAL_S
     source = NewLease(provider_for(config))
     offer = source.offer(config)
-    pins = Inputs(config).pin(options, events)
+    pins = pins if pins is not None else Inputs(config).pin(options, events)
     state = open_state(config.state_url)
     run_id, lease_id = spec.run_id, source.lease_id
     grant = BudgetGate(config, state).grant(offer, run_id=run_id, lease_id=lease_id)
@@ -97,7 +96,8 @@ def launch_on_node0(config, spec: SupervisorSpec, options, events: Events) -> tu
                           f"{', spot' if offer.spot else ''}; the supervisor will run on node 0")
     meta = source.provider.lease_meta() if isinstance(source.provider, HasLeaseMetadata) else {}
     state.begin_lease(lease_id, plan, deadline_s=first,
-                      meta={**grant.lease_meta(), **meta, "first_deadline_s": first, "supervised_on": "node 0"})
+                      meta={**grant.lease_meta(), **meta, "first_deadline_s": first, "supervised_on": "node 0",
+                            "relaunch": relaunch_meta(config, spec)})
     lease = None
     try:
         lease = source.acquire(ctx, first, lambda machine: None)   # billed from node 0, since lease creation
@@ -105,6 +105,22 @@ def launch_on_node0(config, spec: SupervisorSpec, options, events: Events) -> tu
     except BaseException:
         _release(source, ctx, lease, state)
         raise
+
+
+def relaunch_meta(config, spec: SupervisorSpec) -> dict[str, Any]:
+    """What the reaper needs to start the run's next attempt when node 0 vanished with its
+    supervisor (fleet/run/lost_resume.py): where fleet.toml is in the pinned code, and the
+    command-line settings. Never the --env values (they may be secret) nor the command's text
+    (the run row keeps it, masked)."""
+    path = None
+    if config.path is not None:
+        try:
+            path = Path(config.path).resolve().relative_to(Path(config.base_dir).resolve()).as_posix()
+        except ValueError:
+            path = None
+    overrides = {k: v for k, v in spec.overrides.items() if k not in ("env", "command", "state_url", "store")}
+    return {"config_file": path, "overrides": overrides, "command": bool(spec.overrides.get("command")),
+            "env": bool(spec.overrides.get("env"))}
 
 
 def _release(source, ctx, lease, state) -> None:

@@ -139,7 +139,12 @@ def _run(config, spec, payload: dict[str, Any], provider, lease, events) -> int:
                         events=events).run()
 
     sink = masked_events(config, events)
-    summary = run_managed(config, options=spec.options(), events=sink, run=attempt)
+    options = spec.options()
+    if spec.resume:   # `fleet up --resume RUN -d`, or the reaper resuming a run whose node 0 vanished
+        from dataclasses import replace
+        from .lost_resume import resume_for
+        options = replace(options, resume=resume_for(config, spec.resume, continues=spec.continues))
+    summary = run_managed(config, options=options, events=sink, run=attempt)
     events.ended(summary.to_json())
     return summary.exit_code
 

@@ -68,6 +68,7 @@ class SupervisorSpec:
     allow_dirty: bool = False
     queue_wait_s: float | None = None
     resume: str | None = None           # `--resume RUN`
+    continues: bool = False             # the reaper's resume of RUN: its next attempt `<run>-aN`, same record
 
     def write(self, directory: Path) -> Path:
         """spec.json, without the [env] overrides (`--env`, `--env-file`): their values may be secret,

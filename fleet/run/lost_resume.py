@@ -1,0 +1,258 @@
+"""The reaper resumes a run whose node 0 vanished: no controller lives to do it, so `fleet reap`,
+which ends such a run `lost` (fleet/providers/aws/orphans.py), starts its next attempt itself,
+when the run's own settings allow it, as `fleet up --resume RUN -d` would start one.
+
+The rules are recovery's (fleet/run/recovery.py, asked, not copied): `recovery = "always"`, or
+"spot" when the lost node 0 was a spot machine; max_restarts not used up by the attempts so far;
+a budget the earlier attempts left that the budget gate finds can pay the plan. The attempt is the
+same run's next (`<run>-aN`, every earlier attempt listed in its summary and record, the lost
+attempt naming it for `fleet attach` and `fleet logs -f`), started from what the run recorded:
+its fleet.toml and data as pinned (the code snapshot in the store), its command-line settings
+(the lease's `relaunch` meta, node_launch.relaunch_meta), each node's latest checkpoint; and it is
+supervised from node 0 of its new lease (node_launch.launch_on_node0), the laptop free to close.
+
+A run of another user (`fleet reap --all-users`) is only ended: its next attempt would be leased
+in the caller's name and on the caller's credentials, so its owner resumes it."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import BudgetRefused, FleetError, NotFound, UsageError
+from .checkpoints import Resume, latest_snapshots, resume_of
+from .supervisor_beat import base_run_id
+
+
+@dataclass(frozen=True)
+class LostRunResume:
+    """What the reaper did (or, with --dry-run, would do) about one run it ended lost."""
+
+    run_id: str                    # the lost attempt
+    resumed: bool
+    reason: str = ""               # why it was not resumed
+    attempt: int | None = None     # the next attempt's number
+    next_run_id: str | None = None
+    lease_id: str | None = None    # the next attempt's lease
+    supervisor_pid: int | None = None
+    dry_run: bool = False
+
+    def line(self) -> str:
+        base = base_run_id(self.run_id)
+        if self.resumed and self.dry_run:
+            return (f"would resume run {base} as attempt {self.attempt} ({self.next_run_id}) from its checkpoints, "
+                    "supervised from node 0 of a new lease")
+        if self.resumed:
+            return (f"resumed run {base} as attempt {self.attempt} ({self.next_run_id}) on lease {self.lease_id} "
+                    f"from its checkpoints, supervised from its node 0: follow it with `fleet attach {base}`")
+        verb = "would stay" if self.dry_run else "stays"
+        return f"run {self.run_id} {verb} lost, not resumed: {self.reason}"
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"run_id": self.run_id, "resumed": self.resumed, "attempt": self.attempt,
+               "next_run_id": self.next_run_id, "lease_id": self.lease_id, "supervisor_pid": self.supervisor_pid,
+               "reason": self.reason or None}
+        return {k: v for k, v in out.items() if v is not None}
+
+
+class _NotResumed(Exception):
+    pass
+
+
+def attempt_of(run_id: str) -> int:
+    head, sep, tail = run_id.rpartition("-a")
+    return int(tail) if sep and tail.isdigit() and head else 1
+
+
+def continued_resume(state, store, lost_run_id: str) -> Resume:
+    """The next attempt of the same run after `lost_run_id`: every earlier attempt as recovery lists
+    them, and each node's latest checkpoint (a node without one in the last attempt keeps its
+    earlier one)."""
+    base, last = base_run_id(lost_run_id), attempt_of(lost_run_id)
+    rows: list[dict[str, Any]] = []
+    snapshots: dict[int, str] = {}
+    for k in range(1, last + 1):
+        run_id = base if k == 1 else f"{base}-a{k}"
+        try:
+            row = state.get_run(run_id)
+        except NotFound:
+            continue
+        summary = (row.get("meta") or {}).get("summary") or {}
+        rows.append({"attempt": k, "run_id": run_id, "lease_id": row.get("lease_id"), "status": row["status"],
+                     "exit_code": summary.get("exit_code"), "started_at": summary.get("started_at"),
+                     "ended_at": summary.get("ended_at"), "cost_usd": summary.get("cost_usd"),
+                     "machines_lost": row["status"] == "lost" or bool(summary.get("machines_lost")),
+                     "message": summary.get("message")})
+        ranks = sorted(int(r) for r in (summary.get("checkpoints") or {}))
+        snapshots.update(latest_snapshots(store, run_id, ranks or list(range(int(summary.get("machines") or 1)))))
+    if not snapshots:
+        raise UsageError(f"run {lost_run_id} left no checkpoint to resume from",
+                         hint="write the checkpoint into $FLEET_CHECKPOINT_DIR (docs/managed-runs.md)")
+    return Resume(attempt=last + 1, snapshots=snapshots, of_run=lost_run_id, previous=tuple(rows))
+
+
+def resume_for(config, run_id: str, *, continues: bool) -> Resume:
+    """The Resume a detached supervisor starts from: `fleet up --resume RUN`'s, or the reaper's."""
+    from ..snapshots import open_store
+    from ..state import open_state
+    state, store = open_state(config.state_url), open_store(config.store)
+    return continued_resume(state, store, run_id) if continues else resume_of(state, store, run_id)
+
+
+def resume_lost_runs(state, runs: list[dict[str, Any]], *, caller: str, state_url: str | None, dry_run: bool,
+                     events) -> list[LostRunResume]:
+    """For each run the reaper ended lost (or, dry, would end): resume it, or say why not."""
+    from .context import SilentEvents
+    events = events or SilentEvents()
+    out = []
+    for run in runs:
+        try:
+            out.append(_resume_one(state, run, caller=caller, state_url=state_url, dry_run=dry_run, events=events))
+        except _NotResumed as exc:
+            out.append(LostRunResume(run["id"], False, reason=str(exc), dry_run=dry_run))
+    return out
+
+
+def _resume_one(state, run: dict[str, Any], *, caller: str, state_url: str | None, dry_run: bool,
+                events) -> LostRunResume:
+    from .recovery import budget_left, mode_refusal, prior_spent, restarts_refusal
+    owner = run.get("owner") or "unknown"
+    if owner != caller:
+        raise _NotResumed(f"a run of user {owner}: `fleet reap --all-users` only ends other users' runs "
+                          f"(its owner resumes it with `fleet up --resume {run['id']} -d`)")
+    meta = run.get("meta") or {}
+    lease = state.get_lease(run["lease_id"])
+    node0 = next((m for m in lease.machines if m.id == meta.get("supervised_on")), None)
+    if node0 is None:
+        raise _NotResumed("its supervisor was not on node 0 of its lease")
+    workdir = Path(tempfile.mkdtemp(prefix="fleet-resume-"))
+    try:
+        config, pins, overrides = _run_config(run, lease, workdir, state_url)
+        why = mode_refusal(config, spot_lost=bool(node0.spot))
+        if why:
+            raise _NotResumed(why)
+        from ..snapshots import open_store
+        try:
+            resume = continued_resume(state, open_store(config.store), run["id"])
+        except FleetError as exc:
+            raise _NotResumed(exc.one_line()) from None
+        why = restarts_refusal(config, len(resume.previous))
+        if why:
+            raise _NotResumed(why)
+        try:
+            left = budget_left(config, prior_spent(resume), len(resume.previous))
+        except BudgetRefused as exc:
+            raise _NotResumed(f"the budget cannot pay a restart: {exc.one_line()}") from None
+        from .node_launch import why_not_node0
+        from .types import RunOptions
+        base = base_run_id(run["id"])
+        options = RunOptions(run_id=base, detached=True, resume=resume)
+        why = why_not_node0(config, options)
+        if why:
+            raise _NotResumed(f"its next attempt cannot be supervised from node 0: {why}")
+        found = LostRunResume(run["id"], True, attempt=resume.attempt, next_run_id=f"{base}-a{resume.attempt}",
+                              dry_run=dry_run)
+        if dry_run:
+            return found
+        return _launch(state, config, run, pins, overrides, options, left, found, events)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _launch(state, config, run, pins, overrides, options, left, found: LostRunResume, events) -> LostRunResume:
+    from .node_launch import launch_on_node0
+    from .recovery import _link
+    from .supervisor import SupervisorSpec
+    spec = SupervisorSpec(run_id=options.run_id, cwd="", overrides=overrides, resume=run["id"], continues=True)
+    gate = config if left is None else replace(config, budget=left)   # what the earlier attempts left
+    token = f"{found.next_run_id} {uuid.uuid4().hex}"
+    if not _mark(state, run["id"], None, token):
+        raise _NotResumed("another `fleet reap` is resuming it")
+    try:
+        handoff, pid = launch_on_node0(gate, spec, options, events, pins=pins)
+        if handoff.summary is not None:   # it ended before staging was done (no machines, …)
+            raise _NotResumed(f"attempt {found.attempt} ended before it started: "
+                              f"{handoff.summary.message or handoff.summary.status}")
+    except BaseException as exc:
+        _mark(state, run["id"], token, None)   # not resumed: a later `fleet reap` may try again
+        if isinstance(exc, BudgetRefused):
+            raise _NotResumed(f"the budget cannot pay a restart: {exc.one_line()}") from None
+        if isinstance(exc, FleetError):
+            raise _NotResumed(f"attempt {found.attempt} could not be started: {exc.one_line()}") from None
+        raise
+    _link(run["id"], found.next_run_id, config)   # `fleet attach RUN` follows it into this attempt
+    return replace(found, lease_id=handoff.lease_id, supervisor_pid=pid)
+
+
+def _mark(state, run_id: str, expected: str | None, token: str | None) -> bool:
+    """Compare and set the lost run's `resuming` mark: one `fleet reap` of several at once starts
+    its next attempt. The UPDATE names the meta it read, so of two at once only one matches."""
+    rows = state.db.execute("SELECT status, meta FROM runs WHERE id = ?", (run_id,))
+    if not rows:
+        return False
+    text = rows[0]["meta"] or "{}"
+    meta = json.loads(text)
+    if meta.get("resuming") != expected or (expected is None and meta.get("next_attempt")):
+        return False
+    meta = {k: v for k, v in meta.items() if k != "resuming"}
+    if token is not None:
+        meta["resuming"] = token
+    state.db.execute("UPDATE runs SET meta = ? WHERE id = ? AND meta = ?", (json.dumps(meta), run_id, text))
+    again = json.loads(state.db.execute("SELECT meta FROM runs WHERE id = ?", (run_id,))[0]["meta"] or "{}")
+    return again.get("resuming") == token
+
+
+def _run_config(run: dict[str, Any], lease, workdir: Path, state_url: str | None):
+    """The run's own Config, from what it recorded: its fleet.toml as pinned with its code (a
+    dirty tree's overlay first), and its command-line settings; with those settings (for node 0)."""
+    from ..config.loader import load_config
+    from ..snapshots import open_store
+    from .types import PinnedInputs
+    relaunch = (lease.meta or {}).get("relaunch")
+    if not relaunch:
+        raise _NotResumed("its lease recorded no launch settings (started by an older fleet); "
+                          f"`fleet up --resume {run['id']} -d` resumes it")
+    if relaunch.get("env"):
+        raise _NotResumed("it was started with --env/--env-file values, which are never recorded (they may be "
+                          f"secret); `fleet up --resume {run['id']} -d` with them resumes it")
+    recorded = (run.get("meta") or {}).get("pins") or {}
+    pins = PinnedInputs(code_commit=recorded.get("code_commit"), code_snapshot=recorded.get("code_snapshot"),
+                        code_dirty_snapshot=recorded.get("code_dirty_snapshot"),
+                        code_subdir=recorded.get("code_subdir") or "",
+                        data_snapshots=dict(recorded.get("data_snapshots") or {}), store_url=recorded.get("store") or "")
+    rel = relaunch.get("config_file")
+    if not pins.pinned or not pins.store_url or not rel:
+        raise _NotResumed("its fleet.toml is not part of its pinned code")
+    try:
+        text = _pinned_file(open_store(pins.store_url), pins, rel)
+    except FleetError as exc:
+        raise _NotResumed(f"its pinned fleet.toml cannot be read: {exc.one_line()}") from None
+    path = workdir / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text)
+    overrides = dict(relaunch.get("overrides") or {})
+    if relaunch.get("command"):
+        overrides["command"] = run.get("command") or ""
+    try:
+        config = load_config(path, cwd=workdir, overrides={**overrides, **({"state_url": state_url} if state_url else {})})
+        return config, pins, overrides
+    except FleetError as exc:
+        raise _NotResumed(f"its recorded settings no longer load: {exc.one_line()}") from None
+
+
+def _pinned_file(store, pins, rel: str) -> bytes:
+    from ..snapshots.manifest import Manifest
+    for sid in (pins.code_dirty_snapshot, pins.code_snapshot):
+        if not sid:
+            continue
+        manifest = Manifest.from_bytes(store.get_manifest(sid), sid)
+        if rel in manifest.deleted:
+            break
+        entry = manifest.by_path().get(rel)
+        if entry is not None and entry.type == "file":
+            return b"".join(store.get_chunk(h) for h, _ in entry.chunks)
+    raise NotFound(f"{rel} is not in the pinned code")
