@@ -136,7 +136,7 @@ def test_a_run_lost_with_node0_resumes_by_hand_from_every_nodes_checkpoint(  # n
         assert f"rank {rank} finished at 150" in out
 
 
-def _train_run(sandbox, tmp_path, postgres_url, max_restarts: int):
+def _train_run(sandbox, tmp_path, postgres_url, max_restarts: int, recovery: str = "always"):
     """A 2-node detached training run checkpointing every second, then node 0 vanished with its
     supervisor once both nodes have a checkpoint in the store."""
     import boto3
@@ -150,7 +150,7 @@ def _train_run(sandbox, tmp_path, postgres_url, max_restarts: int):
     (exp / "fleet.toml").write_text(
         f'project = "node0-vanished"\nprovider = "aws"\ntemplate = "aws-1gpu"\nmax_duration = "10m"\n'
         f'store = "{STORE}"\ncommand = "python train.py 150 0.1"\ncheckpoint_interval = "1s"\n'
-        f'recovery = "always"\nmax_restarts = {max_restarts}\n')
+        f'recovery = "{recovery}"\nmax_restarts = {max_restarts}\n')
     before = {i["InstanceId"] for i in _instances(env)}
     up = run_fleet(["up", "-d", "--gpus", "2", "--json"], cwd=exp, env=env, timeout=240)
     assert up.returncode == 0, up.stderr
@@ -211,9 +211,14 @@ def test_a_run_lost_with_node0_is_resumed_by_the_reaper_as_attempt_2(  # noqa: F
                                   for i in _instances(env) if i["InstanceId"] in mine), 120)
 
 
-def test_a_lost_run_with_max_restarts_used_up_stays_lost_and_says_why(  # noqa: F811
-        sandbox, tmp_path, postgres_url):
-    env, exp, run_id, before = _train_run(sandbox, tmp_path, postgres_url, max_restarts=0)
+@pytest.mark.parametrize("max_restarts, recovery, why", [
+    (0, "always", "max_restarts (0) is used up after 1 attempt"),
+    (2, "never", 'recovery = "never"'),
+], ids=["max-restarts-used-up", "recovery-never"])
+def test_a_lost_run_its_settings_do_not_resume_stays_lost_and_says_why(  # noqa: F811
+        sandbox, tmp_path, postgres_url, max_restarts, recovery, why):
+    env, exp, run_id, before = _train_run(sandbox, tmp_path, postgres_url, max_restarts=max_restarts,
+                                          recovery=recovery)
 
     said: list[str] = []
 
@@ -222,7 +227,7 @@ def test_a_lost_run_with_max_restarts_used_up_stays_lost_and_says_why(  # noqa: 
         return _run_row(postgres_url, run_id)["status"] == "lost"
     assert wait_until(reaped, 120), _run_row(postgres_url, run_id)
     out = said[-1]
-    assert f"run {run_id} stays lost, not resumed: max_restarts (0) is used up after 1 attempt" in out, out
+    assert f"run {run_id} stays lost, not resumed: {why}\n" in out, out
     row = _run_row(postgres_url, run_id)
     assert "not been heard from" in row["meta"]["summary"]["message"] and not row["meta"].get("next_attempt"), row
     mine = {i["InstanceId"] for i in _instances(env) if i["InstanceId"] not in before}
