@@ -48,3 +48,68 @@ def test_of_two_reapers_only_one_marks_a_lost_run_for_resuming(fleet_home):
     assert _mark(state, "r-x", None, "r-x-a2 two")
     state.finish_run("r-x", "lost", None, {"next_attempt": "r-x-a2"})
     assert not _mark(state, "r-x", None, "r-x-a2 three")       # resumed already: never twice
+
+
+def _lost(state, monkeypatch, tmp_path, *, budget: str, spent: str, spot: bool = True, recovery: str = "always"):
+    """A lost attempt 1 on SQLite, its settings and checkpoints stood in for: only the verdict is real."""
+    from decimal import Decimal
+    from fleet.config.model import Config
+    from fleet.models import Lease, Machine, utcnow
+    from fleet.run import lost_resume
+    from fleet.run.checkpoints import Resume
+    from fleet.run.types import PinnedInputs
+    state.create_run("r-x", lease_id="l-1", project="p", user="tester", command="train", log_path="l",
+                     output_dir="o", meta={"supervised_on": "i-0", "detached": True})
+    state.finish_run("r-x", "lost", None, {"summary": {"status": "lost", "cost_usd": spent}})
+    node0 = Machine(id="i-0", lease_id="l-1", node_rank=0, host="h", port=22, user="u", key_path="k",
+                    host_key="", workdir="/w", spot=spot)
+    state.get_lease = lambda lease_id: Lease(id="l-1", provider="aws", template="t", machines=[node0],
+                                             created_at=utcnow(), deadline=utcnow(), max_deadline=utcnow())
+    config = Config(path=None, base_dir=tmp_path, project="p", name="n", command="train", recovery=recovery,
+                    max_restarts=2, provider="aws", store="s3://b/p", state_url="postgresql://db/fleet",
+                    budget=Decimal(budget))
+    monkeypatch.setattr(lost_resume, "_run_config", lambda *a: (config, PinnedInputs(code_snapshot="c"), {}))
+    previous = ({"attempt": 1, "run_id": "r-x", "status": "lost", "cost_usd": spent},)
+    import fleet.snapshots
+    monkeypatch.setattr(fleet.snapshots, "open_store", lambda url: None, raising=False)
+    monkeypatch.setattr(lost_resume, "continued_resume",
+                        lambda *a: Resume(attempt=2, snapshots={0: "s"}, of_run="r-x", previous=previous))
+    return state.get_run("r-x")
+
+
+def test_a_budget_the_lost_attempt_spent_is_not_resumed(fleet_home, monkeypatch, tmp_path):
+    from fleet.state import open_state
+    state = open_state()
+    run = _lost(state, monkeypatch, tmp_path, budget="1.00", spent="1.00")
+    got, = resume_lost_runs(state, [run], caller="tester", state_url=None, dry_run=False, events=None)
+    assert not got.resumed and got.reason.startswith("the budget cannot pay a restart: the run's budget $1.00 is "
+                                                     "spent"), got.reason
+
+
+def test_a_restart_the_budget_gate_refuses_is_not_resumed_and_can_be_tried_again(fleet_home, monkeypatch, tmp_path):
+    from fleet.errors import BudgetRefused
+    from fleet.run import node_launch
+    from fleet.state import open_state
+    state = open_state()
+    run = _lost(state, monkeypatch, tmp_path, budget="1.00", spent="0.90")
+    asked = []
+
+    def gate(config, spec, options, events, pins=None):
+        asked.append((config.budget, spec.continues, options.resume.attempt))
+        raise BudgetRefused("the budget's $0.10 cannot pay the minimum billing")
+    monkeypatch.setattr(node_launch, "launch_on_node0", gate)
+    got, = resume_lost_runs(state, [run], caller="tester", state_url=None, dry_run=False, events=None)
+    assert not got.resumed and "the budget cannot pay a restart" in got.reason, got.reason
+    from decimal import Decimal
+    assert asked == [(Decimal("0.10"), True, 2)]   # what the lost attempt left, as the same run's attempt 2
+    assert "resuming" not in state.get_run("r-x")["meta"]   # a later reap may try again
+    dry, = resume_lost_runs(state, [run], caller="tester", state_url=None, dry_run=True, events=None)
+    assert dry.resumed and dry.next_run_id == "r-x-a2" and len(asked) == 1   # a dry run launches nothing
+
+
+def test_spot_recovery_resumes_only_a_lost_spot_node0(fleet_home, monkeypatch, tmp_path):
+    from fleet.state import open_state
+    state = open_state()
+    run = _lost(state, monkeypatch, tmp_path, budget="5", spent="1", spot=False, recovery="spot")
+    got, = resume_lost_runs(state, [run], caller="tester", state_url=None, dry_run=True, events=None)
+    assert not got.resumed and got.reason == 'recovery = "spot" and the lost machines were not spot machines'
