@@ -166,12 +166,15 @@ class LocalStore:
         except FileNotFoundError:
             pass
         else:
-            if st.st_mtime > time.time() - YOUNG_S:
-                # Another process may have just written it and not flushed yet: our manifest will
-                # refer to it, so our flush makes it durable too (syncfs used to cover this).
-                with self._unsynced_lock:
-                    self._unsynced.append(final)
-            return False
+            if st.st_size == len(data):
+                if st.st_mtime > time.time() - YOUNG_S:
+                    # Another process may have just written it and not flushed yet: our manifest will
+                    # refer to it, so our flush makes it durable too (syncfs used to cover this).
+                    with self._unsynced_lock:
+                        self._unsynced.append(final)
+                return False
+            # Another size is not this chunk (a power loss between a writer's rename and its flush can
+            # leave the name with less): written again below and renamed over it.
         # The temporary name lives beside the final one (a dot name: never a chunk id), so the new
         # inode is allocated near its fan-out directory's, not in one shared tmp/ (see _fan_out).
         tmp = os.path.join(self._chunks_dir, h[:2], f".{h}.{os.getpid()}.{threading.get_ident()}")
@@ -273,9 +276,7 @@ class LocalStore:
 
     def iter_chunks(self, older_than_s: float = 0) -> Iterator[str]:
         cutoff = time.time() - older_than_s
-        for sub in sorted((self.root / "chunks").iterdir()):
-            if not sub.is_dir():
-                continue
+        for sub in sorted(_real_dirs(self.root / "chunks")):
             for f in sub.iterdir():
                 if HEX64.match(f.name) and (older_than_s <= 0 or f.stat().st_mtime < cutoff):
                     yield f.name
@@ -343,14 +344,22 @@ class LocalStore:
         """Remove temporary files older than the grace period a crashed writer left: in tmp/, and
         the dot names beside chunks (where chunks are written first)."""
         cutoff, n = time.time() - older_than_s, 0
-        chunk_dirs = [d for d in (self.root / "chunks").iterdir() if d.is_dir()]
-        leftovers = [*(self.root / "tmp").iterdir(), *(f for d in chunk_dirs for f in d.glob(".*"))]
+        # Never through a link: in a store on a shared path, a tmp/ or fan-out directory that leads
+        # elsewhere (someone's home) would have gc remove that directory's old files.
+        tmp = [] if (self.root / "tmp").is_symlink() else list((self.root / "tmp").iterdir())
+        leftovers = [*tmp, *(f for d in _real_dirs(self.root / "chunks") for f in d.glob(".*"))]
         for f in leftovers:
             with contextlib.suppress(OSError):
-                if f.stat().st_mtime < cutoff:
+                if os.lstat(f).st_mtime < cutoff and not f.is_dir():
                     f.unlink()
                     n += 1
         return n
+
+
+def _real_dirs(path: Path) -> list[Path]:
+    """The directories in `path`, links to one left out (gc must not reach outside the store)."""
+    with os.scandir(path) as entries:
+        return [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
 
 
 def _mark_top_directory(path: str) -> None:
