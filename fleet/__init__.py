@@ -16,6 +16,8 @@ from importlib import import_module
 # type checkers treat a constant of this name the same way.
 TYPE_CHECKING = False
 if TYPE_CHECKING:    # what static type checkers see; at run time each name is imported on first use
+    from typing import Any
+
     from .config.loader import load_config as load_config
     from .errors import ExitCode as ExitCode, FleetError as FleetError
     from .run.context import Events as Events

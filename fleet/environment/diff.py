@@ -78,7 +78,7 @@ def diff_environments(a: RunEnvironment | None, b: RunEnvironment | None) -> lis
     ka = {m.kind: m for m in a.machines}
     kb = {m.kind: m for m in b.machines}
     if len(ka) == 1 and len(kb) == 1:   # one kind each (the usual case): compare them, whatever their names
-        (name_a, ma), (name_b, mb) = next(iter(ka.items())), next(iter(kb.items()))
+        ma, mb = next(iter(ka.values())), next(iter(kb.values()))
         out = [] if ma.machines == mb.machines else [Change("machines", "", str(ma.machines), str(mb.machines))]
         return out + diff_machine(ma, mb)
     out: list[Change] = []

@@ -10,7 +10,7 @@ import shlex
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable
 
 from ..errors import MachineUnreachable
 from ..models import Machine

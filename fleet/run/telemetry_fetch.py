@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from ..models import Lease, Machine
+from ..models import Machine
 from .context import RunContext
 from .observers import RunObserver
 from .summary import RunSummary
