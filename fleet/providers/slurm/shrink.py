@@ -29,6 +29,7 @@ and node.py then removes the directory and exits without touching the job.
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import Iterable
 
@@ -40,6 +41,12 @@ from .steps import NodeStep, reap, step_name
 
 STEP_END_S = 30.0          # node.py's own cleanup takes a few seconds (3 s for its children at most)
 RELEASE_SIGNAL = "USR1"    # node.py: this machine alone is released
+# One partial release of a lease at a time (a sweep's early release on its own thread and the pool's
+# final release beside it): each reads the job's nodes and shrinks it to those it keeps, and a second
+# shrink to nodes read before the first is refused (a job can only shrink), leaving a node whose
+# machine was ended in the job, billed until the lease ends.
+_LEASE_LOCKS: dict[str, threading.Lock] = {}
+_LEASE_LOCKS_LOCK = threading.Lock()
 
 
 def release_nodes(slurm: SlurmCommands, lease: Lease, machine_ids: Iterable[str], steps: list[NodeStep]) -> None:
@@ -48,8 +55,11 @@ def release_nodes(slurm: SlurmCommands, lease: Lease, machine_ids: Iterable[str]
     steps that ended leave `steps` (this process's srun frontends) and are reaped. Raises when a
     node could not leave its job; its machine is ended all the same (over SSH where Slurm failed)."""
     wanted = set(machine_ids)
+    with _LEASE_LOCKS_LOCK:
+        lock = _LEASE_LOCKS.setdefault(lease.id, threading.Lock())
     try:
-        _release(slurm, lease, wanted, steps)
+        with lock:
+            _release(slurm, lease, wanted, steps)
     except Exception:
         for machine in [m for m in lease.machines if m.id in wanted]:
             end_over_ssh(machine)
