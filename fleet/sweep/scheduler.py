@@ -150,11 +150,11 @@ class Scheduler:
         """Clean the slot's machines for the next trial; False when they could not be reached."""
         from ..parallel import parallel
         machines = [m for m in ctx.lease.machines if m.id in slot.machine_ids]
-        for m in machines:              # unknown until this reset says: the next trial probes unless it does
-            self.environments.saw(m.id, None)
+        # Unknown until this reset says: the next trial probes unless it does (trial_env.py).
+        tokens = {m.id: self.environments.resetting(m.id, run_id) for m in machines}
         try:
             for got in parallel(machines, lambda m: reset_machine(m, run_id, slot.leaf, env_paths(ctx.lease, m))):
-                self.environments.saw(got.machine_id, got.env_state)
+                self.environments.saw(got.machine_id, got.env_state, tokens.get(got.machine_id))
                 if not got.clean:
                     self.resets_unclean.append(got.machine_id)
                     self.events.warn(f"machine {got.machine_id}: could not confirm the reset after {run_id}")

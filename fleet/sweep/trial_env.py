@@ -14,8 +14,10 @@ process of its own; the pool's baseline is read beside its own probe.
 A trial reuses the remembered answer only when each of its machines' latest state equals the state
 that answer was read from; otherwise (a trial ran `pip install`, wrote into the code directory, a
 reset could not be confirmed) it probes as any run does, and that answer is remembered with the
-state read just before it. A rerun's pinned comparison always probes. Several trials sharing one
-machine can race a change of the venv exactly as their probes would.
+state read just before it. A rerun's pinned comparison always probes. Where slots share a machine,
+a state is trusted only while no other trial runs there: one still running when a reset read the
+state, or started since, could have changed the venv after the read (a probe would see that), so
+the next trial there probes.
 """
 from __future__ import annotations
 
@@ -107,9 +109,31 @@ class TrialEnvironments:
         self.current: dict[str, str | None] = {}
         self.known: dict[str, tuple[str, MachineEnvironment, str | None]] = {}
         self.reused = self.probed = 0
+        self.live: dict[str, set[str]] = {}       # per machine: trials that may run there (begun, not reset)
+        self.begun: dict[str, int] = {}           # per machine: how many trials have begun there
 
-    def saw(self, machine_id: str, state: str | None) -> None:
+    def begin(self, lease: Lease, run_id: str) -> None:
+        """The trial `run_id` is about to run its command on the lease's machines."""
         with self.lock:
+            for m in lease.machines:
+                self.live.setdefault(m.id, set()).add(run_id)
+                self.begun[m.id] = self.begun.get(m.id, 0) + 1
+
+    def resetting(self, machine_id: str, run_id: str) -> tuple[int, bool]:
+        """A reset after `run_id` begins on the machine (its processes end before the state is read);
+        the token `saw` checks: whether another trial ran there when it began, and how many had begun."""
+        with self.lock:
+            self.live.get(machine_id, set()).discard(run_id)
+            self.current[machine_id] = None       # unknown until this reset says
+            return self.begun.get(machine_id, 0), bool(self.live.get(machine_id))
+
+    def saw(self, machine_id: str, state: str | None, token: tuple[int, bool] | None = None) -> None:
+        """The machine's state, read by a reset (with `resetting`'s token) or beside the pool's probe."""
+        with self.lock:
+            if token is not None:
+                begun, others = token
+                if others or self.live.get(machine_id) or self.begun.get(machine_id, 0) != begun:
+                    state = None                  # another trial could change it after the read
             self.current[machine_id] = state
 
     def learn(self, lease: Lease, env: RunEnvironment | None, states: dict[str, str | None]) -> None:
@@ -139,7 +163,7 @@ class TrialEnvironments:
         with self.lock:
             for m in sorted(lease.machines, key=lambda m: m.node_rank):
                 now, known = self.current.get(m.id), self.known.get(m.id)
-                if now is None or known is None or known[0] != now:
+                if now is None or known is None or known[0] != now or self.live.get(m.id):
                     return None
                 me = known[1]
                 if me.gpu.simulated:   # the probe's answer there: the slots this run's machine holds
@@ -173,8 +197,10 @@ class TrialMachines(SSHMachines):
             if reused is not None:
                 with self.environments.lock:
                     self.environments.reused += 1
+                self.environments.begin(lease, ctx.run_id)
                 return reused
         states = self.environments.states_of(lease)
+        self.environments.begin(lease, ctx.run_id)
         env = super().capture_environment(ctx, lease, store, pinned)
         with self.environments.lock:
             self.environments.probed += 1
