@@ -17,8 +17,11 @@ def staging_probe(slurm: SlurmCommands, cfg: SlurmSettings, lease_id: str) -> di
     base = (cfg.shared_dir or cfg.workdir).rstrip("/") or "/"
     spec = {"dir": f"{base}/fleet-{lease_id}-inputs", "probe": ".fleet-shared-probe",
             "token": secrets.token_hex(16)}
-    result = slurm._run(["sh", "-c", 'umask 077 && mkdir -p "$1" && printf %s "$2" > "$1/$3"', "sh",
-                         spec["dir"], spec["token"], spec["probe"]], check=False)
+    # The lease's own directory, never one that is already there: the job's name shows the lease id
+    # to every user in squeue while it pends, and a directory (or link) someone made first in a
+    # world-writable scratch would receive the token, then the lease's code and data.
+    result = slurm._run(["sh", "-c", 'umask 077 && mkdir -p -- "$4" && mkdir -- "$1" && printf %s "$2" > "$1/$3"',
+                         "sh", spec["dir"], spec["token"], spec["probe"], base], check=False)
     if result.returncode == 0:
         return spec
     if cfg.shared_dir:
