@@ -9,8 +9,11 @@ import threading
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
+
 from fleet.models import Lease, Machine, utcnow
 from fleet.providers.slurm.commands import CommandResult, SlurmCommands
+from fleet.providers.slurm.errors import SlurmError
 from fleet.providers.slurm.parsing import expand_hostlist
 from fleet.providers.slurm.shrink import release_nodes
 
@@ -88,3 +91,28 @@ def test_two_releases_at_once_leave_the_job_with_only_the_nodes_still_in_use():
     assert not errors, errors
     assert cluster.refused == []
     assert cluster.nodes == ["n1"]
+
+
+def test_a_suspended_job_is_not_reported_as_released():
+    # A job suspended (gang scheduling, PreemptMode=SUSPEND, scontrol suspend) cannot give a node
+    # back, and its machine's step, stopped, cannot end now: saying "released" closed the machine's
+    # bill while the job still held its GPUs.
+    now = utcnow()
+    machines = [Machine(id=f"L-n{i}", lease_id="L", node_rank=i, host="127.0.0.1", port=1, user="u", key_path="k",
+                        host_key="h", workdir="/w", gpu_slots=(0,), provider_ref={"job_id": "9", "node": n})
+                for i, n in enumerate(["n1", "n2"])]
+    lease = Lease(id="L", provider="slurm", template="slurm-1gpu", machines=machines, created_at=now,
+                  deadline=now + timedelta(minutes=5), max_deadline=now + timedelta(hours=1))
+    cluster = Cluster(["n1", "n2"])
+    suspended = JOB.replace("JobState=RUNNING", "JobState=SUSPENDED")
+    assert suspended != JOB
+
+    def runner(argv, *, stdin=None, env=None, timeout=60):
+        if list(argv[:3]) == ["scontrol", "show", "job"]:
+            return CommandResult(tuple(argv), 0, suspended, "")
+        return cluster(argv, stdin=stdin, env=env, timeout=timeout)
+
+    with pytest.raises(SlurmError) as err:
+        release_nodes(SlurmCommands(runner), lease, ["L-n1"], [])
+    assert "SUSPENDED" in err.value.one_line() and "\n" not in err.value.one_line()
+    assert cluster.nodes == ["n1", "n2"]

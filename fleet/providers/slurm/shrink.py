@@ -26,6 +26,11 @@ cancels the whole job, the nodes still in use with it. So when Slurm's side fail
 was ended (the controller does not answer, a step will not end), the machine is ended over its own
 SSH instead: the agent's `release` makes its watchdog end it (reason "released", not "deadline"),
 and node.py then removes the directory and exits without touching the job.
+
+A suspended (or stopped) job can neither give a node back nor end its stopped steps: release_machines
+fails for it, naming the state, and the caller keeps billing those machines. (Their heartbeat has
+stopped: when the job resumes past their deadline, node.py cancels the job, as for any failed release
+whose machine SSH could not end either.)
 """
 from __future__ import annotations
 
@@ -89,8 +94,13 @@ def _release(slurm: SlurmCommands, lease: Lease, wanted: set[str], steps: list[N
     stuck: list[str] = []
     for job_id, nodes in sorted(by_job.items()):
         record = slurm.job_record(job_id)
-        if record is None or JobState.parse(record.get("JobState")) is not JobState.RUNNING:
-            continue                        # ended or ending: its nodes are going back anyway
+        state = JobState.parse(record.get("JobState")) if record is not None else None
+        if state is None or state.finished or state.queued or state is JobState.COMPLETING:
+            continue                        # ended, ending or requeued: its nodes are going back anyway
+        if state is not JobState.RUNNING:   # SUSPENDED, STOPPED: the job holds the nodes, its steps cannot end
+            stuck.append(f"Slurm job {job_id} is {state.value}: node(s) {', '.join(sorted(nodes))} cannot be "
+                         "given back now; their GPUs stay held")
+            continue
         held = expand_hostlist(record.get("NodeList"))
         drop = [n for n in held if n in nodes]
         keep = [n for n in held if n not in nodes]
@@ -114,7 +124,7 @@ def _release(slurm: SlurmCommands, lease: Lease, wanted: set[str], steps: list[N
         else:
             slurm.shrink(job_id, keep)
     if stuck:
-        raise SlurmError("; ".join(stuck), slurm_reason="batch host")
+        raise SlurmError("; ".join(stuck), slurm_reason="node stays in the job")
 
 
 def end_steps(slurm: SlurmCommands, job_id: str, nodes: list[str], timeout_s: float = STEP_END_S) -> None:
