@@ -41,6 +41,10 @@ YOUNG_S = 300                    # a chunk found this recently written may not b
 FLUSH_THREADS = 16               # concurrent fsyncs: they share the journal's commits or the device's flushes
 _FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000   # linux/fs.h
 _local = threading.local()
+# In every temporary chunk name beside the pid: processes sharing a store from different pid
+# namespaces (a container, a sandbox) can have the same pid and thread id, and one must not take
+# the other's live write for a crashed writer's leftover.
+_WRITER = os.urandom(4).hex()
 
 
 def _aligned_buffer(n: int) -> mmap.mmap:
@@ -177,7 +181,7 @@ class LocalStore:
             # leave the name with less): written again below and renamed over it.
         # The temporary name lives beside the final one (a dot name: never a chunk id), so the new
         # inode is allocated near its fan-out directory's, not in one shared tmp/ (see _fan_out).
-        tmp = os.path.join(self._chunks_dir, h[:2], f".{h}.{os.getpid()}.{threading.get_ident()}")
+        tmp = os.path.join(self._chunks_dir, h[:2], f".{h}.{os.getpid()}.{_WRITER}.{threading.get_ident()}")
         try:
             if not (self._direct and len(data) >= DIRECT_MIN and self._write_direct(tmp, data)):
                 self._write_cached(tmp, data)
@@ -193,7 +197,7 @@ class LocalStore:
     def _open_new(self, tmp: str, flags: int) -> int:
         try:
             return os.open(tmp, flags, 0o444)
-        except FileExistsError:              # left by a crashed process that had our pid and thread id
+        except FileExistsError:              # left by a crashed writer with our pid, token and thread id
             os.unlink(tmp)
         except FileNotFoundError:            # the fan-out directory's first chunk (or someone removed it)
             self._fan_out(os.path.dirname(tmp))

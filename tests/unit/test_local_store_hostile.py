@@ -47,3 +47,20 @@ def test_a_truncated_chunk_under_its_final_name_is_written_again(store):
     _old(final)
     assert store.put_chunk(h, data) is True
     assert store.get_chunk(h) == data
+
+
+def test_a_writer_with_our_pid_and_thread_id_keeps_its_temporary_file(store):
+    # Two processes sharing a store from different pid namespaces (a container, the sandbox's
+    # laptop) can have the same pid and thread id. The other one's dot file is a live write: taking
+    # it for a crashed writer's leftover and unlinking it made that writer's rename fail, or rename
+    # this one's half-written file under the chunk's final name.
+    import threading
+    data = os.urandom(200 * 1024)
+    h = "b" * 64
+    fan_out = store.root / "chunks" / h[:2]
+    fan_out.mkdir(parents=True, exist_ok=True)
+    theirs = fan_out / f".{h}.{os.getpid()}.{threading.get_ident()}"
+    theirs.write_bytes(data[:8192])                           # still being written
+    assert store.put_chunk(h, data) is True
+    assert theirs.read_bytes() == data[:8192]
+    assert store.get_chunk(h) == data
