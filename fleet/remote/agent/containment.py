@@ -229,10 +229,18 @@ def write_pid_file(path, pid):
     record = pid_record(pid)
     if record is None:
         raise ProcessLookupError(errno.ESRCH, f"process {pid} is gone", str(path))
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
+    tmp, fh = _new_file(path)
+    with fh:
         fh.write(record + "\n")
     os.replace(tmp, path)
+
+
+def _new_file(path):
+    """A temporary file beside `path` at a name nobody could plant a link at first: root's watchdog
+    writes in the login's state directory (AWS), and a link at a predictable name (path.tmpPID)
+    had root write through it into any file."""
+    tmp = "%s.tmp%d.%s" % (path, os.getpid(), os.urandom(6).hex())
+    return tmp, os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), "w")
 
 
 def parse_record(text):
@@ -376,8 +384,8 @@ def read_float(path, default=None):
 
 
 def write_atomic(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as fh:
+    tmp, fh = _new_file(path)
+    with fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())

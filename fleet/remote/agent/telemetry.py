@@ -235,7 +235,9 @@ def run(path: str, interval: float = 5.0, *, stop: threading.Event | None = None
     stop = stop or threading.Event()
     sampler = sampler or Sampler(gpu_indices if gpu_indices is not None else _gpu_indices_from_env())
     written = 0
-    with open(path, "a", buffering=1) as out:
+    # Never through a link: root's watchdog samples into the login's state directory (AWS).
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    with os.fdopen(fd, "a", buffering=1) as out:
         header = {"t": round(time.time(), 3), "event": "start", "source": sampler.source,
                   "interval_s": interval, "host": os.uname().nodename}
         if sampler.why:
