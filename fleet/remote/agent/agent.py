@@ -177,8 +177,9 @@ def cmd_watchdog(args):
     if args.telemetry_interval > 0:
         _start_telemetry(state, args.telemetry_interval, stop)
     reason = "terminated"
+    hard_max = now + args.max    # held here: the state directory is the login's to write
     while not stop.is_set():
-        deadline = containment.read_float(os.path.join(state, "deadline"), now)
+        deadline = min(containment.read_float(os.path.join(state, "deadline"), now), hard_max)
         if os.path.exists(os.path.join(state, "release")):
             reason = "released"
             break
