@@ -141,6 +141,9 @@ def _start_and_follow(config, spec, pins, lease, state, events: Events, provider
     node0 = min(lease.machines, key=lambda m: m.node_rank)
     events.phase("ready", f"waiting for SSH on node 0 ({node0.id})")
     login, remote = supervisor_login(node0)
+    if login.user == node0.user:
+        events.warn(f"node 0 names no supervisor login: the run's supervisor there runs as {node0.user}, the "
+                    "experiment's user, which can read the credentials it holds (SECURITY.md)")
     _refuse_root_capable_login(node0, login)
     session = wait_ready(login, timeout=600)
     try:
@@ -181,17 +184,21 @@ def supervisor_login(node0):
 
 
 # What the experiment's login on node 0 may become: its uid, and whether sudo needs no password.
-ROOT_CHECK = "id -u; sudo -n true </dev/null >/dev/null 2>&1 && echo sudo"
+# One marked line (a login's rc files may print before it): uid, groups, passwordless sudo or not.
+ROOT_CHECK = ('printf "fleet-root-check %s %s %s\\n" "$(id -u)" "$(id -Gn | tr " " ,)" '
+              '"$(sudo -n true </dev/null >/dev/null 2>&1 && echo sudo || echo nosudo)"')
+ROOT_GROUPS = ("docker", "lxd", "disk")     # a member reaches root through the group's socket or devices
 
 
 def root_reach(answer: str) -> str | None:
-    """Why ROOT_CHECK's output says its user could become root; None: it could not."""
-    words = answer.split()
-    if words[:1] == ["0"]:
-        return "is root"
-    if "sudo" in words[1:]:
-        return "has passwordless sudo"
-    return None
+    """Why ROOT_CHECK's output says its user could become root; None: it could not. No marked
+    answer counts as could: the check fails closed."""
+    for words in (line.split() for line in answer.splitlines()):
+        if words[:1] == ["fleet-root-check"] and len(words) == 4:
+            groups = sorted(set(words[2].split(",")) & set(ROOT_GROUPS))
+            return ("is root" if words[1] == "0" else "has passwordless sudo" if words[3] == "sudo"
+                    else f"is in group {groups[0]}, which reaches root" if groups else None)
+    return "did not answer the root check"
 
 
 def _refuse_root_capable_login(node0, login) -> None:

@@ -75,24 +75,32 @@ def test_node0_without_the_modules_it_needs_says_so_in_one_line_and_starts_nothi
     assert "lacks no_such_module_for_fleet" in answer["error"] and "\n" not in answer["error"]
 
 
-@pytest.mark.parametrize("uid, sudo_exit, reach", [
-    ("1000", 1, None),                       # EC2's fleet: no sudo
-    ("1000", 0, "has passwordless sudo"),   # an image that gives it sudo
-    ("0", 1, "is root"),
+@pytest.mark.parametrize("uid, groups, sudo_exit, reach", [
+    ("1000", "fleet", 1, None),                          # EC2's fleet: no sudo
+    ("1000", "fleet", 0, "has passwordless sudo"),      # an image that gives it sudo
+    ("0", "root", 1, "is root"),
+    ("1000", "fleet docker", 1, "is in group docker, which reaches root"),   # GPU images often do
 ])
-def test_the_experiments_login_must_not_reach_root(tmp_path, uid, sudo_exit, reach):
+def test_the_experiments_login_must_not_reach_root(tmp_path, uid, groups, sudo_exit, reach):
     """ROOT_CHECK, as node 0's shell runs it, with `id` and `sudo` standing in for that machine's."""
     import os
     import subprocess
     from fleet.run.node_launch import ROOT_CHECK, root_reach
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name, body in (("id", f"echo {uid}"), ("sudo", f"exit {sudo_exit}")):
+    for name, body in (("id", f'[ "$1" = -u ] && echo {uid} || echo {groups}'), ("sudo", f"exit {sudo_exit}")):
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)
     out = subprocess.run(["sh", "-c", ROOT_CHECK], capture_output=True, text=True,
                          env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}).stdout
     assert root_reach(out) == reach
+    assert root_reach("welcome from .bashrc\n" + out) == reach      # a login's rc files may print first
+
+
+@pytest.mark.parametrize("answer", ["", "0\n", "bashrc says hi\n0\n", "fleet-root-check 1000\n"])
+def test_a_login_that_gives_no_marked_answer_is_refused(answer):
+    from fleet.run.node_launch import root_reach
+    assert root_reach(answer) == "did not answer the root check"
 
 
 def test_node0s_supervisor_logs_in_as_the_user_its_machine_names():
