@@ -182,6 +182,7 @@ def main():
     state = os.path.join(root, ".fleet")
     children = []
     ending = []
+    sees_share = []     # this node proved the staging directory is the lease's (its token was there)
 
     def cleanup(signum=None, _frame=None):
         if ending:
@@ -208,7 +209,7 @@ def main():
         # node: its staged inputs go too. A step ending alone (its sshd died, or SIGUSR1: this machine
         # was released and the job goes on) leaves them to the others.
         ends_job = signum != signal.SIGUSR1 and (signum is not None or _expired_by_deadline(state))
-        if spec.get("shared") and ends_job:
+        if sees_share and ends_job:   # never on a node where that path is not the lease's share
             _remove_tree(spec["shared"]["dir"])
         os._exit(0)
 
@@ -220,6 +221,8 @@ def main():
     _write(os.path.join(d, "ssh_host_ed25519_key"), spec["host_key"])
     _write(os.path.join(d, "authorized_keys"), spec["authorized_key"].strip() + "\n")
     shared = _shared_staging(spec, root)
+    if shared:
+        sees_share.append(True)
     watchdog = _start_watchdog(spec, d, state)
     children.append(watchdog)
     sshd, port = _start_sshd(spec, d)          # while the watchdog's Python starts
