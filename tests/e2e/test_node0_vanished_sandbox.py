@@ -15,19 +15,15 @@ import subprocess
 
 import pytest
 
-from tests.conftest import FLEET, run_fleet, wait_until
+from tests.conftest import run_fleet, wait_until
 from tests.e2e.test_aws_sandbox import _instances, node0_sandbox
 
 sandbox = node0_sandbox   # EC2's two users on node 0 where this computer allows it (root), else one
 from tests.e2e.test_detach_node0_sandbox import STORE, _cmdline, _ledger, _run_row  # noqa: E402
 
+from tests.e2e.test_node0_supervisor_gone import LAPTOP, _laptop  # noqa: E402  (a laptop in its own pid namespace)
+
 pytestmark = pytest.mark.timeout(300)
-
-LAPTOP = ("unshare", "--pid", "--fork", "--mount-proc")
-
-
-def _laptop(args: list[str], cwd, env: dict, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([*LAPTOP, FLEET, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_node0_vanishing_without_notice_is_reaped_as_lost_with_every_machine_ended_and_billed(  # noqa: F811
