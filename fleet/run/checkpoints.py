@@ -111,7 +111,8 @@ def upload(machine: Machine, store, run_id: str, *, timeout: float = 600) -> Che
             for e in entries:
                 check_relpath(e.path)
             manifest = Manifest(entries)
-            wanted = list(dict.fromkeys(h for e in manifest.files() for h, _ in e.chunks))
+            # With their sizes: a chunk cut short under its name in the store is sent again.
+            wanted = {h: n for e in manifest.files() for h, n in e.chunks}
             present = store.has_chunks(wanted)
             missing = [h for h in wanted if h not in present]
             wf.write(json.dumps({"want": missing}).encode() + b"\n")

@@ -26,7 +26,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 from ..errors import EnvironmentProblem, NotFound
 from .store import HEX64, STORE_FORMAT, ManifestInfo, check_name, format_record, parse_format
@@ -139,10 +139,14 @@ class LocalStore:
         # Plain string joins: sync asks for thousands of these, and pathlib costs ~30 µs each.
         return os.path.join(self._chunks_dir, h[:2], h)
 
-    def has_chunks(self, hashes: Iterable[str]) -> set[str]:
+    def has_chunks(self, hashes: Iterable[str] | Mapping[str, int]) -> set[str]:
         """The ones the store holds: one stat each, or one listing of a fan-out directory asked about
         many times (an unchanged 1 GiB tree asks about ~6,000 chunks: 256 listings beat 6,000 stats),
-        unless the directory holds far more than was asked about (a large store)."""
+        unless the directory holds far more than was asked about (a large store). Given sizes (hash →
+        bytes), only chunks of that size: one cut short under its name (a crash, a full disk, another
+        writer of a shared store) is written again."""
+        if isinstance(hashes, Mapping):
+            return {h for h, n in hashes.items() if _size(os.path.join(self._chunks_dir, h[:2], h)) == n}
         by_dir: dict[str, list[str]] = {}
         for h in hashes:
             by_dir.setdefault(h[:2], []).append(h)
@@ -358,6 +362,12 @@ class LocalStore:
                     f.unlink()
                     n += 1
         return n
+
+
+def _size(path: str) -> int | None:
+    with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        return os.stat(path).st_size
+    return None
 
 
 def _real_dirs(path: Path) -> list[Path]:

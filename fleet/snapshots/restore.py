@@ -46,13 +46,17 @@ def verify(store: Store, snapshot_id: str, *, deep: bool = True) -> list[str]:
     except FleetError as exc:
         return [exc.one_line()]
     owners: dict[str, str] = {}
+    sizes: dict[str, int] = {}
     for e in manifest.files():
-        for h, _ in e.chunks:
+        for h, n in e.chunks:
             owners.setdefault(h, e.path)
+            sizes[h] = n
     problems: list[str] = []
     if not deep:
-        present = store.has_chunks(owners)
-        return [f"snapshot {snapshot_id[:12]}: chunk {h[:12]} of {p} is missing from {store.url}"
+        present = store.has_chunks(sizes)     # with their sizes: one cut short is not whole
+        named = store.has_chunks([h for h in owners if h not in present])
+        return [f"snapshot {snapshot_id[:12]}: chunk {h[:12]} of {p} "
+                + (f"is corrupt in {store.url} (not its size)" if h in named else f"is missing from {store.url}")
                 for h, p in owners.items() if h not in present]
 
     def check(item: tuple[str, str]) -> str | None:

@@ -11,7 +11,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 from ..errors import EnvironmentProblem, NotFound, UsageError
 from .store import HEX64, STORE_FORMAT, ManifestInfo, check_name, format_record, parse_format
@@ -109,13 +109,16 @@ class S3Store:
             raise self._error(exc, what) from None
 
     def _exists(self, key: str) -> bool:
+        return self._size(key) is not None
+
+    def _size(self, key: str) -> int | None:
+        """The object's size (one HEAD, no body), None when there is none."""
         from botocore.exceptions import BotoCoreError, ClientError
         try:
-            self.client.head_object(Bucket=self.bucket, Key=key)
-            return True
+            return int(self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"])
         except ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound"):
-                return False
+                return None
             raise self._error(exc, f"check {key}") from None
         except BotoCoreError as exc:
             raise self._error(exc, f"check {key}") from None
@@ -143,17 +146,24 @@ class S3Store:
     def chunk_path(self, h: str) -> str | None:
         return None
 
-    def has_chunks(self, hashes: Iterable[str]) -> set[str]:
+    def has_chunks(self, hashes: Iterable[str] | Mapping[str, int]) -> set[str]:
+        """The chunks the store holds. Given sizes (a mapping hash → bytes), only those of that size:
+        an object cut short under a chunk's key is then written again. The size comes from the HEAD
+        or the listing, never from reading the chunk."""
+        sizes = hashes if isinstance(hashes, Mapping) else None
         wanted = list(dict.fromkeys(hashes))
+
+        def ok(h: str, size: int | None) -> bool:
+            return size is not None and (sizes is None or size == sizes[h])
         if len(wanted) <= 1:
-            return {h for h in wanted if self._exists(self._chunk_key(h))}
+            return {h for h in wanted if ok(h, self._size(self._chunk_key(h)))}
         if len(wanted) > 2000:
             # Listing is ~1000 keys per request; cheaper than one HEAD each for big sets.
-            present = {o["Key"].rsplit("/", 1)[-1] for o in self._list("chunks")}
-            return {h for h in wanted if h in present}
+            present = {o["Key"].rsplit("/", 1)[-1]: o["Size"] for o in self._list("chunks")}
+            return {h for h in wanted if ok(h, present.get(h))}
         with ThreadPoolExecutor(self.parallel) as pool:
-            found = pool.map(lambda h: (h, self._exists(self._chunk_key(h))), wanted)
-            return {h for h, ok in found if ok}
+            found = pool.map(lambda h: (h, self._size(self._chunk_key(h))), wanted)
+            return {h for h, size in found if ok(h, size)}
 
     def put_chunk(self, h: str, data: bytes) -> bool:
         self._put(self._chunk_key(h), data, f"upload chunk {h[:12]}")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Iterator, Protocol
+from typing import Iterable, Iterator, Mapping, Protocol
 
 from ..errors import UsageError
 
@@ -37,7 +37,7 @@ class Store(Protocol):
     url: str
     parallel: int          # how many puts/gets are worth running at once
 
-    def has_chunks(self, hashes: Iterable[str]) -> set[str]: ...
+    def has_chunks(self, hashes: Iterable[str] | Mapping[str, int]) -> set[str]: ...   # sizes given: of that size
     def put_chunk(self, h: str, data: bytes) -> bool: ...   # True: stored now; False: it was there
     def get_chunk(self, h: str) -> bytes: ...            # raises NotFound
     def chunk_path(self, h: str) -> str | None: ...      # a local file path, if the store has one
