@@ -94,6 +94,15 @@ def _upload_command(machine: Machine, run_id: str) -> str:
 def upload(machine: Machine, store, run_id: str, *, timeout: float = 600) -> CheckpointUpload:
     """Snapshot the machine's checkpoint directory into `store`, sending only the chunks the store
     lacks; the ref `ckpt-<run>-n<rank>` then names it."""
+    from ..snapshots.store_guard import guarded
+    store = guarded(store)     # announced: a gc never runs between the presence check and the manifest
+    try:
+        return _upload(machine, store, run_id, timeout)
+    finally:
+        store.done()
+
+
+def _upload(machine: Machine, store, run_id: str, timeout: float) -> CheckpointUpload:
     from ..remote.ssh import connect
     from ..snapshots.manifest import Entry, Manifest, check_relpath
     try:

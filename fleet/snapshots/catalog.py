@@ -93,17 +93,30 @@ def diff(store: Store, a: str, b: str) -> Diff:
 
 def gc(store: Store, *, grace_s: float = 3600, dry_run: bool = False) -> dict[str, int]:
     """Delete chunks no manifest references. Chunks younger than `grace_s` are kept: a create still in
-    progress has written its chunks but not yet its manifest."""
+    progress has written its chunks but not yet its manifest. Refused while a write is announced
+    (store_guard: a writer may have found an unreferenced chunk present and not written it); a
+    writer that starts meanwhile waits for gc to end. A dry run deletes nothing and takes no part."""
+    if dry_run:
+        return _collect(store, grace_s, None)
+    from .store_guard import GcGuard
+    with GcGuard(store) as guard:
+        return _collect(store, grace_s, guard)
+
+
+def _collect(store: Store, grace_s: float, guard) -> dict[str, int]:
     live: set[str] = set()
     for info in store.list_manifests():
+        if guard is not None:
+            guard.touch()
         live |= load(store, info.id).chunk_ids()
     deleted = 0
     for h in list(store.iter_chunks(older_than_s=grace_s)):
         if h not in live:
-            if not dry_run:
+            if guard is not None:
+                guard.touch()
                 store.delete_chunk(h)
             deleted += 1
-    tmp = 0 if dry_run else store.clean_tmp(grace_s)
+    tmp = 0 if guard is None else store.clean_tmp(grace_s)
     return {"deleted_chunks": deleted, "live_chunks": len(live), "temp_files_removed": tmp}
 
 

@@ -27,6 +27,7 @@ from .manifest import Entry, Manifest, normal_mode
 from .progress import Meter, ProgressCallback
 from .statcache import FileRecord, StatCache, TreeHit, load_hit, rememberable, save_hit, stat_key
 from .store import Store, check_name
+from .store_guard import guarded
 
 if TYPE_CHECKING:
     from concurrent.futures import Future
@@ -58,13 +59,11 @@ class CreateResult:
     counts: tuple[int, int] | None = None                    # (files, bytes), known without the manifest
 
     @property
-    def files(self) -> int:
-        """How many regular files the snapshot holds."""
+    def files(self) -> int:         # how many regular files the snapshot holds
         return self.counts[0] if self.counts is not None else len(self.manifest.files())
 
     @property
-    def size(self) -> int:
-        """Their bytes."""
+    def size(self) -> int:          # their bytes
         return self.counts[1] if self.counts is not None else self.manifest.total_size
 
     @property
@@ -82,7 +81,7 @@ class SnapshotBuilder:
 
     def __init__(self, store: Store, cache: StatCache | None = None, *, progress: ProgressCallback | None = None,
                  workers: int | None = None):
-        self.store = store
+        self.store = guarded(store)    # writes announced: a gc never runs between its checks and its manifest
         self.cache = cache             # kept for callers that pass one; trees use create_snapshot's cache
         self.entries: list[Entry] = []
         self.deleted: list[str] = []
@@ -259,13 +258,15 @@ class SnapshotBuilder:
         self.store.flush()
         if known_id is None and not self.store.has_manifest(sid):
             self.store.put_manifest(sid, data)
+        self.store.done()          # the manifest holds its chunks now
         if name is not None and self.store.get_ref(name) != sid:
             self.store.set_ref(name, sid)
         self.meter.report(force=True, finished=True)
         return CreateResult(sid, manifest, self.new_chunks, self.new_bytes, self.warnings,
-                            self.meter.bytes_hashed, self.files_cached, self.store)
+                            self.meter.bytes_hashed, self.files_cached, self.store.inner)
 
     def abort(self) -> None:
+        self.store.done()
         if self._uploads is not None:
             self._uploads.shutdown(wait=True, cancel_futures=True)
 
@@ -301,8 +302,7 @@ def scan_tree(root: str, excludes: Iterable[str] = DEFAULT_EXCLUDES) -> Iterator
 
 
 def walk_tree(root: Path, excludes: Iterable[str] = DEFAULT_EXCLUDES) -> Iterable[tuple[str, Path, os.stat_result]]:
-    for rel, real, st in scan_tree(str(root), excludes):
-        yield rel, Path(real), st
+    return ((rel, Path(real), st) for rel, real, st in scan_tree(str(root), excludes))
 
 
 def create_snapshot(path: str | Path, store: Store, *, name: str | None = None,
@@ -360,7 +360,7 @@ def create_snapshot(path: str | Path, store: Store, *, name: str | None = None,
     cache = StatCache.open() if use_cache else None
     try:
         known = cache.load(key, st_root, store.url) if cache is not None else {}
-        todo = _use_cache(builder, store, files, known)
+        todo = _use_cache(builder, builder.store, files, known)
         builder.add_files(todo)
         result = builder.publish(name)
         if cache is not None:
