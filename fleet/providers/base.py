@@ -261,7 +261,7 @@ def gpu_types(provider: Any) -> list[str]:
 from .capabilities import (CAPABILITIES, DescribesLeases, ExplainsLoss, HasHardLimit,  # noqa: E402,F401
                            HasLeaseMetadata, Interruption, InterruptionNotices, LeaseWatch, PublishesDeadline,
                            QueueStatus, Queueing, ReleasesMachines, ReportsMachines, StagesDataDirectly, StopsOnCancel,
-                           SweepsLeftovers, capabilities)
+                           SupervisesFromNode0, SweepsLeftovers, capabilities)
 
 
 def max_machines_per_lease(provider: Any) -> int:

@@ -170,9 +170,20 @@ class ExplainsLoss(ABC):
         Bounded (a few seconds at most) and never raises."""
 
 
+class SupervisesFromNode0(ABC):
+    """A detached run's supervisor may run on node 0 of this provider's lease (fleet/run/node_launch.py),
+    under a login of its own there, instead of on the computer that ran `fleet up -d`. What differs
+    between providers (which files and credentials node 0 needs, how its key reaches the other
+    machines, whether releasing node 0 ends the supervisor) is the handoff's (fleet/providers/node0.py)."""
+
+    @abstractmethod
+    def node0_handoff(self) -> Any:
+        """A fleet.providers.node0.Node0Handoff for this provider."""
+
+
 CAPABILITIES: tuple[type, ...] = (ReportsMachines, StopsOnCancel, SweepsLeftovers, HasLeaseMetadata,
                                   PublishesDeadline, HasHardLimit, StagesDataDirectly, InterruptionNotices,
-                                  Queueing, ReleasesMachines, ExplainsLoss)
+                                  Queueing, ReleasesMachines, ExplainsLoss, SupervisesFromNode0)
 
 
 def capabilities(provider: Any) -> list[str]:

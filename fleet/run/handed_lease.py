@@ -21,8 +21,9 @@ from .types import BudgetGrant, Offer, PinnedInputs
 class HandedLease:
     fresh = True          # stage, setup, heartbeats and release run as for a new lease
 
-    def __init__(self, provider, lease: Lease, pins: PinnedInputs):
+    def __init__(self, provider, lease: Lease, pins: PinnedInputs, supervisor_dir: str | None = None):
         self.provider = provider
+        self.supervisor_dir = supervisor_dir    # where this supervisor runs on node 0 (`fleet down` checks it)
         self.lease = lease
         self.lease_id = lease.id
         self.pins = pins                     # the launcher pinned them: Pipeline adopts, never re-pins
@@ -38,7 +39,7 @@ class HandedLease:
                              command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
                              meta={"provider": ctx.offer.provider, "template": ctx.offer.template.name,
                                    "gpus": ctx.offer.gpus, "pins": _pins_meta(pins), "detached": True,
-                                   "supervised_on": self.node0.id},
+                                   "supervised_on": self.node0.id, "supervisor_dir": self.supervisor_dir},
                              masker=_masker(ctx))
 
     def acquire(self, ctx: RunContext, deadline_s: int, on_machine: OnMachine) -> Lease:

@@ -1,9 +1,9 @@
-"""`fleet up --detach` on a cloud provider: the run's supervisor goes to node 0 of its own lease.
+"""`fleet up --detach` on AWS or team hosts: the run's supervisor goes to node 0 of its own lease.
 
 The launcher (this module, on the laptop) does what must happen where the code is: plan, pin
 (the code and data snapshots go to the run's store), the budget gate (nothing is leased when it
 refuses), and the lease. Then, over node 0's SSH connection, it copies fleet's own package, the
-lease's SSH key and the stack's outputs to node 0 and starts `fleet.run.node_supervisor` there
+lease's SSH key (and what the provider adds: fleet/providers/node0.py) to node 0 and starts `fleet.run.node_supervisor` there
 (fleet/run/node_supervisor.py), handing it, on stdin and never on disk, the state URL, the store
 and provider credentials and the run's [env]. It follows that supervisor's progress until the
 inputs are staged and leaves: the laptop can close, and nothing runs that the lease does not
@@ -11,13 +11,14 @@ already pay for.
 
 The supervisor holds those secrets, and node 0 also runs the experiment, so the two are different
 users: the launcher logs in to node 0 as the machine's supervisor login (EC2: `fleet-supervisor`,
-made at boot, userdata.py; the sandbox: its own user), not as the experiment's `fleet`, and puts
+made at boot, userdata.py; the sandbox: its own user; a team host: its entry's `supervisor_login`),
+not as the experiment's login (node_login.py), and puts
 everything in that user's directory (0700). The supervisor runs with a clean environment, HOME in
 that directory and `python -I` (no user site, no PYTHON* variables, no current directory on the
 path), so it imports nothing the experiment's user could have written.
 
 Needs what node 0 can reach without the laptop: a PostgreSQL state and an S3 store. Without
-them (or on a provider other than AWS) the supervisor stays a background process of this
+them (or on a provider that does not declare SupervisesFromNode0) the supervisor stays a background process of this
 computer (fleet/run/detach.py), and the launcher says why in one line.
 """
 from __future__ import annotations
@@ -35,14 +36,13 @@ from typing import Any
 from ..errors import InfrastructureError
 from .context import Events, RunContext
 from .detach import HANDOFF_PHASES, Handoff, ReportedError
+from .node_login import refuse_root_capable_login, supervisor_login
 from .supervisor import EVENTS, SupervisorSpec
 
-REMOTE_DIR = ".fleet-supervisor"   # in the workdir: only where a machine names no supervisor login
 # Run by `python -I -c` (isolated: -m would need PYTHONPATH, which -I ignores): argv[1] is the directory.
 BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv[1] + '/pkg'); "
              "from fleet.run.node_supervisor import main; sys.exit(main(sys.argv[1:]))")
 HANDOFF_TIMEOUT_S = 3600.0       # staging a large dataset from node 0 may take this long
-NODE0_PROVIDERS = ("aws",)
 
 
 def why_not_node0(config, options=None) -> str | None:
@@ -51,8 +51,10 @@ def why_not_node0(config, options=None) -> str | None:
         return "local machines run on this computer"
     if options is not None and options.keep_s:
         return "--keep leaves the machines up after the run, and node 0 cannot keep itself"
-    if config.provider not in NODE0_PROVIDERS:
-        return f"supervision from node 0 is built for {', '.join(NODE0_PROVIDERS)} only, not {config.provider}"
+    from ..providers.base import SupervisesFromNode0
+    from ..providers.registry import provider_class
+    if not issubclass(provider_class(config.provider), SupervisesFromNode0):
+        return f"the {config.provider} provider cannot run a supervisor on node 0 (built for aws and ssh)"
     if not _state_url(config).startswith(("postgresql://", "postgres://")):
         return "node 0 cannot reach this computer's SQLite state (team mode: FLEET_STATE_URL=postgresql://…)"
     if not str(config.store or "").startswith("s3://"):
@@ -99,11 +101,12 @@ def launch_on_node0(config, spec: SupervisorSpec, options, events: Events, pins=
                       meta={**grant.lease_meta(), **meta, "first_deadline_s": first, "supervised_on": "node 0",
                             "relaunch": relaunch_meta(config, spec)})
     lease = None
+    handoff = source.provider.node0_handoff()
     try:
         lease = source.acquire(ctx, first, lambda machine: None)   # billed from node 0, since lease creation
-        return _start_and_follow(config, spec, pins, lease, state, events, source.provider)
+        return _start_and_follow(config, spec, pins, lease, state, events, source.provider, handoff)
     except BaseException:
-        _release(source, ctx, lease, state)
+        _release(source, ctx, lease, state)   # on team hosts this also revokes the lease's key
         raise
 
 
@@ -134,7 +137,7 @@ def _release(source, ctx, lease, state) -> None:
             pass
 
 
-def _start_and_follow(config, spec, pins, lease, state, events: Events, provider) -> tuple[Handoff, int]:
+def _start_and_follow(config, spec, pins, lease, state, events: Events, provider, handoff) -> tuple[Handoff, int]:
     from dataclasses import asdict
     from ..money.reservations import Reservations
     from ..remote.ssh import wait_ready
@@ -142,18 +145,23 @@ def _start_and_follow(config, spec, pins, lease, state, events: Events, provider
     events.phase("ready", f"waiting for SSH on node 0 ({node0.id})")
     login, remote = supervisor_login(node0)
     if login.user == node0.user:
-        events.warn(f"node 0 names no supervisor login: the run's supervisor there runs as {node0.user}, the "
-                    "experiment's user, which can read the credentials it holds (SECURITY.md)")
-    _refuse_root_capable_login(node0, login)
+        events.warn(f"node 0 names no supervisor login of its own: the run's supervisor there runs as {node0.user}, "
+                    "the experiment's user, which can read the credentials it holds (SECURITY.md)")
+    refuse_root_capable_login(node0, login)
     session = wait_ready(login, timeout=600)
     try:
+        if not remote.startswith("/"):   # under the supervisor login's home (a team host's login)
+            home = session.run('printf "%s" "$HOME"', timeout=60).stdout.strip()
+            remote = f"{home.rstrip('/')}/{remote}"
         events.phase("handoff", f"copying fleet to node 0 ({node0.id}) and starting the run's supervisor there "
                                 f"(as {login.user})")
-        _copy_files(session, remote, config, lease, node0, _outputs_file(config, provider))
+        key = handoff.lease_key(lease, node0, events)
+        _copy_files(session, remote, config, lease, key, handoff.files(config, provider, remote))
+        handoff.after_copy(session, remote)
         # The launcher's reservation ends here; node 0's budget stage makes the run's own.
         Reservations(state.db).settle(lease.id, None)
-        payload = {"spec": _spec_for_node0(spec, config), "env": _node0_env(config, remote),
-                   "lease_id": lease.id, "pins": asdict(pins)}
+        payload = {"spec": _spec_for_node0(spec, config), "env": {**_node0_env(config), **handoff.env(config, remote)},
+                   "lease_id": lease.id, "pins": asdict(pins), "supervisor_dir": remote}
         # A clean environment: nothing of the login session's (its HOME may be the experiment's).
         keep = " ".join(f'{name}="${name}"' for name in ("FLEET_MACHINE_ID", "FLEET_MACHINE_ROOT"))
         command = (f"cd {shlex.quote(remote)} && exec env -i HOME={shlex.quote(remote)} "
@@ -170,53 +178,6 @@ def _start_and_follow(config, spec, pins, lease, state, events: Events, provider
         session.close()
 
 
-def supervisor_login(node0):
-    """node 0 as its supervisor logs in (the machine's supervisor user, the lease's key) and that
-    user's directory for the run's supervisor. A machine that names no supervisor login (made by
-    an older fleet) gets the experiment's own user and workdir: the separation is then missing."""
-    from dataclasses import replace
-    user = node0.provider_ref.get("supervisor_user")
-    directory = node0.provider_ref.get("supervisor_dir")
-    if not user or not directory:
-        return node0, f"{node0.workdir}/{REMOTE_DIR}"
-    python = node0.provider_ref.get("supervisor_python") or node0.python
-    return replace(node0, user=str(user), workdir=str(directory), python=str(python)), str(directory)
-
-
-# What the experiment's login on node 0 may become: its uid, and whether sudo needs no password.
-# One marked line (a login's rc files may print before it): uid, groups, passwordless sudo or not.
-ROOT_CHECK = ('printf "fleet-root-check %s %s %s\\n" "$(id -u)" "$(id -Gn | tr " " ,)" '
-              '"$(sudo -n true </dev/null >/dev/null 2>&1 && echo sudo || echo nosudo)"')
-ROOT_GROUPS = ("docker", "lxd", "disk")     # a member reaches root through the group's socket or devices
-
-
-def root_reach(answer: str) -> str | None:
-    """Why ROOT_CHECK's output says its user could become root; None: it could not. No marked
-    answer counts as could: the check fails closed."""
-    for words in (line.split() for line in answer.splitlines()):
-        if words[:1] == ["fleet-root-check"] and len(words) == 4:
-            groups = sorted(set(words[2].split(",")) & set(ROOT_GROUPS))
-            return ("is root" if words[1] == "0" else "has passwordless sudo" if words[3] == "sudo"
-                    else f"is in group {groups[0]}, which reaches root" if groups else None)
-    return "did not answer the root check"
-
-
-def _refuse_root_capable_login(node0, login) -> None:
-    """The supervisor's user is out of the experiment's reach only while the experiment cannot
-    become root: an image whose `fleet` has passwordless sudo undoes it, so the run is not
-    supervised from there (the launcher then releases the lease)."""
-    from ..errors import UsageError
-    from ..remote.ssh import wait_ready
-    if login.user == node0.user:
-        return    # one user for both (a machine that names no supervisor login): nothing to keep apart
-    with wait_ready(node0, timeout=600) as session:
-        why = root_reach(session.run(ROOT_CHECK, check=False, timeout=60).stdout)
-    if why:
-        raise UsageError(f"node 0's login {node0.user} {why}: the experiment could read the credentials of a "
-                         "supervisor there", hint="use an image whose fleet user has no sudo, or a supervisor on "
-                                                  "this computer (a SQLite state, or --keep)")
-
-
 def _spec_for_node0(spec: SupervisorSpec, config) -> dict[str, Any]:
     from dataclasses import asdict
     data = asdict(spec)
@@ -226,14 +187,13 @@ def _spec_for_node0(spec: SupervisorSpec, config) -> dict[str, Any]:
     return data
 
 
-def _node0_env(config, remote: str) -> dict[str, str]:
-    """What node 0's supervisor needs in its environment: fleet's own settings (FLEET_*), the
-    provider's credentials resolved here (short-lived ones as they are now), and where the stack's
-    outputs were copied. Handed over on stdin; never written on node 0 or in the state."""
+def _node0_env(config) -> dict[str, str]:
+    """What node 0's supervisor needs in its environment: fleet's own settings (FLEET_*), and the
+    AWS credentials resolved here (short-lived ones as they are now): the S3 store's, and on AWS
+    the provider's. Handed over on stdin; never written on node 0 or in the state."""
     env = {k: v for k, v in os.environ.items()
            if k.startswith("FLEET_") and k not in ("FLEET_HOME", "FLEET_STATE_URL", "FLEET_AWS_OUTPUTS")}
     env["FLEET_STATE_URL"] = _state_url(config)
-    env["FLEET_AWS_OUTPUTS"] = f"{remote}/aws-outputs.json"
     for key in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EC2_METADATA_DISABLED"):
         if os.environ.get(key):
             env[key] = os.environ[key]
@@ -259,26 +219,13 @@ def _package() -> bytes:
     return buf.getvalue()
 
 
-def _outputs_file(config, provider) -> bytes:
-    """The stack outputs, as the file this computer reads them from."""
-    from ..errors import UsageError
-    source = os.environ.get("FLEET_AWS_OUTPUTS") or getattr(getattr(provider, "aws", None), "outputs", None)
-    if not source:
-        raise UsageError("the supervisor on node 0 needs the stack outputs as a file",
-                         hint="set FLEET_AWS_OUTPUTS=FILE or `[aws] outputs = \"FILE\"` (`fleet stack up` writes it)")
-    path = Path(source).expanduser()
-    return (path if path.is_absolute() else config.base_dir / path).read_bytes()
-
-
-def _copy_files(session, remote: str, config, lease, node0, outputs: bytes) -> None:
-    from ..providers.aws.sandbox import sandbox_enabled
+def _copy_files(session, remote: str, config, lease, key: bytes, extra: dict[str, bytes]) -> None:
     home = f"{remote}/home"
     key_dir = f"{home}/leases/{lease.id}"
     session.run(f"umask 077 && rm -rf {shlex.quote(remote)} && mkdir -p {shlex.quote(remote + '/pkg')} "
                 f"{shlex.quote(remote + '/exp')} && mkdir -p -m 700 {shlex.quote(key_dir)} && "
                 f"chmod 700 {shlex.quote(remote)}")
-    files = {f"{remote}/pkg.tar.gz": _package(), f"{key_dir}/id_ed25519": Path(node0.key_path).read_bytes(),
-             f"{remote}/aws-outputs.json": outputs}
+    files = {f"{remote}/pkg.tar.gz": _package(), f"{key_dir}/id_ed25519": key, **extra}
     if config.path is not None:
         files[f"{remote}/exp/fleet.toml"] = Path(config.path).read_bytes()
     sftp = session.sftp()
@@ -291,13 +238,6 @@ def _copy_files(session, remote: str, config, lease, node0, outputs: bytes) -> N
     finally:
         sftp.close()
     session.run(f"umask 077 && tar -xzf {shlex.quote(remote + '/pkg.tar.gz')} -C {shlex.quote(remote + '/pkg')}")
-    if sandbox_enabled():
-        # The sandbox's stand-in for the cloud: which instance is which loopback machine. Node 0
-        # terminating instances must stop their machines, as EC2 would.
-        from ..paths import subdir
-        machines = subdir("aws-sandbox") / "machines"
-        session.run(f"mkdir -p {shlex.quote(home + '/aws-sandbox')} && "
-                    f"ln -s {shlex.quote(str(machines))} {shlex.quote(home + '/aws-sandbox/machines')}")
 
 
 def _last_json(text: str) -> dict[str, Any]:
@@ -377,6 +317,7 @@ def stop_on_node0(state, run: dict[str, Any], events: Events, *, wait_s: float) 
     if not pid or node0 is None:
         return False
     login, remote = supervisor_login(node0)
+    remote = meta.get("supervisor_dir") or remote   # where it runs, as it recorded itself
     try:
         with connect(login, timeout=10) as session:
             argv = session.run(f"cat /proc/{shlex.quote(str(int(pid)))}/cmdline", check=False, timeout=30).stdout.split("\0")

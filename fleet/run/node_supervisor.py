@@ -1,4 +1,4 @@
-"""A detached run's supervisor on node 0 of its own lease (cloud providers): the launcher
+"""A detached run's supervisor on node 0 of its own lease (AWS, team hosts): the launcher
 (fleet/run/node_launch.py) leases the machines, copies fleet's package here and starts this
 module over node 0's SSH connection; from then on the laptop may close.
 
@@ -6,12 +6,14 @@ It runs the same `fleet.run.recovery.run_managed` as every supervisor, its first
 lease it was handed (fleet/run/handed_lease.py: staging, setup, heartbeats of every node, budget,
 deadline, logs into the shared state, outputs and checkpoints into the run's store, ledger,
 record), and at the very end releases node 0 itself — last, after the ledger is closed and the
-run recorded, because releasing it ends this process.
+run recorded: on AWS releasing it ends this process; on a team host (which stays up) it frees the
+slots, revokes the lease's key on every host and removes that key here, then exits.
 
 What it is given on stdin, one JSON line, never written to disk here: the run's spec (as the
 local supervisor's spec.json), the environment it needs to reach the state (a PostgreSQL URL),
-the store (S3) and the provider (the caller's AWS credentials, for terminating the machines), and
-the run's [env]. The lease's SSH key and the stack's outputs are files in its directory (0600).
+the store (S3) and the provider (the caller's AWS credentials, for the store and for terminating the
+machines), and the run's [env]. The lease's SSH key (and, on AWS, the stack's outputs) are files in
+its directory (0600).
 It runs as node 0's supervisor user, not the experiment's, so the experiment can neither read its
 memory nor write this code (node_launch.py, SECURITY.md).
 
@@ -87,7 +89,7 @@ def _supervise(directory: Path, payload: dict[str, Any]) -> int:
     spec = SupervisorSpec(**payload["spec"])
     events = FileEvents(directory / EVENTS)
     code: int = ExitCode.INFRASTRUCTURE
-    lease = provider = beat = None
+    lease = provider = beat = handoff = None
     try:
         os.chdir(directory / "exp")
         from ..config.loader import load_config
@@ -102,8 +104,9 @@ def _supervise(directory: Path, payload: dict[str, Any]) -> int:
         from .supervisor_beat import SupervisorBeat
         beat = SupervisorBeat(state, spec.run_id).start()
         provider = provider_for(config)
+        handoff = provider.node0_handoff()
         lease = _local_keys(state.get_lease(payload["lease_id"]), directory)
-        code = _run(config, spec, payload, provider, lease, events)
+        code = _run(config, spec, payload, provider, handoff, lease, events)
     except FleetError as exc:
         events.failed(exc.one_line(), exc.exit_code)
         code = exc.exit_code
@@ -117,17 +120,19 @@ def _supervise(directory: Path, payload: dict[str, Any]) -> int:
             beat.stop()
         if lease is not None and provider is not None:
             _release_self(provider, lease)
+            if handoff is not None and not handoff.release_ends_supervisor:
+                handoff.finish(lease, directory)   # the host stays up: nothing of the lease's stays here
     return int(code)
 
 
-def _run(config, spec, payload: dict[str, Any], provider, lease, events) -> int:
+def _run(config, spec, payload: dict[str, Any], provider, handoff, lease, events) -> int:
     from ..ci import masked_events
     from .handed_lease import HandedLease, PinnedNewLease
     from .pipeline import Pipeline
     from .recovery import run_managed
     from .types import PinnedInputs
     pins = PinnedInputs(**payload["pins"])
-    handed = HandedLease(provider, lease, pins)
+    handed = HandedLease(provider, lease, pins, supervisor_dir=payload.get("supervisor_dir"))
     first: list[bool] = []
 
     def attempt(config, *, events, options):
@@ -135,6 +140,9 @@ def _run(config, spec, payload: dict[str, Any], provider, lease, events) -> int:
             first.append(True)
             return _unless_node0_lost(Pipeline(config, handed, options=options, events=events).run(),
                                       handed.node0, config)
+        if not handoff.leases_from_node0:
+            from ..errors import InfrastructureError
+            raise InfrastructureError(handoff.why_no_lease_from_node0 or "node 0 cannot lease new machines")
         return Pipeline(_less_node0(config, handed.node0), PinnedNewLease(provider, pins), options=options,
                         events=events).run()
 

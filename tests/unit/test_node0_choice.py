@@ -37,7 +37,7 @@ def test_the_state_url_may_come_from_the_environment(monkeypatch):
 
 @pytest.mark.parametrize("kw, options, reason", [
     ({"provider": "local"}, None, "this computer"),
-    ({"provider": "slurm"}, None, "aws only"),
+    ({"provider": "slurm"}, None, "cannot run a supervisor on node 0"),
     ({"state_url": None}, None, "SQLite"),
     ({"store": None}, None, "s3://"),
     ({"store": "/shared/store"}, None, "s3://"),
@@ -85,7 +85,7 @@ def test_the_experiments_login_must_not_reach_root(tmp_path, uid, groups, sudo_e
     """ROOT_CHECK, as node 0's shell runs it, with `id` and `sudo` standing in for that machine's."""
     import os
     import subprocess
-    from fleet.run.node_launch import ROOT_CHECK, root_reach
+    from fleet.run.node_login import ROOT_CHECK, root_reach
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, body in (("id", f'[ "$1" = -u ] && echo {uid} || echo {groups}'), ("sudo", f"exit {sudo_exit}")):
@@ -99,14 +99,14 @@ def test_the_experiments_login_must_not_reach_root(tmp_path, uid, groups, sudo_e
 
 @pytest.mark.parametrize("answer", ["", "0\n", "bashrc says hi\n0\n", "fleet-root-check 1000\n"])
 def test_a_login_that_gives_no_marked_answer_is_refused(answer):
-    from fleet.run.node_launch import root_reach
+    from fleet.run.node_login import root_reach
     assert root_reach(answer) == "did not answer the root check"
 
 
 def test_node0s_supervisor_logs_in_as_the_user_its_machine_names():
     from decimal import Decimal
     from fleet.models import Machine
-    from fleet.run.node_launch import supervisor_login
+    from fleet.run.node_login import supervisor_login
     node0 = Machine(id="i-1", lease_id="l-1", node_rank=0, host="203.0.113.5", port=22, user="fleet",
                     key_path="/k", host_key="ssh-ed25519 AAAA", workdir="/home/fleet/work",
                     price_per_hour=Decimal("1"), provider_ref={"supervisor_user": "fleet-supervisor",

@@ -22,7 +22,7 @@ from ...gpus import gpus_text
 from ...models import Lease, Machine, MachineState, Plan, utcnow
 from ...paths import subdir
 from ..base import (BaseProvider, DescribesLeases, HasLeaseMetadata, InterruptionNotices, LeaseWatch, MachineMix,
-                    PublishesDeadline, Queueing, ReleasesMachines, ReportsMachines)
+                    PublishesDeadline, Queueing, ReleasesMachines, ReportsMachines, SupervisesFromNode0)
 from .capacity import launch_waiting
 from .catalog import InstanceType
 from .offering import StackOffers
@@ -50,7 +50,7 @@ def lease_dir(lease_id: str) -> Path:
 
 
 class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDeadline,
-                  DescribesLeases, InterruptionNotices, ReleasesMachines, Queueing):
+                  DescribesLeases, InterruptionNotices, ReleasesMachines, Queueing, SupervisesFromNode0):
     name = "aws"
     # One DescribeInstances at 1,000 instances costs seconds (and boto3's import alone ~0.3 s): `fleet
     # status` shows what EC2 said within the last minute, `fleet status --refresh` asks now.
@@ -116,6 +116,11 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
         controller killed mid-launch leaves `fleet down` the region to find the tagged instances in,
         from any directory, without the stack outputs."""
         return {"region": self.outputs.region}
+
+    def node0_handoff(self):
+        """A detached run's supervisor goes to node 0 (fleet/run/node_launch.py, handoff.py)."""
+        from .handoff import AWSHandoff
+        return AWSHandoff()
 
     def _keys(self, lease_id: str) -> tuple[Path, str, Path, str]:
         from ...keys import generate_ed25519

@@ -23,8 +23,10 @@ from ...errors import InfrastructureError, MachineUnreachable, UsageError
 from ...gpus import GpuType
 from .hosts import Host, Inventory, host_machine, probe_all
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
-from ..base import BaseProvider, LeaseWatch, MachineMix, Queueing, ReleasesMachines, ReportsMachines
+from ..base import (BaseProvider, LeaseWatch, MachineMix, Queueing, ReleasesMachines, ReportsMachines,
+                    SupervisesFromNode0)
 from . import slots as ssh_slots
+from .handoff import SUPERVISOR_DIR
 from .settings import HostConfig, SSHSettings
 
 PROBE_FRESH_S = 30.0
@@ -44,7 +46,7 @@ def ssh_templates(prices: dict | None = None) -> dict[str, Template]:
     return out
 
 
-class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines):
+class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines, SupervisesFromNode0):
     name = "ssh"
     settings = SSHSettings
     description = "your team's own GPU hosts ([[hosts]] or `fleet hosts add`), shared by GPU slot"
@@ -71,6 +73,11 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
 
     def inventory(self) -> Inventory:
         return Inventory(self.state.db, self._config_hosts)
+
+    def node0_handoff(self):
+        """`fleet up -d`: the supervisor runs on node 0's host as its `supervisor_login` (handoff.py)."""
+        from .handoff import SSHHandoff
+        return SSHHandoff()
 
     def templates(self) -> dict[str, Template]:
         return ssh_templates(getattr(self.config, "prices", None))
@@ -207,7 +214,7 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
         lease lands there until a probe finds it up), its slots are freed, and its watchdog still
         ends its processes at the last deadline it was given.
         """
-        self._stop_and_free(lease, lease.machines, None)
+        self._stop_and_free(lease, lease.machines, None)   # and the lease's own key (handoff.py) revoked
 
     def release_machines(self, lease: Lease, machine_ids: list[str]) -> None:
         """Those machines' processes ended and workdirs removed, their GPU slots freed for the
@@ -221,7 +228,7 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
         """Stop `machines`, mark the hosts of unreachable ones down (their processes may hold the
         GPUs until the watchdog's deadline: no new lease lands there until a probe finds the host
         up), then free the slots (`free_ids` None: all the lease's). Raises the first other error."""
-        results = self._stop_all(machines)
+        results = self._stop_all(machines, revoke=lease.id if free_ids is None else "")
         inv = self.inventory()
         from .hosts import Probe
         for m, exc in zip(machines, results):
@@ -235,6 +242,7 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
     # -- machines on hosts ------------------------------------------------------------------------
     def _start_all(self, plan: Plan, lease_id: str, deadline_s: int, placements, usable):
         ranks = {f"{lease_id}-n{r}": r for r in range(plan.machine_count)}
+        declared = {c.name or c.address: c for c in self._config_hosts}
 
         def start(p: ssh_slots.Placement) -> Machine:
             host, home = usable[p.host]
@@ -245,6 +253,10 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
                         workdir=workdir, gpu_slots=p.slots, python=self.python,
                         price_per_hour=plan.template.price_per_hour or Decimal("0"),
                         instance_type=host.gpu_model or "", provider_ref={"host": p.host}, zone=p.host)
+            entry = declared.get(p.host)
+            if entry is not None and entry.supervisor_login:   # node 0 here: `fleet up -d`'s supervisor login
+                m.provider_ref.update(supervisor_user=entry.supervisor_login, supervisor_python=entry.supervisor_python
+                                      or self.python, supervisor_dir=f"{SUPERVISOR_DIR}/{lease_id}")
             start_watchdog(m, ttl_s=deadline_s, max_s=plan.max_duration_s,
                            telemetry_interval=plan.telemetry_interval_s)
             return m
@@ -258,9 +270,10 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
                 machines.append(result)
         return machines, failures
 
-    def _stop_all(self, machines: list[Machine]) -> list[BaseException | None]:
-        """One result per machine (None: stopped); machines with nothing on a host are skipped."""
-        return _pool_map(_capture(lambda m: stop_machine(m) if m.workdir else None, none_on_success=True),
+    def _stop_all(self, machines: list[Machine], revoke: str = "") -> list[BaseException | None]:
+        """One result per machine (None: stopped); machines with nothing on a host are skipped.
+        `revoke`: a lease id whose own key (handoff.py) each machine's login stops accepting."""
+        return _pool_map(_capture(lambda m: stop_machine(m, revoke) if m.workdir else None, none_on_success=True),
                          machines)
 
 
@@ -314,6 +327,7 @@ def start_watchdog(m: Machine, *, ttl_s: float, max_s: float, telemetry_interval
 # verified/tagged pids. Then the machine's directory goes.
 _STOP_SCRIPT = r"""
 S={state}; W={workdir}; P={python}
+{revoke}
 [ -d "$W" ] || exit 0
 [ -f "$S/agent.py" ] && "$P" "$S/agent.py" stop --state-dir "$S" --machine-id {machine_id} >/dev/null 2>&1
 rm -rf "$W"; rmdir "$(dirname "$W")" 2>/dev/null
@@ -321,10 +335,12 @@ exit 0
 """
 
 
-def stop_machine(m: Machine) -> None:
+def stop_machine(m: Machine, revoke: str = "") -> None:
     from ...remote.ssh import connect
+    from .handoff import REVOKE, key_tag
     script = _STOP_SCRIPT.format(state=shlex.quote(m.state_dir), workdir=shlex.quote(m.workdir),
-                                 python=shlex.quote(m.python), machine_id=shlex.quote(m.id))
+                                 python=shlex.quote(m.python), machine_id=shlex.quote(m.id),
+                                 revoke=f"( {REVOKE.format(tag=shlex.quote(key_tag(revoke)))} )" if revoke else "")
     with connect(m, timeout=10) as s:
         s.run(["sh", "-c", script], timeout=60)
 

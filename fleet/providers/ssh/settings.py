@@ -20,6 +20,8 @@ class HostConfig:
     gpu_model: str | None = None     # e.g. "A100-80GB"; discovered with nvidia-smi when not declared
     name: str | None = None
     workdir: str | None = None       # lease workdirs go under it; default ~/.fleet-leases on the host
+    supervisor_login: str | None = None   # runs a detached run's supervisor when this host is node 0
+    supervisor_python: str | None = None  # that login's python (paramiko, boto3, psycopg, pyfastcdc)
 
 
 @dataclass
@@ -41,6 +43,8 @@ class SSHSettings(ProviderSettings):
 # gpu_model = "A100-80GB"        # matched by --gpus A100:8; default discovered over SSH (nvidia-smi)
 # name = "gpu1"                  # short name shown in status
 # workdir = "/scratch/fleet"     # each lease's working directory goes under it; default ~/.fleet-leases
+# supervisor_login = "fleet-sup" # `fleet up -d`: the run's supervisor runs here as this login (not `user`)
+# supervisor_python = "/opt/fleet/bin/python"   # that login's python; default the experiment's
 """
     keys: ClassVar[dict[str, Key]] = {
         "address": Key(STRING, "Host name or IP address."),
@@ -53,6 +57,12 @@ class SSHSettings(ProviderSettings):
         "name": Key(STRING, "Short name shown in status. Default: the address."),
         "workdir": Key(STRING, "Directory on the host under which each leased machine gets its own working "
                                "directory. Default: ~/.fleet-leases."),
+        "supervisor_login": Key(STRING, "SSH login (same key as `user`) that runs a detached run's supervisor "
+                                        "when this host is node 0 (`fleet up -d` with a PostgreSQL state and an "
+                                        "S3 store): another user than `user`, so the experiment cannot read its "
+                                        "credentials. Default: none (the supervisor runs as `user`, with a warning)."),
+        "supervisor_python": Key(STRING, "Python of `supervisor_login` on the host, with paramiko, boto3, psycopg "
+                                         "and pyfastcdc. Default: the experiment's python."),
     }
 
     @classmethod

@@ -1,0 +1,86 @@
+"""A detached run on team hosts, supervised from node 0's host (fleet/run/node_launch.py,
+fleet/providers/node0.py).
+
+The supervisor runs there as the host entry's `supervisor_login` (a login other than the
+experiment's, `[[hosts]] supervisor_login`), in that login's ~/.fleet-supervisor/<lease>. It reaches
+the lease's machines as the experiment's login, as the laptop does, but never with the laptop's own
+key: the launcher makes a key for the lease alone, authorizes it in each of the lease's host logins
+(`~/.ssh/authorized_keys`, with `expiry-time` at the lease's longest life and the comment
+`fleet-lease-<lease>`), hands the private half to node 0's supervisor and keeps no copy. Releasing
+the lease (by the supervisor at the run's end, or `fleet down`/`fleet reap` from any computer)
+removes that line on every host (REVOKE, run by the provider's stop script); the supervisor then
+deletes its copy. If nothing releases it, sshd refuses the key after its expiry anyway.
+
+Team hosts stay up after the run, so the supervisor ends itself after the release (nothing
+terminates it as a cloud instance's end does). It cannot lease machines for a later attempt: the
+lease key is authorized on this lease's hosts only, and the laptop's keys to the others are not
+handed over. A lost machine therefore ends the run with its checkpoints (`fleet up --resume`).
+"""
+from __future__ import annotations
+
+import shlex
+import shutil
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from ..node0 import Node0Handoff
+
+SUPERVISOR_DIR = ".fleet-supervisor"     # under the supervisor login's home: <this>/<lease id>
+KEY_EXPIRY_MARGIN = timedelta(minutes=30)   # past the lease's max_deadline: collecting, recording, releasing
+
+
+def key_tag(lease_id: str) -> str:
+    return f"fleet-lease-{lease_id}"
+
+
+# Appends the lease key's line under the login's authorized_keys, serialized with other leases'
+# (flock where the host has it): a line is never lost to another lease's removal.
+_INSTALL = ('umask 077; A="$HOME/.ssh/authorized_keys"; mkdir -p "$HOME/.ssh" && exec 9>>"$A.fleet-lock" && '
+            '{{ command -v flock >/dev/null 2>&1 && flock 9; printf "%s\\n" {line} >> "$A"; }}')
+
+# Removes the lease key's line (run by the ssh provider's stop script on a whole-lease release).
+# `cat >` keeps the file's owner and mode; nothing is done where the line is absent.
+REVOKE = ('K={tag}; A="$HOME/.ssh/authorized_keys"; '
+          'if [ -f "$A" ] && grep -q " $K\\$" "$A"; then exec 9>>"$A.fleet-lock"; '
+          '{{ command -v flock >/dev/null 2>&1 && flock 9; grep -v " $K\\$" "$A" > "$A.fleet-$$"; '
+          'cat "$A.fleet-$$" > "$A"; rm -f "$A.fleet-$$"; }}; fi')
+
+
+class SSHHandoff(Node0Handoff):
+    release_ends_supervisor = False
+    leases_from_node0 = False
+    why_no_lease_from_node0 = ("node 0's supervisor on a team host holds a key for this lease's hosts only, "
+                               "so it cannot lease machines for another attempt")
+
+    def lease_key(self, lease: Any, node0: Any, events: Any) -> bytes:
+        """A key for this lease alone, authorized on each of its host logins until the lease's
+        longest life is over; returned for node 0 and not kept here."""
+        from ...keys import generate_ed25519
+        from ...parallel import parallel
+        tag = key_tag(lease.id)
+        directory = Path(tempfile.mkdtemp(prefix="fleet-lease-key-"))
+        try:
+            public = generate_ed25519(directory / "id_ed25519", comment=tag)
+            private = (directory / "id_ed25519").read_bytes()
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        until = (lease.max_deadline + KEY_EXPIRY_MARGIN).strftime("%Y%m%d%H%M%SZ")
+        line = f'expiry-time="{until}" {public} {tag}'
+        logins = {(m.host, m.port, m.user): m for m in lease.machines}
+        events.phase("handoff", f"authorizing a key for lease {lease.id} alone on {len(logins)} host login(s), "
+                                f"until {until}")
+        parallel(list(logins.values()), lambda m: _install(m, line))
+        return private
+
+    def finish(self, lease: Any, directory: Path) -> None:
+        """The lease is released (its key revoked on every host): its copy here goes too."""
+        shutil.rmtree(directory / "home" / "leases" / lease.id, ignore_errors=True)
+        (directory / "pkg.tar.gz").unlink(missing_ok=True)
+
+
+def _install(machine: Any, line: str) -> None:
+    from ...remote.ssh import connect
+    with connect(machine, timeout=30) as session:
+        session.run(["sh", "-c", _INSTALL.format(line=shlex.quote(line))], timeout=60)
