@@ -56,7 +56,8 @@ class _LocalMarkers:
         # Never through a link: a shared store's locks/ leading elsewhere would have gc delete there.
         if os.path.islink(self.dir):
             raise EnvironmentProblem(f"snapshot store {self.where}: locks/ is a link; refusing to use it")
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        # The store's own modes (like chunks/): every user sharing a store must be able to announce.
+        os.makedirs(self.dir, exist_ok=True)
 
     def put(self, name: str, body: bytes) -> None:
         try:
@@ -176,6 +177,14 @@ class _Marker:
                 pass
 
 
+def _gc_wait() -> float:
+    try:
+        return max(0.0, float(os.environ.get("FLEET_STORE_GC_WAIT") or GC_WAIT_S))
+    except ValueError:
+        raise EnvironmentProblem(f"FLEET_STORE_GC_WAIT={os.environ['FLEET_STORE_GC_WAIT']!r} is not a number "
+                                 "of seconds") from None
+
+
 @atexit.register
 def _remove_leftovers() -> None:
     for marker in list(_live):
@@ -199,7 +208,7 @@ class WriteGuard:
             if self._marker is not None:
                 return
             marker = _Marker(self.store, "write")
-            wait = float(os.environ.get("FLEET_STORE_GC_WAIT") or GC_WAIT_S)
+            wait = _gc_wait()
             end = time.monotonic() + wait
             while True:
                 marker.write()
