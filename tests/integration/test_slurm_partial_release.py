@@ -60,7 +60,7 @@ def test_releasing_one_node_shrinks_the_job_and_frees_the_node_for_another(slurm
         job_id = lease.meta["slurm_job"]
         gone, kept = lease.machines                                       # release node rank 0: the first node
         gone_node, kept_node = gone.provider_ref["node"], kept.provider_ref["node"]
-        gone_dir = nodes_dir / f"fleet-{gone.id}"
+        gone_dir = Path(gone.workdir).parent                                # <nodes_dir>/fleet-<id>-<random>
         assert gone_dir.is_dir() and (gone_dir / "ssh_host_ed25519_key").is_file()
         assert _other_job(slurm) is None, "the cluster had a free node before the release"
 
@@ -128,7 +128,7 @@ def test_a_batch_jobs_first_node_stays_in_the_job_but_its_machine_ends(slurm_env
             provider.release_machines(lease, [first.id])
         line = err.value.one_line()
         assert "batch step runs there" in line and first.provider_ref["node"] in line and "\n" not in line
-        assert not (nodes_dir / f"fleet-{first.id}").exists()              # the machine ended all the same
+        assert not Path(first.workdir).parent.exists()              # the machine ended all the same
         job = slurm.job(job_id)
         assert job.state is JobState.RUNNING and job.node_count == 2       # the node stays held
         assert _ssh(second, "echo ok").strip() == "ok"
@@ -161,7 +161,7 @@ def test_a_failed_slurm_side_still_ends_the_machine_over_ssh_and_spares_the_job(
         provider.slurm.job_record = unreachable
         with pytest.raises(ControllerUnreachable):
             provider.release_machines(lease, [gone.id])
-        wait_for(lambda: not (nodes_dir / f"fleet-{gone.id}").exists(), 60, "the machine's directory to go")
+        wait_for(lambda: not Path(gone.workdir).parent.exists(), 60, "the machine's directory to go")
         wait_for(lambda: not [s for s in slurm.steps(job_id) if gone.provider_ref["node"] in s.nodes], 60,
                  "the released machine's step to end")
         job = slurm.job(job_id)

@@ -3,7 +3,10 @@
 fleet sends this file's source and a JSON spec on the step's stdin (nothing of fleet is installed on
 the node). It then, inside the step, so that Slurm's process tracking owns everything it starts:
 
-1. writes the machine directory: the lease's pinned host key (made on the controller), the lease's
+1. makes the machine directory, `<workdir>/fleet-<machine id>-<random>` (mkdtemp: a new directory
+   of its own, 0700, at a name no other user of the node could have made first: a fixed name under
+   a shared /tmp could be pre-created by anyone, which failed the lease or, writable by them, let
+   them swap the files fleet writes there), and writes into it the lease's pinned host key (made on the controller), the lease's
    authorized key, the sshd_config the controller rendered (fleet/providers/local/sshd.py's, listening
    on the node's address), the agent;
 2. starts the agent's watchdog and, while its Python starts, a user-level sshd on a free port
@@ -11,8 +14,8 @@ the node). It then, inside the step, so that Slurm's process tracking owns every
 3. when the spec names a staging directory on a shared filesystem and this node sees the probe
    the controller wrote there from the login node, links the machine's data/ to it (code is run
    from it directly): the lease's inputs are then staged once for every node that shares it;
-4. prints one line, `FLEET-NODE-READY {json}` (port, node name, Slurm's GPU binding, whether the
-   staging directory is shared), and waits.
+4. prints one line, `FLEET-NODE-READY {json}` (port, node name, Slurm's GPU binding, the machine's
+   root in the directory it made, whether the staging directory is shared), and waits.
 
 When the watchdog reaches the machine's deadline (no heartbeat: the controller is gone) it ends the
 machine's processes; this step then `scancel`s its own job, so the whole allocation ends with its
@@ -34,6 +37,7 @@ import time
 
 READY = "FLEET-NODE-READY"
 NODE_USER = "FLEET_NODE_USER"       # placeholder in the controller's sshd_config: this node's own user
+NODE_DIR = "@FLEET_NODE_DIR@"       # ... and the machine directory this step made
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd")
 
 
@@ -88,6 +92,7 @@ def _start_sshd(spec, d):
     for _ in range(5):
         port = _free_port(spec["listen"])
         config = spec["sshd_config"].replace("Port 0\n", f"Port {port}\n", 1).replace(NODE_USER, _user())
+        config = config.replace(NODE_DIR, d)
         _write(os.path.join(d, "sshd_config"), config)
         with open(os.path.join(d, "sshd.log"), "ab") as log:
             proc = subprocess.Popen([sshd, "-D", "-e", "-f", os.path.join(d, "sshd_config")], stdout=log,
@@ -102,6 +107,19 @@ def _start_sshd(spec, d):
             proc.kill()
         proc.wait()
     raise SystemExit(f"fleet node: sshd would not start: {last}")
+
+
+def _machine_dir(spec):
+    """A new directory, this user's, 0700, under the workdir: mkdtemp's random name and exclusive
+    mkdir never take over a path that exists (another user's directory is left as it is)."""
+    import tempfile
+    workdir = spec["workdir"]
+    try:
+        os.makedirs(workdir, mode=0o700, exist_ok=True)
+        return tempfile.mkdtemp(prefix=f"fleet-{spec['machine_id']}-", dir=workdir)
+    except OSError as exc:
+        raise SystemExit(f"fleet node: cannot make the machine directory under {workdir}: "
+                         f"{exc.strerror or exc}") from None
 
 
 def _start_watchdog(spec, d, state):
@@ -177,7 +195,7 @@ def _expired_by_deadline(state):
 
 def main():
     spec = json.loads(sys.stdin.readline())
-    d = spec["dir"]
+    d = _machine_dir(spec)
     root = os.path.join(d, "root")
     state = os.path.join(root, ".fleet")
     children = []
@@ -216,8 +234,7 @@ def main():
     signal.signal(signal.SIGTERM, cleanup)
     signal.signal(signal.SIGUSR1, cleanup)     # this machine alone is released (see the top)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    os.makedirs(state, mode=0o700, exist_ok=True)
-    os.chmod(d, 0o700)
+    os.makedirs(state, mode=0o700)
     _write(os.path.join(d, "ssh_host_ed25519_key"), spec["host_key"])
     _write(os.path.join(d, "authorized_keys"), spec["authorized_key"].strip() + "\n")
     shared = _shared_staging(spec, root)

@@ -42,6 +42,7 @@ from .steps import NodeStep, reap, start_node
 TAG = "fleet:lease="
 HOLD = "#!/bin/sh\n# fleet: this job only holds the allocation; fleet's node steps run inside it.\nexec sleep 100000000\n"
 NODE_USER = "FLEET_NODE_USER"        # node.py puts the node's own user name here in sshd_config
+NODE_DIR = "@FLEET_NODE_DIR@"        # ... and the machine directory it made
 STEP_START_TIMEOUT_S = 120.0
 COMPLETING_WAIT_S = 10.0             # a job seen COMPLETING: how long to wait for its final state
 GPU_COUNTS = (1, 2, 4, 8)
@@ -201,8 +202,8 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
 
         def start(rank: int) -> Machine:
             node, machine_id = nodes[rank], f"{lease_id}-n{rank}"
-            d = Path(self.config.workdir) / f"fleet-{machine_id}"
-            spec = {"machine_id": machine_id, "dir": str(d), "listen": addresses[node],
+            d = Path(NODE_DIR)     # the node makes it (a random name: node.py _machine_dir) and reports it
+            spec = {"machine_id": machine_id, "workdir": self.config.workdir, "listen": addresses[node],
                     "sshd_config": _config_text(d, 0, machine_id, NODE_USER, d / "root", listen=addresses[node]),
                     "host_key": host_key.read_text(), "authorized_key": public, "agent": agent,
                     "telemetry": telemetry.read_text() if telemetry.exists() else None, "ttl": deadline_s,
