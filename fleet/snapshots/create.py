@@ -391,7 +391,7 @@ def _use_cache(builder: SnapshotBuilder, store: Store, files: list[tuple[str, st
             hits.append((item, rec))
         else:
             todo.append(item)
-    present = store.has_chunks({h for _, rec in hits for h, _ in rec[5]})
+    present = store.has_chunks({h: n for _, rec in hits for h, n in rec[5]})   # one cut short: file read again
     for item, rec in hits:
         if all(h in present for h, _ in rec[5]):
             builder.add_known(item[0], item[2], rec)

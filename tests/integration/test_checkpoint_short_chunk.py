@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fleet.run.checkpoints import checkpoint_dir, prepare, upload
-from fleet.snapshots import open_store
+from fleet.snapshots import create_snapshot, open_store, statcache
 from fleet.snapshots.catalog import load
 from fleet.snapshots.restore import materialise, verify
 
@@ -58,3 +58,25 @@ def test_an_upload_over_a_chunk_cut_short_sends_it_again_and_restores_exactly(lo
     assert verify(store, again.snapshot_id) == []
     out = materialise(store, again.snapshot_id, tmp_path / "restored")
     assert (out / "model.bin").read_bytes() == data
+
+
+def test_a_create_whose_stat_cache_vouches_for_a_file_writes_its_short_chunk_again(fleet_home, tmp_path,
+                                                                                    monkeypatch):
+    # The stat cache says the file is unchanged and names its chunks; one of them was cut short in
+    # the store. The file is read again and the chunk rewritten, not trusted by its name.
+    store = open_store(str(tmp_path / "store"))
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    data = os.urandom(3 << 20)
+    (tree / "model.bin").write_bytes(data)
+    (tree / "step.txt").write_text("1\n")
+    monkeypatch.setattr(statcache, "RACY_S", 0.0)        # remembered though just written
+    first = create_snapshot(tree, store)
+    [entry] = [e for e in first.manifest.files() if e.path == "model.bin"]
+    h, n = entry.chunks[1]
+    os.truncate(store.chunk_path(h), n // 2)
+    (tree / "step.txt").write_text("2\n")               # another file changed: not a whole-tree hit
+    second = create_snapshot(tree, store)
+    assert os.path.getsize(store.chunk_path(h)) == n     # written again
+    assert verify(store, second.id) == []
+    assert (materialise(store, second.id, tmp_path / "out") / "model.bin").read_bytes() == data
