@@ -162,7 +162,7 @@ def gc(store: Optional[str] = StoreOpt,
        grace: float = typer.Option(3600, "--grace", help="Keep unreferenced chunks younger than this (seconds): "
                                    "a create in progress has written chunks but not yet its manifest."),
        dry_run: bool = typer.Option(False, "--dry-run"), json_out: bool = typer.Option(False, "--json")) -> int:
-    """Delete chunks that no snapshot references."""
+    """Delete chunks that no snapshot references (refused while a write to the store is under way)."""
     from ..snapshots import gc as gc_store
     result = gc_store(_store(store), grace_s=grace, dry_run=dry_run)
     if json_out:
