@@ -70,9 +70,36 @@ class KillSshd(Fault):
     def inject(self, box, ctl, watch) -> None:
         for d in sorted((box.home / "machines").glob(f"*-n{self.rank}")):
             try:
-                os.kill(int((d / "sshd.pid").read_text().split()[0]), signal.SIGKILL)   # "PID STARTTIME"
+                listener = int((d / "sshd.pid").read_text().split()[0])   # "PID STARTTIME"
             except (OSError, ValueError):
-                pass
+                continue
+            # The listener and its per-connection children together: killing the listener alone
+            # leaves open connections working, so the fault would depend on whether the
+            # controller had connected yet. Stopped first, it cannot fork a child past the scan.
+            try:
+                os.kill(listener, signal.SIGSTOP)
+            except OSError:
+                continue
+            for pid in [*_children(listener), listener]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            found.append(int(entry))
+    return found
 
 
 @dataclass
