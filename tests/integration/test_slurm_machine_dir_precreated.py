@@ -83,3 +83,36 @@ def test_a_machine_directory_precreated_by_another_user_neither_blocks_the_lease
         provider.release(lease)
     wait_for(lambda: [p for p in nodes_dir.iterdir()] == [planted], 60, "the machine's own directory to go")
     assert _look(planted) == before                        # release did not touch it either
+
+
+def test_as_an_unprivileged_user_a_directory_someone_else_made_first_no_longer_blocks_the_machine(other_user):
+    # The test cluster runs its steps as root, which any directory lets in; here node.py's own code
+    # runs as an unprivileged user (the throwaway one), as on a real cluster. The old fixed name,
+    # made first by someone else (root here) and closed to others, used to fail the step there.
+    import shutil
+    from fleet.providers.slurm import node
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if python is None:
+        pytest.skip("no system python3 another user can run")
+    import tempfile
+    workdir = Path(tempfile.mkdtemp(prefix="fleet-rt-workdir-"))   # outside pytest's 0700 tree
+    try:
+        os.chmod(workdir, 0o1777)                              # like /tmp
+        (workdir / "node.py").write_text(Path(node.__file__).read_text())
+        os.chmod(workdir / "node.py", 0o644)
+        planted = workdir / "fleet-l-deadbeef-n0"
+        planted.mkdir(mode=0o700)
+        before = _look(planted)
+        script = ("import json, sys; sys.path.insert(0, sys.argv[1]); import node; "
+                  "print(node._machine_dir(json.loads(sys.argv[2])))")
+        spec = '{"workdir": "%s", "machine_id": "l-deadbeef-n0"}' % workdir
+        done = subprocess.run(["runuser", "-u", other_user.pw_name, "--", python, "-S", "-B", "-c", script,
+                               str(workdir), spec], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        made = Path(done.stdout.strip())
+        assert made.parent == workdir and made != planted and made.name.startswith("fleet-l-deadbeef-n0-")
+        st = os.lstat(made)
+        assert st.st_uid == other_user.pw_uid and st.st_mode & 0o777 == 0o700
+        assert _look(planted) == before
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
