@@ -330,3 +330,43 @@ def test_a_dead_supervisor_on_node0s_host_is_ended_lost_by_down_and_its_lease_ke
         assert f"fleet-lease-{lease_id}" not in host.login_keys.read_text(), host.name
     assert wait_until(lambda: not [p for p in processes_under(farm.base / "hosts") if lease_id in p], 30), \
         processes_under(farm.base / "hosts")
+
+
+def test_a_lost_host_ends_the_run_with_its_checkpoints_since_node0_leases_no_later_attempt(
+        farm, tmp_path, postgres_url, aws_env):
+    from tests.e2e.test_recovery_ssh_hosts import _power_off
+    if subprocess.run([*LAPTOP, "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs `unshare --pid`")
+    env = _env(farm, tmp_path, postgres_url, aws_env)
+    me = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    hosts = [replace(h, supervisor_login=me, supervisor_python=PYTHON) for h in farm.configs(gpus=1)]
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "fleet.toml").write_text(
+        f'project = "node0-hosts-lost"\nprovider = "ssh"\ntemplate = "hosts-1gpu"\nmax_duration = "10m"\n'
+        f'python = "{PYTHON}"\nstore = "{STORE}"\nrecovery = "always"\nmax_restarts = 2\n'
+        f'command = "sh -c \'echo started; sleep 300\'"\n\n' + toml_hosts(hosts))
+    up = subprocess.run([*LAPTOP, FLEET, "up", "-d", "--gpus", "2", "--json"], cwd=exp, env=env,
+                        capture_output=True, text=True, timeout=240)
+    assert up.returncode == 0, up.stdout + up.stderr
+    handoff = json.loads(up.stdout)
+    run_id, lease_id, pid = handoff["run_id"], handoff["lease_id"], handoff["supervisor_pid"]
+    cwd = os.readlink(f"/proc/{pid}/cwd")
+    [other] = [h for h in farm.hosts if not cwd.startswith(str(h.directory))]   # node 1's host
+    assert wait_until(lambda: "started" in subprocess.run(
+        [FLEET, "logs", run_id], cwd=exp, env=env, capture_output=True, text=True).stdout, 60)
+    _power_off(other)
+    # The attempt's own record first, then the run's verdict over it (recovery.py `_final`).
+    assert wait_until(lambda: "attempts" in (_run_row(postgres_url, run_id).get("meta") or {}).get("summary", {}), 180)
+    summary = _run_row(postgres_url, run_id)["meta"]["summary"]
+    assert summary["status"] == "error" and [a["attempt"] for a in summary["attempts"]] == [1], summary
+    assert "not resumed after attempt 1" in summary["message"], summary["message"]
+    assert "holds a key for this lease's hosts only" in summary["message"], summary["message"]
+    assert wait_until(lambda: not _slots(postgres_url, lease_id), 60), _slots(postgres_url, lease_id)
+    assert wait_until(lambda: not _cmdline(pid), 60), _cmdline(pid)
+    node0_host = next(h for h in farm.hosts if h is not other)
+    assert f"fleet-lease-{lease_id}" not in node0_host.login_keys.read_text()
+    import psycopg
+    with psycopg.connect(postgres_url) as db:
+        leases = [r[0] for r in db.execute("SELECT id FROM leases WHERE status = 'active'")]
+    assert leases == [], leases   # nothing leased for an attempt 2
