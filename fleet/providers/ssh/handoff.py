@@ -60,24 +60,42 @@ class SSHHandoff(Node0Handoff):
         from ...keys import generate_ed25519
         from ...parallel import parallel
         tag = key_tag(lease.id)
-        directory = Path(tempfile.mkdtemp(prefix="fleet-lease-key-"))
-        try:
-            public = generate_ed25519(directory / "id_ed25519", comment=tag)
-            private = (directory / "id_ed25519").read_bytes()
-        finally:
-            shutil.rmtree(directory, ignore_errors=True)
         until = (lease.max_deadline + KEY_EXPIRY_MARGIN).strftime("%Y%m%d%H%M%SZ")
-        line = f'expiry-time="{until}" {public} {tag}'
-        logins = {(m.host, m.port, m.user): m for m in lease.machines}
+        logins = list({(m.host, m.port, m.user): m for m in lease.machines}.values())
         events.phase("handoff", f"authorizing a key for lease {lease.id} alone on {len(logins)} host login(s), "
                                 f"until {until}")
-        parallel(list(logins.values()), lambda m: _install(m, line))
-        return private
+        directory = Path(tempfile.mkdtemp(prefix="fleet-lease-key-"))
+        try:
+            key = directory / "id_ed25519"
+            public = generate_ed25519(key, comment=tag)
+            line = f'expiry-time="{until}" {public} {tag}'
+            parallel(logins, lambda m: _install(m, line))
+            # Node 0 must reach every machine with it: a host whose sshd reads keys from elsewhere
+            # (AuthorizedKeysFile) or knows no expiry-time would fail the run there, later and less clearly.
+            parallel(logins, lambda m: _check(m, key))
+            return key.read_bytes()
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
 
     def finish(self, lease: Any, directory: Path) -> None:
         """The lease is released (its key revoked on every host): its copy here goes too."""
         shutil.rmtree(directory / "home" / "leases" / lease.id, ignore_errors=True)
         (directory / "pkg.tar.gz").unlink(missing_ok=True)
+
+
+def _check(machine: Any, key: Path) -> None:
+    from dataclasses import replace
+    from ...errors import InfrastructureError
+    from ...remote.ssh import open_connection
+    try:   # a connection of its own with that key alone (no agent, no other keys, no run's pool)
+        with open_connection(replace(machine, key_path=str(key)), timeout=30) as session:
+            session.run(["true"], timeout=30)
+    except InfrastructureError as exc:
+        raise InfrastructureError(
+            f"host {machine.provider_ref.get('host')} does not accept the lease's key added to "
+            f"{machine.user}'s ~/.ssh/authorized_keys ({exc.one_line()}): node 0's supervisor could not reach it",
+            hint="let that sshd read ~/.ssh/authorized_keys (OpenSSH 8.2 or later, for expiry-time), or run "
+                 "`fleet up -d` with the supervisor on this computer (a SQLite state)") from None
 
 
 def _install(machine: Any, line: str) -> None:
