@@ -12,6 +12,7 @@ from typing import Mapping, Sequence
 
 import logging
 
+from . import lazy_invoke  # noqa: F401 — before paramiko: its `import invoke` costs ~40 ms otherwise
 import paramiko
 
 from ..errors import InfrastructureError, MachineUnreachable
