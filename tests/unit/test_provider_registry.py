@@ -156,3 +156,19 @@ def test_loading_one_of_fleets_own_providers_scans_no_installed_metadata():
             "print('importlib.metadata' in sys.modules, 'tomllib' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.split() == ["False", "False"], out.stdout
+
+
+def test_a_providers_own_section_loads_only_that_provider(tmp_path):
+    """[slurm] is owned by the provider named slurm: reading it imports no other provider's module
+    (each costs `fleet up` tens of ms before anything is leased)."""
+    (tmp_path / "fleet.toml").write_text('provider = "slurm"\ncommand = "true"\n[slurm]\npartition = "gpu"\n')
+    code = textwrap.dedent(f"""
+        import sys
+        from fleet.config.loader import load_config
+        config = load_config({str(tmp_path / 'fleet.toml')!r})
+        print(sorted(m for m in sys.modules if m.startswith("fleet.providers.") and m.endswith(".provider")),
+              config.provider_settings["slurm"].partition)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "['fleet.providers.slurm.provider'] gpu"
