@@ -1,4 +1,4 @@
-"""Imported before paramiko: makes its `import invoke` cost nothing until invoke is used.
+"""Called before paramiko is imported: makes its `import invoke` cost nothing until invoke is used.
 
 paramiko.config imports invoke at module import for one thing only: running the commands of
 `Match exec` lines in an SSH config. invoke (with its vendored yaml and unittest.mock) is ~40 ms
@@ -24,7 +24,7 @@ class _Deferred(types.ModuleType):
         return getattr(importlib.import_module(self.__name__), name)
 
 
-def install(name: str = "invoke") -> None:
+def defer_invoke(name: str = "invoke") -> None:
     if name in sys.modules:
         return
     try:
@@ -37,5 +37,3 @@ def install(name: str = "invoke") -> None:
     stand_in.__spec__ = spec
     sys.modules[name] = stand_in
 
-
-install()

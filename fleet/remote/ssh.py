@@ -12,8 +12,10 @@ from typing import Mapping, Sequence
 
 import logging
 
-from . import lazy_invoke  # noqa: F401 — before paramiko: its `import invoke` costs ~40 ms otherwise
-import paramiko
+from .lazy_invoke import defer_invoke
+
+defer_invoke()   # before paramiko: its `import invoke` costs ~40 ms otherwise (see lazy_invoke.py)
+import paramiko  # noqa: E402
 
 from ..errors import InfrastructureError, MachineUnreachable
 from ..models import Machine
