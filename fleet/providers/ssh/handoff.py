@@ -78,8 +78,11 @@ class SSHHandoff(Node0Handoff):
             shutil.rmtree(directory, ignore_errors=True)
 
     def finish(self, lease: Any, directory: Path) -> None:
-        """The lease is released (its key revoked on every host): its copy here goes too."""
-        shutil.rmtree(directory / "home" / "leases" / lease.id, ignore_errors=True)
+        """The lease is released (its key revoked on every host): its copy here goes too, and so
+        does everything else of the run's on this host that stays up (fleet's package, the outputs
+        it fetched before uploading them to the store, its FLEET_HOME). Its log and events stay."""
+        for name in ("home", "exp", "pkg"):
+            shutil.rmtree(directory / name, ignore_errors=True)
         (directory / "pkg.tar.gz").unlink(missing_ok=True)
 
 
