@@ -15,14 +15,23 @@ RENDEZVOUS = "rendezvous"
 PYTHON_ENV = "python_env"
 
 
+def prepare_rendezvous(ctx, lease: Lease) -> None:
+    """Allocate the lease's MASTER_PORT, unless done already. It needs no staged file, so the
+    pipeline claims it beside staging (fleet/run/overlap.py); prepare_lease calls it too."""
+    if RENDEZVOUS in lease.meta or not lease.machines:
+        return
+    from .rendezvous import allocate_master_port
+    master = min(lease.machines, key=lambda m: m.node_rank)
+    patch = {RENDEZVOUS: {"host": master.host, "port": allocate_master_port(ctx.state, lease)}}
+    lease.meta.update(patch)
+    merge_lease_meta(ctx.state, lease.id, patch)
+
+
 def prepare_lease(ctx, lease: Lease) -> None:
     """Allocate the lease's MASTER_PORT and make each machine's venv, unless done already."""
     from .parallel import parallel
+    prepare_rendezvous(ctx, lease)
     patch: dict[str, Any] = {}
-    if RENDEZVOUS not in lease.meta and lease.machines:
-        from .rendezvous import allocate_master_port
-        master = min(lease.machines, key=lambda m: m.node_rank)
-        patch[RENDEZVOUS] = {"host": master.host, "port": allocate_master_port(ctx.state, lease)}
     envs = dict(lease.meta.get(PYTHON_ENV) or {})
     missing = [m for m in lease.machines if m.id not in envs]
     if missing:

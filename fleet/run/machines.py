@@ -71,6 +71,14 @@ class KeepsCheckpoints(Protocol):
 
 
 @runtime_checkable
+class PreparesRendezvous(Protocol):
+    """Machines whose lease needs a rendezvous port before its first process (fleet/rendezvous.py):
+    claimed beside staging, which it does not depend on (fleet/run/overlap.py)."""
+
+    def prepare_rendezvous(self, ctx: RunContext, lease: Lease) -> None: ...
+
+
+@runtime_checkable
 class WatchesNotices(Protocol):
     """Machines that watch for their provider's interruption notices while the run lasts
     (fleet/run/notices.py)."""
@@ -107,6 +115,10 @@ class SSHMachines:
     def capture_environment(self, ctx, lease, store, pinned) -> "RunEnvironment":
         from ..environment.capture import capture
         return capture(ctx, lease, store, pinned)
+
+    def prepare_rendezvous(self, ctx, lease) -> None:
+        from ..lease_prepare import prepare_rendezvous
+        prepare_rendezvous(ctx, lease)
 
     def keep(self, state, lease, keep_s, events) -> str | None:
         from .keep import try_keep

@@ -42,8 +42,9 @@ from .heartbeat_state import HeartbeatState
 from .inputs import Inputs
 from .keep import KEEPABLE
 from .lease import KeptLease, NewLease
-from .machines import CachesSetup, KeepsCheckpoints, Machines, SSHMachines, WatchesNotices
+from .machines import CachesSetup, KeepsCheckpoints, Machines, PreparesRendezvous, SSHMachines, WatchesNotices
 from .observers import Observers, RunObserver
+from .overlap import Beside
 from .record import write_record
 from .signals import StopSignals
 from .offer import Quote
@@ -176,19 +177,23 @@ class Pipeline:
             check_cancel(ctx)
             ctx.events.phase("ready", f"waiting for SSH on {len(lease.machines)} machine(s)")   # ready
             machines.wait_ready(ctx, lease.machines)
-            if heartbeat is not None:
-                heartbeat.beat()
-                heartbeat.start()
             observers.ready(ctx, lease)
             check_cancel(ctx)
-            if isinstance(machines, KeepsCheckpoints):                                     # checkpoint
-                checkpoints.append(machines.begin_checkpoints(ctx, lease, self.inputs.checkpoint_store()))
             if isinstance(machines, WatchesNotices):   # spot reclaim notices stop the run
                 notices = machines.watch_notices(ctx, lease, source.provider)
+            with Beside() as beside:   # what staging need not wait for, beside it (all joined here)
+                if heartbeat is not None:
+                    beside.run(lambda: (heartbeat.beat(), heartbeat.start()), "first-beat")
+                if isinstance(machines, PreparesRendezvous):
+                    beside.run(lambda: machines.prepare_rendezvous(ctx, lease), "rendezvous")
+                if isinstance(machines, KeepsCheckpoints):                                 # checkpoint
+                    beside.run(lambda: checkpoints.append(machines.begin_checkpoints(
+                        ctx, lease, self.inputs.checkpoint_store())), "checkpoints")
+                if source.fresh:
+                    ctx.events.phase("stage", "copying inputs to machines")                 # stage
+                    machines.stage(self.inputs, lease, ctx.events)
+            check_cancel(ctx)
             if source.fresh:
-                ctx.events.phase("stage", "copying inputs to machines")                     # stage
-                machines.stage(self.inputs, lease, ctx.events)
-                check_cancel(ctx)
                 if self.config.setup:                                                      # setup
                     ctx.events.phase("setup", self.config.setup)
                     setup = self.environment.setup_command(ctx, lease, self.config.setup)
