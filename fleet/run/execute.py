@@ -51,19 +51,27 @@ def wait_all_ready(ctx: RunContext, machines: list[Machine]) -> None:
     CI job must release its machines within seconds, not after the ready timeout. Daemon threads,
     so a wait still polling a machine that release has just destroyed never holds up exit."""
     errors: list[BaseException] = []
+    waiting = [len(machines)]
+    lock, settled = threading.Lock(), threading.Event()   # set by the last machine to answer, or a failure
 
     def one(m: Machine) -> None:
         try:
             _wait_ready(m)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
+            settled.set()
+        finally:
+            with lock:
+                waiting[0] -= 1
+                if not waiting[0]:
+                    settled.set()
 
     threads = [threading.Thread(target=one, args=(m,), daemon=True, name=f"ready-{m.id}") for m in machines]
     for t in threads:
         t.start()
-    while any(t.is_alive() for t in threads) and not errors:
+    # Woken the moment the last machine answers (a fixed sleep here cost up to its length per run).
+    while machines and not settled.wait(0.05):
         check_cancel(ctx)
-        time.sleep(0.05)
     check_cancel(ctx)
     if errors:
         raise errors[0]
