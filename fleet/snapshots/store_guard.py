@@ -120,6 +120,7 @@ _NAME = re.compile(r"^(write|gc)-(\d+)-(.+)-(\d+)-([0-9a-f]+)$")
 def _who(name: str, age: float) -> str:
     m = _NAME.match(name)
     host, pid = (m.group(3), m.group(4)) if m else ("?", "?")
+    host = re.sub(r"[^A-Za-z0-9._-]", "?", host)[:60]   # anyone may name a file there: no control characters
     return f"host {host}, pid {pid}, announced {age:.0f}s ago"
 
 
@@ -151,7 +152,8 @@ class _Marker:
         now = found.get(self.name, time.time())
         out = []
         for name, mtime in sorted(found.items()):
-            if name != self.name and name.startswith(kind + "-") and now - mtime < MARKER_TTL_S:
+            # |age|: one stamped far ahead (planted, or set by a wrong clock) counts no longer than a real one
+            if name != self.name and name.startswith(kind + "-") and abs(now - mtime) < MARKER_TTL_S:
                 out.append(_who(name, max(0.0, now - mtime)))
         return out
 
@@ -322,8 +324,11 @@ class GcGuard:
         found = backend.list()
         now = found.get(self._marker.name, time.time())
         for name, mtime in found.items():
-            if _NAME.match(name) and now - mtime > 2 * MARKER_TTL_S:
-                backend.delete(name)
+            if _NAME.match(name) and abs(now - mtime) > 2 * MARKER_TTL_S:
+                try:
+                    backend.delete(name)
+                except OSError:   # not a file, or another user's in a sticky locks/: it counts no more anyway
+                    pass
 
     def touch(self) -> None:
         """On each step of gc: refresh the marker; stop if it went quiet long enough for writers to
