@@ -67,11 +67,16 @@ def helper_hash() -> str:
 
 def host_cache_dir(machine: Machine, configured: str | None = None) -> str:
     """Where a host keeps chunks between leases: beside a team host's lease workdirs; under
-    FLEET_HOME for machines on the controller's own host (local provider, AWS sandbox); `cache_dir`
-    from fleet.toml, else the login's ~/.cache, elsewhere (a cloud instance: point it at the
-    instance store or a cache volume)."""
+    FLEET_HOME for local machines (all on the controller's own host); in an AWS sandbox instance's
+    own directory (outside its workdir), gone when the instance is, as an EC2 instance's disk is:
+    sharing FLEET_HOME's cache would let one sandbox instance build from chunks another received,
+    which separate instances never can; `cache_dir` from fleet.toml, else the login's ~/.cache,
+    elsewhere (a cloud instance: point it at the instance store or a cache volume)."""
     suffix = f"/{machine.lease_id}/{machine.id}"
     if on_this_computer_as_us(machine):
+        instance_dir = machine.provider_ref.get("sandbox_dir")
+        if instance_dir:
+            return f"{instance_dir}/chunk-cache"
         from ..paths import subdir
         return str(subdir("cache") / "chunks")
     if machine.workdir.endswith(suffix):
@@ -81,7 +86,7 @@ def host_cache_dir(machine: Machine, configured: str | None = None) -> str:
 
 def on_this_computer_as_us(machine: Machine) -> bool:
     """A loopback machine whose login is this process's own user, so it may share FLEET_HOME's
-    caches (the local provider, the AWS sandbox). A sandbox machine logging in as another user
+    caches (the local provider; the AWS sandbox's Python environments, not its chunks). A sandbox machine logging in as another user
     (FLEET_AWS_SANDBOX_LOGIN) keeps its caches in its login's home, as a cloud instance does."""
     import getpass
     loopback = machine.host.startswith("127.") or machine.host in ("localhost", "::1")
