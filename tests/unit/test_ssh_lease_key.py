@@ -55,3 +55,97 @@ def test_only_the_whole_leases_release_revokes_its_key(monkeypatch, tmp_path):
     provider.release_machines(lease, ["L-n1"])
     provider.release(lease)
     assert calls == ["", "L"]
+
+
+LEASE = "l-aaaa1111"
+OURS = f'expiry-time="20991231235959Z" ssh-ed25519 AAAAlease {key_tag(LEASE)}'
+
+
+def _install(home, line: str = OURS) -> None:
+    _sh(_INSTALL.format(line=shlex.quote(line)), home)
+
+
+def _revoke(home, lease: str = LEASE, path: str = "/usr/bin:/bin") -> None:
+    subprocess.run(["sh", "-c", REVOKE.format(tag=shlex.quote(key_tag(lease)))],
+                   env={"HOME": str(home), "PATH": path}, check=True)
+
+
+def _keys(tmp_path, text: bytes):
+    keys = tmp_path / ".ssh" / "authorized_keys"
+    keys.parent.mkdir(exist_ok=True)
+    keys.write_bytes(text)
+    return keys
+
+
+def test_a_file_without_a_final_newline_keeps_its_last_key_through_install_and_revoke(tmp_path):
+    # Appended straight after "…alice@laptop" the lease's line would become the tail of the user's
+    # own line, and the revoke would then take the user's key out with it.
+    keys = _keys(tmp_path, MINE.encode())
+    _install(tmp_path)
+    assert keys.read_text().splitlines() == [MINE, OURS]
+    _revoke(tmp_path)
+    assert keys.read_text().splitlines() == [MINE]
+
+
+def test_a_crlf_file_is_left_byte_for_byte(tmp_path):
+    original = (MINE + "\r\n" + "ssh-rsa AAAAother bob@desk\r\n").encode()
+    keys = _keys(tmp_path, original)
+    _install(tmp_path)
+    _revoke(tmp_path)
+    assert keys.read_bytes() == original
+
+
+def test_revoke_takes_only_fleets_own_line_for_that_exact_lease(tmp_path):
+    # The lease id is not a pattern ("." matches any character in grep), and a user's own line that
+    # merely ends with the tag (no expiry-time option first: not what fleet writes) is not fleet's.
+    others = [f'expiry-time="20991231235959Z" ssh-ed25519 AAAAx {key_tag("l-aaaaX111")}',
+              f"ssh-ed25519 AAAAmine {key_tag('l-aaaa.111')}"]
+    keys = _keys(tmp_path, ("\n".join([MINE, *others]) + "\n").encode())
+    _install(tmp_path, OURS.replace(LEASE, "l-aaaa.111"))
+    _revoke(tmp_path, "l-aaaa.111")
+    assert keys.read_text().splitlines() == [MINE, *others]
+
+
+def test_revoke_keeps_a_linked_file_a_link_with_its_mode(tmp_path):
+    target = tmp_path / "managed" / "keys"
+    target.parent.mkdir()
+    target.write_text(MINE + "\n")
+    target.chmod(0o640)
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "authorized_keys").symlink_to(target)
+    _install(tmp_path)
+    _revoke(tmp_path)
+    assert (tmp_path / ".ssh" / "authorized_keys").is_symlink()
+    assert target.read_text() == MINE + "\n" and oct(target.stat().st_mode & 0o777) == oct(0o640)
+
+
+def test_a_revoke_whose_copy_fails_leaves_the_file_as_it_was(tmp_path):
+    # A full disk while the copy without the lease's line is written: the copy is cut short, and
+    # copying it over the file would lose the user's keys. A stand-in awk/grep fails like that.
+    keys = _keys(tmp_path, (MINE + "\n" + "ssh-rsa AAAAother bob@desk\n").encode())
+    _install(tmp_path)
+    before = keys.read_bytes()
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    for tool in ("awk", "grep"):
+        real = subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True, text=True).stdout.strip()
+        shim = shims / tool
+        # Asked to write the copy (stdout not a terminal, the file given): half of it, then "No space left".
+        shim.write_text(f'#!/bin/sh\n"{real}" "$@" | head -c 20\necho "{tool}: write error: No space left on device" >&2\n'
+                        f'case "$*" in *-q*|*exit*) "{real}" "$@" >/dev/null; exit $? ;; esac\nexit 2\n')
+        shim.chmod(0o755)
+    subprocess.run(["sh", "-c", REVOKE.format(tag=shlex.quote(key_tag(LEASE)))],
+                   env={"HOME": str(tmp_path), "PATH": f"{shims}:/usr/bin:/bin"})
+    assert keys.read_bytes() == before
+
+
+def test_a_lease_id_that_would_add_a_line_or_an_option_is_refused_before_any_host_is_touched():
+    import types
+
+    import pytest
+
+    from fleet.errors import UsageError
+    from fleet.providers.ssh.handoff import SSHHandoff
+    lease = types.SimpleNamespace(id="l-x\nssh-ed25519 AAAAevil", machines=[], max_deadline=datetime.now(timezone.utc))
+    with pytest.raises(UsageError):
+        SSHHandoff().lease_key(lease, None, None)

@@ -8,7 +8,7 @@ key: the launcher makes a key for the lease alone, authorizes it in each of the 
 (`~/.ssh/authorized_keys`, with `expiry-time` at the lease's longest life and the comment
 `fleet-lease-<lease>`), hands the private half to node 0's supervisor and keeps no copy. Releasing
 the lease (by the supervisor at the run's end, or `fleet down`/`fleet reap` from any computer)
-removes that line on every host (REVOKE, run by the provider's stop script); the supervisor then
+removes that line on every host login once its machines are stopped (REVOKE); the supervisor then
 deletes its copy. If nothing releases it, sshd refuses the key after its expiry anyway.
 
 Team hosts stay up after the run, so the supervisor ends itself after the release (nothing
@@ -36,16 +36,29 @@ def key_tag(lease_id: str) -> str:
 
 
 # Appends the lease key's line under the login's authorized_keys, serialized with other leases'
-# (flock where the host has it): a line is never lost to another lease's removal.
+# (flock where the host has it): a line is never lost to another lease's removal. A file whose last
+# line has no newline gets one first: else the lease's line would become that key's tail, and the
+# revoke would then take the user's own key out with it.
 _INSTALL = ('umask 077; A="$HOME/.ssh/authorized_keys"; mkdir -p "$HOME/.ssh" && exec 9>>"$A.fleet-lock" && '
-            '{{ command -v flock >/dev/null 2>&1 && flock 9; printf "%s\\n" {line} >> "$A"; }}')
+            '{{ command -v flock >/dev/null 2>&1 && flock 9; '
+            'if [ -s "$A" ] && [ -n "$(tail -c 1 "$A")" ]; then printf "\\n" >> "$A"; fi; '
+            'printf "%s\\n" {line} >> "$A"; }}')
 
-# Removes the lease key's line (run by the ssh provider's stop script on a whole-lease release).
-# `cat >` keeps the file's owner and mode; nothing is done where the line is absent.
-REVOKE = ('K={tag}; A="$HOME/.ssh/authorized_keys"; '
-          'if [ -f "$A" ] && grep -q " $K\\$" "$A"; then exec 9>>"$A.fleet-lock"; '
-          '{{ command -v flock >/dev/null 2>&1 && flock 9; grep -v " $K\\$" "$A" > "$A.fleet-$$"; '
-          'cat "$A.fleet-$$" > "$A"; rm -f "$A.fleet-$$"; }}; fi')
+# fleet's own line for lease $K, as _INSTALL wrote it: `expiry-time="…" <type> <key> fleet-lease-<id>`,
+# compared as text (the lease id is no pattern), a CR at its end ignored (a file an editor made CRLF).
+_OURS = ('function ours(  l, n, w) {{ l = $0; sub(/\\r$/, "", l); n = split(l, w, /[ \\t]+/); '
+         'return index(l, "expiry-time=\\"") == 1 && n == 4 && w[4] == ENVIRON["K"] }}')
+
+# Removes the lease key's line (a whole-lease release: provider.py revokes on each host login once
+# every machine there is stopped). The copy without it must be whole before it replaces the file
+# (a full disk cuts it short); `cat >` keeps the file's owner, mode and link, and where even that
+# fails the whole copy is renamed over it. Nothing is done where the line is absent.
+REVOKE = ('K={tag}; export K; A="$HOME/.ssh/authorized_keys"; T="$A.fleet-$$"; '
+          'if [ -f "$A" ] && awk \'' + _OURS + ' ours() {{ f = 1 }} END {{ exit !f }}\' "$A"; then '
+          'umask 077; exec 9>>"$A.fleet-lock"; '
+          '{{ command -v flock >/dev/null 2>&1 && flock 9; '
+          'if awk \'' + _OURS + ' !ours()\' "$A" > "$T"; then cat "$T" > "$A" || mv -f "$T" "$A"; '
+          'else echo "fleet: could not rewrite $A without lease key $K" >&2; fi; rm -f "$T"; }}; fi')
 
 
 class SSHHandoff(Node0Handoff):
@@ -59,7 +72,8 @@ class SSHHandoff(Node0Handoff):
         longest life is over; returned for node 0 and not kept here."""
         from ...keys import generate_ed25519
         from ...parallel import parallel
-        tag = key_tag(lease.id)
+        from ...paths import plain_name
+        tag = key_tag(plain_name(lease.id, "lease id"))   # a line of authorized_keys: no space, no newline
         until = (lease.max_deadline + KEY_EXPIRY_MARGIN).strftime("%Y%m%d%H%M%SZ")
         logins = list({(m.host, m.port, m.user): m for m in lease.machines}.values())
         events.phase("handoff", f"authorizing a key for lease {lease.id} alone on {len(logins)} host login(s), "
@@ -99,6 +113,13 @@ def _check(machine: Any, key: Path) -> None:
             f"{machine.user}'s ~/.ssh/authorized_keys ({exc.one_line()}): node 0's supervisor could not reach it",
             hint="let that sshd read ~/.ssh/authorized_keys (OpenSSH 8.2 or later, for expiry-time), or run "
                  "`fleet up -d` with the supervisor on this computer (a SQLite state)") from None
+
+
+def revoke_lease_key(machine: Any, lease_id: str) -> None:
+    """Take lease `lease_id`'s key line out of `machine`'s login's authorized_keys (REVOKE)."""
+    from ...remote.ssh import connect
+    with connect(machine, timeout=10) as session:
+        session.run(["sh", "-c", REVOKE.format(tag=shlex.quote(key_tag(lease_id)))], timeout=60)
 
 
 def _install(machine: Any, line: str) -> None:

@@ -272,9 +272,16 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
 
     def _stop_all(self, machines: list[Machine], revoke: str = "") -> list[BaseException | None]:
         """One result per machine (None: stopped); machines with nothing on a host are skipped.
-        `revoke`: a lease id whose own key (handoff.py) each machine's login stops accepting."""
-        return _pool_map(_capture(lambda m: stop_machine(m, revoke) if m.workdir else None, none_on_success=True),
-                         machines)
+        `revoke`: a lease id whose own key (handoff.py) each machine's login stops accepting: once per
+        login, after all its machines are stopped (node 0's release connects with that very key)."""
+        results = _pool_map(_capture(lambda m: stop_machine(m) if m.workdir else None, none_on_success=True),
+                            machines)
+        if revoke:
+            from .handoff import revoke_lease_key
+            logins = {(m.host, m.port, m.user): m for m, r in zip(machines, results)
+                      if m.workdir and not isinstance(r, MachineUnreachable)}
+            _pool_map(_capture(lambda m: revoke_lease_key(m, revoke)), list(logins.values()))   # else: its expiry
+        return results
 
 
 def start_watchdog(m: Machine, *, ttl_s: float, max_s: float, telemetry_interval: float = 0) -> str:
@@ -327,7 +334,6 @@ def start_watchdog(m: Machine, *, ttl_s: float, max_s: float, telemetry_interval
 # verified/tagged pids. Then the machine's directory goes.
 _STOP_SCRIPT = r"""
 S={state}; W={workdir}; P={python}
-{revoke}
 [ -d "$W" ] || exit 0
 [ -f "$S/agent.py" ] && "$P" "$S/agent.py" stop --state-dir "$S" --machine-id {machine_id} >/dev/null 2>&1
 rm -rf "$W"; rmdir "$(dirname "$W")" 2>/dev/null
@@ -335,12 +341,10 @@ exit 0
 """
 
 
-def stop_machine(m: Machine, revoke: str = "") -> None:
+def stop_machine(m: Machine) -> None:
     from ...remote.ssh import connect
-    from .handoff import REVOKE, key_tag
     script = _STOP_SCRIPT.format(state=shlex.quote(m.state_dir), workdir=shlex.quote(m.workdir),
-                                 python=shlex.quote(m.python), machine_id=shlex.quote(m.id),
-                                 revoke=f"( {REVOKE.format(tag=shlex.quote(key_tag(revoke)))} )" if revoke else "")
+                                 python=shlex.quote(m.python), machine_id=shlex.quote(m.id))
     with connect(m, timeout=10) as s:
         s.run(["sh", "-c", script], timeout=60)
 
