@@ -93,7 +93,9 @@ class ReleasesMachines(ABC):
 
     @abstractmethod
     def release_machines(self, lease: Lease, machine_ids: list[str]) -> None:
-        """End exactly the machines of `lease` named in `machine_ids`; never touch the others."""
+        """End exactly the machines of `lease` named in `machine_ids`; never touch the others. An error
+        after some of them were given back carries their ids as `released` (the caller stops billing
+        those and keeps billing the rest: fleet/sweep/shrink.py)."""
 
 
 class StagesDataDirectly(ABC):

@@ -9,7 +9,10 @@ follows at once). Then, in this order:
 1. the heartbeat stops beating it and never counts it lost (its end is not a failure), and its
    pooled SSH connection is closed;
 2. the provider ends it (`ReleasesMachines.release_machines`). A provider without that capability
-   keeps it until the pool's release, said once;
+   keeps it until the pool's release, said once. A release that fails is one warning line, and the
+   machine stays billed until the sweep ends; where the provider gave back some of the machines
+   (its error's `released`: a Slurm batch host stays in the job, the node released with it does
+   not), those are released as below;
 3. its ledger segment closes now: it is billed up to its release, no further;
 4. it leaves the lease in the state (`fleet status` counts what is still up; the lease's meta keeps
    when it went) and the run's own lease (the pool's final release, a kept hand-over).
@@ -82,9 +85,13 @@ class PoolShrink:
             try:
                 self.provider.release_machines(lease, ids)
             except Exception as exc:  # noqa: BLE001 — without beats their watchdog ends them within one TTL
-                self.events.warn(f"could not release idle machine(s) {', '.join(ids)} ({exc}); "
-                                 "they end at their deadline or with the pool")
-                return []
+                gone = set(getattr(exc, "released", ()) or ())     # a provider that gave back some of them
+                kept = [m for m in ids if m not in gone]
+                self.events.warn(f"could not release idle machine(s) {', '.join(kept)} ({_one_line(exc)}); "
+                                 "billed until the sweep ends")
+                ids = [m for m in ids if m in gone]
+                if not ids:
+                    return []
             at = utcnow()
             if ctx.budget is not None:
                 ctx.budget.close_machines(set(ids))
@@ -101,3 +108,7 @@ class PoolShrink:
         self.events.phase("release", f"{why}: released {len(ids)} machine(s) ({', '.join(ids)}); "
                                      f"{len(ctx.lease.machines)} still up")
         return ids
+
+
+def _one_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -94,6 +94,24 @@ def test_a_failed_release_keeps_billing_and_warns():
     assert "could not release idle machine(s) L-n1" in events.warnings[0]
 
 
+def test_a_release_that_gave_back_some_stops_billing_those_and_warns_for_the_rest():
+    # Slurm: a batch host released with another node; the other node left the job, the batch host stays.
+    class Some(Partial):
+        def release_machines(self, lease, machine_ids):
+            err = RuntimeError("Slurm cannot take node n1 out of job 5: the job's batch step runs there")
+            err.released = ["L-n1"]
+            raise err
+
+    lease, events = _lease(), Recorder()
+    ctx = _ctx(lease)
+    assert PoolShrink(Some(), events).release(ctx, ["L-n0", "L-n1"], "idle") == ["L-n1"]
+    assert ctx.budget.closed == [{"L-n1"}] and ctx.state.released == [("L", ["L-n1"])]
+    assert [m.id for m in ctx.lease.machines] == ["L-n0"]                  # still billed until the pool ends
+    assert events.warnings == ["could not release idle machine(s) L-n0 (Slurm cannot take node n1 out of job 5: "
+                               "the job's batch step runs there); billed until the sweep ends"]
+    assert "released 1 machine(s) (L-n1)" in events.phases[-1][1]
+
+
 def test_a_forgotten_machine_is_never_lost_and_never_beaten():
     lease = _lease()
     lease.deadline = utcnow() + timedelta(seconds=0.2)   # no beat ever reached them: both past it soon
