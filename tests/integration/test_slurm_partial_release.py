@@ -63,6 +63,9 @@ def test_releasing_one_node_shrinks_the_job_and_frees_the_node_for_another(slurm
         gone_dir = Path(gone.workdir).parent                                # <nodes_dir>/fleet-<id>-<random>
         assert gone_dir.is_dir() and (gone_dir / "ssh_host_ed25519_key").is_file()
         assert _other_job(slurm) is None, "the cluster had a free node before the release"
+        # Held a few seconds at the full size first: slurmdbd keys a job's records by id and submit
+        # time, and a resize within the second the job was submitted overwrites its first record.
+        time.sleep(3)
 
         provider.release_machines(lease, [gone.id])
         released_at = time.monotonic()

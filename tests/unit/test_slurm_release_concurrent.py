@@ -16,6 +16,7 @@ from fleet.providers.slurm.commands import CommandResult, SlurmCommands
 from fleet.providers.slurm.errors import SlurmError
 from fleet.providers.slurm.parsing import expand_hostlist
 from fleet.providers.slurm.shrink import release_nodes
+from fleet.providers.slurm.steps import NodeStep
 
 OUT = Path(__file__).parent / "slurm_outputs"
 JOB = ((OUT / "scontrol-show-job-batch.txt").read_text().replace("JobId=5", "JobId=9")
@@ -59,7 +60,24 @@ class Cluster:
 
 
 class Frontend:
+    """A node step's srun frontend: the release request on its stdin ends the step (node.py's answer)."""
     stdout = None
+
+    def __init__(self, cluster: Cluster, node: str):
+        self.cluster, self.node, self.stdin = cluster, node, self
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def flush(self) -> None:
+        with self.cluster.lock:
+            self.cluster.steps = [s for s in self.cluster.steps if not s.endswith(f"|fleet-node-{self.node}")]
+
+    def close(self) -> None:
+        pass
+
+    def poll(self):
+        return None
 
     def wait(self, timeout=None):
         return 0
@@ -76,10 +94,11 @@ def test_two_releases_at_once_leave_the_job_with_only_the_nodes_still_in_use():
     cluster = Cluster(nodes)
     slurm = SlurmCommands(cluster)
     errors: list[BaseException] = []
+    steps = [NodeStep(n, Frontend(cluster, n), {}, Path(f"s-{n}"), f"token-{n}") for n in nodes]
 
     def release(machine_id: str) -> None:
         try:
-            release_nodes(slurm, lease, [machine_id], [])
+            release_nodes(slurm, lease, [machine_id], steps)
         except BaseException as exc:  # noqa: BLE001 — asserted below
             errors.append(exc)
 

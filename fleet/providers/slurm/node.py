@@ -17,28 +17,42 @@ the node). It then, inside the step, so that Slurm's process tracking owns every
 4. prints one line, `FLEET-NODE-READY {json}` (port, node name, Slurm's GPU binding, the machine's
    root in the directory it made, whether the staging directory is shared), and waits.
 
-When the watchdog reaches the machine's deadline (no heartbeat: the controller is gone) it ends the
-machine's processes; this step then `scancel`s its own job, so the whole allocation ends with its
-deadline instead of sitting idle until the time limit. When Slurm ends the step (scancel, time
-limit, node failure) the SIGTERM ends the watchdog (which ends the machine) and the directory, host
-key included, is removed. SIGUSR1 (`scancel --signal=USR1 J.S`, fleet/providers/slurm/shrink.py)
-releases this machine alone, the same way, while the job goes on on its other nodes: the lease's
-shared staging directory stays theirs. The watchdog ignores SIGUSR1 (Slurm signals every process
-of the step), so it is still there to end the machine when this step tells it to.
+When Slurm ends the step (scancel of the job, time limit, node failure) the SIGTERM ends the
+watchdog (which ends the machine) and the directory, host key included, is removed.
+
+Released alone (a sweep's pool giving the node back, fleet/providers/slurm/shrink.py): the controller
+writes `FLEET-NODE-RELEASE <token>` on this step's stdin (srun forwards it from the frontend that
+started the step; the token is this machine's, in the spec, known to nobody else). Only that line
+ends the machine alone, the same way, leaving the lease's shared staging directory to the nodes that
+stay. No signal means "released": a user's own `scancel -s USR1 JOB` (ask the training to
+checkpoint) reaches every process of every step, and would otherwise end the machines under it.
+This step, the watchdog and sshd (with every SSH session it forks) ignore SIGUSR1/SIGUSR2; the
+agent's `exec` gives the experiment the default disposition back, so the training still gets it.
+
+When the watchdog reaches the machine's deadline (no heartbeat) it ends the machine's processes;
+this step then gives its node back to the cluster (`scontrol update NodeList`, the others' nodes),
+and the last of the job's fleet machines to do so cancels the job (`_leave_job`): a controller that
+is gone stopped every machine's heartbeat, so the allocation ends instead of sitting idle until its
+time limit, while a machine whose early release failed (its heartbeat stopped, the others' did not)
+never ends the job under the machines still in use.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 READY = "FLEET-NODE-READY"
 NODE_USER = "FLEET_NODE_USER"       # placeholder in the controller's sshd_config: this node's own user
 NODE_DIR = "@FLEET_NODE_DIR@"       # ... and the machine directory this step made
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd")
+RELEASE = "FLEET-NODE-RELEASE"      # the controller's request on stdin: "<RELEASE> <this machine's token>"
+USER_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)     # a user's `scancel -s USR1 JOB`: never ends a machine
 
 
 def _write(path, text, mode=0o600):
@@ -96,7 +110,8 @@ def _start_sshd(spec, d):
         _write(os.path.join(d, "sshd_config"), config)
         with open(os.path.join(d, "sshd.log"), "ab") as log:
             proc = subprocess.Popen([sshd, "-D", "-e", "-f", os.path.join(d, "sshd_config")], stdout=log,
-                                    stderr=log, stdin=subprocess.DEVNULL, close_fds=True)
+                                    stderr=log, stdin=subprocess.DEVNULL, close_fds=True,
+                                    preexec_fn=_ignore_user_signals)
         # The watchdog reads it at expiry and signals it only if pid and start time still match.
         _write(os.path.join(d, "sshd.pid"), f"{proc.pid} {_start_time(proc.pid)}")
         if _listening(spec["listen"], port, proc):
@@ -111,15 +126,41 @@ def _start_sshd(spec, d):
 
 def _machine_dir(spec):
     """A new directory, this user's, 0700, under the workdir: mkdtemp's random name and exclusive
-    mkdir never take over a path that exists (another user's directory is left as it is)."""
+    mkdir never take over a path that exists (another user's directory is left as it is). Made in
+    the workdir's resolved path, which only root and this user may change (_workdir_is_ours)."""
     import tempfile
     workdir = spec["workdir"]
     try:
         os.makedirs(workdir, mode=0o700, exist_ok=True)
-        return tempfile.mkdtemp(prefix=f"fleet-{spec['machine_id']}-", dir=workdir)
+        real = os.path.realpath(workdir)     # no link someone could re-point later
+        _workdir_is_ours(workdir, real)
+        return tempfile.mkdtemp(prefix=f"fleet-{spec['machine_id']}-", dir=real)
     except OSError as exc:
         raise SystemExit(f"fleet node: cannot make the machine directory under {workdir}: "
                          f"{exc.strerror or exc}") from None
+
+
+def _workdir_is_ours(workdir, real):
+    """Each directory from / down to the workdir is root's or this user's, and writable by others
+    only with the sticky bit (as /tmp): else another user could rename the machine's directory away
+    and put one of theirs in its place, whose authorized_keys this user's sshd (StrictModes no)
+    would read at the next login (as OpenSSH's StrictModes checks a home's directories)."""
+    import stat
+    path = real
+    while True:
+        st = os.stat(path)
+        if st.st_uid not in (0, os.geteuid()):
+            why = f"{path} belongs to uid {st.st_uid}"
+        elif st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
+            why = f"{path} is writable by others (mode {stat.S_IMODE(st.st_mode):04o}, no sticky bit)"
+        else:
+            why = None
+        if why:
+            raise SystemExit(f"fleet node: [slurm] workdir {workdir} is not safe for machine directories: {why}, "
+                             "so another user could swap a machine's keys there")
+        if path == os.path.dirname(path):
+            return
+        path = os.path.dirname(path)
 
 
 def _start_watchdog(spec, d, state):
@@ -127,7 +168,9 @@ def _start_watchdog(spec, d, state):
     _write(agent, spec["agent"], 0o700)
     if spec.get("telemetry"):
         _write(os.path.join(state, "telemetry.py"), spec["telemetry"], 0o600)
-    argv = [sys.executable, agent, "watchdog", "--state-dir", state, "--machine-id", spec["machine_id"],
+    # -S: the agent is standard library only (telemetry reads NVML through ctypes without pynvml), and
+    # the node reports ready only once the watchdog runs: site's .pth files delayed that per step.
+    argv = [sys.executable, "-S", agent, "watchdog", "--state-dir", state, "--machine-id", spec["machine_id"],
             "--ttl", str(spec["ttl"]), "--max", str(spec["max"]),
             "--telemetry-interval", str(spec.get("telemetry_interval") or 0),
             "--kill-pid-file", os.path.join(d, "sshd.pid"),
@@ -135,14 +178,24 @@ def _start_watchdog(spec, d, state):
             # the processes out of the job's cgroup on clusters that track by cgroup.
             "--isolation", "pids"]
     with open(os.path.join(state, "watchdog.log"), "ab") as log:
-        # Ignored, not handled: an ignored signal stays ignored across exec, and this process (not the
-        # watchdog) answers SIGUSR1 by ending the watchdog with SIGTERM, which ends the machine.
         return subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, close_fds=True,
-                                preexec_fn=_ignore_release_signal)
+                                preexec_fn=_ignore_user_signals)
 
 
-def _ignore_release_signal():
-    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+def _ignore_user_signals():
+    """Ignored, not handled: an ignored signal stays ignored across exec (sshd and the watchdog keep
+    it, and so do sshd's sessions; the agent's `exec` hands the experiment the default back)."""
+    for sig in USER_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
+def _await_release(token, released):
+    """The controller's release request (fleet/providers/slurm/steps.py NodeStep.request_release): a
+    line on stdin with this machine's token. EOF (the frontend is gone: a killed controller) is not one."""
+    for line in sys.stdin:
+        if token and line.strip() == f"{RELEASE} {token}":
+            released.set()
+            return
 
 
 def _await_watchdog(proc, state):
@@ -193,6 +246,49 @@ def _expired_by_deadline(state):
         return False
 
 
+def _slurm(argv):
+    """(exit status, stdout) of a Slurm command run from this node; (-1, "") when it cannot run."""
+    try:
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                              timeout=60, universal_newlines=True)
+        return done.returncode, done.stdout
+    except (OSError, subprocess.SubprocessError):
+        return -1, ""
+
+
+def _field(text, key):
+    found = re.search(r"(?:^|\s)" + key + r"=(\S*)", text)
+    return found.group(1) if found else None
+
+
+def _leave_job(job_id, node, released):
+    """This machine reached its deadline and has ended. Give its node back to the cluster, or, when no
+    other fleet machine of the job is left (every heartbeat stopped: the controller is gone), cancel
+    the job. Shrinking is refused when another node just left (the NodeList read is stale): read again.
+    The batch step's node cannot leave (Slurm refuses): it waits to be the last. Returns True when it
+    cancelled the job. Slurm kills this step once its node has left the job."""
+    delay = 1.0
+    while not released.is_set():
+        rc, text = _slurm(["scontrol", "show", "job", "--oneliner", job_id])
+        state = _field(text, "JobState") if rc == 0 else None
+        if rc == 0 and state not in ("RUNNING", "SUSPENDED", "STOPPED"):
+            return False                      # ending or ended (or forgotten): nothing to give back
+        if state == "RUNNING":
+            rc_nodes, hosts = _slurm(["scontrol", "show", "hostnames", _field(text, "NodeList") or node])
+            rc_steps, names = _slurm(["squeue", "--steps", f"--jobs={job_id}", "--noheader", "--format=%j"])
+            others = [n for n in hosts.split() if n != node]
+            if rc_nodes == 0 and rc_steps == 0 and not [n for n in others if f"fleet-node-{n}" in names.split()]:
+                _slurm(["scancel", job_id])
+                return True
+            batch = _field(text, "BatchHost") if _field(text, "BatchFlag") not in (None, "0") else None
+            if rc_nodes == 0 and others and node != batch and _slurm(
+                    ["scontrol", "update", f"JobId={job_id}", f"NodeList={','.join(others)}"])[0] == 0:
+                return False
+        released.wait(delay)                  # Slurm unreachable, suspended, or a stale NodeList: again
+        delay = min(10.0, delay * 1.5)
+    return False
+
+
 def main():
     spec = json.loads(sys.stdin.readline())
     d = _machine_dir(spec)
@@ -201,11 +297,9 @@ def main():
     children = []
     ending = []
     sees_share = []     # this node proved the staging directory is the lease's (its token was there)
+    released = threading.Event()
 
-    def cleanup(signum=None, _frame=None):
-        if ending:
-            return
-        ending.append(True)
+    def end_machine():
         # The secrets go first: Slurm's SIGKILL follows its KillWait, which a loaded node can reach
         # before the children have ended.
         for name in ("ssh_host_ed25519_key", "authorized_keys"):
@@ -223,16 +317,23 @@ def main():
             if proc.poll() is None:
                 proc.kill()
         shutil.rmtree(d, ignore_errors=True)     # the host key must not outlive the machine
-        # Slurm's SIGTERM (scancel, time limit) or the deadline (which scancels) ends the job on every
-        # node: its staged inputs go too. A step ending alone (its sshd died, or SIGUSR1: this machine
-        # was released and the job goes on) leaves them to the others.
-        ends_job = signum != signal.SIGUSR1 and (signum is not None or _expired_by_deadline(state))
-        if sees_share and ends_job:   # never on a node where that path is not the lease's share
+
+    def cleanup(signum=None, _frame=None):
+        if not ending:
+            ending.append(True)
+            end_machine()
+        elif signum is None:
+            return
+        # Slurm's SIGTERM (scancel of the job, its time limit) ends the job on every node: its staged
+        # inputs go too. A step ending alone (its sshd died, or released: the job goes on) leaves
+        # them to the others.
+        if sees_share and signum is not None:   # never on a node where that path is not the lease's share
             _remove_tree(spec["shared"]["dir"])
         os._exit(0)
 
     signal.signal(signal.SIGTERM, cleanup)
-    signal.signal(signal.SIGUSR1, cleanup)     # this machine alone is released (see the top)
+    for sig in USER_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)     # never "released": see the top
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
     os.makedirs(state, mode=0o700)
     _write(os.path.join(d, "ssh_host_ed25519_key"), spec["host_key"])
@@ -250,14 +351,20 @@ def main():
              "python": sys.executable, "user": _user(), "shared": shared}
     sys.stdout.write(f"{READY} {json.dumps(ready)}\n")
     sys.stdout.flush()
-    while all(p.poll() is None for p in children):
-        time.sleep(0.5)
-    if _expired_by_deadline(state) and os.environ.get("SLURM_JOB_ID"):
-        # The machine reached its deadline with no controller to extend it: end the allocation
-        # too, rather than hold the GPUs idle until the time limit.
-        subprocess.call(["scancel", os.environ["SLURM_JOB_ID"]], stdout=subprocess.DEVNULL,
-                        stderr=subprocess.DEVNULL)
-    cleanup()
+    threading.Thread(target=_await_release, args=(spec.get("release_token"), released), daemon=True).start()
+    while all(p.poll() is None for p in children) and not released.is_set():
+        released.wait(0.5)
+    if released.is_set() or not (_expired_by_deadline(state) and os.environ.get("SLURM_JOB_ID")):
+        cleanup()                  # released, or its sshd or watchdog ended: this machine alone
+    # Its deadline: the machine ends, then its node leaves the job. From here a SIGTERM is not this
+    # step's to act on: the machine is ended already, and the staging directory is removed only by
+    # the node that cancels the job (the last), never under nodes still using it.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    ending.append(True)
+    end_machine()
+    if _leave_job(os.environ["SLURM_JOB_ID"], ready["node"], released) and sees_share:
+        _remove_tree(spec["shared"]["dir"])
+    os._exit(0)
 
 
 if __name__ == "__main__":

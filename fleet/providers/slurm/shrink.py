@@ -3,11 +3,14 @@ warm pool releasing the machines it has no trial left for, fleet/sweep/shrink.py
 
 For each Slurm job the released machines belong to, in this order:
 
-1. each released machine's node step is ended: `scancel --signal=USR1 J.S` makes its node.py end
-   the machine (the watchdog ends every process of it, sshd included), remove the machine directory
-   and its secrets, and exit, leaving the lease's shared staging directory to the nodes that stay;
+1. each released machine is asked to end alone: the controller writes a release request with the
+   machine's own token on its node step's stdin (steps.py NodeStep.request_release; over its SSH,
+   the agent's `release`, where this process has no frontend for the step). node.py then ends the
+   machine (the watchdog ends every process of it, sshd included), removes the machine directory
+   and its secrets, and exits, leaving the lease's shared staging directory to the nodes that stay;
    the step ends with it. One still running after STEP_END_S is cancelled (SIGTERM, then Slurm's
-   SIGKILL after KillWait).
+   SIGKILL after KillWait). No signal is used for this: a user's `scancel -s USR1 JOB` (ask the
+   training to checkpoint) reaches every step, and must never end a machine (node.py ignores it).
 2. the node goes back to the cluster: `scontrol update JobId=J NodeList=<the nodes that stay>`
    shrinks the running allocation (its owner may; only growing needs an operator), and another job
    can be given the node at once. When no node of that job stays (a lease of one job per node),
@@ -20,23 +23,22 @@ only while the job held them (accounting.py adds them up).
 Slurm cannot take the node running a batch job's batch step out of it (`Invalid node name
 specified`): for a lease that queued through sbatch, the machine on the job's first node is ended
 all the same, but its node stays in the job until the lease ends, and release_machines says so
-(an error: the caller keeps billing it). Ending the machine first is what makes every failure safe:
-a machine the heartbeat no longer extends would otherwise reach its deadline, and node.py then
-cancels the whole job, the nodes still in use with it. So when Slurm's side fails before a machine
-was ended (the controller does not answer, a step will not end), the machine is ended over its own
-SSH instead: the agent's `release` makes its watchdog end it (reason "released", not "deadline"),
-and node.py then removes the directory and exits without touching the job.
+(`NodesKept`, naming the machines whose nodes did go back: the caller stops billing those, and keeps
+billing the others). Ending the machine first keeps every failure safe: when Slurm's side fails
+before a machine was ended (the controller does not answer, a step will not end), it is still ended
+through its step's stdin or its own SSH (the agent's `release`: reason "released", not "deadline"),
+and node.py exits without touching the job. Where all of those fail, the machine reaches its own
+deadline (the heartbeat no longer extends it); node.py then gives its node back or, only when no
+other fleet machine of the job is left, cancels the job: never under the machines still in use.
 
 A suspended (or stopped) job can neither give a node back nor end its stopped steps: release_machines
-fails for it, naming the state, and the caller keeps billing those machines. (Their heartbeat has
-stopped: when the job resumes past their deadline, node.py cancels the job, as for any failed release
-whose machine SSH could not end either.)
+fails for it, naming the state, and the caller keeps billing those machines.
 """
 from __future__ import annotations
 
 import threading
 import time
-from typing import Iterable
+from typing import Any, Iterable
 
 from ...models import Lease
 from .commands import SlurmCommands
@@ -45,7 +47,6 @@ from .parsing import JobState, expand_hostlist
 from .steps import NodeStep, reap, step_name
 
 STEP_END_S = 30.0          # node.py's own cleanup takes a few seconds (3 s for its children at most)
-RELEASE_SIGNAL = "USR1"    # node.py: this machine alone is released
 # One partial release of a lease at a time (a sweep's early release on its own thread and the pool's
 # final release beside it): each reads the job's nodes and shrinks it to those it keeps, and a second
 # shrink to nodes read before the first is refused (a job can only shrink), leaving a node whose
@@ -54,21 +55,44 @@ _LEASE_LOCKS: dict[str, threading.Lock] = {}
 _LEASE_LOCKS_LOCK = threading.Lock()
 
 
+class NodesKept(SlurmError):
+    """Some released machines' nodes stay in the job (held, billed); `released` names the machines
+    whose nodes did go back (no longer billed)."""
+
+    def __init__(self, message: str, *, released: list[str], slurm_reason: str = ""):
+        self.released = released
+        super().__init__(message, slurm_reason=slurm_reason)
+
+
 def release_nodes(slurm: SlurmCommands, lease: Lease, machine_ids: Iterable[str], steps: list[NodeStep]) -> None:
     """End the named machines of `lease` and give their nodes back to the cluster; the others run
     on. Idempotent: a machine whose node the job no longer holds is already released. The node
     steps that ended leave `steps` (this process's srun frontends) and are reaped. Raises when a
-    node could not leave its job; its machine is ended all the same (over SSH where Slurm failed)."""
+    node could not leave its job (NodesKept when others did); its machine is ended all the same."""
     wanted = set(machine_ids)
+    released: list[str] = []
     with _LEASE_LOCKS_LOCK:
         lock = _LEASE_LOCKS.setdefault(lease.id, threading.Lock())
     try:
         with lock:
-            _release(slurm, lease, wanted, steps)
-    except Exception:
-        for machine in [m for m in lease.machines if m.id in wanted]:
-            end_over_ssh(machine)
+            _release(slurm, lease, wanted, steps, released)
+    except Exception as exc:
+        for machine in [m for m in lease.machines if m.id in wanted and m.id not in released]:
+            ask_to_end(machine, steps)
+        if released and not isinstance(exc, NodesKept):
+            raise NodesKept(f"{_one_line(exc)}; released {', '.join(released)}", released=released,
+                            slurm_reason=getattr(exc, "slurm_reason", "")) from exc
         raise
+
+
+def _one_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def ask_to_end(machine, steps: list[NodeStep]) -> bool:
+    """Ask the machine to end alone: the release request on its step's stdin, else over its SSH."""
+    step = next((s for s in steps if s.node == machine.provider_ref.get("node")), None)
+    return (step is not None and step.request_release()) or end_over_ssh(machine)
 
 
 def end_over_ssh(machine) -> bool:
@@ -84,30 +108,33 @@ def end_over_ssh(machine) -> bool:
         return False
 
 
-def _release(slurm: SlurmCommands, lease: Lease, wanted: set[str], steps: list[NodeStep]) -> None:
-    by_job: dict[str, set[str]] = {}
+def _release(slurm: SlurmCommands, lease: Lease, wanted: set[str], steps: list[NodeStep],
+             released: list[str]) -> None:
+    by_job: dict[str, dict[str, Any]] = {}
     for m in lease.machines:
         node = m.provider_ref.get("node")
         job_id = str(m.provider_ref.get("job_id") or (lease.meta or {}).get("slurm_job") or "")
         if m.id in wanted and node and job_id:
-            by_job.setdefault(job_id, set()).add(node)
+            by_job.setdefault(job_id, {})[node] = m
     stuck: list[str] = []
-    for job_id, nodes in sorted(by_job.items()):
+    for job_id, machines in sorted(by_job.items()):
         record = slurm.job_record(job_id)
         state = JobState.parse(record.get("JobState")) if record is not None else None
         if state is None or state.finished or state.queued or state is JobState.COMPLETING:
-            continue                        # ended, ending or requeued: its nodes are going back anyway
+            released += [m.id for m in machines.values()]   # ended, ending or requeued: the nodes go back anyway
+            continue
         if state is not JobState.RUNNING:   # SUSPENDED, STOPPED: the job holds the nodes, its steps cannot end
-            stuck.append(f"Slurm job {job_id} is {state.value}: node(s) {', '.join(sorted(nodes))} cannot be "
+            stuck.append(f"Slurm job {job_id} is {state.value}: node(s) {', '.join(sorted(machines))} cannot be "
                          "given back now; their GPUs stay held")
             continue
         held = expand_hostlist(record.get("NodeList"))
-        drop = [n for n in held if n in nodes]
-        keep = [n for n in held if n not in nodes]
+        drop = [n for n in held if n in machines]
+        keep = [n for n in held if n not in machines]
+        released += [m.id for n, m in machines.items() if n not in held]     # given back before
         if not drop:
             continue
         try:
-            end_steps(slurm, job_id, drop)
+            end_steps(slurm, job_id, [machines[n] for n in drop], steps)
         finally:
             ended = [s for s in steps if s.node in drop]        # their srun frontends exit with the step
             steps[:] = [s for s in steps if s not in ended]
@@ -117,26 +144,32 @@ def _release(slurm: SlurmCommands, lease: Lease, wanted: set[str], steps: list[N
             slurm.cancel([job_id])
         elif batch_host in drop:
             stuck.append(f"Slurm cannot take node {batch_host} out of job {job_id}: the job's batch step runs "
-                         "there (it queued through sbatch); its machine is ended, its GPUs stay held until the "
-                         "lease ends")
+                         f"there (it queued through sbatch); its machine ({machines[batch_host].id}) is ended, "
+                         "its GPUs stay held until the lease ends")
             if len(drop) > 1:
                 slurm.shrink(job_id, keep + [batch_host])
         else:
             slurm.shrink(job_id, keep)
+        released += [machines[n].id for n in drop if n != batch_host or not keep]
     if stuck:
-        raise SlurmError("; ".join(stuck), slurm_reason="node stays in the job")
+        message = "; ".join(stuck) + (f"; released {', '.join(released)}" if released else "")
+        raise NodesKept(message, released=list(released), slurm_reason="node stays in the job")
 
 
-def end_steps(slurm: SlurmCommands, job_id: str, nodes: list[str], timeout_s: float = STEP_END_S) -> None:
-    """End fleet's node steps on `nodes` of the job: RELEASE_SIGNAL, then scancel for any still
-    there after `timeout_s`. Returns once none is left; SlurmError if one outlives both."""
+def end_steps(slurm: SlurmCommands, job_id: str, machines: list, steps: list[NodeStep],
+              timeout_s: float = STEP_END_S) -> None:
+    """End fleet's node steps of those machines: each asked to end alone (ask_to_end), then scancel
+    for any still there after `timeout_s`. Returns once none is left; SlurmError if one outlives both."""
+    nodes = [m.provider_ref.get("node") for m in machines]
     names = {step_name(n) for n in nodes}
 
     def left() -> list[str]:
         return [s.step_id for s in slurm.steps(job_id) if s.name in names]
 
-    for step_id in left():
-        slurm.signal_step(step_id, RELEASE_SIGNAL)
+    if not left():
+        return
+    for machine in machines:
+        ask_to_end(machine, steps)
     if _gone(left, timeout_s):
         return
     slurm.cancel(left())

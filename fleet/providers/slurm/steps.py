@@ -3,12 +3,15 @@
 
 The srun (or the ssh to the login node that runs it) keeps running in its own session for as long
 as the step does: it is how the step stays attached, it never carries experiment output, and it
-outlives a killed controller (the job's time limit and the machine's watchdog end it then).
+outlives a killed controller (the job's time limit and the machine's watchdog end it then). Its
+stdin stays open: it is how this controller asks the machine alone to end (`request_release`, a
+line with the machine's own token), where a signal could be anyone's (`scancel -s USR1 JOB`).
 """
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import threading
 import time
@@ -21,6 +24,7 @@ from .commands import LocalRunner, Runner, SSHRunner, srun_argv
 
 NODE_SOURCE = Path(__file__).with_name("node.py")
 READY = "FLEET-NODE-READY"
+RELEASE = "FLEET-NODE-RELEASE"     # node.py ends its machine alone on "<RELEASE> <its token>"
 # Reads node.py's source (first stdin line, JSON-quoted) and runs it; node.py reads the spec line next.
 BOOT = "import json,sys;exec(compile(json.loads(sys.stdin.readline()),'fleet-node','exec'))"
 
@@ -36,6 +40,19 @@ class NodeStep:
     proc: subprocess.Popen
     ready: dict[str, Any]
     log: Path
+    release_token: str = ""
+
+    def request_release(self) -> bool:
+        """Ask node.py, on the step's stdin, to end its machine alone (the job goes on); False when
+        the frontend is gone (the caller ends the machine another way)."""
+        if not self.release_token or self.proc.stdin is None or self.proc.poll() is not None:
+            return False
+        try:
+            self.proc.stdin.write(f"{RELEASE} {self.release_token}\n".encode())
+            self.proc.stdin.flush()
+            return True
+        except (OSError, ValueError):      # a broken pipe, or closed
+            return False
 
 
 def step_argv(runner: Runner, argv: Sequence[str]) -> tuple[list[str], dict[str, str] | None]:
@@ -55,6 +72,8 @@ def start_node(runner: Runner, job_id: str, node: str, python: str, spec: dict[s
     argv = srun_argv(job_id, [python, "-S", "-c", BOOT], nodes=1, extra=["--ntasks=1", f"--nodelist={node}",
                                                                     f"--job-name={step_name(node)}"])
     full, env = step_argv(runner, argv)
+    token = secrets.token_hex(16)          # this machine's alone: only its release request carries it
+    spec = {**spec, "release_token": token}
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as err:
         proc = subprocess.Popen(full, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, env=env,
@@ -62,7 +81,7 @@ def start_node(runner: Runner, job_id: str, node: str, python: str, spec: dict[s
     assert proc.stdin is not None and proc.stdout is not None
     try:
         proc.stdin.write((json.dumps(NODE_SOURCE.read_text()) + "\n" + json.dumps(spec) + "\n").encode())
-        proc.stdin.close()
+        proc.stdin.flush()                 # kept open: request_release writes on it
     except BrokenPipeError:
         pass
     timer = threading.Timer(timeout_s, proc.kill)    # a step that never answers must not hang the lease
@@ -82,7 +101,7 @@ def start_node(runner: Runner, job_id: str, node: str, python: str, spec: dict[s
         proc.wait()
         raise InfrastructureError(f"the fleet step on Slurm node {node} (job {job_id}) did not start: "
                                   f"{last_line(log) or 'no output'}")
-    return NodeStep(node, proc, ready, log)
+    return NodeStep(node, proc, ready, log, token)
 
 
 def last_line(path: Path) -> str:
@@ -102,5 +121,9 @@ def reap(steps: list[NodeStep], timeout_s: float = 30) -> None:
         except subprocess.TimeoutExpired:
             step.proc.kill()
             step.proc.wait()
-        if step.proc.stdout is not None:
-            step.proc.stdout.close()
+        for pipe in (step.proc.stdin, step.proc.stdout):
+            if pipe is not None:
+                try:
+                    pipe.close()
+                except OSError:            # a broken pipe's unflushed bytes
+                    pass

@@ -308,6 +308,11 @@ def cmd_exec(args):
             print(f"fleet-agent: exec: the machine has ended (cgroup {unit}: {exc.strerror or exc})",
                   file=sys.stderr)
             return 125
+    # A Slurm node's sshd and its sessions ignore SIGUSR1/2 (a user's `scancel -s USR1 JOB` must not end
+    # the machine: slurm/node.py). A handled signal is reset to the default at exec, an ignored one is not:
+    # the command gets them back, so a training's handler (or a shell's trap) still sees the user's signal.
+    for sig in (signal.SIGUSR1, signal.SIGUSR2):
+        signal.signal(sig, lambda *_: None)
     child = subprocess.Popen(argv, start_new_session=True, env=env,
                              stdin=subprocess.DEVNULL if args.env_stdin else None)
     if args.pidfile:
