@@ -116,3 +116,32 @@ def test_as_an_unprivileged_user_a_directory_someone_else_made_first_no_longer_b
         assert _look(planted) == before
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_a_workdir_another_user_can_rename_into_is_refused_in_one_line(other_user):
+    # `[slurm] workdir = "/tmp/team/fleet"` where /tmp/team is writable by others without the sticky
+    # bit (or a directory another user made first): anyone could rename the machine's directory away
+    # and put their own in its place, with an authorized_keys the machine's sshd (StrictModes no,
+    # running as fleet's user) reads at every login. The node step now refuses such a workdir.
+    import shutil
+    import tempfile
+    from fleet.providers.slurm import node
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if python is None:
+        pytest.skip("no system python3 another user can run")
+    top = Path(tempfile.mkdtemp(prefix="fleet-rt-team-"))
+    try:
+        os.chmod(top, 0o777)                                   # no sticky bit: anyone renames in it
+        (top / "node.py").write_text(Path(node.__file__).read_text())
+        os.chmod(top / "node.py", 0o644)
+        script = ("import json, sys; sys.path.insert(0, sys.argv[1]); import node; "
+                  "print(node._machine_dir(json.loads(sys.argv[2])))")
+        for workdir in (top / "fleet", top):
+            spec = '{"workdir": "%s", "machine_id": "l-deadbeef-n0"}' % workdir
+            done = subprocess.run(["runuser", "-u", other_user.pw_name, "--", python, "-S", "-B", "-c", script,
+                                   str(top), spec], capture_output=True, text=True, timeout=60)
+            assert done.returncode != 0 and "Traceback" not in done.stderr, (done.stdout, done.stderr)
+            assert len(done.stderr.strip().splitlines()) == 1 and str(top) in done.stderr, done.stderr
+            assert not list(Path(workdir).glob("fleet-l-deadbeef-n0-*"))
+    finally:
+        shutil.rmtree(top, ignore_errors=True)
