@@ -46,9 +46,9 @@ def _script() -> str:
 def _remote(machine: Machine, *args: str, timeout: float = 600) -> dict[str, Any]:
     from .remote.ssh import connect
     with connect(machine, timeout=30) as session:
-        # -S: the script is standard library only; the interpreter's .pth files (certifi, setuptools'
-        # hooks, …) cost each call tens of ms on the path to the first rank's start.
-        result = session.run([machine.python, "-S", "-c", _script(), *args], check=False, timeout=timeout)
+        # Not -S, though the script is standard library only: on Python < 3.11 a virtualenv is set up
+        # by site, and base_python() must see a machine.python that is a venv's as one.
+        result = session.run([machine.python, "-c", _script(), *args], check=False, timeout=timeout)
     lines = result.stdout.strip().splitlines()
     if result.exit_code != 0 or not lines:
         detail = (result.stderr.strip() or result.stdout.strip())[-400:]
