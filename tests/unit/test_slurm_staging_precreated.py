@@ -44,3 +44,44 @@ def test_a_staging_directory_someone_made_first_is_refused(tmp_path, planted):
     # Without a configured shared_dir (the nodes' workdir tried), the lease stages per machine instead.
     assert staging_probe(SlurmCommands(LocalRunner()), SlurmSettings(workdir=str(scratch)), "l-2") is None
     assert os.listdir(theirs) == [] and (planted == "link" or os.listdir(path) == [])
+
+
+def _victim(tmp_path):
+    """A directory of the lease owner's own, not fleet's: a read-only file, a 0755 subdirectory."""
+    mine = tmp_path / "mine"
+    (mine / "shared-with-group").mkdir(parents=True)
+    os.chmod(mine / "shared-with-group", 0o755)
+    (mine / "thesis.tex").write_text("years of work\n")
+    os.chmod(mine / "thesis.tex", 0o444)
+    return mine, lambda: sorted((p.name, stat.S_IMODE(p.stat().st_mode)) for p in mine.iterdir())
+
+
+def test_cleanup_of_a_staging_directory_swapped_for_a_link_touches_nothing_behind_it(tmp_path):
+    # In a shared_dir others can rename in, the lease's staging directory may be replaced by a link
+    # (to a directory of the lease owner's, which the other user cannot touch themselves) after the
+    # nodes proved the share: the end-of-job cleanup must not change modes or delete through it.
+    from fleet.providers.slurm import node
+    from fleet.providers.slurm.staging import remove_staging
+    mine, look = _victim(tmp_path)
+    before = look()
+    link = tmp_path / "fleet-l-3-inputs"
+    os.symlink(mine, link)
+    node._remove_tree(str(link))
+    assert look() == before
+    os.symlink(mine, tmp_path / "fleet-l-4-inputs")
+    remove_staging(SlurmCommands(LocalRunner()), str(tmp_path / "fleet-l-4-inputs"))
+    assert look() == before and (mine / "thesis.tex").read_text() == "years of work\n"
+
+
+def test_cleanup_of_a_staging_directory_never_changes_modes_through_a_link_inside_it(tmp_path):
+    # Staged data may hold a link to a directory elsewhere (a dataset the user links to): os.walk lists
+    # it among the directories, and a chmod through it changed the mode of the user's own directory.
+    from fleet.providers.slurm import node
+    mine, look = _victim(tmp_path)
+    before = look()
+    staging = tmp_path / "fleet-l-5-inputs" / "data"
+    staging.mkdir(parents=True)
+    os.symlink(mine / "shared-with-group", staging / "datasets")
+    os.chmod(staging, 0o555)            # the sync makes staged trees read-only
+    node._remove_tree(str(tmp_path / "fleet-l-5-inputs"))
+    assert not (tmp_path / "fleet-l-5-inputs").exists() and look() == before

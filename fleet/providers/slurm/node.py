@@ -228,11 +228,16 @@ def _shared_staging(spec, root):
 
 
 def _remove_tree(path):
-    """rmtree that also removes read-only staged data (the sync makes data trees read-only)."""
+    """rmtree that also removes read-only staged data (the sync makes data trees read-only). Never
+    through a link: not the top (someone who can rename in a shared_dir may have put one there),
+    nor one inside (os.walk lists links to directories among them; chmod would follow it)."""
+    if os.path.islink(path):
+        return
     for base, dirs, _files in os.walk(path):
         for name in dirs:
             try:
-                os.chmod(os.path.join(base, name), 0o700)
+                if not os.path.islink(os.path.join(base, name)):
+                    os.chmod(os.path.join(base, name), 0o700)
             except OSError:
                 pass
     shutil.rmtree(path, ignore_errors=True)

@@ -32,8 +32,10 @@ def staging_probe(slurm: SlurmCommands, cfg: SlurmSettings, lease_id: str) -> di
 
 
 def remove_staging(slurm: SlurmCommands, directory: str) -> None:
-    """Remove a lease's staging directory from the login node (idempotent, best effort)."""
+    """Remove a lease's staging directory from the login node (idempotent, best effort). A link
+    there is not the lease's (chmod -R follows a link it is given): left as it is."""
     try:        # staged data is read-only: make it writable to remove it
-        slurm._run(["sh", "-c", 'chmod -R u+w -- "$1" 2>/dev/null; rm -rf -- "$1"', "sh", directory], check=False)
+        slurm._run(["sh", "-c", '[ -L "$1" ] || { chmod -R u+w -- "$1" 2>/dev/null; rm -rf -- "$1"; }',
+                    "sh", directory], check=False)
     except Exception:  # noqa: BLE001 — the node steps remove it too when the job ends
         pass
