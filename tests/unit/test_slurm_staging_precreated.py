@@ -85,3 +85,32 @@ def test_cleanup_of_a_staging_directory_never_changes_modes_through_a_link_insid
     os.chmod(staging, 0o555)            # the sync makes staged trees read-only
     node._remove_tree(str(tmp_path / "fleet-l-5-inputs"))
     assert not (tmp_path / "fleet-l-5-inputs").exists() and look() == before
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o773])
+def test_a_shared_dir_others_can_rename_in_is_refused(tmp_path, mode):
+    # Made by the lease (mkdir, 0700), the staging directory could still be renamed away by anyone who
+    # may write its parent without the sticky bit, and replaced by theirs after the nodes read the
+    # probe: the nodes would then run their code as the lease's user.
+    scratch = tmp_path / "team"
+    scratch.mkdir()
+    os.chmod(scratch, mode)
+    with pytest.raises(InfrastructureError) as err:
+        staging_probe(SlurmCommands(LocalRunner()), SlurmSettings(shared_dir=str(scratch / "fleet")), "l-6")
+    assert "\n" not in err.value.one_line() and str(scratch) in err.value.one_line()
+    assert not (scratch / "fleet" / "fleet-l-6-inputs").exists()
+    assert staging_probe(SlurmCommands(LocalRunner()), SlurmSettings(workdir=str(scratch)), "l-6") is None
+    os.chmod(scratch, mode | 0o1000)         # sticky, as /tmp: only the owner renames its entries
+    assert staging_probe(SlurmCommands(LocalRunner()), SlurmSettings(shared_dir=str(scratch)), "l-6") is not None
+
+
+def test_a_shared_dir_inside_another_users_directory_is_refused(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("giving a directory to another user needs root")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)       # nobody's: they may rename anything in it
+    with pytest.raises(InfrastructureError) as err:
+        staging_probe(SlurmCommands(LocalRunner()), SlurmSettings(shared_dir=str(theirs)), "l-7")
+    assert "another user's" in err.value.one_line()
+    assert os.listdir(theirs) == []

@@ -141,8 +141,9 @@ def _machine_dir(spec):
 
 
 def _workdir_is_ours(workdir, real):
-    """Each directory from / down to the workdir is root's or this user's, and writable by others
-    only with the sticky bit (as /tmp): else another user could rename the machine's directory away
+    """Each directory from / down to the workdir is root's or this user's, and writable by every user
+    only with the sticky bit (as /tmp; a group's write is allowed, as for FLEET_HOME: a team may share
+    a group on purpose): else another user could rename the machine's directory away
     and put one of theirs in its place, whose authorized_keys this user's sshd (StrictModes no)
     would read at the next login (as OpenSSH's StrictModes checks a home's directories)."""
     import stat
@@ -151,8 +152,8 @@ def _workdir_is_ours(workdir, real):
         st = os.stat(path)
         if st.st_uid not in (0, os.geteuid()):
             why = f"{path} belongs to uid {st.st_uid}"
-        elif st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-            why = f"{path} is writable by others (mode {stat.S_IMODE(st.st_mode):04o}, no sticky bit)"
+        elif st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX:
+            why = f"{path} is writable by every user (mode {stat.S_IMODE(st.st_mode):04o}, no sticky bit)"
         else:
             why = None
         if why:

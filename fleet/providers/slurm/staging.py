@@ -9,6 +9,16 @@ from .commands import SlurmCommands
 from .settings import SlurmSettings
 
 
+# "$4" and each directory above it: owned by root or this user, and writable by every user only with
+# the sticky bit (a group's write is allowed, as for FLEET_HOME: a team may share a group on purpose).
+_OURS = ('p=$(cd -- "$4" && pwd -P) && while :; do '
+         'if [ -n "$(find "$p" -maxdepth 0 \\( -perm -0002 ! -perm -1000 \\) -o '
+         '\\( ! -user 0 ! -user "$(id -u)" \\))" ]; then '
+         'echo "$p is another user\'s, or writable by every user without the sticky bit: anyone could swap '
+         'the staged code there" >&2; exit 3; fi; '
+         '[ "$p" = / ] && break; p=$(dirname -- "$p"); done')
+
+
 def staging_probe(slurm: SlurmCommands, cfg: SlurmSettings, lease_id: str) -> dict[str, str] | None:
     """A directory for the lease's inputs where the login node writes (`[slurm] shared_dir`, else
     the nodes' `workdir`), with a probe file only this lease knows: each node that reads it back
@@ -20,14 +30,17 @@ def staging_probe(slurm: SlurmCommands, cfg: SlurmSettings, lease_id: str) -> di
     # The lease's own directory, never one that is already there: the job's name shows the lease id
     # to every user in squeue while it pends, and a directory (or link) someone made first in a
     # world-writable scratch would receive the token, then the lease's code and data.
-    result = slurm._run(["sh", "-c", 'umask 077 && mkdir -p -- "$4" && mkdir -- "$1" && printf %s "$2" > "$1/$3"',
-                         "sh", spec["dir"], spec["token"], spec["probe"], base], check=False)
+    # And only where no other user can rename it away later and put theirs in its place (after the
+    # nodes read the probe): every directory above it root's or this user's, writable by every user
+    # only with the sticky bit (as /tmp).
+    result = slurm._run(["sh", "-c", 'umask 077 && mkdir -p -- "$4" && ' + _OURS + ' && mkdir -- "$1" && '
+                         'printf %s "$2" > "$1/$3"', "sh", spec["dir"], spec["token"], spec["probe"], base], check=False)
     if result.returncode == 0:
         return spec
     if cfg.shared_dir:
         why = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
-        raise InfrastructureError(f"[slurm] shared_dir {cfg.shared_dir}: the login node cannot write "
-                                  f"there ({why})")
+        raise InfrastructureError(f"[slurm] shared_dir {cfg.shared_dir}: " + (
+            f"not safe to stage in: {why}" if result.returncode == 3 else f"the login node cannot write there ({why})"))
     return None
 
 
