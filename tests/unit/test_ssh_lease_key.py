@@ -38,8 +38,12 @@ def test_revoke_without_an_authorized_keys_file_does_nothing(tmp_path):
     assert not (tmp_path / ".ssh").exists()
 
 
-def test_only_the_whole_leases_release_revokes_its_key(monkeypatch, tmp_path):
+def test_a_login_is_revoked_once_no_machine_of_the_lease_stays_there(monkeypatch, tmp_path):
+    # Machines given back early (a sweep's pool) leave the lease's machine list: a login they were
+    # the last on would otherwise keep accepting the key until its expiry.
     from fleet.config.model import Config
+    from fleet.providers.ssh import handoff
+    from fleet.providers.ssh import provider as ssh_provider
     from fleet.providers.ssh.settings import SSHSettings
     from fleet.state import open_state
     monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
@@ -47,15 +51,19 @@ def test_only_the_whole_leases_release_revokes_its_key(monkeypatch, tmp_path):
                     template="hosts", provider_settings={"ssh": SSHSettings(hosts=[])})
     provider = SSHHostsProvider(config=config, state=open_state(f"sqlite:///{tmp_path / 'state.db'}"))
     now = datetime.now(timezone.utc)
-    machines = [Machine(f"L-n{r}", "L", r, "127.0.0.1", 22, "u", "/k", "", f"/w/L-n{r}") for r in (0, 1)]
+    hosts = {0: "127.0.0.1", 1: "127.0.0.1", 2: "127.0.0.2"}      # n0 and n1 share a login
+    machines = [Machine(f"L-n{r}", "L", r, hosts[r], 22, "u", "/k", "", f"/w/L-n{r}") for r in hosts]
     lease = Lease(id="L", provider="ssh", template="hosts", machines=machines, created_at=now,
                   deadline=now + timedelta(minutes=5), max_deadline=now + timedelta(hours=1))
-    calls = []
-    monkeypatch.setattr(provider, "_stop_all", lambda ms, revoke="": calls.append(revoke) or [None for _ in ms])
-    provider.release_machines(lease, ["L-n1"])
-    provider.release(lease)
-    assert calls == ["", "L"]
-
+    stopped, revoked = [], []
+    monkeypatch.setattr(ssh_provider, "stop_machine", lambda m: stopped.append(m.id))
+    monkeypatch.setattr(handoff, "revoke_lease_key", lambda m, lease_id: revoked.append((m.host, lease_id)))
+    provider.release_machines(lease, ["L-n1"])          # n0 stays on that login: the key stays there
+    assert stopped == ["L-n1"] and revoked == []
+    provider.release_machines(lease, ["L-n2"])          # the last on 127.0.0.2: revoked there
+    assert revoked == [("127.0.0.2", "L")]
+    provider.release(lease)                             # the whole lease: every login, after its stops
+    assert sorted(revoked[1:]) == [("127.0.0.1", "L"), ("127.0.0.2", "L")]
 
 LEASE = "l-aaaa1111"
 OURS = f'expiry-time="20991231235959Z" ssh-ed25519 AAAAlease {key_tag(LEASE)}'
@@ -130,8 +138,9 @@ def test_a_revoke_whose_copy_fails_leaves_the_file_as_it_was(tmp_path):
     for tool in ("awk", "grep"):
         real = subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True, text=True).stdout.strip()
         shim = shims / tool
-        # Asked to write the copy (stdout not a terminal, the file given): half of it, then "No space left".
-        shim.write_text(f'#!/bin/sh\n"{real}" "$@" | head -c 20\necho "{tool}: write error: No space left on device" >&2\n'
+        # Asked to write the copy: 20 bytes of it, then "No space left" (the presence checks run as they are).
+        shim.write_text(f'#!/bin/sh\n"{real}" "$@" | head -c 20\n'
+                        f'echo "{tool}: write error: No space left on device" >&2\n'
                         f'case "$*" in *-q*|*exit*) "{real}" "$@" >/dev/null; exit $? ;; esac\nexit 2\n')
         shim.chmod(0o755)
     subprocess.run(["sh", "-c", REVOKE.format(tag=shlex.quote(key_tag(LEASE)))],

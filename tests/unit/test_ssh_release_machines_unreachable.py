@@ -26,8 +26,8 @@ def test_an_unreachable_machine_given_back_marks_its_host_down(fleet_home, monke
                         provider_ref={"host": f"h{i + 1}"}) for i in range(2)]
     lease = Lease(id="L", provider="ssh", template="hosts", machines=machines, created_at=now,
                   deadline=now + timedelta(minutes=5), max_deadline=now + timedelta(hours=1))
-    monkeypatch.setattr(provider, "_stop_all", lambda ms, revoke="": [MachineUnreachable(f"{m.id}: no route to host")
-                                                                      for m in ms])
+    monkeypatch.setattr(provider, "_stop_all", lambda ms, revoke="", staying=(): [
+        MachineUnreachable(f"{m.id}: no route to host") for m in ms])
     provider.release_machines(lease, ["L-n1"])       # does not raise: its watchdog ends it at its deadline
     status = {h.name: h.status for h in Inventory(state.db).list()}
     assert status["h2"] == "down" and status["h1"] != "down"

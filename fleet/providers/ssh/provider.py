@@ -228,7 +228,9 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
         """Stop `machines`, mark the hosts of unreachable ones down (their processes may hold the
         GPUs until the watchdog's deadline: no new lease lands there until a probe finds the host
         up), then free the slots (`free_ids` None: all the lease's). Raises the first other error."""
-        results = self._stop_all(machines, revoke=lease.id if free_ids is None else "")
+        # The lease's own key (handoff.py) leaves each login where none of its machines stays.
+        staying = {(m.host, m.port, m.user) for m in lease.machines if free_ids is not None and m.id not in free_ids}
+        results = self._stop_all(machines, revoke=lease.id, staying=staying)
         inv = self.inventory()
         from .hosts import Probe
         for m, exc in zip(machines, results):
@@ -270,16 +272,17 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
                 machines.append(result)
         return machines, failures
 
-    def _stop_all(self, machines: list[Machine], revoke: str = "") -> list[BaseException | None]:
+    def _stop_all(self, machines: list[Machine], revoke: str = "", staying=frozenset()) -> list[BaseException | None]:
         """One result per machine (None: stopped); machines with nothing on a host are skipped.
-        `revoke`: a lease id whose own key (handoff.py) each machine's login stops accepting: once per
-        login, after all its machines are stopped (node 0's release connects with that very key)."""
+        `revoke`: a lease id whose own key (handoff.py) each machine's login (but those `staying`) stops
+        accepting: once per login, after its machines are stopped (node 0 connects with that very key)."""
         results = _pool_map(_capture(lambda m: stop_machine(m) if m.workdir else None, none_on_success=True),
                             machines)
         if revoke:
             from .handoff import revoke_lease_key
             logins = {(m.host, m.port, m.user): m for m, r in zip(machines, results)
                       if m.workdir and not isinstance(r, MachineUnreachable)}
+            logins = {login: m for login, m in logins.items() if login not in staying}
             _pool_map(_capture(lambda m: revoke_lease_key(m, revoke)), list(logins.values()))   # else: its expiry
         return results
 
