@@ -158,3 +158,10 @@ def test_a_lease_id_that_would_add_a_line_or_an_option_is_refused_before_any_hos
     lease = types.SimpleNamespace(id="l-x\nssh-ed25519 AAAAevil", machines=[], max_deadline=datetime.now(timezone.utc))
     with pytest.raises(UsageError):
         SSHHandoff().lease_key(lease, None, None)
+
+
+def test_the_host_scripts_hold_no_bang_for_a_csh_login_shell():
+    # sshd runs the command through the login's own shell; csh/tcsh (common on HPC hosts) expands
+    # `!` history even inside single quotes, which would break the revoke and leave the key there.
+    for script in (_INSTALL.format(line=shlex.quote(OURS)), REVOKE.format(tag=shlex.quote(key_tag(LEASE)))):
+        assert "!" not in shlex.join(["sh", "-c", script])
