@@ -165,3 +165,20 @@ def test_the_host_scripts_hold_no_bang_for_a_csh_login_shell():
     # `!` history even inside single quotes, which would break the revoke and leave the key there.
     for script in (_INSTALL.format(line=shlex.quote(OURS)), REVOKE.format(tag=shlex.quote(key_tag(LEASE)))):
         assert "!" not in shlex.join(["sh", "-c", script])
+
+
+def test_concurrent_installs_and_revokes_of_many_leases_lose_no_line(tmp_path):
+    # Leases of one login start and end at the same time: each edit holds the lock (flock), so no
+    # rewrite puts back a file read before another lease's line went in.
+    from concurrent.futures import ThreadPoolExecutor
+    keys = _keys(tmp_path, (MINE + "\n").encode())
+    first = [f"l-{i:08x}" for i in range(8)]
+    second = [f"l-{i:08x}" for i in range(8, 16)]
+    line = lambda lease: OURS.replace(LEASE, lease)   # noqa: E731
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda lease: _install(tmp_path, line(lease)), first))
+    jobs = [(_revoke, lease) for lease in first[:4]] + [(lambda home, lease: _install(home, line(lease)), lease)
+                                                        for lease in second]
+    with ThreadPoolExecutor(12) as pool:
+        list(pool.map(lambda job: job[0](tmp_path, job[1]), jobs))
+    assert sorted(keys.read_text().splitlines()) == sorted([MINE] + [line(x) for x in first[4:] + second])

@@ -52,14 +52,16 @@ _OURS = ('function ours(  l, n, w) {{ l = $0; sub(/\\r$/, "", l); n = split(l, w
 # Removes the lease key's line (a whole-lease release: provider.py revokes on each host login once
 # every machine there is stopped). The copy without it must be whole before it replaces the file
 # (a full disk cuts it short); `cat >` keeps the file's owner, mode and link, and where even that
-# fails the whole copy is renamed over it. Nothing is done where the line is absent. No `!` in
+# fails the whole copy is renamed over it. Nothing is done where the line is absent. The file is read
+# only under the lock (read during another lease's rewrite, it may look empty); where fleet never
+# installed a key (no lock file) nothing is read or made. No `!` in
 # it: a csh login shell (HPC hosts) expands history there, even inside single quotes.
 REVOKE = ('K={tag}; export K; A="$HOME/.ssh/authorized_keys"; T="$A.fleet-$$"; '
-          'if [ -f "$A" ] && awk \'' + _OURS + ' ours() {{ f = 1 }} END {{ exit 1 - f }}\' "$A"; then '
-          'umask 077; exec 9>>"$A.fleet-lock"; '
+          'if [ -f "$A" ] && [ -e "$A.fleet-lock" ]; then umask 077; exec 9>>"$A.fleet-lock"; '
           '{{ command -v flock >/dev/null 2>&1 && flock 9; '
+          'if awk \'' + _OURS + ' ours() {{ f = 1 }} END {{ exit 1 - f }}\' "$A"; then '
           'if awk \'' + _OURS + ' ours() == 0\' "$A" > "$T"; then cat "$T" > "$A" || mv -f "$T" "$A"; '
-          'else echo "fleet: could not rewrite $A without lease key $K" >&2; fi; rm -f "$T"; }}; fi')
+          'else echo "fleet: could not rewrite $A without lease key $K" >&2; fi; rm -f "$T"; fi; }}; fi')
 
 
 class SSHHandoff(Node0Handoff):
