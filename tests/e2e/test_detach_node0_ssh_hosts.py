@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -68,18 +69,8 @@ def test_detached_run_on_team_hosts_is_supervised_from_node0s_host_after_the_lau
     if subprocess.run([*LAPTOP, "true"], capture_output=True).returncode != 0:
         pytest.skip("needs `unshare --pid` (root or user namespaces) to tear the launcher's processes down")
     env = _env(farm, tmp_path, postgres_url, aws_env)
-    me = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
-    hosts = [replace(h, supervisor_login=me, supervisor_python=PYTHON) for h in farm.configs(gpus=1)]
-    exp = tmp_path / "exp"
-    exp.mkdir()
-    (exp / "fleet.toml").write_text(
-        f'project = "node0-hosts"\nprovider = "ssh"\ntemplate = "hosts-1gpu"\nmax_duration = "10m"\n'
-        f'python = "{PYTHON}"\nstore = "{STORE}"\ncommand = "{COMMAND}"\n\n' + toml_hosts(hosts))
-    # The launcher in a pid namespace: when `fleet up -d` returns, the namespace's init is gone and
-    # the kernel kills everything left in it, so nothing the launcher started can keep the run going.
-    up = subprocess.run([*LAPTOP, FLEET, "up", "-d", "--gpus", "2", "--json"], cwd=exp, env=env,
-                        capture_output=True, text=True, timeout=240)
-    assert up.returncode == 0, up.stdout + up.stderr
+    # The launcher in a pid namespace: nothing it started can keep the run going once it returns.
+    exp, up = _launch(farm, tmp_path, env, "node0-hosts", COMMAND)
     handoff = json.loads(up.stdout)
     run_id, lease_id, pid = handoff["run_id"], handoff["lease_id"], handoff["supervisor_pid"]
     assert handoff["supervised_on"] == "node 0", handoff
@@ -155,19 +146,27 @@ def test_a_root_capable_experiment_login_on_node0_is_refused_and_the_lease_relea
         assert "fleet-lease-" not in keys, keys
 
 
-def _start_long_run(farm, tmp_path, env, project: str) -> dict:
+def _launch(farm, tmp_path, env, project: str, command: str, extra: str = "") -> tuple[Path, subprocess.CompletedProcess]:
+    """`fleet up -d --gpus 2` on the farm's two hosts, launched from a pid namespace of its own (when
+    it returns, the kernel kills everything the launcher left in it), the supervisor's login being
+    this computer's user."""
     me = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
     hosts = [replace(h, supervisor_login=me, supervisor_python=PYTHON) for h in farm.configs(gpus=1)]
     exp = tmp_path / "exp"
     exp.mkdir()
     (exp / "fleet.toml").write_text(
         f'project = "{project}"\nprovider = "ssh"\ntemplate = "hosts-1gpu"\nmax_duration = "10m"\n'
-        f'python = "{PYTHON}"\nstore = "{STORE}"\n'
-        f'command = "sh -c \'echo started; mkdir -p $FLEET_OUTPUT_DIR; echo early > $FLEET_OUTPUT_DIR/early.txt; '
-        f'sleep 300\'"\n\n' + toml_hosts(hosts))
+        f'python = "{PYTHON}"\nstore = "{STORE}"\n{extra}command = "{command}"\n\n' + toml_hosts(hosts))
     up = subprocess.run([*LAPTOP, FLEET, "up", "-d", "--gpus", "2", "--json"], cwd=exp, env=env,
                         capture_output=True, text=True, timeout=240)
     assert up.returncode == 0, up.stdout + up.stderr
+    return exp, up
+
+
+def _start_long_run(farm, tmp_path, env, project: str) -> dict:
+    exp, up = _launch(farm, tmp_path, env, project,
+                      "sh -c 'echo started; mkdir -p $FLEET_OUTPUT_DIR; echo early > $FLEET_OUTPUT_DIR/early.txt; "
+                      "sleep 300'")
     handoff = json.loads(up.stdout)
     assert handoff["supervised_on"] == "node 0", handoff
     assert wait_until(lambda: "started" in subprocess.run(
@@ -229,17 +228,8 @@ def test_a_lost_host_ends_the_run_with_its_checkpoints_since_node0_leases_no_lat
     if subprocess.run([*LAPTOP, "true"], capture_output=True).returncode != 0:
         pytest.skip("needs `unshare --pid`")
     env = _env(farm, tmp_path, postgres_url, aws_env)
-    me = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
-    hosts = [replace(h, supervisor_login=me, supervisor_python=PYTHON) for h in farm.configs(gpus=1)]
-    exp = tmp_path / "exp"
-    exp.mkdir()
-    (exp / "fleet.toml").write_text(
-        f'project = "node0-hosts-lost"\nprovider = "ssh"\ntemplate = "hosts-1gpu"\nmax_duration = "10m"\n'
-        f'python = "{PYTHON}"\nstore = "{STORE}"\nrecovery = "always"\nmax_restarts = 2\n'
-        f'command = "sh -c \'echo started; sleep 300\'"\n\n' + toml_hosts(hosts))
-    up = subprocess.run([*LAPTOP, FLEET, "up", "-d", "--gpus", "2", "--json"], cwd=exp, env=env,
-                        capture_output=True, text=True, timeout=240)
-    assert up.returncode == 0, up.stdout + up.stderr
+    exp, up = _launch(farm, tmp_path, env, "node0-hosts-lost", "sh -c 'echo started; sleep 300'",
+                      'recovery = "always"\nmax_restarts = 2\n')
     handoff = json.loads(up.stdout)
     run_id, lease_id, pid = handoff["run_id"], handoff["lease_id"], handoff["supervisor_pid"]
     cwd = os.readlink(f"/proc/{pid}/cwd")

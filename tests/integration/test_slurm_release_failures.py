@@ -12,15 +12,13 @@
 """
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-from tests.fixtures.slurm import ClusterUnavailable, start_cluster, stop_cluster, wait_for
+from tests.fixtures.slurm import cancel_every_job, cluster_or_skip, wait_for
 
 from fleet.ids import new_lease_id
 from fleet.plan import make_plan
@@ -154,22 +152,14 @@ def test_every_machine_past_its_deadline_still_ends_the_whole_job(slurm_env, fle
 
 @pytest.fixture(scope="module")
 def three_nodes():
-    try:
-        cluster = start_cluster(nodes=3)
-    except ClusterUnavailable as exc:
-        pytest.skip(f"Slurm test cluster unavailable: {exc}")
-    try:
-        yield cluster
-    finally:
-        stop_cluster(cluster)
+    yield from cluster_or_skip(nodes=3)
 
 
 @pytest.fixture
 def three_env(three_nodes, monkeypatch):
     monkeypatch.setenv("SLURM_CONF", str(three_nodes.conf))
     yield three_nodes
-    subprocess.run(["scancel", "--full", "--quiet", "--user=root"], capture_output=True, timeout=30,
-                   env={**os.environ, **three_nodes.env})
+    cancel_every_job(three_nodes)
 
 
 def test_a_batch_host_released_with_another_node_stops_billing_the_node_that_went_back(three_env, fleet_home,
