@@ -102,9 +102,21 @@ class Scheduler:
 
     def _worker(self, ctx: RunContext, index: int, timeout: float, worst: int) -> None:
         slot = self.slots[index]
+        pending: list[threading.Thread] = []     # the last trial's reset, still under way
+        try:
+            self._trials_on(ctx, index, slot, timeout, worst, pending)
+        finally:
+            for thread in pending:               # the slot's machines are clean before it retires
+                thread.join()
+
+    def _trials_on(self, ctx: RunContext, index: int, slot: Slot, timeout: float, worst: int,
+                   pending: list[threading.Thread]) -> None:
         while True:
             trial = self._next(ctx, worst)
             if trial is None:
+                for thread in pending:
+                    thread.join()
+                pending.clear()
                 self._retire(ctx, index)
                 return
             run_dir = self.sweep_dir / trial.name
@@ -114,27 +126,39 @@ class Scheduler:
 
             def reset_after_collect(run_id: str) -> None:
                 """The trial's outputs are home: its machines are reset now, while the controller
-                writes its record, instead of after it."""
+                writes its record and the next trial's run begins (TrialMachines waits for it
+                before that trial reads the environment or starts its command)."""
                 if self.stop.hurry:
                     return
                 early[run_id] = threading.Thread(
                     target=lambda: reset_ok.__setitem__(run_id, self._reset(ctx, slot, run_id)),
                     name=f"sweep-reset-{index}", daemon=True)
                 early[run_id].start()
+
+            def last_reset_done(before=tuple(pending)) -> None:
+                for thread in before:
+                    thread.join()
+            pending.clear()
             result = run_trial(config=self.config, provider=self.provider, lease=ctx.lease, slot=slot,
                                pins=self.pins, trial=trial, command=self.spec.trial_command(trial), sweep_id=self.spec.sweep_id,
                                pool_run_id=ctx.run_id, run_dir=run_dir, timeout_s=trial_timeout, sweep_stop=self.stop,
                                events=self.events, stop_rule=self.spec.stop_if,
-                               machines=TrialMachines(self.environments, after_collect=reset_after_collect))
-            for thread in early.values():
-                thread.join()
+                               machines=TrialMachines(self.environments, after_collect=reset_after_collect,
+                                                      reset_done=last_reset_done))
+            last_reset_done()      # a trial that ended before its command still leaves the slot clean
             self.events.phase("trial", f"{trial.name} {result.state}"
                                        + (f" (exit {result.exit_code})" if result.state == "failed" else "")
                                        + (f": {result.reason}" if result.reason and result.state != "failed" else ""))
-            if result.run_id in reset_ok:
-                usable = reset_ok[result.run_id]
+            if result.run_id in early and result.state != "error":
+                pending.append(early[result.run_id])   # joined by the next trial before its command
+                usable = True
             else:
-                usable = self._reset(ctx, slot, result.run_id) if result.run_id and not self.stop.hurry else True
+                for thread in early.values():
+                    thread.join()
+                if result.run_id in reset_ok:
+                    usable = reset_ok[result.run_id]
+                else:
+                    usable = self._reset(ctx, slot, result.run_id) if result.run_id and not self.stop.hurry else True
             with self.lock:
                 self.results[trial.name] = result
                 self.running.pop(trial.name, None)

@@ -182,8 +182,22 @@ class TrialMachines(SSHMachines):
     when the machines provably did not change since it was read, and that `after_collect(run_id)`
     is told once the outputs are home (the scheduler resets the machines while the record is written)."""
 
-    def __init__(self, environments: TrialEnvironments, after_collect: Callable[[str], None] | None = None):
-        self.environments, self.after_collect = environments, after_collect
+    def __init__(self, environments: TrialEnvironments, after_collect: Callable[[str], None] | None = None,
+                 reset_done: Callable[[], None] | None = None):
+        """`reset_done`: waits until the last trial's reset on these machines is over. The trial's
+        run begins beside that reset (its record, its checkpoint directory), but neither reads the
+        machines' environment nor starts its command before it: the reset empties the very cgroup
+        leaf the command runs in, and reads the state the environment is reused by."""
+        self.environments, self.after_collect, self.reset_done = environments, after_collect, reset_done
+
+    def _after_reset(self) -> None:
+        if self.reset_done is not None:
+            self.reset_done()
+            self.reset_done = None
+
+    def execute(self, ctx, lease, command, *, setup=False, on_tick=None):
+        self._after_reset()
+        return super().execute(ctx, lease, command, setup=setup, on_tick=on_tick)
 
     def collect(self, ctx, lease):
         got = super().collect(ctx, lease)
@@ -192,6 +206,7 @@ class TrialMachines(SSHMachines):
         return got
 
     def capture_environment(self, ctx, lease, store, pinned) -> RunEnvironment:
+        self._after_reset()
         if pinned is None:
             reused = self.environments.reuse(lease)
             if reused is not None:
