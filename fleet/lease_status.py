@@ -65,18 +65,7 @@ def view(record: dict, states: dict | None, now: datetime) -> dict:
                          "simulated_gpus": bool(ref.get("simulated_gpus")),
                          "isolation": ref.get("isolation", "unknown")})
     deadline = record["deadline"]
-    if record["status"] == "leasing" and not machines:
-        health = "leasing"
-    elif machines and not alive:
-        health = "gone"
-    elif alive and deadline and now > _time(deadline):
-        # Machines still up past the last deadline a heartbeat confirmed: no controller extends
-        # them (it died); their watchdog or the reaper ends them.
-        health = "orphaned"
-    elif alive < len(machines):
-        health = "degraded"
-    else:
-        health = "up"
+    health = lease_health(record["status"], len(machines), alive, deadline, now)
     return {"id": record["id"], "provider": record["provider"], "template": record["template"],
             "project": record["project"], "user": record["owner"], "status": record["status"], "health": health,
             "gpus": gpus, "created_at": _iso(record["created_at"]), "deadline": _iso(deadline),
@@ -87,9 +76,28 @@ def view(record: dict, states: dict | None, now: datetime) -> dict:
 _NO_REF: dict = {}      # a machine without a provider_ref (read only)
 
 
+def lease_health(status: str, machines: int, alive: int, deadline, now: datetime) -> str:
+    """A lease's health from how many of its machines there are and how many are running."""
+    if status == "leasing" and not machines:
+        return "leasing"
+    if machines and not alive:
+        return "gone"
+    if alive and deadline and now > _time(deadline):
+        # Machines still up past the last deadline a heartbeat confirmed: no controller extends
+        # them (it died); their watchdog or the reaper ends them.
+        return "orphaned"
+    if alive < machines:
+        return "degraded"
+    return "up"
+
+
 def remembered_note(views: list[dict], now: datetime | None = None) -> str | None:
     """One line saying which machine states are remembered answers, and how old the oldest is."""
-    times = {m["observed_at"] for v in views for m in v["machines"] if m["observed_at"]}
+    return remembered_note_of({m["observed_at"] for v in views for m in v["machines"] if m["observed_at"]}, now)
+
+
+def remembered_note_of(times: set, now: datetime | None = None) -> str | None:
+    """remembered_note from the machines' observed_at times."""
     now = now or datetime.now(timezone.utc)
     old = [t for t in times if (now - _time(t)).total_seconds() >= 1]
     if not old:
@@ -134,12 +142,16 @@ def _remembered_usable(record: dict, now: datetime, soon: datetime) -> bool:
     """Every machine has a remembered answer still fresh, and none predates a deadline passed since.
     An answer stamped in the future (a teammate's computer whose clock runs ahead wrote it) is not
     fresh: its fresh_until would hold for as long as that clock is ahead. `soon`: now + FUTURE_SLACK."""
-    if not record["machines"]:
+    return answers_usable([m["observed"] for m in record["machines"]], record["deadline"], now, soon)
+
+
+def answers_usable(answers: list, deadline, now: datetime, soon: datetime) -> bool:
+    """_remembered_usable of a lease whose machines' remembered answers are `answers`."""
+    if not answers:
         return False
-    deadline = _time(record["deadline"])
+    deadline = _time(deadline)
     passed = deadline is not None and deadline < now
-    for m in record["machines"]:
-        seen = m["observed"]
+    for seen in answers:
         if not seen or _time(seen[3]) <= now or _time(seen[2]) > soon or \
                 (passed and _time(seen[2]) < deadline):
             return False

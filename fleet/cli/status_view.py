@@ -35,8 +35,22 @@ def _show(json_out: bool, all_users: bool, fast: bool, refresh: bool) -> int:
     from ..config.peek import peek_str
     from ..leases import status as lease_status
     from ..plan import current_user
-    views = lease_status(user=None if all_users else current_user(peek_str("user")), check=not fast,
-                         refresh=refresh)
+    from ..state import open_state
+    user = None if all_users else current_user(peek_str("user"))
+    state = open_state()
+    if not (json_out or fast or refresh):
+        # The table straight from the state's rows where they serve (SQLite, no provider to ask now).
+        from ..state.status_rows import table_rows
+        leases = table_rows(state, user)
+        if leases == []:
+            print("no live leases")
+            return 0
+        if leases is not None:
+            from ..status_table import status_from_rows
+            made = status_from_rows(leases)
+            if made is not None:
+                return _print(*made)
+    views = lease_status(state, user=user, check=not fast, refresh=refresh)
     if json_out:
         from ..render.status_json import write_leases
 
@@ -51,9 +65,13 @@ def _show(json_out: bool, all_users: bool, fast: bool, refresh: bool) -> int:
         print("no live leases")
         return 0
     from ..status_table import status_notes, status_table
-    from ..render.text import print_table
     table, notes = status_table(views), status_notes(views)
     del views               # freed before the text is made, which reuses their memory
+    return _print(table, notes)
+
+
+def _print(table, notes: list[str]) -> int:
+    from ..render.text import print_table
     print_table(table)
     for note in notes:
         print(note)

@@ -264,17 +264,29 @@ class StateStore:
         leases.sort(key=_by_created)
         for machines in several:
             machines.sort(key=_by_rank)
+        for lease_id, runs in self.status_runs(where, params, len(leases), runs_limit).items():
+            by_id[lease_id]["runs"] = runs
+        return leases
+
+    def status_runs(self, where: str, params: list, leases: int, runs_limit: int = 200) -> dict[str, list[dict]]:
+        """{lease id: its runs, newest first} of the leases `where` selects (`leases` of them), at
+        most max(runs_limit, 2 × leases) runs in all; detached ones whose supervisor went silent
+        marked (fleet/state/status_rows.py shares it)."""
+        by_lease: dict[str, list[dict]] = {}
         for run_id, lease_id, status, exit_code, meta in self.db.rows(
                 # Only a meta that mentions it is read and decoded (most runs' do not).
                 "SELECT r.id, r.lease_id, r.status, r.exit_code,"
                 " CASE WHEN r.meta LIKE '%\"detached\"%' THEN r.meta END FROM runs r JOIN leases l ON l.id = r.lease_id"
-                f" WHERE {where} ORDER BY r.started_at DESC LIMIT ?", [*params, max(runs_limit, 2 * len(leases))]):
+                f" WHERE {where} ORDER BY r.started_at DESC LIMIT ?", [*params, max(runs_limit, 2 * leases)]):
             detached = meta is not None and bool(json.loads(meta).get("detached"))
-            by_id[lease_id]["runs"].append({"id": run_id, "status": status, "exit_code": exit_code,
-                                            "detached": detached})
-        self._mark_unsupervised([r for lease in leases for r in lease["runs"]
+            run = {"id": run_id, "status": status, "exit_code": exit_code, "detached": detached}
+            runs = by_lease.get(lease_id)
+            if runs is None:
+                runs = by_lease[lease_id] = []
+            runs.append(run)
+        self._mark_unsupervised([r for runs in by_lease.values() for r in runs
                                  if r["detached"] and r["status"] == "running"])
-        return leases
+        return by_lease
 
     def _mark_unsupervised(self, runs: list[dict[str, Any]]) -> None:
         """Detached runs whose supervisor has gone silent (fleet/run/supervisor_beat.py) get

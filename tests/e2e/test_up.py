@@ -191,6 +191,11 @@ def test_status_lists_the_leases_of_the_user_named_in_fleet_toml(experiment, fle
     assert proc.returncode == 0, proc.stderr
     [lease] = _status(experiment)
     assert lease["user"] == "alice"
+    # The table (made from the state's rows, not the views) reads the machine live as --json does.
+    table = run_fleet(["status"], cwd=experiment)
+    assert table.returncode == 0, table.stderr
+    [row] = [line.split() for line in table.stdout.splitlines() if line.startswith(lease["id"])]
+    assert row[1] == "local" and "alice" in row and "up" in row and "1/1" in row, table.stdout
     elsewhere = experiment.parent / "elsewhere"
     elsewhere.mkdir()
     assert _status(elsewhere) == []            # another user (FLEET_USER=tester) sees none of alice's
