@@ -152,6 +152,7 @@ class Pipeline:
             observers.machine(ctx, machine)
 
         checkpoints: list = []   # the Checkpointer, once the machines are ready
+        early: list[Collected] = []   # the outputs, fetched beside the last checkpoint upload
         notices: NoticeWatch | None = None
 
         def on_tick() -> None:
@@ -214,7 +215,9 @@ class Pipeline:
             ctx.events.phase("run", ctx.command)                                           # execute
             result = machines.execute(ctx, lease, ctx.command, on_tick=on_tick)
             if checkpoints and not ctx.hurry.is_set():   # written as the command ended (or on SIGTERM)
-                ctx.checkpoints = checkpoints[0].finish(skip=ctx.lost_machines)
+                with Beside() as beside:   # the outputs come home meanwhile: a round trip each, not in turn
+                    beside.run(lambda: early.append(machines.collect(ctx, lease)), "collect")
+                    ctx.checkpoints = checkpoints[0].finish(skip=ctx.lost_machines)
             if not ctx.stop_reason:
                 check_not_released_elsewhere(ctx)
             outcome = _ended(ctx, result)
@@ -243,7 +246,7 @@ class Pipeline:
             if notices is not None:
                 notices.stop()
             if lease is not None:
-                collected = machines.collect(ctx, lease)                                   # collect
+                collected = early[0] if early else machines.collect(ctx, lease)          # collect
             if heartbeat is not None:
                 heartbeat.stop()
             released = self._release(ctx, lease, outcome)                                  # release
