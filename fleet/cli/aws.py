@@ -1,4 +1,5 @@
-"""`fleet offers` (what --gpus N costs on AWS) and `fleet reap` (terminate orphaned fleet instances)."""
+"""`fleet offers` (what --gpus N costs on AWS) and `fleet reap` (leases of supervisors that are gone, on
+any provider whose leases can be released from here; orphaned AWS instances)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -46,28 +47,34 @@ def offers(
 
 
 def reap(
-    dry_run: bool = typer.Option(False, "--dry-run", help="Only list what would be terminated."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only say what would be terminated, released and resumed."),
     all_users: bool = typer.Option(False, "--all-users",
-                                   help="Judge every user's instances by this state store (team mode)."),
+                                   help="Judge every user's instances and leases by this state store (team mode)."),
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Config file (default ./fleet.toml if present)."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> int:
-    """Terminate fleet-tagged AWS instances past their expiry or belonging to no live lease."""
+    """Release leases (AWS, team hosts) whose detached run's supervisor is gone and resume their runs;
+    terminate fleet-tagged AWS instances past their expiry or of no live lease.
+
+    Each such run is ended lost and resumed as its next attempt where its settings allow it (else one
+    line says why); AWS instances are judged only where an AWS stack is configured."""
     from ..providers.aws.orphans import reap_orphans
     from .render import RichEvents
-    region, actions, released, resumed = reap_orphans(_config(file), dry_run=dry_run, all_users=all_users,
-                                                      events=RichEvents(plain=True))
+    region, actions, released, resumed, left = reap_orphans(_config(file), dry_run=dry_run, all_users=all_users,
+                                                            events=RichEvents(plain=True))
     if json_out:
         from .render import print_json
         print_json({"dry_run": dry_run, "region": region, "actions": actions, "released_leases": released,
-                    "lost_runs": [r.to_json() for r in resumed]})
+                    "lost_runs": [r.to_json() for r in resumed], "left_alone": left})
         return 0
     released_verb = "would release" if dry_run else "released"
-    if not actions:
+    if region is None:
+        typer.echo("no AWS stack configured here: no fleet instances judged")
+    elif not actions:
         typer.echo("no orphaned or expired fleet instances")
-        if released:
-            typer.echo(f"{released_verb} {len(released)} lease(s) whose run's supervisor is silent: "
-                       f"{', '.join(released)}")
+    if not actions and released:
+        typer.echo(f"{released_verb} {len(released)} lease(s) whose run's supervisor is silent: "
+                   f"{', '.join(released)}")
     verb = "would terminate" if dry_run else "terminated"
     for a in actions:
         typer.echo(f"{verb} {a['instance_id']} ({a['instance_type']}, lease {a['lease']}, "
@@ -75,6 +82,8 @@ def reap(
     if actions and released:
         typer.echo(f"{released_verb} {len(released)} lease(s) whose instances were reaped or whose run's "
                    f"supervisor is silent: {', '.join(released)}")
+    for line in left:
+        typer.echo(line)
     for r in resumed:
         typer.echo(r.line())
     return 0

@@ -260,8 +260,8 @@ def gpu_types(provider: Any) -> list[str]:
 # The optional capabilities live in capabilities.py; their names stay importable from here.
 from .capabilities import (CAPABILITIES, DescribesLeases, ExplainsLoss, HasHardLimit,  # noqa: E402,F401
                            HasLeaseMetadata, Interruption, InterruptionNotices, LeaseWatch, PublishesDeadline,
-                           QueueStatus, Queueing, ReleasesMachines, ReportsMachines, StagesDataDirectly, StopsOnCancel,
-                           SupervisesFromNode0, SweepsLeftovers, capabilities)
+                           QueueStatus, Queueing, ReleasedFromAnywhere, ReleasesMachines, ReportsMachines,
+                           StagesDataDirectly, StopsOnCancel, SupervisesFromNode0, SweepsLeftovers, capabilities)
 
 
 def max_machines_per_lease(provider: Any) -> int:

@@ -183,9 +183,25 @@ class SupervisesFromNode0(ABC):
         """A fleet.providers.node0.Node0Handoff for this provider."""
 
 
+class ReleasedFromAnywhere(ABC):
+    """Any computer that has the state and the lease owner's credentials (AWS's, the keys to the
+    team's hosts) can release this provider's leases as `fleet down` does: end their machines, free
+    what they hold, read what to bill. `fleet reap` judges such leases: one whose detached run's
+    supervisor is gone (silent, or its process dead on this computer) is released from there, its
+    run ended `lost` and resumed where its settings allow (fleet/run/reap_silent.py). Not the local
+    provider's: its machines are processes of the computer that made them, whose next `fleet`
+    command ends a dead supervisor's lease (fleet/run/detach.py `reconcile`)."""
+
+    @abstractmethod
+    def why_not_released_here(self, lease: Lease) -> str | None:
+        """None when this computer can release `lease` now; else why not, in one line (e.g. the
+        keys to its hosts are not here). Cheap: no network."""
+
+
 CAPABILITIES: tuple[type, ...] = (ReportsMachines, StopsOnCancel, SweepsLeftovers, HasLeaseMetadata,
                                   PublishesDeadline, HasHardLimit, StagesDataDirectly, InterruptionNotices,
-                                  Queueing, ReleasesMachines, ExplainsLoss, SupervisesFromNode0)
+                                  Queueing, ReleasesMachines, ExplainsLoss, SupervisesFromNode0,
+                                  ReleasedFromAnywhere)
 
 
 def capabilities(provider: Any) -> list[str]:

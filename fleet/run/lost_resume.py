@@ -1,6 +1,7 @@
 """The reaper resumes a run whose node 0 vanished: no controller lives to do it, so `fleet reap`,
-which ends such a run `lost` (fleet/providers/aws/orphans.py), starts its next attempt itself,
-when the run's own settings allow it, as `fleet up --resume RUN -d` would start one.
+which ends such a run `lost` (fleet/run/reap_silent.py: AWS and team hosts), starts its next
+attempt itself, when the run's own settings allow it, as `fleet up --resume RUN -d` would start one:
+on a new lease made from the reaping computer (on team hosts, with the keys to the hosts it has).
 
 The rules are recovery's (fleet/run/recovery.py, asked, not copied): `recovery = "always"`, or
 "spot" when the lost node 0 was a spot machine; max_restarts not used up by the attempts so far;
@@ -128,7 +129,8 @@ def _resume_one(state, run: dict[str, Any], *, caller: str, state_url: str | Non
     lease = state.get_lease(run["lease_id"])
     node0 = next((m for m in lease.machines if m.id == meta.get("supervised_on")), None)
     if node0 is None:
-        raise _NotResumed("its supervisor was not on node 0 of its lease")
+        raise _NotResumed("its supervisor was not on node 0 of its lease (the reaper resumes only those): "
+                          f"`fleet up --resume {run['id']} -d` resumes it")
     workdir = Path(tempfile.mkdtemp(prefix="fleet-resume-"))
     try:
         config, pins, overrides = _run_config(run, lease, workdir, state_url)

@@ -7,11 +7,10 @@ it) is then released as `fleet down` releases it: the ledger closed from what AW
 runs whose controller is gone ended as `lost` with a run record saying why and what was billed.
 The Lambda cannot do that part (it holds no state); `fleet reap` and `fleet down` do.
 
-A live lease whose detached run's supervisor is silent (node 0 vanished, or the supervisor died
-there) is released too, before its deadline: nothing supervises or extends it any more. Its run,
-ended `lost`, is then resumed as its next attempt when its own settings allow it (recovery,
-max_restarts, the budget left), supervised from node 0 of a new lease; else it stays lost and one
-line says why (fleet/run/lost_resume.py). --dry-run says what would happen and does nothing."""
+Before that, a live lease of any provider whose detached run's supervisor is gone (node 0
+vanished, or the supervisor died) is released, its run ended `lost` and resumed where its
+settings allow (fleet/run/reap_silent.py, fleet/run/lost_resume.py): that part needs no AWS stack,
+so `fleet reap` without one judges only those. --dry-run says what would happen and does nothing."""
 from __future__ import annotations
 
 from typing import Any
@@ -21,74 +20,48 @@ def live_lease_ids(state) -> set[str]:
     return {lease.id for lease in state.list_leases(active_only=False) if lease.status in ("leasing", "active")}
 
 
-def reap_orphans(config, *, dry_run: bool = False, all_users: bool = False,
-                 events=None) -> tuple[str, list[dict[str, Any]], list[str], list]:
-    """(region, one action per instance judged, live leases released because their instances
-    were reaped or their run's supervisor is silent (with --dry-run: those it would release),
-    what became of each such run (`LostRunResume`)); `config` may be None (no fleet.toml here)."""
-    from ...plan import current_user
-    from ...state import open_state
+def stack_configured(config) -> bool:
+    """Whether this computer names an AWS stack's outputs ($FLEET_AWS_OUTPUTS, `[aws] outputs` or
+    `stack`): without one there are no fleet instances to judge here (a team-hosts user's `fleet reap`)."""
+    import os
     from .provider import AWSProvider
-    from .reap import reap
-    from .session import translate
+    if os.environ.get("FLEET_AWS_OUTPUTS"):
+        return True
+    source = AWSProvider.settings_from(config).outputs_source()
+    return bool(source.get("outputs") or source.get("stack"))
+
+
+def reap_orphans(config, *, dry_run: bool = False, all_users: bool = False,
+                 events=None) -> tuple[str | None, list[dict[str, Any]], list[str], list, list[str]]:
+    """(region, or None where no AWS stack is configured here (no instance judged); one action per
+    instance judged; live leases released because their instances were reaped or their run's
+    supervisor is gone, on any provider whose leases this computer can release (with --dry-run:
+    those it would release); what became of each such run (`LostRunResume`); one line per lease of
+    a gone supervisor left alone, saying why); `config` may be None (no fleet.toml here)."""
+    from ...plan import current_user
+    from ...run.reap_silent import reap_silent
+    from ...state import open_state
     state = open_state(config.state_url if config is not None else None)
     try:
-        provider = AWSProvider(config)
         caller = current_user(config.user if config is not None else None)
         owner = None if all_users else caller
-        silent = _silent_runs(state, owner)
-        unsupervised = sorted({r["lease_id"] for r in silent}) if dry_run else _release_unsupervised(state, silent, events)
-        from ...run.lost_resume import resume_lost_runs
-        ended = silent if dry_run else [r for r in silent if state.get_run(r["id"])["status"] == "lost"]
-        resumed = resume_lost_runs(state, ended, caller=caller, dry_run=dry_run, events=events,
-                                   state_url=config.state_url if config is not None else None)
+        silent = reap_silent(state, owner=owner, caller=caller, dry_run=dry_run, events=events,
+                             state_url=config.state_url if config is not None else None)
+        if not stack_configured(config):
+            return None, [], silent.released, silent.resumed, silent.left
+        from .provider import AWSProvider
+        from .reap import reap
+        from .session import translate
+        provider = AWSProvider(config)
         live = live_lease_ids(state)
         try:
             actions = reap(provider.ec2, live, dry_run=dry_run, owner=owner)
         except Exception as exc:  # noqa: BLE001 — AWS errors become one line
             raise translate(exc, "reaping fleet instances") from None
-        released = unsupervised + ([] if dry_run else _release_reaped(state, actions, live, events))
-        return provider.outputs.region, actions, released, resumed
+        released = silent.released + ([] if dry_run else _release_reaped(state, actions, live, events))
+        return provider.outputs.region, actions, released, silent.resumed, silent.left
     finally:
         state.close()
-
-
-def _silent_runs(state, owner: str | None) -> list[dict[str, Any]]:
-    """The runs of live AWS leases (the reaper judges AWS's only) whose detached supervisor is
-    silent (node 0 vanished with it, or it died there), one per lease."""
-    import json
-    from ...run.supervisor_beat import supervisor_gone
-    leases = {lease.id: lease for lease in state.list_leases(active_only=True)
-              if lease.provider == "aws" and lease.status in ("leasing", "active")
-              and (owner is None or lease.user == owner)}
-    found: dict[str, dict[str, Any]] = {}
-    for run in state.db.execute("SELECT * FROM runs WHERE status = 'running' ORDER BY started_at"):
-        if run.get("lease_id") not in leases or run["lease_id"] in found:
-            continue
-        run["meta"] = json.loads(run["meta"] or "{}")
-        if run["meta"].get("detached") and supervisor_gone(state, run):
-            found[run["lease_id"]] = run
-    return list(found.values())
-
-
-def _release_unsupervised(state, silent: list[dict[str, Any]], events) -> list[str]:
-    """Release the live leases of detached runs whose supervisor is silent: nothing extends their
-    other machines' deadlines any more, yet those may still be minutes away, and the reaper's
-    deadline rule would leave them billed until then. Released as `fleet down` does (ledger closed
-    from what AWS reports, the run ended `lost` naming the silence)."""
-    from ...errors import FleetError
-    from ...leases import down
-    from ...run.context import SilentEvents
-    events = events or SilentEvents()
-    gone = [run["lease_id"] for run in silent]
-    if not gone:
-        return []
-    try:
-        return down(gone, state=state, events=events,
-                    released_by="`fleet reap` (the run's supervisor is silent)")
-    except FleetError as exc:   # their machines still end at their deadline; `fleet down` finishes the rest
-        events.warn(f"not every lease of a silent supervisor was released: {exc.one_line()}")
-        return []
 
 
 def _release_reaped(state, actions: list[dict[str, Any]], live: set[str], events) -> list[str]:

@@ -22,7 +22,8 @@ from ...gpus import gpus_text
 from ...models import Lease, Machine, MachineState, Plan, utcnow
 from ...paths import subdir
 from ..base import (BaseProvider, DescribesLeases, HasLeaseMetadata, InterruptionNotices, LeaseWatch, MachineMix,
-                    PublishesDeadline, Queueing, ReleasesMachines, ReportsMachines, SupervisesFromNode0)
+                    PublishesDeadline, Queueing, ReleasedFromAnywhere, ReleasesMachines, ReportsMachines,
+                    SupervisesFromNode0)
 from .capacity import launch_waiting
 from .catalog import InstanceType
 from .offering import StackOffers
@@ -50,7 +51,8 @@ def lease_dir(lease_id: str) -> Path:
 
 
 class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDeadline,
-                  DescribesLeases, InterruptionNotices, ReleasesMachines, Queueing, SupervisesFromNode0):
+                  DescribesLeases, InterruptionNotices, ReleasesMachines, Queueing, SupervisesFromNode0,
+                  ReleasedFromAnywhere):
     name = "aws"
     # One DescribeInstances at 1,000 instances costs seconds (and boto3's import alone ~0.3 s): `fleet
     # status` shows what EC2 said within the last minute, `fleet status --refresh` asks now.
@@ -121,6 +123,9 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
         """A detached run's supervisor goes to node 0 (fleet/run/node_launch.py, handoff.py)."""
         from .handoff import AWSHandoff
         return AWSHandoff()
+
+    def why_not_released_here(self, lease: Lease) -> str | None:
+        return None   # the lease's region is recorded with it; the caller's AWS credentials do the rest
 
     def _keys(self, lease_id: str) -> tuple[Path, str, Path, str]:
         from ...keys import generate_ed25519

@@ -125,6 +125,16 @@ def revoke_lease_key(machine: Any, lease_id: str) -> None:
         session.run(["sh", "-c", REVOKE.format(tag=shlex.quote(key_tag(lease_id)))], timeout=60)
 
 
+def missing_host_keys(lease: Any) -> str | None:
+    """Why this computer cannot release `lease` (end its processes, revoke its key): the owner's
+    keys to its hosts, which its machines name, are not here. None when they all are."""
+    for m in lease.machines:
+        if m.workdir and m.key_path and not Path(m.key_path).expanduser().is_file():
+            return (f"the key to host {m.provider_ref.get('host') or m.host} ({m.key_path}) is not on this "
+                    "computer: run `fleet reap` where the lease's owner keeps the keys to its hosts")
+    return None
+
+
 def _install(machine: Any, line: str) -> None:
     from ...remote.ssh import connect
     with connect(machine, timeout=30) as session:

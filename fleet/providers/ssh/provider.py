@@ -23,8 +23,8 @@ from ...errors import InfrastructureError, MachineUnreachable, UsageError
 from ...gpus import GpuType
 from .hosts import Host, Inventory, host_machine, probe_all
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
-from ..base import (BaseProvider, LeaseWatch, MachineMix, Queueing, ReleasesMachines, ReportsMachines,
-                    SupervisesFromNode0)
+from ..base import (BaseProvider, LeaseWatch, MachineMix, Queueing, ReleasedFromAnywhere, ReleasesMachines,
+                    ReportsMachines, SupervisesFromNode0)
 from . import slots as ssh_slots
 from .handoff import SUPERVISOR_DIR
 from .settings import HostConfig, SSHSettings
@@ -46,7 +46,8 @@ def ssh_templates(prices: dict | None = None) -> dict[str, Template]:
     return out
 
 
-class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines, SupervisesFromNode0):
+class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines, SupervisesFromNode0,
+                      ReleasedFromAnywhere):
     name = "ssh"
     settings = SSHSettings
     description = "your team's own GPU hosts ([[hosts]] or `fleet hosts add`), shared by GPU slot"
@@ -78,6 +79,10 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
         """`fleet up -d`: the supervisor runs on node 0's host as its `supervisor_login` (handoff.py)."""
         from .handoff import SSHHandoff
         return SSHHandoff()
+
+    def why_not_released_here(self, lease: Lease) -> str | None:
+        from .handoff import missing_host_keys
+        return missing_host_keys(lease)
 
     def templates(self) -> dict[str, Template]:
         return ssh_templates(getattr(self.config, "prices", None))

@@ -1,0 +1,197 @@
+"""`fleet reap` on team hosts (the ssh provider: three loopback sshd hosts, a PostgreSQL state, a
+moto S3 store): a detached 2-host training run supervised from node 0's host, which is then powered
+off (its sshd, sessions and every process of it killed, the supervisor with them). The laptop, in a
+pid namespace of its own, can only tell from the supervisor's silence in the state.
+
+`fleet reap --dry-run` says what it would do and changes nothing; `fleet reap` releases the lease
+(node 1's processes ended and its workdir removed, the GPU slots freed, the lease key's line taken
+out of node 1's host login, every machine's ledger segment closed), ends the run `lost`, and, its
+settings allowing it, resumes it as attempt 2 on the hosts still up, from each node's checkpoint,
+supervised from the new node 0, which `fleet attach` follows to `succeeded`. With recovery = "never"
+or max_restarts = 0 the run stays lost, `fleet reap` says why, and nothing is leased."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from dataclasses import replace
+
+import pytest
+
+from tests.conftest import FLEET, processes_under, run_fleet, wait_until
+from tests.e2e.test_checkpoints import TRAIN
+from tests.e2e.test_detach_node0_sandbox import _cmdline, _ledger, _run_row
+from tests.e2e.test_detach_node0_ssh_hosts import LAPTOP, STORE, _env, _lease_status, _slots
+from tests.e2e.test_recovery_ssh_hosts import _power_off
+from tests.fixtures.procs import live_processes_under
+from tests.fixtures.ssh_hosts import PYTHON, HostFarm, toml_hosts
+
+pytestmark = pytest.mark.timeout(420)
+
+STEPS = 200   # 0.1 s each: attempt 1 is far from done when node 0's host goes down
+
+
+@pytest.fixture
+def farm(tmp_path):
+    if subprocess.run([*LAPTOP, "true"], capture_output=True).returncode != 0:
+        pytest.skip("needs `unshare --pid` (root or user namespaces): the laptop must not see the supervisor's pid")
+    farm = HostFarm(tmp_path / "farm")
+    for name in ("ha", "hb", "hc"):
+        farm.start(name, login_keys=True)
+    yield farm
+    farm.stop()
+    for host in farm.hosts:
+        for pid, _cmd in live_processes_under(host.directory):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    assert wait_until(lambda: not processes_under(farm.base / "hosts"), 30), processes_under(farm.base / "hosts")
+
+
+def _laptop(args: list[str], exp, env, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*LAPTOP, FLEET, *args], cwd=exp, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _checkpointed_ranks(env: dict, run_id: str) -> int:
+    done = subprocess.run([PYTHON, "-c", "from fleet.snapshots import open_store; "
+                           "from fleet.run.checkpoints import latest_snapshots; "
+                           f"print(len(latest_snapshots(open_store({STORE!r}), {run_id!r}, [0, 1])))"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    return int(done.stdout.strip() or 0)
+
+
+def _leases(postgres_url: str) -> list[tuple[str, str]]:
+    import psycopg
+    with psycopg.connect(postgres_url) as db:
+        return list(db.execute("SELECT id, status FROM leases ORDER BY created_at"))
+
+
+def _train_and_power_off(farm, tmp_path, postgres_url, aws_env, *, recovery: str, max_restarts: int) -> dict:
+    """A detached 2-host training run checkpointing every second; once both nodes have a checkpoint
+    in the store, node 0's host goes down with the supervisor. Returns what the test needs."""
+    env = {**_env(farm, tmp_path, postgres_url, aws_env), "FLEET_SUPERVISOR_BEAT_S": "0.5"}
+    me = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    hosts = [replace(h, supervisor_login=me, supervisor_python=PYTHON) for h in farm.configs(gpus=1)]
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "train.py").write_text(TRAIN)
+    (exp / "fleet.toml").write_text(
+        f'project = "reap-hosts"\nprovider = "ssh"\ntemplate = "hosts-1gpu"\nmax_duration = "10m"\n'
+        f'python = "{PYTHON}"\nstore = "{STORE}"\ncommand = "python train.py {STEPS} 0.1"\n'
+        f'checkpoint_interval = "1s"\nrecovery = "{recovery}"\nmax_restarts = {max_restarts}\n\n' + toml_hosts(hosts))
+    up = _laptop(["up", "-d", "--gpus", "2", "--json"], exp, env, timeout=240)
+    assert up.returncode == 0, up.stdout + up.stderr
+    handoff = json.loads(up.stdout)
+    assert handoff["supervised_on"] == "node 0", handoff
+    run_id, lease_id, pid = handoff["run_id"], handoff["lease_id"], handoff["supervisor_pid"]
+    assert wait_until(lambda: _checkpointed_ranks(env, run_id) == 2, 120), "no checkpoint of both nodes"
+    cwd = os.readlink(f"/proc/{pid}/cwd")
+    [node0_host] = [h for h in farm.hosts if cwd.startswith(str(h.directory))]
+    used = {m["zone"] for v in json.loads(_laptop(["status", "--json"], exp, env).stdout)["leases"]
+            if v["id"] == lease_id for m in v["machines"]}
+    [node1_host] = [h for h in farm.hosts if h.name in used and h is not node0_host]
+    _power_off(node0_host)   # the supervisor's command line names its directory there: it went too
+    assert wait_until(lambda: not _cmdline(pid), 10), _cmdline(pid)
+    return {"env": env, "exp": exp, "run_id": run_id, "lease_id": lease_id, "node0": node0_host,
+            "node1": node1_host}
+
+
+def _wait_supervisor_gone(run: dict) -> None:
+    def gone() -> bool:
+        status = json.loads(_laptop(["status", "--json"], run["exp"], run["env"]).stdout or "{}")
+        return any(r.get("supervisor_gone") for v in status.get("leases", []) for r in v["runs"]
+                   if r["id"] == run["run_id"])
+    assert wait_until(gone, 60), "fleet status never showed the supervisor gone"
+
+
+def _assert_released(run: dict, postgres_url: str) -> None:
+    """The lease released from the laptop: node 1's processes ended and its workdir removed, the
+    slots free, the lease key's line out of node 1's host login, every segment closed."""
+    lease_id, node1 = run["lease_id"], run["node1"]
+    assert _lease_status(postgres_url, lease_id) == "released"
+    assert not _slots(postgres_url, lease_id), _slots(postgres_url, lease_id)
+    assert f"fleet-lease-{lease_id}" not in node1.login_keys.read_text()
+    assert not (node1.leases_dir / lease_id).exists(), list((node1.leases_dir / lease_id).rglob("*"))
+    assert wait_until(lambda: not [p for p in live_processes_under(node1.directory) if lease_id in p[1]], 30)
+    rows = _ledger(postgres_url, run["run_id"])
+    machines = {f"{lease_id}-n0", f"{lease_id}-n1"}
+    assert {r[0] for r in rows if r[1] == "open"} == machines == {r[0] for r in rows if r[1] == "close"}, rows
+    assert {r[2] for r in rows if r[1] == "open"} == {r[2] for r in rows if r[1] == "close"}, rows
+
+
+def test_a_run_whose_node0_host_went_down_is_released_and_resumed_by_the_reaper(
+        farm, tmp_path, postgres_url, aws_env):
+    run = _train_and_power_off(farm, tmp_path, postgres_url, aws_env, recovery="always", max_restarts=2)
+    run_id, lease_id, exp, env = run["run_id"], run["lease_id"], run["exp"], run["env"]
+    _wait_supervisor_gone(run)
+
+    dry = _laptop(["reap", "--dry-run", "--json"], exp, env)
+    assert dry.returncode == 0, dry.stderr
+    said = json.loads(dry.stdout)
+    assert said["region"] is None and said["actions"] == [] and said["left_alone"] == [], said
+    assert said["released_leases"] == [lease_id], said
+    assert said["lost_runs"] == [{"run_id": run_id, "resumed": True, "attempt": 2, "next_run_id": f"{run_id}-a2"}]
+    # A dry run changes nothing: the run, the lease, its slots and its key line on node 1's host stay.
+    assert _run_row(postgres_url, run_id)["status"] == "running"
+    assert _lease_status(postgres_url, lease_id) == "active" and _slots(postgres_url, lease_id)
+    assert f"fleet-lease-{lease_id}" in run["node1"].login_keys.read_text()
+    assert len(_leases(postgres_url)) == 1
+
+    reap = _laptop(["reap"], exp, env)
+    out = reap.stdout + reap.stderr
+    assert reap.returncode == 0 and "Traceback" not in out, out[-4000:]
+    assert "no AWS stack configured here: no fleet instances judged" in reap.stdout, out[-4000:]
+    assert f"released 1 lease(s) whose run's supervisor is silent: {lease_id}" in reap.stdout, out[-4000:]
+    assert f"resumed run {run_id} as attempt 2 ({run_id}-a2) on lease " in reap.stdout, out[-4000:]
+    row = _run_row(postgres_url, run_id)
+    assert row["status"] == "lost" and row["meta"]["next_attempt"] == f"{run_id}-a2", row
+    message = row["meta"]["summary"]["message"]
+    assert "not been heard from" in message and "released by `fleet reap`" in message, message
+    _assert_released(run, postgres_url)
+
+    attach = run_fleet(["attach", run_id, "--json"], cwd=exp, env=env, timeout=300)
+    summary = json.loads(attach.stdout)
+    assert attach.returncode == 0 and summary["status"] == "succeeded", attach.stderr[-4000:]
+    assert summary["run_id"] == f"{run_id}-a2" and summary["attempt"] == 2, summary
+    assert [(a["attempt"], a["status"]) for a in summary["attempts"]] == [(1, "lost"), (2, "succeeded")], summary
+    logs = run_fleet(["logs", f"{run_id}-a2"], cwd=exp, env=env).stdout
+    for rank in (0, 1):
+        line = f"rank {rank} attempt 2 resumed 1 from "
+        assert line in logs, logs[-4000:]
+        assert 0 < int(logs.split(line)[1].split()[0]) < STEPS, logs[-4000:]   # its own last checkpoint
+        assert f"rank {rank} finished at {STEPS}" in logs, logs[-4000:]
+    # Attempt 2 was leased on the hosts still up, and released at its end (its slots and key too).
+    [(first, first_status), (second, status)] = _leases(postgres_url)
+    assert (first, first_status) == (lease_id, "released"), _leases(postgres_url)
+    assert wait_until(lambda: _lease_status(postgres_url, second) == "released", 60), _leases(postgres_url)
+    second_row = _run_row(postgres_url, f"{run_id}-a2")
+    assert second_row["lease_id"] == second and second_row["meta"]["supervised_on"], second_row
+    assert run["node0"].name not in {m["zone"] for m in summary["launched"]}, summary["launched"]
+    assert wait_until(lambda: not _slots(postgres_url, second), 60)
+    for host in farm.hosts:
+        if host is not run["node0"]:
+            assert f"fleet-lease-{second}" not in host.login_keys.read_text(), host.name
+
+
+@pytest.mark.parametrize("max_restarts, recovery, why", [
+    (0, "always", "max_restarts (0) is used up after 1 attempt"),
+    (2, "never", 'recovery = "never"'),
+], ids=["max-restarts-used-up", "recovery-never"])
+def test_a_team_host_run_its_settings_do_not_resume_stays_lost_and_says_why(
+        farm, tmp_path, postgres_url, aws_env, max_restarts, recovery, why):
+    run = _train_and_power_off(farm, tmp_path, postgres_url, aws_env, recovery=recovery, max_restarts=max_restarts)
+    run_id, exp, env = run["run_id"], run["exp"], run["env"]
+    _wait_supervisor_gone(run)
+    dry = json.loads(_laptop(["reap", "--dry-run", "--json"], exp, env).stdout)
+    assert dry["lost_runs"] == [{"run_id": run_id, "resumed": False, "reason": why}], dry
+    reap = _laptop(["reap"], exp, env)
+    assert reap.returncode == 0, reap.stdout + reap.stderr
+    assert f"run {run_id} stays lost, not resumed: {why}\n" in reap.stdout, reap.stdout + reap.stderr
+    row = _run_row(postgres_url, run_id)
+    assert row["status"] == "lost" and not row["meta"].get("next_attempt"), row
+    _assert_released(run, postgres_url)
+    assert [status for _id, status in _leases(postgres_url)] == ["released"]   # nothing leased for attempt 2
+    again = json.loads(_laptop(["reap", "--json"], exp, env).stdout)
+    assert again["lost_runs"] == [] and again["released_leases"] == [], again
