@@ -8,7 +8,9 @@ pid namespace of its own, can only tell from the supervisor's silence in the sta
 out of node 1's host login, every machine's ledger segment closed), ends the run `lost`, and, its
 settings allowing it, resumes it as attempt 2 on the hosts still up, from each node's checkpoint,
 supervised from the new node 0, which `fleet attach` follows to `succeeded`. With recovery = "never"
-or max_restarts = 0 the run stays lost, `fleet reap` says why, and nothing is leased."""
+or max_restarts = 0 the run stays lost, `fleet reap` says why, nothing is leased, and the host that
+did not answer is marked down. A supervisor that died on a node 0 host that stays up is reaped the
+same way, the release reaching both hosts."""
 from __future__ import annotations
 
 import json
@@ -68,9 +70,11 @@ def _leases(postgres_url: str) -> list[tuple[str, str]]:
         return list(db.execute("SELECT id, status FROM leases ORDER BY created_at"))
 
 
-def _train_and_power_off(farm, tmp_path, postgres_url, aws_env, *, recovery: str, max_restarts: int) -> dict:
+def _train_and_power_off(farm, tmp_path, postgres_url, aws_env, *, recovery: str, max_restarts: int,
+                         host_stays_up: bool = False) -> dict:
     """A detached 2-host training run checkpointing every second; once both nodes have a checkpoint
-    in the store, node 0's host goes down with the supervisor. Returns what the test needs."""
+    in the store, node 0's host goes down with the supervisor (`host_stays_up`: only the supervisor
+    dies there, SIGKILLed as the OOM killer would). Returns what the test needs."""
     env = {**_env(farm, tmp_path, postgres_url, aws_env), "FLEET_SUPERVISOR_BEAT_S": "0.5"}
     me = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
     hosts = [replace(h, supervisor_login=me, supervisor_python=PYTHON) for h in farm.configs(gpus=1)]
@@ -92,7 +96,10 @@ def _train_and_power_off(farm, tmp_path, postgres_url, aws_env, *, recovery: str
     used = {m["zone"] for v in json.loads(_laptop(["status", "--json"], exp, env).stdout)["leases"]
             if v["id"] == lease_id for m in v["machines"]}
     [node1_host] = [h for h in farm.hosts if h.name in used and h is not node0_host]
-    _power_off(node0_host)   # the supervisor's command line names its directory there: it went too
+    if host_stays_up:
+        os.kill(pid, signal.SIGKILL)
+    else:
+        _power_off(node0_host)   # the supervisor's command line names its directory there: it goes too
     assert wait_until(lambda: not _cmdline(pid), 10), _cmdline(pid)
     return {"env": env, "exp": exp, "run_id": run_id, "lease_id": lease_id, "node0": node0_host,
             "node1": node1_host}
@@ -193,5 +200,31 @@ def test_a_team_host_run_its_settings_do_not_resume_stays_lost_and_says_why(
     assert row["status"] == "lost" and not row["meta"].get("next_attempt"), row
     _assert_released(run, postgres_url)
     assert [status for _id, status in _leases(postgres_url)] == ["released"]   # nothing leased for attempt 2
+    # The host that did not answer the release is marked down (no lease lands there until it answers).
+    hosts = json.loads(_laptop(["hosts", "ls", "--no-probe", "--json"], exp, env).stdout)["hosts"]
+    assert {h["name"]: h["status"] for h in hosts}[run["node0"].name] == "down", hosts
     again = json.loads(_laptop(["reap", "--json"], exp, env).stdout)
     assert again["lost_runs"] == [] and again["released_leases"] == [], again
+
+
+def test_a_supervisor_that_died_on_a_live_node0_host_is_reaped_and_the_key_revoked_on_both_hosts(
+        farm, tmp_path, postgres_url, aws_env):
+    """Node 0's host stays up, only its supervisor died: the release reaches both hosts (both
+    machines' processes ended, the lease key's line out of both logins), the run stays lost with
+    recovery = "never", and `fleet reap --json` says so."""
+    run = _train_and_power_off(farm, tmp_path, postgres_url, aws_env, recovery="never", max_restarts=2,
+                               host_stays_up=True)
+    run_id, lease_id, exp, env = run["run_id"], run["lease_id"], run["exp"], run["env"]
+    _wait_supervisor_gone(run)
+    reap = _laptop(["reap", "--json"], exp, env)
+    assert reap.returncode == 0, reap.stderr
+    said = json.loads(reap.stdout)
+    assert said["released_leases"] == [lease_id] and said["region"] is None, said
+    assert said["lost_runs"] == [{"run_id": run_id, "resumed": False, "reason": 'recovery = "never"'}], said
+    _assert_released(run, postgres_url)
+    node0 = run["node0"]
+    assert f"fleet-lease-{lease_id}" not in node0.login_keys.read_text()
+    assert not (node0.leases_dir / lease_id).exists()
+    assert wait_until(lambda: not [p for p in live_processes_under(node0.directory) if lease_id in p[1]], 30)
+    hosts = json.loads(_laptop(["hosts", "ls", "--no-probe", "--json"], exp, env).stdout)["hosts"]
+    assert {h["status"] for h in hosts} == {"up"}, hosts   # every host answered: none marked down
