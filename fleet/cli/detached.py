@@ -28,11 +28,15 @@ def up_detached(config, file: Path | None, overrides: dict[str, Any], options, e
                           overrides={k: v for k, v in overrides.items() if v is not None}, keep_s=options.keep_s,
                           allow_dirty=options.allow_dirty, queue_wait_s=options.queue_wait_s,
                           resume=options.resume.of_run if options.resume else None)
+    from ..run.login_launch import has_login_node, launch_on_login_node, why_not_login_node
     from ..run.node_launch import launch_on_node0, why_not_node0
-    why_not = why_not_node0(config, options)
+    where = "login node" if has_login_node(config) else "node 0"
+    why_not = why_not_login_node(config, options) if where == "login node" else why_not_node0(config, options)
     proc = None
     try:
-        if why_not is None:   # a cloud lease: the supervisor goes to its node 0, the laptop may close
+        if why_not is None and where == "login node":   # a Slurm cluster over SSH: the laptop may close
+            handoff, pid = launch_on_login_node(config, spec, options, events)
+        elif why_not is None:   # a cloud lease: the supervisor goes to its node 0, the laptop may close
             handoff, pid = launch_on_node0(config, spec, options, events)
         else:
             if config.provider != "local":
@@ -50,9 +54,9 @@ def up_detached(config, file: Path | None, overrides: dict[str, Any], options, e
     if json_out:
         from .render import print_json
         print_json({"run_id": run_id, "lease_id": handoff.lease_id, "status": "running", "detached": True,
-                    "supervisor_pid": pid, "supervised_on": "node 0" if proc is None else "this computer"})
+                    "supervisor_pid": pid, "supervised_on": where if proc is None else "this computer"})
     else:
-        where = "on node 0, " if proc is None else ""
+        where = f"on {where}, " if proc is None else ""
         print(f"fleet: run {run_id} detached on lease {lease} (supervisor {where}pid {pid}): follow it with "
               f"`fleet logs {run_id} -f` or `fleet attach {run_id}`, stop it with `fleet down {lease}`",
               file=sys.stderr)

@@ -183,6 +183,29 @@ class SupervisesFromNode0(ABC):
         """A fleet.providers.node0.Node0Handoff for this provider."""
 
 
+class SupervisesFromLoginNode(ABC):
+    """A detached run's supervisor may run on the login node this provider runs its scheduler's tools
+    on over SSH (Slurm's `[slurm] login`), and lease from there (fleet/run/login_launch.py): nothing
+    of the run then hangs off the launching computer's SSH connections."""
+
+    @abstractmethod
+    def login_shell(self, lease: Any = None) -> Any:
+        """A shell on the login node (run, close: fleet/providers/slurm/handoff.py LoginShell), the
+        one `lease` was made from when given; None where the tools run on this computer."""
+
+    @abstractmethod
+    def login_node(self) -> str | None:
+        """The login node as user@host, or None (fleet runs on it)."""
+
+    @abstractmethod
+    def supervisor_python(self) -> str:
+        """The Python (>= 3.11, with fleet's dependencies) the supervisor runs under there."""
+
+    @abstractmethod
+    def login_node_env(self) -> dict[str, str]:
+        """Environment telling the supervisor there that it runs on the login node."""
+
+
 class ReleasedFromAnywhere(ABC):
     """Any computer that has the state and the lease owner's credentials (AWS's, the keys to the
     team's hosts) can release this provider's leases as `fleet down` does: end their machines, free
@@ -201,7 +224,7 @@ class ReleasedFromAnywhere(ABC):
 CAPABILITIES: tuple[type, ...] = (ReportsMachines, StopsOnCancel, SweepsLeftovers, HasLeaseMetadata,
                                   PublishesDeadline, HasHardLimit, StagesDataDirectly, InterruptionNotices,
                                   Queueing, ReleasesMachines, ExplainsLoss, SupervisesFromNode0,
-                                  ReleasedFromAnywhere)
+                                  ReleasedFromAnywhere, SupervisesFromLoginNode)
 
 
 def capabilities(provider: Any) -> list[str]:

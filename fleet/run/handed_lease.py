@@ -67,3 +67,20 @@ class PinnedNewLease(NewLease):
         super().__init__(provider)
         self.pins = pins
 
+
+
+LOGIN_NODE = "login node"   # the run row's `supervised_on` for a supervisor on the Slurm login node
+
+
+class LoginNodeLease(PinnedNewLease):
+    """A detached Slurm run supervised from the cluster's login node (fleet/providers/slurm/handoff.py):
+    the supervisor there leases for itself (sbatch/salloc, the node steps' srun frontends are its own
+    children on the login node), running the inputs the launcher pinned. The run row says where it
+    runs, so `fleet down` from any computer asks it to stop over the login node's SSH."""
+
+    def __init__(self, provider, pins: PinnedInputs, supervisor_dir: str):
+        super().__init__(provider, pins)
+        self.supervisor_dir = supervisor_dir
+
+    def run_meta(self) -> dict:
+        return {"supervised_on": LOGIN_NODE, "supervisor_dir": self.supervisor_dir}

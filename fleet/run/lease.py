@@ -68,8 +68,12 @@ class NewLease:
         ctx.state.create_run(ctx.run_id, lease_id=ctx.lease_id, project=offer.project, user=offer.user,
                              command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
                              meta={"provider": offer.provider, "template": offer.template.name, "gpus": offer.gpus,
-                                   "pins": _pins_meta(pins), "detached": ctx.options.detached},
+                                   "pins": _pins_meta(pins), "detached": ctx.options.detached, **self.run_meta()},
                              masker=_masker(ctx))
+
+    def run_meta(self) -> dict:
+        """More for the run row's meta (where a detached run's supervisor runs: handed_lease.py)."""
+        return {}
 
     def acquire(self, ctx: RunContext, deadline_s: int, on_machine: OnMachine) -> Lease:
         """provider.lease, with each machine recorded in the state and `on_machine` called (its cost

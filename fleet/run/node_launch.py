@@ -249,9 +249,11 @@ def _last_json(text: str) -> dict[str, Any]:
     return {}
 
 
-def _follow(session, remote: str, pid: int, run_id: str, lease_id: str, events: Events) -> Handoff:
-    """Node 0's progress (its events.jsonl, read over SSH) until the first phase after staging.
-    Ctrl-C here asks it to stop (SIGTERM), and its end is followed as an attached run's."""
+def _follow(session, remote: str, pid: int, run_id: str, lease_id: str | None, events: Events,
+            where: str = "node 0") -> Handoff:
+    """Node 0's (or the login node's: login_launch.py) progress, its events.jsonl read over SSH,
+    until the first phase after staging. Ctrl-C here asks it to stop (SIGTERM), and its end is
+    followed as an attached run's."""
     path = f"{remote}/{EVENTS}"
     offset = 0
     cancelled: list[bool] = []
@@ -298,8 +300,8 @@ def _follow(session, remote: str, pid: int, run_id: str, lease_id: str, events: 
     finally:
         if in_main:
             signal.signal(signal.SIGINT, previous)
-    raise InfrastructureError(f"the supervisor of run {run_id} on node 0 ended before the run started",
-                              hint=f"see {remote}/supervisor.log on node 0 (readable by the supervisor's own user only)")
+    raise InfrastructureError(f"the supervisor of run {run_id} on {where} ended before the run started",
+                              hint=f"see {remote}/supervisor.log on {where} (readable by the supervisor's own user only)")
 
 
 def stop_on_node0(state, run: dict[str, Any], events: Events, *, wait_s: float) -> bool:

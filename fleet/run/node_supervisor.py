@@ -49,6 +49,8 @@ def _daemonize(directory: Path) -> int | None:
             return int(fh.read().strip() or 0)
     os.close(read_end)
     os.setsid()
+    import signal
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)   # the ssh session it came from ending is no reason to stop
     if os.fork():
         os._exit(0)
     with os.fdopen(write_end, "w") as fh:
@@ -66,7 +68,8 @@ def main(argv: list[str]) -> int:
     payload = json.loads(sys.stdin.readline() or "{}")
     missing = _missing_modules()
     if missing:
-        print(json.dumps({"error": f"node 0's python ({sys.executable}) lacks {', '.join(missing)}: "
+        where = payload.get("where") or "node 0"
+        print(json.dumps({"error": f"{where}'s python ({sys.executable}) lacks {', '.join(missing)}: "
                                    "fleet cannot supervise the run from there"}), flush=True)
         return 3
     pid = _daemonize(directory)
@@ -104,6 +107,9 @@ def _supervise(directory: Path, payload: dict[str, Any]) -> int:
         from .supervisor_beat import SupervisorBeat
         beat = SupervisorBeat(state, spec.run_id).start()
         provider = provider_for(config)
+        if not payload.get("lease_id"):   # on a Slurm login node (login_launch.py): it leases for itself
+            code = _run_leasing(config, spec, payload, provider, events)
+            return int(code)
         handoff = provider.node0_handoff()
         lease = _local_keys(state.get_lease(payload["lease_id"]), directory)
         code = _run(config, spec, payload, provider, handoff, lease, events)
@@ -113,11 +119,14 @@ def _supervise(directory: Path, payload: dict[str, Any]) -> int:
     except BaseException as exc:  # noqa: BLE001 — the launcher shows one line; the traceback goes to the log
         import traceback
         traceback.print_exc()
-        events.failed(f"the supervisor on node 0 failed: {type(exc).__name__}: {exc}", ExitCode.INFRASTRUCTURE)
+        events.failed(f"the supervisor on {payload.get('where') or 'node 0'} failed: {type(exc).__name__}: {exc}",
+                      ExitCode.INFRASTRUCTURE)
     finally:
         events.close()
         if beat is not None:
             beat.stop()
+        if not payload.get("lease_id"):   # the login node stays up: nothing of the run's stays there
+            _tidy(directory)
         if lease is not None and provider is not None:
             _release_self(provider, lease)
             if handoff is not None and not handoff.release_ends_supervisor:
@@ -155,6 +164,39 @@ def _run(config, spec, payload: dict[str, Any], provider, handoff, lease, events
     summary = run_managed(config, options=options, events=sink, run=attempt)
     events.ended(summary.to_json())
     return summary.exit_code
+
+
+def _run_leasing(config, spec, payload: dict[str, Any], provider, events) -> int:
+    """The whole run from the login node: every attempt leases here (handed_lease.LoginNodeLease),
+    so the node steps' srun frontends are this process's children, and a preempted or failed
+    job's next attempt (recovery) is leased from here too."""
+    from ..ci import masked_events
+    from .handed_lease import LoginNodeLease
+    from .pipeline import Pipeline
+    from .recovery import run_managed
+    from .types import PinnedInputs
+    pins = PinnedInputs(**payload["pins"])
+
+    def attempt(config, *, events, options):
+        return Pipeline(config, LoginNodeLease(provider, pins, str(payload.get("supervisor_dir") or "")),
+                        options=options, events=events).run()
+
+    options = spec.options()
+    if spec.resume:
+        from dataclasses import replace
+        from .lost_resume import resume_for
+        options = replace(options, resume=resume_for(config, spec.resume, continues=spec.continues))
+    summary = run_managed(config, options=options, events=masked_events(config, events), run=attempt)
+    events.ended(summary.to_json())
+    return summary.exit_code
+
+
+def _tidy(directory: Path) -> None:
+    """After the run: fleet's package, fleet.toml and the FLEET_HOME it used go (the lease's keys
+    were forgotten at its release); its events and log stay for the user to read."""
+    import shutil
+    for name in ("home", "exp", "pkg"):
+        shutil.rmtree(directory / name, ignore_errors=True)
 
 
 def _unless_node0_lost(summary, node0, config):

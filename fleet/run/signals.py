@@ -1,6 +1,7 @@
 """Ctrl-C / SIGTERM / SIGHUP during a run: the first asks it to stop gracefully (the execute loop
 sends SIGTERM, waits the grace period, then collects and releases); the second skips the graceful
-waits. Release still happens either way.
+waits. Release still happens either way. A detached run's supervisor ignores SIGHUP: it has no
+terminal, and the ssh session or shell it was started from ending must not end the run.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ class StopSignals:
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            detached = bool(getattr(self.ctx.options, "detached", False))
+            for sig in (signal.SIGINT, signal.SIGTERM) + (() if detached else (signal.SIGHUP,)):
                 self.previous[sig] = signal.signal(sig, self._handle)
         return self
 

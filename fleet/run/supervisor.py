@@ -22,8 +22,11 @@ it gone releases its lease, bills what the ledger lacks and records the run as l
 
 On AWS (with a PostgreSQL state and an S3 store) the supervisor runs on node 0 of the run's lease
 instead (fleet/run/node_launch.py, fleet/run/node_supervisor.py), so that nothing extra has to be
-kept alive and paid for (docs/managed-runs.md); the local provider's machines run on this
-computer, and other providers keep this background process of this computer.
+kept alive and paid for (docs/managed-runs.md); on a Slurm cluster reached over SSH it runs on
+the cluster's login node (fleet/run/login_launch.py); the local provider's machines run on this
+computer, and other providers (and Slurm with fleet on the login node itself) keep this background
+process of this computer, which ignores SIGHUP in its own session: it outlives the ssh session or
+terminal it was started from.
 """
 from __future__ import annotations
 
@@ -157,6 +160,9 @@ def main(argv: list[str]) -> int:
     spec = SupervisorSpec.read(spec_path).with_env_line(sys.stdin.readline())   # then stdin is at its end
     # Read once: its command may hold a secret the shell expanded; nothing needs the file again.
     spec_path.unlink(missing_ok=True)
+    # In a session of its own already (detach.launch); a hangup sent to it anyway (a login node's
+    # ssh session ending, a terminal multiplexer closing) is no reason to end a run.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     _write_identity(directory, spec.run_id)
     events = FileEvents(directory / EVENTS)
     code: int = ExitCode.INFRASTRUCTURE

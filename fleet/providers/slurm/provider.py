@@ -31,6 +31,7 @@ from ..base import (BaseProvider, HasHardLimit, HasLeaseMetadata, LeaseWatch, Ma
 from .accounting import ended_at, lease_accounting
 from .commands import AllocationRequest, LocalRunner, Runner, SlurmCommands, SSHRunner
 from .errors import HOPELESS_PENDING, QosLimitExceeded, QueueWaitExpired, SlurmError
+from .handoff import LoginNodeSupervision, on_login_node
 from .parsing import JobState, QueuedJob
 from .limits import raise_time_limit, time_limit_minutes
 from .loss import ExplainsJobLoss
@@ -53,7 +54,7 @@ def tag(lease_id: str) -> str:
 
 
 class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, HasLeaseMetadata, HasHardLimit,
-                    ReleasesMachines, ExplainsJobLoss):
+                    ReleasesMachines, ExplainsJobLoss, LoginNodeSupervision):
     name = "slurm"
     settings = SlurmSettings
     description = "allocations on a Slurm cluster (sbatch/srun here or on a login node over SSH)"
@@ -369,9 +370,9 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
 
 
 def login_runner(cfg: SlurmSettings, env: dict[str, str] | None = None) -> Runner:
-    """Where Slurm's tools run: here, or on `[slurm] login` over SSH (through `jump` when set);
-    `env` is added to every command (tests: the cluster's SLURM_CONF)."""
-    if not cfg.login:
+    """Where Slurm's tools run: here (also in a detached run's supervisor on the login node: handoff.py),
+    or on `[slurm] login` over SSH (through `jump` when set); `env` is added to every command (tests)."""
+    if not cfg.login or on_login_node(cfg):
         return LocalRunner(env)
     return SSHRunner(cfg.login, port=cfg.login_port, identity=cfg.identity, known_hosts=cfg.known_hosts,
                      jump=cfg.jump, env=env, multiplex=True)

@@ -42,6 +42,7 @@ class SlurmSettings(ProviderSettings):
     workdir: str = "/tmp"                    # on the compute nodes: machine directories go under it
     shared_dir: str | None = None            # on a filesystem login and compute nodes share: inputs staged once
     poll_s: float = 2.0                      # squeue while waiting for, and watching, the allocation
+    supervisor_python: str = "python3"       # on the login node: runs a detached run's supervisor (handoff.py)
 
     section: ClassVar[str] = "slurm"
     help: ClassVar[str] = "A Slurm cluster (provider = \"slurm\"): where its tools run and what to ask it for."
@@ -64,6 +65,7 @@ class SlurmSettings(ProviderSettings):
 # workdir = "/tmp"               # node-local directory for fleet's machine directories
 # shared_dir = "/shared/scratch" # staged once per job when nodes share it; default detected
 # poll = 2                       # seconds between squeue calls
+# supervisor_python = "python3"  # Python >= 3.11 with fleet's deps on the login node (fleet up -d)
 """
     keys: ClassVar[dict[str, Key]] = {
         "login": Key(SSH_DESTINATION, "Login node as user@host: fleet runs sbatch/squeue/srun there over SSH "
@@ -93,4 +95,8 @@ class SlurmSettings(ProviderSettings):
                                   "node does not see it). Default: detected (workdir, when the nodes share it)."),
         "poll": Key(POSITIVE_NUMBER, "Seconds between squeue calls while waiting and while the lease runs.",
                     default=2, target="poll_s"),
+        "supervisor_python": Key(STRING, "Python 3.11 or later on the login node, with fleet's dependencies "
+                                         "(psycopg, boto3, paramiko, pyfastcdc): with `login`, a PostgreSQL state "
+                                         "and an S3 store, `fleet up -d` runs the run's supervisor there with it "
+                                         "(docs/slurm.md, Detached runs).", default="python3"),
     }

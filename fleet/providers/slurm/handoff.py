@@ -1,0 +1,98 @@
+"""The Slurm provider's part of a detached run supervised from the cluster's login node
+(fleet/run/login_launch.py does the rest).
+
+With `[slurm] login` every Slurm command of the launching computer runs on the login node over
+OpenSSH, and so do the node steps' srun frontends, each hanging off one of this computer's ssh
+connections: a supervisor here would take the run with it when the laptop closes. So `fleet up -d`
+(with a PostgreSQL state and an S3 store) starts the run's supervisor on the login node itself,
+where Slurm's tools are local: `LoginShell` is how the launcher (and `fleet down` from anywhere)
+reaches it, through the very destination, port, key, jump host and known_hosts that [slurm] login
+uses; and `on_login_node` is how that supervisor knows it runs there (its environment names the
+login node), so its Slurm provider runs sbatch/srun/scancel locally while the lease's meta still
+says how other computers reach the cluster.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+from ...errors import EnvironmentProblem
+from ..capabilities import SupervisesFromLoginNode
+from .errors import LoginNodeUnreachable
+
+ON_LOGIN_NODE = "FLEET_SLURM_ON_LOGIN_NODE"   # set (to [slurm] login) in the login node's supervisor only
+
+
+def on_login_node(cfg: Any) -> bool:
+    """This process is the supervisor that runs on `cfg.login` itself: Slurm's tools are local."""
+    return bool(cfg.login) and os.environ.get(ON_LOGIN_NODE) == cfg.login
+
+
+@dataclass
+class ShellResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+class LoginShell:
+    """Commands on the login node through an SSHRunner's own ssh options (shared master
+    connection included). Each command runs under `sh -c`: a login shell may be csh."""
+
+    def __init__(self, runner: Any):
+        self.runner = runner
+        self.destination = runner.destination
+
+    def run(self, command: str, *, stdin: bytes | None = None, check: bool = True,
+            timeout: float = 60) -> ShellResult:
+        full = self.runner.base + self.runner.mux + [self.destination, "--", "sh -c " + shlex.quote(command)]
+        try:
+            done = subprocess.run(full, input=stdin if stdin is not None else b"", capture_output=True,
+                                  timeout=timeout)
+        except FileNotFoundError:
+            raise EnvironmentProblem("ssh (the OpenSSH client) is not installed") from None
+        except subprocess.TimeoutExpired:
+            raise LoginNodeUnreachable(f"login node {self.destination}: no answer within {timeout:.0f}s") from None
+        result = ShellResult(done.returncode, done.stdout.decode(errors="replace"),
+                             done.stderr.decode(errors="replace"))
+        if done.returncode == self.runner.UNREACHABLE:
+            why = (result.stderr.strip().splitlines() or ["ssh failed"])[-1]
+            raise LoginNodeUnreachable(f"login node {self.destination} did not answer: {why}")
+        if check and done.returncode != 0:
+            why = (result.stderr.strip() or result.stdout.strip()).splitlines()[-1:] or [""]
+            raise LoginNodeUnreachable(f"login node {self.destination}: `{command[:80]}` exited "
+                                       f"{done.returncode}: {why[0][:200]}")
+        return result
+
+    def close(self) -> None:
+        """Nothing to end: the shared master connection ends by itself (ControlPersist)."""
+
+
+class LoginNodeSupervision(SupervisesFromLoginNode):
+    """SlurmProvider's side of SupervisesFromLoginNode."""
+
+    def login_shell(self, lease: Any = None) -> LoginShell | None:
+        from .commands import SSHRunner
+        from .settings import SlurmSettings
+        cfg = self.config
+        meta = (lease.meta or {}) if lease is not None else {}
+        if meta.get("slurm_login") and meta["slurm_login"] != cfg.login:   # `fleet down` elsewhere: the lease's
+            cfg = SlurmSettings(login=meta["slurm_login"], login_port=meta.get("slurm_login_port"),
+                                identity=meta.get("slurm_identity"), jump=meta.get("slurm_jump"),
+                                known_hosts=meta.get("slurm_known_hosts"))
+        if not cfg.login or (lease is not None and not meta.get("slurm_login")):
+            return None
+        return LoginShell(SSHRunner(cfg.login, port=cfg.login_port, identity=cfg.identity,
+                                    known_hosts=cfg.known_hosts, jump=cfg.jump, multiplex=True))
+
+    def login_node(self) -> str | None:
+        return self.config.login
+
+    def supervisor_python(self) -> str:
+        return self.config.supervisor_python
+
+    def login_node_env(self) -> dict[str, str]:
+        return {ON_LOGIN_NODE: self.config.login or ""}

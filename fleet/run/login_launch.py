@@ -1,0 +1,180 @@
+"""`fleet up --detach` on a Slurm cluster reached over SSH (`[slurm] login`): the run's supervisor
+goes to the login node, where Slurm's tools are local.
+
+A supervisor on the laptop would run every Slurm command over the laptop's ssh, and each node
+step's srun frontend would hang off one of the laptop's ssh connections: closing the laptop would
+end the run. So the launcher (this module, on the laptop) does what must happen where the code is —
+plan, pin (code and data snapshots go to the run's S3 store), the budget gate (nothing is started
+when it refuses) — then, over the login node's SSH (the destination, port, key, jump host and
+known_hosts that [slurm] login uses: provider.login_shell()), copies fleet's package into
+`~/.fleet-supervisor/<run>` (0700) and starts `fleet.run.node_supervisor` there under
+`[slurm] supervisor_python -I`, handing it the state URL, the store's credentials and the run's
+[env] on stdin, never on disk or in argv. It forks into a session of its own (it outlives the ssh
+session) and leases for itself: sbatch/salloc, the node steps' srun frontends, heartbeats, budget,
+deadline, logs into the state, outputs into the store, ledger, record and release all run on the
+login node (handed_lease.LoginNodeLease). The launcher follows its events to the first phase after
+staging and leaves.
+
+Unlike node 0 of a cloud lease, the login node is the user's own login: the supervisor runs as the
+user, who owns the Slurm jobs anyway, and keeps the login shell's environment (PATH to Slurm's
+tools, SLURM_CONF); `-I` keeps user site-packages and PYTHON* variables out of its imports.
+
+Needs a PostgreSQL state and an S3 store (the login node reaches neither of the laptop's SQLite
+file nor its directories); without them the supervisor stays a background process of this computer
+(fleet/run/detach.py), and the launcher says why in one line.
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import asdict, replace
+from typing import Any
+
+from ..errors import InfrastructureError
+from .context import Events
+from .detach import Handoff
+from .handed_lease import LOGIN_NODE
+from .node_launch import BOOTSTRAP, _last_json, _node0_env, _package, _spec_for_node0, _state_url
+from .supervisor import SupervisorSpec
+
+SUPERVISOR_DIR = ".fleet-supervisor"   # under the login's home: <this>/<run id>
+WHERE = "the login node"
+# The supervisor's Python must read fleet's sources: an older one says so in one line, not a SyntaxError.
+# One line, no '!': the login shell may be csh.
+VERSION_CHECK = ("import sys, json; sys.version_info >= (3, 11) or (print(json.dumps({'error': \"the login node's "
+                 "Python is %d.%d (%s); fleet's supervisor needs 3.11 or later: set [slurm] supervisor_python\" % "
+                 "(sys.version_info[0], sys.version_info[1], sys.executable)})), sys.exit(3)); ")
+
+
+def has_login_node(config) -> bool:
+    """The run's provider runs its tools on a login node (Slurm), where its supervisor may go."""
+    from ..providers.capabilities import SupervisesFromLoginNode
+    from ..providers.registry import provider_class
+    return issubclass(provider_class(config.provider), SupervisesFromLoginNode)
+
+
+def why_not_login_node(config, options=None) -> str | None:
+    """None when this run's supervisor can run on the provider's login node; else why not, in one line."""
+    if not has_login_node(config):
+        return f"the {config.provider} provider has no login node to run a supervisor on"
+    from .offer import provider_for
+    if provider_for(config).login_node() is None:
+        return ("fleet runs on the login node itself ([slurm] login unset): the supervisor is a background "
+                "process here, in a session of its own, which outlives your ssh session")
+    if options is not None and options.keep_s:
+        return "--keep leaves the allocation up after the run, for this computer's `fleet run`"
+    if not _state_url(config).startswith(("postgresql://", "postgres://")):
+        return ("the login node cannot reach this computer's SQLite state (team mode: "
+                "FLEET_STATE_URL=postgresql://…)")
+    if not str(config.store or "").startswith("s3://"):
+        return "the login node cannot reach a store on this computer (set store = \"s3://BUCKET/PREFIX\")"
+    return None
+
+
+def launch_on_login_node(config, spec: SupervisorSpec, options, events: Events, pins=None) -> tuple[Handoff, int]:
+    """Pin, pass the budget gate, start the supervisor on the login node, follow it to the handoff.
+    Returns the handoff and the supervisor's pid on the login node. `pins`: inputs pinned already."""
+    from ..money.reservations import Reservations
+    from ..state import open_state
+    from .budget import BudgetGate
+    from .inputs import Inputs
+    from .lease import NewLease
+    from .offer import provider_for
+    provider = provider_for(config)
+    source = NewLease(provider)
+    offer = source.offer(config)
+    pins = pins if pins is not None else Inputs(config).pin(options, events)
+    state = open_state(config.state_url)
+    # Refused here, before anything reaches the login node. The supervisor's own budget stage
+    # reserves for the lease it makes; this reservation ends before it starts, so the two never
+    # count against each other.
+    BudgetGate(config, state).grant(offer, run_id=spec.run_id, lease_id=source.lease_id)
+    shell = provider.login_shell()
+    try:
+        try:
+            home = shell.run('printf "%s" "$HOME"', timeout=60).stdout.strip()
+            if not home.startswith("/"):
+                raise InfrastructureError(f"login node {provider.login_node()}: no home directory to run the "
+                                          f"supervisor in (HOME={home!r})")
+            remote = f"{home.rstrip('/')}/{SUPERVISOR_DIR}/{spec.run_id}"
+            events.phase("handoff", f"copying fleet to the login node ({provider.login_node()}) and starting the "
+                                    "run's supervisor there")
+            _copy(shell, remote, config)
+        finally:
+            Reservations(state.db).settle(source.lease_id, None)
+        payload = {"spec": _spec_for_node0(spec, config), "env": {**_node0_env(config), **provider.login_node_env()},
+                   "pins": asdict(pins), "supervisor_dir": remote, "where": WHERE}
+        python = provider.supervisor_python()
+        python = f"{home.rstrip('/')}/{python[2:]}" if python.startswith("~/") else python
+        command = (f"cd {shlex.quote(remote)} && exec {shlex.quote(python)} -I -c "
+                   f"{shlex.quote(VERSION_CHECK + BOOTSTRAP)} {shlex.quote(remote)}")
+        started = shell.run(command, stdin=(json.dumps(payload) + "\n").encode(), check=False, timeout=120)
+        answer = _last_json(started.stdout)
+        if "pid" not in answer:
+            raise InfrastructureError(answer.get("error") or f"the supervisor did not start on the login node: "
+                                      f"{(started.stderr.strip().splitlines() or ['no answer'])[-1][:300]}")
+        pid = int(answer["pid"])
+        from .node_launch import _follow
+        handoff = _follow(shell, remote, pid, spec.run_id, None, events, where=WHERE)
+        return replace(handoff, lease_id=handoff.lease_id or _lease_of(state, spec.run_id, handoff)), pid
+    finally:
+        shell.close()
+
+
+def _copy(shell, remote: str, config) -> None:
+    """fleet's package (unpacked from stdin) and fleet.toml, into the supervisor's 0700 directory."""
+    from pathlib import Path
+    q = shlex.quote
+    shell.run(f"umask 077 && rm -rf {q(remote)} && mkdir -p {q(remote + '/pkg')} {q(remote + '/exp')} "
+              f"{q(remote + '/home')} && chmod 700 {q(remote)} && tar -xzf - -C {q(remote + '/pkg')}",
+              stdin=_package(), timeout=300)
+    if config.path is not None:
+        shell.run(f"umask 077 && cat > {q(remote + '/exp/fleet.toml')}", stdin=Path(config.path).read_bytes())
+
+
+def _lease_of(state, run_id: str, handoff: Handoff) -> str | None:
+    if handoff.summary is not None:
+        return handoff.summary.lease_id
+    try:
+        return state.get_run(run_id).get("lease_id")
+    except Exception:  # noqa: BLE001 — shown as "?"; the run row names it
+        return None
+
+
+def stop_on_login_node(state, run: dict[str, Any], events: Events, *, wait_s: float) -> bool:
+    """`fleet down LEASE` on a run supervised from the login node: SIGTERM to that supervisor over
+    the login node's SSH (the run then stops as on Ctrl-C: outputs to the store, recorded as
+    cancelled, the allocation released by it), after proving over the same connection that the
+    pid is fleet.run.node_supervisor in the run's directory. Waits until it has released the
+    lease. False: not provably it (gone, or another process now), nothing signalled."""
+    from ..errors import FleetError
+    from ..providers.capabilities import SupervisesFromLoginNode
+    from ..providers.registry import get as get_provider
+    meta = run.get("meta") or {}
+    pid = int((meta.get("controller") or {}).get("pid") or 0)
+    remote = str(meta.get("supervisor_dir") or "")
+    lease = state.get_lease(run["lease_id"])
+    provider = get_provider(lease.provider)
+    if not pid or not remote or meta.get("supervised_on") != LOGIN_NODE \
+            or not isinstance(provider, SupervisesFromLoginNode):
+        return False
+    shell = provider.login_shell(lease)
+    if shell is None:
+        return False
+    try:
+        argv = shell.run(f"cat /proc/{int(pid)}/cmdline", check=False, timeout=30).stdout.split("\0")
+        if not any("fleet.run.node_supervisor" in arg for arg in argv) or remote not in argv:
+            return False
+        events.phase("release", f"asking the supervisor of run {run['id']} on the login node "
+                                f"({shell.destination}, pid {pid}) to stop")
+        shell.run(f"kill -TERM {int(pid)}", check=False, timeout=30)
+    except FleetError as exc:
+        events.warn(f"could not reach the supervisor of run {run['id']} on the login node: {exc.one_line()}")
+        return False
+    finally:
+        shell.close()
+    end = time.monotonic() + wait_s
+    while time.monotonic() < end and state.lease_status(lease.id)[0] in ("active", "leasing"):
+        time.sleep(0.5)
+    return True
