@@ -10,7 +10,8 @@ settings allowing it, resumes it as attempt 2 on the hosts still up, from each n
 supervised from the new node 0, which `fleet attach` follows to `succeeded`. With recovery = "never"
 or max_restarts = 0 the run stays lost, `fleet reap` says why, nothing is leased, and the host that
 did not answer is marked down. A supervisor that died on a node 0 host that stays up is reaped the
-same way, the release reaching both hosts."""
+same way, the release reaching both hosts. With every host down, the lease is still released and
+billed, and the reaper says why attempt 2 could not be started."""
 from __future__ import annotations
 
 import json
@@ -228,3 +229,29 @@ def test_a_supervisor_that_died_on_a_live_node0_host_is_reaped_and_the_key_revok
     assert wait_until(lambda: not [p for p in live_processes_under(node0.directory) if lease_id in p[1]], 30)
     hosts = json.loads(_laptop(["hosts", "ls", "--no-probe", "--json"], exp, env).stdout)["hosts"]
     assert {h["status"] for h in hosts} == {"up"}, hosts   # every host answered: none marked down
+
+
+def test_with_no_host_left_the_reaper_releases_the_lease_and_says_why_it_cannot_resume(
+        farm, tmp_path, postgres_url, aws_env):
+    """Every host goes down: the release reaches none of them (each marked down, the slots freed,
+    both segments closed from this computer), and attempt 2, allowed by the run's settings, cannot
+    be leased: one line says so, nothing stays leased, and no mark is left on the lost run."""
+    run = _train_and_power_off(farm, tmp_path, postgres_url, aws_env, recovery="always", max_restarts=2)
+    run_id, lease_id, exp, env = run["run_id"], run["lease_id"], run["exp"], run["env"]
+    for host in farm.hosts:
+        if host is not run["node0"]:
+            _power_off(host)
+    _wait_supervisor_gone(run)
+    reap = _laptop(["reap"], exp, env)
+    out = reap.stdout + reap.stderr
+    assert reap.returncode == 0 and "Traceback" not in out, out[-4000:]
+    assert f"run {run_id} stays lost, not resumed: attempt 2 could not be started: " in reap.stdout, out[-4000:]
+    row = _run_row(postgres_url, run_id)
+    assert row["status"] == "lost" and not row["meta"].get("next_attempt") and not row["meta"].get("resuming"), row
+    assert _lease_status(postgres_url, lease_id) == "released" and not _slots(postgres_url, lease_id)
+    rows = _ledger(postgres_url, run_id)
+    machines = {f"{lease_id}-n0", f"{lease_id}-n1"}
+    assert {r[0] for r in rows if r[1] == "open"} == machines == {r[0] for r in rows if r[1] == "close"}, rows
+    assert [s for _id, s in _leases(postgres_url) if s in ("active", "leasing")] == [], _leases(postgres_url)
+    hosts = json.loads(_laptop(["hosts", "ls", "--no-probe", "--json"], exp, env).stdout)["hosts"]
+    assert {h["name"]: h["status"] for h in hosts}[run["node1"].name] == "down", hosts

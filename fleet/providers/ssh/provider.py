@@ -26,7 +26,7 @@ from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
 from ..base import (BaseProvider, LeaseWatch, MachineMix, Queueing, ReleasedFromAnywhere, ReleasesMachines,
                     ReportsMachines, SupervisesFromNode0)
 from . import slots as ssh_slots
-from .handoff import SUPERVISOR_DIR
+from .handoff import SUPERVISOR_DIR, missing_host_keys
 from .settings import HostConfig, SSHSettings
 
 PROBE_FRESH_S = 30.0
@@ -81,8 +81,7 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
         return SSHHandoff()
 
     def why_not_released_here(self, lease: Lease) -> str | None:
-        from .handoff import missing_host_keys
-        return missing_host_keys(lease)
+        return missing_host_keys(lease)   # `fleet reap` elsewhere: the keys to the hosts must be here
 
     def templates(self) -> dict[str, Template]:
         return ssh_templates(getattr(self.config, "prices", None))
