@@ -40,8 +40,6 @@ from .userdata import MACHINE_USER, SUPERVISOR_DIR, SUPERVISOR_USER, WORKDIR, Bo
 
 EXPIRY_GRACE_S = 15 * 60      # fleet:expires-at = launch + max_duration + this (the reaper's line)
 CREATE_TAGS_CHUNK = 1000      # EC2 takes up to 1000 resource ids per CreateTags
-
-
 FILTER_VALUES_MAX = 200     # EC2's limit on the values of one DescribeInstances filter
 
 
@@ -50,9 +48,8 @@ def lease_dir(lease_id: str) -> Path:
     return subdir("leases") / plain_name(lease_id, "lease id")
 
 
-class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDeadline,
-                  DescribesLeases, InterruptionNotices, ReleasesMachines, Queueing, SupervisesFromNode0,
-                  ReleasedFromAnywhere):
+class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDeadline, DescribesLeases,
+                  InterruptionNotices, ReleasesMachines, Queueing, SupervisesFromNode0, ReleasedFromAnywhere):
     name = "aws"
     # One DescribeInstances at 1,000 instances costs seconds (and boto3's import alone ~0.3 s): `fleet
     # status` shows what EC2 said within the last minute, `fleet status --refresh` asks now.

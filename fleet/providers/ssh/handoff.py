@@ -25,6 +25,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from ..capabilities import ReleasedFromAnywhere
 from ..node0 import Node0Handoff
 
 SUPERVISOR_DIR = ".fleet-supervisor"     # under the supervisor login's home: <this>/<lease id>
@@ -123,6 +124,14 @@ def revoke_lease_key(machine: Any, lease_id: str) -> None:
     from ...remote.ssh import connect
     with connect(machine, timeout=10) as session:
         session.run(["sh", "-c", REVOKE.format(tag=shlex.quote(key_tag(lease_id)))], timeout=60)
+
+
+class ReleasedWithKeys(ReleasedFromAnywhere):
+    """The ssh provider's `ReleasedFromAnywhere`: a team-host lease is released (processes ended, slots
+    freed, this lease key revoked) from any computer that holds the owner's keys to its hosts."""
+
+    def why_not_released_here(self, lease: Any) -> str | None:
+        return missing_host_keys(lease)
 
 
 def missing_host_keys(lease: Any) -> str | None:

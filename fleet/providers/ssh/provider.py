@@ -23,10 +23,10 @@ from ...errors import InfrastructureError, MachineUnreachable, UsageError
 from ...gpus import GpuType
 from .hosts import Host, Inventory, host_machine, probe_all
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
-from ..base import (BaseProvider, LeaseWatch, MachineMix, Queueing, ReleasedFromAnywhere, ReleasesMachines,
-                    ReportsMachines, SupervisesFromNode0)
+from ..base import (BaseProvider, LeaseWatch, MachineMix, Queueing, ReleasesMachines, ReportsMachines,
+                    SupervisesFromNode0)
 from . import slots as ssh_slots
-from .handoff import SUPERVISOR_DIR, missing_host_keys
+from .handoff import SUPERVISOR_DIR, ReleasedWithKeys
 from .settings import HostConfig, SSHSettings
 
 PROBE_FRESH_S = 30.0
@@ -46,8 +46,7 @@ def ssh_templates(prices: dict | None = None) -> dict[str, Template]:
     return out
 
 
-class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines, SupervisesFromNode0,
-                      ReleasedFromAnywhere):
+class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines, SupervisesFromNode0, ReleasedWithKeys):
     name = "ssh"
     settings = SSHSettings
     description = "your team's own GPU hosts ([[hosts]] or `fleet hosts add`), shared by GPU slot"
@@ -79,9 +78,6 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
         """`fleet up -d`: the supervisor runs on node 0's host as its `supervisor_login` (handoff.py)."""
         from .handoff import SSHHandoff
         return SSHHandoff()
-
-    def why_not_released_here(self, lease: Lease) -> str | None:
-        return missing_host_keys(lease)   # `fleet reap` elsewhere: the keys to the hosts must be here
 
     def templates(self) -> dict[str, Template]:
         return ssh_templates(getattr(self.config, "prices", None))
