@@ -201,7 +201,7 @@ def test_fleet_down_from_the_laptop_stops_a_run_supervised_from_the_login_node(
     assert {r[0] for r in rows if r[1] == "close"} == {f"{lease_id}-n0", f"{lease_id}-n1"}, rows
 
 
-def test_a_login_node_python_without_fleets_dependencies_is_one_line_and_nothing_is_queued(
+def test_a_login_node_python_too_old_or_without_fleets_dependencies_is_one_line_and_nothing_is_queued(
         login, tmp_path, postgres_url, aws_env, slurm_env):
     farm, host = login
     exp = _write_exp(tmp_path, farm, host, COMMAND)
@@ -214,6 +214,18 @@ def test_a_login_node_python_without_fleets_dependencies_is_one_line_and_nothing
     up = run_fleet(["up", "-d", "--gpus", "2"], cwd=exp, env=_laptop_env(farm, tmp_path, postgres_url), timeout=120)
     assert up.returncode != 0
     assert "the login node's python (/usr/bin/python3) lacks" in up.stderr and "psycopg" in up.stderr, up.stderr
+    assert _fleet_jobs(slurm_env) == [] and _supervisors(host) == []
+    # A Python older than fleet's sources (stood in for by one that says it is 3.8): one line too.
+    old = tmp_path / "python3.8"
+    old.write_text("#!/bin/sh\nexec /usr/bin/python3 -c 'import sys; sys.version_info = (3, 8, 10); "
+                   "exec(sys.argv[1])' \"$3\" \"$4\"\n")
+    old.chmod(0o755)
+    (exp / "fleet.toml").write_text(toml.replace('supervisor_python = "/usr/bin/python3"',
+                                                 f'supervisor_python = "{old}"'))
+    up = run_fleet(["up", "-d", "--gpus", "2"], cwd=exp, env=_laptop_env(farm, tmp_path, postgres_url), timeout=120)
+    assert up.returncode != 0
+    assert "the login node's Python is 3.8" in up.stderr and "needs 3.11 or later: set [slurm] supervisor_python" \
+        in up.stderr, up.stderr
     assert _fleet_jobs(slurm_env) == [] and _supervisors(host) == []
 
 
@@ -271,3 +283,46 @@ def test_a_dead_supervisor_on_the_login_node_is_seen_and_fleet_down_ends_its_run
     rows = _ledger(postgres_url, run_id)
     assert {r[0] for r in rows if r[1] == "close"} == {f"{lease_id}-n0", f"{lease_id}-n1"}, rows
     assert wait_until(lambda: not _fleet_jobs(slurm_env), 60), _fleet_jobs(slurm_env)
+
+
+def test_a_node_failure_under_a_login_node_supervised_run_is_recovered_from_the_login_node(
+        login, tmp_path, postgres_url, aws_env, slurm_env):
+    """Recovery needs no laptop either: the login node's supervisor leases attempt 2 itself."""
+    from tests.e2e.test_checkpoints import TRAIN
+    from tests.e2e.test_recovery_slurm import _bring_back, _scontrol
+    farm, host = login
+    exp = _write_exp(tmp_path, farm, host, "python3 train.py 60 0.1")
+    (exp / "train.py").write_text(TRAIN)
+    toml = (exp / "fleet.toml").read_text().replace(
+        'command = ', 'checkpoint_interval = "1s"\nrecovery = "always"\nmax_restarts = 2\ncommand = ')
+    (exp / "fleet.toml").write_text(toml)
+    env = _laptop_env(farm, tmp_path, postgres_url)
+    up = subprocess.run([*LAPTOP, FLEET, "up", "-d", "--gpus", "1", "--json"], cwd=exp, env=env,
+                        capture_output=True, text=True, timeout=300)
+    assert up.returncode == 0, up.stdout + up.stderr
+    handoff = json.loads(up.stdout)
+    run_id, lease_id, pid = handoff["run_id"], handoff["lease_id"], handoff["supervisor_pid"]
+    assert handoff["supervised_on"] == "login node"
+    assert wait_until(lambda: "attempt 1" in subprocess.run(
+        [FLEET, "logs", run_id], cwd=exp, env=env, capture_output=True, text=True).stdout, 60)
+    import time
+    time.sleep(4)   # a few periodic checkpoint uploads (every 1 s)
+    [job] = [j for j in _fleet_jobs(slurm_env) if j.comment == f"fleet:lease={lease_id}"]
+    [failed] = job.nodes
+    try:
+        _scontrol(slurm_env, "update", f"nodename={failed}", "state=down", "reason=fleet-test-node-fail")
+        # The verdict, with the attempt list, is the last attempt's (`<run>-a2`) row.
+        assert wait_until(lambda: _run_row(postgres_url, f"{run_id}-a2").get("status") not in (None, "running"),
+                          240), (_run_row(postgres_url, run_id), _run_row(postgres_url, f"{run_id}-a2"))
+    finally:
+        _bring_back(slurm_env, failed)
+    assert _run_row(postgres_url, run_id)["status"] == "error"   # attempt 1: its node failed under it
+    summary = _run_row(postgres_url, f"{run_id}-a2")["meta"]["summary"]
+    assert summary["status"] == "succeeded" and [a["attempt"] for a in summary["attempts"]] == [1, 2], summary
+    logs = run_fleet(["logs", f"{run_id}-a2"], cwd=exp, env=env).stdout
+    resumed = int(logs.split("rank 0 attempt 2 resumed 1 from ")[1].split()[0])
+    assert 0 < resumed < 60 and "rank 0 finished at 60" in logs, logs
+    second = _run_row(postgres_url, f"{run_id}-a2")
+    assert second["meta"]["supervised_on"] == "login node" and second["lease_id"] != lease_id, second
+    assert wait_until(lambda: not _fleet_jobs(slurm_env), 60), _fleet_jobs(slurm_env)
+    assert wait_until(lambda: not _cmdline(pid), 60), _cmdline(pid)
