@@ -125,12 +125,12 @@ def launch_on_login_node(config, spec: SupervisorSpec, options, events: Events, 
 def _copy(shell, remote: str, config) -> None:
     """fleet's package (unpacked from stdin) and fleet.toml, into the supervisor's 0700 directory."""
     from pathlib import Path
-    q = shlex.quote
-    shell.run(f"umask 077 && rm -rf {q(remote)} && mkdir -p {q(remote + '/pkg')} {q(remote + '/exp')} "
-              f"{q(remote + '/home')} && chmod 700 {q(remote)} && tar -xzf - -C {q(remote + '/pkg')}",
-              stdin=_package(), timeout=300)
+    shell.run(f"umask 077 && rm -rf {shlex.quote(remote)} && mkdir -p {shlex.quote(remote + '/pkg')} "
+              f"{shlex.quote(remote + '/exp')} {shlex.quote(remote + '/home')} && chmod 700 {shlex.quote(remote)} "
+              f"&& tar -xzf - -C {shlex.quote(remote + '/pkg')}", stdin=_package(), timeout=300)
     if config.path is not None:
-        shell.run(f"umask 077 && cat > {q(remote + '/exp/fleet.toml')}", stdin=Path(config.path).read_bytes())
+        shell.run(f"umask 077 && cat > {shlex.quote(remote + '/exp/fleet.toml')}",
+                  stdin=Path(config.path).read_bytes())
 
 
 def _lease_of(state, run_id: str, handoff: Handoff) -> str | None:
@@ -163,12 +163,12 @@ def stop_on_login_node(state, run: dict[str, Any], events: Events, *, wait_s: fl
     if shell is None:
         return False
     try:
-        argv = shell.run(f"cat /proc/{int(pid)}/cmdline", check=False, timeout=30).stdout.split("\0")
+        argv = shell.run(f"cat /proc/{shlex.quote(str(pid))}/cmdline", check=False, timeout=30).stdout.split("\0")
         if not any("fleet.run.node_supervisor" in arg for arg in argv) or remote not in argv:
             return False
         events.phase("release", f"asking the supervisor of run {run['id']} on the login node "
                                 f"({shell.destination}, pid {pid}) to stop")
-        shell.run(f"kill -TERM {int(pid)}", check=False, timeout=30)
+        shell.run(f"kill -TERM {shlex.quote(str(pid))}", check=False, timeout=30)
     except FleetError as exc:
         events.warn(f"could not reach the supervisor of run {run['id']} on the login node: {exc.one_line()}")
         return False
