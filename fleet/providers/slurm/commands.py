@@ -66,6 +66,11 @@ class SSHRunner:
                  known_hosts: str | None = None, env: Mapping[str, str] | None = None,
                  connect_timeout_s: int = 15, options: Sequence[str] = (), ssh: str = "ssh",
                  jump: str | None = None, multiplex: bool = False):
+        for what, value in (("login node", destination), ("jump host", jump)):
+            # A lease's meta (the shared state, writable by any teammate) names these for `fleet down`
+            # and `fleet reap` elsewhere: one ssh would read as an option (-oProxyCommand=…) is refused.
+            if value is not None and (not value or value.startswith("-") or any(c.isspace() for c in value)):
+                raise LoginNodeUnreachable(f"{what} {value!r} refused: must be user@host (no leading '-', no spaces)")
         self.destination = destination
         self.env = dict(env or {})
         common = [ssh, "-o", "BatchMode=yes", "-o", f"ConnectTimeout={connect_timeout_s}",
