@@ -151,24 +151,31 @@ def stop_on_login_node(state, run: dict[str, Any], events: Events, *, wait_s: fl
     from ..errors import FleetError
     from ..providers.capabilities import SupervisesFromLoginNode
     from ..providers.registry import get as get_provider
+    from .node_launch import term_if_supervisor
+    from .supervisor_beat import base_run_id
     meta = run.get("meta") or {}
-    pid = int((meta.get("controller") or {}).get("pid") or 0)
+    try:
+        pid = int((meta.get("controller") or {}).get("pid") or 0)
+    except (TypeError, ValueError):   # a row written by something other than fleet: nothing to prove
+        return False
     remote = str(meta.get("supervisor_dir") or "")
     lease = state.get_lease(run["lease_id"])
     provider = get_provider(lease.provider)
     if not pid or not remote or meta.get("supervised_on") != LOGIN_NODE \
             or not isinstance(provider, SupervisesFromLoginNode):
         return False
+    # The row is the shared state's: only this run's own directory is a supervisor's to be proved by.
+    parent, _, name = remote.rstrip("/").rpartition("/")
+    if not parent.endswith("/" + SUPERVISOR_DIR) or name not in (run["id"], base_run_id(run["id"])):
+        return False
     shell = provider.login_shell(lease)
     if shell is None:
         return False
     try:
-        argv = shell.run(f"cat /proc/{shlex.quote(str(pid))}/cmdline", check=False, timeout=30).stdout.split("\0")
-        if not any("fleet.run.node_supervisor" in arg for arg in argv) or remote not in argv:
-            return False
         events.phase("release", f"asking the supervisor of run {run['id']} on the login node "
                                 f"({shell.destination}, pid {pid}) to stop")
-        shell.run(f"kill -TERM {shlex.quote(str(pid))}", check=False, timeout=30)
+        if "signalled" not in shell.run(term_if_supervisor(pid, remote), check=False, timeout=30).stdout:
+            return False
     except FleetError as exc:
         events.warn(f"could not reach the supervisor of run {run['id']} on the login node: {exc.one_line()}")
         return False

@@ -322,12 +322,10 @@ def stop_on_node0(state, run: dict[str, Any], events: Events, *, wait_s: float) 
     remote = meta.get("supervisor_dir") or remote   # where it runs, as it recorded itself
     try:
         with connect(login, timeout=10) as session:
-            argv = session.run(f"cat /proc/{shlex.quote(str(int(pid)))}/cmdline", check=False, timeout=30).stdout.split("\0")
-            if not any("fleet.run.node_supervisor" in arg for arg in argv) or remote not in argv:
-                return False
             events.phase("release", f"asking the supervisor of run {run['id']} on node 0 ({node0.id}, pid {pid}) "
                                     "to stop")
-            session.run(f"kill -TERM {shlex.quote(str(int(pid)))}", check=False, timeout=30)
+            if "signalled" not in session.run(term_if_supervisor(pid, remote), check=False, timeout=30).stdout:
+                return False
     except FleetError as exc:
         events.warn(f"could not reach the supervisor of run {run['id']} on node 0: {exc.one_line()}")
         return False
@@ -336,3 +334,17 @@ def stop_on_node0(state, run: dict[str, Any], events: Events, *, wait_s: float) 
         time.sleep(0.5)
     return True
 
+
+def term_if_supervisor(pid: int, remote: str) -> str:
+    """One remote command: SIGTERM to `pid` only if, at that moment, it is this user's
+    fleet.run.node_supervisor with `remote` (its directory) as an argument; it prints `signalled`
+    when it was. Proved and signalled in one command: proved in one round trip and signalled in
+    the next, the pid could name another process by then. Under `sh -c`: a login shell may be csh."""
+    pid = int(pid)
+    if pid <= 0 or not remote or "\n" in remote:
+        return "false"
+    argv = shlex.quote(f"/proc/{pid}/cmdline")
+    line = (f"test -O {shlex.quote(f'/proc/{pid}')} && tr '\\000' '\\n' < {argv} | grep -qF fleet.run.node_supervisor "
+            f"&& tr '\\000' '\\n' < {argv} | grep -qxF -- {shlex.quote(remote)} "
+            f"&& kill -TERM {shlex.quote(str(pid))} && echo signalled")
+    return "sh -c " + shlex.quote(line)
