@@ -124,7 +124,13 @@ def launch_on_login_node(config, spec: SupervisorSpec, options, events: Events, 
 
 def _copy(shell, remote: str, config) -> None:
     """fleet's package (unpacked from stdin) and fleet.toml, into the supervisor's 0700 directory."""
+    import re
     from pathlib import Path
+    parent, _, name = remote.rpartition("/")
+    # The run id may come from a row of the shared state (`fleet reap` resuming a lost run): a path
+    # made from it is removed below, so it must name one entry of ~/.fleet-supervisor.
+    if not parent.endswith("/" + SUPERVISOR_DIR) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
+        raise InfrastructureError(f"run id {name!r} refused: a run id is letters, digits, '_', '.', '-'")
     shell.run(f"umask 077 && rm -rf {shlex.quote(remote)} && mkdir -p {shlex.quote(remote + '/pkg')} "
               f"{shlex.quote(remote + '/exp')} {shlex.quote(remote + '/home')} && chmod 700 {shlex.quote(remote)} "
               f"&& tar -xzf - -C {shlex.quote(remote + '/pkg')}", stdin=_package(), timeout=300)

@@ -117,3 +117,19 @@ def test_a_process_that_is_not_fleets_supervisor_is_not_signalled(tmp_path, logi
 def test_odd_pids_signal_nothing(tmp_path, login_node, pid):
     remote = str(tmp_path / SUPERVISOR_DIR / "r-1")
     assert not stop_on_login_node(_state(), _run("r-1", pid, remote), SilentEvents(), wait_s=0) and not any("kill" in c and "-1" in c.split("kill", 1)[1][:12] for c in login_node)
+
+
+@pytest.mark.parametrize("run_id", ["../thesis", "..", ".", "x/../../thesis", "-rf"])
+def test_the_supervisor_dir_made_from_a_run_id_out_of_the_state_never_removes_anything_else(tmp_path, run_id):
+    """`fleet reap` resumes a lost run under its own id (a row of the shared state): the launcher
+    `rm -rf`s ~/.fleet-supervisor/<id> before copying fleet there."""
+    from fleet.errors import FleetError
+    from fleet.run.login_launch import _copy
+    home = tmp_path / "home"
+    (home / "thesis").mkdir(parents=True)
+    (home / "thesis" / "chapter1.tex").write_text("years of work")
+    (home / SUPERVISOR_DIR / "x").mkdir(parents=True)
+    with pytest.raises(FleetError, match="run id"):
+        _copy(HereShell([]), f"{home}/{SUPERVISOR_DIR}/{run_id}", SimpleNamespace(path=None))
+    assert (home / "thesis" / "chapter1.tex").read_text() == "years of work"
+    assert (home / SUPERVISOR_DIR).is_dir()
