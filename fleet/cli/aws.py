@@ -53,7 +53,7 @@ def reap(
     file: Optional[Path] = typer.Option(None, "--file", "-f", help="Config file (default ./fleet.toml if present)."),
     json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> int:
-    """Release leases (AWS, team hosts) whose detached run's supervisor is gone and resume their runs;
+    """Release leases (AWS, team hosts, Slurm) whose detached run's supervisor is gone and resume their runs;
     terminate fleet-tagged AWS instances past their expiry or of no live lease.
 
     Each such run is ended lost and resumed as its next attempt where its settings allow it (else one

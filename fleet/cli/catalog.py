@@ -48,8 +48,9 @@ COMMANDS: tuple[CommandEntry, ...] = (
                  "(--verify)."),
     CommandEntry("offers", "aws", "Machine mixes a provider's templates allow for --gpus (default: the stack's "
                  "AWS templates), cheapest first, with prices: the same offers `fleet up` chooses from."),
-    CommandEntry("reap", "aws", "Release leases (AWS, team hosts) whose detached run's supervisor is gone and "
-                 "resume their runs; terminate fleet-tagged AWS instances past their expiry or of no live lease."),
+    CommandEntry("reap", "aws", "Release leases (AWS, team hosts, Slurm) whose detached run's supervisor is gone "
+                 "and resume their runs; terminate fleet-tagged AWS instances past their expiry or of no live "
+                 "lease."),
     CommandEntry("snapshot", "snapshot", "Content-addressed snapshots of data (same bytes → same id)."),
     CommandEntry("stack", "stack", "The AWS infrastructure (VPC, bucket, launch templates, reaper) as a Pulumi "
                  "stack."),

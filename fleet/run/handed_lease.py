@@ -78,9 +78,15 @@ class LoginNodeLease(PinnedNewLease):
     children on the login node), running the inputs the launcher pinned. The run row says where it
     runs, so `fleet down` from any computer asks it to stop over the login node's SSH."""
 
-    def __init__(self, provider, pins: PinnedInputs, supervisor_dir: str):
+    def __init__(self, provider, pins: PinnedInputs, supervisor_dir: str, relaunch: dict | None = None):
         super().__init__(provider, pins)
         self.supervisor_dir = supervisor_dir
+        self.relaunch = relaunch
 
     def run_meta(self) -> dict:
         return {"supervised_on": LOGIN_NODE, "supervisor_dir": self.supervisor_dir}
+
+    def lease_meta(self) -> dict:
+        # What the launcher recorded of its fleet.toml and command line (node_launch.relaunch_meta):
+        # `fleet reap` starts the next attempt from it when this supervisor is gone (lost_resume.py).
+        return {"relaunch": self.relaunch} if self.relaunch else {}

@@ -64,7 +64,7 @@ class NewLease:
         provider_meta = self.provider.lease_meta() if isinstance(self.provider, HasLeaseMetadata) else {}
         ctx.state.begin_lease(ctx.lease_id, ctx.plan, deadline_s=first_deadline_s,
                               meta={**grant.lease_meta(), **provider_meta,
-                                    "first_deadline_s": first_deadline_s})
+                                    "first_deadline_s": first_deadline_s, **self.lease_meta()})
         ctx.state.create_run(ctx.run_id, lease_id=ctx.lease_id, project=offer.project, user=offer.user,
                              command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
                              meta={"provider": offer.provider, "template": offer.template.name, "gpus": offer.gpus,
@@ -73,6 +73,10 @@ class NewLease:
 
     def run_meta(self) -> dict:
         """More for the run row's meta (where a detached run's supervisor runs: handed_lease.py)."""
+        return {}
+
+    def lease_meta(self) -> dict:
+        """More for the lease's meta (how `fleet reap` starts a lost run's next attempt: handed_lease.py)."""
         return {}
 
     def acquire(self, ctx: RunContext, deadline_s: int, on_machine: OnMachine) -> Lease:

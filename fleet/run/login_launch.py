@@ -35,7 +35,7 @@ from ..errors import InfrastructureError
 from .context import Events
 from .detach import Handoff
 from .handed_lease import LOGIN_NODE
-from .node_launch import BOOTSTRAP, _last_json, _node0_env, _package, _spec_for_node0, _state_url
+from .node_launch import BOOTSTRAP, _last_json, _node0_env, _package, _spec_for_node0, _state_url, relaunch_meta
 from .supervisor import SupervisorSpec
 
 SUPERVISOR_DIR = ".fleet-supervisor"   # under the login's home: <this>/<run id>
@@ -104,7 +104,8 @@ def launch_on_login_node(config, spec: SupervisorSpec, options, events: Events, 
         finally:
             Reservations(state.db).settle(source.lease_id, None)
         payload = {"spec": _spec_for_node0(spec, config), "env": {**_node0_env(config), **provider.login_node_env()},
-                   "pins": asdict(pins), "supervisor_dir": remote, "where": WHERE}
+                   "pins": asdict(pins), "supervisor_dir": remote, "where": WHERE,
+                   "relaunch": relaunch_meta(config, spec)}   # for `fleet reap`'s next attempt (lost_resume.py)
         python = provider.supervisor_python()
         python = f"{home.rstrip('/')}/{python[2:]}" if python.startswith("~/") else python
         command = (f"cd {shlex.quote(remote)} && exec {shlex.quote(python)} -I -c "

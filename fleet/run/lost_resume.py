@@ -1,5 +1,5 @@
 """The reaper resumes a run whose node 0 vanished: no controller lives to do it, so `fleet reap`,
-which ends such a run `lost` (fleet/run/reap_silent.py: AWS and team hosts), starts its next
+which ends such a run `lost` (fleet/run/reap_silent.py: AWS, team hosts, Slurm), starts its next
 attempt itself, when the run's own settings allow it, as `fleet up --resume RUN -d` would start one:
 on a new lease made from the reaping computer (on team hosts, with the keys to the hosts it has).
 
@@ -10,7 +10,9 @@ same run's next (`<run>-aN`, every earlier attempt listed in its summary and rec
 attempt naming it for `fleet attach` and `fleet logs -f`), started from what the run recorded:
 its fleet.toml and data as pinned (the code snapshot in the store), its command-line settings
 (the lease's `relaunch` meta, node_launch.relaunch_meta), each node's latest checkpoint; and it is
-supervised from node 0 of its new lease (node_launch.launch_on_node0), the laptop free to close.
+supervised where the lost attempt's was, by capability: from node 0 of its new lease
+(SupervisesFromNode0: node_launch.launch_on_node0), or from the cluster's login node, which leases
+it (SupervisesFromLoginNode, Slurm: login_launch.launch_on_login_node); the laptop free to close.
 
 A run of another user (`fleet reap --all-users`) is only ended: its next attempt would be leased
 in the caller's name and on the caller's credentials, so its owner resumes it."""
@@ -26,6 +28,7 @@ from typing import Any
 
 from ..errors import BudgetRefused, FleetError, NotFound, UsageError
 from .checkpoints import Resume, latest_snapshots, resume_of
+from .handed_lease import LOGIN_NODE
 from .supervisor_beat import base_run_id
 
 
@@ -41,22 +44,31 @@ class LostRunResume:
     lease_id: str | None = None    # the next attempt's lease
     supervisor_pid: int | None = None
     dry_run: bool = False
+    supervised_on: str = "node 0"  # where the next attempt's supervisor runs: node 0 of its lease, or the login node
+
+    def _where(self) -> str:
+        return "the cluster's login node" if self.supervised_on == LOGIN_NODE else "node 0 of a new lease"
+
+    def _where_resumed(self) -> str:
+        return "the cluster's login node" if self.supervised_on == LOGIN_NODE else "its node 0"
 
     def line(self) -> str:
         base = base_run_id(self.run_id)
         if self.resumed and self.dry_run:
             return (f"would resume run {base} as attempt {self.attempt} ({self.next_run_id}) from its checkpoints, "
-                    "supervised from node 0 of a new lease")
+                    f"supervised from {self._where()}")
         if self.resumed:
             return (f"resumed run {base} as attempt {self.attempt} ({self.next_run_id}) on lease {self.lease_id} "
-                    f"from its checkpoints, supervised from its node 0: follow it with `fleet attach {base}`")
+                    f"from its checkpoints, supervised from {self._where_resumed()}: "
+                    f"follow it with `fleet attach {base}`")
         verb = "would stay" if self.dry_run else "stays"
         return f"run {self.run_id} {verb} lost, not resumed: {self.reason}"
 
     def to_json(self) -> dict[str, Any]:
         out = {"run_id": self.run_id, "resumed": self.resumed, "attempt": self.attempt,
                "next_run_id": self.next_run_id, "lease_id": self.lease_id, "supervisor_pid": self.supervisor_pid,
-               "reason": self.reason or None}
+               "reason": self.reason or None,   # where the next attempt runs: listed only when not node 0
+               "supervised_on": self.supervised_on if self.resumed and self.supervised_on != "node 0" else None}
         return {k: v for k, v in out.items() if v is not None}
 
 
@@ -128,13 +140,14 @@ def _resume_one(state, run: dict[str, Any], *, caller: str, state_url: str | Non
     meta = run.get("meta") or {}
     lease = state.get_lease(run["lease_id"])
     node0 = next((m for m in lease.machines if m.id == meta.get("supervised_on")), None)
-    if node0 is None:
-        raise _NotResumed("its supervisor was not on node 0 of its lease (the reaper resumes only those): "
-                          f"`fleet up --resume {run['id']} -d` resumes it")
+    where = _where_next(lease.provider, meta.get("supervised_on"), node0)
+    if where is None:
+        raise _NotResumed("its supervisor was neither on node 0 of its lease nor on its cluster's login node "
+                          f"(the reaper resumes only those): `fleet up --resume {run['id']} -d` resumes it")
     workdir = Path(tempfile.mkdtemp(prefix="fleet-resume-"))
     try:
         config, pins, overrides = _run_config(run, lease, workdir, state_url)
-        why = mode_refusal(config, spot_lost=bool(node0.spot))
+        why = mode_refusal(config, spot_lost=bool(node0 is not None and node0.spot))
         if why:
             raise _NotResumed(why)
         from ..snapshots import open_store
@@ -149,15 +162,16 @@ def _resume_one(state, run: dict[str, Any], *, caller: str, state_url: str | Non
             left = budget_left(config, prior_spent(resume), len(resume.previous))
         except BudgetRefused as exc:
             raise _NotResumed(f"the budget cannot pay a restart: {exc.one_line()}") from None
+        from .login_launch import why_not_login_node
         from .node_launch import why_not_node0
         from .types import RunOptions
         base = base_run_id(run["id"])
         options = RunOptions(run_id=base, detached=True, resume=resume)
-        why = why_not_node0(config, options)
+        why = (why_not_login_node if where == LOGIN_NODE else why_not_node0)(config, options)
         if why:
-            raise _NotResumed(f"its next attempt cannot be supervised from node 0: {why}")
+            raise _NotResumed(f"its next attempt cannot be supervised from {where}: {why}")
         found = LostRunResume(run["id"], True, attempt=resume.attempt, next_run_id=f"{base}-a{resume.attempt}",
-                              dry_run=dry_run)
+                              dry_run=dry_run, supervised_on=where)
         if dry_run:
             return found
         return _launch(state, config, run, pins, overrides, options, left, found, events)
@@ -165,7 +179,25 @@ def _resume_one(state, run: dict[str, Any], *, caller: str, state_url: str | Non
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _where_next(provider: str, supervised_on: str | None, node0) -> str | None:
+    """Where the next attempt's supervisor goes, as `fleet up --resume RUN -d` would put it: on the
+    cluster's login node when the lost one ran there (SupervisesFromLoginNode), else on node 0 of
+    a new lease (SupervisesFromNode0); None: the reaper does not resume this run."""
+    from ..providers.capabilities import SupervisesFromLoginNode, SupervisesFromNode0
+    from ..providers.registry import provider_class
+    try:
+        cls = provider_class(provider)
+    except FleetError:
+        return None
+    if supervised_on == LOGIN_NODE and issubclass(cls, SupervisesFromLoginNode):
+        return LOGIN_NODE
+    if node0 is not None and issubclass(cls, SupervisesFromNode0):
+        return "node 0"
+    return None
+
+
 def _launch(state, config, run, pins, overrides, options, left, found: LostRunResume, events) -> LostRunResume:
+    from .login_launch import launch_on_login_node
     from .node_launch import launch_on_node0
     from .recovery import _link
     from .supervisor import SupervisorSpec
@@ -175,7 +207,8 @@ def _launch(state, config, run, pins, overrides, options, left, found: LostRunRe
     if not _mark(state, run["id"], None, token):
         raise _NotResumed("another `fleet reap` is resuming it")
     try:
-        handoff, pid = launch_on_node0(gate, spec, options, events, pins=pins)
+        launch = launch_on_login_node if found.supervised_on == LOGIN_NODE else launch_on_node0
+        handoff, pid = launch(gate, spec, options, events, pins=pins)
         if handoff.summary is not None:   # it ended before staging was done (no machines, …)
             raise _NotResumed(f"attempt {found.attempt} ended before it started: "
                               f"{handoff.summary.message or handoff.summary.status}")

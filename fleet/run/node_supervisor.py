@@ -178,8 +178,8 @@ def _run_leasing(config, spec, payload: dict[str, Any], provider, events) -> int
     pins = PinnedInputs(**payload["pins"])
 
     def attempt(config, *, events, options):
-        return Pipeline(config, LoginNodeLease(provider, pins, str(payload.get("supervisor_dir") or "")),
-                        options=options, events=events).run()
+        source = LoginNodeLease(provider, pins, str(payload.get("supervisor_dir") or ""), payload.get("relaunch"))
+        return Pipeline(config, source, options=options, events=events).run()
 
     options = spec.options()
     if spec.resume:

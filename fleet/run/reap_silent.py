@@ -1,18 +1,19 @@
 """`fleet reap`'s judgement of leases whose detached run's supervisor is gone, on every provider
 whose leases any computer with the state and the owner's credentials can release
-(`ReleasedFromAnywhere`: AWS, team hosts).
+(`ReleasedFromAnywhere`: AWS, team hosts, Slurm through the lease's recorded login node).
 
-A detached run's supervisor runs on node 0 of its lease (AWS, team hosts) or on the computer that
-started it. When it dies with node 0 (an instance terminated, a host powered off) or on its own,
-nothing supervises the run or extends its lease any more, yet its other machines may keep running
-(and billing) until their deadline. Once the supervisor is provably gone — its process dead on this
-computer, or silent for STALE_BEATS periods (the rule `fleet status` shows as `supervisor gone`) —
-`fleet reap` releases the lease as `fleet down` does: every machine's processes ended where its
-host answers (an unreachable host is marked down, as on any release), what the machines held freed
-(team hosts: the GPU slots, and the lease key's line in each reachable host login's
-authorized_keys), every ledger segment closed and billed, the run ended `lost` with a one-line
-reason. Then the run is resumed as attempt N+1 where its own settings allow it and a replacement
-can be leased (fleet/run/lost_resume.py), else it stays lost and one line says why.
+A detached run's supervisor runs on node 0 of its lease (AWS, team hosts), on the cluster's login
+node (Slurm with `[slurm] login`) or on the computer that started it. When it dies with node 0 (an
+instance terminated, a host powered off) or on its own, nothing supervises the run or extends its
+lease any more, yet its other machines may keep running (and billing) until their deadline. Once the
+supervisor is provably gone — its process dead on this computer, or silent for STALE_BEATS periods
+(the rule `fleet status` shows as `supervisor gone`) — `fleet reap` releases the lease as `fleet
+down` does: every machine's processes ended where its host answers (an unreachable host is marked
+down, as on any release), what the machines held freed (team hosts: the GPU slots, and the lease
+key's line in each reachable host login's authorized_keys), every ledger segment closed and billed,
+the run ended `lost` with a one-line reason. Then the run is resumed as attempt N+1 where its own
+settings allow it and a replacement can be leased (fleet/run/lost_resume.py), else it stays lost and
+one line says why.
 
 A lease this computer cannot release (the keys to its hosts are elsewhere; a provider that does
 not declare the capability) is left alone with a line saying so. --dry-run says what would happen

@@ -50,7 +50,8 @@ def test_only_leases_this_computer_can_release_are_judged_the_others_say_why(fle
     dry = reap_silent(state, owner=None, caller="tester", state_url=None, dry_run=True)
     assert dry.released == ["l-hosts"] and dry.left == left
     [kept] = dry.resumed
-    assert kept.line() == ("run r-l-hosts would stay lost, not resumed: its supervisor was not on node 0 of its "
-                           "lease (the reaper resumes only those): `fleet up --resume r-l-hosts -d` resumes it")
+    assert kept.line() == ("run r-l-hosts would stay lost, not resumed: its supervisor was neither on node 0 of "
+                           "its lease nor on its cluster's login node (the reaper resumes only those): "
+                           "`fleet up --resume r-l-hosts -d` resumes it")
     assert [lease.status for lease in state.list_leases(active_only=True)] == ["active"] * 3   # nothing changed
     assert {state.get_run(f"r-{x}")["status"] for x in ("l-hosts", "l-nokey", "l-local")} == {"running"}

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ...errors import EnvironmentProblem
-from ..capabilities import SupervisesFromLoginNode
+from ..capabilities import ReleasedFromAnywhere, SupervisesFromLoginNode
 from .errors import LoginNodeUnreachable
 
 ON_LOGIN_NODE = "FLEET_SLURM_ON_LOGIN_NODE"   # set (to [slurm] login) in the login node's supervisor only
@@ -71,8 +71,31 @@ class LoginShell:
         """Nothing to end: the shared master connection ends by itself (ControlPersist)."""
 
 
-class LoginNodeSupervision(SupervisesFromLoginNode):
-    """SlurmProvider's side of SupervisesFromLoginNode."""
+class LoginNodeSupervision(SupervisesFromLoginNode, ReleasedFromAnywhere):
+    """SlurmProvider's side of SupervisesFromLoginNode, and of ReleasedFromAnywhere: a lease records
+    the login node it was made through (lease_meta), so any computer with the key to that login
+    cancels its jobs there, as `fleet down` does; one made on the login node itself (no login
+    recorded) is released where Slurm's tools run."""
+
+    def why_not_released_here(self, lease: Any) -> str | None:
+        import shutil
+        from pathlib import Path
+        meta = lease.meta or {}
+        login = meta.get("slurm_login")
+        if login:
+            key = meta.get("slurm_identity")
+            if key and not Path(key).expanduser().is_file():
+                return (f"the key to its login node {login} ({key}) is not on this computer: "
+                        "run `fleet reap` where it is")
+            return None
+        if on_login_node(self.config) or not self.config.login:
+            missing = [tool for tool in ("squeue", "scancel", "sacct") if shutil.which(tool) is None]
+            if not missing:
+                return None
+            return (f"it was made on the cluster's login node itself (no [slurm] login recorded) and Slurm's "
+                    f"tools ({', '.join(missing)}) are not on this computer: run `fleet reap` on that login node")
+        return ("it was made on the cluster's login node itself (no [slurm] login recorded), and this computer "
+                f"reaches a cluster through {self.config.login}, maybe another: run `fleet reap` on that login node")
 
     def login_shell(self, lease: Any = None) -> LoginShell | None:
         from .commands import SSHRunner

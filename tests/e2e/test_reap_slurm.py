@@ -1,0 +1,151 @@
+"""`fleet reap` on Slurm leases (ReleasedFromAnywhere through the lease's recorded login node): a
+detached, checkpointing run supervised from the login node (a loopback sshd in front of the real
+test cluster, PostgreSQL state, moto S3 store) loses its supervisor (SIGKILLed there, as an OOM
+killer or a login node's process reaper would). From the laptop (its own pid namespace, torn down
+after each command) `fleet reap --dry-run --json` says what it would do and changes nothing; `fleet
+reap` scancels the job over the login SSH (nothing of the lease left in squeue), closes its ledger,
+ends the run `lost` and starts attempt 2's supervisor on the login node, which resumes from the
+checkpoint and which `fleet attach` follows to `succeeded`. With recovery = "never" the run stays
+lost with the reason and nothing is queued."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import FLEET, run_fleet, wait_until
+from tests.e2e.test_detach_node0_sandbox import _cmdline, _ledger, _run_row
+from tests.e2e import test_detach_slurm_login as slurm_login
+from tests.e2e.test_detach_slurm_login import LAPTOP, STORE, _fleet_jobs, _laptop_env, _supervisors, _write_exp
+
+login = slurm_login.login   # the fixture: a loopback sshd login node in front of the test cluster
+
+pytestmark = pytest.mark.timeout(420)
+STEPS = 40
+
+
+def _laptop(args: list[str], exp, env, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*LAPTOP, FLEET, *args], cwd=exp, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _lease_status(postgres_url: str, lease_id: str) -> str | None:
+    import psycopg
+    with psycopg.connect(postgres_url) as db:
+        row = db.execute("SELECT status FROM leases WHERE id = %s", (lease_id,)).fetchone()
+    return row[0] if row else None
+
+
+def _lease_count(postgres_url: str) -> int:
+    import psycopg
+    with psycopg.connect(postgres_url) as db:
+        return db.execute("SELECT count(*) FROM leases").fetchone()[0]
+
+
+def _checkpointed(env: dict, run_id: str) -> bool:
+    done = subprocess.run([sys.executable, "-c", "from fleet.snapshots import open_store; "
+                           "from fleet.run.checkpoints import latest_snapshots; "
+                           f"print(len(latest_snapshots(open_store({STORE!r}), {run_id!r}, [0])))"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    return done.stdout.strip() == "1"
+
+
+def _train_and_kill_supervisor(login, tmp_path, postgres_url, *, recovery: str) -> dict:
+    from tests.e2e.test_checkpoints import TRAIN
+    farm, host = login
+    exp = _write_exp(tmp_path, farm, host, f"python3 train.py {STEPS} 0.1")
+    (exp / "train.py").write_text(TRAIN)
+    toml = (exp / "fleet.toml").read_text().replace(
+        'command = ', f'checkpoint_interval = "1s"\nrecovery = "{recovery}"\nmax_restarts = 2\ncommand = ')
+    (exp / "fleet.toml").write_text(toml)
+    env = {**_laptop_env(farm, tmp_path, postgres_url), "FLEET_SUPERVISOR_BEAT_S": "0.5"}
+    up = _laptop(["up", "-d", "--gpus", "1", "--json"], exp, env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    handoff = json.loads(up.stdout)
+    assert handoff["supervised_on"] == "login node", handoff
+    run_id, lease_id, pid = handoff["run_id"], handoff["lease_id"], handoff["supervisor_pid"]
+    assert wait_until(lambda: _checkpointed(env, run_id), 120), "no checkpoint in the store"
+    time.sleep(2)   # a few more periodic checkpoint uploads (every 1 s)
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not _cmdline(pid), 10), _cmdline(pid)
+
+    def gone() -> bool:
+        status = json.loads(_laptop(["status", "--json"], exp, env).stdout or "{}")
+        return any(r.get("supervisor_gone") for v in status.get("leases", []) for r in v["runs"] if r["id"] == run_id)
+    assert wait_until(gone, 60), "fleet status never showed the supervisor gone"
+    return {"exp": exp, "env": env, "run_id": run_id, "lease_id": lease_id, "pid": pid}
+
+
+def _jobs_of(slurm_env, lease_id: str) -> list:
+    return [j for j in _fleet_jobs(slurm_env) if j.comment == f"fleet:lease={lease_id}"]
+
+
+def test_a_login_node_supervisor_killed_mid_run_is_reaped_from_the_laptop_and_resumed_on_the_login_node(
+        login, tmp_path, postgres_url, aws_env, slurm_env):
+    run = _train_and_kill_supervisor(login, tmp_path, postgres_url, recovery="always")
+    run_id, lease_id, exp, env = run["run_id"], run["lease_id"], run["exp"], run["env"]
+    assert _jobs_of(slurm_env, lease_id), "the job should outlive its supervisor until it is reaped"
+
+    dry = _laptop(["reap", "--dry-run", "--json"], exp, env)
+    assert dry.returncode == 0, dry.stderr
+    said = json.loads(dry.stdout)
+    assert said["region"] is None and said["actions"] == [] and said["left_alone"] == [], said
+    assert said["released_leases"] == [lease_id], said
+    assert said["lost_runs"] == [{"run_id": run_id, "resumed": True, "attempt": 2, "next_run_id": f"{run_id}-a2",
+                                  "supervised_on": "login node"}], said
+    # A dry run changes nothing: the run, the lease and its job stay; nothing new is leased.
+    assert _run_row(postgres_url, run_id)["status"] == "running"
+    assert _lease_status(postgres_url, lease_id) == "active" and _jobs_of(slurm_env, lease_id)
+    assert _lease_count(postgres_url) == 1 and _supervisors(login[1]) == []
+
+    reap = _laptop(["reap"], exp, env)
+    out = reap.stdout + reap.stderr
+    assert reap.returncode == 0 and "Traceback" not in out, out[-4000:]
+    assert f"released 1 lease(s) whose run's supervisor is silent: {lease_id}" in reap.stdout, out[-4000:]
+    assert f"resumed run {run_id} as attempt 2 ({run_id}-a2) on lease " in reap.stdout, out[-4000:]
+    assert "supervised from the cluster's login node" in reap.stdout, out[-4000:]
+    assert _jobs_of(slurm_env, lease_id) == [], _jobs_of(slurm_env, lease_id)   # scancelled over the login SSH
+    assert _lease_status(postgres_url, lease_id) == "released"
+    row = _run_row(postgres_url, run_id)
+    assert row["status"] == "lost" and row["meta"]["next_attempt"] == f"{run_id}-a2", row
+    message = row["meta"]["summary"]["message"]
+    assert "not been heard from" in message and "released by `fleet reap`" in message, message
+    rows = _ledger(postgres_url, run_id)
+    assert {r[0] for r in rows if r[1] == "open"} == {f"{lease_id}-n0"} == {r[0] for r in rows if r[1] == "close"}
+    # Attempt 2's supervisor runs on the login node (the laptop's namespace is gone).
+    assert wait_until(lambda: len(_supervisors(login[1])) == 1, 30), _supervisors(login[1])
+
+    attach = run_fleet(["attach", run_id, "--json"], cwd=exp, env=env, timeout=300)
+    summary = json.loads(attach.stdout)
+    assert attach.returncode == 0 and summary["status"] == "succeeded", attach.stderr[-4000:]
+    assert summary["run_id"] == f"{run_id}-a2" and summary["attempt"] == 2, summary
+    assert [(a["attempt"], a["status"]) for a in summary["attempts"]] == [(1, "lost"), (2, "succeeded")], summary
+    logs = run_fleet(["logs", f"{run_id}-a2"], cwd=exp, env=env).stdout
+    line = "rank 0 attempt 2 resumed 1 from "
+    assert line in logs, logs[-4000:]
+    assert 0 < int(logs.split(line)[1].split()[0]) < STEPS, logs[-4000:]   # from its own last checkpoint
+    assert f"rank 0 finished at {STEPS}" in logs, logs[-4000:]
+    second = _run_row(postgres_url, f"{run_id}-a2")
+    assert second["meta"]["supervised_on"] == "login node" and second["lease_id"] != lease_id, second
+    assert wait_until(lambda: _lease_status(postgres_url, second["lease_id"]) == "released", 60)
+    assert wait_until(lambda: not _fleet_jobs(slurm_env), 60), _fleet_jobs(slurm_env)
+    assert wait_until(lambda: not _supervisors(login[1]), 60), _supervisors(login[1])
+
+
+def test_a_slurm_run_with_recovery_never_stays_lost_and_nothing_is_queued(
+        login, tmp_path, postgres_url, aws_env, slurm_env):
+    run = _train_and_kill_supervisor(login, tmp_path, postgres_url, recovery="never")
+    run_id, lease_id, exp, env = run["run_id"], run["lease_id"], run["exp"], run["env"]
+    dry = json.loads(_laptop(["reap", "--dry-run", "--json"], exp, env).stdout)
+    assert dry["lost_runs"] == [{"run_id": run_id, "resumed": False, "reason": 'recovery = "never"'}], dry
+    reap = _laptop(["reap"], exp, env)
+    assert reap.returncode == 0, reap.stdout + reap.stderr
+    assert f'run {run_id} stays lost, not resumed: recovery = "never"' in reap.stdout, reap.stdout
+    row = _run_row(postgres_url, run_id)
+    assert row["status"] == "lost" and "next_attempt" not in row["meta"] and "resuming" not in row["meta"], row
+    assert _lease_status(postgres_url, lease_id) == "released" and _lease_count(postgres_url) == 1
+    assert _fleet_jobs(slurm_env) == [] and _supervisors(login[1]) == []
