@@ -22,6 +22,7 @@ from ...errors import EnvironmentProblem
 from .errors import ControllerUnreachable, LoginNodeUnreachable, SlurmError, classify_failure
 from .parsing import (SACCT_FIELDS, SQUEUE_FORMAT, STEPS_FORMAT, AccountedJob, JobStep, QueuedJob, parse_sacct,
                       parse_scontrol_job, parse_squeue_format, parse_squeue_json, parse_steps)
+from .tool_env import tool_env
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class LocalRunner:
                  timeout: float = 60) -> CommandResult:
         try:
             done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout,
-                                  env={**os.environ, **self.env, **(env or {})})
+                                  env=tool_env(self.env, env))
         except FileNotFoundError:
             raise EnvironmentProblem(f"{argv[0]} not found on this computer",
                                      hint="run fleet on a Slurm login node, or set [slurm] login") from None

@@ -10,7 +10,6 @@ line with the machine's own token), where a signal could be anyone's (`scancel -
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import subprocess
 import threading
@@ -21,6 +20,7 @@ from typing import Any, Sequence
 
 from ...errors import InfrastructureError
 from .commands import LocalRunner, Runner, SSHRunner, srun_argv
+from .tool_env import tool_env
 
 NODE_SOURCE = Path(__file__).with_name("node.py")
 READY = "FLEET-NODE-READY"
@@ -59,8 +59,7 @@ def step_argv(runner: Runner, argv: Sequence[str]) -> tuple[list[str], dict[str,
     """What to Popen so `argv` runs where the runner runs Slurm's tools (here, or on the login node)."""
     if isinstance(runner, SSHRunner):
         return runner.base + [runner.destination, "--", runner.remote_command(argv)], None
-    env = {**os.environ, **(runner.env if isinstance(runner, LocalRunner) else {})}
-    return list(argv), env
+    return list(argv), tool_env(runner.env if isinstance(runner, LocalRunner) else None)
 
 
 def start_node(runner: Runner, job_id: str, node: str, python: str, spec: dict[str, Any], log: Path,

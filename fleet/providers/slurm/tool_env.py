@@ -1,0 +1,21 @@
+"""The environment Slurm's tools run in (sbatch, salloc, srun, squeue, …, and the node steps).
+
+Slurm exports the submitting environment into the job by default: into its steps, fleet's node
+agents on the compute nodes (readable there by anything of the user's, the experiment included),
+and the job's records. A supervisor on the login node holds the state's URL (its password) and the
+store's keys in its own environment (fleet/run/login_launch.py hands them over on stdin): those
+stay out of what it runs, as they did when Slurm's tools ran over ssh from the laptop."""
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+SECRETS = frozenset({"FLEET_STATE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
+
+
+def tool_env(*extra: Mapping[str, str] | None) -> dict[str, str]:
+    """This process's environment less SECRETS, with `extra` (e.g. SLURM_CONF) added."""
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    for more in extra:
+        env.update(more or {})
+    return env
