@@ -80,6 +80,11 @@ def _train_and_kill_supervisor(login, tmp_path, postgres_url, *, recovery: str) 
     return {"exp": exp, "env": env, "run_id": run_id, "lease_id": lease_id, "pid": pid}
 
 
+def _sruns_of(job_id: str) -> list[str]:
+    return [c for c in (_cmdline(int(n)) for n in os.listdir("/proc") if n.isdigit())
+            if c.startswith("srun ") and f"--jobid={job_id}" in c]
+
+
 def _jobs_of(slurm_env, lease_id: str) -> list:
     return [j for j in _fleet_jobs(slurm_env) if j.comment == f"fleet:lease={lease_id}"]
 
@@ -88,7 +93,8 @@ def test_a_login_node_supervisor_killed_mid_run_is_reaped_from_the_laptop_and_re
         login, tmp_path, postgres_url, aws_env, slurm_env):
     run = _train_and_kill_supervisor(login, tmp_path, postgres_url, recovery="always")
     run_id, lease_id, exp, env = run["run_id"], run["lease_id"], run["exp"], run["env"]
-    assert _jobs_of(slurm_env, lease_id), "the job should outlive its supervisor until it is reaped"
+    [job] = _jobs_of(slurm_env, lease_id)   # it outlives its supervisor until it is reaped
+    assert _sruns_of(job.job_id), "the killed supervisor's srun frontend should still be running"
 
     dry = _laptop(["reap", "--dry-run", "--json"], exp, env)
     assert dry.returncode == 0, dry.stderr
@@ -109,6 +115,8 @@ def test_a_login_node_supervisor_killed_mid_run_is_reaped_from_the_laptop_and_re
     assert f"resumed run {run_id} as attempt 2 ({run_id}-a2) on lease " in reap.stdout, out[-4000:]
     assert "supervised from the cluster's login node" in reap.stdout, out[-4000:]
     assert _jobs_of(slurm_env, lease_id) == [], _jobs_of(slurm_env, lease_id)   # scancelled over the login SSH
+    # The killed supervisor's orphaned srun frontend ends with its job.
+    assert wait_until(lambda: not _sruns_of(job.job_id), 30), _sruns_of(job.job_id)
     assert _lease_status(postgres_url, lease_id) == "released"
     row = _run_row(postgres_url, run_id)
     assert row["status"] == "lost" and row["meta"]["next_attempt"] == f"{run_id}-a2", row
