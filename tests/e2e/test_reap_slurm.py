@@ -6,7 +6,9 @@ after each command) `fleet reap --dry-run --json` says what it would do and chan
 reap` scancels the job over the login SSH (nothing of the lease left in squeue), closes its ledger,
 ends the run `lost` and starts attempt 2's supervisor on the login node, which resumes from the
 checkpoint and which `fleet attach` follows to `succeeded`. With recovery = "never" the run stays
-lost with the reason and nothing is queued."""
+lost with the reason and nothing is queued. With fleet on the login node itself (no login
+recorded), `fleet reap` from another FLEET_HOME sharing the state leaves the lease alone, saying
+why, without Slurm's tools on PATH, and with them scancels it and ends the run lost, not resumed."""
 from __future__ import annotations
 
 import json
@@ -157,3 +159,51 @@ def test_a_slurm_run_with_recovery_never_stays_lost_and_nothing_is_queued(
     assert row["status"] == "lost" and "next_attempt" not in row["meta"] and "resuming" not in row["meta"], row
     assert _lease_status(postgres_url, lease_id) == "released" and _lease_count(postgres_url) == 1
     assert _fleet_jobs(slurm_env) == [] and _supervisors(login[1]) == []
+
+
+def test_with_fleet_on_the_login_node_itself_reap_releases_where_slurms_tools_run_and_says_why_not_elsewhere(
+        tmp_path, slurm_env, fleet_home):
+    """[slurm] login unset: the lease records no login node. Without Slurm's tools on PATH `fleet
+    reap` leaves it alone with one line; with them (as on that login node) it scancels the job and
+    ends the run lost, not resumed (its supervisor was a background process, not a login-node one)."""
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    nodes = tmp_path / "nodes"
+    nodes.mkdir()
+    (exp / "fleet.toml").write_text(
+        f'project = "slurm-on-login-reap"\nprovider = "slurm"\ntemplate = "slurm-1gpu"\nmax_duration = "10m"\n'
+        f'recovery = "always"\ncommand = "sleep 300"\n\n[slurm]\nworkdir = "{nodes}"\npoll = 0.5\n')
+    env = {"FLEET_SUPERVISOR_BEAT_S": "0.5"}
+    up = run_fleet(["up", "-d", "--gpus", "1", "--json"], cwd=exp, env=env, timeout=200)
+    assert up.returncode == 0, up.stdout + up.stderr
+    handoff = json.loads(up.stdout)
+    run_id, lease_id, pid = handoff["run_id"], handoff["lease_id"], handoff["supervisor_pid"]
+    assert handoff["supervised_on"] == "this computer", handoff
+    assert wait_until(lambda: _jobs_of(slurm_env, lease_id), 60)
+    os.kill(pid, signal.SIGKILL)
+    assert wait_until(lambda: not _cmdline(pid), 10), _cmdline(pid)
+    # Another shell sharing the state (its own FLEET_HOME: the first one's next command would end
+    # the dead background supervisor's run itself, fleet/run/detach.py reconcile).
+    env = {**env, "FLEET_HOME": str(tmp_path / "other-home"), "FLEET_STATE_URL": f"sqlite:///{fleet_home}/state.db"}
+    bare = {**env, "PATH": os.path.dirname(FLEET)}   # no squeue/scancel/sacct here
+    away = run_fleet(["reap", "--json"], cwd=exp, env=bare)
+    assert away.returncode == 0, away.stdout + away.stderr
+    said = json.loads(away.stdout)
+    assert said["released_leases"] == [] and said["lost_runs"] == [], said
+    [line] = said["left_alone"]
+    assert line.startswith(f"lease {lease_id} (run {run_id}: its supervisor (pid {pid} ") and line.endswith(
+        "left alone: it was made on the cluster's login node itself (no [slurm] login recorded) and Slurm's "
+        "tools (squeue, scancel, sacct) are not on this computer: run `fleet reap` on that login node"), line
+    assert _jobs_of(slurm_env, lease_id)
+
+    reap = run_fleet(["reap", "--json"], cwd=exp, env=env)
+    assert reap.returncode == 0, reap.stdout + reap.stderr
+    said = json.loads(reap.stdout)
+    assert said["released_leases"] == [lease_id] and said["left_alone"] == [], said
+    [lost] = said["lost_runs"]
+    assert lost["run_id"] == run_id and lost["resumed"] is False, lost
+    assert "neither on node 0 of its lease nor on its cluster's login node" in lost["reason"], lost
+    assert wait_until(lambda: not _jobs_of(slurm_env, lease_id), 30), _jobs_of(slurm_env, lease_id)   # scancelled
+    from fleet.state import open_state
+    row = open_state().get_run(run_id)
+    assert row["status"] == "lost" and "released by `fleet reap`" in row["meta"]["summary"]["message"], row
