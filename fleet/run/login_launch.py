@@ -108,9 +108,8 @@ def launch_on_login_node(config, spec: SupervisorSpec, options, events: Events, 
                    "relaunch": relaunch_meta(config, spec)}   # for `fleet reap`'s next attempt (lost_resume.py)
         python = provider.supervisor_python()
         python = f"{home.rstrip('/')}/{python[2:]}" if python.startswith("~/") else python
-        command = (f"cd {shlex.quote(remote)} && exec {shlex.quote(python)} -I -c "
-                   f"{shlex.quote(VERSION_CHECK + BOOTSTRAP)} {shlex.quote(remote)}")
-        started = shell.run(command, stdin=(json.dumps(payload) + "\n").encode(), check=False, timeout=120)
+        started = shell.run(start_command(remote, python), stdin=(json.dumps(payload) + "\n").encode(),
+                            check=False, timeout=120)
         answer = _last_json(started.stdout)
         if "pid" not in answer:
             raise InfrastructureError(answer.get("error") or f"the supervisor did not start on the login node: "
@@ -121,6 +120,13 @@ def launch_on_login_node(config, spec: SupervisorSpec, options, events: Events, 
         return replace(handoff, lease_id=handoff.lease_id or _lease_of(state, spec.run_id, handoff)), pid
     finally:
         shell.close()
+
+
+def start_command(remote: str, python: str) -> str:
+    """The supervisor's start on the login node, with that node's clock at the start: a Python too
+    slow to start (node_supervisor.START_WITHIN_S) starts nothing once the launcher gave up on it."""
+    return (f"cd {shlex.quote(remote)} && exec {shlex.quote(python)} -I -c {shlex.quote(VERSION_CHECK + BOOTSTRAP)} "
+            f"{shlex.quote(remote)} \"$(date +%s)\"")
 
 
 def _copy(shell, remote: str, config) -> None:

@@ -26,11 +26,15 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 MODULE = "fleet.run.node_supervisor"
 NEEDS = ("paramiko", "boto3", "psycopg", "pyfastcdc")   # SSH to the nodes, the provider, the state, output snapshots
+# The login node's launcher stops waiting for {"pid": N} at 120 s and tells the user it failed: a
+# bootstrap reaching the fork later than this (by the login node's own clock) starts nothing.
+START_WITHIN_S = 90.0
 
 
 def _missing_modules() -> list[str]:
@@ -63,6 +67,19 @@ def _daemonize(directory: Path) -> int | None:
     return None
 
 
+def _late(started: list[str], where: str) -> str | None:
+    """Why not to start: the remote command's start (epoch seconds, when its launcher passes it) is
+    longer ago than the launcher waits."""
+    try:
+        waited = time.time() - float(started[0])
+    except (IndexError, ValueError):
+        return None
+    if waited <= START_WITHIN_S:
+        return None
+    return (f"{where}'s python took {waited:.0f} s to start fleet's supervisor, too long (the launcher stops "
+            "waiting): nothing was started; a faster [slurm] supervisor_python, or try again")
+
+
 def main(argv: list[str]) -> int:
     directory = Path(argv[0]).resolve()
     payload = json.loads(sys.stdin.readline() or "{}")
@@ -71,6 +88,10 @@ def main(argv: list[str]) -> int:
         where = payload.get("where") or "node 0"
         print(json.dumps({"error": f"{where}'s python ({sys.executable}) lacks {', '.join(missing)}: "
                                    "fleet cannot supervise the run from there"}), flush=True)
+        return 3
+    late = _late(argv[1:], payload.get("where") or "node 0")
+    if late:
+        print(json.dumps({"error": late}), flush=True)
         return 3
     pid = _daemonize(directory)
     if pid is not None:
