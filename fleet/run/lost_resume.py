@@ -220,7 +220,16 @@ def _launch(state, config, run, pins, overrides, options, left, found: LostRunRe
             raise _NotResumed(f"attempt {found.attempt} could not be started: {exc.one_line()}") from None
         raise
     _link(run["id"], found.next_run_id, config)   # `fleet attach RUN` follows it into this attempt
-    return replace(found, lease_id=handoff.lease_id, supervisor_pid=pid)
+    return replace(found, lease_id=_attempt_lease(state, found.next_run_id) or handoff.lease_id, supervisor_pid=pid)
+
+
+def _attempt_lease(state, run_id: str) -> str | None:
+    """The lease the next attempt's own row names: a login-node supervisor leases it itself, and
+    the handoff (which names the run by its first id) does not know it."""
+    try:
+        return state.get_run(run_id).get("lease_id")
+    except NotFound:
+        return None
 
 
 def _mark(state, run_id: str, expected: str | None, token: str | None) -> bool:

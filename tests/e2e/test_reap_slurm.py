@@ -114,7 +114,6 @@ def test_a_login_node_supervisor_killed_mid_run_is_reaped_from_the_laptop_and_re
     out = reap.stdout + reap.stderr
     assert reap.returncode == 0 and "Traceback" not in out, out[-4000:]
     assert f"released 1 lease(s) whose run's supervisor is silent: {lease_id}" in reap.stdout, out[-4000:]
-    assert f"resumed run {run_id} as attempt 2 ({run_id}-a2) on lease " in reap.stdout, out[-4000:]
     assert "supervised from the cluster's login node" in reap.stdout, out[-4000:]
     assert _jobs_of(slurm_env, lease_id) == [], _jobs_of(slurm_env, lease_id)   # scancelled over the login SSH
     # The killed supervisor's orphaned srun frontend ends with its job.
@@ -141,6 +140,7 @@ def test_a_login_node_supervisor_killed_mid_run_is_reaped_from_the_laptop_and_re
     assert f"rank 0 finished at {STEPS}" in logs, logs[-4000:]
     second = _run_row(postgres_url, f"{run_id}-a2")
     assert second["meta"]["supervised_on"] == "login node" and second["lease_id"] != lease_id, second
+    assert f"resumed run {run_id} as attempt 2 ({run_id}-a2) on lease {second['lease_id']} " in reap.stdout, out
     assert wait_until(lambda: _lease_status(postgres_url, second["lease_id"]) == "released", 60)
     assert wait_until(lambda: not _fleet_jobs(slurm_env), 60), _fleet_jobs(slurm_env)
     assert wait_until(lambda: not _supervisors(login[1]), 60), _supervisors(login[1])
@@ -207,3 +207,20 @@ def test_with_fleet_on_the_login_node_itself_reap_releases_where_slurms_tools_ru
     from fleet.state import open_state
     row = open_state().get_run(run_id)
     assert row["status"] == "lost" and "released by `fleet reap`" in row["meta"]["summary"]["message"], row
+
+
+def test_two_reaps_at_once_start_one_attempt_2_on_the_login_node(login, tmp_path, postgres_url, aws_env, slurm_env):
+    run = _train_and_kill_supervisor(login, tmp_path, postgres_url, recovery="always")
+    run_id, exp, env = run["run_id"], run["exp"], run["env"]
+    reaps = [subprocess.Popen([*LAPTOP, FLEET, "reap", "--json"], cwd=exp, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in reaps]
+    assert all(p.returncode == 0 for p in reaps), outs
+    lost = [r for out, _ in outs for r in json.loads(out)["lost_runs"]]
+    [resumed] = [r for r in lost if r["resumed"]]   # the compare-and-set mark: one of them
+    assert resumed["lease_id"] not in (None, run["lease_id"]), lost   # attempt 2's own lease
+    assert _lease_count(postgres_url) == 2, lost                # the lost attempt's and one new one
+    assert len(_supervisors(login[1])) == 1, _supervisors(login[1])
+    attach = run_fleet(["attach", run_id, "--json"], cwd=exp, env=env, timeout=300)
+    assert attach.returncode == 0 and json.loads(attach.stdout)["status"] == "succeeded", attach.stderr[-4000:]
+    assert wait_until(lambda: not _fleet_jobs(slurm_env), 60), _fleet_jobs(slurm_env)
