@@ -155,12 +155,13 @@ def _lease_of(state, run_id: str, handoff: Handoff) -> str | None:
         return None
 
 
-def stop_on_login_node(state, run: dict[str, Any], events: Events, *, wait_s: float) -> bool:
+def stop_on_login_node(state, run: dict[str, Any], events: Events, *, wait_s: float, probe: bool = False) -> bool:
     """`fleet down LEASE` on a run supervised from the login node: SIGTERM to that supervisor over
     the login node's SSH (the run then stops as on Ctrl-C: outputs to the store, recorded as
     cancelled, the allocation released by it), after proving over the same connection that the
     pid is fleet.run.node_supervisor in the run's directory. Waits until it has released the
-    lease. False: not provably it (gone, or another process now), nothing signalled."""
+    lease. False: not provably it (gone, or another process now), nothing signalled. `probe`: only
+    whether it provably runs, nothing signalled."""
     from ..errors import FleetError
     from ..providers.capabilities import SupervisesFromLoginNode
     from ..providers.registry import get as get_provider
@@ -185,9 +186,11 @@ def stop_on_login_node(state, run: dict[str, Any], events: Events, *, wait_s: fl
     if shell is None:
         return False
     try:
-        events.phase("release", f"asking the supervisor of run {run['id']} on the login node "
-                                f"({shell.destination}, pid {pid}) to stop")
-        if "signalled" not in shell.run(term_if_supervisor(pid, remote), check=False, timeout=30).stdout:
+        if not probe:
+            events.phase("release", f"asking the supervisor of run {run['id']} on the login node "
+                                    f"({shell.destination}, pid {pid}) to stop")
+        line = term_if_supervisor(pid, remote, "0" if probe else "TERM")
+        if "signalled" not in shell.run(line, check=False, timeout=30).stdout:
             return False
     except FleetError as exc:
         events.warn(f"could not reach the supervisor of run {run['id']} on the login node: {exc.one_line()}")

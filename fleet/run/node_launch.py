@@ -304,7 +304,7 @@ def _follow(session, remote: str, pid: int, run_id: str, lease_id: str | None, e
                               hint=f"see {remote}/supervisor.log on {where} (readable by the supervisor's own user only)")
 
 
-def stop_on_node0(state, run: dict[str, Any], events: Events, *, wait_s: float) -> bool:
+def stop_on_node0(state, run: dict[str, Any], events: Events, *, wait_s: float, probe: bool = False) -> bool:
     """`fleet down LEASE` on a run supervised from node 0: SIGTERM to that supervisor over node 0's
     SSH connection (the run then stops as on Ctrl-C: outputs and checkpoints to the store, run
     recorded as cancelled, machines released by it), after proving over the same connection that
@@ -322,9 +322,11 @@ def stop_on_node0(state, run: dict[str, Any], events: Events, *, wait_s: float) 
     remote = meta.get("supervisor_dir") or remote   # where it runs, as it recorded itself
     try:
         with connect(login, timeout=10) as session:
-            events.phase("release", f"asking the supervisor of run {run['id']} on node 0 ({node0.id}, pid {pid}) "
-                                    "to stop")
-            if "signalled" not in session.run(term_if_supervisor(pid, remote), check=False, timeout=30).stdout:
+            if not probe:
+                events.phase("release", f"asking the supervisor of run {run['id']} on node 0 ({node0.id}, pid {pid}) "
+                                        "to stop")
+            line = term_if_supervisor(pid, remote, "0" if probe else "TERM")
+            if "signalled" not in session.run(line, check=False, timeout=30).stdout:
                 return False
     except FleetError as exc:
         events.warn(f"could not reach the supervisor of run {run['id']} on node 0: {exc.one_line()}")
@@ -335,16 +337,17 @@ def stop_on_node0(state, run: dict[str, Any], events: Events, *, wait_s: float) 
     return True
 
 
-def term_if_supervisor(pid: int, remote: str) -> str:
+def term_if_supervisor(pid: int, remote: str, sig: str = "TERM") -> str:
     """One remote command: SIGTERM to `pid` only if, at that moment, it is this user's
     fleet.run.node_supervisor with `remote` (its directory) as an argument; it prints `signalled`
-    when it was. Proved and signalled in one command: proved in one round trip and signalled in
-    the next, the pid could name another process by then. Under `sh -c`: a login shell may be csh."""
+    when it was (sig "0": it runs). Proved and signalled in one command: proved in one round trip
+    and signalled in the next, the pid could name another process by then. Under `sh -c`: a login
+    shell may be csh."""
     pid = int(pid)
     if pid <= 0 or not remote or "\n" in remote:
         return "false"
     argv = shlex.quote(f"/proc/{pid}/cmdline")
     line = (f"test -O {shlex.quote(f'/proc/{pid}')} && tr '\\000' '\\n' < {argv} | grep -qF fleet.run.node_supervisor "
             f"&& tr '\\000' '\\n' < {argv} | grep -qxF -- {shlex.quote(remote)} "
-            f"&& kill -TERM {shlex.quote(str(pid))} && echo signalled")
+            f"&& kill -{shlex.quote(sig)} {shlex.quote(str(pid))} && echo signalled")
     return "sh -c " + shlex.quote(line)

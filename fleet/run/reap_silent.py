@@ -7,8 +7,10 @@ node (Slurm with `[slurm] login`) or on the computer that started it. When it di
 instance terminated, a host powered off) or on its own, nothing supervises the run or extends its
 lease any more, yet its other machines may keep running (and billing) until their deadline. Once the
 supervisor is provably gone — its process dead on this computer, or silent for STALE_BEATS periods
-(the rule `fleet status` shows as `supervisor gone`) — `fleet reap` releases the lease as `fleet
-down` does: every machine's processes ended where its host answers (an unreachable host is marked
+(the rule `fleet status` shows as `supervisor gone`) and not found running on node 0 or the login
+node where that answers (one only cut off from the state is left alone: asked to stop, it would
+cancel its healthy run) — `fleet reap` releases the lease as `fleet down` does: every machine's
+processes ended where its host answers (an unreachable host is marked
 down, as on any release), what the machines held freed (team hosts: the GPU slots, and the lease
 key's line in each reachable host login's authorized_keys), every ledger segment closed and billed,
 the run ended `lost` with a one-line reason. Then the run is resumed as attempt N+1 where its own
@@ -80,8 +82,32 @@ def silent_runs(state, owner: str | None) -> tuple[list[dict[str, Any]], list[st
         if why:
             left[lease.id] = f"lease {lease.id} (run {run['id']}: {gone}) left alone: {why}"
             continue
+        if _still_runs(state, run):
+            left[lease.id] = (f"lease {lease.id} (run {run['id']}: {gone}) left alone: it still runs there (cut off "
+                              f"from the state?); `fleet down {lease.id}` stops it")
+            continue
         found[lease.id] = run
     return list(found.values()), list(left.values())
+
+
+def _still_runs(state, run: dict[str, Any]) -> bool:
+    """The silent supervisor on node 0 or the login node provably still runs (the proof `fleet down`
+    makes before it signals, nothing signalled): a state it cannot reach for a while, not a death.
+    Asked to stop, it would cancel a healthy run, which reap does not resume."""
+    from ..errors import FleetError
+    from .context import SilentEvents
+    from .handed_lease import LOGIN_NODE
+    on = (run.get("meta") or {}).get("supervised_on")
+    try:
+        if on == LOGIN_NODE:
+            from .login_launch import stop_on_login_node
+            return stop_on_login_node(state, run, SilentEvents(), wait_s=0, probe=True)
+        if on:
+            from .node_launch import stop_on_node0
+            return stop_on_node0(state, run, SilentEvents(), wait_s=0, probe=True)
+    except FleetError:   # unreachable: as silent as gone
+        return False
+    return False
 
 
 def release_unsupervised(state, silent: list[dict[str, Any]], events) -> list[str]:
