@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -203,8 +204,8 @@ def _launch(state, config, run, pins, overrides, options, left, found: LostRunRe
     from .supervisor import SupervisorSpec
     spec = SupervisorSpec(run_id=options.run_id, cwd="", overrides=overrides, resume=run["id"], continues=True)
     gate = config if left is None else replace(config, budget=left)   # what the earlier attempts left
-    token = f"{found.next_run_id} {uuid.uuid4().hex}"
-    if not _mark(state, run["id"], None, token):
+    token = f"{found.next_run_id} {uuid.uuid4().hex} {int(time.time())}"
+    if not _mark(state, run["id"], None, token) and not _take_over_stale_mark(state, run["id"], token):
         raise _NotResumed("another `fleet reap` is resuming it")
     try:
         launch = launch_on_login_node if found.supervised_on == LOGIN_NODE else launch_on_node0
@@ -230,6 +231,32 @@ def _attempt_lease(state, run_id: str) -> str | None:
         return state.get_run(run_id).get("lease_id")
     except NotFound:
         return None
+
+
+# A reaper killed while it launched the next attempt leaves its mark. Past the longest a launch may
+# take (the handoff follows staging for up to an hour) with no run of the attempt it names in the
+# state, the mark is its reaper's leftover and another reaper may take the run over; where that
+# attempt's run exists, it was started and is followed like any run, so the mark stays.
+STALE_MARK_S = 3600 + 600
+
+
+def _take_over_stale_mark(state, run_id: str, token: str, *, now: float | None = None) -> bool:
+    rows = state.db.execute("SELECT meta FROM runs WHERE id = ?", (run_id,))
+    if not rows:
+        return False
+    old = json.loads(rows[0]["meta"] or "{}").get("resuming")
+    if not isinstance(old, str):
+        return False
+    fields = old.split(" ")
+    stamp = fields[2] if len(fields) == 3 else ""
+    if not stamp.isdigit() or (now if now is not None else time.time()) - int(stamp) < STALE_MARK_S:
+        return False
+    try:
+        state.get_run(fields[0])
+        return False                  # that attempt was started: never a second one
+    except NotFound:
+        pass
+    return _mark(state, run_id, old, token)
 
 
 def _mark(state, run_id: str, expected: str | None, token: str | None) -> bool:

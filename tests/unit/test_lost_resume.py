@@ -113,3 +113,25 @@ def test_spot_recovery_resumes_only_a_lost_spot_node0(fleet_home, monkeypatch, t
     run = _lost(state, monkeypatch, tmp_path, budget="5", spent="1", spot=False, recovery="spot")
     got, = resume_lost_runs(state, [run], caller="tester", state_url=None, dry_run=True, events=None)
     assert not got.resumed and got.reason == 'recovery = "spot" and the lost machines were not spot machines'
+
+
+def test_a_mark_left_by_a_reaper_killed_mid_launch_is_taken_over_only_when_stale_and_unstarted(fleet_home):
+    import time
+    from fleet.run.lost_resume import STALE_MARK_S, _mark, _take_over_stale_mark
+    from fleet.state import open_state
+    state = open_state()
+    state.create_run("r-y", lease_id=None, project="p", user="tester", command="train", log_path="l", output_dir="o")
+    state.finish_run("r-y", "lost", None, {"summary": {"status": "lost"}})
+    now = time.time()
+    assert _mark(state, "r-y", None, f"r-y-a2 killed {int(now)}")
+    # a reaper still within the launch's longest time: never taken over
+    assert not _take_over_stale_mark(state, "r-y", f"r-y-a2 second {int(now)}", now=now + 60)
+    # past it, and no run of that attempt exists: the second reaper takes it over, and only one
+    later = int(now + STALE_MARK_S + 1)
+    assert _take_over_stale_mark(state, "r-y", f"r-y-a2 second {later}", now=later)
+    assert not _take_over_stale_mark(state, "r-y", f"r-y-a2 third {later}", now=later)   # the new mark is fresh
+    assert state.get_run("r-y")["meta"]["resuming"] == f"r-y-a2 second {later}"
+    # an attempt that was started (its run exists) is never started again, however old the mark
+    state.create_run("r-y-a2", lease_id=None, project="p", user="tester", command="train", log_path="l",
+                     output_dir="o")
+    assert not _take_over_stale_mark(state, "r-y", f"r-y-a2 fourth {int(now)}", now=now + 10 * STALE_MARK_S)
