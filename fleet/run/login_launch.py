@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import time
 from dataclasses import asdict, replace
 from typing import Any
 
@@ -162,16 +161,12 @@ def stop_on_login_node(state, run: dict[str, Any], events: Events, *, wait_s: fl
     pid is fleet.run.node_supervisor in the run's directory. Waits until it has released the
     lease. False: not provably it (gone, or another process now), nothing signalled. `probe`: only
     whether it provably runs, nothing signalled."""
-    from ..errors import FleetError
     from ..providers.capabilities import SupervisesFromLoginNode
     from ..providers.registry import get as get_provider
-    from .node_launch import term_if_supervisor
+    from .node_launch import ask_supervisor, controller_pid, wait_released
     from .supervisor_beat import base_run_id
     meta = run.get("meta") or {}
-    try:
-        pid = int((meta.get("controller") or {}).get("pid") or 0)
-    except (TypeError, ValueError):   # a row written by something other than fleet: nothing to prove
-        return False
+    pid = controller_pid(meta)
     remote = str(meta.get("supervisor_dir") or "")
     lease = state.get_lease(run["lease_id"])
     provider = get_provider(lease.provider)
@@ -186,18 +181,11 @@ def stop_on_login_node(state, run: dict[str, Any], events: Events, *, wait_s: fl
     if shell is None:
         return False
     try:
-        if not probe:
-            events.phase("release", f"asking the supervisor of run {run['id']} on the login node "
-                                    f"({shell.destination}, pid {pid}) to stop")
-        line = term_if_supervisor(pid, remote, "0" if probe else "TERM")
-        if "signalled" not in shell.run(line, check=False, timeout=30).stdout:
-            return False
-    except FleetError as exc:
-        events.warn(f"could not reach the supervisor of run {run['id']} on the login node: {exc.one_line()}")
-        return False
+        asked = ask_supervisor(lambda line: shell.run(line, check=False, timeout=30), run["id"],
+                               f"the login node ({shell.destination}", pid, remote, events, probe=probe)
     finally:
         shell.close()
-    end = time.monotonic() + wait_s
-    while time.monotonic() < end and state.lease_status(lease.id)[0] in ("active", "leasing"):
-        time.sleep(0.5)
+    if not asked:
+        return False
+    wait_released(state, lease.id, wait_s)
     return True

@@ -310,31 +310,60 @@ def stop_on_node0(state, run: dict[str, Any], events: Events, *, wait_s: float, 
     recorded as cancelled, machines released by it), after proving over the same connection that
     the pid is fleet.run.node_supervisor in this lease's directory. Waits until it has released
     the lease. False: not provably it (gone, or another process now), nothing signalled."""
-    from ..errors import FleetError
     from ..remote.ssh import connect
     meta = run.get("meta") or {}
-    pid = int((meta.get("controller") or {}).get("pid") or 0)
+    pid = controller_pid(meta)
     lease = state.get_lease(run["lease_id"])
     node0 = next((m for m in lease.machines if m.id == meta.get("supervised_on")), None)
     if not pid or node0 is None:
         return False
     login, remote = supervisor_login(node0)
-    remote = meta.get("supervisor_dir") or remote   # where it runs, as it recorded itself
-    try:
+    # The run row is the shared state's: a directory other than the one node 0's machine names (made
+    # absolute under the login's home where it is relative: a team host's) would let it point at
+    # another lease's supervisor under the same login.
+    recorded = meta.get("supervisor_dir")
+    if recorded is not None:
+        if not isinstance(recorded, str) or not (recorded == remote or (
+                not remote.startswith("/") and recorded.endswith("/" + remote))):
+            return False
+        remote = recorded   # where it runs, as it recorded itself
+
+    def run_line(line: str):
         with connect(login, timeout=10) as session:
-            if not probe:
-                events.phase("release", f"asking the supervisor of run {run['id']} on node 0 ({node0.id}, pid {pid}) "
-                                        "to stop")
-            line = term_if_supervisor(pid, remote, "0" if probe else "TERM")
-            if "signalled" not in session.run(line, check=False, timeout=30).stdout:
-                return False
-    except FleetError as exc:
-        events.warn(f"could not reach the supervisor of run {run['id']} on node 0: {exc.one_line()}")
+            return session.run(line, check=False, timeout=30)
+    if not ask_supervisor(run_line, run["id"], f"node 0 ({node0.id}", pid, remote, events, probe=probe):
         return False
-    end = time.monotonic() + wait_s
-    while time.monotonic() < end and state.lease_status(lease.id)[0] in ("active", "leasing"):
-        time.sleep(0.5)
+    wait_released(state, lease.id, wait_s)
     return True
+
+
+def controller_pid(meta: dict[str, Any]) -> int:
+    """The supervisor's pid as its run row records it; 0 where the row (the shared state's, any
+    teammate's to write) holds no number."""
+    try:
+        return int((meta.get("controller") or {}).get("pid") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def ask_supervisor(run_line, run_id: str, where: str, pid: int, remote: str, events: Events, *, probe: bool) -> bool:
+    """Prove and signal (term_if_supervisor) over `run_line`, a remote shell on the supervisor's
+    host: True when it was the supervisor and got SIGTERM (`probe`: only that it runs). `where`
+    opens the parenthesis the pid closes: 'node 0 (m-1', 'the login node (me@login'."""
+    from ..errors import FleetError
+    try:
+        if not probe:
+            events.phase("release", f"asking the supervisor of run {run_id} on {where}, pid {pid}) to stop")
+        return "signalled" in run_line(term_if_supervisor(pid, remote, "0" if probe else "TERM")).stdout
+    except FleetError as exc:
+        events.warn(f"could not reach the supervisor of run {run_id} on {where.split(' (')[0]}: {exc.one_line()}")
+        return False
+
+
+def wait_released(state, lease_id: str, wait_s: float) -> None:
+    end = time.monotonic() + wait_s
+    while time.monotonic() < end and state.lease_status(lease_id)[0] in ("active", "leasing"):
+        time.sleep(0.5)
 
 
 def term_if_supervisor(pid: int, remote: str, sig: str = "TERM") -> str:
