@@ -22,6 +22,7 @@ sandbox = node0_sandbox   # EC2's two users on node 0 where this computer allows
 from tests.e2e.test_detach_node0_sandbox import STORE, _cmdline, _ledger, _run_row  # noqa: E402
 
 from tests.e2e.test_node0_supervisor_gone import LAPTOP, _laptop  # noqa: E402  (a laptop in its own pid namespace)
+from tests.fixtures.attempts import assert_attach_follows_to_attempt_2
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -190,17 +191,7 @@ def test_a_run_lost_with_node0_is_resumed_by_the_reaper_as_attempt_2(  # noqa: F
     row = _run_row(postgres_url, run_id)
     assert row["status"] == "lost" and row["meta"]["next_attempt"] == f"{run_id}-a2", row
 
-    attach = run_fleet(["attach", run_id, "--json"], cwd=exp, env=env, timeout=300)
-    summary = json.loads(attach.stdout)
-    assert attach.returncode == 0 and summary["status"] == "succeeded", attach.stderr[-4000:]
-    assert summary["run_id"] == f"{run_id}-a2" and summary["attempt"] == 2, summary
-    assert [(a["attempt"], a["status"]) for a in summary["attempts"]] == [(1, "lost"), (2, "succeeded")], summary
-    logs = run_fleet(["logs", f"{run_id}-a2"], cwd=exp, env=env).stdout
-    for rank in (0, 1):
-        line = f"rank {rank} attempt 2 resumed 1 from "
-        assert line in logs, logs[-4000:]
-        assert 0 < int(logs.split(line)[1].split()[0]) < 150, logs[-4000:]   # its own last checkpoint
-        assert f"rank {rank} finished at 150" in logs, logs[-4000:]
+    assert_attach_follows_to_attempt_2(run_id, exp, env, ranks=2, steps=150)
     mine = {i["InstanceId"] for i in _instances(env) if i["InstanceId"] not in before}
     assert len(mine) == 4, mine   # two per attempt
     assert wait_until(lambda: all(i["State"]["Name"] in ("terminated", "shutting-down")

@@ -24,6 +24,7 @@ from tests.conftest import FLEET, run_fleet, wait_until
 from tests.e2e.test_detach_node0_sandbox import _cmdline, _ledger, _run_row
 from tests.e2e import test_detach_slurm_login as slurm_login
 from tests.e2e.test_detach_slurm_login import LAPTOP, STORE, _fleet_jobs, _laptop_env, _supervisors, _write_exp
+from tests.fixtures.attempts import assert_attach_follows_to_attempt_2
 
 login = slurm_login.login   # the fixture: a loopback sshd login node in front of the test cluster
 
@@ -128,16 +129,7 @@ def test_a_login_node_supervisor_killed_mid_run_is_reaped_from_the_laptop_and_re
     # Attempt 2's supervisor runs on the login node (the laptop's namespace is gone).
     assert wait_until(lambda: len(_supervisors(login[1])) == 1, 30), _supervisors(login[1])
 
-    attach = run_fleet(["attach", run_id, "--json"], cwd=exp, env=env, timeout=300)
-    summary = json.loads(attach.stdout)
-    assert attach.returncode == 0 and summary["status"] == "succeeded", attach.stderr[-4000:]
-    assert summary["run_id"] == f"{run_id}-a2" and summary["attempt"] == 2, summary
-    assert [(a["attempt"], a["status"]) for a in summary["attempts"]] == [(1, "lost"), (2, "succeeded")], summary
-    logs = run_fleet(["logs", f"{run_id}-a2"], cwd=exp, env=env).stdout
-    line = "rank 0 attempt 2 resumed 1 from "
-    assert line in logs, logs[-4000:]
-    assert 0 < int(logs.split(line)[1].split()[0]) < STEPS, logs[-4000:]   # from its own last checkpoint
-    assert f"rank 0 finished at {STEPS}" in logs, logs[-4000:]
+    assert_attach_follows_to_attempt_2(run_id, exp, env, ranks=1, steps=STEPS)
     second = _run_row(postgres_url, f"{run_id}-a2")
     assert second["meta"]["supervised_on"] == "login node" and second["lease_id"] != lease_id, second
     assert f"resumed run {run_id} as attempt 2 ({run_id}-a2) on lease {second['lease_id']} " in reap.stdout, out

@@ -22,13 +22,14 @@ from dataclasses import replace
 
 import pytest
 
-from tests.conftest import FLEET, processes_under, run_fleet, wait_until
+from tests.conftest import FLEET, processes_under, wait_until
 from tests.e2e.test_checkpoints import TRAIN
 from tests.e2e.test_detach_node0_sandbox import _cmdline, _ledger, _run_row
 from tests.e2e.test_detach_node0_ssh_hosts import LAPTOP, STORE, _env, _lease_status, _slots
 from tests.e2e.test_recovery_ssh_hosts import _power_off
 from tests.fixtures.procs import live_processes_under
 from tests.fixtures.ssh_hosts import PYTHON, HostFarm, toml_hosts
+from tests.fixtures.attempts import assert_attach_follows_to_attempt_2
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -159,17 +160,7 @@ def test_a_run_whose_node0_host_went_down_is_released_and_resumed_by_the_reaper(
     assert "not been heard from" in message and "released by `fleet reap`" in message, message
     _assert_released(run, postgres_url)
 
-    attach = run_fleet(["attach", run_id, "--json"], cwd=exp, env=env, timeout=300)
-    summary = json.loads(attach.stdout)
-    assert attach.returncode == 0 and summary["status"] == "succeeded", attach.stderr[-4000:]
-    assert summary["run_id"] == f"{run_id}-a2" and summary["attempt"] == 2, summary
-    assert [(a["attempt"], a["status"]) for a in summary["attempts"]] == [(1, "lost"), (2, "succeeded")], summary
-    logs = run_fleet(["logs", f"{run_id}-a2"], cwd=exp, env=env).stdout
-    for rank in (0, 1):
-        line = f"rank {rank} attempt 2 resumed 1 from "
-        assert line in logs, logs[-4000:]
-        assert 0 < int(logs.split(line)[1].split()[0]) < STEPS, logs[-4000:]   # its own last checkpoint
-        assert f"rank {rank} finished at {STEPS}" in logs, logs[-4000:]
+    summary = assert_attach_follows_to_attempt_2(run_id, exp, env, ranks=2, steps=STEPS)
     # Attempt 2 was leased on the hosts still up, and released at its end (its slots and key too).
     [(first, first_status), (second, status)] = _leases(postgres_url)
     assert (first, first_status) == (lease_id, "released"), _leases(postgres_url)
