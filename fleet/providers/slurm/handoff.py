@@ -43,12 +43,19 @@ class LoginShell:
     connection included). Each command runs under `sh -c`: a login shell may be csh."""
 
     def __init__(self, runner: Any):
+        import tempfile
         self.runner = runner
         self.destination = runner.destination
+        # A master connection of its own, not the one Slurm's short commands share: that one may
+        # belong to another fleet process, and ends when that process's world does (a CI job's
+        # cgroup, a pid namespace), cutting a handoff in flight (exit 255) whose command may
+        # already have run, so it could not safely be tried again.
+        self._control = tempfile.mkdtemp(prefix="fleet-login-")
+        self.mux = ["-o", "ControlMaster=auto", "-o", f"ControlPath={self._control}/%C", "-o", "ControlPersist=60"]
 
     def run(self, command: str, *, stdin: bytes | None = None, check: bool = True,
             timeout: float = 60) -> ShellResult:
-        full = self.runner.base + self.runner.mux + [self.destination, "--", "sh -c " + shlex.quote(command)]
+        full = self.runner.base + self.mux + [self.destination, "--", "sh -c " + shlex.quote(command)]
         try:
             done = subprocess.run(full, input=stdin if stdin is not None else b"", capture_output=True,
                                   timeout=timeout)
@@ -68,7 +75,14 @@ class LoginShell:
         return result
 
     def close(self) -> None:
-        """Nothing to end: the shared master connection ends by itself (ControlPersist)."""
+        """End this shell's master connection (else it ends 60 s after its last command)."""
+        import shutil
+        try:
+            subprocess.run(self.runner.base + self.mux + ["-O", "exit", self.destination], capture_output=True,
+                           timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        shutil.rmtree(self._control, ignore_errors=True)
 
 
 class LoginNodeSupervision(SupervisesFromLoginNode, ReleasedFromAnywhere):
@@ -109,7 +123,7 @@ class LoginNodeSupervision(SupervisesFromLoginNode, ReleasedFromAnywhere):
         if not cfg.login or (lease is not None and not meta.get("slurm_login")):
             return None
         return LoginShell(SSHRunner(cfg.login, port=cfg.login_port, identity=cfg.identity,
-                                    known_hosts=cfg.known_hosts, jump=cfg.jump, multiplex=True))
+                                    known_hosts=cfg.known_hosts, jump=cfg.jump, multiplex=False))
 
     def login_node(self) -> str | None:
         return self.config.login
