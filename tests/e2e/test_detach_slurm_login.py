@@ -195,7 +195,7 @@ def test_fleet_down_from_the_laptop_stops_a_run_supervised_from_the_login_node(
     shown = run_fleet(["snapshot", "show", row["meta"]["summary"]["output_snapshot"], "--store", STORE, "--json"],
                       cwd=exp, env=env)
     assert {"node-0/early.txt", "node-1/early.txt"} <= {e["path"] for e in json.loads(shown.stdout)["entries"]}
-    assert _fleet_jobs(slurm_env) == []
+    assert wait_until(lambda: not _fleet_jobs(slurm_env), 30), _fleet_jobs(slurm_env)   # COMPLETING at most a moment
     assert wait_until(lambda: not _cmdline(pid), 60), _cmdline(pid)
     rows = _ledger(postgres_url, run_id)
     assert {r[0] for r in rows if r[1] == "close"} == {f"{lease_id}-n0", f"{lease_id}-n1"}, rows
