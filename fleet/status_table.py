@@ -20,15 +20,19 @@ def status_table(views: list[dict]):
         for m in machines:
             if m["state"] == "running":
                 up_count += 1
-        if not runs:
-            shown = "-"
-        elif len(runs) == 1:
-            shown = _run_cell(runs[0])
-        else:
-            shown = f"{_run_cell(runs[0])}, {_run_cell(runs[1])}"
+        shown = _runs_cell(runs)
         rows.append((v["id"], v["provider"], launched(v), v["user"], v["health"],
                      f"{up_count}/{len(machines)}", str(v["gpus"]), _remaining(v["deadline"], now), shown))
     return _table(rows)
+
+
+def _runs_cell(runs: list) -> str:
+    """The RUNS cell: the lease's last two runs at most."""
+    if not runs:
+        return "-"
+    if len(runs) == 1:
+        return _run_cell(runs[0])
+    return f"{_run_cell(runs[0])}, {_run_cell(runs[1])}"
 
 
 def _table(rows: list[tuple]) -> Table:
@@ -81,12 +85,7 @@ def status_from_rows(leases: list[tuple]) -> tuple[Table, list[str]] | None:
             shown_as = launched({"template": template, "machines": [
                 {"instance_type": "" if kind is None else kind, "lifecycle": "spot" if spot else "on-demand",
                  "zone": zone} for kind, spot, zone, *_ in machines]})
-        if not runs:
-            shown = "-"
-        elif len(runs) == 1:
-            shown = _run_cell(runs[0])
-        else:
-            shown = f"{_run_cell(runs[0])}, {_run_cell(runs[1])}"
+        shown = _runs_cell(runs)
         rows.append((lease[ID], lease[PROVIDER], shown_as, lease[OWNER],
                      lease_health(lease[STATUS], len(machines), alive, lease[DEADLINE], now),
                      f"{alive}/{len(machines)}", str(gpus), _remaining(_iso(lease[DEADLINE]), now), shown))
