@@ -184,14 +184,10 @@ def stop_supervised_runs(state, lease_id: str, events: Events, *, wait_s: float 
         meta = run.get("meta") or {}
         if run["status"] != "running" or not meta.get("detached"):
             continue
-        if meta.get("supervised_on") == "login node":   # on the Slurm login node: asked there, over its SSH
-            from .login_launch import stop_on_login_node
-            if stop_on_login_node(state, run, events, wait_s=wait_s):
-                stopped.append(run["id"])
-            continue
-        if meta.get("supervised_on"):   # on node 0 of the lease: asked there, over SSH
-            from .node_launch import stop_on_node0
-            if stop_on_node0(state, run, events, wait_s=wait_s):
+        from .login_launch import stop_remote_supervisor
+        remote = stop_remote_supervisor(state, run, events, wait_s=wait_s)   # node 0, login node: over SSH
+        if remote is not None:
+            if remote:
                 stopped.append(run["id"])
             continue
         ident = meta.get("controller")

@@ -189,3 +189,16 @@ def stop_on_login_node(state, run: dict[str, Any], events: Events, *, wait_s: fl
         return False
     wait_released(state, lease.id, wait_s)
     return True
+
+
+def stop_remote_supervisor(state, run: dict[str, Any], events: Events, *, wait_s: float,
+                           probe: bool = False) -> bool | None:
+    """`stop_on_login_node` or `stop_on_node0`, by where the run's supervisor runs; None: it runs
+    on no other machine (a background process of the computer that started it)."""
+    on = (run.get("meta") or {}).get("supervised_on")
+    if on == LOGIN_NODE:
+        return stop_on_login_node(state, run, events, wait_s=wait_s, probe=probe)
+    if on:
+        from .node_launch import stop_on_node0
+        return stop_on_node0(state, run, events, wait_s=wait_s, probe=probe)
+    return None

@@ -96,18 +96,11 @@ def _still_runs(state, run: dict[str, Any]) -> bool:
     Asked to stop, it would cancel a healthy run, which reap does not resume."""
     from ..errors import FleetError
     from .context import SilentEvents
-    from .handed_lease import LOGIN_NODE
-    on = (run.get("meta") or {}).get("supervised_on")
+    from .login_launch import stop_remote_supervisor
     try:
-        if on == LOGIN_NODE:
-            from .login_launch import stop_on_login_node
-            return stop_on_login_node(state, run, SilentEvents(), wait_s=0, probe=True)
-        if on:
-            from .node_launch import stop_on_node0
-            return stop_on_node0(state, run, SilentEvents(), wait_s=0, probe=True)
+        return bool(stop_remote_supervisor(state, run, SilentEvents(), wait_s=0, probe=True))
     except FleetError:   # unreachable: as silent as gone
         return False
-    return False
 
 
 def release_unsupervised(state, silent: list[dict[str, Any]], events) -> list[str]:
