@@ -22,6 +22,7 @@ from ...errors import EnvironmentProblem
 from .errors import ControllerUnreachable, LoginNodeUnreachable, SlurmError, classify_failure
 from .parsing import (SACCT_FIELDS, SQUEUE_FORMAT, STEPS_FORMAT, AccountedJob, JobStep, QueuedJob, parse_sacct,
                       parse_scontrol_job, parse_squeue_format, parse_squeue_json, parse_steps)
+from .settings import reads_as_ssh_option
 from .tool_env import tool_env
 
 
@@ -70,7 +71,7 @@ class SSHRunner:
         for what, value in (("login node", destination), ("jump host", jump)):
             # A lease's meta (the shared state, writable by any teammate) names these for `fleet down`
             # and `fleet reap` elsewhere: one ssh would read as an option (-oProxyCommand=…) is refused.
-            if value is not None and (not value or value.startswith("-") or any(c.isspace() for c in value)):
+            if value is not None and (not value or reads_as_ssh_option(value)):
                 raise LoginNodeUnreachable(f"{what} {value!r} refused: must be user@host (no leading '-', no spaces)")
         self.destination = destination
         self.env = dict(env or {})

@@ -11,11 +11,16 @@ from ..base import ProviderSettings
 GPU_FLAG = Kind(choice(("gres", "gpus-per-node")), {"type": "string", "enum": ["gres", "gpus-per-node"]})
 
 
+def reads_as_ssh_option(text: str) -> bool:
+    """ssh would read it as an option, or as more than one word, where a destination belongs."""
+    return text.startswith("-") or any(c.isspace() for c in text)
+
+
 def _ssh_destination(value) -> str:
     """user@host[:port] as ssh gets it on its command line: one that starts with '-' would be read
     as an option (login = "-oProxyCommand=…" ran that command on this computer at `fleet up`)."""
     text = STRING.convert(value)
-    if text.startswith("-") or any(c.isspace() for c in text):
+    if reads_as_ssh_option(text):
         raise Invalid(f"must be user@host (no leading '-', no spaces), got {text!r}")
     return text
 
