@@ -6,8 +6,6 @@ with `sh -c`, so real processes are checked and signalled."""
 from __future__ import annotations
 
 import subprocess
-import sys
-import time
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -16,8 +14,8 @@ import pytest
 from fleet.providers.slurm.handoff import ShellResult
 from fleet.run.context import SilentEvents
 from fleet.run.node_launch import stop_on_node0
+from tests.unit.test_stop_on_login_node import SUPERVISOR_CODE, procs  # noqa: F401  (a fixture)
 
-CODE = "import sys, time; 'fleet.run.node_supervisor'; time.sleep(60)"
 
 
 @pytest.fixture
@@ -37,21 +35,6 @@ def node0(monkeypatch):
     return log
 
 
-@pytest.fixture
-def supervisors(tmp_path):
-    started = []
-
-    def start(directory):
-        p = subprocess.Popen([sys.executable, "-c", CODE, str(directory)])
-        started.append(p)
-        time.sleep(0.3)
-        return p
-    yield start
-    for p in started:
-        p.kill()
-        p.wait()
-
-
 def _state(lease_id, home):
     from fleet.models import Machine
     machine = Machine(id="m-0", lease_id=lease_id, node_rank=0, host="127.0.0.1", port=22, user="fleet", key_path="k",
@@ -66,16 +49,16 @@ def _run(pid, directory):
                                                      "controller": {"pid": pid}}}
 
 
-def test_the_leases_own_supervisor_is_signalled(tmp_path, node0, supervisors):
+def test_the_leases_own_supervisor_is_signalled(tmp_path, node0, procs):
     own = tmp_path / ".fleet-supervisor" / "l-a"
-    sup = supervisors(own)
+    sup = procs("-c", SUPERVISOR_CODE, str(own))
     assert stop_on_node0(_state("l-a", tmp_path), _run(sup.pid, own), SilentEvents(), wait_s=0)
     assert sup.wait(timeout=10) == -15
 
 
-def test_a_row_naming_another_leases_supervisor_signals_nothing(tmp_path, node0, supervisors):
+def test_a_row_naming_another_leases_supervisor_signals_nothing(tmp_path, node0, procs):
     other = tmp_path / ".fleet-supervisor" / "l-b"     # another lease's, same supervisor login
-    victim = supervisors(other)
+    victim = procs("-c", SUPERVISOR_CODE, str(other))
     assert not stop_on_node0(_state("l-a", tmp_path), _run(victim.pid, other), SilentEvents(), wait_s=0)
     assert victim.poll() is None and not any("kill" in c for c in node0)
 
