@@ -87,6 +87,7 @@ def merge_lease_meta(state, lease_id: str, patch: dict[str, Any]) -> None:
         rows = db.execute("SELECT meta FROM leases WHERE id = ?", (lease_id,))
         if not rows:
             return
-        meta = json.loads(rows[0]["meta"] or "{}")
+        from .state.documents import object_to_extend
+        meta = object_to_extend(rows[0]["meta"], f"lease {lease_id}'s meta")
         meta.update(to_jsonable(patch))
         db.execute("UPDATE leases SET meta = ? WHERE id = ?", (json.dumps(meta), lease_id))

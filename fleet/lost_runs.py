@@ -101,7 +101,8 @@ def end_lost_run(state, run: dict[str, Any], lease: Lease | None, why: str, even
         rows = state.db.execute("SELECT status, meta FROM runs WHERE id = ?", (run["id"],))
         if not rows or rows[0]["status"] != "running":
             return False
-        meta = {**json.loads(rows[0]["meta"] or "{}"), "summary": summary}
+        from .state.documents import object_to_extend
+        meta = {**object_to_extend(rows[0]["meta"], f"run {run['id']}'s meta"), "summary": summary}
         state.db.execute("UPDATE runs SET status = ?, exit_code = NULL, ended_at = ?, meta = ? WHERE id = ?",
                          (LOST, to_jsonable(ended), json.dumps(to_jsonable(meta)), run["id"]))
     try:
@@ -161,11 +162,15 @@ def sweep_lost_runs(state, *, events: Events) -> list[str]:
     """Runs still marked running on a lease that is no longer active (or exists no more), whose
     controller is provably gone, or whose lease ended longer than its heartbeat ago (a controller
     elsewhere would have ended its run by then)."""
-    import json
+    from .state.documents import CorruptRecord, stored_object
     ended = []
     for run in state.db.execute("SELECT * FROM runs WHERE status = 'running' ORDER BY started_at"):
-        run["meta"] = json.loads(run["meta"] or "{}")
-        lease = _lease_or_none(state, run.get("lease_id"))
+        try:
+            run["meta"] = stored_object(run["meta"], f"run {run['id']}'s meta")
+            lease = _lease_or_none(state, run.get("lease_id"))
+        except CorruptRecord as exc:      # a teammate's damaged row: the others are swept all the same
+            events.warn(f"run {run['id']} left as it is: {exc.one_line()}")
+            continue
         if lease is not None and lease.status in ("active", "leasing"):
             continue   # `fleet down` of that lease handles it
         ident = (run.get("meta") or {}).get("controller")

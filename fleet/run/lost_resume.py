@@ -30,6 +30,7 @@ from typing import Any
 from ..errors import BudgetRefused, FleetError, NotFound, UsageError
 from .checkpoints import Resume, latest_snapshots, resume_of
 from .handed_lease import LOGIN_NODE
+from ..state.documents import stored_object
 from .supervisor_beat import base_run_id
 
 
@@ -244,7 +245,7 @@ def _take_over_stale_mark(state, run_id: str, token: str, *, now: float | None =
     rows = state.db.execute("SELECT meta FROM runs WHERE id = ?", (run_id,))
     if not rows:
         return False
-    old = json.loads(rows[0]["meta"] or "{}").get("resuming")
+    old = stored_object(rows[0]["meta"], f"run {run_id}'s meta").get("resuming")
     if not isinstance(old, str):
         return False
     fields = old.split(" ")
@@ -266,14 +267,15 @@ def _mark(state, run_id: str, expected: str | None, token: str | None) -> bool:
     if not rows:
         return False
     text = rows[0]["meta"] or "{}"
-    meta = json.loads(text)
+    meta = stored_object(text, f"run {run_id}'s meta")
     if meta.get("resuming") != expected or (expected is None and meta.get("next_attempt")):
         return False
     meta = {k: v for k, v in meta.items() if k != "resuming"}
     if token is not None:
         meta["resuming"] = token
     state.db.execute("UPDATE runs SET meta = ? WHERE id = ? AND meta = ?", (json.dumps(meta), run_id, text))
-    again = json.loads(state.db.execute("SELECT meta FROM runs WHERE id = ?", (run_id,))[0]["meta"] or "{}")
+    again = stored_object(state.db.execute("SELECT meta FROM runs WHERE id = ?", (run_id,))[0]["meta"],
+                          f"run {run_id}'s meta")
     return again.get("resuming") == token
 
 

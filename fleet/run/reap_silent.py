@@ -22,7 +22,6 @@ not declare the capability) is left alone with a line saying so. --dry-run says 
 and changes nothing."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,15 +54,21 @@ def silent_runs(state, owner: str | None) -> tuple[list[dict[str, Any]], list[st
     from ..providers import registry
     from ..providers.base import ReleasedFromAnywhere
     from .supervisor_beat import supervisor_gone
-    leases = {lease.id: lease for lease in state.list_leases(active_only=True)
+    from ..state.documents import CorruptRecord, stored_object
+    damaged: list[str] = []      # one teammate's unreadable row must not stop everyone's reap
+    leases = {lease.id: lease for lease in state.list_leases(active_only=True, damaged=damaged)
               if lease.status in ("leasing", "active") and (owner is None or lease.user == owner)}
     found: dict[str, dict[str, Any]] = {}
-    left: dict[str, str] = {}
+    left: dict[str, str] = {line: line for line in damaged}
     for run in state.db.execute("SELECT * FROM runs WHERE status = 'running' ORDER BY started_at"):
         lease = leases.get(run.get("lease_id"))
         if lease is None or lease.id in found or lease.id in left:
             continue
-        run["meta"] = json.loads(run["meta"] or "{}")
+        try:
+            run["meta"] = stored_object(run["meta"], f"run {run['id']}'s meta")
+        except CorruptRecord as exc:
+            left[lease.id] = f"lease {lease.id} left alone: {exc.one_line()}"
+            continue
         if not run["meta"].get("detached"):
             continue
         gone = supervisor_gone(state, run)

@@ -5,6 +5,7 @@ import json
 from operator import itemgetter
 
 from ..errors import NotFound
+from .documents import CorruptRecord, json_objects, object_to_extend, stored_object
 
 TYPE_CHECKING = False   # as in fleet/__init__.py: `fleet status` with no lease imports neither typing nor models
 if TYPE_CHECKING:
@@ -117,7 +118,7 @@ class StateStore:
             return
         with self.db.transaction():
             rows = self.db.execute("SELECT meta FROM leases WHERE id = ?", (lease_id,))
-            meta = json.loads(rows[0]["meta"] or "{}") if rows else {}
+            meta = object_to_extend(rows[0]["meta"], f"lease {lease_id}'s meta") if rows else {}
             gone = dict(meta.get("released_machines") or {})
             gone.update({mid: _iso(at) for mid in machine_ids})
             meta["released_machines"] = gone
@@ -132,7 +133,7 @@ class StateStore:
             created_at=parse_time(row["created_at"]), deadline=parse_time(row["deadline"]),
             max_deadline=parse_time(row["max_deadline"]), project=row["project"], user=row["owner"],
             status=row["status"], keep_until=parse_time(row["keep_until"]),
-            heartbeat_ttl_s=row["heartbeat_ttl_s"], meta=json.loads(row["meta"] or "{}"))
+            heartbeat_ttl_s=row["heartbeat_ttl_s"], meta=stored_object(row["meta"], f"lease {row['id']}'s meta"))
 
     def _machines_by_lease(self, lease_ids: list[str]) -> dict[str, list[Machine]]:
         out: dict[str, list[Machine]] = {i: [] for i in lease_ids}
@@ -144,8 +145,8 @@ class StateStore:
             chunk = lease_ids[start:start + 500]
             marks = ",".join("?" * len(chunk))
             for r in self.db.execute(
-                    f"SELECT lease_id, data FROM machines WHERE lease_id IN ({marks}) ORDER BY node_rank", chunk):
-                out[r["lease_id"]].append(Machine.from_dict(json.loads(r["data"])))
+                    f"SELECT id, lease_id, data FROM machines WHERE lease_id IN ({marks}) ORDER BY node_rank", chunk):
+                out[r["lease_id"]].append(Machine.from_dict(stored_object(r["data"], f"machine {r['id']}'s record")))
         return out
 
     def get_lease(self, lease_id: str) -> Lease:
@@ -157,7 +158,10 @@ class StateStore:
         row = rows[0]
         return self._lease_from_row(row, self._machines_by_lease([row["id"]])[row["id"]])
 
-    def list_leases(self, *, active_only: bool = True, user: str | None = None) -> list[Lease]:
+    def list_leases(self, *, active_only: bool = True, user: str | None = None,
+                    damaged: list[str] | None = None) -> list[Lease]:
+        """With `damaged`, a lease whose row cannot be read is left out and one line saying why is
+        appended there; without it, such a row raises CorruptRecord."""
         sql, params = "SELECT * FROM leases", []
         where = []
         if active_only:
@@ -169,7 +173,15 @@ class StateStore:
             sql += " WHERE " + " AND ".join(where)
         rows = self.db.execute(sql + " ORDER BY created_at", params)
         machines = self._machines_by_lease([r["id"] for r in rows])
-        return [self._lease_from_row(r, machines[r["id"]]) for r in rows]
+        if damaged is None:
+            return [self._lease_from_row(r, machines[r["id"]]) for r in rows]
+        out = []
+        for r in rows:
+            try:
+                out.append(self._lease_from_row(r, machines[r["id"]]))
+            except CorruptRecord as exc:
+                damaged.append(f"lease {r['id']} set aside: {exc.one_line()}")
+        return out
 
     def has_leases_of(self, provider: str) -> bool:
         """Whether this state ever held a lease of `provider` (a sweep for its leftovers can skip
@@ -210,7 +222,7 @@ class StateStore:
             chunk = lease_ids[start:start + 500]
             for lease_id, ttl, meta in self.db.rows(
                     f"SELECT id, heartbeat_ttl_s, meta FROM leases WHERE id IN ({','.join('?' * len(chunk))})", chunk):
-                out[lease_id] = (ttl, json.loads(meta or "{}"))
+                out[lease_id] = (ttl, stored_object(meta, f"lease {lease_id}'s meta"))
         return out
 
     def status_records(self, *, user: str | None = None, runs_limit: int = 200) -> list[dict[str, Any]]:
@@ -242,7 +254,8 @@ class StateStore:
                 f"SELECT {', '.join('l.' + k for k in keys)}, m.node_rank, m.data, o.state, o.detail, o.observed_at,"
                 " o.fresh_until FROM leases l LEFT JOIN machines m ON m.lease_id = l.id"
                 f" LEFT JOIN machine_observations o ON o.machine_id = m.id WHERE {where}", params, 200):
-            docs = iter(_json_objects([row[data_at] for row in rows if row[data_at] is not None]))
+            docs = iter(json_objects([row[data_at] for row in rows if row[data_at] is not None],
+                                     "a machine's record"))
             for row in rows:
                 lease = by_id.get(row[0])
                 if lease is None:
@@ -278,7 +291,7 @@ class StateStore:
                 "SELECT r.id, r.lease_id, r.status, r.exit_code,"
                 " CASE WHEN r.meta LIKE '%\"detached\"%' THEN r.meta END FROM runs r JOIN leases l ON l.id = r.lease_id"
                 f" WHERE {where} ORDER BY r.started_at DESC LIMIT ?", [*params, max(runs_limit, 2 * leases)]):
-            detached = meta is not None and bool(json.loads(meta).get("detached"))
+            detached = meta is not None and bool(object_to_extend(meta, f"run {run_id}'s meta").get("detached"))
             run = {"id": run_id, "status": status, "exit_code": exit_code, "detached": detached}
             runs = by_lease.get(lease_id)
             if runs is None:
@@ -331,10 +344,8 @@ class StateStore:
                    masker=None) -> None:
         mask = _redacting(masker)
         with self.db.transaction():
-            meta = {}
             rows = self.db.execute("SELECT meta FROM runs WHERE id = ?", (run_id,))
-            if rows:
-                meta = json.loads(rows[0]["meta"] or "{}")
+            meta = object_to_extend(rows[0]["meta"], f"run {run_id}'s meta") if rows else {}
             meta.update(mask.mask_obj(to_jsonable(meta_update or {})))
             self.db.execute("UPDATE runs SET status = ?, exit_code = ?, ended_at = ?, meta = ? WHERE id = ?",
                             (status, exit_code, _iso(utcnow()), json.dumps(meta), run_id))
@@ -346,7 +357,7 @@ class StateStore:
             if len(rows) != 1:
                 raise NotFound(f"no run {run_id!r}", hint="see `fleet runs ls`")
         row = rows[0]
-        row["meta"] = json.loads(row["meta"] or "{}")
+        row["meta"] = stored_object(row["meta"], f"run {row['id']}'s meta")
         return row
 
     def list_runs(self, *, lease_id: str | None = None, limit: int = 200) -> list[dict[str, Any]]:
@@ -356,43 +367,12 @@ class StateStore:
         else:
             rows = self.db.execute("SELECT * FROM runs ORDER BY started_at DESC LIMIT ?", (limit,))
         for r in rows:
-            r["meta"] = json.loads(r["meta"] or "{}")
+            r["meta"] = stored_object(r["meta"], f"run {r['id']}'s meta")
         return rows
 
 
-_scan_once = json.JSONDecoder().scan_once
 _by_rank = itemgetter("node_rank")
 _by_created = itemgetter("created_at")
-
-
-def _json_objects(texts: list[str]) -> list:
-    """_json_object of each, decoded in one pass as one array: the JSON scanner then keeps one
-    string per key for all of them, not one per document (1,000 machines' documents: 1.3 MB
-    instead of 2.5 MB, fewer page faults for `fleet status`). Any document that is not exactly one
-    object (a damaged row) is decoded on its own, as before."""
-    if texts:
-        first, last = texts[0], texts[-1]
-        texts[0] = "[" + first                 # brackets on the ends: one copy of them all, not two
-        texts[-1] = texts[-1] + "]"
-        try:
-            values = json.loads(",".join(texts))
-        except (ValueError, TypeError):
-            values = None
-        texts[-1] = last
-        texts[0] = first
-        if values is not None and len(values) == len(texts) and all(type(v) is dict for v in values):
-            return values
-    return [_json_object(text) for text in texts]
-
-
-def _json_object(text: str):
-    """json.loads for the documents fleet wrote itself (no whitespace around them): the C scanner
-    directly, without json.loads's two Python layers (a thousand machines at every `fleet status`)."""
-    try:
-        value, end = _scan_once(text, 0)
-    except StopIteration:
-        end = -1
-    return value if end == len(text) else json.loads(text)
 
 
 def _redacting(masker):

@@ -1,0 +1,96 @@
+"""A state row whose JSON document is damaged (a hand edit, a broken client, a bad restore): one line
+naming the row, never "internal error: JSONDecodeError"; commands over many rows set it aside and go
+on with the rest; a write that adds to a damaged meta keeps its text instead of failing or dropping it."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from tests.conftest import run_fleet
+
+
+
+def _seed(state, lease_id: str, run_id: str, user: str = "tester") -> None:
+    """A live local lease whose one machine is already gone, with one running run (detached)."""
+    from fleet.models import Lease, Machine, utcnow
+    from fleet.paths import subdir
+    now = utcnow()
+    gone = subdir("machines") / lease_id           # where the local provider keeps it; not there any more
+    machine = Machine(id=f"{lease_id}-n0", lease_id=lease_id, node_rank=0, host="127.0.0.1", port=1,
+                      user="fleet", key_path="/nonexistent/key", host_key="ssh-ed25519 AAAA",
+                      workdir=str(gone), gpu_slots=(0,),
+                      provider_ref={"dir": str(gone), "sshd_pid": 0, "simulated_gpus": True})
+    state.save_lease(Lease(id=lease_id, provider="local", template="local-1gpu", machines=[machine],
+                           created_at=now, deadline=now + timedelta(hours=1), max_deadline=now + timedelta(hours=2),
+                           project="p", user=user, meta={"note": "seeded"}))
+    state.create_run(run_id, lease_id=lease_id, project="p", user=user, command="python train.py",
+                     log_path="/nonexistent", output_dir="/nonexistent", meta={"detached": True})
+
+
+@pytest.fixture
+def state(fleet_home):
+    from fleet.state import open_state
+    s = open_state()
+    _seed(s, "l-good-0001", "r-good-0001")
+    _seed(s, "l-bad-00002", "r-bad-00002")
+    yield s
+    s.close()
+
+
+def _errors(proc) -> list[str]:
+    assert "internal error" not in proc.stderr and "JSONDecodeError" not in proc.stderr, proc.stderr
+    return [line for line in proc.stderr.splitlines() if line.startswith("fleet: error:")]
+
+
+def test_damaged_documents_are_named_not_decoder_errors():
+    from fleet.state.documents import CorruptRecord, object_to_extend, stored_object
+    assert stored_object(None, "x") == {} and stored_object('{"a": 1}', "x") == {"a": 1}
+    for text, why in (("{bad", "is not valid JSON"), ("[1, 2]", "is not a JSON object")):
+        with pytest.raises(CorruptRecord) as err:
+            stored_object(text, "run r-1's meta")
+        assert f"state: run r-1's meta {why}" in err.value.one_line()
+        assert object_to_extend(text, "run r-1's meta") == {"unreadable_meta": text}
+
+
+def test_down_all_releases_the_readable_leases_and_names_the_damaged_one(state, tmp_path):
+    state.db.execute("UPDATE leases SET meta = '{oops' WHERE id = 'l-bad-00002'")
+    proc = run_fleet(["down", "--all"], cwd=tmp_path)
+    assert proc.returncode != 0, proc.stderr
+    assert "lease l-bad-00002 set aside: state: lease l-bad-00002's meta is not valid JSON" in proc.stderr
+    errors = _errors(proc)
+    assert len(errors) == 1 and "l-bad-00002" in errors[0], proc.stderr
+    assert state.lease_status("l-good-0001")[0] == "released", proc.stderr
+    assert state.lease_status("l-bad-00002")[0] == "active"      # nothing guessed about a row it cannot read
+
+
+def test_one_damaged_run_does_not_stop_reap_or_status(state, tmp_path):
+    state.db.execute("UPDATE runs SET meta = '{\"detached\": tru' WHERE id = 'r-bad-00002'")
+    proc = run_fleet(["reap", "--dry-run"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "lease l-bad-00002 left alone: state: run r-bad-00002's meta is not valid JSON" in out, out
+    assert not _errors(proc)
+    listing = run_fleet(["status", "--json"], cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    ids = {lease["id"] for lease in json.loads(listing.stdout)["leases"]}
+    assert ids == {"l-good-0001", "l-bad-00002"}
+
+
+def test_a_damaged_machine_record_is_one_line_naming_it(state, tmp_path):
+    state.db.execute("UPDATE machines SET data = 'not json' WHERE id = 'l-bad-00002-n0'")
+    for args in (["status"], ["status", "--json"], ["down", "l-bad-00002"]):
+        proc = run_fleet(args, cwd=tmp_path)
+        errors = _errors(proc)
+        assert proc.returncode == 5 and len(errors) == 1, (args, proc.returncode, proc.stderr)
+        assert "state: " in errors[0] and "record is not valid JSON" in errors[0], errors[0]
+
+
+def test_ending_a_run_whose_meta_is_damaged_keeps_the_text(state):
+    state.db.execute("UPDATE runs SET meta = '{half' WHERE id = 'r-bad-00002'")
+    state.finish_run("r-bad-00002", "succeeded", 0, {"cost_usd": 1.5})
+    run = state.get_run("r-bad-00002")
+    assert run["status"] == "succeeded"
+    assert run["meta"] == {"unreadable_meta": "{half", "cost_usd": 1.5}
+
