@@ -34,7 +34,9 @@ from ..errors import InfrastructureError
 from .context import Events
 from .detach import Handoff
 from .handed_lease import LOGIN_NODE
-from .node_launch import BOOTSTRAP, _last_json, _node0_env, _package, _spec_for_node0, _state_url, relaunch_meta
+from .node_launch import relaunch_meta
+from .remote_supervisor import (BOOTSTRAP, fleet_package, last_json, remote_env, spec_for_remote,
+                                supervisor_state_url)
 from .supervisor import SupervisorSpec
 
 SUPERVISOR_DIR = ".fleet-supervisor"   # under the login's home: <this>/<run id>
@@ -63,7 +65,7 @@ def why_not_login_node(config, options=None) -> str | None:
                 "process here, in a session of its own, which outlives your ssh session")
     if options is not None and options.keep_s:
         return "--keep leaves the allocation up after the run, for this computer's `fleet run`"
-    if not _state_url(config).startswith(("postgresql://", "postgres://")):
+    if not supervisor_state_url(config).startswith(("postgresql://", "postgres://")):
         return ("the login node cannot reach this computer's SQLite state (team mode: "
                 "FLEET_STATE_URL=postgresql://…)")
     if not str(config.store or "").startswith("s3://"):
@@ -102,20 +104,20 @@ def launch_on_login_node(config, spec: SupervisorSpec, options, events: Events, 
             _copy(shell, remote, config)
         finally:
             Reservations(state.db).settle(source.lease_id, None)
-        payload = {"spec": _spec_for_node0(spec, config), "env": {**_node0_env(config), **provider.login_node_env()},
+        payload = {"spec": spec_for_remote(spec, config), "env": {**remote_env(config), **provider.login_node_env()},
                    "pins": asdict(pins), "supervisor_dir": remote, "where": WHERE,
                    "relaunch": relaunch_meta(config, spec)}   # for `fleet reap`'s next attempt (lost_resume.py)
         python = provider.supervisor_python()
         python = f"{home.rstrip('/')}/{python[2:]}" if python.startswith("~/") else python
         started = shell.run(start_command(remote, python), stdin=(json.dumps(payload) + "\n").encode(),
                             check=False, timeout=120)
-        answer = _last_json(started.stdout)
+        answer = last_json(started.stdout)
         if "pid" not in answer:
             raise InfrastructureError(answer.get("error") or f"the supervisor did not start on the login node: "
                                       f"{(started.stderr.strip().splitlines() or ['no answer'])[-1][:300]}")
         pid = int(answer["pid"])
-        from .node_launch import _follow
-        handoff = _follow(shell, remote, pid, spec.run_id, None, events, where=WHERE)
+        from .node_launch import follow_handoff
+        handoff = follow_handoff(shell, remote, pid, spec.run_id, None, events, where=WHERE)
         return replace(handoff, lease_id=handoff.lease_id or _lease_of(state, spec.run_id, handoff)), pid
     finally:
         shell.close()
@@ -139,7 +141,7 @@ def _copy(shell, remote: str, config) -> None:
         raise InfrastructureError(f"run id {name!r} refused: a run id is letters, digits, '_', '.', '-'")
     shell.run(f"umask 077 && rm -rf {shlex.quote(remote)} && mkdir -p {shlex.quote(remote + '/pkg')} "
               f"{shlex.quote(remote + '/exp')} {shlex.quote(remote + '/home')} && chmod 700 {shlex.quote(remote)} "
-              f"&& tar -xzf - -C {shlex.quote(remote + '/pkg')}", stdin=_package(), timeout=300)
+              f"&& tar -xzf - -C {shlex.quote(remote + '/pkg')}", stdin=fleet_package(), timeout=300)
     if config.path is not None:
         shell.run(f"umask 077 && cat > {shlex.quote(remote + '/exp/fleet.toml')}",
                   stdin=Path(config.path).read_bytes())

@@ -23,12 +23,9 @@ computer (fleet/run/detach.py), and the launcher says why in one line.
 """
 from __future__ import annotations
 
-import io
 import json
-import os
 import shlex
 import signal
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,11 +34,10 @@ from ..errors import InfrastructureError
 from .context import Events, RunContext
 from .detach import HANDOFF_PHASES, Handoff, ReportedError
 from .node_login import refuse_root_capable_login, supervisor_login
+from .remote_supervisor import (BOOTSTRAP, fleet_package, last_json, remote_env, spec_for_remote,
+                                supervisor_state_url)
 from .supervisor import EVENTS, SupervisorSpec
 
-# Run by `python -I -c` (isolated: -m would need PYTHONPATH, which -I ignores): argv[1] is the directory.
-BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv[1] + '/pkg'); "
-             "from fleet.run.node_supervisor import main; sys.exit(main(sys.argv[1:]))")
 HANDOFF_TIMEOUT_S = 3600.0       # staging a large dataset from node 0 may take this long
 
 
@@ -55,16 +51,11 @@ def why_not_node0(config, options=None) -> str | None:
     from ..providers.registry import provider_class
     if not issubclass(provider_class(config.provider), SupervisesFromNode0):
         return f"the {config.provider} provider cannot run a supervisor on node 0 (built for aws and ssh)"
-    if not _state_url(config).startswith(("postgresql://", "postgres://")):
+    if not supervisor_state_url(config).startswith(("postgresql://", "postgres://")):
         return "node 0 cannot reach this computer's SQLite state (team mode: FLEET_STATE_URL=postgresql://…)"
     if not str(config.store or "").startswith("s3://"):
         return "node 0 cannot reach a store on this computer (set store = \"s3://BUCKET/PREFIX\")"
     return None
-
-
-def _state_url(config) -> str:
-    from ..state import configured_state_url
-    return config.state_url or os.environ.get("FLEET_STATE_URL") or configured_state_url() or ""
 
 
 def launch_on_node0(config, spec: SupervisorSpec, options, events: Events, pins=None) -> tuple[Handoff, int]:
@@ -160,7 +151,7 @@ def _start_and_follow(config, spec, pins, lease, state, events: Events, provider
         handoff.after_copy(session, remote)
         # The launcher's reservation ends here; node 0's budget stage makes the run's own.
         Reservations(state.db).settle(lease.id, None)
-        payload = {"spec": _spec_for_node0(spec, config), "env": {**_node0_env(config), **handoff.env(config, remote)},
+        payload = {"spec": spec_for_remote(spec, config), "env": {**remote_env(config), **handoff.env(config, remote)},
                    "lease_id": lease.id, "pins": asdict(pins), "supervisor_dir": remote}
         # A clean environment: nothing of the login session's (its HOME may be the experiment's).
         keep = " ".join(f'{name}="${name}"' for name in ("FLEET_MACHINE_ID", "FLEET_MACHINE_ROOT"))
@@ -168,55 +159,14 @@ def _start_and_follow(config, spec, pins, lease, state, events: Events, provider
                    f"PATH=/usr/local/bin:/usr/bin:/bin LANG=C.UTF-8 {keep} {shlex.quote(login.python)} -I -c "
                    f"{shlex.quote(BOOTSTRAP)} {shlex.quote(remote)}")
         started = session.run(command, stdin=(json.dumps(payload) + "\n").encode(), check=False, timeout=120)
-        answer = _last_json(started.stdout)
+        answer = last_json(started.stdout)
         if "pid" not in answer:
             raise InfrastructureError(answer.get("error") or f"the supervisor did not start on node 0: "
                                       f"{(started.stderr.strip().splitlines() or ['no answer'])[-1][:300]}")
         pid = int(answer["pid"])
-        return _follow(session, remote, pid, spec.run_id, lease.id, events), pid
+        return follow_handoff(session, remote, pid, spec.run_id, lease.id, events), pid
     finally:
         session.close()
-
-
-def _spec_for_node0(spec: SupervisorSpec, config) -> dict[str, Any]:
-    from dataclasses import asdict
-    data = asdict(spec)
-    data["cwd"] = ""
-    data["config_file"] = None
-    data["overrides"] = {**spec.overrides, "store": config.store, "state_url": _state_url(config)}   # reachable from node 0
-    return data
-
-
-def _node0_env(config) -> dict[str, str]:
-    """What node 0's supervisor needs in its environment: fleet's own settings (FLEET_*), and the
-    AWS credentials resolved here (short-lived ones as they are now): the S3 store's, and on AWS
-    the provider's. Handed over on stdin; never written on node 0 or in the state."""
-    env = {k: v for k, v in os.environ.items()
-           if k.startswith("FLEET_") and k not in ("FLEET_HOME", "FLEET_STATE_URL", "FLEET_AWS_OUTPUTS")}
-    env["FLEET_STATE_URL"] = _state_url(config)
-    for key in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EC2_METADATA_DISABLED"):
-        if os.environ.get(key):
-            env[key] = os.environ[key]
-    import boto3
-    creds = boto3.session.Session().get_credentials()
-    if creds is not None:
-        frozen = creds.get_frozen_credentials()
-        env.update(AWS_ACCESS_KEY_ID=frozen.access_key, AWS_SECRET_ACCESS_KEY=frozen.secret_key)
-        if frozen.token:
-            env["AWS_SESSION_TOKEN"] = frozen.token
-    return env
-
-
-def _package() -> bytes:
-    """fleet's own package as this computer runs it (sources, migrations, the agent, prices)."""
-    root = Path(__file__).resolve().parents[1]
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
-        for path in sorted(root.rglob("*")):
-            if "__pycache__" in path.parts or not path.is_file():
-                continue
-            tar.add(path, arcname=f"fleet/{path.relative_to(root).as_posix()}", recursive=False)
-    return buf.getvalue()
 
 
 def _copy_files(session, remote: str, config, lease, key: bytes, extra: dict[str, bytes]) -> None:
@@ -225,7 +175,7 @@ def _copy_files(session, remote: str, config, lease, key: bytes, extra: dict[str
     session.run(f"umask 077 && rm -rf {shlex.quote(remote)} && mkdir -p {shlex.quote(remote + '/pkg')} "
                 f"{shlex.quote(remote + '/exp')} && mkdir -p -m 700 {shlex.quote(key_dir)} && "
                 f"chmod 700 {shlex.quote(remote)}")
-    files = {f"{remote}/pkg.tar.gz": _package(), f"{key_dir}/id_ed25519": key, **extra}
+    files = {f"{remote}/pkg.tar.gz": fleet_package(), f"{key_dir}/id_ed25519": key, **extra}
     if config.path is not None:
         files[f"{remote}/exp/fleet.toml"] = Path(config.path).read_bytes()
     sftp = session.sftp()
@@ -240,16 +190,7 @@ def _copy_files(session, remote: str, config, lease, key: bytes, extra: dict[str
     session.run(f"umask 077 && tar -xzf {shlex.quote(remote + '/pkg.tar.gz')} -C {shlex.quote(remote + '/pkg')}")
 
 
-def _last_json(text: str) -> dict[str, Any]:
-    for line in reversed(text.strip().splitlines()):
-        try:
-            return json.loads(line)
-        except ValueError:
-            continue
-    return {}
-
-
-def _follow(session, remote: str, pid: int, run_id: str, lease_id: str | None, events: Events,
+def follow_handoff(session, remote: str, pid: int, run_id: str, lease_id: str | None, events: Events,
             where: str = "node 0") -> Handoff:
     """Node 0's (or the login node's: login_launch.py) progress, its events.jsonl read over SSH,
     until the first phase after staging. Ctrl-C here asks it to stop (SIGTERM), and its end is

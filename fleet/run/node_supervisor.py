@@ -17,7 +17,7 @@ its directory (0600).
 It runs as node 0's supervisor user, not the experiment's, so the experiment can neither read its
 memory nor write this code (node_launch.py, SECURITY.md).
 
-    python3 -I -c BOOTSTRAP DIR     (node_launch.BOOTSTRAP: DIR/pkg on the path, then main; reads the
+    python3 -I -c BOOTSTRAP DIR     (remote_supervisor.BOOTSTRAP: DIR/pkg on the path, then main; reads the
                                      line, forks into the background, prints {"pid": N} and exits;
                                      the child runs the run)
 """

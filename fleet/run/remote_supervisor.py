@@ -1,0 +1,82 @@
+"""What a run's supervisor on another machine (node 0 of its lease, or a Slurm login node) is
+handed by the launcher on this computer: fleet's own package, the run's spec with what is reachable
+from there (the state URL, the store), and its environment (FLEET_* settings and the AWS credentials
+resolved here, handed over on stdin, never written there). Shared by fleet/run/node_launch.py and
+fleet/run/login_launch.py, so both hand over exactly the same things."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from .supervisor import SupervisorSpec
+
+# Run by `python -I -c` (isolated: -m would need PYTHONPATH, which -I ignores): argv[1] is the directory.
+BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv[1] + '/pkg'); "
+             "from fleet.run.node_supervisor import main; sys.exit(main(sys.argv[1:]))")
+
+
+def supervisor_state_url(config) -> str:
+    """The state the run is recorded in: fleet.toml's, else FLEET_STATE_URL, else the configured one."""
+    from ..state import configured_state_url
+    return config.state_url or os.environ.get("FLEET_STATE_URL") or configured_state_url() or ""
+
+
+def spec_for_remote(spec: SupervisorSpec, config) -> dict[str, Any]:
+    """The spec as the remote supervisor reads it: no local directory or fleet.toml path, and the
+    store and state URL it must use (both reachable from there)."""
+    from dataclasses import asdict
+    data = asdict(spec)
+    data["cwd"] = ""
+    data["config_file"] = None
+    data["overrides"] = {**spec.overrides, "store": config.store, "state_url": supervisor_state_url(config)}
+    return data
+
+
+def remote_env(config) -> dict[str, str]:
+    """What the remote supervisor needs in its environment: fleet's own settings (FLEET_*), and the
+    AWS credentials resolved here (short-lived ones as they are now): the S3 store's, and on AWS
+    the provider's. Handed over on stdin; never written there or in the state."""
+    env = {k: v for k, v in os.environ.items()
+           if k.startswith("FLEET_") and k not in ("FLEET_HOME", "FLEET_STATE_URL", "FLEET_AWS_OUTPUTS")}
+    env["FLEET_STATE_URL"] = supervisor_state_url(config)
+    for key in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EC2_METADATA_DISABLED"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    import boto3
+    creds = boto3.session.Session().get_credentials()
+    if creds is not None:
+        frozen = creds.get_frozen_credentials()
+        env.update(AWS_ACCESS_KEY_ID=frozen.access_key, AWS_SECRET_ACCESS_KEY=frozen.secret_key)
+        if frozen.token:
+            env["AWS_SESSION_TOKEN"] = frozen.token
+    return env
+
+
+def fleet_package() -> bytes:
+    """fleet's own package as this computer runs it (sources, migrations, the agent, prices)."""
+    root = Path(__file__).resolve().parents[1]
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
+        for path in sorted(root.rglob("*")):
+            if "__pycache__" in path.parts or not path.is_file():
+                continue
+            tar.add(path, arcname=f"fleet/{path.relative_to(root).as_posix()}", recursive=False)
+    return buf.getvalue()
+
+
+def last_json(text: str) -> dict[str, Any]:
+    """The last line of a remote command's output that is JSON (its answer; shells may print before it)."""
+    for line in reversed(text.strip().splitlines()):
+        try:
+            return json.loads(line)
+        except ValueError:
+            continue
+    return {}
+
+
+__all__ = ["BOOTSTRAP", "fleet_package", "last_json", "remote_env", "spec_for_remote",
+           "supervisor_state_url"]
