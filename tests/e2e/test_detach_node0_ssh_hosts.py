@@ -16,12 +16,11 @@ import pytest
 
 from tests.conftest import FLEET, processes_under, run_fleet, wait_until
 from tests.e2e.test_detach_node0_sandbox import _cmdline, _ledger, _run_row
-from tests.fixtures.procs import live_processes_under
-from tests.fixtures.ssh_hosts import PYTHON, HostFarm, toml_hosts
+from tests.fixtures.laptop import LAPTOP, skip_without_laptop
+from tests.fixtures.ssh_hosts import PYTHON, HostFarm, started_farm, toml_hosts
 
 pytestmark = pytest.mark.timeout(300)
 
-LAPTOP = ("unshare", "--pid", "--fork", "--mount-proc")
 BUCKET = "fleet-node0-hosts"
 STORE = f"s3://{BUCKET}/runs"
 COMMAND = ("sh -c 'echo started $FLEET_NODE_RANK; sleep 6; mkdir -p $FLEET_OUTPUT_DIR; "
@@ -30,18 +29,8 @@ COMMAND = ("sh -c 'echo started $FLEET_NODE_RANK; sleep 6; mkdir -p $FLEET_OUTPU
 
 @pytest.fixture
 def farm(tmp_path):
-    farm = HostFarm(tmp_path / "farm")
-    for name in ("ha", "hb"):
-        farm.start(name, login_keys=True)
-    yield farm
-    farm.stop()
-    for host in farm.hosts:
-        for pid, _cmd in live_processes_under(host.directory):
-            try:
-                os.kill(pid, 9)
-            except ProcessLookupError:
-                pass
-    assert wait_until(lambda: not processes_under(farm.base / "hosts"), 30), processes_under(farm.base / "hosts")
+    with started_farm(tmp_path / "farm", ("ha", "hb"), login_keys=True) as farm:
+        yield farm
 
 
 def _env(farm, tmp_path, postgres_url, aws_env) -> dict:
@@ -66,8 +55,7 @@ def _lease_status(postgres_url: str, lease_id: str) -> str:
 
 def test_detached_run_on_team_hosts_is_supervised_from_node0s_host_after_the_launcher_is_gone(
         farm, tmp_path, postgres_url, aws_env):
-    if subprocess.run([*LAPTOP, "true"], capture_output=True).returncode != 0:
-        pytest.skip("needs `unshare --pid` (root or user namespaces) to tear the launcher's processes down")
+    skip_without_laptop(" to tear the launcher's processes down")
     env = _env(farm, tmp_path, postgres_url, aws_env)
     # The launcher in a pid namespace: nothing it started can keep the run going once it returns.
     exp, up = _launch(farm, tmp_path, env, "node0-hosts", COMMAND)
@@ -176,8 +164,7 @@ def _start_long_run(farm, tmp_path, env, project: str) -> dict:
 
 def test_fleet_down_from_another_process_stops_a_team_host_run_supervised_from_node0(
         farm, tmp_path, postgres_url, aws_env):
-    if subprocess.run([*LAPTOP, "true"], capture_output=True).returncode != 0:
-        pytest.skip("needs `unshare --pid`")
+    skip_without_laptop("")
     env = _env(farm, tmp_path, postgres_url, aws_env)
     run = _start_long_run(farm, tmp_path, env, "node0-hosts-down")
     run_id, lease_id, pid = run["run_id"], run["lease_id"], run["supervisor_pid"]
@@ -200,8 +187,7 @@ def test_fleet_down_from_another_process_stops_a_team_host_run_supervised_from_n
 def test_a_dead_supervisor_on_node0s_host_is_ended_lost_by_down_and_its_lease_key_revoked(
         farm, tmp_path, postgres_url, aws_env):
     import signal
-    if subprocess.run([*LAPTOP, "true"], capture_output=True).returncode != 0:
-        pytest.skip("needs `unshare --pid`")
+    skip_without_laptop("")
     env = {**_env(farm, tmp_path, postgres_url, aws_env), "FLEET_SUPERVISOR_BEAT_S": "0.5"}
     run = _start_long_run(farm, tmp_path, env, "node0-hosts-gone")
     run_id, lease_id, pid = run["run_id"], run["lease_id"], run["supervisor_pid"]
@@ -225,8 +211,7 @@ def test_a_dead_supervisor_on_node0s_host_is_ended_lost_by_down_and_its_lease_ke
 def test_a_lost_host_ends_the_run_with_its_checkpoints_since_node0_leases_no_later_attempt(
         farm, tmp_path, postgres_url, aws_env):
     from tests.e2e.test_recovery_ssh_hosts import _power_off
-    if subprocess.run([*LAPTOP, "true"], capture_output=True).returncode != 0:
-        pytest.skip("needs `unshare --pid`")
+    skip_without_laptop("")
     env = _env(farm, tmp_path, postgres_url, aws_env)
     exp, up = _launch(farm, tmp_path, env, "node0-hosts-lost", "sh -c 'echo started; sleep 300'",
                       'recovery = "always"\nmax_restarts = 2\n')

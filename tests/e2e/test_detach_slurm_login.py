@@ -19,11 +19,11 @@ import pytest
 from fleet.providers.slurm.commands import LocalRunner, SlurmCommands
 from tests.conftest import FLEET, run_fleet, wait_until
 from tests.e2e.test_detach_node0_sandbox import _cmdline, _ledger, _run_row
+from tests.fixtures.laptop import LAPTOP, skip_without_laptop
 from tests.fixtures.ssh_hosts import HostFarm, _restart_with_path
 
 pytestmark = pytest.mark.timeout(420)
 
-LAPTOP = ("unshare", "--pid", "--fork", "--mount-proc")
 BUCKET = "fleet-slurm-login"
 STORE = f"s3://{BUCKET}/runs"
 COMMAND = ("sh -c 'echo started $FLEET_NODE_RANK; sleep 8; mkdir -p $FLEET_OUTPUT_DIR; "
@@ -36,8 +36,7 @@ LONG = ("sh -c 'echo started $FLEET_NODE_RANK; mkdir -p $FLEET_OUTPUT_DIR; echo 
 def login(tmp_path, slurm_env):
     """A login node: sshd on loopback whose sessions find the test cluster (its slurm.conf), as a
     real login node's own configuration does."""
-    if subprocess.run([*LAPTOP, "true"], capture_output=True).returncode != 0:
-        pytest.skip("needs `unshare --pid` (root or user namespaces) to tear the launcher's processes down")
+    skip_without_laptop(" to tear the launcher's processes down")
     farm = HostFarm(tmp_path / "farm")
     host = farm.start("login")
     config = host.directory / "sshd_config"

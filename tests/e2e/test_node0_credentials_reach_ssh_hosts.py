@@ -13,11 +13,11 @@ from dataclasses import replace
 
 import pytest
 
-from tests.conftest import FLEET, processes_under, run_fleet, wait_until
+from tests.conftest import FLEET, run_fleet, wait_until
 from tests.e2e.test_detach_node0_sandbox import _cmdline, _run_row
-from tests.e2e.test_detach_node0_ssh_hosts import LAPTOP, STORE, _env, _slots
-from tests.fixtures.procs import live_processes_under
-from tests.fixtures.ssh_hosts import PYTHON, HostFarm, toml_hosts
+from tests.e2e.test_detach_node0_ssh_hosts import STORE, _env, _slots
+from tests.fixtures.laptop import LAPTOP
+from tests.fixtures.ssh_hosts import PYTHON, started_farm, toml_hosts
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -63,20 +63,10 @@ def separated_farm():
     base = Path(tempfile.mkdtemp(prefix="fleet-team-hosts-"))
     os.chmod(base, 0o711)
     with separate_login(separate_login_name()) as login:
-        farm = HostFarm(base)
         try:
-            for name in ("ha", "hb"):
-                farm.start(name, login_keys=True, login=login)
-            yield farm, login
+            with started_farm(base, ("ha", "hb"), login_keys=True, login=login) as farm:
+                yield farm, login
         finally:
-            farm.stop()
-            for host in farm.hosts:
-                for pid, _cmd in live_processes_under(host.directory):
-                    try:
-                        os.kill(pid, 9)
-                    except ProcessLookupError:
-                        pass
-            assert wait_until(lambda: not processes_under(base / "hosts"), 30), processes_under(base / "hosts")
             shutil.rmtree(base, ignore_errors=True)
 
 

@@ -23,8 +23,9 @@ import pytest
 from tests.conftest import FLEET, run_fleet, wait_until
 from tests.e2e.test_detach_node0_sandbox import _cmdline, _ledger, _run_row
 from tests.e2e import test_detach_slurm_login as slurm_login
-from tests.e2e.test_detach_slurm_login import LAPTOP, STORE, _fleet_jobs, _laptop_env, _supervisors, _write_exp
+from tests.e2e.test_detach_slurm_login import STORE, _fleet_jobs, _laptop_env, _supervisors, _write_exp
 from tests.fixtures.attempts import assert_attach_follows_to_attempt_2
+from tests.fixtures.laptop import LAPTOP
 
 login = slurm_login.login   # the fixture: a loopback sshd login node in front of the test cluster
 

@@ -22,13 +22,14 @@ from dataclasses import replace
 
 import pytest
 
-from tests.conftest import FLEET, processes_under, wait_until
+from tests.conftest import FLEET, wait_until
 from tests.e2e.test_checkpoints import TRAIN
 from tests.e2e.test_detach_node0_sandbox import _cmdline, _ledger, _run_row
-from tests.e2e.test_detach_node0_ssh_hosts import LAPTOP, STORE, _env, _lease_status, _slots
+from tests.e2e.test_detach_node0_ssh_hosts import STORE, _env, _lease_status, _slots
 from tests.e2e.test_recovery_ssh_hosts import _power_off
+from tests.fixtures.laptop import LAPTOP, skip_without_laptop
 from tests.fixtures.procs import live_processes_under
-from tests.fixtures.ssh_hosts import PYTHON, HostFarm, toml_hosts
+from tests.fixtures.ssh_hosts import PYTHON, started_farm, toml_hosts
 from tests.fixtures.attempts import assert_attach_follows_to_attempt_2
 
 pytestmark = pytest.mark.timeout(420)
@@ -38,20 +39,9 @@ STEPS = 200   # 0.1 s each: attempt 1 is far from done when node 0's host goes d
 
 @pytest.fixture
 def farm(tmp_path):
-    if subprocess.run([*LAPTOP, "true"], capture_output=True).returncode != 0:
-        pytest.skip("needs `unshare --pid` (root or user namespaces): the laptop must not see the supervisor's pid")
-    farm = HostFarm(tmp_path / "farm")
-    for name in ("ha", "hb", "hc"):
-        farm.start(name, login_keys=True)
-    yield farm
-    farm.stop()
-    for host in farm.hosts:
-        for pid, _cmd in live_processes_under(host.directory):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    assert wait_until(lambda: not processes_under(farm.base / "hosts"), 30), processes_under(farm.base / "hosts")
+    skip_without_laptop(": the laptop must not see the supervisor's pid")
+    with started_farm(tmp_path / "farm", ("ha", "hb", "hc"), login_keys=True) as farm:
+        yield farm
 
 
 def _laptop(args: list[str], exp, env, timeout: int = 300) -> subprocess.CompletedProcess:
