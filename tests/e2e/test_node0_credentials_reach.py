@@ -24,6 +24,7 @@ import pytest
 from tests.conftest import run_fleet, wait_until
 from tests.e2e import test_aws_sandbox
 from tests.e2e.test_detach_node0_sandbox import _run_row
+from tests.fixtures.node0_attack import FIND_THE_SUPERVISOR
 
 pytestmark = pytest.mark.timeout(300)
 separated_sandbox = test_aws_sandbox.separated_sandbox   # machines log in as an unprivileged user (root only)
@@ -31,16 +32,7 @@ separated_sandbox = test_aws_sandbox.separated_sandbox   # machines log in as an
 STORE = "s3://fleet-sandbox-snapshots/node0-creds"
 SECRET = "node0-creds-secret-3b9e71"
 
-ATTACK = r'''
-[ "$FLEET_NODE_RANK" = 0 ] || exit 0
-echo "experiment runs as $(id -un)"
-drop="$1"
-for p in /proc/[0-9]*; do
-  tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -q 'fleet.run.node_supervisor' || continue
-  echo "supervisor found: pid ${p#/proc/}, user $(stat -c %U "$p")"
-  if tr '\0' '\n' < "$p/environ" > "$drop/environ.txt" 2>/dev/null; then echo "read its environment"; fi
-  cwd=$(readlink "$p/cwd" 2>/dev/null) && echo "saw its directory $cwd"
-done
+ATTACK = FIND_THE_SUPERVISOR + r'''
 for pkg in "$FLEET_MACHINE_ROOT/../.fleet-supervisor/pkg" "$FLEET_MACHINE_ROOT/.fleet-supervisor/pkg"; do
   target="$pkg/fleet/report/rollup.py"
   chmod u+w "$target" "$(dirname "$target")" 2>/dev/null

@@ -17,24 +17,17 @@ from tests.conftest import FLEET, run_fleet, wait_until
 from tests.e2e.test_detach_node0_sandbox import _cmdline, _run_row
 from tests.e2e.test_detach_node0_ssh_hosts import STORE, _env, _slots
 from tests.fixtures.laptop import LAPTOP
+from tests.fixtures.node0_attack import FIND_THE_SUPERVISOR
 from tests.fixtures.ssh_hosts import PYTHON, started_farm, toml_hosts
 
 pytestmark = pytest.mark.timeout(300)
 
 
 # What an experiment on node 0's host tries against a supervisor there (as test_node0_credentials_reach):
-# find its process, read its environment and directory, append code to a module of its package,
-# read the lease's key. $1: where it may write what it got; then the supervisor login's HOME on each host.
-ATTACK = r'''
-[ "$FLEET_NODE_RANK" = 0 ] || exit 0
-echo "experiment runs as $(id -un)"
-drop="$1"; shift
-for p in /proc/[0-9]*; do
-  tr '\0' ' ' < "$p/cmdline" 2>/dev/null | grep -q 'fleet.run.node_supervisor' || continue
-  echo "supervisor found: pid ${p#/proc/}, user $(stat -c %U "$p")"
-  if tr '\0' '\n' < "$p/environ" > "$drop/environ.txt" 2>/dev/null; then echo "read its environment"; fi
-  cwd=$(readlink "$p/cwd" 2>/dev/null) && echo "saw its directory $cwd"
-done
+# find its process, read its environment and directory (FIND_THE_SUPERVISOR), append code to a module
+# of its package, read the lease's key. $1: where it may write what it got; then the supervisor
+# login's HOME on each host.
+ATTACK = FIND_THE_SUPERVISOR + r'''shift   # past $drop: the supervisor login's HOME on each host
 for home in "$@"; do
 ls "$home" >/dev/null 2>&1 && echo "listed its home"
 for dir in "$home"/.fleet-supervisor/*; do
