@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import FLEET, processes_under, run_fleet, wait_until
 from tests.e2e.test_aws_sandbox import _instances, node0_sandbox
+from tests.fixtures.second_computer import follow_to_the_end_from_a_second_computer
 
 sandbox = node0_sandbox   # EC2's two users on node 0 where this computer allows it (root), else one
 
@@ -96,14 +97,7 @@ def test_detached_aws_run_is_supervised_from_node0_after_the_launcher_is_killed(
     files = [p for p in supervisor_dir.rglob("*") if p.is_file()]
     assert files and not [p for p in files if SECRET.encode() in p.read_bytes()]
 
-    other = {**env, "FLEET_HOME": str(tmp_path / "second-home")}
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    follow = run_fleet(["logs", run_id, "-f"], cwd=elsewhere, env=other, timeout=240)
-    assert follow.returncode == 0, follow.stderr
-    for rank in (0, 1):
-        assert f"[{rank}] started {rank}" in follow.stdout and f"[{rank}] finished {rank}" in follow.stdout, \
-            follow.stdout
+    other, elsewhere = follow_to_the_end_from_a_second_computer(run_id, env, tmp_path)
 
     assert wait_until(lambda: _run_row(postgres_url, run_id).get("status") not in (None, "running"), 120)
     row = _run_row(postgres_url, run_id)

@@ -20,6 +20,7 @@ from fleet.providers.slurm.commands import LocalRunner, SlurmCommands
 from tests.conftest import FLEET, run_fleet, wait_until
 from tests.e2e.test_detach_node0_sandbox import _cmdline, _ledger, _run_row
 from tests.fixtures.laptop import LAPTOP, skip_without_laptop
+from tests.fixtures.second_computer import follow_to_the_end_from_a_second_computer
 from tests.fixtures.ssh_hosts import HostFarm, _restart_with_path
 
 pytestmark = pytest.mark.timeout(420)
@@ -145,14 +146,7 @@ def test_detached_slurm_run_is_supervised_from_the_login_node_after_the_launcher
     assert row["meta"]["supervisor_dir"] == os.path.dirname(cwd), row["meta"]
 
     # A second computer that shares only the state follows the run to its end.
-    other = {**env, "FLEET_HOME": str(tmp_path / "second-home")}
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    follow = run_fleet(["logs", run_id, "-f"], cwd=elsewhere, env=other, timeout=240)
-    assert follow.returncode == 0, follow.stderr
-    for rank in (0, 1):
-        assert f"[{rank}] started {rank}" in follow.stdout and f"[{rank}] finished {rank}" in follow.stdout, \
-            follow.stdout
+    other, elsewhere = follow_to_the_end_from_a_second_computer(run_id, env, tmp_path)
 
     assert wait_until(lambda: _run_row(postgres_url, run_id).get("status") not in (None, "running"), 120)
     row = _run_row(postgres_url, run_id)
