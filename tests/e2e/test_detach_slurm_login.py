@@ -21,6 +21,7 @@ from tests.conftest import FLEET, run_fleet, wait_until
 from tests.e2e.test_detach_node0_sandbox import _cmdline, _ledger, _run_row
 from tests.fixtures.laptop import LAPTOP, skip_without_laptop
 from tests.fixtures.second_computer import follow_to_the_end_from_a_second_computer
+from tests.fixtures.slurm_exp import write_exp_on_the_login_node
 from tests.fixtures.ssh_hosts import HostFarm, _restart_with_path
 
 pytestmark = pytest.mark.timeout(420)
@@ -228,13 +229,7 @@ def test_with_fleet_on_the_login_node_itself_the_background_supervisor_outlives_
     there as a background process in a session of its own. The user's ssh session (with a
     terminal) ends, a hangup reaches the supervisor anyway, and the run still completes."""
     farm, host = login
-    exp = tmp_path / "exp"
-    exp.mkdir()
-    nodes = tmp_path / "nodes"
-    nodes.mkdir()
-    (exp / "fleet.toml").write_text(
-        f'project = "slurm-on-login"\nprovider = "slurm"\ntemplate = "slurm-1gpu"\nmax_duration = "10m"\n'
-        f'command = "{COMMAND}"\n\n[slurm]\nworkdir = "{nodes}"\npoll = 0.5\n')
+    exp = write_exp_on_the_login_node(tmp_path, "slurm-on-login", COMMAND)
     import shlex
     me = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
     remote = (f"cd {shlex.quote(str(exp))} && env FLEET_HOME={shlex.quote(str(fleet_home))} FLEET_USER=tester "

@@ -26,6 +26,7 @@ from tests.e2e import test_detach_slurm_login as slurm_login
 from tests.e2e.test_detach_slurm_login import STORE, _fleet_jobs, _laptop_env, _supervisors, _write_exp
 from tests.fixtures.attempts import assert_attach_follows_to_attempt_2
 from tests.fixtures.laptop import LAPTOP
+from tests.fixtures.slurm_exp import write_exp_on_the_login_node
 
 login = slurm_login.login   # the fixture: a loopback sshd login node in front of the test cluster
 
@@ -162,13 +163,7 @@ def test_with_fleet_on_the_login_node_itself_reap_releases_where_slurms_tools_ru
     """[slurm] login unset: the lease records no login node. Without Slurm's tools on PATH `fleet
     reap` leaves it alone with one line; with them (as on that login node) it scancels the job and
     ends the run lost, not resumed (its supervisor was a background process, not a login-node one)."""
-    exp = tmp_path / "exp"
-    exp.mkdir()
-    nodes = tmp_path / "nodes"
-    nodes.mkdir()
-    (exp / "fleet.toml").write_text(
-        f'project = "slurm-on-login-reap"\nprovider = "slurm"\ntemplate = "slurm-1gpu"\nmax_duration = "10m"\n'
-        f'recovery = "always"\ncommand = "sleep 300"\n\n[slurm]\nworkdir = "{nodes}"\npoll = 0.5\n')
+    exp = write_exp_on_the_login_node(tmp_path, "slurm-on-login-reap", "sleep 300", 'recovery = "always"\n')
     env = {"FLEET_SUPERVISOR_BEAT_S": "0.5"}
     up = run_fleet(["up", "-d", "--gpus", "1", "--json"], cwd=exp, env=env, timeout=200)
     assert up.returncode == 0, up.stdout + up.stderr
