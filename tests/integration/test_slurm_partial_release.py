@@ -13,14 +13,11 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.slurm import wait_for
+from tests.fixtures.slurm_lease import cluster_plan, cluster_provider
 
 from fleet.ids import new_lease_id
-from fleet.plan import make_plan
-from fleet.providers.base import choose_mix
-from fleet.providers.slurm.commands import AllocationRequest, LocalRunner, SlurmCommands
+from fleet.providers.slurm.commands import AllocationRequest, SlurmCommands
 from fleet.providers.slurm.parsing import JobState
-from fleet.providers.slurm.provider import SlurmProvider
-from fleet.providers.slurm.settings import SlurmSettings
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -48,12 +45,8 @@ def _other_job(slurm: SlurmCommands) -> str | None:
 
 
 def test_releasing_one_node_shrinks_the_job_and_frees_the_node_for_another(slurm_env, fleet_home, tmp_path):
-    nodes_dir = tmp_path / "nodes"
-    nodes_dir.mkdir()
-    provider = SlurmProvider(SlurmSettings(workdir=str(nodes_dir), poll_s=0.5))
-    slurm = SlurmCommands(LocalRunner(slurm_env.env))
-    plan = make_plan(provider="slurm", mix=choose_mix(provider, "slurm-2gpu", 4), max_duration_s=600,
-                     heartbeat_ttl_s=120, project="slurm-test", user="tester")
+    provider, slurm, nodes_dir = cluster_provider(tmp_path, slurm_env)
+    plan = cluster_plan(provider, "slurm-2gpu", 4)
     lease = provider.lease(plan, new_lease_id(), 120)                    # every GPU of the cluster
     other = None
     try:
@@ -115,13 +108,9 @@ def test_a_batch_jobs_first_node_stays_in_the_job_but_its_machine_ends(slurm_env
     batch step: release_machines says so in one line, and ends that machine anyway, so its deadline
     can never cancel the job under the machine that runs on."""
     from fleet.providers.slurm.errors import SlurmError
-    nodes_dir = tmp_path / "nodes"
-    nodes_dir.mkdir()
-    provider = SlurmProvider(SlurmSettings(workdir=str(nodes_dir), poll_s=0.5))
+    provider, slurm, nodes_dir = cluster_provider(tmp_path, slurm_env)
     provider.slurm.allocate_now = lambda req: None                       # as if the nodes were busy
-    slurm = SlurmCommands(LocalRunner(slurm_env.env))
-    plan = make_plan(provider="slurm", mix=choose_mix(provider, "slurm-1gpu", 2), max_duration_s=600,
-                     heartbeat_ttl_s=120, project="slurm-test", user="tester")
+    plan = cluster_plan(provider, "slurm-1gpu", 2)
     lease = provider.lease(plan, new_lease_id(), 120)
     try:
         job_id = lease.meta["slurm_job"]
@@ -147,12 +136,8 @@ def test_a_failed_slurm_side_still_ends_the_machine_over_ssh_and_spares_the_job(
     job fails), the machine is ended through its own agent: its directory goes, its step ends
     without cancelling the job, and the other machine runs on."""
     from fleet.providers.slurm.errors import ControllerUnreachable
-    nodes_dir = tmp_path / "nodes"
-    nodes_dir.mkdir()
-    provider = SlurmProvider(SlurmSettings(workdir=str(nodes_dir), poll_s=0.5))
-    slurm = SlurmCommands(LocalRunner(slurm_env.env))
-    plan = make_plan(provider="slurm", mix=choose_mix(provider, "slurm-1gpu", 2), max_duration_s=600,
-                     heartbeat_ttl_s=120, project="slurm-test", user="tester")
+    provider, slurm, nodes_dir = cluster_provider(tmp_path, slurm_env)
+    plan = cluster_plan(provider, "slurm-1gpu", 2)
     lease = provider.lease(plan, new_lease_id(), 120)
     try:
         job_id = lease.meta["slurm_job"]

@@ -19,15 +19,11 @@ from types import SimpleNamespace
 import pytest
 
 from tests.fixtures.slurm import cancel_every_job, cluster_or_skip, wait_for
+from tests.fixtures.slurm_lease import cluster_plan, cluster_provider
 
 from fleet.ids import new_lease_id
-from fleet.plan import make_plan
-from fleet.providers.base import choose_mix
-from fleet.providers.slurm.commands import LocalRunner, SlurmCommands
 from fleet.providers.slurm.errors import ControllerUnreachable
 from fleet.providers.slurm.parsing import JobState
-from fleet.providers.slurm.provider import SlurmProvider
-from fleet.providers.slurm.settings import SlurmSettings
 from fleet.remote.ssh import connect
 from fleet.sweep.shrink import PoolShrink
 
@@ -76,12 +72,8 @@ def _pool(lease):
 
 def test_a_machine_whose_release_failed_everywhere_never_cancels_the_job_at_its_deadline(
         slurm_env, fleet_home, tmp_path, monkeypatch):
-    nodes_dir = tmp_path / "nodes"
-    nodes_dir.mkdir()
-    provider = SlurmProvider(SlurmSettings(workdir=str(nodes_dir), poll_s=0.5))
-    slurm = SlurmCommands(LocalRunner(slurm_env.env))
-    plan = make_plan(provider="slurm", mix=choose_mix(provider, "slurm-1gpu", 2), max_duration_s=600,
-                     heartbeat_ttl_s=20, project="slurm-test", user="tester")
+    provider, slurm, nodes_dir = cluster_provider(tmp_path, slurm_env)
+    plan = cluster_plan(provider, "slurm-1gpu", 2, heartbeat_ttl_s=20)
     lease = provider.lease(plan, new_lease_id(), 25)     # no heartbeat here: each machine ends 25 s from now
     frontends = provider._steps[lease.id]
     try:
@@ -131,12 +123,8 @@ def test_a_machine_whose_release_failed_everywhere_never_cancels_the_job_at_its_
 def test_every_machine_past_its_deadline_still_ends_the_whole_job(slurm_env, fleet_home, tmp_path):
     """The controller is gone (no heartbeat reaches any machine): each machine ends at its deadline,
     and the last one cancels the job rather than leave it holding GPUs until its time limit."""
-    nodes_dir = tmp_path / "nodes"
-    nodes_dir.mkdir()
-    provider = SlurmProvider(SlurmSettings(workdir=str(nodes_dir), poll_s=0.5))
-    slurm = SlurmCommands(LocalRunner(slurm_env.env))
-    plan = make_plan(provider="slurm", mix=choose_mix(provider, "slurm-1gpu", 2), max_duration_s=600,
-                     heartbeat_ttl_s=10, project="slurm-test", user="tester")
+    provider, slurm, nodes_dir = cluster_provider(tmp_path, slurm_env)
+    plan = cluster_plan(provider, "slurm-1gpu", 2, heartbeat_ttl_s=10)
     lease = provider.lease(plan, new_lease_id(), 10)
     try:
         job_id = lease.meta["slurm_job"]
@@ -164,13 +152,9 @@ def three_env(three_nodes, monkeypatch):
 
 def test_a_batch_host_released_with_another_node_stops_billing_the_node_that_went_back(three_env, fleet_home,
                                                                                          tmp_path):
-    nodes_dir = tmp_path / "nodes"
-    nodes_dir.mkdir()
-    provider = SlurmProvider(SlurmSettings(workdir=str(nodes_dir), poll_s=0.5))
+    provider, slurm, nodes_dir = cluster_provider(tmp_path, three_env)
     provider.slurm.allocate_now = lambda req: None                       # as if the nodes were busy: sbatch
-    slurm = SlurmCommands(LocalRunner(three_env.env))
-    plan = make_plan(provider="slurm", mix=choose_mix(provider, "slurm-1gpu", 3), max_duration_s=600,
-                     heartbeat_ttl_s=120, project="slurm-test", user="tester")
+    plan = cluster_plan(provider, "slurm-1gpu", 3)
     lease = provider.lease(plan, new_lease_id(), 120)
     try:
         job_id = lease.meta["slurm_job"]

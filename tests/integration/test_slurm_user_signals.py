@@ -17,14 +17,10 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.slurm import wait_for
+from tests.fixtures.slurm_lease import cluster_plan, cluster_provider
 
 from fleet.ids import new_lease_id
-from fleet.plan import make_plan
-from fleet.providers.base import choose_mix
-from fleet.providers.slurm.commands import LocalRunner, SlurmCommands
 from fleet.providers.slurm.parsing import JobState
-from fleet.providers.slurm.provider import SlurmProvider
-from fleet.providers.slurm.settings import SlurmSettings
 from fleet.remote.ssh import connect
 
 pytestmark = pytest.mark.timeout(300)
@@ -58,12 +54,8 @@ def _lines(path: Path) -> list[str]:
 
 
 def test_a_users_scancel_usr1_reaches_the_training_and_ends_no_machine(slurm_env, fleet_home, tmp_path):
-    nodes_dir = tmp_path / "nodes"
-    nodes_dir.mkdir()
-    provider = SlurmProvider(SlurmSettings(workdir=str(nodes_dir), poll_s=0.5))
-    slurm = SlurmCommands(LocalRunner(slurm_env.env))
-    plan = make_plan(provider="slurm", mix=choose_mix(provider, "slurm-1gpu", 2), max_duration_s=600,
-                     heartbeat_ttl_s=120, project="slurm-test", user="tester")
+    provider, slurm, nodes_dir = cluster_provider(tmp_path, slurm_env)
+    plan = cluster_plan(provider, "slurm-1gpu", 2)
     lease = provider.lease(plan, new_lease_id(), 120)
     run: dict[str, object] = {}
     out = tmp_path / "trainer.out"           # the nodes share this host's filesystem
