@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..config.model import Config
 from ..models import Lease
 from .context import RunContext
-from .lease import NewLease, OnMachine, _masker, _pins_meta
+from .lease import NewLease, OnMachine, _masker, pins_meta
 from .offer import offer_for_lease
 from .types import BudgetGrant, Offer, PinnedInputs
 
@@ -38,7 +38,7 @@ class HandedLease:
         ctx.state.create_run(ctx.run_id, lease_id=self.lease_id, project=ctx.offer.project, user=ctx.offer.user,
                              command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
                              meta={"provider": ctx.offer.provider, "template": ctx.offer.template.name,
-                                   "gpus": ctx.offer.gpus, "pins": _pins_meta(pins), "detached": True,
+                                   "gpus": ctx.offer.gpus, "pins": pins_meta(pins), "detached": True,
                                    "supervised_on": self.node0.id, "supervisor_dir": self.supervisor_dir},
                              masker=_masker(ctx))
 

@@ -26,7 +26,8 @@ from .types import BudgetGrant, Offer, PinnedInputs
 _PIN_KEYS = ("code_commit", "code_snapshot", "code_dirty_snapshot", "code_subdir", "data_snapshots", "store")
 
 
-def _pins_meta(pins: PinnedInputs) -> dict:
+def pins_meta(pins: PinnedInputs) -> dict:
+    """The pins as a run row records them (and as launch_seal.py seals them): the set ones only."""
     values = {"code_commit": pins.code_commit, "code_snapshot": pins.code_snapshot,
               "code_dirty_snapshot": pins.code_dirty_snapshot, "code_subdir": pins.code_subdir,
               "data_snapshots": dict(pins.data_snapshots), "store": pins.store_url}
@@ -68,7 +69,7 @@ class NewLease:
         ctx.state.create_run(ctx.run_id, lease_id=ctx.lease_id, project=offer.project, user=offer.user,
                              command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
                              meta={"provider": offer.provider, "template": offer.template.name, "gpus": offer.gpus,
-                                   "pins": _pins_meta(pins), "detached": ctx.options.detached, **self.run_meta()},
+                                   "pins": pins_meta(pins), "detached": ctx.options.detached, **self.run_meta()},
                              masker=_masker(ctx))
 
     def run_meta(self) -> dict:

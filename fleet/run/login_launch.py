@@ -106,7 +106,7 @@ def launch_on_login_node(config, spec: SupervisorSpec, options, events: Events, 
             Reservations(state.db).settle(source.lease_id, None)
         payload = {"spec": spec_for_remote(spec, config), "env": {**remote_env(config), **provider.login_node_env()},
                    "pins": asdict(pins), "supervisor_dir": remote, "where": WHERE,
-                   "relaunch": relaunch_meta(config, spec)}   # for `fleet reap`'s next attempt (lost_resume.py)
+                   "relaunch": relaunch_meta(config, spec, pins)}   # for `fleet reap`'s next attempt (lost_resume.py)
         python = provider.supervisor_python()
         python = f"{home.rstrip('/')}/{python[2:]}" if python.startswith("~/") else python
         started = shell.run(start_command(remote, python), stdin=(json.dumps(payload) + "\n").encode(),

@@ -297,6 +297,11 @@ def _run_config(run: dict[str, Any], lease, workdir: Path, state_url: str | None
                         code_dirty_snapshot=recorded.get("code_dirty_snapshot"),
                         code_subdir=recorded.get("code_subdir") or "",
                         data_snapshots=dict(recorded.get("data_snapshots") or {}), store_url=recorded.get("store") or "")
+    from .launch_seal import why_unsealed
+    from .lease import pins_meta
+    why = why_unsealed(base_run_id(run["id"]), lease.provider, relaunch, pins_meta(pins))
+    if why:       # a row others could have written decides where your credentials go: only your own launches
+        raise _NotResumed(f"{why}; `fleet up --resume {run['id']} -d` resumes it")
     rel = relaunch.get("config_file")
     if not pins.pinned or not pins.store_url or not rel:
         raise _NotResumed("its fleet.toml is not part of its pinned code")

@@ -90,7 +90,7 @@ def launch_on_node0(config, spec: SupervisorSpec, options, events: Events, pins=
     meta = source.provider.lease_meta() if isinstance(source.provider, HasLeaseMetadata) else {}
     state.begin_lease(lease_id, plan, deadline_s=first,
                       meta={**grant.lease_meta(), **meta, "first_deadline_s": first, "supervised_on": "node 0",
-                            "relaunch": relaunch_meta(config, spec)})
+                            "relaunch": relaunch_meta(config, spec, pins)})
     lease = None
     handoff = source.provider.node0_handoff()
     try:
@@ -101,11 +101,11 @@ def launch_on_node0(config, spec: SupervisorSpec, options, events: Events, pins=
         raise
 
 
-def relaunch_meta(config, spec: SupervisorSpec) -> dict[str, Any]:
+def relaunch_meta(config, spec: SupervisorSpec, pins) -> dict[str, Any]:
     """What the reaper needs to start the run's next attempt when node 0 vanished with its
     supervisor (fleet/run/lost_resume.py): where fleet.toml is in the pinned code, and the
-    command-line settings. Never the --env values (they may be secret) nor the command's text
-    (the run row keeps it, masked)."""
+    command-line settings, sealed with the pins by this user's key (launch_seal.py). Never the
+    --env values (they may be secret) nor the command's text (the run row keeps it, masked)."""
     path = None
     if config.path is not None:
         try:
@@ -113,8 +113,11 @@ def relaunch_meta(config, spec: SupervisorSpec) -> dict[str, Any]:
         except ValueError:
             path = None
     overrides = {k: v for k, v in spec.overrides.items() if k not in ("env", "command", "state_url", "store")}
-    return {"config_file": path, "overrides": overrides, "command": bool(spec.overrides.get("command")),
-            "env": bool(spec.overrides.get("env"))}
+    settings = {"config_file": path, "overrides": overrides, "command": bool(spec.overrides.get("command")),
+                "env": bool(spec.overrides.get("env"))}
+    from .launch_seal import SEAL_FIELD, seal
+    from .lease import pins_meta
+    return {**settings, SEAL_FIELD: seal(spec.run_id, config.provider, settings, pins_meta(pins))}
 
 
 def _release(source, ctx, lease, state) -> None:

@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from ..models import Lease
 from .context import RunContext
-from .lease import KeptLease, _masker, _pins_meta
+from .lease import KeptLease, _masker, pins_meta
 from .types import BudgetGrant, PinnedInputs
 
 
@@ -43,7 +43,7 @@ class PoolLease(KeptLease):
         ctx.state.create_run(ctx.run_id, lease_id=self.lease.id, project=self.lease.project, user=self.lease.user,
                              command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
                              meta={"provider": ctx.offer.provider, "template": ctx.offer.template.name,
-                                   "gpus": ctx.offer.gpus, "pins": _pins_meta(pins), "sweep": self.sweep_id,
+                                   "gpus": ctx.offer.gpus, "pins": pins_meta(pins), "sweep": self.sweep_id,
                                    "trial": self.trial, "paid_by_run": self.pool_run_id},
                              masker=_masker(ctx))
 

@@ -41,7 +41,8 @@ def remote_env(config) -> dict[str, str]:
     AWS credentials resolved here (short-lived ones as they are now): the S3 store's, and on AWS
     the provider's. Handed over on stdin; never written there or in the state."""
     env = {k: v for k, v in os.environ.items()
-           if k.startswith("FLEET_") and k not in ("FLEET_HOME", "FLEET_STATE_URL", "FLEET_AWS_OUTPUTS")}
+           if k.startswith("FLEET_") and k not in ("FLEET_HOME", "FLEET_STATE_URL", "FLEET_AWS_OUTPUTS",
+                                                   "FLEET_LAUNCH_SEAL_KEY")}   # launch_seal.py: never leaves here
     env["FLEET_STATE_URL"] = supervisor_state_url(config)
     for key in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EC2_METADATA_DISABLED"):
         if os.environ.get(key):

@@ -236,3 +236,37 @@ def test_with_no_host_left_the_reaper_releases_the_lease_and_says_why_it_cannot_
     assert [s for _id, s in _leases(postgres_url) if s in ("active", "leasing")] == [], _leases(postgres_url)
     hosts = json.loads(_laptop(["hosts", "ls", "--no-probe", "--json"], exp, env).stdout)["hosts"]
     assert {h["name"]: h["status"] for h in hosts}[run["node1"].name] == "down", hosts
+
+
+@pytest.mark.parametrize("who", ["teammate-rewrote-the-lease", "another-computer"])
+def test_the_reaper_resumes_only_runs_its_own_user_launched_from_settings_it_sealed(
+        farm, tmp_path, postgres_url, aws_env, who):
+    """A teammate who can write the shared state rewrites the lost run's launch settings (here: its
+    next attempt on one GPU of whichever host; a planted login node or store works the same way),
+    or `fleet reap` runs on another computer that does not hold the launching computer's seal key:
+    the run is ended lost and released as always, but not resumed (nothing is leased, nothing
+    handed to any host), and the reaper says why and how its owner resumes it by hand."""
+    import psycopg
+    run = _train_and_power_off(farm, tmp_path, postgres_url, aws_env, recovery="always", max_restarts=2)
+    run_id, lease_id, exp, env = run["run_id"], run["lease_id"], run["exp"], run["env"]
+    if who == "another-computer":
+        env = {**env, "FLEET_HOME": str(tmp_path / "another-computer-home")}
+    else:
+        with psycopg.connect(postgres_url) as db:
+            [(text,)] = db.execute("SELECT meta FROM leases WHERE id = %s", (lease_id,))
+            meta = json.loads(text)
+            meta["relaunch"]["overrides"]["gpus"] = 1
+            db.execute("UPDATE leases SET meta = %s WHERE id = %s", (json.dumps(meta), lease_id))
+    why = "its launch settings are not sealed by this computer's key"
+    _wait_supervisor_gone(run)
+    reap = _laptop(["reap", "--json"], exp, env)
+    assert reap.returncode == 0, reap.stdout + reap.stderr
+    said = json.loads(reap.stdout)
+    assert said["released_leases"] == [lease_id], said
+    [lost] = said["lost_runs"]
+    assert lost["run_id"] == run_id and lost["resumed"] is False, lost
+    assert lost["reason"].startswith(why) and lost["reason"].endswith(f"`fleet up --resume {run_id} -d` resumes it"), lost
+    row = _run_row(postgres_url, run_id)
+    assert row["status"] == "lost" and not row["meta"].get("next_attempt") and not row["meta"].get("resuming"), row
+    _assert_released(run, postgres_url)
+    assert [status for _id, status in _leases(postgres_url)] == ["released"]   # nothing leased for attempt 2

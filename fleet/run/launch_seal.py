@@ -1,0 +1,92 @@
+"""A detached run's launch settings, sealed by the user who launched it, so that `fleet reap` resumes
+only runs that user launched.
+
+`fleet reap` starts a lost run's next attempt from what the run recorded in the shared state: its
+lease's `relaunch` settings and its pinned inputs (where its fleet.toml is, in which store), which
+decide where the new supervisor goes and so which host receives the state URL and the caller's
+credentials on its stdin. Anyone who can write the shared state could record such a run under
+another user's name. The launcher therefore seals what decides the next attempt (the run's id, the
+provider, the relaunch settings, the pins) with an HMAC-SHA256 key only its user holds, and the
+reaper resumes a run only when the seal matches under its own key; any other run is ended lost,
+not resumed, and the reaper says how its owner resumes it by hand.
+
+The key: FLEET_LAUNCH_SEAL_KEY (64 hex digits; give a team's scheduled reaper the same value as the
+computers that launch) or, by default, `$FLEET_HOME/keys/launch-seal.key`, made on first use (32
+random bytes, 0600). It never leaves this computer: the remote supervisor's environment excludes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from typing import Any
+
+from ..errors import UsageError
+
+KEY_ENV = "FLEET_LAUNCH_SEAL_KEY"
+SEAL_FIELD = "seal"
+_KEY_BYTES = 32
+
+
+def _key() -> bytes:
+    raw = os.environ.get(KEY_ENV, "").strip()
+    if raw:
+        try:
+            key = bytes.fromhex(raw)
+        except ValueError:
+            key = b""
+        if len(key) < 16:
+            raise UsageError(f"{KEY_ENV} must be at least 32 hex digits (e.g. `openssl rand -hex 32`)")
+        return key
+    from ..paths import subdir
+    path = subdir("keys") / "launch-seal.key"
+    try:
+        with open(path, "rb") as f:
+            key = f.read()
+        if len(key) == _KEY_BYTES:
+            return key
+    except FileNotFoundError:
+        pass
+    new = os.urandom(_KEY_BYTES)
+    tmp = path.with_name(f".launch-seal.{os.urandom(8).hex()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        os.write(fd, new)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)          # two first uses at once: one key wins, both read it
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def _message(run_id: str, provider: str, relaunch: dict[str, Any], pins: dict[str, Any]) -> bytes:
+    settings = {k: v for k, v in relaunch.items() if k != SEAL_FIELD}
+    return json.dumps({"run": run_id, "provider": provider, "relaunch": settings, "pins": pins},
+                      sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def seal(run_id: str, provider: str, relaunch: dict[str, Any], pins: dict[str, Any]) -> str:
+    """The seal of a run's launch (`run_id`: its first attempt's id; `pins`: as the run row records
+    them, fleet/run/lease.py `pins_meta`)."""
+    return hmac.new(_key(), _message(run_id, provider, relaunch, pins), hashlib.sha256).hexdigest()
+
+
+def why_unsealed(run_id: str, provider: str, relaunch: dict[str, Any], pins: dict[str, Any]) -> str | None:
+    """None when `relaunch` carries this user's seal over exactly these settings; else why not."""
+    found = relaunch.get(SEAL_FIELD)
+    if not isinstance(found, str) or not found:
+        return "its launch settings carry no seal (recorded by an older fleet, or not by fleet)"
+    if not hmac.compare_digest(found, seal(run_id, provider, relaunch, pins)):
+        return ("its launch settings are not sealed by this computer's key (launched from another computer "
+                f"without the same {KEY_ENV}, or changed since)")
+    return None
+
+
+__all__ = ["KEY_ENV", "SEAL_FIELD", "seal", "why_unsealed"]

@@ -1,0 +1,92 @@
+"""fleet/run/launch_seal.py: `fleet reap` resumes only runs whose launch settings its own user sealed;
+a row a teammate wrote or changed (where the next attempt goes, which fleet.toml it reads) is not."""
+from __future__ import annotations
+
+import os
+import stat
+import threading
+
+import pytest
+
+from fleet.errors import UsageError
+from fleet.run.launch_seal import KEY_ENV, SEAL_FIELD, seal, why_unsealed
+
+SETTINGS = {"config_file": "fleet.toml", "overrides": {"gpus": 2}, "command": False, "env": False}
+PINS = {"code_snapshot": "a" * 64, "store": "s3://team/fleet", "data_snapshots": {"train": "b" * 64}}
+
+
+def _sealed(run_id="r-1", provider="ssh", settings=SETTINGS, pins=PINS) -> dict:
+    return {**settings, SEAL_FIELD: seal(run_id, provider, settings, pins)}
+
+
+def test_a_launch_sealed_here_is_accepted(fleet_home, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    assert why_unsealed("r-1", "ssh", _sealed(), PINS) is None
+    key = fleet_home / "keys" / "launch-seal.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and len(key.read_bytes()) == 32
+
+
+@pytest.mark.parametrize("change", ["run", "provider", "login", "store", "code", "data"])
+def test_any_change_to_what_decides_the_next_attempt_breaks_the_seal(fleet_home, change):
+    relaunch, run_id, provider, pins = _sealed(), "r-1", "ssh", dict(PINS)
+    if change == "run":
+        run_id = "r-2"
+    elif change == "provider":
+        provider = "slurm"
+    elif change == "login":
+        relaunch = {**relaunch, "overrides": {"gpus": 2, "slurm": {"login": "mallory@login"}}}
+    elif change == "store":
+        pins["store"] = "s3://mallory/fleet"
+    elif change == "code":
+        pins["code_snapshot"] = "c" * 64
+    else:
+        pins["data_snapshots"] = {"train": "d" * 64}
+    why = why_unsealed(run_id, provider, relaunch, pins)
+    assert why is not None and "not sealed by this computer's key" in why
+
+
+def test_a_row_with_no_seal_or_another_users_seal_is_refused(fleet_home, tmp_path, monkeypatch):
+    unsealed = dict(SETTINGS)
+    assert "carry no seal" in why_unsealed("r-1", "ssh", unsealed, PINS)
+    theirs = _sealed()
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "another-computer"))   # another key
+    assert "not sealed by this computer's key" in why_unsealed("r-1", "ssh", theirs, PINS)
+
+
+def test_a_shared_key_lets_a_scheduled_reaper_elsewhere_resume(fleet_home, tmp_path, monkeypatch):
+    monkeypatch.setenv(KEY_ENV, "ab" * 32)
+    relaunch = _sealed()
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "ci-reaper"))
+    assert why_unsealed("r-1", "ssh", relaunch, PINS) is None
+    assert not (tmp_path / "ci-reaper" / "keys").exists()      # the shared key, not a file of its own
+    monkeypatch.setenv(KEY_ENV, "not hex")
+    with pytest.raises(UsageError, match=KEY_ENV):
+        why_unsealed("r-1", "ssh", relaunch, PINS)
+
+
+def test_two_first_uses_at_once_agree_on_one_key(fleet_home, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    seals, start = [], threading.Barrier(4)
+
+    def one() -> None:
+        start.wait()
+        seals.append(seal("r-1", "ssh", SETTINGS, PINS))
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seals) == 4 and len(set(seals)) == 1
+    assert sorted(os.listdir(fleet_home / "keys")) == ["launch-seal.key"]
+
+
+def test_the_key_never_reaches_a_remote_supervisor(fleet_home, monkeypatch):
+    from fleet.run.remote_supervisor import remote_env
+
+    class Config:
+        state_url = "postgresql://db/fleet"
+
+    monkeypatch.setenv(KEY_ENV, "ab" * 32)
+    monkeypatch.setenv("FLEET_SOMETHING", "1")
+    env = remote_env(Config())
+    assert env.get("FLEET_SOMETHING") == "1" and KEY_ENV not in env
