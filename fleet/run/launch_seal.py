@@ -63,7 +63,11 @@ def _key() -> bytes:
     finally:
         os.unlink(tmp)
     with open(path, "rb") as f:
-        return f.read()
+        key = f.read()
+    if len(key) != _KEY_BYTES:      # cut short by hand: never seal with a guessable key
+        raise UsageError(f"{path} is not a launch seal key ({len(key)} bytes, not {_KEY_BYTES})",
+                         hint="remove it; runs sealed with it are then resumed by hand")
+    return key
 
 
 def _message(run_id: str, provider: str, relaunch: dict[str, Any], pins: dict[str, Any]) -> bytes:
@@ -80,7 +84,7 @@ def seal(run_id: str, provider: str, relaunch: dict[str, Any], pins: dict[str, A
 
 def why_unsealed(run_id: str, provider: str, relaunch: dict[str, Any], pins: dict[str, Any]) -> str | None:
     """None when `relaunch` carries this user's seal over exactly these settings; else why not."""
-    found = relaunch.get(SEAL_FIELD)
+    found = relaunch.get(SEAL_FIELD) if isinstance(relaunch, dict) else None
     if not isinstance(found, str) or not found:
         return "its launch settings carry no seal (recorded by an older fleet, or not by fleet)"
     if not hmac.compare_digest(found, seal(run_id, provider, relaunch, pins)):

@@ -286,7 +286,7 @@ def _run_config(run: dict[str, Any], lease, workdir: Path, state_url: str | None
     from ..snapshots import open_store
     from .types import PinnedInputs
     relaunch = (lease.meta or {}).get("relaunch")
-    if not relaunch:
+    if not isinstance(relaunch, dict) or not relaunch:
         raise _NotResumed("its lease recorded no launch settings (started by an older fleet); "
                           f"`fleet up --resume {run['id']} -d` resumes it")
     if relaunch.get("env"):
@@ -299,7 +299,10 @@ def _run_config(run: dict[str, Any], lease, workdir: Path, state_url: str | None
                         data_snapshots=dict(recorded.get("data_snapshots") or {}), store_url=recorded.get("store") or "")
     from .launch_seal import why_unsealed
     from .lease import pins_meta
-    why = why_unsealed(base_run_id(run["id"]), lease.provider, relaunch, pins_meta(pins))
+    try:
+        why = why_unsealed(base_run_id(run["id"]), lease.provider, relaunch, pins_meta(pins))
+    except FleetError as exc:     # this computer's key is unusable: no run can be proved ours
+        raise _NotResumed(exc.one_line()) from None
     if why:       # a row others could have written decides where your credentials go: only your own launches
         raise _NotResumed(f"{why}; `fleet up --resume {run['id']} -d` resumes it")
     rel = relaunch.get("config_file")

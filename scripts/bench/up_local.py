@@ -10,6 +10,9 @@ order alternating per round) in one FLEET_HOME, after one unmeasured warming run
 - first log line: the first rank-prefixed line of the experiment (`[k] ...`) on fleet's stdout;
 - total: until `fleet up` exits (machines released, outputs home), exit 0 required.
 Figures: medians with their spread; targets 8 vs 1 ≤ 2× (first line) and ≤ 1.5× (total).
+Informative: fleet's own phases, start → its `setup:` line on stderr (lease, SSH ready, staging;
+the experiment's setup line and its own start-up come after it), 8 vs 1: on a host whose cores all
+machines share, the experiment's CPU before its first line is paid 8 times over (docs/control-plane-speed.md).
 
     python scripts/bench/up_local.py [-n 5] [--quick] [--json]
 
@@ -22,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -45,54 +49,70 @@ def checkout(root: Path) -> Path:
     return exp
 
 
-def one_up(gpus: int, exp: Path, env: dict, extra: list[str]) -> tuple[float, float]:
-    """(seconds to the first rank line, seconds to exit) of one `fleet up --gpus N`."""
-    with tempfile.TemporaryFile("w+") as errors:       # a file, not a pipe: stderr can never block fleet
-        start = time.perf_counter()
-        proc = subprocess.Popen([*fleet_argv(), "up", "--gpus", str(gpus), *extra], cwd=exp, env=env,
-                                stdout=subprocess.PIPE, stderr=errors, text=True)
-        first = None
-        tail: list[str] = []
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if first is None and RANK_LINE.match(line):
-                first = time.perf_counter() - start
-            tail = (tail + [line])[-5:]
-        proc.wait()
-        total = time.perf_counter() - start
-        errors.seek(0)
-        err = errors.read()
-    if proc.returncode != 0 or first is None:
-        last = (err.strip().splitlines() or tail or ["no output"])[-1]
+def one_up(gpus: int, exp: Path, env: dict, extra: list[str]) -> tuple[float, float, float]:
+    """(seconds to the first rank line, to exit, to fleet's `setup:` line) of one `fleet up --gpus N`."""
+    start = time.perf_counter()
+    proc = subprocess.Popen([*fleet_argv(), "up", "--gpus", str(gpus), *extra], cwd=exp, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    err: list[str] = []
+    setup_at: list[float] = []
+
+    def drain() -> None:                  # read at once, line by line: stderr never blocks fleet
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            if not setup_at and line.startswith("fleet: setup:"):
+                setup_at.append(time.perf_counter() - start)
+            err.append(line)
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    first = None
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if first is None and RANK_LINE.match(line):
+            first = time.perf_counter() - start
+        tail = (tail + [line])[-5:]
+    proc.wait()
+    total = time.perf_counter() - start
+    reader.join(10)
+    if proc.returncode != 0 or first is None or not setup_at:
+        last = ("".join(err).strip().splitlines() or tail or ["no output"])[-1]
         raise RuntimeError(f"fleet up --gpus {gpus} exited {proc.returncode}"
-                           f"{'' if first else ' with no rank line'}: {last.strip()[:200]}")
-    return first, total
+                           f"{'' if first else ' with no rank line'}{'' if setup_at else ' with no setup line'}: "
+                           f"{last.strip()[:200]}")
+    return first, total, setup_at[0]
 
 
 def measure(samples: int, quick: bool) -> list[dict]:
     extra = ["--", "python", "train.py", "--epochs", "1"] if quick else []
     first: dict[int, list[float]] = {n: [] for n in SIZES}
     total: dict[int, list[float]] = {n: [] for n in SIZES}
+    own: dict[int, list[float]] = {n: [] for n in SIZES}
     rows = []
     with tempfile.TemporaryDirectory(prefix="fleet-bench-up-") as tmp:
         exp = checkout(Path(tmp))
         env = clean_env(FLEET_HOME=str(Path(tmp) / "home"), CI="true")
         for n in SIZES:                                   # cold: caches, the lease venv, numpy check
-            f, t = one_up(n, exp, env, extra)
+            f, t, _s = one_up(n, exp, env, extra)
             say(f"cold run, {n} machine(s): first line {f:.2f} s, total {t:.2f} s")
             rows += [median_row(f"cold first log line, {n} machine(s)", [f], "s"),
                      median_row(f"cold total, {n} machine(s)", [t], "s")]
         for rnd in range(samples):
             for n in (SIZES if rnd % 2 == 0 else SIZES[::-1]):
-                f, t = one_up(n, exp, env, extra)
+                f, t, s = one_up(n, exp, env, extra)
                 first[n].append(f)
                 total[n].append(t)
-                say(f"round {rnd + 1}/{samples}, {n} machine(s): first line {f:.2f} s, total {t:.2f} s")
+                own[n].append(s)
+                say(f"round {rnd + 1}/{samples}, {n} machine(s): first line {f:.2f} s, total {t:.2f} s, "
+                    f"fleet's phases to the setup line {s:.2f} s")
     for n in SIZES:
         rows.append(median_row(f"first log line, {n} machine(s)", first[n], "s"))
         rows.append(median_row(f"total, {n} machine(s)", total[n], "s"))
     rows.append(ratio_row("first log line, 8 machines / 1", first[8], first[1], TARGETS["first"]))
     rows.append(ratio_row("total, 8 machines / 1", total[8], total[1], TARGETS["total"]))
+    for n in SIZES:
+        rows.append(median_row(f"start -> fleet's setup line (lease, ready, stage), {n} machine(s)", own[n], "s"))
+    rows.append(ratio_row("start -> fleet's setup line, 8 machines / 1", own[8], own[1], None))
     return rows
 
 

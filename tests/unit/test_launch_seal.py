@@ -90,3 +90,14 @@ def test_the_key_never_reaches_a_remote_supervisor(fleet_home, monkeypatch):
     monkeypatch.setenv("FLEET_SOMETHING", "1")
     env = remote_env(Config())
     assert env.get("FLEET_SOMETHING") == "1" and KEY_ENV not in env
+
+
+def test_a_damaged_key_file_is_refused_not_used(fleet_home, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    relaunch = _sealed()
+    key = fleet_home / "keys" / "launch-seal.key"
+    key.write_bytes(b"")                       # emptied by hand: an HMAC with no key proves nothing
+    with pytest.raises(UsageError, match="is not a launch seal key .0 bytes"):
+        why_unsealed("r-1", "ssh", relaunch, PINS)
+    assert why_unsealed("r-1", "ssh", "not a dict", PINS) == \
+        "its launch settings carry no seal (recorded by an older fleet, or not by fleet)"
