@@ -101,3 +101,11 @@ def test_a_damaged_key_file_is_refused_not_used(fleet_home, monkeypatch):
         why_unsealed("r-1", "ssh", relaunch, PINS)
     assert why_unsealed("r-1", "ssh", "not a dict", PINS) == \
         "its launch settings carry no seal (recorded by an older fleet, or not by fleet)"
+
+
+def test_the_key_stays_out_of_what_slurm_exports_into_jobs(monkeypatch):
+    from fleet.providers.slurm.tool_env import tool_env
+    monkeypatch.setenv(KEY_ENV, "ab" * 32)
+    monkeypatch.setenv("FLEET_SOMETHING", "1")
+    env = tool_env({"SLURM_CONF": "/etc/slurm/slurm.conf"})
+    assert env["FLEET_SOMETHING"] == "1" and env["SLURM_CONF"] == "/etc/slurm/slurm.conf" and KEY_ENV not in env

@@ -10,7 +10,10 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-SECRETS = frozenset({"FLEET_STATE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"})
+# FLEET_LAUNCH_SEAL_KEY: what proves to `fleet reap` that a run is this user's (fleet/run/launch_seal.py);
+# a job's environment lands in Slurm's records, where a cluster's admins and tools read it.
+SECRETS = frozenset({"FLEET_STATE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+                     "FLEET_LAUNCH_SEAL_KEY"})
 
 
 def tool_env(*extra: Mapping[str, str] | None) -> dict[str, str]:
