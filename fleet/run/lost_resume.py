@@ -18,6 +18,7 @@ A run of another user (`fleet reap --all-users`) is only ended: its next attempt
 in the caller's name and on the caller's credentials, so its owner resumes it."""
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -305,6 +306,10 @@ def _run_config(run: dict[str, Any], lease, workdir: Path, state_url: str | None
         raise _NotResumed(exc.one_line()) from None
     if why:       # a row others could have written decides where your credentials go: only your own launches
         raise _NotResumed(f"{why}; `fleet up --resume {run['id']} -d` resumes it")
+    command = run.get("command") or ""
+    if relaunch.get("command") and relaunch.get("command_sha256") != hashlib.sha256(command.encode()).hexdigest():
+        raise _NotResumed("its recorded command is not the one it was launched with (changed since, or masked "
+                          f"because it held a secret); `fleet up --resume {run['id']} -d` resumes it")
     rel = relaunch.get("config_file")
     if not pins.pinned or not pins.store_url or not rel:
         raise _NotResumed("its fleet.toml is not part of its pinned code")
@@ -317,7 +322,7 @@ def _run_config(run: dict[str, Any], lease, workdir: Path, state_url: str | None
     path.write_bytes(text)
     overrides = dict(relaunch.get("overrides") or {})
     if relaunch.get("command"):
-        overrides["command"] = run.get("command") or ""
+        overrides["command"] = command
     try:
         config = load_config(path, cwd=workdir, overrides={**overrides, **({"state_url": state_url} if state_url else {})})
         return config, pins, overrides

