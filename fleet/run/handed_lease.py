@@ -87,6 +87,6 @@ class LoginNodeLease(PinnedNewLease):
         return {"supervised_on": LOGIN_NODE, "supervisor_dir": self.supervisor_dir}
 
     def lease_meta(self) -> dict:
-        # What the launcher recorded of its fleet.toml and command line (node_launch.relaunch_meta):
+        # What the launcher recorded of its fleet.toml and command line (remote_supervisor.relaunch_meta):
         # `fleet reap` starts the next attempt from it when this supervisor is gone (lost_resume.py).
         return {"relaunch": self.relaunch} if self.relaunch else {}

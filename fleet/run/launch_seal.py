@@ -82,15 +82,26 @@ def seal(run_id: str, provider: str, relaunch: dict[str, Any], pins: dict[str, A
     return hmac.new(_key(), _message(run_id, provider, relaunch, pins), hashlib.sha256).hexdigest()
 
 
-def why_unsealed(run_id: str, provider: str, relaunch: dict[str, Any], pins: dict[str, Any]) -> str | None:
-    """None when `relaunch` carries this user's seal over exactly these settings; else why not."""
+def command_digest(command: str) -> str:
+    """What the sealed settings keep of a command given on the command line (its text is the run row's)."""
+    return hashlib.sha256(command.encode()).hexdigest()
+
+
+def why_unsealed(run_id: str, provider: str, relaunch: dict[str, Any], pins: dict[str, Any],
+                 command: str = "") -> str | None:
+    """None when `relaunch` carries this user's seal over exactly these settings and, where they say
+    the command came from the command line, `command` (the run row's text) is the one sealed; else
+    why not."""
     found = relaunch.get(SEAL_FIELD) if isinstance(relaunch, dict) else None
     if not isinstance(found, str) or not found:
         return "its launch settings carry no seal (recorded by an older fleet, or not by fleet)"
     if not hmac.compare_digest(found, seal(run_id, provider, relaunch, pins)):
         return ("its launch settings are not sealed by this computer's key (launched from another computer "
                 f"without the same {KEY_ENV}, or changed since)")
+    if relaunch.get("command") and relaunch.get("command_sha256") != command_digest(command):
+        return ("its recorded command is not the one it was launched with (changed since, or masked because "
+                "it held a secret)")
     return None
 
 
-__all__ = ["KEY_ENV", "SEAL_FIELD", "seal", "why_unsealed"]
+__all__ = ["KEY_ENV", "SEAL_FIELD", "command_digest", "seal", "why_unsealed"]

@@ -34,9 +34,8 @@ from ..errors import InfrastructureError
 from .context import Events
 from .detach import Handoff
 from .handed_lease import LOGIN_NODE
-from .node_launch import relaunch_meta
-from .remote_supervisor import (BOOTSTRAP, fleet_package, last_json, remote_env, spec_for_remote,
-                                supervisor_state_url)
+from .remote_supervisor import (BOOTSTRAP, fleet_package, last_json, relaunch_meta, remote_env,
+                                spec_for_remote, supervisor_state_url)
 from .supervisor import SupervisorSpec
 
 SUPERVISOR_DIR = ".fleet-supervisor"   # under the login's home: <this>/<run id>

@@ -9,7 +9,7 @@ a budget the earlier attempts left that the budget gate finds can pay the plan. 
 same run's next (`<run>-aN`, every earlier attempt listed in its summary and record, the lost
 attempt naming it for `fleet attach` and `fleet logs -f`), started from what the run recorded:
 its fleet.toml and data as pinned (the code snapshot in the store), its command-line settings
-(the lease's `relaunch` meta, node_launch.relaunch_meta), each node's latest checkpoint; and it is
+(the lease's `relaunch` meta, remote_supervisor.relaunch_meta), each node's latest checkpoint; and it is
 supervised where the lost attempt's was, by capability: from node 0 of its new lease
 (SupervisesFromNode0: node_launch.launch_on_node0), or from the cluster's login node, which leases
 it (SupervisesFromLoginNode, Slurm: login_launch.launch_on_login_node); the laptop free to close.
@@ -18,7 +18,6 @@ A run of another user (`fleet reap --all-users`) is only ended: its next attempt
 in the caller's name and on the caller's credentials, so its owner resumes it."""
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -29,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BudgetRefused, FleetError, NotFound, UsageError
+from ..state.documents import stored_object
 from .checkpoints import Resume, latest_snapshots, resume_of
 from .handed_lease import LOGIN_NODE
-from ..state.documents import stored_object
 from .supervisor_beat import base_run_id
 
 
@@ -300,16 +299,13 @@ def _run_config(run: dict[str, Any], lease, workdir: Path, state_url: str | None
                         data_snapshots=dict(recorded.get("data_snapshots") or {}), store_url=recorded.get("store") or "")
     from .launch_seal import why_unsealed
     from .lease import pins_meta
+    command = run.get("command") or ""
     try:
-        why = why_unsealed(base_run_id(run["id"]), lease.provider, relaunch, pins_meta(pins))
+        why = why_unsealed(base_run_id(run["id"]), lease.provider, relaunch, pins_meta(pins), command)
     except FleetError as exc:     # this computer's key is unusable: no run can be proved ours
         raise _NotResumed(exc.one_line()) from None
     if why:       # a row others could have written decides where your credentials go: only your own launches
         raise _NotResumed(f"{why}; `fleet up --resume {run['id']} -d` resumes it")
-    command = run.get("command") or ""
-    if relaunch.get("command") and relaunch.get("command_sha256") != hashlib.sha256(command.encode()).hexdigest():
-        raise _NotResumed("its recorded command is not the one it was launched with (changed since, or masked "
-                          f"because it held a secret); `fleet up --resume {run['id']} -d` resumes it")
     rel = relaunch.get("config_file")
     if not pins.pinned or not pins.store_url or not rel:
         raise _NotResumed("its fleet.toml is not part of its pinned code")

@@ -34,8 +34,8 @@ from ..errors import InfrastructureError
 from .context import Events, RunContext
 from .detach import HANDOFF_PHASES, Handoff, ReportedError
 from .node_login import refuse_root_capable_login, supervisor_login
-from .remote_supervisor import (BOOTSTRAP, fleet_package, last_json, remote_env, spec_for_remote,
-                                supervisor_state_url)
+from .remote_supervisor import (BOOTSTRAP, fleet_package, last_json, relaunch_meta, remote_env,
+                                spec_for_remote, supervisor_state_url)
 from .supervisor import EVENTS, SupervisorSpec
 
 HANDOFF_TIMEOUT_S = 3600.0       # staging a large dataset from node 0 may take this long
@@ -99,28 +99,6 @@ def launch_on_node0(config, spec: SupervisorSpec, options, events: Events, pins=
     except BaseException:
         _release(source, ctx, lease, state)   # on team hosts this also revokes the lease's key
         raise
-
-
-def relaunch_meta(config, spec: SupervisorSpec, pins) -> dict[str, Any]:
-    """What the reaper needs to start the run's next attempt when node 0 vanished with its
-    supervisor (fleet/run/lost_resume.py): where fleet.toml is in the pinned code, and the
-    command-line settings, sealed with the pins by this user's key (launch_seal.py). Never the
-    --env values (they may be secret) nor the command's text (the run row keeps it, masked)."""
-    path = None
-    if config.path is not None:
-        try:
-            path = Path(config.path).resolve().relative_to(Path(config.base_dir).resolve()).as_posix()
-        except ValueError:
-            path = None
-    overrides = {k: v for k, v in spec.overrides.items() if k not in ("env", "command", "state_url", "store")}
-    settings = {"config_file": path, "overrides": overrides, "command": bool(spec.overrides.get("command")),
-                "env": bool(spec.overrides.get("env"))}
-    if settings["command"]:      # the run row keeps the text; the seal says it is still the one launched
-        import hashlib
-        settings["command_sha256"] = hashlib.sha256((config.command or "").encode()).hexdigest()
-    from .launch_seal import SEAL_FIELD, seal
-    from .lease import pins_meta
-    return {**settings, SEAL_FIELD: seal(spec.run_id, config.provider, settings, pins_meta(pins))}
 
 
 def _release(source, ctx, lease, state) -> None:
@@ -197,7 +175,7 @@ def _copy_files(session, remote: str, config, lease, key: bytes, extra: dict[str
 
 
 def follow_handoff(session, remote: str, pid: int, run_id: str, lease_id: str | None, events: Events,
-            where: str = "node 0") -> Handoff:
+                   where: str = "node 0") -> Handoff:
     """Node 0's (or the login node's: login_launch.py) progress, its events.jsonl read over SSH,
     until the first phase after staging. Ctrl-C here asks it to stop (SIGTERM), and its end is
     followed as an attached run's."""

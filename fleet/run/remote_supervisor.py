@@ -1,8 +1,9 @@
 """What a run's supervisor on another machine (node 0 of its lease, or a Slurm login node) is
 handed by the launcher on this computer: fleet's own package, the run's spec with what is reachable
 from there (the state URL, the store), and its environment (FLEET_* settings and the AWS credentials
-resolved here, handed over on stdin, never written there). Shared by fleet/run/node_launch.py and
-fleet/run/login_launch.py, so both hand over exactly the same things."""
+resolved here, handed over on stdin, never written there); and what `fleet reap` starts the run's
+next attempt from if that supervisor is lost (`relaunch_meta`, sealed). Shared by
+fleet/run/node_launch.py and fleet/run/login_launch.py, so both hand over exactly the same things."""
 from __future__ import annotations
 
 import io
@@ -69,6 +70,28 @@ def fleet_package() -> bytes:
     return buf.getvalue()
 
 
+def relaunch_meta(config, spec: SupervisorSpec, pins) -> dict[str, Any]:
+    """What the reaper needs to start the run's next attempt when its supervisor (node 0's, the login
+    node's) is lost (fleet/run/lost_resume.py): where fleet.toml is in the pinned code, and the
+    command-line settings, sealed with the pins by this user's key (launch_seal.py). Never the
+    --env values (they may be secret) nor the command's text (the run row keeps it, masked; the
+    seal covers its sha256)."""
+    path = None
+    if config.path is not None:
+        try:
+            path = Path(config.path).resolve().relative_to(Path(config.base_dir).resolve()).as_posix()
+        except ValueError:
+            path = None
+    overrides = {k: v for k, v in spec.overrides.items() if k not in ("env", "command", "state_url", "store")}
+    settings = {"config_file": path, "overrides": overrides, "command": bool(spec.overrides.get("command")),
+                "env": bool(spec.overrides.get("env"))}
+    from .launch_seal import SEAL_FIELD, command_digest, seal
+    if settings["command"]:      # the run row keeps the text; the seal says it is still the one launched
+        settings["command_sha256"] = command_digest(config.command or "")
+    from .lease import pins_meta
+    return {**settings, SEAL_FIELD: seal(spec.run_id, config.provider, settings, pins_meta(pins))}
+
+
 def last_json(text: str) -> dict[str, Any]:
     """The last line of a remote command's output that is JSON (its answer; shells may print before it)."""
     for line in reversed(text.strip().splitlines()):
@@ -79,5 +102,5 @@ def last_json(text: str) -> dict[str, Any]:
     return {}
 
 
-__all__ = ["BOOTSTRAP", "fleet_package", "last_json", "remote_env", "spec_for_remote",
+__all__ = ["BOOTSTRAP", "fleet_package", "last_json", "relaunch_meta", "remote_env", "spec_for_remote",
            "supervisor_state_url"]
