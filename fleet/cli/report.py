@@ -19,16 +19,12 @@ def _ledger():
 
 
 def _write_file(path: Path, text: str) -> None:
-    """Write beside, then rename: an existing report is never left half-written."""
-    import os
-    path = path.expanduser()
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """-o PATH: a regular file whole or not at all, a device or FIFO written into (render.output_file)."""
+    from ..render.output_file import write_output
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        write_output(path, text)
     except OSError as exc:
         from ..errors import UsageError
-        tmp.unlink(missing_ok=True)
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 

@@ -8,9 +8,7 @@ site-packages. `fleet config schema` prints or writes the schema of the installe
 "Editors")."""
 from __future__ import annotations
 
-import errno
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -71,21 +69,7 @@ def schema_text() -> str:
 
 
 def write_schema(path: Path) -> Path:
-    """Write the schema to `path` whole (a temporary file renamed over it), for an editor to read."""
-    path = path.expanduser()
-    if not path.name or path.is_dir():   # `-o .`: no file name to write beside it
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # O_EXCL under an unpredictable name: in a directory others can write (/tmp), a name from the
-    # pid alone could be a symlink planted to have the schema written over one of the caller's files.
-    import tempfile
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(schema_text())
-        os.chmod(tmp, 0o644)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    """Write the schema to `path` whole (a temporary file renamed over it), for an editor to read;
+    a device or FIFO (`-o /dev/stdout`) is written into (fleet.render.output_file)."""
+    from ..render.output_file import write_output
+    return write_output(path, schema_text())

@@ -1,0 +1,56 @@
+"""`-o PATH` of `fleet report` and `fleet config schema` renamed a temporary file over PATH whatever
+it was: run as root, `fleet report -o /dev/null` left a regular file as /dev/null (found doing it to
+/dev/full), `-o /dev/stdout` replaced that symlink, and a write to /dev/full (no space left) still
+said `wrote /dev/full` and exited 0; `-o /` was an internal error. A device or FIFO is now written
+into, a failed write is one `fleet: error:` line and a non-zero exit, a directory is refused.
+Symlinks to the devices stand in for them here: the old code replaced the link, never the device."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_fleet
+
+COMMANDS = {"report": ["report", "--format", "csv", "-o"], "schema": ["config", "schema", "-o"]}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_device_is_written_into_not_replaced(tmp_path, fleet_home, command):
+    out = tmp_path / "out"
+    out.symlink_to("/dev/null")
+    proc = run_fleet([*COMMANDS[command], str(out)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_symlink() and os.readlink(out) == "/dev/null"
+    assert Path("/dev/null").is_char_device()
+
+
+@pytest.mark.skipif(not Path("/dev/full").is_char_device(), reason="needs /dev/full")
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_write_that_fails_is_an_error(tmp_path, fleet_home, command):
+    out = tmp_path / "out"
+    out.symlink_to("/dev/full")
+    proc = run_fleet([*COMMANDS[command], str(out)], cwd=tmp_path)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fleet: error: cannot write") and "No space left" in lines[0]
+    assert out.is_symlink() and os.readlink(out) == "/dev/full"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("target", ["/", "."])
+def test_a_directory_is_refused_in_one_line(tmp_path, fleet_home, command, target):
+    proc = run_fleet([*COMMANDS[command], target], cwd=tmp_path)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fleet: error: cannot write") and "internal" not in lines[0]
+
+
+def test_a_regular_file_is_still_replaced_whole(tmp_path, fleet_home):
+    out = tmp_path / "report.csv"
+    out.write_text("old\n")
+    proc = run_fleet([*COMMANDS["report"], str(out)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert out.is_file() and not out.is_symlink() and out.read_text() != "old\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".report.csv")] == []
