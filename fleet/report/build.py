@@ -167,7 +167,11 @@ def parse_when(text: str | None, *, now: datetime | None = None) -> datetime | N
     rel = re.fullmatch(r"\s*(\d+)\s*([dhm])\s*", text)
     if rel:
         unit = {"d": "days", "h": "hours", "m": "minutes"}[rel.group(2)]
-        return now - timedelta(**{unit: int(rel.group(1))})
+        try:
+            return now - timedelta(**{unit: int(rel.group(1))})
+        except OverflowError:   # `99999999999999d`: before year 1, which datetime cannot hold
+            raise UsageError(f"cannot read time {text!r}: further back than year 1",
+                             hint="use a date like 2025-06-01, an ISO time, or 7d") from None
     try:
         return parse_iso(text.strip())
     except ValueError:

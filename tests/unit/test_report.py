@@ -150,6 +150,19 @@ def test_parse_when():
     assert parse_when(None) is None
 
 
+@pytest.mark.parametrize("text", ["99999999999999d", "999999999h", "9999999999999m"])
+def test_a_relative_time_before_year_one_is_a_usage_error(text, tmp_path, fleet_home):
+    """`fleet report --since 99999999999999d` was `internal error: OverflowError`."""
+    from fleet.errors import UsageError
+    from tests.conftest import run_fleet
+    with pytest.raises(UsageError, match="further back than year 1"):
+        parse_when(text)
+    proc = run_fleet(["report", "--since", text, "--json"], cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [f"fleet: error: cannot read time {text!r}: further back than year 1"
+                                                " (use a date like 2025-06-01, an ISO time, or 7d)"]
+
+
 @pytest.mark.parametrize("by", ["project", "run", "day"])
 def test_sql_aggregation_matches_summing_row_by_row(db, by, monkeypatch):
     written = seed(db, 3000)
