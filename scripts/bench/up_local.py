@@ -11,8 +11,13 @@ order alternating per round) in one FLEET_HOME, after one unmeasured warming run
 - total: until `fleet up` exits (machines released, outputs home), exit 0 required.
 Figures: medians with their spread; targets 8 vs 1 ≤ 2× (first line) and ≤ 1.5× (total).
 Informative: fleet's own phases, start → its `setup:` line on stderr (lease, SSH ready, staging;
-the experiment's setup line and its own start-up come after it), 8 vs 1: on a host whose cores all
-machines share, the experiment's CPU before its first line is paid 8 times over (docs/control-plane-speed.md).
+the experiment's setup line and its own start-up come after it), 8 vs 1; and the experiment alone,
+with no fleet at all, in the same rounds: its `setup` in N processes at once, then, once all have
+finished (as fleet runs them: no rank starts before every setup succeeded), its `command` in N
+processes at once, with the rank variables fleet sets, from the same interpreter the local machines
+use. On a host whose cores all machines share, that is the floor: a control plane that cost nothing
+would measure exactly the experiment's own ratio, and any fixed cost it has moves the ratio towards
+1, not away (docs/control-plane-speed.md).
 
     python scripts/bench/up_local.py [-n 5] [--quick] [--json]
 
@@ -20,6 +25,7 @@ machines share, the experiment's CPU before its first line is paid 8 times over 
 """
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -83,11 +89,61 @@ def one_up(gpus: int, exp: Path, env: dict, extra: list[str]) -> tuple[float, fl
     return first, total, setup_at[0]
 
 
+def experiment_spec(exp: Path, quick: bool) -> tuple[str, str, dict[str, str]]:
+    """The example's own `setup`, `command` and `[env]`, read from its fleet.toml."""
+    import tomllib
+    config = tomllib.loads((exp / "fleet.toml").read_text())
+    command = "python train.py --epochs 1" if quick else config["command"]
+    return config.get("setup", ""), command, {k: str(v) for k, v in config.get("env", {}).items()}
+
+
+def experiment_alone(n: int, exp: Path, env: dict, quick: bool, out: Path) -> tuple[float, float]:
+    """(seconds to the first line, to the last exit) of the experiment with no fleet: `setup` in n
+    processes at once, then, when all succeeded, `command` in n processes at once."""
+    setup, command, extra = experiment_spec(exp, quick)
+    python = Path(fleet_argv()[0]).parent / "python"
+    bindir = str(python.parent if python.exists() else Path(sys.executable).parent)
+    # No byte code written into the checkout: fleet pins it from git, and a dirty tree would change that.
+    base = {**env, **extra, "PATH": f"{bindir}:{env.get('PATH', os.defpath)}", "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1", "FLEET_NUM_NODES": str(n), "FLEET_WORLD_SIZE": str(n)}
+
+    def rank_env(r: int) -> dict:
+        return {**base, "FLEET_NODE_RANK": str(r), "FLEET_RANK": str(r), "FLEET_LOCAL_RANK": "0",
+                "FLEET_OUTPUT_DIR": str(out / f"rank-{r}")}
+    start = time.perf_counter()
+    if setup:
+        setups = [subprocess.Popen(["sh", "-c", setup], cwd=exp, env=rank_env(r), stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL) for r in range(n)]
+        if any(p.wait() != 0 for p in setups):
+            raise RuntimeError(f"the experiment's setup failed on its own ({n} at once): {setup}")
+    procs = [subprocess.Popen(["sh", "-c", command], cwd=exp, env=rank_env(r), stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True) for r in range(n)]
+    firsts: list[float] = []
+    lock = threading.Lock()
+
+    def read(proc: subprocess.Popen) -> None:
+        assert proc.stdout is not None
+        if proc.stdout.readline():
+            with lock:
+                firsts.append(time.perf_counter() - start)
+        proc.stdout.read()
+    readers = [threading.Thread(target=read, args=(p,), daemon=True) for p in procs]
+    for t in readers:
+        t.start()
+    for t in readers:
+        t.join()
+    if any(p.wait() != 0 for p in procs) or not firsts:
+        raise RuntimeError(f"the experiment's command failed on its own ({n} at once): {command}")
+    return min(firsts), time.perf_counter() - start
+
+
 def measure(samples: int, quick: bool) -> list[dict]:
     extra = ["--", "python", "train.py", "--epochs", "1"] if quick else []
     first: dict[int, list[float]] = {n: [] for n in SIZES}
     total: dict[int, list[float]] = {n: [] for n in SIZES}
     own: dict[int, list[float]] = {n: [] for n in SIZES}
+    alone_first: dict[int, list[float]] = {n: [] for n in SIZES}
+    alone_total: dict[int, list[float]] = {n: [] for n in SIZES}
     rows = []
     with tempfile.TemporaryDirectory(prefix="fleet-bench-up-") as tmp:
         exp = checkout(Path(tmp))
@@ -105,6 +161,11 @@ def measure(samples: int, quick: bool) -> list[dict]:
                 own[n].append(s)
                 say(f"round {rnd + 1}/{samples}, {n} machine(s): first line {f:.2f} s, total {t:.2f} s, "
                     f"fleet's phases to the setup line {s:.2f} s")
+                f, t = experiment_alone(n, exp, env, quick, Path(tmp) / f"alone-{rnd}-{n}")
+                alone_first[n].append(f)
+                alone_total[n].append(t)
+                say(f"round {rnd + 1}/{samples}, the experiment alone, {n} at once: first line {f:.2f} s, "
+                    f"total {t:.2f} s")
     for n in SIZES:
         rows.append(median_row(f"first log line, {n} machine(s)", first[n], "s"))
         rows.append(median_row(f"total, {n} machine(s)", total[n], "s"))
@@ -113,6 +174,11 @@ def measure(samples: int, quick: bool) -> list[dict]:
     for n in SIZES:
         rows.append(median_row(f"start -> fleet's setup line (lease, ready, stage), {n} machine(s)", own[n], "s"))
     rows.append(ratio_row("start -> fleet's setup line, 8 machines / 1", own[8], own[1], None))
+    for n in SIZES:
+        rows.append(median_row(f"the experiment alone (no fleet), first line, {n} at once", alone_first[n], "s"))
+        rows.append(median_row(f"the experiment alone (no fleet), total, {n} at once", alone_total[n], "s"))
+    rows.append(ratio_row("the experiment alone (no fleet), first line, 8 / 1", alone_first[8], alone_first[1], None))
+    rows.append(ratio_row("the experiment alone (no fleet), total, 8 / 1", alone_total[8], alone_total[1], None))
     return rows
 
 
