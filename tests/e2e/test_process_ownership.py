@@ -105,3 +105,18 @@ def test_it_ends_at_the_deadline_when_the_controller_is_killed(experiment, fleet
     # The watchdog removed its unit itself, with no controller to do it.
     assert wait_until(lambda: not leftover_units(fleet_home / "machines"), 30)
     assert run_fleet(["down", "--all"], cwd=experiment).returncode == 0
+
+
+def test_in_pids_mode_the_deadline_ends_the_machines_sshd(experiment, fleet_home):
+    """With no cgroup the watchdog finds sshd through its pid file, and takes it only when the process
+    names the machine's sshd_config: sshd's listener retitles itself into one string, which counts."""
+    proc = start_fleet_up(experiment, ["--", "sh", "-c", "echo started; sleep 120"],
+                          env={"FLEET_HEARTBEAT_TTL": "3", "FLEET_ISOLATION": "pids"})
+    try:
+        wait_for_line(proc, "started", timeout=120)
+        assert any("sshd" in p for p in processes_under(fleet_home))
+    finally:
+        proc.kill()                                # SIGKILL: nobody releases the lease
+        proc.wait()
+    assert wait_until(lambda: not processes_under(fleet_home), 90), processes_under(fleet_home)
+    assert run_fleet(["down", "--all"], cwd=experiment).returncode == 0

@@ -59,8 +59,8 @@ def test_mountinfo_finds_the_unified_hierarchy_in_a_hybrid_layout(tmp_path):
 
 
 def test_only_fleet_units_of_the_named_machine_are_units():
-    assert c.is_unit("/sys/fs/cgroup/fleet/h-0123456789ab/l-1-n0", "l-1-n0")
-    assert not c.is_unit("/sys/fs/cgroup/fleet/h-0123456789ab/l-1-n0", "l-2-n0")
+    assert c.is_unit("/sys/fs/cgroup/fleet/h-0123456789ab/l-1-n0", "l-1-n0", mount="/sys/fs/cgroup")
+    assert not c.is_unit("/sys/fs/cgroup/fleet/h-0123456789ab/l-1-n0", "l-2-n0", mount="/sys/fs/cgroup")
     assert not c.is_unit("/sys/fs/cgroup/system.slice/sshd.service", None)
     assert not c.is_unit("/sys/fs/cgroup/fleet/h-0123456789ab/../../system.slice")
     assert c.unit_path("h-0123456789ab", "../../etc", mount="/sys/fs/cgroup") is None

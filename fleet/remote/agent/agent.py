@@ -99,9 +99,24 @@ def _roots(args):
             roots.append(record)
     for path in args.kill_pid_file or []:
         record = containment.read_pid_file(path)
-        if record:
+        if record and _names_a_file_beside(record[0], path):
             roots.append(record)
     return [r for r in roots if containment.same_process(*r)]
+
+
+def _names_a_file_beside(pid, pid_file):
+    """Its command line names a file beside the pid file (`sshd -f <dir>/sshd_config`, retitled by sshd
+    into one string): the login may write the file, and a forged "PID STARTTIME" had any tree ended."""
+    here, words = os.path.dirname(os.path.abspath(pid_file)), [w for a in _argv(pid) for w in [a, *a.split()]]
+    return any(os.path.isabs(w) and os.path.dirname(os.path.normpath(w)) == here for w in words)
+
+
+def _argv(pid):
+    try:   # [] for a process that is gone
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return [os.fsdecode(a) for a in fh.read().split(b"\0") if a]
+    except OSError:
+        return []
 
 
 def end_machine(machine_id, info, roots=(), grace_s=2.0):
@@ -272,12 +287,7 @@ def stop_machine(state, machine_id, *, unit=None, roots=(), grace_s=2.0):
 
 def _is_watchdog(pid, state):
     """The pid runs this machine's watchdog (its command line names the state directory)."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            argv = [os.fsdecode(a) for a in fh.read().split(b"\0") if a]
-    except OSError:
-        return False
-    return "watchdog" in argv and os.path.abspath(state) in [os.path.abspath(a) for a in argv]
+    return "watchdog" in _argv(pid) and os.path.abspath(state) in [os.path.abspath(a) for a in _argv(pid)]
 
 
 def cmd_stop(args):

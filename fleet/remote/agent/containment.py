@@ -59,12 +59,17 @@ def unit_path(ns, machine_id, mount=None):
     return os.path.join(mount, BASE, ns, machine_id)
 
 
-def is_unit(path, machine_id=None):
-    """True for a fleet machine unit (…/fleet/<ns>/<id>): a path read from a file is never trusted
-    to point anywhere else."""
-    parts = os.path.normpath(str(path)).split(os.sep)
-    return (len(parts) >= 4 and parts[-3] == BASE and bool(_SAFE_NAME.match(parts[-1]))
-            and (machine_id is None or parts[-1] == machine_id))
+def is_unit(path, machine_id=None, mount=None):
+    """True for a fleet machine unit (<cgroup2 mount>/fleet/<ns>/<id>) only: isolation.json is the
+    login's to write, and any directory named …/fleet/<ns>/<id> had its cgroup.procs pids killed."""
+    mount = mount or cgroup2_mount()
+    if not mount:
+        return False
+    path = os.path.normpath(str(path))
+    ns, name = os.path.basename(os.path.dirname(path)), os.path.basename(path)
+    return (os.path.dirname(os.path.dirname(path)) == os.path.join(os.path.normpath(mount), BASE)
+            and bool(_SAFE_NAME.match(ns)) and bool(_SAFE_NAME.match(name))
+            and (machine_id is None or name == machine_id))
 
 
 def _write(path, text):
