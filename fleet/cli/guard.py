@@ -32,7 +32,7 @@ def guard(call: Callable[[], int], debug: bool, extra: Callable[[BaseException],
         if debug:
             import traceback
             traceback.print_exc()
-        print(f"fleet: error: {exc.one_line()}", file=sys.stderr)
+        print(f"fleet: error: {_shown(exc.one_line())}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("fleet: cancelled", file=sys.stderr)
@@ -45,6 +45,13 @@ def guard(call: Callable[[], int], debug: bool, extra: Callable[[BaseException],
             return handled
         if debug:
             raise
-        print(f"fleet: internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
+        print(f"fleet: internal error: {type(exc).__name__}: {_shown(str(exc))} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
+
+
+def _shown(message: str) -> str:
+    """One line, its control characters visible: a message quotes what users, teammates and remote
+    machines wrote (a host name, a file path, a queue reason), and a terminal obeys ESC sequences."""
+    from ..render.text import printable_line
+    return printable_line(message)

@@ -47,8 +47,9 @@ def show(run: str = typer.Argument(..., help="Run id (or unique prefix)."),
         from .render import print_json
         print_json(record_json(rec))
         return 0
+    from ..render.text import printable   # a teammate's record: its command may hold ESC sequences
     for line in record_lines(rec):
-        typer.echo(line)
+        typer.echo(printable(line))
     return 0
 
 
@@ -80,7 +81,8 @@ def rerun(
         differ = summary.outputs_differ or []
         verdict = "identical to" if summary.outputs_identical else \
             f"DIFFERENT from ({len(differ)} files: {', '.join(differ[:5])})"
-        typer.echo(f"fleet: outputs {verdict} run {summary.rerun_of}'s", err=True)
+        from ..render.text import printable_line
+        typer.echo(printable_line(f"fleet: outputs {verdict} run {summary.rerun_of}'s"), err=True)
     return summary.exit_code
 
 
@@ -101,8 +103,9 @@ def audit(
             from .render import print_json
             print_json(result)
         else:
+            from ..render.text import printable_line
             for p in result["chain_problems"] + result["snapshot_problems"] + result.get("anchor_notes", []):
-                typer.echo(p, err=True)
+                typer.echo(printable_line(p), err=True)
             if result["ok"]:
                 typer.echo(f"{result['records']} run records: chain intact; "
                            f"{result['snapshots_checked']} referenced snapshots present")
@@ -116,5 +119,6 @@ def audit(
         print_json(a)
     else:
         from ..records.views import audit_markdown
-        typer.echo(audit_markdown(a), nl=False)
+        from ..render.text import printable   # the record's command, user, data names: shown, not obeyed
+        typer.echo(printable(audit_markdown(a)), nl=False)
     return 0

@@ -35,5 +35,9 @@ def compare_command(
                          ascending=ascending)
     finally:
         state.close()
-    sys.stdout.write(RENDER[fmt](result))
+    text = RENDER[fmt](result)
+    if fmt in ("table", "md"):   # for a terminal: commands and parameters shown, not obeyed (csv/json/html keep data)
+        from ..render.text import printable
+        text = printable(text)
+    sys.stdout.write(text)
     return 0

@@ -24,9 +24,11 @@ def diff(a: str = typer.Argument(..., help="The first run (id or unique prefix).
     if json_out:
         from .render import print_json
         print_json(result.to_json())
-    elif md:
-        typer.echo(markdown(result), nl=False)
+    elif md:   # commands, paths and names from two records: their control characters shown, not obeyed
+        from ..render.text import printable
+        typer.echo(printable(markdown(result)), nl=False)
     else:
+        from ..render.text import printable
         for line in text_lines(result):
-            typer.echo(line)
+            typer.echo(printable(line))
     return 0

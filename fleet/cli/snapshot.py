@@ -66,17 +66,18 @@ def show(ref: str = typer.Argument(..., help="Snapshot id, id prefix or name."),
         from .render import print_json
         print_json(info)
         return 0
+    from ..render.text import printable_line as shown   # paths are whatever the tree held: ESC, line breaks
     typer.echo(f"snapshot {info['id']}")
     if info["names"]:
         typer.echo(f"names:   {', '.join(info['names'])}")
     typer.echo(f"files:   {info['files']} ({human_size(info['size'])}, {info['chunks']} chunks)")
     for path in info["deleted"]:
-        typer.echo(f"  deleted  {path}")
+        typer.echo(f"  deleted  {shown(path)}")
     for e in info["entries"]:
         if e["type"] == "file":
-            typer.echo(f"  {e['mode']:o}  {human_size(e['size']):>10}  {e['sha256'][:12]}  {e['path']}")
+            typer.echo(f"  {e['mode']:o}  {human_size(e['size']):>10}  {e['sha256'][:12]}  {shown(e['path'])}")
         elif e["type"] == "symlink":
-            typer.echo(f"  link  {e['path']} -> {e['target']}")
+            typer.echo(f"  link  {shown(e['path'])} -> {shown(e['target'])}")
     return 0
 
 
@@ -91,12 +92,13 @@ def diff(a: str, b: str, store: Optional[str] = StoreOpt, json_out: bool = typer
         from .render import print_json
         print_json(d.to_json())
         return 0
+    from ..render.text import printable_line as shown   # paths are whatever the trees held
     for p in d.added:
-        typer.echo(f"+ {p}")
+        typer.echo(f"+ {shown(p)}")
     for p in d.removed:
-        typer.echo(f"- {p}")
+        typer.echo(f"- {shown(p)}")
     for p in d.changed:
-        typer.echo(f"M {p}")
+        typer.echo(f"M {shown(p)}")
     typer.echo(f"{len(d.added)} added, {len(d.removed)} removed, {len(d.changed)} changed, {d.unchanged} unchanged; "
                f"{human_size(d.new_bytes)} new, {human_size(d.shared_bytes)} shared", err=True)
     return 0
@@ -119,9 +121,10 @@ def verify(ref: Optional[str] = typer.Argument(None, help="Snapshot to check (de
         from .render import print_json
         print_json({"checked": len(ids), "ok": not bad, "problems": bad})
     else:
+        from ..render.text import printable_line
         for plist in bad.values():
             for p in plist:
-                typer.echo(p, err=True)
+                typer.echo(printable_line(p), err=True)
         if not bad:
             typer.echo(f"{len(ids)} snapshot(s) verified, every chunk present and intact")
     if bad:

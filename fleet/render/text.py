@@ -14,13 +14,24 @@ PLAIN_ABOVE_ROWS = 100
 # Control characters shown, never sent: cells hold what teammates wrote into a shared state (owners,
 # projects, queue reasons, commands), and a terminal obeys ESC sequences (set the clipboard, clear
 # the screen). C0 as ^X (ESC as ^[), DEL as ^?, C1 as U+FFFD; a line break stays (multi-line cells).
-_SHOWN = {**{i: f"^{chr(i + 64)}" for i in range(32) if i != 10}, 127: "^?", **{i: "\ufffd" for i in range(0x80, 0xa0)}}
+# A file name that is not UTF-8 arrives with its bytes as lone surrogates (U+DC80-U+DCFF, Python's
+# surrogateescape) and leaves as those bytes: 0x80-0x9F are C1 controls (0x9B is CSI) to a terminal
+# reading Latin-1, so they are shown as U+FFFD too.
+_SHOWN = {**{i: f"^{chr(i + 64)}" for i in range(32) if i != 10}, 127: "^?", **{i: "\ufffd" for i in range(0x80, 0xa0)},
+          **{i: "\ufffd" for i in range(0xdc80, 0xdca0)}}
+_SHOWN_IN_A_LINE = {**_SHOWN, 10: "^J"}
 
 
 def printable(text: str) -> str:
     """`text` with its control characters made visible (see _SHOWN); isprintable, in C, spares the
     translation for the usual cell (a thousand rows of `fleet status`)."""
     return text if text.isprintable() else text.translate(_SHOWN)
+
+
+def printable_line(text: str) -> str:
+    """printable(), a line break shown as ^J too: for a name printed as one line of a listing (a file
+    path in `fleet snapshot show`), where a line break would forge a line of its own."""
+    return text if text.isprintable() else text.translate(_SHOWN_IN_A_LINE)
 
 
 def to_text(table: Table) -> str:
