@@ -70,6 +70,7 @@ class PinnedNewLease(NewLease):
 
 
 LOGIN_NODE = "login node"   # the run row's `supervised_on` for a supervisor on the Slurm login node
+NODE_0 = "node 0"           # a lease's `supervised_on` until its node 0 is known (then that machine's id)
 
 
 class LoginNodeLease(PinnedNewLease):

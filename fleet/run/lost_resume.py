@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import BudgetRefused, FleetError, NotFound, UsageError
 from ..state.documents import stored_object
 from .checkpoints import Resume, latest_snapshots, resume_of
-from .handed_lease import LOGIN_NODE
+from .handed_lease import LOGIN_NODE, NODE_0
 from .supervisor_beat import base_run_id
 
 
@@ -46,7 +46,7 @@ class LostRunResume:
     lease_id: str | None = None    # the next attempt's lease
     supervisor_pid: int | None = None
     dry_run: bool = False
-    supervised_on: str = "node 0"  # where the next attempt's supervisor runs: node 0 of its lease, or the login node
+    supervised_on: str = NODE_0  # where the next attempt's supervisor runs: node 0 of its lease, or the login node
 
     def _where(self) -> str:
         return "the cluster's login node" if self.supervised_on == LOGIN_NODE else "node 0 of a new lease"
@@ -70,7 +70,7 @@ class LostRunResume:
         out = {"run_id": self.run_id, "resumed": self.resumed, "attempt": self.attempt,
                "next_run_id": self.next_run_id, "lease_id": self.lease_id, "supervisor_pid": self.supervisor_pid,
                "reason": self.reason or None,   # where the next attempt runs: listed only when not node 0
-               "supervised_on": self.supervised_on if self.resumed and self.supervised_on != "node 0" else None}
+               "supervised_on": self.supervised_on if self.resumed and self.supervised_on != NODE_0 else None}
         return {k: v for k, v in out.items() if v is not None}
 
 

@@ -33,6 +33,7 @@ from typing import Any
 from ..errors import InfrastructureError
 from .context import Events, RunContext
 from .detach import HANDOFF_PHASES, Handoff, ReportedError
+from .handed_lease import NODE_0
 from .node_login import refuse_root_capable_login, supervisor_login
 from .remote_supervisor import (BOOTSTRAP, fleet_package, last_json, relaunch_meta, remote_env,
                                 spec_for_remote, supervisor_state_url)
@@ -89,7 +90,7 @@ def launch_on_node0(config, spec: SupervisorSpec, options, events: Events, pins=
                           f"{', spot' if offer.spot else ''}; the supervisor will run on node 0")
     meta = source.provider.lease_meta() if isinstance(source.provider, HasLeaseMetadata) else {}
     state.begin_lease(lease_id, plan, deadline_s=first,
-                      meta={**grant.lease_meta(), **meta, "first_deadline_s": first, "supervised_on": "node 0",
+                      meta={**grant.lease_meta(), **meta, "first_deadline_s": first, "supervised_on": NODE_0,
                             "relaunch": relaunch_meta(config, spec, pins)})
     lease = None
     handoff = source.provider.node0_handoff()

@@ -47,6 +47,15 @@ def object_to_extend(text: str | None, what: str) -> dict[str, Any]:
         return {UNREADABLE_KEY: text}
 
 
+def object_or_empty(text: str | None, what: str) -> dict[str, Any]:
+    """For a listing that shows every row: a damaged document reads as empty, so one bad row
+    neither fails the listing nor gains properties it cannot prove (e.g. "detached")."""
+    try:
+        return stored_object(text, what)
+    except CorruptRecord:
+        return {}
+
+
 _scan_once = json.JSONDecoder().scan_once
 
 

@@ -5,7 +5,7 @@ import json
 from operator import itemgetter
 
 from ..errors import NotFound
-from .documents import CorruptRecord, json_objects, object_to_extend, stored_object
+from .documents import CorruptRecord, json_objects, object_or_empty, object_to_extend, stored_object
 
 TYPE_CHECKING = False   # as in fleet/__init__.py: `fleet status` with no lease imports neither typing nor models
 if TYPE_CHECKING:
@@ -291,7 +291,7 @@ class StateStore:
                 "SELECT r.id, r.lease_id, r.status, r.exit_code,"
                 " CASE WHEN r.meta LIKE '%\"detached\"%' THEN r.meta END FROM runs r JOIN leases l ON l.id = r.lease_id"
                 f" WHERE {where} ORDER BY r.started_at DESC LIMIT ?", [*params, max(runs_limit, 2 * leases)]):
-            detached = meta is not None and bool(object_to_extend(meta, f"run {run_id}'s meta").get("detached"))
+            detached = meta is not None and bool(object_or_empty(meta, f"run {run_id}'s meta").get("detached"))
             run = {"id": run_id, "status": status, "exit_code": exit_code, "detached": detached}
             runs = by_lease.get(lease_id)
             if runs is None:
