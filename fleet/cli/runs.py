@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
 
 
 @runs_app.command("ls")
-def ls(json_out: bool = typer.Option(False, "--json"), limit: int = typer.Option(50, "--limit"),
+def ls(json_out: bool = typer.Option(False, "--json"), limit: int = typer.Option(50, "--limit", min=1, max=1_000_000,
+                                                                     help="At most this many (default 50)."),
        project: Optional[str] = typer.Option(None, "--project")) -> int:
     """List run records, newest first."""
     from ..records.chain import list_records

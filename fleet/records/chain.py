@@ -216,10 +216,17 @@ def runs_referencing(snapshot_id: str, db=None) -> list[str]:
 
 
 def list_records(db=None, *, limit: int = 200, project: str | None = None) -> list[RunRecord]:
+    """The newest `limit` records (of `project`): the project lives in the body, so pages are read
+    until enough match; filtering one page of `limit` rows hid a project's runs behind others' newer ones."""
     db = _db(db)
-    rows = db.execute("SELECT * FROM run_records ORDER BY seq DESC LIMIT ?", (limit,))
-    recs = [_from_row(r) for r in rows]
-    return [r for r in recs if project is None or r.project == project]
+    page, offset, out = max(limit, 200), 0, []
+    while len(out) < limit:
+        rows = db.execute("SELECT * FROM run_records ORDER BY seq DESC LIMIT ? OFFSET ?", (page, offset))
+        out += [r for r in map(_from_row, rows) if project is None or r.project == project]
+        if len(rows) < page:
+            break
+        offset += page
+    return out[:limit]
 
 
 def verify_chain(db=None) -> list[str]:
