@@ -15,6 +15,7 @@ from .model import Config
 from .schema import _ENV_NAME_RE
 
 _NAME = re.compile(_ENV_NAME_RE)
+MAX_ENV_FILE_BYTES = 1024 ** 2
 
 
 def parse_assignment(text: str, *, where: str = "--env") -> tuple[str, str]:
@@ -36,7 +37,13 @@ def read_env_file(path: Path) -> dict[str, str]:
     `export ` prefix, and values optionally in matching single or double quotes (taken literally:
     no interpolation). Errors name the file and line."""
     try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        # Read through a bound: `--env-file <(pass show x)` is a pipe, so no size to check first,
+        # and --env-file /dev/zero read whole took every byte of memory until the kernel killed fleet.
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_ENV_FILE_BYTES + 1)
+        if len(data) > MAX_ENV_FILE_BYTES:
+            raise UsageError(f"--env-file {path}: larger than {MAX_ENV_FILE_BYTES // 1024 ** 2} MiB; not a dotenv file")
+        lines = data.decode("utf-8").splitlines()
     except FileNotFoundError:
         raise UsageError(f"--env-file {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:

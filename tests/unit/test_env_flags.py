@@ -70,3 +70,24 @@ def test_env_flags_travel_as_load_config_overrides(tmp_path):
     assert json.loads(json.dumps(overrides)) == {"env": {"A": "flag"}}
     assert load_config(cwd=tmp_path, overrides=overrides).env == {"A": "flag", "B": "2"}
     assert env_overrides([], []) is None
+
+
+def test_an_env_file_is_read_through_a_bound(tmp_path):
+    """`--env-file /dev/zero` read the whole "file" into memory until the kernel killed fleet; a file
+    over 1 MiB is now refused in one line, and a pipe (`--env-file <(pass show x)`) is still read."""
+    import os
+    from pathlib import Path
+    big = tmp_path / "big.env"
+    big.write_text("# a comment line, harmless but far too many of them\n" * 40_000)   # ~2 MiB
+    with pytest.raises(UsageError, match="larger than 1 MiB"):
+        read_env_file(big)
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(UsageError, match="larger than 1 MiB"):
+            read_env_file(Path("/dev/zero"))
+    r, w = os.pipe()
+    try:
+        os.write(w, b"A=1\nexport B='two'\n")
+        os.close(w)
+        assert read_env_file(Path(f"/dev/fd/{r}")) == {"A": "1", "B": "two"}
+    finally:
+        os.close(r)
