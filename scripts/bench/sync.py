@@ -17,6 +17,11 @@ Figures:
                             by controller and every sshd)                                     (<= 4.0)
   second_run_chunk_bytes    chunk bytes a new lease on the same host receives for the same data (== 0)
   rsync_* wire figures are informative (met null).
+  first_sync_floor_vs_rsync rsync alone / rsync with, at the same time, the copies fleet keeps done by C
+                            tools (`cp -r` of the tree into a store and `openssl dgst -sha256` of every
+                            file; `cp -r` of it into a host cache): no chunking, no Python, perfect
+                            overlap. Informative: what the first sync's target allows here at best
+                            for a design that keeps a content-addressed store and a per-host cache.
 
 Fleet's process (scripts/bench/_sync_fleet.py, which imports only fleet) dials the machines first (`sync.dial`: SSH key exchange, login and the helper's start
 overlap the snapshot being made, as in `fleet up`, whose connections are up before staging); the key
@@ -177,6 +182,27 @@ class Machines:
                 print(f"warning: release failed: {exc}", file=sys.stderr)
 
 
+def first_sync_floor(ref, tree: Path, work: Path, kh: Path, n: int) -> dict:
+    """rsync alone vs rsync beside the extra writes and hashing a store and a host cache imply (see the
+    module notes), n interleaved pairs: rsync's time over the floor's, as first_sync_vs_rsync is."""
+    alone, floor = [], []
+    for i in range(n):
+        alone.append(run_rsync(ref, tree, f"{ref.workdir}/floor-a{i}", kh))
+        t0 = time.monotonic()
+        extra = [subprocess.Popen(["sh", "-c", 'cp -r "$0" "$1" && find "$0" -type f -exec openssl dgst -sha256 {} +',
+                                   str(tree), str(work / f"floor-store{i}")], stdout=subprocess.DEVNULL),
+                 subprocess.Popen(["cp", "-r", str(tree), str(work / f"floor-cache{i}")])]
+        run_rsync(ref, tree, f"{ref.workdir}/floor-b{i}", kh)
+        if any(p.wait() != 0 for p in extra):
+            raise SystemExit("the floor's copies failed")
+        floor.append(time.monotonic() - t0)
+    say(f"first sync floor: rsync alone {med(alone):.2f}s ({spread(alone)}), with the store's and host cache's "
+        f"copies at once {med(floor):.2f}s ({spread(floor)})")
+    out = ratio_row("first_sync_floor_vs_rsync", alone, floor, None)
+    out["unit"] = "x rsync throughput"
+    return out
+
+
 def med(xs: list[float]) -> float:
     return statistics.median(xs)
 
@@ -269,6 +295,7 @@ def measure(size: int, n: int, fan: int) -> list[dict]:
         rows.append(median_row("first_sync_wire_rsync", w_r, "x data"))
         say(f"first sync: fleet {med(t_f):.2f}s ({spread(t_f)}), rsync {med(t_r):.2f}s ({spread(t_r)}); "
             f"wire fleet {med(w_f):.3f}x, rsync {med(w_r):.3f}x of the data")
+        rows.append(first_sync_floor(sides.ref, tree, work, sides.kh, n))   # past the proxy: its count is for pairs
 
         # no-op re-sync: the last sample's home (its stat cache, store, host cache) and destination
         home, dest = work / f"home-first-{n - 1}", f"first{n - 1}"
