@@ -67,6 +67,11 @@ def up(
         if find_config_file(file) is None:
             overrides["command"] = ["true"]
     with _ci_failures_reported(ci):
+        # Every flag is read before anything else, --dry-run included: a dry run is how a command line
+        # is checked, and `--wait nan --dry-run` said nothing of the --wait the real run refuses.
+        keep_s = flag_duration("--keep", keep) if keep else None
+        wait_s = flag_duration("--wait", wait) if wait else None
+        exit_code_from = _rank_flag(exit_code_from)
         from ..config.env import env_overrides
         overrides["env"] = env_overrides(env or [], env_file or [])   # also what a detached supervisor loads
         config = load_config(file, overrides=overrides)
@@ -74,8 +79,7 @@ def up(
             from .plan_view import show_quote
             return show_quote(config, json_out)
         from .plan_view import confirmer
-        options = RunOptions(keep_s=flag_duration("--keep", keep) if keep else None, allow_dirty=allow_dirty, ci=ci,
-                             queue_wait_s=flag_duration("--wait", wait) if wait else None,
+        options = RunOptions(keep_s=keep_s, allow_dirty=allow_dirty, ci=ci, queue_wait_s=wait_s,
                              confirm=confirmer(ask=not (yes or json_out or ci)))
         if resume:
             from ..run.checkpoints import resume_options
@@ -93,6 +97,16 @@ def up(
             events.close()
     _show(summary, json_out)
     return summary.exit_code if exit_code_from is None else _exit_code_from(summary, exit_code_from)
+
+
+def _rank_flag(text: str | None) -> str | None:
+    """--exit-code-from RANK: a rank is 0, 1, …; `x` or `-1` was only noticed after the whole run."""
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()):
+        from ..errors import UsageError
+        raise UsageError(f"--exit-code-from {text!r}: a rank is a number 0, 1, 2, …")
+    return str(int(text))
 
 
 def _exit_code_from(summary, rank: str) -> int:

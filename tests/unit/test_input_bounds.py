@@ -62,6 +62,20 @@ def test_up_flags_are_bounded(experiment, no_sshd, fleet_home, args, needles):
     assert_refused(run_fleet(["up", *args], cwd=experiment, env=no_sshd), *needles, home=fleet_home)
 
 
+@pytest.mark.parametrize("args, needles", [
+    (["--dry-run", "--wait", "nan"], ("--wait: must be a duration", "'nan'")),
+    (["--dry-run", "--wait", "-1m"], ("--wait: must be a duration",)),
+    (["--dry-run", "--keep", "99999999999999h"], ("--keep: must be at most 365d",)),
+    (["--dry-run", "--exit-code-from", "x"], ("--exit-code-from 'x': a rank is a number",)),
+    (["--exit-code-from", "-1"], ("--exit-code-from '-1': a rank is a number",)),
+    (["--exit-code-from", "1.0"], ("--exit-code-from '1.0': a rank is a number",)),
+])
+def test_every_up_flag_is_read_before_leasing_and_by_a_dry_run(experiment, no_sshd, fleet_home, args, needles):
+    """`fleet up --dry-run --wait nan` said all was well (the dry run returned before --keep and --wait
+    were read) and `--exit-code-from x` was only noticed, as a warning, after the whole run."""
+    assert_refused(run_fleet(["up", *args], cwd=experiment, env=no_sshd), *needles, home=fleet_home)
+
+
 def test_heartbeat_ttl_from_the_environment_is_bounded(experiment, no_sshd, fleet_home):
     proc = run_fleet(["up"], cwd=experiment, env={**no_sshd, "FLEET_HEARTBEAT_TTL": "99999999999999h"})
     assert_refused(proc, "FLEET_HEARTBEAT_TTL: must be at most 1d", home=fleet_home)
