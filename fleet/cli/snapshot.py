@@ -1,7 +1,6 @@
 """`fleet snapshot create/ls/show/diff/verify/rm/gc`: content-addressed data snapshots."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -29,14 +28,14 @@ def _store(url: str | None):
 
 @snapshot_app.command("create")
 def create(
-    path: Path = typer.Argument(..., help="Directory or file to snapshot."),
+    path: str = typer.Argument(..., help="Directory or file to snapshot."),   # str: typer makes "" Path(".")
     name: Optional[str] = typer.Option(None, "--name", "-n", help="Name for the snapshot (must not point elsewhere)."),
     store: Optional[str] = StoreOpt,
     json_out: bool = typer.Option(False, "--json"),
 ) -> int:
     """Snapshot PATH into the store and print its id."""
     from .snapshot_create import create as create_command     # also fleet/cli/main.py's route without typer
-    return create_command(str(path), name=name, store=store, json_out=json_out)
+    return create_command(path, name=name, store=store, json_out=json_out)
 
 
 @snapshot_app.command("ls")

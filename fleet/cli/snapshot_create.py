@@ -118,13 +118,18 @@ def create(path: str, name: str | None = None, store: str | None = None, json_ou
     import time
 
     from ..snapshots.create import create_snapshot
+    if not path:   # Path("") is ".": `snapshot create "$DATA"` with DATA unset took the whole cwd
+        from ..errors import UsageError
+        raise UsageError("no path to snapshot (an empty string)", hint="name a file or directory; `.` for here")
     st = _open_store(store)
     t0 = time.monotonic()
     with CreateProgress(quiet=json_out) as progress:
         result = create_snapshot(path, st, name=name, progress=progress)
     seconds = time.monotonic() - t0
-    for w in result.warnings:
-        _err(f"fleet: warning: {w}")
+    if result.warnings:   # a warning names a file: whatever the tree held, ESC sequences and line breaks
+        from ..render.text import printable_line
+        for w in result.warnings:
+            _err(f"fleet: warning: {printable_line(w)}")
     if json_out:
         import json
         # As render.data.json_text writes it (indented, keys sorted); every value here is plain JSON.
