@@ -91,6 +91,28 @@ def remove_tree(root: Path) -> None:
         shutil.rmtree(root)
 
 
+def _placed(manifest: Manifest, snapshot_id: str) -> list:
+    """The entries sorted by path (parents first), refused when one lies under another that is not a
+    directory: a manifest is anyone's JSON (a shared store), and `x -> /elsewhere` then `x/f` would
+    otherwise write `f` outside the destination through the link this very loop put down."""
+    entries = sorted(manifest.entries, key=lambda e: e.path)
+    leaves: dict[str, str] = {}
+    seen: set[str] = set()
+    for e in entries:
+        parts = check_relpath(e.path).split("/")
+        if e.path in seen:
+            raise IntegrityError(f"snapshot {snapshot_id[:12]}: {e.path!r} is listed twice")
+        for i in range(1, len(parts)):
+            above = "/".join(parts[:i])
+            if above in leaves:
+                raise IntegrityError(f"snapshot {snapshot_id[:12]}: {e.path!r} lies under {above!r}, a "
+                                     f"{leaves[above]} in the snapshot, not a directory; refusing to write through it")
+        seen.add(e.path)
+        if e.type != "dir":
+            leaves[e.path] = e.type
+    return entries
+
+
 def materialise(store: Store, snapshot_id: str, dest: str | Path, *, read_only: bool = False,
                 manifest: Manifest | None = None) -> Path:
     """Write the snapshot's tree at dest, replacing what was there only once the new tree is whole
@@ -108,8 +130,8 @@ def materialise(store: Store, snapshot_id: str, dest: str | Path, *, read_only: 
     remove_tree(tmp)
     tmp.mkdir()
     try:
-        for e in sorted(manifest.entries, key=lambda e: e.path):
-            target = tmp / check_relpath(e.path)
+        for e in _placed(manifest, snapshot_id):
+            target = tmp / e.path
             if e.type == "dir":
                 target.mkdir(parents=True, exist_ok=True)
             elif e.type == "symlink":
@@ -118,7 +140,7 @@ def materialise(store: Store, snapshot_id: str, dest: str | Path, *, read_only: 
             else:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 whole = hashlib.sha256()
-                with open(target, "wb") as f:
+                with open(target, "xb") as f:     # x: never through whatever is already there
                     for h, _ in e.chunks:
                         data = read_chunk(store, h, e.path, snapshot_id)
                         whole.update(data)
