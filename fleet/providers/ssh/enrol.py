@@ -59,6 +59,19 @@ def choose_host_key(where: str, *, offered: str, known: str | None, trust: str |
     return KeyChoice(_pinned(offered), shown, "confirmed")
 
 
+def check_words(host: Host) -> None:
+    """Address, name and login are single words: `fleet hosts add ""` dialled ":22" (exit 10), a line
+    break cut the error to its first line, ESC sequences went into `fleet status`, and a leading '-'
+    is an option to ssh."""
+    for flag, value in (("address", host.address), ("--name", host.name), ("--user", host.login)):
+        if value is None and flag != "address":
+            continue
+        if not value or value.startswith("-") or any(c.isspace() or not c.isprintable() for c in value):
+            raise UsageError(f"host {flag} {value!r}: must be one word without spaces or control characters, "
+                             "not starting with '-'",
+                             hint="e.g. gpu1.example.org, 10.0.0.5 or an ~/.ssh/config alias" if flag == "address" else None)
+
+
 def _pinned(key: str) -> str:
     return " ".join(key.split()[:2])
 
@@ -66,6 +79,7 @@ def _pinned(key: str) -> str:
 def enrol(inventory: Inventory, host: Host, *, trust: str | None = None, accept: bool = False,
           confirm: Confirm | None = None) -> Enrolled:
     """Pin `host`'s key, probe it with that key, and store it; nothing is stored unless all pass."""
+    check_words(host)
     if any(h.name == host.name for h in inventory.list()):
         raise UsageError(f"host {host.name!r} already exists", hint=f"`fleet hosts rm {host.name}` first")
     target = resolve(host)
