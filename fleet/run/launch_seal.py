@@ -13,6 +13,8 @@ not resumed, and the reaper says how its owner resumes it by hand.
 The key: FLEET_LAUNCH_SEAL_KEY (64 hex digits; give a team's scheduled reaper the same value as the
 computers that launch) or, by default, `$FLEET_HOME/keys/launch-seal.key`, made on first use (32
 random bytes, 0600). It never leaves this computer: the remote supervisor's environment excludes it.
+A key file that is a link, someone else's, or open to others (or in a directory others may write)
+is refused rather than used.
 """
 from __future__ import annotations
 
@@ -41,13 +43,10 @@ def _key() -> bytes:
         return key
     from ..paths import subdir
     path = subdir("keys") / "launch-seal.key"
-    try:
-        with open(path, "rb") as f:
-            key = f.read()
-        if len(key) == _KEY_BYTES:
-            return key
-    except FileNotFoundError:
-        pass
+    _check_private(path.parent, dir_=True)
+    key = _read_private(path)
+    if key is not None and len(key) == _KEY_BYTES:
+        return key
     new = os.urandom(_KEY_BYTES)
     tmp = path.with_name(f".launch-seal.{os.urandom(8).hex()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
@@ -62,12 +61,42 @@ def _key() -> bytes:
         pass
     finally:
         os.unlink(tmp)
-    with open(path, "rb") as f:
-        key = f.read()
+    key = _read_private(path) or b""
     if len(key) != _KEY_BYTES:      # cut short by hand: never seal with a guessable key
         raise UsageError(f"{path} is not a launch seal key ({len(key)} bytes, not {_KEY_BYTES})",
                          hint="remove it; runs sealed with it are then resumed by hand")
     return key
+
+
+def _read_private(path) -> bytes | None:
+    """The key file's bytes (None when there is none), only from a regular file of this user's that
+    no one else may read or write, never through a link: whoever could read it forges seals, and
+    whoever could point it at a file of theirs has their own planted runs resumed with our credentials."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)   # NONBLOCK: a FIFO planted there
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UsageError(f"{path} cannot be read as the launch seal key: {exc.strerror or exc}"
+                         + (" (a symbolic link)" if os.path.islink(path) else ""),
+                         hint=f"remove it (a new key is made), or set {KEY_ENV}") from None
+    try:
+        _check_private(path, st=os.fstat(fd))
+        return os.read(fd, _KEY_BYTES + 1)
+    finally:
+        os.close(fd)
+
+
+def _check_private(path, *, st=None, dir_: bool = False) -> None:
+    import stat
+    st = st or os.stat(path)
+    wrong = (not (stat.S_ISDIR if dir_ else stat.S_ISREG)(st.st_mode) or st.st_uid != os.geteuid()
+             or stat.S_IMODE(st.st_mode) & (0o022 if dir_ else 0o077))
+    if wrong:
+        what = "directory" if dir_ else "file"
+        raise UsageError(f"{path} is not a private {what} of this user (owner uid {st.st_uid}, mode "
+                         f"{stat.S_IMODE(st.st_mode):04o}): not used for the launch seal key",
+                         hint=f"chown it to yourself and `chmod {'700' if dir_ else '600'} {path}`, or remove it")
 
 
 def _message(run_id: str, provider: str, relaunch: dict[str, Any], pins: dict[str, Any]) -> bytes:

@@ -130,3 +130,36 @@ def test_a_resume_refuses_a_command_rewritten_after_a_sealed_launch(fleet_home, 
     with pytest.raises(_NotResumed) as err:
         _run_config(run, lease, tmp_path, None)
     assert "command" not in str(err.value) and "fleet.toml" in str(err.value), err.value
+
+
+def test_a_key_file_that_is_a_link_is_refused_not_followed(fleet_home, tmp_path, monkeypatch):
+    """A link at the key's name to a file someone else knows would have their planted runs resumed."""
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    (fleet_home / "keys").mkdir(mode=0o700)
+    theirs = tmp_path / "their.key"
+    theirs.write_bytes(b"k" * 32)
+    os.chmod(theirs, 0o600)
+    (fleet_home / "keys" / "launch-seal.key").symlink_to(theirs)
+    with pytest.raises(UsageError, match="cannot be read as the launch seal key.*symbolic link"):
+        seal("r-1", "ssh", SETTINGS, PINS)
+    assert theirs.read_bytes() == b"k" * 32
+
+
+@pytest.mark.parametrize("where, mode", [("file", 0o644), ("file", 0o660), ("dir", 0o777), ("dir", 0o770)])
+def test_a_key_others_may_read_or_swap_is_refused(fleet_home, monkeypatch, where, mode):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    relaunch = _sealed()                        # the key is made, private
+    key = fleet_home / "keys" / "launch-seal.key"
+    os.chmod(key if where == "file" else key.parent, mode)
+    with pytest.raises(UsageError, match="is not a private (file|directory) of this user"):
+        why_unsealed("r-1", "ssh", relaunch, PINS)
+    os.chmod(key if where == "file" else key.parent, 0o600 if where == "file" else 0o700)
+    assert why_unsealed("r-1", "ssh", relaunch, PINS) is None
+
+
+def test_a_fifo_at_the_keys_name_is_refused_without_hanging(fleet_home, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    (fleet_home / "keys").mkdir(mode=0o700)
+    os.mkfifo(fleet_home / "keys" / "launch-seal.key", 0o600)
+    with pytest.raises(UsageError, match="is not a private (file|directory) of this user"):
+        seal("r-1", "ssh", SETTINGS, PINS)
