@@ -71,8 +71,9 @@ def add(
         t = done.target
         gpus_text = f"{host.gpus} GPU(s)" + (f" ({host.gpu_model})" if host.gpu_model else "")
         typer.echo(f"added {host.name}: {t.user}@{t.hostname}:{t.port}, {gpus_text}, key {done.key.fingerprint}")
-        if done.probe.detail:
-            typer.echo(f"warning: {done.probe.detail}", err=True)
+        if done.probe.detail:   # the host's own answer: shown, not obeyed
+            from ..render.text import printable_line
+            typer.echo(f"warning: {printable_line(done.probe.detail)}", err=True)
     return 0
 
 

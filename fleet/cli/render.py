@@ -49,6 +49,7 @@ class RichEvents:
 
     def phase(self, name: str, detail: str = "") -> None:
         from rich.markup import escape
+        detail = _shown(detail)
         with self._lock:
             if self.plain:
                 print(f"fleet: {name}: {detail}", file=sys.stderr, flush=True)
@@ -62,6 +63,7 @@ class RichEvents:
 
     def progress(self, name: str, detail: str) -> None:
         """A live line on a terminal, updated in place; plain output prints it (callers throttle)."""
+        detail = _shown(detail)
         with self._lock:
             if self.plain or self._status is None:
                 print(f"fleet: {name}: {detail}", file=sys.stderr, flush=True)
@@ -81,12 +83,19 @@ class RichEvents:
 
     def warn(self, message: str) -> None:
         with self._lock:
-            print(f"fleet: warning: {message}", file=sys.stderr, flush=True)
+            print(f"fleet: warning: {_shown(message)}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self._status is not None:
             self._status.stop()
             self._status = None
+
+
+def _shown(text: str) -> str:
+    """fleet's own lines quote names, reasons and remote answers: their control characters are shown,
+    not obeyed by the terminal. (The experiment's log lines are its own output and pass as they are.)"""
+    from ..render.text import printable_line
+    return printable_line(text)
 
 
 class JsonEvents(RichEvents):

@@ -85,3 +85,20 @@ def test_an_error_quoting_a_hostile_value_is_one_visible_line(capsys):
     err = capsys.readouterr().err
     _no_controls(err)
     assert err.count("\n") == 1 and "internal error: ValueError: bad^J^[]52;" in err
+
+
+def test_progress_lines_and_warnings_show_control_characters(capsys):
+    """`fleet up`'s own lines (phases, warnings) quote lease reasons, host answers and names; the
+    experiment's log lines are its own output and pass unchanged (colours, progress bars)."""
+    from fleet.cli.render import RichEvents
+    events = RichEvents(plain=True)
+    events.phase("queue", f"waiting: {OSC52}")
+    events.progress("stage", "a\nb")
+    events.warn(f"host says {OSC52}")
+    events.log("0", "out", "\x1b[32mgreen\x1b[0m")
+    events.close()
+    out, err = capsys.readouterr()
+    _no_controls(err)
+    assert err.splitlines() == ["fleet: queue: waiting: ^[]52;c;cHduZWQ=^G", "fleet: stage: a^Jb",
+                                "fleet: warning: host says ^[]52;c;cHduZWQ=^G"]
+    assert out == "[0] \x1b[32mgreen\x1b[0m\n"
