@@ -14,9 +14,10 @@ for all machines). It plans the build itself (a read-only tree with a recorded, 
 version is patched in place: remote_patch) and answers the chunks it is missing in build order; the
 controller then streams those (or the machine pulls them from S3 with presigned GETs).
 
-Fan-out: machines that share a host cache are fed one at a time per host (the first seeds the
-cache, the others link from it), hosts in parallel; so the controller's link carries each chunk once
-per host, not once per machine.
+Fan-out: of the machines that share a host cache, the first is fed alone (it seeds the cache), then
+the others at once (they copy from it), hosts in parallel; so the controller's link carries each
+chunk once per host, not once per machine. Where the last sync to that cache carried every snapshot
+asked for now (host_hints.py), all of the host's machines are fed at once.
 """
 from __future__ import annotations
 
@@ -286,13 +287,28 @@ def sync_machine(machine: Machine, store: Store, targets: list[Target], manifest
     return stats
 
 
+def host_cache_key(m: Machine, cache_dir: str | None = None) -> str:
+    """The host cache a machine shares with others: its host (loopback is one), login and cache dir."""
+    return f"{m.host if not m.host.startswith('127.') else 'loopback'}|{m.user}|{host_cache_dir(m, cache_dir)}"
+
+
 def host_groups(machines: list[Machine], cache_dir: str | None = None) -> list[list[Machine]]:
     """Machines grouped by the host cache they share, node order kept."""
-    groups: dict[tuple[str, str], list[Machine]] = {}
+    groups: dict[str, list[Machine]] = {}
     for m in machines:
-        groups.setdefault((m.host if not m.host.startswith("127.") else "loopback",
-                           host_cache_dir(m, cache_dir)), []).append(m)
+        groups.setdefault(host_cache_key(m, cache_dir), []).append(m)
     return list(groups.values())
+
+
+def _remember_warm(group: list[Machine], results: dict[str, SyncStats], ids: set[str], cache_dir: str | None) -> None:
+    """Every machine of the group built its targets through the host cache: it holds these snapshots now.
+    (A machine whose tree was already current never opened the cache: that says nothing about it.)"""
+    from . import host_hints
+    if not all(m.id in results for m in group) or not any(results[m.id].targets_written for m in group):
+        return
+    key = host_cache_key(group[0], cache_dir)
+    if not host_hints.holds_all(key, ids):
+        host_hints.remember(key, ids)
 
 
 def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Machine], list[Target]], *,
@@ -302,12 +318,14 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
                on_expect: Callable[[int], None] | None = None,
                channels: dict[str, OpenSSHChannel] | None = None) -> list[SyncStats]:
     """Feed every machine (bounded pool): per host, the first machine seeds the host's cache and the
-    others then link from it; raise the first failure after all have finished."""
+    others then copy from it (all at once where host_hints says the cache already holds these
+    snapshots); raise the first failure after all have finished."""
     channels = channels if channels is not None else {}
     if not machines:
         close_channels(channels)
         return []
-    prep = Prepared(store, {sid for m in machines for t in targets_for(m) for sid in t.ids}, sources=sources)
+    ids = {sid for m in machines for t in targets_for(m) for sid in t.ids}
+    prep = Prepared(store, ids, sources=sources)
     try:
         cache_max_bytes(cache_max)             # a bad value fails before any machine is touched
     except UsageError:
@@ -338,17 +356,25 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
             close_channels(channels)
         if errors:
             raise errors[0]
+        _remember_warm([machines[0]], results, ids, cache_dir)
         return [results[machines[0].id]]
+    # Per host, the first machine fills the cache before the others copy from it, unless the last
+    # sync there carried every snapshot asked for now (host_hints: a hint; wrong, it costs bytes only).
     from concurrent.futures import ThreadPoolExecutor
+    from . import host_hints
+    warm = [g for g in groups if len(g) > 1 and host_hints.holds_all(host_cache_key(g[0], cache_dir), ids)]
     try:
         with ThreadPoolExecutor(max_workers=min(max_workers, len(machines))) as pool:
-            for f in [pool.submit(one, g[0]) for g in groups]:
+            firsts = [m for g in groups for m in (g if any(g is w for w in warm) else g[:1])]
+            for f in [pool.submit(one, m) for m in firsts]:
                 f.result()
-            rest = [m for g in groups for m in g[1:]]
+            rest = [m for g in groups if not any(g is w for w in warm) for m in g[1:]]
             for f in [pool.submit(one, m) for m in rest]:
                 f.result()
     finally:
         close_channels(channels)
+    for g in groups:
+        _remember_warm(g, results, ids, cache_dir)
     if errors:
         raise errors[0]
     return [results[m.id] for m in machines]

@@ -87,3 +87,42 @@ def test_fanout_on_one_host_sends_each_chunk_once(fleet_home, local_lease, tmp_p
     stats = sync_lease(lease.machines, store, lambda m: [Target(data_dir(m, "d"), [snap.id], read_only=True)])
     assert sum(s.bytes_sent for s in stats) == snap.manifest.unique_chunk_bytes()
     assert all(_same(data_dir(m, "d"), src) for m in lease.machines)
+
+
+def _order(lease, store, snap, name):
+    events = []
+    stats = sync_lease(lease.machines, store, lambda m: [Target(data_dir(m, name), [snap.id], read_only=True)],
+                       on_state=lambda mid, st: events.append(st))
+    return events, stats
+
+
+def test_a_warm_host_cache_feeds_its_machines_at_once_and_a_stale_hint_costs_only_bytes(fleet_home, local_lease,
+                                                                                       tmp_path):
+    import shutil
+    from fleet.snapshots import host_hints
+    store = open_store(None)
+    src = _tree(tmp_path / "d", 4)
+    snap = create_snapshot(src, store)
+    # Cold cache: the first machine alone fills it, then the rest copy from it.
+    first = local_lease(gpus=3)
+    events, stats = _order(first, store, snap, "d")
+    assert events[:2] == ["syncing", "done"], events
+    assert sum(s.bytes_sent for s in stats) == snap.manifest.unique_chunk_bytes()
+    # The next lease on this host: every machine at once, nothing sent.
+    second = local_lease(gpus=3)
+    events, stats = _order(second, store, snap, "d")
+    assert events[:3] == ["syncing"] * 3, events
+    assert sum(s.bytes_sent for s in stats) == 0
+    assert all(_same(data_dir(m, "d"), src) for m in second.machines)
+    # The cache removed behind fleet's back: the hint is wrong, the trees still right.
+    shutil.rmtree(chunk_cache(second.machines[0]))
+    third = local_lease(gpus=3)
+    events, stats = _order(third, store, snap, "d")
+    assert events[:3] == ["syncing"] * 3, events
+    assert sum(s.bytes_sent for s in stats) >= snap.manifest.unique_chunk_bytes()
+    assert all(_same(data_dir(m, "d"), src) for m in third.machines)
+    # A hints file someone broke is no hint at all, and is written afresh.
+    host_hints._path().write_text("{not json")
+    assert not host_hints.holds_all("x", {snap.id})
+    host_hints.remember("x", {snap.id})
+    assert host_hints.holds_all("x", {snap.id})
