@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from ..errors import UsageError
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 MAX_TRIALS = 10_000
 
 
@@ -46,31 +45,10 @@ class Trial:
 
     def command(self, template: str) -> str:
         """A shell command line with `{name}` replaced by the value, quoted for where the placeholder
-        stands (outside quotes, inside the template's '…' or "…"), so the program gets the value as
+        stands in the template's shell syntax (sweep/template.py), so the program gets the value as
         written and the shell never runs any of it; `{{` and `}}` stand for literal braces."""
-        out: list[str] = []
-        quote: str | None = None     # the template's open quote at this point: None, ' or "
-        i = 0
-        while i < len(template):
-            if template.startswith(("{{", "}}"), i):
-                out.append(template[i])
-                i += 2
-                continue
-            placeholder = _PLACEHOLDER.match(template, i)
-            if placeholder:
-                out.append(_quoted_for(quote, self._value(placeholder.group(1))))
-                i = placeholder.end()
-                continue
-            c = template[i]
-            if c == "\\" and quote != "'":          # an escaped character is taken as it is
-                out.append(template[i:i + 2])
-                i += 2
-                continue
-            if c in "'\"" and quote in (None, c):
-                quote = None if quote else c
-            out.append(c)
-            i += 1
-        return "".join(out)
+        from .template import render
+        return render(template, self._value)
 
     def command_argv(self, argv: tuple[str, ...]) -> str:
         """A command given as words (`fleet sweep -- python train.py --lr={lr}`): each word
@@ -161,14 +139,6 @@ def plan_trials(params: list[Param], *, samples: int | None = None, seed: int | 
         else:   # more samples than points: with repeats, drawn independently
             combos = [tuple(rng.choice(p.values) for p in params) for _ in range(samples)]
     return [Trial(i + 1, tuple(zip(names, combo))) for i, combo in enumerate(combos)]
-
-
-def _quoted_for(quote: str | None, value: str) -> str:
-    if quote == "'":      # close, the value quoted on its own, reopen
-        return "'" + shlex.quote(value) + "'"
-    if quote == '"':      # inside double quotes only these four keep a meaning
-        return re.sub(r'([\\"$`])', r"\\\1", value)
-    return shlex.quote(value)
 
 
 def _nth(params: list[Param], n: int) -> tuple[str, ...]:

@@ -1,0 +1,60 @@
+"""A sweep value never runs as shell code, wherever the template's own shell syntax puts its
+placeholder: nested quotes in command substitutions, comments, here-documents, case patterns.
+Every line is run by both shells a machine's `sh -c` may be (dash, bash)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import pytest
+
+from fleet.errors import UsageError
+from fleet.sweep.params import Param, plan_trials
+
+SHELLS = [s for s in ("dash", "bash") if shutil.which(s)]
+EVIL = ["$(touch PWNED)", "`touch PWNED`", "x'\ntouch PWNED #", "a b;touch PWNED", 'q"$(touch PWNED)"']
+
+
+def _line(template: str, value: str) -> str:
+    [trial] = plan_trials([Param("v", (value,))])
+    return trial.command(template)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("value", EVIL)
+@pytest.mark.parametrize("template", [
+    'printf %s "$(printf %s "{v}")"',          # double quotes inside $( ) inside double quotes
+    'printf %s "`printf %s "{v}"`"',
+    "printf %s \"$(printf %s '{v}')\"",
+    'printf %s $(printf %s "{v}" | tr " " _)',
+    'printf %s {v} # v={v}',                  # a line break in the value ended the comment
+    'printf %s "$(case x in x) printf %s "{v}";; esac)"',
+])
+def test_a_value_never_runs_in_a_nested_quote_or_comment(tmp_path, shell, value, template):
+    line = _line(template, value)
+    got = subprocess.run([shell, "-c", line], cwd=tmp_path, capture_output=True, text=True)
+    assert not (tmp_path / "PWNED").exists(), line
+    assert got.returncode == 0, (line, got.stderr)
+    if "tr" not in template:
+        assert got.stdout == value, line
+
+
+@pytest.mark.parametrize("template", ["cat <<EOF\n{v}\nEOF", "cat <<-'EOF'\n\tx {v}\n\tEOF", "cat <<EOF; echo {v}\n{v}\nEOF"])
+def test_a_placeholder_in_a_here_document_is_refused(template):
+    # The value was inserted shell-quoted, and a here-document body expands $( ): it ran.
+    with pytest.raises(UsageError, match=r"\{v\} stands inside a here-document.*FLEET_PARAM_V"):
+        _line(template, "$(touch PWNED)")
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_here_document_without_placeholders_and_the_line_after_it_still_work(tmp_path, shell):
+    line = _line("cat <<'EOF'\n$HOME {{x}}\nEOF\nprintf %s {v}", "$(touch PWNED)")
+    got = subprocess.run([shell, "-c", line], cwd=tmp_path, capture_output=True, text=True)
+    assert got.stdout == "$HOME {x}\n$(touch PWNED)" and not (tmp_path / "PWNED").exists()
+
+
+def test_a_placeholder_where_dash_and_bash_read_the_quotes_differently_is_refused():
+    with pytest.raises(UsageError, match=r"\$'…' quotes"):
+        _line("printf %s $'it\\'s' {v}", "$(touch PWNED)")
+    with pytest.raises(UsageError, match=r"\$'…' quotes"):
+        _line("printf %s $'{v}'", "x")
