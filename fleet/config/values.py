@@ -68,6 +68,9 @@ def parse_duration(value: Any, *, max_s: int = MAX_DURATION_S) -> int:
     return whole
 
 
+MIN_AMOUNT = Decimal("0.000001")
+
+
 def parse_money(value: Any, *, allow_zero: bool = False) -> Decimal:
     """12 / 12.5 / '12.50' / '$12.50' → Decimal US dollars, > 0 (or ≥ 0). Raises UsageError."""
     amount: Decimal | None = None
@@ -87,6 +90,9 @@ def parse_money(value: Any, *, allow_zero: bool = False) -> Decimal:
         raise UsageError(f"must be {what} (like 25 or \"12.50\"), got {value!r}")
     if amount < 0 or (amount == 0 and not allow_zero):
         raise UsageError(f"must be {what}, got {value!r}")
+    if 0 < amount < MIN_AMOUNT and not allow_zero:   # counted in micro-dollars: 1e-30 was a $0.00 budget
+        raise UsageError(f"must be at least ${MIN_AMOUNT} (a millionth of a dollar, what fleet counts in), "
+                         f"got {value!r}")
     if amount > MAX_AMOUNT:     # a typo; and micro-dollar sums must stay within 64-bit integers
         raise UsageError(f"must be at most {MAX_AMOUNT:,} US dollars, got {value!r}")
     return amount

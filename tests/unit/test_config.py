@@ -299,6 +299,27 @@ def test_parse_money_rejects(value):
         parse_money(value)
 
 
+@pytest.mark.parametrize("value", [1e-30, "0.0000001", "$0.0000009"])
+def test_parse_money_rejects_what_would_count_as_zero(value, tmp_path, fleet_home):
+    """Money is counted in micro-dollars: `--budget 0.0000001` or `project_monthly = 1e-30` passed as
+    "> 0" and became a $0.00 budget. The smallest is now $0.000001, and the flag says so in one line."""
+    with pytest.raises(UsageError, match=r"at least \$0.000001"):
+        parse_money(value)
+    assert parse_money("0.000001") == Decimal("0.000001")
+    assert parse_money(1e-30, allow_zero=True) == Decimal("1e-30")   # a price: zero is allowed anyway
+    from tests.conftest import run_fleet
+    if isinstance(value, float):   # only fleet.toml has floats
+        (tmp_path / "fleet.toml").write_text(f'project = "t"\ncommand = "true"\n[budgets]\nproject_monthly = {value}\n')
+        args, where = ["budget"], "fleet.toml:4: budgets.project_monthly"
+    else:
+        args, where = ["up", "--dry-run", "--gpus", "1", "-p", "local", "-t", "local-1gpu", "--budget", value,
+                       "--", "true"], "--budget"
+    proc = run_fleet(args, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"fleet: error: {where}: must be at least $0.000001 (a millionth of a dollar, what fleet counts in), "
+        f"got {value!r}"]
+
+
 def test_parse_money_allow_zero():
     assert parse_money(0, allow_zero=True) == 0
     with pytest.raises(UsageError):
