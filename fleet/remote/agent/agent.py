@@ -272,14 +272,14 @@ def stop_machine(state, machine_id, *, unit=None, roots=(), grace_s=2.0):
     while watchdog and containment.same_process(*watchdog) and time.monotonic() < deadline:
         time.sleep(0.05)
     info = read_isolation(state)
-    unit = _unit_of(info, machine_id) or (unit if unit and containment.is_unit(unit, machine_id) else None)
+    unit = next((u for u in (_unit_of(info, machine_id), unit)   # one that exists: a pids machine has none
+                 if u and os.path.isdir(u) and containment.is_unit(u, machine_id)), None)
+    info = {**info, "level": containment.CGROUP, "unit": unit} if unit else {**info, "level": containment.PIDS}
     if unit:
-        info = {**info, "level": containment.CGROUP, "unit": unit}
         containment.kill_unit(unit)          # everything in it, the watchdog's leaf included
     elif watchdog and containment.same_process(*watchdog):
         containment.kill_verified([watchdog], grace_s=0.5)
-    roots = [r for r in roots if containment.same_process(*r)]
-    clean = end_machine(machine_id, info, roots, grace_s=0.5)
+    clean = end_machine(machine_id, info, [r for r in roots if containment.same_process(*r)], grace_s=0.5)
     if unit:
         clean = containment.remove_unit(unit) and clean
     return clean
