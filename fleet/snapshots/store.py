@@ -86,8 +86,10 @@ def check_name(name: str) -> str:
     return name
 
 
-def open_store(url: str | None = None) -> Store:
-    """`None`/"" → the local store under $FLEET_HOME/store; `s3://bucket/prefix`; or a local path."""
+def open_store(url: str | None = None, *, existing: bool = False) -> Store:
+    """`None`/"" → the local store under $FLEET_HOME/store; `s3://bucket/prefix`; or a local path.
+    `existing`: a local path that is not there is NotFound rather than a new empty store (`snapshot ls
+    --store typo` made the directory and answered "no snapshots")."""
     if url and url.startswith("s3://"):
         from .s3_store import S3Store
         return S3Store(url)
@@ -99,4 +101,8 @@ def open_store(url: str | None = None) -> Store:
         return LocalStore(subdir("store"))     # 0700, like everything under FLEET_HOME
     if "://" in url and not url.startswith("file://"):
         raise UsageError(f"unsupported store URL {url!r}", hint="use s3://bucket/prefix or a local directory")
-    return LocalStore(Path(url.removeprefix("file://")).expanduser())
+    root = Path(url.removeprefix("file://")).expanduser()
+    if existing and not root.exists():
+        from ..errors import NotFound
+        raise NotFound(f"no snapshot store at {root}", hint="check --store (or `store` in fleet.toml)")
+    return LocalStore(root)
