@@ -326,7 +326,7 @@ def create_snapshot(path: str | Path, store: Store, *, name: str | None = None,
     # unchanged re-snapshot). Equal bytes mean equal values; another Python's encoding only misses.
     seen: list[tuple] = [(st_root.st_dev, st_root.st_ino)]
     if stat.S_ISREG(st_root.st_mode):
-        files.append((root.name, str(root), st_root))
+        files.append((root.name, os.path.realpath(root), st_root))   # a link named on purpose: its file
         seen.append((root.name, "f", st_root.st_mode, *stat_key(st_root)))
     elif stat.S_ISDIR(st_root.st_mode):
         is_reg, is_dir, is_lnk = stat.S_ISREG, stat.S_ISDIR, stat.S_ISLNK

@@ -53,3 +53,53 @@ def test_an_entry_under_a_file_or_listed_twice_is_refused_in_one_line(store, tmp
     sid = _planted(store, [Entry("d", "dir"), Entry("d", "symlink", target="/etc")])
     with pytest.raises(IntegrityError, match="'d' is listed twice"):
         materialise(store, sid, tmp_path / "two")
+
+
+_SWAP = r'''
+import os, sys
+from fleet.snapshots import create as create_mod
+from fleet.snapshots import create_snapshot, open_store
+root, how = sys.argv[1], sys.argv[2]
+scan = create_mod.scan_tree
+
+def swapped(*args, **kwargs):
+    yield from scan(*args, **kwargs)      # every entry lstat'ed as the user left it; then the swap
+    os.unlink(os.path.join(root, "f"))
+    if how == "fifo":
+        os.mkfifo(os.path.join(root, "f"))
+    else:
+        os.symlink("/dev/zero", os.path.join(root, "f"))
+create_mod.scan_tree = swapped
+try:
+    create_snapshot(root, open_store(None), use_cache=False)
+except Exception as exc:
+    print(type(exc).__name__, exc.one_line() if hasattr(exc, "one_line") else exc)
+'''
+
+
+@pytest.mark.parametrize("how", ["fifo", "link"])
+def test_a_file_swapped_for_a_fifo_or_a_link_after_the_scan_is_refused_not_read(tmp_path, how):
+    # Opened as it was then: a FIFO blocked the open for ever, a link to /dev/zero read without end.
+    import subprocess
+    import sys
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "f").write_bytes(b"x" * 100)
+    env = {**os.environ, "FLEET_HOME": str(tmp_path / "home")}
+    try:
+        done = subprocess.run([sys.executable, "-c", _SWAP, str(root), how], capture_output=True, text=True,
+                              timeout=20, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"snapshot create of a file swapped for a {how} did not end")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("UsageError cannot read "), done.stdout
+    assert "no longer the regular file" in done.stdout and "\n" not in done.stdout.strip(), done.stdout
+
+
+def test_a_link_named_as_the_path_to_snapshot_is_still_followed(store, tmp_path):
+    # Only links found inside the tree are kept as links; the one the user names is what they mean.
+    from fleet.snapshots import create_snapshot
+    (tmp_path / "real.bin").write_bytes(b"weights")
+    (tmp_path / "model.bin").symlink_to(tmp_path / "real.bin")
+    snap = create_snapshot(tmp_path / "model.bin", store)
+    assert [(e.path, e.type, e.size) for e in snap.manifest.entries] == [("model.bin", "file", 7)]
