@@ -155,7 +155,7 @@ def sweep(config: Config, spec: SweepSpec, *, events: Events | None = None, prov
     pool_cfg = pool_config(config, spec, provider)
     machines = PoolMachines(spec, config, provider, events, sweep_dir)
     started = time.monotonic()
-    events.phase("sweep", f"{spec.sweep_id}: {len(spec.trials)} trial(s), {spec.parallel} at once")
+    events.phase("sweep", f"{spec.sweep_id}: {len(spec.trials)} trial(s), {min(spec.parallel, len(spec.trials))} at once")
     summary = Pipeline(pool_cfg, PoolRelease(provider, machines), events=events, machines=machines, options=options,
                        run_dir=sweep_dir / "pool").run()
     trials = machines.scheduler.ordered_results() if machines.scheduler is not None else ()

@@ -32,6 +32,9 @@ class SweepSpec:
             raise UsageError("--parallel must be at least 1")
         if self.gpus_per_trial < 1:
             raise UsageError("--gpus-per-trial must be at least 1")
+        from ..config.values import MAX_GPUS
+        if self.gpus_per_trial > MAX_GPUS:   # 10**23 went through a float: "99999999999999991611392 GPUs"
+            raise UsageError(f"--gpus-per-trial must be at most {MAX_GPUS}, got {self.gpus_per_trial}")
         if self.idle_release_s < 0:
             raise UsageError("--idle-release must not be negative")
         if self.trial_timeout_s is not None and self.trial_timeout_s < 1:

@@ -45,3 +45,23 @@ def test_the_table_is_read_and_flags_override_it(tmp_path):
 def test_bad_values_name_the_key(tmp_path, bad, says):
     with pytest.raises(FleetError, match=r"(?s)" + says.replace("[", r"\[").replace("]", r"\]")):
         _load(tmp_path, f"[sweep]\n{bad}\n")
+
+
+@pytest.mark.parametrize("gpus", [65537, 10 ** 23])
+def test_gpus_per_trial_is_bounded_before_anything_is_leased(tmp_path, gpus):
+    """`--gpus-per-trial 99999999999999999999999` got as far as sizing the pool, through a float:
+    "99999999999999991611392 GPUs on local-1gpu is 99999999999999991611392 machines"."""
+    config = _load(tmp_path, '[sweep]\nparams = { lr = [1, 2] }\n')
+    with pytest.raises(FleetError, match=f"--gpus-per-trial must be at most 65536, got {gpus}$"):
+        build_spec(config, config.sweep, None, [], samples=None, seed=None, parallel=None, gpus_per_trial=gpus,
+                   trial_timeout_s=None, budget=None)
+
+
+def test_the_sweep_line_says_how_many_run_at_once(tmp_path, fleet_home):
+    """`--parallel 99999999999999999999999` for 2 trials announced "2 trial(s), 99999999999999999999999 at once"."""
+    from tests.conftest import run_fleet
+    (tmp_path / "fleet.toml").write_text(BASE + 'provider = "local"\n')
+    proc = run_fleet(["sweep", "--param", "lr=1,2", "--parallel", "99999999999999999999999", "--allow-dirty",
+                      "--", "echo", "{lr}"], cwd=tmp_path, env={"FLEET_SSHD": str(tmp_path / "no-sshd")})
+    assert proc.returncode == 3, proc.stderr          # no sshd: nothing runs, the plan line is all we need
+    assert ": 2 trial(s), 2 at once" in proc.stderr, proc.stderr
