@@ -327,7 +327,8 @@ def _apply_overrides(fields: dict[str, Any], overrides: dict[str, Any]) -> None:
         if name == "setup_always":   # `--no-setup-cache`
             fields["setup_always"] = bool(value) or fields.get("setup_always", False)
             continue
-        flag = "--" + name.replace("_", "-")
+        # the command comes after `--` (fleet up/sweep have no --command flag to name)
+        flag = "the command after --" if name == "command" else "--" + name.replace("_", "-")
         if name not in TOP_LEVEL:
             raise UsageError(f"{flag}: not a setting the command line can override")
         key = TOP_LEVEL[name]

@@ -76,6 +76,13 @@ def test_every_up_flag_is_read_before_leasing_and_by_a_dry_run(experiment, no_ss
     assert_refused(run_fleet(["up", *args], cwd=experiment, env=no_sshd), *needles, home=fleet_home)
 
 
+@pytest.mark.parametrize("command", ["", " "])
+def test_an_empty_command_after_the_dashes_is_named_as_such(experiment, no_sshd, fleet_home, command):
+    """`fleet up -- ""` said "--command: must be a non-empty string": there is no --command flag."""
+    line = assert_refused(run_fleet(["up", "--", command], cwd=experiment, env=no_sshd), home=fleet_home)
+    assert line == f"fleet: error: the command after --: must be a non-empty string, got {command!r}"
+
+
 def test_heartbeat_ttl_from_the_environment_is_bounded(experiment, no_sshd, fleet_home):
     proc = run_fleet(["up"], cwd=experiment, env={**no_sshd, "FLEET_HEARTBEAT_TTL": "99999999999999h"})
     assert_refused(proc, "FLEET_HEARTBEAT_TTL: must be at most 1d", home=fleet_home)
