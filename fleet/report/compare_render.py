@@ -41,11 +41,12 @@ def as_text(cmp: Comparison) -> str:
 
 
 def as_csv(cmp: Comparison) -> str:
+    from ..render.data import csv_cell   # a parameter or metric name starting with = is no formula
     head, body = rows(cmp)
     buf = io.StringIO()
     writer = csv.writer(buf)
-    writer.writerow(head)
-    writer.writerows(body)
+    writer.writerow([csv_cell(c) for c in head])
+    writer.writerows([csv_cell(c) for c in row] for row in body)
     return buf.getvalue()
 
 
