@@ -83,6 +83,20 @@ def write_atomic(path, data, mode=0o444):
     os.replace(tmp, path)
 
 
+def sha256_name(h):
+    """h, when it is a sha256 in hex (what every name in the cache is); else Failure. The names come
+    from manifests, which anyone who can write a shared store can plant: "/home/u/.bashrc" or "../x"
+    as a file hash, chunk id or snapshot id had a built file copied, or a "corrupt entry" deleted,
+    outside the cache."""
+    if not isinstance(h, str) or len(h) != 64 or not _HEX.issuperset(h):
+        raise Failure("%r is not a sha256 (a forged manifest?); refusing to use it as a name in the "
+                      "machine's cache" % (str(h)[:80],), None, None)
+    return h
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
 class Cache:
     def __init__(self, root, max_bytes):
         self.root, self.max_bytes = os.path.expanduser(root), max_bytes
@@ -114,7 +128,7 @@ class Cache:
             pass
 
     def path(self, h):
-        return os.path.join(self.root, h[:2], h)
+        return os.path.join(self.root, sha256_name(h)[:2], h)
 
     def locate(self, h):
         """(file, offset, length) holding chunk h, or None."""
@@ -122,7 +136,7 @@ class Cache:
         if os.path.exists(p):
             return p, 0, None
         hit = self.index.get(h)
-        if hit and os.path.exists(self.path(hit[0])):
+        if hit and len(hit[0]) == 64 and _HEX.issuperset(hit[0]) and os.path.exists(self.path(hit[0])):
             return self.path(hit[0]), hit[1], hit[2]
         return None
 
@@ -206,7 +220,7 @@ class Cache:
 
     # -- manifests ------------------------------------------------------------------------------
     def manifest_path(self, sid):
-        return os.path.join(self.root, "manifests", sid + ".z")
+        return os.path.join(self.root, "manifests", sha256_name(sid) + ".z")
 
     def has_manifest(self, sid):
         return os.path.exists(self.manifest_path(sid))
