@@ -22,6 +22,9 @@ def resolve(store: Store, ref: str) -> str:
     except UsageError:
         pass
     if target:
+        if not HEX64.match(target):    # a ref file is anyone's text in a shared store; an id becomes a path
+            raise UsageError(f"snapshot name {ref!r} in the store {store.url} points to {target[:80]!r}, "
+                             "which is not a snapshot id", hint=f"`fleet snapshot rm {ref}`, then name it again")
         return target
     if len(ref) >= 4 and all(c in "0123456789abcdef" for c in ref):
         matches = [m.id for m in store.list_manifests() if m.id.startswith(ref)]

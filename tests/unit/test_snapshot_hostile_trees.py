@@ -103,3 +103,22 @@ def test_a_link_named_as_the_path_to_snapshot_is_still_followed(store, tmp_path)
     (tmp_path / "model.bin").symlink_to(tmp_path / "real.bin")
     snap = create_snapshot(tmp_path / "model.bin", store)
     assert [(e.path, e.type, e.size) for e in snap.manifest.entries] == [("model.bin", "file", 7)]
+
+
+@pytest.mark.parametrize("content", ["../refs/good", "", "/etc/passwd", "A" * 64])
+def test_a_name_whose_ref_is_not_a_snapshot_id_is_one_line_naming_it(store, tmp_path, content):
+    # It was taken as the id: "manifest of snapshot ../refs/good is corrupt" (exit 5, the wrong
+    # culprit), and on a machine the id became a path in its cache.
+    from fleet.errors import FleetError
+    from fleet.snapshots import resolve
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a").write_text("a")
+    from fleet.snapshots import create_snapshot
+    create_snapshot(tmp_path / "d", store, name="good")
+    (store.root / "refs" / "evil").write_text(content + "\n")
+    with pytest.raises(FleetError) as err:
+        resolve(store, "evil")
+    if content.strip():
+        assert "snapshot name 'evil'" in err.value.one_line() and "not a snapshot id" in err.value.one_line()
+    else:                                    # an empty ref names nothing, as before
+        assert "no snapshot named or prefixed 'evil'" in err.value.one_line()
