@@ -52,6 +52,9 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
     events = events or SilentEvents()
     if not lease_ids and not all_leases:
         raise UsageError("name a lease to release, or use --all")
+    if lease_ids and all_leases:   # --all used to drop the named ones unread: a teammate's (or a typo) stayed up
+        raise UsageError(f"name leases or use --all, not both (named: {', '.join(lease_ids)})",
+                         hint="--all releases every live lease of yours; --all --all-users everyone's")
     damaged: list[str] = []          # rows no one can read: the rest are released all the same
     leases = (state.list_leases(active_only=True, user=user, damaged=damaged) if all_leases
               else [state.get_lease(i) for i in lease_ids])

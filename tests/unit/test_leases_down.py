@@ -67,3 +67,20 @@ def test_one_lease_that_cannot_be_released_is_named_and_the_others_are_released(
     with pytest.raises(InfrastructureError, match=ids[1]):
         leases.down(ids, state=state)
     assert [state.lease_status(i)[0] for i in ids] == ["released", "active", "released"]
+
+
+def test_naming_leases_and_all_together_is_refused_before_releasing_any(fleet_home, tmp_path):
+    """`fleet down --all l-teammate` released every lease of yours and dropped the named one unread: a
+    teammate's lease (or a typo) stayed up, billed, while the command said it released. Now refused."""
+    from fleet.errors import UsageError
+    from tests.conftest import run_fleet
+    state = open_state()
+    ids = _leases(state, 2)
+    with pytest.raises(UsageError, match="name leases or use --all, not both"):
+        leases.down([ids[0]], all_leases=True, state=state)
+    proc = run_fleet(["down", "--all", "l-0123abcd", "--json"], cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "fleet: error: name leases or use --all, not both (named: l-0123abcd) (--all releases every live lease of "
+        "yours; --all --all-users everyone's)"]
+    assert [state.lease_status(i)[0] for i in ids] == ["active", "active"]
