@@ -85,7 +85,22 @@ def list_s3(url: str) -> S3Listing:
         raise UsageError(f"[data] {url}: cannot list the prefix: {exc}") from None
     if not objects:
         raise UsageError(f"[data] {url}: no objects under that prefix")
+    _no_object_is_a_prefix(url, objects)
     return S3Listing(url, bucket, prefix, objects)
+
+
+def _no_object_is_a_prefix(url: str, objects: list[tuple[str, str, int, str]]) -> None:
+    """"logs" and "logs/a" in one bucket would be a file and a directory at one path on the machine:
+    refused here, before anything is leased, rather than by the sync on the machines."""
+    keys = {rel: key for rel, key, _, _ in objects}
+    for rel, key, _, _ in objects:
+        parts = rel.split("/")
+        for i in range(1, len(parts)):
+            above = keys.get("/".join(parts[:i]))
+            if above is not None:
+                raise UsageError(f"[data] {url}: object key {above!r} is both an object and the prefix of {key!r}",
+                                 hint="S3 allows it, a directory tree cannot hold both: move one, or name a "
+                                      "narrower prefix")
 
 
 def resolve_snapshot(store: Store, ref: str) -> str:
