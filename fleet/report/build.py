@@ -164,18 +164,28 @@ def parse_when(text: str | None, *, now: datetime | None = None) -> datetime | N
     if text is None or text == "":
         return None
     now = now or datetime.now(timezone.utc)
+    hint = "use a date like 2025-06-01, an ISO time, or 7d"
     rel = re.fullmatch(r"\s*(\d+)\s*([dhm])\s*", text)
-    if rel:
-        unit = {"d": "days", "h": "hours", "m": "minutes"}[rel.group(2)]
-        try:
-            return now - timedelta(**{unit: int(rel.group(1))})
-        except OverflowError:   # `99999999999999d`: before year 1, which datetime cannot hold
-            raise UsageError(f"cannot read time {text!r}: further back than year 1",
-                             hint="use a date like 2025-06-01, an ISO time, or 7d") from None
     try:
-        return parse_iso(text.strip())
+        if rel:
+            unit = {"d": "days", "h": "hours", "m": "minutes"}[rel.group(2)]
+            when = now - timedelta(**{unit: int(rel.group(1))})
+        else:
+            when = parse_iso(text.strip())
+        # The report works in UTC days, a day either side: `99999999999999d`, 0001-01-01T00:00+01:00 (before
+        # year 1 in UTC) and 9999-12-31T23:59-14:00 (after 9999) were `internal error: OverflowError`.
+        when = when.astimezone(timezone.utc)
+        if not _EARLIEST <= when <= _LATEST:
+            raise OverflowError
+    except OverflowError:
+        raise UsageError(f"cannot read time {text!r}: outside 0001-01-02…9999-12-30 UTC", hint=hint) from None
     except ValueError:
-        raise UsageError(f"cannot read time {text!r}", hint="use a date like 2025-06-01, an ISO time, or 7d") from None
+        raise UsageError(f"cannot read time {text!r}", hint=hint) from None
+    return when
+
+
+_EARLIEST = datetime(1, 1, 2, tzinfo=timezone.utc)
+_LATEST = datetime(9999, 12, 30, tzinfo=timezone.utc)
 
 
 MAX_EXCLUDED = 900   # damaged rows left out by id in SQL; beyond this, fall back to row by row

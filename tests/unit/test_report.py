@@ -150,17 +150,21 @@ def test_parse_when():
     assert parse_when(None) is None
 
 
-@pytest.mark.parametrize("text", ["99999999999999d", "999999999h", "9999999999999m"])
-def test_a_relative_time_before_year_one_is_a_usage_error(text, tmp_path, fleet_home):
-    """`fleet report --since 99999999999999d` was `internal error: OverflowError`."""
+@pytest.mark.parametrize("text", ["99999999999999d", "999999999h", "9999999999999m", "800000d",
+                                  "0001-01-01T00:00+01:00", "9999-12-31T23:59:59-14:00"])
+def test_a_time_datetime_cannot_hold_in_utc_is_a_usage_error(text, tmp_path, fleet_home):
+    """`fleet report --since 99999999999999d` (before year 1), `0001-01-01T00:00+01:00` (before year 1
+    in UTC) and `9999-12-31T23:59:59-14:00` (after 9999 in UTC) were `internal error: OverflowError`."""
     from fleet.errors import UsageError
     from tests.conftest import run_fleet
-    with pytest.raises(UsageError, match="further back than year 1"):
+    with pytest.raises(UsageError, match="outside 0001-01-02…9999-12-30 UTC"):
         parse_when(text)
-    proc = run_fleet(["report", "--since", text, "--json"], cwd=tmp_path)
-    assert proc.returncode == 2 and proc.stdout == ""
-    assert proc.stderr.strip().splitlines() == [f"fleet: error: cannot read time {text!r}: further back than year 1"
-                                                " (use a date like 2025-06-01, an ISO time, or 7d)"]
+    for flag in ("--since", "--until"):
+        proc = run_fleet(["report", flag, text, "--json"], cwd=tmp_path)
+        assert proc.returncode == 2 and proc.stdout == ""
+        assert proc.stderr.strip().splitlines() == [f"fleet: error: cannot read time {text!r}: outside "
+                                                    "0001-01-02…9999-12-30 UTC (use a date like 2025-06-01, an ISO "
+                                                    "time, or 7d)"]
 
 
 @pytest.mark.parametrize("by", ["project", "run", "day"])
