@@ -99,6 +99,10 @@ def gc(store: Store, *, grace_s: float = 3600, dry_run: bool = False) -> dict[st
     progress has written its chunks but not yet its manifest. Refused while a write is announced
     (store_guard: a writer may have found an unreferenced chunk present and not written it); a
     writer that starts meanwhile waits for gc to end. A dry run deletes nothing and takes no part."""
+    import math
+    if not (isinstance(grace_s, (int, float)) and math.isfinite(grace_s) and grace_s >= 0):
+        # -1, nan or -inf made every unreferenced chunk and temporary file "old": a create in progress lost them
+        raise UsageError(f"--grace must be a finite number of seconds ≥ 0, got {grace_s!r}")
     if dry_run:
         return _collect(store, grace_s, None)
     from .store_guard import GcGuard
