@@ -36,7 +36,8 @@ def add(
     user: Optional[str] = typer.Option(None, "--user", help="SSH user (default: ~/.ssh/config, else you)."),
     port: Optional[int] = typer.Option(None, "--port", min=1, max=65535, help="SSH port (default 22)."),
     key: Optional[str] = typer.Option(None, "--key", help="Private key file (default: ~/.ssh/config or ~/.ssh/id_*)."),
-    gpus: Optional[int] = typer.Option(None, "--gpus", min=1, help="GPUs on the host (default: nvidia-smi)."),
+    gpus: Optional[int] = typer.Option(None, "--gpus", min=1, max=1024,   # config.values.MAX_HOST_GPUS
+                                       help="GPUs on the host (default: nvidia-smi)."),
     gpu_model: Optional[str] = typer.Option(None, "--gpu-model", help="GPU model, e.g. A100-80GB, matched by "
                                                                      "`fleet up --gpus A100:8` (default: nvidia-smi)."),
     workdir: Optional[str] = typer.Option(None, "--workdir", help="Where lease workdirs go (default ~/.fleet-leases)."),

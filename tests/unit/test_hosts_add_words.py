@@ -28,3 +28,17 @@ def test_a_host_word_that_is_not_one_word_is_refused(tmp_path, fleet_home, args,
     assert "\x1b" not in proc.stderr
     listed = run_fleet(["hosts", "ls", "--json", "--no-probe"], cwd=tmp_path)
     assert listed.returncode == 0 and '"hosts": []' in listed.stdout
+
+
+@pytest.mark.parametrize("gpus", ["99999999999999999999", "1025"])
+def test_a_gpu_count_no_host_has_is_refused_before_connecting(tmp_path, fleet_home, gpus):
+    """`--gpus 99999999999999999999` went on to dial the host (and past SQLite's integers after)."""
+    from fleet.config.values import MAX_HOST_GPUS
+    assert MAX_HOST_GPUS == 1024
+    key = tmp_path / "id_ed25519"
+    key.write_text("not used\n")
+    proc = run_fleet(["hosts", "add", "127.0.0.1", "--port", "1", "--gpus", gpus, "--key", str(key), "--yes"],
+                     cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"fleet: error: Invalid value for '--gpus': {gpus} is not in the "
+                                                "range 1<=x<=1024. (see `fleet hosts add --help`)"]
