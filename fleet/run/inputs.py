@@ -81,7 +81,7 @@ class Inputs:
                        ignore=(RUN_DIR_ROOT, self.config.outputs), excludes=DEFAULT_EXCLUDES + tuple(inside))
         if pin.warning:
             events.warn(pin.warning)
-        data, self.sources = pin_data(self.config.data, self.config.base_dir, self.store)
+        data, self.sources = pin_data(self.config.data, self.config.base_dir, self.store, warn=events.warn)
         return PinnedInputs(code_commit=pin.commit, code_snapshot=pin.code_snapshot_id,
                             code_dirty_snapshot=pin.dirty_snapshot_id, code_subdir=pin.subdir,
                             data_snapshots=data, store_url=self.store.url)

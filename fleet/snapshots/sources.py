@@ -108,8 +108,10 @@ def resolve_snapshot(store: Store, ref: str) -> str:
     return resolve(store, ref)
 
 
-def pin_data(data: dict[str, str], base_dir: Path, store: Store, *, progress=None) -> tuple[dict[str, str], dict]:
-    """name → snapshot (or source) id for every `[data]` entry, and the S3 listings by id."""
+def pin_data(data: dict[str, str], base_dir: Path, store: Store, *, progress=None,
+             warn=None) -> tuple[dict[str, str], dict]:
+    """name → snapshot (or source) id for every `[data]` entry, and the S3 listings by id; `warn`
+    gets what a snapshot left out (a FIFO, a socket, a device), as `fleet snapshot create` prints it."""
     from .create import create_snapshot
     pins, sources = {}, {}
     for name, value in sorted(data.items()):
@@ -126,7 +128,10 @@ def pin_data(data: dict[str, str], base_dir: Path, store: Store, *, progress=Non
             if not path.exists():
                 raise UsageError(f"[data] {name} = {value!r}: no such file or directory ({path})",
                                  hint="a local path, s3://bucket/prefix, or snapshot:NAME")
-            pins[name] = create_snapshot(path, store, **({"progress": progress} if progress else {})).id
+            made = create_snapshot(path, store, **({"progress": progress} if progress else {}))
+            for w in made.warnings if warn is not None else ():
+                warn(f"[data] {name}: {w}")
+            pins[name] = made.id
     return pins, sources
 
 

@@ -122,3 +122,22 @@ def test_a_name_whose_ref_is_not_a_snapshot_id_is_one_line_naming_it(store, tmp_
         assert "snapshot name 'evil'" in err.value.one_line() and "not a snapshot id" in err.value.one_line()
     else:                                    # an empty ref names nothing, as before
         assert "no snapshot named or prefixed 'evil'" in err.value.one_line()
+
+
+def test_fleet_up_says_what_a_data_snapshot_left_out(store, tmp_path):
+    # `fleet snapshot create` warned about a FIFO or socket it skipped; a [data] entry pinned by
+    # `fleet up` skipped it silently, and the run's data simply lacked it.
+    import socket
+
+    from fleet.snapshots.sources import pin_data
+    data = tmp_path / "train"
+    data.mkdir()
+    (data / "a.csv").write_text("1\n")
+    os.mkfifo(data / "queue")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(data / "sock"))
+        said: list[str] = []
+        pins, _ = pin_data({"train": "train"}, tmp_path, store, warn=said.append)
+    assert said == ["[data] train: skipped queue: not a regular file, directory or symlink",
+                    "[data] train: skipped sock: not a regular file, directory or symlink"]
+    assert pin_data({"train": "train"}, tmp_path, store)[0] == pins      # no warn given: as before
