@@ -283,10 +283,8 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         return self.slurm
 
     def _lease_jobs(self, slurm: SlurmCommands, lease: Lease) -> list[QueuedJob]:
-        ids = {str(m.provider_ref.get("job_id")) for m in lease.machines if m.provider_ref.get("job_id")}
-        if (lease.meta or {}).get("slurm_job"):
-            ids.add(str(lease.meta["slurm_job"]))
-        return [j for j in slurm.queue() if j.job_id in ids or j.comment == tag(lease.id)]
+        ids = set(_recorded_jobs(lease))     # the tag only where none is: a comment is any user's text
+        return [j for j in slurm.queue() if j.job_id in ids or (not ids and j.comment == tag(lease.id))]
 
     def describe(self, lease: Lease) -> list[MachineState]:
         slurm = self._commands_for(lease)
@@ -361,9 +359,11 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
             if any(m.startswith(f"{lease_id}-n") for m in live_machine_ids):
                 continue
             try:
-                state.get_lease(lease_id)
+                recorded = _recorded_jobs(state.get_lease(lease_id))
             except NotFound:
                 continue      # not this FLEET_HOME's (another laptop of the team): never ours to end
+            if recorded and job.job_id not in recorded:
+                continue      # another job wearing the lease's tag (anyone's comment): not the lease's
             self.slurm.cancel([job.job_id])
             ended += [f"{lease_id}-n{r}" for r in range(max(1, job.node_count))]
         return ended
