@@ -26,7 +26,7 @@ from .chunking import FileDigest, digest_stream, hash_whole, open_for_reading
 from .manifest import Entry, Manifest, normal_mode
 from .progress import Meter, ProgressCallback
 from .statcache import FileRecord, StatCache, TreeHit, load_hit, rememberable, save_hit, stat_key
-from .store import Store, check_name
+from .store import Store, check_name, claim_ref
 from .store_guard import guarded
 
 if TYPE_CHECKING:
@@ -259,8 +259,8 @@ class SnapshotBuilder:
         if known_id is None and not self.store.has_manifest(sid):
             self.store.put_manifest(sid, data)
         self.store.done()          # the manifest holds its chunks now
-        if name is not None and self.store.get_ref(name) != sid:
-            self.store.set_ref(name, sid)
+        if name is not None and (held := claim_ref(self.store, name, sid)) != sid:   # a create racing this one
+            raise UsageError(f"snapshot name {name!r} already points to {held[:12]}, which has other content")
         self.meter.report(force=True, finished=True)
         return CreateResult(sid, manifest, self.new_chunks, self.new_bytes, self.warnings,
                             self.meter.bytes_hashed, self.files_cached, self.store.inner)

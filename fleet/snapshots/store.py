@@ -86,6 +86,44 @@ def check_name(name: str) -> str:
     return name
 
 
+def claim_ref(store: Store, name: str, snapshot_id: str) -> str:
+    """Point `name` at `snapshot_id` unless it already names another snapshot; returns what it names now.
+
+    Checking then writing let two `snapshot create --name N` of different trees, at the same moment,
+    both succeed and print their ids while N named only the last: a local store now creates the name
+    with a hard link, which fails when another process made it first. (S3 still checks, then writes.)"""
+    inner = getattr(store, "inner", store)        # a GuardedStore's store
+    held = inner.get_ref(name)
+    if held is not None:
+        return held
+    root = getattr(inner, "root", None)
+    if root is None:
+        inner.set_ref(name, snapshot_id)
+        return snapshot_id
+    import os
+    import tempfile
+    fd, tmp = tempfile.mkstemp(dir=root / "tmp", prefix=check_name(name)[:16] + ".")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(snapshot_id.encode() + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o444)
+        os.link(tmp, root / "refs" / name)
+        dfd = os.open(root / "refs", os.O_RDONLY)   # durable, as set_ref is
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except FileExistsError:
+        return inner.get_ref(name) or snapshot_id
+    except OSError:                                # a filesystem without hard links: as before
+        inner.set_ref(name, snapshot_id)
+    finally:
+        os.unlink(tmp)
+    return snapshot_id
+
+
 def open_store(url: str | None = None, *, existing: bool = False) -> Store:
     """`None`/"" → the local store under $FLEET_HOME/store; `s3://bucket/prefix`; or a local path.
     `existing`: a local path that is not there is NotFound rather than a new empty store (`snapshot ls
