@@ -115,6 +115,9 @@ def pin_data(data: dict[str, str], base_dir: Path, store: Store, *, progress=Non
     from .create import create_snapshot
     pins, sources = {}, {}
     for name, value in sorted(data.items()):
+        if not value.strip():   # base_dir / "" is base_dir: the whole experiment, runs/ and all, as data
+            raise UsageError(f"[data] {name} is an empty string", hint="a path, s3://bucket/prefix, snapshot:NAME, "
+                             "or \".\" for the experiment directory itself")
         if value.startswith(S3):
             listing = list_s3(value)
             pins[name], sources[listing.id] = listing.id, listing

@@ -141,3 +141,15 @@ def test_fleet_up_says_what_a_data_snapshot_left_out(store, tmp_path):
     assert said == ["[data] train: skipped queue: not a regular file, directory or symlink",
                     "[data] train: skipped sock: not a regular file, directory or symlink"]
     assert pin_data({"train": "train"}, tmp_path, store)[0] == pins      # no warn given: as before
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_data_path_is_refused_not_the_whole_experiment(store, tmp_path, value):
+    # Path("") is ".": `train = ""` snapshotted the experiment directory (its runs/ outputs too) as data.
+    from fleet.errors import UsageError
+    from fleet.snapshots.sources import pin_data
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "big.bin").write_bytes(b"x" * 1000)
+    with pytest.raises(UsageError, match=r"\[data\] train is an empty string"):
+        pin_data({"train": value}, tmp_path, store)
+    assert store.list_manifests() == []
