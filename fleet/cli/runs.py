@@ -65,14 +65,14 @@ def rerun(
                                                         "--json, or when not on a terminal)."),
 ) -> int:
     """Lease fresh machines and run a recorded run again on byte-identical inputs (verified by hash)."""
-    from ..config.values import parse_duration
     from ..records.lineage import rerun as do_rerun
     from .render import is_ci
     from .plan_view import confirmer
-    from .up import _events, _show
+    from .up import _events, _show, flag_duration
+    keep_s = flag_duration("--keep", keep) if keep else None   # its errors name the flag, as `fleet up`'s do
     events = _events(json_out, ci)
     try:
-        summary = do_rerun(run, events=events, keep_s=parse_duration(keep) if keep else None, ci=ci or is_ci(),
+        summary = do_rerun(run, events=events, keep_s=keep_s, ci=ci or is_ci(),
                            allow_image_change=allow_image_change,
                            confirm=confirmer(ask=not (yes or json_out or ci or is_ci())))
     finally:

@@ -83,6 +83,12 @@ def test_an_empty_command_after_the_dashes_is_named_as_such(experiment, no_sshd,
     assert line == f"fleet: error: the command after --: must be a non-empty string, got {command!r}"
 
 
+@pytest.mark.parametrize("keep, needle", [("nan", "--keep: must be a duration"), ("99999999999999h", "--keep: must be at most 365d")])
+def test_rerun_keep_names_its_flag(experiment, fleet_home, keep, needle):
+    """`fleet rerun RUN --keep nan` said only "must be a duration …", naming nothing."""
+    assert_refused(run_fleet(["rerun", "r-nope", "--keep", keep], cwd=experiment), needle, home=fleet_home)
+
+
 def test_heartbeat_ttl_from_the_environment_is_bounded(experiment, no_sshd, fleet_home):
     proc = run_fleet(["up"], cwd=experiment, env={**no_sshd, "FLEET_HEARTBEAT_TTL": "99999999999999h"})
     assert_refused(proc, "FLEET_HEARTBEAT_TTL: must be at most 1d", home=fleet_home)
