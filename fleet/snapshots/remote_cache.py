@@ -88,10 +88,14 @@ def sha256_name(h):
     from manifests, which anyone who can write a shared store can plant: "/home/u/.bashrc" or "../x"
     as a file hash, chunk id or snapshot id had a built file copied, or a "corrupt entry" deleted,
     outside the cache."""
-    if not isinstance(h, str) or len(h) != 64 or not _HEX.issuperset(h):
+    if not is_sha256(h):
         raise Failure("%r is not a sha256 (a forged manifest?); refusing to use it as a name in the "
                       "machine's cache" % (str(h)[:80],), None, None)
     return h
+
+
+def is_sha256(h):
+    return isinstance(h, str) and len(h) == 64 and _HEX.issuperset(h)
 
 
 _HEX = frozenset("0123456789abcdef")
@@ -136,7 +140,7 @@ class Cache:
         if os.path.exists(p):
             return p, 0, None
         hit = self.index.get(h)
-        if hit and len(hit[0]) == 64 and _HEX.issuperset(hit[0]) and os.path.exists(self.path(hit[0])):
+        if hit and is_sha256(hit[0]) and os.path.exists(self.path(hit[0])):
             return self.path(hit[0]), hit[1], hit[2]
         return None
 
@@ -223,12 +227,14 @@ class Cache:
         return os.path.join(self.root, "manifests", sha256_name(sid) + ".z")
 
     def has_manifest(self, sid):
-        return os.path.exists(self.manifest_path(sid))
+        return is_sha256(sid) and os.path.exists(self.manifest_path(sid))
 
     def load_manifest(self, sid):
         """The manifest, verified against its id; None (and dropped) when absent or corrupt."""
         import json
         import zlib
+        if not is_sha256(sid):
+            return None                 # a damaged record's id: nothing to read (or drop) under it
         p = self.manifest_path(sid)
         try:
             with open(p, "rb") as f:

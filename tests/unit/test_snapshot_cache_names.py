@@ -63,6 +63,8 @@ def test_a_chunk_id_naming_an_existing_file_is_refused_not_evicted(world):
 def test_a_snapshot_id_that_is_not_a_sha256_never_becomes_a_path(world, sid):
     tmp_path, victim, cache = world
     (tmp_path / "victim.z").write_bytes(b"precious")
+    sid = str(tmp_path / "victim") if sid.startswith("/abs") else sid
+    assert cache.load_manifest(sid) is None and not cache.has_manifest(sid)     # it was "dropped as corrupt"
     with pytest.raises(Failure, match="not a sha256"):
-        cache.load_manifest(str(tmp_path / "victim") if sid.startswith("/abs") else sid)
+        cache.save_manifest(sid, b"x")
     assert (tmp_path / "victim.z").read_bytes() == b"precious"
