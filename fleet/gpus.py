@@ -95,6 +95,11 @@ def parse_gpu_type(text: str) -> GpuType:
     return GpuType(model.upper() if model.isalnum() else model, memory)
 
 
+# ASCII digits: str.isdigit() also takes "²" and "①", which int() then refused (`--gpus ²` was
+# `internal error: ValueError`).
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
 def parse_gpu_request(value: object, *, max_count: int) -> GpuRequest:
     """8 · "8" · "A100:8" · "A100-80GB:8" · "L4" → GpuRequest; anything else raises GpuRequestError."""
     if isinstance(value, int) and not isinstance(value, bool):
@@ -103,12 +108,12 @@ def parse_gpu_request(value: object, *, max_count: int) -> GpuRequest:
         shown = str(value).lower() if isinstance(value, bool) else repr(value)
         raise GpuRequestError(f"must be a positive integer or TYPE:COUNT like A100:8, got {shown}")
     text = value.strip()
-    if text.lstrip("-").isdigit():
+    if _INTEGER.fullmatch(text):
         return GpuRequest(_count(int(text), max_count))
     kind, sep, count = text.rpartition(":")
     if not sep:
         return GpuRequest(None, parse_gpu_type(text))
-    if not count.strip().lstrip("-").isdigit():
+    if not _INTEGER.fullmatch(count.strip()):
         raise GpuRequestError(f"{text!r}: the count after ':' must be a whole number, as in A100:8")
     return GpuRequest(_count(int(count), max_count), parse_gpu_type(kind))
 

@@ -216,3 +216,16 @@ def test_the_plan_calls_slurms_price_a_shadow_price_and_local_machines_simulated
     billed = quote(_config(tmp_path, provider="fake", template="fake-4gpu", gpus=4),
                    FakeProvider(FakeSettings(price_per_hour=Decimal("2.50"))))
     assert not billed.shadow and "nothing is billed" not in "\n".join(plan_lines(billed))
+
+
+@pytest.mark.parametrize("text", ["²", "A100:²", "①", "L4:③"])
+def test_a_count_in_non_ascii_digits_is_refused_in_one_line(text, tmp_path, fleet_home):
+    """str.isdigit() takes "²" and "①", which int() then refused: `fleet up --gpus ²` (and `gpus = "²"`
+    in fleet.toml) was `internal error: ValueError`."""
+    from tests.conftest import run_fleet
+    with pytest.raises(GpuRequestError):
+        parse_gpu_request(text, max_count=64)
+    proc = run_fleet(["up", "--dry-run", "--gpus", text, "-p", "local", "--", "true"], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fleet: error: --gpus:") and "internal" not in lines[0]
