@@ -139,7 +139,7 @@ def _upload(session, workdir: str, recipe: Recipe) -> str:
             _mkdirs(sftp, target.rsplit("/", 1)[0])
             sftp.put(str(path), target)
             sftp.chmod(target, 0o755 if os.access(path, os.X_OK) else 0o644)
-        sftp.putfo(io.BytesIO(agent_source().encode()), f"{remote}/agent.py")   # containment embedded
+        sftp.putfo(io.BytesIO(agent_source().encode()), f"{remote}/agent.py")   # its modules embedded
     finally:
         sftp.close()
     return remote

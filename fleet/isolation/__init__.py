@@ -23,6 +23,13 @@ PIDS = containment.PIDS
 LEVELS = ("auto", CGROUP, PIDS)
 
 
+def namespace(key: str) -> str:
+    """A short, stable directory name under <cgroup2>/fleet/ for everything under one FLEET_HOME
+    (or one team host's lease root). Named here, by the controller: the agent only checks names."""
+    import hashlib
+    return "h-" + hashlib.sha256(str(key).encode()).hexdigest()[:12]
+
+
 def requested() -> str:
     value = (os.environ.get("FLEET_ISOLATION") or "auto").strip().lower()
     if value not in LEVELS:
@@ -34,7 +41,7 @@ def unit_for(machine_dir: Path) -> str | None:
     """Where the cgroup unit of a machine directory lives (whether or not it exists): derived from
     the directory alone, so any process that can see the directory can find the unit again."""
     d = Path(machine_dir).resolve()
-    return containment.unit_path(containment.namespace(str(d.parent)), d.name)
+    return containment.unit_path(namespace(str(d.parent)), d.name)
 
 
 def prepare_local_unit(machine_dir: Path) -> str | None:
@@ -68,7 +75,7 @@ def namespace_dir(machines_dir: Path) -> str | None:
     mount = containment.cgroup2_mount()
     if not mount:
         return None
-    return os.path.join(mount, containment.BASE, containment.namespace(str(Path(machines_dir).resolve())))
+    return os.path.join(mount, containment.BASE, namespace(str(Path(machines_dir).resolve())))
 
 
 def leftover_units(machines_dir: Path) -> list[str]:

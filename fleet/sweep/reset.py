@@ -20,15 +20,18 @@ from dataclasses import dataclass
 from ..models import Machine
 from .trial_env import ENV_STATE
 
-# Runs on the machine with its own python (-S: standard library only), next to agent.py and containment.py.
+# Runs on the machine with its own python (-S: standard library only), beside agent.py. The modules the
+# agent uses are taken from it: a machine that received the agent as one file (AWS user data, Slurm)
+# has no containment.py of its own to import.
 _SNIPPET = ENV_STATE + r"""
 import json, os, shutil, sys
 sys.path.insert(0, sys.argv[1])
-import containment, agent
+import agent
+containment, agent_args = agent.containment, agent.agent_args
 run_id, out_dir, state_dir, machine_id, leaf = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 venv, code = sys.argv[7], sys.argv[8]
 unit = agent._unit_of(agent.read_isolation(sys.argv[1]), machine_id)
-leaf_clean = containment.kill_unit(os.path.join(unit, agent._leaf_name(leaf)), timeout=30) if unit else None
+leaf_clean = containment.kill_unit(os.path.join(unit, agent_args.leaf_name(leaf)), timeout=30) if unit else None
 needle = ("FLEET_RUN_ID=" + run_id).encode()
 me = {os.getpid(), os.getppid()}
 found = []

@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+from fleet.isolation import namespace
 from fleet.remote.agent import containment as c
 
 
@@ -68,7 +69,7 @@ def test_only_fleet_units_of_the_named_machine_are_units():
 
 @pytest.mark.skipif(not (c.cgroup2_mount() and os.geteuid() == 0), reason="needs a writable cgroup v2 (root)")
 def test_a_unit_ends_every_member_and_is_removed():
-    unit = c.unit_path(c.namespace(f"unit-test-{os.getpid()}"), "m-0")
+    unit = c.unit_path(namespace(f"unit-test-{os.getpid()}"), "m-0")
     c.create_unit(unit)
     try:
         # The member double-forks and leaves its session: still inside the unit.

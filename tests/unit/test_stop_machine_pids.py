@@ -11,6 +11,7 @@ import subprocess
 import pytest
 
 from fleet.remote.agent import agent
+from fleet.isolation import namespace
 from fleet.remote.agent import containment as c
 
 pytestmark = pytest.mark.skipif(not c.cgroup2_mount(), reason="needs a cgroup v2 mount to name a unit under")
@@ -21,7 +22,7 @@ def test_a_unit_that_was_never_made_does_not_hide_the_tagged_processes(tmp_path)
     state = tmp_path / machine_id / "root" / ".fleet"
     state.mkdir(parents=True)
     (state / "isolation.json").write_text(json.dumps({"level": "pids", "sweep_tagged": False}))
-    never_made = c.unit_path(c.namespace(str(tmp_path)), machine_id)
+    never_made = c.unit_path(namespace(str(tmp_path)), machine_id)
     assert never_made and not os.path.exists(never_made)
     experiment = subprocess.Popen(["sleep", "300"], env={**os.environ, "FLEET_MACHINE_ID": machine_id})
     try:

@@ -182,7 +182,7 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
         user_data = render(BootSpec(
             lease_id=lease_id, authorized_key=client_pub, host_private_key=host_key_path.read_text(),
             host_public_key=host_pub, deadline_s=deadline_s, max_duration_s=plan.max_duration_s,
-            agent_source=agent_source(),   # one file: containment.py embedded
+            agent_source=agent_source(),   # one file: the modules it imports embedded
             telemetry_source=telemetry.read_text() if telemetry.exists() else None))
         ec2 = self.ec2
         try:

@@ -298,7 +298,7 @@ def start_watchdog(m: Machine, *, ttl_s: float, max_s: float, telemetry_interval
     """
     from ...isolation import requested
     from ...remote.agent import AGENT_FILES
-    from ...remote.agent.containment import namespace
+    from ...isolation import namespace
     from ...remote.ssh import connect
     level = requested()
     with connect(m, timeout=10) as s:

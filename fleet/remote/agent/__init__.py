@@ -2,23 +2,45 @@
 from pathlib import Path
 
 AGENT_PATH = Path(__file__).with_name("agent.py")
-# Copied together onto every machine: the agent, the containment it imports, optional telemetry.
-AGENT_FILES = tuple(AGENT_PATH.with_name(n) for n in ("agent.py", "containment.py", "telemetry.py"))
+# Copied together onto every machine: the agent, the modules it imports, optional telemetry.
+AGENT_FILES = tuple(AGENT_PATH.with_name(n) for n in ("agent.py", "containment.py", "agent_args.py",
+                                                      "telemetry.py"))
 
 
-_IMPORT = """try:
-    from . import containment
-except ImportError:   # run as a script on a machine: containment.py is copied next to it
-    import containment
-"""
+_EMBEDDED = ("containment", "agent_args")   # the modules agent.py imports from beside itself
+
+
+def _import_block(name: str) -> str:
+    return (f"try:\n    from . import {name}\nexcept ImportError:   # run as a script on a machine: "
+            f"{name}.py is copied next to it\n    import {name}\n")
+
+
+def compact(source: str) -> str:
+    """The same program without its docstrings and comments (ast round trip): the single-file agent
+    rides in EC2 user data, 16 KiB in all, and its prose is most of its size."""
+    import ast
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.unparse(tree) + "\n"
 
 
 def agent_source() -> str:
-    """agent.py as one self-contained file, containment.py embedded: for machines that receive a
-    single file (AWS user data, image builders). Copying AGENT_FILES side by side works as well."""
+    """agent.py as one self-contained file, the modules it imports embedded where their imports stood,
+    compacted: for machines that receive a single file (AWS user data, image builders, Slurm nodes).
+    Copying AGENT_FILES side by side works as well."""
     agent = AGENT_PATH.read_text()
-    assert _IMPORT in agent, "agent.py's containment import changed: update agent_source()"
-    embedded = AGENT_PATH.with_name("containment.py").read_text()
-    shim = ("import types as _types\n\ncontainment = _types.ModuleType(\"containment\")\n"
-            f"exec(compile({embedded!r}, \"containment.py\", \"exec\"), containment.__dict__)\n")
-    return agent.replace(_IMPORT, shim)
+    head = agent.partition(_import_block(_EMBEDDED[0]))[0]
+    shims = "import types as _types\n\n"
+    for name in _EMBEDDED:
+        block = _import_block(name)
+        assert block in agent, f"agent.py's import of {name} changed: update agent_source()"
+        agent = agent.replace(block, "")
+        embedded = compact(AGENT_PATH.with_name(f"{name}.py").read_text())
+        shims += (f"{name} = _types.ModuleType({name!r})\n"
+                  f"exec(compile({embedded!r}, {name + '.py'!r}, \"exec\"), {name}.__dict__)\n")
+    return compact(head + shims + agent[len(head):])

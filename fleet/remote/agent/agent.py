@@ -22,19 +22,20 @@ dies, the heartbeat stops and the machine ends itself at the last deadline it wa
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
-import threading
 import time
 
 try:
     from . import containment
 except ImportError:   # run as a script on a machine: containment.py is copied next to it
     import containment
+try:
+    from . import agent_args
+except ImportError:   # run as a script on a machine: agent_args.py is copied next to it
+    import agent_args
 
 POLL_S = 0.5
 ISOLATION_FILE = "isolation.json"
@@ -136,13 +137,6 @@ def end_machine(machine_id, info, roots=(), grace_s=2.0):
     return clean
 
 
-def _leaf_name(text):
-    """work, or trial-N: a sweep trial's leaf (several trials may share a machine, one leaf each)."""
-    if text == "work" or (text.startswith("trial-") and text[6:].isdigit() and len(text) <= 12):
-        return text
-    raise argparse.ArgumentTypeError(f"not a leaf name: {text!r} (work or trial-N)")
-
-
 def _work_leaves(unit):
     """work/ and any other leaf the machine's commands run in (a sweep's trial-N/), never agent/."""
     leaves = [os.path.join(unit, "work")]
@@ -167,6 +161,7 @@ def _expire(args, reason):
         containment.leave(unit, info.get("origin"))
         containment.remove_unit(unit)
     if args.poweroff:
+        import subprocess   # loaded when the watchdog started (cmd_watchdog): no file read at expiry
         for cmd in (["systemctl", "poweroff", "--force"], ["shutdown", "-h", "now"], ["poweroff", "-f"]):
             try:
                 if subprocess.call(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) == 0:
@@ -176,6 +171,10 @@ def _expire(args, reason):
 
 
 def cmd_watchdog(args):
+    # Loaded now, not where used: the watchdog must not need to read a file at expiry. The short
+    # calls (exec, extend, signal: one Python start each) import neither unless they need it.
+    __import__("subprocess")   # for the poweroff at expiry (_expire)
+    import threading
     state = args.state_dir
     os.makedirs(state, exist_ok=True)
     now = time.time()
@@ -213,6 +212,7 @@ def _start_telemetry(state, interval, stop):
         import telemetry  # optional companion module, stdlib only
     except ImportError:
         return
+    import threading
     thread = threading.Thread(target=telemetry.loop, args=(os.path.join(state, "telemetry.jsonl"), interval, stop),
                               daemon=True)
     thread.start()
@@ -296,6 +296,7 @@ def cmd_stop(args):
 
 
 def cmd_exec(args):
+    import subprocess
     argv = args.argv[1:] if args.argv and args.argv[0] == "--" else args.argv
     env = None
     if args.env_stdin:   # the run's environment (secrets among it) comes on stdin, never on a command line
@@ -352,41 +353,8 @@ def cmd_signal(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="fleet-agent")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    w = sub.add_parser("watchdog")
-    w.add_argument("--state-dir", required=True)
-    w.add_argument("--machine-id", required=True)
-    w.add_argument("--ttl", type=float, required=True)
-    w.add_argument("--max", type=float, required=True)
-    w.add_argument("--kill-pid", action="append", help="PID:STARTTIME (a bare PID is pinned at start)")
-    w.add_argument("--kill-pid-file", action="append", help="a file holding \"PID STARTTIME\", read at expiry")
-    w.add_argument("--isolation", choices=["auto", containment.CGROUP, containment.PIDS], default="auto")
-    w.add_argument("--unit", help="the machine's cgroup directory (…/fleet/<ns>/<machine-id>)")
-    w.add_argument("--unit-ns", help="namespace of the unit under <cgroup2>/fleet/, when --unit is not given")
-    w.add_argument("--sweep-tagged", action="store_true",
-                   help="with a unit, also end processes tagged FLEET_MACHINE_ID outside it (team hosts)")
-    w.add_argument("--poweroff", action="store_true")
-    w.add_argument("--telemetry-interval", type=float, default=0)
-    e = sub.add_parser("extend")
-    e.add_argument("--state-dir", required=True)
-    e.add_argument("--ttl", type=float, required=True)
-    for name in ("release", "status"):
-        sub.add_parser(name).add_argument("--state-dir", required=True)
-    st = sub.add_parser("stop")
-    st.add_argument("--state-dir", required=True)
-    st.add_argument("--machine-id", required=True)
-    st.add_argument("--grace", type=float, default=15.0)
-    x = sub.add_parser("exec")
-    x.add_argument("--pidfile")
-    x.add_argument("--env-stdin", action="store_true", help="read the child's extra environment as JSON on stdin")
-    x.add_argument("--leaf", default="work", type=_leaf_name,
-                   help="the machine's cgroup leaf to run in (trial-N: a sweep trial's own, emptied after it)")
-    x.add_argument("argv", nargs=argparse.REMAINDER)
-    s = sub.add_parser("signal")
-    s.add_argument("--pidfile", required=True)
-    s.add_argument("--signal", default="TERM", choices=["TERM", "INT", "KILL", "HUP"])
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = agent_args.quick_args(argv) or agent_args.parser((containment.CGROUP, containment.PIDS)).parse_args(argv)
     handler = {"watchdog": cmd_watchdog, "extend": cmd_extend, "release": cmd_release, "status": cmd_status,
                "exec": cmd_exec, "signal": cmd_signal, "stop": cmd_stop}[args.cmd]
     try:
@@ -394,6 +362,8 @@ def main(argv=None):
     except OSError as exc:   # e.g. the machine's disk is full: one line in the run's log, not a traceback
         print(f"fleet-agent: {args.cmd}: {exc}", file=sys.stderr)
         return 125
+
+
 
 
 if __name__ == "__main__":
