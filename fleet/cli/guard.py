@@ -45,9 +45,21 @@ def guard(call: Callable[[], int], debug: bool, extra: Callable[[BaseException],
             return handled
         if debug:
             raise
+        if _about_a_path(exc):   # the path given is the problem, not fleet: say which and why
+            print(f"fleet: error: {_shown(str(exc.filename))}: {exc.strerror}", file=sys.stderr)
+            return ExitCode.ENVIRONMENT
         print(f"fleet: internal error: {type(exc).__name__}: {_shown(str(exc))} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
+
+
+def _about_a_path(exc: BaseException) -> bool:
+    """An OSError naming a path that no program could use as given: a name too long for the filesystem
+    (`-f`, `--store`, `--key`, `--runs-dir` or a snapshot PATH of 300 characters each were `internal
+    error: OSError`), a symlink loop, a read-only or full filesystem, no permission."""
+    import errno
+    return isinstance(exc, OSError) and exc.filename is not None and exc.errno in (
+        errno.ENAMETOOLONG, errno.ELOOP, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM)
 
 
 def _shown(message: str) -> str:
