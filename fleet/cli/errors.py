@@ -40,7 +40,8 @@ def main_guard(app) -> int:
             ctx = getattr(exc, "ctx", None)
             where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
             if msg:  # empty for `fleet` with no arguments: the help was already shown
-                print(f"fleet: error: {msg}{where}", file=sys.stderr)
+                from .guard import _shown   # the message quotes the argument as typed: ESC and all
+                print(f"fleet: error: {_shown(msg)}{where}", file=sys.stderr)
             return ExitCode.USAGE
         return None
 

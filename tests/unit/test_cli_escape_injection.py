@@ -102,3 +102,12 @@ def test_progress_lines_and_warnings_show_control_characters(capsys):
     assert err.splitlines() == ["fleet: queue: waiting: ^[]52;c;cHduZWQ=^G", "fleet: stage: a^Jb",
                                 "fleet: warning: host says ^[]52;c;cHduZWQ=^G"]
     assert out == "[0] \x1b[32mgreen\x1b[0m\n"
+
+
+def test_a_usage_error_quoting_an_argument_shows_its_control_characters(tmp_path, fleet_home):
+    """click's own errors ("Got unexpected extra argument (…)") quoted the argument raw."""
+    proc = run_fleet(["queue", "--json", f"x{OSC52}"], cwd=tmp_path)
+    assert proc.returncode == 2
+    _no_controls(proc.stderr)
+    assert proc.stderr.strip().splitlines() == [
+        "fleet: error: Got unexpected extra argument (x^[]52;c;cHduZWQ=^G) (see `fleet queue --help`)"]
