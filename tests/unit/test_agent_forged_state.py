@@ -92,3 +92,45 @@ def test_the_watchdog_expiry_still_ends_the_machines_own_process(tmp_path):
             own.kill()
         own.wait()
         assert os.path.exists(d / "sshd.pid")
+
+
+@pytest.mark.parametrize("plant", ["fifo", "dev-zero"])
+def test_a_deadline_file_that_blocks_or_never_ends_does_not_hold_the_watchdog_past_its_maximum(tmp_path, plant):
+    """The login may replace `deadline` with a FIFO (open blocks until a writer comes) or a link to
+    /dev/zero (a read never ends): the watchdog hung in its read and never expired the machine."""
+    state = tmp_path / "state"
+    proc = subprocess.Popen([sys.executable, str(AGENT_PATH), "watchdog", "--state-dir", str(state),
+                             "--machine-id", "m-blocked", "--ttl", "1", "--max", "2", "--isolation", "pids"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 30
+        while not (state / "watchdog.pid").exists() and time.monotonic() < end:
+            time.sleep(0.05)
+        planted = tmp_path / "planted"
+        if plant == "fifo":
+            os.mkfifo(planted)
+        else:
+            planted.symlink_to("/dev/zero")
+        os.replace(planted, state / "deadline")
+        assert proc.wait(timeout=30) == 0, "the watchdog outlived its --max"
+        assert json.loads((state / "expired").read_text())["reason"] == "deadline"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_pid_and_isolation_files_that_block_hang_neither_fleet_down_nor_status(tmp_path):
+    from fleet.providers.local.liveness import machine_state
+    d = tmp_path / "m"
+    state = d / "root" / ".fleet"
+    state.mkdir(parents=True)
+    for path in (d / "sshd.pid", state / "watchdog.pid", state / "isolation.json"):
+        os.mkfifo(path)
+    assert c.read_pid_file(d / "sshd.pid") is None
+    worker = threading.Thread(target=lambda: (agent.stop_machine(str(state), "m", grace_s=0.1),
+                                              machine_state({"dir": str(d), "sshd_pid": os.getpid()})),
+                              daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "a FIFO in the machine's directory hung fleet down or fleet status"

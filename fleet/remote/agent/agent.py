@@ -50,10 +50,9 @@ def _tagged_pids(machine_id):
 
 def read_isolation(state):
     try:
-        with open(os.path.join(state, ISOLATION_FILE)) as fh:
-            info = json.load(fh)
+        info = json.loads(containment.read_small(os.path.join(state, ISOLATION_FILE)) or "{}")
         return info if isinstance(info, dict) else {}
-    except (OSError, ValueError):
+    except ValueError:
         return {}
 
 

@@ -11,13 +11,13 @@ the controller). Two levels, best first:
           stripped environments stay inside; a foreign process is never a member.
   pids    no writable cgroup v2 (a team host without root): only processes proven to be the
           machine's are signalled: a pid recorded as "PID STARTTIME" (field 22 of /proc/PID/stat)
-          whose start time still matches, its descendants, and processes carrying the machine's
-          tag FLEET_MACHINE_ID. Each is opened as a pidfd and re-checked before it is signalled,
-          so a pid reused meanwhile is never hit.
+          whose start time still matches, its descendants, and processes carrying the machine's tag
+          FLEET_MACHINE_ID. Each is opened as a pidfd and re-checked before it is signalled (no reuse).
 """
 import errno
 import os
 import signal
+import stat
 import time
 
 CGROUP = "cgroup"
@@ -95,8 +95,7 @@ def create_unit(path):
                 os.makedirs(os.path.join(path, leaf), exist_ok=True)
             break
         except FileNotFoundError:
-            # Another machine's watchdog removed the (then empty) namespace directory between our
-            # makedirs steps; try again.
+            # Another machine's watchdog removed the (then empty) namespace between our makedirs: again.
             if attempt == 19:
                 raise
     work = os.path.join(path, "work")
@@ -260,7 +259,7 @@ def parse_record(text):
 
 
 def read_pid_file(path):
-    return parse_record(_read(path).strip())
+    return parse_record(read_small(path).strip())
 
 
 def same_process(pid, start):
@@ -369,24 +368,25 @@ def kill_verified(records, grace_s=2.0, timeout=10.0):
 
 def alive(pid):
     """True for a live process; a zombie (exited, not yet reaped) counts as gone."""
+    st = _stat(pid)
+    return st is not None and st[0] != "Z"
+
+
+def read_small(path, limit=4096):
+    """A state file's text ("" for none): a regular file, never through a link, never blocking. The
+    login writes the state directory: a FIFO or /dev/zero link at `deadline` hung the watchdog for good."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[-1].split()[0] != "Z"
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb", buffering=0) as fh:
+            return fh.read(limit).decode(errors="replace") if stat.S_ISREG(os.fstat(fd).st_mode) else ""
     except OSError:
-        return False
+        return ""
 
 
 def read_float(path, default=None):
     try:
-        with open(path) as fh:
-            return float(fh.read().strip())
-    except (OSError, ValueError):
+        return float(read_small(path).strip())
+    except ValueError:
         return default
 
 
