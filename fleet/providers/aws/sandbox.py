@@ -154,6 +154,10 @@ class Sandbox:
     def unbind(self, instance_ids: list[str]) -> None:
         from ..local.sshd import stop_machine_dir
         for iid in instance_ids:
+            # A machine id read back from the (shared) state: a plain name, never a path. A planted
+            # `../../x` had this stop and delete a directory outside the sandbox.
+            if not (isinstance(iid, str) and iid and iid[0] != "." and all(c.isalnum() or c in "._-" for c in iid)):
+                continue
             d = self.root / iid
             if d.exists():
                 stop_machine_dir(d, grace_s=0.5)
