@@ -45,9 +45,16 @@ class Entry:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Entry":
-        return cls(path=d["path"], type=d["type"], mode=int(d.get("mode", 0o644)), size=int(d.get("size", 0)),
-                   sha256=d.get("sha256", ""), chunks=tuple((h, int(n)) for h, n in d.get("chunks", ())),
-                   target=d.get("target", ""))
+        entry = cls(path=d["path"], type=d["type"], mode=int(d.get("mode", 0o644)), size=int(d.get("size", 0)),
+                    sha256=d.get("sha256", ""), chunks=tuple((h, int(n)) for h, n in d.get("chunks", ())),
+                    target=d.get("target", ""))
+        # Every hash names a file in a store or a cache: one that is not a sha256 in hex (a manifest
+        # anyone who can write a shared store may plant) would name a path instead.
+        check_relpath(entry.path) if isinstance(entry.path, str) else None
+        if entry.type not in ("file", "dir", "symlink") or not isinstance(entry.path, str) \
+                or (entry.sha256 and not is_sha256(entry.sha256)) or not all(is_sha256(h) for h, _ in entry.chunks):
+            raise ValueError(f"entry {str(d.get('path'))[:80]!r} has a type or hash that is not one")
+        return entry
 
 
 @dataclass
@@ -107,6 +114,11 @@ class Manifest:
 
     def by_path(self) -> dict[str, Entry]:
         return {e.path: e for e in self.entries}
+
+
+def is_sha256(text: object) -> bool:
+    """64 lowercase hex digits, as hashlib's hexdigest writes a sha256."""
+    return isinstance(text, str) and len(text) == 64 and not text.strip("0123456789abcdef")
 
 
 def check_relpath(path: str) -> str:

@@ -346,3 +346,23 @@ def test_fuzz_run_records(record_db, tmp_path_factory, row, change):
 
 def test_fuzz_case_budget_is_at_least_1000():
     assert sum(CASES.values()) >= 1000
+
+
+@pytest.mark.parametrize("entry", [
+    {"path": "a", "type": "file", "sha256": "/home/u/.bashrc", "chunks": []},
+    {"path": "a", "type": "file", "sha256": "0" * 64, "chunks": [["../../etc/passwd", 1]]},
+    {"path": "a", "type": "file", "sha256": "A" * 64, "chunks": []},
+    {"path": "a", "type": "device", "sha256": "", "chunks": []},
+    {"path": "../a", "type": "dir"},
+])
+def test_a_manifest_naming_a_path_where_a_hash_goes_is_refused(entry):
+    """A manifest anyone who can write a shared store may plant: every hash names a file in a store or
+    cache, so one that is not a sha256 in hex is refused when read, before verify or materialise opens it."""
+    import json
+
+    from fleet.errors import IntegrityError
+    from fleet.snapshots.manifest import Manifest
+    data = json.dumps({"format": 3, "entries": [entry]}).encode()
+    with pytest.raises(IntegrityError) as err:
+        Manifest.from_bytes(data)
+    assert_one_line(err.value)

@@ -59,7 +59,7 @@ def test_insert_near_start_keeps_most_chunks():
 
 
 def test_manifest_id_is_canonical():
-    a = Entry("b.txt", "file", 0o644, 3, "x" * 64, (("y" * 64, 3),))
+    a = Entry("b.txt", "file", 0o644, 3, "a" * 64, (("b" * 64, 3),))
     b = Entry("a", "dir", 0o755)
     m1, m2 = Manifest([a, b]), Manifest([b, a])
     assert m1.canonical_bytes() == m2.canonical_bytes()
