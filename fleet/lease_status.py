@@ -45,6 +45,8 @@ def view(record: dict, states: dict | None, now: datetime) -> dict:
     for m in record["machines"]:       # a thousand of these per `fleet status`: each lookup once
         get = m.get
         ref = get("provider_ref") or _NO_REF
+        if ref.__class__ is not dict:   # a damaged or planted row: never the end of `fleet status`
+            ref = _NO_REF
         slots = get("gpu_slots") or []
         if slots.__class__ is not list:     # decoded documents hold lists already: no copy of those
             slots = list(slots)

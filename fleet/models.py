@@ -106,6 +106,8 @@ class Machine:
         data = dict(data)
         data["gpu_slots"] = tuple(data.get("gpu_slots") or ())
         data["price_per_hour"] = Decimal(str(data.get("price_per_hour") or "0"))
+        if not isinstance(data.get("provider_ref"), dict):   # damaged or planted: what release reads .get of
+            data["provider_ref"] = {}
         return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
 
 

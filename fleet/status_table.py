@@ -75,7 +75,7 @@ def status_from_rows(leases: list[tuple]) -> tuple[Table, list[str]] | None:
         for kind, spot, zone, slots, ref, _ in machines:
             slots = slots or ()
             gpus += len(slots if slots.__class__ is list else list(slots))
-            if not simulated and (ref or _NO_REF).get("simulated_gpus"):
+            if not simulated and ref.__class__ is dict and ref.get("simulated_gpus"):   # planted: anything
                 simulated = True
         template = lease[TEMPLATE]
         if len(machines) == 1:

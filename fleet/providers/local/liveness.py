@@ -10,8 +10,13 @@ import os
 def machine_state(ref: dict) -> tuple[str, str]:
     """(state, detail) of the machine whose provider_ref is `ref`: ("running", ""), ("gone", "")
     once its watchdog expired it, or ("gone", "sshd not running")."""
+    if not isinstance(ref, dict):
+        return "gone", "its recorded provider_ref is not an object"
     directory = str(ref.get("dir", ""))
-    pid = int(ref.get("sshd_pid") or 0)
+    try:
+        pid = int(ref.get("sshd_pid") or 0)
+    except (TypeError, ValueError):   # a damaged or planted row: one machine's answer, not `fleet status`'s end
+        return "gone", f"its recorded sshd pid {ref.get('sshd_pid')!r} is not a pid"
     if pid and os.path.exists(directory or ".") and _alive(pid) and _pid_file_matches(directory, pid):
         expired = os.path.exists(os.path.join(directory, "root", ".fleet", "expired"))
         return ("gone", "") if expired else ("running", "")
