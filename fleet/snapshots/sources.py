@@ -108,6 +108,17 @@ def resolve_snapshot(store: Store, ref: str) -> str:
     return resolve(store, ref)
 
 
+def _data_excludes(path: Path, base_dir: Path) -> tuple[str, ...]:
+    """The default excludes, and the experiment's runs/ when the data directory holds it (`"."`): the
+    outputs fleet brings home there would otherwise become the next run's data, a new snapshot every
+    run (and this run's outputs land in it while it is being pinned)."""
+    from .create import DEFAULT_EXCLUDES
+    runs = (base_dir / "runs").resolve()
+    if path.is_dir() and runs != path and runs.is_relative_to(path):
+        return (*DEFAULT_EXCLUDES, runs.relative_to(path).as_posix() + "/")
+    return DEFAULT_EXCLUDES
+
+
 def pin_data(data: dict[str, str], base_dir: Path, store: Store, *, progress=None,
              warn=None) -> tuple[dict[str, str], dict]:
     """name → snapshot (or source) id for every `[data]` entry, and the S3 listings by id; `warn`
@@ -131,7 +142,8 @@ def pin_data(data: dict[str, str], base_dir: Path, store: Store, *, progress=Non
             if not path.exists():
                 raise UsageError(f"[data] {name} = {value!r}: no such file or directory ({path})",
                                  hint="a local path, s3://bucket/prefix, or snapshot:NAME")
-            made = create_snapshot(path, store, **({"progress": progress} if progress else {}))
+            made = create_snapshot(path, store, excludes=_data_excludes(path, base_dir),
+                                   **({"progress": progress} if progress else {}))
             for w in made.warnings if warn is not None else ():
                 warn(f"[data] {name}: {w}")
             pins[name] = made.id

@@ -62,3 +62,26 @@ def test_named_snapshot_and_id_sources(fleet_home, tmp_path):
         pin_data({"a": "snapshot:train-v4"}, tmp_path, store)
     with pytest.raises(UsageError, match="no such file or directory"):
         pin_data({"a": "missing-dir"}, tmp_path, store)
+
+
+def test_the_experiment_directory_as_data_leaves_out_the_runs_fleet_brings_home(fleet_home, tmp_path):
+    store = open_store(None)
+    exp = tmp_path / "exp"
+    (exp / "runs" / "r-1" / "rank-0").mkdir(parents=True)
+    (exp / "runs" / "r-1" / "rank-0" / "metrics.json").write_text("{}")
+    (exp / "data").mkdir()
+    (exp / "data" / "runs").mkdir()                      # a data directory that happens to be called runs
+    (exp / "data" / "runs" / "keep.csv").write_text("1\n")
+    (exp / "train.csv").write_text("1,2\n")
+    pins, _ = pin_data({"all": "."}, exp, store)
+    from fleet.snapshots.manifest import Manifest
+    paths = {e.path for e in Manifest.from_bytes(store.get_manifest(pins["all"])).entries}
+    assert "train.csv" in paths and "data/runs/keep.csv" in paths
+    assert not any(p == "runs" or p.startswith("runs/") for p in paths), paths
+    # A new run's outputs do not make a new data snapshot.
+    (exp / "runs" / "r-2").mkdir()
+    (exp / "runs" / "r-2" / "out.bin").write_bytes(b"x" * 100)
+    assert pin_data({"all": "."}, exp, store)[0] == pins
+    # Data inside runs/ (a previous run's outputs) is taken as it is.
+    inner, _ = pin_data({"prev": "runs/r-1"}, exp, store)
+    assert {e.path for e in Manifest.from_bytes(store.get_manifest(inner["prev"])).entries} >= {"rank-0/metrics.json"}
