@@ -62,7 +62,8 @@ def test_the_compact_single_file_agent_runs_a_process_with_its_environment(tmp_p
                          input=json.dumps({"SECRET_VALUE": "s3cr3t"}) + "\n", capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 7 and out.stdout.strip() == "s3cr3t", out
-    assert pidfile.read_text().strip().isdigit()
+    words = pidfile.read_text().split()                  # "PGID STARTTIME", which `agent signal` checks
+    assert len(words) == 2 and all(w.isdigit() for w in words)
     bad = subprocess.run([sys.executable, "-S", str(tmp_path / "agent.py"), "exec", "--leaf", "agent", "--", "true"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "not a leaf name: 'agent'" in bad.stderr

@@ -325,8 +325,8 @@ def cmd_exec(args):
         signal.signal(sig, lambda *_: None)
     child = subprocess.Popen(argv, start_new_session=True, env=env,
                              stdin=subprocess.DEVNULL if args.env_stdin else None)
-    if args.pidfile:
-        containment.write_atomic(args.pidfile, str(child.pid))
+    if args.pidfile:   # "PGID STARTTIME": `agent signal` must tell this group from one that reused the pid
+        containment.write_atomic(args.pidfile, containment.pid_record(child.pid) or str(child.pid))
 
     def forward(sig, _frame):
         try:
@@ -341,8 +341,13 @@ def cmd_exec(args):
 
 
 def cmd_signal(args):
-    pgid = int(containment.read_float(args.pidfile, 0) or 0)
-    if not pgid:
+    words = containment.read_small(args.pidfile).split()
+    pgid = int(words[0]) if words and words[0].isdigit() else 0
+    start = int(words[1]) if len(words) == 2 and words[1].isdigit() else None
+    # Never pid 1's group, nor one whose leader's pid now names another process: the kernel reuses a
+    # pid only once no group holds it, so ours is gone and that group is someone else's.
+    now = containment.start_time(pgid) if pgid > 1 else None
+    if pgid <= 1 or (now is not None and now != start):
         return 0
     try:
         os.killpg(pgid, getattr(signal, "SIG" + args.signal))

@@ -1,0 +1,54 @@
+"""`agent signal` (how the controller forwards Ctrl-C or a stop to a run's command) signals the process
+group named in the run's pid file. That file sits in the state directory the machine's login writes,
+and may outlive its run: a bare number or a stale one had killpg hit whatever group held that id
+then. The group is signalled only while its leader's pid names the process `agent exec` started."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fleet.remote.agent import AGENT_PATH
+from fleet.remote.agent import containment as c
+
+
+def _signal(pidfile, sig="TERM"):
+    return subprocess.run([sys.executable, str(AGENT_PATH), "signal", "--pidfile", str(pidfile), "--signal", sig],
+                          capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def group():
+    """A process group of the test's own, not a run's."""
+    proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+@pytest.mark.parametrize("content", ["{pid}", "{pid} {wrong}", "0", "-5", "abc", ""])
+def test_a_pid_file_that_does_not_prove_the_group_signals_nothing(tmp_path, group, content):
+    pidfile = tmp_path / "run-x.pid"
+    pidfile.write_text(content.format(pid=group.pid, wrong=c.start_time(group.pid) + 1))
+    assert _signal(pidfile).returncode == 0
+    time.sleep(0.3)
+    assert group.poll() is None, f"agent signal hit a group its pid file only named: {content!r}"
+
+
+def test_the_group_agent_exec_started_is_signalled(tmp_path):
+    pidfile = tmp_path / "run-x.pid"
+    run = subprocess.Popen([sys.executable, str(AGENT_PATH), "exec", "--pidfile", str(pidfile), "--",
+                            "sleep", "300"])
+    try:
+        end = time.monotonic() + 30
+        while not c.read_pid_file(pidfile) and time.monotonic() < end:
+            time.sleep(0.05)
+        assert c.read_pid_file(pidfile), pidfile.read_text() if pidfile.exists() else "no pid file"
+        assert _signal(pidfile).returncode == 0
+        assert run.wait(timeout=30) == 128 + 15
+    finally:
+        if run.poll() is None:
+            run.kill()
+        run.wait()
