@@ -16,6 +16,15 @@ from tests.conftest import run_fleet
 
 @pytest.mark.parametrize("ref", ["abc", [1], 5, {"sshd_pid": "abc"}, {"sshd_pid": [1]}])
 def test_a_provider_ref_of_the_wrong_shape_is_one_gone_machine(fleet_home, tmp_path, ref):
+    _planted_then_listed_and_released(fleet_home, tmp_path, ref)
+
+
+def test_the_same_on_a_teams_postgresql(fleet_home, tmp_path, request, monkeypatch):
+    monkeypatch.setenv("FLEET_STATE_URL", request.getfixturevalue("postgres_url"))
+    _planted_then_listed_and_released(fleet_home, tmp_path, "abc")
+
+
+def _planted_then_listed_and_released(fleet_home, tmp_path, ref):
     state = open_state()
     try:
         now = utcnow()
