@@ -238,7 +238,10 @@ def start_watchdog(directory: Path, machine_id: str, *, ttl_s: float, max_s: flo
                 shutil.copyfile(source, home / source.name)
     agent = homes[-1] / "agent.py"
     unit = isolation.prepare_local_unit(Path(directory))
-    argv = [python or sys.executable, str(agent), "watchdog", "--state-dir", str(state),
+    # -S, as on Slurm nodes: the agent is standard library only (telemetry reads NVML through ctypes
+    # when pynvml is not importable), and a venv's site (.pth files, an editable install's finder) is
+    # most of its start: eight machines start eight watchdogs while the lease waits for them.
+    argv = [python or sys.executable, "-S", str(agent), "watchdog", "--state-dir", str(state),
             "--machine-id", machine_id, "--ttl", str(ttl_s), "--max", str(max_s),
             "--telemetry-interval", str(telemetry_interval)]
     argv += ["--isolation", "cgroup", "--unit", unit] if unit else ["--isolation", "pids"]
