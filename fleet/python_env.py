@@ -45,10 +45,14 @@ def _script() -> str:
 
 def _remote(machine: Machine, *args: str, timeout: float = 600) -> dict[str, Any]:
     from .remote.ssh import connect
+    # Not -S in general, though the script is standard library only: on Python < 3.11 a virtualenv is
+    # set up by site, and base_python() must see a machine.python that is a venv's as one. This very
+    # interpreter on this computer (local machines) is >= 3.11, and its site is most of its start.
+    import sys
+    from .snapshots.sync_remote import on_this_computer_as_us
+    flags = ["-S"] if machine.python == sys.executable and on_this_computer_as_us(machine) else []
     with connect(machine, timeout=30) as session:
-        # Not -S, though the script is standard library only: on Python < 3.11 a virtualenv is set up
-        # by site, and base_python() must see a machine.python that is a venv's as one.
-        result = session.run([machine.python, "-c", _script(), *args], check=False, timeout=timeout)
+        result = session.run([machine.python, *flags, "-c", _script(), *args], check=False, timeout=timeout)
     lines = result.stdout.strip().splitlines()
     if result.exit_code != 0 or not lines:
         detail = (result.stderr.strip() or result.stdout.strip())[-400:]
