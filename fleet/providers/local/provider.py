@@ -241,8 +241,10 @@ def _delete_lease_key(lease_id: str) -> None:
 
 def _deadline_file(d: Path) -> datetime | None:
     """The deadline the machine's own watchdog holds (epoch seconds in root/.fleet/deadline)."""
+    from ...remote.agent.containment import read_float   # a FIFO or link planted there is no deadline
+    at = read_float(str(d / "root" / ".fleet" / "deadline"))
     try:
-        return datetime.fromtimestamp(float((d / "root" / ".fleet" / "deadline").read_text()), tz=timezone.utc)
-    except (OSError, ValueError):
+        return None if at is None else datetime.fromtimestamp(at, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
         return None
 

@@ -297,9 +297,12 @@ def stop_machine_dir(directory: Path, grace_s: float = 2.0) -> None:
 
 
 def _runs_config(pid: int, config: Path) -> bool:
-    """The pid is an sshd started with this machine's sshd_config (its command line says so)."""
+    """The pid is an sshd started with this machine's sshd_config (its command line says so). sshd's
+    listener retitles itself into one string ("sshd: /usr/sbin/sshd -D -e -f <config> [listener] …"),
+    so the words inside each argument count too."""
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
-    return str(config).encode() in argv
+    wanted = str(config).encode()
+    return any(wanted == a or wanted in a.split() for a in argv)
