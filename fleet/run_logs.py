@@ -19,6 +19,22 @@ def log_files(run: dict[str, Any]) -> list[Path]:
     return sorted(log_dir.glob("rank-*.log"), key=lambda p: _rank_key(p.stem[5:]))
 
 
+def _read_from(path: Path, offset: int) -> bytes:
+    """A log file's bytes from offset on; b"" for anything but a regular file (the run row names the
+    directory, and a FIFO or device planted there would hang or flood `fleet logs`)."""
+    import os
+    import stat
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+    except OSError:
+        return b""
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        fh.seek(offset)
+        return fh.read()
+
+
 def _rank_key(label: str) -> tuple[int, ...]:
     """Setup logs first, then ranks in numeric order ("setup:1" < "0" < "2" < "10" < "1.3")."""
     setup = label.startswith("setup:")
@@ -40,9 +56,7 @@ def follow_logs(run_id: str, *, follow: bool = False, state=None, poll_s: float 
             yield from segments.lines()
         for path in log_files(run) if segments is None else ():
             label = path.stem[5:]
-            with open(path, "rb") as fh:
-                fh.seek(offsets.get(path, 0))
-                data = fh.read()
+            data = _read_from(path, offsets.get(path, 0))
             complete = data.rfind(b"\n") + 1
             offsets[path] = offsets.get(path, 0) + complete
             for line in data[:complete].decode(errors="replace").splitlines():
