@@ -140,7 +140,16 @@ def open_store(url: str | None = None, *, existing: bool = False) -> Store:
     if "://" in url and not url.startswith("file://"):
         raise UsageError(f"unsupported store URL {url!r}", hint="use s3://bucket/prefix or a local directory")
     root = Path(url.removeprefix("file://")).expanduser()
-    if existing and not root.exists():
-        from ..errors import NotFound
-        raise NotFound(f"no snapshot store at {root}", hint="check --store (or `store` in fleet.toml)")
+    # A store has a manifests/ directory from its first open on. Any other directory is not one: `snapshot
+    # ls --store typo` made an empty store there, and `snapshot gc --store /` made chunks/ refs/ … in /
+    # and then removed every file older than an hour in /tmp, which it took for the store's tmp/.
+    if not (root / "manifests").is_dir():
+        import os
+        other = os.path.isdir(root) and any(os.scandir(root))
+        if other:       # writing too: a new store goes in a new or empty directory
+            raise UsageError(f"{root}: not a snapshot store (it holds other files, no manifests/)",
+                             hint="check --store (or `store` in fleet.toml); a new store needs an empty directory")
+        if existing:
+            from ..errors import NotFound
+            raise NotFound(f"{root}: no snapshot store there", hint="check --store (or `store` in fleet.toml)")
     return LocalStore(root)
