@@ -122,6 +122,16 @@ def local_lease(fleet_home):
 
 
 @pytest.fixture
+def foreign():
+    """A harmless process that is not fleet's, in a session (and process group) of its own: started
+    by the test, outside any machine, for checks that fleet never signals it."""
+    proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+@pytest.fixture
 def experiment(tmp_path):
     """A tiny experiment directory with a fleet.toml; tests rewrite what they need."""
     d = tmp_path / "exp"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 import uuid
 
@@ -40,15 +39,6 @@ def _escaping_command(marker: str) -> str:
     inner = f"exec -a {marker} sleep 900"
     return (f"env -u FLEET_MACHINE_ID -u FLEET_MACHINE_ROOT setsid sh -c '(bash -c \"{inner}\" &) &'; "
             f"echo escaped; sleep 120")
-
-
-@pytest.fixture
-def foreign():
-    """A harmless process that is not fleet's (started by the test, outside any machine)."""
-    proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
-    yield proc
-    proc.kill()
-    proc.wait()
 
 
 @pytest.mark.parametrize("pid_file", ["root/.fleet/watchdog.pid", "sshd.pid"])

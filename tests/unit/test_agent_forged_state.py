@@ -16,14 +16,13 @@ import pytest
 
 from fleet.remote.agent import AGENT_PATH, agent
 from fleet.remote.agent import containment as c
+from tests.fixtures.watchdog import assert_expired_at_deadline, watchdog
 
 
 @pytest.fixture
-def bystander():
-    proc = subprocess.Popen(["sleep", "300"])
-    yield proc
-    proc.kill()
-    proc.wait()
+def bystander(foreign):
+    """A process of the test's own (conftest's `foreign`)."""
+    return foreign
 
 
 def test_a_fake_unit_named_in_isolation_json_kills_nothing(tmp_path, bystander):
@@ -59,19 +58,10 @@ def test_the_watchdog_expiry_ignores_a_pid_file_naming_another_process(tmp_path,
     # What the login can write: the machine's sshd.pid, naming the bystander with its true start time.
     d.mkdir()
     (d / "sshd.pid").write_text(f"{bystander.pid} {c.start_time(bystander.pid)}\n")
-    watchdog = subprocess.Popen([sys.executable, str(AGENT_PATH), "watchdog", "--state-dir", str(state),
-                                 "--machine-id", "m-forged", "--ttl", "1", "--max", "2", "--isolation", "pids",
-                                 "--kill-pid-file", str(d / "sshd.pid")],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        assert watchdog.wait(timeout=30) == 0
-        assert json.loads((state / "expired").read_text())["reason"] == "deadline"
+    with watchdog(state, "m-forged", "--kill-pid-file", str(d / "sshd.pid"), wait_started=False) as proc:
+        assert_expired_at_deadline(proc, state)
         time.sleep(0.2)
         assert bystander.poll() is None, "the watchdog's expiry killed a process the pid file merely named"
-    finally:
-        if watchdog.poll() is None:
-            watchdog.kill()
-            watchdog.wait()
 
 
 def test_the_watchdog_expiry_still_ends_the_machines_own_process(tmp_path):
@@ -99,25 +89,14 @@ def test_a_deadline_file_that_blocks_or_never_ends_does_not_hold_the_watchdog_pa
     """The login may replace `deadline` with a FIFO (open blocks until a writer comes) or a link to
     /dev/zero (a read never ends): the watchdog hung in its read and never expired the machine."""
     state = tmp_path / "state"
-    proc = subprocess.Popen([sys.executable, str(AGENT_PATH), "watchdog", "--state-dir", str(state),
-                             "--machine-id", "m-blocked", "--ttl", "1", "--max", "2", "--isolation", "pids"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        end = time.monotonic() + 30
-        while not (state / "watchdog.pid").exists() and time.monotonic() < end:
-            time.sleep(0.05)
+    with watchdog(state, "m-blocked") as proc:
         planted = tmp_path / "planted"
         if plant == "fifo":
             os.mkfifo(planted)
         else:
             planted.symlink_to("/dev/zero")
         os.replace(planted, state / "deadline")
-        assert proc.wait(timeout=30) == 0, "the watchdog outlived its --max"
-        assert json.loads((state / "expired").read_text())["reason"] == "deadline"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        assert_expired_at_deadline(proc, state)
 
 
 def test_pid_and_isolation_files_that_block_hang_neither_fleet_down_nor_status(tmp_path):

@@ -20,12 +20,9 @@ def _signal(pidfile, sig="TERM"):
 
 
 @pytest.fixture
-def group():
+def group(foreign):
     """A process group of the test's own, not a run's."""
-    proc = subprocess.Popen(["sleep", "300"], start_new_session=True)
-    yield proc
-    proc.kill()
-    proc.wait()
+    return foreign
 
 
 @pytest.mark.parametrize("content", ["{pid}", "{pid} {wrong}", "0", "-5", "abc", ""])

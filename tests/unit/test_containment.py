@@ -12,11 +12,9 @@ from fleet.remote.agent import containment as c
 
 
 @pytest.fixture
-def sleeper():
-    proc = subprocess.Popen(["sleep", "300"])
-    yield proc
-    proc.kill()
-    proc.wait()
+def sleeper(foreign):
+    """A process of the test's own (conftest's `foreign`)."""
+    return foreign
 
 
 def test_a_pid_file_records_the_start_time_and_reads_back(tmp_path, sleeper):
