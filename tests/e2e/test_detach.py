@@ -142,7 +142,7 @@ def test_a_dead_supervisor_is_reconciled_by_the_next_fleet_command(experiment, f
 
 
 def test_bad_config_is_refused_by_the_launcher_with_one_line(experiment, fleet_home):
-    proc = _launch(experiment, ["--gpus", "1", "--budget", "0.0000001", "--", "echo", "hi"])
+    proc = _launch(experiment, ["--gpus", "1", "--budget", "0.000001", "--", "echo", "hi"])   # $1e-6: valid, too small
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 6, err   # refused before spending: the same exit code as attached
     assert "Traceback" not in err and "budget" in err.lower(), err

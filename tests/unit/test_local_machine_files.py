@@ -19,9 +19,10 @@ def retitled(tmp_path):
     """A process whose whole command line is one string, as sshd's listener makes its own."""
     config = tmp_path / "m-n0" / "sshd_config"
     title = f"sshd: /usr/sbin/sshd -D -e -f {config} [listener] 0 of 10-100 startups"
-    proc = subprocess.Popen(["bash", "-c", f'exec -a "{title}" sleep 300'])
+    proc = subprocess.Popen([title, "300"], executable="sleep")      # argv[0] is the title, as sshd's
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and b"listener" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+    while time.monotonic() < deadline and \
+            not Path(f"/proc/{proc.pid}/cmdline").read_bytes().startswith(title.encode() + b"\0"):
         time.sleep(0.02)
     yield proc, config
     proc.kill()
