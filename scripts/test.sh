@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --dev
+# fleet's own byte code once, as an installed package has it: PYTHONDONTWRITEBYTECODE (next) keeps the
+# tests' experiment checkouts clean of __pycache__, but left every fleet process of the suite (CLI
+# calls, supervisors, agents) compiling the modules no earlier process had happened to write.
+.venv/bin/python -m compileall -q fleet >/dev/null
 export PYTHONDONTWRITEBYTECODE=1
 lint=0
 if [ -x scripts/lint_workflows.sh ]; then
