@@ -23,14 +23,12 @@ def _read_from(path: Path, offset: int) -> bytes:
     """A log file's bytes from offset on; b"" for anything but a regular file (the run row names the
     directory, and a FIFO or device planted there would hang or flood `fleet logs`)."""
     import os
-    import stat
+    from .regular_files import open_regular
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
+        fd = open_regular(path)
     except OSError:
         return b""
     with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return b""
         fh.seek(offset)
         return fh.read()
 

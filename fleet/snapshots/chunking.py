@@ -19,7 +19,6 @@ import errno
 import hashlib
 import io
 import os
-import stat
 import threading
 from dataclasses import dataclass
 from typing import BinaryIO, Callable, Iterator
@@ -135,15 +134,15 @@ def open_for_reading(path: str) -> BinaryIO:
     """An unbuffered reader (readinto goes straight into our buffer), with the kernel told to read ahead.
     Only a regular file, never through a link: the scan saw one, and what stands there now may have
     been swapped since (a FIFO blocked this open for ever, a link to /dev/zero read without end)."""
+    from ..regular_files import NOT_REGULAR, open_regular
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = open_regular(path)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise OSError(exc.errno, "no longer the regular file it was (now a symbolic link)") from None
+        if exc.errno == errno.EINVAL and exc.strerror == NOT_REGULAR:
+            raise OSError(errno.EINVAL, "no longer the regular file it was (now a FIFO, socket or device)") from None
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "no longer the regular file it was (now a FIFO, socket or device)")
     if hasattr(os, "posix_fadvise"):
         try:
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)

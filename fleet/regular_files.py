@@ -1,0 +1,21 @@
+"""Opening a file that someone else may have replaced: only a regular file, never through a link,
+never blocking (a FIFO put in its place would hang the open for ever, a link to /dev/zero be read
+without end). The machine's agent has its own copy (remote/agent/containment.read_small): it is
+shipped standard library only."""
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+NOT_REGULAR = "not a regular file (a FIFO, socket or device)"
+
+
+def open_regular(path: str | os.PathLike) -> int:
+    """A read-only descriptor of `path`; OSError with ELOOP for a link, EINVAL for anything but a
+    regular file (the descriptor is closed then)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, NOT_REGULAR)
+    return fd
