@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import IntegrityError
+from .store import HEX64
 
 FORMAT = 3
 READABLE_FORMATS = (1, 2, 3)
@@ -117,8 +118,8 @@ class Manifest:
 
 
 def is_sha256(text: object) -> bool:
-    """64 lowercase hex digits, as hashlib's hexdigest writes a sha256."""
-    return isinstance(text, str) and len(text) == 64 and not text.strip("0123456789abcdef")
+    """64 lowercase hex digits, as hashlib's hexdigest writes a sha256 (the store's HEX64, whole)."""
+    return isinstance(text, str) and HEX64.fullmatch(text) is not None
 
 
 def check_relpath(path: str) -> str:
