@@ -46,6 +46,8 @@ def remember(cache_key: str, snapshot_ids: set[str]) -> None:
     a slower next sync, never a failed one."""
     try:
         hints = _read()
+        if snapshot_ids <= set(hints.get(cache_key, ())):
+            return                      # known already: nothing to write (a warm host's every sync)
         ids = [i for i in hints.pop(cache_key, []) if i not in snapshot_ids] + sorted(snapshot_ids)
         hints[cache_key] = ids[-MAX_IDS:]
         while len(hints) > MAX_CACHES:

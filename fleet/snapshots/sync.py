@@ -306,9 +306,7 @@ def _remember_warm(group: list[Machine], results: dict[str, SyncStats], ids: set
     from . import host_hints
     if not all(m.id in results for m in group) or not any(results[m.id].targets_written for m in group):
         return
-    key = host_cache_key(group[0], cache_dir)
-    if not host_hints.holds_all(key, ids):
-        host_hints.remember(key, ids)
+    host_hints.remember(host_cache_key(group[0], cache_dir), ids)
 
 
 def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Machine], list[Target]], *,
@@ -362,13 +360,13 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
     # sync there carried every snapshot asked for now (host_hints: a hint; wrong, it costs bytes only).
     from concurrent.futures import ThreadPoolExecutor
     from . import host_hints
-    warm = [g for g in groups if len(g) > 1 and host_hints.holds_all(host_cache_key(g[0], cache_dir), ids)]
+    warm = [len(g) > 1 and host_hints.holds_all(host_cache_key(g[0], cache_dir), ids) for g in groups]
     try:
         with ThreadPoolExecutor(max_workers=min(max_workers, len(machines))) as pool:
-            firsts = [m for g in groups for m in (g if any(g is w for w in warm) else g[:1])]
+            firsts = [m for g, at_once in zip(groups, warm) for m in (g if at_once else g[:1])]
             for f in [pool.submit(one, m) for m in firsts]:
                 f.result()
-            rest = [m for g in groups if not any(g is w for w in warm) for m in g[1:]]
+            rest = [m for g, at_once in zip(groups, warm) if not at_once for m in g[1:]]
             for f in [pool.submit(one, m) for m in rest]:
                 f.result()
     finally:
