@@ -1,4 +1,5 @@
 """The on-machine agent. `agent.py` is copied verbatim onto machines: stdlib only, no fleet imports."""
+from functools import lru_cache
 from pathlib import Path
 
 AGENT_PATH = Path(__file__).with_name("agent.py")
@@ -29,6 +30,7 @@ def compact(source: str) -> str:
     return ast.unparse(tree) + "\n"
 
 
+@lru_cache(maxsize=1)   # an ast round trip of ~40 KB: once per process, not once per lease or bake
 def agent_source() -> str:
     """agent.py as one self-contained file, the modules it imports embedded where their imports stood,
     compacted: for machines that receive a single file (AWS user data, image builders, Slurm nodes).

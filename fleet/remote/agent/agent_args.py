@@ -42,11 +42,13 @@ def quick_args(argv):
             return None
         return _Args(cmd, pidfile=values.get("pidfile"), env_stdin=values.get("env_stdin", False),
                      leaf=values.get("leaf", "work"), argv=rest)
-    if rest or "pidfile" not in values and cmd == "signal":
+    if rest:                    # words after "--": exec's only
         return None
     if cmd == "signal":
         signal_name = values.get("signal", "TERM")
-        return _Args(cmd, pidfile=values["pidfile"], signal=signal_name) if signal_name in _SIGNALS else None
+        if "pidfile" not in values or signal_name not in _SIGNALS:
+            return None
+        return _Args(cmd, pidfile=values["pidfile"], signal=signal_name)
     try:
         return _Args(cmd, state_dir=values["state_dir"], ttl=float(values["ttl"]))
     except (KeyError, ValueError):
