@@ -64,12 +64,17 @@ def remote_env_path(machine: Machine, venv: str = "") -> dict[str, str]:
 
 def wrapped_command(spec: ProcessSpec) -> str:
     """The command line sent over SSH. It carries no environment values: those travel on the
-    channel's stdin (see process_env_payload), so secrets never show in `ps` on a shared host.
-    The agent itself runs with the machine's interpreter, whatever venv the experiment uses."""
-    m = spec.machine
+    channel's stdin (see process_env_payload), so secrets never show in `ps` on a shared host."""
     leaf = ["--leaf", spec.leaf] if spec.leaf != "work" else []
-    agent_args = shlex.join([m.agent_path, "exec", "--pidfile", spec.pidfile, "--env-stdin", *leaf, "--",
-                             "sh", "-c", spec.command])
+    return agent_command_line(spec, ["exec", "--pidfile", spec.pidfile, "--env-stdin", *leaf, "--",
+                                     "sh", "-c", spec.command])
+
+
+def agent_command_line(spec: ProcessSpec, agent_argv: list[str]) -> str:
+    """`cd` into the process's directory and exec the agent with `agent_argv`. The agent itself runs
+    with the machine's interpreter, whatever venv the experiment uses."""
+    m = spec.machine
+    agent_args = shlex.join([m.agent_path, *agent_argv])
     venv = spec.env.get("VIRTUAL_ENV", "")
     env = {"FLEET_MACHINE_ID": m.id, **remote_env_path(m, venv)}
     prefix, python = "", shlex.quote(m.python)
@@ -85,19 +90,53 @@ def wrapped_command(spec: ProcessSpec) -> str:
     return shell_command(line, env=env)
 
 
-def process_env_payload(spec: ProcessSpec) -> bytes:
+def process_env(spec: ProcessSpec) -> dict[str, str]:
     # FLEET_MACHINE_ROOT: the machine's own directory on every provider (local sshd machines also get
     # it from their sshd; on a shared ssh host it is the lease's directory, not the host's home).
     # Both come last: the run's [env] never retags its processes (the tag is how release finds them
     # on a host without cgroups).
-    return (json.dumps({**spec.env, "FLEET_MACHINE_ID": spec.machine.id,
-                        "FLEET_MACHINE_ROOT": spec.machine.workdir}) + "\n").encode()
+    return {**spec.env, "FLEET_MACHINE_ID": spec.machine.id, "FLEET_MACHINE_ROOT": spec.machine.workdir}
+
+
+def process_env_payload(spec: ProcessSpec) -> bytes:
+    return (json.dumps(process_env(spec)) + "\n").encode()
+
+
+class _Output:
+    """One process's output: split into lines, masked, written to its log and passed to the sink."""
+
+    def __init__(self, spec: ProcessSpec, sink: LineSink, log_file: Path | None,
+                 mask: Callable[[str], str] | None):
+        self.spec, self.sink, self.mask = spec, sink, mask
+        self.log = open(log_file, "a", buffering=1) if log_file else None
+        self.buffers = {"out": b"", "err": b""}
+
+    def feed(self, stream: str, data: bytes, final: bool = False) -> None:
+        *lines, rest = (self.buffers[stream] + data).split(b"\n")
+        if final and rest:
+            lines.append(rest)
+            rest = b""
+        self.buffers[stream] = rest
+        for raw in lines:
+            self.line(stream, raw)
+
+    def line(self, stream: str, raw: bytes) -> None:
+        text = raw.decode(errors="replace").rstrip("\r")
+        if self.mask is not None:   # secret values never reach the log file or the terminal
+            text = self.mask(text)
+        if self.log:
+            self.log.write(f"{text}\n" if stream == "out" else f"[stderr] {text}\n")
+        self.sink(self.spec.label, stream, text)
+
+    def close(self) -> None:
+        if self.log:
+            self.log.close()
 
 
 def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: threading.Event | None,
           mask: Callable[[str], str] | None = None) -> None:
     spec, result = proc.spec, proc.result
-    log = open(log_file, "a", buffering=1) if log_file else None
+    output = _Output(spec, sink, log_file, mask)
     try:
         session = connect(spec.machine)
         proc.session = session
@@ -108,38 +147,21 @@ def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: t
         chan.exec_command(wrapped_command(spec))
         chan.sendall(process_env_payload(spec))
         chan.shutdown_write()   # the experiment's stdin ends here: jobs are not interactive
-        buffers = {"out": b"", "err": b""}
-
-        def emit(stream: str, data: bytes, final: bool = False) -> None:
-            buffers[stream] += data
-            *lines, rest = buffers[stream].split(b"\n")
-            if final and rest:
-                lines.append(rest)
-                rest = b""
-            buffers[stream] = rest
-            for raw in lines:
-                text = raw.decode(errors="replace").rstrip("\r")
-                if mask is not None:   # secret values never reach the log file or the terminal
-                    text = mask(text)
-                if log:
-                    log.write(f"{text}\n" if stream == "out" else f"[stderr] {text}\n")
-                sink(spec.label, stream, text)
-
         output_ended = OutputEnd()
         while True:
             got = False
             if chan.recv_ready():
-                emit("out", chan.recv(65536))
+                output.feed("out", chan.recv(65536))
                 got = True
             if chan.recv_stderr_ready():
-                emit("err", chan.recv_stderr(65536))
+                output.feed("err", chan.recv_stderr(65536))
                 got = True
             if not got:
                 if output_ended(chan):
                     break
                 chan.status_event.wait(0.05)
-        emit("out", b"", final=True)
-        emit("err", b"", final=True)
+        output.feed("out", b"", final=True)
+        output.feed("err", b"", final=True)
         result.exit_code = chan.recv_exit_status()
         chan.close()
     except MachineUnreachable as exc:
@@ -147,23 +169,33 @@ def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: t
     except Exception as exc:  # noqa: BLE001 — a lost connection is a result, not a crash
         result.error = f"machine {spec.machine.id}: connection lost: {exc}"
     finally:
-        if log:
-            log.close()
+        output.close()
         proc.done.set()
 
 
 def start_processes(specs: list[ProcessSpec], sink: LineSink, log_dir: Path | None = None,
                     cancel: threading.Event | None = None,
                     mask: Callable[[str], str] | None = None) -> list[RunningProcess]:
-    running = []
-    for spec in specs:
-        result = ProcessResult(spec)
-        proc = RunningProcess(spec, threading.Thread(target=lambda: None), result)
-        log_file = (log_dir / f"rank-{spec.label}.log") if log_dir else None
-        proc.thread = threading.Thread(target=_pump, args=(proc, sink, log_file, cancel, mask), daemon=True,
-                                       name=f"fleet-run-{spec.label}")
-        proc.thread.start()
-        running.append(proc)
+    """Start every process: one `agent exec` channel for a machine's only process, one `agent group`
+    for a machine with several (per-GPU), so a machine costs one agent start however many GPUs it has."""
+    from .exec_group import pump_group
+    running = [RunningProcess(spec, threading.Thread(target=lambda: None), ProcessResult(spec)) for spec in specs]
+    by_machine: dict[str, list[RunningProcess]] = {}
+    for proc in running:
+        by_machine.setdefault(proc.spec.machine.id, []).append(proc)
+    for procs in by_machine.values():
+        outputs = [_Output(p.spec, sink, (log_dir / f"rank-{p.spec.label}.log") if log_dir else None, mask)
+                   for p in procs] if len(procs) > 1 else []
+        if outputs:
+            thread = threading.Thread(target=pump_group, args=(procs, outputs, cancel), daemon=True,
+                                      name=f"fleet-run-{procs[0].spec.machine.node_rank}")
+        else:
+            log_file = (log_dir / f"rank-{procs[0].spec.label}.log") if log_dir else None
+            thread = threading.Thread(target=_pump, args=(procs[0], sink, log_file, cancel, mask), daemon=True,
+                                      name=f"fleet-run-{procs[0].spec.label}")
+        for proc in procs:
+            proc.thread = thread
+        thread.start()
     return running
 
 

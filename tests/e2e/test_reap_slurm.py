@@ -78,10 +78,14 @@ def _train_and_kill_supervisor(login, tmp_path, postgres_url, *, recovery: str) 
     os.kill(pid, signal.SIGKILL)
     assert wait_until(lambda: not _cmdline(pid), 10), _cmdline(pid)
 
+    seen: list[str] = []
+
     def gone() -> bool:
-        status = json.loads(_laptop(["status", "--json"], exp, env).stdout or "{}")
+        done = _laptop(["status", "--json"], exp, env)
+        seen[:] = [done.stdout[-3000:] + done.stderr[-2000:]]
+        status = json.loads(done.stdout or "{}")
         return any(r.get("supervisor_gone") for v in status.get("leases", []) for r in v["runs"] if r["id"] == run_id)
-    assert wait_until(gone, 60), "fleet status never showed the supervisor gone"
+    assert wait_until(gone, 60), f"fleet status never showed the supervisor gone: {seen}"
     return {"exp": exp, "env": env, "run_id": run_id, "lease_id": lease_id, "pid": pid}
 
 

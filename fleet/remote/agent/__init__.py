@@ -5,10 +5,10 @@ from pathlib import Path
 AGENT_PATH = Path(__file__).with_name("agent.py")
 # Copied together onto every machine: the agent, the modules it imports, optional telemetry.
 AGENT_FILES = tuple(AGENT_PATH.with_name(n) for n in ("agent.py", "containment.py", "agent_args.py",
-                                                      "telemetry.py"))
+                                                      "group.py", "telemetry.py"))
 
 
-_EMBEDDED = ("containment", "agent_args")   # the modules agent.py imports from beside itself
+_EMBEDDED = ("containment", "agent_args", "group")   # the modules agent.py imports from beside itself
 
 
 def _import_block(name: str) -> str:

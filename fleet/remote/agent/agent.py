@@ -12,6 +12,7 @@ Subcommands
             never earlier than it already is (a deadline is only ever extended).
   release   expire now (the normal end of a lease).
   stop      release, wait for the watchdog, then end whatever it left (or all, if it died).
+  group     run a machine's per-GPU processes, each as `exec` would, relaying their output (group.py).
   exec      run a command in its own process group (inside the machine's cgroup unit when it has
             one), recording the group id so `signal` can stop it; exits with the command's status.
   signal    send a signal to a process group recorded by `exec`.
@@ -36,6 +37,10 @@ try:
     from . import agent_args
 except ImportError:   # run as a script on a machine: agent_args.py is copied next to it
     import agent_args
+try:
+    from . import group
+except ImportError:   # run as a script on a machine: group.py is copied next to it
+    import group
 
 POLL_S = 0.5
 ISOLATION_FILE = "isolation.json"
@@ -294,21 +299,15 @@ def cmd_stop(args):
     return 0 if clean else 1
 
 
-def cmd_exec(args):
-    import subprocess
-    argv = args.argv[1:] if args.argv and args.argv[0] == "--" else args.argv
-    env = None
-    if args.env_stdin:   # the run's environment (secrets among it) comes on stdin, never on a command line
-        env = dict(os.environ)
-        env.update({str(k): str(v) for k, v in json.loads(sys.stdin.readline() or "{}").items()})
+def _enter_leaf(leaf_name):
+    """Into the machine's leaf (work/, or a sweep trial's) before anything starts: all a command ever
+    spawns (however it daemonises) stays there, and ends with the machine. Returns 125 when the
+    machine has ended, else None."""
     unit = _unit_of(read_isolation(os.path.dirname(os.path.abspath(__file__))), os.environ.get("FLEET_MACHINE_ID", ""))
     if unit:
-        # Into the machine's work leaf before anything starts: all the command ever spawns (however
-        # it daemonises) stays there, and ends with the machine. A sweep trial gets a leaf of its
-        # own (--leaf trial), emptied after it without touching the machine's sshd in work/.
         try:
-            leaf = os.path.join(unit, args.leaf)
-            if args.leaf != "work" and not os.path.isdir(leaf):
+            leaf = os.path.join(unit, leaf_name)
+            if leaf_name != "work" and not os.path.isdir(leaf):
                 os.mkdir(leaf)
             # A login that is not the unit's owner cannot move itself, and need not when its
             # session was born in the leaf (the sandbox's unprivileged login, under sshd in work/).
@@ -323,10 +322,28 @@ def cmd_exec(args):
     # the command gets them back, so a training's handler (or a shell's trap) still sees the user's signal.
     for sig in (signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(sig, lambda *_: None)
+    return None
+
+
+def _record_pid(pidfile, pid):
+    # "PGID STARTTIME": `agent signal` must tell this group from one that reused the pid
+    containment.write_atomic(pidfile, containment.pid_record(pid) or str(pid))
+
+
+def cmd_exec(args):
+    import subprocess
+    argv = args.argv[1:] if args.argv and args.argv[0] == "--" else args.argv
+    env = None
+    if args.env_stdin:   # the run's environment (secrets among it) comes on stdin, never on a command line
+        env = dict(os.environ)
+        env.update({str(k): str(v) for k, v in json.loads(sys.stdin.readline() or "{}").items()})
+    failed = _enter_leaf(args.leaf)
+    if failed:
+        return failed
     child = subprocess.Popen(argv, start_new_session=True, env=env,
                              stdin=subprocess.DEVNULL if args.env_stdin else None)
-    if args.pidfile:   # "PGID STARTTIME": `agent signal` must tell this group from one that reused the pid
-        containment.write_atomic(args.pidfile, containment.pid_record(child.pid) or str(child.pid))
+    if args.pidfile:
+        _record_pid(args.pidfile, child.pid)
 
     def forward(sig, _frame):
         try:
@@ -338,6 +355,13 @@ def cmd_exec(args):
         signal.signal(sig, forward)
     code = child.wait()
     return code if code >= 0 else 128 - code
+
+
+def cmd_group(args):
+    """A machine's per-GPU processes under one agent (group.py); their list, environments (secrets
+    among them) included, comes on stdin."""
+    procs = json.loads(sys.stdin.readline() or "{}").get("procs") or []
+    return _enter_leaf(args.leaf) or group.run(procs, _record_pid)
 
 
 def cmd_signal(args):
@@ -360,7 +384,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = agent_args.quick_args(argv) or agent_args.parser((containment.CGROUP, containment.PIDS)).parse_args(argv)
     handler = {"watchdog": cmd_watchdog, "extend": cmd_extend, "release": cmd_release, "status": cmd_status,
-               "exec": cmd_exec, "signal": cmd_signal, "stop": cmd_stop}[args.cmd]
+               "exec": cmd_exec, "group": cmd_group, "signal": cmd_signal, "stop": cmd_stop}[args.cmd]
     try:
         return handler(args)
     except OSError as exc:   # e.g. the machine's disk is full: one line in the run's log, not a traceback

@@ -23,10 +23,10 @@ def quick_args(argv):
     the controller sends them, read without argparse: its import, with re, gettext and shutil for its
     help formatter, was half of each call's ~40 ms of CPU (16 per 8-machine `fleet up`, on machines
     that may share cores). Anything else, or anything unexpected: None, and argparse reads it."""
-    if not argv or argv[0] not in ("exec", "signal", "extend"):
+    if not argv or argv[0] not in ("exec", "group", "signal", "extend"):
         return None
     cmd, rest, values = argv[0], list(argv[1:]), {}
-    flags = {"exec": {"--pidfile", "--leaf"}, "signal": {"--pidfile", "--signal"},
+    flags = {"exec": {"--pidfile", "--leaf"}, "group": {"--leaf"}, "signal": {"--pidfile", "--signal"},
              "extend": {"--state-dir", "--ttl"}}[cmd]
     while rest and rest[0] != "--":
         opt = rest.pop(0)
@@ -44,6 +44,8 @@ def quick_args(argv):
                      leaf=values.get("leaf", "work"), argv=rest)
     if rest:                    # words after "--": exec's only
         return None
+    if cmd == "group":
+        return _Args(cmd, leaf=values.get("leaf", "work")) if leaf_name_ok(values.get("leaf", "work")) else None
     if cmd == "signal":
         signal_name = values.get("signal", "TERM")
         if "pidfile" not in values or signal_name not in _SIGNALS:
@@ -101,6 +103,8 @@ def parser(isolations):
     x.add_argument("--leaf", default="work", type=leaf_name,
                    help="the machine's cgroup leaf to run in (trial-N: a sweep trial's own, emptied after it)")
     x.add_argument("argv", nargs=argparse.REMAINDER)
+    g = sub.add_parser("group", help="run the processes listed as JSON on stdin, relaying their output")
+    g.add_argument("--leaf", default="work", type=leaf_name)
     s = sub.add_parser("signal")
     s.add_argument("--pidfile", required=True)
     s.add_argument("--signal", default="TERM", choices=list(_SIGNALS))

@@ -1,0 +1,120 @@
+"""`agent group`: one agent process runs all of a machine's per-GPU processes (stdlib only; shipped
+beside agent.py, or embedded in it: agent_source()).
+
+With `per_gpu` on an 8-GPU machine, one `agent exec` per process meant eight Python starts on the
+machine and eight channels to read; this one starts them all, each in its own process group with
+its pid file (so `agent signal` stops each one as before), and relays their output on its own
+stdout as framed lines the controller splits again:
+
+    <index> o <line>     a line the process printed on stdout
+    <index> e <line>     ... on stderr
+    <index> x <code>     the process ended with <code> (128+N: killed by signal N), its output all sent
+
+A line has no newline in it, so the framing is unambiguous whatever the process prints.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+
+LINGER_S = 0.5      # a daemon left behind may hold a process's output open: wait this long after it exits
+MAX_LINE = 65536    # a longer run of bytes without a newline is relayed in pieces
+
+
+def run(procs, record_pid):
+    """Start every process of `procs` ([{"argv", "env", "pidfile"}]); relay until all have ended."""
+    import subprocess   # here, not at the top: agent.py imports this module for every call (extend too)
+    children = []
+    for p in procs:
+        env = dict(os.environ)
+        env.update({str(k): str(v) for k, v in p["env"].items()})
+        child = subprocess.Popen([str(a) for a in p["argv"]], start_new_session=True, env=env,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        record_pid(p["pidfile"], child.pid)
+        children.append(child)
+
+    def forward(sig, _frame):
+        for child in children:
+            try:
+                os.killpg(child.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    return _Relay(children).loop()
+
+
+class _Relay:
+    def __init__(self, children):
+        import selectors
+        self.children = children
+        self.out = sys.stdout.buffer
+        self.broken = False
+        self.selector = selectors.DefaultSelector()
+        self.partial = {}
+        self.open_pipes = {i: 2 for i in range(len(children))}
+        for i, child in enumerate(children):
+            for tag, pipe in ((b"o", child.stdout), (b"e", child.stderr)):
+                self.selector.register(pipe, selectors.EVENT_READ, (i, tag))
+                self.partial[(i, tag)] = b""
+
+    def loop(self):
+        ended, reported = {}, set()
+        while len(reported) < len(self.children):
+            records = []
+            for key, _ in self.selector.select(0.1):
+                i, tag = key.data
+                data = os.read(key.fd, 65536)
+                if data:
+                    records += self._lines(i, tag, data)
+                else:
+                    records += self._close(key.fileobj, i, tag)
+            now = time.monotonic()
+            for i, child in enumerate(self.children):
+                if i in reported:
+                    continue
+                if i not in ended and child.poll() is not None:
+                    ended[i] = now
+                if i in ended and (not self.open_pipes[i] or now - ended[i] > LINGER_S):
+                    for tag, pipe in ((b"o", child.stdout), (b"e", child.stderr)):
+                        records += self._close(pipe, i, tag)
+                    code = child.returncode
+                    records.append(b"%d x %d\n" % (i, code if code >= 0 else 128 - code))
+                    reported.add(i)
+            self._send(records)
+        return 0
+
+    def _lines(self, i, tag, data):
+        *lines, rest = (self.partial[(i, tag)] + data).split(b"\n")
+        if len(rest) > MAX_LINE:
+            lines.append(rest)
+            rest = b""
+        self.partial[(i, tag)] = rest
+        return [b"%d %s %s\n" % (i, tag, line) for line in lines]
+
+    def _close(self, pipe, i, tag):
+        if pipe.closed:
+            return []
+        self.selector.unregister(pipe)
+        pipe.close()
+        self.open_pipes[i] -= 1
+        rest, self.partial[(i, tag)] = self.partial[(i, tag)], b""
+        return [b"%d %s %s\n" % (i, tag, rest)] if rest else []
+
+    def _send(self, records):
+        if not records or self.broken:
+            return
+        try:
+            self.out.write(b"".join(records))
+            self.out.flush()
+        except OSError:
+            # The controller is gone: the processes' output ends as it did when they wrote to the
+            # channel themselves (EPIPE on their next write); the watchdog still holds the deadline.
+            self.broken = True
+            for key in list(self.selector.get_map().values()):
+                self.selector.unregister(key.fileobj)
+                key.fileobj.close()
+                self.open_pipes[key.data[0]] -= 1

@@ -1,0 +1,93 @@
+"""A machine's several processes (per-GPU ranks) under one `agent group` on one channel.
+
+The agent relays each process's lines framed as `<index> o|e <line>` and its end as `<index> x <code>`
+(fleet/remote/agent/group.py); here they are split back into each process's log, sink and result,
+so the rest of the run sees the same RunningProcess per rank as with one `agent exec` each.
+"""
+from __future__ import annotations
+
+import json
+import threading
+
+from ..errors import MachineUnreachable
+from .exec import ProcessSpec, RunningProcess, _Output, agent_command_line, process_env
+from .ssh import OutputEnd, connect
+
+_STREAMS = {b"o": "out", b"e": "err"}
+
+
+def group_command(specs: list[ProcessSpec]) -> str:
+    leaf = ["--leaf", specs[0].leaf] if specs[0].leaf != "work" else []
+    return agent_command_line(specs[0], ["group", *leaf])
+
+
+def group_payload(specs: list[ProcessSpec]) -> bytes:
+    """What the agent reads on stdin: each process's command, pid file and environment (secrets
+    among it, so never on a command line)."""
+    procs = [{"argv": ["sh", "-c", s.command], "pidfile": s.pidfile, "env": process_env(s)} for s in specs]
+    return (json.dumps({"procs": procs}) + "\n").encode()
+
+
+def _dispatch(buffer: bytes, procs: list[RunningProcess], outputs: list[_Output]) -> bytes:
+    """Hand every whole framed line in `buffer` to its process; returns the incomplete rest."""
+    *lines, rest = buffer.split(b"\n")
+    for line in lines:
+        index, tag, payload = (line.split(b" ", 2) + [b"", b""])[:3]
+        if not index.isdigit() or int(index) >= len(procs):
+            continue
+        i = int(index)
+        if tag in _STREAMS:
+            outputs[i].line(_STREAMS[tag], payload)
+        elif tag == b"x" and payload.isdigit():
+            procs[i].result.exit_code = int(payload)
+            procs[i].done.set()   # its output is all in: the run sees this rank end now, not with the machine
+    return rest
+
+
+def pump_group(procs: list[RunningProcess], outputs: list[_Output], cancel: threading.Event | None) -> None:
+    specs = [p.spec for p in procs]
+    machine = specs[0].machine
+    status, error = None, None
+    try:
+        session = connect(machine)
+        for p in procs:
+            p.session = session
+        if cancel is not None and cancel.is_set():
+            return   # stopped before it started: nothing to signal later
+        chan = session.open_channel()
+        chan.exec_command(group_command(specs))
+        chan.sendall(group_payload(specs))
+        chan.shutdown_write()
+        framed, agent_err = b"", b""
+        output_ended = OutputEnd()
+        while True:
+            got = False
+            if chan.recv_ready():
+                framed = _dispatch(framed + chan.recv(65536), procs, outputs)
+                got = True
+            if chan.recv_stderr_ready():   # the agent's own words (e.g. the machine has ended)
+                agent_err += chan.recv_stderr(65536)
+                got = True
+            if not got:
+                if output_ended(chan):
+                    break
+                chan.status_event.wait(0.05)
+        outputs[0].feed("err", agent_err, final=True)
+        status = chan.recv_exit_status()
+        chan.close()
+    except MachineUnreachable as exc:
+        error = str(exc)
+    except Exception as exc:  # noqa: BLE001 — a lost connection is a result, not a crash
+        error = f"machine {machine.id}: connection lost: {exc}"
+    finally:
+        for proc, output in zip(procs, outputs):
+            # A rank with no end of its own: the connection was lost (error), the agent failed for all
+            # of them (its status), or the channel closed without one (-1: the machine went away).
+            if proc.result.exit_code is None and error is not None:
+                proc.result.error = error
+            elif proc.result.exit_code is None and status == 0:
+                proc.result.error = f"machine {machine.id}: the agent ended without rank {proc.spec.label}'s exit status"
+            elif proc.result.exit_code is None and status is not None:
+                proc.result.exit_code = status
+            output.close()
+            proc.done.set()
