@@ -200,15 +200,22 @@ def start_processes(specs: list[ProcessSpec], sink: LineSink, log_dir: Path | No
 
 
 def signal_processes(running: list[RunningProcess], sig: str) -> None:
-    """Signal every still-running process group through a fresh channel (its own is busy streaming)."""
-    def one(proc: RunningProcess) -> None:
-        if proc.done.is_set():
-            return
-        m = proc.spec.machine
-        argv = [m.python, "-S", m.agent_path, "signal", "--pidfile", proc.spec.pidfile, "--signal", sig]
-        if proc.session is not None:
+    """Signal every still-running process group through a fresh channel (its own is busy streaming):
+    one agent call per machine, naming each of its ranks' pid files."""
+    by_machine: dict[str, list[RunningProcess]] = {}
+    for proc in running:
+        if not proc.done.is_set():
+            by_machine.setdefault(proc.spec.machine.id, []).append(proc)
+
+    def one(procs: list[RunningProcess]) -> None:
+        m = procs[0].spec.machine
+        argv = [m.python, "-S", m.agent_path, "signal", "--signal", sig]
+        for proc in procs:
+            argv += ["--pidfile", proc.spec.pidfile]
+        session = next((p.session for p in procs if p.session is not None), None)
+        if session is not None:
             try:   # a new channel on the streaming connection: no handshake, so a stop is quick
-                proc.session.run(argv, check=False, timeout=10)
+                session.run(argv, check=False, timeout=10)
                 return
             except Exception:  # noqa: BLE001 — fall back to a fresh connection
                 pass
@@ -218,7 +225,7 @@ def signal_processes(running: list[RunningProcess], sig: str) -> None:
         except Exception:  # noqa: BLE001 — an unreachable machine is ended by release anyway
             pass
 
-    threads = [threading.Thread(target=one, args=(p,), daemon=True) for p in running]
+    threads = [threading.Thread(target=one, args=(procs,), daemon=True) for procs in by_machine.values()]
     for t in threads:
         t.start()
     for t in threads:

@@ -20,6 +20,7 @@ SENT = [   # the shapes fleet/remote/exec.py, fleet/heartbeat.py and signal_proc
     ["extend", "--ttl", "1e3", "--state-dir", "/s"],
     ["signal", "--pidfile", "/m/.fleet/run.pid", "--signal", "KILL"],
     ["signal", "--pidfile", "/m/.fleet/run.pid"],
+    ["signal", "--signal", "TERM", "--pidfile", "/m/.fleet/run-0.pid", "--pidfile", "/m/.fleet/run-1.pid"],
 ]
 
 

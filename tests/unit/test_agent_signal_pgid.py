@@ -49,3 +49,29 @@ def test_the_group_agent_exec_started_is_signalled(tmp_path):
         if run.poll() is None:
             run.kill()
         run.wait()
+
+
+def test_one_call_signals_each_proven_group_of_a_machine_and_skips_one_that_is_not(tmp_path, group):
+    runs, pidfiles = [], []
+    for i in range(2):
+        pidfiles.append(tmp_path / f"run-{i}.pid")
+        runs.append(subprocess.Popen([sys.executable, str(AGENT_PATH), "exec", "--pidfile", str(pidfiles[i]), "--",
+                                      "sleep", "300"]))
+    forged = tmp_path / "forged.pid"
+    forged.write_text(f"{group.pid} {c.start_time(group.pid) + 1}")
+    try:
+        end = time.monotonic() + 30
+        while not all(c.read_pid_file(p) for p in pidfiles) and time.monotonic() < end:
+            time.sleep(0.05)
+        argv = [sys.executable, str(AGENT_PATH), "signal", "--signal", "TERM"]
+        for p in (pidfiles[0], forged, pidfiles[1]):
+            argv += ["--pidfile", str(p)]
+        assert subprocess.run(argv, capture_output=True, timeout=30).returncode == 0
+        assert [r.wait(timeout=30) for r in runs] == [128 + 15, 128 + 15]
+        time.sleep(0.3)
+        assert group.poll() is None, "a group the forged pid file named was signalled"
+    finally:
+        for r in runs:
+            if r.poll() is None:
+                r.kill()
+            r.wait()

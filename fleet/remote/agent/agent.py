@@ -365,18 +365,19 @@ def cmd_group(args):
 
 
 def cmd_signal(args):
-    words = containment.read_small(args.pidfile).split()
-    pgid = int(words[0]) if words and words[0].isdigit() else 0
-    start = int(words[1]) if len(words) == 2 and words[1].isdigit() else None
-    # Never pid 1's group, nor one whose leader's pid now names another process: the kernel reuses a
-    # pid only once no group holds it, so ours is gone and that group is someone else's.
-    now = containment.start_time(pgid) if pgid > 1 else None
-    if pgid <= 1 or (now is not None and now != start):
-        return 0
-    try:
-        os.killpg(pgid, getattr(signal, "SIG" + args.signal))
-    except ProcessLookupError:
-        pass
+    for pidfile in args.pidfile:
+        words = containment.read_small(pidfile).split()
+        pgid = int(words[0]) if words and words[0].isdigit() else 0
+        start = int(words[1]) if len(words) == 2 and words[1].isdigit() else None
+        # Never pid 1's group, nor one whose leader's pid now names another process: the kernel reuses a
+        # pid only once no group holds it, so ours is gone and that group is someone else's.
+        now = containment.start_time(pgid) if pgid > 1 else None
+        if pgid <= 1 or (now is not None and now != start):
+            continue
+        try:
+            os.killpg(pgid, getattr(signal, "SIG" + args.signal))
+        except ProcessLookupError:
+            pass
     return 0
 
 

@@ -34,7 +34,12 @@ def quick_args(argv):
             values["env_stdin"] = True
             continue
         key = opt[2:].replace("-", "_")
-        if opt not in flags or key in values or not rest or rest[0].startswith("-"):
+        if opt not in flags or not rest or rest[0].startswith("-"):
+            return None
+        if cmd == "signal" and key == "pidfile":   # one call stops all of a machine's ranks
+            values.setdefault("pidfile", []).append(rest.pop(0))
+            continue
+        if key in values:
             return None
         values[key] = rest.pop(0)
     if cmd == "exec":
@@ -106,6 +111,6 @@ def parser(isolations):
     g = sub.add_parser("group", help="run the processes listed as JSON on stdin, relaying their output")
     g.add_argument("--leaf", default="work", type=leaf_name)
     s = sub.add_parser("signal")
-    s.add_argument("--pidfile", required=True)
+    s.add_argument("--pidfile", required=True, action="append", help="repeated: one process group each")
     s.add_argument("--signal", default="TERM", choices=list(_SIGNALS))
     return parser
