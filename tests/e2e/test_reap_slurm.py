@@ -63,7 +63,12 @@ def _train_and_kill_supervisor(login, tmp_path, postgres_url, *, recovery: str) 
     from tests.e2e.test_checkpoints import TRAIN
     farm, host = login
     exp = _write_exp(tmp_path, farm, host, f"python3 train.py {STEPS} 0.1")
-    (exp / "train.py").write_text(TRAIN)
+    # Attempt 1 holds at step 5 until it is reaped: on a loaded machine 40 steps of 0.1 s could end
+    # before the supervisor is killed, and then there is nothing lost to reap.
+    held = TRAIN.replace("    save()\n    time.sleep(pause)\n", "    save()\n    time.sleep(pause)\n"
+                         "    while step >= 5 and os.environ['FLEET_ATTEMPT'] == '1':\n        time.sleep(0.1)\n")
+    assert held != TRAIN
+    (exp / "train.py").write_text(held)
     toml = (exp / "fleet.toml").read_text().replace(
         'command = ', f'checkpoint_interval = "1s"\nrecovery = "{recovery}"\nmax_restarts = 2\ncommand = ')
     (exp / "fleet.toml").write_text(toml)
@@ -85,7 +90,7 @@ def _train_and_kill_supervisor(login, tmp_path, postgres_url, *, recovery: str) 
         seen[:] = [done.stdout[-3000:] + done.stderr[-2000:]]
         status = json.loads(done.stdout or "{}")
         return any(r.get("supervisor_gone") for v in status.get("leases", []) for r in v["runs"] if r["id"] == run_id)
-    assert wait_until(gone, 60), f"fleet status never showed the supervisor gone: {seen}"
+    assert wait_until(gone, 60), f"fleet status never showed the supervisor gone: {seen} {_run_row(postgres_url, run_id)}"
     return {"exp": exp, "env": env, "run_id": run_id, "lease_id": lease_id, "pid": pid}
 
 

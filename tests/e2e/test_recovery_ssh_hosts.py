@@ -58,9 +58,22 @@ def _descendants(root: int) -> list[int]:
 
 
 def _power_off(host: FakeHost) -> None:
-    """The host goes down: its sshd and every session it serves, and every process of its leases."""
-    doomed = set(_descendants(host.pid)) | {pid for pid, _ in live_processes_under(host.directory)}
-    for pid in doomed:
+    """The host goes down: its sshd and every session it serves, and every process of its leases, all
+    at one moment. Killed one by one, a session's agent could see its command die first and send
+    the controller an exit status (137, a failed command) that no powered-off host ever sends; so
+    everything is frozen (SIGSTOP, until no new process appears) before anything is killed."""
+    frozen: set[int] = set()
+    for _ in range(10):
+        doomed = (set(_descendants(host.pid)) | {pid for pid, _ in live_processes_under(host.directory)}) - frozen
+        if not doomed:
+            break
+        for pid in doomed:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except ProcessLookupError:
+                pass
+        frozen |= doomed
+    for pid in frozen:
         _kill(pid)
     host.kill_sshd()
 
@@ -130,7 +143,8 @@ def test_with_no_host_left_the_run_ends_saying_so_with_its_checkpoint(farm, tmp_
     assert rc == 10 and summary["status"] == "error", out[-4000:]
     first = summary["run_id"]
     assert [a["attempt"] for a in summary["attempts"]] == [1] and summary["attempts"][0]["machines_lost"]
-    assert "not resumed after attempt 1" in summary["message"] and "no SSH host is up" in summary["message"]
+    message = summary["message"]
+    assert "not resumed after attempt 1" in message and "no SSH host is up" in message, message
     assert f"fleet up --resume {first}" in summary["message"], summary
     from fleet.run.checkpoints import latest_snapshots
     from fleet.snapshots import open_store

@@ -175,6 +175,22 @@ def test_a_host_that_goes_down_mid_lease_is_skipped_and_marked(farm, env, tmp_pa
         extra.kill_sshd()
 
 
+def test_when_every_freshly_probed_host_died_the_lease_says_none_is_up_naming_them(farm, env):
+    first, second = HostFarm.start(farm, "dies1"), HostFarm.start(farm, "dies2")
+    try:
+        provider = provider_for(farm, hosts=[first, second])
+        provider.release(provider.lease(plan_for(provider, 1), new_lease_id(), 60))   # both probed: up
+        first.kill_sshd()
+        second.kill_sshd()   # within the probe's freshness: the inventory still says up for both
+        with pytest.raises(CapacityError, match="no SSH host is up") as err:
+            provider.lease(plan_for(provider, 1), new_lease_id(), 60)
+        assert "dies1, dies2 did not answer SSH just now" in err.value.one_line(), err.value.one_line()
+        assert active(provider.state.db) == []
+    finally:
+        first.kill_sshd()
+        second.kill_sshd()
+
+
 def test_lease_fails_cleanly_when_no_host_is_usable(farm, env):
     provider = provider_for(farm, hosts=[])
     with pytest.raises(CapacityError, match="no SSH host is up"):

@@ -12,14 +12,13 @@ PROBE_FRESH_S seconds per lease, so many leases in a row do not each re-probe ev
 from __future__ import annotations
 
 import json
-import shlex
 from dataclasses import replace
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Callable
 
-from ...errors import InfrastructureError, MachineUnreachable, UsageError
+from ...errors import CapacityError, InfrastructureError, MachineUnreachable, UsageError
 from ...gpus import GpuType
 from .hosts import Host, Inventory, host_machine, probe_all
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
@@ -27,6 +26,7 @@ from ..base import (BaseProvider, LeaseWatch, MachineMix, Queueing, ReleasesMach
                     SupervisesFromNode0)
 from . import slots as ssh_slots
 from .handoff import SUPERVISOR_DIR, ReleasedWithKeys
+from .machine_agent import start_watchdog, stop_machine
 from .settings import HostConfig, SSHSettings
 
 PROBE_FRESH_S = 30.0
@@ -143,11 +143,18 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
         return out
 
     def _reserve(self, plan: Plan, lease_id: str, requests: list[tuple[str, int]], capacity: dict[str, int],
-                 watch: LeaseWatch | None) -> list:
-        """The slots now; with `--wait`, through the queue (fleet/providers/ssh/queue.py)."""
+                 watch: LeaseWatch | None, down: set[str]) -> list:
+        """The slots now; with `--wait`, through the queue (fleet/providers/ssh/queue.py). `down`: hosts
+        left out as they did not answer just now, named when that leaves none."""
         from .queue import reserve_or_wait
-        return reserve_or_wait(self.state.db, plan, lease_id, requests, capacity, watch, provider=self.name,
-                               max_gpus_per_user=getattr(self.config, "queue_max_gpus_per_user", None))
+        try:
+            return reserve_or_wait(self.state.db, plan, lease_id, requests, capacity, watch, provider=self.name,
+                                   max_gpus_per_user=getattr(self.config, "queue_max_gpus_per_user", None))
+        except CapacityError as exc:
+            if not down:
+                raise
+            raise CapacityError(f"{exc.message}: {', '.join(sorted(down))} did not answer SSH just now",
+                                hint=exc.hint) from None
 
     # -- the contract -----------------------------------------------------------------------------
     def lease(self, plan: Plan, lease_id: str, deadline_s: int,
@@ -157,19 +164,19 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
         need = plan.gpus_per_machine or plan.gpus // plan.machine_count
         machine_ids = [f"{lease_id}-n{rank}" for rank in range(plan.machine_count)]
         exclude: set[str] = set()
-        for attempt in (1, 2):
+        for attempt in (1, 2, 3):
             usable = self.usable_hosts(plan.user, exclude, plan.gpu_type)
             placements = self._reserve(plan, lease_id, [(m, need) for m in machine_ids],
-                                       {n: h.gpus for n, (h, _) in usable.items()}, watch)
+                                       {n: h.gpus for n, (h, _) in usable.items()}, watch, exclude)
             machines, failures = self._start_all(plan, lease_id, deadline_s, placements, usable)
             if not failures:
                 break
             self._stop_all(machines)
             ssh_slots.free(self.state.db, lease_id)
             down = {p.host for p, exc in failures if isinstance(exc, MachineUnreachable)}
-            if attempt == 2 or not down or len(down) < len(failures):
+            if attempt == 3 or not down or len(down) < len(failures):
                 raise failures[0][1]
-            exclude |= down      # a host died between probe and start: try once more without it
+            exclude |= down   # died since their last probe (trusted a while): a live host, or "none is up"
         # Reported once every machine holds its deadline (a retry may move a machine to another
         # host, so not earlier); a machine the controller never hears of still ends at its deadline.
         try:
@@ -285,71 +292,6 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
             logins = {login: m for login, m in logins.items() if login not in staying}
             _pool_map(_capture(lambda m: revoke_lease_key(m, revoke)), list(logins.values()))   # else: its expiry
         return results
-
-
-def start_watchdog(m: Machine, *, ttl_s: float, max_s: float, telemetry_interval: float = 0) -> str:
-    """Copy the agent into the machine's workdir and start its watchdog detached from this SSH session.
-
-    The watchdog runs without FLEET_MACHINE_ID in its own environment, so it never counts itself
-    among the processes it must end; no --kill-pid, no --poweroff: the host stays up. Where the
-    host lets this login write cgroup v2 (root, or a delegated subtree) the machine gets a unit of
-    its own (every `agent exec` joins it); otherwise verified pids plus the tag. Returns the
-    isolation the host gave ("cgroup" | "pids"), also kept in m.provider_ref["isolation"].
-    """
-    from ...isolation import requested
-    from ...remote.agent import AGENT_FILES
-    from ...isolation import namespace
-    from ...remote.ssh import connect
-    level = requested()
-    with connect(m, timeout=10) as s:
-        s.run(["mkdir", "-p", m.state_dir])
-        with s.sftp() as sftp:
-            for source in AGENT_FILES:
-                if source.exists():
-                    sftp.put(str(source), f"{m.state_dir}/{source.name}")
-        argv = [m.python, m.agent_path, "watchdog", "--state-dir", m.state_dir, "--machine-id", m.id,
-                "--ttl", f"{ttl_s:.3f}", "--max", f"{max_s:.3f}", "--telemetry-interval", str(telemetry_interval),
-                "--isolation", level, "--unit-ns", namespace(m.workdir.rsplit("/", 2)[0]),
-                # Sessions that bypass `agent exec` (e.g. `fleet ssh`) start in the host's own
-                # cgroups: their tag is how the watchdog still finds them.
-                "--sweep-tagged"]
-        log = shlex.quote(f"{m.state_dir}/watchdog.log")
-        s.run(f"cd {shlex.quote(m.workdir)} && env -u FLEET_MACHINE_ID setsid nohup {shlex.join(argv)}"
-              f" </dev/null >>{log} 2>&1 &", timeout=30)
-        # Wait for the pid file the watchdog writes once its deadline and containment are in place.
-        pidfile = shlex.quote(f"{m.state_dir}/watchdog.pid")
-        r = s.run(f"for i in $(seq 100); do [ -s {pidfile} ] && exit 0; sleep 0.1; done; exit 1",
-                  check=False, timeout=30)
-        if r.exit_code != 0:
-            tail = s.run(["tail", "-n", "3", f"{m.state_dir}/watchdog.log"], check=False).stdout.strip()
-            raise InfrastructureError(f"watchdog for {m.id} did not start on {m.provider_ref.get('host')}: "
-                                      f"{tail.splitlines()[-1] if tail else 'no output'}")
-        info = s.run(["cat", f"{m.state_dir}/isolation.json"], check=False, timeout=30).stdout
-    try:
-        m.provider_ref["isolation"] = json.loads(info).get("level", "unknown")
-    except ValueError:
-        m.provider_ref["isolation"] = "unknown"
-    return m.provider_ref["isolation"]
-
-
-# Release on the host: the agent's `stop` asks the watchdog to end the machine, waits for it, ends
-# whatever it left (or all of it, if the watchdog had died): the machine's cgroup unit, or the
-# verified/tagged pids. Then the machine's directory goes.
-_STOP_SCRIPT = r"""
-S={state}; W={workdir}; P={python}
-[ -d "$W" ] || exit 0
-[ -f "$S/agent.py" ] && "$P" "$S/agent.py" stop --state-dir "$S" --machine-id {machine_id} >/dev/null 2>&1
-rm -rf "$W"; rmdir "$(dirname "$W")" 2>/dev/null
-exit 0
-"""
-
-
-def stop_machine(m: Machine) -> None:
-    from ...remote.ssh import connect
-    script = _STOP_SCRIPT.format(state=shlex.quote(m.state_dir), workdir=shlex.quote(m.workdir),
-                                 python=shlex.quote(m.python), machine_id=shlex.quote(m.id))
-    with connect(m, timeout=10) as s:
-        s.run(["sh", "-c", script], timeout=60)
 
 
 def _placeholder(p, lease_id, ranks, usable, python) -> Machine:
