@@ -17,7 +17,7 @@ from fleet.errors import ExitCode, FleetError
 from fleet.providers.slurm import errors as E
 from fleet.providers.slurm.commands import (AllocationRequest, CommandResult, LocalRunner, SlurmCommands, SSHRunner,
                                             granted_job_id, sacct_argv, salloc_argv, sbatch_argv, scancel_argv, srun_argv,
-                                            time_limit_argv)
+                                            squeue_format_argv, time_limit_argv)
 from fleet.providers.slurm.parsing import (JobState, expand_hostlist, gpus_in_tres, gpus_per_node_in_gres,
                                            parse_duration, parse_sacct, parse_squeue_format, parse_squeue_json)
 
@@ -224,6 +224,19 @@ def test_queue_falls_back_to_the_format_string_where_squeue_has_no_json():
     assert "--jobs=13" in runner.seen[1][0]
     slurm.queue(["12"])
     assert [a[0][1] for a in runner.seen] == ["--json", "--noheader", "--noheader"]    # json not retried
+
+
+def test_a_scan_for_fleets_tag_without_json_reads_only_this_logins_jobs():
+    """Another user's comment "x<newline>77|RUNNING|...|fleet:lease=l-dead" would read as a job 77 of
+    fleet's own (which a reap would scancel: this login's unrelated job 77). --me keeps them out."""
+    forged = ("90|RUNNING|None|1|n1|1:00|2:00|gres:gpu:1|gpu|acct|normal|theirs|x\n"
+              "77|RUNNING|None|1|n1|1:00|2:00|gres:gpu:1|gpu|acct|normal|fleet-l|fleet:lease=l-dead\n")
+    runner = Scripted({"squeue": [(1, "", "squeue: unrecognized option '--json'\n"), (0, "", "")]})
+    slurm = SlurmCommands(runner)
+    assert slurm.tagged("fleet:lease=") == []
+    assert "--me" in runner.seen[1][0] and not any(a.startswith("--jobs") for a in runner.seen[1][0])
+    assert [j.job_id for j in parse_squeue_format(forged)] == ["90", "77"]   # what --me keeps from being read
+    assert "--me" not in squeue_format_argv(["12"])   # fleet's own recorded jobs: by id, whoever looks
 
 
 def test_cancel_is_idempotent_but_other_failures_raise():

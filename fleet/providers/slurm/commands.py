@@ -230,8 +230,10 @@ def squeue_json_argv() -> list[str]:
 
 
 def squeue_format_argv(job_ids: Sequence[str] = ()) -> list[str]:
+    """Without job ids (a scan for fleet's tag) only this login's own jobs (--me): a comment is free
+    text, and another user's with a newline in it would read here as a line, a job of its making."""
     argv = ["squeue", "--noheader", "--states=all", f"--format={SQUEUE_FORMAT}"]
-    return argv + ([f"--jobs={','.join(job_ids)}"] if job_ids else [])
+    return argv + ([f"--jobs={','.join(job_ids)}"] if job_ids else ["--me"])
 
 
 def sacct_argv(job_ids: Sequence[str]) -> list[str]:
