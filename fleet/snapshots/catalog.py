@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from ..errors import NotFound, UsageError
 from .manifest import Manifest
-from .store import HEX64, Store
+from .store import HEX64, Store, looks_like_id_prefix
 
 
 def resolve(store: Store, ref: str) -> str:
@@ -17,8 +17,8 @@ def resolve(store: Store, ref: str) -> str:
             return ref
         raise NotFound(f"no snapshot {ref[:12]} in the store {store.url}", hint="see `fleet snapshot ls`")
     target = None
-    try:
-        target = store.get_ref(ref)
+    try:   # hex digits are an id prefix, never a name (check_name): no name can shadow the ids it prefixes
+        target = None if looks_like_id_prefix(ref) else store.get_ref(ref)
     except UsageError:
         pass
     if target:
@@ -26,7 +26,7 @@ def resolve(store: Store, ref: str) -> str:
             raise UsageError(f"snapshot name {ref!r} in the store {store.url} points to {target[:80]!r}, "
                              "which is not a snapshot id", hint=f"`fleet snapshot rm {ref}`, then name it again")
         return target
-    if len(ref) >= 4 and all(c in "0123456789abcdef" for c in ref):
+    if looks_like_id_prefix(ref):
         matches = [m.id for m in store.list_manifests() if m.id.startswith(ref)]
         if len(matches) == 1:
             return matches[0]

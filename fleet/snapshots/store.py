@@ -79,10 +79,17 @@ def parse_format(data: bytes | None, where: str) -> int:
     return fmt
 
 
+def looks_like_id_prefix(text: str) -> bool:
+    """What `resolve` reads as an id prefix: 4 or more lowercase hex digits."""
+    return len(text) >= 4 and all(c in "0123456789abcdef" for c in text)
+
+
 def check_name(name: str) -> str:
-    if not NAME_RE.match(name) or HEX64.match(name):
+    # A name that reads as an id prefix would shadow the snapshots it prefixes (in a shared store,
+    # someone else's name could redirect a teammate's `snapshot:1f3a`): refused when a name is given.
+    if not NAME_RE.match(name) or looks_like_id_prefix(name):
         raise UsageError(f"invalid snapshot name {name!r}",
-                         hint="use letters, digits, . _ - @ + (up to 100), not a 64-hex id")
+                         hint="use letters, digits, . _ - @ + (up to 100), not only hex digits (that reads as an id)")
     return name
 
 

@@ -1,0 +1,34 @@
+"""A snapshot name made only of hex digits reads as an id prefix: in a shared store someone's name
+`1f3a` would redirect a teammate's `snapshot:1f3a` (or `fleet snapshot show 1f3a`) to a snapshot
+of their choosing. Such names are refused when given, and a ref file of that shape planted in the
+store by hand never shadows the ids it prefixes."""
+from __future__ import annotations
+
+import json
+
+from tests.conftest import run_fleet
+
+
+def _create(tmp_path, name: str, *extra: str):
+    d = tmp_path / name
+    d.mkdir()
+    (d / "x").write_text(name)
+    return run_fleet(["snapshot", "create", str(d), "--store", str(tmp_path / "store"), "--json", *extra], cwd=tmp_path)
+
+
+def test_hex_only_names_are_refused_and_others_pass(tmp_path, fleet_home):
+    for name in ("beef", "1f3a", "0123456789"):
+        done = _create(tmp_path, f"d-{name}", "--name", name)
+        assert done.returncode == 2 and f"invalid snapshot name '{name}'" in done.stderr, done.stderr
+    assert _create(tmp_path, "d-ok", "--name", "beefy").returncode == 0
+    assert _create(tmp_path, "d-abc", "--name", "abc").returncode == 0   # 3 characters: not read as a prefix
+
+
+def test_a_planted_hex_name_does_not_shadow_the_id_it_prefixes(tmp_path, fleet_home):
+    mine = json.loads(_create(tmp_path, "mine").stdout)["id"]
+    theirs = json.loads(_create(tmp_path, "theirs").stdout)["id"]
+    prefix = mine[:6]
+    (tmp_path / "store" / "refs" / prefix).write_text(theirs + "\n")   # written into the shared store by hand
+    done = run_fleet(["snapshot", "show", prefix, "--store", str(tmp_path / "store"), "--json"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["id"] == mine
