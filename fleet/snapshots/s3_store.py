@@ -235,6 +235,20 @@ class S3Store:
     def set_ref(self, name: str, snapshot_id: str) -> None:
         self._put(self._key("refs", check_name(name)), snapshot_id.encode() + b"\n", f"write name {name}")
 
+    def create_ref(self, name: str, snapshot_id: str) -> str:
+        """S3's conditional put: two `snapshot create --name N` at the same moment cannot both win."""
+        from botocore.exceptions import BotoCoreError, ClientError
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key("refs", check_name(name)),
+                                   Body=snapshot_id.encode() + b"\n", IfNoneMatch="*")
+            return snapshot_id
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return self.get_ref(name) or snapshot_id
+            raise self._error(exc, f"write name {name}") from None
+        except BotoCoreError as exc:
+            raise self._error(exc, f"write name {name}") from None
+
     def delete_ref(self, name: str) -> None:
         self._delete(self._key("refs", check_name(name)))
 

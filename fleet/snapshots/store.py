@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Iterator, Mapping, Protocol
+from typing import Iterable, Iterator, Mapping, Protocol, runtime_checkable
 
 from ..errors import UsageError
 
@@ -93,16 +93,27 @@ def check_name(name: str) -> str:
     return name
 
 
+@runtime_checkable
+class CreatesRefs(Protocol):
+    """A store that can create a name only if nobody has (S3's conditional put, If-None-Match: *)."""
+
+    def create_ref(self, name: str, snapshot_id: str) -> str:
+        """Point `name` at `snapshot_id` unless it exists; returns what it names now."""
+        ...
+
+
 def claim_ref(store: Store, name: str, snapshot_id: str) -> str:
     """Point `name` at `snapshot_id` unless it already names another snapshot; returns what it names now.
 
     Checking then writing let two `snapshot create --name N` of different trees, at the same moment,
     both succeed and print their ids while N named only the last: a local store now creates the name
-    with a hard link, which fails when another process made it first. (S3 still checks, then writes.)"""
+    with a hard link, which fails when another process made it first. (S3: a conditional put, CreatesRefs.)"""
     inner = getattr(store, "inner", store)        # a GuardedStore's store
     held = inner.get_ref(name)
     if held is not None:
         return held
+    if isinstance(inner, CreatesRefs):
+        return inner.create_ref(name, snapshot_id)
     root = getattr(inner, "root", None)
     if root is None:
         inner.set_ref(name, snapshot_id)

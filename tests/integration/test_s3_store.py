@@ -97,3 +97,24 @@ def test_denied_bucket_is_one_line(bucket, monkeypatch):
         return
     with pytest.raises(EnvironmentProblem, match="access denied"):
         store.put_chunk("c" * 64, b"x")
+
+
+def test_a_name_taken_on_s3_after_this_create_checked_is_not_overwritten(bucket, tmp_path, monkeypatch):
+    """Two `snapshot create --name train` at once: the one whose put comes second keeps the first's
+    name as it is (S3's conditional put), and says what the name holds."""
+    from fleet.snapshots.store import claim_ref
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    store = open_store("s3://fleet-test/race")
+    first, second = "a" * 64, "b" * 64
+    real_get = store.get_ref
+    calls = []
+
+    def checked_before_the_other_wrote(name):   # this create's check ran before the other's put landed
+        calls.append(name)
+        return None if len(calls) == 1 else real_get(name)
+
+    bucket.put_object(Bucket="fleet-test", Key="race/refs/train", Body=first.encode() + b"\n")
+    monkeypatch.setattr(store, "get_ref", checked_before_the_other_wrote)
+    assert claim_ref(store, "train", second) == first
+    assert real_get("train") == first
+    assert claim_ref(store, "fresh", second) == second and real_get("fresh") == second
