@@ -107,7 +107,7 @@ class _Output:
 
     def __init__(self, spec: ProcessSpec, sink: LineSink, log_file: Path | None,
                  mask: Callable[[str], str] | None):
-        self.spec, self.sink, self.mask = spec, sink, mask
+        self.spec, self.sink, self.mask, self.log_file = spec, sink, mask, log_file
         self.log = open(log_file, "a", buffering=1) if log_file else None
         self.buffers = {"out": b"", "err": b""}
 
@@ -131,6 +131,7 @@ class _Output:
     def close(self) -> None:
         if self.log:
             self.log.close()
+            self.log = None
 
 
 def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: threading.Event | None,
@@ -206,6 +207,12 @@ def signal_processes(running: list[RunningProcess], sig: str) -> None:
     for proc in running:
         if not proc.done.is_set():
             by_machine.setdefault(proc.spec.machine.id, []).append(proc)
+
+    from .exec_group import OLD_AGENTS
+    for machine_id in OLD_AGENTS & set(by_machine):   # an agent from before several pid files per call
+        procs = by_machine.pop(machine_id)
+        for n, proc in enumerate(procs):
+            by_machine[f"{machine_id}#{n}"] = [proc]
 
     def one(procs: list[RunningProcess]) -> None:
         m = procs[0].spec.machine

@@ -14,6 +14,7 @@ from .exec import ProcessSpec, RunningProcess, _Output, agent_command_line, proc
 from .ssh import OutputEnd, connect
 
 _STREAMS = {b"o": "out", b"e": "err"}
+_PIECES = {b"O": "out", b"E": "err"}   # the start of a longer line: joined before it is masked or shown
 
 
 def group_command(specs: list[ProcessSpec]) -> str:
@@ -37,8 +38,12 @@ def _dispatch(buffer: bytes, procs: list[RunningProcess], outputs: list[_Output]
             continue
         i = int(index)
         if tag in _STREAMS:
-            outputs[i].line(_STREAMS[tag], payload)
+            outputs[i].feed(_STREAMS[tag], payload + b"\n")
+        elif tag in _PIECES:
+            outputs[i].feed(_PIECES[tag], payload)
         elif tag == b"x" and payload.isdigit():
+            outputs[i].feed("out", b"", final=True)
+            outputs[i].feed("err", b"", final=True)
             procs[i].result.exit_code = int(payload)
             procs[i].done.set()   # its output is all in: the run sees this rank end now, not with the machine
     return rest
@@ -47,7 +52,7 @@ def _dispatch(buffer: bytes, procs: list[RunningProcess], outputs: list[_Output]
 def pump_group(procs: list[RunningProcess], outputs: list[_Output], cancel: threading.Event | None) -> None:
     specs = [p.spec for p in procs]
     machine = specs[0].machine
-    status, error = None, None
+    status, error, old_agent = None, None, False
     try:
         session = connect(machine)
         for p in procs:
@@ -72,14 +77,22 @@ def pump_group(procs: list[RunningProcess], outputs: list[_Output], cancel: thre
                 if output_ended(chan):
                     break
                 chan.status_event.wait(0.05)
-        outputs[0].feed("err", agent_err, final=True)
         status = chan.recv_exit_status()
         chan.close()
+        unreported = [o for p, o in zip(procs, outputs) if p.result.exit_code is None]
+        if status == 2 and len(unreported) == len(procs) and b"invalid choice" in agent_err and b"group" in agent_err:
+            old_agent = True   # a kept lease's agent from before `group`: each rank under its own `agent exec`
+            return
+        for output in unreported:   # why the agent failed, in the log of every rank it left without an end
+            output.feed("err", agent_err, final=True)
     except MachineUnreachable as exc:
         error = str(exc)
     except Exception as exc:  # noqa: BLE001 — a lost connection is a result, not a crash
         error = f"machine {machine.id}: connection lost: {exc}"
     finally:
+        if old_agent:
+            _one_agent_each(procs, outputs, cancel)
+            return
         for proc, output in zip(procs, outputs):
             # A rank with no end of its own: the connection was lost (error), the agent failed for all
             # of them (its status), or the channel closed without one (-1: the machine went away).
@@ -91,3 +104,21 @@ def pump_group(procs: list[RunningProcess], outputs: list[_Output], cancel: thre
                 proc.result.exit_code = status
             output.close()
             proc.done.set()
+
+
+def _one_agent_each(procs: list[RunningProcess], outputs: list[_Output], cancel: threading.Event | None) -> None:
+    """What ran before `agent group`: a pump and an `agent exec` per rank, and a signal call per rank
+    (the old agent's `signal` reads one pid file)."""
+    from .exec import _pump
+    OLD_AGENTS.add(procs[0].spec.machine.id)
+    threads = []
+    for proc, output in zip(procs, outputs):
+        output.close()
+        threads.append(threading.Thread(target=_pump, args=(proc, output.sink, output.log_file, cancel, output.mask),
+                                        daemon=True, name=f"fleet-run-{proc.spec.label}"))
+        threads[-1].start()
+    for thread in threads:
+        thread.join()
+
+
+OLD_AGENTS: set[str] = set()   # machines whose agent predates `group` (and several pid files per signal)

@@ -12,6 +12,7 @@ import pytest
 from fleet.remote.exec import ProcessSpec, start_processes
 from fleet.remote.pool import SessionPool, pool_for
 from fleet.remote.ssh import connect, wait_ready
+from tests.conftest import wait_until
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -64,11 +65,48 @@ def test_channels_beyond_sshds_max_sessions_go_to_one_overflow_connection(local_
     lines = []
     with SessionPool([m]) as pool:
         wait_ready(m, timeout=20).close()
-        specs = [ProcessSpec(m, str(i), "sleep 2; echo done", {}, m.workdir, f"{m.state_dir}/p{i}.pid")
-                 for i in range(5)]
-        running = start_processes(specs, lambda label, stream, line: lines.append((label, line)))
-        for p in running:
-            assert p.done.wait(60)
-        assert [p.result.exit_code for p in running] == [0] * 5, [p.result.error for p in running]
+
+        def use(i: int) -> None:   # five phases at once, each with a channel open for 2 s
+            with connect(m) as s:
+                lines.append((str(i), s.run("sleep 2; echo done").stdout.strip()))
+
+        threads = [threading.Thread(target=use, args=(i,)) for i in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
         assert pool.opened == 2                       # 3 channels on the first, 2 on the overflow
     assert sorted(lines) == [(str(i), "done") for i in range(5)]
+
+
+def test_a_machines_agent_from_before_group_still_runs_and_stops_each_rank(local_lease):
+    """A machine whose agent predates `agent group` (a warm pool or kept lease across a fleet
+    upgrade): its ranks run under one `agent exec` each, as that agent knows, and a stop reaches
+    every one of them (its `signal` reads one pid file per call)."""
+    from fleet.remote.exec import signal_processes
+    lease = local_lease(gpus=2)
+    m = lease.machines[0]
+    agent = m.agent_path
+    source = open(agent).read()
+    pre_group = ("import sys\n"
+                 "if sys.argv[1:2] == ['group']:   # what argparse says, and its status\n"
+                 "    sys.stderr.write(\"usage: fleet-agent\\nfleet-agent: error: argument cmd: invalid choice: "
+                 "'group' (choose from 'watchdog', 'exec', 'signal')\\n\")\n"
+                 "    sys.exit(2)\n"
+                 "if sys.argv[1:2] == ['signal'] and sys.argv.count('--pidfile') > 1:\n"
+                 "    sys.exit(\"fleet-agent: one pid file per call\")\n")
+    future = "from __future__ import annotations\n"
+    with open(agent, "w") as fh:
+        fh.write(source.replace(future, future + pre_group, 1))
+    lines = []
+    with SessionPool([m]):
+        wait_ready(m, timeout=20).close()
+        specs = [ProcessSpec(m, str(i), f"trap 'echo stopped {i}; exit 5' TERM; echo up {i}; sleep 60 & wait", {},
+                             m.workdir, f"{m.state_dir}/p{i}.pid") for i in range(2)]
+        running = start_processes(specs, lambda label, stream, line: lines.append((label, line)))
+        assert wait_until(lambda: {("0", "up 0"), ("1", "up 1")} <= set(lines), 60), lines
+        signal_processes(running, "TERM")
+        for p in running:
+            assert p.done.wait(60)
+    assert [p.result.exit_code for p in running] == [5, 5], ([p.result.error for p in running], lines)
+    assert ("0", "stopped 0") in lines and ("1", "stopped 1") in lines, lines

@@ -112,3 +112,40 @@ def test_the_single_file_agent_runs_groups_too(tmp_path):
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     assert sorted(_records(out)) == [(0, "o", b"one"), (0, "x", b"0"), (1, "o", b"two"), (1, "x", b"0")]
+
+
+def test_a_rank_that_cannot_start_takes_the_started_ones_down_with_it(tmp_path):
+    """All ranks or none: rank 1's pid file cannot be written, so rank 0 (already running) is ended,
+    not left holding its GPU unrelayed, and the agent says which rank and why."""
+    procs = _procs(tmp_path, "sleep 60", "sleep 60")
+    procs[1]["pidfile"] = str(tmp_path / "no-such-dir" / "r1.pid")
+    p = _start(tmp_path, procs)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 125 and b"could not start rank 1" in err, err
+    pgid = int((tmp_path / "r0.pid").read_text().split()[0])
+    assert c.start_time(pgid) is None, "rank 0 still runs after the group failed to start"
+
+
+def test_a_line_longer_than_a_piece_is_joined_at_home_before_it_is_masked(tmp_path):
+    """A line is relayed in pieces past 64 KiB; a secret across a piece boundary must still be
+    masked, so the controller joins the pieces before masking or showing the line."""
+    from fleet.remote.exec import ProcessSpec, ProcessResult, RunningProcess, _Output
+    from fleet.remote.exec_group import _dispatch
+    from fleet.remote.agent.group import MAX_LINE
+    import threading
+    secret = "hf_S3CRETTOKEN0123456789"
+    line = "x" * (MAX_LINE * 2 - 10) + secret + " end"
+    p = _start(tmp_path, _procs(tmp_path, f"{sys.executable} -c \"print('x' * {MAX_LINE * 2 - 10} + '{secret} end')\""))
+    out, _ = p.communicate(timeout=60)
+    assert len(out.split(b"\n")) > 3   # really relayed in pieces
+    seen, log = [], tmp_path / "rank-0.log"
+
+    class _M:   # a stand-in machine: only the label and id are read
+        id = "m"
+    spec = ProcessSpec(_M(), "0", "", {}, "/", "/p")
+    proc = RunningProcess(spec, threading.Thread(target=lambda: None), ProcessResult(spec))
+    output = _Output(spec, lambda label, stream, text: seen.append(text), log, lambda t: t.replace(secret, "***"))
+    assert _dispatch(out, [proc], [output]) == b""
+    output.close()
+    assert seen == [line.replace(secret, "***")] and proc.result.exit_code == 0
+    assert secret not in log.read_text() and log.read_text() == line.replace(secret, "***") + "\n"

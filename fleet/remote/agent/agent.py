@@ -299,7 +299,7 @@ def cmd_stop(args):
     return 0 if clean else 1
 
 
-def _enter_leaf(leaf_name):
+def _enter_leaf(leaf_name, cmd):
     """Into the machine's leaf (work/, or a sweep trial's) before anything starts: all a command ever
     spawns (however it daemonises) stays there, and ends with the machine. Returns 125 when the
     machine has ended, else None."""
@@ -314,7 +314,7 @@ def _enter_leaf(leaf_name):
             if os.path.realpath(containment.own_cgroup() or "") != os.path.realpath(leaf):
                 containment.join(leaf)
         except OSError as exc:
-            print(f"fleet-agent: exec: the machine has ended (cgroup {unit}: {exc.strerror or exc})",
+            print(f"fleet-agent: {cmd}: the machine has ended (cgroup {unit}: {exc.strerror or exc})",
                   file=sys.stderr)
             return 125
     # A Slurm node's sshd and its sessions ignore SIGUSR1/2 (a user's `scancel -s USR1 JOB` must not end
@@ -337,7 +337,7 @@ def cmd_exec(args):
     if args.env_stdin:   # the run's environment (secrets among it) comes on stdin, never on a command line
         env = dict(os.environ)
         env.update({str(k): str(v) for k, v in json.loads(sys.stdin.readline() or "{}").items()})
-    failed = _enter_leaf(args.leaf)
+    failed = _enter_leaf(args.leaf, "exec")
     if failed:
         return failed
     child = subprocess.Popen(argv, start_new_session=True, env=env,
@@ -361,7 +361,7 @@ def cmd_group(args):
     """A machine's per-GPU processes under one agent (group.py); their list, environments (secrets
     among them) included, comes on stdin."""
     procs = json.loads(sys.stdin.readline() or "{}").get("procs") or []
-    return _enter_leaf(args.leaf) or group.run(procs, _record_pid)
+    return _enter_leaf(args.leaf, "group") or group.run(procs, _record_pid)
 
 
 def cmd_signal(args):
@@ -376,7 +376,7 @@ def cmd_signal(args):
             continue
         try:
             os.killpg(pgid, getattr(signal, "SIG" + args.signal))
-        except ProcessLookupError:
+        except OSError:   # gone, or not ours to signal: the machine's other ranks still get theirs
             pass
     return 0
 

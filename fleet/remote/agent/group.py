@@ -8,6 +8,7 @@ stdout as framed lines the controller splits again:
 
     <index> o <line>     a line the process printed on stdout
     <index> e <line>     ... on stderr
+    <index> O|E <piece>  the start of a longer line, continued by the next o|e (or O|E) record of it
     <index> x <code>     the process ended with <code> (128+N: killed by signal N), its output all sent
 
 A line has no newline in it, so the framing is unambiguous whatever the process prints.
@@ -20,31 +21,45 @@ import sys
 import time
 
 LINGER_S = 0.5      # a daemon left behind may hold a process's output open: wait this long after it exits
-MAX_LINE = 65536    # a longer run of bytes without a newline is relayed in pieces
+MAX_LINE = 65536    # a longer run of bytes without a newline is relayed in pieces, joined again at home
 
 
 def run(procs, record_pid):
     """Start every process of `procs` ([{"argv", "env", "pidfile"}]); relay until all have ended."""
     import subprocess   # here, not at the top: agent.py imports this module for every call (extend too)
     children = []
-    for p in procs:
-        env = dict(os.environ)
-        env.update({str(k): str(v) for k, v in p["env"].items()})
-        child = subprocess.Popen([str(a) for a in p["argv"]], start_new_session=True, env=env,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        record_pid(p["pidfile"], child.pid)
-        children.append(child)
+    try:
+        for p in procs:
+            env = dict(os.environ)
+            env.update({str(k): str(v) for k, v in p["env"].items()})
+            child = subprocess.Popen([str(a) for a in p["argv"]], start_new_session=True, env=env,
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            children.append(child)
+            record_pid(p["pidfile"], child.pid)
+    except OSError as exc:
+        # All ranks or none: those already started would run on unrelayed, holding their GPUs.
+        for child in children:
+            _kill_group(child, signal.SIGKILL)
+            child.wait()
+        print(f"fleet-agent: group: could not start rank {len(children) - 1 if children else 0}: {exc}",
+              file=sys.stderr)
+        return 125
 
     def forward(sig, _frame):
         for child in children:
-            try:
-                os.killpg(child.pid, sig)
-            except ProcessLookupError:
-                pass
+            if child.returncode is None:   # an ended rank's pid may name someone else's group by now
+                _kill_group(child, sig)
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
     return _Relay(children).loop()
+
+
+def _kill_group(child, sig):
+    try:
+        os.killpg(child.pid, sig)
+    except OSError:
+        pass
 
 
 class _Relay:
@@ -89,11 +104,12 @@ class _Relay:
 
     def _lines(self, i, tag, data):
         *lines, rest = (self.partial[(i, tag)] + data).split(b"\n")
-        if len(rest) > MAX_LINE:
-            lines.append(rest)
+        records = [b"%d %s %s\n" % (i, tag, line) for line in lines]
+        if len(rest) > MAX_LINE:   # a piece of a line still going on: the controller joins it to the rest
+            records.append(b"%d %s %s\n" % (i, tag.upper(), rest))
             rest = b""
         self.partial[(i, tag)] = rest
-        return [b"%d %s %s\n" % (i, tag, line) for line in lines]
+        return records
 
     def _close(self, pipe, i, tag):
         if pipe.closed:
