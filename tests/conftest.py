@@ -174,3 +174,13 @@ def wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 60) -> s
             return "".join(seen)
     proc.kill()
     raise AssertionError(f"never saw {needle!r}: {''.join(seen)[-2000:]}")
+
+
+def communicate_or_kill(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """The rest of a background fleet's output once it exits; killed (and reaped) if it does not."""
+    try:
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -9,7 +9,7 @@ import json
 import signal
 import time
 
-from tests.conftest import processes_under, run_fleet, start_fleet_up, wait_for_line
+from tests.conftest import communicate_or_kill, processes_under, run_fleet, start_fleet_up, wait_for_line
 
 PARENT = 'parent=$PPID:$(tr "\\\\0" " " < /proc/$PPID/cmdline)'
 
@@ -45,18 +45,12 @@ def test_ctrl_c_reaches_every_rank_of_every_machine(experiment, fleet_home):
     (experiment / "fleet.toml").write_text(_toml(
         'trap "echo stopping $FLEET_RANK; exit 0" TERM; echo "up $FLEET_RANK"; sleep 120 & wait'))
     proc = start_fleet_up(experiment, ["--gpus", "8"])
-    try:
-        seen = wait_for_line(proc, "] up ", timeout=180)
-        while not all(f"] up {rank}" in seen for rank in range(8)):
-            seen += wait_for_line(proc, "] up ", timeout=60)
-        time.sleep(0.5)   # every shell has set its trap before printing; give the last a moment
-        proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-    out = seen + out
+    seen = wait_for_line(proc, "] up ", timeout=180)   # (killed if it never comes)
+    while not all(f"] up {rank}" in seen for rank in range(8)):
+        seen += wait_for_line(proc, "] up ", timeout=60)
+    time.sleep(0.5)   # every shell has set its trap before printing; give the last a moment
+    proc.send_signal(signal.SIGINT)
+    out = seen + communicate_or_kill(proc, 120)[0]
     assert proc.returncode == 130, out[-3000:]
     for rank in range(8):
         assert f"[{rank}] stopping {rank}" in out, out[-3000:]

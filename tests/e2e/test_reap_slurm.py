@@ -26,6 +26,7 @@ from tests.e2e import test_detach_slurm_login as slurm_login
 from tests.e2e.test_detach_slurm_login import STORE, _fleet_jobs, _laptop_env, _supervisors, _write_exp
 from tests.fixtures.attempts import assert_attach_follows_to_attempt_2
 from tests.fixtures.laptop import LAPTOP
+from tests.fixtures.procs import live_processes_under
 from tests.fixtures.slurm_exp import write_exp_on_the_login_node
 
 login = slurm_login.login   # the fixture: a loopback sshd login node in front of the test cluster
@@ -99,6 +100,12 @@ def _sruns_of(job_id: str) -> list[str]:
             if c.startswith("srun ") and f"--jobid={job_id}" in c]
 
 
+def _machine_processes(tmp_path, lease_id: str) -> list[str]:
+    """What still runs of the lease's machines on the Slurm nodes (each process's agent names its
+    machine directory): nothing once the job is cancelled, however loaded the node."""
+    return [cmd for _pid, cmd in live_processes_under(tmp_path / "nodes") if f"/fleet-{lease_id}-n" in cmd]
+
+
 def _jobs_of(slurm_env, lease_id: str) -> list:
     return [j for j in _fleet_jobs(slurm_env) if j.comment == f"fleet:lease={lease_id}"]
 
@@ -129,8 +136,9 @@ def test_a_login_node_supervisor_killed_mid_run_is_reaped_from_the_laptop_and_re
     assert "supervised from the cluster's login node" in reap.stdout, out[-4000:]
     # scancelled over the login SSH (Slurm may show it COMPLETING for a moment while it ends its processes)
     assert wait_until(lambda: not _jobs_of(slurm_env, lease_id), 30), _jobs_of(slurm_env, lease_id)
-    # The killed supervisor's orphaned srun frontend ends with its job.
+    # The killed supervisor's orphaned srun frontend ends with its job, and so does the training.
     assert wait_until(lambda: not _sruns_of(job.job_id), 30), _sruns_of(job.job_id)
+    assert wait_until(lambda: not _machine_processes(tmp_path, lease_id), 30), _machine_processes(tmp_path, lease_id)
     assert _lease_status(postgres_url, lease_id) == "released"
     row = _run_row(postgres_url, run_id)
     assert row["status"] == "lost" and row["meta"]["next_attempt"] == f"{run_id}-a2", row
@@ -165,6 +173,7 @@ def test_a_slurm_run_with_recovery_never_stays_lost_and_nothing_is_queued(
     # scancelled: Slurm may still show it COMPLETING while it ends the job's processes
     assert wait_until(lambda: not _fleet_jobs(slurm_env), 30), _fleet_jobs(slurm_env)
     assert _supervisors(login[1]) == []
+    assert wait_until(lambda: not _machine_processes(tmp_path, lease_id), 30), _machine_processes(tmp_path, lease_id)
 
 
 def test_with_fleet_on_the_login_node_itself_reap_releases_where_slurms_tools_run_and_says_why_not_elsewhere(

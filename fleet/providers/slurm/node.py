@@ -52,6 +52,7 @@ NODE_USER = "FLEET_NODE_USER"       # placeholder in the controller's sshd_confi
 NODE_DIR = "@FLEET_NODE_DIR@"       # ... and the machine directory this step made
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd")
 RELEASE = "FLEET-NODE-RELEASE"      # the controller's request on stdin: "<RELEASE> <this machine's token>"
+WATCHDOG_END_S = 20    # how long the watchdog may take to end the machine before it is killed
 USER_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)     # a user's `scancel -s USR1 JOB`: never ends a machine
 
 
@@ -313,12 +314,17 @@ def main():
                 os.unlink(os.path.join(d, name))
             except OSError:
                 pass
-        for proc in children:            # the watchdog first: on SIGTERM it ends the whole machine
-            if proc.poll() is None:
-                proc.terminate()
-        end = time.monotonic() + 3
-        while time.monotonic() < end and any(p.poll() is None for p in children):
-            time.sleep(0.05)
+        # The watchdog alone first, and time to finish: on SIGTERM it ends the whole machine, its sshd
+        # among it. Ended together, the sessions' processes were reparented out of the step (where
+        # proctrack/linuxproc no longer sees them) while a loaded node's watchdog was still scanning,
+        # and killed after 3 s it left them running. Slurm's KillWait still bounds all of this.
+        for group, wait_s in ((children[:1], WATCHDOG_END_S), (children[1:], 3)):
+            for proc in group:
+                if proc.poll() is None:
+                    proc.terminate()
+            end = time.monotonic() + wait_s
+            while time.monotonic() < end and any(p.poll() is None for p in group):
+                time.sleep(0.05)
         for proc in children:
             if proc.poll() is None:
                 proc.kill()
