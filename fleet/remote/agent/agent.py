@@ -2,21 +2,18 @@
 """fleet agent: the on-machine half of fleet. Standard library only; copied onto every machine.
 
 Subcommands
-  watchdog  hold the machine's deadline; at expiry end every process of this machine and
-            optionally power the machine off (cloud: shutdown = terminate). Which processes are
-            the machine's is decided by containment.py: its cgroup v2 unit where the host allows
-            one, else pids proven by start time plus the FLEET_MACHINE_ID tag. The watchdog lives
-            outside the cgroup leaf it kills.
+  watchdog  hold the machine's deadline; at expiry end every process of this machine and optionally
+            power the machine off (cloud: shutdown = terminate). containment.py decides which processes
+            are the machine's: its cgroup v2 unit where the host allows one, else pids proven by start
+            time plus the FLEET_MACHINE_ID tag. The watchdog lives outside the cgroup leaf it kills.
   extend    move the deadline to now+TTL *as this machine's clock reads it* (so controller clock
             skew never matters), capped at the hard maximum fixed when the watchdog started;
             never earlier than it already is (a deadline is only ever extended).
-  release   expire now (the normal end of a lease).
-  stop      release, wait for the watchdog, then end whatever it left (or all, if it died).
+  release   expire now (the normal end of a lease).  stop: release, and end whatever the watchdog left.
   group     run a machine's per-GPU processes, each as `exec` would, relaying their output (group.py).
   exec      run a command in its own process group (inside the machine's cgroup unit when it has
             one), recording the group id so `signal` can stop it; exits with the command's status.
-  signal    send a signal to a process group recorded by `exec`.
-  status    print the deadline state as JSON.
+  signal    send a signal to process groups recorded by `exec` or `group`.  status: the deadline, as JSON.
 
 The deadline lives in files under --state-dir, so the watchdog needs nobody: if the controller
 dies, the heartbeat stops and the machine ends itself at the last deadline it was given.
@@ -205,6 +202,8 @@ def cmd_watchdog(args):
             reason = "deadline"
             break
         stop.wait(POLL_S)
+    if reason == "terminated" and os.path.exists(os.path.join(state, "release")):
+        reason = "released"   # stop_machine's SIGTERM after the release file: no wait for the next poll
     _expire(args, reason)
     return 0
 
@@ -250,14 +249,11 @@ def cmd_status(args):
     state = args.state_dir
     deadline = containment.read_float(os.path.join(state, "deadline"))
     watchdog = containment.read_pid_file(os.path.join(state, "watchdog.pid"))
-    out = {
-        "remaining_s": None if deadline is None else round(deadline - time.time(), 3),
-        "expired": os.path.exists(os.path.join(state, "expired")),
-        "watchdog_pid": watchdog[0] if watchdog else 0,
-        "watchdog_alive": bool(watchdog) and containment.same_process(*watchdog),
-        "isolation": read_isolation(state).get("level", "unknown"),
-    }
-    print(json.dumps(out))
+    print(json.dumps({"remaining_s": None if deadline is None else round(deadline - time.time(), 3),
+                      "expired": os.path.exists(os.path.join(state, "expired")),
+                      "watchdog_pid": watchdog[0] if watchdog else 0,
+                      "watchdog_alive": bool(watchdog) and containment.same_process(*watchdog),
+                      "isolation": read_isolation(state).get("level", "unknown")}))
     return 0
 
 
@@ -272,6 +268,11 @@ def stop_machine(state, machine_id, *, unit=None, roots=(), grace_s=2.0):
     watchdog = containment.read_pid_file(os.path.join(state, "watchdog.pid"))
     if watchdog and not _is_watchdog(watchdog[0], state):
         watchdog = None   # a pid reused by something else: never waited for, never signalled
+    elif watchdog and containment.same_process(*watchdog):
+        try:
+            os.kill(watchdog[0], signal.SIGTERM)   # now, not at its next poll of the release file (≤ 0.5 s)
+        except OSError:
+            pass   # ended meanwhile, or another user's: it still sees the release file
     deadline = time.monotonic() + grace_s + 3
     while watchdog and containment.same_process(*watchdog) and time.monotonic() < deadline:
         time.sleep(0.05)
