@@ -24,21 +24,29 @@ def checked_user(name: str, source: str) -> str:
     return name
 
 
-def current_user(configured: str | None = None) -> str:
+def current_user(configured: str | None = None, *, check: bool = False) -> str:
+    """Who is running: `user =`, else FLEET_USER, else the login name. `check`: where the name is about
+    to be written (a lease, a run, a host), it must be a user name; reading (status, down, the
+    reaper) takes whatever name leases were recorded under, so nobody is locked out of their own."""
+    name, source = _user_and_source(configured)
+    return checked_user(name, source) if check else name
+
+
+def _user_and_source(configured: str | None) -> tuple[str, str]:
     if configured:
-        return checked_user(configured, "user =")
+        return configured, "user ="
     env = os.environ.get("FLEET_USER")
     if env:
-        return checked_user(env, "FLEET_USER")
+        return env, "FLEET_USER"
     # getpass.getuser()'s own order, without importing getpass (~3 ms of every `fleet status`).
     for name in ("LOGNAME", "USER", "LNAME", "USERNAME"):
         if os.environ.get(name):
-            return os.environ[name]
+            return os.environ[name], f"the login name (${name}; set FLEET_USER)"
     try:
         import pwd
-        return pwd.getpwuid(os.getuid()).pw_name
+        return pwd.getpwuid(os.getuid()).pw_name, "the login name (set FLEET_USER)"
     except Exception:  # noqa: BLE001 — no passwd entry in some containers
-        return "unknown"
+        return "unknown", "the login name"
 
 
 def machines_for(gpus: int | None, template: Template) -> tuple[int, int]:

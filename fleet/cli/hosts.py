@@ -61,7 +61,7 @@ def add(
 
     host = Host(name=name or address, address=address, port=port, login=user,
                 key_path=os.path.expanduser(key) if key else None, gpus=gpus, gpu_model=gpu_model, workdir=workdir,
-                added_at=utcnow().isoformat(), added_by=current_user())
+                added_at=utcnow().isoformat(), added_by=current_user(check=True))
     done = enrol(_inventory(), host, trust=trust, accept=yes, confirm=ask if sys.stdin.isatty() else None)
     if done.key.source == "known_hosts":
         typer.echo(f"host key {done.key.fingerprint} (from ~/.ssh/known_hosts)", err=True)

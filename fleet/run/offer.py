@@ -105,7 +105,7 @@ def choose_offer(provider, config: Config) -> Offer:
     mix = candidate_mixes(provider, config)[0]
     plan = make_plan(provider=config.provider, mix=mix, max_duration_s=config.max_duration_s,
                      heartbeat_ttl_s=config.heartbeat_ttl_s, project=config.project,
-                     user=current_user(config.user))
+                     user=current_user(config.user, check=True))   # recorded with the lease, run, ledger, tags
     check_machine_count(provider, plan)   # 10**20 machines is a typo
     return Offer(provider=plan.provider, template=plan.template, machine_count=plan.machine_count, gpus=plan.gpus,
                  max_duration_s=plan.max_duration_s, heartbeat_ttl_s=plan.heartbeat_ttl_s, project=plan.project,

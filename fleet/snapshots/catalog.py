@@ -17,10 +17,17 @@ def resolve(store: Store, ref: str) -> str:
             return ref
         raise NotFound(f"no snapshot {ref[:12]} in the store {store.url}", hint="see `fleet snapshot ls`")
     target = None
-    try:   # hex digits are an id prefix, never a name (check_name): no name can shadow the ids it prefixes
-        target = None if looks_like_id_prefix(ref) else store.get_ref(ref)
+    try:
+        target = store.get_ref(ref)
     except UsageError:
         pass
+    if target and looks_like_id_prefix(ref) and any(m.id.startswith(ref) and m.id != target
+                                                    for m in store.list_manifests()):
+        # A hex name (made before names were checked, or planted in a shared store) never shadows
+        # the ids it prefixes: both readings are refused, the user picks.
+        raise UsageError(f"{ref!r} is both a snapshot name and the prefix of another snapshot's id",
+                         hint="give more of the id; `fleet snapshot rm` with the full id the name points to "
+                              "drops the name")
     if target:
         if not HEX64.match(target):    # a ref file is anyone's text in a shared store; an id becomes a path
             raise UsageError(f"snapshot name {ref!r} in the store {store.url} points to {target[:80]!r}, "
@@ -136,6 +143,8 @@ def remove(store: Store, ref: str, referenced_by: Callable[[str], list[str]]) ->
         named = store.get_ref(ref)
     except UsageError:
         named = None
+    if named and looks_like_id_prefix(ref):
+        resolve(store, ref)   # refused when the name shadows another snapshot's id: which one was meant?
     sid = named or resolve(store, ref)
     names = names_by_id(store).get(sid, [])
     dropped = [ref] if named else names

@@ -26,7 +26,7 @@ from .chunking import FileDigest, digest_stream, hash_whole, open_for_reading
 from .manifest import Entry, Manifest, normal_mode
 from .progress import Meter, ProgressCallback
 from .statcache import FileRecord, StatCache, TreeHit, load_hit, rememberable, save_hit, stat_key
-from .store import Store, check_name, claim_ref
+from .store import Store, check_new_name, claim_ref
 from .store_guard import guarded
 
 if TYPE_CHECKING:
@@ -250,7 +250,7 @@ class SnapshotBuilder:
         data = manifest.canonical_bytes() if manifest is not None else b""
         sid = known_id or hashlib.sha256(data).hexdigest()      # = manifest.id, without encoding it twice
         if name is not None:
-            check_name(name)
+            check_new_name(name)
             current = self.store.get_ref(name)
             if current is not None and current != sid:
                 raise UsageError(f"snapshot name {name!r} already points to {current[:12]}, which has other content",
@@ -312,7 +312,7 @@ def create_snapshot(path: str | Path, store: Store, *, name: str | None = None,
     `progress` gets a SnapshotProgress a few times a second from whichever thread is hashing."""
     root = Path(path).expanduser()
     if name is not None:
-        check_name(name)
+        check_new_name(name)
     try:
         st_root = root.stat()
     except FileNotFoundError:

@@ -237,17 +237,30 @@ class S3Store:
 
     def create_ref(self, name: str, snapshot_id: str) -> str:
         """S3's conditional put: two `snapshot create --name N` at the same moment cannot both win."""
-        from botocore.exceptions import BotoCoreError, ClientError
-        try:
-            self.client.put_object(Bucket=self.bucket, Key=self._key("refs", check_name(name)),
-                                   Body=snapshot_id.encode() + b"\n", IfNoneMatch="*")
-            return snapshot_id
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return self.get_ref(name) or snapshot_id
-            raise self._error(exc, f"write name {name}") from None
-        except BotoCoreError as exc:
-            raise self._error(exc, f"write name {name}") from None
+        import time
+        from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+        key = self._key("refs", check_name(name))
+        for attempt in range(5):
+            try:
+                self.client.put_object(Bucket=self.bucket, Key=key, Body=snapshot_id.encode() + b"\n", IfNoneMatch="*")
+                return snapshot_id
+            except ParamValidationError:   # a botocore without conditional puts: check, then write
+                self.set_ref(name, snapshot_id)
+                return snapshot_id
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code == "NotImplemented":   # an S3-compatible store without them: the same
+                    self.set_ref(name, snapshot_id)
+                    return snapshot_id
+                if code not in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    raise self._error(exc, f"write name {name}") from None
+            except BotoCoreError as exc:
+                raise self._error(exc, f"write name {name}") from None
+            held = self.get_ref(name)   # taken: say what it holds (a write in flight, or removed since: again)
+            if held is not None:
+                return held
+            time.sleep(0.1 * (attempt + 1))
+        raise self._error(RuntimeError("the name kept changing under this write"), f"write name {name}")
 
     def delete_ref(self, name: str) -> None:
         self._delete(self._key("refs", check_name(name)))

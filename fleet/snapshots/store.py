@@ -85,11 +85,20 @@ def looks_like_id_prefix(text: str) -> bool:
 
 
 def check_name(name: str) -> str:
-    # A name that reads as an id prefix would shadow the snapshots it prefixes (in a shared store,
-    # someone else's name could redirect a teammate's `snapshot:1f3a`): refused when a name is given.
-    if not NAME_RE.match(name) or looks_like_id_prefix(name):
+    """A name as the store keeps it (read, listed, removed): a hex name made before new names were
+    checked stays readable and removable."""
+    if not NAME_RE.match(name) or HEX64.match(name):
         raise UsageError(f"invalid snapshot name {name!r}",
-                         hint="use letters, digits, . _ - @ + (up to 100), not only hex digits (that reads as an id)")
+                         hint="use letters, digits, . _ - @ + (up to 100), not a 64-hex id")
+    return name
+
+
+def check_new_name(name: str) -> str:
+    """A name being given: one that reads as an id prefix would shadow the snapshots it prefixes (in
+    a shared store, someone's name `1f3a` redirecting a teammate's `snapshot:1f3a`)."""
+    if looks_like_id_prefix(check_name(name)):
+        raise UsageError(f"invalid snapshot name {name!r}",
+                         hint="not hex digits alone: that reads as a snapshot id (add a letter past f)")
     return name
 
 
@@ -109,7 +118,7 @@ def claim_ref(store: Store, name: str, snapshot_id: str) -> str:
     both succeed and print their ids while N named only the last: a local store now creates the name
     with a hard link, which fails when another process made it first. (S3: a conditional put, CreatesRefs.)"""
     inner = getattr(store, "inner", store)        # a GuardedStore's store
-    held = inner.get_ref(name)
+    held = inner.get_ref(check_new_name(name))
     if held is not None:
         return held
     if isinstance(inner, CreatesRefs):
@@ -120,7 +129,7 @@ def claim_ref(store: Store, name: str, snapshot_id: str) -> str:
         return snapshot_id
     import os
     import tempfile
-    fd, tmp = tempfile.mkstemp(dir=root / "tmp", prefix=check_name(name)[:16] + ".")
+    fd, tmp = tempfile.mkstemp(dir=root / "tmp", prefix=check_new_name(name)[:16] + ".")
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(snapshot_id.encode() + b"\n")

@@ -118,3 +118,22 @@ def test_a_name_taken_on_s3_after_this_create_checked_is_not_overwritten(bucket,
     assert claim_ref(store, "train", second) == first
     assert real_get("train") == first
     assert claim_ref(store, "fresh", second) == second and real_get("fresh") == second
+
+
+def test_where_conditional_puts_are_not_implemented_the_name_is_still_written(bucket, tmp_path, monkeypatch):
+    """An S3-compatible store that answers NotImplemented to If-None-Match: check, then write, as before."""
+    from botocore.exceptions import ClientError
+    from fleet.snapshots.store import claim_ref
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    store = open_store("s3://fleet-test/compat")
+    client = getattr(store, "inner", store).client
+    real_put = client.put_object
+
+    def put(**kw):
+        if "IfNoneMatch" in kw:
+            raise ClientError({"Error": {"Code": "NotImplemented", "Message": "no"}}, "PutObject")
+        return real_put(**kw)
+
+    monkeypatch.setattr(client, "put_object", put)
+    assert claim_ref(store, "n", "c" * 64) == "c" * 64 and store.get_ref("n") == "c" * 64
+    assert claim_ref(store, "n", "d" * 64) == "c" * 64   # taken: what it holds, not overwritten

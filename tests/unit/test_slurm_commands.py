@@ -287,3 +287,11 @@ def test_accounting_keeps_a_shrunk_jobs_records_and_drops_an_older_job_under_a_r
     after = rec("fleet-l-1", JobState.CANCELLED, 6, 2)
     assert same_job([old, before, after]) == [before, after]
     assert same_job([after, old, before]) == [after, before]
+
+
+def test_a_slurm_too_old_for_me_still_answers_a_scan():
+    runner = Scripted({"squeue": [(1, "", "squeue: unrecognized option '--json'\n"),
+                                  (1, "", "squeue: unrecognized option '--me'\n"),
+                                  (0, recorded("squeue-format.txt"), "")]})
+    jobs = SlurmCommands(runner).queue()
+    assert jobs and "--me" in runner.seen[1][0] and "--me" not in runner.seen[2][0]

@@ -27,8 +27,28 @@ def test_hex_only_names_are_refused_and_others_pass(tmp_path, fleet_home):
 def test_a_planted_hex_name_does_not_shadow_the_id_it_prefixes(tmp_path, fleet_home):
     mine = json.loads(_create(tmp_path, "mine").stdout)["id"]
     theirs = json.loads(_create(tmp_path, "theirs").stdout)["id"]
+    store = str(tmp_path / "store")
     prefix = mine[:6]
     (tmp_path / "store" / "refs" / prefix).write_text(theirs + "\n")   # written into the shared store by hand
-    done = run_fleet(["snapshot", "show", prefix, "--store", str(tmp_path / "store"), "--json"], cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["id"] == mine
+    done = run_fleet(["snapshot", "show", prefix, "--store", store, "--json"], cwd=tmp_path)
+    assert done.returncode == 2 and "is both a snapshot name and the prefix of another snapshot's id" in done.stderr
+    done = run_fleet(["snapshot", "show", mine[:12], "--store", store, "--json"], cwd=tmp_path)
+    assert done.returncode == 0 and json.loads(done.stdout)["id"] == mine, done.stderr
+    # The store stays usable: the name is listed, and its owner can remove it.
+    listed = run_fleet(["snapshot", "ls", "--store", store, "--json"], cwd=tmp_path)
+    assert listed.returncode == 0 and prefix in listed.stdout, listed.stderr
+    # `rm` of the ambiguous text is refused too (which snapshot was meant?); the full id it names drops it.
+    done = run_fleet(["snapshot", "rm", prefix, "--store", store], cwd=tmp_path)
+    assert done.returncode == 2 and "is both a snapshot name" in done.stderr, done.stderr
+    assert {m.name for m in (tmp_path / "store" / "manifests").iterdir()} == {mine, theirs}
+    assert run_fleet(["snapshot", "rm", theirs, "--store", store], cwd=tmp_path).returncode == 0
+    assert not (tmp_path / "store" / "refs" / prefix).exists()
+    assert mine in {m.name for m in (tmp_path / "store" / "manifests").iterdir()}
+
+
+def test_a_legacy_hex_name_that_shadows_nothing_still_works(tmp_path, fleet_home):
+    theirs = json.loads(_create(tmp_path, "theirs").stdout)["id"]
+    legacy = "2024" if not theirs.startswith("2024") else "2025"
+    (tmp_path / "store" / "refs" / legacy).write_text(theirs + "\n")   # named before names were checked
+    done = run_fleet(["snapshot", "show", legacy, "--store", str(tmp_path / "store"), "--json"], cwd=tmp_path)
+    assert done.returncode == 0 and json.loads(done.stdout)["id"] == theirs, done.stderr

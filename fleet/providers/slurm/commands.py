@@ -327,6 +327,9 @@ class SlurmCommands:
                 raise classify_failure("squeue", result.returncode, result.stderr or result.stdout)
             self._json = False
         result = self._run(squeue_format_argv(sorted(wanted or ())), check=False)
+        if result.returncode != 0 and wanted is None and "--me" in (result.stderr or ""):
+            # A Slurm too old for --me: every user's jobs, as before (their comments could forge lines).
+            result = self._run(squeue_format_argv()[:-1], check=False)
         if result.returncode != 0:
             if "Invalid job id" in result.stderr:
                 return []

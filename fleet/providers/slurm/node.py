@@ -52,7 +52,7 @@ NODE_USER = "FLEET_NODE_USER"       # placeholder in the controller's sshd_confi
 NODE_DIR = "@FLEET_NODE_DIR@"       # ... and the machine directory this step made
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd")
 RELEASE = "FLEET-NODE-RELEASE"      # the controller's request on stdin: "<RELEASE> <this machine's token>"
-WATCHDOG_END_S = 20    # how long the watchdog may take to end the machine before it is killed
+WATCHDOG_END_S = 10    # how long the watchdog may take to end the machine before it is killed
 USER_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)     # a user's `scancel -s USR1 JOB`: never ends a machine
 
 

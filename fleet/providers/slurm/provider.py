@@ -283,8 +283,8 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         return self.slurm
 
     def _lease_jobs(self, slurm: SlurmCommands, lease: Lease) -> list[QueuedJob]:
-        ids = set(_recorded_jobs(lease))     # the tag only where none is: a comment is any user's text
-        return [j for j in slurm.queue() if j.job_id in ids or (not ids and j.comment == tag(lease.id))]
+        ids = set(_recorded_jobs(lease))   # by id (a teammate's too); the tag, any user's text, only if none
+        return [j for j in slurm.queue(sorted(ids) or None) if j.job_id in ids or not ids and j.comment == tag(lease.id)]
 
     def describe(self, lease: Lease) -> list[MachineState]:
         slurm = self._commands_for(lease)

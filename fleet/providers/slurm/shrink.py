@@ -46,7 +46,7 @@ from .errors import SlurmError
 from .parsing import JobState, expand_hostlist
 from .steps import NodeStep, reap, step_name
 
-STEP_END_S = 30.0          # node.py's own cleanup takes a few seconds (3 s for its children at most)
+STEP_END_S = 30.0          # node.py ends a machine in seconds (its watchdog 10 s, sshd 3 s, at most)
 # One partial release of a lease at a time (a sweep's early release on its own thread and the pool's
 # final release beside it): each reads the job's nodes and shrinks it to those it keeps, and a second
 # shrink to nodes read before the first is refused (a job can only shrink), leaving a node whose

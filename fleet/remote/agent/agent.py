@@ -183,12 +183,12 @@ def cmd_watchdog(args):
     containment.write_atomic(os.path.join(state, "deadline"), repr(now + min(args.ttl, args.max)))
     args.isolation_info = _contain_self(args)
     containment.write_atomic(os.path.join(state, ISOLATION_FILE), json.dumps(args.isolation_info))
-    # "PID STARTTIME": whoever reads it later can tell this process from one that reused the pid.
-    containment.write_pid_file(os.path.join(state, "watchdog.pid"), os.getpid())
     for sig in (signal.SIGHUP, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)   # a closed terminal or Ctrl-C in the controller must not end it
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())   # before the pid file: whoever reads it may signal
+    # "PID STARTTIME": whoever reads it later can tell this process from one that reused the pid.
+    containment.write_pid_file(os.path.join(state, "watchdog.pid"), os.getpid())
     if args.telemetry_interval > 0:
         _start_telemetry(state, args.telemetry_interval, stop)
     reason = "terminated"
