@@ -38,6 +38,14 @@ print(f"rank {rank} finished at {step}", flush=True)
 '''
 
 
+# The same training, except that attempt 1 holds at step 5 until something ends it (a lost machine,
+# a reap): on a loaded machine the plain one could finish before the test took its machine away,
+# and there was nothing left to recover.
+TRAIN_HELD_IN_ATTEMPT_1 = TRAIN.replace(
+    "    save()\n    time.sleep(pause)\n",
+    "    save()\n    time.sleep(pause)\n    while step >= 5 and os.environ['FLEET_ATTEMPT'] == '1':\n        time.sleep(0.1)\n")
+assert TRAIN_HELD_IN_ATTEMPT_1 != TRAIN
+
 def _write(experiment: Path, extra: str = "") -> None:
     (experiment / "train.py").write_text(TRAIN)
     (experiment / "fleet.toml").write_text('project = "t"\ntemplate = "local-1gpu"\nmax_duration = "10m"\n'

@@ -276,11 +276,11 @@ def test_a_dead_supervisor_on_the_login_node_is_seen_and_fleet_down_ends_its_run
 def test_a_node_failure_under_a_login_node_supervised_run_is_recovered_from_the_login_node(
         login, tmp_path, postgres_url, aws_env, slurm_env):
     """Recovery needs no laptop either: the login node's supervisor leases attempt 2 itself."""
-    from tests.e2e.test_checkpoints import TRAIN
+    from tests.e2e.test_checkpoints import TRAIN_HELD_IN_ATTEMPT_1
     from tests.e2e.test_recovery_slurm import _bring_back, _scontrol
     farm, host = login
     exp = _write_exp(tmp_path, farm, host, "python3 train.py 60 0.1")
-    (exp / "train.py").write_text(TRAIN)
+    (exp / "train.py").write_text(TRAIN_HELD_IN_ATTEMPT_1)   # attempt 1 is still running when its machine goes
     toml = (exp / "fleet.toml").read_text().replace(
         'command = ', 'checkpoint_interval = "1s"\nrecovery = "always"\nmax_restarts = 2\ncommand = ')
     (exp / "fleet.toml").write_text(toml)

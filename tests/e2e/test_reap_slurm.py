@@ -61,15 +61,10 @@ def _checkpointed(env: dict, run_id: str) -> bool:
 
 
 def _train_and_kill_supervisor(login, tmp_path, postgres_url, *, recovery: str) -> dict:
-    from tests.e2e.test_checkpoints import TRAIN
+    from tests.e2e.test_checkpoints import TRAIN_HELD_IN_ATTEMPT_1
     farm, host = login
     exp = _write_exp(tmp_path, farm, host, f"python3 train.py {STEPS} 0.1")
-    # Attempt 1 holds at step 5 until it is reaped: on a loaded machine 40 steps of 0.1 s could end
-    # before the supervisor is killed, and then there is nothing lost to reap.
-    held = TRAIN.replace("    save()\n    time.sleep(pause)\n", "    save()\n    time.sleep(pause)\n"
-                         "    while step >= 5 and os.environ['FLEET_ATTEMPT'] == '1':\n        time.sleep(0.1)\n")
-    assert held != TRAIN
-    (exp / "train.py").write_text(held)
+    (exp / "train.py").write_text(TRAIN_HELD_IN_ATTEMPT_1)   # attempt 1 is still running when it is reaped
     toml = (exp / "fleet.toml").read_text().replace(
         'command = ', f'checkpoint_interval = "1s"\nrecovery = "{recovery}"\nmax_restarts = 2\ncommand = ')
     (exp / "fleet.toml").write_text(toml)

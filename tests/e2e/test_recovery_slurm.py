@@ -16,7 +16,7 @@ import pytest
 from fleet.providers.slurm.commands import LocalRunner, SlurmCommands
 from fleet.providers.slurm.parsing import JobState
 from tests.conftest import run_fleet, start_fleet_up, wait_for_line, wait_until
-from tests.e2e.test_checkpoints import TRAIN
+from tests.e2e.test_checkpoints import TRAIN_HELD_IN_ATTEMPT_1
 
 pytestmark = pytest.mark.timeout(420)
 
@@ -44,7 +44,7 @@ def _bring_back(cluster, node: str) -> None:
 def _experiment(experiment: Path, tmp_path: Path) -> Path:
     nodes = tmp_path / "nodes"
     nodes.mkdir()
-    (experiment / "train.py").write_text(TRAIN)
+    (experiment / "train.py").write_text(TRAIN_HELD_IN_ATTEMPT_1)   # attempt 1 is still running when its machine goes
     (experiment / "fleet.toml").write_text(
         'project = "t"\ncommand = "python3 train.py 80 0.1"\nprovider = "slurm"\ntemplate = "slurm-1gpu"\n'
         'max_duration = "10m"\ncheckpoint_interval = "1s"\nrecovery = "always"\nmax_restarts = 2\n\n'

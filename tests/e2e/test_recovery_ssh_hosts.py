@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import processes_under, run_fleet, start_fleet_up, wait_for_line, wait_until
-from tests.e2e.test_checkpoints import TRAIN
+from tests.e2e.test_checkpoints import TRAIN_HELD_IN_ATTEMPT_1
 from tests.fixtures.procs import live_processes_under
 from tests.fixtures.ssh_hosts import PYTHON, FakeHost, HostFarm, toml_hosts
 
@@ -81,7 +81,7 @@ def _power_off(host: FakeHost) -> None:
 def _experiment(tmp_path: Path, farm: HostFarm) -> Path:
     d = tmp_path / "exp"
     d.mkdir()
-    (d / "train.py").write_text(TRAIN)
+    (d / "train.py").write_text(TRAIN_HELD_IN_ATTEMPT_1)   # attempt 1 is still running when its machine goes
     (d / "fleet.toml").write_text(
         'project = "t"\nprovider = "ssh"\ntemplate = "hosts"\nmax_duration = "10m"\n'
         f'python = "{PYTHON}"\ncommand = "python train.py 80 0.1"\ncheckpoint_interval = "1s"\n'
