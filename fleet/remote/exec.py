@@ -134,6 +134,24 @@ class _Output:
             self.log = None
 
 
+def drain(chan, on_out: Callable[[bytes], None], on_err: Callable[[bytes], None]) -> None:
+    """Hand a command's stdout and stderr to `on_out`/`on_err` as they come, until it has exited
+    and all its output is read (OutputEnd)."""
+    output_ended = OutputEnd()
+    while True:
+        got = False
+        if chan.recv_ready():
+            on_out(chan.recv(65536))
+            got = True
+        if chan.recv_stderr_ready():
+            on_err(chan.recv_stderr(65536))
+            got = True
+        if not got:
+            if output_ended(chan):
+                return
+            chan.status_event.wait(0.05)
+
+
 def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: threading.Event | None,
           mask: Callable[[str], str] | None = None) -> None:
     spec, result = proc.spec, proc.result
@@ -148,19 +166,7 @@ def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: t
         chan.exec_command(wrapped_command(spec))
         chan.sendall(process_env_payload(spec))
         chan.shutdown_write()   # the experiment's stdin ends here: jobs are not interactive
-        output_ended = OutputEnd()
-        while True:
-            got = False
-            if chan.recv_ready():
-                output.feed("out", chan.recv(65536))
-                got = True
-            if chan.recv_stderr_ready():
-                output.feed("err", chan.recv_stderr(65536))
-                got = True
-            if not got:
-                if output_ended(chan):
-                    break
-                chan.status_event.wait(0.05)
+        drain(chan, lambda data: output.feed("out", data), lambda data: output.feed("err", data))
         output.feed("out", b"", final=True)
         output.feed("err", b"", final=True)
         result.exit_code = chan.recv_exit_status()

@@ -10,8 +10,8 @@ import json
 import threading
 
 from ..errors import MachineUnreachable
-from .exec import ProcessSpec, RunningProcess, _Output, agent_command_line, process_env
-from .ssh import OutputEnd, connect
+from .exec import ProcessSpec, RunningProcess, _Output, agent_command_line, drain, process_env
+from .ssh import connect
 
 _STREAMS = {b"o": "out", b"e": "err"}
 _PIECES = {b"O": "out", b"E": "err"}   # the start of a longer line: joined before it is masked or shown
@@ -63,20 +63,13 @@ def pump_group(procs: list[RunningProcess], outputs: list[_Output], cancel: thre
         chan.exec_command(group_command(specs))
         chan.sendall(group_payload(specs))
         chan.shutdown_write()
-        framed, agent_err = b"", b""
-        output_ended = OutputEnd()
-        while True:
-            got = False
-            if chan.recv_ready():
-                framed = _dispatch(framed + chan.recv(65536), procs, outputs)
-                got = True
-            if chan.recv_stderr_ready():   # the agent's own words (e.g. the machine has ended)
-                agent_err += chan.recv_stderr(65536)
-                got = True
-            if not got:
-                if output_ended(chan):
-                    break
-                chan.status_event.wait(0.05)
+        framed, agent_err = [b""], bytearray()   # the agent's stderr: its own words (e.g. the machine has ended)
+
+        def on_out(data: bytes) -> None:
+            framed[0] = _dispatch(framed[0] + data, procs, outputs)
+
+        drain(chan, on_out, agent_err.extend)
+        agent_err = bytes(agent_err)
         status = chan.recv_exit_status()
         chan.close()
         unreported = [o for p, o in zip(procs, outputs) if p.result.exit_code is None]
