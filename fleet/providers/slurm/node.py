@@ -3,12 +3,10 @@
 fleet sends this file's source and a JSON spec on the step's stdin (nothing of fleet is installed on
 the node). It then, inside the step, so that Slurm's process tracking owns everything it starts:
 
-1. makes the machine directory, `<workdir>/fleet-<machine id>-<random>` (mkdtemp: a new directory
-   of its own, 0700, at a name no other user of the node could have made first: a fixed name under
-   a shared /tmp could be pre-created by anyone, which failed the lease or, writable by them, let
-   them swap the files fleet writes there), and writes into it the lease's pinned host key (made on the controller), the lease's
-   authorized key, the sshd_config the controller rendered (fleet/providers/local/sshd.py's, listening
-   on the node's address), the agent;
+1. makes the machine directory, `<workdir>/fleet-<machine id>-<random>` (mkdtemp, 0700: a fixed
+   name under a shared /tmp could be pre-created by another user, to fail the lease or swap its
+   files), and writes into it the lease's pinned host key (made on the controller), authorized key,
+   the sshd_config the controller rendered (listening on the node's address), the agent;
 2. starts the agent's watchdog and, while its Python starts, a user-level sshd on a free port
    (retried if taken); nothing is reported ready before the watchdog holds the deadline;
 3. when the spec names a staging directory on a shared filesystem and this node sees the probe
@@ -18,7 +16,8 @@ the node). It then, inside the step, so that Slurm's process tracking owns every
    root in the directory it made, whether the staging directory is shared), and waits.
 
 When Slurm ends the step (scancel of the job, time limit, node failure) the SIGTERM ends the
-watchdog (which ends the machine) and the directory, host key included, is removed.
+watchdog (which ends the machine) and the directory, host key included, is removed, all within
+the cluster's KillWait (learnt from `scontrol show config` while the machine starts).
 
 Released alone (a sweep's pool giving the node back, fleet/providers/slurm/shrink.py): the controller
 writes `FLEET-NODE-RELEASE <token>` on this step's stdin (srun forwards it from the frontend that
@@ -53,6 +52,7 @@ NODE_DIR = "@FLEET_NODE_DIR@"       # ... and the machine directory this step ma
 SSHD_CANDIDATES = ("/usr/sbin/sshd", "/usr/local/sbin/sshd", "/sbin/sshd")
 RELEASE = "FLEET-NODE-RELEASE"      # the controller's request on stdin: "<RELEASE> <this machine's token>"
 WATCHDOG_END_S = 10    # how long the watchdog may take to end the machine before it is killed
+KILL_WAIT_S = 10       # Slurm's KillWait (SIGTERM to SIGKILL) assumed while the cluster has not said: short
 USER_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)     # a user's `scancel -s USR1 JOB`: never ends a machine
 
 
@@ -268,6 +268,14 @@ def _field(text, key):
     return found.group(1) if found else None
 
 
+def _kill_wait(found):
+    """Slurm's KillWait: what this node has, from its SIGTERM, to end the machine before the SIGKILL."""
+    rc, out = _slurm(["scontrol", "show", "config"])
+    match = re.search(r"^KillWait\s*=\s*(\d+)", out, re.M) if rc == 0 else None
+    if match:
+        found.append(int(match.group(1)))
+
+
 def _leave_job(job_id, node, released):
     """This machine reached its deadline and has ended. Give its node back to the cluster, or, when no
     other fleet machine of the job is left (every heartbeat stopped: the controller is gone), cancel
@@ -296,6 +304,19 @@ def _leave_job(job_id, node, released):
     return False
 
 
+def _end(procs, wait_s):
+    """SIGTERM those still running, and SIGKILL those not ended wait_s later."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    end = time.monotonic() + wait_s
+    while time.monotonic() < end and any(p.poll() is None for p in procs):
+        time.sleep(0.05)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+
+
 def main():
     spec = json.loads(sys.stdin.readline())
     d = _machine_dir(spec)
@@ -305,6 +326,7 @@ def main():
     ending = []
     sees_share = []     # this node proved the staging directory is the lease's (its token was there)
     released = threading.Event()
+    kill_wait = []      # Slurm's KillWait, learnt while the machine starts (one scontrol call)
 
     def end_machine():
         # The secrets go first: Slurm's SIGKILL follows its KillWait, which a loaded node can reach
@@ -314,21 +336,15 @@ def main():
                 os.unlink(os.path.join(d, name))
             except OSError:
                 pass
-        # The watchdog alone first, and time to finish: on SIGTERM it ends the whole machine, its sshd
-        # among it. Ended together, the sessions' processes were reparented out of the step (where
-        # proctrack/linuxproc no longer sees them) while a loaded node's watchdog was still scanning,
-        # and killed after 3 s it left them running. Slurm's KillWait still bounds all of this.
-        for group, wait_s in ((children[:1], WATCHDOG_END_S), (children[1:], 3)):
-            for proc in group:
-                if proc.poll() is None:
-                    proc.terminate()
-            end = time.monotonic() + wait_s
-            while time.monotonic() < end and any(p.poll() is None for p in group):
-                time.sleep(0.05)
-        for proc in children:
-            if proc.poll() is None:
-                proc.kill()
+        # The watchdog alone first, with time to finish: ended with sshd, the sessions' processes left
+        # the step (proctrack/linuxproc lost them) while a loaded watchdog still scanned. The directory
+        # goes once the watchdog is done with it, before sshd: all within KillWait, or SIGKILL leaves it.
+        began = time.monotonic()
+        budget = (kill_wait[0] if kill_wait else KILL_WAIT_S) - 2
+        _end(children[:1], max(1.0, min(WATCHDOG_END_S, budget - 1)))
         shutil.rmtree(d, ignore_errors=True)     # the host key must not outlive the machine
+        _end(children[1:], max(0.5, min(3.0, budget - (time.monotonic() - began))))
+        sys.stderr.write(f"node: machine ended in {time.monotonic() - began:.1f}s\n")
 
     def cleanup(signum=None, _frame=None):
         if not ending:
@@ -353,6 +369,7 @@ def main():
     shared = _shared_staging(spec, root)
     if shared:
         sees_share.append(True)
+    threading.Thread(target=_kill_wait, args=(kill_wait,), daemon=True).start()
     watchdog = _start_watchdog(spec, d, state)
     children.append(watchdog)
     sshd, port = _start_sshd(spec, d)          # while the watchdog's Python starts

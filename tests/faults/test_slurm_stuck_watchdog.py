@@ -1,0 +1,56 @@
+"""A Slurm machine whose watchdog does not answer Slurm's SIGTERM (a node too loaded to schedule
+it; here frozen by a cgroup v2 freezer, which Slurm's SIGCONT does not thaw) still has its directory, host key and all, removed before the SIGKILL that
+follows KillWait: the node step learns the cluster's KillWait while the machine starts and sizes
+its wait for the watchdog to fit. With a fixed 10 s wait, a cluster with KillWait=10 (the test
+cluster's) SIGKILLed the step first and the directory stayed on the node. Real test cluster.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures.slurm import wait_for
+
+from fleet.ids import new_lease_id
+from fleet.plan import make_plan
+from fleet.providers.base import choose_mix
+from fleet.providers.slurm.provider import SlurmProvider
+from fleet.providers.slurm.settings import SlurmSettings
+from fleet.remote.agent.containment import cgroup2_mount
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_a_stuck_watchdog_does_not_leave_the_machine_directory_behind(slurm_env, fleet_home, tmp_path):
+    nodes_dir = tmp_path / "nodes"
+    nodes_dir.mkdir()
+    provider = SlurmProvider(SlurmSettings(workdir=str(nodes_dir), poll_s=0.5))
+    plan = make_plan(provider="slurm", mix=choose_mix(provider, "slurm-1gpu", 1), max_duration_s=600,
+                     heartbeat_ttl_s=120, project="slurm-test", user="tester")
+    lease = provider.lease(plan, new_lease_id(), 120)
+    (machine,) = lease.machines
+    machine_dir = Path(machine.workdir).parent
+    pid = int((Path(machine.workdir) / ".fleet" / "watchdog.pid").read_text().split()[0])
+    time.sleep(1)                       # the node step has learnt KillWait by now (one scontrol call)
+    freezer = Path(cgroup2_mount()) / f"fleet-test-freeze-{secrets.token_hex(4)}"
+    freezer.mkdir()
+    try:
+        (freezer / "cgroup.procs").write_text(f"{pid}\n")
+        (freezer / "cgroup.freeze").write_text("1")
+        wait_for(lambda: "frozen 1" in (freezer / "cgroup.events").read_text(), 10, "the watchdog to freeze")
+        provider.release(lease)
+        wait_for(lambda: not machine_dir.exists(), 60, "the machine directory to go")
+        assert list(nodes_dir.iterdir()) == []
+        wait_for(lambda: not (freezer / "cgroup.procs").read_text().strip(), 30, "the frozen watchdog to be killed")
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)    # a frozen process still takes SIGKILL
+        except ProcessLookupError:
+            pass
+        wait_for(lambda: not (freezer / "cgroup.procs").read_text().strip(), 10, "the test's cgroup to empty")
+        freezer.rmdir()
