@@ -228,14 +228,20 @@ class PooledSession(Session):
     def open_channel(self, **kwargs) -> paramiko.Channel:
         tried: list[paramiko.SSHClient] = []
         conn: Session = self
+        slow = 0
         for _ in range(MAX_POOLED_CONNECTIONS):
             asked = time.monotonic()
             try:
                 return Session.open_channel(conn, timeout=POOLED_CHANNEL_TIMEOUT_S, **kwargs)
             except (paramiko.SSHException, OSError, EOFError):
                 if conn.active and time.monotonic() - asked >= POOLED_CHANNEL_TIMEOUT_S:
-                    # No answer at all, on a connection that never closed: the link is gone (a cut
-                    # network drops packets silently). Not a refusal: no overflow connection.
+                    # No answer at all, on a connection that never closed. Closing it cuts every
+                    # channel on it (a sweep's neighbouring trials too), so only when the link is
+                    # gone (a cut network drops packets silently, a new TCP connection included);
+                    # a machine that still accepts one is slow (a loaded host): asked once more.
+                    if not slow and _accepts_tcp(self.machine):
+                        slow += 1
+                        continue
                     conn.client.close()
                     raise MachineUnreachable(f"machine {self.machine.id} ({self.machine.address}) stopped "
                                              f"answering: no reply on its connection in "
@@ -254,6 +260,15 @@ class PooledSession(Session):
 
     def close(self) -> None:
         pass
+
+
+def _accepts_tcp(machine: Machine, timeout: float = 2.0) -> bool:
+    import socket
+    try:
+        socket.create_connection((machine.host, machine.port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def connect(machine: Machine, timeout: float = 10) -> Session:

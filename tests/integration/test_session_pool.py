@@ -110,3 +110,65 @@ def test_a_machines_agent_from_before_group_still_runs_and_stops_each_rank(local
             assert p.done.wait(60)
     assert [p.result.exit_code for p in running] == [5, 5], ([p.result.error for p in running], lines)
     assert ("0", "stopped 0") in lines and ("1", "stopped 1") in lines, lines
+
+
+def _sshd_sessions(listener: int) -> list[int]:
+    """The listener's per-connection sshd processes (not the shells they run)."""
+    found, todo = [], [listener]
+    while todo:
+        parent = todo.pop()
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                stat = open(f"/proc/{entry}/stat").read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == parent and "sshd" in stat.split("(", 1)[1].split(")")[0]:
+                found.append(int(entry))
+                todo.append(int(entry))
+    return found
+
+
+def test_a_channel_slow_to_open_on_a_loaded_machine_does_not_cut_the_channels_in_flight(local_lease):
+    """No answer to a channel open for 10 s while the machine still accepts TCP is a slow machine,
+    not a cut link: the connection, and every channel on it (a sweep's neighbouring trials'
+    checkpoint uploads), stays; the open is asked once more. Closing it cut them all, each
+    reporting "no answer"."""
+    import signal
+    import time
+    from pathlib import Path
+    m = local_lease().machines[0]
+    listener = int((Path(m.workdir).parent / "sshd.pid").read_text().split()[0])
+    got = {}
+    with SessionPool([m]) as pool:
+        wait_ready(m, timeout=20).close()
+
+        def in_flight():
+            with connect(m) as s:
+                got["in flight"] = s.run("sleep 16; echo survived", timeout=60).stdout.strip()
+
+        worker = threading.Thread(target=in_flight)
+        worker.start()
+        time.sleep(2)
+        frozen = _sshd_sessions(listener)
+        assert frozen, "no sshd process serves the pooled connection"
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)         # the connection's sshd is stalled; its listener is not
+        thaw = threading.Timer(12, lambda: [os.kill(p, signal.SIGCONT) for p in frozen])
+        thaw.start()
+        try:
+            began = time.monotonic()
+            with connect(m) as s:
+                got["second"] = s.run("echo second", timeout=60).stdout.strip()
+            assert time.monotonic() - began >= 10
+        finally:
+            thaw.join()
+            for pid in frozen:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+            worker.join(60)
+        assert pool.opened == 1
+    assert got == {"in flight": "survived", "second": "second"}
