@@ -6,6 +6,7 @@ made or learnt out of band, and paramiko's RejectPolicy refuses anything else.
 from __future__ import annotations
 
 import shlex
+import threading
 import time
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -228,24 +229,23 @@ class PooledSession(Session):
     def open_channel(self, **kwargs) -> paramiko.Channel:
         tried: list[paramiko.SSHClient] = []
         conn: Session = self
-        slow = 0
         for _ in range(MAX_POOLED_CONNECTIONS):
-            asked = time.monotonic()
+            asked, cut = time.monotonic(), threading.Event()
+            # No answer for POOLED_CHANNEL_TIMEOUT_S: closed (every channel on it cut, a sweep's
+            # neighbouring trials' too) only if its peer no longer accepts a TCP connection either
+            # (a cut network drops packets silently). One that does is slow (a loaded host): the
+            # same open is given as long again, so no abandoned open holds a session slot.
+            probe = threading.Timer(POOLED_CHANNEL_TIMEOUT_S, _close_if_cut, args=(conn.client, cut))
+            probe.daemon = True
+            probe.start()
             try:
-                return Session.open_channel(conn, timeout=POOLED_CHANNEL_TIMEOUT_S, **kwargs)
+                return Session.open_channel(conn, timeout=2 * POOLED_CHANNEL_TIMEOUT_S, **kwargs)
             except (paramiko.SSHException, OSError, EOFError):
-                if conn.active and time.monotonic() - asked >= POOLED_CHANNEL_TIMEOUT_S:
-                    # No answer at all, on a connection that never closed. Closing it cuts every
-                    # channel on it (a sweep's neighbouring trials too), so only when the link is
-                    # gone (a cut network drops packets silently, a new TCP connection included);
-                    # a machine that still accepts one is slow (a loaded host): asked once more.
-                    if not slow and _accepts_tcp(self.machine):
-                        slow += 1
-                        continue
+                waited = time.monotonic() - asked
+                if cut.is_set() or (conn.active and waited >= 2 * POOLED_CHANNEL_TIMEOUT_S):
                     conn.client.close()
                     raise MachineUnreachable(f"machine {self.machine.id} ({self.machine.address}) stopped "
-                                             f"answering: no reply on its connection in "
-                                             f"{POOLED_CHANNEL_TIMEOUT_S:g}s") from None
+                                             f"answering: no reply on its connection in {waited:.0f}s") from None
                 if not conn.active:
                     # The connection died since this handle was taken: the pool's live one (or a new one).
                     conn = self.pool.primary(self.machine)
@@ -255,6 +255,8 @@ class PooledSession(Session):
                 # one connection: paramiko gives one of them a reasonless SSHException.)
                 tried.append(conn.client)
                 conn = self.pool.overflow(self.machine, tried)
+            finally:
+                probe.cancel()
         raise MachineUnreachable(f"machine {self.machine.id} ({self.machine.address}): no connection "
                                  f"accepts another channel ({MAX_POOLED_CONNECTIONS} tried)")
 
@@ -262,13 +264,23 @@ class PooledSession(Session):
         pass
 
 
-def _accepts_tcp(machine: Machine, timeout: float = 2.0) -> bool:
+def _close_if_cut(client: paramiko.SSHClient, cut: threading.Event, timeout: float = 2.0) -> None:
+    """Close the connection when its peer (the very address it uses: no name to resolve) no longer
+    accepts a new TCP connection."""
     import socket
+    transport = client.get_transport()
     try:
-        socket.create_connection((machine.host, machine.port), timeout=timeout).close()
-        return True
+        peer = transport.getpeername()[:2] if transport is not None else None
     except OSError:
-        return False
+        peer = None
+    if peer is not None:
+        try:
+            socket.create_connection(peer, timeout=timeout).close()
+            return
+        except OSError:
+            pass
+    cut.set()
+    client.close()
 
 
 def connect(machine: Machine, timeout: float = 10) -> Session:

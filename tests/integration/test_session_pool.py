@@ -112,6 +112,14 @@ def test_a_machines_agent_from_before_group_still_runs_and_stops_each_rank(local
     assert ("0", "stopped 0") in lines and ("1", "stopped 1") in lines, lines
 
 
+def _signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
 def _sshd_sessions(listener: int) -> list[int]:
     """The listener's per-connection sshd processes (not the shells they run)."""
     found, todo = [], [listener]
@@ -133,7 +141,7 @@ def _sshd_sessions(listener: int) -> list[int]:
 def test_a_channel_slow_to_open_on_a_loaded_machine_does_not_cut_the_channels_in_flight(local_lease):
     """No answer to a channel open for 10 s while the machine still accepts TCP is a slow machine,
     not a cut link: the connection, and every channel on it (a sweep's neighbouring trials'
-    checkpoint uploads), stays; the open is asked once more. Closing it cut them all, each
+    checkpoint uploads), stays; the same open is given as long again. Closing it cut them all, each
     reporting "no answer"."""
     import signal
     import time
@@ -152,23 +160,18 @@ def test_a_channel_slow_to_open_on_a_loaded_machine_does_not_cut_the_channels_in
         worker.start()
         time.sleep(2)
         frozen = _sshd_sessions(listener)
-        assert frozen, "no sshd process serves the pooled connection"
-        for pid in frozen:
-            os.kill(pid, signal.SIGSTOP)         # the connection's sshd is stalled; its listener is not
-        thaw = threading.Timer(12, lambda: [os.kill(p, signal.SIGCONT) for p in frozen])
-        thaw.start()
+        thaw = threading.Timer(12, _signal_all, args=(frozen, signal.SIGCONT))
         try:
+            assert frozen, "no sshd process serves the pooled connection"
+            _signal_all(frozen, signal.SIGSTOP)  # the connection's sshd is stalled; its listener is not
+            thaw.start()
             began = time.monotonic()
             with connect(m) as s:
                 got["second"] = s.run("echo second", timeout=60).stdout.strip()
             assert time.monotonic() - began >= 10
         finally:
-            thaw.join()
-            for pid in frozen:
-                try:
-                    os.kill(pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
+            thaw.cancel()
+            _signal_all(frozen, signal.SIGCONT)
             worker.join(60)
         assert pool.opened == 1
     assert got == {"in flight": "survived", "second": "second"}
