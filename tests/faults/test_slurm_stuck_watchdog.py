@@ -1,15 +1,14 @@
 """A Slurm machine whose watchdog does not answer Slurm's SIGTERM (a node too loaded to schedule
-it; here frozen by a cgroup v2 freezer, which Slurm's SIGCONT does not thaw) still has its directory, host key and all, removed before the SIGKILL that
-follows KillWait: the node step learns the cluster's KillWait while the machine starts and sizes
-its wait for the watchdog to fit. With a fixed 10 s wait, a cluster with KillWait=10 (the test
-cluster's) SIGKILLed the step first and the directory stayed on the node. Real test cluster.
+it; here frozen by a cgroup v2 freezer, which Slurm's SIGCONT does not thaw) still has its
+directory, host key and all, removed before the SIGKILL that follows KillWait: the node step
+learns the cluster's KillWait while the machine starts and sizes its wait for the watchdog to fit.
+With a fixed 10 s wait, a cluster with KillWait=10 (the test cluster's) SIGKILLed the step first
+and the directory stayed on the node. Real test cluster.
 """
 from __future__ import annotations
 
 import os
 import secrets
-import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ import pytest
 from tests.fixtures.slurm import wait_for
 
 from fleet.ids import new_lease_id
+from fleet.paths import subdir
 from fleet.plan import make_plan
 from fleet.providers.base import choose_mix
 from fleet.providers.slurm.provider import SlurmProvider
@@ -26,7 +26,29 @@ from fleet.remote.agent.containment import cgroup2_mount
 pytestmark = pytest.mark.timeout(300)
 
 
-def test_a_stuck_watchdog_does_not_leave_the_machine_directory_behind(slurm_env, fleet_home, tmp_path):
+@pytest.fixture
+def freezer():
+    """A cgroup v2 directory of the test's own, whose processes it can freeze; emptied and removed after."""
+    mount = cgroup2_mount()
+    if not mount:
+        pytest.skip("no cgroup v2 hierarchy here: nothing to freeze a process with")
+    path = Path(mount) / f"fleet-test-freeze-{secrets.token_hex(4)}"
+    try:
+        path.mkdir()
+    except OSError as exc:
+        pytest.skip(f"cannot make a cgroup here: {exc}")
+    try:
+        yield path
+    finally:
+        try:
+            if path.joinpath("cgroup.procs").read_text().strip():
+                path.joinpath("cgroup.kill").write_text("1")     # frozen processes still die of it
+            wait_for(lambda: not path.joinpath("cgroup.procs").read_text().strip(), 30, "the test's cgroup to empty")
+        finally:
+            path.rmdir()
+
+
+def test_a_stuck_watchdog_does_not_leave_the_machine_directory_behind(slurm_env, fleet_home, tmp_path, freezer):
     nodes_dir = tmp_path / "nodes"
     nodes_dir.mkdir()
     provider = SlurmProvider(SlurmSettings(workdir=str(nodes_dir), poll_s=0.5))
@@ -36,21 +58,13 @@ def test_a_stuck_watchdog_does_not_leave_the_machine_directory_behind(slurm_env,
     (machine,) = lease.machines
     machine_dir = Path(machine.workdir).parent
     pid = int((Path(machine.workdir) / ".fleet" / "watchdog.pid").read_text().split()[0])
-    time.sleep(1)                       # the node step has learnt KillWait by now (one scontrol call)
-    freezer = Path(cgroup2_mount()) / f"fleet-test-freeze-{secrets.token_hex(4)}"
-    freezer.mkdir()
-    try:
-        (freezer / "cgroup.procs").write_text(f"{pid}\n")
-        (freezer / "cgroup.freeze").write_text("1")
-        wait_for(lambda: "frozen 1" in (freezer / "cgroup.events").read_text(), 10, "the watchdog to freeze")
-        provider.release(lease)
-        wait_for(lambda: not machine_dir.exists(), 60, "the machine directory to go")
-        assert list(nodes_dir.iterdir()) == []
-        wait_for(lambda: not (freezer / "cgroup.procs").read_text().strip(), 30, "the frozen watchdog to be killed")
-    finally:
-        try:
-            os.kill(pid, signal.SIGKILL)    # a frozen process still takes SIGKILL
-        except ProcessLookupError:
-            pass
-        wait_for(lambda: not (freezer / "cgroup.procs").read_text().strip(), 10, "the test's cgroup to empty")
-        freezer.rmdir()
+    (freezer / "cgroup.procs").write_text(f"{pid}\n")
+    (freezer / "cgroup.freeze").write_text("1")    # Slurm's SIGTERM stays pending: it never ends alone
+    wait_for(lambda: "frozen 1" in (freezer / "cgroup.events").read_text(), 10, "the watchdog to freeze")
+    provider.release(lease)
+    wait_for(lambda: not machine_dir.exists(), 60, "the machine directory to go")
+    assert list(nodes_dir.iterdir()) == []
+    step_log = (subdir("slurm") / lease.id / "step-0.log").read_text()
+    # The cluster's own KillWait (tests/fixtures/slurm.py), learnt from scontrol, not assumed.
+    assert "(KillWait 10s)" in step_log, step_log
+    wait_for(lambda: not (freezer / "cgroup.procs").read_text().strip(), 30, "Slurm to kill the frozen watchdog")

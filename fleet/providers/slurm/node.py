@@ -19,21 +19,18 @@ When Slurm ends the step (scancel of the job, time limit, node failure) the SIGT
 watchdog (which ends the machine) and the directory, host key included, is removed, all within
 the cluster's KillWait (learnt from `scontrol show config` while the machine starts).
 
-Released alone (a sweep's pool giving the node back, fleet/providers/slurm/shrink.py): the controller
-writes `FLEET-NODE-RELEASE <token>` on this step's stdin (srun forwards it from the frontend that
-started the step; the token is this machine's, in the spec, known to nobody else). Only that line
-ends the machine alone, the same way, leaving the lease's shared staging directory to the nodes that
-stay. No signal means "released": a user's own `scancel -s USR1 JOB` (ask the training to
-checkpoint) reaches every process of every step, and would otherwise end the machines under it.
-This step, the watchdog and sshd (with every SSH session it forks) ignore SIGUSR1/SIGUSR2; the
-agent's `exec` gives the experiment the default disposition back, so the training still gets it.
+Released alone (a sweep's pool giving the node back, shrink.py): the controller writes
+`FLEET-NODE-RELEASE <token>` on this step's stdin (the token is this machine's, in the spec). Only
+that line ends the machine alone, leaving the lease's shared staging directory to the nodes that
+stay. No signal means "released": a user's `scancel -s USR1 JOB` (ask the training to checkpoint)
+reaches every process of every step; this step, the watchdog and sshd ignore SIGUSR1/SIGUSR2 (the
+agent's `exec` gives the experiment the default disposition back).
 
 When the watchdog reaches the machine's deadline (no heartbeat) it ends the machine's processes;
-this step then gives its node back to the cluster (`scontrol update NodeList`, the others' nodes),
-and the last of the job's fleet machines to do so cancels the job (`_leave_job`): a controller that
-is gone stopped every machine's heartbeat, so the allocation ends instead of sitting idle until its
-time limit, while a machine whose early release failed (its heartbeat stopped, the others' did not)
-never ends the job under the machines still in use.
+this step then gives its node back to the cluster (`scontrol update NodeList`), and the last of the
+job's fleet machines to do so cancels the job (`_leave_job`): with the controller gone the allocation
+ends instead of idling to its time limit, and one machine whose release failed never ends the job
+under the others.
 """
 import json
 import os
@@ -143,10 +140,9 @@ def _machine_dir(spec):
 
 def _workdir_is_ours(workdir, real):
     """Each directory from / down to the workdir is root's or this user's, and writable by every user
-    only with the sticky bit (as /tmp; a group's write is allowed, as for FLEET_HOME: a team may share
-    a group on purpose): else another user could rename the machine's directory away
-    and put one of theirs in its place, whose authorized_keys this user's sshd (StrictModes no)
-    would read at the next login (as OpenSSH's StrictModes checks a home's directories)."""
+    only with the sticky bit (as /tmp; a group's write is allowed: a team may share a group on
+    purpose): else another user could swap the machine's directory for one of theirs, whose
+    authorized_keys this user's sshd (StrictModes no) would read at the next login."""
     import stat
     path = real
     while True:
@@ -304,13 +300,12 @@ def _leave_job(job_id, node, released):
     return False
 
 
-def _end(procs, wait_s):
-    """SIGTERM those still running, and SIGKILL those not ended wait_s later."""
+def _end(procs, until):
+    """SIGTERM those running; SIGKILL those left at until() (read again: a SIGTERM brings it forward)."""
     for proc in procs:
         if proc.poll() is None:
             proc.terminate()
-    end = time.monotonic() + wait_s
-    while time.monotonic() < end and any(p.poll() is None for p in procs):
+    while time.monotonic() < until() and any(p.poll() is None for p in procs):
         time.sleep(0.05)
     for proc in procs:
         if proc.poll() is None:
@@ -326,36 +321,40 @@ def main():
     ending = []
     sees_share = []     # this node proved the staging directory is the lease's (its token was there)
     released = threading.Event()
-    kill_wait = []      # Slurm's KillWait, learnt while the machine starts (one scontrol call)
+    kill_wait = []      # Slurm's KillWait, learnt once the machine's processes are started
+    terminated = []     # when Slurm's SIGTERM came (monotonic): its SIGKILL follows KillWait later
+
+    def kill_at():
+        return terminated[0] + (kill_wait[0] if kill_wait else KILL_WAIT_S) if terminated else 1e18
 
     def end_machine():
-        # The secrets go first: Slurm's SIGKILL follows its KillWait, which a loaded node can reach
-        # before the children have ended.
         for name in ("ssh_host_ed25519_key", "authorized_keys"):
             try:
                 os.unlink(os.path.join(d, name))
             except OSError:
-                pass
+                pass    # the secrets first: Slurm's SIGKILL can come before the children have ended
         # The watchdog alone first, with time to finish: ended with sshd, the sessions' processes left
         # the step (proctrack/linuxproc lost them) while a loaded watchdog still scanned. The directory
-        # goes once the watchdog is done with it, before sshd: all within KillWait, or SIGKILL leaves it.
+        # goes once the watchdog is done with it, before sshd: all before the SIGKILL, or it stays.
         began = time.monotonic()
-        budget = (kill_wait[0] if kill_wait else KILL_WAIT_S) - 2
-        _end(children[:1], max(1.0, min(WATCHDOG_END_S, budget - 1)))
+        _end(children[:1], lambda: min(began + WATCHDOG_END_S, max(kill_at() - 3, began + 1)))
         shutil.rmtree(d, ignore_errors=True)     # the host key must not outlive the machine
-        _end(children[1:], max(0.5, min(3.0, budget - (time.monotonic() - began))))
-        sys.stderr.write(f"node: machine ended in {time.monotonic() - began:.1f}s\n")
+        after = time.monotonic()
+        _end(children[1:], lambda: min(after + 3, max(kill_at() - 1, after + 0.5)))
+        shutil.rmtree(d, ignore_errors=True)     # again: a session may have written there meanwhile
+        kw = f"{kill_wait[0]}s" if kill_wait else f"{KILL_WAIT_S}s assumed"
+        sys.stderr.write(f"node: machine ended in {time.monotonic() - began:.1f}s (KillWait {kw})\n")
 
     def cleanup(signum=None, _frame=None):
-        if not ending:
-            ending.append(True)
-            end_machine()
-        elif signum is None:
-            return
-        # Slurm's SIGTERM (scancel of the job, its time limit) ends the job on every node: its staged
-        # inputs go too. A step ending alone (its sshd died, or released: the job goes on) leaves
-        # them to the others.
-        if sees_share and signum is not None:   # never on a node where that path is not the lease's share
+        if signum is not None and not terminated:
+            terminated.append(time.monotonic())
+        if ending:
+            return     # this handler interrupted the machine's end: that call finishes it, and exits
+        ending.append(True)
+        end_machine()
+        # Slurm's SIGTERM ends the job on every node: its staged inputs go too (only where that path
+        # is the lease's share). A step ending alone (sshd died, or released) leaves them to the others.
+        if sees_share and terminated:
             _remove_tree(spec["shared"]["dir"])
         os._exit(0)
 
@@ -369,11 +368,12 @@ def main():
     shared = _shared_staging(spec, root)
     if shared:
         sees_share.append(True)
-    threading.Thread(target=_kill_wait, args=(kill_wait,), daemon=True).start()
     watchdog = _start_watchdog(spec, d, state)
     children.append(watchdog)
     sshd, port = _start_sshd(spec, d)          # while the watchdog's Python starts
     children.append(sshd)
+    # Only now: no thread may run while a child is started with preexec_fn (it can deadlock).
+    threading.Thread(target=_kill_wait, args=(kill_wait,), daemon=True).start()
     _await_watchdog(watchdog, state)
     ready = {"port": port, "node": os.environ.get("SLURMD_NODENAME", socket.gethostname()),
              "gpus": os.environ.get("CUDA_VISIBLE_DEVICES", ""), "workdir": root,
@@ -388,7 +388,7 @@ def main():
     # Its deadline: the machine ends, then its node leaves the job. From here a SIGTERM is not this
     # step's to act on: the machine is ended already, and the staging directory is removed only by
     # the node that cancels the job (the last), never under nodes still using it.
-    signal.signal(signal.SIGTERM, lambda *_: None)
+    signal.signal(signal.SIGTERM, lambda *_: terminated or terminated.append(time.monotonic()))
     ending.append(True)
     end_machine()
     if _leave_job(os.environ["SLURM_JOB_ID"], ready["node"], released) and sees_share:
