@@ -149,3 +149,23 @@ def test_a_line_longer_than_a_piece_is_joined_at_home_before_it_is_masked(tmp_pa
     output.close()
     assert seen == [line.replace(secret, "***")] and proc.result.exit_code == 0
     assert secret not in log.read_text() and log.read_text() == line.replace(secret, "***") + "\n"
+
+
+def test_a_sigterm_while_the_ranks_are_still_starting_reaches_every_rank(tmp_path):
+    """A stop that comes while the agent is still starting ranks (the first is up, the rest not yet)
+    reaches the ranks started after it too; it neither kills the agent (leaving its ranks running,
+    unrelayed, holding their GPUs) nor is lost."""
+    n = 24
+    procs = _procs(tmp_path, *["sleep 30"] * n)
+    p = _start(tmp_path, procs)
+    first = tmp_path / "r0.pid"
+    end = time.monotonic() + 30
+    while not first.exists() and time.monotonic() < end:
+        time.sleep(0.001)
+    p.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    out, err = p.communicate(timeout=60)
+    assert time.monotonic() - started < 20, "the ranks ran on after the stop"
+    assert p.returncode == 0, (p.returncode, err)          # the agent relayed every end, not killed itself
+    ends = {r[0]: r[2] for r in _records(out) if r[1] == "x"}
+    assert ends == {i: b"143" for i in range(n)}, ends    # each rank ended by the SIGTERM (128 + 15)

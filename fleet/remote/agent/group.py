@@ -28,6 +28,7 @@ def run(procs, record_pid):
     """Start every process of `procs` ([{"argv", "env", "pidfile"}]); relay until all have ended."""
     import subprocess   # here, not at the top: agent.py imports this module for every call (extend too)
     children = []
+    signals = _Signals(children)
     try:
         for p in procs:
             env = dict(os.environ)
@@ -36,6 +37,7 @@ def run(procs, record_pid):
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             children.append(child)
             record_pid(p["pidfile"], child.pid)
+            signals.deliver()      # one that came while the ranks were starting reaches this one too
     except OSError as exc:
         # All ranks or none: those already started would run on unrelayed, holding their GPUs.
         for child in children:
@@ -44,15 +46,26 @@ def run(procs, record_pid):
         print(f"fleet-agent: group: could not start rank {len(children) - 1 if children else 0}: {exc}",
               file=sys.stderr)
         return 125
+    return _Relay(children, signals).loop()
 
-    def forward(sig, _frame):
-        for child in children:
-            if child.returncode is None:   # an ended rank's pid may name someone else's group by now
-                _kill_group(child, sig)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
-    return _Relay(children).loop()
+class _Signals:
+    """SIGTERM, SIGINT and SIGHUP to this agent go to every rank's process group. Caught from before
+    the first rank starts (a stop in that moment is not lost), forwarded by the main loop, never from
+    the handler: each rank gets each signal once, however the handler interleaves with a start."""
+
+    def __init__(self, children):
+        self.children, self.caught, self.sent = children, [], {}
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, lambda sig, _frame: self.caught.append(sig))
+
+    def deliver(self):
+        caught = len(self.caught)      # the handler may add one meanwhile: it is the next call's
+        for i, child in enumerate(self.children):
+            for sig in self.caught[self.sent.get(i, 0):caught]:
+                if child.poll() is None:   # an ended rank's pid may name someone else's group by now
+                    _kill_group(child, sig)
+            self.sent[i] = caught
 
 
 def _kill_group(child, sig):
@@ -63,9 +76,9 @@ def _kill_group(child, sig):
 
 
 class _Relay:
-    def __init__(self, children):
+    def __init__(self, children, signals):
         import selectors
-        self.children = children
+        self.children, self.signals = children, signals
         self.out = sys.stdout.buffer
         self.broken = False
         self.selector = selectors.DefaultSelector()
@@ -79,6 +92,7 @@ class _Relay:
     def loop(self):
         ended, reported = {}, set()
         while len(reported) < len(self.children):
+            self.signals.deliver()
             records = []
             for key, _ in self.selector.select(0.1):
                 i, tag = key.data
