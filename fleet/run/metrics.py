@@ -15,9 +15,19 @@ def read_metrics(run_dir: Path) -> dict[str, float]:
     for path in candidates:
         try:
             data = json.loads(path.read_text())
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):   # the experiment wrote it: anything, nested without end
             continue
         if isinstance(data, dict):
-            return {str(k): float(v) for k, v in data.items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))}
+            return {str(k): f for k, v in data.items() if (f := finite_number(v)) is not None}
     return {}
+
+
+def finite_number(value: object) -> float | None:
+    """The value as a float when it is a finite JSON number (never a bool), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)     # an int of 400 digits does not fit
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None

@@ -47,16 +47,18 @@ class StopRule:
     def _count(self, metrics: dict) -> float | None:
         if self.counter is None:
             return None
+        from ..run.metrics import finite_number
         for key in (self.counter, self.counter.rstrip("s")):
-            value = metrics.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                return float(value)
+            value = finite_number(metrics.get(key))
+            if value is not None:
+                return value
         return None
 
     def verdict(self, metrics: dict) -> str | None:
         """Why the trial should stop now, or None."""
-        value = metrics.get(self.metric)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
+        from ..run.metrics import finite_number
+        value = finite_number(metrics.get(self.metric))   # the experiment's: a 400-digit int is no float
+        if value is None:
             return None
         where = ""
         if self.after is not None:
@@ -64,8 +66,8 @@ class StopRule:
             if count is None or count < self.after:
                 return None
             where = f" at {self.counter.rstrip('s')} {count:g}"
-        if _OPS[self.op](float(value), self.threshold):
-            return f"early stop: {self.metric} {float(value):g} {self.op} {self.threshold:g}{where} (--stop-if {self})"
+        if _OPS[self.op](value, self.threshold):
+            return f"early stop: {self.metric} {value:g} {self.op} {self.threshold:g}{where} (--stop-if {self})"
         return None
 
 

@@ -74,9 +74,16 @@ class SweepSummary:
 
     @classmethod
     def read(cls, path: Path) -> "SweepSummary":
-        data = json.loads(Path(path).read_text())
-        data.pop("counts", None)
-        trials = tuple(TrialResult(**{**t, "machines": tuple(t.get("machines", ())),
-                                      "gpus": tuple(t["gpus"]) if t.get("gpus") is not None else None})
-                       for t in data.pop("trials"))
-        return cls(trials=trials, **data)
+        """The sweep.json a sweep wrote; IntegrityError (one line) when it is not one."""
+        from ..errors import IntegrityError
+        try:
+            data = json.loads(Path(path).read_text())
+            data.pop("counts", None)
+            trials = tuple(TrialResult(**{**t, "machines": tuple(t.get("machines", ())),
+                                          "gpus": tuple(t["gpus"]) if t.get("gpus") is not None else None})
+                           for t in data.pop("trials"))
+            return cls(trials=trials, **data)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            raise IntegrityError(f"{path} is not a sweep summary fleet wrote ({type(exc).__name__}: "
+                                 f"{str(exc)[:200]})", hint="it was edited or cut short; the trials' own runs "
+                                 "are still under runs/") from None

@@ -1,0 +1,56 @@
+"""metrics.json is the experiment's own file: whatever it holds (an integer of 400 digits, JSON
+nested 100,000 deep) is no metric, never fleet's crash. `fleet runs compare` shows the run without
+it, a sweep's --stop-if gives no verdict on it, and a sweep.json that is not one is one line."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import run_fleet
+from tests.unit.test_runs_diff import records  # noqa: F401 — the fixture: four recorded runs
+
+from fleet.run.metrics import read_metrics
+from fleet.sweep.stopping import StopRule
+
+HOSTILE = {"huge int": '{"acc": 1%s, "loss": 0.5}' % ("0" * 400),
+           "deep": "[" * 100_000 + "]" * 100_000,
+           "deep in a value": '{"loss": 0.5, "x": %s}' % ("[" * 100_000 + "]" * 100_000)}
+
+
+@pytest.mark.parametrize("text", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_read_metrics_keeps_the_finite_numbers_and_drops_the_rest(tmp_path, text):
+    (tmp_path / "node-0").mkdir()
+    (tmp_path / "node-0" / "metrics.json").write_text(text)
+    got = read_metrics(tmp_path)
+    assert got in ({}, {"loss": 0.5}), got
+
+
+def test_stop_if_gives_no_verdict_on_a_number_no_float_holds():
+    rule = StopRule.parse("acc > 0.9 after 2 epochs")
+    assert rule.verdict({"acc": 10 ** 400, "epoch": 3}) is None
+    assert rule.verdict({"acc": 0.95, "epoch": 10 ** 400}) is None
+    assert rule.verdict({"acc": 0.95, "epoch": 3}).startswith("early stop: acc 0.95 > 0.9 at epoch 3")
+
+
+@pytest.mark.parametrize("text", list(HOSTILE.values()), ids=list(HOSTILE))
+def test_runs_compare_shows_a_run_whose_metrics_json_is_hostile(records, text):  # noqa: F811
+    node = records / "runs" / "r-a" / "node-0"
+    node.mkdir(parents=True)
+    (node / "metrics.json").write_text(text)
+    done = run_fleet(["runs", "compare", "r-a", "r-b", "--format", "json"], cwd=records)
+    assert done.returncode == 0 and "internal error" not in done.stderr, done.stderr
+    assert {r["run_id"] for r in json.loads(done.stdout)["runs"]} == {"r-a", "r-b"}
+
+
+@pytest.mark.parametrize("text", ["garbage", "[]", '{"trials": 5}', '{"trials": [1]}', "[" * 100_000],
+                         ids=["not JSON", "a list", "trials a number", "a trial a number", "deep"])
+def test_a_damaged_sweep_json_is_one_line(records, text):  # noqa: F811
+    sweep = records / "runs" / "s-1"
+    sweep.mkdir(parents=True)
+    (sweep / "sweep.json").write_text(text)
+    done = run_fleet(["runs", "compare", "--sweep", "s-1"], cwd=records)
+    assert done.returncode != 0 and done.stdout == "", done.stdout
+    errors = [line for line in done.stderr.splitlines() if line.startswith("fleet: error:")]
+    assert len(errors) == 1 and "is not a sweep summary fleet wrote" in errors[0], done.stderr
+    assert "internal error" not in done.stderr
