@@ -29,12 +29,27 @@ def status(state=None, *, user: str | None = None, check: bool = True, refresh: 
     if not records:
         return []
     now = datetime.now(timezone.utc)
-    observed = _observe(state, records, now, check=check, refresh=refresh)
+    damaged = {r["id"] for r in records if not _times_readable(r)}
+    observed = _observe(state, [r for r in records if r["id"] not in damaged] if damaged else records, now,
+                        check=check, refresh=refresh)
     views = []
     for i, record in enumerate(records):
         views.append(view(record, observed.pop(record["id"], None), now))
+        if record["id"] in damaged:
+            views[-1]["health"] = "damaged"     # shown, never asked about: `fleet down` sets it aside
         records[i] = None      # freed as it goes: the next views reuse its memory (fewer page faults)
     return views
+
+
+def _times_readable(record: dict) -> bool:
+    """False for a row whose times do not parse (damaged or edited): those read as unknown (None)."""
+    ok = True
+    for key in ("created_at", "deadline", "max_deadline", "keep_until"):
+        try:
+            _time(record[key])
+        except (TypeError, ValueError):
+            record[key], ok = None, False
+    return ok
 
 
 def view(record: dict, states: dict | None, now: datetime) -> dict:

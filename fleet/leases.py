@@ -237,6 +237,8 @@ def ssh_argv(lease_id: str, node: int = 0, command: list[str] | None = None, sta
     from .state import open_state
     state = state or open_state()
     lease = state.get_lease(lease_id)
+    if lease.status != "active":     # its machines are gone: their port may be someone else's now
+        raise UsageError(f"lease {lease.id} is {lease.status}, not active")
     try:
         m = next(x for x in lease.machines if x.node_rank == node)
     except StopIteration:

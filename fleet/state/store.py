@@ -5,7 +5,7 @@ import json
 from operator import itemgetter
 
 from ..errors import NotFound
-from .documents import CorruptRecord, json_objects, object_or_empty, object_to_extend, stored_object
+from .documents import FIX_HINT, CorruptRecord, json_objects, object_or_empty, object_to_extend, stored_object
 
 TYPE_CHECKING = False   # as in fleet/__init__.py: `fleet status` with no lease imports neither typing nor models
 if TYPE_CHECKING:
@@ -128,6 +128,12 @@ class StateStore:
 
     def _lease_from_row(self, row: dict[str, Any], machines: list[Machine]) -> Lease:
         from ..models import Lease, parse_time
+        for key in ("created_at", "deadline", "max_deadline", "keep_until"):
+            try:
+                parse_time(row[key])
+            except (TypeError, ValueError):
+                raise CorruptRecord(f"state: lease {row['id']}'s {key} is not a time: {str(row[key])[:40]!r}",
+                                    hint=FIX_HINT) from None
         return Lease(
             id=row["id"], provider=row["provider"], template=row["template"], machines=machines,
             created_at=parse_time(row["created_at"]), deadline=parse_time(row["deadline"]),

@@ -31,6 +31,6 @@ def test_fleet_ssh_runs_one_word_as_a_shell_line(fleet_home):
     from fleet.leases import ssh_argv
     machine = SimpleNamespace(node_rank=0, host="127.0.0.1", port=2222, host_key="ssh-ed25519 AAAA",
                               key_path="/k", user="u", workdir="/w")
-    state = SimpleNamespace(get_lease=lambda _id: SimpleNamespace(id="l-1", machines=[machine]))
+    state = SimpleNamespace(get_lease=lambda _id: SimpleNamespace(id="l-1", status="active", machines=[machine]))
     assert ssh_argv("l-1", 0, ["echo A; echo B"], state=state)[-1].endswith("; echo A; echo B")
     assert ssh_argv("l-1", 0, ["echo", "A; echo B"], state=state)[-1].endswith("; echo 'A; echo B'")

@@ -94,3 +94,30 @@ def test_ending_a_run_whose_meta_is_damaged_keeps_the_text(state):
     assert run["status"] == "succeeded"
     assert run["meta"] == {"unreadable_meta": "{half", "cost_usd": 1.5}
 
+
+
+@pytest.mark.parametrize("column", ["deadline", "created_at", "keep_until"])
+def test_a_lease_whose_time_is_not_a_time_is_shown_damaged_and_down_all_releases_the_rest(state, tmp_path, column):
+    state.db.execute(f"UPDATE leases SET {column} = 'garbage' WHERE id = 'l-bad-00002'")
+    for argv in (["status", "--json"], ["status", "--fast", "--json"]):
+        listing = run_fleet(argv, cwd=tmp_path)
+        assert listing.returncode == 0 and not _errors(listing), listing.stderr
+        views = {lease["id"]: lease for lease in json.loads(listing.stdout)["leases"]}
+        assert views["l-bad-00002"]["health"] == "damaged" and views["l-bad-00002"][column] is None, views
+        assert views["l-good-0001"]["health"] != "damaged"
+    for argv in (["extend", "l-bad-00002", "10m"], ["ssh", "l-bad-00002", "--print"]):
+        one = run_fleet(argv, cwd=tmp_path)
+        assert one.returncode != 0 and len(_errors(one)) == 1, one.stderr
+        assert f"lease l-bad-00002's {column} is not a time: 'garbage'" in one.stderr, one.stderr
+    proc = run_fleet(["down", "--all"], cwd=tmp_path)
+    assert proc.returncode != 0 and len(_errors(proc)) == 1, proc.stderr
+    assert f"lease l-bad-00002 set aside: state: lease l-bad-00002's {column} is not a time" in proc.stderr
+    assert state.lease_status("l-good-0001")[0] == "released", proc.stderr
+    assert state.lease_status("l-bad-00002")[0] == "active"
+
+
+def test_ssh_to_a_released_lease_is_refused_not_printed(state, tmp_path):
+    assert run_fleet(["down", "l-good-0001"], cwd=tmp_path).returncode == 0
+    proc = run_fleet(["ssh", "l-good-0001", "--print"], cwd=tmp_path)
+    assert proc.returncode != 0 and proc.stdout == "", proc.stdout
+    assert _errors(proc) == ["fleet: error: lease l-good-0001 is released, not active"], proc.stderr
