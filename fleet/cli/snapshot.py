@@ -114,7 +114,7 @@ def verify(ref: Optional[str] = typer.Argument(None, help="Snapshot to check (de
     from ..snapshots import resolve
     from ..snapshots import verify as verify_snapshot
     st = _store(store)
-    ids = [resolve(st, ref)] if ref else [m.id for m in st.list_manifests()]
+    ids = [resolve(st, ref)] if ref is not None else [m.id for m in st.list_manifests()]
     problems = {sid: verify_snapshot(st, sid, deep=not quick) for sid in ids}
     bad = {k: v for k, v in problems.items() if v}
     if json_out:
@@ -130,6 +130,8 @@ def verify(ref: Optional[str] = typer.Argument(None, help="Snapshot to check (de
     if bad:
         first = next(iter(bad.values()))
         total = sum(len(v) for v in bad.values())
+        if not json_out:     # each problem is on stderr already: the error sums them up
+            raise IntegrityError(f"{total} problem(s) in {len(bad)} of {len(ids)} snapshot(s)")
         raise IntegrityError(first[0] + (f" (+{total - 1} more)" if total > 1 else ""))
     return 0
 

@@ -69,8 +69,8 @@ def up(
     with _ci_failures_reported(ci):
         # Every flag is read before anything else, --dry-run included: a dry run is how a command line
         # is checked, and `--wait nan --dry-run` said nothing of the --wait the real run refuses.
-        keep_s = flag_duration("--keep", keep) if keep else None
-        wait_s = flag_duration("--wait", wait) if wait else None
+        keep_s = flag_duration("--keep", keep) if keep is not None else None
+        wait_s = flag_duration("--wait", wait) if wait is not None else None
         exit_code_from = _rank_flag(exit_code_from)
         from ..config.env import env_overrides
         overrides["env"] = env_overrides(env or [], env_file or [])   # also what a detached supervisor loads

@@ -193,7 +193,7 @@ def _gpu_request(value: Any) -> Any:
         raise Invalid(str(exc)) from None
 
 
-GPU_TYPE_PATTERN = r"^\s*[A-Za-z][A-Za-z0-9 _]*(-\d+\s*(GB|gb|G|g|GiB))?\s*(:\s*\d+\s*)?$"
+GPU_TYPE_PATTERN = r"^\s*[A-Za-z][A-Za-z0-9 _]*(-[0-9]+\s*(GB|gb|G|g|GiB))?\s*(:\s*[0-9]+\s*)?$"
 GPUS = Kind(_gpu_request, {"anyOf": [{"type": "integer", "minimum": 1, "maximum": MAX_GPUS},
                                      {"type": "string", "pattern": GPU_TYPE_PATTERN}]})
 HOST_GPUS = Kind(_count(MAX_HOST_GPUS, "GPUs per host"), {"type": "integer", "minimum": 1, "maximum": MAX_HOST_GPUS})

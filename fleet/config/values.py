@@ -10,10 +10,10 @@ from typing import Any
 from ..errors import UsageError
 
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION_PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([dhms])", re.IGNORECASE)
-DURATION_PATTERN = r"^\s*(\d+(\.\d+)?\s*[dhmsDHMS]\s*)+$|^\s*\d+(\.\d+)?\s*$"
+_DURATION_PART = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([dhms])", re.IGNORECASE)
+DURATION_PATTERN = r"^\s*([0-9]+(\.[0-9]+)?\s*[dhmsDHMS]\s*)+$|^\s*[0-9]+(\.[0-9]+)?\s*$"
 DURATION_HELP = "a duration like 90s, 30m, 2h, 1h30m, 1d or a number of seconds"
-MONEY_PATTERN = r"^\s*\$?\s*\d+(\.\d+)?\s*$"
+MONEY_PATTERN = r"^\s*\$?\s*[0-9]+(\.[0-9]+)?\s*$"
 MAX_AMOUNT = Decimal(10) ** 9
 
 
@@ -47,7 +47,7 @@ def parse_duration(value: Any, *, max_s: int = MAX_DURATION_S) -> int:
         seconds = float(value)
     elif isinstance(value, str):
         text = value.strip()
-        if re.fullmatch(r"\d+(\.\d+)?", text):
+        if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
             seconds = float(text)
         else:
             pos, total = 0, 0.0
