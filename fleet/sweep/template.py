@@ -50,6 +50,13 @@ def render(template: str, value: Callable[[str], str]) -> str:
                 raise UsageError(f"the command's {{{name}}} stands inside $'…' quotes, which sh and bash read "
                                  "differently, so no quoting of its value is safe in both",
                                  hint=f"use \"$FLEET_PARAM_{name.upper()}\" there instead")
+            if template[i - 1:i] == "$" and template[i - 2:i - 1] != "\\" and out and out[-1].endswith("$"):
+                # `${name}` is the value too: the $ left in front would make the shell expand it again
+                # (`$1e-3` is $1, then e-3) or, before a quoted value, read bash's $'…' escapes.
+                out[-1] = out[-1][:-1]
+                if "".join(out[-2:]).endswith("$") and not "".join(out[-2:]).endswith("\\$"):
+                    raise UsageError(f"the command's {{{name}}} follows `$$`, which the shell would read "
+                                     "together with the value", hint=f"use \"$FLEET_PARAM_{name.upper()}\" there")
             text = _quoted_for(top.quote, value(name))
             for _ in range(sum(level.kind == "`" for level in levels)):
                 text = re.sub(r"([\\$`])", r"\\\1", text)   # `…` drops one backslash before these first

@@ -58,3 +58,21 @@ def test_a_placeholder_where_dash_and_bash_read_the_quotes_differently_is_refuse
         _line("printf %s $'it\\'s' {v}", "$(touch PWNED)")
     with pytest.raises(UsageError, match=r"\$'…' quotes"):
         _line("printf %s $'{v}'", "x")
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+@pytest.mark.parametrize("value", ["1e-3", "a\\x41b", "C:\\new", "$HOME", "a b", *EVIL])
+@pytest.mark.parametrize("template", ["printf %s ${v}", 'printf %s "${v}"', "printf %s '${v}'", "printf %s x${v}y"])
+def test_dollar_brace_name_is_the_value_as_written(tmp_path, shell, value, template):
+    """`${v}`, the spelling of a shell variable, is the value too. The $ used to stay in front:
+    `$1e-3` is $1 then e-3, and before a quoted value bash read $'…' (a\\x41b became aAb)."""
+    line = _line(template, value)
+    got = subprocess.run([shell, "-c", line], cwd=tmp_path, capture_output=True, text=True)
+    assert not (tmp_path / "PWNED").exists(), line
+    want = f"x{value}y" if "x" in template else value
+    assert got.returncode == 0 and got.stdout == want, (line, got.stdout, got.stderr)
+
+
+def test_a_placeholder_after_a_double_dollar_is_refused():
+    with pytest.raises(UsageError, match=r"\{v\} follows `\$\$`"):
+        _line("echo $${v}", "1")
