@@ -56,10 +56,13 @@ def guard(call: Callable[[], int], debug: bool, extra: Callable[[BaseException],
 def _about_a_path(exc: BaseException) -> bool:
     """An OSError naming a path that no program could use as given: a name too long for the filesystem
     (`-f`, `--store`, `--key`, `--runs-dir` or a snapshot PATH of 300 characters each were `internal
-    error: OSError`), a symlink loop, a read-only or full filesystem, no permission."""
+    error: OSError`), a symlink loop, a read-only or full filesystem, no permission, or a path of the
+    wrong kind (a directory where fleet keeps a file, a file where it keeps a directory: a damaged
+    store or FLEET_HOME)."""
     import errno
     return isinstance(exc, OSError) and exc.filename is not None and exc.errno in (
-        errno.ENAMETOOLONG, errno.ELOOP, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM)
+        errno.ENAMETOOLONG, errno.ELOOP, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM,
+        errno.EISDIR, errno.ENOTDIR, errno.EEXIST)
 
 
 def _shown(message: str) -> str:

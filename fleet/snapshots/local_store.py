@@ -334,7 +334,7 @@ class LocalStore:
     # -- names ----------------------------------------------------------------------------------
     def get_ref(self, name: str) -> str | None:
         try:
-            return (self.root / "refs" / check_name(name)).read_text().strip() or None
+            return (self.root / "refs" / check_name(name)).read_text(errors="replace").strip() or None
         except FileNotFoundError:
             return None
 
@@ -346,7 +346,7 @@ class LocalStore:
             (self.root / "refs" / check_name(name)).unlink()
 
     def list_refs(self) -> dict[str, str]:
-        return {f.name: f.read_text().strip() for f in sorted((self.root / "refs").iterdir())}
+        return {f.name: f.read_text(errors="replace").strip() for f in sorted((self.root / "refs").iterdir())}
 
     def clean_tmp(self, older_than_s: float) -> int:
         """Remove temporary files older than the grace period a crashed writer left: in tmp/, and

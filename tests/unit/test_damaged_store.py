@@ -1,0 +1,47 @@
+"""A snapshot store damaged by hand (a directory where a name or manifest file belongs, a name file
+that is not text): each snapshot command says which path is wrong in one line, never `internal
+error: IsADirectoryError`; a name that is not text reads as a name pointing nowhere."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import run_fleet
+
+
+@pytest.fixture
+def store(tmp_path, fleet_home):
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "a.txt").write_text("a\n")
+    made = run_fleet(["snapshot", "create", str(data), "--name", "good"], cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    return fleet_home / "store"
+
+
+def _one_error(proc) -> str:
+    assert "internal error" not in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("fleet: error:")]
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+@pytest.mark.parametrize("argv", [["snapshot", "ls"], ["snapshot", "show", "good"], ["snapshot", "rm", "good"]])
+def test_a_directory_where_a_name_file_belongs_is_named(store, tmp_path, argv):
+    (store / "refs" / "good").unlink()
+    (store / "refs" / "good").mkdir()
+    assert _one_error(run_fleet(argv, cwd=tmp_path)).endswith(f"{store / 'refs' / 'good'}: Is a directory")
+
+
+def test_a_directory_where_a_manifest_belongs_is_named(store, tmp_path):
+    [manifest] = (store / "manifests").iterdir()
+    manifest.unlink()
+    manifest.mkdir()
+    for argv in (["snapshot", "ls"], ["snapshot", "verify"]):
+        assert str(manifest) in _one_error(run_fleet(argv, cwd=tmp_path))
+
+
+def test_a_name_file_that_is_not_text_points_nowhere(store, tmp_path):
+    (store / "refs" / "good").write_bytes(b"\xff\xfe")
+    listing = run_fleet(["snapshot", "ls", "--json"], cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    assert "not a snapshot id" in _one_error(run_fleet(["snapshot", "show", "good"], cwd=tmp_path))
