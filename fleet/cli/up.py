@@ -76,6 +76,7 @@ def up(
         overrides["env"] = env_overrides(env or [], env_file or [])   # also what a detached supervisor loads
         config = load_config(file, overrides=overrides)
         if dry_run:   # the plan needs no command: a directory without fleet.toml can still be priced
+            _check_as_a_run_would(config, resume)
             from .plan_view import show_quote
             return show_quote(config, json_out)
         from .plan_view import confirmer
@@ -124,6 +125,18 @@ def _show(summary, json_out: bool) -> None:
         print_json(summary.to_json())
     else:
         _print_summary(summary)
+
+
+def _check_as_a_run_would(config, resume: str | None) -> None:
+    """What the run itself refuses before leasing, refused by its dry run too."""
+    from ..snapshots.sync_remote import cache_max_bytes
+    from ..state import check_state_url
+    cache_max_bytes(config.cache_max)
+    check_state_url(config.state_url or "")
+    if resume:
+        from ..run.checkpoints import resume_options
+        from ..run.types import RunOptions
+        resume_options(RunOptions(), config, resume)
 
 
 def flag_duration(flag: str, text: str) -> int:

@@ -108,12 +108,12 @@ def cache_max_bytes(value: str | None = None) -> int | None:
         return DEFAULT_CACHE_MAX
     if raw in ("none", "unlimited", "off"):
         return None
-    mult = {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}.get(raw.rstrip("ib")[-1:], 1)
-    try:
-        return int(float(raw.rstrip("ib").rstrip("kmgt")) * mult)
-    except ValueError:
+    import re
+    size = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*(?:([kmgt])i?)?b?", raw)   # ASCII digits: no inf, nan or -1
+    if size is None:
         raise UsageError(f"cache_max / FLEET_CHUNK_CACHE_MAX = {raw!r} is not a size",
-                         hint="e.g. 20G, 500M or none") from None
+                         hint="e.g. 20G, 500M or none")
+    return int(float(size.group(1)) * {"k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}.get(size.group(2), 1))
 
 
 def helper_command(machine: Machine, cache_dir: str | None = None) -> str:

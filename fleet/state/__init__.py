@@ -18,16 +18,21 @@ def configured_state_url(directory: Path | None = None) -> str:
     return peek_str("state_url", directory)
 
 
+def check_state_url(url: str) -> None:
+    """UsageError (one line) for a state URL fleet cannot open: neither postgresql:// nor sqlite:///."""
+    if url and not url.startswith(("postgresql://", "postgres://", "sqlite:///")):
+        from ..errors import UsageError
+        scheme = url.split("://", 1)[0] if "://" in url else url[:20]
+        raise UsageError(f"state database URL {scheme!r}… is not supported",
+                         hint="use postgresql://user@host/db or sqlite:///path/to/state.db")
+
+
 def open_state(url: str | None = None) -> StateStore:
     url = url or os.environ.get("FLEET_STATE_URL") or configured_state_url() or ""
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresDatabase
         return StateStore(PostgresDatabase(url))
-    if url and not url.startswith("sqlite:///"):
-        from ..errors import UsageError
-        scheme = url.split("://", 1)[0] if "://" in url else url[:20]
-        raise UsageError(f"state database URL {scheme!r}… is not supported",
-                         hint="use postgresql://user@host/db or sqlite:///path/to/state.db")
+    check_state_url(url)
     from ..paths import fleet_home
     from .db import Database
     path = Path(url.removeprefix("sqlite:///")) if url else fleet_home() / "state.db"

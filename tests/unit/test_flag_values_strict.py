@@ -49,3 +49,21 @@ def test_snapshot_verify_of_an_empty_name_verifies_nothing(tmp_path, fleet_home)
     proc = run_fleet(["snapshot", "verify", ""], cwd=tmp_path)
     assert proc.returncode != 0 and "verified" not in proc.stdout, (proc.stdout, proc.stderr)
     assert len([line for line in proc.stderr.splitlines() if line.startswith("fleet: error:")]) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("toml, says", [
+    ('state_url = "ftp://x"', "state database URL 'ftp'… is not supported"),
+    ('cache_max = "lots"', "cache_max / FLEET_CHUNK_CACHE_MAX = 'lots' is not a size"),
+    ('cache_max = "inf"', "is not a size"),
+    ('cache_max = "-5G"', "is not a size"),
+])
+def test_a_dry_run_refuses_what_the_run_refuses(tmp_path, fleet_home, toml, says):
+    (tmp_path / "fleet.toml").write_text(f'project = "p"\ncommand = "true"\n{toml}\n')
+    proc = run_fleet(["up", "--dry-run", "--gpus", "1"], cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("fleet: error: ") and says in proc.stderr, proc.stderr
+
+
+def test_a_dry_run_resuming_a_run_that_is_not_there_is_refused(tmp_path, fleet_home):
+    proc = run_fleet([*UP, "--resume", "r-nosuch", "--", "true"], cwd=tmp_path)
+    assert proc.returncode == 4 and "no run 'r-nosuch'" in proc.stderr, proc.stderr
