@@ -21,9 +21,9 @@ def register(app: typer.Typer) -> None:
 def _store(url: str | None):
     """The store a reading command (ls, show, diff, verify, rm, gc) looks in: it must be there already."""
     from ..snapshots import open_store
-    if url is None:   # fleet.toml's `store`, if any (a broken file is not this command's concern)
-        from ..config.peek import peek_str
-        url = peek_str("store") or None
+    if url is None:   # fleet.toml's `store`, if any (a file that does not parse is refused: store_url)
+        from ..config.peek import store_url
+        url = store_url()
     return open_store(url, existing=True)
 
 

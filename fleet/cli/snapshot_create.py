@@ -107,9 +107,9 @@ def _err(line: str) -> None:
 
 def _open_store(url: str | None):
     from ..snapshots.store import open_store
-    if url is None:   # fleet.toml's `store`, if any (a broken file is not this command's concern)
-        from ..config.peek import peek_str
-        url = peek_str("store") or None
+    if url is None:   # fleet.toml's `store`, if any (a file that does not parse is refused: store_url)
+        from ..config.peek import store_url
+        url = store_url()
     return open_store(url)
 
 

@@ -24,3 +24,28 @@ def peek(key: str, directory: Path | None = None) -> Any:
 def peek_str(key: str, directory: Path | None = None) -> str:
     value = peek(key, directory)
     return value if isinstance(value, str) else ""
+
+
+def store_url(directory: Path | None = None) -> str | None:
+    """./fleet.toml's `store`, for the snapshot commands: unlike peek, a file that is there but does
+    not parse (or a `store` that is not a string) is refused, never read as "no store configured":
+    `snapshot rm` or `gc` would otherwise act on the default store instead of the one configured."""
+    path = (directory or Path.cwd()) / "fleet.toml"
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        from ..errors import ConfigError
+        raise ConfigError(f"{path}: {exc.strerror or exc}", hint="pass --store to choose the store") from None
+    import tomllib
+    from ..errors import ConfigError
+    with fh:
+        try:
+            value = tomllib.load(fh).get("store")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path} is not valid TOML ({exc}), so its `store` is unknown",
+                              hint="fix it, or pass --store to choose the store") from None
+    if value is not None and not isinstance(value, str):
+        raise ConfigError(f"{path}: store must be a string (a path or s3://bucket/prefix), got {value!r}")
+    return value or None

@@ -45,3 +45,13 @@ def test_a_name_file_that_is_not_text_points_nowhere(store, tmp_path):
     listing = run_fleet(["snapshot", "ls", "--json"], cwd=tmp_path)
     assert listing.returncode == 0, listing.stderr
     assert "not a snapshot id" in _one_error(run_fleet(["snapshot", "show", "good"], cwd=tmp_path))
+
+
+@pytest.mark.parametrize("toml", ['store = "x"\n[oops', "store = 5\n"])
+@pytest.mark.parametrize("argv", [["snapshot", "ls"], ["snapshot", "gc"], ["snapshot", "create", "d"]])
+def test_a_fleet_toml_that_does_not_parse_is_refused_not_read_as_no_store(store, tmp_path, toml, argv):
+    (tmp_path / "fleet.toml").write_text(toml)
+    error = _one_error(run_fleet(argv, cwd=tmp_path))
+    assert "fleet.toml" in error and "store" in error, error
+    chosen = run_fleet([*argv, "--store", str(store)], cwd=tmp_path)     # --store says which: no need to read it
+    assert chosen.returncode == 0, chosen.stderr
