@@ -215,14 +215,25 @@ def runs_referencing(snapshot_id: str, db=None) -> list[str]:
     return [r["run_id"] for r in rows]
 
 
-def list_records(db=None, *, limit: int = 200, project: str | None = None) -> list[RunRecord]:
+def list_records(db=None, *, limit: int = 200, project: str | None = None,
+                 damaged: list[str] | None = None) -> list[RunRecord]:
     """The newest `limit` records (of `project`): the project lives in the body, so pages are read
-    until enough match; filtering one page of `limit` rows hid a project's runs behind others' newer ones."""
+    until enough match; filtering one page of `limit` rows hid a project's runs behind others' newer ones.
+    With `damaged`, a record that cannot be read is left out and named there instead of raised."""
     db = _db(db)
     page, offset, out = max(limit, 200), 0, []
     while len(out) < limit:
         rows = db.execute("SELECT * FROM run_records ORDER BY seq DESC LIMIT ? OFFSET ?", (page, offset))
-        out += [r for r in map(_from_row, rows) if project is None or r.project == project]
+        for row in rows:
+            try:
+                record = _from_row(row)
+            except IntegrityError as exc:
+                if damaged is None:
+                    raise
+                damaged.append(exc.message)
+                continue
+            if project is None or record.project == project:
+                out.append(record)
         if len(rows) < page:
             break
         offset += page

@@ -126,7 +126,8 @@ def audit_verify(*, deep: bool = False, db=None) -> dict[str, Any]:
     from .anchor import anchor_notes, check_anchors
     db = _db(db)
     chain = verify_chain(db)
-    records = list_records(db, limit=1_000_000)
+    unreadable: list[str] = []      # verify_chain names them already: their snapshots are unknown
+    records = list_records(db, limit=1_000_000, damaged=unreadable)
     store_urls = {r.store for r in records if r.store}
     chain += check_anchors(db, store_urls)
     stores = _stores()

@@ -54,3 +54,4 @@ def test_a_damaged_sweep_json_is_one_line(records, text):  # noqa: F811
     errors = [line for line in done.stderr.splitlines() if line.startswith("fleet: error:")]
     assert len(errors) == 1 and "is not a sweep summary fleet wrote" in errors[0], done.stderr
     assert "internal error" not in done.stderr
+

@@ -1,0 +1,21 @@
+"""`fleet audit --verify --json` with a record whose body is damaged lists it in chain_problems (and
+checks the snapshots of the readable ones); it stopped at reading it, with nothing on stdout."""
+from __future__ import annotations
+
+import json
+
+from tests.conftest import run_fleet
+from tests.unit.test_runs_diff import records  # noqa: F401 — the fixture: four recorded runs
+
+
+def test_audit_verify_json_lists_a_record_whose_body_is_damaged(records):  # noqa: F811
+    from fleet.state import open_state
+    db = open_state().db
+    db.execute("UPDATE run_records SET body = '{not json' WHERE run_id = 'r-b'")
+    done = run_fleet(["audit", "--verify", "--json"], cwd=records)
+    assert done.returncode == 5, done.stderr
+    got = json.loads(done.stdout)
+    assert got["ok"] is False and any("r-b" in p for p in got["chain_problems"]), got
+    assert got["records"] == 3                      # the readable ones, their snapshots checked
+    errors = [line for line in done.stderr.splitlines() if line.startswith("fleet: error:")]
+    assert len(errors) == 1 and "r-b" in errors[0], done.stderr
