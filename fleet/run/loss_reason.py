@@ -21,3 +21,17 @@ def explain_loss(ctx: Any, provider: Any, lease: Lease | None, message: str | No
         return provider.loss_reason(lease) or message
     except Exception:  # noqa: BLE001 — the loss is reported either way; this only names its cause
         return message
+
+
+# SIGTERM, SIGKILL as the shell reports them: how a command ends when its provider stops the machine.
+ENDED_BY_SIGNAL = (128 + 15, 128 + 9)
+
+
+def ended_by_provider(ctx: Any, provider: Any, lease: Lease | None, exit_code: int) -> str | None:
+    """Why the provider took the machines, for a command that ended by SIGTERM or SIGKILL while it did;
+    None when it did not (the experiment's own failure). Slurm's preemption or time limit signals every
+    process of the job, the command's too, so its exit status can come home before the machine's sshd
+    goes: that is the machines' loss (recovered from where configured), not a failed experiment."""
+    if exit_code not in ENDED_BY_SIGNAL or not isinstance(provider, ExplainsLoss):
+        return None
+    return explain_loss(ctx, provider, lease, None)

@@ -37,7 +37,7 @@ from .notices import NoticeWatch
 from .context import Events, RunContext, checked_events
 from .environment import EnvironmentStage
 from .execute import MachinesLost, check_cancel, check_not_released_elsewhere
-from .loss_reason import explain_loss
+from .loss_reason import ended_by_provider, explain_loss
 from .heartbeat_state import HeartbeatState
 from .inputs import Inputs
 from .keep import KEEPABLE
@@ -220,6 +220,10 @@ class Pipeline:
                     ctx.checkpoints = checkpoints[0].finish(skip=ctx.lost_machines)
             if not ctx.stop_reason:
                 check_not_released_elsewhere(ctx)
+                taken = ended_by_provider(ctx, getattr(source, "provider", None), lease, result.exit_code)
+                if taken:
+                    raise MachinesLost(f"rank {result.failing_rank} ended by a signal: {taken}",
+                                       failing=result.failing_rank)
             outcome = _ended(ctx, result)
         except _SetupFailed:
             pass

@@ -245,3 +245,23 @@ def test_an_observer_with_a_misspelt_hook_is_refused_when_registered(config):
         Pipeline(config, NewLease(FakeProvider()), observers=[WrongArgs()], machines=FakeMachines())
     with pytest.raises(TypeError, match="not a RunObserver"):
         Pipeline(config, NewLease(FakeProvider()), observers=[object()], machines=FakeMachines())
+
+
+class TakingProvider(FakeProvider):
+    """A fake provider that, like Slurm preempting a job, says it took the machines away."""
+
+    def loss_reason(self, lease) -> str | None:
+        return "Slurm ended job 7 under the run: PREEMPTED"
+
+
+def test_a_command_killed_by_the_signal_of_a_provider_taking_its_machines_is_a_loss_not_a_failure(config):
+    """Slurm's preemption SIGTERMs every process of the job, the command's too: its exit status (143)
+    can come home before the machine's sshd goes. That is the machines' loss, not a failed experiment."""
+    from fleet.providers.capabilities import ExplainsLoss
+    taking = type("Taking", (TakingProvider, ExplainsLoss), {})(FakeSettings(price_per_hour=Decimal(36)))
+    summary, _, _ = run(config, provider=taking, command="fail 0 143")
+    assert (summary.status, summary.exit_code, summary.failing_rank) == ("error", ExitCode.INFRASTRUCTURE, "0")
+    assert "PREEMPTED" in summary.message, summary.message
+    # The experiment's own failure stays its own: another code, or a provider that took nothing.
+    assert run(config, provider=taking, command="fail 0 3")[0].status == "failed"
+    assert run(config, command="fail 0 143")[0].status == "failed"
