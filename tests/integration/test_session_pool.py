@@ -13,6 +13,7 @@ from fleet.remote.exec import ProcessSpec, start_processes
 from fleet.remote.pool import SessionPool, pool_for
 from fleet.remote.ssh import connect, wait_ready
 from tests.conftest import wait_until
+from tests.fixtures.slurm import signal_all
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
@@ -112,14 +113,6 @@ def test_a_machines_agent_from_before_group_still_runs_and_stops_each_rank(local
     assert ("0", "stopped 0") in lines and ("1", "stopped 1") in lines, lines
 
 
-def _signal_all(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
 def _sshd_sessions(listener: int) -> list[int]:
     """The listener's per-connection sshd processes (not the shells they run)."""
     found, todo = [], [listener]
@@ -160,10 +153,10 @@ def test_a_channel_slow_to_open_on_a_loaded_machine_does_not_cut_the_channels_in
         worker.start()
         time.sleep(2)
         frozen = _sshd_sessions(listener)
-        thaw = threading.Timer(12, _signal_all, args=(frozen, signal.SIGCONT))
+        thaw = threading.Timer(12, signal_all, args=(frozen, signal.SIGCONT))
         try:
             assert frozen, "no sshd process serves the pooled connection"
-            _signal_all(frozen, signal.SIGSTOP)  # the connection's sshd is stalled; its listener is not
+            signal_all(frozen, signal.SIGSTOP)  # the connection's sshd is stalled; its listener is not
             thaw.start()
             began = time.monotonic()
             with connect(m) as s:
@@ -171,7 +164,7 @@ def test_a_channel_slow_to_open_on_a_loaded_machine_does_not_cut_the_channels_in
             assert time.monotonic() - began >= 10
         finally:
             thaw.cancel()
-            _signal_all(frozen, signal.SIGCONT)
+            signal_all(frozen, signal.SIGCONT)
             worker.join(60)
         assert pool.opened == 1
     assert got == {"in flight": "survived", "second": "second"}
