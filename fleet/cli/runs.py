@@ -69,7 +69,7 @@ def rerun(
     from .render import is_ci
     from .plan_view import confirmer
     from .up import _events, _show, flag_duration
-    keep_s = flag_duration("--keep", keep) if keep is not None else None   # its errors name the flag, as `fleet up`'s do
+    keep_s = flag_duration("--keep", keep)   # its errors name the flag, as `fleet up`'s do
     events = _events(json_out, ci)
     try:
         summary = do_rerun(run, events=events, keep_s=keep_s, ci=ci or is_ci(),

@@ -40,21 +40,21 @@ def sweep_command(
     from ..config.loader import load_config
     from ..run.types import RunOptions
     from ..sweep import sweep
-    from .up import _events
+    from .up import _events, flag_duration
     from .up import command_from_argv
     text = command_from_argv(list(command)) if command else None
     config = load_config(file, overrides={"template": template, "provider": provider, "max_duration": max_duration,
                                           "command": text})
     spec = build_spec(config, config.sweep, command, param or [], samples=samples, seed=seed, parallel=parallel,
                       gpus_per_trial=gpus_per_trial,
-                      trial_timeout_s=_duration("--trial-timeout", trial_timeout),
+                      trial_timeout_s=flag_duration("--trial-timeout", trial_timeout),
                       budget=_budget(budget), stop_if=stop_if,
-                      idle_release_s=_duration("--idle-release", idle_release))
+                      idle_release_s=flag_duration("--idle-release", idle_release))
     events = _events(json_out, False)
     from ..ci import masked_events
     events = masked_events(config, events)
     try:
-        options = RunOptions(allow_dirty=allow_dirty, queue_wait_s=_duration("--wait", wait))
+        options = RunOptions(allow_dirty=allow_dirty, queue_wait_s=flag_duration("--wait", wait))
         summary = sweep(config, spec, events=events, options=options)
     finally:
         events.close()
@@ -64,12 +64,6 @@ def sweep_command(
     else:
         print_sweep(summary)
     return summary.exit_code
-
-
-def _duration(flag: str, text: str | None) -> int | None:
-    """An optional duration flag: absent is None, an empty value (`--wait=`) is an error."""
-    from .up import flag_duration
-    return flag_duration(flag, text) if text is not None else None
 
 
 def _budget(text: str | None):

@@ -69,8 +69,8 @@ def up(
     with _ci_failures_reported(ci):
         # Every flag is read before anything else, --dry-run included: a dry run is how a command line
         # is checked, and `--wait nan --dry-run` said nothing of the --wait the real run refuses.
-        keep_s = flag_duration("--keep", keep) if keep is not None else None
-        wait_s = flag_duration("--wait", wait) if wait is not None else None
+        keep_s = flag_duration("--keep", keep)
+        wait_s = flag_duration("--wait", wait)
         exit_code_from = _rank_flag(exit_code_from)
         from ..config.env import env_overrides
         overrides["env"] = env_overrides(env or [], env_file or [])   # also what a detached supervisor loads
@@ -139,8 +139,11 @@ def _check_as_a_run_would(config, resume: str | None) -> None:
         resume_options(RunOptions(), config, resume)
 
 
-def flag_duration(flag: str, text: str) -> int:
-    """A duration flag (1s up to a year), its errors naming the flag."""
+def flag_duration(flag: str, text: str | None) -> int | None:
+    """A duration flag (1s up to a year), its errors naming the flag; None when the flag was not given
+    (an empty value, `--keep=`, was given: it is refused)."""
+    if text is None:
+        return None
     from ..config.values import parse_duration
     from ..errors import UsageError
     try:

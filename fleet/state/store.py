@@ -128,18 +128,18 @@ class StateStore:
 
     def _lease_from_row(self, row: dict[str, Any], machines: list[Machine]) -> Lease:
         from ..models import Lease, parse_time
+        times = {}
         for key in ("created_at", "deadline", "max_deadline", "keep_until"):
             try:
-                parse_time(row[key])
+                times[key] = parse_time(row[key])
             except (TypeError, ValueError):
                 raise CorruptRecord(f"state: lease {row['id']}'s {key} is not a time: {str(row[key])[:40]!r}",
                                     hint=FIX_HINT) from None
         return Lease(
             id=row["id"], provider=row["provider"], template=row["template"], machines=machines,
-            created_at=parse_time(row["created_at"]), deadline=parse_time(row["deadline"]),
-            max_deadline=parse_time(row["max_deadline"]), project=row["project"], user=row["owner"],
-            status=row["status"], keep_until=parse_time(row["keep_until"]),
-            heartbeat_ttl_s=row["heartbeat_ttl_s"], meta=stored_object(row["meta"], f"lease {row['id']}'s meta"))
+            project=row["project"], user=row["owner"], status=row["status"],
+            heartbeat_ttl_s=row["heartbeat_ttl_s"], meta=stored_object(row["meta"], f"lease {row['id']}'s meta"),
+            **times)
 
     def _machines_by_lease(self, lease_ids: list[str]) -> dict[str, list[Machine]]:
         out: dict[str, list[Machine]] = {i: [] for i in lease_ids}
