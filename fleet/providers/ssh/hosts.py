@@ -44,6 +44,7 @@ class Host:
     checked_at: str | None = None
     added_at: str | None = None
     added_by: str | None = None
+    damaged: str | None = None       # why its stored row cannot be used (then never probed or leased)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -247,6 +248,28 @@ _COLUMNS = ("name", "address", "port", "login", "key_path", "host_key", "gpus", 
             "status", "status_detail", "checked_at", "added_at", "added_by")
 
 
+def _host_from_row(row) -> Host:
+    """A stored row as a Host. A hand-edited number column that is not a number (SQLite keeps text
+    in an INTEGER column) makes the host `damaged` and down, instead of an error in every command
+    that adds up GPUs or dials its port."""
+    fields = {k: row[k] for k in _COLUMNS}
+    bad = []
+    for column in ("port", "gpus"):
+        value = fields[column]
+        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+            continue
+        if isinstance(value, str) and value.isascii() and value.isdigit():
+            fields[column] = int(value)
+            continue
+        fields[column] = None
+        bad.append(f"{column} is {value!r}")
+    if bad:
+        fields["damaged"] = (f"the hosts table's {' and '.join(bad)}, not a number: "
+                             f"`fleet hosts rm {fields['name']}` and add it again")
+        fields["status"], fields["status_detail"] = "down", fields["damaged"]
+    return Host(**fields)
+
+
 class Inventory:
     """Hosts in the state database (shared by the team when that database is PostgreSQL)."""
 
@@ -264,8 +287,7 @@ class Inventory:
                 (h.name, h.address, h.port, h.login, h.key_path, h.gpus, h.workdir, "config", now, user))
 
     def list(self) -> list[Host]:
-        rows = {r["name"]: Host(**{k: r[k] for k in _COLUMNS}) for r in self.db.execute(
-            "SELECT * FROM hosts ORDER BY name")}
+        rows = {r["name"]: _host_from_row(r) for r in self.db.execute("SELECT * FROM hosts ORDER BY name")}
         for name, declared in self.config_hosts.items():
             stored = rows.get(name)
             # This process's config decides how to reach its hosts; the database keeps what was
@@ -278,6 +300,7 @@ class Inventory:
                 merged.status, merged.status_detail = stored.status, stored.status_detail
                 merged.checked_at, merged.added_at, merged.added_by = (
                     stored.checked_at, stored.added_at, stored.added_by)
+                merged.damaged = stored.damaged
             rows[name] = merged
         return [rows[n] for n in sorted(rows)]
 

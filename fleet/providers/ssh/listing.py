@@ -14,7 +14,7 @@ def host_rows(inventory: Inventory, *, probe: bool = True) -> list[dict[str, Any
     probes = {}
     if probe and hosts:
         inventory.sync_config_hosts(hosts[0].added_by or "unknown")
-        probes = probe_all(hosts)
+        probes = probe_all([h for h in hosts if not h.damaged])
         for name, result in probes.items():
             inventory.record_probe(name, result)
         hosts = inventory.list()

@@ -107,7 +107,7 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
         from ...plan import current_user
         inv = self.inventory()
         inv.sync_config_hosts(current_user(getattr(self.config, "user", None)))
-        unknown = [h for h in inv.list() if not h.gpu_model and h.status != "down"]
+        unknown = [h for h in inv.list() if not h.gpu_model and h.status != "down" and not h.damaged]
         if unknown:
             for name, result in probe_all(unknown, self.probe_timeout_s).items():
                 inv.record_probe(name, result)
@@ -129,7 +129,7 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
         inv = self.inventory()
         inv.sync_config_hosts(user)
         hosts = [h for h in inv.list() if h.name not in exclude]
-        stale = [h for h in hosts if not _fresh(h)]
+        stale = [h for h in hosts if not _fresh(h) and not h.damaged]
         for name, result in probe_all(stale, self.probe_timeout_s).items():
             inv.record_probe(name, result)
         by_name = {h.name: h for h in inv.list()}
