@@ -38,13 +38,17 @@ def spec_for_remote(spec: SupervisorSpec, config) -> dict[str, Any]:
 
 
 def remote_env(config) -> dict[str, str]:
-    """What the remote supervisor needs in its environment: fleet's own settings (FLEET_*), and the
-    AWS credentials resolved here (short-lived ones as they are now): the S3 store's, and on AWS
+    """What the remote supervisor needs in its environment: fleet's own settings (FLEET_*), the run's
+    named secrets (`secrets`, FLEET_SECRET_NAMES), and the AWS credentials resolved here (short-lived ones as they are now): the S3 store's, and on AWS
     the provider's. Handed over on stdin; never written there or in the state."""
     env = {k: v for k, v in os.environ.items()
            if k.startswith("FLEET_") and k not in ("FLEET_HOME", "FLEET_STATE_URL", "FLEET_AWS_OUTPUTS",
                                                    "FLEET_LAUNCH_SEAL_KEY")}   # launch_seal.py: never leaves here
     env["FLEET_STATE_URL"] = supervisor_state_url(config)
+    # The run's named secrets: the experiment's environment is built there from these, and the
+    # supervisor masks their values (in the command, the logs, the record) only if it holds them.
+    from ..masking import secret_names
+    env.update({name: os.environ[name] for name in secret_names(config) if name in os.environ})
     for key in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EC2_METADATA_DISABLED"):
         if os.environ.get(key):
             env[key] = os.environ[key]

@@ -17,13 +17,15 @@ login = detach.login   # its fixture: a login node (sshd on loopback) in front o
 pytestmark = pytest.mark.timeout(420)
 
 PROBE = "sh probe.sh"
+CANARY = "hf-canary-4711"
 # The experiment and every process above it on its node (fleet's node agent, Slurm's step):
 # which of them hold the state URL or the store's secret key in their environment.
 SCRIPT = r"""
-echo probe-state=${FLEET_STATE_URL:-none} probe-secret=${AWS_SECRET_ACCESS_KEY:-none}
+echo probe-state=${FLEET_STATE_URL:-none} probe-secret=${AWS_SECRET_ACCESS_KEY:-none} probe-named=${HF_TOKEN:-none}
 p=$PPID
 while [ "$p" -gt 1 ]; do
-  if tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -q -e '^FLEET_STATE_URL=postgres' -e '^AWS_SECRET_ACCESS_KEY='; then
+  if tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -q -e '^FLEET_STATE_URL=postgres' -e '^AWS_SECRET_ACCESS_KEY=' \
+      -e '^FLEET_RECORDS_KEY='; then
     echo "probe-holder $(tr '\0' ' ' < /proc/$p/cmdline | cut -c1-120)"
   fi
   p=$(cut -d' ' -f4 /proc/$p/stat)
@@ -37,7 +39,9 @@ def test_the_experiment_on_the_compute_nodes_does_not_inherit_the_supervisors_se
     farm, host = login
     exp = _write_exp(tmp_path, farm, host, PROBE)
     (exp / "probe.sh").write_text(SCRIPT)
-    env = _laptop_env(farm, tmp_path, postgres_url)
+    toml = exp / "fleet.toml"
+    toml.write_text(toml.read_text().replace("\n[slurm]", 'secrets = ["HF_TOKEN"]\n\n[slurm]', 1))
+    env = {**_laptop_env(farm, tmp_path, postgres_url), "HF_TOKEN": CANARY, "FLEET_RECORDS_KEY": "records-key-canary"}
     run_id = _up(exp, env)["run_id"]
     follow = run_fleet(["logs", run_id, "-f"], cwd=tmp_path, env=env, timeout=240)
     assert follow.returncode == 0, follow.stderr
@@ -46,3 +50,9 @@ def test_the_experiment_on_the_compute_nodes_does_not_inherit_the_supervisors_se
     assert follow.stdout.count("probe-secret=none") == 2, follow.stdout
     assert follow.stdout.count("probe-end") == 2, follow.stdout
     assert "probe-holder" not in follow.stdout, follow.stdout
+    # The run's named secret reaches the experiment though its supervisor is on the login node, and
+    # is masked in the log that comes home (a supervisor that does not hold it could not mask it).
+    assert follow.stdout.count("probe-named=***") == 2, follow.stdout
+    assert CANARY not in follow.stdout
+    shown = run_fleet(["runs", "show", run_id, "--json"], cwd=tmp_path, env=env)
+    assert shown.returncode == 0 and CANARY not in shown.stdout, shown.stdout + shown.stderr

@@ -111,6 +111,19 @@ def test_the_key_stays_out_of_what_slurm_exports_into_jobs(monkeypatch):
     assert env["FLEET_SOMETHING"] == "1" and env["SLURM_CONF"] == "/etc/slurm/slurm.conf" and KEY_ENV not in env
 
 
+def test_the_records_key_and_the_runs_secrets_stay_out_of_what_slurm_exports_into_jobs(monkeypatch):
+    """A job's environment lands in Slurm's records and in every process of the job on the nodes."""
+    from fleet.providers.slurm.tool_env import tool_env
+    monkeypatch.setenv("FLEET_RECORDS_KEY", "rk")
+    monkeypatch.setenv("FLEET_SECRET_NAMES", "MY_PLAIN_NAME")
+    monkeypatch.setenv("MY_PLAIN_NAME", "named")
+    monkeypatch.setenv("HF_TOKEN", "tok")
+    monkeypatch.setenv("LR", "0.1")
+    env = tool_env()
+    assert not {"FLEET_RECORDS_KEY", "MY_PLAIN_NAME", "HF_TOKEN"} & set(env)
+    assert env["LR"] == "0.1"
+
+
 def test_a_resume_refuses_a_command_rewritten_after_a_sealed_launch(fleet_home, tmp_path):
     """A run launched with a command on the command line keeps its text in the run row, which
     others can write: the sealed settings carry its sha256, and a changed text is not resumed."""

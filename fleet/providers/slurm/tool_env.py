@@ -12,13 +12,18 @@ from typing import Mapping
 
 # FLEET_LAUNCH_SEAL_KEY: what proves to `fleet reap` that a run is this user's (fleet/run/launch_seal.py);
 # a job's environment lands in Slurm's records, where a cluster's admins and tools read it.
+# FLEET_RECORDS_KEY: what seals the run records, kept from the experiment (SECURITY.md).
 SECRETS = frozenset({"FLEET_STATE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-                     "FLEET_LAUNCH_SEAL_KEY"})
+                     "FLEET_LAUNCH_SEAL_KEY", "FLEET_RECORDS_KEY"})
 
 
 def tool_env(*extra: Mapping[str, str] | None) -> dict[str, str]:
-    """This process's environment less SECRETS, with `extra` (e.g. SLURM_CONF) added."""
-    env = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    """This process's environment less SECRETS, the run's named secrets (FLEET_SECRET_NAMES) and
+    whatever is named like a secret (a token, a password, a key): the experiment gets its secrets
+    from the run's spec, not from Slurm's copy of this environment. `extra` (e.g. SLURM_CONF) is added."""
+    from ...masking import looks_secret, secret_names
+    named = set(secret_names())
+    env = {k: v for k, v in os.environ.items() if k not in SECRETS and k not in named and not looks_secret(k)}
     for more in extra:
         env.update(more or {})
     return env
