@@ -23,9 +23,12 @@ def parse_assignment(text: str, *, where: str = "--env") -> tuple[str, str]:
     name, sep, value = text.partition("=")
     name = name.strip()
     if not sep:
-        raise UsageError(f"{where}: {text!r} is not KEY=VALUE", hint="e.g. --env LR=3e-4")
+        # A dotenv line is named by its place only: it may be a piece of a secret (a PEM body).
+        shown = "the line" if where != "--env" else repr(text)
+        raise UsageError(f"{where}: {shown} is not KEY=VALUE", hint="e.g. --env LR=3e-4")
     if not _NAME.match(name):
-        raise UsageError(f"{where}: {name!r} is not an environment variable name (letters, digits, _; "
+        shown = repr(name) if where == "--env" else "the name"
+        raise UsageError(f"{where}: {shown} is not an environment variable name (letters, digits, _; "
                          "not starting with a digit)")
     if "\0" in value:
         raise UsageError(f"{where}: the value of {name} contains a NUL character")

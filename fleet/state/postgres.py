@@ -81,7 +81,7 @@ class PostgresDatabase(BaseDatabase):
                                    connect_timeout=self.connect_timeout, application_name="fleet")
         except psycopg.Error as exc:
             raise EnvironmentProblem(f"cannot connect to state database {redact_url(self.url)}: "
-                                     f"{_first_line(exc)}",
+                                     f"{_without_password(_first_line(exc), self.url)}",
                                      hint="check FLEET_STATE_URL and that the server is up") from None
         # SQLite hands back float for `x * 1.0` and never Decimal; match it, so code written and
         # tested against SQLite (sums like `a * 1.0 * b`) works unchanged here.
@@ -183,6 +183,17 @@ class PostgresDatabase(BaseDatabase):
         with self.transaction():
             self._lock_for_migration()
             return super().applied_migrations()
+
+
+def _without_password(text: str, url: str) -> str:
+    """`text` (a driver's message) less the URL's password, as written and percent-decoded:
+    libpq quotes the part it could not parse, e.g. a password with a bad %-escape."""
+    from urllib.parse import unquote
+    found = re.search(r"://[^:/@]*:([^@]*)@", url)
+    password = found.group(1) if found else ""
+    for form in sorted({password, unquote(password)} - {""}, key=len, reverse=True):
+        text = text.replace(form, "***")
+    return text
 
 
 def _first_line(exc: BaseException) -> str:

@@ -216,6 +216,13 @@ def test_unreachable_server_is_one_line_environment_error(tmp_path):
     assert "cannot connect to state database" in str(info.value)
 
 
+def test_a_password_the_driver_quotes_back_is_not_in_the_message(tmp_path):
+    """libpq quotes a URL part it cannot parse, here the password with a bad %-escape."""
+    with pytest.raises(EnvironmentProblem) as info:
+        PostgresDatabase("postgresql://u:s3cr%zzet@127.0.0.1:1/db", connect_timeout=2)
+    assert "s3cr" not in str(info.value) and "zzet" not in str(info.value), str(info.value)
+
+
 def test_status_shows_own_leases_and_all_users_shows_the_team(postgres_url, tmp_path):
     from tests.conftest import run_fleet
     store = open_state(postgres_url)

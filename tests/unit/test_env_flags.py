@@ -44,8 +44,19 @@ def test_bad_assignments_are_one_line(text, message):
 def test_bad_env_file_names_file_and_line(tmp_path):
     bad = tmp_path / "bad.env"
     bad.write_text("OK=1\nnot an assignment\n")
-    with pytest.raises(UsageError, match=r"bad.env:2: 'not an assignment' is not KEY=VALUE"):
+    with pytest.raises(UsageError, match=r"bad.env:2: the line is not KEY=VALUE") as err:
         read_env_file(bad)
+    assert "assignment" not in err.value.one_line()
+
+
+def test_a_bad_env_file_line_is_never_quoted_it_may_be_part_of_a_secret(tmp_path):
+    """A multi-line quoted value (a PEM key) is not dotenv: its body lines must not reach the error."""
+    bad = tmp_path / "key.env"
+    bad.write_text('KEY="-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0secretbody\nAAA+/b==\n"\n')
+    with pytest.raises(UsageError) as err:
+        read_env_file(bad)
+    line = err.value.one_line()
+    assert "key.env:" in line and "MIIEvQ" not in line and "AAA+/b" not in line and "BEGIN" not in line
     with pytest.raises(UsageError, match="no such file"):
         read_env_file(tmp_path / "missing.env")
 
