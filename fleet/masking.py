@@ -16,6 +16,7 @@ from typing import Any, Mapping
 MASK = "***"
 REDACTED = "<redacted>"
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:([^@/\s]+)@")
 
 
 def looks_secret(name: str) -> bool:
@@ -53,7 +54,12 @@ class Masker:
         wanted = secret_names(config, e) + list(names)
         literal_env = dict(getattr(config, "env", None) or {}) | dict(env or {})
         literal = [str(v) for k, v in literal_env.items() if k in wanted or looks_secret(k)]
-        return cls([e.get(n, "") for n in wanted] + literal, mark)
+        # A password inside a URL value is secret whatever the variable is called (DATABASE_URL,
+        # MLFLOW_TRACKING_URI): masked as ":…@" where it sits in a URL, and on its own too when it
+        # is long enough not to mask unrelated text.
+        in_urls = [form for v in literal_env.values() for m in _URL_PASSWORD.finditer(str(v))
+                   for form in (f":{m.group(1)}@",) + ((m.group(1),) if len(m.group(1)) >= 8 else ())]
+        return cls([e.get(n, "") for n in wanted] + literal + in_urls, mark)
 
     def redacting(self) -> "Masker":
         """The same values, marked as stored records mark them."""

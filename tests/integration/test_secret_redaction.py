@@ -30,10 +30,11 @@ def _hits(needle: str, *roots: Path, skip_store: bool = True) -> list[str]:
 
 def test_secret_values_in_command_env_and_setup_are_never_stored(experiment, fleet_home):
     canary = "canary-" + pysecrets.token_hex(12)
+    unnamed = "urlpass-" + pysecrets.token_hex(8)     # a password in a URL value no secret names
     (experiment / "fleet.toml").write_text(
         'project = "sec"\ntemplate = "local-1gpu"\nsecrets = ["CANARY"]\nmax_duration = "10m"\n'
         f'setup = "test {canary} = \\"$CANARY\\""\n'
-        f'[env]\nDB_URL = "postgres://u:{canary}@db/x"\n')
+        f'[env]\nDB_URL = "postgres://u:{canary}@db/x"\nTRACKING_URI = "https://me:{unnamed}@mlflow.example/x"\n')
     # The shell expanded the secret into the command line before fleet saw it.
     command = f'test "$CANARY" = {canary} && echo "$DB_URL" | grep -q {canary} && echo ran-ok'
     proc = run_fleet(["up", "--gpus", "1", "--json", "--", "sh", "-c", command], cwd=experiment, env={"CANARY": canary})
@@ -41,10 +42,14 @@ def test_secret_values_in_command_env_and_setup_are_never_stored(experiment, fle
     summary = json.loads(proc.stdout)
     run_id = summary["run_id"]
     assert canary not in proc.stdout + proc.stderr
+    # Both carried the value as an argument, which other users of a shared host can read: said once each.
+    assert proc.stderr.count("the command holds a secret's value") == 1, proc.stderr
+    assert proc.stderr.count("the setup holds a secret's value") == 1, proc.stderr
 
     # Every file fleet wrote: state.db (+ WAL), records.tip, ledger rows (in the db), logs, summary.json.
     assert (experiment / "runs" / run_id / "summary.json").exists()
     assert _hits(canary, fleet_home, experiment / "runs") == []
+    assert _hits(unnamed, fleet_home, experiment / "runs") == []
 
     outputs = []
     for args in (["runs", "show", run_id, "--json"], ["runs", "ls"], ["logs", run_id],
@@ -52,7 +57,7 @@ def test_secret_values_in_command_env_and_setup_are_never_stored(experiment, fle
                  ["audit", run_id]):
         out = run_fleet(args, cwd=experiment, env={"CANARY": canary})
         outputs.append(out.stdout + out.stderr)
-        assert canary not in out.stdout + out.stderr, args
+        assert canary not in out.stdout + out.stderr and unnamed not in out.stdout + out.stderr, args
     assert "ran-ok" in outputs[2]                                   # the logs are really there
     record = json.loads(outputs[0])
     text = json.dumps(record)
