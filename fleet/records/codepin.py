@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import tarfile
 from dataclasses import dataclass, field
@@ -116,7 +117,8 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
     if root is None:
         snap = create_snapshot(directory, store, excludes=tuple(excludes) + tuple(ignore))
         return CodePin(None, None, snap.id, warning=f"{directory} is not in a git repository: "
-                       "the directory itself was snapshotted as the code (commit it to pin a version)")
+                       "the directory itself was snapshotted as the code (commit it to pin a version)"
+                       + _with("; it holds ", _secret_files_note([e.path for e in snap.manifest.entries])))
     root = root.resolve()
     subdir = "" if directory == root else directory.relative_to(root).as_posix()
     head = _git(["rev-parse", "--verify", "HEAD^{commit}"], root)
@@ -131,4 +133,25 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
                          hint="commit them, or pass --allow-dirty to record the diff with the run")
     code_id = _export_commit(root, commit, subdir, store)
     dirty_id = _dirty_overlay(directory, changes, store) if changes else None
-    return CodePin(commit, dirty_id, code_id, repo_root=str(root), subdir=subdir, dirty_files=names)
+    note = _secret_files_note(names)
+    return CodePin(commit, dirty_id, code_id, repo_root=str(root), subdir=subdir, dirty_files=names,
+                   warning=_with("the uncommitted changes recorded with the run include ", note) or None)
+
+
+# Files that usually hold credentials: copied with the code they go to the store (perhaps a team's
+# bucket) and onto every machine, so the user is told which ones went.
+_SECRET_FILE = re.compile(r"(^|/)(\.env(\.[^/]*)?|\.netrc|\.pgpass|id_(rsa|ecdsa|ed25519|dsa)|credentials"
+                          r"|[^/]*\.(pem|key|p12|pfx))$")
+
+
+def _secret_files_note(paths: list[str]) -> str:
+    found = sorted(p for p in paths if _SECRET_FILE.search(p))
+    if not found:
+        return ""
+    shown = ", ".join(found[:5]) + (f" (+{len(found) - 5} more)" if len(found) > 5 else "")
+    return (f"files that usually keep credentials ({shown}), now in the store and on every machine: "
+            "move them out, or git-ignore them")
+
+
+def _with(prefix: str, note: str) -> str:
+    return prefix + note if note else ""

@@ -78,3 +78,22 @@ def test_outside_git_snapshots_directory_with_warning(store, tmp_path):
     pin = pin_code(d, store)
     assert pin.commit is None and "not in a git repository" in pin.warning
     assert {e.path for e in load(store, pin.code_snapshot_id).files()} == {"a.py"}
+    assert "credentials" not in pin.warning
+
+
+def test_credential_files_that_go_with_the_code_are_named(store, repo, tmp_path):
+    """They land in the store (maybe a team's bucket) and on every machine: the user is told which."""
+    d = tmp_path / "plain"
+    (d / "keys").mkdir(parents=True)
+    (d / "a.py").write_text("print(1)\n")
+    (d / ".env").write_text("HF_TOKEN=x\n")
+    (d / "keys" / "server.pem").write_text("-----BEGIN-----\n")
+    pin = pin_code(d, store)
+    assert "usually keep credentials (.env, keys/server.pem)" in pin.warning
+    (repo / "exp" / ".env.local").write_text("HF_TOKEN=x\n")
+    (repo / "exp" / "new.py").write_text("x = 1\n")
+    dirty = pin_code(repo / "exp", store, allow_dirty=True)
+    assert dirty.warning.startswith("the uncommitted changes recorded with the run include files that usually "
+                                    "keep credentials (.env.local)")
+    (repo / "exp" / ".env.local").unlink()
+    assert pin_code(repo / "exp", store, allow_dirty=True).warning is None
