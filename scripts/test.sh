@@ -17,7 +17,7 @@ fi
 set +e
 # Three workers on 2 cores: most tests wait on sshd, moto, PostgreSQL or Slurm rather than compute
 # (a whole run keeps ~0.7 of a core busy), and a third worker cut a run from 14 min to 11.7 here;
-# tests needing the Slurm cluster or PostgreSQL share one worker each (tests/conftest.py).
+# tests needing the Slurm cluster share one worker (tests/conftest.py).
 # FLEET_TEST_WORKERS=0 runs everything in this process (e.g. to debug with -s or --pdb).
 workers=${FLEET_TEST_WORKERS:-3}
 parallel=()

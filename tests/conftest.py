@@ -21,10 +21,12 @@ pytest_plugins = [p for p in ("tests.fixtures.moto", "tests.fixtures.postgres", 
                   if (REPO / (p.replace(".", "/") + ".py")).exists()]
 
 
-# Parts that are costly to start (a Slurm cluster with its database, PostgreSQL) are started once
-# per pytest process; under pytest-xdist the tests that need one are kept on one worker so each
-# starts once in the whole run, not once per worker.
-_ONE_WORKER = {"slurm_cluster": "slurm", "postgres_server": "postgres"}
+# A Slurm cluster (controller, node daemons, munge, its accounting database) is costly to start and
+# takes fixed ports, so it is started once per pytest process and, under pytest-xdist, the tests
+# that need it are kept on one worker. PostgreSQL is not grouped: a worker starts its own server in
+# about two seconds (a Unix socket in its own directory, a fresh database per test), and its ~40
+# heavy team-state tests spread over every worker instead of queueing behind each other on one.
+_ONE_WORKER = {"slurm_cluster": "slurm"}
 
 
 @pytest.hookimpl(tryfirst=True)     # before pytest-xdist's own hook turns the marks into groups
