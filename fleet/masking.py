@@ -34,7 +34,9 @@ def secret_names(config=None, environ: Mapping[str, str] | None = None) -> list[
 class Masker:
     """Replaces every secret value (and each line of a multi-line one) with `mark`."""
 
-    def __init__(self, values: list[str], mark: str = MASK):
+    def __init__(self, values: list[str], mark: str = MASK, url_passwords: list[str] | tuple[str, ...] = ()):
+        """`url_passwords`: masked where they sit in a URL (":…@"), whatever their length."""
+        self.url_passwords = sorted({p for p in url_passwords if p}, key=len, reverse=True)
         parts = set()
         for v in values:
             if v:
@@ -57,20 +59,22 @@ class Masker:
         # A password inside a URL value is secret whatever the variable is called (DATABASE_URL,
         # MLFLOW_TRACKING_URI): masked as ":…@" where it sits in a URL, and on its own too when it
         # is long enough not to mask unrelated text.
-        in_urls = [form for v in literal_env.values() for m in _URL_PASSWORD.finditer(str(v))
-                   for form in (f":{m.group(1)}@",) + ((m.group(1),) if len(m.group(1)) >= 8 else ())]
-        return cls([e.get(n, "") for n in wanted] + literal + in_urls, mark)
+        in_urls = [m.group(1) for v in literal_env.values() for m in _URL_PASSWORD.finditer(str(v))]
+        return cls([e.get(n, "") for n in wanted] + literal + [p for p in in_urls if len(p) >= 8], mark, in_urls)
 
     def redacting(self) -> "Masker":
         """The same values, marked as stored records mark them."""
         twin = Masker([], REDACTED)
-        twin.values = self.values
+        twin.values, twin.url_passwords = self.values, self.url_passwords
         return twin
 
     def __bool__(self) -> bool:
-        return bool(self.values)
+        return bool(self.values or self.url_passwords)
 
     def __call__(self, text: str) -> str:
+        for p in self.url_passwords:
+            if p in text:
+                text = text.replace(f":{p}@", f":{self.mark}@")
         for v in self.values:
             if v in text:
                 text = text.replace(v, self.mark)
@@ -88,7 +92,7 @@ class Masker:
 
     def github_commands(self) -> list[str]:
         """`::add-mask::` lines: the runner hides these values in every later log line of the job."""
-        return [f"::add-mask::{v}" for v in self.values]
+        return [f"::add-mask::{v}" for v in dict.fromkeys(self.values + self.url_passwords)]
 
     def scrub_file(self, path: Path) -> bool:
         try:
