@@ -16,11 +16,19 @@ from typing import Any, Mapping
 MASK = "***"
 REDACTED = "<redacted>"
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH", re.IGNORECASE)
-_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:([^@/\s]+)@")
+# A URL's password: after "user:", up to the last "@" before the path (as urllib.parse splits it).
+_URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:([^/\s]+)@")
 
 
 def looks_secret(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
+
+
+def _looks_generated(value: str) -> bool:
+    """Long, and of more than one kind of character: a token, not a word."""
+    kinds = sum(any(test(c) for c in value) for test in (str.islower, str.isupper, str.isdigit,
+                                                        lambda c: not c.isalnum()))
+    return len(value) >= 12 and kinds >= 2
 
 
 def secret_names(config=None, environ: Mapping[str, str] | None = None) -> list[str]:
@@ -57,10 +65,11 @@ class Masker:
         literal_env = dict(getattr(config, "env", None) or {}) | dict(env or {})
         literal = [str(v) for k, v in literal_env.items() if k in wanted or looks_secret(k)]
         # A password inside a URL value is secret whatever the variable is called (DATABASE_URL,
-        # MLFLOW_TRACKING_URI): masked as ":…@" where it sits in a URL, and on its own too when it
-        # is long enough not to mask unrelated text.
+        # MLFLOW_TRACKING_URI): masked as ":…@" where it sits in a URL, and on its own too only when
+        # it looks generated (a word such as "postgres" would mask unrelated text).
         in_urls = [m.group(1) for v in literal_env.values() for m in _URL_PASSWORD.finditer(str(v))]
-        return cls([e.get(n, "") for n in wanted] + literal + [p for p in in_urls if len(p) >= 8], mark, in_urls)
+        return cls([e.get(n, "") for n in wanted] + literal + [p for p in in_urls if _looks_generated(p)], mark,
+                   in_urls)
 
     def redacting(self) -> "Masker":
         """The same values, marked as stored records mark them."""
@@ -92,7 +101,7 @@ class Masker:
 
     def github_commands(self) -> list[str]:
         """`::add-mask::` lines: the runner hides these values in every later log line of the job."""
-        return [f"::add-mask::{v}" for v in dict.fromkeys(self.values + self.url_passwords)]
+        return [f"::add-mask::{v}" for v in self.values]
 
     def scrub_file(self, path: Path) -> bool:
         try:

@@ -41,7 +41,7 @@ def pytest_collection_modifyitems(config, items):
 def pytest_configure(config):
     """Refuse to run when --dist loadgroup would silently ignore the groups: pytest 9.2 keeps a node's
     id where pytest-xdist 3.8 no longer writes the group, so every worker would start its own Slurm
-    cluster and PostgreSQL and the suite would outgrow CI's time."""
+    cluster and the suite would outgrow CI's time."""
     if config.getvalue("dist") == "loadgroup" and pytest.version_tuple[:2] >= (9, 2):
         import xdist
         if tuple(int(p) for p in xdist.__version__.split(".")[:2]) <= (3, 8):

@@ -23,8 +23,12 @@ def parse_assignment(text: str, *, where: str = "--env") -> tuple[str, str]:
     name, sep, value = text.partition("=")
     name = name.strip()
     if not sep:
-        # A dotenv line is named by its place only: it may be a piece of a secret (a PEM body).
-        shown = "the line" if where != "--env" else repr(text)
+        # Quoted only when it is a bare name (`--env LR`): anything else may be a piece of a secret
+        # (a PEM body in a dotenv file, a token given without its name).
+        if where == "--env":
+            shown = repr(text) if _NAME.fullmatch(text.strip()) else "the value"
+        else:
+            shown = "the line"
         raise UsageError(f"{where}: {shown} is not KEY=VALUE", hint="e.g. --env LR=3e-4")
     if not _NAME.match(name):
         shown = repr(name) if where == "--env" else "the name"

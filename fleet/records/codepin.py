@@ -133,19 +133,20 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
                          hint="commit them, or pass --allow-dirty to record the diff with the run")
     code_id = _export_commit(root, commit, subdir, store)
     dirty_id = _dirty_overlay(directory, changes, store) if changes else None
-    note = _secret_files_note(names)
+    note = _secret_files_note([rel for status, rel in changes if "D" not in status])
     return CodePin(commit, dirty_id, code_id, repo_root=str(root), subdir=subdir, dirty_files=names,
                    warning=_with("the uncommitted changes recorded with the run include ", note) or None)
 
 
 # Files that usually hold credentials: copied with the code they go to the store (perhaps a team's
 # bucket) and onto every machine, so the user is told which ones went.
-_SECRET_FILE = re.compile(r"(^|/)(\.env(\.[^/]*)?|\.netrc|\.pgpass|id_(rsa|ecdsa|ed25519|dsa)|credentials"
-                          r"|[^/]*\.(pem|key|p12|pfx))$")
+_SECRET_FILE = re.compile(r"(^|/)(\.env(\.[^/]*)?|\.netrc|\.pgpass|id_(rsa|ecdsa|ed25519|dsa)|[^/]*credentials[^/]*"
+                          r"|[^/]*service[-_]?account[^/]*\.json|[^/]*\.(pem|key|p12|pfx))$", re.IGNORECASE)
+_EXAMPLE_FILE = re.compile(r"\.(example|sample|template|dist)$", re.IGNORECASE)
 
 
 def _secret_files_note(paths: list[str]) -> str:
-    found = sorted(p for p in paths if _SECRET_FILE.search(p))
+    found = sorted(p for p in paths if _SECRET_FILE.search(p) and not _EXAMPLE_FILE.search(p))
     if not found:
         return ""
     shown = ", ".join(found[:5]) + (f" (+{len(found) - 5} more)" if len(found) > 5 else "")

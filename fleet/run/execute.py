@@ -148,12 +148,12 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
     # Secret values (config `secrets`) are masked in every log line, CI or not (found by the
     # security tests: an experiment printing its token put it in runs/<id>/logs and the terminal).
     masker = Masker.for_config(ctx.config)
-    if masker and masker(command) != command:
+    if any(len(v) >= 8 and v in command for v in masker.values):   # not a short value ("false")
         # The value itself travels as an argument (of sh, and likely of the program), which any
         # user of a shared host or Slurm node can read in /proc/PID/cmdline.
         ctx.events.warn(f"the {'setup' if setup else 'command'} holds a secret's value (shown as ***): other users "
-                        "of a shared machine can read a process's arguments; write '$NAME' in single quotes "
-                        "so the machine's shell expands it, or read it from the environment")
+                        "of a shared machine can read a process's arguments; have the program read it from "
+                        "its environment instead")
     sink, shipper = ctx.events.log, None
     if ctx.options.detached:   # read by `fleet logs -f` on any computer sharing the state
         from .log_segments import LogShipper

@@ -1,7 +1,7 @@
 """What a run's supervisor on another machine (node 0 of its lease, or a Slurm login node) is
 handed by the launcher on this computer: fleet's own package, the run's spec with what is reachable
-from there (the state URL, the store), and its environment (FLEET_* settings and the AWS credentials
-resolved here, handed over on stdin, never written there); and what `fleet reap` starts the run's
+from there (the state URL, the store), and its environment (FLEET_* settings, the run's named secrets
+and the AWS credentials resolved here, handed over on stdin, never written there); and what `fleet reap` starts the run's
 next attempt from if that supervisor is lost (`relaunch_meta`, sealed). Shared by
 fleet/run/node_launch.py and fleet/run/login_launch.py, so both hand over exactly the same things."""
 from __future__ import annotations
@@ -39,16 +39,21 @@ def spec_for_remote(spec: SupervisorSpec, config) -> dict[str, Any]:
 
 def remote_env(config) -> dict[str, str]:
     """What the remote supervisor needs in its environment: fleet's own settings (FLEET_*), the run's
-    named secrets (`secrets`, FLEET_SECRET_NAMES), and the AWS credentials resolved here (short-lived ones as they are now): the S3 store's, and on AWS
-    the provider's. Handed over on stdin; never written there or in the state."""
-    env = {k: v for k, v in os.environ.items()
-           if k.startswith("FLEET_") and k not in ("FLEET_HOME", "FLEET_STATE_URL", "FLEET_AWS_OUTPUTS",
-                                                   "FLEET_LAUNCH_SEAL_KEY")}   # launch_seal.py: never leaves here
+    named secrets (`secrets`, FLEET_SECRET_NAMES), and the AWS credentials resolved here (short-lived
+    ones as they are now): the S3 store's, and on AWS the provider's. Handed over on stdin; never
+    written there or in the state."""
+    kept_here = ("FLEET_HOME", "FLEET_STATE_URL", "FLEET_AWS_OUTPUTS",
+                 "FLEET_LAUNCH_SEAL_KEY")   # launch_seal.py: never leaves here
+    env = {k: v for k, v in os.environ.items() if k.startswith("FLEET_") and k not in kept_here}
     env["FLEET_STATE_URL"] = supervisor_state_url(config)
     # The run's named secrets: the experiment's environment is built there from these, and the
     # supervisor masks their values (in the command, the logs, the record) only if it holds them.
+    # Their names go too, so what it runs there (Slurm's tools) leaves them out of a job's environment.
     from ..masking import secret_names
-    env.update({name: os.environ[name] for name in secret_names(config) if name in os.environ})
+    names = [n for n in secret_names(config) if not n.startswith("FLEET_")]
+    env.update({name: os.environ[name] for name in names if name in os.environ})
+    if names:
+        env["FLEET_SECRET_NAMES"] = ",".join(names)
     for key in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EC2_METADATA_DISABLED"):
         if os.environ.get(key):
             env[key] = os.environ[key]

@@ -26,7 +26,7 @@ _MIGRATION_LOCK_KEY = 0x666C656574    # "fleet"
 
 def redact_url(url: str) -> str:
     """The URL without its password, for messages."""
-    url = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    url = re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", url)     # to the last "@": the password may hold one
     return re.sub(r"(password=)[^&]*", r"\1***", url)
 
 
@@ -188,10 +188,18 @@ class PostgresDatabase(BaseDatabase):
 def _without_password(text: str, url: str) -> str:
     """`text` (a driver's message) less the URL's password, as written and percent-decoded:
     libpq quotes the part it could not parse, e.g. a password with a bad %-escape."""
-    from urllib.parse import unquote
-    found = re.search(r"://[^:/@]*:([^@]*)@", url)
-    password = found.group(1) if found else ""
-    for form in sorted({password, unquote(password)} - {""}, key=len, reverse=True):
+    from urllib.parse import parse_qs, unquote, urlsplit
+    try:
+        parts = urlsplit(url)
+        found = [parts.netloc.rpartition("@")[0].partition(":")[2]]
+        found += parse_qs(parts.query, keep_blank_values=True).get("password", [])
+        found += re.findall(r"password=([^&]*)", parts.query)      # as written: parse_qs decodes it
+    except ValueError:
+        found = [url]            # a URL urllib cannot split: nothing of it in the message
+    # libpq splits at the first "@" where urllib takes the last, so it may quote a piece of it.
+    pieces = {piece for p in found for f in (p, unquote(p)) for piece in [f, *re.split(r"[@:]", f)]
+              if len(piece) >= 3 or piece == f}
+    for form in sorted(pieces - {""}, key=len, reverse=True):
         text = text.replace(form, "***")
     return text
 

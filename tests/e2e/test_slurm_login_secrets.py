@@ -21,11 +21,12 @@ CANARY = "hf-canary-4711"
 # The experiment and every process above it on its node (fleet's node agent, Slurm's step):
 # which of them hold the state URL or the store's secret key in their environment.
 SCRIPT = r"""
-echo probe-state=${FLEET_STATE_URL:-none} probe-secret=${AWS_SECRET_ACCESS_KEY:-none} probe-named=${HF_TOKEN:-none}
+echo probe-state=${FLEET_STATE_URL:-none} probe-secret=${AWS_SECRET_ACCESS_KEY:-none} probe-named=${HF_TOKEN:-none} \
+  probe-plain=${RUN_DSN:-none}
 p=$PPID
 while [ "$p" -gt 1 ]; do
   if tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -q -e '^FLEET_STATE_URL=postgres' -e '^AWS_SECRET_ACCESS_KEY=' \
-      -e '^FLEET_RECORDS_KEY='; then
+      -e '^FLEET_RECORDS_KEY=' -e '^HF_TOKEN=' -e '^RUN_DSN='; then
     echo "probe-holder $(tr '\0' ' ' < /proc/$p/cmdline | cut -c1-120)"
   fi
   p=$(cut -d' ' -f4 /proc/$p/stat)
@@ -40,8 +41,10 @@ def test_the_experiment_on_the_compute_nodes_does_not_inherit_the_supervisors_se
     exp = _write_exp(tmp_path, farm, host, PROBE)
     (exp / "probe.sh").write_text(SCRIPT)
     toml = exp / "fleet.toml"
-    toml.write_text(toml.read_text().replace("\n[slurm]", 'secrets = ["HF_TOKEN"]\n\n[slurm]', 1))
-    env = {**_laptop_env(farm, tmp_path, postgres_url), "HF_TOKEN": CANARY, "FLEET_RECORDS_KEY": "records-key-canary"}
+    # RUN_DSN: a secret only fleet.toml names (nothing in its name looks secret).
+    toml.write_text(toml.read_text().replace("\n[slurm]", 'secrets = ["HF_TOKEN", "RUN_DSN"]\n\n[slurm]', 1))
+    env = {**_laptop_env(farm, tmp_path, postgres_url), "HF_TOKEN": CANARY, "RUN_DSN": "dsn-canary-0815",
+           "FLEET_RECORDS_KEY": "records-key-canary"}
     run_id = _up(exp, env)["run_id"]
     follow = run_fleet(["logs", run_id, "-f"], cwd=tmp_path, env=env, timeout=240)
     assert follow.returncode == 0, follow.stderr
@@ -52,7 +55,7 @@ def test_the_experiment_on_the_compute_nodes_does_not_inherit_the_supervisors_se
     assert "probe-holder" not in follow.stdout, follow.stdout
     # The run's named secret reaches the experiment though its supervisor is on the login node, and
     # is masked in the log that comes home (a supervisor that does not hold it could not mask it).
-    assert follow.stdout.count("probe-named=***") == 2, follow.stdout
-    assert CANARY not in follow.stdout
+    assert follow.stdout.count("probe-named=***") == 2 and follow.stdout.count("probe-plain=***") == 2, follow.stdout
+    assert CANARY not in follow.stdout and "dsn-canary-0815" not in follow.stdout
     shown = run_fleet(["runs", "show", run_id, "--json"], cwd=tmp_path, env=env)
     assert shown.returncode == 0 and CANARY not in shown.stdout, shown.stdout + shown.stderr

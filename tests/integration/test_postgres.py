@@ -221,6 +221,10 @@ def test_a_password_the_driver_quotes_back_is_not_in_the_message(tmp_path):
     with pytest.raises(EnvironmentProblem) as info:
         PostgresDatabase("postgresql://u:s3cr%zzet@127.0.0.1:1/db", connect_timeout=2)
     assert "s3cr" not in str(info.value) and "zzet" not in str(info.value), str(info.value)
+    for url in ("postgresql://u@127.0.0.1:1/db?password=s3cr%zzet", "postgresql://u:p@ss%zzet@127.0.0.1:1/db"):
+        with pytest.raises(EnvironmentProblem) as info:
+            PostgresDatabase(url, connect_timeout=2)
+        assert "zzet" not in str(info.value) and "cannot connect" in str(info.value), str(info.value)
 
 
 def test_status_shows_own_leases_and_all_users_shows_the_team(postgres_url, tmp_path):

@@ -50,3 +50,17 @@ def test_digits_stored_as_text_are_read_as_the_number(fleet_home, tmp_path):
     finally:
         state.close()
     assert (host.port, host.gpus, host.damaged) == (2222, 4, None)
+
+
+def test_a_host_declared_in_fleet_toml_is_reached_by_its_declared_port_whatever_its_row_says(fleet_home):
+    """Its port comes from the config; the row only keeps what was learnt, so a damaged one is probed again."""
+    from fleet.providers.ssh.hosts import Inventory
+    from fleet.providers.ssh.settings import HostConfig
+    from fleet.state import open_state
+    _add_row("abc", "x")
+    state = open_state()
+    try:
+        (host,) = Inventory(state.db, [HostConfig(address="127.0.0.1", port=2200, name="gpu-a")]).list()
+    finally:
+        state.close()
+    assert (host.port, host.gpus, host.damaged, host.status) == (2200, None, None, "unknown")

@@ -92,6 +92,23 @@ def test_the_key_never_reaches_a_remote_supervisor(fleet_home, monkeypatch):
     assert env.get("FLEET_SOMETHING") == "1" and KEY_ENV not in env
 
 
+def test_a_remote_supervisor_gets_the_runs_secrets_and_their_names_but_no_secret_overrides_fleets_own(
+        fleet_home, monkeypatch):
+    """The experiment's environment is built there, and Slurm's tools there must know what to leave out."""
+    from fleet.run.remote_supervisor import remote_env
+
+    class Config:
+        state_url = "postgresql://db/fleet"
+        secrets = ["RUN_DSN", KEY_ENV, "FLEET_STATE_URL"]
+
+    monkeypatch.setenv("RUN_DSN", "dsn-value")
+    monkeypatch.setenv(KEY_ENV, "ab" * 32)
+    monkeypatch.setenv("FLEET_STATE_URL", "postgresql://elsewhere/x")
+    env = remote_env(Config())
+    assert env["RUN_DSN"] == "dsn-value" and env["FLEET_SECRET_NAMES"] == "RUN_DSN"
+    assert KEY_ENV not in env and env["FLEET_STATE_URL"] == "postgresql://db/fleet"
+
+
 def test_a_damaged_key_file_is_refused_not_used(fleet_home, monkeypatch):
     monkeypatch.delenv(KEY_ENV, raising=False)
     relaunch = _sealed()

@@ -96,4 +96,16 @@ def test_credential_files_that_go_with_the_code_are_named(store, repo, tmp_path)
     assert dirty.warning.startswith("the uncommitted changes recorded with the run include files that usually "
                                     "keep credentials (.env.local)")
     (repo / "exp" / ".env.local").unlink()
+    (repo / "exp" / ".env.example").write_text("HF_TOKEN=\n")       # a template, not a secret
     assert pin_code(repo / "exp", store, allow_dirty=True).warning is None
+    (repo / "exp" / "KEYS.PEM").write_text("x")
+    assert "(KEYS.PEM)" in pin_code(repo / "exp", store, allow_dirty=True).warning
+
+
+def test_a_deleted_credential_file_is_not_said_to_go_with_the_run(store, repo):
+    (repo / "exp" / ".env").write_text("HF_TOKEN=x\n")
+    git(repo, "add", "-f", "exp/.env")
+    git(repo, "commit", "-qm", "oops")
+    (repo / "exp" / ".env").unlink()
+    pin = pin_code(repo / "exp", store, allow_dirty=True)
+    assert pin.dirty_files == [".env"] and pin.warning is None

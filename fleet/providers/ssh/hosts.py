@@ -297,10 +297,10 @@ class Inventory:
                 merged.host_key = declared.host_key or stored.host_key
                 merged.gpus = declared.gpus if declared.gpus is not None else stored.gpus
                 merged.gpu_model, merged.home = declared.gpu_model or stored.gpu_model, stored.home
-                merged.status, merged.status_detail = stored.status, stored.status_detail
+                if not stored.damaged:   # else: reached by the config's port, and probed again
+                    merged.status, merged.status_detail = stored.status, stored.status_detail
                 merged.checked_at, merged.added_at, merged.added_by = (
                     stored.checked_at, stored.added_at, stored.added_by)
-                merged.damaged = stored.damaged
             rows[name] = merged
         return [rows[n] for n in sorted(rows)]
 
