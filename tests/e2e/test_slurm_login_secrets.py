@@ -24,11 +24,14 @@ SCRIPT = r"""
 echo probe-state=${FLEET_STATE_URL:-none} probe-secret=${AWS_SECRET_ACCESS_KEY:-none} probe-named=${HF_TOKEN:-none} \
   probe-plain=${RUN_DSN:-none}
 p=$PPID
+mine=yes       # $PPID is the command's own shell: the run's secrets are rightly in its environment
 while [ "$p" -gt 1 ]; do
-  if tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -q -e '^FLEET_STATE_URL=postgres' -e '^AWS_SECRET_ACCESS_KEY=' \
-      -e '^FLEET_RECORDS_KEY=' -e '^HF_TOKEN=' -e '^RUN_DSN='; then
+  pat="-e ^FLEET_STATE_URL=postgres -e ^AWS_SECRET_ACCESS_KEY= -e ^FLEET_RECORDS_KEY="
+  [ "$mine" = yes ] || pat="$pat -e ^HF_TOKEN= -e ^RUN_DSN="
+  if tr '\0' '\n' < /proc/$p/environ 2>/dev/null | grep -q $pat; then
     echo "probe-holder $(tr '\0' ' ' < /proc/$p/cmdline | cut -c1-120)"
   fi
+  mine=no
   p=$(cut -d' ' -f4 /proc/$p/stat)
 done
 echo probe-end

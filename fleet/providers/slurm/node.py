@@ -1,36 +1,14 @@
 """One Slurm node made into a fleet machine. Runs ON the compute node as a job step; standard library only.
 
-fleet sends this file's source and a JSON spec on the step's stdin (nothing of fleet is installed on
-the node). It then, inside the step, so that Slurm's process tracking owns everything it starts:
-
-1. makes the machine directory, `<workdir>/fleet-<machine id>-<random>` (mkdtemp, 0700: a fixed
-   name under a shared /tmp could be pre-created by another user, to fail the lease or swap its
-   files), and writes into it the lease's pinned host key (made on the controller), authorized key,
-   the sshd_config the controller rendered (listening on the node's address), the agent;
-2. starts the agent's watchdog and, while its Python starts, a user-level sshd on a free port
-   (retried if taken); nothing is reported ready before the watchdog holds the deadline;
-3. when the spec names a staging directory on a shared filesystem and this node sees the probe
-   the controller wrote there from the login node, links the machine's data/ to it (code is run
-   from it directly): the lease's inputs are then staged once for every node that shares it;
-4. prints one line, `FLEET-NODE-READY {json}` (port, node name, Slurm's GPU binding, the machine's
-   root in the directory it made, whether the staging directory is shared), and waits.
-
-When Slurm ends the step (scancel of the job, time limit, node failure) the SIGTERM ends the
-watchdog (which ends the machine) and the directory, host key included, is removed, all within
-the cluster's KillWait (learnt from `scontrol show config` while the machine starts).
-
-Released alone (a sweep's pool giving the node back, shrink.py): the controller writes
-`FLEET-NODE-RELEASE <token>` on this step's stdin (the token is this machine's, in the spec). Only
-that line ends the machine alone, leaving the lease's shared staging directory to the nodes that
-stay. No signal means "released": a user's `scancel -s USR1 JOB` (ask the training to checkpoint)
-reaches every process of every step; this step, the watchdog and sshd ignore SIGUSR1/SIGUSR2 (the
-agent's `exec` gives the experiment the default disposition back).
-
-When the watchdog reaches the machine's deadline (no heartbeat) it ends the machine's processes;
-this step then gives its node back to the cluster (`scontrol update NodeList`), and the last of the
-job's fleet machines to do so cancels the job (`_leave_job`): with the controller gone the allocation
-ends instead of idling to its time limit, and one machine whose release failed never ends the job
-under the others.
+fleet sends this file's source and a JSON spec on the step's stdin (nothing of fleet is installed on the
+node). Inside the step, so that Slurm's process tracking owns everything it starts, it makes the machine
+directory (mkdtemp, 0700, in a workdir only root and this user may change), starts the agent's watchdog
+and a user-level sshd, links data/ to a shared staging directory when it sees the controller's probe
+there, and prints `FLEET-NODE-READY {json}`. It ends the machine on Slurm's SIGTERM (within KillWait,
+read from `scontrol show config`), on the controller's `FLEET-NODE-RELEASE <token>` line (released
+alone), or at the watchdog's deadline (then it gives its node back, and the job's last machine cancels
+the job). SIGUSR1/2 (a user's `scancel -s USR1`) never end it. It is its processes' subreaper and kills
+whatever is still below it before it exits. The whole lifecycle: docs/slurm.md ("How a lease works").
 """
 import json
 import os
@@ -65,6 +43,14 @@ def _start_time(pid):
         return fh.read().rsplit(")", 1)[-1].split()[19]
 
 
+def _parent(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _sshd():
     for candidate in (shutil.which("sshd"), *SSHD_CANDIDATES):
         if candidate and os.access(candidate, os.X_OK):
@@ -73,8 +59,7 @@ def _sshd():
 
 
 def _user():
-    import pwd
-    return pwd.getpwuid(os.getuid()).pw_name
+    return __import__("pwd").getpwuid(os.getuid()).pw_name
 
 
 def _free_port(address):
@@ -123,9 +108,8 @@ def _start_sshd(spec, d):
 
 
 def _machine_dir(spec):
-    """A new directory, this user's, 0700, under the workdir: mkdtemp's random name and exclusive
-    mkdir never take over a path that exists (another user's directory is left as it is). Made in
-    the workdir's resolved path, which only root and this user may change (_workdir_is_ours)."""
+    """A new directory (mkdtemp: never a path that exists), 0700, in the workdir's resolved path,
+    which only root and this user may change (_workdir_is_ours)."""
     import tempfile
     workdir = spec["workdir"]
     try:
@@ -139,10 +123,8 @@ def _machine_dir(spec):
 
 
 def _workdir_is_ours(workdir, real):
-    """Each directory from / down to the workdir is root's or this user's, and writable by every user
-    only with the sticky bit (as /tmp; a group's write is allowed: a team may share a group on
-    purpose): else another user could swap the machine's directory for one of theirs, whose
-    authorized_keys this user's sshd (StrictModes no) would read at the next login."""
+    """Each directory from / down is root's or this user's, world-writable only with the sticky bit:
+    else another user could swap in a directory whose authorized_keys sshd (StrictModes no) reads."""
     import stat
     path = real
     while True:
@@ -166,30 +148,25 @@ def _start_watchdog(spec, d, state):
     _write(agent, spec["agent"], 0o700)
     if spec.get("telemetry"):
         _write(os.path.join(state, "telemetry.py"), spec["telemetry"], 0o600)
-    # -S: the agent is standard library only (telemetry reads NVML through ctypes without pynvml), and
-    # the node reports ready only once the watchdog runs: site's .pth files delayed that per step.
+    # -S: the agent is stdlib only, and site's .pth files delayed the watchdog (so ready) per step.
     argv = [sys.executable, "-S", agent, "watchdog", "--state-dir", state, "--machine-id", spec["machine_id"],
             "--ttl", str(spec["ttl"]), "--max", str(spec["max"]),
             "--telemetry-interval", str(spec.get("telemetry_interval") or 0),
             "--kill-pid-file", os.path.join(d, "sshd.pid"),
-            # Slurm's own process tracking holds everything the step starts; a fleet cgroup would take
-            # the processes out of the job's cgroup on clusters that track by cgroup.
-            "--isolation", "pids"]
+            "--isolation", "pids"]     # a fleet cgroup would take them out of Slurm's (proctrack/cgroup)
     with open(os.path.join(state, "watchdog.log"), "ab") as log:
         return subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, close_fds=True,
                                 preexec_fn=_ignore_user_signals)
 
 
 def _ignore_user_signals():
-    """Ignored, not handled: an ignored signal stays ignored across exec (sshd and the watchdog keep
-    it, and so do sshd's sessions; the agent's `exec` hands the experiment the default back)."""
+    """Ignored, not handled, so it stays so across exec (the agent's `exec` gives the experiment the default)."""
     for sig in USER_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
 
 
 def _await_release(token, released):
-    """The controller's release request (fleet/providers/slurm/steps.py NodeStep.request_release): a
-    line on stdin with this machine's token. EOF (the frontend is gone: a killed controller) is not one."""
+    """A line with this machine's token on stdin (steps.py request_release); EOF (a killed controller) is not."""
     for line in sys.stdin:
         if token and line.strip() == f"{RELEASE} {token}":
             released.set()
@@ -206,8 +183,8 @@ def _await_watchdog(proc, state):
 
 
 def _shared_staging(spec, root):
-    """True when the controller's probe file is here with its token: this node shares the staging
-    directory with the login node. Then root/data is a link into it ($FLEET_DATA is root/data)."""
+    """The controller's probe is here with its token (this node shares the staging directory): root/data
+    ($FLEET_DATA) is then a link into it."""
     shared = spec.get("shared")
     if not shared:
         return False
@@ -226,9 +203,8 @@ def _shared_staging(spec, root):
 
 
 def _remove_tree(path):
-    """rmtree that also removes read-only staged data (the sync makes data trees read-only). Never
-    through a link: not the top (someone who can rename in a shared_dir may have put one there),
-    nor one inside (os.walk lists links to directories among them; chmod would follow it)."""
+    """rmtree that also removes read-only staged data, never through a link (at the top, or inside:
+    os.walk lists links to directories among them, and chmod would follow one)."""
     if os.path.islink(path):
         return
     for base, dirs, _files in os.walk(path):
@@ -273,11 +249,9 @@ def _kill_wait(found):
 
 
 def _leave_job(job_id, node, released):
-    """This machine reached its deadline and has ended. Give its node back to the cluster, or, when no
-    other fleet machine of the job is left (every heartbeat stopped: the controller is gone), cancel
-    the job. Shrinking is refused when another node just left (the NodeList read is stale): read again.
-    The batch step's node cannot leave (Slurm refuses): it waits to be the last. Returns True when it
-    cancelled the job. Slurm kills this step once its node has left the job."""
+    """This machine reached its deadline and has ended: give its node back, or cancel the job when no
+    other fleet machine of it is left (True then). A stale NodeList is read again; the batch step's node
+    cannot leave (Slurm refuses), so it waits to be the last. Slurm kills this step once its node left."""
     delay = 1.0
     while not released.is_set():
         rc, text = _slurm(["scontrol", "show", "job", "--oneliner", job_id])
@@ -300,16 +274,37 @@ def _leave_job(job_id, node, released):
     return False
 
 
+def _kill_below():
+    """SIGKILL every process below this step (a watchdog killed at its time left the machine's running),
+    through a pidfd opened before the parent is checked again: a pid reused meanwhile is never signalled."""
+    for _ in range(3):
+        parents, ours, grew = {int(n): _parent(n) for n in os.listdir("/proc") if n.isdigit()}, {os.getpid()}, 1
+        while grew:
+            below = {pid for pid, parent in parents.items() if parent in ours} - ours
+            ours, grew = ours | below, bool(below)
+        for pid in ours - {os.getpid()}:
+            try:
+                fd = os.pidfd_open(pid)
+            except OSError:
+                continue
+            try:
+                _parent(pid) in ours and signal.pidfd_send_signal(fd, signal.SIGKILL)
+            except OSError:
+                pass   # gone meanwhile
+            finally:
+                os.close(fd)
+        if ours == {os.getpid()}:
+            return
+
+
 def _end(procs, until):
     """SIGTERM those running; SIGKILL those left at until() (read again: a SIGTERM brings it forward)."""
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
+    for proc in [p for p in procs if p.poll() is None]:
+        proc.terminate()
     while time.monotonic() < until() and any(p.poll() is None for p in procs):
         time.sleep(0.05)
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
+    for proc in [p for p in procs if p.poll() is None]:
+        proc.kill()
 
 
 def main():
@@ -333,14 +328,14 @@ def main():
                 os.unlink(os.path.join(d, name))
             except OSError:
                 pass    # the secrets first: Slurm's SIGKILL can come before the children have ended
-        # The watchdog alone first, with time to finish: ended with sshd, the sessions' processes left
-        # the step (proctrack/linuxproc lost them) while a loaded watchdog still scanned. The directory
-        # goes once the watchdog is done with it, before sshd: all before the SIGKILL, or it stays.
+        # The watchdog alone first, with time to finish (a loaded one still scanning when sshd went lost
+        # the sessions' processes); the directory goes before sshd, all before Slurm's SIGKILL.
         began = time.monotonic()
         _end(children[:1], lambda: min(began + WATCHDOG_END_S, max(kill_at() - 3, began + 1)))
         shutil.rmtree(d, ignore_errors=True)     # the host key must not outlive the machine
         after = time.monotonic()
         _end(children[1:], lambda: min(after + 3, max(kill_at() - 1, after + 0.5)))
+        _kill_below()
         shutil.rmtree(d, ignore_errors=True)     # again: a session may have written there meanwhile
         kw = f"{kill_wait[0]}s" if kill_wait else f"{KILL_WAIT_S}s assumed"
         sys.stderr.write(f"node: machine ended in {time.monotonic() - began:.1f}s (KillWait {kw})\n")
@@ -352,13 +347,19 @@ def main():
             return     # this handler interrupted the machine's end: that call finishes it, and exits
         ending.append(True)
         end_machine()
-        # Slurm's SIGTERM ends the job on every node: its staged inputs go too (only where that path
-        # is the lease's share). A step ending alone (sshd died, or released) leaves them to the others.
+        # Slurm's SIGTERM ends the job everywhere: its staged inputs (the lease's share) go; alone, not.
         if sees_share and terminated:
             _remove_tree(spec["shared"]["dir"])
         os._exit(0)
 
     signal.signal(signal.SIGTERM, cleanup)
+    # The machine's orphans (a session whose sshd ended first) are re-parented to this step, not to
+    # init, where proctrack/linuxproc and _kill_below would lose them.
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)     # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
     for sig in USER_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)     # never "released": see the top
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -385,9 +386,8 @@ def main():
         released.wait(0.5)
     if released.is_set() or not (_expired_by_deadline(state) and os.environ.get("SLURM_JOB_ID")):
         cleanup()                  # released, or its sshd or watchdog ended: this machine alone
-    # Its deadline: the machine ends, then its node leaves the job. From here a SIGTERM is not this
-    # step's to act on: the machine is ended already, and the staging directory is removed only by
-    # the node that cancels the job (the last), never under nodes still using it.
+    # Its deadline: the machine ends, then its node leaves the job; a SIGTERM is no longer this step's
+    # to act on, and only the node that cancels the job (the last) removes the staging directory.
     signal.signal(signal.SIGTERM, lambda *_: terminated or terminated.append(time.monotonic()))
     ending.append(True)
     end_machine()
