@@ -1,9 +1,10 @@
 """What a run's supervisor on another machine (node 0 of its lease, or a Slurm login node) is
 handed by the launcher on this computer: fleet's own package, the run's spec with what is reachable
-from there (the state URL, the store), and its environment (FLEET_* settings, the run's named secrets
-and the AWS credentials resolved here, handed over on stdin, never written there); and what `fleet reap` starts the run's
-next attempt from if that supervisor is lost (`relaunch_meta`, sealed). Shared by
-fleet/run/node_launch.py and fleet/run/login_launch.py, so both hand over exactly the same things."""
+from there (the state URL, the store), and its environment (FLEET_* settings, the run's named
+secrets and the AWS credentials resolved here, handed over on stdin, never written there); and what
+`fleet reap` starts the run's next attempt from if that supervisor is lost (`relaunch_meta`,
+sealed). Shared by fleet/run/node_launch.py and fleet/run/login_launch.py, so both hand over
+exactly the same things."""
 from __future__ import annotations
 
 import io
