@@ -158,6 +158,9 @@ def append_record(record: RunRecord, db=None, *, secrets: list[str] | tuple[str,
     for _attempt in range(5):
         try:
             with db.transaction():
+                # One appender at a time: optimistic retries alone let a writer lose every round to
+                # others racing for the same tip (6 at once under load ran out of attempts).
+                db.serialise("run-records")
                 if db.execute("SELECT 1 FROM run_records WHERE run_id = ?", (record.run_id,)):
                     raise IntegrityError(f"run {record.run_id} already has a record; records are written once")
                 tip = db.execute("SELECT hash FROM run_records ORDER BY seq DESC LIMIT 1")

@@ -92,6 +92,10 @@ class BaseDatabase:
     def _lock_for_migration(self) -> None:
         """Called first inside each migration transaction; PostgreSQL takes an advisory lock here."""
 
+    def serialise(self, name: str) -> None:
+        """Inside transaction(): writers that name the same lock run one at a time until it ends.
+        SQLite's BEGIN IMMEDIATE already serialises every writer; PostgreSQL takes an advisory lock."""
+
     def mapped_reads(self):
         """A block of large reads (`fleet status`); SQLite maps the file for it (Database)."""
         return contextlib.nullcontext(self)

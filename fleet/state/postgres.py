@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import re
 import threading
 from typing import Any, Iterator
@@ -172,6 +173,12 @@ class PostgresDatabase(BaseDatabase):
         if not re.search(r"\bFOR\s+(UPDATE|SHARE|NO\s+KEY\s+UPDATE)\b", sql, re.I):
             sql = sql.rstrip().rstrip(";") + " FOR UPDATE"
         return self.execute(sql, params)
+
+    def serialise(self, name: str) -> None:
+        if not getattr(self._local, "depth", 0):
+            raise RuntimeError("serialise() outside transaction(): the lock would end at once")
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        self.execute("SELECT pg_advisory_xact_lock(?)", (key,))
 
     # -- migrations -------------------------------------------------------------------------------
     def _lock_for_migration(self) -> None:

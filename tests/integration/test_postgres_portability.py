@@ -72,21 +72,26 @@ def test_run_record_chain_on_both_databases(db):
     assert verify_chain(db) == []
 
 
+WRITERS = 16     # more than append_record's retries: each round of a free-for-all has one winner
+
+
 def test_racing_record_writers_keep_one_linear_chain(db):
     errors = []
+    start = threading.Barrier(WRITERS)
 
     def write(i: int) -> None:
+        start.wait()
         try:
             append_record(RunRecord(run_id=f"race-{i}", command="x"), db)
         except Exception as exc:  # noqa: BLE001
             errors.append(repr(exc))
-    threads = [threading.Thread(target=write, args=(i,)) for i in range(6)]
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(WRITERS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert errors == []
-    assert verify_chain(db) == [] and len(list_records(db)) == 6
+    assert verify_chain(db) == [] and len(list_records(db)) == WRITERS
 
 
 def test_a_month_old_orphan_is_closed_in_one_row(db):
