@@ -37,16 +37,15 @@ def _write(path, text, mode=0o600):
         fh.write(text)
 
 
-def _start_time(pid):
-    """Field 22 of /proc/PID/stat: with the pid, it names one process for as long as the host is up."""
+def _stat(pid):
+    """/proc/PID/stat after the command name: [1] parent, [19] start time (with the pid: one process)."""
     with open(f"/proc/{pid}/stat") as fh:
-        return fh.read().rsplit(")", 1)[-1].split()[19]
+        return fh.read().rsplit(")", 1)[-1].split()
 
 
 def _parent(pid):
     try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return int(fh.read().rsplit(")", 1)[1].split()[1])
+        return int(_stat(pid)[1])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -59,7 +58,8 @@ def _sshd():
 
 
 def _user():
-    return __import__("pwd").getpwuid(os.getuid()).pw_name
+    import pwd
+    return pwd.getpwuid(os.getuid()).pw_name
 
 
 def _free_port(address):
@@ -96,7 +96,7 @@ def _start_sshd(spec, d):
                                     stderr=log, stdin=subprocess.DEVNULL, close_fds=True,
                                     preexec_fn=_ignore_user_signals)
         # The watchdog reads it at expiry and signals it only if pid and start time still match.
-        _write(os.path.join(d, "sshd.pid"), f"{proc.pid} {_start_time(proc.pid)}")
+        _write(os.path.join(d, "sshd.pid"), f"{proc.pid} {_stat(proc.pid)[19]}")
         if _listening(spec["listen"], port, proc):
             return proc, port
         with open(os.path.join(d, "sshd.log"), errors="replace") as fh:
