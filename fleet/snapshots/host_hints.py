@@ -16,6 +16,10 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..models import Machine
 
 MAX_CACHES = 64          # hosts remembered (least recently written dropped)
 MAX_IDS = 32             # snapshot ids remembered per host cache
@@ -34,6 +38,20 @@ def _read() -> dict[str, list[str]]:
     if not isinstance(data, dict):
         return {}
     return {k: [i for i in v if isinstance(i, str)] for k, v in data.items() if isinstance(k, str) and isinstance(v, list)}
+
+
+def cache_key(m: Machine, cache_dir: str | None = None) -> str:
+    """The host cache a machine shares with others: its host (loopback is one), login and cache dir."""
+    from .sync_remote import host_cache_dir
+    return f"{m.host if not m.host.startswith('127.') else 'loopback'}|{m.user}|{host_cache_dir(m, cache_dir)}"
+
+
+def host_groups(machines: list[Machine], cache_dir: str | None = None) -> list[list[Machine]]:
+    """Machines grouped by the host cache they share, node order kept."""
+    groups: dict[str, list[Machine]] = {}
+    for m in machines:
+        groups.setdefault(cache_key(m, cache_dir), []).append(m)
+    return list(groups.values())
 
 
 def holds_all(cache_key: str, snapshot_ids: set[str]) -> bool:

@@ -13,8 +13,10 @@ One process, one SSH channel, JSON lines both ways:
      manifest crosses once per host); a delta that does not reproduce its id is asked for again whole.
   3. plan every target (unchanged files are linked from the old tree), answer {"missing": [chunk
      ids, in the order the build consumes them], "objects": [S3 source objects to fetch]}.
-  4. read {"urls", "objects"}: presigned GETs for store chunks and S3 source objects. Chunks with a
-     URL are pulled straight from S3 (verified), answered {"fetched", "failed", "why"}.
+  4. read {"urls", "objects", "peer"}: presigned GETs for store chunks and S3 source objects. Chunks
+     with a URL are pulled straight from S3 (verified), answered {"fetched", "failed", "why"}; with
+     "peer" (a seed host serving the lease's chunks: remote_peer), every missing chunk is pulled
+     from it instead, answered the same way.
   5. build every target; each chunk still missing arrives, in that same order, as a frame
      "<64 hex id><12 digit length>\\n<bytes>" and goes straight into its file. Answer {"ok": true, …}
      or {"ok": false, "error", "chunk", "path"}.
@@ -27,8 +29,9 @@ import os
 import sys
 import zlib
 
-if "Plan" not in globals():   # inline, remote_cache.py, remote_tree.py and remote_patch.py come first
+if "Plan" not in globals():   # inline, remote_cache.py, remote_tree.py, remote_patch.py and remote_peer.py come first
     from fleet.snapshots.remote_cache import Cache, Failure, write_all  # noqa: F401
+    from fleet.snapshots.remote_peer import fetch_peer, serve_chunks  # noqa: F401
     from fleet.snapshots.remote_tree import (STATE, Plan, is_current, materialise,  # noqa: F401
                                              merged_view, read_record, use_state_dir)
 
@@ -261,6 +264,9 @@ def main(stream=None, first=None):
         req = json.loads(first) if first else readline(stream)
     except EOFError:
         return                             # a dialled channel the controller did not need (sync.dial)
+    if "serve" in req:
+        serve_chunks(req["serve"], stream, send)      # this host seeds the lease's other hosts
+        return
     try:
         import fcntl
         fcntl.fcntl(0, 1031, 1 << 20)      # F_SETPIPE_SZ: sshd hands us data in bigger pieces
@@ -293,6 +299,10 @@ def main(stream=None, first=None):
         if job.get("urls"):
             failed, fetched, why = fetch(job["urls"], cache)
             push = (push - set(job["urls"])) | set(failed)
+            send({"fetched": fetched, "failed": failed, "why": why})
+        elif job.get("peer") and missing:
+            failed, fetched, why = fetch_peer(job["peer"], missing, cache)
+            push = set(failed)
             send({"fetched": fetched, "failed": failed, "why": why})
         frames = Frames(stream, push)
         fetch_object = Objects(job.get("objects") or {})

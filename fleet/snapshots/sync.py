@@ -15,9 +15,11 @@ version is patched in place: remote_patch) and answers the chunks it is missing 
 controller then streams those (or the machine pulls them from S3 with presigned GETs).
 
 Fan-out: of the machines that share a host cache, the first is fed alone (it seeds the cache), then
-the others at once (they copy from it), hosts in parallel; so the controller's link carries each
-chunk once per host, not once per machine. Where the last sync to that cache carried every snapshot
-asked for now (host_hints.py), all of the host's machines are fed at once.
+the others at once (they copy from it); so the controller's link carries each chunk once per host,
+not once per machine. Where the last sync to that cache carried every snapshot asked for now
+(host_hints.py), all of the host's machines are fed at once. Across hosts, the first host is fed
+first and then serves the chunks to the first machine of every other host (sync_peers), so the
+link carries each chunk once per lease; with an S3 store every host pulls from the store instead.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..errors import FleetError, IntegrityError, MachineUnreachable, UsageError
+from . import host_hints
 from .sync_channel import OpenSSHChannel, ParamikoChannel, use_openssh
 from .sync_manifests import Prepared
 from .sync_remote import cache_max_bytes, helper_command, helper_source, host_cache_dir
@@ -56,6 +59,8 @@ class SyncStats:
     bytes_direct: int = 0         # chunk payload the machine pulled from the store itself (S3)
     chunks_direct: int = 0
     bytes_objects: int = 0        # S3 source objects the machine fetched itself
+    bytes_peer: int = 0           # chunk payload the machine pulled from the lease's seed host (sync_peers)
+    chunks_peer: int = 0
     wire_bytes: int = 0           # everything written to the channel (frames, manifests, request, helper)
     manifest_bytes: int = 0       # compressed manifests sent (a host keeps them)
     helper_sent: bool = False
@@ -128,7 +133,7 @@ def _failed(machine: Machine, store: Store, result: dict, owners: dict[str, tupl
 
 def _stream(ch, machine: Machine, prep: Prepared, targets: list[Target], stats: SyncStats,
             progress: Callable[[int], None] | None, cache_dir: str | None, cache_max: int | None,
-            on_expect: Callable[[int], None] | None = None) -> dict:
+            on_expect: Callable[[int], None] | None = None, peer: dict | None = None) -> dict:
     store = prep.store
     request = {"cache": host_cache_dir(machine, cache_dir), "state": f"{machine.state_dir}/materialised",
                "cache_max": cache_max,
@@ -182,13 +187,20 @@ def _stream(ch, machine: Machine, prep: Prepared, targets: list[Target], stats: 
                              f"is missing from {store.url}")
     urls = _presign(store, push)
     objects = prep.object_urls(answer.get("objects") or [])
-    ch.send([json.dumps({"urls": urls, "objects": objects}).encode() + b"\n"])
-    if urls:
+    job = {"urls": urls, "objects": objects}
+    if peer and push and not urls:
+        job["peer"] = peer                 # every missing chunk from the seed host; what it lacks, from here
+    ch.send([json.dumps(job).encode() + b"\n"])
+    if urls or "peer" in job:
         got = ch.reply()
         failed = set(got.get("failed", []))
-        stats.bytes_direct, stats.chunks_direct = got.get("fetched", 0), len(urls) - len(failed)
+        fetched, count = got.get("fetched", 0), len(urls or push) - len(failed)
+        if urls:
+            stats.bytes_direct, stats.chunks_direct = fetched, count
+        else:
+            stats.bytes_peer, stats.chunks_peer = fetched, count
         stats.direct_error = got.get("why")
-        push = [h for h in push if h not in urls or h in failed]
+        push = [h for h in push if h not in urls or h in failed] if urls else [h for h in push if h in failed]
     order = [(h, *prep.owners[h]) for h in push]
     if on_expect:
         on_expect(sum(prep.sizes[h] for h in push))
@@ -247,9 +259,10 @@ def sync_machine(machine: Machine, store: Store, targets: list[Target], manifest
                  *, session=None, timeout: float = 600, progress: Callable[[int], None] | None = None,
                  prepared: Prepared | None = None, cache_dir: str | None = None,
                  cache_max: str | None = None, on_expect: Callable[[int], None] | None = None,
-                 channel: OpenSSHChannel | None = None) -> SyncStats:
+                 channel: OpenSSHChannel | None = None, peer: dict | None = None) -> SyncStats:
     """Bring `targets` onto one machine; raises IntegrityError naming the chunk/path on any mismatch.
-    `channel`: one `dial` started for this machine (used, then closed)."""
+    `channel`: one `dial` started for this machine (used, then closed); `peer`: a seed host's offer
+    (sync_peers.Seed.offer) to fetch the missing chunks from."""
     prep = prepared or Prepared(store, {sid for t in targets for sid in t.ids}, manifests)
     stats = SyncStats(machine.id)
     t0 = time.monotonic()
@@ -271,7 +284,7 @@ def sync_machine(machine: Machine, store: Store, targets: list[Target], manifest
             command = helper_command(machine, cache_dir)
             ch = OpenSSHChannel(machine, command, timeout) if openssh else ParamikoChannel(session, command, timeout)
         try:
-            result = _stream(ch, machine, prep, targets, stats, progress, cache_dir, limit, on_expect)
+            result = _stream(ch, machine, prep, targets, stats, progress, cache_dir, limit, on_expect, peer)
             stats.wire_bytes = ch.sent
         finally:
             ch.close()
@@ -287,26 +300,12 @@ def sync_machine(machine: Machine, store: Store, targets: list[Target], manifest
     return stats
 
 
-def host_cache_key(m: Machine, cache_dir: str | None = None) -> str:
-    """The host cache a machine shares with others: its host (loopback is one), login and cache dir."""
-    return f"{m.host if not m.host.startswith('127.') else 'loopback'}|{m.user}|{host_cache_dir(m, cache_dir)}"
-
-
-def host_groups(machines: list[Machine], cache_dir: str | None = None) -> list[list[Machine]]:
-    """Machines grouped by the host cache they share, node order kept."""
-    groups: dict[str, list[Machine]] = {}
-    for m in machines:
-        groups.setdefault(host_cache_key(m, cache_dir), []).append(m)
-    return list(groups.values())
-
-
 def _remember_warm(group: list[Machine], results: dict[str, SyncStats], ids: set[str], cache_dir: str | None) -> None:
     """Every machine of the group built its targets through the host cache: it holds these snapshots now.
     (A machine whose tree was already current never opened the cache: that says nothing about it.)"""
-    from . import host_hints
     if not all(m.id in results for m in group) or not any(results[m.id].targets_written for m in group):
         return
-    host_hints.remember(host_cache_key(group[0], cache_dir), ids)
+    host_hints.remember(host_hints.cache_key(group[0], cache_dir), ids)
 
 
 def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Machine], list[Target]], *,
@@ -332,13 +331,13 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
     results: dict[str, SyncStats] = {}
     errors: list[BaseException] = []
 
-    def one(m: Machine) -> None:
+    def one(m: Machine, peer: dict | None = None) -> None:
         if on_state:
             on_state(m.id, "syncing")
         try:
             results[m.id] = sync_machine(m, store, targets_for(m), prepared=prep, progress=progress,
                                          cache_dir=cache_dir, cache_max=cache_max, on_expect=on_expect,
-                                         channel=channels.pop(m.id, None))
+                                         channel=channels.pop(m.id, None), peer=peer)
             if on_state:
                 on_state(m.id, "done")
         except Exception as exc:  # noqa: BLE001 — reported after every machine finished
@@ -346,7 +345,7 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
             if on_state:
                 on_state(m.id, "failed")
 
-    groups = host_groups(machines, cache_dir)
+    groups = host_hints.host_groups(machines, cache_dir)
     if len(machines) == 1:                     # one machine (a no-op re-sync, often): no pool to start
         try:
             one(machines[0])
@@ -358,18 +357,36 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
         return [results[machines[0].id]]
     # Per host, the first machine fills the cache before the others copy from it, unless the last
     # sync there carried every snapshot asked for now (host_hints: a hint; wrong, it costs bytes only).
+    # With several hosts and a store the machines cannot read themselves, the first host is fed
+    # alone and then seeds the first machine of every other host (sync_peers).
     from concurrent.futures import ThreadPoolExecutor
-    from . import host_hints
-    warm = [len(g) > 1 and host_hints.holds_all(host_cache_key(g[0], cache_dir), ids) for g in groups]
+
+    from . import sync_peers
+    warm = [host_hints.holds_all(host_hints.cache_key(g[0], cache_dir), ids) for g in groups]
+    direct = hasattr(store, "presign_get") and os.environ.get("FLEET_SYNC_DIRECT", "1") != "0"
+    seeding = len(groups) > 1 and not all(warm[1:]) and not direct and sync_peers.enabled()
+    firsts = [g if len(g) > 1 and at_once else g[:1] for g, at_once in zip(groups, warm)]
+    rest = [m for g, f in zip(groups, firsts) for m in g[len(f):]]
+    seed = None
     try:
         with ThreadPoolExecutor(max_workers=min(max_workers, len(machines))) as pool:
-            firsts = [m for g, at_once in zip(groups, warm) for m in (g if at_once else g[:1])]
-            for f in [pool.submit(one, m) for m in firsts]:
-                f.result()
-            rest = [m for g, at_once in zip(groups, warm) if not at_once for m in g[1:]]
-            for f in [pool.submit(one, m) for m in rest]:
-                f.result()
+            def feed(ms: list[Machine], peer_for: Callable[[Machine], dict | None] = lambda m: None) -> None:
+                for f in [pool.submit(one, m, peer_for(m)) for m in ms]:
+                    f.result()
+            if seeding:
+                alone = [m for i, f in enumerate(firsts) if i == 0 or warm[i] for m in f]
+                feed(alone)
+                seed = sync_peers.seed_after(groups[0][0], results, cache_dir)
+                seed_ids = {sid for t in targets_for(groups[0][0]) for sid in t.ids}
+                feed([m for i, f in enumerate(firsts) if i and not warm[i] for m in f],
+                     lambda m: seed.offer() if seed and {sid for t in targets_for(m) for sid in t.ids} <= seed_ids
+                     else None)
+            else:
+                feed([m for f in firsts for m in f])
+            feed(rest)
     finally:
+        if seed is not None:
+            seed.close()
         close_channels(channels)
     for g in groups:
         _remember_warm(g, results, ids, cache_dir)

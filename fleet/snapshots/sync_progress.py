@@ -84,6 +84,9 @@ def stage_lease(ctx, store, targets_for, sources: dict, config: Any) -> list:
     reused = sum(s.files_reused for s in stats)
     direct = sum(s.bytes_direct + s.bytes_objects for s in stats)
     extra = f", {direct} bytes pulled from S3 by the machines" if direct else ""
+    peer = sum(s.bytes_peer for s in stats)
+    if peer:
+        extra += f", {peer} bytes forwarded from the first host to the others"
     if sharing:
         extra += f"; {sharing} more machine(s) read them from a shared filesystem"
     ctx.events.phase("stage", f"pinned inputs on {len(stats)} machine(s), {sent} bytes of chunks sent "

@@ -1,8 +1,9 @@
 """Each AWS sandbox instance keeps a chunk cache of its own, as an EC2 instance's disk does, and it
-goes with the instance: a 2-instance run sends the data set to both, and the next run's fresh
+goes with the instance: a 2-instance run puts the data set on both, and the next run's fresh
 instance receives it again (nothing left in a cache on this host for it to build from). Were the
 instances to share FLEET_HOME's cache, the second instance and the second run would receive
-nothing, and a sandbox measurement of what staging sends would not be what the cloud sends."""
+nothing, and a sandbox measurement of what staging sends would not be what the cloud sends. (The
+second instance of a run receives it from the first, not from the controller: sync_peers.)"""
 from __future__ import annotations
 
 import os
@@ -38,8 +39,11 @@ def test_every_instance_receives_the_data_and_none_is_cached_on_the_host(sandbox
     first = run_fleet(["up", "--gpus", "2"], cwd=exp, env=env, timeout=240)
     assert first.returncode == 0, first.stderr[-3000:]
     machines, sent = _staged(first.stderr)
-    # both instances were sent the whole data set (plus the few bytes of the experiment's files)
-    assert machines == 2 and 2 * DATA <= sent < 2 * DATA + 64 * 1024, first.stderr[-3000:]
+    # both instances received the whole data set (plus the few bytes of the experiment's files): the
+    # controller sent it once, and the first instance forwarded it to the second (sync_peers)
+    assert machines == 2 and DATA <= sent < DATA + 64 * 1024, first.stderr[-3000:]
+    forwarded = re.search(r", (\d+) bytes forwarded from the first host to the others", first.stderr)
+    assert forwarded and DATA <= int(forwarded.group(1)) < DATA + 64 * 1024, first.stderr[-3000:]
 
     second = run_fleet(["up", "--gpus", "1"], cwd=exp, env=env, timeout=240)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -17,6 +17,7 @@ import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 from fleet.keys import generate_ed25519
 from fleet.models import Lease, Machine, utcnow
@@ -73,6 +74,42 @@ class Link:
     def destroy(self) -> None:
         _ip("netns", "del", self.ns, check=False)          # takes the veth pair with it
         _ip("link", "del", self.host_if, check=False)
+
+
+class Bridge:
+    """Namespaces on one bridge, one /24 (10.214.<k>.0): they reach each other and the controller
+    reaches them all (10.214.<k>.1), as a cluster's hosts do. `links` quack like Link."""
+
+    def __init__(self, count: int):
+        tag = f"{os.getpid() % 10000}"
+        k = 100 + os.getpid() % 150
+        self.name, self.host_ip = f"fbr{tag}", f"10.214.{k}.1"
+        self.links: list[SimpleNamespace] = []
+        _ip("link", "add", self.name, "type", "bridge")
+        try:
+            _ip("addr", "add", f"{self.host_ip}/24", "dev", self.name)
+            _ip("link", "set", self.name, "up")
+            for i in range(count):
+                link = SimpleNamespace(ns=f"fbn{tag}x{i}", host_if=f"vbh{tag}x{i}", ns_if=f"vbn{tag}x{i}",
+                                       host_ip=self.host_ip, ns_ip=f"10.214.{k}.{i + 2}")
+                _ip("netns", "add", link.ns)
+                self.links.append(link)
+                _ip("link", "add", link.host_if, "type", "veth", "peer", "name", link.ns_if)
+                _ip("link", "set", link.ns_if, "netns", link.ns)
+                _ip("link", "set", link.host_if, "master", self.name)
+                _ip("link", "set", link.host_if, "up")
+                for cmd in (["addr", "add", f"{link.ns_ip}/24", "dev", link.ns_if], ["link", "set", link.ns_if, "up"],
+                            ["link", "set", "lo", "up"]):
+                    _ip("-n", link.ns, *cmd)
+        except subprocess.CalledProcessError:
+            self.destroy()
+            raise
+
+    def destroy(self) -> None:
+        for link in self.links:
+            _ip("netns", "del", link.ns, check=False)
+            _ip("link", "del", link.host_if, check=False)
+        _ip("link", "del", self.name, check=False)
 
 
 class NetnsProvider(LocalProvider):

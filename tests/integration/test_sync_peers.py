@@ -1,0 +1,128 @@
+"""Fan-out across hosts: the controller feeds one host, which then serves the chunks to the lease's
+machines on other hosts (fleet/snapshots/sync_peers.py), so the controller's link carries the data
+once per lease, not once per host. Real sshd machines, real helpers, TLS on loopback; each machine
+gets a chunk cache of its own, as separate hosts have (the AWS sandbox's per-instance directory)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import socket
+
+from fleet.snapshots import create_snapshot, open_store
+from fleet.snapshots import sync_peers
+from fleet.snapshots.sync import Target, sync_lease
+from fleet.snapshots.sync_remote import data_dir
+
+
+def _tree(root, files=30, size=120_000):
+    rng = random.Random(7)
+    root.mkdir(parents=True)
+    for i in range(files):
+        (root / f"f{i:02d}.bin").write_bytes(rng.randbytes(size + i))
+    return root
+
+
+def _same(dest, src):
+    return sorted(os.listdir(dest)) == sorted(os.listdir(src)) and all(
+        open(os.path.join(dest, n), "rb").read() == (src / n).read_bytes() for n in os.listdir(src))
+
+
+def _separate_hosts(machines, root):
+    """The machines as if each were its own host: a chunk cache each, as separate instances have."""
+    out = []
+    for m in machines:
+        d = root / m.id
+        d.mkdir(parents=True)
+        out.append(dataclasses.replace(m, provider_ref={**m.provider_ref, "sandbox_dir": str(d)}))
+    return out
+
+
+def _targets(name, sid):
+    return lambda m: [Target(data_dir(m, name), [sid], read_only=True)]
+
+
+def test_the_controller_sends_each_chunk_once_and_the_other_hosts_fetch_from_the_first(
+        fleet_home, local_lease, tmp_path, monkeypatch):
+    store = open_store(None)
+    src = _tree(tmp_path / "d")
+    snap = create_snapshot(src, store)
+    total = sum(e.size for e in snap.manifest.entries if e.size)
+    machines = _separate_hosts(local_lease(gpus=3).machines, tmp_path / "hosts")
+    seeds = []
+    real_open = sync_peers.open_seed
+    monkeypatch.setattr(sync_peers, "open_seed", lambda *a, **k: seeds.append(real_open(*a, **k)) or seeds[-1])
+    stats = sync_lease(machines, store, _targets("d", snap.id))
+    for m in machines:
+        assert _same(data_dir(m, "d"), src), m.id
+    first, *others = stats
+    assert first.bytes_sent == total and first.bytes_peer == 0
+    for s in others:
+        assert s.bytes_sent == 0, f"{s.machine_id} was fed by the controller: {s.direct_error}"
+        assert s.bytes_peer == total and s.chunks_peer > 0 and s.direct_error is None
+    assert sum(s.bytes_sent for s in stats) == total                 # the controller's link: one copy
+    # the seed stopped serving with the sync: its port no longer answers
+    (seed, why), = seeds
+    assert seed is not None, why
+    try:
+        socket.create_connection((seed.host, seed.port), timeout=2).close()
+        raise AssertionError(f"the seed still listens on {seed.host}:{seed.port} after the sync")
+    except OSError:
+        pass
+
+
+def test_without_peers_every_host_is_fed_by_the_controller(fleet_home, local_lease, tmp_path, monkeypatch):
+    """The comparison the test above rests on, and the switch that turns it off."""
+    monkeypatch.setenv("FLEET_SYNC_PEERS", "0")
+    store = open_store(None)
+    src = _tree(tmp_path / "d")
+    snap = create_snapshot(src, store)
+    total = sum(e.size for e in snap.manifest.entries if e.size)
+    machines = _separate_hosts(local_lease(gpus=2).machines, tmp_path / "hosts")
+    stats = sync_lease(machines, store, _targets("d", snap.id))
+    assert [s.bytes_sent for s in stats] == [total, total] and not any(s.bytes_peer for s in stats)
+    assert all(_same(data_dir(m, "d"), src) for m in machines)
+
+
+def test_a_seed_that_cannot_serve_leaves_every_host_fed_by_the_controller(fleet_home, local_lease, tmp_path):
+    """The first host cannot listen where the others would reach it (an address it does not hold):
+    the sync still completes, the reason is in the first machine's stats."""
+    store = open_store(None)
+    src = _tree(tmp_path / "d", files=8)
+    snap = create_snapshot(src, store)
+    total = sum(e.size for e in snap.manifest.entries if e.size)
+    machines = _separate_hosts(local_lease(gpus=2).machines, tmp_path / "hosts")
+    machines[0] = dataclasses.replace(machines[0], peer_host="192.0.2.1")      # TEST-NET-1: never bound here
+    stats = sync_lease(machines, store, _targets("d", snap.id))
+    assert [s.bytes_sent for s in stats] == [total, total]
+    assert "could not serve its chunks" in (stats[0].direct_error or "")
+    assert all(_same(data_dir(m, "d"), src) for m in machines)
+
+
+def test_a_seed_missing_some_chunks_serves_the_rest_and_the_controller_pushes_those(
+        fleet_home, local_lease, tmp_path):
+    """A host whose cache lost entries (another lease's eviction) between feeding and serving."""
+    store = open_store(None)
+    src = _tree(tmp_path / "d", files=10)
+    snap = create_snapshot(src, store)
+    total = sum(e.size for e in snap.manifest.entries if e.size)
+    machines = _separate_hosts(local_lease(gpus=2).machines, tmp_path / "hosts")
+    real_open = sync_peers.open_seed
+    lost = []
+
+    def evict_then_open(m, cache_dir=None, **kw):
+        cache = os.path.join(m.provider_ref["sandbox_dir"], "chunk-cache")
+        entries = sorted(os.path.join(d, f) for d, _s, fs in os.walk(cache) for f in fs
+                         if len(f) == 64 and os.path.basename(d) != "manifests")
+        for p in entries[:3]:
+            lost.append(os.path.getsize(p))
+            os.unlink(p)
+        return real_open(m, cache_dir, **kw)
+    import pytest
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sync_peers, "open_seed", evict_then_open)
+        stats = sync_lease(machines, store, _targets("d", snap.id))
+    assert len(lost) == 3
+    assert stats[1].bytes_sent == sum(lost) and stats[1].bytes_peer == total - sum(lost)
+    assert "404" in (stats[1].direct_error or "")
+    assert all(_same(data_dir(m, "d"), src) for m in machines)

@@ -1,0 +1,108 @@
+"""Peer forwarding, the machine side (fleet/snapshots/remote_peer.py): a seed host serves its cache's
+chunks over TLS to holders of the sync's token and certificate only; a fetching machine keeps what
+verifies and hands back everything else for the controller to push."""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+
+import pytest
+
+from fleet.snapshots.remote_cache import Cache
+from fleet.snapshots.remote_peer import fetch_peer, serve_chunks
+from fleet.snapshots.sync_peers import one_off_tls
+
+
+@pytest.fixture
+def seed(tmp_path):
+    """A seed serving a cache of 20 chunks on loopback; yields (offer, chunks); stopped by closing its input."""
+    cache = Cache(str(tmp_path / "seed-cache"), None)
+    chunks = {}
+    for i in range(20):
+        data = os.urandom(1000 + 97 * i)
+        h = hashlib.sha256(data).hexdigest()
+        cache.put(h, data)
+        chunks[h] = data
+    cache.finish()
+    cert, key = one_off_tls()
+    token = os.urandom(32).hex()
+    r, w = os.pipe()
+    answers = []
+    t = threading.Thread(target=serve_chunks, args=(
+        {"cache": str(tmp_path / "seed-cache"), "cert": cert, "key": key, "token": token, "bind": "127.0.0.1"},
+        os.fdopen(r, "rb"), answers.append), daemon=True)
+    t.start()
+    for _ in range(200):
+        if answers:
+            break
+        t.join(0.05)
+    assert answers and answers[0]["port"] > 0
+    offer = {"host": "127.0.0.1", "port": answers[0]["port"], "cert": cert, "token": token}
+    yield offer, chunks
+    os.close(w)                         # the controller's channel ends: the seed stops serving
+    t.join(10)
+    assert not t.is_alive(), "the seed kept serving after its channel ended"
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", offer["port"]), timeout=2).close()
+
+
+def _fresh(tmp_path, name="machine-cache"):
+    return Cache(str(tmp_path / name), None)
+
+
+def test_a_machine_fetches_every_chunk_from_the_seed_and_keeps_them_verified(seed, tmp_path):
+    offer, chunks = seed
+    cache = _fresh(tmp_path)
+    missed, fetched, why = fetch_peer(offer, list(chunks), cache)
+    assert missed == [] and why is None
+    assert fetched == sum(map(len, chunks.values()))
+    for h, data in chunks.items():
+        assert cache.read(h, "test") == data
+
+
+def test_a_chunk_the_seed_lacks_is_left_for_the_controller_and_the_rest_still_arrive(seed, tmp_path):
+    offer, chunks = seed
+    absent = hashlib.sha256(b"not on the seed").hexdigest()
+    cache = _fresh(tmp_path)
+    missed, fetched, why = fetch_peer(offer, [absent, *chunks], cache)
+    assert missed == [absent]
+    assert "404" in why and fetched == sum(map(len, chunks.values()))
+
+
+def test_without_the_token_nothing_is_served(seed, tmp_path):
+    offer, chunks = seed
+    cache = _fresh(tmp_path)
+    missed, fetched, why = fetch_peer({**offer, "token": "0" * 64}, list(chunks), cache)
+    assert sorted(missed) == sorted(chunks) and fetched == 0 and "403" in why
+    assert not any(cache.has(h) for h in chunks)
+
+
+def test_a_server_without_the_pinned_certificate_is_not_trusted(seed, tmp_path):
+    """Someone else listening where the seed should be (or in the middle) cannot feed the machine."""
+    offer, chunks = seed
+    other_cert, _ = one_off_tls()
+    cache = _fresh(tmp_path)
+    missed, fetched, why = fetch_peer({**offer, "cert": other_cert}, list(chunks), cache)
+    assert sorted(missed) == sorted(chunks) and fetched == 0
+    assert "CERTIFICATE_VERIFY_FAILED" in why
+
+
+def test_a_seed_that_cannot_be_reached_hands_everything_back_quickly(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]          # nobody listens here once it is closed
+    cert, _ = one_off_tls()
+    cache = _fresh(tmp_path)
+    hashes = [hashlib.sha256(b"%d" % i).hexdigest() for i in range(50)]
+    missed, fetched, why = fetch_peer({"host": "127.0.0.1", "port": port, "cert": cert, "token": "x"}, hashes, cache)
+    assert missed == hashes and fetched == 0 and "ConnectionRefused" in why
+
+
+def test_an_offer_that_makes_no_tls_context_hands_everything_back(tmp_path):
+    """A damaged offer (or a Python without ssl) is a fallback to the controller, never a failed sync."""
+    hashes = [hashlib.sha256(b"x").hexdigest()]
+    missed, fetched, why = fetch_peer({"host": "127.0.0.1", "port": 1, "cert": "not a certificate", "token": "t"},
+                                      hashes, _fresh(tmp_path))
+    assert missed == hashes and fetched == 0 and "SSLError" in why
