@@ -27,34 +27,48 @@ if "Cache" not in globals():   # inline, remote_cache.py comes first
 PEER_CONNECT_S = 5             # a seed that does not answer within this is not reachable from here
 PEER_READ_S = 60
 PEER_WORKERS = 4
+SERVE_IDLE_S = 15              # a connection that sends no request (or no handshake) for this long is closed
+SERVE_CONNECTIONS = 64         # at once; more are closed at accept (a flood, not the lease's machines)
+MAX_BODY = 64 * 1024 * 1024    # no chunk of any store format is larger
 
 
 def _tls_server_context(cert, key):
+    """The server's context; the key goes through an anonymous memory file where Linux has one
+    (never on a disk), else a 0600 temporary file removed as soon as it is loaded."""
     import ssl
-    import tempfile
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    fd, path = tempfile.mkstemp(prefix=".fleet-peer-")       # 0600, O_EXCL: only this user reads it
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(cert + key)
+        fd = os.memfd_create("fleet-peer")
+        path = "/proc/self/fd/%d" % fd
+    except (AttributeError, OSError):
+        import tempfile
+        fd, path = tempfile.mkstemp(prefix=".fleet-peer-")   # 0600, O_EXCL: only this user reads it
+    try:
+        os.write(fd, (cert + key).encode())
         ctx.load_cert_chain(path)
     finally:
-        os.unlink(path)
+        os.close(fd)
+        if not path.startswith("/proc/"):
+            os.unlink(path)
     return ctx
 
 
 def serve_chunks(req, stream, answer):
-    """Serve the cache's chunks until `stream` ends; `answer` sends one JSON line to the controller."""
+    """Serve the cache's chunks to `req["allow"]` (the lease's machines' addresses) until `stream`
+    ends or `req["deadline_s"]` passes; `answer` sends one JSON line to the controller."""
     import socket
+    import socketserver
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     cache = Cache(req["cache"], None)      # a shared lock: no other sync trims the cache while it serves
     token = ("Bearer " + req["token"]).encode()
+    allow = set(req.get("allow") or ())
+    slots = threading.BoundedSemaphore(SERVE_CONNECTIONS)
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"      # keep-alive: one TLS handshake per fetching connection
-        timeout = PEER_READ_S
+        timeout = SERVE_IDLE_S
 
         def log_message(self, *args):     # stderr is the controller's channel: nothing to say there
             pass
@@ -70,25 +84,57 @@ def serve_chunks(req, stream, answer):
             self.reply(200, body) if body is not None else self.reply(404, b"")
 
         def reply(self, code, body):
-            self.send_response(code)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            # Head and body in one write: two small writes meet Nagle and the peer's delayed ACK
+            # (40 ms a chunk).
+            self.wfile.write(b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\n\r\n" % (
+                code, self.responses.get(code, ("",))[0].encode(), len(body)) + body)
 
     class Server(ThreadingHTTPServer):
         daemon_threads = True
+        request_queue_size = 128
         address_family = socket.AF_INET6 if ":" in req["bind"] else socket.AF_INET
+
+        def server_bind(self):             # HTTPServer's would look the address up in DNS
+            socketserver.TCPServer.server_bind(self)
+
+        def get_request(self):
+            conn, addr = self.socket.accept()
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return conn, addr
+
+        def verify_request(self, request, client_address):
+            # Not one of the lease's machines, or too many at once: closed before any TLS.
+            return (not allow or client_address[0] in allow) and slots.acquire(blocking=False)
+
+        def process_request_thread(self, request, client_address):
+            try:
+                ThreadingHTTPServer.process_request_thread(self, request, client_address)
+            finally:
+                slots.release()
+
+        def handle_error(self, request, client_address):
+            pass                           # a scanner's reset or a bad handshake: nothing to tell anyone
 
     ctx = _tls_server_context(req["cert"], req["key"])
     server = Server((req["bind"], 0), Handler)
     # The handshake happens in the request's thread, not in accept(): a client that stalls it holds
-    # one thread, never the listener.
+    # one of the slots for SERVE_IDLE_S, never the listener.
     server.socket = ctx.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     answer({"port": server.server_address[1]})
+    ended = threading.Event()
+
+    def wait_for_the_end():               # the controller sends nothing more: its channel's end is the signal
+        try:
+            while stream.read(1 << 16):
+                pass
+        finally:
+            ended.set()
+    threading.Thread(target=wait_for_the_end, daemon=True).start()
     try:
-        while stream.read(1 << 16):       # the controller sends nothing more: wait for the end
-            pass
+        # Also a deadline: a controller whose link died without a FIN would otherwise leave this
+        # serving (and the cache's lock held) until TCP gives up, hours later.
+        ended.wait(max(1.0, float(req.get("deadline_s") or 3600)))
     finally:
         server.shutdown()
         server.server_close()
@@ -98,6 +144,7 @@ def serve_chunks(req, stream, answer):
 def fetch_peer(peer, hashes, cache):
     """Pull `hashes` from the seed; return (not fetched, bytes fetched, why the first failure)."""
     import http.client
+    import socket
     import threading
     try:
         import ssl
@@ -118,9 +165,12 @@ def fetch_peer(peer, hashes, cache):
 
     def worker():
         conn = http.client.HTTPSConnection(peer["host"], peer["port"], context=ctx, timeout=PEER_CONNECT_S)
+        connected = False
         try:
             conn.connect()
+            connected = True
             conn.sock.settimeout(PEER_READ_S)
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             while True:
                 with lock:
                     if not todo or state["cut"]:
@@ -128,6 +178,8 @@ def fetch_peer(peer, hashes, cache):
                     h = todo.pop()
                 conn.request("GET", "/chunk/" + h, headers=headers)
                 r = conn.getresponse()
+                if (r.length or 0) > MAX_BODY:
+                    raise ValueError("the peer offered %d bytes for one chunk" % r.length)
                 data = r.read()
                 if r.status != 200 or hashlib.sha256(data).hexdigest() != h:
                     failure("chunk %s: the peer answered %d%s" % (
@@ -138,7 +190,8 @@ def fetch_peer(peer, hashes, cache):
                     got.add(h)
                     state["bytes"] += len(data)
         except Exception as exc:  # noqa: BLE001 — whatever stops a connection, SSH delivers the rest
-            failure("%s: %s" % (type(exc).__name__, exc), cut=True)
+            # A seed nobody reaches stops every worker; one connection's reset or timeout only its own.
+            failure("%s: %s" % (type(exc).__name__, exc), cut=not connected)
         finally:
             conn.close()
 

@@ -374,13 +374,17 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
                 for f in [pool.submit(one, m, peer_for(m)) for m in ms]:
                     f.result()
             if seeding:
-                alone = [m for i, f in enumerate(firsts) if i == 0 or warm[i] for m in f]
-                feed(alone)
-                seed = sync_peers.seed_after(groups[0][0], results, cache_dir)
+                dialling = pool.submit(sync_peers.SeedDial, groups[0][0], cache_dir)   # while it is fed
+                feed([m for i, f in enumerate(firsts) if i == 0 or warm[i] for m in f])
+                later = [m for i, f in enumerate(firsts) if i and not warm[i] for m in f]
                 seed_ids = {sid for t in targets_for(groups[0][0]) for sid in t.ids}
-                feed([m for i, f in enumerate(firsts) if i and not warm[i] for m in f],
-                     lambda m: seed.offer() if seed and {sid for t in targets_for(m) for sid in t.ids} <= seed_ids
-                     else None)
+                peers = [m for m in later if {sid for t in targets_for(m) for sid in t.ids} <= seed_ids]
+                seed = sync_peers.seed_after(dialling.result(), results, peers)
+                served = {m.id for m in peers}
+                feed(later, lambda m: seed.offer() if seed and m.id in served else None)
+                if seed is not None:
+                    seed.close()           # the rest copy from their own host's cache
+                    seed = None
             else:
                 feed([m for f in firsts for m in f])
             feed(rest)

@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..errors import FleetError
 from .sync_channel import OpenSSHChannel, ParamikoChannel, use_openssh
 from .sync_remote import helper_command, helper_source, host_cache_dir
 
 if TYPE_CHECKING:
     from ..models import Machine
 
-CERT_VALID_S = 24 * 3600
+SERVE_FOR_S = 3600      # at most: past it the seed stops and whatever is left comes from the controller
 
 
 def enabled() -> bool:
@@ -46,7 +45,7 @@ def one_off_tls() -> tuple[str, str]:
     now = datetime.now(timezone.utc)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now - timedelta(minutes=10)).not_valid_after(now + timedelta(seconds=CERT_VALID_S))
+            .not_valid_before(now - timedelta(minutes=10)).not_valid_after(now + timedelta(seconds=SERVE_FOR_S + 600))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .sign(key, hashes.SHA256()))
     return (cert.public_bytes(serialization.Encoding.PEM).decode(),
@@ -61,9 +60,9 @@ class Seed:
     host: str
     port: int
     cert: str
-    token: str
-    channel: OpenSSHChannel | ParamikoChannel
-    session: object | None = None
+    token: str = field(repr=False)
+    channel: OpenSSHChannel | ParamikoChannel | None = field(repr=False)
+    session: object | None = field(default=None, repr=False)
 
     def offer(self) -> dict:
         """What a fetching machine is told (over its own SSH channel)."""
@@ -71,55 +70,90 @@ class Seed:
 
     def close(self) -> None:
         try:
-            self.channel.close()
-        except (OSError, FleetError):
+            if self.channel is not None:
+                self.channel.close()
+        except Exception:  # noqa: BLE001 — the seed is done either way; its sshd ends the helper
             pass
         finally:
             if self.session is not None:
                 self.session.close()
 
 
-def seed_after(machine: Machine, results: dict, cache_dir: str | None = None) -> Seed | None:
-    """`machine`'s host as the seed, once it was fed (`results` holds its SyncStats); None, with the
-    reason in its stats, when it was not or cannot serve: then every host is fed by the controller."""
-    if machine.id not in results:
+def seed_after(dial: SeedDial, results: dict, peers: list[Machine]) -> Seed | None:
+    """The dialled host as the seed for `peers`, once its machine was fed (`results` holds its
+    SyncStats); None when it was not, when its targets were current already (a no-op re-sync: the
+    other hosts are most likely current too, and a server would only cost them time), or, with the
+    reason in its stats, when it cannot serve: then every host is fed by the controller."""
+    stats = results.get(dial.machine.id)
+    if stats is None or not peers or (stats.targets_current and not stats.targets_written):
+        dial.close()
         return None
-    seed, why = open_seed(machine, cache_dir)
+    seed = dial.serve(allow=[m.rendezvous_host for m in peers])
     if seed is None:
-        results[machine.id].direct_error = why
+        stats.direct_error = dial.why
     return seed
 
 
-def open_seed(machine: Machine, cache_dir: str | None = None, timeout: float = 60) -> tuple[Seed | None, str]:
-    """Start serving `machine`'s host cache; (None, why) when it cannot (the run goes on without it)."""
+def _ip_literals(addresses: list[str]) -> list[str] | None:
+    """The addresses, when every one is an IP address (what the server sees connecting); None (no
+    allow-list, the token alone) when one is a name, which only the machines' own DNS can resolve."""
+    import ipaddress
     try:
-        cert, key = one_off_tls()
-    except ImportError as exc:
-        return None, f"no TLS certificate could be made here ({exc})"
-    token = os.urandom(32).hex()
-    host = machine.rendezvous_host
-    request = {"serve": {"cache": host_cache_dir(machine, cache_dir), "cert": cert, "key": key, "token": token,
-                         "bind": host}}
-    session = ch = None
-    try:
-        from ..remote.pool import pool_for
-        command = helper_command(machine, cache_dir)
-        if pool_for(machine.id) is not None or not use_openssh():
-            from ..remote.ssh import connect          # paramiko: a run's pooled connection (closing a
-            session = connect(machine, timeout=30)    # handle leaves it open), or no OpenSSH client
-            ch = ParamikoChannel(session, command, timeout)
-        else:
-            ch = OpenSSHChannel(machine, command, timeout)
-        ch.send([json.dumps(request).encode() + b"\n"])
-        answer = ch.reply()
-        if answer.get("helper") == "need":
-            src = helper_source()
-            ch.send([b"%d\n" % len(src), src])
-            answer = ch.reply()
-        return Seed(machine.id, host, int(answer["port"]), cert, token, ch, session), ""
-    except (FleetError, OSError, EOFError, ValueError, KeyError, TypeError) as exc:
-        if ch is not None:
-            Seed(machine.id, host, 0, cert, token, ch, session).close()
-        elif session is not None:
-            session.close()
-        return None, f"machine {machine.id} could not serve its chunks to the other hosts: {exc}"
+        return sorted({str(ipaddress.ip_address(a)) for a in addresses})
+    except ValueError:
+        return None
+
+
+class SeedDial:
+    """A seed's channel and credentials, made while its host is still being fed (they cost a key
+    exchange, a login and a helper start, and a key pair: a few hundred ms off the critical path);
+    `serve` then starts the server. Never raises: `why` says what went wrong."""
+
+    def __init__(self, machine: Machine, cache_dir: str | None = None, timeout: float = 60):
+        self.machine, self.cache_dir = machine, cache_dir
+        self.ch: OpenSSHChannel | ParamikoChannel | None = None
+        self.session = None
+        self.why = ""
+        try:
+            self.cert, self.key = one_off_tls()
+            self.token = os.urandom(32).hex()
+            from ..remote.pool import pool_for
+            command = helper_command(machine, cache_dir)
+            if pool_for(machine.id) is not None or not use_openssh():
+                from ..remote.ssh import connect          # paramiko: a run's pooled connection (closing a
+                self.session = connect(machine, timeout=30)   # handle leaves it open), or no OpenSSH
+                self.ch = ParamikoChannel(self.session, command, timeout)
+            else:
+                self.ch = OpenSSHChannel(machine, command, timeout)
+        except Exception as exc:  # noqa: BLE001 — paramiko's own errors too: no seed is never a failed sync
+            self._failed(exc)
+
+    def serve(self, allow: list[str] | None = None) -> Seed | None:
+        """Serve the host's cache to `allow` (addresses); None (and `why`) when it cannot."""
+        if self.ch is None:
+            return None
+        m = self.machine
+        request = {"serve": {"cache": host_cache_dir(m, self.cache_dir), "cert": self.cert, "key": self.key,
+                             "token": self.token, "bind": m.rendezvous_host, "allow": _ip_literals(allow or []),
+                             "deadline_s": SERVE_FOR_S}}
+        try:
+            self.ch.send([json.dumps(request).encode() + b"\n"])
+            answer = self.ch.reply()
+            if answer.get("helper") == "need":
+                src = helper_source()
+                self.ch.send([b"%d\n" % len(src), src])
+                answer = self.ch.reply()
+            return Seed(m.id, m.rendezvous_host, int(answer["port"]), self.cert, self.token, self.ch, self.session)
+        except Exception as exc:  # noqa: BLE001
+            self._failed(exc)
+            return None
+
+    def _failed(self, exc: BaseException) -> None:
+        self.why = f"machine {self.machine.id} could not serve its chunks to the other hosts: {exc}"
+        self.close()
+
+    def close(self) -> None:
+        """End the dialled channel unused (the helper sees its input end before any request)."""
+        ch, session, self.ch, self.session = self.ch, self.session, None, None
+        if ch is not None or session is not None:
+            Seed(self.machine.id, "", 0, "", "", ch, session).close()

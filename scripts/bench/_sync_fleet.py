@@ -29,7 +29,8 @@ def main(spec: dict) -> None:
     stats = sync_lease(machines, store, lambda m: [Target(f"{m.workdir}/data/{spec['dest']}", [snap.id],
                                                           read_only=True)], channels=channels)
     print(json.dumps({"snapshot_s": t1 - t0, "sync_s": time.monotonic() - t1,
-                      "chunk_bytes": sum(s.bytes_sent for s in stats), "id": snap.id}))
+                      "chunk_bytes": sum(s.bytes_sent for s in stats),
+                      "peer_bytes": sum(s.bytes_peer for s in stats), "id": snap.id}))
 
 
 if __name__ == "__main__":

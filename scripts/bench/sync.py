@@ -15,6 +15,11 @@ Figures:
   inside_file_time_vs_rsync fleet time / rsync time, same change                              (<= 1.0)
   fanout_8_vs_1             fleet sync time to 8 fresh machines / to 1 (one host: 2 cores shared
                             by controller and every sshd)                                     (<= 4.0)
+  fanout_8_hosts_controller_bytes  the same 8 machines as separate hosts (a chunk cache each): chunk
+                            bytes the controller sent, per copy of the data (the first host
+                            forwards to the others)                                           (<= 1.05)
+  fanout_8_hosts_vs_1       their sync time / one machine's (informative: one host's 2 cores run
+                            every host's TLS and SSH here)
   second_run_chunk_bytes    chunk bytes a new lease on the same host receives for the same data (== 0)
   rsync_* wire figures are informative (met null).
   first_sync_floor_vs_rsync rsync alone / rsync with, at the same time, the copies fleet keeps done by C
@@ -203,6 +208,28 @@ def first_sync_floor(ref, tree: Path, work: Path, kh: Path, n: int) -> dict:
     return out
 
 
+def fanout_hosts(many, tree: Path, home: Path, work: Path, n: int, t1: list[float], total: int) -> list[dict]:
+    """The same machines as separate hosts (a chunk cache each, as AWS instances or team hosts have):
+    the controller's chunk bytes per copy of the data (each chunk once: the first host forwards them
+    to the others, sync_peers), and the time against one machine (informative: here every host's
+    TLS and SSH share the same 2 cores)."""
+    sent, tn = [], []
+    for i in range(n):
+        hosts = [replace(m, provider_ref={**m.provider_ref, "sandbox_dir": str(work / f"hosts{i}" / m.id)})
+                 for m in many]
+        h = work / f"home-hosts-{i}"
+        shutil.copytree(home / "store", h / "store", copy_function=os.link)
+        _dt, out = run_fleet(hosts, tree, f"hosts{i}", h)
+        sent.append(out["chunk_bytes"] / total)
+        tn.append(out["sync_s"])
+        if out.get("peer_bytes", 0) < (len(many) - 1) * total * 0.99:
+            say(f"fan-out to hosts: only {out.get('peer_bytes', 0)} bytes forwarded between them")
+    say(f"fan-out to {len(many)} hosts: controller sent {med(sent):.3f}x the data ({spread(sent)}), "
+        f"{med(tn):.2f}s ({spread(tn)}) against {med(t1):.2f}s for one machine")
+    return [median_row(f"fanout_{len(many)}_hosts_controller_bytes", sent, "x data", "<= 1.05", digits=3),
+            ratio_row(f"fanout_{len(many)}_hosts_vs_1", tn, t1, None)]
+
+
 def med(xs: list[float]) -> float:
     return statistics.median(xs)
 
@@ -352,6 +379,7 @@ def measure(size: int, n: int, fan: int) -> list[dict]:
         rows.append(ratio_row(f"fanout_{fan}_vs_1", tn, t1, "<= 4.0"))
         say(f"fan-out: 1 machine {med(t1):.2f}s ({spread(t1)}), {fan} machines {med(tn):.2f}s ({spread(tn)}) "
             "(all on this host: they share one host cache)")
+        rows += fanout_hosts(many, tree, home, work, n, t1, total)
         rows.append(load_row("at the end"))
     finally:
         machines.close()

@@ -50,11 +50,18 @@ def test_the_controller_sends_each_chunk_once_and_the_other_hosts_fetch_from_the
     total = sum(e.size for e in snap.manifest.entries if e.size)
     machines = _separate_hosts(local_lease(gpus=3).machines, tmp_path / "hosts")
     seeds = []
-    real_open = sync_peers.open_seed
-    monkeypatch.setattr(sync_peers, "open_seed", lambda *a, **k: seeds.append(real_open(*a, **k)) or seeds[-1])
+    real_serve = sync_peers.SeedDial.serve
+
+    def serve(dial, *a, **k):
+        seeds.append((real_serve(dial, *a, **k), dial.why))
+        return seeds[-1][0]
+    monkeypatch.setattr(sync_peers.SeedDial, "serve", serve)
     stats = sync_lease(machines, store, _targets("d", snap.id))
     for m in machines:
         assert _same(data_dir(m, "d"), src), m.id
+    # a no-op re-sync asks nobody to serve: every machine answers "current" in one round trip
+    again = sync_lease(machines, store, _targets("d", snap.id))
+    assert len(seeds) == 1 and all(s.targets_current and not s.targets_written for s in again)
     first, *others = stats
     assert first.bytes_sent == total and first.bytes_peer == 0
     for s in others:
@@ -107,20 +114,20 @@ def test_a_seed_missing_some_chunks_serves_the_rest_and_the_controller_pushes_th
     snap = create_snapshot(src, store)
     total = sum(e.size for e in snap.manifest.entries if e.size)
     machines = _separate_hosts(local_lease(gpus=2).machines, tmp_path / "hosts")
-    real_open = sync_peers.open_seed
+    real_serve = sync_peers.SeedDial.serve
     lost = []
 
-    def evict_then_open(m, cache_dir=None, **kw):
-        cache = os.path.join(m.provider_ref["sandbox_dir"], "chunk-cache")
+    def evict_then_serve(dial, *a, **kw):
+        cache = os.path.join(dial.machine.provider_ref["sandbox_dir"], "chunk-cache")
         entries = sorted(os.path.join(d, f) for d, _s, fs in os.walk(cache) for f in fs
                          if len(f) == 64 and os.path.basename(d) != "manifests")
         for p in entries[:3]:
             lost.append(os.path.getsize(p))
             os.unlink(p)
-        return real_open(m, cache_dir, **kw)
+        return real_serve(dial, *a, **kw)
     import pytest
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(sync_peers, "open_seed", evict_then_open)
+        mp.setattr(sync_peers.SeedDial, "serve", evict_then_serve)
         stats = sync_lease(machines, store, _targets("d", snap.id))
     assert len(lost) == 3
     assert stats[1].bytes_sent == sum(lost) and stats[1].bytes_peer == total - sum(lost)

@@ -7,6 +7,7 @@ import hashlib
 import os
 import socket
 import threading
+import time
 
 import pytest
 
@@ -15,9 +16,8 @@ from fleet.snapshots.remote_peer import fetch_peer, serve_chunks
 from fleet.snapshots.sync_peers import one_off_tls
 
 
-@pytest.fixture
-def seed(tmp_path):
-    """A seed serving a cache of 20 chunks on loopback; yields (offer, chunks); stopped by closing its input."""
+def _serve(tmp_path, **extra):
+    """A seed serving a cache of 20 chunks on loopback: (offer, chunks, its thread, its input's write end)."""
     cache = Cache(str(tmp_path / "seed-cache"), None)
     chunks = {}
     for i in range(20):
@@ -31,21 +31,31 @@ def seed(tmp_path):
     r, w = os.pipe()
     answers = []
     t = threading.Thread(target=serve_chunks, args=(
-        {"cache": str(tmp_path / "seed-cache"), "cert": cert, "key": key, "token": token, "bind": "127.0.0.1"},
-        os.fdopen(r, "rb"), answers.append), daemon=True)
+        {"cache": str(tmp_path / "seed-cache"), "cert": cert, "key": key, "token": token, "bind": "127.0.0.1",
+         **extra}, os.fdopen(r, "rb"), answers.append), daemon=True)
     t.start()
     for _ in range(200):
         if answers:
             break
         t.join(0.05)
     assert answers and answers[0]["port"] > 0
-    offer = {"host": "127.0.0.1", "port": answers[0]["port"], "cert": cert, "token": token}
+    return {"host": "127.0.0.1", "port": answers[0]["port"], "cert": cert, "token": token}, chunks, t, w
+
+
+def _gone(port):
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+@pytest.fixture
+def seed(tmp_path):
+    """yields (offer, chunks); the seed is stopped by closing its input, as the controller does."""
+    offer, chunks, t, w = _serve(tmp_path)
     yield offer, chunks
     os.close(w)                         # the controller's channel ends: the seed stops serving
     t.join(10)
     assert not t.is_alive(), "the seed kept serving after its channel ended"
-    with pytest.raises(OSError):
-        socket.create_connection(("127.0.0.1", offer["port"]), timeout=2).close()
+    _gone(offer["port"])
 
 
 def _fresh(tmp_path, name="machine-cache"):
@@ -106,3 +116,44 @@ def test_an_offer_that_makes_no_tls_context_hands_everything_back(tmp_path):
     missed, fetched, why = fetch_peer({"host": "127.0.0.1", "port": 1, "cert": "not a certificate", "token": "t"},
                                       hashes, _fresh(tmp_path))
     assert missed == hashes and fetched == 0 and "SSLError" in why
+
+
+def test_a_machine_not_of_the_lease_is_turned_away_even_with_the_token(tmp_path):
+    offer, chunks, t, w = _serve(tmp_path, allow=["10.9.9.9"])
+    try:
+        missed, fetched, why = fetch_peer(offer, list(chunks), _fresh(tmp_path))
+        assert sorted(missed) == sorted(chunks) and fetched == 0 and why
+    finally:
+        os.close(w)
+        t.join(10)
+
+
+def test_a_seed_stops_at_its_deadline_even_if_its_channel_never_ends(tmp_path):
+    """A controller whose link died without a FIN: the seed must not serve (and hold its cache) for hours."""
+    offer, chunks, t, w = _serve(tmp_path, deadline_s=2)
+    try:
+        t.join(10)
+        assert not t.is_alive(), "the seed served past its deadline"
+        _gone(offer["port"])
+    finally:
+        os.close(w)
+
+
+def test_connections_that_never_speak_are_closed_and_the_seed_serves_again(tmp_path, monkeypatch):
+    """Idle connections (a scanner, a slowloris) beyond the cap are closed at once, the rest after the
+    idle limit; then the lease's machines fetch everything."""
+    import fleet.snapshots.remote_peer as remote_peer
+    monkeypatch.setattr(remote_peer, "SERVE_IDLE_S", 1)
+    offer, chunks, t, w = _serve(tmp_path)
+    try:
+        idle = [socket.create_connection(("127.0.0.1", offer["port"]), timeout=5) for _ in range(80)]
+        time.sleep(2.5)
+        for s in idle:
+            s.settimeout(5)
+            assert s.recv(1) == b"", "an idle connection was kept open past the seed's idle limit"
+            s.close()
+        missed, fetched, why = fetch_peer(offer, list(chunks), _fresh(tmp_path))
+        assert missed == [] and fetched == sum(map(len, chunks.values())), why
+    finally:
+        os.close(w)
+        t.join(10)
