@@ -16,7 +16,7 @@ One process, one SSH channel, JSON lines both ways:
   4. read {"urls", "objects", "peer"}: presigned GETs for store chunks and S3 source objects. Chunks
      with a URL are pulled straight from S3 (verified), answered {"fetched", "failed", "why"}; with
      "peer" (a seed host serving the lease's chunks: remote_peer), every missing chunk is pulled
-     from it instead, answered the same way.
+     from it instead, answered the same way; {"fetching": true} every "tick_s" until then.
   5. build every target; each chunk still missing arrives, in that same order, as a frame
      "<64 hex id><12 digit length>\\n<bytes>" and goes straight into its file. Answer {"ok": true, …}
      or {"ok": false, "error", "chunk", "path"}.
@@ -257,13 +257,31 @@ def plan_targets(todo, manifests, cache):
     return plans, missing, objects
 
 
+def ticking(job, fetch_all, *args):
+    """fetch_all(*args), saying {"fetching": true} every job["tick_s"] meanwhile: the controller
+    waits on this channel with a timeout, and a large pull from S3 or a peer may outlast it."""
+    import threading
+    stop = threading.Event()
+
+    def tick():
+        while not stop.wait(float(job.get("tick_s") or 5)):
+            send({"fetching": True})
+    t = threading.Thread(target=tick, daemon=True)
+    t.start()
+    try:
+        return fetch_all(*args)
+    finally:
+        stop.set()
+        t.join()
+
+
 def main(stream=None, first=None):
     os.umask(0o022)                        # manifest modes are 0o644/0o755 (or their read-only forms)
     stream = stream or os.fdopen(0, "rb", buffering=1 << 20)
     try:
         req = json.loads(first) if first else readline(stream)
     except EOFError:
-        return                             # a dialled channel the controller did not need (sync.dial)
+        return                             # a dialled channel the controller did not need (sync_channel.dial)
     if "serve" in req:
         serve_chunks(req["serve"], stream, send)      # this host seeds the lease's other hosts
         return
@@ -297,11 +315,11 @@ def main(stream=None, first=None):
         job = readline(stream)
         push, fetched = set(missing), 0
         if job.get("urls"):
-            failed, fetched, why = fetch(job["urls"], cache)
+            failed, fetched, why = ticking(job, fetch, job["urls"], cache)
             push = (push - set(job["urls"])) | set(failed)
             send({"fetched": fetched, "failed": failed, "why": why})
         elif job.get("peer") and missing:
-            failed, fetched, why = fetch_peer(job["peer"], missing, cache)
+            failed, fetched, why = ticking(job, fetch_peer, job["peer"], missing, cache)
             push = set(failed)
             send({"fetched": fetched, "failed": failed, "why": why})
         frames = Frames(stream, push)

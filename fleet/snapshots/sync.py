@@ -31,11 +31,11 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from ..errors import FleetError, IntegrityError, MachineUnreachable, UsageError
 from . import host_hints
-from .sync_channel import OpenSSHChannel, ParamikoChannel, use_openssh
+from .sync_channel import OpenSSHChannel, ParamikoChannel, close_channels, use_openssh
 from .sync_manifests import Prepared
 from .sync_remote import cache_max_bytes, helper_command, helper_source, host_cache_dir
 
-if TYPE_CHECKING:        # imported where used: `dial` should start the channels as early as it can
+if TYPE_CHECKING:        # imported where used: a caller of sync_channel.dial starts the channels as early as it can
     from ..models import Machine
     from .manifest import Manifest
     from .store import Store
@@ -187,12 +187,14 @@ def _stream(ch, machine: Machine, prep: Prepared, targets: list[Target], stats: 
                              f"is missing from {store.url}")
     urls = _presign(store, push)
     objects = prep.object_urls(answer.get("objects") or [])
-    job = {"urls": urls, "objects": objects}
+    job = {"urls": urls, "objects": objects, "tick_s": max(0.2, min(5.0, ch.timeout / 4))}
     if peer and push and not urls:
         job["peer"] = peer                 # every missing chunk from the seed host; what it lacks, from here
     ch.send([json.dumps(job).encode() + b"\n"])
     if urls or "peer" in job:
         got = ch.reply()
+        while got.get("fetching"):         # the machine is still pulling: alive, within the channel's timeout
+            got = ch.reply()
         failed = set(got.get("failed", []))
         fetched, count = got.get("fetched", 0), len(urls or push) - len(failed)
         if urls:
@@ -226,33 +228,6 @@ def _stream(ch, machine: Machine, prep: Prepared, targets: list[Target], stats: 
     stats.files_reused = result.get("reused", 0)
     stats.bytes_objects = result.get("objects_fetched", 0)
     return result
-
-
-def dial(machines: list[Machine], *, cache_dir: str | None = None, timeout: float = 600) -> dict[str, OpenSSHChannel]:
-    """Start every machine's sync channel now, before the snapshots it will carry exist: the SSH key
-    exchange, login and the helper's start (a few hundred ms each) then overlap the caller's own work,
-    typically `create_snapshot`. Hand the result to `sync_lease(channels=...)`, which closes what it
-    does not use; a caller that ends up not syncing calls `close_channels`. OpenSSH only; a machine reached through a run's pooled connection is not dialled
-    (its connection is already up). `cache_dir` must be the one later passed to sync_lease."""
-    if not use_openssh():
-        return {}
-    from ..remote.pool import pool_for
-    out: dict[str, OpenSSHChannel] = {}
-    try:
-        for m in machines:
-            if pool_for(m.id) is None:
-                out[m.id] = OpenSSHChannel(m, helper_command(m, cache_dir), timeout)
-    except OSError:
-        close_channels(out)
-        return {}
-    return out
-
-
-def close_channels(channels: dict[str, OpenSSHChannel]) -> None:
-    """Close dialled channels nobody used (the helper sees its input end before any request and exits)."""
-    for ch in channels.values():
-        ch.close()
-    channels.clear()
 
 
 def sync_machine(machine: Machine, store: Store, targets: list[Target], manifests: dict[str, Manifest] | None = None,

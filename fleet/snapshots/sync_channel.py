@@ -53,6 +53,7 @@ def _gone(err: str) -> MachineUnreachable:
 
 class ParamikoChannel:
     def __init__(self, session, command: str, timeout: float):
+        self.timeout = timeout
         self.chan = session.open_channel(window_size=WINDOW, max_packet_size=MAX_PACKET)
         self.chan.settimeout(timeout)
         self.chan.exec_command(command)
@@ -85,6 +86,7 @@ class OpenSSHChannel:
 
     def __init__(self, machine: Machine, command: str, timeout: float):
         import subprocess
+        self.timeout = timeout
         fd, self.known_hosts = _private_file("fleet-kh-")
         host_id = machine.host if machine.port == 22 else f"[{machine.host}]:{machine.port}"
         with os.fdopen(fd, "w") as f:
@@ -136,3 +138,31 @@ class OpenSSHChannel:
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(self.known_hosts)
+
+
+def dial(machines: list[Machine], *, cache_dir: str | None = None, timeout: float = 600) -> dict[str, OpenSSHChannel]:
+    """Start every machine's sync channel now, before the snapshots it will carry exist: the SSH key
+    exchange, login and the helper's start (a few hundred ms each) then overlap the caller's own work,
+    typically `create_snapshot`. Hand the result to `sync.sync_lease(channels=...)`, which closes what it
+    does not use; a caller that ends up not syncing calls `close_channels`. OpenSSH only; a machine reached through a run's pooled connection is not dialled
+    (its connection is already up). `cache_dir` must be the one later passed to sync_lease."""
+    if not use_openssh():
+        return {}
+    from ..remote.pool import pool_for
+    from .sync_remote import helper_command
+    out: dict[str, OpenSSHChannel] = {}
+    try:
+        for m in machines:
+            if pool_for(m.id) is None:
+                out[m.id] = OpenSSHChannel(m, helper_command(m, cache_dir), timeout)
+    except OSError:
+        close_channels(out)
+        return {}
+    return out
+
+
+def close_channels(channels: dict[str, OpenSSHChannel]) -> None:
+    """Close dialled channels nobody used (the helper sees its input end before any request and exits)."""
+    for ch in channels.values():
+        ch.close()
+    channels.clear()

@@ -14,7 +14,8 @@ import time
 def main(spec: dict) -> None:
     t0 = time.monotonic()
     from fleet.models import Machine
-    from fleet.snapshots.sync import Target, close_channels, dial, sync_lease
+    from fleet.snapshots.sync import Target, sync_lease
+    from fleet.snapshots.sync_channel import close_channels, dial
     machines = [Machine.from_dict(m) for m in spec["machines"]]
     channels = dial(machines)                 # connect while the snapshot is made
     try:

@@ -28,7 +28,7 @@ Figures:
                             overlap. Informative: what the first sync's target allows here at best
                             for a design that keeps a content-addressed store and a per-host cache.
 
-Fleet's process (scripts/bench/_sync_fleet.py, which imports only fleet) dials the machines first (`sync.dial`: SSH key exchange, login and the helper's start
+Fleet's process (scripts/bench/_sync_fleet.py, which imports only fleet) dials the machines first (`sync_channel.dial`: SSH key exchange, login and the helper's start
 overlap the snapshot being made, as in `fleet up`, whose connections are up before staging); the key
 exchange is OpenSSH's default on both sides.
 

@@ -176,9 +176,9 @@ def test_corrupt_store_chunk_named_not_materialised(fleet_home, local_lease, dat
 
 
 def test_channels_dialled_before_the_snapshot_carry_the_sync_and_unused_ones_close(fleet_home, local_lease, data_tree):
-    """sync.dial starts the machines' channels first (the SSH handshake overlaps create_snapshot);
+    """sync_channel.dial starts the machines' channels first (the SSH handshake overlaps create_snapshot);
     sync_lease uses them, and closes a channel it had no machine for, whose helper exits quietly."""
-    from fleet.snapshots.sync import dial
+    from fleet.snapshots.sync_channel import dial
     lease = local_lease(gpus=2)
     first, second = lease.machines
     channels = dial([first, second])
@@ -227,7 +227,7 @@ def test_a_dialled_channel_that_never_connected_fails_with_ssh_s_reason(fleet_ho
     import time
 
     from fleet.errors import MachineUnreachable
-    from fleet.snapshots.sync import dial
+    from fleet.snapshots.sync_channel import dial
     (m,) = local_lease(gpus=1).machines
     with socket.socket() as s:                       # a port nobody listens on
         s.bind(("127.0.0.1", 0))

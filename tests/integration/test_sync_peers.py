@@ -133,3 +133,51 @@ def test_a_seed_missing_some_chunks_serves_the_rest_and_the_controller_pushes_th
     assert stats[1].bytes_sent == sum(lost) and stats[1].bytes_peer == total - sum(lost)
     assert "404" in (stats[1].direct_error or "")
     assert all(_same(data_dir(m, "d"), src) for m in machines)
+
+
+def test_a_long_pull_from_a_peer_outlasts_the_channels_timeout(fleet_home, local_lease, tmp_path, monkeypatch):
+    """The controller waits on the machine's channel with a timeout while the machine pulls; a pull
+    longer than that (a large data set) must not read as a dead machine. Here a seed that takes ~4.5 s
+    to serve, against a 2 s channel timeout (paramiko's channel, as `fleet up`'s pooled connection)."""
+    import threading
+    import time
+
+    from fleet.snapshots import remote_peer
+    from fleet.snapshots.remote_cache import Cache
+    from fleet.snapshots.sync import sync_machine
+
+    monkeypatch.setenv("FLEET_SYNC_TRANSPORT", "paramiko")
+    store = open_store(None)
+    src = _tree(tmp_path / "d", files=12, size=20_000)     # 12 chunks, 4 fetched at a time: 3 rounds
+    snap = create_snapshot(src, store)
+    seed_cache = tmp_path / "seed-cache"
+    c = Cache(str(seed_cache), None)
+    for h in snap.manifest.chunk_ids():
+        c.put(h, store.get_chunk(h))
+    c.finish()
+
+    class SlowCache(Cache):
+        def read(self, h, where):
+            time.sleep(1.5)
+            return Cache.read(self, h, where)
+    monkeypatch.setattr(remote_peer, "Cache", SlowCache)
+    cert, key = sync_peers.one_off_tls()
+    r, w = os.pipe()
+    answers = []
+    server = threading.Thread(target=remote_peer.serve_chunks, daemon=True, args=(
+        {"cache": str(seed_cache), "cert": cert, "key": key, "token": "t" * 64, "bind": "127.0.0.1"},
+        os.fdopen(r, "rb"), answers.append))
+    server.start()
+    try:
+        while not answers:
+            time.sleep(0.05)
+        m = _separate_hosts(local_lease(gpus=1).machines, tmp_path / "hosts")[0]
+        offer = {"host": "127.0.0.1", "port": answers[0]["port"], "cert": cert, "token": "t" * 64}
+        t0 = time.monotonic()
+        stats = sync_machine(m, store, _targets("d", snap.id)(m), timeout=2, peer=offer)
+        assert time.monotonic() - t0 > 2.5                  # it did outlast the timeout
+        assert stats.bytes_sent == 0 and stats.chunks_peer == len(snap.manifest.chunk_ids()), stats
+        assert _same(data_dir(m, "d"), src)
+    finally:
+        os.close(w)
+        server.join(10)
