@@ -20,6 +20,8 @@ Figures:
                             forwards to the others)                                           (<= 1.05)
   fanout_8_hosts_vs_1       their sync time / one machine's (informative: one host's 2 cores run
                             every host's TLS and SSH here)
+  fanout_8_hosts_*_without_peers  the same two with FLEET_SYNC_PEERS=0 (informative: the
+                            controller feeds every host)
   second_run_chunk_bytes    chunk bytes a new lease on the same host receives for the same data (== 0)
   rsync_* wire figures are informative (met null).
   first_sync_floor_vs_rsync rsync alone / rsync with, at the same time, the copies fleet keeps done by C
@@ -224,10 +226,27 @@ def fanout_hosts(many, tree: Path, home: Path, work: Path, n: int, t1: list[floa
         tn.append(out["sync_s"])
         if out.get("peer_bytes", 0) < (len(many) - 1) * total * 0.99:
             say(f"fan-out to hosts: only {out.get('peer_bytes', 0)} bytes forwarded between them")
+    # the same without peer forwarding (FLEET_SYNC_PEERS=0): the controller feeds every host
+    pushed, tp = [], []
+    os.environ["FLEET_SYNC_PEERS"] = "0"
+    try:
+        for i in range(n):
+            hosts = [replace(m, provider_ref={**m.provider_ref, "sandbox_dir": str(work / f"push{i}" / m.id)})
+                     for m in many]
+            h = work / f"home-push-{i}"
+            shutil.copytree(home / "store", h / "store", copy_function=os.link)
+            _dt, out = run_fleet(hosts, tree, f"push{i}", h)
+            pushed.append(out["chunk_bytes"] / total)
+            tp.append(out["sync_s"])
+    finally:
+        del os.environ["FLEET_SYNC_PEERS"]
     say(f"fan-out to {len(many)} hosts: controller sent {med(sent):.3f}x the data ({spread(sent)}), "
-        f"{med(tn):.2f}s ({spread(tn)}) against {med(t1):.2f}s for one machine")
+        f"{med(tn):.2f}s ({spread(tn)}) against {med(t1):.2f}s for one machine; without peers "
+        f"{med(pushed):.3f}x the data, {med(tp):.2f}s ({spread(tp)})")
     return [median_row(f"fanout_{len(many)}_hosts_controller_bytes", sent, "x data", "<= 1.05", digits=3),
-            ratio_row(f"fanout_{len(many)}_hosts_vs_1", tn, t1, None)]
+            ratio_row(f"fanout_{len(many)}_hosts_vs_1", tn, t1, None),
+            median_row(f"fanout_{len(many)}_hosts_controller_bytes_without_peers", pushed, "x data", digits=3),
+            ratio_row(f"fanout_{len(many)}_hosts_vs_1_without_peers", tp, t1, None)]
 
 
 def med(xs: list[float]) -> float:

@@ -157,9 +157,9 @@ def test_a_long_pull_from_a_peer_outlasts_the_channels_timeout(fleet_home, local
     c.finish()
 
     class SlowCache(Cache):
-        def read(self, h, where):
+        def locate(self, h):
             time.sleep(1.5)
-            return Cache.read(self, h, where)
+            return Cache.locate(self, h)
     monkeypatch.setattr(remote_peer, "Cache", SlowCache)
     cert, key = sync_peers.one_off_tls()
     r, w = os.pipe()

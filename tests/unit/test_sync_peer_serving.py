@@ -157,3 +157,16 @@ def test_connections_that_never_speak_are_closed_and_the_seed_serves_again(tmp_p
     finally:
         os.close(w)
         t.join(10)
+
+
+def test_a_corrupt_entry_on_the_seed_is_refused_by_the_fetcher_and_left_for_the_controller(seed, tmp_path):
+    offer, chunks = seed
+    bad = sorted(chunks)[0]
+    path = Cache(str(tmp_path / "seed-cache"), None).locate(bad)[0]
+    os.chmod(path, 0o644)
+    with open(path, "r+b") as f:
+        f.write(b"\0" * 16)
+    cache = _fresh(tmp_path)
+    missed, fetched, why = fetch_peer(offer, list(chunks), cache)
+    assert missed == [bad] and "corrupt" in why and not cache.has(bad)
+    assert fetched == sum(len(d) for h, d in chunks.items() if h != bad)
