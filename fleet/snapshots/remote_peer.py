@@ -5,9 +5,10 @@ machines on other hosts, so the controller's link carries each chunk once, not o
 
 Serving: a sync channel whose request is {"serve": {"cache", "cert", "key", "token", "bind",
 "allow", "deadline_s"}} listens with TLS on an ephemeral port of `bind` (the address the lease's
-other machines reach this one at), answers {"port"}, and answers GET /chunk/<id> carrying the
-token with the chunk as the cache holds it (the fetcher verifies it). Connections from addresses
-not in `allow` are closed before any TLS. It stops when the channel's input ends (the controller
+other machines reach this one at), answers {"port"}, then answers requests carrying the token
+(POST /chunks, chunk ids one per line) with frames "<id><12 digit length>\\n<bytes>" of the chunks
+as its cache holds them (the fetcher verifies them). Connections from addresses not in `allow` are
+closed before any TLS. It stops when the channel's input ends (the controller
 closed it, or the controller and so its ssh are gone) or at its deadline. The certificate and key
 are made by the controller for this one sync; the key crosses the SSH channel only and is loaded
 through an anonymous memory file. A fetching machine pins that certificate (no name check, no other
@@ -32,6 +33,10 @@ PEER_WORKERS = 4
 SERVE_IDLE_S = 15              # a connection that sends no request (or no handshake) for this long is closed
 SERVE_CONNECTIONS = 64         # at once; more are closed at accept (a flood, not the lease's machines)
 MAX_BODY = 64 * 1024 * 1024    # no chunk of any store format is larger
+ASK_IDS = 64                   # chunk ids per request
+ASK_MAX = ASK_IDS * 80         # bytes of ids a request may carry
+SERVE_BATCH = 4 * 1024 * 1024  # bytes per answer (then the fetcher asks again): bounds the seed's memory
+ABSENT = b"9" * 12             # a frame's length field for a chunk the seed does not hold (no bytes follow)
 
 
 def _tls_server_context(cert, key):
@@ -89,15 +94,26 @@ def serve_chunks(req, stream, answer):
         def log_message(self, *args):     # stderr is the controller's channel: nothing to say there
             pass
 
-        def do_GET(self):  # noqa: N802 — http.server's name
+        def do_POST(self):  # noqa: N802 — http.server's name
+            """POST /chunks with chunk ids, one per line: frames for as many of them, in order, as
+            fit in SERVE_BATCH bytes (at least one); the fetcher asks again for the rest."""
             if not hmac.compare_digest(self.headers.get("Authorization", "").encode(), token):
                 return self.reply(403, b"")
-            h = self.path[len("/chunk/"):] if self.path.startswith("/chunk/") else ""
-            try:
-                body = read_unverified(cache, h) if is_sha256(h) else None
-            except OSError:
-                body = None
-            self.reply(200, body) if body is not None else self.reply(404, b"")
+            n = int(self.headers.get("Content-Length") or 0)
+            if self.path != "/chunks" or not 0 < n <= ASK_MAX:
+                return self.reply(400, b"")
+            frames, size = [], 0
+            for h in self.rfile.read(n).decode("ascii", "replace").split():
+                try:
+                    data = read_unverified(cache, h) if is_sha256(h) else None
+                except OSError:
+                    data = None
+                frames += [b"%s%012d\n" % (h.encode(), len(data)), data] if data is not None else \
+                    [b"%s%s\n" % (h.encode()[:64].ljust(64, b"-"), ABSENT)]
+                size += len(data or b"")
+                if size >= SERVE_BATCH:
+                    break
+            self.reply(200, b"".join(frames))
 
         def reply(self, code, body):
             # Head and body in one write: two small writes meet Nagle and the peer's delayed ACK
@@ -191,20 +207,38 @@ def fetch_peer(peer, hashes, cache):
                 with lock:
                     if not todo or state["cut"]:
                         return
-                    h = todo.pop()
-                conn.request("GET", "/chunk/" + h, headers=headers)
+                    batch = [todo.pop() for _ in range(min(ASK_IDS, len(todo)))]
+                conn.request("POST", "/chunks", body="\n".join(batch).encode(), headers=headers)
                 r = conn.getresponse()
-                if (r.length or 0) > MAX_BODY:
-                    raise ValueError("the peer offered %d bytes for one chunk" % r.length)
-                data = r.read()
-                if r.status != 200 or hashlib.sha256(data).hexdigest() != h:
-                    failure("chunk %s: the peer answered %d%s" % (
-                        h[:12], r.status, " with corrupt bytes" if r.status == 200 else ""), cut=r.status == 403)
+                if (r.length or 0) > SERVE_BATCH + MAX_BODY + ASK_IDS * 77:
+                    raise ValueError("the peer offered %d bytes for one batch" % r.length)
+                if r.status != 200:
+                    r.read()
+                    failure("the peer answered %d" % r.status, cut=r.status == 403)
                     continue
+                served = 0
+                for h in batch:
+                    head = r.read(77)
+                    if not head:
+                        break                  # a prefix was served: the rest are asked for again
+                    if len(head) != 77 or head[:64] != h.encode():
+                        raise ValueError("the peer's answer is not the frames asked for")
+                    served += 1
+                    if head[64:76] == ABSENT:
+                        failure("the peer lacks chunk %s" % h[:12])
+                        continue
+                    data = r.read(int(head[64:76]))
+                    if hashlib.sha256(data).hexdigest() != h:
+                        failure("chunk %s: the peer sent corrupt bytes" % h[:12])
+                        continue
+                    with lock:
+                        cache.put(h, data)
+                        got.add(h)
+                        state["bytes"] += len(data)
+                if not served:
+                    raise ValueError("the peer served nothing of what was asked")
                 with lock:
-                    cache.put(h, data)
-                    got.add(h)
-                    state["bytes"] += len(data)
+                    todo.extend(reversed(batch[served:]))
         except Exception as exc:  # noqa: BLE001 — whatever stops a connection, SSH delivers the rest
             # A seed nobody reaches stops every worker; one connection's reset or timeout only its own.
             failure("%s: %s" % (type(exc).__name__, exc), cut=not connected)

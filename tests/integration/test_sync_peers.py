@@ -131,13 +131,13 @@ def test_a_seed_missing_some_chunks_serves_the_rest_and_the_controller_pushes_th
         stats = sync_lease(machines, store, _targets("d", snap.id))
     assert len(lost) == 3
     assert stats[1].bytes_sent == sum(lost) and stats[1].bytes_peer == total - sum(lost)
-    assert "404" in (stats[1].direct_error or "")
+    assert "lacks" in (stats[1].direct_error or "")
     assert all(_same(data_dir(m, "d"), src) for m in machines)
 
 
 def test_a_long_pull_from_a_peer_outlasts_the_channels_timeout(fleet_home, local_lease, tmp_path, monkeypatch):
     """The controller waits on the machine's channel with a timeout while the machine pulls; a pull
-    longer than that (a large data set) must not read as a dead machine. Here a seed that takes ~4.5 s
+    longer than that (a large data set) must not read as a dead machine. Here a seed that takes ~5 s
     to serve, against a 2 s channel timeout (paramiko's channel, as `fleet up`'s pooled connection)."""
     import threading
     import time
@@ -148,7 +148,7 @@ def test_a_long_pull_from_a_peer_outlasts_the_channels_timeout(fleet_home, local
 
     monkeypatch.setenv("FLEET_SYNC_TRANSPORT", "paramiko")
     store = open_store(None)
-    src = _tree(tmp_path / "d", files=12, size=20_000)     # 12 chunks, 4 fetched at a time: 3 rounds
+    src = _tree(tmp_path / "d", files=12, size=20_000)     # 12 chunks, 0.4 s each
     snap = create_snapshot(src, store)
     seed_cache = tmp_path / "seed-cache"
     c = Cache(str(seed_cache), None)
@@ -158,7 +158,7 @@ def test_a_long_pull_from_a_peer_outlasts_the_channels_timeout(fleet_home, local
 
     class SlowCache(Cache):
         def locate(self, h):
-            time.sleep(1.5)
+            time.sleep(0.4)
             return Cache.locate(self, h)
     monkeypatch.setattr(remote_peer, "Cache", SlowCache)
     cert, key = sync_peers.one_off_tls()

@@ -78,7 +78,7 @@ def test_a_chunk_the_seed_lacks_is_left_for_the_controller_and_the_rest_still_ar
     cache = _fresh(tmp_path)
     missed, fetched, why = fetch_peer(offer, [absent, *chunks], cache)
     assert missed == [absent]
-    assert "404" in why and fetched == sum(map(len, chunks.values()))
+    assert "lacks" in why and fetched == sum(map(len, chunks.values()))
 
 
 def test_without_the_token_nothing_is_served(seed, tmp_path):
@@ -170,3 +170,16 @@ def test_a_corrupt_entry_on_the_seed_is_refused_by_the_fetcher_and_left_for_the_
     missed, fetched, why = fetch_peer(offer, list(chunks), cache)
     assert missed == [bad] and "corrupt" in why and not cache.has(bad)
     assert fetched == sum(len(d) for h, d in chunks.items() if h != bad)
+
+
+def test_a_seed_answering_part_of_a_request_is_asked_again_for_the_rest(tmp_path, monkeypatch):
+    """Each answer is bounded in bytes (the seed's memory); the fetcher asks for what was left out."""
+    import fleet.snapshots.remote_peer as remote_peer
+    monkeypatch.setattr(remote_peer, "SERVE_BATCH", 3000)          # about two chunks an answer
+    offer, chunks, t, w = _serve(tmp_path)
+    try:
+        missed, fetched, why = fetch_peer(offer, list(chunks), _fresh(tmp_path))
+        assert missed == [] and fetched == sum(map(len, chunks.values())), why
+    finally:
+        os.close(w)
+        t.join(10)
