@@ -241,7 +241,7 @@ def fetch_peer(peer, hashes, cache):
                     todo.extend(reversed(batch[served:]))
         except Exception as exc:  # noqa: BLE001 — whatever stops a connection, SSH delivers the rest
             # A seed nobody reaches stops every worker; one connection's reset or timeout only its own.
-            failure("%s: %s" % (type(exc).__name__, exc), cut=not connected)
+            failure("%s%s: %s" % ("" if connected else "unreachable: ", type(exc).__name__, exc), cut=not connected)
         finally:
             conn.close()
 

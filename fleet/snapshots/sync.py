@@ -339,7 +339,8 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
     from . import sync_peers
     warm = [host_hints.holds_all(host_hints.cache_key(g[0], cache_dir), ids) for g in groups]
     direct = hasattr(store, "presign_get") and os.environ.get("FLEET_SYNC_DIRECT", "1") != "0"
-    seeding = len(groups) > 1 and not all(warm[1:]) and not direct and sync_peers.enabled()
+    seeding = (len(groups) > 1 and not all(warm[1:]) and not direct and sync_peers.enabled()
+               and not sync_peers.recently_unreachable(host_hints.cache_key(groups[0][0], cache_dir)))
     firsts = [g if len(g) > 1 and at_once else g[:1] for g, at_once in zip(groups, warm)]
     rest = [m for g, f in zip(groups, firsts) for m in g[len(f):]]
     seed = None
@@ -357,6 +358,9 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
                 seed = sync_peers.seed_after(dialling.result(), results, peers)
                 served = {m.id for m in peers}
                 feed(later, lambda m: seed.offer() if seed and m.id in served else None)
+                if seed is not None:
+                    sync_peers.judge_reach(host_hints.cache_key(groups[0][0], cache_dir),
+                                           [results[m.id] for m in peers if m.id in results])
                 if seed is not None:
                     seed.close()           # the rest copy from their own host's cache
                     seed = None

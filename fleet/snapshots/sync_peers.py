@@ -79,6 +79,53 @@ class Seed:
                 self.session.close()
 
 
+UNREACHABLE_FOR_S = 6 * 3600   # a seed host its peers could not reach is not asked again for this long
+
+
+def _reach_path():
+    from ..paths import subdir
+    return subdir("cache") / "peer-reach.json"
+
+
+def _read_reach() -> dict[str, float]:
+    try:
+        data = json.loads(_reach_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, (int, float))} \
+        if isinstance(data, dict) else {}
+
+
+def recently_unreachable(seed_key: str) -> bool:
+    """The last sync seeded from this host cache found none of its peers able to connect (a firewall,
+    separate networks): feeding every host from the controller now saves them a connection timeout.
+    A hint of this computer's, forgotten after UNREACHABLE_FOR_S."""
+    import time
+    return time.time() - _read_reach().get(seed_key, 0) < UNREACHABLE_FOR_S
+
+
+def judge_reach(seed_key: str, peer_stats: list) -> None:
+    """Remember the seed as unreachable when no peer could connect to it; forget it when one could."""
+    import tempfile
+    import time
+    unreachable = bool(peer_stats) and all(
+        not s.bytes_peer and (s.direct_error or "").startswith("unreachable") for s in peer_stats)
+    reach = _read_reach()
+    if unreachable == (seed_key in reach):
+        return
+    reach = {k: v for k, v in reach.items() if time.time() - v < UNREACHABLE_FOR_S and k != seed_key}
+    if unreachable:
+        reach[seed_key] = time.time()
+    try:
+        path = _reach_path()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".peer-reach.")
+        with os.fdopen(fd, "w") as f:
+            json.dump(reach, f)
+        os.replace(tmp, path)
+    except OSError:
+        pass                        # a hint not written costs the next sync one timeout, nothing more
+
+
 def seed_after(dial: SeedDial, results: dict, peers: list[Machine]) -> Seed | None:
     """The dialled host as the seed for `peers`, once its machine was fed (`results` holds its
     SyncStats); None when it was not, when its targets were current already (a no-op re-sync: the
