@@ -16,7 +16,8 @@ One process, one SSH channel, JSON lines both ways:
   4. read {"urls", "objects", "peer"}: presigned GETs for store chunks and S3 source objects. Chunks
      with a URL are pulled straight from S3 (verified), answered {"fetched", "failed", "why"}; with
      "peer" (a seed host serving the lease's chunks: remote_peer), every missing chunk is pulled
-     from it instead, answered the same way; {"fetching": true} every "tick_s" until then.
+     from it instead, answered the same way; {"fetching": true} every "tick_s" until then (and
+     during step 5, until its answer).
   5. build every target; each chunk still missing arrives, in that same order, as a frame
      "<64 hex id><12 digit length>\\n<bytes>" and goes straight into its file. Answer {"ok": true, …}
      or {"ok": false, "error", "chunk", "path"}.
@@ -259,7 +260,8 @@ def plan_targets(todo, manifests, cache):
 
 def ticking(job, fetch_all, *args):
     """fetch_all(*args), saying {"fetching": true} every job["tick_s"] meanwhile: the controller
-    waits on this channel with a timeout, and a large pull from S3 or a peer may outlast it."""
+    waits on this channel with a timeout, and a large pull from S3 or a peer, or a build from the
+    cache or from S3 objects, may outlast it."""
     import threading
     stop = threading.Event()
 
@@ -324,11 +326,15 @@ def main(stream=None, first=None):
             send({"fetched": fetched, "failed": failed, "why": why})
         frames = Frames(stream, push)
         fetch_object = Objects(job.get("objects") or {})
-        done = []
-        for plan in plans:
-            materialise(plan.target, manifests, cache, frames, plan, fetch_object)
-            done.append(plan.target["dest"])
-        frames.end()
+
+        def build():
+            done = []
+            for plan in plans:
+                materialise(plan.target, manifests, cache, frames, plan, fetch_object)
+                done.append(plan.target["dest"])
+            frames.end()
+            return done
+        done = ticking(job, build)         # long without a word when nothing is pushed (S3 objects, a big copy)
         evicted = cache.finish()
         send({"ok": True, "received": frames.received, "fetched": fetched, "materialised": done,
               "evicted_bytes": evicted, "objects_fetched": fetch_object.fetched,

@@ -37,6 +37,7 @@ ASK_IDS = 64                   # chunk ids per request
 ASK_MAX = ASK_IDS * 80         # bytes of ids a request may carry
 SERVE_BATCH = 4 * 1024 * 1024  # bytes per answer (then the fetcher asks again): bounds the seed's memory
 ABSENT = b"9" * 12             # a frame's length field for a chunk the seed does not hold (no bytes follow)
+SLICE = 256 * 1024             # bytes per write of an answer
 
 
 def _tls_server_context(cert, key):
@@ -98,10 +99,10 @@ def serve_chunks(req, stream, answer):
             """POST /chunks with chunk ids, one per line: frames for as many of them, in order, as
             fit in SERVE_BATCH bytes (at least one); the fetcher asks again for the rest."""
             if not hmac.compare_digest(self.headers.get("Authorization", "").encode(), token):
-                return self.reply(403, b"")
+                return self.reply(403)
             n = int(self.headers.get("Content-Length") or 0)
             if self.path != "/chunks" or not 0 < n <= ASK_MAX:
-                return self.reply(400, b"")
+                return self.reply(400)
             frames, size = [], 0
             for h in self.rfile.read(n).decode("ascii", "replace").split():
                 try:
@@ -113,13 +114,29 @@ def serve_chunks(req, stream, answer):
                 size += len(data or b"")
                 if size >= SERVE_BATCH:
                     break
-            self.reply(200, b"".join(frames))
+            self.reply(200, frames)
 
-        def reply(self, code, body):
-            # Head and body in one write: two small writes meet Nagle and the peer's delayed ACK
-            # (40 ms a chunk).
-            self.wfile.write(b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\n\r\n" % (
-                code, self.responses.get(code, ("",))[0].encode(), len(body)) + body)
+        def reply(self, code, parts=()):
+            """Written in slices of up to SLICE bytes, small parts gathered: the head alone and then
+            each small frame would meet Nagle and the peer's delayed ACK (40 ms a write), and one
+            large write must finish within the connection's idle timeout (a slow link's answer)."""
+            if code != 200:
+                self.close_connection = True    # a body it did not read must not be taken for a request
+            head = b"HTTP/1.1 %d %s\r\nContent-Length: %d\r\n\r\n" % (
+                code, self.responses.get(code, ("",))[0].encode(), sum(map(len, parts)))
+            pending, size = [], 0
+            for part in (head, *parts):
+                view = memoryview(part)
+                while len(view):
+                    take = view[:SLICE - size]
+                    pending.append(take)
+                    size += len(take)
+                    view = view[len(take):]
+                    if size >= SLICE:
+                        self.wfile.write(b"".join(pending))
+                        pending, size = [], 0
+            if pending:
+                self.wfile.write(b"".join(pending))
 
     class Server(ThreadingHTTPServer):
         daemon_threads = True
@@ -188,7 +205,7 @@ def fetch_peer(peer, hashes, cache):
     except Exception as exc:  # noqa: BLE001 — no ssl module, a bad offer: the controller pushes it all
         return list(hashes), 0, "%s: %s" % (type(exc).__name__, exc)
     todo, got, lock = list(reversed(hashes)), set(), threading.Lock()
-    state = {"bytes": 0, "why": None, "cut": False}
+    state = {"bytes": 0, "why": None, "cut": False, "reached": False}
 
     def failure(text, cut=False):
         with lock:
@@ -200,7 +217,7 @@ def fetch_peer(peer, hashes, cache):
         connected = False
         try:
             conn.connect()
-            connected = True
+            connected = state["reached"] = True
             conn.sock.settimeout(PEER_READ_S)
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             while True:
@@ -228,6 +245,8 @@ def fetch_peer(peer, hashes, cache):
                         failure("the peer lacks chunk %s" % h[:12])
                         continue
                     data = r.read(int(head[64:76]))
+                    if len(data) != int(head[64:76]):
+                        raise ValueError("the peer's answer ended early")
                     if hashlib.sha256(data).hexdigest() != h:
                         failure("chunk %s: the peer sent corrupt bytes" % h[:12])
                         continue
@@ -240,8 +259,10 @@ def fetch_peer(peer, hashes, cache):
                 with lock:
                     todo.extend(reversed(batch[served:]))
         except Exception as exc:  # noqa: BLE001 — whatever stops a connection, SSH delivers the rest
-            # A seed nobody reaches stops every worker; one connection's reset or timeout only its own.
-            failure("%s%s: %s" % ("" if connected else "unreachable: ", type(exc).__name__, exc), cut=not connected)
+            # A seed nobody reaches stops every worker; one connection's failure (a reset, a timeout, a
+            # connect refused at a full seed while others got through) only its own.
+            unreachable = not connected and not state["reached"]
+            failure("%s%s: %s" % ("unreachable: " if unreachable else "", type(exc).__name__, exc), cut=unreachable)
         finally:
             conn.close()
 

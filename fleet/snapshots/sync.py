@@ -195,6 +195,8 @@ def _stream(ch, machine: Machine, prep: Prepared, targets: list[Target], stats: 
         got = ch.reply()
         while got.get("fetching"):         # the machine is still pulling: alive, within the channel's timeout
             got = ch.reply()
+        if "ok" in got:                    # it failed instead (a full disk, say): its error, not a count
+            raise _failed(machine, store, got, prep.owners)
         failed = set(got.get("failed", []))
         fetched, count = got.get("fetched", 0), len(urls or push) - len(failed)
         if urls:
@@ -222,6 +224,8 @@ def _stream(ch, machine: Machine, prep: Prepared, targets: list[Target], stats: 
     except BrokenPipeError:
         pass        # the helper stopped reading: its answer says why
     result = ch.reply()
+    while result.get("fetching"):          # still building (from S3 objects, from the cache): alive
+        result = ch.reply()
     if not result.get("ok"):
         raise _failed(machine, store, result, prep.owners)
     stats.evicted_bytes = result.get("evicted_bytes", 0)
@@ -343,7 +347,7 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
                and not sync_peers.recently_unreachable(host_hints.cache_key(groups[0][0], cache_dir)))
     firsts = [g if len(g) > 1 and at_once else g[:1] for g, at_once in zip(groups, warm)]
     rest = [m for g, f in zip(groups, firsts) for m in g[len(f):]]
-    seed = None
+    seed = dialling = None
     try:
         with ThreadPoolExecutor(max_workers=min(max_workers, len(machines))) as pool:
             def feed(ms: list[Machine], peer_for: Callable[[Machine], dict | None] = lambda m: None) -> None:
@@ -360,8 +364,7 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
                 feed(later, lambda m: seed.offer() if seed and m.id in served else None)
                 if seed is not None:
                     sync_peers.judge_reach(host_hints.cache_key(groups[0][0], cache_dir),
-                                           [results[m.id] for m in peers if m.id in results])
-                if seed is not None:
+                                           [results.get(m.id) for m in peers])
                     seed.close()           # the rest copy from their own host's cache
                     seed = None
             else:
@@ -370,6 +373,8 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
     finally:
         if seed is not None:
             seed.close()
+        if dialling is not None:
+            dialling.result().close()      # unused if anything above raised first; else a no-op
         close_channels(channels)
     for g in groups:
         _remember_warm(g, results, ids, cache_dir)

@@ -105,23 +105,31 @@ def recently_unreachable(seed_key: str) -> bool:
 
 
 def judge_reach(seed_key: str, peer_stats: list) -> None:
-    """Remember the seed as unreachable when no peer could connect to it; forget it when one could."""
+    """Remember the seed as unreachable when no peer that asked it for chunks could connect to it;
+    forget it when one could. Peers that needed nothing, or whose sync failed, say nothing about it."""
     import tempfile
     import time
-    unreachable = bool(peer_stats) and all(
-        not s.bytes_peer and (s.direct_error or "").startswith("unreachable") for s in peer_stats)
-    reach = _read_reach()
-    if unreachable == (seed_key in reach):
+    asked = [s for s in peer_stats if s is not None and (s.bytes_peer or s.direct_error)]
+    if not asked:
         return
-    reach = {k: v for k, v in reach.items() if time.time() - v < UNREACHABLE_FOR_S and k != seed_key}
+    unreachable = all(not s.bytes_peer and (s.direct_error or "").startswith("unreachable") for s in asked)
+    now = time.time()
+    reach = {k: v for k, v in _read_reach().items() if now - v < UNREACHABLE_FOR_S}    # expired: forgotten
+    if unreachable == (seed_key in reach) and not unreachable:
+        return
+    reach.pop(seed_key, None)
     if unreachable:
-        reach[seed_key] = time.time()
+        reach[seed_key] = now          # (again: a seed found unreachable once more is skipped anew)
     try:
         path = _reach_path()
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".peer-reach.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(reach, f)
-        os.replace(tmp, path)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(reach, f)
+            os.replace(tmp, path)
+        except BaseException:
+            os.unlink(tmp)
+            raise
     except OSError:
         pass                        # a hint not written costs the next sync one timeout, nothing more
 
@@ -190,7 +198,9 @@ class SeedDial:
                 src = helper_source()
                 self.ch.send([b"%d\n" % len(src), src])
                 answer = self.ch.reply()
-            return Seed(m.id, m.rendezvous_host, int(answer["port"]), self.cert, self.token, self.ch, self.session)
+            seed = Seed(m.id, m.rendezvous_host, int(answer["port"]), self.cert, self.token, self.ch, self.session)
+            self.ch = self.session = None          # the seed's now: it closes them
+            return seed
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)
             return None

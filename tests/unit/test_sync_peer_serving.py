@@ -16,12 +16,12 @@ from fleet.snapshots.remote_peer import fetch_peer, serve_chunks
 from fleet.snapshots.sync_peers import one_off_tls
 
 
-def _serve(tmp_path, **extra):
+def _serve(tmp_path, sizes=None, **extra):
     """A seed serving a cache of 20 chunks on loopback: (offer, chunks, its thread, its input's write end)."""
     cache = Cache(str(tmp_path / "seed-cache"), None)
     chunks = {}
-    for i in range(20):
-        data = os.urandom(1000 + 97 * i)
+    for size in sizes or [1000 + 97 * i for i in range(20)]:
+        data = os.urandom(size)
         h = hashlib.sha256(data).hexdigest()
         cache.put(h, data)
         chunks[h] = data
@@ -183,3 +183,46 @@ def test_a_seed_answering_part_of_a_request_is_asked_again_for_the_rest(tmp_path
     finally:
         os.close(w)
         t.join(10)
+
+
+def test_a_large_answer_to_a_slow_reader_is_not_cut_by_the_idle_limit(tmp_path, monkeypatch):
+    """The idle limit bounds a silent connection, not the time one answer takes on a slow link."""
+    import fleet.snapshots.remote_peer as remote_peer
+    monkeypatch.setattr(remote_peer, "SERVE_IDLE_S", 1)
+    monkeypatch.setattr(remote_peer, "SERVE_BATCH", 64 * 1024 * 1024)      # one answer for everything
+    offer, chunks, t, w = _serve(tmp_path, sizes=[1024 * 1024 + i for i in range(24)])
+    cache = _fresh(tmp_path)
+    put = cache.put
+
+    def slow_put(h, data):                  # ~5 MiB/s: 24 MiB take ~5 s
+        time.sleep(0.2)
+        put(h, data)
+    cache.put = slow_put
+    try:
+        missed, fetched, why = fetch_peer(offer, list(chunks), cache)
+        assert missed == [] and fetched == sum(map(len, chunks.values())), why
+    finally:
+        os.close(w)
+        t.join(10)
+
+
+def test_an_unreachable_seed_is_remembered_then_forgotten_then_remembered_again(fleet_home, monkeypatch):
+    from types import SimpleNamespace
+
+    from fleet.snapshots import sync_peers
+    now = [1_000_000.0]
+    monkeypatch.setattr("time.time", lambda: now[0])
+    cut = SimpleNamespace(bytes_peer=0, direct_error="unreachable: TimeoutError: timed out")
+    fine = SimpleNamespace(bytes_peer=10, direct_error=None)
+    idle = SimpleNamespace(bytes_peer=0, direct_error=None)          # needed nothing from the seed
+    key = "10.0.0.5|ubuntu|~/.cache/fleet/chunks"
+    sync_peers.judge_reach(key, [cut, cut])
+    assert sync_peers.recently_unreachable(key)
+    sync_peers.judge_reach(key, [idle, None])                          # says nothing about the seed
+    assert sync_peers.recently_unreachable(key)
+    now[0] += sync_peers.UNREACHABLE_FOR_S + 1
+    assert not sync_peers.recently_unreachable(key)                    # tried again after a while
+    sync_peers.judge_reach(key, [cut])
+    assert sync_peers.recently_unreachable(key), "found unreachable again, but not remembered"
+    sync_peers.judge_reach(key, [fine, cut])                           # one peer got through
+    assert not sync_peers.recently_unreachable(key)
