@@ -70,11 +70,19 @@ def remember(cache_key: str, snapshot_ids: set[str]) -> None:
         hints[cache_key] = ids[-MAX_IDS:]
         while len(hints) > MAX_CACHES:
             hints.pop(next(iter(hints)))
-        path = _path()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".host-hints.")
+        write_hints(_path(), hints)
+    except OSError:
+        pass
+
+
+def write_hints(path: Path, data: dict) -> None:
+    """`data` as `path`'s whole JSON, through a temporary file and a rename (two writers at once lose
+    one update, never the file); best effort: a hint not written only makes a later sync slower."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.")
         try:
             with os.fdopen(fd, "w") as f:
-                json.dump(hints, f)
+                json.dump(data, f)
             os.replace(tmp, path)
         except BaseException:
             os.unlink(tmp)

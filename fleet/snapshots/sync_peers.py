@@ -107,7 +107,6 @@ def recently_unreachable(seed_key: str) -> bool:
 def judge_reach(seed_key: str, peer_stats: list) -> None:
     """Remember the seed as unreachable when no peer that asked it for chunks could connect to it;
     forget it when one could. Peers that needed nothing, or whose sync failed, say nothing about it."""
-    import tempfile
     import time
     asked = [s for s in peer_stats if s is not None and (s.bytes_peer or s.direct_error)]
     if not asked:
@@ -120,18 +119,8 @@ def judge_reach(seed_key: str, peer_stats: list) -> None:
     reach.pop(seed_key, None)
     if unreachable:
         reach[seed_key] = now          # (again: a seed found unreachable once more is skipped anew)
-    try:
-        path = _reach_path()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".peer-reach.")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(reach, f)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-    except OSError:
-        pass                        # a hint not written costs the next sync one timeout, nothing more
+    from .host_hints import write_hints
+    write_hints(_reach_path(), reach)   # not written: the next sync costs one timeout, nothing more
 
 
 def seed_after(dial: SeedDial, results: dict, peers: list[Machine]) -> Seed | None:

@@ -214,30 +214,23 @@ def fanout_hosts(many, tree: Path, home: Path, work: Path, n: int, t1: list[floa
     """The same machines as separate hosts (a chunk cache each, as AWS instances or team hosts have):
     the controller's chunk bytes per copy of the data (each chunk once: the first host forwards them
     to the others, sync_peers), and the time against one machine (informative: here every host's
-    TLS and SSH share the same 2 cores)."""
-    sent, tn = [], []
-    for i in range(n):
-        hosts = [replace(m, provider_ref={**m.provider_ref, "sandbox_dir": str(work / f"hosts{i}" / m.id)})
-                 for m in many]
-        h = work / f"home-hosts-{i}"
-        shutil.copytree(home / "store", h / "store", copy_function=os.link)
-        _dt, out = run_fleet(hosts, tree, f"hosts{i}", h)
-        sent.append(out["chunk_bytes"] / total)
-        tn.append(out["sync_s"])
-        if out.get("peer_bytes", 0) < (len(many) - 1) * total * 0.99:
-            say(f"fan-out to hosts: only {out.get('peer_bytes', 0)} bytes forwarded between them")
-    # the same without peer forwarding (FLEET_SYNC_PEERS=0): the controller feeds every host
-    pushed, tp = [], []
+    TLS and SSH share the same 2 cores); then the same with FLEET_SYNC_PEERS=0 (every host fed by
+    the controller), for the comparison."""
+    def samples(label: str) -> tuple[list[float], list[float]]:
+        sent, took = [], []
+        for i in range(n):
+            hosts = [replace(m, provider_ref={**m.provider_ref, "sandbox_dir": str(work / f"{label}{i}" / m.id)})
+                     for m in many]
+            h = work / f"home-{label}-{i}"
+            shutil.copytree(home / "store", h / "store", copy_function=os.link)
+            _dt, out = run_fleet(hosts, tree, f"{label}{i}", h)
+            sent.append(out["chunk_bytes"] / total)
+            took.append(out["sync_s"])
+        return sent, took
+    sent, tn = samples("hosts")
     os.environ["FLEET_SYNC_PEERS"] = "0"
     try:
-        for i in range(n):
-            hosts = [replace(m, provider_ref={**m.provider_ref, "sandbox_dir": str(work / f"push{i}" / m.id)})
-                     for m in many]
-            h = work / f"home-push-{i}"
-            shutil.copytree(home / "store", h / "store", copy_function=os.link)
-            _dt, out = run_fleet(hosts, tree, f"push{i}", h)
-            pushed.append(out["chunk_bytes"] / total)
-            tp.append(out["sync_s"])
+        pushed, tp = samples("push")
     finally:
         del os.environ["FLEET_SYNC_PEERS"]
     say(f"fan-out to {len(many)} hosts: controller sent {med(sent):.3f}x the data ({spread(sent)}), "

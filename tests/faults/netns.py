@@ -47,6 +47,18 @@ def cannot_make_namespaces() -> str | None:
     return None
 
 
+def _veth(link, prefix: str, host_side: list[str]) -> None:
+    """A veth pair from this namespace into link.ns: `host_side` (an address, or a bridge) on this
+    end, link.ns_ip`prefix` on the other, both up, with the namespace's loopback."""
+    _ip("link", "add", link.host_if, "type", "veth", "peer", "name", link.ns_if)
+    _ip("link", "set", link.ns_if, "netns", link.ns)
+    _ip(*host_side)
+    _ip("link", "set", link.host_if, "up")
+    for cmd in (["addr", "add", f"{link.ns_ip}{prefix}", "dev", link.ns_if], ["link", "set", link.ns_if, "up"],
+                ["link", "set", "lo", "up"]):
+        _ip("-n", link.ns, *cmd)
+
+
 class Link:
     """One namespace + veth pair; index picks the /30 subnet."""
 
@@ -57,13 +69,7 @@ class Link:
         self.host_ip, self.ns_ip = f"{SUBNET}.{index}.1", f"{SUBNET}.{index}.2"
         _ip("netns", "add", self.ns)
         try:
-            _ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
-            _ip("link", "set", self.ns_if, "netns", self.ns)
-            _ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
-            _ip("link", "set", self.host_if, "up")
-            for cmd in (["addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if], ["link", "set", self.ns_if, "up"],
-                        ["link", "set", "lo", "up"]):
-                _ip("-n", self.ns, *cmd)
+            _veth(self, "/30", ["addr", "add", f"{self.host_ip}/30", "dev", self.host_if])
         except subprocess.CalledProcessError:
             self.destroy()
             raise
@@ -94,13 +100,7 @@ class Bridge:
                                        host_ip=self.host_ip, ns_ip=f"10.214.{k}.{i + 2}")
                 _ip("netns", "add", link.ns)
                 self.links.append(link)
-                _ip("link", "add", link.host_if, "type", "veth", "peer", "name", link.ns_if)
-                _ip("link", "set", link.ns_if, "netns", link.ns)
-                _ip("link", "set", link.host_if, "master", self.name)
-                _ip("link", "set", link.host_if, "up")
-                for cmd in (["addr", "add", f"{link.ns_ip}/24", "dev", link.ns_if], ["link", "set", link.ns_if, "up"],
-                            ["link", "set", "lo", "up"]):
-                    _ip("-n", link.ns, *cmd)
+                _veth(link, "/24", ["link", "set", link.host_if, "master", self.name])
         except subprocess.CalledProcessError:
             self.destroy()
             raise

@@ -6,26 +6,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import random
 import socket
 
 from fleet.snapshots import create_snapshot, open_store
 from fleet.snapshots import sync_peers
 from fleet.snapshots.sync import Target, sync_lease
 from fleet.snapshots.sync_remote import data_dir
+from tests.integration.test_sync_host_cache import _same
+from tests.integration.test_sync_host_cache import _tree as _random_tree
 
 
 def _tree(root, files=30, size=120_000):
-    rng = random.Random(7)
-    root.mkdir(parents=True)
-    for i in range(files):
-        (root / f"f{i:02d}.bin").write_bytes(rng.randbytes(size + i))
-    return root
-
-
-def _same(dest, src):
-    return sorted(os.listdir(dest)) == sorted(os.listdir(src)) and all(
-        open(os.path.join(dest, n), "rb").read() == (src / n).read_bytes() for n in os.listdir(src))
+    return _random_tree(root, 7, files=files, size=size)
 
 
 def _separate_hosts(machines, root):

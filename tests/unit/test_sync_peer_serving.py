@@ -3,6 +3,7 @@ chunks over TLS to holders of the sync's token and certificate only; a fetching 
 verifies and hands back everything else for the controller to push."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -40,6 +41,17 @@ def _serve(tmp_path, sizes=None, **extra):
         t.join(0.05)
     assert answers and answers[0]["port"] > 0
     return {"host": "127.0.0.1", "port": answers[0]["port"], "cert": cert, "token": token}, chunks, t, w
+
+
+@contextlib.contextmanager
+def serving(tmp_path, **kw):
+    """(offer, chunks) of a seed that stops when the block ends, as when the controller closes its channel."""
+    offer, chunks, t, w = _serve(tmp_path, **kw)
+    try:
+        yield offer, chunks
+    finally:
+        os.close(w)
+        t.join(10)
 
 
 def _gone(port):
@@ -119,13 +131,9 @@ def test_an_offer_that_makes_no_tls_context_hands_everything_back(tmp_path):
 
 
 def test_a_machine_not_of_the_lease_is_turned_away_even_with_the_token(tmp_path):
-    offer, chunks, t, w = _serve(tmp_path, allow=["10.9.9.9"])
-    try:
+    with serving(tmp_path, allow=["10.9.9.9"]) as (offer, chunks):
         missed, fetched, why = fetch_peer(offer, list(chunks), _fresh(tmp_path))
         assert sorted(missed) == sorted(chunks) and fetched == 0 and why
-    finally:
-        os.close(w)
-        t.join(10)
 
 
 def test_a_seed_stops_at_its_deadline_even_if_its_channel_never_ends(tmp_path):
@@ -144,8 +152,7 @@ def test_connections_that_never_speak_are_closed_and_the_seed_serves_again(tmp_p
     idle limit; then the lease's machines fetch everything."""
     import fleet.snapshots.remote_peer as remote_peer
     monkeypatch.setattr(remote_peer, "SERVE_IDLE_S", 1)
-    offer, chunks, t, w = _serve(tmp_path)
-    try:
+    with serving(tmp_path) as (offer, chunks):
         idle = [socket.create_connection(("127.0.0.1", offer["port"]), timeout=5) for _ in range(80)]
         time.sleep(2.5)
         for s in idle:
@@ -154,9 +161,6 @@ def test_connections_that_never_speak_are_closed_and_the_seed_serves_again(tmp_p
             s.close()
         missed, fetched, why = fetch_peer(offer, list(chunks), _fresh(tmp_path))
         assert missed == [] and fetched == sum(map(len, chunks.values())), why
-    finally:
-        os.close(w)
-        t.join(10)
 
 
 def test_a_corrupt_entry_on_the_seed_is_refused_by_the_fetcher_and_left_for_the_controller(seed, tmp_path):
@@ -176,13 +180,9 @@ def test_a_seed_answering_part_of_a_request_is_asked_again_for_the_rest(tmp_path
     """Each answer is bounded in bytes (the seed's memory); the fetcher asks for what was left out."""
     import fleet.snapshots.remote_peer as remote_peer
     monkeypatch.setattr(remote_peer, "SERVE_BATCH", 3000)          # about two chunks an answer
-    offer, chunks, t, w = _serve(tmp_path)
-    try:
+    with serving(tmp_path) as (offer, chunks):
         missed, fetched, why = fetch_peer(offer, list(chunks), _fresh(tmp_path))
         assert missed == [] and fetched == sum(map(len, chunks.values())), why
-    finally:
-        os.close(w)
-        t.join(10)
 
 
 def test_a_large_answer_to_a_slow_reader_is_not_cut_by_the_idle_limit(tmp_path, monkeypatch):
@@ -190,7 +190,6 @@ def test_a_large_answer_to_a_slow_reader_is_not_cut_by_the_idle_limit(tmp_path, 
     import fleet.snapshots.remote_peer as remote_peer
     monkeypatch.setattr(remote_peer, "SERVE_IDLE_S", 1)
     monkeypatch.setattr(remote_peer, "SERVE_BATCH", 64 * 1024 * 1024)      # one answer for everything
-    offer, chunks, t, w = _serve(tmp_path, sizes=[1024 * 1024 + i for i in range(24)])
     cache = _fresh(tmp_path)
     put = cache.put
 
@@ -198,12 +197,9 @@ def test_a_large_answer_to_a_slow_reader_is_not_cut_by_the_idle_limit(tmp_path, 
         time.sleep(0.2)
         put(h, data)
     cache.put = slow_put
-    try:
+    with serving(tmp_path, sizes=[1024 * 1024 + i for i in range(24)]) as (offer, chunks):
         missed, fetched, why = fetch_peer(offer, list(chunks), cache)
         assert missed == [] and fetched == sum(map(len, chunks.values())), why
-    finally:
-        os.close(w)
-        t.join(10)
 
 
 def test_an_unreachable_seed_is_remembered_then_forgotten_then_remembered_again(fleet_home, monkeypatch):
