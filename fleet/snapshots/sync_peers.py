@@ -114,8 +114,8 @@ def judge_reach(seed_key: str, peer_stats: list) -> None:
     unreachable = all(not s.bytes_peer and (s.direct_error or "").startswith("unreachable") for s in asked)
     now = time.time()
     reach = {k: v for k, v in _read_reach().items() if now - v < UNREACHABLE_FOR_S}    # expired: forgotten
-    if unreachable == (seed_key in reach) and not unreachable:
-        return
+    if not unreachable and seed_key not in reach:
+        return                         # reachable, and nothing remembered to forget
     reach.pop(seed_key, None)
     if unreachable:
         reach[seed_key] = now          # (again: a seed found unreachable once more is skipped anew)

@@ -46,12 +46,10 @@ import json
 import os
 import random
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -60,6 +58,7 @@ ROOT = Path(__file__).resolve().parents[2]
 FLEET_SIDE = Path(__file__).resolve().parent / "_sync_fleet.py"     # fleet's side: a small process of its own
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _proxy import Proxy  # noqa: E402
 from _common import (bench_parser, check_samples, emit, exit_code, failed_row, json_stdout,  # noqa: E402
                      load_row, median_row, ratio_row, row)
 
@@ -90,52 +89,6 @@ def make_tree(root: Path, size_mib: int, seed: int = 1) -> tuple[list[Path], Pat
         p.write_bytes(rng.randbytes(rest // 4))
         files.append(p)
     return files, big
-
-
-class Proxy:
-    """A counting TCP relay 127.0.0.1:port → 127.0.0.1:target (bytes both ways, all connections)."""
-
-    def __init__(self, target: int):
-        self.target, self.count, self.lock = target, 0, threading.Lock()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def take(self) -> int:
-        with self.lock:
-            n, self.count = self.count, 0
-        return n
-
-    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
-        buf = bytearray(1 << 20)
-        try:
-            while True:
-                n = a.recv_into(buf)
-                if not n:
-                    break
-                b.sendall(memoryview(buf)[:n])
-                with self.lock:
-                    self.count += n
-        except OSError:
-            pass
-        finally:
-            for s in (a, b):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.sock.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.target))
-            threading.Thread(target=self._pipe, args=(client, server), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(server, client), daemon=True).start()
 
 
 # -- fleet's side, as its own process ------------------------------------------------------------------
