@@ -24,6 +24,9 @@ F_SETPIPE_SZ = 1031
 # FLEET_SYNC_FAST_CRYPTO=1 also prefers classical X25519, saving ~75 ms of CPU per connection.
 CIPHER_OPTIONS = ("-o", "Ciphers=^aes256-gcm@openssh.com,aes128-gcm@openssh.com")
 FAST_KEX_OPTIONS = ("-o", "KexAlgorithms=^curve25519-sha256,curve25519-sha256@libssh.org")
+# A machine that vanishes without a word (its network gone, the instance stopped) never closes the
+# TCP connection; ssh's own probes end the client after ~60 s of silence from sshd instead.
+ALIVE_OPTIONS = ("-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4")
 
 
 def use_openssh() -> bool:
@@ -95,22 +98,42 @@ class OpenSSHChannel:
         argv = ["ssh", "-p", str(machine.port), "-i", machine.key_path, "-o", f"UserKnownHostsFile={self.known_hosts}",
                 "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
                 "-o", "IdentitiesOnly=yes", "-o", "LogLevel=ERROR", "-o", f"ConnectTimeout={int(min(timeout, 30))}",
-                "-o", "Compression=no", "-o", "GSSAPIAuthentication=no", "-o", "ControlPath=none", *fast,
+                "-o", "Compression=no", "-o", "GSSAPIAuthentication=no", "-o", "ControlPath=none", *ALIVE_OPTIONS, *fast,
                 f"{machine.user}@{machine.host}", command]
+        self.where = f"machine {machine.id} ({machine.address})"
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      bufsize=0)
         self.fd = self.proc.stdin.fileno()
         with contextlib.suppress(OSError, ImportError):
             import fcntl
             fcntl.fcntl(self.fd, F_SETPIPE_SZ, PIPE_SIZE)
+        # Non-blocking both ways, every wait bounded by `timeout` (as paramiko's channel timeout
+        # bounds it there): a helper that stops reading or answering (frozen, its host swapping to
+        # death) while sshd still answers ssh's probes must not hold the caller forever.
+        os.set_blocking(self.fd, False)
+        self.out_fd = self.proc.stdout.fileno()
+        os.set_blocking(self.out_fd, False)
+        self.pending = b""
         self.sent = 0
+
+    def _wait(self, fd: int, *, write: bool) -> None:
+        import select
+        ready = select.select([], [fd], [], self.timeout)[1] if write else select.select([fd], [], [], self.timeout)[0]
+        if not ready:
+            self.proc.kill()
+            raise MachineUnreachable(f"sync helper on {self.where} gave no sign of life for {self.timeout:g} s "
+                                     f"({'not reading' if write else 'no answer'})")
 
     def send(self, bufs: list) -> None:
         """Gather-write every buffer (header, chunk, header, chunk, …) with as few syscalls as it takes."""
         views = [memoryview(b) for b in bufs if len(b)]
         self.sent += sum(len(v) for v in views)
         while views:
-            n = os.writev(self.fd, views[:512])
+            try:
+                n = os.writev(self.fd, views[:512])
+            except BlockingIOError:
+                self._wait(self.fd, write=True)
+                continue
             while n and views:
                 if n >= len(views[0]):
                     n -= len(views.pop(0))
@@ -119,11 +142,18 @@ class OpenSSHChannel:
                     n = 0
 
     def reply(self) -> dict:
-        line = self.proc.stdout.readline()
-        if not line:
-            with contextlib.suppress(OSError):
-                self.proc.stdin.close()
-            raise _gone(self.proc.stderr.read().decode(errors="replace").strip())
+        while b"\n" not in self.pending:
+            try:
+                got = os.read(self.out_fd, 1 << 16)
+            except BlockingIOError:
+                self._wait(self.out_fd, write=False)
+                continue
+            if not got:
+                with contextlib.suppress(OSError):
+                    self.proc.stdin.close()
+                raise _gone(self.proc.stderr.read().decode(errors="replace").strip())
+            self.pending += got
+        line, _, self.pending = self.pending.partition(b"\n")
         return json.loads(line)
 
     def close(self) -> int:
