@@ -31,6 +31,10 @@ PEER_CONNECT_S = 5             # a seed that does not answer within this is not 
 PEER_READ_S = 60
 PEER_WORKERS = 4
 SERVE_IDLE_S = 15              # a connection that sends no request (or no handshake) for this long is closed
+SERVE_HEAD_S = 10              # from accept to an authenticated request: a trickling stranger holds no slot longer
+PEER_BATCH_S = 120             # one answer (at most SERVE_BATCH + a chunk) must arrive within this, whole
+PEER_CHUNK_S = 0.25            # and the whole fetch within PEER_BATCH_S + this per chunk (1 MB/s at 256 KiB chunks)
+HEADERS_MAX, HEADER_LINE_MAX = 16, 8192   # a request's head, far under http.client's 100 x 64 KiB
 SERVE_CONNECTIONS = 64         # at once; more are closed at accept (a flood, not the lease's machines)
 MAX_BODY = 64 * 1024 * 1024    # no chunk of any store format is larger
 ASK_IDS = 64                   # chunk ids per request
@@ -66,31 +70,55 @@ def read_unverified(cache, h):
     """A chunk's bytes as the cache holds them, or None. Not hashed here: the fetching machine hashes
     every chunk it receives (a bad one is then pushed by the controller), and hashing each chunk again
     for every host served would double the seed's CPU per host."""
+    import stat
     loc = cache.locate(h)
     if loc is None:
         return None
     path, off, n = loc
-    with open(path, "rb") as f:
+    # Never through a link, never a FIFO or device, never more than a chunk's bound: what a peer can
+    # make the seed read into memory is one chunk per connection, whatever the cache holds.
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        size = st.st_size - off if n is None else n
+        if not stat.S_ISREG(st.st_mode) or not 0 <= size <= MAX_BODY or off < 0:
+            return None
         if off:
             f.seek(off)
-        return f.read() if n is None else f.read(n)
+        return f.read(size)
 
 
 def serve_chunks(req, stream, answer):
     """Serve the cache's chunks to `req["allow"]` (the lease's machines' addresses) until `stream`
     ends or `req["deadline_s"]` passes; `answer` sends one JSON line to the controller."""
+    import http.client
     import socket
     import socketserver
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    # This process only serves: its header parser may be strict (module globals, read per request).
+    http.client._MAXHEADERS, http.client._MAXLINE = HEADERS_MAX, HEADER_LINE_MAX
     cache = Cache(req["cache"], None)      # a shared lock: no other sync trims the cache while it serves
     token = ("Bearer " + req["token"]).encode()
     allow = set(req.get("allow") or ())
+    per_address = int(req.get("per_address") or SERVE_CONNECTIONS)
     slots = threading.BoundedSemaphore(SERVE_CONNECTIONS)
+    held, held_lock = {}, threading.Lock()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"      # keep-alive: one TLS handshake per fetching connection
         timeout = SERVE_IDLE_S
+
+        def setup(self):
+            BaseHTTPRequestHandler.setup(self)
+            # The idle timeout bounds each read, not a handshake or head sent a byte at a time.
+            self.head_timer = threading.Timer(SERVE_HEAD_S, _cut, (self.connection,))
+            self.head_timer.daemon = True
+            self.head_timer.start()
+
+        def finish(self):
+            self.head_timer.cancel()
+            BaseHTTPRequestHandler.finish(self)
 
         def log_message(self, *args):     # stderr is the controller's channel: nothing to say there
             pass
@@ -100,6 +128,7 @@ def serve_chunks(req, stream, answer):
             fit in SERVE_BATCH bytes (at least one); the fetcher asks again for the rest."""
             if not hmac.compare_digest(self.headers.get("Authorization", "").encode(), token):
                 return self.reply(403)
+            self.head_timer.cancel()        # one of the lease's machines: the idle timeout is enough
             n = int(self.headers.get("Content-Length") or 0)
             if self.path != "/chunks" or not 0 < n <= ASK_MAX:
                 return self.reply(400)
@@ -152,13 +181,22 @@ def serve_chunks(req, stream, answer):
             return conn, addr
 
         def verify_request(self, request, client_address):
-            # Not one of the lease's machines, or too many at once: closed before any TLS.
-            return (not allow or client_address[0] in allow) and slots.acquire(blocking=False)
+            # Not one of the lease's machines, or too many at once (from one address): closed before any TLS.
+            ip = client_address[0]
+            if allow and ip not in allow:
+                return False
+            with held_lock:
+                if held.get(ip, 0) >= per_address or not slots.acquire(blocking=False):
+                    return False
+                held[ip] = held.get(ip, 0) + 1
+            return True
 
         def process_request_thread(self, request, client_address):
             try:
                 ThreadingHTTPServer.process_request_thread(self, request, client_address)
             finally:
+                with held_lock:
+                    held[client_address[0]] -= 1
                 slots.release()
 
         def handle_error(self, request, client_address):
@@ -190,6 +228,35 @@ def serve_chunks(req, stream, answer):
         os.close(cache.lock_fd)
 
 
+def _cut(sock):
+    """End a connection from another thread: its blocked read returns at once."""
+    import socket
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def _unreachable(exc):
+    """Whether a failure to connect says the seed cannot be reached from here (nothing answers, or
+    nothing listens), as opposed to a seed that answered and then closed (full, or flooded)."""
+    import errno
+    import socket
+    return isinstance(exc, (ConnectionRefusedError, socket.timeout, TimeoutError)) or \
+        getattr(exc, "errno", None) in (errno.EHOSTUNREACH, errno.ENETUNREACH)
+
+
+def _frame_length(head):
+    """A frame's length field, or None for a chunk the seed lacks; ValueError for anything but
+    12 digits within a chunk's bound (a sign, spaces, a length meant to exhaust memory)."""
+    field = head[64:76]
+    if field == ABSENT:
+        return None
+    if not field.isdigit() or int(field) > MAX_BODY:
+        raise ValueError("the peer's frame length %r is not a chunk's" % field)
+    return int(field)
+
+
 def fetch_peer(peer, hashes, cache):
     """Pull `hashes` from the seed; return (not fetched, bytes fetched, why the first failure)."""
     import http.client
@@ -204,8 +271,11 @@ def fetch_peer(peer, hashes, cache):
         headers = {"Authorization": "Bearer " + peer["token"]}
     except Exception as exc:  # noqa: BLE001 — no ssl module, a bad offer: the controller pushes it all
         return list(hashes), 0, "%s: %s" % (type(exc).__name__, exc)
+    import time
     todo, got, lock = list(reversed(hashes)), set(), threading.Lock()
     state = {"bytes": 0, "why": None, "cut": False, "reached": False}
+    # A seed that answers, but a byte a minute, must not hold this machine (and its sync) for ever.
+    deadline = time.monotonic() + PEER_BATCH_S + PEER_CHUNK_S * len(hashes)
 
     def failure(text, cut=False):
         with lock:
@@ -221,50 +291,64 @@ def fetch_peer(peer, hashes, cache):
             conn.sock.settimeout(PEER_READ_S)
             conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             while True:
+                left = deadline - time.monotonic()
                 with lock:
                     if not todo or state["cut"]:
                         return
+                    if left <= 0:
+                        raise TimeoutError("the peer was too slow: the rest comes from the controller")
                     batch = [todo.pop() for _ in range(min(ASK_IDS, len(todo)))]
-                conn.request("POST", "/chunks", body="\n".join(batch).encode(), headers=headers)
-                r = conn.getresponse()
-                if (r.length or 0) > SERVE_BATCH + MAX_BODY + ASK_IDS * 77:
-                    raise ValueError("the peer offered %d bytes for one batch" % r.length)
-                if r.status != 200:
-                    r.read()
-                    failure("the peer answered %d" % r.status, cut=r.status == 403)
-                    continue
-                served = 0
-                for h in batch:
-                    head = r.read(77)
-                    if not head:
-                        break                  # a prefix was served: the rest are asked for again
-                    if len(head) != 77 or head[:64] != h.encode():
-                        raise ValueError("the peer's answer is not the frames asked for")
-                    served += 1
-                    if head[64:76] == ABSENT:
-                        failure("the peer lacks chunk %s" % h[:12])
-                        continue
-                    data = r.read(int(head[64:76]))
-                    if len(data) != int(head[64:76]):
-                        raise ValueError("the peer's answer ended early")
-                    if hashlib.sha256(data).hexdigest() != h:
-                        failure("chunk %s: the peer sent corrupt bytes" % h[:12])
-                        continue
-                    with lock:
-                        cache.put(h, data)
-                        got.add(h)
-                        state["bytes"] += len(data)
-                if not served:
-                    raise ValueError("the peer served nothing of what was asked")
+                timer = threading.Timer(min(PEER_BATCH_S, left), _cut, (conn.sock,))
+                timer.daemon = True
+                timer.start()
+                try:
+                    served = ask(conn, batch)
+                finally:
+                    timer.cancel()
                 with lock:
                     todo.extend(reversed(batch[served:]))
         except Exception as exc:  # noqa: BLE001 — whatever stops a connection, SSH delivers the rest
             # A seed nobody reaches stops every worker; one connection's failure (a reset, a timeout, a
-            # connect refused at a full seed while others got through) only its own.
-            unreachable = not connected and not state["reached"]
+            # seed full or flooded that closed it at once while others got through) only its own.
+            unreachable = not connected and not state["reached"] and _unreachable(exc)
             failure("%s%s: %s" % ("unreachable: " if unreachable else "", type(exc).__name__, exc), cut=unreachable)
         finally:
             conn.close()
+
+    def ask(conn, batch):
+        """One request: how many of `batch`, from its start, the answer covered."""
+        conn.request("POST", "/chunks", body="\n".join(batch).encode(), headers=headers)
+        r = conn.getresponse()
+        if r.length is None or r.chunked or r.length > SERVE_BATCH + MAX_BODY + ASK_IDS * 77:
+            raise ValueError("the peer's answer has no length, or offered %s bytes for one batch" % r.length)
+        if r.status != 200:
+            failure("the peer answered %d" % r.status, cut=r.status == 403)
+            raise ValueError("the peer answered %d" % r.status)   # its body unread: this connection ends
+        served = 0
+        for h in batch:
+            head = r.read(77)
+            if not head:
+                break                  # a prefix was served: the rest are asked for again
+            if len(head) != 77 or head[:64] != h.encode():
+                raise ValueError("the peer's answer is not the frames asked for")
+            served += 1
+            size = _frame_length(head)
+            if size is None:
+                failure("the peer lacks chunk %s" % h[:12])
+                continue
+            data = r.read(size)
+            if len(data) != size:
+                raise ValueError("the peer's answer ended early")
+            if hashlib.sha256(data).hexdigest() != h:
+                failure("chunk %s: the peer sent corrupt bytes" % h[:12])
+                continue
+            with lock:
+                cache.put(h, data)
+                got.add(h)
+                state["bytes"] += len(data)
+        if not served:
+            raise ValueError("the peer served nothing of what was asked")
+        return served
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(PEER_WORKERS, len(todo)))]
     for t in threads:

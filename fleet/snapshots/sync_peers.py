@@ -148,6 +148,16 @@ def _ip_literals(addresses: list[str]) -> list[str] | None:
         return None
 
 
+def _per_address(addresses: list[str]) -> int:
+    """Connections one address may hold at the seed: every fetcher's workers of the machines that
+    share it (machines of one host, or behind one NAT, which names can hide), and no more."""
+    from collections import Counter
+
+    from .remote_peer import PEER_WORKERS
+    literal = _ip_literals(addresses) is not None
+    return PEER_WORKERS * max(1, max(Counter(addresses).values(), default=1) if literal else len(addresses))
+
+
 class SeedDial:
     """A seed's channel and credentials, made while its host is still being fed (they cost a key
     exchange, a login and a helper start, and a key pair: a few hundred ms off the critical path);
@@ -179,7 +189,7 @@ class SeedDial:
         m = self.machine
         request = {"serve": {"cache": host_cache_dir(m, self.cache_dir), "cert": self.cert, "key": self.key,
                              "token": self.token, "bind": m.rendezvous_host, "allow": _ip_literals(allow or []),
-                             "deadline_s": SERVE_FOR_S}}
+                             "per_address": _per_address(allow or []), "deadline_s": SERVE_FOR_S}}
         try:
             self.ch.send([json.dumps(request).encode() + b"\n"])
             answer = self.ch.reply()
