@@ -176,6 +176,8 @@ class Session:
                     chan.status_event.wait(0.05)
             code = chan.recv_exit_status()
             chan.close()
+            if code == -1 and not chan.get_transport().is_active():
+                raise paramiko.SSHException("the connection was lost before the command ended")
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise MachineUnreachable(f"machine {self.machine.id} ({self.machine.address}): {exc}") from None
         result = Result(code, out.decode(errors="replace"), err.decode(errors="replace"))
@@ -192,8 +194,10 @@ class Session:
             raise paramiko.SSHException("the connection is closed")
         return transport.open_session(timeout=timeout, **kwargs)
 
-    def sftp(self) -> paramiko.SFTPClient:
+    def sftp(self, timeout: float = 120) -> paramiko.SFTPClient:
+        """An SFTP client whose every wait for an answer is bounded by `timeout`."""
         chan = self.open_channel()
+        chan.settimeout(timeout)
         chan.invoke_subsystem("sftp")
         return paramiko.SFTPClient(chan)
 
@@ -312,8 +316,30 @@ def open_connection(machine: Machine, timeout: float = 10) -> Session:
         raise MachineUnreachable(f"machine {machine.id} ({machine.address}) does not answer SSH: {exc}") from None
     transport = client.get_transport()
     if transport is not None:
-        transport.set_keepalive(15)
+        transport.set_keepalive(KEEPALIVE_S)
+        _drop_when_unanswered(transport)
     return Session(machine, client)
+
+
+# paramiko's keepalive only sends: nothing notices when no answer comes. With data always in flight
+# (a keepalive every KEEPALIVE_S), the kernel's TCP_USER_TIMEOUT ends a connection whose peer has
+# acknowledged nothing for DEAD_AFTER_S (a network cut, a host frozen or gone), so every wait on it
+# (a command, an SFTP transfer, a channel's exit status) ends within about a minute instead of after
+# TCP's own ~15 minutes of retries.
+KEEPALIVE_S = 15
+DEAD_AFTER_S = 60
+
+
+def _drop_when_unanswered(transport: paramiko.Transport) -> None:
+    import socket
+    sock = getattr(transport, "sock", None)
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)
+    if option is None or not isinstance(sock, socket.socket):
+        return                                 # not Linux, or not a plain TCP socket (a proxy command)
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, option, int(DEAD_AFTER_S * 1000))
+    except OSError:
+        pass
 
 
 def wait_ready(machine: Machine, timeout: float = 60) -> Session:

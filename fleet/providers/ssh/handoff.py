@@ -123,7 +123,7 @@ def revoke_lease_key(machine: Any, lease_id: str) -> None:
     """Take lease `lease_id`'s key line out of `machine`'s login's authorized_keys (REVOKE)."""
     from ...remote.ssh import connect
     with connect(machine, timeout=10) as session:
-        session.run(["sh", "-c", REVOKE.format(tag=shlex.quote(key_tag(lease_id)))], timeout=60)
+        session.run(["sh", "-c", REVOKE.format(tag=shlex.quote(key_tag(lease_id)))], timeout=60, deadline_s=60)
 
 
 class ReleasedWithKeys(ReleasedFromAnywhere):

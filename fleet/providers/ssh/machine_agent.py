@@ -66,9 +66,14 @@ exit 0
 """
 
 
+STOP_DEADLINE_S = 300
+
+
 def stop_machine(m: Machine) -> None:
     from ...remote.ssh import connect
     script = _STOP_SCRIPT.format(state=shlex.quote(m.state_dir), workdir=shlex.quote(m.workdir),
                                  python=shlex.quote(m.python), machine_id=shlex.quote(m.id))
     with connect(m, timeout=10) as s:
-        s.run(["sh", "-c", script], timeout=60)
+        # bounded as a whole: a host whose disk hangs (the agent or rm in D state) fails this one
+        # release, and says so, instead of holding `fleet down` and every other machine's release
+        s.run(["sh", "-c", script], timeout=60, deadline_s=STOP_DEADLINE_S)

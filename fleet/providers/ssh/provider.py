@@ -202,7 +202,7 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
             try:
                 with connect(m, timeout=self.probe_timeout_s) as s:
                     r = s.run([m.python, m.agent_path, "status", "--state-dir", m.state_dir], check=False,
-                              timeout=30)
+                              timeout=30, deadline_s=30)
             except InfrastructureError as exc:
                 return MachineState(m.id, "unreachable", exc.one_line())
             try:
