@@ -58,13 +58,9 @@ def push_archive(machine: Machine, archive: bytes) -> None:
     dest = code_dir(machine)
     remote_tar = f"{machine.state_dir}/code.tar.gz"
     with connect(machine) as session:
-        sftp = session.sftp()
-        try:
-            with sftp.open(remote_tar, "wb") as fh:
-                fh.set_pipelined(True)
-                fh.write(archive)
-        finally:
-            sftp.close()
+        with session.transfer() as sftp, sftp.open(remote_tar, "wb") as fh:
+            fh.set_pipelined(True)
+            fh.write(archive)
         session.run(f"rm -rf {shlex.quote(dest)} && mkdir -p {shlex.quote(dest)} && "
                     f"tar -xzf {shlex.quote(remote_tar)} -C {shlex.quote(dest)} && rm -f {shlex.quote(remote_tar)}")
 

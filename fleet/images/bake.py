@@ -132,16 +132,13 @@ def _upload(session, workdir: str, recipe: Recipe) -> str:
     remote = f"{workdir.rstrip('/')}/{REMOTE_DIR}"
     session.run(["rm", "-rf", remote])
     session.run(["mkdir", "-p", remote])
-    sftp = session.sftp()
-    try:
+    with session.transfer() as sftp:
         for rel, path in recipe.files().items():
             target = f"{remote}/recipe/{rel}"
             _mkdirs(sftp, target.rsplit("/", 1)[0])
             sftp.put(str(path), target)
             sftp.chmod(target, 0o755 if os.access(path, os.X_OK) else 0o644)
         sftp.putfo(io.BytesIO(agent_source().encode()), f"{remote}/agent.py")   # its modules embedded
-    finally:
-        sftp.close()
     return remote
 
 

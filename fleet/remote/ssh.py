@@ -5,11 +5,12 @@ made or learnt out of band, and paramiko's RejectPolicy refuses anything else.
 """
 from __future__ import annotations
 
+import contextlib
 import shlex
 import threading
 import time
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import logging
 
@@ -193,6 +194,21 @@ class Session:
         if transport is None or not transport.is_active():
             raise paramiko.SSHException("the connection is closed")
         return transport.open_session(timeout=timeout, **kwargs)
+
+    @contextlib.contextmanager
+    def transfer(self, timeout: float = 120) -> Iterator[paramiko.SFTPClient]:
+        """An SFTP client for a block, closed after; the connection dropping or going silent during
+        it is MachineUnreachable (what the caller's users are told), not paramiko's own error."""
+        sftp = None
+        try:
+            sftp = self.sftp(timeout)
+            yield sftp
+        except (paramiko.SSHException, EOFError, TimeoutError, ConnectionError) as exc:
+            raise MachineUnreachable(f"machine {self.machine.id} ({self.machine.address}): file transfer "
+                                     f"failed: {exc or type(exc).__name__}") from None
+        finally:
+            if sftp is not None:
+                sftp.close()
 
     def sftp(self, timeout: float = 120) -> paramiko.SFTPClient:
         """An SFTP client whose every wait for an answer is bounded by `timeout`."""

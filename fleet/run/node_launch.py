@@ -163,15 +163,12 @@ def _copy_files(session, remote: str, config, lease, key: bytes, extra: dict[str
     files = {f"{remote}/pkg.tar.gz": fleet_package(), f"{key_dir}/id_ed25519": key, **extra}
     if config.path is not None:
         files[f"{remote}/exp/fleet.toml"] = Path(config.path).read_bytes()
-    sftp = session.sftp()
-    try:
+    with session.transfer() as sftp:
         for path, data in files.items():
             with sftp.open(path, "wb") as fh:
                 fh.set_pipelined(True)
                 fh.write(data)
             sftp.chmod(path, 0o600)
-    finally:
-        sftp.close()
     session.run(f"umask 077 && tar -xzf {shlex.quote(remote + '/pkg.tar.gz')} -C {shlex.quote(remote + '/pkg')}")
 
 

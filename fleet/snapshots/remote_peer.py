@@ -96,7 +96,9 @@ def serve_chunks(req, stream, answer):
     import socketserver
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-    # This process only serves: its header parser may be strict (module globals, read per request).
+    # The header parser's bounds are module globals: strict while this serves (the helper serves
+    # only), put back after (a caller in a process that does more).
+    limits = http.client._MAXHEADERS, http.client._MAXLINE
     http.client._MAXHEADERS, http.client._MAXLINE = HEADERS_MAX, HEADER_LINE_MAX
     cache = Cache(req["cache"], None)      # a shared lock: no other sync trims the cache while it serves
     token = ("Bearer " + req["token"]).encode()
@@ -104,6 +106,13 @@ def serve_chunks(req, stream, answer):
     per_address = int(req.get("per_address") or SERVE_CONNECTIONS)
     slots = threading.BoundedSemaphore(SERVE_CONNECTIONS)
     held, held_lock = {}, threading.Lock()
+
+    def release(ip):
+        with held_lock:
+            held[ip] -= 1
+            if not held[ip]:
+                del held[ip]               # without an allow-list, addresses seen must not pile up
+        slots.release()
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"      # keep-alive: one TLS handshake per fetching connection
@@ -191,13 +200,18 @@ def serve_chunks(req, stream, answer):
                 held[ip] = held.get(ip, 0) + 1
             return True
 
+        def process_request(self, request, client_address):
+            try:
+                ThreadingHTTPServer.process_request(self, request, client_address)
+            except Exception:              # no thread to start: the slot is given back here
+                release(client_address[0])
+                raise
+
         def process_request_thread(self, request, client_address):
             try:
                 ThreadingHTTPServer.process_request_thread(self, request, client_address)
             finally:
-                with held_lock:
-                    held[client_address[0]] -= 1
-                slots.release()
+                release(client_address[0])
 
         def handle_error(self, request, client_address):
             pass                           # a scanner's reset or a bad handshake: nothing to tell anyone
@@ -226,6 +240,7 @@ def serve_chunks(req, stream, answer):
         server.shutdown()
         server.server_close()
         os.close(cache.lock_fd)
+        http.client._MAXHEADERS, http.client._MAXLINE = limits
 
 
 def _cut(sock):
@@ -242,7 +257,7 @@ def _unreachable(exc):
     nothing listens), as opposed to a seed that answered and then closed (full, or flooded)."""
     import errno
     import socket
-    return isinstance(exc, (ConnectionRefusedError, socket.timeout, TimeoutError)) or \
+    return isinstance(exc, (ConnectionRefusedError, socket.timeout, TimeoutError, socket.gaierror)) or \
         getattr(exc, "errno", None) in (errno.EHOSTUNREACH, errno.ENETUNREACH)
 
 

@@ -116,13 +116,33 @@ class OpenSSHChannel:
         self.pending = b""
         self.sent = 0
 
-    def _wait(self, fd: int, *, write: bool) -> None:
+    def _await(self, *, write: bool) -> None:
+        """Until the pipe to ssh takes more (write) or the helper says something (read): `timeout` at
+        most without a sign of life. While a write waits, what the helper says (its ticks while it
+        builds from S3 or the cache, an early error) is kept for reply() and counts as life."""
         import select
-        ready = select.select([], [fd], [], self.timeout)[1] if write else select.select([fd], [], [], self.timeout)[0]
-        if not ready:
-            self.proc.kill()
-            raise MachineUnreachable(f"sync helper on {self.where} gave no sign of life for {self.timeout:g} s "
-                                     f"({'not reading' if write else 'no answer'})")
+        import time
+        poller = select.poll()                 # not select(): any fd number
+        poller.register(self.out_fd, select.POLLIN)
+        if write:
+            poller.register(self.fd, select.POLLOUT)
+        end = time.monotonic() + self.timeout
+        while True:
+            events = dict(poller.poll(max(0.0, end - time.monotonic()) * 1000))
+            if not events:
+                self.proc.kill()
+                raise MachineUnreachable(f"sync helper on {self.where} gave no sign of life for {self.timeout:g} s "
+                                         f"({'not reading' if write else 'no answer'})")
+            if not write or self.fd in events:
+                return                         # readable, or writable (or broken: the write says so)
+            try:
+                got = os.read(self.out_fd, 1 << 16)
+            except BlockingIOError:
+                continue
+            if not got:
+                raise BrokenPipeError("the sync helper ended")   # reply() then reads why
+            self.pending += got
+            end = time.monotonic() + self.timeout
 
     def send(self, bufs: list) -> None:
         """Gather-write every buffer (header, chunk, header, chunk, …) with as few syscalls as it takes."""
@@ -132,7 +152,7 @@ class OpenSSHChannel:
             try:
                 n = os.writev(self.fd, views[:512])
             except BlockingIOError:
-                self._wait(self.fd, write=True)
+                self._await(write=True)
                 continue
             while n and views:
                 if n >= len(views[0]):
@@ -146,7 +166,7 @@ class OpenSSHChannel:
             try:
                 got = os.read(self.out_fd, 1 << 16)
             except BlockingIOError:
-                self._wait(self.out_fd, write=False)
+                self._await(write=False)
                 continue
             if not got:
                 with contextlib.suppress(OSError):

@@ -154,8 +154,11 @@ def _per_address(addresses: list[str]) -> int:
     from collections import Counter
 
     from .remote_peer import PEER_WORKERS
-    literal = _ip_literals(addresses) is not None
-    return PEER_WORKERS * max(1, max(Counter(addresses).values(), default=1) if literal else len(addresses))
+    import ipaddress
+    if _ip_literals(addresses) is None:
+        return PEER_WORKERS * max(1, len(addresses))
+    seen = Counter(str(ipaddress.ip_address(a)) for a in addresses)     # as the server sees them
+    return PEER_WORKERS * max(seen.values(), default=1)
 
 
 class SeedDial:

@@ -79,6 +79,25 @@ def test_a_helper_that_stops_reading_ends_the_send_within_the_timeout(fleet_home
         ch.close()
 
 
+def test_a_helper_busy_building_but_ticking_is_waited_for_however_long(fleet_home, local_lease):
+    """A helper that stops reading while it builds (from S3, from the host cache) says it is alive
+    every few seconds: those ticks count, however long the pipe stays full."""
+    machine = local_lease().machines[0]
+    busy = ("for i in 1 2 3 4 5 6 7; do echo '{\"fetching\": true}'; sleep 0.7; done; "
+            "head -c 50331648 > /dev/null; echo '{\"ok\": true}'")
+    ch = OpenSSHChannel(machine, busy, 2.0)
+    try:
+        took, error, hung = _ending(lambda: ch.send([b"x" * (1 << 20)] * 48))
+        assert error is None and not hung, repr(error)
+        assert took > 2.0, "the pipe never filled: this did not test a wait"
+        answers = []
+        while not answers or answers[-1].get("fetching"):
+            answers.append(ch.reply())
+        assert answers[-1] == {"ok": True} and len(answers) == 8
+    finally:
+        ch.close()
+
+
 @pytest.fixture
 def link():
     reason = cannot_make_namespaces()

@@ -49,12 +49,18 @@ class LyingSeed:
             with self.ctx.wrap_socket(raw, server_side=True) as conn:
                 got = b""
                 while b"\r\n\r\n" not in got:
-                    got += conn.recv(65536)
+                    more = conn.recv(65536)
+                    if not more:
+                        return             # a worker with nothing left to ask closed at once
+                    got += more
                 head, _, body = got.partition(b"\r\n\r\n")
                 length = int(next(x for x in head.split(b"\r\n") if x.lower().startswith(b"content-length"))
                              .split(b":")[1])
                 while len(body) < length:
-                    body += conn.recv(65536)
+                    more = conn.recv(65536)
+                    if not more:
+                        return
+                    body += more
                 out = self.answer(body.decode().split())
                 for delay, data in ([(0, out)] if isinstance(out, bytes) else out):
                     if self.stop.wait(delay):
@@ -180,6 +186,15 @@ def test_the_controller_sizes_each_addresss_share_by_the_machines_behind_it():
     assert _per_address(["10.0.0.2", "10.0.0.3"]) == remote_peer.PEER_WORKERS
     assert _per_address(["127.0.0.1"] * 7) == 7 * remote_peer.PEER_WORKERS      # one host's machines
     assert _per_address(["node-a", "node-b", "node-c"]) == 3 * remote_peer.PEER_WORKERS   # names: unknown
+    assert _per_address(["::1", "0:0::1"]) == 2 * remote_peer.PEER_WORKERS       # one address, two spellings
+
+
+def test_the_servers_header_bounds_do_not_outlive_it(tmp_path):
+    import http.client
+    before = http.client._MAXHEADERS, http.client._MAXLINE
+    with serving(tmp_path) as (offer, chunks):
+        assert fetch_peer(offer, list(chunks)[:2], _fresh(tmp_path))[0] == []
+    assert (http.client._MAXHEADERS, http.client._MAXLINE) == before
 
 
 def test_a_planted_cache_entry_is_never_followed_or_read_whole(tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ def start_watchdog(m: Machine, *, ttl_s: float, max_s: float, telemetry_interval
     level = requested()
     with connect(m, timeout=10) as s:
         s.run(["mkdir", "-p", m.state_dir])
-        with s.sftp() as sftp:
+        with s.transfer() as sftp:
             for source in AGENT_FILES:
                 if source.exists():
                     sftp.put(str(source), f"{m.state_dir}/{source.name}")
@@ -57,11 +57,20 @@ def start_watchdog(m: Machine, *, ttl_s: float, max_s: float, telemetry_interval
 # Release on the host: the agent's `stop` asks the watchdog to end the machine, waits for it, ends
 # whatever it left (or all of it, if the watchdog had died): the machine's cgroup unit, or the
 # verified/tagged pids. Then the machine's directory goes.
+# The workdir goes aside at once (a name no later lease reuses), then is deleted within two
+# minutes or, if it is that large, in the background: a huge tree is legitimate, silent work that
+# must not trip the release's deadline (STOP_DEADLINE_S, for a host whose disk hangs).
 _STOP_SCRIPT = r"""
 S={state}; W={workdir}; P={python}
 [ -d "$W" ] || exit 0
 [ -f "$S/agent.py" ] && "$P" "$S/agent.py" stop --state-dir "$S" --machine-id {machine_id} >/dev/null 2>&1
-rm -rf "$W"; rmdir "$(dirname "$W")" 2>/dev/null
+G="$W.ended.$$"; mv "$W" "$G" 2>/dev/null || G="$W"
+if command -v timeout >/dev/null 2>&1; then
+  timeout 120 rm -rf "$G" 2>/dev/null || (setsid rm -rf "$G" </dev/null >/dev/null 2>&1 &)
+else
+  rm -rf "$G"
+fi
+rmdir "$(dirname "$W")" 2>/dev/null
 exit 0
 """
 
