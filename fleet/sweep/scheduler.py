@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from ..errors import MachineUnreachable
 from ..money.budget import cost_micro, format_usd
 from ..run.context import Events, RunContext
 from ..run.types import ExecResult, PinnedInputs
@@ -111,6 +112,8 @@ class Scheduler:
 
     def _trials_on(self, ctx: RunContext, index: int, slot: Slot, timeout: float, worst: int,
                    pending: list[threading.Thread]) -> None:
+        reset_ok: dict[str, bool] = {}           # run id -> whether the reset after it reached the machines
+        previous: str | None = None              # the trial whose reset is still in `pending`
         while True:
             trial = self._next(ctx, worst)
             if trial is None:
@@ -122,7 +125,6 @@ class Scheduler:
             run_dir = self.sweep_dir / trial.name
             trial_timeout = min(timeout, max(1.0, self._pool_life_s(ctx) - LIFE_MARGIN_S))
             early: dict[str, threading.Thread] = {}
-            reset_ok: dict[str, bool] = {}
 
             def reset_after_collect(run_id: str) -> None:
                 """The trial's outputs are home: its machines are reset now, while the controller
@@ -138,21 +140,29 @@ class Scheduler:
             def last_reset_done(before=tuple(pending)) -> None:
                 for thread in before:
                     thread.join()
+
+            def ready(after=previous) -> None:
+                """Before the trial's command: the last reset is over, and it did reach the machines."""
+                last_reset_done()
+                if after is not None and reset_ok.get(after) is False:
+                    raise MachineUnreachable(f"machines {slot.label} could not be reset after {after}: "
+                                             "not starting beside what it left")
             pending.clear()
             result = run_trial(config=self.config, provider=self.provider, lease=ctx.lease, slot=slot,
                                pins=self.pins, trial=trial, command=self.spec.trial_command(trial), sweep_id=self.spec.sweep_id,
                                pool_run_id=ctx.run_id, run_dir=run_dir, timeout_s=trial_timeout, sweep_stop=self.stop,
                                events=self.events, stop_rule=self.spec.stop_if,
                                machines=TrialMachines(self.environments, after_collect=reset_after_collect,
-                                                      reset_done=last_reset_done))
+                                                      reset_done=ready))
             last_reset_done()      # a trial that ended before its command still leaves the slot clean
             self.events.phase("trial", f"{trial.name} {result.state}"
                                        + (f" (exit {result.exit_code})" if result.state == "failed" else "")
                                        + (f": {result.reason}" if result.reason and result.state != "failed" else ""))
             if result.run_id in early and result.state != "error":
                 pending.append(early[result.run_id])   # joined by the next trial before its command
-                usable = True
+                previous, usable = result.run_id, True
             else:
+                previous = None
                 for thread in early.values():
                     thread.join()
                 if result.run_id in reset_ok:

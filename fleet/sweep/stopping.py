@@ -11,6 +11,7 @@ is missing, half-written or lacks the metric stops nothing.
 from __future__ import annotations
 
 import json
+import math
 import operator
 import re
 from dataclasses import dataclass
@@ -55,9 +56,13 @@ class StopRule:
         return None
 
     def verdict(self, metrics: dict) -> str | None:
-        """Why the trial should stop now, or None."""
+        """Why the trial should stop now, or None. A metric gone NaN (a diverged loss, written as
+        `NaN` by Python's json) meets every rule: it is what early stopping exists for; infinities
+        compare as what they are. An integer no float holds (hostile, not a metric) decides nothing."""
         from ..run.metrics import finite_number
-        value = finite_number(metrics.get(self.metric))   # the experiment's: a 400-digit int is no float
+        value = metrics.get(self.metric)
+        if not (isinstance(value, float) and not math.isfinite(value)):
+            value = finite_number(value)
         if value is None:
             return None
         where = ""
@@ -66,6 +71,8 @@ class StopRule:
             if count is None or count < self.after:
                 return None
             where = f" at {self.counter.rstrip('s')} {count:g}"
+        if value != value:
+            return f"early stop: {self.metric} is NaN{where} (--stop-if {self})"
         if _OPS[self.op](value, self.threshold):
             return f"early stop: {self.metric} {value:g} {self.op} {self.threshold:g}{where} (--stop-if {self})"
         return None

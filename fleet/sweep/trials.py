@@ -140,11 +140,15 @@ def run_trial(*, config, provider, lease: Lease, slot: Slot, pins: PinnedInputs,
     watch = TrialWatch(timeout_s, sweep_stop, stop_rule)
     source = PoolLease(provider, sub_lease(lease, list(slot.machine_ids), slot.gpus, slot.port), pins,
                        sweep_id=sweep_id, trial=trial.name, pool_run_id=pool_run_id)
-    base = TrialResult(trial=trial.name, index=trial.index, params=trial.values, state="error",
+    from ..ids import new_run_id
+    # Named here, not by the pipeline: a trial whose run raises (its machines gone) keeps its run
+    # id, so the scheduler resets (or retires) exactly the machines that run used.
+    run_id = new_run_id()
+    base = TrialResult(trial=trial.name, index=trial.index, params=trial.values, state="error", run_id=run_id,
                        machines=slot.machine_ids, gpus=slot.gpus, run_dir=str(run_dir))
     try:
         summary = Pipeline(trial_config, source, events=TrialEvents(events, trial.name), observers=[watch],
-                           options=RunOptions(trial_leaf=slot.leaf), run_dir=run_dir, attributed=True,
+                           options=RunOptions(trial_leaf=slot.leaf, run_id=run_id), run_dir=run_dir, attributed=True,
                            machines=machines).run()
     except FleetError as exc:
         return replace(base, reason=exc.one_line())

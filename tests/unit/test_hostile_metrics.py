@@ -55,3 +55,13 @@ def test_a_damaged_sweep_json_is_one_line(records, text):  # noqa: F811
     assert len(errors) == 1 and "is not a sweep summary fleet wrote" in errors[0], done.stderr
     assert "internal error" not in done.stderr
 
+
+
+def test_stop_if_stops_a_trial_whose_metric_diverged():
+    """Python's json writes a diverged loss as NaN or Infinity: the trials early stopping is for."""
+    rule = StopRule.parse("val_loss > 2.0 after 3 epochs")
+    assert rule.verdict({"val_loss": float("nan"), "epochs": 3}).startswith("early stop: val_loss is NaN at epoch 3")
+    assert rule.verdict({"val_loss": float("inf"), "epochs": 3}).startswith("early stop: val_loss inf > 2")
+    assert rule.verdict({"val_loss": float("nan"), "epochs": 2}) is None        # not yet: its counter rules
+    assert rule.verdict({"val_loss": float("-inf"), "epochs": 3}) is None
+    assert StopRule.parse("acc < 0.1").verdict({"acc": float("-inf")}).startswith("early stop: acc -inf < 0.1")

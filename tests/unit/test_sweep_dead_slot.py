@@ -1,0 +1,102 @@
+"""A slot whose machines stop answering must not eat the sweep's queue: the trial that found them
+gone keeps its run id (so the scheduler checks exactly those machines and retires the slot), and a
+trial never starts beside what the last one left when the reset after it did not reach the machines.
+The scheduler runs for real; the trial's pipeline and the machines are fakes."""
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import pytest
+
+import fleet.run.pipeline as pipeline_module
+import fleet.run.pool_lease as pool_lease_module
+from fleet.config.loader import load_config
+from fleet.errors import MachineUnreachable
+from fleet.sweep.params import Trial
+from fleet.sweep.scheduler import Scheduler
+from fleet.sweep.slots import Slot
+
+
+class Events:
+    def __init__(self):
+        self.lines = []
+
+    def phase(self, name, detail=""):
+        self.lines.append(f"{name}: {detail}")
+
+    def warn(self, message):
+        self.lines.append(f"warning: {message}")
+
+    def log(self, *a):
+        pass
+
+
+@pytest.fixture
+def sweep(tmp_path, monkeypatch):
+    monkeypatch.setattr(pool_lease_module, "PoolLease", lambda *a, **k: None)
+    monkeypatch.setattr(pool_lease_module, "sub_lease", lambda *a, **k: None)
+    trials = [Trial(i, (("x", str(i)),)) for i in range(1, 5)]
+    spec = SimpleNamespace(trials=trials, trial_timeout_s=None, idle_release_s=0, sweep_id="s-1", stop_if=None,
+                           trial_command=lambda t: "true")
+    (tmp_path / "fleet.toml").write_text('project = "t"\ncommand = "true"\n')
+    config = load_config(tmp_path / "fleet.toml")
+    scheduler = Scheduler(spec, provider=None, config=config, pins=None, events=Events(), sweep_dir=tmp_path)
+    ctx = SimpleNamespace(cancel=threading.Event(), lease=None, budget=None, run_id="r-pool")
+    slot = Slot(("m0",))
+    scheduler.slots = [slot]
+    return scheduler, ctx, slot
+
+
+def _fake_pipeline(monkeypatch, behaviour):
+    """Pipeline(...).run() calls behaviour(n, run_id, machines); records each run id it was given."""
+    given = []
+
+    class FakePipeline:
+        def __init__(self, config, source, *, options, machines, **kw):
+            self.options, self.machines = options, machines
+
+        def run(self):
+            given.append(self.options.run_id)
+            return behaviour(len(given), self.options.run_id, self.machines)
+    monkeypatch.setattr(pipeline_module, "Pipeline", FakePipeline)
+    return given
+
+
+def _succeeded(run_id):
+    return SimpleNamespace(status="succeeded", run_id=run_id, exit_code=0, duration_s=1.0, cost_usd=None,
+                           would_cost_usd=None, message=None)
+
+
+def test_a_trial_that_finds_its_machines_gone_retires_the_slot_instead_of_failing_the_queue(sweep, monkeypatch):
+    scheduler, ctx, slot = sweep
+
+    def gone(n, run_id, machines):
+        raise MachineUnreachable("machine m0 (x@127.0.0.1:1) did not answer SSH within 120s")
+    given = _fake_pipeline(monkeypatch, gone)
+    checked = []
+    monkeypatch.setattr(scheduler, "_reset", lambda ctx, slot, run_id: checked.append(run_id) or False)
+    scheduler._trials_on(ctx, 0, slot, 600, 0, [])
+    assert len(given) == 1, f"{len(given)} trials were run on machines known to be gone"
+    result = scheduler.results["t001"]
+    assert result.state == "error" and result.run_id == given[0] and checked == given
+    assert scheduler.lost_slots == 1 and [t.name for t in scheduler.queue] == ["t002", "t003", "t004"]
+    assert any("no longer answer" in line for line in scheduler.events.lines)
+
+
+def test_no_trial_starts_beside_the_last_ones_leftovers_when_its_reset_failed(sweep, monkeypatch):
+    scheduler, ctx, slot = sweep
+
+    def behaviour(n, run_id, machines):
+        if n == 1:
+            machines.after_collect(run_id)         # outputs home: the early reset starts (and fails)
+            return _succeeded(run_id)
+        machines._after_reset()                    # what execute() does before the trial's command
+        return _succeeded(run_id)
+    given = _fake_pipeline(monkeypatch, behaviour)
+    monkeypatch.setattr(scheduler, "_reset", lambda ctx, slot, run_id: False)
+    scheduler._trials_on(ctx, 0, slot, 600, 0, [])
+    second = scheduler.results["t002"]
+    assert second.state == "error", "the second trial ran beside the first one's leftovers"
+    assert f"could not be reset after {given[0]}" in second.reason
+    assert len(given) == 2 and scheduler.lost_slots == 1
