@@ -2,9 +2,10 @@
 
 A slot (fleet/sweep/slots.py: whole machines, or a share of one machine's GPUs) runs one trial at
 a time and is reset between trials (fleet/sweep/reset.py). Before a trial starts, the budget must cover
-its worst case (its machines for the trial timeout) on top of what the running trials may still
-spend; a trial that does not fit waits for a running one to finish, and once nothing runs and it
-still does not fit, it and every trial after it are not started, with the figures that say why.
+what the machines in use may still cost at worst with it started: each machine that runs a trial is
+billed whole (whatever share of its GPUs is busy) until its longest trial's timeout. A trial that
+does not fit waits for a running one to finish, and once nothing runs and it still does not fit, it
+and every trial after it are not started, with the figures that say why.
 
 A slot with no trial to run (the queue is empty, or the trials left have waited `idle_release` on
 the budget) retires while other trials still run; a machine whose slots have all retired is given
@@ -40,11 +41,7 @@ LIFE_MARGIN_S = 15.0      # a trial stopped this long before the pool's end stil
 class _Running:
     trial: Trial
     started: float
-    worst_micro: int
-
-
-def _machine(ctx: RunContext, machine_id: str):
-    return next(m for m in ctx.lease.machines if m.id == machine_id)
+    machines: tuple[str, ...]
 
 
 class Scheduler:
@@ -59,7 +56,8 @@ class Scheduler:
         self.results: dict[str, TrialResult] = {}
         self.stop = SweepStop()
         self.resets_unclean: list[str] = []
-        self.burn_micro = 0
+        self.machine_micro = 0              # one machine's price per hour
+        self.timeout_s = 0.0
         self.lost_slots = 0
         self.slots: list[Slot] = []
         self.retired: set[int] = set()      # slots with no trial left to run (indexes into self.slots)
@@ -69,15 +67,12 @@ class Scheduler:
     def run(self, ctx: RunContext, slots: list[Slot], on_tick: Callable[[], None] | None) -> ExecResult:
         timeout = self.spec.trial_timeout_s or ctx.offer.max_duration_s
         price = ctx.budget.grant.price if ctx.budget is not None else None
-        # One slot's share of the burn: its machines, or its GPUs' share of its machine.
-        share = (len(slots[0].machine_ids) if slots and slots[0].gpus is None else
-                 len(slots[0].gpus) / max(1, len(_machine(ctx, slots[0].machine_ids[0]).gpu_slots)) if slots else 1)
-        self.burn_micro = round(price.per_hour_micro * share) if price is not None else 0   # per hour
-        worst = cost_micro(self.burn_micro, timeout)
+        self.machine_micro = price.per_hour_micro if price is not None else 0
+        self.timeout_s = timeout
         self.events.phase("run", f"{len(self.spec.trials)} trial(s), {len(slots)} at once on "
                                  f"{len({m for s in slots for m in s.machine_ids})} machine(s)")
         self.slots = list(slots)
-        workers = [threading.Thread(target=self._worker, args=(ctx, i, timeout, worst), daemon=True,
+        workers = [threading.Thread(target=self._worker, args=(ctx, i, timeout), daemon=True,
                                     name=f"sweep-slot-{i}") for i in range(len(slots))]
         for w in workers:
             w.start()
@@ -101,21 +96,21 @@ class Scheduler:
         failed = [r.trial for r in self.results.values() if r.state in ("failed", "error")]
         return ExecResult(1 if failed else 0, failed[0] if failed else None)
 
-    def _worker(self, ctx: RunContext, index: int, timeout: float, worst: int) -> None:
+    def _worker(self, ctx: RunContext, index: int, timeout: float) -> None:
         slot = self.slots[index]
         pending: list[threading.Thread] = []     # the last trial's reset, still under way
         try:
-            self._trials_on(ctx, index, slot, timeout, worst, pending)
+            self._trials_on(ctx, index, slot, timeout, pending)
         finally:
             for thread in pending:               # the slot's machines are clean before it retires
                 thread.join()
 
-    def _trials_on(self, ctx: RunContext, index: int, slot: Slot, timeout: float, worst: int,
+    def _trials_on(self, ctx: RunContext, index: int, slot: Slot, timeout: float,
                    pending: list[threading.Thread]) -> None:
         reset_ok: dict[str, bool] = {}           # run id -> whether the reset after it reached the machines
         previous: str | None = None              # the trial whose reset is still in `pending`
         while True:
-            trial = self._next(ctx, worst)
+            trial = self._next(ctx, slot)
             if trial is None:
                 for thread in pending:
                     thread.join()
@@ -215,7 +210,17 @@ class Scheduler:
             self.shrink.release_soon(ctx, idle, why)
 
     # -- which trial next, under the budget ----------------------------------------------------------
-    def _next(self, ctx: RunContext, worst: int) -> Trial | None:
+    def _committed(self, new: Slot) -> int:
+        """What the machines in use may still cost at worst once a trial starts on `new`: each machine
+        running a trial is billed whole until the longest of its trials reaches its timeout."""
+        now = time.monotonic()
+        left_s: dict[str, float] = {m: self.timeout_s for m in new.machine_ids}
+        for r in self.running.values():
+            for m in r.machines:
+                left_s[m] = max(left_s.get(m, 0.0), self.timeout_s - (now - r.started))
+        return sum(cost_micro(self.machine_micro, max(0.0, s)) for s in left_s.values())
+
+    def _next(self, ctx: RunContext, slot: Slot) -> Trial | None:
         idle_since = time.monotonic()
         while True:
             with self.lock:
@@ -229,13 +234,12 @@ class Scheduler:
                     return None
                 left = ctx.budget.remaining_micro() if ctx.budget is not None else None
                 if left is None:
-                    return self._start(self.queue.popleft(), worst)
-                held = sum(max(0, r.worst_micro - cost_micro(self.burn_micro, time.monotonic() - r.started))
-                           for r in self.running.values())
-                if left - held >= worst:
-                    return self._start(self.queue.popleft(), worst)
+                    return self._start(self.queue.popleft(), slot)
+                need = self._committed(slot)
+                if left >= need:
+                    return self._start(self.queue.popleft(), slot)
                 if not self.running:
-                    self._not_started_rest(self._why_not(left, worst, ctx))
+                    self._not_started_rest(self._why_not(left, need, ctx))
                     return None
                 if time.monotonic() - idle_since >= self.spec.idle_release_s:
                     return None   # waited long enough on the budget: the slot retires (_retire)
@@ -249,8 +253,8 @@ class Scheduler:
             return float("inf")
         return (ctx.lease.max_deadline - utcnow()).total_seconds()
 
-    def _start(self, trial: Trial, worst: int) -> Trial:
-        self.running[trial.name] = _Running(trial, time.monotonic(), worst)
+    def _start(self, trial: Trial, slot: Slot) -> Trial:
+        self.running[trial.name] = _Running(trial, time.monotonic(), slot.machine_ids)
         return trial
 
     def _why_not(self, left: int, worst: int, ctx: RunContext) -> str:

@@ -76,7 +76,7 @@ def test_a_trial_that_finds_its_machines_gone_retires_the_slot_instead_of_failin
     given = _fake_pipeline(monkeypatch, gone)
     checked = []
     monkeypatch.setattr(scheduler, "_reset", lambda ctx, slot, run_id: checked.append(run_id) or False)
-    scheduler._trials_on(ctx, 0, slot, 600, 0, [])
+    scheduler._trials_on(ctx, 0, slot, 600, [])
     assert len(given) == 1, f"{len(given)} trials were run on machines known to be gone"
     result = scheduler.results["t001"]
     assert result.state == "error" and result.run_id == given[0] and checked == given
@@ -95,7 +95,7 @@ def test_no_trial_starts_beside_the_last_ones_leftovers_when_its_reset_failed(sw
         return _succeeded(run_id)
     given = _fake_pipeline(monkeypatch, behaviour)
     monkeypatch.setattr(scheduler, "_reset", lambda ctx, slot, run_id: False)
-    scheduler._trials_on(ctx, 0, slot, 600, 0, [])
+    scheduler._trials_on(ctx, 0, slot, 600, [])
     second = scheduler.results["t002"]
     assert second.state == "error", "the second trial ran beside the first one's leftovers"
     assert f"could not be reset after {given[0]}" in second.reason

@@ -164,12 +164,12 @@ def test_a_slot_waiting_on_the_budget_retires_after_idle_release_and_its_machine
     from fleet.sweep.scheduler import _Running
     provider = Partial()
     sched = _scheduler(tmp_path, 3, 0.4, provider)
-    worst = 1_000_000
-    ctx = _running_ctx(TightBudget(worst + 10))          # the running trial holds almost all of it
+    sched.machine_micro, sched.timeout_s = 3_600_000_000, 1.0   # a machine for one trial: $1
+    ctx = _running_ctx(TightBudget(1_000_010))           # the running trial holds almost all of it
     first = sched.queue.popleft()
-    sched.running[first.name] = _Running(first, time.monotonic(), worst)     # trial 1 runs on slot 0
+    sched.running[first.name] = _Running(first, time.monotonic(), ("L-n0",))  # trial 1 runs on slot 0
     start = time.monotonic()
-    assert sched._next(ctx, worst) is None                 # slot 1: no trial fits while trial 1 runs…
+    assert sched._next(ctx, sched.slots[1]) is None        # slot 1: no trial fits while trial 1 runs…
     assert time.monotonic() - start >= 0.4                 # …and it waited --idle-release for one
     assert len(sched.queue) == 2                           # the trials left are still queued (slot 0 takes them)
     sched._retire(ctx, 1)
@@ -182,9 +182,9 @@ def test_an_empty_queue_retires_at_once_but_the_last_running_slot_keeps_its_mach
     provider = Partial()
     sched = _scheduler(tmp_path, 1, 300, provider)         # a long --idle-release does not delay this
     ctx = _running_ctx(TightBudget(10 ** 9))
-    assert sched._next(ctx, 1) is not None                  # slot 0 takes the only trial
+    assert sched._next(ctx, sched.slots[0]) is not None     # slot 0 takes the only trial
     start = time.monotonic()
-    assert sched._next(ctx, 1) is None and time.monotonic() - start < 1
+    assert sched._next(ctx, sched.slots[1]) is None and time.monotonic() - start < 1
     sched._retire(ctx, 1)
     sched.shrink.join()
     assert provider.calls == [["L-n1"]]
@@ -202,7 +202,7 @@ def test_a_machine_shared_by_slots_goes_only_when_all_its_slots_are_idle(tmp_pat
     sched.slots = [Slot(("L-n0",), (0,), "trial-0"), Slot(("L-n0",), (1,), "trial-1"), Slot(("L-n1",))]
     ctx = _running_ctx(TightBudget(10 ** 9))
     trial = sched.queue.popleft()
-    sched.running[trial.name] = _Running(trial, time.monotonic(), 1)        # runs on slot 2 (L-n1)
+    sched.running[trial.name] = _Running(trial, time.monotonic(), ("L-n1",))  # runs on slot 2 (L-n1)
     sched.queue.clear()
     sched._retire(ctx, 0)
     sched.shrink.join()
