@@ -230,22 +230,38 @@ def reconcile(events: Events) -> list[str]:
     root = supervisors_root()
     if not root.is_dir():
         return []
-    state = None
+    states: dict[str, Any] = {}
     ended = []
-    for directory in sorted(root.iterdir()):
-        ident = _identity(directory)
-        if ident is None or controller_alive(ident) is not False:
-            continue
-        state = state or open_state()
-        run = _latest_attempt(state, directory.name)
-        if run is not None and run["status"] == "running" and run.get("lease_id"):
-            from ..leases import down
-            events.warn(f"the detached supervisor of run {run['id']} (pid {ident.get('pid')}) is gone; "
-                        f"releasing lease {run['lease_id']} and recording the run")
-            down([run["lease_id"]], state=state, events=events)
-            ended.append(run["id"])
-        (directory / IDENTITY).unlink(missing_ok=True)
+    try:
+        for directory in sorted(root.iterdir()):
+            ident = _identity(directory)
+            if ident is None or controller_alive(ident) is not False:
+                continue
+            url = _state_url_of(ident)
+            state = states.get(url) or states.setdefault(url, open_state(url))
+            run = _latest_attempt(state, directory.name)
+            if run is not None and run["status"] == "running" and run.get("lease_id"):
+                from ..leases import down
+                events.warn(f"the detached supervisor of run {run['id']} (pid {ident.get('pid')}) is gone; "
+                            f"releasing lease {run['lease_id']} and recording the run")
+                down([run["lease_id"]], state=state, events=events)
+                ended.append(run["id"])
+            (directory / IDENTITY).unlink(missing_ok=True)
+    finally:
+        for state in states.values():
+            state.close()
     return ended
+
+
+def _state_url_of(ident: dict[str, Any]) -> str:
+    """The state the supervised run lives in: FLEET_STATE_URL, else the `state_url` of the fleet.toml
+    where it was started, else this computer's default, whatever directory reconciles it."""
+    from ..paths import fleet_home
+    from ..state import configured_state_url
+    cwd = ident.get("cwd")
+    return (os.environ.get("FLEET_STATE_URL")
+            or (configured_state_url(Path(cwd)) if isinstance(cwd, str) and cwd else configured_state_url())
+            or f"sqlite:///{fleet_home() / 'state.db'}")
 
 
 def _latest_attempt(state, run_id: str) -> dict[str, Any] | None:

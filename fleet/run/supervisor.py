@@ -146,10 +146,13 @@ def die_with_lease(config) -> int:
     return seconds
 
 
-def _write_identity(directory: Path, run_id: str) -> None:
+def _write_identity(directory: Path, run_id: str, cwd: str) -> None:
+    """Who supervises run_id (proved before anyone signals it), and where it was started: its
+    directory's fleet.toml names the state its run lives in, which a later `fleet` command run
+    elsewhere must open to reconcile it (not whichever state that command's directory names)."""
     from ..lost_runs import controller_identity
     tmp = directory / f".{IDENTITY}.tmp"
-    tmp.write_text(json.dumps({**controller_identity(), "run_id": run_id}))
+    tmp.write_text(json.dumps({**controller_identity(), "run_id": run_id, "cwd": cwd}))
     os.replace(tmp, directory / IDENTITY)
 
 
@@ -163,7 +166,7 @@ def main(argv: list[str]) -> int:
     # In a session of its own already (detach.launch); a hangup sent to it anyway (a login node's
     # ssh session ending, a terminal multiplexer closing) is no reason to end a run.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    _write_identity(directory, spec.run_id)
+    _write_identity(directory, spec.run_id, spec.cwd)
     events = FileEvents(directory / EVENTS)
     code: int = ExitCode.INFRASTRUCTURE
     beat = None

@@ -129,3 +129,24 @@ def test_a_second_home_sharing_postgres_sees_the_silent_supervisor(experiment, f
     table = _elsewhere(["status"], elsewhere, other)
     assert "supervisor gone" in table.stdout, table.stdout
     _reconciled(experiment, fleet_home, run_id, lease_id, env=shared)
+
+
+def test_a_command_run_in_another_directory_reconciles_the_run_in_its_projects_own_state(
+        experiment, fleet_home, tmp_path):
+    """The project names its state (`state_url`); the supervisor dies; the next `fleet` command is
+    typed in another directory, whose state is this computer's default. It must still find the run
+    where it lives, release its machines and record it lost, not forget the supervisor."""
+    team_db = tmp_path / "team.db"
+    config = experiment / "fleet.toml"
+    config.write_text(f'state_url = "sqlite:///{team_db}"\n' + config.read_text())
+    run_id, lease_id = _detach(experiment, {})
+    _kill_supervisor(fleet_home, run_id)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    status = run_fleet(["status", "--json"], cwd=elsewhere)
+    assert status.returncode == 0, status.stderr
+    assert f"run {run_id} lost" in status.stderr, status.stderr
+    runs = json.loads(run_fleet(["runs", "ls", "--json"], cwd=experiment).stdout)["runs"]
+    assert next(r for r in runs if r["run_id"] == run_id)["status"] == "lost"
+    assert json.loads(run_fleet(["status", "--json"], cwd=experiment).stdout)["leases"] == []
+    assert wait_until(lambda: processes_under(fleet_home) == [], 30), processes_under(fleet_home)
