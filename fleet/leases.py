@@ -206,8 +206,8 @@ def _close_ledger(state, lease: Lease, found: list, events: Events) -> None:
         Ledger(state.db).close_orphans(lease.id, at=at)
         billed = bill_unbilled(state, lease, found)
         if billed:
-            events.warn(f"{lease.id}: billed {len(billed)} machine(s) fleet had not recorded, up to their "
-                        f"first deadline: {', '.join(billed)}")
+            events.warn(f"{lease.id}: billed {len(billed)} machine(s) that had no cost segment, up to their "
+                        f"release or first deadline, whichever came first: {', '.join(billed)}")
     except Exception as exc:  # noqa: BLE001 — the machines are gone; a ledger hiccup must not hide that
         events.warn(f"could not close the cost ledger of {lease.id}: {exc}")
 

@@ -7,13 +7,15 @@ import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from dataclasses import replace
+from typing import Callable, TypeVar
 
 from ..errors import Cancelled, ExitCode, InfrastructureError
 from ..models import Lease, Machine, to_jsonable
 from .context import RunContext
 from .types import Collected, ExecResult
 
+T = TypeVar("T")
 READY_TIMEOUT_S = 120.0
 GRACE_S = 10.0
 
@@ -235,27 +237,49 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
 
 
 class MachinesLost(InfrastructureError):
-    """Machines vanished under the command (lost, or released from outside): the run ends as an
-    infrastructure error (status error, exit 10), not as the experiment's failure, and the run
-    still returns its summary (the outputs that came home, the first rank that lost its machine)."""
+    """Machines vanished under the command (lost, or released from outside: ReleasedElsewhere): the
+    run ends as an infrastructure error (status error, exit 10), not as the experiment's failure,
+    and the run still returns its summary (the outputs that came home, the first rank that lost its
+    machine)."""
 
     def __init__(self, message: str, *, failing: str | None = None):
         super().__init__(message, hint="the experiment itself did not fail; run it again")
         self.failing = failing
 
 
-def check_not_released_elsewhere(ctx: RunContext) -> None:
-    """Raise when the lease was released while this run still used it (`fleet down LEASE` from
-    another shell, the reaper): the machines vanished from under the experiment."""
+class ReleasedElsewhere(MachinesLost):
+    """The lease was released from outside the run (`fleet down LEASE` from another shell, the
+    reaper): someone ended it on purpose, so it is not a loss that recovery may resume."""
+
+
+def released_elsewhere(ctx: RunContext) -> ReleasedElsewhere | None:
+    """What to report when the lease was released while this run still used it; None when not."""
     try:
         status, released_at = ctx.state.lease_status(ctx.lease_id)
     except Exception:  # noqa: BLE001 — an unreadable state must not turn into the run's result
-        return
+        return None
     if status in (None, "active", "leasing") and released_at is None:
-        return
+        return None
     when = f" at {to_jsonable(released_at)}" if released_at else ""
-    raise MachinesLost(f"lease {ctx.lease_id} was released from outside this run{when} "
-                       "(`fleet down` or the reaper): its machines are gone")
+    return ReleasedElsewhere(f"lease {ctx.lease_id} was released from outside this run{when} "
+                             "(`fleet down` or the reaper): its machines are gone")
+
+
+def not_lost_if_released(ctx: RunContext, outcome: T) -> T:
+    """`outcome` (a dataclass with machines_lost and message) as a release from outside, when its
+    loss was seen while the lease was being released by someone else (Slurm reports the job that
+    `fleet down` cancelled as lost; a spot notice may race it): the user ended the run, and a run
+    ended by its user is never resumed."""
+    elsewhere = released_elsewhere(ctx) if outcome.machines_lost else None
+    return outcome if elsewhere is None else replace(outcome, machines_lost=False, message=elsewhere.one_line())
+
+
+def check_not_released_elsewhere(ctx: RunContext) -> None:
+    """Raise ReleasedElsewhere when the lease was released while this run still used it: the
+    machines vanished from under the experiment."""
+    elsewhere = released_elsewhere(ctx)
+    if elsewhere is not None:
+        raise elsewhere
 
 
 def _give_up_on_lost(ctx: RunContext, running: list) -> None:

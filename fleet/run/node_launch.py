@@ -92,20 +92,29 @@ def launch_on_node0(config, spec: SupervisorSpec, options, events: Events, pins=
     state.begin_lease(lease_id, plan, deadline_s=first,
                       meta={**grant.lease_meta(), **meta, "first_deadline_s": first, "supervised_on": NODE_0,
                             "relaunch": relaunch_meta(config, spec, pins)})
-    lease = None
     handoff = source.provider.node0_handoff()
     try:
         lease = source.acquire(ctx, first, lambda machine: None)   # billed from node 0, since lease creation
         return _start_and_follow(config, spec, pins, lease, state, events, source.provider, handoff)
     except BaseException:
-        _release(source, ctx, lease, state)   # on team hosts this also revokes the lease's key
+        _release(ctx, state)   # on team hosts this also revokes the lease's key
         raise
 
 
-def _release(source, ctx, lease, state) -> None:
+def _release(ctx, state) -> None:
+    """Release the lease as `fleet down` does, so its machines' time up to the release reaches the
+    ledger: this launcher opens no cost segment (node 0's supervisor opens them once it runs), so
+    a handoff that fails would otherwise leave every machine unbilled. Where the supervisor got as
+    far as opening them, they are closed, never billed twice (fleet/money/ledger.py)."""
+    from ..errors import FleetError
+    from ..leases import down
     from ..money.reservations import Reservations
     try:
-        source.release(ctx, lease)
+        down([ctx.lease_id], state=state, events=ctx.events, released_by="`fleet up -d` (its handoff to node 0 failed)")
+    except Exception as exc:  # noqa: BLE001 — the handoff's own error is the one the user is shown
+        why = exc.one_line() if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
+        ctx.events.warn(f"release of {ctx.lease_id} failed ({why}); its machines end at their deadline; "
+                        f"run `fleet down {ctx.lease_id}` to retry")
     finally:
         try:
             Reservations(state.db).settle(ctx.lease_id, None)

@@ -36,7 +36,7 @@ from .budget import BudgetGate, RunBudget
 from .notices import NoticeWatch
 from .context import Events, RunContext, checked_events
 from .environment import EnvironmentStage
-from .execute import MachinesLost, check_cancel, check_not_released_elsewhere
+from .execute import MachinesLost, ReleasedElsewhere, check_cancel, check_not_released_elsewhere, not_lost_if_released
 from .loss_reason import ended_by_provider, explain_loss
 from .heartbeat_state import HeartbeatState
 from .inputs import Inputs
@@ -228,7 +228,8 @@ class Pipeline:
         except _SetupFailed:
             pass
         except MachinesLost as exc:   # the machines' failure, not the experiment's: a summary, not a raise
-            outcome = _Outcome("error", exc.exit_code, exc.failing, exc.one_line(), machines_lost=True)
+            outcome = _Outcome("error", exc.exit_code, exc.failing, exc.one_line(),
+                               machines_lost=not isinstance(exc, ReleasedElsewhere))   # `fleet down`: never resumed
         except FleetError as exc:
             error = exc
             if ctx.stop_reason == "budget":   # the budget ran out before the run phase (e.g. while staging)
@@ -244,6 +245,7 @@ class Pipeline:
             error = exc
             outcome = _Outcome("error", 1, message=f"{type(exc).__name__}: {exc}")
         finally:
+            outcome = not_lost_if_released(ctx, outcome)   # e.g. Slurm's on_lost after `fleet down` scancelled it
             if outcome.machines_lost:   # the provider may know why (Slurm: PREEMPTED, NODE_FAIL)
                 outcome = replace(outcome, message=explain_loss(ctx, getattr(source, "provider", None), lease,
                                                                    outcome.message))

@@ -6,6 +6,8 @@ import json
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import processes_under, run_fleet, start_fleet_up, wait_for_line, wait_until
 
 
@@ -88,7 +90,11 @@ def test_ctrl_c_during_setup_is_cancelled_130_not_setup_failed(experiment, fleet
     assert processes_under(fleet_home) == []
 
 
-def test_a_lease_released_from_outside_mid_run_is_an_infrastructure_error(experiment, fleet_home):
+@pytest.mark.parametrize("recovery", ["never", "always"])
+def test_a_lease_released_from_outside_mid_run_is_an_infrastructure_error(experiment, fleet_home, recovery):
+    """Never resumed, whatever `recovery` says: the user ended the run (docs/managed-runs.md)."""
+    with (experiment / "fleet.toml").open("a") as toml:
+        toml.write(f'recovery = "{recovery}"\nmax_restarts = 2\n')
     proc = start_fleet_up(experiment, ["--gpus", "2", "--json", "--", "sh", "-c", "echo started; sleep 600"])
     try:
         wait_for_line(proc, "] started", timeout=120)
@@ -106,7 +112,9 @@ def test_a_lease_released_from_outside_mid_run_is_an_infrastructure_error(experi
     assert f"lease {lease_id} was released from outside this run at 20" in summary["message"], summary
     assert "did not fail" in summary["message"] and summary["failing_rank"] in ("0", "1"), summary
     assert "exit -1" not in out and "Traceback" not in out, out
+    assert "resuming on new machines" not in out and not summary.get("machines_lost"), out
     rec = _record(experiment, run_id)
     assert rec is not None and rec["status"] == "error" and rec["exit_status"] == 10, rec
+    assert _record(experiment, f"{run_id}-a2") is None   # no second attempt, no second lease
     assert wait_until(lambda: not processes_under(fleet_home), 30), processes_under(fleet_home)
     assert _leases(experiment) == []
