@@ -41,6 +41,13 @@ def code_dir(machine: Machine) -> str:
     return f"{machine.staging_dir or machine.workdir}/work"
 
 
+def trial_code_dir(machine: Machine, leaf: str) -> str:
+    """Where a sweep trial runs: a fresh copy of the code directory for each trial (per slot leaf),
+    so what one trial writes beside its code (./out, a resumable checkpoint) is not the next one's
+    starting point, and trials sharing a machine do not write into one directory."""
+    return f"{machine.workdir}/trials/{leaf}/work"
+
+
 def one_per_staging_dir(machines: list[Machine]) -> list[Machine]:
     """The machines to stage inputs onto: every machine with its own, and the first of those that
     share a staging_dir (a shared filesystem), which stages once what all of them read."""

@@ -133,7 +133,7 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
     not the experiment's failure."""
     from ..lease_prepare import prepare_lease
     from ..remote.exec import ProcessSpec, close_sessions, signal_processes, start_processes
-    from ..stage import code_dir
+    from ..stage import code_dir, trial_code_dir
     prepare_lease(ctx, lease)   # once per lease: its rendezvous port and venvs, before setup
     specs = []
     for m in lease.machines:
@@ -143,8 +143,9 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
             label = (f"setup:{m.node_rank}" if setup else
                      str(m.node_rank) if local is None else env["FLEET_RANK"])
             pid_name = "setup" if setup else f"run-{ctx.run_id}-{label}"
-            specs.append(ProcessSpec(m, label, command, env, code_dir(m), f"{m.state_dir}/{pid_name}.pid",
-                                     leaf=ctx.options.trial_leaf if ctx.options.trial_leaf and not setup else "work"))
+            trial = ctx.options.trial_leaf if not setup else None
+            specs.append(ProcessSpec(m, label, command, env, trial_code_dir(m, trial) if trial else code_dir(m),
+                                     f"{m.state_dir}/{pid_name}.pid", leaf=trial or "work"))
     log_dir = ctx.run_dir / "logs"
     from ..masking import Masker
     # Secret values (config `secrets`) are masked in every log line, CI or not (found by the

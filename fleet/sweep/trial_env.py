@@ -177,6 +177,23 @@ class TrialEnvironments:
                               wheels_snapshot=wheels.pop(), capture_s=0.0)
 
 
+def fresh_code_copies(lease: Lease, leaf: str) -> None:
+    """Each machine's copy of the code directory for this trial's slot, made anew from the staged
+    code (a reflink where the filesystem has them): the trial runs there (execute.py)."""
+    from ..parallel import parallel
+    from ..remote.ssh import connect
+    from ..stage import code_dir, trial_code_dir
+
+    def one(m: Machine) -> None:
+        copy, code = shlex.quote(trial_code_dir(m, leaf)), shlex.quote(code_dir(m))
+        script = (f"rm -rf {copy} && mkdir -p $(dirname {copy}) && if [ -d {code} ]; then "
+                  f"cp -a --reflink=auto {code} {copy} 2>/dev/null || {{ rm -rf {copy} && cp -a {code} {copy}; }}; "
+                  f"else mkdir -p {copy}; fi")
+        with connect(m, timeout=30) as session:
+            session.run(["sh", "-c", script], timeout=120, deadline_s=600)
+    parallel(lease.machines, one)
+
+
 class TrialMachines(SSHMachines):
     """A trial's machines: as any run's, except that the environment comes from the pool's memory
     when the machines provably did not change since it was read, and that `after_collect(run_id)`
@@ -197,6 +214,8 @@ class TrialMachines(SSHMachines):
 
     def execute(self, ctx, lease, command, *, setup=False, on_tick=None):
         self._after_reset()
+        if not setup and ctx.options.trial_leaf:
+            fresh_code_copies(lease, ctx.options.trial_leaf)
         return super().execute(ctx, lease, command, setup=setup, on_tick=on_tick)
 
     def collect(self, ctx, lease):

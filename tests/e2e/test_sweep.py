@@ -189,6 +189,23 @@ def test_the_next_trial_on_a_machine_finds_nothing_of_the_last_one(experiment, f
     assert processes_under(fleet_home) == []
 
 
+def test_what_a_trial_writes_beside_its_code_is_not_the_next_trials_starting_point(experiment, fleet_home):
+    """Trainers write ./out and resume from its last checkpoint: trial 2 with other parameters must
+    not resume trial 1's. Each trial runs in a fresh copy of the staged code; the staged code itself
+    (what the record pins) is not written to."""
+    (experiment / "train.sh").write_text("test ! -e out/checkpoint && test -e train.sh && mkdir -p out && "
+                                         "echo lr={x} > out/checkpoint && echo wd=$(pwd)\n")
+    _config(experiment)
+    proc = run_fleet(["sweep", "--param", "x=1,2,3", "--json", "--", "sh", "train.sh"], cwd=experiment, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = _summary(proc)["trials"]
+    assert [t["state"] for t in trials] == ["succeeded"] * 3, [(t["trial"], t["state"]) for t in trials]
+    assert len({t["machines"][0] for t in trials}) == 1                # one warm machine, three trials
+    dirs = {line.split("wd=")[1] for line in proc.stderr.splitlines() if "wd=" in line}
+    assert len(dirs) == 1 and "/trials/trial-0/work" in dirs.pop()
+    assert processes_under(fleet_home) == []
+
+
 def test_one_gpu_trials_share_a_4_gpu_machine_each_on_its_own_gpu(experiment, fleet_home):
     _config(experiment)
     text = (experiment / "fleet.toml").read_text().replace('template = "local-1gpu"', 'template = "local-4gpu"')
