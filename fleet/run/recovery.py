@@ -106,6 +106,17 @@ def run_managed(config: Config, *, options: RunOptions | None = None, events: Ev
     prior = tuple(resume.previous) if resume else ()
     attempts: list[tuple[int, RunSummary]] = []
     spent = prior_spent(resume)
+    import threading
+
+    from .signals import BetweenAttempts
+    asked = options.stop_asked or threading.Event()
+    options = replace(options, stop_asked=asked)
+    with BetweenAttempts(asked):
+        return _attempts(config, run, events, options, base, attempt, resume, prior, attempts, spent)
+
+
+def _attempts(config, run, events, options, base, attempt, resume, prior, attempts, spent) -> RunSummary:
+    user_stop = options.stop_asked
     while True:
         run_id = base if not attempts and not prior else f"{base}-a{attempt}"
         try:
@@ -140,6 +151,11 @@ def run_managed(config: Config, *, options: RunOptions | None = None, events: Ev
                 _link(summary.run_id, None, config)   # followers stop here: no attempt follows
         if not _should_resume(config, summary):
             return _final(config, attempts, prior) if len(prior) + len(attempts) > 1 else summary
+        if user_stop.is_set():             # lost, but the user had asked it to stop: never new machines
+            _link(summary.run_id, None, config)
+            return _final(config, attempts, prior, status="cancelled", exit_code=ExitCode.CANCELLED,
+                          message=f"machines lost ({summary.message}) and not resumed: the run was asked to "
+                                  f"stop; its last checkpoint is in the store (`fleet up --resume {summary.run_id}`)")
         if used_up:
             return _final(config, attempts, prior, status="failed", exit_code=ExitCode.INFRASTRUCTURE,
                           message=f"machines lost again and {used_up}: {summary.message}")

@@ -11,6 +11,25 @@ from typing import Any
 
 from .context import RunContext
 
+class BetweenAttempts:
+    """While recovery is between two attempts (no run, so no StopSignals): a stop signal sets
+    `asked` (recovery then ends) instead of killing the process half-way (SIGTERM's default) or
+    raising anywhere (SIGINT's). Main thread only; elsewhere it does nothing."""
+
+    def __init__(self, asked: threading.Event):
+        self.asked = asked
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "BetweenAttempts":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, lambda *_: self.asked.set())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
 
 class StopSignals:
     """Installed for the duration of a run (main thread only; elsewhere it does nothing)."""
@@ -24,11 +43,17 @@ class StopSignals:
             detached = bool(getattr(self.ctx.options, "detached", False))
             for sig in (signal.SIGINT, signal.SIGTERM) + (() if detached else (signal.SIGHUP,)):
                 self.previous[sig] = signal.signal(sig, self._handle)
+        asked = getattr(self.ctx.options, "stop_asked", None)
+        if asked is not None and asked.is_set():     # it came before these handlers could take it
+            self.ctx.request_stop("cancelled", "a stop signal arrived before the run started")
         return self
 
     def _handle(self, signum, _frame) -> None:
         # Only flags here: the main thread may hold an output lock when the signal lands, so any
         # printing from the handler could deadlock. The run loop reports what happened.
+        asked = getattr(self.ctx.options, "stop_asked", None)
+        if asked is not None:
+            asked.set()
         if self.ctx.cancel.is_set():
             self.ctx.hurry.set()
             return

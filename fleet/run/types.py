@@ -15,6 +15,8 @@ from ..gpus import GpuType
 from ..models import Plan, Template
 
 if TYPE_CHECKING:
+    import threading
+
     from .checkpoints import Resume
     from ..environment.model import PinnedEnvironment
     from typing import Callable
@@ -49,6 +51,9 @@ class RunOptions:
     run_id: str | None = None          # chosen before the run starts (a detached run's launcher names it)
     detached: bool = False             # supervised by a detached supervisor (fleet/run/supervisor.py)
     resume: "Resume | None" = None     # a resumed attempt: its number and the checkpoints to restore
+    # Set by every stop signal the run receives, kept across attempts by recovery (run_managed): a run
+    # already stopping for a loss records "lost", and recovery must still see that its user said stop.
+    stop_asked: "threading.Event | None" = None
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,76 @@
+"""A user's stop request that arrives while a run is already stopping for a lost machine (a spot
+notice, a vanished node: its stop reason is "lost") must still be honoured: recovery does not lease
+new machines for a run its user asked to stop. Before, the signal only hurried the lost attempt's
+last steps and attempt 2 was leased anyway. The whole pipeline and run_managed run in-process
+against the fake provider; the signal is a real SIGTERM to this process."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from dataclasses import replace
+from decimal import Decimal
+
+import pytest
+
+from fleet.errors import ExitCode
+from fleet.providers.fake import FakeProvider, FakeSettings
+from fleet.run.lease import NewLease
+from fleet.run.pipeline import Pipeline
+from fleet.run.recovery import run_managed
+from fleet.run.types import ExecResult
+from fleet.state import open_state
+from tests.unit.test_released_from_outside import Phases
+from tests.unit.test_run_pipeline import FakeMachines, config  # noqa: F401 — the fixture
+
+pytestmark = pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
+                                reason="signal handlers are installed by the main thread only")
+
+
+class LostThenStopped(FakeMachines):
+    """A machine is lost (the run starts stopping: reason "lost"), then the user's SIGTERM lands."""
+
+    def execute(self, ctx, lease, command, *, setup=False, on_tick=None) -> ExecResult:
+        if command != "lost-then-stopped":
+            return super().execute(ctx, lease, command, setup=setup, on_tick=on_tick)
+        self.ran.append((command, setup))
+        ctx.request_stop("lost", "machine n1 vanished under the run")
+        os.kill(os.getpid(), signal.SIGTERM)
+        return ExecResult(ExitCode.CANCELLED, "1")
+
+
+def test_a_stop_asked_for_while_a_lost_attempt_ends_is_not_answered_with_new_machines(config):  # noqa: F811
+    provider = FakeProvider(FakeSettings(price_per_hour=Decimal(36)))
+    attempts = []
+
+    def attempt(cfg, *, options, events):
+        attempts.append(options.run_id)
+        return Pipeline(cfg, NewLease(provider), options=options, events=events, machines=LostThenStopped()).run()
+
+    events = Phases()
+    got = run_managed(replace(config, command="lost-then-stopped", recovery="always", max_restarts=3),
+                      events=events, run=attempt)
+    state = open_state()
+    try:
+        leases = state.list_leases(active_only=False)
+    finally:
+        state.close()
+    assert len(attempts) == 1 and len(leases) == 1, (attempts, [x.id for x in leases])
+    assert not [d for name, d in events.lines if name == "recover"], events.lines
+    assert (got.status, got.exit_code) == ("cancelled", ExitCode.CANCELLED), (got.status, got.message)
+    assert "not resumed: the run was asked to stop" in got.message, got.message
+    assert all(x.status == "released" for x in leases)
+
+
+def test_a_stop_signal_before_the_first_run_takes_it_cancels_the_run(config):  # noqa: F811
+    """SIGTERM while no run (and so no run's handlers) exists yet: it is neither lost nor fatal."""
+    provider = FakeProvider(FakeSettings(price_per_hour=Decimal(36)))
+    machines = FakeMachines()
+
+    def attempt(cfg, *, options, events):
+        os.kill(os.getpid(), signal.SIGTERM)      # recovery's handler takes it
+        return Pipeline(cfg, NewLease(provider), options=options, events=events, machines=machines).run()
+
+    got = run_managed(replace(config, recovery="always", max_restarts=3), events=Phases(), run=attempt)
+    assert (got.status, got.exit_code) == ("cancelled", ExitCode.CANCELLED), (got.status, got.message)
+    assert not [c for c, setup in machines.ran if not setup], machines.ran     # the command never started
