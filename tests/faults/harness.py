@@ -27,6 +27,23 @@ from pathlib import Path
 
 from tests.fixtures.procs import live_processes_under as processes_under   # (pid, command line)
 
+
+def ending(fn, wait_s: float = 40) -> tuple[float, BaseException | None, bool]:
+    """Run fn in a thread: (seconds it took, what it raised or None, whether it still runs after
+    wait_s). For a wait that must end: a fault test judges a hang without hanging itself."""
+    raised: list[BaseException] = []
+
+    def go():
+        try:
+            fn()
+        except BaseException as exc:  # noqa: BLE001 — judged by the caller
+            raised.append(exc)
+    t0 = time.monotonic()
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    thread.join(wait_s)
+    return time.monotonic() - t0, (raised or [None])[0], thread.is_alive()
+
 REPO = Path(__file__).resolve().parents[2]
 FLEET = str(Path(sys.executable).parent / "fleet")
 PHASES = ("lease", "ready", "stage", "setup", "run", "collect", "release")

@@ -5,13 +5,13 @@ of retries. Packets are dropped silently (the namespace's link set down), as in 
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from fleet.errors import MachineUnreachable
 from fleet.remote import ssh
 
+from .harness import ending
 from .netns import Link, NetnsProvider, cannot_make_namespaces
 
 pytestmark = pytest.mark.timeout(120)
@@ -41,21 +41,6 @@ def cut_machine(fleet_home, monkeypatch):
         link.destroy()
 
 
-def _ends(fn):
-    out: dict = {}
-
-    def go():
-        try:
-            out["value"] = fn()
-        except BaseException as exc:  # noqa: BLE001 — judged by the caller
-            out["error"] = exc
-    t0 = time.monotonic()
-    thread = threading.Thread(target=go, daemon=True)
-    thread.start()
-    thread.join(40)
-    return time.monotonic() - t0, out, thread.is_alive()
-
-
 def test_a_command_waiting_on_a_cut_machine_ends_as_unreachable(cut_machine):
     machine, link = cut_machine
     session = ssh.open_connection(machine, timeout=10)
@@ -63,11 +48,11 @@ def test_a_command_waiting_on_a_cut_machine_ends_as_unreachable(cut_machine):
         assert session.run(["echo", "up"]).stdout.strip() == "up"
         timer = threading.Timer(1.0, link.cut)
         timer.start()
-        took, out, hung = _ends(lambda: session.run(["sleep", "100"], timeout=None))
+        took, error, hung = ending(lambda: session.run(["sleep", "100"], timeout=None))
         timer.join()
         assert not hung, "the command was still waited on 40 s after the machine's network was cut"
-        assert isinstance(out.get("error"), MachineUnreachable), out
-        assert machine.id in str(out["error"])
+        assert isinstance(error, MachineUnreachable), repr(error)
+        assert machine.id in str(error)
         assert took < 20
     finally:
         session.close()
@@ -86,10 +71,10 @@ def test_an_sftp_transfer_from_a_cut_machine_ends(cut_machine, tmp_path):
                     got[0] += len(data)
                     if got[0] == 4 << 20:
                         link.cut()
-        took, out, hung = _ends(pull)
+        took, error, hung = ending(pull)
         assert got[0] >= 4 << 20, "the cut never happened"
         assert not hung, "the SFTP transfer was still waited on 40 s after the machine's network was cut"
-        assert isinstance(out.get("error"), MachineUnreachable), out
-        assert machine.id in str(out["error"]) and took < 25
+        assert isinstance(error, MachineUnreachable), repr(error)
+        assert machine.id in str(error) and took < 25
     finally:
         session.close()

@@ -5,8 +5,6 @@ will never come. OpenSSH transport (the default where `ssh` is installed)."""
 from __future__ import annotations
 
 import random
-import threading
-import time
 
 import pytest
 
@@ -17,27 +15,12 @@ from fleet.snapshots.sync import Target, sync_machine
 from fleet.snapshots.sync_channel import OpenSSHChannel
 from fleet.snapshots.sync_remote import data_dir
 
+from .harness import ending
 from .netns import Link, NetnsProvider, cannot_make_namespaces
 
 pytestmark = pytest.mark.timeout(120)
 
 TIMEOUT = 3.0
-
-
-def _ending(fn) -> tuple[float, BaseException | None, bool]:
-    """Run fn in a thread; (seconds it took, what it raised, whether it is still running after 40 s)."""
-    out: dict = {}
-
-    def go():
-        try:
-            fn()
-        except BaseException as exc:  # noqa: BLE001 — judged by the caller
-            out["error"] = exc
-    t0 = time.monotonic()
-    thread = threading.Thread(target=go, daemon=True)
-    thread.start()
-    thread.join(40)
-    return time.monotonic() - t0, out.get("error"), thread.is_alive()
 
 
 def _data(tmp_path, megabytes: int):
@@ -57,7 +40,7 @@ def test_a_frozen_sync_helper_ends_the_sync_with_a_clear_error(fleet_home, local
     real = sync_module.helper_command
     # the helper's shell stops itself before it starts: it never reads or answers, sshd lives on
     monkeypatch.setattr(sync_module, "helper_command", lambda m, c=None: "kill -STOP $$; " + real(m, c))
-    took, error, hung = _ending(lambda: sync_machine(
+    took, error, hung = ending(lambda: sync_machine(
         machine, store, [Target(data_dir(machine, "d"), [snap.id])], timeout=TIMEOUT))
     assert not hung, "the sync was still waiting on the frozen helper after 40 s"
     assert isinstance(error, MachineUnreachable), repr(error)
@@ -71,7 +54,7 @@ def test_a_helper_that_stops_reading_ends_the_send_within_the_timeout(fleet_home
     machine = local_lease().machines[0]
     ch = OpenSSHChannel(machine, "exec sleep 100", TIMEOUT)      # never reads its input
     try:
-        took, error, hung = _ending(lambda: ch.send([b"x" * (1 << 20)] * 64))
+        took, error, hung = ending(lambda: ch.send([b"x" * (1 << 20)] * 64))
         assert not hung, "the send was still blocked after 40 s"
         assert isinstance(error, MachineUnreachable) and "not reading" in str(error), repr(error)
         assert took < TIMEOUT + 15
@@ -87,7 +70,7 @@ def test_a_helper_busy_building_but_ticking_is_waited_for_however_long(fleet_hom
             "head -c 50331648 > /dev/null; echo '{\"ok\": true}'")
     ch = OpenSSHChannel(machine, busy, 2.0)
     try:
-        took, error, hung = _ending(lambda: ch.send([b"x" * (1 << 20)] * 48))
+        took, error, hung = ending(lambda: ch.send([b"x" * (1 << 20)] * 48))
         assert error is None and not hung, repr(error)
         assert took > 2.0, "the pipe never filled: this did not test a wait"
         answers = []
@@ -125,7 +108,7 @@ def test_a_network_cut_mid_sync_ends_it_within_the_timeout(fleet_home, link, tmp
             sent[0] += n
             if sent[0] >= 4 << 20 and sent[0] - n < 4 << 20:
                 link.cut()                 # mid-push: what is still to send can never drain
-        took, error, hung = _ending(lambda: sync_machine(
+        took, error, hung = ending(lambda: sync_machine(
             machine, store, [Target(data_dir(machine, "d"), [snap.id])], timeout=TIMEOUT, progress=progress))
         assert sent[0] >= 4 << 20, "the cut never happened: the push did not get going"
         assert not hung, "the sync was still waiting on the cut machine after 40 s"

@@ -19,8 +19,7 @@ from fleet.run.lease import NewLease
 from fleet.run.pipeline import Pipeline
 from fleet.run.recovery import run_managed
 from fleet.run.types import ExecResult
-from fleet.state import open_state
-from tests.unit.test_released_from_outside import Phases
+from tests.unit.test_released_from_outside import Phases, all_leases
 from tests.unit.test_run_pipeline import FakeMachines, config  # noqa: F401 — the fixture
 
 pytestmark = pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
@@ -50,11 +49,7 @@ def test_a_stop_asked_for_while_a_lost_attempt_ends_is_not_answered_with_new_mac
     events = Phases()
     got = run_managed(replace(config, command="lost-then-stopped", recovery="always", max_restarts=3),
                       events=events, run=attempt)
-    state = open_state()
-    try:
-        leases = state.list_leases(active_only=False)
-    finally:
-        state.close()
+    leases = all_leases()
     assert len(attempts) == 1 and len(leases) == 1, (attempts, [x.id for x in leases])
     assert not [d for name, d in events.lines if name == "recover"], events.lines
     assert (got.status, got.exit_code) == ("cancelled", ExitCode.CANCELLED), (got.status, got.message)

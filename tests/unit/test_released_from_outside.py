@@ -48,6 +48,15 @@ class SpotFake(FakeProvider):
         return replace(lease, machines=[replace(m, spot=True) for m in lease.machines])
 
 
+def all_leases() -> list:
+    """Every lease the state holds, released ones too (what a second attempt would have added)."""
+    state = open_state()
+    try:
+        return state.list_leases(active_only=False)
+    finally:
+        state.close()
+
+
 class Phases:
     def __init__(self):
         self.lines: list[tuple[str, str]] = []
@@ -76,11 +85,7 @@ def test_fleet_down_of_a_runs_lease_ends_it_and_nothing_is_leased_again(config, 
     events = Phases()
     got = run_managed(replace(config, command=command, recovery=recovery, max_restarts=3), events=events,
                       run=attempt)
-    state = open_state()
-    try:
-        leases = state.list_leases(active_only=False)
-    finally:
-        state.close()
+    leases = all_leases()
     assert len(pipelines) == 1 and len(leases) == 1, (pipelines, [x.id for x in leases])
     assert not [d for name, d in events.lines if name == "recover"], events.lines
     assert (got.status, got.exit_code) == ("error", ExitCode.INFRASTRUCTURE)
