@@ -254,10 +254,13 @@ def reconcile(events: Events) -> list[str]:
 
 
 def _state_url_of(ident: dict[str, Any]) -> str:
-    """The state the supervised run lives in: FLEET_STATE_URL, else the `state_url` of the fleet.toml
-    where it was started, else this computer's default, whatever directory reconciles it."""
+    """The state the supervised run lives in, whatever directory reconciles it: the one its
+    supervisor recorded; for one that died before it read its config, FLEET_STATE_URL, else the
+    `state_url` of the fleet.toml where it was started, else this computer's default."""
     from ..paths import fleet_home
     from ..state import configured_state_url
+    if isinstance(ident.get("state_url"), str):
+        return ident["state_url"] or f"sqlite:///{fleet_home() / 'state.db'}"
     cwd = ident.get("cwd")
     return (os.environ.get("FLEET_STATE_URL")
             or (configured_state_url(Path(cwd)) if isinstance(cwd, str) and cwd else configured_state_url())

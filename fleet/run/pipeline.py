@@ -162,6 +162,7 @@ class Pipeline:
                 checkpointer.tick()
 
         try:
+            check_cancel(ctx)   # a stop asked for before now leases nothing (only some providers stop mid-lease)
             lease = source.acquire(ctx, first_deadline, on_machine)                      # lease
             ctx.lease = lease
             # One SSH connection per machine for everything below, each phase a channel on it.

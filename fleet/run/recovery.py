@@ -106,18 +106,21 @@ def run_managed(config: Config, *, options: RunOptions | None = None, events: Ev
     prior = tuple(resume.previous) if resume else ()
     attempts: list[tuple[int, RunSummary]] = []
     spent = prior_spent(resume)
+    import contextlib
     import threading
+    options = replace(options, stop_asked=options.stop_asked or threading.Event())
+    # Installed once the first attempt returned, never before: until then a stop signal keeps its
+    # usual effect (Ctrl-C at the confirmation prompt, while pinning) and the first run's own handlers.
+    with contextlib.ExitStack() as between:
+        return _attempts(config, run, events, options, base, attempt, resume, prior, attempts, spent, between)
 
+
+def _attempts(config, run, events, options, base, attempt, resume, prior, attempts, spent, between) -> RunSummary:
     from .signals import BetweenAttempts
-    asked = options.stop_asked or threading.Event()
-    options = replace(options, stop_asked=asked)
-    with BetweenAttempts(asked):
-        return _attempts(config, run, events, options, base, attempt, resume, prior, attempts, spent)
-
-
-def _attempts(config, run, events, options, base, attempt, resume, prior, attempts, spent) -> RunSummary:
     user_stop = options.stop_asked
     while True:
+        if attempts and user_stop.is_set():     # asked to stop between two attempts: nothing more is leased
+            return _stopped(config, attempts, prior)
         run_id = base if not attempts and not prior else f"{base}-a{attempt}"
         try:
             budget = budget_left(config, spent, len(prior) + len(attempts))
@@ -144,6 +147,8 @@ def _attempts(config, run, events, options, base, attempt, resume, prior, attemp
                                   f"{exc.one_line()}; "
                                   f"its last checkpoint is in the store (`fleet up --resume {last.run_id}`)")
         attempts.append((attempt, summary))
+        if len(attempts) == 1:
+            between.enter_context(BetweenAttempts(user_stop))
         spent += _cost(summary)
         used_up = restarts_refusal(config, len(prior) + len(attempts))
         if not _should_resume(config, summary) or used_up:
@@ -152,10 +157,7 @@ def _attempts(config, run, events, options, base, attempt, resume, prior, attemp
         if not _should_resume(config, summary):
             return _final(config, attempts, prior) if len(prior) + len(attempts) > 1 else summary
         if user_stop.is_set():             # lost, but the user had asked it to stop: never new machines
-            _link(summary.run_id, None, config)
-            return _final(config, attempts, prior, status="cancelled", exit_code=ExitCode.CANCELLED,
-                          message=f"machines lost ({summary.message}) and not resumed: the run was asked to "
-                                  f"stop; its last checkpoint is in the store (`fleet up --resume {summary.run_id}`)")
+            return _stopped(config, attempts, prior)
         if used_up:
             return _final(config, attempts, prior, status="failed", exit_code=ExitCode.INFRASTRUCTURE,
                           message=f"machines lost again and {used_up}: {summary.message}")
@@ -168,6 +170,14 @@ def _attempts(config, run, events, options, base, attempt, resume, prior, attemp
         _link(summary.run_id, f"{base}-a{attempt}", config)
         events.phase("recover", f"{summary.message}; resuming on new machines from the last checkpoint "
                                 f"(attempt {attempt} of at most {config.max_restarts + 1})")
+
+
+def _stopped(config: Config, attempts: list[tuple[int, RunSummary]], prior: tuple[dict, ...]) -> RunSummary:
+    last = attempts[-1][1]
+    _link(last.run_id, None, config)           # followers stop here: no attempt follows
+    return _final(config, attempts, prior, status="cancelled", exit_code=ExitCode.CANCELLED,
+                  message=f"machines lost ({last.message}) and not resumed: the run was asked to stop; its "
+                          f"last checkpoint is in the store (`fleet up --resume {last.run_id}`)")
 
 
 def _final(config: Config, attempts: list[tuple[int, RunSummary]], prior: tuple[dict, ...] = (), *,

@@ -146,14 +146,29 @@ def die_with_lease(config) -> int:
     return seconds
 
 
-def _write_identity(directory: Path, run_id: str, cwd: str) -> None:
-    """Who supervises run_id (proved before anyone signals it), and where it was started: its
-    directory's fleet.toml names the state its run lives in, which a later `fleet` command run
-    elsewhere must open to reconcile it (not whichever state that command's directory names)."""
+def _write_identity(directory: Path, run_id: str, cwd: str, state_url: str | None = None) -> None:
+    """Who supervises run_id (proved before anyone signals it), and the state its run lives in
+    (once the config is read; until then where it was started, whose fleet.toml names it), which a
+    later `fleet` command run elsewhere must open to reconcile it, not whichever state that
+    command's own directory or environment names. The file is the user's alone (FLEET_HOME)."""
     from ..lost_runs import controller_identity
     tmp = directory / f".{IDENTITY}.tmp"
-    tmp.write_text(json.dumps({**controller_identity(), "run_id": run_id, "cwd": cwd}))
+    fields = {"run_id": run_id, "cwd": cwd, **({"state_url": state_url} if state_url is not None else {})}
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps({**controller_identity(), **fields}))
     os.replace(tmp, directory / IDENTITY)
+
+
+def _resolved_state_url(config, cwd: str) -> str:
+    """The state this supervisor records its run in, as any directory can open it: a relative
+    SQLite path made absolute against the directory it runs in; "" for this computer's default."""
+    from .remote_supervisor import supervisor_state_url
+    url = supervisor_state_url(config)
+    path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+    if path and not os.path.isabs(path):
+        return "sqlite:///" + os.path.join(cwd, path)
+    return url
 
 
 def main(argv: list[str]) -> int:
@@ -174,6 +189,7 @@ def main(argv: list[str]) -> int:
         os.chdir(spec.cwd)
         from ..config.loader import load_config
         config = load_config(Path(spec.config_file) if spec.config_file else None, overrides=spec.overrides)
+        _write_identity(directory, spec.run_id, spec.cwd, _resolved_state_url(config, spec.cwd))
         die_with_lease(config)
         beat = _start_beat(config, spec.run_id)
         from ..ci import masked_events

@@ -137,9 +137,16 @@ class Scheduler:
                     thread.join()
 
             def ready(after=previous) -> None:
-                """Before the trial's command: the last reset is over, and it did reach the machines."""
+                """Before the trial reads the machines or starts its command: the last reset is over
+                and reached the machines. One that did not is tried once more (a passing hiccup), for
+                the trial it was meant for; if that fails too, the trial does not start beside what
+                the last one left (and its error retires the slot)."""
                 last_reset_done()
                 if after is not None and reset_ok.get(after) is False:
+                    reset_ok[after] = None         # tried again once, whichever caller comes first
+                    if self._reset(ctx, slot, after):
+                        reset_ok[after] = True
+                if after is not None and reset_ok.get(after) is not True and after in reset_ok:
                     raise MachineUnreachable(f"machines {slot.label} could not be reset after {after}: "
                                              "not starting beside what it left")
             pending.clear()
@@ -173,6 +180,7 @@ class Scheduler:
                 self.events.warn(f"machines {slot.label} no longer answer: no more trials on them")
                 with self.lock:
                     self.lost_slots += 1
+                self._retire(ctx, index)       # its other machines (and the dead one) are given back
                 return
 
     def _reset(self, ctx: RunContext, slot: Slot, run_id: str) -> bool:
@@ -210,15 +218,16 @@ class Scheduler:
             self.shrink.release_soon(ctx, idle, why)
 
     # -- which trial next, under the budget ----------------------------------------------------------
-    def _committed(self, new: Slot) -> int:
+    def _committed(self, new: Slot, life_s: float = float("inf")) -> int:
         """What the machines in use may still cost at worst once a trial starts on `new`: each machine
-        running a trial is billed whole until the longest of its trials reaches its timeout."""
+        running a trial is billed whole until the longest of its trials reaches its timeout (or the
+        pool's machines end, `life_s` from now, whichever comes first)."""
         now = time.monotonic()
         left_s: dict[str, float] = {m: self.timeout_s for m in new.machine_ids}
         for r in self.running.values():
             for m in r.machines:
                 left_s[m] = max(left_s.get(m, 0.0), self.timeout_s - (now - r.started))
-        return sum(cost_micro(self.machine_micro, max(0.0, s)) for s in left_s.values())
+        return sum(cost_micro(self.machine_micro, max(0.0, min(s, life_s))) for s in left_s.values())
 
     def _next(self, ctx: RunContext, slot: Slot) -> Trial | None:
         idle_since = time.monotonic()
@@ -235,7 +244,7 @@ class Scheduler:
                 left = ctx.budget.remaining_micro() if ctx.budget is not None else None
                 if left is None:
                     return self._start(self.queue.popleft(), slot)
-                need = self._committed(slot)
+                need = self._committed(slot, life)
                 if left >= need:
                     return self._start(self.queue.popleft(), slot)
                 if not self.running:

@@ -177,6 +177,26 @@ class TrialEnvironments:
                               wheels_snapshot=wheels.pop(), capture_s=0.0)
 
 
+# $1 the copy, $2 the staged code. The code's siblings (data/, …) are linked beside the copy, so a
+# relative path such as ../data reads the same in a trial as in a run; a venv inside the code (uv
+# sync's .venv) is linked, not copied (it is the pool's environment, and large).
+_FRESH_COPY = r"""
+C=$1; W=$2; P=$(dirname "$C")
+rm -rf "$C" && mkdir -p "$C" || exit 1
+for e in "$(dirname "$W")"/* "$(dirname "$W")"/.[!.]*; do
+  [ -e "$e" ] || [ -L "$e" ] || continue
+  n=$(basename "$e"); [ "$n" = "$(basename "$W")" ] || [ "$e" = "$P" ] || [ "$n" = trials ] || ln -sfn "$e" "$P/$n"
+done
+[ -d "$W" ] || exit 0
+for e in "$W"/* "$W"/.[!.]* "$W"/..?*; do
+  [ -e "$e" ] || [ -L "$e" ] || continue
+  if [ -f "$e/pyvenv.cfg" ]; then ln -s "$e" "$C/"
+  else cp -a --reflink=auto "$e" "$C/" 2>/dev/null || cp -a "$e" "$C/" || exit 1
+  fi
+done
+"""
+
+
 def fresh_code_copies(lease: Lease, leaf: str) -> None:
     """Each machine's copy of the code directory for this trial's slot, made anew from the staged
     code (a reflink where the filesystem has them): the trial runs there (execute.py)."""
@@ -185,12 +205,9 @@ def fresh_code_copies(lease: Lease, leaf: str) -> None:
     from ..stage import code_dir, trial_code_dir
 
     def one(m: Machine) -> None:
-        copy, code = shlex.quote(trial_code_dir(m, leaf)), shlex.quote(code_dir(m))
-        script = (f"rm -rf {copy} && mkdir -p $(dirname {copy}) && if [ -d {code} ]; then "
-                  f"cp -a --reflink=auto {code} {copy} 2>/dev/null || {{ rm -rf {copy} && cp -a {code} {copy}; }}; "
-                  f"else mkdir -p {copy}; fi")
         with connect(m, timeout=30) as session:
-            session.run(["sh", "-c", script], timeout=120, deadline_s=600)
+            session.run(["sh", "-c", _FRESH_COPY, "fresh-copy", trial_code_dir(m, leaf), code_dir(m)],
+                        timeout=120, deadline_s=600)
     parallel(lease.machines, one)
 
 

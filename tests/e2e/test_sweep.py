@@ -193,7 +193,9 @@ def test_what_a_trial_writes_beside_its_code_is_not_the_next_trials_starting_poi
     """Trainers write ./out and resume from its last checkpoint: trial 2 with other parameters must
     not resume trial 1's. Each trial runs in a fresh copy of the staged code; the staged code itself
     (what the record pins) is not written to."""
+    # ../data/train: a path relative to the code, as a run sees it (the data beside the code)
     (experiment / "train.sh").write_text("test ! -e out/checkpoint && test -e train.sh && mkdir -p out && "
+                                         "grep -q shared-data ../data/train/x.txt && "
                                          "echo lr={x} > out/checkpoint && echo wd=$(pwd)\n")
     _config(experiment)
     proc = run_fleet(["sweep", "--param", "x=1,2,3", "--json", "--", "sh", "train.sh"], cwd=experiment, timeout=180)

@@ -57,15 +57,57 @@ def test_a_stop_asked_for_while_a_lost_attempt_ends_is_not_answered_with_new_mac
     assert all(x.status == "released" for x in leases)
 
 
-def test_a_stop_signal_before_the_first_run_takes_it_cancels_the_run(config):  # noqa: F811
-    """SIGTERM while no run (and so no run's handlers) exists yet: it is neither lost nor fatal."""
+class LostThenSignalledBetween(FakeMachines):
+    """Attempt 1 loses a machine; the SIGTERM lands after it ended, before attempt 2 (the recovery's
+    own handlers take it: its default would kill the supervisor, the run unrecorded)."""
+
+    def execute(self, ctx, lease, command, *, setup=False, on_tick=None) -> ExecResult:
+        if command != "lost-once" or setup:
+            return super().execute(ctx, lease, command, setup=setup, on_tick=on_tick)
+        ctx.request_stop("lost", "machine n1 vanished under the run")
+        return ExecResult(ExitCode.CANCELLED, "1")
+
+
+def test_a_stop_signal_between_two_attempts_ends_the_recovery_with_nothing_leased(config, monkeypatch):  # noqa: F811
+    import fleet.run.recovery as recovery
     provider = FakeProvider(FakeSettings(price_per_hour=Decimal(36)))
-    machines = FakeMachines()
+    attempts = []
 
     def attempt(cfg, *, options, events):
-        os.kill(os.getpid(), signal.SIGTERM)      # recovery's handler takes it
-        return Pipeline(cfg, NewLease(provider), options=options, events=events, machines=machines).run()
+        attempts.append(options.run_id)
+        if len(attempts) == 2:
+            raise AssertionError("attempt 2 was started after the stop signal")
+        return Pipeline(cfg, NewLease(provider), options=options, events=events,
+                        machines=LostThenSignalledBetween()).run()
+    real = recovery.latest_snapshots
 
-    got = run_managed(replace(config, recovery="always", max_restarts=3), events=Phases(), run=attempt)
+    def checkpoints_then_signal(*a, **k):        # between the attempts: no run's handlers now
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+    monkeypatch.setattr(recovery, "latest_snapshots", checkpoints_then_signal)
+
+    got = run_managed(replace(config, command="lost-once", recovery="always", max_restarts=3), events=Phases(),
+                      run=attempt)
+    assert len(attempts) == 1 and len(all_leases()) == 1
     assert (got.status, got.exit_code) == ("cancelled", ExitCode.CANCELLED), (got.status, got.message)
-    assert not [c for c, setup in machines.ran if not setup], machines.ran     # the command never started
+    assert "not resumed: the run was asked to stop" in got.message
+
+
+def test_a_stop_asked_before_the_lease_leases_nothing(config):  # noqa: F811
+    """The run's handlers take over after pinning and the budget: a stop that came before (or
+    then) ends the run before any machine is asked for, on every provider (not only those that
+    stop mid-lease)."""
+    import threading
+
+    from fleet.run.types import RunOptions
+    provider = FakeProvider(FakeSettings(price_per_hour=Decimal(36)))
+    asked_for = []
+    real_lease = provider.lease
+    provider.lease = lambda *a, **k: asked_for.append(a) or real_lease(*a, **k)
+    asked = threading.Event()
+    asked.set()
+    got = Pipeline(config, NewLease(provider), options=RunOptions(stop_asked=asked), events=Phases(),
+                   machines=FakeMachines()).run()
+    assert (got.status, got.exit_code) == ("cancelled", ExitCode.CANCELLED), (got.status, got.message)
+    assert asked_for == [], "machines were leased for a run asked to stop"
+    assert [x.id for x in all_leases() if x.status in ("active", "leasing")] == []

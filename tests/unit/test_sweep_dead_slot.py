@@ -100,3 +100,27 @@ def test_no_trial_starts_beside_the_last_ones_leftovers_when_its_reset_failed(sw
     assert second.state == "error", "the second trial ran beside the first one's leftovers"
     assert f"could not be reset after {given[0]}" in second.reason
     assert len(given) == 2 and scheduler.lost_slots == 1
+
+
+def test_a_reset_that_failed_once_is_tried_again_for_the_trial_it_was_meant_for(sweep, monkeypatch):
+    scheduler, ctx, slot = sweep
+
+    def behaviour(n, run_id, machines):
+        if n == 1:
+            machines.after_collect(run_id)
+        else:
+            machines._after_reset()
+        return _succeeded(run_id)
+    given = _fake_pipeline(monkeypatch, behaviour)
+    resets = []
+
+    def flaky_reset(ctx, slot, run_id):
+        resets.append(run_id)
+        return len(resets) > 1                     # the early reset fails, the retry reaches the machines
+    monkeypatch.setattr(scheduler, "_reset", flaky_reset)
+    scheduler.spec.trials = scheduler.spec.trials[:2]
+    scheduler.queue = type(scheduler.queue)(scheduler.spec.trials)
+    scheduler._trials_on(ctx, 0, slot, 600, [])
+    assert [scheduler.results[t].state for t in ("t001", "t002")] == ["succeeded", "succeeded"]
+    assert resets[:2] == [given[0], given[0]], resets        # both for trial 1's leftovers
+    assert scheduler.lost_slots == 0
