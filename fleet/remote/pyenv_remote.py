@@ -305,6 +305,17 @@ def _clone_verified(src: str, env: str) -> bool:
     return False
 
 
+def _own_private_dir(path: str) -> None:
+    """The host's venv cache is trusted (its entries become every lease's environment): it must be
+    this user's own directory, not a link, writable by no one else. In a shared workdir (a team's
+    /scratch/fleet) another user could otherwise have made it first and planted an entry."""
+    import stat
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+        raise SystemExit("fleet: the venv cache %s is not this user's private directory (owner uid %d, mode %04o): "
+                         "refusing to use it" % (path, st.st_uid, stat.S_IMODE(st.st_mode)))
+
+
 def prepare(env: str, cache: str, code: str, setup: str, prefer: str = "") -> dict:
     python = base_python()
     info = _read_marker(env)
@@ -312,6 +323,7 @@ def prepare(env: str, cache: str, code: str, setup: str, prefer: str = "") -> di
         return {**info, "source": "existing"}
     cache = os.path.expanduser(cache)
     os.makedirs(cache, mode=0o700, exist_ok=True)
+    _own_private_dir(cache)
     key = requirements_key(python, code, setup)
     candidates = [os.path.join(cache, key)]
     if prefer and "/" not in prefer:

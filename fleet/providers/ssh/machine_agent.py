@@ -9,6 +9,42 @@ from ...errors import InfrastructureError
 from ...models import Machine
 
 
+# Run on the host with its python (-S: standard library only): $1 the leases root (the host's
+# `workdir`), $2 the machine's workdir (<root>/<lease>/<machine>), $3 its state directory. The root
+# may be shared by a team (/scratch/fleet): each directory on its path, as written and as resolved,
+# must be root's or this user's and world-writable only with the sticky bit, and the lease's and
+# the machine's own directories this user's alone (0700, not links). Else another user could swap
+# in a directory holding their own agent.py, which this login would then run (at release too).
+_PREPARE = r"""
+import os, stat, sys
+root, workdir, state = sys.argv[1:4]
+def refuse(why):
+    sys.exit("fleet: unsafe workdir, %s; another user could replace what fleet runs there (workdir %s)"
+             % (why, root))
+def safe(path, st):
+    if st.st_uid not in (0, os.geteuid()):
+        refuse("uid %d owns %s" % (st.st_uid, path))
+    if stat.S_ISDIR(st.st_mode) and st.st_mode & 0o002 and not st.st_mode & stat.S_ISVTX:
+        refuse("every user may write to %s (mode %04o, no sticky bit)" % (path, stat.S_IMODE(st.st_mode)))
+os.makedirs(root, mode=0o700, exist_ok=True)
+for path in {os.path.abspath(root), os.path.realpath(root)}:
+    while True:
+        safe(path, os.lstat(path))
+        if path == os.path.dirname(path):
+            break
+        path = os.path.dirname(path)
+for d in (os.path.dirname(workdir), workdir, state):
+    try:
+        os.mkdir(d, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(d)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        refuse("a directory not this lease's own (uid %d, mode %04o) stands at %s"
+               % (st.st_uid, stat.S_IMODE(st.st_mode), d))
+"""
+
+
 def start_watchdog(m: Machine, *, ttl_s: float, max_s: float, telemetry_interval: float = 0) -> str:
     """Copy the agent into the machine's workdir and start its watchdog detached from this SSH session.
 
@@ -23,8 +59,9 @@ def start_watchdog(m: Machine, *, ttl_s: float, max_s: float, telemetry_interval
     from ...isolation import namespace
     from ...remote.ssh import connect
     level = requested()
+    lease_dir = m.workdir.rsplit("/", 1)[0]
     with connect(m, timeout=10) as s:
-        s.run(["mkdir", "-p", m.state_dir])
+        s.run([m.python, "-S", "-c", _PREPARE, lease_dir.rsplit("/", 1)[0], m.workdir, m.state_dir], timeout=30)
         with s.transfer() as sftp:
             for source in AGENT_FILES:
                 if source.exists():
