@@ -1,9 +1,10 @@
 """One rendezvous port per lease: probed free on node 0's host, claimed in the state database.
 
 A fixed MASTER_PORT made two multi-node runs on one host collide (EADDRINUSE) or, worse, join each
-other's process group. Each lease now gets a port that is free on its master's host when probed
-and reserved in fleet's state (the team's shared database on team hosts), so a second lease can
-not be handed the same port in the window before the first run binds it. The reservation lives as
+other's process group. Each lease gets a port that is free on its master's host when probed and
+reserved in fleet's state (the team's shared database on team hosts), so a second lease can not be
+handed the same port in the window before the first run binds it; leases whose claims live in
+different databases (each user's own, on a shared Slurm node) start probing at different ports. The reservation lives as
 long as the lease is leasing/active; `fleet run LEASE` on a kept lease reuses it.
 """
 from __future__ import annotations
@@ -80,6 +81,16 @@ def probe_free_ports(machine: Machine, candidates: list[int]) -> list[int]:
     return [int(p) for p in result.stdout.split()]
 
 
+def candidate_order(lease_id: str) -> list[int]:
+    """The range from a point of the lease's own (a hash of its id): leases recorded in different
+    state databases (users of one Slurm node, each with their own) probe different ports first, so
+    two that probe at the same moment are not both handed 29500, which only one can bind."""
+    import hashlib
+    start = int.from_bytes(hashlib.sha256(lease_id.encode()).digest()[:4], "big") % len(PORT_RANGE)
+    ports = list(PORT_RANGE)
+    return ports[start:] + ports[:start]
+
+
 def allocate_master_port(state, lease: Lease, probe=probe_free_ports) -> int:
     """The lease's rendezvous port on node 0's host: its existing claim, else a newly probed and claimed one."""
     master = min(lease.machines, key=lambda m: m.node_rank)
@@ -89,7 +100,7 @@ def allocate_master_port(state, lease: Lease, probe=probe_free_ports) -> int:
     if held is not None:
         return held
     taken = reservations.taken(host)
-    untried = [p for p in PORT_RANGE if p not in taken]
+    untried = [p for p in candidate_order(lease.id) if p not in taken]
     while untried:
         batch, untried = untried[:PROBE_BATCH], untried[PROBE_BATCH:]
         port = reservations.claim(lease.id, host, probe(master, batch))
@@ -114,7 +125,7 @@ def allocate_more_ports(state, lease: Lease, master: Machine, count: int, probe=
     if count <= 0:
         return got
     taken = reservations.taken(master.host)
-    untried = [p for p in PORT_RANGE if p not in taken]
+    untried = [p for p in candidate_order(lease.id) if p not in taken]
     fallback = 0
     while len(got) < count:
         if untried:

@@ -54,17 +54,18 @@ def test_two_leases_on_one_host_get_distinct_ports_and_keep_them(state):
 def test_a_released_lease_frees_its_port(state):
     a, b = make_lease(state, "l-aaaa0001"), make_lease(state, "l-bbbb0002")
     port_a = allocate_master_port(state, a, probe=everything_free)
+    only_a = lambda m, cands: [p for p in cands if p == port_a]          # noqa: E731 — the one free port
     state.set_lease_status(a.id, "released")
-    assert allocate_master_port(state, b, probe=everything_free) == port_a
+    assert allocate_master_port(state, b, probe=only_a) == port_a
     c = make_lease(state, "l-cccc0003")
     PortReservations(state.db).release(b.id)   # explicit release frees it too
-    assert allocate_master_port(state, c, probe=everything_free) == port_a
+    assert allocate_master_port(state, c, probe=only_a) == port_a
 
 
 def test_other_hosts_and_bound_ports_do_not_count(state):
     a, b = make_lease(state, "l-aaaa0001", host="gpu-box-1"), make_lease(state, "l-bbbb0002", host="gpu-box-2")
-    assert allocate_master_port(state, a, probe=everything_free) == allocate_master_port(state, b,
-                                                                                       probe=everything_free)
+    port_a = allocate_master_port(state, a, probe=everything_free)
+    assert allocate_master_port(state, b, probe=lambda m, cands: [p for p in cands if p == port_a]) == port_a
     c = make_lease(state, "l-cccc0003", host="gpu-box-1")
     busy = set(PORT_RANGE[:40])   # something else listens there: the probe on the host says so
     port = allocate_master_port(state, c, probe=lambda m, cands: [p for p in cands if p not in busy])
@@ -90,3 +91,17 @@ def test_concurrent_allocations_never_share_a_port(state):
         t.join(120)
     assert not errors, errors
     assert len(set(ports.values())) == len(leases), ports
+
+
+def test_leases_recorded_in_separate_databases_probe_different_ports_first(tmp_path, monkeypatch):
+    """Two users of one Slurm node, each with their own state: neither sees the other's claim, and
+    both probe before either run binds. Starting both at 29500 handed both 29500."""
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    stores = [StateStore(Database(tmp_path / f"state-{i}.db")) for i in range(2)]
+    try:
+        ports = [allocate_master_port(s, make_lease(s, lease_id, host="node-7"), probe=everything_free)
+                 for s, lease_id in zip(stores, ("l-5f1c0a11", "l-9e2d4b77"))]
+    finally:
+        for s in stores:
+            s.close()
+    assert ports[0] != ports[1] and set(ports) <= set(PORT_RANGE), ports
