@@ -2,13 +2,11 @@
 """fleet agent: the on-machine half of fleet. Standard library only; copied onto every machine.
 
 Subcommands
-  watchdog  hold the machine's deadline; at expiry end every process of this machine and optionally
-            power the machine off (cloud: shutdown = terminate). containment.py decides which processes
-            are the machine's: its cgroup v2 unit where the host allows one, else pids proven by start
-            time plus the FLEET_MACHINE_ID tag. The watchdog lives outside the cgroup leaf it kills.
-  extend    move the deadline to now+TTL *as this machine's clock reads it* (so controller clock
-            skew never matters), capped at the hard maximum fixed when the watchdog started;
-            never earlier than it already is (a deadline is only ever extended).
+  watchdog  hold the machine's deadline; at expiry end every process of this machine (containment.py: its
+            cgroup v2 unit where the host allows one, else pids proven by start time plus the tag
+            FLEET_MACHINE_ID; it lives outside the leaf it kills), optionally powering off (cloud: terminate).
+  extend    move the deadline to now+TTL *as this machine's clock reads it* (controller clock skew never
+            matters), capped at the hard maximum fixed when the watchdog started; never moved earlier.
   release   expire now (the normal end of a lease).  stop: release, and end whatever the watchdog left.
   group     run a machine's per-GPU processes, each as `exec` would, relaying their output (group.py).
   exec      run a command in its own process group (inside the machine's cgroup unit when it has
@@ -268,11 +266,13 @@ def stop_machine(state, machine_id, *, unit=None, roots=(), grace_s=2.0):
     watchdog = containment.read_pid_file(os.path.join(state, "watchdog.pid"))
     if watchdog and not _is_watchdog(watchdog[0], state):
         watchdog = None   # a pid reused by something else: never waited for, never signalled
-    elif watchdog and containment.same_process(*watchdog):
-        try:
-            os.kill(watchdog[0], signal.SIGTERM)   # now, not at its next poll of the release file (≤ 0.5 s)
-        except OSError:
-            pass   # ended meanwhile, or another user's: it still sees the release file
+    elif watchdog:
+        # Now, not at its next poll of the release file (≤ 0.5 s); held by pidfd first, as it may be
+        # ending this very moment and its pid must never be taken for another process's.
+        held = containment.verify(*watchdog)
+        if held is not None:
+            held.signal(signal.SIGTERM)   # another user's (not permitted): it still sees the release file
+            held.close()
     deadline = time.monotonic() + grace_s + 3
     while watchdog and containment.same_process(*watchdog) and time.monotonic() < deadline:
         time.sleep(0.05)
