@@ -211,6 +211,9 @@ class BudgetPolicy:
     grace_s: float = 30.0
     warned: set[str] = field(default_factory=set)
     reserved_micro: int = 0      # this run's own reservation in the shared scopes (0: none made)
+    # The lease existed before this run (kept) and this run's time on it starts here: the meter's
+    # re-checks must leave out only this run's own rows, as the first check did (metering.build_scopes).
+    lease_kept_since: datetime | None = None
 
     def binding(self, run_spent_micro: int) -> Scope | None:
         return min(self.scopes, key=lambda s: s.remaining(run_spent_micro), default=None)

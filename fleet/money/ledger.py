@@ -342,16 +342,23 @@ class Ledger:
 
     def spent_micro(self, *, project: str | None = None, owner: str | None = None,
                     since: datetime | None = None, exclude_run: str | None = None,
-                    exclude_lease: str | None = None) -> int:
-        """Fast total for budget scopes (SQL SUM; digests are checked by `read`/`verify`, not here)."""
+                    exclude_lease: str | None = None, lease_kept_since: datetime | None = None) -> int:
+        """Fast total for budget scopes (SQL SUM; digests are checked by `read`/`verify`, not here).
+
+        `exclude_lease` alone: a lease made for this run, so all its rows are this run's (kept time
+        aside). With `lease_kept_since` (the lease existed before this run, whose time on it starts
+        there) only its run-less rows from then on are; other runs' rows on it count like any other."""
         where, params = self._where(since=since, project=project, owner=owner)
         extra = []
         if exclude_run is not None:
             extra.append("(run_id IS NULL OR run_id <> ?)")
             params.append(exclude_run)
         if exclude_lease is not None:   # its kept time is past spend, not this run's: it counts
-            extra.append(f"(lease_id <> ? OR segment_id LIKE '%{KEPT_SUFFIX}')")
+            extra.append(f"(lease_id <> ? OR segment_id LIKE '%{KEPT_SUFFIX}'"
+                         + (" OR run_id IS NOT NULL OR start_at < ?)" if lease_kept_since is not None else ")"))
             params.append(exclude_lease)
+            if lease_kept_since is not None:
+                params.append(iso(lease_kept_since))
         if extra:
             where += (" AND " if where else " WHERE ") + " AND ".join(extra)
         rows = self.db.execute(f"SELECT COALESCE(SUM(cost_micro), 0) AS total FROM ledger{where}", params)

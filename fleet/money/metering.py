@@ -42,32 +42,43 @@ class BudgetLimits:
 
 def build_scopes(limits: BudgetLimits, *, project: str, user: str, ledger: Ledger | None, now: datetime,
                  run_id: str | None = None, lease_id: str | None = None,
-                 reservations: Reservations | None = None) -> list[Scope]:
+                 reservations: Reservations | None = None, lease_kept_since: datetime | None = None) -> list[Scope]:
     """The budgets that apply; monthly ones start from what others spent this month (not this run)
-    and what other live runs' reservations still hold (not this lease's own)."""
+    and what other live runs' reservations still hold (not this run's own).
+
+    A lease made for this run holds only this run's rows and reservation, so all of them are left
+    out. `lease_kept_since`: the lease existed before this run (kept), whose time on it starts then;
+    what earlier (or concurrent) runs spent and still hold on it counts like any other run's."""
     scopes = []
     if limits.run is not None:
         scopes.append(Scope("run", to_micro(limits.run)))
     month = month_start(now)
+    kept = lease_kept_since is not None and run_id is not None
     for limit, kind, name, column in ((limits.project_monthly, "project", project, "project"),
                                       (limits.user_monthly, "user", user, "owner")):
         if limit is None:
             continue
-        spent = ledger.spent_micro(**{column: name}, since=month, exclude_run=run_id,
-                                   exclude_lease=lease_id) if ledger else 0
-        held = reservations.held_micro(**{column: name}, exclude_lease=lease_id, now=now) if reservations else 0
+        spent = ledger.spent_micro(**{column: name}, since=month, exclude_run=run_id, exclude_lease=lease_id,
+                                   lease_kept_since=lease_kept_since) if ledger else 0
+        held = 0
+        if reservations is not None:
+            held = (reservations.held_micro(**{column: name}, exclude_run=run_id, now=now) if kept else
+                    reservations.held_micro(**{column: name}, exclude_lease=lease_id, now=now))
         scopes.append(Scope(f"{kind} {name!r} ({month_label(now)})", to_micro(limit), spent, held))
     return scopes
 
 
 def prepare_budget(limits: BudgetLimits, plan, *, ledger: Ledger | None, prices: dict | None = None,
                    now: datetime | None = None, run_id: str | None = None, reservations: Reservations | None = None,
-                   lease_id: str | None = None) -> tuple[BudgetPolicy | None, Price | None]:
+                   lease_id: str | None = None,
+                   lease_kept_since: datetime | None = None) -> tuple[BudgetPolicy | None, Price | None]:
     """Before leasing: the policy for this run, and the per-machine price it will accrue.
     Raises BudgetRefused for an unknown price or a budget that cannot pay the minimum billing.
 
     With `reservations` (and a lease id) and a monthly budget, the check and this lease's
-    reservation are one transaction under a lock on the scopes, committed before returning."""
+    reservation are one transaction under a lock on the scopes, committed before returning.
+    `lease_kept_since`: the run is on a lease that existed before it (build_scopes); the policy
+    carries it so the meter's re-checks count the same rows."""
     if not limits.any:
         return None, None
     price = require_price(plan.template, prices, instance_type=plan.instance_type)
@@ -75,7 +86,8 @@ def prepare_budget(limits: BudgetLimits, plan, *, ledger: Ledger | None, prices:
     shared = limits.project_monthly is not None or limits.user_monthly is not None
     if reservations is None or lease_id is None or not shared:
         policy = BudgetPolicy(build_scopes(limits, project=plan.project, user=plan.user, ledger=ledger, now=now,
-                                           run_id=run_id), warn_fraction=limits.warn_fraction, grace_s=limits.grace_s)
+                                           run_id=run_id), warn_fraction=limits.warn_fraction, grace_s=limits.grace_s,
+                              lease_kept_since=lease_kept_since)
         refuse_unaffordable(policy, price_micro_per_hour=price.per_hour_micro, machines=plan.machine_count,
                             provider=plan.provider)
         return policy, price
@@ -83,8 +95,10 @@ def prepare_budget(limits: BudgetLimits, plan, *, ledger: Ledger | None, prices:
         reservations.lock_scopes(project=plan.project if limits.project_monthly is not None else None,
                                  owner=plan.user if limits.user_monthly is not None else None)
         policy = BudgetPolicy(build_scopes(limits, project=plan.project, user=plan.user, ledger=ledger, now=now,
-                                           run_id=run_id, lease_id=lease_id, reservations=reservations),
-                              warn_fraction=limits.warn_fraction, grace_s=limits.grace_s)
+                                           run_id=run_id, lease_id=lease_id, reservations=reservations,
+                                           lease_kept_since=lease_kept_since),
+                              warn_fraction=limits.warn_fraction, grace_s=limits.grace_s,
+                              lease_kept_since=lease_kept_since)
         refuse_unaffordable(policy, price_micro_per_hour=price.per_hour_micro, machines=plan.machine_count,
                             provider=plan.provider)
         burn = price.per_hour_micro * plan.machine_count
@@ -175,7 +189,7 @@ class RunMeter:
             if self.limits is not None and (self.limits.project_monthly or self.limits.user_monthly):
                 fresh = build_scopes(self.limits, project=self.project, user=self.user, ledger=self.ledger,
                                      now=at, run_id=self.run_id, lease_id=self.lease_id,
-                                     reservations=self.reservations)
+                                     reservations=self.reservations, lease_kept_since=self.policy.lease_kept_since)
                 self.policy.scopes = fresh   # other runs this month keep spending too
             verdict = self.policy.evaluate(spent, self.burn_micro_per_hour)
         if verdict.action != "stop" and self.idle is not None and self.latest_utilisations is not None:

@@ -12,12 +12,16 @@ are one transaction, under a lock on the budget scope:
   the remainder cannot pay the minimum billing; else insert this lease's reservation. It is
   committed before the lease is made, so the next command sees it.
 
-What a reservation holds: `amount − what its lease has already put in the ledger` (never below
-zero), so a run's spend is never counted twice. Its amount is the lease's estimated maximum cost
-(price × machines × max_duration), capped by the run budget and by what is left, and never less
-than the minimum billing. A run without a per-run budget therefore claims what it may spend in
-its max_duration, up to everything left in the scope: set `budget =` per run to share a monthly
-budget between concurrent runs.
+What a reservation holds: `amount − what its run has put in its lease's ledger` (never below
+zero), so a run's spend is never counted twice. Only its run's rows: on a kept lease, earlier
+runs' rows and the kept idle time are spend of their own (counted as spent, not netted), and a
+concurrent run on it has its own reservation. A reservation made without a run id is netted by
+its lease's rows (kept time aside) that started at or after it was made.
+
+Its amount is the lease's estimated maximum cost (price × machines × max_duration), capped by the
+run budget and by what is left, and never less than the minimum billing. A run without a per-run
+budget therefore claims what it may spend in its max_duration, up to everything left in the
+scope: set `budget =` per run to share a monthly budget between concurrent runs.
 
 It stops holding money when (whichever comes first): its run ends (`settle`, from after_run);
 its lease is no longer leasing/active (`fleet down`, the reaper); an active lease is past its
@@ -35,7 +39,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from .budget import Clock, utc_clock
-from .ledger import iso, parse_iso
+from .ledger import KEPT_SUFFIX, iso, parse_iso
 
 PENDING_S = 120.0          # a reservation whose lease row never appears stops counting after this
 DEADLINE_SLACK_S = 30.0    # an active lease's recorded deadline, plus a heartbeat's worth of slack
@@ -118,8 +122,9 @@ class Reservations:
             self.db.execute("SELECT pg_advisory_xact_lock(?)", (key,))
 
     def live(self, *, project: str | None = None, owner: str | None = None, exclude_lease: str | None = None,
-             now: datetime | None = None) -> list[Held]:
-        """Live reservations in a scope (project and/or owner), with what their leases spent so far."""
+             exclude_run: str | None = None, now: datetime | None = None) -> list[Held]:
+        """Live reservations in a scope (project and/or owner), with what their runs spent so far.
+        `exclude_run`: a run on a kept lease leaves out its own reservation, not its lease's others."""
         now = now or self.clock()
         where, params = ["r.released_at IS NULL", "r.expires_at > ?"], [iso(now)]
         for column, value in (("r.project", project), ("r.owner", owner)):
@@ -129,14 +134,17 @@ class Reservations:
         if exclude_lease is not None:
             where.append("r.lease_id <> ?")
             params.append(exclude_lease)
+        if exclude_run is not None:
+            where.append("(r.run_id IS NULL OR r.run_id <> ?)")
+            params.append(exclude_run)
         rows = self.db.execute(
-            "SELECT r.lease_id, r.project, r.owner, r.amount_micro, r.created_at, r.expires_at,"
+            "SELECT r.id, r.lease_id, r.project, r.owner, r.amount_micro, r.created_at, r.expires_at,"
             " l.status AS lease_status, l.deadline AS lease_deadline, l.max_deadline AS lease_max_deadline"
             " FROM budget_reservations r LEFT JOIN leases l ON l.id = r.lease_id"
             f" WHERE {' AND '.join(where)}", params)
         alive = [r for r in rows if self._row_live(r, now)]
-        spent = self._spent_by_lease(sorted({r["lease_id"] for r in alive}))
-        return [Held(r["lease_id"], r["project"], r["owner"], int(r["amount_micro"]), spent.get(r["lease_id"], 0))
+        spent = self._spent_since_reserved(sorted({r["id"] for r in alive}))
+        return [Held(r["lease_id"], r["project"], r["owner"], int(r["amount_micro"]), spent.get(r["id"], 0))
                 for r in alive]
 
     def held_micro(self, **scope) -> int:
@@ -150,14 +158,20 @@ class Reservations:
         return is_live(now=now, created_at=created, expires_at=expires, lease_status=row["lease_status"],
                        lease_deadline=_time(row["lease_deadline"]), lease_max_deadline=_time(row["lease_max_deadline"]))
 
-    def _spent_by_lease(self, lease_ids: list[str]) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for start in range(0, len(lease_ids), 500):   # SQLite caps bound parameters
-            chunk = lease_ids[start:start + 500]
+    def _spent_since_reserved(self, reservation_ids: list[int]) -> dict[int, int]:
+        """Per reservation id: what its run put in its lease's ledger (see the module's docstring).
+        start_at and created_at are both ledger.iso text (fixed-width UTC), so comparing them as
+        strings compares instants."""
+        out: dict[int, int] = {}
+        for start in range(0, len(reservation_ids), 500):   # SQLite caps bound parameters
+            chunk = reservation_ids[start:start + 500]
             marks = ",".join("?" * len(chunk))
-            for r in self.db.execute(f"SELECT lease_id, COALESCE(SUM(cost_micro), 0) AS spent FROM ledger"
-                                     f" WHERE lease_id IN ({marks}) GROUP BY lease_id", chunk):
-                out[r["lease_id"]] = int(r["spent"] or 0)
+            for r in self.db.execute(
+                    "SELECT r.id, COALESCE(SUM(g.cost_micro), 0) AS spent FROM budget_reservations r"
+                    " JOIN ledger g ON g.lease_id = r.lease_id AND (g.run_id = r.run_id OR r.run_id IS NULL"
+                    f" AND g.start_at >= r.created_at AND g.segment_id NOT LIKE '%{KEPT_SUFFIX}')"
+                    f" WHERE r.id IN ({marks}) GROUP BY r.id", chunk):
+                out[r["id"]] = int(r["spent"] or 0)
         return out
 
     def reserve(self, *, lease_id: str, run_id: str | None, project: str, owner: str, amount_micro: int,

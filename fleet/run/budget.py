@@ -45,9 +45,13 @@ class BudgetGate:
     def grant(self, offer: Offer, *, run_id: str, lease_id: str) -> BudgetGrant:
         limits = BudgetLimits.from_config(self.config)
         reservations = Reservations(self.state.db, clock=self.clock)
+        now = self.clock()
+        # A new lease is recorded only after this gate; a lease already on record was kept (or
+        # handed over) with earlier spend on it that this run's budgets must count.
+        kept_since = now if self._lease_on_record(lease_id) else None
         policy, price = prepare_budget(limits, offer, ledger=Ledger(self.state.db, clock=self.clock),
-                                       prices=self.config.prices, run_id=run_id, reservations=reservations,
-                                       lease_id=lease_id)
+                                       prices=self.config.prices, now=now, run_id=run_id, reservations=reservations,
+                                       lease_id=lease_id, lease_kept_since=kept_since)
         if price is None:   # no budget: still record the price when one is known
             price = resolve_price(offer.template, self.config.prices, instance_type=offer.instance_type)
         if policy is not None:
@@ -68,6 +72,9 @@ class BudgetGate:
         return BudgetGrant(limits=limits, price=price, policy=policy,
                            reserved_micro=policy.reserved_micro if policy is not None else 0,
                            exhausted_in_s=exhausted, idle=idle)
+
+    def _lease_on_record(self, lease_id: str) -> bool:
+        return bool(self.state.db.execute("SELECT 1 AS found FROM leases WHERE id = ?", (lease_id,)))
 
 
 class RunBudget:

@@ -1,0 +1,190 @@
+"""A run on a kept lease (`fleet run LEASE`) counts what earlier runs on that lease spent in its
+monthly budgets, and its reservation holds what it may still spend: earlier runs' spend on the
+lease neither hides from its check nor shrinks its claim as other users see it.
+
+The reviewer's case: a $50 project budget, run 1 spends $36 on lease L and L is kept; a second
+run on L used to see $0 spent and could reserve (and spend) the whole $50 again."""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from fleet.config.model import BudgetsConfig, Config
+from fleet.errors import BudgetRefused
+from fleet.money.budget import Price, month_start, to_micro, utc_clock
+from fleet.money.kept import close_kept
+from fleet.money.ledger import Ledger, iso
+from fleet.money.metering import RunMeter
+from fleet.money.reservations import Reservations
+from fleet.models import Template
+from fleet.providers.fake import FakeProvider, FakeSettings
+from fleet.run.budget import BudgetGate
+from fleet.run.lease import KeptLease, NewLease
+from fleet.run.pipeline import Pipeline
+from fleet.run.types import ExecResult, Offer, RunOptions
+from fleet.state import open_state
+from tests.fixtures.ledger import FakeClock, _Lease, _Machine
+from tests.unit.test_run_pipeline import FakeMachines, StepClock, lease_of, ledger_for
+
+# In the current month, so a gate that reads the real clock for its month still sees these rows.
+T0 = month_start(utc_clock()) + timedelta(days=1)
+BOX = Template("box", "aws", 1, price_per_hour=Decimal(36), price_source="price table")   # $0.01 a second
+MONTHLY = BudgetsConfig(project_monthly=Decimal(50), grace_s=0)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path, fleet_home):
+    url = request.getfixturevalue("postgres_url") if request.param == "postgresql" else \
+        f"sqlite:///{tmp_path / 'state.db'}"
+    state = open_state(url)
+    yield state.db
+    state.close()
+
+
+@pytest.fixture
+def clock():
+    return FakeClock(T0)
+
+
+def offer(user: str = "ana", max_s: int = 3600) -> Offer:
+    return Offer(provider="aws", template=BOX, machine_count=1, gpus=1, max_duration_s=max_s, heartbeat_ttl_s=60,
+                 project="vision", user=user)
+
+
+def gate(db, clock) -> BudgetGate:
+    config = Config(path=None, base_dir=Path("."), project="vision", name="t", command="true", budgets=MONTHLY)
+    return BudgetGate(config, SimpleNamespace(db=db), clock)
+
+
+def record_lease(db, clock, lease_id: str) -> _Lease:
+    """The lease row the pipeline writes after the gate (begin_lease), then active."""
+    now = clock()
+    db.execute("INSERT INTO leases (id, provider, template, project, owner, status, created_at, deadline,"
+               " max_deadline, heartbeat_ttl_s) VALUES (?,?,?,?,?,?,?,?,?,?)",
+               (lease_id, "aws", "box", "vision", "ana", "active", iso(now), iso(now + timedelta(hours=4)),
+                iso(now + timedelta(hours=8)), 60))
+    return _Lease(lease_id, "vision", "ana", "box", "aws", [_Machine(f"{lease_id}-m0", (0,))])
+
+
+def metered(db, clock, grant, lease, run_id: str, *, kept: bool = False) -> RunMeter:
+    """A run's meter as RunBudget drives it; on a kept lease its idle time ends where the run starts."""
+    ledger = Ledger(db, clock)
+    meter = RunMeter(ledger, grant.policy, limits=grant.limits, clock=clock, reservations=Reservations(db, clock))
+    if kept:
+        close_kept(ledger, lease, clock())
+    meter.start(lease, grant.price, run_id=run_id)
+    return meter
+
+
+def project_scope(policy):
+    [scope] = [s for s in policy.scopes if s.name.startswith("project 'vision'")]
+    return scope
+
+
+def first_run_kept(db, clock) -> _Lease:
+    """Run 1 on a new lease spends $36 (one hour), the lease is kept, and sits idle for a minute ($0.60)."""
+    grant = gate(db, clock).grant(offer(), run_id="r-1", lease_id="l-1")
+    lease = record_lease(db, clock, "l-1")
+    meter = metered(db, clock, grant, lease, "r-1")
+    clock.advance(3600)
+    meter.tick()
+    assert project_scope(meter.policy).spent_before_micro == 0   # a new lease's rows are the run's own
+    Reservations(db, clock).settle("l-1", meter.finish(kept=lease))
+    clock.advance(60)
+    return lease
+
+
+def test_a_run_on_a_kept_lease_counts_the_earlier_runs_spend_and_reserves_only_what_is_left(db, clock):
+    lease = first_run_kept(db, clock)
+    grant = gate(db, clock).grant(offer(), run_id="r-2", lease_id="l-1")
+    scope = project_scope(grant.policy)
+    assert (scope.spent_before_micro, scope.reserved_micro) == (to_micro("36.60"), 0)
+    assert grant.reserved_micro == to_micro("13.40")               # $50 − $36 run 1 − $0.60 kept
+    meter = metered(db, clock, grant, lease, "r-2", kept=True)
+    clock.advance(600)                                             # run 2 spends $6
+    assert meter.tick().action == "warn"                           # $42.60 of $50: past 80 %
+    # the re-check while it runs counts run 1 and the kept minute too, never run 2's own rows
+    assert project_scope(meter.policy).spent_before_micro == to_micro("36.60")
+    assert meter.remaining_micro() == to_micro("7.40")
+    # others see run 2's reservation net of run 2's spend only, not of run 1's $36
+    assert Reservations(db, clock).held_micro(project="vision") == to_micro("7.40")
+    with pytest.raises(BudgetRefused, match=r"\$42.60 spent, \$7.40 reserved by other live runs"):
+        gate(db, clock).grant(offer(user="bo", max_s=600), run_id="r-3", lease_id="l-3")
+
+
+def test_a_second_concurrent_run_on_the_kept_lease_sees_the_first_ones_reservation(db, clock):
+    lease = first_run_kept(db, clock)
+    grant = gate(db, clock).grant(offer(), run_id="r-2", lease_id="l-1")
+    metered(db, clock, grant, lease, "r-2", kept=True)
+    with pytest.raises(BudgetRefused, match=r"\$36.60 spent, \$13.40 reserved by other live runs"):
+        gate(db, clock).grant(offer(max_s=600), run_id="r-3", lease_id="l-1")
+
+
+def test_earlier_runs_rows_on_a_kept_lease_are_spend_whenever_they_started(db, clock):
+    """Rows of another run on the lease count even when they start after this run's start (a run
+    still going on it); only this run's rows, and run-less ones from its start, are its own."""
+    lease = record_lease(db, clock, "l-1")
+    ledger = Ledger(db, clock)
+    since = clock()
+    other = [ledger.open_segment(lease=lease, machine=lease.machines[0], price=Price(to_micro(36), "price table"),
+                                 run_id="r-other", at=since)]
+    clock.advance(100)
+    ledger.append(other)                                           # $1 by another run, after `since`
+    assert ledger.spent_micro(project="vision", exclude_run="r-2", exclude_lease="l-1",
+                              lease_kept_since=since) == to_micro(1)
+    assert ledger.spent_micro(project="vision", exclude_run="r-2", exclude_lease="l-1") == 0   # a new lease
+
+
+class Spending(FakeMachines):
+    """`spend N`: the command runs N clock seconds (one budget tick each) and succeeds."""
+
+    def execute(self, ctx, lease, command, *, setup=False, on_tick=None) -> ExecResult:
+        word, *args = command.split()
+        if word != "spend":
+            return super().execute(ctx, lease, command, setup=setup, on_tick=on_tick)
+        for _ in range(int(args[0])):
+            self.clock.advance(1.0)
+            if on_tick is not None:
+                on_tick()
+            time.sleep(0.001)
+        return ExecResult(0)
+
+
+def test_the_pipeline_stops_a_run_on_a_kept_lease_at_the_monthly_budget_run_one_left(tmp_path, fleet_home):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    config = Config(path=None, base_dir=exp, project="p", name="p", command="spend 100", template="fake-4gpu",
+                    provider="fake", gpus=4, max_duration_s=600, heartbeat_ttl_s=60,
+                    budgets=BudgetsConfig(project_monthly=Decimal(2), grace_s=0))
+    provider = FakeProvider(FakeSettings(price_per_hour=Decimal(36)))   # one machine at $0.01/s
+    clock = StepClock()
+    first = Pipeline(config, NewLease(provider), options=RunOptions(keep_s=300), machines=Spending(clock),
+                     clock=clock).run()
+    assert (first.status, first.released, Decimal(first.cost_usd)) == ("succeeded", False, Decimal("1.00"))
+    again = Pipeline(replace(config, command="wait"), KeptLease(provider, lease_of(first.lease_id)),
+                     machines=Spending(clock), clock=clock).run()
+    assert again.status == "budget-stopped" and "project 'p'" in again.budget_stop
+    # what run 1 left ($1), less the stop margin; before the fix it ran on to about $1.97
+    assert Decimal(again.cost_usd) <= Decimal("1.00")
+    assert sum(r.cost_micro for r in ledger_for(first.lease_id)) <= to_micro(2)
+
+
+def test_a_reservation_without_a_run_is_netted_only_by_its_leases_rows_from_when_it_was_made(db, clock):
+    lease = record_lease(db, clock, "l-1")
+    ledger, res = Ledger(db, clock), Reservations(db, clock)
+    before = [ledger.open_segment(lease=lease, machine=lease.machines[0], price=Price(to_micro(36), "price table"),
+                                  run_id="r-1")]
+    clock.advance(100)
+    ledger.close(before)                                           # $1 before the reservation
+    res.reserve(lease_id="l-1", run_id=None, project="vision", owner="ana", amount_micro=to_micro(5),
+                minimum_micro=to_micro("0.60"), lifetime_s=3600)
+    after = [ledger.open_segment(lease=lease, machine=lease.machines[0], price=Price(to_micro(36), "price table"))]
+    clock.advance(200)
+    ledger.append(after)                                           # $2 after it
+    assert res.held_micro(project="vision") == to_micro(3)
