@@ -118,6 +118,21 @@ class OpenSegment:
         return whole - before
 
 
+def utc_days(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut at each UTC midnight between: a row's time then lies in one day, so in one
+    month. One row for a kept lease's two idle days had put all of it in the month it began, and a
+    June budget got back, at the segment's close, what it had counted while the segment was open."""
+    from datetime import timedelta
+    pieces, a = [], start
+    while True:
+        day = a.astimezone(timezone.utc)
+        midnight = datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(days=1)
+        if end <= midnight:
+            return pieces + [(a, end)]
+        pieces.append((a, midnight))
+        a = midnight
+
+
 def _check(row: dict[str, Any]) -> LedgerEntry | CorruptRow:
     rid = row.get("id")
     try:
@@ -184,16 +199,20 @@ class Ledger:
         from ..state.db import ConstraintViolation
         at = at or self.clock()
         for attempt in range(3):
-            rows, added = [], 0
+            rows, added, written = [], 0, {}
             for seg in segments:
                 if seg.closed:
                     continue
                 start = seg.last_end or seg.start
-                end = max(at, start)
-                cost = seg.cost_between(start, end)
+                pieces = utc_days(start, max(at, start))
                 tel = (telemetry or {}).get(seg.fixed["machine_id"])
-                rows.append(self._row(seg, seg.seq + 1, kind, start, end, cost, tel))
-                added += cost
+                for i, (a, b) in enumerate(pieces):
+                    last = i == len(pieces) - 1
+                    cost = seg.cost_between(a, b)
+                    rows.append(self._row(seg, seg.seq + 1 + i, kind if last else "tick", a, b, cost,
+                                          tel if last else None))
+                    added += cost
+                written[id(seg)] = len(pieces)
             if not rows:
                 return 0
             try:
@@ -208,7 +227,7 @@ class Ledger:
         # Advance only after the rows are durable: a failed write is retried whole at the next tick.
         for seg in segments:
             if not seg.closed:
-                seg.seq += 1
+                seg.seq += written[id(seg)]
                 seg.last_end = max(at, seg.last_end or seg.start)
                 seg.closed = kind == "close"
         return added
