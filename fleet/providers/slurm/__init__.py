@@ -2,5 +2,6 @@
 
 provider.py (SlurmProvider, provider = "slurm"), settings.py ([slurm]), node.py (the node step:
 sshd + watchdog inside the job), steps.py (starting it with srun), commands.py (argv, runners,
-typed façade), parsing.py (typed squeue/sacct output), errors.py (typed refusals). See docs/slurm.md.
+typed façade), ownership.py (which jobs are fleet's own), parsing.py (typed squeue/sacct output),
+errors.py (typed refusals). See docs/slurm.md.
 """

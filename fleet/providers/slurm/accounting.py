@@ -17,21 +17,24 @@ from .errors import SlurmError
 from .parsing import JobState
 
 
-def ended_at(slurm: SlurmCommands, job_ids: list[str]) -> datetime | None:
-    """When accounting says the jobs ended (one sacct call); None without accounting."""
+def ended_at(slurm: SlurmCommands, job_ids: list[str], lease_id: str | None = None) -> datetime | None:
+    """When accounting says the jobs ended (one sacct call; with `lease_id`, only the lease's own
+    records: SlurmCommands.accounting); None without accounting."""
     if not job_ids:
         return None
     try:
-        ends = [j.end for j in slurm.accounting(job_ids) if j.end is not None]
+        ends = [j.end for j in slurm.accounting(job_ids, lease_id) if j.end is not None]
     except SlurmError:
         return None
     return max(ends) if ends else None
 
 
-def lease_accounting(slurm: SlurmCommands, job_ids: list[str], price_per_gpu_hour: Decimal) -> dict[str, Any]:
+def lease_accounting(slurm: SlurmCommands, job_ids: list[str], price_per_gpu_hour: Decimal,
+                     lease_id: str | None = None) -> dict[str, Any]:
     """sacct's view of the lease: GPU-seconds (each record's elapsed × allocated GRES, resize
-    records included) and what they cost at price_per_gpu_hour; each record as it stands."""
-    records = slurm.accounting(job_ids)
+    records included) and what they cost at price_per_gpu_hour; each record as it stands. With
+    `lease_id`, another job under a recorded id (a reused id, another user's) is never billed."""
+    records = slurm.accounting(job_ids, lease_id)
     gpu_s = sum(r.gpu_seconds for r in records)
     jobs = list(dict.fromkeys(r.job_id for r in records))
     elapsed = {j: sum(r.elapsed_s for r in records if r.job_id == j) for j in jobs}

@@ -15,13 +15,13 @@ import shlex
 import subprocess
 from collections import Counter
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from typing import Mapping, Protocol, Sequence
 
 from ...errors import EnvironmentProblem
 from .errors import ControllerUnreachable, LoginNodeUnreachable, SlurmError, classify_failure
-from .parsing import (SACCT_FIELDS, SQUEUE_FORMAT, STEPS_FORMAT, AccountedJob, JobStep, QueuedJob, parse_sacct,
-                      parse_scontrol_job, parse_squeue_format, parse_squeue_json, parse_steps)
+from .ownership import (is_leases, list_jobs, login_user, sacct_argv, same_job, squeue_format_argv,  # noqa: F401
+                        squeue_json_argv)
+from .parsing import STEPS_FORMAT, AccountedJob, JobStep, QueuedJob, parse_sacct, parse_scontrol_job, parse_steps
 from .settings import reads_as_ssh_option
 from .tool_env import tool_env
 
@@ -225,39 +225,6 @@ def srun_argv(job_id: str, command: Sequence[str], *, nodes: int | None = None, 
     return argv + list(extra) + list(command)
 
 
-def squeue_json_argv() -> list[str]:
-    return ["squeue", "--json"]
-
-
-def squeue_format_argv(job_ids: Sequence[str] = ()) -> list[str]:
-    """Without job ids (a scan for fleet's tag) only this login's own jobs (--me): a comment is free
-    text, and another user's with a newline in it would read here as a line, a job of its making."""
-    argv = ["squeue", "--noheader", "--states=all", f"--format={SQUEUE_FORMAT}"]
-    return argv + ([f"--jobs={','.join(job_ids)}"] if job_ids else ["--me"])
-
-
-def sacct_argv(job_ids: Sequence[str]) -> list[str]:
-    """Allocations only (-X); with -j sacct searches all time, not just today. --duplicates: a job
-    that shrank has a record per size, and without it sacct may keep only the newest of them (which
-    billed the GPUs given back as never held); same_job() drops reused ids' records again."""
-    return ["sacct", "--parsable2", "--noheader", "--allocations", "--duplicates", f"--jobs={','.join(job_ids)}",
-            f"--format={','.join(SACCT_FIELDS)}"]
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def same_job(records: list[AccountedJob]) -> list[AccountedJob]:
-    """Per job id, only the records of the newest job with that id (a cluster that reset its ids can
-    hold older jobs under it): a job's resize records all carry its name, fleet's names are unique."""
-    newest: dict[str, AccountedJob] = {}
-    for r in records:
-        seen = newest.get(r.job_id)
-        if seen is None or (r.start or _EPOCH) >= (seen.start or _EPOCH):
-            newest[r.job_id] = r
-    return [r for r in records if r.name == newest[r.job_id].name]
-
-
 def scancel_argv(job_ids: Sequence[str], signal: str | None = None) -> list[str]:
     argv = ["scancel", "--quiet"]
     if signal:
@@ -281,9 +248,10 @@ def steps_argv(job_id: str) -> list[str]:
 class SlurmCommands:
     """Slurm's tools through one runner, answering in typed values or typed errors."""
 
-    def __init__(self, runner: Runner, *, timeout_s: float = 60):
+    def __init__(self, runner: Runner, *, timeout_s: float = 60, user: str | None = None):
         self.runner = runner
         self.timeout_s = timeout_s
+        self.user = user       # whom the tools run as: asked once (ownership.login_user) unless given
         self.calls: Counter[str] = Counter()
         self._json = True      # squeue --json until the cluster shows it has none (Slurm < 21.08)
 
@@ -313,43 +281,32 @@ class SlurmCommands:
             return None
         job_id = granted_job_id(result.stderr)
         if job_id is None:      # granted, but the id is not where it should be: withdraw it by its tag
-            self.cancel([j.job_id for j in self.tagged(req.comment) if not j.state.finished])
+            self.cancel([j.job_id for j in self.queue() if j.comment == req.comment and j.name == req.name
+                         and not j.state.finished])
         return job_id
 
     def queue(self, job_ids: Sequence[str] | None = None) -> list[QueuedJob]:
-        """The controller's view of these jobs (all jobs when None); a job it forgot is absent."""
-        wanted = set(job_ids) if job_ids is not None else None
-        if self._json:
-            result = self._run(squeue_json_argv(), check=False)
-            if result.returncode == 0 and result.stdout.lstrip().startswith("{"):
-                return parse_squeue_json(result.stdout, wanted)
-            if "json" not in (result.stderr + result.stdout).lower():
-                raise classify_failure("squeue", result.returncode, result.stderr or result.stdout)
-            self._json = False
-        result = self._run(squeue_format_argv(sorted(wanted or ())), check=False)
-        if result.returncode != 0 and wanted is None and "--me" in (result.stderr or ""):
-            # A Slurm too old for --me: every user's jobs, as before (their comments could forge lines).
-            result = self._run(squeue_format_argv()[:-1], check=False)
-        if result.returncode != 0:
-            if "Invalid job id" in result.stderr:
-                return []
-            raise classify_failure("squeue", result.returncode, result.stderr)
-        jobs = parse_squeue_format(result.stdout)
-        return [j for j in jobs if wanted is None or j.job_id in wanted]
+        """The controller's view of these jobs of the login user's (all of them when None); a job it
+        forgot, or another user's, is absent (ownership.py)."""
+        return list_jobs(self, set(job_ids) if job_ids is not None else None)
 
     def job(self, job_id: str) -> QueuedJob | None:
-        found = self.queue([job_id])
+        """One job by id, whoever's (`user` names its owner: ownership.owned before acting on it)."""
+        found = list_jobs(self, {job_id}, "any")
         return found[0] if found else None
 
     def tagged(self, comment_prefix: str) -> list[QueuedJob]:
         """Jobs whose comment starts with fleet's tag (what the reaper and `fleet down --all` look for)."""
         return [j for j in self.queue() if j.comment.startswith(comment_prefix)]
 
-    def accounting(self, job_ids: Sequence[str]) -> list[AccountedJob]:
-        """sacct's records (times in UTC); raises SlurmError where the cluster keeps no accounting."""
+    def accounting(self, job_ids: Sequence[str], lease_id: str | None = None) -> list[AccountedJob]:
+        """sacct's records (times in UTC); with `lease_id`, only the login user's that carry the
+        lease's name or tag. Raises SlurmError where the cluster keeps no accounting."""
         if not job_ids:
             return []
-        return same_job(parse_sacct(self._run(sacct_argv(job_ids), env={"TZ": "UTC"}).stdout))
+        user = login_user(self) if lease_id is not None else None
+        records = parse_sacct(self._run(sacct_argv(job_ids, user), env={"TZ": "UTC"}).stdout)
+        return same_job([r for r in records if lease_id is None or is_leases(r, lease_id)])
 
     def cancel(self, job_ids: Sequence[str], signal: str | None = None) -> None:
         """scancel; idempotent: a job that already ended is not an error."""

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from ...models import Lease, Plan, utcnow
 from .commands import SlurmCommands
 from .errors import SlurmError
+from .ownership import is_leases
 from .parsing import JobState
 
 
@@ -24,8 +25,9 @@ def time_limit_minutes(plan: Plan) -> int:
 def raise_time_limit(slurm: SlurmCommands, lease: Lease, ids: list[str], until: datetime) -> datetime:
     """`scontrol update TimeLimit` so the allocation lasts to `until` (whole minutes, rounded up,
     never past max_duration); never lowers it. The hard end now in force. One squeue call, one
-    scontrol call when raising; a refusal (operator-only on most clusters) is one line."""
-    job = next((j for j in slurm.queue(ids) if j.state is JobState.RUNNING), None)
+    scontrol call when raising; a refusal (operator-only on most clusters) is one line. Only a job
+    of the login user's that carries the lease's name or tag is changed (ownership.py)."""
+    job = next((j for j in slurm.queue(ids) if j.state is JobState.RUNNING and is_leases(j, lease.id)), None)
     if job is None:
         raise SlurmError(f"lease {lease.id}: Slurm job {','.join(ids) or '?'} is not running; nothing to extend",
                          slurm_reason="not running")

@@ -9,6 +9,7 @@ import time
 
 from ...models import Lease
 from ..capabilities import ExplainsLoss
+from .ownership import is_leases
 from .parsing import JobState
 
 COMPLETING_WAIT_S = 15.0     # a job on its way out: how long to wait for the state that names why
@@ -37,7 +38,7 @@ class ExplainsJobLoss(ExplainsLoss):
         start = time.monotonic()
         while True:
             try:
-                jobs = slurm.queue(ids)
+                jobs = [j for j in slurm.queue(ids) if is_leases(j, lease.id)]   # not a reused id's job
             except Exception:  # noqa: BLE001 — a controller that does not answer leaves the message as it was
                 return None
             waited = time.monotonic() - start

@@ -78,6 +78,7 @@ class QueuedJob:
     partition: str = ""
     account: str = ""
     qos: str = ""
+    user: str = ""              # its owner (squeue --json; "?" unnamed); "": the text output, read with --me
 
 
 @dataclass(frozen=True)
@@ -221,7 +222,7 @@ def parse_squeue_json(text: str, job_ids: set[str] | None = None, *, now: float 
             nodes=expand_hostlist(raw.get("nodes")), node_count=int(_number(raw.get("node_count"))),
             gpus=gpus, time_limit_s=limit * 60 if limit else None, elapsed_s=max(elapsed, 0) if running else None,
             comment=raw.get("comment") or "", partition=raw.get("partition") or "",
-            account=raw.get("account") or "", qos=raw.get("qos") or ""))
+            account=raw.get("account") or "", qos=raw.get("qos") or "", user=raw.get("user_name") or "?"))
     return jobs
 
 

@@ -35,22 +35,18 @@ from .handoff import LoginNodeSupervision, on_login_node
 from .parsing import JobState, QueuedJob
 from .limits import raise_time_limit, time_limit_minutes
 from .loss import ExplainsJobLoss
+from .ownership import TAG, is_leases, job_name, lease_jobs, owned, owns, release_targets, tag
 from .settings import SlurmSettings
 from .shrink import release_nodes
 from .staging import remove_staging, staging_probe
 from .steps import NodeStep, reap, start_node
 
-TAG = "fleet:lease="
 HOLD = "#!/bin/sh\n# fleet: this job only holds the allocation; fleet's node steps run inside it.\nexec sleep 100000000\n"
 NODE_USER = "FLEET_NODE_USER"        # node.py puts the node's own user name here in sshd_config
 NODE_DIR = "@FLEET_NODE_DIR@"        # ... and the machine directory it made
 STEP_START_TIMEOUT_S = 120.0
 COMPLETING_WAIT_S = 10.0             # a job seen COMPLETING: how long to wait for its final state
 GPU_COUNTS = (1, 2, 4, 8)
-
-
-def tag(lease_id: str) -> str:
-    return f"{TAG}{lease_id}"
 
 
 class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, HasLeaseMetadata, HasHardLimit,
@@ -104,7 +100,7 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         host_key = key_path.with_name("host_ed25519")
         host_public = generate_ed25519(host_key, comment=f"fleet-host-{lease_id}")
         cfg = self.config
-        req = AllocationRequest(name=f"fleet-{lease_id}", nodes=plan.machine_count,
+        req = AllocationRequest(name=job_name(lease_id), nodes=plan.machine_count,
                                 gpus_per_node=plan.gpus_per_machine, time_limit_s=time_limit_minutes(plan) * 60,
                                 comment=tag(lease_id), partition=cfg.partition, account=cfg.account, qos=cfg.qos,
                                 constraint=cfg.constraint, gpus_flag=cfg.gpu_flag, output="/dev/null",
@@ -149,7 +145,7 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         # An idle cluster starts a job within a few hundred ms of sbatch: poll fast first, then back off.
         delay, last = 0.05, None
         while True:
-            job = self.slurm.job(job_id)
+            job = next(iter(self.slurm.queue([job_id])), None)     # the login user's only
             waited = time.monotonic() - begun
             if job is None:
                 raise SlurmError(f"Slurm job {job_id} left the queue before it started")
@@ -260,6 +256,10 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
                     continue
                 if stop.is_set():
                     return
+                if job is not None and not (owned(self.slurm, job) and is_leases(job, lease_id)):
+                    watch.on_lost(f"Slurm job {job_id} is gone: its id now names another job ({job.name!r}, "
+                                  f"user {job.user or '?'})")
+                    return
                 if job is not None and job.state is JobState.COMPLETING:
                     # On its way out: wait (briefly) for the final state, which names why.
                     completing_since = completing_since or time.monotonic()
@@ -283,8 +283,7 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         return self.slurm
 
     def _lease_jobs(self, slurm: SlurmCommands, lease: Lease) -> list[QueuedJob]:
-        ids = set(_recorded_jobs(lease))   # by id (a teammate's too); the tag, any user's text, only if none
-        return [j for j in slurm.queue(sorted(ids) or None) if j.job_id in ids or not ids and j.comment == tag(lease.id)]
+        return lease_jobs(slurm, lease.id, _recorded_jobs(lease))   # the login user's only (ownership.py)
 
     def describe(self, lease: Lease) -> list[MachineState]:
         slurm = self._commands_for(lease)
@@ -293,7 +292,7 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         job = live[0] if live else (jobs[0] if jobs else None)
         now = utcnow()
         if job is None or job not in live:
-            ended = ended_at(slurm, [job.job_id] if job else _recorded_jobs(lease))
+            ended = ended_at(slurm, [job.job_id] if job else _recorded_jobs(lease), lease.id)
             detail = f"job {job.job_id} {_why(job)}" if job else "no Slurm job"
             return [MachineState(m.id, "gone", detail, deadline_at=ended) for m in lease.machines]
         state = "pending" if job.state.queued else "running"
@@ -319,13 +318,8 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         if stop is not None:
             stop.set()
         slurm = self._commands_for(lease)
-        ids = set(_recorded_jobs(lease))
-        try:
-            ids |= {j.job_id for j in self._lease_jobs(slurm, lease) if not j.state.finished}
-        except SlurmError:
-            if not ids:
-                raise
-        slurm.cancel(sorted(ids))
+        # Only jobs proven the lease's (squeue failing raises: nothing is cancelled unchecked).
+        slurm.cancel(release_targets(slurm, lease.id, _recorded_jobs(lease)))
         reap(self._steps.pop(lease.id, []))
         if (lease.meta or {}).get("slurm_staging"):
             remove_staging(slurm, lease.meta["slurm_staging"])
@@ -334,7 +328,9 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
 
     def release_machines(self, lease: Lease, machine_ids: list[str]) -> None:
         """End those machines' node steps and give their nodes back to the cluster (shrink.py)."""
-        release_nodes(self._commands_for(lease), lease, machine_ids, self._steps.get(lease.id, []))
+        slurm = self._commands_for(lease)
+        release_nodes(slurm, lease, machine_ids, self._steps.get(lease.id, []),
+                      owned=lambda job_id: owns(slurm, lease.id, job_id))
 
     def extend_limit(self, lease: Lease, until: datetime) -> datetime:
         """`scontrol update TimeLimit` so the allocation lasts to `until` (limits.raise_time_limit)."""
@@ -343,7 +339,8 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
     def accounting(self, lease: Lease) -> dict[str, Any]:
         """sacct's view of the lease: GPU-seconds (elapsed × allocated GRES, each size of a job that
         shrank counted for its own stretch) and what they cost at price_per_gpu_hour. One sacct call."""
-        return lease_accounting(self._commands_for(lease), _recorded_jobs(lease), self.config.price_per_gpu_hour)
+        return lease_accounting(self._commands_for(lease), _recorded_jobs(lease), self.config.price_per_gpu_hour,
+                                lease.id)
 
     def sweep(self, live_machine_ids: set[str]) -> list[str]:
         """fleet's jobs (by comment tag) of leases this FLEET_HOME made that no live lease owns."""
@@ -352,7 +349,7 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         if not state.has_leases_of("slurm"):
             return []          # this FLEET_HOME never leased from Slurm: no job can be ours
         ended: list[str] = []
-        for job in self.slurm.queue():
+        for job in self.slurm.queue():        # the login user's jobs: another user's tag is never read
             if not job.comment.startswith(TAG) or job.state.finished:
                 continue
             lease_id = job.comment[len(TAG):]
@@ -363,7 +360,7 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
             except NotFound:
                 continue      # not this FLEET_HOME's (another laptop of the team): never ours to end
             if recorded and job.job_id not in recorded:
-                continue      # another job wearing the lease's tag (anyone's comment): not the lease's
+                continue      # another job of this user's wearing the lease's tag: not the lease's
             self.slurm.cancel([job.job_id])
             ended += [f"{lease_id}-n{r}" for r in range(max(1, job.node_count))]
         return ended

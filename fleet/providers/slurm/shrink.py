@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ...models import Lease
 from .commands import SlurmCommands
@@ -64,18 +64,21 @@ class NodesKept(SlurmError):
         super().__init__(message, slurm_reason=slurm_reason)
 
 
-def release_nodes(slurm: SlurmCommands, lease: Lease, machine_ids: Iterable[str], steps: list[NodeStep]) -> None:
+def release_nodes(slurm: SlurmCommands, lease: Lease, machine_ids: Iterable[str], steps: list[NodeStep],
+                  owned: Callable[[str], bool] | None = None) -> None:
     """End the named machines of `lease` and give their nodes back to the cluster; the others run
     on. Idempotent: a machine whose node the job no longer holds is already released. The node
     steps that ended leave `steps` (this process's srun frontends) and are reaped. Raises when a
-    node could not leave its job (NodesKept when others did); its machine is ended all the same."""
+    node could not leave its job (NodesKept when others did); its machine is ended all the same.
+    `owned(job_id)` (ownership.owns) is asked before a running job is changed: a job that is not
+    the lease's (a reused id, another user's) is never shrunk or cancelled, its machines are gone."""
     wanted = set(machine_ids)
     released: list[str] = []
     with _LEASE_LOCKS_LOCK:
         lock = _LEASE_LOCKS.setdefault(lease.id, threading.Lock())
     try:
         with lock:
-            _release(slurm, lease, wanted, steps, released)
+            _release(slurm, lease, wanted, steps, released, owned)
     except Exception as exc:
         for machine in [m for m in lease.machines if m.id in wanted and m.id not in released]:
             ask_to_end(machine, steps)
@@ -109,7 +112,7 @@ def end_over_ssh(machine) -> bool:
 
 
 def _release(slurm: SlurmCommands, lease: Lease, wanted: set[str], steps: list[NodeStep],
-             released: list[str]) -> None:
+             released: list[str], owned: Callable[[str], bool] | None) -> None:
     by_job: dict[str, dict[str, Any]] = {}
     for m in lease.machines:
         node = m.provider_ref.get("node")
@@ -120,8 +123,9 @@ def _release(slurm: SlurmCommands, lease: Lease, wanted: set[str], steps: list[N
     for job_id, machines in sorted(by_job.items()):
         record = slurm.job_record(job_id)
         state = JobState.parse(record.get("JobState")) if record is not None else None
-        if state is None or state.finished or state.queued or state is JobState.COMPLETING:
-            released += [m.id for m in machines.values()]   # ended, ending or requeued: the nodes go back anyway
+        if (state is None or state.finished or state.queued or state is JobState.COMPLETING
+                or owned is not None and not owned(job_id)):
+            released += [m.id for m in machines.values()]   # ended, ending, requeued or not the lease's job
             continue
         if state is not JobState.RUNNING:   # SUSPENDED, STOPPED: the job holds the nodes, its steps cannot end
             stuck.append(f"Slurm job {job_id} is {state.value}: node(s) {', '.join(sorted(machines))} cannot be "

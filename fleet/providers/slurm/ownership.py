@@ -1,0 +1,171 @@
+"""Which Slurm jobs are fleet's own: the queue as the login user sees it, and the check that comes
+before fleet signals, changes or bills a job.
+
+Nothing about a job proves it fleet's but its owner. Its name and comment are any user's to choose
+(`fleet-<lease>` shows in squeue while the job pends); `squeue --json` lists every user's jobs
+whatever filter it is given (22.05); and a recorded job id can name another job later (a controller
+that lost its state counts from 1 again; ids wrap). So a job is a lease's only when it is the login
+user's (whom Slurm's tools run as: this computer's user, or the SSH login's) and carries the lease's
+name or its comment tag. A recorded job that fails the check is named in one line and left alone.
+"""
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Sequence
+
+from .errors import SlurmError, classify_failure
+from .parsing import (SACCT_FIELDS, SQUEUE_FORMAT, AccountedJob, QueuedJob, parse_squeue_format,
+                      parse_squeue_json)
+
+if TYPE_CHECKING:
+    from .commands import SlurmCommands
+
+TAG = "fleet:lease="
+
+
+def tag(lease_id: str) -> str:
+    return f"{TAG}{lease_id}"
+
+
+def job_name(lease_id: str) -> str:
+    return f"fleet-{lease_id}"
+
+
+def is_leases(job: QueuedJob | AccountedJob, lease_id: str) -> bool:
+    """The job carries the lease's name or tag (the caller has its owner checked already)."""
+    return job.name == job_name(lease_id) or job.comment == tag(lease_id)
+
+
+def report(message: str) -> None:
+    print(f"fleet: warning: {message}", file=sys.stderr)
+
+
+def squeue_json_argv() -> list[str]:
+    return ["squeue", "--json"]
+
+
+def squeue_format_argv(job_ids: Sequence[str] = ()) -> list[str]:
+    """Without job ids (a scan for fleet's tag) only this login's own jobs (--me): a comment is free
+    text, and another user's with a newline in it would read here as a line, a job of its making."""
+    argv = ["squeue", "--noheader", "--states=all", f"--format={SQUEUE_FORMAT}"]
+    return argv + ([f"--jobs={','.join(job_ids)}"] if job_ids else ["--me"])
+
+
+def sacct_argv(job_ids: Sequence[str], user: str | None = None) -> list[str]:
+    """Allocations only (-X); with -j sacct searches all time, not just today. --duplicates: a job
+    that shrank has a record per size, and without it sacct may keep only the newest of them (which
+    billed the GPUs given back as never held); same_job() drops reused ids' records again. `user`:
+    only that user's records (sacct -j alone answers with every user's job under the id)."""
+    return ["sacct", "--parsable2", "--noheader", "--allocations", "--duplicates", f"--jobs={','.join(job_ids)}",
+            *([f"--user={user}"] if user else []), f"--format={','.join(SACCT_FIELDS)}"]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def same_job(records: list[AccountedJob]) -> list[AccountedJob]:
+    """Per job id, only the records of the newest job with that id (a cluster that reset its ids can
+    hold older jobs under it): a job's resize records all carry its name, fleet's names are unique."""
+    newest: dict[str, AccountedJob] = {}
+    for r in records:
+        seen = newest.get(r.job_id)
+        if seen is None or (r.start or _EPOCH) >= (seen.start or _EPOCH):
+            newest[r.job_id] = r
+    return [r for r in records if r.name == newest[r.job_id].name]
+
+
+def login_user(slurm: "SlurmCommands") -> str:
+    """The user Slurm's tools run as, asked where they run (`id -un`: an SSH login may map to
+    another name than the one in `login`); once per SlurmCommands."""
+    if slurm.user is None:
+        name = slurm._run(["id", "-un"]).stdout.strip()
+        if not name or any(c.isspace() for c in name):
+            raise SlurmError(f"could not tell which user Slurm's tools run as (`id -un` printed {name!r})")
+        slurm.user = name
+    return slurm.user
+
+
+def list_jobs(slurm: "SlurmCommands", wanted: set[str] | None, whose: str = "mine") -> list[QueuedJob]:
+    """squeue, among `wanted` (all jobs when None): the login user's jobs ("mine"), other users'
+    ("theirs"), or, by id, anyone's ("any": each names its owner in `user`; the text output names
+    none and is read with --me, so there "any" is the login's own)."""
+    if slurm._json:
+        result = slurm._run(squeue_json_argv(), check=False)
+        if result.returncode == 0 and result.stdout.lstrip().startswith("{"):
+            jobs = parse_squeue_json(result.stdout, wanted)
+            return jobs if whose == "any" else [j for j in jobs if (j.user == login_user(slurm)) == (whose == "mine")]
+        if "json" not in (result.stderr + result.stdout).lower():
+            raise classify_failure("squeue", result.returncode, result.stderr or result.stdout)
+        slurm._json = False
+    argv = [a for a in squeue_format_argv(sorted(wanted or ())) if a != "--me"]
+    if whose == "theirs":     # the text output names no user: every user's jobs, less the login's own
+        own = {j.job_id for j in list_jobs(slurm, wanted)}
+        return [j for j in _format_jobs(slurm, argv, wanted) if j.job_id not in own]
+    return _format_jobs(slurm, argv + ["--me"], wanted)
+
+
+def owned(slurm: "SlurmCommands", job: QueuedJob) -> bool:
+    """The job is the login user's: its listing says so, or (no owner named) it came from a
+    listing of the login's own jobs only (the text output, read with --me)."""
+    return not job.user or job.user == login_user(slurm)
+
+
+def _format_jobs(slurm: "SlurmCommands", argv: list[str], wanted: set[str] | None) -> list[QueuedJob]:
+    result = slurm._run(argv, check=False)
+    if result.returncode != 0 and "--me" in argv and "--me" in (result.stderr or ""):
+        # A Slurm too old for --me: every user's jobs, as before (their comments could forge lines).
+        result = slurm._run([a for a in argv if a != "--me"], check=False)
+    if result.returncode != 0:
+        if "Invalid job id" in result.stderr:
+            return []
+        raise classify_failure("squeue", result.returncode, result.stderr)
+    return [j for j in parse_squeue_format(result.stdout) if wanted is None or j.job_id in wanted]
+
+
+def lease_jobs(slurm: "SlurmCommands", lease_id: str, recorded: Sequence[str]) -> list[QueuedJob]:
+    """The lease's jobs among the login user's: its recorded ids that still carry its name or tag,
+    or, where none was recorded (a controller killed between sbatch and the record), its tag."""
+    ids = set(recorded)
+    jobs = slurm.queue(sorted(ids) or None)
+    if not ids:
+        return [j for j in jobs if j.comment == tag(lease_id)]
+    return [j for j in jobs if j.job_id in ids and is_leases(j, lease_id)]
+
+
+def release_targets(slurm: "SlurmCommands", lease_id: str, recorded: Sequence[str]) -> list[str]:
+    """The job ids `release` may scancel: the lease's jobs (lease_jobs; a recorded one even when it
+    ended, which scancel answers as nothing to do). A recorded id that names another job is reported
+    and left alone: the lease's job is gone. One that is another user's job under the lease's own
+    name is refused: only that user (or an operator) may end it, and fleet never tries."""
+    ids = set(recorded)
+    listed = slurm.queue(sorted(ids) or None)
+    if not ids:
+        return [j.job_id for j in listed if j.comment == tag(lease_id) and not j.state.finished]
+    targets: list[str] = []
+    for job in sorted((j for j in listed if j.job_id in ids), key=lambda j: j.job_id):
+        if is_leases(job, lease_id):
+            targets.append(job.job_id)
+        else:
+            report(f"Slurm job {job.job_id} is no longer lease {lease_id}'s (it is now job {job.name!r}): "
+                   "left alone")
+    missing = ids - {j.job_id for j in listed}
+    for job in list_jobs(slurm, missing, "theirs") if missing else []:
+        if is_leases(job, lease_id):
+            raise SlurmError(f"Slurm job {job.job_id} of lease {lease_id} is user {job.user or '?'}'s, not "
+                             f"{login_user(slurm)}'s (whom fleet runs Slurm's tools as): fleet leaves it alone",
+                             slurm_reason="another user's job",
+                             hint="release it as that user, or ask a Slurm operator to scancel it")
+        report(f"Slurm job {job.job_id} is now user {job.user or '?'}'s job {job.name!r}, not lease "
+               f"{lease_id}'s: left alone")
+    return targets
+
+
+def owns(slurm: "SlurmCommands", lease_id: str, job_id: str) -> bool:
+    """Whether the lease may change the running job `job_id` (shrink it, cancel it): one squeue
+    call. One that is not the lease's (its id now names another job, or another user's) is reported."""
+    if lease_jobs(slurm, lease_id, [job_id]):
+        return True
+    report(f"Slurm job {job_id} is not lease {lease_id}'s (its id names another job, or another user's): "
+           "left alone")
+    return False
