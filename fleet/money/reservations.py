@@ -168,7 +168,9 @@ class Reservations:
             marks = ",".join("?" * len(chunk))
             for r in self.db.execute(
                     "SELECT r.id, COALESCE(SUM(g.cost_micro), 0) AS spent FROM budget_reservations r"
-                    " JOIN ledger g ON g.lease_id = r.lease_id AND (g.run_id = r.run_id OR r.run_id IS NULL"
+                    " JOIN ledger g ON g.lease_id = r.lease_id AND (g.run_id = r.run_id"
+                    # its run's attempts too (`<run>-aN`: node 0 bills a resumed run's under those)
+                    " OR g.run_id LIKE r.run_id || '-a%' OR r.run_id IS NULL"
                     f" AND g.start_at >= r.created_at AND g.segment_id NOT LIKE '%{KEPT_SUFFIX}')"
                     f" WHERE r.id IN ({marks}) GROUP BY r.id", chunk):
                 out[r["id"]] = int(r["spent"] or 0)

@@ -42,13 +42,13 @@ class BudgetGate:
     def __init__(self, config, state, clock=utc_clock):
         self.config, self.state, self.clock = config, state, clock
 
-    def grant(self, offer: Offer, *, run_id: str, lease_id: str) -> BudgetGrant:
+    def grant(self, offer: Offer, *, run_id: str, lease_id: str, kept: bool = False) -> BudgetGrant:
         limits = BudgetLimits.from_config(self.config)
         reservations = Reservations(self.state.db, clock=self.clock)
         now = self.clock()
-        # A new lease is recorded only after this gate; a lease already on record was kept (or
-        # handed over) with earlier spend on it that this run's budgets must count.
-        kept_since = now if self._lease_on_record(lease_id) else None
+        # A kept lease (`fleet run LEASE`) carries earlier runs' spend, which this run's budgets must
+        # count; a lease made for this run (a handed one too: node 0's, a resumed attempt's) does not.
+        kept_since = now if kept else None
         policy, price = prepare_budget(limits, offer, ledger=Ledger(self.state.db, clock=self.clock),
                                        prices=self.config.prices, now=now, run_id=run_id, reservations=reservations,
                                        lease_id=lease_id, lease_kept_since=kept_since)
@@ -72,9 +72,6 @@ class BudgetGate:
         return BudgetGrant(limits=limits, price=price, policy=policy,
                            reserved_micro=policy.reserved_micro if policy is not None else 0,
                            exhausted_in_s=exhausted, idle=idle)
-
-    def _lease_on_record(self, lease_id: str) -> bool:
-        return bool(self.state.db.execute("SELECT 1 AS found FROM leases WHERE id = ?", (lease_id,)))
 
 
 class RunBudget:

@@ -14,9 +14,8 @@
     record   → Cost, RecordRef, RunSummary: ledger closed, run record appended (budget.py, record.py)
 
 `fleet up` and `fleet rerun` run all of them on a NewLease; `fleet run LEASE` on a KeptLease, which
-skips lease, stage, setup and release. Release is guaranteed by the finally-block here, by the
-signal handlers installed for the run, and — if this process dies — by each machine's own watchdog
-deadline (fleet/heartbeat.py), and `fleet down --all` / the reaper.
+skips lease, stage, setup and release. Release is guaranteed by the finally-block here, the run's
+signal handlers, and, if this process dies, each machine's watchdog deadline and the reaper.
 """
 from __future__ import annotations
 
@@ -111,7 +110,8 @@ class Pipeline:
         state = open_state(self.config.state_url)
         run_id, lease_id = self.options.run_id or new_run_id(), self.source.lease_id
         run_dir = self.run_dir or self.run_dir_root / run_id
-        grant = BudgetGate(self.config, state, self.clock).grant(offer, run_id=run_id, lease_id=lease_id)   # budget
+        grant = BudgetGate(self.config, state, self.clock).grant(offer, run_id=run_id, lease_id=lease_id,
+                                                                 kept=not self.source.fresh)   # budget
         plan = offer.to_plan(run_id=run_id, budget_deadline_s=grant.budget_deadline_s,
                              telemetry_interval_s=TELEMETRY_INTERVAL_S)
         ctx = RunContext(config=self.config, offer=offer, plan=plan, run_id=run_id, lease_id=lease_id, state=state,

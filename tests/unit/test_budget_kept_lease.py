@@ -102,7 +102,7 @@ def first_run_kept(db, clock) -> _Lease:
 
 def test_a_run_on_a_kept_lease_counts_the_earlier_runs_spend_and_reserves_only_what_is_left(db, clock):
     lease = first_run_kept(db, clock)
-    grant = gate(db, clock).grant(offer(), run_id="r-2", lease_id="l-1")
+    grant = gate(db, clock).grant(offer(), run_id="r-2", lease_id="l-1", kept=True)
     scope = project_scope(grant.policy)
     assert (scope.spent_before_micro, scope.reserved_micro) == (to_micro("36.60"), 0)
     assert grant.reserved_micro == to_micro("13.40")               # $50 − $36 run 1 − $0.60 kept
@@ -120,10 +120,10 @@ def test_a_run_on_a_kept_lease_counts_the_earlier_runs_spend_and_reserves_only_w
 
 def test_a_second_concurrent_run_on_the_kept_lease_sees_the_first_ones_reservation(db, clock):
     lease = first_run_kept(db, clock)
-    grant = gate(db, clock).grant(offer(), run_id="r-2", lease_id="l-1")
+    grant = gate(db, clock).grant(offer(), run_id="r-2", lease_id="l-1", kept=True)
     metered(db, clock, grant, lease, "r-2", kept=True)
     with pytest.raises(BudgetRefused, match=r"\$36.60 spent, \$13.40 reserved by other live runs"):
-        gate(db, clock).grant(offer(max_s=600), run_id="r-3", lease_id="l-1")
+        gate(db, clock).grant(offer(max_s=600), run_id="r-3", lease_id="l-1", kept=True)
 
 
 def test_earlier_runs_rows_on_a_kept_lease_are_spend_whenever_they_started(db, clock):
