@@ -25,6 +25,7 @@ from fleet.providers.slurm.settings import SlurmSettings
 
 OUT = Path(__file__).parent / "slurm_outputs"
 ME, THEM = "alice", "mallory"
+MY_UID = 1000
 RECORDED = json.loads((OUT / "squeue.json").read_text())
 SACCT = "|".join(["12", "CANCELLED by 0", "None", "0:0", "{elapsed}", "cpu=2,gres/gpu=4,node=2", "n[1-2]",
                   "00:05:00", "2026-12-02T10:00:00", "2026-12-02T10:01:00", "gpu", "fleet", "normal", "{name}",
@@ -36,11 +37,12 @@ def _queue(*extra: tuple[int, str, str, str], drop: int | None = None) -> str:
     plus copies of the running job 12 as (id, owner, name, comment)."""
     data = copy.deepcopy(RECORDED)
     for job in data["jobs"]:
-        job["user_name"] = ME
+        job["user_name"], job["user_id"] = ME, MY_UID
     running = next(j for j in data["jobs"] if j["job_id"] == 12)
     data["jobs"] = [j for j in data["jobs"] if j["job_id"] != drop]
     for job_id, user, name, comment in extra:
-        data["jobs"].append({**copy.deepcopy(running), "job_id": job_id, "user_name": user, "user_id": 4242,
+        data["jobs"].append({**copy.deepcopy(running), "job_id": job_id, "user_name": user,
+                             "user_id": MY_UID if user == ME else 4242,
                              "name": name, "comment": comment})
     return json.dumps(data)
 
@@ -48,13 +50,21 @@ def _queue(*extra: tuple[int, str, str, str], drop: int | None = None) -> str:
 class Cluster:
     """squeue --json, id, scancel, scontrol and sacct as Slurm answers them; records every call."""
 
-    def __init__(self, queue: str, sacct: str = "", record: str = ""):
+    def __init__(self, queue: str, sacct: str = "", record: str = "", login_name: str = ME,
+                 squeue_fails: bool = False):
         self.queue, self.sacct, self.record, self.calls = queue, sacct, record, []
+        self.login_name, self.squeue_fails = login_name, squeue_fails
 
     def __call__(self, argv, *, stdin=None, env=None, timeout=60) -> CommandResult:
         argv = list(argv)
         self.calls.append(argv)
-        out = {"id": ME + "\n", "squeue": self.queue, "sacct": self.sacct}.get(argv[0], "")
+        out = {"squeue": self.queue, "sacct": self.sacct}.get(argv[0], "")
+        if argv[:2] == ["id", "-u"]:
+            out = f"{MY_UID}\n"
+        elif argv[:2] == ["id", "-un"]:
+            out = self.login_name + "\n"
+        elif argv[0] == "squeue" and self.squeue_fails:
+            return CommandResult(tuple(argv), 1, "", "slurm_load_jobs error: Socket timed out on send/recv operation")
         if argv[:3] == ["scontrol", "show", "job"]:
             out = self.record
         elif argv[:2] == ["squeue", "--steps"]:
@@ -159,3 +169,20 @@ def test_without_squeue_json_every_listing_is_this_logins_own():
     seen: list[list[str]] = []
     assert SlurmCommands(runner).queue(["12"]) == []
     assert "--jobs=12" in seen[1] and "--me" in seen[1]
+
+
+def test_a_login_whose_name_reads_otherwise_still_owns_its_jobs_by_uid(fleet_home):
+    """sssd names the login `alice@corp` where slurmctld says `alice`: the same uid, so the same user."""
+    from fleet.providers.slurm.ownership import lease_jobs
+    slurm = SlurmCommands(Cluster(_queue(), login_name="alice@corp"))
+    assert [j.job_id for j in lease_jobs(slurm, "l-x", ["12"])] in ([], ["12"])   # by name or tag only
+    assert all(j.user_id == MY_UID for j in slurm.queue(None))
+    assert {j.job_id for j in slurm.queue(None)} >= {"12"}, "the login's own jobs were taken for another user's"
+
+
+def test_a_release_whose_listing_fails_lets_slurmctld_filter_the_cancel(fleet_home):
+    cluster = Cluster(_queue(), squeue_fails=True)
+    provider = SlurmProvider(SlurmSettings(), runner=cluster)
+    provider.release(_lease("l-flaky", "12"))
+    cancels = [c for c in cluster.calls if c[0] == "scancel"]
+    assert cancels and all(f"--user={ME}" in c and "--name=fleet-l-flaky" in c for c in cancels), cancels

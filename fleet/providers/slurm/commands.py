@@ -225,10 +225,15 @@ def srun_argv(job_id: str, command: Sequence[str], *, nodes: int | None = None, 
     return argv + list(extra) + list(command)
 
 
-def scancel_argv(job_ids: Sequence[str], signal: str | None = None) -> list[str]:
+def scancel_argv(job_ids: Sequence[str], signal: str | None = None, *, user: str | None = None,
+                 name: str | None = None) -> list[str]:
+    """`user`, `name`: filters slurmctld applies itself, to the listed ids too (only jobs matching
+    all of them are signalled)."""
     argv = ["scancel", "--quiet"]
     if signal:
         argv += ["--full", f"--signal={signal}"]
+    argv += [f"--user={user}"] if user else []
+    argv += [f"--name={name}"] if name else []
     return argv + list(job_ids)
 
 
@@ -252,6 +257,7 @@ class SlurmCommands:
         self.runner = runner
         self.timeout_s = timeout_s
         self.user = user       # whom the tools run as: asked once (ownership.login_user) unless given
+        self.uid: int | None = None   # and their uid (ownership.login_uid)
         self.calls: Counter[str] = Counter()
         self._json = True      # squeue --json until the cluster shows it has none (Slurm < 21.08)
 
@@ -308,11 +314,13 @@ class SlurmCommands:
         records = parse_sacct(self._run(sacct_argv(job_ids, user), env={"TZ": "UTC"}).stdout)
         return same_job([r for r in records if lease_id is None or is_leases(r, lease_id)])
 
-    def cancel(self, job_ids: Sequence[str], signal: str | None = None) -> None:
-        """scancel; idempotent: a job that already ended is not an error."""
-        if not job_ids:
+    def cancel(self, job_ids: Sequence[str], signal: str | None = None, *, user: str | None = None,
+               name: str | None = None) -> None:
+        """scancel; idempotent: a job that already ended is not an error. With `user` and `name`,
+        job_ids may be empty (every job of that user with that name)."""
+        if not job_ids and not (user and name):
             return
-        result = self._run(scancel_argv(job_ids, signal), check=False)
+        result = self._run(scancel_argv(job_ids, signal, user=user, name=name), check=False)
         if result.returncode != 0 and not _only_gone(result.stderr):
             raise classify_failure("scancel", result.returncode, result.stderr)
 

@@ -75,15 +75,30 @@ def same_job(records: list[AccountedJob]) -> list[AccountedJob]:
     return [r for r in records if r.name == newest[r.job_id].name]
 
 
+def login_uid(slurm: "SlurmCommands") -> int:
+    """The uid Slurm's tools run as, asked where they run; once per SlurmCommands. Ownership compares
+    uids: a name can read differently (sssd's `alice@corp` against slurmctld's `alice`, or none)."""
+    if slurm.uid is None:
+        out = slurm._run(["id", "-u"]).stdout.strip()
+        if not out.isdigit():
+            raise SlurmError(f"could not tell which user Slurm's tools run as (`id -u` printed {out!r})")
+        slurm.uid = int(out)
+    return slurm.uid
+
+
 def login_user(slurm: "SlurmCommands") -> str:
-    """The user Slurm's tools run as, asked where they run (`id -un`: an SSH login may map to
-    another name than the one in `login`); once per SlurmCommands."""
+    """The user Slurm's tools run as, by name where it has one (`id -un` where they run: an SSH
+    login may map to another name than `login`), else its uid (sacct --user takes either)."""
     if slurm.user is None:
-        name = slurm._run(["id", "-un"]).stdout.strip()
-        if not name or any(c.isspace() for c in name):
-            raise SlurmError(f"could not tell which user Slurm's tools run as (`id -un` printed {name!r})")
-        slurm.user = name
+        name = slurm._run(["id", "-un"], check=False).stdout.strip()
+        slurm.user = name if name and not any(c.isspace() for c in name) else str(login_uid(slurm))
     return slurm.user
+
+
+def _mine(slurm: "SlurmCommands", job: QueuedJob) -> bool:
+    if job.user_id is not None:
+        return job.user_id == login_uid(slurm)
+    return not job.user or job.user == login_user(slurm)
 
 
 def list_jobs(slurm: "SlurmCommands", wanted: set[str] | None, whose: str = "mine") -> list[QueuedJob]:
@@ -94,7 +109,7 @@ def list_jobs(slurm: "SlurmCommands", wanted: set[str] | None, whose: str = "min
         result = slurm._run(squeue_json_argv(), check=False)
         if result.returncode == 0 and result.stdout.lstrip().startswith("{"):
             jobs = parse_squeue_json(result.stdout, wanted)
-            return jobs if whose == "any" else [j for j in jobs if (j.user == login_user(slurm)) == (whose == "mine")]
+            return jobs if whose == "any" else [j for j in jobs if _mine(slurm, j) == (whose == "mine")]
         if "json" not in (result.stderr + result.stdout).lower():
             raise classify_failure("squeue", result.returncode, result.stderr or result.stdout)
         slurm._json = False
@@ -108,7 +123,7 @@ def list_jobs(slurm: "SlurmCommands", wanted: set[str] | None, whose: str = "min
 def owned(slurm: "SlurmCommands", job: QueuedJob) -> bool:
     """The job is the login user's: its listing says so, or (no owner named) it came from a
     listing of the login's own jobs only (the text output, read with --me)."""
-    return not job.user or job.user == login_user(slurm)
+    return _mine(slurm, job)
 
 
 def _format_jobs(slurm: "SlurmCommands", argv: list[str], wanted: set[str] | None) -> list[QueuedJob]:
@@ -159,6 +174,20 @@ def release_targets(slurm: "SlurmCommands", lease_id: str, recorded: Sequence[st
         report(f"Slurm job {job.job_id} is now user {job.user or '?'}'s job {job.name!r}, not lease "
                f"{lease_id}'s: left alone")
     return targets
+
+
+def cancel_leases_jobs(slurm: "SlurmCommands", lease_id: str, recorded: Sequence[str]) -> None:
+    """scancel the lease's jobs (release_targets). Where squeue fails (a flaky --json, a busy
+    controller), slurmctld itself filters the cancel instead: the login user's jobs named for the
+    lease, its recorded ids among them, and nothing else; a release must not stop at a listing."""
+    try:
+        targets = release_targets(slurm, lease_id, recorded)
+    except SlurmError as exc:
+        if exc.slurm_reason == "another user's job":
+            raise
+        slurm.cancel(list(recorded), user=login_user(slurm), name=job_name(lease_id))
+    else:
+        slurm.cancel(targets)
 
 
 def owns(slurm: "SlurmCommands", lease_id: str, job_id: str) -> bool:

@@ -79,6 +79,7 @@ class QueuedJob:
     account: str = ""
     qos: str = ""
     user: str = ""              # its owner (squeue --json; "?" unnamed); "": the text output, read with --me
+    user_id: int | None = None  # its owner's uid (squeue --json): what ownership compares, names may differ
 
 
 @dataclass(frozen=True)
@@ -222,7 +223,8 @@ def parse_squeue_json(text: str, job_ids: set[str] | None = None, *, now: float 
             nodes=expand_hostlist(raw.get("nodes")), node_count=int(_number(raw.get("node_count"))),
             gpus=gpus, time_limit_s=limit * 60 if limit else None, elapsed_s=max(elapsed, 0) if running else None,
             comment=raw.get("comment") or "", partition=raw.get("partition") or "",
-            account=raw.get("account") or "", qos=raw.get("qos") or "", user=raw.get("user_name") or "?"))
+            account=raw.get("account") or "", qos=raw.get("qos") or "", user=raw.get("user_name") or "?",
+            user_id=raw["user_id"] if isinstance(raw.get("user_id"), int) else None))
     return jobs
 
 

@@ -35,7 +35,7 @@ from .handoff import LoginNodeSupervision, on_login_node
 from .parsing import JobState, QueuedJob
 from .limits import raise_time_limit, time_limit_minutes
 from .loss import ExplainsJobLoss
-from .ownership import TAG, is_leases, job_name, lease_jobs, owned, owns, release_targets, tag
+from .ownership import TAG, cancel_leases_jobs, is_leases, job_name, lease_jobs, owned, owns, tag
 from .settings import SlurmSettings
 from .shrink import release_nodes
 from .staging import remove_staging, staging_probe
@@ -252,11 +252,12 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
             while not stop.wait(self.config.poll_s if completing_since is None else 0.5):
                 try:
                     job = self.slurm.job(job_id)
-                except Exception:  # noqa: BLE001 — a slow controller is not a lost lease
+                    foreign = job is not None and not (owned(self.slurm, job) and is_leases(job, lease_id))
+                except Exception:  # noqa: BLE001 — a slow controller (or `id` on it) is not a lost lease
                     continue
                 if stop.is_set():
                     return
-                if job is not None and not (owned(self.slurm, job) and is_leases(job, lease_id)):
+                if foreign:
                     watch.on_lost(f"Slurm job {job_id} is gone: its id now names another job ({job.name!r}, "
                                   f"user {job.user or '?'})")
                     return
@@ -318,8 +319,7 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         if stop is not None:
             stop.set()
         slurm = self._commands_for(lease)
-        # Only jobs proven the lease's (squeue failing raises: nothing is cancelled unchecked).
-        slurm.cancel(release_targets(slurm, lease.id, _recorded_jobs(lease)))
+        cancel_leases_jobs(slurm, lease.id, _recorded_jobs(lease))   # only jobs proven the lease's
         reap(self._steps.pop(lease.id, []))
         if (lease.meta or {}).get("slurm_staging"):
             remove_staging(slurm, lease.meta["slurm_staging"])
