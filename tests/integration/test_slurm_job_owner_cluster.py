@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 from datetime import timedelta
-from typing import Mapping, Sequence
 
 import pytest
 
@@ -15,25 +14,14 @@ from tests.fixtures.slurm import wait_for
 
 from fleet.ids import new_lease_id
 from fleet.models import Lease, Machine, utcnow
-from fleet.providers.slurm.commands import AllocationRequest, CommandResult, LocalRunner, SlurmCommands
+from fleet.providers.slurm.commands import AllocationRequest, LocalRunner, SlurmCommands
 from fleet.providers.slurm.errors import SlurmError
 from fleet.providers.slurm.provider import HOLD, SlurmProvider, tag
 from fleet.providers.slurm.settings import SlurmSettings
 
+from tests.integration.test_slurm_extend import AsUser
+
 pytestmark = pytest.mark.timeout(300)
-
-
-class AsUser:
-    """Slurm's tools run as another (non-operator) user of the cluster."""
-
-    def __init__(self, user: str, env: Mapping[str, str]):
-        self.user, self.local = user, LocalRunner(env)
-
-    def __call__(self, argv: Sequence[str], *, stdin: str | None = None, env: Mapping[str, str] | None = None,
-                 timeout: float = 60) -> CommandResult:
-        pinned = [f"{k}={v}" for k, v in {**self.local.env, **(env or {})}.items()]
-        done = self.local(["runuser", "-u", self.user, "--", "env", *pinned, *argv], stdin=stdin, timeout=timeout)
-        return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
 
 
 def _submit(slurm: SlurmCommands, name: str, comment: str) -> str | None:

@@ -5,26 +5,16 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import pytest
-
 from fleet.money.budget import Price, month_start, to_micro
 from fleet.money.ledger import Ledger, iso, utc_days
-from fleet.state.db import Database
 from tests.fixtures.ledger import FakeClock, _Lease, _Machine
+from tests.unit.test_ledger_kept import db  # noqa: F401 — the fixture
 
 RATE = Price(to_micro("10"), "aws on-demand table")        # $10 an hour
 MAY_31_NOON = datetime(2026, 5, 31, 12, tzinfo=timezone.utc)
 
 
-@pytest.fixture
-def db(tmp_path, monkeypatch):
-    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
-    database = Database(tmp_path / "state.db")
-    yield database
-    database.close()
-
-
-def test_a_kept_segment_across_the_month_end_bills_each_month_its_own_hours(db):
+def test_a_kept_segment_across_the_month_end_bills_each_month_its_own_hours(db):  # noqa: F811
     clock = FakeClock(MAY_31_NOON)
     ledger = Ledger(db, clock)
     le = _Lease("l-1", "vision", "ana", "p4d.24xlarge", "aws", [_Machine("l-1-m0", (0,))])
