@@ -259,12 +259,11 @@ def _state_url_of(ident: dict[str, Any]) -> str:
     `state_url` of the fleet.toml where it was started, else this computer's default."""
     from ..paths import fleet_home
     from ..state import configured_state_url
-    if isinstance(ident.get("state_url"), str):
-        return ident["state_url"] or f"sqlite:///{fleet_home() / 'state.db'}"
     cwd = ident.get("cwd")
-    return (os.environ.get("FLEET_STATE_URL")
-            or (configured_state_url(Path(cwd)) if isinstance(cwd, str) and cwd else configured_state_url())
-            or f"sqlite:///{fleet_home() / 'state.db'}")
+    url = ident["state_url"] if isinstance(ident.get("state_url"), str) else (
+        os.environ.get("FLEET_STATE_URL")
+        or (configured_state_url(Path(cwd)) if isinstance(cwd, str) and cwd else configured_state_url()))
+    return url or f"sqlite:///{fleet_home() / 'state.db'}"
 
 
 def _latest_attempt(state, run_id: str) -> dict[str, Any] | None:

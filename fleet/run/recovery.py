@@ -14,6 +14,8 @@ interruption), "always" after any loss (host failure, a machine that vanished), 
 """
 from __future__ import annotations
 
+import contextlib
+import threading
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any, Callable
@@ -24,6 +26,7 @@ from ..ids import new_run_id
 from ..models import Machine
 from .checkpoints import Resume, latest_snapshots
 from .context import Events, checked_events
+from .signals import BetweenAttempts
 from .summary import RunSummary
 from .types import RunOptions
 
@@ -106,70 +109,63 @@ def run_managed(config: Config, *, options: RunOptions | None = None, events: Ev
     prior = tuple(resume.previous) if resume else ()
     attempts: list[tuple[int, RunSummary]] = []
     spent = prior_spent(resume)
-    import contextlib
-    import threading
     options = replace(options, stop_asked=options.stop_asked or threading.Event())
+    user_stop = options.stop_asked
     # Installed once the first attempt returned, never before: until then a stop signal keeps its
     # usual effect (Ctrl-C at the confirmation prompt, while pinning) and the first run's own handlers.
     with contextlib.ExitStack() as between:
-        return _attempts(config, run, events, options, base, attempt, resume, prior, attempts, spent, between)
-
-
-def _attempts(config, run, events, options, base, attempt, resume, prior, attempts, spent, between) -> RunSummary:
-    from .signals import BetweenAttempts
-    user_stop = options.stop_asked
-    while True:
-        if attempts and user_stop.is_set():     # asked to stop between two attempts: nothing more is leased
-            return _stopped(config, attempts, prior)
-        run_id = base if not attempts and not prior else f"{base}-a{attempt}"
-        try:
-            budget = budget_left(config, spent, len(prior) + len(attempts))
-            summary = run(config if budget is None else replace(config, budget=budget), events=events,
-                          options=replace(options, run_id=run_id, resume=resume))
-        except BudgetRefused as exc:
-            if not attempts:
-                raise
-            last = attempts[-1][1]
-            _link(last.run_id, None, config)
-            return _final(config, attempts, prior, status="budget-stopped", exit_code=ExitCode.BUDGET_STOPPED,
-                          message=f"not resumed after attempt {len(attempts)}: {exc.one_line()}; its last "
-                                  "checkpoint is in the store (`fleet up --resume " + last.run_id + "`)")
-        except FleetError as exc:
-            if not attempts:
-                raise
-            # No replacement could be had (every other team host busy or down, no capacity): the run
-            # ends here with its verdict, and followers waiting for the next attempt are told now.
-            last = attempts[-1][1]
-            _link(last.run_id, None, config)
-            cancelled = isinstance(exc, Cancelled)
-            return _final(config, attempts, prior, status="cancelled" if cancelled else "error", exit_code=exc.exit_code,
-                          message=f"machines lost ({last.message}) and not resumed after attempt {len(attempts)}: "
-                                  f"{exc.one_line()}; "
-                                  f"its last checkpoint is in the store (`fleet up --resume {last.run_id}`)")
-        attempts.append((attempt, summary))
-        if len(attempts) == 1:
-            between.enter_context(BetweenAttempts(user_stop))
-        spent += _cost(summary)
-        used_up = restarts_refusal(config, len(prior) + len(attempts))
-        if not _should_resume(config, summary) or used_up:
-            if summary.machines_lost:
-                _link(summary.run_id, None, config)   # followers stop here: no attempt follows
-        if not _should_resume(config, summary):
-            return _final(config, attempts, prior) if len(prior) + len(attempts) > 1 else summary
-        if user_stop.is_set():             # lost, but the user had asked it to stop: never new machines
-            return _stopped(config, attempts, prior)
-        if used_up:
-            return _final(config, attempts, prior, status="failed", exit_code=ExitCode.INFRASTRUCTURE,
-                          message=f"machines lost again and {used_up}: {summary.message}")
-        ranks = sorted(int(r) for r in (summary.checkpoints or {})) or list(range(summary.machines))
-        from ..snapshots import open_store
-        found = latest_snapshots(open_store(config.store), summary.run_id, ranks)
-        resume = Resume(attempt=attempt + 1, snapshots={**(resume.snapshots if resume else {}), **found},
-                        of_run=summary.run_id, previous=(*prior, *(attempt_row(n, s) for n, s in attempts)))
-        attempt += 1
-        _link(summary.run_id, f"{base}-a{attempt}", config)
-        events.phase("recover", f"{summary.message}; resuming on new machines from the last checkpoint "
-                                f"(attempt {attempt} of at most {config.max_restarts + 1})")
+        while True:
+            if attempts and user_stop.is_set():     # asked to stop between two attempts: nothing more is leased
+                return _stopped(config, attempts, prior)
+            run_id = base if not attempts and not prior else f"{base}-a{attempt}"
+            try:
+                budget = budget_left(config, spent, len(prior) + len(attempts))
+                summary = run(config if budget is None else replace(config, budget=budget), events=events,
+                              options=replace(options, run_id=run_id, resume=resume))
+            except BudgetRefused as exc:
+                if not attempts:
+                    raise
+                last = attempts[-1][1]
+                _link(last.run_id, None, config)
+                return _final(config, attempts, prior, status="budget-stopped", exit_code=ExitCode.BUDGET_STOPPED,
+                              message=f"not resumed after attempt {len(attempts)}: {exc.one_line()}; its last "
+                                      "checkpoint is in the store (`fleet up --resume " + last.run_id + "`)")
+            except FleetError as exc:
+                if not attempts:
+                    raise
+                # No replacement could be had (every other team host busy or down, no capacity): the run
+                # ends here with its verdict, and followers waiting for the next attempt are told now.
+                last = attempts[-1][1]
+                _link(last.run_id, None, config)
+                cancelled = isinstance(exc, Cancelled)
+                return _final(config, attempts, prior, status="cancelled" if cancelled else "error", exit_code=exc.exit_code,
+                              message=f"machines lost ({last.message}) and not resumed after attempt {len(attempts)}: "
+                                      f"{exc.one_line()}; "
+                                      f"its last checkpoint is in the store (`fleet up --resume {last.run_id}`)")
+            attempts.append((attempt, summary))
+            if len(attempts) == 1:
+                between.enter_context(BetweenAttempts(user_stop))
+            spent += _cost(summary)
+            used_up = restarts_refusal(config, len(prior) + len(attempts))
+            if not _should_resume(config, summary) or used_up:
+                if summary.machines_lost:
+                    _link(summary.run_id, None, config)   # followers stop here: no attempt follows
+            if not _should_resume(config, summary):
+                return _final(config, attempts, prior) if len(prior) + len(attempts) > 1 else summary
+            if user_stop.is_set():             # lost, but the user had asked it to stop: never new machines
+                return _stopped(config, attempts, prior)
+            if used_up:
+                return _final(config, attempts, prior, status="failed", exit_code=ExitCode.INFRASTRUCTURE,
+                              message=f"machines lost again and {used_up}: {summary.message}")
+            ranks = sorted(int(r) for r in (summary.checkpoints or {})) or list(range(summary.machines))
+            from ..snapshots import open_store
+            found = latest_snapshots(open_store(config.store), summary.run_id, ranks)
+            resume = Resume(attempt=attempt + 1, snapshots={**(resume.snapshots if resume else {}), **found},
+                            of_run=summary.run_id, previous=(*prior, *(attempt_row(n, s) for n, s in attempts)))
+            attempt += 1
+            _link(summary.run_id, f"{base}-a{attempt}", config)
+            events.phase("recover", f"{summary.message}; resuming on new machines from the last checkpoint "
+                                    f"(attempt {attempt} of at most {config.max_restarts + 1})")
 
 
 def _stopped(config: Config, attempts: list[tuple[int, RunSummary]], prior: tuple[dict, ...]) -> RunSummary:

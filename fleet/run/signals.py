@@ -11,6 +11,7 @@ from typing import Any
 
 from .context import RunContext
 
+
 class BetweenAttempts:
     """While recovery is between two attempts (no run, so no StopSignals): a stop signal sets
     `asked` (recovery then ends) instead of killing the process half-way (SIGTERM's default) or

@@ -151,13 +151,14 @@ def _ip_literals(addresses: list[str]) -> list[str] | None:
 def _per_address(addresses: list[str]) -> int:
     """Connections one address may hold at the seed: every fetcher's workers of the machines that
     share it (machines of one host, or behind one NAT, which names can hide), and no more."""
+    import ipaddress
     from collections import Counter
 
     from .remote_peer import PEER_WORKERS
-    import ipaddress
-    if _ip_literals(addresses) is None:
+    try:
+        seen = Counter(str(ipaddress.ip_address(a)) for a in addresses)     # as the server sees them
+    except ValueError:
         return PEER_WORKERS * max(1, len(addresses))
-    seen = Counter(str(ipaddress.ip_address(a)) for a in addresses)     # as the server sees them
     return PEER_WORKERS * max(seen.values(), default=1)
 
 

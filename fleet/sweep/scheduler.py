@@ -142,11 +142,10 @@ class Scheduler:
                 the trial it was meant for; if that fails too, the trial does not start beside what
                 the last one left (and its error retires the slot)."""
                 last_reset_done()
-                if after is not None and reset_ok.get(after) is False:
-                    reset_ok[after] = None         # tried again once, whichever caller comes first
-                    if self._reset(ctx, slot, after):
-                        reset_ok[after] = True
-                if after is not None and reset_ok.get(after) is not True and after in reset_ok:
+                state = True if after is None else reset_ok.get(after, True)   # no early reset: none to doubt
+                if state is False:                 # tried again once (None: failed twice), whichever caller is first
+                    state = reset_ok[after] = self._reset(ctx, slot, after) or None
+                if state is None:
                     raise MachineUnreachable(f"machines {slot.label} could not be reset after {after}: "
                                              "not starting beside what it left")
             pending.clear()

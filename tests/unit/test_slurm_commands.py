@@ -16,8 +16,9 @@ import pytest
 from fleet.errors import ExitCode, FleetError
 from fleet.providers.slurm import errors as E
 from fleet.providers.slurm.commands import (AllocationRequest, CommandResult, LocalRunner, SlurmCommands, SSHRunner,
-                                            granted_job_id, sacct_argv, salloc_argv, sbatch_argv, scancel_argv, srun_argv,
-                                            squeue_format_argv, time_limit_argv)
+                                            granted_job_id, salloc_argv, sbatch_argv, scancel_argv, srun_argv,
+                                            time_limit_argv)
+from fleet.providers.slurm.ownership import sacct_argv, squeue_format_argv
 from fleet.providers.slurm.parsing import (JobState, expand_hostlist, gpus_in_tres, gpus_per_node_in_gres,
                                            parse_duration, parse_sacct, parse_squeue_format, parse_squeue_json)
 
@@ -275,7 +276,7 @@ def test_local_runner_without_slurm_is_an_environment_problem(tmp_path, monkeypa
 def test_accounting_keeps_a_shrunk_jobs_records_and_drops_an_older_job_under_a_reused_id():
     from datetime import datetime, timezone
 
-    from fleet.providers.slurm.commands import same_job
+    from fleet.providers.slurm.ownership import same_job
     from fleet.providers.slurm.parsing import AccountedJob, JobState
 
     def rec(name, state, start_h, gpus):

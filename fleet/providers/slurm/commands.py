@@ -19,8 +19,7 @@ from typing import Mapping, Protocol, Sequence
 
 from ...errors import EnvironmentProblem
 from .errors import ControllerUnreachable, LoginNodeUnreachable, SlurmError, classify_failure
-from .ownership import (is_leases, list_jobs, login_user, sacct_argv, same_job, squeue_format_argv,  # noqa: F401
-                        squeue_json_argv)
+from .ownership import is_leases, list_jobs, login_user, sacct_argv, same_job
 from .parsing import STEPS_FORMAT, AccountedJob, JobStep, QueuedJob, parse_sacct, parse_scontrol_job, parse_steps
 from .settings import reads_as_ssh_option
 from .tool_env import tool_env

@@ -95,12 +95,6 @@ def login_user(slurm: "SlurmCommands") -> str:
     return slurm.user
 
 
-def _mine(slurm: "SlurmCommands", job: QueuedJob) -> bool:
-    if job.user_id is not None:
-        return job.user_id == login_uid(slurm)
-    return not job.user or job.user == login_user(slurm)
-
-
 def list_jobs(slurm: "SlurmCommands", wanted: set[str] | None, whose: str = "mine") -> list[QueuedJob]:
     """squeue, among `wanted` (all jobs when None): the login user's jobs ("mine"), other users'
     ("theirs"), or, by id, anyone's ("any": each names its owner in `user`; the text output names
@@ -109,7 +103,7 @@ def list_jobs(slurm: "SlurmCommands", wanted: set[str] | None, whose: str = "min
         result = slurm._run(squeue_json_argv(), check=False)
         if result.returncode == 0 and result.stdout.lstrip().startswith("{"):
             jobs = parse_squeue_json(result.stdout, wanted)
-            return jobs if whose == "any" else [j for j in jobs if _mine(slurm, j) == (whose == "mine")]
+            return jobs if whose == "any" else [j for j in jobs if owned(slurm, j) == (whose == "mine")]
         if "json" not in (result.stderr + result.stdout).lower():
             raise classify_failure("squeue", result.returncode, result.stderr or result.stdout)
         slurm._json = False
@@ -122,8 +116,11 @@ def list_jobs(slurm: "SlurmCommands", wanted: set[str] | None, whose: str = "min
 
 def owned(slurm: "SlurmCommands", job: QueuedJob) -> bool:
     """The job is the login user's: its listing says so, or (no owner named) it came from a
-    listing of the login's own jobs only (the text output, read with --me)."""
-    return _mine(slurm, job)
+    listing of the login's own jobs only (the text output, read with --me). By uid where the listing
+    gives one (names can read differently on each side)."""
+    if job.user_id is not None:
+        return job.user_id == login_uid(slurm)
+    return not job.user or job.user == login_user(slurm)
 
 
 def _format_jobs(slurm: "SlurmCommands", argv: list[str], wanted: set[str] | None) -> list[QueuedJob]:
