@@ -9,6 +9,7 @@ $FLEET_HOME/machines/<id>/, so `fleet down --all` (LocalProvider.release) ends t
 """
 from __future__ import annotations
 
+import fcntl
 import getpass
 import os
 import shutil
@@ -47,6 +48,24 @@ def cannot_make_namespaces() -> str | None:
     return None
 
 
+def _claim_subnet(prefix: str, first: int, last: int) -> int:
+    """A free k in [first, last] for `prefix`.k.0: one no interface here holds an address in.
+    xdist workers make links at the same time; the caller holds _subnet_lock() until its address is
+    on an interface, so no two links share a subnet (a shared one routes to the other's sshd)."""
+    held = _ip("-o", "-4", "addr", "show").stdout
+    for k in range(first, last + 1):
+        if f" {prefix}.{k}." not in held:
+            return k
+    raise RuntimeError(f"no free {prefix}.x subnet for a test namespace (stale namespaces? `ip netns`)")
+
+
+def _subnet_lock():
+    """An exclusive lock across processes, released when the file closes (or the process dies)."""
+    lock = open("/tmp/fleet-test-netns.lock", "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    return lock
+
+
 def _veth(link, prefix: str, host_side: list[str]) -> None:
     """A veth pair from this namespace into link.ns: `host_side` (an address, or a bridge) on this
     end, link.ns_ip`prefix` on the other, both up, with the namespace's loopback."""
@@ -60,19 +79,21 @@ def _veth(link, prefix: str, host_side: list[str]) -> None:
 
 
 class Link:
-    """One namespace + veth pair; index picks the /30 subnet."""
+    """One namespace + veth pair on a /30 subnet no other live link uses."""
 
-    def __init__(self, index: int):
-        tag = f"{os.getpid() % 10000}x{index}"
-        self.ns = f"fleetf{tag}"
-        self.host_if, self.ns_if = f"vfh{tag}", f"vfn{tag}"
-        self.host_ip, self.ns_ip = f"{SUBNET}.{index}.1", f"{SUBNET}.{index}.2"
-        _ip("netns", "add", self.ns)
-        try:
-            _veth(self, "/30", ["addr", "add", f"{self.host_ip}/30", "dev", self.host_if])
-        except subprocess.CalledProcessError:
-            self.destroy()
-            raise
+    def __init__(self):
+        with _subnet_lock():
+            index = _claim_subnet(SUBNET, 1, 250)
+            tag = f"{os.getpid() % 10000}x{index}"
+            self.ns = f"fleetf{tag}"
+            self.host_if, self.ns_if = f"vfh{tag}", f"vfn{tag}"
+            self.host_ip, self.ns_ip = f"{SUBNET}.{index}.1", f"{SUBNET}.{index}.2"
+            _ip("netns", "add", self.ns)
+            try:
+                _veth(self, "/30", ["addr", "add", f"{self.host_ip}/30", "dev", self.host_if])
+            except subprocess.CalledProcessError:
+                self.destroy()
+                raise
 
     def cut(self) -> None:
         _ip("-n", self.ns, "link", "set", self.ns_if, "down")
@@ -87,13 +108,18 @@ class Bridge:
     reaches them all (10.214.<k>.1), as a cluster's hosts do. `links` quack like Link."""
 
     def __init__(self, count: int):
-        tag = f"{os.getpid() % 10000}"
-        k = 100 + os.getpid() % 150
-        self.name, self.host_ip = f"fbr{tag}", f"10.214.{k}.1"
         self.links: list[SimpleNamespace] = []
-        _ip("link", "add", self.name, "type", "bridge")
+        with _subnet_lock():
+            k = _claim_subnet("10.214", 100, 250)
+            tag = f"{os.getpid() % 10000}x{k}"
+            self.name, self.host_ip = f"fbr{tag}", f"10.214.{k}.1"
+            _ip("link", "add", self.name, "type", "bridge")
+            try:
+                _ip("addr", "add", f"{self.host_ip}/24", "dev", self.name)
+            except subprocess.CalledProcessError:
+                _ip("link", "del", self.name, check=False)
+                raise
         try:
-            _ip("addr", "add", f"{self.host_ip}/24", "dev", self.name)
             _ip("link", "set", self.name, "up")
             for i in range(count):
                 link = SimpleNamespace(ns=f"fbn{tag}x{i}", host_if=f"vbh{tag}x{i}", ns_if=f"vbn{tag}x{i}",

@@ -40,7 +40,7 @@ def links():
     reason = cannot_make_namespaces()
     if reason:
         pytest.skip(f"cannot cut a machine's network here: {reason}")
-    made = [Link(i) for i in range(2)]
+    made = [Link() for _ in range(2)]
     yield made
     for link in made:
         link.destroy()

@@ -27,7 +27,7 @@ def cut_machine(fleet_home, monkeypatch):
         pytest.skip(f"cannot cut a machine's network here: {reason}")
     monkeypatch.setattr(ssh, "KEEPALIVE_S", 1, raising=False)
     monkeypatch.setattr(ssh, "DEAD_AFTER_S", 3, raising=False)
-    link = Link(2)
+    link = Link()
     provider = NetnsProvider([link])
     lease = None
     try:

@@ -86,7 +86,7 @@ def link():
     reason = cannot_make_namespaces()
     if reason:
         pytest.skip(f"cannot cut a machine's network here: {reason}")
-    made = Link(1)
+    made = Link()
     yield made
     made.destroy()
 
