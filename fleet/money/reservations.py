@@ -186,12 +186,18 @@ class Reservations:
             (lease_id, run_id, project, owner, int(amount_micro), int(minimum_micro), iso(now),
              iso(now + timedelta(seconds=max(0.0, lifetime_s)))))
 
-    def settle(self, lease_id: str, spent_micro: int | None = None, at: datetime | None = None) -> int:
-        """The run ended: its reservation stops counting (its cost is in the ledger). Returns rows settled."""
+    def settle(self, lease_id: str, spent_micro: int | None = None, at: datetime | None = None, *,
+               run_id: str | None = None) -> int:
+        """The run ended: its reservation stops counting (its cost is in the ledger). Returns rows settled.
+        `run_id`: only that run's reservation; a concurrent run on the same kept lease keeps its own.
+        None: every reservation on the lease (the lease itself is gone or was handed on)."""
         at = at or self.clock()
+        where, params = "lease_id = ? AND released_at IS NULL", [lease_id]
+        if run_id is not None:
+            where += " AND run_id = ?"
+            params.append(run_id)
         with self.db.transaction():
-            before = self.db.execute("SELECT COUNT(*) AS n FROM budget_reservations"
-                                     " WHERE lease_id = ? AND released_at IS NULL", (lease_id,))
-            self.db.execute("UPDATE budget_reservations SET released_at = ?, spent_micro = ?"
-                            " WHERE lease_id = ? AND released_at IS NULL", (iso(at), spent_micro, lease_id))
+            before = self.db.execute(f"SELECT COUNT(*) AS n FROM budget_reservations WHERE {where}", params)
+            self.db.execute(f"UPDATE budget_reservations SET released_at = ?, spent_micro = ? WHERE {where}",
+                            [iso(at), spent_micro, *params])
         return int(before[0]["n"])

@@ -71,7 +71,7 @@ class BudgetGate:
             exhausted = seconds_until_exhausted(policy.remaining_micro(0), per_machine * offer.machine_count)
         return BudgetGrant(limits=limits, price=price, policy=policy,
                            reserved_micro=policy.reserved_micro if policy is not None else 0,
-                           exhausted_in_s=exhausted, idle=idle)
+                           exhausted_in_s=exhausted, idle=idle, reserved_for_run=run_id)
 
 
 class RunBudget:
@@ -213,7 +213,7 @@ class RunBudget:
         if self.reserved_lease is None:
             return
         try:
-            self.reservations.settle(self.reserved_lease, spent_micro)
+            self.reservations.settle(self.reserved_lease, spent_micro, run_id=self.grant.reserved_for_run)
             self.reserved_lease = None
         except Exception as exc:  # noqa: BLE001 — the lease's status frees it anyway
             ctx.events.warn(f"could not settle the budget reservation of {self.reserved_lease}: {exc}")

@@ -102,7 +102,7 @@ def launch_on_login_node(config, spec: SupervisorSpec, options, events: Events, 
                                     "run's supervisor there")
             _copy(shell, remote, config)
         finally:
-            Reservations(state.db).settle(source.lease_id, None)
+            Reservations(state.db).settle(source.lease_id, None, run_id=spec.run_id)
         payload = {"spec": spec_for_remote(spec, config), "env": {**remote_env(config), **provider.login_node_env()},
                    "pins": asdict(pins), "supervisor_dir": remote, "where": WHERE,
                    "relaunch": relaunch_meta(config, spec, pins)}   # for `fleet reap`'s next attempt (lost_resume.py)

@@ -117,7 +117,7 @@ def _release(ctx, state) -> None:
                         f"run `fleet down {ctx.lease_id}` to retry")
     finally:
         try:
-            Reservations(state.db).settle(ctx.lease_id, None)
+            Reservations(state.db).settle(ctx.lease_id, None, run_id=ctx.run_id)
         except Exception:  # noqa: BLE001 — the lease's released status frees it anyway
             pass
 
@@ -144,7 +144,7 @@ def _start_and_follow(config, spec, pins, lease, state, events: Events, provider
         _copy_files(session, remote, config, lease, key, handoff.files(config, provider, remote))
         handoff.after_copy(session, remote)
         # The launcher's reservation ends here; node 0's budget stage makes the run's own.
-        Reservations(state.db).settle(lease.id, None)
+        Reservations(state.db).settle(lease.id, None, run_id=spec.run_id)
         payload = {"spec": spec_for_remote(spec, config), "env": {**remote_env(config), **handoff.env(config, remote)},
                    "lease_id": lease.id, "pins": asdict(pins), "supervisor_dir": remote}
         # A clean environment: nothing of the login session's (its HOME may be the experiment's).

@@ -122,6 +122,7 @@ class BudgetGrant:
     reserved_micro: int = 0
     exhausted_in_s: float | None = None
     idle: "IdlePolicy | None" = None
+    reserved_for_run: str | None = None   # whose reservation it is (a kept lease may carry others')
 
     @property
     def budget_deadline_s(self) -> int | None:

@@ -126,6 +126,21 @@ def test_a_second_concurrent_run_on_the_kept_lease_sees_the_first_ones_reservati
         gate(db, clock).grant(offer(max_s=600), run_id="r-3", lease_id="l-1", kept=True)
 
 
+def test_a_run_ending_on_a_kept_lease_settles_only_its_own_reservation(db, clock, tmp_path):
+    """Runs 2 and 3 share kept lease L; run 3 ending must leave run 2's $6 claim in place, or a third
+    user could reserve money run 2 is about to spend."""
+    from fleet.run.budget import RunBudget
+    first_run_kept(db, clock)
+    grant_2 = gate(db, clock).grant(offer(max_s=600), run_id="r-2", lease_id="l-1", kept=True)
+    grant_3 = gate(db, clock).grant(offer(max_s=600), run_id="r-3", lease_id="l-1", kept=True)
+    assert Reservations(db, clock).held_micro(project="vision") == to_micro(12)
+    run_3 = RunBudget(grant_3, SimpleNamespace(db=db), lease_id="l-1", run_dir=tmp_path, clock=clock)
+    assert run_3.finish(SimpleNamespace(events=None)) is None      # ended before its meter started
+    assert Reservations(db, clock).held_micro(project="vision") == to_micro(6)   # run 2's, still held
+    other = gate(db, clock).grant(offer(user="bo", max_s=3600), run_id="r-4", lease_id="l-4")
+    assert other.reserved_micro == to_micro("7.40")                # $50 − $36.60 − run 2's $6
+
+
 def test_earlier_runs_rows_on_a_kept_lease_are_spend_whenever_they_started(db, clock):
     """Rows of another run on the lease count even when they start after this run's start (a run
     still going on it); only this run's rows, and run-less ones from its start, are its own."""
