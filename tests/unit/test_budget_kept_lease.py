@@ -131,7 +131,7 @@ def test_a_run_ending_on_a_kept_lease_settles_only_its_own_reservation(db, clock
     user could reserve money run 2 is about to spend."""
     from fleet.run.budget import RunBudget
     first_run_kept(db, clock)
-    grant_2 = gate(db, clock).grant(offer(max_s=600), run_id="r-2", lease_id="l-1", kept=True)
+    gate(db, clock).grant(offer(max_s=600), run_id="r-2", lease_id="l-1", kept=True)
     grant_3 = gate(db, clock).grant(offer(max_s=600), run_id="r-3", lease_id="l-1", kept=True)
     assert Reservations(db, clock).held_micro(project="vision") == to_micro(12)
     run_3 = RunBudget(grant_3, SimpleNamespace(db=db), lease_id="l-1", run_dir=tmp_path, clock=clock)
