@@ -60,6 +60,8 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
               else [state.get_lease(i) for i in lease_ids])
     for line in damaged:
         events.warn(line)
+    if lease_ids:
+        leases += _moved_on(state, leases, events)
     released, failures = _release_leases(state, [x for x in leases if x.status in ("active", "leasing")], events,
                                          released_by)
     if all_leases:
@@ -132,6 +134,22 @@ def _release_leases(state, leases: list[Lease], events: Events,
             events.warn(f"could not release {lease.id}: {exc.one_line()}")
             failures.append(lease.id)
     return released, failures
+
+
+def _moved_on(state, named: list[Lease], events: Events) -> list[Lease]:
+    """The live leases that detached runs of the named, ended leases were recovered onto: the user
+    named the run's first lease (what `fleet up -d` printed) and means the run."""
+    from .run.detach import follow_recovery
+    seen = {lease.id for lease in named}
+    out = []
+    for lease in named:
+        if lease.status in ("active", "leasing"):
+            continue
+        for moved in follow_recovery(state, lease.id, events):
+            if moved not in seen:
+                seen.add(moved)
+                out.append(state.get_lease(moved))
+    return out
 
 
 def _stopped_by_its_supervisor(state, lease: Lease, events: Events) -> bool:

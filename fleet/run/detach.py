@@ -190,21 +190,54 @@ def stop_supervised_runs(state, lease_id: str, events: Events, *, wait_s: float 
             if remote:
                 stopped.append(run["id"])
             continue
-        ident = meta.get("controller")
-        if not is_supervisor(ident, run["id"]):
-            continue
-        events.phase("release", f"asking the supervisor of run {run['id']} (pid {ident['pid']}) to stop")
-        try:
-            os.kill(int(ident["pid"]), signal.SIGTERM)
-        except PermissionError:
-            raise _not_ours(run["id"], int(ident["pid"]), lease_id) from None
-        except ProcessLookupError:
-            pass   # it ended between the check and the signal: what was asked
-        end = time.monotonic() + wait_s
-        while time.monotonic() < end and is_supervisor(ident, run["id"]):
-            time.sleep(0.2)
-        stopped.append(run["id"])
+        if _stop_local_supervisor(run, lease_id, events, wait_s):
+            stopped.append(run["id"])
     return stopped
+
+
+def _stop_local_supervisor(run: dict[str, Any], lease_id: str, events: Events, wait_s: float) -> bool:
+    """SIGTERM the run's supervisor on this computer, once proved its own, and wait for it to end."""
+    ident = (run.get("meta") or {}).get("controller")
+    if not is_supervisor(ident, run["id"]):
+        return False
+    events.phase("release", f"asking the supervisor of run {run['id']} (pid {ident['pid']}) to stop")
+    try:
+        os.kill(int(ident["pid"]), signal.SIGTERM)
+    except PermissionError:
+        raise _not_ours(run["id"], int(ident["pid"]), lease_id) from None
+    except ProcessLookupError:
+        pass   # it ended between the check and the signal: what was asked
+    end = time.monotonic() + wait_s
+    while time.monotonic() < end and is_supervisor(ident, run["id"]):
+        time.sleep(0.2)
+    return True
+
+
+def follow_recovery(state, lease_id: str, events: Events, *, wait_s: float = STOP_WAIT_S) -> list[str]:
+    """`fleet down` of a lease that has ended, on which a detached run started (the lease `fleet up
+    -d` printed): recovery may have moved the run on. Returns the live leases its latest attempts
+    run on now, for the caller to release (which stops their supervisors as usual). A run between
+    attempts, its next lease not made yet, has its supervisor asked to stop here."""
+    from .lost_resume import attempt_of
+    from .supervisor_beat import base_run_id
+    moved: list[str] = []
+    for run in state.list_runs(lease_id=lease_id, limit=100):
+        if not (run.get("meta") or {}).get("detached"):
+            continue
+        base = base_run_id(run["id"])
+        attempts = state.db.execute("SELECT id, status, lease_id FROM runs WHERE id = ? OR id LIKE ?",
+                                    (base, f"{base}-a%"))
+        latest = max(attempts, key=lambda r: attempt_of(r["id"]))
+        if attempt_of(latest["id"]) <= attempt_of(run["id"]):
+            if run["status"] in ("error", "lost"):   # the supervisor may be about to lease the next attempt
+                _stop_local_supervisor(run, lease_id, events, wait_s)
+            continue
+        if latest["status"] == "running" and latest["lease_id"] and latest["lease_id"] not in moved \
+                and state.lease_status(latest["lease_id"])[0] in ("active", "leasing"):
+            events.phase("release", f"{lease_id} has ended; run {base} goes on as {latest['id']} on "
+                                    f"{latest['lease_id']}: releasing that")
+            moved.append(latest["lease_id"])
+    return moved
 
 
 def _not_ours(run_id: str, pid: int, lease_id: str) -> InfrastructureError:

@@ -95,3 +95,37 @@ def test_a_detached_run_recovers_and_attach_follows_it_into_the_next_attempt(exp
     final = json.loads(attach.stdout)
     assert final["status"] == "succeeded" and final["run_id"] == f"{run_id}-a2" and len(final["attempts"]) == 2
     assert wait_until(lambda: processes_under(fleet_home) == [], 30), processes_under(fleet_home)
+
+
+def test_down_of_a_detached_runs_first_lease_stops_the_run_where_recovery_moved_it(experiment, fleet_home):
+    """`fleet up -d` printed lease L1; recovery moved the run to L2. `fleet down L1` is the user
+    stopping the run: it must reach L2, not answer "nothing to release" and leave L2 running."""
+    from fleet.run.checkpoints import ref_name
+    from fleet.snapshots import open_store
+    from fleet.state import open_state
+    from tests.conftest import run_fleet, wait_until
+    _config(experiment, "always")
+    up = run_fleet(["up", "-d", "--gpus", "2", "--json"], cwd=experiment, timeout=120)
+    assert up.returncode == 0, up.stderr
+    run_id, first = json.loads(up.stdout)["run_id"], json.loads(up.stdout)["lease_id"]
+    store = open_store(str(fleet_home / "store"))
+    assert wait_until(lambda: store.get_ref(ref_name(run_id, 1)) is not None, 60)
+    _lose_node_1(fleet_home)
+    state = open_state()
+
+    def second_running() -> bool:
+        rows = state.db.execute("SELECT status, lease_id FROM runs WHERE id = ?", (f"{run_id}-a2",))
+        return bool(rows) and rows[0]["status"] == "running"
+
+    assert wait_until(second_running, 120)
+    second = state.db.execute("SELECT lease_id FROM runs WHERE id = ?", (f"{run_id}-a2",))[0]["lease_id"]
+    assert second != first and state.lease_status(first)[0] == "released"
+    down = run_fleet(["down", first, "--json"], cwd=experiment, timeout=180)
+    assert down.returncode == 0, down.stderr
+    assert json.loads(down.stdout)["released"] == [second]
+    assert f"run {run_id} goes on as {run_id}-a2 on {second}" in down.stderr
+    assert state.lease_status(second)[0] == "released"
+    assert state.get_run(f"{run_id}-a2")["status"] == "cancelled"
+    assert not state.db.execute("SELECT id FROM runs WHERE id = ?", (f"{run_id}-a3",))
+    assert wait_until(lambda: processes_under(fleet_home) == [], 30), processes_under(fleet_home)
+    state.close()
