@@ -381,6 +381,9 @@ class Ledger:
         if extra:
             where += (" AND " if where else " WHERE ") + " AND ".join(extra)
         rows = self.db.execute(f"SELECT COALESCE(SUM(cost_micro), 0) AS total FROM ledger{where}", params)
-        # A kept lease has no controller writing ticks: its open idle time is counted up to now here.
+        # Open segments no controller ticks: a kept lease's idle time up to now, a dead controller's
+        # machines up to their deadline.
         from .kept import accruing_micro
-        return int(rows[0]["total"] or 0) + accruing_micro(self, project=project, owner=owner, since=since)
+        from .stranded import stranded_micro
+        return (int(rows[0]["total"] or 0) + accruing_micro(self, project=project, owner=owner, since=since)
+                + stranded_micro(self, project=project, owner=owner, since=since))

@@ -1,0 +1,94 @@
+"""A controller killed mid-run leaves its cost segments open; its machines run on to the lease's
+recorded deadline. Budget checks must count that time (fleet/money/stranded.py) from the moment
+the run's reservation stops holding it, without counting it twice once `fleet down` closes it."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from fleet.money.budget import Price, cost_micro, to_micro
+from fleet.money.kept import hand_over
+from fleet.money.ledger import Ledger, iso
+from fleet.money.reservations import DEADLINE_SLACK_S, Reservations
+from fleet.state.db import Database
+from tests.fixtures.ledger import T0, FakeClock, _Lease, _Machine
+
+RATE = Price(to_micro("3.60"), "aws on-demand table")   # $0.001 per second
+PER_S = cost_micro(RATE.per_hour_micro, 1)
+DEADLINE_S = 120
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    database = Database(tmp_path / "state.db")
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def clock():
+    return FakeClock(T0)
+
+
+def _lease(db, lease_id: str = "l-1") -> _Lease:
+    le = _Lease(lease_id, "vision", "ana", "p4d.24xlarge", "aws", [_Machine(f"{lease_id}-m{i}", (0,)) for i in range(2)])
+    db.execute("INSERT INTO leases (id, provider, template, project, owner, status, created_at, deadline,"
+               " max_deadline, heartbeat_ttl_s) VALUES (?,?,?,?,?,?,?,?,?,?)",
+               (le.id, le.provider, le.template, le.project, le.user, "active", iso(T0),
+                iso(T0 + timedelta(seconds=DEADLINE_S)), iso(T0 + timedelta(hours=1)), 60))
+    return le
+
+
+def _killed_after_a_minute(db, clock) -> tuple[Ledger, list]:
+    """A run on 2 machines ticks at 60 s, then its controller is SIGKILLed: no more rows."""
+    ledger = Ledger(db, clock)
+    le = _lease(db)
+    segments = [ledger.open_segment(lease=le, machine=m, price=RATE, run_id="r-1", at=clock()) for m in le.machines]
+    clock.advance(60)
+    ledger.append(segments, clock())
+    return ledger, segments
+
+
+def test_a_dead_controllers_machines_count_up_to_their_deadline_once_the_reservation_lets_go(db, clock):
+    ledger, _ = _killed_after_a_minute(db, clock)
+    Reservations(db, clock).reserve(lease_id="l-1", run_id="r-1", project="vision", owner="ana",
+                                    amount_micro=2 * 3600 * PER_S, minimum_micro=0, lifetime_s=3600, now=T0)
+    clock.advance(DEADLINE_S - 60 + DEADLINE_SLACK_S - 1)       # the reservation still holds the rest
+    assert ledger.spent_micro(project="vision") == 2 * 60 * PER_S
+    assert Reservations(db, clock).held_micro(project="vision") == 2 * (3600 - 60) * PER_S
+    clock.advance(2)                                             # it lets go; the machines ran to the deadline
+    assert Reservations(db, clock).held_micro(project="vision") == 0
+    assert ledger.spent_micro(project="vision") == 2 * DEADLINE_S * PER_S
+    assert ledger.spent_micro(owner="ana") == 2 * DEADLINE_S * PER_S
+    assert ledger.spent_micro(project="nlp") == 0
+    clock.advance(3600)                                          # and never past it
+    assert ledger.spent_micro(project="vision") == 2 * DEADLINE_S * PER_S
+
+
+def test_closing_the_segments_later_does_not_count_the_time_twice(db, clock):
+    ledger, _ = _killed_after_a_minute(db, clock)
+    clock.advance(1000)
+    before = ledger.spent_micro(project="vision")
+    ledger.close_orphans("l-1", at=T0 + timedelta(seconds=DEADLINE_S))   # what `fleet down` does
+    db.execute("UPDATE leases SET status = 'released' WHERE id = 'l-1'")
+    assert before == ledger.spent_micro(project="vision") == 2 * DEADLINE_S * PER_S
+
+
+def test_a_live_controller_moving_its_deadline_has_nothing_stranded(db, clock):
+    ledger, segments = _killed_after_a_minute(db, clock)
+    for _ in range(5):                                           # heartbeats push the deadline; ticks follow
+        clock.advance(60)
+        db.execute("UPDATE leases SET deadline = ? WHERE id = 'l-1'", (iso(clock() + timedelta(seconds=60)),))
+        ledger.append(segments, clock())
+    assert ledger.spent_micro(project="vision") == 2 * 360 * PER_S
+
+
+def test_kept_idle_time_is_counted_once(db, clock):
+    """A kept lease's open idle segment is the kept accrual's (up to min(now, deadline)), not stranded."""
+    ledger, segments = _killed_after_a_minute(db, clock)
+    le = _Lease("l-1", "vision", "ana", "p4d.24xlarge", "aws", [_Machine(f"l-1-m{i}", (0,)) for i in range(2)])
+    hand_over(ledger, segments, le, clock())
+    clock.advance(1000)
+    assert ledger.spent_micro(project="vision") == 2 * DEADLINE_S * PER_S
