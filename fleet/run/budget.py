@@ -162,6 +162,13 @@ class RunBudget:
             policy = self.grant.policy
             return None if policy is None else policy.remaining_micro(0)
 
+    def monthly_budget_spent(self) -> bool:
+        """The meter stopped the run because a monthly budget (project or user) is spent: money no
+        run of that scope may spend any more, unlike the run's own budget or idle GPUs."""
+        with self.lock:
+            stop = None if self.meter is None else self.meter.stopped
+            return stop is not None and stop.scope not in (None, "run", "idle")
+
     def spent_micro(self) -> int:
         with self.lock:
             return 0 if self.meter is None else self.meter.spent_micro()

@@ -134,7 +134,22 @@ class KeptLease:
         return self.lease
 
     def release(self, ctx: RunContext, lease: Lease | None) -> bool:
-        return False      # the lease stays kept; `fleet down` releases it
+        """The lease stays kept (`fleet down` releases it), unless this run was stopped because a
+        monthly budget is spent: the kept machines' idle time is billed against that budget too, so
+        they end now rather than at the kept deadline, unless another run still uses them. (A run
+        stopped by its own budget leaves the lease kept: its idle time is not the run's.)"""
+        if lease is None or ctx.stop_reason != "budget" or ctx.budget is None \
+                or not ctx.budget.monthly_budget_spent():
+            return False
+        others = [r["id"] for r in ctx.state.list_runs(lease_id=lease.id, limit=50)
+                  if r["status"] == "running" and r["id"] != ctx.run_id]
+        if others:
+            ctx.events.warn(f"the monthly budget is spent, but kept lease {lease.id} stays up: run {others[0]} still runs "
+                            f"on it (`fleet down {lease.id}` ends it)")
+            return False
+        ctx.events.warn(f"the monthly budget is spent: releasing kept lease {lease.id} too (its idle time "
+                        "is billed against the same budget)")
+        return release_lease(self.provider, ctx.state, lease.id, lease, ctx.events)
 
     def kept_until(self) -> str | None:
         return to_jsonable(self.lease.keep_until) if self.lease.keep_until else None

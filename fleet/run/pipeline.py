@@ -275,7 +275,7 @@ class Pipeline:
             if until is not None:
                 return Released(released=False, kept_until=until)
         released = self.source.release(ctx, lease)
-        kept = self.source.kept_until() if isinstance(self.source, KeptLease) else None
+        kept = self.source.kept_until() if isinstance(self.source, KeptLease) and not released else None
         return Released(released=released, kept_until=kept)
 
     # -- after release: cost, summary, record, reports -------------------------------------------------

@@ -30,7 +30,7 @@ from fleet.run.pipeline import Pipeline
 from fleet.run.types import ExecResult, Offer, RunOptions
 from fleet.state import open_state
 from tests.fixtures.ledger import FakeClock, _Lease, _Machine
-from tests.unit.test_run_pipeline import FakeMachines, StepClock, lease_of, ledger_for
+from tests.unit.test_run_pipeline import FakeMachines, StepClock, lease_of, ledger_for, released
 
 # In the current month, so a gate that reads the real clock for its month still sees these rows.
 T0 = month_start(utc_clock()) + timedelta(days=1)
@@ -171,7 +171,7 @@ class Spending(FakeMachines):
         return ExecResult(0)
 
 
-def test_the_pipeline_stops_a_run_on_a_kept_lease_at_the_monthly_budget_run_one_left(tmp_path, fleet_home):
+def test_the_pipeline_stops_a_run_on_a_kept_lease_at_the_monthly_budget_and_releases_the_lease(tmp_path, fleet_home):
     exp = tmp_path / "exp"
     exp.mkdir()
     config = Config(path=None, base_dir=exp, project="p", name="p", command="spend 100", template="fake-4gpu",
@@ -187,6 +187,10 @@ def test_the_pipeline_stops_a_run_on_a_kept_lease_at_the_monthly_budget_run_one_
     assert again.status == "budget-stopped" and "project 'p'" in again.budget_stop
     # what run 1 left ($1), less the stop margin; before the fix it ran on to about $1.97
     assert Decimal(again.cost_usd) <= Decimal("1.00")
+    # the kept machines' idle time would bill on against the spent budget: they end with the run
+    assert (again.released, again.kept_until) == (True, None)
+    assert released(provider, first.lease_id) and lease_of(first.lease_id).status == "released"
+    clock.advance(3600)
     assert sum(r.cost_micro for r in ledger_for(first.lease_id)) <= to_micro(2)
 
 
