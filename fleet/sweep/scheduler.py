@@ -132,6 +132,8 @@ class Scheduler:
                     name=f"sweep-reset-{index}", daemon=True)
                 early[run_id].start()
 
+            refused: list[str] = []              # the run whose unclean leftovers kept this trial off
+
             def last_reset_done(before=tuple(pending)) -> None:
                 for thread in before:
                     thread.join()
@@ -146,6 +148,7 @@ class Scheduler:
                 if state is False:                 # tried again once (None: failed twice), whichever caller is first
                     state = reset_ok[after] = self._reset(ctx, slot, after) or None
                 if state is None:
+                    refused.append(after)
                     raise MachineUnreachable(f"machines {slot.label} could not be reset after {after}: "
                                              "not starting beside what it left")
             pending.clear()
@@ -156,6 +159,15 @@ class Scheduler:
                                machines=TrialMachines(self.environments, after_collect=reset_after_collect,
                                                       reset_done=ready))
             last_reset_done()      # a trial that ended before its command still leaves the slot clean
+            if refused:            # it never started: another slot runs it; this one is not clean
+                with self.lock:
+                    self.running.pop(trial.name, None)
+                    self.queue.appendleft(trial)
+                    self.lost_slots += 1
+                self.events.warn(f"machines {slot.label} could not be reset after {refused[0]}: no more trials "
+                                 f"on them; {trial.name} goes back to the queue")
+                self._retire(ctx, index)
+                return
             self.events.phase("trial", f"{trial.name} {result.state}"
                                        + (f" (exit {result.exit_code})" if result.state == "failed" else "")
                                        + (f": {result.reason}" if result.reason and result.state != "failed" else ""))
