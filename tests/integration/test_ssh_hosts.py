@@ -145,7 +145,10 @@ def test_unknown_host_key_is_refused_not_learnt(farm, env, tmp_path, monkeypatch
     assert fingerprint(farm.hosts[0].host_key).startswith("SHA256:")
 
 
-def test_a_host_that_goes_down_mid_lease_is_skipped_and_marked(farm, env, tmp_path):
+def test_a_host_that_goes_down_mid_lease_is_skipped_and_marked(farm, env, tmp_path, monkeypatch):
+    import fleet.providers.ssh.provider as ssh_provider
+    from fleet.providers.ssh.slots import reclaim_dead
+    monkeypatch.setattr(ssh_provider, "HELD_SLACK_S", 1.0)
     extra = HostFarm.start(farm, "down1")             # a host this test may kill
     try:
         provider = provider_for(farm, hosts=[farm.hosts[0], extra])
@@ -161,8 +164,18 @@ def test_a_host_that_goes_down_mid_lease_is_skipped_and_marked(farm, env, tmp_pa
         watchdog_pidfile = os.path.join(on_extra.machines[0].state_dir, "watchdog.pid")
         extra.kill_sshd()
         assert [s.state for s in provider.describe(on_extra)] == ["unreachable"]
-        provider.release(on_extra)                   # does not hang or raise; slots freed, host marked down
-        assert {r["lease_id"] for r in active(provider.state.db)} == {survivor.id}
+        provider.release(on_extra)                   # does not hang or raise; host marked down
+        now = on_extra.created_at.isoformat()
+        provider.state.db.execute(                   # its row, released, as `fleet down` leaves it
+            "INSERT INTO leases (id, provider, template, project, owner, status, created_at, deadline,"
+            " max_deadline, heartbeat_ttl_s) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (on_extra.id, "ssh", "hosts", "p", "alice", "released", now, on_extra.deadline.isoformat(),
+             on_extra.max_deadline.isoformat(), 60))
+        # Its processes may still hold the GPUs until its watchdog's deadline: the slots stay taken.
+        assert {r["lease_id"] for r in active(provider.state.db)} == {survivor.id, on_extra.id}
+        provider.release(on_extra)                   # a second release does not free them either
+        assert reclaim_dead(provider.state.db, ["down1"]) == 0
+        assert {r["lease_id"] for r in active(provider.state.db)} == {survivor.id, on_extra.id}
         status = {h.name: h.status for h in Inventory(provider.state.db).list()}
         assert status["down1"] == "down"
         with pytest.raises(CapacityError, match="free now h0 0/4"):   # down1 is skipped, not tried
@@ -171,6 +184,9 @@ def test_a_host_that_goes_down_mid_lease_is_skipped_and_marked(farm, env, tmp_pa
         # Unreachable, the machine still ends itself: its watchdog exits at the deadline it was given.
         pid = int(open(watchdog_pidfile).read().split()[0])   # "PID STARTTIME"
         assert wait_until(lambda: not _alive(pid), timeout=20)
+        # Past that deadline (and the slack), the next reservation's reclaim frees them.
+        assert wait_until(lambda: reclaim_dead(provider.state.db, ["down1"]) == 4, timeout=20)
+        assert active(provider.state.db) == []
     finally:
         extra.kill_sshd()
 

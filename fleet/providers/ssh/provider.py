@@ -30,6 +30,7 @@ from .machine_agent import start_watchdog, stop_machine
 from .settings import HostConfig, SSHSettings
 
 PROBE_FRESH_S = 30.0
+HELD_SLACK_S = 60.0   # an unreachable machine's GPU slots stay taken this long past its deadline
 LEASES_DIR = ".fleet-leases"
 _PRICE_SOURCE = "own hardware: no charge unless [prices] sets a shadow price for this template"
 
@@ -240,13 +241,32 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
         results = self._stop_all(machines, revoke=lease.id, staying=staying)
         inv = self.inventory()
         from .hosts import Probe
+        unreachable = [m.id for m, exc in zip(machines, results) if isinstance(exc, MachineUnreachable)]
         for m, exc in zip(machines, results):
             if isinstance(exc, MachineUnreachable) and m.provider_ref.get("host"):
                 inv.record_probe(m.provider_ref["host"], Probe(False, exc.one_line()))
-        ssh_slots.free(self.state.db, lease.id, free_ids)
+        ssh_slots.free(self.state.db, lease.id, free_ids, held=unreachable,
+                       held_until=self._watchdog_end(lease) if unreachable else None)
         others = [e for e in results if e is not None and not isinstance(e, MachineUnreachable)]
         if others:
             raise others[0]
+
+    def _watchdog_end(self, lease: Lease) -> datetime:
+        """When an unreachable machine's watchdog ends its processes at the latest: the last deadline
+        it can have been given (the lease's, as recorded or as this process knows it), never past
+        the hard max deadline, plus a slack for the watchdog's own poll."""
+        from ...money.ledger import parse_iso
+        ends = [lease.deadline] if lease.deadline is not None else []
+        rows = self.state.db.execute("SELECT deadline FROM leases WHERE id = ?", (lease.id,))
+        if rows and rows[0]["deadline"]:
+            try:
+                ends.append(parse_iso(rows[0]["deadline"]))
+            except ValueError:
+                pass   # unreadable: the deadline this process knows stands
+        end = max(ends) if ends else utcnow()
+        if lease.max_deadline is not None:
+            end = min(end, lease.max_deadline)
+        return end + timedelta(seconds=HELD_SLACK_S)
 
     # -- machines on hosts ------------------------------------------------------------------------
     def _start_all(self, plan: Plan, lease_id: str, deadline_s: int, placements, usable):

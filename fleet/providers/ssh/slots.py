@@ -10,6 +10,8 @@ Two guards, either of which alone would do:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Sequence
 
 from ...errors import CapacityError
 from ...models import utcnow
@@ -89,10 +91,12 @@ def reclaim_dead(db, hosts: list[str]) -> int:
     now = utcnow().isoformat()
     marks = ",".join("?" * len(hosts))
     dead = ("SELECT id FROM leases WHERE status IN ('released', 'expired', 'failed') OR max_deadline < ?")
-    where = f"released_at IS NULL AND host IN ({marks}) AND lease_id IN ({dead})"
-    count = db.execute(f"SELECT COUNT(*) AS n FROM gpu_slots WHERE {where}", [*hosts, now])[0]["n"]
+    # A slot held past its lease's release (free(held=...)) waits for its machine's deadline.
+    where = (f"released_at IS NULL AND host IN ({marks}) AND lease_id IN ({dead})"
+             " AND (held_until IS NULL OR held_until < ?)")
+    count = db.execute(f"SELECT COUNT(*) AS n FROM gpu_slots WHERE {where}", [*hosts, now, now])[0]["n"]
     if count:
-        db.execute(f"UPDATE gpu_slots SET released_at = ? WHERE {where}", [now, *hosts, now])
+        db.execute(f"UPDATE gpu_slots SET released_at = ? WHERE {where}", [now, *hosts, now, now])
     return count
 
 
@@ -110,15 +114,27 @@ def record_user(db, name: str, now: str | None = None) -> None:
                " ON CONFLICT (name) DO UPDATE SET last_seen_at = excluded.last_seen_at", (name, now, now))
 
 
-def free(db, lease_id: str, machine_ids: list[str] | None = None) -> int:
-    """Release a lease's slots (all, or those of some machines). Idempotent; returns how many."""
-    where, params = "lease_id = ? AND released_at IS NULL", [lease_id]
+def free(db, lease_id: str, machine_ids: list[str] | None = None, *, held: Sequence[str] = (),
+         held_until: datetime | None = None) -> int:
+    """Release a lease's slots (all, or those of some machines). Idempotent; returns how many.
+    `held`: machines whose processes may still run on their GPUs (their host did not answer): their
+    slots stay taken until `held_until`, their watchdog's deadline (reclaim_dead frees them then)."""
+    # A slot held by an earlier release stays held: its machine's processes may still run.
+    where, params = "lease_id = ? AND released_at IS NULL AND (held_until IS NULL OR held_until < ?)", \
+        [lease_id, utcnow().isoformat()]
     if machine_ids is not None:
         if not machine_ids:
             return 0
         where += " AND machine_id IN (" + ",".join("?" * len(machine_ids)) + ")"
         params += machine_ids
+    held = [m for m in held if machine_ids is None or m in machine_ids]
     with db.transaction():
+        if held and held_until is not None:
+            marks = ",".join("?" * len(held))
+            db.execute(f"UPDATE gpu_slots SET held_until = ? WHERE {where} AND machine_id IN ({marks})",
+                       [held_until.astimezone(timezone.utc).isoformat(), *params, *held])
+            where += f" AND machine_id NOT IN ({marks})"
+            params += held
         count = db.execute(f"SELECT COUNT(*) AS n FROM gpu_slots WHERE {where}", params)[0]["n"]
         db.execute(f"UPDATE gpu_slots SET released_at = ? WHERE {where}", [utcnow().isoformat(), *params])
     return count
