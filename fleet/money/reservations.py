@@ -25,9 +25,10 @@ scope: set `budget =` per run to share a monthly budget between concurrent runs.
 
 It stops holding money when (whichever comes first): its run ends (`settle`, from after_run);
 its lease is no longer leasing/active (`fleet down`, the reaper); an active lease is past its
-recorded deadline (a killed controller's machines end there, heartbeats no longer push it); a
-leasing lease is past its max_deadline; or no lease row appeared within PENDING_S of the
-reservation (the command died between the check and recording the lease).
+recorded deadline (a killed controller's machines end there, heartbeats no longer push it), and so
+is a leasing one whose controller provably died; a leasing lease is past its max_deadline; or no
+lease row appeared within PENDING_S of the reservation (the command died between the check and
+recording the lease).
 
 All times come from the injected clock; the liveness rule is a pure function, tested with a fake one.
 """
@@ -89,6 +90,17 @@ def is_live(*, now: datetime, created_at: datetime, expires_at: datetime, lease_
     return True   # leasing: machines may still be booting, bounded by max_deadline/expires_at
 
 
+def _controller_gone(run_meta: Any) -> bool:
+    """The run's controller provably died (on this computer: same boot, pid, start time)."""
+    import json
+    from ..lost_runs import controller_alive
+    try:
+        meta = json.loads(run_meta) if isinstance(run_meta, str) else run_meta
+    except ValueError:
+        return False
+    return isinstance(meta, dict) and controller_alive(meta.get("controller")) is False
+
+
 @dataclass(frozen=True)
 class Held:
     lease_id: str
@@ -139,8 +151,9 @@ class Reservations:
             params.append(exclude_run)
         rows = self.db.execute(
             "SELECT r.id, r.lease_id, r.project, r.owner, r.amount_micro, r.created_at, r.expires_at,"
-            " l.status AS lease_status, l.deadline AS lease_deadline, l.max_deadline AS lease_max_deadline"
-            " FROM budget_reservations r LEFT JOIN leases l ON l.id = r.lease_id"
+            " l.status AS lease_status, l.deadline AS lease_deadline, l.max_deadline AS lease_max_deadline,"
+            " u.meta AS run_meta"
+            " FROM budget_reservations r LEFT JOIN leases l ON l.id = r.lease_id LEFT JOIN runs u ON u.id = r.run_id"
             f" WHERE {' AND '.join(where)}", params)
         alive = [r for r in rows if self._row_live(r, now)]
         spent = self._spent_since_reserved(sorted({r["id"] for r in alive}))
@@ -155,7 +168,11 @@ class Reservations:
         created, expires = _time(row["created_at"]), _time(row["expires_at"])
         if created is None or expires is None:
             return False   # a damaged row must not block a budget forever
-        return is_live(now=now, created_at=created, expires_at=expires, lease_status=row["lease_status"],
+        status = row["lease_status"]
+        if status == "leasing" and _controller_gone(row.get("run_meta")):
+            # Nobody drives the leasing on: what it made ends at the deadline it was given.
+            status = "active"
+        return is_live(now=now, created_at=created, expires_at=expires, lease_status=status,
                        lease_deadline=_time(row["lease_deadline"]), lease_max_deadline=_time(row["lease_max_deadline"]))
 
     def _spent_since_reserved(self, reservation_ids: list[int]) -> dict[int, int]:

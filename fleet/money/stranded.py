@@ -29,10 +29,11 @@ _OPEN_RUN_SEGMENTS_SQL = (
 def stranded_micro(ledger: Ledger, *, project: str | None = None, owner: str | None = None,
                    since: datetime | None = None) -> int:
     """What dead controllers' open segments cost from their last row up to their lease's deadline
-    (with `since`, only the part after it), for active leases whose deadline passed a slack ago."""
+    (with `since`, only the part after it), for live leases whose deadline passed a slack ago."""
     now = ledger.clock()
     deadlines = {}
-    for row in ledger.db.execute("SELECT id, deadline FROM leases WHERE status = 'active' AND deadline IS NOT NULL"):
+    for row in ledger.db.execute("SELECT id, deadline FROM leases WHERE status IN ('active', 'leasing')"
+                                 " AND deadline IS NOT NULL"):
         try:
             deadline = parse_iso(row["deadline"])
         except (TypeError, ValueError):

@@ -180,3 +180,35 @@ def test_a_dead_lease_stops_holding_money(db, clock):
     clock.advance(60 + 30 + 1)                                # past its deadline and the slack
     assert res.held_micro(project="vision") == 0
     admit(db, clock, limits, "next", machines=8)
+
+
+def _run_row(db, run_id: str, controller: dict) -> None:
+    import json
+    db.execute("INSERT INTO runs (id, lease_id, project, owner, command, status, started_at, meta)"
+               " VALUES (?,?,?,?,?,?,?,?)", (run_id, None, "vision", "ana", "true", "running",
+                                             T0.isoformat(), json.dumps({"controller": controller})))
+
+
+def test_a_leasing_lease_whose_controller_died_holds_money_only_to_its_deadline(db, clock):
+    """A controller SIGKILLed while leasing left the lease `leasing`: its reservation held the
+    budget for the whole max_duration, though the machines it made end at their first deadline."""
+    import subprocess
+    from fleet.lost_runs import _start_ticks, controller_identity
+    limits = BudgetLimits(run=Decimal(6), project_monthly=Decimal(20))
+    dead = subprocess.Popen(["sleep", "60"])
+    try:
+        ident = {**controller_identity(), "pid": dead.pid, "start": _start_ticks(dead.pid)}
+    finally:
+        dead.kill()
+        dead.wait()
+    _run_row(db, "r-killed", ident)
+    _run_row(db, "r-alive", controller_identity())            # this process: provably alive
+    for lease_id in ("killed", "alive"):
+        admit(db, clock, limits, lease_id)
+        lease_row(db, clock, lease_id, status="leasing", deadline_s=60)
+    res = Reservations(db, clock)
+    assert res.held_micro(project="vision") == to_micro(12)
+    clock.advance(60 + 30 + 1)                                # past the first deadline and the slack
+    # the dead one's machines ended there; a live controller may still be leasing (a queue's wait)
+    assert res.held_micro(project="vision") == to_micro(6)
+    assert [h.lease_id for h in res.live(project="vision")] == ["alive"]

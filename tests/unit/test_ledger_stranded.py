@@ -92,3 +92,12 @@ def test_kept_idle_time_is_counted_once(db, clock):
     hand_over(ledger, segments, le, clock())
     clock.advance(1000)
     assert ledger.spent_micro(project="vision") == 2 * DEADLINE_S * PER_S
+
+
+def test_machines_a_killed_leasing_made_count_up_to_their_first_deadline(db, clock):
+    """Killed inside leasing: the lease stays `leasing`, the machines reported so far have open
+    segments and end at the first deadline they were given."""
+    ledger, _ = _killed_after_a_minute(db, clock)
+    db.execute("UPDATE leases SET status = 'leasing' WHERE id = 'l-1'")
+    clock.advance(1000)
+    assert ledger.spent_micro(project="vision") == 2 * DEADLINE_S * PER_S
