@@ -47,6 +47,15 @@ def _slots(postgres_url: str, lease_id: str) -> list:
                                (lease_id,)))
 
 
+def _unheld_slots(postgres_url: str, lease_id: str) -> list:
+    """The lease's slots still taken with no deadline to free them at (a host that did not answer
+    the release keeps its machine's until that machine's watchdog deadline)."""
+    import psycopg
+    with psycopg.connect(postgres_url) as db:
+        return list(db.execute("SELECT host, slot FROM gpu_slots WHERE lease_id = %s AND released_at IS NULL"
+                               " AND held_until IS NULL", (lease_id,)))
+
+
 def _lease_status(postgres_url: str, lease_id: str) -> str:
     import psycopg
     with psycopg.connect(postgres_url) as db:
@@ -228,7 +237,8 @@ def test_a_lost_host_ends_the_run_with_its_checkpoints_since_node0_leases_no_lat
     assert summary["status"] == "error" and [a["attempt"] for a in summary["attempts"]] == [1], summary
     assert "not resumed after attempt 1" in summary["message"], summary["message"]
     assert "holds a key for this lease's hosts only" in summary["message"], summary["message"]
-    assert wait_until(lambda: not _slots(postgres_url, lease_id), 60), _slots(postgres_url, lease_id)
+    assert wait_until(lambda: not _unheld_slots(postgres_url, lease_id), 60), _slots(postgres_url, lease_id)
+    assert {host for host, _slot in _slots(postgres_url, lease_id)} <= {other.name}   # only the cut-off one's
     assert wait_until(lambda: not _cmdline(pid), 60), _cmdline(pid)
     node0_host = next(h for h in farm.hosts if h is not other)
     assert f"fleet-lease-{lease_id}" not in node0_host.login_keys.read_text()

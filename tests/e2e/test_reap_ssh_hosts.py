@@ -25,7 +25,7 @@ import pytest
 from tests.conftest import FLEET, wait_until
 from tests.e2e.test_checkpoints import TRAIN
 from tests.e2e.test_detach_node0_sandbox import _cmdline, _ledger, _run_row
-from tests.e2e.test_detach_node0_ssh_hosts import STORE, _env, _lease_status, _slots
+from tests.e2e.test_detach_node0_ssh_hosts import STORE, _env, _lease_status, _slots, _unheld_slots
 from tests.e2e.test_recovery_ssh_hosts import _power_off
 from tests.fixtures.laptop import LAPTOP, skip_without_laptop
 from tests.fixtures.procs import live_processes_under
@@ -103,14 +103,6 @@ def _wait_supervisor_gone(run: dict) -> None:
         return any(r.get("supervisor_gone") for v in status.get("leases", []) for r in v["runs"]
                    if r["id"] == run["run_id"])
     assert wait_until(gone, 60), "fleet status never showed the supervisor gone"
-
-
-def _unheld_slots(postgres_url: str, lease_id: str) -> list:
-    """The lease's slots still taken with no deadline to free them at."""
-    import psycopg
-    with psycopg.connect(postgres_url) as db:
-        return list(db.execute("SELECT host, slot FROM gpu_slots WHERE lease_id = %s AND released_at IS NULL"
-                               " AND held_until IS NULL", (lease_id,)))
 
 
 def _assert_released(run: dict, postgres_url: str) -> None:
