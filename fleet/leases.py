@@ -65,6 +65,7 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
     released, failures = _release_leases(state, [x for x in leases if x.status in ("active", "leasing")], events,
                                          released_by)
     if all_leases:
+        _stop_unleased_supervisors(state, events)
         _sweep_lost_runs(state, events)
         unread: list[str] = []
         live = {m.id for lease in state.list_leases(active_only=True, damaged=unread) for m in lease.machines}
@@ -99,8 +100,9 @@ def _release_leases(state, leases: list[Lease], events: Events,
             provider = _provider(lease.provider)
             state.mark_release_started(lease.id)   # a live controller then knows why its machines vanish
             todo.append((lease, provider))
-        except FleetError as exc:   # one stuck lease must not keep the others (and the sweep) alive
-            events.warn(f"could not release {lease.id}: {exc.one_line()}")
+        except Exception as exc:  # noqa: BLE001 — one stuck lease must not keep the others (and the sweep) alive
+            why = exc.one_line() if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
+            events.warn(f"could not release {lease.id}: {why}")
             failures.append(lease.id)
 
     def release(item) -> tuple[list, str | None]:
@@ -145,11 +147,23 @@ def _moved_on(state, named: list[Lease], events: Events) -> list[Lease]:
     for lease in named:
         if lease.status in ("active", "leasing"):
             continue
-        for moved in follow_recovery(state, lease.id, events):
-            if moved not in seen:
-                seen.add(moved)
-                out.append(state.get_lease(moved))
+        try:
+            for moved in follow_recovery(state, lease.id, events):
+                if moved not in seen:
+                    seen.add(moved)
+                    out.append(state.get_lease(moved))
+        except Exception as exc:  # noqa: BLE001 — one lease's damaged rows must not keep the others up
+            why = exc.one_line() if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
+            events.warn(f"could not follow the runs of {lease.id} to where they went on: {why}")
     return out
+
+
+def _stop_unleased_supervisors(state, events: Events) -> None:
+    from .run.detach import stop_unleased_supervisors
+    try:
+        stop_unleased_supervisors(state, events)
+    except Exception as exc:  # noqa: BLE001 — the leases are released; a supervisor left still ends at its alarm
+        events.warn(f"could not stop the supervisors of runs between two attempts: {exc}")
 
 
 def _stopped_by_its_supervisor(state, lease: Lease, events: Events) -> bool:

@@ -59,13 +59,16 @@ def controller_identity() -> dict[str, Any]:
 def controller_alive(ident: dict[str, Any] | None) -> bool | None:
     """True: provably running. False: provably gone. None: cannot tell (another computer, or a run
     recorded without an identity)."""
-    if not ident or not ident.get("pid") or not ident.get("boot_id"):
+    if not isinstance(ident, dict) or not ident.get("boot_id"):
+        return None   # none recorded, or a damaged record: it proves nothing either way
+    pid = ident.get("pid")
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
         return None
     here = controller_identity()
     if (ident.get("host"), ident.get("boot_id"), ident.get("pid_ns")) != (here["host"], here["boot_id"],
                                                                          here["pid_ns"]):
         return None
-    start = _start_ticks(int(ident["pid"]))
+    start = _start_ticks(pid)
     return bool(start) and start == str(ident.get("start"))
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -23,8 +22,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import FleetError, InfrastructureError
+from ..ids import split_attempt
 from .context import Events
-from .supervisor import EVENTS, IDENTITY, LOG, MODULE, SupervisorSpec, supervisor_dir, supervisors_root
+from .supervisor import EVENTS, IDENTITY, LOG, MODULE, SPEC, SupervisorSpec, supervisor_dir, supervisors_root
 
 HANDOFF_PHASES = ("setup", "run")   # the first phase after staging
 STOP_WAIT_S = 120.0
@@ -171,8 +171,13 @@ def is_supervisor(ident: dict[str, Any] | None, run_id: str) -> bool | None:
             argv = fh.read().split(b"\0")
     except OSError:
         return False
-    base = re.sub(r"-a\d+$", "", run_id).encode()   # a resumed attempt runs in its run's supervisor
-    return MODULE.encode() in argv and any(base in a for a in argv)
+    # `python -m fleet.run.supervisor <home>/supervisors/<run>/spec.json`: the directory names the
+    # run exactly (a resumed attempt `<run>-aN` runs in its run's supervisor), not as a substring.
+    try:
+        spec = Path(os.fsdecode(argv[argv.index(MODULE.encode()) + 1]))
+    except (ValueError, IndexError):
+        return False
+    return spec.name == SPEC and spec.parent.name == split_attempt(run_id)[0]
 
 
 def stop_supervised_runs(state, lease_id: str, events: Events, *, wait_s: float = STOP_WAIT_S) -> list[str]:
@@ -184,13 +189,7 @@ def stop_supervised_runs(state, lease_id: str, events: Events, *, wait_s: float 
         meta = run.get("meta") or {}
         if run["status"] != "running" or not meta.get("detached"):
             continue
-        from .login_launch import stop_remote_supervisor
-        remote = stop_remote_supervisor(state, run, events, wait_s=wait_s)   # node 0, login node: over SSH
-        if remote is not None:
-            if remote:
-                stopped.append(run["id"])
-            continue
-        if _stop_local_supervisor(run, lease_id, events, wait_s):
+        if _stop_supervisor(state, run, lease_id, events, wait_s):   # node 0, login node: over SSH
             stopped.append(run["id"])
     return stopped
 
@@ -216,28 +215,57 @@ def _stop_local_supervisor(run: dict[str, Any], lease_id: str, events: Events, w
 def follow_recovery(state, lease_id: str, events: Events, *, wait_s: float = STOP_WAIT_S) -> list[str]:
     """`fleet down` of a lease that has ended, on which a detached run started (the lease `fleet up
     -d` printed): recovery may have moved the run on. Returns the live leases its latest attempts
-    run on now, for the caller to release (which stops their supervisors as usual). A run between
-    attempts, its next lease not made yet, has its supervisor asked to stop here."""
-    from .lost_resume import attempt_of
-    from .supervisor_beat import base_run_id
+    run on now, for the caller to release (which stops their supervisors as usual). A run whose
+    latest attempt has no live lease (between attempts, or its row not updated yet after its lease
+    was released) has its supervisor asked to stop here, so it leases nothing more."""
     moved: list[str] = []
     for run in state.list_runs(lease_id=lease_id, limit=100):
         if not (run.get("meta") or {}).get("detached"):
             continue
-        base = base_run_id(run["id"])
-        attempts = state.db.execute("SELECT id, status, lease_id FROM runs WHERE id = ? OR id LIKE ?",
-                                    (base, f"{base}-a%"))
-        latest = max(attempts, key=lambda r: attempt_of(r["id"]))
-        if attempt_of(latest["id"]) <= attempt_of(run["id"]):
-            if run["status"] in ("error", "lost"):   # the supervisor may be about to lease the next attempt
-                _stop_local_supervisor(run, lease_id, events, wait_s)
-            continue
-        if latest["status"] == "running" and latest["lease_id"] and latest["lease_id"] not in moved \
-                and state.lease_status(latest["lease_id"])[0] in ("active", "leasing"):
-            events.phase("release", f"{lease_id} has ended; run {base} goes on as {latest['id']} on "
-                                    f"{latest['lease_id']}: releasing that")
-            moved.append(latest["lease_id"])
+        latest = _latest_attempt(state, run["id"])
+        if latest is None or (latest.get("owner"), latest.get("project")) != (run.get("owner"), run.get("project")):
+            continue   # an attempt chain that leaves the run's user or project is not its recovery
+        target = latest.get("lease_id")
+        if latest["id"] != run["id"] and latest["status"] == "running" and target and target != lease_id:
+            status, _ = state.lease_status(target)
+            if status in ("active", "leasing") and state.get_lease(target).user == run.get("owner"):
+                events.phase("release", f"{lease_id} has ended; run {run['id']} goes on as {latest['id']} on "
+                                        f"{target}: releasing that")
+                if target not in moved:
+                    moved.append(target)
+                continue
+        if latest["status"] in ("running", "error", "lost"):
+            _stop_supervisor(state, latest, lease_id, events, wait_s)
     return moved
+
+
+def _stop_supervisor(state, run: dict[str, Any], lease_id: str, events: Events, wait_s: float) -> bool:
+    """Ask the run's supervisor to stop wherever it runs (login node, node 0, this computer)."""
+    from .login_launch import stop_remote_supervisor
+    remote = stop_remote_supervisor(state, run, events, wait_s=wait_s)
+    if remote is not None:
+        return bool(remote)
+    return _stop_local_supervisor(run, lease_id, events, wait_s)
+
+
+def stop_unleased_supervisors(state, events: Events, *, wait_s: float = STOP_WAIT_S) -> list[str]:
+    """`fleet down --all`: this computer's live supervisors whose run holds no live lease now
+    (recovery between two attempts, or not leased yet) are asked to stop, so none leases machines
+    after `down --all` said everything was released. Returns their run ids."""
+    root = supervisors_root()
+    stopped: list[str] = []
+    for directory in sorted(root.iterdir()) if root.is_dir() else []:
+        ident = _identity(directory)
+        if is_supervisor(ident, directory.name) is not True:
+            continue
+        latest = _latest_attempt(state, directory.name)
+        if latest is not None and latest["status"] == "running" and latest.get("lease_id") \
+                and state.lease_status(latest["lease_id"])[0] in ("active", "leasing"):
+            continue   # on a live lease: `down` releases that lease, stopping it there
+        run = {"id": directory.name, "meta": {"controller": ident}}
+        if _stop_local_supervisor(run, latest.get("lease_id") if latest else "-", events, wait_s):
+            stopped.append(directory.name)
+    return stopped
 
 
 def _not_ours(run_id: str, pid: int, lease_id: str) -> InfrastructureError:
@@ -300,11 +328,20 @@ def _state_url_of(ident: dict[str, Any]) -> str:
 
 
 def _latest_attempt(state, run_id: str) -> dict[str, Any] | None:
-    """The run, or the attempt that last resumed it (recovery names each next attempt)."""
+    """The run, or the attempt that last resumed it (recovery names each next attempt). Each link
+    must be a later attempt of the same run, so a damaged or forged chain ends (no cycle)."""
+    from ..ids import MAX_ATTEMPT
     try:
         run = state.get_run(run_id)
-        while (run.get("meta") or {}).get("next_attempt"):
-            run = state.get_run(run["meta"]["next_attempt"])
+        base, attempt = split_attempt(run["id"])
+        for _ in range(MAX_ATTEMPT):
+            following = (run.get("meta") or {}).get("next_attempt")
+            if not isinstance(following, str):
+                break
+            later_base, later = split_attempt(following)
+            if later_base != base or later <= attempt:
+                break
+            run, attempt = state.get_run(following), later
     except FleetError:
         return None   # the next attempt was named but never started: nothing of it runs
     return run

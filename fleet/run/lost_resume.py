@@ -79,8 +79,8 @@ class _NotResumed(Exception):
 
 
 def attempt_of(run_id: str) -> int:
-    head, sep, tail = run_id.rpartition("-a")
-    return int(tail) if sep and tail.isdigit() and head else 1
+    from ..ids import split_attempt
+    return split_attempt(run_id)[1]
 
 
 def continued_resume(state, store, lost_run_id: str) -> Resume:

@@ -113,7 +113,11 @@ def run_managed(config: Config, *, options: RunOptions | None = None, events: Ev
     user_stop = options.stop_asked
     # Installed once the first attempt returned, never before: until then a stop signal keeps its
     # usual effect (Ctrl-C at the confirmation prompt, while pinning) and the first run's own handlers.
+    # A detached supervisor has no prompt: from its start, so that no gap between the first run's
+    # handlers and these leaves SIGTERM its default (dying with the run unrecorded).
     with contextlib.ExitStack() as between:
+        if options.detached:
+            between.enter_context(BetweenAttempts(user_stop))
         while True:
             if attempts and user_stop.is_set():     # asked to stop between two attempts: nothing more is leased
                 return _stopped(config, attempts, prior)
@@ -143,7 +147,7 @@ def run_managed(config: Config, *, options: RunOptions | None = None, events: Ev
                                       f"{exc.one_line()}; "
                                       f"its last checkpoint is in the store (`fleet up --resume {last.run_id}`)")
             attempts.append((attempt, summary))
-            if len(attempts) == 1:
+            if len(attempts) == 1 and not options.detached:
                 between.enter_context(BetweenAttempts(user_stop))
             spent += _cost(summary)
             used_up = restarts_refusal(config, len(prior) + len(attempts))

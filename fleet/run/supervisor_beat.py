@@ -28,8 +28,8 @@ _NOW = {   # seconds since 1970 by the database's own clock
 
 def base_run_id(run_id: str) -> str:
     """The run a supervisor was started for: its later attempts (`<run>-aN`) share its beat."""
-    head, sep, tail = run_id.rpartition("-a")
-    return head if sep and tail.isdigit() else run_id
+    from ..ids import split_attempt
+    return split_attempt(run_id)[0]
 
 
 def beat_period_s() -> float:
