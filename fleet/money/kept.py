@@ -97,12 +97,15 @@ def accruing_micro(ledger: Ledger, *, project: str | None = None, owner: str | N
             params.append(value)
     total = 0
     for row in ledger.db.execute(sql, params):
-        start, last = parse_iso(row["start_at"]), parse_iso(row["end_at"])
-        end = min(now, parse_iso(row["deadline"]))
-        frm = max(last, since) if since is not None else last
-        if end > frm:
-            total += (cost_micro(row["rate_micro"], (end - start).total_seconds())
-                      - cost_micro(row["rate_micro"], (frm - start).total_seconds()))
+        try:
+            start, last = parse_iso(row["start_at"]), parse_iso(row["end_at"])
+            end = min(now, parse_iso(row["deadline"]))
+            frm = max(last, since) if since is not None else last
+            if end > frm:
+                total += (cost_micro(int(row["rate_micro"]), (end - start).total_seconds())
+                          - cost_micro(int(row["rate_micro"]), (frm - start).total_seconds()))
+        except (TypeError, ValueError):
+            continue   # a damaged row or deadline: `fleet ledger verify` reports it; no budget check may crash
     return total
 
 

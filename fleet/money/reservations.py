@@ -90,7 +90,7 @@ def is_live(*, now: datetime, created_at: datetime, expires_at: datetime, lease_
     return True   # leasing: machines may still be booting, bounded by max_deadline/expires_at
 
 
-def _controller_gone(run_meta: Any) -> bool:
+def controller_gone(run_meta: Any) -> bool:
     """The run's controller provably died (on this computer: same boot, pid, start time)."""
     import json
     from ..lost_runs import controller_alive
@@ -169,7 +169,7 @@ class Reservations:
         if created is None or expires is None:
             return False   # a damaged row must not block a budget forever
         status = row["lease_status"]
-        if status == "leasing" and _controller_gone(row.get("run_meta")):
+        if status == "leasing" and controller_gone(row.get("run_meta")):
             # Nobody drives the leasing on: what it made ends at the deadline it was given.
             status = "active"
         return is_live(now=now, created_at=created, expires_at=expires, lease_status=status,

@@ -32,14 +32,17 @@ def stranded_micro(ledger: Ledger, *, project: str | None = None, owner: str | N
     (with `since`, only the part after it), for live leases whose deadline passed a slack ago."""
     now = ledger.clock()
     deadlines = {}
-    for row in ledger.db.execute("SELECT id, deadline FROM leases WHERE status IN ('active', 'leasing')"
+    for row in ledger.db.execute("SELECT id, status, deadline FROM leases WHERE status IN ('active', 'leasing')"
                                  " AND deadline IS NOT NULL"):
         try:
             deadline = parse_iso(row["deadline"])
         except (TypeError, ValueError):
             continue
         # Before this, the controller may be alive and the run's reservation still holds the time.
-        if now >= deadline + timedelta(seconds=DEADLINE_SLACK_S):
+        # A leasing lease's reservation lets go there only when its controller provably died
+        # (reservations.py): otherwise it holds the time itself, until the max deadline.
+        if now >= deadline + timedelta(seconds=DEADLINE_SLACK_S) and (
+                row["status"] == "active" or _leasing_controller_gone(ledger.db, row["id"])):
             deadlines[row["id"]] = deadline
     if not deadlines:
         return 0   # the usual case: one indexed read of the live leases
@@ -55,11 +58,16 @@ def stranded_micro(ledger: Ledger, *, project: str | None = None, owner: str | N
         for row in ledger.db.execute(sql, params):
             try:
                 start, last = parse_iso(row["segment_start"]), parse_iso(row["end_at"])
+                end = deadlines[row["lease_id"]]
+                frm = max(last, since) if since is not None else last
+                if end > frm:
+                    total += (cost_micro(int(row["rate_micro"]), (end - start).total_seconds())
+                              - cost_micro(int(row["rate_micro"]), (frm - start).total_seconds()))
             except (TypeError, ValueError):
                 continue   # a damaged row: `fleet ledger verify` reports it; a budget check must not crash
-            end = deadlines[row["lease_id"]]
-            frm = max(last, since) if since is not None else last
-            if end > frm:
-                total += (cost_micro(row["rate_micro"], (end - start).total_seconds())
-                          - cost_micro(row["rate_micro"], (frm - start).total_seconds()))
     return total
+
+
+def _leasing_controller_gone(db, lease_id: str) -> bool:
+    from .reservations import controller_gone
+    return any(controller_gone(r["meta"]) for r in db.execute("SELECT meta FROM runs WHERE lease_id = ?", (lease_id,)))

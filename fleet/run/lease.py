@@ -141,8 +141,15 @@ class KeptLease:
         if lease is None or ctx.stop_reason != "budget" or ctx.budget is None \
                 or not ctx.budget.monthly_budget_spent():
             return False
-        others = [r["id"] for r in ctx.state.list_runs(lease_id=lease.id, limit=50)
-                  if r["status"] == "running" and r["id"] != ctx.run_id]
+        from ..lost_runs import controller_alive
+        try:   # a run whose controller provably died uses nothing any more
+            others = [r["id"] for r in ctx.state.list_runs(lease_id=lease.id, limit=50)
+                      if r["status"] == "running" and r["id"] != ctx.run_id
+                      and controller_alive((r.get("meta") or {}).get("controller")) is not False]
+        except Exception as exc:  # noqa: BLE001 — unreadable rows: keep the lease, never skip this run's record
+            ctx.events.warn(f"the monthly budget is spent, but kept lease {lease.id} stays up: its runs could not "
+                            f"be read ({exc}); `fleet down {lease.id}` ends it")
+            return False
         if others:
             ctx.events.warn(f"the monthly budget is spent, but kept lease {lease.id} stays up: run {others[0]} still runs "
                             f"on it (`fleet down {lease.id}` ends it)")

@@ -97,7 +97,28 @@ def test_kept_idle_time_is_counted_once(db, clock):
 def test_machines_a_killed_leasing_made_count_up_to_their_first_deadline(db, clock):
     """Killed inside leasing: the lease stays `leasing`, the machines reported so far have open
     segments and end at the first deadline they were given."""
+    import json
+    import subprocess
+    from fleet.lost_runs import _start_ticks, controller_identity
     ledger, _ = _killed_after_a_minute(db, clock)
     db.execute("UPDATE leases SET status = 'leasing' WHERE id = 'l-1'")
     clock.advance(1000)
+    # a controller not known dead (another computer's): its reservation holds the time (to max_deadline)
+    assert ledger.spent_micro(project="vision") == 2 * 60 * PER_S
+    dead = subprocess.Popen(["sleep", "60"])
+    ident = {**controller_identity(), "pid": dead.pid, "start": _start_ticks(dead.pid)}
+    dead.kill()
+    dead.wait()
+    db.execute("INSERT INTO runs (id, lease_id, project, owner, command, status, started_at, meta)"
+               " VALUES (?,?,?,?,?,?,?,?)", ("r-1", "l-1", "vision", "ana", "true", "running", iso(T0),
+                                             json.dumps({"controller": ident})))
     assert ledger.spent_micro(project="vision") == 2 * DEADLINE_S * PER_S
+
+
+def test_a_damaged_rate_or_deadline_never_fails_a_budget_check(db, clock):
+    ledger, _ = _killed_after_a_minute(db, clock)
+    db.execute("UPDATE ledger SET rate_micro = 'x' WHERE kind = 'tick'")
+    clock.advance(1000)
+    assert ledger.spent_micro(project="vision") >= 0
+    db.execute("UPDATE leases SET deadline = 'garbage'")
+    assert ledger.spent_micro(project="vision") >= 0
