@@ -21,7 +21,7 @@ _verified: set[Path] = set()   # homes this process has already proved writable 
 
 
 def fleet_home(create: bool = True) -> Path:
-    home = Path(os.environ.get("FLEET_HOME") or Path.home() / ".fleet").expanduser()
+    home = Path(os.environ.get("FLEET_HOME") or Path.home() / ".fleet").expanduser().absolute()
     if create:
         try:
             home.mkdir(parents=True, exist_ok=True, mode=0o700)

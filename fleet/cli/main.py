@@ -14,6 +14,7 @@ from . import catalog
 
 def run() -> None:
     args = sys.argv[1:]
+    _absolute_fleet_home()
     if catalog.wants_root_help(args) and not catalog.completing():
         sys.stdout.write(catalog.root_help())
         sys.exit(0)
@@ -36,6 +37,16 @@ def run() -> None:
         sys.exit(guard(lambda: create(**snapshot), take_debug_flag(sys.argv)))
     from .errors import main_guard
     sys.exit(main_guard(get_app()))
+
+
+def _absolute_fleet_home() -> None:
+    """A relative FLEET_HOME would name another directory in every process that starts elsewhere
+    (a machine's sshd reads its config from there; a detached supervisor runs in the project): it
+    is made absolute once, here, for this process and all it starts."""
+    import os
+    home = os.environ.get("FLEET_HOME")
+    if home and not os.path.isabs(os.path.expanduser(home)):
+        os.environ["FLEET_HOME"] = os.path.abspath(os.path.expanduser(home))
 
 
 def _reconcile_detached_runs() -> None:
