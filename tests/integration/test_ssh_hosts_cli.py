@@ -161,6 +161,34 @@ def test_add_a_host_without_gpus_is_refused_and_a_declared_model_is_kept(farm, e
     assert run_fleet(["hosts", "rm", "nogpu"], cwd=tmp_path, env=bare).returncode == 0
 
 
+def test_one_machine_is_not_enrolled_twice_and_a_workdir_must_be_absolute(farm, env, tmp_path):
+    """The same machine added under a second name (or through an alias) had each GPU given to two
+    leases at once; a workdir like ../../x made every lease fail and left a directory at the root."""
+    host = farm.hosts[1]
+    home = tmp_path / "dup-home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{host.port} {host.host_key}\n")
+    bare = {**env, "HOME": str(home)}
+
+    def add(name: str, *extra: str):
+        return run_fleet(["hosts", "add", "127.0.0.1", "--name", name, "--port", str(host.port), "--key",
+                          str(farm.key), "--gpus", "1", *extra], cwd=tmp_path, env=bare)
+    for workdir in ("../../x", "relative/dir", "/scratch/../etc"):
+        refused = add("bad", "--workdir", workdir)
+        assert refused.returncode == ExitCode.USAGE, refused.stderr
+        assert refused.stderr.strip().splitlines()[-1].startswith("fleet: error: host --workdir must be an absolute "
+                                                                   "path or one under ~/, without '..'")
+    first = add("one", "--workdir", str(host.leases_dir))
+    assert first.returncode == 0, first.stderr
+    again = add("two", "--workdir", str(host.leases_dir))
+    assert again.returncode == ExitCode.USAGE, again.stderr
+    assert "host 'two' is host 'one' again (the same host key)" in again.stderr
+    names = [h["name"] for h in json.loads(run_fleet(["hosts", "ls", "--json", "--no-probe"], cwd=tmp_path,
+                                                       env=bare).stdout)["hosts"]]
+    assert names == ["one"]
+    assert run_fleet(["hosts", "rm", "one"], cwd=tmp_path, env=bare).returncode == 0
+
+
 def test_machine_root_is_the_lease_directory_on_ssh_hosts(farm, env, tmp_path):
     """FLEET_MACHINE_ROOT was empty on ssh machines: it names the machine's own directory on the host."""
     d = _experiment(tmp_path, farm, "echo root=$FLEET_MACHINE_ROOT; test -d $FLEET_MACHINE_ROOT")

@@ -72,6 +72,34 @@ def check_words(host: Host) -> None:
                              hint="e.g. gpu1.example.org, 10.0.0.5 or an ~/.ssh/config alias" if flag == "address" else None)
 
 
+def check_workdir(host: Host) -> None:
+    from ...config.schema import Invalid, host_workdir
+    if host.workdir is None:
+        return
+    try:
+        host_workdir(host.workdir)
+    except Invalid as exc:
+        raise UsageError(f"host --workdir {exc}", hint="e.g. /scratch/fleet or ~/fleet-leases") from None
+
+
+def _refuse_same_machine(known: list[Host], target, key: str, name: str) -> None:
+    """One machine enrolled twice (another name, address or alias) would have its GPUs handed out
+    twice: each enrolment holds its own slots. Same SSH endpoint, or the same host key, is refused."""
+    for other in known:
+        same_key = bool(other.host_key) and _pinned(other.host_key) == _pinned(key)
+        try:
+            there = resolve(other)
+            same_place = (there.hostname, there.port) == (target.hostname, target.port)
+        except Exception:  # noqa: BLE001 — an entry that no longer resolves is not this one
+            same_place = False
+        if same_key or same_place:
+            why = "the same host key" if same_key else f"the same address ({target.hostname}:{target.port})"
+            raise UsageError(f"host {name!r} is host {other.name!r} again ({why}): its GPUs would be given out "
+                             "twice; nothing was added",
+                             hint=f"use {other.name!r}, or `fleet hosts rm {other.name}` first (machines cloned "
+                                  "from one image need host keys of their own)")
+
+
 def _pinned(key: str) -> str:
     return " ".join(key.split()[:2])
 
@@ -80,13 +108,16 @@ def enrol(inventory: Inventory, host: Host, *, trust: str | None = None, accept:
           confirm: Confirm | None = None) -> Enrolled:
     """Pin `host`'s key, probe it with that key, and store it; nothing is stored unless all pass."""
     check_words(host)
-    if any(h.name == host.name for h in inventory.list()):
+    check_workdir(host)
+    known = inventory.list()
+    if any(h.name == host.name for h in known):
         raise UsageError(f"host {host.name!r} already exists", hint=f"`fleet hosts rm {host.name}` first")
     target = resolve(host)
     where = f"{target.hostname}:{target.port}"
     choice = choose_host_key(where, offered=fetch_host_key(target.hostname, target.port),
                              known=known_host_key(target.hostname, target.port), trust=trust, accept=accept,
                              confirm=confirm)
+    _refuse_same_machine(known, target, choice.key, host.name)
     host.host_key = choice.key
     result = probe(host)
     if not result.up:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ...config.schema import HOST_GPUS, PORT, STRING, Key
+from ...config.schema import HOST_GPUS, HOST_WORKDIR, PORT, STRING, Key
 from ..base import ProviderSettings
 
 
@@ -55,7 +55,7 @@ class SSHSettings(ProviderSettings):
         "gpu_model": Key(STRING, "GPU model on the host, e.g. A100-80GB (matched by `--gpus A100:8`). "
                                  "Default: discovered over SSH (nvidia-smi)."),
         "name": Key(STRING, "Short name shown in status. Default: the address."),
-        "workdir": Key(STRING, "Directory on the host under which each leased machine gets its own working "
+        "workdir": Key(HOST_WORKDIR, "Directory on the host under which each leased machine gets its own working "
                                "directory. Default: ~/.fleet-leases."),
         "supervisor_login": Key(STRING, "SSH login (same key as `user`) that runs a detached run's supervisor "
                                         "when this host is node 0 (`fleet up -d` with a PostgreSQL state and an "
