@@ -298,6 +298,8 @@ def _read(file: Path, shown: str) -> dict[str, Any]:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", path=shown) from None
     try:
         doc = tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError("invalid TOML: arrays or tables nested too deeply", path=shown) from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         line = None

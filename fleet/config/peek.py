@@ -17,7 +17,7 @@ def peek(key: str, directory: Path | None = None) -> Any:
         with open(path, "rb") as fh:
             import tomllib   # only once there is a file: tomllib imports typing (~10 ms)
             return tomllib.load(fh).get(key)
-    except (OSError, ValueError, ImportError):
+    except (OSError, ValueError, ImportError, RecursionError):
         return None
 
 
@@ -43,8 +43,8 @@ def store_url(directory: Path | None = None) -> str | None:
     with fh:
         try:
             value = tomllib.load(fh).get("store")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path} is not valid TOML ({exc}), so its `store` is unknown",
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise ConfigError(f"{path} is not valid TOML ({exc or 'nested too deeply'}), so its `store` is unknown",
                               hint="fix it, or pass --store to choose the store") from None
     if value is not None and not isinstance(value, str):
         raise ConfigError(f"{path}: store must be a string (a path or s3://bucket/prefix), got {value!r}")

@@ -178,8 +178,8 @@ def load_recipe(name: str, root: Path | None = None) -> Recipe:
         raise NotFound(f"no recipe {name!r} ({path} does not exist)", hint=f"recipes: {known}")
     try:
         raw = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"not valid TOML: {exc}", path=str(path)) from None
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+        raise ConfigError(f"not valid TOML: {exc or 'nested too deeply'}", path=str(path)) from None
 
     base_t = _need(raw, "base", dict, "", path)
     base = BaseImage(name=_need(base_t, "name", str, "base.", path),

@@ -219,6 +219,11 @@ def test_toml_syntax_errors_become_one_line_with_the_line(tmp_path, text, line):
     assert message.startswith(f"fleet.toml:{line}: invalid TOML: ")
 
 
+def test_toml_nested_past_the_recursion_limit_is_one_line_not_an_internal_error(tmp_path):
+    assert error_of(tmp_path, "a = " + "[" * 100_000 + "]" * 100_000 + "\n") == (
+        "fleet.toml: invalid TOML: arrays or tables nested too deeply")
+
+
 def test_missing_file_says_fleet_init_creates_one(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(cwd=tmp_path)
