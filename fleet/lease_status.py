@@ -99,7 +99,7 @@ def lease_health(status: str, machines: int, alive: int, deadline, now: datetime
         return "leasing"
     if machines and not alive:
         return "gone"
-    if alive and deadline and now > _time(deadline):
+    if alive and deadline and now > (_readable_time(deadline) or now):
         # Machines still up past the last deadline a heartbeat confirmed: no controller extends
         # them (it died); their watchdog or the reaper ends them.
         return "orphaned"
@@ -239,11 +239,19 @@ def _time(value) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
+def _readable_time(value) -> datetime | None:
+    """_time, or None for a damaged value (the listing shows the rest; `--json` marks it damaged)."""
+    try:
+        return _time(value)
+    except (TypeError, ValueError):
+        return None
+
+
 def _iso(value) -> str | None:
     """A stored time as every --json writes one (UTC, ISO 8601); fleet stores them so already."""
     if isinstance(value, str) and value.endswith("+00:00"):
         return value
-    dt = _time(value)
+    dt = _readable_time(value)   # damaged: no time shown (the listing goes on)
     return dt.astimezone(timezone.utc).isoformat() if dt else None
 
 

@@ -105,6 +105,9 @@ def test_a_lease_whose_time_is_not_a_time_is_shown_damaged_and_down_all_releases
         views = {lease["id"]: lease for lease in json.loads(listing.stdout)["leases"]}
         assert views["l-bad-00002"]["health"] == "damaged" and views["l-bad-00002"][column] is None, views
         assert views["l-good-0001"]["health"] != "damaged"
+    table = run_fleet(["status"], cwd=tmp_path)           # the table too: it was an internal error
+    assert table.returncode == 0 and not _errors(table), table.stderr
+    assert "l-bad-00002" in table.stdout and "l-good-0001" in table.stdout
     for argv in (["extend", "l-bad-00002", "10m"], ["ssh", "l-bad-00002", "--print"]):
         one = run_fleet(argv, cwd=tmp_path)
         assert one.returncode != 0 and len(_errors(one)) == 1, one.stderr
