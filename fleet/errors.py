@@ -19,13 +19,22 @@ class ExitCode:
     CANCELLED = 130    # Ctrl-C / SIGTERM / CI cancellation
 
 
+MAX_MESSAGE = 2000   # characters of one error line: a 50,000-character argument is not echoed whole
+
+
+def _bounded(line: str) -> str:
+    if len(line) <= MAX_MESSAGE:
+        return line
+    return f"{line[:MAX_MESSAGE // 2]} … ({len(line) - MAX_MESSAGE} characters left out) … {line[-MAX_MESSAGE // 2:]}"
+
+
 class FleetError(Exception):
     """Base class: `str(err)` is one line a user can act on."""
 
     exit_code = 1
 
     def __init__(self, message: str, *, hint: str | None = None):
-        self.message = message.strip().splitlines()[0] if message.strip() else type(self).__name__
+        self.message = _bounded(message.strip().splitlines()[0]) if message.strip() else type(self).__name__
         self.hint = hint
         super().__init__(self.one_line())
 

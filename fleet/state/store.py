@@ -31,13 +31,14 @@ def to_jsonable(value):
 
 
 MIN_PREFIX = 3   # an id prefix shorter than this (or empty) matches nothing: `fleet rerun ''` must not pick a run
+MAX_ID = 200     # longer than any id fleet makes (run ids are ~30 characters)
 
 
 def prefix_match(db, table: str, column: str, prefix: str, order: str = "") -> list[dict[str, Any]]:
     """Rows whose id starts with `prefix`, taken literally (% and _ are not wildcards here)."""
     prefix = prefix.strip()
-    if len(prefix) < MIN_PREFIX:
-        return []
+    if not MIN_PREFIX <= len(prefix) <= MAX_ID:
+        return []   # too short to mean one row; longer than any id fleet makes (SQLite caps LIKE patterns)
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     sql = f"SELECT * FROM {table} WHERE {column} LIKE ? ESCAPE '\\'" + (f" ORDER BY {order}" if order else "")
     return db.execute(sql, (escaped + "%",))

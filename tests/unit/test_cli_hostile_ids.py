@@ -1,0 +1,20 @@
+"""An id far longer than any fleet makes (a pasted log, a script's bug) is "no such run/lease",
+exit 4, in one bounded line: SQLite refused the prefix search as "LIKE pattern too complex" and fleet
+blamed a locked or full database (exit 3), echoing all 60,000 characters back."""
+from __future__ import annotations
+
+import pytest
+
+from fleet.errors import ExitCode
+from tests.conftest import run_fleet
+
+
+@pytest.mark.parametrize("argv", [["runs", "show"], ["logs"], ["down"], ["extend", "{id}", "5m"], ["rerun"]])
+def test_an_absurdly_long_id_is_not_found_in_one_bounded_line(fleet_home, tmp_path, argv):
+    long_id = "r" * 60_000
+    args = [a.replace("{id}", long_id) for a in argv] if "{id}" in argv else [*argv, long_id]
+    got = run_fleet(args, cwd=tmp_path)
+    assert got.returncode == ExitCode.NOT_FOUND, got.stderr[:300]
+    lines = got.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fleet: error: no ") and len(lines[0]) < 2500, lines[0][:300]
+    assert "characters left out" in lines[0]
