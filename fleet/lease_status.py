@@ -82,7 +82,10 @@ def view(record: dict, states: dict | None, now: datetime) -> dict:
                          "simulated_gpus": bool(ref.get("simulated_gpus")),
                          "isolation": ref.get("isolation", "unknown")})
     deadline = record["deadline"]
-    health = lease_health(record["status"], len(machines), alive, deadline, now)
+    if machines and all(m["state"] == "unknown" for m in machines):
+        health = "unchecked"   # nobody was asked (--fast, no answer yet): not "gone"
+    else:
+        health = lease_health(record["status"], len(machines), alive, deadline, now)
     return {"id": record["id"], "provider": record["provider"], "template": record["template"],
             "project": record["project"], "user": record["owner"], "status": record["status"], "health": health,
             "gpus": gpus, "created_at": _iso(record["created_at"]), "deadline": _iso(deadline),
