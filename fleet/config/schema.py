@@ -180,19 +180,6 @@ _MONEY_SCHEMA = {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
                            {"type": "string", "pattern": MONEY_PATTERN}]}
 
 STRING = Kind(_string, {"type": "string", "minLength": 1})
-
-
-def host_workdir(value: Any) -> str:
-    """A team host's workdir: absolute or under ~/, no '..' (each lease's directory is made, and
-    later removed, under it), one line of printable text."""
-    text = _string(value)
-    parts = text.split("/")
-    if not (text.startswith("/") or parts[0] == "~") or ".." in parts or any(not c.isprintable() for c in text):
-        raise Invalid(f"must be an absolute path or one under ~/, without '..', got {_fmt(value)}")
-    return text
-
-
-HOST_WORKDIR = Kind(host_workdir, {"type": "string", "pattern": "^(/|~/)"})
 NAME = Kind(_name, {"type": "string", "pattern": _NAME_RE})
 RELPATH = Kind(_relpath, {"type": "string", "minLength": 1})
 

@@ -73,7 +73,8 @@ def check_words(host: Host) -> None:
 
 
 def check_workdir(host: Host) -> None:
-    from ...config.schema import Invalid, host_workdir
+    from ...config.schema import Invalid
+    from .settings import host_workdir
     if host.workdir is None:
         return
     try:

@@ -4,8 +4,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ...config.schema import HOST_GPUS, HOST_WORKDIR, PORT, STRING, Key
+from ...config.schema import HOST_GPUS, PORT, STRING, Invalid, Key, Kind, _fmt, _string
 from ..base import ProviderSettings
+
+
+def host_workdir(value: Any) -> str:
+    """A team host's workdir: absolute or under ~/, no '..' (each lease's directory is made, and
+    later removed, under it), one line of printable text."""
+    text = _string(value)
+    parts = text.split("/")
+    if not (text.startswith("/") or parts[0] == "~") or ".." in parts or any(not c.isprintable() for c in text):
+        raise Invalid(f"must be an absolute path or one under ~/, without '..', got {_fmt(value)}")
+    return text
+
+
+HOST_WORKDIR = Kind(host_workdir, {"type": "string", "pattern": "^(/|~/)"})
 
 
 @dataclass
