@@ -59,10 +59,20 @@ def open_kept(ledger: Ledger, lease, at: datetime, prices: dict) -> None:
 
 def close_kept(ledger: Ledger, lease, at: datetime) -> dict:
     """A run starts on the kept lease: its kept segments end at `at` (or at the deadline, if that
-    passed first). Returns each machine's price, for the kept segments opened after the run."""
-    segments = ledger.open_segments(lease.id, kept_only=True)
+    passed first), and so do the open segments of an earlier run on it whose controller died (no
+    row for STALE_S): from `at` the new run bills those machines, never both. Returns each machine's
+    price, for the kept segments opened after the run."""
+    from datetime import timedelta
+    from .reservations import STALE_S
+    open_now = ledger.open_segments(lease.id)
+    segments = [s for s in open_now if s.segment_id.endswith(KEPT_SUFFIX)]
+    end = min(at, _deadline(ledger, lease))
     if segments:
-        ledger.close(segments, max(min(at, _deadline(ledger, lease)), max(s.last_end or s.start for s in segments)))
+        ledger.close(segments, max(end, max(s.last_end or s.start for s in segments)))
+    dead = [s for s in open_now if not s.segment_id.endswith(KEPT_SUFFIX)
+            and (s.last_end or s.start) < at - timedelta(seconds=STALE_S)]
+    for seg in dead:
+        ledger.close([seg], max(end, seg.last_end or seg.start))
     return {seg.fixed["machine_id"]: seg.price for seg in segments}
 
 

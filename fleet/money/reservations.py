@@ -26,7 +26,8 @@ scope: set `budget =` per run to share a monthly budget between concurrent runs.
 It stops holding money when (whichever comes first): its run ends (`settle`, from after_run);
 its lease is no longer leasing/active (`fleet down`, the reaper); an active lease is past its
 recorded deadline (a killed controller's machines end there, heartbeats no longer push it), and so
-is a leasing one whose controller provably died; a leasing lease is past its max_deadline; or no
+is a leasing one whose controller provably died; its run's open segments on an active lease have
+had no row for STALE_S (its controller is dead: stranded.py counts them as spend from then); a leasing lease is past its max_deadline; or no
 lease row appeared within PENDING_S of the reservation (the command died between the check and
 recording the lease).
 
@@ -44,6 +45,7 @@ from .ledger import KEPT_SUFFIX, iso, parse_iso
 
 PENDING_S = 120.0          # a reservation whose lease row never appears stops counting after this
 DEADLINE_SLACK_S = 30.0    # an active lease's recorded deadline, plus a heartbeat's worth of slack
+STALE_S = 60.0             # a run's open segments with no row this long: its controller is dead (stranded.py)
 LIVE_LEASE_STATUSES = ("leasing", "active")
 
 
@@ -150,18 +152,29 @@ class Reservations:
             where.append("(r.run_id IS NULL OR r.run_id <> ?)")
             params.append(exclude_run)
         rows = self.db.execute(
-            "SELECT r.id, r.lease_id, r.project, r.owner, r.amount_micro, r.created_at, r.expires_at,"
+            "SELECT r.id, r.lease_id, r.run_id, r.project, r.owner, r.amount_micro, r.created_at, r.expires_at,"
             " l.status AS lease_status, l.deadline AS lease_deadline, l.max_deadline AS lease_max_deadline,"
             " u.meta AS run_meta"
             " FROM budget_reservations r LEFT JOIN leases l ON l.id = r.lease_id LEFT JOIN runs u ON u.id = r.run_id"
             f" WHERE {' AND '.join(where)}", params)
         alive = [r for r in rows if self._row_live(r, now)]
+        alive = self._without_stale(alive, now)
         spent = self._spent_since_reserved(sorted({r["id"] for r in alive}))
         return [Held(r["lease_id"], r["project"], r["owner"], int(r["amount_micro"]), spent.get(r["id"], 0))
                 for r in alive]
 
     def held_micro(self, **scope) -> int:
         return sum(h.held_micro for h in self.live(**scope))
+
+    def _without_stale(self, rows: list[dict], now: datetime) -> list[dict]:
+        """Reservations whose run's open segments went silent (controller dead) stop holding money:
+        from then budget checks count those segments as spend (stranded.py), never both."""
+        from .stranded import stale_run_rows
+        pairs = [(r["lease_id"], r["run_id"]) for r in rows if r["run_id"] and r["lease_status"] == "active"]
+        if not pairs:
+            return rows
+        stale = stale_run_rows(self.db, pairs, now)
+        return [r for r in rows if (r["lease_id"], r["run_id"]) not in stale]
 
     @staticmethod
     def _row_live(row: dict, now: datetime) -> bool:

@@ -1,24 +1,29 @@
 """Open run segments whose controller died: spend no row records yet, counted by budget checks.
 
-A controller appends a row per tick; killed (SIGKILL, a laptop's power), it leaves its segments
-open, and its machines run on to the lease's recorded deadline (heartbeats no longer push it;
-the watchdog ends them there). `fleet down` or `fleet reap` later closes the segments up to that
-deadline. Until someone does, the ledger lacks that time, and from the deadline (plus a
-heartbeat's slack) the run's reservation no longer holds it either (reservations.is_live): a
-monthly budget would count less than was spent. So budget checks add, for each open segment of
-an active lease past its deadline plus that slack, what it cost from its last row to the deadline.
-Before that moment the reservation covers it: the two hand over at the same instant, never
-counting the same time twice. A live controller moves the deadline and writes rows past it, so
-it has nothing stranded.
+A live controller appends a row to each of its segments at least every PERSIST_EVERY_S, from the
+whole lease to the release (fleet/run/budget.py keeps ticking in every phase). Killed (SIGKILL, a
+laptop's power), it leaves its segments open, and its machines run on to the lease's recorded
+deadline: a fresh lease's at most one heartbeat TTL later, a kept lease's at its kept deadline,
+hours away. `fleet down` or `fleet reap` later closes the segments up to that deadline; until
+someone does, the ledger lacks that time. So budget checks add, for each open run segment of an
+active lease whose last row is older than STALE_S (or whose deadline passed a slack ago), what it
+cost from its last row up to min(now, the deadline). The run's reservation stops holding money at
+the same moment (reservations.py, the same rule), so the time is counted once: by the reservation
+before, as spend after. A leasing lease counts only once its controller provably died and its
+deadline passed (its reservation holds the time until then).
+
+The writer's clock stamps the rows: a writer whose clock runs behind the checker's looks stale
+early, which counts its time as spend a little early, never less of it.
 """
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
 from .budget import cost_micro
-from .ledger import KEPT_SUFFIX, Ledger, parse_iso
-from .reservations import DEADLINE_SLACK_S
+from .ledger import KEPT_SUFFIX, Ledger, iso, parse_iso
+from .reservations import DEADLINE_SLACK_S, STALE_S, controller_gone
 
+# Per open run segment of the given leases: its start, its last row's end and rate.
 _OPEN_RUN_SEGMENTS_SQL = (
     "SELECT g.lease_id, g.rate_micro, g.end_at,"
     " (SELECT MIN(f.start_at) FROM ledger f WHERE f.segment_id = g.segment_id) AS segment_start"
@@ -28,37 +33,46 @@ _OPEN_RUN_SEGMENTS_SQL = (
 
 def stranded_micro(ledger: Ledger, *, project: str | None = None, owner: str | None = None,
                    since: datetime | None = None) -> int:
-    """What dead controllers' open segments cost from their last row up to their lease's deadline
-    (with `since`, only the part after it), for live leases whose deadline passed a slack ago."""
+    """What dead controllers' open segments cost from their last row up to min(now, their lease's
+    deadline); with `since`, only the part after it."""
     now = ledger.clock()
-    deadlines = {}
+    slack = timedelta(seconds=DEADLINE_SLACK_S)
+    leases: dict[str, tuple[datetime, bool]] = {}   # lease id -> (deadline, counted whatever its rows' age)
     for row in ledger.db.execute("SELECT id, status, deadline FROM leases WHERE status IN ('active', 'leasing')"
                                  " AND deadline IS NOT NULL"):
         try:
             deadline = parse_iso(row["deadline"])
         except (TypeError, ValueError):
             continue
-        # Before this, the controller may be alive and the run's reservation still holds the time.
-        # A leasing lease's reservation lets go there only when its controller provably died
-        # (reservations.py): otherwise it holds the time itself, until the max deadline.
-        if now >= deadline + timedelta(seconds=DEADLINE_SLACK_S) and (
-                row["status"] == "active" or _leasing_controller_gone(ledger.db, row["id"])):
-            deadlines[row["id"]] = deadline
-    if not deadlines:
+        past = now >= deadline + slack
+        if row["status"] == "active":
+            leases[row["id"]] = (deadline, past)
+        elif past and _leasing_controller_gone(ledger.db, row["id"]):
+            leases[row["id"]] = (deadline, True)
+    if not leases:
         return 0   # the usual case: one indexed read of the live leases
+    stale_before = now - timedelta(seconds=STALE_S)
     total = 0
-    ids = sorted(deadlines)
+    ids = sorted(leases)
     for first in range(0, len(ids), 500):   # SQLite caps bound parameters
         chunk = ids[first:first + 500]
-        sql, params = _OPEN_RUN_SEGMENTS_SQL + f" AND g.lease_id IN ({','.join('?' * len(chunk))})", list(chunk)
+        # Only segments whose last row is old enough, or on a lease past its deadline: fresh ones
+        # (their controller ticks) are left out by the SQL, before any row is parsed here.
+        past = [i for i in chunk if leases[i][1]]
+        sql = (_OPEN_RUN_SEGMENTS_SQL + f" AND g.lease_id IN ({','.join('?' * len(chunk))})"
+               + f" AND (g.end_at < ?{''.join(' OR g.lease_id = ?' for _ in past)})")
+        params: list = [*chunk, iso(stale_before), *past]
         for column, value in (("g.project", project), ("g.owner", owner)):
             if value is not None:
                 sql += f" AND {column} = ?"
                 params.append(value)
         for row in ledger.db.execute(sql, params):
             try:
+                deadline, past = leases[row["lease_id"]]
                 start, last = parse_iso(row["segment_start"]), parse_iso(row["end_at"])
-                end = deadlines[row["lease_id"]]
+                if not past and last >= stale_before:
+                    continue   # its controller wrote lately: alive, and its reservation holds the rest
+                end = min(now, deadline)
                 frm = max(last, since) if since is not None else last
                 if end > frm:
                     total += (cost_micro(int(row["rate_micro"]), (end - start).total_seconds())
@@ -68,6 +82,21 @@ def stranded_micro(ledger: Ledger, *, project: str | None = None, owner: str | N
     return total
 
 
+def stale_run_rows(db, lease_run_pairs: list[tuple[str, str]], now: datetime) -> set[tuple[str, str]]:
+    """The (lease, run) pairs whose open run segments all last wrote more than STALE_S ago (the
+    run's attempts `<run>-aN` count as the run). A pair with no open segment is not in it."""
+    stale_before = iso(now - timedelta(seconds=STALE_S))
+    out = set()
+    for lease_id, run_id in lease_run_pairs:
+        rows = db.execute(
+            "SELECT MAX(g.end_at) AS last FROM ledger g WHERE g.lease_id = ? AND (g.run_id = ? OR g.run_id LIKE ?)"
+            f" AND g.segment_id NOT LIKE '%{KEPT_SUFFIX}' AND NOT EXISTS (SELECT 1 FROM ledger c"
+            " WHERE c.segment_id = g.segment_id AND c.kind = 'close')", (lease_id, run_id, f"{run_id}-a%"))
+        last = rows[0]["last"] if rows else None
+        if last is not None and str(last) < stale_before:
+            out.add((lease_id, run_id))
+    return out
+
+
 def _leasing_controller_gone(db, lease_id: str) -> bool:
-    from .reservations import controller_gone
     return any(controller_gone(r["meta"]) for r in db.execute("SELECT meta FROM runs WHERE lease_id = ?", (lease_id,)))

@@ -32,6 +32,7 @@ from .context import RunContext
 from .types import BudgetGrant, Cost, Offer
 
 PERSIST_EVERY_S = 10.0        # ledger rows at most this often (a crash loses at most this much)
+KEEP_EVERY_S = 5.0            # the meter ticks at least this often from the lease to the release
 BEAT_SLACK_S = 1.0            # a heartbeat reaches a machine up to this long after its cap is computed
 STOP_MARGIN_S = 3.0           # beyond the grace period: one tick, collecting outputs, releasing
 
@@ -97,6 +98,8 @@ class RunBudget:
         self.meter: RunMeter | None = None
         self.feed: TelemetryFeed | None = None
         self._warned_unpriced = False
+        self._keeping = threading.Event()          # set: the keeper thread stops
+        self._keeper: threading.Thread | None = None
 
     def _meter(self) -> RunMeter:
         if self.meter is None:
@@ -134,10 +137,31 @@ class RunBudget:
                     from ..money.kept import close_kept
                     close_kept(self.ledger, lease, since or self.clock())
                 self._meter().start(lease, self.grant.price, run_id=ctx.run_id, at=since or lease.created_at)
+            if not self.attributed:
+                self._tick(ctx)          # rows now: machines reported long ago in leasing are not "silent"
+                self._keep_ticking(ctx)
             if self.grant.price is None and not self._warned_unpriced:
                 self._warned_unpriced = True
                 ctx.events.warn(f"template {ctx.offer.template.name!r} has no known price: its cost is recorded "
                                 f"as $0 (set [prices] in fleet.toml)")
+
+    def _keep_ticking(self, ctx: RunContext) -> None:
+        """From the whole lease to the release the ledger gets a row at least every PERSIST_EVERY_S,
+        whatever phase the run is in (staging on a kept lease has no heartbeat and no execute loop):
+        rows older than that mean a dead controller to others' budget checks (money/stranded.py)."""
+        def keep() -> None:
+            while not self._keeping.wait(KEEP_EVERY_S):
+                try:
+                    self.tick(ctx)
+                except Exception:  # noqa: BLE001 — the next tick (or the execute loop's) tries again
+                    pass
+        self._keeper = threading.Thread(target=keep, name="budget-keeper", daemon=True)
+        self._keeper.start()
+
+    def _stop_keeping(self) -> None:
+        self._keeping.set()
+        if self._keeper is not None and self._keeper is not threading.current_thread():
+            self._keeper.join(timeout=30)
 
     def tick(self, ctx: RunContext) -> None:
         with self.lock:
@@ -195,6 +219,7 @@ class RunBudget:
         """Close the ledger segments (machines released) and settle the reservation. `kept`: the
         lease stays up; its kept segments open as the run's close (fleet/money/kept.py). None: no
         machine was ever metered (leasing failed before any existed)."""
+        self._stop_keeping()   # before the lock: the keeper takes it to tick
         with self.lock:
             if self.meter is None:
                 self._settle(ctx, None)

@@ -10,7 +10,7 @@ import pytest
 from fleet.money.budget import Price, cost_micro, to_micro
 from fleet.money.kept import hand_over
 from fleet.money.ledger import Ledger, iso
-from fleet.money.reservations import DEADLINE_SLACK_S, Reservations
+from fleet.money.reservations import STALE_S, Reservations
 from fleet.state.db import Database
 from tests.fixtures.ledger import T0, FakeClock, _Lease, _Machine
 
@@ -51,20 +51,33 @@ def _killed_after_a_minute(db, clock) -> tuple[Ledger, list]:
     return ledger, segments
 
 
-def test_a_dead_controllers_machines_count_up_to_their_deadline_once_the_reservation_lets_go(db, clock):
+def test_a_dead_controllers_machines_count_once_its_rows_go_silent_and_the_reservation_lets_go(db, clock):
     ledger, _ = _killed_after_a_minute(db, clock)
+    db.execute("UPDATE leases SET deadline = ? WHERE id = 'l-1'", (iso(T0 + timedelta(seconds=300)),))
     Reservations(db, clock).reserve(lease_id="l-1", run_id="r-1", project="vision", owner="ana",
                                     amount_micro=2 * 3600 * PER_S, minimum_micro=0, lifetime_s=3600, now=T0)
-    clock.advance(DEADLINE_S - 60 + DEADLINE_SLACK_S - 1)       # the reservation still holds the rest
+    clock.advance(STALE_S - 1)                                   # silent, but not for long: the reservation holds
     assert ledger.spent_micro(project="vision") == 2 * 60 * PER_S
     assert Reservations(db, clock).held_micro(project="vision") == 2 * (3600 - 60) * PER_S
-    clock.advance(2)                                             # it lets go; the machines ran to the deadline
+    clock.advance(2)                                             # silent too long: dead; spend up to now
     assert Reservations(db, clock).held_micro(project="vision") == 0
-    assert ledger.spent_micro(project="vision") == 2 * DEADLINE_S * PER_S
-    assert ledger.spent_micro(owner="ana") == 2 * DEADLINE_S * PER_S
+    assert ledger.spent_micro(project="vision") == 2 * (60 + STALE_S + 1) * PER_S
+    assert ledger.spent_micro(owner="ana") == 2 * (60 + STALE_S + 1) * PER_S
     assert ledger.spent_micro(project="nlp") == 0
-    clock.advance(3600)                                          # and never past it
-    assert ledger.spent_micro(project="vision") == 2 * DEADLINE_S * PER_S
+    clock.advance(3600)                                          # and never past the machines' deadline
+    assert ledger.spent_micro(project="vision") == 2 * 300 * PER_S
+
+
+def test_a_dead_controller_on_a_kept_lease_counts_as_it_goes_not_at_the_kept_deadline(db, clock):
+    """A kept lease has no heartbeat: its deadline is the kept one, hours away. The reviewer's case:
+    killed after a minute, two hours later a $5 reservation was all that was counted."""
+    ledger, _ = _killed_after_a_minute(db, clock)
+    db.execute("UPDATE leases SET deadline = ? WHERE id = 'l-1'", (iso(T0 + timedelta(hours=8)),))
+    Reservations(db, clock).reserve(lease_id="l-1", run_id="r-1", project="vision", owner="ana",
+                                    amount_micro=5_000_000, minimum_micro=0, lifetime_s=8 * 3600, now=T0)
+    clock.advance(2 * 3600)
+    assert Reservations(db, clock).held_micro(project="vision") == 0
+    assert ledger.spent_micro(project="vision") == 2 * (60 + 2 * 3600) * PER_S
 
 
 def test_closing_the_segments_later_does_not_count_the_time_twice(db, clock):
@@ -122,3 +135,19 @@ def test_a_damaged_rate_or_deadline_never_fails_a_budget_check(db, clock):
     assert ledger.spent_micro(project="vision") >= 0
     db.execute("UPDATE leases SET deadline = 'garbage'")
     assert ledger.spent_micro(project="vision") >= 0
+
+
+def test_a_run_starting_on_a_kept_lease_takes_over_a_dead_runs_segments_never_billing_twice(db, clock):
+    """Run A on the kept lease was killed; run B starts there 10 minutes later: A's segments end
+    where B's begin (the reviewer's case billed $36.00 for $28.80 of machine time)."""
+    from fleet.money.kept import close_kept
+    ledger, _ = _killed_after_a_minute(db, clock)
+    db.execute("UPDATE leases SET deadline = ? WHERE id = 'l-1'", (iso(T0 + timedelta(hours=8)),))
+    le = _Lease("l-1", "vision", "ana", "p4d.24xlarge", "aws", [_Machine(f"l-1-m{i}", (0,)) for i in range(2)])
+    clock.advance(540)                                            # B starts at 10 minutes
+    close_kept(ledger, le, clock())
+    b = [ledger.open_segment(lease=le, machine=m, price=RATE, run_id="r-2", at=clock()) for m in le.machines]
+    clock.advance(600)
+    ledger.close(b, clock())
+    assert not [s for s in ledger.open_segments("l-1")]
+    assert ledger.spent_micro(project="vision") == 2 * 1200 * PER_S   # 20 minutes on 2 machines, once
