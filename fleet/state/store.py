@@ -142,7 +142,10 @@ class StateStore:
             heartbeat_ttl_s=row["heartbeat_ttl_s"], meta=stored_object(row["meta"], f"lease {row['id']}'s meta"),
             **times)
 
-    def _machines_by_lease(self, lease_ids: list[str]) -> dict[str, list[Machine]]:
+    def _machines_by_lease(self, lease_ids: list[str],
+                           errors: dict[str, CorruptRecord] | None = None) -> dict[str, list[Machine]]:
+        """Each lease's machines. With `errors`, a machine record that cannot be read is noted there
+        against its lease (the others are read on); without it, it raises CorruptRecord."""
         out: dict[str, list[Machine]] = {i: [] for i in lease_ids}
         if not lease_ids:
             return out
@@ -153,7 +156,12 @@ class StateStore:
             marks = ",".join("?" * len(chunk))
             for r in self.db.execute(
                     f"SELECT id, lease_id, data FROM machines WHERE lease_id IN ({marks}) ORDER BY node_rank", chunk):
-                out[r["lease_id"]].append(Machine.from_dict(stored_object(r["data"], f"machine {r['id']}'s record")))
+                try:
+                    out[r["lease_id"]].append(Machine.from_dict(stored_object(r["data"], f"machine {r['id']}'s record")))
+                except CorruptRecord as exc:
+                    if errors is None:
+                        raise
+                    errors.setdefault(r["lease_id"], exc)
         return out
 
     def get_lease(self, lease_id: str) -> Lease:
@@ -179,12 +187,15 @@ class StateStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         rows = self.db.execute(sql + " ORDER BY created_at", params)
-        machines = self._machines_by_lease([r["id"] for r in rows])
+        unreadable: dict[str, CorruptRecord] | None = None if damaged is None else {}
+        machines = self._machines_by_lease([r["id"] for r in rows], unreadable)
         if damaged is None:
             return [self._lease_from_row(r, machines[r["id"]]) for r in rows]
         out = []
         for r in rows:
             try:
+                if r["id"] in unreadable:
+                    raise unreadable[r["id"]]
                 out.append(self._lease_from_row(r, machines[r["id"]]))
             except CorruptRecord as exc:
                 damaged.append(f"lease {r['id']} set aside: {exc.one_line()}")

@@ -85,6 +85,13 @@ def test_a_damaged_machine_record_is_one_line_naming_it(state, tmp_path):
         errors = _errors(proc)
         assert proc.returncode == 5 and len(errors) == 1, (args, proc.returncode, proc.stderr)
         assert "state: " in errors[0] and "record is not valid JSON" in errors[0], errors[0]
+    # `down --all` sets that lease aside and releases the rest (it released nothing at all)
+    proc = run_fleet(["down", "--all"], cwd=tmp_path)
+    errors = _errors(proc)
+    assert proc.returncode != 0 and len(errors) == 1, proc.stderr
+    assert "lease l-bad-00002 set aside: state: machine l-bad-00002-n0's record is not valid JSON" in proc.stderr
+    assert state.lease_status("l-good-0001")[0] == "released", proc.stderr
+    assert state.lease_status("l-bad-00002")[0] == "active"
 
 
 def test_ending_a_run_whose_meta_is_damaged_keeps_the_text(state):
