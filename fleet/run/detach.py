@@ -201,7 +201,7 @@ def _stop_local_supervisor(run: dict[str, Any], lease_id: str, events: Events, w
         return False
     events.phase("release", f"asking the supervisor of run {run['id']} (pid {ident['pid']}) to stop")
     try:
-        os.kill(int(ident["pid"]), signal.SIGTERM)
+        _send_term(ident, run["id"])
     except PermissionError:
         raise _not_ours(run["id"], int(ident["pid"]), lease_id) from None
     except ProcessLookupError:
@@ -210,6 +210,24 @@ def _stop_local_supervisor(run: dict[str, Any], lease_id: str, events: Events, w
     while time.monotonic() < end and is_supervisor(ident, run["id"]):
         time.sleep(0.2)
     return True
+
+
+def _send_term(ident: dict[str, Any], run_id: str) -> None:
+    """SIGTERM the proved supervisor through a pidfd, proved again once the pidfd pins the process:
+    a supervisor that ended after the first proof cannot have its pid reused under the signal."""
+    pid = int(ident["pid"])
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return   # it ended: what was asked
+    except OSError:
+        os.kill(pid, signal.SIGTERM)   # no pidfds here (old kernel): proved a moment ago
+        return
+    try:
+        if is_supervisor(ident, run_id):
+            signal.pidfd_send_signal(fd, signal.SIGTERM)
+    finally:
+        os.close(fd)
 
 
 def follow_recovery(state, lease_id: str, events: Events, *, wait_s: float = STOP_WAIT_S) -> list[str]:

@@ -46,12 +46,12 @@ def foreign_supervisor(monkeypatch):
     """The run's supervisor proved alive, but owned by someone else: signalling it is refused."""
     sent = []
 
-    def kill(pid, sig):
-        sent.append((pid, sig))
+    def kill(ident, run_id):
+        sent.append((ident["pid"], run_id))
         raise PermissionError(1, "Operation not permitted")
 
     monkeypatch.setattr(detach, "is_supervisor", lambda ident, run_id: True)
-    monkeypatch.setattr(detach.os, "kill", kill)
+    monkeypatch.setattr(detach, "_send_term", kill)
     return sent
 
 
