@@ -26,10 +26,13 @@ def ls(json_out: bool = typer.Option(False, "--json"), limit: int = typer.Option
     """List run records, newest first."""
     from ..records.chain import list_records
     from ..records.views import record_json
-    recs = list_records(limit=limit, project=project)
+    damaged: list[str] = []   # one unreadable record is named, not the end of the listing
+    recs = list_records(limit=limit, project=project, damaged=damaged)
+    for line in damaged:
+        typer.echo(f"fleet: warning: {line} (set aside; `fleet audit --verify` checks the chain)", err=True)
     if json_out:
         from .render import print_json
-        print_json({"runs": [record_json(r) for r in recs]})
+        print_json({"runs": [record_json(r) for r in recs], **({"damaged": damaged} if damaged else {})})
         return 0
     from ..records.views import runs_table
     from .render import print_table

@@ -19,3 +19,16 @@ def test_audit_verify_json_lists_a_record_whose_body_is_damaged(records):  # noq
     assert got["records"] == 3                      # the readable ones, their snapshots checked
     errors = [line for line in done.stderr.splitlines() if line.startswith("fleet: error:")]
     assert len(errors) == 1 and "r-b" in errors[0], done.stderr
+
+
+def test_runs_ls_sets_a_damaged_record_aside_and_lists_the_rest(records):  # noqa: F811
+    from fleet.state import open_state
+    open_state().db.execute("UPDATE run_records SET body = '{not json' WHERE run_id = 'r-b'")
+    listed = run_fleet(["runs", "ls", "--json"], cwd=records)
+    assert listed.returncode == 0, listed.stderr
+    got = json.loads(listed.stdout)
+    assert sorted(r["run_id"] for r in got["runs"]) == ["r-a", "r-c", "r-d"], got
+    assert len(got["damaged"]) == 1 and "r-b" in got["damaged"][0]
+    assert "set aside" in listed.stderr and "r-b" in listed.stderr
+    table = run_fleet(["runs", "ls"], cwd=records)
+    assert table.returncode == 0 and "r-c" in table.stdout, table.stderr
