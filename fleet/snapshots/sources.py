@@ -119,6 +119,38 @@ def _data_excludes(path: Path, base_dir: Path) -> tuple[str, ...]:
     return DEFAULT_EXCLUDES
 
 
+def _entry(name: str, value: str, base_dir: Path) -> tuple[str, Path | None]:
+    """("s3" | "snapshot" | "path", the local path) of one `[data]` entry; what no run could use is
+    refused here (pin_data, and a dry run through check_data)."""
+    if not value.strip():   # base_dir / "" is base_dir: the whole experiment, runs/ and all, as data
+        raise UsageError(f"[data] {name} is an empty string", hint="a path, s3://bucket/prefix, snapshot:NAME, "
+                         "or \".\" for the experiment directory itself")
+    if value.startswith(S3):
+        return "s3", None
+    if value.startswith(SNAPSHOT):
+        return "snapshot", None
+    path = (base_dir / value).resolve()
+    if HEX64.match(value) and not path.exists():
+        return "snapshot", None
+    if not path.exists():
+        raise UsageError(f"[data] {name} = {value!r}: no such file or directory ({path})",
+                         hint="a local path, s3://bucket/prefix, or snapshot:NAME")
+    return "path", path
+
+
+def _snapshot_ref(value: str) -> str:
+    return value[len(SNAPSHOT):] if value.startswith(SNAPSHOT) else value   # snapshot:NAME, or a bare id
+
+
+def check_data(data: dict[str, str], base_dir: Path, store: Store) -> None:
+    """What pin_data would refuse, without reading any data: `fleet up --dry-run`'s check. (An S3
+    prefix is listed by the run itself.)"""
+    for name, value in sorted(data.items()):
+        kind, _ = _entry(name, value, base_dir)
+        if kind == "snapshot":
+            resolve_snapshot(store, _snapshot_ref(value))
+
+
 def pin_data(data: dict[str, str], base_dir: Path, store: Store, *, progress=None,
              warn=None) -> tuple[dict[str, str], dict]:
     """name → snapshot (or source) id for every `[data]` entry, and the S3 listings by id; `warn`
@@ -126,22 +158,13 @@ def pin_data(data: dict[str, str], base_dir: Path, store: Store, *, progress=Non
     from .create import create_snapshot
     pins, sources = {}, {}
     for name, value in sorted(data.items()):
-        if not value.strip():   # base_dir / "" is base_dir: the whole experiment, runs/ and all, as data
-            raise UsageError(f"[data] {name} is an empty string", hint="a path, s3://bucket/prefix, snapshot:NAME, "
-                             "or \".\" for the experiment directory itself")
-        if value.startswith(S3):
+        kind, path = _entry(name, value, base_dir)
+        if kind == "s3":
             listing = list_s3(value)
             pins[name], sources[listing.id] = listing.id, listing
-        elif value.startswith(SNAPSHOT):
-            pins[name] = resolve_snapshot(store, value[len(SNAPSHOT):])
+        elif kind == "snapshot":
+            pins[name] = resolve_snapshot(store, _snapshot_ref(value))
         else:
-            path = (base_dir / value).resolve()
-            if HEX64.match(value) and not path.exists():
-                pins[name] = resolve_snapshot(store, value)
-                continue
-            if not path.exists():
-                raise UsageError(f"[data] {name} = {value!r}: no such file or directory ({path})",
-                                 hint="a local path, s3://bucket/prefix, or snapshot:NAME")
             made = create_snapshot(path, store, excludes=_data_excludes(path, base_dir),
                                    **({"progress": progress} if progress else {}))
             for w in made.warnings if warn is not None else ():

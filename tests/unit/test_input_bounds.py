@@ -76,6 +76,17 @@ def test_every_up_flag_is_read_before_leasing_and_by_a_dry_run(experiment, no_ss
     assert_refused(run_fleet(["up", *args], cwd=experiment, env=no_sshd), *needles, home=fleet_home)
 
 
+@pytest.mark.parametrize("data, code, needle", [
+    ('d = "/nonexistent-fleet-data"', 2, "[data] d = '/nonexistent-fleet-data': no such file or directory"),
+    ('d = "snapshot:nope"', 4, "no snapshot named or prefixed 'nope'"),
+])
+def test_a_dry_run_refuses_data_the_run_would_refuse(experiment, no_sshd, fleet_home, data, code, needle):
+    """`[data] d = "/nonexistent"` passed `fleet up --dry-run` (exit 0) and failed the real run."""
+    (experiment / "fleet.toml").write_text(BASE + f"[data]\n{data}\n")
+    proc = run_fleet(["up", "--dry-run"], cwd=experiment, env=no_sshd)
+    assert proc.returncode == code and len(error_lines(proc)) == 1 and needle in error_lines(proc)[0], proc.stderr
+
+
 @pytest.mark.parametrize("command", ["", " "])
 def test_an_empty_command_after_the_dashes_is_named_as_such(experiment, no_sshd, fleet_home, command):
     """`fleet up -- ""` said "--command: must be a non-empty string": there is no --command flag."""
