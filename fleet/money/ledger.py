@@ -265,15 +265,21 @@ class Ledger:
                 last[e.segment_id] = e
             if e.segment_id not in first or e.seq < first[e.segment_id].seq:
                 first[e.segment_id] = e
+        # A damaged row is left out of `read`: its seq and kind still count (the next row goes after
+        # it, and a damaged close still closes), or every append to the segment would collide.
+        stored = {r["segment_id"]: (int(r["top"]), bool(r["closed"])) for r in self.db.execute(
+            "SELECT segment_id, MAX(seq) AS top, MAX(CASE WHEN kind = 'close' THEN 1 ELSE 0 END) AS closed"
+            " FROM ledger WHERE lease_id = ? GROUP BY segment_id", (lease_id,))}
         out = []
         for e in last.values():
-            if e.kind == "close" or kept_only and not e.segment_id.endswith(KEPT_SUFFIX):
+            top, closed = stored.get(e.segment_id, (e.seq, False))
+            if e.kind == "close" or closed or kept_only and not e.segment_id.endswith(KEPT_SUFFIX):
                 continue
             out.append(OpenSegment(e.segment_id, parse_iso(first[e.segment_id].start_at),
                                    Price(e.rate_micro, e.price_source, e.shadow),
                                    {k: getattr(e, k) for k in ("project", "owner", "run_id", "template", "provider",
                                                                "lease_id", "machine_id", "gpus")},
-                                   seq=e.seq, last_end=parse_iso(e.end_at)))
+                                   seq=max(e.seq, top), last_end=parse_iso(e.end_at)))
         return out
 
     # -- reading ---------------------------------------------------------------------------------

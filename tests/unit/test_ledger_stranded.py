@@ -151,3 +151,15 @@ def test_a_run_starting_on_a_kept_lease_takes_over_a_dead_runs_segments_never_bi
     ledger.close(b, clock())
     assert not [s for s in ledger.open_segments("l-1")]
     assert ledger.spent_micro(project="vision") == 2 * 1200 * PER_S   # 20 minutes on 2 machines, once
+
+
+def test_fleet_down_closes_a_segment_whose_last_row_is_damaged(db, clock):
+    """open_segments skipped the damaged row and rebuilt the segment with an old seq: every close
+    collided with it (UNIQUE segment_id, seq), so `fleet down` lost the dead controller's time."""
+    ledger, _ = _killed_after_a_minute(db, clock)
+    db.execute("UPDATE ledger SET digest = 'tampered' WHERE kind = 'tick'")
+    clock.advance(100)
+    ledger.close_orphans("l-1", at=clock())
+    assert not ledger.open_segments("l-1")
+    kinds = [r["kind"] for r in db.execute("SELECT kind FROM ledger ORDER BY segment_id, seq")]
+    assert kinds.count("close") == 2
