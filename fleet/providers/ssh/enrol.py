@@ -8,6 +8,8 @@ non-interactive one is refused with the fingerprint to pass.
 """
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -29,6 +31,8 @@ class Enrolled:
     key: KeyChoice
     probe: Probe
 
+
+_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}=?")
 
 # Asked when no rule decides: (where "host:port", key type, fingerprint) → pin it?
 Confirm = Callable[[str, str, str], bool]
@@ -110,6 +114,11 @@ def enrol(inventory: Inventory, host: Host, *, trust: str | None = None, accept:
     """Pin `host`'s key, probe it with that key, and store it; nothing is stored unless all pass."""
     check_words(host)
     check_workdir(host)
+    if trust is not None and not _FINGERPRINT.fullmatch(trust.strip()):
+        raise UsageError(f"--trust {trust!r} is not a host key fingerprint",
+                         hint="SHA256: and 43 base64 characters, as `ssh-keygen -lf` or `fleet hosts add` show it")
+    if host.key_path and os.path.isdir(os.path.expanduser(host.key_path)):
+        raise UsageError(f"--key {host.key_path} is a directory, not a private key file")
     known = inventory.list()
     if any(h.name == host.name for h in known):
         raise UsageError(f"host {host.name!r} already exists", hint=f"`fleet hosts rm {host.name}` first")
