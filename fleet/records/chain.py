@@ -203,10 +203,10 @@ def get_record(run_id: str, db=None) -> RunRecord:
     db = _db(db)
     rows = db.execute("SELECT * FROM run_records WHERE run_id = ?", (run_id,))
     if not rows:
-        from ..state.store import prefix_match
+        from ..state.prefix import no_match, prefix_match
         rows = prefix_match(db, "run_records", "run_id", run_id, "seq")
         if len(rows) != 1:
-            raise NotFound(f"no run record for {run_id!r}" + (" (ambiguous prefix)" if rows else ""),
+            raise NotFound(no_match("run record", run_id, [{"id": r["run_id"]} for r in rows]),
                            hint="see `fleet runs ls`")
     return _from_row(rows[0])
 

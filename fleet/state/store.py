@@ -6,6 +6,7 @@ from operator import itemgetter
 
 from ..errors import NotFound
 from .documents import FIX_HINT, CorruptRecord, json_objects, object_or_empty, object_to_extend, stored_object
+from .prefix import no_match, prefix_match
 
 TYPE_CHECKING = False   # as in fleet/__init__.py: `fleet status` with no lease imports neither typing nor models
 if TYPE_CHECKING:
@@ -28,20 +29,6 @@ def parse_time(value):
 def to_jsonable(value):
     from ..models import to_jsonable as jsonable
     return jsonable(value)
-
-
-MIN_PREFIX = 3   # an id prefix shorter than this (or empty) matches nothing: `fleet rerun ''` must not pick a run
-MAX_ID = 200     # longer than any id fleet makes (run ids are ~30 characters)
-
-
-def prefix_match(db, table: str, column: str, prefix: str, order: str = "") -> list[dict[str, Any]]:
-    """Rows whose id starts with `prefix`, taken literally (% and _ are not wildcards here)."""
-    prefix = prefix.strip()
-    if not MIN_PREFIX <= len(prefix) <= MAX_ID:
-        return []   # too short to mean one row; longer than any id fleet makes (SQLite caps LIKE patterns)
-    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    sql = f"SELECT * FROM {table} WHERE {column} LIKE ? ESCAPE '\\'" + (f" ORDER BY {order}" if order else "")
-    return db.execute(sql, (escaped + "%",))
 
 
 def _iso(dt: datetime | None) -> str | None:
@@ -169,7 +156,7 @@ class StateStore:
         if not rows:
             rows = prefix_match(self.db, "leases", "id", lease_id, "created_at")
             if len(rows) != 1:
-                raise NotFound(f"no lease {lease_id!r}", hint="see `fleet status`")
+                raise NotFound(no_match("lease", lease_id, rows), hint="see `fleet status`")
         row = rows[0]
         return self._lease_from_row(row, self._machines_by_lease([row["id"]])[row["id"]])
 
@@ -373,7 +360,7 @@ class StateStore:
         if not rows:
             rows = prefix_match(self.db, "runs", "id", run_id)
             if len(rows) != 1:
-                raise NotFound(f"no run {run_id!r}", hint="see `fleet runs ls`")
+                raise NotFound(no_match("run", run_id, rows), hint="see `fleet runs ls`")
         row = rows[0]
         row["meta"] = stored_object(row["meta"], f"run {row['id']}'s meta")
         return row

@@ -18,3 +18,15 @@ def test_an_absurdly_long_id_is_not_found_in_one_bounded_line(fleet_home, tmp_pa
     lines = got.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fleet: error: no ") and len(lines[0]) < 2500, lines[0][:300]
     assert "characters left out" in lines[0]
+
+
+def test_a_prefix_of_several_ids_names_them(fleet_home, tmp_path):
+    """`fleet logs r-2026` said "no run 'r-2026'" when two runs began so."""
+    from fleet.state import open_state
+    state = open_state()
+    for run_id in ("r-abc-1", "r-abc-2"):
+        state.create_run(run_id, lease_id=None, project="p", user="u", command="true", log_path="", output_dir="")
+    got = run_fleet(["logs", "r-abc"], cwd=tmp_path)
+    assert got.returncode == ExitCode.NOT_FOUND
+    assert "fleet: error: 'r-abc' names more than one run (r-abc-1, r-abc-2): give more of the id" in got.stderr
+    assert "no run 'r-abd'" in run_fleet(["logs", "r-abd"], cwd=tmp_path).stderr
