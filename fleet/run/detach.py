@@ -253,7 +253,10 @@ def follow_recovery(state, lease_id: str, events: Events, *, wait_s: float = STO
                     moved.append(target)
                 continue
         if latest["status"] in ("running", "error", "lost"):
-            _stop_supervisor(state, latest, lease_id, events, wait_s)
+            try:
+                _stop_supervisor(state, latest, lease_id, events, wait_s)
+            except FleetError as exc:   # e.g. node 0 of a long-gone lease: the other runs go on being followed
+                events.warn(f"could not ask the supervisor of run {latest['id']} to stop: {exc.one_line()}")
     return moved
 
 
@@ -276,13 +279,18 @@ def stop_unleased_supervisors(state, events: Events, *, wait_s: float = STOP_WAI
         ident = _identity(directory)
         if is_supervisor(ident, directory.name) is not True:
             continue
-        latest = _latest_attempt(state, directory.name)
-        if latest is not None and latest["status"] == "running" and latest.get("lease_id") \
-                and state.lease_status(latest["lease_id"])[0] in ("active", "leasing"):
-            continue   # on a live lease: `down` releases that lease, stopping it there
-        run = {"id": directory.name, "meta": {"controller": ident}}
-        if _stop_local_supervisor(run, latest.get("lease_id") if latest else "-", events, wait_s):
-            stopped.append(directory.name)
+        try:
+            latest = _latest_attempt(state, directory.name)
+            if latest is None:
+                continue   # its run is recorded in another state (project, team database): not this down's
+            if latest["status"] == "running" and latest.get("lease_id") \
+                    and state.lease_status(latest["lease_id"])[0] in ("active", "leasing"):
+                continue   # on a live lease: `down` releases that lease, stopping it there
+            run = {"id": directory.name, "meta": {"controller": ident}}
+            if _stop_local_supervisor(run, latest.get("lease_id") or "-", events, wait_s):
+                stopped.append(directory.name)
+        except FleetError as exc:   # one supervisor's trouble must not keep the others running
+            events.warn(f"could not stop the supervisor of run {directory.name}: {exc.one_line()}")
     return stopped
 
 

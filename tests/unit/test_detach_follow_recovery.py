@@ -97,16 +97,22 @@ def test_down_all_stops_a_supervisor_between_two_attempts_and_survives_damaged_r
     directory = supervisors_root() / run_id
     directory.mkdir(parents=True)
     proc, ident = _fake_supervisor(str(directory / "spec.json"))
+    elsewhere = supervisors_root() / "r-20261204-190324-1a1b2c3d4e"     # its run lives in another state
+    elsewhere.mkdir()
+    other, other_ident = _fake_supervisor(str(elsewhere / "spec.json"))
     try:
         import json
         (directory / IDENTITY).write_text(json.dumps(ident))
+        (elsewhere / IDENTITY).write_text(json.dumps(other_ident))
         _run(state, run_id, gone, "error", controller=ident)        # attempt 1 lost; attempt 2 not leased yet
         live = _lease(state)
         _run(state, "r-damaged", live, "running", controller="garbage")
         released = leases.down([], all_leases=True, state=state, events=_Warnings(), user="tester")
         assert released[0] == live and state.lease_status(live)[0] == "released"
         assert proc.wait(timeout=10) is not None                     # asked to stop (SIGTERM): no attempt 2
+        assert other.poll() is None, "a supervisor of another state's run was stopped"
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
+        for p in (proc, other):
+            if p.poll() is None:
+                p.kill()
+            p.wait()
