@@ -13,9 +13,10 @@ are one transaction, under a lock on the budget scope:
   committed before the lease is made, so the next command sees it.
 
 What a reservation holds: `amount − what its run has put in its lease's ledger` (never below
-zero), so a run's spend is never counted twice. Only its run's rows: on a kept lease, earlier
-runs' rows and the kept idle time are spend of their own (counted as spent, not netted), and a
-concurrent run on it has its own reservation. A reservation made without a run id is netted by
+zero), so a run's spend is never counted twice; what budget checks count of its silent open
+segments (a dead controller's, stranded.py) nets it the same way. Only its run's rows: on a kept
+lease, earlier runs' rows and the kept idle time are spend of their own (counted as spent, not
+netted), and a concurrent run on it has its own reservation. A reservation made without a run id is netted by
 its lease's rows (kept time aside) that started at or after it was made.
 
 Its amount is the lease's estimated maximum cost (price × machines × max_duration), capped by the
@@ -26,8 +27,7 @@ scope: set `budget =` per run to share a monthly budget between concurrent runs.
 It stops holding money when (whichever comes first): its run ends (`settle`, from after_run);
 its lease is no longer leasing/active (`fleet down`, the reaper); an active lease is past its
 recorded deadline (a killed controller's machines end there, heartbeats no longer push it), and so
-is a leasing one whose controller provably died; its run's open segments on an active lease have
-had no row for STALE_S (its controller is dead: stranded.py counts them as spend from then); a leasing lease is past its max_deadline; or no
+is a leasing one whose controller provably died; a leasing lease is past its max_deadline; or no
 lease row appeared within PENDING_S of the reservation (the command died between the check and
 recording the lease).
 
@@ -45,7 +45,7 @@ from .ledger import KEPT_SUFFIX, iso, parse_iso
 
 PENDING_S = 120.0          # a reservation whose lease row never appears stops counting after this
 DEADLINE_SLACK_S = 30.0    # an active lease's recorded deadline, plus a heartbeat's worth of slack
-STALE_S = 60.0             # a run's open segments with no row this long: its controller is dead (stranded.py)
+STALE_S = 60.0             # a run's open segments with no row this long count as stranded (stranded.py)
 LIVE_LEASE_STATUSES = ("leasing", "active")
 
 
@@ -158,23 +158,20 @@ class Reservations:
             " FROM budget_reservations r LEFT JOIN leases l ON l.id = r.lease_id LEFT JOIN runs u ON u.id = r.run_id"
             f" WHERE {' AND '.join(where)}", params)
         alive = [r for r in rows if self._row_live(r, now)]
-        alive = self._without_stale(alive, now)
         spent = self._spent_since_reserved(sorted({r["id"] for r in alive}))
-        return [Held(r["lease_id"], r["project"], r["owner"], int(r["amount_micro"]), spent.get(r["id"], 0))
-                for r in alive]
+        stranded = self._stranded(alive, now)
+        return [Held(r["lease_id"], r["project"], r["owner"], int(r["amount_micro"]),
+                     spent.get(r["id"], 0) + stranded.get((r["lease_id"], r["run_id"]), 0)) for r in alive]
 
     def held_micro(self, **scope) -> int:
         return sum(h.held_micro for h in self.live(**scope))
 
-    def _without_stale(self, rows: list[dict], now: datetime) -> list[dict]:
-        """Reservations whose run's open segments went silent (controller dead) stop holding money:
-        from then budget checks count those segments as spend (stranded.py), never both."""
-        from .stranded import stale_run_rows
-        pairs = [(r["lease_id"], r["run_id"]) for r in rows if r["run_id"] and r["lease_status"] == "active"]
-        if not pairs:
-            return rows
-        stale = stale_run_rows(self.db, pairs, now)
-        return [r for r in rows if (r["lease_id"], r["run_id"]) not in stale]
+    def _stranded(self, rows: list[dict], now: datetime) -> dict[tuple[str, str], int]:
+        """What budget checks count as spend of each reservation's run beyond its ledger rows (its
+        silent open segments, stranded.py): netted here too, so that time is counted once."""
+        from .stranded import stranded_by_run
+        pairs = sorted({(r["lease_id"], r["run_id"]) for r in rows if r["run_id"] and r["lease_status"] == "active"})
+        return stranded_by_run(self.db, pairs, now) if pairs else {}
 
     @staticmethod
     def _row_live(row: dict, now: datetime) -> bool:

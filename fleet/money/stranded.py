@@ -7,13 +7,11 @@ deadline: a fresh lease's at most one heartbeat TTL later, a kept lease's at its
 hours away. `fleet down` or `fleet reap` later closes the segments up to that deadline; until
 someone does, the ledger lacks that time. So budget checks add, for each open run segment of an
 active lease whose last row is older than STALE_S (or whose deadline passed a slack ago), what it
-cost from its last row up to min(now, the deadline). The run's reservation stops holding money at
-the same moment (reservations.py, the same rule), so the time is counted once: by the reservation
-before, as spend after. A leasing lease counts only once its controller provably died and its
+cost from its last row up to min(now, the deadline). The run's reservation is netted by the same
+amount (stranded_by_run), as by its ledger rows, so the time is counted once and spend plus
+reservation never fall below what was reserved: a live run whose rows only look silent (the
+writer's clock behind the checker's) keeps its claim. A leasing lease counts only once its controller provably died and its
 deadline passed (its reservation holds the time until then).
-
-The writer's clock stamps the rows: a writer whose clock runs behind the checker's looks stale
-early, which counts its time as spend a little early, never less of it.
 """
 from __future__ import annotations
 
@@ -82,19 +80,37 @@ def stranded_micro(ledger: Ledger, *, project: str | None = None, owner: str | N
     return total
 
 
-def stale_run_rows(db, lease_run_pairs: list[tuple[str, str]], now: datetime) -> set[tuple[str, str]]:
-    """The (lease, run) pairs whose open run segments all last wrote more than STALE_S ago (the
-    run's attempts `<run>-aN` count as the run). A pair with no open segment is not in it."""
-    stale_before = iso(now - timedelta(seconds=STALE_S))
-    out = set()
-    for lease_id, run_id in lease_run_pairs:
-        rows = db.execute(
-            "SELECT MAX(g.end_at) AS last FROM ledger g WHERE g.lease_id = ? AND (g.run_id = ? OR g.run_id LIKE ?)"
-            f" AND g.segment_id NOT LIKE '%{KEPT_SUFFIX}' AND NOT EXISTS (SELECT 1 FROM ledger c"
-            " WHERE c.segment_id = g.segment_id AND c.kind = 'close')", (lease_id, run_id, f"{run_id}-a%"))
-        last = rows[0]["last"] if rows else None
-        if last is not None and str(last) < stale_before:
-            out.add((lease_id, run_id))
+def stranded_by_run(db, held: list[tuple[str, str]], now: datetime) -> dict[tuple[str, str], int]:
+    """For each (lease, run) of a live reservation on an active lease: what stranded_micro counts of
+    that run's open segments (its attempts `<run>-aN` included). The reservation is netted by it, as
+    by the run's ledger rows: spend and reservation together never fall below what it reserved, and
+    a live run whose rows only look silent (a checker's clock ahead of its own) loses nothing."""
+    out: dict[tuple[str, str], int] = {}
+    stale_before = now - timedelta(seconds=STALE_S)
+    for lease_id, run_id in held:
+        rows = db.execute("SELECT deadline FROM leases WHERE id = ? AND status = 'active'", (lease_id,))
+        try:
+            deadline = parse_iso(rows[0]["deadline"]) if rows and rows[0]["deadline"] else None
+        except (TypeError, ValueError):
+            deadline = None
+        if deadline is None:
+            continue
+        past = now >= deadline + timedelta(seconds=DEADLINE_SLACK_S)
+        total = 0
+        for row in db.execute(_OPEN_RUN_SEGMENTS_SQL + " AND g.lease_id = ? AND (g.run_id = ? OR g.run_id LIKE ?)",
+                              (lease_id, run_id, f"{run_id}-a%")):
+            try:
+                start, last = parse_iso(row["segment_start"]), parse_iso(row["end_at"])
+                if not past and last >= stale_before:
+                    continue
+                end, rate = min(now, deadline), int(row["rate_micro"])
+                if end > last:
+                    total += (cost_micro(rate, (end - start).total_seconds())
+                              - cost_micro(rate, (last - start).total_seconds()))
+            except (TypeError, ValueError):
+                continue
+        if total:
+            out[(lease_id, run_id)] = total
     return out
 
 

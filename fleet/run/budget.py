@@ -169,9 +169,9 @@ class RunBudget:
 
     def _tick(self, ctx: RunContext) -> None:
         meter = self.meter if self.feed is not None else None
-        if meter is None or meter.stopped is not None and ctx.cancel.is_set():
+        if meter is None:
             return
-        verdict = meter.tick()
+        verdict = meter.tick()   # rows go on being written while a stopped run winds down
         if verdict.action == "warn":
             ctx.events.warn(verdict.message)
         elif verdict.action == "stop" and not ctx.cancel.is_set():

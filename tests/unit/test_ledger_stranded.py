@@ -51,21 +51,38 @@ def _killed_after_a_minute(db, clock) -> tuple[Ledger, list]:
     return ledger, segments
 
 
-def test_a_dead_controllers_machines_count_once_its_rows_go_silent_and_the_reservation_lets_go(db, clock):
+def test_a_dead_controllers_machines_count_once_its_rows_go_silent_netting_its_reservation(db, clock):
     ledger, _ = _killed_after_a_minute(db, clock)
     db.execute("UPDATE leases SET deadline = ? WHERE id = 'l-1'", (iso(T0 + timedelta(seconds=300)),))
+    amount = 2 * 3600 * PER_S
     Reservations(db, clock).reserve(lease_id="l-1", run_id="r-1", project="vision", owner="ana",
-                                    amount_micro=2 * 3600 * PER_S, minimum_micro=0, lifetime_s=3600, now=T0)
-    clock.advance(STALE_S - 1)                                   # silent, but not for long: the reservation holds
-    assert ledger.spent_micro(project="vision") == 2 * 60 * PER_S
-    assert Reservations(db, clock).held_micro(project="vision") == 2 * (3600 - 60) * PER_S
-    clock.advance(2)                                             # silent too long: dead; spend up to now
-    assert Reservations(db, clock).held_micro(project="vision") == 0
-    assert ledger.spent_micro(project="vision") == 2 * (60 + STALE_S + 1) * PER_S
-    assert ledger.spent_micro(owner="ana") == 2 * (60 + STALE_S + 1) * PER_S
+                                    amount_micro=amount, minimum_micro=0, lifetime_s=3600, now=T0)
+
+    def seen() -> tuple[int, int]:
+        return ledger.spent_micro(project="vision"), Reservations(db, clock).held_micro(project="vision")
+    clock.advance(STALE_S - 1)                                   # silent, but not for long
+    assert seen() == (2 * 60 * PER_S, amount - 2 * 60 * PER_S)
+    clock.advance(2)                                             # silent too long: its time counts up to now
+    spent, held = seen()
+    assert spent == 2 * (60 + STALE_S + 1) * PER_S and spent + held == amount   # counted once
     assert ledger.spent_micro(project="nlp") == 0
-    clock.advance(3600)                                          # and never past the machines' deadline
+    clock.advance(3600)                                          # never past the machines' deadline…
     assert ledger.spent_micro(project="vision") == 2 * 300 * PER_S
+    assert Reservations(db, clock).held_micro(project="vision") == 0   # …and its lease's end frees the rest
+
+
+def test_a_checker_whose_clock_runs_ahead_never_counts_a_live_run_below_its_reservation(db, clock):
+    """Rows look silent to a teammate whose clock is 65 s ahead: spend plus reservation must still
+    be what the run reserved (dropping the reservation let others take $36 the run was about to spend)."""
+    ledger, segments = _killed_after_a_minute(db, clock)
+    db.execute("UPDATE leases SET deadline = ? WHERE id = 'l-1'", (iso(T0 + timedelta(hours=1)),))
+    amount = 2 * 3600 * PER_S
+    Reservations(db, clock).reserve(lease_id="l-1", run_id="r-1", project="vision", owner="ana",
+                                    amount_micro=amount, minimum_micro=0, lifetime_s=3600, now=T0)
+    ahead = FakeClock(clock() + timedelta(seconds=65))           # the run wrote a row just now, by its clock
+    spent = Ledger(db, ahead).spent_micro(project="vision")
+    held = Reservations(db, ahead).held_micro(project="vision")
+    assert spent + held == amount and held > 0
 
 
 def test_a_dead_controller_on_a_kept_lease_counts_as_it_goes_not_at_the_kept_deadline(db, clock):

@@ -219,8 +219,8 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
         """End each machine's processes and remove its workdir, then free its slots.
 
         A machine whose host does not answer cannot be cleaned now: its host is marked down (no new
-        lease lands there until a probe finds it up), its slots are freed, and its watchdog still
-        ends its processes at the last deadline it was given.
+        lease lands there until a probe finds it up), its watchdog still ends its processes at the
+        last deadline it was given, and its slots stay taken until then (slots.py held_until).
         """
         self._stop_and_free(lease, lease.machines, None)   # and the lease's own key (handoff.py) revoked
 
