@@ -156,10 +156,28 @@ class KeptLease:
             return False
         ctx.events.warn(f"the monthly budget is spent: releasing kept lease {lease.id} too (its idle time "
                         "is billed against the same budget)")
-        return release_lease(self.provider, ctx.state, lease.id, lease, ctx.events)
+        released = release_lease(self.provider, ctx.state, lease.id, lease, ctx.events)
+        if released:
+            _end_dead_runs(ctx, lease)
+        return released
 
     def kept_until(self) -> str | None:
         return to_jsonable(self.lease.keep_until) if self.lease.keep_until else None
+
+
+def _end_dead_runs(ctx: RunContext, lease: Lease) -> None:
+    """What `fleet down` does for runs whose controller died on the lease just released: their open
+    segments close now (billed up to the release) and they end `lost`; this run's own close with it."""
+    from ..lost_runs import end_runs_of_lease
+    from ..money.ledger import Ledger
+    try:
+        ledger = Ledger(ctx.state.db)
+        theirs = [seg for seg in ledger.open_segments(lease.id) if seg.fixed.get("run_id") != ctx.run_id]
+        if theirs:
+            ledger.close(theirs)
+        end_runs_of_lease(ctx.state, lease, released_by=f"run {ctx.run_id}'s monthly budget stop", events=ctx.events)
+    except Exception as exc:  # noqa: BLE001 — the machines are released; `fleet down --all` finishes the rest
+        ctx.events.warn(f"could not close the runs of {lease.id} whose controller is gone: {exc}")
 
 
 def _watch(ctx: RunContext) -> LeaseWatch:

@@ -6,6 +6,7 @@ The reviewer's case: a $50 project budget, run 1 spends $36 on lease L and L is 
 run on L used to see $0 spent and could reserve (and spend) the whole $50 again."""
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 from datetime import timedelta
@@ -171,6 +172,26 @@ class Spending(FakeMachines):
         return ExecResult(0)
 
 
+def _dead_run_on(lease_id: str, clock) -> str:
+    """A run on the lease whose controller was killed: its row, and its machine's open segment."""
+    import subprocess
+    from fleet.lost_runs import _start_ticks, controller_identity
+    gone = subprocess.Popen(["sleep", "60"])
+    ident = {**controller_identity(), "pid": gone.pid, "start": _start_ticks(gone.pid)}
+    gone.kill()
+    gone.wait()
+    state = open_state()
+    lease = lease_of(lease_id)
+    state.create_run("r-dead", lease_id=lease_id, project="p", user=lease.user, command="x", log_path="",
+                     output_dir="")
+    state.db.execute("UPDATE runs SET meta = ? WHERE id = 'r-dead'", (json.dumps({"controller": ident}),))
+    Ledger(state.db, clock).open_segment(lease=lease, machine=lease.machines[0], run_id="r-dead",
+                                         price=Price(to_micro(36), "price table"))
+    state.close()
+    clock.advance(1)   # segment ids are machine@start: the next run's must not start at the same instant
+    return "r-dead"
+
+
 def test_the_pipeline_stops_a_run_on_a_kept_lease_at_the_monthly_budget_and_releases_the_lease(tmp_path, fleet_home):
     exp = tmp_path / "exp"
     exp.mkdir()
@@ -182,6 +203,7 @@ def test_the_pipeline_stops_a_run_on_a_kept_lease_at_the_monthly_budget_and_rele
     first = Pipeline(config, NewLease(provider), options=RunOptions(keep_s=300), machines=Spending(clock),
                      clock=clock).run()
     assert (first.status, first.released, Decimal(first.cost_usd)) == ("succeeded", False, Decimal("1.00"))
+    dead = _dead_run_on(first.lease_id, clock)      # killed earlier; its segment still open
     again = Pipeline(replace(config, command="wait"), KeptLease(provider, lease_of(first.lease_id)),
                      machines=Spending(clock), clock=clock).run()
     assert again.status == "budget-stopped" and "project 'p'" in again.budget_stop
@@ -190,6 +212,11 @@ def test_the_pipeline_stops_a_run_on_a_kept_lease_at_the_monthly_budget_and_rele
     # the kept machines' idle time would bill on against the spent budget: they end with the run
     assert (again.released, again.kept_until) == (True, None)
     assert released(provider, first.lease_id) and lease_of(first.lease_id).status == "released"
+    # what `fleet down` does for a dead run on it: its segment closed at the release, it ended lost
+    state = open_state()
+    assert state.get_run(dead)["status"] == "lost"
+    assert not Ledger(state.db).open_segments(first.lease_id)
+    state.close()
     clock.advance(3600)
     assert sum(r.cost_micro for r in ledger_for(first.lease_id)) <= to_micro(2)
 
