@@ -5,31 +5,15 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
-from fleet.money.budget import Price, cost_micro, to_micro
+from fleet.money.budget import cost_micro
 from fleet.money.kept import hand_over
 from fleet.money.ledger import Ledger, iso
 from fleet.money.reservations import STALE_S, Reservations
-from fleet.state.db import Database
 from tests.fixtures.ledger import T0, FakeClock, _Lease, _Machine
+from tests.unit.test_ledger_kept import RATE, clock, db  # noqa: F401 — the fixtures: a state, a fake clock
 
-RATE = Price(to_micro("3.60"), "aws on-demand table")   # $0.001 per second
 PER_S = cost_micro(RATE.per_hour_micro, 1)
 DEADLINE_S = 120
-
-
-@pytest.fixture
-def db(tmp_path, monkeypatch):
-    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
-    database = Database(tmp_path / "state.db")
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def clock():
-    return FakeClock(T0)
 
 
 def _lease(db, lease_id: str = "l-1") -> _Lease:
