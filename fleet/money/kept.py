@@ -22,7 +22,6 @@ from datetime import datetime
 from pathlib import Path
 
 from .ledger import KEPT_SUFFIX, Ledger, OpenSegment, parse_iso
-from .budget import cost_micro
 
 MARKERS = "kept"     # $FLEET_HOME/kept/<lease id>: {"deadline", "state_url"}; cheap to list at start-up
 
@@ -98,25 +97,22 @@ def settle_expired(db, now: datetime) -> list[str]:
 def accruing_micro(ledger: Ledger, *, project: str | None = None, owner: str | None = None,
                    since: datetime | None = None) -> int:
     """What open kept segments have cost since they opened (they get no ticks), up to
-    min(now, deadline); with `since`, only the part after it."""
+    min(now, deadline); with `since`, only the part after it. (By index: budget checks run on
+    every tick of a meter, and a month of rows is no reason to read them all.)"""
+    from .stranded import accrued, open_segments_of
     now = ledger.clock()
-    sql, params = _OPEN_KEPT_SQL + " AND s.status IN ('active', 'leasing')", []
-    for column, value in (("l.project", project), ("l.owner", owner)):
-        if value is not None:
-            sql += f" AND {column} = ?"
-            params.append(value)
-    total = 0
-    for row in ledger.db.execute(sql, params):
+    deadlines = {}
+    for row in ledger.db.execute("SELECT id, deadline FROM leases WHERE status IN ('active', 'leasing')"
+                                 " AND deadline IS NOT NULL"):
         try:
-            start, last = parse_iso(row["start_at"]), parse_iso(row["end_at"])
-            end = min(now, parse_iso(row["deadline"]))
-            frm = max(last, since) if since is not None else last
-            if end > frm:
-                total += (cost_micro(int(row["rate_micro"]), (end - start).total_seconds())
-                          - cost_micro(int(row["rate_micro"]), (frm - start).total_seconds()))
+            deadlines[row["id"]] = parse_iso(row["deadline"])
         except (TypeError, ValueError):
-            continue   # a damaged row or deadline: `fleet ledger verify` reports it; no budget check may crash
-    return total
+            continue   # a damaged deadline: `fleet status` shows it damaged; no budget check may crash
+    if not deadlines:
+        return 0
+    return sum(accrued(start, max(last, since) if since is not None else last, min(now, deadlines[lease_id]), rate)
+               for lease_id, _run, start, last, rate in open_segments_of(ledger.db, sorted(deadlines), kept=True,
+                                                                          project=project, owner=owner))
 
 
 def _deadline(ledger: Ledger, lease) -> datetime:

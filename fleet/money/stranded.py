@@ -18,15 +18,49 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from .budget import cost_micro
-from .ledger import KEPT_SUFFIX, Ledger, iso, parse_iso
+from .ledger import KEPT_SUFFIX, Ledger, parse_iso
 from .reservations import DEADLINE_SLACK_S, STALE_S, controller_gone
 
-# Per open run segment of the given leases: its start, its last row's end and rate.
-_OPEN_RUN_SEGMENTS_SQL = (
-    "SELECT g.lease_id, g.rate_micro, g.end_at,"
-    " (SELECT MIN(f.start_at) FROM ledger f WHERE f.segment_id = g.segment_id) AS segment_start"
-    f" FROM ledger g WHERE g.segment_id NOT LIKE '%{KEPT_SUFFIX}' AND g.kind <> 'close'"
-    " AND g.seq = (SELECT MAX(m.seq) FROM ledger m WHERE m.segment_id = g.segment_id)")
+def open_segments_of(db, lease_ids: list[str], *, kept: bool = False, run_id: str | None = None,
+                     project: str | None = None, owner: str | None = None) -> list[tuple[str, str, datetime, datetime, int]]:
+    """(lease, run, segment start, last row's end, rate) of each open run segment of those leases
+    (`kept`: each open kept segment instead, fleet/money/kept.py):
+    the `open` and `close` rows by lease (an index), then each open one's last row (an index):
+    never every tick row of a long run, as budget checks run on every tick of a meter."""
+    out = []
+    for first in range(0, len(lease_ids), 500):   # SQLite caps bound parameters
+        chunk = lease_ids[first:first + 500]
+        marks = ",".join("?" * len(chunk))
+        # By lease and kind only (the index): a project filter in SQL sends the planner down the
+        # project index, through every row of the month.
+        opened = [r for r in db.execute(
+            "SELECT segment_id, lease_id, run_id, project, owner, start_at FROM ledger"
+            f" WHERE lease_id IN ({marks}) AND kind = 'open'", chunk)
+            if r["segment_id"].endswith(KEPT_SUFFIX) == kept and project in (None, r["project"])
+            and owner in (None, r["owner"]) and (run_id is None or r["run_id"] == run_id
+                                                  or str(r["run_id"] or "").startswith(f"{run_id}-a"))]
+        if not opened:
+            continue
+        closed = {r["segment_id"] for r in db.execute(
+            f"SELECT segment_id FROM ledger WHERE lease_id IN ({marks}) AND kind = 'close'", chunk)}
+        for seg in opened:
+            if seg["segment_id"] in closed:
+                continue
+            last = db.execute("SELECT end_at, rate_micro FROM ledger WHERE segment_id = ? ORDER BY seq DESC LIMIT 1",
+                              (seg["segment_id"],))
+            try:
+                out.append((seg["lease_id"], seg["run_id"], parse_iso(seg["start_at"]), parse_iso(last[0]["end_at"]),
+                            int(last[0]["rate_micro"])))
+            except (TypeError, ValueError, IndexError):
+                continue   # a damaged row: `fleet ledger verify` reports it; a budget check must not crash
+    return out
+
+
+def accrued(start: datetime, last: datetime, end: datetime, rate: int) -> int:
+    """What a segment costs from its last row to `end`, rounded as its rows are (from its start)."""
+    if end <= last:
+        return 0
+    return cost_micro(rate, (end - start).total_seconds()) - cost_micro(rate, (last - start).total_seconds())
 
 
 def stranded_micro(ledger: Ledger, *, project: str | None = None, owner: str | None = None,
@@ -51,32 +85,11 @@ def stranded_micro(ledger: Ledger, *, project: str | None = None, owner: str | N
         return 0   # the usual case: one indexed read of the live leases
     stale_before = now - timedelta(seconds=STALE_S)
     total = 0
-    ids = sorted(leases)
-    for first in range(0, len(ids), 500):   # SQLite caps bound parameters
-        chunk = ids[first:first + 500]
-        # Only segments whose last row is old enough, or on a lease past its deadline: fresh ones
-        # (their controller ticks) are left out by the SQL, before any row is parsed here.
-        past = [i for i in chunk if leases[i][1]]
-        sql = (_OPEN_RUN_SEGMENTS_SQL + f" AND g.lease_id IN ({','.join('?' * len(chunk))})"
-               + f" AND (g.end_at < ?{''.join(' OR g.lease_id = ?' for _ in past)})")
-        params: list = [*chunk, iso(stale_before), *past]
-        for column, value in (("g.project", project), ("g.owner", owner)):
-            if value is not None:
-                sql += f" AND {column} = ?"
-                params.append(value)
-        for row in ledger.db.execute(sql, params):
-            try:
-                deadline, past = leases[row["lease_id"]]
-                start, last = parse_iso(row["segment_start"]), parse_iso(row["end_at"])
-                if not past and last >= stale_before:
-                    continue   # its controller wrote lately: alive, and its reservation holds the rest
-                end = min(now, deadline)
-                frm = max(last, since) if since is not None else last
-                if end > frm:
-                    total += (cost_micro(int(row["rate_micro"]), (end - start).total_seconds())
-                              - cost_micro(int(row["rate_micro"]), (frm - start).total_seconds()))
-            except (TypeError, ValueError):
-                continue   # a damaged row: `fleet ledger verify` reports it; a budget check must not crash
+    for lease_id, _run, start, last, rate in open_segments_of(ledger.db, sorted(leases), project=project,
+                                                                owner=owner):
+        deadline, past = leases[lease_id]
+        if past or last < stale_before:   # else its controller wrote lately: alive, its reservation holds the rest
+            total += accrued(start, max(last, since) if since is not None else last, min(now, deadline), rate)
     return total
 
 
@@ -96,19 +109,9 @@ def stranded_by_run(db, held: list[tuple[str, str]], now: datetime) -> dict[tupl
         if deadline is None:
             continue
         past = now >= deadline + timedelta(seconds=DEADLINE_SLACK_S)
-        total = 0
-        for row in db.execute(_OPEN_RUN_SEGMENTS_SQL + " AND g.lease_id = ? AND (g.run_id = ? OR g.run_id LIKE ?)",
-                              (lease_id, run_id, f"{run_id}-a%")):
-            try:
-                start, last = parse_iso(row["segment_start"]), parse_iso(row["end_at"])
-                if not past and last >= stale_before:
-                    continue
-                end, rate = min(now, deadline), int(row["rate_micro"])
-                if end > last:
-                    total += (cost_micro(rate, (end - start).total_seconds())
-                              - cost_micro(rate, (last - start).total_seconds()))
-            except (TypeError, ValueError):
-                continue
+        total = sum(accrued(start, last, min(now, deadline), rate)
+                    for _lease, _run, start, last, rate in open_segments_of(db, [lease_id], run_id=run_id)
+                    if past or last < stale_before)
         if total:
             out[(lease_id, run_id)] = total
     return out
