@@ -354,22 +354,26 @@ def _state_url_of(ident: dict[str, Any]) -> str:
 
 
 def _latest_attempt(state, run_id: str) -> dict[str, Any] | None:
-    """The run, or the attempt that last resumed it (recovery names each next attempt). Each link
-    must be a later attempt of the same run, so a damaged or forged chain ends (no cycle)."""
+    """The run, or the attempt that last resumed it (recovery names each next attempt); None when
+    the run is not in this state. Each link must be a later attempt of the same run, so a damaged
+    or forged chain ends (no cycle)."""
     from ..ids import MAX_ATTEMPT
     try:
         run = state.get_run(run_id)
-        base, attempt = split_attempt(run["id"])
-        for _ in range(MAX_ATTEMPT):
-            following = (run.get("meta") or {}).get("next_attempt")
-            if not isinstance(following, str):
-                break
-            later_base, later = split_attempt(following)
-            if later_base != base or later <= attempt:
-                break
-            run, attempt = state.get_run(following), later
     except FleetError:
-        return None   # the next attempt was named but never started: nothing of it runs
+        return None   # no such run in this state
+    base, attempt = split_attempt(run["id"])
+    for _ in range(MAX_ATTEMPT):
+        following = (run.get("meta") or {}).get("next_attempt")
+        if not isinstance(following, str):
+            break
+        later_base, later = split_attempt(following)
+        if later_base != base or later <= attempt:
+            break
+        try:
+            run, attempt = state.get_run(following), later
+        except FleetError:
+            break   # named, its row not made yet (between attempts): the last one made is the latest
     return run
 
 

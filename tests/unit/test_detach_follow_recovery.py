@@ -116,3 +116,26 @@ def test_down_all_stops_a_supervisor_between_two_attempts_and_survives_damaged_r
             if p.poll() is None:
                 p.kill()
             p.wait()
+
+
+def test_down_all_stops_a_supervisor_whose_next_attempt_is_named_but_not_made_yet(fleet_home):
+    """Recovery names the next attempt at once; its row appears only after plan, pin and budget.
+    That supervisor was skipped (its chain ended in a missing row) and leased machines after
+    `down --all` said everything was released."""
+    import json
+    state = open_state()
+    gone = _lease(state)
+    state.set_lease_status(gone, "released")
+    run_id = "r-20261204-190325-2a1b2c3d4e"
+    directory = supervisors_root() / run_id
+    directory.mkdir(parents=True)
+    proc, ident = _fake_supervisor(str(directory / "spec.json"))
+    try:
+        (directory / IDENTITY).write_text(json.dumps(ident))
+        _run(state, run_id, gone, "error", controller=ident, next_attempt=f"{run_id}-a2")
+        leases.down([], all_leases=True, state=state, events=_Warnings(), user="tester")
+        assert proc.wait(timeout=10) is not None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
