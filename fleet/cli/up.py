@@ -134,9 +134,8 @@ def _check_as_a_run_would(config, resume: str | None) -> None:
     cache_max_bytes(config.cache_max)
     check_state_url(config.state_url or "")
     if config.data:   # a missing directory or an unknown snapshot name, as the run's pin stage says it
-        from ..snapshots import open_store
         from ..snapshots.sources import check_data
-        check_data(config.data, config.base_dir, open_store(config.store))
+        check_data(config.data, config.base_dir, config.store)
     if resume:
         from ..run.checkpoints import resume_options
         from ..run.types import RunOptions

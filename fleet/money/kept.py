@@ -72,6 +72,10 @@ def close_kept(ledger: Ledger, lease, at: datetime) -> dict:
             and (s.last_end or s.start) < at - timedelta(seconds=STALE_S)]
     for seg in dead:
         ledger.close([seg], max(end, seg.last_end or seg.start))
+    if dead:   # their runs spend nothing more here: their reservations stop holding money
+        from .reservations import Reservations
+        for run_id in sorted({s.fixed.get("run_id") for s in dead if s.fixed.get("run_id")}):
+            Reservations(ledger.db, ledger.clock).settle(lease.id, None, at=at, run_id=run_id)
     return {seg.fixed["machine_id"]: seg.price for seg in segments}
 
 

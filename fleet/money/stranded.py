@@ -25,7 +25,7 @@ def open_segments_of(db, lease_ids: list[str], *, kept: bool = False, run_id: st
                      project: str | None = None, owner: str | None = None) -> list[tuple[str, str, datetime, datetime, int]]:
     """(lease, run, segment start, last row's end, rate) of each open run segment of those leases
     (`kept`: each open kept segment instead, fleet/money/kept.py):
-    the `open` and `close` rows by lease (an index), then each open one's last row (an index):
+    the `open` and `close` rows by lease (an index), then the open ones' last rows (an index):
     never every tick row of a long run, as budget checks run on every tick of a meter."""
     out = []
     for first in range(0, len(lease_ids), 500):   # SQLite caps bound parameters
@@ -43,16 +43,29 @@ def open_segments_of(db, lease_ids: list[str], *, kept: bool = False, run_id: st
             continue
         closed = {r["segment_id"] for r in db.execute(
             f"SELECT segment_id FROM ledger WHERE lease_id IN ({marks}) AND kind = 'close'", chunk)}
-        for seg in opened:
-            if seg["segment_id"] in closed:
-                continue
-            last = db.execute("SELECT end_at, rate_micro FROM ledger WHERE segment_id = ? ORDER BY seq DESC LIMIT 1",
-                              (seg["segment_id"],))
+        still = {r["segment_id"]: r for r in opened if r["segment_id"] not in closed}
+        lasts = _last_rows(db, sorted(still))
+        for segment_id, seg in still.items():
+            last = lasts.get(segment_id)
             try:
-                out.append((seg["lease_id"], seg["run_id"], parse_iso(seg["start_at"]), parse_iso(last[0]["end_at"]),
-                            int(last[0]["rate_micro"])))
-            except (TypeError, ValueError, IndexError):
+                out.append((seg["lease_id"], seg["run_id"], parse_iso(seg["start_at"]), parse_iso(last["end_at"]),
+                            int(last["rate_micro"])))
+            except (TypeError, ValueError, KeyError):
                 continue   # a damaged row: `fleet ledger verify` reports it; a budget check must not crash
+    return out
+
+
+def _last_rows(db, segment_ids: list[str]) -> dict[str, dict]:
+    """Each segment's last row, one query per 500 (the unique (segment, seq) index serves it): a
+    round trip per segment, on every tick of every meter, was a load on a team's database."""
+    out: dict[str, dict] = {}
+    for first in range(0, len(segment_ids), 500):
+        chunk = segment_ids[first:first + 500]
+        for r in db.execute(
+                "SELECT g.segment_id, g.end_at, g.rate_micro FROM ledger g"
+                f" WHERE g.segment_id IN ({','.join('?' * len(chunk))})"
+                " AND g.seq = (SELECT MAX(m.seq) FROM ledger m WHERE m.segment_id = g.segment_id)", chunk):
+            out[r["segment_id"]] = r
     return out
 
 
@@ -98,22 +111,27 @@ def stranded_by_run(db, held: list[tuple[str, str]], now: datetime) -> dict[tupl
     that run's open segments (its attempts `<run>-aN` included). The reservation is netted by it, as
     by the run's ledger rows: spend and reservation together never fall below what it reserved, and
     a live run whose rows only look silent (a checker's clock ahead of its own) loses nothing."""
-    out: dict[tuple[str, str], int] = {}
+    from ..ids import split_attempt
+    wanted = set(held)
+    deadlines: dict[str, tuple[datetime, bool]] = {}
+    lease_ids = sorted({lease_id for lease_id, _ in held})
+    for first in range(0, len(lease_ids), 500):
+        chunk = lease_ids[first:first + 500]
+        for row in db.execute(f"SELECT id, deadline FROM leases WHERE id IN ({','.join('?' * len(chunk))})"
+                              " AND status = 'active'", chunk):
+            try:
+                deadline = parse_iso(row["deadline"])
+            except (TypeError, ValueError):
+                continue
+            deadlines[row["id"]] = (deadline, now >= deadline + timedelta(seconds=DEADLINE_SLACK_S))
     stale_before = now - timedelta(seconds=STALE_S)
-    for lease_id, run_id in held:
-        rows = db.execute("SELECT deadline FROM leases WHERE id = ? AND status = 'active'", (lease_id,))
-        try:
-            deadline = parse_iso(rows[0]["deadline"]) if rows and rows[0]["deadline"] else None
-        except (TypeError, ValueError):
-            deadline = None
-        if deadline is None:
-            continue
-        past = now >= deadline + timedelta(seconds=DEADLINE_SLACK_S)
-        total = sum(accrued(start, last, min(now, deadline), rate)
-                    for _lease, _run, start, last, rate in open_segments_of(db, [lease_id], run_id=run_id)
-                    if past or last < stale_before)
-        if total:
-            out[(lease_id, run_id)] = total
+    out: dict[tuple[str, str], int] = {}
+    for lease_id, run_id, start, last, rate in open_segments_of(db, sorted(deadlines)):
+        deadline, past = deadlines[lease_id]
+        for pair in ((lease_id, str(run_id)), (lease_id, split_attempt(str(run_id))[0])):
+            if pair in wanted and (past or last < stale_before):
+                out[pair] = out.get(pair, 0) + accrued(start, last, min(now, deadline), rate)
+                break
     return out
 
 

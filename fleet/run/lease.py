@@ -173,8 +173,11 @@ def _end_dead_runs(ctx: RunContext, lease: Lease) -> None:
     try:
         ledger = Ledger(ctx.state.db)
         theirs = [seg for seg in ledger.open_segments(lease.id) if seg.fixed.get("run_id") != ctx.run_id]
-        if theirs:
-            ledger.close(theirs)
+        if theirs:   # billed up to the release, never past the machines' own deadline
+            status = ctx.state.get_lease(lease.id)
+            at = min(ledger.clock(), status.deadline) if status.deadline else ledger.clock()
+            for seg in theirs:
+                ledger.close([seg], max(at, seg.last_end or seg.start))
         end_runs_of_lease(ctx.state, lease, released_by=f"run {ctx.run_id}'s monthly budget stop", events=ctx.events)
     except Exception as exc:  # noqa: BLE001 — the machines are released; `fleet down --all` finishes the rest
         ctx.events.warn(f"could not close the runs of {lease.id} whose controller is gone: {exc}")

@@ -142,12 +142,17 @@ def _snapshot_ref(value: str) -> str:
     return value[len(SNAPSHOT):] if value.startswith(SNAPSHOT) else value   # snapshot:NAME, or a bare id
 
 
-def check_data(data: dict[str, str], base_dir: Path, store: Store) -> None:
-    """What pin_data would refuse, without reading any data: `fleet up --dry-run`'s check. (An S3
+def check_data(data: dict[str, str], base_dir: Path, store_url: str | None) -> None:
+    """What pin_data would refuse, without reading any data or writing anything: `fleet up
+    --dry-run`'s check. The store is opened only to look a snapshot up, and never created. (An S3
     prefix is listed by the run itself.)"""
+    store = None
     for name, value in sorted(data.items()):
         kind, _ = _entry(name, value, base_dir)
         if kind == "snapshot":
+            if store is None:
+                from . import open_store
+                store = open_store(store_url, existing=True)
             resolve_snapshot(store, _snapshot_ref(value))
 
 

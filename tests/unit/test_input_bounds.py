@@ -163,3 +163,12 @@ def test_bounds_in_the_library_too():
     for bad in ("366d", 10**30, "9" * 400 + "d"):
         with pytest.raises(UsageError):
             parse_duration(bad)
+
+
+def test_a_dry_run_with_data_writes_no_store(experiment, no_sshd, fleet_home, tmp_path):
+    (experiment / "data").mkdir()
+    store = tmp_path / "not-made-yet"
+    (experiment / "fleet.toml").write_text(BASE + f'store = "{store}"\n[data]\nd = "data"\n')
+    proc = run_fleet(["up", "--dry-run"], cwd=experiment, env=no_sshd)
+    assert proc.returncode == 0, proc.stderr
+    assert not store.exists()

@@ -164,3 +164,17 @@ def test_fleet_down_closes_a_segment_whose_last_row_is_damaged(db, clock):
     assert not ledger.open_segments("l-1")
     kinds = [r["kind"] for r in db.execute("SELECT kind FROM ledger ORDER BY segment_id, seq")]
     assert kinds.count("close") == 2
+
+
+def test_a_run_taking_over_a_kept_lease_frees_the_dead_runs_reservation(db, clock):
+    """Run 2 bills the machines from its start; the dead run's reservation held money for hours more."""
+    from fleet.money.kept import close_kept
+    ledger, _ = _killed_after_a_minute(db, clock)
+    db.execute("UPDATE leases SET deadline = ? WHERE id = 'l-1'", (iso(T0 + timedelta(hours=8)),))
+    Reservations(db, clock).reserve(lease_id="l-1", run_id="r-1", project="vision", owner="ana",
+                                    amount_micro=2 * 3600 * PER_S, minimum_micro=0, lifetime_s=8 * 3600, now=T0)
+    le = _Lease("l-1", "vision", "ana", "p4d.24xlarge", "aws", [_Machine(f"l-1-m{i}", (0,)) for i in range(2)])
+    clock.advance(540)
+    close_kept(ledger, le, clock())
+    assert Reservations(db, clock).held_micro(project="vision") == 0
+    assert ledger.spent_micro(project="vision") == 2 * 600 * PER_S
