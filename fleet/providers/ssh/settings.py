@@ -13,7 +13,7 @@ def host_workdir(value: Any) -> str:
     later removed, under it), one line of printable text."""
     text = _string(value)
     parts = text.split("/")
-    if not (text.startswith("/") or parts[0] == "~") or ".." in parts or any(not c.isprintable() for c in text):
+    if not text.startswith(("/", "~/")) or ".." in parts or any(not c.isprintable() for c in text):
         raise Invalid(f"must be an absolute path or one under ~/, without '..', got {_fmt(value)}")
     return text
 
