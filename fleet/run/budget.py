@@ -139,18 +139,20 @@ class RunBudget:
                 self._meter().start(lease, self.grant.price, run_id=ctx.run_id, at=since or lease.created_at)
             if not self.attributed:
                 self._tick(ctx)          # rows now: machines reported long ago in leasing are not "silent"
-                self._keep_ticking(ctx)
+                self._keep_ticking(ctx, lease.max_deadline)
             if self.grant.price is None and not self._warned_unpriced:
                 self._warned_unpriced = True
                 ctx.events.warn(f"template {ctx.offer.template.name!r} has no known price: its cost is recorded "
                                 f"as $0 (set [prices] in fleet.toml)")
 
-    def _keep_ticking(self, ctx: RunContext) -> None:
+    def _keep_ticking(self, ctx: RunContext, until) -> None:
         """From the whole lease to the release the ledger gets a row at least every PERSIST_EVERY_S,
         whatever phase the run is in (staging on a kept lease has no heartbeat and no execute loop):
-        rows older than that mean a dead controller to others' budget checks (money/stranded.py)."""
+        rows older than that mean a dead controller to others' budget checks (money/stranded.py).
+        `finish` stops it; the lease's max deadline does too (no machine lives past it), so a run
+        whose record was never written cannot bill a released lease for ever."""
         def keep() -> None:
-            while not self._keeping.wait(KEEP_EVERY_S):
+            while not self._keeping.wait(KEEP_EVERY_S) and (until is None or self.clock() < until):
                 try:
                     self.tick(ctx)
                 except Exception:  # noqa: BLE001 — the next tick (or the execute loop's) tries again
