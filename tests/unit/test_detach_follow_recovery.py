@@ -89,20 +89,28 @@ def test_down_does_not_follow_a_chain_into_another_users_lease_or_round_a_loop(f
     assert state.lease_status(theirs)[0] == "active"
 
 
-def test_down_all_stops_a_supervisor_between_two_attempts_and_survives_damaged_rows(fleet_home):
+def _supervised_run_on_a_released_lease(run_id: str):
+    """(state, released lease, the supervisor process, its identity): the supervisor's directory
+    and identity.json written as fleet writes them; the run's row is the test's to add."""
+    import json
     state = open_state()
     gone = _lease(state)
     state.set_lease_status(gone, "released")
-    run_id = "r-20261204-190323-0a1b2c3d4e"
     directory = supervisors_root() / run_id
     directory.mkdir(parents=True)
     proc, ident = _fake_supervisor(str(directory / "spec.json"))
+    (directory / IDENTITY).write_text(json.dumps(ident))
+    return state, gone, proc, ident
+
+
+def test_down_all_stops_a_supervisor_between_two_attempts_and_survives_damaged_rows(fleet_home):
+    run_id = "r-20261204-190323-0a1b2c3d4e"
+    state, gone, proc, ident = _supervised_run_on_a_released_lease(run_id)
     elsewhere = supervisors_root() / "r-20261204-190324-1a1b2c3d4e"     # its run lives in another state
     elsewhere.mkdir()
     other, other_ident = _fake_supervisor(str(elsewhere / "spec.json"))
     try:
         import json
-        (directory / IDENTITY).write_text(json.dumps(ident))
         (elsewhere / IDENTITY).write_text(json.dumps(other_ident))
         _run(state, run_id, gone, "error", controller=ident)        # attempt 1 lost; attempt 2 not leased yet
         live = _lease(state)
@@ -122,16 +130,9 @@ def test_down_all_stops_a_supervisor_whose_next_attempt_is_named_but_not_made_ye
     """Recovery names the next attempt at once; its row appears only after plan, pin and budget.
     That supervisor was skipped (its chain ended in a missing row) and leased machines after
     `down --all` said everything was released."""
-    import json
-    state = open_state()
-    gone = _lease(state)
-    state.set_lease_status(gone, "released")
     run_id = "r-20261204-190325-2a1b2c3d4e"
-    directory = supervisors_root() / run_id
-    directory.mkdir(parents=True)
-    proc, ident = _fake_supervisor(str(directory / "spec.json"))
+    state, gone, proc, ident = _supervised_run_on_a_released_lease(run_id)
     try:
-        (directory / IDENTITY).write_text(json.dumps(ident))
         _run(state, run_id, gone, "error", controller=ident, next_attempt=f"{run_id}-a2")
         leases.down([], all_leases=True, state=state, events=_Warnings(), user="tester")
         assert proc.wait(timeout=10) is not None
