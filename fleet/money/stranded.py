@@ -10,8 +10,8 @@ active lease whose last row is older than STALE_S (or whose deadline passed a sl
 cost from its last row up to min(now, the deadline). The run's reservation is netted by the same
 amount (stranded_by_run), as by its ledger rows, so the time is counted once and spend plus
 reservation never fall below what was reserved: a live run whose rows only look silent (the
-writer's clock behind the checker's) keeps its claim. A leasing lease counts only once its controller provably died and its
-deadline passed (its reservation holds the time until then).
+writer's clock behind the checker's) keeps its claim. A leasing lease counts only once its
+controller provably died and its deadline passed (its reservation holds the time until then).
 """
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ from .budget import cost_micro
 from .ledger import KEPT_SUFFIX, Ledger, parse_iso
 from .reservations import DEADLINE_SLACK_S, STALE_S, controller_gone
 
-def open_segments_of(db, lease_ids: list[str], *, kept: bool = False, run_id: str | None = None,
-                     project: str | None = None, owner: str | None = None) -> list[tuple[str, str, datetime, datetime, int]]:
+
+def open_segments_of(db, lease_ids: list[str], *, kept: bool = False, project: str | None = None,
+                     owner: str | None = None) -> list[tuple[str, str, datetime, datetime, int]]:
     """(lease, run, segment start, last row's end, rate) of each open run segment of those leases
     (`kept`: each open kept segment instead, fleet/money/kept.py):
     the `open` and `close` rows by lease (an index), then the open ones' last rows (an index):
@@ -37,8 +38,7 @@ def open_segments_of(db, lease_ids: list[str], *, kept: bool = False, run_id: st
             "SELECT segment_id, lease_id, run_id, project, owner, start_at FROM ledger"
             f" WHERE lease_id IN ({marks}) AND kind = 'open'", chunk)
             if r["segment_id"].endswith(KEPT_SUFFIX) == kept and project in (None, r["project"])
-            and owner in (None, r["owner"]) and (run_id is None or r["run_id"] == run_id
-                                                  or str(r["run_id"] or "").startswith(f"{run_id}-a"))]
+            and owner in (None, r["owner"])]
         if not opened:
             continue
         closed = {r["segment_id"] for r in db.execute(
