@@ -56,15 +56,17 @@ def open_segments_of(db, lease_ids: list[str], *, kept: bool = False, project: s
 
 
 def _last_rows(db, segment_ids: list[str]) -> dict[str, dict]:
-    """Each segment's last row, one query per 500 (the unique (segment, seq) index serves it): a
+    """Each segment's last row, one query per 200 (the unique (segment, seq) index serves each): a
     round trip per segment, on every tick of every meter, was a load on a team's database."""
     out: dict[str, dict] = {}
-    for first in range(0, len(segment_ids), 500):
-        chunk = segment_ids[first:first + 500]
-        for r in db.execute(
-                "SELECT g.segment_id, g.end_at, g.rate_micro FROM ledger g"
-                f" WHERE g.segment_id IN ({','.join('?' * len(chunk))})"
-                " AND g.seq = (SELECT MAX(m.seq) FROM ledger m WHERE m.segment_id = g.segment_id)", chunk):
+    for first in range(0, len(segment_ids), 200):
+        chunk = segment_ids[first:first + 200]
+        # One LIMIT 1 lookup per segment, down the index; an IN list with a MAX(seq) subquery had the
+        # planner visit every row of each segment instead (100 ms at 200,000 rows).
+        sql = " UNION ALL ".join(f"SELECT * FROM (SELECT segment_id, end_at, rate_micro FROM ledger"
+                                 f" WHERE segment_id = ? ORDER BY seq DESC LIMIT 1) AS last{i}"
+                                 for i in range(len(chunk)))
+        for r in db.execute(sql, chunk):
             out[r["segment_id"]] = r
     return out
 
