@@ -1,7 +1,9 @@
 """Ids typed by people: a unique prefix names a row (`fleet logs r-2026120`), within bounds."""
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False   # see fleet/__init__.py: typing is not imported on `fleet status`'s path
+if TYPE_CHECKING:
+    from typing import Any
 
 MIN_PREFIX = 3   # an id prefix shorter than this (or empty) matches nothing: `fleet rerun ''` must not pick a run
 MAX_ID = 200     # longer than any id fleet makes (run ids are ~30 characters)
