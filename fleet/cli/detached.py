@@ -80,13 +80,9 @@ def attach(
     except KeyboardInterrupt:
         print(f"fleet: left run {run_id} running; `fleet attach {run_id}` to follow it again", file=sys.stderr)
         return 0
-    row = state.get_run(run_id)
-    while (row.get("meta") or {}).get("next_attempt"):   # resumed on new machines: the last attempt tells
-        from ..errors import NotFound
-        try:
-            row = state.get_run(row["meta"]["next_attempt"])
-        except NotFound:   # named, never started (its supervisor died): this attempt's verdict stands
-            break
+    # Resumed on new machines: the last attempt made tells (one named but never started: the one before).
+    from ..run.detach import latest_attempt
+    row = latest_attempt(state, run_id) or state.get_run(run_id)
     summary = (row.get("meta") or {}).get("summary") or {}
     if row["status"] == "lost" or summary.get("exit_code") is None:
         message, status = summary.get("message") or row["status"], row["status"]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from .ledger import KEPT_SUFFIX, Ledger, OpenSegment, parse_iso
@@ -61,7 +61,6 @@ def close_kept(ledger: Ledger, lease, at: datetime) -> dict:
     passed first), and so do the open segments of an earlier run on it whose controller died (no
     row for STALE_S): from `at` the new run bills those machines, never both. Returns each machine's
     price, for the kept segments opened after the run."""
-    from datetime import timedelta
     from .reservations import STALE_S
     open_now = ledger.open_segments(lease.id)
     segments = [s for s in open_now if s.segment_id.endswith(KEPT_SUFFIX)]

@@ -240,13 +240,12 @@ def follow_recovery(state, lease_id: str, events: Events, *, wait_s: float = STO
     for run in state.list_runs(lease_id=lease_id, limit=100):
         if not (run.get("meta") or {}).get("detached"):
             continue
-        latest = _latest_attempt(state, run["id"])
+        latest = latest_attempt(state, run["id"])
         if latest is None or (latest.get("owner"), latest.get("project")) != (run.get("owner"), run.get("project")):
             continue   # an attempt chain that leaves the run's user or project is not its recovery
         target = latest.get("lease_id")
-        if latest["id"] != run["id"] and latest["status"] == "running" and target and target != lease_id:
-            status, _ = state.lease_status(target)
-            if status in ("active", "leasing") and state.get_lease(target).user == run.get("owner"):
+        if latest["id"] != run["id"] and target != lease_id and _on_live_lease(state, latest):
+            if state.get_lease(target).user == run.get("owner"):
                 events.phase("release", f"{lease_id} has ended; run {run['id']} goes on as {latest['id']} on "
                                         f"{target}: releasing that")
                 if target not in moved:
@@ -258,6 +257,12 @@ def follow_recovery(state, lease_id: str, events: Events, *, wait_s: float = STO
             except FleetError as exc:   # e.g. node 0 of a long-gone lease: the other runs go on being followed
                 events.warn(f"could not ask the supervisor of run {latest['id']} to stop: {exc.one_line()}")
     return moved
+
+
+def _on_live_lease(state, run: dict[str, Any]) -> bool:
+    """The run is running on a lease still leasing or active."""
+    return run["status"] == "running" and bool(run.get("lease_id")) \
+        and state.lease_status(run["lease_id"])[0] in ("active", "leasing")
 
 
 def _stop_supervisor(state, run: dict[str, Any], lease_id: str, events: Events, wait_s: float) -> bool:
@@ -280,12 +285,11 @@ def stop_unleased_supervisors(state, events: Events, *, wait_s: float = STOP_WAI
         if is_supervisor(ident, directory.name) is not True:
             continue
         try:
-            latest = _latest_attempt(state, directory.name)
+            latest = latest_attempt(state, directory.name)
             if latest is None:
                 continue   # its run is recorded in another state (project, team database): not this down's
-            if latest["status"] == "running" and latest.get("lease_id") \
-                    and state.lease_status(latest["lease_id"])[0] in ("active", "leasing"):
-                continue   # on a live lease: `down` releases that lease, stopping it there
+            if _on_live_lease(state, latest):
+                continue   # `down` releases that lease, stopping it there
             run = {"id": directory.name, "meta": {"controller": ident}}
             if _stop_local_supervisor(run, latest.get("lease_id") or "-", events, wait_s):
                 stopped.append(directory.name)
@@ -326,7 +330,7 @@ def reconcile(events: Events) -> list[str]:
                 continue
             url = _state_url_of(ident)
             state = states.get(url) or states.setdefault(url, open_state(url))
-            run = _latest_attempt(state, directory.name)
+            run = latest_attempt(state, directory.name)
             if run is not None and run["status"] == "running" and run.get("lease_id"):
                 from ..leases import down
                 events.warn(f"the detached supervisor of run {run['id']} (pid {ident.get('pid')}) is gone; "
@@ -353,7 +357,7 @@ def _state_url_of(ident: dict[str, Any]) -> str:
     return url or f"sqlite:///{fleet_home() / 'state.db'}"
 
 
-def _latest_attempt(state, run_id: str) -> dict[str, Any] | None:
+def latest_attempt(state, run_id: str) -> dict[str, Any] | None:
     """The run, or the attempt that last resumed it (recovery names each next attempt); None when
     the run is not in this state. Each link must be a later attempt of the same run, so a damaged
     or forged chain ends (no cycle)."""
@@ -378,4 +382,4 @@ def _latest_attempt(state, run_id: str) -> dict[str, Any] | None:
 
 
 __all__ = ["launch", "follow_until_handoff", "Handoff", "ReportedError", "stop_supervised_runs",
-           "reconcile", "is_supervisor"]
+           "reconcile", "is_supervisor", "latest_attempt"]
