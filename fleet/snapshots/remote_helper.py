@@ -285,7 +285,10 @@ def main(stream=None, first=None):
     except EOFError:
         return                             # a dialled channel the controller did not need (sync_channel.dial)
     if "serve" in req:
-        serve_chunks(req["serve"], stream, send)      # this host seeds the lease's other hosts
+        try:
+            serve_chunks(req["serve"], stream, send)  # this host seeds the lease's other hosts
+        except Failure as exc:
+            send({"ok": False, "error": str(exc)})
         return
     try:
         import fcntl

@@ -4,10 +4,12 @@ A host whose cache holds a lease's chunks (the seed: the first host fed) serves 
 machines on other hosts, so the controller's link carries each chunk once, not once per host.
 
 Serving: a sync channel whose request is {"serve": {"cache", "cert", "key", "token", "bind",
-"allow", "deadline_s"}} listens with TLS on an ephemeral port of `bind` (the address the lease's
+"allow", "snapshots", "deadline_s"}} listens with TLS on an ephemeral port of `bind` (the address the lease's
 other machines reach this one at), answers {"port"}, then answers requests carrying the token
 (POST /chunks, chunk ids one per line) with frames "<id><12 digit length>\\n<bytes>" of the chunks
-as its cache holds them (the fetcher verifies them). Connections from addresses not in `allow` are
+as its cache holds them (the fetcher verifies them), and only the chunks of `snapshots` (the ids this sync
+carries, whose manifests the seed's cache holds): the token opens this sync's data, not everything
+the host's cache keeps for other leases of the same user. Connections from addresses not in `allow` are
 closed before any TLS. It stops when the channel's input ends (the controller
 closed it, or the controller and so its ssh are gone) or at its deadline. The certificate and key
 are made by the controller for this one sync; the key crosses the SSH channel only and is loaded
@@ -25,7 +27,7 @@ import hmac
 import os
 
 if "Cache" not in globals():   # inline, remote_cache.py comes first
-    from fleet.snapshots.remote_cache import Cache, is_sha256  # noqa: F401
+    from fleet.snapshots.remote_cache import Cache, Failure, is_sha256  # noqa: F401
 
 PEER_CONNECT_S = 5             # a seed that does not answer within this is not reachable from here
 PEER_READ_S = 60
@@ -88,6 +90,21 @@ def read_unverified(cache, h):
         return f.read(size)
 
 
+def chunks_of(cache, sids):
+    """Every chunk id of the snapshots `sids`, from the manifests in `cache` (each verified against its
+    id); Failure when one is absent: then nothing is served and the controller pushes everything."""
+    served = set()
+    for sid in sids:
+        body = cache.load_manifest(sid)
+        if body is None:
+            raise Failure("this host's cache does not hold the manifest of snapshot %s; not serving" % sid)
+        for e in body.get("entries", ()):
+            for h, _n in e.get("chunks") or ():
+                if is_sha256(h):
+                    served.add(h)
+    return served
+
+
 def serve_chunks(req, stream, answer):
     """Serve the cache's chunks to `req["allow"]` (the lease's machines' addresses) until `stream`
     ends or `req["deadline_s"]` passes; `answer` sends one JSON line to the controller."""
@@ -101,6 +118,11 @@ def serve_chunks(req, stream, answer):
     limits = http.client._MAXHEADERS, http.client._MAXLINE
     http.client._MAXHEADERS, http.client._MAXLINE = HEADERS_MAX, HEADER_LINE_MAX
     cache = Cache(req["cache"], None)      # a shared lock: no other sync trims the cache while it serves
+    try:
+        served = chunks_of(cache, req["snapshots"])
+    except Exception:
+        os.close(cache.lock_fd)
+        raise
     token = ("Bearer " + req["token"]).encode()
     allow = set(req.get("allow") or ())
     per_address = int(req.get("per_address") or SERVE_CONNECTIONS)
@@ -144,7 +166,7 @@ def serve_chunks(req, stream, answer):
             frames, size = [], 0
             for h in self.rfile.read(n).decode("ascii", "replace").split():
                 try:
-                    data = read_unverified(cache, h) if is_sha256(h) else None
+                    data = read_unverified(cache, h) if h in served else None
                 except OSError:
                     data = None
                 frames += [b"%s%012d\n" % (h.encode(), len(data)), data] if data is not None else \

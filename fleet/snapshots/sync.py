@@ -359,7 +359,8 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
                 later = [m for i, f in enumerate(firsts) if i and not warm[i] for m in f]
                 seed_ids = {sid for t in targets_for(groups[0][0]) for sid in t.ids}
                 peers = [m for m in later if {sid for t in targets_for(m) for sid in t.ids} <= seed_ids]
-                seed = sync_peers.seed_after(dialling.result(), results, peers)
+                wanted = sorted({sid for m in peers for t in targets_for(m) for sid in t.ids})
+                seed = sync_peers.seed_after(dialling.result(), results, peers, wanted)
                 served = {m.id for m in peers}
                 feed(later, lambda m: seed.offer() if seed and m.id in served else None)
                 if seed is not None:

@@ -123,16 +123,16 @@ def judge_reach(seed_key: str, peer_stats: list) -> None:
     write_hints(_reach_path(), reach)   # not written: the next sync costs one timeout, nothing more
 
 
-def seed_after(dial: SeedDial, results: dict, peers: list[Machine]) -> Seed | None:
-    """The dialled host as the seed for `peers`, once its machine was fed (`results` holds its
-    SyncStats); None when it was not, when its targets were current already (a no-op re-sync: the
+def seed_after(dial: SeedDial, results: dict, peers: list[Machine], snapshots: list[str]) -> Seed | None:
+    """The dialled host as the seed for `peers`, serving the chunks of `snapshots` (what they need),
+    once its machine was fed (`results` holds its SyncStats); None when it was not, when its targets were current already (a no-op re-sync: the
     other hosts are most likely current too, and a server would only cost them time), or, with the
     reason in its stats, when it cannot serve: then every host is fed by the controller."""
     stats = results.get(dial.machine.id)
     if stats is None or not peers or (stats.targets_current and not stats.targets_written):
         dial.close()
         return None
-    seed = dial.serve(allow=[m.rendezvous_host for m in peers])
+    seed = dial.serve(allow=[m.rendezvous_host for m in peers], snapshots=snapshots)
     if seed is None:
         stats.direct_error = dial.why
     return seed
@@ -186,14 +186,16 @@ class SeedDial:
         except Exception as exc:  # noqa: BLE001 — paramiko's own errors too: no seed is never a failed sync
             self._failed(exc)
 
-    def serve(self, allow: list[str] | None = None) -> Seed | None:
-        """Serve the host's cache to `allow` (addresses); None (and `why`) when it cannot."""
+    def serve(self, allow: list[str] | None = None, snapshots: list[str] | None = None) -> Seed | None:
+        """Serve the chunks of `snapshots` from the host's cache to `allow` (addresses); None (and
+        `why`) when it cannot."""
         if self.ch is None:
             return None
         m = self.machine
         request = {"serve": {"cache": host_cache_dir(m, self.cache_dir), "cert": self.cert, "key": self.key,
                              "token": self.token, "bind": m.rendezvous_host, "allow": _ip_literals(allow or []),
-                             "per_address": _per_address(allow or []), "deadline_s": SERVE_FOR_S}}
+                             "per_address": _per_address(allow or []), "snapshots": sorted(snapshots or ()),
+                             "deadline_s": SERVE_FOR_S}}
         try:
             self.ch.send([json.dumps(request).encode() + b"\n"])
             answer = self.ch.reply()
@@ -201,6 +203,8 @@ class SeedDial:
                 src = helper_source()
                 self.ch.send([b"%d\n" % len(src), src])
                 answer = self.ch.reply()
+            if "port" not in answer:
+                raise RuntimeError(answer.get("error") or "no port in its answer")
             seed = Seed(m.id, m.rendezvous_host, int(answer["port"]), self.cert, self.token, self.ch, self.session)
             self.ch = self.session = None          # the seed's now: it closes them
             return seed

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import zlib
 
 from fleet.snapshots import create_snapshot, open_store
 from fleet.snapshots import sync_peers
@@ -146,6 +147,7 @@ def test_a_long_pull_from_a_peer_outlasts_the_channels_timeout(fleet_home, local
     c = Cache(str(seed_cache), None)
     for h in snap.manifest.chunk_ids():
         c.put(h, store.get_chunk(h))
+    c.save_manifest(snap.id, zlib.compress(store.get_manifest(snap.id)))   # as the seed's own sync leaves it
     c.finish()
 
     class SlowCache(Cache):
@@ -157,12 +159,16 @@ def test_a_long_pull_from_a_peer_outlasts_the_channels_timeout(fleet_home, local
     r, w = os.pipe()
     answers = []
     server = threading.Thread(target=remote_peer.serve_chunks, daemon=True, args=(
-        {"cache": str(seed_cache), "cert": cert, "key": key, "token": "t" * 64, "bind": "127.0.0.1"},
+        {"cache": str(seed_cache), "cert": cert, "key": key, "token": "t" * 64, "bind": "127.0.0.1",
+         "snapshots": [snap.id]},
         os.fdopen(r, "rb"), answers.append))
     server.start()
     try:
-        while not answers:
+        for _ in range(200):
+            if answers:
+                break
             time.sleep(0.05)
+        assert answers, "the seed never said its port"
         m = _separate_hosts(local_lease(gpus=1).machines, tmp_path / "hosts")[0]
         offer = {"host": "127.0.0.1", "port": answers[0]["port"], "cert": cert, "token": "t" * 64}
         t0 = time.monotonic()

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import socket
 import threading
 import time
+import zlib
 
 import pytest
 
@@ -17,15 +19,31 @@ from fleet.snapshots.remote_peer import fetch_peer, serve_chunks
 from fleet.snapshots.sync_peers import one_off_tls
 
 
-def _serve(tmp_path, sizes=None, **extra):
-    """A seed serving a cache of 20 chunks on loopback: (offer, chunks, its thread, its input's write end)."""
+def _manifest(cache, hashes):
+    """A snapshot of one file per chunk kept in `cache` (as a sync leaves it on the seed); its id."""
+    raw = json.dumps({"format": 3, "entries": [
+        {"path": "f%d" % i, "type": "file", "chunks": [[h, 1]]} for i, h in enumerate(hashes)]},
+        sort_keys=True, separators=(",", ":")).encode()
+    sid = hashlib.sha256(raw).hexdigest()
+    cache.save_manifest(sid, zlib.compress(raw))
+    return sid
+
+
+def _serve(tmp_path, sizes=None, others=0, **extra):
+    """A seed serving a cache of 20 chunks, the chunks of one snapshot, on loopback (and holding
+    `others` more of another snapshot): (offer, chunks, its thread, its input's write end)."""
     cache = Cache(str(tmp_path / "seed-cache"), None)
-    chunks = {}
-    for size in sizes or [1000 + 97 * i for i in range(20)]:
+    chunks, other = {}, []
+    for i, size in enumerate((sizes or [1000 + 97 * i for i in range(20)]) + [500] * others):
         data = os.urandom(size)
         h = hashlib.sha256(data).hexdigest()
         cache.put(h, data)
-        chunks[h] = data
+        if i < len(sizes or range(20)):
+            chunks[h] = data
+        else:
+            other.append(h)
+    extra.setdefault("snapshots", [_manifest(cache, list(chunks))])
+    _manifest(cache, other)
     cache.finish()
     cert, key = one_off_tls()
     token = os.urandom(32).hex()
@@ -222,3 +240,34 @@ def test_an_unreachable_seed_is_remembered_then_forgotten_then_remembered_again(
     assert sync_peers.recently_unreachable(key), "found unreachable again, but not remembered"
     sync_peers.judge_reach(key, [fine, cut])                           # one peer got through
     assert not sync_peers.recently_unreachable(key)
+
+
+def test_the_seed_serves_only_the_chunks_of_this_syncs_snapshots(tmp_path):
+    """The token opens the data this sync carries, not every chunk the host's cache keeps for the
+    same user's other leases."""
+    with serving(tmp_path, others=3) as (offer, chunks):
+        cache = Cache(str(tmp_path / "seed-cache"), None)
+        others = [h for h in _cached(cache) if h not in chunks]
+        assert len(others) == 3
+        missed, fetched, why = fetch_peer(offer, [*others, *chunks], _fresh(tmp_path))
+        assert sorted(missed) == sorted(others) and "lacks" in why
+        assert fetched == sum(map(len, chunks.values()))
+
+
+def test_a_seed_without_the_syncs_manifest_serves_nothing(tmp_path):
+    """The controller then pushes everything itself: told why, no port."""
+    r, w = os.pipe()
+    answers = []
+    cert, key = one_off_tls()
+    Cache(str(tmp_path / "seed-cache"), None).finish()
+    import fleet.snapshots.remote_cache as remote_cache
+    with pytest.raises(remote_cache.Failure, match="does not hold the manifest"):
+        serve_chunks({"cache": str(tmp_path / "seed-cache"), "cert": cert, "key": key, "token": "t",
+                      "bind": "127.0.0.1", "snapshots": ["a" * 64]}, os.fdopen(r, "rb"), answers.append)
+    os.close(w)
+    assert answers == []
+
+
+def _cached(cache):
+    return [name for d in os.listdir(cache.root) if len(d) == 2
+            for name in os.listdir(os.path.join(cache.root, d)) if len(name) == 64]
