@@ -126,6 +126,7 @@ class RunMeter:
         self.clock, self.idle = clock, idle
         self.telemetry, self.latest_utilisations = telemetry, latest_utilisations
         self.segments: list[OpenSegment] = []
+        self.shared: list[OpenSegment] = []   # machines another live run bills: counted here, not written
         self.run_spent_micro = 0
         self.last_tick: datetime | None = None
         self.project = self.user = ""
@@ -135,21 +136,24 @@ class RunMeter:
         self.persist_every_s = persist_every_s
         self.last_persist: datetime | None = None
 
-    def start(self, lease, price: Price | None, run_id: str | None = None, at: datetime | None = None) -> None:
+    def start(self, lease, price: Price | None, run_id: str | None = None, at: datetime | None = None,
+              paid_by_others: frozenset[str] = frozenset()) -> None:
         """Open a ledger segment per machine not opened yet (an unknown price without a budget
-        bills $0, marked so)."""
+        bills $0, marked so). `paid_by_others`: machines of a kept lease that another live run bills
+        already; this run counts their cost as its own (its budget, its record) but writes no rows
+        for them, so `fleet report` has each machine-second once."""
         at = at or self.clock()
         for machine in lease.machines:
-            self.open_machine(lease, machine, price, run_id=run_id, at=at)
+            self.open_machine(lease, machine, price, run_id=run_id, at=at, shared=machine.id in paid_by_others)
         self.project, self.user, self.run_id, self.lease_id = lease.project, lease.user, run_id, lease.id
 
     def open_machine(self, lease, machine, price: Price | None, run_id: str | None = None,
-                     at: datetime | None = None) -> None:
+                     at: datetime | None = None, *, shared: bool = False) -> None:
         """One machine's segment, opened as soon as the provider reports it (from inside its lease
         call, before the Lease exists: `lease` then carries only id, project, user, template and
         provider). A machine already open is left alone."""
         at = at or self.clock()
-        if any(seg.fixed["machine_id"] == machine.id for seg in self.segments):
+        if any(seg.fixed["machine_id"] == machine.id for seg in self.segments + self.shared):
             return
         self.project, self.user, self.run_id, self.lease_id = lease.project, lease.user, run_id, lease.id
         rate = getattr(machine, "price_per_hour", None)
@@ -161,18 +165,29 @@ class RunMeter:
             price = Price(to_micro(rate), str(own), price.shadow)
         p = price or Price(to_micro(rate or 0), "machine price" if rate else "unknown price",
                            lease.provider == "local")
-        self.segments.append(self.ledger.open_segment(lease=lease, machine=machine, price=p, run_id=run_id, at=at))
+        if shared:
+            from .attributed import attributed_segment
+            self.shared.append(attributed_segment(lease=lease, machine=machine, price=p, run_id=run_id, at=at))
+        else:
+            self.segments.append(self.ledger.open_segment(lease=lease, machine=machine, price=p, run_id=run_id,
+                                                          at=at))
         if self.last_persist is None:
             self.last_tick = self.last_persist = at
 
     def pending_micro(self, at: datetime) -> int:
         """Accrued since the last ledger rows, not yet written."""
         return sum(s.cost_between(s.last_end or s.start, max(at, s.last_end or s.start))
-                   for s in self.segments if not s.closed)
+                   for s in self.segments + self.shared if not s.closed)
 
     @property
     def burn_micro_per_hour(self) -> int:
-        return sum(s.price.per_hour_micro for s in self.segments if not s.closed)
+        return sum(s.price.per_hour_micro for s in self.segments + self.shared if not s.closed)
+
+    def _accrue_shared(self, at: datetime, *, close: bool = False) -> int:
+        if not self.shared:
+            return 0
+        from .attributed import accrue
+        return accrue(self.shared, at, close=close)
 
     def tick(self, at: datetime | None = None) -> Verdict:
         """Append this tick's rows, refresh the month's spend by others, and evaluate the budget."""
@@ -181,6 +196,7 @@ class RunMeter:
             seconds = (at - self.last_persist).total_seconds() if self.last_persist else 0.0
             tel = self.telemetry(seconds) if self.telemetry else None
             self.run_spent_micro += self.ledger.append(self.segments, at, telemetry=tel)
+            self.run_spent_micro += self._accrue_shared(at)
             self.last_persist = at
         self.last_tick = at
         spent = self.spent_micro(at)
@@ -221,9 +237,11 @@ class RunMeter:
         ends there and the burn rate drops. Returns the cost their last rows added."""
         at = at or self.clock()
         ending = [s for s in self.segments if not s.closed and s.fixed["machine_id"] in machine_ids]
-        if not ending:
-            return 0
-        added = self.ledger.close(ending, at)
+        shared = [s for s in self.shared if not s.closed and s.fixed["machine_id"] in machine_ids]
+        added = self.ledger.close(ending, at) if ending else 0
+        if shared:
+            from .attributed import accrue
+            added += accrue(shared, at, close=True)
         self.run_spent_micro += added
         return added
 
@@ -238,5 +256,6 @@ class RunMeter:
             self.run_spent_micro += hand_over(self.ledger, self.segments, kept, at, telemetry=tel)
         else:
             self.run_spent_micro += self.ledger.close(self.segments, at, telemetry=tel)
+        self.run_spent_micro += self._accrue_shared(at, close=True)
         self.last_tick = self.last_persist = at
         return self.run_spent_micro

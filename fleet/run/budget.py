@@ -133,10 +133,16 @@ class RunBudget:
                 return
             self.feed = TelemetryFeed({m.id: self.tel_dir / f"node-{m.node_rank}.jsonl" for m in lease.machines})
             with self.ledger.db.transaction():   # the lease's idle time ends where this run's begins
+                paid: frozenset[str] = frozenset()
                 if kept and not self.attributed:
                     from ..money.kept import close_kept
                     close_kept(self.ledger, lease, since or self.clock())
-                self._meter().start(lease, self.grant.price, run_id=ctx.run_id, at=since or lease.created_at)
+                    # What is still open after that is a live run's (close_kept ended the dead ones'):
+                    # it bills those machines until it ends, when they pass to the lease's kept time.
+                    paid = frozenset(seg.fixed["machine_id"] for seg in self.ledger.open_segments(lease.id)
+                                     if seg.fixed.get("run_id") != ctx.run_id)
+                self._meter().start(lease, self.grant.price, run_id=ctx.run_id, at=since or lease.created_at,
+                                    paid_by_others=paid)
             if not self.attributed:
                 self._tick(ctx)          # rows now: machines reported long ago in leasing are not "silent"
                 self._keep_ticking(ctx, lease.max_deadline)

@@ -234,3 +234,48 @@ def test_a_reservation_without_a_run_is_netted_only_by_its_leases_rows_from_when
     clock.advance(200)
     ledger.append(after)                                           # $2 after it
     assert res.held_micro(project="vision") == to_micro(3)
+
+
+def test_two_live_runs_on_one_kept_lease_put_each_machine_second_on_the_ledger_once(db, clock, tmp_path):
+    """Run 2 starts on the lease while run 1 still bills its machine: `fleet report` must show that
+    machine's time once (run 1's, then the lease's kept time once run 1 ends), while run 2's own
+    figure (its budget, its record) still counts the machine time it used."""
+    import threading
+    from dataclasses import dataclass
+
+    from fleet.run.budget import RunBudget
+
+    @dataclass
+    class KeptLeaseRow(_Lease):
+        max_deadline: object = None
+
+    @dataclass
+    class RankedMachine(_Machine):
+        node_rank: int = 0
+
+    grant_1 = gate(db, clock).grant(offer(), run_id="r-1", lease_id="l-1")
+    row = record_lease(db, clock, "l-1")
+    lease = KeptLeaseRow(row.id, row.project, row.user, row.template, row.provider,
+                         [RankedMachine(m.id, m.gpu_slots) for m in row.machines], max_deadline=clock() + timedelta(hours=8))
+    run_1 = metered(db, clock, grant_1, lease, "r-1")
+    clock.advance(60)
+    run_1.tick()                                                   # $0.60, and a live run's recent row
+    grant_2 = gate(db, clock).grant(offer(max_s=600), run_id="r-2", lease_id="l-1", kept=True)
+    run_2 = RunBudget(grant_2, SimpleNamespace(db=db), lease_id="l-1", run_dir=tmp_path, clock=clock)
+    ctx = SimpleNamespace(run_id="r-2", events=SimpleNamespace(warn=lambda message: None), offer=offer(),
+                          cancel=threading.Event(), request_stop=lambda *args: None)
+    run_2.start(ctx, lease, since=clock(), kept=True)
+    clock.advance(600)                                             # both run for ten minutes: $6 of machine time
+    run_1.tick()
+    run_2.tick(ctx)
+    ledger = Ledger(db, clock)
+    assert ledger.spent_micro(project="vision") == to_micro("6.60")   # not $12.60
+    assert run_2.spent_micro() == to_micro(6)                      # run 2's own figure counts what it used
+    run_1.finish(kept=lease)                                       # run 1 ends: the machine passes to kept time
+    clock.advance(100)
+    cost = run_2.finish(ctx, kept=lease)
+    assert cost.total_micro == to_micro(7)
+    open_now = ledger.open_segments("l-1")
+    assert [s.segment_id.endswith("#kept") for s in open_now] == [True]
+    ledger.close(open_now, clock())
+    assert ledger.spent_micro(project="vision") == to_micro("7.60")   # 760 machine-seconds, each once
