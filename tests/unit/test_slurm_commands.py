@@ -290,9 +290,11 @@ def test_accounting_keeps_a_shrunk_jobs_records_and_drops_an_older_job_under_a_r
     assert same_job([after, old, before]) == [after, before]
 
 
-def test_a_slurm_too_old_for_me_still_answers_a_scan():
+def test_a_slurm_too_old_for_me_still_answers_a_scan_with_the_login_users_jobs_only():
     runner = Scripted({"squeue": [(1, "", "squeue: unrecognized option '--json'\n"),
                                   (1, "", "squeue: unrecognized option '--me'\n"),
-                                  (0, recorded("squeue-format.txt"), "")]})
+                                  (0, recorded("squeue-format.txt"), "")],
+                       "id": [(0, "alice\n", "")]})
     jobs = SlurmCommands(runner).queue()
-    assert jobs and "--me" in runner.seen[1][0] and "--me" not in runner.seen[2][0]
+    asked = [argv for argv, _stdin, _env in runner.seen if argv[0] == "squeue"]
+    assert jobs and "--me" in asked[1] and "--me" not in asked[2] and "--user=alice" in asked[2]

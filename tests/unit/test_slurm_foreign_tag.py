@@ -5,6 +5,7 @@ lease. It did: `fleet status` showed a lease whose own job had ended as running 
 and the leftover sweep tried to cancel it as an orphan of ours."""
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 from fleet.models import Lease, Machine, utcnow
@@ -55,8 +56,9 @@ def test_a_foreign_job_wearing_our_tag_is_not_the_leases_job():
 def test_the_leftover_sweep_cancels_only_jobs_the_lease_recorded(fleet_home):
     from fleet.state import open_state
     state = open_state()
-    state.save_lease(_lease("l-old", "42"))
-    state.save_lease(_lease("l-crashed", None))
+    # Leases no longer live (a live one's release ends its own jobs, and may be a teammate's queuing `fleet up`).
+    state.save_lease(dataclasses.replace(_lease("l-old", "42"), status="released"))
+    state.save_lease(dataclasses.replace(_lease("l-crashed", None), status="expired"))
     slurm = _Slurm([_job("42", JobState.RUNNING, "fleet:lease=l-old"),
                     _job("77", JobState.RUNNING, "fleet:lease=l-old"),       # someone else's, our tag
                     _job("88", JobState.PENDING, "fleet:lease=l-crashed")])   # ours, its id never recorded

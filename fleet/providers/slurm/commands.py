@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Mapping, Protocol, Sequence
 
 from ...errors import EnvironmentProblem
-from .errors import ControllerUnreachable, LoginNodeUnreachable, SlurmError, classify_failure
+from .errors import ControllerUnreachable, LoginNodeUnreachable, SlurmError, classify_failure, read_output
 from .ownership import is_leases, list_jobs, login_user, sacct_argv, same_job
 from .parsing import STEPS_FORMAT, AccountedJob, JobStep, QueuedJob, parse_sacct, parse_scontrol_job, parse_steps
 from .settings import reads_as_ssh_option
@@ -47,8 +47,10 @@ class LocalRunner:
     def __call__(self, argv: Sequence[str], *, stdin: str | None = None, env: Mapping[str, str] | None = None,
                  timeout: float = 60) -> CommandResult:
         try:
-            done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, timeout=timeout,
-                                  env=tool_env(self.env, env))
+            # errors="replace": another user's job name or comment is in squeue's output, and one byte
+            # that is not UTF-8 there must not stop every fleet command on the cluster.
+            done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, errors="replace",
+                                  timeout=timeout, env=tool_env(self.env, env))
         except FileNotFoundError:
             raise EnvironmentProblem(f"{argv[0]} not found on this computer",
                                      hint="run fleet on a Slurm login node, or set [slurm] login") from None
@@ -110,7 +112,7 @@ class SSHRunner:
         full = self.base + self.mux + [self.destination, "--", self.remote_command(argv, env)]
         try:
             done = subprocess.run(full, input=stdin if stdin is not None else "", capture_output=True,
-                                  text=True, timeout=timeout)
+                                  text=True, errors="replace", timeout=timeout)
         except FileNotFoundError:
             raise EnvironmentProblem("ssh (the OpenSSH client) is not installed") from None
         except subprocess.TimeoutExpired:
@@ -310,7 +312,7 @@ class SlurmCommands:
         if not job_ids:
             return []
         user = login_user(self) if lease_id is not None else None
-        records = parse_sacct(self._run(sacct_argv(job_ids, user), env={"TZ": "UTC"}).stdout)
+        records = read_output("sacct", parse_sacct, self._run(sacct_argv(job_ids, user), env={"TZ": "UTC"}).stdout)
         return same_job([r for r in records if lease_id is None or is_leases(r, lease_id)])
 
     def cancel(self, job_ids: Sequence[str], signal: str | None = None, *, user: str | None = None,
@@ -331,7 +333,7 @@ class SlurmCommands:
             if "Invalid job id" in result.stderr:
                 return None
             raise classify_failure("scontrol", result.returncode, result.stderr)
-        return parse_scontrol_job(result.stdout)
+        return read_output("scontrol", parse_scontrol_job, result.stdout)
 
     def steps(self, job_id: str) -> list[JobStep]:
         """The job's running steps; none once it has ended."""
@@ -340,7 +342,7 @@ class SlurmCommands:
             if "Invalid job id" in result.stderr:
                 return []
             raise classify_failure("squeue", result.returncode, result.stderr)
-        return parse_steps(result.stdout)
+        return read_output("squeue", parse_steps, result.stdout)
 
     def signal_step(self, step_id: str, signal: str) -> None:
         """Send one signal to every process of a step (`scancel --signal`: the step is not ended by

@@ -20,6 +20,17 @@ class SlurmError(InfrastructureError):
         super().__init__(message, hint=hint)
 
 
+def read_output(tool: str, parse, text: str):
+    """`parse(text)`, or one SlurmError when the output is not what fleet can read: squeue lists every
+    user's jobs, so another user's job name or comment is in what is parsed, and a malformed listing
+    must fail as Slurm failing (a release then still tries its filtered scancel), never as a crash."""
+    try:
+        return parse(text)
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, RecursionError) as exc:
+        raise SlurmError(f"{tool} printed output fleet cannot read ({type(exc).__name__}: {str(exc)[:200]})",
+                         slurm_reason="unreadable output") from None
+
+
 class SlurmUsageError(UsageError):
     """The request names something the cluster does not have (a config problem)."""
 

@@ -14,7 +14,7 @@ import sys
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Sequence
 
-from .errors import SlurmError, classify_failure
+from .errors import SlurmError, classify_failure, read_output
 from .parsing import (SACCT_FIELDS, SQUEUE_FORMAT, AccountedJob, QueuedJob, parse_squeue_format,
                       parse_squeue_json)
 
@@ -102,7 +102,7 @@ def list_jobs(slurm: "SlurmCommands", wanted: set[str] | None, whose: str = "min
     if slurm._json:
         result = slurm._run(squeue_json_argv(), check=False)
         if result.returncode == 0 and result.stdout.lstrip().startswith("{"):
-            jobs = parse_squeue_json(result.stdout, wanted)
+            jobs = read_output("squeue", lambda text: parse_squeue_json(text, wanted), result.stdout)
             return jobs if whose == "any" else [j for j in jobs if owned(slurm, j) == (whose == "mine")]
         if "json" not in (result.stderr + result.stdout).lower():
             raise classify_failure("squeue", result.returncode, result.stderr or result.stdout)
@@ -126,13 +126,14 @@ def owned(slurm: "SlurmCommands", job: QueuedJob) -> bool:
 def _format_jobs(slurm: "SlurmCommands", argv: list[str], wanted: set[str] | None) -> list[QueuedJob]:
     result = slurm._run(argv, check=False)
     if result.returncode != 0 and "--me" in argv and "--me" in (result.stderr or ""):
-        # A Slurm too old for --me: every user's jobs, as before (their comments could forge lines).
-        result = slurm._run([a for a in argv if a != "--me"], check=False)
+        # A Slurm too old for --me: the login's jobs by name. Never every user's: the text output
+        # names no owner, so another user's job wearing the lease's name and tag would read as ours.
+        result = slurm._run([f"--user={login_user(slurm)}" if a == "--me" else a for a in argv], check=False)
     if result.returncode != 0:
         if "Invalid job id" in result.stderr:
             return []
         raise classify_failure("squeue", result.returncode, result.stderr)
-    return [j for j in parse_squeue_format(result.stdout) if wanted is None or j.job_id in wanted]
+    return [j for j in read_output("squeue", parse_squeue_format, result.stdout) if wanted is None or j.job_id in wanted]
 
 
 def lease_jobs(slurm: "SlurmCommands", lease_id: str, recorded: Sequence[str]) -> list[QueuedJob]:

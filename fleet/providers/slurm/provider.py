@@ -38,7 +38,7 @@ from .loss import ExplainsJobLoss
 from .ownership import TAG, cancel_leases_jobs, is_leases, job_name, lease_jobs, owned, owns, tag
 from .settings import SlurmSettings
 from .shrink import release_nodes
-from .staging import remove_staging, staging_probe
+from .staging import remove_staging, staging_dir_of, staging_probe
 from .steps import NodeStep, reap, start_node
 
 HOLD = "#!/bin/sh\n# fleet: this job only holds the allocation; fleet's node steps run inside it.\nexec sleep 100000000\n"
@@ -321,8 +321,9 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         slurm = self._commands_for(lease)
         cancel_leases_jobs(slurm, lease.id, _recorded_jobs(lease))   # only jobs proven the lease's
         reap(self._steps.pop(lease.id, []))
-        if (lease.meta or {}).get("slurm_staging"):
-            remove_staging(slurm, lease.meta["slurm_staging"])
+        staged = staging_dir_of(lease.id, (lease.meta or {}).get("slurm_staging"))
+        if staged is not None:
+            remove_staging(slurm, staged)
         from ..local import lease_key_path
         _forget_keys(lease_key_path(lease.id))
 
@@ -356,9 +357,12 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
             if any(m.startswith(f"{lease_id}-n") for m in live_machine_ids):
                 continue
             try:
-                recorded = _recorded_jobs(state.get_lease(lease_id))
+                owner = state.get_lease(lease_id)
             except NotFound:
                 continue      # not this FLEET_HOME's (another laptop of the team): never ours to end
+            if owner.status in ("active", "leasing"):
+                continue      # a live lease (a teammate's `fleet up` still queuing): its release ends its jobs
+            recorded = _recorded_jobs(owner)
             if recorded and job.job_id not in recorded:
                 continue      # another job of this user's wearing the lease's tag: not the lease's
             self.slurm.cancel([job.job_id])

@@ -44,11 +44,25 @@ def staging_probe(slurm: SlurmCommands, cfg: SlurmSettings, lease_id: str) -> di
     return None
 
 
+def staging_dir_of(lease_id: str, recorded: object) -> str | None:
+    """The staging directory recorded on a lease, when it is one `staging_probe` makes for that lease
+    (an absolute path ending in fleet-<lease id>-inputs, no `..`); None otherwise. The lease row is
+    in a state teammates can write: a path planted there must never reach `rm -rf`."""
+    import posixpath
+    if not isinstance(recorded, str) or not recorded.startswith("/") or "\0" in recorded:
+        return None
+    if posixpath.normpath(recorded) != recorded.rstrip("/") or ".." in recorded.split("/"):
+        return None
+    return recorded if posixpath.basename(recorded) == f"fleet-{lease_id}-inputs" else None
+
+
 def remove_staging(slurm: SlurmCommands, directory: str) -> None:
-    """Remove a lease's staging directory from the login node (idempotent, best effort). A link
-    there is not the lease's (chmod -R follows a link it is given): left as it is."""
+    """Remove a lease's staging directory from the login node (idempotent, best effort). Only a
+    directory of this user's: a link there is not the lease's (chmod -R follows a link it is given),
+    and neither is another user's directory of that name."""
     try:        # staged data is read-only: make it writable to remove it
-        slurm._run(["sh", "-c", '[ -L "$1" ] || { chmod -R u+w -- "$1" 2>/dev/null; rm -rf -- "$1"; }',
+        slurm._run(["sh", "-c", '[ ! -L "$1" ] && [ -d "$1" ] && [ -O "$1" ] && '
+                    '{ chmod -R u+w -- "$1" 2>/dev/null; rm -rf -- "$1"; }',
                     "sh", directory], check=False)
     except Exception:  # noqa: BLE001 — the node steps remove it too when the job ends
         pass
