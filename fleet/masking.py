@@ -20,8 +20,22 @@ _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH", r
 _URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:([^/\s]+)@")
 
 
+MIN_MASKED = 4        # a shorter value is no secret, and masking it would take it out of every id and hash
+MIN_GUESSED = 6       # a value secret only by its variable's name: NUM_KEYS=8, MAX_TOKENS=4096 are settings
+_NOT_SECRET_WORDS = {"true", "false", "yes", "no", "on", "off", "none", "null"}
+
+
 def looks_secret(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
+
+
+def secret_by_name(name: str, value: object) -> bool:
+    """An [env] value taken for a secret by its variable's name alone (TOKEN, KEY, AUTH…): only where
+    the value could be one. TOKENIZERS_PARALLELISM=false, NUM_KEYS=8 or MAX_TOKENS=131072 are
+    settings, and masking them would blank every "8" or "false" in the run's ids, hashes and logs."""
+    text = str(value)
+    return (looks_secret(name) and len(text) >= MIN_GUESSED and not text.isdigit()
+            and text.strip().lower() not in _NOT_SECRET_WORDS)
 
 
 def _looks_generated(value: str) -> bool:
@@ -50,6 +64,7 @@ class Masker:
             if v:
                 parts.add(v)
                 parts.update(line.strip() for line in v.splitlines() if line.strip())
+        parts = {p for p in parts if len(p) >= MIN_MASKED}
         # longest first, so a value that contains another is masked whole
         self.values = sorted(parts, key=len, reverse=True)
         self.mark = mark
@@ -63,7 +78,7 @@ class Masker:
         e = os.environ if environ is None else environ
         wanted = secret_names(config, e) + list(names)
         literal_env = dict(getattr(config, "env", None) or {}) | dict(env or {})
-        literal = [str(v) for k, v in literal_env.items() if k in wanted or looks_secret(k)]
+        literal = [str(v) for k, v in literal_env.items() if k in wanted or secret_by_name(k, v)]
         # A password inside a URL value is secret whatever the variable is called (DATABASE_URL,
         # MLFLOW_TRACKING_URI): masked as ":…@" where it sits in a URL, and on its own too only when
         # it looks generated (a word such as "postgres" would mask unrelated text).

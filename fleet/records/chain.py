@@ -16,12 +16,17 @@ from decimal import Decimal
 from typing import Any
 
 from ..errors import IntegrityError, NotFound
-from ..masking import REDACTED, Masker, looks_secret
+from ..masking import MIN_MASKED, REDACTED, Masker, looks_secret, secret_by_name
 from ..models import to_jsonable, utcnow
 
 GENESIS = "0" * 64
 RECORD_VERSION = 1
 _CHAIN_FIELDS = ("prev_hash", "hash", "seq")
+# What pins and identifies a run: ids, hashes, times, figures. Never masked: a secret value that
+# happens to occur inside one (a short token in a snapshot id) would make the record point nowhere.
+_PINNED_FIELDS = ("run_id", "code_commit", "code_snapshot", "code_dirty_snapshot", "data_snapshots",
+                  "output_snapshot", "config_hash", "gpus", "machines", "started_at", "ended_at", "exit_status",
+                  "status", "cost_usd", "cost_shadow", "lease_id", "rerun_of", "resumed_from", "version")
 
 
 @dataclass
@@ -100,14 +105,14 @@ def canonical(body: dict[str, Any]) -> bytes:
 
 def redact_env(env: dict[str, str], secrets: list[str] | tuple[str, ...] = ()) -> dict[str, str]:
     marked = set(secrets)
-    return {k: (REDACTED if k in marked or looks_secret(k) else str(v)) for k, v in env.items()}
+    return {k: (REDACTED if k in marked or secret_by_name(k, v) else str(v)) for k, v in env.items()}
 
 
 def scrub(text: str, env: dict[str, str], secrets: list[str] | tuple[str, ...] = ()) -> str:
     """Remove secret values that appear literally in text (e.g. a token pasted into the command)."""
     marked = set(secrets)
     for k, v in env.items():
-        if (k in marked or looks_secret(k)) and v and len(str(v)) >= 4:
+        if (k in marked or secret_by_name(k, v)) and v and len(str(v)) >= MIN_MASKED:
             text = text.replace(str(v), REDACTED)
     return text
 
@@ -144,7 +149,7 @@ def redact_record(record: RunRecord, secrets: list[str] | tuple[str, ...] = ()) 
     record.env = redact_env(record.env, secrets)
     if masker:
         for f in fields(record):
-            if f.name not in _CHAIN_FIELDS:
+            if f.name not in _CHAIN_FIELDS and f.name not in _PINNED_FIELDS:
                 setattr(record, f.name, masker.mask_obj(getattr(record, f.name)))
     return record
 
@@ -243,12 +248,17 @@ def list_records(db=None, *, limit: int = 200, project: str | None = None,
     return out[:limit]
 
 
-def verify_chain(db=None) -> list[str]:
-    """Problems in chain order, first tampered record first; empty when the chain is intact."""
+def verify_chain(db=None, *, from_seq: int | None = None) -> list[str]:
+    """Problems in chain order, first tampered record first; empty when the chain is intact.
+    `from_seq`: only what the records from that one to the tip show (a record rewritten with its
+    hash shows at the next record's link): whether that record is still vouched for up to the tip."""
     db = _db(db)
     problems: list[str] = []
     prev, prev_label, prev_ok = GENESIS, "the start of the chain", True
     for row in db.execute("SELECT * FROM run_records ORDER BY seq"):
+        if from_seq is not None and row["seq"] < from_seq:
+            prev, prev_label, prev_ok = row["hash"], f"run record #{row['seq']} (run {row['run_id']})", True
+            continue
         label = f"run record #{row['seq']} (run {row['run_id']})"
         body = row["body"].encode()
         try:

@@ -81,6 +81,11 @@ def rerun(run_id: str, *, base_dir: Path | None = None, events=None, keep_s: int
     from ..run.types import RunOptions
     from ..snapshots import file_hashes, open_store
     rec = get_record(run_id, db)
+    problems = record_problems(rec, db)
+    if problems:   # what a rerun replays (command, code, data) comes from this record: it must be the one written
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise IntegrityError(f"run {rec.run_id}'s record cannot be trusted: {problems[0]}{more}",
+                             hint="`fleet audit --verify` lists every problem; nothing was leased")
     config = rerun_config(rec, (base_dir or Path.cwd()).resolve())
     provider = provider_for(config)
     # Before anything is leased: the recorded image must still exist (or --allow-image-change).
@@ -98,6 +103,15 @@ def rerun(run_id: str, *, base_dir: Path | None = None, events=None, keep_s: int
     return summary
 
 
+def record_problems(rec: RunRecord, db=None) -> list[str]:
+    """Why `rec` may not be the record that was written: its own hash, the chain's links from it to
+    the tip, and the anchors that vouch for the tip (empty: it is)."""
+    from .anchor import check_anchors
+    from .chain import _db
+    db = _db(db)
+    return verify_chain(db, from_seq=rec.seq) + check_anchors(db, {rec.store} if rec.store else set())
+
+
 def audit(run_id: str, *, db=None) -> dict[str, Any]:
     from ..snapshots import load, verify
     rec = get_record(run_id, db)
@@ -113,7 +127,7 @@ def audit(run_id: str, *, db=None) -> dict[str, Any]:
         except FleetError as exc:
             item.update(present=False, problems=[exc.one_line()])
         snaps.append(item)
-    chain_problems = [p for p in verify_chain(db) if f"(run {rec.run_id})" in p]
+    chain_problems = record_problems(rec, db)
     body = rec.body()
     return {"record": body, "seq": rec.seq, "hash": rec.hash, "chain_ok": not chain_problems,
             "chain_problems": chain_problems, "snapshots": snaps}

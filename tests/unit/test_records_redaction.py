@@ -52,3 +52,29 @@ def test_state_runs_table_never_holds_a_secret_value(db, monkeypatch):
     row = state.get_run("r-3")
     assert row["command"] == f"run {REDACTED}"
     assert "canary-abcdefg" not in repr(row)
+
+
+def test_settings_named_like_secrets_are_not_masked_and_ids_never_are(db, monkeypatch):
+    """NUM_KEYS=8 or TOKENIZERS_PARALLELISM=false are settings (a red-team finding: masking "8" took
+    it out of the run id and every snapshot id, so `fleet runs show` and `audit --verify` failed for
+    ever); a real token under such a name is still masked, and a named secret that happens to occur
+    inside an id leaves the id whole."""
+    from fleet.masking import Masker
+    monkeypatch.setenv("FLEET_SECRET_NAMES", "")
+    env = {"NUM_KEYS": "8", "TOKENIZERS_PARALLELISM": "false", "MAX_TOKENS": "131072",
+           "WANDB_API_KEY": "k3y-0f-f0rty-ch4rs"}
+    masker = Masker.for_config(None, env=env)
+    assert masker("run r-8 with 8 keys, parallelism false, 131072 tokens, key k3y-0f-f0rty-ch4rs") == \
+        "run r-8 with 8 keys, parallelism false, 131072 tokens, key ***"
+    monkeypatch.setenv("SHORT_NAMED", "abcd")
+    snapshot = "abcd" + "0" * 60
+    rec = append_record(RunRecord(run_id="r-abcd-8f3f570", command="train abcd", env=env, code_snapshot=snapshot,
+                                  data_snapshots={"train": snapshot}, config={"env": env}), db,
+                        secrets=["SHORT_NAMED"])
+    stored = get_record("r-abcd-8f3f570", db)
+    assert (stored.run_id, stored.code_snapshot, stored.data_snapshots) == ("r-abcd-8f3f570", snapshot,
+                                                                            {"train": snapshot})
+    assert stored.command == f"train {REDACTED}"
+    assert stored.env == {"NUM_KEYS": "8", "TOKENIZERS_PARALLELISM": "false", "MAX_TOKENS": "131072",
+                          "WANDB_API_KEY": REDACTED}
+    assert rec.config["env"]["NUM_KEYS"] == "8"
