@@ -29,7 +29,8 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from ..errors import EnvironmentProblem, NotFound
-from .store import HEX64, STORE_FORMAT, ManifestInfo, check_name, format_record, parse_format
+from .store import (HEX64, STORE_FORMAT, ManifestInfo, check_name, format_record, is_snapshot_id, manifest_name,
+                    parse_format)
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
@@ -308,27 +309,24 @@ class LocalStore:
 
     # -- manifests ------------------------------------------------------------------------------
     def put_manifest(self, snapshot_id: str, data: bytes) -> None:
-        self._write(self.root / "manifests" / snapshot_id, data, durable=True)
+        self._write(self.root / "manifests" / manifest_name(snapshot_id, str(self.root)), data, durable=True)
 
     def get_manifest(self, snapshot_id: str) -> bytes:
         try:
-            return (self.root / "manifests" / snapshot_id).read_bytes()
+            return (self.root / "manifests" / manifest_name(snapshot_id, str(self.root))).read_bytes()
         except FileNotFoundError:
             raise NotFound(f"no snapshot {snapshot_id[:12]} in the store {self.root}") from None
 
     def has_manifest(self, snapshot_id: str) -> bool:
-        return (self.root / "manifests" / snapshot_id).exists()
+        return is_snapshot_id(snapshot_id) and (self.root / "manifests" / snapshot_id).exists()
 
     def delete_manifest(self, snapshot_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
-            (self.root / "manifests" / snapshot_id).unlink()
+            (self.root / "manifests" / manifest_name(snapshot_id, str(self.root))).unlink()
 
     def list_manifests(self) -> list[ManifestInfo]:
-        out = []
-        for f in (self.root / "manifests").iterdir():
-            if HEX64.match(f.name):
-                st = f.stat()
-                out.append(ManifestInfo(f.name, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc)))
+        stats = [(f.name, f.stat()) for f in (self.root / "manifests").iterdir() if is_snapshot_id(f.name)]
+        out = [ManifestInfo(name, st.st_size, datetime.fromtimestamp(st.st_mtime, timezone.utc)) for name, st in stats]
         return sorted(out, key=lambda m: (m.created_at, m.id))
 
     # -- names ----------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator, Mapping
 
 from ..errors import EnvironmentProblem, NotFound, UsageError
-from .store import HEX64, STORE_FORMAT, ManifestInfo, check_name, format_record, parse_format
+from .store import (HEX64, STORE_FORMAT, ManifestInfo, check_name, format_record, is_snapshot_id, manifest_name,
+                    parse_format)
 
 MULTIPART_THRESHOLD = 8 * 1024 * 1024
 
@@ -193,7 +194,7 @@ class S3Store:
     # -- manifests ------------------------------------------------------------------------------
     def put_manifest(self, snapshot_id: str, data: bytes) -> None:
         self._mark_format()
-        self._put(self._key("manifests", snapshot_id), data, f"upload manifest {snapshot_id[:12]}")
+        self._put(self._key("manifests", manifest_name(snapshot_id, self.url)), data, f"upload manifest {snapshot_id[:12]}")
 
     def _mark_format(self) -> None:
         """Before this process first publishes here: refuse a store of a newer format, and record
@@ -210,15 +211,15 @@ class S3Store:
 
     def get_manifest(self, snapshot_id: str) -> bytes:
         try:
-            return self._get(self._key("manifests", snapshot_id), f"snapshot {snapshot_id[:12]}")
+            return self._get(self._key("manifests", manifest_name(snapshot_id, self.url)), f"snapshot {snapshot_id[:12]}")
         except NotFound:
             raise NotFound(f"no snapshot {snapshot_id[:12]} in the store {self.url}") from None
 
     def has_manifest(self, snapshot_id: str) -> bool:
-        return self._exists(self._key("manifests", snapshot_id))
+        return is_snapshot_id(snapshot_id) and self._exists(self._key("manifests", snapshot_id))
 
     def delete_manifest(self, snapshot_id: str) -> None:
-        self._delete(self._key("manifests", snapshot_id))
+        self._delete(self._key("manifests", manifest_name(snapshot_id, self.url)))
 
     def list_manifests(self) -> list[ManifestInfo]:
         out = [ManifestInfo(o["Key"].rsplit("/", 1)[-1], o["Size"], o["LastModified"])

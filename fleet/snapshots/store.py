@@ -26,6 +26,21 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 
+def is_snapshot_id(value: object) -> bool:
+    """A snapshot id as stores name manifests: 64 lowercase hex digits, nothing else (no path)."""
+    return isinstance(value, str) and HEX64.fullmatch(value) is not None
+
+
+def manifest_name(snapshot_id: str, where: str) -> str:
+    """`snapshot_id` as a manifest's file or key name. An id is also what a machine's sync answer or
+    a record names: one that is a path ("/dev/zero", "../x") must never be opened, so anything but
+    an id is a snapshot the store does not hold."""
+    if not is_snapshot_id(snapshot_id):
+        from ..errors import NotFound
+        raise NotFound(f"no snapshot {str(snapshot_id)[:64]!r} in the store {where}: not a snapshot id")
+    return snapshot_id
+
+
 @dataclass(frozen=True)
 class ManifestInfo:
     id: str

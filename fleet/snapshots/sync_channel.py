@@ -27,6 +27,32 @@ FAST_KEX_OPTIONS = ("-o", "KexAlgorithms=^curve25519-sha256,curve25519-sha256@li
 # A machine that vanishes without a word (its network gone, the instance stopped) never closes the
 # TCP connection; ssh's own probes end the client after ~60 s of silence from sshd instead.
 ALIVE_OPTIONS = ("-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4")
+# One answer line from the helper: its chunk list for a very large tree fits; a line without end
+# from a hostile machine stops here instead of filling the controller's memory.
+MAX_ANSWER = 256 * 1024 * 1024
+_ID_LISTS = ("current", "need", "missing", "objects", "failed", "materialised")
+_COUNTS = ("fetched", "received", "evicted_bytes", "objects_fetched", "reused")
+
+
+def answer_of(line: bytes) -> dict:
+    """One helper answer, in the shape the controller reads it, else ValueError (the sync then fails
+    in one line naming the machine): the machine is not trusted, and a hostile helper's `[]` or
+    `{"current": 5}` must not surface as an internal error."""
+    if len(line) > MAX_ANSWER:
+        raise ValueError(f"the machine's answer is longer than {MAX_ANSWER >> 20} MiB")
+    obj = json.loads(line)
+    if not isinstance(obj, dict):
+        raise ValueError("the machine's answer is not a JSON object")
+    for key in _ID_LISTS:
+        if key in obj and not (isinstance(obj[key], list) and all(isinstance(x, str) for x in obj[key])):
+            raise ValueError(f"the machine's answer has a malformed {key!r}")
+    have = obj.get("have", {})
+    if not (isinstance(have, dict) and all(isinstance(v, str) for v in have.values())):
+        raise ValueError("the machine's answer has a malformed 'have'")
+    for key in _COUNTS:
+        if key in obj and not (type(obj[key]) is int and obj[key] >= 0):
+            raise ValueError(f"the machine's answer has a malformed {key!r}")
+    return obj
 
 
 def use_openssh() -> bool:
@@ -69,10 +95,10 @@ class ParamikoChannel:
             self.sent += len(b)
 
     def reply(self) -> dict:
-        line = self.out.readline()
+        line = self.out.readline(MAX_ANSWER + 1)
         if not line:
             raise _gone(self.chan.makefile_stderr("rb").read().decode(errors="replace").strip())
-        return json.loads(line)
+        return answer_of(line)
 
     def close(self) -> int:
         try:
@@ -113,7 +139,7 @@ class OpenSSHChannel:
         os.set_blocking(self.fd, False)
         self.out_fd = self.proc.stdout.fileno()
         os.set_blocking(self.out_fd, False)
-        self.pending = b""
+        self.pending = bytearray()             # appended in place: a long answer is not copied per read
         self.sent = 0
 
     def _await(self, *, write: bool) -> None:
@@ -142,6 +168,9 @@ class OpenSSHChannel:
             if not got:
                 raise BrokenPipeError("the sync helper ended")   # reply() then reads why
             self.pending += got
+            if len(self.pending) > MAX_ANSWER:
+                self.proc.kill()
+                raise ValueError(f"the machine's answer is longer than {MAX_ANSWER >> 20} MiB")
             end = time.monotonic() + self.timeout
 
     def send(self, bufs: list) -> None:
@@ -162,7 +191,12 @@ class OpenSSHChannel:
                     n = 0
 
     def reply(self) -> dict:
-        while b"\n" not in self.pending:
+        scanned = 0                            # a long line is scanned once, not again on every read
+        while self.pending.find(b"\n", scanned) < 0:
+            scanned = len(self.pending)
+            if scanned > MAX_ANSWER:
+                self.proc.kill()
+                raise ValueError(f"the machine's answer is longer than {MAX_ANSWER >> 20} MiB")
             try:
                 got = os.read(self.out_fd, 1 << 16)
             except BlockingIOError:
@@ -173,8 +207,10 @@ class OpenSSHChannel:
                     self.proc.stdin.close()
                 raise _gone(self.proc.stderr.read().decode(errors="replace").strip())
             self.pending += got
-        line, _, self.pending = self.pending.partition(b"\n")
-        return json.loads(line)
+        end = self.pending.index(b"\n")
+        line = bytes(self.pending[:end])
+        del self.pending[:end + 1]
+        return answer_of(line)
 
     def close(self) -> int:
         try:

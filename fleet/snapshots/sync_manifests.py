@@ -16,6 +16,7 @@ import zlib
 from typing import TYPE_CHECKING
 
 from ..errors import IntegrityError
+from .store import is_snapshot_id
 
 if TYPE_CHECKING:
     from .manifest import Manifest
@@ -105,8 +106,8 @@ class Prepared:
         """Manifest `sid` as a change of `base` (compressed JSON: format, entries to put, paths to
         drop, the new `deleted` list), or None when that would not help (a source listing, a base
         this sync cannot read, or a change that is most of the manifest)."""
-        if sid in self.sources or base in self.sources or base == sid:
-            return None
+        if not is_snapshot_id(base) or sid in self.sources or base in self.sources or base == sid:
+            return None        # the machine names its base: never a path for the store to open
         try:
             new, old = self.body(sid), self.body(base)
         except (IntegrityError, OSError, ValueError):
