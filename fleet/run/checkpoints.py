@@ -24,6 +24,8 @@ from ..errors import FleetError, IntegrityError, MachineUnreachable
 from ..models import Lease, Machine
 
 HEADER = 77   # 64 hex id + 12 digit length + newline
+MAX_HEAD = 256 * 1024 * 1024    # the machine's listing line: a checkpoint of a very large tree fits
+MAX_CHUNK = 64 * 1024 * 1024    # no chunk of any store format is larger
 
 
 def checkpoint_dir(machine: Machine, run_id: str) -> str:
@@ -111,11 +113,14 @@ def _upload(machine: Machine, store, run_id: str, timeout: float) -> CheckpointU
             chan.settimeout(timeout)
             chan.exec_command(_upload_command(machine, run_id))
             rf, wf = chan.makefile("rb"), chan.makefile_stdin("wb")
-            line = rf.readline()
+            line = rf.readline(MAX_HEAD + 1)
             if not line:
                 err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
                 raise MachineUnreachable(f"checkpoint upload from {machine.id} failed: {err[-300:] or 'no answer'}")
-            head = json.loads(line)
+            head = json.loads(line) if len(line) <= MAX_HEAD else None
+            if not isinstance(head, dict) or not isinstance(head.get("entries"), list) \
+                    or not all(isinstance(e, dict) for e in head["entries"]):
+                raise ValueError("its checkpoint listing is malformed")
             entries = [Entry.from_json(e) for e in head["entries"]]
             for e in entries:
                 check_relpath(e.path)
@@ -129,7 +134,13 @@ def _upload(machine: Machine, store, run_id: str, timeout: float) -> CheckpointU
             sent = 0
             for expected in missing:
                 header = _read_exact(rf, HEADER)
-                h, n = header[:64].decode(), int(header[64:76])
+                h, field = header[:64].decode("ascii", "replace"), header[64:76]
+                # The size the listing gave this chunk, and nothing else: a frame length from the
+                # machine ("-01", 12 nines) must never set how much the controller reads into memory.
+                if not field.isdigit() or int(field) != wanted[expected] or int(field) > MAX_CHUNK:
+                    raise ValueError(f"its frame for chunk {expected[:12]} has length {field!r}, not the listed "
+                                     f"{wanted[expected]}")
+                n = int(field)
                 data = _read_exact(rf, n)
                 if h != expected or hashlib.sha256(data).hexdigest() != h:
                     raise IntegrityError(f"checkpoint chunk {h[:12]} from {machine.id} does not match its hash "
@@ -140,7 +151,7 @@ def _upload(machine: Machine, store, run_id: str, timeout: float) -> CheckpointU
             store.flush()
     except FleetError:
         raise
-    except (OSError, EOFError, ValueError, KeyError) as exc:
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise MachineUnreachable(f"checkpoint upload from {machine.id} ({machine.address}) failed: {exc}") from None
     if not manifest.files():   # nothing checkpointed (yet): no snapshot, no ref
         return CheckpointUpload(machine.node_rank, "", 0, 0, 0)
@@ -203,8 +214,9 @@ class Checkpointer:
             def one(m: Machine) -> None:
                 try:
                     up = upload(m, self.store, self.run_id)
-                except FleetError as exc:
-                    self.warn(f"checkpoint of node {m.node_rank} not uploaded ({exc.one_line()}); "
+                except Exception as exc:  # noqa: BLE001 — one machine's failure never drops the others' uploads
+                    why = exc.one_line() if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
+                    self.warn(f"checkpoint of node {m.node_rank} not uploaded ({why}); "
                               "the previous one stays the latest")
                     return
                 with lock:
