@@ -8,12 +8,14 @@ machine cannot move GPU time between ticks.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .money.ledger import TickTelemetry
 
 IDLE_PERCENT = 5.0   # a GPU below this utilisation counts as idle in reports
+READ_MAX = 4 * 1024 * 1024   # bytes read per call: a sample is ~200 bytes, the file is the machine's to write
 
 
 @dataclass
@@ -30,11 +32,14 @@ class TelemetryFile:
         try:
             with open(self.path, "rb") as f:
                 f.seek(self.offset)
-                chunk = f.read()
+                chunk = f.read(READ_MAX)
         except FileNotFoundError:
             return []
         end = chunk.rfind(b"\n")
         if end < 0:
+            if len(chunk) >= READ_MAX:         # a "line" this long is not a sample: skipped, not held
+                self.offset += len(chunk)
+                self.bad_lines += 1
             return []
         self.offset += end + 1
         samples = []
@@ -61,12 +66,17 @@ class TelemetryFile:
 
 
 def gpu_utils(sample: dict) -> list[float]:
+    """Each GPU's utilisation in percent. A machine writes these: only finite numbers count, held to
+    0-100 (NaN, infinity or 1e300 made every budget tick raise before its ledger row)."""
+    gpus = sample.get("gpus")
     out = []
-    for gpu in sample.get("gpus") or []:
+    for gpu in gpus if isinstance(gpus, list) else ():
         try:
-            out.append(float(gpu["util"]))
-        except (KeyError, TypeError, ValueError):
+            util = float(gpu["util"])
+        except (KeyError, TypeError, ValueError, OverflowError):
             continue
+        if math.isfinite(util):
+            out.append(min(100.0, max(0.0, util)))
     return out
 
 

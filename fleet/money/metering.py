@@ -183,6 +183,16 @@ class RunMeter:
     def burn_micro_per_hour(self) -> int:
         return sum(s.price.per_hour_micro for s in self.segments + self.shared if not s.closed)
 
+    def _telemetry(self, seconds: float) -> dict[str, TickTelemetry] | None:
+        """The tick's GPU figures, or none: they come from the machines, and no figure of theirs may
+        keep a tick from writing its cost or checking the budget."""
+        if self.telemetry is None:
+            return None
+        try:
+            return self.telemetry(seconds)
+        except Exception:  # noqa: BLE001 — the row is written without utilisation instead
+            return None
+
     def _accrue_shared(self, at: datetime, *, close: bool = False) -> int:
         if not self.shared:
             return 0
@@ -194,8 +204,7 @@ class RunMeter:
         at = at or self.clock()
         if self.last_persist is None or (at - self.last_persist).total_seconds() >= self.persist_every_s:
             seconds = (at - self.last_persist).total_seconds() if self.last_persist else 0.0
-            tel = self.telemetry(seconds) if self.telemetry else None
-            self.run_spent_micro += self.ledger.append(self.segments, at, telemetry=tel)
+            self.run_spent_micro += self.ledger.append(self.segments, at, telemetry=self._telemetry(seconds))
             self.run_spent_micro += self._accrue_shared(at)
             self.last_persist = at
         self.last_tick = at
@@ -250,7 +259,7 @@ class RunMeter:
         at the same instant, fleet/money/kept.py). Returns the run's total in micro-dollars."""
         at = at or self.clock()
         seconds = (at - self.last_persist).total_seconds() if self.last_persist else 0.0
-        tel = self.telemetry(seconds) if self.telemetry else None
+        tel = self._telemetry(seconds)
         if kept is not None:
             from .kept import hand_over
             self.run_spent_micro += hand_over(self.ledger, self.segments, kept, at, telemetry=tel)

@@ -13,6 +13,8 @@ from .context import Events
 # cancelled, budget-stopped or broken run releases as if --keep had not been given.
 KEEPABLE = ("succeeded", "failed", "setup-failed")
 
+MAX_REMAINING_S = 366 * 24 * 3600   # longer than any lease may be kept
+
 
 def release_lease(provider, state, lease_id: str, lease: Lease | None, events: Events) -> bool:
     try:
@@ -121,7 +123,11 @@ def extend_lease(state, lease: Lease, seconds: int, provider=None) -> Extension:
 def _remaining_s(agent_output: str, asked: float) -> float:
     """The agent's answer to `extend` ({"remaining_s": …}); what was asked where it said nothing."""
     import json
+    import math
     try:
-        return float(json.loads(agent_output.strip().splitlines()[-1])["remaining_s"])
-    except (ValueError, KeyError, IndexError, TypeError):
+        remaining = float(json.loads(agent_output.strip().splitlines()[-1])["remaining_s"])
+    except (ValueError, KeyError, IndexError, TypeError, OverflowError):
         return asked
+    # The machine's word: NaN, a negative or an absurd figure would set the lease's recorded deadline
+    # (and so where its kept time stops being billed) anywhere; it counts as saying nothing.
+    return remaining if math.isfinite(remaining) and 0 <= remaining <= MAX_REMAINING_S else asked

@@ -15,6 +15,8 @@ from .summary import RunSummary
 TELEMETRY_INTERVAL_S = 5.0    # the agent samples this often
 TELEMETRY_FETCH_S = 5.0       # and the controller brings the file home this often
 
+FETCH_MAX = 4 * 1024 * 1024    # bytes of a machine's telemetry file read per round (a sample is ~200 bytes)
+
 
 class TelemetryFetch(RunObserver):
     def __init__(self, fetch_every_s: float = TELEMETRY_FETCH_S):
@@ -57,8 +59,10 @@ class TelemetryFetch(RunObserver):
                             sessions[m.id] = (session, session.sftp())
                         with sessions[m.id][1].open(f"{m.state_dir}/telemetry.jsonl", "rb") as f:
                             f.seek(offsets[m.id])
-                            data = f.read()
+                            data = f.read(FETCH_MAX)          # the machine writes this file: bounded per round
                         end = data.rfind(b"\n") + 1          # whole lines only
+                        if not end and len(data) >= FETCH_MAX:
+                            offsets[m.id] += len(data)        # no line ends in it: not telemetry, skipped
                         if end:
                             with open(out_dir / f"node-{m.node_rank}.jsonl", "ab") as local:
                                 local.write(data[:end])
