@@ -101,6 +101,9 @@ def process_env(spec: ProcessSpec) -> dict[str, str]:
 def process_env_payload(spec: ProcessSpec) -> bytes:
     return (json.dumps(process_env(spec)) + "\n").encode()
 
+MAX_LINE = 1024 * 1024    # bytes of one output line held before it is passed on in pieces
+SECRET_SPAN = 8192        # no piece is cut within this of a secret value (longer ones are not tokens)
+
 
 class _Output:
     """One process's output: split into lines, masked, written to its log and passed to the sink."""
@@ -116,9 +119,26 @@ class _Output:
         if final and rest:
             lines.append(rest)
             rest = b""
+        elif len(rest) > MAX_LINE:
+            # A line without end (a progress bar without "\n", or output meant to exhaust memory) is
+            # passed on in pieces: the controller holds about MAX_LINE bytes per stream at most.
+            cut = self._cut(rest)
+            lines.append(rest[:cut])
+            rest = rest[cut:]
         self.buffers[stream] = rest
         for raw in lines:
             self.line(stream, raw)
+
+    def _cut(self, rest: bytes) -> int:
+        """Where to cut a line too long to hold: not inside a secret (a piece is masked on its own),
+        so before any window around the cut that masking would change."""
+        cut = len(rest) - SECRET_SPAN
+        while self.mask is not None and cut > SECRET_SPAN:
+            window = rest[cut - SECRET_SPAN:cut + SECRET_SPAN].decode(errors="replace")
+            if self.mask(window) == window:
+                break
+            cut -= SECRET_SPAN
+        return max(cut, 1)
 
     def line(self, stream: str, raw: bytes) -> None:
         text = raw.decode(errors="replace").rstrip("\r")

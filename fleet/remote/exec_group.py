@@ -16,6 +16,8 @@ from .ssh import connect
 _STREAMS = {b"o": "out", b"e": "err"}
 _PIECES = {b"O": "out", b"E": "err"}   # the start of a longer line: joined before it is masked or shown
 
+MAX_FRAME = 4 * 1024 * 1024   # one framed line from the agent (it cuts output into pieces far smaller)
+
 
 def group_command(specs: list[ProcessSpec]) -> str:
     leaf = ["--leaf", specs[0].leaf] if specs[0].leaf != "work" else []
@@ -41,7 +43,7 @@ def _dispatch(buffer: bytes, procs: list[RunningProcess], outputs: list[_Output]
             outputs[i].feed(_STREAMS[tag], payload + b"\n")
         elif tag in _PIECES:
             outputs[i].feed(_PIECES[tag], payload)
-        elif tag == b"x" and payload.isdigit():
+        elif tag == b"x" and payload.isdigit() and len(payload) <= 4:   # an exit status, not 4,300 digits
             outputs[i].feed("out", b"", final=True)
             outputs[i].feed("err", b"", final=True)
             procs[i].result.exit_code = int(payload)
@@ -67,8 +69,10 @@ def pump_group(procs: list[RunningProcess], outputs: list[_Output], cancel: thre
 
         def on_out(data: bytes) -> None:
             framed[0] = _dispatch(framed[0] + data, procs, outputs)
+            if len(framed[0]) > MAX_FRAME:     # the agent frames every piece: this is no agent of ours
+                raise ValueError(f"the agent on {machine.id} sent a frame longer than {MAX_FRAME >> 20} MiB")
 
-        drain(chan, on_out, agent_err.extend)
+        drain(chan, on_out, lambda data: agent_err.extend(data[:max(0, 65536 - len(agent_err))]))
         agent_err = bytes(agent_err)
         status = chan.recv_exit_status()
         chan.close()

@@ -169,3 +169,51 @@ def test_a_sigterm_while_the_ranks_are_still_starting_reaches_every_rank(tmp_pat
     assert p.returncode == 0, (p.returncode, err)          # the agent relayed every end, not killed itself
     ends = {r[0]: r[2] for r in _records(out) if r[1] == "x"}
     assert ends == {i: b"143" for i in range(n)}, ends    # each rank ended by the SIGTERM (128 + 15)
+
+
+def test_a_line_without_end_is_passed_on_in_pieces_and_never_cut_inside_a_secret(tmp_path):
+    """A hostile or careless process writes without a newline: the controller holds about MAX_LINE
+    bytes per stream (it held it all, rescanning it on every read: 64 MiB took 25 s), and a secret
+    where a piece is cut is still masked."""
+    import threading
+    import time
+
+    from fleet.remote.exec import MAX_LINE, ProcessResult, ProcessSpec, RunningProcess, _Output
+    secret = "hf_S3CRETTOKEN0123456789"
+
+    class _M:
+        id = "m"
+    spec = ProcessSpec(_M(), "0", "", {}, "/", "/p")
+    seen = []
+    output = _Output(spec, lambda label, stream, text: seen.append(text), None, lambda t: t.replace(secret, "***"))
+    RunningProcess(spec, threading.Thread(target=lambda: None), ProcessResult(spec))
+    piece = b"y" * 65536
+    t0 = time.monotonic()
+    for i in range(24 * 16):                          # 24 MiB without a newline, a secret in every MiB
+        output.feed("out", piece[:-len(secret)] + secret.encode() if i % 16 == 15 else piece)
+        assert len(output.buffers["out"]) <= MAX_LINE + 65536
+    output.feed("out", b"", final=True)
+    assert time.monotonic() - t0 < 20
+    assert sum(len(t) for t in seen) == 24 * 1024 * 1024 - 24 * (len(secret) - 3)
+    assert all(secret not in t for t in seen) and "".join(seen).count("***") == 24
+
+
+def test_a_secret_exactly_where_a_long_line_would_be_cut_is_still_masked():
+    import threading
+
+    from fleet.remote.exec import MAX_LINE, SECRET_SPAN, ProcessResult, ProcessSpec, RunningProcess, _Output
+    secret = "hf_S3CRETTOKEN0123456789"
+
+    class _M:
+        id = "m"
+    spec = ProcessSpec(_M(), "0", "", {}, "/", "/p")
+    RunningProcess(spec, threading.Thread(target=lambda: None), ProcessResult(spec))
+    data = bytearray(b"z" * (MAX_LINE + 100))
+    at = len(data) - SECRET_SPAN - 5                  # the secret spans the first place a cut would go
+    data[at:at + len(secret)] = secret.encode()
+    seen = []
+    output = _Output(spec, lambda label, stream, text: seen.append(text), None, lambda t: t.replace(secret, "***"))
+    output.feed("out", bytes(data))
+    output.feed("out", b"", final=True)
+    assert len(seen) == 2 and all("hf_S3" not in t and "0123456789" not in t for t in seen)
+    assert "".join(seen).count("***") == 1
