@@ -75,8 +75,9 @@ def attach(
     run_id = state.get_run(run)["id"]
     out = sys.stderr if json_out else sys.stdout
     try:
+        from ..render.text import terminal_line
         for line in follow_logs(run_id, follow=True, state=state):
-            print(line, file=out, flush=True)
+            print(terminal_line(line), file=out, flush=True)
     except KeyboardInterrupt:
         print(f"fleet: left run {run_id} running; `fleet attach {run_id}` to follow it again", file=sys.stderr)
         return 0

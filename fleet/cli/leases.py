@@ -73,9 +73,10 @@ def logs(
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing until the run ends."),
 ) -> int:
     """Print a run's logs, prefixed by rank."""
+    from ..render.text import terminal_line
     from ..run_logs import follow_logs
     for line in follow_logs(run, follow=follow):
-        typer.echo(line)
+        typer.echo(terminal_line(line))
     return 0
 
 

@@ -71,6 +71,8 @@ class RichEvents:
                 self._line.name, self._line.detail = name, detail
 
     def log(self, label: str, stream: str, line: str) -> None:
+        from ..render.text import terminal_line
+        line = terminal_line(line)
         with self._lock:
             prefix = f"[{label}]"
             if self.plain:
@@ -93,7 +95,7 @@ class RichEvents:
 
 def _shown(text: str) -> str:
     """fleet's own lines quote names, reasons and remote answers: their control characters are shown,
-    not obeyed by the terminal. (The experiment's log lines are its own output and pass as they are.)"""
+    not obeyed by the terminal. (The experiment's log lines keep their colours: terminal_line.)"""
     from ..render.text import printable_line
     return printable_line(text)
 
@@ -105,8 +107,9 @@ class JsonEvents(RichEvents):
         super().__init__(stream=sys.stderr, plain=True)
 
     def log(self, label: str, stream: str, line: str) -> None:
+        from ..render.text import terminal_line
         with self._lock:
-            sys.stderr.write(f"[{label}] {line}\n")
+            sys.stderr.write(f"[{label}] {terminal_line(line)}\n")
             sys.stderr.flush()
 
 

@@ -28,6 +28,30 @@ def printable(text: str) -> str:
     return text if text.isprintable() else text.translate(_SHOWN)
 
 
+_SGR = None   # compiled on first use: ESC [ digits and ';' m, a colour or a style, and nothing else
+_KEPT = (9, 13)   # tab; carriage return (progress bars redraw a line with it)
+
+
+def terminal_line(text: str) -> str:
+    """An experiment's log line as a terminal may receive it: its colours (SGR sequences) and progress
+    bars' carriage returns pass, every other control character is shown (^[…), so a line from a
+    machine, or from a teammate's run read with `fleet logs`, cannot set the reader's clipboard (OSC 52),
+    retitle or clear the screen, or move the cursor."""
+    if text.isprintable():
+        return text
+    global _SGR
+    if _SGR is None:
+        import re
+        _SGR = re.compile(r"\x1b\[[0-9;]{0,32}m")
+    table = {k: v for k, v in _SHOWN_IN_A_LINE.items() if k not in _KEPT}
+    out, at = [], 0
+    for match in _SGR.finditer(text):
+        out += [text[at:match.start()].translate(table), match.group()]
+        at = match.end()
+    out.append(text[at:].translate(table))
+    return "".join(out)
+
+
 def printable_line(text: str) -> str:
     """printable(), a line break shown as ^J too: for a name printed as one line of a listing (a file
     path in `fleet snapshot show`), where a line break would forge a line of its own."""
