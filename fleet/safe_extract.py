@@ -18,6 +18,7 @@ members are streamed in 1 MiB pieces (tarfile's stream mode reads the tar once, 
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -114,7 +115,8 @@ def _write_file(root_fd: int, parts: list[str], member: tarfile.TarInfo, src: Bi
                 view = view[n:]
             written += len(block)
         os.fchmod(fd, _mode(member, 0o600))
-        os.utime(fd, (member.mtime, member.mtime))
+        with contextlib.suppress(OverflowError, ValueError, OSError):   # the machine's word: 10**30 is no time
+            os.utime(fd, (member.mtime, member.mtime))
     finally:
         os.close(fd)
     return written

@@ -107,3 +107,18 @@ def test_set_id_bits_and_group_write_are_dropped(dest):
     buf.seek(0)
     extract_stream(buf, dest)
     assert (dest / "tool").stat().st_mode & 0o7777 == 0o755
+
+
+def test_a_member_with_an_impossible_time_is_still_written_and_so_is_the_rest(dest):
+    """A machine's tar is not trusted: an mtime of 10**30 raised OverflowError and dropped the rest
+    of that node's outputs, leaving a file half written."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, mtime in (("ok1", 1_700_000_000), ("odd", 10 ** 30), ("ok2", 1_700_000_000)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = 2, mtime
+            tar.addfile(info, io.BytesIO(b"hi"))
+    buf.seek(0)
+    extract_stream(buf, dest)
+    assert sorted(p.name for p in dest.iterdir()) == ["odd", "ok1", "ok2"]
+    assert (dest / "odd").read_bytes() == b"hi" and int((dest / "ok2").stat().st_mtime) == 1_700_000_000
