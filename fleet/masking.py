@@ -18,6 +18,8 @@ REDACTED = "<redacted>"
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH", re.IGNORECASE)
 # A URL's password: after "user:", up to the last "@" before the path (as urllib.parse splits it).
 _URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/:@\s]*:([^/\s]+)@")
+_DSN_PASSWORD = re.compile(r"password=([^&\s]+)")
+_STATE_PASSWORD = re.compile(r"://[^/:@\s]*:(\S+)@")     # to the last "@": it may hold "/" or "@"
 
 
 MIN_MASKED = 4        # a shorter value is no secret, and masking it would take it out of every id and hash
@@ -83,6 +85,10 @@ class Masker:
         # MLFLOW_TRACKING_URI): masked as ":…@" where it sits in a URL, and on its own too only when
         # it looks generated (a word such as "postgres" would mask unrelated text).
         in_urls = [m.group(1) for v in literal_env.values() for m in _URL_PASSWORD.finditer(str(v))]
+        # The state database's password (team mode): an error quoting its URL may reach a CI summary.
+        state_url = e.get("FLEET_STATE_URL") or str(getattr(config, "state_url", None) or "")
+        in_urls += [m.group(1) for m in _STATE_PASSWORD.finditer(state_url)]
+        literal += [m.group(1) for m in _DSN_PASSWORD.finditer(state_url)]
         return cls([e.get(n, "") for n in wanted] + literal + [p for p in in_urls if _looks_generated(p)], mark,
                    in_urls)
 

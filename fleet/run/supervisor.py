@@ -79,7 +79,10 @@ class SupervisorSpec:
         path = directory / SPEC
         data = asdict(self)
         data["overrides"] = {k: v for k, v in self.overrides.items() if k != "env"}
-        path.write_text(json.dumps(data, sort_keys=True))
+        # The user's alone, like identity.json: it holds the command line a shell expanded.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(data, sort_keys=True))
         return path
 
     def env_line(self) -> bytes:

@@ -22,8 +22,10 @@ def check_state_url(url: str) -> None:
     """UsageError (one line) for a state URL fleet cannot open: neither postgresql:// nor sqlite:///."""
     if url and not url.startswith(("postgresql://", "postgres://", "sqlite:///")):
         from ..errors import UsageError
-        scheme = url.split("://", 1)[0] if "://" in url else url[:20]
-        raise UsageError(f"state database URL {scheme!r}… is not supported",
+        # Never any of the rest: "user:password@host/db" without its scheme is still a password.
+        scheme = url.split("://", 1)[0] if "://" in url else ""
+        named = f"{scheme!r}… " if scheme.isalnum() and len(scheme) <= 20 else "without a known scheme "
+        raise UsageError(f"state database URL {named}is not supported",
                          hint="use postgresql://user@host/db or sqlite:///path/to/state.db")
 
 

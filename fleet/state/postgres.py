@@ -27,8 +27,10 @@ _MIGRATION_LOCK_KEY = 0x666C656574    # "fleet"
 
 def redact_url(url: str) -> str:
     """The URL without its password, for messages."""
-    url = re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", url)     # to the last "@": the password may hold one
-    return re.sub(r"(password=)[^&]*", r"\1***", url)
+    # user:password@ up to the last "@": the password may hold "@" or "/" (then libpq does not
+    # read it as one, and the message that says so must not show it either).
+    url = re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
+    return re.sub(r"(password=)[^&\s]*", r"\1***", url)
 
 
 @functools.lru_cache(maxsize=512)
