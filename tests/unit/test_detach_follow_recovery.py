@@ -35,9 +35,13 @@ def test_only_a_bounded_attempt_suffix_is_an_attempt(run_id, split):
 def _fake_supervisor(spec_path: str) -> tuple[subprocess.Popen, dict]:
     """A process whose command line reads like a supervisor's, and its recorded identity."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "-m", MODULE, spec_path])
-    for _ in range(100):
-        if _start_ticks(proc.pid):
-            break
+    for _ in range(1000):     # until it has exec'd (before, /proc shows the forking pytest's command line)
+        try:
+            with open(f"/proc/{proc.pid}/cmdline", "rb") as fh:
+                if spec_path.encode() in fh.read():
+                    break
+        except OSError:
+            pass
         time.sleep(0.01)
     return proc, {**controller_identity(), "pid": proc.pid, "start": _start_ticks(proc.pid)}
 
