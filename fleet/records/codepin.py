@@ -1,8 +1,8 @@
 """Pin a run's code to a git commit, so what lands on machines is exactly that commit.
 
 The experiment directory may be a subdirectory of a larger repository: we pin the commit, export
-that commit's tree *of the experiment directory* (via `git archive`, so neither the working tree nor
-ignored files leak in), and snapshot it. A dirty tree is refused unless `allow_dirty`, which captures
+that commit's tree *of the experiment directory* (its blobs as git stores them, so neither the
+working tree, ignored files nor local attributes and filters leak in), and snapshot it. A dirty tree is refused unless `allow_dirty`, which captures
 tracked changes and untracked, non-ignored files (plus deletions) as an overlay snapshot of its own.
 Outside a git repository the directory itself becomes the code snapshot, with a warning.
 """
@@ -12,7 +12,6 @@ import io
 import os
 import re
 import subprocess
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,33 +61,77 @@ def dirty_files(root: Path, subdir: str) -> list[tuple[str, str]]:
 
 
 def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> str:
-    """Snapshot exactly the commit's tree under subdir, read from `git archive` (never the working dir)."""
+    """Snapshot exactly the commit's tree under subdir: its blobs as git stores them (`git ls-tree`,
+    `git cat-file --batch`), never the working dir. Not `git archive`: it applies attributes and
+    filters a clean `git status` does not show (a smudge filter in .git/config, export-ignore in
+    .git/info/attributes), so the code that ran could differ from the recorded commit."""
     treeish = f"{commit}:{subdir}" if subdir else commit
-    proc = subprocess.Popen(["git", "archive", "--format=tar", treeish], cwd=root, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    listing = _git(["ls-tree", "-r", "-t", "-z", treeish], root, binary=True)
+    if listing.returncode != 0:
+        raise EnvironmentProblem(f"git ls-tree {treeish} failed: {listing.stderr.decode(errors='replace').strip()}")
+    entries = []
+    for item in listing.stdout.split(b"\0"):
+        if item:
+            meta, _, path = item.partition(b"\t")
+            mode, kind, oid = meta.decode().split()
+            entries.append((int(mode, 8), kind, oid, path.decode(errors="surrogateescape")))
     builder = SnapshotBuilder(store)
+    proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
     try:
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-            for member in tar:
-                name = member.name.rstrip("/")
-                if not name or name == "pax_global_header":
-                    continue
-                if member.isdir():
-                    builder.add_dir(name, member.mode)
-                elif member.issym():
-                    builder.add_symlink(name, member.linkname)
-                elif member.isfile():
-                    f = tar.extractfile(member)
-                    builder.add_stream(name, member.mode, f if f is not None else io.BytesIO())
-        err = proc.stderr.read().decode(errors="replace").strip()
+        for mode, kind, oid, path in entries:
+            if kind == "tree" or kind == "commit":     # a directory; a submodule stays one, empty
+                builder.add_dir(path, 0o755)
+                continue
+            proc.stdin.write(oid.encode() + b"\n")
+            proc.stdin.flush()
+            head = proc.stdout.readline().split()
+            if len(head) != 3 or head[1] != b"blob":
+                raise EnvironmentProblem(f"git cat-file gave no blob for {path} ({oid[:12]})")
+            blob = _Exactly(proc.stdout, int(head[2]))
+            if mode == 0o120000:
+                builder.add_symlink(path, blob.read().decode(errors="surrogateescape"))
+            else:
+                builder.add_stream(path, 0o755 if mode & 0o111 else 0o644, blob)
+            blob.read()                                 # whatever the builder left of it
+            proc.stdout.read(1)                         # the newline after each object
+        proc.stdin.close()
         if proc.wait() != 0:
-            raise EnvironmentProblem(f"git archive {treeish} failed: {err}")
+            raise EnvironmentProblem(f"git cat-file failed: {proc.stderr.read().decode(errors='replace').strip()}")
     except BaseException:
         builder.abort()
         proc.kill()
         proc.wait()
         raise
     return builder.publish().id
+
+
+class _Exactly(io.RawIOBase):
+    """The next `n` bytes of `stream`, as a file."""
+
+    def __init__(self, stream, n: int):
+        self.stream, self.left = stream, n
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        if self.left <= 0:
+            return 0
+        got = self.stream.read(min(len(buf), self.left))
+        if not got:
+            raise EnvironmentProblem("git cat-file ended in the middle of an object")
+        buf[:len(got)] = got
+        self.left -= len(got)
+        return len(got)
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            parts = []
+            while self.left > 0:
+                parts.append(super().read(min(self.left, 1 << 20)))
+            return b"".join(parts)
+        return super().read(size)
 
 
 def _dirty_overlay(base: Path, changes: list[tuple[str, str]], store: Store) -> str:

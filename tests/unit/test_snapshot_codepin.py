@@ -109,3 +109,26 @@ def test_a_deleted_credential_file_is_not_said_to_go_with_the_run(store, repo):
     (repo / "exp" / ".env").unlink()
     pin = pin_code(repo / "exp", store, allow_dirty=True)
     assert pin.dirty_files == [".env"] and pin.warning is None
+
+
+def test_local_attributes_and_filters_never_change_the_pinned_code(store, repo, tmp_path):
+    """A red-team finding: `git archive` applied a smudge filter from .git/config and export-ignore
+    from .git/info/attributes, neither of which `git status` shows, so the code that ran differed
+    from the recorded clean commit. The pin is the commit's blobs as git stores them."""
+    (repo / "exp" / "extra.txt").write_text("data the run needs\n")
+    (repo / "exp" / "tool.sh").write_text("#!/bin/sh\necho hi\n")
+    (repo / "exp" / "tool.sh").chmod(0o755)
+    (repo / "exp" / "link").symlink_to("train.py")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "more")
+    (repo / ".git" / "info").mkdir(exist_ok=True)
+    (repo / ".git" / "info" / "attributes").write_text("train.py filter=evil\nextra.txt export-ignore\n")
+    git(repo, "config", "filter.evil.smudge", "sed s/v1/INJECTED/")
+    assert subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout == ""
+    pin = pin_code(repo / "exp", store)
+    out = tmp_path / "out"
+    materialise(store, pin.code_snapshot_id, out)
+    assert (out / "train.py").read_text() == "print('v1')\n"
+    assert (out / "extra.txt").read_text() == "data the run needs\n"
+    assert (out / "tool.sh").stat().st_mode & 0o111 and (out / "link").is_symlink()
+    assert str((out / "link").readlink()) == "train.py"
