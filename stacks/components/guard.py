@@ -67,7 +67,9 @@ class Guard(pulumi.ComponentResource):
                 {"Sid": "TerminateOnlyFleetMachines", "Effect": "Allow",
                  "Action": "ec2:TerminateInstances",
                  "Resource": f"arn:aws:ec2:{args.region}:*:instance/*",
-                 "Condition": {"Null": {f"aws:ResourceTag/{LEASE_TAG}": "false"}}},
+                 # This stack's machines only: another stack's (or team's) carry fleet:lease too.
+                 "Condition": {"Null": {f"aws:ResourceTag/{LEASE_TAG}": "false"},
+                               "StringEquals": {"aws:ResourceTag/fleet:stack": args.stack}}},
                 {"Sid": "WriteOwnLogs", "Effect": "Allow",
                  "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
                  "Resource": self.log_group.arn.apply(lambda a: f"{a}:*")},
@@ -76,7 +78,8 @@ class Guard(pulumi.ComponentResource):
         self.function = aws.lambda_.Function(
             f"{name}-reaper", name=function_name, role=self.role.arn, runtime=RUNTIME,
             handler=HANDLER, code=lambda_code(args.package_root), timeout=300, memory_size=256,
-            environment={"variables": {"FLEET_REAPER_DRY_RUN": "1" if args.dry_run else "0"}},
+            environment={"variables": {"FLEET_REAPER_DRY_RUN": "1" if args.dry_run else "0",
+                                       "FLEET_STACK": args.stack}},
             tags=tags, opts=child(self, depends_on=[self.log_group, self.role_policy]))
         self.rule = aws.cloudwatch.EventRule(
             f"{name}-reaper", schedule_expression=args.schedule,

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from ...errors import CapacityError, InfrastructureError
+from ...errors import CapacityError, InfrastructureError, UsageError
 from ...gpus import gpus_text
 from ..base import MachineMix
 from .session import QUOTA_CODES, CAPACITY_CODES, QuotaError, error_code, error_message, is_transient, translate
@@ -74,8 +74,16 @@ def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
 
 def find_instances(ec2, filters: dict[str, str | Iterable[str]], states: Iterable[str] = LIVE_STATES,
                    tag_keys: Iterable[str] = ()) -> list[dict[str, Any]]:
-    """Every instance matching tag filters (and carrying a tag named in `tag_keys`), across all pages."""
-    flt = [{"Name": f"tag:{k}", "Values": [v] if isinstance(v, str) else list(v)} for k, v in filters.items()]
+    """Every instance whose tags equal the filters' values exactly (and carrying a tag named in
+    `tag_keys`), across all pages. EC2 reads `*` and `?` in a filter value as wildcards: a lease id
+    "l-*" from a planted state row would match every lease's instances, so such a value is refused,
+    and what EC2 answers is compared again here."""
+    wanted = {k: {v} if isinstance(v, str) else set(v) for k, v in filters.items()}
+    for key, values in wanted.items():
+        odd = next((v for v in values if not v or "*" in v or "?" in v), None)
+        if odd is not None:
+            raise UsageError(f"tag value {odd!r} for {key} is not a plain name; no instance is looked up by it")
+    flt = [{"Name": f"tag:{k}", "Values": sorted(v)} for k, v in wanted.items()]
     if tag_keys:
         flt.append({"Name": "tag-key", "Values": list(tag_keys)})
     if states:
@@ -84,7 +92,10 @@ def find_instances(ec2, filters: dict[str, str | Iterable[str]], states: Iterabl
     pages = ec2.get_paginator("describe_instances").paginate(Filters=flt, PaginationConfig={"PageSize": PAGE_SIZE})
     for page in pages:
         for reservation in page.get("Reservations", []):
-            out.extend(reservation.get("Instances", []))
+            for instance in reservation.get("Instances", []):
+                tags = {t.get("Key"): t.get("Value") for t in instance.get("Tags", [])}
+                if all(tags.get(k) in values for k, values in wanted.items()):
+                    out.append(instance)
     return out
 
 

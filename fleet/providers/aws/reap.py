@@ -31,6 +31,7 @@ TAG_DEADLINE = "fleet:deadline"
 # much skew (and the last beat's CreateTags in flight) before ending a machine at its deadline.
 DEADLINE_GRACE = timedelta(seconds=60)
 TAG_USER = "fleet:user"
+TAG_STACK = "fleet:stack"
 REAPABLE_STATES = ("pending", "running", "stopping", "stopped")
 # An instance with a lease tag but no readable expiry is judged by age instead.
 NO_EXPIRY_MAX_AGE = timedelta(hours=48)
@@ -56,15 +57,22 @@ def _as_utc(value: Any) -> datetime | None:
     return _parse_time(value) if isinstance(value, str) else None
 
 
-def fleet_instances(ec2) -> list[dict[str, Any]]:
-    """Every not-yet-terminated instance carrying a fleet:lease tag (all pages)."""
+def fleet_instances(ec2, stack: str | None = None) -> list[dict[str, Any]]:
+    """Every not-yet-terminated instance carrying a fleet:lease tag of this stack (all pages): its
+    `fleet:stack` tag equal to `stack`, or, with no stack, no such tag at all. Another stack's or
+    another team's instances are never this reaper's to judge, whatever tags they share."""
+    flt = [{"Name": "tag-key", "Values": [TAG_LEASE]},
+           {"Name": "instance-state-name", "Values": list(REAPABLE_STATES)}]
+    if stack:
+        flt.append({"Name": f"tag:{TAG_STACK}", "Values": [stack]})
     found = []
-    pages = ec2.get_paginator("describe_instances").paginate(Filters=[
-        {"Name": "tag-key", "Values": [TAG_LEASE]},
-        {"Name": "instance-state-name", "Values": list(REAPABLE_STATES)}], PaginationConfig={"PageSize": PAGE_SIZE})
+    pages = ec2.get_paginator("describe_instances").paginate(Filters=flt, PaginationConfig={"PageSize": PAGE_SIZE})
     for page in pages:
         for reservation in page.get("Reservations", []):
-            found.extend(reservation.get("Instances", []))
+            for instance in reservation.get("Instances", []):
+                tags = {t.get("Key"): t.get("Value") for t in instance.get("Tags", [])}
+                if tags.get(TAG_STACK) == (stack or None):
+                    found.append(instance)
     return found
 
 
@@ -84,6 +92,8 @@ def judge(instance: dict[str, Any], live_lease_ids: set[str] | None, now: dateti
         return f"no readable {TAG_EXPIRES} tag and launched over {NO_EXPIRY_MAX_AGE} ago"
     if live_lease_ids is None or lease in live_lease_ids:
         return None
+    if tags.get("fleet:role") == "image-builder":
+        return None     # a bake has no lease row: its expiry (above) and its own shutdown end it
     if owner is not None and tags.get(TAG_USER) != owner:
         return None     # someone else's lease: this controller's state cannot speak for it
     if launched is not None and now - launched < YOUNG_GRACE:
@@ -92,16 +102,17 @@ def judge(instance: dict[str, Any], live_lease_ids: set[str] | None, now: dateti
 
 
 def reap(ec2_client, live_lease_ids: Iterable[str] | None, now: datetime | None = None, dry_run: bool = False,
-         owner: str | None = None) -> list[dict[str, Any]]:
+         owner: str | None = None, stack: str | None = None) -> list[dict[str, Any]]:
     """Find and (unless dry_run) terminate orphans. Returns one action per instance judged.
 
     live_lease_ids: leases fleet still holds (None: unknown, only expiry counts — the Lambda).
     owner: only judge other users' instances by expiry (a personal state store knows only its own).
+    stack: only this stack's instances are judged (fleet_instances).
     """
     now = now or datetime.now(timezone.utc)
     live = None if live_lease_ids is None else set(live_lease_ids)
     actions = []
-    for inst in fleet_instances(ec2_client):
+    for inst in fleet_instances(ec2_client, stack):
         reason = judge(inst, live, now, owner)
         if reason is None:
             continue
@@ -116,19 +127,28 @@ def reap(ec2_client, live_lease_ids: Iterable[str] | None, now: datetime | None 
             chunk = ids[start:start + TERMINATE_CHUNK]
             try:
                 ec2_client.terminate_instances(InstanceIds=chunk)
-            except Exception as exc:  # noqa: BLE001 — one vanished meanwhile: do the rest singly
-                if "InvalidInstanceID" not in str(getattr(exc, "response", {}).get("Error", {}).get("Code", "")):
+            except Exception as exc:  # noqa: BLE001 — one vanished meanwhile, or one is not ours to end
+                if _code(exc) not in _SINGLY:
                     raise
-                for one in chunk:
+                for one in chunk:   # the rest singly: one such instance must not spare every other
                     try:
                         ec2_client.terminate_instances(InstanceIds=[one])
                     except Exception as exc2:  # noqa: BLE001
-                        if "InvalidInstanceID" not in str(getattr(exc2, "response", {}).get("Error", {})):
+                        code = _code(exc2)
+                        if code not in _SINGLY:
                             raise
                         for a in actions:
                             if a["instance_id"] == one:
-                                a["action"] = "already-gone"
+                                a["action"] = "already-gone" if code.startswith("InvalidInstanceID") else "refused"
     return actions
+
+
+# Codes after which the rest of a batch is still terminated one by one.
+_SINGLY = ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed", "UnauthorizedOperation")
+
+
+def _code(exc: BaseException) -> str:
+    return str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
 
 
 def lambda_handler(event, context):  # noqa: ARG001 — the Lambda signature
@@ -136,6 +156,6 @@ def lambda_handler(event, context):  # noqa: ARG001 — the Lambda signature
     event may carry {"dry_run": true}. FLEET_REAPER_DRY_RUN=1 in the environment does the same."""
     import boto3
     dry_run = bool((event or {}).get("dry_run")) or os.environ.get("FLEET_REAPER_DRY_RUN") == "1"
-    actions = reap(boto3.client("ec2"), None, dry_run=dry_run)
+    actions = reap(boto3.client("ec2"), None, dry_run=dry_run, stack=os.environ.get("FLEET_STACK") or None)
     print(json.dumps({"reaped": len(actions), "dry_run": dry_run, "actions": actions}, default=str))
     return {"reaped": len(actions), "dry_run": dry_run, "actions": actions}

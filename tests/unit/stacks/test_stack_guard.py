@@ -43,13 +43,17 @@ def test_scheduled_function_runs_the_repositorys_reaper():
     assert logs["name"] == f"/aws/lambda/{fn['name']}" and logs["retentionInDays"] == 14
 
 
-def test_role_terminates_only_lease_tagged_instances():
-    _, text = _declare()
+def test_role_terminates_only_this_stacks_lease_tagged_instances():
+    run, text = _declare()
     st = {s["Sid"]: s for s in json.loads(text)["Statement"]}
     term = st["TerminateOnlyFleetMachines"]
     assert term["Action"] == "ec2:TerminateInstances"
     assert term["Resource"] == "arn:aws:ec2:eu-west-1:*:instance/*"
-    assert term["Condition"] == {"Null": {"aws:ResourceTag/fleet:lease": "false"}}
+    # Another stack's (or team's) instances carry fleet:lease too: never this reaper's to end.
+    assert term["Condition"] == {"Null": {"aws:ResourceTag/fleet:lease": "false"},
+                                 "StringEquals": {"aws:ResourceTag/fleet:stack": "test"}}
+    fn = run.one("aws:lambda/function:Function").inputs
+    assert fn["environment"]["variables"]["FLEET_STACK"] == "test"
     assert all(a.startswith("ec2:Describe") for a in st["FindFleetMachines"]["Action"])
     assert st["WriteOwnLogs"]["Resource"].endswith("log-group:/aws/lambda/fleet-test-reaper:*")
 
