@@ -107,7 +107,7 @@ def _cost(summary: dict) -> str:
     except InvalidOperation:
         text = f"${cost}"
     if summary.get("budget_usd"):
-        text += f" of a ${summary['budget_usd']} budget"
+        text += f" of a ${escape(summary['budget_usd'])} budget"
     return text + (" (would cost: simulated GPUs at a shadow price)" if shadow else "")
 
 
@@ -115,7 +115,7 @@ def summary_document(summary: dict, rows: list[tuple[str, dict]]) -> Document:
     """The job summary: a headline, the run's facts as a two-column table, the metrics per rank."""
     status = summary.get("status", "error")
     run_id = summary.get("run_id", "(not started)")
-    facts = [("Status", f"{status} (exit {summary.get('exit_code')})")]
+    facts = [("Status", escape(f"{status} (exit {summary.get('exit_code')})"))]
     if summary.get("failing_rank") is not None:
         facts.append(("First failing rank", escape(_fmt(summary["failing_rank"]))))
     if summary.get("message"):
@@ -128,17 +128,17 @@ def summary_document(summary: dict, rows: list[tuple[str, dict]]) -> Document:
         sim = ", simulated" if summary.get("simulated_gpus") else ""
         facts.append(("Machines", f"{summary['machines']} × {escape(_fmt(summary.get('template', '?')))} "
                                   f"({summary.get('gpus')} GPU{'' if summary.get('gpus') == 1 else 's'}{sim}, "
-                                  f"{summary.get('provider')})"))
+                                  f"{escape(summary.get('provider'))})"))
     if "released" in summary:
         facts.append(("Machines released", "yes" if summary["released"] else "NO: run `fleet down --all`"))
     ci = summary.get("ci") or {}
     if ci.get("sha"):
-        where = code(ci["sha"][:12]) + (f" on {code(escape(ci['branch']))}" if ci.get("branch") else "")
+        where = code(ci["sha"][:12]) + (f" on {code(ci['branch'])}" if ci.get("branch") else "")
         if ci.get("pr") is not None:
             where += f" · PR #{ci['pr']}"
         facts.append(("Commit", where))
     if ci.get("run_url"):
-        facts.append(("Workflow run", str(ci["run_url"])))
+        facts.append(("Workflow run", escape(ci["run_url"])))
     if summary.get("record_hash"):
         facts.append(("Run record", code(summary["record_hash"][:16])))
     blocks: list = [Fields(facts, as_table=True)]
@@ -152,7 +152,7 @@ def summary_document(summary: dict, rows: list[tuple[str, dict]]) -> Document:
         blocks += [Heading("Metrics", 4), table]
     elif summary.get("run_dir"):
         blocks.append(Paragraph("No metrics.json came back from the machines."))
-    return Document(f"{STATUS_ICONS.get(status, '•')} fleet run {code(run_id)}: {status}", blocks, level=3)
+    return Document(f"{STATUS_ICONS.get(status, '•')} fleet run {code(run_id)}: {escape(status)}", blocks, level=3)
 
 
 def markdown(summary: dict, rows: list[tuple[str, dict]]) -> str:

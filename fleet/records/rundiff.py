@@ -15,6 +15,7 @@ from typing import Any
 from ..environment.diff import Change, diff_environments
 from ..environment.model import RunEnvironment
 from ..render import Bullets, Column, Document, Heading, Paragraph, Table
+from ..render.markdown import code
 from .chain import RunRecord
 
 AREAS = ("code", "data", "environment", "parameters")
@@ -115,7 +116,8 @@ def diff_runs(a: RunRecord, b: RunRecord) -> RunDiff:
 def diff_document(d: RunDiff) -> Document:
     """`fleet runs diff --md`: one section per area, its changes as a table (or "same")."""
     if d.identical:
-        return Document(f"Run {d.a} → {d.b}", [Paragraph("No differences in code, data, environment or parameters.")])
+        return Document(f"Run {code(d.a)} → {code(d.b)}",
+                        [Paragraph("No differences in code, data, environment or parameters.")])
     blocks: list = []
     for area in AREAS:
         changes = d.changes.get(area, [])
@@ -126,7 +128,7 @@ def diff_document(d: RunDiff) -> Document:
         blocks.append(Table([Column("what"), Column("change"), Column(d.a), Column(d.b)],
                             [(f"{c.area} {c.item}".strip(), c.kind, "-" if c.before is None else c.before,
                               "-" if c.after is None else c.after) for c in changes]))
-    return Document(f"Run {d.a} → {d.b}", blocks)
+    return Document(f"Run {code(d.a)} → {code(d.b)}", blocks)
 
 
 def markdown(d: RunDiff) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..render import Column, Document, Fields, Heading, Table
-from ..render.markdown import code
+from ..render.markdown import code, escape
 from .chain import RunRecord
 
 # `fleet runs show`: the record's fields in this order, empty ones left out.
@@ -63,27 +63,27 @@ def audit_document(a: dict[str, Any]) -> Document:
     cost, whether its snapshots and its place in the record chain are intact, on what environment."""
     r = a["record"]
     machines = launched_text(r["launched"]) if r.get("launched") else ", ".join(r.get("machine_types") or [])
-    where = f"{r.get('provider')} / {r.get('template')} ({machines})"
+    where = escape(f"{r.get('provider')} / {r.get('template')} ({machines})")
     commit = f"commit {code(r.get('code_commit') or 'none (directory snapshot)')}"
-    facts = [("Status", f"{r.get('status')} (exit {r.get('exit_status')})"),
+    facts = [("Status", escape(f"{r.get('status')} (exit {r.get('exit_status')})")),
              ("Command", code(r.get("command"))),
-             ("Who / when", f"{r.get('user')}, {r.get('started_at')} → {r.get('ended_at')}"),
-             ("Where", where + (f", image {r['image_id']}" if r.get("image_id") else "")),
+             ("Who / when", escape(f"{r.get('user')}, {r.get('started_at')} → {r.get('ended_at')}")),
+             ("Where", where + (f", image {code(r['image_id'])}" if r.get("image_id") else "")),
              ("Code", commit + (f" in {code(r['code_subdir'])}" if r.get("code_subdir") else "")),
              ("Config hash", code(r.get("config_hash"))),
-             ("Cost", cost_text(r)),
-             ("Rerun of", r.get("rerun_of") or "-")]
+             ("Cost", escape(cost_text(r))),
+             ("Rerun of", escape(r.get("rerun_of") or "-"))]
     snapshots = Table([Column("role"), Column("id", code=True), Column("files"), Column("bytes"), Column("intact")],
                       [(s["role"], s["id"], str(s.get("files", "?")), str(s.get("size", "?")),
                         "yes" if s["present"] else "NO: " + "; ".join(s["problems"])) for s in a["snapshots"]])
-    chain = "intact" if a["chain_ok"] else "BROKEN: " + "; ".join(a["chain_problems"])
+    chain = "intact" if a["chain_ok"] else "BROKEN: " + escape("; ".join(a["chain_problems"]))
     blocks: list = [Fields(facts), Heading("Snapshots"), snapshots, Heading("Record chain"),
                     Fields([("record", f"#{a['seq']}, hash {code(a['hash'])}"),
                             ("previous hash", code(r.get("prev_hash"))), ("chain", chain)])]
     if r.get("ci"):
-        blocks += [Heading("CI"), Fields(sorted((str(k), str(v)) for k, v in r["ci"].items()))]
+        blocks += [Heading("CI"), Fields(sorted((escape(k), escape(v)) for k, v in r["ci"].items()))]
     from ..environment.render import environment_blocks
-    return Document(f"Run {r['run_id']}", blocks + environment_blocks(r.get("environment")))
+    return Document(f"Run {code(r['run_id'])}", blocks + environment_blocks(r.get("environment")))
 
 
 def audit_markdown(a: dict[str, Any]) -> str:

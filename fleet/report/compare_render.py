@@ -55,11 +55,11 @@ def as_json(cmp: Comparison) -> str:
 
 
 def as_markdown(cmp: Comparison) -> str:
+    from ..render.markdown import escape
     head, body = rows(cmp)
-    esc = lambda s: s.replace("|", "\\|")   # noqa: E731
-    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    out += ["| " + " | ".join(esc(c) for c in row) + " |" for row in body]
-    return "\n".join(out + [""] + [f"- {line}" for line in footer(cmp)]) + "\n"
+    out = ["| " + " | ".join(escape(c) for c in head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(escape(c) for c in row) + " |" for row in body]
+    return "\n".join(out + [""] + [f"- {escape(line)}" for line in footer(cmp)]) + "\n"
 
 
 def scatter(name: str, points: list[tuple[str, float, str]], metric: str) -> str:

@@ -62,7 +62,8 @@ def test_run_records_of_others_are_shown_not_obeyed(tmp_path, fleet_home):
         proc = run_fleet(args, cwd=tmp_path)
         assert proc.returncode == 0, (args, proc.stderr)
         _no_controls(proc.stdout)
-        assert "^[]52;c;cHduZWQ=^G" in proc.stdout, args
+        shown = proc.stdout.replace("\\[", "[").replace("\\]", "]")   # Markdown shows \[ as [
+        assert "^[]52;c;cHduZWQ=^G" in shown, args
     raw = json.loads(run_fleet(["runs", "show", "r-evil", "--json"], cwd=tmp_path).stdout)
     assert raw["command"] == f"echo {OSC52} \x1b[2J"
 

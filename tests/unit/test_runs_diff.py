@@ -65,7 +65,7 @@ def test_text_markdown_and_identical(records):
     text = run_fleet(["runs", "diff", "r-a", "r-b"], cwd=records).stdout
     assert "environment  package numpy: 1.26.4 (sha256 aaaaaaaaaaaa) → 2.0.0 (sha256 999999999999)" in text
     md = run_fleet(["runs", "diff", "r-a", "r-b", "--md"], cwd=records).stdout
-    assert md.startswith("# Run r-a → r-b") and "## Code\n\n- same" in md and "| env LR | changed |" in md
+    assert md.startswith("# Run `r-a` → `r-b`") and "## Code\n\n- same" in md and "| env LR | changed |" in md
     same = run_fleet(["runs", "diff", "r-a", "r-c"], cwd=records)
     assert same.returncode == 0
     assert same.stdout.strip() == "runs r-a and r-c: no differences in code, data, environment or parameters"
