@@ -66,7 +66,9 @@ def test_markdown_escapes_cells_bolds_the_total_and_right_aligns_figures():
     assert "| project | cost | runs |\n|---|---:|---:|" in md
     assert "| vi\\|sion | $7.20 | 2 |" in md
     assert "| **total** | **$9.00** | **3** |" in md
-    assert md.startswith("# cost by project\n") and md.endswith("- <b>would cost</b> is not money spent\n")
+    assert "| \\[red\\]nlp\\[/\\] | $1.80 | 1 |" in md
+    # Notes are text: HTML in them is shown, never passed to whatever renders the Markdown.
+    assert md.startswith("# cost by project\n") and md.endswith("- &lt;b&gt;would cost&lt;/b&gt; is not money spent\n")
 
 
 def test_html_escapes_every_cell_and_marks_the_total():
@@ -156,3 +158,15 @@ def test_only_fleet_render_draws_tables():
     assert drawing - NOT_YET_ON_THE_LAYER == set()
     adopted = {m for m in NOT_YET_ON_THE_LAYER if (FLEET / m).exists() and m not in drawing}
     assert adopted == set(), "these render through fleet/render now: take them off NOT_YET_ON_THE_LAYER"
+
+
+def test_a_plain_table_row_stays_one_line_whatever_a_cell_or_note_holds():
+    """Piped (as in a CI job), a line break in a teammate's template name or a damaged row's reason
+    started a line of its own: "::add-mask::…" or "::warning …", which the runner obeys."""
+    table = Table([Column("lease"), Column("template")], [("l-1", "t\n::add-mask::l-1"), ("l-2", "ok")],
+                  title="leases\n::stop-commands::x", notes=["x\n::warning title=fleet::budget raised to $1M"])
+    from fleet.render.text import to_text
+    plain = to_text(table)
+    assert "t^J::add-mask::l-1" in plain and len(plain.splitlines()) == 6
+    for text in (plain, render(table, "table")):        # piped, and the rich form (-o FILE)
+        assert not any(line.lstrip().startswith("::") for line in text.splitlines()), text
