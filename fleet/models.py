@@ -30,6 +30,8 @@ def to_jsonable(value: Any) -> Any:
         return [to_jsonable(v) for v in value]
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, float) and value - value != 0:
+        return None     # NaN or infinity (a machine's or a damaged row's figure): JSON has neither
     return value
 
 

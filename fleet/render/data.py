@@ -46,10 +46,11 @@ def to_json_data(table: Table) -> dict:
 
 
 def to_json(table: Table) -> str:
-    return json.dumps(to_json_data(table), indent=2)
+    from ..models import to_jsonable
+    return json.dumps(to_jsonable(to_json_data(table)), indent=2, allow_nan=False)
 
 
 def json_text(value) -> str:
     """Any result as the JSON every `--json` prints: indented, keys sorted, dates as ISO text."""
     from ..models import to_jsonable
-    return json.dumps(to_jsonable(value), indent=2, sort_keys=True) + "\n"
+    return json.dumps(to_jsonable(value), indent=2, sort_keys=True, allow_nan=False) + "\n"
