@@ -42,6 +42,23 @@ def split_statements(sql: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
+
+def _undecodable(exc: BaseException) -> bool:
+    """SQLite holds text that is not UTF-8 (a row written around fleet, in a shared database)."""
+    return "Could not decode to UTF-8" in str(exc)
+
+
+@contextlib.contextmanager
+def _lenient(conn):
+    """Such text read anyway (each bad byte as U+FFFD): one damaged row
+    must not stop `fleet status` and `fleet report` for the whole team. Only on that error: the
+    default factory is C, a Python one costs every text column of every row."""
+    conn.text_factory = lambda raw: raw.decode("utf-8", "replace")
+    try:
+        yield
+    finally:
+        conn.text_factory = str
+
 class ConstraintViolation(Exception):
     """A UNIQUE/NOT NULL/foreign-key constraint refused a write, on either database.
 
@@ -215,8 +232,14 @@ class Database(BaseDatabase):
 
     def execute(self, sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
         try:
-            cur = self._conn().execute(sql, tuple(params))
-            rows = cur.fetchall()
+            try:
+                cur = self._conn().execute(sql, tuple(params))
+                rows = cur.fetchall()
+            except sqlite3.OperationalError as exc:
+                if not _undecodable(exc):
+                    raise
+                with _lenient(self._conn()):
+                    rows = self._conn().execute(sql, tuple(params)).fetchall()
         except sqlite3.IntegrityError as exc:
             raise _SqliteConstraintViolation(str(exc)) from exc
         except sqlite3.DatabaseError as exc:
@@ -230,7 +253,13 @@ class Database(BaseDatabase):
         try:
             cur = conn.cursor()
             cur.row_factory = None
-            return cur.execute(sql, tuple(params)).fetchall()
+            try:
+                return cur.execute(sql, tuple(params)).fetchall()
+            except sqlite3.OperationalError as exc:
+                if not _undecodable(exc):
+                    raise
+                with _lenient(conn):
+                    return cur.execute(sql, tuple(params)).fetchall()
         except sqlite3.DatabaseError as exc:
             self._failed(exc, hint="another fleet may hold it locked, or the disk is full")
 
@@ -246,6 +275,10 @@ class Database(BaseDatabase):
             while batch:
                 yield batch
                 batch = cur.fetchmany(size)
+        except sqlite3.OperationalError as exc:
+            if not _undecodable(exc):
+                self._failed(exc, hint="another fleet may hold it locked, or the disk is full")
+            yield self.rows(sql, params)      # again, whole and leniently (rare: a damaged row)
         except sqlite3.DatabaseError as exc:
             self._failed(exc, hint="another fleet may hold it locked, or the disk is full")
         finally:

@@ -1,0 +1,25 @@
+"""A row holding text that is not UTF-8 (written around fleet into a shared SQLite state) no longer
+stops `fleet status` and `fleet report` for the whole team with a wrong "locked, or the disk is
+full" line (a red-team finding): it is read with U+FFFD in place of the bad bytes."""
+from __future__ import annotations
+
+from tests.conftest import run_fleet
+
+
+def test_status_and_report_read_a_row_that_is_not_utf8(tmp_path, fleet_home):
+    from fleet.models import utcnow
+    from fleet.state import open_state
+    state = open_state()
+    now = utcnow().isoformat()
+    state.db.execute("INSERT INTO leases (id, provider, template, project, owner, status, created_at, deadline,"
+                     " max_deadline, heartbeat_ttl_s) VALUES ('l-1a2b3c4d', 'local', CAST(X'74ff' AS TEXT),"
+                     " CAST(X'70ff00' AS TEXT), 'tester', 'active', ?, ?, ?, 60)", (now, now, now))
+    state.close()
+    env = {"FLEET_HOME": str(fleet_home), "FLEET_USER": "tester"}
+    status = run_fleet(["status", "--fast", "--all-users", "--json"], cwd=tmp_path, env=env)
+    assert status.returncode == 0, status.stderr
+    report = run_fleet(["runs", "ls", "--json"], cwd=tmp_path, env=env)
+    assert report.returncode == 0, report.stderr
+    from fleet.state import open_state as again
+    rows = again().db.execute("SELECT template, project FROM leases")
+    assert rows == [{"template": "t\ufffd", "project": "p\ufffd\x00"}]
