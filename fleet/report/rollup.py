@@ -12,7 +12,8 @@ re-checks every row's digest to find such damage.
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+import re
+from datetime import date, datetime, timedelta, timezone
 
 from ..money.budget import utc_clock
 from ..errors import EnvironmentProblem
@@ -126,4 +127,32 @@ def gather(ledger: Ledger, since: datetime | None, until: datetime | None, max_e
     where, params = Ledger._where(since=since, until=until)   # ledger_damaged keeps start_at too
     sealed_bad = [CorruptRow(r["id"], r["reason"]) for r in db.execute(
         "SELECT id, reason FROM ledger_damaged" + where + " ORDER BY id", params)]
-    return groups, sealed_bad + fresh_bad
+    sane = [g for g in groups if _sane(g)]
+    odd = [CorruptRow(f"group {str(g.get('day'))[:10]!r}/{str(g.get('project'))[:40]!r}",
+                      "a day that is not one, or a sum that is negative or not finite") for g in groups if not _sane(g)]
+    return sane, sealed_bad + fresh_bad + odd
+
+
+_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+_SUMS = ("entries", "cost_micro", "machine_ms", "gpu_ms", "util_gpu_ms", "util_weighted_ms", "idle_gpu_ms",
+         "idle_cost_micro")
+
+
+def _sane(group: dict) -> bool:
+    """A group a report can add up: a real day, and sums that are finite and not negative. The state is
+    shared and the ledger's digest has no key, so a teammate can write any of them (a forged negative
+    total, a day that is no date, infinity); such a group is left out and listed as damaged."""
+    day = group.get("day")
+    if not isinstance(day, str) or not _DAY.fullmatch(day):
+        return False
+    try:
+        date.fromisoformat(day)
+    except ValueError:
+        return False
+    for key in _SUMS:
+        value = group.get(key, 0)
+        if value is None:
+            continue
+        if not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")) or value < 0:
+            return False
+    return True
