@@ -1,6 +1,7 @@
 """Writing a rendered report or schema where `-o PATH` says.
 
-A regular file is written beside and renamed over, so an existing one is never left half-written.
+A regular file is written beside and renamed over, so an existing one is never left half-written;
+an existing config or code file (fleet.toml, *.py, …) is refused, never replaced by a report.
 Anything else that already exists is written into, never renamed over: `-o /dev/stdout` or a FIFO
 is where the text is meant to go, and renaming over it as root replaced the device node itself
 (`fleet report -o /dev/null` left a regular file as /dev/null) while a write that failed (/dev/full:
@@ -14,6 +15,8 @@ import stat
 import tempfile
 from pathlib import Path
 
+INPUT_SUFFIXES = (".toml", ".py", ".yaml", ".yml", ".cfg", ".ini")   # what an experiment reads: never replaced
+
 
 def write_output(path: Path, text: str, mode: int = 0o644) -> Path:
     """Write `text` to `path`; OSError (with errno and strerror) when it cannot be written."""
@@ -24,6 +27,10 @@ def write_output(path: Path, text: str, mode: int = 0o644) -> Path:
         st = None
     if not path.name or (st is not None and stat.S_ISDIR(st.st_mode)):   # `-o .` or `-o /`
         raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    if st is not None and stat.S_ISREG(st.st_mode) and (path.suffix in INPUT_SUFFIXES or path.name == "fleet.toml"):
+        # `fleet config schema -o fleet.toml` replaced the experiment's config with the schema.
+        raise FileExistsError(errno.EEXIST, "it exists and is an input (config or code), not an output: "
+                                            "choose another name", str(path))
     if st is not None and not stat.S_ISREG(st.st_mode):
         with open(path, "w", encoding="utf-8") as handle:
             handle.write(text)

@@ -54,3 +54,17 @@ def test_a_regular_file_is_still_replaced_whole(tmp_path, fleet_home):
     assert proc.returncode == 0, proc.stderr
     assert out.is_file() and not out.is_symlink() and out.read_text() != "old\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".report.csv")] == []
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("name", ["fleet.toml", "train.py", "pyproject.toml"])
+def test_an_experiments_config_or_code_is_never_replaced_by_output(tmp_path, fleet_home, command, name):
+    """`fleet config schema -o fleet.toml` replaced the experiment's config with the schema."""
+    precious = tmp_path / name
+    precious.write_text("command = 'python train.py'\n")
+    proc = run_fleet([*COMMANDS[command], str(precious)], cwd=tmp_path)
+    assert proc.returncode != 0 and "is an input" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert precious.read_text() == "command = 'python train.py'\n"
+    again = tmp_path / "out.csv"
+    again.write_text("an earlier report\n")
+    assert run_fleet([*COMMANDS[command], str(again)], cwd=tmp_path).returncode == 0   # outputs are replaced
