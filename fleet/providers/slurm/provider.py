@@ -360,11 +360,10 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
                 owner = state.get_lease(lease_id)
             except NotFound:
                 continue      # not this FLEET_HOME's (another laptop of the team): never ours to end
-            if owner.status in ("active", "leasing"):
-                continue      # a live lease (a teammate's `fleet up` still queuing): its release ends its jobs
+            # A live lease (a teammate's queuing `fleet up`) is its release's; an unrecorded job is not the lease's.
             recorded = _recorded_jobs(owner)
-            if recorded and job.job_id not in recorded:
-                continue      # another job of this user's wearing the lease's tag: not the lease's
+            if owner.status in ("active", "leasing") or (recorded and job.job_id not in recorded):
+                continue
             self.slurm.cancel([job.job_id])
             ended += [f"{lease_id}-n{r}" for r in range(max(1, job.node_count))]
         return ended
