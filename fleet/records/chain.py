@@ -217,10 +217,18 @@ def get_record(run_id: str, db=None) -> RunRecord:
 
 
 def runs_referencing(snapshot_id: str, db=None) -> list[str]:
-    """Run ids whose record pins or produced this snapshot (in any store: ids are content hashes)."""
-    rows = _db(db).execute("SELECT DISTINCT run_id FROM run_snapshots WHERE snapshot_id = ? ORDER BY run_id",
-                           (snapshot_id,))
-    return [r["run_id"] for r in rows]
+    """Run ids whose record pins or produced this snapshot (in any store: ids are content hashes), and
+    runs that pin it but have no record yet: one still going, or lost and perhaps resumed (a record
+    is written when a run ends; `snapshot rm` then `gc` took a live run's data from under it)."""
+    db = _db(db)
+    rows = db.execute("SELECT DISTINCT run_id FROM run_snapshots WHERE snapshot_id = ? ORDER BY run_id",
+                      (snapshot_id,))
+    recorded = [r["run_id"] for r in rows]
+    if len(snapshot_id) != 64 or not all(c in "0123456789abcdef" for c in snapshot_id):
+        return recorded
+    live = db.execute("SELECT id FROM runs WHERE status IN ('running', 'lost') AND meta LIKE ? ORDER BY id",
+                      (f"%{snapshot_id}%",))
+    return recorded + [r["id"] for r in live if r["id"] not in recorded]
 
 
 def list_records(db=None, *, limit: int = 200, project: str | None = None,
