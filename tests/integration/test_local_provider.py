@@ -110,9 +110,9 @@ def test_a_machine_that_never_answers_is_named(local_lease):
 
 
 def _tagged(machine_id: str) -> list[str]:
-    from fleet.remote.agent import agent
+    from fleet.remote.agent import containment
     out = []
-    for pid in agent._tagged_pids(machine_id):
+    for pid, _start in containment.tagged(machine_id, exclude={os.getpid()}):
         try:
             out.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
         except OSError:

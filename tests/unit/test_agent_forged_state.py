@@ -65,11 +65,14 @@ def test_the_watchdog_expiry_ignores_a_pid_file_naming_another_process(tmp_path,
 
 
 def test_the_watchdog_expiry_still_ends_the_machines_own_process(tmp_path):
-    """The sshd it must end names its sshd_config beside the pid file; a stand-in does the same."""
+    """The sshd it must end names its sshd_config beside the pid file; a stand-in does the same (a
+    copy of `sleep` named sshd: fleet proves an sshd by its binary too)."""
+    import shutil
     d = tmp_path / "machine"
     d.mkdir()
     (d / "sshd_config").write_text("")
-    own = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", str(d / "sshd_config")])
+    shutil.copy(shutil.which("sleep"), tmp_path / "sshd")
+    own = subprocess.Popen([f"sshd -f {d / 'sshd_config'}", "300"], executable=str(tmp_path / "sshd"))
     try:
         (d / "sshd.pid").write_text(f"{own.pid} {c.start_time(own.pid)}\n")
         watchdog = subprocess.run([sys.executable, str(AGENT_PATH), "watchdog", "--state-dir", str(d / "state"),

@@ -30,7 +30,9 @@ def _alive(pid: int) -> bool:
 
 def _pid_file_matches(directory: str, pid: int) -> bool:
     from ...remote.agent.containment import read_small   # a FIFO planted there must not hang `fleet status`
+    from ...remote.agent.containment import same_process
     try:
-        return int(read_small(os.path.join(directory, "sshd.pid")).split()[0]) == pid   # "PID STARTTIME"
-    except (ValueError, IndexError):
+        recorded, start = (int(x) for x in read_small(os.path.join(directory, "sshd.pid")).split()[:2])
+    except (ValueError, IndexError):   # "PID STARTTIME"
         return False
+    return recorded == pid and same_process(pid, start)   # a reused pid is not the machine's sshd

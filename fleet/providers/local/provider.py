@@ -129,7 +129,7 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
             with os.scandir(subdir("machines")) as entries:
                 for e in entries:
                     lease_id, sep, rank = e.name.rpartition("-n")
-                    if sep and lease_id in wanted and rank.isdigit() and e.is_dir():
+                    if sep and lease_id in wanted and rank.isdigit() and e.is_dir(follow_symlinks=False):
                         dirs.setdefault(lease_id, []).append((int(rank), Path(e.path)))
         except OSError:
             pass
@@ -185,12 +185,14 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
         except (TypeError, ValueError):
             count = cls.max_machines_per_lease + 1
         if count <= cls.max_machines_per_lease:
-            return [d for d in (root / f"{lease.id}-n{rank}" for rank in range(count)) if d.is_dir()]
+            return [d for d in (root / f"{lease.id}-n{rank}" for rank in range(count))
+                    if d.is_dir() and not d.is_symlink()]
         prefix = f"{lease.id}-n"
         try:
             with os.scandir(root) as entries:
                 found = [Path(e.path) for e in entries
-                         if e.name.startswith(prefix) and e.name[len(prefix):].isdigit() and e.is_dir()]
+                         if e.name.startswith(prefix) and e.name[len(prefix):].isdigit()
+                         and e.is_dir(follow_symlinks=False)]
         except OSError:
             return []
         return sorted(found, key=lambda d: int(d.name[len(prefix):]))
@@ -198,7 +200,8 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
     def orphan_dirs(self, live_machine_ids: set[str]) -> list[Path]:
         """Machine directories no live lease owns (e.g. a controller killed mid-lease)."""
         root = subdir("machines")
-        return [d for d in root.iterdir() if d.is_dir() and d.name not in live_machine_ids]
+        # Never through a link: one planted in machines/ would have another FLEET_HOME's machine ended.
+        return [d for d in root.iterdir() if d.is_dir() and not d.is_symlink() and d.name not in live_machine_ids]
 
     def sweep(self, live_machine_ids: set[str]) -> list[str]:
         orphans = self.orphan_dirs(live_machine_ids)

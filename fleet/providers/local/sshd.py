@@ -300,8 +300,10 @@ def _runs_config(pid: int, config: Path) -> bool:
     """The pid is an sshd started with this machine's sshd_config (its command line says so). sshd's
     listener retitles itself into one string ("sshd: /usr/sbin/sshd -D -e -f <config> [listener] …"),
     so the words inside each argument count too."""
-    try:
+    try:   # an sshd by its binary too: any process of the login's can name the config (`tail -f …`)
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if not os.path.basename(os.readlink(f"/proc/{pid}/exe")).startswith("sshd"):
+            return False
     except OSError:
         return False
     wanted = str(config).encode()

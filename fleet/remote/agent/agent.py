@@ -41,11 +41,6 @@ POLL_S = 0.5
 ISOLATION_FILE = "isolation.json"
 
 
-def _tagged_pids(machine_id):
-    """Pids whose environment carries this machine's id (each checked by start time while read)."""
-    return [pid for pid, _start in containment.tagged(machine_id, exclude={os.getpid()})]
-
-
 # -- the machine's containment ---------------------------------------------------------------------
 
 def read_isolation(state):
@@ -105,10 +100,15 @@ def _roots(args):
 
 
 def _names_a_file_beside(pid, pid_file):
-    """Its command line names a file beside the pid file (`sshd -f <dir>/sshd_config`, retitled by sshd
-    into one string): the login may write the file, and a forged "PID STARTTIME" had any tree ended."""
+    """An sshd whose command line names a file beside the pid file (`sshd -f <dir>/sshd_config`, retitled
+    by sshd into one string): the login may write the file, and a forged "PID STARTTIME" had any tree
+    ended. An sshd by its binary: any process of the login's can name such a file (`tail -f …/sshd.log`)."""
     here, words = os.path.dirname(os.path.abspath(pid_file)), [w for a in _argv(pid) for w in [a, *a.split()]]
-    return any(os.path.isabs(w) and os.path.dirname(os.path.normpath(w)) == here for w in words)
+    try:
+        sshd = os.path.basename(os.readlink("/proc/%d/exe" % int(pid))).startswith("sshd")
+    except (OSError, ValueError):
+        return False
+    return sshd and any(os.path.isabs(w) and os.path.dirname(os.path.normpath(w)) == here for w in words)
 
 
 def _argv(pid):
