@@ -34,15 +34,11 @@ if TYPE_CHECKING:
 
 # .fleet-snapshot: the marker older fleets left in materialised trees; never part of a snapshot.
 DEFAULT_EXCLUDES = (".git", "__pycache__", ".fleet", ".venv", ".DS_Store", ".fleet-snapshot")
-SPLIT_MIN = 8 * 1024 * 1024       # files at least this big (and more than a thread's share of the work) are
-                                  # hashed by two threads at once: a lone changed file then takes half the time
+SPLIT_MIN = 8 * 1024 * 1024   # this big and over a thread's share: hashed by two threads (a lone change: half the time)
 
 
 def default_workers() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(2, min(8, cpus))
 
 
@@ -144,7 +140,11 @@ class SnapshotBuilder:
     def _digest(self, real: str, st: os.stat_result, whole: bool = True) -> FileDigest:
         try:
             with open_for_reading(real) as f:
-                return digest_stream(f, self._put, size_hint=st.st_size, whole=whole, on_bytes=self.meter.hashed)
+                d = digest_stream(f, self._put, size_hint=st.st_size, whole=whole, on_bytes=self.meter.hashed)
+                if stat.S_ISREG(st.st_mode) and stat_key(os.fstat(f.fileno())) != stat_key(st):   # written while read
+                    raise UsageError(f"{real} changed while it was being snapshotted",
+                                     hint="snapshot it again once nothing is writing to it")
+                return d
         except PermissionError:
             raise UsageError(f"cannot read {real}: permission denied") from None
         except OSError as exc:

@@ -309,3 +309,30 @@ def test_stat_records_an_older_fleet_saved_as_json_are_still_used(store, tree, o
     opened.clear()
     again = create_snapshot(tree, store)
     assert _reads_under(opened, tree) == [] and again.id == first.id and again.files_cached == 13
+
+
+def test_a_file_written_to_while_it_is_read_is_refused_not_stored_torn(tmp_path, monkeypatch):
+    """A red-team finding: a 6 MiB file rewritten after its first chunk was read was stored as the
+    first chunk's old bytes and the rest's new ones, content the file never held, without a word."""
+    import os as _os
+
+    import fleet.snapshots.chunking as chunking
+    from fleet.errors import UsageError
+    from fleet.snapshots import create_snapshot, open_store
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    data = tmp_path / "d"
+    data.mkdir()
+    path = data / "f.bin"
+    path.write_bytes(b"A" * (6 * 1024 * 1024))
+    views = chunking.chunk_views
+
+    def rewritten_meanwhile(f):
+        for i, view in enumerate(views(f)):
+            yield view
+            if i == 0:
+                fd = _os.open(path, _os.O_WRONLY)
+                _os.pwrite(fd, b"B" * (6 * 1024 * 1024), 0)
+                _os.close(fd)
+    monkeypatch.setattr(chunking, "chunk_views", rewritten_meanwhile)
+    with pytest.raises(UsageError, match="changed while it was being snapshotted"):
+        create_snapshot(data, open_store(str(tmp_path / "store")))
