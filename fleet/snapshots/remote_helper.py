@@ -162,13 +162,19 @@ class Objects:
             raise Failure("no URL for S3 object %s" % e["key"], None, rel)
         fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444, dir_fd=pfd)
         md5, n = hashlib.md5(), 0
+        # If-Match: S3 answers 412 once the object is not the one listed; a multipart ETag is no MD5,
+        # so without it a same-size rewrite of such an object passed as the snapshotted one.
+        request = urllib.request.Request(url, headers={"If-Match": '"%s"' % e["etag"].strip('"')})
         try:
-            with urllib.request.urlopen(url, timeout=60) as r:
+            with urllib.request.urlopen(request, timeout=60) as r:
                 for block in iter(lambda: r.read(1 << 20), b""):
                     md5.update(block)
                     write_all(fd, block)
                     n += len(block)
         except OSError as exc:
+            if getattr(exc, "code", None) == 412:
+                raise Failure("s3 object %s changed since it was snapshotted (its ETag differs)" % e["key"],
+                              None, rel) from None
             raise Failure("could not fetch s3 object %s: %s" % (e["key"], exc), None, rel) from None
         finally:
             os.close(fd)
