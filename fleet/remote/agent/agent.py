@@ -256,9 +256,11 @@ def cmd_status(args):
 
 
 def stop_machine(state, machine_id, *, unit=None, roots=(), grace_s=2.0):
-    """End a machine from outside its watchdog: ask the watchdog to release it, wait for it, then
-    end whatever is left: the whole unit (a stuck watchdog too), or the verified pids and tagged
-    processes when there is no unit. Only processes proven to be the machine's are signalled."""
+    """End a machine from outside its watchdog: ask it to release the machine, wait, then end what is
+    left: the whole unit (a stuck watchdog too), or verified pids and tagged processes without one, and
+    the roots' descendants as they are now (one that left the unit is still theirs by descent)."""
+    roots = [r for r in roots if containment.same_process(*r)]
+    roots += containment.descendants(roots)
     try:
         containment.write_atomic(os.path.join(state, "release"), str(time.time()))
     except OSError:
@@ -267,9 +269,7 @@ def stop_machine(state, machine_id, *, unit=None, roots=(), grace_s=2.0):
     if watchdog and not _is_watchdog(watchdog[0], state):
         watchdog = None   # a pid reused by something else: never waited for, never signalled
     elif watchdog:
-        # Now, not at its next poll of the release file (≤ 0.5 s); held by pidfd first, as it may be
-        # ending this very moment and its pid must never be taken for another process's.
-        held = containment.verify(*watchdog)
+        held = containment.verify(*watchdog)   # now, not at its next poll; by pidfd: it may be ending now
         if held is not None:
             held.signal(signal.SIGTERM)   # another user's (not permitted): it still sees the release file
             held.close()
