@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..errors import NotFound, UsageError
+from ..errors import IntegrityError, NotFound, UsageError
 from .manifest import Manifest
 from .store import HEX64, Store, looks_like_id_prefix
 
@@ -57,10 +57,15 @@ def list_snapshots(store: Store) -> list[dict[str, Any]]:
     names = names_by_id(store)
     rows = []
     for info in store.list_manifests():
-        m = load(store, info.id)
+        created = info.created_at.isoformat() if info.created_at else None
+        try:
+            m = load(store, info.id)
+        except IntegrityError as exc:   # one corrupt (or planted) manifest: listed as such, not the end of `ls`
+            rows.append({"id": info.id, "names": names.get(info.id, []), "files": 0, "size": 0, "chunks": 0,
+                         "created_at": created, "damaged": exc.one_line()})
+            continue
         rows.append({"id": info.id, "names": names.get(info.id, []), "files": len(m.files()),
-                     "size": m.total_size, "chunks": len(m.chunk_ids()),
-                     "created_at": info.created_at.isoformat() if info.created_at else None})
+                     "size": m.total_size, "chunks": len(m.chunk_ids()), "created_at": created})
     return rows
 
 
@@ -164,5 +169,6 @@ def snapshots_table(rows: list[dict]):
     from ..render import Column, Table
     from ..render.units import human_size
     return Table([Column("id", no_wrap=True), Column("names"), Column("files"), Column("size"), Column("created")],
-                 [(r["id"][:12], ", ".join(r["names"]) or "-", str(r["files"]), human_size(r["size"]),
-                   (r["created_at"] or "-")[:19]) for r in rows], empty="no snapshots")
+                 [(r["id"][:12], ("DAMAGED: " + r["damaged"]) if r.get("damaged") else ", ".join(r["names"]) or "-",
+                   str(r["files"]), human_size(r["size"]), (r["created_at"] or "-")[:19]) for r in rows],
+                 empty="no snapshots")

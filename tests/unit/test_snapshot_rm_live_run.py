@@ -30,3 +30,21 @@ def test_a_snapshot_a_live_run_pins_is_kept_by_rm_and_gc(tmp_path, fleet_home, s
     assert json.loads(removed.stdout)["kept_for_runs"] == ["r-live2"]
     assert run_fleet(["snapshot", "gc", "--grace", "0"], cwd=tmp_path, env=env).returncode == 0
     assert run_fleet(["snapshot", "verify", created["id"]], cwd=tmp_path, env=env).returncode == 0
+
+
+def test_one_corrupt_manifest_is_listed_as_damaged_and_the_rest_still_listed(tmp_path, fleet_home):
+    """A planted or damaged manifest (anyone may write a shared store) made `fleet snapshot ls` fail."""
+    data = tmp_path / "d1"
+    data.mkdir()
+    (data / "x.bin").write_bytes(b"x" * 1000)
+    env = {"FLEET_HOME": str(fleet_home)}
+    created = json.loads(run_fleet(["snapshot", "create", str(data), "--json"], cwd=tmp_path, env=env).stdout)
+    from fleet.snapshots import open_store
+    store = open_store(None)
+    (store.root / "manifests" / ("e" * 64)).write_text("garbage")
+    listed = run_fleet(["snapshot", "ls", "--json"], cwd=tmp_path, env=env)
+    assert listed.returncode == 0, listed.stderr
+    rows = {r["id"]: r for r in json.loads(listed.stdout)["snapshots"]}
+    assert "corrupt" in rows["e" * 64]["damaged"] and rows[created["id"]]["files"] == 1
+    table = run_fleet(["snapshot", "ls"], cwd=tmp_path, env=env)
+    assert table.returncode == 0 and "DAMAGED" in table.stdout
