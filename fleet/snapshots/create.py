@@ -367,8 +367,8 @@ def create_snapshot(path: str | Path, store: Store, *, name: str | None = None,
             if builder.remembered != known:
                 cache.save(key, st_root, store.url, builder.remembered)
             whole = len(builder.remembered) == len(files) and not builder.warnings
-            save_hit(key, store.url, TreeHit(signature, result.id, len(files), size,
-                                             sorted(result.manifest.chunk_ids())) if whole else None)
+            sizes = {h: n for e in result.manifest.files() for h, n in e.chunks}   # a chunk cut short: not present
+            save_hit(key, store.url, TreeHit(signature, result.id, len(files), size, sizes) if whole else None)
         return result
     except (FleetError, KeyboardInterrupt):
         builder.abort()

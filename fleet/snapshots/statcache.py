@@ -97,12 +97,13 @@ class StatCache:
 @dataclass(frozen=True)
 class TreeHit:
     """The last whole scan of a root into a store: its signature, the snapshot it gave, that
-    snapshot's file count, size and chunk ids."""
+    snapshot's file count, size and chunks with their sizes (so a chunk cut short in the store is not
+    counted present: the store's size check; a file an older fleet wrote lists ids only)."""
     signature: str
     id: str
     files: int
     size: int
-    chunks: list[str]
+    chunks: dict[str, int] | list[str]
 
 
 def _hit_file(root: str, store: str, create: bool = False) -> Path | None:
@@ -128,7 +129,10 @@ def load_hit(root: str, store: str) -> TreeHit | None:
         meta = json.loads(head)
         if [meta.get("root"), meta.get("store"), meta.get("format")] != [root, store, FORMAT]:
             return None
-        return TreeHit(meta["signature"], meta["id"], int(meta["files"]), int(meta["size"]), rest.decode().split())
+        tokens = rest.decode().split()
+        chunks = {h: int(n) for h, _, n in (t.partition(":") for t in tokens)} if all(":" in t for t in tokens) \
+            else tokens
+        return TreeHit(meta["signature"], meta["id"], int(meta["files"]), int(meta["size"]), chunks)
     except (OSError, TypeError, ValueError, KeyError, AttributeError):
         return None
 
@@ -145,7 +149,8 @@ def save_hit(root: str, store: str, hit: TreeHit | None) -> None:
         meta = {"root": root, "store": store, "format": FORMAT, "signature": hit.signature, "id": hit.id,
                 "files": hit.files, "size": hit.size}
         tmp = path.with_name(f"{path.name}.{os.getpid()}")
-        tmp.write_bytes(json.dumps(meta).encode() + b"\n" + "\n".join(hit.chunks).encode())
+        chunks = [f"{h}:{n}" for h, n in sorted(hit.chunks.items())] if isinstance(hit.chunks, dict) else hit.chunks
+        tmp.write_bytes(json.dumps(meta).encode() + b"\n" + "\n".join(chunks).encode())
         os.replace(tmp, path)
 
 

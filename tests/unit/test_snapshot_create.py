@@ -336,3 +336,26 @@ def test_a_file_written_to_while_it_is_read_is_refused_not_stored_torn(tmp_path,
     monkeypatch.setattr(chunking, "chunk_views", rewritten_meanwhile)
     with pytest.raises(UsageError, match="changed while it was being snapshotted"):
         create_snapshot(data, open_store(str(tmp_path / "store")))
+
+
+def test_the_whole_tree_hit_does_not_count_a_chunk_cut_short_in_the_store(tmp_path, monkeypatch):
+    """A red-team finding: an unchanged tree re-snapshotted through the whole-tree hit counted a chunk
+    truncated in the store as present (names only); the stat-cache path sends it again."""
+    from fleet.snapshots import create_snapshot, open_store, verify
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    data = tmp_path / "d2"
+    data.mkdir()
+    (data / "a.bin").write_bytes(os.urandom(300_000))
+    (data / "b.bin").write_bytes(os.urandom(300_000))
+    store = open_store(str(tmp_path / "store"))
+    import time as _time
+    _time.sleep(2.2)                              # older than the stat cache's 2 s window (mtime and ctime)
+    first = create_snapshot(data, store)          # now remembered: the next create is a whole-tree hit
+    assert create_snapshot(data, store).files_cached == 2
+    h = sorted(first.manifest.chunk_ids())[0]
+    path = store.root / "chunks" / h[:2] / h
+    os.chmod(path, 0o644)
+    os.truncate(path, 1000)
+    again = create_snapshot(data, store)
+    assert again.id == first.id and again.new_chunks == 1
+    assert verify(store, first.id, deep=True) == []
