@@ -13,8 +13,9 @@ from .table import LABEL, RIGHT, TOTAL, Table
 # What Markdown (and the HTML it lets through) could read as markup: backslash-escaped, or an
 # entity. Strings here come from a shared state and CI variables a teammate (or a branch name)
 # chooses: `<img src=…>`, `![](…)` or a line break must show as text, not fetch or forge anything.
-# ( ) and ! need nothing once [ ] are escaped; # only at the start of a line.
-_MARKUP = str.maketrans({**{c: "\\" + c for c in "\\`*_[]|~"}, "<": "&lt;", ">": "&gt;", "&": "&amp;"})
+# ( ) and ! need nothing once [ ] are escaped; # only at the start of a line. Emphasis (* _ ~) is
+# left as typed: it forges nothing, and `train_accuracy` should read as itself in the raw text too.
+_MARKUP = str.maketrans({**{c: "\\" + c for c in "\\`[]|"}, "<": "&lt;", ">": "&gt;", "&": "&amp;"})
 
 
 def _one_line(text: object) -> str:
