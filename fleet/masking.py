@@ -25,6 +25,7 @@ _STATE_PASSWORD = re.compile(r"://[^/:@\s]*:(\S+)@")     # to the last "@": it m
 MIN_MASKED = 4        # a shorter value is no secret, and masking it would take it out of every id and hash
 MIN_GUESSED = 6       # a value secret only by its variable's name: NUM_KEYS=8, MAX_TOKENS=4096 are settings
 _NOT_SECRET_WORDS = {"true", "false", "yes", "no", "on", "off", "none", "null"}
+_ALWAYS_SECRET = re.compile(r"SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 
 
 def looks_secret(name: str) -> bool:
@@ -32,10 +33,14 @@ def looks_secret(name: str) -> bool:
 
 
 def secret_by_name(name: str, value: object) -> bool:
-    """An [env] value taken for a secret by its variable's name alone (TOKEN, KEY, AUTH…): only where
-    the value could be one. TOKENIZERS_PARALLELISM=false, NUM_KEYS=8 or MAX_TOKENS=131072 are
-    settings, and masking them would blank every "8" or "false" in the run's ids, hashes and logs."""
+    """An [env] value taken for a secret by its variable's name alone. A password, secret or
+    credential always is (a PIN-like `84721953` or `admin` too, MIN_MASKED characters and up); a
+    name with KEY, TOKEN or AUTH only where the value could be one: TOKENIZERS_PARALLELISM=false,
+    NUM_KEYS=8 or MAX_TOKENS=131072 are settings, and masking them would blank every "8" or "false"
+    in the run's ids, hashes and logs."""
     text = str(value)
+    if _ALWAYS_SECRET.search(name):
+        return len(text) >= MIN_MASKED
     return (looks_secret(name) and len(text) >= MIN_GUESSED and not text.isdigit()
             and text.strip().lower() not in _NOT_SECRET_WORDS)
 

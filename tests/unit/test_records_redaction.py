@@ -78,3 +78,15 @@ def test_settings_named_like_secrets_are_not_masked_and_ids_never_are(db, monkey
     assert stored.env == {"NUM_KEYS": "8", "TOKENIZERS_PARALLELISM": "false", "MAX_TOKENS": "131072",
                           "WANDB_API_KEY": REDACTED}
     assert rec.config["env"]["NUM_KEYS"] == "8"
+
+
+def test_passwords_and_secrets_are_masked_however_short_or_numeric(db, monkeypatch):
+    """The settings exemption (NUM_KEYS=8) is for names with KEY, TOKEN or AUTH only: a PIN-like or
+    short password is still a password (a reviewer found `PGPASSWORD=84721953` left in the record)."""
+    from fleet.masking import Masker
+    monkeypatch.setenv("FLEET_SECRET_NAMES", "")
+    env = {"PGPASSWORD": "84721953", "DB_PASSWORD": "admin", "API_SECRET": "s3cr3", "NUM_KEYS": "8"}
+    masker = Masker.for_config(None, env=env)
+    assert masker("pw 84721953 admin s3cr3, 8 keys") == "pw *** *** ***, 8 keys"
+    rec = append_record(RunRecord(run_id="r-pw", command="train", env=env, code_snapshot="a" * 64), db)
+    assert rec.env == {"PGPASSWORD": REDACTED, "DB_PASSWORD": REDACTED, "API_SECRET": REDACTED, "NUM_KEYS": "8"}
