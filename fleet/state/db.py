@@ -269,16 +269,20 @@ class Database(BaseDatabase):
         (`fleet status`'s machine documents: ~1 MB less at 1,000 leases, fewer page faults)."""
         cur = self._conn().cursor()
         cur.row_factory = None
+        given = 0
         try:
             cur.execute(sql, tuple(params))
             batch = cur.fetchmany(size)
             while batch:
                 yield batch
+                given += len(batch)
                 batch = cur.fetchmany(size)
         except sqlite3.OperationalError as exc:
             if not _undecodable(exc):
                 self._failed(exc, hint="another fleet may hold it locked, or the disk is full")
-            yield self.rows(sql, params)      # again, whole and leniently (rare: a damaged row)
+            rest = self.rows(sql, params)[given:]    # again, leniently (rare: a damaged row), past what was given
+            if rest:
+                yield rest
         except sqlite3.DatabaseError as exc:
             self._failed(exc, hint="another fleet may hold it locked, or the disk is full")
         finally:

@@ -23,3 +23,15 @@ def test_status_and_report_read_a_row_that_is_not_utf8(tmp_path, fleet_home):
     from fleet.state import open_state as again
     rows = again().db.execute("SELECT template, project FROM leases")
     assert rows == [{"template": "t\ufffd", "project": "p\ufffd\x00"}]
+
+
+def test_a_damaged_row_after_the_first_batch_gives_every_row_once(fleet_home):
+    """The lenient retry gave the rows already handed out again (`fleet status` doubled machines)."""
+    from fleet.state import open_state
+    state = open_state()
+    state.db.execute("CREATE TABLE t (n INTEGER, s TEXT)")
+    state.db.executemany("INSERT INTO t VALUES (?, ?)", [(n, "ok") for n in range(250)])
+    state.db.execute("UPDATE t SET s = CAST(X'66FF6F' AS TEXT) WHERE n = 220")
+    rows = [r for batch in state.db.row_batches("SELECT n, s FROM t ORDER BY n") for r in batch]
+    assert [r[0] for r in rows] == list(range(250)) and rows[220][1] == "f\ufffdo"
+    state.close()
