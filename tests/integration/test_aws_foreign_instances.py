@@ -109,3 +109,15 @@ def test_a_running_image_bake_is_not_a_lease_that_is_not_live():
                         {"Key": "fleet:expires-at", "Value": (now + timedelta(hours=1)).isoformat()}]}
     assert judge(builder, {"l-live"}, now, None) is None
     assert judge(builder, {"l-live"}, now + timedelta(hours=2), None).startswith("expired")
+
+
+def test_a_planted_lease_id_does_not_blank_every_other_lease_in_status(provider):
+    """`fleet status` asks about all leases at once: one id with a wildcard made the whole call refuse,
+    and every AWS lease showed its machines unknown."""
+    victim = provider.lease(_plan(provider, "alice"), "l-a1b2c3d4", 60)
+    planted = Lease(id="l-*", provider="aws", template="aws-1gpu", machines=[], created_at=victim.created_at,
+                    deadline=victim.deadline, max_deadline=victim.max_deadline, project="x", user="tester",
+                    heartbeat_ttl_s=60, meta={"region": "us-east-1"})
+    states = provider.describe_leases([victim, planted])
+    assert [s.state for s in states[victim.id]] == ["running"] and states["l-*"] == []
+    provider.release(victim)

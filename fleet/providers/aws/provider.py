@@ -330,10 +330,10 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
         if not leases:
             return {}
         ids = {lease.id for lease in leases}
-        # Up to EC2's 200 values per filter, only these leases' instances (a teammate's thousand
-        # leases in the same account are not fetched and parsed: seconds); beyond, every fleet
-        # instance. One call either way.
-        by_value = {TAG_LEASE: sorted(ids)} if len(ids) <= FILTER_VALUES_MAX else {}
+        # ≤ 200 leases (EC2's values per filter): theirs only (not a teammate's thousand: seconds), else every
+        # fleet instance; one call. An id EC2 reads as a wildcard (a planted row) is left out: none found for it.
+        plain = sorted(i for i in ids if i and "*" not in i and "?" not in i)
+        by_value = {TAG_LEASE: plain} if len(ids) <= FILTER_VALUES_MAX and plain else {}
         try:
             instances = find_instances(self._ec2_for(leases[0]), by_value, states=(), tag_keys=(TAG_LEASE,))
         except Exception as exc:  # noqa: BLE001
