@@ -54,11 +54,12 @@ def test_the_leases_own_staging_directory_is_still_removed(fleet_home, tmp_path)
     assert not staged.exists()
 
 
-@pytest.mark.parametrize("recorded", ["/scratch/fleet-l-2-inputs", "/scratch/fleet-l-1-inputs/..", "relative/fleet-l-1-inputs",
+@pytest.mark.parametrize("recorded", ["/scratch/fleet-l-2-inputs", "/scratch/fleet-l-1-inputs/..", "/home/alice",
                                       "/a/../fleet-l-1-inputs", 17, None, "/"])
 def test_only_a_path_the_probe_makes_for_that_lease_counts_as_its_staging(recorded):
     assert staging_dir_of("l-1", recorded) is None
-    assert staging_dir_of("l-1", "/scratch/fleet-l-1-inputs") == "/scratch/fleet-l-1-inputs"
+    for made in ("/scratch/fleet-l-1-inputs", "~/scratch/fleet-l-1-inputs", "//nfs/./fleet-l-1-inputs"):
+        assert staging_dir_of("l-1", made) == made     # wherever shared_dir or workdir pointed
 
 
 def _tool(bindir: Path, name: str, payload: bytes) -> None:

@@ -46,14 +46,13 @@ def staging_probe(slurm: SlurmCommands, cfg: SlurmSettings, lease_id: str) -> di
 
 def staging_dir_of(lease_id: str, recorded: object) -> str | None:
     """The staging directory recorded on a lease, when it is one `staging_probe` makes for that lease
-    (an absolute path ending in fleet-<lease id>-inputs, no `..`); None otherwise. The lease row is
-    in a state teammates can write: a path planted there must never reach `rm -rf`."""
+    (a path ending in fleet-<lease id>-inputs, no `..`, under whatever `shared_dir` or `workdir` was
+    set: `~/scratch` too); None otherwise. The lease row is in a state teammates can write: a path
+    planted there must never reach `rm -rf`."""
     import posixpath
-    if not isinstance(recorded, str) or not recorded.startswith("/") or "\0" in recorded:
+    if not isinstance(recorded, str) or "\0" in recorded or ".." in recorded.split("/"):
         return None
-    if posixpath.normpath(recorded) != recorded.rstrip("/") or ".." in recorded.split("/"):
-        return None
-    return recorded if posixpath.basename(recorded) == f"fleet-{lease_id}-inputs" else None
+    return recorded if posixpath.basename(recorded.rstrip("/")) == f"fleet-{lease_id}-inputs" else None
 
 
 def remove_staging(slurm: SlurmCommands, directory: str) -> None:
