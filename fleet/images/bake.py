@@ -52,6 +52,7 @@ class BakeOptions:
     mode: str = "apply"
     subnet_id: str | None = None
     security_group_id: str | None = None
+    stack: str | None = None             # the builder carries fleet:stack: that stack's reaper may end it
     ssh_cidr: str | None = None          # no stack: open the builder to this CIDR in the default VPC
     sandbox: Any = None                  # fleet.providers.aws.sandbox.Sandbox in the sandbox
     max_s: int = 3 * 3600                # the builder ends itself after this long, whatever happens
@@ -93,7 +94,7 @@ def bake(ec2, recipe: Recipe, options: BakeOptions, progress: Progress = lambda 
             temp_sg = sg = temporary_security_group(ec2, lease_id, options.ssh_cidr)
         progress(f"launching builder {recipe.builder_instance_type} for {recipe.image_name}")
         builder, keys = launch(ec2, recipe, lease_id=lease_id, keys_dir=keys_dir, max_s=options.max_s,
-                               subnet_id=options.subnet_id, security_group_id=sg)
+                               subnet_id=options.subnet_id, security_group_id=sg, stack=options.stack)
         builder.temp_security_group = temp_sg
         result.builder_instance_id = builder.instance_id
         machine = reach(ec2, builder, keys_dir, keys["host_pub"], sandbox=options.sandbox,

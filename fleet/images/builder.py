@@ -60,7 +60,8 @@ def user_data(lease_id: str, authorized_key: str, host_private: str, host_public
 
 
 def launch(ec2, recipe: Recipe, *, lease_id: str, keys_dir: Path, max_s: int,
-           subnet_id: str | None, security_group_id: str | None) -> tuple[Builder, dict[str, str]]:
+           subnet_id: str | None, security_group_id: str | None,
+           stack: str | None = None) -> tuple[Builder, dict[str, str]]:
     """Start the builder (one RunInstances call, idempotent on the bake id)."""
     from ..keys import generate_ed25519
     from ..providers.aws.launch import tag_list
@@ -71,7 +72,8 @@ def launch(ec2, recipe: Recipe, *, lease_id: str, keys_dir: Path, max_s: int,
     tags = {"Name": f"fleet-bake-{recipe.name}", "fleet:lease": lease_id,
             "fleet:expires-at": expires.isoformat().replace("+00:00", "Z"),
             "fleet:role": "image-builder", "fleet:recipe": recipe.name,
-            "fleet:recipe-hash": recipe.content_hash, "managed-by": "fleet"}
+            "fleet:recipe-hash": recipe.content_hash, "managed-by": "fleet",
+            **({"fleet:stack": stack} if stack else {})}
     params: dict[str, Any] = {
         "ImageId": base["ImageId"], "InstanceType": recipe.builder_instance_type,
         "MinCount": 1, "MaxCount": 1, "ClientToken": lease_id,

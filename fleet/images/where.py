@@ -41,4 +41,5 @@ def bake_options(outputs, *, check: bool = False, ssh_cidr: str | None = None) -
     if outputs is not None:
         options.subnet_id = next(iter(outputs.subnets.values()))
         options.security_group_id = outputs.security_group_id
+        options.stack = outputs.stack or None
     return options

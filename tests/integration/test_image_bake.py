@@ -193,3 +193,17 @@ def test_real_bake_without_network_access_is_refused_before_launching(images_dir
     with pytest.raises(UsageError, match="network access for SSH"):
         bake(ec2, load_recipe("base-cpu"), BakeOptions(mode="apply", sandbox=None))
     assert {i["InstanceId"] for i in _instances(ec2)} == before
+
+
+def test_a_builder_of_a_stack_carries_its_tag_so_that_stacks_reaper_may_end_it(images_dir, sandbox, ec2):
+    """The reaper and its Lambda judge only their own stack's instances: a builder without the tag
+    would never be ended by them if it hung past its expiry."""
+    from datetime import datetime, timedelta, timezone
+
+    from fleet.providers.aws.reap import judge
+    bake(ec2, load_recipe("base-cpu"), BakeOptions(mode="check", sandbox=sandbox, stack="dev"))
+    [builder] = _instances(ec2, **{"tag:fleet:role": "image-builder"})
+    tags = {t["Key"]: t["Value"] for t in builder["Tags"]}
+    assert tags["fleet:stack"] == "dev"
+    later = datetime.now(timezone.utc) + timedelta(days=1)
+    assert judge(builder, None, later).startswith("expired")
