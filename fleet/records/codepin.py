@@ -60,7 +60,7 @@ def dirty_files(root: Path, subdir: str) -> list[tuple[str, str]]:
     return out
 
 
-def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> str:
+def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> tuple[str, str | None]:
     """Snapshot exactly the commit's tree under subdir: its blobs as git stores them (`git ls-tree`,
     `git cat-file --batch`), never the working dir. Not `git archive`: it applies attributes and
     filters a clean `git status` does not show (a smudge filter in .git/config, export-ignore in
@@ -75,6 +75,12 @@ def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> str:
             meta, _, path = item.partition(b"\t")
             mode, kind, oid = meta.decode().split()
             entries.append((int(mode, 8), kind, oid, path.decode(errors="surrogateescape")))
+    filtered = _filtered(root, subdir, [path for _m, kind, _o, path in entries if kind == "blob"])
+    if filtered:   # Git LFS above all: its pointer files are not the code; git archive applies the filters
+        path, driver = filtered[0]
+        return _export_archive(root, treeish, store), (
+            f"git filters apply to {len(filtered)} file(s) of the code (e.g. {path}: filter={driver}): the "
+            "snapshot holds what they produce, as `git archive` exports it, not the commit's blobs")
     builder = SnapshotBuilder(store)
     proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
@@ -98,6 +104,53 @@ def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> str:
         proc.stdin.close()
         if proc.wait() != 0:
             raise EnvironmentProblem(f"git cat-file failed: {proc.stderr.read().decode(errors='replace').strip()}")
+    except BaseException:
+        builder.abort()
+        proc.kill()
+        proc.wait()
+        raise
+    return builder.publish().id, None
+
+
+def _filtered(root: Path, subdir: str, paths: list[str]) -> list[tuple[str, str]]:
+    """(path, filter driver) of the paths a git `filter` attribute applies to (Git LFS: `lfs`)."""
+    if not paths:
+        return []
+    prefix = f"{subdir}/" if subdir else ""
+    res = subprocess.run(["git", "check-attr", "-z", "--stdin", "filter"], cwd=root, capture_output=True,
+                         input="\0".join(prefix + p for p in paths).encode(errors="surrogateescape"),
+                         env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+    fields = res.stdout.split(b"\0")
+    out = []
+    for i in range(0, len(fields) - 2, 3):
+        value = fields[i + 2].decode(errors="replace")
+        if value not in ("unspecified", "unset", ""):
+            out.append((fields[i].decode(errors="surrogateescape")[len(prefix):], value))
+    return out
+
+
+def _export_archive(root: Path, treeish: str, store: Store) -> str:
+    """The tree as `git archive` exports it, filters applied (what a filtered checkout holds)."""
+    import tarfile
+    proc = subprocess.Popen(["git", "archive", "--format=tar", treeish], cwd=root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    builder = SnapshotBuilder(store)
+    try:
+        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+            for member in tar:
+                name = member.name.rstrip("/")
+                if not name or name == "pax_global_header":
+                    continue
+                if member.isdir():
+                    builder.add_dir(name, member.mode)
+                elif member.issym():
+                    builder.add_symlink(name, member.linkname)
+                elif member.isfile():
+                    f = tar.extractfile(member)
+                    builder.add_stream(name, member.mode, f if f is not None else io.BytesIO())
+        err = proc.stderr.read().decode(errors="replace").strip()
+        if proc.wait() != 0:
+            raise EnvironmentProblem(f"git archive {treeish} failed: {err}")
     except BaseException:
         builder.abort()
         proc.kill()
@@ -174,11 +227,12 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
         shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
         raise UsageError(f"uncommitted changes in {directory}: {shown}",
                          hint="commit them, or pass --allow-dirty to record the diff with the run")
-    code_id = _export_commit(root, commit, subdir, store)
+    code_id, filters = _export_commit(root, commit, subdir, store)
     dirty_id = _dirty_overlay(directory, changes, store) if changes else None
     note = _secret_files_note([rel for status, rel in changes if "D" not in status])
+    warning = "; ".join(w for w in (filters, _with("the uncommitted changes recorded with the run include ", note)) if w)
     return CodePin(commit, dirty_id, code_id, repo_root=str(root), subdir=subdir, dirty_files=names,
-                   warning=_with("the uncommitted changes recorded with the run include ", note) or None)
+                   warning=warning or None)
 
 
 # Files that usually hold credentials: copied with the code they go to the store (perhaps a team's

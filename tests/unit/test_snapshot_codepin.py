@@ -111,10 +111,10 @@ def test_a_deleted_credential_file_is_not_said_to_go_with_the_run(store, repo):
     assert pin.dirty_files == [".env"] and pin.warning is None
 
 
-def test_local_attributes_and_filters_never_change_the_pinned_code(store, repo, tmp_path):
-    """A red-team finding: `git archive` applied a smudge filter from .git/config and export-ignore
-    from .git/info/attributes, neither of which `git status` shows, so the code that ran differed
-    from the recorded clean commit. The pin is the commit's blobs as git stores them."""
+def test_local_attributes_never_change_the_pinned_code(store, repo, tmp_path):
+    """A red-team finding: `git archive` applied export-ignore from .git/info/attributes, which `git
+    status` does not show, so the code that ran lacked a committed file while the record named the
+    clean commit. Without filters, the pin is the commit's blobs as git stores them."""
     (repo / "exp" / "extra.txt").write_text("data the run needs\n")
     (repo / "exp" / "tool.sh").write_text("#!/bin/sh\necho hi\n")
     (repo / "exp" / "tool.sh").chmod(0o755)
@@ -122,13 +122,29 @@ def test_local_attributes_and_filters_never_change_the_pinned_code(store, repo, 
     git(repo, "add", ".")
     git(repo, "commit", "-qm", "more")
     (repo / ".git" / "info").mkdir(exist_ok=True)
-    (repo / ".git" / "info" / "attributes").write_text("train.py filter=evil\nextra.txt export-ignore\n")
-    git(repo, "config", "filter.evil.smudge", "sed s/v1/INJECTED/")
+    (repo / ".git" / "info" / "attributes").write_text("extra.txt export-ignore\ntrain.py export-subst\n")
     assert subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout == ""
     pin = pin_code(repo / "exp", store)
     out = tmp_path / "out"
     materialise(store, pin.code_snapshot_id, out)
-    assert (out / "train.py").read_text() == "print('v1')\n"
+    assert (out / "train.py").read_text() == "print('v1')\n" and pin.warning is None
     assert (out / "extra.txt").read_text() == "data the run needs\n"
     assert (out / "tool.sh").stat().st_mode & 0o111 and (out / "link").is_symlink()
     assert str((out / "link").readlink()) == "train.py"
+
+
+def test_files_under_a_git_filter_are_exported_filtered_and_said_so(store, repo, tmp_path):
+    """Git LFS: the commit holds pointer files, and its smudge filter makes the code. A reviewer found
+    pointer files shipped as the code once the blobs were read raw. Filtered files go through `git
+    archive` as before, and the pin says which filter applied (a local filter changes what runs)."""
+    (repo / "exp" / ".gitattributes").write_text("*.bin filter=lfs\n")
+    (repo / "exp" / "weights.bin").write_text("pointer\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "weights")
+    git(repo, "config", "filter.lfs.smudge", "tr a-z A-Z")
+    git(repo, "config", "filter.lfs.clean", "cat")
+    pin = pin_code(repo / "exp", store)
+    out = tmp_path / "out"
+    materialise(store, pin.code_snapshot_id, out)
+    assert (out / "weights.bin").read_text() == "POINTER\n"
+    assert "git filters apply to 1 file(s)" in pin.warning and "weights.bin: filter=lfs" in pin.warning
