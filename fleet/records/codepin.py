@@ -8,6 +8,7 @@ Outside a git repository the directory itself becomes the code snapshot, with a 
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -84,7 +85,7 @@ def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> tuple[
     builder = SnapshotBuilder(store)
     proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
-    try:
+    with _exporting(proc, builder):
         for mode, kind, oid, path in entries:
             if kind == "tree" or kind == "commit":     # a directory; a submodule stays one, empty
                 builder.add_dir(path, 0o755)
@@ -104,12 +105,19 @@ def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> tuple[
         proc.stdin.close()
         if proc.wait() != 0:
             raise EnvironmentProblem(f"git cat-file failed: {proc.stderr.read().decode(errors='replace').strip()}")
+    return builder.publish().id, None
+
+
+@contextlib.contextmanager
+def _exporting(proc, builder):
+    """A git process feeding a snapshot: on any failure both end, and nothing is published."""
+    try:
+        yield
     except BaseException:
         builder.abort()
         proc.kill()
         proc.wait()
         raise
-    return builder.publish().id, None
 
 
 def _filtered(root: Path, subdir: str, paths: list[str]) -> list[tuple[str, str]]:
@@ -135,7 +143,7 @@ def _export_archive(root: Path, treeish: str, store: Store) -> str:
     proc = subprocess.Popen(["git", "archive", "--format=tar", treeish], cwd=root, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     builder = SnapshotBuilder(store)
-    try:
+    with _exporting(proc, builder):
         with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
             for member in tar:
                 name = member.name.rstrip("/")
@@ -151,11 +159,6 @@ def _export_archive(root: Path, treeish: str, store: Store) -> str:
         err = proc.stderr.read().decode(errors="replace").strip()
         if proc.wait() != 0:
             raise EnvironmentProblem(f"git archive {treeish} failed: {err}")
-    except BaseException:
-        builder.abort()
-        proc.kill()
-        proc.wait()
-        raise
     return builder.publish().id
 
 
