@@ -224,7 +224,8 @@ def runs_referencing(snapshot_id: str, db=None) -> list[str]:
     rows = db.execute("SELECT DISTINCT run_id FROM run_snapshots WHERE snapshot_id = ? ORDER BY run_id",
                       (snapshot_id,))
     recorded = [r["run_id"] for r in rows]
-    if len(snapshot_id) != 64 or not all(c in "0123456789abcdef" for c in snapshot_id):
+    from ..snapshots.store import is_snapshot_id
+    if not is_snapshot_id(snapshot_id):
         return recorded
     live = db.execute("SELECT id FROM runs WHERE status IN ('running', 'lost') AND meta LIKE ? ORDER BY id",
                       (f"%{snapshot_id}%",))

@@ -12,6 +12,7 @@ re-checks every row's digest to find such damage.
 """
 from __future__ import annotations
 
+import math
 import re
 from datetime import date, datetime, timedelta, timezone
 
@@ -153,6 +154,6 @@ def _sane(group: dict) -> bool:
         value = group.get(key, 0)
         if value is None:
             continue
-        if not isinstance(value, (int, float)) or value != value or value in (float("inf"), float("-inf")) or value < 0:
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             return False
     return True
