@@ -140,3 +140,31 @@ def test_down_all_leaves_a_teammates_queuing_lease_job_alone(fleet_home, monkeyp
     leases.down([], all_leases=True, user="alice")
     assert ["scancel", "--quiet", "13"] not in cluster.calls
     assert open_state().lease_status("l-bob")[0] == "leasing"
+
+
+class ScancelFails(RealShell):
+    """A controller that refuses every scancel (down, or timing out)."""
+
+    def __call__(self, argv, **kw):
+        if argv[0] == "scancel":
+            self.calls.append(list(argv))
+            return CommandResult(tuple(argv), 1, "", "scancel: error: Socket timed out on send/recv operation")
+        return super().__call__(argv, **kw)
+
+
+def test_a_release_whose_scancel_fails_still_removes_the_leases_key_and_staging(fleet_home, tmp_path):
+    from fleet.providers.local import lease_key_path
+    from fleet.keys import generate_ed25519
+    staged = tmp_path / "scratch" / "fleet-l-1-inputs"
+    (staged / "code").mkdir(parents=True)
+    key = lease_key_path("l-1")
+    generate_ed25519(key, comment="fleet-lease-l-1")
+    generate_ed25519(key.with_name("host_ed25519"), comment="fleet-host-l-1")
+    lease = _lease("l-1", "12")
+    lease.meta["slurm_staging"] = str(staged)
+    with pytest.raises(SlurmError, match="timed out"):
+        queue = _queue((40, "alice", "fleet-l-1", "fleet:lease=l-1"), drop=12)
+        lease.machines[0].provider_ref["job_id"] = "40"
+        SlurmProvider(SlurmSettings(), runner=ScancelFails(queue)).release(lease)   # the next release retries it
+    assert not key.exists() and not key.with_name("host_ed25519").exists()
+    assert not staged.exists()

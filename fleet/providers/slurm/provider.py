@@ -6,9 +6,8 @@ pends, telling the run its queue reason (`Queueing`), up to `wait`; then start, 
 node (`srun --jobid --nodelist --overlap`), a user-level sshd with the lease's pinned host key and the
 agent's watchdog (fleet/providers/slurm/node.py). Everything a machine runs lives inside the job, so
 `scancel` ends it all, and slurmctld's time limit ends it even with no controller and no agent.
-describe, release and the watch for NODE_FAIL/PREEMPTED use one squeue call per lease, whatever
-the number of nodes; release_machines shrinks the allocation (shrink.py). The provider never runs
-experiment code; the run reaches the nodes over SSH.
+describe, release and the watch for NODE_FAIL/PREEMPTED use one squeue call per lease, whatever the number
+of nodes; release_machines shrinks the allocation (shrink.py). The run reaches the nodes over SSH.
 """
 from __future__ import annotations
 
@@ -26,6 +25,7 @@ from ...errors import Cancelled, InfrastructureError, NotFound
 from ...gpus import GpuType
 from ...keys import generate_ed25519, secure_delete
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
+from ..local import lease_key_path
 from ..base import (BaseProvider, HasHardLimit, HasLeaseMetadata, LeaseWatch, MachineMix, Queueing, QueueStatus,
                     ReleasesMachines, ReportsMachines, SweepsLeftovers)
 from .accounting import ended_at, lease_accounting
@@ -93,7 +93,6 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
     # -- lease -----------------------------------------------------------------------------------
     def lease(self, plan: Plan, lease_id: str, deadline_s: int,
               on_machine: Callable[[Machine], None] | None = None, watch: LeaseWatch | None = None) -> Lease:
-        from ..local import lease_key_path
         watch = watch or LeaseWatch(cancel=threading.Event())
         key_path = lease_key_path(lease_id)
         public = generate_ed25519(key_path, comment=f"fleet-lease-{lease_id}")
@@ -319,13 +318,14 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         if stop is not None:
             stop.set()
         slurm = self._commands_for(lease)
-        cancel_leases_jobs(slurm, lease.id, _recorded_jobs(lease))   # only jobs proven the lease's
-        reap(self._steps.pop(lease.id, []))
-        staged = staging_dir_of(lease.id, (lease.meta or {}).get("slurm_staging"))
-        if staged is not None:
-            remove_staging(slurm, staged)
-        from ..local import lease_key_path
-        _forget_keys(lease_key_path(lease.id))
+        try:     # a failed scancel is retried by the next release; the lease's files go now regardless
+            cancel_leases_jobs(slurm, lease.id, _recorded_jobs(lease))   # only jobs proven the lease's
+        finally:
+            reap(self._steps.pop(lease.id, []))
+            staged = staging_dir_of(lease.id, (lease.meta or {}).get("slurm_staging"))
+            if staged is not None:
+                remove_staging(slurm, staged)
+            _forget_keys(lease_key_path(lease.id))
 
     def release_machines(self, lease: Lease, machine_ids: list[str]) -> None:
         """End those machines' node steps and give their nodes back to the cluster (shrink.py)."""
