@@ -93,24 +93,28 @@ def _upload_command(machine: Machine, run_id: str) -> str:
             f"printf '%s\\n' {empty}; read -r _ || :; printf '%s\\n' {done}; else {helper}; fi")
 
 
-def upload(machine: Machine, store, run_id: str, *, timeout: float = 600) -> CheckpointUpload:
+def upload(machine: Machine, store, run_id: str, *, timeout: float = 600,
+           hurry: threading.Event | None = None) -> CheckpointUpload:
     """Snapshot the machine's checkpoint directory into `store`, sending only the chunks the store
-    lacks; the ref `ckpt-<run>-n<rank>` then names it."""
+    lacks; the ref `ckpt-<run>-n<rank>` then names it. `hurry` set (a second Ctrl-C) cuts it short."""
     from ..snapshots.store_guard import guarded
     store = guarded(store)     # announced: a gc never runs between the presence check and the manifest
     try:
-        return _upload(machine, store, run_id, timeout)
+        return _upload(machine, store, run_id, timeout, hurry)
     finally:
         store.done()
 
 
-def _upload(machine: Machine, store, run_id: str, timeout: float) -> CheckpointUpload:
+def _upload(machine: Machine, store, run_id: str, timeout: float,
+            hurry: threading.Event | None = None) -> CheckpointUpload:
     from ..remote.ssh import connect
     from ..snapshots.manifest import Entry, Manifest, check_relpath
     try:
         with connect(machine, timeout=30) as session:
             chan = session.open_channel(window_size=64 << 20, max_packet_size=256 << 10)
             chan.settimeout(timeout)
+            if hurry is not None:
+                _close_on(hurry, chan)
             chan.exec_command(_upload_command(machine, run_id))
             rf, wf = chan.makefile("rb"), chan.makefile_stdin("wb")
             line = rf.readline(MAX_HEAD + 1)
@@ -163,6 +167,16 @@ def _upload(machine: Machine, store, run_id: str, timeout: float) -> CheckpointU
     return CheckpointUpload(machine.node_rank, sid, manifest.total_size, sent, len(manifest.files()))
 
 
+def _close_on(hurry: threading.Event, chan) -> None:
+    """Close `chan` once `hurry` is set; the watcher ends with the channel."""
+    def watch() -> None:
+        while not chan.closed:
+            if hurry.wait(0.5):
+                chan.close()
+                return
+    threading.Thread(target=watch, name="checkpoint-hurry", daemon=True).start()
+
+
 def prepare(lease: Lease, store, run_id: str, resume: Resume | None) -> None:
     """Before setup: an empty checkpoint directory on every machine, or, for a resumed attempt,
     the node's latest checkpoint restored into it (only the chunks the machine lacks are sent)."""
@@ -187,9 +201,10 @@ class Checkpointer:
     stays the latest."""
 
     def __init__(self, lease: Lease, store, run_id: str, interval_s: float, warn: Callable[[str], None],
-                 on_upload: Callable[[list[CheckpointUpload]], None] | None = None):
+                 on_upload: Callable[[list[CheckpointUpload]], None] | None = None,
+                 hurry: threading.Event | None = None):
         self.lease, self.store, self.run_id, self.interval_s = lease, store, run_id, interval_s
-        self.warn, self.on_upload = warn, on_upload
+        self.warn, self.on_upload, self.hurry = warn, on_upload, hurry
         self.latest: dict[int, CheckpointUpload] = {}
         self._busy = threading.Lock()
         self._next = time.monotonic() + interval_s if interval_s > 0 else None
@@ -213,7 +228,7 @@ class Checkpointer:
 
             def one(m: Machine) -> None:
                 try:
-                    up = upload(m, self.store, self.run_id)
+                    up = upload(m, self.store, self.run_id, hurry=self.hurry)
                 except Exception as exc:  # noqa: BLE001 — one machine's failure never drops the others' uploads
                     why = exc.one_line() if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
                     self.warn(f"checkpoint of node {m.node_rank} not uploaded ({why}); "
@@ -237,6 +252,8 @@ class Checkpointer:
         self._next = None
         if self._thread is not None:
             self._thread.join(timeout=600)
+        if self.hurry is not None and self.hurry.is_set():
+            return [self.latest[r] for r in sorted(self.latest)]
         self.sync(skip)
         return [self.latest[r] for r in sorted(self.latest)]
 
@@ -265,7 +282,7 @@ def begin(ctx, lease: Lease, store) -> Checkpointer:
         total, sent = sum(u.bytes_total for u in ups), sum(u.bytes_sent for u in ups)
         ctx.events.phase("checkpoint", f"{len(ups)} node(s): {_size(total)} checkpointed, {_size(sent)} sent")
 
-    return Checkpointer(lease, store, ctx.run_id, interval, ctx.events.warn, uploaded)
+    return Checkpointer(lease, store, ctx.run_id, interval, ctx.events.warn, uploaded, hurry=ctx.hurry)
 
 
 def _size(n: int) -> str:
