@@ -96,6 +96,7 @@ def test_user_data_pins_host_key_and_starts_the_watchdog():
     assert "ssh-ed25519 AAAAclient" in text and "HostKey /etc/ssh/ssh_host_ed25519_key" in text
     assert re.search(r"agent\.py watchdog .*--ttl 300 --max 3600 --poweroff", text)
     assert "shutdown -P +65" in text                   # 60 min max + 5 min grace, never extended
+    assert "SetEnv SHLVL=1\\nPermitUserRC no" in text     # a run's ~/.bashrc, ~/.ssh/rc never run later
     packed = re.search(r"echo (\S+) \| base64 -d \| gunzip > \S+/agent\.py", text).group(1)
     assert gzip.decompress(base64.b64decode(packed)).decode() == agent_source()
 

@@ -81,7 +81,9 @@ def render(spec: BootSpec) -> str:
         f"echo {shlex.quote(spec.host_public_key)} > /etc/ssh/ssh_host_ed25519_key.pub",
         "mkdir -p /etc/ssh/sshd_config.d",
         "printf 'HostKey /etc/ssh/ssh_host_ed25519_key\\nPasswordAuthentication no\\n"
-        "KbdInteractiveAuthentication no\\n' > /etc/ssh/sshd_config.d/00-fleet.conf",
+        "KbdInteractiveAuthentication no\\n"
+        # Nothing a run leaves in HOME (~/.bashrc, ~/.ssh/rc) runs in the next run's or fleet's commands.
+        "SetEnv SHLVL=1\\nPermitUserRC no\\n' > /etc/ssh/sshd_config.d/00-fleet.conf",
         "grep -q '^Include /etc/ssh/sshd_config.d' /etc/ssh/sshd_config || "
         "sed -i '1i Include /etc/ssh/sshd_config.d/*.conf' /etc/ssh/sshd_config",
         # The lease's user.

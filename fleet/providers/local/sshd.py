@@ -77,7 +77,11 @@ def _config_text(d: Path, port: int, machine_id: str, user: str, root: Path, lis
         # HOME is the machine's own root, as on a fresh machine: otherwise every session runs the
         # controller user's ~/.bashrc (Debian's bash sources it for ssh commands), which can hang
         # (a pyenv rehash lock left by a session the watchdog killed stalled every later session).
-        f"SetEnv FLEET_MACHINE_ID={machine_id} FLEET_MACHINE_ROOT={root} HOME={root}",
+        # SHLVL=1: bash then sources no ~/.bashrc for an ssh command (Debian's bash does at level 1), and
+        # PermitUserRC no: no ~/.ssh/rc. A run or sweep trial writes in HOME; the next one's commands and
+        # fleet's own (agent exec, the reset between trials) must not run what it left there.
+        f"SetEnv FLEET_MACHINE_ID={machine_id} FLEET_MACHINE_ROOT={root} HOME={root} SHLVL=1",
+        "PermitUserRC no",
         "Subsystem sftp internal-sftp",
         "MaxStartups 200:30:400",
         "MaxSessions 200",
