@@ -114,6 +114,9 @@ def main():
         data = fh.read(n)
         out.write(f"{h}{len(data):012d}\n".encode())
         out.write(data)
+    if "--remove" in sys.argv[2:]:      # a sweep trial's: sent, and no later trial may find it
+        import shutil
+        shutil.rmtree(root, ignore_errors=True)
     out.write(json.dumps({"done": True}).encode() + b"\n")
     out.flush()
 

@@ -81,32 +81,35 @@ def _read_exact(stream, n: int) -> bytes:
     return b"".join(parts)
 
 
-def _upload_command(machine: Machine, run_id: str) -> str:
+def _upload_command(machine: Machine, run_id: str, remove: bool = False) -> str:
     """The helper over the checkpoint directory; an empty one (most runs write no checkpoint) is
-    answered by the shell in the helper's own words, without starting a Python for it."""
+    answered by the shell in the helper's own words, without starting a Python for it. `remove`:
+    the directory is removed once sent, before the last line."""
     from ..remote.ssh import shell_command
     d = shlex.quote(checkpoint_dir(machine, run_id))
-    helper = shell_command([machine.python, "-S", "-c", _helper_source(), checkpoint_dir(machine, run_id)])
+    helper = shell_command([machine.python, "-S", "-c", _helper_source(), checkpoint_dir(machine, run_id),
+                            *(["--remove"] if remove else [])])
     empty = shlex.quote(json.dumps({"entries": [], "cdc": False}))
     done = shlex.quote(json.dumps({"done": True}))
+    rm = f"rm -rf -- {d}; " if remove else ""
     return (f"if [ -d {d} ] && [ -r {d} ] && [ -x {d} ] && [ -z \"$(ls -A {d})\" ]; then "
-            f"printf '%s\\n' {empty}; read -r _ || :; printf '%s\\n' {done}; else {helper}; fi")
+            f"printf '%s\\n' {empty}; read -r _ || :; {rm}printf '%s\\n' {done}; else {helper}; fi")
 
 
 def upload(machine: Machine, store, run_id: str, *, timeout: float = 600,
-           hurry: threading.Event | None = None) -> CheckpointUpload:
+           hurry: threading.Event | None = None, remove: bool = False) -> CheckpointUpload:
     """Snapshot the machine's checkpoint directory into `store`, sending only the chunks the store
     lacks; the ref `ckpt-<run>-n<rank>` then names it. `hurry` set (a second Ctrl-C) cuts it short."""
     from ..snapshots.store_guard import guarded
     store = guarded(store)     # announced: a gc never runs between the presence check and the manifest
     try:
-        return _upload(machine, store, run_id, timeout, hurry)
+        return _upload(machine, store, run_id, timeout, hurry, remove)
     finally:
         store.done()
 
 
 def _upload(machine: Machine, store, run_id: str, timeout: float,
-            hurry: threading.Event | None = None) -> CheckpointUpload:
+            hurry: threading.Event | None = None, remove: bool = False) -> CheckpointUpload:
     from ..remote.ssh import connect
     from ..snapshots.manifest import Entry, Manifest, check_relpath
     try:
@@ -115,7 +118,7 @@ def _upload(machine: Machine, store, run_id: str, timeout: float,
             chan.settimeout(timeout)
             if hurry is not None:
                 _close_on(hurry, chan)
-            chan.exec_command(_upload_command(machine, run_id))
+            chan.exec_command(_upload_command(machine, run_id, remove))
             rf, wf = chan.makefile("rb"), chan.makefile_stdin("wb")
             line = rf.readline(MAX_HEAD + 1)
             if not line:
@@ -202,9 +205,11 @@ class Checkpointer:
 
     def __init__(self, lease: Lease, store, run_id: str, interval_s: float, warn: Callable[[str], None],
                  on_upload: Callable[[list[CheckpointUpload]], None] | None = None,
-                 hurry: threading.Event | None = None):
+                 hurry: threading.Event | None = None, remove_at_finish: bool = False):
+        """`remove_at_finish`: the last upload also removes the machines' checkpoint directory (a sweep
+        trial's: later trials on the machine must not find it, and would pile them up)."""
         self.lease, self.store, self.run_id, self.interval_s = lease, store, run_id, interval_s
-        self.warn, self.on_upload, self.hurry = warn, on_upload, hurry
+        self.warn, self.on_upload, self.hurry, self.remove_at_finish = warn, on_upload, hurry, remove_at_finish
         self.latest: dict[int, CheckpointUpload] = {}
         self._busy = threading.Lock()
         self._next = time.monotonic() + interval_s if interval_s > 0 else None
@@ -218,7 +223,7 @@ class Checkpointer:
         self._thread = threading.Thread(target=self.sync, name="checkpoint", daemon=True)
         self._thread.start()
 
-    def sync(self, skip: set | frozenset = frozenset()) -> list[CheckpointUpload]:
+    def sync(self, skip: set | frozenset = frozenset(), remove: bool = False) -> list[CheckpointUpload]:
         """Upload every machine's checkpoint now (waits for an upload already under way); machines
         in `skip` (lost) are not asked."""
         from ..parallel import parallel
@@ -228,7 +233,7 @@ class Checkpointer:
 
             def one(m: Machine) -> None:
                 try:
-                    up = upload(m, self.store, self.run_id, hurry=self.hurry)
+                    up = upload(m, self.store, self.run_id, hurry=self.hurry, remove=remove)
                 except Exception as exc:  # noqa: BLE001 — one machine's failure never drops the others' uploads
                     why = exc.one_line() if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
                     self.warn(f"checkpoint of node {m.node_rank} not uploaded ({why}); "
@@ -254,7 +259,7 @@ class Checkpointer:
             self._thread.join(timeout=600)
         if self.hurry is not None and self.hurry.is_set():
             return [self.latest[r] for r in sorted(self.latest)]
-        self.sync(skip)
+        self.sync(skip, remove=self.remove_at_finish)
         return [self.latest[r] for r in sorted(self.latest)]
 
 
@@ -282,7 +287,8 @@ def begin(ctx, lease: Lease, store) -> Checkpointer:
         total, sent = sum(u.bytes_total for u in ups), sum(u.bytes_sent for u in ups)
         ctx.events.phase("checkpoint", f"{len(ups)} node(s): {_size(total)} checkpointed, {_size(sent)} sent")
 
-    return Checkpointer(lease, store, ctx.run_id, interval, ctx.events.warn, uploaded, hurry=ctx.hurry)
+    return Checkpointer(lease, store, ctx.run_id, interval, ctx.events.warn, uploaded, hurry=ctx.hurry,
+                        remove_at_finish=ctx.options.trial_leaf is not None)
 
 
 def _size(n: int) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -289,3 +290,21 @@ def test_a_failed_setup_runs_no_trial_and_says_so(experiment, fleet_home):
 
 if __name__ == "__main__":
     sys.exit(0)
+
+
+def test_the_next_trial_on_a_machine_finds_no_checkpoint_of_the_last_one(experiment, fleet_home):
+    """Each trial's checkpoint is uploaded at its end and then removed from the machine: the next
+    trial there finds only its own directory (red-team finding: trial 2 read trial 1's checkpoint,
+    and every trial's stayed on the machine's disk for the whole sweep)."""
+    script = ("echo weights-{x} > $FLEET_CHECKPOINT_DIR/ck.bin; "
+              "echo seen={x}:$(ls $(dirname $FLEET_CHECKPOINT_DIR) | wc -l)")
+    _config(experiment)
+    proc = run_fleet(["sweep", "--param", "x=1,2,3", "--json", "--", "sh", "-c", script], cwd=experiment, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = _summary(proc)["trials"]
+    assert [t["state"] for t in trials] == ["succeeded"] * 3
+    assert len({t["machines"][0] for t in trials}) == 1                # one warm machine, three trials
+    seen = sorted(re.findall(r"seen=(\d:\d+)$", proc.stderr, re.M))
+    assert seen == ["1:1", "2:1", "3:1"], seen
+    for t in trials:                          # each trial's checkpoint is in the store (`fleet up --resume` finds it)
+        assert (fleet_home / "store" / "refs" / f"ckpt-{t['run_id']}-n0").is_file(), t["run_id"]
