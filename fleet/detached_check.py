@@ -27,13 +27,13 @@ def needs_reconcile() -> bool:
                     continue   # another boot, or another computer sharing FLEET_HOME: not provable here
             if os.readlink("/proc/self/ns/pid") != ident.get("pid_ns"):
                 continue
-        except (OSError, ValueError, AttributeError):
+        except Exception:  # noqa: BLE001 — a damaged identity (any JSON, any nesting) proves nothing here
             continue
         try:
             with open(f"/proc/{int(ident['pid'])}/stat") as fh:
                 fields = fh.read().rsplit(")", 1)[-1].split()
             alive = len(fields) > 19 and fields[0] not in ("Z", "X") and fields[19] == str(ident.get("start"))
-        except (OSError, ValueError, KeyError):
+        except Exception:  # noqa: BLE001 — a pid of null, Infinity, a list: not a live supervisor
             alive = False
         if not alive:
             return True
