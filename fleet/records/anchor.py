@@ -27,6 +27,7 @@ import hmac
 import json
 import logging
 import os
+import stat
 import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -38,6 +39,7 @@ log = logging.getLogger("fleet.records.chain")
 S3_KEY = ("records", "tip")
 RETENTION_DAYS = 3650          # GOVERNANCE retention of each S3 tip when the bucket has no default rule
 MIN_KEY_BYTES = 16
+MAX_KEY_BYTES = 4096
 
 
 # -- the signing key ------------------------------------------------------------------------------
@@ -55,10 +57,16 @@ def signing_key() -> bytes | None:
         if p == home or p.is_relative_to(home):
             raise UsageError(f"FLEET_RECORDS_KEY_FILE {p} is inside FLEET_HOME {home}: whoever can rewrite the "
                              "records could read it", hint="keep the records key outside FLEET_HOME")
-        try:
-            key = p.read_bytes().strip()
+        try:      # a regular file, read to a bound: /dev/zero once took the controller out of memory
+            with p.open("rb") as fh:
+                if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                    raise UsageError(f"FLEET_RECORDS_KEY_FILE {p} is not a regular file")
+                key = fh.read(MAX_KEY_BYTES + 1).strip()
         except OSError as exc:
             raise EnvironmentProblem(f"cannot read FLEET_RECORDS_KEY_FILE {p}: {exc.strerror or exc}") from None
+        if len(key) > MAX_KEY_BYTES:
+            raise UsageError(f"FLEET_RECORDS_KEY_FILE {p} holds more than {MAX_KEY_BYTES} bytes: not a key",
+                             hint="e.g. `openssl rand -hex 32 > FILE`")
     else:
         return None
     if len(key) < MIN_KEY_BYTES:

@@ -38,7 +38,9 @@ class Inputs:
         return self.store
 
     def pin(self, options: RunOptions, events: Events) -> PinnedInputs:
+        from ..records.anchor import signing_key
         from ..snapshots import open_store
+        signing_key()      # the record is signed with it: a key that cannot be used fails before any lease
         self.store = open_store(self.config.store)
         if options.rerun_of is not None:
             self.pins = options.rerun_of.pins
