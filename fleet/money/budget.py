@@ -184,14 +184,16 @@ class Scope:
     limit_micro: int
     spent_before_micro: int = 0  # spent by others in this scope (e.g. earlier runs this month)
     reserved_micro: int = 0      # still held by other live runs' reservations (fleet/money/reservations.py)
+    kept_micro: int = 0          # other kept leases' time from now to their deadlines (money/kept.py)
 
     def remaining(self, run_spent_micro: int) -> int:
-        return self.limit_micro - self.spent_before_micro - self.reserved_micro - run_spent_micro
+        return self.limit_micro - self.spent_before_micro - self.reserved_micro - self.kept_micro - run_spent_micro
 
     def describe(self) -> str:
         """'$10.00 limit, $3.00 spent, $6.00 reserved by other live runs' (what refusals print)."""
         return (f"{format_usd(self.limit_micro)} limit, {format_usd(self.spent_before_micro)} spent, "
-                f"{format_usd(self.reserved_micro)} reserved by other live runs")
+                f"{format_usd(self.reserved_micro)} reserved by other live runs"
+                + (f", {format_usd(self.kept_micro)} held by kept leases to their deadlines" if self.kept_micro else ""))
 
 
 @dataclass(frozen=True)
@@ -272,7 +274,8 @@ def refuse_unaffordable(policy: BudgetPolicy, *, price_micro_per_hour: int, mach
             + f"; {machines} machine(s) at {format_usd(price_micro_per_hour)}/h cost at least "
             f"{format_usd(minimum)} ({billing_s} s minimum billing)",
             hint="raise the budget or lease fewer machines" + (
-                "; money reserved by live runs comes back when they end" if shared and bind.reserved_micro else ""))
+                "; money reserved by live runs comes back when they end" if shared and bind.reserved_micro else "")
+            + ("; `fleet down` a kept lease to free what it holds" if shared and bind.kept_micro else ""))
 
 
 # -- budget → deadline ----------------------------------------------------------------------------

@@ -104,6 +104,31 @@ def accruing_micro(ledger: Ledger, *, project: str | None = None, owner: str | N
     every tick of a meter, and a month of rows is no reason to read them all.)"""
     from .stranded import accrued, open_segments_of
     now = ledger.clock()
+    deadlines = _live_deadlines(ledger)
+    if not deadlines:
+        return 0
+    return sum(accrued(start, max(last, since) if since is not None else last, min(now, deadlines[lease_id]), rate)
+               for lease_id, _run, start, last, rate in open_segments_of(ledger.db, sorted(deadlines), kept=True,
+                                                                          project=project, owner=owner))
+
+
+def committed_micro(ledger: Ledger, *, project: str | None = None, owner: str | None = None,
+                    exclude_lease: str | None = None) -> int:
+    """What open kept segments will still cost from now to their lease's deadline. A kept lease's
+    machines run to that deadline whatever else happens, so monthly budgets hold it as they hold a
+    live run's reservation: without it, `--keep` after `--keep` each saw only the others' time so
+    far, and four kept leases spent 3.7x a hard monthly budget."""
+    from .stranded import accrued, open_segments_of
+    now = ledger.clock()
+    deadlines = {k: v for k, v in _live_deadlines(ledger).items() if k != exclude_lease and v > now}
+    if not deadlines:
+        return 0
+    return sum(accrued(start, max(last, now), deadlines[lease_id], rate)
+               for lease_id, _run, start, last, rate in open_segments_of(ledger.db, sorted(deadlines), kept=True,
+                                                                          project=project, owner=owner))
+
+
+def _live_deadlines(ledger: Ledger) -> dict[str, datetime]:
     deadlines = {}
     for row in ledger.db.execute("SELECT id, deadline FROM leases WHERE status IN ('active', 'leasing')"
                                  " AND deadline IS NOT NULL"):
@@ -111,11 +136,7 @@ def accruing_micro(ledger: Ledger, *, project: str | None = None, owner: str | N
             deadlines[row["id"]] = parse_iso(row["deadline"])
         except (TypeError, ValueError):
             continue   # a damaged deadline: `fleet status` shows it damaged; no budget check may crash
-    if not deadlines:
-        return 0
-    return sum(accrued(start, max(last, since) if since is not None else last, min(now, deadlines[lease_id]), rate)
-               for lease_id, _run, start, last, rate in open_segments_of(ledger.db, sorted(deadlines), kept=True,
-                                                                          project=project, owner=owner))
+    return deadlines
 
 
 def _deadline(ledger: Ledger, lease) -> datetime:

@@ -64,7 +64,9 @@ def build_scopes(limits: BudgetLimits, *, project: str, user: str, ledger: Ledge
         if reservations is not None:
             held = (reservations.held_micro(**{column: name}, exclude_run=run_id, now=now) if kept else
                     reservations.held_micro(**{column: name}, exclude_lease=lease_id, now=now))
-        scopes.append(Scope(f"{kind} {name!r} ({month_label(now)})", to_micro(limit), spent, held))
+        from .kept import committed_micro
+        rest = committed_micro(ledger, **{column: name}, exclude_lease=lease_id) if ledger else 0
+        scopes.append(Scope(f"{kind} {name!r} ({month_label(now)})", to_micro(limit), spent, held, rest))
     return scopes
 
 

@@ -131,8 +131,9 @@ def test_a_run_ending_on_a_kept_lease_settles_only_its_own_reservation(db, clock
     """Runs 2 and 3 share kept lease L; run 3 ending must leave run 2's $6 claim in place, or a third
     user could reserve money run 2 is about to spend."""
     from fleet.run.budget import RunBudget
-    first_run_kept(db, clock)
+    lease = first_run_kept(db, clock)
     gate(db, clock).grant(offer(max_s=600), run_id="r-2", lease_id="l-1", kept=True)
+    close_kept(Ledger(db, clock), lease, clock())                  # run 2 starts on it: the idle time ends
     grant_3 = gate(db, clock).grant(offer(max_s=600), run_id="r-3", lease_id="l-1", kept=True)
     assert Reservations(db, clock).held_micro(project="vision") == to_micro(12)
     run_3 = RunBudget(grant_3, SimpleNamespace(db=db), lease_id="l-1", run_dir=tmp_path, clock=clock)
@@ -279,3 +280,13 @@ def test_two_live_runs_on_one_kept_lease_put_each_machine_second_on_the_ledger_o
     assert [s.segment_id.endswith("#kept") for s in open_now] == [True]
     ledger.close(open_now, clock())
     assert ledger.spent_micro(project="vision") == to_micro("7.60")   # 760 machine-seconds, each once
+
+
+def test_a_kept_leases_time_to_its_deadline_is_held_against_the_monthly_budget(db, clock):
+    """Red-team finding: `--keep` after `--keep` each saw only the other kept leases' time so far,
+    and four kept leases spent $367 of a $100 monthly budget. A kept lease's machines run to its
+    deadline whatever happens, so its rest is held like a live run's reservation."""
+    first_run_kept(db, clock)          # $36.60 so far; kept to 4 h after its start: 2 h 59 min ($107.40) to go
+    with pytest.raises(BudgetRefused, match=r"\$36.60 spent, \$0.00 reserved by other live runs, "
+                                            r"\$107.40 held by kept leases to their deadlines"):
+        gate(db, clock).grant(offer(user="bo", max_s=600), run_id="r-9", lease_id="l-9")
