@@ -244,7 +244,17 @@ def _close_ledger(state, lease: Lease, found: list, events: Events) -> None:
         events.warn(f"could not close the cost ledger of {lease.id}: {exc}")
 
 
-def extend(lease_id: str, seconds: int, state=None) -> "Extension":
+def check_owner(lease, action: str, configured_user: str | None = None) -> None:
+    """A lease's deadline and runs spend its owner's money and are recorded as its owner's: another
+    user of a shared state may see it and `fleet down` it, not extend it or run on it."""
+    from .plan import current_user
+    me = current_user(configured_user)
+    if lease.user and lease.user != me:
+        raise UsageError(f"lease {lease.id} is {lease.user}'s, not {me}'s: not allowed to {action}",
+                         hint="ask its owner; if it is yours under another name, set FLEET_USER to it")
+
+
+def extend(lease_id: str, seconds: int, state=None, *, user: str | None = None) -> "Extension":
     """Every machine of an active lease holds now + `seconds`, at most to its max_duration; the
     Extension says until when, and what capped it. A lease that already ends at its cap is refused."""
     from .run.keep import extend_lease
@@ -253,6 +263,7 @@ def extend(lease_id: str, seconds: int, state=None) -> "Extension":
     lease = state.get_lease(lease_id)
     if lease.status != "active":
         raise UsageError(f"lease {lease.id} is {lease.status}, not active")
+    check_owner(lease, "extend it", user)
     from .models import utcnow
     if lease.deadline is not None and lease.deadline >= lease.max_deadline - timedelta(seconds=1) or \
             lease.max_deadline <= utcnow():

@@ -121,6 +121,8 @@ class KeptLease:
         self.lease_id = lease.id
 
     def offer(self, config: Config) -> Offer:
+        from ..leases import check_owner
+        check_owner(self.lease, "run on it", config.user)   # it would be recorded and billed as its owner's
         return offer_for_lease(self.provider, self.lease)
 
     def begin(self, ctx: RunContext, first_deadline_s: int, grant: BudgetGrant, pins: PinnedInputs) -> None:
