@@ -21,7 +21,17 @@ _verified: set[Path] = set()   # homes this process has already proved writable 
 
 
 def fleet_home(create: bool = True) -> Path:
-    home = Path(os.environ.get("FLEET_HOME") or Path.home() / ".fleet").expanduser().absolute()
+    try:
+        home = Path(os.environ.get("FLEET_HOME") or Path.home() / ".fleet").expanduser().absolute()
+    except RuntimeError:      # ~user of no user, or no HOME and no passwd entry (some containers)
+        home = None
+    if home is None:
+        raise EnvironmentProblem("FLEET_HOME cannot be found: its ~ names no known home directory",
+                                 hint="set FLEET_HOME to a full path, or set HOME")
+    if any(c == '"' or ord(c) < 32 or ord(c) == 127 for c in str(home)):
+        # Written into each local machine's sshd_config, which can quote spaces, never these.
+        raise EnvironmentProblem(f"FLEET_HOME {str(home)!r} contains a quote or a control character",
+                                 hint="set FLEET_HOME to a plain path")
     if create:
         try:
             home.mkdir(parents=True, exist_ok=True, mode=0o700)

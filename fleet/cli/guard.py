@@ -48,6 +48,10 @@ def guard(call: Callable[[], int], debug: bool, extra: Callable[[BaseException],
         if _about_a_path(exc):   # the path given is the problem, not fleet: say which and why
             print(f"fleet: error: {_shown(str(exc.filename))}: {exc.strerror}", file=sys.stderr)
             return ExitCode.ENVIRONMENT
+        if isinstance(exc, RuntimeError) and "home directory" in str(exc):   # pathlib's, for ~ or ~user
+            print("fleet: error: a path starts with ~ but that home directory is unknown (no such user, or "
+                  "HOME unset with no passwd entry): give the path in full, or set HOME", file=sys.stderr)
+            return ExitCode.ENVIRONMENT
         print(f"fleet: internal error: {type(exc).__name__}: {_shown(str(exc))} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1

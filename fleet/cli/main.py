@@ -45,7 +45,9 @@ def _absolute_fleet_home() -> None:
     is made absolute once, here, for this process and all it starts."""
     import os
     home = os.environ.get("FLEET_HOME")
-    if home and not os.path.isabs(os.path.expanduser(home)):
+    # ~user of no user stays as given: fleet_home() refuses it in one line (made absolute, it was a
+    # directory named "~user" in the current directory).
+    if home and not os.path.isabs(os.path.expanduser(home)) and not os.path.expanduser(home).startswith("~"):
         os.environ["FLEET_HOME"] = os.path.abspath(os.path.expanduser(home))
 
 

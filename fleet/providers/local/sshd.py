@@ -56,16 +56,24 @@ class SshdMachine:
     isolation: str = "pids"   # "cgroup" | "pids": see fleet/isolation
 
 
+def _quoted(value: object, tokens: bool = False) -> str:
+    """One sshd_config argument: a FLEET_HOME with a space broke every machine; `%` is a token
+    where sshd expands them (a FLEET_HOME of /tmp/a%u failed every login). paths.fleet_home refuses
+    the quotes and control characters no quoting survives."""
+    text = str(value).replace("%", "%%") if tokens else str(value)
+    return f'"{text}"'
+
+
 def _config_text(d: Path, port: int, machine_id: str, user: str, root: Path, listen: str = "127.0.0.1",
                  also: tuple[str, ...] = ()) -> str:
     """sshd_config of one machine (also rendered for Slurm nodes, which listen on their own address)."""
     return "\n".join([
         f"Port {port}",
         f"ListenAddress {listen}",
-        f"HostKey {d / 'ssh_host_ed25519_key'}",
+        f"HostKey {_quoted(d / 'ssh_host_ed25519_key')}",
         # fleet writes sshd.pid itself, with the start time that proves it later ("PID STARTTIME").
         "PidFile none",
-        f"AuthorizedKeysFile {d / 'authorized_keys'}",
+        f"AuthorizedKeysFile {_quoted(d / 'authorized_keys', tokens=True)}",
         "PubkeyAuthentication yes",
         "PasswordAuthentication no",
         "KbdInteractiveAuthentication no",
@@ -80,7 +88,7 @@ def _config_text(d: Path, port: int, machine_id: str, user: str, root: Path, lis
         # SHLVL=1: bash then sources no ~/.bashrc for an ssh command (Debian's bash does at level 1), and
         # PermitUserRC no: no ~/.ssh/rc. A run or sweep trial writes in HOME; the next one's commands and
         # fleet's own (agent exec, the reset between trials) must not run what it left there.
-        f"SetEnv FLEET_MACHINE_ID={machine_id} FLEET_MACHINE_ROOT={root} HOME={root} SHLVL=1",
+        f"SetEnv FLEET_MACHINE_ID={machine_id} {_quoted(f'FLEET_MACHINE_ROOT={root}')} {_quoted(f'HOME={root}')} SHLVL=1",
         "PermitUserRC no",
         "Subsystem sftp internal-sftp",
         "MaxStartups 200:30:400",
