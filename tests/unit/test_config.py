@@ -224,6 +224,15 @@ def test_toml_nested_past_the_recursion_limit_is_one_line_not_an_internal_error(
         "fleet.toml: invalid TOML: arrays or tables nested too deeply")
 
 
+@pytest.mark.parametrize("line", ["a." * 50_000 + "b = 1", "[" + "t." * 50_000 + "u]"])
+def test_a_key_of_thousands_of_dotted_parts_is_refused_before_parsing(tmp_path, line):
+    """tomllib takes the square of the parts: 50,000 kept `fleet up` parsing for minutes (red team)."""
+    import time
+    started = time.monotonic()
+    assert error_of(tmp_path, 'command = "x"\n' + line + "\n") == "fleet.toml:2: a key of more than 128 dotted parts"
+    assert time.monotonic() - started < 2
+
+
 def test_missing_file_says_fleet_init_creates_one(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(cwd=tmp_path)
