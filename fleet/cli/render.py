@@ -3,6 +3,7 @@ and where listings and JSON go (stdout). What a table or a document says is buil
 rendered by fleet/render; this module only chooses where it is printed."""
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import threading
@@ -34,8 +35,33 @@ class LiveLine:
         return Text(self.text())
 
 
+def _unless_output_gone(method):
+    """A closed terminal (EIO), or a reader gone from the pipe (`| head`, `| tee` on Ctrl-C: EPIPE),
+    must not end the run there: it raised out of the pipeline's cleanup, and the machines were
+    neither collected, released nor recorded. The run goes on silently and cleans up."""
+    @functools.wraps(method)
+    def guarded(self, *args, **kwargs):
+        if self._output_gone:
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except OSError:
+            self._output_gone = True
+            silence_std_streams()
+            return None
+    return guarded
+
+
+def silence_std_streams() -> None:
+    """stdout and stderr to /dev/null from here on (their reader is gone)."""
+    devnull = open(os.devnull, "w")
+    sys.stdout = sys.stderr = devnull
+
+
 class RichEvents:
     """Phases as a live status line; experiment logs printed above it, prefixed by rank."""
+
+    _output_gone = False
 
     def __init__(self, *, stream=None, plain: bool = False, clock=time.monotonic):
         self.console = Console(file=stream or sys.stdout, highlight=False, soft_wrap=True,
@@ -47,6 +73,7 @@ class RichEvents:
         self._t0 = clock()
         self._line = LiveLine(self._t0, clock)
 
+    @_unless_output_gone
     def phase(self, name: str, detail: str = "") -> None:
         from rich.markup import escape
         detail = _shown(detail)
@@ -61,6 +88,7 @@ class RichEvents:
             # The line printed above the live one keeps when the phase began.
             self.console.print(f"[bold cyan]fleet[/] {escape(self._line.text())}", markup=True)
 
+    @_unless_output_gone
     def progress(self, name: str, detail: str) -> None:
         """A live line on a terminal, updated in place; plain output prints it (callers throttle)."""
         detail = _shown(detail)
@@ -70,6 +98,7 @@ class RichEvents:
             else:
                 self._line.name, self._line.detail = name, detail
 
+    @_unless_output_gone
     def log(self, label: str, stream: str, line: str) -> None:
         from ..render.text import terminal_line
         line = terminal_line(line)
@@ -83,10 +112,12 @@ class RichEvents:
                 style = None if stream == "out" else "red"
                 self.console.out(f"{prefix} {line}", style=style, highlight=False)
 
+    @_unless_output_gone
     def warn(self, message: str) -> None:
         with self._lock:
             print(f"fleet: warning: {_shown(message)}", file=sys.stderr, flush=True)
 
+    @_unless_output_gone
     def close(self) -> None:
         if self._status is not None:
             self._status.stop()
@@ -106,6 +137,7 @@ class JsonEvents(RichEvents):
     def __init__(self):
         super().__init__(stream=sys.stderr, plain=True)
 
+    @_unless_output_gone
     def log(self, label: str, stream: str, line: str) -> None:
         from ..render.text import terminal_line
         with self._lock:
