@@ -72,10 +72,15 @@ def wait_all_ready(ctx: RunContext, machines: list[Machine]) -> None:
     for t in threads:
         t.start()
     # Woken the moment the last machine answers (a fixed sleep here cost up to its length per run).
+    asked = time.monotonic()
     while machines and not settled.wait(0.05):
         check_cancel(ctx)
+        if time.monotonic() - asked >= 1.0:   # `fleet down` meanwhile: its machines will never answer
+            asked = time.monotonic()
+            check_not_released_elsewhere(ctx)
     check_cancel(ctx)
     if errors:
+        check_not_released_elsewhere(ctx)      # the reason, rather than the SSH failure it caused
         raise errors[0]
 
 

@@ -67,6 +67,8 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
             d = machines_dir / machine_id
             if cancel.is_set():
                 raise Cancelled("cancelled while leasing")
+            if not key_path.exists():   # `fleet down` of this lease while it is leasing removed its key
+                raise Cancelled(f"lease {lease_id} was released while leasing (`fleet down`)")
             d.mkdir(mode=0o700)
             # Watchdog first, sshd second (it reads sshd.pid at expiry): the other way round, a
             # controller killed between the two left an sshd with no deadline (fault matrix).
