@@ -28,8 +28,7 @@ def test_down_during_leasing_ends_the_run_and_leaves_no_machine(experiment, flee
     up = subprocess.Popen([FLEET, "up", "-y", "--allow-dirty", "-t", "local-1gpu", "--gpus", "24", "--", "true"],
                           cwd=experiment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        lease = None
-        assert wait_until(lambda: (lease := _leasing()) is not None or up.poll() is not None, 60, 0.02)
+        assert wait_until(lambda: _leasing() is not None or up.poll() is not None, 60, 0.02)
         lease = _leasing()
         assert lease is not None, up.communicate()[1][-2000:]
         started = time.monotonic()
