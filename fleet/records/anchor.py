@@ -166,7 +166,13 @@ def write_anchors(db, record) -> None:
     except FleetError as exc:
         log.warning("run record %s anchored unsigned: %s", record.run_id, exc.one_line())
         key = None
-    write_local(db, record, key)
+    lost = _anchored_but_missing(db, record)
+    if lost is not None:   # kept: replacing it would erase the only evidence that records were lost
+        log.warning("the records anchor %s names record #%s (run %s), which the database no longer holds "
+                    "(emptied or replaced?): it is kept, and `fleet audit --verify` fails until the database "
+                    "is restored", tip_path(db), lost.get("seq"), lost.get("run_id"))
+    else:
+        write_local(db, record, key)
     if record.store.startswith("s3://"):
         try:
             from ..snapshots import open_store
@@ -176,6 +182,14 @@ def write_anchors(db, record) -> None:
 
 
 # -- checking -------------------------------------------------------------------------------------
+
+def _anchored_but_missing(db, record) -> dict[str, Any] | None:
+    """The local tip, when it names a record (not the one just written) that the database lacks."""
+    tip = _read_local(db)
+    if not tip or tip.get("unreadable") or not isinstance(tip.get("hash"), str) or tip["hash"] == record.hash:
+        return None
+    return None if db.execute("SELECT 1 FROM run_records WHERE hash = ?", (tip["hash"],)) else tip
+
 
 def _read_local(db) -> dict[str, Any] | None:
     try:
