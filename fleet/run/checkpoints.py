@@ -297,13 +297,27 @@ def _size(n: int) -> str:
     return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} bytes"
 
 
-def resume_of(state, store, run_id: str) -> Resume:
-    """`fleet up --resume RUN`: the next attempt of RUN, starting from each node's latest checkpoint."""
+def resume_of(state, store, run_id: str, user: str | None = None) -> Resume:
+    """`fleet up --resume RUN`: the next attempt of RUN, starting from each node's latest checkpoint.
+    Only its owner's (`user`: the config's), and only the latest attempt that left a checkpoint."""
     from ..errors import UsageError
+    from ..plan import current_user
+    from ..state.resumes import attempts_of
     run = state.get_run(run_id)
     summary = (run.get("meta") or {}).get("summary") or {}
     if run["status"] == "running":
         raise UsageError(f"run {run['id']} is still running", hint=f"`fleet attach {run['id']}`, or `fleet down` it first")
+    me = current_user(user)
+    if run.get("owner") and run["owner"] != me:
+        raise UsageError(f"run {run['id']} is {run['owner']}'s, not {me}'s: its owner resumes it",
+                         hint="if it is yours under another name, set FLEET_USER to it")
+    for later in attempts_of(state.db, run["id"]):
+        if later["status"] == "running":
+            raise UsageError(f"run {run['id']} is already being resumed, as run {later['id']}",
+                             hint=f"`fleet attach {later['id']}`, or `fleet down` it first")
+        if ((state.get_run(later["id"]).get("meta") or {}).get("summary") or {}).get("checkpoints"):
+            raise UsageError(f"run {run['id']} was already resumed, as run {later['id']} ({later['status']})",
+                             hint=f"resume the latest attempt: `fleet up --resume {later['id']}`")
     ranks = sorted(int(r) for r in (summary.get("checkpoints") or {}))
     snapshots = latest_snapshots(store, run["id"], ranks or list(range(int(summary.get("machines") or 1))))
     if not snapshots:
@@ -317,4 +331,5 @@ def resume_options(options, config, run_id: str):
     from dataclasses import replace
     from ..snapshots import open_store
     from ..state import open_state
-    return replace(options, resume=resume_of(open_state(config.state_url), open_store(config.store), run_id))
+    return replace(options, resume=resume_of(open_state(config.state_url), open_store(config.store), run_id,
+                                             config.user))

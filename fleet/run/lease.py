@@ -63,14 +63,18 @@ class NewLease:
         ctx.events.phase("lease", f"{offer.machine_count} × {kind}{named} = {offer.gpus} "
                                   f"GPU{'' if offer.gpus == 1 else 's'}{spot}{simulated}")
         provider_meta = self.provider.lease_meta() if isinstance(self.provider, HasLeaseMetadata) else {}
-        ctx.state.begin_lease(ctx.lease_id, ctx.plan, deadline_s=first_deadline_s,
-                              meta={**grant.lease_meta(), **provider_meta,
-                                    "first_deadline_s": first_deadline_s, **self.lease_meta()})
+        resume = ctx.options.resume
+        resumes = {"resumed_from": resume.of_run} if resume is not None and resume.of_run else {}
+        # The run first: a second resume of the same run is refused there (state/resumes.py), before a lease row.
         ctx.state.create_run(ctx.run_id, lease_id=ctx.lease_id, project=offer.project, user=offer.user,
                              command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
                              meta={"provider": offer.provider, "template": offer.template.name, "gpus": offer.gpus,
-                                   "pins": pins_meta(pins), "detached": ctx.options.detached, **self.run_meta()},
+                                   "pins": pins_meta(pins), "detached": ctx.options.detached, **resumes,
+                                   **self.run_meta()},
                              masker=_masker(ctx))
+        ctx.state.begin_lease(ctx.lease_id, ctx.plan, deadline_s=first_deadline_s,
+                              meta={**grant.lease_meta(), **provider_meta,
+                                    "first_deadline_s": first_deadline_s, **self.lease_meta()})
 
     def run_meta(self) -> dict:
         """More for the run row's meta (where a detached run's supervisor runs: handed_lease.py)."""

@@ -339,11 +339,16 @@ class StateStore:
         # with that process gone ends it as lost (fleet/lost_runs.py).
         from ..lost_runs import controller_identity
         mask = _redacting(masker)
-        self.db.execute(
-            "INSERT INTO runs (id, lease_id, project, owner, command, status, started_at, log_path, output_dir, meta)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (run_id, lease_id, project, user, mask(command), "running", _iso(utcnow()), log_path, output_dir,
-             json.dumps(mask.mask_obj(to_jsonable({"controller": controller_identity(), **(meta or {})})))))
+        resumes = (meta or {}).get("resumed_from")
+        with self.db.transaction():
+            if resumes:   # one attempt at a time continues a run: two at once billed two sets of machines
+                from .resumes import refuse_second_resume
+                refuse_second_resume(self.db, resumes)
+            self.db.execute(
+                "INSERT INTO runs (id, lease_id, project, owner, command, status, started_at, log_path, output_dir,"
+                " meta) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (run_id, lease_id, project, user, mask(command), "running", _iso(utcnow()), log_path, output_dir,
+                 json.dumps(mask.mask_obj(to_jsonable({"controller": controller_identity(), **(meta or {})})))))
 
     def finish_run(self, run_id: str, status: str, exit_code: int | None, meta_update: dict | None = None,
                    masker=None) -> None:

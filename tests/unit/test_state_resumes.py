@@ -1,0 +1,51 @@
+"""Two attempts that continue the same run cannot both be recorded as running: the check and the
+insert are one transaction under a lock named for the run (state/resumes.py), on SQLite and
+PostgreSQL alike, so two `fleet up --resume RUN` started at once lease one set of machines."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from fleet.errors import UsageError
+from fleet.state import open_state
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request, tmp_path, fleet_home):
+    return request.getfixturevalue("postgres_url") if request.param == "postgresql" else \
+        f"sqlite:///{tmp_path / 'state.db'}"
+
+
+def _attempt(url: str, run_id: str, resumes: str | None) -> None:
+    state = open_state(url)
+    try:
+        state.create_run(run_id, lease_id=None, project="p", user="u", command="c", log_path="l", output_dir="o",
+                         meta={"resumed_from": resumes} if resumes else None)
+    finally:
+        state.close()
+
+
+def test_only_one_of_many_concurrent_resumes_of_a_run_is_recorded(url):
+    _attempt(url, "r-1", None)
+    errors: list[BaseException] = []
+
+    def resume(n: int) -> None:
+        try:
+            _attempt(url, f"r-1-try{n}", "r-1")
+        except UsageError as exc:
+            errors.append(exc)
+    threads = [threading.Thread(target=resume, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(errors) == 5 and all("r-1 is already being resumed, as run r-1-try" in str(e) for e in errors), errors
+    state = open_state(url)
+    try:
+        from fleet.state.resumes import attempts_of
+        assert len(attempts_of(state.db, "r-1")) == 1
+        state.finish_run(attempts_of(state.db, "r-1")[0]["id"], "succeeded", 0)
+    finally:
+        state.close()
+    _attempt(url, "r-1-later", "r-1")      # once that attempt ended, the state itself no longer refuses one
