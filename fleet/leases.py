@@ -68,7 +68,8 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
         _stop_unleased_supervisors(state, events)
         _sweep_lost_runs(state, events)
         unread: list[str] = []
-        live = {m.id for lease in state.list_leases(active_only=True, damaged=unread) for m in lease.machines}
+        live = {i for lease in state.list_leases(active_only=True, damaged=unread)
+                for i in (lease.id, *(m.id for m in lease.machines))}   # a leasing lease's next machines too
         if unread:     # a live lease whose machines are unknown: any machine might be one of them
             events.warn("leftover local machines not swept: a live lease's row cannot be read")
         else:

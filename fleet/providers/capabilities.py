@@ -40,7 +40,9 @@ class SweepsLeftovers(ABC):
 
     @abstractmethod
     def sweep(self, live_machine_ids: set[str]) -> list[str]:
-        """End leftovers not in `live_machine_ids`; return their machine ids."""
+        """End leftovers not in `live_machine_ids`; return their machine ids. The set also holds the
+        live leases' own ids: a lease still leasing (another `fleet up`) has machines not recorded
+        yet, and no `<lease>-n<rank>` of it is a leftover."""
 
 
 class DescribesLeases(ABC):

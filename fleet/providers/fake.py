@@ -147,7 +147,7 @@ class FakeProvider(BaseProvider, ReportsMachines, SweepsLeftovers, HasLeaseMetad
         ended = []
         for path in sorted(self.root.glob("*.json")):
             ids = list(_load(path)["machines"])
-            if ids and not any(i in live_machine_ids for i in ids):
+            if ids and path.stem not in live_machine_ids and not any(i in live_machine_ids for i in ids):
                 path.unlink(missing_ok=True)
                 ended += ids
         return ended

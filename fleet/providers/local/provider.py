@@ -203,7 +203,8 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
         """Machine directories no live lease owns (e.g. a controller killed mid-lease)."""
         root = subdir("machines")
         # Never through a link: one planted in machines/ would have another FLEET_HOME's machine ended.
-        return [d for d in root.iterdir() if d.is_dir() and not d.is_symlink() and d.name not in live_machine_ids]
+        return [d for d in root.iterdir() if d.is_dir() and not d.is_symlink() and d.name not in live_machine_ids
+                and d.name.rsplit("-n", 1)[0] not in live_machine_ids]
 
     def sweep(self, live_machine_ids: set[str]) -> list[str]:
         orphans = self.orphan_dirs(live_machine_ids)

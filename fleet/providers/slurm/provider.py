@@ -354,7 +354,7 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
             if not job.comment.startswith(TAG) or job.state.finished:
                 continue
             lease_id = job.comment[len(TAG):]
-            if any(m.startswith(f"{lease_id}-n") for m in live_machine_ids):
+            if lease_id in live_machine_ids or any(m.startswith(f"{lease_id}-n") for m in live_machine_ids):
                 continue
             try:
                 owner = state.get_lease(lease_id)
