@@ -13,6 +13,14 @@ from . import catalog
 
 
 def run() -> None:
+    try:
+        _run()
+    except KeyboardInterrupt:   # Ctrl-C before a command's own handling (imports, start-up checks)
+        print("fleet: cancelled", file=sys.stderr)
+        sys.exit(130)
+
+
+def _run() -> None:
     args = sys.argv[1:]
     _absolute_fleet_home()
     if catalog.wants_root_help(args) and not catalog.completing():
