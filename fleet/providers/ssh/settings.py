@@ -21,6 +21,19 @@ def host_workdir(value: Any) -> str:
 HOST_WORKDIR = Kind(host_workdir, {"type": "string", "pattern": "^(/|~/)"})
 
 
+def host_word(value: Any) -> str:
+    """An address, name or login: one word, as `fleet hosts add` requires (enrol.check_words): a
+    leading '-' is an option to ssh (`-oProxyCommand=…`), ESC sequences would reach `fleet status`."""
+    text = _string(value)
+    if text.startswith("-") or any(c.isspace() or not c.isprintable() for c in text):
+        raise Invalid("must be one word without spaces or control characters, not starting with '-', "
+                      f"got {_fmt(value)}")
+    return text
+
+
+HOST_WORD = Kind(host_word, {"type": "string", "pattern": "^[^-\\s][^\\s]*$"})
+
+
 @dataclass
 class HostConfig:
     """A team's own SSH GPU host (one `[[hosts]]` block)."""
@@ -60,17 +73,17 @@ class SSHSettings(ProviderSettings):
 # supervisor_python = "/opt/fleet/bin/python"   # that login's python; default the experiment's
 """
     keys: ClassVar[dict[str, Key]] = {
-        "address": Key(STRING, "Host name or IP address."),
-        "user": Key(STRING, "SSH user. Default: your login name."),
+        "address": Key(HOST_WORD, "Host name or IP address."),
+        "user": Key(HOST_WORD, "SSH user. Default: your login name."),
         "port": Key(PORT, "SSH port.", default=22),
         "key": Key(STRING, "Private key file. Default: your SSH agent / ~/.ssh keys."),
         "gpus": Key(HOST_GPUS, "GPUs on the host. Default: discovered over SSH."),
         "gpu_model": Key(STRING, "GPU model on the host, e.g. A100-80GB (matched by `--gpus A100:8`). "
                                  "Default: discovered over SSH (nvidia-smi)."),
-        "name": Key(STRING, "Short name shown in status. Default: the address."),
+        "name": Key(HOST_WORD, "Short name shown in status. Default: the address."),
         "workdir": Key(HOST_WORKDIR, "Directory on the host under which each leased machine gets its own working "
                                "directory. Default: ~/.fleet-leases."),
-        "supervisor_login": Key(STRING, "SSH login (same key as `user`) that runs a detached run's supervisor "
+        "supervisor_login": Key(HOST_WORD, "SSH login (same key as `user`) that runs a detached run's supervisor "
                                         "when this host is node 0 (`fleet up -d` with a PostgreSQL state and an "
                                         "S3 store): another user than `user`, so the experiment cannot read its "
                                         "credentials. Default: none (the supervisor runs as `user`, with a warning)."),
