@@ -278,8 +278,14 @@ def begin(ctx, lease: Lease, store) -> Checkpointer:
     made, or, for a resumed attempt, its node's latest checkpoint restored there."""
     resume = ctx.options.resume
     if resume is not None and resume.snapshots:
-        ctx.events.phase("checkpoint", f"restoring the latest checkpoint of {len(resume.snapshots)} node(s) "
-                                       f"(attempt {ctx.attempt})")
+        ranks = {m.node_rank for m in lease.machines}
+        left_out = sorted(r for r in resume.snapshots if r not in ranks)
+        if left_out:    # fewer machines than the run it continues: those nodes' checkpoints stay in the store
+            ctx.events.warn(f"run {resume.of_run or 'resumed'} left checkpoints of {len(resume.snapshots)} node(s); "
+                            f"this attempt has {len(ranks)} machine(s), so node(s) {', '.join(map(str, left_out))} "
+                            "start without theirs (lease as many machines as it had to restore every node)")
+        ctx.events.phase("checkpoint", f"restoring the latest checkpoint of {len(resume.snapshots) - len(left_out)} "
+                                       f"node(s) (attempt {ctx.attempt})")
     prepare(lease, store, ctx.run_id, resume)
     interval = ctx.config.checkpoint_interval_s or 0
 

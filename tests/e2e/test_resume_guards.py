@@ -41,3 +41,14 @@ def test_a_run_is_resumed_once_and_only_by_its_owner(experiment, fleet_home):
     again = run_fleet(["up", "-y", "--resume", run], cwd=experiment)       # its checkpoint is attempt 2's now
     assert again.returncode == 2 and f"was already resumed, as run {second}" in again.stderr, again.stderr
     assert f"fleet up --resume {second}" in again.stderr
+
+
+def test_resuming_on_fewer_machines_says_which_nodes_start_without_their_checkpoint(experiment, fleet_home):
+    _write(experiment)
+    first = _up(experiment, "--gpus", "2")
+    assert first["status"] == "succeeded" and set(first["checkpoints"]) == {"0", "1"}, first["_stderr"]
+    fewer = _up(experiment, "--gpus", "1", "--resume", first["run_id"])
+    assert fewer["status"] == "succeeded", fewer["_stderr"]
+    assert "left checkpoints of 2 node(s); this attempt has 1 machine(s), so node(s) 1 start without theirs" \
+        in fewer["_stderr"], fewer["_stderr"]
+    assert "restoring the latest checkpoint of 1 node(s) (attempt 2)" in fewer["_stderr"]
