@@ -29,7 +29,7 @@ def status(state=None, *, user: str | None = None, check: bool = True, refresh: 
     if not records:
         return []
     now = datetime.now(timezone.utc)
-    damaged = {r["id"] for r in records if not _times_readable(r)}
+    damaged = {r["id"] for r in records if not _times_readable(r) or r.get("damaged")}
     observed = _observe(state, [r for r in records if r["id"] not in damaged] if damaged else records, now,
                         check=check, refresh=refresh)
     views = []

@@ -79,6 +79,21 @@ def json_objects(texts: list[str], what: str) -> list:
     return [json_object(text, what) for text in texts]
 
 
+def objects_or_errors(texts: list[str], what: str) -> list:
+    """json_objects, except that a document that cannot be read is its CorruptRecord in the list (one
+    damaged machine row must not take every lease out of `fleet status`)."""
+    try:
+        return json_objects(texts, what)
+    except CorruptRecord:
+        out: list = []
+        for text in texts:
+            try:
+                out.append(json_object(text, what))
+            except CorruptRecord as exc:
+                out.append(exc)
+        return out
+
+
 def json_object(text: str, what: str):
     """stored_object for the documents fleet wrote itself (no whitespace around them): the C scanner
     directly, without json.loads's two Python layers (a thousand machines at every `fleet status`)."""

@@ -5,7 +5,7 @@ import json
 from operator import itemgetter
 
 from ..errors import NotFound
-from .documents import FIX_HINT, CorruptRecord, json_objects, object_or_empty, object_to_extend, stored_object
+from .documents import FIX_HINT, CorruptRecord, object_or_empty, object_to_extend, objects_or_errors, stored_object
 from .prefix import no_match, prefix_match
 
 TYPE_CHECKING = False   # as in fleet/__init__.py: `fleet status` with no lease imports neither typing nor models
@@ -259,8 +259,8 @@ class StateStore:
                 f"SELECT {', '.join('l.' + k for k in keys)}, m.node_rank, m.data, o.state, o.detail, o.observed_at,"
                 " o.fresh_until FROM leases l LEFT JOIN machines m ON m.lease_id = l.id"
                 f" LEFT JOIN machine_observations o ON o.machine_id = m.id WHERE {where}", params, 200):
-            docs = iter(json_objects([row[data_at] for row in rows if row[data_at] is not None],
-                                     "a machine's record"))
+            docs = iter(objects_or_errors([row[data_at] for row in rows if row[data_at] is not None],
+                                          "a machine's record"))
             for row in rows:
                 lease = by_id.get(row[0])
                 if lease is None:
@@ -270,6 +270,9 @@ class StateStore:
                 if row[data_at] is None:         # no machine (yet)
                     continue
                 machine = next(docs)
+                if isinstance(machine, CorruptRecord):   # the lease is shown damaged, the others as they are
+                    lease["damaged"] = f"machine {row[data_at - 1]}: {machine.one_line()}"
+                    continue
                 machine["node_rank"] = row[data_at - 1]
                 seen = row[data_at + 1:]
                 machine["observed"] = None if seen[0] is None else seen
@@ -388,3 +391,4 @@ _by_created = itemgetter("created_at")
 def _redacting(masker):
     from ..masking import Masker
     return (masker or Masker.for_config(None)).redacting()
+
