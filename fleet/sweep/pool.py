@@ -63,9 +63,10 @@ class PoolMachines(SSHMachines):
             reading = pool.submit(parallel, lease.machines, lambda m: read_state(lease, m))
             env = super().capture_environment(ctx, lease, store, pinned)
             states = reading.result()
-        for m, state in zip(lease.machines, states):
+        for m, (state, code) in zip(lease.machines, states):
             self.environments.saw(m.id, state)
-        self.environments.learn(lease, env, dict(zip((m.id for m in lease.machines), states)))
+            self.environments.code[m.id] = code
+        self.environments.learn(lease, env, {m.id: state for m, (state, _code) in zip(lease.machines, states)})
         return env
 
     def execute(self, ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,

@@ -58,8 +58,13 @@ try:
     state = env_state(venv, code)
 except Exception:
     state = None
+try:
+    staged = code_state(code)
+except Exception:
+    staged = None
 print(json.dumps({"ended": len(found), "clean": bool(clean) and leaf_clean is not False,
-                  "cgroup_emptied": leaf_clean, "outputs_left": os.path.exists(out_dir), "env_state": state}))
+                  "cgroup_emptied": leaf_clean, "outputs_left": os.path.exists(out_dir), "env_state": state,
+                  "code_state": staged}))
 """
 
 
@@ -70,6 +75,7 @@ class ResetResult:
     clean: bool             # nothing of the trial is left (processes, output dir)
     cgroup_emptied: bool | None = None   # its cgroup leaf is empty (None: the machine has no cgroup unit)
     env_state: str | None = None         # the machine's environment state after the reset (trial_env.py)
+    code_state: str | None = None        # its staged code's state (trial_env.code_state)
 
 
 def reset_machine(machine: Machine, run_id: str, leaf: str, env: tuple[str, str] = ("", "")) -> ResetResult:
@@ -86,4 +92,4 @@ def reset_machine(machine: Machine, run_id: str, leaf: str, env: tuple[str, str]
         return ResetResult(machine.id, 0, False)
     clean = bool(got.get("clean")) and not got.get("outputs_left")
     return ResetResult(machine.id, int(got.get("ended", 0)), clean, got.get("cgroup_emptied"),
-                       got.get("env_state") if clean else None)
+                       got.get("env_state") if clean else None, got.get("code_state"))

@@ -132,7 +132,7 @@ class Scheduler:
                     name=f"sweep-reset-{index}", daemon=True)
                 early[run_id].start()
 
-            refused: list[str] = []              # the run whose unclean leftovers kept this trial off
+            refused: list[str] = []              # why the slot was not clean for this trial
 
             def last_reset_done(before=tuple(pending)) -> None:
                 for thread in before:
@@ -144,11 +144,16 @@ class Scheduler:
                 the trial it was meant for; if that fails too, the trial does not start beside what
                 the last one left (and its error retires the slot)."""
                 last_reset_done()
+                changed = [self.environments.code_changed[m] for m in slot.machine_ids
+                           if m in self.environments.code_changed]
+                if changed:
+                    refused.append(f"had their staged code changed by {changed[0]}")
+                    raise MachineUnreachable(f"machines {slot.label}: the staged code was changed by {changed[0]}")
                 state = True if after is None else reset_ok.get(after, True)   # no early reset: none to doubt
                 if state is False:                 # tried again once (None: failed twice), whichever caller is first
                     state = reset_ok[after] = self._reset(ctx, slot, after) or None
                 if state is None:
-                    refused.append(after)
+                    refused.append(f"could not be reset after {after}")
                     raise MachineUnreachable(f"machines {slot.label} could not be reset after {after}: "
                                              "not starting beside what it left")
             pending.clear()
@@ -164,8 +169,8 @@ class Scheduler:
                     self.running.pop(trial.name, None)
                     self.queue.appendleft(trial)
                     self.lost_slots += 1
-                self.events.warn(f"machines {slot.label} could not be reset after {refused[0]}: no more trials "
-                                 f"on them; {trial.name} goes back to the queue")
+                self.events.warn(f"machines {slot.label} {refused[0]}: no more trials on them; {trial.name} goes "
+                                 "back to the queue")
                 self._retire(ctx, index)
                 return
             self.events.phase("trial", f"{trial.name} {result.state}"
@@ -203,6 +208,11 @@ class Scheduler:
         try:
             for got in parallel(machines, lambda m: reset_machine(m, run_id, slot.leaf, env_paths(ctx.lease, m))):
                 self.environments.saw(got.machine_id, got.env_state, tokens.get(got.machine_id))
+                staged = self.environments.code.get(got.machine_id)
+                if staged is not None and got.code_state != staged:
+                    self.environments.code_changed.setdefault(got.machine_id, run_id)
+                    self.events.warn(f"machine {got.machine_id}: {run_id} changed the staged code there: no more "
+                                     "trials on it (their records pin the code as staged)")
                 if not got.clean:
                     self.resets_unclean.append(got.machine_id)
                     self.events.warn(f"machine {got.machine_id}: could not confirm the reset after {run_id}")

@@ -74,11 +74,32 @@ def env_state(venv, code):
     except OSError:
         pass
     return h.hexdigest()
+
+
+def code_state(code):
+    # Every entry of the staged code (lstat, ctime included), less a venv inside it and __pycache__:
+    # a trial that wrote there would hand its change to every later trial, whose records pin the code.
+    import hashlib, os
+    h = hashlib.sha256()
+    for base, dirs, files in os.walk(code):
+        if "pyvenv.cfg" in files:
+            dirs[:] = []
+            continue
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in dirs + sorted(files):
+            p = os.path.join(base, name)
+            try:
+                s = os.lstat(p)
+                h.update(("%s %o %d %d %d %d\n" % (p, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns,
+                                                    s.st_ino)).encode())
+            except OSError:
+                h.update(("%s -\n" % p).encode())
+    return h.hexdigest()
 '''
 
 _BASELINE = ENV_STATE + r'''
 import json, sys
-print(json.dumps({"env_state": env_state(sys.argv[1], sys.argv[2])}))
+print(json.dumps({"env_state": env_state(sys.argv[1], sys.argv[2]), "code_state": code_state(sys.argv[2])}))
 '''
 
 
@@ -89,16 +110,18 @@ def env_paths(lease: Lease, machine: Machine) -> tuple[str, str]:
     return python_env_dir(lease, machine.id) or "", code_dir(machine)
 
 
-def read_state(lease: Lease, machine: Machine) -> str | None:
-    """The machine's environment state now (one short stdlib process), None when unreadable."""
+def read_state(lease: Lease, machine: Machine) -> tuple[str | None, str | None]:
+    """The machine's environment state and its staged code's state now (one short stdlib process),
+    None where unreadable."""
     from ..remote.ssh import connect
     venv, code = env_paths(lease, machine)
     try:
         with connect(machine, timeout=20) as s:
             result = s.run(shlex.join([machine.python, "-S", "-c", _BASELINE, venv, code]), check=False, timeout=60)
-        return json.loads(result.stdout.strip().splitlines()[-1]).get("env_state")
+        got = json.loads(result.stdout.strip().splitlines()[-1])
+        return got.get("env_state"), got.get("code_state")
     except Exception:  # noqa: BLE001 — no state: the trials probe as any run does
-        return None
+        return None, None
 
 
 class TrialEnvironments:
@@ -110,6 +133,8 @@ class TrialEnvironments:
         self.known: dict[str, tuple[str, MachineEnvironment, str | None]] = {}
         self.reused = self.probed = 0
         self.live: dict[str, set[str]] = {}       # per machine: trials that may run there (begun, not reset)
+        self.code: dict[str, str | None] = {}     # per machine: its staged code's state after setup
+        self.code_changed: dict[str, str] = {}    # per machine: the trial after which that state differed
         self.begun: dict[str, int] = {}           # per machine: how many trials have begun there
 
     def begin(self, lease: Lease, run_id: str) -> None:

@@ -308,3 +308,20 @@ def test_the_next_trial_on_a_machine_finds_no_checkpoint_of_the_last_one(experim
     assert seen == ["1:1", "2:1", "3:1"], seen
     for t in trials:                          # each trial's checkpoint is in the store (`fleet up --resume` finds it)
         assert (fleet_home / "store" / "refs" / f"ckpt-{t['run_id']}-n0").is_file(), t["run_id"]
+
+
+def test_a_trial_that_changes_the_staged_code_gets_no_later_trial_on_that_machine(experiment, fleet_home):
+    """Red-team finding: trial 1 rewrote the staged train.sh and trial 2 ran it, its record pinning
+    the code as staged. The reset reads the staged code's state (every entry's stat); after a
+    change, no later trial runs on that machine and the sweep says why."""
+    (experiment / "train.sh").write_text('echo "ran $1"\n'
+                                         'if [ $1 = 1 ]; then echo "echo INJECTED" >> $FLEET_MACHINE_ROOT/work/train.sh; fi\n')
+    _config(experiment)
+    proc = run_fleet(["sweep", "--param", "x=1,2,3", "--json", "--", "sh", "train.sh", "{x}"], cwd=experiment,
+                     timeout=180)
+    trials = _summary(proc)["trials"]
+    assert trials[0]["state"] == "succeeded", proc.stderr[-3000:]
+    assert "changed the staged code there: no more trials on it" in proc.stderr, proc.stderr[-3000:]
+    assert "INJECTED" not in proc.stderr                              # no trial ran the changed script
+    assert [t["state"] for t in trials[1:]] != ["succeeded", "succeeded"], trials
+    assert processes_under(fleet_home) == []
