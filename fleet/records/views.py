@@ -22,7 +22,8 @@ def _short(sid: str | None) -> str:
 def runs_table(records: list[RunRecord]) -> Table:
     columns = [Column("run", no_wrap=True), Column("project"), Column("status", no_wrap=True), Column("exit"),
                Column("commit"), Column("data"), Column("outputs"), Column("started", no_wrap=True), Column("user")]
-    rows = [(r.run_id, r.project, r.status or "-", str(r.exit_status), (r.code_commit or "dir")[:10],
+    rows = [(r.run_id, r.project, r.status or "-", "-" if r.exit_status is None else str(r.exit_status),
+             (r.code_commit or "dir")[:10],
              ", ".join(f"{k}={_short(v)}" for k, v in sorted(r.data_snapshots.items())) or "-",
              _short(r.output_snapshot), (r.started_at or "-")[:19], r.user) for r in records]
     return Table(columns, rows, empty="no run records")
