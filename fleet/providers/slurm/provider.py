@@ -25,7 +25,6 @@ from ...errors import Cancelled, InfrastructureError, NotFound
 from ...gpus import GpuType
 from ...keys import generate_ed25519, secure_delete
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
-from ..local import lease_key_path
 from ..base import (BaseProvider, HasHardLimit, HasLeaseMetadata, LeaseWatch, MachineMix, Queueing, QueueStatus,
                     ReleasesMachines, ReportsMachines, SweepsLeftovers)
 from .accounting import ended_at, lease_accounting
@@ -93,6 +92,7 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
     # -- lease -----------------------------------------------------------------------------------
     def lease(self, plan: Plan, lease_id: str, deadline_s: int,
               on_machine: Callable[[Machine], None] | None = None, watch: LeaseWatch | None = None) -> Lease:
+        from ..local import lease_key_path
         watch = watch or LeaseWatch(cancel=threading.Event())
         key_path = lease_key_path(lease_id)
         public = generate_ed25519(key_path, comment=f"fleet-lease-{lease_id}")
@@ -167,7 +167,8 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
                                 "the job is cancelled")
             if waited >= limit:
                 self.slurm.cancel([job_id])
-                raise QueueWaitExpired(f"Slurm job {job_id} still pending after {_duration(waited)} "
+                took = f"{waited / 60:.0f}m" if waited >= 120 else f"{waited:.0f}s"
+                raise QueueWaitExpired(f"Slurm job {job_id} still pending after {took} "
                                        f"({job.reason or job.state.value}); cancelled it, nothing is left queued",
                                        hint="wait longer with `fleet up --wait 30m` or [slurm] wait, or ask for "
                                             "fewer GPUs")
@@ -325,6 +326,7 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
             staged = staging_dir_of(lease.id, (lease.meta or {}).get("slurm_staging"))
             if staged is not None:
                 remove_staging(slurm, staged)
+            from ..local import lease_key_path
             _forget_keys(lease_key_path(lease.id))
 
     def release_machines(self, lease: Lease, machine_ids: list[str]) -> None:
@@ -387,10 +389,6 @@ def _recorded_jobs(lease: Lease) -> list[str]:
 
 def _why(job: QueuedJob) -> str:
     return f"{job.state.value} ({job.reason})" if job.reason else job.state.value
-
-
-def _duration(seconds: float) -> str:
-    return f"{seconds / 60:.0f}m" if seconds >= 120 else f"{seconds:.0f}s"
 
 
 def _forget_keys(key_path: Path) -> None:
