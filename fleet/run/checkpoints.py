@@ -303,9 +303,11 @@ def _size(n: int) -> str:
     return f"{n / 1024:.1f} KiB" if n >= 1024 else f"{n} bytes"
 
 
-def resume_of(state, store, run_id: str, user: str | None = None) -> Resume:
+def resume_of(state, store, run_id: str, user: str | None = None, *, check_owner: bool = True) -> Resume:
     """`fleet up --resume RUN`: the next attempt of RUN, starting from each node's latest checkpoint.
-    Only its owner's (`user`: the config's), and only the latest attempt that left a checkpoint."""
+    Only its owner's (`user`: the config's), and only the latest attempt that left a checkpoint.
+    `check_owner=False`: a detached run's supervisor, whose launcher checked it (on node 0 it runs as
+    another login, with no FLEET_USER of the laptop's)."""
     from ..errors import UsageError
     from ..plan import current_user
     from ..state.resumes import attempts_of
@@ -314,7 +316,7 @@ def resume_of(state, store, run_id: str, user: str | None = None) -> Resume:
     if run["status"] == "running":
         raise UsageError(f"run {run['id']} is still running", hint=f"`fleet attach {run['id']}`, or `fleet down` it first")
     me = current_user(user)
-    if run.get("owner") and run["owner"] != me:
+    if check_owner and run.get("owner") and run["owner"] != me:
         raise UsageError(f"run {run['id']} is {run['owner']}'s, not {me}'s: its owner resumes it",
                          hint="if it is yours under another name, set FLEET_USER to it")
     for later in attempts_of(state.db, run["id"]):
@@ -332,10 +334,10 @@ def resume_of(state, store, run_id: str, user: str | None = None) -> Resume:
     return Resume(attempt=int(summary.get("attempt") or 1) + 1, snapshots=snapshots, of_run=run["id"])
 
 
-def resume_options(options, config, run_id: str):
+def resume_options(options, config, run_id: str, *, check_owner: bool = True):
     """RunOptions for the next attempt of `run_id` (its state and store are the config's)."""
     from dataclasses import replace
     from ..snapshots import open_store
     from ..state import open_state
     return replace(options, resume=resume_of(open_state(config.state_url), open_store(config.store), run_id,
-                                             config.user))
+                                             config.user, check_owner=check_owner))

@@ -13,7 +13,7 @@ from __future__ import annotations
 from ..config.model import Config
 from ..models import Lease
 from .context import RunContext
-from .lease import NewLease, OnMachine, _masker, pins_meta
+from .lease import NewLease, OnMachine, _masker, pins_meta, resumed_from
 from .offer import offer_for_lease
 from .types import BudgetGrant, Offer, PinnedInputs
 
@@ -39,7 +39,8 @@ class HandedLease:
                              command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
                              meta={"provider": ctx.offer.provider, "template": ctx.offer.template.name,
                                    "gpus": ctx.offer.gpus, "pins": pins_meta(pins), "detached": True,
-                                   "supervised_on": self.node0.id, "supervisor_dir": self.supervisor_dir},
+                                   "supervised_on": self.node0.id, "supervisor_dir": self.supervisor_dir,
+                                   **resumed_from(ctx)},
                              masker=_masker(ctx))
 
     def acquire(self, ctx: RunContext, deadline_s: int, on_machine: OnMachine) -> Lease:

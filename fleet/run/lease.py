@@ -63,8 +63,7 @@ class NewLease:
         ctx.events.phase("lease", f"{offer.machine_count} × {kind}{named} = {offer.gpus} "
                                   f"GPU{'' if offer.gpus == 1 else 's'}{spot}{simulated}")
         provider_meta = self.provider.lease_meta() if isinstance(self.provider, HasLeaseMetadata) else {}
-        resume = ctx.options.resume
-        resumes = {"resumed_from": resume.of_run} if resume is not None and resume.of_run else {}
+        resumes = resumed_from(ctx)
         # The run first: a second resume of the same run is refused there (state/resumes.py), before a lease row.
         ctx.state.create_run(ctx.run_id, lease_id=ctx.lease_id, project=offer.project, user=offer.user,
                              command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
@@ -205,3 +204,9 @@ def _partial_lease(ctx: RunContext, machines: list[Machine]) -> Lease:
     return Lease(id=ctx.lease_id, provider=offer.provider, template=offer.template.name,
                  machines=sorted(machines, key=lambda m: m.node_rank), created_at=ctx.started_at, deadline=now,
                  max_deadline=now, project=offer.project, user=offer.user, heartbeat_ttl_s=offer.heartbeat_ttl_s)
+
+
+def resumed_from(ctx: RunContext) -> dict:
+    """The run row's link to the run this attempt continues (fleet/state/resumes.py reads it)."""
+    resume = ctx.options.resume
+    return {"resumed_from": resume.of_run} if resume is not None and resume.of_run else {}

@@ -115,7 +115,8 @@ def resume_for(config, run_id: str, *, continues: bool) -> Resume:
     from ..snapshots import open_store
     from ..state import open_state
     state, store = open_state(config.state_url), open_store(config.store)
-    return continued_resume(state, store, run_id) if continues else resume_of(state, store, run_id)
+    return continued_resume(state, store, run_id) if continues else \
+        resume_of(state, store, run_id, config.user, check_owner=False)     # its launcher checked the owner
 
 
 def resume_lost_runs(state, runs: list[dict[str, Any]], *, caller: str, state_url: str | None, dry_run: bool,

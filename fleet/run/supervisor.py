@@ -200,7 +200,7 @@ def main(argv: list[str]) -> int:
         options = spec.options()
         if spec.resume:
             from .checkpoints import resume_options
-            options = resume_options(options, config, spec.resume)
+            options = resume_options(options, config, spec.resume, check_owner=False)   # the launcher checked
         summary = run_managed(config, options=options, events=masked_events(config, events))
         events.ended(summary.to_json())
         code = summary.exit_code
