@@ -3,8 +3,10 @@ and where listings and JSON go (stdout). What a table or a document says is buil
 rendered by fleet/render; this module only chooses where it is printed."""
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import stat
 import sys
 import threading
 import time
@@ -45,17 +47,29 @@ def _unless_output_gone(method):
             return None
         try:
             return method(self, *args, **kwargs)
-        except OSError:
+        except OSError as exc:
+            if exc.errno not in _READER_GONE:   # a full disk under `> run.log` is an error, said as one
+                raise
             self._output_gone = True
             silence_std_streams()
             return None
     return guarded
 
 
+_READER_GONE = (errno.EPIPE, errno.EIO, errno.ENXIO, errno.EBADF)
+
+
 def silence_std_streams() -> None:
-    """stdout and stderr to /dev/null from here on (their reader is gone)."""
+    """stdout and stderr to /dev/null from here on (their reader is gone), except one that is a
+    regular file (`fleet up --json > out.json` from a terminal that closed keeps its result)."""
     devnull = open(os.devnull, "w")
-    sys.stdout = sys.stderr = devnull
+    for name in ("stdout", "stderr"):
+        try:
+            if stat.S_ISREG(os.fstat(getattr(sys, name).fileno()).st_mode):
+                continue
+        except (OSError, ValueError, AttributeError):
+            pass
+        setattr(sys, name, devnull)
 
 
 class RichEvents:
