@@ -12,6 +12,7 @@ Chunk boundaries: FastCDC with the store's own parameters when the machine has p
 same cuts the controller makes, so chunks dedupe with every other snapshot); otherwise fixed
 blocks of the average chunk size, which find every block a checkpoint rewrites in place.
 """
+import errno
 import hashlib
 import json
 import os
@@ -77,7 +78,9 @@ def scan(root, cdc):
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
             except OSError as exc:
-                _skipped(rel, exc.strerror)
+                if exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENXIO):
+                    raise       # unreadable (EACCES …): the upload fails, the last checkpoint stays the latest
+                _skipped(rel, exc.strerror)      # gone since the listing, or a link put in its place
                 continue
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -105,7 +108,7 @@ def main():
     os.makedirs(root, exist_ok=True)
     cdc = _cutter()
     entries, where = scan(root, cdc)
-    out.write(json.dumps({"entries": entries, "cdc": cdc is not None}).encode() + b"\n")
+    out.write(json.dumps({"entries": entries, "cdc": cdc is not None, "skipped": _SKIPPED[0]}).encode() + b"\n")
     out.flush()
     want = json.loads(sys.stdin.buffer.readline() or b"{}").get("want", [])
     for h in want:

@@ -57,6 +57,7 @@ class CheckpointUpload:
     bytes_total: int
     bytes_sent: int
     files: int
+    skipped: int = 0        # names in the directory that are not regular files (FIFOs, devices): not uploaded
 
 
 def checkpoint_env(machine: Machine, run_id: str, attempt: int) -> dict[str, str]:
@@ -160,14 +161,15 @@ def _upload(machine: Machine, store, run_id: str, timeout: float,
         raise
     except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise MachineUnreachable(f"checkpoint upload from {machine.id} ({machine.address}) failed: {exc}") from None
+    skipped = head.get("skipped") if isinstance(head.get("skipped"), int) else 0
     if not manifest.files():   # nothing checkpointed (yet): no snapshot, no ref
-        return CheckpointUpload(machine.node_rank, "", 0, 0, 0)
+        return CheckpointUpload(machine.node_rank, "", 0, 0, 0, skipped)
     data = manifest.canonical_bytes()
     sid = hashlib.sha256(data).hexdigest()
     if not store.has_manifest(sid):
         store.put_manifest(sid, data)
     store.set_ref(ref_name(run_id, machine.node_rank), sid)
-    return CheckpointUpload(machine.node_rank, sid, manifest.total_size, sent, len(manifest.files()))
+    return CheckpointUpload(machine.node_rank, sid, manifest.total_size, sent, len(manifest.files()), skipped)
 
 
 def _close_on(hurry: threading.Event, chan) -> None:
@@ -211,6 +213,7 @@ class Checkpointer:
         self.lease, self.store, self.run_id, self.interval_s = lease, store, run_id, interval_s
         self.warn, self.on_upload, self.hurry, self.remove_at_finish = warn, on_upload, hurry, remove_at_finish
         self.latest: dict[int, CheckpointUpload] = {}
+        self._told_skipped: set[int] = set()
         self._busy = threading.Lock()
         self._next = time.monotonic() + interval_s if interval_s > 0 else None
         self._thread: threading.Thread | None = None
@@ -239,6 +242,10 @@ class Checkpointer:
                     self.warn(f"checkpoint of node {m.node_rank} not uploaded ({why}); "
                               "the previous one stays the latest")
                     return
+                if up.skipped and m.node_rank not in self._told_skipped:   # once per node, not every interval
+                    self._told_skipped.add(m.node_rank)
+                    self.warn(f"checkpoint of node {m.node_rank}: {up.skipped} name(s) in it are not regular files "
+                              "(a FIFO, a device, a socket): not uploaded")
                 with lock:
                     got.append(up)
 

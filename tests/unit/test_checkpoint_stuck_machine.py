@@ -36,7 +36,38 @@ def test_a_fifo_in_the_checkpoint_directory_is_skipped_with_a_line_and_the_rest_
     listing = json.loads(done.stdout.splitlines()[0])
     files = {e["path"]: e["type"] for e in listing["entries"]}
     assert files == {"sub": "dir", "sub/model.pt": "file", "zeros": "symlink"}
-    assert b"pipe not checkpointed: not a regular file" in done.stderr
+    assert b"pipe not checkpointed: not a regular file" in done.stderr and listing["skipped"] == 1
+
+
+def test_a_file_the_machine_cannot_read_fails_the_upload_instead_of_leaving_it_out(tmp_path):
+    """Review finding: skipping every file that failed to open made a checkpoint missing a 0600 file
+    of another user the latest one, replacing a complete earlier one. Only a non-regular file, or
+    one gone since the listing, is skipped; anything else fails the upload (the last one stays)."""
+    import errno
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("checkpoint_helper_under_test", HELPER)
+    helper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helper)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "model.pt").write_bytes(b"w")
+    (ckpt / "gone.pt").write_bytes(b"w")
+    real_open = os.open
+
+    def refusing(path, flags, *args):       # as the machine's kernel answers (this suite runs as root)
+        name = os.path.basename(path)
+        if name in ("model.pt", "gone.pt"):
+            code = errno.EACCES if name == "model.pt" else errno.ENOENT
+            raise OSError(code, os.strerror(code), path)
+        return real_open(path, flags, *args)
+    helper.os = type("os_with_refusals", (), {"__getattr__": lambda self, a: getattr(os, a),
+                                              "open": staticmethod(refusing)})()
+    with pytest.raises(PermissionError):
+        helper.scan(str(ckpt), None)
+    (ckpt / "model.pt").unlink()
+    helper._SKIPPED[0] = 0
+    entries, _ = helper.scan(str(ckpt), None)           # gone since the listing: left out, said
+    assert entries == [] and helper._SKIPPED[0] == 1
 
 
 class Silent(io.RawIOBase):
