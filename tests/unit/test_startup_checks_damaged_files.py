@@ -33,5 +33,5 @@ def test_a_kept_marker_nested_too_deep_breaks_no_command(fleet_home, tmp_path):
     (fleet_home / "kept" / "l-x").write_text("[" * 100_000)
     for argv in (["status"], ["down", "--all"]):
         proc = run_fleet(argv, cwd=tmp_path)
-        assert proc.returncode == 0 and "Traceback" not in proc.stderr, (argv, proc.stderr)
-        assert len(proc.stderr.splitlines()) <= 1, proc.stderr
+        assert proc.returncode == 0 and proc.stderr == "", (argv, proc.stderr)
+    assert not (fleet_home / "kept" / "l-x").exists()     # settled as due, and removed (not a warning per command)
