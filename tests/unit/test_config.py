@@ -233,6 +233,15 @@ def test_a_key_of_thousands_of_dotted_parts_is_refused_before_parsing(tmp_path, 
     assert time.monotonic() - started < 2
 
 
+@pytest.mark.parametrize("line", ["# " + "." * 200, '[env]\nNOTE = "' + "." * 300 + '"',
+                                  '[env]\nIPS = """\n' + ", ".join(f"10.0.0.{i}" for i in range(60)) + '\n"""'])
+def test_dots_in_comments_and_values_are_not_key_parts(tmp_path, line):
+    """Review finding: the check counted every dot before the first `=` of every line."""
+    (tmp_path / "fleet.toml").write_text('command = "x"\n' + line + "\n")
+    from fleet.config.loader import _read
+    assert _read(tmp_path / "fleet.toml", "fleet.toml")["command"] == "x"
+
+
 def test_missing_file_says_fleet_init_creates_one(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(cwd=tmp_path)
