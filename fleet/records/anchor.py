@@ -58,7 +58,7 @@ def signing_key() -> bytes | None:
             raise UsageError(f"FLEET_RECORDS_KEY_FILE {p} is inside FLEET_HOME {home}: whoever can rewrite the "
                              "records could read it", hint="keep the records key outside FLEET_HOME")
         try:      # a regular file, read to a bound: /dev/zero once took the controller out of memory
-            with p.open("rb") as fh:
+            with open(os.open(p, os.O_RDONLY | os.O_NONBLOCK), "rb") as fh:    # a FIFO must not block
                 if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
                     raise UsageError(f"FLEET_RECORDS_KEY_FILE {p} is not a regular file")
                 key = fh.read(MAX_KEY_BYTES + 1).strip()
@@ -170,7 +170,8 @@ def write_anchors(db, record) -> None:
     if lost is not None:   # kept: replacing it would erase the only evidence that records were lost
         log.warning("the records anchor %s names record #%s (run %s), which the database no longer holds "
                     "(emptied or replaced?): it is kept, and `fleet audit --verify` fails until the database "
-                    "is restored", tip_path(db), lost.get("seq"), lost.get("run_id"))
+                    "is restored; if those records are gone for good, move the anchor aside to start a new one",
+                    tip_path(db), lost.get("seq"), lost.get("run_id"))
     else:
         write_local(db, record, key)
     if record.store.startswith("s3://"):

@@ -92,7 +92,8 @@ def corrupt_database(path: Path, exc: sqlite3.Error) -> EnvironmentProblem:
     return EnvironmentProblem(
         f"state database {shown} is corrupt: {exc}",
         hint=f"move it aside with `mv {shown} {shown}.corrupt` and run the command again: fleet starts "
-             "an empty one; machines it recorded still end at their own deadlines")
+             "an empty one (move records.tip beside it aside too, or the next run keeps it and says why); "
+             "machines it recorded still end at their own deadlines")
 
 
 class BaseDatabase:
