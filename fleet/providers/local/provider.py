@@ -113,8 +113,11 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
                       max_deadline=now + timedelta(seconds=plan.max_duration_s), project=plan.project,
                       user=plan.user, heartbeat_ttl_s=plan.heartbeat_ttl_s)
         if errors or cancel.is_set():
+            released = not key_path.exists()     # `fleet down` meanwhile: what failed, failed because of it
             self._release_dirs([machines_dir / f"{lease_id}-n{r}" for r in range(plan.machine_count)])
             _delete_lease_key(lease_id)
+            if released:
+                raise Cancelled(f"lease {lease_id} was released while leasing (`fleet down`)")
             failures = [e for e in errors if not isinstance(e, Cancelled)]
             raise failures[0] if failures else Cancelled("cancelled while leasing")
         return lease
@@ -166,6 +169,9 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
 
     def _release_dirs(self, dirs: list[Path]) -> None:
         existing = [d for d in dirs if d.exists()]
+        for d in dirs:   # removed by another release while its machine was starting: its unit is still ended
+            if d not in existing:
+                _end_orphan_unit(d)
         if not existing:
             return
         from concurrent.futures import ThreadPoolExecutor
@@ -236,6 +242,15 @@ def _end_machine_dir(d: Path) -> None:
     from .sshd import stop_machine_dir
     stop_machine_dir(d)
     shutil.rmtree(d, ignore_errors=True)
+
+
+def _end_orphan_unit(d: Path) -> None:
+    from ...isolation import existing_unit
+    from ...remote.agent import containment
+    unit = existing_unit(d)
+    if unit is not None:
+        containment.kill_unit(unit, timeout=30)
+        containment.remove_unit(unit)
 
 
 def _delete_lease_key(lease_id: str) -> None:
