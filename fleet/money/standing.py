@@ -27,6 +27,7 @@ class BudgetStanding:
                 "budgets": [{"scope": s.name, "limit_usd": str(from_micro(s.limit_micro)),
                              "spent_usd": str(from_micro(s.spent_before_micro)),
                              "reserved_usd": str(from_micro(s.reserved_micro)),
+                             "kept_usd": str(from_micro(s.kept_micro)),
                              "remaining_usd": str(from_micro(s.remaining(0)))} for s in self.scopes]}
 
     def lines(self) -> list[str]:
@@ -34,7 +35,8 @@ class BudgetStanding:
         if self.run_budget_usd is not None:
             out.append(f"per-run budget: {format_usd(int(self.run_budget_usd * 1_000_000))}")
         for s in self.scopes:
-            held = f", {format_usd(s.reserved_micro)} reserved by live runs" if s.reserved_micro else ""
+            held = (f", {format_usd(s.reserved_micro)} reserved by live runs" if s.reserved_micro else "") + \
+                (f", {format_usd(s.kept_micro)} held by kept leases to their deadlines" if s.kept_micro else "")
             out.append(f"{s.name}: {format_usd(s.spent_before_micro)} of {format_usd(s.limit_micro)} "
                        f"({format_usd(max(s.remaining(0), 0))} left{held})")
         if not self.scopes:

@@ -290,3 +290,14 @@ def test_a_kept_leases_time_to_its_deadline_is_held_against_the_monthly_budget(d
     with pytest.raises(BudgetRefused, match=r"\$36.60 spent, \$0.00 reserved by other live runs, "
                                             r"\$107.40 held by kept leases to their deadlines"):
         gate(db, clock).grant(offer(user="bo", max_s=600), run_id="r-9", lease_id="l-9")
+
+
+def test_fleet_budget_shows_what_kept_leases_hold(db, clock):
+    """`fleet budget`'s line and JSON add up: the kept leases' hold is named beside spend and reservations."""
+    from fleet.money.standing import budget_standing
+    first_run_kept(db, clock)
+    config = Config(path=None, base_dir=Path("."), project="vision", name="t", command="true", budgets=MONTHLY)
+    standing = budget_standing(config, Ledger(db, clock), user="ana", now=clock())
+    scope = standing.to_json()["budgets"][0]
+    assert (scope["spent_usd"], scope["kept_usd"]) == ("36.600000", "107.400000")
+    assert "$107.40 held by kept leases to their deadlines" in standing.lines()[-1]
