@@ -391,4 +391,3 @@ _by_created = itemgetter("created_at")
 def _redacting(masker):
     from ..masking import Masker
     return (masker or Masker.for_config(None)).redacting()
-
