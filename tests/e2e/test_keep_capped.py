@@ -33,12 +33,17 @@ def test_keep_and_extend_say_the_max_duration_cap(tmp_path, fleet_home):
         assert run_fleet(["down", lease], cwd=tmp_path).returncode == 0
 
 
-def test_extend_within_the_cap_says_so_when_it_is_cut(tmp_path, fleet_home):
-    (tmp_path / "fleet.toml").write_text('project = "capped2"\ntemplate = "local-1gpu"\ncommand = "true"\n'
-                                         'max_duration = "10m"\n')
-    up = run_fleet(["up", "--keep", "1m", "--json", "--allow-dirty"], cwd=tmp_path)
+def kept_lease(directory, project: str, keep: str, max_duration: str, extra: str = "") -> str:
+    """`fleet up --keep KEEP` of `true` on one local machine in `directory`: the kept lease's id."""
+    (directory / "fleet.toml").write_text(f'project = "{project}"\ntemplate = "local-1gpu"\ncommand = "true"\n'
+                                          f'max_duration = "{max_duration}"\n{extra}')
+    up = run_fleet(["up", "--keep", keep, "--json", "--allow-dirty"], cwd=directory)
     assert up.returncode == 0, up.stderr
-    lease = json.loads(up.stdout)["lease_id"]
+    return json.loads(up.stdout)["lease_id"]
+
+
+def test_extend_within_the_cap_says_so_when_it_is_cut(tmp_path, fleet_home):
+    lease = kept_lease(tmp_path, "capped2", "1m", "10m")
     try:
         fine = run_fleet(["extend", lease, "2m"], cwd=tmp_path)
         assert fine.returncode == 0 and "now ends at" in fine.stdout and "warning" not in fine.stderr, fine.stderr

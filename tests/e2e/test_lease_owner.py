@@ -9,16 +9,13 @@ import json
 import pytest
 
 from tests.conftest import run_fleet
+from tests.e2e.test_keep_capped import kept_lease
 
 pytestmark = pytest.mark.timeout(180)
 
 
 def test_another_users_kept_lease_cannot_be_extended_or_run_on(tmp_path, fleet_home):
-    (tmp_path / "fleet.toml").write_text('project = "shared"\ntemplate = "local-1gpu"\ncommand = "true"\n'
-                                         'max_duration = "20m"\nuser = "alice"\n')
-    up = run_fleet(["up", "--keep", "1m", "--json", "--allow-dirty"], cwd=tmp_path)
-    assert up.returncode == 0, up.stderr
-    lease = json.loads(up.stdout)["lease_id"]
+    lease = kept_lease(tmp_path, "shared", "1m", "20m", 'user = "alice"\n')
     elsewhere = tmp_path / "bob"
     elsewhere.mkdir()
     bob = {"FLEET_USER": "bob"}
