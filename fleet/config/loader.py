@@ -289,21 +289,6 @@ def find_config_file(path: str | Path | None = None, cwd: Path | None = None) ->
     return _find_file(path, (cwd or Path.cwd()).resolve())
 
 
-MAX_KEY_PARTS = 128
-_KEY_OR_HEADER = re.compile(r"""^\s*(\[\[?[^\]#]*|[A-Za-z0-9_\-."' \t]+=)""")
-
-
-def _check_key_depth(text: str, shown: str) -> None:
-    """tomllib's time grows with the square of a dotted key's parts: a 100 KB line `a.a.a… = 1` kept
-    `fleet up` parsing for minutes. No fleet.toml needs a key of more than a few parts."""
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.count(".") <= MAX_KEY_PARTS:
-            continue
-        key = _KEY_OR_HEADER.match(line)      # a comment, a value or an array line may hold any dots
-        if key and key.group(1).count(".") > MAX_KEY_PARTS:
-            raise ConfigError(f"a key of more than {MAX_KEY_PARTS} dotted parts", path=shown, line=number)
-
-
 def _read(file: Path, shown: str) -> dict[str, Any]:
     try:
         text = file.read_text(encoding="utf-8")
@@ -311,7 +296,8 @@ def _read(file: Path, shown: str) -> dict[str, Any]:
         raise ConfigError("not UTF-8 text; fleet.toml must be UTF-8", path=shown) from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", path=shown) from None
-    _check_key_depth(text, shown)
+    from .keydepth import check_key_depth
+    check_key_depth(text, shown)
     try:
         doc = tomllib.loads(text)
     except RecursionError:
