@@ -38,9 +38,11 @@ class LiveLine:
 
 
 def _unless_output_gone(method):
-    """A closed terminal (EIO), or a reader gone from the pipe (`| head`, `| tee` on Ctrl-C: EPIPE),
-    must not end the run there: it raised out of the pipeline's cleanup, and the machines were
-    neither collected, released nor recorded. The run goes on silently and cleans up."""
+    """Output that cannot be written must not end the run there: a closed terminal (EIO), a reader
+    gone from the pipe (`| head`, `| tee` on Ctrl-C: EPIPE), a full disk under `> run.log` raised
+    out of the pipeline's cleanup, and the machines were neither collected, released nor recorded.
+    The run's events stop and it cleans up; a reader gone also silences the streams, and any other
+    error is left for the command's last word (its summary, or guard's one line) to meet."""
     @functools.wraps(method)
     def guarded(self, *args, **kwargs):
         if self._output_gone:
@@ -48,10 +50,9 @@ def _unless_output_gone(method):
         try:
             return method(self, *args, **kwargs)
         except OSError as exc:
-            if exc.errno not in _READER_GONE:   # a full disk under `> run.log` is an error, said as one
-                raise
             self._output_gone = True
-            silence_std_streams()
+            if exc.errno in _READER_GONE:
+                silence_std_streams()
             return None
     return guarded
 
