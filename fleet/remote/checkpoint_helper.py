@@ -102,12 +102,29 @@ def scan(root, cdc):
     return entries, where
 
 
+def _more_open_files():
+    # Every file stays open from scan to send: a sharded checkpoint of thousands of files needs more
+    # than the usual soft limit of 1,024 descriptors.
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if hard == resource.RLIM_INFINITY or hard > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard if hard != resource.RLIM_INFINITY else 1 << 20, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def main():
     root = sys.argv[1]
     out = sys.stdout.buffer
     os.makedirs(root, exist_ok=True)
+    _more_open_files()
     cdc = _cutter()
-    entries, where = scan(root, cdc)
+    try:
+        entries, where = scan(root, cdc)
+    except OSError as exc:      # one line for the controller's warning, not a traceback
+        sys.stderr.write("cannot read %s: %s\n" % (exc.filename or root, exc.strerror or exc))
+        sys.exit(1)
     out.write(json.dumps({"entries": entries, "cdc": cdc is not None, "skipped": _SKIPPED[0]}).encode() + b"\n")
     out.flush()
     want = json.loads(sys.stdin.buffer.readline() or b"{}").get("want", [])

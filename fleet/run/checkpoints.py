@@ -244,8 +244,8 @@ class Checkpointer:
                     return
                 if up.skipped and m.node_rank not in self._told_skipped:   # once per node, not every interval
                     self._told_skipped.add(m.node_rank)
-                    self.warn(f"checkpoint of node {m.node_rank}: {up.skipped} name(s) in it are not regular files "
-                              "(a FIFO, a device, a socket): not uploaded")
+                    self.warn(f"checkpoint of node {m.node_rank}: {up.skipped} name(s) in it not uploaded (not "
+                              "regular files, such as a FIFO or a device, or gone since they were listed)")
                 with lock:
                     got.append(up)
 

@@ -126,3 +126,17 @@ def test_a_second_ctrl_c_cuts_an_upload_the_machine_holds_open(monkeypatch, tmp_
     with pytest.raises(MachineUnreachable, match="checkpoint upload from m-0"):
         checkpoints.upload(_machine(), open_store(str(tmp_path / "store")), "r-1", hurry=hurry)
     assert time.monotonic() - started < 5
+
+
+def test_a_checkpoint_the_machine_cannot_read_is_one_line_not_a_traceback(tmp_path):
+    """Review finding: an open error raised out of the helper, and the controller's warning quoted
+    the traceback's last 300 characters. (Here: more files than descriptors, soft and hard limit.)"""
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    for i in range(60):
+        (ckpt / f"shard-{i:03d}").write_bytes(b"x")
+    done = subprocess.run(["sh", "-c", f'ulimit -n 24 && exec "{sys.executable}" "{HELPER}" "{ckpt}"'],
+                          input=b'{"want": []}\n', capture_output=True, timeout=20)
+    assert done.returncode == 1 and not done.stdout
+    lines = done.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("cannot read ") and "Too many open files" in lines[0], lines
