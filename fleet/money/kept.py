@@ -183,7 +183,8 @@ def due_markers(now: datetime) -> list[tuple[Path, str | None]]:
         try:
             data = json.loads(path.read_text())
             if parse_iso(data["deadline"]) <= now:
-                due.append((path, data.get("state_url")))
+                url = data.get("state_url")
+                due.append((path, url if isinstance(url, str) else None))
         except Exception:  # noqa: BLE001 — damaged (JSON nested too deep, not an object): settled and removed
             due.append((path, None))
     return due
@@ -196,7 +197,7 @@ def settle_due(now: datetime) -> list[str]:
     for path, url in due_markers(now):
         from ..state import open_state
         if url and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-            path.unlink(missing_ok=True)   # its state is gone: nothing left to bill into
+            _forget(path)   # its state is gone: nothing left to bill into
             continue
         state = open_state(url)
         try:
@@ -205,7 +206,18 @@ def settle_due(now: datetime) -> list[str]:
             if rows:   # still kept: its deadline moved later than the marker knew
                 write_marker(state.db, path.name, parse_iso(rows[0]["deadline"]))
             else:
-                path.unlink(missing_ok=True)
+                _forget(path)
         finally:
             state.close()
     return settled
+
+
+def _forget(marker: Path) -> None:
+    """Remove a settled marker; one that is not a file (a directory planted there) goes too."""
+    try:
+        marker.unlink(missing_ok=True)
+    except IsADirectoryError:
+        import shutil
+        shutil.rmtree(marker, ignore_errors=True)
+    except OSError:
+        pass

@@ -35,3 +35,19 @@ def test_a_kept_marker_nested_too_deep_breaks_no_command(fleet_home, tmp_path):
         proc = run_fleet(argv, cwd=tmp_path)
         assert proc.returncode == 0 and proc.stderr == "", (argv, proc.stderr)
     assert not (fleet_home / "kept" / "l-x").exists()     # settled as due, and removed (not a warning per command)
+
+
+@pytest.mark.parametrize("make", ["url-not-a-string", "directory"])
+def test_other_damaged_kept_markers_are_settled_and_removed_too(fleet_home, tmp_path, make):
+    """Review finding: a marker whose state_url was not a string, or a directory in its place, warned
+    on every command and stayed."""
+    marker = fleet_home / "kept" / "l-y"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    if make == "directory":
+        marker.mkdir()
+    else:
+        marker.write_text('{"deadline": "2000-01-01T00:00:00+00:00", "state_url": 7}')
+    for _ in range(2):
+        proc = run_fleet(["status"], cwd=tmp_path)
+        assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert not marker.exists()
