@@ -48,3 +48,25 @@ def test_a_planted_machine_directory_is_neither_stopped_nor_deleted(fleet_home, 
     down = run_fleet(["down", "--all"], cwd=tmp_path)
     assert (victim / "train.py").read_text() == "print('mine')", down.stderr
     assert "not stopping or deleting it" in down.stderr and "Traceback" not in down.stderr, down.stderr
+
+
+def test_a_row_naming_another_machines_directory_does_not_end_that_machine(fleet_home, tmp_path):
+    """Review finding: a machine row of lease B whose directory was lease A's machine (in the same
+    machines/) got A's machine stopped and deleted when B was released."""
+    from fleet.models import Machine
+    other = fleet_home / "machines" / "l-othera1-n0"
+    other.mkdir(parents=True)
+    (other / "keep.txt").write_text("lease A's")
+    state = open_state()
+    try:
+        now = utcnow()
+        machine = Machine(id="l-planted2-n0", lease_id="l-planted2", node_rank=0, host="127.0.0.1", port=1,
+                          user="u", key_path="k", host_key="h", workdir="/w", provider_ref={"dir": str(other)})
+        state.save_lease(Lease(id="l-planted2", provider="local", template="local-1gpu", machines=[machine],
+                               created_at=now, deadline=now + timedelta(minutes=5),
+                               max_deadline=now + timedelta(hours=1), project="p", user="tester", status="active"))
+    finally:
+        state.close()
+    down = run_fleet(["down", "l-planted2"], cwd=tmp_path)
+    assert (other / "keep.txt").read_text() == "lease A's", down.stderr
+    assert "is another lease's: not stopping or deleting it" in down.stderr and "Traceback" not in down.stderr

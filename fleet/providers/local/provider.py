@@ -155,11 +155,12 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
         return states
 
     def release(self, lease: Lease) -> None:
+        # The key first: a `fleet up` still making this lease's machines makes no more (lease()).
+        _delete_lease_key(lease.id)
         dirs = _owned_dirs(lease.machines)
         # Also those the state never recorded (controller killed inside lease()): every machine of the lease.
         dirs += [d for d in self._lease_dirs(lease) if d not in dirs]
         self._release_dirs(dirs)
-        _delete_lease_key(lease.id)
 
     def release_machines(self, lease: Lease, machine_ids: list[str]) -> None:
         """Stop those machines (sshd, watchdog, their processes) and delete their directories; the
@@ -231,6 +232,9 @@ def _owned_dirs(machines) -> list[Path]:
         if d.parent != root and Path(os.path.realpath(d)).parent != Path(os.path.realpath(root)):
             raise UsageError(f"machine {m.id}'s directory {ref} is not in {root}: not stopping or deleting it",
                              hint="was the state database edited by hand or by someone else?")
+        if d.name != m.lease_id and not d.name.startswith(f"{m.lease_id}-n"):   # another lease's machine
+            raise UsageError(f"machine {m.id}'s directory {ref} is another lease's: not stopping or deleting it",
+                             hint="was the state database edited by hand or by someone else?")
         out.append(root / plain_name(d.name, "machine directory"))
     return out
 
@@ -247,10 +251,13 @@ def _end_machine_dir(d: Path) -> None:
 def _end_orphan_unit(d: Path) -> None:
     from ...isolation import existing_unit
     from ...remote.agent import containment
-    unit = existing_unit(d)
-    if unit is not None:
-        containment.kill_unit(unit, timeout=30)
-        containment.remove_unit(unit)
+    try:
+        unit = existing_unit(d)
+        if unit is not None:
+            containment.kill_unit(unit, timeout=30)
+            containment.remove_unit(unit)
+    except OSError:   # best effort: the release of the machines that exist must go on
+        pass
 
 
 def _delete_lease_key(lease_id: str) -> None:
