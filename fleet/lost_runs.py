@@ -146,7 +146,7 @@ def end_runs_of_lease(state, lease: Lease, *, released_by: str, events: Events) 
         if run["status"] != "running":
             continue
         ident = (run.get("meta") or {}).get("controller")
-        alive, silent = _alive_or_silent(state, run, ident)
+        alive, silent = alive_or_silent(state, run, ident)
         if alive or (alive is None and lease.deadline > utcnow()):
             if alive is None:
                 events.warn(f"run {run['id']} may still be supervised by its controller on "
@@ -177,7 +177,7 @@ def sweep_lost_runs(state, *, events: Events) -> list[str]:
         if lease is not None and lease.status in ("active", "leasing"):
             continue   # `fleet down` of that lease handles it
         ident = (run.get("meta") or {}).get("controller")
-        alive, silent = _alive_or_silent(state, run, ident)
+        alive, silent = alive_or_silent(state, run, ident)
         if alive:
             continue
         status, released_at = state.lease_status(lease.id) if lease else (None, None)
@@ -194,7 +194,7 @@ def sweep_lost_runs(state, *, events: Events) -> list[str]:
     return ended
 
 
-def _alive_or_silent(state, run: dict[str, Any], ident: dict[str, Any] | None) -> tuple[bool | None, str | None]:
+def alive_or_silent(state, run: dict[str, Any], ident: dict[str, Any] | None) -> tuple[bool | None, str | None]:
     """controller_alive, and for a detached run supervised elsewhere (another computer, node 0) its
     beat in the state (fleet/run/supervisor_beat.py): silent for several periods counts as gone,
     with that as the reason."""

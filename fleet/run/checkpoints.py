@@ -317,7 +317,7 @@ def resume_of(state, store, run_id: str, user: str | None = None, *, check_owner
     another login, with no FLEET_USER of the laptop's)."""
     from ..errors import UsageError
     from ..plan import current_user
-    from ..state.resumes import attempts_of
+    from ..state.resumes import attempts_of, is_live
     run = state.get_run(run_id)
     summary = (run.get("meta") or {}).get("summary") or {}
     if run["status"] == "running":
@@ -328,6 +328,8 @@ def resume_of(state, store, run_id: str, user: str | None = None, *, check_owner
                          hint="if it is yours under another name, set FLEET_USER to it")
     for later in attempts_of(state.db, run["id"]):
         if later["status"] == "running":
+            if not is_live(state, later):   # killed mid-run (its controller provably gone): not a resume under way
+                continue
             raise UsageError(f"run {run['id']} is already being resumed, as run {later['id']}",
                              hint=f"`fleet attach {later['id']}`, or `fleet down` it first")
         if ((state.get_run(later["id"]).get("meta") or {}).get("summary") or {}).get("checkpoints"):

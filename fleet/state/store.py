@@ -346,7 +346,7 @@ class StateStore:
         with self.db.transaction():
             if resumes:   # one attempt at a time continues a run: two at once billed two sets of machines
                 from .resumes import refuse_second_resume
-                refuse_second_resume(self.db, resumes)
+                refuse_second_resume(self, resumes)
             self.db.execute(
                 "INSERT INTO runs (id, lease_id, project, owner, command, status, started_at, log_path, output_dir,"
                 " meta) VALUES (?,?,?,?,?,?,?,?,?,?)",

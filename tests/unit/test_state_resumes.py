@@ -3,6 +3,7 @@ insert are one transaction under a lock named for the run (state/resumes.py), on
 PostgreSQL alike, so two `fleet up --resume RUN` started at once lease one set of machines."""
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
@@ -49,3 +50,24 @@ def test_only_one_of_many_concurrent_resumes_of_a_run_is_recorded(url):
     finally:
         state.close()
     _attempt(url, "r-1-later", "r-1")      # once that attempt ended, the state itself no longer refuses one
+
+
+def test_an_attempt_whose_controller_died_mid_run_blocks_no_resume(url):
+    """CI finding: a node-0 supervisor killed while starting attempt 2 left that row `running`, and a
+    resume by hand after `fleet reap` ended the run was refused for ever. A running attempt blocks
+    only while its controller is alive (or not provably dead)."""
+    import subprocess
+    from fleet.lost_runs import controller_identity
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    ident = {**controller_identity(), "pid": dead.pid, "start": "1"}
+    _attempt(url, "r-2", None)
+    state = open_state(url)
+    try:
+        state.create_run("r-2-a2", lease_id=None, project="p", user="u", command="c", log_path="l",
+                         output_dir="o", meta={"resumed_from": "r-2"})
+        state.db.execute("UPDATE runs SET meta = ? WHERE id = ?",
+                         (json.dumps({"resumed_from": "r-2", "controller": ident}), "r-2-a2"))
+    finally:
+        state.close()
+    _attempt(url, "r-2-by-hand", "r-2")        # not refused: r-2-a2's controller is gone
