@@ -89,8 +89,10 @@ def _checkpointed_ranks(env: dict, run_id: str) -> int:
 
 def test_a_run_lost_with_node0_resumes_by_hand_from_every_nodes_checkpoint(  # noqa: F811
         sandbox, tmp_path, postgres_url):
-    """What recovery cannot do without a supervisor, the user does: `fleet up --resume RUN` after the
-    reaper ended the run lost restores each node's last periodic checkpoint (attempt 2)."""
+    """Where the reaper does not resume a lost run (recovery = "never"), the user does: `fleet up
+    --resume RUN` after the reaper ended the run lost restores each node's last periodic checkpoint
+    (attempt 2). (With recovery = "always" the reaper starts attempt 2 itself, and a resume by hand
+    while it runs is refused: two attempts billed two sets of machines.)"""
     import boto3
     from fleet.providers.aws.sandbox import Sandbox
     from tests.e2e.test_checkpoints import TRAIN
@@ -102,7 +104,7 @@ def test_a_run_lost_with_node0_resumes_by_hand_from_every_nodes_checkpoint(  # n
     (exp / "fleet.toml").write_text(
         f'project = "node0-vanished"\nprovider = "aws"\ntemplate = "aws-1gpu"\nmax_duration = "10m"\n'
         f'store = "{STORE}"\ncommand = "python train.py 150 0.1"\ncheckpoint_interval = "1s"\n'
-        'recovery = "always"\nmax_restarts = 2\n')
+        'recovery = "never"\nmax_restarts = 2\n')
     up = run_fleet(["up", "-d", "--gpus", "2", "--json"], cwd=exp, env=env, timeout=240)
     assert up.returncode == 0, up.stderr
     handoff = json.loads(up.stdout)
@@ -190,6 +192,10 @@ def test_a_run_lost_with_node0_is_resumed_by_the_reaper_as_attempt_2(  # noqa: F
     assert f"resumed run {run_id} as attempt 2 ({run_id}-a2) on lease " in reap.stdout, out[-4000:]
     row = _run_row(postgres_url, run_id)
     assert row["status"] == "lost" and row["meta"]["next_attempt"] == f"{run_id}-a2", row
+    twice = run_fleet(["up", "--resume", run_id, "--gpus", "2"], cwd=exp, env=env, timeout=120)
+    if _run_row(postgres_url, f"{run_id}-a2")["status"] == "running":    # no second attempt beside the reaper's
+        assert twice.returncode == 2 and f"run {run_id} is already being resumed, as run {run_id}-a2" \
+            in twice.stderr, twice.stderr
 
     assert_attach_follows_to_attempt_2(run_id, exp, env, ranks=2, steps=150)
     mine = {i["InstanceId"] for i in _instances(env) if i["InstanceId"] not in before}
