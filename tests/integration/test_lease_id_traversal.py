@@ -30,21 +30,26 @@ def test_a_planted_lease_id_never_deletes_outside_fleet_home(fleet_home, tmp_pat
     assert "Traceback" not in down.stderr
 
 
-def test_a_planted_machine_directory_is_neither_stopped_nor_deleted(fleet_home, tmp_path):
+def _plant_machine_row(lease_id: str, directory) -> None:
+    """A live lease row whose one machine names `directory` as its own (a teammate's UPDATE)."""
     from fleet.models import Machine
-    victim = tmp_path / "project"
-    victim.mkdir()
-    (victim / "train.py").write_text("print('mine')")
     state = open_state()
     try:
         now = utcnow()
-        machine = Machine(id="l-planted1-n0", lease_id="l-planted1", node_rank=0, host="127.0.0.1", port=1,
-                          user="u", key_path="k", host_key="h", workdir="/w", provider_ref={"dir": str(victim)})
-        state.save_lease(Lease(id="l-planted1", provider="local", template="local-1gpu", machines=[machine],
+        machine = Machine(id=f"{lease_id}-n0", lease_id=lease_id, node_rank=0, host="127.0.0.1", port=1,
+                          user="u", key_path="k", host_key="h", workdir="/w", provider_ref={"dir": str(directory)})
+        state.save_lease(Lease(id=lease_id, provider="local", template="local-1gpu", machines=[machine],
                                created_at=now, deadline=now + timedelta(minutes=5),
                                max_deadline=now + timedelta(hours=1), project="p", user="tester", status="active"))
     finally:
         state.close()
+
+
+def test_a_planted_machine_directory_is_neither_stopped_nor_deleted(fleet_home, tmp_path):
+    victim = tmp_path / "project"
+    victim.mkdir()
+    (victim / "train.py").write_text("print('mine')")
+    _plant_machine_row("l-planted1", victim)
     down = run_fleet(["down", "--all"], cwd=tmp_path)
     assert (victim / "train.py").read_text() == "print('mine')", down.stderr
     assert "not stopping or deleting it" in down.stderr and "Traceback" not in down.stderr, down.stderr
@@ -53,20 +58,10 @@ def test_a_planted_machine_directory_is_neither_stopped_nor_deleted(fleet_home, 
 def test_a_row_naming_another_machines_directory_does_not_end_that_machine(fleet_home, tmp_path):
     """Review finding: a machine row of lease B whose directory was lease A's machine (in the same
     machines/) got A's machine stopped and deleted when B was released."""
-    from fleet.models import Machine
     other = fleet_home / "machines" / "l-othera1-n0"
     other.mkdir(parents=True)
     (other / "keep.txt").write_text("lease A's")
-    state = open_state()
-    try:
-        now = utcnow()
-        machine = Machine(id="l-planted2-n0", lease_id="l-planted2", node_rank=0, host="127.0.0.1", port=1,
-                          user="u", key_path="k", host_key="h", workdir="/w", provider_ref={"dir": str(other)})
-        state.save_lease(Lease(id="l-planted2", provider="local", template="local-1gpu", machines=[machine],
-                               created_at=now, deadline=now + timedelta(minutes=5),
-                               max_deadline=now + timedelta(hours=1), project="p", user="tester", status="active"))
-    finally:
-        state.close()
+    _plant_machine_row("l-planted2", other)
     down = run_fleet(["down", "l-planted2"], cwd=tmp_path)
     assert (other / "keep.txt").read_text() == "lease A's", down.stderr
     assert "is another lease's: not stopping or deleting it" in down.stderr and "Traceback" not in down.stderr
