@@ -209,8 +209,9 @@ class Scheduler:
             for got in parallel(machines, lambda m: reset_machine(m, run_id, slot.leaf, env_paths(ctx.lease, m))):
                 self.environments.saw(got.machine_id, got.env_state, tokens.get(got.machine_id))
                 staged = self.environments.code.get(got.machine_id)
-                if staged is not None and got.code_state != staged:
-                    self.environments.code_changed.setdefault(got.machine_id, run_id)
+                if None not in (staged, got.code_state) and got.code_state != staged \
+                        and got.machine_id not in self.environments.code_changed:   # unread is not changed
+                    self.environments.code_changed[got.machine_id] = run_id
                     self.events.warn(f"machine {got.machine_id}: {run_id} changed the staged code there: no more "
                                      "trials on it (their records pin the code as staged)")
                 if not got.clean:

@@ -1,0 +1,35 @@
+"""The reset's reading of the staged code (fleet/sweep/scheduler.py `_reset`): a state that differs
+from the one read after setup retires the machine, once, naming the trial; a reset that could not
+read it (no answer, an old agent) says nothing about the code and retires nothing."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from fleet.sweep import scheduler as scheduler_module
+from fleet.sweep.reset import ResetResult
+from fleet.sweep.scheduler import Scheduler
+from fleet.sweep.trial_env import TrialEnvironments
+
+
+def _scheduler(states: dict[str, str | None]):
+    warned: list[str] = []
+    s = Scheduler.__new__(Scheduler)
+    s.environments = TrialEnvironments()
+    s.environments.code.update({"m-0": "after-setup", "m-1": "after-setup"})
+    s.events = SimpleNamespace(warn=warned.append)
+    s.resets_unclean = []
+    ctx = SimpleNamespace(lease=SimpleNamespace(machines=[SimpleNamespace(id=m) for m in states]))
+    slot = SimpleNamespace(machine_ids=list(states), leaf="trial-0", label="m-0+m-1")
+    return s, ctx, slot, warned
+
+
+def test_only_a_read_state_that_differs_retires_a_machine(monkeypatch):
+    states = {"m-0": None, "m-1": "changed"}
+    monkeypatch.setattr(scheduler_module, "env_paths", lambda lease, m: ("", "/w/work"))
+    monkeypatch.setattr(scheduler_module, "reset_machine",
+                        lambda m, run_id, leaf, env: ResetResult(m.id, 0, True, code_state=states[m.id]))
+    s, ctx, slot, warned = _scheduler(states)
+    assert s._reset(ctx, slot, "r-1") and s._reset(ctx, slot, "r-2")
+    assert s.environments.code_changed == {"m-1": "r-1"}
+    assert warned == ["machine m-1: r-1 changed the staged code there: no more trials on it (their records pin "
+                      "the code as staged)"]
