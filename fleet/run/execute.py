@@ -272,11 +272,12 @@ def released_elsewhere(ctx: RunContext) -> ReleasedElsewhere | None:
 
 
 def not_lost_if_released(ctx: RunContext, outcome: T) -> T:
-    """`outcome` (a dataclass with machines_lost and message) as a release from outside, when its
+    """`outcome` (a dataclass with status, machines_lost and message) as a release from outside, when its
     loss was seen while the lease was being released by someone else (Slurm reports the job that
-    `fleet down` cancelled as lost; a spot notice may race it): the user ended the run, and a run
-    ended by its user is never resumed."""
-    elsewhere = released_elsewhere(ctx) if outcome.machines_lost else None
+    `fleet down` cancelled as lost; a spot notice may race it; a stage that failed because the
+    machines went, such as staging after a `fleet down` during leasing): the user ended the run, and
+    a run ended by its user is never resumed."""
+    elsewhere = released_elsewhere(ctx) if outcome.machines_lost or outcome.status == "error" else None
     return outcome if elsewhere is None else replace(outcome, machines_lost=False, message=elsewhere.one_line())
 
 
