@@ -61,20 +61,12 @@ def extend(
     from ..leases import extend as extend_lease
     from ..models import to_jsonable
     from .up import flag_duration
-    extension = extend_lease(lease, flag_duration("DURATION", duration), user=_configured_user())
+    from ..config.peek import peek_str
+    extension = extend_lease(lease, flag_duration("DURATION", duration), user=peek_str("user") or None)
     typer.echo(f"lease {lease} now ends at {to_jsonable(extension.until)}")
     if extension.capped_by:
         typer.echo(f"fleet: warning: lease {lease} is kept {extension.describe()}", err=True)
     return 0
-
-
-def _configured_user() -> str | None:
-    """`user =` of the fleet.toml here, if there is one (who `fleet up` said you are)."""
-    from ..config.loader import find_config_file, load_config
-    try:
-        return load_config(None).user if find_config_file(None) is not None else None
-    except Exception:  # noqa: BLE001 — a broken fleet.toml is no reason to refuse; FLEET_USER still counts
-        return None
 
 
 def logs(
