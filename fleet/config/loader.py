@@ -278,7 +278,9 @@ def _find_file(path: str | Path | None, cwd: Path) -> Path | None:
     if candidate.is_dir():
         candidate = candidate / CONFIG_FILE
     if not candidate.is_file():
-        raise ConfigError("no such file", path=_display_path(candidate, cwd),
+        # A FIFO or a device is refused, not read: a pipe's writer could hold `fleet up` forever.
+        what = "not a regular file" if candidate.exists() else "no such file"
+        raise ConfigError(what, path=_display_path(candidate, cwd),
                           hint="`fleet init` creates a starter fleet.toml")
     return candidate
 

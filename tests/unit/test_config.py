@@ -262,6 +262,14 @@ def test_missing_file_says_fleet_init_creates_one(tmp_path):
     assert str(info.value).startswith("nope.toml: no such file") and "fleet init" in str(info.value)
 
 
+def test_a_fifo_named_as_the_config_is_refused_as_not_a_file_without_reading_it(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "pipe.toml")       # nobody writes it: reading would block for ever
+    with pytest.raises(ConfigError) as info:
+        load_config("pipe.toml", cwd=tmp_path)
+    assert str(info.value).startswith("pipe.toml: not a regular file")
+
+
 def test_missing_command_is_an_error_unless_overridden(tmp_path):
     write(tmp_path, "gpus = 4\n")
     with pytest.raises(ConfigError, match=r"^fleet.toml: command: required"):
