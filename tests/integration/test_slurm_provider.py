@@ -90,6 +90,19 @@ def test_two_nodes_become_machines_reachable_over_ssh_and_scancel_ends_them(make
     wait_for(lambda: not queued_for(lease_id, slurm_env), 60, "the allocation to leave the queue")
 
 
+def test_a_workdir_with_a_percent_a_space_and_an_apostrophe_still_gives_machines_one_can_log_in_to(
+        make, node_dir):
+    odd = node_dir / "team's work %u dir"       # sshd reads %u in AuthorizedKeysFile as the user name
+    provider = make(workdir=str(odd))
+    lease = provider.lease(plan_for(provider, "slurm-1gpu", 1), new_lease_id(), 120)
+    try:
+        machine, = lease.machines
+        assert Path(machine.workdir).parent.parent == odd
+        assert ssh_run(machine, "echo $FLEET_MACHINE_ID").strip() == machine.id
+    finally:
+        provider.release(lease)
+
+
 def test_second_lease_pends_with_its_reason_then_runs_when_the_first_ends(make, slurm_env):
     provider = make()
     first = provider.lease(plan_for(provider, "slurm-2gpu", 4), new_lease_id(), 120)    # every GPU

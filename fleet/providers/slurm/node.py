@@ -7,9 +7,8 @@ and a user-level sshd, links data/ to a shared staging directory when it sees th
 there, and prints `FLEET-NODE-READY {json}`. It ends the machine on Slurm's SIGTERM (within KillWait,
 read from `scontrol show config`), on the controller's `FLEET-NODE-RELEASE <token>` line (released
 alone), or at the watchdog's deadline (then it gives its node back, and the job's last machine cancels
-the job). SIGUSR1/2 (a user's `scancel -s USR1`) never end it. It is its processes' subreaper and kills
-whatever is still below it before it exits. The whole lifecycle: docs/slurm.md ("How a lease works").
-"""
+the job). SIGUSR1/2 (`scancel -s USR1`) never end it. It reaps and kills what is still below it at
+exit (lifecycle: docs/slurm.md, "How a lease works")."""
 import json
 import os
 import re
@@ -89,7 +88,8 @@ def _start_sshd(spec, d):
     for _ in range(5):
         port = _free_port(spec["listen"])
         config = spec["sshd_config"].replace("Port 0\n", f"Port {port}\n", 1).replace(NODE_USER, _user())
-        config = config.replace(NODE_DIR, d)
+        config = "\n".join(x.replace(NODE_DIR, d.replace("%", "%%") if x.startswith("AuthorizedKeysFile") else d)
+                           for x in config.split("\n"))     # %-tokens: sshd expands them in that one only
         _write(os.path.join(d, "sshd_config"), config)
         with open(os.path.join(d, "sshd.log"), "ab") as log:
             proc = subprocess.Popen([sshd, "-D", "-e", "-f", os.path.join(d, "sshd_config")], stdout=log,

@@ -26,6 +26,18 @@ def _ssh_destination(value) -> str:
 
 
 SSH_DESTINATION = Kind(_ssh_destination, STRING.schema)
+
+
+def _node_path(value) -> str:
+    """A directory on the nodes: it lands quoted in each node's sshd_config, where no quoting carries a
+    double quote, a backslash or a control character (sshd then refused to start on every node)."""
+    text = STRING.convert(value)
+    if not text.startswith("/") or any(c in '"\\' or ord(c) < 32 or ord(c) == 127 for c in text):
+        raise Invalid(f"must be an absolute path without quotes, backslashes or control characters, got {text!r}")
+    return text
+
+
+NODE_PATH = Kind(_node_path, STRING.schema)
 DEFAULT_WAIT_S = 300
 
 
@@ -93,9 +105,9 @@ class SlurmSettings(ProviderSettings):
         "wait": Key(DURATION, "How long a lease may wait in the queue before fleet cancels it "
                               "(fleet up --wait overrides).", default=DEFAULT_WAIT_S, target="wait_s"),
         "python": Key(STRING, "Python 3 on the compute nodes (runs fleet's agent).", default="python3"),
-        "workdir": Key(STRING, "Directory on the compute nodes under which each machine gets its own "
+        "workdir": Key(NODE_PATH, "Directory on the compute nodes under which each machine gets its own "
                                "(node-local, removed at release).", default="/tmp"),
-        "shared_dir": Key(STRING, "Directory on a filesystem the login node and the compute nodes share: "
+        "shared_dir": Key(NODE_PATH, "Directory on a filesystem the login node and the compute nodes share: "
                                   "code and data are staged there once per job, not once per node (refused if a "
                                   "node does not see it). Default: detected (workdir, when the nodes share it)."),
         "poll": Key(POSITIVE_NUMBER, "Seconds between squeue calls while waiting and while the lease runs.",
