@@ -104,7 +104,7 @@ def accruing_micro(ledger: Ledger, *, project: str | None = None, owner: str | N
     every tick of a meter, and a month of rows is no reason to read them all.)"""
     from .stranded import accrued, open_segments_of
     now = ledger.clock()
-    deadlines = _live_deadlines(ledger)
+    deadlines = live_deadlines(ledger)
     if not deadlines:
         return 0
     return sum(accrued(start, max(last, since) if since is not None else last, min(now, deadlines[lease_id]), rate)
@@ -120,7 +120,7 @@ def committed_micro(ledger: Ledger, *, project: str | None = None, owner: str | 
     far, and four kept leases spent 3.7x a hard monthly budget."""
     from .stranded import accrued, open_segments_of
     now = ledger.clock()
-    deadlines = {k: v for k, v in _live_deadlines(ledger).items() if k != exclude_lease and v > now}
+    deadlines = {k: v for k, v in live_deadlines(ledger).items() if k != exclude_lease and v > now}
     if not deadlines:
         return 0
     return sum(accrued(start, max(last, now), deadlines[lease_id], rate)
@@ -128,7 +128,7 @@ def committed_micro(ledger: Ledger, *, project: str | None = None, owner: str | 
                                                                           project=project, owner=owner))
 
 
-def _live_deadlines(ledger: Ledger) -> dict[str, datetime]:
+def live_deadlines(ledger: Ledger) -> dict[str, datetime]:
     deadlines = {}
     for row in ledger.db.execute("SELECT id, deadline FROM leases WHERE status IN ('active', 'leasing')"
                                  " AND deadline IS NOT NULL"):

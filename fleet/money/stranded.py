@@ -44,7 +44,7 @@ def open_segments_of(db, lease_ids: list[str], *, kept: bool = False, project: s
         closed = {r["segment_id"] for r in db.execute(
             f"SELECT segment_id FROM ledger WHERE lease_id IN ({marks}) AND kind = 'close'", chunk)}
         still = {r["segment_id"]: r for r in opened if r["segment_id"] not in closed}
-        lasts = _last_rows(db, sorted(still))
+        lasts = last_rows(db, sorted(still))
         for segment_id, seg in still.items():
             last = lasts.get(segment_id)
             try:
@@ -55,7 +55,7 @@ def open_segments_of(db, lease_ids: list[str], *, kept: bool = False, project: s
     return out
 
 
-def _last_rows(db, segment_ids: list[str]) -> dict[str, dict]:
+def last_rows(db, segment_ids: list[str]) -> dict[str, dict]:
     """Each segment's last row, one query per 200 (the unique (segment, seq) index serves each): a
     round trip per segment, on every tick of every meter, was a load on a team's database."""
     out: dict[str, dict] = {}

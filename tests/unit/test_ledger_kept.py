@@ -111,3 +111,21 @@ def test_the_start_up_check_settles_a_due_marker_and_forgets_it(db, clock, tmp_p
     assert settle_due(T0 + timedelta(hours=1)) == ["l-1"]
     assert not marker.exists() and not kept_lease_due()
     assert sum(e.cost_micro for e in ledger.read().entries) == 2 * 60 * PER_S
+
+
+def test_fleet_report_counts_an_open_kept_segment_as_fleet_budget_does_and_once_after_it_closes(db, clock):
+    from fleet.report.build import build_report
+    ledger = Ledger(db, clock)
+    le = _lease(db, deadline_s=100)
+    hand_over(ledger, _run_segments(ledger, le, "r-1", clock), le, clock.advance(10))
+    clock.advance(30)                    # kept and idle: no rows since it opened
+    kept_key = "(lease l-1, kept, idle)"
+
+    def cost_by_run():
+        return {row.key: row.cost_micro for row in build_report(ledger, by="run", now=clock()).rows}
+    assert cost_by_run() == {"r-1": 2 * 10 * PER_S, kept_key: 2 * 30 * PER_S}
+    assert sum(cost_by_run().values()) == ledger.spent_micro(project="vision")
+    clock.advance(500)                   # past the deadline: it accrues no more
+    assert cost_by_run()[kept_key] == 2 * 90 * PER_S
+    settle_expired(db, clock())          # closed at the deadline: now in the rows, counted once
+    assert cost_by_run() == {"r-1": 2 * 10 * PER_S, kept_key: 2 * 90 * PER_S}

@@ -1,0 +1,63 @@
+"""Open kept segments in a report: what they have cost so far, counted as `fleet budget` counts it.
+
+A kept segment gets no ticks (fleet/money/kept.py): until it closes, its rows hold none of the idle
+time since it opened, so `fleet report` showed a kept lease as free while `fleet budget` charged it.
+Each open one adds a group per UTC day from its last row to min(now, its lease's deadline), clipped
+to the report's period: nothing is written to the ledger (its close row will carry the same time).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from ..money.ledger import KEPT_SUFFIX, Ledger, cost_micro, parse_iso
+
+
+def kept_groups(ledger: Ledger, since: datetime | None, until: datetime | None) -> list[dict]:
+    """Report groups (rollup's shape) for the accruing part of every open kept segment."""
+    from ..money.kept import live_deadlines
+    from ..money.stranded import last_rows
+    deadlines = live_deadlines(ledger)
+    if not deadlines:
+        return []
+    now = ledger.clock()
+    ids = sorted(deadlines)
+    groups: list[dict] = []
+    for first in range(0, len(ids), 500):      # SQLite caps bound parameters
+        chunk = ids[first:first + 500]
+        marks = ",".join("?" * len(chunk))
+        opened = [r for r in ledger.db.execute(
+            "SELECT segment_id, lease_id, project, owner, template, shadow, gpus, start_at FROM ledger"
+            f" WHERE lease_id IN ({marks}) AND kind = 'open'", chunk) if r["segment_id"].endswith(KEPT_SUFFIX)]
+        if not opened:
+            continue
+        closed = {r["segment_id"] for r in ledger.db.execute(
+            f"SELECT segment_id FROM ledger WHERE lease_id IN ({marks}) AND kind = 'close'", chunk)}
+        still = [r for r in opened if r["segment_id"] not in closed]
+        lasts = last_rows(ledger.db, sorted(r["segment_id"] for r in still))
+        for seg in still:
+            last = lasts.get(seg["segment_id"])
+            try:
+                start, lo = parse_iso(seg["start_at"]), parse_iso(last["end_at"])
+                rate, gpus = int(last["rate_micro"]), int(seg["gpus"])
+            except (TypeError, ValueError, KeyError):
+                continue       # a damaged row: the report lists damage from `verify`, never crashes here
+            hi = min(now, deadlines[seg["lease_id"]])
+            lo, hi = max(lo, since) if since else lo, min(hi, until) if until else hi
+            for day_lo, day_hi in _days(lo, hi):
+                cost = cost_micro(rate, (day_hi - start).total_seconds()) - cost_micro(rate, (day_lo - start).total_seconds())
+                ms = int((day_hi - day_lo).total_seconds() * 1000)
+                groups.append({"day": day_lo.strftime("%Y-%m-%d"), "project": seg["project"], "owner": seg["owner"],
+                               "template": seg["template"], "shadow": int(seg["shadow"]),
+                               "run_key": f"(lease {seg['lease_id']}, kept, idle)", "entries": 0,
+                               "cost_micro": cost, "machine_ms": ms, "gpu_ms": ms * gpus, "util_gpu_ms": 0,
+                               "util_weighted_ms": 0.0, "idle_gpu_ms": 0, "idle_cost_micro": 0.0})
+    return groups
+
+
+def _days(lo: datetime, hi: datetime):
+    """[lo, hi) cut at UTC midnights."""
+    lo, hi = lo.astimezone(timezone.utc), hi.astimezone(timezone.utc)
+    while lo < hi:
+        midnight = datetime(lo.year, lo.month, lo.day, tzinfo=timezone.utc) + timedelta(days=1)
+        yield lo, min(hi, midnight)
+        lo = midnight
