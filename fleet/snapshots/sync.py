@@ -18,8 +18,8 @@ Fan-out: of the machines that share a host cache, the first is fed alone (it see
 the others at once (they copy from it); so the controller's link carries each chunk once per host,
 not once per machine. Where the last sync to that cache carried every snapshot asked for now
 (host_hints.py), all of the host's machines are fed at once. Across hosts, the first host is fed
-first and then serves the chunks to the first machine of every other host (sync_peers), so the
-link carries each chunk once per lease; with an S3 store every host pulls from the store instead.
+first and then serves the chunks to the first machines of other hosts, a few at a time, and each
+host fed serves the next ones (sync_peers.relay), so the link carries each chunk once per lease; with an S3 store every host pulls from the store instead.
 """
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ class SyncStats:
     bytes_objects: int = 0        # S3 source objects the machine fetched itself
     bytes_peer: int = 0           # chunk payload the machine pulled from the lease's seed host (sync_peers)
     chunks_peer: int = 0
+    peer_seed: str | None = None  # the machine whose host was offered as its seed (sync_peers.relay)
     wire_bytes: int = 0           # everything written to the channel (frames, manifests, request, helper)
     manifest_bytes: int = 0       # compressed manifests sent (a host keeps them)
     helper_sent: bool = False
@@ -337,7 +338,7 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
     # Per host, the first machine fills the cache before the others copy from it, unless the last
     # sync there carried every snapshot asked for now (host_hints: a hint; wrong, it costs bytes only).
     # With several hosts and a store the machines cannot read themselves, the first host is fed
-    # alone and then seeds the first machine of every other host (sync_peers).
+    # alone, then seeds the first machines of other hosts, which then seed more (sync_peers.relay).
     from concurrent.futures import ThreadPoolExecutor
 
     from . import sync_peers
@@ -347,7 +348,7 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
                and not sync_peers.recently_unreachable(host_hints.cache_key(groups[0][0], cache_dir)))
     firsts = [g if len(g) > 1 and at_once else g[:1] for g, at_once in zip(groups, warm)]
     rest = [m for g, f in zip(groups, firsts) for m in g[len(f):]]
-    seed = dialling = None
+    dialling = None
     try:
         with ThreadPoolExecutor(max_workers=min(max_workers, len(machines))) as pool:
             def feed(ms: list[Machine], peer_for: Callable[[Machine], dict | None] = lambda m: None) -> None:
@@ -360,20 +361,14 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
                 seed_ids = {sid for t in targets_for(groups[0][0]) for sid in t.ids}
                 peers = [m for m in later if {sid for t in targets_for(m) for sid in t.ids} <= seed_ids]
                 wanted = sorted({sid for m in peers for t in targets_for(m) for sid in t.ids})
-                seed = sync_peers.seed_after(dialling.result(), results, peers, wanted)
-                served = {m.id for m in peers}
-                feed(later, lambda m: seed.offer() if seed and m.id in served else None)
-                if seed is not None:
-                    sync_peers.judge_reach(host_hints.cache_key(groups[0][0], cache_dir),
-                                           [results.get(m.id) for m in peers])
-                    seed.close()           # the rest copy from their own host's cache
-                    seed = None
+                first, dialling = dialling.result(), None
+                sync_peers.relay(first, results, peers, [m for m in later if m not in peers], wanted, feed,
+                                 host_hints.cache_key(groups[0][0], cache_dir), cache_dir,
+                                 needs=lambda m: {sid for t in targets_for(m) for sid in t.ids})
             else:
                 feed([m for f in firsts for m in f])
             feed(rest)
     finally:
-        if seed is not None:
-            seed.close()
         if dialling is not None:
             dialling.result().close()      # unused if anything above raised first; else a no-op
         close_channels(channels)

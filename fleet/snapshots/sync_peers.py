@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from ..models import Machine
 
 SERVE_FOR_S = 3600      # at most: past it the seed stops and whatever is left comes from the controller
+PEERS_PER_SEED = 3      # hosts one seed serves at once (FLEET_SYNC_PEERS_PER_SEED); then they serve too
 
 
 def enabled() -> bool:
@@ -104,23 +105,77 @@ def recently_unreachable(seed_key: str) -> bool:
     return time.time() - _read_reach().get(seed_key, 0) < UNREACHABLE_FOR_S
 
 
-def judge_reach(seed_key: str, peer_stats: list) -> None:
+def judge_reach(seed_key: str, peer_stats: list) -> bool:
     """Remember the seed as unreachable when no peer that asked it for chunks could connect to it;
-    forget it when one could. Peers that needed nothing, or whose sync failed, say nothing about it."""
+    forget it when one could. Peers that needed nothing, or whose sync failed, say nothing about it.
+    Returns whether it was found unreachable."""
     import time
     asked = [s for s in peer_stats if s is not None and (s.bytes_peer or s.direct_error)]
     if not asked:
-        return
+        return False
     unreachable = all(not s.bytes_peer and (s.direct_error or "").startswith("unreachable") for s in asked)
     now = time.time()
     reach = {k: v for k, v in _read_reach().items() if now - v < UNREACHABLE_FOR_S}    # expired: forgotten
     if not unreachable and seed_key not in reach:
-        return                         # reachable, and nothing remembered to forget
+        return False                   # reachable, and nothing remembered to forget
     reach.pop(seed_key, None)
     if unreachable:
         reach[seed_key] = now          # (again: a seed found unreachable once more is skipped anew)
     from .host_hints import write_hints
     write_hints(_reach_path(), reach)   # not written: the next sync costs one timeout, nothing more
+    return unreachable
+
+
+def peers_per_seed() -> int:
+    try:
+        return max(1, int(os.environ.get("FLEET_SYNC_PEERS_PER_SEED", PEERS_PER_SEED)))
+    except ValueError:
+        return PEERS_PER_SEED
+
+
+def relay(first: SeedDial, results: dict, peers: list[Machine], others: list[Machine], snapshots: list[str],
+          feed, seed_key: str, cache_dir: str | None = None, needs=lambda m: set()) -> None:
+    """Feed the first machines of the other hosts in rounds, each host that has been fed serving the
+    next: every seed serves at most peers_per_seed() hosts a round, so no host's link carries more
+    than that many copies at once and the hosts holding the data grow (1+k)-fold a round (k = 3:
+    1, 4, 16, 64 hosts). `peers` need only what the first host holds; `others` (they need more) are
+    fed by the controller in the first round. `feed(machines, offer_for)` syncs them and waits.
+    Only a host that needed every one of `snapshots` (`needs(machine)`) serves a later round (a seed
+    serves its snapshots' chunks or nothing). A host that cannot serve, or a first seed none could
+    reach, leaves the rest to the controller."""
+    from concurrent.futures import ThreadPoolExecutor
+    seeds: list[Seed] = []
+    dials, pending, batch_others, first_round = [first], list(peers), list(others), True
+    try:
+        while pending or batch_others:
+            for dial in dials:
+                seed = seed_after(dial, results, pending, snapshots)
+                if seed is not None:
+                    seeds.append(seed)
+            batch = pending[:len(seeds) * peers_per_seed()] if seeds else pending
+            pending = pending[len(batch):]
+            offers = {m.id: seeds[i % len(seeds)] for i, m in enumerate(batch)} if seeds else {}
+            every = set(snapshots)     # the next round's seeds, dialled while they are fed:
+            to_dial = [m for m in batch if needs(m) >= every] if pending else []
+            dials = []
+            with ThreadPoolExecutor(max_workers=max(1, min(8, len(to_dial)))) as dialer:
+                dialling = [dialer.submit(SeedDial, m, cache_dir) for m in to_dial]
+                try:
+                    feed(batch + batch_others, lambda m: offers[m.id].offer() if m.id in offers else None)
+                finally:
+                    dials = [f.result() for f in dialling]
+            batch_others = []
+            for m in batch:
+                if m.id in offers and m.id in results:
+                    results[m.id].peer_seed = offers[m.id].machine_id
+            if first_round and seeds and judge_reach(seed_key, [results.get(m.id) for m in batch]):
+                for seed in seeds + dials:     # the hosts cannot reach each other: the controller feeds the rest
+                    seed.close()
+                seeds, dials = [], []
+            first_round = False
+    finally:
+        for seed in seeds + dials:
+            seed.close()
 
 
 def seed_after(dial: SeedDial, results: dict, peers: list[Machine], snapshots: list[str]) -> Seed | None:

@@ -71,6 +71,26 @@ def test_the_controller_sends_each_chunk_once_and_the_other_hosts_fetch_from_the
         pass
 
 
+def test_hosts_that_were_fed_serve_the_next_ones_so_no_seed_serves_every_host(
+        fleet_home, local_lease, tmp_path, monkeypatch):
+    """One host served each round (FLEET_SYNC_PEERS_PER_SEED=1): the first feeds the second, then
+    both feed one more each. The controller still sends each chunk once, and the first host's link
+    carries two copies, not three."""
+    monkeypatch.setenv("FLEET_SYNC_PEERS_PER_SEED", "1")
+    store = open_store(None)
+    src = _tree(tmp_path / "d", files=12)
+    snap = create_snapshot(src, store)
+    total = sum(e.size for e in snap.manifest.entries if e.size)
+    machines = _separate_hosts(local_lease(gpus=4).machines, tmp_path / "hosts")
+    stats = sync_lease(machines, store, _targets("d", snap.id))
+    for m in machines:
+        assert _same(data_dir(m, "d"), src), m.id
+    n0, n1, n2, n3 = (m.id for m in machines)
+    assert [s.peer_seed for s in stats] == [None, n0, n0, n1]
+    assert [s.bytes_sent for s in stats] == [total, 0, 0, 0], [s.direct_error for s in stats]
+    assert all(s.bytes_peer == total for s in stats[1:])
+
+
 def test_without_peers_every_host_is_fed_by_the_controller(fleet_home, local_lease, tmp_path, monkeypatch):
     """The comparison the test above rests on, and the switch that turns it off."""
     monkeypatch.setenv("FLEET_SYNC_PEERS", "0")
