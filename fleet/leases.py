@@ -255,8 +255,9 @@ def check_owner(lease, action: str, configured_user: str | None = None) -> None:
                          hint="ask its owner; if it is yours under another name, set FLEET_USER to it")
 
 
-def extend(lease_id: str, seconds: int, state=None, *, user: str | None = None) -> "Extension":
-    """Every machine of an active lease holds now + `seconds`, at most to its max_duration; the
+def extend(lease_id: str, seconds: int, state=None, *, user: str | None = None, limits=None) -> "Extension":
+    """Every machine of an active lease holds now + `seconds`, at most to its max_duration and, for a
+    kept lease, to what `limits`' monthly budgets (money.metering.BudgetLimits) can pay; the
     Extension says until when, and what capped it. A lease that already ends at its cap is refused."""
     from .run.keep import extend_lease
     from .state import open_state
@@ -272,7 +273,36 @@ def extend(lease_id: str, seconds: int, state=None, *, user: str | None = None) 
                          f"({lease.max_deadline.strftime('%H:%M:%S UTC')}); nothing was extended",
                          hint="max_duration is fixed when a lease is made: start a new run with a longer "
                               "--max-duration")
-    return extend_lease(state, lease, seconds)
+    budget = _budget_cap(state, lease, limits, seconds)
+    if budget is None:
+        return extend_lease(state, lease, seconds)
+    cap_s, why = budget
+    extension = extend_lease(state, lease, int(cap_s))
+    if extension.capped_by is None:
+        from dataclasses import replace
+        extension = replace(extension, asked_s=int(seconds), capped_by=why)
+    return extension
+
+
+def _budget_cap(state, lease, limits, seconds: int) -> tuple[float, str] | None:
+    """A kept lease's extension as far as the monthly budgets pay (None: they pay for all of it, or
+    none applies); refused when they pay for nothing past the deadline it holds now."""
+    if limits is None:
+        return None
+    from .models import utcnow
+    from .money.kept import extension_cap_s
+    from .money.ledger import Ledger
+    now = utcnow()
+    found = extension_cap_s(limits, lease, Ledger(state.db), now)
+    if found is None or found[0] >= seconds:
+        return None
+    cap_s, scope = found
+    held_s = (lease.deadline - now).total_seconds() if lease.deadline else 0
+    if cap_s < max(held_s, 0) + 1:
+        from .errors import BudgetRefused
+        raise BudgetRefused(f"{scope} has nothing left to pay for lease {lease.id} past its deadline; nothing was extended",
+                            hint="fleet budget shows what is spent and held; fleet down releases a kept lease")
+    return cap_s, f"the monthly budget ({scope}: its money left pays this lease's machines until then)"
 
 
 def ssh_argv(lease_id: str, node: int = 0, command: list[str] | None = None, state=None) -> list[str]:

@@ -62,11 +62,23 @@ def extend(
     from ..models import to_jsonable
     from .up import flag_duration
     from ..config.peek import peek_str
-    extension = extend_lease(lease, flag_duration("DURATION", duration), user=peek_str("user") or None)
+    extension = extend_lease(lease, flag_duration("DURATION", duration), user=peek_str("user") or None,
+                             limits=_monthly_limits())
     typer.echo(f"lease {lease} now ends at {to_jsonable(extension.until)}")
     if extension.capped_by:
         typer.echo(f"fleet: warning: lease {lease} is kept {extension.describe()}", err=True)
     return 0
+
+
+def _monthly_limits():
+    """[budgets] of ./fleet.toml, which cap a kept lease's extension; none without a fleet.toml (a
+    broken one is refused: extending past a budget because its file did not parse is no answer)."""
+    from pathlib import Path
+    if not (Path.cwd() / "fleet.toml").is_file():
+        return None
+    from ..config.loader import load_config
+    from ..money.metering import BudgetLimits
+    return BudgetLimits.from_config(load_config(None, overrides={"command": ["true"]}))
 
 
 def logs(

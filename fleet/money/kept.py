@@ -221,3 +221,25 @@ def _forget(marker: Path) -> None:
         shutil.rmtree(marker, ignore_errors=True)
     except OSError:
         pass
+
+
+def extension_cap_s(limits, lease, ledger: Ledger, now: datetime) -> tuple[float, str] | None:
+    """How far from now the monthly budgets let a kept lease's deadline move (seconds), and the
+    tightest budget's name; None when no monthly budget applies or the lease is not kept (a run on
+    it is capped by that run's own meter). Its time to the current deadline is held already
+    (committed_micro), so only the time past it must fit in what is left at the lease's rate."""
+    from dataclasses import replace
+
+    from .metering import build_scopes
+    from .reservations import Reservations
+    from .stranded import open_segments_of
+    if limits.project_monthly is None and limits.user_monthly is None:
+        return None
+    rate = sum(r for *_rest, r in open_segments_of(ledger.db, [lease.id], kept=True))   # µ$/h, every machine
+    if rate <= 0:
+        return None
+    scopes = build_scopes(replace(limits, run=None), project=lease.project, user=lease.user, ledger=ledger,
+                          now=now, reservations=Reservations(ledger.db))
+    tightest = min(scopes, key=lambda s: s.remaining(0))
+    held_s = max(0.0, (_deadline(ledger, lease) - now).total_seconds())
+    return held_s + max(0, tightest.remaining(0)) * 3600 / rate, tightest.name

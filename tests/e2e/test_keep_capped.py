@@ -53,3 +53,23 @@ def test_extend_within_the_cap_says_so_when_it_is_cut(tmp_path, fleet_home):
         assert "not the 1h00m asked: capped by max_duration" in ext.stderr
     finally:
         assert run_fleet(["down", lease], cwd=tmp_path).returncode == 0
+
+
+def test_extend_of_a_kept_lease_stops_where_the_monthly_budget_does(tmp_path, fleet_home):
+    """A kept lease's machines bill until its deadline: `fleet extend` moved it as far as max_duration
+    allowed whatever the monthly budget had left (a week's kept A100s on a $100 budget)."""
+    lease = kept_lease(tmp_path, "capmonth", "2m", "10h", extra="[budgets]\nproject_monthly = 0.3\n")
+    try:
+        ext = run_fleet(["extend", lease, "5h"], cwd=tmp_path)
+        assert ext.returncode == 0, ext.stderr
+        assert "not the 5h00m asked: capped by the monthly budget (project 'capmonth'" in ext.stderr, ext.stderr
+        until = datetime.fromisoformat(ext.stdout.split("now ends at ")[1].strip())
+        assert until < datetime.now(timezone.utc) + timedelta(hours=1)     # $0.30 at a local-1gpu's list price
+        standing = json.loads(run_fleet(["budget", "--json"], cwd=tmp_path).stdout)["budgets"][0]
+        assert float(standing["remaining_usd"]) < 0.01, standing                  # all of it held, no more
+        again = run_fleet(["extend", lease, "5h"], cwd=tmp_path)
+        lines = again.stderr.strip().splitlines()
+        assert again.returncode == 6 and len(lines) == 1, again.stderr
+        assert "has nothing left to pay for lease" in lines[0] and "nothing was extended" in lines[0]
+    finally:
+        assert run_fleet(["down", lease], cwd=tmp_path).returncode == 0
