@@ -30,7 +30,7 @@ def cache_dir(lease: Lease, machine: Machine) -> str:
     everything else fleet makes there. Elsewhere (a cloud instance): the login's ~/.cache."""
     suffix = f"/{lease.id}/{machine.id}"
     if lease.provider == "ssh" and machine.workdir.endswith(suffix):
-        return machine.workdir[:-len(suffix)] + "/.pyenv-cache"
+        return machine.workdir[:-len(suffix)] + f"/.pyenv-cache-{machine.user}"   # per login, as chunks
     from .snapshots.sync_remote import on_this_computer_as_us
     if lease.provider == "local" or on_this_computer_as_us(machine):
         from .paths import subdir

@@ -17,10 +17,16 @@ REMOTE_CACHE = "~/.cache/fleet/chunks"  # a cloud machine's default: per user, o
 # Runs the helper the host has cached under its hash, or reads it from the channel once and caches it;
 # input that ends before a request (a dialled channel nobody used) ends it quietly. Beside the source
 # the host keeps the helper compiled (marshal, per Python: <helper>.<cache tag>.code, headed by the
-# helper's hash and the code's own), so a sync does not compile ~35 KB of Python every time.
-BOOTSTRAP = """import hashlib,marshal,os,sys
+# helper's hash and the code's own), so a sync does not compile ~35 KB of Python every time. Those
+# hashes catch damage, not forgery: the cache and its helper/ must be this user's private directories
+# (another user of a team host's shared workdir could otherwise plant code that runs as this login).
+BOOTSTRAP = """import hashlib,marshal,os,stat,sys
 H,P=sys.argv[1],os.path.expanduser(sys.argv[2])
 S=os.fdopen(0,'rb',buffering=1<<20)
+for d in (os.path.dirname(os.path.dirname(P)),os.path.dirname(P)):
+    try: s=os.lstat(d)
+    except FileNotFoundError: continue
+    if not stat.S_ISDIR(s.st_mode) or s.st_uid!=os.geteuid() or s.st_mode&0o22: sys.exit("fleet: the chunk cache %s is not this user's private directory (owner uid %d, mode %04o): refusing to run code kept there"%(d,s.st_uid,stat.S_IMODE(s.st_mode)))
 C='%s.%s.code'%(P,sys.implementation.cache_tag)
 code=F=None
 try:
@@ -79,8 +85,8 @@ def host_cache_dir(machine: Machine, configured: str | None = None) -> str:
             return f"{instance_dir}/chunk-cache"
         from ..paths import subdir
         return str(subdir("cache") / "chunks")
-    if machine.workdir.endswith(suffix):
-        return machine.workdir[:-len(suffix)] + "/.chunk-cache"
+    if machine.workdir.endswith(suffix):      # per login: a team's shared workdir has several
+        return machine.workdir[:-len(suffix)] + f"/.chunk-cache-{machine.user}"
     return configured or os.environ.get("FLEET_CHUNK_CACHE_DIR") or REMOTE_CACHE
 
 

@@ -46,7 +46,7 @@ def test_a_workdir_another_user_made_is_refused(farm):
     os.chmod(leases, 0o1777)                 # made first by someone else, open to all: theirs to swap
     message = _lease_fails(farm)
     assert f"fleet: unsafe workdir, uid {NOBODY} owns" in message, message
-    assert not any(p.name != ".pyenv-cache" for p in leases.iterdir()), list(leases.iterdir())
+    assert not any(not p.name.startswith(".pyenv-cache-") for p in leases.iterdir()), list(leases.iterdir())
 
 
 def test_a_lease_directory_planted_in_a_shared_sticky_workdir_is_refused(farm, monkeypatch):
@@ -75,3 +75,55 @@ def test_the_venv_cache_planted_by_another_user_is_refused(tmp_path):
         _own_private_dir(str(cache))
     os.chmod(cache, 0o700)
     _own_private_dir(str(cache))                  # this user's own, private: used
+
+
+def _plant_helper(cache, marker) -> None:
+    """Another user's chunk cache with a compiled helper of theirs: right hashes, their code first."""
+    import hashlib
+    import marshal
+    import subprocess
+
+    from fleet.snapshots.sync_remote import helper_hash, helper_source
+    from tests.fixtures.ssh_hosts import PYTHON
+    (cache / "helper").mkdir(parents=True)
+    for d in (cache, cache / "helper"):
+        os.chmod(d, 0o777)
+        os.chown(d, NOBODY, NOBODY)
+    tag = subprocess.run([PYTHON, "-c", "import sys; print(sys.implementation.cache_tag)"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    evil = f"open({str(marker)!r}, 'w').write('ran')\n".encode() + helper_source()
+    code = marshal.dumps(compile(evil, "helper", "exec"))
+    planted = cache / "helper" / f"{helper_hash()}.py.{tag}.code"
+    planted.write_bytes(helper_hash().encode() + hashlib.sha256(code).hexdigest().encode() + code)
+    os.chown(planted, NOBODY, NOBODY)
+
+
+def test_a_chunk_cache_another_user_made_never_runs_their_code(farm, tmp_path, monkeypatch):
+    """The chunk cache is per login in a shared workdir, and the helper kept in it is run only from
+    this login's private directories: a planted one fails the sync in one line instead."""
+    import fleet.snapshots.sync_remote as sync_remote
+    from fleet.snapshots import create_snapshot, open_store
+    from fleet.snapshots.sync import Target, sync_machine
+    monkeypatch.setattr(sync_remote, "on_this_computer_as_us", lambda m: False)   # as a real team host
+    leases = farm.hosts[0].leases_dir
+    leases.mkdir(parents=True, exist_ok=True)
+    os.chmod(leases, 0o1777)                       # root's shared sticky workdir: accepted
+    marker = tmp_path / "ran"
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x.txt").write_text("hello")
+    store = open_store(str(tmp_path / "store"))
+    sid = create_snapshot(data, store).id
+    provider = provider_for(farm)
+    lease = provider.lease(plan_for(provider, 1), new_lease_id(), 120)
+    try:
+        m = lease.machines[0]
+        cache = sync_remote.host_cache_dir(m)
+        assert cache.endswith(f"/.chunk-cache-{m.user}")
+        _plant_helper(leases / ".chunk-cache", marker)          # the name every login shared before
+        _plant_helper(leases / f".chunk-cache-{m.user}", marker)  # and this login's, made first by them
+        with pytest.raises(Exception, match="is not this user's private directory"):
+            sync_machine(m, store, [Target(dest=f"{m.workdir}/data/train", ids=[sid], read_only=True)])
+        assert not marker.exists(), "another user's code ran as this login"
+    finally:
+        provider.release(lease)
