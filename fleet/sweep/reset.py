@@ -29,7 +29,7 @@ sys.path.insert(0, sys.argv[1])
 import agent
 containment, agent_args = agent.containment, agent.agent_args
 run_id, out_dir, state_dir, machine_id, leaf = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
-venv, code = sys.argv[7], sys.argv[8]
+venv, code, data = sys.argv[7], sys.argv[8], sys.argv[9]
 unit = agent._unit_of(agent.read_isolation(sys.argv[1]), machine_id)
 leaf_clean = containment.kill_unit(os.path.join(unit, agent_args.leaf_name(leaf)), timeout=30) if unit else None
 needle = ("FLEET_RUN_ID=" + run_id).encode()
@@ -59,7 +59,7 @@ try:
 except Exception:
     state = None
 try:
-    staged = code_state(code)
+    staged = code_state(code, data)
 except Exception:
     staged = None
 print(json.dumps({"ended": len(found), "clean": bool(clean) and leaf_clean is not False,
@@ -78,8 +78,9 @@ class ResetResult:
     code_state: str | None = None        # its staged code's state (trial_env.code_state)
 
 
-def reset_machine(machine: Machine, run_id: str, leaf: str, env: tuple[str, str] = ("", "")) -> ResetResult:
-    """`env`: (the lease's venv on the machine, the code directory), whose state is read after the reset."""
+def reset_machine(machine: Machine, run_id: str, leaf: str, env: tuple[str, str, str] = ("", "", "")) -> ResetResult:
+    """`env`: (the lease's venv on the machine, the code directory, the data directory), whose state
+    is read after the reset."""
     from ..remote.ssh import connect
     agent_dir = machine.agent_path.rsplit("/", 1)[0]
     argv = [machine.python, "-S", "-c", _SNIPPET, agent_dir, run_id, f"{machine.workdir}/outputs/{run_id}",

@@ -147,8 +147,8 @@ class Scheduler:
                 changed = [self.environments.code_changed[m] for m in slot.machine_ids
                            if m in self.environments.code_changed]
                 if changed:
-                    refused.append(f"had their staged code changed by {changed[0]}")
-                    raise MachineUnreachable(f"machines {slot.label}: the staged code was changed by {changed[0]}")
+                    refused.append(f"had their staged code or data changed by {changed[0]}")
+                    raise MachineUnreachable(f"machines {slot.label}: the staged code or data was changed by {changed[0]}")
                 state = True if after is None else reset_ok.get(after, True)   # no early reset: none to doubt
                 if state is False:                 # tried again once (None: failed twice), whichever caller is first
                     state = reset_ok[after] = self._reset(ctx, slot, after) or None
@@ -212,8 +212,8 @@ class Scheduler:
                 if None not in (staged, got.code_state) and got.code_state != staged \
                         and got.machine_id not in self.environments.code_changed:   # unread is not changed
                     self.environments.code_changed[got.machine_id] = run_id
-                    self.events.warn(f"machine {got.machine_id}: {run_id} changed the staged code there: no more "
-                                     "trials on it (their records pin the code as staged)")
+                    self.events.warn(f"machine {got.machine_id}: {run_id} changed the staged code or data there: no "
+                                     "more trials on it (their records pin them as staged)")
                 if not got.clean:
                     self.resets_unclean.append(got.machine_id)
                     self.events.warn(f"machine {got.machine_id}: could not confirm the reset after {run_id}")

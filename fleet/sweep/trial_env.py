@@ -76,12 +76,13 @@ def env_state(venv, code):
     return h.hexdigest()
 
 
-def code_state(code):
-    # Every entry of the staged code (lstat, ctime included), less a venv inside it and __pycache__:
-    # a trial that wrote there would hand its change to every later trial, whose records pin the code.
+def code_state(code, data=""):
+    # Every entry of the staged code and data (lstat, ctime included), less a venv inside the code
+    # and __pycache__: a trial that wrote there would hand its change to every later trial, whose
+    # records pin the code and data snapshots (read-only modes do not stop root, or a chmod).
     import hashlib, os
     h = hashlib.sha256()
-    for base, dirs, files in os.walk(code):
+    for base, dirs, files in [w for top in (code, data) if top for w in os.walk(top)]:
         if "pyvenv.cfg" in files:
             dirs[:] = []
             continue
@@ -99,25 +100,27 @@ def code_state(code):
 
 _BASELINE = ENV_STATE + r'''
 import json, sys
-print(json.dumps({"env_state": env_state(sys.argv[1], sys.argv[2]), "code_state": code_state(sys.argv[2])}))
+print(json.dumps({"env_state": env_state(sys.argv[1], sys.argv[2]), "code_state": code_state(sys.argv[2], sys.argv[3])}))
 '''
 
 
-def env_paths(lease: Lease, machine: Machine) -> tuple[str, str]:
-    """(the lease's venv on the machine or "", the code directory): what env_state reads."""
+def env_paths(lease: Lease, machine: Machine) -> tuple[str, str, str]:
+    """(the lease's venv on the machine or "", the code directory, the data directory): what
+    env_state and code_state read."""
     from ..lease_prepare import python_env_dir
     from ..stage import code_dir
-    return python_env_dir(lease, machine.id) or "", code_dir(machine)
+    return python_env_dir(lease, machine.id) or "", code_dir(machine), f"{machine.workdir}/data"
 
 
 def read_state(lease: Lease, machine: Machine) -> tuple[str | None, str | None]:
     """The machine's environment state and its staged code's state now (one short stdlib process),
     None where unreadable."""
     from ..remote.ssh import connect
-    venv, code = env_paths(lease, machine)
+    venv, code, data = env_paths(lease, machine)
     try:
         with connect(machine, timeout=20) as s:
-            result = s.run(shlex.join([machine.python, "-S", "-c", _BASELINE, venv, code]), check=False, timeout=60)
+            result = s.run(shlex.join([machine.python, "-S", "-c", _BASELINE, venv, code, data]), check=False,
+                           timeout=60)
         got = json.loads(result.stdout.strip().splitlines()[-1])
         return got.get("env_state"), got.get("code_state")
     except Exception:  # noqa: BLE001 — no state: the trials probe as any run does

@@ -310,6 +310,20 @@ def test_the_next_trial_on_a_machine_finds_no_checkpoint_of_the_last_one(experim
         assert (fleet_home / "store" / "refs" / f"ckpt-{t['run_id']}-n0").is_file(), t["run_id"]
 
 
+def test_a_trial_that_changes_the_staged_data_gets_no_later_trial_on_that_machine(experiment, fleet_home):
+    """Red-team finding: trial 1 appended to $FLEET_DATA/train/x.txt (read-only modes do not stop root,
+    nor a chmod) and trial 2 read its edit while its record pinned the data snapshot as staged."""
+    _config(experiment)
+    script = 'if [ {x} = 1 ]; then chmod u+w $FLEET_DATA/train/x.txt; echo POISON >> $FLEET_DATA/train/x.txt; fi; ' \
+             'echo "read={x}:$(cat $FLEET_DATA/train/x.txt | tr "\\n" /)"'
+    proc = run_fleet(["sweep", "--param", "x=1,2,3", "--json", "--", "sh", "-c", script], cwd=experiment, timeout=180)
+    trials = _summary(proc)["trials"]
+    assert trials[0]["state"] == "succeeded", proc.stderr[-3000:]
+    assert "changed the staged code or data there: no more trials on it" in proc.stderr, proc.stderr[-3000:]
+    assert not re.search(r"read=[23]:.*POISON", proc.stderr), proc.stderr[-3000:]    # no later trial read it
+    assert processes_under(fleet_home) == []
+
+
 def test_a_trial_that_changes_the_staged_code_gets_no_later_trial_on_that_machine(experiment, fleet_home):
     """Red-team finding: trial 1 rewrote the staged train.sh and trial 2 ran it, its record pinning
     the code as staged. The reset reads the staged code's state (every entry's stat); after a
@@ -321,7 +335,7 @@ def test_a_trial_that_changes_the_staged_code_gets_no_later_trial_on_that_machin
                      timeout=180)
     trials = _summary(proc)["trials"]
     assert trials[0]["state"] == "succeeded", proc.stderr[-3000:]
-    assert "changed the staged code there: no more trials on it" in proc.stderr, proc.stderr[-3000:]
+    assert "changed the staged code or data there: no more trials on it" in proc.stderr, proc.stderr[-3000:]
     assert "INJECTED" not in proc.stderr                              # no trial ran the changed script
     assert [t["state"] for t in trials[1:]] != ["succeeded", "succeeded"], trials
     assert processes_under(fleet_home) == []

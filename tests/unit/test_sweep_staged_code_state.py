@@ -25,11 +25,11 @@ def _scheduler(states: dict[str, str | None]):
 
 def test_only_a_read_state_that_differs_retires_a_machine(monkeypatch):
     states = {"m-0": None, "m-1": "changed"}
-    monkeypatch.setattr(scheduler_module, "env_paths", lambda lease, m: ("", "/w/work"))
+    monkeypatch.setattr(scheduler_module, "env_paths", lambda lease, m: ("", "/w/work", "/w/data"))
     monkeypatch.setattr(scheduler_module, "reset_machine",
                         lambda m, run_id, leaf, env: ResetResult(m.id, 0, True, code_state=states[m.id]))
     s, ctx, slot, warned = _scheduler(states)
     assert s._reset(ctx, slot, "r-1") and s._reset(ctx, slot, "r-2")
     assert s.environments.code_changed == {"m-1": "r-1"}
-    assert warned == ["machine m-1: r-1 changed the staged code there: no more trials on it (their records pin "
-                      "the code as staged)"]
+    assert warned == ["machine m-1: r-1 changed the staged code or data there: no more trials on it (their "
+                      "records pin them as staged)"]
