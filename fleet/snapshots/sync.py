@@ -75,9 +75,9 @@ class SyncStats:
 
 def _read_local(store: Store, h: str, path: str, sid: str) -> bytes:
     """The bytes only: the machine hashes every chunk on arrival (and names a corrupt one)."""
+    from ..regular_files import read_chunk_file
     try:
-        with open(store.chunk_path(h), "rb") as f:
-            return f.read()
+        return read_chunk_file(store.chunk_path(h))
     except FileNotFoundError:
         raise IntegrityError(f"snapshot {sid[:12]}: chunk {h[:12]} of {path} is missing from {store.url}") from None
 
