@@ -184,11 +184,10 @@ def report_run(summary: dict, run_dir: Path | None, mask: Callable[[str], str],
     rows: list[tuple[str, dict]] = []
     metrics_path = ""
     if run_dir is not None and run_dir.is_dir():
-        scrub = getattr(mask, "scrub_file", None)
-        if scrub is not None:   # logs and fetched outputs become artifacts: no secret in them either
+        from .masking import Masker
+        if isinstance(mask, Masker):   # logs and fetched outputs become artifacts: no secret in them either
             for path in sorted(run_dir.rglob("*")):
-                if path.is_file() and path.suffix in (".log", ".txt", ".json", ".jsonl", ".md", ".csv"):
-                    scrub(path)
+                mask.scrub_file(path)
         rows = collect_metrics(run_dir)
         if rows:
             merged = run_dir / METRICS_FILE

@@ -22,6 +22,7 @@ _DSN_PASSWORD = re.compile(r"password=([^&\s]+)")
 _STATE_PASSWORD = re.compile(r"://[^/:@\s]*:(\S+)@")     # to the last "@": it may hold "/" or "@"
 
 
+SCRUB_MAX_BYTES = 1 << 30   # a text output larger than this is left as written (docs/ci.md)
 MIN_MASKED = 4        # a shorter value is no secret, and masking it would take it out of every id and hash
 MIN_GUESSED = 6       # a value secret only by its variable's name: NUM_KEYS=8, MAX_TOKENS=4096 are settings
 _NOT_SECRET_WORDS = {"true", "false", "yes", "no", "on", "off", "none", "null"}
@@ -126,16 +127,37 @@ class Masker:
         return obj
 
     def github_commands(self) -> list[str]:
-        """`::add-mask::` lines: the runner hides these values in every later log line of the job."""
-        return [f"::add-mask::{v}" for v in self.values]
+        """`::add-mask::` lines: the runner hides these values in every later log line of the job.
+        The runner reads a command per line and masks line by line, so a value of several lines is
+        registered as its lines, never whole: its raw newline ended the command after the first line
+        and printed the rest (a service account's private key) in clear. `%`, CR and LF are escaped as
+        the runner unescapes a command's data, so a value holding `%0A` registers as itself."""
+        lines = [v for v in self.values if "\n" not in v and "\r" not in v]
+        return [f"::add-mask::{_escape_command_data(v)}" for v in lines]
 
     def scrub_file(self, path: Path) -> bool:
+        """Mask the values in a text file (whatever its name: Hydra's config.yaml, train.out, …);
+        True when it changed. Left alone: links (an output's link could point anywhere on this
+        computer), anything but a regular file, a file with a NUL in its first 8 KiB (binary: a
+        checkpoint), and one over SCRUB_MAX_BYTES."""
+        import os
+        import stat
+        from .regular_files import open_regular
         try:
-            text = path.read_text(errors="surrogateescape")
+            fd = open_regular(path)
         except OSError:
             return False
+        with os.fdopen(fd, "rb") as handle:
+            st = os.fstat(handle.fileno())
+            if not stat.S_ISREG(st.st_mode) or st.st_size > SCRUB_MAX_BYTES or b"\0" in handle.read(8192):
+                return False
+            handle.seek(0)
+            text = handle.read().decode("utf-8", errors="surrogateescape")
         clean = self(text)
         if clean != text:
             path.write_text(clean, errors="surrogateescape")
             return True
         return False
+
+def _escape_command_data(value: str) -> str:
+    return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")

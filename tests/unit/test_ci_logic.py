@@ -114,3 +114,24 @@ def test_unreadable_metrics_are_skipped(tmp_path, bad):
     (tmp_path / "node-0" / "metrics.json").write_text(bad)
     assert collect_metrics(tmp_path) == []
     assert "No metrics.json" in markdown({"status": "succeeded", "exit_code": 0, "run_dir": "x"}, [])
+
+
+def test_every_text_output_is_scrubbed_whatever_its_name_and_nothing_outside_the_run(tmp_path):
+    """Only .log/.txt/.json/.jsonl/.md/.csv were scrubbed: Hydra's .hydra/config.yaml, train.out
+    and files without a suffix went into the uploaded artifact with the token in them."""
+    from fleet.ci_report import report_run
+    token = "tok-9f8e7d6c5b4a"
+    run = tmp_path / "run"
+    (run / "node-0" / ".hydra").mkdir(parents=True)
+    texts = [run / "node-0" / ".hydra" / "config.yaml", run / "node-0" / "train.out", run / "node-0" / "NOTES"]
+    for path in texts:
+        path.write_text(f"token: {token}\n")
+    binary = run / "node-0" / "ckpt.bin"
+    binary.write_bytes(b"\0weights" + token.encode())
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text(f"mine: {token}\n")
+    (run / "node-0" / "link.txt").symlink_to(outside)        # an output's link: never followed
+    report_run({"status": "succeeded", "exit_code": 0}, run, Masker([token]), environ={})
+    assert [p.read_text() for p in texts] == ["token: ***\n"] * 3
+    assert binary.read_bytes() == b"\0weights" + token.encode()   # binary: left as written
+    assert outside.read_text() == f"mine: {token}\n"

@@ -29,3 +29,12 @@ def test_a_generated_password_is_masked_everywhere_and_an_at_sign_in_it_does_not
     assert m("https://me:Xk9#p@ss2Lq7Zw@mlflow.example/x and Xk9#p@ss2Lq7Zw") == \
         "https://me:***@mlflow.example/x and ***"
     assert m.github_commands() == ["::add-mask::Xk9#p@ss2Lq7Zw"]
+
+
+def test_a_secret_of_several_lines_is_registered_line_by_line_never_whole():
+    """GitHub reads one workflow command per line: `::add-mask::` with a raw newline registered only
+    the first line, and the rest of the value (a private key) went to the job log in clear."""
+    key = '{\n  "type": "service_account",\n  "private_key": "MIIEvQIBADANBgkq%0Ahk"\n}'
+    commands = Masker([key]).github_commands()
+    assert all("\n" not in c and "\r" not in c for c in commands)
+    assert commands == ['::add-mask::"private_key": "MIIEvQIBADANBgkq%250Ahk"', '::add-mask::"type": "service_account",']
