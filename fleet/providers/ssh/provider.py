@@ -141,6 +141,8 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
             if h.status == "up" and (h.gpus or 0) > 0 and home and (
                     gpu_type is None or gpu_type.matches(h.gpu_model or "")):
                 out[h.name] = (h, home)
+        from .aliases import refuse_aliases
+        refuse_aliases([h for h, _home_dir in out.values()])
         return out
 
     def _reserve(self, plan: Plan, lease_id: str, requests: list[tuple[str, int]], capacity: dict[str, int],
