@@ -259,8 +259,13 @@ def extend(lease_id: str, seconds: int, state=None, *, user: str | None = None, 
     """Every machine of an active lease holds now + `seconds`, at most to its max_duration and, for a
     kept lease, to what `limits`' monthly budgets (money.metering.BudgetLimits) can pay; the
     Extension says until when, and what capped it. A lease that already ends at its cap is refused."""
+    from .config.values import parse_duration
     from .run.keep import extend_lease
     from .state import open_state
+    try:     # before anything moves: inf extended every machine, then failed converting it
+        seconds = parse_duration(seconds)
+    except UsageError as exc:
+        raise UsageError(f"seconds {exc.message}") from None
     state = state or open_state()
     lease = state.get_lease(lease_id)
     if lease.status != "active":

@@ -131,3 +131,16 @@ def _remaining_s(agent_output: str, asked: float) -> float:
     # The machine's word: NaN, a negative or an absurd figure would set the lease's recorded deadline
     # (and so where its kept time stops being billed) anywhere; it counts as saying nothing.
     return remaining if math.isfinite(remaining) and 0 <= remaining <= MAX_REMAINING_S else asked
+
+
+def keep_within_budget(ctx, keep_s: int) -> int:
+    """Kept time is billed like run time, so `--keep` never outlives what the run's budget (and the
+    monthly ones) can still pay at the lease's burn rate; 0: nothing left, release."""
+    cap = ctx.budget.deadline_cap_s(ctx) if ctx.budget is not None else None
+    if cap is None or cap >= keep_s:
+        return keep_s
+    if cap < 1:
+        ctx.events.warn("--keep: the budget has nothing left to pay for keeping the machines; releasing them")
+        return 0
+    ctx.events.warn(f"--keep capped at {int(cap)}s: the budget pays for no more at this lease's price")
+    return int(cap)

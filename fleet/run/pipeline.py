@@ -267,13 +267,17 @@ class Pipeline:
         return summary
 
     def _release(self, ctx: RunContext, lease: Lease | None, outcome: _Outcome) -> Released:
+        from .keep import keep_within_budget
         keep_s = self.options.keep_s
-        if lease is not None and keep_s and outcome.status in KEEPABLE:
-            keep_s = _keep_within_budget(ctx, keep_s)
-        if lease is not None and keep_s and outcome.status in KEEPABLE:
-            until = self.machines.keep(ctx.state, lease, keep_s, ctx.events)
-            if until is not None:
-                return Released(released=False, kept_until=until)
+        try:   # whatever keeping raises (a locked database in the budget check), the lease is released
+            if lease is not None and keep_s and outcome.status in KEEPABLE:
+                keep_s = keep_within_budget(ctx, keep_s)
+            if lease is not None and keep_s and outcome.status in KEEPABLE:
+                until = self.machines.keep(ctx.state, lease, keep_s, ctx.events)
+                if until is not None:
+                    return Released(released=False, kept_until=until)
+        except Exception as exc:  # noqa: BLE001 — the run is still recorded and its reservation settled
+            ctx.events.warn(f"could not keep lease {lease.id if lease else '-'} ({exc}); releasing it")
         released = self.source.release(ctx, lease)
         kept = self.source.kept_until() if isinstance(self.source, KeptLease) and not released else None
         return Released(released=released, kept_until=kept)
@@ -306,19 +310,6 @@ class Pipeline:
                              masker=redact)
         summary.write(ctx.run_dir)
         return summary
-
-
-def _keep_within_budget(ctx: RunContext, keep_s: int) -> int:
-    """Kept time is billed like run time, so `--keep` never outlives what the run's budget (and the
-    monthly ones) can still pay at the lease's burn rate; 0: nothing left, release."""
-    cap = ctx.budget.deadline_cap_s(ctx) if ctx.budget is not None else None
-    if cap is None or cap >= keep_s:
-        return keep_s
-    if cap < 1:
-        ctx.events.warn("--keep: the budget has nothing left to pay for keeping the machines; releasing them")
-        return 0
-    ctx.events.warn(f"--keep capped at {int(cap)}s: the budget pays for no more at this lease's price")
-    return int(cap)
 
 
 def _ended(ctx: RunContext, result: ExecResult) -> _Outcome:

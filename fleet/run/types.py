@@ -55,6 +55,17 @@ class RunOptions:
     # already stopping for a loss records "lost", and recovery must still see that its user said stop.
     stop_asked: "threading.Event | None" = None
 
+    def __post_init__(self) -> None:
+        # As `--keep` is checked: from the Python API, NaN kept a lease as long as the budget paid,
+        # a negative kept it anyway and "10m" failed after the run, with the lease left up.
+        if self.keep_s is not None:
+            from ..config.values import parse_duration
+            from ..errors import UsageError
+            try:
+                object.__setattr__(self, "keep_s", parse_duration(self.keep_s))
+            except UsageError as exc:
+                raise UsageError(f"keep_s {exc.message}") from None
+
 
 @dataclass(frozen=True)
 class Offer:

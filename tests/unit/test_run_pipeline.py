@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from fleet.config.model import BudgetsConfig, Config
-from fleet.errors import ExitCode
+from fleet.errors import ExitCode, UsageError
 from fleet.money.ledger import Ledger
 from fleet.models import utcnow
 from fleet.providers.fake import FakeProvider, FakeSettings
@@ -218,6 +218,27 @@ def test_keep_leaves_the_lease_up_and_run_on_lease_is_budgeted_and_recorded(conf
     assert [s.state for s in provider.describe(lease_of(first.lease_id))] == ["running", "running"]
 
 
+def test_a_keep_that_raises_still_releases_records_and_settles_the_run(config, monkeypatch):
+    """Red-team finding: a locked database in the budget check of `--keep` left the release and the
+    record undone: the lease up, the run `running`, its reservation held to the heartbeat deadline."""
+    from fleet.errors import EnvironmentProblem
+    from fleet.run import keep
+
+    def locked(ctx, keep_s):
+        raise EnvironmentProblem("state database state.db is locked")
+    monkeypatch.setattr(keep, "keep_within_budget", locked)
+    summary, provider, _ = run(config, options=RunOptions(keep_s=300))
+    assert (summary.status, summary.released, summary.kept_until) == ("succeeded", True, None)
+    assert released(provider, summary.lease_id) and get_record(summary.run_id).status == "succeeded"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), -5, "ten minutes", True, float("inf")])
+def test_keep_s_from_the_python_api_is_checked_as_keep_is(bad):
+    with pytest.raises(UsageError, match="^keep_s must be"):
+        RunOptions(keep_s=bad)
+    assert RunOptions(keep_s="10m").keep_s == 600
+
+
 def test_run_on_a_kept_lease_stops_at_its_budget(config):
     from dataclasses import replace
     provider = FakeProvider(FakeSettings(price_per_hour=Decimal(36)))
@@ -265,3 +286,11 @@ def test_a_command_killed_by_the_signal_of_a_provider_taking_its_machines_is_a_l
     # The experiment's own failure stays its own: another code, or a provider that took nothing.
     assert run(config, provider=taking, command="fail 0 3")[0].status == "failed"
     assert run(config, command="fail 0 143")[0].status == "failed"
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), -100, True, "soon"])
+def test_extend_from_the_python_api_checks_seconds_before_any_machine_moves(bad):
+    """inf moved every machine to max_duration, then failed converting it: the caller saw an error."""
+    from fleet.leases import extend
+    with pytest.raises(UsageError, match="^seconds must be"):
+        extend("l-00000000", bad, state=object())     # never read: refused before the state is touched
