@@ -195,8 +195,7 @@ class SnapshotBuilder:
         from concurrent.futures import ThreadPoolExecutor
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fleet-snapshot")
         pending: deque = deque()
-        # Only a large file that is more than a thread's share of the work is split: it is read twice
-        # then, which is only cost where other files keep every thread busy anyway.
+        # Only a large file over a thread's share is split: read twice, a cost only when all are busy.
         share = sum(st.st_size for _, _, st in items) // self.workers
         try:
             for rel, real, st in items:
@@ -310,6 +309,7 @@ def create_snapshot(path: str | Path, store: Store, *, name: str | None = None,
                     progress: ProgressCallback | None = None, workers: int | None = None) -> CreateResult:
     """Snapshot a directory (its contents) or a single file; returns the id (same bytes → same id).
     `progress` gets a SnapshotProgress a few times a second from whichever thread is hashing."""
+    from .own_state import own_state_under
     root = Path(path).expanduser()
     if name is not None:
         check_new_name(name)
@@ -319,11 +319,11 @@ def create_snapshot(path: str | Path, store: Store, *, name: str | None = None,
         raise UsageError(f"no such file or directory: {root}") from None
     except PermissionError:
         raise UsageError(f"cannot read {root}: permission denied") from None
+    excludes = (*excludes, *own_state_under(root, store))     # FLEET_HOME, a file:// store inside it
     builder = SnapshotBuilder(store, progress=progress, workers=workers)
     files: list[tuple[str, str, os.stat_result]] = []
-    # The tree's signature (see statcache): every path with its type, mode and stat or link target, as
-    # tuples hashed through marshal (C, several times faster than repr; this loop is most of an
-    # unchanged re-snapshot). Equal bytes mean equal values; another Python's encoding only misses.
+    # The tree's signature (statcache): each path's type, mode, stat or link target, as tuples hashed
+    # through marshal (C; this loop is most of an unchanged re-snapshot).
     seen: list[tuple] = [(st_root.st_dev, st_root.st_ino)]
     if stat.S_ISREG(st_root.st_mode):
         files.append((root.name, os.path.realpath(root), st_root))   # a link named on purpose: its file
