@@ -133,4 +133,7 @@ def test_reaper_judgement():
     assert judge(_inst(), None, NOW) is None                                   # Lambda: expiry only
     assert judge(_inst(launched=NOW - timedelta(minutes=2)), set(), NOW) is None   # young: spared
     assert judge(_inst(user="alice"), set(), NOW, owner="bob") is None
+    # another FLEET_HOME's lease (a parallel CI job: same login, its own state): never "not live" here
+    assert judge(_inst(user="runner"), set(), NOW, owner="runner", known_lease_ids={"l-other"}) is None
+    assert "not live" in judge(_inst(user="runner"), set(), NOW, owner="runner", known_lease_ids={"l-1"})
     assert "no readable" in judge(_inst(expires=None, launched=NOW - timedelta(days=3)), None, NOW)

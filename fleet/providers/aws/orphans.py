@@ -55,7 +55,9 @@ def reap_orphans(config, *, dry_run: bool = False, all_users: bool = False,
         provider = AWSProvider(config)
         live = live_lease_ids(state)
         try:
-            actions = reap(provider.ec2, live, dry_run=dry_run, owner=owner, stack=provider.outputs.stack or None)
+            known = {row["id"] for row in state.db.execute("SELECT id FROM leases")}
+            actions = reap(provider.ec2, live, dry_run=dry_run, owner=owner, stack=provider.outputs.stack or None,
+                           known_lease_ids=known)
         except Exception as exc:  # noqa: BLE001 — AWS errors become one line
             raise translate(exc, "reaping fleet instances") from None
         released = silent.released + ([] if dry_run else _release_reaped(state, actions, live, events))

@@ -77,8 +77,10 @@ def fleet_instances(ec2, stack: str | None = None) -> list[dict[str, Any]]:
 
 
 def judge(instance: dict[str, Any], live_lease_ids: set[str] | None, now: datetime,
-          owner: str | None = None) -> str | None:
-    """Why this instance should go, or None to spare it."""
+          owner: str | None = None, known_lease_ids: set[str] | None = None) -> str | None:
+    """Why this instance should go, or None to spare it. `known_lease_ids`: every lease the caller's
+    state has a row of (any status); an instance of another lease is judged by expiry and deadline
+    only: job B's `fleet reap` (its own FLEET_HOME, the same login `runner`) ended job A's run."""
     tags = {t["Key"]: t["Value"] for t in instance.get("Tags", [])}
     lease = tags.get(TAG_LEASE, "")
     expires = _parse_time(tags.get(TAG_EXPIRES))
@@ -96,13 +98,16 @@ def judge(instance: dict[str, Any], live_lease_ids: set[str] | None, now: dateti
         return None     # a bake has no lease row: its expiry (above) and its own shutdown end it
     if owner is not None and tags.get(TAG_USER) != owner:
         return None     # someone else's lease: this controller's state cannot speak for it
+    if known_lease_ids is not None and lease not in known_lease_ids:
+        return None     # a lease this state never held: another FLEET_HOME's, however its user is named
     if launched is not None and now - launched < YOUNG_GRACE:
         return None
     return f"lease {lease or '?'} is not live"
 
 
 def reap(ec2_client, live_lease_ids: Iterable[str] | None, now: datetime | None = None, dry_run: bool = False,
-         owner: str | None = None, stack: str | None = None) -> list[dict[str, Any]]:
+         owner: str | None = None, stack: str | None = None,
+         known_lease_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
     """Find and (unless dry_run) terminate orphans. Returns one action per instance judged.
 
     live_lease_ids: leases fleet still holds (None: unknown, only expiry counts — the Lambda).
@@ -111,9 +116,10 @@ def reap(ec2_client, live_lease_ids: Iterable[str] | None, now: datetime | None 
     """
     now = now or datetime.now(timezone.utc)
     live = None if live_lease_ids is None else set(live_lease_ids)
+    known = None if known_lease_ids is None else set(known_lease_ids)
     actions = []
     for inst in fleet_instances(ec2_client, stack):
-        reason = judge(inst, live, now, owner)
+        reason = judge(inst, live, now, owner, known)
         if reason is None:
             continue
         tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
