@@ -127,3 +127,52 @@ def test_a_chunk_cache_another_user_made_never_runs_their_code(farm, tmp_path, m
         assert not marker.exists(), "another user's code ran as this login"
     finally:
         provider.release(lease)
+
+
+def test_teammates_logging_in_as_themselves_each_get_their_own_home(tmp_path, monkeypatch):
+    """A `[[hosts]]` entry without `user` is reached by each teammate's own login: the home one
+    teammate's probe learnt went into the shared hosts row, and the other's lease within 30 s was
+    put under it (`unsafe workdir, uid … owns …/.fleet-leases`)."""
+    import shutil
+    import subprocess
+    import tempfile
+    from dataclasses import replace
+    from pathlib import Path
+
+    from fleet.config.model import Config
+    from fleet.providers.ssh import SSHHostsProvider
+    from fleet.providers.ssh.settings import SSHSettings
+    from fleet.state import open_state
+    from tests.e2e.test_aws_sandbox import separate_login, separate_login_name
+    from tests.fixtures.ssh_hosts import started_farm
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a second login")
+    base = Path(tempfile.mkdtemp(prefix="fleet-homes-"))
+    os.chmod(base, 0o711)
+    me = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+
+    def provider(farm, login):
+        (h,) = farm.configs(gpus=4)
+        config = Config(path=None, base_dir=farm.base, project="p", name="p", command="true", provider="ssh",
+                        template="hosts", python="/usr/bin/python3",
+                        provider_settings={"ssh": SSHSettings(hosts=[replace(h, workdir=None, user=login)])})
+        return SSHHostsProvider(config=config, state=open_state())
+    try:
+        with separate_login(separate_login_name()) as login, started_farm(base, ("h0",), login=login) as farm:
+            monkeypatch.setenv("HOME", str(farm.home))
+            monkeypatch.setenv("FLEET_HOME", str(tmp_path / "alice-home"))
+            alice = provider(farm, login)
+            a = alice.lease(plan_for(alice, 1), new_lease_id(), 120)
+            try:
+                monkeypatch.setenv("FLEET_HOME", str(tmp_path / "bob-home"))
+                monkeypatch.setenv("FLEET_STATE_URL", f"sqlite:///{tmp_path / 'alice-home' / 'state.db'}")
+                bob = provider(farm, me)       # the same hosts table, his own login
+                b = bob.lease(plan_for(bob, 1, user="bob"), new_lease_id(), 120)
+                try:
+                    assert Path(b.machines[0].workdir).parents[1] != Path(a.machines[0].workdir).parents[1]
+                finally:
+                    bob.release(b)
+            finally:
+                alice.release(a)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

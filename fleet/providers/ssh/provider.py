@@ -131,8 +131,11 @@ class SSHHostsProvider(BaseProvider, ReportsMachines, Queueing, ReleasesMachines
         inv.sync_config_hosts(user)
         hosts = [h for h in inv.list() if h.name not in exclude]
         stale = [h for h in hosts if not _fresh(h) and not h.damaged]
-        for name, result in probe_all(stale, self.probe_timeout_s).items():
+        probed = probe_all(stale, self.probe_timeout_s)
+        for name, result in probed.items():
             inv.record_probe(name, result)
+        from .homes import remember
+        remember([(h, probed[h.name].home) for h in stale if h.name in probed and probed[h.name].up])
         by_name = {h.name: h for h in inv.list()}
         out = {}
         for h in hosts:
@@ -344,7 +347,8 @@ def leases_root(host: Host, home: str) -> str:
 
 
 def _home(h: Host) -> str:
-    return h.home or ""
+    from .homes import home_of
+    return home_of(h)
 
 
 def _capture(fn, none_on_success: bool = False):
