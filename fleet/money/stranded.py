@@ -83,8 +83,24 @@ def stranded_micro(ledger: Ledger, *, project: str | None = None, owner: str | N
     """What dead controllers' open segments cost from their last row up to min(now, their lease's
     deadline); with `since`, only the part after it."""
     now = ledger.clock()
+    leases = stranding_leases(ledger, now)
+    if not leases:
+        return 0   # the usual case: one indexed read of the live leases
+    stale_before = now - timedelta(seconds=STALE_S)
+    total = 0
+    for lease_id, _run, start, last, rate in open_segments_of(ledger.db, sorted(leases), project=project,
+                                                                owner=owner):
+        deadline, past = leases[lease_id]
+        if past or last < stale_before:   # else its controller wrote lately: alive, its reservation holds the rest
+            total += accrued(start, max(last, since) if since is not None else last, min(now, deadline), rate)
+    return total
+
+
+def stranding_leases(ledger: Ledger, now: datetime) -> dict[str, tuple[datetime, bool]]:
+    """Lease id -> (its deadline, whether its open segments count whatever their rows' age) for the
+    leases whose open run segments may be stranded (stranded_micro; the report, report/accruing.py)."""
     slack = timedelta(seconds=DEADLINE_SLACK_S)
-    leases: dict[str, tuple[datetime, bool]] = {}   # lease id -> (deadline, counted whatever its rows' age)
+    leases: dict[str, tuple[datetime, bool]] = {}
     for row in ledger.db.execute("SELECT id, status, deadline FROM leases WHERE status IN ('active', 'leasing')"
                                  " AND deadline IS NOT NULL"):
         try:
@@ -96,16 +112,7 @@ def stranded_micro(ledger: Ledger, *, project: str | None = None, owner: str | N
             leases[row["id"]] = (deadline, past)
         elif past and _leasing_controller_gone(ledger.db, row["id"]):
             leases[row["id"]] = (deadline, True)
-    if not leases:
-        return 0   # the usual case: one indexed read of the live leases
-    stale_before = now - timedelta(seconds=STALE_S)
-    total = 0
-    for lease_id, _run, start, last, rate in open_segments_of(ledger.db, sorted(leases), project=project,
-                                                                owner=owner):
-        deadline, past = leases[lease_id]
-        if past or last < stale_before:   # else its controller wrote lately: alive, its reservation holds the rest
-            total += accrued(start, max(last, since) if since is not None else last, min(now, deadline), rate)
-    return total
+    return leases
 
 
 def stranded_by_run(db, held: list[tuple[str, str]], now: datetime) -> dict[tuple[str, str], int]:

@@ -1,9 +1,11 @@
-"""Open kept segments in a report: what they have cost so far, counted as `fleet budget` counts it.
+"""Open segments in a report: what they have cost so far, counted as `fleet budget` counts it.
 
-A kept segment gets no ticks (fleet/money/kept.py): until it closes, its rows hold none of the idle
-time since it opened, so `fleet report` showed a kept lease as free while `fleet budget` charged it.
-Each open one adds a group per UTC day from its last row to min(now, its lease's deadline), clipped
-to the report's period: nothing is written to the ledger (its close row will carry the same time).
+Two kinds of open segment have no rows for their recent time: a kept segment gets no ticks
+(fleet/money/kept.py), and a run whose controller died writes none (fleet/money/stranded.py). Until
+they close, `fleet report` showed that time as free (a kept lease's idle hours, a dead controller's
+machines still running) while `fleet budget` charged it. Each adds a group per UTC day from its last
+row to min(now, its lease's deadline), clipped to the report's period; nothing is written to the
+ledger (the segment's close row will carry the same time).
 """
 from __future__ import annotations
 
@@ -12,22 +14,30 @@ from datetime import datetime, timedelta, timezone
 from ..money.ledger import KEPT_SUFFIX, Ledger, cost_micro, parse_iso
 
 
-def kept_groups(ledger: Ledger, since: datetime | None, until: datetime | None) -> list[dict]:
-    """Report groups (rollup's shape) for the accruing part of every open kept segment."""
+def open_groups(ledger: Ledger, since: datetime | None, until: datetime | None) -> list[dict]:
+    """Report groups (rollup's shape) for open kept segments and dead controllers' run segments."""
     from ..money.kept import live_deadlines
-    from ..money.stranded import last_rows
-    deadlines = live_deadlines(ledger)
-    if not deadlines:
-        return []
+    from ..money.reservations import STALE_S
+    from ..money.stranded import stranding_leases
     now = ledger.clock()
-    ids = sorted(deadlines)
+    kept = {lease_id: (deadline, True) for lease_id, deadline in live_deadlines(ledger).items()}
+    stranded = stranding_leases(ledger, now)
+    stale_before = now - timedelta(seconds=STALE_S)
+    groups = _groups(ledger, kept, True, since, until, now, stale_before)
+    return groups + _groups(ledger, stranded, False, since, until, now, stale_before)
+
+
+def _groups(ledger: Ledger, leases: dict[str, tuple[datetime, bool]], kept: bool, since, until, now,
+            stale_before) -> list[dict]:
+    from ..money.stranded import last_rows
+    ids = sorted(leases)
     groups: list[dict] = []
     for first in range(0, len(ids), 500):      # SQLite caps bound parameters
         chunk = ids[first:first + 500]
         marks = ",".join("?" * len(chunk))
         opened = [r for r in ledger.db.execute(
-            "SELECT segment_id, lease_id, project, owner, template, shadow, gpus, start_at FROM ledger"
-            f" WHERE lease_id IN ({marks}) AND kind = 'open'", chunk) if r["segment_id"].endswith(KEPT_SUFFIX)]
+            "SELECT segment_id, lease_id, run_id, project, owner, template, shadow, gpus, start_at FROM ledger"
+            f" WHERE lease_id IN ({marks}) AND kind = 'open'", chunk) if r["segment_id"].endswith(KEPT_SUFFIX) == kept]
         if not opened:
             continue
         closed = {r["segment_id"] for r in ledger.db.execute(
@@ -41,16 +51,19 @@ def kept_groups(ledger: Ledger, since: datetime | None, until: datetime | None) 
                 rate, gpus = int(last["rate_micro"]), int(seg["gpus"])
             except (TypeError, ValueError, KeyError):
                 continue       # a damaged row: the report lists damage from `verify`, never crashes here
-            hi = min(now, deadlines[seg["lease_id"]])
+            deadline, counted = leases[seg["lease_id"]]
+            if not (counted or lo < stale_before):
+                continue       # its controller wrote lately: alive, its rows will say
+            hi = min(now, deadline)
             lo, hi = max(lo, since) if since else lo, min(hi, until) if until else hi
+            run_key = seg["run_id"] or f"(lease {seg['lease_id']}, {'kept, idle' if kept else 'no run'})"
             for day_lo, day_hi in _days(lo, hi):
                 cost = cost_micro(rate, (day_hi - start).total_seconds()) - cost_micro(rate, (day_lo - start).total_seconds())
                 ms = int((day_hi - day_lo).total_seconds() * 1000)
                 groups.append({"day": day_lo.strftime("%Y-%m-%d"), "project": seg["project"], "owner": seg["owner"],
-                               "template": seg["template"], "shadow": int(seg["shadow"]),
-                               "run_key": f"(lease {seg['lease_id']}, kept, idle)", "entries": 0,
-                               "cost_micro": cost, "machine_ms": ms, "gpu_ms": ms * gpus, "util_gpu_ms": 0,
-                               "util_weighted_ms": 0.0, "idle_gpu_ms": 0, "idle_cost_micro": 0.0})
+                               "template": seg["template"], "shadow": int(seg["shadow"]), "run_key": run_key,
+                               "entries": 0, "cost_micro": cost, "machine_ms": ms, "gpu_ms": ms * gpus,
+                               "util_gpu_ms": 0, "util_weighted_ms": 0.0, "idle_gpu_ms": 0, "idle_cost_micro": 0.0})
     return groups
 
 

@@ -128,8 +128,8 @@ def gather(ledger: Ledger, since: datetime | None, until: datetime | None, max_e
     where, params = Ledger._where(since=since, until=until)   # ledger_damaged keeps start_at too
     sealed_bad = [CorruptRow(r["id"], r["reason"]) for r in db.execute(
         "SELECT id, reason FROM ledger_damaged" + where + " ORDER BY id", params)]
-    from .accruing import kept_groups
-    groups += kept_groups(ledger, since, until)      # kept leases' idle time so far, as budgets count it
+    from .accruing import open_groups
+    groups += open_groups(ledger, since, until)      # kept and stranded time so far, as budgets count it
     sane = [g for g in groups if _sane(g)]
     odd = [CorruptRow(f"group {str(g.get('day'))[:10]!r}/{str(g.get('project'))[:40]!r}",
                       "a day that is not one, or a sum that is negative or not finite") for g in groups if not _sane(g)]

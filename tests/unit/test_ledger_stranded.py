@@ -178,3 +178,20 @@ def test_a_run_taking_over_a_kept_lease_frees_the_dead_runs_reservation(db, cloc
     close_kept(ledger, le, clock())
     assert Reservations(db, clock).held_micro(project="vision") == 0
     assert ledger.spent_micro(project="vision") == 2 * 600 * PER_S
+
+
+def test_fleet_report_counts_a_dead_controllers_running_machines_as_fleet_budget_does(db, clock):
+    """The report showed such a run at its last row (its machines still running, free) while `fleet
+    budget` counted them; and once `fleet down` closes the segments, the time is counted once."""
+    from fleet.report.build import build_report
+    ledger, _ = _killed_after_a_minute(db, clock)
+
+    def report_cost() -> int:
+        return build_report(ledger, by="run", now=clock()).total.cost_micro
+    clock.advance(STALE_S - 1)                    # silent, but not for long: its controller may be alive
+    assert report_cost() == 2 * 60 * PER_S
+    clock.advance(40)
+    assert report_cost() == ledger.spent_micro(project="vision") == 2 * DEADLINE_S * PER_S   # to its deadline
+    ledger.close_orphans("l-1", at=T0 + timedelta(seconds=DEADLINE_S))   # what `fleet down` does
+    db.execute("UPDATE leases SET status = 'released' WHERE id = 'l-1'")
+    assert report_cost() == 2 * DEADLINE_S * PER_S
