@@ -69,7 +69,8 @@ def _default_html_path() -> Path:
     leaves out, so a report never makes the next `fleet up` see a dirty tree."""
     from datetime import datetime, timezone
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    folder = Path("runs") / "reports"
+    found = _experiment_config()           # from a subdirectory: the experiment's runs/, not sub/runs/
+    folder = (found.parent if found else Path(".")) / "runs" / "reports"
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -78,12 +79,25 @@ def _default_html_path() -> Path:
     return folder / f"fleet-report-{stamp}.html"
 
 
+def _experiment_config() -> Path | None:
+    """The fleet.toml of the experiment this directory is in: here, or in the nearest parent up to
+    the git repository's top (a report run from `src/` belongs to the experiment above it)."""
+    here = Path.cwd().resolve()
+    for d in (here, *here.parents):
+        if (d / "fleet.toml").is_file():
+            return d / "fleet.toml"
+        if (d / ".git").exists():
+            return None
+    return None
+
+
 def _config_budgets():
-    """[budgets] of ./fleet.toml, read and validated as `fleet up` would; no file: no budgets."""
-    from ..config.loader import CONFIG_FILE, load_config
-    if not Path(CONFIG_FILE).is_file():
+    """[budgets] of the experiment's fleet.toml, read and validated as `fleet up` would; no file: no budgets."""
+    from ..config.loader import load_config
+    found = _experiment_config()
+    if found is None:
         return None
-    return load_config(None, overrides={"command": ["true"]}).budgets
+    return load_config(found, overrides={"command": ["true"]}).budgets
 
 
 def _verify(ledger, start, end, as_json: bool) -> int:

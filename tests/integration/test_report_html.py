@@ -127,3 +127,23 @@ def test_cli_html_needs_no_plotly_and_writes_under_runs_reports(tmp_path):
                          cwd=project, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and target.is_file() and str(target) in out.stderr
     assert len(list((project / "runs" / "reports").iterdir())) == 1
+
+
+def test_cli_html_from_a_subdirectory_writes_beside_the_experiments_fleet_toml(tmp_path):
+    """Red-team finding: from src/ the report went to src/runs/reports/, which code pinning does not
+    leave out (the next `fleet up` refused the dirty tree), and the budgets section was empty."""
+    project = tmp_path / "proj"
+    (project / "src").mkdir(parents=True)
+    (project / ".git").mkdir()
+    (project / "fleet.toml").write_text('project = "vision"\ncommand = "true"\n[budgets]\nproject_monthly = 40\n')
+    home = tmp_path / "home"
+    db = Database(home / "state.db")
+    seed(db, 50, start=utc_clock().replace(day=1, hour=0, minute=0, second=0, microsecond=0), days=1)
+    db.close()
+    env = {**os.environ, "FLEET_HOME": str(home), "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "fleet.cli.main", "report", "--format", "html"], cwd=project / "src",
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert list((project / "src").iterdir()) == []
+    written, = (project / "runs" / "reports").glob("fleet-report-*.html")
+    assert "budget $40.00" in written.read_text()
