@@ -79,7 +79,10 @@ class PublishesDeadline(ABC):
 
 class HasHardLimit(ABC):
     """The provider holds its own hard end for a lease that outlives fleet's watchdog (Slurm: the
-    allocation's time limit). `fleet extend` / --keep raise it before moving the machines' deadlines."""
+    allocation's time limit; AWS: the reaper's expiry tag). `fleet extend` / --keep raise it before
+    moving the machines' deadlines."""
+
+    hard_limit_name: str = "the scheduler's time limit"      # what a capped extension names
 
     @abstractmethod
     def extend_limit(self, lease: Lease, until: Any) -> Any:

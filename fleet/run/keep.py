@@ -31,7 +31,7 @@ def release_lease(provider, state, lease_id: str, lease: Lease | None, events: E
 @dataclass(frozen=True)
 class Extension:
     """What `--keep` / `fleet extend` got: the deadline every machine holds now, and, when that is
-    less than asked, what capped it (`max_duration`, or the scheduler's time limit) and why."""
+    less than asked, what capped it (`max_duration`, or the provider's hard end) and why."""
 
     asked_s: int
     until: datetime
@@ -97,7 +97,7 @@ def extend_lease(state, lease: Lease, seconds: int, provider=None) -> Extension:
     if isinstance(provider, HasHardLimit):
         hard_end = provider.extend_limit(lease, utcnow() + timedelta(seconds=ttl))
         if (hard_end - utcnow()).total_seconds() < ttl - 60:   # Slurm counts whole minutes
-            capped_by = f"the {lease.provider} scheduler's time limit ({hard_end.strftime('%H:%M:%S UTC')})"
+            capped_by = f"{provider.hard_limit_name} ({hard_end.strftime('%H:%M:%S UTC')})"
         ttl = max(0.0, min(ttl, (hard_end - utcnow()).total_seconds()))
     held: list[float] = []
 

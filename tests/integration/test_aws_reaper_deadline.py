@@ -130,3 +130,43 @@ def test_status_says_orphaned_once_the_deadline_passed_with_machines_still_up():
     assert lease_view(lease, running)["health"] == "up"
     lease.deadline = now - timedelta(seconds=5)
     assert lease_view(lease, [MachineState(m.id, "gone") for m in lease.machines])["health"] == "gone"
+
+
+def test_extend_is_capped_by_the_reapers_expiry_which_it_cannot_move(ec2):
+    """`fleet:expires-at` is fixed at launch (the first run's budget could pay until then) and the
+    scheduled reaper ends the instances there: `fleet extend` reported a lease kept to a later
+    deadline that the reaper then cut. The expiry is now the lease's hard end (HasHardLimit)."""
+    from fleet.providers.aws.expiry import ReaperExpiry
+    from fleet.providers.base import HasHardLimit
+    from fleet.run.keep import extend_lease
+
+    class Provider(ReaperExpiry):
+        def _ec2_for(self, lease):
+            return ec2
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    ids = launch(ec2, "l-exp00001", now + timedelta(minutes=40)) + launch(ec2, "l-exp00001", now + timedelta(minutes=30))
+    lease = _lease(ids, "l-exp00001", now + timedelta(minutes=5))
+    assert Provider().extend_limit(lease, now + timedelta(hours=2)) == now + timedelta(minutes=30)
+    assert issubclass(AWSProvider, HasHardLimit)
+
+    told = []
+
+    class Told(Exception):
+        pass
+
+    class Session:                    # what the machines would be told, then stop there
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def run(self, argv):
+            told.append(float(argv[argv.index("--ttl") + 1]))
+            raise Told()
+    import fleet.remote.ssh as ssh
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ssh, "connect", lambda machine, timeout: Session())
+        with pytest.raises(Told):
+            extend_lease(None, lease, 7200, provider=Provider())
+    assert told and all(1700 < t <= 1800 for t in told), told      # 30 min, not the 2 h asked

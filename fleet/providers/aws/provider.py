@@ -26,6 +26,7 @@ from ..base import (BaseProvider, DescribesLeases, HasLeaseMetadata, Interruptio
                     SupervisesFromNode0)
 from .capacity import launch_waiting
 from .catalog import InstanceType
+from .expiry import ReaperExpiry
 from .offering import StackOffers
 from ...environment.image import LEASE_META_KEY as IMAGE_META
 from ...environment.model import ImageRef
@@ -49,10 +50,9 @@ def lease_dir(lease_id: str) -> Path:
 
 
 class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDeadline, DescribesLeases,
-                  InterruptionNotices, ReleasesMachines, Queueing, SupervisesFromNode0, ReleasedFromAnywhere):
+                  InterruptionNotices, ReleasesMachines, Queueing, SupervisesFromNode0, ReleasedFromAnywhere, ReaperExpiry):
     name = "aws"
-    # One DescribeInstances at 1,000 instances costs seconds (and boto3's import alone ~0.3 s): `fleet
-    # status` shows what EC2 said within the last minute, `fleet status --refresh` asks now.
+    # DescribeInstances of 1,000 instances takes seconds: status shows EC2's answer of the last minute.
     observed_state_ttl_s = 60.0
     settings = AWSSettings
     description = "EC2 GPU instances from the launch templates of a fleet stack"

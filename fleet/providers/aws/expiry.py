@@ -1,0 +1,31 @@
+"""The reaper's hard end of an AWS lease: `fleet:expires-at`, set at launch to the earlier of
+max_duration and the moment the first run's budget runs out at its burn rate (plus teardown grace),
+and never moved: the scheduled reaper (a Lambda, with no state to ask) terminates the lease's
+instances there whatever `fleet:deadline` says. `fleet extend` and `--keep` are capped by it and say
+so (HasHardLimit), where they once reported a lease kept to a later deadline that the reaper cut."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from ..capabilities import HasHardLimit
+
+if TYPE_CHECKING:
+    from ...models import Lease
+
+
+class ReaperExpiry(HasHardLimit):
+    hard_limit_name = "the AWS reaper's expiry (fleet:expires-at, set at launch)"
+
+    def extend_limit(self, lease: "Lease", until: datetime) -> datetime:
+        """The earliest `fleet:expires-at` of the lease's instances (it cannot be raised), at most
+        max_deadline; max_deadline where no instance says (then the reaper judges by age)."""
+        from .launch import TAG_LEASE, find_instances
+        from .reap import TAG_EXPIRES, _parse_time
+        from .session import translate
+        try:
+            found = find_instances(self._ec2_for(lease), {TAG_LEASE: lease.id})     # type: ignore[attr-defined]
+        except Exception as exc:  # noqa: BLE001
+            raise translate(exc, f"reading lease {lease.id}'s expiry") from None
+        ends = [_parse_time({t["Key"]: t["Value"] for t in i.get("Tags", [])}.get(TAG_EXPIRES)) for i in found]
+        return min([e for e in ends if e is not None] + [lease.max_deadline])
