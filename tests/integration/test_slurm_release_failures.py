@@ -193,3 +193,27 @@ def test_a_batch_host_released_with_another_node_stops_billing_the_node_that_wen
     before, after = ([r for r in acct["records"] if r["state"] == s] for s in ("RESIZING", "CANCELLED"))
     assert [r["gpus"] for r in before] == [3] and [r["gpus"] for r in after] == [2], acct
     assert acct["gpu_seconds"] == 3 * before[0]["elapsed_s"] + 2 * after[0]["elapsed_s"], acct
+
+
+def test_a_release_whose_scancel_fails_still_has_each_machine_end_itself_before_its_frontend_dies(
+        slurm_env, fleet_home, tmp_path, monkeypatch):
+    """slurmctld unreachable at release: the step frontends were SIGKILLed after 30 s, which killed
+    the node steps at once: no cleanup ran, and each node directory kept the machine's host private
+    key and authorized_keys for good. Each machine is now asked to end itself first (its step's stdin)."""
+    from fleet.providers.slurm import provider as provider_module
+    provider, slurm, nodes_dir = cluster_provider(tmp_path, slurm_env)
+    lease = provider.lease(cluster_plan(provider, "slurm-1gpu", 1), new_lease_id(), 120)
+    machine_dir = Path(lease.machines[0].workdir).parent
+    assert (machine_dir / "ssh_host_ed25519_key").is_file()
+
+    def unreachable(*a, **kw):
+        raise ControllerUnreachable("scancel did not return within 60s", slurm_reason="timeout")
+    with monkeypatch.context() as mp:
+        mp.setattr(provider_module, "cancel_leases_jobs", unreachable)
+        with pytest.raises(ControllerUnreachable):
+            provider.release(lease)
+    try:
+        assert not (machine_dir / "ssh_host_ed25519_key").exists() and not (machine_dir / "authorized_keys").exists()
+    finally:
+        provider.release(lease)           # slurmctld answers again: the retried release cancels the job
+    wait_for(lambda: not list(nodes_dir.iterdir()), 60, "every machine directory to be removed")

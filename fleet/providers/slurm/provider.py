@@ -7,8 +7,7 @@ node (`srun --jobid --nodelist --overlap`), a user-level sshd with the lease's p
 agent's watchdog (fleet/providers/slurm/node.py). Everything a machine runs lives inside the job, so
 `scancel` ends it all, and slurmctld's time limit ends it even with no controller and no agent.
 describe, release and the watch for NODE_FAIL/PREEMPTED use one squeue call per lease, whatever the number
-of nodes; release_machines shrinks the allocation (shrink.py). The run reaches the nodes over SSH.
-"""
+of nodes; release_machines shrinks the allocation (shrink.py). The run reaches the nodes over SSH."""
 from __future__ import annotations
 
 import shutil
@@ -141,8 +140,7 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         """Poll squeue (one call per poll) until the job runs; pending is reported, not an error."""
         limit = watch.max_wait_s if watch.max_wait_s is not None else self.config.wait_s
         begun = time.monotonic()
-        # An idle cluster starts a job within a few hundred ms of sbatch: poll fast first, then back off.
-        delay, last = 0.05, None
+        delay, last = 0.05, None    # a job starts within a few hundred ms on an idle cluster: fast, then back off
         while True:
             job = next(iter(self.slurm.queue([job_id])), None)     # the login user's only
             waited = time.monotonic() - begun
@@ -318,11 +316,15 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         stop = self._watches.pop(lease.id, None)
         if stop is not None:
             stop.set()
-        slurm = self._commands_for(lease)
+        slurm, cancelled = self._commands_for(lease), False
         try:     # a failed scancel is retried by the next release; the lease's files go now regardless
             cancel_leases_jobs(slurm, lease.id, _recorded_jobs(lease))   # only jobs proven the lease's
-        finally:
-            reap(self._steps.pop(lease.id, []))
+            cancelled = True
+        finally:   # slurmctld down: each machine ends itself (keys removed) before its frontend is killed
+            steps = self._steps.pop(lease.id, [])
+            for step in steps if not cancelled else ():
+                step.request_release()
+            reap(steps)
             staged = staging_dir_of(lease.id, (lease.meta or {}).get("slurm_staging"))
             if staged is not None:
                 remove_staging(slurm, staged)
