@@ -46,7 +46,9 @@ def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: 
     """Release leases (idempotent). With all_leases, every live lease of `user` (None: of every
     user), then sweep local machines no live lease owns. `released_by` names who released them in
     the record of a run ended as lost (`fleet reap` releases the leases it reaped this way too)."""
+    from .arguments import names_arg
     from .state import open_state
+    lease_ids = names_arg("lease_ids", lease_ids or [])
     state = state or open_state()
     from .run.context import SilentEvents
     events = events or SilentEvents()
@@ -262,6 +264,8 @@ def extend(lease_id: str, seconds: int, state=None, *, user: str | None = None, 
     from .config.values import parse_duration
     from .run.keep import extend_lease
     from .state import open_state
+    from .arguments import name_arg
+    lease_id = name_arg("lease_id", lease_id)
     try:     # before anything moves: inf extended every machine, then failed converting it
         seconds = parse_duration(seconds)
     except UsageError as exc:

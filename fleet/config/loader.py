@@ -361,8 +361,9 @@ def load_config(path: str | Path | None = None, *, cwd: str | Path | None = None
     With no file, a Config is still built when `overrides` gives a command (`fleet up -- CMD`);
     base_dir is then `cwd`. Raises ConfigError / UsageError (exit code 2) with one line.
     """
-    cwd_path = Path(cwd) if cwd is not None else Path.cwd()
-    cwd_path = cwd_path.resolve()
+    if not isinstance(path, (str, Path, type(None))) or not isinstance(cwd, (str, Path, type(None))):
+        raise UsageError(f"path and cwd must be a path (str or Path) or None, got {path!r}, {cwd!r}")
+    cwd_path = (Path(cwd) if cwd is not None else Path.cwd()).resolve()
     overrides = dict(overrides or {})
     file = _find_file(path, cwd_path)
     if file is None and not overrides.get("command"):

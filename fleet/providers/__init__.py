@@ -11,5 +11,6 @@ if TYPE_CHECKING:
 
 def get_provider(name: str, **options: Any) -> Any:
     """A provider by name (imported lazily: `fleet --help` must not import boto3 or paramiko)."""
+    from ..arguments import name_arg
     from .registry import get
-    return get(name, **options)
+    return get(name_arg("name", name), **options)

@@ -380,8 +380,10 @@ def run_on_lease(lease_id: str, command: str, *, config: Config | None = None, e
                  machines: Machines | None = None) -> RunSummary:
     """Run a command on a kept lease's machines: budgeted, metered and recorded like `fleet up`,
     without leasing or releasing (the lease stays kept until its deadline or `fleet down`)."""
+    from ..arguments import command_arg, name_arg
     from ..state import open_state
     from .offer import provider_for
+    lease_id, command = name_arg("lease_id", lease_id), command_arg(command)
     base = config or Config(path=None, base_dir=Path.cwd(), project="default", name="default", command=command)
     lease = (state or open_state(base.state_url)).get_lease(lease_id)
     config = replace(base, command=command, provider=lease.provider, template=lease.template, project=lease.project,

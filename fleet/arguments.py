@@ -1,0 +1,31 @@
+"""Checks of the public API's arguments (fleet/__init__.py): a wrong type is a UsageError naming the
+argument, as a wrong value is, never a raw TypeError or AttributeError from deep inside, and never a
+value taken for something else (`down("l-abc")` released leases "l", "-", "a", …)."""
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import UsageError
+
+
+def name_arg(argument: str, value: Any) -> str:
+    """A non-empty string (an id, a provider's name)."""
+    if not isinstance(value, str) or not value.strip():
+        raise UsageError(f"{argument} must be a non-empty string, got {value!r}")
+    return value
+
+
+def names_arg(argument: str, value: Any) -> list[str]:
+    """A list (or tuple) of ids, not one id (a str is iterable too)."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise UsageError(f"{argument} must be a list of ids, got {value!r}", hint=f"{argument}=[{value!r}]"
+                         if isinstance(value, str) else None)
+    return [name_arg(f"{argument}[{i}]", v) for i, v in enumerate(value)]
+
+
+def command_arg(value: Any) -> str:
+    """A command line (str), or argv (a list of str) quoted as one, as `fleet run LEASE -- …` does."""
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+        import shlex
+        return value[0] if len(value) == 1 else shlex.join(value)
+    return name_arg("command", value)
