@@ -18,15 +18,24 @@ REMOTE_CACHE = "~/.cache/fleet/chunks"  # a cloud machine's default: per user, o
 # input that ends before a request (a dialled channel nobody used) ends it quietly. Beside the source
 # the host keeps the helper compiled (marshal, per Python: <helper>.<cache tag>.code, headed by the
 # helper's hash and the code's own), so a sync does not compile ~35 KB of Python every time. Those
-# hashes catch damage, not forgery: the cache and its helper/ must be this user's private directories
-# (another user of a team host's shared workdir could otherwise plant code that runs as this login).
+# hashes catch damage, not forgery: the cache (resolved: a configured cache_dir may be a link) and its
+# helper/ must be this user's own directories, or another user of a team host's shared workdir could
+# plant code that runs as this login. One of ours that others could write (a umask of 002 made it)
+# is made private, and nothing kept in helper/ is trusted then.
 BOOTSTRAP = """import hashlib,marshal,os,stat,sys
 H,P=sys.argv[1],os.path.expanduser(sys.argv[2])
 S=os.fdopen(0,'rb',buffering=1<<20)
-for d in (os.path.dirname(os.path.dirname(P)),os.path.dirname(P)):
+R=os.path.dirname(os.path.dirname(P))
+os.makedirs(R,mode=0o700,exist_ok=True)
+R=os.path.realpath(R);P=os.path.join(R,os.path.basename(os.path.dirname(P)),os.path.basename(P))
+for d in (R,os.path.dirname(P)):
     try: s=os.lstat(d)
     except FileNotFoundError: continue
-    if not stat.S_ISDIR(s.st_mode) or s.st_uid!=os.geteuid() or s.st_mode&0o22: sys.exit("fleet: the chunk cache %s is not this user's private directory (owner uid %d, mode %04o): refusing to run code kept there"%(d,s.st_uid,stat.S_IMODE(s.st_mode)))
+    if not stat.S_ISDIR(s.st_mode) or s.st_uid!=os.geteuid(): sys.exit("fleet: the chunk cache %s is not this user's own directory (owner uid %d): refusing to run code kept there"%(d,s.st_uid))
+    if s.st_mode&0o22:
+        os.chmod(d,0o700)
+        if d!=R:
+            for f in os.listdir(d): os.unlink(os.path.join(d,f))
 C='%s.%s.code'%(P,sys.implementation.cache_tag)
 code=F=None
 try:

@@ -122,7 +122,7 @@ def test_a_chunk_cache_another_user_made_never_runs_their_code(farm, tmp_path, m
         assert cache.endswith(f"/.chunk-cache-{m.user}")
         _plant_helper(leases / ".chunk-cache", marker)          # the name every login shared before
         _plant_helper(leases / f".chunk-cache-{m.user}", marker)  # and this login's, made first by them
-        with pytest.raises(Exception, match="is not this user's private directory"):
+        with pytest.raises(Exception, match="is not this user's own directory"):
             sync_machine(m, store, [Target(dest=f"{m.workdir}/data/train", ids=[sid], read_only=True)])
         assert not marker.exists(), "another user's code ran as this login"
     finally:

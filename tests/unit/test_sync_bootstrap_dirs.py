@@ -1,0 +1,52 @@
+"""The sync bootstrap runs the helper kept in the host's chunk cache only from this user's own
+directories (tests/integration/test_ssh_hosts_shared_workdir.py: another user's is refused). Under a
+umask of 002 (Ubuntu's pam_umask for SSH sessions) its first run left the cache group-writable and
+every later sync was refused; a configured cache_dir that is a link was refused too."""
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+from fleet.snapshots.sync_remote import BOOTSTRAP, helper_hash, helper_source
+
+
+def _boot(helper_path: str, umask: int = 0o002) -> subprocess.CompletedProcess:
+    src = helper_source()
+    return subprocess.run([sys.executable, "-S", "-c", BOOTSTRAP, helper_hash(), helper_path],
+                          input=b'{"bogus": 1}\n' + b"%d\n" % len(src) + src, capture_output=True,
+                          preexec_fn=lambda: os.umask(umask), timeout=60)
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def test_a_cache_made_under_umask_002_is_private_and_used_again(tmp_path):
+    helper = f"{tmp_path}/chunks/helper/{helper_hash()}.py"
+    first, second = _boot(helper), _boot(helper)
+    assert b'"helper": "need"' in first.stdout, first.stderr                  # sent once, kept
+    assert b"refusing" not in second.stderr and b'"helper": "need"' not in second.stdout, second.stderr
+    assert _mode(tmp_path / "chunks") == 0o700 and _mode(tmp_path / "chunks" / "helper") == 0o700
+
+
+def test_a_group_writable_helper_dir_of_ours_is_made_private_and_what_it_kept_is_dropped(tmp_path):
+    helper_dir = tmp_path / "chunks" / "helper"
+    helper_dir.mkdir(parents=True)
+    os.chmod(tmp_path / "chunks", 0o775)
+    os.chmod(helper_dir, 0o775)
+    planted = helper_dir / f"{helper_hash()}.py"
+    planted.write_bytes(b"raise SystemExit('planted helper ran')\n")
+    run = _boot(str(planted))
+    assert b"planted helper ran" not in run.stderr and b'"helper": "need"' in run.stdout, run.stderr
+    assert _mode(tmp_path / "chunks") == 0o700 and _mode(helper_dir) == 0o700
+
+
+def test_a_configured_cache_dir_that_is_a_link_to_a_private_directory_is_used(tmp_path):
+    real = tmp_path / "nvme-cache"
+    real.mkdir(mode=0o700)
+    (tmp_path / "cache").symlink_to(real)
+    run = _boot(f"{tmp_path}/cache/helper/{helper_hash()}.py")
+    assert b"refusing" not in run.stderr, run.stderr
+    assert (real / "helper" / f"{helper_hash()}.py").is_file()
