@@ -58,6 +58,8 @@ class RunOptions:
     def __post_init__(self) -> None:
         # As `--keep` is checked: from the Python API, NaN kept a lease as long as the budget paid,
         # a negative kept it anyway and "10m" failed after the run, with the lease left up.
+        if self.keep_s == 0 and not isinstance(self.keep_s, bool):
+            object.__setattr__(self, "keep_s", None)     # 0: no keep, as it always meant
         if self.keep_s is not None:
             from ..config.values import parse_duration
             from ..errors import UsageError

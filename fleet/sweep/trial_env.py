@@ -76,25 +76,30 @@ def env_state(venv, code):
     return h.hexdigest()
 
 
-def code_state(code, data=""):
+def code_state(code, data="", budget_s=20.0):
     # Every entry of the staged code and data (lstat, ctime included), less a venv inside the code
     # and __pycache__: a trial that wrote there would hand its change to every later trial, whose
-    # records pin the code and data snapshots (read-only modes do not stop root, or a chmod).
-    import hashlib, os
-    h = hashlib.sha256()
-    for base, dirs, files in [w for top in (code, data) if top for w in os.walk(top)]:
-        if "pyvenv.cfg" in files:
-            dirs[:] = []
-            continue
-        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-        for name in dirs + sorted(files):
-            p = os.path.join(base, name)
-            try:
-                s = os.lstat(p)
-                h.update(("%s %o %d %d %d %d\n" % (p, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns,
-                                                    s.st_ino)).encode())
-            except OSError:
-                h.update(("%s -\n" % p).encode())
+    # records pin the code and data snapshots (read-only modes do not stop root, or a chmod). None
+    # (unread: never "changed") past budget_s: a dataset of millions of files on NFS must not run a
+    # reset past its timeout and retire every machine after one trial.
+    import hashlib, os, time
+    h, end = hashlib.sha256(), time.monotonic() + budget_s
+    for top in (code, data):
+        for base, dirs, files in os.walk(top) if top else ():
+            if "pyvenv.cfg" in files:
+                dirs[:] = []
+                continue
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            if time.monotonic() > end:
+                return None
+            for name in dirs + sorted(files):
+                p = os.path.join(base, name)
+                try:
+                    s = os.lstat(p)
+                    h.update(("%s %o %d %d %d %d\n" % (p, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns,
+                                                        s.st_ino)).encode())
+                except OSError:
+                    h.update(("%s -\n" % p).encode())
     return h.hexdigest()
 '''
 

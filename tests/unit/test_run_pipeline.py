@@ -236,7 +236,7 @@ def test_a_keep_that_raises_still_releases_records_and_settles_the_run(config, m
 def test_keep_s_from_the_python_api_is_checked_as_keep_is(bad):
     with pytest.raises(UsageError, match="^keep_s must be"):
         RunOptions(keep_s=bad)
-    assert RunOptions(keep_s="10m").keep_s == 600
+    assert RunOptions(keep_s="10m").keep_s == 600 and RunOptions(keep_s=0).keep_s is None   # 0: no keep
 
 
 def test_run_on_a_kept_lease_stops_at_its_budget(config):

@@ -2,39 +2,47 @@
 out twice (a teammate's fleet.toml with `name = "gpu1"` and another's with no name, so `gpu1.lab`;
 one `[[hosts]]` entry repeated under another name; a `[[hosts]]` entry for a host added with
 `fleet hosts add`). `fleet hosts add` refuses such a host; a lease refuses to start while two
-usable names are one machine, by the rule `fleet hosts add` applies: the same SSH endpoint (after
-~/.ssh/config) or the same pinned host key."""
+usable names are one machine: the same pinned host key, or the same SSH endpoint after ~/.ssh/config
+(address, port and the jump or proxy that reaches it: one private address in two sites behind two
+bastions is two machines) unless both have pinned keys and they differ."""
 from __future__ import annotations
+
+from itertools import combinations
 
 from ...errors import UsageError
 from .hosts import Host, ssh_config_for
 
 
-def _endpoint(h: Host) -> tuple[str, int] | None:
+def _endpoint(h: Host) -> tuple[str, int, str] | None:
     try:
         cfg = ssh_config_for(h.address)
     except UsageError:
         cfg = {}
+    via = cfg.get("proxyjump") or cfg.get("proxycommand") or ""
     try:
-        return (str(cfg.get("hostname") or h.address).lower(), int(h.port or cfg.get("port") or 22))
+        return (str(cfg.get("hostname") or h.address).lower(), int(h.port or cfg.get("port") or 22), str(via))
     except (TypeError, ValueError):
         return None
 
 
+def _pinned(h: Host) -> str:
+    return " ".join((h.host_key or "").split()[:2])
+
+
 def refuse_aliases(hosts: list[Host]) -> None:
     """Raise (one line) when two of `hosts` are one machine."""
-    seen: dict[object, str] = {}
-    for h in sorted(hosts, key=lambda h: h.name):
-        keys = [("at", _endpoint(h))]
-        if h.host_key:
-            keys.append(("key", " ".join(h.host_key.split()[:2])))
-        for kind, key in keys:
-            if key is None:
-                continue
-            other = seen.setdefault((kind, key), h.name)
-            if other != h.name:
-                why = "the same host key" if kind == "key" else "the same address ({}:{})".format(*key)
-                raise UsageError(f"hosts {other!r} and {h.name!r} are one machine ({why}): its GPUs would be "
-                                 "given out twice; nothing was leased",
-                                 hint=f"give it one name in every fleet.toml, or `fleet hosts rm {h.name}` if that "
-                                      "name is stale")
+    places = {h.name: _endpoint(h) for h in hosts}
+    for a, b in combinations(sorted(hosts, key=lambda h: h.name), 2):
+        ka, kb = _pinned(a), _pinned(b)
+        if ka and kb:
+            same, why = ka == kb, "the same host key"
+        else:
+            place = places[a.name]
+            same = place is not None and place == places[b.name]
+            why = f"the same address ({place[0]}:{place[1]}{' via ' + place[2] if place and place[2] else ''})" \
+                if place else ""
+        if same:
+            raise UsageError(f"hosts {a.name!r} and {b.name!r} are one machine ({why}): its GPUs would be "
+                             "given out twice; nothing was leased",
+                             hint=f"give it one name in every fleet.toml, or `fleet hosts rm {b.name}` if that "
+                                  "name is stale")

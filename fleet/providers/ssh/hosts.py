@@ -57,7 +57,8 @@ def ssh_dir() -> Path:
 
 
 def ssh_config_for(alias: str) -> dict[str, Any]:
-    """What ~/.ssh/config says about `alias` (hostname, user, port, identityfile); {} if nothing."""
+    """What ~/.ssh/config says about `alias` (hostname, user, port, identityfile, proxyjump,
+    proxycommand); {} if nothing."""
     path = ssh_dir() / "config"
     if not path.exists():
         return {}
@@ -67,7 +68,8 @@ def ssh_config_for(alias: str) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 — a broken user file should say which file
         raise UsageError(f"cannot read {path}: {exc}") from None
     found = config.lookup(alias)
-    return {k: v for k, v in found.items() if k in ("hostname", "user", "port", "identityfile")}
+    return {k: v for k, v in found.items() if k in ("hostname", "user", "port", "identityfile", "proxyjump",
+                                                    "proxycommand")}
 
 
 @dataclass
