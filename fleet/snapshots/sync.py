@@ -362,9 +362,12 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
                 peers = [m for m in later if {sid for t in targets_for(m) for sid in t.ids} <= seed_ids]
                 wanted = sorted({sid for m in peers for t in targets_for(m) for sid in t.ids})
                 first, dialling = dialling.result(), None
-                sync_peers.relay(first, results, peers, [m for m in later if m not in peers], wanted, feed,
-                                 host_hints.cache_key(groups[0][0], cache_dir), cache_dir,
-                                 needs=lambda m: {sid for t in targets_for(m) for sid in t.ids})
+                rests = {g[0].id: g[len(f):] for g, f in zip(groups, firsts)}
+                fed = sync_peers.relay(first, results, peers, [m for m in later if m not in peers], wanted, feed,
+                                       host_hints.cache_key(groups[0][0], cache_dir), cache_dir,
+                                       needs=lambda m: {sid for t in targets_for(m) for sid in t.ids},
+                                       rest_of=lambda m: rests.get(m.id, []))
+                rest = [m for m in rest if m.id not in fed]
             else:
                 feed([m for f in firsts for m in f])
             feed(rest)

@@ -134,7 +134,8 @@ def peers_per_seed() -> int:
 
 
 def relay(first: SeedDial, results: dict, peers: list[Machine], others: list[Machine], snapshots: list[str],
-          feed, seed_key: str, cache_dir: str | None = None, needs=lambda m: set()) -> None:
+          feed, seed_key: str, cache_dir: str | None = None, needs=lambda m: set(),
+          rest_of=lambda m: []) -> set[str]:
     """Feed the first machines of the other hosts in rounds, each host that has been fed serving the
     next: every seed serves at most peers_per_seed() hosts a round, so no host's link carries more
     than that many copies at once and the hosts holding the data grow (1+k)-fold a round (k = 3:
@@ -142,10 +143,13 @@ def relay(first: SeedDial, results: dict, peers: list[Machine], others: list[Mac
     fed by the controller in the first round. `feed(machines, offer_for)` syncs them and waits.
     Only a host that needed every one of `snapshots` (`needs(machine)`) serves a later round (a seed
     serves its snapshots' chunks or nothing). A host that cannot serve, or a first seed none could
-    reach, leaves the rest to the controller."""
+    reach, leaves the rest to the controller. The other machines of a host fed (`rest_of`, copying
+    from their host's cache) are fed with the next round, not after the last; returns their ids."""
     from concurrent.futures import ThreadPoolExecutor
     seeds: list[Seed] = []
     dials, pending, batch_others, first_round = [first], list(peers), list(others), True
+    rests = list(rest_of(first.machine))      # copy from a host cache already filled
+    fed: set[str] = set()
     try:
         while pending or batch_others:
             for dial in dials:
@@ -161,9 +165,11 @@ def relay(first: SeedDial, results: dict, peers: list[Machine], others: list[Mac
             with ThreadPoolExecutor(max_workers=max(1, min(8, len(to_dial)))) as dialer:
                 dialling = [dialer.submit(SeedDial, m, cache_dir) for m in to_dial]
                 try:
-                    feed(batch + batch_others, lambda m: offers[m.id].offer() if m.id in offers else None)
+                    feed(batch + batch_others + rests, lambda m: offers[m.id].offer() if m.id in offers else None)
                 finally:
                     dials = [f.result() for f in dialling]
+            fed.update(m.id for m in rests)
+            rests = [r for m in batch + batch_others if m.id in results for r in rest_of(m)]
             batch_others = []
             for m in batch:
                 if m.id in offers and m.id in results:
@@ -176,6 +182,8 @@ def relay(first: SeedDial, results: dict, peers: list[Machine], others: list[Mac
     finally:
         for seed in seeds + dials:
             seed.close()
+    feed(rests)
+    return fed | {m.id for m in rests}
 
 
 def seed_after(dial: SeedDial, results: dict, peers: list[Machine], snapshots: list[str]) -> Seed | None:

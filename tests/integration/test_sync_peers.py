@@ -199,3 +199,24 @@ def test_a_long_pull_from_a_peer_outlasts_the_channels_timeout(fleet_home, local
     finally:
         os.close(w)
         server.join(10)
+
+
+def test_the_other_machines_of_each_host_copy_from_its_cache_once_it_is_fed(fleet_home, local_lease, tmp_path):
+    """Two hosts of two machines each: the controller feeds the first host's first machine, that host
+    seeds the other host's first machine, and each host's second machine copies from its own cache:
+    one copy on the controller's link, one across hosts, none for the second machines."""
+    store = open_store(None)
+    src = _tree(tmp_path / "d", files=10)
+    snap = create_snapshot(src, store)
+    total = sum(e.size for e in snap.manifest.entries if e.size)
+    leased = local_lease(gpus=4).machines
+    hosts = [tmp_path / "hosts" / "a", tmp_path / "hosts" / "b"]
+    for d in hosts:
+        d.mkdir(parents=True)
+    machines = [dataclasses.replace(m, provider_ref={**m.provider_ref, "sandbox_dir": str(hosts[i // 2])})
+                for i, m in enumerate(leased)]
+    stats = sync_lease(machines, store, _targets("d", snap.id))
+    for m in machines:
+        assert _same(data_dir(m, "d"), src), m.id
+    assert [s.bytes_sent for s in stats] == [total, 0, 0, 0], [s.direct_error for s in stats]
+    assert [s.bytes_peer for s in stats] == [0, 0, total, 0]
