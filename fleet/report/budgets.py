@@ -68,8 +68,9 @@ def month_budgets(ledger: Ledger, *, project_monthly: Decimal | None = None, use
     gathered = gather(ledger, start, end, now=now)
     if gathered is None:     # too many damaged rows to leave out by id: sum the verified rows instead
         read = ledger.read(since=start, until=end)
+        from .accruing import open_groups
         groups = [{"project": e.project, "owner": e.owner, "shadow": e.shadow, "cost_micro": e.cost_micro}
-                  for e in read.entries]
+                  for e in read.entries] + open_groups(ledger, start, end)
     else:
         groups = gathered[0]
     limits = {"project": None if project_monthly is None else to_micro(project_monthly),

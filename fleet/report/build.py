@@ -250,6 +250,14 @@ def build_report_rowwise(ledger: Ledger, *, by: str = "project", since: datetime
         total.add(*args)
         daily.add(e.project, day, e.cost_micro, e.shadow)
         who.setdefault(_key(e, "run"), (e.project, e.owner))
+    from .accruing import open_groups     # kept and stranded time so far, as the rollup path adds it
+    for g in open_groups(ledger, since, until):
+        for table, key in ((groups, _group_key(g, by)), (projects, g["project"]), (runs, g["run_key"]),
+                           (days, g["day"]), (payers, _payer(g["owner"], g["project"]))):
+            table.setdefault(key, Row(key)).add_group(g)
+        total.add_group(g)
+        daily.add(g["project"], g["day"], int(g["cost_micro"]), bool(g["shadow"]))
+        who.setdefault(g["run_key"], (g["project"], g["owner"]))
     return _assemble(ledger, by, since, until, top, groups, projects, runs, days, daily, total,
                      [str(c) for c in read.corrupt], len(read.entries), payers, who)
 

@@ -114,7 +114,7 @@ def test_the_start_up_check_settles_a_due_marker_and_forgets_it(db, clock, tmp_p
 
 
 def test_fleet_report_counts_an_open_kept_segment_as_fleet_budget_does_and_once_after_it_closes(db, clock):
-    from fleet.report.build import build_report
+    from fleet.report.build import build_report, build_report_rowwise
     ledger = Ledger(db, clock)
     le = _lease(db, deadline_s=100)
     hand_over(ledger, _run_segments(ledger, le, "r-1", clock), le, clock.advance(10))
@@ -122,7 +122,10 @@ def test_fleet_report_counts_an_open_kept_segment_as_fleet_budget_does_and_once_
     kept_key = "(lease l-1, kept, idle)"
 
     def cost_by_run():
-        return {row.key: row.cost_micro for row in build_report(ledger, by="run", now=clock()).rows}
+        rows = {row.key: row.cost_micro for row in build_report(ledger, by="run", now=clock()).rows}
+        summed = {row.key: row.cost_micro for row in build_report_rowwise(ledger, by="run").rows}
+        assert rows == summed           # the row-by-row path (many damaged rows) counts the same
+        return rows
     assert cost_by_run() == {"r-1": 2 * 10 * PER_S, kept_key: 2 * 30 * PER_S}
     assert sum(cost_by_run().values()) == ledger.spent_micro(project="vision")
     clock.advance(500)                   # past the deadline: it accrues no more
