@@ -332,7 +332,9 @@ def resume_of(state, store, run_id: str, user: str | None = None, *, check_owner
                 continue
             raise UsageError(f"run {run['id']} is already being resumed, as run {later['id']}",
                              hint=f"`fleet attach {later['id']}`, or `fleet down` it first")
-        if (later["meta"].get("summary") or {}).get("checkpoints"):
+        left = (later["meta"].get("summary") or {}).get("checkpoints") or latest_snapshots(
+            store, later["id"], list(range(int(summary.get("machines") or 1))))   # a lost attempt's summary has none
+        if left:
             raise UsageError(f"run {run['id']} was already resumed, as run {later['id']} ({later['status']})",
                              hint=f"resume the latest attempt: `fleet up --resume {later['id']}`")
     ranks = sorted(int(r) for r in (summary.get("checkpoints") or {}))

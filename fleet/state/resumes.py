@@ -10,19 +10,31 @@ from typing import Any
 from ..errors import UsageError
 
 
+MAX_CHAIN = 1000      # attempts followed from one run: recovery's restarts and resumes of resumes
+
+
 def attempts_of(db, run_id: str, *, running_only: bool = False) -> list[dict[str, Any]]:
-    """The rows (id, status, meta) of attempts that continue `run_id`, newest first."""
-    sql = "SELECT id, status, started_at, meta FROM runs WHERE meta LIKE ?" + \
-        (" AND status = 'running'" if running_only else "") + " ORDER BY started_at DESC"
-    found = []
-    for row in db.execute(sql, (f"%{json.dumps(run_id)}%",)):
-        try:
-            meta = json.loads(row["meta"])
-            if meta.get("resumed_from") == run_id:
-                found.append({"id": row["id"], "status": row["status"], "meta": meta})
-        except (ValueError, AttributeError, TypeError):
-            continue
-    return found
+    """The rows (id, status, started_at, meta) of attempts that continue `run_id`, directly or through
+    other attempts (recovery's R-a3 continues R-a2, which continues R), newest first: a resume of R
+    while R-a3 runs is a second copy of the same training, however many links away."""
+    found: list[dict[str, Any]] = []
+    seen, frontier = {run_id}, [run_id]
+    while frontier and len(seen) < MAX_CHAIN:
+        parent = frontier.pop()
+        for row in db.execute("SELECT id, status, started_at, meta FROM runs WHERE meta LIKE ?",
+                              (f"%{json.dumps(parent)}%",)):
+            try:
+                meta = json.loads(row["meta"])
+                if meta.get("resumed_from") != parent or row["id"] in seen:
+                    continue
+            except (ValueError, AttributeError, TypeError):
+                continue
+            seen.add(row["id"])
+            frontier.append(row["id"])
+            found.append({"id": row["id"], "status": row["status"], "started_at": row["started_at"], "meta": meta})
+    if running_only:
+        found = [a for a in found if a["status"] == "running"]
+    return sorted(found, key=lambda a: str(a["started_at"] or ""), reverse=True)
 
 
 def is_live(state, attempt: dict[str, Any]) -> bool:

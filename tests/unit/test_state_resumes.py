@@ -71,3 +71,20 @@ def test_an_attempt_whose_controller_died_mid_run_blocks_no_resume(url):
     finally:
         state.close()
     _attempt(url, "r-2-by-hand", "r-2")        # not refused: r-2-a2's controller is gone
+
+
+def test_a_resume_of_an_earlier_attempt_is_refused_while_a_later_one_of_the_chain_runs(url):
+    """Red-team finding: recovery's R-a3 (which continues R-a2, which continues R) was running, and
+    `fleet up --resume R` was accepted: two copies of one training billed at once. The check follows
+    the whole chain."""
+    _attempt(url, "r-3", None)
+    state = open_state(url)
+    try:
+        state.create_run("r-3-a2", lease_id=None, project="p", user="u", command="c", log_path="l",
+                         output_dir="o", meta={"resumed_from": "r-3"})
+        state.finish_run("r-3-a2", "lost", None)
+    finally:
+        state.close()
+    _attempt(url, "r-3-a3", "r-3-a2")          # recovery's next attempt, running (this process: alive)
+    with pytest.raises(UsageError, match="r-3 is already being resumed, as run r-3-a3"):
+        _attempt(url, "r-3-by-hand", "r-3")
