@@ -118,3 +118,39 @@ def _tagged(machine_id: str) -> list[str]:
         except OSError:
             pass
     return out
+
+
+def test_a_sweep_ends_a_cgroup_unit_whose_machine_directory_is_gone(fleet_home):
+    """Red-team finding: a unit whose machine directory was removed (its watchdog SIGKILLed, then the
+    directory deleted) was never ended or removed: `isolation.sweep_units` was called nowhere.
+    `fleet down --all`'s sweep ends such a unit, and never one of a live lease."""
+    import subprocess
+
+    from fleet.isolation import existing_unit, prepare_local_unit
+    from fleet.paths import subdir
+    from fleet.providers.local import LocalProvider
+    root = subdir("machines")
+    gone, live = root / "l-0dead000-n0", root / "l-0a1ive0-n0"
+    made = []
+    for d in (gone, live):
+        d.mkdir()
+        unit = prepare_local_unit(d)
+        if unit is None:
+            pytest.skip("no writable cgroup v2 here")
+        proc = subprocess.Popen(["sleep", "300"])
+        with open(os.path.join(unit, "work", "cgroup.procs"), "w") as fh:
+            fh.write(str(proc.pid))
+        made.append(proc)
+    gone.rmdir()
+    live.rmdir()                       # a live lease's machine still being made: no directory yet
+    try:
+        swept = LocalProvider().sweep({"l-0a1ive0"})
+        assert swept == ["l-0dead000-n0"]
+        assert made[0].wait(10) is not None and existing_unit(gone) is None
+        assert made[1].poll() is None and existing_unit(live) is not None
+    finally:
+        for p in made:
+            p.kill()
+            p.wait()
+        from fleet.providers.local.provider import _end_orphan_unit
+        _end_orphan_unit(live)

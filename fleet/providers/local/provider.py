@@ -216,7 +216,14 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
     def sweep(self, live_machine_ids: set[str]) -> list[str]:
         orphans = self.orphan_dirs(live_machine_ids)
         self._release_dirs(orphans)
-        return [d.name for d in orphans]
+        # Units whose directory is gone (a watchdog SIGKILLed, then its directory removed): ended too.
+        from ...isolation import leftover_units
+        root, live = subdir("machines"), live_machine_ids
+        units = [n for n in (os.path.basename(u) for u in leftover_units(root)) if n not in live
+                 and n.rsplit("-n", 1)[0] not in live and not (root / n).exists()]
+        for name in units:
+            _end_orphan_unit(root / name)
+        return sorted({d.name for d in orphans} | set(units))
 
 
 def _owned_dirs(machines) -> list[Path]:
