@@ -6,7 +6,10 @@ Run as `python -c <this source> DIR` over one SSH channel; JSON lines and frames
   2. read {"want": [chunk ids]}: the chunks the store lacks;
   3. send each wanted chunk as a frame "<64 hex id><12 digit length>\\n<bytes>", then {"done": true}.
 Files stay open from scan to send, so a checkpoint the experiment replaces (write, then rename)
-meanwhile still uploads the version that was scanned; the controller verifies every chunk.
+meanwhile still uploads the version that was scanned; the controller verifies every chunk. Past the
+descriptors this process may hold (a sharded checkpoint of 21,000 files failed every upload with
+"Too many open files"), files are closed after the scan and reopened to send, by path, checked to be
+the same file (device and inode): one replaced meanwhile fails this upload in one line.
 
 Chunk boundaries: FastCDC with the store's own parameters when the machine has pyfastcdc (the
 same cuts the controller makes, so chunks dedupe with every other snapshot); otherwise fixed
@@ -56,8 +59,17 @@ def _skipped(rel, why):
         sys.stderr.write("fleet: %s not checkpointed: %s\n" % (rel, why))
 
 
+def _fd_budget():
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, ValueError, OSError):
+        return 900
+    return max(16, (soft if soft != resource.RLIM_INFINITY else 1 << 20) - 64)
+
+
 def scan(root, cdc):
-    entries, where, handles = [], {}, []
+    entries, where, handles, keep = [], {}, [], _fd_budget()
     for base, dirs, files in os.walk(root):
         dirs.sort()
         rel_base = os.path.relpath(base, root)
@@ -89,14 +101,19 @@ def scan(root, cdc):
                 continue
             os.set_blocking(fd, True)
             fh = os.fdopen(fd, "rb", buffering=0)
-            handles.append(fh)
+            held = len(handles) < keep
+            source = fh if held else (path, st.st_dev, st.st_ino)
+            if held:
+                handles.append(fh)
             whole, chunks, size = hashlib.sha256(), [], 0
             for offset, data in _blocks(fh, cdc):
                 h = hashlib.sha256(data).hexdigest()
                 whole.update(data)
                 chunks.append([h, len(data)])
-                where.setdefault(h, (fh, offset, len(data)))
+                where.setdefault(h, (source, offset, len(data)))
                 size += len(data)
+            if not held:
+                fh.close()
             entries.append({"path": rel, "type": "file", "mode": 0o755 if st.st_mode & 0o111 else 0o644,
                             "size": size, "sha256": whole.hexdigest(), "chunks": chunks})
     return entries, where
@@ -114,6 +131,21 @@ def _more_open_files():
         pass
 
 
+def _reopen(path, dev, ino):
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        st = os.fstat(fd)
+    except OSError as exc:
+        sys.stderr.write("cannot read %s: %s\n" % (path, exc.strerror or exc))
+        sys.exit(1)
+    if (st.st_dev, st.st_ino) != (dev, ino) or not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        sys.stderr.write("%s was replaced while it was being checkpointed\n" % path)
+        sys.exit(1)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb", buffering=0)
+
+
 def main():
     root = sys.argv[1]
     out = sys.stdout.buffer
@@ -128,8 +160,15 @@ def main():
     out.write(json.dumps({"entries": entries, "cdc": cdc is not None, "skipped": _SKIPPED[0]}).encode() + b"\n")
     out.flush()
     want = json.loads(sys.stdin.buffer.readline() or b"{}").get("want", [])
+    reopened = [None, None]       # (path, dev, ino) and its handle: sends go file by file
     for h in want:
         fh, offset, n = where[h]
+        if isinstance(fh, tuple):
+            if reopened[0] != fh:
+                if reopened[1] is not None:
+                    reopened[1].close()
+                reopened[:] = [fh, _reopen(*fh)]
+            fh = reopened[1]
         fh.seek(offset)
         data = fh.read(n)
         out.write(f"{h}{len(data):012d}\n".encode())
