@@ -350,5 +350,30 @@ def resume_options(options, config, run_id: str, *, check_owner: bool = True):
     from dataclasses import replace
     from ..snapshots import open_store
     from ..state import open_state
-    return replace(options, resume=resume_of(open_state(config.state_url), open_store(config.store), run_id,
-                                             config.user, check_owner=check_owner))
+    state = open_state(config.state_url)
+    resume = resume_of(state, open_store(config.store), run_id, config.user, check_owner=check_owner)
+    _refuse_trial_without_its_inputs(state, run_id, config)
+    return replace(options, resume=resume)
+
+
+def _refuse_trial_without_its_inputs(state, run_id: str, config) -> None:
+    """A sweep trial resumed with fleet.toml's command and no FLEET_PARAM_* ran another experiment
+    from the trial's checkpoint, silently: its own command and parameters must be given again."""
+    import shlex
+    from ..errors import UsageError
+    run = state.get_run(run_id)
+    trial = (run.get("meta") or {}).get("trial")
+    if not trial:
+        return
+    try:
+        from ..records.chain import get_record
+        params = {k: str(v) for k, v in (get_record(run_id, state.db).env or {}).items() if k.startswith("FLEET_PARAM_")}
+    except Exception:  # noqa: BLE001 — no record: the command alone is compared
+        params = {}
+    missing = {k: v for k, v in params.items() if config.env.get(k) != v}
+    if config.command == run.get("command") and not missing:
+        return
+    again = " ".join(f"-e {shlex.quote(f'{k}={v}')}" for k, v in sorted(params.items()))
+    raise UsageError(f"run {run_id} is sweep trial {trial}: resumed with this fleet.toml's command and without its "
+                     "parameters, it would be another experiment from its checkpoint; nothing was leased",
+                     hint=f"fleet up --resume {run_id} {again + ' ' if again else ''}-- {shlex.quote(run.get('command') or '')}")

@@ -339,3 +339,19 @@ def test_a_trial_that_changes_the_staged_code_gets_no_later_trial_on_that_machin
     assert "INJECTED" not in proc.stderr                              # no trial ran the changed script
     assert [t["state"] for t in trials[1:]] != ["succeeded", "succeeded"], trials
     assert processes_under(fleet_home) == []
+
+
+def test_resuming_a_trial_needs_its_own_command_and_parameters(experiment, fleet_home):
+    """Red-team finding: `fleet up --resume <trial>` ran fleet.toml's command with no FLEET_PARAM_*,
+    from the trial's checkpoint, without a word: another experiment recorded as its continuation."""
+    script = 'echo "x=$FLEET_PARAM_X" > $FLEET_CHECKPOINT_DIR/ck; echo "ran x=$FLEET_PARAM_X"'
+    _config(experiment)
+    proc = run_fleet(["sweep", "--param", "x=7", "--json", "--", "sh", "-c", script], cwd=experiment, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trial = _summary(proc)["trials"][0]["run_id"]
+    refused = run_fleet(["up", "--resume", trial], cwd=experiment, timeout=120)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert f"run {trial} is sweep trial t001" in refused.stderr and "-e FLEET_PARAM_X=7 -- " in refused.stderr
+    again = run_fleet(["up", "--resume", trial, "-e", "FLEET_PARAM_X=7", "--", "sh", "-c", script], cwd=experiment,
+                      timeout=180)
+    assert again.returncode == 0 and "ran x=7" in again.stdout + again.stderr, again.stderr[-3000:]
