@@ -222,10 +222,12 @@ def _send_term(ident: dict[str, Any], run_id: str) -> None:
         return   # it ended: what was asked
     except OSError:
         os.kill(pid, signal.SIGTERM)   # no pidfds here (old kernel): proved a moment ago
+        os.kill(pid, signal.SIGCONT)
         return
     try:
         if is_supervisor(ident, run_id):
             signal.pidfd_send_signal(fd, signal.SIGTERM)
+            signal.pidfd_send_signal(fd, signal.SIGCONT)   # a stopped one handles SIGTERM only once continued
     finally:
         os.close(fd)
 
@@ -335,7 +337,14 @@ def reconcile(events: Events) -> list[str]:
                 from ..leases import down
                 events.warn(f"the detached supervisor of run {run['id']} (pid {ident.get('pid')}) is gone; "
                             f"releasing lease {run['lease_id']} and recording the run")
-                down([run["lease_id"]], state=state, events=events)
+                try:
+                    down([run["lease_id"]], state=state, events=events)
+                except FleetError as exc:     # its lease row gone or unreadable: the run is still recorded
+                    events.warn(f"could not release lease {run['lease_id']}: {exc.one_line()}")
+                if state.get_run(run["id"])["status"] == "running":   # its lease was released already
+                    from ..lost_runs import end_lost_run
+                    end_lost_run(state, run, None, f"its detached supervisor (pid {ident.get('pid')}) is gone",
+                                 events)
                 ended.append(run["id"])
             (directory / IDENTITY).unlink(missing_ok=True)
     finally:

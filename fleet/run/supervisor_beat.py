@@ -128,11 +128,24 @@ def supervisor_silent(state, run: dict) -> str | None:
     from ..lost_runs import controller_alive
     ident = meta.get("controller") or {}
     alive = controller_alive(ident)
+    if alive and _stopped(ident.get("pid")):      # SIGSTOPped: alive, yet nothing it does goes on
+        stale = stale_reason(beat_ages(state, [run["id"]]).get(base_run_id(run["id"])))
+        return f"{stale}; it is stopped (SIGSTOP)" if stale else None
     if alive:
         return None
     if alive is False:
         return f"its supervisor (pid {ident.get('pid')} on {ident.get('host')}) is gone"
     return stale_reason(beat_ages(state, [run["id"]]).get(base_run_id(run["id"])))
+
+
+def _stopped(pid) -> bool:
+    """The process is stopped (state T or t in /proc): a live pid whose beat has gone silent for it
+    was followed for ever by `fleet attach` and waited on by `fleet down`."""
+    try:
+        with open(f"/proc/{int(pid)}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    except (OSError, ValueError, TypeError, IndexError):
+        return False
 
 
 __all__ = ["SupervisorBeat", "supervisor_gone", "supervisor_silent", "beat_ages", "stale_reason", "base_run_id", "STALE_BEATS"]

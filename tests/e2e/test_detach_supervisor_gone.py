@@ -150,3 +150,29 @@ def test_a_command_run_in_another_directory_reconciles_the_run_in_its_projects_o
     assert next(r for r in runs if r["run_id"] == run_id)["status"] == "lost"
     assert json.loads(run_fleet(["status", "--json"], cwd=experiment).stdout)["leases"] == []
     assert wait_until(lambda: processes_under(fleet_home) == [], 30), processes_under(fleet_home)
+
+
+def test_a_stopped_supervisor_is_seen_by_followers_and_fleet_down_ends_its_run(experiment, fleet_home, tmp_path):
+    """Red-team finding: a SIGSTOPped supervisor (its pid alive) was followed by `fleet attach` for
+    ever, `fleet down` waited its full 120 s for it and left the run `running`. A stopped process whose
+    beat went silent is gone to followers; `fleet down` continues it with its SIGTERM, so it records
+    its run itself."""
+    env = {"FLEET_SUPERVISOR_BEAT_S": "0.5"}
+    run_id, lease_id = _detach(experiment, env)
+    ident = json.loads((fleet_home / "supervisors" / run_id / "identity.json").read_text())
+    attach = _follow(["attach", run_id], experiment, env, tmp_path / "attach.err")
+    try:
+        assert "started" in attach.stdout.readline()
+        os.kill(ident["pid"], signal.SIGSTOP)
+        _finish(attach, 60)
+    finally:
+        if attach.poll() is None:
+            attach.kill()
+    attach_err = (tmp_path / "attach.err").read_text()
+    assert attach.returncode == 10 and "stopped (SIGSTOP)" in attach_err, attach_err
+    started = time.monotonic()
+    down = run_fleet(["down", lease_id], cwd=experiment, env=env)
+    assert down.returncode == 0 and time.monotonic() - started < 60, down.stderr
+    runs = json.loads(run_fleet(["runs", "ls", "--json"], cwd=experiment, env=env).stdout)["runs"]
+    assert next(r for r in runs if r["run_id"] == run_id)["status"] != "running"
+    assert wait_until(lambda: processes_under(fleet_home) == [], 30), processes_under(fleet_home)
