@@ -29,6 +29,12 @@ GPU_MODELS = {"p3": "V100", "p3dn": "V100", "p4d": "A100", "p4de": "A100", "p5":
               "p5en": "H200", "g4dn": "T4", "g5": "A10G", "g6": "L4", "g6e": "L40S", "g5g": "T4G"}
 
 
+_STACK_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
+
+
+_STACK_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
+
+
 class StackConfigError(ConfigError):
     """A stack config problem, one line naming the key (exit code 2 through the CLI)."""
 
@@ -194,6 +200,16 @@ def _default_recipe_exists(name: str) -> bool:
 def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str, region: str | None,
                        recipe_exists=_default_recipe_exists) -> StackConfig:
     """Validate raw `fleet:*` values (keys without the namespace) plus the `aws:region`."""
+    if not _STACK_RE.match(stack):
+        # The name goes into resource names AWS checks only at `pulumi up`, half-way: an S3 bucket
+        # prefix (no `_`, lower case), a Lambda function (no `.`), an IAM policy (64 characters).
+        raise StackConfigError(f"{stack!r} must be 1-30 lower-case letters, digits and hyphens, starting with a "
+                               "letter (it names the stack's bucket, Lambda and IAM policy)", key="stack")
+    if not _STACK_RE.match(stack):
+        # The name goes into resource names AWS checks only at `pulumi up`, half-way: an S3 bucket
+        # prefix (no `_`, lower case), a Lambda function (no `.`), an IAM policy (64 characters).
+        raise StackConfigError(f"{stack!r} must be 1-30 lower-case letters, digits and hyphens, starting with a "
+                               "letter (it names the stack's bucket, Lambda and IAM policy)", key="stack")
     unknown = set(raw) - KNOWN_KEYS
     if unknown:
         raise _fail(sorted(unknown)[0], "unknown stack config key",

@@ -94,3 +94,12 @@ def test_program_accepts_world_ssh_with_the_opt_in():
     run = run_program({"fleet:sshCidrs": ["0.0.0.0/0"], "fleet:allowWorldSsh": True})
     rules = run.of_type("aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule")
     assert "0.0.0.0/0" in {r.inputs.get("cidrIpv4") for r in rules}
+
+
+@pytest.mark.parametrize("stack", ["my_stack", "prod.eu", "Dev", "9lives", "a" * 31, ""])
+def test_a_stack_name_aws_would_refuse_half_way_through_up_is_refused_first(stack):
+    """Red-team finding: `_` reached the bucket prefix and `.` the Lambda's name, both refused by AWS
+    only during `pulumi up`, after other resources were made."""
+    with pytest.raises(StackConfigError, match="stack: .* must be 1-30 lower-case letters"):
+        parse_stack_config({"sshCidrs": ["1.2.3.4/32"], "templates": [T]}, project="p", stack=stack,
+                           region="us-east-1")
