@@ -14,19 +14,14 @@ from fleet.providers.ssh import SSHHostsProvider
 from fleet.providers.ssh.settings import SSHSettings
 from fleet.providers.ssh.slots import active
 from fleet.state import open_state
-from tests.fixtures.ssh_hosts import PYTHON, HostFarm
+from tests.fixtures.ssh_hosts import PYTHON, farm_as_home
 from tests.integration.test_ssh_hosts import plan_for
 
 
 @pytest.fixture
 def farm(tmp_path, monkeypatch):
-    farm = HostFarm(tmp_path / "farm")
-    farm.start("h0")
-    monkeypatch.setenv("HOME", str(farm.home))
-    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "fleet-home"))
-    monkeypatch.delenv("FLEET_STATE_URL", raising=False)
-    yield farm
-    farm.stop()
+    with farm_as_home(tmp_path, monkeypatch, "h0") as farm:
+        yield farm
 
 
 def _provider(farm, hosts) -> SSHHostsProvider:

@@ -11,7 +11,7 @@ import pytest
 from fleet.errors import InfrastructureError
 from fleet.ids import new_lease_id
 from tests.conftest import processes_under
-from tests.fixtures.ssh_hosts import HostFarm
+from tests.fixtures.ssh_hosts import farm_as_home
 from tests.integration.test_ssh_hosts import plan_for, provider_for
 
 NOBODY = 65534
@@ -21,13 +21,8 @@ NOBODY = 65534
 def farm(tmp_path, monkeypatch):
     if os.geteuid() != 0:
         pytest.skip("needs root to give a directory to another user")
-    farm = HostFarm(tmp_path / "farm")
-    farm.start("shared")
-    monkeypatch.setenv("HOME", str(farm.home))
-    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "fleet-home"))
-    monkeypatch.delenv("FLEET_STATE_URL", raising=False)
-    yield farm
-    farm.stop()
+    with farm_as_home(tmp_path, monkeypatch, "shared") as farm:
+        yield farm
     assert not processes_under(farm.base / "hosts")
 
 
