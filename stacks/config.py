@@ -29,10 +29,7 @@ GPU_MODELS = {"p3": "V100", "p3dn": "V100", "p4d": "A100", "p4de": "A100", "p5":
               "p5en": "H200", "g4dn": "T4", "g5": "A10G", "g6": "L4", "g6e": "L40S", "g5g": "T4G"}
 
 
-_STACK_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
-
-
-_STACK_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
+_STACK_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,41}")   # fits fleet-<stack>-machine + Pulumi's suffix in 64
 
 
 class StackConfigError(ConfigError):
@@ -200,16 +197,11 @@ def _default_recipe_exists(name: str) -> bool:
 def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str, region: str | None,
                        recipe_exists=_default_recipe_exists) -> StackConfig:
     """Validate raw `fleet:*` values (keys without the namespace) plus the `aws:region`."""
-    if not _STACK_RE.match(stack):
-        # The name goes into resource names AWS checks only at `pulumi up`, half-way: an S3 bucket
-        # prefix (no `_`, lower case), a Lambda function (no `.`), an IAM policy (64 characters).
-        raise StackConfigError(f"{stack!r} must be 1-30 lower-case letters, digits and hyphens, starting with a "
-                               "letter (it names the stack's bucket, Lambda and IAM policy)", key="stack")
-    if not _STACK_RE.match(stack):
-        # The name goes into resource names AWS checks only at `pulumi up`, half-way: an S3 bucket
-        # prefix (no `_`, lower case), a Lambda function (no `.`), an IAM policy (64 characters).
-        raise StackConfigError(f"{stack!r} must be 1-30 lower-case letters, digits and hyphens, starting with a "
-                               "letter (it names the stack's bucket, Lambda and IAM policy)", key="stack")
+    if not _STACK_RE.fullmatch(stack):
+        # The name goes into resource names AWS checks only at `pulumi up`, half-way: the S3 bucket
+        # prefix refuses `_`, the Lambda's name `.`, an IAM role's name past 64 characters.
+        raise StackConfigError(f"{stack!r} must be 1-42 letters, digits and hyphens, not starting with a hyphen "
+                               "(it names the stack's bucket, Lambda, roles and IAM policy)", key="stack")
     unknown = set(raw) - KNOWN_KEYS
     if unknown:
         raise _fail(sorted(unknown)[0], "unknown stack config key",

@@ -96,10 +96,16 @@ def test_program_accepts_world_ssh_with_the_opt_in():
     assert "0.0.0.0/0" in {r.inputs.get("cidrIpv4") for r in rules}
 
 
-@pytest.mark.parametrize("stack", ["my_stack", "prod.eu", "Dev", "9lives", "a" * 31, ""])
+@pytest.mark.parametrize("stack", ["my_stack", "prod.eu", "-x", "a" * 43, "", "dev\n"])
 def test_a_stack_name_aws_would_refuse_half_way_through_up_is_refused_first(stack):
     """Red-team finding: `_` reached the bucket prefix and `.` the Lambda's name, both refused by AWS
     only during `pulumi up`, after other resources were made."""
-    with pytest.raises(StackConfigError, match="stack: .* must be 1-30 lower-case letters"):
+    with pytest.raises(StackConfigError, match="stack: .* must be 1-42 letters, digits and hyphens"):
         parse_stack_config({"sshCidrs": ["1.2.3.4/32"], "templates": [T]}, project="p", stack=stack,
                            region="us-east-1")
+
+
+@pytest.mark.parametrize("stack", ["dev", "Prod", "9lives", "team-a-" + "x" * 35])
+def test_stack_names_aws_accepts_are_kept(stack):
+    assert parse_stack_config({"sshCidrs": ["1.2.3.4/32"], "templates": [T]}, project="p", stack=stack,
+                              region="us-east-1")
