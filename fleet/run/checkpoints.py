@@ -141,7 +141,12 @@ def _upload(machine: Machine, store, run_id: str, timeout: float,
             wf.flush()
             sent = 0
             for expected in missing:
-                header = _read_exact(rf, HEADER)
+                try:
+                    header = _read_exact(rf, HEADER)
+                except EOFError:      # it stopped: its own line says why (a file replaced, unreadable)
+                    err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
+                    raise MachineUnreachable(f"checkpoint upload from {machine.id} failed: "
+                                             f"{err.splitlines()[-1][-300:] if err else 'it stopped mid-chunk'}") from None
                 h, field = header[:64].decode("ascii", "replace"), header[64:76]
                 # The size the listing gave this chunk, and nothing else: a frame length from the
                 # machine ("-01", 12 nines) must never set how much the controller reads into memory.
@@ -358,22 +363,37 @@ def resume_options(options, config, run_id: str, *, check_owner: bool = True):
 
 def _refuse_trial_without_its_inputs(state, run_id: str, config) -> None:
     """A sweep trial resumed with fleet.toml's command and no FLEET_PARAM_* ran another experiment
-    from the trial's checkpoint, silently: its own command and parameters must be given again."""
+    from the trial's checkpoint, silently: its own command and parameters must be given again. The
+    trial is found through the chain of attempts; a secret parameter is compared as stored (masked)."""
     import shlex
     from ..errors import UsageError
-    run = state.get_run(run_id)
-    trial = (run.get("meta") or {}).get("trial")
-    if not trial:
+    from ..masking import Masker
+    run = trial_run = state.get_run(run_id)
+    for _ in range(1000):      # an attempt that resumed a trial carries no trial of its own
+        meta = trial_run.get("meta") or {}
+        if meta.get("trial") or not meta.get("resumed_from"):
+            break
+        trial_run = state.get_run(meta["resumed_from"])
+    meta = trial_run.get("meta") or {}
+    if not meta.get("trial"):
         return
-    try:
-        from ..records.chain import get_record
-        params = {k: str(v) for k, v in (get_record(run_id, state.db).env or {}).items() if k.startswith("FLEET_PARAM_")}
-    except Exception:  # noqa: BLE001 — no record: the command alone is compared
-        params = {}
-    missing = {k: v for k, v in params.items() if config.env.get(k) != v}
-    if config.command == run.get("command") and not missing:
+    params = meta.get("params")
+    if not isinstance(params, dict):    # a trial from before params were kept in its row: its record
+        try:
+            from ..records.chain import get_record
+            params = {k: v for k, v in (get_record(trial_run["id"], state.db).env or {}).items()
+                      if k.startswith("FLEET_PARAM_")}
+        except Exception:  # noqa: BLE001 — no record: the command alone is compared
+            params = {}
+    mask = Masker.for_config(config)
+    stored = [trial_run.get("command") or "", *(f"{k}={v}" for k, v in sorted(params.items()))]
+    given = [config.command or "", *(f"{k}={config.env.get(k)}" for k in sorted(params))]
+    if all(s in (g, mask(g), mask.redacting()(g)) for s, g in zip(stored, given)):
         return
     again = " ".join(f"-e {shlex.quote(f'{k}={v}')}" for k, v in sorted(params.items()))
-    raise UsageError(f"run {run_id} is sweep trial {trial}: resumed with this fleet.toml's command and without its "
-                     "parameters, it would be another experiment from its checkpoint; nothing was leased",
-                     hint=f"fleet up --resume {run_id} {again + ' ' if again else ''}-- {shlex.quote(run.get('command') or '')}")
+    raise UsageError(f"run {run['id']} continues sweep trial {meta['trial']} ({trial_run['id']}): resumed with this "
+                     "fleet.toml's command and without its parameters, it would be another experiment from its "
+                     "checkpoint; nothing was leased",
+                     hint=f"fleet up --resume {run['id']} {again + ' ' if again else ''}-- "
+                          f"{shlex.quote(trial_run.get('command') or '')}"
+                          + (" (for a masked value, the secret itself)" if "***" in again + str(stored) else ""))

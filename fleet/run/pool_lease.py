@@ -44,7 +44,8 @@ class PoolLease(KeptLease):
                              command=ctx.command, log_path=str(ctx.run_dir / "logs"), output_dir=str(ctx.run_dir),
                              meta={"provider": ctx.offer.provider, "template": ctx.offer.template.name,
                                    "gpus": ctx.offer.gpus, "pins": pins_meta(pins), "sweep": self.sweep_id,
-                                   "trial": self.trial, "paid_by_run": self.pool_run_id},
+                                   "trial": self.trial, "paid_by_run": self.pool_run_id,
+                                   "params": {k: v for k, v in ctx.config.env.items() if k.startswith("FLEET_PARAM_")}},
                              masker=_masker(ctx))
 
     def kept_until(self) -> str | None:

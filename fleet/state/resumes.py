@@ -10,31 +10,50 @@ from typing import Any
 from ..errors import UsageError
 
 
-MAX_CHAIN = 1000      # attempts followed from one run: recovery's restarts and resumes of resumes
+def _attempt_rows(db) -> dict[str, list[dict[str, Any]]]:
+    """Every run that continues another, by the run it continues: one scan, walked in memory."""
+    children: dict[str, list[dict[str, Any]]] = {}
+    for row in db.execute("SELECT id, status, started_at, meta FROM runs WHERE meta LIKE ?", ('%"resumed_from"%',)):
+        try:
+            meta = json.loads(row["meta"])
+            parent = meta.get("resumed_from")
+        except (ValueError, AttributeError, TypeError):
+            continue
+        if isinstance(parent, str):
+            children.setdefault(parent, []).append({"id": row["id"], "status": row["status"],
+                                                    "started_at": row["started_at"], "meta": meta})
+    return children
 
 
-def attempts_of(db, run_id: str, *, running_only: bool = False) -> list[dict[str, Any]]:
+def attempts_of(db, run_id: str, *, running_only: bool = False, children=None) -> list[dict[str, Any]]:
     """The rows (id, status, started_at, meta) of attempts that continue `run_id`, directly or through
     other attempts (recovery's R-a3 continues R-a2, which continues R), newest first: a resume of R
     while R-a3 runs is a second copy of the same training, however many links away."""
-    found: list[dict[str, Any]] = []
-    seen, frontier = {run_id}, [run_id]
-    while frontier and len(seen) < MAX_CHAIN:
-        parent = frontier.pop()
-        for row in db.execute("SELECT id, status, started_at, meta FROM runs WHERE meta LIKE ?",
-                              (f"%{json.dumps(parent)}%",)):
-            try:
-                meta = json.loads(row["meta"])
-                if meta.get("resumed_from") != parent or row["id"] in seen:
-                    continue
-            except (ValueError, AttributeError, TypeError):
-                continue
-            seen.add(row["id"])
-            frontier.append(row["id"])
-            found.append({"id": row["id"], "status": row["status"], "started_at": row["started_at"], "meta": meta})
+    children = _attempt_rows(db) if children is None else children
+    found, seen, frontier = [], {run_id}, [run_id]
+    while frontier:
+        for row in children.get(frontier.pop(), ()):
+            if row["id"] not in seen:
+                seen.add(row["id"])
+                frontier.append(row["id"])
+                found.append(row)
     if running_only:
         found = [a for a in found if a["status"] == "running"]
     return sorted(found, key=lambda a: str(a["started_at"] or ""), reverse=True)
+
+
+def _lineage(db, run_id: str) -> list[str]:
+    """`run_id` and the runs it continues, back to the one the chain started from (last)."""
+    path = [run_id]
+    while True:
+        rows = db.execute("SELECT meta FROM runs WHERE id = ?", (path[-1],))
+        try:
+            parent = json.loads(rows[0]["meta"]).get("resumed_from") if rows and rows[0]["meta"] else None
+        except (ValueError, AttributeError, TypeError):
+            parent = None
+        if not isinstance(parent, str) or parent in path:
+            return path
+        path.append(parent)
 
 
 def is_live(state, attempt: dict[str, Any]) -> bool:
@@ -45,9 +64,13 @@ def is_live(state, attempt: dict[str, Any]) -> bool:
 
 
 def refuse_second_resume(state, run_id: str) -> None:
-    """Inside the transaction that records a new attempt of `run_id`: none may be running already."""
-    state.db.serialise(f"resume:{run_id}")
-    running = [a for a in attempts_of(state.db, run_id, running_only=True) if is_live(state, a)]
+    """Inside the transaction that records a new attempt of `run_id`: no attempt of its whole lineage
+    (from the run it started from) may be running already; the lock is the lineage's, so a resume of
+    R and one of R-a2 at the same moment are serialised too."""
+    path = _lineage(state.db, run_id)      # what this attempt continues: not a second copy of it
+    state.db.serialise(f"resume:{path[-1]}")
+    running = [a for a in attempts_of(state.db, path[-1], running_only=True)
+               if a["id"] not in path and is_live(state, a)]
     if running:
         other = running[0]["id"]
         raise UsageError(f"run {run_id} is already being resumed, as run {other}",

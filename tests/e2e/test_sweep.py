@@ -351,7 +351,7 @@ def test_resuming_a_trial_needs_its_own_command_and_parameters(experiment, fleet
     trial = _summary(proc)["trials"][0]["run_id"]
     refused = run_fleet(["up", "--resume", trial], cwd=experiment, timeout=120)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
-    assert f"run {trial} is sweep trial t001" in refused.stderr and "-e FLEET_PARAM_X=7 -- " in refused.stderr
+    assert f"run {trial} continues sweep trial t001" in refused.stderr and "-e FLEET_PARAM_X=7 -- " in refused.stderr
     again = run_fleet(["up", "--resume", trial, "-e", "FLEET_PARAM_X=7", "--", "sh", "-c", script], cwd=experiment,
                       timeout=180)
     assert again.returncode == 0 and "ran x=7" in again.stdout + again.stderr, again.stderr[-3000:]

@@ -149,6 +149,11 @@ def test_extend_is_capped_by_the_reapers_expiry_which_it_cannot_move(ec2):
     assert Provider().extend_limit(lease, now + timedelta(hours=2)) == now + timedelta(minutes=30)
     assert issubclass(AWSProvider, HasHardLimit)
 
+    class Throttled(ReaperExpiry):      # EC2 not answering: never a reason to release a kept lease
+        def _ec2_for(self, lease):
+            raise RuntimeError("Throttling: Rate exceeded")
+    assert Throttled().extend_limit(lease, now + timedelta(hours=2)) == lease.max_deadline
+
     told = []
 
     class Told(Exception):

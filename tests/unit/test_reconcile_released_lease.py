@@ -35,5 +35,6 @@ def test_a_dead_supervisors_run_on_a_released_lease_is_recorded_lost(fleet_home)
     try:
         run = state.get_run("r-gone")
         assert run["status"] == "lost" and "supervisor" in (run["meta"]["summary"]["message"])
+        assert run["meta"]["summary"]["machines"] == 0          # from the lease: `--resume` reads every node's
     finally:
         state.close()

@@ -88,3 +88,19 @@ def test_a_resume_of_an_earlier_attempt_is_refused_while_a_later_one_of_the_chai
     _attempt(url, "r-3-a3", "r-3-a2")          # recovery's next attempt, running (this process: alive)
     with pytest.raises(UsageError, match="r-3 is already being resumed, as run r-3-a3"):
         _attempt(url, "r-3-by-hand", "r-3")
+
+
+def test_a_resume_of_a_later_attempt_is_refused_while_another_branch_of_the_lineage_runs(url):
+    """R resumed by hand (R-x, running) and then R-a2 (an attempt of R) resumed too: two copies of one
+    training. The check covers the run's whole lineage, never the attempt it continues itself."""
+    _attempt(url, "r-4", None)
+    state = open_state(url)
+    try:
+        state.create_run("r-4-a2", lease_id=None, project="p", user="u", command="c", log_path="l",
+                         output_dir="o", meta={"resumed_from": "r-4"})
+        state.finish_run("r-4-a2", "lost", None)
+    finally:
+        state.close()
+    _attempt(url, "r-4-x", "r-4-a2")                 # continues r-4-a2: allowed, nothing else runs
+    with pytest.raises(UsageError, match="r-4 is already being resumed, as run r-4-x"):
+        _attempt(url, "r-4-y", "r-4")               # another branch of the same lineage

@@ -22,10 +22,12 @@ class ReaperExpiry(HasHardLimit):
         max_deadline; max_deadline where no instance says (then the reaper judges by age)."""
         from .launch import TAG_LEASE, find_instances
         from .reap import TAG_EXPIRES, _parse_time
-        from .session import translate
         try:
             found = find_instances(self._ec2_for(lease), {TAG_LEASE: lease.id})     # type: ignore[attr-defined]
-        except Exception as exc:  # noqa: BLE001
-            raise translate(exc, f"reading lease {lease.id}'s expiry") from None
+        except Exception as exc:  # noqa: BLE001 — throttled, offline: `--keep` must not release for it
+            import logging
+            logging.getLogger("fleet").warning(f"could not read lease {lease.id}'s fleet:expires-at ({exc}); the "
+                                               "AWS reaper may end it before the deadline it is given")
+            return lease.max_deadline
         ends = [_parse_time({t["Key"]: t["Value"] for t in i.get("Tags", [])}.get(TAG_EXPIRES)) for i in found]
         return min([e for e in ends if e is not None] + [lease.max_deadline])
