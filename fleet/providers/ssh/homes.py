@@ -48,7 +48,7 @@ def _one_login(h: Host) -> bool:
 
 
 def remember(learnt: list[tuple[Host, str]]) -> None:
-    """Homes this process's probes learnt, for the entries without a login of their own."""
+    """Homes this process's probes learnt, for the hosts not reached by one login for all."""
     mine = {_key(h): home for h, home in learnt if home and not _one_login(h)}
     if mine:
         from ...snapshots.host_hints import write_hints
