@@ -73,34 +73,32 @@ def test_an_attempt_whose_controller_died_mid_run_blocks_no_resume(url):
     _attempt(url, "r-2-by-hand", "r-2")        # not refused: r-2-a2's controller is gone
 
 
+def _lost_attempt(url: str, run_id: str, resumes: str) -> None:
+    _attempt(url, run_id, resumes)
+    state = open_state(url)
+    try:
+        state.finish_run(run_id, "lost", None)
+    finally:
+        state.close()
+
+
 def test_a_resume_of_an_earlier_attempt_is_refused_while_a_later_one_of_the_chain_runs(url):
     """Red-team finding: recovery's R-a3 (which continues R-a2, which continues R) was running, and
     `fleet up --resume R` was accepted: two copies of one training billed at once. The check follows
     the whole chain."""
     _attempt(url, "r-3", None)
-    state = open_state(url)
-    try:
-        state.create_run("r-3-a2", lease_id=None, project="p", user="u", command="c", log_path="l",
-                         output_dir="o", meta={"resumed_from": "r-3"})
-        state.finish_run("r-3-a2", "lost", None)
-    finally:
-        state.close()
+    _lost_attempt(url, "r-3-a2", "r-3")
     _attempt(url, "r-3-a3", "r-3-a2")          # recovery's next attempt, running (this process: alive)
     with pytest.raises(UsageError, match="r-3 is already being resumed, as run r-3-a3"):
         _attempt(url, "r-3-by-hand", "r-3")
 
 
-def test_a_resume_of_a_later_attempt_is_refused_while_another_branch_of_the_lineage_runs(url):
-    """R resumed by hand (R-x, running) and then R-a2 (an attempt of R) resumed too: two copies of one
-    training. The check covers the run's whole lineage, never the attempt it continues itself."""
+def test_a_second_branch_of_a_runs_lineage_is_refused_while_one_runs(url):
+    """R-a2 (lost) resumed as R-x, which runs: resuming R-a2 was allowed (it continues the attempt
+    itself), but another resume of R would be a second copy of the same training. The check covers
+    the run's whole lineage, under one lock for it."""
     _attempt(url, "r-4", None)
-    state = open_state(url)
-    try:
-        state.create_run("r-4-a2", lease_id=None, project="p", user="u", command="c", log_path="l",
-                         output_dir="o", meta={"resumed_from": "r-4"})
-        state.finish_run("r-4-a2", "lost", None)
-    finally:
-        state.close()
-    _attempt(url, "r-4-x", "r-4-a2")                 # continues r-4-a2: allowed, nothing else runs
+    _lost_attempt(url, "r-4-a2", "r-4")
+    _attempt(url, "r-4-x", "r-4-a2")
     with pytest.raises(UsageError, match="r-4 is already being resumed, as run r-4-x"):
-        _attempt(url, "r-4-y", "r-4")               # another branch of the same lineage
+        _attempt(url, "r-4-y", "r-4")
