@@ -362,28 +362,29 @@ def resume_options(options, config, run_id: str, *, check_owner: bool = True):
 
 
 def _refuse_trial_without_its_inputs(state, run_id: str, config) -> None:
-    """A sweep trial resumed with fleet.toml's command and no FLEET_PARAM_* ran another experiment
-    from the trial's checkpoint, silently: its own command and parameters must be given again. The
-    trial is found through the chain of attempts; a secret parameter is compared as stored (masked)."""
+    """A sweep trial (found through the chain of attempts) resumed with fleet.toml's command and no
+    FLEET_PARAM_* silently ran another experiment: its own must be given again (a secret: masked)."""
     import shlex
-    from ..errors import UsageError
+    from ..errors import FleetError, UsageError
     from ..masking import Masker
     run = trial_run = state.get_run(run_id)
     for _ in range(1000):      # an attempt that resumed a trial carries no trial of its own
         meta = trial_run.get("meta") or {}
-        if meta.get("trial") or not meta.get("resumed_from"):
+        if meta.get("trial") or not isinstance(meta.get("resumed_from"), str):
             break
-        trial_run = state.get_run(meta["resumed_from"])
-    meta = trial_run.get("meta") or {}
-    if not meta.get("trial"):
+        try:
+            trial_run = state.get_run(meta["resumed_from"])
+        except FleetError:     # the run it continued is gone from the state
+            break
+    if not (meta := trial_run.get("meta") or {}).get("trial"):
         return
     params = meta.get("params")
-    if not isinstance(params, dict):    # a trial from before params were kept in its row: its record
+    if not isinstance(params, dict):    # from before params were kept in its row: its record, or none
         try:
             from ..records.chain import get_record
             params = {k: v for k, v in (get_record(trial_run["id"], state.db).env or {}).items()
                       if k.startswith("FLEET_PARAM_")}
-        except Exception:  # noqa: BLE001 — no record: the command alone is compared
+        except Exception:  # noqa: BLE001
             params = {}
     mask = Masker.for_config(config)
     stored = [trial_run.get("command") or "", *(f"{k}={v}" for k, v in sorted(params.items()))]

@@ -43,3 +43,9 @@ def test_an_attempt_that_resumed_a_trial_needs_the_trials_inputs_too(state):
     with pytest.raises(UsageError, match="sweep trial t001"):
         _refuse_trial_without_its_inputs(state, "r-trial", _config("python t.py --tokenizer bert-base-uncased",
                                                                     FLEET_PARAM_LR="0.5"))
+
+
+def test_an_attempt_whose_earlier_run_is_gone_from_the_state_is_not_refused_for_it(state):
+    state.create_run("r-orphan", lease_id=None, project="p", user="u", command="python t.py", log_path="l",
+                     output_dir="o", meta={"resumed_from": "r-deleted"})
+    _refuse_trial_without_its_inputs(state, "r-orphan", _config("python t.py"))
