@@ -21,19 +21,15 @@ def open_regular(path: str | os.PathLike) -> int:
     return fd
 
 
-MAX_CHUNK_BYTES = 64 * 1024 * 1024     # no snapshot store format's chunk is larger
-
-
-def read_chunk_file(path: str | os.PathLike) -> bytes:
-    """A store's chunk file, read as a writer of a shared store may have left it: a FIFO or a link
-    (to /dev/zero) reads as b"", a file past any chunk's size as its first bytes, so the sha256 every
-    reader checks names it corrupt instead of hanging or filling memory. FileNotFoundError when
-    there is none."""
+def read_regular(path: str | os.PathLike, limit: int) -> bytes:
+    """At most `limit` + 1 bytes of a regular file; b"" for a FIFO, device or link in its place (a
+    caller that checks a hash then names it damaged, instead of hanging or filling memory).
+    FileNotFoundError when there is none."""
     try:
         fd = open_regular(path)
-    except FileNotFoundError:
-        raise
-    except OSError:
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise
         return b""
     with os.fdopen(fd, "rb") as handle:
-        return handle.read(MAX_CHUNK_BYTES + 1)
+        return handle.read(limit + 1)

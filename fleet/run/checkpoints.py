@@ -22,10 +22,10 @@ from typing import Callable
 
 from ..errors import FleetError, IntegrityError, MachineUnreachable
 from ..models import Lease, Machine
+from ..snapshots.store import MAX_CHUNK_BYTES
 
 HEADER = 77   # 64 hex id + 12 digit length + newline
 MAX_HEAD = 256 * 1024 * 1024    # the machine's listing line: a checkpoint of a very large tree fits
-MAX_CHUNK = 64 * 1024 * 1024    # no chunk of any store format is larger
 
 
 def checkpoint_dir(machine: Machine, run_id: str) -> str:
@@ -150,7 +150,7 @@ def _upload(machine: Machine, store, run_id: str, timeout: float,
                 h, field = header[:64].decode("ascii", "replace"), header[64:76]
                 # The size the listing gave this chunk, and nothing else: a frame length from the
                 # machine ("-01", 12 nines) must never set how much the controller reads into memory.
-                if not field.isdigit() or int(field) != wanted[expected] or int(field) > MAX_CHUNK:
+                if not field.isdigit() or int(field) != wanted[expected] or int(field) > MAX_CHUNK_BYTES:
                     raise ValueError(f"its frame for chunk {expected[:12]} has length {field!r}, not the listed "
                                      f"{wanted[expected]}")
                 n = int(field)

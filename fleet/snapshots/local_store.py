@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from ..errors import EnvironmentProblem, NotFound
-from ..regular_files import read_chunk_file
-from .store import (HEX64, STORE_FORMAT, ManifestInfo, check_name, format_record, is_snapshot_id, manifest_name,
+from ..regular_files import read_regular
+from .store import (HEX64, MAX_CHUNK_BYTES, STORE_FORMAT, ManifestInfo, check_name, format_record, is_snapshot_id, manifest_name,
                     parse_format)
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
@@ -276,7 +276,7 @@ class LocalStore:
 
     def get_chunk(self, h: str) -> bytes:
         try:
-            return read_chunk_file(self._chunk(h))    # a FIFO or link planted there: b"", named corrupt
+            return read_regular(self._chunk(h), MAX_CHUNK_BYTES)    # a FIFO or link planted: b"", corrupt
         except FileNotFoundError:
             raise NotFound(f"chunk {h[:12]} is missing from the store {self.root}") from None
 
@@ -397,4 +397,3 @@ def _fsync_path(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-

@@ -19,7 +19,8 @@ the others at once (they copy from it); so the controller's link carries each ch
 not once per machine. Where the last sync to that cache carried every snapshot asked for now
 (host_hints.py), all of the host's machines are fed at once. Across hosts, the first host is fed
 first and then serves the chunks to the first machines of other hosts, a few at a time, and each
-host fed serves the next ones (sync_peers.relay), so the link carries each chunk once per lease; with an S3 store every host pulls from the store instead.
+host fed serves the next ones (sync_peers.relay), so the link carries each chunk once per lease;
+with an S3 store every host pulls from the store instead.
 """
 from __future__ import annotations
 
@@ -73,15 +74,6 @@ class SyncStats:
     seconds: float = 0.0
 
 
-def _read_local(store: Store, h: str, path: str, sid: str) -> bytes:
-    """The bytes only: the machine hashes every chunk on arrival (and names a corrupt one)."""
-    from ..regular_files import read_chunk_file
-    try:
-        return read_chunk_file(store.chunk_path(h))
-    except FileNotFoundError:
-        raise IntegrityError(f"snapshot {sid[:12]}: chunk {h[:12]} of {path} is missing from {store.url}") from None
-
-
 LOCAL_READ_AHEAD = 8            # chunks read ahead of the one being sent (local store: the disk, not the network)
 
 
@@ -94,9 +86,7 @@ def _chunks(store: Store, order: list[tuple[str, str, str]]) -> Iterator[bytes]:
     window = LOCAL_READ_AHEAD if local else max(2, store.parallel * 2)
 
     def read(h: str, path: str, sid: str) -> bytes:
-        if local:
-            return _read_local(store, h, path, sid)
-        try:
+        try:     # the bytes only: the machine hashes every chunk on arrival (and names a corrupt one)
             return store.get_chunk(h)
         except FleetError:
             raise IntegrityError(f"snapshot {sid[:12]}: chunk {h[:12]} of {path} is missing from {store.url}") \
