@@ -61,24 +61,28 @@ def extend(
     from ..leases import extend as extend_lease
     from ..models import to_jsonable
     from .up import flag_duration
-    from ..config.peek import peek_str
-    extension = extend_lease(lease, flag_duration("DURATION", duration), user=peek_str("user") or None,
-                             limits=_monthly_limits())
+    seconds = flag_duration("DURATION", duration)
+    config = _config_here()
+    limits = None
+    if config is not None:
+        from ..money.metering import BudgetLimits
+        limits = BudgetLimits.from_config(config)
+    extension = extend_lease(lease, seconds, user=config.user if config else None, limits=limits)
     typer.echo(f"lease {lease} now ends at {to_jsonable(extension.until)}")
     if extension.capped_by:
         typer.echo(f"fleet: warning: lease {lease} is kept {extension.describe()}", err=True)
     return 0
 
 
-def _monthly_limits():
-    """[budgets] of ./fleet.toml, which cap a kept lease's extension; none without a fleet.toml (a
-    broken one is refused: extending past a budget because its file did not parse is no answer)."""
+def _config_here():
+    """./fleet.toml, read once for both what extend needs of it: `user =` (who `fleet up` said you
+    are) and [budgets] (which cap a kept lease's extension). None without one; a broken one is
+    refused: extending past a budget because its file did not parse is no answer."""
     from pathlib import Path
     if not (Path.cwd() / "fleet.toml").is_file():
         return None
     from ..config.loader import load_config
-    from ..money.metering import BudgetLimits
-    return BudgetLimits.from_config(load_config(None, overrides={"command": ["true"]}))
+    return load_config(None, overrides={"command": ["true"]})
 
 
 def logs(
