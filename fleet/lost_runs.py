@@ -170,7 +170,7 @@ def sweep_lost_runs(state, *, events: Events) -> list[str]:
     for run in state.db.execute("SELECT * FROM runs WHERE status = 'running' ORDER BY started_at"):
         try:
             run["meta"] = stored_object(run["meta"], f"run {run['id']}'s meta")
-            lease = _lease_or_none(state, run.get("lease_id"))
+            lease = lease_or_none(state, run.get("lease_id"))
         except CorruptRecord as exc:      # a teammate's damaged row: the others are swept all the same
             events.warn(f"run {run['id']} left as it is: {exc.one_line()}")
             continue
@@ -206,7 +206,7 @@ def alive_or_silent(state, run: dict[str, Any], ident: dict[str, Any] | None) ->
     return (False, silent) if silent else (None, None)
 
 
-def _lease_or_none(state, lease_id: str | None) -> Lease | None:
+def lease_or_none(state, lease_id: str | None) -> Lease | None:
     if not lease_id:
         return None
     rows = state.db.execute("SELECT id FROM leases WHERE id = ?", (lease_id,))
@@ -214,4 +214,4 @@ def _lease_or_none(state, lease_id: str | None) -> Lease | None:
 
 
 __all__ = ["LOST", "controller_identity", "controller_alive", "end_runs_of_lease", "sweep_lost_runs",
-           "end_lost_run"]
+           "end_lost_run", "lease_or_none"]

@@ -367,16 +367,16 @@ def _refuse_trial_without_its_inputs(state, run_id: str, config) -> None:
     import shlex
     from ..errors import FleetError, UsageError
     from ..masking import Masker
-    run = trial_run = state.get_run(run_id)
-    for _ in range(1000):      # an attempt that resumed a trial carries no trial of its own
-        meta = trial_run.get("meta") or {}
-        if meta.get("trial") or not isinstance(meta.get("resumed_from"), str):
-            break
+    from ..state.resumes import lineage
+    run = state.get_run(run_id)
+    for rid in lineage(state.db, run["id"]):     # an attempt that resumed a trial carries no trial itself
         try:
-            trial_run = state.get_run(meta["resumed_from"])
+            trial_run = state.get_run(rid)
         except FleetError:     # the run it continued is gone from the state
+            return
+        if (meta := trial_run.get("meta") or {}).get("trial"):
             break
-    if not (meta := trial_run.get("meta") or {}).get("trial"):
+    else:
         return
     params = meta.get("params")
     if not isinstance(params, dict):    # from before params were kept in its row: its record, or none

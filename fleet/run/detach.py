@@ -342,8 +342,8 @@ def reconcile(events: Events) -> list[str]:
                 except FleetError as exc:     # its lease row gone or unreadable: the run is still recorded
                     events.warn(f"could not release lease {run['lease_id']}: {exc.one_line()}")
                 if state.get_run(run["id"])["status"] == "running":   # its lease was released already
-                    from ..lost_runs import _lease_or_none, end_lost_run
-                    lease = _lease_or_none(state, run["lease_id"])
+                    from ..lost_runs import end_lost_run, lease_or_none
+                    lease = lease_or_none(state, run["lease_id"])
                     if lease is not None and lease.status in ("active", "leasing"):
                         continue      # not released: the next command tries again (its identity kept)
                     end_lost_run(state, run, lease, f"its detached supervisor (pid {ident.get('pid')}) is gone",

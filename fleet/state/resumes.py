@@ -25,11 +25,11 @@ def _attempt_rows(db) -> dict[str, list[dict[str, Any]]]:
     return children
 
 
-def attempts_of(db, run_id: str, *, running_only: bool = False, children=None) -> list[dict[str, Any]]:
+def attempts_of(db, run_id: str, *, running_only: bool = False) -> list[dict[str, Any]]:
     """The rows (id, status, started_at, meta) of attempts that continue `run_id`, directly or through
     other attempts (recovery's R-a3 continues R-a2, which continues R), newest first: a resume of R
     while R-a3 runs is a second copy of the same training, however many links away."""
-    children = _attempt_rows(db) if children is None else children
+    children = _attempt_rows(db)
     found, seen, frontier = [], {run_id}, [run_id]
     while frontier:
         for row in children.get(frontier.pop(), ()):
@@ -42,7 +42,7 @@ def attempts_of(db, run_id: str, *, running_only: bool = False, children=None) -
     return sorted(found, key=lambda a: str(a["started_at"] or ""), reverse=True)
 
 
-def _lineage(db, run_id: str) -> list[str]:
+def lineage(db, run_id: str) -> list[str]:
     """`run_id` and the runs it continues, back to the one the chain started from (last)."""
     path = [run_id]
     while True:
@@ -67,7 +67,7 @@ def refuse_second_resume(state, run_id: str) -> None:
     """Inside the transaction that records a new attempt of `run_id`: no attempt of its whole lineage
     (from the run it started from) may be running already; the lock is the lineage's, so a resume of
     R and one of R-a2 at the same moment are serialised too."""
-    path = _lineage(state.db, run_id)      # what this attempt continues: not a second copy of it
+    path = lineage(state.db, run_id)      # what this attempt continues: not a second copy of it
     state.db.serialise(f"resume:{path[-1]}")
     running = [a for a in attempts_of(state.db, path[-1], running_only=True)
                if a["id"] not in path and is_live(state, a)]
