@@ -141,15 +141,15 @@ class Masker:
         computer), anything but a regular file, a file with a NUL in its first 8 KiB (binary: a
         checkpoint), and one over SCRUB_MAX_BYTES."""
         import os
-        import stat
         from .regular_files import open_regular
+        if not self:
+            return False           # nothing to mask: no file need be read
         try:
             fd = open_regular(path)
         except OSError:
             return False
         with os.fdopen(fd, "rb") as handle:
-            st = os.fstat(handle.fileno())
-            if not stat.S_ISREG(st.st_mode) or st.st_size > SCRUB_MAX_BYTES or b"\0" in handle.read(8192):
+            if os.fstat(handle.fileno()).st_size > SCRUB_MAX_BYTES or b"\0" in handle.read(8192):
                 return False
             handle.seek(0)
             text = handle.read().decode("utf-8", errors="surrogateescape")
@@ -158,6 +158,7 @@ class Masker:
             path.write_text(clean, errors="surrogateescape")
             return True
         return False
+
 
 def _escape_command_data(value: str) -> str:
     return value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
