@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import getpass
 import json
+from functools import lru_cache
 from pathlib import Path
 
 from .hosts import Host
@@ -30,7 +31,17 @@ def _key(h: Host) -> str:
 
 def _read() -> dict[str, str]:
     try:
-        data = json.loads(_path().read_text())
+        st = _path().stat()
+    except OSError:
+        return {}
+    return _parsed(str(_path()), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=4)
+def _parsed(path: str, _mtime_ns: int, _size: int) -> dict[str, str]:
+    """Read once while unchanged: a lease asks for every host's home several times."""
+    try:
+        data = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return {}
     return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, str)} if isinstance(data, dict) else {}
@@ -52,4 +63,4 @@ def remember(learnt: list[tuple[Host, str]]) -> None:
     mine = {_key(h): home for h, home in learnt if home and not _one_login(h)}
     if mine:
         from ...snapshots.host_hints import write_hints
-        write_hints(_path(), {**_read(), **mine})
+        write_hints(_path(), {**_read(), **mine})   # a copy: the cached dict is never changed

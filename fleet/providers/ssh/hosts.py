@@ -15,6 +15,7 @@ import getpass
 import hashlib
 import os
 import socket
+from functools import lru_cache
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -60,16 +61,24 @@ def ssh_config_for(alias: str) -> dict[str, Any]:
     """What ~/.ssh/config says about `alias` (hostname, user, port, identityfile, proxyjump,
     proxycommand); {} if nothing."""
     path = ssh_dir() / "config"
-    if not path.exists():
-        return {}
-    import paramiko
     try:
-        config = paramiko.SSHConfig.from_path(str(path))
-    except Exception as exc:  # noqa: BLE001 — a broken user file should say which file
-        raise UsageError(f"cannot read {path}: {exc}") from None
-    found = config.lookup(alias)
+        st = path.stat()
+    except OSError:
+        return {}
+    found = _parsed_ssh_config(str(path), st.st_mtime_ns, st.st_size).lookup(alias)
     return {k: v for k, v in found.items() if k in ("hostname", "user", "port", "identityfile", "proxyjump",
                                                     "proxycommand")}
+
+
+@lru_cache(maxsize=4)
+def _parsed_ssh_config(path: str, _mtime_ns: int, _size: int):
+    """The file parsed once while it is unchanged: a lease looks up every host (its address, its
+    jump host) and paramiko parses the whole file on each."""
+    import paramiko
+    try:
+        return paramiko.SSHConfig.from_path(path)
+    except Exception as exc:  # noqa: BLE001 — a broken user file should say which file
+        raise UsageError(f"cannot read {path}: {exc}") from None
 
 
 @dataclass
