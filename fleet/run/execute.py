@@ -89,6 +89,7 @@ def process_env(ctx: RunContext, lease: Lease, machine: Machine, local_rank: int
     and the conventional MASTER_ADDR/MASTER_PORT/RANK/... that frameworks read), which win.
     The lease must be prepared (lease_prepare.prepare_lease): its own port and venv."""
     from ..lease_prepare import master_port, python_env_dir
+    from ..snapshots.sync_remote import data_root
     cfg, plan = ctx.config, ctx.plan
     gpus_per = len(machine.gpu_slots)
     env = {k: str(v) for k, v in cfg.env.items()}
@@ -108,7 +109,7 @@ def process_env(ctx: RunContext, lease: Lease, machine: Machine, local_rank: int
         "FLEET_RUN_ID": ctx.run_id, "FLEET_LEASE_ID": lease.id, "FLEET_NODE_RANK": str(machine.node_rank),
         "FLEET_NUM_NODES": str(nodes), "FLEET_GPUS_PER_NODE": str(gpus_per),
         "FLEET_MASTER_ADDR": master.rendezvous_host, "FLEET_MASTER_PORT": port,
-        "FLEET_DATA": f"{machine.workdir}/data", "FLEET_PROJECT": plan.project,
+        "FLEET_DATA": data_root(machine), "FLEET_PROJECT": plan.project,
         "FLEET_SIMULATED_GPUS": "1" if plan.template.simulated_gpus else "0",
         "PYTHONUNBUFFERED": "1",
         "FLEET_RANK": str(rank), "FLEET_WORLD_SIZE": str(world),

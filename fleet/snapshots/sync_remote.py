@@ -112,8 +112,13 @@ def chunk_cache(machine: Machine) -> str:
     return host_cache_dir(machine)
 
 
+def data_root(machine: Machine) -> str:
+    """Where a machine's `[data]` entries are staged ($FLEET_DATA), one directory each."""
+    return f"{machine.workdir}/data"
+
+
 def data_dir(machine: Machine, name: str) -> str:
-    return f"{machine.workdir}/data/{name}"
+    return f"{data_root(machine)}/{name}"
 
 
 def cache_max_bytes(value: str | None = None) -> int | None:

@@ -114,7 +114,8 @@ def env_paths(lease: Lease, machine: Machine) -> tuple[str, str, str]:
     env_state and code_state read."""
     from ..lease_prepare import python_env_dir
     from ..stage import code_dir
-    return python_env_dir(lease, machine.id) or "", code_dir(machine), f"{machine.workdir}/data"
+    from ..snapshots.sync_remote import data_root
+    return python_env_dir(lease, machine.id) or "", code_dir(machine), data_root(machine)
 
 
 def read_state(lease: Lease, machine: Machine) -> tuple[str | None, str | None]:
