@@ -25,9 +25,23 @@ from .reservations import DEADLINE_SLACK_S, STALE_S, controller_gone
 def open_segments_of(db, lease_ids: list[str], *, kept: bool = False, project: str | None = None,
                      owner: str | None = None) -> list[tuple[str, str, datetime, datetime, int]]:
     """(lease, run, segment start, last row's end, rate) of each open run segment of those leases
-    (`kept`: each open kept segment instead, fleet/money/kept.py):
-    the `open` and `close` rows by lease (an index), then the open ones' last rows (an index):
-    never every tick row of a long run, as budget checks run on every tick of a meter."""
+    (`kept`: each open kept segment instead, fleet/money/kept.py)."""
+    out = []
+    for seg, last in open_segment_rows(db, lease_ids, kept=kept, project=project, owner=owner):
+        try:
+            out.append((seg["lease_id"], seg["run_id"], parse_iso(seg["start_at"]), parse_iso(last["end_at"]),
+                        int(last["rate_micro"])))
+        except (TypeError, ValueError, KeyError):
+            continue   # a damaged row: `fleet ledger verify` reports it; a budget check must not crash
+    return out
+
+
+def open_segment_rows(db, lease_ids: list[str], *, kept: bool = False, project: str | None = None,
+                      owner: str | None = None) -> list[tuple[dict, dict | None]]:
+    """(open row, last row or None) of each open segment of those leases, as stored (the report
+    reads more of them, fleet/report/accruing.py): the `open` and `close` rows by lease (an index),
+    then the open ones' last rows (an index): never every tick row of a long run, as budget checks
+    run on every tick of a meter."""
     out = []
     for first in range(0, len(lease_ids), 500):   # SQLite caps bound parameters
         chunk = lease_ids[first:first + 500]
@@ -35,7 +49,7 @@ def open_segments_of(db, lease_ids: list[str], *, kept: bool = False, project: s
         # By lease and kind only (the index): a project filter in SQL sends the planner down the
         # project index, through every row of the month.
         opened = [r for r in db.execute(
-            "SELECT segment_id, lease_id, run_id, project, owner, start_at FROM ledger"
+            "SELECT segment_id, lease_id, run_id, project, owner, template, shadow, gpus, start_at FROM ledger"
             f" WHERE lease_id IN ({marks}) AND kind = 'open'", chunk)
             if r["segment_id"].endswith(KEPT_SUFFIX) == kept and project in (None, r["project"])
             and owner in (None, r["owner"])]
@@ -45,13 +59,7 @@ def open_segments_of(db, lease_ids: list[str], *, kept: bool = False, project: s
             f"SELECT segment_id FROM ledger WHERE lease_id IN ({marks}) AND kind = 'close'", chunk)}
         still = {r["segment_id"]: r for r in opened if r["segment_id"] not in closed}
         lasts = last_rows(db, sorted(still))
-        for segment_id, seg in still.items():
-            last = lasts.get(segment_id)
-            try:
-                out.append((seg["lease_id"], seg["run_id"], parse_iso(seg["start_at"]), parse_iso(last["end_at"]),
-                            int(last["rate_micro"])))
-            except (TypeError, ValueError, KeyError):
-                continue   # a damaged row: `fleet ledger verify` reports it; a budget check must not crash
+        out += [(seg, lasts.get(segment_id)) for segment_id, seg in still.items()]
     return out
 
 

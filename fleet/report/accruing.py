@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from ..money.ledger import KEPT_SUFFIX, Ledger, cost_micro, parse_iso
+from ..money.ledger import Ledger, parse_iso
 
 
 def open_groups(ledger: Ledger, since: datetime | None, until: datetime | None) -> list[dict]:
@@ -29,41 +29,27 @@ def open_groups(ledger: Ledger, since: datetime | None, until: datetime | None) 
 
 def _groups(ledger: Ledger, leases: dict[str, tuple[datetime, bool]], kept: bool, since, until, now,
             stale_before) -> list[dict]:
-    from ..money.stranded import last_rows
-    ids = sorted(leases)
+    from ..money.stranded import accrued, open_segment_rows
     groups: list[dict] = []
-    for first in range(0, len(ids), 500):      # SQLite caps bound parameters
-        chunk = ids[first:first + 500]
-        marks = ",".join("?" * len(chunk))
-        opened = [r for r in ledger.db.execute(
-            "SELECT segment_id, lease_id, run_id, project, owner, template, shadow, gpus, start_at FROM ledger"
-            f" WHERE lease_id IN ({marks}) AND kind = 'open'", chunk) if r["segment_id"].endswith(KEPT_SUFFIX) == kept]
-        if not opened:
-            continue
-        closed = {r["segment_id"] for r in ledger.db.execute(
-            f"SELECT segment_id FROM ledger WHERE lease_id IN ({marks}) AND kind = 'close'", chunk)}
-        still = [r for r in opened if r["segment_id"] not in closed]
-        lasts = last_rows(ledger.db, sorted(r["segment_id"] for r in still))
-        for seg in still:
-            last = lasts.get(seg["segment_id"])
-            try:
-                start, lo = parse_iso(seg["start_at"]), parse_iso(last["end_at"])
-                rate, gpus = int(last["rate_micro"]), int(seg["gpus"])
-            except (TypeError, ValueError, KeyError):
-                continue       # a damaged row: the report lists damage from `verify`, never crashes here
-            deadline, counted = leases[seg["lease_id"]]
-            if not (counted or lo < stale_before):
-                continue       # its controller wrote lately: alive, its rows will say
-            hi = min(now, deadline)
-            lo, hi = max(lo, since) if since else lo, min(hi, until) if until else hi
-            run_key = seg["run_id"] or f"(lease {seg['lease_id']}, {'kept, idle' if kept else 'no run'})"
-            for day_lo, day_hi in _days(lo, hi):
-                cost = cost_micro(rate, (day_hi - start).total_seconds()) - cost_micro(rate, (day_lo - start).total_seconds())
-                ms = int((day_hi - day_lo).total_seconds() * 1000)
-                groups.append({"day": day_lo.strftime("%Y-%m-%d"), "project": seg["project"], "owner": seg["owner"],
-                               "template": seg["template"], "shadow": int(seg["shadow"]), "run_key": run_key,
-                               "entries": 0, "cost_micro": cost, "machine_ms": ms, "gpu_ms": ms * gpus,
-                               "util_gpu_ms": 0, "util_weighted_ms": 0.0, "idle_gpu_ms": 0, "idle_cost_micro": 0.0})
+    for seg, last in open_segment_rows(ledger.db, sorted(leases), kept=kept):
+        try:
+            start, lo = parse_iso(seg["start_at"]), parse_iso(last["end_at"])
+            rate, gpus = int(last["rate_micro"]), int(seg["gpus"])
+        except (TypeError, ValueError, KeyError):
+            continue       # a damaged row: the report lists damage from `verify`, never crashes here
+        deadline, counted = leases[seg["lease_id"]]
+        if not (counted or lo < stale_before):
+            continue       # its controller wrote lately: alive, its rows will say
+        hi = min(now, deadline)
+        lo, hi = max(lo, since) if since else lo, min(hi, until) if until else hi
+        run_key = seg["run_id"] or f"(lease {seg['lease_id']}, {'kept, idle' if kept else 'no run'})"
+        for day_lo, day_hi in _days(lo, hi):
+            cost = accrued(start, day_lo, day_hi, rate)     # rounded as the segment's rows are
+            ms = int((day_hi - day_lo).total_seconds() * 1000)
+            groups.append({"day": day_lo.strftime("%Y-%m-%d"), "project": seg["project"], "owner": seg["owner"],
+                           "template": seg["template"], "shadow": int(seg["shadow"]), "run_key": run_key,
+                           "entries": 0, "cost_micro": cost, "machine_ms": ms, "gpu_ms": ms * gpus,
+                           "util_gpu_ms": 0, "util_weighted_ms": 0.0, "idle_gpu_ms": 0, "idle_cost_micro": 0.0})
     return groups
 
 
