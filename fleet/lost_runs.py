@@ -29,13 +29,16 @@ def _read(path: str) -> str:
         return ""
 
 
+def stat_fields(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name (field 3, the state, first); [] when there is none."""
+    stat = _read(f"/proc/{pid}/stat")
+    return stat.rsplit(")", 1)[-1].split() if stat else []   # the name may hold spaces and parentheses
+
+
 def _start_ticks(pid: int) -> str:
     """Field 22 of /proc/PID/stat (start time in clock ticks since boot): with the pid, a process's
     identity that pid reuse cannot fake. Empty when there is no such process, or only its zombie."""
-    stat = _read(f"/proc/{pid}/stat")
-    if not stat:
-        return ""
-    fields = stat.rsplit(")", 1)[-1].split()   # the command name may hold spaces and parentheses
+    fields = stat_fields(pid)
     if fields and fields[0] in ("Z", "X"):   # dead, not yet reaped (a parent gone, an init that never reaps)
         return ""
     return fields[19] if len(fields) > 19 else ""

@@ -141,10 +141,10 @@ def supervisor_silent(state, run: dict) -> str | None:
 def _stopped(pid) -> bool:
     """The process is stopped (state T or t in /proc): a live pid whose beat has gone silent for it
     was followed for ever by `fleet attach` and waited on by `fleet down`."""
+    from ..lost_runs import stat_fields
     try:
-        with open(f"/proc/{int(pid)}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
-    except (OSError, ValueError, TypeError, IndexError):
+        return stat_fields(int(pid))[:1] in (["T"], ["t"])
+    except (ValueError, TypeError):
         return False
 
 
