@@ -178,12 +178,28 @@ def relay(first: SeedDial, results: dict, peers: list[Machine], others: list[Mac
                 for seed in seeds + dials:     # the hosts cannot reach each other: the controller feeds the rest
                     seed.close()
                 seeds, dials = [], []
+            seeds = _still_serving(seeds, offers, results)
             first_round = False
     finally:
         for seed in seeds + dials:
             seed.close()
     feed(rests)
     return fed | {m.id for m in rests}
+
+
+def _still_serving(seeds: list[Seed], offers: dict[str, Seed], results: dict) -> list[Seed]:
+    """The seeds worth offering again: one that every peer it was offered to (and that asked it)
+    could not reach has died or lost its network since it was dialled, and would cost the next
+    round's peers a connection timeout each before the controller fed them anyway."""
+    kept = []
+    for seed in seeds:
+        asked = [results[mid] for mid, s in offers.items() if s is seed and mid in results
+                 and (results[mid].bytes_peer or results[mid].direct_error)]
+        if asked and all(not st.bytes_peer and (st.direct_error or "").startswith("unreachable") for st in asked):
+            seed.close()
+        else:
+            kept.append(seed)
+    return kept
 
 
 def seed_after(dial: SeedDial, results: dict, peers: list[Machine], snapshots: list[str]) -> Seed | None:

@@ -91,6 +91,33 @@ def test_hosts_that_were_fed_serve_the_next_ones_so_no_seed_serves_every_host(
     assert all(s.bytes_peer == total for s in stats[1:])
 
 
+def test_a_seed_its_peers_could_not_reach_is_not_offered_again(fleet_home, local_lease, tmp_path, monkeypatch):
+    """The second host's seed stops answering once fed (as a host that lost its network or its
+    server would): the peer offered it in the second round falls back to the controller, and the
+    third round offers only seeds that served."""
+    monkeypatch.setenv("FLEET_SYNC_PEERS_PER_SEED", "1")
+    store = open_store(None)
+    src = _tree(tmp_path / "d", files=6)
+    snap = create_snapshot(src, store)
+    total = sum(e.size for e in snap.manifest.entries if e.size)
+    machines = _separate_hosts(local_lease(gpus=6).machines, tmp_path / "hosts")
+    dead = machines[1].id
+    with socket.socket() as s:            # a port nothing listens on: refused at once
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    real_offer = sync_peers.Seed.offer
+    monkeypatch.setattr(sync_peers.Seed, "offer",
+                        lambda seed: {**real_offer(seed), **({"port": closed} if seed.machine_id == dead else {})})
+    stats = sync_lease(machines, store, _targets("d", snap.id))
+    for m in machines:
+        assert _same(data_dir(m, "d"), src), m.id
+    n0, n1, n2, n3, n4, n5 = (m.id for m in machines)
+    assert [s.peer_seed for s in stats[:4]] == [None, n0, n0, n1]
+    assert stats[3].bytes_sent == total and stats[3].direct_error.startswith("unreachable")
+    assert dead not in {stats[4].peer_seed, stats[5].peer_seed}, [s.peer_seed for s in stats]
+    assert [s.bytes_sent for s in stats[4:]] == [0, 0], [s.direct_error for s in stats[4:]]
+
+
 def test_without_peers_every_host_is_fed_by_the_controller(fleet_home, local_lease, tmp_path, monkeypatch):
     """The comparison the test above rests on, and the switch that turns it off."""
     monkeypatch.setenv("FLEET_SYNC_PEERS", "0")
