@@ -34,3 +34,13 @@ def test_aliases_of_one_address_are_one_machine_unless_their_pinned_keys_differ(
 def test_one_pinned_key_under_two_addresses_is_one_machine(ssh_config):
     with pytest.raises(UsageError, match="the same host key"):
         refuse_aliases([Host("a", "10.1.1.1", host_key="ssh-ed25519 KEY x"), Host("b", "10.2.2.2", host_key="ssh-ed25519 KEY y")])
+
+
+def test_hosts_add_applies_the_same_test_as_a_lease(ssh_config):
+    """`fleet hosts add` refused one private address behind a second bastion (another site's machine,
+    its own key) as "the same address", while a lease accepted the pair; both now ask one question."""
+    from fleet.providers.ssh.enrol import _refuse_same_machine
+    east = Host("east-a100", "east-a100", host_key="ssh-ed25519 EAST")
+    _refuse_same_machine([east], Host("west-a100", "west-a100", host_key="ssh-ed25519 WEST"))
+    with pytest.raises(UsageError, match=r"host 'gpu9' is host 'east-a100' again \(the same host key\)"):
+        _refuse_same_machine([east], Host("gpu9", "10.9.9.9", host_key="ssh-ed25519 EAST comment"))

@@ -87,20 +87,15 @@ def check_workdir(host: Host) -> None:
         raise UsageError(f"host --workdir {exc}", hint="e.g. /scratch/fleet or ~/fleet-leases") from None
 
 
-def _refuse_same_machine(known: list[Host], target, key: str, name: str) -> None:
+def _refuse_same_machine(known: list[Host], candidate: Host) -> None:
     """One machine enrolled twice (another name, address or alias) would have its GPUs handed out
-    twice: each enrolment holds its own slots. Same SSH endpoint, or the same host key, is refused."""
+    twice: each enrolment holds its own slots. The same test a lease makes (aliases.one_machine)."""
+    from .aliases import one_machine
     for other in known:
-        same_key = bool(other.host_key) and _pinned(other.host_key) == _pinned(key)
-        try:
-            there = resolve(other)
-            same_place = (there.hostname, there.port) == (target.hostname, target.port)
-        except Exception:  # noqa: BLE001 — an entry that no longer resolves is not this one
-            same_place = False
-        if same_key or same_place:
-            why = "the same host key" if same_key else f"the same address ({target.hostname}:{target.port})"
-            raise UsageError(f"host {name!r} is host {other.name!r} again ({why}): its GPUs would be given out "
-                             "twice; nothing was added",
+        why = one_machine(other, candidate)
+        if why:
+            raise UsageError(f"host {candidate.name!r} is host {other.name!r} again ({why}): its GPUs would be "
+                             "given out twice; nothing was added",
                              hint=f"use {other.name!r}, or `fleet hosts rm {other.name}` first (machines cloned "
                                   "from one image need host keys of their own)")
 
@@ -127,8 +122,8 @@ def enrol(inventory: Inventory, host: Host, *, trust: str | None = None, accept:
     choice = choose_host_key(where, offered=fetch_host_key(target.hostname, target.port),
                              known=known_host_key(target.hostname, target.port), trust=trust, accept=accept,
                              confirm=confirm)
-    _refuse_same_machine(known, target, choice.key, host.name)
     host.host_key = choice.key
+    _refuse_same_machine(known, host)
     result = probe(host)
     if not result.up:
         raise InfrastructureError(f"host {host.name}: {result.detail}")
