@@ -24,7 +24,8 @@ from typing import Any, Iterator
 from ..errors import FleetError, InfrastructureError
 from ..ids import split_attempt
 from .context import Events
-from .supervisor import EVENTS, IDENTITY, LOG, MODULE, SPEC, SupervisorSpec, supervisor_dir, supervisors_root
+from .supervisor import (EVENTS, IDENTITY, LOG, MODULE, SPEC, SupervisorSpec, state_url_of, supervisor_dir,
+                         supervisors_root)
 
 HANDOFF_PHASES = ("setup", "run")   # the first phase after staging
 STOP_WAIT_S = 120.0
@@ -330,7 +331,7 @@ def reconcile(events: Events) -> list[str]:
             ident = _identity(directory)
             if ident is None or controller_alive(ident) is not False:
                 continue
-            url = _state_url_of(ident)
+            url = state_url_of(ident)
             state = states.get(url) or states.setdefault(url, open_state(url))
             run = latest_attempt(state, directory.name)
             if run is not None and run["status"] == "running" and run.get("lease_id"):
@@ -354,19 +355,6 @@ def reconcile(events: Events) -> list[str]:
         for state in states.values():
             state.close()
     return ended
-
-
-def _state_url_of(ident: dict[str, Any]) -> str:
-    """The state the supervised run lives in, whatever directory reconciles it: the one its
-    supervisor recorded; for one that died before it read its config, FLEET_STATE_URL, else the
-    `state_url` of the fleet.toml where it was started, else this computer's default."""
-    from ..paths import fleet_home
-    from ..state import configured_state_url
-    cwd = ident.get("cwd")
-    url = ident["state_url"] if isinstance(ident.get("state_url"), str) else (
-        os.environ.get("FLEET_STATE_URL")
-        or (configured_state_url(Path(cwd)) if isinstance(cwd, str) and cwd else configured_state_url()))
-    return url or f"sqlite:///{fleet_home() / 'state.db'}"
 
 
 def latest_attempt(state, run_id: str) -> dict[str, Any] | None:

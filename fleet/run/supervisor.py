@@ -155,12 +155,39 @@ def _write_identity(directory: Path, run_id: str, cwd: str, state_url: str | Non
     later `fleet` command run elsewhere must open to reconcile it, not whichever state that
     command's own directory or environment names. The file is the user's alone (FLEET_HOME)."""
     from ..lost_runs import controller_identity
+    from ..state.postgres import without_password
     tmp = directory / f".{IDENTITY}.tmp"
-    fields = {"run_id": run_id, "cwd": cwd, **({"state_url": state_url} if state_url is not None else {})}
+    fields: dict[str, object] = {"run_id": run_id, "cwd": cwd}
+    if state_url is not None:
+        # Not its password (FLEET_STATE_URL may be where it came from, never on disk before): the
+        # command that reconciles the run takes it from its own configured URL for the same database.
+        fields["state_url"] = without_password(state_url)
+        fields["state_url_password"] = fields["state_url"] != state_url
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(json.dumps({**controller_identity(), **fields}))
     os.replace(tmp, directory / IDENTITY)
+
+
+def state_url_of(ident: dict[str, Any]) -> str:
+    """The state the supervised run lives in, whatever directory reconciles it: the one its
+    supervisor recorded; for one that died before it read its config, FLEET_STATE_URL, else the
+    `state_url` of the fleet.toml where it was started, else this computer's default."""
+    from ..paths import fleet_home
+    from ..state import configured_state_url
+    cwd = ident.get("cwd")
+    configured = [u for u in (os.environ.get("FLEET_STATE_URL"),
+                              configured_state_url(Path(cwd)) if isinstance(cwd, str) and cwd else None,
+                              configured_state_url()) if u]
+    url = ident.get("state_url")
+    if not isinstance(url, str):
+        url = configured[0] if configured else ""
+    elif ident.get("state_url_password") is True:
+        # Recorded without its password: the configured URL for the same database, which has it;
+        # else libpq's own PGPASSWORD or ~/.pgpass.
+        from ..state.postgres import without_password
+        url = next((u for u in configured if without_password(u) == url), url)
+    return url or f"sqlite:///{fleet_home() / 'state.db'}"
 
 
 def _resolved_state_url(config, cwd: str) -> str:

@@ -33,6 +33,14 @@ def redact_url(url: str) -> str:
     return re.sub(r"(password=)[^&\s]*", r"\1***", url)
 
 
+def without_password(url: str) -> str:
+    """The URL with no password in it at all (libpq then takes it from PGPASSWORD or ~/.pgpass):
+    what may be written to a file the URL's owner did not write themselves."""
+    url = re.sub(r"(://[^:/@]*):.*@", r"\1@", url)
+    url = re.sub(r"([?&])password=[^&\s]*&?", r"\1", url)
+    return url.rstrip("?&")
+
+
 @functools.lru_cache(maxsize=512)
 def to_pyformat(sql: str) -> str:
     """`?` → `%s` outside quoted strings/identifiers; `%` → `%%` so psycopg does not read it."""

@@ -43,3 +43,26 @@ def test_a_detached_runs_spec_file_is_the_users_alone(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_detached_runs_identity_names_its_state_without_the_password(tmp_path, monkeypatch):
+    """identity.json put the state URL on disk with its password, even where it came from
+    FLEET_STATE_URL only; the command that reconciles the run takes the password from its own
+    configured URL for the same database (else libpq's PGPASSWORD or ~/.pgpass)."""
+    import json
+
+    from fleet.run.supervisor import IDENTITY, _write_identity, state_url_of
+    url = "postgresql://ci:Hun/ter2pw@db.internal:5432/fleet?sslmode=require"
+    _write_identity(tmp_path, "r-1", str(tmp_path), url)
+    text = (tmp_path / IDENTITY).read_text()
+    assert "Hun/ter2pw" not in text and "ter2pw" not in text
+    ident = json.loads(text)
+    assert ident["state_url"] == "postgresql://ci@db.internal:5432/fleet?sslmode=require"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("FLEET_STATE_URL", url)
+    assert state_url_of(ident) == url
+    monkeypatch.setenv("FLEET_STATE_URL", "postgresql://ci:other@elsewhere/fleet")    # another database
+    assert state_url_of(ident) == ident["state_url"]
+    monkeypatch.delenv("FLEET_STATE_URL")
+    _write_identity(tmp_path, "r-2", str(tmp_path), "sqlite:////srv/fleet/state.db")
+    assert state_url_of(json.loads((tmp_path / IDENTITY).read_text())) == "sqlite:////srv/fleet/state.db"
