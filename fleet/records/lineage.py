@@ -50,7 +50,7 @@ def rerun_config(rec: RunRecord, base_dir: Path):
     if not rec.code_snapshot:
         raise UsageError(f"run {rec.run_id} has no pinned code snapshot; it cannot be rerun byte for byte")
     from ..gpus import parse_gpu_type
-    return Config(
+    return _under_local_policy(Config(
         path=None, base_dir=base_dir, project=cfg.get("project") or rec.project, name=cfg.get("name") or rec.project,
         command=rec.command, setup=cfg.get("setup"), gpus=cfg.get("gpus"), template=cfg.get("template") or rec.template,
         gpu_type=parse_gpu_type(cfg["gpu_type"]) if cfg.get("gpu_type") else None,
@@ -59,7 +59,24 @@ def rerun_config(rec: RunRecord, base_dir: Path):
         max_duration_s=int(cfg.get("max_duration_s") or 4 * 3600),
         heartbeat_ttl_s=int(cfg.get("heartbeat_ttl_s") or 300), python=cfg.get("python"),
         budget=Decimal(cfg["budget"]) if cfg.get("budget") else None, data=dict(cfg.get("data") or {}),
-        store=rec.store or None, user=None)
+        store=rec.store or None, user=None), base_dir)
+
+
+def _under_local_policy(config, base_dir: Path):
+    """The recorded run under the limits of where it is rerun: the record pins what runs, never what
+    may be spent or where. Budgets, the queue, prices, the providers' settings (hosts, region), the
+    state and the caches come from the fleet.toml in `base_dir`, as they would for `fleet up` there;
+    without one, the defaults (as `fleet up -- CMD` outside an experiment)."""
+    import dataclasses
+
+    from ..config.loader import find_config_file, load_config
+    if find_config_file(cwd=base_dir) is None:
+        return config
+    here = load_config(cwd=base_dir)
+    return dataclasses.replace(
+        config, budgets=here.budgets, queue_max_gpus_per_user=here.queue_max_gpus_per_user, prices=here.prices,
+        provider_settings=here.provider_settings, state_url=here.state_url, cache_max=here.cache_max,
+        cache_dir=here.cache_dir, user=here.user)
 
 
 def rerun_of(rec: RunRecord, environment: "PinnedEnvironment | None" = None) -> "RerunOf":
