@@ -119,14 +119,14 @@ class Inputs:
         """The outputs that came home (runs/<id>/node-*), as one snapshot; None when there are none."""
         if self.store is None:
             return None
-        from ..snapshots.create import DEFAULT_EXCLUDES, SnapshotBuilder, walk_tree
+        from ..snapshots.create import SnapshotBuilder, walk_tree
         nodes = sorted(p for p in Path(run_dir).glob("node-*") if p.is_dir())
         if not nodes:
             return None
         builder = SnapshotBuilder(self.store)
         for node in nodes:
             builder.add_dir(node.name)
-            for rel, real, st in walk_tree(node, DEFAULT_EXCLUDES):
+            for rel, real, st in walk_tree(node, ()):     # a job's .git or .venv is an output too
                 path = f"{node.name}/{rel}"
                 if os.path.islink(real):
                     builder.add_symlink(path, os.readlink(real))
