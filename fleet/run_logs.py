@@ -19,18 +19,36 @@ def log_files(run: dict[str, Any]) -> list[Path]:
     return sorted(log_dir.glob("rank-*.log"), key=lambda p: _rank_key(p.stem[5:]))
 
 
-def _read_from(path: Path, offset: int) -> bytes:
-    """A log file's bytes from offset on; b"" for anything but a regular file (the run row names the
-    directory, and a FIFO or device planted there would hang or flood `fleet logs`)."""
+READ_PIECE = 1 << 20    # bytes read at a time: a log of gigabytes is printed as it is read, not after
+LINE_MAX = 1 << 20      # a longer line (a progress bar with no newline) is shown in pieces of this size
+
+
+def _new_lines(path: Path, offset: int) -> Iterator[tuple[bytes, int]]:
+    """Each complete line of a log file from offset on, with the offset just past it (a line still
+    being written is left for the next pass); nothing for anything but a regular file (the run row
+    names the directory, and a FIFO or device planted there would hang or flood `fleet logs`).
+    Memory stays within READ_PIECE + LINE_MAX whatever the file holds."""
     import os
     from .regular_files import open_regular
     try:
         fd = open_regular(path)
     except OSError:
-        return b""
+        return
     with os.fdopen(fd, "rb") as fh:
         fh.seek(offset)
-        return fh.read()
+        pending = b""
+        while data := fh.read(READ_PIECE):
+            pending += data
+            start = 0
+            while (end := pending.find(b"\n", start)) >= 0:
+                offset += end + 1 - start
+                yield pending[start:end], offset
+                start = end + 1
+            pending = pending[start:]
+            while len(pending) >= LINE_MAX:
+                piece, pending = pending[:LINE_MAX], pending[LINE_MAX:]
+                offset += len(piece)
+                yield piece, offset
 
 
 def _rank_key(label: str) -> tuple[int, ...]:
@@ -56,11 +74,9 @@ def follow_logs(run_id: str, *, follow: bool = False, state=None, poll_s: float 
             yield from segments.lines()
         for path in log_files(run) if segments is None else ():
             label = path.stem[5:]
-            data = _read_from(path, offsets.get(path, 0))
-            complete = data.rfind(b"\n") + 1
-            offsets[path] = offsets.get(path, 0) + complete
-            for line in data[:complete].decode(errors="replace").splitlines():
-                yield f"[{label}] {line}"
+            for raw, offsets[path] in _new_lines(path, offsets.get(path, 0)):
+                for line in raw.decode(errors="replace").splitlines() or [""]:
+                    yield f"[{label}] {line}"
         if not follow or state.get_run(run["id"])["status"] != "running":
             if follow:
                 follow = False
