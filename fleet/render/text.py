@@ -34,7 +34,7 @@ _KEPT = (9, 13)   # tab; carriage return (progress bars redraw a line with it)
 
 def terminal_line(text: str) -> str:
     """An experiment's log line as a terminal may receive it: its colours (SGR sequences) and progress
-    bars' carriage returns pass, every other control character is shown (^[…), so a line from a
+    bars' carriage returns pass (reset at the line's end), every other control character is shown (^[…), so a line from a
     machine, or from a teammate's run read with `fleet logs`, cannot set the reader's clipboard (OSC 52),
     retitle or clear the screen, or move the cursor."""
     if text.isprintable():
@@ -49,6 +49,8 @@ def terminal_line(text: str) -> str:
         out += [text[at:match.start()].translate(table), match.group()]
         at = match.end()
     out.append(text[at:].translate(table))
+    if at:      # a style ends with its line: a line's "conceal" (ESC[8m) or black on black hides no other line
+        out.append("\x1b[0m")
     return "".join(out)
 
 

@@ -25,3 +25,11 @@ def test_the_run_and_json_event_sinks_show_a_hostile_line_made_safe(capsys):
     out, err = capsys.readouterr()
     for text in (out, err):
         assert "]52;" in text and "\x1b]52" not in text and "\x1b[2J" not in text
+
+
+def test_a_style_ends_with_its_line():
+    """A line ending in "conceal" (ESC[8m), or black on black, hid every later line of `fleet logs`
+    and the shell prompt after it: each line that styles text is reset at its end."""
+    assert terminal_line("a\x1b[8mb").endswith("\x1b[0m")
+    assert terminal_line("\x1b[30;40mhidden").endswith("hidden\x1b[0m")
+    assert terminal_line("10%|##\r") == "10%|##\r"       # no style, nothing added
