@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 METRICS_FILE = "metrics.json"
+MAX_METRICS_BYTES = 1 << 20   # a flat map of numbers; anything larger (a sparse file of gigabytes) is not read
 
 
 def read_metrics(run_dir: Path) -> dict[str, float]:
@@ -14,12 +15,24 @@ def read_metrics(run_dir: Path) -> dict[str, float]:
     candidates = [run_dir / "node-0" / METRICS_FILE, *sorted(run_dir.glob(f"node-0/rank-0/{METRICS_FILE}"))]
     for path in candidates:
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(_read_bounded(path))
         except (OSError, ValueError, RecursionError):   # the experiment wrote it: anything, nested without end
             continue
         if isinstance(data, dict):
             return {str(k): f for k, v in data.items() if (f := finite_number(v)) is not None}
     return {}
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes; ValueError when it is larger than MAX_METRICS_BYTES, OSError when it is not
+    a regular file (a FIFO would hang `fleet runs compare`)."""
+    import os
+    from ..regular_files import open_regular
+    with os.fdopen(open_regular(path), "rb") as fh:
+        data = fh.read(MAX_METRICS_BYTES + 1)
+    if len(data) > MAX_METRICS_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_METRICS_BYTES} bytes")
+    return data
 
 
 def finite_number(value: object) -> float | None:

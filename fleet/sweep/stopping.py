@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import UsageError
+from ..run.metrics import MAX_METRICS_BYTES
 
 _OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
 _RULE = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(>=|<=|>|<)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"
@@ -77,8 +78,6 @@ class StopRule:
             return f"early stop: {self.metric} {value:g} {self.op} {self.threshold:g}{where} (--stop-if {self})"
         return None
 
-
-MAX_METRICS_BYTES = 1 << 20
 
 
 def read_remote_metrics(machine, run_id: str) -> dict:

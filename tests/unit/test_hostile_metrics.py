@@ -26,6 +26,32 @@ def test_read_metrics_keeps_the_finite_numbers_and_drops_the_rest(tmp_path, text
     assert got in ({}, {"loss": 0.5}), got
 
 
+def test_a_huge_or_special_metrics_file_is_not_read(tmp_path):
+    """A sparse metrics.json of gigabytes (NULs, then a map) took 1 GB of memory per 512 MiB to read;
+    a FIFO hung the reader. Neither is read: the run shows no metrics."""
+    import os
+    import resource
+    import threading
+    node = tmp_path / "node-0"
+    node.mkdir()
+    with open(node / "metrics.json", "wb") as fh:
+        fh.seek(512 * 2 ** 20)            # 512 MiB of NULs, no disk used
+        fh.write(b' {"loss": 0.1}')
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert read_metrics(tmp_path) == {}
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 64
+    (node / "metrics.json").unlink()
+    os.mkfifo(node / "metrics.json")
+    got = []
+    reader = threading.Thread(target=lambda: got.append(read_metrics(tmp_path)), daemon=True)
+    reader.start()
+    reader.join(10)
+    if reader.is_alive():                 # free the reader stuck on the FIFO, then fail
+        os.close(os.open(node / "metrics.json", os.O_WRONLY | os.O_NONBLOCK))
+        raise AssertionError("reading a FIFO named metrics.json hung")
+    assert got == [{}]
+
+
 def test_stop_if_gives_no_verdict_on_a_number_no_float_holds():
     rule = StopRule.parse("acc > 0.9 after 2 epochs")
     assert rule.verdict({"acc": 10 ** 400, "epoch": 3}) is None
