@@ -94,6 +94,7 @@ def _release_leases(state, leases: list[Lease], events: Events,
     from concurrent.futures import ThreadPoolExecutor
     released, failures = [], []
     todo = []
+    marks: dict[str, str] = {}
     for lease in leases:
         events.phase("release", f"{lease.id} ({len(lease.machines)} machine(s))")
         try:
@@ -101,7 +102,7 @@ def _release_leases(state, leases: list[Lease], events: Events,
                 released.append(lease.id)
                 continue
             provider = _provider(lease.provider)
-            state.mark_release_started(lease.id)   # a live controller then knows why its machines vanish
+            marks[lease.id] = state.mark_release_started(lease.id)   # its controller then knows why they vanish
             todo.append((lease, provider))
         except Exception as exc:  # noqa: BLE001 — one stuck lease must not keep the others (and the sweep) alive
             why = exc.one_line() if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
@@ -128,6 +129,7 @@ def _release_leases(state, leases: list[Lease], events: Events,
         if error is not None:
             events.warn(f"could not release {lease.id}: {error}")
             failures.append(lease.id)
+            _unmark(state, lease.id, marks[lease.id])
             continue
         try:
             # The ledger before the status: a `down` interrupted here finds the lease again and finishes.
@@ -139,6 +141,13 @@ def _release_leases(state, leases: list[Lease], events: Events,
             events.warn(f"could not release {lease.id}: {exc.one_line()}")
             failures.append(lease.id)
     return released, failures
+
+
+def _unmark(state, lease_id: str, when: str) -> None:
+    try:
+        state.unmark_release_started(lease_id, when)
+    except FleetError:       # the state itself failing: the lease stays marked until a `down` finishes it
+        pass
 
 
 def _moved_on(state, named: list[Lease], events: Events) -> list[Lease]:

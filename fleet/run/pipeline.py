@@ -220,7 +220,8 @@ class Pipeline:
                     beside.run(lambda: early.append(machines.collect(ctx, lease)), "collect")
                     ctx.checkpoints = checkpoints[0].finish(skip=ctx.lost_machines)
             if not ctx.stop_reason:
-                check_not_released_elsewhere(ctx)
+                if result.exit_code != 0:      # a command that finished is recorded as it ended
+                    check_not_released_elsewhere(ctx)
                 taken = ended_by_provider(ctx, getattr(source, "provider", None), lease, result.exit_code)
                 if taken:
                     raise MachinesLost(f"rank {result.failing_rank} ended by a signal: {taken}",

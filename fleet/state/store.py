@@ -197,12 +197,19 @@ class StateStore:
         released = _iso(utcnow()) if status != "active" else None
         self.db.execute("UPDATE leases SET status = ?, released_at = ? WHERE id = ?", (status, released, lease_id))
 
-    def mark_release_started(self, lease_id: str) -> None:
+    def mark_release_started(self, lease_id: str) -> str:
         """Before destroying a lease's machines from outside its run (`fleet down`): its controller,
         seeing them vanish, reads this and reports the release rather than a failed experiment.
         The status stays active until the release is done (an interrupted `down` finds it again)."""
-        self.db.execute("UPDATE leases SET released_at = ? WHERE id = ? AND released_at IS NULL",
-                        (_iso(utcnow()), lease_id))
+        when = _iso(utcnow())
+        self.db.execute("UPDATE leases SET released_at = ? WHERE id = ? AND released_at IS NULL", (when, lease_id))
+        return when
+
+    def unmark_release_started(self, lease_id: str, when: str) -> None:
+        """A release that failed (nothing, or not all, destroyed) is not one: the lease's controller
+        and `fleet run` on a kept lease go on using it. Only the mark `when` this release wrote."""
+        self.db.execute("UPDATE leases SET released_at = NULL WHERE id = ? AND released_at = ? AND status IN "
+                        "('active', 'leasing')", (lease_id, when))
 
     def lease_status(self, lease_id: str) -> tuple[str | None, datetime | None]:
         """(status, released_at) of one lease by exact id; (None, None) when there is none.
