@@ -2,8 +2,10 @@
 
 The experiment directory may be a subdirectory of a larger repository: we pin the commit, export
 that commit's tree *of the experiment directory* (its blobs as git stores them, so neither the
-working tree, ignored files nor local attributes and filters leak in), and snapshot it. A dirty tree is refused unless `allow_dirty`, which captures
-tracked changes and untracked, non-ignored files (plus deletions) as an overlay snapshot of its own.
+working tree, ignored files nor export attributes leak in; only files under a git filter, such as
+Git LFS, are smudged, said in a warning), and snapshot it. A dirty tree is refused unless
+`allow_dirty`, which captures tracked changes and untracked, non-ignored files (plus deletions) as an
+overlay snapshot of its own.
 Outside a git repository the directory itself becomes the code snapshot, with a warning.
 """
 from __future__ import annotations
@@ -26,10 +28,14 @@ class CodePin:
     commit: str | None                 # None outside a git repository
     dirty_snapshot_id: str | None      # overlay of uncommitted changes (allow_dirty only)
     code_snapshot_id: str
-    warning: str | None = None
+    warnings: list[str] = field(default_factory=list)      # each one line, for the user
     repo_root: str | None = None
     subdir: str = ""                   # experiment dir relative to the repo root ("" = root)
     dirty_files: list[str] = field(default_factory=list)
+
+    @property
+    def warning(self) -> str | None:
+        return "\n".join(self.warnings) or None
 
 
 def _git(args: list[str], cwd: Path, *, binary: bool = False) -> subprocess.CompletedProcess:
@@ -61,11 +67,13 @@ def dirty_files(root: Path, subdir: str) -> list[tuple[str, str]]:
     return out
 
 
-def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> tuple[str, str | None]:
+def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> tuple[str, list[str]]:
     """Snapshot exactly the commit's tree under subdir: its blobs as git stores them (`git ls-tree`,
     `git cat-file --batch`), never the working dir. Not `git archive`: it applies attributes and
     filters a clean `git status` does not show (a smudge filter in .git/config, export-ignore in
-    .git/info/attributes), so the code that ran could differ from the recorded commit."""
+    .git/info/attributes), so the code that ran could differ from the recorded commit. The one
+    exception is a file under a git `filter` (Git LFS): its blob is a pointer, not the code, so it
+    is smudged alone, its attributes looked up by its path in the repository."""
     treeish = f"{commit}:{subdir}" if subdir else commit
     listing = _git(["ls-tree", "-r", "-t", "-z", treeish], root, binary=True)
     if listing.returncode != 0:
@@ -76,19 +84,20 @@ def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> tuple[
             meta, _, path = item.partition(b"\t")
             mode, kind, oid = meta.decode().split()
             entries.append((int(mode, 8), kind, oid, path.decode(errors="surrogateescape")))
-    filtered = _filtered(root, subdir, [path for _m, kind, _o, path in entries if kind == "blob"])
-    if filtered:   # Git LFS above all: its pointer files are not the code; git archive applies the filters
-        path, driver = filtered[0]
-        return _export_archive(root, treeish, store), (
-            f"git filters apply to {len(filtered)} file(s) of the code (e.g. {path}: filter={driver}): the "
-            "snapshot holds what they produce, as `git archive` exports it, not the commit's blobs")
+    prefix = f"{subdir}/" if subdir else ""
+    filtered = _filtered(root, prefix, [p for mode, kind, _o, p in entries if kind == "blob" and mode != 0o120000])
     builder = SnapshotBuilder(store)
     proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+    failed: list[str] = []
     with _exporting(proc, builder):
         for mode, kind, oid, path in entries:
             if kind == "tree" or kind == "commit":     # a directory; a submodule stays one, empty
                 builder.add_dir(path, 0o755)
+                continue
+            if path in filtered:
+                if _add_smudged(root, builder, oid, prefix + path, path, mode):
+                    failed.append(path)
                 continue
             proc.stdin.write(oid.encode() + b"\n")
             proc.stdin.flush()
@@ -105,7 +114,66 @@ def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> tuple[
         proc.stdin.close()
         if proc.wait() != 0:
             raise EnvironmentProblem(f"git cat-file failed: {proc.stderr.read().decode(errors='replace').strip()}")
-    return builder.publish().id, None
+    return builder.publish().id, _filter_notes(root, filtered, failed)
+
+
+def _add_smudged(root: Path, builder: SnapshotBuilder, oid: str, full: str, path: str, mode: int) -> bool:
+    """The blob as a checkout holds it (`git cat-file --filters`, attributes matched by `full`, its
+    path in the repository); True when git said the filter failed (the raw blob is then what it gave)."""
+    import tempfile
+    with tempfile.TemporaryFile() as err:    # a filter may say a lot: a pipe could fill and stall it
+        proc = subprocess.Popen(["git", "cat-file", "--filters", f"--path={full}", oid], cwd=root,
+                                stdout=subprocess.PIPE, stderr=err, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+        try:
+            builder.add_stream(path, 0o755 if mode & 0o111 else 0o644, proc.stdout)
+            proc.stdout.read()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            proc.stdout.close()
+        rc = proc.wait()
+        err.seek(0)
+        said = err.read().decode(errors="replace")
+    if rc != 0:
+        raise EnvironmentProblem(f"git could not apply the filter to {full}: {said.strip().splitlines()[-1:]}")
+    return "filter" in said and "failed" in said
+
+
+def _filtered(root: Path, prefix: str, paths: list[str]) -> dict[str, str]:
+    """path → filter driver of the paths a git `filter` attribute applies to (Git LFS: `lfs`),
+    looked up by their path in the repository (`prefix` + path), as a checkout does."""
+    if not paths:
+        return {}
+    res = subprocess.run(["git", "check-attr", "-z", "--stdin", "filter"], cwd=root, capture_output=True,
+                         input="\0".join(prefix + p for p in paths).encode(errors="surrogateescape"),
+                         env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+    fields = res.stdout.split(b"\0")
+    out = {}
+    for i in range(0, len(fields) - 2, 3):
+        value = fields[i + 2].decode(errors="replace")
+        if value not in ("unspecified", "unset", "set", ""):
+            out[fields[i].decode(errors="surrogateescape")[len(prefix):]] = value
+    return out
+
+
+def _filter_notes(root: Path, filtered: dict[str, str], failed: list[str]) -> list[str]:
+    """What the filters did to the code, said as it is: the pin is no longer the commit's blobs."""
+    if not filtered:
+        return []
+    path, driver = next(iter(filtered.items()))
+    notes = [f"git filters apply to {len(filtered)} file(s) of the code (e.g. {path}: filter={driver}): the "
+             "snapshot holds what they produce here, as a checkout does, not the commit's blobs"]
+    for name in sorted(set(filtered.values())):
+        if not any(_git(["config", "--get", f"filter.{name}.{key}"], root).stdout.strip()
+                   for key in ("smudge", "process")):
+            notes.append(f"filter={name} is not configured in this repository (for Git LFS: git lfs install): "
+                         "its files are the commit's blobs as stored (pointer files, for Git LFS)")
+    if failed:
+        notes.append(f"a git filter failed on {len(failed)} file(s) (e.g. {failed[0]}): the snapshot holds "
+                     "their blobs as stored")
+    return notes
 
 
 @contextlib.contextmanager
@@ -118,48 +186,6 @@ def _exporting(proc, builder):
         proc.kill()
         proc.wait()
         raise
-
-
-def _filtered(root: Path, subdir: str, paths: list[str]) -> list[tuple[str, str]]:
-    """(path, filter driver) of the paths a git `filter` attribute applies to (Git LFS: `lfs`)."""
-    if not paths:
-        return []
-    prefix = f"{subdir}/" if subdir else ""
-    res = subprocess.run(["git", "check-attr", "-z", "--stdin", "filter"], cwd=root, capture_output=True,
-                         input="\0".join(prefix + p for p in paths).encode(errors="surrogateescape"),
-                         env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
-    fields = res.stdout.split(b"\0")
-    out = []
-    for i in range(0, len(fields) - 2, 3):
-        value = fields[i + 2].decode(errors="replace")
-        if value not in ("unspecified", "unset", ""):
-            out.append((fields[i].decode(errors="surrogateescape")[len(prefix):], value))
-    return out
-
-
-def _export_archive(root: Path, treeish: str, store: Store) -> str:
-    """The tree as `git archive` exports it, filters applied (what a filtered checkout holds)."""
-    import tarfile
-    proc = subprocess.Popen(["git", "archive", "--format=tar", treeish], cwd=root, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    builder = SnapshotBuilder(store)
-    with _exporting(proc, builder):
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
-            for member in tar:
-                name = member.name.rstrip("/")
-                if not name or name == "pax_global_header":
-                    continue
-                if member.isdir():
-                    builder.add_dir(name, member.mode)
-                elif member.issym():
-                    builder.add_symlink(name, member.linkname)
-                elif member.isfile():
-                    f = tar.extractfile(member)
-                    builder.add_stream(name, member.mode, f if f is not None else io.BytesIO())
-        err = proc.stderr.read().decode(errors="replace").strip()
-        if proc.wait() != 0:
-            raise EnvironmentProblem(f"git archive {treeish} failed: {err}")
-    return builder.publish().id
 
 
 class _Exactly(io.RawIOBase):
@@ -215,9 +241,9 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
     root = _repo_root(directory)
     if root is None:
         snap = create_snapshot(directory, store, excludes=tuple(excludes) + tuple(ignore))
-        return CodePin(None, None, snap.id, warning=f"{directory} is not in a git repository: "
+        return CodePin(None, None, snap.id, warnings=[f"{directory} is not in a git repository: "
                        "the directory itself was snapshotted as the code (commit it to pin a version)"
-                       + _with("; it holds ", _secret_files_note([e.path for e in snap.manifest.entries])))
+                       + _with("; it holds ", _secret_files_note([e.path for e in snap.manifest.entries]))])
     root = root.resolve()
     subdir = "" if directory == root else directory.relative_to(root).as_posix()
     head = _git(["rev-parse", "--verify", "HEAD^{commit}"], root)
@@ -230,12 +256,11 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
         shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
         raise UsageError(f"uncommitted changes in {directory}: {shown}",
                          hint="commit them, or pass --allow-dirty to record the diff with the run")
-    code_id, filters = _export_commit(root, commit, subdir, store)
+    code_id, warnings = _export_commit(root, commit, subdir, store)
     dirty_id = _dirty_overlay(directory, changes, store) if changes else None
     note = _secret_files_note([rel for status, rel in changes if "D" not in status])
-    warning = "; ".join(w for w in (filters, _with("the uncommitted changes recorded with the run include ", note)) if w)
-    return CodePin(commit, dirty_id, code_id, repo_root=str(root), subdir=subdir, dirty_files=names,
-                   warning=warning or None)
+    warnings += [_with("the uncommitted changes recorded with the run include ", note)] if note else []
+    return CodePin(commit, dirty_id, code_id, warnings, repo_root=str(root), subdir=subdir, dirty_files=names)
 
 
 # Files that usually hold credentials: copied with the code they go to the store (perhaps a team's

@@ -81,8 +81,8 @@ class Inputs:
                 inside.append(name + ("/" if "/" not in name else ""))
         pin = pin_code(base, self.store, allow_dirty=allow_dirty,
                        ignore=(RUN_DIR_ROOT, self.config.outputs), excludes=DEFAULT_EXCLUDES + tuple(inside))
-        if pin.warning:
-            events.warn(pin.warning)
+        for warning in pin.warnings:
+            events.warn(warning)
         data, self.sources = pin_data(self.config.data, self.config.base_dir, self.store, warn=events.warn)
         return PinnedInputs(code_commit=pin.commit, code_snapshot=pin.code_snapshot_id,
                             code_dirty_snapshot=pin.dirty_snapshot_id, code_subdir=pin.subdir,

@@ -135,8 +135,8 @@ def test_local_attributes_never_change_the_pinned_code(store, repo, tmp_path):
 
 def test_files_under_a_git_filter_are_exported_filtered_and_said_so(store, repo, tmp_path):
     """Git LFS: the commit holds pointer files, and its smudge filter makes the code. A reviewer found
-    pointer files shipped as the code once the blobs were read raw. Filtered files go through `git
-    archive` as before, and the pin says which filter applied (a local filter changes what runs)."""
+    pointer files shipped as the code once the blobs were read raw. Filtered files are smudged, and
+    the pin says which filter applied (a local filter changes what runs)."""
     (repo / "exp" / ".gitattributes").write_text("*.bin filter=lfs\n")
     (repo / "exp" / "weights.bin").write_text("pointer\n")
     git(repo, "add", ".")
@@ -148,3 +148,50 @@ def test_files_under_a_git_filter_are_exported_filtered_and_said_so(store, repo,
     materialise(store, pin.code_snapshot_id, out)
     assert (out / "weights.bin").read_text() == "POINTER\n"
     assert "git filters apply to 1 file(s)" in pin.warning and "weights.bin: filter=lfs" in pin.warning
+
+
+def test_filters_anchored_at_the_repo_root_apply_to_an_experiment_subdir(store, repo, tmp_path):
+    """`git lfs track` in a monorepo writes `exp/*.dat filter=…` at the root. A reviewer found the
+    subtree export matched such patterns without the `exp/` prefix: pointer files shipped while the
+    pin said the filter had applied."""
+    (repo / ".gitattributes").write_text("exp/*.dat filter=up\n")
+    (repo / "exp" / "weights.dat").write_text("data\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "weights")
+    git(repo, "config", "filter.up.smudge", "tr a-z A-Z")
+    git(repo, "config", "filter.up.clean", "cat")
+    pin = pin_code(repo / "exp", store)
+    out = materialise(store, pin.code_snapshot_id, tmp_path / "out")
+    assert (out / "weights.dat").read_text() == "DATA\n"
+    assert "git filters apply to 1 file(s) of the code (e.g. weights.dat: filter=up)" in pin.warning
+
+
+def test_a_filtered_file_changes_nothing_else_in_the_export(store, repo, tmp_path):
+    """A reviewer found any filtered file switched the whole export to `git archive`: export-ignore
+    files vanished and export-subst rewrote others. Only the filtered files are smudged."""
+    (repo / "exp" / ".gitattributes").write_text("*.dat filter=up\nconf.py export-ignore\nsubst.py export-subst\n")
+    (repo / "exp" / "weights.dat").write_text("data\n")
+    (repo / "exp" / "conf.py").write_text("lr = 1\n")
+    (repo / "exp" / "subst.py").write_text("# $Format:%H$\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "weights")
+    git(repo, "config", "filter.up.smudge", "tr a-z A-Z")
+    pin = pin_code(repo / "exp", store)
+    out = materialise(store, pin.code_snapshot_id, tmp_path / "out")
+    assert (out / "weights.dat").read_text() == "DATA\n"
+    assert (out / "conf.py").read_text() == "lr = 1\n"
+    assert (out / "subst.py").read_text() == "# $Format:%H$\n"
+
+
+def test_a_filter_with_no_driver_here_is_said_to_leave_the_blobs(store, repo, tmp_path):
+    """Git LFS not installed: the commit's pointer files are what lands, and the pin says so."""
+    (repo / "exp" / ".gitattributes").write_text("*.bin filter=lfs\n")
+    (repo / "exp" / "weights.bin").write_text("pointer\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "weights")
+    pin = pin_code(repo / "exp", store)
+    out = materialise(store, pin.code_snapshot_id, tmp_path / "out")
+    assert (out / "weights.bin").read_text() == "pointer\n"
+    assert "filter=lfs is not configured in this repository" in pin.warning
+    git(repo, "config", "filter.lfs.smudge", "false")       # fails, not required: git gives the blob
+    assert "a git filter failed on 1 file(s) (e.g. weights.bin)" in pin_code(repo / "exp", store).warning
