@@ -67,13 +67,14 @@ def dirty_files(root: Path, subdir: str) -> list[tuple[str, str]]:
     return out
 
 
-def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> tuple[str, list[str]]:
+def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> tuple[str, list[str], list[str]]:
     """Snapshot exactly the commit's tree under subdir: its blobs as git stores them (`git ls-tree`,
     `git cat-file --batch`), never the working dir. Not `git archive`: it applies attributes and
     filters a clean `git status` does not show (a smudge filter in .git/config, export-ignore in
     .git/info/attributes), so the code that ran could differ from the recorded commit. The one
     exception is a file under a git `filter` (Git LFS): its blob is a pointer, not the code, so it
-    is smudged alone, its attributes looked up by its path in the repository."""
+    is smudged alone, its attributes looked up by its path in the repository.
+    Returns the snapshot id, warnings, and the submodules (gitlinks) it holds as empty directories."""
     treeish = f"{commit}:{subdir}" if subdir else commit
     listing = _git(["ls-tree", "-r", "-t", "-z", treeish], root, binary=True)
     if listing.returncode != 0:
@@ -90,10 +91,12 @@ def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> tuple[
     proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
     failed: list[str] = []
+    submodules: list[str] = []
     with _exporting(proc, builder):
         for mode, kind, oid, path in entries:
             if kind == "tree" or kind == "commit":     # a directory; a submodule stays one, empty
                 builder.add_dir(path, 0o755)
+                submodules += [path] if kind == "commit" else []
                 continue
             if path in filtered:
                 if _add_smudged(root, builder, oid, prefix + path, path, mode):
@@ -114,7 +117,10 @@ def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> tuple[
         proc.stdin.close()
         if proc.wait() != 0:
             raise EnvironmentProblem(f"git cat-file failed: {proc.stderr.read().decode(errors='replace').strip()}")
-    return builder.publish().id, _filter_notes(root, filtered, failed)
+    notes = _filter_notes(root, filtered, failed) + _few(
+        [f"submodule {p} is not part of the pinned code (fleet pins one repository): it lands as an empty "
+         "directory" for p in submodules], "submodules are not part of the pinned code")
+    return builder.publish().id, notes, submodules
 
 
 def _add_smudged(root: Path, builder: SnapshotBuilder, oid: str, full: str, path: str, mode: int) -> bool:
@@ -216,8 +222,12 @@ class _Exactly(io.RawIOBase):
         return super().read(size)
 
 
-def _dirty_overlay(base: Path, changes: list[tuple[str, str]], store: Store) -> str:
+def _dirty_overlay(base: Path, changes: list[tuple[str, str]], store: Store,
+                   submodules: list[str]) -> tuple[str, list[str]]:
+    """The uncommitted changes as a snapshot, and a line for each one it cannot hold: a nested
+    repository (git lists it as one entry; fleet pins one repository), a FIFO or socket."""
     builder = SnapshotBuilder(store)
+    left_out = []
     for status, rel in sorted(changes, key=lambda c: c[1]):
         real = base / rel
         if "D" in status and not real.exists():
@@ -228,7 +238,18 @@ def _dirty_overlay(base: Path, changes: list[tuple[str, str]], store: Store) -> 
             builder.add_symlink(rel, os.readlink(real))
         elif real.is_file():
             builder.add_file(rel, real, st)
-    return builder.publish().id
+        elif real.is_dir():
+            if rel.rstrip("/") not in submodules:       # a submodule's line is said already
+                left_out.append(f"{rel.rstrip('/')} is a git repository of its own (fleet pins one repository): "
+                                "the uncommitted changes recorded with the run leave it out")
+        else:
+            left_out.append(f"the uncommitted changes recorded with the run leave out {rel}: not a regular file "
+                            "or symlink")
+    return builder.publish().id, _few(left_out, "entries left out of the uncommitted changes")
+
+
+def _few(lines: list[str], what: str, shown: int = 3) -> list[str]:
+    return lines[:shown] + ([f"(+{len(lines) - shown} more {what})"] if len(lines) > shown else [])
 
 
 def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = False,
@@ -256,8 +277,11 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
         shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
         raise UsageError(f"uncommitted changes in {directory}: {shown}",
                          hint="commit them, or pass --allow-dirty to record the diff with the run")
-    code_id, warnings = _export_commit(root, commit, subdir, store)
-    dirty_id = _dirty_overlay(directory, changes, store) if changes else None
+    code_id, warnings, submodules = _export_commit(root, commit, subdir, store)
+    dirty_id = None
+    if changes:
+        dirty_id, left_out = _dirty_overlay(directory, changes, store, submodules)
+        warnings += left_out
     note = _secret_files_note([rel for status, rel in changes if "D" not in status])
     warnings += [_with("the uncommitted changes recorded with the run include ", note)] if note else []
     return CodePin(commit, dirty_id, code_id, warnings, repo_root=str(root), subdir=subdir, dirty_files=names)

@@ -195,3 +195,37 @@ def test_a_filter_with_no_driver_here_is_said_to_leave_the_blobs(store, repo, tm
     assert "filter=lfs is not configured in this repository" in pin.warning
     git(repo, "config", "filter.lfs.smudge", "false")       # fails, not required: git gives the blob
     assert "a git filter failed on 1 file(s) (e.g. weights.bin)" in pin_code(repo / "exp", store).warning
+
+
+def _nested_repo(path):
+    path.mkdir(parents=True)
+    (path / "lib.py").write_text("x = 1\n")
+    git(path, "init", "-q")
+    git(path, "add", ".")
+    git(path, "commit", "-qm", "lib")
+
+
+def test_a_submodule_is_said_to_be_left_out_never_dropped_silently(store, repo, tmp_path):
+    """A reviewer found a submodule shipped as an empty directory with no word, and with
+    --allow-dirty a dirty submodule or an untracked nested repository vanished from the overlay."""
+    _nested_repo(repo / "exp" / "lib")
+    git(repo, "add", "exp/lib")                  # a gitlink, as `git submodule add` leaves
+    git(repo, "commit", "-qm", "with lib")
+    pin = pin_code(repo / "exp", store)
+    assert pin.warnings == ["submodule lib is not part of the pinned code (fleet pins one repository): it "
+                            "lands as an empty directory"]
+    (repo / "exp" / "lib" / "lib.py").write_text("x = 2\n")       # dirty inside the submodule
+    _nested_repo(repo / "exp" / "vendored")                        # untracked, a repository of its own
+    pin = pin_code(repo / "exp", store, allow_dirty=True)
+    assert pin.warnings[0].startswith("submodule lib is not part of the pinned code")
+    assert pin.warnings[1:] == ["vendored is a git repository of its own (fleet pins one repository): the "
+                                "uncommitted changes recorded with the run leave it out"]
+
+
+def test_many_submodules_are_named_a_few_then_counted(store, repo):
+    for name in "abcde":
+        _nested_repo(repo / "exp" / name)
+        git(repo, "add", f"exp/{name}")
+    git(repo, "commit", "-qm", "five")
+    warnings = pin_code(repo / "exp", store).warnings
+    assert len(warnings) == 4 and warnings[-1] == "(+2 more submodules are not part of the pinned code)"
