@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import EnvironmentProblem, UsageError
 from ..snapshots.create import DEFAULT_EXCLUDES, SnapshotBuilder, create_snapshot
+from ..snapshots.links import outside_links
 from ..snapshots.store import Store
 
 
@@ -120,6 +121,7 @@ def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> tuple[
     notes = _filter_notes(root, filtered, failed) + _few(
         [f"submodule {p} is not part of the pinned code (fleet pins one repository): it lands as an empty "
          "directory" for p in submodules], "submodules are not part of the pinned code")
+    notes += outside_links(builder.entries, "the pinned code")
     return builder.publish().id, notes, submodules
 
 
@@ -245,7 +247,8 @@ def _dirty_overlay(base: Path, changes: list[tuple[str, str]], store: Store,
         else:
             left_out.append(f"the uncommitted changes recorded with the run leave out {rel}: not a regular file "
                             "or symlink")
-    return builder.publish().id, _few(left_out, "entries left out of the uncommitted changes")
+    left_out = _few(left_out, "entries left out of the uncommitted changes")
+    return builder.publish().id, left_out + outside_links(builder.entries, "the pinned code")
 
 
 def _few(lines: list[str], what: str, shown: int = 3) -> list[str]:
@@ -264,7 +267,8 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
         snap = create_snapshot(directory, store, excludes=tuple(excludes) + tuple(ignore))
         return CodePin(None, None, snap.id, warnings=[f"{directory} is not in a git repository: "
                        "the directory itself was snapshotted as the code (commit it to pin a version)"
-                       + _with("; it holds ", _secret_files_note([e.path for e in snap.manifest.entries]))])
+                       + _with("; it holds ", _secret_files_note([e.path for e in snap.manifest.entries]))]
+                       + snap.warnings)
     root = root.resolve()
     subdir = "" if directory == root else directory.relative_to(root).as_posix()
     head = _git(["rev-parse", "--verify", "HEAD^{commit}"], root)

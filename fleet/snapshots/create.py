@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, BinaryIO, Iterable, Iterator
 
 from ..errors import FleetError, UsageError
 from .chunking import FileDigest, digest_stream, hash_whole, open_for_reading
+from .links import outside_links
 from .manifest import Entry, Manifest, normal_mode
 from .progress import Meter, ProgressCallback
 from .statcache import FileRecord, StatCache, TreeHit, load_hit, rememberable, save_hit, stat_key
@@ -82,8 +83,7 @@ class SnapshotBuilder:
         self.entries: list[Entry] = []
         self.deleted: list[str] = []
         self.warnings: list[str] = []
-        self.new_chunks = 0
-        self.new_bytes = 0
+        self.new_chunks = self.new_bytes = 0
         self.files_cached = 0
         self.remembered: dict[str, FileRecord] = {}
         self.meter = Meter(progress)
@@ -250,8 +250,7 @@ class SnapshotBuilder:
         sid = known_id or hashlib.sha256(data).hexdigest()      # = manifest.id, without encoding it twice
         if name is not None:
             check_new_name(name)
-            current = self.store.get_ref(name)
-            if current is not None and current != sid:
+            if (current := self.store.get_ref(name)) is not None and current != sid:
                 raise UsageError(f"snapshot name {name!r} already points to {current[:12]}, which has other content",
                                  hint="pick another name")
         self.store.flush()
@@ -261,7 +260,8 @@ class SnapshotBuilder:
         if name is not None and (held := claim_ref(self.store, name, sid)) != sid:   # a create racing this one
             raise UsageError(f"snapshot name {name!r} already points to {held[:12]}, which has other content")
         self.meter.report(force=True, finished=True)
-        return CreateResult(sid, manifest, self.new_chunks, self.new_bytes, self.warnings,
+        warnings = self.warnings + outside_links(self.entries, "the snapshot")
+        return CreateResult(sid, manifest, self.new_chunks, self.new_bytes, warnings,
                             self.meter.bytes_hashed, self.files_cached, self.store.inner)
 
     def abort(self) -> None:

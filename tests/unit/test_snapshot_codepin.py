@@ -229,3 +229,24 @@ def test_many_submodules_are_named_a_few_then_counted(store, repo):
     git(repo, "commit", "-qm", "five")
     warnings = pin_code(repo / "exp", store).warnings
     assert len(warnings) == 4 and warnings[-1] == "(+2 more submodules are not part of the pinned code)"
+
+
+def test_committed_links_out_of_the_pinned_code_are_named(store, repo, tmp_path):
+    """A reviewer found `params.txt -> /abs/outside` made "pinned" code read live content: a rerun
+    read the changed target. The pin names each such link; one inside the code is fine."""
+    outside = tmp_path / "outside.txt"
+    outside.write_text("lr = 1\n")
+    (repo / "exp" / "params.txt").symlink_to(outside)
+    (repo / "exp" / "shared").symlink_to("../top.txt")      # in the repository, not in the pinned code
+    (repo / "exp" / "alias.py").symlink_to("train.py")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "links")
+    pin = pin_code(repo / "exp", store)
+    assert pin.warnings == [
+        f"params.txt is a link to {outside}, outside the pinned code: its target is not pinned (what it "
+        "holds when read is what runs)",
+        "shared is a link to ../top.txt, outside the pinned code: its target is not pinned (what it holds "
+        "when read is what runs)"]
+    (repo / "exp" / "new").symlink_to("/etc/hostname")                # uncommitted, --allow-dirty
+    dirty = pin_code(repo / "exp", store, allow_dirty=True)
+    assert dirty.warnings[2].startswith("new is a link to /etc/hostname, outside the pinned code")

@@ -153,3 +153,29 @@ def test_an_empty_data_path_is_refused_not_the_whole_experiment(store, tmp_path,
     with pytest.raises(UsageError, match=r"\[data\] train is an empty string"):
         pin_data({"train": value}, tmp_path, store)
     assert store.list_manifests() == []
+
+
+def test_fleet_up_names_data_links_whose_target_is_not_in_the_snapshot(store, tmp_path):
+    """A reviewer found a link out of a data tree made a "pinned" run read live content: the
+    snapshot keeps the link, and a rerun reads whatever the target holds then. Each is named, the
+    first few, then a count; a link inside the tree is fine. The same again (a whole-tree hit) says so too."""
+    from fleet.snapshots.sources import pin_data
+    data = tmp_path / "train"
+    (data / "sub").mkdir(parents=True)
+    (data / "a.csv").write_text("1\n")
+    (data / "sub" / "inside").symlink_to("../a.csv")
+    (data / "sub" / "up").symlink_to("../../elsewhere.csv")
+    for i in range(4):
+        (data / f"abs{i}").symlink_to(tmp_path / "elsewhere.csv")
+    for _ in range(2):
+        said: list[str] = []
+        pin_data({"train": "train"}, tmp_path, store, warn=said.append)
+        assert said == [f"[data] train: abs{i} is a link to {tmp_path}/elsewhere.csv, outside the snapshot: its "
+                        "target is not pinned (what it holds when read is what runs)" for i in range(3)] + [
+                        "[data] train: (+2 more links to targets outside the snapshot)"]
+    (data / "abs0").unlink()
+    (data / "abs1").unlink()
+    (data / "abs2").unlink()
+    said = []
+    pin_data({"train": "train"}, tmp_path, store, warn=said.append)
+    assert [w.split(" is a link")[0] for w in said] == ["[data] train: abs3", "[data] train: sub/up"]
