@@ -277,11 +277,15 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
     commit = head.stdout.strip()
     changes = [(s, p) for s, p in dirty_files(root, subdir) if p.split("/", 1)[0] not in set(ignore)]
     names = [rel for _s, rel in changes]
+    in_commit = _in_commit(root, commit, subdir, allow_dirty)
     if changes and not allow_dirty:
         shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
         raise UsageError(f"uncommitted changes in {directory}: {shown}",
                          hint="commit them, or pass --allow-dirty to record the diff with the run")
-    code_id, warnings, submodules = _export_commit(root, commit, subdir, store)
+    if in_commit:
+        code_id, warnings, submodules = _export_commit(root, commit, subdir, store)
+    else:       # a new directory, all of it uncommitted: the overlay is the code
+        code_id, warnings, submodules = SnapshotBuilder(store).publish().id, [], []
     dirty_id = None
     if changes:
         dirty_id, left_out = _dirty_overlay(directory, changes, store, submodules)
@@ -289,6 +293,18 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
     note = _secret_files_note([rel for status, rel in changes if "D" not in status])
     warnings += [_with("the uncommitted changes recorded with the run include ", note)] if note else []
     return CodePin(commit, dirty_id, code_id, warnings, repo_root=str(root), subdir=subdir, dirty_files=names)
+
+
+def _in_commit(root: Path, commit: str, subdir: str, allow_dirty: bool) -> bool:
+    """Whether the commit holds the experiment directory; one clear line when that cannot be pinned."""
+    if not subdir or _git(["cat-file", "-t", f"{commit}:{subdir}"], root).stdout.strip() == "tree":
+        return True
+    if _git(["check-ignore", "-q", subdir], root).returncode == 0:
+        raise UsageError(f"{subdir}/ is ignored by git, so no commit holds it and nothing of it can be pinned",
+                         hint=f"un-ignore it and commit it (`git check-ignore -v {subdir}` names the rule)")
+    if not allow_dirty:
+        raise UsageError(f"{subdir}/ is not in commit {commit[:12]}", hint="commit it, or pass --allow-dirty")
+    return False
 
 
 # Files that usually hold credentials: copied with the code they go to the store (perhaps a team's

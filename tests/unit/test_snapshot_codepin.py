@@ -250,3 +250,22 @@ def test_committed_links_out_of_the_pinned_code_are_named(store, repo, tmp_path)
     (repo / "exp" / "new").symlink_to("/etc/hostname")                # uncommitted, --allow-dirty
     dirty = pin_code(repo / "exp", store, allow_dirty=True)
     assert dirty.warnings[2].startswith("new is a link to /etc/hostname, outside the pinned code")
+
+
+def test_a_new_experiment_dir_is_one_line_or_all_overlay(store, repo, tmp_path):
+    """A reviewer found a directory not yet in the commit failed with a raw `git ls-tree … failed`,
+    even with --allow-dirty."""
+    new = repo / "exp2"
+    new.mkdir()
+    (new / "train.py").write_text("print('new')\n")
+    with pytest.raises(UsageError) as err:
+        pin_code(new, store)
+    assert str(err.value).startswith("exp2/ is not in commit ") and "commit it, or pass --allow-dirty" in str(err.value)
+    pin = pin_code(new, store, allow_dirty=True)
+    assert load(store, pin.code_snapshot_id).entries == [] and pin.dirty_files == ["train.py"]
+    out = materialise(store, pin.dirty_snapshot_id, tmp_path / "out")
+    assert (out / "train.py").read_text() == "print('new')\n"
+    (repo / ".gitignore").write_text("exp2/\n")
+    for allow_dirty in (False, True):
+        with pytest.raises(UsageError, match=r"^exp2/ is ignored by git, so no commit holds it"):
+            pin_code(new, store, allow_dirty=allow_dirty)
