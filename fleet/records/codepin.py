@@ -256,9 +256,12 @@ def _few(lines: list[str], what: str, shown: int = 3) -> list[str]:
 
 
 def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = False,
-             excludes: tuple[str, ...] = DEFAULT_EXCLUDES, ignore: tuple[str, ...] = ()) -> CodePin:
+             excludes: tuple[str, ...] = DEFAULT_EXCLUDES, ignore: tuple[str, ...] = (),
+             data: tuple[str, ...] = ()) -> CodePin:
     """`ignore`: top-level names under the experiment dir that fleet itself writes (runs/, outputs/):
-    never counted as uncommitted changes, never part of a directory snapshot."""
+    never counted as uncommitted changes, never part of a directory snapshot. `data`: paths under
+    the experiment dir that `[data]` pins on their own: their changes are not the code's (outside
+    git, `excludes` leaves them out)."""
     directory = Path(experiment_dir).resolve()
     if not directory.is_dir():
         raise UsageError(f"experiment directory {directory} does not exist")
@@ -275,7 +278,8 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
     if head.returncode != 0:
         raise UsageError(f"git repository {root} has no commits yet", hint="commit your code, then run again")
     commit = head.stdout.strip()
-    changes = [(s, p) for s, p in dirty_files(root, subdir) if p.split("/", 1)[0] not in set(ignore)]
+    changes = [(s, p) for s, p in dirty_files(root, subdir) if p.split("/", 1)[0] not in set(ignore)
+               and not any(p.rstrip("/") == d or p.startswith(d + "/") for d in data)]
     names = [rel for _s, rel in changes]
     in_commit = _in_commit(root, commit, subdir, allow_dirty)
     if changes and not allow_dirty:

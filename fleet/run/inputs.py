@@ -77,10 +77,10 @@ class Inputs:
         for rel in self.config.data.values():
             p = (base / rel).resolve()
             if p != base and p.is_relative_to(base):
-                name = p.relative_to(base).as_posix()
-                inside.append(name + ("/" if "/" not in name else ""))
-        pin = pin_code(base, self.store, allow_dirty=allow_dirty,
-                       ignore=(RUN_DIR_ROOT, self.config.outputs), excludes=DEFAULT_EXCLUDES + tuple(inside))
+                inside.append(p.relative_to(base).as_posix())
+        excludes = tuple(name + ("/" if "/" not in name else "") for name in inside)   # a path, not a name anywhere
+        pin = pin_code(base, self.store, allow_dirty=allow_dirty, ignore=(RUN_DIR_ROOT, self.config.outputs),
+                       excludes=DEFAULT_EXCLUDES + excludes, data=tuple(inside))
         for warning in pin.warnings:
             events.warn(warning)
         data, self.sources = pin_data(self.config.data, self.config.base_dir, self.store, warn=events.warn)

@@ -269,3 +269,30 @@ def test_a_new_experiment_dir_is_one_line_or_all_overlay(store, repo, tmp_path):
     for allow_dirty in (False, True):
         with pytest.raises(UsageError, match=r"^exp2/ is ignored by git, so no commit holds it"):
             pin_code(new, store, allow_dirty=allow_dirty)
+
+
+def test_data_inside_the_experiment_is_not_uncommitted_code(store, repo, tmp_path, monkeypatch):
+    """A reviewer found `[data] train = "data/train"` (untracked, not ignored) made `fleet up` refuse
+    "uncommitted changes …: data/train/a.csv" in a git repository (outside git the same path is left
+    out as data), and with --allow-dirty the data went into the code's overlay as well."""
+    from fleet.config.loader import load_config
+    from fleet.run.context import SilentEvents
+    from fleet.run.inputs import Inputs
+    from fleet.run.types import RunOptions
+    monkeypatch.delenv("FLEET_RECORDS_KEY", raising=False)
+    monkeypatch.delenv("FLEET_RECORDS_KEY_FILE", raising=False)
+    exp = repo / "exp"
+    (exp / "fleet.toml").write_text('project = "t"\ncommand = "true"\n[data]\ntrain = "data/train"\n')
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "config")
+    (exp / "data" / "train").mkdir(parents=True)
+    (exp / "data" / "train" / "a.csv").write_text("1\n")
+    (exp / "data" / "notes.txt").write_text("beside the data: code\n")
+    with pytest.raises(UsageError, match=r"uncommitted changes in .*: data/notes.txt \(commit them"):
+        Inputs(load_config(cwd=exp)).pin(RunOptions(), SilentEvents())
+    (exp / "data" / "notes.txt").unlink()
+    pins = Inputs(load_config(cwd=exp)).pin(RunOptions(), SilentEvents())
+    assert pins.code_dirty_snapshot is None and set(pins.data_snapshots) == {"train"}
+    (exp / "train.py").write_text("print('v2')\n")
+    pins = Inputs(load_config(cwd=exp)).pin(RunOptions(allow_dirty=True), SilentEvents())
+    assert [e.path for e in load(store, pins.code_dirty_snapshot).files()] == ["train.py"]
