@@ -145,7 +145,8 @@ def _add_smudged(root: Path, builder: SnapshotBuilder, oid: str, full: str, path
         err.seek(0)
         said = err.read().decode(errors="replace")
     if rc != 0:
-        raise EnvironmentProblem(f"git could not apply the filter to {full}: {said.strip().splitlines()[-1:]}")
+        last = (said.strip().splitlines() or ["no reason given"])[-1]
+        raise EnvironmentProblem(f"git could not apply the filter to {full}: {last}")
     return "filter" in said and "failed" in said
 
 

@@ -296,3 +296,17 @@ def test_data_inside_the_experiment_is_not_uncommitted_code(store, repo, tmp_pat
     (exp / "train.py").write_text("print('v2')\n")
     pins = Inputs(load_config(cwd=exp)).pin(RunOptions(allow_dirty=True), SilentEvents())
     assert [e.path for e in load(store, pins.code_dirty_snapshot).files()] == ["train.py"]
+
+
+def test_a_required_filter_that_fails_is_one_line(store, repo):
+    from fleet.errors import EnvironmentProblem
+    (repo / "exp" / ".gitattributes").write_text("*.bin filter=lfs\n")
+    (repo / "exp" / "weights.bin").write_text("pointer\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "weights")
+    git(repo, "config", "filter.lfs.smudge", "false")
+    git(repo, "config", "filter.lfs.clean", "cat")
+    git(repo, "config", "filter.lfs.required", "true")
+    with pytest.raises(EnvironmentProblem, match=r"^git could not apply the filter to exp/weights.bin: fatal: "
+                                                 r"exp/weights.bin: smudge filter lfs failed$"):
+        pin_code(repo / "exp", store)
