@@ -158,7 +158,7 @@ def write_marker(db, lease_id: str, deadline: datetime) -> None:
     try:
         from ..state.db import Database
         root = _markers()
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
         url = f"sqlite:///{db.path}" if isinstance(db, Database) else None
         (root / lease_id).write_text(json.dumps({"deadline": deadline.isoformat(), "state_url": url}))
     except OSError:

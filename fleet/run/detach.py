@@ -24,8 +24,8 @@ from typing import Any, Iterator
 from ..errors import FleetError, InfrastructureError
 from ..ids import split_attempt
 from .context import Events
-from .supervisor import (EVENTS, IDENTITY, LOG, MODULE, SPEC, SupervisorSpec, state_url_of, supervisor_dir,
-                         supervisors_root)
+from .supervisor import (EVENTS, IDENTITY, LOG, MODULE, SPEC, SupervisorSpec, new_supervisor_dir, state_url_of,
+                         supervisor_dir, supervisors_root)
 
 HANDOFF_PHASES = ("setup", "run")   # the first phase after staging
 STOP_WAIT_S = 120.0
@@ -53,8 +53,7 @@ def launch(spec: SupervisorSpec) -> subprocess.Popen:
     """Start the supervisor: its own session (no terminal, no SIGHUP from the shell), its output
     into supervisor.log next to its events. Its stdin carries one line, the [env] overrides (never
     written to spec.json: a value may be secret), then ends."""
-    directory = supervisor_dir(spec.run_id)
-    directory.mkdir(parents=True, mode=0o700)
+    directory = new_supervisor_dir(spec.run_id)
     path = spec.write(directory)
     with open(directory / LOG, "ab") as log:
         proc = subprocess.Popen([sys.executable, "-m", MODULE, str(path)], cwd=spec.cwd, stdin=subprocess.PIPE,

@@ -54,6 +54,15 @@ def supervisors_root() -> Path:
     return fleet_home() / SUPERVISORS
 
 
+def new_supervisor_dir(run_id: str) -> Path:
+    """The run's supervisor directory, made; it and its parent the user's alone (0700), like every
+    directory fleet makes in FLEET_HOME, whatever the umask."""
+    from ..paths import subdir
+    directory = subdir(SUPERVISORS) / run_id
+    directory.mkdir(mode=0o700)
+    return directory
+
+
 def supervisor_dir(run_id: str) -> Path:
     return supervisors_root() / run_id
 

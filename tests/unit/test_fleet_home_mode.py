@@ -39,3 +39,24 @@ def test_a_group_writable_fleet_home_warns_once(tmp_path):
     proc = run_fleet(["status"], cwd=tmp_path, env={"FLEET_HOME": str(home)})
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("is writable by its group") == 1
+
+
+def test_supervisor_and_kept_marker_directories_are_private(tmp_path, monkeypatch):
+    """supervisors/ and kept/ were made 0755 (a group-readable team FLEET_HOME then showed which runs
+    and leases exist, and the state each lives in)."""
+    import os
+    from datetime import datetime, timezone
+
+    from fleet.money.kept import MARKERS, write_marker
+    from fleet.run.supervisor import SUPERVISORS, new_supervisor_dir
+    home = tmp_path / "home"
+    home.mkdir(mode=0o700)
+    monkeypatch.setenv("FLEET_HOME", str(home))
+    old = os.umask(0o022)
+    try:
+        run_dir = new_supervisor_dir("r-1")
+        write_marker(object(), "l-1", datetime.now(timezone.utc))
+    finally:
+        os.umask(old)
+    assert _mode(home / SUPERVISORS) == 0o700 and _mode(run_dir) == 0o700
+    assert _mode(home / MARKERS) == 0o700 and (home / MARKERS / "l-1").exists()
