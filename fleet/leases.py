@@ -291,15 +291,40 @@ def extend(lease_id: str, seconds: int, state=None, *, user: str | None = None, 
                          f"({lease.max_deadline.strftime('%H:%M:%S UTC')}); nothing was extended",
                          hint="max_duration is fixed when a lease is made: start a new run with a longer "
                               "--max-duration")
-    budget = _budget_cap(state, lease, limits, seconds)
-    if budget is None:
+    if limits is None:
         return extend_lease(state, lease, seconds)
-    cap_s, why = budget
-    extension = extend_lease(state, lease, int(cap_s))
-    if extension.capped_by is None:
+    # The budget check and the deadline it allows are one transaction: two extends at once (or an
+    # extend beside a `fleet up`'s reservation) each saw the other's money as still free. The new
+    # deadline is held in the state before any machine moves, and put back if moving them fails.
+    with state.db.transaction():
+        from .money.reservations import Reservations
+        Reservations(state.db).lock_scopes(project=lease.project if limits.project_monthly is not None else None,
+                                           owner=lease.user if limits.user_monthly is not None else None)
+        budget = _budget_cap(state, lease, limits, seconds)
+        held = _hold_deadline(state, lease, budget[0] if budget else seconds)
+    try:
+        extension = extend_lease(state, lease, int(budget[0]) if budget else seconds)
+    except BaseException:
+        if held is not None:
+            state.set_lease_deadline(lease.id, held, keep_until=held)
+        raise
+    if budget is not None and extension.capped_by is None:
         from dataclasses import replace
-        extension = replace(extension, asked_s=int(seconds), capped_by=why)
+        extension = replace(extension, asked_s=int(seconds), capped_by=budget[1])
     return extension
+
+
+def _hold_deadline(state, lease, seconds: float):
+    """Move the lease's recorded deadline (and so the money it holds) to now + seconds, within its
+    max_duration, before its machines are told; returns the deadline it had, to put back."""
+    from .models import utcnow
+    from .money.kept import recorded_deadline
+    from .money.ledger import Ledger
+    before = recorded_deadline(Ledger(state.db), lease)
+    target = min(utcnow() + timedelta(seconds=seconds), lease.max_deadline)
+    if before is None or target > before:
+        state.set_lease_deadline(lease.id, target, keep_until=target)
+    return before
 
 
 def _budget_cap(state, lease, limits, seconds: int) -> tuple[float, str] | None:
@@ -315,7 +340,9 @@ def _budget_cap(state, lease, limits, seconds: int) -> tuple[float, str] | None:
     if found is None or found[0] >= seconds:
         return None
     cap_s, scope = found
-    held_s = (lease.deadline - now).total_seconds() if lease.deadline else 0
+    from .money.kept import recorded_deadline
+    deadline = recorded_deadline(Ledger(state.db), lease)      # as another extend left it
+    held_s = (deadline - now).total_seconds() if deadline else 0
     if cap_s < max(held_s, 0) + 1:
         from .errors import BudgetRefused
         raise BudgetRefused(f"{scope} has nothing left to pay for lease {lease.id} past its deadline; nothing was extended",

@@ -44,7 +44,7 @@ def hand_over(ledger: Ledger, closing: list[OpenSegment], lease, at: datetime, t
 
 def open_kept(ledger: Ledger, lease, at: datetime, prices: dict) -> None:
     """One kept segment per machine that has no open segment (another run on it bills it already)."""
-    deadline = _deadline(ledger, lease)
+    deadline = recorded_deadline(ledger, lease)
     if at >= deadline:
         return   # kept past its end: the machines are gone
     busy = {seg.fixed["machine_id"] for seg in ledger.open_segments(lease.id)}
@@ -64,7 +64,7 @@ def close_kept(ledger: Ledger, lease, at: datetime) -> dict:
     from .reservations import STALE_S
     open_now = ledger.open_segments(lease.id)
     segments = [s for s in open_now if s.segment_id.endswith(KEPT_SUFFIX)]
-    end = min(at, _deadline(ledger, lease))
+    end = min(at, recorded_deadline(ledger, lease))
     if segments:
         ledger.close(segments, max(end, max(s.last_end or s.start for s in segments)))
     dead = [s for s in open_now if not s.segment_id.endswith(KEPT_SUFFIX)
@@ -139,7 +139,7 @@ def live_deadlines(ledger: Ledger) -> dict[str, datetime]:
     return deadlines
 
 
-def _deadline(ledger: Ledger, lease) -> datetime:
+def recorded_deadline(ledger: Ledger, lease) -> datetime:
     """The deadline the state holds now (`--keep` and `fleet extend` move it after the Lease was read)."""
     rows = ledger.db.execute("SELECT deadline FROM leases WHERE id = ?", (lease.id,))
     return parse_iso(rows[0]["deadline"]) if rows and rows[0]["deadline"] else lease.deadline
@@ -241,5 +241,5 @@ def extension_cap_s(limits, lease, ledger: Ledger, now: datetime) -> tuple[float
     scopes = build_scopes(replace(limits, run=None), project=lease.project, user=lease.user, ledger=ledger,
                           now=now, reservations=Reservations(ledger.db))
     tightest = min(scopes, key=lambda s: s.remaining(0))
-    held_s = max(0.0, (_deadline(ledger, lease) - now).total_seconds())
+    held_s = max(0.0, (recorded_deadline(ledger, lease) - now).total_seconds())
     return held_s + max(0, tightest.remaining(0)) * 3600 / rate, tightest.name

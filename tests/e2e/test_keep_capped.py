@@ -73,3 +73,25 @@ def test_extend_of_a_kept_lease_stops_where_the_monthly_budget_does(tmp_path, fl
         assert "has nothing left to pay for lease" in lines[0] and "nothing was extended" in lines[0]
     finally:
         assert run_fleet(["down", lease], cwd=tmp_path).returncode == 0
+
+
+def test_two_extends_at_once_never_hold_more_than_the_monthly_budget(tmp_path, fleet_home):
+    """Two kept leases extended at the same moment each saw the other's money as free: both were
+    capped at the same whole remainder ($0.129 held of a $0.10 budget, red-team finding). The budget
+    check and the deadline it allows are one transaction now."""
+    import subprocess
+
+    from tests.conftest import FLEET
+    extra = "[budgets]\nproject_monthly = 0.3\n"
+    leases = [kept_lease(tmp_path / d, "capboth", "1m", "10h", extra=extra)
+              for d in ("a", "b") if (tmp_path / d).mkdir() is None]
+    try:
+        procs = [subprocess.Popen([FLEET, "extend", lease, "5h"], cwd=tmp_path / d, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for lease, d in zip(leases, ("a", "b"))]
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert all(p.returncode in (0, 6) for p in procs), outs
+        standing = json.loads(run_fleet(["budget", "--json"], cwd=tmp_path / "a").stdout)["budgets"][0]
+        assert float(standing["remaining_usd"]) >= -0.005, (standing, outs)      # held within the budget
+    finally:
+        for lease, d in zip(leases, ("a", "b")):
+            assert run_fleet(["down", lease], cwd=tmp_path / d).returncode == 0
