@@ -15,12 +15,16 @@ The machine controls every byte of the stream, so nothing in it may write outsid
 - devices, fifos and other special members are skipped.
 Everything skipped is reported by path and reason, never silently dropped. Memory stays bounded:
 members are streamed in 1 MiB pieces (tarfile's stream mode reads the tar once, in order).
+Each file is written under a temporary name beside it and renamed into place only once complete, so
+a stream cut short never leaves a truncated file under the real name; runs of zeros become holes
+(a sparse checkpoint stays sparse here); `limit` bounds the bytes one stream may write.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import secrets
 import stat
 import tarfile
 from dataclasses import dataclass, field
@@ -29,6 +33,7 @@ from typing import BinaryIO
 
 CHUNK = 1 << 20
 MAX_LINK_HOPS = 40
+_ZEROS = bytes(CHUNK)
 
 
 @dataclass
@@ -39,10 +44,16 @@ class Extracted:
     dirs: int = 0
     bytes: int = 0
     skipped: list[str] = field(default_factory=list)   # "path: why", one per member not extracted
+    incomplete: str | None = None   # why the rest of the stream did not come home (None: it all did)
 
 
 class _Refused(Exception):
     """This member cannot be extracted safely; the message says why."""
+
+
+class Stopped(Exception):
+    """The rest of the stream is refused (the outputs past their limit); the message names the
+    member where it stopped. What came before it is kept."""
 
 
 def _rel_parts(name: str) -> list[str]:
@@ -95,30 +106,60 @@ def _mode(member: tarfile.TarInfo, base: int) -> int:
     return (member.mode & 0o755) | base
 
 
+def _not_a_dir(dir_fd: int, name: str) -> None:
+    """Refuse replacing a directory with a file (a file or symlink there is replaced by rename)."""
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise _Refused("a directory of that name exists")
+
+
+def _temp_name() -> str:
+    # Fixed length: a member's own name may already be as long as the filesystem allows.
+    return f".fleet-part-{secrets.token_hex(8)}"
+
+
+def _commit(parent: int, tmp: str, name: str, ok: bool) -> None:
+    """The complete file under its name (atomically: never through a symlink there), or gone."""
+    if ok:
+        os.rename(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp, dir_fd=parent)
+
+
 def _write_file(root_fd: int, parts: list[str], member: tarfile.TarInfo, src: BinaryIO | None) -> int:
     parent = _open_dir(root_fd, parts[:-1], create=True)
+    written, ok = 0, False
     try:
-        _clear(parent, parts[-1])
-        fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600, dir_fd=parent)
+        _not_a_dir(parent, parts[-1])
+        tmp = _temp_name()
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=parent)
+        try:
+            while src is not None:
+                block = src.read(CHUNK)
+                if not block:
+                    break
+                written += len(block)
+                if block == _ZEROS[:len(block)]:   # a hole (sparse tar) or zeros: left unwritten
+                    os.lseek(fd, len(block), os.SEEK_CUR)
+                    continue
+                view = memoryview(block)
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+            os.ftruncate(fd, written)   # a trailing hole still counts in the file's size
+            os.fchmod(fd, _mode(member, 0o600))
+            with contextlib.suppress(OverflowError, ValueError, OSError):   # the machine's word: 10**30 is no time
+                os.utime(fd, (member.mtime, member.mtime))
+            ok = True
+        finally:
+            os.close(fd)
+            _commit(parent, tmp, parts[-1], ok)
     finally:
         os.close(parent)
-    written = 0
-    try:
-        while src is not None:
-            block = src.read(CHUNK)
-            if not block:
-                break
-            view = memoryview(block)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            written += len(block)
-        os.fchmod(fd, _mode(member, 0o600))
-        with contextlib.suppress(OverflowError, ValueError, OSError):   # the machine's word: 10**30 is no time
-            os.utime(fd, (member.mtime, member.mtime))
-    finally:
-        os.close(fd)
     return written
 
 
@@ -135,14 +176,19 @@ def _link_file(root_fd: int, parts: list[str], target: list[str]) -> None:
             if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                 raise
         src = os.open(target[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_parent)
+        tmp, ok = _temp_name(), False
         try:
-            dst = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+            dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                           os.fstat(src).st_mode & 0o777, dir_fd=dst_parent)
             try:
                 while block := os.read(src, CHUNK):
-                    os.write(dst, block)
+                    view = memoryview(block)
+                    while view:
+                        view = view[os.write(dst, view):]
+                ok = True
             finally:
                 os.close(dst)
+                _commit(dst_parent, tmp, parts[-1], ok)
         finally:
             os.close(src)
     finally:
@@ -182,12 +228,16 @@ def _resolves_inside(root: str, parts: list[str]) -> bool:
     return True
 
 
-def extract_stream(stream: BinaryIO, dest: Path) -> Extracted:
-    """Unpack the tar (any compression tarfile detects) read from `stream` into `dest`."""
+def extract_stream(stream: BinaryIO, dest: Path, *, limit: int | None = None,
+                   out: Extracted | None = None) -> Extracted:
+    """Unpack the tar (any compression tarfile detects) read from `stream` into `dest`, at most
+    `limit` bytes of files (their full size, holes included). Raises Stopped past the limit,
+    tarfile.ReadError at a stream cut short, OSError (a full disk): what came
+    before stays in `out` (pass one to read it then) and on disk, every file there complete."""
     dest.mkdir(parents=True, exist_ok=True)
     root = os.path.realpath(dest)
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
-    out = Extracted()
+    out = Extracted() if out is None else out
     files: set[tuple[str, ...]] = set()                # regular files this stream wrote
     symlinks: dict[tuple[str, ...], tuple[str, str]] = {}   # parts -> (name, target), made last
     try:
@@ -203,6 +253,10 @@ def extract_stream(stream: BinaryIO, dest: Path) -> Extracted:
                         os.close(_open_dir(root_fd, parts, create=True))
                         out.dirs += 1
                     elif member.isreg():
+                        if limit is not None and out.bytes + member.size > limit:
+                            from .render.units import human_size
+                            raise Stopped(f"{member.name}: the outputs pass their limit of {human_size(limit)} "
+                                          f"here ({human_size(out.bytes + member.size)} with this file)")
                         out.bytes += _write_file(root_fd, parts, member, tar.extractfile(member))
                         files.add(tuple(parts))
                         out.files += 1
@@ -220,6 +274,10 @@ def extract_stream(stream: BinaryIO, dest: Path) -> Extracted:
                         raise _Refused("special file (device, fifo or socket)")
                 except _Refused as exc:
                     out.skipped.append(f"{member.name}: {exc}")
+                except OSError as exc:   # a name this filesystem cannot hold is that member's problem only
+                    if exc.errno != errno.ENAMETOOLONG:
+                        raise
+                    out.skipped.append(f"{member.name}: name too long for the filesystem here")
         for key, (name, target) in symlinks.items():
             parts = list(key)
             try:

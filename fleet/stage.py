@@ -4,14 +4,16 @@ Pinned snapshots (fleet/snapshots) replace the copy where configured; fetching o
 """
 from __future__ import annotations
 
+import errno
 import io
 import shlex
+import socket
 import tarfile
 from pathlib import Path
 
 from .models import Machine
 from .remote.ssh import connect
-from .safe_extract import CHUNK, Extracted, extract_stream
+from .safe_extract import CHUNK, Extracted, Stopped, extract_stream
 from .snapshots.sync_channel import MAX_PACKET
 
 MAX_TRAILING = 16 << 20
@@ -110,23 +112,42 @@ class _Prefixed:
         return self.rest.read(n)
 
 
-def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path) -> Extracted:
+def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path, *, limit: int | None = None) -> Extracted:
     """Bring `remote_dir` home into `local_dir`, streamed: the tar never sits in memory (2 GiB of
     outputs used to need 2 GiB of controller RSS), and it is unpacked as if hostile (links kept
     inside `local_dir`, see fleet/safe_extract.py). A missing directory brings nothing.
     Never gzipped: outputs are mostly checkpoints, images and archives that do not shrink, and
-    gzip on one core (~40 MB/s) is slower than the link, so it only capped the throughput."""
+    gzip on one core (~40 MB/s) is slower than the link, so it only capped the throughput. Sparse
+    files travel as sparse where the machine's tar is GNU tar (a preallocated 3 GiB file is no
+    3 GiB of zeros on the wire). A transfer cut short, a full disk here or `limit` bytes passed
+    end it with `incomplete` set (what came before is kept, every file complete), never a raise."""
     create = "-cf"
+    result = Extracted()
     with connect(machine) as session:
-        cmd = (f"if [ -d {shlex.quote(remote_dir)} ]; then tar {shlex.quote(create)} - "
-               f"-C {shlex.quote(remote_dir)} .; fi")
+        quoted = shlex.quote(remote_dir)
+        cmd = (f"if [ -d {quoted} ]; then s=; tar --version 2>/dev/null | grep -q 'GNU tar' && s=--sparse; "
+               f"tar $s {shlex.quote(create)} - -C {quoted} .; fi")
         chan = session.open_channel(window_size=OUTPUTS_WINDOW, max_packet_size=MAX_PACKET)
         try:
             chan.settimeout(600)
             chan.exec_command(cmd)
             stdout, stderr = _ChannelStream(chan), chan.makefile_stderr("rb")
-            first = stdout.read(tarfile.BLOCKSIZE)
-            result = extract_stream(_Prefixed(first, stdout), local_dir) if first else Extracted()
+            try:
+                first = stdout.read(tarfile.BLOCKSIZE)
+                if first:
+                    extract_stream(_Prefixed(first, stdout), local_dir, limit=limit, out=result)
+            except OSError as exc:
+                result.incomplete = (f"no space left to write into {local_dir} ({exc.strerror})"
+                                     if exc.errno in (errno.ENOSPC, errno.EDQUOT) else
+                                     "the machine sent nothing for 600 s" if isinstance(exc, socket.timeout) else
+                                     f"{type(exc).__name__}: {exc}")
+                return result
+            except tarfile.ReadError as exc:   # the stream ended inside a member: cut short
+                result.incomplete = f"the transfer ended early ({exc})"
+                return result
+            except (Stopped, tarfile.TarError) as exc:
+                result.incomplete = str(exc) or type(exc).__name__
+                return result
             # What follows the end-of-archive blocks is padding; a machine that keeps sending is cut off.
             trailing = 0
             while trailing < MAX_TRAILING and (block := stdout.read(CHUNK)):
@@ -137,8 +158,11 @@ def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path) -> Extra
             status = chan.recv_exit_status()
             if status != 0:
                 why = stderr.read(4096).decode(errors="replace").strip().splitlines()
-                result.skipped.append(f"{remote_dir}: tar on the machine exited {status}"
-                                      + (f" ({why[-1]})" if why else ""))
+                said = f"tar on the machine exited {status}" + (f" ({why[-1]})" if why else "")
+                if status == 1:   # GNU tar: a file changed while it was read; the archive is whole
+                    result.skipped.append(f"{remote_dir}: {said}")
+                else:   # killed (a reclaim, the link cut: -1) or failed: the archive may have ended early
+                    result.incomplete = said
         finally:
             chan.close()
     return result

@@ -54,6 +54,7 @@ class Config:
     env: dict[str, str] = field(default_factory=dict)
     secrets: list[str] = field(default_factory=list)   # env names passed from the controller, always redacted
     outputs: str = "outputs"
+    outputs_max_bytes: int = 100 << 30   # outputs fetched from one machine at most (0: no limit)
     max_duration_s: int = 4 * 3600
     heartbeat_ttl_s: int = 300
     python: str | None = None         # interpreter on machines; local default: the controller's

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UsageError
-from .values import (DURATION_PATTERN, MAX_DURATION_S, MAX_GPUS, MAX_GRACE_S, MAX_HEARTBEAT_TTL_S, MAX_HOST_GPUS, MAX_IDLE_MINUTES, MONEY_PATTERN, parse_duration, parse_money)
+from .values import (DURATION_PATTERN, MAX_DURATION_S, MAX_GPUS, MAX_GRACE_S, MAX_HEARTBEAT_TTL_S, MAX_HOST_GPUS, MAX_IDLE_MINUTES, MONEY_PATTERN, SIZE_PATTERN, parse_duration, parse_money, parse_size)
 
 SCHEMA_FILE = Path(__file__).parent.parent / "fleet.schema.json"   # at the package root, where editors and examples point
 
@@ -175,7 +175,6 @@ def _duration(max_s: int) -> Kind:
     return Kind(_wrap(lambda v: parse_duration(v, max_s=max_s)), _duration_schema(max_s))
 
 
-
 _MONEY_SCHEMA = {"anyOf": [{"type": "number", "exclusiveMinimum": 0},
                            {"type": "string", "pattern": MONEY_PATTERN}]}
 
@@ -262,6 +261,7 @@ TOP_LEVEL: dict[str, Key] = {
                          "machine.", default=False),
     "outputs": Key(RELPATH, "Directory (relative to the experiment) fetched home into runs/<run-id>/.",
                    default="outputs"),
+    "outputs_max": Key(Kind(_wrap(parse_size), {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": SIZE_PATTERN}]}), "The most bytes of outputs that come home from one machine (sparse files count their full size), e.g. 500G or none; what passes it is not fetched and the run ends with its outputs incomplete.", target="outputs_max_bytes", default="100G"),
     "max_duration": Key(DURATION, "Hard limit on a lease; machines destroy themselves at this deadline.",
                         target="max_duration_s", default="4h"),
     "python": Key(STRING, "Python interpreter on the machines. Local default: the controller's own."),

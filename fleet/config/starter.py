@@ -46,6 +46,9 @@ provider = "local"
 per_gpu = false
 # Directory (relative to this one) that comes home into runs/<run-id>/ when the run ends.
 outputs = "outputs"
+# The most that comes home from one machine (sparse files count their full size), or "none": past
+# it the rest is not fetched and the run ends with its outputs incomplete.
+# outputs_max = "100G"
 # Hard limit (`--max-duration`): machines destroy themselves at this deadline, whatever happens.
 max_duration = "4h"
 # Python on the machines. Local default: the Python running fleet.

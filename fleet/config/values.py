@@ -96,3 +96,24 @@ def parse_money(value: Any, *, allow_zero: bool = False) -> Decimal:
     if amount > MAX_AMOUNT:     # a typo; and micro-dollar sums must stay within 64-bit integers
         raise UsageError(f"must be at most {MAX_AMOUNT:,} US dollars, got {value!r}")
     return amount
+
+
+SIZE_PATTERN = r"^\s*([0-9]+(\.[0-9]+)?\s*([kKmMgGtT][iI]?)?[bB]?|none)\s*$"
+MAX_SIZE = 1 << 60
+_UNIT_BYTES = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(value: Any) -> int:
+    """'100G' / '500M' / '1.5T' / 10**9 (bytes; K/M/G/T are powers of 1024) / 'none' → bytes, where
+    0 means no limit. Raises UsageError."""
+    size: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool) and 0 < value <= MAX_SIZE:
+        return value
+    if isinstance(value, str) and value.strip().lower() == "none":
+        return 0
+    if isinstance(value, str) and (found := re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*(?:([kmgt])i?)?b?\s*",
+                                                         value, re.IGNORECASE)):
+        size = int(float(found.group(1)) * _UNIT_BYTES.get((found.group(2) or "").lower(), 1))
+    if size is None or not 0 < size <= MAX_SIZE:
+        raise UsageError(f"must be a size like 100G, 500M or 2T (or \"none\"), got {value!r}")
+    return size

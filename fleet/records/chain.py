@@ -60,7 +60,9 @@ class RunRecord:
     lease_id: str | None = None
     rerun_of: str | None = None
     ci: dict[str, Any] = field(default_factory=dict)
-    reason: str | None = None                   # why fleet ended the run itself (a `lost` run: controller gone)
+    # Why fleet ended the run itself (a `lost` run: controller gone), or which machines' outputs did not
+    # all come home (output_snapshot then holds only the files that did, each one complete).
+    reason: str | None = None
     resumed_from: str | None = None             # the run (or attempt) whose checkpoints this one resumed
     attempts: list[dict[str, Any]] = field(default_factory=list)   # a recovered run: every attempt, this one last
     # The machines' environment (fleet.environment.RunEnvironment.to_json()): image, GPU, driver, Python,

@@ -9,7 +9,7 @@ from ..render.markdown import code, escape
 from .chain import RunRecord
 
 # `fleet runs show`: the record's fields in this order, empty ones left out.
-SHOW_FIELDS = ("run_id", "status", "exit_status", "command", "project", "user", "provider", "template",
+SHOW_FIELDS = ("run_id", "status", "exit_status", "reason", "command", "project", "user", "provider", "template",
                "machine_types", "image_id", "code_commit", "code_subdir", "code_snapshot", "code_dirty_snapshot",
                "data_snapshots", "output_snapshot", "store", "config_hash", "started_at", "ended_at", "cost_usd",
                "rerun_of", "ci", "prev_hash", "hash")

@@ -325,28 +325,50 @@ def _stop_when_recoverable_loss(ctx: RunContext, running: list) -> None:
 
 def collect(ctx: RunContext, lease: Lease) -> Collected:
     """Bring outputs home (streamed to disk, links preserved), best effort and bounded: a dead
-    machine must not block release."""
+    machine must not block release. Outputs that did not all come home (a transfer cut short, a
+    full disk, the outputs_max limit) are named in `incomplete`, one line per machine."""
     from ..safe_extract import Extracted
     from ..stage import fetch_directory
     if ctx.hurry.is_set():
         return Collected(files=0)
     ctx.events.phase("collect", f"fetching outputs into {ctx.run_dir}")
     lost = ctx.machines_lost() if ctx.machines_lost else set()
+    limit = ctx.config.outputs_max_bytes or None
 
     def fetch(m: Machine) -> Extracted:
         if m.id in lost:   # past its deadline unreachable: its watchdog ended it, outputs and all
             ctx.events.warn(f"outputs of {m.id} are lost with it: it stopped answering and its watchdog ended it")
-            return Extracted()
+            return Extracted(incomplete="the machine stopped answering and its watchdog ended it")
         try:
-            got = fetch_directory(m, f"{m.workdir}/outputs/{ctx.run_id}", ctx.run_dir / f"node-{m.node_rank}")
+            got = fetch_directory(m, f"{m.workdir}/outputs/{ctx.run_id}", ctx.run_dir / f"node-{m.node_rank}",
+                                  limit=limit)
         except Exception as exc:  # noqa: BLE001
-            ctx.events.warn(f"could not fetch outputs from {m.id}: {exc}")
-            return Extracted()
+            got = Extracted(incomplete=f"could not fetch them: {exc}")
         for why in got.skipped:   # each one named: an output that did not come home is never silent
             ctx.events.warn(f"output skipped on node {m.node_rank}: {why}")
+        if got.incomplete:
+            ctx.events.warn(f"outputs of node {m.node_rank} ({m.id}) did not all come home: {got.incomplete}; "
+                            f"{got.files} complete file(s) kept")
         return got
 
     with ThreadPoolExecutor(max_workers=min(16, len(lease.machines) or 1)) as pool:
         got = list(pool.map(fetch, lease.machines))
     return Collected(files=sum(g.files for g in got), symlinks=sum(g.symlinks for g in got),
-                     skipped=tuple(why for g in got for why in g.skipped)[:100])
+                     skipped=tuple(why for g in got for why in g.skipped)[:100],
+                     incomplete=tuple(f"node {m.node_rank} ({m.id}): {g.incomplete}"
+                                      for m, g in zip(lease.machines, got) if g.incomplete))
+
+
+def with_outputs_incomplete(outcome: T, collected: Collected | None) -> T:
+    """`outcome` (a dataclass with status, exit_code and message) once the outputs are judged. A
+    command that succeeded whose outputs did not all come home is no clean success: the run ends
+    `error`, exit 10 (ExitCode.INFRASTRUCTURE: a machine's outputs could not be fetched), the
+    message naming each machine and why. Any other outcome keeps its status and code (the failure,
+    stop or loss is the first thing to know) and gains that message."""
+    if collected is None or not collected.incomplete:
+        return outcome
+    line = "not all outputs came home: " + "; ".join(collected.incomplete)
+    if outcome.status == "succeeded":
+        return replace(outcome, status="error", exit_code=ExitCode.INFRASTRUCTURE,
+                       message=f"the command succeeded, but {line}")
+    return replace(outcome, message=f"{outcome.message}; {line}" if outcome.message else line)

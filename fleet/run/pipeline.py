@@ -35,7 +35,8 @@ from .budget import BudgetGate, RunBudget
 from .notices import NoticeWatch
 from .context import Events, RunContext, checked_events
 from .environment import EnvironmentStage
-from .execute import MachinesLost, ReleasedElsewhere, check_cancel, check_not_released_elsewhere, not_lost_if_released
+from .execute import (MachinesLost, ReleasedElsewhere, check_cancel, check_not_released_elsewhere, not_lost_if_released,
+                      with_outputs_incomplete)
 from .loss_reason import ended_by_provider, explain_loss
 from .heartbeat_state import HeartbeatState
 from .inputs import Inputs
@@ -309,7 +310,10 @@ class Pipeline:
         summary = RunSummary.from_json(redact.mask_obj(summary.to_json()))
         ctx.state.finish_run(ctx.run_id, summary.status, summary.exit_code, {"summary": summary.to_json()},
                              masker=redact)
-        summary.write(ctx.run_dir)
+        try:   # the state has it: a full disk here must not end the run in a traceback
+            summary.write(ctx.run_dir)
+        except OSError as exc:
+            ctx.events.warn(f"could not write {ctx.run_dir / 'summary.json'}: {exc}")
         return summary
 
 
@@ -327,6 +331,7 @@ def _ended(ctx: RunContext, result: ExecResult) -> _Outcome:
 def _assemble(ctx: RunContext, lease: Lease | None, outcome: _Outcome, collected: Collected | None,
               released: Released, cost: Cost | None, ended) -> RunSummary:
     offer = ctx.offer
+    outcome = with_outputs_incomplete(outcome, collected)
     amount = None if cost is None else str(cost.usd)
     ci = None
     if ctx.options.ci:
@@ -344,6 +349,7 @@ def _assemble(ctx: RunContext, lease: Lease | None, outcome: _Outcome, collected
         outputs_fetched=None if collected is None else collected.files, kept_until=released.kept_until,
         outputs_symlinks=collected.symlinks or None if collected is not None else None,
         outputs_skipped=list(collected.skipped) or None if collected is not None else None,
+        outputs_incomplete=list(collected.incomplete) or None if collected is not None else None,
         cost_usd=amount if cost is not None and not cost.shadow else None,
         would_cost_usd=amount if cost is not None and cost.shadow else None,
         budget_usd=None if cost is None or cost.budget_usd is None else str(cost.budget_usd),

@@ -54,6 +54,7 @@ def write_record(ctx: RunContext, pins: PinnedInputs, summary: RunSummary,
         status=summary.status, cost_usd=summary.cost, cost_shadow=summary.would_cost_usd is not None,
         lease_id=ctx.lease_id, rerun_of=rerun_of.run_id if rerun_of else None,
         ci=ci_context(), gpus=offer.gpus, machines=summary.machines,
+        reason=summary.message if summary.outputs_incomplete else None,   # names what did not come home
         resumed_from=ctx.options.resume.of_run if ctx.options.resume else None, attempts=list(summary.attempts or []),
         environment=environment.to_json() if environment is not None else {},
         launched=[to_jsonable(m) for m in summary.launched or []])

@@ -7,6 +7,8 @@ left out, except the keys every summary has always carried.
 from __future__ import annotations
 
 import json
+import os
+import threading
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterator
@@ -73,6 +75,9 @@ class RunSummary:
     outputs_fetched: int | None = None
     outputs_symlinks: int | None = None    # symlinks among the outputs that came home (None: none)
     outputs_skipped: list[str] | None = None   # outputs that did not come home, each with why
+    # Machines whose outputs did not all come home (transfer cut short, disk full, outputs_max):
+    # "node N (machine id): why", one each; None: every machine's came home.
+    outputs_incomplete: list[str] | None = None
     kept_until: str | None = None
     cost_usd: str | None = None        # what the run cost
     would_cost_usd: str | None = None  # machines with a shadow price (local): what it would have cost
@@ -120,9 +125,15 @@ class RunSummary:
         return out
 
     def write(self, run_dir: Path | None = None) -> Path:
+        """summary.json whole or not at all (a full disk used to leave it empty, over the last one)."""
         path = Path(run_dir or self.run_dir) / "summary.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        tmp = path.with_name(f".summary.json.{os.getpid()}.{threading.get_ident()}.tmp")
+        try:
+            tmp.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
 
     def updated(self, **changes: Any) -> "RunSummary":

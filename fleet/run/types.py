@@ -171,6 +171,9 @@ class Collected:
     files: int
     symlinks: int = 0                  # symlinks that came home (kept: they resolve inside the run dir)
     skipped: tuple[str, ...] = ()      # each output that did not come home, and why (first 100)
+    # Machines whose outputs did not all come home (transfer cut short, disk full, outputs_max):
+    # "node N (machine id): why", one each.
+    incomplete: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

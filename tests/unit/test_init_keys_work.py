@@ -36,6 +36,7 @@ ALTERNATIVES: dict[tuple, Any] = {
     ("checkpoint_interval",): "20m",
     ("recovery",): "never",
     ("cache_max",): "10G",
+    ("outputs_max",): "20G",
     ("state_url",): "postgresql://fleet@db2.example/fleet",
     ("store",): "s3://other-bucket/fleet",
     ("lease", "heartbeat_ttl"): "7m",

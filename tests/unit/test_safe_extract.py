@@ -122,3 +122,70 @@ def test_a_member_with_an_impossible_time_is_still_written_and_so_is_the_rest(de
     extract_stream(buf, dest)
     assert sorted(p.name for p in dest.iterdir()) == ["odd", "ok1", "ok2"]
     assert (dest / "odd").read_bytes() == b"hi" and int((dest / "ok2").stat().st_mtime) == 1_700_000_000
+
+
+def _names(dest: Path) -> list[str]:
+    return sorted(str(p.relative_to(dest)) for p in dest.rglob("*"))
+
+
+def test_a_stream_cut_short_leaves_no_truncated_file_under_its_name(dest):
+    """A transfer cut mid-file (a spot reclaim, the link gone) used to leave the checkpoint under
+    its real name, truncated: the run was recorded as succeeded and its snapshot held it."""
+    from fleet.safe_extract import Extracted
+    whole = _tar([("file", "metrics.json", b'{"loss": 1}'), ("file", "ckpt/model.ckpt", os.urandom(3 << 20))])
+    cut = io.BytesIO(whole.getvalue()[:2 << 20])
+    got = Extracted()
+    with pytest.raises(tarfile.ReadError):
+        extract_stream(cut, dest, out=got)
+    assert _names(dest) == ["ckpt", "metrics.json"], _names(dest)   # no model.ckpt, no temporary file
+    assert (dest / "metrics.json").read_bytes() == b'{"loss": 1}'
+    assert got.files == 1
+
+
+def test_past_the_limit_the_stream_stops_at_the_file_that_crosses_it(dest):
+    from fleet.safe_extract import Extracted, Stopped
+    got = Extracted()
+    stream = _tar([("file", "small", b"x" * 1000), ("file", "big", b"y" * 10_000), ("file", "after", b"z")])
+    with pytest.raises(Stopped, match=r"^big: the outputs pass their limit of 4\.9 KiB here \(10\.7 KiB"):
+        extract_stream(stream, dest, limit=5000, out=got)
+    assert _names(dest) == ["small"] and got.files == 1 and got.bytes == 1000
+
+
+def test_sparse_files_stay_sparse(dest, tmp_path):
+    """A preallocated 256 MiB file holding 5 bytes took 256 MiB here (3 GiB for a 3 GiB one)."""
+    import shutil
+    import subprocess
+    if shutil.which("tar") is None:
+        pytest.skip("no tar here")
+    src = tmp_path / "src"
+    src.mkdir()
+    with open(src / "sparse.bin", "wb") as fh:
+        fh.truncate(256 << 20)
+        fh.seek(100 << 20)
+        fh.write(b"hello")
+    (src / "zeros.bin").write_bytes(bytes(8 << 20))   # zeros sent as data (a tar without --sparse)
+    for flags in (["--sparse"], []):
+        packed = subprocess.run(["tar", *flags, "-cf", "-", "-C", str(src), "."], capture_output=True, check=True)
+        out = dest / ("sparse" if flags else "plain")
+        extract_stream(io.BytesIO(packed.stdout), out)
+        sparse = out / "sparse.bin"
+        assert sparse.stat().st_size == 256 << 20
+        with open(sparse, "rb") as fh:
+            fh.seek(100 << 20)
+            assert fh.read(5) == b"hello"
+        for name in ("sparse.bin", "zeros.bin"):
+            assert (out / name).stat().st_blocks * 512 <= 2 << 20, (flags, name, (out / name).stat().st_blocks)
+        assert (out / "zeros.bin").read_bytes() == bytes(8 << 20)
+
+
+def test_a_usual_pax_header_still_works(dest):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name in ("d/" + "ü" * 120, "d/" + "ü" * 200):   # 240 bytes, then 400: too long for a name
+            info = tarfile.TarInfo(name)
+            info.size, info.pax_headers = 2, {"comment": "c" * 10_000}
+            tar.addfile(info, io.BytesIO(b"ok"))
+    buf.seek(0)
+    got = extract_stream(buf, dest)
+    assert got.files == 1 and (dest / "d" / ("ü" * 120)).read_bytes() == b"ok"
+    assert got.skipped == [f"d/{'ü' * 200}: name too long for the filesystem here"]

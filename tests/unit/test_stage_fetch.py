@@ -1,0 +1,114 @@
+"""fetch_directory (fleet/stage.py) over a fake SSH channel: every way the outputs of a machine can
+fail to come home whole ends in `incomplete`, saying why, with the complete files kept; a transfer
+cut short used to be a silent success (the error dropped, a truncated checkpoint kept)."""
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import os
+import tarfile
+
+import pytest
+
+from fleet import stage
+
+
+class _Channel:
+    def __init__(self, data: bytes, status: int, err: bytes = b""):
+        self.data, self.status, self.err, self.command = io.BytesIO(data), status, err, None
+
+    def settimeout(self, seconds):
+        pass
+
+    def exec_command(self, command):
+        self.command = command
+
+    def recv(self, n):
+        return self.data.read(min(n, 1 << 16))
+
+    def makefile_stderr(self, mode):
+        return io.BytesIO(self.err)
+
+    def recv_exit_status(self):
+        return self.status
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """Answers each fetch with the next channel a test queued."""
+    channels: list[_Channel] = []
+
+    class Session:
+        def open_channel(self, **kwargs):
+            return channels.pop(0)
+
+    monkeypatch.setattr(stage, "connect", lambda m: contextlib.nullcontext(Session()))
+    return channels
+
+
+def _tar(*files: tuple[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _listing(d) -> list[str]:
+    return sorted(p.name for p in d.rglob("*"))
+
+
+def test_a_transfer_cut_mid_file_is_incomplete_and_keeps_only_whole_files(machine, tmp_path):
+    data = _tar(("metrics.json", b"{}"), ("model.ckpt", os.urandom(3 << 20)))
+    machine.append(_Channel(data[:2 << 20], -1))   # the link went: no exit status
+    got = stage.fetch_directory(None, "/w/outputs/r1", tmp_path / "node-0")
+    assert got.incomplete == "the transfer ended early (unexpected end of data)"
+    assert got.files == 1 and _listing(tmp_path / "node-0") == ["metrics.json"]
+
+
+def test_tar_killed_between_two_files_is_incomplete(machine, tmp_path):
+    data = _tar(("a", b"1"))
+    machine.append(_Channel(data[:1024], 143, b"Terminated\n"))   # a whole member, then nothing
+    got = stage.fetch_directory(None, "/w/outputs/r1", tmp_path / "node-0")
+    assert got.incomplete == "tar on the machine exited 143 (Terminated)" and got.files == 1
+
+
+def test_a_file_that_changed_while_read_is_named_but_the_outputs_are_whole(machine, tmp_path):
+    machine.append(_Channel(_tar(("a", b"1")), 1, b"tar: ./a: file changed as we read it\n"))
+    got = stage.fetch_directory(None, "/w/outputs/r1", tmp_path / "node-0")
+    assert got.incomplete is None
+    assert got.skipped == ["/w/outputs/r1: tar on the machine exited 1 (tar: ./a: file changed as we read it)"]
+
+
+def test_a_full_disk_is_one_line_naming_where(machine, tmp_path, monkeypatch):
+    real_write = os.write
+
+    def full(fd, data):
+        if len(data) > 100:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", full)
+    machine.append(_Channel(_tar(("small", b"1"), ("big", b"x" * 5000)), 0))
+    got = stage.fetch_directory(None, "/w/outputs/r1", tmp_path / "node-0")
+    assert got.incomplete == f"no space left to write into {tmp_path / 'node-0'} (No space left on device)"
+    assert _listing(tmp_path / "node-0") == ["small"]   # the half-written file is gone, its space freed
+
+
+def test_the_limit_stops_at_the_file_that_crosses_it(machine, tmp_path):
+    machine.append(_Channel(_tar(("a", b"1" * 600), ("b", b"2" * 600)), 0))
+    got = stage.fetch_directory(None, "/w/outputs/r1", tmp_path / "node-0", limit=1000)
+    assert got.incomplete.startswith("b: the outputs pass their limit of 1000 B here") and got.files == 1
+
+
+def test_the_machine_sends_sparse_files_as_sparse_with_gnu_tar(machine, tmp_path):
+    channel = _Channel(b"", 0)
+    machine.append(channel)
+    stage.fetch_directory(None, "/w/outputs/r1", tmp_path / "node-0")
+    assert "grep -q 'GNU tar' && s=--sparse; tar $s -cf - -C /w/outputs/r1 ." in channel.command
