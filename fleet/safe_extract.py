@@ -14,7 +14,8 @@ The machine controls every byte of the stream, so nothing in it may write outsid
   (a copy where the filesystem refuses links);
 - devices, fifos and other special members are skipped.
 Everything skipped is reported by path and reason, never silently dropped. Memory stays bounded:
-members are streamed in 1 MiB pieces (tarfile's stream mode reads the tar once, in order).
+members are streamed in 1 MiB pieces (tarfile's stream mode reads the tar once, in order), and a
+long-name or pax header is refused past MAX_HEADER before tarfile reads it whole into memory.
 Each file is written under a temporary name beside it and renamed into place only once complete, so
 a stream cut short never leaves a truncated file under the real name; runs of zeros become holes
 (a sparse checkpoint stays sparse here); `limit` bounds the bytes one stream may write.
@@ -33,7 +34,12 @@ from typing import BinaryIO
 
 CHUNK = 1 << 20
 MAX_LINK_HOPS = 40
+# The largest long-name (GNU L/K) or pax (x/g) header accepted: tarfile reads one whole into memory,
+# twice over, so a hostile 1 GiB header cost 2 GiB here. Real ones hold a path and a few keywords.
+MAX_HEADER = 4 << 20
 _ZEROS = bytes(CHUNK)
+_HEADER_TYPES = {tarfile.GNUTYPE_LONGNAME: "long name", tarfile.GNUTYPE_LONGLINK: "long link name",
+                 tarfile.XHDTYPE: "pax", tarfile.XGLTYPE: "pax global", tarfile.SOLARIS_XHDTYPE: "pax"}
 
 
 @dataclass
@@ -52,8 +58,19 @@ class _Refused(Exception):
 
 
 class Stopped(Exception):
-    """The rest of the stream is refused (the outputs past their limit); the message names the
-    member where it stopped. What came before it is kept."""
+    """The rest of the stream is refused (a header too large, the outputs past their limit); the
+    message names the member where it stopped. What came before it is kept."""
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A TarInfo that refuses an over-long header member before tarfile reads it into memory."""
+
+    def _proc_member(self, tarfile_):
+        kind = _HEADER_TYPES.get(self.type)
+        if kind is not None and self.size > MAX_HEADER:
+            raise Stopped(f"a {kind} header of {self.size} bytes (more than {MAX_HEADER >> 20} MiB) at byte "
+                          f"{self.offset} of the stream: refused, and the rest of the stream with it")
+        return super()._proc_member(tarfile_)
 
 
 def _rel_parts(name: str) -> list[str]:
@@ -231,8 +248,8 @@ def _resolves_inside(root: str, parts: list[str]) -> bool:
 def extract_stream(stream: BinaryIO, dest: Path, *, limit: int | None = None,
                    out: Extracted | None = None) -> Extracted:
     """Unpack the tar (any compression tarfile detects) read from `stream` into `dest`, at most
-    `limit` bytes of files (their full size, holes included). Raises Stopped past the limit,
-    tarfile.ReadError at a stream cut short, OSError (a full disk): what came
+    `limit` bytes of files (their full size, holes included). Raises Stopped past the limit or at
+    an over-long header, tarfile.ReadError at a stream cut short, OSError (a full disk): what came
     before stays in `out` (pass one to read it then) and on disk, every file there complete."""
     dest.mkdir(parents=True, exist_ok=True)
     root = os.path.realpath(dest)
@@ -241,7 +258,7 @@ def extract_stream(stream: BinaryIO, dest: Path, *, limit: int | None = None,
     files: set[tuple[str, ...]] = set()                # regular files this stream wrote
     symlinks: dict[tuple[str, ...], tuple[str, str]] = {}   # parts -> (name, target), made last
     try:
-        with tarfile.open(fileobj=stream, mode="r|*", bufsize=CHUNK) as tar:
+        with tarfile.open(fileobj=stream, mode="r|*", bufsize=CHUNK, tarinfo=_BoundedTarInfo) as tar:
             for member in tar:
                 try:
                     parts = _rel_parts(member.name)

@@ -178,6 +178,36 @@ def test_sparse_files_stay_sparse(dest, tmp_path):
         assert (out / "zeros.bin").read_bytes() == bytes(8 << 20)
 
 
+class _Endless:
+    """A header block, then zeros for as long as anyone reads; counts what was read."""
+
+    def __init__(self, header: bytes, most: int = 64 << 20):
+        self.data, self.read_bytes, self.most = header, 0, most
+
+    def read(self, n: int = -1) -> bytes:
+        n = min(n if n >= 0 else self.most, self.most - self.read_bytes)
+        head, self.data = self.data[:n], self.data[n:]
+        out = head + bytes(n - len(head))
+        self.read_bytes += len(out)
+        return out
+
+
+@pytest.mark.parametrize("kind, fmt, what", [(tarfile.XHDTYPE, tarfile.USTAR_FORMAT, "pax"),
+                                             (tarfile.XGLTYPE, tarfile.USTAR_FORMAT, "pax global"),
+                                             (tarfile.GNUTYPE_LONGNAME, tarfile.GNU_FORMAT, "long name"),
+                                             (tarfile.GNUTYPE_LONGLINK, tarfile.GNU_FORMAT, "long link name")])
+def test_a_huge_extended_header_is_refused_before_it_is_read(dest, kind, fmt, what):
+    """tarfile reads a pax or long-name header whole, then copies it: a machine announcing a 1 GiB
+    one made the controller allocate 2 GiB before failing."""
+    from fleet.safe_extract import Stopped
+    info = tarfile.TarInfo("././@PaxHeader" if kind in (tarfile.XHDTYPE, tarfile.XGLTYPE) else "././@LongLink")
+    info.type, info.size = kind, 1 << 30
+    stream = _Endless(info.tobuf(format=fmt))
+    with pytest.raises(Stopped, match=rf"^a {what} header of 1073741824 bytes \(more than 4 MiB\)"):
+        extract_stream(stream, dest)
+    assert stream.read_bytes <= 4 << 20, stream.read_bytes
+
+
 def test_a_usual_pax_header_still_works(dest):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
