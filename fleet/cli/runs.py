@@ -64,6 +64,9 @@ def rerun(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     allow_image_change: bool = typer.Option(False, "--allow-image-change",
                                             help="Run even if the recorded image no longer exists (recorded)."),
+    allow_package_change: bool = typer.Option(False, "--allow-package-change",
+                                              help="Run the command even if packages still differ from the "
+                                                   "recorded ones after the exact install (recorded)."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask before leasing (never asked in CI, with "
                                                         "--json, or when not on a terminal)."),
 ) -> int:
@@ -76,7 +79,7 @@ def rerun(
     events = _events(json_out, ci)
     try:
         summary = do_rerun(run, events=events, keep_s=keep_s, ci=ci or is_ci(),
-                           allow_image_change=allow_image_change,
+                           allow_image_change=allow_image_change, allow_package_change=allow_package_change,
                            confirm=confirmer(ask=not (yes or json_out or ci or is_ci())))
     finally:
         events.close()

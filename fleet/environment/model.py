@@ -146,4 +146,5 @@ class PinnedEnvironment:
     run_id: str
     environment: RunEnvironment
     allow_image_change: bool = False
+    allow_package_change: bool = False     # run the command even if packages still differ
     notes: tuple[str, ...] = field(default=())   # differences known before leasing (image gone, allowed)

@@ -1,27 +1,29 @@
 """`fleet rerun`: the recorded environment again.
 
 Before leasing: the recorded image must still exist where the provider can tell (AWS), else a clear
-refusal, or with `--allow-image-change` a difference noted up front. Before setup: the recorded
-package set's wheels go from the store onto every machine (like data: only missing chunks), are
-installed exactly (`--no-index --no-deps`, one `name==version` per package), and the recorded setup
-then runs with pip kept offline and held to those versions (PIP_NO_INDEX, PIP_FIND_LINKS,
-PIP_CONSTRAINT), so an `-U` or a newer wheel in a find-links directory cannot move a package. What
-still differs afterwards (a new driver on a team host) is listed before the command starts and
-recorded with the rerun (capture.py).
+refusal, or with `--allow-image-change` a difference noted up front; the recorded wheels must be
+whole in the store. Before setup: those wheels go from the store onto every machine (like data:
+only missing chunks); every recorded package the venv lacks, or has in another version or another
+build of the same version, is installed again from them (forced, `--no-index --no-deps`), and the
+recorded setup then runs with pip kept offline and held to those versions (PIP_NO_INDEX,
+PIP_FIND_LINKS, PIP_CONSTRAINT), so an `-U` or a newer wheel in a find-links directory cannot move a
+package. What still differs afterwards (a new driver on a team host) is listed before the command
+starts and recorded with the rerun (capture.py); a package that still differs stops the rerun
+before its command, unless `--allow-package-change`.
 """
 from __future__ import annotations
 
-from ..errors import UsageError
+from ..errors import FleetError, IntegrityError, UsageError
 from ..models import Lease, Machine
-from .capture import CONSTRAINTS
+from .capture import CONSTRAINTS, probe_script
 from .image import ChecksImages
 from .model import PinnedEnvironment, RunEnvironment
 
 WHEELS_DATA_NAME = ".fleet-wheels"      # under $FLEET_DATA on every machine (read-only, like data)
 
 
-def pinned_for_rerun(run_id: str, recorded: dict | None, provider=None, *,
-                     allow_image_change: bool = False) -> PinnedEnvironment | None:
+def pinned_for_rerun(run_id: str, recorded: dict | None, provider=None, *, allow_image_change: bool = False,
+                     allow_package_change: bool = False) -> PinnedEnvironment | None:
     """The recorded environment to reproduce. A provider that names images boots the recorded one;
     when it is gone, a UsageError (or, allowed, a noted difference and the template's image)."""
     env = RunEnvironment.from_json(recorded)
@@ -43,7 +45,7 @@ def pinned_for_rerun(run_id: str, recorded: dict | None, provider=None, *,
             notes.append(f"image {m.image.label()} no longer exists; the template's current image was used "
                          "(--allow-image-change)")
     return PinnedEnvironment(run_id=run_id, environment=env, allow_image_change=allow_image_change,
-                             notes=tuple(notes))
+                             allow_package_change=allow_package_change, notes=tuple(notes))
 
 
 def verify_wheels(store_url: str, pinned: PinnedEnvironment) -> None:
@@ -72,22 +74,32 @@ def pinned_setup(pinned: PinnedEnvironment, setup: str | None) -> str | None:
     primary = env.primary
     if primary is None or not primary.packages or not env.wheels_snapshot:
         return setup
+    import shlex
     d = wheels_dir()
     constraints = f"{d}/{CONSTRAINTS}"
-    install = (f'python -m pip install --disable-pip-version-check -q --no-index --no-deps --find-links "{d}" '
-               f'-r "{constraints}"')
+    # probe.py's install-pinned compares every recorded package's version *and* content hash with
+    # the venv's (a warm venv that matches runs no pip, only reads RECORD files) and force-installs the
+    # wheels of those that differ: pip alone keeps a same-version build it sees as satisfied.
+    install = f'python -c {shlex.quote(probe_script())} install-pinned "{d}"'
     guard = f'export PIP_NO_INDEX=1 PIP_FIND_LINKS="{d}" PIP_CONSTRAINT="{constraints}"'
-    return f"{{ {HAS_ALL} \"{constraints}\" 2>/dev/null || {install}; }} && {{ {guard}; {setup or 'true'}\n}}"
+    return f"{install} && {{ {guard}; {setup or 'true'}\n}}"
 
 
-# On a warm host the lease's venv (cloned from the host's cache) usually has every recorded version
-# already: this costs tens of milliseconds where pip's own "already satisfied" costs a second or two.
-# Only the venv's own site-packages count (the recorded set was installed there, not system-wide).
-HAS_ALL = ("python -c 'import sys, sysconfig, importlib.metadata as m; "
-           "have = {d.metadata[\"Name\"].lower(): d.version "
-           "for d in m.distributions(path=[sysconfig.get_paths()[\"purelib\"]])}; "
-           "sys.exit(any(have.get(n.lower()) != v for n, _, v in "
-           "(l.strip().partition(\"==\") for l in open(sys.argv[1]) if l.strip())))'")
+def package_refusal(pinned: PinnedEnvironment, now: RunEnvironment) -> FleetError | None:
+    """A rerun whose packages still differ from the recorded ones after the exact install (a setup
+    that installed something else, a set recorded without its wheels) does not start its command
+    unless the user allowed it: its result would be another package set's."""
+    if pinned.allow_package_change:
+        return None
+    from .diff import diff_environments
+    changes = [c for c in diff_environments(pinned.environment, now) if c.area == "package"]
+    if not changes:
+        return None
+    more = f" (+{len(changes) - 1} more)" if len(changes) > 1 else ""
+    return IntegrityError(f"run {pinned.run_id}'s packages could not be installed again: {changes[0].line()}{more}; "
+                          "the command was not started",
+                          hint="`fleet runs diff` lists them after this run is recorded; pass "
+                               "--allow-package-change to run anyway (the differences are recorded)")
 
 
 def stage_wheels(lease: Lease, store, pinned: PinnedEnvironment, events) -> None:

@@ -4,6 +4,9 @@
                             the venv's own packages with content hashes, the project's lock files
     pack OUT NAME...        repack those installed distributions into wheels in OUT (deterministic
                             bytes), so the package set can go into the store and be installed offline
+    install-pinned DIR      a rerun: install again, forced and offline, each wheel of DIR (the recorded
+                            set, DIR/constraints.txt) whose package is missing here or differs in
+                            version or content; a warm venv that holds the set runs no pip at all
     setup-state CODE KIND:PATH...   the venv's packages, the setup marker it carries, and a hash of
                             each file or directory an install-only setup names (fleet/setup_cache.py)
     setup-mark JSON         write the setup marker into the venv (after a setup succeeded)
@@ -47,16 +50,27 @@ def _dist_infos(site: str) -> list[str]:
 
 
 def _metadata(dist_info: str) -> tuple[str, str]:
-    name = version = ""
     with open(os.path.join(dist_info, "METADATA"), encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if not line.strip():
-                break
-            if line.startswith("Name:"):
-                name = line[5:].strip()
-            elif line.startswith("Version:"):
-                version = line[8:].strip()
+        return _name_version(fh)
+
+
+def _name_version(lines) -> tuple[str, str]:
+    name = version = ""
+    for line in lines:
+        if not line.strip():
+            break
+        if line.startswith("Name:"):
+            name = line[5:].strip()
+        elif line.startswith("Version:"):
+            version = line[8:].strip()
     return name, version
+
+
+def _counts(path: str, dist_info: str) -> bool:
+    """Whether a RECORD row is part of the package's identity."""
+    if path.startswith(("../", "/")) or path.endswith(".pyc") or "__pycache__/" in path:
+        return False   # scripts (their shebang names the venv) and byte code differ per install
+    return not (path.startswith(dist_info + "/") and path.rsplit("/", 1)[-1] in BOOKKEEPING)
 
 
 def _content_files(site: str, dist_info: str) -> list[tuple[str, str]]:
@@ -64,17 +78,16 @@ def _content_files(site: str, dist_info: str) -> list[tuple[str, str]]:
     out = []
     with open(os.path.join(site, dist_info, "RECORD"), newline="", encoding="utf-8") as fh:
         for row in csv.reader(fh):
-            if not row:
-                continue
-            path = row[0]
-            if path.startswith(("../", "/")) or path.endswith(".pyc") or "__pycache__/" in path:
-                continue   # scripts (their shebang names the venv) and byte code differ per install
-            if path.startswith(dist_info + "/") and path.rsplit("/", 1)[-1] in BOOKKEEPING:
+            if not row or not _counts(row[0], dist_info):
                 continue
             # The hash pip recorded while installing (it checked it against the wheel's): reading
             # one small file per package keeps the probe cheap even for torch's thousands of files.
-            out.append((path, row[1] if len(row) > 1 and row[1] else _file_hash(os.path.join(site, path))))
+            out.append((row[0], row[1] if len(row) > 1 and row[1] else _file_hash(os.path.join(site, row[0]))))
     return sorted(out)
+
+
+def _digest(files: list[tuple[str, str]]) -> str:
+    return hashlib.sha256("\n".join(f"{p},{h}" for p, h in files).encode()).hexdigest()
 
 
 def _file_hash(path: str) -> str:
@@ -93,8 +106,7 @@ def packages(site: str) -> list[dict]:
             files = _content_files(site, info)
         except OSError:
             continue
-        digest = hashlib.sha256("\n".join(f"{p},{h}" for p, h in files).encode()).hexdigest()
-        out.append({"name": name, "version": version, "sha256": digest, "dist_info": info})
+        out.append({"name": name, "version": version, "sha256": _digest(files), "dist_info": info})
     return out
 
 
@@ -229,6 +241,58 @@ def pack(out: str, names: list[str]) -> dict:
     return {"wheels": wheels}
 
 
+def wheel_package(path: str, strict: bool = False) -> dict:
+    """The name, version and sha256 a wheel's distribution has once installed (what `packages`
+    reports for it), read from the wheel's RECORD. strict (checking a store's copy): the RECORD must
+    list exactly the wheel's files with their true hashes, all of them going into site-packages."""
+    with zipfile.ZipFile(path) as zf:
+        members = [n for n in zf.namelist() if not n.endswith("/")]
+        infos = {n.split("/", 1)[0] for n in members if "/" in n and n.split("/", 1)[0].endswith(".dist-info")}
+        if len(infos) != 1:
+            raise ValueError(f"{os.path.basename(path)} has {len(infos)} .dist-info directories, not one")
+        (info,) = infos
+        name, version = _name_version(zf.read(f"{info}/METADATA").decode("utf-8", "replace").splitlines())
+        rows = {r[0]: (r[1] if len(r) > 1 else "") for r in
+                csv.reader(io.StringIO(zf.read(f"{info}/RECORD").decode("utf-8", "replace"))) if r}
+        if strict:
+            own = f"{info}/RECORD"
+            if set(rows) - {own} != set(members) - {own} or len(members) != len(set(members)):
+                raise ValueError(f"{os.path.basename(path)}: its RECORD does not list exactly its files")
+            for n in members:
+                if n.startswith("/") or ".." in n.split("/") or n.split("/", 1)[0].endswith(".data"):
+                    raise ValueError(f"{os.path.basename(path)}: {n[:80]!r} would not go into site-packages")
+                digest = base64.urlsafe_b64encode(hashlib.sha256(zf.read(n)).digest()).rstrip(b"=").decode()
+                if n != own and rows[n] != f"sha256={digest}":
+                    raise ValueError(f"{os.path.basename(path)}: {n[:80]!r} does not match its RECORD hash")
+    files = sorted((p, h) for p, h in rows.items() if _counts(p, info))
+    return {"name": name, "version": version, "sha256": _digest(files)}
+
+
+def install_pinned(wheels: str) -> dict:
+    """The recorded set from WHEELS: what is missing or differs (version, or the same version built
+    otherwise) is installed again, forced (pip keeps an installed version that it sees as satisfied)."""
+    by_pin = {}
+    for n in sorted(os.listdir(wheels)):
+        if n.endswith(".whl"):
+            w = wheel_package(os.path.join(wheels, n))
+            by_pin[(w["name"].lower(), w["version"])] = (os.path.join(wheels, n), w["sha256"])
+    have = {p["name"].lower(): (p["version"], p["sha256"]) for p in packages(site_packages())}
+    todo = []
+    with open(os.path.join(wheels, "constraints.txt"), encoding="utf-8") as fh:
+        for name, _, version in (line.strip().partition("==") for line in fh if line.strip()):
+            wheel = by_pin.get((name.lower(), version))
+            if wheel is None:
+                raise SystemExit(f"install-pinned: no wheel for {name}=={version} in {wheels}")
+            if have.get(name.lower()) != (version, wheel[1]):
+                todo.append((f"{name} {version}", wheel[0]))
+    if todo:
+        print(f"fleet: installing {len(todo)} of the recorded packages again (missing, or other files): "
+              + ", ".join(w for w, _ in todo[:10]) + (" …" if len(todo) > 10 else ""), file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-q", "--no-index",
+                        "--no-deps", "--force-reinstall", *[path for _, path in todo]], check=True)
+    return {"installed": [w for w, _ in todo]}
+
+
 SETUP_MARKER = ".fleet-setup.json"     # in the venv: which setup, from which files, left which package set
 NESTED = re.compile(r"^\s*(-r|--requirement|-c|--constraint|-f|--find-links)[\s=]+(\S+)")
 
@@ -299,6 +363,11 @@ def main(argv: list[str]) -> int:
         print(json.dumps(probe(argv[1])))
     elif argv[:1] == ["pack"] and len(argv) >= 2:
         print(json.dumps(pack(argv[1], argv[2:])))
+    elif argv[:1] == ["install-pinned"] and len(argv) == 2:
+        try:
+            install_pinned(argv[1])
+        except subprocess.CalledProcessError as exc:
+            return exc.returncode or 1
     elif argv[:1] == ["setup-state"] and len(argv) >= 2:
         print(json.dumps(setup_state(argv[1], argv[2:])))
     elif argv[:1] == ["setup-mark"] and len(argv) == 2:

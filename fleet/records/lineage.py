@@ -90,7 +90,8 @@ def rerun_of(rec: RunRecord, environment: "PinnedEnvironment | None" = None) -> 
 
 
 def rerun(run_id: str, *, base_dir: Path | None = None, events=None, keep_s: int | None = None, ci: bool = False,
-          db=None, allow_image_change: bool = False, confirm=None) -> "RunSummary":
+          db=None, allow_image_change: bool = False, allow_package_change: bool = False,
+          confirm=None) -> "RunSummary":
     """`confirm`: asked with the plan before anything is leased (RunOptions.confirm)."""
     from ..environment.pin import pinned_for_rerun, verify_wheels
     from ..run.offer import provider_for
@@ -106,7 +107,8 @@ def rerun(run_id: str, *, base_dir: Path | None = None, events=None, keep_s: int
     config = rerun_config(rec, (base_dir or Path.cwd()).resolve())
     provider = provider_for(config)
     # Before anything is leased: the recorded image must still exist (or --allow-image-change).
-    pinned = pinned_for_rerun(rec.run_id, rec.environment, provider, allow_image_change=allow_image_change)
+    pinned = pinned_for_rerun(rec.run_id, rec.environment, provider, allow_image_change=allow_image_change,
+                              allow_package_change=allow_package_change)
     if pinned is not None:
         verify_wheels(rec.store, pinned)
     summary = up(config, events=events, provider=provider,

@@ -51,4 +51,9 @@ class EnvironmentStage:
         for line in env.differences:   # before the command starts, and recorded with the run
             ctx.events.warn(f"environment differs from run {env.pinned_from}: {line}")
         self.captured = env
+        if self.pinned is not None:
+            from ..environment.pin import package_refusal
+            refused = package_refusal(self.pinned, env)
+            if refused is not None:   # recorded (self.captured) with its differences, the command not started
+                raise refused
         return env

@@ -102,3 +102,65 @@ def test_record_diff_and_pinned_rerun(fleet_home, experiment):
 
     # Nowhere in the chain: not in any record, nor in the state database.
     assert SECRET.encode() not in (fleet_home / "state.db").read_bytes()
+
+
+
+def _value_experiment(tmp_path):
+    """tinypkg from a local wheel directory; the setup then runs W/more.sh (nothing, at first)."""
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "more.sh").write_text("true\n")
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    (exp / "fleet.toml").write_text(
+        'project = "t"\n'
+        "command = \"python -c 'import tinypkg; print(\\\"value\\\", tinypkg.VALUE)'\"\n"
+        f'setup = "pip install --no-index --find-links {wheels} tinypkg && sh {wheels}/more.sh"\n'
+        'template = "local-1gpu"\nmax_duration = "5m"\n')
+    (exp / ".gitignore").write_text("runs/\n")
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "exp"]):
+        subprocess.run(["git", *args], cwd=exp, check=True, capture_output=True, env={**GIT_ENV, "HOME": str(exp)})
+    return exp, wheels
+
+
+def _rebuild(wheels, value: str) -> str:
+    for old in wheels.glob("*.whl"):
+        old.unlink()
+    return write_wheel(wheels, "tinypkg", "1.0", body=f"VALUE = {value!r}\n")
+
+
+@pytest.mark.slow
+def test_a_rebuilt_same_version_is_installed_over_and_a_difference_left_stops_the_rerun(fleet_home, tmp_path):
+    """pip keeps an installed version it sees as satisfied: a rerun installs the recorded build over
+    another build of the same version, and refuses to start the command while a package differs."""
+    exp, wheels = _value_experiment(tmp_path)
+    good = _rebuild(wheels, "good")
+    first, err = _up(exp, "up")
+    assert "[0] value good" in err
+
+    # tinypkg 1.0 is rebuilt with other content; the host's cache now holds that build.
+    changed = _rebuild(wheels, "changed-same-version")
+    shutil.rmtree(fleet_home / "cache" / "pyenv")
+    second, err = _up(exp, "up")
+    assert "[0] value changed-same-version" in err
+    assert _record(exp, second["run_id"])["environment"]["machines"][0]["packages"][-1]["sha256"] == changed != good
+    again, err = _up(exp, "rerun", first["run_id"])
+    assert "[0] value good" in err
+    assert "installing 1 of the recorded packages again (missing, or other files): tinypkg 1.0" in err
+    assert again["environment_differences"] == []
+
+    # The setup now installs a package the recorded run did not have: the command does not start.
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    write_wheel(extra, "extrapkg", "0.1")
+    (wheels / "more.sh").write_text(f"pip install --no-index --find-links {extra} extrapkg\n")
+    refused = run_fleet(["rerun", first["run_id"], "--ci", "--json"], cwd=exp, timeout=240)
+    assert refused.returncode == 5, refused.stderr[-3000:]
+    assert (f"fleet: error: run {first['run_id']}'s packages could not be installed again: package extrapkg: added "
+            "(0.1 (sha256 ") in refused.stderr
+    assert "the command was not started" in refused.stderr and "--allow-package-change" in refused.stderr
+    assert "[0] value" not in refused.stderr
+    allowed, err = _up(exp, "rerun", first["run_id"], "--allow-package-change")
+    assert "[0] value good" in err
+    assert [d.split(" (")[0] for d in allowed["environment_differences"]] == ["package extrapkg: added"]
+

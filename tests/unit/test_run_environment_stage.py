@@ -84,11 +84,31 @@ def test_a_rerun_installs_the_recorded_set_and_records_what_differs(config, monk
     events = Warnings()
     summary = _run(replace(config, setup="ok-setup"), machines, options, events)
     assert staged == ["c" * 64] and machines.pinned == [pinned]
-    assert "--no-index --no-deps" in ran[0] and ran[0].rstrip().endswith("ok-setup\n}")
+    assert "install-pinned" in ran[0] and ran[0].rstrip().endswith("ok-setup\n}")
     assert summary.environment_differences == ["driver: 550 → 560"]
     assert any("differs from run r-old: driver: 550 → 560" in w for w in events.warnings)
     record = RunEnvironment.from_json(get_record(summary.run_id).environment)
     assert record.pinned_from == "r-old" and record.differences == ("driver: 550 → 560",)
+
+
+def test_a_rerun_whose_packages_still_differ_does_not_start_its_command(config, monkeypatch):  # noqa: F811
+    from fleet.environment.model import Package
+    from fleet.errors import IntegrityError
+    monkeypatch.setattr("fleet.environment.pin.stage_wheels", lambda *a: None)
+    got = RunEnvironment(machines=(machine_env(packages=RECORDED.primary.packages + (Package("extra", "0.1", "e" * 64),)),))
+    for allowed in (False, True):
+        machines = ReportingMachines(env=got)
+        pinned = PinnedEnvironment("r-old", RECORDED, allow_package_change=allowed)
+        options = RunOptions(rerun_of=RerunOf("r-old", PinnedInputs(), environment=pinned))
+        try:
+            summary = _run(replace(config, setup="ok-setup"), machines, options, Warnings())
+        except IntegrityError as exc:
+            assert not allowed and machines.order == ["setup", "environment"]   # the command never ran
+            assert exc.one_line().startswith("run r-old's packages could not be installed again: package extra: "
+                                             "added (0.1 (sha256 eeeeeeeeeeee)); the command was not started")
+            assert "--allow-package-change" in exc.one_line()
+            continue
+        assert allowed and summary.ok and machines.order == ["setup", "environment", "command"]
 
 
 def test_a_failed_capture_warns_and_the_run_still_succeeds(config):  # noqa: F811
