@@ -121,6 +121,9 @@ def create(path: str, name: str | None = None, store: str | None = None, json_ou
     if not path:   # Path("") is ".": `snapshot create "$DATA"` with DATA unset took the whole cwd
         from ..errors import UsageError
         raise UsageError("no path to snapshot (an empty string)", hint="name a file or directory; `.` for here")
+    if name is not None:
+        from ..snapshots.store import check_user_name
+        check_user_name(name)
     st = _open_store(store)
     t0 = time.monotonic()
     with CreateProgress(quiet=json_out) as progress:

@@ -4,7 +4,8 @@ per distinct machine kind with one remote command, and the package set's wheels 
     probe    one `python -c` on one machine of each kind, run by the lease's venv (probe.py)
     wheels   the first time a package set is seen, its distributions are repacked on the machine,
              brought home and snapshotted into the run's store under the name env-<set hash>;
-             afterwards the name is found and nothing is packed (the common case costs nothing)
+             afterwards the name is found, its content checked once per computer (wheels.py),
+             and nothing is packed (the common case costs nothing)
     pinned   a rerun compares what it got with the recorded environment: every difference is a line
              in `RunEnvironment.differences`, shown before the command starts and recorded
 
@@ -25,6 +26,7 @@ from ..errors import InfrastructureError
 from ..models import Lease, Machine
 from .image import image_for
 from .model import (NONE, GpuInfo, LockFile, MachineEnvironment, Package, PinnedEnvironment, RunEnvironment)
+from .wheels import CONSTRAINTS
 
 WHEELS_REF_PREFIX = "env-"
 REMOTE_WHEELS = "env-wheels"        # under the machine's state dir: where pack writes
@@ -141,14 +143,21 @@ def capture(ctx, lease: Lease, store=None, pinned: PinnedEnvironment | None = No
 
 def keep_wheels(lease: Lease, machine: Machine, env: MachineEnvironment, store, events=None) -> str:
     """The package set's wheels as a snapshot in the store (named by the set's hash: found, not
-    packed, when any earlier run on any host already kept the same set)."""
+    packed, when any earlier run on any host already kept the same set, and its content checked
+    to be that set before it is trusted: wheels.py)."""
     from ..snapshots import create_snapshot
     from ..stage import fetch_directory
+    from .wheels import remember, wheels_problem
     name = WHEELS_REF_PREFIX + env.packages_hash[:40]
     known = store.get_ref(name)
     if known and store.has_manifest(known):
-        return known
-    if events is not None:   # the first run with this set: a large one (torch) takes a while, once
+        problem = wheels_problem(store, known, env)
+        if problem is None:
+            return known
+        if events is not None:
+            events.warn(f"the store's snapshot {name} ({known[:12]}) does not hold this package set ({problem}); "
+                        "not using it: keeping this run's own wheels under that name")
+    elif events is not None:   # the first run with this set: a large one (torch) takes a while, once
         events.phase("environment", f"keeping this package set ({len(env.packages)} packages) in the store "
                                     "for reruns: first time only")
     remote = f"{machine.state_dir}/{REMOTE_WHEELS}"
@@ -159,10 +168,11 @@ def keep_wheels(lease: Lease, machine: Machine, env: MachineEnvironment, store, 
         if got.skipped:
             raise InfrastructureError(f"could not bring the package set's wheels home: {got.skipped[0]}")
         (Path(tmp) / CONSTRAINTS).write_text("".join(f"{p.pin}\n" for p in env.packages))
-        return create_snapshot(tmp, store, name=name).id
-
-
-CONSTRAINTS = "constraints.txt"
+        if known is not None:   # the name is fleet's (users cannot give env- names): a wrong one goes
+            store.delete_ref(name)
+        sid = create_snapshot(tmp, store, name=name).id
+    remember(sid, env)    # what this run's own machine packed from the set it reported
+    return sid
 
 
 def set_cache_key(env: MachineEnvironment) -> str:

@@ -2,14 +2,14 @@
 
 Before leasing: the recorded image must still exist where the provider can tell (AWS), else a clear
 refusal, or with `--allow-image-change` a difference noted up front; the recorded wheels must be
-whole in the store. Before setup: those wheels go from the store onto every machine (like data:
-only missing chunks); every recorded package the venv lacks, or has in another version or another
-build of the same version, is installed again from them (forced, `--no-index --no-deps`), and the
-recorded setup then runs with pip kept offline and held to those versions (PIP_NO_INDEX,
-PIP_FIND_LINKS, PIP_CONSTRAINT), so an `-U` or a newer wheel in a find-links directory cannot move a
-package. What still differs afterwards (a new driver on a team host) is listed before the command
-starts and recorded with the rerun (capture.py); a package that still differs stops the rerun
-before its command, unless `--allow-package-change`.
+whole in the store and hold exactly the recorded packages (wheels.py). Before setup: those wheels
+go from the store onto every machine (like data: only missing chunks); every recorded package the
+venv lacks, or has in another version or another build of the same version, is installed again
+from them (forced, `--no-index --no-deps`), and the recorded setup then runs with pip kept offline
+and held to those versions (PIP_NO_INDEX, PIP_FIND_LINKS, PIP_CONSTRAINT), so an `-U` or a newer
+wheel in a find-links directory cannot move a package. What still differs afterwards (a new driver
+on a team host) is listed before the command starts and recorded with the rerun (capture.py); a
+package that still differs stops the rerun before its command, unless `--allow-package-change`.
 """
 from __future__ import annotations
 
@@ -50,17 +50,25 @@ def pinned_for_rerun(run_id: str, recorded: dict | None, provider=None, *, allow
 
 def verify_wheels(store_url: str, pinned: PinnedEnvironment) -> None:
     """Before leasing: the recorded wheels are whole in the store, chunk by chunk (as code and data
-    are), so a rerun never pays for machines it then cannot set up."""
+    are), and hold exactly the recorded packages (wheels.py), so a rerun never pays for machines it
+    then cannot set up, nor installs wheels someone put in the store under the set's name."""
     sid = pinned.environment.wheels_snapshot
     if not sid:
         return
-    from ..errors import FleetError
     from ..snapshots import open_store, verify_or_raise
+    from .wheels import wheels_problem
+    store = open_store(store_url or None)
     try:
-        verify_or_raise(open_store(store_url or None), sid, deep=True)
+        verify_or_raise(store, sid, deep=True)
     except FleetError as exc:
         raise type(exc)(f"cannot rerun {pinned.run_id}: its package set's wheels ({sid[:12]}): {exc.message}",
                         hint="the store no longer holds what the run installed") from None
+    primary = pinned.environment.primary
+    problem = wheels_problem(store, sid, primary) if primary is not None and primary.packages else None
+    if problem:
+        raise IntegrityError(f"cannot rerun {pinned.run_id}: its package set's wheels ({sid[:12]}) are not the "
+                             f"packages it recorded: {problem}",
+                             hint="that snapshot was changed or planted in the store; nothing was leased")
 
 
 def wheels_dir() -> str:

@@ -118,6 +118,20 @@ def check_new_name(name: str) -> str:
     return name
 
 
+# Names fleet gives itself, and trusts to mean something: env-<package set hash> (a run's wheels,
+# fleet/environment/). A user's name there would stand for a package set it does not hold.
+RESERVED_PREFIXES = ("env-",)
+
+
+def check_user_name(name: str) -> str:
+    """A name a user gives (`fleet snapshot create --name`): a new name, outside fleet's own."""
+    reserved = next((p for p in RESERVED_PREFIXES if name.lower().startswith(p)), None)
+    if reserved:
+        raise UsageError(f"invalid snapshot name {name!r}: names starting {reserved!r} are fleet's own "
+                         "(a run's package set)", hint="pick another name")
+    return check_new_name(name)
+
+
 @runtime_checkable
 class CreatesRefs(Protocol):
     """A store that can create a name only if nobody has (S3's conditional put, If-None-Match: *)."""

@@ -164,3 +164,36 @@ def test_a_rebuilt_same_version_is_installed_over_and_a_difference_left_stops_th
     assert "[0] value good" in err
     assert [d.split(" (")[0] for d in allowed["environment_differences"]] == ["package extrapkg: added"]
 
+
+@pytest.mark.slow
+def test_a_snapshot_planted_under_the_sets_name_is_neither_recorded_nor_installed(fleet_home, tmp_path):
+    """Set hashes are predictable: a snapshot someone named env-<set hash> in a shared store is
+    checked against the set before it is trusted, and users cannot give env- names."""
+    from fleet.snapshots import create_snapshot, open_store
+    exp, wheels = _value_experiment(tmp_path)
+    _rebuild(wheels, "good")
+    first, err = _up(exp, "up")
+    env = _record(exp, first["run_id"])["environment"]
+    ref = next((fleet_home / "store" / "refs").glob("env-*"))
+    assert ref.read_text().strip() == env["wheels_snapshot"]
+
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    write_wheel(evil, "tinypkg", "1.0", body="VALUE = 'EVIL'\n")
+    (evil / "constraints.txt").write_text("tinypkg==1.0\n")
+    ref.unlink()
+    planted = create_snapshot(evil, open_store(None), name=ref.name).id   # as an older fleet allowed
+    second, up_err = _up(exp, "up")
+    assert "[0] value good" in up_err
+    shutil.rmtree(fleet_home / "cache" / "pyenv")
+    again, err = _up(exp, "rerun", second["run_id"])
+    assert "[0] value good" in err and "EVIL" not in err
+
+    assert f"snapshot {ref.name} ({planted[:12]}) does not hold this package set" in up_err
+    # Packed again from the run's own venv (the same bytes: the same snapshot), and named so again.
+    assert _record(exp, second["run_id"])["environment"]["wheels_snapshot"] == env["wheels_snapshot"] != planted
+    assert ref.read_text().strip() == env["wheels_snapshot"]
+    refused = run_fleet(["snapshot", "create", str(evil), "--name", ref.name], cwd=exp)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.startswith(f"fleet: error: invalid snapshot name '{ref.name}': names starting 'env-' "
+                                     "are fleet's own")

@@ -229,16 +229,25 @@ def test_gpus_from_nvidia_smi_when_nvml_is_absent(tmp_path, monkeypatch):
     assert ns["gpus"]() == {"model": "none", "count": 0, "driver": "none", "cuda": "none"}
 
 
+def _wheel_set(directory: Path, body: str | None = None) -> MachineEnvironment:
+    """A kept set's directory as capture.keep_wheels writes it, and the environment it was kept for."""
+    directory.mkdir()
+    packages = (Package("tinypkg", "1.0", write_wheel(directory, "tinypkg", "1.0")),)
+    (directory / "constraints.txt").write_text("tinypkg==1.0\n")
+    if body is not None:   # another build of the same version in its place
+        (directory / "tinypkg-1.0-py3-none-any.whl").unlink()
+        write_wheel(directory, "tinypkg", "1.0", body=body)
+    return machine_env(packages=packages)
+
+
 def test_a_rerun_whose_wheels_are_gone_from_the_store_is_refused_before_leasing(fleet_home, tmp_path):
     from fleet.environment.pin import verify_wheels
     from fleet.errors import FleetError
     from fleet.snapshots import create_snapshot, load, open_store
     store = open_store(None)
-    wheels = tmp_path / "wheels"
-    wheels.mkdir()
-    write_wheel(wheels, "tinypkg", "1.0")
-    sid = create_snapshot(wheels, store).id
-    pinned = PinnedEnvironment("r-old", RunEnvironment(machines=(machine_env(),), wheels_snapshot=sid))
+    env = _wheel_set(tmp_path / "wheels")
+    sid = create_snapshot(tmp_path / "wheels", store).id
+    pinned = PinnedEnvironment("r-old", RunEnvironment(machines=(env,), wheels_snapshot=sid))
     verify_wheels(store.url, pinned)   # whole: nothing to say
     chunk = load(store, sid).files()[0].chunks[0][0]
     (fleet_home / "store" / "chunks" / chunk[:2] / chunk).unlink()
@@ -246,6 +255,50 @@ def test_a_rerun_whose_wheels_are_gone_from_the_store_is_refused_before_leasing(
         verify_wheels(store.url, pinned)
     assert refused.value.message.startswith(f"cannot rerun r-old: its package set's wheels ({sid[:12]})")
     assert "missing" in refused.value.message
+
+
+def test_wheels_that_are_not_the_recorded_set_are_refused_before_leasing(fleet_home, tmp_path):
+    """A snapshot planted under the set's name (or changed): same names and versions, other files."""
+    from fleet.environment.pin import verify_wheels
+    from fleet.errors import IntegrityError
+    from fleet.snapshots import create_snapshot, open_store
+    store = open_store(None)
+    env = _wheel_set(tmp_path / "good")
+    _wheel_set(tmp_path / "evil", body="VALUE = 'EVIL'\n")
+    sid = create_snapshot(tmp_path / "evil", store).id
+    with pytest.raises(IntegrityError) as refused:
+        verify_wheels(store.url, PinnedEnvironment("r-old", RunEnvironment(machines=(env,), wheels_snapshot=sid)))
+    assert refused.value.one_line() == (
+        f"cannot rerun r-old: its package set's wheels ({sid[:12]}) are not the packages it recorded: it has no "
+        "wheel of tinypkg 1.0 with the recorded content (that snapshot was changed or planted in the store; "
+        "nothing was leased)")
+
+
+def test_a_set_snapshot_is_trusted_only_for_exactly_its_set(fleet_home, tmp_path):
+    import zipfile
+
+    from fleet.environment.wheels import wheels_problem
+    from fleet.snapshots import create_snapshot, open_store
+    store = open_store(None)
+    env = _wheel_set(tmp_path / "w")
+    sid = create_snapshot(tmp_path / "w", store).id
+    assert wheels_problem(store, sid, env) is None
+    assert (fleet_home / "cache" / "env-wheels" / sid).read_text().strip() == env.packages_hash   # read once
+    other = machine_env(packages=env.packages + (Package("numpy", "1.26.4", "a" * 64),))
+    assert wheels_problem(store, sid, other) == "its constraints.txt is not the recorded package list"
+    # A wheel whose RECORD names the good file's hash over other bytes: pip would install the bytes.
+    liar = tmp_path / "liar"
+    _wheel_set(liar)
+    whl = liar / "tinypkg-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(whl) as z:
+        items = {n: z.read(n) for n in z.namelist()}
+    items["tinypkg/__init__.py"] = b"VALUE = 'EVIL'\n"
+    with zipfile.ZipFile(whl, "w") as z:
+        for n, data in items.items():
+            z.writestr(n, data)
+    sid = create_snapshot(liar, store).id
+    assert wheels_problem(store, sid, env) == ("tinypkg-1.0-py3-none-any.whl: 'tinypkg/__init__.py' does not "
+                                               "match its RECORD hash")
 
 
 def test_a_package_set_kept_by_hash_is_where_a_rerun_starts_on_that_host(tmp_path):

@@ -24,6 +24,16 @@ def test_hex_only_names_are_refused_and_others_pass(tmp_path, fleet_home):
     assert _create(tmp_path, "d-abc", "--name", "abc").returncode == 0   # 3 characters: not read as a prefix
 
 
+def test_env_names_are_fleets_own_and_refused_on_both_routes(tmp_path, fleet_home):
+    """env-<set hash> names a run's package set (fleet/environment/wheels.py): not a user's to give."""
+    for name, extra in (("env-39f8", ("--name", "env-39f8")), ("ENV-x", ("--name=ENV-x",))):   # plain, typer
+        done = _create(tmp_path, f"d-{name}", *extra)
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith(f"fleet: error: invalid snapshot name '{name}': names starting 'env-' are "
+                                      "fleet's own"), done.stderr
+    assert _create(tmp_path, "d-envy", "--name", "environment-v2").returncode == 0
+
+
 def test_a_planted_hex_name_does_not_shadow_the_id_it_prefixes(tmp_path, fleet_home):
     mine = json.loads(_create(tmp_path, "mine").stdout)["id"]
     theirs = json.loads(_create(tmp_path, "theirs").stdout)["id"]
