@@ -18,6 +18,7 @@ from .types import Collected, ExecResult
 T = TypeVar("T")
 READY_TIMEOUT_S = 120.0
 GRACE_S = 10.0
+SKIPPED_SHOWN = 10     # outputs skipped on one machine named one per line; the rest counted
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -344,8 +345,11 @@ def collect(ctx: RunContext, lease: Lease) -> Collected:
                                   limit=limit)
         except Exception as exc:  # noqa: BLE001
             got = Extracted(incomplete=f"could not fetch them: {exc}")
-        for why in got.skipped:   # each one named: an output that did not come home is never silent
+        for why in got.skipped[:SKIPPED_SHOWN]:   # named: an output that did not come home is never silent
             ctx.events.warn(f"output skipped on node {m.node_rank}: {why}")
+        if len(got.skipped) > SKIPPED_SHOWN:      # 3,000 FIFOs are not 3,000 lines; the summary keeps 100
+            ctx.events.warn(f"{len(got.skipped) - SKIPPED_SHOWN} more outputs skipped on node {m.node_rank} "
+                            "(summary.json names the first 100)")
         if got.incomplete:
             ctx.events.warn(f"outputs of node {m.node_rank} ({m.id}) did not all come home: {got.incomplete}; "
                             f"{got.files} complete file(s) kept")

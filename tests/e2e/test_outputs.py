@@ -67,3 +67,15 @@ def test_outputs_stream_to_disk_in_bounded_controller_memory(experiment, fleet_h
     parts = sorted((Path(summary["run_dir"]) / "node-0").glob("part-*"))
     assert [p.stat().st_size for p in parts] == [size_mb // 4 << 20] * 4
     assert peak_kib < 250 * 1024, f"controller peak RSS {peak_kib / 1024:.0f} MB for {size_mb} MiB of outputs"
+
+
+def test_many_skipped_outputs_are_named_a_few_then_counted(experiment, fleet_home):
+    """3,000 FIFOs in a run's outputs printed 3,000 warning lines: ten are named, the rest counted."""
+    script = 'set -e; mkdir -p $FLEET_OUTPUT_DIR; for i in $(seq 1 40); do mkfifo $FLEET_OUTPUT_DIR/p$i; done'
+    proc = subprocess.run([FLEET, "up", "--gpus", "1", "--json", "--", "sh", "-c", script], cwd=experiment,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert len(json.loads(proc.stdout)["outputs_skipped"]) == 40, proc.stdout[-3000:] + proc.stderr[-3000:]
+    named = [line for line in proc.stderr.splitlines() if "output skipped on node 0:" in line]
+    assert len(named) == 10, proc.stderr
+    assert "30 more outputs skipped on node 0 (summary.json names the first 100)" in proc.stderr
