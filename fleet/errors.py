@@ -64,6 +64,12 @@ class EnvironmentProblem(FleetError):
     exit_code = ExitCode.ENVIRONMENT
 
 
+class StateUnavailable(EnvironmentProblem):
+    """The state database cannot be used for now (another process holds it locked, the disk is full,
+    the connection to the server was lost or it is restarting): the same statement may succeed a
+    little later. A running experiment waits such an outage out (fleet/run/budget.py)."""
+
+
 class NotFound(FleetError):
     exit_code = ExitCode.NOT_FOUND
 

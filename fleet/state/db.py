@@ -18,7 +18,9 @@ TYPE_CHECKING = False   # as in fleet/__init__.py: `fleet status` does not impor
 if TYPE_CHECKING:
     from typing import Any, Iterator, NoReturn
 
-from ..errors import EnvironmentProblem
+from ..errors import EnvironmentProblem, StateUnavailable
+from .sqlite_errors import (_is_corrupt, corrupt_database, empty_but_used, mismatch_hint,  # noqa: F401
+                            transient_hint)
 
 _TOKENS = {
     "sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT"},
@@ -71,31 +73,6 @@ class _SqliteConstraintViolation(ConstraintViolation, sqlite3.IntegrityError):
     pass
 
 
-def _is_corrupt(exc: sqlite3.Error) -> bool:
-    name = getattr(exc, "sqlite_errorname", "") or ""
-    return name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB" or \
-        any(text in str(exc) for text in ("disk image is malformed", "file is not a database"))
-
-
-def _shown(path: Path) -> str:
-    home = Path.home()
-    try:
-        return "~/" + str(path.resolve().relative_to(home.resolve()))
-    except (ValueError, OSError, RuntimeError):
-        return str(path)
-
-
-def corrupt_database(path: Path, exc: sqlite3.Error) -> EnvironmentProblem:
-    """A damaged page (disk fault, a crash mid-write on a filesystem that lies about fsync, a copy
-    taken while written): nothing fleet can repair in place, so say which file and what to do."""
-    shown = _shown(path)
-    return EnvironmentProblem(
-        f"state database {shown} is corrupt: {exc}",
-        hint=f"move it aside with `mv {shown} {shown}.corrupt` and run the command again: fleet starts "
-             "an empty one (move records.tip beside it aside too, or the next run keeps it and says why); "
-             "machines it recorded still end at their own deadlines")
-
-
 class BaseDatabase:
     """What both databases share: the migration runner. Subclasses provide execute/transaction."""
 
@@ -107,12 +84,22 @@ class BaseDatabase:
     def transaction(self):
         raise NotImplementedError
 
+    def where(self) -> str:
+        """The database as messages name it."""
+        return type(self).__name__
+
     def _lock_for_migration(self) -> None:
         """Called first inside each migration transaction; PostgreSQL takes an advisory lock here."""
 
     def serialise(self, name: str) -> None:
         """Inside transaction(): writers that name the same lock run one at a time until it ends.
         SQLite's BEGIN IMMEDIATE already serialises every writer; PostgreSQL takes an advisory lock."""
+
+    def patience(self, seconds: float):
+        """Statements in this block wait at most `seconds` for a lock another process holds (SQLite's
+        busy timeout, 30 s otherwise): a run probing whether an outage is over (fleet/run/budget.py)
+        must not stall its loop and heartbeat that long on every try."""
+        return contextlib.nullcontext(self)
 
     def mapped_reads(self):
         """A block of large reads (`fleet status`); SQLite maps the file for it (Database)."""
@@ -132,6 +119,15 @@ class BaseDatabase:
     def migrate(self, upto: int | None = None) -> list[int]:
         """Apply pending migrations in order (only those numbered <= `upto` when given); returns them."""
         done = self.applied_migrations()
+        known = [number for number, _, _ in migrations()]
+        unknown = sorted(done - set(known))
+        if unknown:
+            # Its tables are not what this fleet's SQL expects: used anyway, writes fail half-way
+            # (a lease left `leasing`) or land in columns a newer fleet reads differently.
+            raise EnvironmentProblem(
+                f"state database {self.where()} has schema {unknown[-1]}, newer than this fleet knows "
+                f"({known[-1] if known else 0})",
+                hint="upgrade fleet on this computer (pip install -U fleet-gpu)")
         applied = []
         for number, name, sql in migrations():
             if number in done or (upto is not None and number > upto):
@@ -168,6 +164,7 @@ def _enable_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
             delay = min(delay * 2, 0.2)
 
 
+BUSY_TIMEOUT_MS = 30_000      # how long a statement waits for a lock another process holds
 MAPPED_READS_BYTES = 256 << 20   # address space, not memory: only the pages read are mapped in
 
 
@@ -178,6 +175,8 @@ class Database(BaseDatabase):
         self.path = Path(path)
         self._local = threading.local()
         fresh = not self.path.exists()
+        if empty_but_used(self.path):
+            raise corrupt_database(self.path, "the file is empty, but FLEET_HOME shows fleet has used it")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if fresh:
@@ -201,12 +200,15 @@ class Database(BaseDatabase):
         if auto_migrate:
             self.migrate()
 
+    def where(self) -> str:
+        return str(self.path)
+
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA busy_timeout=30000")
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
         return conn
@@ -231,6 +233,15 @@ class Database(BaseDatabase):
         finally:
             conn.execute("PRAGMA mmap_size=0")
 
+    @contextlib.contextmanager
+    def patience(self, seconds: float) -> Iterator["Database"]:
+        conn = self._conn()
+        conn.execute(f"PRAGMA busy_timeout={max(0, int(seconds * 1000))}")
+        try:
+            yield self
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+
     def execute(self, sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
         try:
             try:
@@ -244,7 +255,7 @@ class Database(BaseDatabase):
         except sqlite3.IntegrityError as exc:
             raise _SqliteConstraintViolation(str(exc)) from exc
         except sqlite3.DatabaseError as exc:
-            self._failed(exc, hint="another fleet may hold it locked, or the disk is full")
+            self._failed(exc)
         return [dict(r) for r in rows]
 
     def rows(self, sql: str, params: tuple | list = ()) -> list[tuple]:
@@ -262,7 +273,7 @@ class Database(BaseDatabase):
                 with _lenient(conn):
                     return cur.execute(sql, tuple(params)).fetchall()
         except sqlite3.DatabaseError as exc:
-            self._failed(exc, hint="another fleet may hold it locked, or the disk is full")
+            self._failed(exc)
 
     def row_batches(self, sql: str, params: tuple | list = (), size: int = 100) -> Iterator[list[tuple]]:
         """rows(sql, params) `size` at a time, each fetched when asked: a caller that turns each batch
@@ -280,12 +291,12 @@ class Database(BaseDatabase):
                 batch = cur.fetchmany(size)
         except sqlite3.OperationalError as exc:
             if not _undecodable(exc):
-                self._failed(exc, hint="another fleet may hold it locked, or the disk is full")
+                self._failed(exc)
             rest = self.rows(sql, params)[given:]    # again, leniently (rare: a damaged row), past what was given
             if rest:
                 yield rest
         except sqlite3.DatabaseError as exc:
-            self._failed(exc, hint="another fleet may hold it locked, or the disk is full")
+            self._failed(exc)
         finally:
             cur.close()
 
@@ -307,8 +318,7 @@ class Database(BaseDatabase):
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            raise EnvironmentProblem(f"state database {self.path} is locked: {exc}",
-                                     hint="another fleet command holds it; try again") from None
+            self._failed(exc)
         try:
             yield self
         except BaseException:
@@ -319,16 +329,20 @@ class Database(BaseDatabase):
                 conn.execute("COMMIT")
             except sqlite3.DatabaseError as exc:
                 self._rollback(conn)
-                self._failed(exc, hint="the disk may be full")
+                self._failed(exc)
 
-    def _failed(self, exc: sqlite3.DatabaseError, hint: str | None = None) -> NoReturn:
-        """A failed statement as one line: a damaged file says what to do, a lock or a full disk is an
-        environment problem; anything else (a bug in fleet's SQL) is raised as it is."""
+    def _failed(self, exc: sqlite3.DatabaseError) -> NoReturn:
+        """A failed statement as one line: a damaged file says what to do; a lock or a full disk is
+        StateUnavailable (it passes: a run waits it out); another operational error (a table that is
+        not there) is an environment problem; anything else (a bug in fleet's SQL) is raised as it is."""
         if _is_corrupt(exc):
             raise corrupt_database(self.path, exc) from None
         if not isinstance(exc, sqlite3.OperationalError):
             raise exc
-        raise EnvironmentProblem(f"state database {self.path}: {exc}", hint=hint) from None
+        transient = transient_hint(exc)
+        if transient is not None:
+            raise StateUnavailable(f"state database {self.path}: {exc}", hint=transient) from None
+        raise EnvironmentProblem(f"state database {self.path}: {exc}", hint=mismatch_hint(exc)) from None
 
     @staticmethod
     def _rollback(conn: sqlite3.Connection) -> None:
