@@ -18,7 +18,7 @@ import re
 import threading
 from typing import Any, Iterator
 
-from ..errors import EnvironmentProblem
+from ..errors import EnvironmentProblem, StateUnavailable
 from .db import BaseDatabase, ConstraintViolation
 
 # Any constant works: it only has to be the same in every fleet process sharing the database.
@@ -77,6 +77,9 @@ class PostgresDatabase(BaseDatabase):
         if auto_migrate:
             self.migrate()
 
+    def where(self) -> str:
+        return redact_url(self.url)
+
     def __repr__(self) -> str:
         return f"PostgresDatabase({redact_url(self.url)!r})"
 
@@ -91,7 +94,7 @@ class PostgresDatabase(BaseDatabase):
             conn = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
                                    connect_timeout=self.connect_timeout, application_name="fleet")
         except psycopg.Error as exc:
-            raise EnvironmentProblem(f"cannot connect to state database {redact_url(self.url)}: "
+            raise StateUnavailable(f"cannot connect to state database {redact_url(self.url)}: "
                                      f"{_without_password(_first_line(exc), self.url)}",
                                      hint="check FLEET_STATE_URL and that the server is up") from None
         # SQLite hands back float for `x * 1.0` and never Decimal; match it, so code written and
@@ -133,34 +136,54 @@ class PostgresDatabase(BaseDatabase):
         except psycopg.errors.IntegrityError as exc:
             raise ConstraintViolation(_first_line(exc)) from exc
         except psycopg.OperationalError as exc:
-            # Lost connection, deadlock, serialisation failure, server shutting down…
-            raise EnvironmentProblem(f"state database {redact_url(self.url)}: {_first_line(exc)}",
+            # Lost connection, deadlock, serialisation failure, server shutting down…: all pass.
+            raise StateUnavailable(f"state database {redact_url(self.url)}: {_first_line(exc)}",
                                      hint="try again; check the database server if it persists") from None
 
-    def execute(self, sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
+    def _once_more(self, statement):
+        """statement(conn) on this thread's connection, and once more on a fresh one when the first
+        try found the connection lost: psycopg learns that the server restarted or ended the backend
+        (pg_terminate_backend) only by using the connection, so the first statement after it always
+        failed. Not inside a transaction: what it did so far went with the old connection."""
+        import psycopg
         conn = self._conn()
         with self._errors():
+            try:
+                return statement(conn)
+            except psycopg.OperationalError as exc:
+                if getattr(self._local, "depth", 0) or not _connection_lost(conn, exc):
+                    raise
+            with contextlib.suppress(Exception):
+                conn.close()
+            return statement(self._conn())
+
+    def execute(self, sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
+        def run(conn):
             if params:
                 cur = conn.execute(to_pyformat(sql), tuple(params))
             else:
                 cur = conn.execute(sql)   # no parameters: psycopg leaves `%` alone
             return list(cur.fetchall()) if cur.description is not None else []
+        return self._once_more(run)
 
     def rows(self, sql: str, params: tuple | list = ()) -> list[tuple]:
         """A query's rows as plain tuples, in its column order (as Database.rows)."""
         from psycopg.rows import tuple_row
-        conn = self._conn()
-        with self._errors():
+
+        def run(conn):
             cur = conn.cursor(row_factory=tuple_row)
             cur.execute(to_pyformat(sql), tuple(params)) if params else cur.execute(sql)
             return cur.fetchall()
+        return self._once_more(run)
 
     def executemany(self, sql: str, rows: list[tuple]) -> None:
         if not rows:
             return
-        conn = self._conn()
-        with self._errors(), conn.cursor() as cur:
-            cur.executemany(to_pyformat(sql), [tuple(r) for r in rows])
+
+        def run(conn):
+            with conn.cursor() as cur:
+                cur.executemany(to_pyformat(sql), [tuple(r) for r in rows])
+        self._once_more(run)
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator["PostgresDatabase"]:
@@ -169,9 +192,20 @@ class PostgresDatabase(BaseDatabase):
         if self._local.depth:
             yield self
             return
+        import psycopg
         self._local.depth = 1
         try:
-            with self._errors(), conn.transaction():
+            with self._errors(), contextlib.ExitStack() as stack:
+                try:
+                    stack.enter_context(conn.transaction())
+                except psycopg.OperationalError as exc:   # BEGIN on a lost connection: nothing done yet
+                    if not _connection_lost(conn, exc):
+                        raise
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                    conn = self._conn()
+                    self._local.depth = 1
+                    stack.enter_context(conn.transaction())
                 yield self
         finally:
             self._local.depth = 0
@@ -219,6 +253,13 @@ def _without_password(text: str, url: str) -> str:
     for form in sorted(pieces - {""}, key=len, reverse=True):
         text = text.replace(form, "***")
     return text
+
+
+def _connection_lost(conn, exc: BaseException) -> bool:
+    """The error ended the connection (not the statement): a fresh connection may do better."""
+    state = getattr(exc, "sqlstate", None) or ""
+    # 08…: connection exceptions; 57P01-3: the server ended the backend (shutdown, restart, terminate).
+    return conn.closed or conn.broken or state.startswith("08") or state in ("57P01", "57P02", "57P03")
 
 
 def _first_line(exc: BaseException) -> str:

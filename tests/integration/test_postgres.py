@@ -268,3 +268,51 @@ def test_connections_of_finished_threads_are_closed(postgres_url):
         assert live() <= 2
     finally:
         db.close()
+
+
+def _end_backends(server: dict, url: str) -> int:
+    """What `pg_ctl restart` or an administrator does to fleet's connections: ends them server-side."""
+    import psycopg
+    name = url.split("/")[3].split("?")[0]
+    with psycopg.connect(server["admin_url"], autocommit=True) as admin:
+        return len(admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE datname = %s AND pid <> pg_backend_pid()", (name,)).fetchall())
+
+
+def test_statements_after_the_server_ended_the_connection_go_to_a_fresh_one(postgres_server, postgres_url):
+    """Red-team finding: psycopg notices a connection the server ended only by using it, so the first
+    statement after a server restart failed ("terminating connection due to administrator
+    command") and took the run with it."""
+    db = PostgresDatabase(postgres_url)
+    try:
+        db.execute("CREATE TABLE t (x INTEGER)")
+        for what in ("execute", "transaction", "rows", "executemany"):
+            assert _end_backends(postgres_server, postgres_url) == 1
+            if what == "execute":
+                db.execute("INSERT INTO t (x) VALUES (?)", (1,))
+            elif what == "transaction":
+                with db.transaction():
+                    db.execute("INSERT INTO t (x) VALUES (?)", (2,))
+            elif what == "rows":
+                assert db.rows("SELECT COUNT(*) FROM t") == [(2,)]
+            else:
+                db.executemany("INSERT INTO t (x) VALUES (?)", [(3,), (4,)])
+        assert [r["x"] for r in db.execute("SELECT x FROM t ORDER BY x")] == [1, 2, 3, 4]
+    finally:
+        db.close()
+
+
+def test_a_connection_lost_inside_a_transaction_is_not_retried_and_says_it_passes(postgres_server,
+                                                                                   postgres_url):
+    from fleet.errors import StateUnavailable
+    db = PostgresDatabase(postgres_url)
+    try:
+        db.execute("CREATE TABLE t (x INTEGER)")
+        with pytest.raises(StateUnavailable, match="terminating connection|server closed|connection"):
+            with db.transaction():
+                db.execute("INSERT INTO t (x) VALUES (?)", (1,))
+                _end_backends(postgres_server, postgres_url)
+                db.execute("INSERT INTO t (x) VALUES (?)", (2,))
+        assert db.execute("SELECT x FROM t") == []   # neither row: the transaction went whole
+    finally:
+        db.close()
