@@ -8,15 +8,18 @@ returns the policy's verdict), `deadline_s` caps each heartbeat's extension by b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Callable
 
+from ..errors import StateUnavailable
 from .budget import (BudgetPolicy, Clock, IdlePolicy, Price, Scope, Verdict, capped_deadline_s, cost_micro,
                      minimum_billing, month_label, month_start, refuse_unaffordable, require_price,
                      seconds_until_exhausted, to_micro, utc_clock)
 from .reservations import Reservations, reservation_amount
 from .ledger import Ledger, OpenSegment, TickTelemetry
+
+RETRY_S = 5.0    # while the state database is unreachable, the ledger is tried again this often
 
 
 @dataclass
@@ -137,6 +140,9 @@ class RunMeter:
         self.stopped: Verdict | None = None
         self.persist_every_s = persist_every_s
         self.last_persist: datetime | None = None
+        self.reached: bool | None = None                  # see tick
+        self.unreachable: StateUnavailable | None = None  # the last failure, until the database answers again
+        self.retry_at: datetime | None = None
 
     def start(self, lease, price: Price | None, run_id: str | None = None, at: datetime | None = None,
               paid_by_others: frozenset[str] = frozenset()) -> None:
@@ -202,22 +208,27 @@ class RunMeter:
         return accrue(self.shared, at, close=close)
 
     def tick(self, at: datetime | None = None) -> Verdict:
-        """Append this tick's rows, refresh the month's spend by others, and evaluate the budget."""
+        """Append this tick's rows, refresh the month's spend by others, and evaluate the budget.
+
+        A state database that cannot be reached for now (StateUnavailable) does not stop the meter:
+        `reached` says so (False), the rows not written stay pending (the next write that succeeds
+        covers the whole outage, so no time goes unbilled), the budget is evaluated from this run's
+        own count and the monthly spend last read, and the ledger is tried again after RETRY_S.
+        `reached`: True when this tick wrote or read the database, None when it had no need to."""
         at = at or self.clock()
-        if self.last_persist is None or (at - self.last_persist).total_seconds() >= self.persist_every_s:
-            seconds = (at - self.last_persist).total_seconds() if self.last_persist else 0.0
-            self.run_spent_micro += self.ledger.append(self.segments, at, telemetry=self._telemetry(seconds))
-            self.run_spent_micro += self._accrue_shared(at)
-            self.last_persist = at
+        self.reached = None
+        if self.retry_at is None or at >= self.retry_at:
+            try:
+                self._write(at)
+            except StateUnavailable as exc:
+                self.reached, self.unreachable, self.retry_at = False, exc, at + timedelta(seconds=RETRY_S)
+            else:
+                if self.reached:
+                    self.unreachable = self.retry_at = None
         self.last_tick = at
         spent = self.spent_micro(at)
         verdict = Verdict("ok", None, spent, None, None)
         if self.policy is not None:
-            if self.limits is not None and (self.limits.project_monthly or self.limits.user_monthly):
-                fresh = build_scopes(self.limits, project=self.project, user=self.user, ledger=self.ledger,
-                                     now=at, run_id=self.run_id, lease_id=self.lease_id,
-                                     reservations=self.reservations, lease_kept_since=self.policy.lease_kept_since)
-                self.policy.scopes = fresh   # other runs this month keep spending too
             verdict = self.policy.evaluate(spent, self.burn_micro_per_hour)
         if verdict.action != "stop" and self.idle is not None and self.latest_utilisations is not None:
             if self.idle.observe(at, self.latest_utilisations()):
@@ -227,6 +238,22 @@ class RunMeter:
         if verdict.action == "stop" and self.stopped is None:
             self.stopped = verdict
         return verdict
+
+    def _write(self, at: datetime) -> None:
+        """This tick's ledger rows when due, and the month's spend by others: the state database."""
+        if self.last_persist is None or (at - self.last_persist).total_seconds() >= self.persist_every_s:
+            seconds = (at - self.last_persist).total_seconds() if self.last_persist else 0.0
+            self.run_spent_micro += self.ledger.append(self.segments, at, telemetry=self._telemetry(seconds))
+            self.run_spent_micro += self._accrue_shared(at)
+            self.last_persist = at
+            self.reached = True
+        if self.policy is not None and self.limits is not None and (self.limits.project_monthly or
+                                                                    self.limits.user_monthly):
+            self.policy.scopes = build_scopes(   # other runs this month keep spending too
+                self.limits, project=self.project, user=self.user, ledger=self.ledger, now=at, run_id=self.run_id,
+                lease_id=self.lease_id, reservations=self.reservations,
+                lease_kept_since=self.policy.lease_kept_since)
+            self.reached = True
 
     def spent_micro(self, at: datetime | None = None) -> int:
         return self.run_spent_micro + self.pending_micro(at or self.clock())

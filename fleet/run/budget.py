@@ -19,6 +19,7 @@ collecting outputs, so the graceful stop finishes inside the budget, not after i
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from ..money.metering import BudgetLimits, RunMeter, prepare_budget
 from ..models import Lease, Machine
 from ..telemetry import TelemetryFeed
 from .context import RunContext
+from .state_outage import PROBE_PATIENCE_S, StateOutage, outage_bound_s
 from .types import BudgetGrant, Cost, Offer
 
 PERSIST_EVERY_S = 10.0        # ledger rows at most this often (a crash loses at most this much)
@@ -99,6 +101,7 @@ class RunBudget:
         self.feed: TelemetryFeed | None = None
         self._warned_unpriced = False
         self._keeping = threading.Event()          # set: the keeper thread stops
+        self.outage = StateOutage(clock)
         self._keeper: threading.Thread | None = None
 
     def _meter(self) -> RunMeter:
@@ -179,7 +182,21 @@ class RunBudget:
         meter = self.meter if self.feed is not None else None
         if meter is None:
             return
-        verdict = meter.tick()   # rows go on being written while a stopped run winds down
+        began = self.clock()
+        # An outage is probed briefly: a 30 s lock wait on every try stalls the execute loop and,
+        # through self.lock, the heartbeat's cap.
+        with self.ledger.db.patience(PROBE_PATIENCE_S) if self.outage.ongoing else contextlib.nullcontext():
+            verdict = meter.tick()   # rows go on being written while a stopped run winds down
+        policy = self.grant.policy
+        bound = None if policy is None else outage_bound_s(ctx, policy.grace_s)
+        if meter.reached is False and meter.unreachable is not None:
+            self.outage.failed(ctx, began, meter.unreachable, bound)
+        elif meter.reached:
+            self.outage.reached(ctx)
+        too_long = self.outage.outlasted(bound)
+        if too_long and verdict.action != "stop" and not ctx.cancel.is_set():
+            ctx.events.warn(f"{too_long}: stopping the run")
+            ctx.request_stop("budget", too_long)
         if verdict.action == "warn":
             ctx.events.warn(verdict.message)
         elif verdict.action == "stop" and not ctx.cancel.is_set():

@@ -264,6 +264,7 @@ class Verdict:
     state_left: list = field(default_factory=list)
     tracebacks: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)       # the one-line errors the user saw
+    warnings: list[str] = field(default_factory=list)     # and the warnings
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -312,5 +313,6 @@ def judge_after(box: Sandbox, verdict: Verdict, watch: ProviderWatch, ledger: Le
     for text in outputs:
         verdict.tracebacks += _bad_output(text)
         verdict.errors += [line for line in text.splitlines() if line.startswith("fleet: error:")]
+        verdict.warnings += [line for line in text.splitlines() if line.startswith("fleet: warning:")]
     kill_everything_under(box.home)
     return verdict

@@ -81,3 +81,25 @@ def test_random_combination(box, seed):
     verdict = run_case(box, faults)
     print(f"seed {seed}: {verdict.faults}")
     _check(verdict)
+
+
+def test_state_database_locked_past_the_busy_timeout_is_waited_out(tmp_path):
+    """Red-team finding: a lock held longer than SQLite's 30 s busy timeout ended the run ("state
+    database … is locked", exit 3). The run goes on, says so once and when it is over, and the
+    ledger bills the outage too once the lock is let go. Held 42 s: any write that starts in the
+    first 10 s (rows are written every 10 s) waits the whole 30 s and fails."""
+    from .harness import Sandbox, kill_everything_under
+    box = Sandbox(tmp_path / "case", ttl_s=120)   # the outage stays well inside one heartbeat TTL
+    box.command = "echo started; sleep 56; echo finished"
+    box.write_experiment(command=box.command, setup=None, extra="[budgets]\nproject_monthly = 100.0")
+    try:
+        verdict = run_case(box, [LockDatabase(phase="run", hold_s=42)], gpus=1)
+    finally:
+        kill_everything_under(box.home)
+    _check(verdict)
+    assert verdict.exit_code == 0, verdict.explain()
+    assert verdict.machines_seen == 1, verdict.explain()
+    about = [w for w in verdict.warnings if "state database" in w]
+    assert len(about) == 2, verdict.explain()   # not once a tick
+    assert "database is locked" in about[0] and "the run goes on" in about[0], about
+    assert "state database reachable again after" in about[1], about
