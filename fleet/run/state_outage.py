@@ -66,5 +66,5 @@ class StateOutage:
 
 def outage_bound_s(ctx: Any, grace_s: float) -> float:
     """How long a budgeted run may go on without its state database (see the module's text)."""
-    ttl = float(getattr(ctx.offer, "heartbeat_ttl_s", 0) or 0)
+    ttl = float(ctx.offer.heartbeat_ttl_s or 0)
     return max(0.0, ttl - grace_s)
