@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 _TOKEN = re.compile(r"[a-z0-9]+")
 _MEMORY = re.compile(r"^(\d{1,4})\s*(?:g|gb|gib)$", re.IGNORECASE)
-_MODEL = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[ _][A-Za-z0-9]+)*$")
+_MODEL = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:[ _][A-Za-z0-9]+)*\Z")
 # Words in vendor names that say nothing about the model.
 _NOISE = frozenset({"nvidia", "tesla", "geforce", "gpu", "pcie", "sxm", "sxm2", "sxm4", "sxm5", "hbm3", "hbm3e",
                     "nvl", "gres"})

@@ -30,7 +30,7 @@ def parse_assignment(text: str, *, where: str = "--env") -> tuple[str, str]:
         else:
             shown = "the line"
         raise UsageError(f"{where}: {shown} is not KEY=VALUE", hint="e.g. --env LR=3e-4")
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         shown = repr(name) if where == "--env" else "the name"
         raise UsageError(f"{where}: {shown} is not an environment variable name (letters, digits, _; "
                          "not starting with a digit)")

@@ -213,7 +213,7 @@ class _Checker:
     def mapping(self, path: tuple, table: dict, key_pattern: str | None, key) -> dict[str, Any]:
         out = {}
         for name, value in table.items():
-            if key_pattern and not re.match(key_pattern, name):
+            if key_pattern and not re.fullmatch(key_pattern, name):
                 what = "an environment variable name" if path == ("env",) else "a short name"
                 self.problem(path + (name,), f"must be {what} matching {key_pattern}")
                 continue

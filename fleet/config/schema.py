@@ -70,7 +70,7 @@ def _env_value(value: Any) -> str:
 
 
 def _name(value: Any) -> str:
-    if not isinstance(value, str) or not re.match(_NAME_RE, value):
+    if not isinstance(value, str) or not re.fullmatch(_NAME_RE, value):
         raise Invalid("must be 1-63 letters, digits, '.', '_' or '-' starting with a letter or digit, "
                       f"got {_fmt(value)}")
     return value
@@ -148,7 +148,7 @@ def _provider_name(value: Any) -> str:
 
 
 def _env_names(value: Any) -> list[str]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and re.match(_ENV_NAME_RE, v) for v in value):
+    if not isinstance(value, list) or not all(isinstance(v, str) and re.fullmatch(_ENV_NAME_RE, v) for v in value):
         raise Invalid(f"must be an array of environment variable names like [\"HF_TOKEN\"], got {_fmt(value)}")
     return list(value)
 
@@ -292,7 +292,7 @@ def _sweep_params(value: Any) -> dict[str, tuple[str, ...]]:
         raise Invalid(f"must be a table of name = [values], got {_fmt(value)}")
     out = {}
     for name, raw in value.items():
-        if not re.match(_NAME_RE, str(name)):
+        if not re.fullmatch(_NAME_RE, str(name)):
             raise Invalid(f"{name!r} is not a parameter name (letters, digits, _)")
         items = raw if isinstance(raw, list) else [raw]
         if not items or any(isinstance(v, (dict, list, bool)) for v in items):

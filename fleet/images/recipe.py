@@ -32,8 +32,8 @@ COMMON_DIR = "common"                # images/common/: files every recipe gets (
 HASH_TAG = "fleet:recipe-hash"
 RECIPE_TAG = "fleet:recipe"
 NAME_HASH_CHARS = 12                 # image names carry a prefix; the tag carries the full hash
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
-_VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}\Z")
+_VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+)*\Z")
 _SKIP = {"__pycache__", ".DS_Store"}
 
 

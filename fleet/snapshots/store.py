@@ -23,8 +23,8 @@ from ..errors import UsageError
 STORE_FORMAT = 3
 MAX_CHUNK_BYTES = 64 * 1024 * 1024    # no chunk of any store format is larger
 READABLE_FORMATS = (1, 2, 3)
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}$")
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}\Z")
+HEX64 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 def is_snapshot_id(value: object) -> bool:

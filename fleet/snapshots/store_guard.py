@@ -114,7 +114,7 @@ def _backend(store):
     return None          # another Store (a test's): nothing to coordinate with
 
 
-_NAME = re.compile(r"^(write|gc)-(\d+)-(.+)-(\d+)-([0-9a-f]+)$")
+_NAME = re.compile(r"^(write|gc)-(\d+)-(.+)-(\d+)-([0-9a-f]+)\Z")
 
 
 def _who(name: str, age: float) -> str:

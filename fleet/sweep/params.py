@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..errors import UsageError
 
-NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
 MAX_TRIALS = 10_000
 
 
