@@ -107,7 +107,12 @@ def choose_offer(provider, config: Config) -> Offer:
                      heartbeat_ttl_s=config.heartbeat_ttl_s, project=config.project,
                      user=current_user(config.user, check=True))   # recorded with the lease, run, ledger, tags
     check_machine_count(provider, plan)   # 10**20 machines is a typo
-    return Offer(provider=plan.provider, template=plan.template, machine_count=plan.machine_count, gpus=plan.gpus,
+    template = plan.template
+    override = _price_override(template, config, plan.instance_type)
+    if override is not None:      # the machines carry the price they are billed at (status, summary)
+        from dataclasses import replace
+        template = replace(template, price_per_hour=override, price_source="fleet.toml [prices]")
+    return Offer(provider=plan.provider, template=template, machine_count=plan.machine_count, gpus=plan.gpus,
                  max_duration_s=plan.max_duration_s, heartbeat_ttl_s=plan.heartbeat_ttl_s, project=plan.project,
                  user=plan.user, instance_type=plan.instance_type, spot=plan.spot, region=mix.region,
                  zones=tuple(mix.zones), gpu_type=config.gpu_type)
