@@ -44,13 +44,14 @@ def terminal_line(text: str) -> str:
         import re
         _SGR = re.compile(r"\x1b\[[0-9;]{0,32}m")
     table = {k: v for k, v in _SHOWN_IN_A_LINE.items() if k not in _KEPT}
-    out, at = [], 0
+    out, at, last = [], 0, ""
     for match in _SGR.finditer(text):
-        out += [text[at:match.start()].translate(table), match.group()]
+        last = match.group()
+        out += [text[at:match.start()].translate(table), last]
         at = match.end()
     out.append(text[at:].translate(table))
-    if at:      # a style ends with its line: a line's "conceal" (ESC[8m) or black on black hides no other line
-        out.append("\x1b[0m")
+    if last not in ("", "\x1b[0m", "\x1b[m"):   # a style ends with its line: a "conceal" (ESC[8m) or
+        out.append("\x1b[0m")                     # black on black hides no other line
     return "".join(out)
 
 
