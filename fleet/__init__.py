@@ -6,7 +6,7 @@ Everything the CLI does is importable (imported lazily, so `import fleet` stays 
     config = fleet.load_config("examples/digits/fleet.toml", overrides={"gpus": 8})
     summary = fleet.up(config)                 # a fleet.RunSummary: summary.status, summary.exit_code
     fleet.status()                             # live leases with their machines
-    fleet.down([], all_leases=True)            # release everything
+    fleet.down([], all_leases=True)            # release every live lease of yours
 """
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ import shlex
 from datetime import timedelta
 
 from .errors import FleetError, InfrastructureError, NotFound, UsageError
+from .plan import whose_leases
 
 TYPE_CHECKING = False   # see fleet/__init__.py: typing is not imported on `fleet status`'s path
 if TYPE_CHECKING:
@@ -34,20 +35,26 @@ def lease_view(lease: Lease, states: list | None) -> dict[str, Any]:
     return view(record, seen, now)
 
 
-def status(state=None, *, user: str | None = None, check: bool = True, refresh: bool = False) -> list[dict[str, Any]]:
-    """Active leases with their machines as the providers see them (a watchdog-ended machine shows
-    'gone'); AWS machines as EC2 said within the last minute unless `refresh` (fleet/lease_status.py)."""
+def status(state=None, *, user: str | None = None, all_users: bool = False, check: bool = True,
+           refresh: bool = False) -> list[dict[str, Any]]:
+    """Active leases of `user` (default: the caller; all_users: everyone's) with their machines as the
+    providers see them (a watchdog-ended machine shows 'gone'); AWS machines as EC2 said within the
+    last minute unless `refresh` (fleet/lease_status.py)."""
     from .lease_status import status as lease_status
-    return lease_status(state, user=user, check=check, refresh=refresh)
+    return lease_status(state, user=whose_leases(user, all_users), check=check, refresh=refresh)
 
 
-def down(lease_ids: list[str], *, all_leases: bool = False, state=None, events: Events | None = None,
-         user: str | None = None, released_by: str = "`fleet down`") -> list[str]:
-    """Release leases (idempotent). With all_leases, every live lease of `user` (None: of every
-    user), then sweep local machines no live lease owns. `released_by` names who released them in
-    the record of a run ended as lost (`fleet reap` releases the leases it reaped this way too)."""
+def down(lease_ids: list[str], *, all_leases: bool = False, all_users: bool = False, state=None,
+         events: Events | None = None, user: str | None = None, released_by: str = "`fleet down`") -> list[str]:
+    """Release leases (idempotent). With all_leases, every live lease of `user` (default: the caller;
+    all_users: every user's, as `fleet down --all --all-users`), then sweep local machines no live
+    lease owns. `released_by` names who released them in the record of a run ended as lost (`fleet
+    reap` releases the leases it reaped this way too)."""
     from .arguments import names_arg
     from .state import open_state
+    if not isinstance(all_leases, bool):      # a templated "no" is truthy: it must not mean everything
+        raise UsageError(f"all_leases must be True or False, got {all_leases!r}")
+    user = whose_leases(user, all_users)
     lease_ids = names_arg("lease_ids", lease_ids or [])
     state = state or open_state()
     from .run.context import SilentEvents

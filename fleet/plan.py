@@ -32,6 +32,16 @@ def current_user(configured: str | None = None, *, check: bool = False) -> str:
     return checked_user(name, source) if check else name
 
 
+def whose_leases(user: str | None, all_users: bool) -> str | None:
+    """The user whose leases a listing or `--all` means: `user`, else the caller (as the CLI's
+    `fleet status` and `fleet down --all`); None (everyone's) only when all_users is asked for."""
+    if not isinstance(all_users, bool):
+        raise UsageError(f"all_users must be True or False, got {all_users!r}")
+    if all_users:
+        return None
+    return user if user is not None else current_user()
+
+
 def _user_and_source(configured: str | None) -> tuple[str, str]:
     if configured:
         return configured, "user ="

@@ -44,7 +44,7 @@ def down(
     events = RichEvents(plain=True)
     # As `fleet status` lists them: on a team's shared state, --all is the caller's own leases.
     user = None if all_users else current_user(peek_str("user"))
-    released = release(list(leases or []), all_leases=all_leases, events=events, user=user)
+    released = release(list(leases or []), all_leases=all_leases, all_users=all_users, events=events, user=user)
     if json_out:
         from .render import print_json
         print_json({"released": released})

@@ -50,7 +50,7 @@ def _show(json_out: bool, all_users: bool, fast: bool, refresh: bool) -> int:
             made = status_from_rows(leases)
             if made is not None:
                 return _print(*made)
-    views = lease_status(state, user=user, check=not fast, refresh=refresh)
+    views = lease_status(state, user=user, all_users=all_users, check=not fast, refresh=refresh)
     if json_out:
         from ..render.status_json import write_leases
 

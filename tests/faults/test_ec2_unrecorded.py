@@ -63,7 +63,7 @@ def test_instances_launched_but_never_reported_are_billed_and_terminated_by_down
     assert len(launched) == 2, launched
     time.sleep(first_s + 0.5)      # past the first deadline: the bill must stop there, not at `down`
 
-    assert down([], all_leases=True) == [lease_id]
+    assert down([], all_leases=True, all_users=True) == [lease_id]
     assert alive_instances(project) == []
     rows = state.db.execute("SELECT machine_id, kind, duration_ms, cost_micro, rate_micro, run_id, gpus "
                             "FROM ledger WHERE lease_id = ? ORDER BY id", (lease_id,))
@@ -75,5 +75,5 @@ def test_instances_launched_but_never_reported_are_billed_and_terminated_by_down
         assert sum(r["cost_micro"] for r in mine) == rate * first_s // 3600, mine
         assert mine[0]["rate_micro"] == rate and mine[0]["gpus"] == 4
     # A second `down` neither bills again nor fails.
-    assert down([], all_leases=True) == []
+    assert down([], all_leases=True, all_users=True) == []
     assert len(state.db.execute("SELECT id FROM ledger WHERE lease_id = ?", (lease_id,))) == len(rows)

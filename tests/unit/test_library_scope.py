@@ -1,0 +1,36 @@
+"""The library's `down(all_leases=True)` and `status()` mean the caller's leases, as the CLI's
+`fleet down --all` and `fleet status` do: they released and listed every teammate's on a shared
+state, and a templated `all_leases="no"` (truthy) released everything (red-team finding)."""
+from __future__ import annotations
+
+import pytest
+
+from fleet import leases
+from fleet.errors import UsageError
+from fleet.ids import new_lease_id
+from fleet.plan import make_plan
+from fleet.providers.fake import FakeProvider
+from fleet.state import open_state
+
+
+def _lease(state, user: str) -> str:
+    provider = FakeProvider()
+    plan = make_plan(provider="fake", template=next(iter(provider.templates().values())), gpus=None,
+                     max_duration_s=600, heartbeat_ttl_s=300, project="p", user=user)
+    lease = provider.lease(plan, new_lease_id(), 300)
+    state.save_lease(lease)
+    return lease.id
+
+
+def test_all_leases_and_status_are_the_callers_unless_all_users(tmp_path, fleet_home, monkeypatch):
+    state = open_state(f"sqlite:///{tmp_path / 'state.db'}")
+    alice, bob = _lease(state, "alice"), _lease(state, "bob")
+    monkeypatch.setenv("FLEET_USER", "bob")
+    assert [v["id"] for v in leases.status(state, check=False)] == [bob]
+    assert sorted(v["id"] for v in leases.status(state, check=False, all_users=True)) == sorted([alice, bob])
+    for bad in ("no", 1):
+        with pytest.raises(UsageError, match="all_leases must be True or False"):
+            leases.down([], all_leases=bad, state=state)
+    released = leases.down([], all_leases=True, state=state)
+    assert bob in released and alice not in released, released
+    assert state.get_lease(alice).status == "active"
