@@ -33,3 +33,21 @@ def read_regular(path: str | os.PathLike, limit: int) -> bytes:
         return b""
     with os.fdopen(fd, "rb") as handle:
         return handle.read(limit + 1)
+
+
+CONFIG_LIMIT = 16 * 1024 * 1024   # a fleet.toml (or a stack's outputs file) is text of kilobytes
+
+
+def read_config_file(path: str | os.PathLike, limit: int = CONFIG_LIMIT) -> bytes:
+    """A configuration file's bytes, through a link if it is one (a team's shared fleet.toml), but
+    only a regular file, opened without blocking and read to at most `limit` bytes: a FIFO in its
+    place hung every command that peeks at it, a link to /dev/zero filled memory. OSError (EINVAL:
+    not a regular file; EFBIG: larger than `limit`)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, NOT_REGULAR)
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit // (1024 * 1024)} MiB")
+    return data

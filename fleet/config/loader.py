@@ -292,8 +292,9 @@ def find_config_file(path: str | Path | None = None, cwd: Path | None = None) ->
 
 
 def _read(file: Path, shown: str) -> dict[str, Any]:
+    from ..regular_files import read_config_file
     try:
-        text = file.read_text(encoding="utf-8")
+        text = read_config_file(file).decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError("not UTF-8 text; fleet.toml must be UTF-8", path=shown) from None
     except OSError as exc:

@@ -12,11 +12,12 @@ if TYPE_CHECKING:
 
 
 def peek(key: str, directory: Path | None = None) -> Any:
+    from ..regular_files import read_config_file
     path = (directory or Path.cwd()) / "fleet.toml"
     try:
-        with open(path, "rb") as fh:
-            import tomllib   # only once there is a file: tomllib imports typing (~10 ms)
-            return tomllib.load(fh).get(key)
+        data = read_config_file(path)
+        import tomllib   # only once there is a file: tomllib imports typing (~10 ms)
+        return tomllib.loads(data.decode()).get(key)
     except (OSError, ValueError, ImportError, RecursionError):
         return None
 
@@ -30,9 +31,10 @@ def store_url(directory: Path | None = None) -> str | None:
     """./fleet.toml's `store`, for the snapshot commands: unlike peek, a file that is there but does
     not parse (or a `store` that is not a string) is refused, never read as "no store configured":
     `snapshot rm` or `gc` would otherwise act on the default store instead of the one configured."""
+    from ..regular_files import read_config_file
     path = (directory or Path.cwd()) / "fleet.toml"
     try:
-        fh = open(path, "rb")
+        data = read_config_file(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -40,12 +42,11 @@ def store_url(directory: Path | None = None) -> str | None:
         raise ConfigError(f"{path}: {exc.strerror or exc}", hint="pass --store to choose the store") from None
     import tomllib
     from ..errors import ConfigError
-    with fh:
-        try:
-            value = tomllib.load(fh).get("store")
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise ConfigError(f"{path} is not valid TOML ({exc or 'nested too deeply'}), so its `store` is unknown",
-                              hint="fix it, or pass --store to choose the store") from None
+    try:
+        value = tomllib.loads(data.decode()).get("store")
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc or 'nested too deeply'}), so its `store` is unknown",
+                          hint="fix it, or pass --store to choose the store") from None
     if value is not None and not isinstance(value, str):
         raise ConfigError(f"{path}: store must be a string (a path or s3://bucket/prefix), got {value!r}")
     return value or None

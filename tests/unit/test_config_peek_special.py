@@ -1,0 +1,34 @@
+"""A ./fleet.toml that is a FIFO hung nearly every command that peeks at it (`fleet down --all`
+among them), and one linked to /dev/zero filled memory at gigabytes a second (red-team finding):
+it is read only as a regular file, without blocking, to a bound."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.conftest import run_fleet
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_a_special_fleet_toml_neither_hangs_nor_floods(tmp_path, fleet_home, kind):
+    target = tmp_path / "fleet.toml"
+    if kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.symlink_to("/dev/zero")
+    for args in (["status"], ["down", "--all"], ["runs", "ls"], ["budget"]):
+        proc = run_fleet(args, cwd=tmp_path, timeout=30)
+        assert proc.returncode == 0, (args, proc.stderr)
+    refused = run_fleet(["snapshot", "ls"], cwd=tmp_path, timeout=30)
+    assert refused.returncode == 2 and "not a regular file" in refused.stderr, refused.stderr
+
+
+def test_a_linked_fleet_toml_is_still_read(tmp_path, fleet_home):
+    shared = tmp_path / "team" / "fleet.toml"
+    shared.parent.mkdir()
+    shared.write_text('user = "linked-user"\ncommand = "true"\n')
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "fleet.toml").symlink_to(shared)
+    from fleet.config.peek import peek_str
+    assert peek_str("user", tmp_path / "exp") == "linked-user"
