@@ -22,9 +22,17 @@ def run() -> None:
 
 def _run() -> None:
     args = sys.argv[1:]
+    if sys.stdout is None:     # `>&-`: every listing would fail, or print nothing and exit 0
+        print("fleet: error: standard output is closed (send it to /dev/null to discard it)", file=sys.stderr)
+        sys.exit(2)
     _absolute_fleet_home()
     if catalog.wants_root_help(args) and not catalog.completing():
-        sys.stdout.write(catalog.root_help())
+        try:
+            sys.stdout.write(catalog.root_help())
+            sys.stdout.flush()
+        except BrokenPipeError:    # `fleet --help | head -1`: the reader has all it wanted
+            import os
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
     if not catalog.completing():
         _reconcile_detached_runs()

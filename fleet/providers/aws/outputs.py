@@ -236,9 +236,10 @@ def load_outputs(source: str | Path | Mapping[str, Any]) -> StackOutputs:
     """Read stack outputs from a `pulumi stack output --json` file, or from an already-parsed dict."""
     if isinstance(source, Mapping):
         return parse_outputs(source)
+    from ...regular_files import read_config_file
     path = Path(source).expanduser()
     try:
-        text = path.read_text()
+        raw = read_config_file(path)      # a FIFO or /dev/zero named here: one line, not a hang
     except FileNotFoundError:
         raise NotFound(f"stack outputs file {path} does not exist",
                        hint="run `pulumi stack output --json > FILE` in the stack and point "
@@ -246,8 +247,8 @@ def load_outputs(source: str | Path | Mapping[str, Any]) -> StackOutputs:
     except OSError as exc:
         raise EnvironmentProblem(f"cannot read stack outputs {path}: {exc.strerror or exc}") from None
     try:
-        data = json.loads(text)
-    except ValueError as exc:
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError as exc:     # UnicodeDecodeError too
         raise ConfigError(f"not JSON: {exc}", path=str(path), hint=REFRESH_HINT) from None
     return parse_outputs(data, source=str(path))
 
