@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         target_dir = (directory or Path.cwd()).expanduser()
         target = target_dir / "fleet.toml"
         try:   # exists() too can fail (a name too long for the filesystem: found by fuzzing the CLI)
-            if target.exists() and not force:
+            if os.path.lexists(target) and not force:    # a link (dangling too: a team's config not mounted now)
                 raise UsageError(f"{target} already exists; not overwriting it", hint="use --force to replace it")
             target_dir.mkdir(parents=True, exist_ok=True)
             # Write next to the target and rename, so --force never leaves a half-written file.

@@ -104,6 +104,11 @@ def audit(
     from ..errors import UsageError
     from ..records.lineage import audit as audit_run
     from ..records.lineage import audit_verify, raise_if_bad
+    if verify and run:     # it checks the whole chain: a run named here was silently ignored
+        raise UsageError("--verify checks every record and snapshot, not one run: drop RUN, or --verify",
+                         hint="fleet audit --verify [--deep]; fleet audit RUN prints one run's lineage")
+    if deep and not verify:
+        raise UsageError("--deep goes with --verify", hint="fleet audit --verify --deep")
     if verify:
         result = audit_verify(deep=deep)
         if json_out:
