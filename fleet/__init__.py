@@ -20,7 +20,11 @@ if TYPE_CHECKING:    # what static type checkers see; at run time each name is i
 
     from .config.loader import load_config as load_config
     from .errors import ExitCode as ExitCode, FleetError as FleetError
+    from .leases import down as down, extend as extend, status as status
+    from .providers import get_provider as get_provider
     from .run.context import Events as Events
+    from .run_logs import follow_logs as follow_logs
+    from .state import open_state as open_state
     from .run.observers import RunObserver as RunObserver
     from .run.pipeline import run_on_lease as run_on_lease, up as up
     from .run.summary import RunSummary as RunSummary

@@ -273,7 +273,8 @@ def check_owner(lease, action: str, configured_user: str | None = None) -> None:
                          hint="ask its owner; if it is yours under another name, set FLEET_USER to it")
 
 
-def extend(lease_id: str, seconds: int, state=None, *, user: str | None = None, limits=None) -> "Extension":
+def extend(lease_id: str, seconds: int | float | str, state=None, *, user: str | None = None,
+           limits=None) -> "Extension":
     """Every machine of an active lease holds now + `seconds`, at most to its max_duration and, for a
     kept lease, to what `limits`' monthly budgets (money.metering.BudgetLimits) can pay; the
     Extension says until when, and what capped it. A lease that already ends at its cap is refused."""
