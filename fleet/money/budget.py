@@ -185,9 +185,13 @@ class Scope:
     spent_before_micro: int = 0  # spent by others in this scope (e.g. earlier runs this month)
     reserved_micro: int = 0      # still held by other live runs' reservations (fleet/money/reservations.py)
     kept_micro: int = 0          # other kept leases' time from now to their deadlines (money/kept.py)
+    # This run's own spend before the scope's period began: a monthly scope counts only what the run
+    # spent this month (a run from November 30 into December charges December its December hours).
+    run_before_micro: int = 0
 
     def remaining(self, run_spent_micro: int) -> int:
-        return self.limit_micro - self.spent_before_micro - self.reserved_micro - self.kept_micro - run_spent_micro
+        this_period = max(0, run_spent_micro - self.run_before_micro)
+        return self.limit_micro - self.spent_before_micro - self.reserved_micro - self.kept_micro - this_period
 
     def describe(self) -> str:
         """'$10.00 limit, $3.00 spent, $6.00 reserved by other live runs' (what refusals print)."""

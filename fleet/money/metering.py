@@ -45,9 +45,11 @@ class BudgetLimits:
 
 def build_scopes(limits: BudgetLimits, *, project: str, user: str, ledger: Ledger | None, now: datetime,
                  run_id: str | None = None, lease_id: str | None = None,
-                 reservations: Reservations | None = None, lease_kept_since: datetime | None = None) -> list[Scope]:
+                 reservations: Reservations | None = None, lease_kept_since: datetime | None = None,
+                 run_before_month_micro: int = 0) -> list[Scope]:
     """The budgets that apply; monthly ones start from what others spent this month (not this run)
-    and what other live runs' reservations still hold (not this run's own).
+    and what other live runs' reservations still hold (not this run's own). `run_before_month_micro`:
+    what this run spent before this month began, which the monthly scopes leave out of its spend.
 
     A lease made for this run holds only this run's rows and reservation, so all of them are left
     out. `lease_kept_since`: the lease existed before this run (kept), whose time on it starts then;
@@ -69,7 +71,8 @@ def build_scopes(limits: BudgetLimits, *, project: str, user: str, ledger: Ledge
                     reservations.held_micro(**{column: name}, exclude_lease=lease_id, now=now))
         from .kept import committed_micro
         rest = committed_micro(ledger, **{column: name}, exclude_lease=lease_id) if ledger else 0
-        scopes.append(Scope(f"{kind} {name!r} ({month_label(now)})", to_micro(limit), spent, held, rest))
+        scopes.append(Scope(f"{kind} {name!r} ({month_label(now)})", to_micro(limit), spent, held, rest,
+                            run_before_micro=run_before_month_micro))
     return scopes
 
 
@@ -252,11 +255,22 @@ class RunMeter:
             self.policy.scopes = build_scopes(   # other runs this month keep spending too
                 self.limits, project=self.project, user=self.user, ledger=self.ledger, now=at, run_id=self.run_id,
                 lease_id=self.lease_id, reservations=self.reservations,
-                lease_kept_since=self.policy.lease_kept_since)
+                lease_kept_since=self.policy.lease_kept_since,
+                run_before_month_micro=self.spent_before_micro(month_start(at)))
             self.reached = True
 
     def spent_micro(self, at: datetime | None = None) -> int:
         return self.run_spent_micro + self.pending_micro(at or self.clock())
+
+    def spent_before_micro(self, instant: datetime) -> int:
+        """What this run's machines cost before `instant` (rounded as their rows are: each segment's
+        cost is counted from its start), never more than the run has counted."""
+        total = 0
+        for seg in self.segments + self.shared:
+            upto = min(instant, seg.last_end or seg.start) if seg.closed else instant
+            if upto > seg.start:
+                total += seg.cost_between(seg.start, upto)
+        return total
 
     def remaining_micro(self, at: datetime | None = None) -> int | None:
         return None if self.policy is None else self.policy.remaining_micro(self.spent_micro(at))

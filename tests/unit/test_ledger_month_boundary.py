@@ -41,3 +41,32 @@ def test_utc_days_cuts_at_each_midnight_and_keeps_the_whole():
         ("2026-06-01T00:00:00+00:00", "2026-06-02T00:00:00+00:00"),
         ("2026-06-02T00:00:00+00:00", "2026-06-02T01:00:00+00:00")]
     assert utc_days(start, start) == [(start, start)]
+
+
+def test_a_run_across_the_month_end_charges_the_new_month_only_its_own_hours(db):  # noqa: F811
+    """$36/h from November 30 noon against a $500 project month: November's 12 h ($432) fit it, and
+    December has its own $500; the run was stopped at 01:53 on December 1 with $67.80 of December
+    spent, its November hours charged to December."""
+    from decimal import Decimal
+    from fleet.money.metering import BudgetLimits, RunMeter, build_scopes
+    from fleet.money.budget import BudgetPolicy
+    clock = FakeClock(datetime(2026, 11, 30, 12, tzinfo=timezone.utc))
+    ledger = Ledger(db, clock)
+    limits = BudgetLimits(project_monthly=Decimal(500))
+    le = _Lease("l-m", "p1", "ana", "g5", "aws", [_Machine("l-m-n0", (0,))])
+    policy = BudgetPolicy(build_scopes(limits, project="p1", user="ana", ledger=ledger, now=clock(),
+                                       run_id="r-m", lease_id="l-m"))
+    meter = RunMeter(ledger, policy, limits=limits, clock=clock, persist_every_s=10)
+    meter.start(le, Price(to_micro(36), "fleet.toml [prices]"), run_id="r-m", at=clock())
+    actions = []
+    while clock() < datetime(2026, 12, 1, 6, tzinfo=timezone.utc):
+        verdict = meter.tick(clock.advance(60))
+        actions.append((verdict.action, verdict.scope))
+        assert verdict.action != "stop", verdict.message
+    assert ("warn", "project 'p1' (2026-11)") in actions
+    december = meter.policy.evaluate(meter.spent_micro(clock()), meter.burn_micro_per_hour)
+    assert december.scope == "project 'p1' (2026-12)"
+    assert december.spent_micro == to_micro(36 * 6)      # six December hours, not 18 hours
+    assert ledger.spent_micro(project="p1", since=month_start(clock())) == to_micro(36 * 6)
+    # the budget's deadline for the machines is December's $284 left at $36/h, not November's
+    assert meter.deadline_s(86400) == (500 - 216) * 100
