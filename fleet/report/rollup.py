@@ -96,6 +96,26 @@ def _split(since: datetime | None, until: datetime | None):
     return first_day, end_day, edges, False
 
 
+def _sealed(db, days: tuple[datetime | None, datetime | None] | None) -> tuple[int, list[dict]]:
+    """The sealed mark and the rollup's groups of whole days [first, end) (None: no whole day), read
+    in one statement: a seal committed by another process between two reads had its rows counted
+    twice, once in the rollup and once more as rows after the mark read before it."""
+    if days is None:
+        rows = db.execute("SELECT through_id FROM ledger_rollup_mark WHERE id = 1")
+        return (int(rows[0]["through_id"]) if rows else 0), []
+    on, params = [], []
+    for bound, op in zip(days, (">=", "<")):
+        if bound is not None:
+            on.append(f"r.day {op} ?")
+            params.append(bound.strftime("%Y-%m-%d"))
+    rows = db.execute("SELECT m.through_id AS sealed_through, r.* FROM ledger_rollup_mark m LEFT JOIN ledger_rollup r"
+                      f" ON {' AND '.join(on) or '1 = 1'} WHERE m.id = 1", params)
+    if not rows:
+        return 0, []            # never sealed: every row is read below
+    groups = [{k: v for k, v in r.items() if k != "sealed_through"} for r in rows if r["day"] is not None]
+    return int(rows[0]["sealed_through"]), groups
+
+
 def gather(ledger: Ledger, since: datetime | None, until: datetime | None, max_excluded: int = 900,
            now: datetime | None = None) -> tuple[list[dict], list[CorruptRow]] | None:
     """Aggregate groups and damaged rows for [since, until); None when too many unsealed rows are
@@ -105,19 +125,8 @@ def gather(ledger: Ledger, since: datetime | None, until: datetime | None, max_e
         seal(ledger, now)
     except EnvironmentProblem:
         pass    # a locked or read-only database: everything not yet sealed is read live below
-    done = mark(db)
     first_day, end_day, edges, no_days = _split(since, until)
-    groups: list[dict] = []
-    if not no_days:
-        where, params = [], []
-        if first_day is not None:
-            where.append("day >= ?")
-            params.append(first_day.strftime("%Y-%m-%d"))
-        if end_day is not None:
-            where.append("day < ?")
-            params.append(end_day.strftime("%Y-%m-%d"))
-        groups += db.execute("SELECT * FROM ledger_rollup" + (" WHERE " + " AND ".join(where) if where else ""),
-                             params)
+    done, groups = _sealed(db, None if no_days else (first_day, end_day))
     for lo, hi in edges:
         if hi > lo:
             groups += ledger.aggregate(since=lo, until=hi, through_id=done, exclude_damaged=True)
@@ -125,7 +134,7 @@ def gather(ledger: Ledger, since: datetime | None, until: datetime | None, max_e
     if len(fresh_bad) > max_excluded:
         return None
     groups += ledger.aggregate(since=since, until=until, after_id=done, exclude_ids=[c.id for c in fresh_bad])
-    where, params = Ledger._where(since=since, until=until)   # ledger_damaged keeps start_at too
+    where, params = Ledger._where(since=since, until=until, through_id=done)   # ledger_damaged keeps start_at too
     sealed_bad = [CorruptRow(r["id"], r["reason"]) for r in db.execute(
         "SELECT id, reason FROM ledger_damaged" + where + " ORDER BY id", params)]
     from .accruing import open_groups
