@@ -229,7 +229,9 @@ def build_report(ledger: Ledger, *, by: str = "project", since: datetime | None 
 def build_report_rowwise(ledger: Ledger, *, by: str = "project", since: datetime | None = None,
                          until: datetime | None = None, top: int = 10) -> Report:
     """The same report summed entry by entry in Python (many damaged rows; and a cross-check in tests)."""
+    from .clip import clipped_entries
     read = ledger.read(since=since, until=until)
+    entries, straddling_bad = clipped_entries(ledger, since, until, read.entries)
     groups: dict[str, Row] = {}
     projects: dict[str, Row] = {}
     runs: dict[str, Row] = {}
@@ -238,8 +240,10 @@ def build_report_rowwise(ledger: Ledger, *, by: str = "project", since: datetime
     daily = _Daily()
     who: dict[str, tuple[str, str]] = {}
     total = Row("total")
-    for e in read.entries:
-        args = (e.cost_micro, e.shadow, e.seconds, e.gpus, e.gpu_util_permille, e.idle_gpu_s, _key(e, "run"))
+    for e, f in entries:      # a row straddling since or until counts its share inside the period
+        cost = e.cost_micro if f == 1.0 else round(e.cost_micro * f)
+        idle = None if e.idle_gpu_s is None else e.idle_gpu_s * f
+        args = (cost, e.shadow, e.seconds * f, e.gpus, e.gpu_util_permille, idle, _key(e, "run"))
         day = e.start_at[:10]
         for table, key in ((groups, _key(e, by)), (projects, e.project), (runs, _key(e, "run")), (days, day),
                            (payers, _payer(e.owner, e.project))):
@@ -248,7 +252,7 @@ def build_report_rowwise(ledger: Ledger, *, by: str = "project", since: datetime
                 row = table[key] = Row(key)
             row.add(*args)
         total.add(*args)
-        daily.add(e.project, day, e.cost_micro, e.shadow)
+        daily.add(e.project, day, cost, e.shadow)
         who.setdefault(_key(e, "run"), (e.project, e.owner))
     from .accruing import open_groups     # kept and stranded time so far, as the rollup path adds it
     for g in open_groups(ledger, since, until):
@@ -259,7 +263,7 @@ def build_report_rowwise(ledger: Ledger, *, by: str = "project", since: datetime
         daily.add(g["project"], g["day"], int(g["cost_micro"]), bool(g["shadow"]))
         who.setdefault(g["run_key"], (g["project"], g["owner"]))
     return _assemble(ledger, by, since, until, top, groups, projects, runs, days, daily, total,
-                     [str(c) for c in read.corrupt], len(read.entries), payers, who)
+                     [str(c) for c in read.corrupt + straddling_bad], len(entries), payers, who)
 
 
 def _payer(owner: str, project: str) -> str:

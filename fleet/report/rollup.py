@@ -5,7 +5,8 @@ owner, template, billed/shadow, run); `ledger_rollup_mark` holds the last row id
 damaged rows go to `ledger_damaged` (reported by every later report). Rows younger than
 SEAL_LAG_S stay unsealed: on PostgreSQL ids can commit slightly out of order, and a lag that long
 means no row is skipped. `gather` then combines sealed whole days, the sealed rows of partial
-edge days (a --since/--until inside a day), and the unsealed rows, verified as they are read.
+edge days (a --since/--until inside a day), and the unsealed rows, verified as they are read; a
+row straddling --since or --until counts its share inside the period (report/clip.py).
 
 Once sealed, a later edit to a ledger row does not change reports; `fleet report --verify`
 re-checks every row's digest to find such damage.
@@ -119,7 +120,9 @@ def _sealed(db, days: tuple[datetime | None, datetime | None] | None) -> tuple[i
 def gather(ledger: Ledger, since: datetime | None, until: datetime | None, max_excluded: int = 900,
            now: datetime | None = None) -> tuple[list[dict], list[CorruptRow]] | None:
     """Aggregate groups and damaged rows for [since, until); None when too many unsealed rows are
-    damaged to leave out by id (the caller then sums row by row)."""
+    damaged to leave out by id (the caller then sums row by row). Rows straddling since or until
+    count only their share inside the period (report/clip.py)."""
+    from .clip import clip_groups
     db = ledger.db
     try:
         seal(ledger, now)
@@ -127,22 +130,32 @@ def gather(ledger: Ledger, since: datetime | None, until: datetime | None, max_e
         pass    # a locked or read-only database: everything not yet sealed is read live below
     first_day, end_day, edges, no_days = _split(since, until)
     done, groups = _sealed(db, None if no_days else (first_day, end_day))
-    for lo, hi in edges:
-        if hi > lo:
-            groups += ledger.aggregate(since=lo, until=hi, through_id=done, exclude_damaged=True)
-    fresh_bad = ledger.verify(since=since, until=until, after_id=done)
-    if len(fresh_bad) > max_excluded:
-        return None
-    groups += ledger.aggregate(since=since, until=until, after_id=done, exclude_ids=[c.id for c in fresh_bad])
     where, params = Ledger._where(since=since, until=until, through_id=done)   # ledger_damaged keeps start_at too
     sealed_bad = [CorruptRow(r["id"], r["reason"]) for r in db.execute(
         "SELECT id, reason FROM ledger_damaged" + where + " ORDER BY id", params)]
+    edges = [(lo, hi) for lo, hi in edges if hi > lo]
+    fresh_bad = ledger.verify(since=since, until=until, after_id=done)
+    if len(fresh_bad) > max_excluded:
+        return None
+    clip_bad: list[CorruptRow] = []
+    for lo, hi, sealed in [(lo, hi, True) for lo, hi in edges] + [(since, until, False)]:
+        filters = ({"through_id": done, "exclude_damaged": True} if sealed
+                   else {"after_id": done, "exclude_ids": [c.id for c in fresh_bad]})
+        part, bad = clip_groups(ledger, ledger.aggregate(since=lo, until=hi, **filters), lo, hi, **filters)
+        groups += part
+        clip_bad += bad
     from .accruing import open_groups
     groups += open_groups(ledger, since, until)      # kept and stranded time so far, as budgets count it
     sane = [g for g in groups if _sane(g)]
     odd = [CorruptRow(f"group {str(g.get('day'))[:10]!r}/{str(g.get('project'))[:40]!r}",
                       "a day that is not one, or a sum that is negative or not finite") for g in groups if not _sane(g)]
-    return sane, sealed_bad + fresh_bad + odd
+    listed = sealed_bad + fresh_bad
+    seen = {c.id for c in listed}
+    for c in clip_bad:           # damaged rows begun before `since` that reach into the period
+        if c.id not in seen:
+            seen.add(c.id)
+            listed.append(c)
+    return sane, listed + odd
 
 
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")

@@ -1,5 +1,6 @@
-"""How a report reads the sealed rollup and the ledger's rows for a period: a seal by another
-process while a report reads is not counted twice."""
+"""How a report reads the sealed rollup and the ledger's rows for a period: rows straddling
+--since/--until count their share inside it, and a seal by another process while a report reads
+is not counted twice."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -8,6 +9,8 @@ import pytest
 
 from fleet.money.budget import Price, to_micro
 from fleet.money.ledger import Ledger
+from fleet.report import build_report
+from fleet.report.build import build_report_rowwise
 from fleet.report.rollup import gather, seal
 from fleet.state.db import Database
 from tests.fixtures.ledger import FakeClock, _Lease, _Machine
@@ -40,6 +43,39 @@ def run(ledger: Ledger, start: datetime, end: datetime, *, tick_s: float | None 
         ledger.append(segs, clock.advance(tick_s))
     clock.now = end
     ledger.close(segs, end)
+
+
+@pytest.mark.parametrize("now", [T("2026-12-05T07:00"), LATER], ids=["unsealed", "sealed"])
+@pytest.mark.parametrize("since, until, hours", [
+    ("2026-12-04T12:00", "2026-12-04T18:00", 6),      # inside one day-long row: was $0
+    (None, "2026-12-04T12:00", 26),                    # ends inside a row: was the whole day, 38 h
+    ("2026-12-04T12:00", None, 19),
+    ("2026-12-03T11:30", "2026-12-05T06:00", 42.5),
+])
+def test_a_row_straddling_since_or_until_counts_its_share_inside(db, now, since, until, hours):
+    ledger = Ledger(db, FakeClock(T("2026-12-03T10:00")))
+    run(ledger, T("2026-12-03T10:00"), T("2026-12-05T07:00"))      # closed long after: 3 day rows
+    start, end = since and T(since), until and T(until)
+    for rep in (build_report(ledger, since=start, until=end, now=now),
+                build_report_rowwise(ledger, since=start, until=end)):
+        assert rep.total.cost_micro == to_micro(36 * hours)
+        assert rep.total.machine_s == pytest.approx(hours * 3600)
+        assert not rep.corrupt
+
+
+def test_ticked_rows_and_one_closing_row_report_the_same_window(db):
+    """`fleet down` closing a segment at once must not change the report of a past window."""
+    other = Database(db.path.parent / "other.db")
+    try:
+        ticked, closed = Ledger(db, FakeClock()), Ledger(other, FakeClock())
+        run(ticked, T("2026-12-04T10:00:00"), T("2026-12-04T20:00:00"), tick_s=7 * 60)
+        run(closed, T("2026-12-04T10:00:00"), T("2026-12-04T20:00:00"))
+        for ledger in (ticked, closed):
+            for now in (T("2026-12-04T20:01"), LATER):
+                rep = build_report(ledger, since=T("2026-12-04T12:03"), until=T("2026-12-04T17:58"), now=now)
+                assert rep.total.cost_micro == to_micro(36) * 355 // 60
+    finally:
+        other.close()
 
 
 def test_a_seal_by_another_process_while_a_report_reads_counts_nothing_twice(db, monkeypatch):
