@@ -8,8 +8,9 @@ means no row is skipped. `gather` then combines sealed whole days, the sealed ro
 edge days (a --since/--until inside a day), and the unsealed rows, verified as they are read; a
 row straddling --since or --until counts its share inside the period (report/clip.py).
 
-Once sealed, a later edit to a ledger row does not change reports; `fleet report --verify`
-re-checks every row's digest to find such damage.
+Once sealed, a later edit to a ledger row does not change reports of whole days; `fleet report
+--verify` re-checks every row's digest to find such damage. The sealed rows of a partial edge day
+are read raw, so they are verified as read: an edited one is left out and listed as damaged.
 """
 from __future__ import annotations
 
@@ -133,13 +134,17 @@ def gather(ledger: Ledger, since: datetime | None, until: datetime | None, max_e
     where, params = Ledger._where(since=since, until=until, through_id=done)   # ledger_damaged keeps start_at too
     sealed_bad = [CorruptRow(r["id"], r["reason"]) for r in db.execute(
         "SELECT id, reason FROM ledger_damaged" + where + " ORDER BY id", params)]
+    known = {c.id for c in sealed_bad}
+    # The edge days' sealed rows are read raw, so they are verified as read: a row edited after its
+    # seal would count there (and nowhere in a whole-day report) with no word of damage.
     edges = [(lo, hi) for lo, hi in edges if hi > lo]
+    edge_bad = [c for lo, hi in edges for c in ledger.verify(since=lo, until=hi, through_id=done) if c.id not in known]
     fresh_bad = ledger.verify(since=since, until=until, after_id=done)
-    if len(fresh_bad) > max_excluded:
+    if len(fresh_bad) + len(edge_bad) > max_excluded:
         return None
     clip_bad: list[CorruptRow] = []
     for lo, hi, sealed in [(lo, hi, True) for lo, hi in edges] + [(since, until, False)]:
-        filters = ({"through_id": done, "exclude_damaged": True} if sealed
+        filters = ({"through_id": done, "exclude_damaged": True, "exclude_ids": [c.id for c in edge_bad]} if sealed
                    else {"after_id": done, "exclude_ids": [c.id for c in fresh_bad]})
         part, bad = clip_groups(ledger, ledger.aggregate(since=lo, until=hi, **filters), lo, hi, **filters)
         groups += part
@@ -149,7 +154,7 @@ def gather(ledger: Ledger, since: datetime | None, until: datetime | None, max_e
     sane = [g for g in groups if _sane(g)]
     odd = [CorruptRow(f"group {str(g.get('day'))[:10]!r}/{str(g.get('project'))[:40]!r}",
                       "a day that is not one, or a sum that is negative or not finite") for g in groups if not _sane(g)]
-    listed = sealed_bad + fresh_bad
+    listed = sealed_bad + edge_bad + fresh_bad
     seen = {c.id for c in listed}
     for c in clip_bad:           # damaged rows begun before `since` that reach into the period
         if c.id not in seen:

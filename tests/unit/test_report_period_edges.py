@@ -1,6 +1,6 @@
 """How a report reads the sealed rollup and the ledger's rows for a period: rows straddling
---since/--until count their share inside it, and a seal by another process while a report reads
-is not counted twice."""
+--since/--until count their share inside it, sealed rows read raw for an edge day are verified,
+and a seal by another process while a report reads is not counted twice."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -76,6 +76,18 @@ def test_ticked_rows_and_one_closing_row_report_the_same_window(db):
                 assert rep.total.cost_micro == to_micro(36) * 355 // 60
     finally:
         other.close()
+
+
+def test_a_row_edited_after_sealing_is_left_out_and_listed_in_a_partial_day(db):
+    ledger = Ledger(db, FakeClock(T("2026-12-04T10:00")))
+    run(ledger, T("2026-12-04T10:00"), T("2026-12-04T11:00"), tick_s=60)
+    day = build_report(ledger, since=T("2026-12-04"), now=LATER)          # seals every row
+    assert day.total.cost_micro == to_micro(36)
+    row = db.execute("SELECT id, cost_micro FROM ledger WHERE seq = 3")[0]
+    db.execute("UPDATE ledger SET cost_micro = 999000000000 WHERE id = ?", (row["id"],))
+    part = build_report(ledger, since=T("2026-12-04T00:00:01"), now=LATER)
+    assert part.total.cost_micro == to_micro(36) - row["cost_micro"]     # was $999,030
+    assert part.corrupt == [f"ledger row {row['id']}: contents do not match its digest (edited or damaged)"]
 
 
 def test_a_seal_by_another_process_while_a_report_reads_counts_nothing_twice(db, monkeypatch):
