@@ -59,18 +59,22 @@ def _next_month(start: datetime) -> datetime:
 
 
 def month_budgets(ledger: Ledger, *, project_monthly: Decimal | None = None, user_monthly: Decimal | None = None,
-                  now: datetime | None = None) -> MonthBudgets:
+                  now: datetime | None = None, until: datetime | None = None) -> MonthBudgets:
     """Every project and user with ledger entries this month (UTC), against the fleet.toml limits
-    (`project_monthly` applies to each project, `user_monthly` to each user)."""
+    (`project_monthly` applies to each project, `user_monthly` to each user). `until`: a report's
+    end inside the month, after which nothing counts (its spend and forecast are as of then)."""
     now = (now or utc_clock()).astimezone(timezone.utc)
     start = month_start(now)
     end = _next_month(start)
-    gathered = gather(ledger, start, end, now=now)
+    upto = end if until is None else max(start, min(end, until))
+    gathered = gather(ledger, start, upto, now=now)
     if gathered is None:     # too many damaged rows to leave out by id: sum the verified rows instead
-        read = ledger.read(since=start, until=end)
         from .accruing import open_groups
-        groups = [{"project": e.project, "owner": e.owner, "shadow": e.shadow, "cost_micro": e.cost_micro}
-                  for e in read.entries] + open_groups(ledger, start, end)
+        from .clip import clipped_entries
+        entries, _ = clipped_entries(ledger, start, upto, ledger.read(since=start, until=upto).entries)
+        groups = [{"project": e.project, "owner": e.owner, "shadow": e.shadow,
+                   "cost_micro": e.cost_micro if f == 1.0 else round(e.cost_micro * f)}
+                  for e, f in entries] + open_groups(ledger, start, upto)
     else:
         groups = gathered[0]
     limits = {"project": None if project_monthly is None else to_micro(project_monthly),
@@ -100,4 +104,4 @@ def month_budgets_until(ledger: Ledger, until: datetime | None, budgets=None) ->
     (None: spend only, no limits)."""
     now = utc_clock() if until is None else min(utc_clock(), until - timedelta(microseconds=1))
     return month_budgets(ledger, project_monthly=budgets.project_monthly if budgets else None,
-                         user_monthly=budgets.user_monthly if budgets else None, now=now)
+                         user_monthly=budgets.user_monthly if budgets else None, now=now, until=until)

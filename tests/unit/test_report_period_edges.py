@@ -1,9 +1,11 @@
 """How a report reads the sealed rollup and the ledger's rows for a period: rows straddling
---since/--until count their share inside it, sealed rows read raw for an edge day are verified,
-and a seal by another process while a report reads is not counted twice."""
+--since/--until count their share inside it, the HTML budgets section stops at --until, sealed
+rows read raw for an edge day are verified, and a seal by another process while a report reads is
+not counted twice."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 
@@ -11,6 +13,7 @@ from fleet.money.budget import Price, to_micro
 from fleet.money.ledger import Ledger
 from fleet.report import build_report
 from fleet.report.build import build_report_rowwise
+from fleet.report.budgets import month_budgets_until
 from fleet.report.rollup import gather, seal
 from fleet.state.db import Database
 from tests.fixtures.ledger import FakeClock, _Lease, _Machine
@@ -76,6 +79,17 @@ def test_ticked_rows_and_one_closing_row_report_the_same_window(db):
                 assert rep.total.cost_micro == to_micro(36) * 355 // 60
     finally:
         other.close()
+
+
+def test_the_html_budgets_section_stops_at_until(db):
+    ledger = Ledger(db, FakeClock(T("2025-06-04T10:00")))
+    run(ledger, T("2025-06-04T10:00"), T("2025-06-04T11:00"), tick_s=60)
+    run(ledger, T("2025-06-20T10:00"), T("2025-06-20T11:00"), tick_s=60, lease_id="l-2")
+    budgets = type("B", (), {"project_monthly": Decimal(500), "user_monthly": None})()
+    month = month_budgets_until(ledger, T("2025-06-10T12:00"), budgets)
+    line = next(b for b in month.lines if b.scope == "project")
+    assert line.counted_micro == to_micro(36)          # was $72: June 20 is after --until
+    assert line.forecast_micro == round(to_micro(36) * 30 / 9.5) and not line.forecast_over
 
 
 def test_a_row_edited_after_sealing_is_left_out_and_listed_in_a_partial_day(db):
