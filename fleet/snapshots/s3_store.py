@@ -35,6 +35,8 @@ class S3Store:
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
         self._client = None
+        self._presigner = None
+        self._region: str | None = None
         self._client_lock = threading.Lock()
         self._boto3 = boto3
         self._botocfg = Config(max_pool_connections=self.parallel + 4, retries={"max_attempts": 5, "mode": "standard"})
@@ -78,7 +80,9 @@ class S3Store:
     def _check_bucket(self) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
         try:
-            self.client.head_bucket(Bucket=self.bucket)
+            head = self.client.head_bucket(Bucket=self.bucket)
+            self._region = (head.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+                            or self.client.meta.region_name)
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in ("404", "NoSuchBucket", "NotFound"):
@@ -175,8 +179,10 @@ class S3Store:
 
     def presign_get(self, h: str, expires_s: int = 3600) -> str:
         """A URL a machine can GET the chunk from without credentials (signed locally: no request)."""
-        return self.client.generate_presigned_url("get_object", Params={"Bucket": self.bucket,
-                                                  "Key": self._chunk_key(h)}, ExpiresIn=int(expires_s))
+        if self._presigner is None:
+            self._presigner = presigning_client(self._boto3.session.Session(), self._region)
+        return self._presigner.generate_presigned_url("get_object", Params={"Bucket": self.bucket,
+                                                      "Key": self._chunk_key(h)}, ExpiresIn=int(expires_s))
 
     def delete_chunk(self, h: str) -> None:
         self._delete(self._chunk_key(h))
@@ -272,3 +278,22 @@ class S3Store:
 
     def clean_tmp(self, older_than_s: float) -> int:
         return 0
+
+
+def presigning_client(session, region: str | None):
+    """An S3 client whose links are Signature Version 4, for the bucket's own region: S3 refuses
+    the older links botocore makes by default for objects encrypted with KMS keys (the stack's
+    bucket), so every direct pull would fail and the controller stream everything itself."""
+    from botocore.config import Config
+    return session.client("s3", region_name=region, endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
+                          config=Config(signature_version="s3v4"))
+
+
+def bucket_region(client, bucket: str) -> str | None:
+    """Where `bucket` lives (its HEAD says), else the client's own region."""
+    try:
+        head = client.head_bucket(Bucket=bucket)
+        return head.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region") or \
+            client.meta.region_name
+    except Exception:  # noqa: BLE001 — a link for the client's region is the best left to try
+        return client.meta.region_name

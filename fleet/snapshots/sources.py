@@ -49,7 +49,10 @@ class S3Listing:
         return sum(o[2] for o in self.objects)
 
     def presign(self, keys: list[str]) -> dict[str, str]:
-        client = _client()
+        import boto3
+
+        from .s3_store import bucket_region, presigning_client
+        client = presigning_client(boto3.session.Session(), bucket_region(_client(), self.bucket))
         mine = f"s3://{self.bucket}/"
         return {k: client.generate_presigned_url("get_object", Params={"Bucket": self.bucket,
                                                  "Key": k[len(mine):]}, ExpiresIn=PRESIGN_TTL_S)

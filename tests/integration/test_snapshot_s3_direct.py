@@ -81,3 +81,19 @@ def test_corrupt_s3_chunk_is_named_and_nothing_materialised(fleet_home, local_le
     with pytest.raises(IntegrityError, match=f"chunk {h[:12]} of shards/s3.bin is corrupt in s3://fleet-direct/snaps"):
         sync_machine(m, s3_store, [Target(dest, [snap.id], read_only=True)], {snap.id: snap.manifest})
     assert not os.path.exists(dest)
+
+
+def test_links_to_chunks_and_source_objects_are_signature_version_4(fleet_home, aws_env, s3_store, tree):
+    """S3 refuses the older (version 2) links botocore made by default for objects encrypted with a
+    KMS key, which the stack's bucket uses: every direct pull failed on real AWS, and the controller
+    streamed everything itself (moto accepts both, so the link's form is what is checked)."""
+    from urllib.parse import parse_qs, urlparse
+
+    from fleet.snapshots.sources import list_s3
+    snap = create_snapshot(tree, s3_store)
+    chunk = next(iter(snap.manifest.chunk_ids()))
+    for url in (s3_store.presign_get(chunk),
+                *list_s3("s3://fleet-direct/snaps/").presign(["s3://fleet-direct/snaps/" + "x"]).values()):
+        query = parse_qs(urlparse(url).query)
+        assert query.get("X-Amz-Algorithm") == ["AWS4-HMAC-SHA256"], url
+        assert "Signature" not in query and "AWSAccessKeyId" not in query, url
