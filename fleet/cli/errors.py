@@ -21,7 +21,14 @@ def main_guard(app) -> int:
     debug = take_debug_flag(sys.argv)
 
     def call() -> int:
-        result = app(standalone_mode=False)
+        try:
+            result = app(standalone_mode=False)
+        except SystemExit as exc:
+            # click answers EPIPE (the reader of a pipe went away) with exit 1 after wrapping stdout;
+            # the fast paths (`fleet status`) end 0 then: one answer for every command.
+            if exc.code == 1 and type(sys.stdout).__name__.endswith("PacifyFlushWrapper"):
+                return 0
+            raise
         return int(result or 0) if isinstance(result, int) else 0
 
     def click_exceptions(exc: BaseException) -> int | None:

@@ -33,3 +33,21 @@ def test_stack_outputs_that_are_not_a_json_file_are_one_line(tmp_path):
         got = _sh('"$FLEET" image ls', tmp_path, FLEET_AWS_OUTPUTS=str(tmp_path / name))
         assert got.returncode in (2, 3) and expect in got.stderr, (name, got.stderr)
         assert len(got.stderr.strip().splitlines()) == 1 and "internal error" not in got.stderr
+
+
+def test_a_reader_that_leaves_early_ends_every_command_the_same_way(tmp_path):
+    """`fleet status --json | head -c1` ended 0 (its fast path), `fleet snapshot show ID | head -c1`
+    ended 1 with no word (click's answer to EPIPE): a `set -o pipefail` script broke for some commands
+    only. Both end 0, as a pager or `head` closing early is no failure."""
+    tree = tmp_path / "d"
+    tree.mkdir()
+    for i in range(3000):               # a listing far larger than a pipe's buffer
+        (tree / f"file_with_a_long_name_{i}.txt").write_text(str(i))
+    made = _sh(f'"$FLEET" snapshot create {tree} --json', tmp_path)
+    assert made.returncode == 0, made.stderr
+    import json
+    sid = json.loads(made.stdout)["id"]
+    got = subprocess.run(["bash", "-c", f'set -o pipefail; "$FLEET" snapshot show {sid} | head -c1 >/dev/null'],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "FLEET_HOME": str(tmp_path / "home"), "FLEET": FLEET})
+    assert got.returncode == 0 and "Traceback" not in got.stderr, got.stderr
