@@ -35,6 +35,7 @@ class ProcessResult:
     spec: ProcessSpec
     exit_code: int | None = None
     error: str | None = None
+    sink_error: BaseException | None = None   # the line sink raised: it got no more lines (the log file did)
 
 
 @dataclass
@@ -113,6 +114,7 @@ class _Output:
         self.spec, self.sink, self.mask, self.log_file = spec, sink, mask, log_file
         self.log = open(log_file, "a", buffering=1) if log_file else None
         self.buffers = {"out": b"", "err": b""}
+        self.sink_error: BaseException | None = None
 
     def feed(self, stream: str, data: bytes, final: bool = False) -> None:
         *lines, rest = (self.buffers[stream] + data).split(b"\n")
@@ -146,7 +148,12 @@ class _Output:
             text = self.mask(text)
         if self.log:
             self.log.write(f"{text}\n" if stream == "out" else f"[stderr] {text}\n")
-        self.sink(self.spec.label, stream, text)
+        if self.sink_error is not None:
+            return
+        try:   # the caller's sink failing is no lost connection: the process runs on, its log written
+            self.sink(self.spec.label, stream, text)
+        except BaseException as exc:  # noqa: BLE001 — the caller re-raises it (ProcessResult.sink_error)
+            self.sink_error = exc
 
     def close(self) -> None:
         if self.log:
@@ -197,6 +204,7 @@ def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: t
         result.error = f"machine {spec.machine.id}: connection lost: {exc}"
     finally:
         output.close()
+        result.sink_error = output.sink_error
         proc.done.set()
 
 

@@ -100,6 +100,7 @@ def pump_group(procs: list[RunningProcess], outputs: list[_Output], cancel: thre
             elif proc.result.exit_code is None and status is not None:
                 proc.result.exit_code = status
             output.close()
+            proc.result.sink_error = output.sink_error
             proc.done.set()
 
 

@@ -12,6 +12,7 @@ from typing import Callable, TypeVar
 
 from ..errors import Cancelled, ExitCode, InfrastructureError
 from ..models import Lease, Machine, to_jsonable
+from .cleanup import keep_sink_error
 from .context import RunContext
 from .types import Collected, ExecResult
 
@@ -211,6 +212,8 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
     code = 0
     codes: list[tuple[str, int]] = []
     for p in sorted(running, key=lambda p: (p.spec.machine.node_rank, p.spec.label)):
+        if p.result.sink_error is not None:   # raised by the pipeline once the run is released and recorded
+            keep_sink_error(ctx.events, p.result.sink_error)
         rc, why = p.result.exit_code, None
         if p.result.error:
             ctx.events.warn(p.result.error)

@@ -3,7 +3,9 @@
 An observer subclasses `RunObserver` and overrides any of its declared hooks. `Observers.add`
 checks it when it is registered: an `on_*` method that is not a declared hook (a misspelling) or a
 hook with the wrong parameters raises TypeError then, instead of silently never being called.
-Observers never fail a run: an exception from one is reported as a warning and the run goes on.
+Observers never fail a run: an exception from one is reported as a warning and the run goes on. A
+KeyboardInterrupt or SystemExit from one is raised once every observer had that hook's call; from
+`on_finish`, after the run is recorded and its machines released.
 
 What steers a run (budget, pinned inputs, the record) is not an observer: those are stages or
 typed collaborators of the pipeline (fleet/run/pipeline.py).
@@ -36,7 +38,7 @@ class RunObserver:
         """About once a second while setup and the command run."""
 
     def on_finish(self, ctx: "RunContext", summary: "RunSummary") -> None:
-        """The run is over: machines released (or kept), cost and record known."""
+        """The run is over: machines released (or kept), cost and record known, its state final."""
 
 
 HOOKS: dict[str, inspect.Signature] = {
@@ -87,11 +89,16 @@ class Observers:
         return len(self._all)
 
     def _each(self, ctx: "RunContext", what: str, call) -> None:
+        stop: BaseException | None = None
         for observer in self._all:
             try:
                 call(observer)
             except Exception as exc:  # noqa: BLE001 — watching a run must never break it
                 ctx.events.warn(f"{type(observer).__name__}.{what} failed: {type(exc).__name__}: {exc}")
+            except BaseException as exc:  # noqa: BLE001 — KeyboardInterrupt, SystemExit: once each observer had its call
+                stop = stop or exc
+        if stop is not None:
+            raise stop
 
     def machine(self, ctx: "RunContext", machine: "Machine") -> None:
         self._each(ctx, "on_machine", lambda o: o.on_machine(ctx, machine))

@@ -10,7 +10,7 @@
     environment → RunEnvironment  image, GPU/driver, OS, Python, packages: once per machine kind (environment.py)
     execute  → ExecResult     the command, per machine or per GPU slot (execute.py)
     collect  → Collected      outputs home (execute.py)
-    release  → Released       always, in `finally`; or --keep (keep.py)
+    release  → Released       always, in `finally`, whatever collecting raised (cleanup.py); or --keep (keep.py)
     record   → Cost, RecordRef, RunSummary: ledger closed, run record appended (budget.py, record.py)
 
 `fleet up` and `fleet rerun` run all of them on a NewLease; `fleet run LEASE` on a KeptLease, which
@@ -32,15 +32,14 @@ from ..models import Lease, Machine, to_jsonable, utcnow
 from ..plan import first_deadline_s
 from ..remote.pool import SessionPool
 from .budget import BudgetGate, RunBudget
+from .cleanup import GuardedEvents, Steps, release, settled
 from .notices import NoticeWatch
 from .context import Events, RunContext, checked_events
 from .environment import EnvironmentStage
-from .execute import (MachinesLost, ReleasedElsewhere, check_cancel, check_not_released_elsewhere, not_lost_if_released,
-                      with_outputs_incomplete)
-from .loss_reason import ended_by_provider, explain_loss
+from .execute import MachinesLost, ReleasedElsewhere, check_cancel, check_not_released_elsewhere, with_outputs_incomplete
+from .loss_reason import ended_by_provider
 from .heartbeat_state import HeartbeatState
 from .inputs import Inputs
-from .keep import KEEPABLE
 from .lease import KeptLease, NewLease
 from .machines import CachesSetup, KeepsCheckpoints, Machines, PreparesRendezvous, SSHMachines, WatchesNotices
 from .observers import Observers, RunObserver
@@ -82,7 +81,7 @@ class Pipeline:
         self.config, self.source, self.clock = config, source, clock
         self.run_dir, self.attributed = run_dir, attributed
         self.options = options or RunOptions()
-        self.events = checked_events(events)
+        self.events = GuardedEvents(checked_events(events))   # a sink that raises cannot stop the release
         self.observers = Observers([TelemetryFetch()])
         if self.options.ci:
             from ..ci import CIReport
@@ -216,6 +215,7 @@ class Pipeline:
             check_cancel(ctx)
             ctx.events.phase("run", ctx.command)                                           # execute
             result = machines.execute(ctx, lease, ctx.command, on_tick=on_tick)
+            self.events.shield()   # the command has ended: what is left (collect, release) a sink cannot stop
             if checkpoints and not ctx.hurry.is_set():   # written as the command ended (or on SIGTERM)
                 with Beside() as beside:   # the outputs come home meanwhile: a round trip each, not in turn
                     beside.run(lambda: early.append(machines.collect(ctx, lease)), "collect")
@@ -247,42 +247,29 @@ class Pipeline:
         except BaseException as exc:
             error = exc
             outcome = _Outcome("error", 1, message=f"{type(exc).__name__}: {exc}")
-        finally:
-            outcome = not_lost_if_released(ctx, outcome)   # e.g. Slurm's on_lost after `fleet down` scancelled it
-            if outcome.machines_lost:   # the provider may know why (Slurm: PREEMPTED, NODE_FAIL)
-                outcome = replace(outcome, message=explain_loss(ctx, getattr(source, "provider", None), lease,
-                                                                   outcome.message))
+        finally:   # each step runs whatever the ones before it raised (cleanup.py)
+            self.events.shield()
+            steps = Steps()
+            outcome = steps.run(lambda: settled(ctx, source, lease, outcome), default=outcome)
             if notices is not None:
-                notices.stop()
+                steps.run(notices.stop)
             if lease is not None:
-                collected = early[0] if early else machines.collect(ctx, lease)          # collect
+                collected = steps.run(lambda: early[0] if early else machines.collect(ctx, lease))   # collect
             if heartbeat is not None:
-                heartbeat.stop()
-            released = self._release(ctx, lease, outcome)                                  # release
+                steps.run(heartbeat.stop)
+            released = steps.run(lambda: release(ctx, source, machines, lease, outcome.status, self.options.keep_s),
+                                 default=Released(released=False))                       # release
             if connections is not None:   # after release: --keep extends the deadline over them
-                connections.close()
-            summary = self._record(ctx, budget, pins, lease, outcome, collected, released)   # record
-        if error is not None and not isinstance(error, (FleetError, Exception)):
-            raise error   # KeyboardInterrupt/SystemExit after cleanup
-        if error is not None and summary.status == "error":
-            raise error
+                steps.run(connections.close)
+            summary = steps.run(lambda: self._record(ctx, budget, pins, lease, outcome, collected, released))
+            if summary is not None:   # after the state is final: an observer's KeyboardInterrupt leaves no run `running`
+                steps.run(lambda: self.observers.finish(ctx, summary))
+        if error is not None and (summary is None or not isinstance(error, Exception) or summary.status == "error"):
+            raise error   # KeyboardInterrupt/SystemExit after cleanup; or the error that ended the run
+        steps.raise_first()
+        if self.events.error is not None:   # the caller's sink raised: after the release and the record
+            raise self.events.error
         return summary
-
-    def _release(self, ctx: RunContext, lease: Lease | None, outcome: _Outcome) -> Released:
-        from .keep import keep_within_budget
-        keep_s = self.options.keep_s
-        try:   # whatever keeping raises (a locked database in the budget check), the lease is released
-            if lease is not None and keep_s and outcome.status in KEEPABLE:
-                keep_s = keep_within_budget(ctx, keep_s)
-            if lease is not None and keep_s and outcome.status in KEEPABLE:
-                until = self.machines.keep(ctx.state, lease, keep_s, ctx.events)
-                if until is not None:
-                    return Released(released=False, kept_until=until)
-        except Exception as exc:  # noqa: BLE001 — the run is still recorded and its reservation settled
-            ctx.events.warn(f"could not keep lease {lease.id if lease else '-'} ({exc}); releasing it")
-        released = self.source.release(ctx, lease)
-        kept = self.source.kept_until() if isinstance(self.source, KeptLease) and not released else None
-        return Released(released=released, kept_until=kept)
 
     # -- after release: cost, summary, record, reports -------------------------------------------------
     def _record(self, ctx: RunContext, budget: RunBudget, pins: PinnedInputs, lease: Lease | None,
@@ -305,7 +292,6 @@ class Pipeline:
             summary = summary.updated(record_hash=ref.hash)
         except Exception as exc:  # noqa: BLE001
             ctx.events.warn(f"could not write the run record for {ctx.run_id}: {exc}")
-        self.observers.finish(ctx, summary)
         redact = Masker.for_config(ctx.config).redacting()   # no secret value reaches the state or summary.json
         summary = RunSummary.from_json(redact.mask_obj(summary.to_json()))
         ctx.state.finish_run(ctx.run_id, summary.status, summary.exit_code, {"summary": summary.to_json()},

@@ -1,0 +1,70 @@
+"""fleet as a library on the local provider: whatever the caller's code raises, the run's machines
+are released and the run recorded (fleet/run/cleanup.py)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import fleet
+from fleet.state import open_state
+
+
+class Boom(Exception):
+    pass
+
+
+class Events:
+    def __init__(self, raise_in: str):
+        self.raise_in, self.lines = raise_in, []
+
+    def phase(self, name, detail=""):
+        if self.raise_in == f"phase:{name}":
+            raise Boom(f"widget broke in {name}")
+
+    def log(self, label, stream, line):
+        self.lines.append(line)
+        if self.raise_in == "log":
+            raise Boom("widget broke on a line")
+
+    def warn(self, message):
+        pass
+
+
+def the_only_run() -> dict:
+    state = open_state()
+    try:
+        [run] = state.list_runs(limit=10)
+        return run
+    finally:
+        state.close()
+
+
+def config_for(experiment: Path, command: str):
+    return fleet.load_config(experiment / "fleet.toml", overrides={"command": command, "gpus": 1})
+
+
+def test_a_sink_raising_in_collect_still_releases_the_lease_then_raises(experiment, fleet_home):
+    """Red-team finding: phase("collect") raising left the lease up (its heartbeat moving the
+    deadline on), the run `running`, no summary.json."""
+    with pytest.raises(Boom, match="widget broke in collect"):
+        fleet.up(config_for(experiment, "echo hi"), events=Events("phase:collect"))
+    run = the_only_run()
+    assert fleet.status() == []   # nothing left up
+    assert run["status"] == "succeeded"
+    summary = json.loads((Path(run["output_dir"]) / "summary.json").read_text())
+    assert (summary["status"], summary["released"]) == ("succeeded", True)
+
+
+def test_a_sink_whose_log_raises_leaves_the_experiment_running_and_raises_after(experiment, fleet_home):
+    """Red-team finding: it was recorded as lost machines (exit 10, "connection lost: …")."""
+    events = Events("log")
+    with pytest.raises(Boom, match="widget broke on a line"):
+        fleet.up(config_for(experiment, "echo one; sleep 0.2; echo two"), events=events)
+    run = the_only_run()
+    summary = json.loads((Path(run["output_dir"]) / "summary.json").read_text())
+    assert (run["status"], summary["exit_code"], summary.get("machines_lost")) == ("succeeded", 0, None)
+    assert events.lines == ["one"]
+    assert (Path(run["output_dir"]) / "logs" / "rank-0.log").read_text() == "one\ntwo\n"
+    assert fleet.status() == []
