@@ -1,6 +1,12 @@
-"""A bounded thread pool over a list: leasing, staging, extending on N machines at once."""
+"""A bounded thread pool over a list: leasing, staging, extending on N machines at once.
+
+Once the interpreter is shutting down (the main thread has ended while a run goes on in another
+thread) a ThreadPoolExecutor takes no more work; collecting and releasing must still happen, so
+the work then goes on plain threads, or in the calling thread when none can be started.
+"""
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, TypeVar
 
@@ -12,14 +18,47 @@ def parallel(items: list[T], fn: Callable[[T], R], max_workers: int = 16) -> lis
     """Run fn over items in a bounded pool; results in order; raise the first error after all finished."""
     if not items:
         return []
-    with ThreadPoolExecutor(max_workers=min(max_workers, len(items))) as pool:
-        futures = [pool.submit(fn, item) for item in items]
-        results, errors = [], []
+    workers = min(max_workers, len(items))
+    outcomes: list[tuple[bool, object]] = []    # (ok, result or exception) per item, in order
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = []
+        for item in items:
+            try:
+                futures.append(pool.submit(fn, item))
+            except RuntimeError:   # "cannot schedule new futures after interpreter shutdown"
+                break
         for fut in futures:
             try:
-                results.append(fut.result())
+                outcomes.append((True, fut.result()))
             except BaseException as exc:  # noqa: BLE001
-                errors.append(exc)
+                outcomes.append((False, exc))
+    outcomes += _on_threads(items[len(outcomes):], fn, workers)
+    errors = [value for ok, value in outcomes if not ok]
     if errors:
         raise errors[0]
-    return results
+    return [value for _, value in outcomes]   # type: ignore[misc]
+
+
+def _on_threads(items: list[T], fn: Callable[[T], R], workers: int) -> list[tuple[bool, object]]:
+    """What the executor refused: on `workers` plain threads at a time, or here when none starts."""
+    outcomes: list[tuple[bool, object]] = [(True, None)] * len(items)
+
+    def one(i: int) -> None:
+        try:
+            outcomes[i] = (True, fn(items[i]))
+        except BaseException as exc:  # noqa: BLE001 — raised by the caller, after every item had its turn
+            outcomes[i] = (False, exc)
+
+    for start in range(0, len(items), workers):
+        batch = []
+        for i in range(start, min(start + workers, len(items))):
+            thread = threading.Thread(target=one, args=(i,), name="fleet-parallel", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:   # no new thread either: in this one
+                one(i)
+                continue
+            batch.append(thread)
+        for thread in batch:
+            thread.join()
+    return outcomes

@@ -6,12 +6,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Callable, TypeVar
 
 from ..errors import Cancelled, ExitCode, InfrastructureError
 from ..models import Lease, Machine, to_jsonable
+from ..parallel import parallel
 from .cleanup import keep_sink_error
 from .context import RunContext
 from .types import Collected, ExecResult
@@ -358,8 +358,7 @@ def collect(ctx: RunContext, lease: Lease) -> Collected:
                             f"{got.files} complete file(s) kept")
         return got
 
-    with ThreadPoolExecutor(max_workers=min(16, len(lease.machines) or 1)) as pool:
-        got = list(pool.map(fetch, lease.machines))
+    got = parallel(lease.machines, fetch)   # also at interpreter shutdown, when executors take no more work
     return Collected(files=sum(g.files for g in got), symlinks=sum(g.symlinks for g in got),
                      skipped=tuple(why for g in got for why in g.skipped)[:100],
                      incomplete=tuple(f"node {m.node_rank} ({m.id}): {g.incomplete}"

@@ -1,14 +1,20 @@
-"""fleet as a library on the local provider: whatever the caller's code raises, the run's machines
-are released and the run recorded (fleet/run/cleanup.py)."""
+"""fleet as a library on the local provider: whatever the caller's code raises, and however its
+program ends, the run's machines are released and the run recorded (fleet/run/cleanup.py)."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 
 import fleet
 from fleet.state import open_state
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 class Boom(Exception):
@@ -68,3 +74,23 @@ def test_a_sink_whose_log_raises_leaves_the_experiment_running_and_raises_after(
     assert events.lines == ["one"]
     assert (Path(run["output_dir"]) / "logs" / "rank-0.log").read_text() == "one\ntwo\n"
     assert fleet.status() == []
+
+
+def test_a_run_in_a_worker_thread_still_collects_and_releases_after_the_main_thread_ended(experiment, fleet_home):
+    """Red-team finding: `cannot schedule new futures after interpreter shutdown` from collect,
+    and the lease never released."""
+    script = textwrap.dedent(f"""
+        import threading, time, fleet
+        config = fleet.load_config({str(experiment / "fleet.toml")!r},
+                                   overrides={{"command": "sleep 3; mkdir -p $FLEET_OUTPUT_DIR; echo x > $FLEET_OUTPUT_DIR/o",
+                                               "gpus": 1}})
+        threading.Thread(target=lambda: print("status", fleet.up(config).status, flush=True)).start()
+        time.sleep(1)   # the run is under way when the main thread ends
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=experiment, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "status succeeded" in done.stdout, done.stdout + done.stderr
+    run = the_only_run()
+    assert run["status"] == "succeeded" and fleet.status() == []
+    assert (Path(run["output_dir"]) / "node-0" / "o").read_text() == "x\n"

@@ -175,9 +175,8 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
                 _end_orphan_unit(d)
         if not existing:
             return
-        from concurrent.futures import ThreadPoolExecutor
-        with ThreadPoolExecutor(max_workers=min(16, len(existing))) as pool:
-            list(pool.map(_end_machine_dir, existing))
+        from ...parallel import parallel
+        parallel(existing, _end_machine_dir)   # also at interpreter shutdown (a run in a worker thread)
 
     @classmethod
     def _lease_dirs(cls, lease: Lease) -> list[Path]:

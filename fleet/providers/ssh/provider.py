@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Callable
@@ -362,7 +361,5 @@ def _capture(fn, none_on_success: bool = False):
 
 
 def _pool_map(fn, items: list) -> list:
-    if not items:
-        return []
-    with ThreadPoolExecutor(max_workers=min(16, len(items))) as pool:
-        return list(pool.map(fn, items))
+    from ...parallel import parallel
+    return parallel(items, fn)   # also at interpreter shutdown: a release from a run in a worker thread
