@@ -108,6 +108,12 @@ class Pipeline:
         pins = (self.inputs.adopt(handed) if handed is not None else                          # pin
                 self.inputs.pin(self.options, self.events) if self.source.fresh else self.inputs.adopt(PinnedInputs()))
         state = open_state(self.config.state_url)
+        try:   # this run's connection to the state, closed with it (not left to the garbage collector)
+            return self._run_with(state, offer, pins)
+        finally:
+            state.close()
+
+    def _run_with(self, state, offer, pins: PinnedInputs) -> RunSummary:
         run_id, lease_id = self.options.run_id or new_run_id(), self.source.lease_id
         run_dir = self.run_dir or self.run_dir_root / run_id
         grant = BudgetGate(self.config, state, self.clock).grant(offer, run_id=run_id, lease_id=lease_id,
@@ -378,7 +384,12 @@ def run_on_lease(lease_id: str, command: str, *, config: Config | None = None, e
     from .offer import provider_for
     lease_id, command = name_arg("lease_id", lease_id), command_arg(command)
     base = config or Config(path=None, base_dir=Path.cwd(), project="default", name="default", command=command)
-    lease = (state or open_state(base.state_url)).get_lease(lease_id)
+    store = state or open_state(base.state_url)
+    try:
+        lease = store.get_lease(lease_id)
+    finally:
+        if state is None:   # opened here: closed here
+            store.close()
     config = replace(base, command=command, provider=lease.provider, template=lease.template, project=lease.project,
                      setup=None)
     kept = KeptLease(provider if provider is not None else provider_for(config), lease)

@@ -174,6 +174,8 @@ class Database(BaseDatabase):
     def __init__(self, path: Path, *, auto_migrate: bool = True):
         self.path = Path(path)
         self._local = threading.local()
+        self._open: list[tuple[threading.Thread, sqlite3.Connection]] = []   # every thread's, for close()
+        self._open_lock = threading.Lock()
         fresh = not self.path.exists()
         if empty_but_used(self.path):
             raise corrupt_database(self.path, "the file is empty, but FLEET_HOME shows fleet has used it")
@@ -211,13 +213,28 @@ class Database(BaseDatabase):
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
+            self._close_where(lambda owner: not owner.is_alive())   # threads come and go (pools per phase)
+            with self._open_lock:
+                self._open.append((threading.current_thread(), conn))
         return conn
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        """Close this thread's connection and those of threads that have ended. Theirs would wait for
+        the garbage collector (a connection's statement cache refers back to it), holding three file
+        descriptors each: a program calling fleet.up() in a loop ran out of them."""
+        me = threading.current_thread()
+        self._close_where(lambda owner: owner is me or not owner.is_alive())
+        self._local.conn = None
+
+    def _close_where(self, ended) -> None:
+        done, keep = [], []
+        with self._open_lock:
+            for owner, conn in self._open:
+                (done if ended(owner) else keep).append((owner, conn))
+            self._open = keep
+        for _owner, conn in done:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
     @contextlib.contextmanager
     def mapped_reads(self) -> Iterator["Database"]:

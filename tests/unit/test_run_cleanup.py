@@ -3,7 +3,10 @@ caller's Events sink, an observer, a step itself (fleet/run/cleanup.py). In-proc
 fake provider and the fake machines of test_run_pipeline.py."""
 from __future__ import annotations
 
+import gc
 import json
+import os
+import threading
 from decimal import Decimal
 from pathlib import Path
 
@@ -166,3 +169,34 @@ def test_a_sink_whose_log_raises_gets_no_more_lines_and_its_error_comes_after_th
     guarded.log("0", "out", "two")
     assert [c for c in sink.calls if c[0] == "log"] == [("log", "0", "out", "one")]
     assert guarded.error is sink.error
+
+
+def test_each_run_closes_the_state_connections_it_opened(config):
+    """Red-team finding: every up() left the state database's descriptors open until the GC ran."""
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+    pipeline, _, _ = start(config)
+    pipeline.run()   # imports, the database's creation
+    gc.collect()
+    gc.disable()
+    try:
+        before = fds()
+        for _ in range(3):
+            start(config, machines=TalkingMachines())[0].run()
+        assert fds() == before
+    finally:
+        gc.enable()
+
+
+def test_the_state_closes_the_connections_of_threads_that_ended(fleet_home):
+    state = open_state()
+    try:
+        conns = []
+        worker = threading.Thread(target=lambda: conns.append(state.db._conn()))
+        worker.start()
+        worker.join()
+        state.close()
+        with pytest.raises(Exception, match="closed"):
+            conns[0].execute("SELECT 1")
+    finally:
+        state.close()
