@@ -29,3 +29,18 @@ def command_arg(value: Any) -> str:
         import shlex
         return value[0] if len(value) == 1 else shlex.join(value)
     return name_arg("command", value)
+
+
+def run_args(config: Any, observers: Any, options: Any) -> None:
+    """`fleet.up`'s objects: a Config (from load_config), an iterable of observers (not one), a
+    RunOptions; a wrong one named here, not an AttributeError after the budget was granted."""
+    from .config.model import Config
+    from .run.types import RunOptions
+    if not isinstance(config, Config):
+        raise UsageError(f"config must be a fleet Config (from fleet.load_config), got {type(config).__name__}",
+                         hint="config = fleet.load_config('fleet.toml')")
+    if isinstance(observers, (str, bytes)) or not hasattr(observers, "__iter__"):
+        raise UsageError(f"observers must be a list of RunObserver, got {type(observers).__name__}",
+                         hint="observers=[my_observer]")
+    if options is not None and not isinstance(options, RunOptions):
+        raise UsageError(f"options must be a fleet RunOptions, got {type(options).__name__}")

@@ -358,12 +358,14 @@ def _assemble(ctx: RunContext, lease: Lease | None, outcome: _Outcome, collected
 
 # -- the three ways in ------------------------------------------------------------------------------
 
-def up(config: Config, *, keep_s: int | None = None, events: Events | None = None,
+def up(config: Config, *, keep_s: int | float | str | None = None, events: Events | None = None,
        observers: Iterable[RunObserver] = (), options: RunOptions | None = None, run_dir_root: Path | None = None,
        provider=None, machines: Machines | None = None) -> RunSummary:
     """Lease, run `config.command` everywhere, bring outputs home, release. Returns the RunSummary,
     whose `exit_code` is the experiment's (first failing rank), or one of fleet's codes."""
+    from ..arguments import run_args
     from .offer import provider_for
+    run_args(config, observers, options)
     options = options or RunOptions()
     if keep_s is not None:
         options = replace(options, keep_s=keep_s)
@@ -374,7 +376,7 @@ def up(config: Config, *, keep_s: int | None = None, events: Events | None = Non
                     run_dir_root=run_dir_root).run()
 
 
-def run_on_lease(lease_id: str, command: str, *, config: Config | None = None, events: Events | None = None,
+def run_on_lease(lease_id: str, command: str | list[str], *, config: Config | None = None, events: Events | None = None,
                  observers: Iterable[RunObserver] = (), state=None, provider=None,
                  machines: Machines | None = None) -> RunSummary:
     """Run a command on a kept lease's machines: budgeted, metered and recorded like `fleet up`,

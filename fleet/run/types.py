@@ -39,7 +39,7 @@ class RerunOf:
 class RunOptions:
     """How this run was asked for, beyond fleet.toml (CLI flags, rerun, CI mode)."""
 
-    keep_s: int | None = None          # leave the lease up this long after a run that ended on its own
+    keep_s: int | float | str | None = None   # leave the lease up this long after a run that ended on its own (parsed to whole seconds below)
     allow_dirty: bool = False          # run uncommitted changes (captured as a snapshot)
     ci: bool = False                   # CI mode: short cancel grace, CI context in record and summary
     rerun_of: RerunOf | None = None
