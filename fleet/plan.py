@@ -33,13 +33,17 @@ def current_user(configured: str | None = None, *, check: bool = False) -> str:
 
 
 def whose_leases(user: str | None, all_users: bool) -> str | None:
-    """The user whose leases a listing or `--all` means: `user`, else the caller (as the CLI's
-    `fleet status` and `fleet down --all`); None (everyone's) only when all_users is asked for."""
+    """The user whose leases a listing or `--all` means: `user`, else the caller as the CLI names
+    them (`user =` of ./fleet.toml, FLEET_USER, the login: what `fleet up` there records leases
+    under); None (everyone's) only when all_users is asked for."""
     if not isinstance(all_users, bool):
         raise UsageError(f"all_users must be True or False, got {all_users!r}")
     if all_users:
         return None
-    return user if user is not None else current_user()
+    if user is not None:
+        return user
+    from .config.peek import peek_str
+    return current_user(peek_str("user"))
 
 
 def _user_and_source(configured: str | None) -> tuple[str, str]:

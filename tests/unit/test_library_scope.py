@@ -34,3 +34,16 @@ def test_all_leases_and_status_are_the_callers_unless_all_users(tmp_path, fleet_
     released = leases.down([], all_leases=True, state=state)
     assert bob in released and alice not in released, released
     assert state.get_lease(alice).status == "active"
+
+
+def test_the_caller_is_who_fleet_toml_names(tmp_path, fleet_home, monkeypatch):
+    """`user = "alice"` in ./fleet.toml: `fleet.up` records her leases under alice, so the library's
+    `down(all_leases=True)` and `status()` mean alice's there, as the CLI's do (a review found them
+    reading FLEET_USER or the login only: alice's kept lease stayed up)."""
+    state = open_state(f"sqlite:///{tmp_path / 'state.db'}")
+    alice = _lease(state, "alice")
+    monkeypatch.setenv("FLEET_USER", "bob")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fleet.toml").write_text('user = "alice"\ncommand = "true"\n')
+    assert [v["id"] for v in leases.status(state, check=False)] == [alice]
+    assert alice in leases.down([], all_leases=True, state=state)
