@@ -4,7 +4,9 @@ recipe hash → builder terminated (always, even on failure or Ctrl-C).
 Two modes, chosen by the caller and recorded on the image (tag fleet:bake-mode):
 - apply: the real bake. Steps run for real on a builder launched from the recipe's base image;
   verification runs the image's Python and agent, `nvidia-smi` for GPU recipes (a GPU recipe whose
-  builder has no working driver fails), and the recipe's own verify commands.
+  builder has no working driver, or another driver version than the recipe pins, fails), and the
+  recipe's own verify commands. Then fleet's own cleanup runs whatever the recipe's steps were, and
+  the image is refused while the builder's login still has passwordless sudo (finish.py).
 - check: for the AWS sandbox, where the "builder" is a loopback sshd on this computer. Steps run
   with FLEET_BAKE_MODE=check: each validates its inputs and the tools it needs and prints the
   commands it would run (see images/common/scripts/lib.sh) — nothing is installed. Verification runs
@@ -22,12 +24,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import InfrastructureError, UsageError
-from .builder import Builder, destroy, launch, reach, temporary_security_group
+from . import finish
+from .builder import Builder, base_image, destroy, launch, reach, temporary_security_group
 from .recipe import HASH_TAG, RECIPE_TAG, Recipe
-from .store import MODE_TAG, find_image
+from .store import BASE_TAG, MODE_TAG, find_image
 
 MODES = ("apply", "check")
 REMOTE_DIR = "fleet-bake"
+DRIVER_QUERY = "nvidia-smi --query-gpu=driver_version --format=csv,noheader"
 
 
 @dataclass
@@ -39,6 +43,7 @@ class BakeResult:
     reused: bool                         # an image for this hash existed: nothing was launched
     mode: str
     builder_instance_id: str | None = None
+    base_image: str = ""
     steps: list[dict[str, Any]] = field(default_factory=list)
     verified: list[dict[str, Any]] = field(default_factory=list)
     cleanup_problems: list[str] = field(default_factory=list)
@@ -77,7 +82,7 @@ def bake(ec2, recipe: Recipe, options: BakeOptions, progress: Progress = lambda 
         if existing.state == "pending":
             _wait_available(ec2, existing.image_id, options)
         return BakeResult(recipe.name, recipe.content_hash, existing.name, existing.image_id, True,
-                          existing.mode)
+                          existing.mode, base_image=existing.base_image)
     if not (options.subnet_id and options.security_group_id) and not options.sandbox and not options.ssh_cidr:
         raise UsageError("the builder needs network access for SSH",
                          hint="configure stack outputs (FLEET_AWS_OUTPUTS), or pass --ssh-cidr YOUR.IP/32")
@@ -89,12 +94,17 @@ def bake(ec2, recipe: Recipe, options: BakeOptions, progress: Progress = lambda 
     temp_sg = None
     result = BakeResult(recipe.name, recipe.content_hash, recipe.image_name, "", False, options.mode)
     try:
+        base, pinned = base_image(ec2, recipe)
+        result.base_image = base["ImageId"]
+        progress(f"base image {base['ImageId']} ({base.get('Name', '?')}, {base.get('CreationDate', '?')}): "
+                 + ("pinned by [base.ami]" if pinned else "the newest match; pin it under [base.ami]"))
         sg = options.security_group_id
         if not sg and not options.sandbox:
             temp_sg = sg = temporary_security_group(ec2, lease_id, options.ssh_cidr)
         progress(f"launching builder {recipe.builder_instance_type} for {recipe.image_name}")
-        builder, keys = launch(ec2, recipe, lease_id=lease_id, keys_dir=keys_dir, max_s=options.max_s,
-                               subnet_id=options.subnet_id, security_group_id=sg, stack=options.stack)
+        builder, keys = launch(ec2, recipe, base, lease_id=lease_id, keys_dir=keys_dir,
+                               max_s=options.max_s, subnet_id=options.subnet_id, security_group_id=sg,
+                               stack=options.stack)
         builder.temp_security_group = temp_sg
         result.builder_instance_id = builder.instance_id
         machine = reach(ec2, builder, keys_dir, keys["host_pub"], sandbox=options.sandbox,
@@ -104,8 +114,11 @@ def bake(ec2, recipe: Recipe, options: BakeOptions, progress: Progress = lambda 
             remote = _upload(session, machine.workdir, recipe)
             result.steps = _run_steps(session, recipe, remote, options, progress)
             result.verified = _verify(session, recipe, remote, options, progress)
+            result.steps.append(finish.cleanup(session, remote, options.mode,
+                                               sandbox=bool(options.sandbox), progress=progress))
+            result.verified.append(finish.refuse_sudo(session, options.mode))
         progress(f"creating image {recipe.image_name}")
-        result.image_id = _create_image(ec2, builder.instance_id, recipe, options.mode)
+        result.image_id = _create_image(ec2, builder.instance_id, recipe, options.mode, result.base_image)
         _wait_available(ec2, result.image_id, options)
         progress(f"{recipe.image_name} is available: {result.image_id}")
         return result
@@ -188,6 +201,9 @@ def _verify(session, recipe: Recipe, remote: str, options: BakeOptions, progress
                               check=False).exit_code == 0
         if has_gpu or not check:
             checks.append(("gpu", "nvidia-smi", "run"))
+            if recipe.nvidia_driver:
+                checks.append(("driver", DRIVER_QUERY,
+                               "skipped: check mode installs no driver" if check else "run"))
         else:
             checks.append(("gpu", "nvidia-smi", "skipped: the sandbox builder has no GPU"))
     for cmd in recipe.verify:
@@ -204,6 +220,8 @@ def _verify(session, recipe: Recipe, remote: str, options: BakeOptions, progress
             last = (res.stderr.strip() or res.stdout.strip()).splitlines()[-1:] or ["no output"]
             raise InfrastructureError(f"recipe {recipe.name}: verification `{cmd}` failed "
                                       f"(exit {res.exit_code}): {last[0][:200]}")
+        if what == "driver":
+            _same_driver(recipe, res.stdout)
         first = (res.stdout.strip() or res.stderr.strip()).splitlines()[:1]
         out.append({"check": what, "command": cmd,
                     "result": "ok" if how == "run" else "syntax ok (not run in check mode)",
@@ -212,14 +230,24 @@ def _verify(session, recipe: Recipe, remote: str, options: BakeOptions, progress
     return out
 
 
-def _create_image(ec2, instance_id: str, recipe: Recipe, mode: str) -> str:
+def _same_driver(recipe: Recipe, query_output: str) -> None:
+    """Every GPU's driver is the recipe's pin: a package that installed another version (a newer
+    dependency, a repository that moved on) must not become the image the recipe's hash names."""
+    found = sorted({line.strip() for line in query_output.splitlines() if line.strip()})
+    if found != [recipe.nvidia_driver]:
+        raise InfrastructureError(f"recipe {recipe.name}: the builder's NVIDIA driver is "
+                                  f"{', '.join(found) or 'unknown'}, the recipe pins {recipe.nvidia_driver}: "
+                                  "refusing to make an image of it")
+
+
+def _create_image(ec2, instance_id: str, recipe: Recipe, mode: str, base: str) -> str:
     image_id = ec2.create_image(
         InstanceId=instance_id, Name=recipe.image_name,
         Description=f"fleet recipe {recipe.name} ({recipe.content_hash[:12]}): {recipe.description}"[:255],
     )["ImageId"]
     tags = [{"Key": HASH_TAG, "Value": recipe.content_hash}, {"Key": RECIPE_TAG, "Value": recipe.name},
             {"Key": MODE_TAG, "Value": mode}, {"Key": "Name", "Value": recipe.image_name},
-            {"Key": "managed-by", "Value": "fleet"}]
+            {"Key": BASE_TAG, "Value": base}, {"Key": "managed-by", "Value": "fleet"}]
     ec2.create_tags(Resources=[image_id], Tags=tags)
     return image_id
 

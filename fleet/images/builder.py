@@ -4,14 +4,16 @@ key made for this bake and a host key we made (so it is pinned, never learnt), a
 The builder boots with the AWS provider's own bootstrap (fleet/providers/aws/userdata.py): our host
 key, a `fleet` user with this bake's key, and the agent's watchdog with a hard maximum, so even a
 builder whose controller died powers itself off (shutdown behaviour: terminate). The one addition
-for baking is passwordless sudo for that user, which the recipe's cleanup step removes before the
-image is taken. It also carries fleet:lease / fleet:expires-at tags, so the reaper ends it too.
+for baking is passwordless sudo for that user, which fleet's own cleanup removes after the recipe's
+steps, whatever they are, and the bake checks is gone before the image is taken (finish.py). It
+also carries fleet:lease / fleet:expires-at tags, so the reaper ends it too.
 
 In the AWS sandbox (moto), nothing boots: the sandbox binds the instance to a loopback sshd that
 takes the same keys, exactly as for leased machines.
 """
 from __future__ import annotations
 
+import fnmatch
 import socket
 import time
 from dataclasses import dataclass, field
@@ -21,7 +23,7 @@ from typing import Any, Callable
 
 from ..errors import InfrastructureError, NotFound
 from ..models import Machine, utcnow
-from .recipe import Recipe
+from .recipe import BaseImage, Recipe
 
 BAKE_SUDOERS = "/etc/sudoers.d/90-fleet-bake"
 
@@ -36,16 +38,41 @@ class Builder:
     notes: list[str] = field(default_factory=list)
 
 
-def base_image(ec2, recipe: Recipe) -> dict[str, Any]:
-    """The newest public image matching the recipe's [base] filter."""
-    images = ec2.describe_images(Owners=list(recipe.base.owners), Filters=[
-        {"Name": "name", "Values": [recipe.base.name]},
-        {"Name": "architecture", "Values": [recipe.base.architecture]},
-        {"Name": "state", "Values": ["available"]}]).get("Images", [])
+def base_image(ec2, recipe: Recipe) -> tuple[dict[str, Any], bool]:
+    """(image, pinned): the image [base.ami] pins for this region, which must still match the [base]
+    filter (owner, name pattern, architecture), else the newest public image matching the filter."""
+    base = recipe.base
+    filters = [{"Name": "name", "Values": [base.name]},
+               {"Name": "architecture", "Values": [base.architecture]},
+               {"Name": "state", "Values": ["available"]}]
+    region = ec2.meta.region_name
+    pinned = base.ami.get(region)
+    where = f"images/{recipe.name}/recipe.toml"
+    if pinned:
+        try:
+            images = ec2.describe_images(ImageIds=[pinned]).get("Images", [])
+        except Exception as exc:  # noqa: BLE001 — an unknown id is an error, not a traceback
+            if "InvalidAMIID" not in str(exc):
+                raise
+            images = []
+        images = [i for i in images if _matches(i, base)]
+        if not images:
+            raise NotFound(f"base image {pinned} ([base.ami] {region}) is not an available "
+                           f"{base.architecture} image named like {base.name!r} from {', '.join(base.owners)}",
+                           hint=f"check [base] in {where}")
+        return images[0], True
+    images = ec2.describe_images(Owners=list(base.owners), Filters=filters).get("Images", [])
     if not images:
-        raise NotFound(f"no base image matches {recipe.base.name!r} from {', '.join(recipe.base.owners)} "
-                       f"in this region", hint=f"check [base] in images/{recipe.name}/recipe.toml")
-    return max(images, key=lambda i: i.get("CreationDate", ""))
+        raise NotFound(f"no base image matches {base.name!r} from {', '.join(base.owners)} "
+                       f"in this region", hint=f"check [base] in {where}")
+    return max(images, key=lambda i: i.get("CreationDate", "")), False
+
+
+def _matches(image: dict[str, Any], base: BaseImage) -> bool:
+    """Checked here rather than left to DescribeImages' filters, which do not all apply to ImageIds."""
+    owner_ok = image.get("OwnerId") in base.owners or image.get("ImageOwnerAlias") in base.owners
+    return (owner_ok and fnmatch.fnmatchcase(image.get("Name", ""), base.name)
+            and image.get("Architecture") == base.architecture and image.get("State") == "available")
 
 
 def user_data(lease_id: str, authorized_key: str, host_private: str, host_public: str,
@@ -59,7 +86,7 @@ def user_data(lease_id: str, authorized_key: str, host_private: str, host_public
                      f"chmod 440 {BAKE_SUDOERS}\n")
 
 
-def launch(ec2, recipe: Recipe, *, lease_id: str, keys_dir: Path, max_s: int,
+def launch(ec2, recipe: Recipe, base: dict[str, Any], *, lease_id: str, keys_dir: Path, max_s: int,
            subnet_id: str | None, security_group_id: str | None,
            stack: str | None = None) -> tuple[Builder, dict[str, str]]:
     """Start the builder (one RunInstances call, idempotent on the bake id)."""
@@ -67,7 +94,6 @@ def launch(ec2, recipe: Recipe, *, lease_id: str, keys_dir: Path, max_s: int,
     from ..providers.aws.launch import tag_list
     client_pub = generate_ed25519(keys_dir / "id_ed25519", comment=f"fleet-bake-{lease_id}")
     host_pub = generate_ed25519(keys_dir / "host_ed25519", comment=f"fleet-bake-host-{lease_id}")
-    base = base_image(ec2, recipe)
     expires = (utcnow() + timedelta(seconds=max_s)).replace(microsecond=0)
     tags = {"Name": f"fleet-bake-{recipe.name}", "fleet:lease": lease_id,
             "fleet:expires-at": expires.isoformat().replace("+00:00", "Z"),

@@ -34,6 +34,11 @@ RECIPE_TAG = "fleet:recipe"
 NAME_HASH_CHARS = 12                 # image names carry a prefix; the tag carries the full hash
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}\Z")
 _VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+)*\Z")
+_REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-[0-9]+\Z")
+_AMI_RE = re.compile(r"^ami-[0-9a-f]{8,17}\Z")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+# an exact pin: what a bake installs must not depend on the day it runs
+_PIP_PIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9,._-]+\])?==[A-Za-z0-9.+!-]+\Z")
 _SKIP = {"__pycache__", ".DS_Store"}
 
 
@@ -51,12 +56,14 @@ def images_root() -> Path:
 
 @dataclass(frozen=True)
 class BaseImage:
-    """Which public image the builder starts from: the newest one matching `name` from `owners`."""
+    """Which public image the builder starts from: the one `ami` pins for the bake's region, else the
+    newest one matching `name` from `owners` (the bake then says which it took)."""
 
     name: str
     owners: tuple[str, ...]
     architecture: str = "x86_64"
     user: str = "ubuntu"             # the SSH login of the base image
+    ami: dict[str, str] = field(default_factory=dict, hash=False)   # region -> pinned image id
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,8 @@ class Recipe:
     content_hash: str
     verify_python: str = "/opt/fleet/venv/bin/python"   # the interpreter the image provides
     verify_agent: str = "/opt/fleet/agent.py"           # where the image has the fleet agent
+    pip_version: str = ""            # the venv's pip; empty: the one the venv comes with
+    nvidia_keyring_sha256: str = ""  # of NVIDIA's cuda-keyring .deb, checked before it is installed
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -102,6 +111,8 @@ class Recipe:
             "FLEET_NVIDIA_DRIVER": self.nvidia_driver or "",
             "FLEET_CUDA_VERSION": self.cuda or "",
             "FLEET_PYTHON_VERSION": self.python,
+            "FLEET_PIP_VERSION": self.pip_version,
+            "FLEET_NVIDIA_KEYRING_SHA256": self.nvidia_keyring_sha256,
             "FLEET_APT_PACKAGES": " ".join(self.apt_packages),
             "FLEET_PIP_PACKAGES": " ".join(self.pip_packages),
         }
@@ -185,7 +196,8 @@ def load_recipe(name: str, root: Path | None = None) -> Recipe:
     base = BaseImage(name=_need(base_t, "name", str, "base.", path),
                      owners=_str_list(base_t, "owners", "base.", path) or ("amazon",),
                      architecture=_need(base_t, "architecture", str, "base.", path, "x86_64"),
-                     user=_need(base_t, "user", str, "base.", path, "ubuntu"))
+                     user=_need(base_t, "user", str, "base.", path, "ubuntu"),
+                     ami=_base_amis(base_t, path))
     builder = _need(raw, "builder", dict, "", path, {})
     nvidia = _need(raw, "nvidia", dict, "", path, {})
     python = _need(raw, "python", dict, "", path, {})
@@ -194,6 +206,18 @@ def load_recipe(name: str, root: Path | None = None) -> Recipe:
                        ("python.version", python.get("version", "3"))):
         if table is not None and not (isinstance(table, str) and _VERSION_RE.match(table)):
             raise ConfigError(f"{table!r} is not a version like 12.4.1", path=str(path), key=key)
+    pip_version = _need(python, "pip", str, "python.", path, "")
+    if pip_version and not _VERSION_RE.match(pip_version):
+        raise ConfigError(f"{pip_version!r} is not a version like 24.2", path=str(path), key="python.pip")
+    keyring_sha = _need(nvidia, "keyring_sha256", str, "nvidia.", path, "")
+    if keyring_sha and not _SHA256_RE.match(keyring_sha):
+        raise ConfigError("must be 64 lowercase hex digits (sha256sum's output)", path=str(path),
+                          key="nvidia.keyring_sha256")
+    pip_packages = _str_list(packages, "pip", "packages.", path)
+    for pkg in pip_packages:
+        if not _PIP_PIN_RE.match(pkg):
+            raise ConfigError(f"{pkg!r} is not pinned: write it as name==version", path=str(path),
+                              key="packages.pip")
 
     steps = []
     files = recipe_files(directory)
@@ -225,12 +249,25 @@ def load_recipe(name: str, root: Path | None = None) -> Recipe:
         nvidia_driver=nvidia.get("driver"), cuda=nvidia.get("cuda"),
         python=python.get("version", "3"),
         apt_packages=_str_list(packages, "apt", "packages.", path),
-        pip_packages=_str_list(packages, "pip", "packages.", path),
+        pip_packages=pip_packages, pip_version=pip_version, nvidia_keyring_sha256=keyring_sha,
         steps=tuple(steps), verify=verify,
         content_hash=content_hash(directory, raw), raw=raw,
         verify_python=_need(verify_t, "python", str, "verify.", path, "/opt/fleet/venv/bin/python"),
         verify_agent=_need(verify_t, "agent", str, "verify.", path, "/opt/fleet/agent.py"),
     )
+
+
+def _base_amis(base_t: dict, path: Path) -> dict[str, str]:
+    """`[base.ami]`: region = "ami-…", the exact base image per region."""
+    amis = _need(base_t, "ami", dict, "base.", path, {})
+    for region, ami in amis.items():
+        if not _REGION_RE.match(region):
+            raise ConfigError(f"{region!r} is not an AWS region like us-east-1", path=str(path),
+                              key=f"base.ami.{region}")
+        if not (isinstance(ami, str) and _AMI_RE.match(ami)):
+            raise ConfigError(f"{ami!r} is not an image id like ami-0123456789abcdef0", path=str(path),
+                              key=f"base.ami.{region}")
+    return dict(amis)
 
 
 def list_recipes(root: Path | None = None) -> list[str]:

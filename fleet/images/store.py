@@ -8,6 +8,7 @@ from typing import Any
 from .recipe import HASH_TAG, NAME_HASH_CHARS, RECIPE_TAG, list_recipes, load_recipe
 
 MODE_TAG = "fleet:bake-mode"      # "apply" (a real bake) or "check" (the sandbox's dry bake)
+BASE_TAG = "fleet:base-image"     # the image id the builder started from
 
 
 @dataclass(frozen=True)
@@ -19,12 +20,13 @@ class ImageInfo:
     state: str
     created: str
     mode: str
+    base_image: str = ""             # empty: baked before fleet recorded it
     current: bool | None = None      # the recipe's hash today is this image's hash (None: no such recipe)
 
     def to_dict(self) -> dict[str, Any]:
         return {"image_id": self.image_id, "name": self.name, "recipe": self.recipe,
                 "hash": self.content_hash, "state": self.state, "created": self.created,
-                "mode": self.mode, "current": self.current}
+                "mode": self.mode, "base_image": self.base_image or None, "current": self.current}
 
 
 def _tags(image: dict[str, Any]) -> dict[str, str]:
@@ -36,7 +38,7 @@ def _info(image: dict[str, Any]) -> ImageInfo:
     return ImageInfo(image_id=image["ImageId"], name=image.get("Name", ""),
                      recipe=tags.get(RECIPE_TAG, "?"), content_hash=tags.get(HASH_TAG, ""),
                      state=image.get("State", "?"), created=image.get("CreationDate", ""),
-                     mode=tags.get(MODE_TAG, "apply"))
+                     mode=tags.get(MODE_TAG, "apply"), base_image=tags.get(BASE_TAG, ""))
 
 
 def find_image(ec2, content_hash: str, states: tuple[str, ...] = ("available", "pending")
@@ -90,11 +92,13 @@ def short(content_hash: str) -> str:
 def images_table(images: list, missing: list[dict]):
     """`fleet image ls` as the shared table model: baked images, then recipes not baked yet."""
     from ..render import Column, Table
-    table = Table([Column(c) for c in ("recipe", "image", "id", "hash", "state", "created", "mode", "current")],
+    table = Table([Column(c) for c in ("recipe", "image", "id", "hash", "state", "created", "mode", "base",
+                                       "current")],
                   title="fleet images", empty="no images and no recipes")
     for i in images:
         current = {True: "yes", False: "stale", None: "-"}[i.current]
-        table.add(i.recipe, i.name, i.image_id, short(i.content_hash), i.state, i.created, i.mode, current)
+        table.add(i.recipe, i.name, i.image_id, short(i.content_hash), i.state, i.created, i.mode,
+                  i.base_image or "?", current)
     for m in missing:
-        table.add(m["recipe"], m["name"], "-", short(m["hash"]), "not baked", "-", "-", "-")
+        table.add(m["recipe"], m["name"], "-", short(m["hash"]), "not baked", "-", "-", "-", "-")
     return table

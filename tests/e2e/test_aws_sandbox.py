@@ -291,7 +291,8 @@ def test_fleet_image_bake_base_cpu_works_in_the_sandbox_as_documented(sandbox, t
     assert bake.returncode == 0, bake.stderr
     baked = json.loads(bake.stdout)
     assert baked["mode"] == "check" and baked["image_id"].startswith("ami-") and not baked["reused"]
-    assert [s["exit_code"] for s in baked["steps"]] == [0, 0, 0, 0]
+    assert [(s["step"], s["exit_code"]) for s in baked["steps"]][-1] == ("fleet cleanup", 0)
+    assert [s["exit_code"] for s in baked["steps"]] == [0, 0, 0, 0, 0]
     ec2 = boto3.client("ec2", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
                        aws_access_key_id="sandbox", aws_secret_access_key="sandbox")
     (builder,) = [i for i in _instances(env) if i["InstanceId"] == baked["builder_instance_id"]]
@@ -300,6 +301,7 @@ def test_fleet_image_bake_base_cpu_works_in_the_sandbox_as_documented(sandbox, t
     import fnmatch
     assert fnmatch.fnmatchcase(launched_from["Name"], base.name) and launched_from["OwnerId"] in base.owners
     assert launched_from["Architecture"] == base.architecture
+    assert baked["base_image"] == builder["ImageId"]
     assert not list((home / "aws-sandbox" / "machines").iterdir())         # the builder's machine too
     listed = json.loads(run_fleet(["image", "ls", "--json"], cwd=tmp_path, env=env).stdout)
     assert [(i["recipe"], i["image_id"], i["current"]) for i in listed["images"]] == [

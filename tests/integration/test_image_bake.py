@@ -69,8 +69,11 @@ def test_bake_shipped_recipe_in_check_mode_then_rebake_is_a_noop(images_dir, san
 
     assert not result.reused and result.mode == "check"
     assert result.image_name == f"fleet-base-cpu-{recipe.content_hash[:12]}"
-    assert [s["exit_code"] for s in result.steps] == [0, 0, 0, 0]
+    assert [s["exit_code"] for s in result.steps] == [0, 0, 0, 0, 0]
     assert any("would run:" in line for s in result.steps for line in s["output_tail"])
+    # fleet's own cleanup ends every bake, the bake's sudo removed last
+    assert result.steps[-1]["step"] == "fleet cleanup"
+    assert result.steps[-1]["output_tail"][-1].endswith("rm -f /etc/sudoers.d/90-fleet-bake")
     checks = {v["check"]: v for v in result.verified}
     assert checks["python"]["result"] == "ok" and checks["python"]["output"].startswith("Python 3")
     assert checks["agent"]["result"] == "ok"
@@ -80,6 +83,10 @@ def test_bake_shipped_recipe_in_check_mode_then_rebake_is_a_noop(images_dir, san
     assert image["State"] == "available" and image["Name"] == result.image_name
     assert tags["fleet:recipe-hash"] == recipe.content_hash and tags["fleet:recipe"] == "base-cpu"
     assert tags["fleet:bake-mode"] == "check"
+    [builder] = _instances(ec2, **{"tag:fleet:role": "image-builder"})
+    assert tags["fleet:base-image"] == builder["ImageId"] == result.base_image
+    assert any(m.startswith(f"base image {builder['ImageId']} (") and "the newest match; pin it under "
+               "[base.ami]" in m for m in messages)
     _assert_builders_gone(ec2, sandbox)
     assert any("terminating builder" in m for m in messages)
 
@@ -144,15 +151,32 @@ def _apply_recipe(root: Path, verify: str) -> None:
         'cp "$FLEET_AGENT_SRC" ../installed/agent.py\necho "$FLEET_RECIPE_HASH" > ../installed/marker\n')
 
 
+def _no_local_sudo():
+    """The sandbox builder is this computer: where its user has passwordless sudo, an apply-mode bake
+    is (rightly) refused by the no-sudo check, which tests/integration/test_image_bake_guards.py covers."""
+    import subprocess
+    try:
+        if subprocess.run(["sudo", "-n", "true"], capture_output=True, timeout=10).returncode == 0:
+            pytest.skip("this computer's user has passwordless sudo: an apply-mode sandbox bake is refused")
+    except FileNotFoundError:
+        pass
+
+
 def test_apply_mode_runs_steps_and_verification_for_real(tmp_path, sandbox, ec2, monkeypatch):
+    _no_local_sudo()
     monkeypatch.setenv("FLEET_IMAGES_DIR", str(tmp_path / "imgs"))
     _apply_recipe(tmp_path / "imgs", "grep -q . ../installed/marker")
     result = bake(ec2, load_recipe("apply-test"), BakeOptions(mode="apply", sandbox=sandbox))
-    assert result.mode == "apply" and [v["result"] for v in result.verified] == ["ok"] * 4
+    assert result.mode == "apply" and [v["result"] for v in result.verified] == ["ok"] * 5
+    assert result.verified[-1]["check"] == "no sudo"
+    # the recipe has no cleanup step: fleet's runs anyway (printed only: the sandbox builder is this computer)
+    assert [s["step"] for s in result.steps] == ["install agent", "fleet cleanup"]
+    assert any("would run:" in line and "90-fleet-bake" in line for line in result.steps[-1]["output_tail"])
     _assert_builders_gone(ec2, sandbox)
 
 
 def test_apply_mode_failed_verification_fails_the_bake(tmp_path, sandbox, ec2, monkeypatch):
+    _no_local_sudo()
     monkeypatch.setenv("FLEET_IMAGES_DIR", str(tmp_path / "imgs"))
     _apply_recipe(tmp_path / "imgs", "python3 -c 'import torch_not_installed'")
     recipe = load_recipe("apply-test")
@@ -182,6 +206,8 @@ def test_cli_bake_and_ls(images_dir, sandbox, ec2, tmp_path):
     listing = json.loads(proc.stdout)
     assert [(i["recipe"], i["image_id"], i["current"]) for i in listing["images"]] == [
         ("base-cpu", baked["image_id"], True)]
+    assert listing["images"][0]["base_image"] == baked["base_image"]
+    assert baked["base_image"].startswith("ami-")
     assert [u["recipe"] for u in listing["unbaked"]] == ["pytorch-cuda"]
     proc = run_fleet(["image", "bake", "no-such-recipe", "--region", "us-east-1"], cwd=tmp_path)
     assert proc.returncode == 4 and proc.stderr.startswith("fleet: error: no recipe 'no-such-recipe'")
@@ -207,3 +233,34 @@ def test_a_builder_of_a_stack_carries_its_tag_so_that_stacks_reaper_may_end_it(i
     assert tags["fleet:stack"] == "dev"
     later = datetime.now(timezone.utc) + timedelta(days=1)
     assert judge(builder, None, later).startswith("expired")
+
+
+def _moto_base(ec2) -> dict:
+    images = ec2.describe_images(Owners=["099720109477"], Filters=[{"Name": "name", "Values": [MOTO_BASE]}])
+    return max(images["Images"], key=lambda i: i.get("CreationDate", ""))
+
+
+def test_a_pinned_base_image_is_the_one_the_builder_starts_from(images_dir, sandbox, ec2):
+    base = _moto_base(ec2)
+    toml = images_dir / "base-cpu" / "recipe.toml"
+    toml.write_text(toml.read_text().replace("[builder]", f'[base.ami]\nus-east-1 = "{base["ImageId"]}"\n\n[builder]'))
+    messages = []
+    result = bake(ec2, load_recipe("base-cpu"), BakeOptions(mode="check", sandbox=sandbox),
+                  progress=messages.append)
+    [builder] = _instances(ec2, **{"tag:fleet:role": "image-builder"})
+    assert builder["ImageId"] == base["ImageId"] == result.base_image
+    assert f"base image {base['ImageId']} ({base['Name']}, {base['CreationDate']}): pinned by [base.ami]" in messages
+
+
+@pytest.mark.parametrize("which", ["another owner's", "unknown"])
+def test_a_pinned_base_image_outside_the_filter_is_refused_before_launching(images_dir, sandbox, ec2, which):
+    """A pin is checked against [base]: an image of another owner or name is not taken silently."""
+    other = (ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"] if which != "unknown"
+             else "ami-0000000000000dead")
+    toml = images_dir / "base-cpu" / "recipe.toml"
+    toml.write_text(toml.read_text().replace("[builder]", f'[base.ami]\nus-east-1 = "{other}"\n\n[builder]'))
+    before = {i["InstanceId"] for i in _instances(ec2)}
+    from fleet.errors import NotFound
+    with pytest.raises(NotFound, match=rf"base image {other} \(\[base.ami\] us-east-1\) is not an available"):
+        bake(ec2, load_recipe("base-cpu"), BakeOptions(mode="check", sandbox=sandbox))
+    assert {i["InstanceId"] for i in _instances(ec2)} == before

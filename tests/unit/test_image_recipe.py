@@ -78,14 +78,42 @@ def test_unknown_recipe_lists_the_known_ones(root):
         load_recipe("../x", root)
 
 
-def test_shipped_recipes_end_by_removing_the_bakes_sudo_and_keys(root):
-    from fleet.images.builder import BAKE_SUDOERS
+def test_shipped_recipes_pin_what_they_install(root):
+    """The same recipe must install the same bits on any day: exact pip, pinned pip packages."""
     for name in list_recipes(root):
         r = load_recipe(name, root)
-        last = r.files()[r.steps[-1].script].read_text().strip().splitlines()
-        assert last[-1].endswith(BAKE_SUDOERS), name       # last, so earlier sudo calls still work
-        text = "\n".join(last)
-        assert "ssh_host_" in text and "authorized_keys" in text
+        assert r.pip_version == "24.2" and r.step_env()["FLEET_PIP_VERSION"] == "24.2"
+        assert all("==" in p for p in r.pip_packages)
+        assert r.base.ami == {}           # not pinned: the bake says which base it took
+
+
+@pytest.mark.parametrize("edit, key, says", [
+    (lambda t: t.replace('pip = ["numpy==1.26.4"]', 'pip = ["numpy"]'), "packages.pip", "not pinned"),
+    (lambda t: t.replace('pip = ["numpy==1.26.4"]', 'pip = ["numpy>=1.26"]'), "packages.pip", "not pinned"),
+    (lambda t: t.replace('pip = "24.2"', 'pip = "latest"'), "python.pip", "not a version"),
+    (lambda t: t.replace("[builder]", '[base.ami]\nus-east-1 = "ubuntu-latest"\n\n[builder]'),
+     "base.ami.us-east-1", "not an image id"),
+    (lambda t: t.replace("[builder]", '[base.ami]\nmoon = "ami-0123456789abcdef0"\n\n[builder]'),
+     "base.ami.moon", "not an AWS region"),
+    (lambda t: t + '\n[nvidia]\ndriver = "550.127.05"\nkeyring_sha256 = "abc"\n', "nvidia.keyring_sha256",
+     "64 lowercase hex"),
+])
+def test_pins_are_checked_when_the_recipe_loads(root, edit, key, says):
+    toml = root / "base-cpu" / "recipe.toml"
+    toml.write_text(edit(toml.read_text()))
+    with pytest.raises(ConfigError, match=f": {key}: .*{says}"):
+        load_recipe("base-cpu", root)
+
+
+def test_pinned_base_images_and_keyring_reach_the_recipe(root):
+    toml = root / "pytorch-cuda" / "recipe.toml"
+    sha = "ab" * 32
+    toml.write_text(toml.read_text().replace("[builder]", '[base.ami]\nus-east-1 = "ami-0123456789abcdef0"\n'
+                                             'eu-west-1 = "ami-0fedcba9876543210"\n\n[builder]')
+                    .replace('cuda = "12.4.1"', f'cuda = "12.4.1"\nkeyring_sha256 = "{sha}"'))
+    r = load_recipe("pytorch-cuda", root)
+    assert r.base.ami == {"us-east-1": "ami-0123456789abcdef0", "eu-west-1": "ami-0fedcba9876543210"}
+    assert r.step_env()["FLEET_NVIDIA_KEYRING_SHA256"] == sha
 
 
 def test_common_scripts_lie_under_every_recipe(root):

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# A venv at /opt/fleet/venv with the recipe's Python and pip packages (pinned in recipe.toml).
+# A venv at /opt/fleet/venv with the recipe's Python, pip and pip packages (all pinned in recipe.toml:
+# an unpinned `pip install --upgrade pip` would make the image depend on the day of the bake).
 source "$(dirname "$0")/lib.sh"
 require_version python.version "$FLEET_PYTHON_VERSION"
+[ -z "${FLEET_PIP_VERSION:-}" ] || require_version python.pip "$FLEET_PIP_VERSION"
 py="python${FLEET_PYTHON_VERSION}"
 if [ "$FLEET_BAKE_MODE" = check ]; then
   # The sandbox builder may have another minor version; checking needs *a* python3 there.
@@ -15,6 +17,6 @@ PY
 fi
 as_root mkdir -p /opt/fleet
 as_root "$py" -m venv /opt/fleet/venv
-as_root /opt/fleet/venv/bin/pip install -q --upgrade pip
+[ -z "${FLEET_PIP_VERSION:-}" ] || as_root /opt/fleet/venv/bin/pip install -q "pip==${FLEET_PIP_VERSION}"
 # shellcheck disable=SC2086
 [ -z "$FLEET_PIP_PACKAGES" ] || as_root /opt/fleet/venv/bin/pip install -q $FLEET_PIP_PACKAGES
