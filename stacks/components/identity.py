@@ -4,11 +4,10 @@ A machine may
 - read the snapshot bucket (code and data snapshots are staged from it);
 - write under `run-outputs/<aws:userid>/` only — for an instance role, aws:userid is
   `<role id>:<instance id>`, so each machine writes under its own prefix and can overwrite nobody
-  else's outputs (`aws sts get-caller-identity` prints the UserId on the machine);
-- terminate instances that carry a fleet lease tag *and* run with this stack's instance profile
-  (the agent's last resort when it cannot power off). Documented condition keys only; no tag-writing
-  rights, so a machine cannot tag its way into more.
-Nothing else: no wildcard actions, no wildcard resources with write actions.
+  else's outputs (`aws sts get-caller-identity` prints the UserId on the machine).
+Nothing else: no EC2 rights at all (a machine ends itself by powering off, shutdown behaviour
+terminate; any terminate right would reach every teammate's machine of the stack, since its
+conditions can only look at the target), no tag-writing rights, no wildcard actions.
 """
 from __future__ import annotations
 
@@ -54,11 +53,6 @@ class Identity(pulumi.ComponentResource):
                  "Action": ["s3:PutObject", "s3:AbortMultipartUpload"],
                  # ${aws:userid} is an IAM policy variable, resolved per request, not a Python format.
                  "Resource": bucket.apply(lambda a: f"{a}/{RUN_OUTPUTS_PREFIX}" + "${aws:userid}/*")},
-                {"Sid": "TerminateFleetMachinesOfThisStack", "Effect": "Allow",
-                 "Action": "ec2:TerminateInstances",
-                 "Resource": f"arn:aws:ec2:{args.region}:*:instance/*",
-                 "Condition": {"Null": {f"aws:ResourceTag/{LEASE_TAG}": "false"},
-                               "ArnEquals": {"ec2:InstanceProfile": self.instance_profile.arn}}},
             ),
             opts=child(self))
         self.register_outputs({"role_arn": self.role.arn,

@@ -30,17 +30,12 @@ def test_reads_bucket_writes_only_own_run_outputs_prefix():
     assert writes == [write]
 
 
-def test_termination_is_tag_and_profile_scoped():
-    run, st = _policy()
-    term = st["TerminateFleetMachinesOfThisStack"]
-    assert term["Action"] == "ec2:TerminateInstances"
-    assert term["Resource"] == "arn:aws:ec2:us-east-1:*:instance/*"
-    assert term["Condition"]["Null"] == {"aws:ResourceTag/fleet:lease": "false"}
-    profile = run.one("aws:iam/instanceProfile:InstanceProfile")
-    assert term["Condition"]["ArnEquals"]["ec2:InstanceProfile"].endswith(f"instance-profile/{profile.name}")
-    # no way to gain more: no tagging, no IAM, no wildcard actions
+def test_machine_role_has_no_ec2_rights():
+    """A terminate right conditioned on the target (fleet:lease tag, this stack's profile) let any
+    machine end every teammate's machine of the stack; machines end themselves by powering off."""
+    _, st = _policy()
     actions = [a for s in st.values() for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]
-    assert not any("*" in a or a.startswith(("iam:", "ec2:CreateTags", "ec2:DeleteTags")) for a in actions)
+    assert not any(a.startswith(("ec2:", "iam:")) or "*" in a for a in actions), actions
 
 
 def test_role_is_assumable_by_ec2_only():
