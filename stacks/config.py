@@ -52,7 +52,6 @@ class BucketConfig:
     object_lock: bool = False            # audit mode: objects cannot be deleted for lock_days
     object_lock_days: int = 30
     object_lock_mode: str = "GOVERNANCE"  # GOVERNANCE (admins may override) or COMPLIANCE
-    run_outputs_days: int = 30           # run outputs expire after this many days (0: never)
     noncurrent_days: int = 30            # old versions of any object expire after this many days
     force_destroy: bool = False          # `pulumi destroy` empties the bucket first
 
@@ -251,7 +250,6 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str, regi
         object_lock=_bool(b, "objectLock", False) if "objectLock" in b else False,
         object_lock_days=_int(b, "objectLockDays", 30, "bucket.", 1, 36500),
         object_lock_mode=lock_mode,
-        run_outputs_days=_int(b, "runOutputsDays", 30, "bucket.", 0, 36500),
         noncurrent_days=_int(b, "noncurrentDays", 30, "bucket.", 1, 36500),
         force_destroy=_bool(b, "forceDestroy", False) if "forceDestroy" in b else False,
     )

@@ -70,10 +70,8 @@ def build(cfg: StackConfig) -> FleetStack:
     b = cfg.bucket
     storage = Storage(name, StorageArgs(
         stack=cfg.stack, object_lock=b.object_lock, object_lock_days=b.object_lock_days,
-        object_lock_mode=b.object_lock_mode, run_outputs_days=b.run_outputs_days,
-        noncurrent_days=b.noncurrent_days, force_destroy=b.force_destroy, tags=tags))
-    identity = Identity(name, IdentityArgs(bucket_arn=storage.bucket.arn, region=cfg.region,
-                                           tags=tags))
+        object_lock_mode=b.object_lock_mode, noncurrent_days=b.noncurrent_days, force_destroy=b.force_destroy, tags=tags))
+    identity = Identity(name, IdentityArgs(region=cfg.region, tags=tags))
     hashes = recipe_hashes(cfg)
     specs = tuple(TemplateSpec(name=t.name, instance_types=t.instance_types,
                                gpus_per_machine=t.gpus_per_machine, spot=t.spot, disk_gb=t.disk_gb,

@@ -1,6 +1,6 @@
 """Storage: the snapshot bucket. Private (public access block, ACLs disabled, TLS only), encrypted
 with KMS (S3 bucket keys keep the KMS request bill small), versioned, with a lifecycle that expires
-run outputs and old versions; object lock (audit mode) when the stack config asks for it.
+old versions; object lock (audit mode) when the stack config asks for it.
 
 Object lock can only be switched on when the bucket is created: turning it on later means a new
 bucket — the config docs say so.
@@ -13,7 +13,6 @@ import pulumi
 import pulumi_aws as aws
 
 from .common import TYPE_PREFIX, child, policy_output
-from .identity import RUN_OUTPUTS_PREFIX
 
 
 @dataclass(frozen=True)
@@ -22,7 +21,6 @@ class StorageArgs:
     object_lock: bool
     object_lock_days: int
     object_lock_mode: str
-    run_outputs_days: int
     noncurrent_days: int
     force_destroy: bool
     tags: dict[str, str]
@@ -59,10 +57,6 @@ class Storage(pulumi.ComponentResource):
             {"id": "expire-old-versions", "status": "Enabled", "filter": {},
              "noncurrent_version_expiration": {"noncurrent_days": args.noncurrent_days}},
         ]
-        if args.run_outputs_days:
-            rules.append({"id": "expire-run-outputs", "status": "Enabled",
-                          "filter": {"prefix": RUN_OUTPUTS_PREFIX},
-                          "expiration": {"days": args.run_outputs_days}})
         self.lifecycle = aws.s3.BucketLifecycleConfiguration(
             f"{name}-snapshots", bucket=bucket_id, rules=rules,
             opts=child(self, depends_on=[self.versioning]))

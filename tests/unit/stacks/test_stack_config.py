@@ -63,7 +63,7 @@ def test_world_ssh_refused_without_the_loud_opt_in(cidr):
     ({"vpcCidr": "8.8.0.0/16"}, "fleet:vpcCidr", "private"),
     ({"availabilityZones": ["eu-west-1a"]}, "fleet:availabilityZones", "zones in us-east-1"),
     ({"bucket": {"objectLockMode": "strict"}}, "fleet:bucket.objectLockMode", "GOVERNANCE"),
-    ({"bucket": {"runOutputsDays": -1}}, "fleet:bucket.runOutputsDays", "whole number"),
+    ({"bucket": {"noncurrentDays": 0}}, "fleet:bucket.noncurrentDays", "whole number"),
     ({"reaper": {"schedule": "every 5 minutes"}}, "fleet:reaper.schedule", "EventBridge"),
     ({"allowWorldSsh": "yes"}, "fleet:allowWorldSsh", "true or false"),
 ])

@@ -10,7 +10,7 @@ from stacks.components.storage import Storage, StorageArgs
 
 def _declare(**over):
     args = dict(stack="test", object_lock=False, object_lock_days=30, object_lock_mode="GOVERNANCE",
-                run_outputs_days=30, noncurrent_days=45, force_destroy=False, tags=TAGS)
+                noncurrent_days=45, force_destroy=False, tags=TAGS)
     args.update(over)
 
     def build():
@@ -38,16 +38,12 @@ def test_private_encrypted_versioned():
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
-def test_lifecycle_expires_run_outputs_and_old_versions():
+def test_lifecycle_expires_old_versions_and_no_dead_prefix():
     run, _ = _declare()
     rules = {r["id"]: r for r in run.one(
         "aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]}
-    assert rules["expire-run-outputs"]["filter"] == {"prefix": "run-outputs/"}
-    assert rules["expire-run-outputs"]["expiration"]["days"] == 30
     assert rules["expire-old-versions"]["noncurrentVersionExpiration"]["noncurrentDays"] == 45
-    run, _ = _declare(run_outputs_days=0)
-    rules = run.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]
-    assert "expire-run-outputs" not in {r["id"] for r in rules}
+    assert "expire-run-outputs" not in rules     # nothing writes run-outputs/
 
 
 def test_object_lock_only_when_asked():
