@@ -120,6 +120,21 @@ def _int(table: Mapping[str, Any], key: str, default: int, where: str, lo: int, 
     return value
 
 
+# Without the opt-in, a public block may be at most this wide: 0.0.0.0/0 split into halves (or
+# quarters) opens SSH to the world just the same.
+_WIDEST_PUBLIC = {4: 8, 6: 32}
+_PRIVATE_BLOCKS = tuple(ipaddress.ip_network(n) for n in (
+    "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "100.64.0.0/10",
+    "fc00::/7", "fe80::/10", "::1/128"))
+
+
+def _wide_public(net) -> bool:
+    """Wider than the limit and not inside a private or loopback range (ipaddress's own is_private
+    calls 0.0.0.0/1 private: its first and last addresses are)."""
+    return net.prefixlen < _WIDEST_PUBLIC[net.version] and not any(
+        net.version == p.version and net.subnet_of(p) for p in _PRIVATE_BLOCKS)
+
+
 def _ssh_cidrs(raw: Mapping[str, Any]) -> tuple[tuple[str, ...], bool]:
     cidrs = _structured(raw, "sshCidrs", None)
     if cidrs is None:
@@ -136,8 +151,10 @@ def _ssh_cidrs(raw: Mapping[str, Any]) -> tuple[tuple[str, ...], bool]:
             net = ipaddress.ip_network(str(c).strip(), strict=True)
         except ValueError as exc:
             raise _fail("sshCidrs", f"{c!r} is not a CIDR: {exc}") from None
-        if net.prefixlen == 0 and not world_ok:
-            raise _fail("sshCidrs", f"{net} opens SSH to the whole internet",
+        if not world_ok and (net.prefixlen == 0 or _wide_public(net)):
+            what = "the whole internet" if net.prefixlen == 0 else \
+                f"a public block wider than /{_WIDEST_PUBLIC[net.version]}"
+            raise _fail("sshCidrs", f"{net} opens SSH to {what}",
                         hint=f"list your own addresses, or set fleet:{WORLD_SSH_OPT_IN}: true "
                              "if you really mean it")
         out.append(str(net))

@@ -46,6 +46,21 @@ def test_world_ssh_refused_without_the_loud_opt_in(cidr):
     assert cfg.allow_world_ssh and cfg.ssh_cidrs == (cidr,)
 
 
+@pytest.mark.parametrize("cidrs", [["0.0.0.0/1", "128.0.0.0/1"], ["64.0.0.0/2"], ["2.0.0.0/7"],
+                                   ["::/1", "8000::/1"], ["2000::/3"], ["2001:db8::/31"]])
+def test_world_ssh_split_into_wide_public_blocks_is_refused_too(cidrs):
+    msg = error(sshCidrs=cidrs)
+    assert msg.startswith(f"fleet:sshCidrs: {cidrs[0]} opens SSH to a public block wider than /")
+    assert "allowWorldSsh" in msg
+    assert parse(sshCidrs=cidrs, allowWorldSsh="true").ssh_cidrs == tuple(cidrs)
+
+
+@pytest.mark.parametrize("cidr", ["1.0.0.0/8", "10.0.0.0/8", "172.16.0.0/12", "fc00::/7",
+                                  "2001:db8::/32", "203.0.113.0/24"])
+def test_private_or_narrow_blocks_need_no_opt_in(cidr):
+    assert parse(sshCidrs=[cidr]).ssh_cidrs == (cidr,)
+
+
 @pytest.mark.parametrize("raw, key, words", [
     ({"sshCidrs": None}, "fleet:sshCidrs", "is required"),
     ({"sshCidrs": ["10.0.0.1/8"]}, "fleet:sshCidrs", "not a CIDR"),
