@@ -23,7 +23,14 @@ KNOWN_KEYS = {"project", "sshCidrs", WORLD_SSH_OPT_IN, "vpcCidr", "availabilityZ
 _REGION_RE = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]*)?-[a-z]+-\d$")
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 _ITYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
-_SCHEDULE_RE = re.compile(r"^(rate\(\d+ (minute|minutes|hour|hours|day|days)\)|cron\([^()]+\))$")
+_RATE_RE = re.compile(r"rate\((\d+) (minute|hour|day)(s?)\)")
+_CRON_RE = re.compile(r"cron\(([^()]+)\)")
+_RECIPE_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,40}")     # a recipe name, as fleet/images/recipe.py
+# What CloudWatch Logs accepts as a log group's retention (anything else fails half-way through up).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
+                      2192, 2557, 2922, 3288, 3653)
+# A security group holds 60 inbound rules per address family by default; one is the intra-fleet rule.
+MAX_SSH_CIDRS = 59
 # Families whose GPU model a template may leave out (the AWS provider's catalogue is authoritative).
 GPU_MODELS = {"p3": "V100", "p3dn": "V100", "p4d": "A100", "p4de": "A100", "p5": "H100", "p5e": "H200",
               "p5en": "H200", "g4dn": "T4", "g5": "A10G", "g6": "L4", "g6e": "L40S", "g5g": "T4G"}
@@ -126,11 +133,14 @@ _WIDEST_PUBLIC = {4: 8, 6: 32}
 _PRIVATE_BLOCKS = tuple(ipaddress.ip_network(n) for n in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "100.64.0.0/10",
     "fc00::/7", "fe80::/10", "::1/128"))
+_V4_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
 
 
 def _wide_public(net) -> bool:
     """Wider than the limit and not inside a private or loopback range (ipaddress's own is_private
     calls 0.0.0.0/1 private: its first and last addresses are)."""
+    if net.version == 6 and net.subnet_of(_V4_MAPPED):     # ::ffff:0:0/96 is IPv4's whole space
+        return net.prefixlen - 96 < _WIDEST_PUBLIC[4]
     return net.prefixlen < _WIDEST_PUBLIC[net.version] and not any(
         net.version == p.version and net.subnet_of(p) for p in _PRIVATE_BLOCKS)
 
@@ -158,7 +168,28 @@ def _ssh_cidrs(raw: Mapping[str, Any]) -> tuple[tuple[str, ...], bool]:
                         hint=f"list your own addresses, or set fleet:{WORLD_SSH_OPT_IN}: true "
                              "if you really mean it")
         out.append(str(net))
-    return tuple(dict.fromkeys(out)), world_ok
+    out = list(dict.fromkeys(out))
+    if len(out) > MAX_SSH_CIDRS:
+        raise _fail("sshCidrs", f"lists {len(out)} CIDRs; a security group takes at most {MAX_SSH_CIDRS}",
+                    hint="merge neighbouring addresses into wider blocks")
+    return tuple(out), world_ok
+
+
+def _schedule_problem(schedule: str) -> str | None:
+    """Why EventBridge would refuse this schedule (at `pulumi up`, half-way), or None."""
+    rate, cron = _RATE_RE.fullmatch(schedule), _CRON_RE.fullmatch(schedule)
+    if rate:
+        n, unit, plural = int(rate.group(1)), rate.group(2), rate.group(3)
+        if n < 1:
+            return f"{schedule!r}: a rate must be at least 1"
+        if (n == 1) == bool(plural):
+            return f"{schedule!r}: say rate({n} {unit if n == 1 else unit + 's'})"
+        return None
+    if cron:
+        if len(cron.group(1).split()) != 6:
+            return f"{schedule!r}: a cron expression has 6 fields (minutes hours day month weekday year)"
+        return None
+    return f"{schedule!r} is not an EventBridge schedule"
 
 
 def _template(i: int, t: Any, recipe_exists) -> MachineTemplateConfig:
@@ -186,6 +217,9 @@ def _template(i: int, t: Any, recipe_exists) -> MachineTemplateConfig:
     image = t.get("image")
     if not isinstance(image, str) or not image:
         raise _fail(where + "image", "is required: the image recipe (a directory under images/)")
+    if not _RECIPE_RE.fullmatch(image):
+        raise _fail(where + "image", f"{image!r} is not a recipe name (lowercase letters, digits and "
+                                     "dashes: a directory under images/, not a path)")
     if not recipe_exists(image):
         raise _fail(where + "image", f"no recipe {image!r} under images/",
                     hint="add images/<recipe>/recipe.toml, then `fleet image bake <recipe>`")
@@ -240,9 +274,12 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str, regi
     azs = _structured(raw, "availabilityZones", [])
     if isinstance(azs, str):
         azs = [azs]
-    if not isinstance(azs, list) or not all(isinstance(a, str) and a.startswith(region) for a in azs):
+    if not isinstance(azs, list) or not all(isinstance(a, str) and re.fullmatch(re.escape(region) + "[a-z]", a)
+                                            for a in azs):
         raise _fail("availabilityZones", f"must be a list of zones in {region} (like {region}a), "
                                          f"got {azs!r}")
+    if len(set(azs)) != len(azs):
+        raise _fail("availabilityZones", f"lists {sorted(a for a in set(azs) if azs.count(a) > 1)[0]} twice")
     az_count = len(azs) if azs else _int(raw, "azCount", 3, "", 1, 6)
     if az_count > 2 ** (24 - vpc_net.prefixlen + 4) // 16 or az_count > 16:
         raise _fail("vpcCidr", f"{vpc_cidr} is too small for {az_count} subnets")
@@ -263,8 +300,17 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str, regi
     lock_mode = b.get("objectLockMode", "GOVERNANCE")
     if lock_mode not in ("GOVERNANCE", "COMPLIANCE"):
         raise _fail("bucket.objectLockMode", f"must be GOVERNANCE or COMPLIANCE, got {lock_mode!r}")
+    object_lock = _bool(b, "objectLock", False) if "objectLock" in b else False
+    defaults = BucketConfig()
+    for key, value, default in (("objectLockDays", b.get("objectLockDays"), defaults.object_lock_days),
+                                ("objectLockMode", lock_mode, defaults.object_lock_mode)):
+        # A retention asked for without the lock would be silently ignored: no lock at all.
+        if not object_lock and value is not None and str(value) != str(default):
+            raise _fail(f"bucket.{key}", "is set but fleet:bucket.objectLock is not true: the bucket "
+                                         "would have no lock at all",
+                        hint="set objectLock: true (only when the bucket is created), or drop the key")
     bucket = BucketConfig(
-        object_lock=_bool(b, "objectLock", False) if "objectLock" in b else False,
+        object_lock=object_lock,
         object_lock_days=_int(b, "objectLockDays", 30, "bucket.", 1, 36500),
         object_lock_mode=lock_mode,
         noncurrent_days=_int(b, "noncurrentDays", 30, "bucket.", 1, 36500),
@@ -274,12 +320,16 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str, regi
     if not isinstance(r, Mapping):
         raise _fail("reaper", "must be an object")
     schedule = str(r.get("schedule", "rate(10 minutes)"))
-    if not _SCHEDULE_RE.match(schedule):
-        raise _fail("reaper.schedule", f"{schedule!r} is not an EventBridge schedule",
-                    hint="e.g. rate(10 minutes) or cron(0/15 * * * ? *)")
+    problem = _schedule_problem(schedule)
+    if problem:
+        raise _fail("reaper.schedule", problem, hint="e.g. rate(10 minutes) or cron(0/15 * * * ? *)")
+    retention = _int(r, "logRetentionDays", 30, "reaper.", 1, 3653)
+    if retention not in LOG_RETENTION_DAYS:
+        raise _fail("reaper.logRetentionDays", f"{retention} is not a retention CloudWatch Logs offers",
+                    hint="one of " + ", ".join(map(str, LOG_RETENTION_DAYS)))
     reaper = ReaperConfig(schedule=schedule,
                           dry_run=_bool(r, "dryRun", False) if "dryRun" in r else False,
-                          log_retention_days=_int(r, "logRetentionDays", 30, "reaper.", 1, 3653))
+                          log_retention_days=retention)
     tag_project = str(raw.get("project") or project)
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", tag_project):
         raise _fail("project", f"{tag_project!r} is not a usable tag value")

@@ -47,7 +47,8 @@ def test_world_ssh_refused_without_the_loud_opt_in(cidr):
 
 
 @pytest.mark.parametrize("cidrs", [["0.0.0.0/1", "128.0.0.0/1"], ["64.0.0.0/2"], ["2.0.0.0/7"],
-                                   ["::/1", "8000::/1"], ["2000::/3"], ["2001:db8::/31"]])
+                                   ["::/1", "8000::/1"], ["2000::/3"], ["2001:db8::/31"],
+                                   ["::ffff:0:0/96"]])
 def test_world_ssh_split_into_wide_public_blocks_is_refused_too(cidrs):
     msg = error(sshCidrs=cidrs)
     assert msg.startswith(f"fleet:sshCidrs: {cidrs[0]} opens SSH to a public block wider than /")
@@ -86,6 +87,43 @@ def test_bad_values_name_their_key(raw, key, words):
     msg = error(**raw)
     assert msg.startswith(key + ": "), msg
     assert words in msg
+
+
+# Values AWS refuses only half-way through `pulumi up`: each is one line before any resource.
+@pytest.mark.parametrize("raw, key, words", [
+    ({"reaper": {"schedule": "rate(0 minutes)"}}, "fleet:reaper.schedule", "at least 1"),
+    ({"reaper": {"schedule": "rate(1 minutes)"}}, "fleet:reaper.schedule", "say rate(1 minute)"),
+    ({"reaper": {"schedule": "rate(5 minute)"}}, "fleet:reaper.schedule", "say rate(5 minutes)"),
+    ({"reaper": {"schedule": "cron(x)"}}, "fleet:reaper.schedule", "6 fields"),
+    ({"reaper": {"logRetentionDays": 10}}, "fleet:reaper.logRetentionDays", "CloudWatch Logs"),
+    ({"reaper": {"logRetentionDays": 1000}}, "fleet:reaper.logRetentionDays", "CloudWatch Logs"),
+    ({"availabilityZones": ["us-east-1a", "us-east-1a"]}, "fleet:availabilityZones", "us-east-1a twice"),
+    ({"availabilityZones": ["us-east-10a"]}, "fleet:availabilityZones", "zones in us-east-1"),
+    ({"availabilityZones": ["us-east-1"]}, "fleet:availabilityZones", "zones in us-east-1"),
+    ({"availabilityZones": ["us-east-1 ; rm"]}, "fleet:availabilityZones", "zones in us-east-1"),
+    ({"sshCidrs": [f"203.0.113.{i}/32" for i in range(60)]}, "fleet:sshCidrs", "at most 59"),
+    ({"bucket": {"objectLockDays": 3650}}, "fleet:bucket.objectLockDays", "objectLock is not true"),
+    ({"bucket": {"objectLock": False, "objectLockMode": "COMPLIANCE"}}, "fleet:bucket.objectLockMode",
+     "objectLock is not true"),
+    ({"templates": [{**T, "image": "../images/pytorch-cuda"}]}, "fleet:templates[0].image", "not a recipe name"),
+    ({"templates": [{**T, "image": "/abs/pytorch-cuda"}]}, "fleet:templates[0].image", "not a recipe name"),
+])
+def test_values_aws_would_refuse_mid_deploy_are_refused_first(raw, key, words):
+    msg = error(**raw)
+    assert msg.startswith(key + ": "), msg
+    assert words in msg
+
+
+@pytest.mark.parametrize("raw", [
+    {"reaper": {"schedule": "rate(1 minute)", "logRetentionDays": 14}},
+    {"reaper": {"schedule": "rate(2 hours)"}}, {"reaper": {"schedule": "cron(0/15 * * * ? *)"}},
+    {"availabilityZones": ["us-east-1a", "us-east-1f"]},
+    {"sshCidrs": [f"203.0.113.{i}/32" for i in range(59)]},
+    {"bucket": {"objectLock": False, "objectLockDays": 30, "objectLockMode": "GOVERNANCE"}},
+    {"bucket": {"objectLock": True, "objectLockDays": 3650, "objectLockMode": "COMPLIANCE"}},
+])
+def test_valid_neighbours_still_pass(raw):
+    parse(**raw)
 
 
 def test_region_is_required_and_checked():
