@@ -10,8 +10,8 @@ recompute every hash after it, and the chain still verifies. So after every appe
   FLEET_HOME (FLEET_RECORDS_KEY, or FLEET_RECORDS_KEY_FILE outside FLEET_HOME) the file carries an
   HMAC-SHA256 of the tip, so someone who can write FLEET_HOME but not read the key cannot forge it.
 - when the run used an S3 store, the object `<prefix>/records/tip`. In a bucket created with
-  S3 Object Lock every tip is a new object version under retention (the bucket's default rule, or
-  GOVERNANCE mode for RETENTION_DAYS): nobody without the right to bypass retention can delete or
+  S3 Object Lock every tip is a new object version under retention (the bucket's default mode, else
+  GOVERNANCE, for the longer of its default period and RETENTION_DAYS): nobody without the right to bypass retention can delete or
   overwrite an old tip, and `check_anchors` requires every one of them to still be in the chain.
 
 `check_anchors` requires every anchored hash to still be in the database, and an anchor to exist
@@ -37,7 +37,9 @@ from ..errors import EnvironmentProblem, FleetError, UsageError
 
 log = logging.getLogger("fleet.records.chain")
 S3_KEY = ("records", "tip")
-RETENTION_DAYS = 3650          # GOVERNANCE retention of each S3 tip when the bucket has no default rule
+# Retention of each S3 tip, at least: a bucket's default rule is sized for chunks (a fleet stack's is
+# 30 days), after which its lifecycle would expire the old tips the audit relies on.
+RETENTION_DAYS = 3650
 MIN_KEY_BYTES = 16
 MAX_KEY_BYTES = 4096
 
@@ -124,8 +126,9 @@ def write_local(db, record, key: bytes | None = None) -> Path:
 
 
 def _lock_mode(store) -> tuple[str, int] | None:
-    """The bucket's Object Lock (mode, days for new tips), or None when it has none. Asked on every
-    write (one small call per run): a bucket's lock cannot be turned off, but it can be turned on."""
+    """The bucket's Object Lock (mode, days for new tips), or None when it has none: its default mode,
+    for the longer of its default period and RETENTION_DAYS. Asked on every write (one small call per
+    run): a bucket's lock cannot be turned off, but it can be turned on."""
     from botocore.exceptions import BotoCoreError, ClientError
     try:
         conf = store.client.get_object_lock_configuration(Bucket=store.bucket)["ObjectLockConfiguration"]
@@ -138,8 +141,8 @@ def _lock_mode(store) -> tuple[str, int] | None:
     if conf.get("ObjectLockEnabled") != "Enabled":
         return None
     rule = (conf.get("Rule") or {}).get("DefaultRetention") or {}
-    days = int(rule.get("Days") or 365 * int(rule.get("Years") or 0) or RETENTION_DAYS)
-    return rule.get("Mode") or "GOVERNANCE", days
+    days = int(rule.get("Days") or 365 * int(rule.get("Years") or 0) or 0)
+    return rule.get("Mode") or "GOVERNANCE", max(days, RETENTION_DAYS)
 
 
 def write_s3(store, tip: dict[str, Any]) -> None:

@@ -3,7 +3,11 @@ with KMS (S3 bucket keys keep the KMS request bill small), versioned, with a lif
 old versions; object lock (audit mode) when the stack config asks for it.
 
 Object lock can only be switched on when the bucket is created: turning it on later means a new
-bucket — the config docs say so.
+bucket — the config docs say so. Its default rule (objectLockDays) is sized for chunks; the records
+anchor (`<store prefix>/records/tip`, fleet/records/anchor.py) retains each tip for at least ten
+years whatever the rule says, and S3 lifecycle never expires a version still under retention, so the
+old-version expiry below cannot take a tip the audit relies on. (That rule cannot be scoped to chunks
+instead: the store prefix is each team's choice, and lifecycle filters match prefixes only.)
 """
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ forged tip and a delete marker into the bucket is still caught by `fleet audit -
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import boto3
 import pytest
@@ -44,6 +45,20 @@ def test_each_tip_is_a_retained_version_that_cannot_be_deleted(locked):
     assert head["ObjectLockMode"] == "GOVERNANCE" and head["ObjectLockRetainUntilDate"].year >= 2030
     with pytest.raises(ClientError, match="AccessDenied"):
         s3.delete_object(Bucket=BUCKET, Key=KEY, VersionId=versions[-1]["VersionId"])
+
+
+def test_a_short_default_rule_still_retains_tips_for_ten_years(locked):
+    """A fleet stack's bucket has a 30-day default rule (sized for chunks) and a lifecycle that
+    expires old versions: tips retained only 30 days would then vanish, and with them the audit's
+    hold on every record they pinned."""
+    s3, db = locked
+    s3.put_object_lock_configuration(Bucket=BUCKET, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled", "Rule": {"DefaultRetention": {"Mode": "GOVERNANCE", "Days": 30}}})
+    _append(db, 1)
+    head = s3.head_object(Bucket=BUCKET, Key=KEY)
+    until = head["ObjectLockRetainUntilDate"]
+    assert head["ObjectLockMode"] == "GOVERNANCE"
+    assert until - datetime.now(timezone.utc) > timedelta(days=3649), until
 
 
 def test_a_rechained_rewrite_with_forged_local_and_s3_tips_is_caught(locked, tmp_path):
