@@ -86,7 +86,9 @@ def build(cfg: StackConfig) -> FleetStack:
         dry_run=cfg.reaper.dry_run, log_retention_days=cfg.reaper.log_retention_days,
         package_root=package_root(), tags=tags))
     controller = Controller(name, ControllerArgs(stack=cfg.stack, region=cfg.region, bucket_arn=storage.bucket.arn,
-                                                 machine_role_arn=identity.role.arn, tags=tags))
+                                                 machine_role_arn=identity.role.arn,
+                                                 launch_template_ids=[lt.id for lt in templates.launch_templates.values()],
+                                                 tags=tags))
 
     template_outputs = {
         spec.name: {

@@ -17,6 +17,8 @@ from stacks.components.controller import Controller, ControllerArgs
 REPO = Path(__file__).resolve().parents[3]
 BUCKET = "arn:aws:s3:::snap-bucket"
 ROLE = "arn:aws:iam::123456789012:role/fleet-machine"
+VIA_TEMPLATES = {"ec2:LaunchTemplate": ["arn:aws:ec2:us-east-1:*:launch-template/lt-a",
+                                        "arn:aws:ec2:us-east-1:*:launch-template/lt-b"]}
 # The controller's code: everything but image baking (an administrator's job) and the moto sandbox.
 CONTROLLER_CODE = [p for p in (REPO / "fleet").rglob("*.py")
                    if "images" not in p.relative_to(REPO / "fleet").parts[:1] and p.name != "sandbox.py"]
@@ -25,7 +27,8 @@ CONTROLLER_CODE = [p for p in (REPO / "fleet").rglob("*.py")
 def _statements():
     def build():
         c = Controller("c", ControllerArgs(stack="test", region="us-east-1", bucket_arn=BUCKET,
-                                           machine_role_arn=ROLE, tags=TAGS))
+                                           machine_role_arn=ROLE, launch_template_ids=["lt-a", "lt-b"],
+                                           tags=TAGS))
         return c, c.policy.policy
     run, text = run_component(build)
     return run, {s["Sid"]: s for s in json.loads(text)["Statement"]}
@@ -82,20 +85,48 @@ def test_launch_tagging_and_termination_are_scoped_to_this_stack():
     _, st = _statements()
     of_stack = {"aws:ResourceTag/fleet:stack": "test"}
     assert st["LaunchFleetTaggedInstances"]["Condition"] == {
-        "Null": {"aws:RequestTag/fleet:lease": "false"}, "StringEquals": {"aws:RequestTag/fleet:stack": "test"}}
-    assert st["LaunchFromThisStacksParts"]["Condition"] == {"StringEquals": of_stack}
-    assert st["LaunchFromBakedImages"]["Condition"] == {"Null": {"aws:ResourceTag/fleet:recipe-hash": "false"}}
+        "Null": {"aws:RequestTag/fleet:lease": "false"}, "ArnLike": VIA_TEMPLATES,
+        "StringEquals": {"aws:RequestTag/fleet:stack": "test", "ec2:MetadataHttpTokens": "required"}}
+    assert st["LaunchFleetTaggedVolumes"]["Condition"] == {
+        "Null": {"aws:RequestTag/fleet:lease": "false"}, "ArnLike": VIA_TEMPLATES,
+        "StringEquals": {"aws:RequestTag/fleet:stack": "test"}}
+    assert st["LaunchFromThisStacksParts"]["Condition"] == {"StringEquals": of_stack, "ArnLike": VIA_TEMPLATES}
+    assert st["LaunchFromBakedImages"]["Condition"] == {"Null": {"aws:ResourceTag/fleet:recipe-hash": "false"},
+                                                        "ArnLike": VIA_TEMPLATES}
     assert st["TagOnlyAtLaunch"]["Condition"] == {"StringEquals": {"ec2:CreateAction": "RunInstances"}}
     later = st["MoveDeadlineTagOfThisStacksInstances"]["Condition"]
     assert later["ForAllValues:StringEquals"] == {"aws:TagKeys": ["fleet:deadline"]}
     assert later["Null"] == {"aws:ResourceTag/fleet:lease": "false"} and later["StringEquals"] == of_stack
     assert st["TerminateThisStacksInstances"]["Condition"] == {
         "Null": {"aws:ResourceTag/fleet:lease": "false"}, "StringEquals": of_stack}
-    # every RunInstances resource but the network interfaces it creates is conditioned
-    launch = [s for s in st.values() if "ec2:RunInstances" in _actions(s)]
-    assert [s["Sid"] for s in launch if "Condition" not in s] == ["LaunchWithNetworkInterfaces"]
+    # every RunInstances resource is conditioned, and only through this stack's launch templates
+    launch = [s for s in st.values() if "ec2:RunInstances" in _actions(s) and s["Effect"] == "Allow"]
+    assert len(launch) == 5 and all(s["Condition"]["ArnLike"] == VIA_TEMPLATES for s in launch)
     tagging = [s for s in st.values() if "ec2:CreateTags" in _actions(s) or "ec2:DeleteTags" in _actions(s)]
     assert all("Condition" in s for s in tagging) and not any("ec2:DeleteTags" in _actions(s) for s in tagging)
+
+
+def test_launches_outside_the_templates_promises_match_no_statement():
+    """The templates require IMDSv2 and encrypt their volumes; a RunInstances naming no template (or
+    overriding those) must not be allowed by the policy the templates stand for."""
+    _, st = _statements()
+    instance = [s for s in st.values() if s["Effect"] == "Allow" and "ec2:RunInstances" in _actions(s)
+                and "instance/*" in str(s["Resource"])]
+    assert [s["Sid"] for s in instance] == ["LaunchFleetTaggedInstances"]
+    assert instance[0]["Condition"]["StringEquals"]["ec2:MetadataHttpTokens"] == "required"
+    assert st["DenyUnencryptedVolumes"] == {
+        "Sid": "DenyUnencryptedVolumes", "Effect": "Deny", "Action": "ec2:RunInstances",
+        "Resource": "arn:aws:ec2:us-east-1:*:volume/*", "Condition": {"Bool": {"ec2:Encrypted": "false"}}}
+
+
+def test_the_stack_policy_names_its_own_launch_templates(default_stack):
+    policy = json.loads(default_stack.one("aws:iam/policy:Policy").inputs["policy"])
+    launch = [s for s in policy["Statement"] if s["Action"] == "ec2:RunInstances" and s["Effect"] == "Allow"]
+    ids = sorted(f"lt-{r.name}" for r in default_stack.of_type("aws:ec2/launchTemplate:LaunchTemplate"))
+    assert len(ids) == 3
+    for s in launch:
+        assert s["Condition"]["ArnLike"]["ec2:LaunchTemplate"] == [
+            f"arn:aws:ec2:us-east-1:*:launch-template/{i}" for i in ids], s["Sid"]
 
 
 def test_passes_only_the_machine_role_and_touches_only_the_snapshot_bucket():
