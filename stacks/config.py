@@ -68,6 +68,7 @@ class ReaperConfig:
     schedule: str = "rate(10 minutes)"
     dry_run: bool = False
     log_retention_days: int = 30
+    max_lease_hours: int = 168           # the reaper ends any machine this long after launch, tag or not
 
 
 @dataclass(frozen=True)
@@ -329,7 +330,8 @@ def parse_stack_config(raw: Mapping[str, Any], *, project: str, stack: str, regi
                     hint="one of " + ", ".join(map(str, LOG_RETENTION_DAYS)))
     reaper = ReaperConfig(schedule=schedule,
                           dry_run=_bool(r, "dryRun", False) if "dryRun" in r else False,
-                          log_retention_days=retention)
+                          log_retention_days=retention,
+                          max_lease_hours=_int(r, "maxLeaseHours", 168, "reaper.", 1, 366 * 24))
     tag_project = str(raw.get("project") or project)
     if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", tag_project):
         raise _fail("project", f"{tag_project!r} is not a usable tag value")

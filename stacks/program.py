@@ -84,6 +84,7 @@ def build(cfg: StackConfig) -> FleetStack:
     guard = Guard(name, GuardArgs(
         stack=cfg.stack, region=cfg.region, schedule=cfg.reaper.schedule,
         dry_run=cfg.reaper.dry_run, log_retention_days=cfg.reaper.log_retention_days,
+        max_lease_hours=cfg.reaper.max_lease_hours,
         package_root=package_root(), tags=tags))
     controller = Controller(name, ControllerArgs(stack=cfg.stack, region=cfg.region, bucket_arn=storage.bucket.arn,
                                                  machine_role_arn=identity.role.arn,
@@ -114,7 +115,7 @@ def build(cfg: StackConfig) -> FleetStack:
         "snapshot_bucket": storage.bucket.id,
         "templates": template_outputs,
         "reaper": {"function_name": guard.function.name, "function_arn": guard.function.arn,
-                   "schedule": cfg.reaper.schedule},
+                   "schedule": cfg.reaper.schedule, "max_lease_hours": cfg.reaper.max_lease_hours},
         "controller_policy_arn": controller.policy.arn,
     })
     return FleetStack(network, access, storage, identity, templates, guard, controller, outputs)

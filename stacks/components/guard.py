@@ -2,7 +2,8 @@
 
 It is the fourth layer of "always destroy" (after the controller's finally-block, its signal
 handlers and the on-machine deadline): when a laptop dies mid-run and a machine's watchdog somehow
-fails too, the reaper still terminates instances past their `fleet:expires-at`.
+fails too, the reaper still terminates instances past their `fleet:expires-at`, and any instance
+`fleet:reaper.maxLeaseHours` after its launch whatever that tag says (a launcher writes it).
 
 The function's role can describe instances (Describe* has no resource-level scoping in EC2) and
 terminate only instances that carry a fleet lease tag; it writes only to its own log group.
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import pulumi
 import pulumi_aws as aws
+
+from fleet.providers.aws.reap import MAX_LIFE_ENV
 
 from .common import TYPE_PREFIX, assume_role_policy, child, policy_output
 from .identity import LEASE_TAG
@@ -33,6 +36,7 @@ class GuardArgs:
     schedule: str
     dry_run: bool
     log_retention_days: int
+    max_lease_hours: int        # the hard maximum the reaper allows any machine, whatever its tags say
     package_root: Path          # the directory holding the fleet package (fleet/providers/aws/reap.py)
     tags: dict[str, str]
 
@@ -79,7 +83,8 @@ class Guard(pulumi.ComponentResource):
             f"{name}-reaper", name=function_name, role=self.role.arn, runtime=RUNTIME,
             handler=HANDLER, code=lambda_code(args.package_root), timeout=300, memory_size=256,
             environment={"variables": {"FLEET_REAPER_DRY_RUN": "1" if args.dry_run else "0",
-                                       "FLEET_STACK": args.stack}},
+                                       "FLEET_STACK": args.stack,
+                                       MAX_LIFE_ENV: str(args.max_lease_hours)}},
             tags=tags, opts=child(self, depends_on=[self.log_group, self.role_policy]))
         self.rule = aws.cloudwatch.EventRule(
             f"{name}-reaper", schedule_expression=args.schedule,

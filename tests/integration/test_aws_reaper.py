@@ -86,6 +86,26 @@ def test_young_orphans_are_spared_and_lambda_reaps_only_expired(ec2):
     assert set(states(ec2, young + old).values()) <= {"shutting-down", "terminated"}
 
 
+def test_a_far_expiry_tag_spares_an_instance_only_up_to_the_hard_maximum(ec2, monkeypatch):
+    """fleet:expires-at is the launcher's word: 9999-12-31 once spared a machine forever."""
+    forever = launch(ec2, "l-forever", datetime(9999, 12, 31, tzinfo=timezone.utc))
+    now = datetime.now(timezone.utc)
+    assert reap(ec2, None, now=now + timedelta(days=6), dry_run=True) == []
+    done = reap(ec2, None, now=now + timedelta(days=8), dry_run=True)
+    assert [a["instance_id"] for a in done] == forever and "hard maximum" in done[0]["reason"]
+    # the stack's fleet:reaper.maxLeaseHours moves the line: the Lambda reads it from its environment
+    assert reap(ec2, None, now=now + timedelta(days=8), dry_run=True, max_life=timedelta(days=30)) == []
+    monkeypatch.setenv(reap_mod.MAX_LIFE_ENV, "720")
+    seen = {}
+    monkeypatch.setattr(reap_mod, "reap", lambda *a, **kw: seen.update(kw) or [])
+    lambda_handler({}, None)
+    assert seen["max_life"] == timedelta(hours=720)
+    for unreadable in ("", "0", "a week"):
+        monkeypatch.setenv(reap_mod.MAX_LIFE_ENV, unreadable)
+        assert reap_mod.max_life_from_env() == reap_mod.DEFAULT_MAX_LIFE == timedelta(days=7)
+    ec2.terminate_instances(InstanceIds=forever)
+
+
 def test_reaper_paginates_over_100(ec2, monkeypatch):
     monkeypatch.setattr(reap_mod, "PAGE_SIZE", 40)
     now = datetime.now(timezone.utc)

@@ -74,6 +74,7 @@ class ReaperOutputs:
     function_name: str | None = None
     function_arn: str | None = None
     schedule: str | None = None
+    max_lease_hours: int | None = None           # the reaper's hard maximum (None: reap.DEFAULT_MAX_LIFE)
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,8 @@ class StackOutputs:
                               "disk_gb": t.disk_gb}
                           for n, t in self.templates.items()},
             "reaper": {"function_name": self.reaper.function_name,
-                       "function_arn": self.reaper.function_arn, "schedule": self.reaper.schedule},
+                       "function_arn": self.reaper.function_arn, "schedule": self.reaper.schedule,
+                       "max_lease_hours": self.reaper.max_lease_hours},
             "controller_policy_arn": self.controller_policy_arn,
         }
 
@@ -214,7 +216,8 @@ def parse_outputs(data: Mapping[str, Any], source: str = "<dict>") -> StackOutpu
     reaper_raw = r.get(data, "reaper", dict, "", required=False) or {}
     reaper = ReaperOutputs(function_name=r.get(reaper_raw, "function_name", str, "reaper", False),
                            function_arn=r.get(reaper_raw, "function_arn", str, "reaper", False),
-                           schedule=r.get(reaper_raw, "schedule", str, "reaper", False))
+                           schedule=r.get(reaper_raw, "schedule", str, "reaper", False),
+                           max_lease_hours=r.get(reaper_raw, "max_lease_hours", int, "reaper", False))
     return StackOutputs(
         version=version,
         region=r.get(data, "region", str, ""),

@@ -26,7 +26,7 @@ from ..base import (BaseProvider, DescribesLeases, HasLeaseMetadata, Interruptio
                     SupervisesFromNode0)
 from .capacity import launch_waiting
 from .catalog import InstanceType
-from .expiry import ReaperExpiry
+from .expiry import ReaperExpiry, refuse_past_reaper_cap
 from .offering import StackOffers
 from ...environment.image import LEASE_META_KEY as IMAGE_META
 from ...environment.model import ImageRef
@@ -145,8 +145,7 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
             ec2.create_tags(Resources=ids[start:start + CREATE_TAGS_CHUNK], Tags=[{"Key": TAG_DEADLINE, "Value": value}])
 
     def _tags(self, plan: Plan, lease_id: str, template: TemplateOutputs, deadline_s: int) -> dict[str, str]:
-        # The reaper's line: never later than max_duration, nor than the moment the budget runs
-        # out at this lease's burn rate (set by the budget hook), plus grace for teardown.
+        # The reaper's line: the earlier of max_duration and the budget's end at this lease's burn rate, + grace.
         life_s = min(plan.max_duration_s, plan.budget_deadline_s or plan.max_duration_s)
         expires = utcnow() + timedelta(seconds=life_s + EXPIRY_GRACE_S)
         return {
@@ -166,6 +165,7 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
               on_machine: Callable[[Machine], None] | None = None, watch: LeaseWatch | None = None) -> Lease:
         """`watch.max_wait_s` (`--wait`): no capacity anywhere is waited out in fleet's queue (capacity.py)."""
         tpl = self.outputs.template(plan.template.name)
+        refuse_past_reaper_cap(self.outputs, plan.max_duration_s)
         if not self.sandbox:
             self._refuse_fake_endpoint()      # before anything is launched
         # The mix was chosen before the budget reserved money for it: launch exactly that one

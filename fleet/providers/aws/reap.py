@@ -10,7 +10,9 @@ The tags it reads: `fleet:deadline`, the lease's heartbeat deadline, rewritten b
 after every heartbeat (one CreateTags for all the lease's instances) and by `--keep`/`fleet extend`;
 once it is DEADLINE_GRACE in the past the controller is gone, and the instance goes within one
 reaper period. `fleet:expires-at` (launch + max duration) is the hard line for instances without
-a deadline tag, or whose deadline tag someone keeps pushing. One pass costs one filtered,
+a deadline tag, or whose deadline tag someone keeps pushing. That tag is the launcher's word, so it
+is capped in turn: an instance goes once it has run `max_life` (the stack's
+`fleet:reaper.maxLeaseHours`, else DEFAULT_MAX_LIFE) plus EXPIRY_GRACE, whatever its tag says. One pass costs one filtered,
 paginated DescribeInstances (1000 instances a page) plus one TerminateInstances per 1000
 instances to end, however many leases there are.
 
@@ -35,6 +37,13 @@ TAG_STACK = "fleet:stack"
 REAPABLE_STATES = ("pending", "running", "stopping", "stopped")
 # An instance with a lease tag but no readable expiry is judged by age instead.
 NO_EXPIRY_MAX_AGE = timedelta(hours=48)
+# The hard maximum a fleet instance may run, whatever its fleet:expires-at says (a launcher could
+# write 9999-12-31): the Lambda gets the stack's fleet:reaper.maxLeaseHours as FLEET_REAPER_MAX_LEASE_HOURS,
+# and the AWS provider refuses a max_duration above it. EXPIRY_GRACE: the provider's teardown grace
+# (provider.py EXPIRY_GRACE_S), which its own expires-at adds too.
+DEFAULT_MAX_LIFE = timedelta(days=7)
+EXPIRY_GRACE = timedelta(minutes=15)
+MAX_LIFE_ENV = "FLEET_REAPER_MAX_LEASE_HOURS"
 # Instances this young are spared the "no live lease" rule: their lease may still be being written.
 YOUNG_GRACE = timedelta(minutes=10)
 TERMINATE_CHUNK = 1000
@@ -77,7 +86,8 @@ def fleet_instances(ec2, stack: str | None = None) -> list[dict[str, Any]]:
 
 
 def judge(instance: dict[str, Any], live_lease_ids: set[str] | None, now: datetime,
-          owner: str | None = None, known_lease_ids: set[str] | None = None) -> str | None:
+          owner: str | None = None, known_lease_ids: set[str] | None = None,
+          max_life: timedelta = DEFAULT_MAX_LIFE) -> str | None:
     """Why this instance should go, or None to spare it. `known_lease_ids`: every lease the caller's
     state has a row of (any status); an instance of another lease is judged by expiry and deadline
     only: job B's `fleet reap` (its own FLEET_HOME, the same login `runner`) ended job A's run."""
@@ -87,6 +97,8 @@ def judge(instance: dict[str, Any], live_lease_ids: set[str] | None, now: dateti
     launched = _as_utc(instance.get("LaunchTime"))
     if expires is not None and now >= expires:
         return f"expired at {expires.isoformat()}"
+    if launched is not None and now >= launched + max_life + EXPIRY_GRACE:
+        return f"launched over {max_life} ago: past the hard maximum, whatever its {TAG_EXPIRES} tag says"
     deadline = _parse_time(tags.get(TAG_DEADLINE))
     if deadline is not None and now >= deadline + DEADLINE_GRACE:
         return f"heartbeat deadline {deadline.isoformat()} passed: its controller stopped extending the lease"
@@ -107,19 +119,20 @@ def judge(instance: dict[str, Any], live_lease_ids: set[str] | None, now: dateti
 
 def reap(ec2_client, live_lease_ids: Iterable[str] | None, now: datetime | None = None, dry_run: bool = False,
          owner: str | None = None, stack: str | None = None,
-         known_lease_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+         known_lease_ids: Iterable[str] | None = None, max_life: timedelta | None = None) -> list[dict[str, Any]]:
     """Find and (unless dry_run) terminate orphans. Returns one action per instance judged.
 
     live_lease_ids: leases fleet still holds (None: unknown, only expiry counts — the Lambda).
     owner: only judge other users' instances by expiry (a personal state store knows only its own).
     stack: only this stack's instances are judged (fleet_instances).
+    max_life: the hard maximum run time (DEFAULT_MAX_LIFE when None).
     """
     now = now or datetime.now(timezone.utc)
     live = None if live_lease_ids is None else set(live_lease_ids)
     known = None if known_lease_ids is None else set(known_lease_ids)
     actions = []
     for inst in fleet_instances(ec2_client, stack):
-        reason = judge(inst, live, now, owner, known)
+        reason = judge(inst, live, now, owner, known, max_life or DEFAULT_MAX_LIFE)
         if reason is None:
             continue
         tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
@@ -157,11 +170,18 @@ def _code(exc: BaseException) -> str:
     return str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
 
 
+def max_life_from_env() -> timedelta:
+    """FLEET_REAPER_MAX_LEASE_HOURS (set by the stack); unset or unreadable: DEFAULT_MAX_LIFE."""
+    raw = os.environ.get(MAX_LIFE_ENV, "").strip()
+    return timedelta(hours=int(raw)) if raw.isdigit() and int(raw) > 0 else DEFAULT_MAX_LIFE
+
+
 def lambda_handler(event, context):  # noqa: ARG001 — the Lambda signature
     """Scheduled Lambda entry point: expiry-only reaping in the function's own region.
     event may carry {"dry_run": true}. FLEET_REAPER_DRY_RUN=1 in the environment does the same."""
     import boto3
     dry_run = bool((event or {}).get("dry_run")) or os.environ.get("FLEET_REAPER_DRY_RUN") == "1"
-    actions = reap(boto3.client("ec2"), None, dry_run=dry_run, stack=os.environ.get("FLEET_STACK") or None)
+    actions = reap(boto3.client("ec2"), None, dry_run=dry_run, stack=os.environ.get("FLEET_STACK") or None,
+                   max_life=max_life_from_env())
     print(json.dumps({"reaped": len(actions), "dry_run": dry_run, "actions": actions}, default=str))
     return {"reaped": len(actions), "dry_run": dry_run, "actions": actions}

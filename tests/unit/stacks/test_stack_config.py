@@ -36,6 +36,7 @@ def test_example_config_is_valid_and_complete():
     assert cfg.templates[0].gpu_model == "A100"
     assert cfg.ssh_cidrs == ("203.0.113.7/32",) and not cfg.allow_world_ssh
     assert cfg.reaper.schedule == "rate(10 minutes)" and cfg.az_count == 3
+    assert cfg.reaper.max_lease_hours == 168
 
 
 @pytest.mark.parametrize("cidr", ["0.0.0.0/0", "::/0"])
@@ -97,6 +98,7 @@ def test_bad_values_name_their_key(raw, key, words):
     ({"reaper": {"schedule": "cron(x)"}}, "fleet:reaper.schedule", "6 fields"),
     ({"reaper": {"logRetentionDays": 10}}, "fleet:reaper.logRetentionDays", "CloudWatch Logs"),
     ({"reaper": {"logRetentionDays": 1000}}, "fleet:reaper.logRetentionDays", "CloudWatch Logs"),
+    ({"reaper": {"maxLeaseHours": 0}}, "fleet:reaper.maxLeaseHours", "whole number"),
     ({"availabilityZones": ["us-east-1a", "us-east-1a"]}, "fleet:availabilityZones", "us-east-1a twice"),
     ({"availabilityZones": ["us-east-10a"]}, "fleet:availabilityZones", "zones in us-east-1"),
     ({"availabilityZones": ["us-east-1"]}, "fleet:availabilityZones", "zones in us-east-1"),

@@ -15,7 +15,7 @@ from stacks.components.guard import HANDLER, Guard, GuardArgs, lambda_code
 
 def _declare(**over):
     args = dict(stack="test", region="eu-west-1", schedule="rate(5 minutes)", dry_run=False,
-                log_retention_days=14, package_root=REPO, tags=TAGS)
+                log_retention_days=14, max_lease_hours=48, package_root=REPO, tags=TAGS)
     args.update(over)
 
     def build():
@@ -29,6 +29,8 @@ def test_scheduled_function_runs_the_repositorys_reaper():
     fn = run.one("aws:lambda/function:Function").inputs
     assert fn["handler"] == HANDLER == "fleet_reap.lambda_handler"
     assert fn["environment"]["variables"]["FLEET_REAPER_DRY_RUN"] == "0"
+    # the hard maximum the reaper allows any machine, whatever its fleet:expires-at says
+    assert fn["environment"]["variables"]["FLEET_REAPER_MAX_LEASE_HOURS"] == "48"
     code = fn["code"]
     assert isinstance(code, pulumi.AssetArchive)
     (name, asset), = code.assets.items()

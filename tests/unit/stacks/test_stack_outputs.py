@@ -28,7 +28,7 @@ def test_outputs_parse_with_the_cli_reader(default_stack):
     # the image is the one tagged with the recipe's current content hash
     assert big.image_id == "ami-" + load_recipe("pytorch-cuda").content_hash[:8]
     assert out.reaper.function_name == "fleet-test-reaper"
-    assert out.reaper.schedule == "rate(10 minutes)"
+    assert out.reaper.schedule == "rate(10 minutes)" and out.reaper.max_lease_hours == 168
     assert parse_outputs(out.to_dict()) == parse_outputs(default_stack.outputs)
 
 
