@@ -3,10 +3,10 @@
 The meter goes on counting in memory and writes the whole outage to the ledger once the database
 answers again (fleet/money/metering.py). This says so once per outage, and when it is over; and it
 decides when an outage has lasted too long for a budgeted run to go on: other runs' budget checks
-count this run's silent machines only up to the lease's recorded deadline, at most one heartbeat
-TTL after the last beat recorded, and this run no longer sees what they spend. So a run with a
-budget is stopped (gracefully, so the stop ends inside that TTL) once the outage reaches the TTL
-less the grace period and a margin. A run without a budget has no such promise to keep: it goes on.
+count this run's silent machines only up to the lease's recorded deadline, one heartbeat TTL
+after the last beat recorded (beats come every third of a TTL), and this run no longer sees what
+they spend. So a run with a budget is stopped (gracefully, so the stop ends before that deadline)
+once the outage reaches two thirds of the TTL less the grace period and a margin. A run without a budget has no such promise to keep: it goes on.
 """
 from __future__ import annotations
 
@@ -65,6 +65,8 @@ class StateOutage:
 
 
 def outage_bound_s(ctx: Any, grace_s: float) -> float:
-    """How long a budgeted run may go on without its state database (see the module's text)."""
+    """How long a budgeted run may go on without its state database (see the module's text). The
+    heartbeat records a deadline every third of a TTL, so the last one recorded before the outage
+    may lie only two thirds of a TTL past its start: the stop must end inside that."""
     ttl = float(ctx.offer.heartbeat_ttl_s or 0)
-    return max(0.0, ttl - grace_s)
+    return max(0.0, ttl * 2 / 3 - grace_s)

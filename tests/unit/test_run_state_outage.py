@@ -123,12 +123,13 @@ def test_a_budgeted_run_stops_when_the_outage_outlasts_the_heartbeat_ttl(config,
     summary, warnings = _run(config, monkeypatch, "ticks 200 5 200", heartbeat_ttl_s=20,
                              budgets=BudgetsConfig(grace_s=0, project_monthly=Decimal(100)), gpus=4)
     assert (summary.status, summary.exit_code) == ("budget-stopped", ExitCode.BUDGET_STOPPED), summary.message
-    # The TTL less the stop's grace and margin (0 + 3 s): the graceful stop ends inside the TTL.
-    assert summary.message.startswith("state database unreachable for 17s (state database "), summary.message
+    # Two thirds of the TTL (the last recorded deadline may be that close: beats come every third)
+    # less the stop's grace and margin (0 + 3 s): 10.3 s, so the stop comes at the 11th second.
+    assert summary.message.startswith("state database unreachable for 11s (state database "), summary.message
     assert "the budget cannot be enforced without its ledger" in summary.message
-    assert any("stopped if it stays unreachable for 17s" in w for w in warnings), warnings
+    assert any("stopped if it stays unreachable for 10s" in w for w in warnings), warnings
     rows = ledger_for(summary.lease_id)   # written once the database answered again (at release)
-    assert Decimal(summary.cost_usd) == sum(r.cost_micro for r in rows) / Decimal(1_000_000) >= Decimal("0.21")
+    assert Decimal(summary.cost_usd) == sum(r.cost_micro for r in rows) / Decimal(1_000_000) >= Decimal("0.16")
 
 
 def test_a_budget_verdict_still_stops_the_run_during_an_outage(config, monkeypatch):
