@@ -309,12 +309,11 @@ def extend(lease_id: str, seconds: int | float | str, state=None, *, user: str |
         Reservations(state.db).lock_scopes(project=lease.project if limits.project_monthly is not None else None,
                                            owner=lease.user if limits.user_monthly is not None else None)
         budget = _budget_cap(state, lease, limits, seconds)
-        held = _hold_deadline(state, lease, budget[0] if budget else seconds)
+        put_back = _hold_deadline(state, lease, budget[0] if budget else seconds)
     try:
         extension = extend_lease(state, lease, int(budget[0]) if budget else seconds)
     except BaseException:
-        if held is not None:
-            state.set_lease_deadline(lease.id, held, keep_until=held)
+        put_back()
         raise
     if budget is not None and extension.capped_by is None:
         from dataclasses import replace
@@ -324,15 +323,23 @@ def extend(lease_id: str, seconds: int | float | str, state=None, *, user: str |
 
 def _hold_deadline(state, lease, seconds: float):
     """Move the lease's recorded deadline (and so the money it holds) to now + seconds, within its
-    max_duration, before its machines are told; returns the deadline it had, to put back."""
-    from .models import utcnow
+    max_duration, before its machines are told. Returns what puts the old deadline back: only while
+    the state still holds this one (extend_lease records what machines that did move hold)."""
+    from .models import to_jsonable, utcnow
     from .money.kept import recorded_deadline
     from .money.ledger import Ledger
     before = recorded_deadline(Ledger(state.db), lease)
     target = min(utcnow() + timedelta(seconds=seconds), lease.max_deadline)
-    if before is None or target > before:
-        state.set_lease_deadline(lease.id, target, keep_until=target)
-    return before
+    if before is not None and target <= before:
+        return lambda: None
+    rows = state.db.execute("SELECT keep_until FROM leases WHERE id = ?", (lease.id,))
+    keep_before = rows[0]["keep_until"] if rows else None
+    state.set_lease_deadline(lease.id, target, keep_until=target)
+
+    def put_back() -> None:
+        state.db.execute("UPDATE leases SET deadline = ?, keep_until = ? WHERE id = ? AND deadline = ?",
+                         (to_jsonable(before) if before else None, keep_before, lease.id, to_jsonable(target)))
+    return put_back
 
 
 def _budget_cap(state, lease, limits, seconds: int) -> tuple[float, str] | None:

@@ -106,7 +106,13 @@ def extend_lease(state, lease: Lease, seconds: int, provider=None) -> Extension:
             out = s.run([m.python, m.agent_path, "extend", "--state-dir", m.state_dir, "--ttl", f"{ttl:.3f}"])
         held.append(_remaining_s(out.stdout, ttl))
 
-    parallel(lease.machines, one)
+    try:
+        parallel(lease.machines, one)
+    except BaseException:
+        if held:     # some moved (the others failed): the state holds the latest any of them holds now
+            until = utcnow() + timedelta(seconds=max(held))
+            state.set_lease_deadline(lease.id, until, keep_until=until)
+        raise
     # What every machine holds now: the agent keeps a later deadline it was already given.
     until = utcnow() + timedelta(seconds=min(held, default=ttl))
     state.set_lease_deadline(lease.id, until, keep_until=until)

@@ -95,3 +95,49 @@ def test_two_extends_at_once_never_hold_more_than_the_monthly_budget(tmp_path, f
     finally:
         for lease, d in zip(leases, ("a", "b")):
             assert run_fleet(["down", lease], cwd=tmp_path / d).returncode == 0
+
+
+def test_an_extend_that_moved_some_machines_keeps_their_deadline_on_record(tmp_path, fleet_home, monkeypatch):
+    """The budget-held deadline was put back whenever extending raised, though machines that had
+    answered already held the new one: their kept time was then neither billed nor counted by
+    others' budget checks (review finding). The record keeps what the machines that moved hold;
+    only when none moved is the old deadline (and its keep_until) put back."""
+    from fleet import leases as lease_api
+    from fleet.config.loader import load_config
+    from fleet.errors import InfrastructureError
+    from fleet.models import utcnow
+    from fleet.money.metering import BudgetLimits
+    from fleet.remote import ssh
+    from fleet.state import open_state
+    (tmp_path / "fleet.toml").write_text('project = "partial"\ntemplate = "local-1gpu"\ncommand = "true"\n'
+                                         'gpus = 2\nmax_duration = "10h"\n[budgets]\nproject_monthly = 100\n')
+    up = run_fleet(["up", "--keep", "2m", "--json", "--allow-dirty", "--yes"], cwd=tmp_path)
+    assert up.returncode == 0, up.stderr
+    lease_id = json.loads(up.stdout)["lease_id"]
+    limits = BudgetLimits.from_config(load_config(cwd=tmp_path))
+    real = ssh.connect
+    state = open_state()
+    try:
+        before = state.get_lease(lease_id)
+        first, second = sorted(before.machines, key=lambda m: m.node_rank)
+
+        def refuse(ids):
+            def connect(machine, *a, **k):
+                if machine.id in ids:
+                    raise InfrastructureError(f"machine {machine.id} is unreachable")
+                return real(machine, *a, **k)
+            return connect
+        monkeypatch.setattr(ssh, "connect", refuse({first.id, second.id}))
+        with pytest.raises(InfrastructureError):
+            lease_api.extend(lease_id, "1h", limits=limits)
+        after = state.get_lease(lease_id)
+        assert (after.deadline, after.keep_until) == (before.deadline, before.keep_until)   # none moved
+        monkeypatch.setattr(ssh, "connect", refuse({second.id}))
+        with pytest.raises(InfrastructureError):
+            lease_api.extend(lease_id, "1h", limits=limits)
+        held = state.get_lease(lease_id).deadline
+        assert held > utcnow() + timedelta(minutes=50), held        # the machine that moved holds ~1h
+    finally:
+        monkeypatch.setattr(ssh, "connect", real)
+        state.close()
+        assert run_fleet(["down", lease_id], cwd=tmp_path).returncode == 0
