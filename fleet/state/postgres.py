@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from ..errors import EnvironmentProblem, StateUnavailable
 from .db import BaseDatabase, ConstraintViolation
 
+IDLE_PING_S = 0.0   # a connection idle this long is checked with a read before a write (outside a transaction) goes over it
 # Any constant works: it only has to be the same in every fleet process sharing the database.
 _MIGRATION_LOCK_KEY = 0x666C656574    # "fleet"
 
@@ -140,18 +141,36 @@ class PostgresDatabase(BaseDatabase):
             raise StateUnavailable(f"state database {redact_url(self.url)}: {_first_line(exc)}",
                                      hint="try again; check the database server if it persists") from None
 
-    def _once_more(self, statement):
+    def _once_more(self, statement, writes: bool = True):
         """statement(conn) on this thread's connection, and once more on a fresh one when the first
         try found the connection lost: psycopg learns that the server restarted or ended the backend
         (pg_terminate_backend) only by using the connection, so the first statement after it always
-        failed. Not inside a transaction: what it did so far went with the old connection."""
+        failed. Not inside a transaction: what it did so far went with the old connection. A write
+        is tried again only where it cannot have happened (the server said it ended the backend, so
+        the statement was rolled back): a connection cut after a commit reached the server would
+        otherwise insert a row twice."""
+        import time
+
         import psycopg
         conn = self._conn()
+        idle = time.monotonic() - getattr(self._local, "used_at", 0.0)
+        self._local.used_at = time.monotonic()
         with self._errors():
+            if writes and idle > IDLE_PING_S and not getattr(self._local, "depth", 0):
+                try:      # a write is not tried twice: first learn, with a read, whether the server is still there
+                    conn.execute("SELECT 1")
+                except psycopg.OperationalError as exc:
+                    if not _connection_lost(conn, exc):
+                        raise
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                    conn = self._conn()
             try:
                 return statement(conn)
             except psycopg.OperationalError as exc:
                 if getattr(self._local, "depth", 0) or not _connection_lost(conn, exc):
+                    raise
+                if writes and (getattr(exc, "sqlstate", None) or "") not in ("57P01", "57P02", "57P03"):
                     raise
             with contextlib.suppress(Exception):
                 conn.close()
@@ -164,7 +183,7 @@ class PostgresDatabase(BaseDatabase):
             else:
                 cur = conn.execute(sql)   # no parameters: psycopg leaves `%` alone
             return list(cur.fetchall()) if cur.description is not None else []
-        return self._once_more(run)
+        return self._once_more(run, writes=_writes(sql))
 
     def rows(self, sql: str, params: tuple | list = ()) -> list[tuple]:
         """A query's rows as plain tuples, in its column order (as Database.rows)."""
@@ -174,7 +193,7 @@ class PostgresDatabase(BaseDatabase):
             cur = conn.cursor(row_factory=tuple_row)
             cur.execute(to_pyformat(sql), tuple(params)) if params else cur.execute(sql)
             return cur.fetchall()
-        return self._once_more(run)
+        return self._once_more(run, writes=_writes(sql))
 
     def executemany(self, sql: str, rows: list[tuple]) -> None:
         if not rows:
@@ -253,6 +272,12 @@ def _without_password(text: str, url: str) -> str:
     for form in sorted(pieces - {""}, key=len, reverse=True):
         text = text.replace(form, "***")
     return text
+
+
+def _writes(sql: str) -> bool:
+    """Whether a statement may change rows (anything but a plain SELECT or SHOW)."""
+    first = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else ""
+    return first not in ("SELECT", "SHOW")
 
 
 def _connection_lost(conn, exc: BaseException) -> bool:

@@ -316,3 +316,33 @@ def test_a_connection_lost_inside_a_transaction_is_not_retried_and_says_it_passe
         assert db.execute("SELECT x FROM t") == []   # neither row: the transaction went whole
     finally:
         db.close()
+
+
+def test_a_write_whose_connection_died_under_it_is_not_sent_twice(postgres_url, monkeypatch):
+    """A connection cut after a write's commit reached the server, before its answer came back,
+    looks like any lost connection: sending the write again inserted the row twice (review finding).
+    A write is checked first with a read on the connection (a dead one is replaced before the write
+    goes out), and a write that fails in flight is not sent again; a read is."""
+    import psycopg
+
+    from fleet.errors import StateUnavailable
+    db = PostgresDatabase(postgres_url)
+    try:
+        db.execute("CREATE TABLE t (x INTEGER)")
+        real = psycopg.Connection.execute
+        calls = []
+
+        def cut_after_commit(conn, query, *a, **k):
+            out = real(conn, query, *a, **k)
+            if isinstance(query, str) and query.startswith("INSERT"):
+                calls.append(query)
+                conn.close()       # the answer never arrives: to the client, a lost connection
+                raise psycopg.OperationalError("server closed the connection unexpectedly")
+            return out
+        monkeypatch.setattr(psycopg.Connection, "execute", cut_after_commit)
+        with pytest.raises(StateUnavailable):
+            db.execute("INSERT INTO t (x) VALUES (?)", (1,))
+        monkeypatch.setattr(psycopg.Connection, "execute", real)
+        assert len(calls) == 1 and db.rows("SELECT COUNT(*) FROM t") == [(1,)]   # once, not twice
+    finally:
+        db.close()
