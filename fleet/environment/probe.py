@@ -73,12 +73,25 @@ def _counts(path: str, dist_info: str) -> bool:
     return not (path.startswith(dist_info + "/") and path.rsplit("/", 1)[-1] in BOOKKEEPING)
 
 
+def _editable(site: str, dist_info: str) -> bool:
+    try:
+        with open(os.path.join(site, dist_info, "direct_url.json"), encoding="utf-8") as fh:
+            return bool(json.load(fh).get("dir_info", {}).get("editable"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _content_files(site: str, dist_info: str) -> list[tuple[str, str]]:
-    """(path relative to site-packages, "sha256=…") of the files the wheel put there, as RECORD says."""
+    """(path relative to site-packages, "sha256=…") of the files the wheel put there, as RECORD says.
+    An editable install's path hooks (`__editable__…`, its .pth) name the source directory, which
+    holds the lease's id on a team host or a local machine: left out, or no rerun would match."""
     out = []
+    editable = _editable(site, dist_info)
     with open(os.path.join(site, dist_info, "RECORD"), newline="", encoding="utf-8") as fh:
         for row in csv.reader(fh):
             if not row or not _counts(row[0], dist_info):
+                continue
+            if editable and (row[0].endswith(".pth") or row[0].rsplit("/", 1)[-1].startswith("__editable__")):
                 continue
             # The hash pip recorded while installing (it checked it against the wheel's): reading
             # one small file per package keeps the probe cheap even for torch's thousands of files.
