@@ -9,7 +9,8 @@ with the recorded version and content hash (probe.py's `wheel_package`, the hash
 once it is installed); the set hash of those equals the recorded one.
 
 A snapshot id is the hash of its manifest, which names every chunk by hash: a verdict on an id holds
-for good, so it is remembered under $FLEET_HOME (a torch set's GiBs are read once per computer).
+for good, so it is remembered under $FLEET_HOME (a torch set's GiBs are read once per computer). The
+default store inside a private FLEET_HOME is not checked: no one else can write a name there.
 """
 from __future__ import annotations
 
@@ -27,15 +28,42 @@ def _verdict_file(snapshot_id: str) -> Path:
 
 
 def remember(snapshot_id: str, env: MachineEnvironment) -> None:
+    """Best effort (a verdict not kept is only checked again): a unique temporary name, since two
+    runs on one computer (sweep trials) may finish the same check at once."""
+    import os
     path = _verdict_file(snapshot_id)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(env.packages_hash + "\n")
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(prefix=f".{snapshot_id[:16]}.", dir=path.parent)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(env.packages_hash + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def _private(store) -> bool:
+    """The store is this user's alone (the default one in a FLEET_HOME no one else may write): no
+    one else can have named a snapshot in it, so there is nothing to check."""
+    import os
+    import stat
+
+    from ..paths import fleet_home
+    root = getattr(store, "root", None)
+    if root is None:
+        return False
+    try:
+        home = fleet_home().resolve()
+        inside = Path(root).resolve().is_relative_to(home)
+        return inside and not stat.S_IMODE(os.stat(home).st_mode) & 0o022 and os.stat(home).st_uid == os.getuid()
+    except (OSError, ValueError):
+        return False
 
 
 def wheels_problem(store, snapshot_id: str, env: MachineEnvironment) -> str | None:
     """Why snapshot `snapshot_id` does not hold exactly `env`'s package set; None when it does."""
+    if _private(store):
+        return None
     try:
         if _verdict_file(snapshot_id).read_text().strip() == env.packages_hash:
             return None

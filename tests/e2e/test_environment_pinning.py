@@ -105,7 +105,7 @@ def test_record_diff_and_pinned_rerun(fleet_home, experiment):
 
 
 
-def _value_experiment(tmp_path):
+def _value_experiment(tmp_path, store: str | None = None):
     """tinypkg from a local wheel directory; the setup then runs W/more.sh (nothing, at first)."""
     wheels = tmp_path / "wheels"
     wheels.mkdir()
@@ -116,7 +116,7 @@ def _value_experiment(tmp_path):
         'project = "t"\n'
         "command = \"python -c 'import tinypkg; print(\\\"value\\\", tinypkg.VALUE)'\"\n"
         f'setup = "pip install --no-index --find-links {wheels} tinypkg && sh {wheels}/more.sh"\n'
-        'template = "local-1gpu"\nmax_duration = "5m"\n')
+        'template = "local-1gpu"\nmax_duration = "5m"\n' + (f'store = "{store}"\n' if store else ""))
     (exp / ".gitignore").write_text("runs/\n")
     for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "exp"]):
         subprocess.run(["git", *args], cwd=exp, check=True, capture_output=True, env={**GIT_ENV, "HOME": str(exp)})
@@ -167,14 +167,16 @@ def test_a_rebuilt_same_version_is_installed_over_and_a_difference_left_stops_th
 
 @pytest.mark.slow
 def test_a_snapshot_planted_under_the_sets_name_is_neither_recorded_nor_installed(fleet_home, tmp_path):
-    """Set hashes are predictable: a snapshot someone named env-<set hash> in a shared store is
-    checked against the set before it is trusted, and users cannot give env- names."""
+    """Set hashes are predictable: a snapshot someone named env-<set hash> in a shared store (one
+    outside this user's FLEET_HOME) is checked against the set before it is trusted, and users
+    cannot give env- names."""
     from fleet.snapshots import create_snapshot, open_store
-    exp, wheels = _value_experiment(tmp_path)
+    shared = tmp_path / "team-store"
+    exp, wheels = _value_experiment(tmp_path, store=str(shared))
     _rebuild(wheels, "good")
     first, err = _up(exp, "up")
     env = _record(exp, first["run_id"])["environment"]
-    ref = next((fleet_home / "store" / "refs").glob("env-*"))
+    ref = next((shared / "refs").glob("env-*"))
     assert ref.read_text().strip() == env["wheels_snapshot"]
 
     evil = tmp_path / "evil"
@@ -182,7 +184,7 @@ def test_a_snapshot_planted_under_the_sets_name_is_neither_recorded_nor_installe
     write_wheel(evil, "tinypkg", "1.0", body="VALUE = 'EVIL'\n")
     (evil / "constraints.txt").write_text("tinypkg==1.0\n")
     ref.unlink()
-    planted = create_snapshot(evil, open_store(None), name=ref.name).id   # as an older fleet allowed
+    planted = create_snapshot(evil, open_store(str(shared)), name=ref.name).id   # as an older fleet allowed
     second, up_err = _up(exp, "up")
     assert "[0] value good" in up_err
     shutil.rmtree(fleet_home / "cache" / "pyenv")

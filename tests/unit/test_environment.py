@@ -262,7 +262,7 @@ def test_wheels_that_are_not_the_recorded_set_are_refused_before_leasing(fleet_h
     from fleet.environment.pin import verify_wheels
     from fleet.errors import IntegrityError
     from fleet.snapshots import create_snapshot, open_store
-    store = open_store(None)
+    store = open_store(str(tmp_path / "team-store"))   # shared: the default one in FLEET_HOME is private
     env = _wheel_set(tmp_path / "good")
     _wheel_set(tmp_path / "evil", body="VALUE = 'EVIL'\n")
     sid = create_snapshot(tmp_path / "evil", store).id
@@ -279,7 +279,7 @@ def test_a_set_snapshot_is_trusted_only_for_exactly_its_set(fleet_home, tmp_path
 
     from fleet.environment.wheels import wheels_problem
     from fleet.snapshots import create_snapshot, open_store
-    store = open_store(None)
+    store = open_store(str(tmp_path / "team-store"))   # shared: the default one in FLEET_HOME is private
     env = _wheel_set(tmp_path / "w")
     sid = create_snapshot(tmp_path / "w", store).id
     assert wheels_problem(store, sid, env) is None
@@ -323,3 +323,27 @@ def test_a_package_set_kept_by_hash_is_where_a_rerun_starts_on_that_host(tmp_pat
     assert (next((tmp_path / "two" / "lib").glob("python3*/site-packages")) / "tinypkg.py").exists()
     cold = remote("prepare", str(tmp_path / "three"), str(cache), str(code), "make deps", "set-other")
     assert cold["source"] == "fresh"
+
+
+def test_the_private_store_is_not_read_and_a_verdict_not_kept_is_no_failure(fleet_home, tmp_path, monkeypatch):
+    """Checking a set's wheels read the whole set (a torch set: GiBs) on every computer without a
+    verdict, even from the default store in a private FLEET_HOME, where no one else can name a
+    snapshot; and two runs finishing the same check at once raised on the verdict's fixed
+    temporary name (review findings)."""
+    import os
+
+    from fleet.environment import wheels
+    from fleet.snapshots import open_store
+
+    def unread(*_a):
+        raise AssertionError("the private store's wheels were read")
+    monkeypatch.setattr(wheels, "_check", unread)
+    env = SimpleNamespace(packages_hash="h")      # all wheels_problem and remember read of it
+    assert wheels.wheels_problem(open_store(None), "a" * 64, env) is None
+    cache = fleet_home / "cache" / "env-wheels"
+    cache.mkdir(parents=True, exist_ok=True)
+    os.chmod(cache, 0o500)
+    try:
+        wheels.remember("b" * 64, env)          # cannot write it: checked again next time, no error
+    finally:
+        os.chmod(cache, 0o700)
