@@ -65,8 +65,8 @@ def rerun_config(rec: RunRecord, base_dir: Path):
 def _under_local_policy(config, base_dir: Path):
     """The recorded run under the limits of where it is rerun: the record pins what runs, never what
     may be spent or where. Budgets, the queue, prices, the providers' settings (hosts, region), the
-    state and the caches come from the fleet.toml in `base_dir`, as they would for `fleet up` there;
-    without one, the defaults (as `fleet up -- CMD` outside an experiment)."""
+    state, the caches and the outputs limit come from the fleet.toml in `base_dir`, as they would for
+    `fleet up` there; without one, the defaults (as `fleet up -- CMD` outside an experiment)."""
     import dataclasses
 
     from ..config.loader import find_config_file, load_config
@@ -76,7 +76,7 @@ def _under_local_policy(config, base_dir: Path):
     return dataclasses.replace(
         config, budgets=here.budgets, queue_max_gpus_per_user=here.queue_max_gpus_per_user, prices=here.prices,
         provider_settings=here.provider_settings, state_url=here.state_url, cache_max=here.cache_max,
-        cache_dir=here.cache_dir, user=here.user)
+        cache_dir=here.cache_dir, user=here.user, outputs_max_bytes=here.outputs_max_bytes)
 
 
 def rerun_of(rec: RunRecord, environment: "PinnedEnvironment | None" = None) -> "RerunOf":

@@ -37,3 +37,16 @@ def test_a_rerun_is_held_to_the_monthly_budgets_of_its_directory(fleet_home, tmp
     assert again.returncode == ExitCode.BUDGET_REFUSED, again.stdout[-1000:] + again.stderr[-2000:]
     assert "budget for project 'pin'" in again.stderr and "Traceback" not in again.stderr
     assert "replayed" not in again.stdout + again.stderr
+
+
+def test_a_rerun_takes_the_outputs_limit_of_its_directory(fleet_home, tmp_path):
+    """A run with `outputs_max = "none"` and more than the default per machine came home whole;
+    its rerun got the 100G default and ended `error`, exit 10 (review finding)."""
+    from fleet.records.lineage import _under_local_policy
+    from fleet.config.loader import load_config
+    (tmp_path / "fleet.toml").write_text(TOML + 'outputs_max = "none"\n')
+    here = load_config(cwd=tmp_path)
+    assert here.outputs_max_bytes == 0
+    from dataclasses import replace
+    recorded = replace(here, outputs_max_bytes=100 << 30)
+    assert _under_local_policy(recorded, tmp_path).outputs_max_bytes == 0
