@@ -24,15 +24,11 @@ def read_metrics(run_dir: Path) -> dict[str, float]:
 
 
 def _read_bounded(path: Path) -> bytes:
-    """The file's bytes; ValueError when it is larger than MAX_METRICS_BYTES, OSError when it is not
-    a regular file (a FIFO would hang `fleet runs compare`)."""
-    import os
-    from ..regular_files import open_regular
-    with os.fdopen(open_regular(path), "rb") as fh:
-        data = fh.read(MAX_METRICS_BYTES + 1)
-    if len(data) > MAX_METRICS_BYTES:
-        raise ValueError(f"{path} is larger than {MAX_METRICS_BYTES} bytes")
-    return data
+    """The file's bytes, through a link (`metrics.json -> best/metrics.json`: extraction keeps links
+    inside the machine's directory); OSError when it is larger than MAX_METRICS_BYTES or not a
+    regular file (a FIFO would hang `fleet runs compare`)."""
+    from ..regular_files import read_config_file
+    return read_config_file(path, MAX_METRICS_BYTES)
 
 
 def finite_number(value: object) -> float | None:

@@ -91,3 +91,13 @@ def test_stop_if_stops_a_trial_whose_metric_diverged():
     assert rule.verdict({"val_loss": float("nan"), "epochs": 2}) is None        # not yet: its counter rules
     assert rule.verdict({"val_loss": float("-inf"), "epochs": 3}) is None
     assert StopRule.parse("acc < 0.1").verdict({"acc": float("-inf")}).startswith("early stop: acc -inf < 0.1")
+
+
+def test_a_linked_metrics_file_is_read(tmp_path):
+    """A metrics.json that links to best/metrics.json (extraction keeps links inside the machine's
+    directory) was skipped once reads refused links (review finding)."""
+    best = tmp_path / "node-0" / "best"
+    best.mkdir(parents=True)
+    (best / "metrics.json").write_text('{"loss": 0.25}')
+    (tmp_path / "node-0" / "metrics.json").symlink_to("best/metrics.json")
+    assert read_metrics(tmp_path) == {"loss": 0.25}
