@@ -23,6 +23,7 @@ import contextlib
 import threading
 from pathlib import Path
 
+from ..errors import StateUnavailable
 from ..money.budget import IdlePolicy, resolve_price, seconds_until_exhausted, to_micro, utc_clock
 from ..money.reservations import Reservations
 from ..money.ledger import Ledger
@@ -31,6 +32,7 @@ from ..models import Lease, Machine
 from ..telemetry import TelemetryFeed
 from .context import RunContext
 from .state_outage import PROBE_PATIENCE_S, StateOutage, outage_bound_s
+from .state_wait import at_once
 from .types import BudgetGrant, Cost, Offer
 
 PERSIST_EVERY_S = 10.0        # ledger rows at most this often (a crash loses at most this much)
@@ -240,37 +242,53 @@ class RunBudget:
                 self.meter.close_machines(set(machine_ids), self.clock())
 
     # -- after release ------------------------------------------------------------------------------
-    def finish(self, ctx: RunContext, *, kept: Lease | None = None) -> Cost | None:
+    def finish(self, ctx: RunContext, *, kept: Lease | None = None, at=None, wait=None) -> Cost | None:
         """Close the ledger segments (machines released) and settle the reservation. `kept`: the
         lease stays up; its kept segments open as the run's close (fleet/money/kept.py). None: no
-        machine was ever metered (leasing failed before any existed)."""
+        machine was ever metered (leasing failed before any existed). `at`: when the machines were
+        released (a retry bills no further); `wait`: how the writes wait out an outage of the state
+        database (fleet/run/state_wait.py); one that outlasts it raises StateUnavailable, and
+        `counted` then has the cost."""
         self._stop_keeping()   # before the lock: the keeper takes it to tick
+        wait = wait or at_once
         with self.lock:
             if self.meter is None:
-                self._settle(ctx, None)
+                self._settle(ctx, None, wait)
                 return None
-            total = self.meter.finish(kept=None if self.attributed else kept)
-            self._settle(ctx, total)
-            price = self.grant.price
-            reasons = self.feed.reasons() if self.feed is not None else {}
-            cost = Cost(total_micro=total, shadow=bool(price is not None and price.shadow),
-                        budget_usd=self.grant.limits.run,
-                        budget_stop=self.meter.stopped.message if self.meter.stopped is not None else None,
-                        telemetry_note=sorted(set(reasons.values()))[0] if reasons else None)
+            total = wait(lambda: self.meter.finish(at, kept=None if self.attributed else kept),
+                         "the run's cost (its last ledger rows)")
+            self._settle(ctx, total, wait)
+            cost = self._cost(total)
             try:   # keep the report's unsealed backlog small (rows older than the seal lag)
                 from ..report.rollup import seal
                 seal(self.meter.ledger)
+            except StateUnavailable:
+                pass   # a report seals them later; the outage is for the run's end to report
             except Exception as exc:  # noqa: BLE001 — a report seals them later anyway
                 ctx.events.warn(f"could not seal ledger rows for reports: {exc}")
             return cost
 
-    def _settle(self, ctx: RunContext, spent_micro: int | None) -> None:
+    def counted(self, at) -> Cost | None:
+        """The run's cost up to `at` as counted in memory: what `finish` could not write."""
+        with self.lock:
+            return None if self.meter is None else self._cost(self.meter.spent_micro(at))
+
+    def _cost(self, total: int) -> Cost:
+        price = self.grant.price
+        reasons = self.feed.reasons() if self.feed is not None else {}
+        return Cost(total_micro=total, shadow=bool(price is not None and price.shadow),
+                    budget_usd=self.grant.limits.run,
+                    budget_stop=self.meter.stopped.message if self.meter and self.meter.stopped is not None else None,
+                    telemetry_note=sorted(set(reasons.values()))[0] if reasons else None)
+
+    def _settle(self, ctx: RunContext, spent_micro: int | None, wait=at_once) -> None:
         """The run is over: its reservation stops holding money (its cost is in the ledger now).
         A failure here only delays that until the lease is seen released, so it is a warning."""
         if self.reserved_lease is None:
             return
         try:
-            self.reservations.settle(self.reserved_lease, spent_micro, run_id=self.grant.reserved_for_run)
+            wait(lambda: self.reservations.settle(self.reserved_lease, spent_micro, run_id=self.grant.reserved_for_run),
+                 "the settling of its budget reservation")
             self.reserved_lease = None
         except Exception as exc:  # noqa: BLE001 — the lease's status frees it anyway
             ctx.events.warn(f"could not settle the budget reservation of {self.reserved_lease}: {exc}")

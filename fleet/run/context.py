@@ -73,6 +73,7 @@ class RunContext:
     budget: Any = None                 # fleet.run.budget.RunBudget once stage "budget" granted the run
     heartbeat: Any = None              # fleet.heartbeat.Heartbeat of a fresh lease (forget: machines released early)
     released_early: dict = field(default_factory=dict)   # machine id → when a sweep's pool gave it back (shrink.py)
+    state_wait: Any = None             # fleet.run.state_wait.StateWait: the writes recording the run's end
 
     def request_stop(self, reason: str, message: str = "") -> None:
         if not self.stop_reason:

@@ -8,6 +8,7 @@ from ..errors import FleetError
 from ..models import Lease, Machine, to_jsonable, utcnow
 from ..parallel import parallel
 from .context import Events
+from .state_wait import at_once
 
 # --keep is for looking at machines after a run ended on its own (failed ones above all); a
 # cancelled, budget-stopped or broken run releases as if --keep had not been given.
@@ -16,16 +17,24 @@ KEEPABLE = ("succeeded", "failed", "setup-failed")
 MAX_REMAINING_S = 366 * 24 * 3600   # longer than any lease may be kept
 
 
-def release_lease(provider, state, lease_id: str, lease: Lease | None, events: Events) -> bool:
+def release_lease(provider, state, lease_id: str, lease: Lease | None, events: Events, wait=None) -> bool:
+    """Whether the machines are gone. A provider release that failed leaves them up (to their
+    deadline); once it succeeded they are gone whatever the state records, so a failure to record
+    it (waited out with `wait`, fleet/run/state_wait.py) never reads as machines still up: those
+    would be billed as kept to their deadline."""
     try:
         if lease is not None:
             provider.release(lease)
-        state.set_lease_status(lease_id, "released")
-        return True
     except Exception as exc:  # noqa: BLE001 — the watchdog still ends the machines; say so
         events.warn(f"release of {lease_id} failed ({exc}); machines end at their deadline; "
                     "run `fleet down --all` to retry")
         return False
+    try:
+        (wait or at_once)(lambda: state.set_lease_status(lease_id, "released"), f"lease {lease_id}'s release")
+    except Exception as exc:  # noqa: BLE001 — the machines are gone: the run is still recorded as far as it can be
+        events.warn(f"lease {lease_id} was released, but the state database could not record that ({exc}): "
+                    f"it shows as active until `fleet down {lease_id}` records the release")
+    return True
 
 
 @dataclass(frozen=True)

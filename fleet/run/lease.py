@@ -110,7 +110,7 @@ class NewLease:
         ctx.events.phase("release", f"destroying {count} machine(s)")
         # A failed lease() cleans up after itself; releasing what it reported is the backstop.
         made = lease if lease is not None else _partial_lease(ctx, self.reported) if self.reported else None
-        return release_lease(self.provider, ctx.state, ctx.lease_id, made, ctx.events)
+        return release_lease(self.provider, ctx.state, ctx.lease_id, made, ctx.events, ctx.state_wait)
 
 
 class KeptLease:
@@ -161,7 +161,7 @@ class KeptLease:
             return False
         ctx.events.warn(f"the monthly budget is spent: releasing kept lease {lease.id} too (its idle time "
                         "is billed against the same budget)")
-        released = release_lease(self.provider, ctx.state, lease.id, lease, ctx.events)
+        released = release_lease(self.provider, ctx.state, lease.id, lease, ctx.events, ctx.state_wait)
         if released:
             _end_dead_runs(ctx, lease)
         return released

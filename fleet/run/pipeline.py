@@ -11,7 +11,7 @@
     execute  → ExecResult     the command, per machine or per GPU slot (execute.py)
     collect  → Collected      outputs home (execute.py)
     release  → Released       always, in `finally`, whatever collecting raised (cleanup.py); or --keep (keep.py)
-    record   → Cost, RecordRef, RunSummary: ledger closed, run record appended (budget.py, record.py)
+    record   → Cost, RecordRef, RunSummary: ledger closed, run record appended (ending.py, budget.py, record.py)
 
 `fleet up` and `fleet rerun` run all of them on a NewLease; `fleet run LEASE` on a KeptLease, which
 skips lease, stage, setup and release. Release is guaranteed by the finally-block here, the run's
@@ -27,16 +27,16 @@ from ..money.budget import utc_clock
 from ..config.model import Config
 from ..errors import Cancelled, ExitCode, FleetError, UsageError
 from ..ids import new_run_id
-from ..masking import Masker
-from ..models import Lease, Machine, to_jsonable, utcnow
+from ..models import Lease, Machine, utcnow
 from ..plan import first_deadline_s
 from ..remote.pool import SessionPool
 from .budget import BudgetGate, RunBudget
 from .cleanup import GuardedEvents, Steps, release, settled
 from .notices import NoticeWatch
 from .context import Events, RunContext, checked_events
+from .ending import record_run
 from .environment import EnvironmentStage
-from .execute import MachinesLost, ReleasedElsewhere, check_cancel, check_not_released_elsewhere, with_outputs_incomplete
+from .execute import MachinesLost, ReleasedElsewhere, check_cancel, check_not_released_elsewhere
 from .loss_reason import ended_by_provider
 from .heartbeat_state import HeartbeatState
 from .inputs import Inputs
@@ -44,12 +44,12 @@ from .lease import KeptLease, NewLease
 from .machines import CachesSetup, KeepsCheckpoints, Machines, PreparesRendezvous, SSHMachines, WatchesNotices
 from .observers import Observers, RunObserver
 from .overlap import Beside
-from .record import write_record
 from .signals import StopSignals
 from .offer import Quote
-from .summary import LaunchedMachine, RunSummary
+from .state_wait import StateWait
+from .summary import RunSummary
 from .telemetry_fetch import TELEMETRY_INTERVAL_S, TelemetryFetch
-from .types import Collected, Cost, ExecResult, PinnedInputs, RecordRef, Released, RunOptions
+from .types import Collected, ExecResult, PinnedInputs, Released, RunOptions
 
 STAGES = ("plan", "pin", "budget", "lease", "ready", "checkpoint", "stage", "setup", "environment", "execute", "collect", "release",
           "record")
@@ -123,7 +123,8 @@ class Pipeline:
         ctx = RunContext(config=self.config, offer=offer, plan=plan, run_id=run_id, lease_id=lease_id, state=state,
                          events=self.events, run_dir=run_dir, started_at=utcnow(), options=self.options,
                          command=self.config.command,
-                         attempt=self.options.resume.attempt if self.options.resume else 1)
+                         attempt=self.options.resume.attempt if self.options.resume else 1,
+                         state_wait=StateWait(state.db, self.events))
         if self.options.ci:
             from ..ci import cancel_grace_s
             ctx.cancel_grace_s = cancel_grace_s()
@@ -267,7 +268,9 @@ class Pipeline:
                                  default=Released(released=False))                       # release
             if connections is not None:   # after release: --keep extends the deadline over them
                 steps.run(connections.close)
-            summary = steps.run(lambda: self._record(ctx, budget, pins, lease, outcome, collected, released))
+            summary = steps.run(lambda: record_run(ctx, budget, pins, lease, outcome, collected, released,  # record
+                                                   inputs=self.inputs, environment=self.environment,
+                                                   fresh=self.source.fresh))
             if summary is not None:   # after the state is final: an observer's KeyboardInterrupt leaves no run `running`
                 steps.run(lambda: self.observers.finish(ctx, summary))
         if error is not None and (summary is None or not isinstance(error, Exception) or summary.status == "error"):
@@ -275,37 +278,6 @@ class Pipeline:
         steps.raise_first()
         if self.events.error is not None:   # the caller's sink raised: after the release and the record
             raise self.events.error
-        return summary
-
-    # -- after release: cost, summary, record, reports -------------------------------------------------
-    def _record(self, ctx: RunContext, budget: RunBudget, pins: PinnedInputs, lease: Lease | None,
-                outcome: _Outcome, collected: Collected | None, released: Released) -> RunSummary:
-        # Machines not released (kept, or a release that failed) live on to their deadline: billed as kept.
-        still_up = lease is not None and not released.released
-        cost = budget.finish(ctx, kept=lease if still_up else None)
-        ended = utcnow()
-        summary = _assemble(ctx, lease, outcome, collected, released, cost, ended)
-        if ctx.options.resume is not None and ctx.options.resume.previous:   # recovery: every attempt, this one last
-            from .recovery import attempt_row
-            summary = summary.updated(attempts=[*ctx.options.resume.previous, attempt_row(ctx.attempt, summary)])
-        try:   # never raises: a failure here must not stop the release or hide the run's own result
-            output_id = self.inputs.snapshot_outputs(ctx.run_dir) if self.source.fresh or pins.pinned else None
-            summary = summary.updated(output_snapshot=output_id)
-            environment = self.environment.captured
-            if environment is not None and environment.pinned_from:
-                summary = summary.updated(environment_differences=list(environment.differences))
-            ref: RecordRef = write_record(ctx, pins, summary, environment)
-            summary = summary.updated(record_hash=ref.hash)
-        except Exception as exc:  # noqa: BLE001
-            ctx.events.warn(f"could not write the run record for {ctx.run_id}: {exc}")
-        redact = Masker.for_config(ctx.config).redacting()   # no secret value reaches the state or summary.json
-        summary = RunSummary.from_json(redact.mask_obj(summary.to_json()))
-        ctx.state.finish_run(ctx.run_id, summary.status, summary.exit_code, {"summary": summary.to_json()},
-                             masker=redact)
-        try:   # the state has it: a full disk here must not end the run in a traceback
-            summary.write(ctx.run_dir)
-        except OSError as exc:
-            ctx.events.warn(f"could not write {ctx.run_dir / 'summary.json'}: {exc}")
         return summary
 
 
@@ -318,42 +290,6 @@ def _ended(ctx: RunContext, result: ExecResult) -> _Outcome:
         return _Outcome("cancelled", ExitCode.CANCELLED, message=ctx.stop_message)
     return _Outcome("succeeded" if result.exit_code == 0 else "failed", result.exit_code, result.failing_rank,
                     rank_exit_codes=result.rank_exit_codes)
-
-
-def _assemble(ctx: RunContext, lease: Lease | None, outcome: _Outcome, collected: Collected | None,
-              released: Released, cost: Cost | None, ended) -> RunSummary:
-    offer = ctx.offer
-    outcome = with_outputs_incomplete(outcome, collected)
-    amount = None if cost is None else str(cost.usd)
-    ci = None
-    if ctx.options.ci:
-        from ..ci import detect_context
-        ci = detect_context() or None
-    return RunSummary(
-        run_id=ctx.run_id, lease_id=ctx.lease_id, status=outcome.status, exit_code=int(outcome.exit_code),
-        provider=offer.provider, template=offer.template.name, gpus=offer.gpus,
-        # Machines a sweep's pool gave back early (fleet/sweep/shrink.py) were leased and billed too.
-        machines=len(lease.machines) + len(ctx.released_early) if lease is not None else offer.machine_count,
-        simulated_gpus=offer.template.simulated_gpus, run_dir=str(ctx.run_dir),
-        started_at=to_jsonable(ctx.started_at), ended_at=to_jsonable(ended),
-        duration_s=round((ended - ctx.started_at).total_seconds(), 3), released=released.released,
-        failing_rank=outcome.failing_rank, message=outcome.message,
-        outputs_fetched=None if collected is None else collected.files, kept_until=released.kept_until,
-        outputs_symlinks=collected.symlinks or None if collected is not None else None,
-        outputs_skipped=list(collected.skipped) or None if collected is not None else None,
-        outputs_incomplete=list(collected.incomplete) or None if collected is not None else None,
-        cost_usd=amount if cost is not None and not cost.shadow else None,
-        would_cost_usd=amount if cost is not None and cost.shadow else None,
-        budget_usd=None if cost is None or cost.budget_usd is None else str(cost.budget_usd),
-        budget_stop=None if cost is None else cost.budget_stop,
-        telemetry_note=None if cost is None else cost.telemetry_note, ci=ci,
-        rerun_of=ctx.options.rerun_of.run_id if ctx.options.rerun_of else None,
-        attempt=ctx.attempt if ctx.attempt > 1 else None, machines_lost=outcome.machines_lost or None,
-        checkpoints={str(c.node_rank): c.snapshot_id for c in ctx.checkpoints} or None,
-        gpu_type=str(offer.gpu_type) if offer.gpu_type is not None else None,
-        rank_exit_codes=dict(outcome.rank_exit_codes) or None,
-        launched=[LaunchedMachine.of(m) for m in sorted(lease.machines, key=lambda m: m.node_rank)]
-        if lease is not None and lease.machines else None)
 
 
 # -- the three ways in ------------------------------------------------------------------------------

@@ -98,6 +98,9 @@ class RunSummary:
     checkpoints: dict[str, str] | None = None   # node rank → its latest checkpoint snapshot in the store
     machines_lost: bool | None = None   # machines vanished under the run (not the experiment's failure)
     attempts: list[dict[str, Any]] | None = None   # a recovered run: every attempt (fleet/run/recovery.py)
+    # What the state database could not record of the run's end (it stayed unreachable): this file
+    # is then the run's only complete account (fleet/run/state_wait.py).
+    unrecorded: str | None = None
 
     @property
     def ok(self) -> bool:

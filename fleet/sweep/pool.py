@@ -128,7 +128,7 @@ class PoolRelease(NewLease):
         shrink.join()
         if rest:
             ending.join()
-        return release_lease(self.provider, ctx.state, ctx.lease_id, lease, ctx.events)
+        return release_lease(self.provider, ctx.state, ctx.lease_id, lease, ctx.events, ctx.state_wait)
 
 
 def pool_config(config: Config, spec: SweepSpec, provider) -> Config:
