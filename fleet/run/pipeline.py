@@ -82,7 +82,8 @@ class Pipeline:
         self.run_dir, self.attributed = run_dir, attributed
         self.options = options or RunOptions()
         self.events = GuardedEvents(checked_events(events))   # a sink that raises cannot stop the release
-        self.observers = Observers([TelemetryFetch()])
+        self.telemetry = TelemetryFetch()
+        self.observers = Observers([self.telemetry])
         if self.options.ci:
             from ..ci import CIReport
             self.observers.add(CIReport(config))
@@ -271,6 +272,7 @@ class Pipeline:
             summary = steps.run(lambda: record_run(ctx, budget, pins, lease, outcome, collected, released,  # record
                                                    inputs=self.inputs, environment=self.environment,
                                                    fresh=self.source.fresh))
+            steps.run(self.telemetry.stop)   # fleet's own thread: stopped even when the run could not be recorded
             if summary is not None:   # after the state is final: an observer's KeyboardInterrupt leaves no run `running`
                 steps.run(lambda: self.observers.finish(ctx, summary))
         if error is not None and (summary is None or not isinstance(error, Exception) or summary.status == "error"):

@@ -37,6 +37,10 @@ class TelemetryFetch(RunObserver):
             self._thread.start()
 
     def on_finish(self, ctx: RunContext, summary: RunSummary) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """The fetching thread ends (the pipeline calls this whether or not the run was recorded)."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)

@@ -200,3 +200,28 @@ def test_the_state_closes_the_connections_of_threads_that_ended(fleet_home):
             conns[0].execute("SELECT 1")
     finally:
         state.close()
+
+
+def test_the_telemetry_thread_stops_when_the_run_cannot_be_recorded(config, monkeypatch):
+    """Red-team finding: fleet's own telemetry fetcher was stopped only by on_finish, which a run
+    whose record step raised never calls: its thread went on reconnecting every 5 s for ever."""
+    from fleet.state.store import StateStore
+
+    def finish_run(*args, **kwargs):
+        raise Boom("finish_run broke")
+    monkeypatch.setattr(StateStore, "finish_run", finish_run)
+    pipeline, provider, machines = start(config, machines=TickingMachines())
+    with pytest.raises(Boom, match="finish_run broke"):
+        pipeline.run()
+    from fleet.run.telemetry_fetch import TelemetryFetch
+    [telemetry] = [o for o in pipeline.observers if isinstance(o, TelemetryFetch)]
+    fetcher = telemetry._thread
+    assert fetcher is not None and not fetcher.is_alive()
+
+
+class TickingMachines(TalkingMachines):
+    """The command ticks once, as the execute loop does (the telemetry fetcher starts then)."""
+
+    def execute(self, ctx, lease, command, *, setup=False, on_tick=None):
+        on_tick()
+        return super().execute(ctx, lease, command, setup=setup, on_tick=on_tick)

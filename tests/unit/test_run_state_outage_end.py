@@ -72,6 +72,10 @@ def _pipeline(config, machines, said, provider, **changes):
                     NewLease(provider), events=said, machines=machines, clock=machines.clock)
 
 
+def _threads() -> set[str]:
+    return {t.name for t in threading.enumerate() if t.is_alive()}
+
+
 def test_an_outage_through_the_end_releases_and_leaves_the_outcome_in_summary_json(config, monkeypatch):
     outage, said = Outage(monkeypatch), Said()
     provider = FakeProvider(FakeSettings(price_per_hour=Decimal(36)))   # $0.01/s per machine
@@ -97,6 +101,7 @@ def test_an_outage_through_the_end_releases_and_leaves_the_outcome_in_summary_js
     waiting = [w for w in said.warnings if "waiting up to" in w]
     assert len(waiting) == 1 and waiting[0].endswith("for the state database to record the run"), said.warnings
     assert not [w for w in said.warnings if "machines end at their deadline" in w], said.warnings
+    assert "fleet-telemetry" not in _threads()   # stopped though the run could not be recorded
 
 
 def test_an_outage_that_ends_within_the_wait_records_the_run_whole(config, monkeypatch):
