@@ -16,7 +16,7 @@ import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, TypeVar
 
-from .types import Released
+from .types import Collected, Released
 
 if TYPE_CHECKING:
     from ..models import Lease
@@ -85,17 +85,26 @@ class Steps:
     def __init__(self) -> None:
         self.error: BaseException | None = None
 
-    def run(self, fn: Callable[[], T], default: T | None = None) -> T | None:
+    def run(self, fn: Callable[[], T], default: T | None = None, *,
+            failed: Callable[[BaseException], T] | None = None) -> T | None:
+        """fn(); if it raises, `failed(exc)` (what the step's raising means for the run) or `default`."""
         try:
             return fn()
         except BaseException as exc:  # noqa: BLE001 — raised after the later steps (raise_first)
             if self.error is None:
                 self.error = exc
-            return default
+            return failed(exc) if failed is not None else default
 
     def raise_first(self) -> None:
         if self.error is not None:
             raise self.error
+
+
+def collect_raised(exc: BaseException) -> Collected:
+    """Collecting raised: whatever came home, the outputs cannot be taken as complete (a run that
+    succeeded ends `error`, fleet/run/execute.py with_outputs_incomplete)."""
+    why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return Collected(files=0, incomplete=(f"collecting raised {why}",))
 
 
 def settled(ctx: "RunContext", source, lease: "Lease | None", outcome: T) -> T:

@@ -31,7 +31,7 @@ from ..models import Lease, Machine, utcnow
 from ..plan import first_deadline_s
 from ..remote.pool import SessionPool
 from .budget import BudgetGate, RunBudget
-from .cleanup import GuardedEvents, Steps, release, settled
+from .cleanup import GuardedEvents, Steps, collect_raised, release, settled
 from .notices import NoticeWatch
 from .context import Events, RunContext, checked_events
 from .ending import record_run
@@ -262,7 +262,8 @@ class Pipeline:
             if notices is not None:
                 steps.run(notices.stop)
             if lease is not None:
-                collected = steps.run(lambda: early[0] if early else machines.collect(ctx, lease))   # collect
+                collected = steps.run(lambda: early[0] if early else machines.collect(ctx, lease),   # collect
+                                      failed=collect_raised)
             if heartbeat is not None:
                 steps.run(heartbeat.stop)
             released = steps.run(lambda: release(ctx, source, machines, lease, outcome.status, self.options.keep_s),

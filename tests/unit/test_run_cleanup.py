@@ -121,12 +121,20 @@ def test_a_sink_raising_in_cleanup_still_releases_and_records_then_raises_its_er
         assert ("phase", "release", "destroying 2 machine(s)") in sink.calls   # every step still reported
 
 
-@pytest.mark.parametrize("error", [Boom("collect broke"), KeyboardInterrupt()])
-def test_a_cleanup_step_that_raises_leaves_the_later_ones_to_run(config, error):
+@pytest.mark.parametrize("error, why", [(Boom("collect broke"), "Boom: collect broke"),
+                                        (KeyboardInterrupt(), "KeyboardInterrupt")])
+def test_a_cleanup_step_that_raises_leaves_the_later_ones_to_run(config, error, why):
+    """And a collect that raised is no clean success (red-team finding: the run was recorded
+    `succeeded` whatever came home): the outputs are judged incomplete, as a cut transfer's are."""
     pipeline, provider, machines = start(config, machines=TalkingMachines(collect_raises=error))
     with pytest.raises(type(error)):
         pipeline.run()
-    assert_cleaned_up(provider, machines, the_only_run())
+    run = the_only_run()
+    assert_cleaned_up(provider, machines, run, status="error")
+    summary = json.loads((Path(run["output_dir"]) / "summary.json").read_text())
+    assert summary["exit_code"] == 10
+    assert summary["message"] == f"the command succeeded, but not all outputs came home: collecting raised {why}"
+    assert summary["outputs_incomplete"] == [f"collecting raised {why}"]
 
 
 class Finishing(RunObserver):
