@@ -157,12 +157,31 @@ def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path, *, limit
                 return result
             status = chan.recv_exit_status()
             if status != 0:
-                why = stderr.read(4096).decode(errors="replace").strip().splitlines()
-                said = f"tar on the machine exited {status}" + (f" ({why[-1]})" if why else "")
+                why = _last_complaint(stderr)
+                said = f"tar on the machine exited {status}" + (f" ({why})" if why else "")
                 if status == 1:   # GNU tar: a file changed while it was read; the archive is whole
                     result.skipped.append(f"{remote_dir}: {said}")
-                else:   # killed (a reclaim, the link cut: -1) or failed: the archive may have ended early
+                else:   # killed (a reclaim, the link cut: -1), failed, or a file it could not read (2)
                     result.incomplete = said
         finally:
             chan.close()
     return result
+
+
+_TAR_SUMMARY = "Exiting with failure status due to previous errors"
+
+
+def _last_complaint(stderr, most: int = 1 << 20, longest: int = 300) -> str:
+    """The last line tar wrote to stderr that says what went wrong (GNU tar ends with a summary
+    line naming nothing): "tar: ./ckpt: Cannot open: Permission denied". At most `most` bytes are
+    read and the line is cut at `longest` characters (the machine writes it)."""
+    tail, seen = b"", 0
+    while seen < most and (block := stderr.read(min(CHUNK, most - seen))):
+        seen += len(block)
+        tail = (tail + block)[-8192:]
+    lines = [line.strip() for line in tail.decode(errors="replace").splitlines()]
+    lines = [line for line in lines if line and not line.endswith(_TAR_SUMMARY)] or [line for line in lines if line]
+    if not lines:
+        return ""
+    last = lines[-1]
+    return last if len(last) <= longest else last[:longest] + "…"

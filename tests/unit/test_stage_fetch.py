@@ -112,3 +112,21 @@ def test_the_machine_sends_sparse_files_as_sparse_with_gnu_tar(machine, tmp_path
     machine.append(channel)
     stage.fetch_directory(None, "/w/outputs/r1", tmp_path / "node-0")
     assert "grep -q 'GNU tar' && s=--sparse; tar $s -cf - -C /w/outputs/r1 ." in channel.command
+
+
+def test_a_file_tar_could_not_read_is_named(machine, tmp_path):
+    """One unreadable file (mode 000) makes GNU tar exit 2: the run is incomplete, and the reason
+    names the file, not tar's closing summary line."""
+    err = (b"tar: ./ckpt/secret: Cannot open: Permission denied\n" * 2000
+           + b"tar: ./ckpt/last: Cannot open: Permission denied\n"
+           + b"tar: Exiting with failure status due to previous errors\n")
+    machine.append(_Channel(_tar(("a", b"1")), 2, err))
+    got = stage.fetch_directory(None, "/w/outputs/r1", tmp_path / "node-0")
+    assert got.incomplete == "tar on the machine exited 2 (tar: ./ckpt/last: Cannot open: Permission denied)"
+    assert got.files == 1
+
+
+def test_what_tar_says_is_bounded(machine, tmp_path):
+    machine.append(_Channel(_tar(("a", b"1")), 2, b"tar: " + b"x" * 5000 + b"\n"))
+    got = stage.fetch_directory(None, "/w/outputs/r1", tmp_path / "node-0")
+    assert got.incomplete == "tar on the machine exited 2 (tar: " + "x" * 295 + "…)"
