@@ -8,10 +8,10 @@ The machine controls every byte of the stream, so nothing in it may write outsid
 - files are created O_EXCL|O_NOFOLLOW after removing what was there, so no member writes
   through a symlink an earlier member planted;
 - symlinks are created only after every file and directory (so none is ever a path component
-  during extraction), then each is resolved link by link; one that leads outside `dest`, or
-  through an absolute target, is removed again and reported;
+  during extraction; also when the stream stops early), then each is resolved link by link; one
+  that leads outside `dest`, or through an absolute target, is removed again and reported;
 - a hard link may only name a regular file this same stream wrote; it becomes a hard link
-  (a copy where the filesystem refuses links);
+  (a copy where the filesystem refuses links, counted against `limit`);
 - devices, fifos and other special members are skipped.
 Everything skipped is reported by path and reason, never silently dropped. Memory stays bounded:
 members are streamed in 1 MiB pieces (tarfile's stream mode reads the tar once, in order), and a
@@ -180,23 +180,28 @@ def _write_file(root_fd: int, parts: list[str], member: tarfile.TarInfo, src: Bi
     return written
 
 
-def _link_file(root_fd: int, parts: list[str], target: list[str]) -> None:
-    """A hard link to a file this stream wrote; a copy where links are refused."""
+def _link_file(root_fd: int, parts: list[str], target: list[str], room: tuple[str, int, int] | None) -> int:
+    """A hard link to a file this stream wrote; a copy where links are refused (EMLINK past ~65,000
+    links on ext4), which counts against the limit like any file: `room` is (member name, limit,
+    bytes so far), None without a limit. Returns the bytes copied (0 for a link)."""
     src_parent = _open_dir(root_fd, target[:-1], create=False)
     dst_parent = _open_dir(root_fd, parts[:-1], create=True)
     try:
         _clear(dst_parent, parts[-1])
         try:
             os.link(target[-1], parts[-1], src_dir_fd=src_parent, dst_dir_fd=dst_parent, follow_symlinks=False)
-            return
+            return 0
         except OSError as exc:
             if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                 raise
         src = os.open(target[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_parent)
         tmp, ok = _temp_name(), False
         try:
+            st = os.fstat(src)
+            if room is not None and room[2] + st.st_size > room[1]:
+                raise _past_limit(room[0], room[1], room[2] + st.st_size)
             dst = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                          os.fstat(src).st_mode & 0o777, dir_fd=dst_parent)
+                          st.st_mode & 0o777, dir_fd=dst_parent)
             try:
                 while block := os.read(src, CHUNK):
                     view = memoryview(block)
@@ -206,6 +211,7 @@ def _link_file(root_fd: int, parts: list[str], target: list[str]) -> None:
             finally:
                 os.close(dst)
                 _commit(dst_parent, tmp, parts[-1], ok)
+            return st.st_size
         finally:
             os.close(src)
     finally:
@@ -245,6 +251,93 @@ def _resolves_inside(root: str, parts: list[str]) -> bool:
     return True
 
 
+def _past_limit(name: str, limit: int, total: int) -> Stopped:
+    from .render.units import human_size
+    return Stopped(f"{name}: the outputs pass their limit of {human_size(limit)} here "
+                   f"({human_size(total)} with this file)")
+
+
+def _extract_members(stream: BinaryIO, root_fd: int, limit: int | None, out: Extracted,
+                     files: set[tuple[str, ...]], symlinks: dict[tuple[str, ...], tuple[str, str]]) -> None:
+    """Every member but symlinks, in stream order; symlinks are collected for _make_symlinks."""
+    with tarfile.open(fileobj=stream, mode="r|*", bufsize=CHUNK, tarinfo=_BoundedTarInfo) as tar:
+        for member in tar:
+            try:
+                parts = _rel_parts(member.name)
+                if not parts:
+                    continue   # the archive's own "./"
+                # As in any tar, a later member of the same path replaces an earlier one.
+                symlinks.pop(tuple(parts), None)
+                if member.isdir():
+                    os.close(_open_dir(root_fd, parts, create=True))
+                    out.dirs += 1
+                elif member.isreg():
+                    if limit is not None and out.bytes + member.size > limit:
+                        raise _past_limit(member.name, limit, out.bytes + member.size)
+                    out.bytes += _write_file(root_fd, parts, member, tar.extractfile(member))
+                    files.add(tuple(parts))
+                    out.files += 1
+                elif member.issym():
+                    symlinks[tuple(parts)] = (member.name, member.linkname)
+                elif member.islnk():
+                    target = _rel_parts(member.linkname)
+                    if tuple(target) not in files:
+                        raise _Refused(f"hard link to {member.linkname!r}, not a file of these outputs")
+                    room = None if limit is None else (member.name, limit, out.bytes)
+                    out.bytes += _link_file(root_fd, parts, target, room)
+                    files.add(tuple(parts))
+                    out.files += 1
+                    out.hardlinks += 1
+                else:
+                    raise _Refused("special file (device, fifo or socket)")
+            except _Refused as exc:
+                out.skipped.append(f"{member.name}: {exc}")
+            except OSError as exc:   # a name this filesystem cannot hold is that member's problem only
+                if exc.errno != errno.ENAMETOOLONG:
+                    raise
+                out.skipped.append(f"{member.name}: name too long for the filesystem here")
+
+
+def _make_symlinks(root: str, root_fd: int, symlinks: dict[tuple[str, ...], tuple[str, str]],
+                   out: Extracted) -> OSError | None:
+    """Make the collected symlinks, then remove and name each that leads outside dest. One that
+    cannot be made is named in `skipped`; the first such failure other than a name too long (a
+    full disk) is returned, for the caller to raise once every link made has been judged."""
+    made, failed = [], None
+    for key, (name, target) in symlinks.items():
+        parts = list(key)
+        try:
+            if target.startswith("/"):
+                raise _Refused(f"symlink to the absolute path {target!r}")
+            parent = _open_dir(root_fd, parts[:-1], create=True)
+            try:
+                _clear(parent, parts[-1])
+                os.symlink(target, parts[-1], dir_fd=parent)
+            finally:
+                os.close(parent)
+            made.append((parts, name, target))
+            out.symlinks += 1
+        except _Refused as exc:
+            out.skipped.append(f"{name}: {exc}")
+        except OSError as exc:
+            out.skipped.append(f"{name}: " + ("name too long for the filesystem here"
+                                              if exc.errno == errno.ENAMETOOLONG else f"not made ({exc.strerror or exc})"))
+            if exc.errno != errno.ENAMETOOLONG and failed is None:
+                failed = exc
+    # Judged once all exist: one link can make another lead elsewhere (a -> ., b -> a/..).
+    for parts, name, target in made:
+        if not os.path.islink(os.path.join(root, *parts)) or _resolves_inside(root, parts):
+            continue
+        parent = _open_dir(root_fd, parts[:-1], create=False)
+        try:
+            os.unlink(parts[-1], dir_fd=parent)
+        finally:
+            os.close(parent)
+        out.symlinks -= 1
+        out.skipped.append(f"{name}: symlink to {target!r} leads outside the output directory")
+    return failed
+
+
 def extract_stream(stream: BinaryIO, dest: Path, *, limit: int | None = None,
                    out: Extracted | None = None) -> Extracted:
     """Unpack the tar (any compression tarfile detects) read from `stream` into `dest`, at most
@@ -258,69 +351,15 @@ def extract_stream(stream: BinaryIO, dest: Path, *, limit: int | None = None,
     files: set[tuple[str, ...]] = set()                # regular files this stream wrote
     symlinks: dict[tuple[str, ...], tuple[str, str]] = {}   # parts -> (name, target), made last
     try:
-        with tarfile.open(fileobj=stream, mode="r|*", bufsize=CHUNK, tarinfo=_BoundedTarInfo) as tar:
-            for member in tar:
-                try:
-                    parts = _rel_parts(member.name)
-                    if not parts:
-                        continue   # the archive's own "./"
-                    # As in any tar, a later member of the same path replaces an earlier one.
-                    symlinks.pop(tuple(parts), None)
-                    if member.isdir():
-                        os.close(_open_dir(root_fd, parts, create=True))
-                        out.dirs += 1
-                    elif member.isreg():
-                        if limit is not None and out.bytes + member.size > limit:
-                            from .render.units import human_size
-                            raise Stopped(f"{member.name}: the outputs pass their limit of {human_size(limit)} "
-                                          f"here ({human_size(out.bytes + member.size)} with this file)")
-                        out.bytes += _write_file(root_fd, parts, member, tar.extractfile(member))
-                        files.add(tuple(parts))
-                        out.files += 1
-                    elif member.issym():
-                        symlinks[tuple(parts)] = (member.name, member.linkname)
-                    elif member.islnk():
-                        target = _rel_parts(member.linkname)
-                        if tuple(target) not in files:
-                            raise _Refused(f"hard link to {member.linkname!r}, not a file of these outputs")
-                        _link_file(root_fd, parts, target)
-                        files.add(tuple(parts))
-                        out.files += 1
-                        out.hardlinks += 1
-                    else:
-                        raise _Refused("special file (device, fifo or socket)")
-                except _Refused as exc:
-                    out.skipped.append(f"{member.name}: {exc}")
-                except OSError as exc:   # a name this filesystem cannot hold is that member's problem only
-                    if exc.errno != errno.ENAMETOOLONG:
-                        raise
-                    out.skipped.append(f"{member.name}: name too long for the filesystem here")
-        for key, (name, target) in symlinks.items():
-            parts = list(key)
-            try:
-                if target.startswith("/"):
-                    raise _Refused(f"symlink to the absolute path {target!r}")
-                parent = _open_dir(root_fd, parts[:-1], create=True)
-                try:
-                    _clear(parent, parts[-1])
-                    os.symlink(target, parts[-1], dir_fd=parent)
-                finally:
-                    os.close(parent)
-                out.symlinks += 1
-            except _Refused as exc:
-                out.skipped.append(f"{name}: {exc}")
-        # Judged once all exist: one link can make another lead elsewhere (a -> ., b -> a/..).
-        for key, (name, target) in symlinks.items():
-            parts = list(key)
-            if not os.path.islink(os.path.join(root, *parts)) or _resolves_inside(root, parts):
-                continue
-            parent = _open_dir(root_fd, parts[:-1], create=False)
-            try:
-                os.unlink(parts[-1], dir_fd=parent)
-            finally:
-                os.close(parent)
-            out.symlinks -= 1
-            out.skipped.append(f"{name}: symlink to {target!r} leads outside the output directory")
+        try:
+            _extract_members(stream, root_fd, limit, out, files, symlinks)
+        except Exception:
+            # What came before the cut is kept, its symlinks included (each made, judged or named).
+            _make_symlinks(root, root_fd, symlinks, out)
+            raise
+        failed = _make_symlinks(root, root_fd, symlinks, out)
+        if failed is not None:
+            raise failed
     finally:
         os.close(root_fd)
     return out

@@ -219,3 +219,49 @@ def test_a_usual_pax_header_still_works(dest):
     got = extract_stream(buf, dest)
     assert got.files == 1 and (dest / "d" / ("ü" * 120)).read_bytes() == b"ok"
     assert got.skipped == [f"d/{'ü' * 200}: name too long for the filesystem here"]
+
+
+@pytest.mark.parametrize("cut", ["limit", "stream"])
+def test_symlinks_before_a_cut_are_kept_and_judged(dest, tmp_path, cut):
+    """Symlinks are made after the files; a stream stopped by the limit or cut short used to drop
+    every symlink received before it, neither made nor named."""
+    from fleet.safe_extract import Extracted, Stopped
+    whole = _tar([("file", "a.txt", b"a"), ("sym", "link", "a.txt"), ("sym", "out", "../../outside"),
+                  ("file", "big", os.urandom(2 << 20))])
+    got = Extracted()
+    if cut == "limit":
+        with pytest.raises(Stopped):
+            extract_stream(whole, dest, limit=1 << 20, out=got)
+    else:
+        with pytest.raises(tarfile.ReadError):
+            extract_stream(io.BytesIO(whole.getvalue()[:1 << 20]), dest, out=got)
+    assert _names(dest) == ["a.txt", "link"] and os.readlink(dest / "link") == "a.txt"
+    assert got.symlinks == 1 and got.skipped == ["out: symlink to '../../outside' leads outside the output directory"]
+    _untouched(tmp_path)
+
+
+def test_a_symlink_that_cannot_be_made_still_has_the_others_judged(dest, tmp_path):
+    """A symlink whose name the filesystem refuses used to end the extraction before any link was
+    judged, leaving one that leads outside in place."""
+    got = extract_stream(_tar([("sym", "out", "../../outside"), ("sym", "x" * 300, "a")]), dest)
+    assert _names(dest) == [] and got.symlinks == 0
+    assert got.skipped == [f"{'x' * 300}: name too long for the filesystem here",
+                           "out: symlink to '../../outside' leads outside the output directory"]
+
+
+def test_a_hard_link_copied_counts_against_the_limit(dest, monkeypatch):
+    """Where the filesystem refuses a link (EMLINK past ~65,000 links), the copy used to be free of
+    the limit: one big file and many links to it filled the disk."""
+    import errno
+    from fleet.safe_extract import Extracted, Stopped
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EMLINK, "Too many links")
+
+    monkeypatch.setattr(os, "link", refuse)
+    got = Extracted()
+    stream = _tar([("file", "big", b"y" * 3000), ("hard", "copy1", "big"), ("hard", "copy2", "big")])
+    with pytest.raises(Stopped, match=r"^copy2: the outputs pass their limit of 7\.8 KiB here \(8\.8 KiB"):
+        extract_stream(stream, dest, limit=8000, out=got)
+    assert _names(dest) == ["big", "copy1"] and got.bytes == 6000 and got.hardlinks == 1
+    assert (dest / "copy1").read_bytes() == b"y" * 3000
