@@ -18,7 +18,8 @@ members are streamed in 1 MiB pieces (tarfile's stream mode reads the tar once, 
 long-name or pax header is refused past MAX_HEADER before tarfile reads it whole into memory.
 Each file is written under a temporary name beside it and renamed into place only once complete, so
 a stream cut short never leaves a truncated file under the real name; runs of zeros become holes
-(a sparse checkpoint stays sparse here); `limit` bounds the bytes one stream may write.
+(a sparse checkpoint stays sparse here); `limit` bounds the bytes one stream may write. Temporary
+files an extraction killed part way left in `dest` are removed by the next one.
 """
 from __future__ import annotations
 
@@ -38,6 +39,9 @@ MAX_LINK_HOPS = 40
 # twice over, so a hostile 1 GiB header cost 2 GiB here. Real ones hold a path and a few keywords.
 MAX_HEADER = 4 << 20
 _ZEROS = bytes(CHUNK)
+# Files being written are named so (fixed length: a member's own name may be as long as the filesystem
+# allows); members named so are refused, so none of these is ever an output.
+PARTIAL_PREFIX = ".fleet-part-"
 _HEADER_TYPES = {tarfile.GNUTYPE_LONGNAME: "long name", tarfile.GNUTYPE_LONGLINK: "long link name",
                  tarfile.XHDTYPE: "pax", tarfile.XGLTYPE: "pax global", tarfile.SOLARIS_XHDTYPE: "pax"}
 
@@ -80,6 +84,8 @@ def _rel_parts(name: str) -> list[str]:
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise _Refused("path leaves the output directory")
+    if any(p.startswith(PARTIAL_PREFIX) for p in parts):
+        raise _Refused(f"a name starting {PARTIAL_PREFIX!r} is kept for files being written")
     return parts
 
 
@@ -134,8 +140,7 @@ def _not_a_dir(dir_fd: int, name: str) -> None:
 
 
 def _temp_name() -> str:
-    # Fixed length: a member's own name may already be as long as the filesystem allows.
-    return f".fleet-part-{secrets.token_hex(8)}"
+    return f"{PARTIAL_PREFIX}{secrets.token_hex(8)}"
 
 
 def _commit(parent: int, tmp: str, name: str, ok: bool) -> None:
@@ -338,6 +343,15 @@ def _make_symlinks(root: str, root_fd: int, symlinks: dict[tuple[str, ...], tupl
     return failed
 
 
+def _remove_partials(root: str) -> None:
+    """Temporary files an extraction killed part way (the controller SIGKILLed) left behind."""
+    for top, dirs, names in os.walk(root):
+        for name in names + dirs:
+            if name.startswith(PARTIAL_PREFIX):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(top, name))
+
+
 def extract_stream(stream: BinaryIO, dest: Path, *, limit: int | None = None,
                    out: Extracted | None = None) -> Extracted:
     """Unpack the tar (any compression tarfile detects) read from `stream` into `dest`, at most
@@ -346,6 +360,7 @@ def extract_stream(stream: BinaryIO, dest: Path, *, limit: int | None = None,
     before stays in `out` (pass one to read it then) and on disk, every file there complete."""
     dest.mkdir(parents=True, exist_ok=True)
     root = os.path.realpath(dest)
+    _remove_partials(root)   # never more than one extraction into a dest at a time
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
     out = Extracted() if out is None else out
     files: set[tuple[str, ...]] = set()                # regular files this stream wrote

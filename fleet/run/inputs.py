@@ -119,6 +119,7 @@ class Inputs:
         """The outputs that came home (runs/<id>/node-*), as one snapshot; None when there are none."""
         if self.store is None:
             return None
+        from ..safe_extract import PARTIAL_PREFIX
         from ..snapshots.create import SnapshotBuilder, walk_tree
         nodes = sorted(p for p in Path(run_dir).glob("node-*") if p.is_dir())
         if not nodes:
@@ -127,6 +128,8 @@ class Inputs:
         for node in nodes:
             builder.add_dir(node.name)
             for rel, real, st in walk_tree(node, ()):     # a job's .git or .venv is an output too
+                if any(part.startswith(PARTIAL_PREFIX) for part in rel.split("/")):
+                    continue   # a file an extraction killed part way was writing: no output
                 path = f"{node.name}/{rel}"
                 if os.path.islink(real):
                     builder.add_symlink(path, os.readlink(real))

@@ -21,3 +21,16 @@ def test_every_file_that_came_home_is_in_the_output_snapshot(fleet_home, tmp_pat
     inputs.store = open_store(None)
     sid = inputs.snapshot_outputs(run_dir)
     assert sorted(file_hashes(inputs.store, sid)) == sorted(f"node-0/{n}" for n in names)
+
+
+def test_temporary_files_of_a_killed_extraction_are_not_outputs(fleet_home, tmp_path):
+    """A controller killed mid-extraction leaves `.fleet-part-*` files; they are no output."""
+    node = tmp_path / "runs" / "r-1" / "node-0"
+    (node / "ckpt").mkdir(parents=True)
+    (node / "ckpt" / ".fleet-part-0123456789abcdef").write_bytes(b"half a checkpoint")
+    (node / "ckpt" / ".fleet-partial-notes").write_text("a job's own file")
+    (node / "metrics.json").write_text("{}")
+    inputs = Inputs(Config(path=None, base_dir=tmp_path, project="p", name="p", command="true"))
+    inputs.store = open_store(None)
+    sid = inputs.snapshot_outputs(node.parent)
+    assert sorted(file_hashes(inputs.store, sid)) == ["node-0/ckpt/.fleet-partial-notes", "node-0/metrics.json"]

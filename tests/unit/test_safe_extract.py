@@ -265,3 +265,14 @@ def test_a_hard_link_copied_counts_against_the_limit(dest, monkeypatch):
         extract_stream(stream, dest, limit=8000, out=got)
     assert _names(dest) == ["big", "copy1"] and got.bytes == 6000 and got.hardlinks == 1
     assert (dest / "copy1").read_bytes() == b"y" * 3000
+
+
+def test_temporary_files_of_a_killed_extraction_are_removed_and_never_accepted(dest):
+    """A controller killed mid-file leaves its temporary file; the next extraction into the same
+    directory (a collect retried) removes it, and a member may not take such a name."""
+    (dest / "sub").mkdir(parents=True)
+    (dest / "sub" / ".fleet-part-0123456789abcdef").write_bytes(b"half")
+    (dest / "kept").write_bytes(b"k")
+    got = extract_stream(_tar([("file", ".fleet-part-00", b"x"), ("file", "a", b"a")]), dest)
+    assert _names(dest) == ["a", "kept", "sub"]
+    assert got.skipped == [".fleet-part-00: a name starting '.fleet-part-' is kept for files being written"]
