@@ -92,11 +92,11 @@ def test_an_outage_through_the_end_releases_and_leaves_the_outcome_in_summary_js
     run_dir = Path(line.split("its outcome is in ")[1].split()[0]).parent
     summary = json.loads((run_dir / "summary.json").read_text())
     assert (summary["status"], summary["exit_code"], summary["released"]) == ("budget-stopped", 11, True)
-    assert summary["message"].startswith("state database unreachable for 17s"), summary["message"]
+    assert summary["message"].startswith("state database unreachable for 11s"), summary["message"]
     assert summary["unrecorded"].startswith("the state database could not record lease "), summary["unrecorded"]
     assert "the run's cost (its last ledger rows)" in summary["unrecorded"]
     assert "the run's end (it shows as running)" in summary["unrecorded"]
-    assert Decimal(summary["cost_usd"]) >= Decimal("0.22")   # the outage's seconds, counted in memory
+    assert Decimal(summary["cost_usd"]) >= Decimal("0.16")   # the outage's seconds, counted in memory
     assert released(provider, summary["lease_id"])   # the machines are gone, as the line says
     waiting = [w for w in said.warnings if "waiting up to" in w]
     assert len(waiting) == 1 and waiting[0].endswith("for the state database to record the run"), said.warnings
@@ -123,7 +123,7 @@ def test_an_outage_that_ends_within_the_wait_records_the_run_whole(config, monke
     rows = ledger_for(summary.lease_id)
     assert not [r for r in rows if r.segment_id.endswith(KEPT_SUFFIX)], rows   # released: nothing kept
     assert any(r.kind == "close" for r in rows)
-    assert Decimal(summary.cost_usd) == sum(r.cost_micro for r in rows) / Decimal(1_000_000) >= Decimal("0.22")
+    assert Decimal(summary.cost_usd) == sum(r.cost_micro for r in rows) / Decimal(1_000_000) >= Decimal("0.16")
     assert len([w for w in said.warnings if "to record the run" in w]) == 1, said.warnings
 
 
