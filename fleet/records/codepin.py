@@ -22,6 +22,7 @@ from ..errors import EnvironmentProblem, UsageError
 from ..snapshots.create import DEFAULT_EXCLUDES, SnapshotBuilder, create_snapshot
 from ..snapshots.links import outside_links
 from ..snapshots.store import Store
+from . import codefilters
 
 
 @dataclass
@@ -74,7 +75,7 @@ def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> tuple[
     filters a clean `git status` does not show (a smudge filter in .git/config, export-ignore in
     .git/info/attributes), so the code that ran could differ from the recorded commit. The one
     exception is a file under a git `filter` (Git LFS): its blob is a pointer, not the code, so it
-    is smudged alone, its attributes looked up by its path in the repository.
+    is smudged (codefilters: all of them by one git process, as a checkout would).
     Returns the snapshot id, warnings, and the submodules (gitlinks) it holds as empty directories."""
     treeish = f"{commit}:{subdir}" if subdir else commit
     listing = _git(["ls-tree", "-r", "-t", "-z", treeish], root, binary=True)
@@ -87,7 +88,14 @@ def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> tuple[
             mode, kind, oid = meta.decode().split()
             entries.append((int(mode, 8), kind, oid, path.decode(errors="surrogateescape")))
     prefix = f"{subdir}/" if subdir else ""
-    filtered = _filtered(root, prefix, [p for mode, kind, _o, p in entries if kind == "blob" and mode != 0o120000])
+    filtered = codefilters.filtered(root, prefix, [p for mode, kind, _o, p in entries
+                                                   if kind == "blob" and mode != 0o120000])
+    with codefilters.smudged_tree(root, commit, [prefix + p for p in filtered]) as smudged:
+        return _export_entries(root, entries, prefix, filtered, smudged, store)
+
+
+def _export_entries(root: Path, entries: list, prefix: str, filtered: dict[str, str], smudged: Path | None,
+                    store: Store) -> tuple[str, list[str], list[str]]:
     builder = SnapshotBuilder(store)
     proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
@@ -99,8 +107,11 @@ def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> tuple[
                 builder.add_dir(path, 0o755)
                 submodules += [path] if kind == "commit" else []
                 continue
-            if path in filtered:
-                if _add_smudged(root, builder, oid, prefix + path, path, mode):
+            if path in filtered and smudged is not None:
+                codefilters.add_from_tree(smudged, builder, prefix + path, path, mode)
+                continue
+            if path in filtered:        # a filter failed: file by file, to know on which
+                if codefilters.add_smudged(root, builder, oid, prefix + path, path, mode):
                     failed.append(path)
                 continue
             proc.stdin.write(oid.encode() + b"\n")
@@ -118,71 +129,11 @@ def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> tuple[
         proc.stdin.close()
         if proc.wait() != 0:
             raise EnvironmentProblem(f"git cat-file failed: {proc.stderr.read().decode(errors='replace').strip()}")
-    notes = _filter_notes(root, filtered, failed) + _few(
+    notes = codefilters.filter_notes(root, filtered, failed) + _few(
         [f"submodule {p} is not part of the pinned code (fleet pins one repository): it lands as an empty "
          "directory" for p in submodules], "submodules are not part of the pinned code")
     notes += outside_links(builder.entries, "the pinned code")
     return builder.publish().id, notes, submodules
-
-
-def _add_smudged(root: Path, builder: SnapshotBuilder, oid: str, full: str, path: str, mode: int) -> bool:
-    """The blob as a checkout holds it (`git cat-file --filters`, attributes matched by `full`, its
-    path in the repository); True when git said the filter failed (the raw blob is then what it gave)."""
-    import tempfile
-    with tempfile.TemporaryFile() as err:    # a filter may say a lot: a pipe could fill and stall it
-        proc = subprocess.Popen(["git", "cat-file", "--filters", f"--path={full}", oid], cwd=root,
-                                stdout=subprocess.PIPE, stderr=err, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
-        try:
-            builder.add_stream(path, 0o755 if mode & 0o111 else 0o644, proc.stdout)
-            proc.stdout.read()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-        finally:
-            proc.stdout.close()
-        rc = proc.wait()
-        err.seek(0)
-        said = err.read().decode(errors="replace")
-    if rc != 0:
-        last = (said.strip().splitlines() or ["no reason given"])[-1]
-        raise EnvironmentProblem(f"git could not apply the filter to {full}: {last}")
-    return "filter" in said and "failed" in said
-
-
-def _filtered(root: Path, prefix: str, paths: list[str]) -> dict[str, str]:
-    """path → filter driver of the paths a git `filter` attribute applies to (Git LFS: `lfs`),
-    looked up by their path in the repository (`prefix` + path), as a checkout does."""
-    if not paths:
-        return {}
-    res = subprocess.run(["git", "check-attr", "-z", "--stdin", "filter"], cwd=root, capture_output=True,
-                         input="\0".join(prefix + p for p in paths).encode(errors="surrogateescape"),
-                         env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
-    fields = res.stdout.split(b"\0")
-    out = {}
-    for i in range(0, len(fields) - 2, 3):
-        value = fields[i + 2].decode(errors="replace")
-        if value not in ("unspecified", "unset", "set", ""):
-            out[fields[i].decode(errors="surrogateescape")[len(prefix):]] = value
-    return out
-
-
-def _filter_notes(root: Path, filtered: dict[str, str], failed: list[str]) -> list[str]:
-    """What the filters did to the code, said as it is: the pin is no longer the commit's blobs."""
-    if not filtered:
-        return []
-    path, driver = next(iter(filtered.items()))
-    notes = [f"git filters apply to {len(filtered)} file(s) of the code (e.g. {path}: filter={driver}): the "
-             "snapshot holds what they produce here, as a checkout does, not the commit's blobs"]
-    for name in sorted(set(filtered.values())):
-        if not any(_git(["config", "--get", f"filter.{name}.{key}"], root).stdout.strip()
-                   for key in ("smudge", "process")):
-            notes.append(f"filter={name} is not configured in this repository (for Git LFS: git lfs install): "
-                         "its files are the commit's blobs as stored (pointer files, for Git LFS)")
-    if failed:
-        notes.append(f"a git filter failed on {len(failed)} file(s) (e.g. {failed[0]}): the snapshot holds "
-                     "their blobs as stored")
-    return notes
 
 
 @contextlib.contextmanager

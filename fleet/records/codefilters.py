@@ -1,0 +1,125 @@
+"""Files of the pinned code under a git `filter` (Git LFS): their blobs are pointers, not the code,
+so they are smudged as a checkout would, and the pin says so.
+
+All of them go through ONE `git checkout-index` (a temporary index of the commit, files written
+under a directory in the git dir): one git process, so a long-running filter (`filter.<x>.process`,
+what `git lfs install` sets) starts once, not once per file. Not `git cat-file --batch --filters`:
+its header gives the blob's size, not the filtered content's, so the answers cannot be split.
+When a filter fails, each file is smudged alone (`git cat-file --filters`), so the failure is
+attributed to the file it happened on.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from ..errors import EnvironmentProblem
+from ..snapshots.create import SnapshotBuilder
+
+_ENV = {"GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
+
+
+@contextlib.contextmanager
+def smudged_tree(root: Path, commit: str, full_paths: list[str]):
+    """A directory holding each of `full_paths` (paths in the repository) as a checkout of `commit`
+    writes it, or None when a filter failed on any of them (the caller then goes file by file)."""
+    if not full_paths:
+        yield None
+        return
+    git_dir = subprocess.run(["git", "rev-parse", "--absolute-git-dir"], cwd=root, capture_output=True,
+                             text=True, env={**os.environ, **_ENV}).stdout.strip()
+    # In the git dir, not /tmp: the smudged files (model weights, for LFS) can be large, and /tmp may be RAM.
+    work = tempfile.mkdtemp(prefix="fleet-smudge-", dir=git_dir or None)
+    try:
+        env = {**os.environ, **_ENV, "GIT_INDEX_FILE": os.path.join(work, "index")}
+        read = subprocess.run(["git", "read-tree", commit], cwd=root, capture_output=True, env=env)
+        if read.returncode != 0:
+            raise EnvironmentProblem(f"git read-tree {commit[:12]} failed: "
+                                     f"{read.stderr.decode(errors='replace').strip()}")
+        with tempfile.TemporaryFile() as err:   # a filter may say a lot: a pipe could fill and stall it
+            rc = subprocess.run(["git", "checkout-index", "-f", "-z", "--stdin", f"--prefix={work}/out/"],
+                                cwd=root, stdout=subprocess.DEVNULL, stderr=err, env=env,
+                                input=b"\0".join(p.encode(errors="surrogateescape") for p in full_paths)
+                                ).returncode
+            err.seek(0)
+            said = err.read().decode(errors="replace")
+        yield None if rc != 0 or _says_failed(said) else Path(work, "out")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def add_from_tree(tree: Path, builder: SnapshotBuilder, full: str, path: str, mode: int) -> None:
+    real = tree / full
+    if not real.is_file():
+        raise EnvironmentProblem(f"git checkout-index wrote no file for {full}")
+    with open(real, "rb") as f:
+        builder.add_stream(path, 0o755 if mode & 0o111 else 0o644, f)
+    real.unlink()                               # the space back as the snapshot goes on
+
+
+def add_smudged(root: Path, builder: SnapshotBuilder, oid: str, full: str, path: str, mode: int) -> bool:
+    """The blob as a checkout holds it (`git cat-file --filters`, attributes matched by `full`, its
+    path in the repository); True when git said the filter failed (the raw blob is then what it gave)."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(["git", "cat-file", "--filters", f"--path={full}", oid], cwd=root,
+                                stdout=subprocess.PIPE, stderr=err, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+        try:
+            builder.add_stream(path, 0o755 if mode & 0o111 else 0o644, proc.stdout)
+            proc.stdout.read()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        finally:
+            proc.stdout.close()
+        rc = proc.wait()
+        err.seek(0)
+        said = err.read().decode(errors="replace")
+    if rc != 0:
+        last = (said.strip().splitlines() or ["no reason given"])[-1]
+        raise EnvironmentProblem(f"git could not apply the filter to {full}: {last}")
+    return _says_failed(said)
+
+
+def _says_failed(said: str) -> bool:
+    return "filter" in said and "failed" in said
+
+
+def filtered(root: Path, prefix: str, paths: list[str]) -> dict[str, str]:
+    """path → filter driver of the paths a git `filter` attribute applies to (Git LFS: `lfs`),
+    looked up by their path in the repository (`prefix` + path), as a checkout does."""
+    if not paths:
+        return {}
+    res = subprocess.run(["git", "check-attr", "-z", "--stdin", "filter"], cwd=root, capture_output=True,
+                         input="\0".join(prefix + p for p in paths).encode(errors="surrogateescape"),
+                         env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+    fields = res.stdout.split(b"\0")
+    out = {}
+    for i in range(0, len(fields) - 2, 3):
+        value = fields[i + 2].decode(errors="replace")
+        if value not in ("unspecified", "unset", "set", ""):
+            out[fields[i].decode(errors="surrogateescape")[len(prefix):]] = value
+    return out
+
+
+def filter_notes(root: Path, filtered: dict[str, str], failed: list[str]) -> list[str]:
+    """What the filters did to the code, said as it is: the pin is no longer the commit's blobs."""
+    if not filtered:
+        return []
+    path, driver = next(iter(filtered.items()))
+    notes = [f"git filters apply to {len(filtered)} file(s) of the code (e.g. {path}: filter={driver}): the "
+             "snapshot holds what they produce here, as a checkout does, not the commit's blobs"]
+    for name in sorted(set(filtered.values())):
+        if not any(subprocess.run(["git", "config", "--get", f"filter.{name}.{key}"], cwd=root, capture_output=True,
+                                  text=True, env={**os.environ, **_ENV}).stdout.strip()
+                   for key in ("smudge", "process")):
+            notes.append(f"filter={name} is not configured in this repository (for Git LFS: git lfs install): "
+                         "its files are the commit's blobs as stored (pointer files, for Git LFS)")
+    if failed:
+        notes.append(f"a git filter failed on {len(failed)} file(s) (e.g. {failed[0]}): the snapshot holds "
+                     "their blobs as stored")
+    return notes

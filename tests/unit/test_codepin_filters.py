@@ -1,0 +1,93 @@
+"""Code pinning with git filters (Git LFS): how often a filter starts, and where its attributes come from."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from fleet.records.codepin import pin_code
+from fleet.snapshots import materialise, open_store
+
+
+def git(cwd, *args):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+                        "GIT_COMMITTER_EMAIL": "t@x", "HOME": str(cwd), "PATH": "/usr/bin:/bin"})
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    return open_store(None)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    root = tmp_path / "repo"
+    (root / "exp").mkdir(parents=True)
+    (root / "exp" / "train.py").write_text("print('v1')\n")
+    git(root, "init", "-q")
+    git(root, "add", ".")
+    git(root, "commit", "-qm", "v1")
+    return root
+
+
+# A long-running filter (`filter.<x>.process`, as `git lfs install` sets): upper-cases what it smudges
+# (cleans leave it as is, so `git status` stays clean),
+# and appends a line to a log each time it starts.
+_PROCESS_FILTER = r'''
+import sys
+open(sys.argv[1], "a").write("start\n")
+r, w = sys.stdin.buffer, sys.stdout.buffer
+def rd():
+    n = r.read(4)
+    if not n:
+        sys.exit(0)
+    n = int(n, 16)
+    return b"" if n == 0 else r.read(n - 4)
+def wr(b):
+    w.write(b"%04x" % (len(b) + 4) + b)
+def flush():
+    w.write(b"0000"); w.flush()
+def until_flush():
+    out = []
+    while True:
+        p = rd()
+        if p == b"":
+            return out
+        out.append(p)
+until_flush(); wr(b"git-filter-server\n"); wr(b"version=2\n"); flush()
+until_flush(); wr(b"capability=clean\n"); wr(b"capability=smudge\n"); flush()
+while True:
+    smudge = b"command=smudge\n" in until_flush()
+    data = b"".join(until_flush())
+    wr(b"status=success\n"); flush()
+    if data:
+        wr(data.upper() if smudge else data)
+    flush(); flush()
+'''
+
+
+def test_a_long_running_filter_starts_once_for_all_the_files(store, repo, tmp_path):
+    """A reviewer found one git process, so one filter process, per filtered file: 2,000 LFS files
+    took minutes. All of them now go through one git process: the filter starts once, not per file."""
+    script, log = tmp_path / "filter.py", tmp_path / "starts.log"
+    script.write_text(_PROCESS_FILTER)
+    (repo / "exp" / ".gitattributes").write_text("*.dat filter=fake\n")
+    for i in range(300):
+        (repo / "exp" / "w" / f"{i // 100}").mkdir(parents=True, exist_ok=True)
+        (repo / "exp" / "w" / f"{i // 100}" / f"{i}.dat").write_text(f"weights {i}\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "weights")
+    git(repo, "config", "filter.fake.process", f"{sys.executable} {script} {log}")
+    git(repo, "config", "filter.fake.clean", "cat")
+    log.unlink(missing_ok=True)
+    pin = pin_code(repo / "exp", store)
+    # at most one for the export; `git status` may start it once too, to re-check racily clean files
+    assert log.read_text().count("start") <= 2
+    out = materialise(store, pin.code_snapshot_id, tmp_path / "out")
+    assert (out / "w" / "2" / "299.dat").read_text() == "WEIGHTS 299\n"
+    assert (out / "train.py").read_text() == "print('v1')\n"
+    assert "git filters apply to 300 file(s)" in pin.warning
+    assert not list((repo / ".git").glob("fleet-smudge-*"))      # its scratch space is gone
