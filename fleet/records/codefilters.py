@@ -123,3 +123,17 @@ def filter_notes(root: Path, filtered: dict[str, str], failed: list[str]) -> lis
         notes.append(f"a git filter failed on {len(failed)} file(s) (e.g. {failed[0]}): the snapshot holds "
                      "their blobs as stored")
     return notes
+
+
+def attribute_changes(root: Path, subdir: str) -> list[str]:
+    """Uncommitted .gitattributes files (repository paths) at the root or in a directory above the
+    experiment dir (subdir): git reads a checkout's `filter` attributes from the working tree,
+    never from the commit (no --attr-source before git 2.40), so such a change changes which files
+    are smudged. Those inside the experiment dir are among its own uncommitted changes."""
+    if not subdir:
+        return []
+    parts = subdir.split("/")
+    files = [f":(literal){'/'.join(parts[:i] + ['.gitattributes'])}" for i in range(len(parts))]
+    res = subprocess.run(["git", "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames", "--",
+                          *files], cwd=root, capture_output=True, env={**os.environ, **_ENV})
+    return sorted(item[3:].decode(errors="surrogateescape") for item in res.stdout.split(b"\0") if len(item) > 3)

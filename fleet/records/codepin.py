@@ -234,6 +234,12 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
                and not any(p.rstrip("/") == d or p.startswith(d + "/") for d in data)]
     names = [rel for _s, rel in changes]
     in_commit = _in_commit(root, commit, subdir, allow_dirty)
+    attrs = codefilters.attribute_changes(root, subdir) + [(f"{subdir}/" if subdir else "") + p for p in names
+                                                           if p.rsplit("/", 1)[-1] == ".gitattributes"]
+    if attrs and not allow_dirty:
+        raise UsageError(f"uncommitted change to {attrs[0]}: git takes the filters (Git LFS) the code is "
+                         "exported through from the working tree's attributes, not the commit's",
+                         hint="commit it, or pass --allow-dirty to apply the filters as the working tree says")
     if changes and not allow_dirty:
         shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
         raise UsageError(f"uncommitted changes in {directory}: {shown}",
@@ -242,6 +248,8 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
         code_id, warnings, submodules = _export_commit(root, commit, subdir, store)
     else:       # a new directory, all of it uncommitted: the overlay is the code
         code_id, warnings, submodules = SnapshotBuilder(store).publish().id, [], []
+    warnings += [f"git filters were applied as the working tree's attributes say (uncommitted change to "
+                 f"{attrs[0]}), not the commit's"] if attrs else []
     dirty_id = None
     if changes:
         dirty_id, left_out = _dirty_overlay(directory, changes, store, submodules)

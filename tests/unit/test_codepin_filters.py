@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from fleet.errors import UsageError
 from fleet.records.codepin import pin_code
 from fleet.snapshots import materialise, open_store
 
@@ -91,3 +92,29 @@ def test_a_long_running_filter_starts_once_for_all_the_files(store, repo, tmp_pa
     assert (out / "train.py").read_text() == "print('v1')\n"
     assert "git filters apply to 300 file(s)" in pin.warning
     assert not list((repo / ".git").glob("fleet-smudge-*"))      # its scratch space is gone
+
+
+@pytest.mark.parametrize("where", [".gitattributes", "exp/.gitattributes"])
+def test_uncommitted_filter_attributes_are_refused_or_said(store, repo, tmp_path, where):
+    """git reads `filter` attributes from the working tree. A reviewer found an uncommitted edit
+    dropping `*.dat filter=fake` from the root .gitattributes gave a "clean" pin of the commit
+    holding the raw blob, with no warning."""
+    (repo / where).write_text("*.dat filter=fake\n")
+    (repo / "exp" / "w.dat").write_text("weights\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "weights")
+    git(repo, "config", "filter.fake.smudge", "tr a-z A-Z")
+    git(repo, "config", "filter.fake.clean", "cat")
+    (repo / where).write_text("# no filters\n")
+    with pytest.raises(UsageError, match=rf"^uncommitted change to {where}: git takes the filters"):
+        pin_code(repo / "exp", store)
+    pin = pin_code(repo / "exp", store, allow_dirty=True)
+    assert (f"git filters were applied as the working tree's attributes say (uncommitted change to {where})"
+            in pin.warning)
+    assert (materialise(store, pin.code_snapshot_id, tmp_path / "out") / "w.dat").read_text() == "weights\n"
+
+
+def test_attributes_beside_the_experiment_are_not_its_changes(store, repo):
+    (repo / "other").mkdir()
+    (repo / "other" / ".gitattributes").write_text("*.dat filter=fake\n")
+    assert pin_code(repo / "exp", store).dirty_files == []
