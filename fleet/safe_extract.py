@@ -115,13 +115,8 @@ def _open_dir(root_fd: int, parts: list[str], create: bool) -> int:
 
 def _clear(dir_fd: int, name: str) -> None:
     """Remove a non-directory entry about to be replaced (never follow it)."""
-    try:
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        raise _Refused("a directory of that name exists")
-    os.unlink(name, dir_fd=dir_fd)
+    if _not_a_dir(dir_fd, name):
+        os.unlink(name, dir_fd=dir_fd)
 
 
 def _mode(member: tarfile.TarInfo, base: int) -> int:
@@ -129,14 +124,16 @@ def _mode(member: tarfile.TarInfo, base: int) -> int:
     return (member.mode & 0o755) | base
 
 
-def _not_a_dir(dir_fd: int, name: str) -> None:
-    """Refuse replacing a directory with a file (a file or symlink there is replaced by rename)."""
+def _not_a_dir(dir_fd: int, name: str) -> bool:
+    """Refuse replacing a directory with a file (a file or symlink there is replaced by rename);
+    whether there is an entry of that name."""
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
-        return
+        return False
     if stat.S_ISDIR(st.st_mode):
         raise _Refused("a directory of that name exists")
+    return True
 
 
 def _temp_name() -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import fleet
-from fleet.state import open_state
+from tests.unit.test_run_cleanup import the_only_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -36,15 +36,6 @@ class Events:
 
     def warn(self, message):
         pass
-
-
-def the_only_run() -> dict:
-    state = open_state()
-    try:
-        [run] = state.list_runs(limit=10)
-        return run
-    finally:
-        state.close()
 
 
 def config_for(experiment: Path, command: str):

@@ -1,26 +1,16 @@
 """Code pinning with git filters (Git LFS): how often a filter starts, and where its attributes come from."""
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 
 from fleet.errors import UsageError
 from fleet.records.codepin import pin_code
-from fleet.snapshots import materialise, open_store
+from fleet.snapshots import materialise
 
 
-def git(cwd, *args):
-    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                   env={"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
-                        "GIT_COMMITTER_EMAIL": "t@x", "HOME": str(cwd), "PATH": "/usr/bin:/bin"})
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
-    return open_store(None)
+from tests.unit.test_snapshot_codepin import git, store  # noqa: F401 — the fixture
 
 
 @pytest.fixture

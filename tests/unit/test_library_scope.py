@@ -7,19 +7,8 @@ import pytest
 
 from fleet import leases
 from fleet.errors import UsageError
-from fleet.ids import new_lease_id
-from fleet.plan import make_plan
-from fleet.providers.fake import FakeProvider
 from fleet.state import open_state
-
-
-def _lease(state, user: str) -> str:
-    provider = FakeProvider()
-    plan = make_plan(provider="fake", template=next(iter(provider.templates().values())), gpus=None,
-                     max_duration_s=600, heartbeat_ttl_s=300, project="p", user=user)
-    lease = provider.lease(plan, new_lease_id(), 300)
-    state.save_lease(lease)
-    return lease.id
+from tests.unit.test_detach_follow_recovery import _lease
 
 
 def test_all_leases_and_status_are_the_callers_unless_all_users(tmp_path, fleet_home, monkeypatch):
