@@ -36,9 +36,18 @@ def hand_over(ledger: Ledger, closing: list[OpenSegment], lease, at: datetime, t
     """Close a run's segments at `at` and open the lease's kept segments at the same instant (one
     transaction: no gap, no overlap). Returns the cost the closing added."""
     prices = {seg.fixed["machine_id"]: seg.price for seg in closing}
-    with ledger.db.transaction():
-        added = ledger.close(closing, at, telemetry=telemetry)
-        open_kept(ledger, lease, at, prices)
+    # close() advances the segments once its rows are written, but here those rows are durable only
+    # when the outer transaction commits: a failure after them (open_kept, the commit itself) would
+    # leave the segments marked closed in memory, and a retried end (the state wait) write nothing.
+    before = [(seg.seq, seg.last_end, seg.closed) for seg in closing]
+    try:
+        with ledger.db.transaction():
+            added = ledger.close(closing, at, telemetry=telemetry)
+            open_kept(ledger, lease, at, prices)
+    except BaseException:
+        for seg, (seq, last_end, closed) in zip(closing, before):
+            seg.seq, seg.last_end, seg.closed = seq, last_end, closed
+        raise
     return added
 
 

@@ -132,3 +132,25 @@ def test_fleet_report_counts_an_open_kept_segment_as_fleet_budget_does_and_once_
     assert cost_by_run()[kept_key] == 2 * 90 * PER_S
     settle_expired(db, clock())          # closed at the deadline: now in the rows, counted once
     assert cost_by_run() == {"r-1": 2 * 10 * PER_S, kept_key: 2 * 90 * PER_S}
+
+
+def test_a_hand_over_that_fails_after_its_close_rows_can_be_retried_whole(db, clock, monkeypatch):
+    """close() marked the run's segments closed in memory as soon as its rows were in the (outer,
+    uncommitted) transaction; a failure after them rolled the rows back but not the marks, so the
+    end's retry wrote nothing and the run's last span was never billed (review finding)."""
+    from fleet import money
+    from fleet.errors import StateUnavailable
+    ledger = Ledger(db, clock)
+    le = _lease(db, deadline_s=100)
+    run = _run_segments(ledger, le, "r-1", clock)
+    at = clock.advance(10)
+    real = money.kept.open_kept
+
+    def fails(*a, **k):
+        raise StateUnavailable("state database: connection lost")
+    monkeypatch.setattr(money.kept, "open_kept", fails)
+    with pytest.raises(StateUnavailable):
+        hand_over(ledger, run, le, at)
+    monkeypatch.setattr(money.kept, "open_kept", real)
+    assert hand_over(ledger, run, le, at) == 2 * 10 * PER_S          # the retry bills the span
+    assert ledger.spent_micro(project="vision") == 2 * 10 * PER_S
