@@ -7,6 +7,8 @@ StateUnavailable line saying where the machines are and where that summary is.
 """
 from __future__ import annotations
 
+from datetime import timedelta
+
 from typing import Any
 
 from ..errors import StateUnavailable
@@ -25,7 +27,9 @@ def record_run(ctx: RunContext, budget, pins: PinnedInputs, lease: Lease | None,
     wait = ctx.state_wait or StateWait(ctx.state.db, ctx.events)
     # Machines not released (kept, or a release that failed) live on to their deadline: billed as kept.
     still_up = lease is not None and not released.released
-    at = budget.clock()   # the release: a write retried later bills no further
+    # The release: the machines were gone before the release's own state write waited out an
+    # outage, and a write retried later bills no further.
+    at = budget.clock() - timedelta(seconds=wait.slept_s)
     try:
         cost = budget.finish(ctx, kept=lease if still_up else None, at=at, wait=wait)
     except StateUnavailable:

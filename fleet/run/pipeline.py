@@ -125,7 +125,8 @@ class Pipeline:
                          events=self.events, run_dir=run_dir, started_at=utcnow(), options=self.options,
                          command=self.config.command,
                          attempt=self.options.resume.attempt if self.options.resume else 1,
-                         state_wait=StateWait(state.db, self.events))
+                         state_wait=None)
+        ctx.state_wait = StateWait(state.db, self.events, stop=ctx.hurry)   # a second Ctrl-C ends its wait
         if self.options.ci:
             from ..ci import cancel_grace_s
             ctx.cancel_grace_s = cancel_grace_s()

@@ -174,6 +174,7 @@ def test_the_end_waits_two_minutes_in_all_not_two_minutes_a_write():
     with pytest.raises(StateUnavailable):
         wait(down, "lease l-1's release")
     assert sum(slept) == 120 and max(slept) <= 2.0
+    assert wait.slept_s == 120      # what the end's `at` goes back by: the machines were gone meanwhile
     with pytest.raises(StateUnavailable):
         wait(down, "the run's end")      # the wait is spent: one try, no sleep
     assert sum(slept) == 120
@@ -181,3 +182,22 @@ def test_the_end_waits_two_minutes_in_all_not_two_minutes_a_write():
     assert wait.gave_up == ["lease l-1's release", "the run's end"]
     assert said.warnings == ["state database x: database is locked: waiting up to 2m00s for the state "
                              "database to record the run"]
+
+
+def test_a_second_ctrl_c_ends_the_wait_at_once():
+    """The end's wait slept through every Ctrl-C (its handler only sets the run's `hurry`): a CI
+    runner's kill then came before summary.json was written (review finding)."""
+    import threading
+    import time
+
+    from fleet.run.state_wait import StateWait
+    hurry = threading.Event()
+
+    def down():
+        raise StateUnavailable("state database x: database is locked")
+    wait = StateWait(None, Said(), wait_s=120, stop=hurry)
+    threading.Timer(0.3, hurry.set).start()
+    started = time.monotonic()
+    with pytest.raises(StateUnavailable):
+        wait(down, "the run's end")
+    assert time.monotonic() - started < 5
