@@ -21,7 +21,7 @@ from typing import Any, Iterator
 from ..errors import EnvironmentProblem, StateUnavailable
 from .db import BaseDatabase, ConstraintViolation
 
-IDLE_PING_S = 0.0   # a connection idle this long is checked with a read before a write (outside a transaction) goes over it
+IDLE_PING_S = 1.0   # a connection idle this long is checked (SELECT 1) before a write outside a transaction uses it
 # Any constant works: it only has to be the same in every fleet process sharing the database.
 _MIGRATION_LOCK_KEY = 0x666C656574    # "fleet"
 

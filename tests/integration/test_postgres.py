@@ -13,7 +13,7 @@ from fleet.errors import EnvironmentProblem
 from fleet.models import Lease, Machine, utcnow
 from fleet.state import StateStore, open_state
 from fleet.state.db import ConstraintViolation, Database, migrations
-from fleet.state.postgres import PostgresDatabase, redact_url, to_pyformat
+from fleet.state.postgres import IDLE_PING_S, PostgresDatabase, redact_url, to_pyformat
 
 ALL = [n for n, _, _ in migrations()]
 
@@ -288,6 +288,7 @@ def test_statements_after_the_server_ended_the_connection_go_to_a_fresh_one(post
         db.execute("CREATE TABLE t (x INTEGER)")
         for what in ("execute", "transaction", "rows", "executemany"):
             assert _end_backends(postgres_server, postgres_url) == 1
+            time.sleep(IDLE_PING_S + 0.2)     # a restart takes its time: the connection has been idle
             if what == "execute":
                 db.execute("INSERT INTO t (x) VALUES (?)", (1,))
             elif what == "transaction":
