@@ -43,8 +43,9 @@ def remember(snapshot_id: str, env: MachineEnvironment) -> None:
 
 
 def _private(store) -> bool:
-    """The store is this user's alone (the default one in a FLEET_HOME no one else may write): no
-    one else can have named a snapshot in it, so there is nothing to check."""
+    """The store is this user's alone (inside FLEET_HOME, and every directory from FLEET_HOME down
+    to it this user's and writable by no one else): no one else can have named a snapshot in it,
+    so there is nothing to check."""
     import os
     import stat
 
@@ -53,9 +54,15 @@ def _private(store) -> bool:
     if root is None:
         return False
     try:
-        home = fleet_home().resolve()
-        inside = Path(root).resolve().is_relative_to(home)
-        return inside and not stat.S_IMODE(os.stat(home).st_mode) & 0o022 and os.stat(home).st_uid == os.getuid()
+        home, where = fleet_home().resolve(), Path(root).resolve()
+        if not where.is_relative_to(home):
+            return False
+        rel = where.relative_to(home).parts
+        for part in [home] + [home.joinpath(*rel[:n + 1]) for n in range(len(rel))]:
+            st = os.stat(part)
+            if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o022:
+                return False      # a directory on the way someone else may write: not private
+        return True
     except (OSError, ValueError):
         return False
 

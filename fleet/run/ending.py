@@ -86,8 +86,10 @@ def _unrecorded(ctx: RunContext, summary: RunSummary, released: Released, failed
     else:
         machines = f"lease {ctx.lease_id}'s machines end at their deadline (`fleet down {ctx.lease_id}`)"
     where = f"its outcome is in {path}" if path is not None else "summary.json could not be written either"
+    lacking = ", ".join((ctx.state_wait.gave_up if ctx.state_wait is not None else []) or ["it"])
     return StateUnavailable(f"run {ctx.run_id} ended {summary.status} (exit {summary.exit_code}) and {machines}, "
-                            f"but the state database could not record it ({failed.message}): {where}", hint=hint)
+                            f"but the state database could not record {lacking} ({failed.message}): {where}",
+                            hint=hint)
 
 
 def assemble(ctx: RunContext, lease: Lease | None, outcome: Any, collected: Collected | None,

@@ -118,8 +118,11 @@ def extend_lease(state, lease: Lease, seconds: int, provider=None) -> Extension:
     try:
         parallel(lease.machines, one)
     except BaseException:
-        if held:     # some moved (the others failed): the state holds the latest any of them holds now
-            until = utcnow() + timedelta(seconds=max(held))
+        if held:     # some moved (the others failed): the state holds the latest any of them holds now,
+            until = utcnow() + timedelta(seconds=max(held))    # never less than another extend recorded
+            from ..money.kept import recorded_deadline
+            from ..money.ledger import Ledger
+            until = max(until, recorded_deadline(Ledger(state.db), lease))
             state.set_lease_deadline(lease.id, until, keep_until=until)
         raise
     # What every machine holds now: the agent keeps a later deadline it was already given.

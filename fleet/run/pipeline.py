@@ -265,6 +265,9 @@ class Pipeline:
             if lease is not None:
                 collected = steps.run(lambda: early[0] if early else machines.collect(ctx, lease),   # collect
                                       failed=collect_raised)
+            # fleet's own fetcher: it would dial released machines (whose addresses a cloud may
+            # have handed on) for as long as the end takes; what it fetched is read from files.
+            steps.run(self.telemetry.stop)
             if heartbeat is not None:
                 steps.run(heartbeat.stop)
             released = steps.run(lambda: release(ctx, source, machines, lease, outcome.status, self.options.keep_s),
@@ -274,7 +277,6 @@ class Pipeline:
             summary = steps.run(lambda: record_run(ctx, budget, pins, lease, outcome, collected, released,  # record
                                                    inputs=self.inputs, environment=self.environment,
                                                    fresh=self.source.fresh))
-            steps.run(self.telemetry.stop)   # fleet's own thread: stopped even when the run could not be recorded
             if summary is not None:   # after the state is final: an observer's KeyboardInterrupt leaves no run `running`
                 steps.run(lambda: self.observers.finish(ctx, summary))
         if error is not None and (summary is None or not isinstance(error, Exception) or summary.status == "error"):

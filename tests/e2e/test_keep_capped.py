@@ -137,6 +137,11 @@ def test_an_extend_that_moved_some_machines_keeps_their_deadline_on_record(tmp_p
             lease_api.extend(lease_id, "1h", limits=limits)
         held = state.get_lease(lease_id).deadline
         assert held > utcnow() + timedelta(minutes=50), held        # the machine that moved holds ~1h
+        later = utcnow() + timedelta(hours=3)       # another extend raised it meanwhile: never lowered
+        state.set_lease_deadline(lease_id, later, keep_until=later)
+        with pytest.raises(InfrastructureError):
+            lease_api.extend(lease_id, "1h", limits=limits)
+        assert state.get_lease(lease_id).deadline >= later - timedelta(seconds=1)
     finally:
         monkeypatch.setattr(ssh, "connect", real)
         state.close()

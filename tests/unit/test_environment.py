@@ -347,3 +347,19 @@ def test_the_private_store_is_not_read_and_a_verdict_not_kept_is_no_failure(flee
         wheels.remember("b" * 64, env)          # cannot write it: checked again next time, no error
     finally:
         os.chmod(cache, 0o700)
+
+
+def test_a_store_others_may_write_is_checked_even_inside_fleet_home(fleet_home, monkeypatch):
+    """Only FLEET_HOME's own mode was looked at: a store directory inside it left 0777 (others can
+    reach it through a 0755 home) was trusted unchecked (review finding)."""
+    import os
+
+    from fleet.environment import wheels
+    from fleet.snapshots import open_store
+    store = open_store(None)
+    assert wheels._private(store)
+    os.chmod(store.root, 0o777)
+    try:
+        assert not wheels._private(store)
+    finally:
+        os.chmod(store.root, 0o700)
