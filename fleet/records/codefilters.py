@@ -33,6 +33,7 @@ def smudged_tree(root: Path, commit: str, full_paths: list[str]):
     git_dir = subprocess.run(["git", "rev-parse", "--absolute-git-dir"], cwd=root, capture_output=True,
                              text=True, env={**os.environ, **_ENV}).stdout.strip()
     # In the git dir, not /tmp: the smudged files (model weights, for LFS) can be large, and /tmp may be RAM.
+    _sweep_stale(git_dir)
     work = tempfile.mkdtemp(prefix="fleet-smudge-", dir=git_dir or None)
     try:
         env = {**os.environ, **_ENV, "GIT_INDEX_FILE": os.path.join(work, "index")}
@@ -50,6 +51,22 @@ def smudged_tree(root: Path, commit: str, full_paths: list[str]):
         yield None if rc != 0 or _says_failed(said) else Path(work, "out")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+STALE_S = 24 * 3600   # a scratch directory this old was left by a pin that was killed (no pin lasts a day)
+
+
+def _sweep_stale(git_dir: str) -> None:
+    """Remove scratch directories of pins killed part way (SIGKILL skips their cleanup; an LFS
+    export can be GiBs); a recent one may be another pin's, still working."""
+    import time
+    if not git_dir:
+        return
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(git_dir):
+            if entry.name.startswith("fleet-smudge-") and entry.is_dir(follow_symlinks=False) and \
+                    time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_S:
+                shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def add_from_tree(tree: Path, builder: SnapshotBuilder, full: str, path: str, mode: int) -> None:

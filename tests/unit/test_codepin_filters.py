@@ -108,3 +108,19 @@ def test_attributes_beside_the_experiment_are_not_its_changes(store, repo):
     (repo / "other").mkdir()
     (repo / "other" / ".gitattributes").write_text("*.dat filter=fake\n")
     assert pin_code(repo / "exp", store).dirty_files == []
+
+
+def test_scratch_left_by_a_killed_pin_is_swept(tmp_path):
+    """A pin SIGKILLed mid-export left .git/fleet-smudge-* behind (GiBs of LFS content) with nothing
+    to remove it (review finding): the next filtered export removes day-old ones, not recent ones."""
+    import os
+    import time
+
+    from fleet.records.codefilters import _sweep_stale
+    old, recent = tmp_path / "fleet-smudge-old", tmp_path / "fleet-smudge-new"
+    for d in (old, recent):
+        (d / "out").mkdir(parents=True)
+    day_ago = time.time() - 25 * 3600
+    os.utime(old, (day_ago, day_ago))
+    _sweep_stale(str(tmp_path))
+    assert not old.exists() and recent.exists()
