@@ -171,5 +171,5 @@ def test_the_packaged_program_runs_as_fleet_stacks(installed, tmp_path):
     assert Path(got["fleet"]).is_relative_to(site) and Path(got["stacks"]).is_relative_to(site)
     assert Path(got["program"]).is_relative_to(site)
     assert got["inline"] is True and got["work_dir"] == str(work)   # the stack config is looked for here
-    assert got["resources"] == 36                                   # the default stack (docs/stacks.md)
+    assert got["resources"] == 35                                   # the default stack (docs/stacks.md)
     assert got["templates"] == ["aws-1gpu", "aws-4gpu", "aws-8gpu"]    # the example config's
