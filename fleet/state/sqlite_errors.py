@@ -61,12 +61,30 @@ def empty_but_used(path: Path) -> bool:
     """A zero-byte state.db in a FLEET_HOME that fleet has used (a truncation, a copy that failed):
     opened as a fresh database it would show no leases and no ledger while machines and spend it
     recorded are still out there."""
-    try:
-        if path.stat().st_size != 0:
+    if not _empty(path) or not _used(path.parent):
+        return False
+    # Another fleet process may be creating it this moment (two first `fleet up`s at once): SQLite
+    # writes its header within milliseconds of creating the file. An emptied one stays empty.
+    import time
+    deadline = time.monotonic() + CREATING_S
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if not _empty(path):
             return False
+    return True
+
+
+CREATING_S = 2.0
+
+
+def _empty(path: Path) -> bool:
+    try:
+        return path.stat().st_size == 0
     except OSError:
         return False
-    home = path.parent
+
+
+def _used(home: Path) -> bool:
     if (home / "records.tip").exists():
         return True
     for name in ("store", "leases", "machines"):

@@ -107,3 +107,22 @@ def test_a_newer_schema_is_refused_by_the_library_too(tmp_path):
         conn.execute("INSERT INTO schema_migrations VALUES (?, 'future', 'x')", (NEWEST + 1,))
     with pytest.raises(EnvironmentProblem, match="newer than this fleet knows"):
         Database(path)
+
+
+def test_a_state_database_another_fleet_is_creating_is_not_corrupt(fleet_home):
+    """Two first `fleet up`s at once: one found the file the other had just created, still empty
+    (SQLite writes its header a moment later), and refused it as an emptied database (seen in CI)."""
+    import sqlite3
+    import threading
+    path = fleet_home / "state.db"
+    (fleet_home / "store" / "chunks").mkdir(parents=True)          # the other run got that far
+    path.write_bytes(b"")
+
+    def create():
+        conn = sqlite3.connect(path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.close()
+    threading.Timer(0.3, create).start()
+    db = Database(path)
+    assert db.execute("SELECT COUNT(*) AS n FROM leases") == [{"n": 0}]
+    db.close()
