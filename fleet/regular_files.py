@@ -11,10 +11,10 @@ import stat
 NOT_REGULAR = "not a regular file (a FIFO, socket or device)"
 
 
-def open_regular(path: str | os.PathLike) -> int:
-    """A read-only descriptor of `path`; OSError with ELOOP for a link, EINVAL for anything but a
-    regular file (the descriptor is closed then)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+def open_regular(path: str | os.PathLike, *, follow_links: bool = False) -> int:
+    """A read-only descriptor of `path`; OSError with ELOOP for a link (unless `follow_links`),
+    EINVAL for anything but a regular file (the descriptor is closed then)."""
+    fd = os.open(path, os.O_RDONLY | (0 if follow_links else os.O_NOFOLLOW) | os.O_NONBLOCK | os.O_CLOEXEC)
     if not stat.S_ISREG(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, NOT_REGULAR)
@@ -43,10 +43,7 @@ def read_config_file(path: str | os.PathLike, limit: int = CONFIG_LIMIT) -> byte
     only a regular file, opened without blocking and read to at most `limit` bytes: a FIFO in its
     place hung every command that peeks at it, a link to /dev/zero filled memory. OSError (EINVAL:
     not a regular file; EFBIG: larger than `limit`)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise OSError(errno.EINVAL, NOT_REGULAR)
+    with os.fdopen(open_regular(path, follow_links=True), "rb") as handle:
         data = handle.read(limit + 1)
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {limit // (1024 * 1024)} MiB")
