@@ -36,7 +36,8 @@ from .notices import NoticeWatch
 from .context import Events, RunContext, checked_events
 from .ending import record_run
 from .environment import EnvironmentStage
-from .execute import MachinesLost, ReleasedElsewhere, check_cancel, check_not_released_elsewhere
+from .execute import (MachinesLost, ReleasedElsewhere, check_cancel, check_not_released_elsewhere,
+                      released_elsewhere)
 from .loss_reason import ended_by_provider
 from .heartbeat_state import HeartbeatState
 from .inputs import Inputs
@@ -251,6 +252,8 @@ class Pipeline:
                 outcome = _Outcome("error", ExitCode.INFRASTRUCTURE, message=ctx.stop_message, machines_lost=True)
             elif isinstance(exc, Cancelled) or ctx.stop_reason == "cancelled":
                 outcome = _Outcome("cancelled", ExitCode.CANCELLED, message=ctx.stop_message or str(exc))
+            elif (elsewhere := released_elsewhere(ctx)) is not None:   # e.g. staging cut off by `fleet down`
+                outcome, error = _Outcome("error", elsewhere.exit_code, message=elsewhere.one_line()), None
             else:
                 outcome = _Outcome("error", exc.exit_code, message=exc.one_line())
         except BaseException as exc:

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from fleet.errors import ExitCode
+from fleet.errors import ExitCode, InfrastructureError
 from fleet.leases import down
 from fleet.providers.fake import FakeProvider, FakeSettings
 from fleet.run.lease import NewLease
@@ -92,3 +92,25 @@ def test_fleet_down_of_a_runs_lease_ends_it_and_nothing_is_leased_again(config, 
     assert f"lease {leases[0].id} was released from outside this run at 20" in got.message, got.message
     assert not got.machines_lost and got.attempts is None
     assert leases[0].status == "released"
+
+
+class DownWhileStaging(FakeMachines):
+    """`fleet down` lands while inputs are being copied: the copy then fails as a vanished machine
+    makes it fail (the sync helper's connection ends), which is what a loaded CI run saw."""
+
+    def stage(self, inputs, lease, events):
+        state = open_state()
+        try:
+            down([lease.id], state=state)
+        finally:
+            state.close()
+        raise InfrastructureError("sync helper ended without answering")
+
+
+def test_fleet_down_during_staging_says_the_lease_was_released_not_the_copy_error(config):  # noqa: F811
+    provider = FakeProvider(FakeSettings(price_per_hour=Decimal(36)))
+    got = Pipeline(config, NewLease(provider), machines=DownWhileStaging(), events=Phases()).run()
+    lease = all_leases()[0]
+    assert (got.status, got.exit_code) == ("error", ExitCode.INFRASTRUCTURE)
+    assert got.message.startswith(f"lease {lease.id} was released from outside this run"), got.message
+    assert lease.status == "released" and not got.machines_lost
