@@ -29,7 +29,7 @@ class Heartbeat:
         # Where the provider keeps the deadline for its reaper (AWS: a fleet:deadline tag, one
         # CreateTags for the whole lease per beat); see deadline_publisher.
         self.publish = publish
-        self.warn = warn or (lambda msg: None)
+        self._warn_to = warn
         self._stop = threading.Event()
         self._sessions: dict[str, Session] = {}
         self._thread = threading.Thread(target=self._loop, name="fleet-heartbeat", daemon=True)
@@ -41,6 +41,16 @@ class Heartbeat:
         self._in_flight: set[str] = set()
         self._forgotten: set[str] = set()   # released while the lease lives on (forget)
         self._lock = threading.Lock()
+
+    def warn(self, message: str) -> None:
+        """Tell the user, from the beat's threads: a sink that raises (a closed terminal, a caller's
+        own events) must not end the beats, or every machine would end itself at its deadline."""
+        if self._warn_to is None:
+            return
+        try:
+            self._warn_to(message)
+        except Exception:  # noqa: BLE001 — nowhere to report it from a background thread
+            pass
 
     @property
     def interval_s(self) -> float:
@@ -149,7 +159,10 @@ class Heartbeat:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self.beat()
+            try:
+                self.beat()
+            except Exception as exc:  # noqa: BLE001 — e.g. on_deadline's state write in an outage: beat on
+                self.warn(f"heartbeat of lease {self.lease.id}: {exc}")
 
     def stop(self) -> None:
         self._stop.set()
