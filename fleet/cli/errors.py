@@ -1,7 +1,12 @@
 """Errors of the typer application: click's usage errors, help and aborts, on top of guard.guard."""
 from __future__ import annotations
 
+import re
 import sys
+
+# typer (0.12+) adds "Did you mean 'x'?" to a subgroup's unknown command, and click 8.4+ adds the same
+# sentence itself (`fleet hosts list`): say it once.
+_REPEATED_HINT = re.compile(r"( Did you mean [^?]*\?)(?:\1)+")
 
 try:  # typer >= 0.2x vendors click as typer._click and raises its own exception classes
     from typer import Abort as _Abort, Exit as _Exit
@@ -43,7 +48,7 @@ def main_guard(app) -> int:
             print(ctx.get_help() if ctx is not None else exc.format_message())
             return 0
         if isinstance(exc, _ClickException):
-            msg = exc.format_message().strip().replace("\n", " ")
+            msg = _REPEATED_HINT.sub(r"\1", exc.format_message().strip().replace("\n", " "))
             ctx = getattr(exc, "ctx", None)
             where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
             if msg:  # empty for `fleet` with no arguments: the help was already shown

@@ -121,3 +121,13 @@ def test_status_with_no_lease_imports_neither_typing_nor_the_models(tmp_path):
                          cwd=tmp_path)
     assert "LOADED []" in out.stderr, out.stderr
     assert "no live leases" in out.stdout
+
+
+def test_a_typo_in_a_group_gets_one_suggestion():
+    # run this checkout's fleet (the venv's script imports the installed one)
+    code = "import sys; from fleet.cli.main import run; sys.argv = ['fleet', 'hosts', 'list']; sys.exit(run())"
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=repo)
+    assert out.returncode == 2
+    assert out.stderr.count("Did you mean 'ls'?") == 1, out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
