@@ -80,7 +80,7 @@ max_duration = "4h"
 # the machines are gone within this long. The environment variable FLEET_HEARTBEAT_TTL overrides it.
 heartbeat_ttl = "5m"
 
-# Environment variables for setup and command (string values).
+# Environment variables for setup and command (strings, numbers or true/false).
 [env]
 # OMP_NUM_THREADS = "1"
 
