@@ -31,7 +31,7 @@ def down(
     all_leases: bool = typer.Option(False, "--all", help="Release every live lease of yours and sweep orphan "
                                     "machines."),
     all_users: bool = typer.Option(False, "--all-users", help="With --all: every user's leases (team mode)."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> int:
     """Destroy the machines of leases (idempotent)."""
     from ..config.peek import peek_str

@@ -5,6 +5,8 @@ from typing import Optional
 
 import typer
 
+JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
+
 runs_app = typer.Typer(help="Run records: what ran, on which pinned code and data, with what result.",
                        no_args_is_help=True)
 
@@ -20,9 +22,9 @@ def register(app: typer.Typer) -> None:
 
 
 @runs_app.command("ls")
-def ls(json_out: bool = typer.Option(False, "--json"), limit: int = typer.Option(50, "--limit", min=1, max=1_000_000,
+def ls(json_out: bool = JsonOpt, limit: int = typer.Option(50, "--limit", min=1, max=1_000_000,
                                                                      help="At most this many (default 50)."),
-       project: Optional[str] = typer.Option(None, "--project")) -> int:
+       project: Optional[str] = typer.Option(None, "--project", help="Only this project's runs.")) -> int:
     """List run records, newest first."""
     from ..records.chain import list_records
     from ..records.views import record_json
@@ -42,7 +44,7 @@ def ls(json_out: bool = typer.Option(False, "--json"), limit: int = typer.Option
 
 @runs_app.command("show")
 def show(run: str = typer.Argument(..., help="Run id (or unique prefix)."),
-         json_out: bool = typer.Option(False, "--json")) -> int:
+         json_out: bool = JsonOpt) -> int:
     """Show one run's record."""
     from ..records.chain import get_record
     from ..records.views import record_json, record_lines
@@ -97,7 +99,7 @@ def audit(
     run: Optional[str] = typer.Argument(None, help="The run whose lineage to print."),
     verify: bool = typer.Option(False, "--verify", help="Check every record's chain and every referenced snapshot."),
     deep: bool = typer.Option(False, "--deep", help="With --verify: re-hash every chunk, not just check presence."),
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = JsonOpt,
     md: bool = typer.Option(False, "--md", help="Markdown (the default for a run)."),
 ) -> int:
     """Print a run's lineage, or verify the whole record chain and its snapshots (--verify)."""

@@ -5,6 +5,8 @@ from typing import Optional
 
 import typer
 
+JsonOpt = typer.Option(False, "--json", help="Machine-readable output.")
+
 from ..render.units import human_size
 
 snapshot_app = typer.Typer(help="Content-addressed snapshots of data (same bytes → same id).",
@@ -32,7 +34,7 @@ def create(
     path: str = typer.Argument(..., help="Directory or file to snapshot."),   # str: typer makes "" Path(".")
     name: Optional[str] = typer.Option(None, "--name", "-n", help="Name for the snapshot (must not point elsewhere)."),
     store: Optional[str] = StoreOpt,
-    json_out: bool = typer.Option(False, "--json"),
+    json_out: bool = JsonOpt,
 ) -> int:
     """Snapshot PATH into the store and print its id."""
     from .snapshot_create import create as create_command     # also fleet/cli/main.py's route without typer
@@ -40,7 +42,7 @@ def create(
 
 
 @snapshot_app.command("ls")
-def ls(store: Optional[str] = StoreOpt, json_out: bool = typer.Option(False, "--json")) -> int:
+def ls(store: Optional[str] = StoreOpt, json_out: bool = JsonOpt) -> int:
     """List snapshots in the store."""
     from ..snapshots import list_snapshots
     rows = list_snapshots(_store(store))
@@ -56,7 +58,7 @@ def ls(store: Optional[str] = StoreOpt, json_out: bool = typer.Option(False, "--
 
 @snapshot_app.command("show")
 def show(ref: str = typer.Argument(..., help="Snapshot id, id prefix or name."), store: Optional[str] = StoreOpt,
-         json_out: bool = typer.Option(False, "--json")) -> int:
+         json_out: bool = JsonOpt) -> int:
     """Show a snapshot's files."""
     from ..snapshots import resolve
     from ..snapshots import show as show_snapshot
@@ -82,7 +84,7 @@ def show(ref: str = typer.Argument(..., help="Snapshot id, id prefix or name."),
 
 
 @snapshot_app.command("diff")
-def diff(a: str, b: str, store: Optional[str] = StoreOpt, json_out: bool = typer.Option(False, "--json")) -> int:
+def diff(a: str, b: str, store: Optional[str] = StoreOpt, json_out: bool = JsonOpt) -> int:
     """What changed from snapshot A to snapshot B."""
     from ..snapshots import diff as diff_snapshots
     from ..snapshots import resolve
@@ -108,7 +110,7 @@ def diff(a: str, b: str, store: Optional[str] = StoreOpt, json_out: bool = typer
 def verify(ref: Optional[str] = typer.Argument(None, help="Snapshot to check (default: every snapshot)."),
            store: Optional[str] = StoreOpt,
            quick: bool = typer.Option(False, "--quick", help="Check chunks are present without re-hashing them."),
-           json_out: bool = typer.Option(False, "--json")) -> int:
+           json_out: bool = JsonOpt) -> int:
     """Re-hash every chunk; name each missing or corrupt chunk and its file."""
     from ..errors import IntegrityError
     from ..snapshots import resolve
@@ -138,7 +140,7 @@ def verify(ref: Optional[str] = typer.Argument(None, help="Snapshot to check (de
 
 @snapshot_app.command("rm")
 def rm(ref: str = typer.Argument(..., help="Snapshot name, id or id prefix."), store: Optional[str] = StoreOpt,
-       json_out: bool = typer.Option(False, "--json")) -> int:
+       json_out: bool = JsonOpt) -> int:
     """Drop a snapshot's name (an id drops all its names). Run `gc` later to free its chunks; snapshots
     a run record references are never deleted, so `fleet rerun` stays possible."""
     from ..records.chain import runs_referencing
@@ -166,7 +168,8 @@ def rm(ref: str = typer.Argument(..., help="Snapshot name, id or id prefix."), s
 def gc(store: Optional[str] = StoreOpt,
        grace: float = typer.Option(3600, "--grace", help="Keep unreferenced chunks younger than this (seconds): "
                                    "a create in progress has written chunks but not yet its manifest."),
-       dry_run: bool = typer.Option(False, "--dry-run"), json_out: bool = typer.Option(False, "--json")) -> int:
+       dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would go."),
+       json_out: bool = JsonOpt) -> int:
     """Delete chunks that no snapshot references (refused while a write to the store is under way)."""
     from ..snapshots import gc as gc_store
     result = gc_store(_store(store), grace_s=grace, dry_run=dry_run)

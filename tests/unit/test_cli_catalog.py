@@ -131,3 +131,18 @@ def test_a_typo_in_a_group_gets_one_suggestion():
     assert out.returncode == 2
     assert out.stderr.count("Did you mean 'ls'?") == 1, out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    """`fleet CMD --help` lists no bare flag (a `--json` with no words after it)."""
+    bare = []
+    for entry in catalog.COMMANDS:
+        holder = typer.Typer()
+        importlib.import_module(f"fleet.cli.{entry.module}").register(holder)
+        command = typer.main.get_group(holder).get_command(None, entry.name)
+        commands = list(command.commands.values()) if hasattr(command, "commands") else [command]
+        for cmd in commands:
+            for param in cmd.params:
+                if param.param_type_name == "option" and not param.help and "--help" not in param.opts:
+                    bare.append(f"fleet {entry.name} {cmd.name if cmd is not command else ''} {param.opts[0]}")
+    assert not bare, bare
