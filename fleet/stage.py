@@ -120,51 +120,70 @@ def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path, *, limit
     gzip on one core (~40 MB/s) is slower than the link, so it only capped the throughput. Sparse
     files travel as sparse where the machine's tar is GNU tar (a preallocated 3 GiB file is no
     3 GiB of zeros on the wire). A transfer cut short, a full disk here or `limit` bytes passed
-    end it with `incomplete` set (what came before is kept, every file complete), never a raise."""
+    end it with `incomplete` set (what came before is kept, every file complete), never a raise.
+
+    A connection that drops under the transfer (its sshd ended it, the link reset) is tried once
+    more on a fresh connection: tar only reads, and each file the first try kept is replaced whole.
+    A machine's pooled connection carries its neighbours' channels too (a sweep's trials sharing
+    it), so one drop would otherwise cost every transfer then in flight its outputs."""
+    for attempt in (1, 2):
+        with connect(machine) as session:   # one that does not answer raises: not tried again here
+            try:
+                result = _fetch_once(session, remote_dir, local_dir, limit)
+            except Exception:
+                if attempt == 2 or session.active:
+                    raise
+                continue
+            if attempt == 2 or not result.incomplete or session.active:
+                return result
+    return result
+
+
+def _fetch_once(session, remote_dir: str, local_dir: Path, limit: int | None) -> Extracted:
+    """One try of fetch_directory on `session`."""
     create = "-cf"
     result = Extracted()
-    with connect(machine) as session:
-        quoted = shlex.quote(remote_dir)
-        cmd = (f"if [ -d {quoted} ]; then s=; tar --version 2>/dev/null | grep -q 'GNU tar' && s=--sparse; "
-               f"tar $s {shlex.quote(create)} - -C {quoted} .; fi")
-        chan = session.open_channel(window_size=OUTPUTS_WINDOW, max_packet_size=MAX_PACKET)
+    quoted = shlex.quote(remote_dir)
+    cmd = (f"if [ -d {quoted} ]; then s=; tar --version 2>/dev/null | grep -q 'GNU tar' && s=--sparse; "
+           f"tar $s {shlex.quote(create)} - -C {quoted} .; fi")
+    chan = session.open_channel(window_size=OUTPUTS_WINDOW, max_packet_size=MAX_PACKET)
+    try:
+        chan.settimeout(600)
+        chan.exec_command(cmd)
+        stdout, stderr = _ChannelStream(chan), chan.makefile_stderr("rb")
         try:
-            chan.settimeout(600)
-            chan.exec_command(cmd)
-            stdout, stderr = _ChannelStream(chan), chan.makefile_stderr("rb")
-            try:
-                first = stdout.read(tarfile.BLOCKSIZE)
-                if first:
-                    extract_stream(_Prefixed(first, stdout), local_dir, limit=limit, out=result)
-            except OSError as exc:
-                result.incomplete = (f"no space left to write into {local_dir} ({exc.strerror})"
-                                     if exc.errno in (errno.ENOSPC, errno.EDQUOT) else
-                                     "the machine sent nothing for 600 s" if isinstance(exc, socket.timeout) else
-                                     f"{type(exc).__name__}: {exc}")
-                return result
-            except tarfile.ReadError as exc:   # the stream ended inside a member: cut short
-                result.incomplete = f"the transfer ended early ({exc})"
-                return result
-            except (Stopped, tarfile.TarError) as exc:
-                result.incomplete = str(exc) or type(exc).__name__
-                return result
-            # What follows the end-of-archive blocks is padding; a machine that keeps sending is cut off.
-            trailing = 0
-            while trailing < MAX_TRAILING and (block := stdout.read(CHUNK)):
-                trailing += len(block)
-            if trailing >= MAX_TRAILING:
-                result.skipped.append(f"{remote_dir}: the machine sent more than the archive; cut off")
-                return result
-            status = chan.recv_exit_status()
-            if status != 0:
-                why = _last_complaint(stderr)
-                said = f"tar on the machine exited {status}" + (f" ({why})" if why else "")
-                if status == 1:   # GNU tar: a file changed while it was read; the archive is whole
-                    result.skipped.append(f"{remote_dir}: {said}")
-                else:   # killed (a reclaim, the link cut: -1), failed, or a file it could not read (2)
-                    result.incomplete = said
-        finally:
-            chan.close()
+            first = stdout.read(tarfile.BLOCKSIZE)
+            if first:
+                extract_stream(_Prefixed(first, stdout), local_dir, limit=limit, out=result)
+        except OSError as exc:
+            result.incomplete = (f"no space left to write into {local_dir} ({exc.strerror})"
+                                 if exc.errno in (errno.ENOSPC, errno.EDQUOT) else
+                                 "the machine sent nothing for 600 s" if isinstance(exc, socket.timeout) else
+                                 f"{type(exc).__name__}: {exc}")
+            return result
+        except tarfile.ReadError as exc:   # the stream ended inside a member: cut short
+            result.incomplete = f"the transfer ended early ({exc})"
+            return result
+        except (Stopped, tarfile.TarError) as exc:
+            result.incomplete = str(exc) or type(exc).__name__
+            return result
+        # What follows the end-of-archive blocks is padding; a machine that keeps sending is cut off.
+        trailing = 0
+        while trailing < MAX_TRAILING and (block := stdout.read(CHUNK)):
+            trailing += len(block)
+        if trailing >= MAX_TRAILING:
+            result.skipped.append(f"{remote_dir}: the machine sent more than the archive; cut off")
+            return result
+        status = chan.recv_exit_status()
+        if status != 0:
+            why = _last_complaint(stderr)
+            said = f"tar on the machine exited {status}" + (f" ({why})" if why else "")
+            if status == 1:   # GNU tar: a file changed while it was read; the archive is whole
+                result.skipped.append(f"{remote_dir}: {said}")
+            else:   # killed (a reclaim, the link cut: -1), failed, or a file it could not read (2)
+                result.incomplete = said
+    finally:
+        chan.close()
     return result
 
 

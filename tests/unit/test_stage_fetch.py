@@ -15,8 +15,10 @@ from fleet import stage
 
 
 class _Channel:
-    def __init__(self, data: bytes, status: int, err: bytes = b""):
+    def __init__(self, data: bytes, status: int, err: bytes = b"", drops: bool = False):
+        """`drops`: the connection it rides is lost under it (the session goes inactive)."""
         self.data, self.status, self.err, self.command = io.BytesIO(data), status, err, None
+        self.drops = drops
 
     def settimeout(self, seconds):
         pass
@@ -43,8 +45,12 @@ def machine(monkeypatch):
     channels: list[_Channel] = []
 
     class Session:
+        active = True                          # each connect() is a connection of its own
+
         def open_channel(self, **kwargs):
-            return channels.pop(0)
+            chan = channels.pop(0)
+            self.active = not chan.drops
+            return chan
 
     monkeypatch.setattr(stage, "connect", lambda m: contextlib.nullcontext(Session()))
     return channels
@@ -70,6 +76,25 @@ def test_a_transfer_cut_mid_file_is_incomplete_and_keeps_only_whole_files(machin
     got = stage.fetch_directory(None, "/w/outputs/r1", tmp_path / "node-0")
     assert got.incomplete == "the transfer ended early (unexpected end of data)"
     assert got.files == 1 and _listing(tmp_path / "node-0") == ["metrics.json"]
+
+
+def test_outputs_whose_connection_dropped_come_home_on_a_fresh_one(machine, tmp_path):
+    """Seen under load: a sweep's pooled connection dropped while four trials used it, and one
+    trial's outputs ended "tar on the machine exited -1" (its run an error) although nothing was
+    wrong with them. The tar only reads: once more on a fresh connection brings them home."""
+    data = _tar(("metrics.json", b"{}"), ("model.ckpt", b"w" * 5000))
+    machine.append(_Channel(data[:1024], -1, drops=True))    # the connection went mid-transfer
+    machine.append(_Channel(data, 0))
+    got = stage.fetch_directory(None, "/w/outputs/r1", tmp_path / "node-0")
+    assert got.incomplete is None and got.files == 2 and machine == []
+    assert (tmp_path / "node-0" / "model.ckpt").read_bytes() == b"w" * 5000
+
+
+def test_a_connection_that_drops_twice_is_incomplete(machine, tmp_path):
+    machine.append(_Channel(b"", -1, drops=True))
+    machine.append(_Channel(b"", -1, drops=True))
+    got = stage.fetch_directory(None, "/w/outputs/r1", tmp_path / "node-0")
+    assert got.incomplete == "tar on the machine exited -1"
 
 
 def test_tar_killed_between_two_files_is_incomplete(machine, tmp_path):
