@@ -81,12 +81,22 @@ class ResetResult:
 def reset_machine(machine: Machine, run_id: str, leaf: str, env: tuple[str, str, str] = ("", "", "")) -> ResetResult:
     """`env`: (the lease's venv on the machine, the code directory, the data directory), whose state
     is read after the reset."""
+    from ..errors import MachineUnreachable
     from ..remote.ssh import connect
     agent_dir = machine.agent_path.rsplit("/", 1)[0]
     argv = [machine.python, "-S", "-c", _SNIPPET, agent_dir, run_id, f"{machine.workdir}/outputs/{run_id}",
             machine.state_dir, machine.id, leaf, *env]
-    with connect(machine, timeout=20) as s:
-        result = s.run(shlex.join(argv), check=False, timeout=60)
+    for attempt in (1, 2):
+        with connect(machine, timeout=20) as s:   # one that does not answer raises: not tried again here
+            try:
+                result = s.run(shlex.join(argv), check=False, timeout=60)
+                break
+            except MachineUnreachable:
+                # The connection dropped under the reset: it is idempotent, so once more on a fresh
+                # one. The pooled connection carries the neighbouring trials' channels too: one drop
+                # would otherwise fail every reset and outputs transfer then in flight.
+                if attempt == 2 or s.active:
+                    raise
     try:
         got = json.loads(result.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):

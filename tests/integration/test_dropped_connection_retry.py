@@ -9,10 +9,13 @@ import signal
 from pathlib import Path
 
 import paramiko
+import pytest
 
+from fleet.errors import MachineUnreachable
 from fleet.remote.pool import SessionPool
-from fleet.remote.ssh import wait_ready
+from fleet.remote.ssh import connect, wait_ready
 from fleet.stage import fetch_directory
+from fleet.sweep.reset import reset_machine
 from tests.conftest import wait_until
 from tests.fixtures.slurm import signal_all
 from tests.integration.test_session_pool import _sshd_sessions
@@ -35,6 +38,29 @@ def _drop_before(monkeypatch, machine, marker: str, times: int = 1) -> list[str]
 
     monkeypatch.setattr(paramiko.Channel, "exec_command", exec_command)
     return dropped
+
+
+def test_a_reset_whose_connection_drops_runs_again_on_a_fresh_one(local_lease, monkeypatch):
+    m = local_lease().machines[0]
+    left = Path(m.workdir) / "outputs" / "r-trial" / "out.txt"
+    left.parent.mkdir(parents=True)
+    left.write_text("what the trial left")
+    with SessionPool([m]) as pool:
+        wait_ready(m, timeout=20).close()
+        dropped = _drop_before(monkeypatch, m, "leaf_clean")
+        got = reset_machine(m, "r-trial", "trial-0")
+        assert len(dropped) == 1 and pool.opened == 2
+    assert got.clean and not left.parent.exists()
+
+
+def test_a_reset_whose_connection_drops_twice_fails(local_lease, monkeypatch):
+    m = local_lease().machines[0]
+    with SessionPool([m]):
+        wait_ready(m, timeout=20).close()
+        _drop_before(monkeypatch, m, "leaf_clean", times=2)
+        with pytest.raises(MachineUnreachable):
+            reset_machine(m, "r-trial", "trial-0")
+        assert connect(m).run("echo up").stdout.strip() == "up"   # the machine itself is fine
 
 
 def test_outputs_whose_connection_drops_come_home_on_a_fresh_one(local_lease, monkeypatch, tmp_path):
