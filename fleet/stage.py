@@ -126,16 +126,27 @@ def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path, *, limit
     more on a fresh connection: tar only reads, and each file the first try kept is replaced whole.
     A machine's pooled connection carries its neighbours' channels too (a sweep's trials sharing
     it), so one drop would otherwise cost every transfer then in flight its outputs."""
+    first: Extracted | Exception | None = None
     for attempt in (1, 2):
-        with connect(machine) as session:   # one that does not answer raises: not tried again here
+        try:
+            opened = connect(machine)   # a machine that does not answer the first time raises
+        except Exception:
+            if first is None:
+                raise
+            if isinstance(first, Exception):   # gone meanwhile (a reclaim): the first try's own end
+                raise first from None
+            return first
+        with opened as session:
             try:
                 result = _fetch_once(session, remote_dir, local_dir, limit)
-            except Exception:
+            except Exception as exc:
                 if attempt == 2 or session.active:
                     raise
+                first = exc
                 continue
             if attempt == 2 or not result.incomplete or session.active:
                 return result
+            first = result
     return result
 
 

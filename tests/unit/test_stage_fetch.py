@@ -97,6 +97,27 @@ def test_a_connection_that_drops_twice_is_incomplete(machine, tmp_path):
     assert got.incomplete == "tar on the machine exited -1"
 
 
+def test_a_machine_gone_after_the_drop_keeps_what_the_first_try_brought(machine, tmp_path, monkeypatch):
+    """A spot reclaim: the connection drops and the machine no longer answers. The outputs that
+    came whole are kept and the rest is named incomplete; the failed reconnect is not the result."""
+    data = _tar(("metrics.json", b"{}"), ("model.ckpt", os.urandom(3 << 20)))
+    machine.append(_Channel(data[:2 << 20], -1, drops=True))
+    first_connect = stage.connect
+
+    def gone_after_the_first(m):
+        monkeypatch.setattr(stage, "connect", _refused)
+        return first_connect(m)
+
+    monkeypatch.setattr(stage, "connect", gone_after_the_first)
+    got = stage.fetch_directory(None, "/w/outputs/r1", tmp_path / "node-0")
+    assert got.incomplete == "the transfer ended early (unexpected end of data)"
+    assert _listing(tmp_path / "node-0") == ["metrics.json"]
+
+
+def _refused(m):
+    raise ConnectionRefusedError("machine gone")
+
+
 def test_tar_killed_between_two_files_is_incomplete(machine, tmp_path):
     data = _tar(("a", b"1"))
     machine.append(_Channel(data[:1024], 143, b"Terminated\n"))   # a whole member, then nothing
