@@ -38,10 +38,11 @@ def test_cli_modules_stay_small():
 
 
 def test_the_library_never_imports_the_cli():
-    """fleet/cli is the top layer: what a command needs from elsewhere is in the library, never the reverse."""
+    """fleet/cli is the top layer: what a command needs from elsewhere is in the library, never the reverse.
+    fleet/__main__.py is no library module: it is `python -m fleet`, the command itself."""
     offenders = []
     for path in FLEET.rglob("*.py"):
-        if path.is_relative_to(CLI):
+        if path.is_relative_to(CLI) or path == FLEET / "__main__.py":
             continue
         for node in ast.walk(ast.parse(path.read_text("utf-8"))):
             if isinstance(node, ast.ImportFrom):
