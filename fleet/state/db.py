@@ -22,6 +22,9 @@ from ..errors import EnvironmentProblem, StateUnavailable
 from .sqlite_errors import (_is_corrupt, corrupt_database, empty_but_used, mismatch_hint,  # noqa: F401
                             transient_hint)
 
+# Migrations followed by a column repair in fleet/state/repairs.py (its AFTER table).
+_REPAIRED = {12}
+
 _TOKENS = {
     "sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT"},
     "postgresql": {"serial": "BIGSERIAL PRIMARY KEY"},
@@ -139,6 +142,9 @@ class BaseDatabase:
                     continue   # another process applied it while we waited for the lock
                 for statement in split_statements(sql.format_map(_TOKENS[self.dialect])):
                     self.execute(statement)
+                if number in _REPAIRED:   # imported only when such a migration is pending
+                    from .repairs import AFTER
+                    AFTER[number](self)
                 self.execute("INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)",
                              (number, name, datetime.now(timezone.utc).isoformat()))
             applied.append(number)
