@@ -28,6 +28,9 @@ def _pid_file_matches(directory: str, pid: int) -> bool:
     from ...remote.agent.containment import same_process
     try:
         recorded, start = (int(x) for x in read_small(os.path.join(directory, "sshd.pid")).split()[:2])
-    except (ValueError, IndexError):   # "PID STARTTIME"
-        return False
+    except (ValueError, IndexError):   # "PID STARTTIME"; a bare pid: an earlier fleet's machine (legacy.py)
+        from .legacy import proven_pid
+        from .sshd import _runs_config
+        return proven_pid(os.path.join(directory, "sshd.pid"),
+                          lambda p: p == pid and _runs_config(p, os.path.join(directory, "sshd_config"))) is not None
     return recorded == pid and same_process(pid, start)   # a reused pid is not the machine's sshd

@@ -299,6 +299,10 @@ def stop_machine_dir(directory: Path, grace_s: float = 2.0) -> None:
     sshd = containment.read_pid_file(d / "sshd.pid")
     if sshd and not _runs_config(sshd[0], d / "sshd_config"):
         sshd = None
+    if sshd is None and containment.read_small(d / "sshd.pid").strip().isdigit():   # an earlier fleet's
+        from . import legacy
+        sshd = legacy.proven_pid(d / "sshd.pid", lambda pid: _runs_config(pid, d / "sshd_config"))
+        legacy.end_watchdog(d, grace_s)
     agent.stop_machine(str(d / "root" / ".fleet"), d.name, unit=isolation.unit_for(d),
                        roots=[sshd] if sshd else [], grace_s=grace_s)
     if sshd:   # reap our own child so it does not linger as a zombie
