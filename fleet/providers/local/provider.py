@@ -177,6 +177,13 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
             return
         from ...parallel import parallel
         parallel(existing, _end_machine_dir)   # also at interpreter shutdown (a run in a worker thread)
+        # Each worker's tree walk holds a descriptor per level: under a low open-files limit
+        # (`ulimit -n 64`, a run's SSH connections still open) some failed with EMFILE and, errors
+        # ignored, left whole machine directories (their venvs) behind. One at a time they fit.
+        import shutil
+        for d in existing:
+            if d.exists():
+                shutil.rmtree(d, ignore_errors=True)
 
     @classmethod
     def _lease_dirs(cls, lease: Lease) -> list[Path]:
