@@ -46,7 +46,7 @@ def guard(call: Callable[[], int], debug: bool, extra: Callable[[BaseException],
         if debug:
             raise
         if _about_a_path(exc):   # the path given is the problem, not fleet: say which and why
-            print(f"fleet: error: {_shown(str(exc.filename))}: {exc.strerror}", file=sys.stderr)
+            print(f"fleet: error: {_shown(_failed_path(exc))}: {exc.strerror}{_space_hint(exc)}", file=sys.stderr)
             return ExitCode.ENVIRONMENT
         if isinstance(exc, RuntimeError) and "home directory" in str(exc):   # pathlib's, for ~ or ~user
             print("fleet: error: a path starts with ~ but that home directory is unknown (no such user, or "
@@ -67,6 +67,23 @@ def _about_a_path(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.filename is not None and exc.errno in (
         errno.ENAMETOOLONG, errno.ELOOP, errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM,
         errno.EISDIR, errno.ENOTDIR, errno.EEXIST)
+
+
+def _writes_failed(exc: OSError) -> bool:
+    import errno
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+
+
+def _failed_path(exc: OSError) -> str:
+    """A copy or rename that could not write names both files, the one read first: a full disk is
+    the destination's (a local machine's agent copied into a full FLEET_HOME named fleet's own
+    agent.py, so the space was looked for in the wrong place)."""
+    return str(exc.filename2 if exc.filename2 is not None and _writes_failed(exc) else exc.filename)
+
+
+def _space_hint(exc: OSError) -> str:
+    import errno
+    return " (free space on the filesystem that holds it)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
 
 
 def _shown(message: str) -> str:

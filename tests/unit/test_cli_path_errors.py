@@ -36,3 +36,22 @@ def test_an_oserror_without_a_path_is_still_reported_as_a_bug(capsys):
 
     assert guard(fail, debug=False) == 1
     assert "internal error: OSError" in capsys.readouterr().err
+
+
+def test_a_full_disk_under_a_copy_names_where_it_was_writing_not_what_it_read(capsys, tmp_path):
+    """A local machine's agent copied from fleet's package into a full FLEET_HOME said `fleet: error:
+    …/site-packages/fleet/remote/agent/agent.py: No space left on device`: the file read, not the
+    full filesystem, so the user looked for space in the wrong place."""
+    from fleet.cli.guard import guard
+    source = tmp_path / "agent.py"
+    source.write_text("x")
+    target = tmp_path / "full" / "agent.py"
+
+    def fail() -> int:
+        raise OSError(errno.ENOSPC, "No space left on device", str(source), None, str(target))
+
+    assert guard(fail, debug=False) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err]
+    assert err.startswith(f"fleet: error: {target}: No space left on device") and str(source) not in err
+    assert "free space" in err
