@@ -19,11 +19,16 @@ PROBE_BATCH = 32                   # candidates probed per SSH round trip
 
 # Run by the machine's python: which of the given ports can be bound on every interface right now.
 # Port 0 asks the kernel for any free port (the fallback when the whole range is taken).
+# A socket that cannot be made (EMFILE: a local machine inherits the controller's `ulimit -n`) ends
+# the probe with the ports held so far: fewer candidates is still an answer.
 _PROBE = """
 import socket, sys
 held = []   # all kept open until the end, so several port-0 binds get distinct ports
 for arg in sys.argv[1:]:
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    except OSError:
+        break
     try:
         s.bind(("", int(arg)))
         held.append(s)
@@ -77,7 +82,10 @@ def probe_free_ports(machine: Machine, candidates: list[int]) -> list[int]:
     with connect(machine, timeout=30) as session:
         result = session.run([machine.python, "-c", _PROBE, *map(str, candidates)], check=False, timeout=60)
     if result.exit_code != 0:
-        raise InfrastructureError(f"could not probe free ports on {machine.id}: {result.stderr.strip()[-300:]}")
+        # The last line is the error; the first of a traceback says nothing, and only one line is shown.
+        lines = result.stderr.strip().splitlines()
+        raise InfrastructureError(f"could not probe free ports on {machine.id}: "
+                                  f"{lines[-1][-300:] if lines else f'exit {result.exit_code}'}")
     return [int(p) for p in result.stdout.split()]
 
 

@@ -105,3 +105,46 @@ def test_leases_recorded_in_separate_databases_probe_different_ports_first(tmp_p
         for s in stores:
             s.close()
     assert ports[0] != ports[1] and set(ports) <= set(PORT_RANGE), ports
+
+
+def test_the_port_probe_under_a_low_open_files_limit_answers_with_the_ports_it_could_hold(tmp_path):
+    """A local machine inherits the controller's `ulimit -n`: at 32 the probe's 32 sockets held at once
+    died with EMFILE and `fleet up` ended `could not probe free ports on …: Traceback (most recent
+    call last):`. Fewer candidates is still an answer."""
+    import resource
+    import subprocess
+    import sys
+    from fleet.rendezvous import _PROBE
+
+    def low_limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (12, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
+    candidates = ["0"] * 32   # port 0: always bindable, so only the limit can stop the probe
+    proc = subprocess.run([sys.executable, "-S", "-c", _PROBE, *candidates], capture_output=True, text=True,
+                          timeout=30, preexec_fn=low_limit)
+    assert proc.returncode == 0, proc.stderr
+    assert 0 < len(proc.stdout.split()) < 32
+
+
+def test_a_failed_probe_names_the_machines_last_error_line_not_the_traceback_header(monkeypatch):
+    from types import SimpleNamespace
+    import fleet.remote.ssh as ssh
+    from fleet.errors import InfrastructureError
+    from fleet.rendezvous import probe_free_ports
+
+    class Session:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def run(self, *args, **kwargs):
+            return SimpleNamespace(exit_code=1, stdout="", stderr="Traceback (most recent call last):\n"
+                                   "  File \"<string>\", line 5, in <module>\nOSError: [Errno 24] Too many open files\n")
+
+    monkeypatch.setattr(ssh, "connect", lambda machine, timeout=30: Session())
+    machine = SimpleNamespace(id="l-x-n0", python="python3")
+    with pytest.raises(InfrastructureError) as info:
+        probe_free_ports(machine, [29500])
+    assert info.value.one_line() == "could not probe free ports on l-x-n0: OSError: [Errno 24] Too many open files"
