@@ -100,3 +100,17 @@ class Cancelled(FleetError):
 
 class BudgetStopped(FleetError):
     exit_code = ExitCode.BUDGET_STOPPED
+
+
+def transport_failure(exc: BaseException) -> InfrastructureError | None:
+    """An SSH transport's own exception (paramiko's SSHException: "Channel closed.", a socket
+    reset, an EOF) that reached the run unwrapped: the link to a machine failed, not fleet, so the
+    run ends as an infrastructure error (exit 10) with one line, not as an internal error."""
+    import sys
+    paramiko = sys.modules.get("paramiko")   # never imported here: only a loaded paramiko can have raised
+    ssh = paramiko is not None and isinstance(exc, paramiko.SSHException)
+    if not (ssh or isinstance(exc, (EOFError, ConnectionError))):
+        return None
+    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return InfrastructureError(f"the SSH connection to a machine failed ({what})",
+                               hint="the machine or its link went away; run it again")

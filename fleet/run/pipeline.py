@@ -25,7 +25,7 @@ from typing import Iterable
 
 from ..money.budget import utc_clock
 from ..config.model import Config
-from ..errors import Cancelled, ExitCode, FleetError, UsageError
+from ..errors import Cancelled, ExitCode, FleetError, UsageError, transport_failure
 from ..ids import new_run_id
 from ..models import Lease, Machine, utcnow
 from ..plan import first_deadline_s
@@ -259,6 +259,10 @@ class Pipeline:
         except BaseException as exc:
             error = exc
             outcome = _Outcome("error", 1, message=f"{type(exc).__name__}: {exc}")
+            if (elsewhere := released_elsewhere(ctx)) is not None and isinstance(exc, Exception):
+                outcome, error = _Outcome("error", elsewhere.exit_code, message=elsewhere.one_line()), None
+            elif (link := transport_failure(exc)) is not None:   # e.g. paramiko's "Channel closed." while staging
+                outcome, error = _Outcome("error", link.exit_code, message=link.one_line()), link
         finally:   # each step runs whatever the ones before it raised (cleanup.py)
             self.events.shield()
             steps = Steps()

@@ -114,3 +114,20 @@ def test_fleet_down_during_staging_says_the_lease_was_released_not_the_copy_erro
     assert (got.status, got.exit_code) == ("error", ExitCode.INFRASTRUCTURE)
     assert got.message.startswith(f"lease {lease.id} was released from outside this run"), got.message
     assert lease.status == "released" and not got.machines_lost
+
+
+class ChannelClosedWhileStaging(FakeMachines):
+    """The machine's sshd could not open a session (its open-files limit): paramiko's own exception."""
+
+    def stage(self, inputs, lease, events):
+        import paramiko
+        raise paramiko.SSHException("Channel closed.")
+
+
+def test_an_ssh_transport_failure_while_staging_is_an_infrastructure_error_not_an_internal_one(config):  # noqa: F811
+    provider = FakeProvider(FakeSettings(price_per_hour=Decimal(36)))
+    with pytest.raises(InfrastructureError) as raised:
+        Pipeline(config, NewLease(provider), machines=ChannelClosedWhileStaging(), events=Phases()).run()
+    assert raised.value.exit_code == ExitCode.INFRASTRUCTURE
+    assert "SSH connection to a machine failed (SSHException: Channel closed.)" in raised.value.one_line()
+    assert all_leases()[0].status == "released"
