@@ -107,16 +107,39 @@ def end_lost_run(state, run: dict[str, Any], lease: Lease | None, why: str, even
         rows = state.db.execute("SELECT status, meta FROM runs WHERE id = ?", (run["id"],))
         if not rows or rows[0]["status"] != "running":
             return False
-        from .state.documents import object_to_extend
-        meta = {**object_to_extend(rows[0]["meta"], f"run {run['id']}'s meta"), "summary": summary}
-        state.db.execute("UPDATE runs SET status = ?, exit_code = NULL, ended_at = ?, meta = ? WHERE id = ?",
-                         (LOST, to_jsonable(ended), json.dumps(to_jsonable(meta)), run["id"]))
+        recorded = _recorded_end(state, run["id"])
+        if recorded is not None:   # it ended and wrote its record; only its row's update was lost (a full disk)
+            state.db.execute("UPDATE runs SET status = ?, exit_code = ?, ended_at = ? WHERE id = ?",
+                             (*recorded, run["id"]))
+        else:
+            from .state.documents import object_to_extend
+            meta = {**object_to_extend(rows[0]["meta"], f"run {run['id']}'s meta"), "summary": summary}
+            state.db.execute("UPDATE runs SET status = ?, exit_code = NULL, ended_at = ?, meta = ? WHERE id = ?",
+                             (LOST, to_jsonable(ended), json.dumps(to_jsonable(meta)), run["id"]))
+    if recorded is not None:
+        events.warn(f"run {run['id']} had ended ({recorded[0]}) and its record says so, but its row still said "
+                    "running (its controller could not update it): marked from its record")
+        return True
     try:
         _append_record(state, run, lease, why, ended, cost, shadow)
     except Exception as exc:  # noqa: BLE001 — the run is ended either way; say what is missing
         events.warn(f"run {run['id']} is lost, but its run record could not be written: {exc}")
     events.warn(f"run {run['id']} lost: {why}")
     return True
+
+
+def _recorded_end(state, run_id: str) -> tuple[str, int | None, str | None] | None:
+    """(status, exit code, ended at) from the run's own record, if it wrote one; None otherwise."""
+    import json
+    rows = state.db.execute("SELECT body FROM run_records WHERE run_id = ?", (run_id,))
+    try:
+        body = json.loads(rows[0]["body"]) if rows else None
+        status, code = body.get("status"), body.get("exit_status")
+    except (ValueError, TypeError, AttributeError):
+        return None   # unreadable: `fleet audit --verify` names it; the run is ended as lost
+    if not isinstance(status, str) or not status or status == "running" or not (code is None or isinstance(code, int)):
+        return None
+    return status, code, body.get("ended_at") if isinstance(body.get("ended_at"), str) else None
 
 
 def _append_record(state, run: dict[str, Any], lease: Lease | None, why: str, ended: datetime, cost: str,

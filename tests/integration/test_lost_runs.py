@@ -68,3 +68,29 @@ def test_down_all_ends_runs_whose_controller_is_gone_and_only_those(fleet_home, 
     # Idempotent: nothing more to end, and no record is ever written twice.
     again = run_fleet(["down", "--all"], cwd=experiment)
     assert again.returncode == 0 and "lost" not in again.stderr, again.stderr
+
+
+def test_a_run_that_wrote_its_record_but_not_its_row_is_marked_from_its_record(fleet_home, experiment):
+    """A nearly full disk: the run's record was written but the update of its row was not, so the row
+    said `running` after its controller ended. `fleet down --all` used to mark it lost and warn that
+    its record could not be written ("already has a record"): the row and the record disagreed."""
+    from fleet.records.chain import RunRecord, append_record
+    state = open_state()
+    _released_lease_with_run(state, "l-done0001", "r-done-here", _dead_controller(), released_ago_s=1,
+                             deadline_in_s=60)
+    append_record(RunRecord(run_id="r-done-here", command="sleep 600", project="t", user="tester",
+                            provider="local", template="local-1gpu", exit_status=0, status="succeeded",
+                            ended_at=to_jsonable(utcnow()), cost_usd="0.01"), state.db)
+    state.close()
+
+    down = run_fleet(["down", "--all"], cwd=experiment)
+    assert down.returncode == 0 and "already has a record" not in down.stderr, down.stderr
+    assert "had ended (succeeded) and its record says so" in down.stderr, down.stderr
+    state = open_state()
+    try:
+        row = state.db.execute("SELECT status, exit_code FROM runs WHERE id = 'r-done-here'")[0]
+    finally:
+        state.close()
+    assert (row["status"], row["exit_code"]) == ("succeeded", 0)
+    listed = json.loads(run_fleet(["runs", "ls", "--json"], cwd=experiment).stdout)["runs"]
+    assert [r["status"] for r in listed if r["run_id"] == "r-done-here"] == ["succeeded"]
