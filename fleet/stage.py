@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import io
 import shlex
+import shutil
 import socket
 import tarfile
 from pathlib import Path
@@ -123,9 +124,12 @@ def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path, *, limit
     end it with `incomplete` set (what came before is kept, every file complete), never a raise.
 
     A connection that drops under the transfer (its sshd ended it, the link reset) is tried once
-    more on a fresh connection: tar only reads, and each file the first try kept is replaced whole.
-    A machine's pooled connection carries its neighbours' channels too (a sweep's trials sharing
-    it), so one drop would otherwise cost every transfer then in flight its outputs."""
+    more on a fresh connection: tar only reads. A machine's pooled connection carries its
+    neighbours' channels too (a sweep's trials sharing it), so one drop would otherwise cost every
+    transfer then in flight its outputs. The second try starts from an empty `local_dir` (so only
+    when the first began from one): two streams unpacked over each other could combine links that
+    each judged alone stay inside (p -> q/.. first, q -> . second), and could hold twice `limit`."""
+    retry_allowed = not local_dir.exists() or not any(local_dir.iterdir())
     first: Extracted | Exception | None = None
     for attempt in (1, 2):
         try:
@@ -137,14 +141,16 @@ def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path, *, limit
                 raise first from None
             return first
         with opened as session:
+            if attempt == 2 and local_dir.exists():
+                shutil.rmtree(local_dir)   # the first try's partial outputs: the second brings them whole
             try:
                 result = _fetch_once(session, remote_dir, local_dir, limit)
             except Exception as exc:
-                if attempt == 2 or session.active:
+                if attempt == 2 or session.active or not retry_allowed:
                     raise
                 first = exc
                 continue
-            if attempt == 2 or not result.incomplete or session.active:
+            if attempt == 2 or not result.incomplete or session.active or not retry_allowed:
                 return result
             first = result
     return result

@@ -114,6 +114,42 @@ def test_a_machine_gone_after_the_drop_keeps_what_the_first_try_brought(machine,
     assert _listing(tmp_path / "node-0") == ["metrics.json"]
 
 
+def _link(name: str, target: str) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = tarfile.SYMTYPE, target
+    return info
+
+
+def test_a_retry_cannot_combine_its_links_with_the_first_trys_to_lead_outside(machine, tmp_path):
+    """Each stream's links are judged inside the outputs alone; unpacked over each other, a hostile
+    machine's two streams led outside (p -> q1/q2/q3/../../.. first; q1, q2, q3 -> . second): the
+    second try starts from an empty directory."""
+    def stream(*links: tarfile.TarInfo) -> bytes:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for info in links:
+                tar.addfile(info)
+            tar.addfile(tarfile.TarInfo("big"), io.BytesIO(b""))
+        return buf.getvalue()
+    first = stream(_link("p", "q1/q2/q3/../../.."))
+    machine.append(_Channel(first[:-1024], -1, drops=True))   # p, then the connection goes
+    machine.append(_Channel(stream(_link("q1", "."), _link("q2", "."), _link("q3", ".")), 0))
+    dest = tmp_path / "node-0"
+    stage.fetch_directory(None, "/w/outputs/r1", dest)
+    for link in dest.iterdir():
+        assert os.path.realpath(link).startswith(str(dest)), (link, os.path.realpath(link))
+
+
+def test_outputs_into_a_directory_that_already_held_some_are_not_retried(machine, tmp_path):
+    dest = tmp_path / "node-0"
+    dest.mkdir()
+    (dest / "from-attempt-1.txt").write_text("kept")
+    machine.append(_Channel(b"", -1, drops=True))
+    got = stage.fetch_directory(None, "/w/outputs/r1", dest)
+    assert got.incomplete == "tar on the machine exited -1" and len(machine) == 0
+    assert (dest / "from-attempt-1.txt").read_text() == "kept"
+
+
 def _refused(m):
     raise ConnectionRefusedError("machine gone")
 
