@@ -108,9 +108,20 @@ def transport_failure(exc: BaseException) -> InfrastructureError | None:
     run ends as an infrastructure error (exit 10) with one line, not as an internal error."""
     import sys
     paramiko = sys.modules.get("paramiko")   # never imported here: only a loaded paramiko can have raised
-    ssh = paramiko is not None and isinstance(exc, paramiko.SSHException)
-    if not (ssh or isinstance(exc, (EOFError, ConnectionError))):
+    if paramiko is None:
         return None
+    ssh = isinstance(exc, paramiko.SSHException)
+    if not ssh and not (isinstance(exc, (EOFError, ConnectionError)) and _raised_in_paramiko(exc)):
+        return None   # a store's or an endpoint's own reset is not a machine's link
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return InfrastructureError(f"the SSH connection to a machine failed ({what})",
                                hint="the machine or its link went away; run it again")
+
+
+def _raised_in_paramiko(exc: BaseException) -> bool:
+    tb = exc.__traceback__
+    while tb is not None:
+        if str(tb.tb_frame.f_globals.get("__name__", "")).startswith("paramiko"):
+            return True
+        tb = tb.tb_next
+    return False

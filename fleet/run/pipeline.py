@@ -25,7 +25,7 @@ from typing import Iterable
 
 from ..money.budget import utc_clock
 from ..config.model import Config
-from ..errors import Cancelled, ExitCode, FleetError, UsageError, transport_failure
+from ..errors import Cancelled, ExitCode, FleetError, InfrastructureError, UsageError, transport_failure
 from ..ids import new_run_id
 from ..models import Lease, Machine, utcnow
 from ..plan import first_deadline_s
@@ -252,17 +252,19 @@ class Pipeline:
                 outcome = _Outcome("error", ExitCode.INFRASTRUCTURE, message=ctx.stop_message, machines_lost=True)
             elif isinstance(exc, Cancelled) or ctx.stop_reason == "cancelled":
                 outcome = _Outcome("cancelled", ExitCode.CANCELLED, message=ctx.stop_message or str(exc))
-            elif (elsewhere := released_elsewhere(ctx)) is not None:   # e.g. staging cut off by `fleet down`
+            elif isinstance(exc, InfrastructureError) and (elsewhere := released_elsewhere(ctx)) is not None:
+                # e.g. staging cut off by `fleet down`: the machines went because the user ended the run
                 outcome, error = _Outcome("error", elsewhere.exit_code, message=elsewhere.one_line()), None
             else:
                 outcome = _Outcome("error", exc.exit_code, message=exc.one_line())
         except BaseException as exc:
             error = exc
             outcome = _Outcome("error", 1, message=f"{type(exc).__name__}: {exc}")
-            if (elsewhere := released_elsewhere(ctx)) is not None and isinstance(exc, Exception):
-                outcome, error = _Outcome("error", elsewhere.exit_code, message=elsewhere.one_line()), None
-            elif (link := transport_failure(exc)) is not None:   # e.g. paramiko's "Channel closed." while staging
+            if (link := transport_failure(exc)) is not None:   # e.g. paramiko's "Channel closed." while staging
+                link.__cause__ = exc   # --debug shows where the link failed
                 outcome, error = _Outcome("error", link.exit_code, message=link.one_line()), link
+                if (elsewhere := released_elsewhere(ctx)) is not None:   # because `fleet down` took the machines
+                    outcome, error = _Outcome("error", elsewhere.exit_code, message=elsewhere.one_line()), None
         finally:   # each step runs whatever the ones before it raised (cleanup.py)
             self.events.shield()
             steps = Steps()
