@@ -108,12 +108,19 @@ def end_lost_run(state, run: dict[str, Any], lease: Lease | None, why: str, even
         if not rows or rows[0]["status"] != "running":
             return False
         recorded = _recorded_end(state, run["id"])
+        from .state.documents import object_to_extend
+        meta = object_to_extend(rows[0]["meta"], f"run {run['id']}'s meta")
         if recorded is not None:   # it ended and wrote its record; only its row's update was lost (a full disk)
-            state.db.execute("UPDATE runs SET status = ?, exit_code = ?, ended_at = ? WHERE id = ?",
-                             (*recorded, run["id"]))
+            status, code, at = recorded
+            at = at or to_jsonable(ended)
+            mark = f"ended {status} (its record); its row was marked by a later `fleet down`"
+            meta["summary"] = {**summary, "status": status, "exit_code": code, "ended_at": at, "message": mark}
+            for drop in ("cost_usd", "would_cost_usd"):   # the record has the run's own figure
+                meta["summary"].pop(drop, None)
+            state.db.execute("UPDATE runs SET status = ?, exit_code = ?, ended_at = ?, meta = ? WHERE id = ?",
+                             (status, code, at, json.dumps(to_jsonable(meta)), run["id"]))
         else:
-            from .state.documents import object_to_extend
-            meta = {**object_to_extend(rows[0]["meta"], f"run {run['id']}'s meta"), "summary": summary}
+            meta["summary"] = summary
             state.db.execute("UPDATE runs SET status = ?, exit_code = NULL, ended_at = ?, meta = ? WHERE id = ?",
                              (LOST, to_jsonable(ended), json.dumps(to_jsonable(meta)), run["id"]))
     if recorded is not None:

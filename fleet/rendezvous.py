@@ -28,6 +28,8 @@ for arg in sys.argv[1:]:
     try:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     except OSError:
+        if not held:
+            raise   # not one socket: the error itself, not "every port is taken"
         break
     try:
         s.bind(("", int(arg)))

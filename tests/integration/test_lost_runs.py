@@ -70,6 +70,14 @@ def test_down_all_ends_runs_whose_controller_is_gone_and_only_those(fleet_home, 
     assert again.returncode == 0 and "lost" not in again.stderr, again.stderr
 
 
+def state_meta(run_id: str) -> str:
+    state = open_state()
+    try:
+        return state.db.execute("SELECT meta FROM runs WHERE id = ?", (run_id,))[0]["meta"]
+    finally:
+        state.close()
+
+
 def test_a_run_that_wrote_its_record_but_not_its_row_is_marked_from_its_record(fleet_home, experiment):
     """A nearly full disk: the run's record was written but the update of its row was not, so the row
     said `running` after its controller ended. `fleet down --all` used to mark it lost and warn that
@@ -92,5 +100,7 @@ def test_a_run_that_wrote_its_record_but_not_its_row_is_marked_from_its_record(f
     finally:
         state.close()
     assert (row["status"], row["exit_code"]) == ("succeeded", 0)
+    summary = json.loads(state_meta("r-done-here"))["summary"]
+    assert summary["status"] == "succeeded" and summary["ended_at"] and "its record" in summary["message"]
     listed = json.loads(run_fleet(["runs", "ls", "--json"], cwd=experiment).stdout)["runs"]
     assert [r["status"] for r in listed if r["run_id"] == "r-done-here"] == ["succeeded"]

@@ -126,6 +126,21 @@ def test_the_port_probe_under_a_low_open_files_limit_answers_with_the_ports_it_c
     assert 0 < len(proc.stdout.split()) < 32
 
 
+def test_a_probe_that_cannot_make_one_socket_says_so_rather_than_every_port_taken():
+    import subprocess
+    import sys
+    from fleet.rendezvous import _PROBE
+
+    # Python needs descriptors to start, so the limit is lowered once started, to the lowest free one:
+    # the next descriptor made is refused (EMFILE).
+    no_room = ("import os, resource, socket\n"
+               "free = os.dup(0); os.close(free)\n"
+               "resource.setrlimit(resource.RLIMIT_NOFILE, (free, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n")
+    proc = subprocess.run([sys.executable, "-S", "-c", no_room + _PROBE, "0"], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode != 0 and "Too many open files" in proc.stderr, (proc.returncode, proc.stderr)
+
+
 def test_a_failed_probe_names_the_machines_last_error_line_not_the_traceback_header(monkeypatch):
     from types import SimpleNamespace
     import fleet.remote.ssh as ssh
