@@ -95,8 +95,12 @@ def test_fleet_down_of_a_runs_lease_ends_it_and_nothing_is_leased_again(config, 
 
 
 class DownWhileStaging(FakeMachines):
-    """`fleet down` lands while inputs are being copied: the copy then fails as a vanished machine
-    makes it fail (the sync helper's connection ends), which is what a loaded CI run saw."""
+    """`fleet down` lands while inputs are being copied: the copy then fails with `failure`, as a
+    vanished machine makes it fail (the sync helper's connection ends: what a loaded CI run saw)."""
+
+    def __init__(self, failure: Exception | None = None):
+        super().__init__()
+        self.failure = failure or InfrastructureError("sync helper ended without answering")
 
     def stage(self, inputs, lease, events):
         state = open_state()
@@ -104,7 +108,7 @@ class DownWhileStaging(FakeMachines):
             down([lease.id], state=state)
         finally:
             state.close()
-        raise InfrastructureError("sync helper ended without answering")
+        raise self.failure
 
 
 def test_fleet_down_during_staging_says_the_lease_was_released_not_the_copy_error(config):  # noqa: F811

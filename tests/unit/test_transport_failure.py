@@ -45,22 +45,12 @@ class _ClosedSocket:
 def test_a_non_infrastructure_error_racing_a_down_keeps_its_exit_code(config):  # noqa: F811
     from decimal import Decimal
 
-    from fleet.leases import down
     from fleet.providers.fake import FakeProvider, FakeSettings
     from fleet.run.lease import NewLease
     from fleet.run.pipeline import Pipeline
-    from fleet.state import open_state
-    from tests.unit.test_run_pipeline import FakeMachines
+    from tests.unit.test_released_from_outside import DownWhileStaging
 
-    class DownThenIntegrityError(FakeMachines):
-        def stage(self, inputs, lease, events):
-            state = open_state()
-            try:
-                down([lease.id], state=state)
-            finally:
-                state.close()
-            raise IntegrityError("the snapshot store's chunk abc is damaged")
-
+    damaged = IntegrityError("the snapshot store's chunk abc is damaged")
     with pytest.raises(IntegrityError):
         Pipeline(config, NewLease(FakeProvider(FakeSettings(price_per_hour=Decimal(36)))),
-                 machines=DownThenIntegrityError()).run()
+                 machines=DownWhileStaging(damaged)).run()
