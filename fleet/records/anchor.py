@@ -266,7 +266,8 @@ def check_anchors(db, store_urls: set[str] = frozenset()) -> list[str]:
     if local is None:
         if _has_own_records(db):
             problems.append(f"the record anchor {where} is missing: the database holds run records, so it was "
-                            "deleted (or the records were copied here from elsewhere)")
+                            "deleted, the records were copied here from elsewhere, or a fleet from before record "
+                            "anchors wrote them (after such an upgrade, the next run writes one)")
     elif key is not None and not local.get("unreadable") and not hmac.compare_digest(
             str(local.get("sig", "")), _sign(local, key)):
         problems.append(f"the record anchor {where} is not signed with the records key: it was forged or "

@@ -61,6 +61,8 @@ def test_a_deleted_anchor_fails_the_audit(db, fleet_home, tmp_path):
     assert proc.returncode == 5, proc.stdout + proc.stderr
     assert "chain intact" not in proc.stdout
     assert f"the record anchor {tip_path(db)} is missing" in proc.stderr
+    # a team that upgraded from a fleet that wrote no anchor is told why it may be missing, and what then
+    assert "a fleet from before record anchors wrote them" in proc.stderr.replace("\n", " ")
 
 
 def test_without_a_key_the_audit_says_what_it_cannot_catch(db, tmp_path, monkeypatch):
