@@ -7,7 +7,7 @@ the work then goes on plain threads, or in the calling thread when none can be s
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -62,3 +62,25 @@ def _on_threads(items: list[T], fn: Callable[[T], R], workers: int) -> list[tupl
         for thread in batch:
             thread.join()
     return outcomes
+
+
+class Deferred:
+    """Work a pool refused at interpreter shutdown, done in the caller's thread when its result is wanted."""
+
+    def __init__(self, fn: Callable[..., R], args: tuple):
+        self.fn, self.args = fn, args
+
+    def result(self) -> R:
+        return self.fn(*self.args)
+
+    def cancel(self) -> bool:
+        return True
+
+
+def submit_or_defer(pool: ThreadPoolExecutor, fn: Callable[..., R], *args) -> "Future[R] | Deferred":
+    """`pool.submit(fn, *args)`, or, once the interpreter is shutting down (a run in a worker thread
+    whose main thread ended: the executor takes no more work), the same work deferred to `result()`."""
+    try:
+        return pool.submit(fn, *args)
+    except RuntimeError:   # "cannot schedule new futures after interpreter shutdown"
+        return Deferred(fn, args)

@@ -77,19 +77,6 @@ class SyncStats:
 LOCAL_READ_AHEAD = 8            # chunks read ahead of the one being sent (local store: the disk, not the network)
 
 
-class _ReadHere:
-    """A read the pool refused, done in the caller's thread when its result is wanted."""
-
-    def __init__(self, read: Callable[..., bytes], item: tuple[str, str, str]):
-        self.read, self.item = read, item
-
-    def result(self) -> bytes:
-        return self.read(*self.item)
-
-    def cancel(self) -> bool:
-        return True
-
-
 def _chunks(store: Store, order: list[tuple[str, str, str]]) -> Iterator[bytes]:
     """The chunks' bytes in order, read ahead from a bounded pool so the store's disk (its large
     chunks are written past the page cache) or network works while the channel sends."""
@@ -105,12 +92,11 @@ def _chunks(store: Store, order: list[tuple[str, str, str]]) -> Iterator[bytes]:
             raise IntegrityError(f"snapshot {sid[:12]}: chunk {h[:12]} of {path} is missing from {store.url}") \
                 from None
     from concurrent.futures import ThreadPoolExecutor
+
+    from ..parallel import submit_or_defer
     with ThreadPoolExecutor(2 if local else max(1, store.parallel), thread_name_prefix="fleet-sync-read") as pool:
-        def ahead(item: tuple[str, str, str]):
-            try:
-                return pool.submit(read, *item)
-            except RuntimeError:   # the interpreter is shutting down (a run in a worker thread): read here
-                return _ReadHere(read, item)
+        def ahead(item: tuple[str, str, str]):   # at interpreter shutdown: read in this thread when wanted
+            return submit_or_defer(pool, read, *item)
         futures = [ahead(item) for item in order[:window]]
         try:
             for i in range(len(order)):
