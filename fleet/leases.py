@@ -98,7 +98,7 @@ def _release_leases(state, leases: list[Lease], events: Events,
     """Release leases side by side: the providers' calls (describe, release: seconds per lease)
     run in a bounded pool; every state write stays on this thread, which owns the connection.
     Returns (released, failed) lease ids."""
-    from concurrent.futures import ThreadPoolExecutor
+    from .parallel import parallel
     released, failures = [], []
     todo = []
     marks: dict[str, str] = {}
@@ -127,11 +127,7 @@ def _release_leases(state, leases: list[Lease], events: Events,
             return found, f"{type(exc).__name__}: {exc}"
         return found, None
 
-    if todo:
-        with ThreadPoolExecutor(max_workers=min(RELEASE_WORKERS, len(todo))) as pool:
-            outcomes = list(pool.map(release, todo))
-    else:
-        outcomes = []
+    outcomes = parallel(todo, release, max_workers=RELEASE_WORKERS)   # also at interpreter shutdown
     for (lease, _provider_), (found, error) in zip(todo, outcomes):
         if error is not None:
             events.warn(f"could not release {lease.id}: {error}")

@@ -84,3 +84,16 @@ def test_naming_leases_and_all_together_is_refused_before_releasing_any(fleet_ho
         "fleet: error: name leases or use --all, not both (named: l-0123abcd) (--all releases every live lease of "
         "yours; --all --all-users everyone's)"]
     assert [state.lease_status(i)[0] for i in ids] == ["active", "active"]
+
+
+def test_leases_are_released_once_the_interpreter_is_shutting_down(fleet_home, gate, monkeypatch):
+    """A library caller's run in a worker thread whose main thread ended: the release pool took no
+    more work ("cannot schedule new futures after interpreter shutdown") and the leases stayed up,
+    billed. They are released all the same, still side by side."""
+    import concurrent.futures.thread as executor_thread
+    state = open_state()
+    ids = _leases(state, 3)
+    gate(3)
+    monkeypatch.setattr(executor_thread, "_shutdown", True)   # what interpreter shutdown sets
+    assert set(ids) <= set(leases.down(ids, state=state))
+    assert [state.lease_status(i)[0] for i in ids] == ["released"] * 3
