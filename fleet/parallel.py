@@ -7,6 +7,7 @@ the work then goes on plain threads, or in the calling thread when none can be s
 from __future__ import annotations
 
 import threading
+import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, TypeVar
 
@@ -84,3 +85,49 @@ def submit_or_defer(pool: ThreadPoolExecutor, fn: Callable[..., R], *args) -> "F
         return pool.submit(fn, *args)
     except RuntimeError:   # "cannot schedule new futures after interpreter shutdown"
         return Deferred(fn, args)
+
+
+# Per pool, how many of the works it refused run at once: the pool's own bound (a bounded SSH fan-out
+# stays bounded at shutdown too).
+_gates: "weakref.WeakKeyDictionary[ThreadPoolExecutor, threading.Semaphore]" = weakref.WeakKeyDictionary()
+_gates_lock = threading.Lock()
+
+
+def _gate(pool: ThreadPoolExecutor) -> threading.Semaphore:
+    with _gates_lock:
+        gate = _gates.get(pool)
+        if gate is None:
+            gate = _gates[pool] = threading.Semaphore(max(1, getattr(pool, "_max_workers", 1)))
+        return gate
+
+
+def submit_or_thread(pool: ThreadPoolExecutor, fn: Callable[..., R], *args) -> "Future[R]":
+    """`pool.submit(fn, *args)`, or, once the interpreter is shutting down and the pool takes no more
+    work, the same work on a plain thread (as many at once as the pool has workers; here, when no
+    thread starts either). A Future either way: `as_completed` and `cancel` (before it starts) work."""
+    try:
+        return pool.submit(fn, *args)
+    except RuntimeError:   # "cannot schedule new futures after interpreter shutdown"
+        pass
+    future: Future[R] = Future()
+    gate = _gate(pool)
+
+    def run(gated: bool) -> None:
+        if gated:
+            gate.acquire()
+        try:
+            if not future.set_running_or_notify_cancel():   # cancelled while it waited its turn
+                return
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # noqa: BLE001 — the Future's owner raises it from result()
+                future.set_exception(exc)
+        finally:
+            if gated:
+                gate.release()
+    thread = threading.Thread(target=run, args=(True,), name="fleet-parallel", daemon=True)
+    try:
+        thread.start()
+    except RuntimeError:   # no new thread either: in this one
+        run(False)
+    return future

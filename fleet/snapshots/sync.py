@@ -335,6 +335,7 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
     # alone, then seeds the first machines of other hosts, which then seed more (sync_peers.relay).
     from concurrent.futures import ThreadPoolExecutor
 
+    from ..parallel import submit_or_thread   # at interpreter shutdown: on plain threads
     from . import sync_peers
     warm = [host_hints.holds_all(host_hints.cache_key(g[0], cache_dir), ids) for g in groups]
     direct = hasattr(store, "presign_get") and os.environ.get("FLEET_SYNC_DIRECT", "1") != "0"
@@ -346,10 +347,10 @@ def sync_lease(machines: list[Machine], store: Store, targets_for: Callable[[Mac
     try:
         with ThreadPoolExecutor(max_workers=min(max_workers, len(machines))) as pool:
             def feed(ms: list[Machine], peer_for: Callable[[Machine], dict | None] = lambda m: None) -> None:
-                for f in [pool.submit(one, m, peer_for(m)) for m in ms]:
+                for f in [submit_or_thread(pool, one, m, peer_for(m)) for m in ms]:
                     f.result()
             if seeding:
-                dialling = pool.submit(sync_peers.SeedDial, groups[0][0], cache_dir)   # while it is fed
+                dialling = submit_or_thread(pool, sync_peers.SeedDial, groups[0][0], cache_dir)   # while it is fed
                 feed([m for i, f in enumerate(firsts) if i == 0 or warm[i] for m in f])
                 later = [m for i, f in enumerate(firsts) if i and not warm[i] for m in f]
                 seed_ids = {sid for t in targets_for(groups[0][0]) for sid in t.ids}

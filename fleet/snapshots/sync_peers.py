@@ -146,6 +146,8 @@ def relay(first: SeedDial, results: dict, peers: list[Machine], others: list[Mac
     reach, leaves the rest to the controller. The other machines of a host fed (`rest_of`, copying
     from their host's cache) are fed with the next round, not after the last; returns their ids."""
     from concurrent.futures import ThreadPoolExecutor
+
+    from ..parallel import submit_or_thread   # at interpreter shutdown: on plain threads
     seeds: list[Seed] = []
     dials, pending, batch_others, first_round = [first], list(peers), list(others), True
     rests = list(rest_of(first.machine))      # copy from a host cache already filled
@@ -163,7 +165,7 @@ def relay(first: SeedDial, results: dict, peers: list[Machine], others: list[Mac
             to_dial = [m for m in batch if needs(m) >= every] if pending else []
             dials = []
             with ThreadPoolExecutor(max_workers=max(1, min(8, len(to_dial)))) as dialer:
-                dialling = [dialer.submit(SeedDial, m, cache_dir) for m in to_dial]
+                dialling = [submit_or_thread(dialer, SeedDial, m, cache_dir) for m in to_dial]
                 try:
                     feed(batch + batch_others + rests, lambda m: offers[m.id].offer() if m.id in offers else None)
                 finally:

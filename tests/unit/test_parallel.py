@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -48,3 +49,39 @@ def test_the_first_error_is_raised_after_every_item_ran_also_on_plain_threads(mo
     with pytest.raises(ValueError, match="item 1"):
         parallel([0, 1, 2, 3, 4], one)
     assert sorted(ran) == [0, 1, 2, 3, 4]
+
+
+def test_submit_or_thread_gives_a_future_on_plain_threads_bounded_by_the_pool(monkeypatch):
+    """Futures consumed one by one (as_completed, a window): a refused submit still yields a Future,
+    run on a plain thread, no more at once than the pool's workers; one cancelled before its turn
+    never runs."""
+    from concurrent.futures import as_completed
+
+    from fleet.parallel import submit_or_thread
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", refusing_after(0))
+    running, most, lock, go = [0], [0], threading.Lock(), threading.Event()
+    ran = []
+
+    def work(n: int) -> int:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        go.wait(10)
+        with lock:
+            running[0] -= 1
+            ran.append(n)
+        if n == 3:
+            raise ValueError("item 3")
+        return n
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [submit_or_thread(pool, work, n) for n in range(6)]
+        while running[0] < 2:
+            time.sleep(0.01)
+        waiting = [n for n, f in enumerate(futures) if not f.running() and n != 3]
+        assert futures[waiting[-1]].cancel()
+        go.set()
+        done = {n: f.exception() or f.result() for n, f in enumerate(futures) if not f.cancelled()}
+        assert set(as_completed(futures)) == set(futures)
+    assert most[0] == 2
+    assert sorted(ran) == sorted(done) == sorted(set(range(6)) - {waiting[-1]})
+    assert isinstance(done.pop(3), ValueError) and all(n == got for n, got in done.items())
