@@ -120,7 +120,8 @@ class Inputs:
         if self.store is None:
             return None
         from ..safe_extract import PARTIAL_PREFIX
-        from ..snapshots.create import SnapshotBuilder, walk_tree
+        from ..snapshots.create import SnapshotBuilder
+        from ..snapshots.tree_scan import walk_tree
         nodes = sorted(p for p in Path(run_dir).glob("node-*") if p.is_dir())
         if not nodes:
             return None
