@@ -126,8 +126,9 @@ class SnapshotBuilder:
                     self._counted(len(payload))
             finally:
                 self._slots.release()
+        from ..parallel import submit_or_thread   # at interpreter shutdown: on plain threads
         with self._lock:
-            self._futures.append(self._uploads.submit(upload))
+            self._futures.append(submit_or_thread(self._uploads, upload))
 
     def _drain(self) -> None:
         with self._lock:
@@ -192,6 +193,8 @@ class SnapshotBuilder:
                 self.add_file(rel, real, st)
             return
         from concurrent.futures import ThreadPoolExecutor
+
+        from ..parallel import submit_or_thread   # at interpreter shutdown: on plain threads
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="fleet-snapshot")
         pending: deque = deque()
         # Only a large file over a thread's share is split: read twice, a cost only when all are busy.
@@ -199,8 +202,8 @@ class SnapshotBuilder:
         try:
             for rel, real, st in items:
                 split = st.st_size >= SPLIT_MIN and st.st_size > share
-                chunks = pool.submit(self._digest, real, st, not split)
-                whole = pool.submit(self._whole, real) if split else None
+                chunks = submit_or_thread(pool, self._digest, real, st, not split)
+                whole = submit_or_thread(pool, self._whole, real) if split else None
                 pending.append((rel, real, st, chunks, whole))
                 while len(pending) >= self.workers * 4:
                     self._finish(*pending.popleft())

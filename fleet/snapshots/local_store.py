@@ -301,10 +301,9 @@ class LocalStore:
             return
         dirs = sorted({os.path.dirname(f) for f in files})
         try:
-            from concurrent.futures import ThreadPoolExecutor     # not on an unchanged re-snapshot's path
-            with ThreadPoolExecutor(min(FLUSH_THREADS, len(files)), thread_name_prefix="fleet-flush") as pool:
-                list(pool.map(_fsync_path, files))
-                list(pool.map(_fsync_path, dirs))
+            from ..parallel import parallel     # also at interpreter shutdown; not on an unchanged re-snapshot's path
+            parallel(files, _fsync_path, FLUSH_THREADS)
+            parallel(dirs, _fsync_path, FLUSH_THREADS)
         except OSError as exc:
             raise _store_write_error(self.root / "chunks", exc) from None
 

@@ -1,0 +1,32 @@
+"""Snapshotting from a run in a worker thread whose main thread ended (a library caller's script):
+the hashing pool, the upload pool and the store's flush took no more work ("cannot schedule new
+futures after interpreter shutdown") and the create died. The snapshot is made all the same, every
+file in it."""
+from __future__ import annotations
+
+import concurrent.futures.thread as executor_thread
+import random
+
+import fleet.snapshots.create as create_mod
+from fleet.snapshots import create_snapshot, materialise, open_store, verify
+
+
+def test_a_snapshot_is_created_once_pools_take_no_more_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    rng = random.Random(5)
+    root = tmp_path / "data"
+    root.mkdir()
+    for i in range(20):
+        (root / f"f{i:02d}.bin").write_bytes(rng.randbytes(rng.randint(1, 50_000)))
+    (root / "big.bin").write_bytes(rng.randbytes(2 * 1024 * 1024))
+    store = open_store(str(tmp_path / "store"))
+    store.parallel = 4                                  # uploads overlap hashing, as for a remote store
+    monkeypatch.setattr(create_mod, "SPLIT_MIN", 1024 * 1024)   # big.bin: hashed by two threads
+    monkeypatch.setattr(executor_thread, "_shutdown", True)   # what interpreter shutdown sets
+    snap = create_snapshot(root, store, name="at-exit", workers=4, use_cache=False)
+    monkeypatch.setattr(executor_thread, "_shutdown", False)
+    assert verify(store, snap.id) == []
+    out = materialise(store, snap.id, tmp_path / "out")
+    assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in root.iterdir())
+    assert all((out / p.name).read_bytes() == p.read_bytes() for p in root.iterdir())
+    assert store.get_ref("at-exit") == snap.id
