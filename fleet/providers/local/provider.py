@@ -54,6 +54,8 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
               cancel: threading.Event | None = None) -> Lease:
         check_machine_count(self, plan)
         from concurrent.futures import CancelledError, ThreadPoolExecutor, as_completed
+
+        from ...parallel import submit_or_thread   # at interpreter shutdown: on plain threads
         from .sshd import find_sshd, start_sshd, start_watchdog
         find_sshd()
         cancel = cancel or threading.Event()
@@ -89,7 +91,7 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
         machines: list[Machine] = []
         errors: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=min(self.max_parallel, plan.machine_count)) as pool:
-            futures = [pool.submit(start, r) for r in range(plan.machine_count)]
+            futures = [submit_or_thread(pool, start, r) for r in range(plan.machine_count)]
             # Reported as each one comes up (this thread, so the caller's database connection is
             # reused), not when all have: a controller killed meanwhile leaves them on record.
             for future in as_completed(futures):
