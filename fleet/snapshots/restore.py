@@ -6,10 +6,10 @@ import hashlib
 import os
 import shutil
 import stat
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..errors import FleetError, IntegrityError, NotFound
+from ..parallel import parallel   # also at interpreter shutdown
 from .catalog import load
 from .manifest import Manifest, check_relpath
 from .store import Store
@@ -51,7 +51,6 @@ def verify(store: Store, snapshot_id: str, *, deep: bool = True) -> list[str]:
         for h, n in e.chunks:
             owners.setdefault(h, e.path)
             sizes[h] = n
-    problems: list[str] = []
     if not deep:
         present = store.has_chunks(sizes)     # with their sizes: one cut short is not whole
         named = store.has_chunks([h for h in owners if h not in present])
@@ -65,9 +64,7 @@ def verify(store: Store, snapshot_id: str, *, deep: bool = True) -> list[str]:
         except IntegrityError as exc:
             return exc.one_line()
         return None
-    with ThreadPoolExecutor(max(1, store.parallel)) as pool:
-        problems = [p for p in pool.map(check, owners.items()) if p]
-    return problems
+    return [p for p in parallel(list(owners.items()), check, max(1, store.parallel)) if p]
 
 
 def verify_or_raise(store: Store, snapshot_id: str, *, deep: bool = True) -> None:

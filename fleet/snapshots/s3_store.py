@@ -9,11 +9,11 @@ from __future__ import annotations
 import io
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Iterable, Iterator, Mapping
 
 from ..errors import EnvironmentProblem, NotFound, UsageError
+from ..parallel import parallel   # also at interpreter shutdown
 from .store import (HEX64, STORE_FORMAT, ManifestInfo, check_name, format_record, is_snapshot_id, manifest_name,
                     parse_format)
 
@@ -166,9 +166,8 @@ class S3Store:
             # Listing is ~1000 keys per request; cheaper than one HEAD each for big sets.
             present = {o["Key"].rsplit("/", 1)[-1]: o["Size"] for o in self._list("chunks")}
             return {h for h in wanted if ok(h, present.get(h))}
-        with ThreadPoolExecutor(self.parallel) as pool:
-            found = pool.map(lambda h: (h, self._size(self._chunk_key(h))), wanted)
-            return {h for h, size in found if ok(h, size)}
+        found = parallel(wanted, lambda h: (h, self._size(self._chunk_key(h))), self.parallel)
+        return {h for h, size in found if ok(h, size)}
 
     def put_chunk(self, h: str, data: bytes) -> bool:
         self._put(self._chunk_key(h), data, f"upload chunk {h[:12]}")
