@@ -19,9 +19,10 @@ from typing import Mapping, Protocol, Sequence
 
 from ...errors import EnvironmentProblem
 from .errors import ControllerUnreachable, LoginNodeUnreachable, SlurmError, classify_failure, read_output
+from .handoff import on_login_node
 from .ownership import is_leases, list_jobs, login_user, sacct_argv, same_job
 from .parsing import STEPS_FORMAT, AccountedJob, JobStep, QueuedJob, parse_sacct, parse_scontrol_job, parse_steps
-from .settings import reads_as_ssh_option
+from .settings import SlurmSettings, reads_as_ssh_option
 from .tool_env import tool_env
 
 
@@ -364,3 +365,12 @@ def _only_gone(stderr: str) -> bool:
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     return bool(lines) and all("Invalid job id" in ln or "already completing or completed" in ln
                                or "Job/step already" in ln for ln in lines)
+
+
+def login_runner(cfg: SlurmSettings, env: dict[str, str] | None = None) -> Runner:
+    """Where Slurm's tools run: here (also in a detached run's supervisor on the login node: handoff.py),
+    or on `[slurm] login` over SSH (through `jump` when set); `env` is added to every command (tests)."""
+    if not cfg.login or on_login_node(cfg):
+        return LocalRunner(env)
+    return SSHRunner(cfg.login, port=cfg.login_port, identity=cfg.identity, known_hosts=cfg.known_hosts,
+                     jump=cfg.jump, env=env, multiplex=True)

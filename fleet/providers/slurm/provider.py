@@ -24,12 +24,13 @@ from ...errors import Cancelled, InfrastructureError, NotFound
 from ...gpus import GpuType
 from ...keys import generate_ed25519, secure_delete
 from ...models import Lease, Machine, MachineState, Plan, Template, utcnow
+from ...parallel import submit_or_thread   # at interpreter shutdown: on plain threads
 from ..base import (BaseProvider, HasHardLimit, HasLeaseMetadata, LeaseWatch, MachineMix, Queueing, QueueStatus,
                     ReleasesMachines, ReportsMachines, SweepsLeftovers)
 from .accounting import ended_at, lease_accounting
-from .commands import AllocationRequest, LocalRunner, Runner, SlurmCommands, SSHRunner
+from .commands import AllocationRequest, Runner, SlurmCommands, login_runner
 from .errors import HOPELESS_PENDING, QosLimitExceeded, QueueWaitExpired, SlurmError
-from .handoff import LoginNodeSupervision, on_login_node
+from .handoff import LoginNodeSupervision
 from .parsing import JobState, QueuedJob
 from .limits import raise_time_limit, time_limit_minutes
 from .loss import ExplainsJobLoss
@@ -227,7 +228,7 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         errors: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=min(16, len(nodes))) as pool:
             # Reported in this thread as each comes up (the caller's database connection lives here).
-            for future in as_completed([pool.submit(start, r) for r in range(len(nodes))]):
+            for future in as_completed([submit_or_thread(pool, start, r) for r in range(len(nodes))]):
                 try:
                     machine = future.result()
                     machines.append(machine)
@@ -371,15 +372,6 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
             self.slurm.cancel([job.job_id])
             ended += [f"{lease_id}-n{r}" for r in range(max(1, job.node_count))]
         return ended
-
-
-def login_runner(cfg: SlurmSettings, env: dict[str, str] | None = None) -> Runner:
-    """Where Slurm's tools run: here (also in a detached run's supervisor on the login node: handoff.py),
-    or on `[slurm] login` over SSH (through `jump` when set); `env` is added to every command (tests)."""
-    if not cfg.login or on_login_node(cfg):
-        return LocalRunner(env)
-    return SSHRunner(cfg.login, port=cfg.login_port, identity=cfg.identity, known_hosts=cfg.known_hosts,
-                     jump=cfg.jump, env=env, multiplex=True)
 
 
 def _recorded_jobs(lease: Lease) -> list[str]:
