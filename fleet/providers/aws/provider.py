@@ -20,6 +20,7 @@ from typing import Any, Callable
 from ...errors import EnvironmentProblem, FleetError, InfrastructureError, MachineUnreachable, UsageError
 from ...gpus import gpus_text
 from ...models import Lease, Machine, MachineState, Plan, utcnow
+from ...parallel import submit_or_thread   # at interpreter shutdown: on plain threads
 from ...paths import subdir
 from ..base import (BaseProvider, DescribesLeases, HasLeaseMetadata, InterruptionNotices, LeaseWatch, MachineMix,
                     PublishesDeadline, Queueing, ReleasedFromAnywhere, ReleasesMachines, ReportsMachines,
@@ -206,8 +207,8 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
             # Each reported (in this thread) as soon as it is reachable; instances killed before
             # that are found by their fleet:lease tag (describe), so `fleet down` still bills them.
             with ThreadPoolExecutor(max_workers=min(16, len(running))) as pool:
-                futures = [pool.submit(self._machine, inst, rank, lease_id, offer, key_path, host_pub, deadline_s,
-                                       plan) for rank, inst in enumerate(running)]
+                futures = [submit_or_thread(pool, self._machine, inst, rank, lease_id, offer, key_path, host_pub,
+                                            deadline_s, plan) for rank, inst in enumerate(running)]
                 for future in as_completed(futures):
                     if on_machine is not None:
                         on_machine(future.result())
@@ -368,7 +369,8 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"terminating {len(machine_ids)} machine(s) of lease {lease.id}") from None
         finally:
-            sandbox = self.sandbox or _existing_sandbox()
+            from .sandbox import existing_sandbox
+            sandbox = self.sandbox or existing_sandbox()
             if sandbox:
                 sandbox.unbind([m.id for m in lease.machines if m.id in set(machine_ids)])
 
@@ -381,7 +383,8 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
         except Exception as exc:  # noqa: BLE001
             raise translate(exc, f"terminating lease {lease_id}") from None
         finally:
-            sandbox = self.sandbox or _existing_sandbox()
+            from .sandbox import existing_sandbox
+            sandbox = self.sandbox or existing_sandbox()
             if sandbox:
                 sandbox.unbind_lease(lease_id)
         from ...keys import secure_delete
@@ -389,12 +392,3 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
         for name in ("id_ed25519", "host_ed25519"):
             secure_delete(d / name)
         shutil.rmtree(d, ignore_errors=True)
-
-
-def _existing_sandbox():
-    """`fleet down` from a shell without FLEET_AWS_SANDBOX still stops the lease's loopback machines."""
-    from ...paths import fleet_home
-    if (fleet_home(create=False) / "aws-sandbox" / "machines").is_dir():
-        from .sandbox import Sandbox
-        return Sandbox()
-    return None

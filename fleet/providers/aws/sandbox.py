@@ -308,3 +308,10 @@ def create_stack(region: str = "us-east-1", templates: Mapping[str, Mapping[str,
         "snapshot_bucket": bucket, "templates": out_templates,
         "reaper": {"function_name": None, "function_arn": None, "schedule": None},
     }}
+
+
+def existing_sandbox() -> Sandbox | None:
+    """`fleet down` from a shell without FLEET_AWS_SANDBOX still stops the lease's loopback machines."""
+    if (fleet_home(create=False) / "aws-sandbox" / "machines").is_dir():
+        return Sandbox()
+    return None
