@@ -375,8 +375,5 @@ def config_host(c) -> Host:
 
 def probe_all(hosts: list[Host], timeout: float = PROBE_TIMEOUT_S) -> dict[str, Probe]:
     """Probe hosts in parallel (bounded), so one dead host costs one timeout, not one per host."""
-    from concurrent.futures import ThreadPoolExecutor
-    if not hosts:
-        return {}
-    with ThreadPoolExecutor(max_workers=min(16, len(hosts))) as pool:
-        return dict(zip([h.name for h in hosts], pool.map(lambda h: probe(h, timeout), hosts)))
+    from ...parallel import parallel   # also at interpreter shutdown
+    return dict(zip([h.name for h in hosts], parallel(hosts, lambda h: probe(h, timeout), max_workers=16)))
