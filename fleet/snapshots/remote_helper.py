@@ -283,13 +283,15 @@ def ticking(job, fetch_all, *args):
         t.join()
 
 
-def main(stream=None, first=None):
+def main(stream=None, first=None, root=None):
     os.umask(0o022)                        # manifest modes are 0o644/0o755 (or their read-only forms)
     stream = stream or os.fdopen(0, "rb", buffering=1 << 20)
     try:
         req = json.loads(first) if first else readline(stream)
     except EOFError:
         return                             # a dialled channel the controller did not need (sync_channel.dial)
+    if root:                               # the bootstrap's checked, resolved cache (sync_remote.BOOTSTRAP)
+        (req.get("serve") or req)["cache"] = root
     if "serve" in req:
         try:
             serve_chunks(req["serve"], stream, send)  # this host seeds the lease's other hosts
@@ -355,7 +357,7 @@ def main(stream=None, first=None):
 
 
 if __name__ == "__main__":
-    main(globals().get("STREAM"), globals().get("FIRST"))
+    main(globals().get("STREAM"), globals().get("FIRST"), globals().get("ROOT"))
     if "STREAM" in globals():
         # Run by the bootstrap on a sync channel: every answer is written and flushed, and nothing
         # else needs tearing down; the channel (and the controller waiting for it) closes sooner.

@@ -21,20 +21,30 @@ REMOTE_CACHE = "~/.cache/fleet/chunks"  # a cloud machine's default: per user, o
 # hashes catch damage, not forgery: the cache (resolved: a configured cache_dir may be a link) and its
 # helper/ must be this user's own directories, or another user of a team host's shared workdir could
 # plant code that runs as this login. One of ours that others could write (a umask of 002 made it)
-# is made private, and nothing kept in helper/ is trusted then.
+# is made private, and nothing kept in helper/ is trusted then; one others could only read is made
+# private too (its chunks are the user's data). A link on the cache's path is followed only when it
+# is root's or this login's: in a shared sticky workdir another user can make `.chunk-cache-<login>`
+# first, a link to a directory of this login's that they can read (a 0755 home), and the cache's
+# chunks were written there. The helper is handed the resolved root (ROOT), never the path again,
+# so a link swapped after these checks leads nowhere.
 BOOTSTRAP = """import hashlib,marshal,os,stat,sys
 H,P=sys.argv[1],os.path.expanduser(sys.argv[2])
 S=os.fdopen(0,'rb',buffering=1<<20)
 R=os.path.dirname(os.path.dirname(P))
 os.makedirs(R,mode=0o700,exist_ok=True)
+d=os.path.abspath(R)
+while d!=os.path.dirname(d):
+    s=os.lstat(d)
+    if stat.S_ISLNK(s.st_mode) and s.st_uid not in (0,os.geteuid()): sys.exit("fleet: the chunk cache %s passes through %s, a link another user made (uid %d): refusing to follow it"%(R,d,s.st_uid))
+    d=os.path.dirname(d)
 R=os.path.realpath(R);P=os.path.join(R,os.path.basename(os.path.dirname(P)),os.path.basename(P))
 for d in (R,os.path.dirname(P)):
     try: s=os.lstat(d)
     except FileNotFoundError: continue
     if not stat.S_ISDIR(s.st_mode) or s.st_uid!=os.geteuid(): sys.exit("fleet: the chunk cache %s is not this user's own directory (owner uid %d): refusing to run code kept there"%(d,s.st_uid))
-    if s.st_mode&0o22:
+    if s.st_mode&0o77:
         os.chmod(d,0o700)
-        if d!=R:
+        if d!=R and s.st_mode&0o22:
             for f in os.listdir(d): os.unlink(os.path.join(d,f))
 C='%s.%s.code'%(P,sys.implementation.cache_tag)
 code=F=None
@@ -62,7 +72,7 @@ if code is None:
         with open(t,'wb') as f: f.write(H.encode()+hashlib.sha256(m).hexdigest().encode()+m)
         os.replace(t,C)
     except OSError: pass
-exec(code,{'__name__':'__main__','STREAM':S,'FIRST':F})
+exec(code,{'__name__':'__main__','STREAM':S,'FIRST':F,'ROOT':R})
 """
 
 

@@ -171,3 +171,37 @@ def test_teammates_logging_in_as_themselves_each_get_their_own_home(tmp_path, mo
                 alice.release(a)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_chunk_cache_link_another_user_planted_is_not_followed(farm, tmp_path, monkeypatch):
+    """In a sticky shared workdir another user can make `.chunk-cache-<login>` before this login's
+    first sync: a link to a directory of this login's that others may read (a 0755 home). Followed,
+    the cache's fan-out directories and chunks (0755, 0444) were written there, the data readable by
+    that user. The link is refused in one line and nothing is written where it leads."""
+    import fleet.snapshots.sync_remote as sync_remote
+    from fleet.snapshots import create_snapshot, open_store
+    from fleet.snapshots.sync import Target, sync_machine
+    monkeypatch.setattr(sync_remote, "on_this_computer_as_us", lambda m: False)   # as a real team host
+    leases = farm.hosts[0].leases_dir
+    leases.mkdir(parents=True, exist_ok=True)
+    os.chmod(leases, 0o1777)
+    home = tmp_path / "victim-home"               # this login's own, readable by all
+    home.mkdir()
+    os.chmod(home, 0o755)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x.txt").write_text("secret")
+    store = open_store(str(tmp_path / "store"))
+    sid = create_snapshot(data, store).id
+    provider = provider_for(farm)
+    lease = provider.lease(plan_for(provider, 1), new_lease_id(), 120)
+    try:
+        m = lease.machines[0]
+        link = leases / f".chunk-cache-{m.user}"
+        os.symlink(home, link)
+        os.lchown(link, NOBODY, NOBODY)             # planted by the other user
+        with pytest.raises(Exception, match="a link another user made"):
+            sync_machine(m, store, [Target(dest=f"{m.workdir}/data/train", ids=[sid], read_only=True)])
+        assert list(home.iterdir()) == []
+    finally:
+        provider.release(lease)

@@ -50,3 +50,32 @@ def test_a_configured_cache_dir_that_is_a_link_to_a_private_directory_is_used(tm
     run = _boot(f"{tmp_path}/cache/helper/{helper_hash()}.py")
     assert b"refusing" not in run.stderr, run.stderr
     assert (real / "helper" / f"{helper_hash()}.py").is_file()
+
+
+def test_a_cache_dir_of_ours_others_can_read_is_made_private(tmp_path):
+    """Its chunks are the user's data: a 0755 cache (made by hand, or reached through a link) let
+    every user of the host read them."""
+    (tmp_path / "chunks").mkdir(mode=0o755)
+    os.chmod(tmp_path / "chunks", 0o755)
+    run = _boot(f"{tmp_path}/chunks/helper/{helper_hash()}.py")
+    assert b"refusing" not in run.stderr, run.stderr
+    assert _mode(tmp_path / "chunks") == 0o700
+
+
+def test_the_helper_keeps_chunks_in_the_root_the_bootstrap_checked(tmp_path):
+    """The request names the cache again; a link there swapped after the bootstrap's checks (another
+    user's, to a directory of theirs) must not be where the cache goes: the checked root is used."""
+    import json
+    real = tmp_path / "real"
+    real.mkdir(mode=0o700)
+    (tmp_path / "cache").symlink_to(real)
+    swapped = tmp_path / "theirs"
+    request = {"cache": str(swapped), "state": str(tmp_path / "state"), "cache_max": None,
+               "targets": [{"dest": str(tmp_path / "dest"), "ids": ["a" * 64], "read_only": True}]}
+    src = helper_source()
+    run = subprocess.run([sys.executable, "-S", "-c", BOOTSTRAP, helper_hash(),
+                          f"{tmp_path}/cache/helper/{helper_hash()}.py"],
+                         input=json.dumps(request).encode() + b"\n%d\n" % len(src) + src,
+                         capture_output=True, timeout=60)
+    assert b'"need"' in run.stdout, (run.stdout, run.stderr)
+    assert (real / "ff").is_dir() and not swapped.exists()
