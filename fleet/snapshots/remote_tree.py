@@ -15,6 +15,7 @@ import errno
 import hashlib
 import json
 import os
+import stat
 
 if "Cache" not in globals():   # inline, remote_cache.py's text comes first (see sync_remote.helper_source)
     from fleet.snapshots.remote_cache import EMPTY, Cache, Failure, write_all  # noqa: F401
@@ -149,6 +150,24 @@ def untouched(dest, rel, stamp):
     return [st.st_ino, st.st_size, st.st_mtime_ns] == stamp
 
 
+def in_real_dirs(dest, rel, seen):
+    """Every directory above `rel` in the tree is a directory, not a link. A file found by its path
+    through a link (a run moved `sub` out of its data and left `sub -> /scratch/sub`) keeps its
+    stamp but is not in the tree: the patch removes the link, and a file it took as kept was gone.
+    `seen` memoises the answer per directory (one lstat each)."""
+    parts = rel.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[:i])
+        if sub not in seen:
+            try:
+                seen[sub] = stat.S_ISDIR(os.lstat(os.path.join(dest, sub)).st_mode)
+            except OSError:
+                seen[sub] = False
+        if not seen[sub]:
+            return False
+    return True
+
+
 def is_current(target):
     """The tree at dest holds exactly these snapshots and no recorded file was changed since."""
     dest = target["dest"]
@@ -190,9 +209,11 @@ class Plan:
         self.reuse, self.old, self.stamps = set(), {}, None
         if previous and self.read_only:        # writable trees (code a run may edit) are rebuilt
             old_view, self.stamps = previous
+            dirs = {}
             for rel, e in self.view.items():
                 was = old_view.get(rel)
-                if rel not in self.stamps or e["type"] != "file" or not untouched(target["dest"], rel, self.stamps[rel]):
+                if rel not in self.stamps or e["type"] != "file" or not untouched(target["dest"], rel, self.stamps[rel]) \
+                        or not in_real_dirs(target["dest"], rel, dirs):
                     continue
                 if same_file(e, was):
                     self.reuse.add(rel)
