@@ -28,10 +28,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
-from ..errors import EnvironmentProblem, NotFound
+from ..errors import EnvironmentProblem, IntegrityError, NotFound
 from ..regular_files import read_regular
 from .store import (HEX64, MAX_CHUNK_BYTES, STORE_FORMAT, ManifestInfo, check_name, format_record, is_snapshot_id, manifest_name,
-                    parse_format)
+                    parse_format, read_ref_file)
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
@@ -331,10 +331,7 @@ class LocalStore:
 
     # -- names ----------------------------------------------------------------------------------
     def get_ref(self, name: str) -> str | None:
-        try:
-            return (self.root / "refs" / check_name(name)).read_text(errors="replace").strip() or None
-        except FileNotFoundError:
-            return None
+        return read_ref_file(self.root / "refs" / check_name(name))
 
     def set_ref(self, name: str, snapshot_id: str) -> None:
         self._write(self.root / "refs" / check_name(name), snapshot_id.encode() + b"\n", durable=True)
@@ -344,7 +341,11 @@ class LocalStore:
             (self.root / "refs" / check_name(name)).unlink()
 
     def list_refs(self) -> dict[str, str]:
-        return {f.name: f.read_text(errors="replace").strip() for f in sorted((self.root / "refs").iterdir())}
+        out = {}
+        for f in sorted((self.root / "refs").iterdir()):
+            with contextlib.suppress(IntegrityError):     # a FIFO or directory planted there: no name
+                out[f.name] = read_ref_file(f) or ""
+        return out
 
     def clean_tmp(self, older_than_s: float) -> int:
         """Remove temporary files older than the grace period a crashed writer left: in tmp/, and

@@ -109,6 +109,26 @@ def check_name(name: str) -> str:
     return name
 
 
+def read_ref_file(path) -> str | None:
+    """A local store's name file: its text, None when there is none. Only a regular file, opened
+    without following a link or blocking: refs/ of a store on a shared path is every writer's, and a
+    FIFO there hung `snapshot ls` (and every `snapshot:NAME`) for everyone, a directory stopped it."""
+    import os
+
+    from ..errors import IntegrityError
+    from ..regular_files import open_regular
+    try:
+        fd = open_regular(path)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        raise IntegrityError(f"snapshot name {path.name!r} in the store {path.parent.parent} is not a name file "
+                             "(a link, FIFO, directory or device stands there)",
+                             hint=f"remove {path}: fleet writes only regular files there") from None
+    with os.fdopen(fd, "rb") as handle:
+        return handle.read(4096).decode(errors="replace").strip() or None
+
+
 def check_new_name(name: str) -> str:
     """A name being given: one that reads as an id prefix would shadow the snapshots it prefixes (in
     a shared store, someone's name `1f3a` redirecting a teammate's `snapshot:1f3a`)."""

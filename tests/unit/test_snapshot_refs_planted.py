@@ -1,0 +1,50 @@
+"""refs/ of a store on a shared path is every writer's: a FIFO planted under a name hung `fleet
+snapshot ls` (and `snapshot:NAME`, `snapshot rm`) for everyone, a directory there stopped `ls` with
+"Is a directory", and a link was read through (its target's first bytes quoted in the error). The
+listing leaves such an entry out; asking for it by name is one line naming it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fleet.errors import IntegrityError
+from fleet.snapshots import create_snapshot, open_store
+from fleet.snapshots.catalog import list_snapshots, resolve
+
+pytestmark = pytest.mark.timeout(60)      # the old code hung on the FIFO
+
+@pytest.fixture
+def store(tmp_path):
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "a.txt").write_text("a\n")
+    store = open_store(str(tmp_path / "store"))
+    sid = create_snapshot(data, store).id
+    store.set_ref("good", sid)
+    refs = tmp_path / "store" / "refs"
+    os.mkfifo(refs / "fifo")
+    (refs / "adir").mkdir()
+    secret = tmp_path / "secret"
+    secret.write_text("aws_secret_access_key=abc\n")
+    os.symlink(secret, refs / "lnk")
+    return store, sid
+
+
+def test_a_planted_fifo_directory_or_link_leaves_the_listing_whole(store, tmp_path):
+    st, sid = store
+    code = ("import sys; from fleet.snapshots import open_store; from fleet.snapshots.catalog import list_snapshots;"
+            f"print(list_snapshots(open_store({str(tmp_path / 'store')!r}))[0]['names'])")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0 and run.stdout.strip() == "['good']", run.stderr[-800:]
+    assert [r["names"] for r in list_snapshots(st)] == [["good"]]
+
+
+@pytest.mark.parametrize("name", ["fifo", "adir", "lnk"])
+def test_asking_for_a_planted_name_is_one_line(store, name):
+    st, _sid = store
+    with pytest.raises(IntegrityError, match=f"snapshot name '{name}' in the store .* is not a name file") as err:
+        resolve(st, name)
+    assert "aws_secret" not in str(err.value)
