@@ -1,7 +1,10 @@
 """A snapshot store damaged by hand (a directory where a name or manifest file belongs, a name file
 that is not text): each snapshot command says which path is wrong in one line, never `internal
-error: IsADirectoryError`; a name that is not text reads as a name pointing nowhere."""
+error: IsADirectoryError` (a listing leaves a damaged name out); a name that is not text reads as a
+name pointing nowhere."""
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -25,11 +28,22 @@ def _one_error(proc) -> str:
     return errors[0]
 
 
-@pytest.mark.parametrize("argv", [["snapshot", "ls"], ["snapshot", "show", "good"], ["snapshot", "rm", "good"]])
+@pytest.mark.parametrize("argv", [["snapshot", "show", "good"], ["snapshot", "rm", "good"]])
 def test_a_directory_where_a_name_file_belongs_is_named(store, tmp_path, argv):
     (store / "refs" / "good").unlink()
     (store / "refs" / "good").mkdir()
-    assert _one_error(run_fleet(argv, cwd=tmp_path)).endswith(f"{store / 'refs' / 'good'}: Is a directory")
+    error = _one_error(run_fleet(argv, cwd=tmp_path))
+    assert "snapshot name 'good'" in error and "is not a name file" in error and str(store / "refs" / "good") in error
+
+
+def test_a_directory_where_a_name_file_belongs_leaves_the_listing_to_the_rest(store, tmp_path):
+    """A shared store's refs/ is every writer's: one planted entry is no name, not the end of `ls`."""
+    (store / "refs" / "good").unlink()
+    (store / "refs" / "good").mkdir()
+    listing = run_fleet(["snapshot", "ls", "--json"], cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    [row] = json.loads(listing.stdout)["snapshots"]
+    assert row["names"] == []
 
 
 def test_a_directory_where_a_manifest_belongs_is_named(store, tmp_path):
