@@ -166,6 +166,14 @@ def print_json(data) -> None:
     sys.stdout.flush()
 
 
+def print_json_list(key: str, items, after=dict) -> None:
+    """print_json({key: [*items], **after()}), each item written as it comes (render.data.json_list_chunks)."""
+    from ..render.data import json_list_chunks
+    for chunk in json_list_chunks(key, items, after):
+        sys.stdout.write(chunk)
+    sys.stdout.flush()
+
+
 def print_table(table) -> None:
     """A listing (a fleet.render.Table) on stdout: rich on a terminal, plain when piped or long."""
     from ..render.text import print_table as show

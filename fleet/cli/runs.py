@@ -26,20 +26,27 @@ def ls(json_out: bool = JsonOpt, limit: int = typer.Option(50, "--limit", min=1,
                                                                      help="At most this many (default 50)."),
        project: Optional[str] = typer.Option(None, "--project", help="Only this project's runs.")) -> int:
     """List run records, newest first."""
-    from ..records.chain import list_records
-    from ..records.views import record_json
+    from ..records.chain import iter_records
     damaged: list[str] = []   # one unreadable record is named, not the end of the listing
-    recs = list_records(limit=limit, project=project, damaged=damaged)
-    for line in damaged:
-        typer.echo(f"fleet: warning: {line} (set aside; `fleet audit --verify` checks the chain)", err=True)
+    # Read a page at a time and shown as read: thousands of records are never all held at once.
+    recs = iter_records(limit=limit, project=project, damaged=damaged)
     if json_out:
-        from .render import print_json
-        print_json({"runs": [record_json(r) for r in recs], **({"damaged": damaged} if damaged else {})})
+        from ..records.views import record_json
+        from .render import print_json_list
+        print_json_list("runs", (record_json(r) for r in recs), lambda: {"damaged": damaged} if damaged else {})
+        _warn_damaged(damaged)
         return 0
     from ..records.views import runs_table
     from .render import print_table
-    print_table(runs_table(recs))
+    table = runs_table(recs)    # the table's column widths need every row; rows, not records, are kept
+    _warn_damaged(damaged)
+    print_table(table)
     return 0
+
+
+def _warn_damaged(damaged: list[str]) -> None:
+    for line in damaged:
+        typer.echo(f"fleet: warning: {line} (set aside; `fleet audit --verify` checks the chain)", err=True)
 
 
 @runs_app.command("show")

@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
 from decimal import Decimal
-from typing import Any
+from typing import Any, Iterator
 
 from ..errors import IntegrityError, NotFound
 from ..masking import MIN_MASKED, REDACTED, Masker, looks_secret, secret_by_name
@@ -234,16 +234,22 @@ def runs_referencing(snapshot_id: str, db=None) -> list[str]:
     return recorded + [r["id"] for r in live if r["id"] not in recorded]
 
 
-def list_records(db=None, *, limit: int = 200, project: str | None = None,
-                 damaged: list[str] | None = None) -> list[RunRecord]:
-    """The newest `limit` records (of `project`): the project lives in the body, so pages are read
-    until enough match; filtering one page of `limit` rows hid a project's runs behind others' newer ones.
-    With `damaged`, a record that cannot be read is left out and named there instead of raised."""
+def iter_records(db=None, *, limit: int = 200, project: str | None = None,
+                 damaged: list[str] | None = None, page: int = 200) -> Iterator[RunRecord]:
+    """The newest `limit` records (of `project`), newest first, read `page` rows at a time: a listing of
+    thousands (`fleet runs ls --limit 6000 --json`) holds one page, not every record, at once. The
+    project lives in the body, so pages are read until enough match; filtering one page of `limit` rows
+    hid a project's runs behind others' newer ones. Pages follow seq (not OFFSET), so a record appended
+    meanwhile neither shifts a page nor shows twice. With `damaged`, a record that cannot be read is
+    left out and named there instead of raised."""
     db = _db(db)
-    page, offset, out = max(limit, 200), 0, []
-    while len(out) < limit:
-        rows = db.execute("SELECT * FROM run_records ORDER BY seq DESC LIMIT ? OFFSET ?", (page, offset))
+    given, below = 0, None
+    while given < limit:
+        after = "" if below is None else " WHERE seq < ?"
+        rows = db.execute(f"SELECT * FROM run_records{after} ORDER BY seq DESC LIMIT ?",
+                          (page,) if below is None else (below, page))
         for row in rows:
+            below = row["seq"]
             try:
                 record = _from_row(row)
             except IntegrityError as exc:
@@ -252,11 +258,18 @@ def list_records(db=None, *, limit: int = 200, project: str | None = None,
                 damaged.append(exc.message)
                 continue
             if project is None or record.project == project:
-                out.append(record)
+                yield record
+                given += 1
+                if given >= limit:
+                    return
         if len(rows) < page:
-            break
-        offset += page
-    return out[:limit]
+            return
+
+
+def list_records(db=None, *, limit: int = 200, project: str | None = None,
+                 damaged: list[str] | None = None) -> list[RunRecord]:
+    """iter_records(...) as a list."""
+    return list(iter_records(db, limit=limit, project=project, damaged=damaged))
 
 
 def verify_chain(db=None, *, from_seq: int | None = None) -> list[str]:

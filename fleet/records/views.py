@@ -2,7 +2,7 @@
 the `fleet runs show` fields, and the audit of one run (`fleet audit RUN`, Markdown)."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 from ..render import Column, Document, Fields, Heading, Table
 from ..render.markdown import code, escape
@@ -19,7 +19,7 @@ def _short(sid: str | None) -> str:
     return sid[:12] if sid else "-"
 
 
-def runs_table(records: list[RunRecord]) -> Table:
+def runs_table(records: Iterable[RunRecord]) -> Table:
     columns = [Column("run", no_wrap=True), Column("project"), Column("status", no_wrap=True), Column("exit"),
                Column("commit"), Column("data"), Column("outputs"), Column("started", no_wrap=True), Column("user")]
     rows = [(r.run_id, r.project, r.status or "-", "-" if r.exit_status is None else str(r.exit_status),

@@ -5,6 +5,7 @@ import csv
 import io
 import json
 import re
+from typing import Callable, Iterable, Iterator
 
 from .table import Table
 
@@ -54,3 +55,23 @@ def json_text(value) -> str:
     """Any result as the JSON every `--json` prints: indented, keys sorted, dates as ISO text."""
     from ..models import to_jsonable
     return json.dumps(to_jsonable(value), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def json_list_chunks(key: str, items: Iterable, after: Callable[[], dict] = dict) -> Iterator[str]:
+    """json_text({key: [*items], **after()}) a piece at a time, each item made and written only when
+    its turn comes: a listing of thousands of records (`fleet runs ls --json`) need not be held whole,
+    twice over (objects, then text). The items are the same text json_text gives them; the keys of
+    after(), asked once the items are all out (what reading them found: damaged records), come after
+    `key`, sorted among themselves."""
+    from ..models import to_jsonable
+    yield "{\n  " + json.dumps(key) + ": ["
+    sep = "\n    "
+    for item in items:
+        text = json.dumps(to_jsonable(item), indent=2, sort_keys=True, allow_nan=False)
+        yield sep + text.replace("\n", "\n    ")   # JSON text holds no raw newline but its indentation
+        sep = ",\n    "
+    yield "]" if sep == "\n    " else "\n  ]"
+    for name, value in sorted(to_jsonable(after()).items()):
+        text = json.dumps(value, indent=2, sort_keys=True, allow_nan=False)
+        yield ",\n  " + json.dumps(name) + ": " + text.replace("\n", "\n  ")
+    yield "\n}\n"

@@ -1,0 +1,91 @@
+"""`fleet runs ls --limit 6000 --json` held every record three times over (rows, RunRecords, one giant
+JSON string): ~650 MB of controller memory for 6,000 records with a captured environment. The listing
+is now read a page at a time and written a record at a time; its JSON is the same text as before
+(a damaged record's `damaged` key now comes after `runs`)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from fleet.environment.model import Package, RunEnvironment
+from fleet.records.chain import RunRecord, append_record, list_records
+from fleet.records.views import record_json
+from fleet.render.data import json_text
+from tests.conftest import FLEET, run_fleet
+from tests.unit.test_environment import machine_env
+from tests.unit.test_runs_diff import records  # noqa: F401 — the fixture: four recorded runs
+
+
+def test_the_streamed_listing_is_the_json_it_always_was(records):  # noqa: F811
+    from fleet.state import open_state
+    db = open_state().db
+    old_shape = json_text({"runs": [record_json(r) for r in list_records(db, limit=50)]})
+    listed = run_fleet(["runs", "ls", "--json"], cwd=records)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout == old_shape
+
+    db.execute("UPDATE run_records SET body = '{not json' WHERE run_id = 'r-b'")
+    damaged: list[str] = []
+    old = {"runs": [record_json(r) for r in list_records(db, limit=50, damaged=damaged)], "damaged": damaged}
+    listed = run_fleet(["runs", "ls", "--json"], cwd=records)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == old and [r["run_id"] for r in old["runs"]] == ["r-d", "r-c", "r-a"]
+    # The same text as before, but for where `damaged` stands: after the runs, not before.
+    after_runs = ',\n  "damaged": ' + json.dumps(damaged, indent=2).replace("\n", "\n  ") + "\n}\n"
+    assert listed.stdout == json_text({"runs": old["runs"]})[:-len("\n}\n")] + after_runs
+    assert "set aside" in listed.stderr and "r-b" in listed.stderr
+
+
+def test_json_list_chunks_is_json_text_for_any_list():
+    from fleet.render.data import json_list_chunks
+    for items, after in (([], {}), ([{"b": 1, "a": [1, {"y": None, "x": "é\n"}]}, 2, "s"], {}), ([[]], {"z": [1]}),
+                         ([{}], {"n": {"b": 2, "a": 1}, "m": "t"})):
+        streamed = "".join(json_list_chunks("runs", iter(items), lambda: after))
+        assert json.loads(streamed) == {"runs": items, **after}
+        if not after:
+            assert streamed == json_text({"runs": items})
+
+
+def test_pages_are_read_by_seq_and_stop_at_the_limit(tmp_path):
+    from fleet.records.chain import iter_records
+    from fleet.state.db import Database
+    db = Database(tmp_path / "state.db")
+    try:
+        for i in range(7):
+            append_record(RunRecord(run_id=f"r-{i}", command="x", project="mine" if i % 2 else "other"), db)
+        assert [r.run_id for r in iter_records(db, limit=5, page=2)] == ["r-6", "r-5", "r-4", "r-3", "r-2"]
+        assert [r.run_id for r in iter_records(db, limit=9, project="mine", page=2)] == ["r-5", "r-3", "r-1"]
+        assert [r.run_id for r in iter_records(db, limit=2, project="other", page=3)] == ["r-6", "r-4"]
+    finally:
+        db.close()
+
+
+RECORDS = 1500       # ~10 kB of JSON each (an environment of 40 packages): ~15 MB listed
+
+
+def test_a_long_json_listing_is_written_in_bounded_memory(tmp_path, fleet_home):
+    from fleet.state import open_state
+    packages = tuple(Package(f"pkg{i}", "1.0", "a" * 64) for i in range(40))
+    env = RunEnvironment(machines=(machine_env(packages=packages),)).to_json()
+    state = open_state()
+    try:
+        for i in range(RECORDS):
+            append_record(RunRecord(run_id=f"r-{i:05d}", command="python train.py", project="p", user="u",
+                                    data_snapshots={"train": "d" * 64}, environment=env), state.db)
+    finally:
+        state.close()
+    out = tmp_path / "runs.json"
+    # A fresh parent whose only child is fleet: RUSAGE_CHILDREN is then that child's peak alone.
+    measure = ("import resource, subprocess, sys\n"
+               "with open(sys.argv[2], 'w') as out:\n"
+               "    rc = subprocess.run([sys.argv[1], 'runs', 'ls', '--limit', sys.argv[3], '--json'], stdout=out).returncode\n"
+               "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    done = subprocess.run([sys.executable, "-c", measure, FLEET, str(out), str(RECORDS)], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    rc, peak_kb = map(int, done.stdout.split())
+    assert rc == 0, done.stderr
+    listed = json.loads(out.read_text())["runs"]
+    assert len(listed) == RECORDS and listed[0]["run_id"] == f"r-{RECORDS - 1:05d}" and listed[-1]["run_id"] == "r-00000"
+    # Holding the whole listing peaked at ~180 MB here; page by page it stays near the CLI's own ~30 MB.
+    assert peak_kb < 80_000, f"fleet runs ls --json peaked at {peak_kb} kB for {RECORDS} records"
