@@ -57,10 +57,11 @@ class PoolMachines(SSHMachines):
         from concurrent.futures import ThreadPoolExecutor
 
         from ..lease_prepare import prepare_lease
-        from ..parallel import parallel
+        from ..parallel import parallel, submit_or_thread
         prepare_lease(ctx, lease)     # the venvs whose state is read (idempotent, as in capture)
         with ThreadPoolExecutor(1, thread_name_prefix="fleet-env-state") as pool:
-            reading = pool.submit(parallel, lease.machines, lambda m: read_state(lease, m))
+            # submit_or_thread: a run in a worker thread whose main thread ended reads them all the same
+            reading = submit_or_thread(pool, parallel, lease.machines, lambda m: read_state(lease, m))
             env = super().capture_environment(ctx, lease, store, pinned)
             states = reading.result()
         for m, (state, code) in zip(lease.machines, states):

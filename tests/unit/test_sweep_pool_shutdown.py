@@ -1,0 +1,33 @@
+"""A sweep run from a worker thread whose main thread ended (a library caller's script): reading each
+machine's environment state beside the pool's probe was handed to a thread pool that took no more
+work ("cannot schedule new futures after interpreter shutdown"), and the sweep died at its environment
+capture with the machines leased. The states are read all the same, beside the probe."""
+from __future__ import annotations
+
+import concurrent.futures.thread as executor_thread
+import threading
+from types import SimpleNamespace
+
+from fleet.run.machines import SSHMachines
+from fleet.sweep import pool
+
+
+def test_the_states_are_read_beside_the_probe_once_pools_take_no_more_work(tmp_path, monkeypatch):
+    lease = SimpleNamespace(machines=[SimpleNamespace(id="m-0"), SimpleNamespace(id="m-1")])
+    beside = threading.Barrier(3, timeout=20)   # both reads and the probe, at the same time
+
+    def read_state(lease_, m):
+        beside.wait()
+        return f"state-{m.id}", f"code-{m.id}"
+
+    def probe(self, ctx, lease_, store, pinned):
+        beside.wait()
+        return None
+    monkeypatch.setattr(pool, "read_state", read_state)
+    monkeypatch.setattr(SSHMachines, "capture_environment", probe)
+    monkeypatch.setattr("fleet.lease_prepare.prepare_lease", lambda ctx, lease_: None)
+    machines = pool.PoolMachines(spec=None, config=None, provider=None, events=None, sweep_dir=tmp_path)
+    monkeypatch.setattr(executor_thread, "_shutdown", True)   # what interpreter shutdown sets
+    assert machines.capture_environment(SimpleNamespace(), lease, None, None) is None
+    assert machines.environments.current == {"m-0": "state-m-0", "m-1": "state-m-1"}
+    assert machines.environments.code == {"m-0": "code-m-0", "m-1": "code-m-1"}
