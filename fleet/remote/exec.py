@@ -201,11 +201,32 @@ def _pump(proc: RunningProcess, sink: LineSink, log_file: Path | None, cancel: t
     except MachineUnreachable as exc:
         result.error = str(exc)
     except Exception as exc:  # noqa: BLE001 — a lost connection is a result, not a crash
-        result.error = f"machine {spec.machine.id}: connection lost: {exc}"
+        result.error = connection_lost(spec.machine.id, exc, proc.session)
     finally:
         output.close()
         result.sink_error = output.sink_error
         proc.done.set()
+
+
+def connection_lost(machine_id: str, exc: BaseException, session: Session | None) -> str:
+    """`machine X: connection lost: why`, with a why even where paramiko gives none (EOFError(),
+    SSHException('')): the exception's type then, and what the SSH transport itself saw, or that it
+    has closed (the machine went away, not the command)."""
+    why = _words(exc)
+    try:
+        transport = session.client.get_transport() if session is not None else None
+        cause = transport.get_exception() if transport is not None else None
+        if cause is not None and cause is not exc:
+            why += f"; the SSH transport: {_words(cause)}"
+        elif transport is not None and not transport.is_active():
+            why += "; the SSH transport has closed"
+    except Exception:  # noqa: BLE001 — the reason is a courtesy: never a second failure over the first
+        pass
+    return f"machine {machine_id}: connection lost: {why}"
+
+
+def _words(exc: BaseException) -> str:
+    return str(exc).strip() or type(exc).__name__
 
 
 def start_processes(specs: list[ProcessSpec], sink: LineSink, log_dir: Path | None = None,

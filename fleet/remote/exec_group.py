@@ -10,7 +10,8 @@ import json
 import threading
 
 from ..errors import MachineUnreachable
-from .exec import ProcessSpec, RunningProcess, _Output, agent_command_line, drain, process_env
+from .exec import (ProcessSpec, RunningProcess, _Output, agent_command_line, connection_lost, drain,
+                   process_env)
 from .ssh import connect
 
 _STREAMS = {b"o": "out", b"e": "err"}
@@ -54,7 +55,7 @@ def _dispatch(buffer: bytes, procs: list[RunningProcess], outputs: list[_Output]
 def pump_group(procs: list[RunningProcess], outputs: list[_Output], cancel: threading.Event | None) -> None:
     specs = [p.spec for p in procs]
     machine = specs[0].machine
-    status, error, old_agent = None, None, False
+    status, error, old_agent, session = None, None, False, None
     try:
         session = connect(machine)
         for p in procs:
@@ -85,7 +86,7 @@ def pump_group(procs: list[RunningProcess], outputs: list[_Output], cancel: thre
     except MachineUnreachable as exc:
         error = str(exc)
     except Exception as exc:  # noqa: BLE001 — a lost connection is a result, not a crash
-        error = f"machine {machine.id}: connection lost: {exc}"
+        error = connection_lost(machine.id, exc, session)
     finally:
         if old_agent:
             _one_agent_each(procs, outputs, cancel)
