@@ -6,14 +6,16 @@ content's sha256 under <root>/<h[:2]>/: a chunk, or a whole file. Entries are co
 where the filesystem has them, else an in-kernel copy), never hard links into a lease's tree: a run
 that makes its data writable and edits it must not change what other leases get from the cache. index.txt maps each chunk of a cached multi-chunk file to
 (file hash, offset, length). manifests/<id>.z holds the snapshots' manifests (zlib), so a manifest
-crosses the wire once per host.
+crosses the wire once per host; they count toward the cap and are evicted like chunks (a host that
+lacks a manifest asks for it, and a seed host lacking one serves nothing: the controller pushes).
 
 Safe with several syncs on one host at once: every entry appears by one atomic rename or link (a
 reader never sees a partial one), every read is verified by hash (a corrupt or tampered entry is
 dropped and named), index lines are appended with one write each and read only when complete, and
 each sync holds a shared lock on <root>/lock while it relies on the cache. Bounded: above
-`max_bytes`, the least recently used entries are evicted by a sync that can take the lock
-exclusively (nobody else mid-sync) and added entries itself, never the entries that sync itself used.
+`max_bytes`, the least recently used entries (chunks, whole files, manifests) are evicted by a sync
+that can take the lock exclusively (nobody else mid-sync) and added entries itself, never the
+entries that sync itself used.
 Whether it is above is estimated without walking the cache: size.txt holds what the last walk
 counted and added.txt what each sync added since (one appended line each); only an estimate over
 the cap walks it.
@@ -246,11 +248,15 @@ class Cache:
             self.evict(p)
             return None
         os.utime(p)
+        self.used.add(p)
         return json.loads(raw)
 
     def save_manifest(self, sid, compressed):
-        write_atomic(self.manifest_path(sid), compressed)
+        p = self.manifest_path(sid)
+        write_atomic(p, compressed)
+        self.used.add(p)
         self.added = True
+        self.added_bytes += len(compressed)
 
     def evict(self, p):
         try:
@@ -325,7 +331,7 @@ class Cache:
         held, total = [], 0
         for sub in os.listdir(self.root):
             d = os.path.join(self.root, sub)
-            if len(sub) != 2 or not os.path.isdir(d):
+            if (len(sub) != 2 and sub != "manifests") or not os.path.isdir(d):
                 continue
             for entry in os.scandir(d):
                 if ".tmp" in entry.name:

@@ -126,3 +126,34 @@ def test_a_warm_host_cache_feeds_its_machines_at_once_and_a_stale_hint_costs_onl
     assert not host_hints.holds_all("x", {snap.id})
     host_hints.remember("x", {snap.id})
     assert host_hints.holds_all("x", {snap.id})
+
+
+def test_a_host_cache_with_many_manifests_stays_under_cache_max(fleet_home, local_lease, tmp_path):
+    """Manifests count toward cache_max and are evicted with the chunks; one the host no longer holds
+    is simply sent again, and a tree whose old snapshot's manifest is gone is rebuilt whole."""
+    store = open_store(None)
+    (m,) = local_lease(gpus=1).machines
+    cap = 64 * 1024
+    snaps = []
+    for i in range(12):                # the same small files under new names: a new fat manifest each
+        src = tmp_path / f"s{i}"
+        src.mkdir()
+        for j in range(300):
+            (src / f"v{i}-{j:03d}.txt").write_text(f"{j}\n")
+        snaps.append((src, create_snapshot(src, store)))
+    dest = data_dir(m, "d")
+    first = sync_machine(m, store, [Target(dest, [snaps[0][1].id], read_only=True)], cache_max=str(cap))
+    assert first.manifest_bytes > 8 * 1024
+    for i, (src, snap) in enumerate(snaps[1:], 1):
+        sync_machine(m, store, [Target(data_dir(m, f"o{i}"), [snap.id], read_only=True)], cache_max=str(cap))
+    cache = chunk_cache(m)
+    manifests = os.listdir(f"{cache}/manifests")
+    held = sum(os.path.getsize(os.path.join(d, f)) for d, _s, fs in os.walk(cache) for f in fs
+               if len(f) == 64 or f.endswith(".z"))
+    assert held <= cap and 0 < len(manifests) < len(snaps)
+    assert f"{snaps[0][1].id}.z" not in manifests and f"{snaps[-1][1].id}.z" in manifests
+    # dest holds snaps[0], whose manifest the host dropped (so no delta base and no old view to patch
+    # from): the next snapshot's whole manifest crosses, and the tree is built right.
+    again = sync_machine(m, store, [Target(dest, [snaps[1][1].id], read_only=True)], cache_max=str(cap))
+    assert again.manifest_bytes > 8 * 1024 and again.targets_written == [dest]
+    assert _same(dest, snaps[1][0])

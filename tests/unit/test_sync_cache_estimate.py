@@ -59,3 +59,38 @@ def test_an_estimate_older_than_an_hour_is_checked_by_a_walk(tmp_path):
     assert _estimate(root, 10_000) is None
     _fill(root, 10_000, [b"b" * 10])                               # walks, counts again
     assert _estimate(root, 10_000) == 3010
+
+
+def _held(root) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _s, fs in os.walk(root) for f in fs
+               if len(f) == 64 or f.endswith(".z"))
+
+
+def test_manifests_count_toward_the_cap_and_go_least_recently_used_first(tmp_path):
+    """A long-lived host keeps a manifest per snapshot it was sent: they are held under the cap with
+    the chunks, the oldest dropped first, never one the trimming sync itself used."""
+    import json
+    import random
+    import zlib
+    rng = random.Random(7)
+    root, cap = tmp_path / "cache", 20_000
+    sids = []
+    for i in range(40):
+        cache = Cache(str(root), cap)
+        raw = json.dumps({"entries": [], "n": i, "pad": rng.randbytes(1500).hex()}).encode()
+        sids.append(hashlib.sha256(raw).hexdigest())
+        cache.save_manifest(sids[-1], zlib.compress(raw))
+        data = rng.randbytes(300)
+        cache.put(hashlib.sha256(data).hexdigest(), data)
+        cache.finish()
+        assert _held(root) <= cap
+    kept = [sid for sid in sids if (root / "manifests" / f"{sid}.z").exists()]
+    assert 0 < len(kept) < len(sids) and kept == sids[-len(kept):]            # the newest, contiguously
+    # A sync that reads the oldest kept manifest and then adds past the cap keeps that one.
+    cache = Cache(str(root), cap)
+    assert cache.load_manifest(kept[0])["n"] == len(sids) - len(kept)
+    big = rng.randbytes(cap // 2)
+    cache.put(hashlib.sha256(big).hexdigest(), big)
+    assert cache.finish() > 0
+    assert (root / "manifests" / f"{kept[0]}.z").exists() and not (root / "manifests" / f"{kept[1]}.z").exists()
+    assert _held(root) <= cap
