@@ -30,9 +30,11 @@ EMPTY = hashlib.sha256(b"").hexdigest()
 
 
 class Failure(Exception):
-    def __init__(self, message, chunk=None, path=None):
+    """`dropped`: a corrupt cache entry was removed on the way, so a fresh sync sends it instead."""
+
+    def __init__(self, message, chunk=None, path=None, dropped=False):
         Exception.__init__(self, message)
-        self.chunk, self.path = chunk, path
+        self.chunk, self.path, self.dropped = chunk, path, dropped
 
 
 def write_all(fd, data):
@@ -161,10 +163,11 @@ class Cache:
             data = f.read() if n is None else f.read(n)
         os.utime(p)                     # recently used: evicted last
         if hashlib.sha256(data).hexdigest() != h:
-            if n is None or hash_file(p) != os.path.basename(p):
+            dropped = n is None or hash_file(p) != os.path.basename(p)
+            if dropped:
                 self.evict(p)           # a bad index line alone must not drop a good whole file
             raise Failure("%s does not match its recorded hash (a corrupt cached chunk %s was dropped; "
-                          "sync again)" % (where, h[:12]), h, where)
+                          "sync again)" % (where, h[:12]), h, where, dropped)
         self.used.add(p)
         return data
 

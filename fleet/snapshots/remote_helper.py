@@ -20,7 +20,8 @@ One process, one SSH channel, JSON lines both ways:
      during step 5, until its answer).
   5. build every target; each chunk still missing arrives, in that same order, as a frame
      "<64 hex id><12 digit length>\\n<bytes>" and goes straight into its file. Answer {"ok": true, …}
-     or {"ok": false, "error", "chunk", "path"}.
+     or {"ok": false, "error", "chunk", "path", "dropped"} ("dropped": a corrupt cache entry was
+     removed, so the controller tries once more on a fresh channel and sends it).
 A chunk is hashed once, when it arrives or is taken from the cache; a multi-chunk file is the
 concatenation of chunks each verified against the manifest, whose own hash is its id.
 """
@@ -351,7 +352,7 @@ def main(stream=None, first=None, root=None):
               "evicted_bytes": evicted, "objects_fetched": fetch_object.fetched,
               "reused": sum(len(p.reuse) for p in plans)})
     except Failure as exc:
-        send({"ok": False, "error": str(exc), "chunk": exc.chunk, "path": exc.path})
+        send({"ok": False, "error": str(exc), "chunk": exc.chunk, "path": exc.path, "dropped": exc.dropped})
     except (ValueError, OSError, EOFError, zlib.error) as exc:
         send({"ok": False, "error": str(exc)})
 

@@ -241,7 +241,7 @@ def copy_cached(at, e, mode, cache, frames):
         os.close(fd)
     if not ok:
         raise Failure("%s does not match its recorded hash (a corrupt cached copy was dropped; sync again)"
-                      % e["path"], e["sha256"], e["path"])
+                      % e["path"], e["sha256"], e["path"], True)
     return True
 
 

@@ -70,6 +70,7 @@ class SyncStats:
     targets_written: list[str] = field(default_factory=list)
     files_reused: int = 0         # unchanged files linked from the machine's previous tree
     evicted_bytes: int = 0        # cache entries the host dropped to stay under its cap
+    cache_dropped: str | None = None  # a corrupt cache entry the host dropped; sent again on a fresh channel
     direct_error: str | None = None
     seconds: float = 0.0
 
@@ -116,6 +117,14 @@ def _presign(store: Store, hashes: list[str]) -> dict[str, str]:
     return {h: store.presign_get(h, PRESIGN_TTL_S) for h in hashes}
 
 
+class CacheEntryDropped(IntegrityError):
+    """The machine found a corrupt entry in its host's cache and dropped it: a fresh sync sends it."""
+
+    def __init__(self, message: str, entry: str):
+        super().__init__(message)
+        self.entry = entry            # "<path> (chunk <id>)": what the warning names
+
+
 def _failed(machine: Machine, store: Store, result: dict, owners: dict[str, tuple[str, str]]) -> FleetError:
     """The helper's failure, blamed on the store when the store's own copy of the chunk is bad."""
     h = result.get("chunk")
@@ -123,7 +132,10 @@ def _failed(machine: Machine, store: Store, result: dict, owners: dict[str, tupl
         from .restore import read_chunk
         path, sid = owners[h]
         read_chunk(store, h, path, sid)        # raises IntegrityError naming the corrupt store chunk
-    return IntegrityError(f"sync to machine {machine.id} failed: {result.get('error')}")
+    message = f"sync to machine {machine.id} failed: {result.get('error')}"
+    if result.get("dropped") is True:
+        return CacheEntryDropped(message, f"{result.get('path')} (chunk {str(h)[:12]})")
+    return IntegrityError(message)
 
 
 def _stream(ch, machine: Machine, prep: Prepared, targets: list[Target], stats: SyncStats,
@@ -252,17 +264,27 @@ def sync_machine(machine: Machine, store: Store, targets: list[Target], manifest
         from ..remote.ssh import connect          # paramiko: only off the OpenSSH path
         session = connect(machine, timeout=30)
     try:
-        if channel is not None:
-            ch = channel
-        else:
+        # A corrupt host-cache entry the machine dropped is sent on one more try, on a fresh channel
+        # (a dialled one is used up); a second corruption fails. A target the first try finished is
+        # recorded there: the second answers it current, nothing is sent for it again.
+        for attempt in (1, 2):
             command = helper_command(machine, cache_dir)
-            ch = OpenSSHChannel(machine, command, timeout) if openssh else ParamikoChannel(session, command, timeout)
-        try:
-            result = _stream(ch, machine, prep, targets, stats, progress, cache_dir, limit, on_expect, peer)
-            stats.wire_bytes = ch.sent
-        finally:
-            ch.close()
+            ch = channel if channel is not None and attempt == 1 else \
+                OpenSSHChannel(machine, command, timeout) if openssh else ParamikoChannel(session, command, timeout)
+            try:
+                result = _stream(ch, machine, prep, targets, stats, progress, cache_dir, limit, on_expect, peer)
+                break
+            except CacheEntryDropped as exc:
+                if attempt == 2:
+                    raise
+                stats.cache_dropped, before = exc.entry, stats.targets_current
+            finally:
+                stats.wire_bytes += ch.sent
+                ch.close()
         stats.targets_written = result.get("materialised", [])
+        if stats.cache_dropped:        # what the first try finished counts as written, not as current
+            stats.targets_written += [d for d in stats.targets_current if d not in before]
+            stats.targets_current = before
     except FleetError:
         raise
     except (OSError, EOFError, ValueError) as exc:

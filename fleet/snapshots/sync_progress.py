@@ -78,6 +78,10 @@ def stage_lease(ctx, store, targets_for, sources: dict, config: Any) -> list:
                            on_state=progress.state, on_expect=progress.expect)
     finally:
         ticker.stop.set()
+    for s in stats:
+        if s.cache_dropped:
+            ctx.events.warn(f"machine {s.machine_id}: a corrupt entry in its host's chunk cache, {s.cache_dropped}, "
+                            "was dropped and sent again")
     sent = sum(s.bytes_sent for s in stats)
     dt = max(time.monotonic() - progress.t0, 1e-6)
     current = sum(1 for s in stats if s.targets_current and not s.targets_written)

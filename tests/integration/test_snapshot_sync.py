@@ -71,21 +71,23 @@ def test_code_with_overlay_and_corrupt_cache(fleet_home, local_lease, tmp_path):
     sync_machine(m, store, [Target(dest, [base, overlay])], {base: load(store, base), overlay: load(store, overlay)})
     assert open(f"{dest}/train.py").read() == "print('dirty')\n"
     assert not os.path.exists(f"{dest}/old.py")
-    # A corrupt chunk in the machine's cache is caught on materialise, and the old tree stays.
+    # A corrupt entry in the machine's cache is caught on materialise and dropped; the sync tries
+    # once more on a fresh channel, which sends the chunk, and succeeds (saying what was dropped).
     other = tmp_path / "other"
     other.mkdir()
     (other / "train.py").write_text("print('v3')\n")
     v3 = create_snapshot(other, store)
     h = v3.manifest.files()[0].chunks[0][0]
-    os.makedirs(f"{chunk_cache(m)}/{h[:2]}", exist_ok=True)
-    with open(f"{chunk_cache(m)}/{h[:2]}/{h}", "wb") as f:
+    entry = f"{chunk_cache(m)}/{h[:2]}/{h}"
+    os.makedirs(os.path.dirname(entry), exist_ok=True)
+    with open(entry, "wb") as f:
         f.write(b"tampered")
-    with pytest.raises(IntegrityError, match="train.py does not match its recorded hash"):
-        sync_machine(m, store, [Target(dest, [v3.id])], {v3.id: v3.manifest})
-    assert open(f"{dest}/train.py").read() == "print('dirty')\n"
-    # The corrupt entry was dropped, so the next sync sends the chunk again and succeeds.
     again = sync_machine(m, store, [Target(dest, [v3.id])], {v3.id: v3.manifest})
-    assert again.chunks_sent == 1 and open(f"{dest}/train.py").read() == "print('v3')\n"
+    assert again.cache_dropped == f"train.py (chunk {h[:12]})"
+    assert again.chunks_sent == 1 and again.targets_written == [dest] and again.targets_current == []
+    assert open(f"{dest}/train.py").read() == "print('v3')\n"
+    assert open(entry, "rb").read() == b"print('v3')\n"                 # the damaged entry, replaced by a good one
+    assert sync_machine(m, store, [Target(dest, [v3.id])], {v3.id: v3.manifest}).cache_dropped is None
 
 
 def test_missing_chunk_in_store_refuses_before_sending(fleet_home, local_lease, data_tree):
