@@ -126,9 +126,10 @@ class SnapshotBuilder:
                     self._counted(len(payload))
             finally:
                 self._slots.release()
-        from ..parallel import submit_or_thread   # at interpreter shutdown: on plain threads
+        from ..parallel import submit_or_thread   # at interpreter shutdown: on plain threads, or here
+        future = submit_or_thread(self._uploads, upload)   # not under the lock: done here, upload takes it
         with self._lock:
-            self._futures.append(submit_or_thread(self._uploads, upload))
+            self._futures.append(future)
 
     def _drain(self) -> None:
         with self._lock:

@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import concurrent.futures.thread as executor_thread
 import random
+import threading
+
+import pytest
 
 import fleet.snapshots.create as create_mod
 from fleet.snapshots import create_snapshot, materialise, open_store, verify
 
 
-def test_a_snapshot_is_created_once_pools_take_no_more_work(tmp_path, monkeypatch):
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("threads_start", [True, False], ids=["threads-start", "no-thread-starts"])
+def test_a_snapshot_is_created_once_pools_take_no_more_work(tmp_path, monkeypatch, threads_start):
+    """no-thread-starts: Python 3.12 also refuses new threads at shutdown, so the refused work runs in
+    the calling thread, which must not then wait on a lock it holds itself (the upload hung for ever)."""
     monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
     rng = random.Random(5)
     root = tmp_path / "data"
@@ -23,6 +30,14 @@ def test_a_snapshot_is_created_once_pools_take_no_more_work(tmp_path, monkeypatc
     store.parallel = 4                                  # uploads overlap hashing, as for a remote store
     monkeypatch.setattr(create_mod, "SPLIT_MIN", 1024 * 1024)   # big.bin: hashed by two threads
     monkeypatch.setattr(executor_thread, "_shutdown", True)   # what interpreter shutdown sets
+    if not threads_start:
+        start = threading.Thread.start
+
+        def refused(thread):
+            if thread.name == "fleet-parallel":
+                raise RuntimeError("can't create new thread at interpreter shutdown")
+            return start(thread)
+        monkeypatch.setattr(threading.Thread, "start", refused)
     snap = create_snapshot(root, store, name="at-exit", workers=4, use_cache=False)
     assert verify(store, snap.id) == []
     out = materialise(store, snap.id, tmp_path / "out")
