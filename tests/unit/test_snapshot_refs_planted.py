@@ -48,3 +48,23 @@ def test_asking_for_a_planted_name_is_one_line(store, name):
     with pytest.raises(IntegrityError, match=f"snapshot name '{name}' in the store .* is not a name file") as err:
         resolve(st, name)
     assert "aws_secret" not in str(err.value)
+
+
+def test_an_unreadable_name_file_stops_rm_instead_of_vanishing(tmp_path, monkeypatch):
+    """EACCES or EIO on a name file is not "a link or FIFO stands there": leaving that name out of the
+    names still pointing at a snapshot let `snapshot rm` of the other name delete what it points at."""
+    import errno
+
+    import fleet.snapshots.store as store_mod
+    from fleet.snapshots.store import read_ref_file
+
+    path = tmp_path / "refs" / "x"
+    path.parent.mkdir()
+    path.write_text("a" * 64 + "\n")
+
+    def unreadable(_path, **_kw):
+        raise PermissionError(errno.EACCES, "Permission denied", str(_path))
+    monkeypatch.setattr("fleet.regular_files.open_regular", unreadable)
+    with pytest.raises(PermissionError):
+        read_ref_file(path)
+    assert store_mod._NOT_A_NAME_FILE   # links, FIFOs, directories: still named as such (tests above)
