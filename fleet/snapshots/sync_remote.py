@@ -26,17 +26,22 @@ REMOTE_CACHE = "~/.cache/fleet/chunks"  # a cloud machine's default: per user, o
 # is root's or this login's: in a shared sticky workdir another user can make `.chunk-cache-<login>`
 # first, a link to a directory of this login's that they can read (a 0755 home), and the cache's
 # chunks were written there. The helper is handed the resolved root (ROOT), never the path again,
-# so a link swapped after these checks leads nowhere.
+# so a link swapped after these checks leads nowhere. The links are checked before anything is made
+# (nothing is created through a refused one) and again after (one made in between), on a path
+# without '..' (which the kernel resolves after a link, not as text).
 BOOTSTRAP = """import hashlib,marshal,os,stat,sys
 H,P=sys.argv[1],os.path.expanduser(sys.argv[2])
 S=os.fdopen(0,'rb',buffering=1<<20)
 R=os.path.dirname(os.path.dirname(P))
-os.makedirs(R,mode=0o700,exist_ok=True)
-d=os.path.abspath(R)
-while d!=os.path.dirname(d):
-    s=os.lstat(d)
-    if stat.S_ISLNK(s.st_mode) and s.st_uid not in (0,os.geteuid()): sys.exit("fleet: the chunk cache %s passes through %s, a link another user made (uid %d): refusing to follow it"%(R,d,s.st_uid))
-    d=os.path.dirname(d)
+if '..' in R.split('/'): sys.exit("fleet: the chunk cache %s has a '..' in it: give the directory without one"%R)
+def W():
+    d=os.path.abspath(R)
+    while d!=os.path.dirname(d):
+        try: s=os.lstat(d)
+        except FileNotFoundError: s=None
+        if s and stat.S_ISLNK(s.st_mode) and s.st_uid not in (0,os.geteuid()): sys.exit("fleet: the chunk cache %s passes through %s, a link another user made (uid %d): refusing to follow it"%(R,d,s.st_uid))
+        d=os.path.dirname(d)
+W();os.makedirs(R,mode=0o700,exist_ok=True);W()
 R=os.path.realpath(R);P=os.path.join(R,os.path.basename(os.path.dirname(P)),os.path.basename(P))
 for d in (R,os.path.dirname(P)):
     try: s=os.lstat(d)

@@ -9,6 +9,8 @@ import stat
 import subprocess
 import sys
 
+import pytest
+
 from fleet.snapshots.sync_remote import BOOTSTRAP, helper_hash, helper_source
 
 
@@ -79,3 +81,24 @@ def test_the_helper_keeps_chunks_in_the_root_the_bootstrap_checked(tmp_path):
                          capture_output=True, timeout=60)
     assert b'"need"' in run.stdout, (run.stdout, run.stderr)
     assert (real / "ff").is_dir() and not swapped.exists()
+
+
+def test_a_cache_path_with_dotdot_is_refused_in_one_line(tmp_path):
+    """The kernel resolves '..' after a link, the link check read it as text: a traceback
+    (FileNotFoundError on a path that was never there) instead of a sync."""
+    (tmp_path / "a").mkdir()
+    run = _boot(f"{tmp_path}/a/../chunks/helper/{helper_hash()}.py")
+    assert run.returncode != 0 and b"Traceback" not in run.stderr, run.stderr
+    assert run.stderr.decode().strip().endswith("has a '..' in it: give the directory without one"), run.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a link another user owns needs root")
+def test_nothing_is_made_through_a_link_another_user_planted(tmp_path):
+    target = tmp_path / "victim-home"
+    target.mkdir(mode=0o755)
+    link = tmp_path / "chunks"
+    link.symlink_to(target)
+    os.lchown(link, 65534, 65534)
+    run = _boot(f"{tmp_path}/chunks/sub/helper/{helper_hash()}.py")
+    assert b"a link another user made" in run.stderr and b"Traceback" not in run.stderr, run.stderr
+    assert list(target.iterdir()) == [] and _mode(target) == 0o755
