@@ -1,0 +1,108 @@
+"""Against the real test cluster (tests/fixtures/slurm.py): another user's job whose name and
+comment hold hostile text (a newline that forges a listing line, '|' delimiters, an escape
+sequence, bytes that are not UTF-8, quotes and backslashes) breaks no listing of fleet's and is never
+cancelled, and a release whose squeue fails cancels through slurmctld's own filters only the
+lease's job: never another user's job under a recorded id, never the login's job of another name.
+fleet runs here as root, a Slurm operator: a scancel of anyone's job would succeed."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+
+import pytest
+
+from tests.fixtures.slurm import wait_for
+
+from fleet.ids import new_lease_id
+from fleet.providers.slurm.commands import CommandResult, LocalRunner, SlurmCommands
+from fleet.providers.slurm.provider import SlurmProvider, tag
+from fleet.providers.slurm.settings import SlurmSettings
+
+from tests.integration.test_slurm_job_owner_cluster import _lease
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _sbatch(env, name: str | bytes, comment: str | bytes, user: str | None = None) -> str | None:
+    """sbatch a job (as `user`); its id, or None when refused. Bytes: a name that is not UTF-8."""
+    raw = [(name if isinstance(name, bytes) else name.encode()), (comment if isinstance(comment, bytes)
+                                                                    else comment.encode())]
+    argv = [b"sbatch", b"--parsable", b"--no-requeue", b"--job-name=" + raw[0], b"--comment=" + raw[1],
+            b"--time=5", b"--output=/dev/null", b"--chdir=/tmp", b"--wrap", b"sleep 300"]
+    if user:
+        argv = [b"runuser", b"-u", user.encode(), b"--", b"env", b"SLURM_CONF=" + env["SLURM_CONF"].encode(), *argv]
+    done = subprocess.run(argv, capture_output=True, timeout=60, env={**os.environ, **env})
+    return done.stdout.decode().strip() or None if done.returncode == 0 else None
+
+
+def _add_nobody(cluster) -> None:
+    if cluster.accounting:     # associations are enforced: the user needs one to submit
+        subprocess.run(["sacctmgr", "-i", "add", "user", "nobody", f"account={cluster.account}"],
+                       capture_output=True, timeout=60, env={**os.environ, **cluster.env})
+
+
+def _running(slurm: SlurmCommands, job_id: str) -> bool:
+    job = slurm.job(job_id)
+    return job is not None and not job.state.finished
+
+
+def test_another_users_hostile_job_names_break_no_listing_and_are_never_swept(slurm_env, fleet_home, capsys):
+    from fleet.state import open_state
+    _add_nobody(slurm_env)
+    released = new_lease_id()             # a lease of this FLEET_HOME whose job was never recorded
+    forged = (f"1|RUNNING|None|1|n1|0:01|5:00|gres:gpu:1|gpu|fleet|normal|fleet-{released}|{tag(released)}")
+    hostile = f"x\n{forged}\x1b[2J\x1b]0;pwned\x07 \"q\" \\ \u2028|a|b|".encode() + b"\xff"
+    theirs = wait_for(lambda: _sbatch(slurm_env.env, hostile, hostile + b"\n" + tag(released).encode(), "nobody"), 60,
+                      "nobody's association to reach slurmctld", interval=1)
+    root = SlurmCommands(LocalRunner(slurm_env.env))
+    try:
+        wait_for(lambda: _running(root, theirs), 60, "nobody's hostile job in the queue")
+        open_state().save_lease(dataclasses.replace(_lease(released, None), status="released"))
+        provider = SlurmProvider(SlurmSettings(poll_s=0.5))
+        assert provider.slurm.queue() == []                      # squeue --json: read, and none of it root's
+        assert provider.sweep(set()) == []                        # `fleet down --all`
+        provider.release(_lease(released, None))                  # `fleet down RELEASED`
+        text = SlurmCommands(LocalRunner(slurm_env.env))
+        text._json = False                                        # a Slurm without squeue --json
+        assert text.queue() == [] and text.queue([theirs]) == []
+        assert _running(root, theirs)
+        assert "\x1b" not in capsys.readouterr().err
+    finally:
+        root.cancel([theirs])
+
+
+class SqueueDown:
+    """squeue times out (a busy controller); every other tool runs on the real cluster."""
+
+    def __init__(self, env):
+        self.local = LocalRunner(env)
+
+    def __call__(self, argv, *, stdin=None, env=None, timeout=60):
+        if argv[0] == "squeue":
+            return CommandResult(tuple(argv), 1, "", "squeue: error: Socket timed out on send/recv operation\n")
+        return self.local(argv, stdin=stdin, env=env, timeout=timeout)
+
+
+def test_a_release_whose_squeue_fails_cancels_only_the_leases_own_job(slurm_env, fleet_home):
+    from fleet.state import open_state
+    _add_nobody(slurm_env)
+    reused, other, own = new_lease_id(), new_lease_id(), new_lease_id()
+    # Lease REUSED recorded an id that now names nobody's job; lease OTHER's recorded id names a job of
+    # root's under another name; lease OWN's is its own job.
+    theirs = wait_for(lambda: _sbatch(slurm_env.env, f"fleet-{reused}", tag(reused), "nobody"), 60,
+                      "nobody's association to reach slurmctld", interval=1)
+    roots = _sbatch(slurm_env.env, "their-own-job", "")
+    mine = _sbatch(slurm_env.env, f"fleet-{own}", tag(own))
+    root = SlurmCommands(LocalRunner(slurm_env.env))
+    try:
+        assert roots and mine
+        wait_for(lambda: all(_running(root, j) for j in (theirs, roots, mine)), 60, "the three jobs in the queue")
+        provider = SlurmProvider(SlurmSettings(poll_s=0.5), runner=SqueueDown(slurm_env.env))
+        for lease in (_lease(reused, theirs), _lease(other, roots), _lease(own, mine)):
+            open_state().save_lease(lease)
+            provider.release(lease)                               # `fleet down`, squeue failing
+        assert _running(root, theirs) and _running(root, roots)
+        wait_for(lambda: not _running(root, mine), 60, "the lease's own job to end")
+    finally:
+        root.cancel([theirs, roots, mine])
