@@ -93,22 +93,28 @@ def _plant_helper(cache, marker) -> None:
     os.chown(planted, NOBODY, NOBODY)
 
 
+def _sticky_workdir_and_snapshot(farm, tmp_path, monkeypatch, text: str):
+    """The first host's workdir shared and sticky (root's, as accepted), and a one-file snapshot."""
+    import fleet.snapshots.sync_remote as sync_remote
+    from fleet.snapshots import create_snapshot, open_store
+    monkeypatch.setattr(sync_remote, "on_this_computer_as_us", lambda m: False)   # as a real team host
+    leases = farm.hosts[0].leases_dir
+    leases.mkdir(parents=True, exist_ok=True)
+    os.chmod(leases, 0o1777)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x.txt").write_text(text)
+    store = open_store(str(tmp_path / "store"))
+    return leases, store, create_snapshot(data, store).id
+
+
 def test_a_chunk_cache_another_user_made_never_runs_their_code(farm, tmp_path, monkeypatch):
     """The chunk cache is per login in a shared workdir, and the helper kept in it is run only from
     this login's private directories: a planted one fails the sync in one line instead."""
     import fleet.snapshots.sync_remote as sync_remote
-    from fleet.snapshots import create_snapshot, open_store
     from fleet.snapshots.sync import Target, sync_machine
-    monkeypatch.setattr(sync_remote, "on_this_computer_as_us", lambda m: False)   # as a real team host
-    leases = farm.hosts[0].leases_dir
-    leases.mkdir(parents=True, exist_ok=True)
-    os.chmod(leases, 0o1777)                       # root's shared sticky workdir: accepted
+    leases, store, sid = _sticky_workdir_and_snapshot(farm, tmp_path, monkeypatch, "hello")
     marker = tmp_path / "ran"
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "x.txt").write_text("hello")
-    store = open_store(str(tmp_path / "store"))
-    sid = create_snapshot(data, store).id
     provider = provider_for(farm)
     lease = provider.lease(plan_for(provider, 1), new_lease_id(), 120)
     try:
@@ -178,21 +184,11 @@ def test_a_chunk_cache_link_another_user_planted_is_not_followed(farm, tmp_path,
     first sync: a link to a directory of this login's that others may read (a 0755 home). Followed,
     the cache's fan-out directories and chunks (0755, 0444) were written there, the data readable by
     that user. The link is refused in one line and nothing is written where it leads."""
-    import fleet.snapshots.sync_remote as sync_remote
-    from fleet.snapshots import create_snapshot, open_store
     from fleet.snapshots.sync import Target, sync_machine
-    monkeypatch.setattr(sync_remote, "on_this_computer_as_us", lambda m: False)   # as a real team host
-    leases = farm.hosts[0].leases_dir
-    leases.mkdir(parents=True, exist_ok=True)
-    os.chmod(leases, 0o1777)
+    leases, store, sid = _sticky_workdir_and_snapshot(farm, tmp_path, monkeypatch, "secret")
     home = tmp_path / "victim-home"               # this login's own, readable by all
     home.mkdir()
     os.chmod(home, 0o755)
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "x.txt").write_text("secret")
-    store = open_store(str(tmp_path / "store"))
-    sid = create_snapshot(data, store).id
     provider = provider_for(farm)
     lease = provider.lease(plan_for(provider, 1), new_lease_id(), 120)
     try:
