@@ -289,3 +289,31 @@ def test_expires_at_tag_is_capped_by_the_budget_deadline(provider, project):
         assert life <= 600 + EXPIRY_GRACE_S + 5
     finally:
         provider.release(lease)
+
+
+@pytest.mark.parametrize("shutting_down", [False, True], ids=["running", "interpreter-shutdown"])
+def test_a_failed_bring_up_leaves_no_machine_starting_while_the_lease_is_cleaned_up(provider, project, monkeypatch,
+                                                                                   shutting_down):
+    """One machine fails to come up: the others' bring-up ends before the lease's instances are
+    terminated. At interpreter shutdown the bring-ups run on plain threads, which the pool's exit
+    did not wait for: they went on against instances being terminated."""
+    import time
+
+    import concurrent.futures.thread as executor_thread
+    events: list[str] = []
+    cleanup = provider._cleanup
+
+    def machine(inst, rank, *_args):
+        if rank == 0:
+            raise InfrastructureError("rank 0 never came up")
+        time.sleep(1.0)
+        events.append(f"rank {rank} ended")
+        raise InfrastructureError("too late")
+    monkeypatch.setattr(provider, "_machine", machine)
+    monkeypatch.setattr(provider, "_cleanup", lambda lease_id: (events.append("cleanup"), cleanup(lease_id)))
+    if shutting_down:
+        monkeypatch.setattr(executor_thread, "_shutdown", True)
+    with pytest.raises(InfrastructureError, match="rank 0 never came up"):
+        provider.lease(plan_for(provider, "mix", 2, project), "l-bringup2", 60, on_machine=lambda m: None)
+    time.sleep(1.5)                                  # a bring-up still going on would end by now
+    assert events[-1] == "cleanup" and events[:-1] in ([], ["rank 1 ended"]), events   # or cancelled unstarted

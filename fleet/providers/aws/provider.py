@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -209,9 +209,15 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
             with ThreadPoolExecutor(max_workers=min(16, len(running))) as pool:
                 futures = [submit_or_thread(pool, self._machine, inst, rank, lease_id, offer, key_path, host_pub,
                                             deadline_s, plan) for rank, inst in enumerate(running)]
-                for future in as_completed(futures):
-                    if on_machine is not None:
-                        on_machine(future.result())
+                try:
+                    for future in as_completed(futures):
+                        if on_machine is not None:
+                            on_machine(future.result())
+                except BaseException:   # none goes on bringing a machine up while _cleanup terminates it
+                    for f in futures:
+                        f.cancel()
+                    wait(futures)       # also the plain threads a pool refusing work (shutdown) left
+                    raise
                 machines = [f.result() for f in futures]
         except BaseException as exc:
             try:
