@@ -213,10 +213,12 @@ class TrialEnvironments:
 
 # $1 the copy, $2 the staged code. The code's siblings (data/, …) are linked beside the copy, so a
 # relative path such as ../data reads the same in a trial as in a run; a venv inside the code (uv
-# sync's .venv) is linked, not copied (it is the pool's environment, and large).
+# sync's .venv) is linked, not copied (it is the pool's environment, and large). The whole trial
+# directory is made anew, not only the copy: the last trial's `../results`, or a `../data` it replaced
+# with a directory of its own (ln -sfn then links inside it), was read by the next trial through `..`.
 _FRESH_COPY = r"""
 C=$1; W=$2; P=$(dirname "$C")
-rm -rf "$C" && mkdir -p "$C" || exit 1
+rm -rf "$P" && mkdir -p "$C" || exit 1
 for e in "$(dirname "$W")"/* "$(dirname "$W")"/.[!.]*; do
   [ -e "$e" ] || [ -L "$e" ] || continue
   n=$(basename "$e"); [ "$n" = "$(basename "$W")" ] || [ "$e" = "$P" ] || [ "$n" = trials ] || ln -sfn "$e" "$P/$n"
