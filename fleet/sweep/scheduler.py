@@ -200,11 +200,15 @@ class Scheduler:
                 return
 
     def _reset(self, ctx: RunContext, slot: Slot, run_id: str) -> bool:
-        """Clean the slot's machines for the next trial; False when they could not be reached."""
+        """Clean the slot's machines for the next trial; False when they could not be reached, or a
+        reset there could not confirm it left them clean (a process of the trial that would not end,
+        its outputs not removable, the reset itself failing): the next trial tries once more, and
+        does not start there if that fails too."""
         from ..parallel import parallel
         machines = [m for m in ctx.lease.machines if m.id in slot.machine_ids]
         # Unknown until this reset says: the next trial probes unless it does (trial_env.py).
         tokens = {m.id: self.environments.resetting(m.id, run_id) for m in machines}
+        unclean = 0
         try:
             for got in parallel(machines, lambda m: reset_machine(m, run_id, slot.leaf, env_paths(ctx.lease, m))):
                 self.environments.saw(got.machine_id, got.env_state, tokens.get(got.machine_id))
@@ -215,12 +219,15 @@ class Scheduler:
                     self.events.warn(f"machine {got.machine_id}: {run_id} changed the staged code or data there: no "
                                      "more trials on it (their records pin them as staged)")
                 if not got.clean:
+                    # Once only warned: the next trial then ran beside what the reset could not end
+                    # or remove (a tmpfs mounted in its outputs kept it from being removed).
+                    unclean += 1
                     self.resets_unclean.append(got.machine_id)
                     self.events.warn(f"machine {got.machine_id}: could not confirm the reset after {run_id}")
         except Exception as exc:  # noqa: BLE001 — the next trial's own run reports a broken machine
             self.events.warn(f"could not reset machines {slot.label} after {run_id}: {exc}")
             return False
-        return True
+        return not unclean
 
     def _retire(self, ctx: RunContext, index: int) -> None:
         """The slot has no trial to run: give back each of its machines none of whose slots has one,

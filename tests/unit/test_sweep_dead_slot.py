@@ -127,3 +127,36 @@ def test_a_reset_that_failed_once_is_tried_again_for_the_trial_it_was_meant_for(
     assert [scheduler.results[t].state for t in ("t001", "t002")] == ["succeeded", "succeeded"]
     assert resets[:2] == [given[0], given[0]], resets        # both for trial 1's leftovers
     assert scheduler.lost_slots == 0
+
+
+def test_a_reset_that_reached_the_machine_but_left_it_unclean_runs_no_trial_there(sweep, monkeypatch):
+    """A reset that answered yet could not confirm it cleaned up (a process of the trial that would
+    not end, outputs it could not remove, its own snippet failing) was only warned about: the next
+    trial ran beside the leftovers. It counts as a failed reset: tried once more, then the trial
+    goes back to the queue and the slot is retired."""
+    import fleet.sweep.scheduler as scheduler_module
+    from fleet.sweep.reset import ResetResult
+    scheduler, ctx, slot = sweep
+    from datetime import timedelta
+
+    from fleet.models import utcnow
+    ctx.lease = SimpleNamespace(machines=[SimpleNamespace(id="m0")], max_deadline=utcnow() + timedelta(hours=1))
+    monkeypatch.setattr(scheduler_module, "env_paths", lambda lease, m: ("", "/w/work", "/w/data"))
+    resets = []
+    monkeypatch.setattr(scheduler_module, "reset_machine",
+                        lambda m, run_id, leaf, env: resets.append(run_id) or ResetResult(m.id, 1, False))
+
+    def behaviour(n, run_id, machines):
+        if n == 1:
+            machines.after_collect(run_id)
+        else:
+            machines._after_reset()
+        return _succeeded(run_id)
+    given = _fake_pipeline(monkeypatch, behaviour)
+    scheduler._trials_on(ctx, 0, slot, 600, [])
+    assert len(given) == 2 and resets == [given[0], given[0]], resets      # the reset, then its retry
+    assert "t002" not in scheduler.results and [t.name for t in scheduler.queue] == ["t002", "t003", "t004"]
+    assert scheduler.lost_slots == 1
+    assert "warning: machine m0: could not confirm the reset after " + given[0] in scheduler.events.lines
+    assert any(f"could not be reset after {given[0]}" in line and "t002 goes back to the queue" in line
+               for line in scheduler.events.lines), scheduler.events.lines
