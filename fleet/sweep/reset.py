@@ -31,7 +31,11 @@ containment, agent_args = agent.containment, agent.agent_args
 run_id, out_dir, state_dir, machine_id, leaf = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], sys.argv[6]
 venv, code, data = sys.argv[7], sys.argv[8], sys.argv[9]
 unit = agent._unit_of(agent.read_isolation(sys.argv[1]), machine_id)
-leaf_clean = containment.kill_unit(os.path.join(unit, agent_args.leaf_name(leaf)), timeout=30) if unit else None
+leaf_path = os.path.join(unit, agent_args.leaf_name(leaf)) if unit else None
+# What the trial left running in its leaf (its command has ended): counted before the leaf is emptied,
+# so the sweep can say so; the leaf's own processes are not tagged ones found below.
+left = len(set(containment.members(leaf_path))) if leaf_path and os.path.isdir(leaf_path) else 0
+leaf_clean = containment.kill_unit(leaf_path, timeout=30) if unit else None
 needle = ("FLEET_RUN_ID=" + run_id).encode()
 me = {os.getpid(), os.getppid()}
 found = []
@@ -62,7 +66,7 @@ try:
     staged = code_state(code, data)
 except Exception:
     staged = None
-print(json.dumps({"ended": len(found), "clean": bool(clean) and leaf_clean is not False,
+print(json.dumps({"ended": left + len(found), "clean": bool(clean) and leaf_clean is not False,
                   "cgroup_emptied": leaf_clean, "outputs_left": os.path.exists(out_dir), "env_state": state,
                   "code_state": staged}))
 """
@@ -71,7 +75,7 @@ print(json.dumps({"ended": len(found), "clean": bool(clean) and leaf_clean is no
 @dataclass(frozen=True)
 class ResetResult:
     machine_id: str
-    ended: int              # leftover processes of the trial (by its tag) that were ended
+    ended: int              # leftover processes of the trial (in its leaf, or by its tag) that were ended
     clean: bool             # nothing of the trial is left (processes, output dir)
     cgroup_emptied: bool | None = None   # its cgroup leaf is empty (None: the machine has no cgroup unit)
     env_state: str | None = None         # the machine's environment state after the reset (trial_env.py)

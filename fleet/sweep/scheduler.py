@@ -218,6 +218,9 @@ class Scheduler:
                     self.environments.code_changed[got.machine_id] = run_id
                     self.events.warn(f"machine {got.machine_id}: {run_id} changed the staged code or data there: no "
                                      "more trials on it (their records pin them as staged)")
+                if got.ended:   # said, not silent: a trial that daemonises also ran past its own end
+                    self.events.warn(f"machine {got.machine_id}: {run_id} left {got.ended} process(es) running "
+                                     "after its command ended; the reset ended them")
                 if not got.clean:
                     # Once only warned: the next trial then ran beside what the reset could not end
                     # or remove (a tmpfs mounted in its outputs kept it from being removed).

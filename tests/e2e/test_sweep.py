@@ -184,6 +184,9 @@ def test_the_next_trial_on_a_machine_finds_nothing_of_the_last_one(experiment, f
     trials = _summary(proc)["trials"]
     assert [t["state"] for t in trials] == ["succeeded", "succeeded"]
     assert trials[0]["machines"] == trials[1]["machines"]          # the same warm machine
+    # said, not silent: trial 1 ran past its own end
+    assert f"{trials[0]['run_id']} left 1 process(es) running after its command ended; the reset ended them" \
+        in proc.stderr, proc.stderr[-3000:]
     cgroups = [line.split("cg=0::")[1] for line in proc.stderr.splitlines() if "cg=0::" in line]
     if any("/fleet/" in c for c in cgroups):                        # cgroup isolation here: a leaf of its own
         assert all(c.endswith("/trial-0") for c in cgroups), cgroups

@@ -33,3 +33,12 @@ def test_only_a_read_state_that_differs_retires_a_machine(monkeypatch):
     assert s.environments.code_changed == {"m-1": "r-1"}
     assert warned == ["machine m-1: r-1 changed the staged code or data there: no more trials on it (their "
                       "records pin them as staged)"]
+
+
+def test_a_reset_that_ended_leftover_processes_says_so(monkeypatch):
+    monkeypatch.setattr(scheduler_module, "env_paths", lambda lease, m: ("", "/w/work", "/w/data"))
+    monkeypatch.setattr(scheduler_module, "reset_machine",
+                        lambda m, run_id, leaf, env: ResetResult(m.id, 3 if m.id == "m-1" else 0, True))
+    s, ctx, slot, warned = _scheduler({"m-0": None, "m-1": None})
+    assert s._reset(ctx, slot, "r-1")
+    assert warned == ["machine m-1: r-1 left 3 process(es) running after its command ended; the reset ended them"]
