@@ -124,8 +124,9 @@ class Scheduler:
             def reset_after_collect(run_id: str) -> None:
                 """The trial's outputs are home: its machines are reset now, while the controller
                 writes its record and the next trial's run begins (TrialMachines waits for it
-                before that trial reads the environment or starts its command)."""
-                if self.stop.hurry:
+                before that trial reads the environment or starts its command). Not for a trial
+                refused the slot: it never ran there, and the reset raced the slot's release."""
+                if self.stop.hurry or refused:
                     return
                 early[run_id] = threading.Thread(
                     target=lambda: reset_ok.__setitem__(run_id, self._reset(ctx, slot, run_id)),
