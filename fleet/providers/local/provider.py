@@ -183,8 +183,10 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
         # (`ulimit -n 64`, a run's SSH connections still open) some failed with EMFILE and, errors
         # ignored, left whole machine directories (their venvs) behind. One at a time they fit.
         import shutil
+
+        from .mounts import mounts_under
         for d in existing:
-            if d.exists():
+            if d.exists() and not mounts_under(d):   # one that stays mounted is never walked into
                 shutil.rmtree(d, ignore_errors=True)
 
     @classmethod
@@ -258,8 +260,12 @@ def _end_machine_dir(d: Path) -> None:
     """Stop one machine, then delete its directory (its venv alone is hundreds of files): in the
     same worker, so deleting 8 machines' directories is not a serial tail after stopping them."""
     import shutil
+
+    from .mounts import detach_mounts_under
     from .sshd import stop_machine_dir
     stop_machine_dir(d)
+    if detach_mounts_under(d):    # a mount that stays: the directory is left rather than deleted through it
+        return
     shutil.rmtree(d, ignore_errors=True)
 
 
