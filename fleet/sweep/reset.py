@@ -16,14 +16,18 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..models import Machine
 from .trial_env import ENV_STATE
 
+# What the trial mounted in its outputs (as root: a bound host directory) is detached, not deleted through.
+MOUNTS = (Path(__file__).resolve().parents[1] / "remote" / "mounts.py").read_text() + "\n"
+
 # Runs on the machine with its own python (-S: standard library only), beside agent.py. The modules the
 # agent uses are taken from it: a machine that received the agent as one file (AWS user data, Slurm)
 # has no containment.py of its own to import.
-_SNIPPET = ENV_STATE + r"""
+_SNIPPET = ENV_STATE + MOUNTS + r"""
 import json, os, shutil, sys
 sys.path.insert(0, sys.argv[1])
 import agent
@@ -51,7 +55,8 @@ for name in os.listdir("/proc"):
     if needle in env and before is not None and containment.start_time(name) == before:
         found.append((int(name), before))
 clean = containment.kill_verified(found, grace_s=1.0) if found else True
-shutil.rmtree(out_dir, ignore_errors=True)
+if not detach_mounts_under(out_dir):     # a mount that stays: never deleted through (outputs_left says so)
+    shutil.rmtree(out_dir, ignore_errors=True)
 for f in os.listdir(state_dir):
     if f.startswith("run-" + run_id + "-") and f.endswith(".pid"):
         try:

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from fleet.providers.local import LocalProvider
-from fleet.providers.local.mounts import mounts_under
+from fleet.remote.mounts import mounts_under
 
 pytestmark = [pytest.mark.timeout(120),
               pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")]

@@ -184,7 +184,7 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
         # ignored, left whole machine directories (their venvs) behind. One at a time they fit.
         import shutil
 
-        from .mounts import mounts_under
+        from ...remote.mounts import mounts_under
         for d in existing:
             if d.exists() and not mounts_under(d):   # one that stays mounted is never walked into
                 shutil.rmtree(d, ignore_errors=True)
@@ -261,7 +261,7 @@ def _end_machine_dir(d: Path) -> None:
     same worker, so deleting 8 machines' directories is not a serial tail after stopping them."""
     import shutil
 
-    from .mounts import detach_mounts_under
+    from ...remote.mounts import detach_mounts_under
     from .sshd import stop_machine_dir
     stop_machine_dir(d)
     if detach_mounts_under(d):    # a mount that stays: the directory is left rather than deleted through it

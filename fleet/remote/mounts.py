@@ -1,16 +1,17 @@
-"""Mounts left under a machine's directory: a trial running as root can mount a tmpfs in its outputs
-or bind a host directory there. They are detached before the directory is deleted, so that the
-deletion neither stops at a busy mount point (leaving the machine's directory, and the mount, on the
-host) nor walks into a bound host directory and deletes what is there, which is not fleet's."""
-from __future__ import annotations
+"""Mounts a run left under a directory fleet deletes (a machine's directory, a trial's outputs): a
+run as root can mount a tmpfs there or bind a host directory. They are detached before the deletion,
+which otherwise walked into a bound host directory and deleted what is there (not fleet's), and
+stopped at busy mount points, leaving the directory and the mount behind.
 
+Standard library only, annotations as strings and no `from __future__`: the sweep's reset snippet
+carries this text to machines (fleet/sweep/reset.py), whose python may be older than fleet's."""
 import os
 import re
 
 MNT_DETACH = 2          # umount2(2): detach now, let the kernel finish when the mount is no longer busy
 
 
-def mounts_under(directory: str | os.PathLike, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+def mounts_under(directory: "str | os.PathLike[str]", mountinfo: str = "/proc/self/mountinfo") -> "list[str]":
     """Mount points at or below `directory`, deepest first."""
     root = os.path.realpath(directory).rstrip("/") + "/"
     found = set()
@@ -22,12 +23,12 @@ def mounts_under(directory: str | os.PathLike, mountinfo: str = "/proc/self/moun
                     point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
                     if (point.rstrip("/") + "/").startswith(root):
                         found.add(point)
-    except OSError:       # no /proc (not Linux): nothing can be mounted there by this provider's runs
+    except OSError:       # no /proc (not Linux): no mount to find
         return []
     return sorted(found, key=len, reverse=True)
 
 
-def detach_mounts_under(directory: str | os.PathLike) -> list[str]:
+def detach_mounts_under(directory: "str | os.PathLike[str]") -> "list[str]":
     """Detach every mount at or below `directory`; the mount points that stay (no right to unmount)."""
     points = mounts_under(directory)
     if not points:
