@@ -96,12 +96,15 @@ def start_watchdog(m: Machine, *, ttl_s: float, max_s: float, telemetry_interval
 # verified/tagged pids. Then the machine's directory goes.
 # The workdir goes aside at once (a name no later lease reuses), then is deleted within two
 # minutes or, if it is that large, in the background: a huge tree is legitimate, silent work that
-# must not trip the release's deadline (STOP_DEADLINE_S, for a host whose disk hangs).
+# must not trip the release's deadline (STOP_DEADLINE_S, for a host whose disk hangs). What the run
+# mounted in it (a root login: a bound host directory) is detached first, never deleted through; one
+# that stays mounted (exit 3) leaves the directory aside rather than walked into.
 _STOP_SCRIPT = r"""
 S={state}; W={workdir}; P={python}
 [ -d "$W" ] || exit 0
 [ -f "$S/agent.py" ] && "$P" "$S/agent.py" stop --state-dir "$S" --machine-id {machine_id} >/dev/null 2>&1
 G="$W.ended.$$"; mv "$W" "$G" 2>/dev/null || G="$W"
+"$P" -S -c {detach} "$G" 2>/dev/null; [ $? = 3 ] && exit 0
 if command -v timeout >/dev/null 2>&1; then
   timeout 120 rm -rf "$G" 2>/dev/null || (setsid rm -rf "$G" </dev/null >/dev/null 2>&1 &)
 else
@@ -115,10 +118,17 @@ exit 0
 STOP_DEADLINE_S = 300
 
 
+def _detach_source() -> str:
+    from pathlib import Path
+    mounts = (Path(__file__).resolve().parents[2] / "remote" / "mounts.py").read_text()
+    return mounts + "\nimport sys\nsys.exit(3 if detach_mounts_under(sys.argv[1]) else 0)\n"
+
+
 def stop_machine(m: Machine) -> None:
     from ...remote.ssh import connect
     script = _STOP_SCRIPT.format(state=shlex.quote(m.state_dir), workdir=shlex.quote(m.workdir),
-                                 python=shlex.quote(m.python), machine_id=shlex.quote(m.id))
+                                 python=shlex.quote(m.python), machine_id=shlex.quote(m.id),
+                                 detach=shlex.quote(_detach_source()))
     with connect(m, timeout=10) as s:
         # bounded as a whole: a host whose disk hangs (the agent or rm in D state) fails this one
         # release, and says so, instead of holding `fleet down` and every other machine's release
