@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -19,72 +19,13 @@ def parallel(items: list[T], fn: Callable[[T], R], max_workers: int = 16) -> lis
     """Run fn over items in a bounded pool; results in order; raise the first error after all finished."""
     if not items:
         return []
-    workers = min(max_workers, len(items))
-    outcomes: list[tuple[bool, object]] = []    # (ok, result or exception) per item, in order
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = []
-        for item in items:
-            try:
-                futures.append(pool.submit(fn, item))
-            except RuntimeError:   # "cannot schedule new futures after interpreter shutdown"
-                break
-        for fut in futures:
-            try:
-                outcomes.append((True, fut.result()))
-            except BaseException as exc:  # noqa: BLE001
-                outcomes.append((False, exc))
-    outcomes += _on_threads(items[len(outcomes):], fn, workers)
-    errors = [value for ok, value in outcomes if not ok]
+    with ThreadPoolExecutor(max_workers=min(max_workers, len(items))) as pool:
+        futures = [submit_or_thread(pool, fn, item) for item in items]
+        wait(futures)      # the pool's exit waits for its own workers only, not for refused work's threads
+    errors = [f.exception() for f in futures if f.exception() is not None]
     if errors:
         raise errors[0]
-    return [value for _, value in outcomes]   # type: ignore[misc]
-
-
-def _on_threads(items: list[T], fn: Callable[[T], R], workers: int) -> list[tuple[bool, object]]:
-    """What the executor refused: on `workers` plain threads at a time, or here when none starts."""
-    outcomes: list[tuple[bool, object]] = [(True, None)] * len(items)
-
-    def one(i: int) -> None:
-        try:
-            outcomes[i] = (True, fn(items[i]))
-        except BaseException as exc:  # noqa: BLE001 — raised by the caller, after every item had its turn
-            outcomes[i] = (False, exc)
-
-    for start in range(0, len(items), workers):
-        batch = []
-        for i in range(start, min(start + workers, len(items))):
-            thread = threading.Thread(target=one, args=(i,), name="fleet-parallel", daemon=True)
-            try:
-                thread.start()
-            except RuntimeError:   # no new thread either: in this one
-                one(i)
-                continue
-            batch.append(thread)
-        for thread in batch:
-            thread.join()
-    return outcomes
-
-
-class Deferred:
-    """Work a pool refused at interpreter shutdown, done in the caller's thread when its result is wanted."""
-
-    def __init__(self, fn: Callable[..., R], args: tuple):
-        self.fn, self.args = fn, args
-
-    def result(self) -> R:
-        return self.fn(*self.args)
-
-    def cancel(self) -> bool:
-        return True
-
-
-def submit_or_defer(pool: ThreadPoolExecutor, fn: Callable[..., R], *args) -> "Future[R] | Deferred":
-    """`pool.submit(fn, *args)`, or, once the interpreter is shutting down (a run in a worker thread
-    whose main thread ended: the executor takes no more work), the same work deferred to `result()`."""
-    try:
-        return pool.submit(fn, *args)
-    except RuntimeError:   # "cannot schedule new futures after interpreter shutdown"
-        return Deferred(fn, args)
+    return [f.result() for f in futures]
 
 
 # Per pool, how many of the works it refused run at once: the pool's own bound (a bounded SSH fan-out

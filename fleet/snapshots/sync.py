@@ -94,10 +94,10 @@ def _chunks(store: Store, order: list[tuple[str, str, str]]) -> Iterator[bytes]:
                 from None
     from concurrent.futures import ThreadPoolExecutor
 
-    from ..parallel import submit_or_defer
+    from ..parallel import submit_or_thread
     with ThreadPoolExecutor(2 if local else max(1, store.parallel), thread_name_prefix="fleet-sync-read") as pool:
-        def ahead(item: tuple[str, str, str]):   # at interpreter shutdown: read in this thread when wanted
-            return submit_or_defer(pool, read, *item)
+        def ahead(item: tuple[str, str, str]):   # at interpreter shutdown: on plain threads, as many
+            return submit_or_thread(pool, read, *item)
         futures = [ahead(item) for item in order[:window]]
         try:
             for i in range(len(order)):
