@@ -36,3 +36,9 @@ def detach_mounts_under(directory: "str | os.PathLike[str]") -> "list[str]":
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
     return [p for p in points if libc.umount2(os.fsencode(p), MNT_DETACH) != 0]
+
+
+def source() -> str:
+    """This module's text, which the scripts that run on machines carry (fleet's own side only)."""
+    with open(__file__, encoding="utf-8") as fh:
+        return fh.read()

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..models import Machine
+from ..remote import mounts
 from .trial_env import ENV_STATE
 
 # What the trial mounted in its outputs (as root: a bound host directory) is detached, not deleted through.
-MOUNTS = (Path(__file__).resolve().parents[1] / "remote" / "mounts.py").read_text() + "\n"
+MOUNTS = mounts.source() + "\n"
 
 # Runs on the machine with its own python (-S: standard library only), beside agent.py. The modules the
 # agent uses are taken from it: a machine that received the agent as one file (AWS user data, Slurm)

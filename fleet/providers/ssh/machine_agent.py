@@ -119,9 +119,8 @@ STOP_DEADLINE_S = 300
 
 
 def _detach_source() -> str:
-    from pathlib import Path
-    mounts = (Path(__file__).resolve().parents[2] / "remote" / "mounts.py").read_text()
-    return mounts + "\nimport sys\nsys.exit(3 if detach_mounts_under(sys.argv[1]) else 0)\n"
+    from ...remote import mounts
+    return mounts.source() + "\nimport sys\nsys.exit(3 if detach_mounts_under(sys.argv[1]) else 0)\n"
 
 
 def stop_machine(m: Machine) -> None:
