@@ -92,8 +92,11 @@ def test_the_openssh_channel_stops_reading_an_answer_without_end_at_its_bound(mo
     endless = "import sys, time\nwhile True:\n    sys.stdout.buffer.write(b'x' * 65536); sys.stdout.flush()\n"
     monkeypatch.setattr(subprocess, "Popen", lambda argv, **kw: popen([sys.executable, "-c", endless], **kw))
     ch = sync_channel.OpenSSHChannel(_machine(), "helper", timeout=30)
-    t0 = time.monotonic()
-    with pytest.raises(ValueError, match="longer than 4 MiB"):
-        ch.reply()
-    assert time.monotonic() - t0 < 20 and len(ch.pending) <= 4 * 1024 * 1024 + 65536
-    assert ch.proc.wait(timeout=10) != 0
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ValueError, match="longer than 4 MiB"):
+            ch.reply()
+        assert time.monotonic() - t0 < 20 and len(ch.pending) <= 4 * 1024 * 1024 + 65536
+        assert ch.proc.wait(timeout=10) != 0
+    finally:
+        ch.close()                             # removes its known_hosts file from /tmp
