@@ -109,13 +109,24 @@ def parse_gpu_request(value: object, *, max_count: int) -> GpuRequest:
         raise GpuRequestError(f"must be a positive integer or TYPE:COUNT like A100:8, got {shown}")
     text = value.strip()
     if _INTEGER.fullmatch(text):
-        return GpuRequest(_count(int(text), max_count))
+        return GpuRequest(_count(_whole(text, max_count), max_count))
     kind, sep, count = text.rpartition(":")
     if not sep:
         return GpuRequest(None, parse_gpu_type(text))
     if not _INTEGER.fullmatch(count.strip()):
         raise GpuRequestError(f"{text!r}: the count after ':' must be a whole number, as in A100:8")
-    return GpuRequest(_count(int(count), max_count), parse_gpu_type(kind))
+    return GpuRequest(_count(_whole(count.strip(), max_count), max_count), parse_gpu_type(kind))
+
+
+def _whole(text: str, max_count: int) -> int:
+    """int(text) of an _INTEGER: int() refuses more than 4300 digits (`--gpus 999…9` was `internal error:
+    ValueError`); a count that long is past any max_count whatever its value."""
+    digits = text.lstrip("-").lstrip("0")
+    if len(digits) > len(str(max_count)) + 1:
+        if text.startswith("-"):
+            raise GpuRequestError(f"must be a positive integer, got a {len(digits)}-digit negative number")
+        raise GpuRequestError(f"must be at most {max_count} GPUs per lease, got a {len(digits)}-digit number")
+    return int(text)
 
 
 def _count(value: int, max_count: int) -> int:
