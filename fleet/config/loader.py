@@ -315,6 +315,10 @@ def _read(file: Path, shown: str) -> dict[str, Any]:
             line = max(1, len(text.splitlines()))
             message = message[:match.start()].strip() + " (at end of file)"
         raise ConfigError(f"invalid TOML: {message}", path=shown, line=line) from None
+    except ValueError:   # not a TOMLDecodeError: int() refuses an integer of more than 4300 digits
+        long = re.search(r"[0-9_]{4300,}", text)
+        raise ConfigError("invalid TOML: an integer too long to read (over 4300 digits)", path=shown,
+                          line=text.count("\n", 0, long.start()) + 1 if long else None) from None
     checker = _Checker(_KeyLines(text))
     fields = checker.check(doc)
     if checker.problems:

@@ -189,7 +189,7 @@ def load_recipe(name: str, root: Path | None = None) -> Recipe:
         raise NotFound(f"no recipe {name!r} ({path} does not exist)", hint=f"recipes: {known}")
     try:
         raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, RecursionError) as exc:
+    except (ValueError, RecursionError) as exc:   # ValueError: TOMLDecodeError, or an integer over 4300 digits
         raise ConfigError(f"not valid TOML: {exc or 'nested too deeply'}", path=str(path)) from None
 
     base_t = _need(raw, "base", dict, "", path)
