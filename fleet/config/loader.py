@@ -21,6 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 and older
     import tomli as tomllib
 
+from .locate import CONFIG_FILE, display_path as _display_path, find_config_file, find_file as _find_file
 from .model import BudgetsConfig, Config, SweepConfig
 from .schema import (ARRAYS, MAPS, SCHEMA_FILE, SETUP_TABLE, TABLES, TOP_LEVEL, Invalid, json_schema,
                      provider_sections, schema_text)
@@ -28,9 +29,8 @@ from .values import MAX_HEARTBEAT_TTL_S, parse_duration, parse_money
 from ..errors import ConfigError, UsageError
 
 __all__ = ["load_config", "parse_duration", "parse_money", "json_schema", "schema_text", "SCHEMA_FILE",
-           "CONFIG_FILE", "OVERRIDABLE", "parse_section"]
+           "CONFIG_FILE", "OVERRIDABLE", "parse_section", "find_config_file"]
 
-CONFIG_FILE = "fleet.toml"
 # Keys the CLI may replace (`fleet up --gpus 8 --max-duration 1h -- python x.py`).
 OVERRIDABLE = ("gpus", "template", "provider", "max_duration", "command", "budget")
 
@@ -257,38 +257,9 @@ def parse_section(settings, value: Any, *, where: str = CONFIG_FILE, text: str =
 
 # ---------------------------------------------------------------- loading
 
-def _display_path(path: Path, cwd: Path) -> str:
-    try:
-        return str(path.relative_to(cwd))
-    except ValueError:
-        return str(path)
-
-
 def _default_project(base_dir: Path) -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", base_dir.name).strip("-._")[:63]
     return name or "experiment"
-
-
-def _find_file(path: str | Path | None, cwd: Path) -> Path | None:
-    if path is None:
-        candidate = cwd / CONFIG_FILE
-        return candidate if candidate.is_file() else None
-    candidate = Path(path).expanduser()
-    candidate = candidate if candidate.is_absolute() else cwd / candidate
-    if candidate.is_dir():
-        candidate = candidate / CONFIG_FILE
-    if not candidate.is_file():
-        # A FIFO or a device is refused, not read: a pipe's writer could hold `fleet up` forever.
-        what = "not a regular file" if candidate.exists() else "no such file"
-        raise ConfigError(what, path=_display_path(candidate, cwd),
-                          hint="`fleet init` creates a starter fleet.toml")
-    return candidate
-
-
-def find_config_file(path: str | Path | None = None, cwd: Path | None = None) -> Path | None:
-    """The fleet.toml `load_config` would read (None: there is none in `cwd`); a named one that does
-    not exist raises."""
-    return _find_file(path, (cwd or Path.cwd()).resolve())
 
 
 def _read(file: Path, shown: str) -> dict[str, Any]:

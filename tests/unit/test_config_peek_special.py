@@ -17,9 +17,14 @@ def test_a_special_fleet_toml_neither_hangs_nor_floods(tmp_path, fleet_home, kin
         os.mkfifo(target)
     else:
         target.symlink_to("/dev/zero")
-    for args in (["status"], ["down", "--all"], ["runs", "ls"], ["budget"]):
+    for args in (["status"], ["down", "--all"], ["runs", "ls"]):
         proc = run_fleet(args, cwd=tmp_path, timeout=30)
         assert proc.returncode == 0, (args, proc.stderr)
+    # `budget` reads the whole file for the budgets: one that is not a file is refused, never taken
+    # for "no budgets set" (red-team round 7).
+    refused = run_fleet(["budget"], cwd=tmp_path, timeout=30)
+    assert refused.returncode == 2 and "fleet.toml: " in refused.stderr and "not a regular file" in refused.stderr, \
+        refused.stderr
     refused = run_fleet(["snapshot", "ls"], cwd=tmp_path, timeout=30)
     assert refused.returncode == 2 and "not a regular file" in refused.stderr, refused.stderr
 
