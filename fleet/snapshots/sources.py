@@ -132,7 +132,11 @@ def _entry(name: str, value: str, base_dir: Path) -> tuple[str, Path | None]:
         return "s3", None
     if value.startswith(SNAPSHOT):
         return "snapshot", None
-    path = (base_dir / value).resolve()
+    try:
+        path = (base_dir / value).resolve()
+    except (RuntimeError, OSError) as exc:   # RuntimeError: a symlink loop (Python < 3.13)
+        raise UsageError(f"[data] {name} = {value!r}: cannot be resolved ({exc})",
+                         hint="a local path, s3://bucket/prefix, or snapshot:NAME") from None
     if HEX64.match(value) and not path.exists():
         return "snapshot", None
     if not path.exists():
