@@ -64,9 +64,14 @@ def json_list_chunks(key: str, items: Iterable, after: Callable[[], dict] = dict
     after(), asked once the items are all out (what reading them found: damaged records), come after
     `key`, sorted among themselves."""
     from ..models import to_jsonable
+    import itertools
+    items = iter(items)
+    # The first item is asked for before anything is written: a listing that cannot start (the state
+    # DB corrupt, FLEET_HOME not writable) left `{"runs": [` on stdout above its error line.
+    first = list(itertools.islice(items, 1))
     yield "{\n  " + json.dumps(key) + ": ["
     sep = "\n    "
-    for item in items:
+    for item in itertools.chain(first, items):
         text = json.dumps(to_jsonable(item), indent=2, sort_keys=True, allow_nan=False)
         yield sep + text.replace("\n", "\n    ")   # JSON text holds no raw newline but its indentation
         sep = ",\n    "
