@@ -1,0 +1,81 @@
+"""CLI conventions (red-team round 7): bad input gets one `fleet: error:` line and exit 2, never an
+internal error; `--json` leaves nothing but JSON on stdout; a fleet.toml that is there but cannot be
+read is refused, never taken for "no fleet.toml"."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import run_fleet
+
+HUGE = "9" * 5000   # past int()'s 4300-digit limit: `ValueError: Exceeds the limit` was an internal error
+
+
+def one_error_line(proc, code: int = 2) -> str:
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("fleet: error:"), proc.stderr
+    assert "internal error" not in proc.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("args", [["up", "--dry-run", "--gpus", HUGE], ["up", "--dry-run", "--gpus", f"A100:{HUGE}"],
+                                  ["offers", "-p", "local", "--gpus", HUGE],
+                                  ["offers", "-p", "local", "--gpus", f"-{HUGE}"]],
+                         ids=["up", "up-typed", "offers", "offers-negative"])
+def test_a_gpu_count_of_thousands_of_digits_is_refused_in_one_line(experiment, fleet_home, args):
+    line = one_error_line(run_fleet(args, cwd=experiment, timeout=60))
+    assert "--gpus" in line and "5000-digit" in line, line
+
+
+@pytest.mark.parametrize("toml", [f"gpus = {HUGE}\n", f"[budgets]\nproject_monthly = {HUGE}\n",
+                                  f"[sweep]\nparams = {{ lr = [{HUGE}] }}\n"], ids=["gpus", "budgets", "sweep"])
+def test_a_fleet_toml_integer_of_thousands_of_digits_is_invalid_toml(experiment, fleet_home, toml):
+    text = 'project = "t"\ncommand = "true"\n' + toml
+    (experiment / "fleet.toml").write_text(text)
+    where = f"fleet.toml:{text.count(chr(10), 0, text.index(HUGE)) + 1}: invalid TOML"
+    for args in (["up", "--dry-run"], ["budget"]):
+        line = one_error_line(run_fleet(args, cwd=experiment, timeout=60))
+        assert where in line and "4300 digits" in line, (args, line)
+
+
+def test_a_data_path_in_a_symlink_loop_is_refused_in_one_line(experiment, fleet_home):
+    (experiment / "loop").symlink_to("loop")
+    (experiment / "fleet.toml").write_text('project = "t"\ncommand = "true"\n[data]\ntrain = "loop"\n')
+    line = one_error_line(run_fleet(["up", "--dry-run"], cwd=experiment, timeout=60))
+    assert "[data] train" in line and "loop" in line, line
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop", "directory"])
+def test_a_fleet_toml_that_cannot_be_read_is_not_taken_for_none(experiment, fleet_home, kind):
+    """A team's fleet.toml linked from an unmounted share: `fleet up -- CMD` ran with no budgets and
+    `fleet budget` said none were set."""
+    config = experiment / "fleet.toml"
+    config.unlink()
+    if kind == "dangling":
+        config.symlink_to("/nonexistent-share/team/fleet.toml")
+    elif kind == "loop":
+        config.symlink_to("fleet.toml")
+    else:
+        config.mkdir()
+    for args in (["up", "--dry-run", "--", "echo", "hi"], ["up", "--dry-run"], ["budget"], ["budget", "--json"]):
+        proc = run_fleet(args, cwd=experiment, timeout=60)
+        line = one_error_line(proc)
+        assert line.startswith("fleet: error: fleet.toml:"), (args, line)
+        assert proc.stdout == "", (args, proc.stdout)
+    if kind == "dangling":
+        assert "/nonexistent-share/team/fleet.toml" in line
+
+
+def test_runs_ls_json_leaves_no_partial_json_when_the_state_cannot_be_read(tmp_path, fleet_home):
+    (fleet_home / "state.db").write_bytes(b"not a database" * 1000)
+    proc = run_fleet(["runs", "ls", "--json"], cwd=tmp_path, timeout=60)
+    line = one_error_line(proc, code=3)
+    assert "corrupt" in line, line
+    assert proc.stdout == "", proc.stdout   # was `{"runs": [` above the error line
+
+
+def test_runs_ls_json_still_lists_when_there_is_nothing(tmp_path, fleet_home):
+    proc = run_fleet(["runs", "ls", "--json"], cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0 and json.loads(proc.stdout) == {"runs": []}, proc
