@@ -22,11 +22,18 @@ from ...errors import InfrastructureError
 from .commands import LocalRunner, Runner, SSHRunner, srun_argv
 from .tool_env import tool_env
 
-NODE_SOURCE = Path(__file__).with_name("node.py")
+# What the node runs, in this order: node.py last (it calls main()), the modules it uses ahead of it.
+NODE_PARTS = tuple(Path(__file__).with_name(name) for name in ("node_job.py", "node.py"))
 READY = "FLEET-NODE-READY"
 RELEASE = "FLEET-NODE-RELEASE"     # node.py ends its machine alone on "<RELEASE> <its token>"
-# Reads node.py's source (first stdin line, JSON-quoted) and runs it; node.py reads the spec line next.
+# Reads the node's source (first stdin line, JSON-quoted: node_source()) and runs it; node.py reads the
+# spec line next.
 BOOT = "import json,sys;exec(compile(json.loads(sys.stdin.readline()),'fleet-node','exec'))"
+
+
+def node_source() -> str:
+    """The text the node step runs: node.py with the modules it imports within fleet ahead of it."""
+    return "\n".join(part.read_text() for part in NODE_PARTS)
 
 
 def step_name(node: str) -> str:
@@ -79,7 +86,7 @@ def start_node(runner: Runner, job_id: str, node: str, python: str, spec: dict[s
                                 start_new_session=True, close_fds=True)
     assert proc.stdin is not None and proc.stdout is not None
     try:
-        proc.stdin.write((json.dumps(NODE_SOURCE.read_text()) + "\n" + json.dumps(spec) + "\n").encode())
+        proc.stdin.write((json.dumps(node_source()) + "\n" + json.dumps(spec) + "\n").encode())
         proc.stdin.flush()                 # kept open: request_release writes on it
     except BrokenPipeError:
         pass
