@@ -10,9 +10,9 @@ crosses the wire once per host; they count toward the cap and are evicted like c
 lacks a manifest asks for it, and a seed host lacking one serves nothing: the controller pushes).
 
 Safe with several syncs on one host at once: every entry appears by one atomic rename or link (a
-reader never sees a partial one), every read is verified by hash (a corrupt or tampered entry is
-dropped and named), index lines are appended with one write each and read only when complete, and
-each sync holds a shared lock on <root>/lock while it relies on the cache. Bounded: above
+reader never sees a partial one), every read is verified by hash (a corrupt or tampered entry, or a
+wrong index line, is dropped and named), index lines are appended with one write each and read only
+when complete, and each sync holds a shared lock on <root>/lock while it relies on the cache. Bounded: above
 `max_bytes`, the least recently used entries (chunks, whole files, manifests) are evicted by a sync
 that can take the lock exclusively (nobody else mid-sync) and added entries itself, never the
 entries that sync itself used.
@@ -163,11 +163,12 @@ class Cache:
             data = f.read() if n is None else f.read(n)
         os.utime(p)                     # recently used: evicted last
         if hashlib.sha256(data).hexdigest() != h:
-            dropped = n is None or hash_file(p) != os.path.basename(p)
-            if dropped:
-                self.evict(p)           # a bad index line alone must not drop a good whole file
+            if n is None or hash_file(p) != os.path.basename(p):
+                self.evict(p)
+            else:
+                self.drop_index(h)      # a wrong index line over a good whole file: the line goes, the file stays
             raise Failure("%s does not match its recorded hash (a corrupt cached chunk %s was dropped; "
-                          "sync again)" % (where, h[:12]), h, where, dropped)
+                          "sync again)" % (where, h[:12]), h, where, True)
         self.used.add(p)
         return data
 
@@ -218,6 +219,20 @@ class Cache:
         self.used.add(dst)
         self.added = True
         self.added_bytes += len(data)
+
+    def drop_index(self, h):
+        """Forget chunk h's index lines, here and in index.txt, which every later sync reads (the first
+        line for a chunk wins, so a right one appended after could never replace it). Rewritten under
+        the shared lock: a line another sync appends meanwhile may be lost, which costs that chunk's
+        bytes once, never a wrong tree (every read is verified)."""
+        self.index.pop(h, None)
+        path = os.path.join(self.root, INDEX)
+        try:
+            with open(path) as f:
+                lines = [line for line in f if line.endswith("\n") and line.split(" ", 1)[0] != h]
+        except OSError:
+            return
+        write_atomic(path, "".join(lines).encode(), 0o600)
 
     def add_index(self, file_hash, chunks):
         off = 0

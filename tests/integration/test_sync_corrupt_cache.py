@@ -130,3 +130,45 @@ def test_a_corrupt_chunk_found_through_the_index_is_resent_with_a_warning(fleet_
     assert ctx.events.warnings == [
         f"machine {m.id}: a corrupt entry in its host's chunk cache, big.bin (chunk {e1.chunks[1][0][:12]}), "
         "was dropped and sent again"]
+
+
+def test_a_wrong_index_line_over_a_good_cached_file_is_dropped_and_later_syncs_work(fleet_home, local_lease,
+                                                                                   tmp_path):
+    """index.txt sends a chunk to the wrong bytes of a whole file that is itself good: the line is
+    dropped (the file stays), the sync goes on after one retry with the warning, and the next sync,
+    which reads the index again, no longer meets it."""
+    from fleet.snapshots.sync_progress import stage_lease
+    store = open_store(None)
+    rng = random.Random(11)
+    src = tmp_path / "d"
+    src.mkdir()
+    big = rng.randbytes(6 * 1024 * 1024)
+    (src / "big.bin").write_bytes(big)
+    v1 = create_snapshot(src, store)
+    (e1,) = v1.manifest.files()
+    lease = local_lease(gpus=1)
+    (m,) = lease.machines
+    sync_machine(m, store, [Target(data_dir(m, "one"), [v1.id], read_only=True)])
+    index = f"{chunk_cache(m)}/index.txt"
+    h1 = e1.chunks[1][0]
+    lines = open(index).read().splitlines(keepends=True)
+    with open(index, "w") as f:                    # chunk 1's line points one byte off
+        f.writelines(f"{h} {fh} {int(off) + 1} {n}\n" if h == h1 else line
+                     for line in lines for h, fh, off, n in [line.split()])
+    whole = f"{chunk_cache(m)}/{e1.sha256[:2]}/{e1.sha256}"
+    (src / "big.bin").write_bytes(big + b"tail")
+    v2 = create_snapshot(src, store)
+    ctx = _Ctx(lease, _Events())
+    (stats,) = stage_lease(ctx, store, lambda mm: [Target(data_dir(mm, "two"), [v2.id], read_only=True)], {}, None)
+    assert open(f"{data_dir(m, 'two')}/big.bin", "rb").read() == big + b"tail"
+    assert ctx.events.warnings == [
+        f"machine {m.id}: a corrupt entry in its host's chunk cache, big.bin (chunk {h1[:12]}), "
+        "was dropped and sent again"]
+    assert os.path.exists(whole)                                            # the good file is kept
+    assert not [line for line in open(index) if line.split()[0] == h1 and int(line.split()[2]) != e1.chunks[0][1]]
+    (src / "big.bin").write_bytes(big + b"other tail")
+    v3 = create_snapshot(src, store)
+    ctx = _Ctx(lease, _Events())
+    (stats,) = stage_lease(ctx, store, lambda mm: [Target(data_dir(mm, "three"), [v3.id], read_only=True)], {}, None)
+    assert open(f"{data_dir(m, 'three')}/big.bin", "rb").read() == big + b"other tail"
+    assert ctx.events.warnings == [] and stats.cache_dropped is None
