@@ -83,7 +83,7 @@ def up(
         options = RunOptions(keep_s=keep_s, allow_dirty=allow_dirty, ci=ci, queue_wait_s=wait_s,
                              confirm=confirmer(ask=not (yes or json_out or ci)))
         if resume:
-            from ..run.checkpoints import resume_options
+            from ..run.resume_attempt import resume_options
             options = resume_options(options, config, resume)
         events = _events(json_out, ci)
         # secrets: *** in every line fleet prints (and ::add-mask:: for a GitHub runner), CI or not
@@ -137,7 +137,7 @@ def _check_as_a_run_would(config, resume: str | None) -> None:
         from ..snapshots.sources import check_data
         check_data(config.data, config.base_dir, config.store)
     if resume:
-        from ..run.checkpoints import resume_options
+        from ..run.resume_attempt import resume_options
         from ..run.types import RunOptions
         resume_options(RunOptions(), config, resume)
 

@@ -29,8 +29,9 @@ from typing import Any
 
 from ..errors import BudgetRefused, FleetError, NotFound, UsageError
 from ..state.documents import stored_object
-from .checkpoints import Resume, latest_snapshots, resume_of
+from .checkpoints import Resume, latest_snapshots
 from .handed_lease import LOGIN_NODE, NODE_0
+from .resume_attempt import resume_of
 from .supervisor_beat import base_run_id
 
 

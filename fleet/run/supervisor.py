@@ -235,7 +235,7 @@ def main(argv: list[str]) -> int:
         from .recovery import run_managed
         options = spec.options()
         if spec.resume:
-            from .checkpoints import resume_options
+            from .resume_attempt import resume_options
             options = resume_options(options, config, spec.resume, check_owner=False)   # the launcher checked
         summary = run_managed(config, options=options, events=masked_events(config, events))
         events.ended(summary.to_json())

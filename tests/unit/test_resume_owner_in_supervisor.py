@@ -8,7 +8,7 @@ import hashlib
 import pytest
 
 from fleet.errors import UsageError
-from fleet.run.checkpoints import resume_of
+from fleet.run.resume_attempt import resume_of
 from fleet.snapshots import open_store
 from fleet.state import open_state
 

@@ -9,7 +9,7 @@ import pytest
 
 from fleet.errors import UsageError
 from fleet.masking import Masker
-from fleet.run.checkpoints import _refuse_trial_without_its_inputs
+from fleet.run.resume_attempt import _refuse_trial_without_its_inputs
 from fleet.state import open_state
 
 
