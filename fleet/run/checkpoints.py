@@ -187,9 +187,11 @@ def _close_on(hurry: threading.Event, chan) -> None:
     threading.Thread(target=watch, name="checkpoint-hurry", daemon=True).start()
 
 
-def prepare(lease: Lease, store, run_id: str, resume: Resume | None) -> None:
+def prepare(lease: Lease, store, run_id: str, resume: Resume | None,
+            warn: Callable[[str], None] | None = None) -> None:
     """Before setup: an empty checkpoint directory on every machine, or, for a resumed attempt,
-    the node's latest checkpoint restored into it (only the chunks the machine lacks are sent)."""
+    the node's latest checkpoint restored into it (only the chunks the machine lacks are sent).
+    `warn`: told when a machine's host cache held a corrupt entry (dropped, and sent again), as staging is."""
     from ..parallel import parallel
     from ..remote.ssh import connect
 
@@ -197,7 +199,9 @@ def prepare(lease: Lease, store, run_id: str, resume: Resume | None) -> None:
         sid = resume.snapshots.get(m.node_rank) if resume else None
         if sid:
             from ..snapshots.sync import Target, sync_machine
-            sync_machine(m, store, [Target(checkpoint_dir(m, run_id), [sid], read_only=False)])
+            from ..snapshots.sync_progress import warn_dropped
+            stats = sync_machine(m, store, [Target(checkpoint_dir(m, run_id), [sid], read_only=False)])
+            warn_dropped(warn or (lambda _message: None), stats)
         else:
             with connect(m, timeout=30) as s:
                 s.run(["mkdir", "-p", checkpoint_dir(m, run_id)], check=True)
@@ -298,7 +302,7 @@ def begin(ctx, lease: Lease, store) -> Checkpointer:
                             "start without theirs (lease as many machines as it had to restore every node)")
         ctx.events.phase("checkpoint", f"restoring the latest checkpoint of {len(resume.snapshots) - len(left_out)} "
                                        f"node(s) (attempt {ctx.attempt})")
-    prepare(lease, store, ctx.run_id, resume)
+    prepare(lease, store, ctx.run_id, resume, ctx.events.warn)
     interval = ctx.config.checkpoint_interval_s or 0
 
     def uploaded(ups: list[CheckpointUpload]) -> None:

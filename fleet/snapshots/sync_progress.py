@@ -58,6 +58,13 @@ class _Ticker(threading.Thread):
             self.emit(self.progress.line())
 
 
+def warn_dropped(warn: Callable[[str], None], s) -> None:
+    """The one warning of a sync (SyncStats `s`) that met a corrupt host-cache entry and sent it again."""
+    if s.cache_dropped:
+        warn(f"machine {s.machine_id}: a corrupt entry in its host's chunk cache, {s.cache_dropped}, "
+             "was dropped and sent again")
+
+
 def stage_lease(ctx, store, targets_for, sources: dict, config: Any) -> list:
     """Sync every machine of ctx.lease (see sync.sync_lease), reporting progress on ctx.events.
     Machines that share a staging directory (a shared filesystem) are synced once: the first of
@@ -79,9 +86,7 @@ def stage_lease(ctx, store, targets_for, sources: dict, config: Any) -> list:
     finally:
         ticker.stop.set()
     for s in stats:
-        if s.cache_dropped:
-            ctx.events.warn(f"machine {s.machine_id}: a corrupt entry in its host's chunk cache, {s.cache_dropped}, "
-                            "was dropped and sent again")
+        warn_dropped(ctx.events.warn, s)
     sent = sum(s.bytes_sent for s in stats)
     dt = max(time.monotonic() - progress.t0, 1e-6)
     current = sum(1 for s in stats if s.targets_current and not s.targets_written)
