@@ -3,8 +3,9 @@ run as root can mount a tmpfs there or bind a host directory. They are detached 
 which otherwise walked into a bound host directory and deleted what is there (not fleet's), and
 stopped at busy mount points, leaving the directory and the mount behind.
 
-Standard library only, annotations as strings and no `from __future__`: the sweep's reset snippet
-carries this text to machines (fleet/sweep/reset.py), whose python may be older than fleet's."""
+Standard library only, annotations as strings and no `from __future__`: the sweep's reset snippet,
+a team host's release and the Slurm node step carry this text to machines (fleet/sweep/reset.py,
+providers/ssh/machine_agent.py, providers/slurm/steps.py), whose python may be older than fleet's."""
 import os
 import re
 

@@ -28,7 +28,8 @@ WATCHDOG_END_S = 10    # how long the watchdog may take to end the machine befor
 KILL_WAIT_S = 10       # Slurm's KillWait (SIGTERM to SIGKILL) assumed while the cluster has not said: short
 USER_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)     # a user's `scancel -s USR1 JOB`: never ends a machine
 
-if __package__:     # imported within fleet; on the node, steps.py sends node_job.py's text ahead of this one
+if __package__:     # imported within fleet; on the node, steps.py sends these modules' text ahead of this one
+    from ...remote.mounts import detach_mounts_under
     from .node_job import _kill_wait, _leave_job
 
 
@@ -204,10 +205,21 @@ def _shared_staging(spec, root):
     return True
 
 
+def _remove_machine_dir(d):
+    """Delete the machine's directory, after detaching what a run as root mounted in it: rmtree went
+    through a bound host directory and deleted that directory's files. One that stays mounted leaves
+    the directory in place (its secrets are gone already), never walked into."""
+    if detach_mounts_under(d):
+        sys.stderr.write(f"node: {d} left in place: a mount in it could not be detached\n")
+        return
+    shutil.rmtree(d, ignore_errors=True)
+
+
 def _remove_tree(path):
     """rmtree that also removes read-only staged data, never through a link (at the top, or inside:
-    os.walk lists links to directories among them, and chmod would follow one)."""
-    if os.path.islink(path):
+    os.walk lists links to directories among them, and chmod would follow one), nor through a mount
+    a run left in it (detached first; one that stays leaves the tree)."""
+    if os.path.islink(path) or detach_mounts_under(path):
         return
     for base, dirs, _files in os.walk(path):
         for name in dirs:
@@ -285,11 +297,11 @@ def main():
         # the sessions' processes); the directory goes before sshd, all before Slurm's SIGKILL.
         began = time.monotonic()
         _end(children[:1], lambda: min(began + WATCHDOG_END_S, max(kill_at() - 3, began + 1)))
-        shutil.rmtree(d, ignore_errors=True)     # the host key must not outlive the machine
+        _remove_machine_dir(d)     # the host key must not outlive the machine
         after = time.monotonic()
         _end(children[1:], lambda: min(after + 3, max(kill_at() - 1, after + 0.5)))
         _kill_below()
-        shutil.rmtree(d, ignore_errors=True)     # again: a session may have written there meanwhile
+        _remove_machine_dir(d)     # again: a session may have written (or mounted) there meanwhile
         kw = f"{kill_wait[0]}s" if kill_wait else f"{KILL_WAIT_S}s assumed"
         sys.stderr.write(f"node: machine ended in {time.monotonic() - began:.1f}s (KillWait {kw})\n")
 

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ...errors import InfrastructureError
+from ...remote import mounts
 from .commands import LocalRunner, Runner, SSHRunner, srun_argv
 from .tool_env import tool_env
 
-# What the node runs, in this order: node.py last (it calls main()), the modules it uses ahead of it.
+# What the node runs after remote/mounts.py (node_source), in this order: node.py last (it calls main()).
 NODE_PARTS = tuple(Path(__file__).with_name(name) for name in ("node_job.py", "node.py"))
 READY = "FLEET-NODE-READY"
 RELEASE = "FLEET-NODE-RELEASE"     # node.py ends its machine alone on "<RELEASE> <its token>"
@@ -32,8 +33,9 @@ BOOT = "import json,sys;exec(compile(json.loads(sys.stdin.readline()),'fleet-nod
 
 
 def node_source() -> str:
-    """The text the node step runs: node.py with the modules it imports within fleet ahead of it."""
-    return "\n".join(part.read_text() for part in NODE_PARTS)
+    """The text the node step runs: node.py with the modules it imports within fleet (remote/mounts.py,
+    node_job.py) ahead of it."""
+    return "\n".join([mounts.source(), *(part.read_text() for part in NODE_PARTS)])
 
 
 def step_name(node: str) -> str:
