@@ -12,13 +12,14 @@ lacks a manifest asks for it, and a seed host lacking one serves nothing: the co
 Safe with several syncs on one host at once: every entry appears by one atomic rename or link (a
 reader never sees a partial one), every read is verified by hash (a corrupt or tampered entry, or a
 wrong index line, is dropped and named), index lines are appended with one write each and read only
-when complete, and each sync holds a shared lock on <root>/lock while it relies on the cache. Bounded: above
-`max_bytes`, the least recently used entries (chunks, whole files, manifests) are evicted by a sync
-that can take the lock exclusively (nobody else mid-sync) and added entries itself, never the
-entries that sync itself used.
+when complete, and each sync holds a shared lock on <root>/lock while it relies on the cache.
+Bounded: above `max_bytes`, the least recently used entries (chunks, whole files, manifests, and in
+helper/ the sync helpers of other fleet versions, never the one running) are evicted by a sync that
+can take the lock exclusively (nobody else mid-sync) and added entries itself, never the entries
+that sync itself used.
 Whether it is above is estimated without walking the cache: size.txt holds what the last walk
 counted and added.txt what each sync added since (one appended line each); only an estimate over
-the cap walks it.
+the cap walks it. A helper the bootstrap keeps (tens of KB per fleet version) is counted by the walk.
 """
 import hashlib
 import os
@@ -106,8 +107,10 @@ _HEX = frozenset("0123456789abcdef")
 
 
 class Cache:
-    def __init__(self, root, max_bytes):
+    def __init__(self, root, max_bytes, helper=None):
+        """`helper`: the running helper's hash (its files in helper/ are never evicted)."""
         self.root, self.max_bytes = os.path.expanduser(root), max_bytes
+        self.helper = helper if is_sha256(helper) else None
         self.index, self.new_lines, self.used = {}, [], set()
         self.added = False             # did this sync add an entry? only then can it push the cache over its cap
         self.added_bytes = 0
@@ -339,6 +342,11 @@ class Cache:
             return None
         return total
 
+    def _running(self, name):
+        """helper/<hash>.py and its compiled <hash>.py.<tag>.code: those of the helper running now. The
+        others (earlier fleet versions') are evicted like any entry: a sync whose helper went is sent it."""
+        return self.helper is None or name.split(".", 1)[0] == self.helper
+
     def trim(self):
         """Evict the least recently written/used entries (not those this sync used) until under the cap.
         Walks the cache only when the running estimate says it may be over (the exclusive lock keeps
@@ -349,14 +357,14 @@ class Cache:
         held, total = [], 0
         for sub in os.listdir(self.root):
             d = os.path.join(self.root, sub)
-            if (len(sub) != 2 and sub != "manifests") or not os.path.isdir(d):
+            if (len(sub) != 2 and sub not in ("manifests", "helper")) or not os.path.isdir(d):
                 continue
             for entry in os.scandir(d):
-                if ".tmp" in entry.name:
-                    continue                   # another sync's entry in the making
+                if ".tmp" in entry.name or (sub == "helper" and not entry.name.endswith((".py", ".code"))):
+                    continue                   # another sync's entry (or helper) in the making
                 st = entry.stat(follow_symlinks=False)
                 total += st.st_size
-                if entry.path not in self.used:
+                if entry.path not in self.used and not (sub == "helper" and self._running(entry.name)):
                     held.append((st.st_mtime, st.st_size, entry.path))
         freed = 0
         for _mtime, size, p in sorted(held):

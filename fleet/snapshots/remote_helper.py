@@ -2,10 +2,10 @@
 fetches it over the channel once), then started by a few-line inline bootstrap on every sync.
 
 One process, one SSH channel, JSON lines both ways:
-  1. read {"cache", "state", "cache_max", "targets": [{"dest", "ids", "read_only"}]}. Targets whose
-     record says they hold those snapshots untouched are current; if all are, answer {"current"}
-     and stop: a no-op re-sync is this one round trip, and does not even open the host cache (its
-     index, its lock, its size).
+  1. read {"cache", "state", "cache_max", "helper" (its own hash), "targets": [{"dest", "ids",
+     "read_only"}]}. Targets whose record says they hold those snapshots untouched are current; if
+     all are, answer {"current"} and stop: a no-op re-sync is this one round trip, and does not even
+     open the host cache (its index, its lock, its size).
   2. manifests the host's cache lacks: answer {"need": [ids], "have": {id: base id}} (base: the
      snapshot a target's tree holds, its manifest cached here), read {"manifests": [[id, n, base]…]}
      and n zlib bytes each: the whole manifest, or (base given) a delta of it against the base, applied
@@ -311,7 +311,7 @@ def main(stream=None, first=None, root=None):
     if not todo:
         send({"current": current})
         return                             # a no-op re-sync ends here, without opening the cache
-    cache = Cache(req["cache"], req.get("cache_max"))
+    cache = Cache(req["cache"], req.get("cache_max"), req.get("helper"))
     try:
         manifests, need = {}, []
         for sid in dict.fromkeys(sid for t in todo for sid in t["ids"]):

@@ -34,7 +34,7 @@ from ..errors import FleetError, IntegrityError, MachineUnreachable, UsageError
 from . import host_hints
 from .sync_channel import OpenSSHChannel, ParamikoChannel, close_channels, use_openssh
 from .sync_manifests import Prepared
-from .sync_remote import cache_max_bytes, helper_command, helper_source, host_cache_dir
+from .sync_remote import cache_max_bytes, helper_command, helper_hash, helper_source, host_cache_dir
 
 if TYPE_CHECKING:        # imported where used: a caller of sync_channel.dial starts the channels as early as it can
     from ..models import Machine
@@ -143,7 +143,7 @@ def _stream(ch, machine: Machine, prep: Prepared, targets: list[Target], stats: 
             on_expect: Callable[[int], None] | None = None, peer: dict | None = None) -> dict:
     store = prep.store
     request = {"cache": host_cache_dir(machine, cache_dir), "state": f"{machine.state_dir}/materialised",
-               "cache_max": cache_max,
+               "cache_max": cache_max, "helper": helper_hash(),     # its own files stay in the cache
                "targets": [{"dest": t.dest, "ids": t.ids, "read_only": t.read_only} for t in targets]}
     try:
         ch.send([json.dumps(request).encode() + b"\n"])

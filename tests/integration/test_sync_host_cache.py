@@ -157,3 +157,32 @@ def test_a_host_cache_with_many_manifests_stays_under_cache_max(fleet_home, loca
     again = sync_machine(m, store, [Target(dest, [snaps[1][1].id], read_only=True)], cache_max=str(cap))
     assert again.manifest_bytes > 8 * 1024 and again.targets_written == [dest]
     assert _same(dest, snaps[1][0])
+
+
+def test_the_helpers_the_host_keeps_count_toward_cache_max_and_old_ones_are_evicted(fleet_home, local_lease,
+                                                                                    tmp_path):
+    """helper/ holds the sync helper of every fleet version that synced to the host (source and
+    compiled code): they count toward cache_max, an earlier version's go with the LRU, and the
+    running one's stay (the next sync finds it and is not sent it)."""
+    from fleet.snapshots.sync_remote import helper_hash
+    store = open_store(None)
+    (m,) = local_lease(gpus=1).machines
+    cache = chunk_cache(m)
+    os.makedirs(f"{cache}/helper", mode=0o700)
+    os.chmod(cache, 0o700)
+    older = "ab" * 32                                       # an earlier fleet's helper, kept by its syncs
+    for name in (f"{older}.py", f"{older}.py.cpython-311.code"):
+        with open(f"{cache}/helper/{name}", "wb") as f:
+            f.write(os.urandom(200_000))
+        os.utime(f"{cache}/helper/{name}", (1_000_000_000, 1_000_000_000))
+    cap = 512 * 1024
+    src = _tree(tmp_path / "d", 5, files=3, size=100_000)
+    snap = create_snapshot(src, store)
+    sync_machine(m, store, [Target(data_dir(m, "one"), [snap.id], read_only=True)], cache_max=str(cap))
+    held = sum(os.path.getsize(os.path.join(d, f)) for d, _s, fs in os.walk(cache) for f in fs
+               if d.endswith("/helper") or len(f) == 64 or f.endswith(".z"))
+    assert held <= cap
+    kept = os.listdir(f"{cache}/helper")
+    assert not [n for n in kept if n.startswith(older)] and f"{helper_hash()}.py" in kept
+    again = sync_machine(m, store, [Target(data_dir(m, "two"), [snap.id], read_only=True)], cache_max=str(cap))
+    assert not again.helper_sent and _same(data_dir(m, "two"), src)
