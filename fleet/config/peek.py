@@ -12,14 +12,27 @@ if TYPE_CHECKING:
 
 
 def peek(key: str, directory: Path | None = None) -> Any:
+    return peek_why(key, directory)[0]
+
+
+def peek_why(key: str, directory: Path | None = None) -> tuple[Any, str | None]:
+    """(the key's value or None, why ./fleet.toml could not be read when it is there but unreadable
+    or not TOML; None when it read, or when there is no fleet.toml)."""
     from ..regular_files import read_config_file
     path = (directory or Path.cwd()) / "fleet.toml"
     try:
         data = read_config_file(path)
         import tomllib   # only once there is a file: tomllib imports typing (~10 ms)
-        return tomllib.loads(data.decode()).get(key)
-    except (OSError, ValueError, ImportError, RecursionError):
-        return None
+        return tomllib.loads(data.decode()).get(key), None
+    except FileNotFoundError:
+        import os
+        if not os.path.islink(path):
+            return None, None
+        return None, f"a symbolic link to {os.readlink(path)!r}, which cannot be read"
+    except OSError as exc:
+        return None, exc.strerror or str(exc)
+    except (ValueError, ImportError, RecursionError) as exc:
+        return None, f"not valid TOML ({str(exc).splitlines()[0][:200] if str(exc) else 'nested too deeply'})"
 
 
 def peek_str(key: str, directory: Path | None = None) -> str:

@@ -12,10 +12,23 @@ from pathlib import Path
 from .store import StateStore
 
 
+_WARNED: set[str] = set()   # once per process and file, however often the state is opened
+
+
 def configured_state_url(directory: Path | None = None) -> str:
-    """`state_url` from ./fleet.toml (unvalidated), so every command in a team's repository shares it."""
-    from ..config.peek import peek_str
-    return peek_str("state_url", directory)
+    """`state_url` from ./fleet.toml (unvalidated), so every command in a team's repository shares it.
+    A fleet.toml that is there but cannot be read (a link to an unmounted team share, a syntax error
+    mid-edit) is said on stderr: the commands that only peek go on with this computer's state, which
+    may not be the team's, so `fleet status` showing "no live leases" is never silently wrong."""
+    from ..config.peek import peek_why
+    value, why = peek_why("state_url", directory)
+    where = str(directory / "fleet.toml") if directory is not None else "./fleet.toml"
+    if why is not None and where not in _WARNED:
+        import sys
+        _WARNED.add(where)
+        print(f"fleet: warning: {where}: {why}: any state_url it sets is ignored, so this is FLEET_HOME's "
+              "state, maybe not your team's", file=sys.stderr)
+    return value if isinstance(value, str) else ""
 
 
 def check_state_url(url: str) -> None:

@@ -37,3 +37,24 @@ def test_a_linked_fleet_toml_is_still_read(tmp_path, fleet_home):
     (tmp_path / "exp" / "fleet.toml").symlink_to(shared)
     from fleet.config.peek import peek_str
     assert peek_str("user", tmp_path / "exp") == "linked-user"
+
+
+@pytest.mark.parametrize("kind", ["dangling-link", "not-toml"])
+def test_a_fleet_toml_that_cannot_be_read_is_said_by_the_commands_that_only_peek(tmp_path, fleet_home, kind):
+    """`fleet status` beside a team's fleet.toml linked from an unmounted share (or mid-edit, not TOML)
+    cannot know its state_url: it still answers from FLEET_HOME's state, but says so, never a silent
+    "no live leases" about a database that is not the team's."""
+    import json
+    target = tmp_path / "fleet.toml"
+    if kind == "dangling-link":
+        target.symlink_to(tmp_path / "unmounted-share" / "fleet.toml")
+    else:
+        target.write_text('state_url = "postgresql://team-db/fleet\n')
+    listing = run_fleet(["status", "--json"], cwd=tmp_path, timeout=30)
+    assert listing.returncode == 0 and json.loads(listing.stdout) == {"leases": []}, listing
+    warning = [line for line in listing.stderr.splitlines() if "warning" in line]
+    assert len(warning) == 1 and "./fleet.toml: " in warning[0] and "state_url it sets is ignored" in warning[0], \
+        listing.stderr
+    assert ("cannot be read" if kind == "dangling-link" else "not valid TOML") in warning[0]
+    plain = run_fleet(["status"], cwd=tmp_path, timeout=30)
+    assert plain.returncode == 0 and "no live leases" in plain.stdout and "state_url it sets is ignored" in plain.stderr
