@@ -90,4 +90,13 @@ def _shown(message: str) -> str:
     """One line, its control characters visible: a message quotes what users, teammates and remote
     machines wrote (a host name, a file path, a queue reason), and a terminal obeys ESC sequences."""
     from ..render.text import printable_line
-    return printable_line(message)
+    line = printable_line(message)
+    if len(line) <= MAX_ERROR_LINE:
+        return line
+    # A refusal quotes the bad value: a 5,000-digit --budget made a 5,000-character error line that
+    # buried the reason. Its start (what was refused) and end (the hint) are kept.
+    head, tail = MAX_ERROR_LINE * 2 // 3, MAX_ERROR_LINE // 3
+    return f"{line[:head]} …({len(line) - head - tail:,} characters left out)… {line[-tail:]}"
+
+
+MAX_ERROR_LINE = 1200

@@ -79,3 +79,13 @@ def test_runs_ls_json_leaves_no_partial_json_when_the_state_cannot_be_read(tmp_p
 def test_runs_ls_json_still_lists_when_there_is_nothing(tmp_path, fleet_home):
     proc = run_fleet(["runs", "ls", "--json"], cwd=tmp_path, timeout=60)
     assert proc.returncode == 0 and json.loads(proc.stdout) == {"runs": []}, proc
+
+
+@pytest.mark.parametrize("args", [["up", "--dry-run", "--budget", HUGE], ["extend", "l-none", HUGE + "m"]],
+                         ids=["budget", "extend"])
+def test_a_refusal_quoting_a_huge_value_stays_a_readable_line(experiment, fleet_home, args):
+    """The refusal names the option and its limit first; the 5,000-character value it quotes is cut
+    in the middle, not printed whole."""
+    line = one_error_line(run_fleet(args, cwd=experiment, timeout=60))
+    assert len(line) <= 1300 and "characters left out" in line, len(line)
+    assert ("--budget: must be at most" in line) if args[0] == "up" else (HUGE[:100] in line), line[:200]
