@@ -89,3 +89,10 @@ def test_a_refusal_quoting_a_huge_value_stays_a_readable_line(experiment, fleet_
     line = one_error_line(run_fleet(args, cwd=experiment, timeout=60))
     assert len(line) <= 1300 and "characters left out" in line, len(line)
     assert ("--budget: must be at most" in line) if args[0] == "up" else (HUGE[:100] in line), line[:200]
+
+
+def test_report_refuses_json_with_another_format_rather_than_guess(experiment, fleet_home):
+    line = one_error_line(run_fleet(["report", "--format", "csv", "--json"], cwd=experiment, timeout=60))
+    assert "--json and --format csv" in line, line
+    same = run_fleet(["report", "--format", "json", "--json"], cwd=experiment, timeout=60)
+    assert same.returncode == 0 and json.loads(same.stdout)["by"] == "project", same.stderr
