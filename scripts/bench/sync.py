@@ -35,7 +35,7 @@ overlap the snapshot being made, as in `fleet up`, whose connections are up befo
 exchange is OpenSSH's default on both sides.
 
 Conventions of scripts/bench/_common.py (`--json` prints only the figures, medians with their
-spread, informative rows met null). `--quick`: 24 MiB, 2 samples, fan-out to 2 machines (checks the
+spread, informative rows met null). `--quick`: 24 MiB, 1 sample, fan-out to 2 machines (checks the
 bench works; not figures to quote).
 
 Usage: python scripts/bench/sync.py [--json] [--quick] [--size 200] [-n 5]
@@ -250,7 +250,7 @@ def main() -> int:
     args = ap.parse_args()
     check_samples(ap, args)
     size = args.size or (24 if args.quick else 200)
-    n = min(args.samples, 2) if args.quick else args.samples
+    n = 1 if args.quick else args.samples
     fan = 2 if args.quick else 8
     with json_stdout(args.json) as out:
         rows = measure(size, n, fan)
