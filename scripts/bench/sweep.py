@@ -20,7 +20,7 @@ Two pairs:
 
     python scripts/bench/sweep.py [-n 5] [--quick] [--json]
 
---quick: one sample, a smaller data set, and the AWS pair at 4 trials, not 8 (checks the bench, not
+--quick: one sample, a smaller data set, and both pairs at 4 trials, not 8 (checks the bench, not
 figures to quote).
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ from _common import (bench_parser, check_samples, clean_env, failed_row, fleet_a
                      ratio_row, run_bench, say)
 
 TRIALS = 8
-QUICK_AWS_TRIALS = 4        # --quick: the AWS pair's smallest size that still has runs after the pool's 2
+QUICK_TRIALS = 4            # --quick: the smallest size that still has runs after the pool's 2
 TARGETS = {"time": "<= 0.5", "bytes": "<= 0.3"}
 SENT = re.compile(r"stage: pinned inputs on \d+ machine\(s\), (\d+) bytes of chunks sent")
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "commit.gpgsign=false"]
@@ -143,13 +143,13 @@ def aws_rows(samples: int, root: Path, data_mib: int, trials: int) -> list[dict]
 
 
 def measure(samples: int, quick: bool) -> list[dict]:
-    data_mib = 1 if quick else 8
+    data_mib, trials = (1, QUICK_TRIALS) if quick else (8, TRIALS)
     with tempfile.TemporaryDirectory(prefix="fleet-bench-sweep-") as tmp:
         exp = experiment(Path(tmp) / "local" / "exp", data_mib, LOCAL)
-        found = rows("", TRIALS, *pair(samples, exp, lambda home: clean_env(FLEET_HOME=str(home), CI="true"),
-                                       TRIALS, "local"))
+        found = rows("", trials, *pair(samples, exp, lambda home: clean_env(FLEET_HOME=str(home), CI="true"),
+                                       trials, "local"))
         try:
-            found += aws_rows(samples, Path(tmp), data_mib, QUICK_AWS_TRIALS if quick else TRIALS)
+            found += aws_rows(samples, Path(tmp), data_mib, trials)
         except (RuntimeError, OSError, ValueError, KeyError, ImportError, subprocess.SubprocessError) as exc:
             say(f"sweep: AWS sandbox pair not measured: {exc}")
             found += [failed_row(figure, unit, str(exc), target) for figure, unit, target in AWS_FIGURES]
