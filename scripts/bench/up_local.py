@@ -21,7 +21,8 @@ would measure exactly the experiment's own ratio, and any fixed cost it has move
 
     python scripts/bench/up_local.py [-n 5] [--quick] [--json]
 
---quick: one sample per size and `train.py --epochs 1` (checks the bench, not figures to quote).
+--quick: one sample per size, 2 machines versus 1 (not 8) and `train.py --epochs 1` (checks the
+bench, not figures to quote).
 """
 from __future__ import annotations
 
@@ -41,6 +42,7 @@ from _common import (REPO, bench_parser, check_samples, clean_env, fleet_argv, m
 
 EXAMPLE = REPO / "examples" / "digits"
 SIZES = (1, 8)
+QUICK_SIZES = (1, 2)
 TARGETS = {"first": "<= 2", "total": "<= 1.5"}
 RANK_LINE = re.compile(r"^\[\d+\] ")
 GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "-c", "commit.gpgsign=false"]
@@ -139,22 +141,24 @@ def experiment_alone(n: int, exp: Path, env: dict, quick: bool, out: Path) -> tu
 
 def measure(samples: int, quick: bool) -> list[dict]:
     extra = ["--", "python", "train.py", "--epochs", "1"] if quick else []
-    first: dict[int, list[float]] = {n: [] for n in SIZES}
-    total: dict[int, list[float]] = {n: [] for n in SIZES}
-    own: dict[int, list[float]] = {n: [] for n in SIZES}
-    alone_first: dict[int, list[float]] = {n: [] for n in SIZES}
-    alone_total: dict[int, list[float]] = {n: [] for n in SIZES}
+    sizes = QUICK_SIZES if quick else SIZES
+    big = sizes[-1]
+    first: dict[int, list[float]] = {n: [] for n in sizes}
+    total: dict[int, list[float]] = {n: [] for n in sizes}
+    own: dict[int, list[float]] = {n: [] for n in sizes}
+    alone_first: dict[int, list[float]] = {n: [] for n in sizes}
+    alone_total: dict[int, list[float]] = {n: [] for n in sizes}
     rows = []
     with tempfile.TemporaryDirectory(prefix="fleet-bench-up-") as tmp:
         exp = checkout(Path(tmp))
         env = clean_env(FLEET_HOME=str(Path(tmp) / "home"), CI="true")
-        for n in SIZES:                                   # cold: caches, the lease venv, numpy check
+        for n in sizes:                                   # cold: caches, the lease venv, numpy check
             f, t, _s = one_up(n, exp, env, extra)
             say(f"cold run, {n} machine(s): first line {f:.2f} s, total {t:.2f} s")
             rows += [median_row(f"cold first log line, {n} machine(s)", [f], "s"),
                      median_row(f"cold total, {n} machine(s)", [t], "s")]
         for rnd in range(samples):
-            for n in (SIZES if rnd % 2 == 0 else SIZES[::-1]):
+            for n in (sizes if rnd % 2 == 0 else sizes[::-1]):
                 f, t, s = one_up(n, exp, env, extra)
                 first[n].append(f)
                 total[n].append(t)
@@ -166,19 +170,21 @@ def measure(samples: int, quick: bool) -> list[dict]:
                 alone_total[n].append(t)
                 say(f"round {rnd + 1}/{samples}, the experiment alone, {n} at once: first line {f:.2f} s, "
                     f"total {t:.2f} s")
-    for n in SIZES:
+    for n in sizes:
         rows.append(median_row(f"first log line, {n} machine(s)", first[n], "s"))
         rows.append(median_row(f"total, {n} machine(s)", total[n], "s"))
-    rows.append(ratio_row("first log line, 8 machines / 1", first[8], first[1], TARGETS["first"]))
-    rows.append(ratio_row("total, 8 machines / 1", total[8], total[1], TARGETS["total"]))
-    for n in SIZES:
+    rows.append(ratio_row(f"first log line, {big} machines / 1", first[big], first[1], TARGETS["first"]))
+    rows.append(ratio_row(f"total, {big} machines / 1", total[big], total[1], TARGETS["total"]))
+    for n in sizes:
         rows.append(median_row(f"start -> fleet's setup line (lease, ready, stage), {n} machine(s)", own[n], "s"))
-    rows.append(ratio_row("start -> fleet's setup line, 8 machines / 1", own[8], own[1], None))
-    for n in SIZES:
+    rows.append(ratio_row(f"start -> fleet's setup line, {big} machines / 1", own[big], own[1], None))
+    for n in sizes:
         rows.append(median_row(f"the experiment alone (no fleet), first line, {n} at once", alone_first[n], "s"))
         rows.append(median_row(f"the experiment alone (no fleet), total, {n} at once", alone_total[n], "s"))
-    rows.append(ratio_row("the experiment alone (no fleet), first line, 8 / 1", alone_first[8], alone_first[1], None))
-    rows.append(ratio_row("the experiment alone (no fleet), total, 8 / 1", alone_total[8], alone_total[1], None))
+    rows.append(ratio_row(f"the experiment alone (no fleet), first line, {big} / 1", alone_first[big], alone_first[1],
+                          None))
+    rows.append(ratio_row(f"the experiment alone (no fleet), total, {big} / 1", alone_total[big], alone_total[1],
+                          None))
     return rows
 
 
@@ -186,9 +192,10 @@ def main() -> int:
     parser = bench_parser(__doc__.splitlines()[0])
     args = parser.parse_args()
     check_samples(parser, args)
+    big = (QUICK_SIZES if args.quick else SIZES)[-1]
     return run_bench("up_local", args, lambda: measure(1 if args.quick else args.samples, args.quick),
-                     [("first log line, 8 machines / 1", "x", TARGETS["first"]),
-                      ("total, 8 machines / 1", "x", TARGETS["total"])])
+                     [(f"first log line, {big} machines / 1", "x", TARGETS["first"]),
+                      (f"total, {big} machines / 1", "x", TARGETS["total"])])
 
 
 if __name__ == "__main__":
