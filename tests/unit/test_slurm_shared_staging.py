@@ -53,3 +53,33 @@ def test_machines_sharing_a_staging_directory_are_staged_once():
     ms = [machine(0, "/shared/l"), machine(1, "/shared/l"), machine(2), machine(3, "/other/l")]
     assert [m.id for m in one_per_staging_dir(ms)] == ["l-n0", "l-n2", "l-n3"]
     assert code_dir(ms[1]) == "/shared/l/work" and code_dir(ms[2]) == "/node2/root/work"
+
+
+def test_a_staging_directory_another_user_planted_with_the_token_is_not_trusted(tmp_path):
+    # On a node-local workdir (/tmp) another user who learnt the token could make the lease's staging
+    # path first: the machine would then run the code and read the data they put there.
+    import pytest
+    shared, root = tmp_path / "shared", tmp_path / "root"
+    shared.mkdir()
+    root.mkdir()
+    (shared / ".probe").write_text("t0k3n")
+    os.chmod(shared, 0o777)                                     # anyone's to fill
+    assert node._shared_staging(spec_for(shared), str(root)) is False
+    os.chmod(shared, 0o700)
+    (shared / ".probe").unlink()
+    (tmp_path / "elsewhere").write_text("t0k3n")
+    os.symlink(tmp_path / "elsewhere", shared / ".probe")      # a probe through a link
+    assert node._shared_staging(spec_for(shared), str(root)) is False
+    link = tmp_path / "link"
+    os.symlink(shared, link)                                    # the directory itself a link
+    assert node._shared_staging(spec_for(link), str(root)) is False
+    assert not (root / "data").exists()
+    if os.geteuid() != 0:
+        pytest.skip("chown to another user needs root")
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    (theirs / ".probe").write_text("t0k3n")
+    os.chown(theirs / ".probe", 65534, 65534)
+    os.chown(theirs, 65534, 65534)                              # nobody's, private, the right token
+    assert node._shared_staging(spec_for(theirs), str(root)) is False
+    assert not (root / "data").exists()

@@ -114,3 +114,17 @@ def test_a_shared_dir_inside_another_users_directory_is_refused(tmp_path):
         staging_probe(SlurmCommands(LocalRunner()), SlurmSettings(shared_dir=str(theirs)), "l-7")
     assert "another user's" in err.value.one_line()
     assert os.listdir(theirs) == []
+
+
+def test_the_probe_token_is_never_in_a_command_line(tmp_path):
+    # Every user of the login node reads every process's arguments (/proc/PID/cmdline), and over ssh
+    # those of this computer's `ssh` too: the token must travel on stdin.
+    seen = []
+    local = LocalRunner()
+
+    def runner(argv, **kw):
+        seen.append(list(argv))
+        return local(argv, **kw)
+    spec = staging_probe(SlurmCommands(runner), SlurmSettings(shared_dir=str(tmp_path / "scratch")), "l-5")
+    assert spec is not None and open(os.path.join(spec["dir"], spec["probe"])).read() == spec["token"]
+    assert seen and not any(spec["token"] in arg for argv in seen for arg in argv), seen

@@ -191,11 +191,20 @@ def _shared_staging(spec, root):
     shared = spec.get("shared")
     if not shared:
         return False
+    # The lease's own directory only (the login node made it, 0700): the token proves the share, not
+    # who made what this node sees there. In a node-local /tmp another user who learnt it could plant
+    # the directory first, and this machine would then run the code and read the data they put there.
     try:
-        with open(os.path.join(shared["dir"], shared["probe"])) as fh:
-            if fh.read().strip() != shared["token"]:
+        import stat
+        st = os.lstat(shared["dir"])
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            return False
+        fd = os.open(os.path.join(shared["dir"], shared["probe"]), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd) as fh:
+            probe = os.fstat(fd)
+            if not stat.S_ISREG(probe.st_mode) or probe.st_uid != os.geteuid() or fh.read(256).strip() != shared["token"]:
                 return False
-    except OSError:
+    except (OSError, UnicodeDecodeError):
         return False
     data = os.path.join(shared["dir"], "data")
     os.makedirs(data, mode=0o700, exist_ok=True)

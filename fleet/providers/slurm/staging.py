@@ -9,9 +9,9 @@ from .commands import SlurmCommands
 from .settings import SlurmSettings
 
 
-# "$4" and each directory above it: owned by root or this user, and writable by every user only with
+# "$3" and each directory above it: owned by root or this user, and writable by every user only with
 # the sticky bit (a group's write is allowed, as for FLEET_HOME: a team may share a group on purpose).
-_OURS = ('p=$(cd -- "$4" && pwd -P) && while :; do '
+_OURS = ('p=$(cd -- "$3" && pwd -P) && while :; do '
          'if [ -n "$(find "$p" -maxdepth 0 \\( -perm -0002 ! -perm -1000 \\) -o '
          '\\( ! -user 0 ! -user "$(id -u)" \\))" ]; then '
          'echo "$p is another user\'s, or writable by every user without the sticky bit: anyone could swap '
@@ -33,8 +33,11 @@ def staging_probe(slurm: SlurmCommands, cfg: SlurmSettings, lease_id: str) -> di
     # And only where no other user can rename it away later and put theirs in its place (after the
     # nodes read the probe): every directory above it root's or this user's, writable by every user
     # only with the sticky bit (as /tmp).
-    result = slurm._run(["sh", "-c", 'umask 077 && mkdir -p -- "$4" && ' + _OURS + ' && mkdir -- "$1" && '
-                         'printf %s "$2" > "$1/$3"', "sh", spec["dir"], spec["token"], spec["probe"], base], check=False)
+    # The token goes on stdin: any user of the login node (and of this computer, for the ssh to it)
+    # reads every process's arguments, and with the token and the lease id (squeue shows it) could
+    # plant a "shared" directory on a node whose workdir is node-local (node.py _shared_staging).
+    result = slurm._run(["sh", "-c", 'umask 077 && mkdir -p -- "$3" && ' + _OURS + ' && mkdir -- "$1" && '
+                         'cat > "$1/$2"', "sh", spec["dir"], spec["probe"], base], stdin=spec["token"], check=False)
     if result.returncode == 0:
         return spec
     if cfg.shared_dir:
