@@ -31,7 +31,7 @@ def guard(call: Callable[[], int], debug: bool, extra: Callable[[BaseException],
     except FleetError as exc:
         if debug:
             import traceback
-            traceback.print_exc()
+            print(without_url_passwords(traceback.format_exc()), end="", file=sys.stderr)
         print(f"fleet: error: {_shown(exc.one_line())}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -90,7 +90,7 @@ def _shown(message: str) -> str:
     """One line, its control characters visible: a message quotes what users, teammates and remote
     machines wrote (a host name, a file path, a queue reason), and a terminal obeys ESC sequences."""
     from ..render.text import printable_line
-    line = printable_line(message)
+    line = printable_line(without_url_passwords(message))
     if len(line) <= MAX_ERROR_LINE:
         return line
     # A refusal quotes the bad value: a 5,000-digit --budget made a 5,000-character error line that
@@ -100,3 +100,13 @@ def _shown(message: str) -> str:
 
 
 MAX_ERROR_LINE = 1200
+
+
+def without_url_passwords(text: str) -> str:
+    """`text` with the password of every URL in it replaced by `***`: a refusal quotes the value it
+    refused (`store = "https://u:TOKEN@minio…"`, a `[data]` source, a path made of one), and an error
+    line lands in CI logs and terminals others see. A state URL's own messages redact it already."""
+    if ":/" not in text:
+        return text
+    import re
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]{0,31}:/{1,2}[^/:@\s'\"]*:)[^/\s'\"]+@", r"\1***@", text)

@@ -1,0 +1,39 @@
+"""A refused value is quoted in the error line, and an error line lands in CI logs and on terminals
+others see: the password of a URL in it is never shown (red-team finding: `store =
+"https://u:TOKEN@minio…"` and a `[data]` source of that form were quoted whole, twice for the data
+source, once as the local path it was then taken for)."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import run_fleet
+
+TOKEN = "tokHunter2xyz789"
+
+
+@pytest.mark.parametrize("key, value", [("store", f"https://u:{TOKEN}@minio.example/bucket"),
+                                        ("data", f"https://ci:{TOKEN}@files.example/set.tar")])
+def test_a_refused_url_is_quoted_without_its_password(tmp_path, fleet_home, key, value):
+    table = f'store = "{value}"\n' if key == "store" else f'[data]\nx = "{value}"\n'
+    (tmp_path / "fleet.toml").write_text(f'project = "p"\ntemplate = "local-1gpu"\nmax_duration = "10m"\n{table}')
+    for debug in ([], ["--debug"]):
+        proc = run_fleet([*debug, "up", "--gpus", "1", "--", "true"], cwd=tmp_path, env={"FLEET_HOME": str(fleet_home)},
+                         check_no_traceback=not debug)     # --debug: the traceback, without the password
+        assert proc.returncode == 2, proc.stderr
+        assert TOKEN not in proc.stdout + proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("fleet: error:") and ("u:***@" in last or "ci:***@" in last), last
+
+
+def test_snapshot_store_option_refused_without_its_password(tmp_path, fleet_home):
+    proc = run_fleet(["snapshot", "ls", "--store", f"gs://admin:{TOKEN}@bucket/x"], cwd=tmp_path,
+                     env={"FLEET_HOME": str(fleet_home)})
+    assert proc.returncode == 2 and TOKEN not in proc.stderr and "gs://admin:***@bucket/x" in proc.stderr
+
+
+def test_only_the_password_goes():
+    from fleet.cli.guard import without_url_passwords
+    assert without_url_passwords("no url here: a:b@c") == "no url here: a:b@c"
+    assert without_url_passwords("'https://u:p4ss@h/x' and s3://bucket/key") == "'https://u:***@h/x' and s3://bucket/key"
+    assert without_url_passwords("/home/me/https:/u:p4ss@h/x)") == "/home/me/https:/u:***@h/x)"
+    assert without_url_passwords("ssh://git@github.com/o/r") == "ssh://git@github.com/o/r"
