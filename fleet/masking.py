@@ -34,6 +34,11 @@ def looks_secret(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
 
 
+def holds_url_password(value: str) -> bool:
+    """A URL with a password in it (`https://u:pw@…`): a secret whatever its variable is called."""
+    return bool(_URL_PASSWORD.search(value))
+
+
 def secret_by_name(name: str, value: object) -> bool:
     """An [env] value taken for a secret by its variable's name alone. A password, secret or
     credential always is (a PIN-like `84721953` or `admin` too, MIN_MASKED characters and up); a

@@ -193,3 +193,15 @@ def test_a_fifo_at_the_keys_name_is_refused_without_hanging(fleet_home, monkeypa
     os.mkfifo(fleet_home / "keys" / "launch-seal.key", 0o600)
     with pytest.raises(UsageError, match="is not a private (file|directory) of this user"):
         seal("r-1", "ssh", SETTINGS, PINS)
+
+
+def test_a_url_with_a_password_stays_out_of_what_slurm_exports_into_jobs(monkeypatch):
+    """PIP_INDEX_URL or DATABASE_URL with a password (a CI job's environment) is named like no
+    secret, but is one: the masker takes it for one, and Slurm's records must not keep it."""
+    from fleet.providers.slurm.tool_env import tool_env
+    monkeypatch.setenv("PIP_INDEX_URL", "https://ci:Hunter2pw@pypi.internal/simple")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:Hunter2pw@db/app")
+    monkeypatch.setenv("UPSTREAM", "https://pypi.org/simple")
+    env = tool_env()
+    assert not {"PIP_INDEX_URL", "DATABASE_URL"} & set(env) and "Hunter2pw" not in repr(env)
+    assert env["UPSTREAM"] == "https://pypi.org/simple"
