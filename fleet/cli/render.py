@@ -141,9 +141,11 @@ class RichEvents:
 
 def _shown(text: str) -> str:
     """fleet's own lines quote names, reasons and remote answers: their control characters are shown,
-    not obeyed by the terminal. (The experiment's log lines keep their colours: terminal_line.)"""
+    not obeyed by the terminal. (The experiment's log lines keep their colours: terminal_line.) A URL's
+    password in a warning (an exception quoting a store or source URL) is shown as ***, as in error lines."""
     from ..render.text import printable_line
-    return printable_line(text)
+    from .guard import without_url_passwords
+    return printable_line(without_url_passwords(text))
 
 
 class JsonEvents(RichEvents):

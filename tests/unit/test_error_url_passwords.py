@@ -37,3 +37,11 @@ def test_only_the_password_goes():
     assert without_url_passwords("'https://u:p4ss@h/x' and s3://bucket/key") == "'https://u:***@h/x' and s3://bucket/key"
     assert without_url_passwords("/home/me/https:/u:p4ss@h/x)") == "/home/me/https:/u:***@h/x)"
     assert without_url_passwords("ssh://git@github.com/o/r") == "ssh://git@github.com/o/r"
+
+
+def test_a_warning_quoting_a_url_is_shown_without_its_password(capsys):
+    """Warnings go through the run's events (a retried store call quoting its URL): the same rule."""
+    from fleet.cli.render import RichEvents
+    RichEvents(plain=True).warn(f"store https://u:{TOKEN}@minio.example/b answered 503; retrying")
+    err = capsys.readouterr().err
+    assert TOKEN not in err and "https://u:***@minio.example/b answered 503" in err, err
