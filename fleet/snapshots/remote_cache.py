@@ -24,10 +24,33 @@ the cap walks it. A helper the bootstrap keeps (tens of KB per fleet version) is
 import hashlib
 import os
 
+_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000
 INDEX = "index.txt"
 SIZE, ADDED = "size.txt", "added.txt"   # bytes held at the last walk; bytes each sync added since
 WALK_EVERY_S = 3600                     # an estimate older than this is checked by a walk
 EMPTY = hashlib.sha256(b"").hexdigest()
+
+
+def spread_subdirs(path):
+    """Mark a new directory FS_TOPDIR_FL (ext2/3/4; best effort, nothing elsewhere), as the store's
+    chunks/ is (local_store._fan_out): its subdirectories go to different block groups, each file's
+    inode beside its own directory's. Created all in one group, thousands of files each paid a scan
+    over that group's recently freed inodes (a host whose cache was trimmed, or whose last lease's
+    tree was removed): 0.25 ms a file here against 0.05 ms spread."""
+    try:
+        import fcntl
+        import struct
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0))
+    except (ImportError, OSError):
+        return
+    try:
+        flags = struct.unpack("l", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, struct.pack("l", 0)))[0]
+        if not flags & _FS_TOPDIR_FL:
+            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("l", flags | _FS_TOPDIR_FL))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class Failure(Exception):
@@ -117,6 +140,7 @@ class Cache:
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         self.fresh = not os.path.isdir(os.path.join(self.root, "ff"))
         if self.fresh:
+            spread_subdirs(self.root)
             for i in range(256):       # "ff" last: its presence means all are there
                 os.makedirs(os.path.join(self.root, "%02x" % i), exist_ok=True)
         os.makedirs(os.path.join(self.root, "manifests"), exist_ok=True)

@@ -18,7 +18,7 @@ import os
 import stat
 
 if "Cache" not in globals():   # inline, remote_cache.py's text comes first (see sync_remote.helper_source)
-    from fleet.snapshots.remote_cache import EMPTY, Cache, Failure, write_all  # noqa: F401
+    from fleet.snapshots.remote_cache import EMPTY, Cache, Failure, spread_subdirs, write_all  # noqa: F401
 
 STATE = {"dir": None, "fixed": False}   # records of materialised targets (the machine's .fleet/materialised)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -313,6 +313,7 @@ def materialise(target, manifests, cache, frames, plan=None, extra=None):
     tmp = os.path.join(parent, ".%s.partial-%d" % (os.path.basename(dest), os.getpid()))
     remove_tree(tmp)
     os.makedirs(tmp)
+    spread_subdirs(tmp)                       # a tree of many files: see remote_cache.spread_subdirs
     try:
         tree = Tree(tmp)
         try:
