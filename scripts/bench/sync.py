@@ -24,6 +24,10 @@ Figures:
                             controller feeds every host)
   second_run_chunk_bytes    chunk bytes a new lease on the same host receives for the same data (== 0)
   rsync_* wire figures are informative (met null).
+  first_sync_overlap_ceiling_vs_rsync  rsync time / the time of fleet's snapshot creation run at the
+                            same time as a sync of that snapshot (already made, from a copy of the
+                            store) to a fresh machine: what overlapping creation with sending could
+                            reach at best (_sync_fleet.py's "ceiling"). Informative.
   first_sync_floor_vs_rsync rsync alone / rsync with, at the same time, the copies fleet keeps done by C
                             tools (`cp -r` of the tree into a store and `openssl dgst -sha256` of every
                             file; `cp -r` of it into a host cache): no chunking, no Python, perfect
@@ -92,9 +96,9 @@ def make_tree(root: Path, size_mib: int, seed: int = 1) -> tuple[list[Path], Pat
 
 
 # -- fleet's side, as its own process ------------------------------------------------------------------
-def run_fleet(machines, tree: Path, dest: str, home: Path) -> tuple[float, dict]:
+def run_fleet(machines, tree: Path, dest: str, home: Path, **extra) -> tuple[float, dict]:
     from fleet.models import to_jsonable
-    spec = json.dumps({"machines": [to_jsonable(m) for m in machines], "tree": str(tree), "dest": dest})
+    spec = json.dumps({"machines": [to_jsonable(m) for m in machines], "tree": str(tree), "dest": dest, **extra})
     env = {**os.environ, "FLEET_HOME": str(home)}
     t0 = time.monotonic()
     out = subprocess.run([sys.executable, str(FLEET_SIDE), spec], env={**env, "PYTHONPATH": str(ROOT)},
@@ -163,6 +167,18 @@ def first_sync_floor(ref, tree: Path, work: Path, kh: Path, n: int) -> dict:
     return out
 
 
+def overlap_ceiling(sides: Sides, tree: Path, work: Path, i: int) -> float:
+    """One sample of the ceiling (module notes), through the same proxy as the pairs: a fresh home
+    and host cache, the last pair's snapshot synced from a linked copy of its store while the tree is
+    snapshotted again into the fresh one."""
+    made = work / f"ceiling-store-{i}"
+    shutil.copytree(work / f"home-first-{i}" / "store", made, copy_function=os.link)
+    dt, _out = run_fleet([sides.ours_p], tree, f"ceiling{i}", work / f"home-ceiling-{i}",
+                         ceiling={"store": str(made), "id": sides.last["id"]})
+    sides.p_ours.take()           # its bytes are not the pairs'
+    return dt
+
+
 def fanout_hosts(many, tree: Path, home: Path, work: Path, n: int, t1: list[float], total: int) -> list[dict]:
     """The same machines as separate hosts (a chunk cache each, as AWS instances or team hosts have):
     the controller's chunk bytes per copy of the data (each chunk once: the first host forwards them
@@ -211,10 +227,11 @@ class Sides:
         self.p_ours, self.p_ref = Proxy(ours.port), Proxy(ref.port)
         self.ours_p, self.ref_p = replace(ours, port=self.p_ours.port), replace(ref, port=self.p_ref.port)
         self.kh = work / "kh"
+        self.last: dict = {}          # fleet's answer in the last pair (its snapshot id)
 
     def pair(self, tree: Path, dest: str, home: Path) -> tuple[float, int, float, int]:
         """(fleet s, fleet wire bytes, rsync s, rsync wire bytes) of one interleaved pair."""
-        dt, _out = run_fleet([self.ours_p], tree, dest, home)
+        dt, self.last = run_fleet([self.ours_p], tree, dest, home)
         w_f = self.p_ours.take()
         t_r = run_rsync(self.ref_p, tree, f"{self.ref.workdir}/{dest}", self.kh)
         return dt, w_f, t_r, self.p_ref.take()
@@ -273,13 +290,14 @@ def measure(size: int, n: int, fan: int) -> list[dict]:
         sides = Sides(ours, ref, work)
 
         # first sync, snapshot creation included: fresh store, stat cache and host cache each sample
-        t_f, t_r, w_f, w_r = [], [], [], []
+        t_f, t_r, w_f, w_r, t_c = [], [], [], [], []
         for i in range(n):
             a, b, c, d = sides.pair(tree, f"first{i}", work / f"home-first-{i}")
             t_f.append(a)
             w_f.append(b / total)
             t_r.append(c)
             w_r.append(d / total)
+            t_c.append(overlap_ceiling(sides, tree, work, i))
         # throughput ratio: rsync's time over fleet's, per pair and of the medians
         rows.append(ratio_row("first_sync_vs_rsync", t_r, t_f, ">= 1.0"))
         rows[-1]["unit"] = "x rsync throughput"
@@ -287,6 +305,10 @@ def measure(size: int, n: int, fan: int) -> list[dict]:
         rows.append(median_row("first_sync_wire_rsync", w_r, "x data"))
         say(f"first sync: fleet {med(t_f):.2f}s ({spread(t_f)}), rsync {med(t_r):.2f}s ({spread(t_r)}); "
             f"wire fleet {med(w_f):.3f}x, rsync {med(w_r):.3f}x of the data")
+        rows.append(ratio_row("first_sync_overlap_ceiling_vs_rsync", t_r, t_c, None))
+        rows[-1]["unit"] = "x rsync throughput"
+        say(f"first sync, creation overlapped perfectly with sending (a ceiling, not fleet): {med(t_c):.2f}s "
+            f"({spread(t_c)})")
         rows.append(first_sync_floor(sides.ref, tree, work, sides.kh, n))   # past the proxy: its count is for pairs
 
         # no-op re-sync: the last sample's home (its stat cache, store, host cache) and destination
