@@ -71,6 +71,10 @@ def test_fleet_down_elsewhere_reaches_the_login_node_the_lease_names(monkeypatch
     here = SlurmProvider(SlurmSettings())   # no fleet.toml: only the lease knows the cluster
     lease = SimpleNamespace(meta={"slurm_login": LOGIN, "slurm_login_port": 2200, "slurm_jump": "me@gw.org:22"})
     shell = here.login_shell(lease)
-    assert isinstance(shell, LoginShell) and shell.destination == LOGIN
-    assert "2200" in shell.runner.base and any(o.startswith("ProxyCommand=") for o in shell.runner.base)
+    import shutil
+    try:
+        assert isinstance(shell, LoginShell) and shell.destination == LOGIN
+        assert "2200" in shell.runner.base and any(o.startswith("ProxyCommand=") for o in shell.runner.base)
+    finally:
+        shutil.rmtree(shell._control, ignore_errors=True)   # never connected: only its /tmp directory to remove
     assert here.login_shell(SimpleNamespace(meta={})) is None and here.login_shell() is None
