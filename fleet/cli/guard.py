@@ -43,8 +43,10 @@ def guard(call: Callable[[], int], debug: bool, extra: Callable[[BaseException],
         handled = extra(exc) if extra is not None else None
         if handled is not None:
             return handled
-        if debug:
-            raise
+        if debug:   # the traceback, with any URL's password in it shown as ***
+            import traceback
+            print(without_url_passwords(traceback.format_exc()), end="", file=sys.stderr)
+            return 1
         if _about_a_path(exc):   # the path given is the problem, not fleet: say which and why
             print(f"fleet: error: {_shown(_failed_path(exc))}: {exc.strerror}{_space_hint(exc)}", file=sys.stderr)
             return ExitCode.ENVIRONMENT
@@ -109,4 +111,5 @@ def without_url_passwords(text: str) -> str:
     if ":/" not in text:
         return text
     import re
-    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]{0,31}:/{1,2}[^/:@\s'\"]*:)[^/\s'\"]+@", r"\1***@", text)
+    # To the last "@" of the word: a password may hold "/" or "@" (a raw AWS secret, base64).
+    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]{0,31}:/{1,2}[^/:@\s'\"]*:)[^\s'\"]+@", r"\1***@", text)

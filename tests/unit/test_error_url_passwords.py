@@ -45,3 +45,23 @@ def test_a_warning_quoting_a_url_is_shown_without_its_password(capsys):
     RichEvents(plain=True).warn(f"store https://u:{TOKEN}@minio.example/b answered 503; retrying")
     err = capsys.readouterr().err
     assert TOKEN not in err and "https://u:***@minio.example/b answered 503" in err, err
+
+
+def test_a_password_holding_slashes_or_at_signs_goes_whole():
+    from fleet.cli.guard import without_url_passwords
+    assert without_url_passwords("https://u:ab/cd+ef@minio/x") == "https://u:***@minio/x"   # a raw AWS secret
+    assert without_url_passwords("https://u:p@ss@h/x y@z") == "https://u:***@h/x y@z"
+    assert without_url_passwords("http://[::1]:8080/x") == "http://[::1]:8080/x"
+
+
+def test_an_internal_error_under_debug_shows_its_traceback_without_the_password(capsys):
+    """--debug on a bug (not a FleetError): the traceback, as Python prints it, but the URL's password
+    in the exception is ***."""
+    from fleet.cli.guard import guard
+
+    def broken() -> int:
+        raise ValueError(f"Invalid endpoint: https://ci:{TOKEN}@minio.example")
+    assert guard(broken, debug=True) == 1
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ValueError: Invalid endpoint: https://ci:***@minio" in err
+    assert TOKEN not in err
