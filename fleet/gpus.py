@@ -126,7 +126,7 @@ def _whole(text: str, max_count: int) -> int:
         if text.startswith("-"):
             raise GpuRequestError(f"must be a positive integer, got a {len(digits)}-digit negative number")
         raise GpuRequestError(f"must be at most {max_count} GPUs per lease, got a {len(digits)}-digit number")
-    return int(text)
+    return int(("-" if text.startswith("-") else "") + (digits or "0"))   # 4,400 leading zeros: int() refused
 
 
 def _count(value: int, max_count: int) -> int:

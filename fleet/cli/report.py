@@ -42,7 +42,7 @@ def report(
     """Cost and GPU-hours from the ledger, for managers. An empty period gives an empty report."""
     from ..render import check_format
     from ..report import build_report, parse_when, render
-    if json_out and fmt not in ("table", "json"):   # two answers asked for: neither is guessed
+    if json_out and fmt.lower() not in ("table", "json"):   # two answers asked for: neither is guessed
         from ..errors import UsageError
         raise UsageError(f"--json and --format {fmt} ask for two formats", hint="give one of them")
     fmt = check_format("json" if json_out else fmt, "report format")

@@ -57,6 +57,11 @@ def json_text(value) -> str:
     return json.dumps(to_jsonable(value), indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
+def _item_json(item) -> str:
+    from ..models import to_jsonable
+    return json.dumps(to_jsonable(item), indent=2, sort_keys=True, allow_nan=False)
+
+
 def json_list_chunks(key: str, items: Iterable, after: Callable[[], dict] = dict) -> Iterator[str]:
     """json_text({key: [*items], **after()}) a piece at a time, each item made and written only when
     its turn comes: a listing of thousands of records (`fleet runs ls --json`) need not be held whole,
@@ -68,11 +73,10 @@ def json_list_chunks(key: str, items: Iterable, after: Callable[[], dict] = dict
     items = iter(items)
     # The first item is asked for before anything is written: a listing that cannot start (the state
     # DB corrupt, FLEET_HOME not writable) left `{"runs": [` on stdout above its error line.
-    first = list(itertools.islice(items, 1))
+    first = [_item_json(item) for item in itertools.islice(items, 1)]   # made before the header: it may fail too
     yield "{\n  " + json.dumps(key) + ": ["
     sep = "\n    "
-    for item in itertools.chain(first, items):
-        text = json.dumps(to_jsonable(item), indent=2, sort_keys=True, allow_nan=False)
+    for text in itertools.chain(first, map(_item_json, items)):
         yield sep + text.replace("\n", "\n    ")   # JSON text holds no raw newline but its indentation
         sep = ",\n    "
     yield "]" if sep == "\n    " else "\n  ]"

@@ -96,3 +96,23 @@ def test_report_refuses_json_with_another_format_rather_than_guess(experiment, f
     assert "--json and --format csv" in line, line
     same = run_fleet(["report", "--format", "json", "--json"], cwd=experiment, timeout=60)
     assert same.returncode == 0 and json.loads(same.stdout)["by"] == "project", same.stderr
+
+
+def test_a_gpu_count_with_thousands_of_leading_zeros_is_read_as_its_value(experiment, fleet_home):
+    proc = run_fleet(["offers", "-p", "local", "--gpus", "0" * 4400 + "1", "--json"], cwd=experiment, timeout=60)
+    assert proc.returncode == 0 and "internal error" not in proc.stderr, proc.stderr
+    json.loads(proc.stdout)
+
+
+def test_report_json_with_format_json_in_capitals_is_one_format(experiment, fleet_home):
+    same = run_fleet(["report", "--format", "JSON", "--json"], cwd=experiment, timeout=60)
+    assert same.returncode == 0 and json.loads(same.stdout)["by"] == "project", same.stderr
+
+
+def test_a_first_item_that_cannot_be_written_leaves_no_json_start():
+    from fleet.render.data import json_list_chunks
+    out = []
+    with pytest.raises(TypeError):     # a record holding what JSON cannot say
+        for piece in json_list_chunks("runs", [{"meta": object()}]):
+            out.append(piece)
+    assert out == []
