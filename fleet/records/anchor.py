@@ -245,7 +245,8 @@ def _has_own_records(db) -> bool:
         return bool(db.execute("SELECT seq FROM run_records LIMIT 1"))
     from ..plan import current_user
     me = current_user()
-    for row in db.execute("SELECT body FROM run_records ORDER BY seq DESC"):
+    from .chain import record_rows
+    for row in record_rows(db, "seq, body"):          # a page at a time: a team's records are many
         with contextlib.suppress(ValueError, AttributeError):
             if json.loads(row["body"]).get("user") == me:
                 return True

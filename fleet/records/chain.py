@@ -234,39 +234,53 @@ def runs_referencing(snapshot_id: str, db=None) -> list[str]:
     return recorded + [r["id"] for r in live if r["id"] not in recorded]
 
 
-def iter_records(db=None, *, limit: int = 200, project: str | None = None,
-                 damaged: list[str] | None = None, page: int = 200) -> Iterator[RunRecord]:
-    """The newest `limit` records (of `project`), newest first, read `page` rows at a time: a listing of
-    thousands (`fleet runs ls --limit 6000 --json`) holds one page, not every record, at once. The
-    project lives in the body, so pages are read until enough match; filtering one page of `limit` rows
-    hid a project's runs behind others' newer ones. Pages follow seq (not OFFSET), so a record appended
-    meanwhile neither shifts a page nor shows twice. With `damaged`, a record that cannot be read is
-    left out and named there instead of raised."""
-    db = _db(db)
-    given, below = 0, None
-    while given < limit:
-        after = "" if below is None else " WHERE seq < ?"
-        rows = db.execute(f"SELECT * FROM run_records{after} ORDER BY seq DESC LIMIT ?",
-                          (page,) if below is None else (below, page))
+def record_rows(db, columns: str = "*", *, oldest_first: bool = False, after: int | None = None,
+                page: int = 200) -> Iterator[dict[str, Any]]:
+    """run_records rows, newest first (or oldest first), read `page` at a time: a walk over thousands
+    of records (`fleet audit --verify`, `fleet runs ls --limit 6000`) holds one page, not every record,
+    at once. Pages follow seq (not OFFSET), so a record appended meanwhile neither shifts a page nor
+    shows twice. `after`: only the rows past that seq in the walk's direction."""
+    op, order = (">", "ASC") if oldest_first else ("<", "DESC")
+    bound = after
+    while True:
+        where = "" if bound is None else f" WHERE seq {op} ?"
+        rows = db.execute(f"SELECT {columns} FROM run_records{where} ORDER BY seq {order} LIMIT ?",
+                          (page,) if bound is None else (bound, page))
         for row in rows:
-            below = row["seq"]
-            try:
-                record = _from_row(row)
-            except IntegrityError as exc:
-                if damaged is None:
-                    raise
-                damaged.append(exc.message)
-                continue
-            if project is None or record.project == project:
-                yield record
-                given += 1
-                if given >= limit:
-                    return
+            bound = row["seq"]
+            yield row
         if len(rows) < page:
             return
 
 
-def list_records(db=None, *, limit: int = 200, project: str | None = None,
+def iter_records(db=None, *, limit: int | None = 200, project: str | None = None,
+                 damaged: list[str] | None = None, page: int = 200,
+                 oldest_first: bool = False) -> Iterator[RunRecord]:
+    """The newest `limit` records (of `project`; None: all of them), newest first (or the oldest,
+    oldest first), read a page at a time (record_rows). The project lives in the body, so pages are
+    read until enough match; filtering one page of `limit` rows hid a project's runs behind others'
+    newer ones. With `damaged`, a record that cannot be read is left out and named there instead of
+    raised."""
+    db = _db(db)
+    given = 0
+    if limit is not None and limit <= 0:
+        return
+    for row in record_rows(db, oldest_first=oldest_first, page=page):
+        try:
+            record = _from_row(row)
+        except IntegrityError as exc:
+            if damaged is None:
+                raise
+            damaged.append(exc.message)
+            continue
+        if project is None or record.project == project:
+            yield record
+            given += 1
+            if limit is not None and given >= limit:
+                return
+
+
+def list_records(db=None, *, limit: int | None = 200, project: str | None = None,
                  damaged: list[str] | None = None) -> list[RunRecord]:
     """iter_records(...) as a list."""
     return list(iter_records(db, limit=limit, project=project, damaged=damaged))
@@ -279,10 +293,15 @@ def verify_chain(db=None, *, from_seq: int | None = None) -> list[str]:
     db = _db(db)
     problems: list[str] = []
     prev, prev_label, prev_ok = GENESIS, "the start of the chain", True
-    for row in db.execute("SELECT * FROM run_records ORDER BY seq"):
-        if from_seq is not None and row["seq"] < from_seq:
-            prev, prev_label, prev_ok = row["hash"], f"run record #{row['seq']} (run {row['run_id']})", True
-            continue
+    after = None
+    if from_seq is not None:
+        before = db.execute("SELECT seq, run_id, hash FROM run_records WHERE seq < ? ORDER BY seq DESC LIMIT 1",
+                            (from_seq,))
+        if before:
+            row = before[0]
+            prev, prev_label = row["hash"], f"run record #{row['seq']} (run {row['run_id']})"
+        after = from_seq - 1
+    for row in record_rows(db, oldest_first=True, after=after):
         label = f"run record #{row['seq']} (run {row['run_id']})"
         body = row["body"].encode()
         try:
@@ -309,4 +328,4 @@ def verify_chain_or_raise(db=None) -> int:
     if problems:
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         raise IntegrityError(problems[0] + more)
-    return len(_db(db).execute("SELECT seq FROM run_records"))
+    return int(_db(db).execute("SELECT COUNT(*) AS n FROM run_records")[0]["n"])

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import FleetError, IntegrityError, UsageError
-from .chain import REDACTED, RunRecord, get_record, list_records, verify_chain
+from .chain import REDACTED, RunRecord, get_record, iter_records, verify_chain
 
 if TYPE_CHECKING:
     from ..environment.model import PinnedEnvironment
@@ -160,13 +160,16 @@ def audit_verify(*, deep: bool = False, db=None) -> dict[str, Any]:
     db = _db(db)
     chain = verify_chain(db)
     unreadable: list[str] = []      # verify_chain names them already: their snapshots are unknown
-    records = list_records(db, limit=1_000_000, damaged=unreadable)
-    store_urls = {r.store for r in records if r.store}
-    chain += check_anchors(db, store_urls)
     stores = _stores()
+    store_urls: set[str] = set()
     checked: dict[tuple[str, str], list[str]] = {}
     snapshot_problems: list[str] = []
-    for rec in reversed(records):
+    records = 0
+    # Oldest first, a page at a time: a chain of thousands of records is never held at once.
+    for rec in iter_records(db, limit=None, damaged=unreadable, oldest_first=True):
+        records += 1
+        if rec.store:
+            store_urls.add(rec.store)
         for role, sid in rec.snapshot_ids().items():
             key = (rec.store, sid)
             if key not in checked:
@@ -175,7 +178,8 @@ def audit_verify(*, deep: bool = False, db=None) -> dict[str, Any]:
                 except FleetError as exc:
                     checked[key] = [exc.one_line()]
             snapshot_problems += [f"run {rec.run_id} {role}: {p}" for p in checked[key]]
-    return {"records": len(records), "snapshots_checked": len(checked), "chain_problems": chain,
+    chain += check_anchors(db, store_urls)
+    return {"records": records, "snapshots_checked": len(checked), "chain_problems": chain,
             "snapshot_problems": snapshot_problems, "ok": not chain and not snapshot_problems,
             "anchor_notes": anchor_notes(db, store_urls) if records else []}
 

@@ -107,3 +107,27 @@ def test_a_month_old_orphan_is_closed_in_one_row(db):
     assert ledger.spent_micro(project="vision") == added
     report = build_report(ledger, by="project")
     assert report is not None and ledger.verify() == []
+
+
+def test_a_missing_anchor_is_found_past_the_first_page_of_a_team_database(postgres_url, fleet_home):
+    """Whether a team member should hold an anchor: their own record may be the team's oldest. The
+    records are read a page at a time (no query returns them all), and the oldest is still reached."""
+    from fleet.records.anchor import check_anchors, tip_path
+    db = PostgresDatabase(postgres_url)
+    try:
+        append_record(RunRecord(run_id="r-mine", command="x", user="tester"), db)
+        for i in range(450):
+            append_record(RunRecord(run_id=f"r-{i:03d}", command="x", user="alice"), db)
+        tip_path(db).unlink()
+        sizes = []
+        execute = db.execute
+
+        def spy(sql, params=()):
+            rows = execute(sql, params)
+            sizes.append(len(rows))
+            return rows
+        db.execute = spy
+        assert [p for p in check_anchors(db) if "is missing" in p], "tester's own record went unseen"
+        assert max(sizes) <= 200, max(sizes)
+    finally:
+        db.close()
