@@ -50,6 +50,9 @@ def guard(call: Callable[[], int], debug: bool, extra: Callable[[BaseException],
         if _about_a_path(exc):   # the path given is the problem, not fleet: say which and why
             print(f"fleet: error: {_shown(_failed_path(exc))}: {exc.strerror}{_space_hint(exc)}", file=sys.stderr)
             return ExitCode.ENVIRONMENT
+        if _no_space(exc):   # a full disk met while flushing a file on close names no file
+            print(f"fleet: error: {_shown(_where_full(exc))}", file=sys.stderr)
+            return ExitCode.ENVIRONMENT
         if isinstance(exc, RuntimeError) and "home directory" in str(exc):   # pathlib's, for ~ or ~user
             print("fleet: error: a path starts with ~ but that home directory is unknown (no such user, or "
                   "HOME unset with no passwd entry): give the path in full, or set HOME", file=sys.stderr)
@@ -81,6 +84,36 @@ def _failed_path(exc: OSError) -> str:
     the destination's (a local machine's agent copied into a full FLEET_HOME named fleet's own
     agent.py, so the space was looked for in the wrong place)."""
     return str(exc.filename2 if exc.filename2 is not None and _writes_failed(exc) else exc.filename)
+
+
+def _no_space(exc: BaseException) -> bool:
+    import errno
+    return isinstance(exc, OSError) and exc.filename is None and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+
+
+def _where_full(exc: OSError) -> str:
+    """A full disk whose OSError names no file (a buffered write that failed as the file closed: a
+    local machine's host key or authorized_keys in a full FLEET_HOME) was `internal error: OSError:
+    [Errno 28] No space left on device`, a bug report for a full disk. The places fleet writes on
+    this computer are named instead with the space left on each (only the nearly full ones, if any are)."""
+    import os
+    from ..render.units import human_size
+    places = [("FLEET_HOME", os.environ.get("FLEET_HOME") or os.path.join(os.path.expanduser("~"), ".fleet")),
+              ("the current directory (runs/ is written under it)", os.getcwd())]
+    shown = []
+    for name, path in places:
+        try:
+            st = os.statvfs(path)
+        except OSError:
+            continue
+        free = st.f_bavail * st.f_frsize
+        shown.append((free >= _LOW_SPACE, f"{name} {path} ({human_size(free)} free)"))
+    low = [text for roomy, text in shown if not roomy]
+    where = "; ".join(low or [text for _, text in shown]) or "the filesystem fleet was writing to"
+    return f"{exc.strerror or 'No space left on device'} while writing: {where}: free space there and run again"
+
+
+_LOW_SPACE = 64 * 1024 * 1024   # less than this left: that filesystem is named first, as the likely full one
 
 
 def _space_hint(exc: OSError) -> str:

@@ -55,3 +55,31 @@ def test_a_full_disk_under_a_copy_names_where_it_was_writing_not_what_it_read(ca
     assert err.splitlines() == [err]
     assert err.startswith(f"fleet: error: {target}: No space left on device") and str(source) not in err
     assert "free space" in err
+
+
+def test_a_full_disk_that_names_no_file_is_one_line_naming_fleet_home(capsys, tmp_path, monkeypatch):
+    """A local machine's host key written into a full FLEET_HOME failed as the file closed, an OSError
+    with no file name: `fleet up` said `internal error: OSError: [Errno 28] No space left on device
+    (rerun with --debug …)`, a bug report for a full disk. It now names the full place and what to do."""
+    import os
+    from fleet.cli.guard import guard
+    home, cwd = tmp_path / "home", tmp_path / "work"
+    home.mkdir()
+    cwd.mkdir()
+    monkeypatch.setenv("FLEET_HOME", str(home))
+    monkeypatch.chdir(cwd)
+    real = os.statvfs
+
+    class Full:
+        f_bavail, f_frsize = 3, 4096
+
+    monkeypatch.setattr(os, "statvfs", lambda p: Full() if str(p) == str(home) else real(p))
+
+    def fail() -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    assert guard(fail, debug=False) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and "internal" not in err
+    assert err == (f"fleet: error: No space left on device while writing: FLEET_HOME {home} (12.0 KiB free): "
+                   "free space there and run again")
