@@ -273,8 +273,31 @@ def start_watchdog(directory: Path, machine_id: str, *, ttl_s: float, max_s: flo
             break
         time.sleep(0.01)
     if not (state / "watchdog.pid").exists():
-        raise InfrastructureError(f"watchdog for machine {machine_id} did not start (see {state / 'watchdog.log'})")
+        raise InfrastructureError(f"watchdog for machine {machine_id} did not start: {_last_words(state / 'watchdog.log')}")
     return proc.pid
+
+
+def _last_words(log: Path) -> str:
+    """Why the watchdog ended, from its log: the machine's directory, log and all, is deleted when the
+    failed lease is released, so `see …/watchdog.log` named a file that no longer existed (a full
+    FLEET_HOME: the watchdog could not write its pid file, the one place that said so gone)."""
+    try:
+        with open(log, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - 4096))
+            lines = [line.strip() for line in fh.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    except OSError as exc:
+        return f"its log {log} cannot be read ({exc.strerror or exc})"
+    if lines:
+        return lines[-1]
+    machines = log.parents[3]   # <machines>/<id>/root/.fleet/watchdog.log: the id's directory goes at release
+    try:
+        free = shutil.disk_usage(log.parent).free
+    except OSError:
+        free = None
+    if free is not None and free < 1 << 20:
+        return f"it could not even write its log: {free // 1024} KiB free on the disk of {machines}: free space there"
+    return "it wrote nothing to its log"
 
 
 def pid_alive(pid: int) -> bool:
