@@ -139,7 +139,19 @@ class _Marker:
         if self.backend is None:
             return
         began = time.monotonic()
-        self.backend.put(self.name, b"fleet store marker\n")
+        try:
+            self.backend.put(self.name, b"fleet store marker\n")
+        except EnvironmentProblem:
+            # On a full disk the marker's file is created but its body not written: left there, it
+            # made `fleet snapshot gc` (which the store-full error itself suggests) refuse for
+            # MARKER_TTL_S as "a snapshot write is in progress". A first write takes it back; a
+            # failed rewrite keeps it, its holder still working.
+            if self.written_at is None:
+                try:
+                    self.backend.delete(self.name)
+                except Exception:      # noqa: BLE001 — it expires after MARKER_TTL_S in any case
+                    pass
+            raise
         self.written_at = began
         with _live_lock:
             _live.add(self)
