@@ -59,10 +59,15 @@ def _aligned_buffer(n: int) -> mmap.mmap:
     return buf
 
 
-def _store_write_error(path: Path, exc: OSError) -> EnvironmentProblem:
+def _store_write_error(root: Path, path: Path, exc: OSError) -> EnvironmentProblem:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return EnvironmentProblem(f"snapshot store {path.parent} is full; nothing was published",
-                                  hint="free space, then `fleet snapshot gc` to drop partial chunks")
+        # The store, not the chunk's fan-out directory (`…/store/chunks/f9 is full`), and a gc that
+        # deletes: plain `gc` keeps chunks younger than its hour of grace, which are exactly the ones
+        # this create wrote, so it freed nothing. Markers (store_guard.py) keep a gc of grace 0 off a
+        # write still under way.
+        return EnvironmentProblem(f"snapshot store {root} is full; nothing was published",
+                                  hint="`fleet snapshot gc --grace 0` deletes the chunks this write left; then "
+                                       "free space on that disk, or give the store more room")
     return EnvironmentProblem(f"cannot write to snapshot store at {path}: {exc.strerror or exc}")
 
 
@@ -131,7 +136,7 @@ class LocalStore:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise _store_write_error(path, exc) from None
+            raise _store_write_error(self.root, path, exc) from None
 
     # -- chunks ---------------------------------------------------------------------------------
     def _chunk(self, h: str) -> Path:
@@ -197,7 +202,7 @@ class LocalStore:
         except OSError as exc:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            raise _store_write_error(Path(final), exc) from None
+            raise _store_write_error(self.root, Path(final), exc) from None
         return True
 
     def _open_new(self, tmp: str, flags: int) -> int:
@@ -305,7 +310,7 @@ class LocalStore:
             parallel(files, _fsync_path, FLUSH_THREADS)
             parallel(dirs, _fsync_path, FLUSH_THREADS)
         except OSError as exc:
-            raise _store_write_error(self.root / "chunks", exc) from None
+            raise _store_write_error(self.root, self.root / "chunks", exc) from None
 
     # -- manifests ------------------------------------------------------------------------------
     def put_manifest(self, snapshot_id: str, data: bytes) -> None:

@@ -142,13 +142,19 @@ def test_disk_full_leaves_no_snapshot(store, tree, monkeypatch):
         return real_write(fd, data)
 
     monkeypatch.setattr(local_store.os, "write", failing)
-    with pytest.raises(EnvironmentProblem, match="full"):
+    with pytest.raises(EnvironmentProblem, match="full") as caught:
         create_snapshot(tree, store, name="never", workers=1)
     monkeypatch.setattr(local_store.os, "write", real_write)
     assert len(chunks_written) == 2
     assert store.list_manifests() == [] and store.list_refs() == {}
     assert list((store.root / "tmp").iterdir()) == []      # the half-written chunk is gone
     assert list((store.root / "chunks").glob("*/.*")) == []
+    # The store is named (not its chunks/f9), and the gc the line gives is one that frees the space:
+    # plain `fleet snapshot gc` keeps chunks younger than an hour, exactly the ones this create wrote.
+    line = caught.value.one_line()
+    assert line.startswith(f"snapshot store {store.root} is full; nothing was published"), line
+    assert "`fleet snapshot gc --grace 0`" in line
+    assert gc(store)["deleted_chunks"] == 0
     assert gc(store, grace_s=0)["deleted_chunks"] >= 1     # the orphaned chunk goes
 
 
