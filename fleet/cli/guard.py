@@ -50,6 +50,9 @@ def guard(call: Callable[[], int], debug: bool, extra: Callable[[BaseException],
         if _about_a_path(exc):   # the path given is the problem, not fleet: say which and why
             print(f"fleet: error: {_shown(_failed_path(exc))}: {exc.strerror}{_space_hint(exc)}", file=sys.stderr)
             return ExitCode.ENVIRONMENT
+        if isinstance(exc, OSError) and exc.errno in _NO_DESCRIPTORS:
+            print(f"fleet: error: {_shown(_descriptors_line(exc))}", file=sys.stderr)
+            return ExitCode.ENVIRONMENT
         if _no_space(exc):   # a full disk met while flushing a file on close names no file
             print(f"fleet: error: {_shown(_where_full(exc))}", file=sys.stderr)
             return ExitCode.ENVIRONMENT
@@ -84,6 +87,25 @@ def _failed_path(exc: OSError) -> str:
     the destination's (a local machine's agent copied into a full FLEET_HOME named fleet's own
     agent.py, so the space was looked for in the wrong place)."""
     return str(exc.filename2 if exc.filename2 is not None and _writes_failed(exc) else exc.filename)
+
+
+_NO_DESCRIPTORS = (24, 23)   # EMFILE, ENFILE (Linux and the BSDs alike)
+
+
+def _descriptors_line(exc: OSError) -> str:
+    """`ulimit -n 14` made `fleet up` end `internal error: OSError: [Errno 24] Too many open files`:
+    a limit of this shell, not a bug. The limit is named, and how to raise it."""
+    import errno
+    if exc.errno == errno.ENFILE:
+        return "the system's table of open files is full (ENFILE): close programs, or raise fs.file-max"
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return "too many open files for this shell's limit: raise it (`ulimit -n 1024`) and run again"
+    to = 1024 if hard == resource.RLIM_INFINITY else min(1024, hard)
+    raise_it = f"raise it (`ulimit -n {to}`) and run again" if to > soft else "raise the hard limit and run again"
+    return f"too many open files: this shell allows {soft} (`ulimit -n`); {raise_it}"
 
 
 def _no_space(exc: BaseException) -> bool:

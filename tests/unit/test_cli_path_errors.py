@@ -83,3 +83,20 @@ def test_a_full_disk_that_names_no_file_is_one_line_naming_fleet_home(capsys, tm
     assert err.splitlines() == [err] and "internal" not in err
     assert err == (f"fleet: error: No space left on device while writing: FLEET_HOME {home} (12.0 KiB free): "
                    "free space there and run again")
+
+
+@pytest.mark.parametrize("filename", [None, "/some/file"])
+def test_too_many_open_files_names_the_limit_not_a_bug(capsys, monkeypatch, filename):
+    """`ulimit -n 14; fleet up` ended `fleet: internal error: OSError: [Errno 24] Too many open files
+    (rerun with --debug …)`: the shell's limit, said as a bug in fleet."""
+    import resource
+    from fleet.cli.guard import guard
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (14, 4096))
+
+    def fail() -> int:
+        raise OSError(errno.EMFILE, "Too many open files", filename)
+
+    assert guard(fail, debug=False) == 3
+    err = capsys.readouterr().err.strip()
+    assert err == ("fleet: error: too many open files: this shell allows 14 (`ulimit -n`); raise it "
+                   "(`ulimit -n 1024`) and run again")
