@@ -104,7 +104,8 @@ def _descriptors_line(exc: OSError) -> str:
     except (ImportError, OSError, ValueError):
         return "too many open files for this shell's limit: raise it (`ulimit -n 1024`) and run again"
     to = 1024 if hard == resource.RLIM_INFINITY else min(1024, hard)
-    raise_it = f"raise it (`ulimit -n {to}`) and run again" if to > soft else "raise the hard limit and run again"
+    raise_it = f"raise it (`ulimit -n {to}`) and run again" if to > soft else \
+        "that is its hard limit too (`ulimit -n N` sets both): run from a new shell, or raise the hard limit"
     return f"too many open files: this shell allows {soft} (`ulimit -n`); {raise_it}"
 
 
