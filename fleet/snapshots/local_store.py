@@ -21,7 +21,6 @@ import errno
 import fcntl
 import mmap
 import os
-import struct
 import threading
 import time
 from datetime import datetime, timezone
@@ -30,6 +29,7 @@ from typing import Iterable, Iterator, Mapping
 
 from ..errors import EnvironmentProblem, IntegrityError, NotFound
 from ..regular_files import read_regular
+from .remote_files import spread_subdirs
 from .store import (HEX64, MAX_CHUNK_BYTES, STORE_FORMAT, ManifestInfo, check_name, format_record, is_snapshot_id, manifest_name,
                     parse_format, read_ref_file)
 
@@ -41,7 +41,6 @@ LIST_FROM = 8                    # has_chunks lists a fan-out directory asked ab
 DIRENT_BYTES = 80                # about what one 64-hex name costs in a directory's size
 YOUNG_S = 300                    # a chunk found this recently written may not be durable yet
 FLUSH_THREADS = 16               # concurrent fsyncs: they share the journal's commits or the device's flushes
-_FS_IOC_GETFLAGS, _FS_IOC_SETFLAGS, _FS_TOPDIR_FL = 0x80086601, 0x40086602, 0x00020000   # linux/fs.h
 _local = threading.local()
 # In every temporary chunk name beside the pid: processes sharing a store from different pid
 # namespaces (a container, a sandbox) can have the same pid and thread id, and one must not take
@@ -226,7 +225,7 @@ class LocalStore:
         allocated near its own. Best effort: other filesystems ignore or refuse the flag."""
         if not self._spread:
             self._spread = True
-            _mark_top_directory(self._chunks_dir)
+            spread_subdirs(self._chunks_dir)
         os.makedirs(directory, exist_ok=True)
 
     def _write_cached(self, tmp: str, data: bytes | memoryview) -> None:
@@ -378,22 +377,6 @@ def _real_dirs(path: Path) -> list[Path]:
     """The directories in `path`, links to one left out (gc must not reach outside the store)."""
     with os.scandir(path) as entries:
         return [Path(e.path) for e in entries if e.is_dir(follow_symlinks=False)]
-
-
-def _mark_top_directory(path: str) -> None:
-    """Set FS_TOPDIR_FL on a directory (ext2/3/4: spread its subdirectories); nothing elsewhere."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        flags = struct.unpack("l", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, struct.pack("l", 0)))[0]
-        if not flags & _FS_TOPDIR_FL:
-            fcntl.ioctl(fd, _FS_IOC_SETFLAGS, struct.pack("l", flags | _FS_TOPDIR_FL))
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _fsync_path(path: str) -> None:

@@ -1,6 +1,6 @@
 """Sync snapshots onto machines: only chunks a host lacks cross the wire, verified on arrival.
 
-Per machine, one SSH channel runs the stdlib helper (remote_cache + remote_tree + remote_patch +
+Per machine, one SSH channel runs the stdlib helper (remote_files + remote_cache + remote_tree + remote_patch +
 remote_helper), which the host keeps in its chunk cache by hash (and compiled): a few-line bootstrap
 runs it, and fetches it over the same channel only when the host lacks it. The chunk cache is per
 host and user, outside every lease (`host_cache_dir`), so a second run with the same data on the

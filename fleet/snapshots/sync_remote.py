@@ -1,6 +1,6 @@
 """The machine side of a sync, seen from the controller: where a host keeps its chunk cache and a
 lease's data, how big the cache may grow, and the command that starts the stdlib helper
-(remote_cache + remote_tree + remote_patch + remote_peer + remote_helper), which the host keeps cached under its hash."""
+(remote_files + remote_cache + remote_tree + remote_patch + remote_peer + remote_helper), which the host keeps cached under its hash."""
 from __future__ import annotations
 
 import hashlib
@@ -85,7 +85,7 @@ exec(code,{'__name__':'__main__','STREAM':S,'FIRST':F,'ROOT':R})
 def helper_source() -> bytes:
     here = os.path.dirname(os.path.abspath(__file__))     # plain files beside this one (no importlib.resources)
     parts = []
-    for name in ("remote_cache.py", "remote_tree.py", "remote_patch.py", "remote_peer.py", "remote_helper.py"):
+    for name in ("remote_files.py", "remote_cache.py", "remote_tree.py", "remote_patch.py", "remote_peer.py", "remote_helper.py"):
         with open(os.path.join(here, name), encoding="utf-8") as f:
             parts.append(f.read())
     return "\n".join(parts).encode()
