@@ -71,9 +71,13 @@ try:
     staged = code_state(code, data)
 except Exception:
     staged = None
+try:
+    site = site_state(venv)
+except Exception:
+    site = None
 print(json.dumps({"ended": left + len(found), "clean": bool(clean) and leaf_clean is not False,
                   "cgroup_emptied": leaf_clean, "outputs_left": os.path.exists(out_dir), "env_state": state,
-                  "code_state": staged}))
+                  "code_state": staged, "site_state": site}))
 """
 
 
@@ -85,6 +89,7 @@ class ResetResult:
     cgroup_emptied: bool | None = None   # its cgroup leaf is empty (None: the machine has no cgroup unit)
     env_state: str | None = None         # the machine's environment state after the reset (trial_env.py)
     code_state: str | None = None        # its staged code's state (trial_env.code_state)
+    site_state: str | None = None        # its venv's site-packages state (trial_env.site_state)
 
 
 def reset_machine(machine: Machine, run_id: str, leaf: str, env: tuple[str, str, str] = ("", "", "")) -> ResetResult:
@@ -112,4 +117,5 @@ def reset_machine(machine: Machine, run_id: str, leaf: str, env: tuple[str, str,
         return ResetResult(machine.id, 0, False)
     clean = bool(got.get("clean")) and not got.get("outputs_left")
     return ResetResult(machine.id, int(got.get("ended", 0)), clean, got.get("cgroup_emptied"),
-                       got.get("env_state") if clean else None, got.get("code_state"))
+                       got.get("env_state") if clean else None, got.get("code_state"),
+                       got.get("site_state"))

@@ -150,6 +150,11 @@ class Scheduler:
                 if changed:
                     refused.append(f"had their staged code or data changed by {changed[0]}")
                     raise MachineUnreachable(f"machines {slot.label}: the staged code or data was changed by {changed[0]}")
+                patched = [self.environments.site_changed[m] for m in slot.machine_ids
+                           if m in self.environments.site_changed]
+                if patched:
+                    refused.append(f"had their venv's site-packages changed by {patched[0]}")
+                    raise MachineUnreachable(f"machines {slot.label}: the venv's site-packages were changed by {patched[0]}")
                 state = True if after is None else reset_ok.get(after, True)   # no early reset: none to doubt
                 if state is False:                 # tried again once (None: failed twice), whichever caller is first
                     state = reset_ok[after] = self._reset(ctx, slot, after) or None
@@ -219,6 +224,14 @@ class Scheduler:
                     self.environments.code_changed[got.machine_id] = run_id
                     self.events.warn(f"machine {got.machine_id}: {run_id} changed the staged code or data there: no "
                                      "more trials on it (their records pin them as staged)")
+                site = self.environments.site.get(got.machine_id)
+                if None not in (site, got.site_state) and got.site_state != site \
+                        and got.machine_id not in self.environments.site_changed:
+                    # Not probed again: the probe trusts RECORD's hashes, so a library patched in
+                    # place would run in later trials whose records show the pool's environment.
+                    self.environments.site_changed[got.machine_id] = run_id
+                    self.events.warn(f"machine {got.machine_id}: {run_id} changed files in the venv's site-packages "
+                                     "there: no more trials on it (their records would show the pool's environment)")
                 if got.ended:   # said, not silent: a trial that daemonises also ran past its own end
                     self.events.warn(f"machine {got.machine_id}: {run_id} left {got.ended} process(es) running "
                                      "after its command ended; the reset ended them")

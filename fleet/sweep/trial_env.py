@@ -101,11 +101,36 @@ def code_state(code, data="", budget_s=20.0):
                 except OSError:
                     h.update(("%s -\n" % p).encode())
     return h.hexdigest()
+
+
+def site_state(venv, budget_s=10.0):
+    # Every entry under the venv's site-packages (lstat, ctime included), __pycache__ aside (Python
+    # writes it on import). The probe trusts RECORD's hashes without reading the files they name, so a
+    # library a trial patched in place showed only here. None: no venv, or unread past budget_s.
+    import glob, hashlib, os, time
+    if not venv:
+        return None
+    h, end = hashlib.sha256(), time.monotonic() + budget_s
+    for site in sorted(glob.glob(os.path.join(venv, "lib*", "python*", "site-packages"))):
+        for base, dirs, files in os.walk(site):
+            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            if time.monotonic() > end:
+                return None
+            for name in dirs + sorted(files):
+                p = os.path.join(base, name)
+                try:
+                    s = os.lstat(p)
+                    h.update(("%s %o %d %d %d %d\n" % (p, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns,
+                                                        s.st_ino)).encode())
+                except OSError:
+                    h.update(("%s -\n" % p).encode())
+    return h.hexdigest()
 '''
 
 _BASELINE = ENV_STATE + r'''
 import json, sys
-print(json.dumps({"env_state": env_state(sys.argv[1], sys.argv[2]), "code_state": code_state(sys.argv[2], sys.argv[3])}))
+print(json.dumps({"env_state": env_state(sys.argv[1], sys.argv[2]), "code_state": code_state(sys.argv[2], sys.argv[3]),
+                  "site_state": site_state(sys.argv[1])}))
 '''
 
 
@@ -118,9 +143,9 @@ def env_paths(lease: Lease, machine: Machine) -> tuple[str, str, str]:
     return python_env_dir(lease, machine.id) or "", code_dir(machine), data_root(machine)
 
 
-def read_state(lease: Lease, machine: Machine) -> tuple[str | None, str | None]:
-    """The machine's environment state and its staged code's state now (one short stdlib process),
-    None where unreadable."""
+def read_state(lease: Lease, machine: Machine) -> tuple[str | None, str | None, str | None]:
+    """The machine's environment state, its staged code's state and its venv's site-packages state
+    now (one short stdlib process), None where unreadable."""
     from ..remote.ssh import connect
     venv, code, data = env_paths(lease, machine)
     try:
@@ -128,9 +153,9 @@ def read_state(lease: Lease, machine: Machine) -> tuple[str | None, str | None]:
             result = s.run(shlex.join([machine.python, "-S", "-c", _BASELINE, venv, code, data]), check=False,
                            timeout=60)
         got = json.loads(result.stdout.strip().splitlines()[-1])
-        return got.get("env_state"), got.get("code_state")
+        return got.get("env_state"), got.get("code_state"), got.get("site_state")
     except Exception:  # noqa: BLE001 — no state: the trials probe as any run does
-        return None, None
+        return None, None, None
 
 
 class TrialEnvironments:
@@ -144,6 +169,8 @@ class TrialEnvironments:
         self.live: dict[str, set[str]] = {}       # per machine: trials that may run there (begun, not reset)
         self.code: dict[str, str | None] = {}     # per machine: its staged code's state after setup
         self.code_changed: dict[str, str] = {}    # per machine: the trial after which that state differed
+        self.site: dict[str, str | None] = {}     # per machine: its venv's site-packages state after setup
+        self.site_changed: dict[str, str] = {}    # per machine: the trial after which that state differed
         self.begun: dict[str, int] = {}           # per machine: how many trials have begun there
 
     def begin(self, lease: Lease, run_id: str) -> None:

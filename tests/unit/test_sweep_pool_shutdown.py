@@ -18,7 +18,7 @@ def test_the_states_are_read_beside_the_probe_once_pools_take_no_more_work(tmp_p
 
     def read_state(lease_, m):
         beside.wait()
-        return f"state-{m.id}", f"code-{m.id}"
+        return f"state-{m.id}", f"code-{m.id}", f"site-{m.id}"
 
     def probe(self, ctx, lease_, store, pinned):
         beside.wait()
@@ -31,3 +31,4 @@ def test_the_states_are_read_beside_the_probe_once_pools_take_no_more_work(tmp_p
     assert machines.capture_environment(SimpleNamespace(), lease, None, None) is None
     assert machines.environments.current == {"m-0": "state-m-0", "m-1": "state-m-1"}
     assert machines.environments.code == {"m-0": "code-m-0", "m-1": "code-m-1"}
+    assert machines.environments.site == {"m-0": "site-m-0", "m-1": "site-m-1"}

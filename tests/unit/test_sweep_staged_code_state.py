@@ -42,3 +42,16 @@ def test_a_reset_that_ended_leftover_processes_says_so(monkeypatch):
     s, ctx, slot, warned = _scheduler({"m-0": None, "m-1": None})
     assert s._reset(ctx, slot, "r-1")
     assert warned == ["machine m-1: r-1 left 3 process(es) running after its command ended; the reset ended them"]
+
+
+def test_a_changed_site_packages_state_retires_the_machine_once_and_an_unread_one_does_not(monkeypatch):
+    states = {"m-0": None, "m-1": "patched"}
+    monkeypatch.setattr(scheduler_module, "env_paths", lambda lease, m: ("/w/venv", "/w/work", "/w/data"))
+    monkeypatch.setattr(scheduler_module, "reset_machine",
+                        lambda m, run_id, leaf, env: ResetResult(m.id, 0, True, site_state=states[m.id]))
+    s, ctx, slot, warned = _scheduler(states)
+    s.environments.site.update({"m-0": "after-setup", "m-1": "after-setup"})
+    assert s._reset(ctx, slot, "r-1") and s._reset(ctx, slot, "r-2")
+    assert s.environments.site_changed == {"m-1": "r-1"} and s.environments.code_changed == {}
+    assert warned == ["machine m-1: r-1 changed files in the venv's site-packages there: no more trials on it "
+                      "(their records would show the pool's environment)"]
