@@ -75,7 +75,24 @@ try:
     site = site_state(venv)
 except Exception:
     site = None
-print(json.dumps({"ended": left + len(found), "clean": bool(clean) and leaf_clean is not False,
+# Where trials write: a trial that filled the disk (or its inodes) there left every later trial on the
+# machine to fail fast. Below the floor (5% of the filesystem, at most 1 GiB / 10,000 inodes) it is said.
+low, seen = [], set()
+for label, path in (("$HOME", os.path.expanduser("~")), ("the temp directory", os.environ.get("TMPDIR") or "/tmp"),
+                    ("the workdir", os.path.dirname(os.path.dirname(out_dir)))):
+    try:
+        fs, dev = os.statvfs(path), os.stat(path).st_dev
+    except OSError:
+        continue
+    if dev in seen:
+        continue
+    seen.add(dev)
+    free, total = fs.f_bavail * fs.f_frsize, fs.f_blocks * fs.f_frsize
+    if total and free < min(1 << 30, total // 20):
+        low.append("%s (%s) has %d MiB free of %d MiB" % (label, path, free >> 20, total >> 20))
+    if fs.f_files and fs.f_favail < min(10000, fs.f_files // 20):
+        low.append("%s (%s) has %d inodes free of %d" % (label, path, fs.f_favail, fs.f_files))
+print(json.dumps({"low_space": "; ".join(low) or None, "ended": left + len(found), "clean": bool(clean) and leaf_clean is not False,
                   "cgroup_emptied": leaf_clean, "outputs_left": os.path.exists(out_dir), "env_state": state,
                   "code_state": staged, "site_state": site}))
 """
@@ -90,6 +107,7 @@ class ResetResult:
     env_state: str | None = None         # the machine's environment state after the reset (trial_env.py)
     code_state: str | None = None        # its staged code's state (trial_env.code_state)
     site_state: str | None = None        # its venv's site-packages state (trial_env.site_state)
+    low_space: str | None = None         # where trials write, what is below the floor of free space or inodes
 
 
 def reset_machine(machine: Machine, run_id: str, leaf: str, env: tuple[str, str, str] = ("", "", "")) -> ResetResult:
@@ -118,4 +136,4 @@ def reset_machine(machine: Machine, run_id: str, leaf: str, env: tuple[str, str,
     clean = bool(got.get("clean")) and not got.get("outputs_left")
     return ResetResult(machine.id, int(got.get("ended", 0)), clean, got.get("cgroup_emptied"),
                        got.get("env_state") if clean else None, got.get("code_state"),
-                       got.get("site_state"))
+                       got.get("site_state"), got.get("low_space"))

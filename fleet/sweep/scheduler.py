@@ -56,6 +56,7 @@ class Scheduler:
         self.results: dict[str, TrialResult] = {}
         self.stop = SweepStop()
         self.resets_unclean: list[str] = []
+        self.low_space: dict[str, str] = {}   # per machine: where trials write, below the floor, and after which trial
         self.machine_micro = 0              # one machine's price per hour
         self.timeout_s = 0.0
         self.lost_slots = 0
@@ -155,6 +156,10 @@ class Scheduler:
                 if patched:
                     refused.append(f"had their venv's site-packages changed by {patched[0]}")
                     raise MachineUnreachable(f"machines {slot.label}: the venv's site-packages were changed by {patched[0]}")
+                full = [self.low_space[m] for m in slot.machine_ids if m in self.low_space]
+                if full:
+                    refused.append(f"are short of disk space ({full[0]})")
+                    raise MachineUnreachable(f"machines {slot.label} are short of disk space: {full[0]}")
                 state = True if after is None else reset_ok.get(after, True)   # no early reset: none to doubt
                 if state is False:                 # tried again once (None: failed twice), whichever caller is first
                     state = reset_ok[after] = self._reset(ctx, slot, after) or None
@@ -232,6 +237,9 @@ class Scheduler:
                     self.environments.site_changed[got.machine_id] = run_id
                     self.events.warn(f"machine {got.machine_id}: {run_id} changed files in the venv's site-packages "
                                      "there: no more trials on it (their records would show the pool's environment)")
+                if got.low_space and got.machine_id not in self.low_space:
+                    self.low_space[got.machine_id] = f"after {run_id} {got.low_space}"
+                    self.events.warn(f"machine {got.machine_id}: after {run_id} {got.low_space}: no more trials on it")
                 if got.ended:   # said, not silent: a trial that daemonises also ran past its own end
                     self.events.warn(f"machine {got.machine_id}: {run_id} left {got.ended} process(es) running "
                                      "after its command ended; the reset ended them")
