@@ -60,6 +60,8 @@ class Scheduler:
         self.machine_micro = 0              # one machine's price per hour
         self.timeout_s = 0.0
         self.lost_slots = 0
+        self.lost_why: list[str] = []       # per slot retired with trials left: what happened to its machines
+        self.reset_why: dict[str, str] = {}   # run id -> why the reset after it failed (the latest try)
         self.slots: list[Slot] = []
         self.retired: set[int] = set()      # slots with no trial left to run (indexes into self.slots)
         self.shrink = PoolShrink(provider, events)
@@ -91,7 +93,8 @@ class Scheduler:
         if self.stop.message:
             self._not_started_rest(f"the sweep stopped first ({self.stop.message})")
         elif self.lost_slots:
-            self._not_started_rest(f"the pool's machines were lost ({self.lost_slots} of {len(slots)} slot(s))")
+            self._not_started_rest(f"no slot was left to run it ({self.lost_slots} of {len(slots)} retired: "
+                                   + "; ".join(dict.fromkeys(self.lost_why)) + ")")
         else:
             self._not_started_rest("the sweep stopped first")
         failed = [r.trial for r in self.results.values() if r.state in ("failed", "error")]
@@ -164,7 +167,8 @@ class Scheduler:
                 if state is False:                 # tried again once (None: failed twice), whichever caller is first
                     state = reset_ok[after] = self._reset(ctx, slot, after) or None
                 if state is None:
-                    refused.append(f"could not be reset after {after}")
+                    why = self.reset_why.get(after)
+                    refused.append(f"could not be reset after {after}" + (f" ({why})" if why else ""))
                     raise MachineUnreachable(f"machines {slot.label} could not be reset after {after}: "
                                              "not starting beside what it left")
             pending.clear()
@@ -180,6 +184,7 @@ class Scheduler:
                     self.running.pop(trial.name, None)
                     self.queue.appendleft(trial)
                     self.lost_slots += 1
+                    self.lost_why.append(f"machines {slot.label} {refused[0]}")
                 self.events.warn(f"machines {slot.label} {refused[0]}: no more trials on them; {trial.name} goes "
                                  "back to the queue")
                 self._retire(ctx, index)
@@ -207,6 +212,7 @@ class Scheduler:
                 self.events.warn(f"machines {slot.label} no longer answer: no more trials on them")
                 with self.lock:
                     self.lost_slots += 1
+                    self.lost_why.append(f"machines {slot.label} no longer answer")
                 self._retire(ctx, index)       # its other machines (and the dead one) are given back
                 return
 
@@ -249,8 +255,10 @@ class Scheduler:
                     unclean += 1
                     self.resets_unclean.append(got.machine_id)
                     self.events.warn(f"machine {got.machine_id}: could not confirm the reset after {run_id}")
+                    self.reset_why[run_id] = f"machine {got.machine_id}: could not confirm it left it clean"
         except Exception as exc:  # noqa: BLE001 — the next trial's own run reports a broken machine
             self.events.warn(f"could not reset machines {slot.label} after {run_id}: {exc}")
+            self.reset_why[run_id] = str(exc)
             return False
         return not unclean
 

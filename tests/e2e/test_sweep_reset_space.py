@@ -32,6 +32,9 @@ def test_a_trial_that_fills_home_retires_its_machine_and_the_rest_say_why(experi
         assert len(said) == 1, proc.stderr[-3000:]
         assert not re.search(r"\] ran=[23]", proc.stderr)     # none started on a full disk
         assert [t["state"] for t in trials[1:]] == ["not-started", "not-started"], trials
+        for t in trials[1:]:      # what happened, not "the pool's machines were lost": they answered
+            assert t["reason"].startswith("no slot was left to run it (1 of 1 retired: machines ") \
+                and "are short of disk space (after " in t["reason"] and "$HOME" in t["reason"], t["reason"]
         assert processes_under(fleet_home) == []
     finally:
         subprocess.run(["umount", "-l", str(machines)], timeout=30)

@@ -41,6 +41,8 @@ def test_a_trial_that_patches_a_library_in_the_venv_gets_no_later_trial_on_that_
                      proc.stderr), proc.stderr[-3000:]
     assert not re.search(r"ran=[23]:", proc.stderr)            # no later trial ran the patched library
     assert [t["state"] for t in trials[1:]] == ["not-started", "not-started"], trials
+    assert all("retired: machines " in t["reason"] and f"site-packages changed by {trials[0]['run_id']}"
+               in t["reason"] for t in trials[1:]), trials
     assert processes_under(fleet_home) == []
 
 

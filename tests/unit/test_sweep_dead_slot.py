@@ -155,15 +155,20 @@ def test_a_reset_that_reached_the_machine_but_left_it_unclean_runs_no_trial_ther
         finally:   # the pipeline's collect stage runs all the same (it finds no outputs)
             machines.after_collect(run_id)
     given = _fake_pipeline(monkeypatch, behaviour)
-    scheduler._trials_on(ctx, 0, slot, 600, [])
+    scheduler.spec.trial_timeout_s = 600
+    scheduler.run(ctx, [slot], None)
     # the reset, then its retry; none after the refused trial, which never ran there (it raced the
     # slot's release: "could not reset machines … after r-…: … does not answer SSH")
     for thread in threading.enumerate():      # a reset started for the refused trial would be here
         if thread.name.startswith("sweep-reset-"):
             thread.join()
     assert len(given) == 2 and resets == [given[0], given[0]], resets
-    assert "t002" not in scheduler.results and [t.name for t in scheduler.queue] == ["t002", "t003", "t004"]
     assert scheduler.lost_slots == 1
     assert "warning: machine m0: could not confirm the reset after " + given[0] in scheduler.events.lines
+    # What the user reads for the trials left: the machines answered, so not "lost", but what happened.
+    assert [scheduler.results[t].state for t in ("t002", "t003", "t004")] == ["not-started"] * 3
+    assert scheduler.results["t002"].reason == (
+        f"no slot was left to run it (1 of 1 retired: machines m0 could not be reset after {given[0]} "
+        "(machine m0: could not confirm it left it clean))")
     assert any(f"could not be reset after {given[0]}" in line and "t002 goes back to the queue" in line
                for line in scheduler.events.lines), scheduler.events.lines
