@@ -9,11 +9,10 @@ AGENT_FILES = tuple(AGENT_PATH.with_name(n) for n in ("agent.py", "containment.p
 
 
 _EMBEDDED = ("containment", "agent_args", "group")   # the modules agent.py imports from beside itself
-
-
-def _import_block(name: str) -> str:
-    return (f"try:\n    from . import {name}\nexcept ImportError:   # run as a script on a machine: "
-            f"{name}.py is copied next to it\n    import {name}\n")
+# agent.py's import of them, replaced by the modules themselves in the single-file agent.
+_IMPORTS = ("if __package__:\n    from . import agent_args, containment, group\n"
+            "else:   # run as a script on a machine: these modules are copied next to it\n"
+            "    containment, agent_args, group = _beside(\"containment\"), _beside(\"agent_args\"), _beside(\"group\")\n")
 
 
 def compact(source: str) -> str:
@@ -36,13 +35,10 @@ def agent_source() -> str:
     compacted: for machines that receive a single file (AWS user data, image builders, Slurm nodes).
     Copying AGENT_FILES side by side works as well."""
     agent = AGENT_PATH.read_text()
-    head = agent.partition(_import_block(_EMBEDDED[0]))[0]
+    assert _IMPORTS in agent, "agent.py's import of its modules changed: update agent_source()"
     shims = "import types as _types\n\n"
     for name in _EMBEDDED:
-        block = _import_block(name)
-        assert block in agent, f"agent.py's import of {name} changed: update agent_source()"
-        agent = agent.replace(block, "")
         embedded = compact(AGENT_PATH.with_name(f"{name}.py").read_text())
         shims += (f"{name} = _types.ModuleType({name!r})\n"
                   f"exec(compile({embedded!r}, {name + '.py'!r}, \"exec\"), {name}.__dict__)\n")
-    return compact(head + shims + agent[len(head):])
+    return compact(agent.replace(_IMPORTS, shims))

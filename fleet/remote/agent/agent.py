@@ -24,18 +24,27 @@ import signal
 import sys
 import time
 
-try:
-    from . import containment
-except ImportError:   # run as a script on a machine: containment.py is copied next to it
-    import containment
-try:
-    from . import agent_args
-except ImportError:   # run as a script on a machine: agent_args.py is copied next to it
-    import agent_args
-try:
-    from . import group
-except ImportError:   # run as a script on a machine: group.py is copied next to it
-    import group
+
+def _beside(name):
+    """A module copied next to this script, as it runs on a machine. A byte-code file cut short on a
+    full disk (the import system renames it into place unchecked) failed every later call on `marshal
+    data too short` until the watchdog ended the machine: the agent's __pycache__ goes, and nothing is
+    written again by this process."""
+    try:
+        return __import__(name)
+    except (EOFError, ValueError, TypeError):
+        import shutil
+        shutil.rmtree(os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__"), ignore_errors=True)
+        sys.dont_write_bytecode = True
+        for loaded in ("containment", "agent_args", "group", "telemetry", name):
+            sys.modules.pop(loaded, None)
+        return __import__(name)
+
+
+if __package__:
+    from . import agent_args, containment, group
+else:   # run as a script on a machine: these modules are copied next to it
+    containment, agent_args, group = _beside("containment"), _beside("agent_args"), _beside("group")
 
 POLL_S = 0.5
 ISOLATION_FILE = "isolation.json"
@@ -103,20 +112,12 @@ def _names_a_file_beside(pid, pid_file):
     """An sshd whose command line names a file beside the pid file (`sshd -f <dir>/sshd_config`, retitled
     by sshd into one string): the login may write the file, and a forged "PID STARTTIME" had any tree
     ended. An sshd by its binary: any process of the login's can name such a file (`tail -f …/sshd.log`)."""
-    here, words = os.path.dirname(os.path.abspath(pid_file)), [w for a in _argv(pid) for w in [a, *a.split()]]
+    here, words = os.path.dirname(os.path.abspath(pid_file)), [w for a in agent_args.process_argv(pid) for w in [a, *a.split()]]
     try:
         sshd = os.path.basename(os.readlink("/proc/%d/exe" % int(pid))).startswith("sshd")
     except (OSError, ValueError):
         return False
     return sshd and any(os.path.isabs(w) and os.path.dirname(os.path.normpath(w)) == here for w in words)
-
-
-def _argv(pid):
-    try:   # [] for a process that is gone
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return [os.fsdecode(a) for a in fh.read().split(b"\0") if a]
-    except OSError:
-        return []
 
 
 def end_machine(machine_id, info, roots=(), grace_s=2.0):
@@ -207,10 +208,9 @@ def cmd_watchdog(args):
 
 
 def _start_telemetry(state, interval, stop):
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path.insert(0, here)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     try:
-        import telemetry  # optional companion module, stdlib only
+        telemetry = _beside("telemetry")  # optional companion module, stdlib only
     except ImportError:
         return
     import threading
@@ -292,7 +292,7 @@ def stop_machine(state, machine_id, *, unit=None, roots=(), grace_s=2.0):
 
 def _is_watchdog(pid, state):
     """The pid runs this machine's watchdog (its command line names the state directory)."""
-    return "watchdog" in _argv(pid) and os.path.abspath(state) in [os.path.abspath(a) for a in _argv(pid)]
+    return "watchdog" in agent_args.process_argv(pid) and os.path.abspath(state) in [os.path.abspath(a) for a in agent_args.process_argv(pid)]
 
 
 def cmd_stop(args):
@@ -392,8 +392,6 @@ def main(argv=None):
     except OSError as exc:   # e.g. the machine's disk is full: one line in the run's log, not a traceback
         print(f"fleet-agent: {args.cmd}: {exc}", file=sys.stderr)
         return 125
-
-
 
 
 if __name__ == "__main__":

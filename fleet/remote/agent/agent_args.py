@@ -7,6 +7,17 @@ quick reader does not recognise exactly.
 from __future__ import annotations
 
 
+def process_argv(pid):
+    """A process's argv as /proc has it ([] for one that is gone): how the agent tells its own
+    processes (an sshd of this machine, its watchdog) by what they were started with."""
+    import os
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return [os.fsdecode(a) for a in fh.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
 class _Args:
     """What argparse's Namespace would hold for the same call."""
 
