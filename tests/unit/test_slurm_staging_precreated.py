@@ -128,3 +128,27 @@ def test_the_probe_token_is_never_in_a_command_line(tmp_path):
     spec = staging_probe(SlurmCommands(runner), SlurmSettings(shared_dir=str(tmp_path / "scratch")), "l-5")
     assert spec is not None and open(os.path.join(spec["dir"], spec["probe"])).read() == spec["token"]
     assert seen and not any(spec["token"] in arg for argv in seen for arg in argv), seen
+
+
+def test_a_default_acl_on_a_group_space_still_gives_a_staging_directory_the_nodes_trust(tmp_path):
+    """A group project space with a default ACL (`setfacl -d -m g::rwx`) overrides the umask: the lease's
+    directory came out 0770, and every node refused it as writable by others (with `shared_dir` set,
+    `fleet up` failed saying the share was not shared)."""
+    import struct
+    import pytest
+    from fleet.providers.slurm import node
+    space = tmp_path / "project"
+    space.mkdir(mode=0o750)
+    # POSIX ACL xattr (version 2): USER_OBJ rwx, GROUP_OBJ rwx, MASK rwx, OTHER ---, as setfacl -d writes it
+    acl = struct.pack("<I", 2) + b"".join(struct.pack("<HHI", tag, perm, 0xFFFFFFFF)
+                                          for tag, perm in ((0x01, 7), (0x04, 7), (0x10, 7), (0x20, 0)))
+    try:
+        os.setxattr(space, "system.posix_acl_default", acl)
+    except OSError as exc:
+        pytest.skip(f"no POSIX ACLs on this filesystem: {exc}")
+    spec = staging_probe(SlurmCommands(LocalRunner()), SlurmSettings(shared_dir=str(space)), "l-6")
+    assert spec is not None
+    assert os.stat(spec["dir"]).st_mode & 0o777 == 0o700
+    root = tmp_path / "machine"
+    root.mkdir()
+    assert node._shared_staging({"shared": spec}, str(root)) is True

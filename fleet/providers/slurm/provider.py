@@ -210,7 +210,9 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
             ready = step.ready
             if self.config.shared_dir and not ready.get("shared"):
                 raise InfrastructureError(f"[slurm] shared_dir {self.config.shared_dir} is not shared with Slurm node "
-                                          f"{node}: it does not see what the login node wrote there")
+                                          f"{node}: it does not see what the login node wrote there as its own (not there, "
+                                          "or not a directory of this user's, mode 700, as the node sees it: an NFS "
+                                          "idmap or root_squash maps the owner otherwise)")
             slots = tuple(int(x) for x in str(ready.get("gpus") or "").split(",") if x.strip().isdigit())
             return Machine(id=machine_id, lease_id=lease_id, node_rank=rank, host=addresses[node],
                            port=int(ready["port"]), user=ready["user"], key_path=str(key_path),

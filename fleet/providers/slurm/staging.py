@@ -33,11 +33,13 @@ def staging_probe(slurm: SlurmCommands, cfg: SlurmSettings, lease_id: str) -> di
     # And only where no other user can rename it away later and put theirs in its place (after the
     # nodes read the probe): every directory above it root's or this user's, writable by every user
     # only with the sticky bit (as /tmp).
+    # chmod after mkdir: a default ACL on the parent (a group project space) overrides the umask, and
+    # the nodes trust only a directory no one else can write (node.py _shared_staging).
     # The token goes on stdin: any user of the login node (and of this computer, for the ssh to it)
     # reads every process's arguments, and with the token and the lease id (squeue shows it) could
     # plant a "shared" directory on a node whose workdir is node-local (node.py _shared_staging).
     result = slurm._run(["sh", "-c", 'umask 077 && mkdir -p -- "$3" && ' + _OURS + ' && mkdir -- "$1" && '
-                         'cat > "$1/$2"', "sh", spec["dir"], spec["probe"], base], stdin=spec["token"], check=False)
+                         'chmod 700 -- "$1" && cat > "$1/$2"', "sh", spec["dir"], spec["probe"], base], stdin=spec["token"], check=False)
     if result.returncode == 0:
         return spec
     if cfg.shared_dir:
