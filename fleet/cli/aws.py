@@ -2,6 +2,7 @@
 any provider whose leases can be released from here; orphaned AWS instances)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -15,7 +16,7 @@ def register(app: typer.Typer) -> None:
 
 def _config(file: Optional[Path]):
     """fleet.toml when there is one ([prices], [aws]); the AWS commands also work without it."""
-    if file is None and not Path("fleet.toml").exists():
+    if file is None and not os.path.lexists("fleet.toml"):   # a dangling link is refused by the load
         return None
     from ..config.loader import load_config
     return load_config(file)

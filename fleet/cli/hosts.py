@@ -15,8 +15,8 @@ def register(app: typer.Typer) -> None:
 
 def _config_hosts() -> list:
     """`[[hosts]]` from ./fleet.toml when there is one (a broken file is reported, not ignored)."""
-    from pathlib import Path
-    if not (Path.cwd() / "fleet.toml").exists():
+    import os
+    if not os.path.lexists("fleet.toml"):     # one there but unreadable (a dangling link) is refused by the load
         return []
     from ..config.loader import load_config
     from ..providers.ssh import SSHHostsProvider

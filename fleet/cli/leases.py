@@ -78,8 +78,8 @@ def _config_here():
     """./fleet.toml, read once for both what extend needs of it: `user =` (who `fleet up` said you
     are) and [budgets] (which cap a kept lease's extension). None without one; a broken one is
     refused: extending past a budget because its file did not parse is no answer."""
-    from pathlib import Path
-    if not (Path.cwd() / "fleet.toml").is_file():
+    import os
+    if not os.path.lexists("fleet.toml"):     # one there but unreadable (a dangling link) is refused by the load
         return None
     from ..config.loader import load_config
     return load_config(None, overrides={"command": ["true"]})

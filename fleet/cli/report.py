@@ -1,6 +1,7 @@
 """`fleet report` (cost and GPU-hours for managers) and `fleet budget` (spend against budgets)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -87,7 +88,7 @@ def _experiment_config() -> Path | None:
     the git repository's top (a report run from `src/` belongs to the experiment above it)."""
     here = Path.cwd().resolve()
     for d in (here, *here.parents):
-        if (d / "fleet.toml").is_file():
+        if os.path.lexists(d / "fleet.toml"):   # there but unreadable: refused by the load, never skipped
             return d / "fleet.toml"
         if (d / ".git").exists():
             return None

@@ -116,3 +116,18 @@ def test_a_first_item_that_cannot_be_written_leaves_no_json_start():
         for piece in json_list_chunks("runs", [{"meta": object()}]):
             out.append(piece)
     assert out == []
+
+
+@pytest.mark.parametrize("args", [["extend", "l-none", "1h"], ["offers", "-p", "local", "--gpus", "1"],
+                                  ["hosts", "ls"], ["report", "--format", "html", "-o", "r.html"]],
+                         ids=["extend", "offers", "hosts", "report-html"])
+def test_every_command_that_reads_fleet_toml_refuses_one_it_cannot_read(experiment, fleet_home, args):
+    """extend (budgets cap a kept lease's extension), offers and reap ([aws], [prices]), hosts
+    ([[hosts]]) and the HTML report (budgets) went on as if there were no fleet.toml."""
+    config = experiment / "fleet.toml"
+    config.unlink()
+    config.symlink_to("/nonexistent-share/team/fleet.toml")
+    proc = run_fleet(args, cwd=experiment, timeout=60)
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 2 and last.startswith("fleet: error: fleet.toml:"), (proc.returncode, proc.stderr)
+    assert "/nonexistent-share/team/fleet.toml" in last and "internal error" not in proc.stderr
