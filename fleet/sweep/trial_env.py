@@ -82,37 +82,27 @@ def code_state(code, data="", budget_s=20.0):
     # records pin the code and data snapshots (read-only modes do not stop root, or a chmod). None
     # (unread: never "changed") past budget_s: a dataset of millions of files on NFS must not run a
     # reset past its timeout and retire every machine after one trial.
+    return _stat_walk((code, data), budget_s)
+
+
+def site_state(venv, budget_s=10.0):
+    # Every entry under the venv's site-packages, the same way (Python writes __pycache__ on import).
+    # The probe trusts RECORD's hashes without reading the files they name, so a library a trial
+    # patched in place showed only here. None: no venv, or unread past budget_s.
+    import glob, os
+    if not venv:
+        return None
+    return _stat_walk(sorted(glob.glob(os.path.join(venv, "lib*", "python*", "site-packages"))), budget_s)
+
+
+def _stat_walk(tops, budget_s):
     import hashlib, os, time
     h, end = hashlib.sha256(), time.monotonic() + budget_s
-    for top in (code, data):
+    for top in tops:
         for base, dirs, files in os.walk(top) if top else ():
             if "pyvenv.cfg" in files:
                 dirs[:] = []
                 continue
-            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
-            if time.monotonic() > end:
-                return None
-            for name in dirs + sorted(files):
-                p = os.path.join(base, name)
-                try:
-                    s = os.lstat(p)
-                    h.update(("%s %o %d %d %d %d\n" % (p, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns,
-                                                        s.st_ino)).encode())
-                except OSError:
-                    h.update(("%s -\n" % p).encode())
-    return h.hexdigest()
-
-
-def site_state(venv, budget_s=10.0):
-    # Every entry under the venv's site-packages (lstat, ctime included), __pycache__ aside (Python
-    # writes it on import). The probe trusts RECORD's hashes without reading the files they name, so a
-    # library a trial patched in place showed only here. None: no venv, or unread past budget_s.
-    import glob, hashlib, os, time
-    if not venv:
-        return None
-    h, end = hashlib.sha256(), time.monotonic() + budget_s
-    for site in sorted(glob.glob(os.path.join(venv, "lib*", "python*", "site-packages"))):
-        for base, dirs, files in os.walk(site):
             dirs[:] = sorted(d for d in dirs if d != "__pycache__")
             if time.monotonic() > end:
                 return None
