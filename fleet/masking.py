@@ -21,6 +21,9 @@ _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH", r
 _URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://[^/:@\s]*:([^/\s]+)@")
 _DSN_PASSWORD = re.compile(r"password=([^&\s]+)")
 _STATE_PASSWORD = re.compile(r"://[^/:@\s]*:(\S+)@")     # to the last "@": it may hold "/" or "@"
+# Any URL's password in a line fleet prints, to the last "@" of the word (a raw AWS secret, base64),
+# "scheme:/" too: a path made of a URL (`…/https:/u:pw@h/x`) quotes one.
+_PRINTED_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31}:/{1,2}[^/:@\s'\"]*:)[^\s'\"]+@")
 
 
 SCRUB_MAX_BYTES = 1 << 30   # a text output larger than this is left as written (docs/ci.md)
@@ -37,6 +40,13 @@ def looks_secret(name: str) -> bool:
 def holds_url_password(value: str) -> bool:
     """A URL with a password in it (`https://u:pw@…`): a secret whatever its variable is called."""
     return bool(_URL_PASSWORD.search(value))
+
+
+def without_url_passwords(text: str) -> str:
+    """`text` with the password of every URL in it shown as `***`: a refusal quotes the value it
+    refused (`store = "https://u:TOKEN@minio…"`, a `[data]` source), and error lines, warnings and
+    tracebacks land in CI logs and terminals others see."""
+    return _PRINTED_URL_PASSWORD.sub(r"\1***@", text) if ":/" in text else text
 
 
 def secret_by_name(name: str, value: object) -> bool:

@@ -30,8 +30,7 @@ def guard(call: Callable[[], int], debug: bool, extra: Callable[[BaseException],
         return call()
     except FleetError as exc:
         if debug:
-            import traceback
-            print(without_url_passwords(traceback.format_exc()), end="", file=sys.stderr)
+            _print_traceback()
         print(f"fleet: error: {_shown(exc.one_line())}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
@@ -43,9 +42,8 @@ def guard(call: Callable[[], int], debug: bool, extra: Callable[[BaseException],
         handled = extra(exc) if extra is not None else None
         if handled is not None:
             return handled
-        if debug:   # the traceback, with any URL's password in it shown as ***
-            import traceback
-            print(without_url_passwords(traceback.format_exc()), end="", file=sys.stderr)
+        if debug:
+            _print_traceback()
             return 1
         if _about_a_path(exc):   # the path given is the problem, not fleet: say which and why
             print(f"fleet: error: {_shown(_failed_path(exc))}: {exc.strerror}{_space_hint(exc)}", file=sys.stderr)
@@ -63,6 +61,13 @@ def guard(call: Callable[[], int], debug: bool, extra: Callable[[BaseException],
         print(f"fleet: internal error: {type(exc).__name__}: {_shown(str(exc))} (rerun with --debug for the traceback)",
               file=sys.stderr)
         return 1
+
+
+def _print_traceback() -> None:
+    """--debug: the traceback, with any URL's password in it shown as ***."""
+    import traceback
+    from ..masking import without_url_passwords
+    print(without_url_passwords(traceback.format_exc()), end="", file=sys.stderr)
 
 
 def _about_a_path(exc: BaseException) -> bool:
@@ -147,6 +152,7 @@ def _space_hint(exc: OSError) -> str:
 def _shown(message: str) -> str:
     """One line, its control characters visible: a message quotes what users, teammates and remote
     machines wrote (a host name, a file path, a queue reason), and a terminal obeys ESC sequences."""
+    from ..masking import without_url_passwords
     from ..render.text import printable_line
     line = printable_line(without_url_passwords(message))
     if len(line) <= MAX_ERROR_LINE:
@@ -159,13 +165,3 @@ def _shown(message: str) -> str:
 
 MAX_ERROR_LINE = 1200
 
-
-def without_url_passwords(text: str) -> str:
-    """`text` with the password of every URL in it replaced by `***`: a refusal quotes the value it
-    refused (`store = "https://u:TOKEN@minio…"`, a `[data]` source, a path made of one), and an error
-    line lands in CI logs and terminals others see. A state URL's own messages redact it already."""
-    if ":/" not in text:
-        return text
-    import re
-    # To the last "@" of the word: a password may hold "/" or "@" (a raw AWS secret, base64).
-    return re.sub(r"([A-Za-z][A-Za-z0-9+.-]{0,31}:/{1,2}[^/:@\s'\"]*:)[^\s'\"]+@", r"\1***@", text)

@@ -144,7 +144,7 @@ def _shown(text: str) -> str:
     not obeyed by the terminal. (The experiment's log lines keep their colours: terminal_line.) A URL's
     password in a warning (an exception quoting a store or source URL) is shown as ***, as in error lines."""
     from ..render.text import printable_line
-    from .guard import without_url_passwords
+    from ..masking import without_url_passwords
     return printable_line(without_url_passwords(text))
 
 

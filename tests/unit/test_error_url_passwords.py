@@ -32,7 +32,7 @@ def test_snapshot_store_option_refused_without_its_password(tmp_path, fleet_home
 
 
 def test_only_the_password_goes():
-    from fleet.cli.guard import without_url_passwords
+    from fleet.masking import without_url_passwords
     assert without_url_passwords("no url here: a:b@c") == "no url here: a:b@c"
     assert without_url_passwords("'https://u:p4ss@h/x' and s3://bucket/key") == "'https://u:***@h/x' and s3://bucket/key"
     assert without_url_passwords("/home/me/https:/u:p4ss@h/x)") == "/home/me/https:/u:***@h/x)"
@@ -48,7 +48,7 @@ def test_a_warning_quoting_a_url_is_shown_without_its_password(capsys):
 
 
 def test_a_password_holding_slashes_or_at_signs_goes_whole():
-    from fleet.cli.guard import without_url_passwords
+    from fleet.masking import without_url_passwords
     assert without_url_passwords("https://u:ab/cd+ef@minio/x") == "https://u:***@minio/x"   # a raw AWS secret
     assert without_url_passwords("https://u:p@ss@h/x y@z") == "https://u:***@h/x y@z"
     assert without_url_passwords("http://[::1]:8080/x") == "http://[::1]:8080/x"
