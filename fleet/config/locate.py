@@ -25,7 +25,7 @@ def find_file(path: str | Path | None, cwd: Path) -> Path | None:
         # There but unreadable as a file (a link to an unmounted team share, a link loop, a directory,
         # a FIFO) is not "no fleet.toml": `fleet up -- CMD`, `rerun` and `budget` went on without its
         # budgets and settings, as if the experiment had none.
-        raise ConfigError(_not_a_file(candidate), path=CONFIG_FILE,
+        raise ConfigError(why_not_a_file(candidate), path=CONFIG_FILE,
                           hint="fix it, or remove it to run with the defaults")
     candidate = Path(path).expanduser()
     candidate = candidate if candidate.is_absolute() else cwd / candidate
@@ -33,13 +33,13 @@ def find_file(path: str | Path | None, cwd: Path) -> Path | None:
         candidate = candidate / CONFIG_FILE
     if not candidate.is_file():
         # A FIFO or a device is refused, not read: a pipe's writer could hold `fleet up` forever.
-        what = _not_a_file(candidate) if os.path.lexists(candidate) else "no such file"
+        what = why_not_a_file(candidate) if os.path.lexists(candidate) else "no such file"
         raise ConfigError(what, path=display_path(candidate, cwd),
                           hint="`fleet init` creates a starter fleet.toml")
     return candidate
 
 
-def _not_a_file(candidate: Path) -> str:
+def why_not_a_file(candidate: Path) -> str:
     if not candidate.is_symlink():
         return "not a regular file"
     try:

@@ -24,13 +24,12 @@ def peek_why(key: str, directory: Path | None = None) -> tuple[Any, str | None]:
         data = read_config_file(path)
         import tomllib   # only once there is a file: tomllib imports typing (~10 ms)
         return tomllib.loads(data.decode()).get(key), None
-    except FileNotFoundError:
+    except OSError as exc:
         import os
         if not os.path.islink(path):
-            return None, None
-        return None, f"a symbolic link to {os.readlink(path)!r}, which cannot be read"
-    except OSError as exc:
-        return None, exc.strerror or str(exc)
+            return None, None if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
+        from .locate import why_not_a_file      # a dangling link or a loop: said as `fleet up` says it
+        return None, why_not_a_file(path)
     except (ValueError, ImportError, RecursionError) as exc:
         return None, f"not valid TOML ({str(exc).splitlines()[0][:200] if str(exc) else 'nested too deeply'})"
 
