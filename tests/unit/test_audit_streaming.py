@@ -5,14 +5,9 @@ ls` reads them; the output is what it was (tests/unit/test_audit_damaged_record.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
-from fleet.environment.model import Package, RunEnvironment
 from fleet.records.chain import RunRecord, append_record
-from tests.conftest import FLEET, REPO
-from tests.unit.test_environment import machine_env
+from tests.fixtures.records_at_scale import fleet_peak_kb, write_records
 
 
 def test_records_are_walked_oldest_first_a_page_at_a_time(tmp_path):
@@ -68,32 +63,15 @@ RECORDS = 3000       # ~10 kB of JSON each (an environment of 40 packages)
 
 def test_audit_verify_walks_a_long_chain_in_bounded_memory(tmp_path, fleet_home):
     from fleet.snapshots import create_snapshot, open_store
-    from fleet.state import open_state
     store = open_store(None)
     data = tmp_path / "data"
     data.mkdir()
     (data / "a.csv").write_text("1,2\n")
     sid = create_snapshot(data, store).id
-    packages = tuple(Package(f"pkg{i}", "1.0", "a" * 64) for i in range(40))
-    env = RunEnvironment(machines=(machine_env(packages=packages),)).to_json()
-    state = open_state()
-    try:
-        for i in range(RECORDS):
-            append_record(RunRecord(run_id=f"r-{i:05d}", command="python train.py", project="p", user="u",
-                                    data_snapshots={"train": sid}, store=store.url, environment=env), state.db)
-    finally:
-        state.close()
+    write_records(RECORDS, data_snapshots={"train": sid}, store=store.url)
     out = tmp_path / "audit.json"
-    # A fresh parent whose only child is fleet: RUSAGE_CHILDREN is then that child's peak alone. The
-    # child imports this checkout's fleet, not whichever one the venv installed.
-    measure = ("import resource, subprocess, sys\n"
-               "with open(sys.argv[2], 'w') as out:\n"
-               "    rc = subprocess.run([sys.argv[1], 'audit', '--verify', '--json'], stdout=out).returncode\n"
-               "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
-    done = subprocess.run([sys.executable, "-c", measure, FLEET, str(out)], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
-    rc, peak_kb = map(int, done.stdout.split())
-    assert rc == 0, done.stderr
+    rc, peak_kb, stderr = fleet_peak_kb(["audit", "--verify", "--json"], out, tmp_path)
+    assert rc == 0, stderr
     got = json.loads(out.read_text())
     assert got["ok"] is True and got["records"] == RECORDS and got["snapshots_checked"] == 1, got
     # Holding every record peaked at ~108 MB here; page by page it stays near the CLI's own ~30 MB.

@@ -5,15 +5,12 @@ is now read a page at a time and written a record at a time; its JSON is the sam
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
-from fleet.environment.model import Package, RunEnvironment
 from fleet.records.chain import RunRecord, append_record, list_records
 from fleet.records.views import record_json
 from fleet.render.data import json_text
-from tests.conftest import FLEET, run_fleet
-from tests.unit.test_environment import machine_env
+from tests.conftest import run_fleet
+from tests.fixtures.records_at_scale import fleet_peak_kb, write_records
 from tests.unit.test_runs_diff import records  # noqa: F401 — the fixture: four recorded runs
 
 
@@ -65,26 +62,10 @@ RECORDS = 1500       # ~10 kB of JSON each (an environment of 40 packages): ~15 
 
 
 def test_a_long_json_listing_is_written_in_bounded_memory(tmp_path, fleet_home):
-    from fleet.state import open_state
-    packages = tuple(Package(f"pkg{i}", "1.0", "a" * 64) for i in range(40))
-    env = RunEnvironment(machines=(machine_env(packages=packages),)).to_json()
-    state = open_state()
-    try:
-        for i in range(RECORDS):
-            append_record(RunRecord(run_id=f"r-{i:05d}", command="python train.py", project="p", user="u",
-                                    data_snapshots={"train": "d" * 64}, environment=env), state.db)
-    finally:
-        state.close()
+    write_records(RECORDS, data_snapshots={"train": "d" * 64})
     out = tmp_path / "runs.json"
-    # A fresh parent whose only child is fleet: RUSAGE_CHILDREN is then that child's peak alone.
-    measure = ("import resource, subprocess, sys\n"
-               "with open(sys.argv[2], 'w') as out:\n"
-               "    rc = subprocess.run([sys.argv[1], 'runs', 'ls', '--limit', sys.argv[3], '--json'], stdout=out).returncode\n"
-               "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
-    done = subprocess.run([sys.executable, "-c", measure, FLEET, str(out), str(RECORDS)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
-    rc, peak_kb = map(int, done.stdout.split())
-    assert rc == 0, done.stderr
+    rc, peak_kb, stderr = fleet_peak_kb(["runs", "ls", "--limit", str(RECORDS), "--json"], out, tmp_path)
+    assert rc == 0, stderr
     listed = json.loads(out.read_text())["runs"]
     assert len(listed) == RECORDS and listed[0]["run_id"] == f"r-{RECORDS - 1:05d}" and listed[-1]["run_id"] == "r-00000"
     # Holding the whole listing peaked at ~180 MB here; page by page it stays near the CLI's own ~30 MB.
