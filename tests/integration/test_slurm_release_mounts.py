@@ -62,18 +62,11 @@ def test_the_shared_staging_directory_is_removed_without_deleting_through_a_moun
 def test_releasing_a_slurm_machine_keeps_the_files_of_a_host_directory_the_run_bound_in_it(
         slurm_env, fleet_home, tmp_path):
     from fleet.ids import new_lease_id
-    from fleet.plan import make_plan
-    from fleet.providers.base import choose_mix
-    from fleet.providers.slurm.provider import SlurmProvider
-    from fleet.providers.slurm.settings import SlurmSettings
     from tests.fixtures.slurm import wait_for
+    from tests.fixtures.slurm_lease import cluster_plan, cluster_provider
     host = _host_data(tmp_path)
-    nodes_dir = tmp_path / "nodes"
-    nodes_dir.mkdir()
-    provider = SlurmProvider(SlurmSettings(workdir=str(nodes_dir), poll_s=0.5))
-    plan = make_plan(provider="slurm", mix=choose_mix(provider, "slurm-1gpu", 1), max_duration_s=600,
-                     heartbeat_ttl_s=120, project="slurm-test", user="tester")
-    lease = provider.lease(plan, new_lease_id(), 120)
+    provider, _slurm, nodes_dir = cluster_provider(tmp_path, slurm_env)
+    lease = provider.lease(cluster_plan(provider, "slurm-1gpu", 1), new_lease_id(), 120)
     try:
         (machine,) = lease.machines
         _bind(host, Path(machine.workdir) / "outputs" / "bound")
