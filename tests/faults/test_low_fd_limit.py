@@ -12,11 +12,11 @@ _RELEASE = textwrap.dedent("""
     from pathlib import Path
     from fleet.providers.local import LocalProvider
     dirs = [Path(p) for p in sys.argv[1:]]
-    # Just above what this process already holds: the 8 release workers' tree walks (one
-    # descriptor per level each) cannot all have theirs at once, as under `ulimit -n 64` with
-    # a run's SSH connections open.
+    # Just above what this process already holds: the release workers (stopping each machine
+    # lists /proc, deleting walks its tree with a descriptor per level) cannot all have theirs at
+    # once, as under `ulimit -n 64` with a run's SSH connections open; one at a time they fit.
     held = len(__import__("os").listdir("/proc/self/fd"))
-    resource.setrlimit(resource.RLIMIT_NOFILE, (held + 24, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (held + 12, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
     LocalProvider()._release_dirs(dirs)
 """)
 

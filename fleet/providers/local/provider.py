@@ -178,7 +178,10 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
         if not existing:
             return
         from ...parallel import parallel
-        parallel(existing, _end_machine_dir)   # also at interpreter shutdown (a run in a worker thread)
+        # also at interpreter shutdown (a run in a worker thread)
+        short = [d for d in parallel(existing, _end_machine_dir_or_short) if d is not None]
+        for d in short:   # out of descriptors side by side (`ulimit -n 64`): one at a time they fit
+            _end_machine_dir(d)
         # Each worker's tree walk holds a descriptor per level: under a low open-files limit
         # (`ulimit -n 64`, a run's SSH connections still open) some failed with EMFILE and, errors
         # ignored, left whole machine directories (their venvs) behind. One at a time they fit.
@@ -267,6 +270,18 @@ def _end_machine_dir(d: Path) -> None:
     if detach_mounts_under(d):    # a mount that stays: the directory is left rather than deleted through it
         return
     shutil.rmtree(d, ignore_errors=True)
+
+
+def _end_machine_dir_or_short(d: Path) -> Path | None:
+    """_end_machine_dir, or d back when the process ran out of open files (EMFILE/ENFILE) doing it."""
+    import errno
+    try:
+        _end_machine_dir(d)
+    except OSError as exc:
+        if exc.errno not in (errno.EMFILE, errno.ENFILE):
+            raise
+        return d
+    return None
 
 
 def _end_orphan_unit(d: Path) -> None:
