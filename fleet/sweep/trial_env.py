@@ -96,7 +96,7 @@ def site_state(venv, budget_s=10.0):
 
 
 def _stat_walk(tops, budget_s):
-    import hashlib, os, time
+    import hashlib, os, stat, time
     h, end = hashlib.sha256(), time.monotonic() + budget_s
     for top in tops:
         for base, dirs, files in os.walk(top) if top else ():
@@ -110,8 +110,11 @@ def _stat_walk(tops, budget_s):
                 p = os.path.join(base, name)
                 try:
                     s = os.lstat(p)
-                    h.update(("%s %o %d %d %d %d\n" % (p, s.st_mode, s.st_size, s.st_mtime_ns, s.st_ctime_ns,
-                                                        s.st_ino)).encode())
+                    # A directory by its name, mode and inode, not its times or size: an import makes a
+                    # package's __pycache__ (uv and `pip --no-compile` install none), which changed them;
+                    # what a trial adds, removes or edits in it shows as that entry's own line.
+                    times = (0, 0, 0) if stat.S_ISDIR(s.st_mode) else (s.st_size, s.st_mtime_ns, s.st_ctime_ns)
+                    h.update(("%s %o %d %d %d %d\n" % ((p, s.st_mode) + times + (s.st_ino,))).encode())
                 except OSError:
                     h.update(("%s -\n" % p).encode())
     return h.hexdigest()

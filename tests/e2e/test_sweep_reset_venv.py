@@ -53,3 +53,18 @@ def test_trials_that_leave_the_venv_alone_all_run_on_the_warm_machine(venv_exper
     assert [t["state"] for t in trials] == ["succeeded", "succeeded"], proc.stderr[-3000:]
     assert trials[0]["machines"] == trials[1]["machines"]     # the import's __pycache__ is not a change
     assert "site-packages" not in proc.stderr
+
+
+def test_a_library_installed_without_byte_code_is_not_changed_by_the_trial_that_imports_it(
+        venv_experiment, fleet_home):
+    """`uv pip install` (and pip's --no-compile) write no __pycache__: the first trial's import makes
+    tinypkg/__pycache__, which is Python's doing, not a patch; the machine stays for the next trials."""
+    text = (venv_experiment / "fleet.toml").read_text().replace("pip install -q", "pip install -q --no-compile")
+    (venv_experiment / "fleet.toml").write_text(text)
+    proc = run_fleet(["sweep", "--param", "x=2,3", "--json", "--", "python", "-c", SCRIPT], cwd=venv_experiment,
+                     timeout=180)
+    trials = json.loads(proc.stdout)["trials"]
+    assert [t["state"] for t in trials] == ["succeeded", "succeeded"], proc.stderr[-3000:]
+    assert trials[0]["machines"] == trials[1]["machines"]
+    assert "site-packages" not in proc.stderr, proc.stderr[-3000:]
+    assert processes_under(fleet_home) == []

@@ -34,3 +34,20 @@ def test_past_its_time_budget_the_state_is_unread_not_changed(tmp_path):
     for i in range(3):
         (tmp_path / f"d{i}").mkdir()
     assert code_state(str(tmp_path), "", budget_s=-1) is None
+
+
+def test_a_package_s_first_import_making_its_pycache_is_not_a_change(tmp_path):
+    """uv (and `pip install --no-compile`) install no byte code: the first trial's import makes
+    lib1/__pycache__, which changed lib1's times and retired the machine after every first trial."""
+    scope: dict = {}
+    exec(ENV_STATE, scope)
+    site_state = scope["site_state"]
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    (site / "lib1").mkdir(parents=True)
+    (site / "lib1" / "__init__.py").write_text("X = 1\n")
+    before = site_state(str(tmp_path / "venv"))
+    (site / "lib1" / "__pycache__").mkdir()
+    (site / "lib1" / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"\0")
+    assert site_state(str(tmp_path / "venv")) == before
+    (site / "lib1" / "evil.pth").write_text("import os\n")          # what a trial adds still shows
+    assert site_state(str(tmp_path / "venv")) != before
