@@ -108,7 +108,9 @@ def _descriptors_line(exc: OSError) -> str:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     except (ImportError, OSError, ValueError):
         return "too many open files for this shell's limit: raise it (`ulimit -n 1024`) and run again"
-    to = 1024 if hard == resource.RLIM_INFINITY else min(1024, hard)
+    # Four times what it is (1024 at least), within the hard limit: at the usual 1024 it was told
+    # "that is its hard limit too" under a hard limit of 524288.
+    to = max(1024, soft * 4) if hard == resource.RLIM_INFINITY else min(max(1024, soft * 4), hard)
     raise_it = f"raise it (`ulimit -n {to}`) and run again" if to > soft else \
         "that is its hard limit too (`ulimit -n N` sets both): run from a new shell, or raise the hard limit"
     return f"too many open files: this shell allows {soft} (`ulimit -n`); {raise_it}"

@@ -100,3 +100,22 @@ def test_too_many_open_files_names_the_limit_not_a_bug(capsys, monkeypatch, file
     err = capsys.readouterr().err.strip()
     assert err == ("fleet: error: too many open files: this shell allows 14 (`ulimit -n`); raise it "
                    "(`ulimit -n 1024`) and run again")
+
+
+def test_too_many_open_files_at_the_usual_1024_says_raise_it_not_that_it_is_the_hard_limit(capsys, monkeypatch):
+    """A soft limit of 1024 under a hard one of 524288 (systemd's defaults) was told it is its hard
+    limit too ('run from a new shell, or raise the hard limit'): `ulimit -n 4096` works at once."""
+    import resource
+    from fleet.cli.guard import guard
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 524288))
+
+    def fail() -> int:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    assert guard(fail, debug=False) == 3
+    err = capsys.readouterr().err.strip()
+    assert err == ("fleet: error: too many open files: this shell allows 1024 (`ulimit -n`); raise it "
+                   "(`ulimit -n 4096`) and run again")
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 1024))    # `ulimit -n 1024` set both
+    assert guard(fail, debug=False) == 3
+    assert "that is its hard limit too" in capsys.readouterr().err
