@@ -22,8 +22,9 @@ _URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://[^/:@\s]*:([^/\s]+)@
 _DSN_PASSWORD = re.compile(r"password=([^&\s]+)")
 _STATE_PASSWORD = re.compile(r"://[^/:@\s]*:(\S+)@")     # to the last "@": it may hold "/" or "@"
 # Any URL's password in a line fleet prints, to the last "@" of the word (a raw AWS secret, base64),
-# "scheme:/" too: a path made of a URL (`…/https:/u:pw@h/x`) quotes one.
-_PRINTED_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31}:/{1,2}[^/:@\s'\"]*:)[^\s'\"]+@")
+# "scheme:/" too: a path made of a URL (`…/https:/u:pw@h/x`) quotes one. A "'" may be in a password
+# (Python then quotes the value with '"'): only '"' ends one.
+_PRINTED_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]{0,31}:/{1,2}[^/:@\s'\"]*:)[^\s\"]+@")
 
 
 SCRUB_MAX_BYTES = 1 << 30   # a text output larger than this is left as written (docs/ci.md)

@@ -65,3 +65,19 @@ def test_an_internal_error_under_debug_shows_its_traceback_without_the_password(
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "ValueError: Invalid endpoint: https://ci:***@minio" in err
     assert TOKEN not in err
+
+
+def test_a_password_holding_a_quote_goes_whole(capsys):
+    """A quote is allowed in a URL's password (RFC 3986's sub-delims): Python quotes such a value with
+    double quotes (`"postgresql://fleet:ab'cd@db/x"`), and the password was shown whole."""
+    from fleet.cli.guard import guard
+    from fleet.errors import UsageError
+    from fleet.masking import without_url_passwords
+    url = f"postgresql://fleet:{TOKEN}'x@db.example/fleet"
+    assert without_url_passwords(repr(url)) == '"postgresql://fleet:***@db.example/fleet"'
+
+    def refused() -> int:
+        raise UsageError(f"state_url = {url!r}: cannot be reached")
+    assert guard(refused, debug=False) == 2
+    err = capsys.readouterr().err
+    assert TOKEN not in err and "fleet:***@db.example" in err, err
