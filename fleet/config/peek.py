@@ -47,11 +47,14 @@ def store_url(directory: Path | None = None) -> str | None:
     path = (directory or Path.cwd()) / "fleet.toml"
     try:
         data = read_config_file(path)
-    except FileNotFoundError:
-        return None
     except OSError as exc:
+        import os
+        if isinstance(exc, FileNotFoundError) and not os.path.islink(path):
+            return None
         from ..errors import ConfigError
-        raise ConfigError(f"{path}: {exc.strerror or exc}", hint="pass --store to choose the store") from None
+        from .locate import why_not_a_file     # a dangling link (an unmounted team share) is no "no fleet.toml"
+        why = why_not_a_file(path) if os.path.islink(path) else exc.strerror or str(exc)
+        raise ConfigError(f"{path}: {why}", hint="pass --store to choose the store") from None
     import tomllib
     from ..errors import ConfigError
     try:

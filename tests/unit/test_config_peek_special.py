@@ -58,3 +58,15 @@ def test_a_fleet_toml_that_cannot_be_read_is_said_by_the_commands_that_only_peek
     assert ("cannot be read" if kind == "dangling-link" else "not valid TOML") in warning[0]
     plain = run_fleet(["status"], cwd=tmp_path, timeout=30)
     assert plain.returncode == 0 and "no live leases" in plain.stdout and "state_url it sets is ignored" in plain.stderr
+
+
+def test_the_snapshot_commands_refuse_a_fleet_toml_linked_from_an_unmounted_share(tmp_path, fleet_home):
+    """The store the snapshot commands act on is fleet.toml's: a link to an unmounted team share was
+    taken for no fleet.toml, so `snapshot ls` said "no snapshots" and `snapshot gc`/`rm` went to the
+    default store, as store_url's own rule forbids."""
+    (tmp_path / "fleet.toml").symlink_to(tmp_path / "unmounted-share" / "fleet.toml")
+    for args in (["snapshot", "ls"], ["snapshot", "gc", "--dry-run"]):
+        refused = run_fleet(args, cwd=tmp_path, timeout=30)
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, (args, refused)
+        assert "fleet.toml: a symbolic link to " in refused.stderr and "cannot be read" in refused.stderr, refused.stderr
+        assert "--store" in refused.stderr and refused.stdout == "", refused
