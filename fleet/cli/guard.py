@@ -128,8 +128,11 @@ def _where_full(exc: OSError) -> str:
     this computer are named instead with the space left on each (only the nearly full ones, if any are)."""
     import os
     from ..render.units import human_size
-    places = [("FLEET_HOME", os.environ.get("FLEET_HOME") or os.path.join(os.path.expanduser("~"), ".fleet")),
-              ("the current directory (runs/ is written under it)", os.getcwd())]
+    places = [("FLEET_HOME", os.environ.get("FLEET_HOME") or os.path.join(os.path.expanduser("~"), ".fleet"))]
+    try:
+        places.append(("the current directory (runs/ is written under it)", os.getcwd()))
+    except OSError:   # removed under the shell: FLEET_HOME alone is named
+        pass
     shown = []
     for name, path in places:
         try:

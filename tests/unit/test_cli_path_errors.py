@@ -119,3 +119,22 @@ def test_too_many_open_files_at_the_usual_1024_says_raise_it_not_that_it_is_the_
     monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 1024))    # `ulimit -n 1024` set both
     assert guard(fail, debug=False) == 3
     assert "that is its hard limit too" in capsys.readouterr().err
+
+
+def test_a_full_disk_met_from_a_deleted_current_directory_is_still_one_line(capsys, tmp_path, monkeypatch):
+    """The current directory removed under the shell (another terminal's `rm -rf`): naming it with its
+    free space raised FileNotFoundError from os.getcwd() inside the error handler, a traceback."""
+    from fleet.cli.guard import guard
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path))
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+
+    def fail() -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    assert guard(fail, debug=False) == 3
+    err = capsys.readouterr().err.strip()
+    assert err.splitlines() == [err] and err.startswith("fleet: error: No space left on device while writing: ")
+    assert f"FLEET_HOME {tmp_path}" in err
