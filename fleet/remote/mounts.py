@@ -6,6 +6,7 @@ stopped at busy mount points, leaving the directory and the mount behind.
 Standard library only, annotations as strings and no `from __future__`: the sweep's reset snippet,
 a team host's release and the Slurm node step carry this text to machines (fleet/sweep/reset.py,
 providers/ssh/machine_agent.py, providers/slurm/steps.py), whose python may be older than fleet's."""
+import errno
 import os
 import re
 
@@ -24,8 +25,12 @@ def mounts_under(directory: "str | os.PathLike[str]", mountinfo: str = "/proc/se
                     point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
                     if (point.rstrip("/") + "/").startswith(root):
                         found.add(point)
-    except OSError:       # no /proc (not Linux): no mount to find
-        return []
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):     # no /proc (not Linux): no mount to find
+            return []
+        # Unread (out of descriptors: a release stops machines side by side) is not "no mount": the
+        # directory itself counts as one that may stay, so it is left rather than deleted through a bind.
+        return [root.rstrip("/") or "/"]
     return sorted(found, key=len, reverse=True)
 
 
@@ -34,8 +39,11 @@ def detach_mounts_under(directory: "str | os.PathLike[str]") -> "list[str]":
     points = mounts_under(directory)
     if not points:
         return []
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+    except (ImportError, OSError):     # ctypes unloadable (out of descriptors too): every one stays
+        return points
     return [p for p in points if libc.umount2(os.fsencode(p), MNT_DETACH) != 0]
 
 

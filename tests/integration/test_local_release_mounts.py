@@ -35,3 +35,35 @@ def test_release_detaches_mounts_and_never_deletes_through_a_bind(local_lease, t
     finally:
         for point in mounts_under(d):
             subprocess.run(["umount", "-l", point], timeout=30)
+
+
+def test_a_release_that_cannot_read_the_mount_table_never_deletes_through_a_bind(fleet_home, tmp_path, monkeypatch):
+    """A release worker out of descriptors read no mountinfo and took it for "no mount"; by its rmtree
+    the other workers had given theirs back, and the bound host directory was emptied."""
+    import errno
+    from fleet.remote import mounts
+    host = tmp_path / "host-data"
+    host.mkdir()
+    (host / "keep.txt").write_text("not fleet's")
+    d = fleet_home / "machines" / "l-nofd-n0"
+    bound = d / "root" / "out" / "bound"
+    bound.mkdir(parents=True)
+    calls = []
+
+    def open_once_out_of_descriptors(path, *args, **kwargs):
+        if str(path) == "/proc/self/mountinfo" and not calls:
+            calls.append(path)
+            raise OSError(errno.EMFILE, "Too many open files", str(path))
+        return open(path, *args, **kwargs)
+
+    subprocess.run(["mount", "--bind", str(host), str(bound)], check=True, timeout=30)
+    try:
+        monkeypatch.setattr(mounts, "open", open_once_out_of_descriptors, raising=False)
+        LocalProvider()._release_dirs([d])
+        assert calls and (host / "keep.txt").read_text() == "not fleet's"
+    finally:
+        monkeypatch.undo()
+        for point in mounts_under(d):
+            subprocess.run(["umount", "-l", point], timeout=30)
+    LocalProvider()._release_dirs([d])            # the mount gone, the directory goes
+    assert not d.exists() and (host / "keep.txt").exists()
