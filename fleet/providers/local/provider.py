@@ -180,8 +180,12 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
         from ...parallel import parallel
         # also at interpreter shutdown (a run in a worker thread)
         short = [d for d in parallel(existing, _end_machine_dir_or_short) if d is not None]
+        failed: dict[Path, OSError] = {}
         for d in short:   # out of descriptors side by side (`ulimit -n 64`): one at a time they fit
-            _end_machine_dir(d)
+            try:
+                _end_machine_dir(d)
+            except OSError as exc:   # the others still go; this one is kept (its processes may
+                failed[d] = exc      # still run) for a later release, and raised once they have
         # Each worker's tree walk holds a descriptor per level: under a low open-files limit
         # (`ulimit -n 64`, a run's SSH connections still open) some failed with EMFILE and, errors
         # ignored, left whole machine directories (their venvs) behind. One at a time they fit.
@@ -189,8 +193,10 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
 
         from ...remote.mounts import mounts_under
         for d in existing:
-            if d.exists() and not mounts_under(d):   # one that stays mounted is never walked into
+            if d not in failed and d.exists() and not mounts_under(d):   # a mount that stays is never walked into
                 shutil.rmtree(d, ignore_errors=True)
+        if failed:
+            raise next(iter(failed.values()))
 
     @classmethod
     def _lease_dirs(cls, lease: Lease) -> list[Path]:

@@ -2,17 +2,15 @@
 
 Standard library only: copied next to agent.py onto every machine (fleet.isolation wraps it for
 the controller). Two levels, best first:
-
-  cgroup  the machine is a cgroup v2 directory <cgroup2 mount>/fleet/<namespace>/<machine-id> with
-          two leaves: work/ holds the machine's processes (a local machine's sshd and so every
-          session; on a team host every `agent exec`), agent/ holds its watchdog, which ends work/
-          from outside it. Ending = cgroup.kill (or freeze + SIGKILL every member on kernels before
-          5.14), then waiting until cgroup.events says `populated 0`. Double forks, setsid and
+  cgroup  <cgroup2 mount>/fleet/<namespace>/<machine-id>: leaf work/ holds the machine's processes (a
+          local machine's sshd and so every session; on a team host every `agent exec`), leaf agent/
+          its watchdog, which ends work/ from outside. Ending = cgroup.kill (freeze + SIGKILL each
+          member before 5.14) until cgroup.events says `populated 0`. Double forks, setsid and
           stripped environments stay inside; a foreign process is never a member.
-  pids    no writable cgroup v2 (a team host without root): only processes proven to be the
-          machine's are signalled: a pid recorded as "PID STARTTIME" (field 22 of /proc/PID/stat)
-          whose start time still matches, its descendants, and processes carrying the machine's tag
-          FLEET_MACHINE_ID. Each is opened as a pidfd and re-checked before it is signalled (no reuse).
+  pids    no writable cgroup v2 (a team host without root): only processes proven the machine's are
+          signalled: a "PID STARTTIME" record (field 22 of /proc/PID/stat) whose start time still
+          matches, its descendants, and processes tagged FLEET_MACHINE_ID, each held as a pidfd and
+          re-checked before it is signalled (no reuse).
 """
 import errno
 import os
@@ -36,8 +34,7 @@ def safe_name(name):
 # -- cgroup v2 ------------------------------------------------------------------------------------
 
 def cgroup2_mount(mountinfo="/proc/self/mountinfo"):
-    """Where the unified (v2) hierarchy is mounted: /sys/fs/cgroup, or /sys/fs/cgroup/unified on a
-    hybrid layout. None without one."""
+    """Where the unified (v2) hierarchy is mounted (/sys/fs/cgroup, or …/unified when hybrid), or None."""
     try:
         with open(mountinfo) as fh:
             lines = fh.read().splitlines()
@@ -83,8 +80,16 @@ def _read(path):
     try:
         with open(path) as fh:
             return fh.read()
-    except OSError:
-        return ""
+    except OSError as exc:
+        return _nothing(exc, "")
+
+
+def _nothing(exc, value):
+    """A failed read of /proc, a cgroup or a state file is "nothing there"; out of descriptors (EMFILE,
+    ENFILE) is no answer and raises: read as "gone", it let a release skip processes still running."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE):
+        raise exc
+    return value
 
 
 def create_unit(path):
@@ -216,24 +221,23 @@ def _stat(pid):
         with open(f"/proc/{pid}/stat") as fh:
             fields = fh.read().rsplit(")", 1)[1].split()
         return fields[0], int(fields[1]), int(fields[19])
-    except (OSError, IndexError, ValueError):
+    except OSError as exc:
+        return _nothing(exc, None)
+    except (IndexError, ValueError):
         return None
 
 
 def start_time(pid):
-    st = _stat(pid)
-    return None if st is None else st[2]
+    return None if (st := _stat(pid)) is None else st[2]
 
 
 def pid_record(pid):
     """"PID STARTTIME" for a live process, or None."""
-    start = start_time(pid)
-    return None if start is None else f"{pid} {start}"
+    return None if (start := start_time(pid)) is None else f"{pid} {start}"
 
 
 def write_pid_file(path, pid):
-    record = pid_record(pid)
-    if record is None:
+    if (record := pid_record(pid)) is None:
         raise ProcessLookupError(errno.ESRCH, f"process {pid} is gone", str(path))
     tmp, fh = _new_file(path)
     with fh:
@@ -264,8 +268,7 @@ def read_pid_file(path):
 
 def same_process(pid, start):
     """The process recorded as (pid, start) is still alive (a zombie counts as gone)."""
-    st = _stat(pid)
-    return st is not None and st[2] == start and st[0] not in ("Z", "X")
+    return (st := _stat(pid)) is not None and st[2] == start and st[0] not in ("Z", "X")
 
 
 class Verified:
@@ -317,7 +320,8 @@ def tagged(machine_id, exclude=()):
         try:
             with open(f"/proc/{name}/environ", "rb") as fh:
                 env = fh.read().split(b"\0")
-        except OSError:
+        except OSError as exc:
+            _nothing(exc, None)
             continue
         # The same start time before and after: the environment read was this process's.
         if needle in env and before is not None and start_time(name) == before:
@@ -364,12 +368,9 @@ def kill_verified(records, grace_s=2.0, timeout=10.0):
             p.close()
 
 
-# -- small helpers the agent shares ------------------------------------------------------------
-
 def alive(pid):
     """True for a live process; a zombie (exited, not yet reaped) counts as gone."""
-    st = _stat(pid)
-    return st is not None and st[0] != "Z"
+    return (st := _stat(pid)) is not None and st[0] != "Z"
 
 
 def read_small(path, limit=4096):
@@ -379,8 +380,8 @@ def read_small(path, limit=4096):
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb", buffering=0) as fh:
             return fh.read(limit).decode(errors="replace") if stat.S_ISREG(os.fstat(fd).st_mode) else ""
-    except OSError:
-        return ""
+    except OSError as exc:
+        return _nothing(exc, "")
 
 
 def read_float(path, default=None):
