@@ -71,3 +71,24 @@ def test_a_machine_whose_stop_fails_again_is_kept_and_the_others_are_still_relea
     # n1 and n2 released; n0, whose processes may still run, kept for a later release.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["l-x-n0"]
     assert tries == {"l-x-n0": 2, "l-x-n1": 2, "l-x-n2": 2}
+
+
+def test_the_watchdog_asks_again_when_out_of_descriptors_at_expiry_and_still_ends_the_machine(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from fleet.remote.agent import agent
+    calls: list[str] = []
+
+    def end_machine(machine_id, info, roots=(), grace_s=2.0):
+        calls.append(machine_id)
+        if len(calls) < 3:
+            raise OSError(23, "Too many open files in system")
+        return True
+
+    monkeypatch.setattr(agent, "end_machine", end_machine)
+    monkeypatch.setattr(agent.time, "sleep", lambda s: None)
+    args = SimpleNamespace(state_dir=str(tmp_path), isolation_info={"level": "pids"}, machine_id="m-x",
+                           poweroff=False, kill_pid=[], kill_pid_file=[])
+    agent._expire(args, "deadline")   # raised out of the watchdog before: its machine never ended
+    assert calls == ["m-x", "m-x", "m-x"]
+    assert (tmp_path / "expired").is_file()

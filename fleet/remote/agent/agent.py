@@ -155,7 +155,12 @@ def _expire(args, reason):
     except OSError:
         pass   # e.g. the disk is full: the marker is informative, ending the machine is not optional
     info = args.isolation_info
-    end_machine(args.machine_id, info, _roots(args))
+    for _ in range(50):   # out of descriptors (a trial's flood) is no answer about its processes: again
+        try:
+            end_machine(args.machine_id, info, _roots(args))
+            break
+        except OSError:
+            time.sleep(0.2)
     unit = _unit_of(info, args.machine_id)
     if unit:   # step out of the unit so it can be removed: nothing of the machine is left behind
         containment.leave(unit, info.get("origin"))
@@ -224,15 +229,10 @@ def cmd_extend(args):
     if os.path.exists(os.path.join(state, "expired")):
         print("expired", file=sys.stderr)
         return 3
-    cap = containment.read_float(os.path.join(state, "max_deadline"))
-    target = time.time() + args.ttl
-    if cap is not None:
-        target = min(target, cap)
+    target = min(time.time() + args.ttl, containment.read_float(os.path.join(state, "max_deadline"), float("inf")))
     # Only ever later: a shorter TTL (a second `fleet extend 1m`, a heartbeat capped by the budget)
     # must not pull forward a deadline someone was already promised.
-    current = containment.read_float(os.path.join(state, "deadline"))
-    if current is not None and current > target:
-        target = current
+    target = max(target, containment.read_float(os.path.join(state, "deadline"), -float("inf")))
     containment.write_atomic(os.path.join(state, "deadline"), repr(target))
     print(json.dumps({"remaining_s": round(target - time.time(), 3)}))
     return 0

@@ -263,7 +263,7 @@ def parse_record(text):
 
 
 def read_pid_file(path):
-    return parse_record(read_small(path).strip())
+    return parse_record(read_small(path, strict=True).strip())
 
 
 def same_process(pid, start):
@@ -373,15 +373,15 @@ def alive(pid):
     return (st := _stat(pid)) is not None and st[0] != "Z"
 
 
-def read_small(path, limit=4096):
+def read_small(path, limit=4096, strict=False):
     """A state file's text ("" for none): a regular file, never through a link, never blocking. The
     login writes the state directory: a FIFO or /dev/zero link at `deadline` hung the watchdog for good."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         with os.fdopen(fd, "rb", buffering=0) as fh:
             return fh.read(limit).decode(errors="replace") if stat.S_ISREG(os.fstat(fd).st_mode) else ""
-    except OSError as exc:
-        return _nothing(exc, "")
+    except OSError as exc:   # strict: out of descriptors raises (the watchdog's deadline read stays lenient)
+        return _nothing(exc, "") if strict else ""
 
 
 def read_float(path, default=None):
