@@ -67,7 +67,9 @@ def json_list_chunks(key: str, items: Iterable, after: Callable[[], dict] = dict
     its turn comes: a listing of thousands of records (`fleet runs ls --json`) need not be held whole,
     twice over (objects, then text). The items are the same text json_text gives them; the keys of
     after(), asked once the items are all out (what reading them found: damaged records), come after
-    `key`, sorted among themselves."""
+    `key`, sorted among themselves. When making an item fails once some are written, the text is
+    still closed, with the items written so far and `"error"` saying why it stopped, and the failure
+    is raised again for the caller to report."""
     from ..models import to_jsonable
     import itertools
     items = iter(items)
@@ -76,11 +78,28 @@ def json_list_chunks(key: str, items: Iterable, after: Callable[[], dict] = dict
     first = [_item_json(item) for item in itertools.islice(items, 1)]   # made before the header: it may fail too
     yield "{\n  " + json.dumps(key) + ": ["
     sep = "\n    "
-    for text in itertools.chain(first, map(_item_json, items)):
-        yield sep + text.replace("\n", "\n    ")   # JSON text holds no raw newline but its indentation
-        sep = ",\n    "
+    failed = None
+    try:
+        for text in itertools.chain(first, map(_item_json, items)):
+            yield sep + text.replace("\n", "\n    ")   # JSON text holds no raw newline but its indentation
+            sep = ",\n    "
+    except Exception as exc:  # noqa: BLE001 — any failure: a reader of stdout still gets whole JSON
+        failed = exc
     yield "]" if sep == "\n    " else "\n  ]"
-    for name, value in sorted(to_jsonable(after()).items()):
+    tail = dict(to_jsonable(after()))
+    if failed is not None:
+        tail["error"] = _stopped_by(failed)
+    for name, value in sorted(tail.items()):
         text = json.dumps(value, indent=2, sort_keys=True, allow_nan=False)
         yield ",\n  " + json.dumps(name) + ": " + text.replace("\n", "\n  ")
     yield "\n}\n"
+    if failed is not None:
+        raise failed
+
+
+def _stopped_by(exc: Exception) -> str:
+    """Why a listing stopped part-way, in one line (a state URL's password masked, as on stderr)."""
+    from ..errors import FleetError
+    from ..masking import without_url_passwords
+    text = exc.one_line() if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
+    return without_url_passwords(" ".join(text.split()))

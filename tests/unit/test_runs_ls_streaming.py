@@ -70,3 +70,29 @@ def test_a_long_json_listing_is_written_in_bounded_memory(tmp_path, fleet_home):
     assert len(listed) == RECORDS and listed[0]["run_id"] == f"r-{RECORDS - 1:05d}" and listed[-1]["run_id"] == "r-00000"
     # Holding the whole listing peaked at ~180 MB here; page by page it stays near the CLI's own ~30 MB.
     assert peak_kb < 80_000, f"fleet runs ls --json peaked at {peak_kb} kB for {RECORDS} records"
+
+
+def test_a_listing_that_fails_part_way_still_prints_whole_json(tmp_path, fleet_home):
+    """The state DB found damaged on the second page of a listing left stdout as `{"runs": [ …200 records`
+    with no end: a program reading it got a parse error instead of the records and the reason."""
+    from fleet.state import open_state
+    state = open_state()
+    try:
+        for i in range(300):
+            append_record(RunRecord(run_id=f"r-{i:05d}", command=f"train --old-marker-{i:05d}", user="u"), state.db)
+    finally:
+        state.close()
+    db_file = fleet_home / "state.db"
+    data = bytearray(db_file.read_bytes())
+    page = int.from_bytes(data[16:18], "big")   # SQLite's page size, from its file header
+    at = data.index(b"--old-marker-00010")    # in a table page the second page of 200 has to read
+    data[at - at % page:at - at % page + page] = b"\xff" * page
+    db_file.write_bytes(bytes(data))
+
+    listed = run_fleet(["runs", "ls", "--limit", "1000", "--json"], cwd=tmp_path)
+    assert listed.returncode != 0
+    out = json.loads(listed.stdout)
+    assert [r["run_id"] for r in out["runs"]] == [f"r-{i:05d}" for i in range(299, 99, -1)]
+    assert "corrupt" in out["error"] and "state.db" in out["error"]
+    lines = listed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fleet: error: ") and "corrupt" in lines[0], listed.stderr
