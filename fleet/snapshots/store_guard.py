@@ -28,6 +28,7 @@ No lock server, no fcntl (a file:// store may be on NFS, shared by several compu
 from __future__ import annotations
 
 import atexit
+import math
 import os
 import re
 import secrets
@@ -192,11 +193,17 @@ class _Marker:
 
 
 def _gc_wait() -> float:
+    """FLEET_STORE_GC_WAIT: seconds a write waits for a gc to end. "inf" waited for ever behind a gc
+    that may run for hours, and "nan" or "-5" were quietly taken for 0 (no wait): both are refused."""
+    raw = os.environ.get("FLEET_STORE_GC_WAIT") or ""
     try:
-        return max(0.0, float(os.environ.get("FLEET_STORE_GC_WAIT") or GC_WAIT_S))
+        wait = float(raw) if raw else GC_WAIT_S
     except ValueError:
-        raise EnvironmentProblem(f"FLEET_STORE_GC_WAIT={os.environ['FLEET_STORE_GC_WAIT']!r} is not a number "
-                                 "of seconds") from None
+        wait = math.nan
+    if not (math.isfinite(wait) and wait >= 0):
+        raise EnvironmentProblem(f"FLEET_STORE_GC_WAIT={raw!r} is not a number of seconds "
+                                 f"(give a finite number, 0 or more; default {GC_WAIT_S:g})")
+    return wait
 
 
 @atexit.register
