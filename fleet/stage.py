@@ -11,6 +11,7 @@ import shutil
 import socket
 import tarfile
 from pathlib import Path
+from typing import Callable
 
 from .models import Machine
 from .remote.ssh import connect
@@ -113,7 +114,8 @@ class _Prefixed:
         return self.rest.read(n)
 
 
-def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path, *, limit: int | None = None) -> Extracted:
+def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path, *, limit: int | None = None,
+                    watch: Callable[[Extracted], None] | None = None) -> Extracted:
     """Bring `remote_dir` home into `local_dir`, streamed: the tar never sits in memory (2 GiB of
     outputs used to need 2 GiB of controller RSS), and it is unpacked as if hostile (links kept
     inside `local_dir`, see fleet/safe_extract.py). A missing directory brings nothing.
@@ -128,7 +130,8 @@ def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path, *, limit
     neighbours' channels too (a sweep's trials sharing it), so one drop would otherwise cost every
     transfer then in flight its outputs. The second try starts from an empty `local_dir` (so only
     when the first began from one): two streams unpacked over each other could combine links that
-    each judged alone stay inside (p -> q/.. first, q -> . second), and could hold twice `limit`."""
+    each judged alone stay inside (p -> q/.. first, q -> . second), and could hold twice `limit`.
+    `watch` is given each try's Extracted as it starts filling, for progress to read."""
     retry_allowed = not local_dir.exists() or not any(local_dir.iterdir())
     first: Extracted | Exception | None = None
     for attempt in (1, 2):
@@ -144,7 +147,7 @@ def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path, *, limit
             if attempt == 2 and local_dir.exists():
                 shutil.rmtree(local_dir)   # the first try's partial outputs: the second brings them whole
             try:
-                result = _fetch_once(session, remote_dir, local_dir, limit)
+                result = _fetch_once(session, remote_dir, local_dir, limit, watch)
             except Exception as exc:
                 if attempt == 2 or session.active or not retry_allowed:
                     raise
@@ -156,10 +159,12 @@ def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path, *, limit
     return result
 
 
-def _fetch_once(session, remote_dir: str, local_dir: Path, limit: int | None) -> Extracted:
+def _fetch_once(session, remote_dir: str, local_dir: Path, limit: int | None, watch=None) -> Extracted:
     """One try of fetch_directory on `session`."""
     create = "-cf"
     result = Extracted()
+    if watch is not None:
+        watch(result)
     quoted = shlex.quote(remote_dir)
     cmd = (f"if [ -d {quoted} ]; then s=; tar --version 2>/dev/null | grep -q 'GNU tar' && s=--sparse; "
            f"tar $s {shlex.quote(create)} - -C {quoted} .; fi")

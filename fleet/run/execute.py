@@ -1,5 +1,6 @@
 """On the leased machines: wait until they answer, run setup and the command (per machine or per
-GPU slot, with the rank environment), honour stop requests, and bring the outputs home.
+GPU slot, with the rank environment), honour stop requests; whether outputs that did not all come
+home (fleet/run/collect.py) spoil a success.
 """
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from typing import Callable, TypeVar
 
 from ..errors import Cancelled, ExitCode, InfrastructureError
 from ..models import Lease, Machine, to_jsonable
-from ..parallel import parallel
 from .cleanup import keep_sink_error
 from .context import RunContext
 from .types import Collected, ExecResult
@@ -19,7 +19,6 @@ from .types import Collected, ExecResult
 T = TypeVar("T")
 READY_TIMEOUT_S = 120.0
 GRACE_S = 10.0
-SKIPPED_SHOWN = 10     # outputs skipped on one machine named one per line; the rest counted
 
 
 def _env_seconds(name: str, default: float) -> float:
@@ -325,44 +324,6 @@ def _stop_when_recoverable_loss(ctx: RunContext, running: list) -> None:
         ctx.lost_machines.add(p.spec.machine.id)
     m = gone[0].spec.machine
     ctx.request_stop("lost", f"machine {m.id} ({m.address}) was lost under the command")
-
-
-def collect(ctx: RunContext, lease: Lease) -> Collected:
-    """Bring outputs home (streamed to disk, links preserved), best effort and bounded: a dead
-    machine must not block release. Outputs that did not all come home (a transfer cut short, a
-    full disk, the outputs_max limit) are named in `incomplete`, one line per machine."""
-    from ..safe_extract import Extracted
-    from ..stage import fetch_directory
-    if ctx.hurry.is_set():
-        return Collected(files=0)
-    ctx.events.phase("collect", f"fetching outputs into {ctx.run_dir}")
-    lost = ctx.machines_lost() if ctx.machines_lost else set()
-    limit = ctx.config.outputs_max_bytes or None
-
-    def fetch(m: Machine) -> Extracted:
-        if m.id in lost:   # past its deadline unreachable: its watchdog ended it, outputs and all
-            ctx.events.warn(f"outputs of {m.id} are lost with it: it stopped answering and its watchdog ended it")
-            return Extracted(incomplete="the machine stopped answering and its watchdog ended it")
-        try:
-            got = fetch_directory(m, f"{m.workdir}/outputs/{ctx.run_id}", ctx.run_dir / f"node-{m.node_rank}",
-                                  limit=limit)
-        except Exception as exc:  # noqa: BLE001
-            got = Extracted(incomplete=f"could not fetch them: {exc}")
-        for why in got.skipped[:SKIPPED_SHOWN]:   # named: an output that did not come home is never silent
-            ctx.events.warn(f"output skipped on node {m.node_rank}: {why}")
-        if len(got.skipped) > SKIPPED_SHOWN:      # 3,000 FIFOs are not 3,000 lines; the summary keeps 100
-            ctx.events.warn(f"{len(got.skipped) - SKIPPED_SHOWN} more outputs skipped on node {m.node_rank} "
-                            "(summary.json names the first 100)")
-        if got.incomplete:
-            ctx.events.warn(f"outputs of node {m.node_rank} ({m.id}) did not all come home: {got.incomplete}; "
-                            f"{got.files} complete file(s) kept")
-        return got
-
-    got = parallel(lease.machines, fetch)   # also at interpreter shutdown, when executors take no more work
-    return Collected(files=sum(g.files for g in got), symlinks=sum(g.symlinks for g in got),
-                     skipped=tuple(why for g in got for why in g.skipped)[:100],
-                     incomplete=tuple(f"node {m.node_rank} ({m.id}): {g.incomplete}"
-                                      for m, g in zip(lease.machines, got) if g.incomplete))
 
 
 def with_outputs_incomplete(outcome: T, collected: Collected | None) -> T:

@@ -109,7 +109,7 @@ class SSHMachines:
         return skip_reason(ctx, lease, setup)
 
     def collect(self, ctx, lease) -> Collected:
-        from .execute import collect
+        from .collect import collect
         return collect(ctx, lease)
 
     def capture_environment(self, ctx, lease, store, pinned) -> "RunEnvironment":

@@ -9,7 +9,7 @@
     setup    → ExecResult     `setup`, once per machine (execute.py); a rerun installs the recorded packages first
     environment → RunEnvironment  image, GPU/driver, OS, Python, packages: once per machine kind (environment.py)
     execute  → ExecResult     the command, per machine or per GPU slot (execute.py)
-    collect  → Collected      outputs home (execute.py)
+    collect  → Collected      outputs home (collect.py)
     release  → Released       always, in `finally`, whatever collecting raised (cleanup.py); or --keep (keep.py)
     record   → Cost, RecordRef, RunSummary: ledger closed, run record appended (ending.py, budget.py, record.py)
 
