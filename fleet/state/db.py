@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 from ..errors import EnvironmentProblem, StateUnavailable
 from .sqlite_errors import (_is_corrupt, corrupt_database, empty_but_used, mismatch_hint,  # noqa: F401
-                            transient_hint)
+                            space_left, transient_hint)
 
 # Migrations followed by a column repair in fleet/state/repairs.py (its AFTER table).
 _REPAIRED = {12}
@@ -364,7 +364,8 @@ class Database(BaseDatabase):
             raise exc
         transient = transient_hint(exc)
         if transient is not None:
-            raise StateUnavailable(f"state database {self.path}: {exc}", hint=transient) from None
+            raise StateUnavailable(f"state database {self.path}: {exc}{space_left(self.path, exc)}",
+                                   hint=transient) from None
         raise EnvironmentProblem(f"state database {self.path}: {exc}", hint=mismatch_hint(exc)) from None
 
     @staticmethod

@@ -25,9 +25,32 @@ def transient_hint(exc: sqlite3.Error) -> str | None:
     text = str(exc)
     if primary in (_BUSY, _LOCKED) or primary is None and "is locked" in text:
         return "another fleet command holds it locked; try again"
-    if primary == _FULL or primary is None and "disk is full" in text:
+    if _is_full(exc):
         return "the disk is full: free some space"
     return None
+
+
+def _is_full(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF == _FULL if isinstance(code, int) else "disk is full" in str(exc)
+
+
+def space_left(path: Path, exc: sqlite3.Error) -> str:
+    """For a full disk, how much room the filesystem holding the database has left and where it is
+    mounted: "database or disk is full" named neither, so a user freed space on the wrong disk (their
+    home, while FLEET_HOME sat on a small /var). Empty for any other failure."""
+    if not _is_full(exc):
+        return ""
+    import os
+    from ..render.units import human_size
+    where = os.path.abspath(path.parent)
+    try:
+        st = os.statvfs(where)
+        while not os.path.ismount(where):
+            where = os.path.dirname(where)
+    except OSError:
+        return ""
+    return f"; {human_size(st.f_bavail * st.f_frsize)} free on {where}, the filesystem that holds it"
 
 
 def mismatch_hint(exc: sqlite3.Error) -> str | None:
