@@ -26,6 +26,7 @@ from ..run.context import Events, RunContext
 from ..run.types import ExecResult, PinnedInputs
 from .params import Trial
 from .reset import reset_machine
+from .retire import Retirements
 from .shrink import PoolShrink
 from .slots import Slot
 from .spec import SweepSpec
@@ -56,7 +57,7 @@ class Scheduler:
         self.results: dict[str, TrialResult] = {}
         self.stop = SweepStop()
         self.resets_unclean: list[str] = []
-        self.low_space: dict[str, str] = {}   # per machine: where trials write, below the floor, and after which trial
+        self.machines_out = Retirements()   # per machine: why the resets found it can run no more trials
         self.machine_micro = 0              # one machine's price per hour
         self.timeout_s = 0.0
         self.lost_slots = 0
@@ -149,20 +150,10 @@ class Scheduler:
                 the trial it was meant for; if that fails too, the trial does not start beside what
                 the last one left (and its error retires the slot)."""
                 last_reset_done()
-                changed = [self.environments.code_changed[m] for m in slot.machine_ids
-                           if m in self.environments.code_changed]
-                if changed:
-                    refused.append(f"had their staged code or data changed by {changed[0]}")
-                    raise MachineUnreachable(f"machines {slot.label}: the staged code or data was changed by {changed[0]}")
-                patched = [self.environments.site_changed[m] for m in slot.machine_ids
-                           if m in self.environments.site_changed]
-                if patched:
-                    refused.append(f"had their venv's site-packages changed by {patched[0]}")
-                    raise MachineUnreachable(f"machines {slot.label}: the venv's site-packages were changed by {patched[0]}")
-                full = [self.low_space[m] for m in slot.machine_ids if m in self.low_space]
-                if full:
-                    refused.append(f"are short of disk space ({full[0]})")
-                    raise MachineUnreachable(f"machines {slot.label} are short of disk space: {full[0]}")
+                out = self.machines_out.of(slot.machine_ids)
+                if out is not None:
+                    refused.append(out.lost)
+                    raise MachineUnreachable(f"machines {slot.label}{out.refused}")
                 state = True if after is None else reset_ok.get(after, True)   # no early reset: none to doubt
                 if state is False:                 # tried again once (None: failed twice), whichever caller is first
                     state = reset_ok[after] = self._reset(ctx, slot, after) or None
@@ -229,23 +220,8 @@ class Scheduler:
         try:
             for got in parallel(machines, lambda m: reset_machine(m, run_id, slot.leaf, env_paths(ctx.lease, m))):
                 self.environments.saw(got.machine_id, got.env_state, tokens.get(got.machine_id))
-                staged = self.environments.code.get(got.machine_id)
-                if None not in (staged, got.code_state) and got.code_state != staged \
-                        and got.machine_id not in self.environments.code_changed:   # unread is not changed
-                    self.environments.code_changed[got.machine_id] = run_id
-                    self.events.warn(f"machine {got.machine_id}: {run_id} changed the staged code or data there: no "
-                                     "more trials on it (their records pin them as staged)")
-                site = self.environments.site.get(got.machine_id)
-                if None not in (site, got.site_state) and got.site_state != site \
-                        and got.machine_id not in self.environments.site_changed:
-                    # Not probed again: the probe trusts RECORD's hashes, so a library patched in
-                    # place would run in later trials whose records show the pool's environment.
-                    self.environments.site_changed[got.machine_id] = run_id
-                    self.events.warn(f"machine {got.machine_id}: {run_id} changed files in the venv's site-packages "
-                                     "there: no more trials on it (their records would show the pool's environment)")
-                if got.low_space and got.machine_id not in self.low_space:
-                    self.low_space[got.machine_id] = f"after {run_id} {got.low_space}"
-                    self.events.warn(f"machine {got.machine_id}: after {run_id} {got.low_space}: no more trials on it")
+                for warning in self.machines_out.found(self.environments, got, run_id):
+                    self.events.warn(warning)
                 if got.ended:   # said, not silent: a trial that daemonises also ran past its own end
                     self.events.warn(f"machine {got.machine_id}: {run_id} left {got.ended} process(es) running "
                                      "after its command ended; the reset ended them")

@@ -161,9 +161,7 @@ class TrialEnvironments:
         self.reused = self.probed = 0
         self.live: dict[str, set[str]] = {}       # per machine: trials that may run there (begun, not reset)
         self.code: dict[str, str | None] = {}     # per machine: its staged code's state after setup
-        self.code_changed: dict[str, str] = {}    # per machine: the trial after which that state differed
         self.site: dict[str, str | None] = {}     # per machine: its venv's site-packages state after setup
-        self.site_changed: dict[str, str] = {}    # per machine: the trial after which that state differed
         self.begun: dict[str, int] = {}           # per machine: how many trials have begun there
 
     def begin(self, lease: Lease, run_id: str) -> None:

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 from fleet.sweep import scheduler as scheduler_module
 from fleet.sweep.reset import ResetResult
+from fleet.sweep.retire import Retirements
 from fleet.sweep.scheduler import Scheduler
 from fleet.sweep.trial_env import TrialEnvironments
 
@@ -18,9 +19,15 @@ def _scheduler(states: dict[str, str | None]):
     s.environments.code.update({"m-0": "after-setup", "m-1": "after-setup"})
     s.events = SimpleNamespace(warn=warned.append)
     s.resets_unclean = []
+    s.machines_out = Retirements()
     ctx = SimpleNamespace(lease=SimpleNamespace(machines=[SimpleNamespace(id=m) for m in states]))
     slot = SimpleNamespace(machine_ids=list(states), leaf="trial-0", label="m-0+m-1")
     return s, ctx, slot, warned
+
+
+def _out(s) -> dict[str, str]:
+    """Per machine the resets retired: what a slot of it alone then says of it."""
+    return {m: s.machines_out.of([m]).lost for m in ("m-0", "m-1") if s.machines_out.of([m]) is not None}
 
 
 def test_only_a_read_state_that_differs_retires_a_machine(monkeypatch):
@@ -30,7 +37,7 @@ def test_only_a_read_state_that_differs_retires_a_machine(monkeypatch):
                         lambda m, run_id, leaf, env: ResetResult(m.id, 0, True, code_state=states[m.id]))
     s, ctx, slot, warned = _scheduler(states)
     assert s._reset(ctx, slot, "r-1") and s._reset(ctx, slot, "r-2")
-    assert s.environments.code_changed == {"m-1": "r-1"}
+    assert _out(s) == {"m-1": "had their staged code or data changed by r-1"}
     assert warned == ["machine m-1: r-1 changed the staged code or data there: no more trials on it (their "
                       "records pin them as staged)"]
 
@@ -52,6 +59,6 @@ def test_a_changed_site_packages_state_retires_the_machine_once_and_an_unread_on
     s, ctx, slot, warned = _scheduler(states)
     s.environments.site.update({"m-0": "after-setup", "m-1": "after-setup"})
     assert s._reset(ctx, slot, "r-1") and s._reset(ctx, slot, "r-2")
-    assert s.environments.site_changed == {"m-1": "r-1"} and s.environments.code_changed == {}
+    assert _out(s) == {"m-1": "had their venv's site-packages changed by r-1"}   # and not its code
     assert warned == ["machine m-1: r-1 changed files in the venv's site-packages there: no more trials on it "
                       "(their records would show the pool's environment)"]
