@@ -38,7 +38,7 @@ from .ownership import TAG, cancel_leases_jobs, is_leases, job_name, lease_jobs,
 from .settings import SlurmSettings
 from .shrink import release_nodes
 from .staging import remove_staging, staging_dir_of, staging_probe
-from .steps import NodeStep, reap, start_node
+from .steps import NodeStep, node_source, reap, start_node
 
 HOLD = "#!/bin/sh\n# fleet: this job only holds the allocation; fleet's node steps run inside it.\nexec sleep 100000000\n"
 NODE_USER = "FLEET_NODE_USER"        # node.py puts the node's own user name here in sshd_config
@@ -192,8 +192,10 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         from ...paths import subdir
         from ...remote.agent import AGENT_PATH, agent_source
         from ..local.sshd import _config_text
-        # One file (containment embedded): the node step receives it on stdin, nothing is installed there.
-        agent, telemetry = agent_source(), AGENT_PATH.with_name("telemetry.py")
+        # Read once for all the lease's nodes (the next lease reads them again). The agent is one file
+        # (containment embedded): the node step receives it on stdin, nothing is installed there.
+        agent, source, telemetry = agent_source(), node_source(), AGENT_PATH.with_name("telemetry.py")
+        telemetry_text = telemetry.read_text() if telemetry.exists() else None
         logs = subdir("slurm") / lease_id
 
         def start(rank: int) -> Machine:
@@ -202,9 +204,9 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
             spec = {"machine_id": machine_id, "workdir": self.config.workdir, "listen": addresses[node],
                     "sshd_config": _config_text(d, 0, machine_id, NODE_USER, d / "root", listen=addresses[node]),
                     "host_key": host_key.read_text(), "authorized_key": public, "agent": agent,
-                    "telemetry": telemetry.read_text() if telemetry.exists() else None, "ttl": deadline_s,
+                    "telemetry": telemetry_text, "ttl": deadline_s,
                     "max": plan.max_duration_s, "telemetry_interval": plan.telemetry_interval_s, "shared": shared}
-            step = start_node(self.slurm.runner, job_id, node, self.config.python, spec,
+            step = start_node(self.slurm.runner, job_id, node, self.config.python, source, spec,
                               logs / f"step-{rank}.log", STEP_START_TIMEOUT_S)
             steps.append(step)
             ready = step.ready

@@ -34,7 +34,7 @@ BOOT = "import json,sys;exec(compile(json.loads(sys.stdin.readline()),'fleet-nod
 
 def node_source() -> str:
     """The text the node step runs: node.py with the modules it imports within fleet (remote/mounts.py,
-    node_job.py) ahead of it."""
+    node_job.py) ahead of it. Read by the caller once for all the nodes it starts (start_node's `source`)."""
     return "\n".join([mounts.source(), *(part.read_text() for part in NODE_PARTS)])
 
 
@@ -71,10 +71,10 @@ def step_argv(runner: Runner, argv: Sequence[str]) -> tuple[list[str], dict[str,
     return list(argv), tool_env(runner.env if isinstance(runner, LocalRunner) else None)
 
 
-def start_node(runner: Runner, job_id: str, node: str, python: str, spec: dict[str, Any], log: Path,
+def start_node(runner: Runner, job_id: str, node: str, python: str, source: str, spec: dict[str, Any], log: Path,
                timeout_s: float) -> NodeStep:
-    """Start the node step and wait for its ready line; InfrastructureError naming srun's own
-    complaint if the step ends or stays silent first."""
+    """Start the node step (`source`: node_source()'s text) and wait for its ready line;
+    InfrastructureError naming srun's own complaint if the step ends or stays silent first."""
     # -S: node.py is standard library only; the site-packages' .pth files (certifi, setuptools' hooks, …)
     # cost a loaded interpreter tens of ms per step start and can print or fail on a node.
     argv = srun_argv(job_id, [python, "-S", "-c", BOOT], nodes=1, extra=["--ntasks=1", f"--nodelist={node}",
@@ -88,7 +88,7 @@ def start_node(runner: Runner, job_id: str, node: str, python: str, spec: dict[s
                                 start_new_session=True, close_fds=True)
     assert proc.stdin is not None and proc.stdout is not None
     try:
-        proc.stdin.write((json.dumps(node_source()) + "\n" + json.dumps(spec) + "\n").encode())
+        proc.stdin.write((json.dumps(source) + "\n" + json.dumps(spec) + "\n").encode())
         proc.stdin.flush()                 # kept open: request_release writes on it
     except BrokenPipeError:
         pass
