@@ -18,13 +18,10 @@ from pathlib import Path
 import pytest
 
 from tests.fixtures.slurm import wait_for
+from tests.fixtures.slurm_lease import cluster_plan, cluster_provider
 
 from fleet.ids import new_lease_id
 from fleet.paths import subdir
-from fleet.plan import make_plan
-from fleet.providers.base import choose_mix
-from fleet.providers.slurm.provider import SlurmProvider
-from fleet.providers.slurm.settings import SlurmSettings
 from fleet.remote.agent.containment import cgroup2_mount
 
 pytestmark = pytest.mark.timeout(300)
@@ -65,12 +62,8 @@ def _pids_of(cmdline: str) -> list[int]:
 
 def test_a_stuck_watchdog_leaves_neither_the_machine_directory_nor_an_orphan_behind(
         slurm_env, fleet_home, tmp_path, freezer):
-    nodes_dir = tmp_path / "nodes"
-    nodes_dir.mkdir()
-    provider = SlurmProvider(SlurmSettings(workdir=str(nodes_dir), poll_s=0.5))
-    plan = make_plan(provider="slurm", mix=choose_mix(provider, "slurm-1gpu", 1), max_duration_s=600,
-                     heartbeat_ttl_s=120, project="slurm-test", user="tester")
-    lease = provider.lease(plan, new_lease_id(), 120)
+    provider, _slurm, nodes_dir = cluster_provider(tmp_path, slurm_env)
+    lease = provider.lease(cluster_plan(provider, "slurm-1gpu", 1), new_lease_id(), 120)
     (machine,) = lease.machines
     machine_dir = Path(machine.workdir).parent
     orphan = f"sleep 290.{secrets.randbelow(10 ** 6):06d}"     # unique: found by its command line
