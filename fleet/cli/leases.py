@@ -41,6 +41,8 @@ def down(
     from .render import RichEvents
     if all_users and not all_leases:
         raise UsageError("--all-users goes with --all", hint="fleet down --all --all-users")
+    if all_leases:
+        _refuse_unread_team_state()
     events = RichEvents(plain=True)
     # As `fleet status` lists them: on a team's shared state, --all is the caller's own leases.
     user = None if all_users else current_user(peek_str("user"))
@@ -51,6 +53,23 @@ def down(
     else:
         typer.echo(f"released {len(released)}: {', '.join(released)}" if released else "nothing to release")
     return 0
+
+
+def _refuse_unread_team_state() -> None:
+    """`down --all` releases every lease of a state: with a ./fleet.toml that cannot be read (a link to
+    an unmounted team share, a syntax error mid-edit), the state_url it sets is unknown, and releasing
+    FLEET_HOME's leases instead is destruction nobody asked for. status and runs ls only warn."""
+    import os
+
+    from ..config.peek import peek_why
+    from ..errors import UsageError
+    if os.environ.get("FLEET_STATE_URL"):
+        return   # named outright: the file's state_url would not count anyway
+    _value, why = peek_why("state_url")
+    if why is not None:
+        raise UsageError(f"./fleet.toml: {why}: `fleet down --all` would release the leases of FLEET_HOME's "
+                         "state, which may not be your team's", hint="fix or remove ./fleet.toml, or name the "
+                         "leases: fleet down LEASE")
 
 
 def extend(

@@ -17,9 +17,14 @@ def test_a_special_fleet_toml_neither_hangs_nor_floods(tmp_path, fleet_home, kin
         os.mkfifo(target)
     else:
         target.symlink_to("/dev/zero")
-    for args in (["status"], ["down", "--all"], ["runs", "ls"]):
+    for args in (["status"], ["runs", "ls"]):
         proc = run_fleet(args, cwd=tmp_path, timeout=30)
         assert proc.returncode == 0, (args, proc.stderr)
+    # Releasing every lease of a state it cannot name is refused (it would be FLEET_HOME's, maybe not
+    # the team's the file names), in one line and without hanging.
+    refused = run_fleet(["down", "--all"], cwd=tmp_path, timeout=30)
+    assert refused.returncode == 2 and "not a regular file" in refused.stderr \
+        and "fleet down --all` would release" in refused.stderr, refused.stderr
     # `budget` reads the whole file for the budgets: one that is not a file is refused, never taken
     # for "no budgets set" (red-team round 7).
     refused = run_fleet(["budget"], cwd=tmp_path, timeout=30)
@@ -58,6 +63,10 @@ def test_a_fleet_toml_that_cannot_be_read_is_said_by_the_commands_that_only_peek
     assert ("cannot be read" if kind == "dangling-link" else "not valid TOML") in warning[0]
     plain = run_fleet(["status"], cwd=tmp_path, timeout=30)
     assert plain.returncode == 0 and "no live leases" in plain.stdout and "state_url it sets is ignored" in plain.stderr
+    # Releasing every lease is refused: it would be FLEET_HOME's leases, not the team's the file names.
+    down = run_fleet(["down", "--all"], cwd=tmp_path, timeout=30)
+    assert down.returncode == 2 and len(down.stderr.strip().splitlines()) == 1 and down.stdout == "", down
+    assert "./fleet.toml: " in down.stderr and "fleet down LEASE" in down.stderr, down.stderr
 
 
 def test_the_snapshot_commands_refuse_a_fleet_toml_linked_from_an_unmounted_share(tmp_path, fleet_home):
