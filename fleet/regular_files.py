@@ -8,16 +8,26 @@ import errno
 import os
 import stat
 
-NOT_REGULAR = "not a regular file (a FIFO, socket or device)"
+NOT_REGULAR = "not a regular file"
+
+
+def kind_of(mode: int) -> str:
+    """What stands where a regular file was expected, in words."""
+    for test, word in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return word
+    return "not a regular file"
 
 
 def open_regular(path: str | os.PathLike, *, follow_links: bool = False) -> int:
     """A read-only descriptor of `path`; OSError with ELOOP for a link (unless `follow_links`),
     EINVAL for anything but a regular file (the descriptor is closed then)."""
     fd = os.open(path, os.O_RDONLY | (0 if follow_links else os.O_NOFOLLOW) | os.O_NONBLOCK | os.O_CLOEXEC)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
         os.close(fd)
-        raise OSError(errno.EINVAL, NOT_REGULAR)
+        raise OSError(errno.EINVAL, f"{NOT_REGULAR} ({kind_of(mode)})")
     return fd
 
 

@@ -40,15 +40,18 @@ def find_file(path: str | Path | None, cwd: Path) -> Path | None:
 
 
 def why_not_a_file(candidate: Path) -> str:
-    if not candidate.is_symlink():
-        return "not a regular file"
+    from ..regular_files import kind_of
     try:
-        candidate.stat()
+        mode = candidate.stat().st_mode
     except OSError as exc:
+        if not candidate.is_symlink():
+            return exc.strerror or str(exc)
         if exc.errno == errno.ELOOP:
             return "a symbolic link loop"
         return f"a symbolic link to {os.readlink(candidate)!r}, which cannot be read ({exc.strerror or exc})"
-    return f"a symbolic link to {os.readlink(candidate)!r}, which is not a regular file"
+    if not candidate.is_symlink():
+        return f"not a regular file ({kind_of(mode)})"
+    return f"a symbolic link to {os.readlink(candidate)!r}, which is not a regular file ({kind_of(mode)})"
 
 
 def find_config_file(path: str | Path | None = None, cwd: Path | None = None) -> Path | None:

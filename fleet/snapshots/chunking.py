@@ -140,8 +140,9 @@ def open_for_reading(path: str) -> BinaryIO:
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise OSError(exc.errno, "no longer the regular file it was (now a symbolic link)") from None
-        if exc.errno == errno.EINVAL and exc.strerror == NOT_REGULAR:
-            raise OSError(errno.EINVAL, "no longer the regular file it was (now a FIFO, socket or device)") from None
+        if exc.errno == errno.EINVAL and str(exc.strerror).startswith(NOT_REGULAR):
+            now = exc.strerror[len(NOT_REGULAR):].strip(" ()")
+            raise OSError(errno.EINVAL, f"no longer the regular file it was (now {now})") from None
         raise
     if hasattr(os, "posix_fadvise"):
         try:

@@ -30,6 +30,7 @@ def test_a_special_fleet_toml_neither_hangs_nor_floods(tmp_path, fleet_home, kin
     refused = run_fleet(["budget"], cwd=tmp_path, timeout=30)
     assert refused.returncode == 2 and "fleet.toml: " in refused.stderr and "not a regular file" in refused.stderr, \
         refused.stderr
+    assert ("(a FIFO)" if kind == "fifo" else "(a device)") in refused.stderr, refused.stderr   # what it is instead
     refused = run_fleet(["snapshot", "ls"], cwd=tmp_path, timeout=30)
     assert refused.returncode == 2 and "not a regular file" in refused.stderr, refused.stderr
 
