@@ -77,7 +77,13 @@ def _private_file(prefix: str) -> tuple[int, str]:
 
 
 def _gone(err: str) -> MachineUnreachable:
-    return MachineUnreachable(f"sync helper ended without answering: {err.splitlines()[-1] if err else 'no output'}")
+    last = err.splitlines()[-1] if err else "no output"
+    # The machine's own disk, where the lease's directory and its chunk cache live (a local machine's
+    # is under FLEET_HOME): said as such, not as a fault of the connection.
+    full = "Errno 28" in last or "No space left on device" in last
+    return MachineUnreachable(f"sync helper ended without answering: {last}",
+                              hint="the machine's disk is full where the lease's directory and its chunk cache are "
+                                   "(a local machine's: FLEET_HOME's disk): free space there" if full else None)
 
 
 class ParamikoChannel:
