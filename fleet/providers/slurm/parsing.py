@@ -1,7 +1,8 @@
 """What Slurm's commands print, as typed values: job states, queue entries, accounting records.
 
-Parsers take text exactly as `squeue --json`, `squeue -o SQUEUE_FORMAT` and `sacct --parsable2`
-print it (recorded from a real Slurm 22.05 in tests/unit/slurm_outputs/) and never run anything.
+Parsers take text exactly as `squeue --json`, `squeue -o SQUEUE_FORMAT` (or JOB_FORMAT) and
+`sacct --parsable2` print it (recorded from a real Slurm 22.05 in tests/unit/slurm_outputs/) and
+never run anything.
 Slurm's own quirks handled here: `squeue --json` in 22.05 ignores `-j` and returns every job the
 controller remembers (so callers filter by id); time strings come as `[D-]HH:MM:SS`, `MM:SS` or
 UNLIMITED; node lists are compressed (`n[1-3,7]`); sacct prints "CANCELLED by 0" as a state.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from enum import Enum
 
@@ -78,8 +79,8 @@ class QueuedJob:
     partition: str = ""
     account: str = ""
     qos: str = ""
-    user: str = ""              # its owner (squeue --json; "?" unnamed); "": the text output, read with --me
-    user_id: int | None = None  # its owner's uid (squeue --json): what ownership compares, names may differ
+    user: str = ""              # its owner ("?" unnamed); "": a listing of the login's own (--me) names none
+    user_id: int | None = None  # its owner's uid (--json, JOB_FORMAT): what ownership compares, names may differ
 
 
 @dataclass(frozen=True)
@@ -248,17 +249,41 @@ def parse_squeue_format(text: str) -> list[QueuedJob]:
             continue
         parts = line.split("|", len(SQUEUE_FIELDS) - 2)
         parts += [""] * (len(SQUEUE_FIELDS) - 1 - len(parts))
-        job_id, state, reason, count, nodes, elapsed, limit, gres, part, account, qos, rest = parts
-        name, _, comment = rest.partition("|")
-        state_ = JobState.parse(state)
-        node_count = int(count) if count.strip().isdigit() else 0
-        jobs.append(QueuedJob(
-            job_id=job_id.strip(), name=name, state=state_, reason=_reason(reason),
-            nodes=expand_hostlist(nodes), node_count=node_count,
-            gpus=gpus_per_node_in_gres(gres) * max(node_count, 1), time_limit_s=parse_duration(limit),
-            elapsed_s=None if state_.queued else parse_duration(elapsed),
-            comment="" if comment == "(null)" else comment, partition=part, account=account, qos=qos))
+        name, _, comment = parts[-1].partition("|")
+        jobs.append(_text_job(parts[:-1], name, comment))
     return jobs
+
+
+# One job by id: SQUEUE_FIELDS with its owner's uid and name, still before the free text.
+JOB_FIELDS = SQUEUE_FIELDS[:-2] + ("%U", "%u") + SQUEUE_FIELDS[-2:]
+JOB_FORMAT = "|".join(JOB_FIELDS)
+
+
+def parse_squeue_job(text: str) -> QueuedJob | None:
+    """`squeue -h --jobs=ID -o JOB_FORMAT` → that one job (None when nothing was printed). Read as
+    one record, never line by line: a newline in its name or comment (free text, printed last) stays
+    in them rather than reading as another job's line, and every field before them, the owner's uid
+    among them, comes from the first line, which no free text reaches."""
+    text = text.removesuffix("\n")
+    if not text.strip():
+        return None
+    parts = text.split("|", len(JOB_FIELDS) - 2)
+    if len(parts) < len(JOB_FIELDS) - 1 or any("\n" in p for p in parts[:-1]) or not parts[-3].isdigit():
+        raise ValueError(f"not one job's line: {text[:120]!r}")
+    name, _, comment = parts[-1].partition("|")
+    return replace(_text_job(parts[:-3], name, comment), user_id=int(parts[-3]), user=parts[-2] or "?")
+
+
+def _text_job(fields: list[str], name: str, comment: str) -> QueuedJob:
+    job_id, state, reason, count, nodes, elapsed, limit, gres, part, account, qos = fields
+    state_ = JobState.parse(state)
+    node_count = int(count) if count.strip().isdigit() else 0
+    return QueuedJob(
+        job_id=job_id.strip(), name=name, state=state_, reason=_reason(reason),
+        nodes=expand_hostlist(nodes), node_count=node_count,
+        gpus=gpus_per_node_in_gres(gres) * max(node_count, 1), time_limit_s=parse_duration(limit),
+        elapsed_s=None if state_.queued else parse_duration(elapsed),
+        comment="" if comment == "(null)" else comment, partition=part, account=account, qos=qos)
 
 
 # sacct: free text (name, comment) last again.
