@@ -48,7 +48,8 @@ def _queue(*extra: tuple[int, str, str, str], drop: int | None = None) -> str:
 
 
 class Cluster:
-    """squeue --json, id, scancel, scontrol and sacct as Slurm answers them; records every call."""
+    """squeue (--json, or one job by id), id, scancel, scontrol and sacct as Slurm answers them;
+    records every call."""
 
     def __init__(self, queue: str, sacct: str = "", record: str = "", login_name: str = ME,
                  squeue_fails: bool = False):
@@ -67,12 +68,26 @@ class Cluster:
             return CommandResult(tuple(argv), 1, "", "slurm_load_jobs error: Socket timed out on send/recv operation")
         if argv[:3] == ["scontrol", "show", "job"]:
             out = self.record
+        elif argv[0] == "squeue" and any(a.startswith("--format=") and "%U" in a for a in argv):
+            return _one_job(self.queue, next(a.removeprefix("--jobs=") for a in argv if a.startswith("--jobs=")))
         elif argv[:2] == ["squeue", "--steps"]:
             out = ""
         return CommandResult(tuple(argv), 0, out, "")
 
     def signalled(self) -> list[list[str]]:
         return [c for c in self.calls if c[0] == "scancel" or c[:2] == ["scontrol", "update"]]
+
+
+def _one_job(queue: str, job_id: str) -> CommandResult:
+    """`squeue --jobs=ID --format=JOB_FORMAT` as Slurm prints it for that job in `queue` (--json's)."""
+    argv = ("squeue", f"--jobs={job_id}")
+    job = next((j for j in json.loads(queue)["jobs"] if str(j["job_id"]) == job_id), None)
+    if job is None:
+        return CommandResult(argv, 1, "", "slurm_load_jobs error: Invalid job id specified\n")
+    fields = [job_id, job["job_state"], job["state_reason"], job["node_count"], job["nodes"], "0:03",
+              job["time_limit"] or "UNLIMITED", job["tres_per_node"], job["partition"], job["account"], job["qos"],
+              job["user_id"], job["user_name"], job["name"], job["comment"]]
+    return CommandResult(argv, 0, "|".join(map(str, fields)) + "\n", "")
 
 
 def _lease(lease_id: str, job_id: str | None, nodes=("n1",)) -> Lease:

@@ -20,7 +20,7 @@ from typing import Mapping, Protocol, Sequence
 from ...errors import EnvironmentProblem
 from .errors import ControllerUnreachable, LoginNodeUnreachable, SlurmError, classify_failure, read_output
 from .handoff import on_login_node
-from .ownership import is_leases, list_jobs, login_user, sacct_argv, same_job
+from .ownership import is_leases, list_jobs, login_user, one_job, sacct_argv, same_job
 from .parsing import STEPS_FORMAT, AccountedJob, JobStep, QueuedJob, parse_sacct, parse_scontrol_job, parse_steps
 from .settings import SlurmSettings, reads_as_ssh_option
 from .tool_env import tool_env
@@ -299,9 +299,9 @@ class SlurmCommands:
         return list_jobs(self, set(job_ids) if job_ids is not None else None)
 
     def job(self, job_id: str) -> QueuedJob | None:
-        """One job by id, whoever's (`user` names its owner: ownership.owned before acting on it)."""
-        found = list_jobs(self, {job_id}, "any")
-        return found[0] if found else None
+        """One job by id, whoever's (`user_id` names its owner: ownership.owned before acting on it);
+        one squeue call that slurmctld answers with that job alone (what polling uses)."""
+        return one_job(self, job_id)
 
     def tagged(self, comment_prefix: str) -> list[QueuedJob]:
         """Jobs whose comment starts with fleet's tag (what the reaper and `fleet down --all` look for)."""

@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Sequence
 
 from .errors import SlurmError, classify_failure, read_output
-from .parsing import (SACCT_FIELDS, SQUEUE_FORMAT, AccountedJob, QueuedJob, parse_squeue_format,
-                      parse_squeue_json)
+from .parsing import (JOB_FORMAT, SACCT_FIELDS, SQUEUE_FORMAT, AccountedJob, QueuedJob, parse_squeue_format,
+                      parse_squeue_job, parse_squeue_json)
 
 if TYPE_CHECKING:
     from .commands import SlurmCommands
@@ -50,6 +50,13 @@ def squeue_format_argv(job_ids: Sequence[str] = ()) -> list[str]:
     text, and another user's with a newline in it would read here as a line, a job of its making."""
     argv = ["squeue", "--noheader", "--states=all", f"--format={SQUEUE_FORMAT}"]
     return argv + ([f"--jobs={','.join(job_ids)}"] if job_ids else ["--me"])
+
+
+def job_argv(job_id: str) -> list[str]:
+    """One job by id, whoever's. squeue given a single id asks slurmctld for that job alone, where
+    `squeue --json` (22.05) has it serialise every user's jobs on each call: what a lease's watch,
+    polling every few seconds, must not cost a controller the whole team shares."""
+    return ["squeue", "--noheader", "--states=all", f"--jobs={job_id}", f"--format={JOB_FORMAT}"]
 
 
 def sacct_argv(job_ids: Sequence[str], user: str | None = None) -> list[str]:
@@ -112,6 +119,17 @@ def list_jobs(slurm: "SlurmCommands", wanted: set[str] | None, whose: str = "min
         own = {j.job_id for j in list_jobs(slurm, wanted)}
         return [j for j in _format_jobs(slurm, argv, wanted) if j.job_id not in own]
     return _format_jobs(slurm, argv + ["--me"], wanted)
+
+
+def one_job(slurm: "SlurmCommands", job_id: str) -> QueuedJob | None:
+    """The job under `job_id`, whoever's (`user_id` names its owner: owned() before trusting it);
+    None once the controller has forgotten it."""
+    result = slurm._run(job_argv(job_id), check=False)
+    if result.returncode != 0:
+        if "Invalid job id" in result.stderr:
+            return None
+        raise classify_failure("squeue", result.returncode, result.stderr or result.stdout)
+    return read_output("squeue", parse_squeue_job, result.stdout)
 
 
 def owned(slurm: "SlurmCommands", job: QueuedJob) -> bool:

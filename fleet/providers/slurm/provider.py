@@ -143,7 +143,8 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         begun = time.monotonic()
         delay, last = 0.05, None    # a job starts within a few hundred ms on an idle cluster: fast, then back off
         while True:
-            job = next(iter(self.slurm.queue([job_id])), None)     # the login user's only
+            job = self.slurm.job(job_id)
+            job = job if job is not None and owned(self.slurm, job) else None     # the login user's only
             waited = time.monotonic() - begun
             if job is None:
                 raise SlurmError(f"Slurm job {job_id} left the queue before it started")
