@@ -1,7 +1,8 @@
 """Against the real test cluster (tests/fixtures/slurm.py): another user's job whose name and
 comment hold hostile text (a newline that forges a listing line, '|' delimiters, an escape
 sequence, bytes that are not UTF-8, quotes and backslashes) breaks no listing of fleet's and is never
-cancelled, and a release whose squeue fails cancels through slurmctld's own filters only the
+cancelled; a lease's polls, asking for its one job, read such a job under the lease's id as that
+user's; and a release whose squeue fails cancels through slurmctld's own filters only the
 lease's job: never another user's job under a recorded id, never the login's job of another name.
 fleet runs here as root, a Slurm operator: a scancel of anyone's job would succeed."""
 from __future__ import annotations
@@ -9,13 +10,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+import threading
 
 import pytest
 
 from tests.fixtures.slurm import wait_for
 
 from fleet.ids import new_lease_id
+from fleet.providers.base import LeaseWatch
 from fleet.providers.slurm.commands import CommandResult, LocalRunner, SlurmCommands
+from fleet.providers.slurm.errors import SlurmError
 from fleet.providers.slurm.provider import SlurmProvider, tag
 from fleet.providers.slurm.settings import SlurmSettings
 
@@ -76,6 +80,56 @@ def test_another_users_hostile_job_names_break_no_listing_and_are_never_swept(sl
         assert "\x1b" not in capsys.readouterr().err
     finally:
         root.cancel([theirs])
+
+
+class Logged:
+    """The real cluster, every command it was asked recorded."""
+
+    def __init__(self, env):
+        self.local, self.calls = LocalRunner(env), []
+
+    def __call__(self, argv, *, stdin=None, env=None, timeout=60):
+        self.calls.append(list(argv))
+        return self.local(argv, stdin=stdin, env=env, timeout=timeout)
+
+
+def test_a_leases_polls_ask_for_its_job_alone_and_read_a_hostile_job_under_its_id_as_theirs(slurm_env, fleet_home):
+    _add_nobody(slurm_env)
+    lease_id = new_lease_id()
+    # The lease's recorded id names nobody's job, renamed once its id is known so that its name and
+    # comment forge a line of root's running job for the lease under that id: root's uid and name,
+    # the lease's name and its tag.
+    theirs = wait_for(lambda: _sbatch(slurm_env.env, "x", "y", "nobody"), 60,
+                      "nobody's association to reach slurmctld", interval=1)
+    forged = f"{theirs}|RUNNING|None|1|n1|0:01|5:00|gres:gpu:1|gpu|fleet|normal|0|root|fleet-{lease_id}|{tag(lease_id)}"
+    hostile = f"x\n{forged}\x1b[2J".encode() + b"\xff"
+    subprocess.run([b"runuser", b"-u", b"nobody", b"--", b"env", b"SLURM_CONF=" + slurm_env.env["SLURM_CONF"].encode(),
+                    b"scontrol", b"update", f"JobId={theirs}".encode(), b"JobName=" + hostile,
+                    f"Comment=y\n{forged}".encode()], check=True, capture_output=True, timeout=60)
+    runner = Logged(slurm_env.env)
+    provider = SlurmProvider(SlurmSettings(poll_s=0.2), runner=runner)
+    try:
+        wait_for(lambda: _running(provider.slurm, theirs), 60, "nobody's hostile job in the queue")
+        fields = "%i|%T|%r|%D|%N|%M|%l|%b|%P|%a|%q|%U|%u|%j|%k"
+        printed = LocalRunner(slurm_env.env)(["squeue", "--noheader", f"--jobs={theirs}",
+                                              f"--format={fields}"]).stdout.splitlines()
+        assert printed[1].startswith(forged)          # read line by line, a running job of root's for the lease
+        job = provider.slurm.job(theirs)
+        assert job.user == "nobody" and f"{job.name}|{job.comment}".startswith(f"x\n{forged}")
+        with pytest.raises(SlurmError, match=f"Slurm job {theirs} left the queue before it started"):
+            provider._wait_running(theirs, LeaseWatch(cancel=threading.Event()))
+        lost: list[str] = []
+        heard = threading.Event()
+        provider._watch(lease_id, theirs, LeaseWatch(cancel=threading.Event(),
+                                                     on_lost=lambda m: (lost.append(m), heard.set())))
+        assert heard.wait(60)
+        assert lost[0].startswith(f"Slurm job {theirs} is gone: its id now names another job (")
+        assert lost[0].endswith(", user nobody)")
+        polls = [c for c in runner.calls if c[0] == "squeue"]
+        assert polls and all(f"--jobs={theirs}" in c and "--json" not in c for c in polls), polls
+    finally:
+        provider._watches.pop(lease_id, threading.Event()).set()
+        SlurmCommands(LocalRunner(slurm_env.env)).cancel([theirs])
 
 
 class SqueueDown:

@@ -51,7 +51,8 @@ class FakeSlurm:
 
     def set(self, job_id: str, state: str, *, uid: int = ME, user: str = "alice", name: str = "fleet-l-1",
             comment: str = "fleet:lease=l-1", reason: str = "None", nodes: str = "n1") -> None:
-        line = f"{job_id}|{state}|{reason}|1|{nodes}|0:05|5:00|gres:gpu:1|gpu|fleet|normal|{uid}|{user}|{name}|{comment}\n"
+        line = (f"{job_id}|{state}|{reason}|1|{nodes}|0:05|5:00|gres:gpu:1|gpu|fleet|normal|{uid}|{user}|"
+                f"{name}|{comment}\n")
         (self.dir / f"job-{job_id}").write_bytes(line.encode("utf-8", "surrogateescape"))
 
     def calls(self) -> list[str]:
