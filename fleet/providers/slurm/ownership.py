@@ -103,14 +103,13 @@ def login_user(slurm: "SlurmCommands") -> str:
 
 
 def list_jobs(slurm: "SlurmCommands", wanted: set[str] | None, whose: str = "mine") -> list[QueuedJob]:
-    """squeue, among `wanted` (all jobs when None): the login user's jobs ("mine"), other users'
-    ("theirs"), or, by id, anyone's ("any": each names its owner in `user`; the text output names
-    none and is read with --me, so there "any" is the login's own)."""
+    """squeue, among `wanted` (all jobs when None): the login user's jobs ("mine") or other users'
+    ("theirs"). One job by id, whoever's: one_job."""
     if slurm._json:
         result = slurm._run(squeue_json_argv(), check=False)
         if result.returncode == 0 and result.stdout.lstrip().startswith("{"):
             jobs = read_output("squeue", lambda text: parse_squeue_json(text, wanted), result.stdout)
-            return jobs if whose == "any" else [j for j in jobs if owned(slurm, j) == (whose == "mine")]
+            return [j for j in jobs if owned(slurm, j) == (whose == "mine")]
         if "json" not in (result.stderr + result.stdout).lower():
             raise classify_failure("squeue", result.returncode, result.stderr or result.stdout)
         slurm._json = False
