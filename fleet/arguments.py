@@ -44,3 +44,21 @@ def run_args(config: Any, observers: Any, options: Any) -> None:
                          hint="observers=[my_observer]")
     if options is not None and not isinstance(options, RunOptions):
         raise UsageError(f"options must be a fleet RunOptions, got {type(options).__name__}")
+
+
+def state_arg(value: Any):
+    """A StateStore (from fleet.open_state()), or None for the configured one; a user's name passed
+    where `state` comes first (`fleet.status("bob")`) is named as such, not an AttributeError."""
+    from .state import open_state
+    from .state.store import StateStore
+    if value is None:
+        return open_state()
+    if not isinstance(value, StateStore):
+        raise UsageError(f"state must be a fleet StateStore (from fleet.open_state()), got {value!r}",
+                         hint=f"user={value!r}, by name" if isinstance(value, str) else None)
+    return value
+
+
+def user_arg(value: Any) -> str | None:
+    """None (the caller) or a user's name: a number or "" would list or release no one's leases."""
+    return None if value is None else name_arg("user", value)

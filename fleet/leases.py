@@ -40,8 +40,10 @@ def status(state=None, *, user: str | None = None, all_users: bool = False, chec
     """Active leases of `user` (default: the caller; all_users: everyone's) with their machines as the
     providers see them (a watchdog-ended machine shows 'gone'); AWS machines as EC2 said within the
     last minute unless `refresh` (fleet/lease_status.py)."""
+    from .arguments import state_arg
     from .lease_status import status as lease_status
-    return lease_status(state, user=whose_leases(user, all_users), check=check, refresh=refresh)
+    user = whose_leases(user, all_users)
+    return lease_status(state_arg(state), user=user, check=check, refresh=refresh)
 
 
 def down(lease_ids: list[str], *, all_leases: bool = False, all_users: bool = False, state=None,
@@ -50,13 +52,12 @@ def down(lease_ids: list[str], *, all_leases: bool = False, all_users: bool = Fa
     all_users: every user's, as `fleet down --all --all-users`), then sweep local machines no live
     lease owns. `released_by` names who released them in the record of a run ended as lost (`fleet
     reap` releases the leases it reaped this way too)."""
-    from .arguments import names_arg
-    from .state import open_state
+    from .arguments import names_arg, state_arg
     if not isinstance(all_leases, bool):      # a templated "no" is truthy: it must not mean everything
         raise UsageError(f"all_leases must be True or False, got {all_leases!r}")
     user = whose_leases(user, all_users)
     lease_ids = names_arg("lease_ids", lease_ids or [])
-    state = state or open_state()
+    state = state_arg(state)
     from .run.context import SilentEvents
     events = events or SilentEvents()
     if not lease_ids and not all_leases:
@@ -276,14 +277,14 @@ def extend(lease_id: str, seconds: int | float | str, state=None, *, user: str |
     Extension says until when, and what capped it. A lease that already ends at its cap is refused."""
     from .config.values import parse_duration
     from .run.keep import extend_lease
-    from .state import open_state
-    from .arguments import name_arg
+    from .arguments import name_arg, state_arg, user_arg
     lease_id = name_arg("lease_id", lease_id)
+    user = user_arg(user)
     try:     # before anything moves: inf extended every machine, then failed converting it
         seconds = parse_duration(seconds)
     except UsageError as exc:
         raise UsageError(f"seconds {exc.message}") from None
-    state = state or open_state()
+    state = state_arg(state)
     lease = state.get_lease(lease_id)
     if lease.status != "active":
         raise UsageError(f"lease {lease.id} is {lease.status}, not active")

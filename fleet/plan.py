@@ -41,7 +41,8 @@ def whose_leases(user: str | None, all_users: bool) -> str | None:
     if all_users:
         return None
     if user is not None:
-        return user
+        from .arguments import user_arg
+        return user_arg(user)
     from .config.peek import peek_str
     return current_user(peek_str("user"))
 

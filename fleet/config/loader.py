@@ -14,6 +14,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 if sys.version_info >= (3, 11):
@@ -301,9 +302,12 @@ def _read(file: Path, shown: str) -> dict[str, Any]:
 
 def _apply_overrides(fields: dict[str, Any], overrides: dict[str, Any]) -> None:
     for name, value in overrides.items():
+        if not isinstance(name, str):
+            raise UsageError(f"overrides: a setting's name must be a string, got {name!r}")
         if value is None:
             continue
         if name == "env":   # `--env` / `--env-file` (fleet/config/env.py): on top of [env], as validated there
+            _check_env(value)
             fields["env"] = {**fields.get("env", {}), **value}
             continue
         if name == "setup_always":   # `--no-setup-cache`
@@ -330,6 +334,20 @@ def _split_gpu_request(fields: dict[str, Any]) -> None:
         fields["gpus"], fields["gpu_type"] = request.count, request.type
 
 
+def _check_env(value: Any) -> None:
+    """The CLI builds `env` from KEY=VALUE words; a library caller's must be the same str -> str"""
+    from .env import parse_assignment
+    if not isinstance(value, Mapping):
+        raise UsageError(f"overrides['env'] must be a dict of str to str, got {type(value).__name__}",
+                         hint="overrides={'env': {'LR': '3e-4'}}")
+    for key, text in value.items():
+        if not isinstance(key, str) or not isinstance(text, str):    # the value is not shown: it may be a secret
+            shown = repr(key) if isinstance(key, str) else type(key).__name__
+            raise UsageError(f"overrides['env'] must be a dict of str to str, got {shown}: {type(text).__name__}")
+        if parse_assignment(f"{key}={text}", where="overrides['env']")[0] != key:
+            raise UsageError(f"overrides['env']: {key!r} is not an environment variable name")
+
+
 def load_config(path: str | Path | None = None, *, cwd: str | Path | None = None,
                 overrides: dict[str, Any] | None = None) -> Config:
     """Load and validate fleet.toml (from `cwd` when `path` is None).
@@ -339,6 +357,9 @@ def load_config(path: str | Path | None = None, *, cwd: str | Path | None = None
     """
     if not isinstance(path, (str, Path, type(None))) or not isinstance(cwd, (str, Path, type(None))):
         raise UsageError(f"path and cwd must be a path (str or Path) or None, got {path!r}, {cwd!r}")
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise UsageError(f"overrides must be a dict of settings, got {type(overrides).__name__}",
+                         hint="overrides={'gpus': 8, 'command': 'python train.py'}")
     cwd_path = (Path(cwd) if cwd is not None else Path.cwd()).resolve()
     overrides = dict(overrides or {})
     file = _find_file(path, cwd_path)

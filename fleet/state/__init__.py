@@ -43,6 +43,10 @@ def check_state_url(url: str) -> None:
 
 
 def open_state(url: str | None = None) -> StateStore:
+    if url is not None and not isinstance(url, str):
+        from ..errors import UsageError
+        raise UsageError(f"url must be a state database URL (str) or None, got {type(url).__name__}",
+                         hint="fleet.open_state('sqlite:///path/to/state.db'), or no argument for the configured one")
     url = url or os.environ.get("FLEET_STATE_URL") or configured_state_url() or ""
     if url.startswith(("postgresql://", "postgres://")):
         from .postgres import PostgresDatabase

@@ -3,6 +3,8 @@ argument, never a raw TypeError/AttributeError from deep inside, and never a val
 else (`fleet.down("l-abc")` iterated the string and tried to release lease "l")."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 import fleet
@@ -18,10 +20,31 @@ from fleet.errors import UsageError
     (lambda: fleet.load_config(5), "path and cwd must be a path"),
     (lambda: fleet.run_on_lease("l-abc", 5), "command must be a non-empty string"),
     (lambda: fleet.run_on_lease(None, "true"), "lease_id must be a non-empty string"),
+    # `state` comes first in status/down/extend: a user's name there read as the state store
+    (lambda: fleet.status("bob"), "state must be a fleet StateStore"),
+    (lambda: fleet.down(["l-abc"], state="x"), "state must be a fleet StateStore"),
+    (lambda: fleet.extend("l-abc", 60, 5), "state must be a fleet StateStore"),
+    # a user that is no one's name listed (or released) nothing, silently
+    (lambda: fleet.status(user=5), "user must be a non-empty string"),
+    (lambda: fleet.status(user=""), "user must be a non-empty string"),
+    (lambda: fleet.down([], all_leases=True, user=5), "user must be a non-empty string"),
+    (lambda: fleet.extend("l-abc", 60, user=5), "user must be a non-empty string"),
+    (lambda: fleet.open_state(5), "url must be a state database URL"),
+    (lambda: fleet.load_config(overrides="gpus=8"), "overrides must be a dict of settings"),
+    (lambda: fleet.load_config(overrides={1: 2, "command": "true"}), "overrides: a setting's name must be a string"),
+    (lambda: fleet.load_config(overrides={"env": ["A=1"], "command": "true"}), "overrides['env'] must be a dict"),
+    (lambda: fleet.load_config(overrides={"env": {"A": 5}, "command": "true"}), "overrides['env'] must be a dict"),
+    (lambda: fleet.load_config(overrides={"env": {"A=B": "c"}, "command": "true"}), "overrides['env']: 'A=B' is not"),
 ])
 def test_a_wrong_type_is_one_usage_error_naming_the_argument(call, named, fleet_home):
-    with pytest.raises(UsageError, match=f"^{named}".replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(UsageError, match="^" + re.escape(named)):
         call()
+
+
+def test_an_env_value_of_the_wrong_type_is_not_shown(fleet_home):
+    with pytest.raises(UsageError) as refused:     # an env value may be a secret
+        fleet.load_config(overrides={"env": {"TOKEN": b"s3cret"}, "command": "true"})
+    assert "s3cret" not in str(refused.value)
 
 
 def test_argv_for_run_on_lease_is_quoted_as_the_cli_quotes_it():
