@@ -33,17 +33,25 @@ class BetweenAttempts:
 
 
 class StopSignals:
-    """Installed for the duration of a run (main thread only; elsewhere it does nothing)."""
+    """Installed for the duration of a run (main thread only). In a daemon thread, which Python does
+    not wait for at exit, the program's exit stops the run instead: an exit hook asks it to stop and
+    waits for its collect and release, as Ctrl-C would; without it the run was frozen mid-way at
+    interpreter shutdown, its machines left up until their deadline and the run `running`."""
 
     def __init__(self, ctx: RunContext):
         self.ctx = ctx
         self.previous: dict[int, Any] = {}
+        self.ended: threading.Event | None = None
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
             detached = bool(getattr(self.ctx.options, "detached", False))
             for sig in (signal.SIGINT, signal.SIGTERM) + (() if detached else (signal.SIGHUP,)):
                 self.previous[sig] = signal.signal(sig, self._handle)
+        elif threading.current_thread().daemon:
+            import atexit
+            self.ended = threading.Event()
+            atexit.register(self._at_exit)
         asked = getattr(self.ctx.options, "stop_asked", None)
         if asked is not None and asked.is_set():     # it came before these handlers could take it
             self.ctx.request_stop("cancelled", "a stop signal arrived before the run started")
@@ -60,6 +68,16 @@ class StopSignals:
             return
         self.ctx.request_stop("cancelled", f"received {signal.Signals(signum).name}")
 
+    def _at_exit(self) -> None:
+        # atexit hooks run before daemon threads are frozen: this one's run can still end cleanly
+        self.ctx.request_stop("cancelled", "the program exited while its daemon thread ran")
+        if self.ended is not None:
+            self.ended.wait()
+
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+        if self.ended is not None:
+            import atexit
+            atexit.unregister(self._at_exit)
+            self.ended.set()

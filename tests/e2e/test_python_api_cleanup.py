@@ -85,3 +85,29 @@ def test_a_run_in_a_worker_thread_still_collects_and_releases_after_the_main_thr
     run = the_only_run()
     assert run["status"] == "succeeded" and fleet.status() == []
     assert (Path(run["output_dir"]) / "node-0" / "o").read_text() == "x\n"
+
+
+def test_a_run_in_a_daemon_thread_is_stopped_and_released_when_the_program_exits(experiment, fleet_home):
+    """Red-team finding: Python does not wait for a daemon thread, so the run was frozen mid-way at
+    exit: its lease left up (until its deadline) and the run `running`."""
+    script = textwrap.dedent(f"""
+        import threading, fleet
+        config = fleet.load_config({str(experiment / "fleet.toml")!r},
+                                   overrides={{"command": "echo started; sleep 60", "gpus": 1}})
+        started = threading.Event()
+        class Events:
+            def phase(self, name, detail=""): pass
+            def log(self, label, stream, line): started.set()
+            def warn(self, message): pass
+        threading.Thread(target=lambda: fleet.up(config, events=Events()), daemon=True).start()
+        assert started.wait(60)   # the command is running when the program ends
+    """)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-c", script], cwd=experiment, env=env, capture_output=True, text=True,
+                          timeout=50)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert fleet.status() == []
+    run = the_only_run()
+    assert run["status"] == "cancelled"
+    summary = json.loads((Path(run["output_dir"]) / "summary.json").read_text())
+    assert (summary["status"], summary["released"]) == ("cancelled", True)
