@@ -31,12 +31,13 @@ def command_arg(value: Any) -> str:
     return name_arg("command", value)
 
 
-def run_args(config: Any, observers: Any, options: Any) -> None:
+def run_args(config: Any, observers: Any, options: Any, *, config_optional: bool = False) -> None:
     """`fleet.up`'s objects: a Config (from load_config), an iterable of observers (not one), a
-    RunOptions; a wrong one named here, not an AttributeError after the budget was granted."""
+    RunOptions; a wrong one named here, not an AttributeError after the budget was granted.
+    `run_on_lease` may be given no config (config_optional)."""
     from .config.model import Config
     from .run.types import RunOptions
-    if not isinstance(config, Config):
+    if not isinstance(config, Config) and not (config_optional and config is None):
         raise UsageError(f"config must be a fleet Config (from fleet.load_config), got {type(config).__name__}",
                          hint="config = fleet.load_config('fleet.toml')")
     if isinstance(observers, (str, bytes)) or not hasattr(observers, "__iter__"):
@@ -62,3 +63,19 @@ def state_arg(value: Any):
 def user_arg(value: Any) -> str | None:
     """None (the caller) or a user's name: a number or "" would list or release no one's leases."""
     return None if value is None else name_arg("user", value)
+
+
+def flag_arg(argument: str, value: Any) -> bool:
+    """True or False: a templated "no" is truthy, and must not mean yes."""
+    if not isinstance(value, bool):
+        raise UsageError(f"{argument} must be True or False, got {value!r}")
+    return value
+
+
+def limits_arg(value: Any):
+    """None or a BudgetLimits: anything else failed inside the budget check, with the lease locked."""
+    from .money.metering import BudgetLimits
+    if value is not None and not isinstance(value, BudgetLimits):
+        raise UsageError(f"limits must be a BudgetLimits or None, got {type(value).__name__}",
+                         hint="limits=fleet.money.metering.BudgetLimits.from_config(config)")
+    return value

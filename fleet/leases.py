@@ -277,9 +277,8 @@ def extend(lease_id: str, seconds: int | float | str, state=None, *, user: str |
     Extension says until when, and what capped it. A lease that already ends at its cap is refused."""
     from .config.values import parse_duration
     from .run.keep import extend_lease
-    from .arguments import name_arg, state_arg, user_arg
-    lease_id = name_arg("lease_id", lease_id)
-    user = user_arg(user)
+    from .arguments import limits_arg, name_arg, state_arg, user_arg
+    lease_id, user, limits = name_arg("lease_id", lease_id), user_arg(user), limits_arg(limits)
     try:     # before anything moves: inf extended every machine, then failed converting it
         seconds = parse_duration(seconds)
     except UsageError as exc:

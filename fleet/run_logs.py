@@ -60,10 +60,9 @@ def _rank_key(label: str) -> tuple[int, ...]:
 
 def follow_logs(run_id: str, *, follow: bool = False, state=None, poll_s: float = 0.3) -> Iterator[str]:
     """Yield `[rank] line` for every log line of a run; with follow, keep going until it ends."""
-    from .arguments import name_arg
-    from .state import open_state
-    run_id = name_arg("run_id", run_id)
-    state = state or open_state()
+    from .arguments import flag_arg, name_arg, state_arg
+    run_id, follow = name_arg("run_id", run_id), flag_arg("follow", follow)
+    state = state_arg(state)
     run = state.get_run(run_id)
     offsets: dict[Path, int] = {}
     followed = follow

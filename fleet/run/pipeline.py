@@ -332,12 +332,13 @@ def run_on_lease(lease_id: str, command: str | list[str], *, config: Config | No
                  machines: Machines | None = None) -> RunSummary:
     """Run a command on a kept lease's machines: budgeted, metered and recorded like `fleet up`,
     without leasing or releasing (the lease stays kept until its deadline or `fleet down`)."""
-    from ..arguments import command_arg, name_arg
+    from ..arguments import command_arg, name_arg, run_args, state_arg
     from ..state import open_state
     from .offer import provider_for
     lease_id, command = name_arg("lease_id", lease_id), command_arg(command)
+    run_args(config, observers, None, config_optional=True)
     base = config or Config(path=None, base_dir=Path.cwd(), project="default", name="default", command=command)
-    store = state or open_state(base.state_url)
+    store = state_arg(state) if state is not None else open_state(base.state_url)
     try:
         lease = store.get_lease(lease_id)
     finally:
