@@ -56,6 +56,10 @@ class RunOptions:
     stop_asked: "threading.Event | None" = None
 
     def __post_init__(self) -> None:
+        for name in ("allow_dirty", "ci", "detached"):   # a templated "no" is truthy: it must not mean yes
+            if not isinstance(getattr(self, name), bool):
+                from ..errors import UsageError
+                raise UsageError(f"{name} must be True or False, got {getattr(self, name)!r}")
         # As `--keep` is checked: from the Python API, NaN kept a lease as long as the budget paid,
         # a negative kept it anyway and "10m" failed after the run, with the lease left up.
         if self.keep_s == 0 and not isinstance(self.keep_s, bool):

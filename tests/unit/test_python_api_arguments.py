@@ -36,6 +36,8 @@ from fleet.errors import UsageError
     (lambda: fleet.run_on_lease("l-abc", "true", state="x"), "state must be a fleet StateStore"),
     (lambda: list(fleet.follow_logs("r-abc", follow="no")), "follow must be True or False"),
     (lambda: list(fleet.follow_logs("r-abc", state=5)), "state must be a fleet StateStore"),
+    (lambda: fleet.RunOptions(allow_dirty="no"), "allow_dirty must be True or False"),
+    (lambda: fleet.RunOptions(ci="no"), "ci must be True or False"),
     (lambda: fleet.load_config(overrides="gpus=8"), "overrides must be a dict of settings"),
     (lambda: fleet.load_config(overrides={1: 2, "command": "true"}), "overrides: a setting's name must be a string"),
     (lambda: fleet.load_config(overrides={"env": ["A=1"], "command": "true"}), "overrides['env'] must be a dict"),
