@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 import threading
 from pathlib import Path
 
@@ -56,9 +55,9 @@ def _check_mode(home: Path) -> None:
             f"FLEET_HOME {home} is writable by every user (mode {mode:04o}): anyone could replace fleet's "
             "keys, state and run records", hint=f"chmod 700 {home}, or set FLEET_HOME to a private directory")
     if mode & stat.S_IWGRP:
-        print(f"fleet: warning: FLEET_HOME {home} is writable by its group (mode {mode:04o}): group members can "
-              f"change fleet's keys, state and run records; `chmod 700 {home}` if that is not intended",
-              file=sys.stderr, flush=True)
+        from .warn_sink import warn
+        warn(f"FLEET_HOME {home} is writable by its group (mode {mode:04o}): group members can "
+             f"change fleet's keys, state and run records; `chmod 700 {home}` if that is not intended")
 
 
 def plain_name(value: object, what: str) -> str:

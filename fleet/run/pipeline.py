@@ -99,9 +99,14 @@ class Pipeline:
 
     # -- before any machine exists -----------------------------------------------------------------
     def run(self) -> RunSummary:
-        from ..state import open_state
         if not self.config.command:
             raise UsageError("no command to run", hint="set `command` in fleet.toml or pass one after `--`")
+        from ..warn_sink import warnings_to
+        with warnings_to(self.events):   # what is noticed deep inside (FLEET_HOME's mode, …) goes to the run's sink
+            return self._run()
+
+    def _run(self) -> RunSummary:
+        from ..state import open_state
         offer = self.source.offer(self.config)                                          # plan
         if self.options.confirm is not None and self.source.fresh and not self.options.confirm(
                 Quote.of(offer, self.config)):

@@ -24,10 +24,10 @@ def configured_state_url(directory: Path | None = None) -> str:
     value, why = peek_why("state_url", directory)
     where = str(directory / "fleet.toml") if directory is not None else "./fleet.toml"
     if why is not None and where not in _WARNED:
-        import sys
+        from ..warn_sink import warn
         _WARNED.add(where)
-        print(f"fleet: warning: {where}: {why}: any state_url it sets is ignored, so this is FLEET_HOME's "
-              "state, maybe not your team's", file=sys.stderr)
+        warn(f"{where}: {why}: any state_url it sets is ignored, so this is FLEET_HOME's state, maybe not "
+             "your team's")
     return value if isinstance(value, str) else ""
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -85,7 +84,8 @@ def warn_once(key: str, message: str) -> None:
     """One line on stderr per process and key (`fleet offers` and `fleet up` price more than once)."""
     if key not in _warned:
         _warned.add(key)
-        print(f"fleet: warning: {message}", file=sys.stderr)
+        from ...warn_sink import warn
+        warn(message)
 
 
 # -- on-demand: the Price List API ---------------------------------------------------------------

@@ -10,7 +10,6 @@ name or its comment tag. A recorded job that fails the check is named in one lin
 """
 from __future__ import annotations
 
-import sys
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Sequence
 
@@ -38,7 +37,8 @@ def is_leases(job: QueuedJob | AccountedJob, lease_id: str) -> bool:
 
 
 def report(message: str) -> None:
-    print(f"fleet: warning: {message}", file=sys.stderr)
+    from ...warn_sink import warn
+    warn(message)
 
 
 def squeue_json_argv() -> list[str]:
