@@ -27,8 +27,14 @@ def command_arg(value: Any) -> str:
     """A command line (str), or argv (a list of str) quoted as one, as `fleet run LEASE -- …` does."""
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
         import shlex
-        return value[0] if len(value) == 1 else shlex.join(value)
-    return name_arg("command", value)
+        value = value[0] if len(value) == 1 else shlex.join(value)
+    from .config.command import check_length
+    from .errors import ConfigError
+    try:
+        check_length({"command": name_arg("command", value)}, "")
+    except ConfigError as exc:
+        raise UsageError(exc.message, hint=exc.hint) from None
+    return value
 
 
 def run_args(config: Any, observers: Any, options: Any, *, config_optional: bool = False) -> None:

@@ -4,7 +4,7 @@ LEASE N -- …`, `fleet sweep -- …`): a single word is a shell command line, r
 (`fleet up -- python train.py --lr 3e-4`). `command` in fleet.toml is always a shell command line."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 
 def command_line(words: Sequence[str]) -> str:
@@ -13,3 +13,21 @@ def command_line(words: Sequence[str]) -> str:
         return words[0]
     import shlex
     return shlex.join(words)
+
+
+# Linux takes at most 128 KiB as one argument (MAX_ARG_STRLEN), and the command travels to each
+# machine as one, wrapped: a longer one was leased for, then failed there ("Argument list too long"),
+# or, past sshd's 256 KiB, read as a lost connection to run again.
+MAX_COMMAND_BYTES = 100 * 1024
+
+
+def check_length(fields: dict[str, Any], shown: str) -> None:
+    """A ConfigError for a command (or setup) longer than a machine can be given."""
+    from ..errors import ConfigError
+    for key in ("command", "setup"):
+        value = fields.get(key)
+        size = len(value.encode("utf-8", "surrogatepass")) if isinstance(value, str) else 0
+        if size > MAX_COMMAND_BYTES:
+            raise ConfigError(f"{size:,} bytes, more than a machine takes as one command "
+                              f"(at most {MAX_COMMAND_BYTES // 1024} KiB)", path=shown or None, key=key,
+                              hint="put it in a script in the experiment directory and run that")

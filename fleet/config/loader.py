@@ -22,6 +22,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 and older
     import tomli as tomllib
 
+from .command import check_length
 from .locate import CONFIG_FILE, display_path as _display_path, find_config_file, find_file as _find_file
 from .model import BudgetsConfig, Config, SweepConfig
 from .schema import (ARRAYS, MAPS, SCHEMA_FILE, SETUP_TABLE, TABLES, TOP_LEVEL, Invalid, json_schema,
@@ -382,6 +383,7 @@ def load_config(path: str | Path | None = None, *, cwd: str | Path | None = None
     if not fields.get("command"):
         raise ConfigError("required: the command to run, e.g. command = \"python train.py\"", path=shown or None,
                           key="command", hint="or give it after `fleet up --`")
+    check_length(fields, shown)
     _split_gpu_request(fields)
     base_dir = file.parent if file is not None else cwd_path
     fields.setdefault("project", _default_project(base_dir))

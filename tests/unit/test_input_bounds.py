@@ -172,3 +172,20 @@ def test_a_dry_run_with_data_writes_no_store(experiment, no_sshd, fleet_home, tm
     proc = run_fleet(["up", "--dry-run"], cwd=experiment, env=no_sshd)
     assert proc.returncode == 0, proc.stderr
     assert not store.exists()
+
+
+def test_a_command_longer_than_a_machine_takes_is_refused_before_anything_is_leased(experiment, no_sshd, fleet_home):
+    """Red-team finding: a 200 KB command was leased for, then failed on the machine ("Argument list
+    too long"); past 256 KB it read as a lost connection, "run it again"."""
+    (experiment / "fleet.toml").write_text(BASE.replace('"true"', '": ' + "x" * 200_000 + '"'))
+    assert_refused(run_fleet(["up"], cwd=experiment, env=no_sshd), "fleet.toml: command: 200,002 bytes",
+                   "at most 100 KiB", home=fleet_home)
+
+
+def test_a_long_command_from_the_python_api_is_refused_too(fleet_home):
+    import fleet
+    from fleet.errors import FleetError
+    for call in (lambda: fleet.load_config(overrides={"command": "x" * 200_000}),
+                 lambda: fleet.run_on_lease("l-abc", ["echo", "x" * 200_000])):
+        with pytest.raises(FleetError, match="^command: 2"):
+            call()
