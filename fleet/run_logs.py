@@ -59,11 +59,30 @@ def _rank_key(label: str) -> tuple[int, ...]:
 
 
 def follow_logs(run_id: str, *, follow: bool = False, state=None, poll_s: float = 0.3) -> Iterator[str]:
-    """Yield `[rank] line` for every log line of a run; with follow, keep going until it ends."""
+    """Yield `[rank] line` for every log line of a run; with follow, keep going until it ends. A
+    wrong argument or an unknown run is raised by this call, not at the first line read."""
     from .arguments import flag_arg, name_arg, state_arg
     run_id, follow = name_arg("run_id", run_id), flag_arg("follow", follow)
+    opened = state is None
     state = state_arg(state)
-    run = state.get_run(run_id)
+    try:
+        run = state.get_run(run_id)
+    except BaseException:
+        if opened:
+            state.close()
+        raise
+    return _lines(state, run, follow, poll_s, opened)
+
+
+def _lines(state, run: dict[str, Any], follow: bool, poll_s: float, opened: bool) -> Iterator[str]:
+    try:    # the state opened for this reader is closed with it (also when the caller stops early)
+        yield from _follow(state, run, follow, poll_s)
+    finally:
+        if opened:
+            state.close()
+
+
+def _follow(state, run: dict[str, Any], follow: bool, poll_s: float) -> Iterator[str]:
     offsets: dict[Path, int] = {}
     followed = follow
     segments = _segment_reader(state, run)

@@ -58,3 +58,13 @@ def test_an_env_value_of_the_wrong_type_is_not_shown(fleet_home):
 def test_argv_for_run_on_lease_is_quoted_as_the_cli_quotes_it():
     from fleet.arguments import command_arg
     assert command_arg(["echo", "a b"]) == "echo 'a b'" and command_arg(["make train"]) == "make train"
+
+
+def test_follow_logs_refuses_a_wrong_argument_or_unknown_run_when_called_not_when_read(fleet_home):
+    """It was a generator: `lines = fleet.follow_logs(None)` succeeded and failed later, wherever the
+    caller first read a line."""
+    from fleet.errors import NotFound
+    with pytest.raises(UsageError, match="^run_id must be a non-empty string"):
+        fleet.follow_logs(None)
+    with pytest.raises(NotFound, match="no run 'r-nope'"):
+        fleet.follow_logs("r-nope")
