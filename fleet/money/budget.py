@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation, localcontext
 from typing import Callable, Iterable
 
 from ..errors import BudgetRefused, UsageError
@@ -44,15 +44,28 @@ def to_micro(amount: Decimal | int | str) -> int:
     return int((Decimal(str(amount)) * MICRO).to_integral_value(rounding=ROUND_HALF_UP))
 
 
+def _digits_for(micro: int | float) -> int:
+    """Precision that holds this amount exactly: a shared state's row may hold any integer, and the
+    default 28 digits cannot quantize a huge one (InvalidOperation)."""
+    return max(28, len(str(abs(round(micro)))) + 10)
+
+
 def from_micro(micro: int) -> Decimal:
-    return (Decimal(micro) / MICRO).quantize(Decimal("0.000001"))
+    with localcontext() as ctx:
+        ctx.prec = _digits_for(micro)
+        return (Decimal(micro) / MICRO).quantize(Decimal("0.000001"))
 
 
 def format_usd(micro: int | float) -> str:
     """Money as people read it, never rounded into a falsehood: cents as usual ("$12.34", "$0.50"),
     but an amount under a dollar that is not whole cents keeps three significant digits ("$0.0042",
     not "$0.00"; "$0.0299", not "$0.03"). The one formatter for every dollar amount fleet prints."""
-    amount = Decimal(round(micro)) / MICRO
+    with localcontext() as ctx:
+        ctx.prec = _digits_for(micro)
+        return _format_usd(Decimal(round(micro)) / MICRO)
+
+
+def _format_usd(amount: Decimal) -> str:
     sign, amount = ("-" if amount < 0 else ""), abs(amount)
     cents = amount.quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
     if amount >= 1 or amount == cents:

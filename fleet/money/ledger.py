@@ -386,7 +386,10 @@ class Ledger:
                 params.append(iso(lease_kept_since))
         if extra:
             where += (" AND " if where else " WHERE ") + " AND ".join(extra)
-        rows = self.db.execute(f"SELECT COALESCE(SUM(cost_micro), 0) AS total FROM ledger{where}", params)
+        # No writer makes a negative cost (verify() calls one impossible): in a shared ledger such a
+        # row would give the whole scope money back, so a hard budget never counts it.
+        rows = self.db.execute("SELECT COALESCE(SUM(CASE WHEN cost_micro > 0 THEN cost_micro ELSE 0 END), 0)"
+                               f" AS total FROM ledger{where}", params)
         # Open segments no controller ticks: a kept lease's idle time up to now, a dead controller's
         # machines up to their deadline.
         from .kept import accruing_micro

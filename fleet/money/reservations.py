@@ -36,6 +36,7 @@ All times come from the injected clock; the liveness rule is a pure function, te
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -73,6 +74,14 @@ def _time(value: Any) -> datetime | None:
         return parse_iso(str(value))
     except ValueError:
         return None   # an unreadable time: treat the bound as absent, never crash a lease
+
+
+def _amount(value: Any) -> int | None:
+    """A reservation's amount as stored; None for one no fleet writes (SQLite keeps whatever text a
+    teammate's client put in the column): like an unreadable time, it must not end every budget check."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return int(value)
 
 
 def is_live(*, now: datetime, created_at: datetime, expires_at: datetime, lease_status: str | None,
@@ -157,10 +166,10 @@ class Reservations:
             " u.meta AS run_meta"
             " FROM budget_reservations r LEFT JOIN leases l ON l.id = r.lease_id LEFT JOIN runs u ON u.id = r.run_id"
             f" WHERE {' AND '.join(where)}", params)
-        alive = [r for r in rows if self._row_live(r, now)]
+        alive = [r for r in rows if self._row_live(r, now) and _amount(r["amount_micro"]) is not None]
         spent = self._spent_since_reserved(sorted({r["id"] for r in alive}))
         stranded = self._stranded(alive, now)
-        return [Held(r["lease_id"], r["project"], r["owner"], int(r["amount_micro"]),
+        return [Held(r["lease_id"], r["project"], r["owner"], _amount(r["amount_micro"]),
                      spent.get(r["id"], 0) + stranded.get((r["lease_id"], r["run_id"]), 0)) for r in alive]
 
     def held_micro(self, **scope) -> int:
