@@ -168,7 +168,7 @@ class StateStore:
         where = []
         if active_only:
             where.append("status IN ('active', 'leasing')")
-        if user:
+        if user is not None:   # "" is a name no lease has, not everyone's
             where.append("owner = ?")
             params.append(user)
         if where:
@@ -245,7 +245,7 @@ class StateStore:
         is built, and rows come as tuples: importing dataclasses alone costs `fleet status` more
         than an empty state's whole answer."""
         where, params = "l.status IN ('active', 'leasing')", []
-        if user:
+        if user is not None:
             where += " AND l.owner = ?"
             params.append(user)
         with self.db.mapped_reads():
