@@ -168,6 +168,14 @@ def _append_record(state, run: dict[str, Any], lease: Lease | None, why: str, en
     append_record(record, state.db)
 
 
+def _controller(run: dict[str, Any]) -> dict[str, Any] | None:
+    """The controller identity a run recorded, or None where its meta holds something else (a
+    teammate's client, a hand edit): one such run must not stop the others from being ended."""
+    meta = run.get("meta")
+    ident = meta.get("controller") if isinstance(meta, dict) else None
+    return ident if isinstance(ident, dict) else None
+
+
 def end_runs_of_lease(state, lease: Lease, *, released_by: str, events: Events) -> list[str]:
     """After `lease` was released: end its runs still marked running whose controller is gone.
     A controller that still lives (this computer) ends its run itself, as an infrastructure error;
@@ -178,7 +186,7 @@ def end_runs_of_lease(state, lease: Lease, *, released_by: str, events: Events) 
     for run in state.list_runs(lease_id=lease.id, limit=1000):
         if run["status"] != "running":
             continue
-        ident = (run.get("meta") or {}).get("controller")
+        ident = _controller(run)
         alive, silent = alive_or_silent(state, run, ident)
         if alive or (alive is None and lease.deadline > utcnow()):
             if alive is None:
@@ -209,7 +217,7 @@ def sweep_lost_runs(state, *, events: Events) -> list[str]:
             continue
         if lease is not None and lease.status in ("active", "leasing"):
             continue   # `fleet down` of that lease handles it
-        ident = (run.get("meta") or {}).get("controller")
+        ident = _controller(run)
         alive, silent = alive_or_silent(state, run, ident)
         if alive:
             continue
