@@ -4,8 +4,7 @@ A segment is one machine billed at one rate. It is written as a run of rows and 
 `open` (zero length, the moment the machine is leased), one `tick` per controller tick covering
 [start_at, end_at), and `close` at release. A controller crash loses at most the tick in progress;
 whoever releases the machines later (`fleet down`, the reaper) appends the missing `close` row with
-`close_orphans`. Each row carries a digest of its other columns: a damaged row is reported and left
-out of totals, never fatal.
+`close_orphans`. Each row carries a digest of its other columns: a damaged row is reported and left out.
 
 Cost of each row = cost(segment start → end) − cost(segment start → previous end), so the sum of a
 segment's rows equals its exact cost with no rounding drift, however many ticks it has.
@@ -29,6 +28,12 @@ KEPT_SUFFIX = "#kept"       # segment_id of a kept lease's idle time (run_id NUL
 # The digest's input built by the database itself (portable SQL), so verifying 100,000 rows is one
 # query plus a hash per row. CAST(... AS TEXT) of an integer matches Python's str(); NULL → ''.
 _CANON_SQL = f" || '{_SEP}' || ".join(f"COALESCE(CAST({c} AS TEXT), '')" for c in COLUMNS)
+# No writer goes past these ($100M a row, 3 years, 10,000 GPUs): a row beyond them (a digest is no key)
+# would overflow the report's BIGINT sums; it is set aside as impossible.
+MAX_COST_MICRO, MAX_DURATION_MS, MAX_GPUS = 10 ** 14, 10 ** 11, 10_000
+_ODD_SQL = "end_at < start_at OR " + " OR ".join(f"{c} < 0 OR {c} > {top}" for c, top in zip(
+    ("cost_micro", "rate_micro", "duration_ms", "gpus", "idle_gpu_s"),
+    (MAX_COST_MICRO, MAX_COST_MICRO, MAX_DURATION_MS, MAX_GPUS, MAX_DURATION_MS)))
 
 
 def iso(dt: datetime) -> str:
@@ -142,8 +147,7 @@ def _check(row: dict[str, Any]) -> LedgerEntry | CorruptRow:
         entry = LedgerEntry(
             id=rid, segment_id=str(row["segment_id"]), seq=int(row["seq"]), kind=str(row["kind"]),
             start_at=str(row["start_at"]), end_at=str(row["end_at"]), duration_ms=int(row["duration_ms"]),
-            rate_micro=int(row["rate_micro"]),
-            cost_micro=int(row["cost_micro"]), price_source=str(row["price_source"]),
+            rate_micro=int(row["rate_micro"]), cost_micro=int(row["cost_micro"]), price_source=str(row["price_source"]),
             shadow=bool(int(row["shadow"])), gpus=int(row["gpus"]),
             gpu_util_permille=None if util is None else int(util), idle_gpu_s=None if idle is None else int(idle),
             project=str(row["project"]), owner=str(row["owner"]), run_id=row["run_id"],
@@ -322,13 +326,13 @@ class Ledger:
         where, params = self._where(since=since, until=until, after_id=after_id, through_id=through_id)
         bad = []
         rows = self.db.execute(
-            f"SELECT id, digest, {_CANON_SQL} AS canon, CASE WHEN end_at < start_at OR cost_micro < 0"
-            f" OR rate_micro < 0 OR duration_ms < 0 THEN 1 ELSE 0 END AS odd FROM ledger{where} ORDER BY id", params)
+            f"SELECT id, digest, {_CANON_SQL} AS canon, CASE WHEN {_ODD_SQL} THEN 1 ELSE 0 END AS odd"
+            f" FROM ledger{where} ORDER BY id", params)
         for row in rows:
             if row["canon"] is None or _hash(row["canon"]) != row["digest"]:
                 bad.append(CorruptRow(row["id"], "contents do not match its digest (edited or damaged)"))
             elif row["odd"]:
-                bad.append(CorruptRow(row["id"], "impossible values (negative cost or ends before it starts)"))
+                bad.append(CorruptRow(row["id"], "impossible values (cost, duration or GPUs out of range)"))
         return bad
 
     def aggregate(self, *, since: datetime | None = None, until: datetime | None = None,
@@ -386,12 +390,10 @@ class Ledger:
                 params.append(iso(lease_kept_since))
         if extra:
             where += (" AND " if where else " WHERE ") + " AND ".join(extra)
-        # No writer makes a negative cost (verify() calls one impossible): in a shared ledger such a
-        # row would give the whole scope money back, so a hard budget never counts it.
-        rows = self.db.execute("SELECT COALESCE(SUM(CASE WHEN cost_micro > 0 THEN cost_micro ELSE 0 END), 0)"
-                               f" AS total FROM ledger{where}", params)
-        # Open segments no controller ticks: a kept lease's idle time up to now, a dead controller's
-        # machines up to their deadline.
+        cost = "cost_micro + 0"   # SQLite's text reads 0; an impossible cost neither gives money back nor overflows
+        rows = self.db.execute(f"SELECT COALESCE(SUM(CASE WHEN {cost} <= 0 THEN 0 WHEN {cost} > {MAX_COST_MICRO}"
+                               f" THEN {MAX_COST_MICRO} ELSE {cost} END), 0) AS total FROM ledger{where}", params)
+        # Open segments no controller ticks: kept idle time up to now, a dead controller's machines to their deadline.
         from .kept import accruing_micro
         from .stranded import stranded_micro
         return (int(rows[0]["total"] or 0) + accruing_micro(self, project=project, owner=owner, since=since)
