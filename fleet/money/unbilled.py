@@ -42,8 +42,8 @@ def bill_unbilled(state, lease: Lease, found: list[MachineState], *, now: dateti
     if not missing:
         return []
     meta = lease.meta or {}
-    first_s = float(meta.get("first_deadline_s") or lease.heartbeat_ttl_s or 0)
-    per_machine = int(meta.get("gpus") or 0) // max(1, int(meta.get("machines") or 1))
+    first_s = _count(meta.get("first_deadline_s")) or lease.heartbeat_ttl_s
+    per_machine = _count(meta.get("gpus")) // max(1, _count(meta.get("machines")) or 1)
     run_id = _run_of(state, lease.id)
     with state.db.transaction():   # all or nothing: a half-billed lease would be billed again in full
         for machine_id in missing:
@@ -55,6 +55,14 @@ def bill_unbilled(state, lease: Lease, found: list[MachineState], *, now: dateti
             seg = ledger.open_segment(lease=lease, machine=m, price=_price(lease, m), run_id=run_id, at=start)
             ledger.close([seg], end)
     return missing
+
+
+def _count(value) -> int:
+    """A count or seconds from a lease's meta; 0 for what a teammate's client (or a hand edit) put
+    there instead: the machine is billed all the same, rather than the lease left unbilled."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 10 ** 9:
+        return 0
+    return int(value)
 
 
 def _price(lease: Lease, machine) -> Price:

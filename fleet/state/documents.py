@@ -24,6 +24,16 @@ class CorruptRecord(IntegrityError):
     """A state row whose JSON document cannot be read."""
 
 
+def stored_seconds(value: Any, default: int = 300) -> int:
+    """A whole number of seconds from a row (a lease's heartbeat TTL), within a day; `default` where a
+    teammate's client stored text, a fraction of nothing or an absurd figure: the lease is still
+    released, billed and swept, as one with the default TTL."""
+    from ..config.values import MAX_HEARTBEAT_TTL_S
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= MAX_HEARTBEAT_TTL_S:
+        return default
+    return int(value)
+
+
 def stored_object(text: str | None, what: str) -> dict[str, Any]:
     """The dict a row's document holds ({} for an empty column); CorruptRecord naming `what` (e.g.
     "run r-123's meta") when it is not a JSON object."""

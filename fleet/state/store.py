@@ -5,7 +5,7 @@ import json
 from operator import itemgetter
 
 from ..errors import NotFound
-from .documents import FIX_HINT, CorruptRecord, object_or_empty, object_to_extend, objects_or_errors, stored_object
+from .documents import FIX_HINT, CorruptRecord, object_or_empty, object_to_extend, objects_or_errors, stored_object, stored_seconds
 from .prefix import no_match, prefix_match
 
 TYPE_CHECKING = False   # as in fleet/__init__.py: `fleet status` with no lease imports neither typing nor models
@@ -126,8 +126,8 @@ class StateStore:
         return Lease(
             id=row["id"], provider=row["provider"], template=row["template"], machines=machines,
             project=row["project"], user=row["owner"], status=row["status"],
-            heartbeat_ttl_s=row["heartbeat_ttl_s"], meta=stored_object(row["meta"], f"lease {row['id']}'s meta"),
-            **times)
+            heartbeat_ttl_s=stored_seconds(row["heartbeat_ttl_s"]),
+            meta=stored_object(row["meta"], f"lease {row['id']}'s meta"), **times)
 
     def _machines_by_lease(self, lease_ids: list[str],
                            errors: dict[str, CorruptRecord] | None = None) -> dict[str, list[Machine]]:
