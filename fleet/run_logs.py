@@ -170,6 +170,7 @@ def _next_attempt(state, run: dict[str, Any], answer_s: float = 30.0,
                     return None, (f"[fleet] run {run['id']} named its next attempt, {meta['next_attempt']}, but "
                                   f"{reason}, so nothing will start it (`fleet up --resume {run['id']}` continues "
                                   "from its checkpoints)")
-        elif not (meta.get("summary") or {}).get("machines_lost") or time.monotonic() > answer_by:
+        elif not isinstance(meta.get("summary"), dict) or not meta["summary"].get("machines_lost") \
+                or time.monotonic() > answer_by:
             return None, None
         time.sleep(0.5)

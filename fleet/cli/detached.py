@@ -85,6 +85,7 @@ def attach(
     from ..run.detach import latest_attempt
     row = latest_attempt(state, run_id) or state.get_run(run_id)
     summary = (row.get("meta") or {}).get("summary") or {}
+    summary = summary if isinstance(summary, dict) else {}
     if row["status"] == "lost" or summary.get("exit_code") is None:
         message, status = summary.get("message") or row["status"], row["status"]
         if status == "running":   # the follow ended without an end: its supervisor is gone
@@ -100,6 +101,13 @@ def attach(
         return int(ExitCode.INFRASTRUCTURE)
     from ..run.summary import RunSummary
     from .up import _show
-    result = RunSummary.from_json(summary)
+    try:
+        result = RunSummary.from_json(summary)
+    except (TypeError, ValueError):   # a shared state's row another program wrote: say so, not "internal error"
+        result = None
+    if result is None or isinstance(result.exit_code, bool) or not isinstance(result.exit_code, int):
+        print(f"fleet: run {row['id']} {row['status']}: its summary in the state cannot be read (a hand edit or "
+              "another program changed that row; `fleet runs show` has what is left)", file=sys.stderr)
+        return int(ExitCode.INFRASTRUCTURE)
     _show(result, json_out)
     return result.exit_code
