@@ -24,7 +24,7 @@ def test_down_all_for_a_user_that_is_no_name_is_refused_and_releases_nothing(tea
     import fleet
     with pytest.raises(UsageError) as err:
         fleet.down([], all_leases=True, user=user)
-    assert "user must be a user name" in err.value.one_line()
+    assert "user must be a non-empty string" in err.value.one_line()
     with pytest.raises(UsageError):
         fleet.status(user=user)
     assert {lease.id for lease in team_state.list_leases(active_only=True)} == {"l-mine-0001", "l-bobs-0002"}
