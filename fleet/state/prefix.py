@@ -16,7 +16,8 @@ def prefix_match(db, table: str, column: str, prefix: str, order: str = "") -> l
         return []   # too short to mean one row; longer than any id fleet makes (SQLite caps LIKE patterns)
     escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     sql = f"SELECT * FROM {table} WHERE {column} LIKE ? ESCAPE '\\'" + (f" ORDER BY {order}" if order else "")
-    return db.execute(sql, (escaped + "%",))
+    # SQLite's LIKE ignores ASCII case (PostgreSQL's does not): `l-abc` must not name a teammate's `L-ABC…`.
+    return [r for r in db.execute(sql, (escaped + "%",)) if str(r[column]).startswith(prefix)]
 
 
 def no_match(kind: str, given: str, rows: list[dict[str, Any]]) -> str:

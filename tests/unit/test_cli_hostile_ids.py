@@ -30,3 +30,15 @@ def test_a_prefix_of_several_ids_names_them(fleet_home, tmp_path):
     assert got.returncode == ExitCode.NOT_FOUND
     assert "fleet: error: 'r-abc' names more than one run (r-abc-1, r-abc-2): give more of the id" in got.stderr
     assert "no run 'r-abd'" in run_fleet(["logs", "r-abd"], cwd=tmp_path).stderr
+
+
+def test_a_prefix_names_ids_of_its_own_case_only(fleet_home, tmp_path):
+    """SQLite's LIKE ignores case: `fleet logs r-abc` picked a teammate's planted `R-ABC-…` run (and
+    `fleet down l-abc` their `L-ABC…` lease), where PostgreSQL would have said no such run."""
+    from fleet.state import open_state
+    state = open_state()
+    state.create_run("R-ABC-planted", lease_id=None, project="p", user="mallory", command="true", log_path="",
+                     output_dir="")
+    got = run_fleet(["logs", "r-abc"], cwd=tmp_path)
+    assert got.returncode == ExitCode.NOT_FOUND and "no run 'r-abc'" in got.stderr, got.stderr
+    assert "no run" not in run_fleet(["logs", "R-ABC"], cwd=tmp_path).stderr   # its own case still names it
