@@ -11,15 +11,11 @@ from typing import Callable
 
 from ..models import Lease, Machine
 from ..parallel import parallel
-from ..snapshots.sync_progress import LIVE_INTERVAL_S, PLAIN_INTERVAL_S
+from ..snapshots.sync_progress import mib, start_ticker
 from .context import RunContext
 from .types import Collected
 
 SKIPPED_SHOWN = 10     # outputs skipped on one machine named one per line; the rest counted
-
-
-def _mib(n: float) -> str:
-    return f"{n / 2 ** 20:.1f} MiB"
 
 
 class CollectProgress:
@@ -49,24 +45,8 @@ class CollectProgress:
             size = sum(g.bytes for g in self.filling.values())
             done = self.done
         dt = max(time.monotonic() - self.t0, 1e-6)
-        return (f"{files:,} files, {_mib(size)} received ({files / dt:,.0f} files/s, {_mib(size / dt)}/s) · "
+        return (f"{files:,} files, {mib(size)} received ({files / dt:,.0f} files/s, {mib(size / dt)}/s) · "
                 f"machines: {done} of {self.machines} done")
-
-
-class _Ticker(threading.Thread):
-    """Emits progress.line() every `interval` until stopped; a failing sink ends only the ticking."""
-
-    def __init__(self, emit: Callable[[str], None], progress: CollectProgress, interval: float):
-        super().__init__(daemon=True, name="fleet-collect-progress")
-        self.emit, self.progress, self.interval = emit, progress, interval
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.wait(self.interval):
-            try:
-                self.emit(self.progress.line())
-            except Exception:  # noqa: BLE001 — a broken progress line must not stop outputs coming home
-                return
 
 
 def collect(ctx: RunContext, lease: Lease, *, interval: float | None = None) -> Collected:
@@ -82,11 +62,6 @@ def collect(ctx: RunContext, lease: Lease, *, interval: float | None = None) -> 
     lost = ctx.machines_lost() if ctx.machines_lost else set()
     limit = ctx.config.outputs_max_bytes or None
     progress = CollectProgress(len(lease.machines))
-    live = getattr(ctx.events, "progress", None)
-    plain = live is None or getattr(ctx.events, "plain", True)
-    emit = (lambda text: live("collect", text)) if live else (lambda text: ctx.events.phase("collect", text))
-    ticker = _Ticker(emit, progress, interval if interval is not None else
-                     PLAIN_INTERVAL_S if plain else LIVE_INTERVAL_S)
 
     def fetch(m: Machine) -> Extracted:
         if m.id in lost:   # past its deadline unreachable: its watchdog ended it, outputs and all
@@ -109,10 +84,7 @@ def collect(ctx: RunContext, lease: Lease, *, interval: float | None = None) -> 
                             f"{got.files} complete file(s) kept")
         return got
 
-    try:
-        ticker.start()
-    except RuntimeError:   # no new thread at interpreter shutdown (a run in a worker thread): no progress then
-        pass
+    ticker = start_ticker(ctx.events, "collect", progress, interval)
     try:
         got = parallel(lease.machines, fetch)   # also at interpreter shutdown, when executors take no more work
     finally:

@@ -11,7 +11,7 @@ PLAIN_INTERVAL_S = 10.0
 LIVE_INTERVAL_S = 0.5
 
 
-def _mib(n: float) -> str:
+def mib(n: float) -> str:
     return f"{n / 2 ** 20:.1f} MiB"
 
 
@@ -43,19 +43,41 @@ class StageProgress:
             for s in self.states.values():
                 counts[s] = counts.get(s, 0) + 1
             machines = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-            return (f"{_mib(self.sent)} of {_mib(self.expected)} sent · {_mib(self.sent / dt)}/s · "
+            return (f"{mib(self.sent)} of {mib(self.expected)} sent · {mib(self.sent / dt)}/s · "
                     f"machines: {machines}")
 
 
-class _Ticker(threading.Thread):
-    def __init__(self, emit: Callable[[str], None], progress: StageProgress, interval: float):
-        super().__init__(daemon=True, name="fleet-stage-progress")
+class Ticker(threading.Thread):
+    """Emits progress.line() every `interval` until stopped; a failing sink ends only the ticking
+    (a broken progress line must not stop inputs going out or outputs coming home)."""
+
+    def __init__(self, emit: Callable[[str], None], progress: Any, interval: float, name: str):
+        super().__init__(daemon=True, name=f"fleet-{name}-progress")
         self.emit, self.progress, self.interval = emit, progress, interval
         self.stop = threading.Event()
 
     def run(self) -> None:
         while not self.stop.wait(self.interval):
-            self.emit(self.progress.line())
+            try:
+                self.emit(self.progress.line())
+            except Exception:  # noqa: BLE001
+                return
+
+
+def start_ticker(events: Any, phase: str, progress: Any, interval: float | None = None) -> Ticker:
+    """A started Ticker for `phase`: a live line where the events offer `progress` (a terminal), else
+    a plain phase line every PLAIN_INTERVAL_S (CI logs). None started at interpreter shutdown, when no
+    new thread may start: the work goes on without progress lines then."""
+    live = getattr(events, "progress", None)
+    plain = live is None or getattr(events, "plain", True)
+    emit = (lambda text: live(phase, text)) if live else (lambda text: events.phase(phase, text))
+    ticker = Ticker(emit, progress, interval if interval is not None else
+                    PLAIN_INTERVAL_S if plain else LIVE_INTERVAL_S, phase)
+    try:
+        ticker.start()
+    except RuntimeError:
+        pass
+    return ticker
 
 
 def warn_dropped(warn: Callable[[str], None], s) -> None:
@@ -74,11 +96,7 @@ def stage_lease(ctx, store, targets_for, sources: dict, config: Any) -> list:
     machines = one_per_staging_dir(ctx.lease.machines)
     sharing = len(ctx.lease.machines) - len(machines)
     progress = StageProgress([m.id for m in machines])
-    live = getattr(ctx.events, "progress", None)
-    plain = live is None or getattr(ctx.events, "plain", True)
-    emit = (lambda text: live("stage", text)) if live else (lambda text: ctx.events.phase("stage", text))
-    ticker = _Ticker(emit, progress, PLAIN_INTERVAL_S if plain else LIVE_INTERVAL_S)
-    ticker.start()
+    ticker = start_ticker(ctx.events, "stage", progress)
     try:
         stats = sync_lease(machines, store, targets_for, progress=progress.add, sources=sources,
                            cache_dir=getattr(config, "cache_dir", None), cache_max=getattr(config, "cache_max", None),
@@ -99,7 +117,7 @@ def stage_lease(ctx, store, targets_for, sources: dict, config: Any) -> list:
     if sharing:
         extra += f"; {sharing} more machine(s) read them from a shared filesystem"
     ctx.events.phase("stage", f"pinned inputs on {len(stats)} machine(s), {sent} bytes of chunks sent "
-                              f"({_mib(sent / dt)}/s), {current} already current, {reused} unchanged files "
+                              f"({mib(sent / dt)}/s), {current} already current, {reused} unchanged files "
                               f"linked{extra}")
     return stats
 
