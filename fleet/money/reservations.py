@@ -36,7 +36,7 @@ All times come from the injected clock; the liveness rule is a pure function, te
 from __future__ import annotations
 
 import hashlib
-import math
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -79,9 +79,8 @@ def _time(value: Any) -> datetime | None:
 def _amount(value: Any) -> int | None:
     """A reservation's amount as stored; None for one no fleet writes (SQLite keeps whatever text a
     teammate's client put in the column): like an unreadable time, it must not end every budget check."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return int(value)
+    from ..state.documents import stored_number
+    return stored_number(value, low=-sys.float_info.max, high=sys.float_info.max, default=None)
 
 
 def is_live(*, now: datetime, created_at: datetime, expires_at: datetime, lease_status: str | None,

@@ -60,9 +60,8 @@ def bill_unbilled(state, lease: Lease, found: list[MachineState], *, now: dateti
 def _count(value) -> int:
     """A count or seconds from a lease's meta; 0 for what a teammate's client (or a hand edit) put
     there instead: the machine is billed all the same, rather than the lease left unbilled."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 10 ** 9:
-        return 0
-    return int(value)
+    from ..state.documents import stored_number
+    return stored_number(value, low=0, high=10 ** 9, default=0)
 
 
 def _price(lease: Lease, machine) -> Price:

@@ -24,14 +24,20 @@ class CorruptRecord(IntegrityError):
     """A state row whose JSON document cannot be read."""
 
 
-def stored_seconds(value: Any, default: int = 300) -> int:
-    """A whole number of seconds from a row (a lease's heartbeat TTL), within a day; `default` where a
-    teammate's client stored text, a fraction of nothing or an absurd figure: the lease is still
-    released, billed and swept, as one with the default TTL."""
-    from ..config.values import MAX_HEARTBEAT_TTL_S
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value <= MAX_HEARTBEAT_TTL_S:
+def stored_number(value: Any, *, low: float, high: float, default: Any) -> Any:
+    """A number from a row (or a row's document) that a teammate's client may have written: int(value),
+    or `default` for text, a bool, NaN or a figure outside [low, high], so that one odd row neither
+    crashes nor stops a budget check, a release or a sweep for the whole team."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         return default
     return int(value)
+
+
+def stored_seconds(value: Any, default: int = 300) -> int:
+    """A lease's heartbeat TTL: whole seconds within a day, else `default` (the lease is still released,
+    billed and swept, as one with the default TTL)."""
+    from ..config.values import MAX_HEARTBEAT_TTL_S
+    return stored_number(value, low=1, high=MAX_HEARTBEAT_TTL_S, default=default)
 
 
 def stored_object(text: str | None, what: str) -> dict[str, Any]:
