@@ -28,12 +28,10 @@ def command_arg(value: Any) -> str:
     if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
         import shlex
         value = value[0] if len(value) == 1 else shlex.join(value)
-    from .config.command import check_length
-    from .errors import ConfigError
-    try:
-        check_length({"command": name_arg("command", value)}, "")
-    except ConfigError as exc:
-        raise UsageError(exc.message, hint=exc.hint) from None
+    from .config.command import TOO_LONG_HINT, too_long
+    why = too_long(name_arg("command", value))
+    if why is not None:
+        raise UsageError(f"command: {why}", hint=TOO_LONG_HINT)
     return value
 
 

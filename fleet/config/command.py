@@ -21,13 +21,21 @@ def command_line(words: Sequence[str]) -> str:
 MAX_COMMAND_BYTES = 100 * 1024
 
 
+TOO_LONG_HINT = "put it in a script in the experiment directory and run that"
+
+
+def too_long(value: Any) -> str | None:
+    """Why a command (or setup) is longer than a machine can be given, or None when it is not."""
+    size = len(value.encode("utf-8", "surrogatepass")) if isinstance(value, str) else 0
+    if size <= MAX_COMMAND_BYTES:
+        return None
+    return f"{size:,} bytes, more than a machine takes as one command (at most {MAX_COMMAND_BYTES // 1024} KiB)"
+
+
 def check_length(fields: dict[str, Any], shown: str) -> None:
     """A ConfigError for a command (or setup) longer than a machine can be given."""
     from ..errors import ConfigError
     for key in ("command", "setup"):
-        value = fields.get(key)
-        size = len(value.encode("utf-8", "surrogatepass")) if isinstance(value, str) else 0
-        if size > MAX_COMMAND_BYTES:
-            raise ConfigError(f"{size:,} bytes, more than a machine takes as one command "
-                              f"(at most {MAX_COMMAND_BYTES // 1024} KiB)", path=shown or None, key=key,
-                              hint="put it in a script in the experiment directory and run that")
+        why = too_long(fields.get(key))
+        if why is not None:
+            raise ConfigError(why, path=shown or None, key=key, hint=TOO_LONG_HINT)
