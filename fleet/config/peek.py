@@ -25,13 +25,19 @@ def peek_why(key: str, directory: Path | None = None) -> tuple[Any, str | None]:
         import tomllib   # only once there is a file: tomllib imports typing (~10 ms)
         return tomllib.loads(data.decode()).get(key), None
     except OSError as exc:
-        import os
-        if not os.path.islink(path):
-            return None, None if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
-        from .locate import why_not_a_file      # a dangling link or a loop: said as `fleet up` says it
-        return None, why_not_a_file(path)
+        return None, _why_unread(path, exc)
     except (ValueError, ImportError, RecursionError) as exc:
         return None, f"not valid TOML ({str(exc).splitlines()[0][:200] if str(exc) else 'nested too deeply'})"
+
+
+def _why_unread(path: Path, exc: OSError) -> str | None:
+    """Why a fleet.toml that could not be opened is there but unreadable; None when there is none. A
+    dangling link (an unmounted team share) or a loop is said as `fleet up` says it, never "none"."""
+    import os
+    if not os.path.islink(path):
+        return None if isinstance(exc, FileNotFoundError) else (exc.strerror or str(exc))
+    from .locate import why_not_a_file
+    return why_not_a_file(path)
 
 
 def peek_str(key: str, directory: Path | None = None) -> str:
@@ -48,12 +54,10 @@ def store_url(directory: Path | None = None) -> str | None:
     try:
         data = read_config_file(path)
     except OSError as exc:
-        import os
-        if isinstance(exc, FileNotFoundError) and not os.path.islink(path):
+        why = _why_unread(path, exc)
+        if why is None:
             return None
         from ..errors import ConfigError
-        from .locate import why_not_a_file     # a dangling link (an unmounted team share) is no "no fleet.toml"
-        why = why_not_a_file(path) if os.path.islink(path) else exc.strerror or str(exc)
         raise ConfigError(f"{path}: {why}", hint="pass --store to choose the store") from None
     import tomllib
     from ..errors import ConfigError
