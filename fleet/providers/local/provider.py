@@ -186,9 +186,9 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
                 _end_machine_dir(d)
             except OSError as exc:   # the others still go; this one is kept (its processes may
                 failed[d] = exc      # still run) for a later release, and raised once they have
-        # Each worker's tree walk holds a descriptor per level: under a low open-files limit
-        # (`ulimit -n 64`, a run's SSH connections still open) some failed with EMFILE and, errors
-        # ignored, left whole machine directories (their venvs) behind. One at a time they fit.
+        # The workers' deletes ignore errors, EMFILE among them (each tree walk holds a descriptor per
+        # level), which left whole machine directories (their venvs) behind: what is left is deleted
+        # here, one at a time, where it fits.
         import shutil
 
         from ...remote.mounts import mounts_under
