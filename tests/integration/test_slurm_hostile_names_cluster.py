@@ -68,14 +68,12 @@ def test_another_users_hostile_job_names_break_no_listing_and_are_never_swept(sl
         wait_for(lambda: _running(root, theirs), 60, "nobody's hostile job in the queue")
         open_state().save_lease(dataclasses.replace(_lease(released, None), status="released"))
         provider = SlurmProvider(SlurmSettings(poll_s=0.5))
-        # squeue --json: read, and none of nobody's job taken for root's (the session's cluster keeps
-        # the finished jobs of earlier tests, root's own)
+        # The scan for fleet's tag (root's own jobs, --me: the session's cluster keeps the finished
+        # jobs of earlier tests) and a listing by id: none of nobody's job taken for root's
         assert _forged_or_theirs(provider.slurm.queue(), theirs, released) == []
+        assert provider.slurm.queue([theirs]) == []
         assert provider.sweep(set()) == []                        # `fleet down --all`
         provider.release(_lease(released, None))                  # `fleet down RELEASED`
-        text = SlurmCommands(LocalRunner(slurm_env.env))
-        text._json = False                                        # a Slurm without squeue --json
-        assert _forged_or_theirs(text.queue(), theirs, released) == [] and text.queue([theirs]) == []
         assert _running(root, theirs)
         assert "\x1b" not in capsys.readouterr().err
     finally:

@@ -1,13 +1,12 @@
 """The Slurm command layer on outputs recorded from a real Slurm 22.05 cluster (tests/fixtures/slurm.py).
 
-Recorded in tests/unit/slurm_outputs/: `squeue --json` and `squeue -o SQUEUE_FORMAT` with job 12
+Recorded in tests/unit/slurm_outputs/: `squeue -o SQUEUE_FORMAT` with job 12
 RUNNING on n[1-2] (2 nodes × gpu:2) and job 13 PENDING (Resources); `sacct` of finished jobs
 (4: TIMEOUT after 63 s on 1 GPU, 5: FAILED exit 3, 6: cancelled while requeued after NODE_FAIL);
 and what sbatch/squeue/sacct printed on stderr for each refusal.
 """
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,9 +17,9 @@ from fleet.providers.slurm import errors as E
 from fleet.providers.slurm.commands import (AllocationRequest, CommandResult, LocalRunner, SlurmCommands, SSHRunner,
                                             granted_job_id, salloc_argv, sbatch_argv, scancel_argv, srun_argv,
                                             time_limit_argv)
-from fleet.providers.slurm.ownership import sacct_argv, squeue_format_argv
+from fleet.providers.slurm.ownership import sacct_argv
 from fleet.providers.slurm.parsing import (JobState, expand_hostlist, gpus_in_tres, gpus_per_node_in_gres,
-                                           parse_duration, parse_sacct, parse_squeue_format, parse_squeue_json)
+                                           parse_duration, parse_sacct, parse_squeue_format)
 
 OUT = Path(__file__).parent / "slurm_outputs"
 
@@ -34,28 +33,6 @@ def by_id(jobs):
 
 
 # --- squeue -------------------------------------------------------------------------------------
-
-def test_squeue_json_running_and_pending_jobs():
-    raw = recorded("squeue.json")
-    start = next(j["start_time"] for j in json.loads(raw)["jobs"] if j["job_id"] == 12)
-    jobs = by_id(parse_squeue_json(raw, now=start + 7))
-    running, pending = jobs["12"], jobs["13"]
-    assert running.state is JobState.RUNNING and running.reason is None
-    assert running.nodes == ("n1", "n2") and running.node_count == 2
-    assert running.gpus == 4                       # gres/gpu=4 allocated over the whole job
-    assert running.time_limit_s == 300 and running.elapsed_s == 7
-    assert running.comment == "fleet:lease=L-run" and running.name == "fleet-run"
-    assert (running.partition, running.account, running.qos) == ("gpu", "fleet", "normal")
-    assert pending.state is JobState.PENDING and pending.reason == "Resources"
-    assert pending.nodes == () and pending.elapsed_s is None and pending.gpus == 1
-
-
-def test_squeue_json_is_filtered_by_id_because_2205_ignores_dash_j():
-    raw = recorded("squeue.json")
-    assert len(json.loads(raw)["jobs"]) > 2          # the controller returned every job it remembers
-    assert [j.job_id for j in parse_squeue_json(raw, {"13"})] == ["13"]
-    assert parse_squeue_json(raw, {"424242"}) == []
-
 
 def test_squeue_format_lines():
     jobs = by_id(parse_squeue_format(recorded("squeue-format.txt")))
@@ -92,7 +69,6 @@ def test_sacct_elapsed_gpus_and_states():
 
 def test_job_states():
     assert JobState.parse("CANCELLED by 0") is JobState.CANCELLED
-    assert JobState.parse(["RUNNING", "COMPLETING"]) is JobState.RUNNING
     assert JobState.parse("SOMETHING_NEW") is JobState.UNKNOWN
     assert JobState.NODE_FAIL.finished and JobState.PREEMPTED.finished and not JobState.RUNNING.finished
     assert JobState.PENDING.queued and not JobState.RUNNING.queued
@@ -216,28 +192,29 @@ def test_submit_returns_the_job_id_and_raises_typed_refusals():
     assert slurm.calls["sbatch"] == 2
 
 
-def test_queue_falls_back_to_the_format_string_where_squeue_has_no_json():
-    runner = Scripted({"squeue": [(1, "", "squeue: unrecognized option '--json'\n"),
-                                  (0, recorded("squeue-format.txt"), ""),
-                                  (0, recorded("squeue-format.txt"), "")]})
+def test_queue_by_id_asks_for_each_job_alone_and_a_scan_for_this_logins_jobs_only():
+    mine = "12|RUNNING|None|2|n[1-2]|0:03|5:00|gres:gpu:2|gpu|fleet|normal|0|root|fleet-run|fleet:lease=L-run\n"
+    runner = Scripted({"squeue": [(0, mine, ""), (1, "", "slurm_load_jobs error: Invalid job id specified\n"),
+                                  (0, recorded("squeue-format.txt"), "")],
+                       "id": [(0, "0\n", "")]})
     slurm = SlurmCommands(runner)
-    assert [j.job_id for j in slurm.queue(["13"])] == ["13"]
-    assert "--jobs=13" in runner.seen[1][0]
-    slurm.queue(["12"])
-    assert [a[0][1] for a in runner.seen] == ["--json", "--noheader", "--noheader"]    # json not retried
+    assert [j.job_id for j in slurm.queue(["424242", "12"])] == ["12"]     # the forgotten one is absent
+    asked = [argv for argv, _, _ in runner.seen if argv[0] == "squeue"]
+    assert [[a for a in argv if a.startswith("--jobs")] for argv in asked] == [["--jobs=12"], ["--jobs=424242"]]
+    assert "13" in {j.job_id for j in slurm.queue()}
+    assert "--me" in runner.seen[-1][0] and not any("--json" in argv for argv, _, _ in runner.seen)
 
 
-def test_a_scan_for_fleets_tag_without_json_reads_only_this_logins_jobs():
+def test_a_scan_for_fleets_tag_reads_only_this_logins_jobs():
     """Another user's comment "x<newline>77|RUNNING|...|fleet:lease=l-dead" would read as a job 77 of
     fleet's own (which a reap would scancel: this login's unrelated job 77). --me keeps them out."""
     forged = ("90|RUNNING|None|1|n1|1:00|2:00|gres:gpu:1|gpu|acct|normal|theirs|x\n"
               "77|RUNNING|None|1|n1|1:00|2:00|gres:gpu:1|gpu|acct|normal|fleet-l|fleet:lease=l-dead\n")
-    runner = Scripted({"squeue": [(1, "", "squeue: unrecognized option '--json'\n"), (0, "", "")]})
+    runner = Scripted({"squeue": [(0, "", "")]})
     slurm = SlurmCommands(runner)
     assert slurm.tagged("fleet:lease=") == []
-    assert "--me" in runner.seen[1][0] and not any(a.startswith("--jobs") for a in runner.seen[1][0])
+    assert "--me" in runner.seen[0][0] and not any(a.startswith("--jobs") for a in runner.seen[0][0])
     assert [j.job_id for j in parse_squeue_format(forged)] == ["90", "77"]   # what --me keeps from being read
-    assert "--me" not in squeue_format_argv(["12"])   # fleet's own recorded jobs: by id, whoever looks
 
 
 def test_cancel_is_idempotent_but_other_failures_raise():
@@ -291,10 +268,9 @@ def test_accounting_keeps_a_shrunk_jobs_records_and_drops_an_older_job_under_a_r
 
 
 def test_a_slurm_too_old_for_me_still_answers_a_scan_with_the_login_users_jobs_only():
-    runner = Scripted({"squeue": [(1, "", "squeue: unrecognized option '--json'\n"),
-                                  (1, "", "squeue: unrecognized option '--me'\n"),
+    runner = Scripted({"squeue": [(1, "", "squeue: unrecognized option '--me'\n"),
                                   (0, recorded("squeue-format.txt"), "")],
                        "id": [(0, "alice\n", "")]})
     jobs = SlurmCommands(runner).queue()
     asked = [argv for argv, _stdin, _env in runner.seen if argv[0] == "squeue"]
-    assert jobs and "--me" in asked[1] and "--me" not in asked[2] and "--user=alice" in asked[2]
+    assert jobs and "--me" in asked[0] and "--me" not in asked[1] and "--user=alice" in asked[1]

@@ -25,6 +25,9 @@ class _Slurm:
     def queue(self, ids=None):
         return [j for j in self.jobs if ids is None or j.job_id in ids]
 
+    def job(self, job_id):
+        return next((j for j in self.jobs if j.job_id == job_id), None)
+
     def cancel(self, ids, signal=None):
         self.cancelled += list(ids)
 

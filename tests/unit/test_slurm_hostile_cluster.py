@@ -69,21 +69,36 @@ def _tool(bindir: Path, name: str, payload: bytes) -> None:
 
 
 def test_another_users_job_comment_that_is_not_utf8_breaks_no_squeue(tmp_path, monkeypatch):
-    data = json.loads(_queue((77, THEM, "x", "COMMENT")))
-    raw = json.dumps(data).replace("COMMENT", "\udcff").encode("utf-8", "surrogateescape")
+    raw = b"12|RUNNING|None|1|n1|0:03|5:00|gres:gpu:1|gpu|fleet|normal|4242|mallory|x|\xff\n"
     bindir = tmp_path / "bin"
     bindir.mkdir()
     _tool(bindir, "squeue", raw)
     _tool(bindir, "id", b"1000\n")
     monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
     monkeypatch.setenv("LC_ALL", "C.UTF-8")
-    jobs = SlurmCommands(LocalRunner()).queue(["12"])
-    assert [j.job_id for j in jobs] == ["12"]
+    slurm = SlurmCommands(LocalRunner())
+    assert slurm.queue(["12"]) == [] and slurm.job("12").user == THEM
 
 
-@pytest.mark.parametrize("out", ['{"jobs": [', '{"jobs": [{"job_id": 12, "node_count": "abc"}]}', '{"jobs": ["oops"]}'])
+class Garbled(Cluster):
+    """squeue prints `out` for a job asked by id."""
+
+    def __init__(self, out: str):
+        super().__init__(_queue())
+        self.out = out
+
+    def __call__(self, argv, **kw):
+        if argv[0] == "squeue" and any(a.startswith("--jobs=") for a in argv):
+            self.calls.append(list(argv))
+            return CommandResult(tuple(argv), 0, self.out, "")
+        return super().__call__(argv, **kw)
+
+
+@pytest.mark.parametrize("out", ["12|RUNNING\n", "slurm_load_jobs: unexpected\nmore\n",
+                                 "12|RUNNING|None|1|n1|0:03|5:00|gres:gpu:1|gpu|fleet|normal|abc|alice|fleet-l-1|c\n",
+                                 "12|RUNNING|None|1\n|n1|0:03|5:00|gres:gpu:1|gpu|fleet|normal|1000|alice|fleet-l-1|c\n"])
 def test_a_listing_fleet_cannot_read_is_a_slurm_error_and_release_still_scancels_by_name(fleet_home, out):
-    cluster = Cluster(out)
+    cluster = Garbled(out)
     provider = SlurmProvider(SlurmSettings(), runner=cluster)
     with pytest.raises(SlurmError, match="squeue printed output fleet cannot read"):
         SlurmCommands(cluster).queue(["12"])
@@ -92,7 +107,7 @@ def test_a_listing_fleet_cannot_read_is_a_slurm_error_and_release_still_scancels
 
 
 class NoMe:
-    """A Slurm older than 20.11: no --json, no --me; its text listing names no owner."""
+    """A Slurm older than 20.11: no --me; its text listing names no owner."""
 
     def __init__(self, theirs: str):
         self.theirs, self.calls = theirs, []
@@ -100,9 +115,8 @@ class NoMe:
     def __call__(self, argv, *, stdin=None, env=None, timeout=60):
         argv = list(argv)
         self.calls.append(argv)
-        if argv[0] == "squeue" and ("--json" in argv or "--me" in argv):
-            flag = "--json" if "--json" in argv else "--me"
-            return CommandResult(tuple(argv), 1, "", f"squeue: unrecognized option '{flag}'\n")
+        if argv[0] == "squeue" and "--me" in argv:
+            return CommandResult(tuple(argv), 1, "", "squeue: unrecognized option '--me'\n")
         if argv[:2] == ["id", "-u"]:
             return CommandResult(tuple(argv), 0, "1000\n", "")
         if argv[:2] == ["id", "-un"]:

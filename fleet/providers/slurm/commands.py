@@ -261,7 +261,6 @@ class SlurmCommands:
         self.user = user       # whom the tools run as: asked once (ownership.login_user) unless given
         self.uid: int | None = None   # and their uid (ownership.login_uid)
         self.calls: Counter[str] = Counter()
-        self._json = True      # squeue --json until the cluster shows it has none (Slurm < 21.08)
 
     def _run(self, argv: list[str], *, stdin: str | None = None, env: Mapping[str, str] | None = None,
              check: bool = True) -> CommandResult:
@@ -295,7 +294,7 @@ class SlurmCommands:
 
     def queue(self, job_ids: Sequence[str] | None = None) -> list[QueuedJob]:
         """The controller's view of these jobs of the login user's (all of them when None); a job it
-        forgot, or another user's, is absent (ownership.py)."""
+        forgot, or another user's, is absent. One squeue call per id (ownership.list_jobs)."""
         return list_jobs(self, set(job_ids) if job_ids is not None else None)
 
     def job(self, job_id: str) -> QueuedJob | None:

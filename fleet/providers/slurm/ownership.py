@@ -2,8 +2,8 @@
 before fleet signals, changes or bills a job.
 
 Nothing about a job proves it fleet's but its owner. Its name and comment are any user's to choose
-(`fleet-<lease>` shows in squeue while the job pends); `squeue --json` lists every user's jobs
-whatever filter it is given (22.05); and a recorded job id can name another job later (a controller
+(`fleet-<lease>` shows in squeue while the job pends); a listing of jobs by id is every user's
+jobs under those ids; and a recorded job id can name another job later (a controller
 that lost its state counts from 1 again; ids wrap). So a job is a lease's only when it is the login
 user's (whom Slurm's tools run as: this computer's user, or the SSH login's) and carries the lease's
 name or its comment tag. A recorded job that fails the check is named in one line and left alone.
@@ -14,8 +14,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Sequence
 
 from .errors import SlurmError, classify_failure, read_output
-from .parsing import (JOB_FORMAT, SACCT_FIELDS, SQUEUE_FORMAT, AccountedJob, QueuedJob, parse_squeue_format,
-                      parse_squeue_job, parse_squeue_json)
+from .parsing import JOB_FORMAT, SACCT_FIELDS, SQUEUE_FORMAT, AccountedJob, QueuedJob, parse_squeue_format, parse_squeue_job
 
 if TYPE_CHECKING:
     from .commands import SlurmCommands
@@ -41,21 +40,17 @@ def report(message: str) -> None:
     warn(message)
 
 
-def squeue_json_argv() -> list[str]:
-    return ["squeue", "--json"]
-
-
-def squeue_format_argv(job_ids: Sequence[str] = ()) -> list[str]:
-    """Without job ids (a scan for fleet's tag) only this login's own jobs (--me): a comment is free
-    text, and another user's with a newline in it would read here as a line, a job of its making."""
-    argv = ["squeue", "--noheader", "--states=all", f"--format={SQUEUE_FORMAT}"]
-    return argv + ([f"--jobs={','.join(job_ids)}"] if job_ids else ["--me"])
+def squeue_format_argv() -> list[str]:
+    """The login's own jobs (a scan for fleet's tag), line by line: only its own (--me), as a
+    comment is free text, and another user's with a newline in it would read here as a line, a job
+    of its making. Asked of slurmctld by user (22.05's --json would list every user's jobs)."""
+    return ["squeue", "--noheader", "--states=all", f"--format={SQUEUE_FORMAT}", "--me"]
 
 
 def job_argv(job_id: str) -> list[str]:
     """One job by id, whoever's. squeue given a single id asks slurmctld for that job alone, where
-    `squeue --json` (22.05) has it serialise every user's jobs on each call: what a lease's watch,
-    polling every few seconds, must not cost a controller the whole team shares."""
+    `squeue --json` (22.05) has it serialise every user's jobs on each call whatever the filters:
+    what a lease's polls, describe and release must not cost a controller the whole team shares."""
     return ["squeue", "--noheader", "--states=all", f"--jobs={job_id}", f"--format={JOB_FORMAT}"]
 
 
@@ -102,22 +97,18 @@ def login_user(slurm: "SlurmCommands") -> str:
     return slurm.user
 
 
-def list_jobs(slurm: "SlurmCommands", wanted: set[str] | None, whose: str = "mine") -> list[QueuedJob]:
-    """squeue, among `wanted` (all jobs when None): the login user's jobs ("mine") or other users'
-    ("theirs"). One job by id, whoever's: one_job."""
-    if slurm._json:
-        result = slurm._run(squeue_json_argv(), check=False)
-        if result.returncode == 0 and result.stdout.lstrip().startswith("{"):
-            jobs = read_output("squeue", lambda text: parse_squeue_json(text, wanted), result.stdout)
-            return [j for j in jobs if owned(slurm, j) == (whose == "mine")]
-        if "json" not in (result.stderr + result.stdout).lower():
-            raise classify_failure("squeue", result.returncode, result.stderr or result.stdout)
-        slurm._json = False
-    argv = [a for a in squeue_format_argv(sorted(wanted or ())) if a != "--me"]
-    if whose == "theirs":     # the text output names no user: every user's jobs, less the login's own
-        own = {j.job_id for j in list_jobs(slurm, wanted)}
-        return [j for j in _format_jobs(slurm, argv, wanted) if j.job_id not in own]
-    return _format_jobs(slurm, argv + ["--me"], wanted)
+def list_jobs(slurm: "SlurmCommands", wanted: set[str] | None) -> list[QueuedJob]:
+    """The login user's jobs among `wanted` (one_job per id: a lease has one or a few), or, when
+    None, all of them (`squeue --me`, asked of slurmctld by user)."""
+    if wanted is not None:
+        return [j for j in jobs_by_id(slurm, wanted) if owned(slurm, j)]
+    return _my_jobs(slurm)
+
+
+def jobs_by_id(slurm: "SlurmCommands", job_ids: Sequence[str] | set[str]) -> list[QueuedJob]:
+    """The jobs under these ids, whoever's (owned() tells), one squeue call each; an id the
+    controller forgot is absent."""
+    return [j for j in (slurm.job(i) for i in sorted(job_ids)) if j is not None]
 
 
 def one_job(slurm: "SlurmCommands", job_id: str) -> QueuedJob | None:
@@ -140,17 +131,16 @@ def owned(slurm: "SlurmCommands", job: QueuedJob) -> bool:
     return not job.user or job.user == login_user(slurm)
 
 
-def _format_jobs(slurm: "SlurmCommands", argv: list[str], wanted: set[str] | None) -> list[QueuedJob]:
+def _my_jobs(slurm: "SlurmCommands") -> list[QueuedJob]:
+    argv = squeue_format_argv()
     result = slurm._run(argv, check=False)
-    if result.returncode != 0 and "--me" in argv and "--me" in (result.stderr or ""):
+    if result.returncode != 0 and "--me" in (result.stderr or ""):
         # A Slurm too old for --me: the login's jobs by name. Never every user's: the text output
         # names no owner, so another user's job wearing the lease's name and tag would read as ours.
         result = slurm._run([f"--user={login_user(slurm)}" if a == "--me" else a for a in argv], check=False)
     if result.returncode != 0:
-        if "Invalid job id" in result.stderr:
-            return []
-        raise classify_failure("squeue", result.returncode, result.stderr)
-    return [j for j in read_output("squeue", parse_squeue_format, result.stdout) if wanted is None or j.job_id in wanted]
+        raise classify_failure("squeue", result.returncode, result.stderr or result.stdout)
+    return read_output("squeue", parse_squeue_format, result.stdout)
 
 
 def lease_jobs(slurm: "SlurmCommands", lease_id: str, recorded: Sequence[str]) -> list[QueuedJob]:
@@ -169,18 +159,19 @@ def release_targets(slurm: "SlurmCommands", lease_id: str, recorded: Sequence[st
     and left alone: the lease's job is gone. One that is another user's job under the lease's own
     name is refused: only that user (or an operator) may end it, and fleet never tries."""
     ids = set(recorded)
-    listed = slurm.queue(sorted(ids) or None)
     if not ids:
-        return [j.job_id for j in listed if j.comment == tag(lease_id) and not j.state.finished]
+        return [j.job_id for j in slurm.queue() if j.comment == tag(lease_id) and not j.state.finished]
     targets: list[str] = []
-    for job in sorted((j for j in listed if j.job_id in ids), key=lambda j: j.job_id):
-        if is_leases(job, lease_id):
+    theirs: list[QueuedJob] = []
+    for job in jobs_by_id(slurm, ids):
+        if not owned(slurm, job):
+            theirs.append(job)
+        elif is_leases(job, lease_id):
             targets.append(job.job_id)
         else:
             report(f"Slurm job {job.job_id} is no longer lease {lease_id}'s (it is now job {job.name!r}): "
                    "left alone")
-    missing = ids - {j.job_id for j in listed}
-    for job in list_jobs(slurm, missing, "theirs") if missing else []:
+    for job in theirs:
         if is_leases(job, lease_id):
             raise SlurmError(f"Slurm job {job.job_id} of lease {lease_id} is user {job.user or '?'}'s, not "
                              f"{login_user(slurm)}'s (whom fleet runs Slurm's tools as): fleet leaves it alone",
@@ -192,8 +183,8 @@ def release_targets(slurm: "SlurmCommands", lease_id: str, recorded: Sequence[st
 
 
 def cancel_leases_jobs(slurm: "SlurmCommands", lease_id: str, recorded: Sequence[str]) -> None:
-    """scancel the lease's jobs (release_targets). Where squeue fails (a flaky --json, a busy
-    controller), slurmctld itself filters the cancel instead: the login user's jobs named for the
+    """scancel the lease's jobs (release_targets). Where squeue fails (a busy controller, output
+    fleet cannot read), slurmctld itself filters the cancel instead: the login user's jobs named for the
     lease, its recorded ids among them, and nothing else; a release must not stop at a listing."""
     try:
         targets = release_targets(slurm, lease_id, recorded)

@@ -1,15 +1,13 @@
 """What Slurm's commands print, as typed values: job states, queue entries, accounting records.
 
-Parsers take text exactly as `squeue --json`, `squeue -o SQUEUE_FORMAT` (or JOB_FORMAT) and
-`sacct --parsable2` print it (recorded from a real Slurm 22.05 in tests/unit/slurm_outputs/) and
-never run anything.
-Slurm's own quirks handled here: `squeue --json` in 22.05 ignores `-j` and returns every job the
-controller remembers (so callers filter by id); time strings come as `[D-]HH:MM:SS`, `MM:SS` or
+Parsers take text exactly as `squeue -o SQUEUE_FORMAT` (or JOB_FORMAT) and `sacct --parsable2`
+print it (recorded from a real Slurm 22.05 in tests/unit/slurm_outputs/) and never run anything.
+fleet never reads `squeue --json`: in 22.05 it ignores every filter and returns every user's jobs.
+Slurm's own quirks handled here: time strings come as `[D-]HH:MM:SS`, `MM:SS` or
 UNLIMITED; node lists are compressed (`n[1-3,7]`); sacct prints "CANCELLED by 0" as a state.
 """
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -39,9 +37,7 @@ class JobState(str, Enum):
     UNKNOWN = "UNKNOWN"
 
     @classmethod
-    def parse(cls, text: str | list | None) -> "JobState":
-        if isinstance(text, list):          # newer squeue --json: a list of state flags
-            text = text[0] if text else None
+    def parse(cls, text: str | None) -> "JobState":
         word = (text or "").strip().split(" ", 1)[0].rstrip("+").upper()   # "CANCELLED by 0"
         try:
             return cls(word)
@@ -80,7 +76,7 @@ class QueuedJob:
     account: str = ""
     qos: str = ""
     user: str = ""              # its owner ("?" unnamed); "": a listing of the login's own (--me) names none
-    user_id: int | None = None  # its owner's uid (--json, JOB_FORMAT): what ownership compares, names may differ
+    user_id: int | None = None  # its owner's uid (JOB_FORMAT): what ownership compares, names may differ
 
 
 @dataclass(frozen=True)
@@ -200,49 +196,13 @@ def _reason(text: str | None) -> str | None:
     return None if text in ("", "None", "(null)") else text
 
 
-def parse_squeue_json(text: str, job_ids: set[str] | None = None, *, now: float | None = None) -> list[QueuedJob]:
-    """`squeue --json` → jobs (only those in `job_ids` when given: 22.05 ignores `squeue -j`)."""
-    now = datetime.now(timezone.utc).timestamp() if now is None else now
-    jobs = []
-    for raw in json.loads(text).get("jobs", []):
-        job_id = str(raw.get("job_id"))
-        if job_ids is not None and job_id not in job_ids:
-            continue
-        state = JobState.parse(raw.get("job_state"))
-        start = _number(raw.get("start_time"))
-        running = not state.queued and start > 0
-        limit = _number(raw.get("time_limit"))
-        end = _number(raw.get("end_time"))
-        elapsed = None
-        if running:
-            elapsed = int((min(now, end) if state.finished and end >= start else now) - start)
-        gpus = gpus_in_tres(raw.get("tres_alloc_str")) if running else gpus_in_tres(raw.get("tres_req_str"))
-        if not gpus:
-            gpus = gpus_per_node_in_gres(raw.get("tres_per_node")) * int(_number(raw.get("node_count")) or 1)
-        jobs.append(QueuedJob(
-            job_id=job_id, name=raw.get("name") or "", state=state, reason=_reason(raw.get("state_reason")),
-            nodes=expand_hostlist(raw.get("nodes")), node_count=int(_number(raw.get("node_count"))),
-            gpus=gpus, time_limit_s=limit * 60 if limit else None, elapsed_s=max(elapsed, 0) if running else None,
-            comment=raw.get("comment") or "", partition=raw.get("partition") or "",
-            account=raw.get("account") or "", qos=raw.get("qos") or "", user=raw.get("user_name") or "?",
-            user_id=raw["user_id"] if isinstance(raw.get("user_id"), int) else None))
-    return jobs
-
-
-def _number(value) -> int:
-    """squeue --json numbers: plain ints, null, or (newer Slurm) {"set": bool, "number": int}."""
-    if isinstance(value, dict):
-        return int(value.get("number") or 0) if value.get("set", True) and not value.get("infinite") else 0
-    return int(value or 0)
-
-
 # squeue -o: free-text fields (name, comment) last, so a '|' in them cannot shift the others.
 SQUEUE_FIELDS = ("%i", "%T", "%r", "%D", "%N", "%M", "%l", "%b", "%P", "%a", "%q", "%j", "%k")
 SQUEUE_FORMAT = "|".join(SQUEUE_FIELDS)
 
 
 def parse_squeue_format(text: str) -> list[QueuedJob]:
-    """Lines of `squeue -h -o SQUEUE_FORMAT` → jobs (for Slurm without `squeue --json`)."""
+    """Lines of `squeue -h -o SQUEUE_FORMAT --me` → the login's own jobs (the listing names no owner)."""
     jobs = []
     for line in text.splitlines():
         if not line.strip():

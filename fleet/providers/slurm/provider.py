@@ -6,8 +6,9 @@ pends, telling the run its queue reason (`Queueing`), up to `wait`; then start, 
 node (`srun --jobid --nodelist --overlap`), a user-level sshd with the lease's pinned host key and the
 agent's watchdog (fleet/providers/slurm/node.py). Everything a machine runs lives inside the job, so
 `scancel` ends it all, and slurmctld's time limit ends it even with no controller and no agent.
-describe, release and the watch for NODE_FAIL/PREEMPTED use one squeue call per lease, whatever the number
-of nodes; release_machines shrinks the allocation (shrink.py). The run reaches the nodes over SSH."""
+describe, release, extend and the watch for NODE_FAIL/PREEMPTED ask squeue for the lease's job by id
+(one call per recorded job, whatever the number of nodes; never `squeue --json`: ownership.py);
+release_machines shrinks the allocation (shrink.py). The run reaches the nodes over SSH."""
 from __future__ import annotations
 
 import shutil
@@ -29,22 +30,22 @@ from ..base import (BaseProvider, HasHardLimit, HasLeaseMetadata, LeaseWatch, Ma
                     ReleasesMachines, ReportsMachines, SweepsLeftovers)
 from .accounting import ended_at, lease_accounting
 from .commands import AllocationRequest, Runner, SlurmCommands, login_runner
-from .errors import HOPELESS_PENDING, QosLimitExceeded, QueueWaitExpired, SlurmError
+from .errors import HOPELESS_PENDING, LoginNodeUnreachable, QosLimitExceeded, QueueWaitExpired, SlurmError
 from .handoff import LoginNodeSupervision
 from .parsing import JobState, QueuedJob
 from .limits import raise_time_limit, time_limit_minutes
 from .loss import ExplainsJobLoss
-from .ownership import TAG, cancel_leases_jobs, is_leases, job_name, lease_jobs, owned, owns, tag
+from .ownership import TAG, cancel_leases_jobs, job_name, lease_jobs, owned, owns, tag
 from .settings import SlurmSettings
 from .shrink import release_nodes
 from .staging import remove_staging, staging_dir_of, staging_probe
 from .steps import NodeStep, node_source, reap, start_node
+from .watch import Unreadable, watch_job, why
 
 HOLD = "#!/bin/sh\n# fleet: this job only holds the allocation; fleet's node steps run inside it.\nexec sleep 100000000\n"
 NODE_USER = "FLEET_NODE_USER"        # node.py puts the node's own user name here in sshd_config
 NODE_DIR = "@FLEET_NODE_DIR@"        # ... and the machine directory it made
 STEP_START_TIMEOUT_S = 120.0
-COMPLETING_WAIT_S = 10.0             # a job seen COMPLETING: how long to wait for its final state
 GPU_COUNTS = (1, 2, 4, 8)
 
 
@@ -142,16 +143,26 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         limit = watch.max_wait_s if watch.max_wait_s is not None else self.config.wait_s
         begun = time.monotonic()
         delay, last = 0.05, None    # a job starts within a few hundred ms on an idle cluster: fast, then back off
+        unreadable = Unreadable(job_id)
         while True:
-            job = self.slurm.job(job_id)
-            job = job if job is not None and owned(self.slurm, job) else None     # the login user's only
+            try:
+                job = self.slurm.job(job_id)
+                job = job if job is not None and owned(self.slurm, job) else None     # the login user's only
+                unreadable.ok()
+            except (SlurmError, LoginNodeUnreachable) as exc:    # once is no reason to give the lease up
+                if (line := unreadable.failed(exc)) is not None:     # watch.py: when it is
+                    raise SlurmError(line, slurm_reason="squeue unreadable") from None
+                if watch.cancel.wait(delay):
+                    raise Cancelled(f"cancelled while Slurm job {job_id} was pending; the job is cancelled") from None
+                delay = min(self.config.poll_s, delay * 2)
+                continue
             waited = time.monotonic() - begun
             if job is None:
                 raise SlurmError(f"Slurm job {job_id} left the queue before it started")
             if job.state is JobState.RUNNING and job.nodes:
                 return job
             if job.state.finished:
-                raise SlurmError(f"Slurm job {job_id} ended before it started: {_why(job)}",
+                raise SlurmError(f"Slurm job {job_id} ended before it started: {why(job)}",
                                  slurm_reason=job.reason or job.state.value)
             if (job.state, job.reason) != last:
                 last = (job.state, job.reason)
@@ -246,36 +257,11 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         return sorted(machines, key=lambda m: m.node_rank)
 
     def _watch(self, lease_id: str, job_id: str, watch: LeaseWatch) -> None:
-        """While the lease lives in this process: one squeue call per poll; if Slurm ends the job
-        (NODE_FAIL, PREEMPTED, TIMEOUT, someone's scancel), tell the run once, naming the reason."""
+        """While the lease lives in this process: one squeue call per poll (watch.watch_job)."""
         stop = threading.Event()
         self._watches[lease_id] = stop
-
-        def loop() -> None:
-            completing_since = None
-            while not stop.wait(self.config.poll_s if completing_since is None else 0.5):
-                try:
-                    job = self.slurm.job(job_id)
-                    foreign = job is not None and not (owned(self.slurm, job) and is_leases(job, lease_id))
-                except Exception:  # noqa: BLE001 — a slow controller (or `id` on it) is not a lost lease
-                    continue
-                if stop.is_set():
-                    return
-                if foreign:
-                    watch.on_lost(f"Slurm job {job_id} is gone: its id now names another job ({job.name!r}, "
-                                  f"user {job.user or '?'})")
-                    return
-                if job is not None and job.state is JobState.COMPLETING:
-                    # On its way out: wait (briefly) for the final state, which names why.
-                    completing_since = completing_since or time.monotonic()
-                    if time.monotonic() - completing_since < COMPLETING_WAIT_S:
-                        continue
-                if job is None or job.state not in (JobState.RUNNING, JobState.CONFIGURING):
-                    why = _why(job) if job is not None else "left the queue"
-                    watch.on_lost(f"Slurm ended job {job_id} under the run: {why}")
-                    return
-
-        threading.Thread(target=loop, name=f"slurm-watch-{lease_id}", daemon=True).start()
+        threading.Thread(target=watch_job, args=(self.slurm, lease_id, job_id, watch, self.config.poll_s, stop),
+                         name=f"slurm-watch-{lease_id}", daemon=True).start()
 
     # -- describe / release ------------------------------------------------------------------------
     def _commands_for(self, lease: Lease) -> SlurmCommands:
@@ -298,7 +284,7 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
         now = utcnow()
         if job is None or job not in live:
             ended = ended_at(slurm, [job.job_id] if job else _recorded_jobs(lease), lease.id)
-            detail = f"job {job.job_id} {_why(job)}" if job else "no Slurm job"
+            detail = f"job {job.job_id} {why(job)}" if job else "no Slurm job"
             return [MachineState(m.id, "gone", detail, deadline_at=ended) for m in lease.machines]
         state = "pending" if job.state.queued else "running"
         started = now - timedelta(seconds=job.elapsed_s or 0)
@@ -384,10 +370,6 @@ def _recorded_jobs(lease: Lease) -> list[str]:
     if (lease.meta or {}).get("slurm_job"):
         ids.add(str(lease.meta["slurm_job"]))
     return sorted(ids)
-
-
-def _why(job: QueuedJob) -> str:
-    return f"{job.state.value} ({job.reason})" if job.reason else job.state.value
 
 
 def _forget_keys(key_path: Path) -> None:
