@@ -27,6 +27,7 @@ from ..run.keep import release_lease
 from ..run.lease import NewLease
 from ..run.machines import SSHMachines
 from ..run.types import ExecResult, RunOptions, StagedInputs
+from .bytecode import precompile_all
 from .scheduler import Scheduler
 from .slots import machines_for, slots_of, with_ports
 from .spec import SweepSpec, new_sweep_id
@@ -59,6 +60,9 @@ class PoolMachines(SSHMachines):
         from ..lease_prepare import prepare_lease
         from ..parallel import parallel, submit_or_thread
         prepare_lease(ctx, lease)     # the venvs whose state is read (idempotent, as in capture)
+        # Before the state is read: from here on no import writes byte code (bytecode.py), so the
+        # resets can count what a trial leaves in __pycache__ as the trial's doing.
+        precompile_all(ctx, lease)
         with ThreadPoolExecutor(1, thread_name_prefix="fleet-env-state") as pool:
             # submit_or_thread: a run in a worker thread whose main thread ended reads them all the same
             reading = submit_or_thread(pool, parallel, lease.machines, lambda m: read_state(lease, m))

@@ -77,18 +77,19 @@ def env_state(venv, code):
 
 
 def code_state(code, data="", budget_s=20.0):
-    # Every entry of the staged code and data (lstat, ctime included), less a venv inside the code
-    # and __pycache__: a trial that wrote there would hand its change to every later trial, whose
-    # records pin the code and data snapshots (read-only modes do not stop root, or a chmod). None
+    # Every entry of the staged code and data (lstat, ctime included), less a venv inside the code:
+    # a trial that wrote there would hand its change to every later trial, whose records pin the code
+    # and data snapshots (read-only modes do not stop root, or a chmod). __pycache__ included: the
+    # pool compiled the code and trials write no byte code (bytecode.py), so a .pyc there is planted. None
     # (unread: never "changed") past budget_s: a dataset of millions of files on NFS must not run a
     # reset past its timeout and retire every machine after one trial.
     return _stat_walk((code, data), budget_s)
 
 
 def site_state(venv, budget_s=10.0):
-    # Every entry under the venv's site-packages, the same way (Python writes __pycache__ on import).
-    # The probe trusts RECORD's hashes without reading the files they name, so a library a trial
-    # patched in place showed only here. None: no venv, or unread past budget_s.
+    # Every entry under the venv's site-packages, the same way, __pycache__ included (a forged .pyc
+    # runs instead of its source). The probe trusts RECORD's hashes without reading the files they
+    # name, so a library a trial patched in place showed only here. None: no venv, or unread past budget_s.
     import glob, os
     if not venv:
         return None
@@ -103,16 +104,15 @@ def _stat_walk(tops, budget_s):
             if "pyvenv.cfg" in files:
                 dirs[:] = []
                 continue
-            dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+            dirs.sort()
             if time.monotonic() > end:
                 return None
             for name in dirs + sorted(files):
                 p = os.path.join(base, name)
                 try:
                     s = os.lstat(p)
-                    # A directory by its name, mode and inode, not its times or size: an import makes a
-                    # package's __pycache__ (uv and `pip --no-compile` install none), which changed them;
-                    # what a trial adds, removes or edits in it shows as that entry's own line.
+                    # A directory by its name, mode and inode, not its times or size: what a trial adds,
+                    # removes or edits in it shows as that entry's own line.
                     times = (0, 0, 0) if stat.S_ISDIR(s.st_mode) else (s.st_size, s.st_mtime_ns, s.st_ctime_ns)
                     h.update(("%s %o %d %d %d %d\n" % ((p, s.st_mode) + times + (s.st_ino,))).encode())
                 except OSError:

@@ -13,6 +13,7 @@ from ..models import Lease
 from ..run.context import Events, RunContext
 from ..run.observers import RunObserver
 from ..run.types import PinnedInputs, RunOptions
+from .bytecode import TRIAL_ENV
 from .params import Trial
 from .slots import Slot
 from .stopping import POLL_S, StopRule, read_remote_metrics
@@ -135,7 +136,9 @@ def run_trial(*, config, provider, lease: Lease, slot: Slot, pins: PinnedInputs,
     from ..run.pool_lease import PoolLease, sub_lease
     # Money is the pool run's: it meters the whole lease against the sweep's budget and the monthly
     # ones (and holds their reservation), so a trial neither reserves nor checks them again.
-    trial_config = replace(config, command=command, setup=None, env={**config.env, **trial.env()}, budget=None,
+    # TRIAL_ENV: no import writes byte code, so what a trial leaves in __pycache__ is its own (bytecode.py).
+    trial_config = replace(config, command=command, setup=None, env={**config.env, **trial.env(), **TRIAL_ENV},
+                           budget=None,
                            budgets=replace(config.budgets, project_monthly=None, user_monthly=None))
     watch = TrialWatch(timeout_s, sweep_stop, stop_rule)
     source = PoolLease(provider, sub_lease(lease, list(slot.machine_ids), slot.gpus, slot.port), pins,

@@ -1,6 +1,8 @@
-"""code_state (fleet/sweep/trial_env.py) walks the staged code and data lazily, so a venv inside the
-code and __pycache__ are skipped (a list of every walk first lost the pruning: a rewritten .pyc
-retired a machine), and gives up (None: unread, never "changed") past its time budget."""
+"""code_state and site_state (fleet/sweep/trial_env.py) walk the staged code and data, and the venv's
+site-packages, lazily, so a venv inside the code is skipped (a list of every walk first lost the
+pruning), and give up (None: unread, never "changed") past their time budget. __pycache__ is read
+like any entry: the pool compiled the byte code and trials write none (fleet/sweep/bytecode.py), so
+a .pyc a trial planted there, which Python would load in every later trial, is a change."""
 from __future__ import annotations
 
 from fleet.sweep.trial_env import ENV_STATE
@@ -12,21 +14,32 @@ def _code_state():
     return scope["code_state"]
 
 
-def test_pycache_and_a_venv_inside_the_code_are_not_its_state(tmp_path):
+def test_a_venv_inside_the_code_is_not_its_state(tmp_path):
     code_state = _code_state()
     code, data = tmp_path / "work", tmp_path / "data"
-    (code / "pkg" / "__pycache__").mkdir(parents=True)
     (code / ".venv" / "lib").mkdir(parents=True)
     (code / ".venv" / "pyvenv.cfg").write_text("home = /usr\n")
     (code / "train.py").write_text("print(1)\n")
     (data / "train").mkdir(parents=True)
     (data / "train" / "x.txt").write_text("x\n")
     before = code_state(str(code), str(data))
-    (code / "pkg" / "__pycache__" / "m.pyc").write_bytes(b"\0")
     (code / ".venv" / "lib" / "site.py").write_text("# installed\n")
     assert code_state(str(code), str(data)) == before
     (data / "train" / "x.txt").write_text("poison\n")
     assert code_state(str(code), str(data)) != before
+
+
+def test_a_pyc_planted_in_the_code_s_pycache_is_a_change(tmp_path):
+    """The next trial's copy of the code carries the staged __pycache__ (cp -a keeps the sources'
+    mtimes, so a forged header still matches): a planted helper.pyc ran in every later trial."""
+    code_state = _code_state()
+    code = tmp_path / "work"
+    (code / "__pycache__").mkdir(parents=True)
+    (code / "helper.py").write_text("VALUE = 1\n")
+    (code / "__pycache__" / "helper.cpython-311.pyc").write_bytes(b"compiled by the pool")
+    before = code_state(str(code), "")
+    (code / "__pycache__" / "helper.cpython-311.pyc").write_bytes(b"planted by a trial!!")   # same size
+    assert code_state(str(code), "") != before
 
 
 def test_past_its_time_budget_the_state_is_unread_not_changed(tmp_path):
@@ -36,18 +49,36 @@ def test_past_its_time_budget_the_state_is_unread_not_changed(tmp_path):
     assert code_state(str(tmp_path), "", budget_s=-1) is None
 
 
-def test_a_package_s_first_import_making_its_pycache_is_not_a_change(tmp_path):
-    """uv (and `pip install --no-compile`) install no byte code: the first trial's import makes
-    lib1/__pycache__, which changed lib1's times and retired the machine after every first trial."""
+def _site(tmp_path):
     scope: dict = {}
     exec(ENV_STATE, scope)
-    site_state = scope["site_state"]
     site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
-    (site / "lib1").mkdir(parents=True)
+    (site / "lib1" / "__pycache__").mkdir(parents=True)
     (site / "lib1" / "__init__.py").write_text("X = 1\n")
-    before = site_state(str(tmp_path / "venv"))
-    (site / "lib1" / "__pycache__").mkdir()
-    (site / "lib1" / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"\0")
-    assert site_state(str(tmp_path / "venv")) == before
-    (site / "lib1" / "evil.pth").write_text("import os\n")          # what a trial adds still shows
-    assert site_state(str(tmp_path / "venv")) != before
+    (site / "lib1" / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"compiled by the pool")
+    return (lambda: scope["site_state"](str(tmp_path / "venv"))), site
+
+
+def test_a_pyc_planted_in_site_packages_pycache_is_a_change(tmp_path):
+    state, site = _site(tmp_path)
+    before = state()
+    (site / "lib1" / "__pycache__" / "__init__.cpython-311.pyc").write_bytes(b"planted by a trial!!")
+    assert state() != before
+
+
+def test_byte_code_a_trial_adds_in_site_packages_is_a_change(tmp_path):
+    """A new __pycache__ (a top-level module's, beside the packages) or a new .pyc in one: a trial
+    wrote byte code, which no import does any more (PYTHONDONTWRITEBYTECODE=1)."""
+    state, site = _site(tmp_path)
+    before = state()
+    (site / "__pycache__").mkdir()
+    assert state() != before
+    state2, site2 = _site(tmp_path / "again")
+    before = state2()
+    (site2 / "lib1" / "__pycache__" / "extra.cpython-311.pyc").write_bytes(b"\0")
+    assert state2() != before
+
+
+def test_site_packages_read_twice_unchanged_is_the_same_state(tmp_path):
+    state, site = _site(tmp_path)
+    assert state() == state() is not None

@@ -16,7 +16,10 @@ def test_the_states_are_read_beside_the_probe_once_pools_take_no_more_work(tmp_p
     lease = SimpleNamespace(machines=[SimpleNamespace(id="m-0"), SimpleNamespace(id="m-1")])
     beside = threading.Barrier(3, timeout=20)   # both reads and the probe, at the same time
 
+    compiled: list[str] = []
+
     def read_state(lease_, m):
+        assert compiled == ["m-0", "m-1"]      # the states are read once the byte code is (bytecode.py)
         beside.wait()
         return f"state-{m.id}", f"code-{m.id}", f"site-{m.id}"
 
@@ -24,6 +27,7 @@ def test_the_states_are_read_beside_the_probe_once_pools_take_no_more_work(tmp_p
         beside.wait()
         return None
     monkeypatch.setattr(pool, "read_state", read_state)
+    monkeypatch.setattr(pool, "precompile_all", lambda ctx, lease_: compiled.extend(m.id for m in lease_.machines))
     monkeypatch.setattr(SSHMachines, "capture_environment", probe)
     monkeypatch.setattr("fleet.lease_prepare.prepare_lease", lambda ctx, lease_: None)
     machines = pool.PoolMachines(spec=None, config=None, provider=None, events=None, sweep_dir=tmp_path)
