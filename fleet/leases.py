@@ -262,10 +262,14 @@ def _close_ledger(state, lease: Lease, found: list, events: Events) -> None:
 
 def check_owner(lease, action: str, configured_user: str | None = None) -> None:
     """A lease's deadline and runs spend its owner's money and are recorded as its owner's: another
-    user of a shared state may see it and `fleet down` it, not extend it or run on it."""
+    user of a shared state may see it and `fleet down` it, not extend it or run on it. A lease with
+    no owner recorded (a damaged or planted row) is no one's to spend: everyone may only end it."""
     from .plan import current_user
+    if not isinstance(lease.user, str) or not lease.user.strip():
+        raise UsageError(f"lease {lease.id} has no owner recorded: not allowed to {action}",
+                         hint=f"`fleet down {lease.id}` releases it; its machines end at their deadline anyway")
     me = current_user(configured_user)
-    if lease.user and lease.user != me:
+    if lease.user != me:
         raise UsageError(f"lease {lease.id} is {lease.user}'s, not {me}'s: not allowed to {action}",
                          hint="ask its owner; if it is yours under another name, set FLEET_USER to it")
 

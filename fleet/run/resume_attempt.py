@@ -18,7 +18,11 @@ def resume_of(state, store, run_id: str, user: str | None = None, *, check_owner
     if run["status"] == "running":
         raise UsageError(f"run {run['id']} is still running", hint=f"`fleet attach {run['id']}`, or `fleet down` it first")
     me = current_user(user)
-    if check_owner and run.get("owner") and run["owner"] != me:
+    owner = run.get("owner")
+    if check_owner and (not isinstance(owner, str) or not owner.strip()):   # a damaged row is no one's
+        raise UsageError(f"run {run['id']} has no owner recorded: not allowed to resume it",
+                         hint="start it afresh with `fleet up`")
+    if check_owner and owner != me:
         raise UsageError(f"run {run['id']} is {run['owner']}'s, not {me}'s: its owner resumes it",
                          hint="if it is yours under another name, set FLEET_USER to it")
     for later in attempts_of(state.db, run["id"]):
