@@ -76,18 +76,18 @@ def _write(path, text):
         fh.write(text)
 
 
-def _read(path):
+def _read(path, only=None):
     try:
         with open(path) as fh:
             return fh.read()
     except OSError as exc:
-        return _nothing(exc, "")
+        return _nothing(exc, "", only)
 
 
-def _nothing(exc, value):
-    """A failed read of /proc, a cgroup or a state file is "nothing there"; out of descriptors (EMFILE,
-    ENFILE) is no answer and raises: read as "gone", it let a release skip processes still running."""
-    if exc.errno in (errno.EMFILE, errno.ENFILE):
+def _nothing(exc, value=None, only=None):
+    """A failed read of /proc, a cgroup or a state file is "nothing there" (given `only`: those errnos alone);
+    out of descriptors (EMFILE, ENFILE) is no answer and raises: read as "gone", a release skipped live processes."""
+    if exc.errno in (errno.EMFILE, errno.ENFILE) or only and exc.errno not in only:
         raise exc
     return value
 
@@ -126,11 +126,12 @@ def own_cgroup(mount=None):
 
 
 def members(path):
-    """Pids in a cgroup and every cgroup below it."""
-    pids = []
-    for top, _dirs, files in os.walk(path):
+    """Pids in a cgroup and every cgroup below it. A listing or read that fails raises (os.walk's default
+    skips it: a kill then left that cgroup's processes running) unless the cgroup is gone, so was empty."""
+    pids, gone = [], (errno.ENOENT, errno.ENODEV)
+    for top, _dirs, files in os.walk(path, onerror=lambda exc: _nothing(exc, only=gone)):
         if "cgroup.procs" in files:
-            pids += [int(p) for p in _read(os.path.join(top, "cgroup.procs")).split() if p.isdigit()]
+            pids += [int(p) for p in _read(os.path.join(top, "cgroup.procs"), gone).split() if p.isdigit()]
     return pids
 
 
@@ -297,7 +298,6 @@ class Verified:
 
 def verify(pid, start):
     """A Verified for (pid, start) if that very process still runs, else None."""
-    fd = None
     try:
         fd = os.pidfd_open(pid)
     except (AttributeError, OSError):
