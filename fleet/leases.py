@@ -91,6 +91,10 @@ def down(lease_ids: list[str], *, all_leases: bool = False, all_users: bool = Fa
     return released
 
 
+def _why(exc: BaseException) -> str:
+    return exc.one_line() if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
+
+
 RELEASE_WORKERS = 8   # leases released at once by `fleet down` (each provider fans out over its machines)
 
 
@@ -113,8 +117,7 @@ def _release_leases(state, leases: list[Lease], events: Events,
             marks[lease.id] = state.mark_release_started(lease.id)   # its controller then knows why they vanish
             todo.append((lease, provider))
         except Exception as exc:  # noqa: BLE001 — one stuck lease must not keep the others (and the sweep) alive
-            why = exc.one_line() if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
-            events.warn(f"could not release {lease.id}: {why}")
+            events.warn(f"could not release {lease.id}: {_why(exc)}")
             failures.append(lease.id)
 
     def release(item) -> tuple[list, str | None]:
@@ -122,10 +125,8 @@ def _release_leases(state, leases: list[Lease], events: Events,
         found = _describe(provider, lease, events)   # before release: afterwards a local machine is gone
         try:
             provider.release(lease)
-        except FleetError as exc:
-            return found, exc.one_line()
         except Exception as exc:  # noqa: BLE001 — one lease's surprise must not leave the others unrecorded
-            return found, f"{type(exc).__name__}: {exc}"
+            return found, _why(exc)
         return found, None
 
     outcomes = parallel(todo, release, max_workers=RELEASE_WORKERS)   # also at interpreter shutdown
@@ -169,8 +170,7 @@ def _moved_on(state, named: list[Lease], events: Events) -> list[Lease]:
                     seen.add(moved)
                     out.append(state.get_lease(moved))
         except Exception as exc:  # noqa: BLE001 — one lease's damaged rows must not keep the others up
-            why = exc.one_line() if isinstance(exc, FleetError) else f"{type(exc).__name__}: {exc}"
-            events.warn(f"could not follow the runs of {lease.id} to where they went on: {why}")
+            events.warn(f"could not follow the runs of {lease.id} to where they went on: {_why(exc)}")
     return out
 
 
@@ -204,8 +204,8 @@ def _sweep_leftovers(live: set[str], events: Events) -> list[str]:
             for machine in _provider(name).sweep(live):
                 events.phase("release", f"orphan {name} machine {machine}")
                 ended.append(machine)
-        except FleetError as exc:   # one broken provider must not keep the others' leftovers alive
-            events.warn(f"could not sweep leftover {name} machines: {exc.one_line()}")
+        except (FleetError, OSError) as exc:   # one broken provider must not keep the others' leftovers alive
+            events.warn(f"could not sweep leftover {name} machines: {_why(exc)}")
     return ended
 
 

@@ -177,24 +177,21 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
                 _end_orphan_unit(d)
         if not existing:
             return
-        from ...parallel import parallel
-        # also at interpreter shutdown (a run in a worker thread)
-        short = [d for d in parallel(existing, _end_machine_dir_or_short) if d is not None]
-        failed: dict[Path, OSError] = {}
-        for d in short:   # out of descriptors side by side (`ulimit -n 64`): one at a time they fit
-            try:
-                _end_machine_dir(d)
-            except OSError as exc:   # the others still go; this one is kept (its processes may
-                failed[d] = exc      # still run) for a later release, and raised once they have
-        # The workers' deletes ignore errors, EMFILE among them (each tree walk holds a descriptor per
-        # level), which left whole machine directories (their venvs) behind: what is left is deleted
-        # here, one at a time, where it fits.
-        import shutil
+        import errno
 
-        from ...remote.mounts import mounts_under
-        for d in existing:
-            if d not in failed and d.exists() and not mounts_under(d):   # a mount that stays is never walked into
-                shutil.rmtree(d, ignore_errors=True)
+        from ...parallel import parallel
+        failed: dict[Path, OSError] = {}
+        # also at interpreter shutdown (a run in a worker thread)
+        for d, exc in zip(existing, parallel(existing, _end_machine_dir_or_failure)):
+            if exc is not None and exc.errno in (errno.EMFILE, errno.ENFILE):
+                try:   # out of descriptors side by side (`ulimit -n 64`, a tree walk holds one per level)
+                    _end_machine_dir(d)   # one at a time they fit
+                except OSError as again:
+                    exc = again
+                else:
+                    exc = None
+            if exc is not None:   # kept (its processes may still run, its disk is still used) for a later
+                failed[d] = exc   # release, and raised once the others have gone
         if failed:
             raise next(iter(failed.values()))
 
@@ -267,7 +264,9 @@ def _owned_dirs(machines) -> list[Path]:
 
 def _end_machine_dir(d: Path) -> None:
     """Stop one machine, then delete its directory (its venv alone is hundreds of files): in the
-    same worker, so deleting 8 machines' directories is not a serial tail after stopping them."""
+    same worker, so deleting 8 machines' directories is not a serial tail after stopping them. What
+    cannot be deleted raises (a directory left behind is a machine's disk nothing frees)."""
+    import errno
     import shutil
 
     from ...remote.mounts import detach_mounts_under
@@ -275,18 +274,24 @@ def _end_machine_dir(d: Path) -> None:
     stop_machine_dir(d)
     if detach_mounts_under(d):    # a mount that stays: the directory is left rather than deleted through it
         return
-    shutil.rmtree(d, ignore_errors=True)
+    failures: list[OSError] = []
+
+    def failed(_call, path, exc) -> None:   # rmtree goes on past it: as much as can be is deleted
+        exc = exc[1] if isinstance(exc, tuple) else exc
+        if not isinstance(exc, FileNotFoundError):   # deleted meanwhile by another release
+            exc.filename = path                      # the whole path, not the name within its directory
+            failures.append(exc)
+    shutil.rmtree(d, **({"onexc": failed} if sys.version_info >= (3, 12) else {"onerror": failed}))
+    if failures:   # out of descriptors first: its machine is retried alone
+        raise next((e for e in failures if e.errno in (errno.EMFILE, errno.ENFILE)), failures[0])
 
 
-def _end_machine_dir_or_short(d: Path) -> Path | None:
-    """_end_machine_dir, or d back when the process ran out of open files (EMFILE/ENFILE) doing it."""
-    import errno
+def _end_machine_dir_or_failure(d: Path) -> OSError | None:
+    """_end_machine_dir in a worker: what failed is returned, so one machine does not stop the others."""
     try:
         _end_machine_dir(d)
     except OSError as exc:
-        if exc.errno not in (errno.EMFILE, errno.ENFILE):
-            raise
-        return d
+        return exc
     return None
 
 

@@ -1,0 +1,93 @@
+"""Releasing local machines deleted each machine's directory with errors ignored, then once more
+serially with errors ignored: a directory that could not be deleted (out of descriptors even alone,
+no permission, a failing disk) was left behind, its disk used, with no word said. Now a delete that
+ran out of descriptors is retried alone like a stop that did, any other failure is raised naming
+the path, and the other machines are still released."""
+from __future__ import annotations
+
+import errno
+import os
+
+import pytest
+
+from fleet import leases
+from fleet.providers.local import LocalProvider
+from fleet.state import open_state
+
+
+def _machines(root, count: int) -> list:
+    dirs = []
+    for rank in range(count):
+        d = root / f"l-del-n{rank}"
+        (d / "root" / "venv").mkdir(parents=True)
+        (d / "root" / "venv" / f"file-n{rank}").write_text("x")
+        dirs.append(d)
+    return dirs
+
+
+def _failing_unlink(monkeypatch, faults: dict) -> dict:
+    """os.unlink of a file named in `faults` fails with faults[name](attempt)'s errno (None: it goes)."""
+    real, attempts = os.unlink, {}
+
+    def unlink(path, *args, **kwargs):
+        name = os.path.basename(os.fspath(path))
+        if name in faults:
+            attempts[name] = attempts.get(name, 0) + 1
+            code = faults[name](attempts[name])
+            if code is not None:
+                raise OSError(code, os.strerror(code), name)
+        return real(path, *args, **kwargs)
+    monkeypatch.setattr(os, "unlink", unlink)
+    return attempts
+
+
+def test_a_delete_out_of_descriptors_is_retried_alone_and_one_that_cannot_be_done_is_raised(fleet_home,
+                                                                                          monkeypatch):
+    root = fleet_home / "machines"
+    dirs = _machines(root, 3)
+    attempts = _failing_unlink(monkeypatch, {"file-n0": lambda n: errno.EMFILE if n == 1 else None,
+                                             "file-n1": lambda n: errno.EACCES})
+    with pytest.raises(PermissionError) as raised:
+        LocalProvider()._release_dirs(dirs)
+    assert raised.value.filename == str(dirs[1] / "root" / "venv" / "file-n1")   # the whole path
+    assert sorted(p.name for p in root.iterdir()) == ["l-del-n1"]            # the others released
+    assert attempts == {"file-n0": 2, "file-n1": 1}                          # n0 alone once more
+
+
+def test_a_delete_out_of_descriptors_even_alone_keeps_that_machine_and_says_so(fleet_home, monkeypatch):
+    root = fleet_home / "machines"
+    dirs = _machines(root, 3)
+    attempts = _failing_unlink(monkeypatch, {"file-n2": lambda n: errno.ENFILE})
+    with pytest.raises(OSError, match="Too many open files in system") as raised:
+        LocalProvider()._release_dirs(dirs)
+    assert raised.value.errno == errno.ENFILE and attempts == {"file-n2": 2}
+    assert sorted(p.name for p in root.iterdir()) == ["l-del-n2"]
+
+
+class _Warnings:
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def phase(self, name, detail=""):
+        pass
+
+    def log(self, label, stream, line):
+        pass
+
+    def warn(self, message):
+        self.lines.append(message)
+
+
+def test_down_all_says_which_leftover_machine_directory_could_not_be_deleted(fleet_home, monkeypatch):
+    (orphan,) = _machines(fleet_home / "machines", 1)      # no lease owns it: `down --all` sweeps it
+    _failing_unlink(monkeypatch, {"file-n0": lambda n: errno.EIO})
+    events = _Warnings()
+    state = open_state()
+    try:
+        leases.down([], all_leases=True, state=state, events=events)
+    finally:
+        state.close()
+    path = orphan / "root" / "venv" / "file-n0"
+    assert events.lines == [f"could not sweep leftover local machines: OSError: [Errno 5] Input/output error: "
+                            f"'{path}'"]
+    assert orphan.exists()                                    # kept, for a later `fleet down --all`
