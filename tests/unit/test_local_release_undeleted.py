@@ -19,17 +19,17 @@ def _machines(root, count: int) -> list:
     dirs = []
     for rank in range(count):
         d = root / f"l-del-n{rank}"
-        (d / "root" / "venv").mkdir(parents=True)
-        (d / "root" / "venv" / f"file-n{rank}").write_text("x")
+        (d / "root" / f"venv-n{rank}").mkdir(parents=True)
+        (d / "root" / f"venv-n{rank}" / f"file-n{rank}").write_text("x")
         dirs.append(d)
     return dirs
 
 
-def _failing_unlink(monkeypatch, faults: dict) -> dict:
-    """os.unlink of a file named in `faults` fails with faults[name](attempt)'s errno (None: it goes)."""
-    real, attempts = os.unlink, {}
+def _failing_unlink(monkeypatch, faults: dict, call: str = "unlink") -> dict:
+    """os.unlink (or `call`) of a name in `faults` fails with faults[name](attempt)'s errno (None: it goes)."""
+    real, attempts = getattr(os, call), {}
 
-    def unlink(path, *args, **kwargs):
+    def failing(path, *args, **kwargs):
         name = os.path.basename(os.fspath(path))
         if name in faults:
             attempts[name] = attempts.get(name, 0) + 1
@@ -37,7 +37,7 @@ def _failing_unlink(monkeypatch, faults: dict) -> dict:
             if code is not None:
                 raise OSError(code, os.strerror(code), name)
         return real(path, *args, **kwargs)
-    monkeypatch.setattr(os, "unlink", unlink)
+    monkeypatch.setattr(os, call, failing)
     return attempts
 
 
@@ -49,18 +49,20 @@ def test_a_delete_out_of_descriptors_is_retried_alone_and_one_that_cannot_be_don
                                              "file-n1": lambda n: errno.EACCES})
     with pytest.raises(PermissionError) as raised:
         LocalProvider()._release_dirs(dirs)
-    assert raised.value.filename == str(dirs[1] / "root" / "venv" / "file-n1")   # the whole path
+    assert raised.value.filename == str(dirs[1] / "root" / "venv-n1" / "file-n1")   # the whole path
     assert sorted(p.name for p in root.iterdir()) == ["l-del-n1"]            # the others released
     assert attempts == {"file-n0": 2, "file-n1": 1}                          # n0 alone once more
 
 
-def test_a_delete_out_of_descriptors_even_alone_keeps_that_machine_and_says_so(fleet_home, monkeypatch):
+@pytest.mark.parametrize("code, call, name", [(errno.ENFILE, "unlink", "file-n2"),     # out of descriptors
+                                              (errno.ENOTEMPTY, "rmdir", "venv-n2")])     # written in meanwhile
+def test_a_delete_that_fails_again_alone_keeps_that_machine_and_says_so(fleet_home, monkeypatch, code, call, name):
     root = fleet_home / "machines"
     dirs = _machines(root, 3)
-    attempts = _failing_unlink(monkeypatch, {"file-n2": lambda n: errno.ENFILE})
-    with pytest.raises(OSError, match="Too many open files in system") as raised:
+    attempts = _failing_unlink(monkeypatch, {name: lambda n: code}, call)
+    with pytest.raises(OSError, match=os.strerror(code)) as raised:
         LocalProvider()._release_dirs(dirs)
-    assert raised.value.errno == errno.ENFILE and attempts == {"file-n2": 2}
+    assert raised.value.errno == code and attempts == {name: 2}   # with the others, then alone
     assert sorted(p.name for p in root.iterdir()) == ["l-del-n2"]
 
 
@@ -87,7 +89,7 @@ def test_down_all_says_which_leftover_machine_directory_could_not_be_deleted(fle
         leases.down([], all_leases=True, state=state, events=events)
     finally:
         state.close()
-    path = orphan / "root" / "venv" / "file-n0"
+    path = orphan / "root" / "venv-n0" / "file-n0"
     assert events.lines == [f"could not sweep leftover local machines: OSError: [Errno 5] Input/output error: "
                             f"'{path}'"]
     assert orphan.exists()                                    # kept, for a later `fleet down --all`

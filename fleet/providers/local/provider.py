@@ -6,6 +6,7 @@ its deadline even if the controller is SIGKILLed the next instant.
 """
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import threading
@@ -177,15 +178,15 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
                 _end_orphan_unit(d)
         if not existing:
             return
-        import errno
-
         from ...parallel import parallel
         failed: dict[Path, OSError] = {}
         # also at interpreter shutdown (a run in a worker thread)
         for d, exc in zip(existing, parallel(existing, _end_machine_dir_or_failure)):
-            if exc is not None and exc.errno in (errno.EMFILE, errno.ENFILE):
-                try:   # out of descriptors side by side (`ulimit -n 64`, a tree walk holds one per level)
-                    _end_machine_dir(d)   # one at a time they fit
+            # Out of descriptors side by side (`ulimit -n 64`; a tree walk holds one per level), one at
+            # a time they fit; one written in while it was deleted is tried again after the others.
+            if exc is not None and exc.errno in _AGAIN_ALONE:
+                try:
+                    _end_machine_dir(d)
                 except OSError as again:
                     exc = again
                 else:
@@ -262,11 +263,16 @@ def _owned_dirs(machines) -> list[Path]:
     return out
 
 
+_SHORT = (errno.EMFILE, errno.ENFILE)   # out of descriptors
+# Out of descriptors side by side, or written in while it was deleted (ENOTEMPTY first: a `fleet up`
+# still making the machine): stopped and deleted once more, alone, once the others are.
+_AGAIN_ALONE = (*_SHORT, errno.ENOTEMPTY)
+
+
 def _end_machine_dir(d: Path) -> None:
     """Stop one machine, then delete its directory (its venv alone is hundreds of files): in the
     same worker, so deleting 8 machines' directories is not a serial tail after stopping them. What
     cannot be deleted raises (a directory left behind is a machine's disk nothing frees)."""
-    import errno
     import shutil
 
     from ...remote.mounts import detach_mounts_under
@@ -282,8 +288,8 @@ def _end_machine_dir(d: Path) -> None:
             exc.filename = path                      # the whole path, not the name within its directory
             failures.append(exc)
     shutil.rmtree(d, **({"onexc": failed} if sys.version_info >= (3, 12) else {"onerror": failed}))
-    if failures:   # out of descriptors first: its machine is retried alone
-        raise next((e for e in failures if e.errno in (errno.EMFILE, errno.ENFILE)), failures[0])
+    if failures:   # the first is the cause (the directories above it are then not empty), but out of
+        raise next((e for e in failures if e.errno in _SHORT), failures[0])   # descriptors: retried alone
 
 
 def _end_machine_dir_or_failure(d: Path) -> OSError | None:
