@@ -106,9 +106,14 @@ def _load_key(path: str) -> paramiko.PKey:
 
 def _pinned_client(machine: Machine) -> paramiko.SSHClient:
     client = paramiko.SSHClient()
-    keytype, keydata = machine.host_key.split()[:2]
+    try:
+        keytype, keydata = str(machine.host_key).split()[:2]
+        key = paramiko.PKey.from_type_string(keytype, _b64(keydata))
+    except Exception as exc:  # noqa: BLE001 — a damaged row (paramiko.UnknownKeyType is no SSHException): no key to pin, no connection
+        raise InfrastructureError(f"machine {machine.id} has no usable host key recorded ({exc}); refusing to "
+                                  "connect to what cannot be told from an impostor") from None
     host_id = machine.host if machine.port == 22 else f"[{machine.host}]:{machine.port}"
-    client.get_host_keys().add(host_id, keytype, paramiko.PKey.from_type_string(keytype, _b64(keydata)))
+    client.get_host_keys().add(host_id, keytype, key)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     return client
 
