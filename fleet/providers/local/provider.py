@@ -117,8 +117,14 @@ class LocalProvider(BaseProvider, ReportsMachines, StopsOnCancel, SweepsLeftover
                       user=plan.user, heartbeat_ttl_s=plan.heartbeat_ttl_s)
         if errors or cancel.is_set():
             released = not key_path.exists()     # `fleet down` meanwhile: what failed, failed because of it
-            self._release_dirs([machines_dir / f"{lease_id}-n{r}" for r in range(plan.machine_count)])
-            _delete_lease_key(lease_id)
+            try:
+                self._release_dirs([machines_dir / f"{lease_id}-n{r}" for r in range(plan.machine_count)])
+            except Exception as exc:  # noqa: BLE001 — said, so that the failure that ended the lease is the one raised
+                from ...warn_sink import warn
+                warn(f"lease {lease_id}: cleaning up after it failed: {exc} (its machines end at their "
+                     "deadline; `fleet down --all` deletes what is left)")
+            finally:
+                _delete_lease_key(lease_id)
             if released:
                 raise Cancelled(f"lease {lease_id} was released while leasing (`fleet down`)")
             failures = [e for e in errors if not isinstance(e, Cancelled)]
