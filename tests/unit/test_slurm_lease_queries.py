@@ -168,3 +168,16 @@ def test_a_pending_lease_whose_squeue_keeps_printing_garbage_fails_naming_it(fak
     with pytest.raises(SlurmError, match=r"Slurm job 12: squeue answered nothing fleet could read for \d+ polls "
                                          r"over \d+s \(squeue printed output fleet cannot read"):
         _provider()._wait_running("12", LeaseWatch(cancel=threading.Event()))
+
+
+def test_a_pending_lease_whose_squeue_keeps_failing_ends_within_the_wait_asked_for(fake):
+    """The wait asked for (`fleet up --wait`) bounds a squeue that fails too: the unreadable rule's
+    300 s must not keep a user who asked for 1 s waiting five minutes."""
+    from fleet.providers.slurm.errors import QueueWaitExpired
+    fake.set("12", "PENDING", reason="Resources", nodes="")
+    (fake.dir / "broken").write_text(TIMEOUT)
+    began = time.monotonic()
+    with pytest.raises(QueueWaitExpired, match=r"Slurm job 12: no answer from squeue fleet could read within the wait "
+                                               r"of 1s \(.*Socket timed out on send/recv operation.*\); cancelled it"):
+        _provider()._wait_running("12", LeaseWatch(cancel=threading.Event(), max_wait_s=1.0))
+    assert time.monotonic() - began < 10

@@ -152,6 +152,9 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
             except (SlurmError, LoginNodeUnreachable) as exc:    # once is no reason to give the lease up
                 if (line := unreadable.failed(exc)) is not None:     # watch.py: when it is
                     raise SlurmError(line, slurm_reason="squeue unreadable") from None
+                if time.monotonic() - begun >= limit:    # the wait asked for bounds this too (the job is cancelled)
+                    raise QueueWaitExpired(f"Slurm job {job_id}: no answer from squeue fleet could read within the "
+                                           f"wait of {limit:.0f}s ({unreadable.last_error}); cancelled it") from None
                 if watch.cancel.wait(delay):
                     raise Cancelled(f"cancelled while Slurm job {job_id} was pending; the job is cancelled") from None
                 delay = min(self.config.poll_s, delay * 2)

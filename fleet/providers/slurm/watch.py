@@ -31,7 +31,7 @@ class Unreadable:
 
     def __init__(self, job_id: str):
         self.job_id = job_id
-        self.count, self.since = 0, 0.0
+        self.count, self.since, self.last_error = 0, 0.0, ""
 
     def ok(self) -> None:
         self.count = 0
@@ -42,11 +42,12 @@ class Unreadable:
         if self.count == 0:
             self.since = now
         self.count += 1
+        why = "".join(c if c.isprintable() else " " for c in " ".join(str(exc).split()))[:300]
+        self.last_error = why or type(exc).__name__
         if self.count < UNREADABLE_POLLS or now - self.since < UNREADABLE_S:
             return None
-        why = "".join(c if c.isprintable() else " " for c in " ".join(str(exc).split()))[:300]
         return (f"Slurm job {self.job_id}: squeue answered nothing fleet could read for {self.count} polls over "
-                f"{now - self.since:.0f}s ({why or type(exc).__name__}); fleet can no longer tell whether the job "
+                f"{now - self.since:.0f}s ({self.last_error}); fleet can no longer tell whether the job "
                 "still holds the machines")
 
 
