@@ -112,9 +112,10 @@ class Masker:
     @classmethod
     def for_config(cls, config=None, environ: Mapping[str, str] | None = None, *,
                    env: Mapping[str, Any] | None = None, names: list[str] | tuple[str, ...] = (),
-                   mark: str = MASK) -> "Masker":
-        """The secret values of a run: named secrets from the environment, and [env] values (of
-        `config.env`, or `env`) whose names are secrets or look secret."""
+                   mark: str = MASK, texts: list[str] | tuple[str, ...] = ()) -> "Masker":
+        """The secret values of a run: named secrets from the environment, [env] values (of
+        `config.env`, or `env`) whose names are secrets or look secret, and the password of every
+        URL in those values, the config's command and setup, and `texts`."""
         e = os.environ if environ is None else environ
         wanted = secret_names(config, e) + list(names)
         literal_env = dict(getattr(config, "env", None) or {}) | dict(env or {})
@@ -122,7 +123,11 @@ class Masker:
         # A password inside a URL value is secret whatever the variable is called (DATABASE_URL,
         # MLFLOW_TRACKING_URI): masked as ":…@" where it sits in a URL, and on its own too only when
         # it looks generated (a word such as "postgres" would mask unrelated text).
-        in_urls = [m.group(1) for v in literal_env.values() for m in _URL_PASSWORD.finditer(str(v))]
+        # So is one typed into the command or setup (`pip install -i https://u:pw@…`): it reached the
+        # record, the state database, the logs and the terminal as typed.
+        typed = [getattr(config, "command", None), getattr(config, "setup", None), *texts]
+        in_urls = [m.group(1) for v in [*map(str, literal_env.values()), *(t for t in typed if isinstance(t, str))]
+                   for m in _URL_PASSWORD.finditer(v)]
         # The state database's password (team mode): an error quoting its URL may reach a CI summary.
         state_url = e.get("FLEET_STATE_URL") or str(getattr(config, "state_url", None) or "")
         in_urls += [m.group(1) for m in _STATE_PASSWORD.finditer(state_url)]

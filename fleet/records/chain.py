@@ -147,7 +147,9 @@ def redact_record(record: RunRecord, secrets: list[str] | tuple[str, ...] = ()) 
     """Every secret value out of every field: the named secrets' values from the environment and
     [env] values named like secrets, wherever they appear (the command a shell expanded, setup,
     the nested config, another env value that embeds one)."""
-    masker = Masker.for_config(None, env=record.env, names=tuple(secrets), mark=REDACTED)
+    typed = [record.command, *(v for k, v in (record.config or {}).items() if k in ("command", "setup"))]
+    masker = Masker.for_config(None, env=record.env, names=tuple(secrets), mark=REDACTED,
+                               texts=[t for t in typed if isinstance(t, str)])
     record.env = redact_env(record.env, secrets)
     if masker:
         for f in fields(record):

@@ -36,7 +36,9 @@ def rerun_config(rec: RunRecord, base_dir: Path):
         raise UsageError(f"run {rec.run_id} has no recorded configuration (recorded by an older fleet)")
     for what in ("command", "setup"):
         if REDACTED in (cfg.get(what) or "") or (what == "command" and REDACTED in rec.command):
-            raise UsageError(f"run {rec.run_id}'s {what} contained a secret that was redacted; it cannot be replayed")
+            raise UsageError(f"run {rec.run_id}'s {what} contained a secret that was redacted; it cannot be replayed",
+                             hint="name the secret in `secrets` and read it from the environment (pip reads "
+                                  "PIP_INDEX_URL), so the record holds none")
     env = {}
     for k, v in (cfg.get("env") or {}).items():
         if v != REDACTED and REDACTED in str(v):

@@ -158,7 +158,8 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
     # Secret values (config `secrets`) are masked in every log line, CI or not (found by the
     # security tests: an experiment printing its token put it in runs/<id>/logs and the terminal).
     masker = Masker.for_config(ctx.config)
-    if any(len(v) >= 8 and v in command for v in masker.values):   # not a short value ("false")
+    if any(len(v) >= 8 and v in command for v in masker.values) or any(   # not a short value ("false")
+            f":{p}@" in command for p in masker.url_passwords):
         # The value itself travels as an argument (of sh, and likely of the program), which any
         # user of a shared host or Slurm node can read in /proc/PID/cmdline.
         ctx.events.warn(f"the {'setup' if setup else 'command'} holds a secret's value (shown as ***): other users "

@@ -63,3 +63,29 @@ def test_secret_values_in_command_env_and_setup_are_never_stored(experiment, fle
     text = json.dumps(record)
     assert "<redacted>" in record["config"]["command"] and "<redacted>" in record["config"]["setup"]
     assert "<redacted>" in record["config"]["env"]["DB_URL"] and "<redacted>" in text
+
+
+def test_a_url_password_typed_into_setup_or_the_command_is_never_stored(experiment, fleet_home):
+    """`pip install -i https://u:pw@index/simple` in setup: no variable names the password, yet it
+    is one; it reached the record, the state database, the logs and the terminal as typed."""
+    in_setup, in_command = "setuppw-" + pysecrets.token_hex(4), "cmdpw-" + pysecrets.token_hex(4)
+    (experiment / "fleet.toml").write_text(
+        'project = "sec"\ntemplate = "local-1gpu"\nmax_duration = "10m"\n'
+        f'setup = "echo pip install -i https://alice:{in_setup}@pypi.corp.example/simple"\n')
+    proc = run_fleet(["up", "--gpus", "1", "--json", "--", "echo", f"https://bob:{in_command}@db.example/x"],
+                     cwd=experiment)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_id = json.loads(proc.stdout)["run_id"]
+    for password in (in_setup, in_command):
+        assert password not in proc.stdout + proc.stderr
+        assert _hits(password, fleet_home, experiment / "runs") == []
+    assert "the setup holds a secret's value" in proc.stderr and "the command holds a secret's value" in proc.stderr
+    shown = run_fleet(["runs", "show", run_id, "--json"], cwd=experiment)
+    logs = run_fleet(["logs", run_id], cwd=experiment)
+    for out in (shown.stdout, logs.stdout):
+        assert in_setup not in out and in_command not in out
+    assert "https://alice:***@pypi.corp.example/simple" in logs.stdout       # the rest of the line is kept
+    record = json.loads(shown.stdout)
+    assert record["config"]["setup"].endswith("https://alice:<redacted>@pypi.corp.example/simple")
+    rerun = run_fleet(["rerun", run_id], cwd=experiment)
+    assert rerun.returncode != 0 and "contained a secret that was redacted" in rerun.stderr
