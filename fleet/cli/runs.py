@@ -29,7 +29,7 @@ def ls(json_out: bool = JsonOpt, limit: int = typer.Option(50, "--limit", min=1,
     from ..records.chain import iter_records
     damaged: list[str] = []   # one unreadable record is named, not the end of the listing
     # Read a page at a time and shown as read: thousands of records are never all held at once.
-    recs = iter_records(limit=limit, project=project, damaged=damaged)
+    recs = iter_records(limit=limit, project=project, damaged=damaged, intact=True)
     if json_out:
         from ..records.views import record_json
         from .render import print_json_list
@@ -53,16 +53,25 @@ def _warn_damaged(damaged: list[str]) -> None:
 def show(run: str = typer.Argument(..., help="Run id (or unique prefix)."),
          json_out: bool = JsonOpt) -> int:
     """Show one run's record."""
-    from ..records.chain import get_record
+    from ..records.chain import get_record, verify_chain
     from ..records.views import record_json, record_lines
     rec = get_record(run)
     if json_out:
         from .render import print_json
         print_json(record_json(rec))
-        return 0
-    from ..render.text import printable   # a teammate's record: its command may hold ESC sequences
-    for line in record_lines(rec):
-        typer.echo(printable(line))
+    else:
+        from ..render.text import printable   # a teammate's record: its command may hold ESC sequences
+        for line in record_lines(rec):
+            typer.echo(printable(line))
+    # Shown as the database holds it, but never passed off as the record written: the same check a
+    # rerun makes of the chain from it to the tip (an edited record showed as if it were genuine).
+    problems = verify_chain(from_seq=rec.seq)
+    if problems:
+        from ..errors import IntegrityError
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise IntegrityError(f"run {rec.run_id}'s record cannot be trusted: {problems[0]}{more}",
+                             hint="what is shown is what the state database holds now; `fleet audit --verify` "
+                                  "lists every problem")
     return 0
 
 

@@ -257,12 +257,13 @@ def record_rows(db, columns: str = "*", *, oldest_first: bool = False, after: in
 
 def iter_records(db=None, *, limit: int | None = 200, project: str | None = None,
                  damaged: list[str] | None = None, page: int = 200,
-                 oldest_first: bool = False) -> Iterator[RunRecord]:
+                 oldest_first: bool = False, intact: bool = False) -> Iterator[RunRecord]:
     """The newest `limit` records (of `project`; None: all of them), newest first (or the oldest,
     oldest first), read a page at a time (record_rows). The project lives in the body, so pages are
     read until enough match; filtering one page of `limit` rows hid a project's runs behind others'
     newer ones. With `damaged`, a record that cannot be read is left out and named there instead of
-    raised."""
+    raised. `intact`: a record whose content no longer matches its hash counts as damaged too, so
+    that a listing never shows an edited record as the one written."""
     db = _db(db)
     given = 0
     if limit is not None and limit <= 0:
@@ -270,6 +271,9 @@ def iter_records(db=None, *, limit: int | None = 200, project: str | None = None
     for row in record_rows(db, oldest_first=oldest_first, page=page):
         try:
             record = _from_row(row)
+            if intact and modified(row):
+                raise IntegrityError(f"run record #{row['seq']} (run {row['run_id']}) was modified: its content "
+                                     "no longer matches its hash")
         except IntegrityError as exc:
             if damaged is None:
                 raise
@@ -286,6 +290,18 @@ def list_records(db=None, *, limit: int | None = 200, project: str | None = None
                  damaged: list[str] | None = None) -> list[RunRecord]:
     """iter_records(...) as a list."""
     return list(iter_records(db, limit=limit, project=project, damaged=damaged))
+
+
+def modified(row: dict[str, Any], parsed: Any = None) -> bool:
+    """Whether a stored row is not the record written: its body does not hash to its hash, or names
+    another run. `parsed`: the body already read as JSON."""
+    if parsed is None:
+        try:
+            parsed = json.loads(row["body"])
+        except ValueError:
+            return True
+    return (hashlib.sha256(row["body"].encode()).hexdigest() != row["hash"]
+            or not isinstance(parsed, dict) or parsed.get("run_id") != row["run_id"])
 
 
 def verify_chain(db=None, *, from_seq: int | None = None) -> list[str]:
@@ -310,7 +326,7 @@ def verify_chain(db=None, *, from_seq: int | None = None) -> list[str]:
             parsed = json.loads(body)
         except ValueError:
             parsed = {}
-        own_ok = hashlib.sha256(body).hexdigest() == row["hash"] and parsed.get("run_id") == row["run_id"]
+        own_ok = not modified(row, parsed)
         if not own_ok:
             problems.append(f"{label} was modified: its content no longer matches its hash")
         elif parsed.get("prev_hash") != prev or row["prev_hash"] != prev:

@@ -32,3 +32,27 @@ def test_runs_ls_sets_a_damaged_record_aside_and_lists_the_rest(records):  # noq
     assert "set aside" in listed.stderr and "r-b" in listed.stderr
     table = run_fleet(["runs", "ls"], cwd=records)
     assert table.returncode == 0 and "r-c" in table.stdout, table.stderr
+
+
+def test_runs_show_and_ls_never_pass_an_edited_record_off_as_the_one_written(records):  # noqa: F811
+    """An edit of a record's body in the state database (valid JSON, its hash left alone) showed in
+    `runs show` and `runs ls` as if it were the record written; only `audit --verify` noticed."""
+    from fleet.state import open_state
+    db = open_state().db
+    body = json.loads(db.execute("SELECT body FROM run_records WHERE run_id = 'r-b'")[0]["body"])
+    body["command"] = "python evil.py"
+    db.execute("UPDATE run_records SET body = ? WHERE run_id = 'r-b'", (json.dumps(body),))
+    for args in (["runs", "show", "r-b"], ["runs", "show", "r-b", "--json"]):
+        shown = run_fleet(args, cwd=records)
+        assert shown.returncode == 5, shown.stderr
+        assert "python evil.py" in shown.stdout                 # shown as held, but said to be untrusted
+        assert "fleet: error: run r-b's record cannot be trusted: run record" in shown.stderr
+        assert "was modified" in shown.stderr
+    listed = run_fleet(["runs", "ls", "--json"], cwd=records)
+    assert listed.returncode == 0, listed.stderr
+    got = json.loads(listed.stdout)
+    assert sorted(r["run_id"] for r in got["runs"]) == ["r-a", "r-c", "r-d"], got
+    assert "r-b" in got["damaged"][0] and "was modified" in got["damaged"][0]
+    assert "python evil.py" not in run_fleet(["runs", "ls"], cwd=records).stdout
+    intact = run_fleet(["runs", "show", "r-c"], cwd=records)
+    assert intact.returncode == 0 and "cannot be trusted" not in intact.stderr, intact.stderr
