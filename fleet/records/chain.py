@@ -26,7 +26,7 @@ _CHAIN_FIELDS = ("prev_hash", "hash", "seq")
 # happens to occur inside one (a short token in a snapshot id) would make the record point nowhere.
 _PINNED_FIELDS = ("run_id", "code_commit", "code_snapshot", "code_dirty_snapshot", "data_snapshots",
                   "output_snapshot", "config_hash", "gpus", "machines", "started_at", "ended_at", "exit_status",
-                  "status", "cost_usd", "cost_shadow", "lease_id", "rerun_of", "resumed_from", "version")
+                  "status", "cost_usd", "cost_shadow", "lease_id", "rerun_of", "resumed_from", "resumed", "version")
 
 
 @dataclass
@@ -64,6 +64,9 @@ class RunRecord:
     # all come home (output_snapshot then holds only the files that did, each one complete).
     reason: str | None = None
     resumed_from: str | None = None             # the run (or attempt) whose checkpoints this one resumed
+    # What a resumed attempt started from, an input like its code: {"attempt": N, "checkpoints": {rank:
+    # snapshot id}} ({} when nothing was restored). None in records made before it was kept.
+    resumed: dict[str, Any] | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)   # a recovered run: every attempt, this one last
     # The machines' environment (fleet.environment.RunEnvironment.to_json()): image, GPU, driver, Python,
     # packages with hashes, the wheels snapshot a rerun installs from. Empty in records made before it.
@@ -90,9 +93,15 @@ class RunRecord:
         rec.hash, rec.seq = hash, seq
         return rec
 
+    def resumed_checkpoints(self) -> dict[str, str]:
+        """node rank → the checkpoint snapshot this attempt started from (none: it started afresh)."""
+        got = self.resumed.get("checkpoints") if isinstance(self.resumed, dict) else None
+        return {str(k): v for k, v in got.items() if isinstance(v, str)} if isinstance(got, dict) else {}
+
     def snapshot_ids(self) -> dict[str, str]:
         """role:name → id for every snapshot this record depends on or produced."""
         out = {f"data:{k}": v for k, v in self.data_snapshots.items()}
+        out |= {f"checkpoint:n{rank}": sid for rank, sid in self.resumed_checkpoints().items()}
         wheels = (self.environment or {}).get("wheels_snapshot")
         for role, sid in (("code", self.code_snapshot), ("code-dirty", self.code_dirty_snapshot),
                           ("output", self.output_snapshot), ("environment", wheels)):

@@ -106,6 +106,7 @@ def rerun(run_id: str, *, base_dir: Path | None = None, events=None, keep_s: int
         more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
         raise IntegrityError(f"run {rec.run_id}'s record cannot be trusted: {problems[0]}{more}",
                              hint="`fleet audit --verify` lists every problem; nothing was leased")
+    resume = resumed_inputs(rec)
     config = rerun_config(rec, (base_dir or Path.cwd()).resolve())
     provider = provider_for(config)
     # Before anything is leased: the recorded image must still exist (or --allow-image-change).
@@ -114,7 +115,8 @@ def rerun(run_id: str, *, base_dir: Path | None = None, events=None, keep_s: int
     if pinned is not None:
         verify_wheels(rec.store, pinned)
     summary = up(config, events=events, provider=provider,
-                 options=RunOptions(keep_s=keep_s, ci=ci, rerun_of=rerun_of(rec, pinned), confirm=confirm))
+                 options=RunOptions(keep_s=keep_s, ci=ci, rerun_of=rerun_of(rec, pinned), confirm=confirm,
+                                    resume=resume))
     new_out = summary.output_snapshot
     if rec.output_snapshot and new_out:
         store = open_store(rec.store or None)
@@ -122,6 +124,31 @@ def rerun(run_id: str, *, base_dir: Path | None = None, events=None, keep_s: int
         differ = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
         summary = summary.updated(outputs_identical=not differ, outputs_differ=differ)
     return summary
+
+
+def resumed_inputs(rec: RunRecord):
+    """The checkpoints a resumed attempt started from, to start the rerun from (verified chunk by
+    chunk before anything is leased); None for a run that started afresh. From scratch, a rerun of
+    an attempt that continued another's training ran something else, and said nothing."""
+    from ..run.checkpoints import Resume
+    from ..snapshots import open_store, verify_or_raise
+    if rec.resumed is None and rec.resumed_from:
+        raise UsageError(f"cannot rerun {rec.run_id}: it resumed from run {rec.resumed_from}'s checkpoints, which "
+                         "its record does not name (recorded by an older fleet); from scratch it would run "
+                         "something else", hint=f"`fleet rerun {rec.resumed_from}` reruns the run it continued")
+    checkpoints = rec.resumed_checkpoints()
+    if not checkpoints:
+        return None
+    store = open_store(rec.store or None)
+    for rank, sid in sorted(checkpoints.items()):
+        try:
+            verify_or_raise(store, sid, deep=True)
+        except FleetError as exc:
+            raise type(exc)(f"cannot rerun {rec.run_id}: the checkpoint node {rank} started from: {exc.message}") \
+                from None
+    attempt = rec.resumed.get("attempt") if isinstance(rec.resumed, dict) else None
+    return Resume(attempt=attempt if isinstance(attempt, int) and attempt > 1 else 2,
+                  snapshots={int(rank): sid for rank, sid in checkpoints.items() if rank.isdigit()})
 
 
 def record_problems(rec: RunRecord, db=None) -> list[str]:

@@ -55,8 +55,20 @@ def write_record(ctx: RunContext, pins: PinnedInputs, summary: RunSummary,
         lease_id=ctx.lease_id, rerun_of=rerun_of.run_id if rerun_of else None,
         ci=ci_context(), gpus=offer.gpus, machines=summary.machines,
         reason=summary.message if summary.outputs_incomplete else None,   # names what did not come home
-        resumed_from=ctx.options.resume.of_run if ctx.options.resume else None, attempts=list(summary.attempts or []),
+        resumed_from=ctx.options.resume.of_run if ctx.options.resume else None, resumed=_resumed(ctx),
+        attempts=list(summary.attempts or []),
         environment=environment.to_json() if environment is not None else {},
         launched=[to_jsonable(m) for m in summary.launched or []])
     append_record(record, ctx.state.db, secrets=cfg.secrets)
     return RecordRef(hash=record.hash, output_snapshot=summary.output_snapshot)
+
+
+def _resumed(ctx: RunContext) -> dict[str, Any] | None:
+    """The checkpoints this attempt started from (those of its lease's ranks: checkpoints.begin
+    restores no other), so that a rerun starts from them too rather than from scratch."""
+    resume = ctx.options.resume
+    if resume is None:
+        return None
+    ranks = {m.node_rank for m in ctx.lease.machines} if ctx.lease is not None else set()
+    restored = {str(rank): sid for rank, sid in sorted(resume.snapshots.items()) if rank in ranks}
+    return {"attempt": ctx.attempt, "checkpoints": restored} if restored else {}

@@ -109,3 +109,23 @@ def test_resume_of_a_run_without_checkpoints_is_one_clear_line(experiment, fleet
     plain = _up(experiment, "--gpus", "1", "--", "echo", "no checkpoint")
     proc = run_fleet(["up", "--resume", plain["run_id"]], cwd=experiment)
     assert proc.returncode == 2 and "left no checkpoint" in proc.stderr, proc.stderr
+
+
+def test_a_rerun_of_a_resumed_run_starts_from_the_checkpoint_it_started_from(experiment, fleet_home):
+    """The checkpoint a resumed attempt starts from is one of its inputs: a rerun started from
+    scratch (`from 0`) ran something else and said nothing. The record now names it (so no
+    `snapshot rm`/`gc` takes it) and the rerun restores it."""
+    _write(experiment)
+    first = _up(experiment, "--gpus", "1")
+    assert first["status"] == "succeeded", first["_stderr"]
+    second = _up(experiment, "--gpus", "1", "--resume", first["run_id"], "--", "python", "train.py", "5")
+    assert "rank 0 attempt 2 resumed 1 from 3" in second["_stderr"], second["_stderr"]
+    again = run_fleet(["rerun", second["run_id"]], cwd=experiment, timeout=180)
+    assert again.returncode == 0, again.stderr
+    said = again.stdout + again.stderr
+    assert "rank 0 attempt 2 resumed 1 from 3" in said and "from 0" not in said, said
+    record = json.loads(run_fleet(["runs", "show", second["run_id"], "--json"], cwd=experiment).stdout)
+    ckpt = record["resumed"]["checkpoints"]["0"]
+    assert record["resumed"]["attempt"] == 2 and ckpt == first["checkpoints"]["0"], record["resumed"]
+    removed = run_fleet(["snapshot", "rm", ckpt], cwd=experiment)
+    assert "kept" in removed.stdout + removed.stderr and second["run_id"] in removed.stdout + removed.stderr
