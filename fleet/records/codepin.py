@@ -13,14 +13,13 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EnvironmentProblem, UsageError
 from ..snapshots.create import DEFAULT_EXCLUDES, SnapshotBuilder, create_snapshot
-from ..snapshots.links import outside_links
+from ..snapshots.links import outside_links, secret_files_note
 from ..snapshots.store import Store
 from . import codefilters
 
@@ -222,7 +221,7 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
         snap = create_snapshot(directory, store, excludes=tuple(excludes) + tuple(ignore))
         return CodePin(None, None, snap.id, warnings=[f"{directory} is not in a git repository: "
                        "the directory itself was snapshotted as the code (commit it to pin a version)"
-                       + _with("; it holds ", _secret_files_note([e.path for e in snap.manifest.entries]))]
+                       + _with("; it holds ", secret_files_note([e.path for e in snap.manifest.entries]))]
                        + snap.warnings)
     root = root.resolve()
     subdir = "" if directory == root else directory.relative_to(root).as_posix()
@@ -254,7 +253,7 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
     if changes:
         dirty_id, left_out = _dirty_overlay(directory, changes, store, submodules)
         warnings += left_out
-    note = _secret_files_note([rel for status, rel in changes if "D" not in status])
+    note = secret_files_note([rel for status, rel in changes if "D" not in status])
     warnings += [_with("the uncommitted changes recorded with the run include ", note)] if note else []
     return CodePin(commit, dirty_id, code_id, warnings, repo_root=str(root), subdir=subdir, dirty_files=names)
 
@@ -269,22 +268,6 @@ def _in_commit(root: Path, commit: str, subdir: str, allow_dirty: bool) -> bool:
     if not allow_dirty:
         raise UsageError(f"{subdir}/ is not in commit {commit[:12]}", hint="commit it, or pass --allow-dirty")
     return False
-
-
-# Files that usually hold credentials: copied with the code they go to the store (perhaps a team's
-# bucket) and onto every machine, so the user is told which ones went.
-_SECRET_FILE = re.compile(r"(^|/)(\.env(\.[^/]*)?|\.netrc|\.pgpass|id_(rsa|ecdsa|ed25519|dsa)|[^/]*credentials[^/]*"
-                          r"|[^/]*service[-_]?account[^/]*\.json|[^/]*\.(pem|key|p12|pfx))$", re.IGNORECASE)
-_EXAMPLE_FILE = re.compile(r"\.(example|sample|template|dist)$", re.IGNORECASE)
-
-
-def _secret_files_note(paths: list[str]) -> str:
-    found = sorted(p for p in paths if _SECRET_FILE.search(p) and not _EXAMPLE_FILE.search(p))
-    if not found:
-        return ""
-    shown = ", ".join(found[:5]) + (f" (+{len(found) - 5} more)" if len(found) > 5 else "")
-    return (f"files that usually keep credentials ({shown}), now in the store and on every machine: "
-            "move them out, or git-ignore them")
 
 
 def _with(prefix: str, note: str) -> str:

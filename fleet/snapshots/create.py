@@ -63,6 +63,11 @@ class CreateResult:
         return self.counts[1] if self.counts is not None else self.manifest.total_size
 
     @property
+    def built(self) -> bool:
+        """Whether this create read the tree (False: a whole-tree hit of an unchanged one)."""
+        return self._manifest is not None
+
+    @property
     def manifest(self) -> Manifest:
         """The snapshot's manifest: built by this create, or (a whole-tree hit) read from the store
         only when asked for."""

@@ -168,6 +168,7 @@ def pin_data(data: dict[str, str], base_dir: Path, store: Store, *, progress=Non
     """name → snapshot (or source) id for every `[data]` entry, and the S3 listings by id; `warn`
     gets what a snapshot left out (a FIFO, a socket, a device), as `fleet snapshot create` prints it."""
     from .create import create_snapshot
+    from .links import secret_files_note
     pins, sources = {}, {}
     for name, value in sorted(data.items()):
         kind, path = _entry(name, value, base_dir)
@@ -179,7 +180,11 @@ def pin_data(data: dict[str, str], base_dir: Path, store: Store, *, progress=Non
         else:
             made = create_snapshot(path, store, excludes=_data_excludes(path, base_dir),
                                    **({"progress": progress} if progress else {}))
-            for w in made.warnings if warn is not None else ():
+            # Not git's to filter: `[data] all = "."` took the experiment's git-ignored .env along. Said
+            # when the tree was read (an unchanged tree's second snapshot reads no manifest: data.md).
+            note = secret_files_note([e.path for e in made.manifest.entries], "move them out of the data "
+                                     "directory") if made.built else ""
+            for w in [*made.warnings, *([note] if note else [])] if warn is not None else ():
                 warn(f"[data] {name}: {w}")
             pins[name] = made.id
     return pins, sources

@@ -85,3 +85,22 @@ def test_the_experiment_directory_as_data_leaves_out_the_runs_fleet_brings_home(
     # Data inside runs/ (a previous run's outputs) is taken as it is.
     inner, _ = pin_data({"prev": "runs/r-1"}, exp, store)
     assert {e.path for e in Manifest.from_bytes(store.get_manifest(inner["prev"])).entries} >= {"rank-0/metrics.json"}
+
+
+def test_data_that_holds_credential_files_is_said_in_a_warning(fleet_home, experiment):
+    """The code pin names a .env it takes along; `[data] all = "."` took the experiment's git-ignored
+    .env into the store and onto every machine without a word."""
+    import subprocess
+
+    from tests.conftest import run_fleet
+    (experiment / ".gitignore").write_text(".env\nruns/\n")
+    (experiment / ".env").write_text("WANDB_API_KEY=abc123\n")
+    with open(experiment / "fleet.toml", "a") as fh:
+        fh.write('[data]\nall = "."\n')
+    for args in (["init", "-q"], ["add", "fleet.toml", ".gitignore"],
+                 ["-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "exp"]):
+        subprocess.run(["git", *args], cwd=experiment, check=True)
+    done = run_fleet(["up", "--gpus", "1"], cwd=experiment)
+    assert done.returncode == 0, done.stderr
+    assert ("fleet: warning: [data] all: files that usually keep credentials (.env), now in the store and on "
+            "every machine: move them out of the data directory") in done.stderr, done.stderr
