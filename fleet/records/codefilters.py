@@ -69,13 +69,23 @@ def _sweep_stale(git_dir: str) -> None:
                 shutil.rmtree(entry.path, ignore_errors=True)
 
 
-def add_from_tree(tree: Path, builder: SnapshotBuilder, full: str, path: str, mode: int) -> None:
+# What a Git LFS pointer file starts with (https://github.com/git-lfs/git-lfs/blob/main/docs/spec.md);
+# one is at most 1024 bytes.
+LFS_POINTER = b"version https://git-lfs.github.com/spec/v1\n"
+
+
+def add_from_tree(tree: Path, builder: SnapshotBuilder, full: str, path: str, mode: int) -> bool:
+    """True when what the filter left is still a Git LFS pointer (its object not fetched here, or
+    GIT_LFS_SKIP_SMUDGE set): the run would read the pointer where it expects the file."""
     real = tree / full
     if not real.is_file():
         raise EnvironmentProblem(f"git checkout-index wrote no file for {full}")
     with open(real, "rb") as f:
+        pointer = os.fstat(f.fileno()).st_size <= 1024 and f.read(len(LFS_POINTER)) == LFS_POINTER
+        f.seek(0)
         builder.add_stream(path, 0o755 if mode & 0o111 else 0o644, f)
     real.unlink()                               # the space back as the snapshot goes on
+    return pointer
 
 
 def add_smudged(root: Path, builder: SnapshotBuilder, oid: str, full: str, path: str, mode: int) -> bool:
@@ -123,19 +133,27 @@ def filtered(root: Path, prefix: str, paths: list[str]) -> dict[str, str]:
     return out
 
 
-def filter_notes(root: Path, filtered: dict[str, str], failed: list[str]) -> list[str]:
-    """What the filters did to the code, said as it is: the pin is no longer the commit's blobs."""
+def filter_notes(root: Path, filtered: dict[str, str], failed: list[str], pointers: list[str] = ()) -> list[str]:
+    """What the filters did to the code, said as it is: the pin is no longer the commit's blobs.
+    `pointers`: the files a configured filter left as Git LFS pointers."""
     if not filtered:
         return []
     path, driver = next(iter(filtered.items()))
     notes = [f"git filters apply to {len(filtered)} file(s) of the code (e.g. {path}: filter={driver}): the "
              "snapshot holds what they produce here, as a checkout does, not the commit's blobs"]
+    unconfigured = set()
     for name in sorted(set(filtered.values())):
         if not any(subprocess.run(["git", "config", "--get", f"filter.{name}.{key}"], cwd=root, capture_output=True,
                                   text=True, env={**os.environ, **_ENV}).stdout.strip()
                    for key in ("smudge", "process")):
+            unconfigured.add(name)
             notes.append(f"filter={name} is not configured in this repository (for Git LFS: git lfs install): "
                          "its files are the commit's blobs as stored (pointer files, for Git LFS)")
+    pointers = [p for p in pointers if filtered.get(p) not in unconfigured]     # said just above
+    if pointers:
+        notes.append(f"{len(pointers)} file(s) of the code are still Git LFS pointer files after the filter (e.g. "
+                     f"{pointers[0]}): their content is not here (`git lfs pull`; or GIT_LFS_SKIP_SMUDGE is set), "
+                     "so the run reads the pointers")
     if failed:
         notes.append(f"a git filter failed on {len(failed)} file(s) (e.g. {failed[0]}): the snapshot holds "
                      "their blobs as stored")

@@ -99,6 +99,7 @@ def _export_entries(root: Path, entries: list, prefix: str, filtered: dict[str, 
     proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
     failed: list[str] = []
+    pointers: list[str] = []
     submodules: list[str] = []
     with _exporting(proc, builder):
         for mode, kind, oid, path in entries:
@@ -107,7 +108,8 @@ def _export_entries(root: Path, entries: list, prefix: str, filtered: dict[str, 
                 submodules += [path] if kind == "commit" else []
                 continue
             if path in filtered and smudged is not None:
-                codefilters.add_from_tree(smudged, builder, prefix + path, path, mode)
+                if codefilters.add_from_tree(smudged, builder, prefix + path, path, mode):
+                    pointers.append(path)
                 continue
             if path in filtered:        # a filter failed: file by file, to know on which
                 if codefilters.add_smudged(root, builder, oid, prefix + path, path, mode):
@@ -128,7 +130,7 @@ def _export_entries(root: Path, entries: list, prefix: str, filtered: dict[str, 
         proc.stdin.close()
         if proc.wait() != 0:
             raise EnvironmentProblem(f"git cat-file failed: {proc.stderr.read().decode(errors='replace').strip()}")
-    notes = codefilters.filter_notes(root, filtered, failed) + _few(
+    notes = codefilters.filter_notes(root, filtered, failed, pointers) + _few(
         [f"submodule {p} is not part of the pinned code (fleet pins one repository): it lands as an empty "
          "directory" for p in submodules], "submodules are not part of the pinned code")
     notes += outside_links(builder.entries, "the pinned code")

@@ -124,3 +124,24 @@ def test_scratch_left_by_a_killed_pin_is_swept(tmp_path):
     os.utime(old, (day_ago, day_ago))
     _sweep_stale(str(tmp_path))
     assert not old.exists() and recent.exists()
+
+
+def test_git_lfs_pointers_a_filter_left_as_they_were_are_said(store, repo):
+    """With the LFS objects not fetched (or GIT_LFS_SKIP_SMUDGE=1), the smudge gives the pointer back:
+    the run read a 130-byte pointer as its weights or its CSV, and the pin said only that filters
+    applied."""
+    (repo / "exp" / ".gitattributes").write_text("*.csv filter=lfs\n")
+    (repo / "exp" / "train.csv").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:" + "4" * 64
+                                            + "\nsize 12345\n")
+    (repo / "exp" / "small.csv").write_text("a,b\n1,2\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "data")
+    git(repo, "config", "filter.lfs.smudge", "cat")     # what git-lfs does for an object it does not have
+    git(repo, "config", "filter.lfs.clean", "cat")
+    pin = pin_code(repo / "exp", store)
+    assert ("1 file(s) of the code are still Git LFS pointer files after the filter (e.g. train.csv): their "
+            "content is not here (`git lfs pull`; or GIT_LFS_SKIP_SMUDGE is set), so the run reads the pointers"
+            in pin.warnings)
+    git(repo, "config", "--unset", "filter.lfs.smudge")   # not configured: said once, by its own line
+    pin = pin_code(repo / "exp", store)
+    assert "filter=lfs is not configured" in pin.warning and "still Git LFS pointer" not in pin.warning
