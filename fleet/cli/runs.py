@@ -151,4 +151,11 @@ def audit(
         from ..records.views import audit_markdown
         from ..render.text import printable   # the record's command, user, data names: shown, not obeyed
         typer.echo(printable(audit_markdown(a)), nl=False)
+    # As `--verify` does for every run: a CI step `fleet audit RUN` passed on a record that said BROKEN.
+    problems = a["chain_problems"] + [p for s in a["snapshots"] if not s.get("present") for p in s.get("problems") or
+                                      [f"snapshot {s['id'][:12]} ({s['role']}) is not intact"]]
+    if problems:
+        from ..errors import IntegrityError
+        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise IntegrityError(f"run {a['record']['run_id']}: {problems[0]}{more}")
     return 0

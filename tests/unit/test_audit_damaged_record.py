@@ -56,3 +56,19 @@ def test_runs_show_and_ls_never_pass_an_edited_record_off_as_the_one_written(rec
     assert "python evil.py" not in run_fleet(["runs", "ls"], cwd=records).stdout
     intact = run_fleet(["runs", "show", "r-c"], cwd=records)
     assert intact.returncode == 0 and "cannot be trusted" not in intact.stderr, intact.stderr
+
+
+def test_audit_of_one_run_fails_when_its_record_or_a_snapshot_is_not_intact(records):  # noqa: F811
+    """`fleet audit RUN` printed BROKEN and exited 0: a CI step auditing the run it ships passed."""
+    from fleet.state import open_state
+    lost = run_fleet(["audit", "r-c"], cwd=records)      # the fixture's snapshots were never stored
+    assert lost.returncode == 5 and "fleet: error: run r-c: no snapshot cccccccccccc" in lost.stderr, lost.stderr
+    db = open_state().db
+    body = json.loads(db.execute("SELECT body FROM run_records WHERE run_id = 'r-b'")[0]["body"])
+    body["command"] = "python evil.py"
+    db.execute("UPDATE run_records SET body = ? WHERE run_id = 'r-b'", (json.dumps(body),))
+    for args in (["audit", "r-b"], ["audit", "r-b", "--json"]):
+        done = run_fleet(args, cwd=records)
+        assert done.returncode == 5, done.stderr
+        assert "BROKEN" in done.stdout or '"chain_ok": false' in done.stdout, done.stdout
+        assert "fleet: error: run r-b: run record" in done.stderr and "was modified" in done.stderr

@@ -60,8 +60,10 @@ def test_run_records_of_others_are_shown_not_obeyed(tmp_path, fleet_home):
                  ["runs", "diff", "r-evil", "r-plain", "--md"], ["runs", "compare", "r-evil", "r-plain"],
                  ["runs", "compare", "r-evil", "r-plain", "--format", "md"]):
         proc = run_fleet(args, cwd=tmp_path)
-        assert proc.returncode == 0, (args, proc.stderr)
+        # audit fails (5) on the records' snapshots, never stored here, after showing the record
+        assert proc.returncode == (5 if args[0] == "audit" else 0), (args, proc.stderr)
         _no_controls(proc.stdout)
+        _no_controls(proc.stderr)
         shown = proc.stdout.replace("\\[", "[").replace("\\]", "]")   # Markdown shows \[ as [
         assert "^[]52;c;cHduZWQ=^G" in shown, args
     raw = json.loads(run_fleet(["runs", "show", "r-evil", "--json"], cwd=tmp_path).stdout)
