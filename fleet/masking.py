@@ -15,7 +15,10 @@ from typing import Any, Mapping
 
 MASK = "***"
 REDACTED = "<redacted>"
-_SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL|AUTH", re.IGNORECASE)
+# A password under its usual short names too: DB_PASS, SMTP_PASS, MYSQL_PWD (MySQL's own), GPG_PASSPHRASE.
+# Not PWD or OLDPWD (directories), nor PASS inside a word (BYPASS) or before more of a name (PASS_RATE).
+_PASSWORD_NAME = r"PASSWORD|PASSWD|PASSPHRASE|(?:^|_)PASS$|_PWD$"
+_SECRET_NAME = re.compile(rf"TOKEN|SECRET|{_PASSWORD_NAME}|KEY|CREDENTIAL|AUTH", re.IGNORECASE)
 # A URL's password: after "user:", up to the last "@" before the path (as urllib.parse splits it).
 # The scheme is bounded: unbounded, a long run of letters was scanned from every start (100 KB: 10 s).
 _URL_PASSWORD = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://[^/:@\s]*:([^/\s]+)@")
@@ -32,7 +35,7 @@ SCRUB_MAX_BYTES = 1 << 30   # a text output larger than this is left as written 
 MIN_MASKED = 4        # a shorter value is no secret, and masking it would take it out of every id and hash
 MIN_GUESSED = 6       # a value secret only by its variable's name: NUM_KEYS=8, MAX_TOKENS=4096 are settings
 _NOT_SECRET_WORDS = {"true", "false", "yes", "no", "on", "off", "none", "null"}
-_ALWAYS_SECRET = re.compile(r"SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+_ALWAYS_SECRET = re.compile(rf"SECRET|{_PASSWORD_NAME}|CREDENTIAL", re.IGNORECASE)
 
 
 def looks_secret(name: str) -> bool:

@@ -90,3 +90,18 @@ def test_passwords_and_secrets_are_masked_however_short_or_numeric(db, monkeypat
     assert masker("pw 84721953 admin s3cr3, 8 keys") == "pw *** *** ***, 8 keys"
     rec = append_record(RunRecord(run_id="r-pw", command="train", env=env, code_snapshot="a" * 64), db)
     assert rec.env == {"PGPASSWORD": REDACTED, "DB_PASSWORD": REDACTED, "API_SECRET": REDACTED, "NUM_KEYS": "8"}
+
+
+def test_passwords_under_their_short_names_are_redacted(db, monkeypatch):
+    """DB_PASS, MYSQL_PWD (MySQL reads it) and GPG_PASSPHRASE are passwords as surely as
+    DB_PASSWORD: they reached the record, the logs and `fleet runs show` as typed. PWD, BYPASS_CACHE
+    and PASS_RATE are not."""
+    from fleet.masking import Masker
+    monkeypatch.setenv("FLEET_SECRET_NAMES", "")
+    env = {"DB_PASS": "hunter22", "MYSQL_PWD": "s3cretpw", "GPG_PASSPHRASE": "correct horse",
+           "PWD": "/work/exp", "BYPASS_CACHE": "true", "PASS_RATE": "0.95"}
+    assert Masker.for_config(None, env=env)("login hunter22 s3cretpw correct horse in /work/exp at 0.95") == \
+        "login *** *** *** in /work/exp at 0.95"
+    rec = append_record(RunRecord(run_id="r-short", command="train", env=env, code_snapshot="a" * 64), db)
+    assert rec.env == {"DB_PASS": REDACTED, "MYSQL_PWD": REDACTED, "GPG_PASSPHRASE": REDACTED,
+                       "PWD": "/work/exp", "BYPASS_CACHE": "true", "PASS_RATE": "0.95"}
