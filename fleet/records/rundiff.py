@@ -1,7 +1,8 @@
 """`fleet runs diff A B`: what differs between two recorded runs, by concern.
 
     code         commit, code snapshot (files added/removed/changed), uncommitted diff, subdirectory
-    data         each [data] entry's snapshot id, with the files that changed between the two
+    data         each [data] entry's snapshot id, with the files that changed between the two, and
+                 the checkpoints a resumed attempt started from
     environment  image, machine, GPU, driver, OS, Python, packages, lock files (fleet/environment/diff.py)
     parameters   the command and every recorded configuration key (setup, gpus, template, env, …)
 
@@ -80,6 +81,13 @@ def data_changes(a: RunRecord, b: RunRecord) -> list[Change]:
         if x != y:
             files = _files(a.store, x, y) if a.store == b.store else None
             out.append(Change(name, files or "", _short(x), _short(y)))
+    # A resumed attempt's checkpoints are inputs too: two runs of one code and data from other
+    # checkpoints are not the same run.
+    ca, cb = a.resumed_checkpoints(), b.resumed_checkpoints()
+    for rank in sorted(set(ca) | set(cb)):
+        if ca.get(rank) != cb.get(rank):
+            files = _files(a.store, ca.get(rank), cb.get(rank)) if a.store == b.store else None
+            out.append(Change(f"checkpoint of node {rank}", files or "", _short(ca.get(rank)), _short(cb.get(rank))))
     return out
 
 

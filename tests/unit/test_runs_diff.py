@@ -94,3 +94,28 @@ def test_code_changes_name_the_commit_and_the_uncommitted_files(records):
     assert [(c["area"], c["before"], c["after"]) for c in got["code"]] == [
         ("commit", "a" * 40, "f" * 40), ("uncommitted diff", None, got["code"][1]["after"])]
     assert got["code"][1]["kind"] == "added"
+
+
+def test_runs_resumed_from_other_checkpoints_differ(records):
+    """Same code, data and command, resumed from another checkpoint: `runs diff` said the runs had no
+    differences."""
+    from fleet.state import open_state
+    store = open_store(None)
+    ckpt = records / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "state.json").write_text('{"step": 3}')
+    early = create_snapshot(ckpt, store).id
+    (ckpt / "state.json").write_text('{"step": 9}')
+    late = create_snapshot(ckpt, store).id
+    a, c = (json.loads(run_fleet(["runs", "show", r, "--json"], cwd=records).stdout) for r in ("r-a", "r-c"))
+    db = open_state().db
+    for run_id, base, sid in (("r-e", a, early), ("r-f", c, late)):
+        append_record(RunRecord(run_id=run_id, command=base["command"], project="p", code_commit=base["code_commit"],
+                                code_snapshot=base["code_snapshot"], store=base["store"],
+                                data_snapshots=base["data_snapshots"], config=base["config"],
+                                environment=base["environment"], resumed_from="r-a",
+                                resumed={"attempt": 2, "checkpoints": {"0": sid}}), db)
+    done = run_fleet(["runs", "diff", "r-e", "r-f"], cwd=records)
+    assert done.returncode == 0, done.stderr
+    assert f"data         checkpoint of node 0 1 file(s) differ: ~state.json: {early[:12]} → {late[:12]}" \
+        in done.stdout, done.stdout
