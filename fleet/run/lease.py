@@ -207,6 +207,12 @@ def _partial_lease(ctx: RunContext, machines: list[Machine]) -> Lease:
 
 
 def resumed_from(ctx: RunContext) -> dict:
-    """The run row's link to the run this attempt continues (fleet/state/resumes.py reads it)."""
+    """The run row's link to the run this attempt continues (fleet/state/resumes.py reads it), and
+    the checkpoints it starts from: its record names them only once it ends, and until then `snapshot
+    rm`/`gc` keep what a live run's row names (records.chain.runs_referencing)."""
     resume = ctx.options.resume
-    return {"resumed_from": resume.of_run} if resume is not None and resume.of_run else {}
+    if resume is None:
+        return {}
+    return {**({"resumed_from": resume.of_run} if resume.of_run else {}),
+            **({"resume_checkpoints": {str(r): sid for r, sid in sorted(resume.snapshots.items())}}
+               if resume.snapshots else {})}

@@ -129,3 +129,24 @@ def test_a_rerun_of_a_resumed_run_starts_from_the_checkpoint_it_started_from(exp
     assert record["resumed"]["attempt"] == 2 and ckpt == first["checkpoints"]["0"], record["resumed"]
     removed = run_fleet(["snapshot", "rm", ckpt], cwd=experiment)
     assert "kept" in removed.stdout + removed.stderr and second["run_id"] in removed.stdout + removed.stderr
+
+
+def test_the_checkpoint_a_running_attempt_started_from_is_kept_by_snapshot_rm(experiment, fleet_home):
+    """Until a resumed attempt ends, only its state row can name the checkpoint it started from:
+    `snapshot rm` then `gc` took it, and the record written at the end named a snapshot gone."""
+    _write(experiment)
+    first = _up(experiment, "--gpus", "1")
+    ckpt = first["checkpoints"]["0"]
+    proc = start_fleet_up(experiment, ["--gpus", "1", "--resume", first["run_id"], "--", "python", "train.py",
+                                       "100000", "0.05"])
+    try:
+        wait_for_line(proc, "attempt 2 resumed 1 from 3", timeout=120)
+        removed = run_fleet(["snapshot", "rm", ckpt, "--json"], cwd=experiment)
+        assert removed.returncode == 0, removed.stderr
+        kept = json.loads(removed.stdout)["kept_for_runs"]
+    finally:       # stopped as a user would, so its machines end with it
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+    assert len(kept) == 1, removed.stdout
+    assert run_fleet(["snapshot", "gc", "--grace", "0"], cwd=experiment).returncode == 0
+    assert run_fleet(["snapshot", "verify", ckpt], cwd=experiment).returncode == 0
