@@ -160,13 +160,39 @@ def record_problems(rec: RunRecord, db=None) -> list[str]:
     return verify_chain(db, from_seq=rec.seq) + check_anchors(db, {rec.store} if rec.store else set())
 
 
+def s3_sources(rec: RunRecord) -> dict[str, str]:
+    """role → URL of the `[data]` entries that were S3 prefixes: pinned in place by their listing's id,
+    which names no snapshot in the store (the run's machines fetched the objects themselves)."""
+    data = rec.config.get("data") if isinstance(rec.config, dict) else None
+    return {f"data:{name}": url for name, url in (data if isinstance(data, dict) else {}).items()
+            if isinstance(url, str) and url.startswith("s3://") and name in rec.data_snapshots}
+
+
+def s3_source_problems(url: str, listing_id: str) -> list[str]:
+    """Whether the prefix still lists as the run pinned it (as a rerun checks before leasing): every
+    audit of a run with S3 data failed on "no snapshot … in the store"."""
+    from ..snapshots.sources import list_s3
+    try:
+        now = list_s3(url).id
+    except FleetError as exc:
+        return [exc.one_line()]
+    return [] if now == listing_id else [f"{url} changed since the run (listing {now[:12]}, the run used "
+                                         f"{listing_id[:12]}): objects were added, removed or rewritten"]
+
+
 def audit(run_id: str, *, db=None) -> dict[str, Any]:
     from ..snapshots import load, verify
     rec = get_record(run_id, db)
     stores = _stores()
     snaps = []
+    sources = s3_sources(rec)
     for role, sid in rec.snapshot_ids().items():
         item: dict[str, Any] = {"role": role, "id": sid}
+        if role in sources:
+            problems = s3_source_problems(sources[role], sid)
+            item.update(source=sources[role], present=not problems, problems=problems)
+            snaps.append(item)
+            continue
         try:
             store = stores(rec.store)
             m = load(store, sid)
@@ -199,11 +225,13 @@ def audit_verify(*, deep: bool = False, db=None) -> dict[str, Any]:
         records += 1
         if rec.store:
             store_urls.add(rec.store)
+        sources = s3_sources(rec)
         for role, sid in rec.snapshot_ids().items():
-            key = (rec.store, sid)
+            key = (sources.get(role) or rec.store, sid)
             if key not in checked:
                 try:
-                    checked[key] = verify(stores(rec.store), sid, deep=deep)
+                    checked[key] = (s3_source_problems(sources[role], sid) if role in sources
+                                    else verify(stores(rec.store), sid, deep=deep))
                 except FleetError as exc:
                     checked[key] = [exc.one_line()]
             snapshot_problems += [f"run {rec.run_id} {role}: {p}" for p in checked[key]]

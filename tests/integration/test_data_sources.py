@@ -104,3 +104,26 @@ def test_data_that_holds_credential_files_is_said_in_a_warning(fleet_home, exper
     assert done.returncode == 0, done.stderr
     assert ("fleet: warning: [data] all: files that usually keep credentials (.env), now in the store and on "
             "every machine: move them out of the data directory") in done.stderr, done.stderr
+
+
+def test_audit_checks_an_s3_source_by_listing_it_again(fleet_home, experiment, aws_env):
+    """An S3 prefix is pinned by its listing, which names no snapshot in the store: `audit --verify`
+    failed every run that had one ("no snapshot … in the store"), intact or not."""
+    import json
+
+    from tests.conftest import run_fleet
+    s3 = boto3.client("s3", endpoint_url=aws_env)
+    s3.create_bucket(Bucket="raw")
+    s3.put_object(Bucket="raw", Key="ds/a.csv", Body=b"1,2\n")
+    with open(experiment / "fleet.toml", "a") as fh:
+        fh.write('[data]\nraw = "s3://raw/ds"\n')
+    up = run_fleet(["up", "--gpus", "1", "--json", "--", "sh", "-c", "cat $FLEET_DATA/raw/a.csv"], cwd=experiment)
+    assert up.returncode == 0 and "1,2" in up.stderr, up.stderr
+    run_id = json.loads(up.stdout)["run_id"]
+    verified = run_fleet(["audit", "--verify"], cwd=experiment)
+    assert verified.returncode == 0, verified.stderr
+    assert run_fleet(["audit", run_id], cwd=experiment).returncode == 0
+    s3.put_object(Bucket="raw", Key="ds/a.csv", Body=b"9,9\n")        # the data the run read is gone
+    changed = run_fleet(["audit", "--verify"], cwd=experiment)
+    assert changed.returncode == 5, changed.stderr
+    assert f"fleet: error: run {run_id} data:raw: s3://raw/ds changed since the run" in changed.stderr
