@@ -12,7 +12,7 @@ from .chain import RunRecord
 SHOW_FIELDS = ("run_id", "status", "exit_status", "reason", "command", "project", "user", "provider", "template",
                "machine_types", "image_id", "code_commit", "code_subdir", "code_snapshot", "code_dirty_snapshot",
                "data_snapshots", "output_snapshot", "store", "config_hash", "started_at", "ended_at", "cost_usd",
-               "rerun_of", "ci", "prev_hash", "hash")
+               "rerun_of", "resumed_from", "resumed", "ci", "prev_hash", "hash")
 
 
 def _short(sid: str | None) -> str:

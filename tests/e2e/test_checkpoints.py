@@ -127,6 +127,8 @@ def test_a_rerun_of_a_resumed_run_starts_from_the_checkpoint_it_started_from(exp
     record = json.loads(run_fleet(["runs", "show", second["run_id"], "--json"], cwd=experiment).stdout)
     ckpt = record["resumed"]["checkpoints"]["0"]
     assert record["resumed"]["attempt"] == 2 and ckpt == first["checkpoints"]["0"], record["resumed"]
+    shown = run_fleet(["runs", "show", second["run_id"]], cwd=experiment).stdout
+    assert f"resumed_from         {first['run_id']}" in shown and ckpt in shown, shown
     removed = run_fleet(["snapshot", "rm", ckpt], cwd=experiment)
     assert "kept" in removed.stdout + removed.stderr and second["run_id"] in removed.stdout + removed.stderr
 
