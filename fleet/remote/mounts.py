@@ -14,7 +14,11 @@ MNT_DETACH = 2          # umount2(2): detach now, let the kernel finish when the
 
 
 def mounts_under(directory: "str | os.PathLike[str]", mountinfo: str = "/proc/self/mountinfo") -> "list[str]":
-    """Mount points at or below `directory`, deepest first."""
+    """Mount points at or below `directory`, deepest first. None below a link: deleting a link
+    removes the link alone, and its target (a trial's outputs linked to a host directory) holds
+    mounts that are not the run's, which were detached for the whole host."""
+    if os.path.islink(directory):
+        return []
     root = os.path.realpath(directory).rstrip("/") + "/"
     found = set()
     try:

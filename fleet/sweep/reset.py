@@ -55,7 +55,12 @@ for name in os.listdir("/proc"):
     if needle in env and before is not None and containment.start_time(name) == before:
         found.append((int(name), before))
 clean = containment.kill_verified(found, grace_s=1.0) if found else True
-if not detach_mounts_under(out_dir):     # a mount that stays: never deleted through (outputs_left says so)
+if os.path.islink(out_dir):   # outputs linked elsewhere: the link goes, never what it points at
+    try:
+        os.unlink(out_dir)
+    except OSError:
+        pass
+elif not detach_mounts_under(out_dir):     # a mount that stays: never deleted through (outputs_left says so)
     shutil.rmtree(out_dir, ignore_errors=True)
 for f in os.listdir(state_dir):
     if f.startswith("run-" + run_id + "-") and f.endswith(".pid"):
@@ -93,7 +98,7 @@ for label, path in (("$HOME", os.path.expanduser("~")), ("the temp directory", o
     if fs.f_files and fs.f_favail < min(10000, fs.f_files // 20):
         low.append("%s (%s) has %d inodes free of %d" % (label, path, fs.f_favail, fs.f_files))
 print(json.dumps({"low_space": "; ".join(low) or None, "ended": left + len(found), "clean": bool(clean) and leaf_clean is not False,
-                  "cgroup_emptied": leaf_clean, "outputs_left": os.path.exists(out_dir), "env_state": state,
+                  "cgroup_emptied": leaf_clean, "outputs_left": os.path.lexists(out_dir), "env_state": state,
                   "code_state": staged, "site_state": site}))
 """
 

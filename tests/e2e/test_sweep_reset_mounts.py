@@ -33,3 +33,27 @@ def test_a_bind_mount_a_trial_left_in_its_outputs_is_detached_not_deleted_throug
     finally:
         for point in mounts_under(fleet_home):
             subprocess.run(["umount", "-l", point], timeout=30)
+
+
+def test_outputs_a_trial_linked_to_a_host_directory_leave_the_mounts_there_mounted(experiment, fleet_home, tmp_path):
+    """The reset followed the link: every mount below the link's target (a host's scratch disk, a
+    team's NFS share) was detached for the whole host, and the link left the machine unclean, so
+    the next trial lost its slot."""
+    host = tmp_path / "scratch"
+    (host / "nfs").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "fleet-test", str(host / "nfs")], check=True, timeout=30)
+    try:
+        (host / "nfs" / "keep.txt").write_text("the team's\n")
+        script = (f'if [ {{x}} = 1 ]; then mkdir -p "$(dirname "$FLEET_OUTPUT_DIR")" && '
+                  f'ln -s {host} "$FLEET_OUTPUT_DIR"; fi')
+        proc = run_fleet(["sweep", "--param", "x=1,2", "--json", "--", "sh", "-c", script], cwd=experiment,
+                         timeout=180)
+        trials = json.loads(proc.stdout)["trials"]
+        assert [t["state"] for t in trials] == ["succeeded", "succeeded"], proc.stderr[-3000:]
+        assert trials[0]["machines"] == trials[1]["machines"]
+        assert mounts_under(host) == [str(host / "nfs")]
+        assert (host / "nfs" / "keep.txt").read_text() == "the team's\n"
+        assert processes_under(fleet_home) == []
+    finally:
+        for point in mounts_under(host) + mounts_under(fleet_home):
+            subprocess.run(["umount", "-l", point], timeout=30)
