@@ -50,7 +50,8 @@ def _remote(machine: Machine, *args: str, timeout: float = 600) -> dict[str, Any
     # interpreter on this computer (local machines) is >= 3.11, and its site is most of its start.
     import sys
     from .snapshots.sync_remote import on_this_computer_as_us
-    flags = ["-S"] if machine.python == sys.executable and on_this_computer_as_us(machine) else []
+    # -I always: the session starts in the login's home, where runs write, and `-c` puts it on sys.path.
+    flags = ["-I", "-S"] if machine.python == sys.executable and on_this_computer_as_us(machine) else ["-I"]
     with connect(machine, timeout=30) as session:
         result = session.run([machine.python, *flags, "-c", _script(), *args], check=False, timeout=timeout)
     lines = result.stdout.strip().splitlines()

@@ -82,7 +82,7 @@ def probe_free_ports(machine: Machine, candidates: list[int]) -> list[int]:
     """Which candidates can be bound on `machine` now (asked through SSH, with the machine's python)."""
     from .remote.ssh import connect
     with connect(machine, timeout=30) as session:
-        result = session.run([machine.python, "-c", _PROBE, *map(str, candidates)], check=False, timeout=60)
+        result = session.run([machine.python, "-I", "-c", _PROBE, *map(str, candidates)], check=False, timeout=60)
     if result.exit_code != 0:
         # The last line is the error; the first of a traceback says nothing, and only one line is shown.
         lines = result.stderr.strip().splitlines()

@@ -88,7 +88,7 @@ def _upload_command(machine: Machine, run_id: str, remove: bool = False) -> str:
     the directory is removed once sent, before the last line."""
     from ..remote.ssh import shell_command
     d = shlex.quote(checkpoint_dir(machine, run_id))
-    helper = shell_command([machine.python, "-S", "-c", _helper_source(), checkpoint_dir(machine, run_id),
+    helper = shell_command([machine.python, "-I", "-S", "-c", _helper_source(), checkpoint_dir(machine, run_id),
                             *(["--remove"] if remove else [])])
     empty = shlex.quote(json.dumps({"entries": [], "cdc": False}))
     done = shlex.quote(json.dumps({"done": True}))

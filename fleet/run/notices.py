@@ -50,7 +50,7 @@ class NoticeWatch:
                     chan.close()
                     return
                 self._channels.append(chan)
-            chan.exec_command(shell_command([machine.python, "-S", "-c", _source(), url]))
+            chan.exec_command(shell_command([machine.python, "-I", "-S", "-c", _source(), url]))
             for raw in chan.makefile("rb"):
                 event = json.loads(raw)
                 if "notice" in event:

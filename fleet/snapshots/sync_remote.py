@@ -154,5 +154,5 @@ def cache_max_bytes(value: str | None = None) -> int | None:
 def helper_command(machine: Machine, cache_dir: str | None = None) -> str:
     """The command a sync channel runs on the machine: the bootstrap, with the helper's hash and where
     the host keeps it. -S: the helper needs only the standard library; skipping site saves start-up."""
-    return shlex.join([machine.python, "-S", "-c", BOOTSTRAP, helper_hash(),
+    return shlex.join([machine.python, "-I", "-S", "-c", BOOTSTRAP, helper_hash(),
                        f"{host_cache_dir(machine, cache_dir)}/helper/{helper_hash()}.py"])

@@ -121,7 +121,9 @@ def reset_machine(machine: Machine, run_id: str, leaf: str, env: tuple[str, str,
     from ..errors import MachineUnreachable
     from ..remote.ssh import connect
     agent_dir = machine.agent_path.rsplit("/", 1)[0]
-    argv = [machine.python, "-S", "-c", _SNIPPET, agent_dir, run_id, f"{machine.workdir}/outputs/{run_id}",
+    # -I: the session starts in the login's home, where trials write; `-c` would put it first on
+    # sys.path, and a re.py a trial left there ran inside the reset.
+    argv = [machine.python, "-I", "-S", "-c", _SNIPPET, agent_dir, run_id, f"{machine.workdir}/outputs/{run_id}",
             machine.state_dir, machine.id, leaf, *env]
     for attempt in (1, 2):
         with connect(machine, timeout=20) as s:   # one that does not answer raises: not tried again here

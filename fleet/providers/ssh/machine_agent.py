@@ -61,7 +61,7 @@ def start_watchdog(m: Machine, *, ttl_s: float, max_s: float, telemetry_interval
     level = requested()
     lease_dir = m.workdir.rsplit("/", 1)[0]
     with connect(m, timeout=10) as s:
-        s.run([m.python, "-S", "-c", _PREPARE, lease_dir.rsplit("/", 1)[0], m.workdir, m.state_dir], timeout=30)
+        s.run([m.python, "-I", "-S", "-c", _PREPARE, lease_dir.rsplit("/", 1)[0], m.workdir, m.state_dir], timeout=30)
         with s.transfer() as sftp:
             for source in AGENT_FILES:
                 if source.exists():
@@ -104,7 +104,7 @@ S={state}; W={workdir}; P={python}
 [ -d "$W" ] || exit 0
 [ -f "$S/agent.py" ] && "$P" "$S/agent.py" stop --state-dir "$S" --machine-id {machine_id} >/dev/null 2>&1
 G="$W.ended.$$"; mv "$W" "$G" 2>/dev/null || G="$W"
-"$P" -S -c {detach} "$G" 2>/dev/null; [ $? = 3 ] && exit 0
+"$P" -I -S -c {detach} "$G" 2>/dev/null; [ $? = 3 ] && exit 0
 if command -v timeout >/dev/null 2>&1; then
   timeout 120 rm -rf "$G" 2>/dev/null || (setsid rm -rf "$G" </dev/null >/dev/null 2>&1 &)
 else
