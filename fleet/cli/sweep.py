@@ -141,9 +141,10 @@ def print_sweep(summary) -> None:
 
 def text_table(columns: list[str], rows: list[list[str]]) -> str:
     """Columns padded to their widest cell; never cut (a run id or a reason is read whole); control
-    characters shown, not sent to the terminal (fleet.render.text.printable)."""
-    from ..render.text import printable
-    rows = [[printable(str(c)) for c in row] for row in rows]
+    characters shown, not sent to the terminal, a line break too (fleet.render.text.printable_line):
+    a parameter's value "x\nt002  succeeded …" printed a trial's row of its own."""
+    from ..render.text import printable_line
+    columns, rows = [printable_line(str(c)) for c in columns], [[printable_line(str(c)) for c in row] for row in rows]
     widths = [max(len(str(c)) for c in col) for col in zip(columns, *rows)]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in [columns, *rows]]
     return "\n".join(lines)

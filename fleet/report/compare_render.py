@@ -34,10 +34,14 @@ def footer(cmp: Comparison) -> list[str]:
 
 
 def as_text(cmp: Comparison) -> str:
+    from ..render.text import printable_line
+    # A row is one line: a value or a metric's name (metrics.json is the experiment's) with a line
+    # break in it printed a run's row of its own.
     head, body = rows(cmp)
+    head, body = [printable_line(c) for c in head], [[printable_line(c) for c in row] for row in body]
     widths = [max(len(c) for c in col) for col in zip(head, *body)]
     out = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in [head, *body]]
-    return "\n".join(out + [""] + footer(cmp)) + "\n"
+    return "\n".join(out + [""] + [printable_line(line) for line in footer(cmp)]) + "\n"
 
 
 def as_csv(cmp: Comparison) -> str:
