@@ -134,11 +134,23 @@ def plan_trials(params: list[Param], *, samples: int | None = None, seed: int | 
             raise UsageError(f"--samples must be between 1 and {MAX_TRIALS}")
         rng = random.Random(seed)
         if samples <= size:
-            picks = rng.sample(range(size), samples)
-            combos = [_nth(params, i) for i in picks]
+            combos = [_nth(params, i) for i in _distinct(rng, size, samples)]
         else:   # more samples than points: with repeats, drawn independently
             combos = [tuple(rng.choice(p.values) for p in params) for _ in range(samples)]
     return [Trial(i + 1, tuple(zip(names, combo))) for i, combo in enumerate(combos)]
+
+
+def _distinct(rng: random.Random, size: int, k: int) -> list[int]:
+    """`k` distinct points of `size`, drawn with `rng`. A space past sys.maxsize (20 parameters of 10
+    values: random search's very use) is no range random.sample can take (OverflowError), so there
+    they are drawn one by one, a repeat drawn again: with k <= MAX_TRIALS, a repeat is rare."""
+    import sys
+    if size <= sys.maxsize:
+        return rng.sample(range(size), k)
+    picks: dict[int, None] = {}
+    while len(picks) < k:
+        picks[rng.randrange(size)] = None
+    return list(picks)
 
 
 def _nth(params: list[Param], n: int) -> tuple[str, ...]:

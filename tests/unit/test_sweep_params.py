@@ -89,3 +89,13 @@ def test_a_nul_in_a_value_is_refused_before_anything_is_leased():
 def test_a_value_is_substituted_once_and_never_rescanned():
     [trial] = plan_trials([parse_param("x=a\x01b}}{x}")])
     assert trial.command_argv(("echo", "{x}", "{{x}}")) == "echo 'a\x01b}}{x}' '{x}'"
+
+
+def test_random_search_over_a_space_too_large_for_a_range_draws_its_samples():
+    """The grid's own refusal says "use --samples N", and 20 parameters of 10 values each then
+    stopped with an internal error (OverflowError: random.sample over a range past sys.maxsize)."""
+    params = [parse_param(f"p{i}=" + ",".join(map(str, range(10)))) for i in range(20)]
+    trials = plan_trials(params, samples=50, seed=3)
+    assert len(trials) == 50 and len({t.params for t in trials}) == 50
+    assert [t.values for t in trials] == [t.values for t in plan_trials(params, samples=50, seed=3)]
+    assert all(set(t.values) == {f"p{i}" for i in range(20)} for t in trials)
