@@ -43,6 +43,22 @@ class SweepSpec:
             raise UsageError("no command to run", hint="fleet sweep --param lr=1e-3,3e-4 -- python train.py --lr {lr}")
         for trial in self.trials[:1]:
             self.trial_command(trial)     # an unknown {name} fails here, before anything is leased
+        self._check_lengths()
+
+    def _check_lengths(self) -> None:
+        """Each trial's command (and each value, its FLEET_PARAM_*) as long as a machine takes: the
+        template is checked as fleet.toml's command is, but its values made some trials' commands
+        longer, and each of those failed on the leased pool ("Argument list too long")."""
+        from ..config.command import TOO_LONG_HINT, too_long
+        for trial in self.trials:
+            for name, value in trial.params:
+                why = too_long(f"FLEET_PARAM_{name.upper()}={value}")
+                if why is not None:
+                    raise UsageError(f"parameter {name}'s value in {trial.name} is {why}",
+                                     hint="give it a file to read instead")
+            why = too_long(self.trial_command(trial))
+            if why is not None:
+                raise UsageError(f"{trial.name}'s command is {why}", hint=TOO_LONG_HINT)
 
 
 def new_sweep_id() -> str:

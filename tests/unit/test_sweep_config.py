@@ -65,3 +65,20 @@ def test_the_sweep_line_says_how_many_run_at_once(tmp_path, fleet_home):
                       "--", "echo", "{lr}"], cwd=tmp_path, env={"FLEET_SSHD": str(tmp_path / "no-sshd")})
     assert proc.returncode == 3, proc.stderr          # no sshd: nothing runs, the plan line is all we need
     assert ": 2 trial(s), 2 at once" in proc.stderr, proc.stderr
+
+
+def test_a_trial_whose_command_a_machine_cannot_take_is_refused_before_the_pool_is_leased(tmp_path):
+    """The template fits fleet.toml's 100 KiB, but a long value, substituted twice, made the first
+    trial's command too long: it failed on the leased pool ("Argument list too long"), paid for."""
+    config = _load(tmp_path, '[sweep]\ncommand = "python train.py --a {v} --b {v}"\n'
+                             f'params = {{ v = ["short", "{"x" * 60_000}"] }}\n')
+    with pytest.raises(FleetError) as got:
+        build_spec(config, config.sweep, None, [], samples=None, seed=None, parallel=None, gpus_per_trial=None,
+                   trial_timeout_s=None, budget=None)
+    assert got.value.one_line().startswith("t002's command is 120,0")
+    assert "more than a machine takes as one command" in got.value.one_line()
+    config = _load(tmp_path, f'[sweep]\nparams = {{ v = ["{"x" * 110_000}"] }}\n')
+    with pytest.raises(FleetError) as got:
+        build_spec(config, config.sweep, None, [], samples=None, seed=None, parallel=None, gpus_per_trial=None,
+                   trial_timeout_s=None, budget=None)
+    assert got.value.one_line().startswith("parameter v's value in t001 is 110,0")
