@@ -86,9 +86,24 @@ class PoolMachines(SSHMachines):
         from ..run.types import PinnedInputs
         self.scheduler = Scheduler(self.spec, provider=self.provider, config=self.config,
                                    pins=pins or PinnedInputs(), events=self.events, sweep_dir=self.sweep_dir,
-                                   environments=self.environments)
+                                   environments=self.environments, on_progress=lambda: self.progress(ctx, lease))
         slots = with_ports(slots_of(lease, self.spec.gpus_per_trial, self.spec.parallel), lease, ctx.state)
         return self.scheduler.run(ctx, slots, on_tick)
+
+    def progress(self, ctx: RunContext, lease: Lease) -> None:
+        """sweep.json so far, as trials end: a controller killed mid-sweep (SIGKILL, the host gone)
+        writes no summary at its end, and `fleet runs compare --sweep` then found no sweep, though
+        the trials that ended are recorded runs."""
+        trials = self.scheduler.ordered_results("not ended when this was written (running or queued)")
+        summary = SweepSummary(sweep_id=self.spec.sweep_id, status="running", exit_code=-1, command=self.spec.command,
+                               trials=trials, pool_run_id=ctx.run_id, lease_id=lease.id, leases=1,
+                               machines=self.leased, budget_usd=str(self.spec.budget) if self.spec.budget else None,
+                               run_dir=str(self.sweep_dir), message="the sweep is running, or its controller "
+                               "ended without writing its summary (see `fleet status`)")
+        try:
+            _redacted(summary, self.config).write(self.sweep_dir)
+        except Exception as exc:  # noqa: BLE001 — a full disk here must not stop the trials; the end writes it again
+            self.events.warn(f"could not write {self.sweep_dir / 'sweep.json'} so far: {exc}")
 
     def collect(self, ctx, lease):
         from ..run.types import Collected

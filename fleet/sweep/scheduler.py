@@ -47,8 +47,10 @@ class _Running:
 
 class Scheduler:
     def __init__(self, spec: SweepSpec, *, provider, config, pins: PinnedInputs, events: Events, sweep_dir: Path,
-                 environments: TrialEnvironments | None = None):
+                 environments: TrialEnvironments | None = None, on_progress: Callable[[], None] | None = None):
         self.spec, self.provider, self.config, self.pins, self.events = spec, provider, config, pins, events
+        # Called from the execute loop, at most once a second, after trials ended (sweep.json so far).
+        self.on_progress, self.progressed = on_progress, threading.Event()
         self.environments = environments or TrialEnvironments()   # the pool's, read beside its own probe
         self.sweep_dir = sweep_dir
         self.lock = threading.Lock()
@@ -85,6 +87,9 @@ class Scheduler:
             if time.monotonic() >= next_tick:
                 if on_tick is not None:
                     on_tick()          # the pool's budget meter: the crossing stops the pool's ctx
+                if self.on_progress is not None and self.progressed.is_set():
+                    self.progressed.clear()
+                    self.on_progress()
                 next_tick += 1.0
             if ctx.cancel.is_set():
                 why = (f"the sweep budget ran out: {ctx.stop_message}" if ctx.stop_reason == "budget" else
@@ -197,6 +202,7 @@ class Scheduler:
             with self.lock:
                 self.results[trial.name] = result
                 self.running.pop(trial.name, None)
+            self.progressed.set()
             if result.state == "error" and not usable:
                 # The machines are gone (lost, released from outside): no more trials on them; the
                 # other slots go on, and what no slot is left for is listed as not started.
@@ -316,10 +322,9 @@ class Scheduler:
             self.results[trial.name] = TrialResult(trial=trial.name, index=trial.index, params=trial.values,
                                                    state="not-started", reason=reason)
 
-    def ordered_results(self) -> tuple[TrialResult, ...]:
-        out = []
-        for trial in self.spec.trials:
-            out.append(self.results.get(trial.name) or TrialResult(
-                trial=trial.name, index=trial.index, params=trial.values, state="not-started",
-                reason="the sweep ended before it started"))
-        return tuple(out)
+    def ordered_results(self, unended: str = "the sweep ended before it started") -> tuple[TrialResult, ...]:
+        with self.lock:
+            results = dict(self.results)
+        return tuple(results.get(trial.name) or TrialResult(trial=trial.name, index=trial.index, params=trial.values,
+                                                            state="not-started", reason=unended)
+                     for trial in self.spec.trials)

@@ -34,7 +34,9 @@ class TrialResult:
 @dataclass(frozen=True)
 class SweepSummary:
     sweep_id: str
-    status: str                        # completed | incomplete | budget-stopped | cancelled | setup-failed | error
+    # completed | incomplete | budget-stopped | cancelled | setup-failed | error; "running" (exit code -1)
+    # while trials run: sweep.json so far, which a controller that was killed leaves as it was
+    status: str
     exit_code: int
     command: str
     trials: tuple[TrialResult, ...]
@@ -67,9 +69,14 @@ class SweepSummary:
         return replace(self, **changes)
 
     def write(self, directory: Path) -> Path:
+        """Whole or not at all (a temporary file renamed over it): it is rewritten as trials end, and
+        a controller killed mid-write left it cut short."""
+        import os
         path = Path(directory) / "sweep.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        part = path.with_name(f".sweep.json.{os.getpid()}")
+        part.write_text(json.dumps(self.to_json(), indent=2) + "\n")
+        os.replace(part, path)
         return path
 
     @classmethod
