@@ -21,7 +21,8 @@ def sweep_command(
     gpus_per_trial: Optional[int] = typer.Option(None, "--gpus-per-trial", help="GPUs each trial gets (default 1)."),
     trial_timeout: Optional[str] = typer.Option(None, "--trial-timeout", help="Stop a trial still running after "
                                                 "this, e.g. 10m (default: max_duration)."),
-    budget: Optional[str] = typer.Option(None, "--budget", help="Budget for the whole sweep in US dollars."),
+    budget: Optional[str] = typer.Option(None, "--budget", help="Budget for the whole sweep in US dollars "
+                                          "(default: [sweep] budget, else the config's budget)."),
     stop_if: Optional[str] = typer.Option(None, "--stop-if", help="End a hopeless trial, read from its metrics.json: "
                                           "\"val_loss > 2.0 after 3 epochs\"."),
     idle_release: Optional[str] = typer.Option(None, "--idle-release", help="Release a pool machine that has "

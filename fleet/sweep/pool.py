@@ -171,6 +171,10 @@ def sweep(config: Config, spec: SweepSpec, *, events: Events | None = None, prov
     from ..run.pipeline import Pipeline
     events = checked_events(events)
     spec = spec if spec.sweep_id else replace(spec, sweep_id=new_sweep_id())
+    if spec.budget is None and config.budget is not None:
+        # fleet.toml's `budget` caps the pool as it caps any run: a sweep without a budget of its own
+        # ran unbounded where the same fleet.toml stopped `fleet up` at its budget.
+        spec = replace(spec, budget=config.budget)
     spec.check()
     provider = provider if provider is not None else provider_for(config)
     sweep_dir = (run_dir_root or config.base_dir / "runs") / spec.sweep_id
