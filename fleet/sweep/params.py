@@ -53,6 +53,10 @@ class Trial:
     def command_argv(self, argv: tuple[str, ...]) -> str:
         """A command given as words (`fleet sweep -- python train.py --lr={lr}`): each word
         substituted as it is, then the words quoted for the shell, so a value is always one word's part."""
+        from .template import check_reread
+        for k, word in enumerate(argv):
+            for name in re.findall(r"\{([A-Za-z_][A-Za-z0-9_]*)\}", word.replace("{{", "").replace("}}", "")):
+                check_reread(name, self._value(name), list(argv[:k]))
         return shlex.join(self._substitute(word, lambda v: v) for word in argv)
 
     def _value(self, name: str) -> str:

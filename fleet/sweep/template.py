@@ -8,7 +8,9 @@ has the value inside the inner double quotes), comments (a line break in a value
 run the rest) and here-documents (whose body is neither quoted nor unquoted text, and which a line
 in a value could end early). A placeholder in a here-document body, or where dash and bash read the
 quotes differently (after `\\'` inside `$'…'`), is refused with one line: there the value's
-environment variable (`$FLEET_PARAM_NAME`) is the safe way to use it.
+environment variable (`$FLEET_PARAM_NAME`) is the safe way to use it. So is a value other than a
+plain word (letters, digits, `_@%+=:,./-`) in the script of a shell the line starts (`bash -c "…"`,
+`sh -c`, `eval`): that shell reads the value again, where it ran or split into words.
 """
 from __future__ import annotations
 
@@ -20,14 +22,40 @@ from ..errors import UsageError
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _WORD_START = " \t\n;&|()"
+_SHELLS = {"sh", "bash", "dash", "zsh", "ksh", "ash", "mksh", "busybox"}
+_PLAIN = re.compile(r"[A-Za-z0-9_@%+=:,./-]*\Z")
 
 
 class _Level:
     """The template at one nesting: the whole line, or inside one $(…) or `…`."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, start: int = 0):
         self.kind, self.quote, self.parens = kind, None, 0    # quote: None, "'", '"' or "$'"
         self.cases = 0                    # open `case … esac`: its patterns' ")" closes nothing
+        self.command = self.word = start  # where the current simple command and its current word begin
+
+
+def check_reread(name: str, value: str, words_before: list[str]) -> None:
+    """Refuses a value that is not a plain word where a shell the command starts reads it again as
+    code: in the script after `sh -c` (bash, zsh …; `-lc`, `-ec` alike), or anywhere after `eval`.
+    Its quoting was for the outer shell only: `bash -c "train --name {v}"` gave train two words for
+    "my run", and ran `$(…)`."""
+    if _PLAIN.match(value):
+        return
+    names = [w.rsplit("/", 1)[-1] for w in words_before]
+    shell = next((n for n in names[:-1] if n in _SHELLS), None) \
+        if names and re.fullmatch(r"-[A-Za-z]*c[A-Za-z]*", names[-1]) else None
+    if shell or "eval" in names:
+        raise UsageError(f"the command's {{{name}}} stands in a script that {shell or 'eval'} "
+                         f"reads again as shell code, where its value {value!r} would not stay one word",
+                         hint=f"use \"$FLEET_PARAM_{name.upper()}\" in that script instead")
+
+
+def _words(text: str) -> list[str]:
+    try:
+        return shlex.split(text)
+    except ValueError:      # not a line shlex reads (an open quote it cannot place): no shell found
+        return []
 
 
 def render(template: str, value: Callable[[str], str]) -> str:
@@ -43,9 +71,13 @@ def render(template: str, value: Callable[[str], str]) -> str:
             out.append(template[i])
             i += 2
             continue
+        if not comment and top.quote is None and (i == 0 or template[i - 1] in _WORD_START) \
+                and template[i] not in " \t\n":
+            top.word = i
         placeholder = _PLACEHOLDER.match(template, i)
         if placeholder:
             name = placeholder.group(1)
+            check_reread(name, value(name), _words(template[top.command:top.word]) if top.word >= top.command else [])
             if unclear or top.quote == "$'":
                 raise UsageError(f"the command's {{{name}}} stands inside $'…' quotes, which sh and bash read "
                                  "differently, so no quoting of its value is safe in both",
@@ -80,17 +112,18 @@ def render(template: str, value: Callable[[str], str]) -> str:
         elif c == '"':
             top.quote = None if top.quote else '"'
         elif template.startswith("$(", i):
-            levels.append(_Level("$("))
+            levels.append(_Level("$(", i + 2))
             out.append("$(")
             i += 2
             continue
         elif c == "`":
-            levels.append(_Level("`"))
+            levels.append(_Level("`", i + 1))
         elif top.quote is None:
             if c == "'":
                 top.quote = "$'" if i and template[i - 1] == "$" else "'"
             elif c == "(":
                 top.parens += 1
+                top.command = i + 1
             elif c == ")":
                 if top.parens:
                     top.parens -= 1
@@ -112,6 +145,8 @@ def render(template: str, value: Callable[[str], str]) -> str:
                 i = _skip_bodies(template, i + 1, heredocs, out)
                 heredocs = []
                 continue
+            elif c in ";&|\n":
+                top.command = i + 1
         if c == "\n" and heredocs and not comment and levels[-1].quote is None:
             out.append(c)                     # a line break that ended a comment
             i = _skip_bodies(template, i + 1, heredocs, out)

@@ -76,3 +76,26 @@ def test_dollar_brace_name_is_the_value_as_written(tmp_path, shell, value, templ
 def test_a_placeholder_after_a_double_dollar_is_refused():
     with pytest.raises(UsageError, match=r"\{v\} follows `\$\$`"):
         _line("echo $${v}", "1")
+
+
+
+@pytest.mark.parametrize("value", EVIL + ["my run", "*"])
+@pytest.mark.parametrize("template", [
+    "sh -c 'printf %s {v}'",                   # the script of another shell: quoted for the outer one only
+    'bash -c "printf %s {v}"',
+    'timeout 60 /bin/bash -lc "printf %s {v}"',
+    'printf %s "$(sh -c "printf %s {v}")"',
+    "eval printf %s {v}",
+])
+def test_a_value_a_nested_shell_would_read_again_is_refused(tmp_path, template, value):
+    # `bash -c "train --name {v}"` gave train two words for "my run", and ran $(touch PWNED).
+    with pytest.raises(UsageError, match=r"\{v\} stands in a script that (sh|bash|eval) reads again.*FLEET_PARAM_V"):
+        _line(template, value)
+    [trial] = plan_trials([Param("v", (value,))])
+    with pytest.raises(UsageError, match=r"reads again"):
+        trial.command_argv(("sh", "-c", "printf %s {v}"))      # `fleet sweep -- sh -c 'printf %s {v}'`
+    for shell in SHELLS:     # a plain word there still runs; any value as the nested shell's argument too
+        run = lambda line: subprocess.run([shell, "-c", line], cwd=tmp_path, capture_output=True, text=True).stdout  # noqa: E731
+        assert run(_line(template, "1e-3")) == "1e-3"
+        assert run(_line("sh -c 'printf %s \"$0\"' {v}", value)) == value
+        assert not (tmp_path / "PWNED").exists()
