@@ -16,7 +16,14 @@ record through it. One short process: the whole probe costs tens of milliseconds
 """
 from __future__ import annotations
 
-import base64
+import sys
+
+# Run as `python -c` from the login's home, where runs and sweep trials write: the '' Python puts
+# first on sys.path would import a planted json.py or hashlib.py into the probe that pins the
+# environment. Not -I: that would leave the user's own site-packages out of what is recorded.
+sys.path[:] = [p for p in sys.path if p not in ("", ".")]
+
+import base64  # noqa: E402 — after the path is made safe
 import csv
 import ctypes
 import hashlib
@@ -27,7 +34,6 @@ import platform
 import re
 import shutil
 import subprocess
-import sys
 import sysconfig
 import zipfile
 

@@ -143,7 +143,7 @@ def read_state(lease: Lease, machine: Machine) -> tuple[str | None, str | None, 
     venv, code, data = env_paths(lease, machine)
     try:
         with connect(machine, timeout=20) as s:
-            result = s.run(shlex.join([machine.python, "-S", "-c", _BASELINE, venv, code, data]), check=False,
+            result = s.run(shlex.join([machine.python, "-I", "-S", "-c", _BASELINE, venv, code, data]), check=False,
                            timeout=60)
         got = json.loads(result.stdout.strip().splitlines()[-1])
         return got.get("env_state"), got.get("code_state"), got.get("site_state")
