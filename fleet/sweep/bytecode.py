@@ -67,7 +67,7 @@ def precompile(lease: Lease, machine: Machine) -> str | None:
     from .trial_env import env_paths
     venv, code, _ = env_paths(lease, machine)
     python = f"{venv}/bin/python" if venv else machine.python
-    argv = ["sh", "-c", _LIMITED, "precompile", str(LIMIT_S), python, "-S", "-c", _COMPILE,
+    argv = ["sh", "-c", _LIMITED, "precompile", str(LIMIT_S), python, "-I", "-S", "-c", _COMPILE,
             *([venv] if venv else []), code]
     try:
         with connect(machine, timeout=30) as s:

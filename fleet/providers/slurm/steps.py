@@ -75,9 +75,10 @@ def start_node(runner: Runner, job_id: str, node: str, python: str, source: str,
                timeout_s: float) -> NodeStep:
     """Start the node step (`source`: node_source()'s text) and wait for its ready line;
     InfrastructureError naming srun's own complaint if the step ends or stays silent first."""
-    # -S: node.py is standard library only; the site-packages' .pth files (certifi, setuptools' hooks, …)
-    # cost a loaded interpreter tens of ms per step start and can print or fail on a node.
-    argv = srun_argv(job_id, [python, "-S", "-c", BOOT], nodes=1, extra=["--ntasks=1", f"--nodelist={node}",
+    # -I: the step starts in the submitting directory, and a module planted there must not run in it.
+    # -S: node.py is standard library only; the site-packages' .pth files (certifi, setuptools' hooks,
+    # …) cost a loaded interpreter tens of ms per step start and can print or fail on a node.
+    argv = srun_argv(job_id, [python, "-I", "-S", "-c", BOOT], nodes=1, extra=["--ntasks=1", f"--nodelist={node}",
                                                                     f"--job-name={step_name(node)}"])
     full, env = step_argv(runner, argv)
     token = secrets.token_hex(16)          # this machine's alone: only its release request carries it
