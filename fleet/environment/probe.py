@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import sys
 
-# Run as `python -c` from the login's home, where runs and sweep trials write: the '' Python puts
-# first on sys.path would import a planted json.py or hashlib.py into the probe that pins the
-# environment. Not -I: that would leave the user's own site-packages out of what is recorded.
+# Run as `python -c` from the login's home, where runs write: '' first on sys.path would import a planted
+# json.py into the probe that pins the environment. Not -I: it leaves the user's site-packages unrecorded.
 sys.path[:] = [p for p in sys.path if p not in ("", ".")]
 
 import base64  # noqa: E402 — after the path is made safe

@@ -68,11 +68,12 @@ class PoolMachines(SSHMachines):
             reading = submit_or_thread(pool, parallel, lease.machines, lambda m: read_state(lease, m))
             env = super().capture_environment(ctx, lease, store, pinned)
             states = reading.result()
-        for m, (state, code, site) in zip(lease.machines, states):
-            self.environments.saw(m.id, state)
-            self.environments.code[m.id] = code
-            self.environments.site[m.id] = site
-        self.environments.learn(lease, env, {m.id: got[0] for m, got in zip(lease.machines, states)})
+        for m, got in zip(lease.machines, states):
+            self.environments.saw(m.id, got.env)
+            self.environments.code[m.id] = got.code
+            self.environments.site[m.id] = got.site
+            self.environments.agent[m.id] = got.agent
+        self.environments.learn(lease, env, {m.id: got.env for m, got in zip(lease.machines, states)})
         return env
 
     def execute(self, ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,

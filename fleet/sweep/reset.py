@@ -29,6 +29,17 @@ MOUNTS = mounts.source() + "\n"
 # has no containment.py of its own to import.
 _SNIPPET = ENV_STATE + MOUNTS + r"""
 import json, os, shutil, sys
+# The agent's programs as the pool found them after setup, before any of them runs here: a trial (the
+# same login) that edited or added one would run inside this reset, free to call the machine clean. Its
+# byte code goes (imports compile it again from the checked sources); a link there is unlinked, never followed.
+cache = os.path.join(sys.argv[1], "__pycache__")
+if os.path.islink(cache) or os.path.isfile(cache):
+    os.unlink(cache)
+else:
+    shutil.rmtree(cache, ignore_errors=True)
+if sys.argv[10] and (os.path.lexists(cache) or agent_state(sys.argv[1]) != sys.argv[10]):
+    print(json.dumps({"clean": False, "agent_changed": True, "ended": 0}))
+    sys.exit(0)
 sys.path.insert(0, sys.argv[1])
 import agent
 containment, agent_args = agent.containment, agent.agent_args
@@ -113,18 +124,20 @@ class ResetResult:
     code_state: str | None = None        # its staged code's state (trial_env.code_state)
     site_state: str | None = None        # its venv's site-packages state (trial_env.site_state)
     low_space: str | None = None         # where trials write, what is below the floor of free space or inodes
+    agent_changed: bool = False          # fleet's programs on the machine differ from the pool's (nothing was reset)
 
 
-def reset_machine(machine: Machine, run_id: str, leaf: str, env: tuple[str, str, str] = ("", "", "")) -> ResetResult:
+def reset_machine(machine: Machine, run_id: str, leaf: str, env: tuple[str, str, str] = ("", "", ""),
+                  agent_state: str | None = None) -> ResetResult:
     """`env`: (the lease's venv on the machine, the code directory, the data directory), whose state
-    is read after the reset."""
+    is read after the reset; `agent_state`: the agent directory's state after setup (None: unread, unchecked)."""
     from ..errors import MachineUnreachable
     from ..remote.ssh import connect
     agent_dir = machine.agent_path.rsplit("/", 1)[0]
     # -I: the session starts in the login's home, where trials write; `-c` would put it first on
     # sys.path, and a re.py a trial left there ran inside the reset.
     argv = [machine.python, "-I", "-S", "-c", _SNIPPET, agent_dir, run_id, f"{machine.workdir}/outputs/{run_id}",
-            machine.state_dir, machine.id, leaf, *env]
+            machine.state_dir, machine.id, leaf, *env, agent_state or ""]
     for attempt in (1, 2):
         with connect(machine, timeout=20) as s:   # one that does not answer raises: not tried again here
             try:
@@ -143,4 +156,4 @@ def reset_machine(machine: Machine, run_id: str, leaf: str, env: tuple[str, str,
     clean = bool(got.get("clean")) and not got.get("outputs_left")
     return ResetResult(machine.id, int(got.get("ended", 0)), clean, got.get("cgroup_emptied"),
                        got.get("env_state") if clean else None, got.get("code_state"),
-                       got.get("site_state"), got.get("low_space"))
+                       got.get("site_state"), got.get("low_space"), bool(got.get("agent_changed")))

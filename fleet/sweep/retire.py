@@ -30,6 +30,11 @@ def _found(env: TrialEnvironments, got: ResetResult, run_id: str) -> list[Retire
     """Each check's reason, if this reset found it; a slot names the earliest."""
     m = got.machine_id
     return [
+        Retired(run_id, f"machine {m}: {run_id} changed fleet's own programs there: no more trials on it "
+                                "(the reset after it ran none of them, so nothing it left was ended)",
+                        f"had fleet's own programs changed by {run_id}",
+                        f": fleet's own programs there were changed by {run_id}")
+        if got.agent_changed else None,
         Retired(run_id, f"machine {m}: {run_id} changed the staged code or data there: no more trials "
                                 "on it (their records pin them as staged)",
                         f"had their staged code or data changed by {run_id}",

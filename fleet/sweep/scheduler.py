@@ -224,7 +224,8 @@ class Scheduler:
         tokens = {m.id: self.environments.resetting(m.id, run_id) for m in machines}
         unclean = 0
         try:
-            for got in parallel(machines, lambda m: reset_machine(m, run_id, slot.leaf, env_paths(ctx.lease, m))):
+            for got in parallel(machines, lambda m: reset_machine(m, run_id, slot.leaf, env_paths(ctx.lease, m),
+                                                                   self.environments.agent.get(m.id))):
                 self.environments.saw(got.machine_id, got.env_state, tokens.get(got.machine_id))
                 for warning in self.machines_out.found(self.environments, got, run_id):
                     self.events.warn(warning)

@@ -25,7 +25,7 @@ import json
 import shlex
 import threading
 from dataclasses import replace
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, NamedTuple
 
 from ..run.machines import SSHMachines
 
@@ -76,6 +76,28 @@ def env_state(venv, code):
     return h.hexdigest()
 
 
+def agent_state(agent_dir):
+    # fleet's own programs on the machine, which the reset imports and each trial's start runs: what a
+    # trial (the same login) edits or adds there would run in the next reset, free to call the
+    # machine clean. What Python could import from the directory: each such file's bytes, top level
+    # and in packages; __pycache__ aside (the reset deletes it before it imports anything).
+    import hashlib, os
+    h = hashlib.sha256()
+    for base, dirs, files in os.walk(agent_dir):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if not name.endswith((".py", ".pyc", ".pyw", ".so", ".pth", ".zip")):
+                continue
+            p = os.path.join(base, name)
+            try:
+                with open(p, "rb") as fh:
+                    digest = hashlib.sha256(fh.read()).hexdigest()
+            except OSError:
+                digest = "-"
+            h.update(("%s %s\n" % (os.path.relpath(p, agent_dir), digest)).encode())
+    return h.hexdigest()
+
+
 def code_state(code, data="", budget_s=20.0):
     # Every entry of the staged code and data (lstat, ctime included), less a venv inside the code:
     # a trial that wrote there would hand its change to every later trial, whose records pin the code
@@ -123,7 +145,7 @@ def _stat_walk(tops, budget_s):
 _BASELINE = ENV_STATE + r'''
 import json, sys
 print(json.dumps({"env_state": env_state(sys.argv[1], sys.argv[2]), "code_state": code_state(sys.argv[2], sys.argv[3]),
-                  "site_state": site_state(sys.argv[1])}))
+                  "site_state": site_state(sys.argv[1]), "agent_state": agent_state(sys.argv[4])}))
 '''
 
 
@@ -136,19 +158,30 @@ def env_paths(lease: Lease, machine: Machine) -> tuple[str, str, str]:
     return python_env_dir(lease, machine.id) or "", code_dir(machine), data_root(machine)
 
 
-def read_state(lease: Lease, machine: Machine) -> tuple[str | None, str | None, str | None]:
-    """The machine's environment state, its staged code's state and its venv's site-packages state
-    now (one short stdlib process), None where unreadable."""
+class BaselineState(NamedTuple):
+    """A machine's states as setup left them (None: unread): what each reset compares with."""
+    env: str | None          # env_state: what the environment probe reads
+    code: str | None         # code_state: the staged code and data
+    site: str | None         # site_state: the venv's site-packages
+    agent: str | None        # agent_state: fleet's own programs beside agent.py
+
+
+def read_state(lease: Lease, machine: Machine) -> BaselineState:
+    """The machine's states now (one short stdlib process)."""
     from ..remote.ssh import connect
     venv, code, data = env_paths(lease, machine)
     try:
         with connect(machine, timeout=20) as s:
-            result = s.run(shlex.join([machine.python, "-I", "-S", "-c", _BASELINE, venv, code, data]), check=False,
-                           timeout=60)
+            result = s.run(shlex.join([machine.python, "-I", "-S", "-c", _BASELINE, venv, code, data,
+                                       agent_dir(machine)]), check=False, timeout=60)
         got = json.loads(result.stdout.strip().splitlines()[-1])
-        return got.get("env_state"), got.get("code_state"), got.get("site_state")
+        return BaselineState(got.get("env_state"), got.get("code_state"), got.get("site_state"), got.get("agent_state"))
     except Exception:  # noqa: BLE001 — no state: the trials probe as any run does
-        return None, None, None
+        return BaselineState(None, None, None, None)
+
+
+def agent_dir(machine: Machine) -> str:
+    return machine.agent_path.rsplit("/", 1)[0]
 
 
 class TrialEnvironments:
@@ -162,6 +195,7 @@ class TrialEnvironments:
         self.live: dict[str, set[str]] = {}       # per machine: trials that may run there (begun, not reset)
         self.code: dict[str, str | None] = {}     # per machine: its staged code's state after setup
         self.site: dict[str, str | None] = {}     # per machine: its venv's site-packages state after setup
+        self.agent: dict[str, str | None] = {}    # per machine: its agent directory's state after setup
         self.begun: dict[str, int] = {}           # per machine: how many trials have begun there
 
     def begin(self, lease: Lease, run_id: str) -> None:

@@ -48,5 +48,5 @@ def test_the_sweep_state_read_never_imports_what_a_trial_left_in_the_login_home(
     monkeypatch.setattr("fleet.remote.ssh.connect", lambda machine, timeout: Session())
     monkeypatch.setattr(trial_env, "env_paths", lambda lease, machine: ("", str(tmp_path / "code"), ""))
     (tmp_path / "code").mkdir()
-    env_state, code_state, site_state = trial_env.read_state(None, SimpleNamespace(python=sys.executable))
-    assert code_state is not None and len(code_state) == 64
+    got = trial_env.read_state(None, SimpleNamespace(python=sys.executable, agent_path=str(tmp_path / "a" / "agent.py")))
+    assert got.code is not None and len(got.code) == 64

@@ -144,7 +144,7 @@ def test_a_reset_that_reached_the_machine_but_left_it_unclean_runs_no_trial_ther
     monkeypatch.setattr(scheduler_module, "env_paths", lambda lease, m: ("", "/w/work", "/w/data"))
     resets = []
     monkeypatch.setattr(scheduler_module, "reset_machine",
-                        lambda m, run_id, leaf, env: resets.append(run_id) or ResetResult(m.id, 1, False))
+                        lambda m, run_id, leaf, env, agent_state=None: resets.append(run_id) or ResetResult(m.id, 1, False))
 
     def behaviour(n, run_id, machines):
         if n == 1:

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 from fleet.run.machines import SSHMachines
 from fleet.sweep import pool
+from fleet.sweep.trial_env import BaselineState
 
 
 def test_the_states_are_read_beside_the_probe_once_pools_take_no_more_work(tmp_path, monkeypatch):
@@ -21,7 +22,7 @@ def test_the_states_are_read_beside_the_probe_once_pools_take_no_more_work(tmp_p
     def read_state(lease_, m):
         assert compiled == ["m-0", "m-1"]      # the states are read once the byte code is (bytecode.py)
         beside.wait()
-        return f"state-{m.id}", f"code-{m.id}", f"site-{m.id}"
+        return BaselineState(f"state-{m.id}", f"code-{m.id}", f"site-{m.id}", f"agent-{m.id}")
 
     def probe(self, ctx, lease_, store, pinned):
         beside.wait()
@@ -36,3 +37,4 @@ def test_the_states_are_read_beside_the_probe_once_pools_take_no_more_work(tmp_p
     assert machines.environments.current == {"m-0": "state-m-0", "m-1": "state-m-1"}
     assert machines.environments.code == {"m-0": "code-m-0", "m-1": "code-m-1"}
     assert machines.environments.site == {"m-0": "site-m-0", "m-1": "site-m-1"}
+    assert machines.environments.agent == {"m-0": "agent-m-0", "m-1": "agent-m-1"}

@@ -34,7 +34,7 @@ def test_only_a_read_state_that_differs_retires_a_machine(monkeypatch):
     states = {"m-0": None, "m-1": "changed"}
     monkeypatch.setattr(scheduler_module, "env_paths", lambda lease, m: ("", "/w/work", "/w/data"))
     monkeypatch.setattr(scheduler_module, "reset_machine",
-                        lambda m, run_id, leaf, env: ResetResult(m.id, 0, True, code_state=states[m.id]))
+                        lambda m, run_id, leaf, env, agent_state=None: ResetResult(m.id, 0, True, code_state=states[m.id]))
     s, ctx, slot, warned = _scheduler(states)
     assert s._reset(ctx, slot, "r-1") and s._reset(ctx, slot, "r-2")
     assert _out(s) == {"m-1": "had their staged code or data changed by r-1"}
@@ -45,7 +45,7 @@ def test_only_a_read_state_that_differs_retires_a_machine(monkeypatch):
 def test_a_reset_that_ended_leftover_processes_says_so(monkeypatch):
     monkeypatch.setattr(scheduler_module, "env_paths", lambda lease, m: ("", "/w/work", "/w/data"))
     monkeypatch.setattr(scheduler_module, "reset_machine",
-                        lambda m, run_id, leaf, env: ResetResult(m.id, 3 if m.id == "m-1" else 0, True))
+                        lambda m, run_id, leaf, env, agent_state=None: ResetResult(m.id, 3 if m.id == "m-1" else 0, True))
     s, ctx, slot, warned = _scheduler({"m-0": None, "m-1": None})
     assert s._reset(ctx, slot, "r-1")
     assert warned == ["machine m-1: r-1 left 3 process(es) running after its command ended; the reset ended them"]
@@ -55,7 +55,7 @@ def test_a_changed_site_packages_state_retires_the_machine_once_and_an_unread_on
     states = {"m-0": None, "m-1": "patched"}
     monkeypatch.setattr(scheduler_module, "env_paths", lambda lease, m: ("/w/venv", "/w/work", "/w/data"))
     monkeypatch.setattr(scheduler_module, "reset_machine",
-                        lambda m, run_id, leaf, env: ResetResult(m.id, 0, True, site_state=states[m.id]))
+                        lambda m, run_id, leaf, env, agent_state=None: ResetResult(m.id, 0, True, site_state=states[m.id]))
     s, ctx, slot, warned = _scheduler(states)
     s.environments.site.update({"m-0": "after-setup", "m-1": "after-setup"})
     assert s._reset(ctx, slot, "r-1") and s._reset(ctx, slot, "r-2")
