@@ -171,6 +171,20 @@ def _enable_wal(conn: sqlite3.Connection, attempts: int = 50) -> None:
 
 
 BUSY_TIMEOUT_MS = 30_000      # how long a statement waits for a lock another process holds
+
+
+def busy_timeout_ms() -> int:
+    """FLEET_STATE_LOCK_WAIT_S overrides the wait (seconds): a site whose backups lock the file longer
+    raises it, the fault tests lower it. "nan", "inf" or "-1" would wait for ever or not at all: refused."""
+    raw = (os.environ.get("FLEET_STATE_LOCK_WAIT_S") or "").strip()
+    try:
+        wait = float(raw) if raw else BUSY_TIMEOUT_MS / 1000
+    except ValueError:
+        wait = -1.0
+    if not (0 <= wait <= 86_400):
+        raise EnvironmentProblem(f"FLEET_STATE_LOCK_WAIT_S={raw!r} is not a number of seconds "
+                                 f"(give one from 0 to 86400; default {BUSY_TIMEOUT_MS // 1000})")
+    return int(wait * 1000)
 MAPPED_READS_BYTES = 256 << 20   # address space, not memory: only the pages read are mapped in
 
 
@@ -179,6 +193,7 @@ class Database(BaseDatabase):
 
     def __init__(self, path: Path, *, auto_migrate: bool = True):
         self.path = Path(path)
+        self._busy_ms = busy_timeout_ms()
         self._local = threading.local()
         self._open: list[tuple[threading.Thread, sqlite3.Connection]] = []   # every thread's, for close()
         self._open_lock = threading.Lock()
@@ -216,7 +231,7 @@ class Database(BaseDatabase):
         if conn is None:
             conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.row_factory = sqlite3.Row
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
             conn.execute("PRAGMA foreign_keys=ON")
             self._local.conn = conn
             self._close_where(lambda owner: not owner.is_alive())   # threads come and go (pools per phase)
@@ -263,7 +278,7 @@ class Database(BaseDatabase):
         try:
             yield self
         finally:
-            conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA busy_timeout={self._busy_ms}")
 
     def execute(self, sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
         try:

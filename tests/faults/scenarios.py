@@ -108,6 +108,7 @@ class LockDatabase(Fault):
 
     phase: str = "run"
     hold_s: float = 3.0
+    until_line: str = ""   # held until the controller prints this (at most hold_s): the wait it outlasted
     name = "db-locked"
 
     def describe(self) -> str:
@@ -121,7 +122,10 @@ class LockDatabase(Fault):
             try:
                 conn.execute("BEGIN EXCLUSIVE")
                 ready.set()
-                time.sleep(self.hold_s)
+                if self.until_line:
+                    ctl.wait_line(self.until_line, timeout=self.hold_s)
+                else:
+                    time.sleep(self.hold_s)
                 conn.execute("COMMIT")
             except sqlite3.Error:
                 ready.set()

@@ -84,16 +84,18 @@ def test_random_combination(box, seed):
 
 
 def test_state_database_locked_past_the_busy_timeout_is_waited_out(tmp_path):
-    """Red-team finding: a lock held longer than SQLite's 30 s busy timeout ended the run ("state
-    database … is locked", exit 3). The run goes on, says so once and when it is over, and the
-    ledger bills the outage too once the lock is let go. Held 42 s: any write that starts in the
-    first 10 s (rows are written every 10 s) waits the whole 30 s and fails."""
+    """Red-team finding: a lock held longer than SQLite's busy timeout (30 s; 2 s here through
+    FLEET_STATE_LOCK_WAIT_S) ended the run ("state database … is locked", exit 3). The run goes on,
+    says so once and when it is over, and the ledger bills the outage too once the lock is let go.
+    The lock is held until the controller says a write gave up on it (rows are written every 10 s,
+    so within about 12 s), which proves the write waited out the whole busy timeout."""
     from .harness import Sandbox, kill_everything_under
-    box = Sandbox(tmp_path / "case", ttl_s=120)   # the outage stays well inside one heartbeat TTL
-    box.command = "echo started; sleep 56; echo finished"
+    box = Sandbox(tmp_path / "case", ttl_s=120,   # the outage stays well inside one heartbeat TTL
+                  extra_env={"FLEET_STATE_LOCK_WAIT_S": "2"})
+    box.command = "echo started; sleep 28; echo finished"
     box.write_experiment(command=box.command, setup=None, extra="[budgets]\nproject_monthly = 100.0")
     try:
-        verdict = run_case(box, [LockDatabase(phase="run", hold_s=42)], gpus=1)
+        verdict = run_case(box, [LockDatabase(phase="run", hold_s=20, until_line="database is locked")], gpus=1)
     finally:
         kill_everything_under(box.home)
     _check(verdict)
