@@ -114,15 +114,15 @@ def test_a_failing_trial_does_not_stop_the_others(experiment, fleet_home):
 
 def test_a_budget_that_pays_3_of_8_trials_runs_3_and_says_why_the_rest_did_not_start(experiment, fleet_home):
     # The admission rule (fleet/sweep/scheduler.py): a trial starts when what is left of the budget
-    # (the whole lease metered, boot included) pays its worst case, price x trial timeout = $0.12
-    # at $0.01/s for 12 s. Each trial runs until its timeout, so three cost at least $0.36 and a 4th
-    # can never fit in $0.476 (at most $0.116 left), whatever the timing. The 3rd fits when boot plus
-    # the two stops and resets before it took at most 11.6 s of machine time: almost all any budget
-    # under 4 trials' worth can leave, and nearly three times what boot plus three stops took with two
-    # cores kept busy (4.2 s: $0.402 spent at the 4th's check). A smaller budget would make "3"
+    # (the whole lease metered, boot included) pays its worst case, price x trial timeout = $0.09
+    # at $0.01/s for 9 s. Each trial runs until its timeout, so three cost at least $0.27 and a 4th
+    # can never fit in $0.356 (at most $0.086 left), whatever the timing. The 3rd fits when boot plus
+    # the two stops and resets before it took at most 8.6 s of machine time: almost all any budget
+    # under 4 trials' worth can leave, and twice what boot plus three stops took with two cores kept
+    # busy (4.2 s: $0.402 spent at the 4th's check with 12 s trials). A smaller budget would make "3"
     # depend on how fast the machine boots.
     _config(experiment, '[budgets]\ngrace = "1s"\n[prices]\n"local-1gpu" = 36\n')
-    proc = run_fleet(["sweep", "--param", "x=1,2,3,4,5,6,7,8", "--budget", "0.476", "--trial-timeout", "12s",
+    proc = run_fleet(["sweep", "--param", "x=1,2,3,4,5,6,7,8", "--budget", "0.356", "--trial-timeout", "9s",
                       "--json", "--", "sleep", "600"], cwd=experiment, timeout=240,
                      env={"FLEET_GRACE": "1"})
     assert proc.returncode == 11, proc.stderr[-3000:]
@@ -132,9 +132,9 @@ def test_a_budget_that_pays_3_of_8_trials_runs_3_and_says_why_the_rest_did_not_s
     # Either the check before a 4th trial (what is left cannot pay its worst case) or the crossing
     # during the 3rd (its meter reached the budget) stopped the queue; both say so with figures.
     for t in summary["trials"][3:]:
-        assert ("sweep budget has" in t["reason"] and "one trial may cost up to $0.12" in t["reason"]
+        assert ("sweep budget has" in t["reason"] and "one trial may cost up to $0.09" in t["reason"]
                 or "the sweep budget ran out: budget for run reached" in t["reason"]), t["reason"]
-    assert Decimal(summary["would_cost_usd"]) <= Decimal("0.476")
+    assert Decimal(summary["would_cost_usd"]) <= Decimal("0.356")
     assert processes_under(fleet_home) == []
 
 
