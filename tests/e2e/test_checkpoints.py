@@ -30,6 +30,8 @@ def stop(*_):
 signal.signal(signal.SIGTERM, stop)
 target = int(sys.argv[1])
 pause = float(sys.argv[2]) if len(sys.argv) > 2 else 0
+if len(sys.argv) > 3 and os.environ['FLEET_ATTEMPT'] != '1':
+    pause = float(sys.argv[3])   # a resumed attempt's pace: only where it resumed from is checked
 while step < target:
     step += 1
     save()

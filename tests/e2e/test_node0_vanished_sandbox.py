@@ -103,7 +103,7 @@ def test_a_run_lost_with_node0_resumes_by_hand_from_every_nodes_checkpoint(  # n
     (exp / "train.py").write_text(TRAIN)
     (exp / "fleet.toml").write_text(
         f'project = "node0-vanished"\nprovider = "aws"\ntemplate = "aws-1gpu"\nmax_duration = "10m"\n'
-        f'store = "{STORE}"\ncommand = "python train.py 150 0.1"\ncheckpoint_interval = "1s"\n'
+        f'store = "{STORE}"\ncommand = "python train.py 150 0.1 0.02"\ncheckpoint_interval = "1s"\n'
         'recovery = "never"\nmax_restarts = 2\n')
     up = run_fleet(["up", "-d", "--gpus", "2", "--json"], cwd=exp, env=env, timeout=240)
     assert up.returncode == 0, up.stderr
@@ -148,7 +148,7 @@ def _train_run(sandbox, tmp_path, postgres_url, max_restarts: int, recovery: str
     (exp / "train.py").write_text(TRAIN)
     (exp / "fleet.toml").write_text(
         f'project = "node0-vanished"\nprovider = "aws"\ntemplate = "aws-1gpu"\nmax_duration = "10m"\n'
-        f'store = "{STORE}"\ncommand = "python train.py 150 0.1"\ncheckpoint_interval = "1s"\n'
+        f'store = "{STORE}"\ncommand = "python train.py 150 0.1 0.05"\ncheckpoint_interval = "1s"\n'
         f'recovery = "{recovery}"\nmax_restarts = {max_restarts}\n')
     before = {i["InstanceId"] for i in _instances(env)}
     up = run_fleet(["up", "-d", "--gpus", "2", "--json"], cwd=exp, env=env, timeout=240)

@@ -34,7 +34,7 @@ from tests.fixtures.attempts import assert_attach_follows_to_attempt_2
 
 pytestmark = pytest.mark.timeout(420)
 
-STEPS = 200   # 0.1 s each: attempt 1 is far from done when node 0's host goes down
+STEPS = 200   # 0.1 s each in attempt 1, far from done when node 0's host goes down; 0.02 s in attempt 2
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def _train_and_power_off(farm, tmp_path, postgres_url, aws_env, *, recovery: str
     (exp / "train.py").write_text(TRAIN)
     (exp / "fleet.toml").write_text(
         f'project = "reap-hosts"\nprovider = "ssh"\ntemplate = "hosts-1gpu"\nmax_duration = "10m"\n'
-        f'python = "{PYTHON}"\nstore = "{STORE}"\ncommand = "python train.py {STEPS} 0.1"\n'
+        f'python = "{PYTHON}"\nstore = "{STORE}"\ncommand = "python train.py {STEPS} 0.1 0.02"\n'
         f'checkpoint_interval = "1s"\nrecovery = "{recovery}"\nmax_restarts = {max_restarts}\n\n' + toml_hosts(hosts))
     up = _laptop(["up", "-d", "--gpus", "2", "--json"], exp, env, timeout=240)
     assert up.returncode == 0, up.stdout + up.stderr
