@@ -16,6 +16,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from .harness import (PHASES, Controller, LedgerWatch, ProviderWatch, Sandbox, Verdict, judge_after,
                       kill_everything_under)
@@ -109,6 +110,8 @@ class LockDatabase(Fault):
     phase: str = "run"
     hold_s: float = 3.0
     until_line: str = ""   # held until the controller prints this (at most hold_s): the wait it outlasted
+    then_touch: str = ""   # created once the controller prints then_line: the experiment's cue to end
+    then_line: str = ""
     name = "db-locked"
 
     def describe(self) -> str:
@@ -131,6 +134,9 @@ class LockDatabase(Fault):
                 ready.set()
             finally:
                 conn.close()
+            if self.then_touch:
+                ctl.wait_line(self.then_line, timeout=60)
+                Path(self.then_touch).touch()
 
         self._thread = threading.Thread(target=hold, daemon=True)
         self._thread.start()
@@ -139,7 +145,7 @@ class LockDatabase(Fault):
     def undo(self, box) -> None:
         thread = getattr(self, "_thread", None)
         if thread is not None:
-            thread.join(self.hold_s + 10)
+            thread.join(self.hold_s + (70 if self.then_touch else 10))
 
 
 @dataclass

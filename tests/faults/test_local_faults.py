@@ -92,10 +92,13 @@ def test_state_database_locked_past_the_busy_timeout_is_waited_out(tmp_path):
     from .harness import Sandbox, kill_everything_under
     box = Sandbox(tmp_path / "case", ttl_s=120,   # the outage stays well inside one heartbeat TTL
                   extra_env={"FLEET_STATE_LOCK_WAIT_S": "2"})
-    box.command = "echo started; sleep 28; echo finished"
+    done = tmp_path / "outage-over"   # the run ends once the controller said the database is back
+    box.command = f"echo started; for i in $(seq 600); do [ -e {done} ] && break; sleep 0.1; done; echo finished"
     box.write_experiment(command=box.command, setup=None, extra="[budgets]\nproject_monthly = 100.0")
     try:
-        verdict = run_case(box, [LockDatabase(phase="run", hold_s=20, until_line="database is locked")], gpus=1)
+        lock = LockDatabase(phase="run", hold_s=20, until_line="database is locked",
+                            then_line="state database reachable again", then_touch=str(done))
+        verdict = run_case(box, [lock], gpus=1)
     finally:
         kill_everything_under(box.home)
     _check(verdict)
