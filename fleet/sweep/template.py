@@ -43,12 +43,27 @@ def check_reread(name: str, value: str, words_before: list[str]) -> None:
     if _PLAIN.match(value):
         return
     names = [w.rsplit("/", 1)[-1] for w in words_before]
-    shell = next((n for n in names[:-1] if n in _SHELLS), None) \
-        if names and re.fullmatch(r"-[A-Za-z]*c[A-Za-z]*", names[-1]) else None
-    if shell or "eval" in names:
+    shell = next((n for k, n in enumerate(names[:-1]) if n in _SHELLS and _options_only(words_before[k + 1:-1])),
+                 None) if names and re.fullmatch(r"-[A-Za-z]*c[A-Za-z]*", names[-1]) else None
+    # eval is a builtin: it reads code only as the command itself (after assignments, `command`,
+    # `builtin`), not as an argument (`python main.py eval --name "{v}"`, `--split eval`).
+    lead = next((n for n in names if not re.match(r"[A-Za-z_][A-Za-z0-9_]*=", n) and n not in ("command", "builtin")),
+                None)
+    if shell or lead == "eval":
         raise UsageError(f"the command's {{{name}}} stands in a script that {shell or 'eval'} "
                          f"reads again as shell code, where its value {value!r} would not stay one word",
                          hint=f"use \"$FLEET_PARAM_{name.upper()}\" in that script instead")
+
+
+def _options_only(words: list[str]) -> bool:
+    """Words between a shell and its -c that are the shell's options (`-e`, `+x`, `-o pipefail`): after
+    an operand (`bash train.sh -c {v}`) that -c is the script's own argument, which no shell reads."""
+    k = 0
+    while k < len(words):
+        if not words[k][:1] in ("-", "+") or words[k] in ("-", "--"):
+            return False
+        k += 2 if words[k] in ("-o", "+o", "-O", "+O") else 1
+    return True
 
 
 def _words(text: str) -> list[str]:

@@ -99,3 +99,20 @@ def test_a_value_a_nested_shell_would_read_again_is_refused(tmp_path, template, 
         assert run(_line(template, "1e-3")) == "1e-3"
         assert run(_line("sh -c 'printf %s \"$0\"' {v}", value)) == value
         assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("template", [
+    'python main.py eval --name "{v}"',        # eval as a program's argument: no shell reads it again
+    'python train.py --split eval --tag "{v}"',
+    'bash train.sh -c "{v}"',                  # -c after the script: the script's own option
+    'sh run.sh -config "{v}"',
+])
+def test_a_value_in_an_ordinary_command_that_mentions_a_shell_or_eval_is_not_refused(template):
+    assert "my run" in _line(template, "my run")
+
+
+@pytest.mark.parametrize("template", ['bash -e -o pipefail -c "printf %s {v}"', 'X=1 eval printf %s {v}',
+                                      'command eval printf %s {v}'])
+def test_a_shell_with_options_before_its_c_or_eval_after_assignments_still_refuses(template):
+    with pytest.raises(UsageError, match="reads again"):
+        _line(template, "my run")
