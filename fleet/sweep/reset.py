@@ -32,11 +32,19 @@ import json, os, shutil, sys
 # The agent's programs as the pool found them after setup, before any of them runs here: a trial (the
 # same login) that edited or added one would run inside this reset, free to call the machine clean. Its
 # byte code goes (imports compile it again from the checked sources); a link there is unlinked, never followed.
+# A heartbeat's `agent.py extend` or another slot's trial start beside this reset writes the cache again
+# at any moment (they import the modules beside agent.py): a cache back at once is removed again, and
+# only one that stays through every try is taken for the trial's.
 cache = os.path.join(sys.argv[1], "__pycache__")
-if os.path.islink(cache) or os.path.isfile(cache):
-    os.unlink(cache)
-else:
-    shutil.rmtree(cache, ignore_errors=True)
+for _ in range(5):
+    if os.path.islink(cache) or os.path.isfile(cache):
+        os.unlink(cache)
+    else:
+        shutil.rmtree(cache, ignore_errors=True)
+    if not os.path.lexists(cache):
+        break
+    import time
+    time.sleep(0.05)
 if sys.argv[10] and (os.path.lexists(cache) or agent_state(sys.argv[1]) != sys.argv[10]):
     print(json.dumps({"clean": False, "agent_changed": True, "ended": 0}))
     sys.exit(0)

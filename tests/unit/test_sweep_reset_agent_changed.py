@@ -90,3 +90,19 @@ def test_a_link_in_place_of_the_agents_byte_code_is_removed_not_followed(tmp_pat
     got = reset.reset_machine(machine, "r-1", "trial-0", agent_state=baseline.agent)
     assert got.clean and not got.agent_changed
     assert (elsewhere / "keep.txt").read_text() == "a teammate's\n"
+
+
+def test_byte_code_an_agent_run_beside_the_reset_writes_again_is_no_change(tmp_path, monkeypatch):
+    # A heartbeat (`agent.py extend`) or another slot's trial start imports the agent's modules while
+    # this reset runs, writing __pycache__ again right after the reset removed it: the machine was
+    # retired for fleet's own byte code. Here the first removal is followed by such a write.
+    machine, baseline, fleet_dir = _pool_machine(tmp_path, monkeypatch)
+    reset.reset_machine(machine, "r-0", "trial-0", agent_state=baseline.agent)     # compiles the agent
+    hook = ("import shutil as _s, os as _o\n_rm = _s.rmtree\n"
+            "def _again(p, *a, **k):\n    _rm(p, *a, **k)\n    _s.rmtree = _rm\n"
+            "    _o.mkdir(p)\n    open(_o.path.join(p, 'containment.cpython-3.pyc'), 'wb').close()\n"
+            "_s.rmtree = _again\n")
+    monkeypatch.setattr(reset, "_SNIPPET", reset._SNIPPET.replace("import json, os, shutil, sys\n",
+                                                                  "import json, os, shutil, sys\n" + hook, 1))
+    got = reset.reset_machine(machine, "r-1", "trial-0", agent_state=baseline.agent)
+    assert got.clean and not got.agent_changed
