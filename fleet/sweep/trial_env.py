@@ -129,6 +129,10 @@ def _stat_walk(tops, budget_s):
             dirs.sort()
             if time.monotonic() > end:
                 return None
+            if os.path.basename(base) == "__pycache__":
+                # What Python loads from there: its .pyc. Numba's cache=True (librosa, umap) writes its
+                # .nbi/.nbc beside them on a function's first call, whatever PYTHONDONTWRITEBYTECODE says.
+                files = [f for f in files if f.endswith(".pyc")]
             for name in dirs + sorted(files):
                 p = os.path.join(base, name)
                 try:

@@ -82,3 +82,14 @@ def test_byte_code_a_trial_adds_in_site_packages_is_a_change(tmp_path):
 def test_site_packages_read_twice_unchanged_is_the_same_state(tmp_path):
     state, site = _site(tmp_path)
     assert state() == state() is not None
+
+
+def test_numba_s_cache_beside_a_library_s_byte_code_is_no_change(tmp_path):
+    """numba's cache=True (librosa, umap, pynndescent) writes <module>.<func>-N.py311.nbi/.nbc into
+    the library's __pycache__ on the function's first call, PYTHONDONTWRITEBYTECODE or not: the
+    first trial that called one retired its machine as having changed the venv."""
+    state, site = _site(tmp_path)
+    before = state()
+    (site / "lib1" / "__pycache__" / "__init__._localmax-12.py311.nbi").write_bytes(b"index")
+    (site / "lib1" / "__pycache__" / "__init__._localmax-12.py311.1.nbc").write_bytes(b"machine code")
+    assert state() == before
