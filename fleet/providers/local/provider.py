@@ -293,9 +293,33 @@ def _end_machine_dir(d: Path) -> None:
         if not isinstance(exc, FileNotFoundError):   # deleted meanwhile by another release
             exc.filename = path                      # the whole path, not the name within its directory
             failures.append(exc)
-    shutil.rmtree(d, **({"onexc": failed} if sys.version_info >= (3, 12) else {"onerror": failed}))
+    how = {"onexc": failed} if sys.version_info >= (3, 12) else {"onerror": failed}
+    shutil.rmtree(d, **how)
+    if any(isinstance(e, PermissionError) for e in failures):
+        # A tree a run made read-only (HOME is the machine's directory: Go's module cache is one), which
+        # its owner deletes once it is writable again, as `chmod -R u+w` then `rm -rf` would.
+        failures.clear()
+        _owner_writable(d)
+        shutil.rmtree(d, **how)
     if failures:   # the first is the cause (the directories above it are then not empty), but out of
         raise next((e for e in failures if e.errno in _SHORT), failures[0])   # descriptors: retried alone
+
+
+def _owner_writable(top: Path) -> None:
+    """Every directory under `top` (links not followed) readable, writable and searchable by its owner."""
+    import stat
+    todo = [str(top)]
+    while todo:
+        path = todo.pop()
+        try:
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISDIR(mode):
+                continue
+            os.chmod(path, stat.S_IMODE(mode) | stat.S_IRWXU)
+            with os.scandir(path) as entries:
+                todo += [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+        except OSError:     # not the owner's, or gone: the delete after says what stays
+            continue
 
 
 def _end_machine_dir_or_failure(d: Path) -> OSError | None:
