@@ -29,7 +29,10 @@ READY = "FLEET-NODE-READY"
 RELEASE = "FLEET-NODE-RELEASE"     # node.py ends its machine alone on "<RELEASE> <its token>"
 # Reads the node's source (first stdin line, JSON-quoted: node_source()) and runs it; node.py reads the
 # spec line next.
-BOOT = "import json,sys;exec(compile(json.loads(sys.stdin.readline()),'fleet-node','exec'))"
+# The step starts in the submitting directory, whose planted json.py must not run here: '' leaves
+# sys.path first (sys is built in). Not -I, which would drop the PYTHONHOME a module-loaded Python needs.
+BOOT = ("import sys;sys.path[:]=[p for p in sys.path if p not in('','.')];import json;"
+        "exec(compile(json.loads(sys.stdin.readline()),'fleet-node','exec'))")
 
 
 def node_source() -> str:
@@ -75,10 +78,9 @@ def start_node(runner: Runner, job_id: str, node: str, python: str, source: str,
                timeout_s: float) -> NodeStep:
     """Start the node step (`source`: node_source()'s text) and wait for its ready line;
     InfrastructureError naming srun's own complaint if the step ends or stays silent first."""
-    # -I: the step starts in the submitting directory, and a module planted there must not run in it.
     # -S: node.py is standard library only; the site-packages' .pth files (certifi, setuptools' hooks,
     # …) cost a loaded interpreter tens of ms per step start and can print or fail on a node.
-    argv = srun_argv(job_id, [python, "-I", "-S", "-c", BOOT], nodes=1, extra=["--ntasks=1", f"--nodelist={node}",
+    argv = srun_argv(job_id, [python, "-S", "-c", BOOT], nodes=1, extra=["--ntasks=1", f"--nodelist={node}",
                                                                     f"--job-name={step_name(node)}"])
     full, env = step_argv(runner, argv)
     token = secrets.token_hex(16)          # this machine's alone: only its release request carries it
