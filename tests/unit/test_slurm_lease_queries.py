@@ -21,23 +21,13 @@ from fleet.providers.slurm.provider import SlurmProvider
 from fleet.providers.slurm.settings import SlurmSettings
 from tests.unit.test_slurm_job_owner import _lease
 from tests.unit.test_slurm_poll import FORGED, THEM, FakeSlurm, _only_the_leases_job
+from tests.unit.test_slurm_poll import SQUEUE as POLL_SQUEUE
 
 # squeue as test_slurm_poll's fake answers it, but failing while `broken` holds an error (removed
 # after one answer when `once` is there too) and printing `garbage` instead of the job when that is there.
-SQUEUE = """#!/bin/sh
-printf '%s\\n' "$*" >> "{d}/calls"
-if [ -f "{d}/broken" ]; then cat "{d}/broken" >&2; [ -f "{d}/once" ] && rm -f "{d}/broken" "{d}/once"; exit 1; fi
-if [ -f "{d}/garbage" ]; then cat "{d}/garbage"; exit 0; fi
-for a in "$@"; do
-  case "$a" in
-    --json) cat "{d}/all.json"; exit 0 ;;
-    --jobs=*) id="${{a#--jobs=}}" ;;
-  esac
-done
-if [ -n "$id" ] && [ -f "{d}/job-$id" ]; then cat "{d}/job-$id"; exit 0; fi
-echo "slurm_load_jobs error: Invalid job id specified" >&2
-exit 1
-"""
+SQUEUE = POLL_SQUEUE.replace('>> "{d}/calls"\n', '>> "{d}/calls"\n'
+    'if [ -f "{d}/broken" ]; then cat "{d}/broken" >&2; [ -f "{d}/once" ] && rm -f "{d}/broken" "{d}/once"; exit 1; fi\n'
+    'if [ -f "{d}/garbage" ]; then cat "{d}/garbage"; exit 0; fi\n', 1)
 LOGGED = '#!/bin/sh\nprintf \'%s %s\\n\' "$(basename "$0")" "$*" >> "{d}/tools"\n'
 TIMEOUT = "slurm_load_jobs error: Socket timed out on send/recv operation\n"
 

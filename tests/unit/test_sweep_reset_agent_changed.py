@@ -6,31 +6,18 @@ state after setup before any of them runs, deletes their byte code (a planted .p
 and a machine whose programs changed runs no more trials (fleet/sweep/retire.py)."""
 from __future__ import annotations
 
-import subprocess
-from contextlib import contextmanager
 from pathlib import Path
-from types import SimpleNamespace
 
 from fleet.sweep import reset, trial_env
 from fleet.sweep.retire import Retirements
 from fleet.sweep.trial_env import TrialEnvironments
-from tests.unit.test_sweep_reset_session_dir import _machine
-
-
-def _here(monkeypatch, home: Path):
-    @contextmanager
-    def session(m, timeout=None):     # an SSH session: the command in the login's home directory
-        def run(command, check=False, timeout=None):
-            done = subprocess.run(["sh", "-c", command], cwd=home, capture_output=True, text=True, timeout=60)
-            return SimpleNamespace(stdout=done.stdout, stderr=done.stderr, exit_code=done.returncode)
-        yield SimpleNamespace(run=run, active=False)
-    monkeypatch.setattr("fleet.remote.ssh.connect", session)
+from tests.unit.test_sweep_reset_session_dir import _machine, sessions_in
 
 
 def _pool_machine(tmp_path, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
-    _here(monkeypatch, home)
+    sessions_in(monkeypatch, home)
     machine = _machine(tmp_path)
     monkeypatch.setattr(trial_env, "env_paths", lambda lease, m: ("", str(tmp_path / "code"), ""))
     (tmp_path / "code").mkdir()

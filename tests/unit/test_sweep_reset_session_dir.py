@@ -28,6 +28,18 @@ def _machine(tmp_path: Path) -> Machine:
                    key_path="", host_key="", workdir=str(workdir), python=sys.executable)
 
 
+def sessions_in(monkeypatch, home: Path) -> None:
+    """SSH sessions (fleet.remote.ssh.connect) that run each command here, in `home`, as sshd would
+    in the login's home directory."""
+    @contextmanager
+    def session(m, timeout=None):
+        def run(command, check=False, timeout=None):
+            done = subprocess.run(["sh", "-c", command], cwd=home, capture_output=True, text=True, timeout=60)
+            return SimpleNamespace(stdout=done.stdout, stderr=done.stderr, exit_code=done.returncode)
+        yield SimpleNamespace(run=run, active=False)
+    monkeypatch.setattr("fleet.remote.ssh.connect", session)
+
+
 def test_modules_a_trial_left_in_the_sessions_directory_do_not_run_in_the_reset(tmp_path, monkeypatch):
     home = tmp_path / "home"
     home.mkdir()
@@ -40,14 +52,7 @@ def test_modules_a_trial_left_in_the_sessions_directory_do_not_run_in_the_reset(
     outputs.mkdir(parents=True)
     (outputs / "model.bin").write_text("the last trial's\n")
 
-    @contextmanager
-    def session(m, timeout=None):     # an SSH session: the command in the login's home directory
-        def run(command, check=False, timeout=None):
-            done = subprocess.run(["sh", "-c", command], cwd=home, capture_output=True, text=True, timeout=60)
-            return SimpleNamespace(stdout=done.stdout, stderr=done.stderr, exit_code=done.returncode)
-        yield SimpleNamespace(run=run, active=False)
-
-    monkeypatch.setattr("fleet.remote.ssh.connect", session)
+    sessions_in(monkeypatch, home)
     got = reset.reset_machine(machine, "r-1", "trial-0")
     assert not marker.exists(), f"planted modules ran in the reset: {marker.read_text()}"
     assert got.clean and not outputs.exists()
