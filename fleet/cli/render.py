@@ -115,17 +115,17 @@ class RichEvents:
 
     @_unless_output_gone
     def log(self, label: str, stream: str, line: str) -> None:
-        from ..render.text import terminal_line
-        line = terminal_line(line)
+        from ..render.text import last_redraw, terminal_line
         with self._lock:
             prefix = f"[{label}]"
             if self.plain:
+                line = terminal_line(last_redraw(line))
                 out = sys.stdout if stream == "out" else sys.stderr
                 out.write(f"{prefix} {line}\n")
                 out.flush()
             else:
                 style = None if stream == "out" else "red"
-                self.console.out(f"{prefix} {line}", style=style, highlight=False)
+                self.console.out(f"{prefix} {terminal_line(line)}", style=style, highlight=False)
 
     @_unless_output_gone
     def warn(self, message: str) -> None:
@@ -156,9 +156,9 @@ class JsonEvents(RichEvents):
 
     @_unless_output_gone
     def log(self, label: str, stream: str, line: str) -> None:
-        from ..render.text import terminal_line
+        from ..render.text import last_redraw, terminal_line
         with self._lock:
-            sys.stderr.write(f"[{label}] {terminal_line(line)}\n")
+            sys.stderr.write(f"[{label}] {terminal_line(last_redraw(line))}\n")
             sys.stderr.flush()
 
 

