@@ -29,6 +29,8 @@ class Inputs:
         self.store: Any = None
         self.pins = PinnedInputs()
         self.sources: dict = {}       # S3 source listings by id ([data] x = "s3://…"): machines fetch them
+        # The run's stop (a signal, the budget): set, staging ends at the next chunk it sends.
+        self.stop: Any = None
 
     def checkpoint_store(self) -> Any:
         """Where checkpoints go: the run's store (that of its pinned inputs, else the config's)."""
@@ -112,7 +114,7 @@ class Inputs:
             return out
 
         # stage_lease reports progress (a live line, or a plain one every few seconds) and the summary line.
-        stats = stage_lease(_Staging(lease, events), self.store, targets, self.sources, self.config)
+        stats = stage_lease(_Staging(lease, events, self.stop), self.store, targets, self.sources, self.config)
         return StagedInputs(machines=len(stats), bytes_sent=sum(s.bytes_sent for s in stats), pinned=True)
 
     def snapshot_outputs(self, run_dir: Path) -> str | None:
@@ -147,6 +149,7 @@ class _Staging:
 
     lease: Lease
     events: Events
+    stop: Any = None       # a threading.Event
 
 
 def _snapshot_roles(pins: PinnedInputs, sources: dict) -> Iterator[tuple[str, str]]:

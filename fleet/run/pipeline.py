@@ -133,6 +133,7 @@ class Pipeline:
                          attempt=self.options.resume.attempt if self.options.resume else 1,
                          state_wait=None)
         ctx.state_wait = StateWait(state.db, self.events, stop=ctx.hurry)   # a second Ctrl-C ends its wait
+        self.inputs.stop = ctx.cancel
         if self.options.ci:
             from ..ci import cancel_grace_s
             ctx.cancel_grace_s = cancel_grace_s()

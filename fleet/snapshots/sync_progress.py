@@ -96,9 +96,18 @@ def stage_lease(ctx, store, targets_for, sources: dict, config: Any) -> list:
     machines = one_per_staging_dir(ctx.lease.machines)
     sharing = len(ctx.lease.machines) - len(machines)
     progress = StageProgress([m.id for m in machines])
+    stop = getattr(ctx, "stop", None)
+
+    def sent(n: int) -> None:
+        # A cancelled CI job is killed seconds after its first signal: a copy of gigabytes finished
+        # first left the machines up (and billed) to their deadline and the job without a summary.
+        if stop is not None and stop.is_set():
+            from ..errors import Cancelled
+            raise Cancelled("staging stopped: the run was asked to stop")
+        progress.add(n)
     ticker = start_ticker(ctx.events, "stage", progress)
     try:
-        stats = sync_lease(machines, store, targets_for, progress=progress.add, sources=sources,
+        stats = sync_lease(machines, store, targets_for, progress=sent, sources=sources,
                            cache_dir=getattr(config, "cache_dir", None), cache_max=getattr(config, "cache_max", None),
                            on_state=progress.state, on_expect=progress.expect)
     finally:

@@ -155,6 +155,33 @@ def test_sigterm_mid_run_releases_machines_fetches_outputs_and_reports_cancelled
     assert "0.9" in Path(outs["metrics-path"]).read_text()   # outputs written before the cancel came home
 
 
+def test_a_cancel_while_inputs_are_copied_stops_the_copy_and_releases_at_once(experiment, fleet_home, gh):
+    """The first signal of a cancelled job used to let staging run to its end (gigabytes of data:
+    minutes), past the runner's SIGKILL, which left the machines billed up to their deadline."""
+    env, files = gh
+    (experiment / "bulk").mkdir()
+    with open(experiment / "bulk" / "shards.bin", "wb") as f:     # incompressible, no chunk repeated
+        for _ in range(64):
+            f.write(os.urandom(8 << 20))
+    _config(experiment, '[data]\nbulk = "bulk"\n')
+    proc = start_fleet_up(experiment, ["--gpus", "1"], env)
+    try:
+        wait_for_line(proc, "stage: copying inputs")
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)     # GitHub's first signal; no second one follows here
+        assert wait_until(lambda: not processes_under(fleet_home), 30), processes_under(fleet_home)
+        released_after = time.monotonic() - t0
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert released_after < 2.5, (released_after, out)
+    assert "pinned inputs" not in out, out
+    assert _outputs(files["output"])["status"] == "cancelled"
+
+
 def test_runner_killed_machines_end_at_their_own_deadline(experiment, fleet_home, gh):
     env, _files = gh
     ttl = 3
