@@ -144,18 +144,37 @@ _reported: list[str] = []    # run ids whose CI report is written (one CLI proce
 @contextmanager
 def failures_reported():
     """Around `fleet up` in CI mode: a FleetError that ended the run before the hook reported it
-    (bad config, budget refused, no sshd) still becomes a job summary and outputs."""
-    from .errors import FleetError
+    (bad config, budget refused, no sshd) still becomes a job summary and outputs; so does a job
+    cancelled then (while its inputs are hashed), and SIGTERM, a runner's cancel, stops it as Ctrl-C
+    does (exit 130) rather than killing it silently. The run installs its own handlers once it starts."""
+    import signal
+    import threading
+    from .errors import ExitCode, FleetError
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+    previous = (signal.signal(signal.SIGTERM, interrupt) if threading.current_thread() is threading.main_thread()
+                else None)
     try:
         yield
     except FleetError as exc:
-        if not _reported:
-            from .ci_report import report_error
-            try:
-                report_error(exc.one_line(), exc.exit_code, Masker.for_config(None))
-            except OSError:
-                pass
+        _report_early(exc.one_line(), exc.exit_code)
         raise
+    except KeyboardInterrupt:
+        _report_early("cancelled before the run started", ExitCode.CANCELLED, "cancelled")
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _report_early(message: str, exit_code: int, status: str = "error") -> None:
+    if not _reported:
+        from .ci_report import report_error
+        try:
+            report_error(message, exit_code, Masker.for_config(None), status)
+        except OSError:
+            pass
 
 
 # -- the run observer ------------------------------------------------------------------------------

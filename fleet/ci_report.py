@@ -208,6 +208,6 @@ def report_run(summary: dict, run_dir: Path | None, mask: Callable[[str], str],
         })))
 
 
-def report_error(message: str, exit_code: int, mask: Callable[[str], str]) -> None:
-    """A run that failed before any machine was leased (bad config, budget refused, …)."""
-    report_run({"status": "error", "exit_code": exit_code, "message": message}, None, mask)
+def report_error(message: str, exit_code: int, mask: Callable[[str], str], status: str = "error") -> None:
+    """A run that failed before any machine was leased (bad config, budget refused, …), or was cancelled then."""
+    report_run({"status": status, "exit_code": exit_code, "message": message}, None, mask)

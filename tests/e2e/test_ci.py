@@ -182,6 +182,32 @@ def test_a_cancel_while_inputs_are_copied_stops_the_copy_and_releases_at_once(ex
     assert _outputs(files["output"])["status"] == "cancelled"
 
 
+def test_a_cancel_while_inputs_are_hashed_exits_130_with_a_summary(experiment, fleet_home, gh):
+    """Before leasing, SIGTERM (a runner's cancel) killed fleet outright: exit 143, no job summary
+    and no step outputs for the steps after it, which the docs promise for every ending."""
+    env, files = gh
+    (experiment / "bulk").mkdir()
+    with open(experiment / "bulk" / "shards.bin", "wb") as f:
+        for _ in range(64):
+            f.write(os.urandom(8 << 20))
+    _config(experiment, '[data]\nbulk = "bulk"\n')
+    proc = start_fleet_up(experiment, ["--gpus", "1"], env)
+    try:
+        assert wait_until(lambda: (fleet_home / "store").exists(), 30)   # hashing the inputs into it
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert "Traceback" not in out, out
+    outs = _outputs(files["output"])
+    assert outs["status"] == "cancelled" and outs["exit-status"] == "130"
+    assert "cancelled (exit 130)" in files["summary"].read_text()
+    assert not processes_under(fleet_home)
+
+
 def test_runner_killed_machines_end_at_their_own_deadline(experiment, fleet_home, gh):
     env, _files = gh
     ttl = 3
