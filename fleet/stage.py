@@ -83,11 +83,13 @@ class _ChannelStream:
 
     DRAIN = 1 << 30
 
-    def __init__(self, chan):
-        self.chan, self.buf, self.pos = chan, b"", 0
+    def __init__(self, chan, stop=None):
+        self.chan, self.buf, self.pos, self.stop = chan, b"", 0, stop
 
     def read(self, n: int = -1) -> bytes:
         while n < 0 or len(self.buf) - self.pos < n:
+            if self.stop is not None and self.stop.is_set():
+                raise Stopped("the run was told to hurry (a second stop signal): the rest was not fetched")
             data = self.chan.recv(self.DRAIN)
             if not data:
                 break
@@ -115,7 +117,7 @@ class _Prefixed:
 
 
 def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path, *, limit: int | None = None,
-                    watch: Callable[[Extracted], None] | None = None) -> Extracted:
+                    watch: Callable[[Extracted], None] | None = None, stop=None) -> Extracted:
     """Bring `remote_dir` home into `local_dir`, streamed: the tar never sits in memory (2 GiB of
     outputs used to need 2 GiB of controller RSS), and it is unpacked as if hostile (links kept
     inside `local_dir`, see fleet/safe_extract.py). A missing directory brings nothing.
@@ -131,7 +133,9 @@ def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path, *, limit
     transfer then in flight its outputs. The second try starts from an empty `local_dir` (so only
     when the first began from one): two streams unpacked over each other could combine links that
     each judged alone stay inside (p -> q/.. first, q -> . second), and could hold twice `limit`.
-    `watch` is given each try's Extracted as it starts filling, for progress to read."""
+    `watch` is given each try's Extracted as it starts filling, for progress to read. `stop` (an
+    Event), once set, ends the transfer at its next block, `incomplete` saying so: a cancelled CI
+    job's second signal comes seconds before its SIGKILL, and the machines must be released first."""
     retry_allowed = not local_dir.exists() or not any(local_dir.iterdir())
     first: Extracted | Exception | None = None
     for attempt in (1, 2):
@@ -147,19 +151,20 @@ def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path, *, limit
             if attempt == 2 and local_dir.exists():
                 shutil.rmtree(local_dir)   # the first try's partial outputs: the second brings them whole
             try:
-                result = _fetch_once(session, remote_dir, local_dir, limit, watch)
+                result = _fetch_once(session, remote_dir, local_dir, limit, watch, stop)
             except Exception as exc:
                 if attempt == 2 or session.active or not retry_allowed:
                     raise
                 first = exc
                 continue
-            if attempt == 2 or not result.incomplete or session.active or not retry_allowed:
+            if attempt == 2 or not result.incomplete or session.active or not retry_allowed or \
+                    (stop is not None and stop.is_set()):
                 return result
             first = result
     return result
 
 
-def _fetch_once(session, remote_dir: str, local_dir: Path, limit: int | None, watch=None) -> Extracted:
+def _fetch_once(session, remote_dir: str, local_dir: Path, limit: int | None, watch=None, stop=None) -> Extracted:
     """One try of fetch_directory on `session`."""
     create = "-cf"
     result = Extracted()
@@ -172,7 +177,7 @@ def _fetch_once(session, remote_dir: str, local_dir: Path, limit: int | None, wa
     try:
         chan.settimeout(600)
         chan.exec_command(cmd)
-        stdout, stderr = _ChannelStream(chan), chan.makefile_stderr("rb")
+        stdout, stderr = _ChannelStream(chan, stop), chan.makefile_stderr("rb")
         try:
             first = stdout.read(tarfile.BLOCKSIZE)
             if first:

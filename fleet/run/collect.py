@@ -69,7 +69,7 @@ def collect(ctx: RunContext, lease: Lease, *, interval: float | None = None) -> 
             return Extracted(incomplete="the machine stopped answering and its watchdog ended it")
         try:
             got = fetch_directory(m, f"{m.workdir}/outputs/{ctx.run_id}", ctx.run_dir / f"node-{m.node_rank}",
-                                  limit=limit, watch=progress.watch(m.id))
+                                  limit=limit, watch=progress.watch(m.id), stop=ctx.hurry)
         except Exception as exc:  # noqa: BLE001
             got = Extracted(incomplete=f"could not fetch them: {exc}")
         finally:

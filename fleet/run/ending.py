@@ -40,7 +40,10 @@ def record_run(ctx: RunContext, budget, pins: PinnedInputs, lease: Lease | None,
         from .recovery import attempt_row
         summary = summary.updated(attempts=[*ctx.options.resume.previous, attempt_row(ctx.attempt, summary)])
     try:   # never raises: a failure here must not stop the release or hide the run's own result
-        output_id = inputs.snapshot_outputs(ctx.run_dir) if fresh or pins.pinned else None
+        # Hurried (a cancelled CI job's second signal, its SIGKILL seconds away): the outputs stay in
+        # the run directory, and the record and summary are written now rather than after hashing them.
+        output_id = (inputs.snapshot_outputs(ctx.run_dir) if (fresh or pins.pinned) and not ctx.hurry.is_set()
+                     else None)
         summary = summary.updated(output_snapshot=output_id)
         captured = environment.captured
         if captured is not None and captured.pinned_from:

@@ -208,6 +208,39 @@ def test_a_cancel_while_inputs_are_hashed_exits_130_with_a_summary(experiment, f
     assert not processes_under(fleet_home)
 
 
+def test_a_second_signal_cuts_a_long_fetch_short_and_releases_before_the_sigkill(experiment, fleet_home, gh):
+    """GitHub: SIGINT, SIGTERM 7.5 s later, SIGKILL soon after. The second signal let a fetch of
+    gigabytes of outputs run on, then the outputs were hashed into the store, before the release
+    and the summary: past the SIGKILL, machines up to their deadline and no summary."""
+    env, files = gh
+    (experiment / "big.py").write_text("import os, time\nout = os.environ['FLEET_OUTPUT_DIR']\n"
+                                       "os.makedirs(out, exist_ok=True)\n"
+                                       "with open(os.path.join(out, 'ckpt.bin'), 'wb') as f:\n"
+                                       "    for _ in range(128):\n        f.write(os.urandom(8 << 20))\n"
+                                       "print('started', flush=True)\ntime.sleep(300)\n")
+    _config(experiment)
+    toml = experiment / "fleet.toml"
+    toml.write_text(toml.read_text().replace("python train.py", "python big.py"))
+    proc = start_fleet_up(experiment, ["--gpus", "1"], env)
+    try:
+        wait_for_line(proc, "started", timeout=120)
+        proc.send_signal(signal.SIGINT)
+        wait_for_line(proc, "collect: fetching")
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+        ended_after = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert ended_after < 2.0, (ended_after, out)
+    assert "the rest was not fetched" in out, out
+    assert not processes_under(fleet_home)
+    assert _outputs(files["output"])["status"] == "cancelled"
+
+
 def test_runner_killed_machines_end_at_their_own_deadline(experiment, fleet_home, gh):
     env, _files = gh
     ttl = 3
