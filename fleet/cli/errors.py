@@ -52,8 +52,8 @@ def main_guard(app) -> int:
             ctx = getattr(exc, "ctx", None)
             where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
             if msg:  # empty for `fleet` with no arguments: the help was already shown
-                from .guard import _shown   # the message quotes the argument as typed: ESC and all
-                print(f"fleet: error: {_shown(msg)}{where}", file=sys.stderr)
+                from .guard import error_line   # the message quotes the argument as typed: ESC and all
+                print(f"fleet: error: {error_line(msg)}{where}", file=sys.stderr)
             return ExitCode.USAGE
         return None
 

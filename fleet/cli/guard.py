@@ -31,7 +31,7 @@ def guard(call: Callable[[], int], debug: bool, extra: Callable[[BaseException],
     except FleetError as exc:
         if debug:
             _print_traceback()
-        print(f"fleet: error: {_shown(exc.one_line())}", file=sys.stderr)
+        print(f"fleet: error: {error_line(exc.one_line())}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("fleet: cancelled", file=sys.stderr)
@@ -46,20 +46,20 @@ def guard(call: Callable[[], int], debug: bool, extra: Callable[[BaseException],
             _print_traceback()
             return 1
         if _about_a_path(exc):   # the path given is the problem, not fleet: say which and why
-            print(f"fleet: error: {_shown(_failed_path(exc))}: {exc.strerror}{_space_hint(exc)}", file=sys.stderr)
+            print(f"fleet: error: {error_line(_failed_path(exc))}: {exc.strerror}{_space_hint(exc)}", file=sys.stderr)
             return ExitCode.ENVIRONMENT
         if isinstance(exc, OSError) and exc.errno in _NO_DESCRIPTORS:
-            print(f"fleet: error: {_shown(_descriptors_line(exc))}", file=sys.stderr)
+            print(f"fleet: error: {error_line(_descriptors_line(exc))}", file=sys.stderr)
             return ExitCode.ENVIRONMENT
         if _no_space(exc):   # a full disk met while flushing a file on close names no file
-            print(f"fleet: error: {_shown(_where_full(exc))}", file=sys.stderr)
+            print(f"fleet: error: {error_line(_where_full(exc))}", file=sys.stderr)
             return ExitCode.ENVIRONMENT
         if isinstance(exc, RuntimeError) and "home directory" in str(exc):   # pathlib's, for ~ or ~user
             print("fleet: error: a path starts with ~ but that home directory is unknown (no such user, or "
                   "HOME unset with no passwd entry): give the path in full, or set HOME", file=sys.stderr)
             return ExitCode.ENVIRONMENT
-        print(f"fleet: internal error: {type(exc).__name__}: {_shown(str(exc))} (rerun with --debug for the traceback)",
-              file=sys.stderr)
+        print(f"fleet: internal error: {type(exc).__name__}: {error_line(str(exc))} "
+              "(rerun with --debug for the traceback)", file=sys.stderr)
         return 1
 
 
@@ -154,7 +154,7 @@ def _space_hint(exc: OSError) -> str:
     return " (free space on the filesystem that holds it)" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
 
 
-def _shown(message: str) -> str:
+def error_line(message: str) -> str:
     """One line, its control characters visible: a message quotes what users, teammates and remote
     machines wrote (a host name, a file path, a queue reason), and a terminal obeys ESC sequences."""
     from ..masking import without_url_passwords

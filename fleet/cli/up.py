@@ -1,8 +1,9 @@
 """`fleet up` and `fleet run LEASE -- CMD`."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 import typer
 
@@ -66,7 +67,7 @@ def up(
         from ..config.loader import find_config_file
         if find_config_file(file) is None:
             overrides["command"] = ["true"]
-    with _ci_failures_reported(ci):
+    with _ci_failures_reported(ci), _json_failure_shown(json_out):
         # Every flag is read before anything else, --dry-run included: a dry run is how a command line
         # is checked, and `--wait nan --dry-run` said nothing of the --wait the real run refuses.
         keep_s = flag_duration("--keep", keep)
@@ -162,6 +163,24 @@ def _ci_failures_reported(ci: bool):
         return contextlib.nullcontext()
     from ..ci import failures_reported
     return failures_reported()
+
+
+@contextmanager
+def _json_failure_shown(json_out: bool) -> Iterator[None]:
+    """--json: a run that ends in an error or a cancel before it has a summary (bad config, the budget
+    refused, a CI job cancelled while its inputs were hashed) still prints one JSON document, so a
+    script reading stdout learns how it ended instead of finding nothing to parse."""
+    from ..errors import ExitCode, FleetError
+    try:
+        yield
+    except (FleetError, KeyboardInterrupt) as exc:
+        if json_out:
+            from .guard import error_line
+            from .render import print_json
+            code = int(exc.exit_code) if isinstance(exc, FleetError) else int(ExitCode.CANCELLED)
+            print_json({"status": "cancelled" if code == ExitCode.CANCELLED else "error", "exit_code": code,
+                        "message": error_line(exc.one_line()) if isinstance(exc, FleetError) else "cancelled"})
+        raise
 
 
 def _print_summary(summary) -> None:
