@@ -172,15 +172,17 @@ def test_node0_resumes_the_run_on_new_machines_after_a_spot_interruption_of_anot
     restores the checkpoints and finishes; `fleet attach` in a second FLEET_HOME follows it through."""
     import boto3
     from fleet.providers.aws.sandbox import Sandbox
-    from tests.e2e.test_checkpoints import TRAIN
+    from tests.e2e.test_checkpoints import TRAIN_HELD_IN_ATTEMPT_1
     env, home = sandbox
     env = {**env, "FLEET_STATE_URL": postgres_url, "FLEET_GRACE": "10"}
     exp = tmp_path / "exp"
     exp.mkdir()
-    (exp / "train.py").write_text(TRAIN)
+    # Attempt 1 holds at step 5 until the notice: its 6 s of training once ended, on a loaded machine,
+    # before the test had found node 1 to interrupt. Attempt 2 trains on to 60 at 0.02 s a step.
+    (exp / "train.py").write_text(TRAIN_HELD_IN_ATTEMPT_1)
     (exp / "fleet.toml").write_text(
         f'project = "node0-spot"\nprovider = "aws"\ntemplate = "aws-1gpu"\nmax_duration = "10m"\n'
-        f'store = "{STORE}"\ncommand = "python train.py 60 0.1"\nrecovery = "spot"\nmax_restarts = 2\n'
+        f'store = "{STORE}"\ncommand = "python train.py 60 0.1 0.02"\nrecovery = "spot"\nmax_restarts = 2\n'
         f'budget = 50\n')
     before = {i["InstanceId"] for i in _instances(env)}
     up = run_fleet(["up", "-d", "--gpus", "2", "--json"], cwd=exp, env=env, timeout=240)
