@@ -13,7 +13,8 @@ import re
 MNT_DETACH = 2          # umount2(2): detach now, let the kernel finish when the mount is no longer busy
 
 
-def mounts_under(directory: "str | os.PathLike[str]", mountinfo: str = "/proc/self/mountinfo") -> "list[str]":
+def mounts_under(directory: "str | os.PathLike[str]", mountinfo: str = "/proc/self/mountinfo",
+                 strict: bool = False) -> "list[str]":
     """Mount points at or below `directory`, deepest first. None below a link: deleting a link
     removes the link alone, and its target (a trial's outputs linked to a host directory) holds
     mounts that are not the run's, which were detached for the whole host."""
@@ -32,21 +33,27 @@ def mounts_under(directory: "str | os.PathLike[str]", mountinfo: str = "/proc/se
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ENOTDIR):     # no /proc (not Linux): no mount to find
             return []
+        if strict:   # the caller tries again (alone, once descriptors are free) rather than leave it
+            raise
         # Unread (out of descriptors: a release stops machines side by side) is not "no mount": the
         # directory itself counts as one that may stay, so it is left rather than deleted through a bind.
         return [root.rstrip("/") or "/"]
     return sorted(found, key=len, reverse=True)
 
 
-def detach_mounts_under(directory: "str | os.PathLike[str]") -> "list[str]":
-    """Detach every mount at or below `directory`; the mount points that stay (no right to unmount)."""
-    points = mounts_under(directory)
+def detach_mounts_under(directory: "str | os.PathLike[str]", strict: bool = False) -> "list[str]":
+    """Detach every mount at or below `directory`; the mount points that stay (no right to unmount).
+    strict: a mount table or libc that cannot be read raises, instead of every point counting as one
+    that stays."""
+    points = mounts_under(directory, strict=strict)
     if not points:
         return []
     try:
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
     except (ImportError, OSError):     # ctypes unloadable (out of descriptors too): every one stays
+        if strict:
+            raise
         return points
     return [p for p in points if libc.umount2(os.fsencode(p), MNT_DETACH) != 0]
 

@@ -284,7 +284,9 @@ def _end_machine_dir(d: Path) -> None:
     from ...remote.mounts import detach_mounts_under
     from .sshd import stop_machine_dir
     stop_machine_dir(d)
-    if detach_mounts_under(d):    # a mount that stays: the directory is left rather than deleted through it
+    # A mount that stays: the directory is left rather than deleted through it. strict: a mount table
+    # unread for want of descriptors raises, and the machine is tried again alone, not left unsaid.
+    if detach_mounts_under(d, strict=True):
         return
     failures: list[OSError] = []
 
