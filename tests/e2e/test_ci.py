@@ -131,17 +131,24 @@ def test_budget_stop_ends_budget_stopped_exit_11_with_summary(experiment, fleet_
     assert processes_under(fleet_home) == []
 
 
+def _signalled(proc, sig, fleet_home, within_s: float) -> tuple[float, str]:
+    """Send `sig` (and no other): the seconds until no process of fleet's is left, and the output once
+    fleet has exited."""
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    assert wait_until(lambda: not processes_under(fleet_home), within_s), processes_under(fleet_home)
+    released_after = time.monotonic() - t0
+    out, _ = proc.communicate(timeout=30)
+    return released_after, out
+
+
 def test_sigterm_mid_run_releases_machines_fetches_outputs_and_reports_cancelled(experiment, fleet_home, gh):
     env, files = gh
     _config(experiment, SLEEP="300")
     proc = start_fleet_up(experiment, ["--gpus", "2"], env)
     try:
         wait_for_line(proc, "started")
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        assert wait_until(lambda: not processes_under(fleet_home), 15), processes_under(fleet_home)
-        released_after = time.monotonic() - t0
-        out, _ = proc.communicate(timeout=30)
+        released_after, out = _signalled(proc, signal.SIGTERM, fleet_home, within_s=15)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -168,11 +175,7 @@ def test_a_cancel_while_inputs_are_copied_stops_the_copy_and_releases_at_once(ex
     try:
         wait_for_line(proc, "stage: copying inputs")
         time.sleep(0.3)
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)     # GitHub's first signal; no second one follows here
-        assert wait_until(lambda: not processes_under(fleet_home), 30), processes_under(fleet_home)
-        released_after = time.monotonic() - t0
-        out, _ = proc.communicate(timeout=30)
+        released_after, out = _signalled(proc, signal.SIGINT, fleet_home, within_s=30)   # GitHub's first signal
     finally:
         if proc.poll() is None:
             proc.kill()
