@@ -67,12 +67,17 @@ def show(run: str = typer.Argument(..., help="Run id (or unique prefix)."),
     # rerun makes of the chain from it to the tip (an edited record showed as if it were genuine).
     problems = verify_chain(from_seq=rec.seq)
     if problems:
-        from ..errors import IntegrityError
-        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise IntegrityError(f"run {rec.run_id}'s record cannot be trusted: {problems[0]}{more}",
-                             hint="what is shown is what the state database holds now; `fleet audit --verify` "
-                                  "lists every problem")
+        _untrusted(f"run {rec.run_id}'s record cannot be trusted", problems,
+                   hint="what is shown is what the state database holds now; `fleet audit --verify` "
+                        "lists every problem")
     return 0
+
+
+def _untrusted(what: str, problems: list[str], hint: str | None = None) -> None:
+    """Exit 5 (IntegrityError) naming the first problem and how many more there are."""
+    from ..errors import IntegrityError
+    more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
+    raise IntegrityError(f"{what}: {problems[0]}{more}", hint=hint)
 
 
 def rerun(
@@ -155,7 +160,5 @@ def audit(
     problems = a["chain_problems"] + [p for s in a["snapshots"] if not s.get("present") for p in s.get("problems") or
                                       [f"snapshot {s['id'][:12]} ({s['role']}) is not intact"]]
     if problems:
-        from ..errors import IntegrityError
-        more = f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise IntegrityError(f"run {a['record']['run_id']}: {problems[0]}{more}")
+        _untrusted(f"run {a['record']['run_id']}", problems)
     return 0
