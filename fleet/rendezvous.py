@@ -74,8 +74,13 @@ class PortReservations:
                 return port
         return None
 
-    def release(self, lease_id: str) -> None:
-        self.db.execute("DELETE FROM port_reservations WHERE lease_id = ?", (lease_id,))
+    def release(self, lease_id: str, host: str | None = None, port: int | None = None) -> None:
+        """The lease's claims; with `host` and `port`, that one only."""
+        if host is None or port is None:
+            self.db.execute("DELETE FROM port_reservations WHERE lease_id = ?", (lease_id,))
+        else:
+            self.db.execute("DELETE FROM port_reservations WHERE lease_id = ? AND host = ? AND port = ?",
+                            (lease_id, host, port))
 
 
 def probe_free_ports(machine: Machine, candidates: list[int]) -> list[int]:
@@ -151,3 +156,39 @@ def allocate_more_ports(state, lease: Lease, master: Machine, count: int, probe=
                     reservations.claim(lease.id, master.host, [port], reuse=False) is not None:
                 got.append(port)
     return got
+
+
+def confirm_master_port(ctx, lease: Lease, probe=probe_free_ports) -> None:
+    """Right before a command starts, the port it will be handed must still be free on node 0's host.
+    The claim binds nothing: a kept lease's port waits hours for `fleet run`, setup takes minutes, the
+    previous run's master may have left it in TIME_WAIT (a plain bind is refused for a minute), and
+    what does not read this state database (another FLEET_HOME's run, a teammate's torchrun, any
+    local user) binds what it likes. Handed such a port, rank 0 died with EADDRINUSE while the other
+    ranks connected to whatever listened there. A taken port is replaced by a newly claimed one: the
+    lease's own for good (recorded in its meta, the old claim dropped), a sweep trial's (a port of its
+    slot, which the pool keeps) for this run only, dropped by `release_run_port` when it ends."""
+    from .lease_prepare import RENDEZVOUS, merge_lease_meta
+    if not lease.machines or RENDEZVOUS not in lease.meta:
+        return
+    master = min(lease.machines, key=lambda m: m.node_rank)
+    port = int(lease.meta[RENDEZVOUS]["port"])
+    if probe(master, [port]) == [port]:
+        return
+    [new] = allocate_more_ports(ctx.state, lease, master, 1, probe=probe)
+    ctx.events.warn(f"rendezvous port {port} on {master.host} is in use (another program, or a previous "
+                    f"run's connection still closing): this run gets MASTER_PORT {new}")
+    if ctx.options.trial_leaf is not None:
+        lease.meta[RENDEZVOUS] = {"host": master.host, "port": new, "this_run_only": True}   # a copy: not the pool's
+        return
+    PortReservations(ctx.state.db).release(lease.id, master.host, port)
+    patch = {RENDEZVOUS: {"host": master.host, "port": new}}
+    lease.meta.update(patch)
+    merge_lease_meta(ctx.state, lease.id, patch)
+
+
+def release_run_port(state, lease: Lease) -> None:
+    """Drop the port `confirm_master_port` claimed for one trial's run only."""
+    from .lease_prepare import RENDEZVOUS
+    held = lease.meta.get(RENDEZVOUS) or {}
+    if held.get("this_run_only"):
+        PortReservations(state.db).release(lease.id, held["host"], int(held["port"]))

@@ -325,7 +325,11 @@ class TrialMachines(SSHMachines):
         self._after_reset()
         if not setup and ctx.options.trial_leaf:
             fresh_code_copies(lease, ctx.options.trial_leaf)
-        return super().execute(ctx, lease, command, setup=setup, on_tick=on_tick)
+        try:
+            return super().execute(ctx, lease, command, setup=setup, on_tick=on_tick)
+        finally:
+            from ..rendezvous import release_run_port
+            release_run_port(ctx.state, lease)
 
     def collect(self, ctx, lease):
         got = super().collect(ctx, lease)

@@ -118,6 +118,40 @@ def test_a_kept_lease_keeps_its_rendezvous_port_for_fleet_run(experiment, fleet_
         assert run_fleet(["down", lease_id], cwd=experiment).returncode == 0
 
 
+def test_a_kept_lease_whose_port_was_taken_meanwhile_hands_fleet_run_another(experiment, fleet_home):
+    """The claim in fleet's state binds nothing: between runs on a kept lease any program (another
+    FLEET_HOME's run, a previous master's connection in TIME_WAIT, a squatter) may take the port.
+    It was handed to the next run anyway: rank 0 died with EADDRINUSE, the other ranks connected
+    to whatever listened there."""
+    import socket
+    first = run_fleet(["up", "--gpus", "2", "--keep", "5m", "--json", "--", "sh", "-c", "echo port=$MASTER_PORT"],
+                      cwd=experiment)
+    assert first.returncode == 0, first.stderr
+    lease_id = _summary(first.stdout)["lease_id"]
+    bind = ["python3", "-c", "import os, socket; s = socket.socket(); rank = os.environ['RANK']\n"
+            "if rank == '0': s.bind((os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']))); s.listen()\n"
+            "print('bound' if rank == '0' else 'sees', os.environ['MASTER_PORT'])"]
+    squatter = socket.socket()
+    try:
+        [port] = set(re.findall(r"\] port=(\d+)", first.stderr + first.stdout))
+        squatter.bind(("", int(port)))
+        squatter.listen()
+        again = run_fleet(["run", lease_id, "--json", "--", *bind], cwd=experiment, check_no_traceback=False)
+        assert again.returncode == 0, again.stderr
+        [moved] = set(re.findall(r"\[0\] bound (\d+)", again.stderr + again.stdout))
+        assert moved != port
+        assert (f"rendezvous port {port} on 127.0.0.1 is in use (another program, or a previous run's connection "
+                f"still closing): this run gets MASTER_PORT {moved}") in again.stderr
+        squatter.close()
+        third = run_fleet(["run", lease_id, "--json", "--", *bind], cwd=experiment)   # the lease keeps the new one
+        assert third.returncode == 0, third.stderr
+        assert f"[0] bound {moved}" in third.stderr + third.stdout and "is in use" not in third.stderr
+        assert f"[1] sees {moved}" in third.stderr + third.stdout
+    finally:
+        squatter.close()
+        assert run_fleet(["down", lease_id], cwd=experiment).returncode == 0
+
+
 def _wheel(directory: Path, name: str, version: str = "0.1") -> Path:
     """A minimal pure-Python wheel, made by hand: no build backend, no index, no network."""
     dist = f"{name}-{version}.dist-info"

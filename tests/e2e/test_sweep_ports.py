@@ -34,3 +34,23 @@ def test_trials_at_once_bind_their_own_master_port(experiment, fleet_home, tmp_p
     assert [t["state"] for t in summary["trials"]] == ["succeeded", "succeeded"], proc.stderr[-3000:]
     ports = {p.name: p.read_text() for p in shared.iterdir()}
     assert len(set(ports.values())) == 2, ports
+
+
+# Rank 0 binds MASTER_PORT plainly (no SO_REUSEADDR), takes one connection and closes its end
+# first: the port stays in TIME_WAIT for a minute, refusing the next plain bind of it.
+CLOSE_FIRST = ("import os, socket; port = int(os.environ['MASTER_PORT']); s = socket.socket(); "
+               "s.bind(('127.0.0.1', port)); s.listen(); c = socket.create_connection(('127.0.0.1', port)); "
+               "a, _ = s.accept(); a.close(); c.close(); s.close(); print('trial bound', port)")
+
+
+def test_the_next_trial_on_a_slot_is_not_handed_a_port_still_in_time_wait(experiment, fleet_home):
+    """Trials one after another on a warm pool's slot were all handed the slot's one port: a master
+    that closed first left it in TIME_WAIT, and the next trial died with EADDRINUSE."""
+    (experiment / "fleet.toml").write_text('project = "t"\ncommand = "true"\ntemplate = "local-1gpu"\n'
+                                           'max_duration = "10m"\n')
+    code = CLOSE_FIRST.replace("{", "{{").replace("}", "}}")
+    proc = run_fleet(["sweep", "--json", "--param", "a=1,2,3", "--parallel", "1", "--",
+                      "python3", "-c", code], cwd=experiment, timeout=180)
+    summary = json.loads(proc.stdout)
+    assert [t["state"] for t in summary["trials"]] == ["succeeded"] * 3, proc.stderr[-3000:]
+    assert proc.stderr.count("previous run's connection still closing") >= 2, proc.stderr[-3000:]

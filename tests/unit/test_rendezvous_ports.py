@@ -163,3 +163,28 @@ def test_a_failed_probe_names_the_machines_last_error_line_not_the_traceback_hea
     with pytest.raises(InfrastructureError) as info:
         probe_free_ports(machine, [29500])
     assert info.value.one_line() == "could not probe free ports on l-x-n0: OSError: [Errno 24] Too many open files"
+
+
+def test_a_trials_replacement_for_its_taken_port_is_its_runs_only(state):
+    """A sweep trial's port is its slot's, kept by the pool for the trials after it: a replacement
+    (the slot's port still in TIME_WAIT after the trial before) must neither become the pool lease's
+    port nor stay claimed once the trial ends (claims grew by one per trial)."""
+    from types import SimpleNamespace
+    from fleet.lease_prepare import RENDEZVOUS
+    from fleet.rendezvous import confirm_master_port, release_run_port
+    from fleet.run.pool_lease import sub_lease
+    pool = make_lease(state, "l-aaaa0001")
+    port = allocate_master_port(state, pool, probe=everything_free)
+    pool.meta[RENDEZVOUS] = {"host": "gpu-box-1", "port": port}
+    trial = sub_lease(pool, [m.id for m in pool.machines])
+    warned: list[str] = []
+    ctx = SimpleNamespace(state=state, options=SimpleNamespace(trial_leaf="trial-0"),
+                          events=SimpleNamespace(warn=warned.append))
+    confirm_master_port(ctx, trial, probe=lambda m, cands: [p for p in cands if p != port])
+    new = trial.meta[RENDEZVOUS]["port"]
+    assert new != port and pool.meta[RENDEZVOUS]["port"] == port
+    assert warned == [f"rendezvous port {port} on gpu-box-1 is in use (another program, or a previous run's "
+                      f"connection still closing): this run gets MASTER_PORT {new}"]
+    assert PortReservations(state.db).taken("gpu-box-1") == {port, new}
+    release_run_port(state, trial)
+    assert PortReservations(state.db).taken("gpu-box-1") == {port}
