@@ -3,9 +3,12 @@
 A fixed MASTER_PORT made two multi-node runs on one host collide (EADDRINUSE) or, worse, join each
 other's process group. Each lease gets a port that is free on its master's host when probed and
 reserved in fleet's state (the team's shared database on team hosts), so a second lease can not be
-handed the same port in the window before the first run binds it; leases whose claims live in
-different databases (each user's own, on a shared Slurm node) start probing at different ports. The reservation lives as
-long as the lease is leasing/active; `fleet run LEASE` on a kept lease reuses it.
+handed the same port in the window before the first run binds it. Leases whose claims live in
+different databases (each user's own, on a shared Slurm node; FLEET_HOMEs on one computer) see none
+of each other's: each probes the range in a shuffled order of its own, so two that probe before
+either binds meet only by chance (about 1 in 10,000), and each command's port is probed again right
+before it starts (`confirm_master_port`). The reservation lives as long as the lease is
+leasing/active; `fleet run LEASE` on a kept lease reuses it while it is free.
 """
 from __future__ import annotations
 
@@ -14,29 +17,40 @@ from typing import Iterable
 from .errors import InfrastructureError
 from .models import Lease, Machine, utcnow
 
-PORT_RANGE = range(29500, 30000)   # where frameworks expect it (torch's default 29500), and firewalls open
-PROBE_BATCH = 32                   # candidates probed per SSH round trip
+# Below Linux's ephemeral ports (32768 up: outgoing connections take those at any moment) and
+# Kubernetes' NodePorts (30000-32767: intercepted on a node though nothing binds them). Wide, for
+# leases in separate databases, which only chance keeps apart: two that probe before either binds
+# share a port about once in len(PORT_RANGE).
+PORT_RANGE = range(20000, 30000)
+PROBE_BATCH = 32                   # candidates probed in the first SSH round trip: nearly always enough
+PROBE_MORE = 2048                  # then per round trip: a full (or squatted) range is known in 6
 
 # Run by the machine's python: which of the given ports can be bound on every interface right now.
-# Port 0 asks the kernel for any free port (the fallback when the whole range is taken).
+# Port 0 asks the kernel for any free port (the fallback when the whole range is taken); those
+# sockets stay open until the end, so several get distinct ports, the others close at once.
 # A socket that cannot be made (EMFILE: a local machine inherits the controller's `ulimit -n`) ends
-# the probe with the ports held so far: fewer candidates is still an answer.
+# the probe with the ports found so far: fewer candidates is still an answer.
 _PROBE = """
 import socket, sys
-held = []   # all kept open until the end, so several port-0 binds get distinct ports
+held, free = [], []
 for arg in sys.argv[1:]:
     try:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     except OSError:
-        if not held:
+        if not free:
             raise   # not one socket: the error itself, not "every port is taken"
         break
     try:
         s.bind(("", int(arg)))
-        held.append(s)
     except OSError:
         s.close()
-print(" ".join(str(s.getsockname()[1]) for s in held))
+        continue
+    free.append(s.getsockname()[1])
+    if int(arg):
+        s.close()
+    else:
+        held.append(s)
+print(" ".join(map(str, free)))
 for s in held:
     s.close()
 """
@@ -97,13 +111,22 @@ def probe_free_ports(machine: Machine, candidates: list[int]) -> list[int]:
 
 
 def candidate_order(lease_id: str) -> list[int]:
-    """The range from a point of the lease's own (a hash of its id): leases recorded in different
-    state databases (users of one Slurm node, each with their own) probe different ports first, so
-    two that probe at the same moment are not both handed 29500, which only one can bind."""
+    """The range shuffled by the lease's id: leases recorded in different state databases probe
+    different ports first, so two that probe at the same moment are not both handed the same free
+    port. A shuffle, not the range from a point of the lease's own: every lease whose point fell in a
+    stretch of bound ports was handed the first free port after it."""
     import hashlib
-    start = int.from_bytes(hashlib.sha256(lease_id.encode()).digest()[:4], "big") % len(PORT_RANGE)
+    import random
     ports = list(PORT_RANGE)
-    return ports[start:] + ports[:start]
+    random.Random(hashlib.sha256(lease_id.encode()).digest()).shuffle(ports)
+    return ports
+
+
+def _batches(ports: list[int]):
+    """The first PROBE_BATCH ports, then the rest PROBE_MORE at a time."""
+    for start, end in [(0, PROBE_BATCH)] + [(i, i + PROBE_MORE) for i in range(PROBE_BATCH, len(ports), PROBE_MORE)]:
+        if ports[start:end]:
+            yield ports[start:end]
 
 
 def allocate_master_port(state, lease: Lease, probe=probe_free_ports) -> int:
@@ -115,9 +138,7 @@ def allocate_master_port(state, lease: Lease, probe=probe_free_ports) -> int:
     if held is not None:
         return held
     taken = reservations.taken(host)
-    untried = [p for p in candidate_order(lease.id) if p not in taken]
-    while untried:
-        batch, untried = untried[:PROBE_BATCH], untried[PROBE_BATCH:]
+    for batch in _batches([p for p in candidate_order(lease.id) if p not in taken]):
         port = reservations.claim(lease.id, host, probe(master, batch))
         if port is not None:
             return port
@@ -140,17 +161,17 @@ def allocate_more_ports(state, lease: Lease, master: Machine, count: int, probe=
     if count <= 0:
         return got
     taken = reservations.taken(master.host)
-    untried = [p for p in candidate_order(lease.id) if p not in taken]
+    batches = _batches([p for p in candidate_order(lease.id) if p not in taken])
     fallback = 0
     while len(got) < count:
-        if untried:
-            batch, untried = untried[:PROBE_BATCH], untried[PROBE_BATCH:]
-        elif fallback < 5:
+        batch = next(batches, None)
+        if batch is None:   # every port of the range taken or bound: the kernel's choice
+            if fallback == 5:
+                raise InfrastructureError(f"no free rendezvous ports on {master.host} for the pool of lease "
+                                          f"{lease.id}", hint="too many leases on this host; release some with "
+                                          "`fleet down`")
             fallback += 1
             batch = [0] * min(PROBE_BATCH, count - len(got))
-        else:
-            raise InfrastructureError(f"no free rendezvous ports on {master.host} for the pool of lease {lease.id}",
-                                      hint="too many leases on this host; release some with `fleet down`")
         for port in probe(master, batch):
             if len(got) < count and port not in taken and port not in got and \
                     reservations.claim(lease.id, master.host, [port], reuse=False) is not None:

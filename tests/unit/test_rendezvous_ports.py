@@ -188,3 +188,36 @@ def test_a_trials_replacement_for_its_taken_port_is_its_runs_only(state):
     assert PortReservations(state.db).taken("gpu-box-1") == {port, new}
     release_run_port(state, trial)
     assert PortReservations(state.db).taken("gpu-box-1") == {port}
+
+
+def test_leases_in_separate_databases_on_a_busy_host_do_not_pile_onto_one_free_port(tmp_path, monkeypatch):
+    """Users of one host with state databases of their own (FLEET_HOMEs on one computer's local
+    machines, a Slurm node) see none of each other's claims. Each lease probed the range in order from
+    a point of its own: every lease whose point fell in a stretch of bound ports was handed the first
+    free port after it, so on a host with a fifth of the range in use six leases shared ports."""
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    busy = set(PORT_RANGE[:len(PORT_RANGE) // 5])   # other runs' masters, or anything else, listen there
+    ports = []
+    for i, lease_id in enumerate(f"l-{n:04x}beef" for n in range(6)):
+        store = StateStore(Database(tmp_path / f"state-{i}.db"))
+        try:
+            ports.append(allocate_master_port(store, make_lease(store, lease_id, host="node-7"),
+                                              probe=lambda m, cands: [p for p in cands if p not in busy]))
+        finally:
+            store.close()
+    assert len(set(ports)) == len(ports), ports
+
+
+def test_a_host_whose_whole_range_is_bound_is_answered_in_a_few_round_trips(state):
+    """A local user binding every port of the range (or a host that full) cost one SSH round trip per
+    32 ports before the kernel's choice was taken; its answer must stay quick however wide the range."""
+    lease = make_lease(state, "l-aaaa0001")
+    probes: list[list[int]] = []
+
+    def full(machine, cands):
+        probes.append(list(cands))
+        return [40000 + i for i, p in enumerate(cands) if p == 0]   # only the kernel's choice is free
+
+    port = allocate_master_port(state, lease, probe=full)
+    assert port == 40000 and port not in PORT_RANGE
+    assert len(probes) <= 8, len(probes)
