@@ -69,9 +69,14 @@ def with_ports(slots: list[Slot], lease: Lease, state) -> list[Slot]:
     # Each machine's first probe runs side by side (an SSH round trip each: a pool of many whole
     # machines would otherwise wait for them one after another); the claims stay on this thread.
     from ..parallel import parallel
-    from ..rendezvous import PROBE_BATCH, PORT_RANGE, PortReservations, probe_free_ports
-    first_batch = {mid: [p for p in PORT_RANGE if p not in PortReservations(state.db).taken(by_id[mid].host)]
-                   [:PROBE_BATCH] for mid in wanted}
+    # The first batch is the one allocate_more_ports asks for first (the lease's own order, less the
+    # ports claimed), or its answer goes unused and the machine is probed again.
+    from ..rendezvous import PROBE_BATCH, PortReservations, candidate_order, probe_free_ports
+    order, reservations = candidate_order(lease.id), PortReservations(state.db)
+    first_batch = {}
+    for mid in wanted:
+        taken = reservations.taken(by_id[mid].host)
+        first_batch[mid] = [p for p in order if p not in taken][:PROBE_BATCH]
     probed = dict(parallel(list(wanted), lambda mid: (mid, probe_free_ports(by_id[mid], first_batch[mid]))))
 
     def probe(machine, batch):
