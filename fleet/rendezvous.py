@@ -25,13 +25,28 @@ PORT_RANGE = range(20000, 30000)
 PROBE_BATCH = 32                   # candidates probed in the first SSH round trip: nearly always enough
 PROBE_MORE = 2048                  # then per round trip: a full (or squatted) range is known in 6
 
-# Run by the machine's python: which of the given ports can be bound on every interface right now.
-# Port 0 asks the kernel for any free port (the fallback when the whole range is taken); those
-# sockets stay open until the end, so several get distinct ports, the others close at once.
+# Run by the machine's python: which of the given ports can be bound on every interface right now,
+# IPv6 ones too: a listener on [::] alone (IPV6_V6ONLY) leaves the IPv4 bind free, yet a framework
+# that binds [::] dies with EADDRINUSE and ranks that reach a master by a name resolving to IPv6
+# connect to it. Port 0 asks the kernel for any free port (the fallback when the whole range is
+# taken); those sockets stay open until the end, so several get distinct ports, the others close at once.
 # A socket that cannot be made (EMFILE: a local machine inherits the controller's `ulimit -n`) ends
 # the probe with the ports found so far: fewer candidates is still an answer.
 _PROBE = """
-import socket, sys
+import errno, socket, sys
+def v6_free(port):
+    try:
+        t = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        return True   # no IPv6 here: the IPv4 answer stands
+    try:
+        t.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        t.bind(("::", port))
+        return True
+    except OSError as exc:
+        return exc.errno != errno.EADDRINUSE   # EADDRNOTAVAIL: IPv6 switched off
+    finally:
+        t.close()
 held, free = [], []
 for arg in sys.argv[1:]:
     try:
@@ -43,6 +58,9 @@ for arg in sys.argv[1:]:
     try:
         s.bind(("", int(arg)))
     except OSError:
+        s.close()
+        continue
+    if not v6_free(s.getsockname()[1]):
         s.close()
         continue
     free.append(s.getsockname()[1])

@@ -221,3 +221,29 @@ def test_a_host_whose_whole_range_is_bound_is_answered_in_a_few_round_trips(stat
     port = allocate_master_port(state, lease, probe=full)
     assert port == 40000 and port not in PORT_RANGE
     assert len(probes) <= 8, len(probes)
+
+
+def test_a_port_held_on_ipv6_alone_is_not_called_free():
+    """A listener on [::] with IPV6_V6ONLY leaves the IPv4 bind of its port free: the probe called the
+    port free, and a framework binding [::] (or ranks reaching the master by a name that resolves to
+    IPv6) met the listener instead of rank 0."""
+    import socket
+    import subprocess
+    import sys
+    from fleet.rendezvous import _PROBE
+    try:
+        squatter = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+        squatter.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        squatter.bind(("::", 0))
+    except OSError as exc:
+        pytest.skip(f"no IPv6 here: {exc}")
+    with squatter:
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        with socket.socket() as other:   # a port free on both, beside it
+            other.bind(("", 0))
+            free = other.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-I", "-c", _PROBE, str(port), str(free)], capture_output=True,
+                              text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [str(free)]
