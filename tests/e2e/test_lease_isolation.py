@@ -152,6 +152,21 @@ def test_a_kept_lease_whose_port_was_taken_meanwhile_hands_fleet_run_another(exp
         assert run_fleet(["down", lease_id], cwd=experiment).returncode == 0
 
 
+def test_a_master_port_given_in_env_is_said_to_be_unused(experiment, fleet_home):
+    """fleet's MASTER_PORT, RANK, ... win over [env] and --env (a fixed port would bring back the
+    collisions between runs on one host), but a user who set them was not told theirs went unused."""
+    (experiment / "fleet.toml").write_text('project = "t"\ntemplate = "local-1gpu"\nmax_duration = "10m"\n'
+                                           'command = "true"\n[env]\nMASTER_PORT = "80"\nLR = "3e-4"\n'
+                                           'PYTHONUNBUFFERED = "1"\n')
+    proc = run_fleet(["up", "--gpus", "2", "--env", "RANK=7", "--", "sh", "-c", "echo port=$MASTER_PORT rank=$RANK"],
+                     cwd=experiment)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("fleet: warning: MASTER_PORT, RANK given in [env] or --env are set by fleet for each "
+                             "process (its rendezvous, ranks and directories): not used") == 1, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "[1] port=80 " not in out and re.search(r"\[1\] port=\d+ rank=1\n", out), out
+
+
 def _wheel(directory: Path, name: str, version: str = "0.1") -> Path:
     """A minimal pure-Python wheel, made by hand: no build backend, no index, no network."""
     dist = f"{name}-{version}.dist-info"
