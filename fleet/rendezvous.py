@@ -210,16 +210,21 @@ def confirm_master_port(ctx, lease: Lease, probe=probe_free_ports) -> None:
     if not lease.machines or RENDEZVOUS not in lease.meta:
         return
     master = min(lease.machines, key=lambda m: m.node_rank)
-    port = int(lease.meta[RENDEZVOUS]["port"])
-    if probe(master, [port]) == [port]:
+    # The state database is the team's: what it holds may be anything, and is replaced, not obeyed.
+    recorded = lease.meta[RENDEZVOUS].get("port") if isinstance(lease.meta[RENDEZVOUS], dict) else None
+    port = recorded if type(recorded) is int and 0 < recorded < 65536 else None
+    if port is not None and probe(master, [port]) == [port]:
         return
     [new] = allocate_more_ports(ctx.state, lease, master, 1, probe=probe)
     ctx.events.warn(f"rendezvous port {port} on {master.host} is in use (another program, or a previous "
-                    f"run's connection still closing): this run gets MASTER_PORT {new}")
+                    f"run's connection still closing): this run gets MASTER_PORT {new}" if port is not None else
+                    f"lease {lease.id} records {str(recorded)[:40]!r} as its rendezvous port, which is not a "
+                    f"port: this run gets MASTER_PORT {new}")
     if ctx.options.trial_leaf is not None:
         lease.meta[RENDEZVOUS] = {"host": master.host, "port": new, "this_run_only": True}   # a copy: not the pool's
         return
-    PortReservations(ctx.state.db).release(lease.id, master.host, port)
+    if port is not None:
+        PortReservations(ctx.state.db).release(lease.id, master.host, port)
     patch = {RENDEZVOUS: {"host": master.host, "port": new}}
     lease.meta.update(patch)
     merge_lease_meta(ctx.state, lease.id, patch)

@@ -247,3 +247,22 @@ def test_a_port_held_on_ipv6_alone_is_not_called_free():
                               text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [str(free)]
+
+
+@pytest.mark.parametrize("recorded", ["abc", 70000, None])
+def test_a_recorded_port_that_is_not_a_port_is_replaced_in_one_line(state, recorded):
+    """The lease's meta lives in the team's database: a port there that is not one ended `fleet run
+    LEASE` with `internal error: ValueError` (or TypeError), or an OverflowError from the probe."""
+    from types import SimpleNamespace
+    from fleet.lease_prepare import RENDEZVOUS
+    from fleet.rendezvous import confirm_master_port
+    lease = make_lease(state, "l-aaaa0001")
+    lease.meta[RENDEZVOUS] = {"host": "gpu-box-1", "port": recorded}
+    warned: list[str] = []
+    ctx = SimpleNamespace(state=state, options=SimpleNamespace(trial_leaf=None), events=SimpleNamespace(warn=warned.append))
+    confirm_master_port(ctx, lease, probe=everything_free)
+    new = lease.meta[RENDEZVOUS]["port"]
+    assert new in PORT_RANGE
+    assert warned == [f"lease l-aaaa0001 records {str(recorded)!r} as its rendezvous port, which is not a port: "
+                      f"this run gets MASTER_PORT {new}"]
+    assert state.get_lease("l-aaaa0001").meta[RENDEZVOUS]["port"] == new
