@@ -48,7 +48,7 @@ def v6_free(port):
     finally:
         t.close()
 held, free = [], []
-for arg in sys.argv[1:]:
+for arg in sys.stdin.read().split():
     try:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     except OSError:
@@ -119,7 +119,10 @@ def probe_free_ports(machine: Machine, candidates: list[int]) -> list[int]:
     """Which candidates can be bound on `machine` now (asked through SSH, with the machine's python)."""
     from .remote.ssh import connect
     with connect(machine, timeout=30) as session:
-        result = session.run([machine.python, "-I", "-c", _PROBE, *map(str, candidates)], check=False, timeout=60)
+        # On stdin: other users of the host read a process's arguments, and these name the port a
+        # master is about to bind (one bound first by them would meet the other ranks).
+        result = session.run([machine.python, "-I", "-c", _PROBE], stdin=" ".join(map(str, candidates)).encode(),
+                             check=False, timeout=60)
     if result.exit_code != 0:
         # The last line is the error; the first of a traceback says nothing, and only one line is shown.
         lines = result.stderr.strip().splitlines()

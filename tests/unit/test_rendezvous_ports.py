@@ -120,8 +120,8 @@ def test_the_port_probe_under_a_low_open_files_limit_answers_with_the_ports_it_c
         resource.setrlimit(resource.RLIMIT_NOFILE, (12, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
     candidates = ["0"] * 32   # port 0: always bindable, so only the limit can stop the probe
-    proc = subprocess.run([sys.executable, "-S", "-c", _PROBE, *candidates], capture_output=True, text=True,
-                          timeout=30, preexec_fn=low_limit)
+    proc = subprocess.run([sys.executable, "-S", "-c", _PROBE], input=" ".join(candidates), capture_output=True,
+                          text=True, timeout=30, preexec_fn=low_limit)
     assert proc.returncode == 0, proc.stderr
     assert 0 < len(proc.stdout.split()) < 32
 
@@ -136,7 +136,7 @@ def test_a_probe_that_cannot_make_one_socket_says_so_rather_than_every_port_take
     no_room = ("import os, resource, socket\n"
                "free = os.dup(0); os.close(free)\n"
                "resource.setrlimit(resource.RLIMIT_NOFILE, (free, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))\n")
-    proc = subprocess.run([sys.executable, "-S", "-c", no_room + _PROBE, "0"], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-S", "-c", no_room + _PROBE], input="0", capture_output=True, text=True,
                           timeout=30)
     assert proc.returncode != 0 and "Too many open files" in proc.stderr, (proc.returncode, proc.stderr)
 
@@ -243,7 +243,7 @@ def test_a_port_held_on_ipv6_alone_is_not_called_free():
         with socket.socket() as other:   # a port free on both, beside it
             other.bind(("", 0))
             free = other.getsockname()[1]
-        proc = subprocess.run([sys.executable, "-I", "-c", _PROBE, str(port), str(free)], capture_output=True,
+        proc = subprocess.run([sys.executable, "-I", "-c", _PROBE], input=f"{port} {free}", capture_output=True,
                               text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [str(free)]
@@ -259,10 +259,38 @@ def test_a_recorded_port_that_is_not_a_port_is_replaced_in_one_line(state, recor
     lease = make_lease(state, "l-aaaa0001")
     lease.meta[RENDEZVOUS] = {"host": "gpu-box-1", "port": recorded}
     warned: list[str] = []
-    ctx = SimpleNamespace(state=state, options=SimpleNamespace(trial_leaf=None), events=SimpleNamespace(warn=warned.append))
+    ctx = SimpleNamespace(state=state, options=SimpleNamespace(trial_leaf=None),
+                          events=SimpleNamespace(warn=warned.append))
     confirm_master_port(ctx, lease, probe=everything_free)
     new = lease.meta[RENDEZVOUS]["port"]
     assert new in PORT_RANGE
     assert warned == [f"lease l-aaaa0001 records {str(recorded)!r} as its rendezvous port, which is not a port: "
                       f"this run gets MASTER_PORT {new}"]
     assert state.get_lease("l-aaaa0001").meta[RENDEZVOUS]["port"] == new
+
+
+def test_the_ports_probed_are_not_in_the_probes_command_line(monkeypatch):
+    """Any user of node 0's host reads a process's arguments (/proc/PID/cmdline, ps): the probe just
+    before a command starts named the very port its master would bind a moment later, so a hostile
+    user could bind it first and meet the other ranks."""
+    from types import SimpleNamespace
+    import fleet.remote.ssh as ssh
+    from fleet.rendezvous import probe_free_ports
+    sent = []
+
+    class Session:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def run(self, command, stdin=None, **kwargs):
+            sent.append((command, stdin))
+            return SimpleNamespace(exit_code=0, stdout="23456\n", stderr="")
+
+    monkeypatch.setattr(ssh, "connect", lambda machine, timeout=30: Session())
+    assert probe_free_ports(SimpleNamespace(id="l-x-n0", python="python3"), [23456, 27891]) == [23456]
+    [(command, stdin)] = sent
+    assert not any("23456" in part or "27891" in part for part in command), command
+    assert stdin == b"23456 27891"
