@@ -142,9 +142,6 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
     from ..remote.exec import ProcessSpec, close_sessions, signal_processes, start_processes
     from ..stage import code_dir, trial_code_dir
     prepare_lease(ctx, lease)   # once per lease: its rendezvous port and venvs, before setup
-    if not setup:
-        from ..rendezvous import confirm_master_port
-        confirm_master_port(ctx, lease)   # still free on node 0's host, or another one
     specs = []
     for m in lease.machines:
         slots = [None] if (setup or not ctx.config.per_gpu or not m.gpu_slots) else range(len(m.gpu_slots))

@@ -79,6 +79,14 @@ class PreparesRendezvous(Protocol):
 
 
 @runtime_checkable
+class ConfirmsRendezvous(Protocol):
+    """Machines whose lease's port is probed again right before the command (a claim binds nothing:
+    fleet/rendezvous.py), beside the environment's capture, which it does not depend on."""
+
+    def confirm_rendezvous(self, ctx: RunContext, lease: Lease) -> None: ...
+
+
+@runtime_checkable
 class WatchesNotices(Protocol):
     """Machines that watch for their provider's interruption notices while the run lasts
     (fleet/run/notices.py)."""
@@ -119,6 +127,10 @@ class SSHMachines:
     def prepare_rendezvous(self, ctx, lease) -> None:
         from ..lease_prepare import prepare_rendezvous
         prepare_rendezvous(ctx, lease)
+
+    def confirm_rendezvous(self, ctx, lease) -> None:
+        from ..rendezvous import confirm_master_port
+        confirm_master_port(ctx, lease)
 
     def keep(self, state, lease, keep_s, events) -> str | None:
         from .keep import try_keep

@@ -42,7 +42,8 @@ from .loss_reason import ended_by_provider
 from .heartbeat_state import HeartbeatState
 from .inputs import Inputs
 from .lease import KeptLease, NewLease
-from .machines import CachesSetup, KeepsCheckpoints, Machines, PreparesRendezvous, SSHMachines, WatchesNotices
+from .machines import (CachesSetup, ConfirmsRendezvous, KeepsCheckpoints, Machines, PreparesRendezvous, SSHMachines,
+                       WatchesNotices)
 from .observers import Observers, RunObserver
 from .overlap import Beside
 from .signals import StopSignals
@@ -227,7 +228,10 @@ class Pipeline:
                         if result.exit_code != 0:
                             outcome = _Outcome("setup-failed", result.exit_code, result.failing_rank)
                             raise _SetupFailed()
-            self.environment.capture(ctx, lease)                                           # environment
+            with Beside() as beside:   # the port still free on node 0's host (or another), off the path
+                if isinstance(machines, ConfirmsRendezvous):
+                    beside.run(lambda: machines.confirm_rendezvous(ctx, lease), "rendezvous-check")
+                self.environment.capture(ctx, lease)                                       # environment
             check_cancel(ctx)
             ctx.events.phase("run", ctx.command)                                           # execute
             result = machines.execute(ctx, lease, ctx.command, on_tick=on_tick)
