@@ -2,7 +2,8 @@
 
 A secret is a value, not a name: `secrets = ["WANDB_API_KEY"]` (plus FLEET_SECRET_NAMES) names
 environment variables whose values are secret, and `[env]` entries named like a token or password
-are secret too. Wherever such a value appears — typed into the command by a shell that expanded
+are secret too, as is any value in a well-known credential format (`GH_PAT=ghp_…`, `HF=hf_…`)
+whatever its variable is called. Wherever such a value appears — typed into the command by a shell that expanded
 it, inside another `[env]` value, in `setup`, in a log line — it is replaced before the text is
 printed (`***`) or stored (`<redacted>` in records, the state database and summary.json).
 """
@@ -36,10 +37,39 @@ MIN_MASKED = 4        # a shorter value is no secret, and masking it would take 
 MIN_GUESSED = 6       # a value secret only by its variable's name: NUM_KEYS=8, MAX_TOKENS=4096 are settings
 _NOT_SECRET_WORDS = {"true", "false", "yes", "no", "on", "off", "none", "null"}
 _ALWAYS_SECRET = re.compile(rf"SECRET|{_PASSWORD_NAME}|CREDENTIAL", re.IGNORECASE)
+# Credentials known by their value, whatever their variable is called (GH_PAT, HF, OPENAI): each
+# format's fixed prefix and a body long enough, and of the format's characters, that a word, a
+# path or a model name (`sk-learn`, `hf_datasets_cache`) never matches. Matched against the whole
+# value, never a part of it.
+_CREDENTIAL = re.compile(r"""
+    gh[opusr]_[A-Za-z0-9]{30,}                           # GitHub: personal, OAuth, user, server, refresh
+  | github_pat_[A-Za-z0-9_]{40,}                        # GitHub fine-grained personal
+  | glpat-[A-Za-z0-9_-]{20,}                            # GitLab personal, project, group
+  | xox[abprs]-(?=[A-Za-z-]*[0-9])[A-Za-z0-9-]{10,}     # Slack (its ids are digits)
+  | (?:AKIA|ASIA)[A-Z0-9]{16}                           # AWS access key id
+  | hf_[A-Za-z0-9]{30,}                                 # Hugging Face
+  | sk-(?=[a-z_-]*[A-Z0-9])[A-Za-z0-9_-]{32,}           # OpenAI (sk-…, sk-proj-…), Anthropic (sk-ant-…)
+  | eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*         # JWT: header.payload.signature
+  | -----BEGIN\ [A-Z0-9 ]*PRIVATE\ KEY(?:\ BLOCK)?-----.+-----END\ [A-Z0-9 ]*PRIVATE\ KEY(?:\ BLOCK)?-----
+""", re.VERBOSE | re.DOTALL)
+_CREDENTIAL_MAX = 1 << 16          # longer than any key block: a file's contents, not a credential
+_WORD = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")   # a token in a command: JWT dots inside
 
 
 def looks_secret(name: str) -> bool:
     return bool(_SECRET_NAME.search(name))
+
+
+def looks_credential(value: object) -> bool:
+    """A value in a well-known credential format (a GitHub, GitLab, Slack, Hugging Face, OpenAI or
+    Anthropic token, an AWS access key id, a JWT, a PEM private key): secret by what it is."""
+    text = str(value).strip()
+    return len(text) <= _CREDENTIAL_MAX and _CREDENTIAL.fullmatch(text) is not None
+
+
+def credentials_in(text: str) -> list[str]:
+    """The words of `text` (a command, setup) that are credentials by their format (`--token ghp_…`)."""
+    return [w for w in _WORD.findall(text) if looks_credential(w)] if len(text) <= _CREDENTIAL_MAX * 4 else []
 
 
 def holds_url_password(value: str) -> bool:
@@ -69,12 +99,15 @@ def _word_without_password(found: "re.Match[str]") -> str:
 
 
 def secret_by_name(name: str, value: object) -> bool:
-    """An [env] value taken for a secret by its variable's name alone. A password, secret or
+    """An [env] value taken for a secret by its variable's name, or by its own format whatever the
+    name (looks_credential: `GH_PAT=ghp_…`). A password, secret or
     credential always is (a PIN-like `84721953` or `admin` too, MIN_MASKED characters and up); a
     name with KEY, TOKEN or AUTH only where the value could be one: TOKENIZERS_PARALLELISM=false,
     NUM_KEYS=8 or MAX_TOKENS=131072 are settings, and masking them would blank every "8" or "false"
     in the run's ids, hashes and logs."""
     text = str(value)
+    if looks_credential(text):
+        return True
     if _ALWAYS_SECRET.search(name):
         return len(text) >= MIN_MASKED
     return (looks_secret(name) and len(text) >= MIN_GUESSED and not text.isdigit()
@@ -135,6 +168,10 @@ class Masker:
         state_url = e.get("FLEET_STATE_URL") or str(getattr(config, "state_url", None) or "")
         in_urls += [m.group(1) for m in _STATE_PASSWORD.finditer(state_url)]
         literal += [m.group(1) for m in _DSN_PASSWORD.finditer(state_url)]
+        # A credential by its format: in this environment whatever its name (the shell may have
+        # expanded `$GH_PAT` into the command), or typed into the command or setup (`--token hf_…`).
+        literal += [v for v in e.values() if looks_credential(v)]
+        literal += [w for t in typed if isinstance(t, str) for w in credentials_in(t)]
         return cls([e.get(n, "") for n in wanted] + literal + [p for p in in_urls if _looks_generated(p)], mark,
                    in_urls)
 

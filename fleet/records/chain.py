@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import Any, Iterator
 
 from ..errors import IntegrityError, NotFound
-from ..masking import MIN_MASKED, REDACTED, Masker, looks_secret, secret_by_name
+from ..masking import MIN_MASKED, REDACTED, Masker, looks_credential, looks_secret, secret_by_name
 from ..models import to_jsonable, utcnow
 
 GENESIS = "0" * 64
@@ -139,7 +139,7 @@ def ci_context(environ: dict[str, str] | None = None) -> dict[str, str]:
     keys = ["GITHUB_REPOSITORY", "GITHUB_REF", "GITHUB_SHA", "GITHUB_RUN_ID", "GITHUB_RUN_ATTEMPT", "GITHUB_WORKFLOW",
             "GITHUB_ACTOR", "GITHUB_SERVER_URL", "CI_PROJECT_PATH", "CI_COMMIT_SHA", "CI_COMMIT_REF_NAME",
             "CI_PIPELINE_ID", "CI_JOB_URL", "BUILDKITE_BUILD_URL", "BUILDKITE_COMMIT"]
-    out = {k: e[k] for k in keys if e.get(k) and not looks_secret(k)}
+    out = {k: e[k] for k in keys if e.get(k) and not looks_secret(k) and not looks_credential(e[k])}
     if out or e.get("CI"):
         out["CI"] = e.get("CI", "true")
     return out

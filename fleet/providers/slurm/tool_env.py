@@ -19,14 +19,15 @@ SECRETS = frozenset({"FLEET_STATE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_
 
 def tool_env(*extra: Mapping[str, str] | None) -> dict[str, str]:
     """This process's environment less SECRETS, the run's named secrets (FLEET_SECRET_NAMES) and
-    whatever is named like a secret (a token, a password, a key) or holds a URL's password: the experiment gets its secrets
+    whatever is named like a secret (a token, a password, a key), is a credential by its format
+    (`GH_PAT=ghp_…`) or holds a URL's password: the experiment gets its secrets
     from the run's spec, not from Slurm's copy of this environment. `extra` (e.g. SLURM_CONF) is added."""
-    from ...masking import holds_url_password, looks_secret, secret_names
+    from ...masking import holds_url_password, looks_credential, looks_secret, secret_names
     named = set(secret_names())
     # A URL with a password in it is a secret whatever its variable is called (PIP_INDEX_URL,
     # DATABASE_URL in a CI job's environment), as the masker takes it.
     env = {k: v for k, v in os.environ.items() if k not in SECRETS and k not in named and not looks_secret(k)
-           and not holds_url_password(v)}
+           and not holds_url_password(v) and not looks_credential(v)}
     for more in extra:
         env.update(more or {})
     return env

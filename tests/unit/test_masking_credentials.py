@@ -1,0 +1,81 @@
+"""A credential under a neutral name (GH_PAT=ghp_…, HF=hf_…, OPENAI=sk-…) is secret by its format:
+the name rules missed it, so it reached the run record, CI logs and Slurm's job environment as it
+was. An ordinary value (a model name, a path, a short word) is not mistaken for one."""
+from __future__ import annotations
+
+import secrets as pysecrets
+
+import pytest
+
+from fleet.masking import Masker, looks_credential
+from fleet.records.chain import RunRecord, append_record
+from fleet.state.db import Database
+
+GH = "ghp_" + pysecrets.token_hex(18)
+HF = "hf_" + pysecrets.token_hex(17)
+OPENAI = "sk-proj-A1" + pysecrets.token_hex(24)
+PEM = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA" + pysecrets.token_hex(20) + \
+      "\n-----END OPENSSH PRIVATE KEY-----\n"
+FORMATS = {"github": GH, "github-oauth": "gho_" + pysecrets.token_hex(18),
+           "github-fine-grained": "github_pat_11" + pysecrets.token_hex(30), "gitlab": "glpat-" + pysecrets.token_hex(10),
+           "slack": "xoxb-1234567890-" + pysecrets.token_hex(12), "aws": "AKIA" + pysecrets.token_hex(8).upper(),
+           "huggingface": HF, "openai": OPENAI, "anthropic": "sk-ant-api03-" + pysecrets.token_hex(40),
+           "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0." + pysecrets.token_hex(16), "pem": PEM}
+ORDINARY = ["sk-learn-like", "sk-learn-linear-regression-classifier", "hf_datasets_cache", "/data/ghp_runs",
+            "meta-llama/Llama-3-8B", "AKIA", "ghp_short", "xoxb-hello-world-friends", "true", "gpt-4o-mini",
+            "-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----"]
+
+
+@pytest.mark.parametrize("value", FORMATS.values(), ids=FORMATS.keys())
+def test_a_credential_is_known_by_its_format(value):
+    assert looks_credential(value)
+
+
+@pytest.mark.parametrize("value", ORDINARY)
+def test_an_ordinary_value_is_not_taken_for_a_credential(value):
+    assert not looks_credential(value)
+
+
+def test_a_credential_inside_a_longer_value_is_not_matched_by_format_alone():
+    """Anchored: a sentence or a path that holds such a word is not itself a credential."""
+    assert not looks_credential(f"see {GH} here") and not looks_credential(f"/tmp/{HF}/x")
+
+
+def test_the_run_record_redacts_credentials_under_neutral_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLEET_SECRET_NAMES", "")
+    db = Database(tmp_path / "state.db")
+    try:
+        env = {"GH_PAT": GH, "HF": HF, "OPENAI": OPENAI, "MODEL": "sk-learn-like", "DATA": "/data/hf_datasets_cache"}
+        rec = append_record(RunRecord(run_id="r-1", command=f"train --token {GH}", config={"env": dict(env)},
+                                      env=dict(env), code_snapshot="a" * 64), db)
+        body = db.execute("SELECT body FROM run_records WHERE run_id = 'r-1'")[0]["body"]
+    finally:
+        db.close()
+    for value in (GH, HF, OPENAI):
+        assert value not in body
+    assert rec.env["GH_PAT"] == rec.env["HF"] == rec.env["OPENAI"] == "<redacted>"
+    assert rec.env["MODEL"] == "sk-learn-like" and rec.env["DATA"] == "/data/hf_datasets_cache"
+    assert rec.command == "train --token <redacted>"
+
+
+def test_the_masker_knows_them_from_env_the_environment_and_the_command():
+    """[env] values, this process's environment (a shell expands `$GH_PAT` into the command), and a
+    token typed into the command or setup."""
+    typed = "hf_" + pysecrets.token_hex(17)
+    config = type("C", (), {"env": {"GH_PAT": GH, "MODEL": "sk-learn-like"}, "secrets": [],
+                            "command": f"python train.py --hf-token={typed}", "setup": None})()
+    mask = Masker.for_config(config, {"OPENAI": OPENAI, "HOME": "/home/u"})
+    line = f"{GH} {OPENAI} {typed} sk-learn-like /home/u"
+    assert mask(line) == "*** *** *** sk-learn-like /home/u"
+    assert f"::add-mask::{OPENAI}" in mask.github_commands()
+
+
+def test_slurm_jobs_do_not_inherit_a_credential_under_a_neutral_name(monkeypatch):
+    """Slurm exports the submitting environment into the job and its records."""
+    from fleet.providers.slurm.tool_env import tool_env
+    monkeypatch.setenv("GH_PAT", GH)
+    monkeypatch.setenv("DEPLOY", PEM)
+    monkeypatch.setenv("MODEL", "sk-learn-like")
+    env = tool_env()
+    assert not {"GH_PAT", "DEPLOY"} & set(env) and GH not in repr(env)
+    assert env["MODEL"] == "sk-learn-like"
