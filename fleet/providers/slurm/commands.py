@@ -18,7 +18,8 @@ from dataclasses import dataclass, replace
 from typing import Mapping, Protocol, Sequence
 
 from ...errors import EnvironmentProblem
-from .errors import ControllerUnreachable, LoginNodeUnreachable, SlurmError, classify_failure, read_output
+from .errors import (ControllerUnreachable, LoginNodeUnreachable, SlurmError, ToolMissing, classify_failure,
+                     read_output)
 from .handoff import on_login_node
 from .ownership import is_leases, list_jobs, login_user, one_job, sacct_argv, same_job
 from .parsing import STEPS_FORMAT, AccountedJob, JobStep, QueuedJob, parse_sacct, parse_scontrol_job, parse_steps
@@ -53,8 +54,10 @@ class LocalRunner:
             done = subprocess.run(list(argv), input=stdin, capture_output=True, text=True, errors="replace",
                                   timeout=timeout, env=tool_env(self.env, env))
         except FileNotFoundError:
-            raise EnvironmentProblem(f"{argv[0]} not found on this computer",
-                                     hint="run fleet on a Slurm login node, or set [slurm] login") from None
+            raise ToolMissing(f"{argv[0]} not found on this computer",
+                              hint="run fleet on a Slurm login node, or set [slurm] login") from None
+        except PermissionError as exc:
+            raise ToolMissing(f"{argv[0]} is not executable on this computer ({exc.strerror})") from None
         except subprocess.TimeoutExpired:
             raise ControllerUnreachable(f"{argv[0]} did not return within {timeout:.0f}s",
                                         slurm_reason="timeout") from None

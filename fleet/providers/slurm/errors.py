@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ...errors import CapacityError, InfrastructureError, MachineUnreachable, UsageError
+from ...errors import CapacityError, EnvironmentProblem, InfrastructureError, MachineUnreachable, UsageError
 
 
 class SlurmError(InfrastructureError):
@@ -79,6 +79,19 @@ class AccountingUnavailable(SlurmError):
     """The cluster keeps no job accounting (no slurmdbd): sacct cannot report elapsed times."""
 
 
+class ToolMissing(SlurmError, EnvironmentProblem):
+    """A Slurm tool that is not installed or not executable where fleet runs it: a controller that
+    does not answer may come back, this will not. Still a SlurmError, so a release whose squeue is
+    missing falls back to its filtered scancel as for any squeue failure."""
+
+    exit_code = EnvironmentProblem.exit_code
+
+
+# What a shell (or `env`, which prefixes a command over ssh) exits with for a command it could not
+# run; no Slurm tool exits with either.
+_NOT_RUN = {126: "is not executable", 127: "is not installed"}
+
+
 class LoginNodeUnreachable(MachineUnreachable):
     """SSH to the login node failed before any Slurm command ran."""
 
@@ -119,6 +132,9 @@ def slurm_reason(stderr: str) -> str:
 def classify_failure(command: str, returncode: int, stderr: str) -> Exception:
     """The FleetError for a failed Slurm command (`command`: sbatch, squeue, …)."""
     reason = slurm_reason(stderr)
+    if returncode in _NOT_RUN:
+        return ToolMissing(f"{command} {_NOT_RUN[returncode]} where fleet runs Slurm's tools"
+                           + (f": {reason}" if reason else f" (exit status {returncode})"), slurm_reason=reason)
     # A QoS limit names itself on the line before the generic "violates" line: keep the specific one.
     specific = re.search(r"\b((?:QOS|Assoc)(?:Max|Grp)\w+)", stderr)
     for pattern, cls, message, hint in _RULES:

@@ -30,7 +30,7 @@ from ..base import (BaseProvider, HasHardLimit, HasLeaseMetadata, LeaseWatch, Ma
                     ReleasesMachines, ReportsMachines, SweepsLeftovers)
 from .accounting import ended_at, lease_accounting
 from .commands import AllocationRequest, Runner, SlurmCommands, login_runner
-from .errors import HOPELESS_PENDING, LoginNodeUnreachable, QosLimitExceeded, QueueWaitExpired, SlurmError
+from .errors import HOPELESS_PENDING, LoginNodeUnreachable, QosLimitExceeded, QueueWaitExpired, SlurmError, ToolMissing
 from .handoff import LoginNodeSupervision
 from .parsing import JobState, QueuedJob
 from .limits import raise_time_limit, time_limit_minutes
@@ -150,6 +150,8 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
                 job = job if job is not None and owned(self.slurm, job) else None     # the login user's only
                 unreadable.ok()
             except (SlurmError, LoginNodeUnreachable) as exc:    # once is no reason to give the lease up
+                if isinstance(exc, ToolMissing):                    # ... but a squeue not there is
+                    raise
                 if (line := unreadable.failed(exc)) is not None:     # watch.py: when it is
                     raise SlurmError(line, slurm_reason="squeue unreadable") from None
                 if time.monotonic() - begun >= limit:    # the wait asked for bounds this too (the job is cancelled)

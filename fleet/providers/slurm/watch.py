@@ -6,7 +6,8 @@ time) or prints what fleet cannot read says nothing about the job: once is no re
 But a watch that ignores it forever never reports a lease whose cluster is gone. So the lease is
 given up on after UNREADABLE_POLLS polls in a row that fail, spanning at least UNREADABLE_S seconds
 (both, so that neither a fast poll nor one slow timeout decides): the run hears one line naming
-squeue's last error. 300 s outlasts a controller's failover (SlurmctldTimeout, 120 s by default)
+squeue's last error. A squeue that is not installed or not executable (errors.ToolMissing) will not
+come back: that is said at once. 300 s outlasts a controller's failover (SlurmctldTimeout, 120 s by default)
 and a restart; any readable answer starts the count again."""
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..base import LeaseWatch
+from .errors import ToolMissing
 from .ownership import is_leases, owned
 from .parsing import JobState, QueuedJob
 
@@ -42,8 +44,12 @@ class Unreadable:
         if self.count == 0:
             self.since = now
         self.count += 1
-        why = "".join(c if c.isprintable() else " " for c in " ".join(str(exc).split()))[:300]
+        said = exc.message if isinstance(exc, ToolMissing) else str(exc)     # its hint is for `fleet up`
+        why = "".join(c if c.isprintable() else " " for c in " ".join(said.split()))[:300]
         self.last_error = why or type(exc).__name__
+        if isinstance(exc, ToolMissing):
+            return (f"Slurm job {self.job_id}: {self.last_error}; fleet can no longer tell whether the job "
+                    "still holds the machines")
         if self.count < UNREADABLE_POLLS or now - self.since < UNREADABLE_S:
             return None
         return (f"Slurm job {self.job_id}: squeue answered nothing fleet could read for {self.count} polls over "
