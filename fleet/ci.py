@@ -24,6 +24,13 @@ from .masking import MASK, Masker, secret_names  # noqa: F401  (re-exported)
 # GitHub sends SIGINT on cancellation, SIGTERM ~7.5 s later, then SIGKILL. Stopping the experiment
 # gracefully for 3 s leaves time to fetch outputs and release every machine inside that window.
 CI_CANCEL_GRACE_S = 3.0
+# GitLab sends one SIGTERM, then SIGKILL after a grace that depends on its executor: no second signal
+# ever hurries fleet, and a fetch of gigabytes of outputs outlasted the grace, so the SIGKILL came
+# before the release and the machines ran, billed, to their deadline. From a SIGTERM fleet takes at
+# most this long (the experiment's graceful stop and the fetch together) before it hurries as a
+# second signal would: the rest of the fetch is left, marked incomplete, and the machines released.
+# 3 s of graceful stop, 2 s of fetch, then the release and the summary: inside a grace of 10 s.
+GITLAB_STOP_LIMIT_S = 5.0
 _TRUE = ("1", "true", "yes")
 
 
@@ -38,6 +45,27 @@ def cancel_grace_s(environ: Mapping[str, str] | None = None) -> float | None:
     is set (fleet.run.execute.grace_s() then applies that value, in CI as anywhere)."""
     e = os.environ if environ is None else environ
     return None if e.get("FLEET_GRACE", "").strip() else CI_CANCEL_GRACE_S
+
+
+def stop_limit_s(environ: Mapping[str, str] | None = None, warn=None) -> float | None:
+    """Seconds from a SIGTERM after which a CI run hurries (fleet/run/signals.py): under GitLab,
+    FLEET_STOP_LIMIT or GITLAB_STOP_LIMIT_S; elsewhere FLEET_STOP_LIMIT if set, else None (GitHub's
+    own second signal hurries the run). A value that is no number of seconds is said, and the
+    default taken: a CI job must still release its machines."""
+    e = os.environ if environ is None else environ
+    gitlab = e.get("GITLAB_CI", "").lower() in _TRUE
+    text = e.get("FLEET_STOP_LIMIT", "").strip()
+    if not text:
+        return GITLAB_STOP_LIMIT_S if gitlab else None
+    try:
+        value = float(text)
+        if not 0 <= value < float("inf"):
+            raise ValueError(text)
+    except ValueError:
+        if warn is not None:
+            warn(f"FLEET_STOP_LIMIT={text[:40]!r} is not a number of seconds: using {GITLAB_STOP_LIMIT_S:g}")
+        return GITLAB_STOP_LIMIT_S
+    return value
 
 
 # -- where the run came from -----------------------------------------------------------------------

@@ -89,7 +89,8 @@ class _ChannelStream:
     def read(self, n: int = -1) -> bytes:
         while n < 0 or len(self.buf) - self.pos < n:
             if self.stop is not None and self.stop.is_set():
-                raise Stopped("the run was told to hurry (a second stop signal): the rest was not fetched")
+                raise Stopped("the run was told to hurry (a second stop signal, or FLEET_STOP_LIMIT after a "
+                              "SIGTERM): the rest was not fetched")
             data = self.chan.recv(self.DRAIN)
             if not data:
                 break

@@ -66,6 +66,7 @@ class RunContext:
     stop_reason: str | None = None     # "cancelled" | "budget" | "idle" | …
     stop_message: str = ""
     cancel_grace_s: float | None = None   # SIGTERM→SIGKILL when cancelled; None: execute.grace_s() (CI: shorter)
+    stop_limit_s: float | None = None     # from a SIGTERM to `hurry` (GitLab CI: ci.stop_limit_s); None: never
     machines_lost: Callable[[], set] | None = None   # ids of machines past their own deadline (heartbeat)
     attempt: int = 1                   # 1, then 2, 3 … for each resumption on new machines (FLEET_ATTEMPT)
     checkpoints: list = field(default_factory=list)   # the last CheckpointUpload of each node (checkpoints.py)

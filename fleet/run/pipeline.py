@@ -136,8 +136,8 @@ class Pipeline:
         ctx.state_wait = StateWait(state.db, self.events, stop=ctx.hurry)   # a second Ctrl-C ends its wait
         self.inputs.stop = ctx.cancel
         if self.options.ci:
-            from ..ci import cancel_grace_s
-            ctx.cancel_grace_s = cancel_grace_s()
+            from ..ci import cancel_grace_s, stop_limit_s
+            ctx.cancel_grace_s, ctx.stop_limit_s = cancel_grace_s(), stop_limit_s(warn=self.events.warn)
         budget = RunBudget(grant, state, lease_id=lease_id, run_dir=run_dir, clock=self.clock,
                            attributed=self.attributed)
         ctx.budget = budget

@@ -1,12 +1,15 @@
 """Ctrl-C / SIGTERM / SIGHUP during a run: the first asks it to stop gracefully (the execute loop
 sends SIGTERM, waits the grace period, then collects and releases); the second skips the graceful
-waits. Release still happens either way. A detached run's supervisor ignores SIGHUP: it has no
-terminal, and the ssh session or shell it was started from ending must not end the run.
+waits. Release still happens either way. Where no second signal comes (GitLab CI: one SIGTERM, then
+SIGKILL), `ctx.stop_limit_s` after a SIGTERM hurries the run as a second signal would. A detached
+run's supervisor ignores SIGHUP: it has no terminal, and the ssh session or shell it was started
+from ending must not end the run.
 """
 from __future__ import annotations
 
 import signal
 import threading
+import time
 from typing import Any
 
 from .context import RunContext
@@ -42,12 +45,20 @@ class StopSignals:
         self.ctx = ctx
         self.previous: dict[int, Any] = {}
         self.ended: threading.Event | None = None
+        # The stop limit's timer: a thread that the first SIGTERM wakes (a handler must not start
+        # one: the main thread may hold threading's own locks when the signal lands).
+        self.limit: threading.Thread | None = None
+        self.wake, self.closed = threading.Event(), threading.Event()
+        self.sigterm_at = 0.0
 
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
             detached = bool(getattr(self.ctx.options, "detached", False))
             for sig in (signal.SIGINT, signal.SIGTERM) + (() if detached else (signal.SIGHUP,)):
                 self.previous[sig] = signal.signal(sig, self._handle)
+            if self.ctx.stop_limit_s is not None:
+                self.limit = threading.Thread(target=self._hurry_at_limit, name="stop-limit", daemon=True)
+                self.limit.start()
         elif threading.current_thread().daemon:
             import atexit
             self.ended = threading.Event()
@@ -66,7 +77,21 @@ class StopSignals:
         if self.ctx.cancel.is_set():
             self.ctx.hurry.set()
             return
+        if signum == signal.SIGTERM and self.limit is not None:
+            self.sigterm_at = time.monotonic()
+            self.wake.set()
         self.ctx.request_stop("cancelled", f"received {signal.Signals(signum).name}")
+
+    def _hurry_at_limit(self) -> None:
+        self.wake.wait()
+        if self.closed.is_set():
+            return
+        limit = self.ctx.stop_limit_s
+        if self.closed.wait(max(0.0, self.sigterm_at + limit - time.monotonic())) or self.ctx.hurry.is_set():
+            return
+        self.ctx.events.warn(f"{limit:g}s since SIGTERM (FLEET_STOP_LIMIT): outputs not yet fetched are left, "
+                             "and the machines released before the runner's SIGKILL")
+        self.ctx.hurry.set()
 
     def _at_exit(self) -> None:
         # atexit hooks run before daemon threads are frozen: this one's run can still end cleanly
@@ -77,6 +102,10 @@ class StopSignals:
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+        if self.limit is not None:
+            self.closed.set()
+            self.wake.set()
+            self.limit.join(5)
         if self.ended is not None:
             import atexit
             atexit.unregister(self._at_exit)
