@@ -37,7 +37,7 @@ class Heartbeat:
         # Per machine: the latest moment (monotonic) its own deadline can be, as far as we know.
         # A machine past it has ended itself; the run stops waiting for it (see lost()).
         first = (lease.deadline - datetime.now(timezone.utc)).total_seconds()
-        self._alive_until = {m.id: time.monotonic() + max(0.0, first) for m in lease.machines}
+        self._alive_until = {m.id: time.monotonic() + first for m in lease.machines}
         self._in_flight: set[str] = set()
         self._forgotten: set[str] = set()   # released while the lease lives on (forget)
         self._lock = threading.Lock()
@@ -96,8 +96,9 @@ class Heartbeat:
         with self._lock:
             latest = max(self._alive_until.values(), default=None)
         if latest is not None and (self.on_deadline or self.publish):
-            left = max(0.0, latest - time.monotonic())
-            deadline = datetime.now(timezone.utc) + timedelta(seconds=left)
+            # Already past when no beat got through since (the controller was stopped or asleep, the
+            # machines cut off): recorded as it is, not as "now", which moved on with every failed beat.
+            deadline = datetime.now(timezone.utc) + timedelta(seconds=latest - time.monotonic())
             if self.on_deadline:
                 self.on_deadline(deadline)
             if self.publish:

@@ -1,0 +1,35 @@
+"""A beat that reaches no machine after their deadline passed (the controller was stopped or asleep
+past it; the machines were cut off) records that deadline as it is: it used to record "now", so the
+lease's deadline in the state, the reaper's tag and the meter's end of billing crept on with every
+failed beat while the watchdogs had already ended the machines."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from fleet import heartbeat as heartbeat_module
+from fleet.heartbeat import Heartbeat
+from fleet.models import Lease, Machine, utcnow
+
+
+def _lease(deadline_in_s: float) -> Lease:
+    now = utcnow()
+    machine = Machine(id="L-n0", lease_id="L", node_rank=0, host="127.0.0.1", port=1, user="u", key_path="k",
+                      host_key="h", workdir="/w", gpu_slots=(0,))
+    return Lease(id="L", provider="p", template="t", machines=[machine], created_at=now,
+                 deadline=now + timedelta(seconds=deadline_in_s), max_deadline=now + timedelta(hours=1))
+
+
+def _unreachable(machine, timeout=5):
+    raise OSError("machine L-n0 does not answer SSH")
+
+
+def test_a_failed_beat_after_the_deadline_records_the_deadline_that_passed(monkeypatch):
+    monkeypatch.setattr(heartbeat_module, "connect", _unreachable)
+    lease = _lease(-30)                           # the machines' deadline passed 30 s ago
+    recorded, published = [], []
+    beat = Heartbeat(lease, 60, on_deadline=recorded.append, publish=published.append, warn=lambda _: None)
+    beat.beat()
+    beat.beat()
+    assert recorded and published
+    for deadline in recorded + published:
+        assert abs((deadline - lease.deadline).total_seconds()) < 1, (deadline, lease.deadline)
