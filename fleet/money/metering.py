@@ -126,9 +126,12 @@ class RunMeter:
                  clock: Clock = utc_clock, idle: IdlePolicy | None = None,
                  telemetry: Callable[[float], dict[str, TickTelemetry]] | None = None,
                  latest_utilisations: Callable[[], list] | None = None, persist_every_s: float = 0.0,
-                 reservations: Reservations | None = None):
+                 reservations: Reservations | None = None,
+                 ends_by: Callable[[datetime], datetime | None] | None = None):
         """`persist_every_s`: ledger rows are appended at most this often (a crash loses at most
-        that much); the budget is still evaluated on every tick from the exact in-memory spend."""
+        that much); the budget is still evaluated on every tick from the exact in-memory spend.
+        `ends_by(now)`: the deadline the machines hold, past which none of them lives (its watchdog
+        ended it): a controller that was stopped or asleep past it bills up to it, not to its waking."""
         self.ledger, self.policy, self.limits = ledger, policy, limits
         self.reservations = reservations   # other live runs' reservations shrink "remaining" each tick
         self.clock, self.idle = clock, idle
@@ -146,6 +149,13 @@ class RunMeter:
         self.reached: bool | None = None                  # see tick
         self.unreachable: StateUnavailable | None = None  # the last failure, until the database answers again
         self.retry_at: datetime | None = None
+        self.ends_by = ends_by
+
+    def billable(self, at: datetime) -> datetime:
+        """`at`, or the machines' deadline when that came first: no machine outlives it, so no time after it
+        is billed (as `fleet down` closes a dead controller's segments at min(now, deadline))."""
+        end = self.ends_by(at) if self.ends_by is not None else None
+        return at if end is None else min(at, end)
 
     def start(self, lease, price: Price | None, run_id: str | None = None, at: datetime | None = None,
               paid_by_others: frozenset[str] = frozenset()) -> None:
@@ -187,6 +197,7 @@ class RunMeter:
 
     def pending_micro(self, at: datetime) -> int:
         """Accrued since the last ledger rows, not yet written."""
+        at = self.billable(at)
         return sum(s.cost_between(s.last_end or s.start, max(at, s.last_end or s.start))
                    for s in self.segments + self.shared if not s.closed)
 
@@ -246,8 +257,9 @@ class RunMeter:
         """This tick's ledger rows when due, and the month's spend by others: the state database."""
         if self.last_persist is None or (at - self.last_persist).total_seconds() >= self.persist_every_s:
             seconds = (at - self.last_persist).total_seconds() if self.last_persist else 0.0
-            self.run_spent_micro += self.ledger.append(self.segments, at, telemetry=self._telemetry(seconds))
-            self.run_spent_micro += self._accrue_shared(at)
+            tel, end = self._telemetry(seconds), self.billable(at)
+            self.run_spent_micro += self.ledger.append(self.segments, end, telemetry=tel)
+            self.run_spent_micro += self._accrue_shared(end)
             self.last_persist = at
             self.reached = True
         if self.policy is not None and self.limits is not None and (self.limits.project_monthly or
@@ -287,7 +299,7 @@ class RunMeter:
     def close_machines(self, machine_ids: set[str], at: datetime | None = None) -> int:
         """Close those machines' segments at `at` (released while the run goes on): their billing
         ends there and the burn rate drops. Returns the cost their last rows added."""
-        at = at or self.clock()
+        at = self.billable(at or self.clock())
         ending = [s for s in self.segments if not s.closed and s.fixed["machine_id"] in machine_ids]
         shared = [s for s in self.shared if not s.closed and s.fixed["machine_id"] in machine_ids]
         added = self.ledger.close(ending, at) if ending else 0
@@ -303,6 +315,7 @@ class RunMeter:
         at = at or self.clock()
         seconds = (at - self.last_persist).total_seconds() if self.last_persist else 0.0
         tel = self._telemetry(seconds)
+        at = self.billable(at)   # kept: the keep moved the deadline past `at` already
         if kept is not None:
             from .kept import hand_over
             self.run_spent_micro += hand_over(self.ledger, self.segments, kept, at, telemetry=tel)

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from pathlib import Path
 
 from ..errors import StateUnavailable
 from ..money.budget import IdlePolicy, resolve_price, seconds_until_exhausted, to_micro, utc_clock
 from ..money.reservations import Reservations
-from ..money.ledger import Ledger
+from ..money.ledger import Ledger, parse_iso
 from ..money.metering import BudgetLimits, RunMeter, prepare_budget
 from ..models import Lease, Machine
 from ..telemetry import TelemetryFeed
@@ -39,6 +40,7 @@ PERSIST_EVERY_S = 10.0        # ledger rows at most this often (a crash loses at
 KEEP_EVERY_S = 5.0            # the meter ticks at least this often from the lease to the release
 BEAT_SLACK_S = 1.0            # a heartbeat reaches a machine up to this long after its cap is computed
 STOP_MARGIN_S = 3.0           # beyond the grace period: one tick, collecting outputs, releasing
+REREAD_DEADLINE_S = 5.0       # a deadline that passed under the meter is read from the state again this often
 
 
 class BudgetGate:
@@ -105,6 +107,10 @@ class RunBudget:
         self._keeping = threading.Event()          # set: the keeper thread stops
         self.outage = StateOutage(clock)
         self._keeper: threading.Thread | None = None
+        self._lease_id = lease_id
+        self._state = state
+        self._ends_by = None        # the latest deadline the machines hold, as last heard (see _machines_end_by)
+        self._reread_at = 0.0       # monotonic: when the state's copy of it may be read again
 
     def _meter(self) -> RunMeter:
         if self.meter is None:
@@ -114,8 +120,33 @@ class RunBudget:
                                   telemetry=lambda s: self.feed.tick(s) if self.feed is not None else None,
                                   latest_utilisations=lambda: (self.feed.latest_utilisations()
                                                                if self.feed is not None else []),
-                                  persist_every_s=PERSIST_EVERY_S, reservations=self.reservations)
+                                  persist_every_s=PERSIST_EVERY_S, reservations=self.reservations,
+                                  ends_by=self._machines_end_by)
         return self.meter
+
+    def machines_held_until(self, deadline) -> None:
+        """A deadline the machines now hold (the heartbeat's confirmed one, or the lease's first)."""
+        with self.lock:
+            if deadline is not None and (self._ends_by is None or deadline > self._ends_by):
+                self._ends_by = deadline
+
+    def _machines_end_by(self, now):
+        """The latest the machines can live, for the meter: none is billed past it. Once it has passed
+        (the controller was stopped, suspended or asleep; or the machines were cut off) the state's copy
+        is read again, at most every few seconds, in case `fleet extend` or `--keep` moved it from
+        elsewhere; a state that does not answer leaves the last one heard: time billed later is billed
+        from the last row, so nothing is lost by waiting."""
+        if self._ends_by is None or now <= self._ends_by or time.monotonic() < self._reread_at:
+            return self._ends_by
+        self._reread_at = time.monotonic() + REREAD_DEADLINE_S
+        try:
+            with self._state.db.patience(PROBE_PATIENCE_S):
+                rows = self._state.db.execute("SELECT deadline FROM leases WHERE id = ?", (self._lease_id,))
+            if rows and rows[0]["deadline"]:
+                self.machines_held_until(parse_iso(rows[0]["deadline"]))
+        except Exception:  # noqa: BLE001 — the meter goes on with the deadline it knows
+            pass
+        return self._ends_by
 
     # -- while machines are made and live ---------------------------------------------------------
     def open_machine(self, ctx: RunContext, machine: Machine) -> None:
@@ -148,6 +179,7 @@ class RunBudget:
                                      if seg.fixed.get("run_id") != ctx.run_id)
                 self._meter().start(lease, self.grant.price, run_id=ctx.run_id, at=since or lease.created_at,
                                     paid_by_others=paid)
+            self.machines_held_until(lease.deadline)
             if not self.attributed:
                 self._tick(ctx)          # rows now: machines reported long ago in leasing are not "silent"
                 self._keep_ticking(ctx, lease.max_deadline)

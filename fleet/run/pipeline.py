@@ -190,7 +190,9 @@ class Pipeline:
                 from ..heartbeat import deadline_publisher
                 beat_state = HeartbeatState(ctx, lambda: budget.deadline_cap_s(ctx))
                 heartbeat = machines.heartbeat(lease, ctx.offer.heartbeat_ttl_s, caps=[beat_state.cap],
-                                               on_deadline=beat_state.record_deadline, warn=ctx.events.warn,
+                                               on_deadline=lambda d: (budget.machines_held_until(d),
+                                                                      beat_state.record_deadline(d)),
+                                               warn=ctx.events.warn,
                                                publish=deadline_publisher(source.provider, lease))
                 ctx.machines_lost, ctx.heartbeat = heartbeat.lost, heartbeat
             check_cancel(ctx)

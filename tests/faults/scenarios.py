@@ -58,6 +58,29 @@ class KillController(Fault):
 
 
 @dataclass
+class StopController(Fault):
+    """`fleet up` (its whole process group) stopped with `signal` for `for_s`, then continued: a
+    Ctrl-Z answered by `fg` later, a debugger, a laptop asleep (its wall clock moves on meanwhile)."""
+
+    phase: str = "run"
+    for_s: float = 10.0
+    delay_s: float = 0.0
+    signal: int = signal.SIGSTOP
+    name = "stop-controller"
+
+    def describe(self) -> str:
+        return f"stop-controller({self.for_s:g}s)@{self.phase}"
+
+    def inject(self, box, ctl, watch) -> None:
+        time.sleep(self.delay_s)
+        os.killpg(ctl.proc.pid, self.signal)
+        self.stopped_at = time.time()
+        time.sleep(self.for_s)
+        self.continued_at = time.time()
+        os.killpg(ctl.proc.pid, signal.SIGCONT)
+
+
+@dataclass
 class KillSshd(Fault):
     """A machine's sshd dies mid-run (SIGKILL): its sessions drop with it."""
 
@@ -291,5 +314,5 @@ def random_faults(rng: random.Random, *, allow_disk: bool = True, max_faults: in
     return out
 
 
-__all__ = ["Fault", "KillController", "KillSshd", "LockDatabase", "DiskFull", "CorruptChunk", "Unavailable",
+__all__ = ["Fault", "KillController", "StopController", "KillSshd", "LockDatabase", "DiskFull", "CorruptChunk", "Unavailable",
            "run_case", "random_faults", "kill_everything_under"]

@@ -249,6 +249,7 @@ def test_two_live_runs_on_one_kept_lease_put_each_machine_second_on_the_ledger_o
     @dataclass
     class KeptLeaseRow(_Lease):
         max_deadline: object = None
+        deadline: object = None
 
     @dataclass
     class RankedMachine(_Machine):
@@ -257,7 +258,8 @@ def test_two_live_runs_on_one_kept_lease_put_each_machine_second_on_the_ledger_o
     grant_1 = gate(db, clock).grant(offer(), run_id="r-1", lease_id="l-1")
     row = record_lease(db, clock, "l-1")
     lease = KeptLeaseRow(row.id, row.project, row.user, row.template, row.provider,
-                         [RankedMachine(m.id, m.gpu_slots) for m in row.machines], max_deadline=clock() + timedelta(hours=8))
+                         [RankedMachine(m.id, m.gpu_slots) for m in row.machines], max_deadline=clock() + timedelta(hours=8),
+                         deadline=clock() + timedelta(hours=4))
     run_1 = metered(db, clock, grant_1, lease, "r-1")
     clock.advance(60)
     run_1.tick()                                                   # $0.60, and a live run's recent row

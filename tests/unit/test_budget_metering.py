@@ -137,3 +137,38 @@ def test_ledger_rows_are_written_every_persist_interval_but_the_budget_is_checke
     clock.advance(4)
     meter.finish()
     assert ledger.spent_micro() == to_micro("0.104")
+
+
+def test_a_controller_stopped_past_the_machines_deadline_bills_up_to_that_deadline(ledger):
+    """SIGSTOP, Ctrl-Z or a sleeping laptop: the machines' watchdogs ended them at the deadline the
+    last beat gave, and the meter, ticking again on waking, billed every second it slept as well."""
+    from datetime import timedelta
+    clock = ledger.clock
+    limits = BudgetLimits(run=Decimal("10.00"), grace_s=20)
+    policy, price = prepare_budget(limits, plan(), ledger=ledger, now=clock())
+    held = [T0 + timedelta(seconds=60)]             # the deadline the machines hold, as the heartbeat reports it
+    meter = RunMeter(ledger, policy, limits=limits, clock=clock, ends_by=lambda now: held[0])
+    meter.start(lease(), price, run_id="r-1")
+    clock.advance(30)
+    meter.tick()
+    clock.advance(3600)                             # stopped for an hour; the machines ended 30 s in
+    assert meter.spent_micro() == cost_micro(to_micro("7.20"), 60)
+    assert meter.tick().action == "ok"              # no budget crossed by time nobody paid for
+    assert meter.finish() == cost_micro(to_micro("7.20"), 60) == ledger.spent_micro()
+    assert {r.end_at for r in ledger.read().entries if r.kind == "close"} == {"2025-06-10T12:01:00.000000Z"}
+
+
+def test_a_deadline_heard_late_bills_the_time_in_between(ledger):
+    """A beat that reached the machines after all (their deadline moved on): the time the meter held
+    back at the old deadline is billed from the last row, none of it lost."""
+    from datetime import timedelta
+    clock = ledger.clock
+    held = [T0 + timedelta(seconds=60)]
+    policy, price = prepare_budget(BudgetLimits(run=Decimal("10.00")), plan(machines=1), ledger=ledger, now=clock())
+    meter = RunMeter(ledger, policy, clock=clock, ends_by=lambda now: held[0])
+    meter.start(lease(machines=1), price, run_id="r-1")
+    clock.advance(100)
+    meter.tick()
+    held[0] = T0 + timedelta(seconds=400)
+    clock.advance(100)
+    assert meter.finish() == cost_micro(to_micro("3.60"), 200) == ledger.spent_micro()

@@ -52,6 +52,7 @@ class Sink:
 
 class Beats(NoBeats):
     def __init__(self):
+        super().__init__()
         self.stopped = False
 
     def stop(self) -> None:

@@ -49,7 +49,16 @@ def released(provider: FakeProvider, lease_id: str) -> bool:
 
 
 class NoBeats:
-    def beat(self, ttl_s=None) -> None: pass
+    """Beats that hold every machine to the lease's max deadline and say so, as a heartbeat reports
+    what the machines hold (the meter bills no machine past it)."""
+
+    def __init__(self, lease=None, on_deadline=None):
+        self.lease, self.on_deadline = lease, on_deadline
+
+    def beat(self, ttl_s=None) -> None:
+        if self.on_deadline is not None:
+            self.on_deadline(self.lease.max_deadline)
+
     def start(self): return self
     def stop(self) -> None: pass
     def lost(self) -> set: return set()
@@ -64,7 +73,7 @@ class FakeMachines:
         self.clock = clock
 
     def heartbeat(self, lease, ttl_s, *, caps, on_deadline, warn, publish=None):
-        return NoBeats()
+        return NoBeats(lease, on_deadline)
 
     def wait_ready(self, ctx, machines) -> None:
         pass
@@ -94,7 +103,9 @@ class FakeMachines:
         return Collected(files=0)
 
     def keep(self, state, lease, keep_s, events) -> str | None:
-        return (utcnow() + timedelta(seconds=keep_s)).isoformat()
+        until = (self.clock or utcnow)() + timedelta(seconds=keep_s)
+        state.set_lease_deadline(lease.id, until, keep_until=until)   # as the real keep records it
+        return until.isoformat()
 
 
 class StepClock:
