@@ -16,6 +16,15 @@ from .models import Lease, Machine
 from .remote.ssh import Session, connect
 
 CapFn = Callable[[], "float | None"]   # seconds from now the lease may still live, or None for no cap
+_ELAPSED = getattr(time, "CLOCK_BOOTTIME", None)
+STALL_TICK_S = 0.5     # the stall watch's tick
+STALL_S = 5.0          # a tick this late: the process was stopped or asleep, not merely slow under load
+
+
+def elapsed() -> float:
+    """Seconds on a clock that never steps and, where there is one (Linux's CLOCK_BOOTTIME), runs on
+    while this computer sleeps: the machines' deadlines pass on their own clocks meanwhile."""
+    return time.clock_gettime(_ELAPSED) if _ELAPSED is not None else time.monotonic()
 
 
 class Heartbeat:
@@ -34,10 +43,14 @@ class Heartbeat:
         self._sessions: dict[str, Session] = {}
         self._thread = threading.Thread(target=self._loop, name="fleet-heartbeat", daemon=True)
         self.beats = 0
-        # Per machine: the latest moment (monotonic) its own deadline can be, as far as we know.
+        # Per machine: the latest moment (elapsed()) its own deadline can be, as far as we know.
         # A machine past it has ended itself; the run stops waiting for it (see lost()).
         first = (lease.deadline - datetime.now(timezone.utc)).total_seconds()
-        self._alive_until = {m.id: time.monotonic() + first for m in lease.machines}
+        self._alive_until = {m.id: elapsed() + first for m in lease.machines}
+        # Seconds this process did not run (stopped: Ctrl-Z, SIGSTOP, a debugger; or the computer slept)
+        # while a machine's deadline passed unextended: why the machines are gone, for the run's message.
+        self._gaps: list[tuple[float, float]] = []   # (from, to) elapsed(): when this process did not run
+        self._ran_at: float | None = None              # elapsed() at the stall watch's last tick
         self._in_flight: set[str] = set()
         self._forgotten: set[str] = set()   # released while the lease lives on (forget)
         self._lock = threading.Lock()
@@ -98,7 +111,7 @@ class Heartbeat:
         if latest is not None and (self.on_deadline or self.publish):
             # Already past when no beat got through since (the controller was stopped or asleep, the
             # machines cut off): recorded as it is, not as "now", which moved on with every failed beat.
-            deadline = datetime.now(timezone.utc) + timedelta(seconds=latest - time.monotonic())
+            deadline = datetime.now(timezone.utc) + timedelta(seconds=latest - elapsed())
             if self.on_deadline:
                 self.on_deadline(deadline)
             if self.publish:
@@ -110,7 +123,7 @@ class Heartbeat:
     def lost(self, slack_s: float = 3.0) -> set[str]:
         """Machines certainly past their own deadline (beats could not reach them): their watchdog
         has ended them, so nothing they run will report back."""
-        now = time.monotonic()
+        now = elapsed()
         with self._lock:
             alive = list(self._alive_until.items())
         return {mid for mid, until in alive if now > until + slack_s}
@@ -146,7 +159,7 @@ class Heartbeat:
                     with self._lock:
                         if machine.id not in self._forgotten:
                             self._alive_until[machine.id] = max(self._alive_until.get(machine.id, 0.0),
-                                                                time.monotonic() + ttl)
+                                                                elapsed() + ttl)
                     return
                 except Exception as exc:  # noqa: BLE001 — a missed beat is survivable; warn and retry next time
                     stale = self._sessions.pop(machine.id, None)
@@ -164,6 +177,35 @@ class Heartbeat:
                 self.beat()
             except Exception as exc:  # noqa: BLE001 — e.g. on_deadline's state write in an outage: beat on
                 self.warn(f"heartbeat of lease {self.lease.id}: {exc}")
+
+    def watch_stalls(self) -> "Heartbeat":
+        """Start noting when this whole process stops running (Ctrl-Z, SIGSTOP, a debugger, the computer
+        asleep): a thread that ticks every STALL_TICK_S sees the gap when it runs again."""
+        self._ran_at = elapsed()
+        threading.Thread(target=self._watch, name="fleet-stall-watch", daemon=True).start()
+        return self
+
+    def _watch(self) -> None:
+        while not self._stop.wait(STALL_TICK_S):
+            now = elapsed()
+            if now - self._ran_at > STALL_S:
+                with self._lock:
+                    self._gaps.append((self._ran_at, now))
+            self._ran_at = now
+
+    def overslept_s(self) -> float | None:
+        """How long this process was not running while a machine's deadline passed unextended, which
+        ended that machine (None: it never was). The gap still open counts: the run may end on it before
+        the watch, continued, has ticked."""
+        if self._ran_at is None:
+            return None
+        now = elapsed()
+        with self._lock:
+            still = now - self._ran_at > STALL_S and not self._stop.is_set()
+            gaps = self._gaps + ([(self._ran_at, now)] if still else [])
+            untils = list(self._alive_until.values())
+        passed = [b - a for a, b in gaps if any(a < until <= b for until in untils)]
+        return max(passed) if passed else None
 
     def stop(self) -> None:
         self._stop.set()

@@ -16,6 +16,7 @@ import threading
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, TypeVar
 
+from ..errors import ExitCode
 from .types import Collected, Released
 
 if TYPE_CHECKING:
@@ -110,11 +111,14 @@ def collect_raised(exc: BaseException) -> Collected:
 def settled(ctx: "RunContext", source, lease: "Lease | None", outcome: T) -> T:
     """The outcome as the provider and the state explain it, once the run's stages are over."""
     from .execute import not_lost_if_released
-    from .loss_reason import explain_loss
-    outcome = not_lost_if_released(ctx, outcome)   # e.g. Slurm's on_lost after `fleet down` scancelled it
+    from .loss_reason import explain_loss, overslept
+    elsewhere = not_lost_if_released(ctx, outcome)   # e.g. Slurm's on_lost after `fleet down` scancelled it
+    if elsewhere is not outcome:
+        return elsewhere
     if outcome.machines_lost:   # the provider may know why (Slurm: PREEMPTED, NODE_FAIL)
         outcome = replace(outcome, message=explain_loss(ctx, getattr(source, "provider", None), lease, outcome.message))
-    return outcome
+    why = overslept(ctx) if outcome.status == "error" and outcome.exit_code == ExitCode.INFRASTRUCTURE else None
+    return outcome if why is None else replace(outcome, message=why)
 
 
 def release(ctx: "RunContext", source, machines, lease: "Lease | None", status: str, keep_s: int | None) -> Released:

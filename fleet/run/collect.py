@@ -56,6 +56,7 @@ def collect(ctx: RunContext, lease: Lease, *, interval: float | None = None) -> 
     seconds between progress lines (default: by the kind of output, see the module)."""
     from ..safe_extract import Extracted
     from ..stage import fetch_directory
+    from .loss_reason import overslept_s
     if ctx.hurry.is_set():
         return Collected(files=0)
     ctx.events.phase("collect", f"fetching outputs into {ctx.run_dir}")
@@ -71,7 +72,9 @@ def collect(ctx: RunContext, lease: Lease, *, interval: float | None = None) -> 
             got = fetch_directory(m, f"{m.workdir}/outputs/{ctx.run_id}", ctx.run_dir / f"node-{m.node_rank}",
                                   limit=limit, watch=progress.watch(m.id), stop=ctx.hurry)
         except Exception as exc:  # noqa: BLE001
-            got = Extracted(incomplete=f"could not fetch them: {exc}")
+            gap = overslept_s(ctx)   # not the network's fault: fleet was stopped or asleep past the deadline
+            got = Extracted(incomplete=f"its watchdog ended it while fleet was not running ({gap:.0f}s)" if gap
+                            else f"could not fetch them: {exc}")
         finally:
             progress.finished()
         for why in got.skipped[:SKIPPED_SHOWN]:   # named: an output that did not come home is never silent

@@ -23,6 +23,23 @@ def explain_loss(ctx: Any, provider: Any, lease: Lease | None, message: str | No
         return message
 
 
+def overslept_s(ctx: Any) -> float | None:
+    heartbeat = getattr(ctx, "heartbeat", None)
+    return heartbeat.overslept_s() if hasattr(heartbeat, "overslept_s") else None
+
+
+def overslept(ctx: Any) -> str | None:
+    """Why the machines are gone when it is that this process was not running past their deadline
+    (the heartbeat saw it: fleet/heartbeat.py), which any other message (a closed connection, SSH
+    refused) would leave the user to guess; None otherwise."""
+    gap = overslept_s(ctx)
+    if not gap:
+        return None
+    return (f"fleet itself was not running for {gap:.0f}s (stopped by Ctrl-Z, SIGSTOP or a debugger, or the "
+            "computer slept), past the machines' deadline: their watchdogs ended them, as they end the "
+            "machines of a controller that died")
+
+
 # SIGTERM, SIGKILL as the shell reports them: how a command ends when its provider stops the machine.
 ENDED_BY_SIGNAL = (128 + 15, 128 + 9)
 

@@ -38,7 +38,7 @@ from .ending import record_run
 from .environment import EnvironmentStage
 from .execute import (MachinesLost, ReleasedElsewhere, check_cancel, check_not_released_elsewhere,
                       released_elsewhere)
-from .loss_reason import ended_by_provider
+from .loss_reason import ended_by_provider, overslept
 from .heartbeat_state import HeartbeatState
 from .inputs import Inputs
 from .lease import KeptLease, NewLease
@@ -195,6 +195,8 @@ class Pipeline:
                                                warn=ctx.events.warn,
                                                publish=deadline_publisher(source.provider, lease))
                 ctx.machines_lost, ctx.heartbeat = heartbeat.lost, heartbeat
+                if hasattr(heartbeat, "watch_stalls"):   # fleet's Heartbeat: beyond the Beats protocol
+                    heartbeat.watch_stalls()
             check_cancel(ctx)
             ctx.events.phase("ready", f"waiting for SSH on {len(lease.machines)} machine(s)")   # ready
             machines.wait_ready(ctx, lease.machines)
@@ -281,6 +283,9 @@ class Pipeline:
             self.events.shield()
             steps = Steps()
             outcome = steps.run(lambda: settled(ctx, source, lease, outcome), default=outcome)
+            why = overslept(ctx) if isinstance(error, InfrastructureError) else None
+            if why and outcome.message == why:   # the line to show: not SSH's fault, nor the network's
+                error = _with_cause(InfrastructureError(why), error)
             if notices is not None:
                 steps.run(notices.stop)
             if lease is not None:
@@ -306,6 +311,11 @@ class Pipeline:
         if self.events.error is not None:   # the caller's sink raised: after the release and the record
             raise self.events.error
         return summary
+
+
+def _with_cause(error: BaseException, cause: BaseException) -> BaseException:
+    error.__cause__ = cause   # --debug shows what failed first
+    return error
 
 
 def _ended(ctx: RunContext, result: ExecResult) -> _Outcome:

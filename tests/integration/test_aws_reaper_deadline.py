@@ -5,13 +5,12 @@ filtered DescribeInstances per pass however many leases there are, and `fleet st
 lease orphaned."""
 from __future__ import annotations
 
-import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from fleet.heartbeat import Heartbeat, deadline_publisher
+from fleet.heartbeat import Heartbeat, deadline_publisher, elapsed
 from fleet.leases import lease_view
 from fleet.models import Lease, Machine, MachineState
 from fleet.providers.aws import reap as reap_mod
@@ -68,7 +67,7 @@ def test_each_beat_tags_the_whole_lease_with_one_create_tags_call(ec2):
     provider = AWSProvider(ec2=ec2, sandbox=False)
     beat = Heartbeat(lease, 30, publish=deadline_publisher(provider, lease))
     # The beat's SSH half stands in as confirmed (no sshd here): each machine now holds now + TTL.
-    beat._extend = lambda machine, ttl: beat._alive_until.__setitem__(machine.id, time.monotonic() + ttl)
+    beat._extend = lambda machine, ttl: beat._alive_until.__setitem__(machine.id, elapsed() + ttl)
     calls = Calls(ec2)
     for _ in range(2):
         beat.beat(ttl_s=30)

@@ -33,3 +33,22 @@ def test_a_failed_beat_after_the_deadline_records_the_deadline_that_passed(monke
     assert recorded and published
     for deadline in recorded + published:
         assert abs((deadline - lease.deadline).total_seconds()) < 1, (deadline, lease.deadline)
+
+
+def test_a_stall_past_the_deadline_is_told_apart_from_one_that_ended_no_machine(monkeypatch):
+    """The run's message names why the machines went: this process did not run past their deadline
+    (Ctrl-Z, SIGSTOP, the computer asleep), not the network or SSH, which is all the user saw before."""
+    now = [1000.0]
+    monkeypatch.setattr(heartbeat_module, "elapsed", lambda: now[0])
+    monkeypatch.setattr(heartbeat_module, "connect", _unreachable)
+    monkeypatch.setattr(heartbeat_module, "STALL_TICK_S", 3600)   # the watch has not run again since: the gap is open
+    beat = Heartbeat(_lease(60), 60, warn=lambda _: None)
+    beat.watch_stalls()
+    try:
+        assert beat.overslept_s() is None
+        now[0] += 30                              # stopped for 30 s: every deadline still ahead
+        assert beat.overslept_s() is None
+        now[0] += 100                             # still stopped, now past the deadline (60 s after the start)
+        assert beat.overslept_s() == 130
+    finally:
+        beat.stop()
