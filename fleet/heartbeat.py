@@ -7,6 +7,7 @@ machine ends itself within one TTL.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -16,7 +17,9 @@ from .models import Lease, Machine
 from .remote.ssh import Session, connect
 
 CapFn = Callable[[], "float | None"]   # seconds from now the lease may still live, or None for no cap
-_ELAPSED = getattr(time, "CLOCK_BOOTTIME", None)
+# Linux's CLOCK_MONOTONIC stops while the computer sleeps, CLOCK_BOOTTIME does not; macOS's does not
+# either (time.monotonic() there does).
+_ELAPSED = getattr(time, "CLOCK_BOOTTIME", None) or (time.CLOCK_MONOTONIC if sys.platform == "darwin" else None)
 STALL_TICK_S = 0.5     # the stall watch's tick
 STALL_S = 5.0          # a tick this late: the process was stopped or asleep, not merely slow under load
 
@@ -51,6 +54,8 @@ class Heartbeat:
         # while a machine's deadline passed unextended: why the machines are gone, for the run's message.
         self._gaps: list[tuple[float, float]] = []   # (from, to) elapsed(): when this process did not run
         self._ran_at: float | None = None              # elapsed() at the stall watch's last tick
+        self._max_anchor: tuple[datetime, float] | None = None   # see _max_left_s
+        self._max_left_s()
         self._in_flight: set[str] = set()
         self._forgotten: set[str] = set()   # released while the lease lives on (forget)
         self._lock = threading.Lock()
@@ -69,9 +74,17 @@ class Heartbeat:
     def interval_s(self) -> float:
         return max(0.5, min(60.0, self.ttl_s / 3))
 
+    def _max_left_s(self) -> float:
+        """Seconds to the lease's max deadline, counted on elapsed() from when it was first read: the
+        controller's wall clock stepping forward (NTP, a user's `date`) must not read as max_duration
+        spent and let healthy machines end, nor a step back stretch it."""
+        if self._max_anchor is None or self._max_anchor[0] != self.lease.max_deadline:
+            left = (self.lease.max_deadline - datetime.now(timezone.utc)).total_seconds()
+            self._max_anchor = (self.lease.max_deadline, elapsed() + left)
+        return self._max_anchor[1] - elapsed()
+
     def next_ttl_s(self) -> float:
-        now = datetime.now(timezone.utc)
-        ttl = min(self.ttl_s, (self.lease.max_deadline - now).total_seconds())
+        ttl = min(self.ttl_s, self._max_left_s())
         for cap in self.caps:
             value = cap()
             if value is not None:

@@ -1,7 +1,9 @@
-"""A beat that reaches no machine after their deadline passed (the controller was stopped or asleep
-past it; the machines were cut off) records that deadline as it is: it used to record "now", so the
-lease's deadline in the state, the reaper's tag and the meter's end of billing crept on with every
-failed beat while the watchdogs had already ended the machines."""
+"""The heartbeat and the controller's clocks: a controller stopped or asleep past the machines' deadline
+(the deadline it records, the stall it tells apart), and its wall clock stepping under a run.
+
+A beat that reaches no machine after their deadline passed records that deadline as it is: it used to
+record "now", so the lease's deadline in the state, the reaper's tag and the meter's end of billing
+crept on with every failed beat while the watchdogs had already ended the machines."""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -52,3 +54,33 @@ def test_a_stall_past_the_deadline_is_told_apart_from_one_that_ended_no_machine(
         assert beat.overslept_s() == 130
     finally:
         beat.stop()
+
+
+def _wall_stepped_by(seconds: float):
+    from datetime import datetime as real
+
+    class Stepped(real):
+        @classmethod
+        def now(cls, tz=None):
+            return real.now(tz) + timedelta(seconds=seconds)
+    return Stepped
+
+
+def test_the_controllers_wall_clock_stepping_neither_ends_the_machines_nor_stretches_max_duration(monkeypatch):
+    """NTP or a user's `date` steps the controller's clock: stepped forward past the lease's max
+    deadline, every beat extended by 0 s and healthy machines ended within one TTL; stepped back, beats
+    went on past max_duration (as far as the machines' own hard maximum lets them)."""
+    now = utcnow()
+    machine = Machine(id="L-n0", lease_id="L", node_rank=0, host="127.0.0.1", port=1, user="u", key_path="k",
+                      host_key="h", workdir="/w", gpu_slots=(0,))
+    lease = Lease(id="L", provider="p", template="t", machines=[machine], created_at=now,
+                  deadline=now + timedelta(seconds=60), max_deadline=now + timedelta(hours=1))
+    beat = Heartbeat(lease, 60)
+    monkeypatch.setattr(heartbeat_module, "datetime", _wall_stepped_by(2 * 3600))
+    assert beat.next_ttl_s() == 60
+    ending = Lease(id="L", provider="p", template="t", machines=[machine], created_at=now, deadline=now,
+                   max_deadline=now + timedelta(seconds=30))
+    monkeypatch.setattr(heartbeat_module, "datetime", _wall_stepped_by(0))
+    beat = Heartbeat(ending, 60)
+    monkeypatch.setattr(heartbeat_module, "datetime", _wall_stepped_by(-3600))
+    assert 25 < beat.next_ttl_s() <= 30
