@@ -7,27 +7,18 @@ machine ends itself within one TTL.
 """
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
+from .clock import elapsed
 from .models import Lease, Machine
 from .remote.ssh import Session, connect
 
 CapFn = Callable[[], "float | None"]   # seconds from now the lease may still live, or None for no cap
-# Linux's CLOCK_MONOTONIC stops while the computer sleeps, CLOCK_BOOTTIME does not; macOS's does not
-# either (time.monotonic() there does).
-_ELAPSED = getattr(time, "CLOCK_BOOTTIME", None) or (time.CLOCK_MONOTONIC if sys.platform == "darwin" else None)
 STALL_TICK_S = 0.5     # the stall watch's tick
 STALL_S = 5.0          # a tick this late: the process was stopped or asleep, not merely slow under load
-
-
-def elapsed() -> float:
-    """Seconds on a clock that never steps and, where there is one (Linux's CLOCK_BOOTTIME), runs on
-    while this computer sleeps: the machines' deadlines pass on their own clocks meanwhile."""
-    return time.clock_gettime(_ELAPSED) if _ELAPSED is not None else time.monotonic()
 
 
 class Heartbeat:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
+from ..clock import SteadyClock
 from ..money.budget import utc_clock
 from ..config.model import Config
 from ..errors import Cancelled, ExitCode, FleetError, InfrastructureError, UsageError, transport_failure
@@ -80,7 +81,8 @@ class Pipeline:
                  run_dir: Path | None = None, attributed: bool = False):
         """`run_dir`: where this run writes (default run_dir_root/<run-id>); `attributed`: its machine
         time is already metered by another run (a sweep trial on its warm pool, fleet/run/pool_lease.py)."""
-        self.config, self.source, self.clock = config, source, clock
+        # The run's meter counts on a clock the wall clock's steps do not move (fleet/clock.py).
+        self.config, self.source, self.clock = config, source, SteadyClock() if clock is utc_clock else clock
         self.run_dir, self.attributed = run_dir, attributed
         self.options = options or RunOptions()
         self.events = GuardedEvents(checked_events(events))   # a sink that raises cannot stop the release

@@ -305,3 +305,36 @@ def test_extend_from_the_python_api_checks_seconds_before_any_machine_moves(bad)
     from fleet.leases import extend
     with pytest.raises(UsageError, match="^seconds must be"):
         extend("l-00000000", bad, state=object())     # never read: refused before the state is touched
+
+
+@pytest.mark.parametrize("step_h", [-1, 1], ids=["back", "forward"])
+def test_the_controllers_wall_clock_stepping_bills_the_machines_time_as_it_passed(config, monkeypatch, step_h):
+    """NTP or a user's `date` steps the controller's clock an hour as the command starts. Stepped back,
+    the meter, reading the wall clock, billed nothing until the clock caught up, so a budget stopped
+    nothing and the heartbeat, capped by what the budget had left, kept the machines up unpaid all that
+    hour; stepped forward, it billed the hour nobody used at once (and a budget stopped the run for it)."""
+    from fleet.money import budget as money
+    wall = money.datetime
+
+    class Stepped(wall):
+        @classmethod
+        def now(cls, tz=None):
+            return wall.now(tz) + timedelta(hours=step_h)
+
+    class Stepping(FakeMachines):
+        def execute(self, ctx, lease, command, *, setup=False, on_tick=None):
+            monkeypatch.setattr(money, "datetime", Stepped)
+            end = time.monotonic() + 3
+            while time.monotonic() < end:   # three seconds of the command, ticking as the real loop does
+                on_tick()
+                time.sleep(0.05)
+            return ExecResult(0)
+
+    from dataclasses import replace
+    provider = FakeProvider(FakeSettings(price_per_hour=Decimal(3600)))   # $1/s
+    summary = Pipeline(replace(config, gpus=4), NewLease(provider), machines=Stepping()).run()
+    assert summary.status == "succeeded"
+    assert Decimal(3) <= Decimal(summary.cost_usd) < Decimal(10), summary.cost_usd
+    rows = ledger_for(summary.lease_id)
+    assert all(r.cost_micro >= 0 for r in rows)
+    assert sum(r.cost_micro for r in rows) == int(Decimal(summary.cost_usd) * 10 ** 6)
