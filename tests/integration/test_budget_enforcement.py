@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from datetime import datetime, timezone
 from decimal import Decimal
 
@@ -173,3 +174,34 @@ def test_monthly_budget_is_reserved_while_a_run_lives_and_settled_when_it_ends(e
     # 10 min of two machines at $36/h is $12: capped by the $5 left; settled with the run's real cost.
     assert len(rows) == 1 and rows[0]["amount_micro"] == 5_000_000 and rows[0]["released_at"]
     assert rows[0]["spent_micro"] == int(Decimal(summary["would_cost_usd"]) * 1_000_000) > 0
+
+
+def test_a_budget_that_runs_out_while_the_controller_is_stopped_is_never_overspent(experiment, fleet_home, tmp_path):
+    """Ctrl-Z (SIGSTOP here) while the machines run, for longer than the budget lasts, with a 10-minute
+    heartbeat TTL: the machines' own deadline, capped by the budget, ends them; on waking the controller
+    billed every second it slept ($0.73 of a $0.50 budget before the fix), now up to that deadline."""
+    write_config(experiment, "0.25")                     # one machine, 25 s
+    out = open(tmp_path / "up.out", "w")
+    controller = subprocess.Popen([FLEET, "up", "--gpus", "1", "--json"], cwd=experiment, stdout=subprocess.PIPE,
+                                  stderr=out, env={**os.environ, "FLEET_HEARTBEAT_TTL": "600s"},
+                                  start_new_session=True, text=True)
+    try:
+        assert wait_until(lambda: "started" in (tmp_path / "up.out").read_text(), 60), \
+            (tmp_path / "up.out").read_text()
+        os.killpg(controller.pid, signal.SIGSTOP)
+        assert wait_until(lambda: not processes_under(fleet_home), timeout=45, interval=0.5), \
+            "the machine outlived its budget-capped deadline"
+        time.sleep(10)                                   # asleep on: 10 s of nobody's machine time
+        os.killpg(controller.pid, signal.SIGCONT)
+        stdout, _ = controller.communicate(timeout=60)
+    finally:
+        if controller.poll() is None:
+            os.killpg(controller.pid, signal.SIGKILL)
+            controller.wait(10)
+        out.close()
+    summary = json.loads(stdout)
+    assert (controller.returncode, summary["status"]) == (11, "budget-stopped"), (tmp_path / "up.out").read_text()
+    total = sum(r.cost_micro for r in ledger_rows(summary["lease_id"])) / Decimal(1_000_000)
+    assert total <= Decimal("0.25") + PER_MACHINE_S * Decimal(TICK_S), total
+    assert Decimal(summary["would_cost_usd"]) == total
+    assert processes_under(fleet_home) == []
