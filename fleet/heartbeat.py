@@ -18,6 +18,7 @@ from .remote.ssh import Session, connect
 
 CapFn = Callable[[], "float | None"]   # seconds from now the lease may still live, or None for no cap
 STALL_TICK_S = 0.5     # the stall watch's tick
+BEAT_POLL_S = 1.0      # the beat loop looks this often whether a beat is due
 STALL_S = 5.0          # a tick this late: the process was stopped or asleep, not merely slow under load
 
 
@@ -176,11 +177,18 @@ class Heartbeat:
                 self._in_flight.discard(machine.id)
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
+        # Waits measure CLOCK_MONOTONIC, which stops while the computer sleeps: a wait of a whole interval
+        # begun before a sleep went on that long after waking, and machines whose deadline the sleep had
+        # brought near ended meanwhile. Short waits, the beat due by elapsed().
+        due = elapsed() + self.interval_s
+        while not self._stop.wait(max(0.0, min(BEAT_POLL_S, due - elapsed()))):
+            if elapsed() < due:
+                continue
             try:
                 self.beat()
             except Exception as exc:  # noqa: BLE001 — e.g. on_deadline's state write in an outage: beat on
                 self.warn(f"heartbeat of lease {self.lease.id}: {exc}")
+            due = elapsed() + self.interval_s
 
     def watch_stalls(self) -> "Heartbeat":
         """Start noting when this whole process stops running (Ctrl-Z, SIGSTOP, a debugger, the computer

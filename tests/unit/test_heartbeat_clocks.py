@@ -84,3 +84,34 @@ def test_the_controllers_wall_clock_stepping_neither_ends_the_machines_nor_stret
     beat = Heartbeat(ending, 60)
     monkeypatch.setattr(heartbeat_module, "datetime", _wall_stepped_by(-3600))
     assert 25 < beat.next_ttl_s() <= 30
+
+
+def test_a_beat_comes_on_waking_from_a_sleep_not_a_whole_interval_later(monkeypatch):
+    """The computer slept (CLOCK_MONOTONIC stood still, elapsed() went on): the beat loop's wait of a
+    whole interval, begun before the sleep, ran on that long after waking, and machines whose deadline
+    the sleep had brought near ended before the next beat."""
+    import time
+    offset = [0.0]
+    monkeypatch.setattr(heartbeat_module, "elapsed", lambda: time.monotonic() + offset[0])
+    extended: list[str] = []
+
+    class Session:
+        def run(self, argv, check=True, timeout=None):
+            extended.append(argv[-1])
+
+        def close(self):
+            pass
+    monkeypatch.setattr(heartbeat_module, "connect", lambda machine, timeout=5: Session())
+    beat = Heartbeat(_lease(300), 300, warn=lambda _: None).start()   # a beat every 60 s
+    try:
+        time.sleep(0.5)
+        offset[0] += 50                           # asleep 50 s: the next beat is due 10 s after waking
+        time.sleep(1.5)
+        assert extended == []
+        offset[0] += 15                           # and now overdue
+        end = time.monotonic() + 3
+        while not extended and time.monotonic() < end:
+            time.sleep(0.05)
+        assert extended, "no beat within 3 s of it falling due"
+    finally:
+        beat.stop()
