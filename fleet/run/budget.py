@@ -40,7 +40,7 @@ PERSIST_EVERY_S = 10.0        # ledger rows at most this often (a crash loses at
 KEEP_EVERY_S = 5.0            # the meter ticks at least this often from the lease to the release
 BEAT_SLACK_S = 1.0            # a heartbeat reaches a machine up to this long after its cap is computed
 STOP_MARGIN_S = 3.0           # beyond the grace period: one tick, collecting outputs, releasing
-REREAD_DEADLINE_S = 5.0       # a deadline that passed under the meter is read from the state again this often
+REREAD_DEADLINE_S = 1.0       # a deadline that passed under the meter is read from the state again this often
 
 
 class BudgetGate:
@@ -137,9 +137,9 @@ class RunBudget:
     def _machines_end_by(self, now):
         """The latest the machines can live, for the meter: none is billed past it. Once it has passed
         (the controller was stopped, suspended or asleep; or the machines were cut off) the state's copy
-        is read again, at most every few seconds, in case `fleet extend` or `--keep` moved it from
-        elsewhere; a state that does not answer leaves the last one heard: time billed later is billed
-        from the last row, so nothing is lost by waiting."""
+        is read again, at most once a second, in case `fleet extend` or `--keep` moved it from
+        elsewhere; a state that does not answer leaves the last one heard (until the run's last rows, a
+        later tick bills from the last row, so nothing is lost by waiting)."""
         if self._ends_by is None or now <= self._ends_by or time.monotonic() < self._reread_at:
             return self._ends_by
         self._reread_at = time.monotonic() + REREAD_DEADLINE_S
