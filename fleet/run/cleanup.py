@@ -118,7 +118,17 @@ def settled(ctx: "RunContext", source, lease: "Lease | None", outcome: T) -> T:
     if outcome.machines_lost:   # the provider may know why (Slurm: PREEMPTED, NODE_FAIL)
         outcome = replace(outcome, message=explain_loss(ctx, getattr(source, "provider", None), lease, outcome.message))
     why = overslept(ctx) if outcome.status == "error" and outcome.exit_code == ExitCode.INFRASTRUCTURE else None
-    return outcome if why is None else replace(outcome, message=why)
+    if why is None:
+        return outcome
+    # Asleep past the machines' deadline, which the budget may have set: on waking, the run's machines
+    # can read as lost before the budget's next tick bills that time. Billed now, a budget that ran out
+    # ended them, and the run is budget-stopped (exit 11), not lost.
+    if ctx.budget is not None and not ctx.stop_reason:
+        ctx.budget.tick(ctx)
+    if ctx.stop_reason == "budget":
+        return replace(outcome, status="budget-stopped", exit_code=ExitCode.BUDGET_STOPPED,
+                       message=ctx.stop_message, machines_lost=False)
+    return replace(outcome, message=why)
 
 
 def release(ctx: "RunContext", source, machines, lease: "Lease | None", status: str, keep_s: int | None) -> Released:
