@@ -127,9 +127,9 @@ class RunBudget:
     def machines_held_until(self, deadline) -> None:
         """A deadline the machines now hold (the heartbeat's confirmed one, the lease's, the state's),
         as the wall clock names it: brought onto the run's clock (fleet/clock.py) when that is steady."""
-        from_wall = getattr(self.clock, "from_wall", None)
-        if deadline is not None and from_wall is not None:
-            deadline = from_wall(deadline)
+        from ..clock import SteadyClock
+        if deadline is not None and isinstance(self.clock, SteadyClock):
+            deadline = self.clock.from_wall(deadline)
         with self.lock:
             if deadline is not None and (self._ends_by is None or deadline > self._ends_by):
                 self._ends_by = deadline

@@ -6,6 +6,8 @@ from typing import Any
 
 from ..models import Lease
 from ..providers.base import ExplainsLoss
+from .context import RunContext
+from .machines import WatchesStalls
 
 
 def explain_loss(ctx: Any, provider: Any, lease: Lease | None, message: str | None) -> str | None:
@@ -23,12 +25,11 @@ def explain_loss(ctx: Any, provider: Any, lease: Lease | None, message: str | No
         return message
 
 
-def overslept_s(ctx: Any) -> float | None:
-    heartbeat = getattr(ctx, "heartbeat", None)
-    return heartbeat.overslept_s() if hasattr(heartbeat, "overslept_s") else None
+def overslept_s(ctx: RunContext) -> float | None:
+    return ctx.heartbeat.overslept_s() if isinstance(ctx.heartbeat, WatchesStalls) else None
 
 
-def overslept(ctx: Any) -> str | None:
+def overslept(ctx: RunContext) -> str | None:
     """Why the machines are gone when it is that this process was not running past their deadline
     (the heartbeat saw it: fleet/heartbeat.py), which any other message (a closed connection, SSH
     refused) would leave the user to guess; None otherwise."""

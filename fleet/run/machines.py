@@ -29,6 +29,15 @@ class Beats(Protocol):
 
 
 @runtime_checkable
+class WatchesStalls(Protocol):
+    """A heartbeat that notes when this whole process stopped running (Ctrl-Z, SIGSTOP, the computer
+    asleep), so a loss it caused is named as such (fleet/heartbeat.py; test fakes need not)."""
+
+    def watch_stalls(self) -> object: ...
+    def overslept_s(self) -> float | None: ...
+
+
+@runtime_checkable
 class Machines(Protocol):
     def heartbeat(self, lease: Lease, ttl_s: float, *, caps: list[Callable[[], float | None]],
                   on_deadline: Callable[[datetime], None], warn: Callable[[str], None],

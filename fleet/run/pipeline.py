@@ -44,7 +44,7 @@ from .heartbeat_state import HeartbeatState
 from .inputs import Inputs
 from .lease import KeptLease, NewLease
 from .machines import (CachesSetup, ConfirmsRendezvous, KeepsCheckpoints, Machines, PreparesRendezvous, SSHMachines,
-                       WatchesNotices)
+                       WatchesNotices, WatchesStalls)
 from .observers import Observers, RunObserver
 from .overlap import Beside
 from .signals import StopSignals
@@ -197,7 +197,7 @@ class Pipeline:
                                                warn=ctx.events.warn,
                                                publish=deadline_publisher(source.provider, lease))
                 ctx.machines_lost, ctx.heartbeat = heartbeat.lost, heartbeat
-                if hasattr(heartbeat, "watch_stalls"):   # fleet's Heartbeat: beyond the Beats protocol
+                if isinstance(heartbeat, WatchesStalls):
                     heartbeat.watch_stalls()
             check_cancel(ctx)
             ctx.events.phase("ready", f"waiting for SSH on {len(lease.machines)} machine(s)")   # ready
