@@ -19,9 +19,7 @@ from pathlib import Path
 
 from ..errors import EnvironmentProblem
 from ..snapshots.create import SnapshotBuilder
-
-_ENV = {"GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"}
-
+from . import gitsafe
 
 @contextlib.contextmanager
 def smudged_tree(root: Path, commit: str, full_paths: list[str]):
@@ -30,19 +28,18 @@ def smudged_tree(root: Path, commit: str, full_paths: list[str]):
     if not full_paths:
         yield None
         return
-    git_dir = subprocess.run(["git", "rev-parse", "--absolute-git-dir"], cwd=root, capture_output=True,
-                             text=True, env={**os.environ, **_ENV}).stdout.strip()
+    git_dir = gitsafe.run(root, ["rev-parse", "--absolute-git-dir"]).stdout.strip()
     # In the git dir, not /tmp: the smudged files (model weights, for LFS) can be large, and /tmp may be RAM.
     _sweep_stale(git_dir)
     work = tempfile.mkdtemp(prefix="fleet-smudge-", dir=git_dir or None)
     try:
-        env = {**os.environ, **_ENV, "GIT_INDEX_FILE": os.path.join(work, "index")}
-        read = subprocess.run(["git", "read-tree", commit], cwd=root, capture_output=True, env=env)
+        env = gitsafe.env(GIT_INDEX_FILE=os.path.join(work, "index"))
+        read = subprocess.run(gitsafe.argv(root, ["read-tree", commit]), cwd=root, capture_output=True, env=env)
         if read.returncode != 0:
             raise EnvironmentProblem(f"git read-tree {commit[:12]} failed: "
                                      f"{read.stderr.decode(errors='replace').strip()}")
         with tempfile.TemporaryFile() as err:   # a filter may say a lot: a pipe could fill and stall it
-            rc = subprocess.run(["git", "checkout-index", "-f", "-z", "--stdin", f"--prefix={work}/out/"],
+            rc = subprocess.run(gitsafe.argv(root, ["checkout-index", "-f", "-z", "--stdin", f"--prefix={work}/out/"]),
                                 cwd=root, stdout=subprocess.DEVNULL, stderr=err, env=env,
                                 input=b"\0".join(p.encode(errors="surrogateescape") for p in full_paths)
                                 ).returncode
@@ -92,8 +89,8 @@ def add_smudged(root: Path, builder: SnapshotBuilder, oid: str, full: str, path:
     """The blob as a checkout holds it (`git cat-file --filters`, attributes matched by `full`, its
     path in the repository); True when git said the filter failed (the raw blob is then what it gave)."""
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(["git", "cat-file", "--filters", f"--path={full}", oid], cwd=root,
-                                stdout=subprocess.PIPE, stderr=err, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+        proc = subprocess.Popen(gitsafe.argv(root, ["cat-file", "--filters", f"--path={full}", oid]), cwd=root,
+                                stdout=subprocess.PIPE, stderr=err, env=gitsafe.env())
         try:
             builder.add_stream(path, 0o755 if mode & 0o111 else 0o644, proc.stdout)
             proc.stdout.read()
@@ -121,9 +118,8 @@ def filtered(root: Path, prefix: str, paths: list[str]) -> dict[str, str]:
     looked up by their path in the repository (`prefix` + path), as a checkout does."""
     if not paths:
         return {}
-    res = subprocess.run(["git", "check-attr", "-z", "--stdin", "filter"], cwd=root, capture_output=True,
-                         input="\0".join(prefix + p for p in paths).encode(errors="surrogateescape"),
-                         env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+    res = gitsafe.run(root, ["check-attr", "-z", "--stdin", "filter"], binary=True,
+                      input="\0".join(prefix + p for p in paths).encode(errors="surrogateescape"))
     fields = res.stdout.split(b"\0")
     out = {}
     for i in range(0, len(fields) - 2, 3):
@@ -142,9 +138,15 @@ def filter_notes(root: Path, filtered: dict[str, str], failed: list[str], pointe
     notes = [f"git filters apply to {len(filtered)} file(s) of the code (e.g. {path}: filter={driver}): the "
              "snapshot holds what they produce here, as a checkout does, not the commit's blobs"]
     unconfigured = set()
+    repo_own = gitsafe.repo_filters(root)
     for name in sorted(set(filtered.values())):
-        if not any(subprocess.run(["git", "config", "--get", f"filter.{name}.{key}"], cwd=root, capture_output=True,
-                                  text=True, env={**os.environ, **_ENV}).stdout.strip()
+        if name in repo_own:
+            unconfigured.add(name)
+            notes.append(f"filter={name} is set by the repository's own git config, whose commands fleet does not "
+                         "run on this computer (a repository handed over with its .git brings them): its files are "
+                         f"the commit's blobs as stored; set filter.{name} in your global git config to apply it")
+            continue
+        if not any(gitsafe.run(root, ["config", "--get", f"filter.{name}.{key}"]).stdout.strip()
                    for key in ("smudge", "process")):
             unconfigured.add(name)
             notes.append(f"filter={name} is not configured in this repository (for Git LFS: git lfs install): "
@@ -169,6 +171,6 @@ def attribute_changes(root: Path, subdir: str) -> list[str]:
         return []
     parts = subdir.split("/")
     files = [f":(literal){'/'.join(parts[:i] + ['.gitattributes'])}" for i in range(len(parts))]
-    res = subprocess.run(["git", "status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames", "--",
-                          *files], cwd=root, capture_output=True, env={**os.environ, **_ENV})
+    res = gitsafe.run(root, ["status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames", "--ignore-submodules=dirty", "--",
+                             *files], binary=True)
     return sorted(item[3:].decode(errors="surrogateescape") for item in res.stdout.split(b"\0") if len(item) > 3)

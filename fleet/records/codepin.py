@@ -21,7 +21,7 @@ from ..errors import EnvironmentProblem, UsageError
 from ..snapshots.create import DEFAULT_EXCLUDES, SnapshotBuilder, create_snapshot
 from ..snapshots.links import outside_links, secret_files_note
 from ..snapshots.store import Store
-from . import codefilters
+from . import codefilters, gitsafe
 
 
 @dataclass
@@ -40,11 +40,7 @@ class CodePin:
 
 
 def _git(args: list[str], cwd: Path, *, binary: bool = False) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=not binary, check=False,
-                              env={**os.environ, "GIT_OPTIONAL_LOCKS": "0", "LC_ALL": "C"})
-    except FileNotFoundError:
-        raise EnvironmentProblem("git is not installed", hint="install git, or run outside a repository") from None
+    return gitsafe.run(cwd, args, binary=binary)
 
 
 def _repo_root(directory: Path) -> Path | None:
@@ -54,7 +50,7 @@ def _repo_root(directory: Path) -> Path | None:
 
 def dirty_files(root: Path, subdir: str) -> list[tuple[str, str]]:
     """(status, path relative to subdir) for uncommitted changes under subdir, untracked non-ignored included."""
-    res = _git(["status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames", "--", subdir or "."],
+    res = _git(["status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames", "--ignore-submodules=dirty", "--", subdir or "."],
                root, binary=True)
     if res.returncode != 0:
         raise EnvironmentProblem(f"git status failed in {root}: {res.stderr.decode(errors='replace').strip()}")
@@ -96,8 +92,8 @@ def _export_commit(root: Path, commit: str, subdir: str, store: Store) -> tuple[
 def _export_entries(root: Path, entries: list, prefix: str, filtered: dict[str, str], smudged: Path | None,
                     store: Store) -> tuple[str, list[str], list[str]]:
     builder = SnapshotBuilder(store)
-    proc = subprocess.Popen(["git", "cat-file", "--batch"], cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
+    proc = subprocess.Popen(gitsafe.argv(root, ["cat-file", "--batch"]), cwd=root, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=gitsafe.env())
     failed: list[str] = []
     pointers: list[str] = []
     submodules: list[str] = []

@@ -1,16 +1,19 @@
 """Code pinning with git filters (Git LFS): how often a filter starts, and where its attributes come from."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import sys
 
 import pytest
 
-from fleet.errors import UsageError
+from fleet.errors import EnvironmentProblem, UsageError
 from fleet.records.codepin import pin_code
 from fleet.snapshots import materialise
 
 
-from tests.unit.test_snapshot_codepin import git, store  # noqa: F401 — the fixture
+from tests.unit.test_snapshot_codepin import git, store, user_config  # noqa: F401 — the fixture
 
 
 @pytest.fixture
@@ -71,8 +74,8 @@ def test_a_long_running_filter_starts_once_for_all_the_files(store, repo, tmp_pa
         (repo / "exp" / "w" / f"{i // 100}" / f"{i}.dat").write_text(f"weights {i}\n")
     git(repo, "add", ".")
     git(repo, "commit", "-qm", "weights")
-    git(repo, "config", "filter.fake.process", f"{sys.executable} {script} {log}")
-    git(repo, "config", "filter.fake.clean", "cat")
+    user_config("filter.fake.process", f"{sys.executable} {script} {log}")
+    user_config("filter.fake.clean", "cat")
     log.unlink(missing_ok=True)
     pin = pin_code(repo / "exp", store)
     # at most one for the export; `git status` may start it once too, to re-check racily clean files
@@ -93,8 +96,8 @@ def test_uncommitted_filter_attributes_are_refused_or_said(store, repo, tmp_path
     (repo / "exp" / "w.dat").write_text("weights\n")
     git(repo, "add", ".")
     git(repo, "commit", "-qm", "weights")
-    git(repo, "config", "filter.fake.smudge", "tr a-z A-Z")
-    git(repo, "config", "filter.fake.clean", "cat")
+    user_config("filter.fake.smudge", "tr a-z A-Z")
+    user_config("filter.fake.clean", "cat")
     (repo / where).write_text("# no filters\n")
     with pytest.raises(UsageError, match=rf"^uncommitted change to {where}: git takes the filters"):
         pin_code(repo / "exp", store)
@@ -136,12 +139,54 @@ def test_git_lfs_pointers_a_filter_left_as_they_were_are_said(store, repo):
     (repo / "exp" / "small.csv").write_text("a,b\n1,2\n")
     git(repo, "add", ".")
     git(repo, "commit", "-qm", "data")
-    git(repo, "config", "filter.lfs.smudge", "cat")     # what git-lfs does for an object it does not have
-    git(repo, "config", "filter.lfs.clean", "cat")
+    user_config("filter.lfs.smudge", "cat")     # what git-lfs does for an object it does not have
+    user_config("filter.lfs.clean", "cat")
     pin = pin_code(repo / "exp", store)
     assert ("1 file(s) of the code are still Git LFS pointer files after the filter (e.g. train.csv): their "
             "content is not here (`git lfs pull`; or GIT_LFS_SKIP_SMUDGE is set), so the run reads the pointers"
             in pin.warnings)
-    git(repo, "config", "--unset", "filter.lfs.smudge")   # not configured: said once, by its own line
+    user_config("--unset", "filter.lfs.smudge")   # not configured: said once, by its own line
     pin = pin_code(repo / "exp", store)
     assert "filter=lfs is not configured" in pin.warning and "still Git LFS pointer" not in pin.warning
+
+
+def test_a_repository_handed_over_with_its_git_dir_runs_none_of_its_commands(store, repo, tmp_path):
+    """A red-team round found that a repository unpacked with its .git (a tarball, a shared disk)
+    ran its author's commands on the user's computer as fleet pinned the code: `core.fsmonitor`
+    on `git status`, the `post-index-change` hook on the smudge's `read-tree`, its own
+    `filter.<x>` drivers, and a partial clone's lazy fetch (`remote.<x>.uploadpack`)."""
+    ran = tmp_path / "ran"
+    ran.mkdir()
+    exp = repo / "exp"
+    (exp / ".gitattributes").write_text("*.bin filter=evil\n")
+    (exp / "w.bin").write_text("weights\n")
+    (exp / "lazy.txt").write_text("fetched lazily\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "handed over")
+    lazy = subprocess.run(["git", "rev-parse", "HEAD:exp/lazy.txt"], cwd=repo, capture_output=True,
+                          text=True).stdout.strip()
+    origin = tmp_path / "origin"
+    shutil.copytree(repo, origin)
+    (repo / ".git" / "objects" / lazy[:2] / lazy[2:]).unlink()     # a partial clone's missing blob
+    hook = repo / ".git" / "hooks" / "post-index-change"
+    hook.write_text(f"#!/bin/sh\ntouch {ran}/hook\n")
+    hook.chmod(0o755)
+    for key, value in [("core.fsmonitor", f"touch {ran}/fsmonitor; false"),
+                       ("filter.evil.smudge", f"touch {ran}/smudge; cat"),
+                       ("filter.evil.clean", f"touch {ran}/clean; cat"),
+                       ("filter.evil.process", f"touch {ran}/process"), ("filter.evil.required", "true"),
+                       ("core.repositoryformatversion", "1"), ("extensions.partialClone", "origin"),
+                       ("remote.origin.url", str(origin)), ("remote.origin.promisor", "true"),
+                       ("remote.origin.uploadpack", f"touch {ran}/uploadpack; git-upload-pack"),
+                       ("protocol.file.allow", "always")]:
+        git(repo, "config", key, value)
+    os.utime(exp / "w.bin")                      # stat changed: status would run the clean filter
+    with pytest.raises(EnvironmentProblem, match="^git cat-file gave no blob for lazy.txt"):
+        pin_code(exp, store)
+    shutil.copy(origin / ".git" / "objects" / lazy[:2] / lazy[2:], repo / ".git" / "objects" / lazy[:2])
+    pin = pin_code(exp, store)
+    assert sorted(p.name for p in ran.iterdir()) == []
+    assert (materialise(store, pin.code_snapshot_id, tmp_path / "out") / "w.bin").read_text() == "weights\n"
+    assert ("filter=evil is set by the repository's own git config, whose commands fleet does not run on this "
+            "computer (a repository handed over with its .git brings them): its files are the commit's blobs "
+            "as stored; set filter.evil in your global git config to apply it") in pin.warnings

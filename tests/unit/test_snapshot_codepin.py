@@ -1,6 +1,7 @@
 """Code pinning: the commit's tree lands, not the working dir; dirty trees refused or captured."""
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -16,9 +17,15 @@ def git(cwd, *args):
                         "GIT_COMMITTER_EMAIL": "t@x", "HOME": str(cwd), "PATH": "/usr/bin:/bin"})
 
 
+def user_config(*args):
+    """The user's own (global) git config, where fleet takes the filter drivers it runs from."""
+    subprocess.run(["git", "config", "--file", os.environ["GIT_CONFIG_GLOBAL"], *args], check=True)
+
+
 @pytest.fixture
 def store(tmp_path, monkeypatch):
     monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(tmp_path / "user.gitconfig"))
     return open_store(None)
 
 
@@ -141,8 +148,8 @@ def test_files_under_a_git_filter_are_exported_filtered_and_said_so(store, repo,
     (repo / "exp" / "weights.bin").write_text("pointer\n")
     git(repo, "add", ".")
     git(repo, "commit", "-qm", "weights")
-    git(repo, "config", "filter.lfs.smudge", "tr a-z A-Z")
-    git(repo, "config", "filter.lfs.clean", "cat")
+    user_config("filter.lfs.smudge", "tr a-z A-Z")
+    user_config("filter.lfs.clean", "cat")
     pin = pin_code(repo / "exp", store)
     out = tmp_path / "out"
     materialise(store, pin.code_snapshot_id, out)
@@ -158,8 +165,8 @@ def test_filters_anchored_at_the_repo_root_apply_to_an_experiment_subdir(store, 
     (repo / "exp" / "weights.dat").write_text("data\n")
     git(repo, "add", ".")
     git(repo, "commit", "-qm", "weights")
-    git(repo, "config", "filter.up.smudge", "tr a-z A-Z")
-    git(repo, "config", "filter.up.clean", "cat")
+    user_config("filter.up.smudge", "tr a-z A-Z")
+    user_config("filter.up.clean", "cat")
     pin = pin_code(repo / "exp", store)
     out = materialise(store, pin.code_snapshot_id, tmp_path / "out")
     assert (out / "weights.dat").read_text() == "DATA\n"
@@ -175,7 +182,7 @@ def test_a_filtered_file_changes_nothing_else_in_the_export(store, repo, tmp_pat
     (repo / "exp" / "subst.py").write_text("# $Format:%H$\n")
     git(repo, "add", ".")
     git(repo, "commit", "-qm", "weights")
-    git(repo, "config", "filter.up.smudge", "tr a-z A-Z")
+    user_config("filter.up.smudge", "tr a-z A-Z")
     pin = pin_code(repo / "exp", store)
     out = materialise(store, pin.code_snapshot_id, tmp_path / "out")
     assert (out / "weights.dat").read_text() == "DATA\n"
@@ -193,7 +200,7 @@ def test_a_filter_with_no_driver_here_is_said_to_leave_the_blobs(store, repo, tm
     out = materialise(store, pin.code_snapshot_id, tmp_path / "out")
     assert (out / "weights.bin").read_text() == "pointer\n"
     assert "filter=lfs is not configured in this repository" in pin.warning
-    git(repo, "config", "filter.lfs.smudge", "false")       # fails, not required: git gives the blob
+    user_config("filter.lfs.smudge", "false")       # fails, not required: git gives the blob
     assert "a git filter failed on 1 file(s) (e.g. weights.bin)" in pin_code(repo / "exp", store).warning
 
 
@@ -304,9 +311,9 @@ def test_a_required_filter_that_fails_is_one_line(store, repo):
     (repo / "exp" / "weights.bin").write_text("pointer\n")
     git(repo, "add", ".")
     git(repo, "commit", "-qm", "weights")
-    git(repo, "config", "filter.lfs.smudge", "false")
-    git(repo, "config", "filter.lfs.clean", "cat")
-    git(repo, "config", "filter.lfs.required", "true")
+    user_config("filter.lfs.smudge", "false")
+    user_config("filter.lfs.clean", "cat")
+    user_config("filter.lfs.required", "true")
     with pytest.raises(EnvironmentProblem, match=r"^git could not apply the filter to exp/weights.bin: fatal: "
                                                  r"exp/weights.bin: smudge filter lfs failed$"):
         pin_code(repo / "exp", store)
