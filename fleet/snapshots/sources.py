@@ -142,6 +142,12 @@ def _entry(name: str, value: str, base_dir: Path) -> tuple[str, Path | None]:
     if not path.exists():
         raise UsageError(f"[data] {name} = {value!r}: no such file or directory ({path})",
                          hint="a local path, s3://bucket/prefix, or snapshot:NAME")
+    from .own_state import private_place
+    place = private_place(path)
+    if place is not None:
+        raise UsageError(f"[data] {name} = {value!r} ({path}) is or holds {place}, which fleet never ships to "
+                         "the store and the machines", hint="copy what the run needs into a directory of its own; "
+                         "credentials go in `secrets`")
     return "path", path
 
 
