@@ -373,6 +373,10 @@ def load_config(path: str | Path | None = None, *, cwd: str | Path | None = None
         file = file.resolve()
         shown = _display_path(file, cwd_path)
         fields = _read(file, shown)
+    if os.environ.get("FLEET_STATE_URL") and "state_url" not in overrides:
+        # The environment wins over the file (docs/team.md): a fleet.toml is often someone else's (a
+        # cloned repository), and its state_url took the run out of the team's budgets and ledger.
+        fields["state_url"] = os.environ["FLEET_STATE_URL"]
     _apply_overrides(fields, overrides)
     ttl = os.environ.get("FLEET_HEARTBEAT_TTL", "").strip()
     if ttl:

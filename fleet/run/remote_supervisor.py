@@ -22,7 +22,8 @@ BOOTSTRAP = ("import sys; sys.path.insert(0, sys.argv[1] + '/pkg'); "
 
 
 def supervisor_state_url(config) -> str:
-    """The state the run is recorded in: fleet.toml's, else FLEET_STATE_URL, else the configured one."""
+    """The state the run is recorded in: FLEET_STATE_URL (load_config puts it in the config), else
+    fleet.toml's, else the configured one."""
     from ..state import configured_state_url
     return config.state_url or os.environ.get("FLEET_STATE_URL") or configured_state_url() or ""
 
