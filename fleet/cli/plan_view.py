@@ -64,6 +64,13 @@ def plan_lines(q: Quote) -> list[str]:
         else:
             stop = f"the run is stopped when it is spent, so it costs at most {_usd(q.budget)}"
         lines.append(f"budget     {_usd(q.budget)}: {stop}")
+    # Said because a fleet.toml may be someone else's (a cloned repository): where it sends what is yours.
+    if q.secrets:
+        lines.append(f"secrets    {', '.join(q.secrets)}: from your environment to every machine")
+    if q.store:
+        lines.append(f"store      {q.store}: the code and [data] are uploaded there")
+    if q.state:
+        lines.append(f"state      {q.state}: the run's records and costs are written there")
     return lines
 
 

@@ -162,6 +162,10 @@ class Quote:
     simulated: bool = False                # the machines themselves are simulated (local, the AWS sandbox);
                                            # shadow without it: real machines at an internal price (Slurm)
     ceiling_per_hour: Decimal | None = None   # the whole lease, where the price may change (spot: on-demand)
+    # Where the run sends what is the user's, when a setting says (a fleet.toml may be someone else's):
+    store: str = ""                        # the snapshot store the code and [data] go to ("": FLEET_HOME's)
+    state: str = ""                        # the state database, its password shown as *** ("": FLEET_HOME's)
+    secrets: tuple[str, ...] = ()          # environment variables passed from this computer to every machine
 
     @property
     def max_cost(self) -> Decimal | None:
@@ -188,7 +192,8 @@ class Quote:
                 "price_source": self.price_source, "simulated": self.simulated, "shadow_price": self.shadow,
                 "price_ceiling_per_hour_usd": money(self.ceiling_per_hour),
                 "max_duration_s": self.max_duration_s, "max_cost_usd": money(self.max_cost),
-                "budget_usd": money(self.budget), "most_cost_usd": money(self.most_cost)}
+                "budget_usd": money(self.budget), "most_cost_usd": money(self.most_cost),
+                "store": self.store or None, "state": self.state or None, "secrets": list(self.secrets)}
 
     @classmethod
     def of(cls, offer: Offer, config: Config) -> "Quote":
@@ -208,7 +213,13 @@ class Quote:
                    lifecycle="spot" if offer.spot else "on-demand", region=offer.region, zones=offer.zones,
                    price_per_hour=price, price_source=source, shadow=shadow_priced(t),
                    max_duration_s=offer.max_duration_s, budget=config.budget, gpu_type=gpu_type,
-                   simulated=bool(t.simulated_gpus), ceiling_per_hour=ceiling)
+                   simulated=bool(t.simulated_gpus), ceiling_per_hour=ceiling, **_destinations(config))
+
+
+def _destinations(config: Config) -> dict[str, Any]:
+    from ..masking import without_url_passwords
+    return {"store": str(config.store or ""), "state": without_url_passwords(str(config.state_url or "")),
+            "secrets": tuple(config.secrets)}
 
 
 def _price_override(template, config: Config, instance_type: str) -> Decimal | None:

@@ -229,3 +229,21 @@ def test_a_count_in_non_ascii_digits_is_refused_in_one_line(text, tmp_path, flee
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fleet: error: --gpus:") and "internal" not in lines[0]
+
+
+def test_the_plan_says_where_a_fleet_toml_sends_what_is_the_users(tmp_path, fleet_home, monkeypatch):
+    """A red-team round: a cloned repository's fleet.toml could pass the user's AWS keys to every
+    machine (`secrets`), upload the code and data to a store of its choosing and write the records
+    to its own database, and neither the plan asked on a terminal nor --dry-run said so."""
+    from fleet.cli.plan_view import plan_lines
+    monkeypatch.delenv("FLEET_STATE_URL", raising=False)
+    config = _config(tmp_path, gpus=1, secrets=["AWS_SECRET_ACCESS_KEY"], store=str(tmp_path / "theirs"),
+                     state_url="postgresql://bob:hunter2@db.example/x")
+    q = quote(config, LocalProvider())
+    lines = plan_lines(q)
+    assert "secrets    AWS_SECRET_ACCESS_KEY: from your environment to every machine" in lines
+    assert f"store      {tmp_path / 'theirs'}: the code and [data] are uploaded there" in lines
+    assert "state      postgresql://bob:***@db.example/x: the run's records and costs are written there" in lines
+    assert (q.to_json()["secrets"], q.to_json()["state"]) == (["AWS_SECRET_ACCESS_KEY"], "postgresql://bob:***@db.example/x")
+    plain = plan_lines(quote(_config(tmp_path, gpus=1), LocalProvider()))
+    assert not any(line.startswith(("secrets", "store", "state")) for line in plain)
