@@ -10,3 +10,23 @@ def test_python_m_fleet_is_the_fleet_command():
     assert got.returncode == 0 and "Usage: fleet" in got.stdout, got.stderr
     bad = subprocess.run([sys.executable, "-m", "fleet", "nosuchcommand"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_python_m_fleet_imports_nothing_from_the_directory_it_is_run_in(tmp_path):
+    """A red-team round: `python -m fleet up` in a cloned repository holding json.py or typer.py ran
+    them (`-m` puts the working directory first on sys.path), code of the repository's on this computer."""
+    import os
+    from pathlib import Path
+    ran = tmp_path / "ran"
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for name in ("json", "typer", "click", "tomllib", "yaml"):
+        (repo / f"{name}.py").write_text(f"open({str(ran / name)!r}, 'w')\nraise SystemExit(99)\n")
+    (repo / "fleet.toml").write_text('command = "true"\ntemplate = "local-1gpu"\n')
+    ran.mkdir()
+    src = str(Path(__file__).resolve().parents[2])
+    env = {**os.environ, "FLEET_HOME": str(tmp_path / "home"), "PYTHONPATH": src}
+    got = subprocess.run([sys.executable, "-m", "fleet", "up", "--dry-run"], cwd=repo, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0 and "nothing was leased" in got.stdout, got.stderr
+    assert sorted(p.name for p in ran.iterdir()) == []
