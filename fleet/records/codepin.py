@@ -227,6 +227,7 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
     if head.returncode != 0:
         raise UsageError(f"git repository {root} has no commits yet", hint="commit your code, then run again")
     commit = head.stdout.strip()
+    _no_committed_links(root, commit, subdir, directory, RUNS)
     changes = [(s, p) for s, p in dirty_files(root, subdir) if p.split("/", 1)[0] not in set(ignore)
                and not any(p.rstrip("/") == d or p.startswith(d + "/") for d in data)]
     names = [rel for _s, rel in changes]
@@ -254,6 +255,25 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
     note = secret_files_note([rel for status, rel in changes if "D" not in status])
     warnings += [_with("the uncommitted changes recorded with the run include ", note)] if note else []
     return CodePin(commit, dirty_id, code_id, warnings, repo_root=str(root), subdir=subdir, dirty_files=names)
+
+
+RUNS = ("runs",)   # fleet.run.inputs.RUN_DIR_ROOT: each run's logs and outputs come home there
+
+
+def _no_committed_links(root: Path, commit: str, subdir: str, directory: Path, names: tuple[str, ...]) -> None:
+    """The directories fleet writes into in the experiment (runs/) must not be links that
+    came with the repository: a cloned one's `runs -> ~/somewhere` had fleet write there, outside the
+    experiment, files whose names and contents the experiment chose. A link of the user's own (not
+    committed: a scratch disk) is theirs to make."""
+    for name in names:
+        if not os.path.islink(directory / name):
+            continue
+        path = f"{subdir}/{name}" if subdir else name
+        listed = _git(["ls-tree", "-z", commit, "--", path], root, binary=True).stdout.split(b"\0")[0]
+        if listed.startswith(b"120000 "):
+            raise UsageError(f"{name} is a link committed in the repository (to {os.readlink(directory / name)}): "
+                             f"fleet writes each run's logs and outputs under {name}/, so they would land outside "
+                             "the experiment", hint=f"remove the link (git rm {path}), or make {name}/ a directory")
 
 
 def _in_commit(root: Path, commit: str, subdir: str, allow_dirty: bool) -> bool:

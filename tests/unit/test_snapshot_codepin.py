@@ -317,3 +317,19 @@ def test_a_required_filter_that_fails_is_one_line(store, repo):
     with pytest.raises(EnvironmentProblem, match=r"^git could not apply the filter to exp/weights.bin: fatal: "
                                                  r"exp/weights.bin: smudge filter lfs failed$"):
         pin_code(repo / "exp", store)
+
+
+def test_a_runs_link_that_came_with_the_repository_is_refused_a_users_own_is_not(store, repo, tmp_path):
+    """A red-team round: a cloned repository's committed `runs -> /elsewhere` had fleet write every
+    run's logs and outputs (names and contents the experiment chose) there, outside the experiment."""
+    from fleet.run.inputs import RUN_DIR_ROOT
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (repo / "exp" / RUN_DIR_ROOT).symlink_to(elsewhere)
+    pin_code(repo / "exp", store, ignore=(RUN_DIR_ROOT,))           # the user's own link: not committed
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "runs elsewhere")
+    with pytest.raises(UsageError, match=rf"^runs is a link committed in the repository \(to {elsewhere}\): fleet "
+                                         "writes each run's logs and outputs under runs/") as exc:
+        pin_code(repo / "exp", store, ignore=(RUN_DIR_ROOT,))
+    assert exc.value.hint == "remove the link (git rm exp/runs), or make runs/ a directory"
