@@ -69,6 +69,8 @@ def plan_lines(q: Quote) -> list[str]:
         lines.append(f"secrets    {', '.join(q.secrets)}: from your environment to every machine")
     if q.store:
         lines.append(f"store      {q.store}: the code and [data] are uploaded there")
+    if q.stack:
+        lines.append(f"stack      {q.stack}: the network, image and bucket the machines use")
     if q.state:
         lines.append(f"state      {q.state}: the run's records and costs are written there")
     return lines

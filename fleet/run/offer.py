@@ -166,6 +166,7 @@ class Quote:
     store: str = ""                        # the snapshot store the code and [data] go to ("": FLEET_HOME's)
     state: str = ""                        # the state database, its password shown as *** ("": FLEET_HOME's)
     secrets: tuple[str, ...] = ()          # environment variables passed from this computer to every machine
+    stack: str = ""                        # AWS: where fleet.toml's [aws] takes the stack outputs from
 
     @property
     def max_cost(self) -> Decimal | None:
@@ -193,7 +194,8 @@ class Quote:
                 "price_ceiling_per_hour_usd": money(self.ceiling_per_hour),
                 "max_duration_s": self.max_duration_s, "max_cost_usd": money(self.max_cost),
                 "budget_usd": money(self.budget), "most_cost_usd": money(self.most_cost),
-                "store": self.store or None, "state": self.state or None, "secrets": list(self.secrets)}
+                "store": self.store or None, "state": self.state or None, "secrets": list(self.secrets),
+                "stack": self.stack or None}
 
     @classmethod
     def of(cls, offer: Offer, config: Config) -> "Quote":
@@ -219,7 +221,20 @@ class Quote:
 def _destinations(config: Config) -> dict[str, Any]:
     from ..masking import without_url_passwords
     return {"store": str(config.store or ""), "state": without_url_passwords(str(config.state_url or "")),
-            "secrets": tuple(config.secrets)}
+            "secrets": tuple(config.secrets), "stack": _stack_source(config)}
+
+
+def _stack_source(config: Config) -> str:
+    """The stack outputs (network, image, bucket of the machines) `[aws]` names; "" where the
+    environment's FLEET_AWS_OUTPUTS, which wins, is set, or for another provider."""
+    import os
+    if config.provider != "aws" or os.environ.get("FLEET_AWS_OUTPUTS"):
+        return ""
+    from ..providers.aws.provider import AWSProvider
+    source = AWSProvider.settings_from(config).outputs_source()
+    if source.get("outputs"):
+        return f"{source['outputs']} ([aws] outputs)"
+    return f"pulumi stack {source['stack']} in {source.get('stack_dir') or '.'}" if source.get("stack") else ""
 
 
 def _price_override(template, config: Config, instance_type: str) -> Decimal | None:

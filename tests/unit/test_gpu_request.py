@@ -247,3 +247,19 @@ def test_the_plan_says_where_a_fleet_toml_sends_what_is_the_users(tmp_path, flee
     assert (q.to_json()["secrets"], q.to_json()["state"]) == (["AWS_SECRET_ACCESS_KEY"], "postgresql://bob:***@db.example/x")
     plain = plan_lines(quote(_config(tmp_path, gpus=1), LocalProvider()))
     assert not any(line.startswith(("secrets", "store", "state")) for line in plain)
+
+
+def test_the_plan_names_the_stack_outputs_a_fleet_toml_points_aws_at(tmp_path, fleet_home, monkeypatch):
+    """A cloned repository's `[aws] outputs` picks the network, image and bucket of the user's
+    machines; the plan said only the region. FLEET_AWS_OUTPUTS, which wins, is not the file's say."""
+    from fleet.cli.plan_view import plan_lines
+    (tmp_path / "fleet.toml").write_text('command = "true"\nprovider = "aws"\ntemplate = "local-1gpu"\n'
+                                         '[aws]\noutputs = "their-stack.json"\n')
+    monkeypatch.delenv("FLEET_AWS_OUTPUTS", raising=False)
+    config = load_config(cwd=tmp_path)
+    q = Quote.of(choose_offer(LocalProvider(), config), config)
+    assert "stack      their-stack.json ([aws] outputs): the network, image and bucket the machines use" \
+        in plan_lines(q)
+    monkeypatch.setenv("FLEET_AWS_OUTPUTS", str(tmp_path / "mine.json"))
+    q = Quote.of(choose_offer(LocalProvider(), config), config)
+    assert not any(line.startswith("stack") for line in plan_lines(q)) and q.to_json()["stack"] is None
