@@ -27,25 +27,41 @@ _REPO_SCOPES = ("local", "worktree")
 _DRIVER_KEYS = ("clean", "smudge", "process", "required")
 
 
-def repo_filters(root: Path) -> set[str]:
-    """Names of the filter drivers the repository's own config (or a file it includes) sets."""
+def _filter_config(root: Path) -> tuple[set[tuple[str, str]], dict[tuple[str, str], str]]:
+    """The (name, key) of the filter driver settings the repository's own config (or a file it
+    includes) sets, and those the user's own config (global, system, command line) gives, by (name, key)."""
     res = subprocess.run(["git", "config", "--show-scope", "-z", "--get-regexp", r"^filter\."], cwd=root,
                          capture_output=True, env={**os.environ, **ENV})
-    names = set()
+    names, users = set(), {}
     fields = res.stdout.split(b"\0")
     for scope, entry in zip(fields[0::2], fields[1::2]):    # scope NUL key LF value NUL
-        key = entry.split(b"\n", 1)[0].decode(errors="replace")
-        if scope.decode(errors="replace") in _REPO_SCOPES and key.count(".") >= 2:
-            names.add(key[len("filter."):key.rindex(".")])
-    return names
+        key, _, value = entry.decode(errors="surrogateescape").partition("\n")
+        if key.count(".") < 2:
+            continue
+        name, setting = key[len("filter."):key.rindex(".")], key[key.rindex(".") + 1:]
+        if scope.decode(errors="replace") in _REPO_SCOPES:
+            names.add((name, setting))
+        elif setting in _DRIVER_KEYS:
+            users[(name, setting)] = value
+    return names, users
+
+
+def repo_filters(root: Path) -> set[str]:
+    """Names of the filter drivers the repository's own config sets and the user's does not define
+    (no smudge or process of theirs): git applies none of them."""
+    names, users = _filter_config(root)
+    return {n for n, _k in names if not any((n, k) in users for k in ("smudge", "process"))}
 
 
 def argv(root: Path, args: list[str]) -> list[str]:
     """The git command line for `args` in `root` with the repository's command-running settings
-    overridden; the filter drivers its own config sets are blanked, so git applies none of them."""
-    blank = [f"filter.{n}.{k}=" if k != "required" else f"filter.{n}.required=false"
-             for n in sorted(repo_filters(root)) for k in _DRIVER_KEYS]
-    return ["git", *(a for o in (*_OVERRIDES, *blank) for a in ("-c", o)), *args]
+    overridden; a filter driver its own config sets is run as the user's config defines it (`git lfs
+    install --local` writes the same driver into the repository), or not at all. Only the settings
+    the repository makes are overridden: an empty `process` would also stop the user's own `smudge`."""
+    names, users = _filter_config(root)
+    drivers = [f"filter.{n}.{k}={users.get((n, k), 'false' if k == 'required' else '')}"
+               for n, k in sorted(names) if k in _DRIVER_KEYS]
+    return ["git", *(a for o in (*_OVERRIDES, *drivers) for a in ("-c", o)), *args]
 
 
 def env(**extra: str) -> dict[str, str]:

@@ -190,3 +190,19 @@ def test_a_repository_handed_over_with_its_git_dir_runs_none_of_its_commands(sto
     assert ("filter=evil is set by the repository's own git config, whose commands fleet does not run on this "
             "computer (a repository handed over with its .git brings them): its files are the commit's blobs "
             "as stored; set filter.evil in your global git config to apply it") in pin.warnings
+
+
+def test_a_filter_the_user_defines_still_applies_where_the_repository_sets_it_too(store, repo, tmp_path):
+    """`git lfs install --local` (or a team's setup script) writes the user's own driver into the
+    repository's config as well: that driver, as the user's global config defines it, still smudges.
+    Blanking every driver the repository names left the LFS files as pointers."""
+    (repo / "exp" / ".gitattributes").write_text("*.dat filter=up\n")
+    (repo / "exp" / "w.dat").write_text("weights\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "weights")
+    for key, value in [("filter.up.smudge", "tr a-z A-Z"), ("filter.up.clean", "cat")]:
+        user_config(key, value)
+        git(repo, "config", key, value)
+    pin = pin_code(repo / "exp", store)
+    assert (materialise(store, pin.code_snapshot_id, tmp_path / "out") / "w.dat").read_text() == "WEIGHTS\n"
+    assert "set by the repository's own git config" not in pin.warning
