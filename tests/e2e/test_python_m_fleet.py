@@ -30,3 +30,19 @@ def test_python_m_fleet_imports_nothing_from_the_directory_it_is_run_in(tmp_path
                          capture_output=True, text=True, timeout=120)
     assert got.returncode == 0 and "nothing was leased" in got.stdout, got.stderr
     assert sorted(p.name for p in ran.iterdir()) == []
+
+
+def test_python_m_fleet_in_a_directory_removed_under_it_answers(tmp_path):
+    """Dropping the working directory from sys.path asked for it: in one removed under the shell
+    (another terminal's `rm -rf`), `python -m fleet --version` ended in a FileNotFoundError traceback."""
+    import os
+    from pathlib import Path
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    src = str(Path(__file__).resolve().parents[2])
+    code = (f"import os, subprocess, sys; os.chdir({str(gone)!r}); os.rmdir({str(gone)!r}); "
+            "sys.exit(subprocess.run([sys.executable, '-m', 'fleet', '--version']).returncode)")
+    got = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": src},
+                         capture_output=True, text=True, timeout=60)
+    assert got.returncode == 0 and got.stdout.startswith("fleet "), got.stderr
+    assert "Traceback" not in got.stderr, got.stderr
