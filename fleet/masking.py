@@ -84,6 +84,12 @@ def without_url_passwords(text: str) -> str:
     return _PRINTED_WORD.sub(_word_without_password, text) if ":/" in text and "@" in text else text
 
 
+def without_state_password(url: str) -> str:
+    """A state URL with its password shown as `***`, as a URL's (`u:pw@`) or as libpq's parameter
+    (`?password=…`), both of which postgresql:// takes."""
+    return _DSN_PASSWORD.sub("password=***", without_url_passwords(url))
+
+
 def _word_without_password(found: "re.Match[str]") -> str:
     """One word, its password (from the first URL's "user:" to the word's last "@") as ***. The last
     "@" is found once: a pattern scanning to it from every "scheme:/" took minutes on a long answer

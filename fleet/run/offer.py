@@ -219,8 +219,9 @@ class Quote:
 
 
 def _destinations(config: Config) -> dict[str, Any]:
-    from ..masking import without_url_passwords
-    return {"store": str(config.store or ""), "state": without_url_passwords(str(config.state_url or "")),
+    from ..masking import without_state_password, without_url_passwords
+    return {"store": without_url_passwords(str(config.store or "")),
+            "state": without_state_password(str(config.state_url or "")),
             "secrets": tuple(config.secrets), "stack": _stack_source(config)}
 
 

@@ -263,3 +263,16 @@ def test_the_plan_names_the_stack_outputs_a_fleet_toml_points_aws_at(tmp_path, f
     monkeypatch.setenv("FLEET_AWS_OUTPUTS", str(tmp_path / "mine.json"))
     q = Quote.of(choose_offer(LocalProvider(), config), config)
     assert not any(line.startswith("stack") for line in plan_lines(q)) and q.to_json()["stack"] is None
+
+
+def test_the_plan_shows_no_password_of_the_store_or_the_state(tmp_path, fleet_home, monkeypatch):
+    """The plan (on a terminal, in --dry-run, in a CI log) named the store with its token in it
+    (`https://u:TOKEN@minio…`) and a state URL whose password is libpq's `?password=` in the clear."""
+    from fleet.cli.plan_view import plan_lines
+    monkeypatch.delenv("FLEET_STATE_URL", raising=False)
+    config = _config(tmp_path, gpus=1, store="https://u:TOKEN123@minio.example/bucket",
+                     state_url="postgresql://bob@db.example/x?sslmode=require&password=hunter2")
+    shown = "\n".join(plan_lines(quote(config, LocalProvider())))
+    assert "store      https://u:***@minio.example/bucket: the code and [data] are uploaded there" in shown
+    assert "state      postgresql://bob@db.example/x?sslmode=require&password=***: the run's records" in shown
+    assert "TOKEN123" not in shown and "hunter2" not in shown
