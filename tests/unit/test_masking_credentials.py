@@ -79,3 +79,14 @@ def test_slurm_jobs_do_not_inherit_a_credential_under_a_neutral_name(monkeypatch
     env = tool_env()
     assert not {"GH_PAT", "DEPLOY"} & set(env) and GH not in repr(env)
     assert env["MODEL"] == "sk-learn-like"
+
+
+def test_slurms_own_jwt_still_reaches_its_tools(monkeypatch):
+    """A cluster with auth/jwt authenticates squeue and sbatch by SLURM_JWT: taken for a credential by
+    its format and dropped, every Slurm command fleet ran failed to authenticate."""
+    from fleet.providers.slurm.tool_env import tool_env
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjE3MDAwMDAwMDAsInN1biI6ImFsaWNlIn0.c2lnbmF0dXJlX2J5dGVz"
+    monkeypatch.setenv("SLURM_JWT", jwt)
+    monkeypatch.setenv("OTHER_JWT_COPY", jwt)
+    env = tool_env()
+    assert env["SLURM_JWT"] == jwt and "OTHER_JWT_COPY" not in env

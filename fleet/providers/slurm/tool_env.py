@@ -15,6 +15,9 @@ from typing import Mapping
 # FLEET_RECORDS_KEY: what seals the run records, kept from the experiment (SECURITY.md).
 SECRETS = frozenset({"FLEET_STATE_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
                      "FLEET_LAUNCH_SEAL_KEY", "FLEET_RECORDS_KEY"})
+# Slurm's own credential, which its tools authenticate to slurmctld with where the cluster uses
+# auth/jwt (no munge on this computer): a JWT by its format, yet without it no tool runs at all.
+SLURM_AUTH = frozenset({"SLURM_JWT"})
 
 
 def tool_env(*extra: Mapping[str, str] | None) -> dict[str, str]:
@@ -27,7 +30,7 @@ def tool_env(*extra: Mapping[str, str] | None) -> dict[str, str]:
     # A URL with a password in it is a secret whatever its variable is called (PIP_INDEX_URL,
     # DATABASE_URL in a CI job's environment), as the masker takes it.
     env = {k: v for k, v in os.environ.items() if k not in SECRETS and k not in named and not looks_secret(k)
-           and not holds_url_password(v) and not looks_credential(v)}
+           and not holds_url_password(v) and (k in SLURM_AUTH or not looks_credential(v))}
     for more in extra:
         env.update(more or {})
     return env
