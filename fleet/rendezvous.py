@@ -207,7 +207,7 @@ def confirm_master_port(ctx, lease: Lease, probe=probe_free_ports) -> None:
     what does not read this state database (another FLEET_HOME's run, a teammate's torchrun, any
     local user) binds what it likes. Handed such a port, rank 0 died with EADDRINUSE while the other
     ranks connected to whatever listened there. A taken port is replaced by a newly claimed one: the
-    lease's own for good (recorded in its meta, the old claim dropped), a sweep trial's (a port of its
+    lease's own for good (recorded in its meta; the old claim is kept), a sweep trial's (a port of its
     slot, which the pool keeps) for this run only, dropped by `release_run_port` when it ends."""
     from .lease_prepare import RENDEZVOUS, merge_lease_meta
     if not lease.machines or RENDEZVOUS not in lease.meta:
@@ -226,8 +226,8 @@ def confirm_master_port(ctx, lease: Lease, probe=probe_free_ports) -> None:
     if ctx.options.trial_leaf is not None:
         lease.meta[RENDEZVOUS] = {"host": master.host, "port": new, "this_run_only": True}   # a copy: not the pool's
         return
-    if port is not None:
-        PortReservations(ctx.state.db).release(lease.id, master.host, port)
+    # The old claim stays the lease's until it is released: the port may be bound by another run on
+    # this very lease (two `fleet run LEASE` at once), and unclaimed it would be handed to the next lease.
     patch = {RENDEZVOUS: {"host": master.host, "port": new}}
     lease.meta.update(patch)
     merge_lease_meta(ctx.state, lease.id, patch)

@@ -190,6 +190,24 @@ def test_a_trials_replacement_for_its_taken_port_is_its_runs_only(state):
     assert PortReservations(state.db).taken("gpu-box-1") == {port}
 
 
+def test_a_kept_leases_taken_port_stays_claimed_while_another_run_on_it_may_bind_it(state):
+    """Two `fleet run LEASE` at once on one kept lease: the second finds the first's master on the
+    lease's port and moves the lease to a new one. The old port must stay claimed (the first run
+    still listens there): dropped, the next lease on the host was handed it."""
+    from types import SimpleNamespace
+    from fleet.lease_prepare import RENDEZVOUS
+    from fleet.rendezvous import confirm_master_port
+    kept = make_lease(state, "l-aaaa0001")
+    port = allocate_master_port(state, kept, probe=everything_free)
+    kept.meta[RENDEZVOUS] = {"host": "gpu-box-1", "port": port}
+    ctx = SimpleNamespace(state=state, options=SimpleNamespace(trial_leaf=None),
+                          events=SimpleNamespace(warn=lambda line: None))
+    confirm_master_port(ctx, kept, probe=lambda m, cands: [p for p in cands if p != port])
+    new = kept.meta[RENDEZVOUS]["port"]
+    assert new != port and state.get_lease("l-aaaa0001").meta[RENDEZVOUS]["port"] == new
+    assert PortReservations(state.db).taken("gpu-box-1") == {port, new}
+
+
 def test_leases_in_separate_databases_on_a_busy_host_do_not_pile_onto_one_free_port(tmp_path, monkeypatch):
     """Users of one host with state databases of their own (FLEET_HOMEs on one computer's local
     machines, a Slurm node) see none of each other's claims. Each lease probed the range in order from
