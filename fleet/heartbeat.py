@@ -42,6 +42,10 @@ class Heartbeat:
         # A machine past it has ended itself; the run stops waiting for it (see lost()).
         first = (lease.deadline - datetime.now(timezone.utc)).total_seconds()
         self._alive_until = {m.id: elapsed() + first for m in lease.machines}
+        # ... and the earliest it can be: ttl from when the last confirmed beat was sent. A stop that
+        # fell while a beat was under way puts the upper bound past the wake-up, far from the real
+        # deadline, which passed while this process was not running (see overslept_s).
+        self._alive_from = dict(self._alive_until)
         # Seconds this process did not run (stopped: Ctrl-Z, SIGSTOP, a debugger; or the computer slept)
         # while a machine's deadline passed unextended: why the machines are gone, for the run's message.
         self._gaps: list[tuple[float, float]] = []   # (from, to) elapsed(): when this process did not run
@@ -140,6 +144,7 @@ class Heartbeat:
             self._forgotten |= set(machine_ids)
             for mid in machine_ids:
                 self._alive_until.pop(mid, None)
+                self._alive_from.pop(mid, None)
                 session = self._sessions.pop(mid, None)
                 if session is not None:
                     session.close()
@@ -154,6 +159,7 @@ class Heartbeat:
                 if self._is_forgotten(machine.id):
                     return   # released while this beat was under way: nothing to extend or warn about
                 try:
+                    sent = elapsed()
                     session = self._sessions.get(machine.id)
                     if session is None:
                         session = self._sessions[machine.id] = connect(machine, timeout=5)
@@ -165,6 +171,7 @@ class Heartbeat:
                         if machine.id not in self._forgotten:
                             self._alive_until[machine.id] = max(self._alive_until.get(machine.id, 0.0),
                                                                 elapsed() + ttl)
+                            self._alive_from[machine.id] = max(self._alive_from.get(machine.id, 0.0), sent + ttl)
                     return
                 except Exception as exc:  # noqa: BLE001 — a missed beat is survivable; warn and retry next time
                     stale = self._sessions.pop(machine.id, None)
@@ -215,7 +222,7 @@ class Heartbeat:
         with self._lock:
             still = now - self._ran_at > STALL_S and not self._stop.is_set()
             gaps = self._gaps + ([(self._ran_at, now)] if still else [])
-            untils = list(self._alive_until.values())
+            untils = list(self._alive_from.values())
         passed = [b - a for a, b in gaps if any(a < until <= b for until in untils)]
         return max(passed) if passed else None
 

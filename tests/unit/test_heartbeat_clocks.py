@@ -56,6 +56,31 @@ def test_a_stall_past_the_deadline_is_told_apart_from_one_that_ended_no_machine(
         beat.stop()
 
 
+def test_a_stall_that_falls_while_a_beat_is_under_way_is_told_apart_too(monkeypatch):
+    """The process stopped after the beat reached the machine and before its answer was read: the
+    machine's deadline (ttl from the beat's arrival) passed while it did not run, but the deadline
+    recorded on waking (ttl from the answer) lay past the wake-up, so the run blamed SSH (seen in CI,
+    a fault test stopping the controller while staging)."""
+    now = [1000.0]
+    monkeypatch.setattr(heartbeat_module, "elapsed", lambda: now[0])
+    monkeypatch.setattr(heartbeat_module, "STALL_TICK_S", 3600)   # the watch has not run again since: the gap is open
+
+    class Session:
+        def run(self, *args, **kwargs):
+            now[0] += 100                         # stopped for 100 s with this beat's answer unread
+
+        def close(self):
+            pass
+    monkeypatch.setattr(heartbeat_module, "connect", lambda machine, timeout=5: Session())
+    beat = Heartbeat(_lease(60), 60, warn=lambda _: None)
+    beat.watch_stalls()
+    try:
+        beat.beat(ttl_s=20)                       # arrived at 1000: the machine ended itself at 1020
+        assert beat.overslept_s() == 100
+    finally:
+        beat.stop()
+
+
 def _wall_stepped_by(seconds: float):
     from datetime import datetime as real
 
