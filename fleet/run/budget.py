@@ -27,7 +27,7 @@ from pathlib import Path
 from ..errors import StateUnavailable
 from ..money.budget import IdlePolicy, resolve_price, seconds_until_exhausted, to_micro, utc_clock
 from ..money.reservations import Reservations
-from ..money.ledger import Ledger, parse_iso
+from ..money.ledger import Ledger
 from ..money.metering import BudgetLimits, RunMeter, prepare_budget
 from ..models import Lease, Machine
 from ..telemetry import TelemetryFeed
@@ -107,8 +107,7 @@ class RunBudget:
         self._keeping = threading.Event()          # set: the keeper thread stops
         self.outage = StateOutage(clock)
         self._keeper: threading.Thread | None = None
-        self._lease_id = lease_id
-        self._state = state
+        self._lease: Lease | None = None   # the whole lease, once started: its deadline in the state
         self._ends_by = None        # the latest deadline the machines hold, as last heard (see _machines_end_by)
         self._reread_at = 0.0       # monotonic: when the state's copy of it may be read again
 
@@ -140,14 +139,13 @@ class RunBudget:
         is read again, at most once a second, in case `fleet extend` or `--keep` moved it from
         elsewhere; a state that does not answer leaves the last one heard (until the run's last rows, a
         later tick bills from the last row, so nothing is lost by waiting)."""
-        if self._ends_by is None or now <= self._ends_by or time.monotonic() < self._reread_at:
+        if self._ends_by is None or self._lease is None or now <= self._ends_by or time.monotonic() < self._reread_at:
             return self._ends_by
         self._reread_at = time.monotonic() + REREAD_DEADLINE_S
+        from ..money.kept import recorded_deadline
         try:
-            with self._state.db.patience(PROBE_PATIENCE_S):
-                rows = self._state.db.execute("SELECT deadline FROM leases WHERE id = ?", (self._lease_id,))
-            if rows and rows[0]["deadline"]:
-                self.machines_held_until(parse_iso(rows[0]["deadline"]))
+            with self.ledger.db.patience(PROBE_PATIENCE_S):
+                self.machines_held_until(recorded_deadline(self.ledger, self._lease))
         except Exception:  # noqa: BLE001 — the meter goes on with the deadline it knows
             pass
         return self._ends_by
@@ -183,6 +181,7 @@ class RunBudget:
                                      if seg.fixed.get("run_id") != ctx.run_id)
                 self._meter().start(lease, self.grant.price, run_id=ctx.run_id, at=since or lease.created_at,
                                     paid_by_others=paid)
+            self._lease = lease
             self.machines_held_until(lease.deadline)
             if not self.attributed:
                 self._tick(ctx)          # rows now: machines reported long ago in leasing are not "silent"
