@@ -53,7 +53,11 @@ class FakeSlurm:
             comment: str = "fleet:lease=l-1", reason: str = "None", nodes: str = "n1") -> None:
         line = (f"{job_id}|{state}|{reason}|1|{nodes}|0:05|5:00|gres:gpu:1|gpu|fleet|normal|{uid}|{user}|"
                 f"{name}|{comment}\n")
-        (self.dir / f"job-{job_id}").write_bytes(line.encode("utf-8", "surrogateescape"))
+        # Whole or not at all, as slurmctld answers: a `cat` that read the file mid-write would see
+        # no job, which squeue never says of a job it still holds.
+        part = self.dir / f".job-{job_id}.part"
+        part.write_bytes(line.encode("utf-8", "surrogateescape"))
+        os.replace(part, self.dir / f"job-{job_id}")
 
     def calls(self) -> list[str]:
         path = self.dir / "calls"
