@@ -36,10 +36,14 @@ def fuzz(target: str):
 
 def tree_digest(root: Path) -> dict[str, str]:
     """path → sha256 of every file under root; SQLite databases row by row instead (`path#table:rowid`),
-    so appending rows (a new lease, a failed run) is allowed but changing or losing one is not."""
+    so appending rows (a new lease, a failed run) is allowed but changing or losing one is not.
+    FLEET_HOME/cache is left out: the stat cache and tree hits are rebuilt from the files they
+    describe, and a file too new to trust (rememberable) is remembered by a later call."""
     out = {}
     for p in sorted(root.rglob("*")):
         if not p.is_file() or p.name.endswith(("-wal", "-shm")) or ".write-probe" in p.name:
+            continue
+        if (root / "cache") in p.parents:
             continue
         if p.name == "records.tip":   # the chain's anchor: moves with every appended record (rows checked below)
             continue
