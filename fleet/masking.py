@@ -176,7 +176,11 @@ class Masker:
         literal += [m.group(1) for m in _DSN_PASSWORD.finditer(state_url)]
         # A credential by its format: in this environment whatever its name (the shell may have
         # expanded `$GH_PAT` into the command), or typed into the command or setup (`--token hf_…`).
+        # Inside a longer value too (`TRAIN_ARGS="--token ghp_…"`, `AUTH_HEADER="Bearer eyJ…"`):
+        # the value is printed and stored whole, so the credential word in it is masked.
         literal += [v for v in e.values() if looks_credential(v)]
+        literal += [w for v in e.values() for w in credentials_in(v)]
+        literal += [w for v in literal_env.values() for w in credentials_in(str(v))]
         literal += [w for t in typed if isinstance(t, str) for w in credentials_in(t)]
         return cls([e.get(n, "") for n in wanted] + literal + [p for p in in_urls if _looks_generated(p)], mark,
                    in_urls)

@@ -70,6 +70,16 @@ def test_the_masker_knows_them_from_env_the_environment_and_the_command():
     assert f"::add-mask::{OPENAI}" in mask.github_commands()
 
 
+def test_a_credential_word_inside_a_longer_value_is_masked_where_the_value_is_printed():
+    """`[env] TRAIN_ARGS = "--token ghp_…"` and `AUTH_HEADER=Bearer …` in the environment: neither
+    name nor whole value says secret, but the word in it does; masked, the rest of the value kept."""
+    config = type("C", (), {"env": {"TRAIN_ARGS": f"--token {GH} --lr 3"}, "secrets": [], "command": "train",
+                            "setup": None})()
+    mask = Masker.for_config(config, {"HEADER": f"Bearer {OPENAI}", "HOME": "/home/u"})
+    assert mask(f"args: --token {GH} --lr 3; header: Bearer {OPENAI}") == "args: --token *** --lr 3; header: Bearer ***"
+    assert mask("--lr 3 /home/u") == "--lr 3 /home/u"
+
+
 def test_slurm_jobs_do_not_inherit_a_credential_under_a_neutral_name(monkeypatch):
     """Slurm exports the submitting environment into the job and its records."""
     from fleet.providers.slurm.tool_env import tool_env
