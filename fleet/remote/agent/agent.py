@@ -338,23 +338,21 @@ def cmd_exec(args):
     if args.env_stdin:   # the run's environment (secrets among it) comes on stdin, never on a command line
         env = dict(os.environ)
         env.update({str(k): str(v) for k, v in json.loads(sys.stdin.readline() or "{}").items()})
-    failed = _enter_leaf(args.leaf, "exec")
-    if failed:
+    if failed := _enter_leaf(args.leaf, "exec"):
         return failed
+    if args.pidfile:   # a stop asked of the last command under this pid file is not this one's
+        group.clear_stop(args.pidfile)
+        group.adopt_orphans()
     child = subprocess.Popen(argv, start_new_session=True, env=env,
                              stdin=subprocess.DEVNULL if args.env_stdin else None)
     if args.pidfile:
         _record_pid(args.pidfile, child.pid)
 
-    def forward(sig, _frame):
-        try:
-            os.killpg(child.pid, sig)
-        except ProcessLookupError:
-            pass
-
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, forward)
+        signal.signal(sig, lambda sig, _frame: group.kill_group(child, sig))
     code = child.wait()
+    while group.group_outlives_stop(args.pidfile, child.pid):   # its checkpoint still being saved
+        time.sleep(0.1)
     return code if code >= 0 else 128 - code
 
 
@@ -375,6 +373,7 @@ def cmd_signal(args):
         now = containment.start_time(pgid) if pgid > 1 else None
         if pgid <= 1 or (now is not None and now != start):
             continue
+        group.mark_stop(pidfile)    # before the signal: the leader may die of it at once
         try:
             os.killpg(pgid, getattr(signal, "SIG" + args.signal))
         except OSError:   # gone, or not ours to signal: the machine's other ranks still get theirs

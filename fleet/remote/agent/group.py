@@ -22,6 +22,55 @@ import time
 
 LINGER_S = 0.5      # a daemon left behind may hold a process's output open: wait this long after it exits
 MAX_LINE = 65536    # a longer run of bytes without a newline is relayed in pieces, joined again at home
+STOP_MARK = ".stop"   # beside a process's pid file: `agent signal` was asked to stop its group
+
+
+# A stop signals a process's whole group, and the group can outlive its leader: `python train.py;
+# echo done` runs under `sh -c`, which dies at the SIGTERM at once while the training under it is
+# still saving its checkpoint. Ended with its leader, the process let the run collect and release
+# under that save, so the grace was never given. After a stop, a process ends with its group (the
+# controller's SIGKILL after the grace ends what is left); without one, with its leader as before
+# (whatever it left running ends with the machine).
+def clear_stop(pidfile):
+    try:
+        os.unlink(pidfile + STOP_MARK)
+    except OSError:
+        pass
+
+
+def mark_stop(pidfile):
+    try:
+        os.close(os.open(pidfile + STOP_MARK, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o600))
+    except OSError:
+        pass
+
+
+def adopt_orphans():
+    """Be the subreaper of what the commands leave: a member of a group whose leader died is then
+    this process's child, and reaped here (group_outlives_stop), where it would stay a zombie under
+    an init that does not reap (a container's), its group never seen empty."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)   # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def group_outlives_stop(pidfile, pgid):
+    """A stop was asked for this process, and a member of its group is still running. Call only
+    once its leader has been waited for."""
+    if not pidfile or not os.path.lexists(pidfile + STOP_MARK):
+        return False
+    try:
+        while os.waitid(os.P_PGID, pgid, os.WEXITED | os.WNOHANG) is not None:
+            pass
+    except (ChildProcessError, AttributeError):   # none of them ours (or no waitid on this system)
+        pass
+    try:
+        os.killpg(pgid, 0)
+    except OSError:   # empty (or, the pid reused, a group that is not ours)
+        return False
+    return True
 
 
 def run(procs, record_pid):
@@ -29,8 +78,10 @@ def run(procs, record_pid):
     import subprocess   # here, not at the top: agent.py imports this module for every call (extend too)
     children = []
     signals = _Signals(children)
+    adopt_orphans()
     try:
         for p in procs:
+            clear_stop(p["pidfile"])
             env = dict(os.environ)
             env.update({str(k): str(v) for k, v in p["env"].items()})
             child = subprocess.Popen([str(a) for a in p["argv"]], start_new_session=True, env=env,
@@ -41,12 +92,12 @@ def run(procs, record_pid):
     except OSError as exc:
         # All ranks or none: those already started would run on unrelayed, holding their GPUs.
         for child in children:
-            _kill_group(child, signal.SIGKILL)
+            kill_group(child, signal.SIGKILL)
             child.wait()
         print(f"fleet-agent: group: could not start rank {len(children) - 1 if children else 0}: {exc}",
               file=sys.stderr)
         return 125
-    return _Relay(children, signals).loop()
+    return _Relay(children, signals, [p["pidfile"] for p in procs]).loop()
 
 
 class _Signals:
@@ -64,11 +115,11 @@ class _Signals:
         for i, child in enumerate(self.children):
             for sig in self.caught[self.sent.get(i, 0):caught]:
                 if child.poll() is None:   # an ended rank's pid may name someone else's group by now
-                    _kill_group(child, sig)
+                    kill_group(child, sig)
             self.sent[i] = caught
 
 
-def _kill_group(child, sig):
+def kill_group(child, sig):
     try:
         os.killpg(child.pid, sig)
     except OSError:
@@ -76,9 +127,9 @@ def _kill_group(child, sig):
 
 
 class _Relay:
-    def __init__(self, children, signals):
+    def __init__(self, children, signals, pidfiles):
         import selectors
-        self.children, self.signals = children, signals
+        self.children, self.signals, self.pidfiles = children, signals, pidfiles
         self.out = sys.stdout.buffer
         self.broken = False
         self.selector = selectors.DefaultSelector()
@@ -107,7 +158,8 @@ class _Relay:
                     continue
                 if i not in ended and child.poll() is not None:
                     ended[i] = now
-                if i in ended and (not self.open_pipes[i] or now - ended[i] > LINGER_S):
+                if i in ended and (not self.open_pipes[i] or now - ended[i] > LINGER_S) \
+                        and not group_outlives_stop(self.pidfiles[i], child.pid):
                     for tag, pipe in ((b"o", child.stdout), (b"e", child.stderr)):
                         records += self._close(pipe, i, tag)
                     code = child.returncode
