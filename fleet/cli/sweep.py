@@ -35,36 +35,42 @@ def sweep_command(
     allow_dirty: bool = typer.Option(False, "--allow-dirty", help="Run uncommitted changes (captured as a snapshot)."),
     wait: Optional[str] = typer.Option(None, "--wait", help="How long to wait for capacity (team hosts' GPU "
                                        "slots, Slurm, AWS) before giving up, e.g. 10m (default: do not wait)."),
+    ci: bool = typer.Option(False, "--ci", help="CI mode: no live display, the CI stop limits (on when CI=true)."),
     json_out: bool = typer.Option(False, "--json", help="Print the sweep summary as JSON on stdout."),
 ) -> int:
     """Run a parameter sweep: every trial a pinned, recorded run, on machines leased once."""
     from ..config.loader import load_config
     from ..run.types import RunOptions
     from ..sweep import sweep
-    from .up import _events, flag_duration
-    from .up import command_from_argv
-    text = command_from_argv(list(command)) if command else None
-    config = load_config(file, overrides={"template": template, "provider": provider, "max_duration": max_duration,
-                                          "command": text})
-    spec = build_spec(config, config.sweep, command, param or [], samples=samples, seed=seed, parallel=parallel,
-                      gpus_per_trial=gpus_per_trial,
-                      trial_timeout_s=flag_duration("--trial-timeout", trial_timeout),
-                      budget=_budget(budget), stop_if=stop_if,
-                      idle_release_s=flag_duration("--idle-release", idle_release))
-    events = _events(json_out, False)
-    from ..ci import masked_events
-    events = masked_events(config, events)
-    try:
-        options = RunOptions(allow_dirty=allow_dirty, queue_wait_s=flag_duration("--wait", wait))
-        summary = sweep(config, spec, events=events, options=options)
-    finally:
-        events.close()
-    if json_out:
-        from .render import print_json
-        print_json(summary.to_json())
-    else:
-        print_sweep(summary)
-    return summary.exit_code
+    from .render import is_ci
+    from .up import _ci_failures_reported, _events, command_from_argv, flag_duration
+    # In CI as `fleet up` is: a cancelled GitLab job sends one SIGTERM and then SIGKILL, and without
+    # the stop limit the pool waited out its trials' grace and collects past that SIGKILL, its
+    # machines left to their deadline.
+    ci = ci or is_ci()
+    with _ci_failures_reported(ci):
+        text = command_from_argv(list(command)) if command else None
+        config = load_config(file, overrides={"template": template, "provider": provider, "max_duration": max_duration,
+                                              "command": text})
+        spec = build_spec(config, config.sweep, command, param or [], samples=samples, seed=seed, parallel=parallel,
+                          gpus_per_trial=gpus_per_trial,
+                          trial_timeout_s=flag_duration("--trial-timeout", trial_timeout),
+                          budget=_budget(budget), stop_if=stop_if,
+                          idle_release_s=flag_duration("--idle-release", idle_release))
+        events = _events(json_out, ci)
+        from ..ci import masked_events
+        events = masked_events(config, events)
+        try:
+            options = RunOptions(allow_dirty=allow_dirty, queue_wait_s=flag_duration("--wait", wait), ci=ci)
+            summary = sweep(config, spec, events=events, options=options)
+        finally:
+            events.close()
+        if json_out:
+            from .render import print_json
+            print_json(summary.to_json())
+        else:
+            print_sweep(summary)
+        return summary.exit_code
 
 
 def _budget(text: str | None):

@@ -1,0 +1,49 @@
+"""`fleet sweep` in a cancelled GitLab job: one SIGTERM, then SIGKILL after the executor's grace,
+and no second signal. The sweep ran outside CI mode whatever CI said, so it waited out its trial's
+whole grace (FLEET_GRACE, 60 s here) before it released the pool: past the SIGKILL, machines left
+to their deadline. Now it takes FLEET_STOP_LIMIT (default 5 s) as `fleet up` does, then hurries:
+the trial is ended, the pool released, and the sweep exits 130."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+from fleet.ci import GITLAB_STOP_LIMIT_S
+from tests.conftest import FLEET, processes_under, wait_for_line, wait_until
+
+
+def test_one_sigterm_under_gitlab_ends_a_sweep_within_its_stop_limit(experiment, fleet_home):
+    (experiment / "fleet.toml").write_text('project = "t"\ncommand = "true"\ntemplate = "local-1gpu"\n'
+                                           'max_duration = "10m"\n')
+    # A trial that takes its whole grace; it prints a line its command does not hold (the sweep names it).
+    script = "trap '' TERM HUP INT; echo trial-up-$(({x} + 1000)); sleep 300"
+    env = {k: v for k, v in os.environ.items() if k != "FLEET_STOP_LIMIT"}
+    env.update(CI="true", GITLAB_CI="true", FLEET_GRACE="60", CI_PROJECT_PATH="acme/vision",
+               CI_COMMIT_SHA="0" * 40)
+    proc = subprocess.Popen([FLEET, "sweep", "--param", "x=1", "--", "sh", "-c", script], cwd=experiment,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        wait_for_line(proc, "trial-up-1001", timeout=120)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)                 # GitLab's one signal
+        released = wait_until(lambda: not processes_under(fleet_home), 40)
+        released_after = time.monotonic() - t0
+        ended = wait_until(lambda: proc.poll() is not None, 10)
+    finally:
+        if proc.poll() is None:                          # the old way: still in the trial's grace
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(90)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    out = proc.stdout.read()
+    proc.stdout.close()
+    assert released and ended, (released_after, out[-3000:])
+    assert released_after < GITLAB_STOP_LIMIT_S + 8, (released_after, out[-3000:])
+    assert proc.returncode == 130, out[-3000:]
+    assert "5s since SIGTERM (FLEET_STOP_LIMIT)" in out, out[-3000:]
+    assert "\x1b[" not in out                             # CI mode: plain lines, no live display
