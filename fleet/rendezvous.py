@@ -216,8 +216,10 @@ def confirm_master_port(ctx, lease: Lease, probe=probe_free_ports) -> None:
     # The state database is the team's: what it holds may be anything, and is replaced, not obeyed.
     recorded = lease.meta[RENDEZVOUS].get("port") if isinstance(lease.meta[RENDEZVOUS], dict) else None
     port = recorded if type(recorded) is int and 0 < recorded < 65536 else None
-    if port is not None and probe(master, [port]) == [port]:
-        return
+    if port is not None:
+        free = _reprobe(ctx, master, port, probe)
+        if free is None or free == [port]:
+            return
     [new] = allocate_more_ports(ctx.state, lease, master, 1, probe=probe)
     ctx.events.warn(f"rendezvous port {port} on {master.host} is in use (another program, or a previous "
                     f"run's connection still closing): this run gets MASTER_PORT {new}" if port is not None else
@@ -231,6 +233,24 @@ def confirm_master_port(ctx, lease: Lease, probe=probe_free_ports) -> None:
     patch = {RENDEZVOUS: {"host": master.host, "port": new}}
     lease.meta.update(patch)
     merge_lease_meta(ctx.state, lease.id, patch)
+
+
+def _reprobe(ctx, master: Machine, port: int, probe, tries: int = 2) -> list[int] | None:
+    """The probe of the port already claimed, asked again once if SSH failed (a dropped connection, a
+    slow sshd on a loaded host); None if it still could not be asked. The port was free when it was
+    claimed, and the command that follows needs SSH too: a blip in this check alone must not end a
+    run that would otherwise start."""
+    for attempt in range(tries):
+        try:
+            return probe(master, [port])
+        except (InfrastructureError, OSError) as exc:
+            last = exc
+            if attempt + 1 < tries:
+                import time
+                time.sleep(1.0)
+    ctx.events.warn(f"could not re-check rendezvous port {port} on {master.host} "
+                    f"({str(last)[:200]}): the run keeps it")
+    return None
 
 
 def release_run_port(state, lease: Lease) -> None:

@@ -312,3 +312,37 @@ def test_the_ports_probed_are_not_in_the_probes_command_line(monkeypatch):
     [(command, stdin)] = sent
     assert not any("23456" in part or "27891" in part for part in command), command
     assert stdin == b"23456 27891"
+
+
+def test_an_ssh_blip_in_the_check_before_the_command_keeps_the_claimed_port(state):
+    """The port is probed again right before the command starts; a connection that failed once (or
+    every time) in that check alone ended the run with `could not probe free ports`, though the port
+    had been free when claimed and the command's own connection might well succeed."""
+    from types import SimpleNamespace
+    from fleet.errors import InfrastructureError
+    from fleet.lease_prepare import RENDEZVOUS
+    from fleet.rendezvous import confirm_master_port
+    lease = make_lease(state, "l-aaaa0001")
+    port = allocate_master_port(state, lease, probe=everything_free)
+    lease.meta[RENDEZVOUS] = {"host": "gpu-box-1", "port": port}
+    calls: list[int] = []
+
+    def flaky(fail_times):
+        def probe(machine, cands):
+            calls.append(1)
+            if len(calls) <= fail_times:
+                raise InfrastructureError("could not probe free ports on l-aaaa0001-n0: Connection reset by peer")
+            return list(cands)
+        return probe
+
+    warned: list[str] = []
+    ctx = SimpleNamespace(state=state, options=SimpleNamespace(trial_leaf=None),
+                          events=SimpleNamespace(warn=warned.append))
+    confirm_master_port(ctx, lease, probe=flaky(1))            # once: asked again, free
+    assert (lease.meta[RENDEZVOUS]["port"], warned, len(calls)) == (port, [], 2)
+    calls.clear()
+    confirm_master_port(ctx, lease, probe=flaky(5))            # every time: kept, and said
+    assert lease.meta[RENDEZVOUS]["port"] == port and len(calls) == 2
+    assert warned == [f"could not re-check rendezvous port {port} on gpu-box-1 (could not probe free ports on "
+                      "l-aaaa0001-n0: Connection reset by peer): the run keeps it"]
+    assert PortReservations(state.db).taken("gpu-box-1") == {port}
