@@ -153,7 +153,8 @@ def execute(ctx: RunContext, lease: Lease, command: str, *, setup: bool = False,
             trial = ctx.options.trial_leaf if not setup else None
             specs.append(ProcessSpec(m, label, command, env, trial_code_dir(m, trial) if trial else code_dir(m),
                                      f"{m.state_dir}/{pid_name}.pid", leaf=trial or "work"))
-    replaced = sorted(k for k, v in ctx.config.env.items() if specs and specs[0].env.get(k, v) != v)
+    replaced = sorted(k for k, v in ctx.config.env.items()    # a secret's [env] value is its fallback
+                      if specs and specs[0].env.get(k, v) != v and k not in ctx.config.secrets)
     if replaced and not setup:   # once per run; fleet's values win (MASTER_PORT=29500 would undo issue 13)
         ctx.events.warn(f"{', '.join(replaced)} given in [env] or --env {'is' if len(replaced) == 1 else 'are'} "
                         "set by fleet for each process (its rendezvous, ranks and directories): not used")

@@ -154,12 +154,13 @@ def test_a_kept_lease_whose_port_was_taken_meanwhile_hands_fleet_run_another(exp
 
 def test_a_master_port_given_in_env_is_said_to_be_unused(experiment, fleet_home):
     """fleet's MASTER_PORT, RANK, ... win over [env] and --env (a fixed port would bring back the
-    collisions between runs on one host), but a user who set them was not told theirs went unused."""
+    collisions between runs on one host), but a user who set them was not told theirs went unused.
+    A secret named in `secrets` and given a fallback in [env] is the user's, not fleet's: not named."""
     (experiment / "fleet.toml").write_text('project = "t"\ntemplate = "local-1gpu"\nmax_duration = "10m"\n'
-                                           'command = "true"\n[env]\nMASTER_PORT = "80"\nLR = "3e-4"\n'
-                                           'PYTHONUNBUFFERED = "1"\n')
+                                           'command = "true"\nsecrets = ["WANDB_API_KEY"]\n[env]\nMASTER_PORT = "80"\n'
+                                           'LR = "3e-4"\nPYTHONUNBUFFERED = "1"\nWANDB_API_KEY = "offline-fallback"\n')
     proc = run_fleet(["up", "--gpus", "2", "--env", "RANK=7", "--", "sh", "-c", "echo port=$MASTER_PORT rank=$RANK"],
-                     cwd=experiment)
+                     cwd=experiment, env={"WANDB_API_KEY": "wandb-" + "k3y" * 8})
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.count("fleet: warning: MASTER_PORT, RANK given in [env] or --env are set by fleet for each "
                              "process (its rendezvous, ranks and directories): not used") == 1, proc.stderr
