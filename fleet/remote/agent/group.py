@@ -161,7 +161,7 @@ class _Relay:
                 if i in ended and (not self.open_pipes[i] or now - ended[i] > LINGER_S) \
                         and not group_outlives_stop(self.pidfiles[i], child.pid):
                     for tag, pipe in ((b"o", child.stdout), (b"e", child.stderr)):
-                        records += self._close(pipe, i, tag)
+                        records += self._drain(pipe, i, tag) + self._close(pipe, i, tag)
                     code = child.returncode
                     records.append(b"%d x %d\n" % (i, code if code >= 0 else 128 - code))
                     reported.add(i)
@@ -175,6 +175,23 @@ class _Relay:
             records.append(b"%d %s %s\n" % (i, tag.upper(), rest))
             rest = b""
         self.partial[(i, tag)] = rest
+        return records
+
+    def _drain(self, pipe, i, tag):
+        """What is in the pipe already: the last lines of a group that ended since the last read
+        (a stopped training's `checkpoint saved`). Bounded: a daemon writing on must not hold it."""
+        if pipe.closed:
+            return []
+        os.set_blocking(pipe.fileno(), False)
+        records = []
+        for _ in range(16):
+            try:
+                data = os.read(pipe.fileno(), 65536)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            records += self._lines(i, tag, data)
         return records
 
     def _close(self, pipe, i, tag):
