@@ -350,7 +350,7 @@ def cmd_exec(args):
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, lambda sig, _frame: group.kill_group(child, sig))
-    code = child.wait()
+    code = group.wait_reaping(child)
     while group.group_outlives_stop(args.pidfile, child.pid):   # its checkpoint still being saved
         time.sleep(0.1)
     return code if code >= 0 else 128 - code

@@ -56,6 +56,39 @@ def adopt_orphans():
         pass
 
 
+def reap_orphans(leaders):
+    """Reap the children that ended and are no command's leader (a leader's end is its Popen's to
+    read): as subreaper this process inherits all a command orphans (`os.system("upload.sh &")`
+    now and then), and each would stay a zombie under it for the whole run."""
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except (OSError, AttributeError):   # no children (or no waitid on this system)
+            return
+        if info is None or info.si_pid in leaders:
+            return
+        try:
+            os.waitpid(info.si_pid, 0)
+        except ChildProcessError:
+            return
+
+
+def wait_reaping(child):
+    """child.wait(), reaping meanwhile what its command orphans (reap_orphans)."""
+    while True:
+        try:
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+        except (OSError, AttributeError):
+            break
+        if info is None or info.si_pid == child.pid:
+            break
+        try:
+            os.waitpid(info.si_pid, 0)
+        except ChildProcessError:
+            break
+    return child.wait()
+
+
 def group_outlives_stop(pidfile, pgid):
     """A stop was asked for this process, and a member of its group is still running. Call only
     once its leader has been waited for."""
@@ -144,6 +177,7 @@ class _Relay:
         ended, reported = {}, set()
         while len(reported) < len(self.children):
             self.signals.deliver()
+            reap_orphans({child.pid for child in self.children if child.returncode is None})
             records = []
             for key, _ in self.selector.select(0.1):
                 i, tag = key.data
