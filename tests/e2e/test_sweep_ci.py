@@ -11,7 +11,7 @@ import subprocess
 import time
 
 from fleet.ci import GITLAB_STOP_LIMIT_S
-from tests.conftest import FLEET, processes_under, wait_for_line, wait_until
+from tests.conftest import FLEET, processes_under, run_fleet, wait_for_line, wait_until
 
 
 def test_one_sigterm_under_gitlab_ends_a_sweep_within_its_stop_limit(experiment, fleet_home):
@@ -47,3 +47,18 @@ def test_one_sigterm_under_gitlab_ends_a_sweep_within_its_stop_limit(experiment,
     assert proc.returncode == 130, out[-3000:]
     assert "5s since SIGTERM (FLEET_STOP_LIMIT)" in out, out[-3000:]
     assert "\x1b[" not in out                             # CI mode: plain lines, no live display
+
+
+def test_a_sweep_in_ci_mode_scrubs_its_trials_outputs_as_fleet_up_does(experiment, fleet_home):
+    """In CI mode `fleet up` masks the secrets in every text file of its run directory (an artifact
+    carries it); the sweep scrubbed only its pool's directory, and a trial's fetched output kept
+    the token as the trial had written it."""
+    (experiment / "fleet.toml").write_text('project = "t"\ncommand = "true"\ntemplate = "local-1gpu"\n'
+                                           'max_duration = "10m"\nsecrets = ["MY_TOKEN"]\n')
+    script = 'mkdir -p "$FLEET_OUTPUT_DIR"; echo "token $MY_TOKEN x={x}" > "$FLEET_OUTPUT_DIR/out.txt"'
+    proc = run_fleet(["sweep", "--allow-dirty", "--param", "x=1", "--", "sh", "-c", script], cwd=experiment,
+                     env={"CI": "true", "MY_TOKEN": "tok-4f9a1c77e2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [out] = list((experiment / "runs").rglob("out.txt"))
+    assert out.read_text() == "token *** x=1\n"
+    assert not [p for p in (experiment / "runs").rglob("*") if p.is_file() and b"tok-4f9a1c77e2" in p.read_bytes()]
