@@ -54,6 +54,11 @@ _CREDENTIAL = re.compile(r"""
 """, re.VERBOSE | re.DOTALL)
 _CREDENTIAL_MAX = 1 << 16          # longer than any key block: a file's contents, not a credential
 _WORD = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")   # a token in a command: JWT dots inside
+# A key block is no word (spaces in its armour): found whole inside a longer value, such as a
+# service account's JSON with the key's newlines written as "\n". Its body never crosses another
+# BEGIN: each one's search ends at the next, so a value of BEGINs is read once, not once per BEGIN.
+_KEY_BLOCK = re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----(?:(?!-----BEGIN ).)+?"
+                        r"-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----", re.DOTALL)
 
 
 def looks_secret(name: str) -> bool:
@@ -69,7 +74,9 @@ def looks_credential(value: object) -> bool:
 
 def credentials_in(text: str) -> list[str]:
     """The words of `text` (a command, setup) that are credentials by their format (`--token ghp_…`)."""
-    return [w for w in _WORD.findall(text) if looks_credential(w)] if len(text) <= _CREDENTIAL_MAX * 4 else []
+    if len(text) > _CREDENTIAL_MAX * 4:
+        return []
+    return [w for w in _WORD.findall(text) if looks_credential(w)] + _KEY_BLOCK.findall(text)
 
 
 def holds_url_password(value: str) -> bool:

@@ -80,6 +80,16 @@ def test_a_credential_word_inside_a_longer_value_is_masked_where_the_value_is_pr
     assert mask("--lr 3 /home/u") == "--lr 3 /home/u"
 
 
+def test_a_private_key_inside_a_longer_value_is_masked():
+    """A service account's JSON under a name that says nothing (`SA_JSON`): the key block in it is
+    no word, so the words alone left it whole in every line that printed the value."""
+    key = PEM.strip().replace("\n", "\\n")
+    value = '{"type": "service_account", "private_key": "%s\\n", "client_email": "a@b.iam"}' % key
+    mask = Masker.for_config(None, {"SA_JSON": value, "HOME": "/home/u"})
+    assert mask(f"env SA_JSON={value}") == 'env SA_JSON={"type": "service_account", "private_key": "***\\n", ' \
+                                           '"client_email": "a@b.iam"}'
+
+
 def test_slurm_jobs_do_not_inherit_a_credential_under_a_neutral_name(monkeypatch):
     """Slurm exports the submitting environment into the job and its records."""
     from fleet.providers.slurm.tool_env import tool_env
