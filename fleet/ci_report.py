@@ -159,7 +159,7 @@ def markdown(summary: dict, rows: list[tuple[str, dict]]) -> str:
     return to_markdown(summary_document(summary, rows)) + "\n"
 
 
-def _append(path: str, text: str) -> None:
+def append_text(path: str, text: str) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(text)
 
@@ -197,10 +197,10 @@ def report_run(summary: dict, run_dir: Path | None, mask: Callable[[str], str],
     if run_dir is not None and run_dir.is_dir():
         (run_dir / "ci-summary.md").write_text(text)
     if e.get("GITHUB_STEP_SUMMARY"):
-        _append(e["GITHUB_STEP_SUMMARY"], text)
+        append_text(e["GITHUB_STEP_SUMMARY"], text)
     if e.get("GITHUB_OUTPUT"):
         hours = gpu_hours(summary)
-        _append(e["GITHUB_OUTPUT"], mask(github_outputs({
+        append_text(e["GITHUB_OUTPUT"], mask(github_outputs({
             "run-id": summary.get("run_id", ""), "status": summary.get("status", "error"),
             "exit-status": summary.get("exit_code", ""), "cost": cost_usd(summary)[0],
             "gpu-hours": "" if hours is None else hours, "metrics-path": metrics_path,

@@ -88,7 +88,7 @@ class Pipeline:
         self.events = GuardedEvents(checked_events(events))   # a sink that raises cannot stop the release
         self.telemetry = TelemetryFetch()
         self.observers = Observers([self.telemetry])
-        if self.options.ci:
+        if self.options.ci and self.options.report_ci:
             from ..ci import CIReport
             self.observers.add(CIReport(config))
         for observer in observers:

@@ -42,6 +42,7 @@ class RunOptions:
     keep_s: int | float | str | None = None   # leave the lease up this long after a run that ended on its own (parsed to whole seconds below)
     allow_dirty: bool = False          # run uncommitted changes (captured as a snapshot)
     ci: bool = False                   # CI mode: short cancel grace, CI context in record and summary
+    report_ci: bool = True             # in CI mode, the run's own job summary (a sweep's pool: the sweep's instead)
     rerun_of: RerunOf | None = None
     queue_wait_s: float | None = None  # --wait: how long a queueing provider may wait (None: its default)
     trial_leaf: str | None = None      # a sweep trial's own cgroup leaf on its machines (trial-0, …); None: work
@@ -56,7 +57,7 @@ class RunOptions:
     stop_asked: "threading.Event | None" = None
 
     def __post_init__(self) -> None:
-        for name in ("allow_dirty", "ci", "detached"):   # a templated "no" is truthy: it must not mean yes
+        for name in ("allow_dirty", "ci", "detached", "report_ci"):   # a templated "no" is truthy: it must not mean yes
             if not isinstance(getattr(self, name), bool):
                 from ..errors import UsageError
                 raise UsageError(f"{name} must be True or False, got {getattr(self, name)!r}")

@@ -183,10 +183,9 @@ def sweep(config: Config, spec: SweepSpec, *, events: Events | None = None, prov
     machines = PoolMachines(spec, config, provider, events, sweep_dir)
     started = time.monotonic()
     events.phase("sweep", f"{spec.sweep_id}: {len(spec.trials)} trial(s), {min(spec.parallel, len(spec.trials))} at once")
-    summary = Pipeline(pool_cfg, PoolRelease(provider, machines), events=events, machines=machines, options=options,
-                       run_dir=sweep_dir / "pool").run()
-    if options is not None and options.ci:
-        _scrub_trials(config, sweep_dir)
+    ci = options is not None and options.ci
+    summary = Pipeline(pool_cfg, PoolRelease(provider, machines), events=events, machines=machines,
+                       options=replace(options, report_ci=False) if ci else options, run_dir=sweep_dir / "pool").run()
     trials = machines.scheduler.ordered_results() if machines.scheduler is not None else ()
     if not trials:
         from .summary import TrialResult
@@ -204,22 +203,10 @@ def sweep(config: Config, spec: SweepSpec, *, events: Events | None = None, prov
         released_early=dict(machines.scheduler.shrink.released) if machines.scheduler is not None else {})
     out = _redacted(out, config)
     out.write(sweep_dir)
+    if ci:
+        from .ci_report import report_sweep
+        report_sweep(out, config)
     return out
-
-
-def _scrub_trials(config: Config, sweep_dir: Path) -> None:
-    """CI mode: the secrets out of every text file the trials left (their fetched outputs), as the
-    CI report takes them out of a run's directory: `runs/` is what a job keeps as its artifact, and
-    the report sees only the pool's directory."""
-    from ..masking import Masker
-    mask = Masker.for_config(config)
-    if not mask:
-        return
-    for path in sorted(sweep_dir.rglob("*")):
-        try:
-            mask.scrub_file(path)
-        except OSError:   # a file the trial left unreadable or the disk full: the rest still scrubbed
-            pass
 
 
 def _redacted(summary: SweepSummary, config: Config) -> SweepSummary:

@@ -6,6 +6,7 @@ the trial is ended, the pool released, and the sweep exits 130."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -62,3 +63,27 @@ def test_a_sweep_in_ci_mode_scrubs_its_trials_outputs_as_fleet_up_does(experimen
     [out] = list((experiment / "runs").rglob("out.txt"))
     assert out.read_text() == "token *** x=1\n"
     assert not [p for p in (experiment / "runs").rglob("*") if p.is_file() and b"tok-4f9a1c77e2" in p.read_bytes()]
+
+
+def test_a_sweep_in_ci_mode_reports_its_trials_not_its_pool(experiment, fleet_home, tmp_path):
+    """The job summary and step outputs of a sweep in CI: its verdict and every trial with its
+    parameters, metrics and state. They were the internal pool run's ("fleet run r-… (pool)", its
+    directory as outputs-dir, "No metrics.json came back" of trials that had written them)."""
+    (experiment / "fleet.toml").write_text('project = "t"\ncommand = "true"\ntemplate = "local-1gpu"\n'
+                                           'max_duration = "10m"\n')
+    script = ('mkdir -p "$FLEET_OUTPUT_DIR"; echo \'{{"acc": 0.{x}}}\' > "$FLEET_OUTPUT_DIR/metrics.json"; '
+              '[ {x} != 2 ]')
+    step_summary, step_outputs = tmp_path / "summary.md", tmp_path / "outputs"
+    proc = run_fleet(["sweep", "--allow-dirty", "--param", "x=1,2", "--", "sh", "-c", script], cwd=experiment,
+                     env={"CI": "true", "GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(step_summary),
+                          "GITHUB_OUTPUT": str(step_outputs)})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    text = step_summary.read_text()
+    sweep_id = re.search(r"❌ fleet sweep `(s-[0-9a-f-]+)`: completed", text).group(1)    # one trial failed
+    assert "(pool)" not in text and "fleet run" not in text and "No metrics.json" not in text, text
+    assert re.search(r"\| t001 \| succeeded \| 1 \| 0\.1 \| 0 \|", text), text
+    assert re.search(r"\| t002 \| failed \| 2 \| 0\.2 \| 1 \|", text), text
+    outputs = step_outputs.read_text()
+    assert f"sweep-id={sweep_id}\n" in outputs and "status=completed\nexit-status=1\n" in outputs, outputs
+    assert f"outputs-dir={experiment / 'runs' / sweep_id}\n" in outputs, outputs
+    assert (experiment / "runs" / sweep_id / "ci-summary.md").read_text() == text
