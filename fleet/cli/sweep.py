@@ -43,12 +43,12 @@ def sweep_command(
     from ..run.types import RunOptions
     from ..sweep import sweep
     from .render import is_ci
-    from .up import _ci_failures_reported, _events, command_from_argv, flag_duration
+    from .up import _ci_failures_reported, _events, _json_failure_shown, command_from_argv, flag_duration
     # In CI as `fleet up` is: a cancelled GitLab job sends one SIGTERM and then SIGKILL, and without
     # the stop limit the pool waited out its trials' grace and collects past that SIGKILL, its
     # machines left to their deadline.
     ci = ci or is_ci()
-    with _ci_failures_reported(ci):
+    with _ci_failures_reported(ci), _json_failure_shown(json_out):   # --json: one document, however it ends
         text = command_from_argv(list(command)) if command else None
         config = load_config(file, overrides={"template": template, "provider": provider, "max_duration": max_duration,
                                               "command": text})
