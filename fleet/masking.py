@@ -243,15 +243,26 @@ class Masker:
         except OSError:
             return False
         with os.fdopen(fd, "rb") as handle:
-            if os.fstat(handle.fileno()).st_size > SCRUB_MAX_BYTES or b"\0" in handle.read(8192):
+            st = os.fstat(handle.fileno())
+            if st.st_size > SCRUB_MAX_BYTES or b"\0" in handle.read(8192):
                 return False
             handle.seek(0)
             text = handle.read().decode("utf-8", errors="surrogateescape")
         clean = self(text)
-        if clean != text:
-            path.write_text(clean, errors="surrogateescape")
-            return True
-        return False
+        if clean == text:
+            return False
+        # Written beside it and renamed over it: the file is whole at every moment (a crash mid-way
+        # lost the log), and a link put at its name since it was read is replaced, never followed.
+        tmp = path.with_name(f".{path.name}.scrub-{os.getpid()}-{os.urandom(4).hex()}")
+        out = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, st.st_mode & 0o777)
+        try:
+            with os.fdopen(out, "wb") as handle:
+                handle.write(clean.encode("utf-8", errors="surrogateescape"))
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return True
 
 
 def _escape_command_data(value: str) -> str:

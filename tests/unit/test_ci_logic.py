@@ -116,6 +116,28 @@ def test_unreadable_metrics_are_skipped(tmp_path, bad):
     assert "No metrics.json" in markdown({"status": "succeeded", "exit_code": 0, "run_dir": "x"}, [])
 
 
+def test_a_scrubbed_file_is_replaced_whole_and_a_link_put_at_its_name_meanwhile_is_not_followed(tmp_path):
+    """The scrub read the file, then wrote the masked text to its name: a link put there in between
+    was followed (a file outside the run rewritten), and a crash mid-write left the log cut short."""
+    token = "tok-9f8e7d6c5b4a"
+    log = tmp_path / "train.out"
+    log.write_text(f"token: {token}\n")
+    log.chmod(0o640)
+    outside = tmp_path / "elsewhere.txt"
+    outside.write_text("not the run's\n")
+
+    class Swapping(Masker):
+        def __call__(self, text):
+            log.unlink()
+            log.symlink_to(outside)             # between the read and the write
+            return super().__call__(text)
+
+    assert Swapping([token]).scrub_file(log) is True
+    assert outside.read_text() == "not the run's\n"
+    assert not log.is_symlink() and log.read_text() == "token: ***\n" and (log.stat().st_mode & 0o777) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.txt", "train.out"]
+
+
 def test_every_text_output_is_scrubbed_whatever_its_name_and_nothing_outside_the_run(tmp_path):
     """Only .log/.txt/.json/.jsonl/.md/.csv were scrubbed: Hydra's .hydra/config.yaml, train.out
     and files without a suffix went into the uploaded artifact with the token in them."""
