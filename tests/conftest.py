@@ -178,6 +178,33 @@ def wait_for_line(proc: subprocess.Popen, needle: str, timeout: float = 60) -> s
     raise AssertionError(f"never saw {needle!r}: {''.join(seen)[-2000:]}")
 
 
+def one_sigterm(proc: subprocess.Popen, fleet_home: Path, released_within: float,
+                stop_wait: float = 30) -> tuple[float | None, float | None, str]:
+    """Send a fleet command (in its own session, stdout piped) one SIGTERM, as a cancelled GitLab job
+    does, and watch: seconds until nothing under `fleet_home` runs, seconds until the command exits
+    (None: not within `released_within`, then 10 s), and everything it printed. One still running
+    then is hurried with SIGINT, then killed."""
+    import signal
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        released = wait_until(lambda: not processes_under(fleet_home), released_within)
+        released_after = time.monotonic() - t0 if released else None
+        ended = wait_until(lambda: proc.poll() is not None, 10)
+        ended_after = time.monotonic() - t0 if ended else None
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(stop_wait)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    out = proc.stdout.read()
+    proc.stdout.close()
+    return released_after, ended_after, out
+
+
 def communicate_or_kill(proc: subprocess.Popen, timeout: float) -> tuple[str, str]:
     """The rest of a background fleet's output once it exits; killed (and reaped) if it does not."""
     try:

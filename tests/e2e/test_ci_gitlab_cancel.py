@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 from fleet.ci import GITLAB_STOP_LIMIT_S
-from tests.conftest import processes_under, wait_for_line, wait_until
+from tests.conftest import one_sigterm, wait_for_line
 
 # `fleet up` whose outputs come home over a slow link (10 KiB per 20 ms at most: 32 MiB would take
 # a minute), as gigabytes over a real one do.
@@ -46,23 +44,12 @@ def test_one_sigterm_under_gitlab_bounds_a_slow_fetch_and_releases_before_the_si
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         wait_for_line(proc, "started", timeout=120)
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)                 # GitLab's one signal
-        released = wait_until(lambda: not processes_under(fleet_home), 20)
-        released_after = time.monotonic() - t0
-        ended = wait_until(lambda: proc.poll() is not None, 10)
-        ended_after = time.monotonic() - t0
-    finally:
-        if proc.poll() is None:                          # the old way: still fetching; hurry it, then stop it
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    out = proc.stdout.read()
-    proc.stdout.close()
-    assert released and ended, (released_after, out[-2000:])
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    released_after, ended_after, out = one_sigterm(proc, fleet_home, released_within=20)   # GitLab's one signal
+    assert released_after is not None and ended_after is not None, (released_after, out[-2000:])
     assert proc.returncode == 130, out
     # The fetch had its time, and no more: released and exited well inside a grace of 10 s.
     assert GITLAB_STOP_LIMIT_S <= released_after < GITLAB_STOP_LIMIT_S + 3, (released_after, out)

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
-import time
 
 from fleet.ci import GITLAB_STOP_LIMIT_S
-from tests.conftest import FLEET, processes_under, run_fleet, wait_for_line, wait_until
+from tests.conftest import FLEET, one_sigterm, run_fleet, wait_for_line
 
 
 def test_one_sigterm_under_gitlab_ends_a_sweep_within_its_stop_limit(experiment, fleet_home):
@@ -28,22 +26,12 @@ def test_one_sigterm_under_gitlab_ends_a_sweep_within_its_stop_limit(experiment,
                             start_new_session=True)
     try:
         wait_for_line(proc, "trial-up-1001", timeout=120)
-        t0 = time.monotonic()
-        proc.send_signal(signal.SIGTERM)                 # GitLab's one signal
-        released = wait_until(lambda: not processes_under(fleet_home), 40)
-        released_after = time.monotonic() - t0
-        ended = wait_until(lambda: proc.poll() is not None, 10)
-    finally:
-        if proc.poll() is None:                          # the old way: still in the trial's grace
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(90)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    out = proc.stdout.read()
-    proc.stdout.close()
-    assert released and ended, (released_after, out[-3000:])
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    released_after, ended_after, out = one_sigterm(proc, fleet_home, released_within=40, stop_wait=90)
+    assert released_after is not None and ended_after is not None, (released_after, out[-3000:])
     assert released_after < GITLAB_STOP_LIMIT_S + 8, (released_after, out[-3000:])
     assert proc.returncode == 130, out[-3000:]
     assert "5s since SIGTERM (FLEET_STOP_LIMIT)" in out, out[-3000:]
