@@ -263,6 +263,8 @@ def load_outputs_from_stack(stack: str, work_dir: str | Path = ".") -> StackOutp
                                  f"from stack {stack!r}",
                                  hint="install it (https://www.pulumi.com/docs/install/) or save "
                                       "`pulumi stack output --json` to a file and set FLEET_AWS_OUTPUTS")
+    from .stack_backend import check_stack_backend
+    check_stack_backend(work_dir)
     from pulumi import automation as auto   # lazy: pulumi is an optional extra
 
     try:
