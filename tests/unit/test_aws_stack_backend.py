@@ -54,3 +54,36 @@ def test_the_users_own_backend_choice_lets_pulumi_read_the_outputs(repo, monkeyp
         load_outputs_from_stack("dev", repo)
     assert "cannot read outputs of Pulumi stack 'dev'" in info.value.one_line()
     assert _pulumi_ran(repo)
+
+
+LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+    for p, c in zip("abcdefgh", "bcdefghi")) + "backend:\n  url: *i\n"
+
+
+@pytest.mark.parametrize("text, said", [
+    ("name: infra\nupdated: 2001-13-01\n", "month must be in 1..12"),   # a date YAML cannot build
+    ("[" * 20000, "nested too deeply"),
+    (LAUGHS, "backend url is not a string"),     # aliases: 10^9 items once printed, a hang
+], ids=["bad-date", "deep", "laughs"])
+def test_a_project_file_that_cannot_be_read_is_one_line(repo, text, said):
+    (repo / "Pulumi.yaml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_outputs_from_stack("dev", repo)
+    assert said in info.value.one_line()
+    assert not _pulumi_ran(repo)
+
+
+@pytest.mark.parametrize("where", ["Pulumi.json", "../Pulumi.yaml"])
+def test_a_backend_pulumi_would_find_elsewhere_is_refused_too(repo, where):
+    """pulumi reads Pulumi.json as well, and looks for the project file in the parent directories
+    (the experiment is often a subdirectory of the cloned repository)."""
+    (repo / "Pulumi.yaml").unlink()
+    if where.startswith(".."):
+        repo = repo / "exp"
+        repo.mkdir()
+    (repo / where).write_text(json.dumps({"name": "infra", "backend": {"url": THEIRS}}))
+    with pytest.raises(ConfigError) as info:
+        load_outputs_from_stack("dev", repo)
+    assert f"sets Pulumi backend '{THEIRS}'" in info.value.one_line()
+    assert not _pulumi_ran(repo.parent if where.startswith("..") else repo)

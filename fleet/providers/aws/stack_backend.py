@@ -16,20 +16,34 @@ from typing import Mapping
 from ...errors import ConfigError
 
 
-def declared_backend(work_dir: Path) -> str | None:
-    """`backend.url` of the Pulumi project file in `work_dir`, if it names one."""
-    for name in ("Pulumi.yaml", "Pulumi.yml"):
-        path = work_dir / name
-        if path.is_file():
-            import yaml   # pulumi's own dependency: present wherever the Automation API is
-            try:
-                data = yaml.safe_load(path.read_text(errors="replace"))
-            except (yaml.YAMLError, OSError) as exc:
-                raise ConfigError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
-            backend = data.get("backend") if isinstance(data, dict) else None
-            url = backend.get("url") if isinstance(backend, dict) else None
-            return str(url) if url else None
-    return None
+# pulumi reads any of these, and looks for them up from the working directory to the root: the
+# experiment is often a subdirectory of the cloned repository that holds the project file.
+PROJECT_FILES = ("Pulumi.yaml", "Pulumi.yml", "Pulumi.json")
+
+
+def project_files(work_dir: Path) -> list[Path]:
+    """The project files pulumi could take in `work_dir`'s nearest directory that has any."""
+    for directory in (work_dir.resolve(), *work_dir.resolve().parents):
+        found = [directory / name for name in PROJECT_FILES if (directory / name).is_file()]
+        if found:
+            return found
+    return []
+
+
+def _backend_url(path: Path) -> str | None:
+    import yaml   # pulumi's own dependency: present wherever the Automation API is
+    from ...regular_files import read_config_file
+    try:
+        data = yaml.safe_load(read_config_file(path).decode("utf-8", errors="replace"))
+    except RecursionError:
+        raise ConfigError(f"cannot read {path}: nested too deeply") from None
+    except (yaml.YAMLError, ValueError, OSError) as exc:   # ValueError: a date such as 2001-13-01
+        raise ConfigError(f"cannot read {path}: {(str(exc).strip().splitlines() or [type(exc).__name__])[0]}") from None
+    backend = data.get("backend") if isinstance(data, dict) else None
+    url = backend.get("url") if isinstance(backend, dict) else None
+    if url is not None and not isinstance(url, str):   # aliases can make it a list of 10^9 items: never print it
+        raise ConfigError(f"cannot read {path}: its backend url is not a string")
+    return url or None
 
 
 def logged_in_backend(env: Mapping[str, str]) -> str | None:
@@ -47,14 +61,17 @@ def check_stack_backend(work_dir: str | Path, env: Mapping[str, str] | None = No
     env = os.environ if env is None else env
     if env.get("PULUMI_BACKEND_URL"):
         return                          # the user's own choice wins over the project's
-    declared = declared_backend(Path(work_dir))
-    if declared is None:
-        return
     current = logged_in_backend(env)
-    if current is not None and declared.rstrip("/") == current.rstrip("/"):
-        return
+    for path in project_files(Path(work_dir)):
+        declared = _backend_url(path)
+        if declared is None or (current is not None and declared.rstrip("/") == current.rstrip("/")):
+            continue
+        _refuse(path, declared, current)
+
+
+def _refuse(path: Path, declared: str, current: str | None) -> None:
     from ...masking import without_url_passwords
-    raise ConfigError(f"{Path(work_dir) / 'Pulumi.yaml'} sets Pulumi backend {without_url_passwords(declared)!r}, "
+    raise ConfigError(f"{path} sets Pulumi backend {without_url_passwords(declared)!r}, "
                       f"which is not the one you are logged in to ({without_url_passwords(current or 'none')}): "
                       "fleet will not present your Pulumi credentials there",
                       hint="`pulumi login` to it yourself if you trust it, set PULUMI_BACKEND_URL, or save "
