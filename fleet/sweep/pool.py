@@ -205,7 +205,10 @@ def sweep(config: Config, spec: SweepSpec, *, events: Events | None = None, prov
     out.write(sweep_dir)
     if ci:
         from .ci_report import report_sweep
-        report_sweep(out, config)
+        try:
+            report_sweep(out, config)
+        except Exception as exc:  # noqa: BLE001 — as fleet up's: a report problem must not hide the sweep's result
+            events.warn(f"could not write the CI summary: {type(exc).__name__}: {exc}")
     return out
 
 

@@ -75,3 +75,15 @@ def test_a_sweep_in_ci_mode_reports_its_trials_not_its_pool(experiment, fleet_ho
     assert f"sweep-id={sweep_id}\n" in outputs and "status=completed\nexit-status=1\n" in outputs, outputs
     assert f"outputs-dir={experiment / 'runs' / sweep_id}\n" in outputs, outputs
     assert (experiment / "runs" / sweep_id / "ci-summary.md").read_text() == text
+
+
+def test_a_sweep_whose_job_summary_cannot_be_written_keeps_its_own_result(experiment, fleet_home, tmp_path):
+    """fleet up warns and keeps its exit code when the job summary cannot be written; the sweep's
+    report ended the command in an internal error instead, its trials' verdict lost."""
+    (experiment / "fleet.toml").write_text('project = "t"\ncommand = "true"\ntemplate = "local-1gpu"\n'
+                                           'max_duration = "10m"\n')
+    proc = run_fleet(["sweep", "--allow-dirty", "--param", "x=1", "--", "true"], cwd=experiment,
+                     env={"CI": "true", "GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "could not write the CI summary: IsADirectoryError" in proc.stderr + proc.stdout, proc.stderr[-3000:]
+    assert "internal error" not in proc.stderr + proc.stdout
