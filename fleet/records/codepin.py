@@ -48,6 +48,30 @@ def _repo_root(directory: Path) -> Path | None:
     return Path(res.stdout.strip()) if res.returncode == 0 and res.stdout.strip() else None
 
 
+def _check_git_dir_is_this_trees(root: Path) -> None:
+    """`.git` as a file (`gitdir: PATH`) names a git directory, which must name this tree back:
+    a handed-over one naming another repository on this computer pinned that repository's commit
+    (its history and remote in the record) as the experiment's code. `git worktree add` leaves a
+    `gitdir` file in it naming this `.git`; a submodule's has core.worktree (the existing check
+    above already holds that to a tree that contains the experiment)."""
+    dotgit = root / ".git"
+    if os.environ.get("GIT_DIR") or not dotgit.is_file():
+        return                            # a directory of its own, or the user chose the repository
+    res = _git(["rev-parse", "--absolute-git-dir"], root)
+    git_dir = Path(res.stdout.strip()).resolve() if res.returncode == 0 and res.stdout.strip() else None
+    if git_dir is None:
+        return
+    with contextlib.suppress(OSError):
+        back = (git_dir / "gitdir").read_text(errors="replace").strip()
+        if back and (git_dir / back).resolve() == dotgit.resolve():
+            return
+    if _git(["config", "core.worktree"], root).stdout.strip():
+        return
+    raise UsageError(f"{dotgit} names the git directory {git_dir}, which is not this tree's (no worktree or "
+                     "submodule of it names this directory): fleet will not pin another repository's code",
+                     hint="remove that .git file and `git init` here, or run from that repository's own checkout")
+
+
 def dirty_files(root: Path, subdir: str) -> list[tuple[str, str]]:
     """(status, path relative to subdir) for uncommitted changes under subdir, untracked non-ignored included."""
     res = _git(["status", "--porcelain=v1", "-z", "--untracked-files=all", "--no-renames", "--ignore-submodules=dirty", "--", subdir or "."],
@@ -228,6 +252,7 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
         raise UsageError(f"git says the working tree of the repository at {directory} is {root} "
                          "(core.worktree), which does not hold the experiment: fleet will not pin it",
                          hint="unset core.worktree (`git config --unset core.worktree`) or run from that tree")
+    _check_git_dir_is_this_trees(root)
     subdir = "" if directory == root else directory.relative_to(root).as_posix()
     head = _git(["rev-parse", "--verify", "HEAD^{commit}"], root)
     if head.returncode != 0:
