@@ -8,6 +8,7 @@ written them.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Mapping
@@ -64,6 +65,9 @@ def report_sweep(summary: SweepSummary, config, environ: Mapping[str, str] | Non
                 mask.scrub_file(path)
             except OSError:   # a file a trial left unreadable, or the disk full: the rest still scrubbed
                 pass
+    if mask:   # rendering escapes & < | ` [, so a secret holding one is masked before it: the metric
+        # names a trial chose (params and reasons are masked already)
+        summary = replace(summary, trials=tuple(replace(t, metrics=mask.mask_obj(t.metrics)) for t in summary.trials))
     text = mask(to_markdown(sweep_document(summary))) + "\n"
     if sweep_dir.is_dir():
         (sweep_dir / "ci-summary.md").write_text(text)

@@ -87,3 +87,19 @@ def test_a_sweep_whose_job_summary_cannot_be_written_keeps_its_own_result(experi
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "could not write the CI summary: IsADirectoryError" in proc.stderr + proc.stdout, proc.stderr[-3000:]
     assert "internal error" not in proc.stderr + proc.stdout
+
+
+def test_a_secret_in_a_trials_metric_name_is_masked_in_the_job_summary(experiment, fleet_home, tmp_path):
+    """The summary is masked after it is rendered, and rendering escapes `&`, `<`, `|`: a secret
+    holding one reached the job summary whole when a trial wrote it into a metric's name."""
+    (experiment / "fleet.toml").write_text('project = "t"\ncommand = "true"\ntemplate = "local-1gpu"\n'
+                                           'max_duration = "10m"\nsecrets = ["MY_TOKEN"]\n')
+    script = ('mkdir -p "$FLEET_OUTPUT_DIR"; printf \'{"acc %s": 0.{x}}\' "$MY_TOKEN" '
+              '> "$FLEET_OUTPUT_DIR/metrics.json"')
+    step_summary = tmp_path / "summary.md"
+    proc = run_fleet(["sweep", "--allow-dirty", "--param", "x=1", "--", "sh", "-c", script], cwd=experiment,
+                     env={"CI": "true", "GITHUB_ACTIONS": "true", "GITHUB_STEP_SUMMARY": str(step_summary),
+                          "MY_TOKEN": "tok&4f9a<1c77e2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = step_summary.read_text()
+    assert "4f9a" not in text and "| acc *** |" in text, text
