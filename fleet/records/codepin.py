@@ -249,9 +249,12 @@ def pin_code(experiment_dir: str | Path, store: Store, *, allow_dirty: bool = Fa
     if directory != root and root not in directory.parents:
         # core.worktree (or GIT_WORK_TREE) puts the working tree elsewhere: a handed-over repository's
         # config could point the pin at any other checkout on this computer and ship it to machines.
+        by_env = bool(os.environ.get("GIT_WORK_TREE"))
         raise UsageError(f"git says the working tree of the repository at {directory} is {root} "
-                         "(core.worktree), which does not hold the experiment: fleet will not pin it",
-                         hint="unset core.worktree (`git config --unset core.worktree`) or run from that tree")
+                         f"({'GIT_WORK_TREE' if by_env else 'core.worktree'}), which does not hold the "
+                         "experiment: fleet will not pin it",
+                         hint="unset GIT_WORK_TREE" if by_env else
+                         "unset core.worktree (`git config --unset core.worktree`) or run from that tree")
     _check_git_dir_is_this_trees(root)
     subdir = "" if directory == root else directory.relative_to(root).as_posix()
     head = _git(["rev-parse", "--verify", "HEAD^{commit}"], root)

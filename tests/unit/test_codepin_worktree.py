@@ -64,3 +64,16 @@ def test_worktree_checkouts_and_submodules_still_pin(store, tmp_path):
     git(sup, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(main), "exp")
     pin = pin_code(sup / "exp", store)                     # an experiment that is a submodule's checkout
     assert pin.commit == pin_code(main, store).commit
+
+
+def test_a_work_tree_set_in_the_environment_is_named_as_such(store, tmp_path, monkeypatch):
+    """GIT_WORK_TREE elsewhere is refused as core.worktree is; the line named core.worktree, and its
+    hint (`git config --unset core.worktree`) could not help."""
+    other, repo = tmp_path / "elsewhere", tmp_path / "repo"
+    _committed(other)
+    _committed(repo)
+    monkeypatch.setenv("GIT_WORK_TREE", str(other))
+    with pytest.raises(UsageError) as info:
+        pin_code(repo, store)
+    line = info.value.one_line()
+    assert f"is {other} (GIT_WORK_TREE)" in line and "unset GIT_WORK_TREE" in line, line
