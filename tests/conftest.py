@@ -183,7 +183,7 @@ def one_sigterm(proc: subprocess.Popen, fleet_home: Path, released_within: float
     """Send a fleet command (in its own session, stdout piped) one SIGTERM, as a cancelled GitLab job
     does, and watch: seconds until nothing under `fleet_home` runs, seconds until the command exits
     (None: not within `released_within`, then 10 s), and everything it printed. One still running
-    then is hurried with SIGINT, then killed."""
+    then is hurried with SIGINT, then killed with its session (it must have been started in its own)."""
     import signal
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -198,7 +198,10 @@ def one_sigterm(proc: subprocess.Popen, fleet_home: Path, released_within: float
             try:
                 proc.wait(stop_wait)
             except subprocess.TimeoutExpired:
-                proc.kill()
+                try:   # its whole session: a child left holding the pipe would hang the read below
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
                 proc.wait()
     out = proc.stdout.read()
     proc.stdout.close()
