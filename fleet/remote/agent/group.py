@@ -56,13 +56,15 @@ def adopt_orphans():
         pass
 
 
-def reap_orphans(leaders):
+def reap_orphans(leaders, block=False):
     """Reap the children that ended and are no command's leader (a leader's end is its Popen's to
     read): as subreaper this process inherits all a command orphans (`os.system("upload.sh &")`
-    now and then), and each would stay a zombie under it for the whole run."""
+    now and then), and each would stay a zombie under it for the whole run. With `block`, until a
+    leader ends."""
+    flags = os.WEXITED | os.WNOWAIT | (0 if block else os.WNOHANG)
     while True:
         try:
-            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            info = os.waitid(os.P_ALL, 0, flags)
         except (OSError, AttributeError):   # no children (or no waitid on this system)
             return
         if info is None or info.si_pid in leaders:
@@ -75,17 +77,7 @@ def reap_orphans(leaders):
 
 def wait_reaping(child):
     """child.wait(), reaping meanwhile what its command orphans (reap_orphans)."""
-    while True:
-        try:
-            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
-        except (OSError, AttributeError):
-            break
-        if info is None or info.si_pid == child.pid:
-            break
-        try:
-            os.waitpid(info.si_pid, 0)
-        except ChildProcessError:
-            break
+    reap_orphans({child.pid}, block=True)
     return child.wait()
 
 
