@@ -9,7 +9,7 @@ import os
 import uuid
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from .render import LABEL, RIGHT, Column, Document, Fields, Heading, Paragraph, Table
 from .render.markdown import code, escape, to_markdown
@@ -159,7 +159,7 @@ def markdown(summary: dict, rows: list[tuple[str, dict]]) -> str:
     return to_markdown(summary_document(summary, rows)) + "\n"
 
 
-def append_text(path: str, text: str) -> None:
+def _append(path: str, text: str) -> None:
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(text)
 
@@ -193,19 +193,25 @@ def report_run(summary: dict, run_dir: Path | None, mask: Callable[[str], str],
             merged = run_dir / METRICS_FILE
             merged.write_text(mask(json.dumps(merged_metrics(rows), indent=2, sort_keys=True)) + "\n")
             metrics_path = str(merged)
-    text = mask(markdown(summary, rows))
-    if run_dir is not None and run_dir.is_dir():
-        (run_dir / "ci-summary.md").write_text(text)
-    if e.get("GITHUB_STEP_SUMMARY"):
-        append_text(e["GITHUB_STEP_SUMMARY"], text)
-    if e.get("GITHUB_OUTPUT"):
-        hours = gpu_hours(summary)
-        append_text(e["GITHUB_OUTPUT"], mask(github_outputs({
-            "run-id": summary.get("run_id", ""), "status": summary.get("status", "error"),
-            "exit-status": summary.get("exit_code", ""), "cost": cost_usd(summary)[0],
-            "gpu-hours": "" if hours is None else hours, "metrics-path": metrics_path,
-            "outputs-dir": str(run_dir) if run_dir is not None and run_dir.is_dir() else "",
-        })))
+    hours = gpu_hours(summary)
+    publish(mask(markdown(summary, rows)), {
+        "run-id": summary.get("run_id", ""), "status": summary.get("status", "error"),
+        "exit-status": summary.get("exit_code", ""), "cost": cost_usd(summary)[0],
+        "gpu-hours": "" if hours is None else hours, "metrics-path": metrics_path,
+        "outputs-dir": str(run_dir) if run_dir is not None and run_dir.is_dir() else "",
+    }, run_dir, mask, e)
+
+
+def publish(text: str, outputs: dict[str, Any], directory: Path | None, mask: Callable[[str], str],
+            environ: Mapping[str, str]) -> None:
+    """A report's Markdown `text` (masked already) as `directory`/ci-summary.md and the GitHub job
+    summary, and `outputs` as step outputs (masked here), each where it is set."""
+    if directory is not None and directory.is_dir():
+        (directory / "ci-summary.md").write_text(text)
+    if environ.get("GITHUB_STEP_SUMMARY"):
+        _append(environ["GITHUB_STEP_SUMMARY"], text)
+    if environ.get("GITHUB_OUTPUT"):
+        _append(environ["GITHUB_OUTPUT"], mask(github_outputs(outputs)))
 
 
 def report_error(message: str, exit_code: int, mask: Callable[[str], str], status: str = "error") -> None:

@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Mapping
 
-from ..ci_report import append_text, github_outputs
+from ..ci_report import publish
 from ..render import RIGHT, Column, Document, Fields, Heading, Table
 from ..render.markdown import code, escape, to_markdown
 from .summary import SweepSummary
@@ -68,13 +68,7 @@ def report_sweep(summary: SweepSummary, config, environ: Mapping[str, str] | Non
     if mask:   # rendering escapes & < | ` [, so a secret holding one is masked before it: the metric
         # names a trial chose (params and reasons are masked already)
         summary = replace(summary, trials=tuple(replace(t, metrics=mask.mask_obj(t.metrics)) for t in summary.trials))
-    text = mask(to_markdown(sweep_document(summary))) + "\n"
-    if sweep_dir.is_dir():
-        (sweep_dir / "ci-summary.md").write_text(text)
-    if e.get("GITHUB_STEP_SUMMARY"):
-        append_text(e["GITHUB_STEP_SUMMARY"], text)
-    if e.get("GITHUB_OUTPUT"):
-        append_text(e["GITHUB_OUTPUT"], mask(github_outputs({
-            "sweep-id": summary.sweep_id, "status": summary.status, "exit-status": summary.exit_code,
-            "cost": summary.cost_usd or summary.would_cost_usd or "",
-            "outputs-dir": str(sweep_dir) if sweep_dir.is_dir() else ""})))
+    publish(mask(to_markdown(sweep_document(summary))) + "\n", {
+        "sweep-id": summary.sweep_id, "status": summary.status, "exit-status": summary.exit_code,
+        "cost": summary.cost_usd or summary.would_cost_usd or "",
+        "outputs-dir": str(sweep_dir) if sweep_dir.is_dir() else ""}, sweep_dir, mask, e)
