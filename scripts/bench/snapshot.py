@@ -8,7 +8,11 @@ is warm for both sides (cold-cache disk speed is not what is compared). Each of 
   1. `fleet snapshot create TREE --store S`   (chunk, hash, store, fsync, publish)
   2. `fleet snapshot create TREE --store S`   again, tree unchanged (the stat cache's case)
   3. `sha256sum` of every file of the tree     (find -print0 | xargs -0 sha256sum)
-Figures are medians with their spread (min-max). Then, once (it takes minutes under load), peak RSS
+Every sample's store is kept until all samples are done: deleting the last sample's thousands of
+chunk files just before the next create would make ext4 (without a journal, as here) skip each
+recently freed inode, with a buffer lookup apiece, for a minute after the delete (`recently_deleted`
+took a quarter of a create's CPU in `perf record`), a cost of the benchmark's own clean-up that a
+user's create does not pay. Figures are medians with their spread (min-max). Then, once (it takes minutes under load), peak RSS
 of `fleet snapshot create` over sparse files totalling --rss-size (default 10 GiB), read from
 wait4's ru_maxrss of that process alone.
 
@@ -172,8 +176,9 @@ def measure_throughput(fleet: str, tree: Path, work: Path, size: int, runs: int)
                 f"unchanged re-snapshot {wall2:.3f} s")
         if sums:
             log(f"sample {i + 1}/{runs}: sha256sum {sums[-1]:.2f} s ({size / sums[-1] / 1e6:.0f} MB/s)")
-        shutil.rmtree(home, ignore_errors=True)
-        shutil.rmtree(store, ignore_errors=True)
+    for i in range(runs):
+        shutil.rmtree(work / f"home-{i}", ignore_errors=True)
+        shutil.rmtree(work / f"store-{i}", ignore_errors=True)
     rows = []
     create_fig = "fleet snapshot create, throughput"
     if creates and "create" not in failures:
