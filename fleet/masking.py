@@ -76,7 +76,15 @@ def credentials_in(text: str) -> list[str]:
     """The words of `text` (a command, setup) that are credentials by their format (`--token ghp_…`)."""
     if len(text) > _CREDENTIAL_MAX * 4:
         return []
-    return [w for w in _WORD.findall(text) if looks_credential(w)] + _KEY_BLOCK.findall(text)
+    return [w for w in _WORD.findall(text) if looks_credential(w)] + [
+        form for block in _KEY_BLOCK.findall(text) for form in {block, _unescaped(block)}]
+
+
+def _unescaped(block: str) -> str:
+    """A key block as the program that reads its JSON has it: line breaks where the value wrote
+    `\\n`, and `/` where it wrote `\\/`. Printed or saved so (`jq -r .private_key > key.pem`), its
+    lines are masked one by one; the block as the value wrote it is never in that text."""
+    return block.replace("\\r", "\r").replace("\\n", "\n").replace("\\/", "/")
 
 
 def holds_url_password(value: str) -> bool:

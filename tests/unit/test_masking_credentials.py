@@ -110,3 +110,19 @@ def test_slurms_own_jwt_still_reaches_its_tools(monkeypatch):
     monkeypatch.setenv("OTHER_JWT_COPY", jwt)
     env = tool_env()
     assert env["SLURM_JWT"] == jwt and "OTHER_JWT_COPY" not in env
+
+
+def test_a_private_key_read_out_of_a_longer_value_is_masked_where_the_program_saves_it(tmp_path):
+    """The service account's JSON holds its key with `\\n` for each line break; the training reads
+    the JSON and saves or prints the key as it is, line by line (`jq -r .private_key > key.pem`).
+    Only the block as the value wrote it was masked: the key's lines reached the log and the
+    outputs kept as the CI artifact in clear."""
+    body = [pysecrets.token_hex(30) + "/+" + pysecrets.token_hex(1) for _ in range(3)]
+    pem = "-----BEGIN PRIVATE KEY-----\n" + "\n".join(body) + "\n-----END PRIVATE KEY-----\n"
+    value = '{"type": "service_account", "private_key": "%s"}' % pem.replace("\n", "\\n").replace("/", "\\/")
+    mask = Masker.for_config(None, {"SA_JSON": value, "HOME": "/home/u"})
+    saved = tmp_path / "key.pem"
+    saved.write_text(pem)
+    assert mask.scrub_file(saved)
+    assert not any(line in saved.read_text() for line in body), saved.read_text()
+    assert not any(line in mask(f"key: {pem}") for line in body)
