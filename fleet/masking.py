@@ -9,6 +9,7 @@ printed (`***`) or stored (`<redacted>` in records, the state database and summa
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -162,8 +163,13 @@ class Masker:
                 parts.add(v)
                 parts.update(line.strip() for line in v.splitlines() if line.strip())
         parts = {p for p in parts if len(p) >= MIN_MASKED}
+        # As a JSON string holds it too: a program that dumps its config or environment to JSON
+        # (args.json, wandb's config) writes a `"`, a `\\` or a non-ASCII letter escaped, and the value
+        # as given never appears in the file, nor in fleet's own JSON (the merged metrics.json).
+        escaped = {json.dumps(p, ensure_ascii=only_ascii)[1:-1] for p in parts for only_ascii in (True, False)}
         # longest first, so a value that contains another is masked whole
-        self.values = sorted(parts, key=len, reverse=True)
+        self.values = sorted(parts | escaped, key=len, reverse=True)
+        self.given = sorted(parts, key=len, reverse=True)   # a GitHub runner adds the escaped forms itself
         self.mark = mark
 
     @classmethod
@@ -203,7 +209,7 @@ class Masker:
     def redacting(self) -> "Masker":
         """The same values, marked as stored records mark them."""
         twin = Masker([], REDACTED)
-        twin.values, twin.url_passwords = self.values, self.url_passwords
+        twin.values, twin.given, twin.url_passwords = self.values, self.given, self.url_passwords
         return twin
 
     def __bool__(self) -> bool:
@@ -234,7 +240,7 @@ class Masker:
         registered as its lines, never whole: its raw newline ended the command after the first line
         and printed the rest (a service account's private key) in clear. `%`, CR and LF are escaped as
         the runner unescapes a command's data, so a value holding `%0A` registers as itself."""
-        lines = [v for v in self.values if "\n" not in v and "\r" not in v]
+        lines = [v for v in self.given if "\n" not in v and "\r" not in v]
         return [f"::add-mask::{_escape_command_data(v)}" for v in lines]
 
     def scrub_file(self, path: Path) -> bool:

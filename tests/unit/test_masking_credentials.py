@@ -3,6 +3,7 @@ the name rules missed it, so it reached the run record, CI logs and Slurm's job 
 was. An ordinary value (a model name, a path, a short word) is not mistaken for one."""
 from __future__ import annotations
 
+import json
 import secrets as pysecrets
 
 import pytest
@@ -126,3 +127,17 @@ def test_a_private_key_read_out_of_a_longer_value_is_masked_where_the_program_sa
     assert mask.scrub_file(saved)
     assert not any(line in saved.read_text() for line in body), saved.read_text()
     assert not any(line in mask(f"key: {pem}") for line in body)
+
+
+@pytest.mark.parametrize("password", ['Tr0ub4dor"&3', "C:\\keys\\s3cret", "Pässwort-2024!"])
+def test_a_secret_a_program_wrote_into_json_is_masked_in_the_file(tmp_path, password):
+    """A training that dumps its settings to JSON (args.json, a metrics file keyed by them) writes a
+    `"`, a `\\` or a letter beyond ASCII escaped: the value as given was nowhere in the file, and the
+    fetched file, kept as the CI artifact, gave the password back to whoever read the JSON."""
+    config = type("C", (), {"env": {}, "secrets": ["DB_PASSWORD"], "command": "train", "setup": None})()
+    mask = Masker.for_config(config, {"DB_PASSWORD": password, "HOME": "/home/u"})
+    dumped = tmp_path / "args.json"
+    dumped.write_text(json.dumps({"db_password": password, "lr": 0.1}))
+    assert mask.scrub_file(dumped)
+    assert json.loads(dumped.read_text()) == {"db_password": "***", "lr": 0.1}
+    assert json.loads(mask(json.dumps({"k": password}, ensure_ascii=False))) == {"k": "***"}
