@@ -87,3 +87,20 @@ def test_a_backend_pulumi_would_find_elsewhere_is_refused_too(repo, where):
         load_outputs_from_stack("dev", repo)
     assert f"sets Pulumi backend '{THEIRS}'" in info.value.one_line()
     assert not _pulumi_ran(repo.parent if where.startswith("..") else repo)
+
+
+def test_a_backend_pulumi_finds_above_a_linked_directory_is_refused(repo, monkeypatch):
+    """The experiment is reached through a link in the repository (`exp -> deep/real/exp`). pulumi
+    takes its directory as the shell named it ($PWD, as Go's os.Getwd does) and goes up to `exp`'s
+    parent, the repository's Pulumi.yaml with the author's backend; fleet went up from the resolved
+    path and stopped at a harmless Pulumi.yaml in deep/real, so pulumi ran with the author's backend."""
+    real = repo / "deep" / "real"
+    (real / "exp").mkdir(parents=True)
+    (real / "Pulumi.yaml").write_text("name: other\nruntime: python\n")
+    (repo / "exp").symlink_to("deep/real/exp")
+    monkeypatch.chdir(repo / "exp")
+    monkeypatch.setenv("PWD", str(repo / "exp"))
+    with pytest.raises(ConfigError) as info:
+        load_outputs_from_stack("dev", ".")
+    assert f"sets Pulumi backend '{THEIRS}'" in info.value.one_line()
+    assert not _pulumi_ran(repo)

@@ -21,12 +21,29 @@ from ...errors import ConfigError
 PROJECT_FILES = ("Pulumi.yaml", "Pulumi.yml", "Pulumi.json")
 
 
-def project_files(work_dir: Path) -> list[Path]:
-    """The project files pulumi could take in `work_dir`'s nearest directory that has any."""
-    for directory in (work_dir.resolve(), *work_dir.resolve().parents):
-        found = [directory / name for name in PROJECT_FILES if (directory / name).is_file()]
-        if found:
-            return found
+def project_files(work_dir: Path, env: Mapping[str, str] | None = None) -> list[Path]:
+    """The project files pulumi could take in `work_dir`'s nearest directory that has any, going up
+    the directories as they are and, where pulumi would, as the shell named them (`_as_named`)."""
+    found: list[Path] = []
+    for start in (work_dir.resolve(), *_as_named(work_dir, os.environ if env is None else env)):
+        for directory in (start, *start.parents):
+            here = [directory / name for name in PROJECT_FILES if (directory / name).is_file()]
+            if here:
+                found += [path for path in here if path not in found]
+                break
+    return found
+
+
+def _as_named(work_dir: Path, env: Mapping[str, str]) -> list[Path]:
+    """pulumi (Go's os.Getwd) takes $PWD for its directory when it names that directory, and goes up
+    from it by name: from a link in the repository (`exp -> deep/real/exp`) that is `exp`'s parent,
+    whose Pulumi.yaml the resolved path's parents never reach."""
+    pwd = env.get("PWD") or ""
+    try:
+        if os.path.isabs(pwd) and os.path.samefile(pwd, work_dir):
+            return [Path(os.path.normpath(pwd))]
+    except OSError:
+        pass
     return []
 
 
@@ -62,7 +79,7 @@ def check_stack_backend(work_dir: str | Path, env: Mapping[str, str] | None = No
     if env.get("PULUMI_BACKEND_URL"):
         return                          # the user's own choice wins over the project's
     current = logged_in_backend(env)
-    for path in project_files(Path(work_dir)):
+    for path in project_files(Path(work_dir), env):
         declared = _backend_url(path)
         if declared is None or (current is not None and declared.rstrip("/") == current.rstrip("/")):
             continue
