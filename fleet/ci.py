@@ -169,6 +169,12 @@ def masked_events(config, events):
 _reported: list[str] = []    # run ids whose CI report is written (one CLI process runs one `up`)
 
 
+def reported(report_id: str) -> None:
+    """A report of the command's own is written (a sweep's, whose pool writes none): a failure or a
+    stop signal after it adds no "cancelled before the run started" report to the job summary."""
+    _reported.append(report_id)
+
+
 @contextmanager
 def failures_reported():
     """Around `fleet up` in CI mode: a FleetError that ended the run before the hook reported it

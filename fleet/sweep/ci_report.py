@@ -54,9 +54,20 @@ def sweep_document(summary: SweepSummary) -> Document:
 
 
 def report_sweep(summary: SweepSummary, config, environ: Mapping[str, str] | None = None) -> None:
-    """Scrub the sweep's directory, then write its summary and step outputs (through the masker)."""
+    """Scrub the sweep's directory, then write its summary and step outputs (through the masker).
+    A stop signal meanwhile is held off: this runs after the pool, where the CLI turns SIGTERM into
+    KeyboardInterrupt, and a runner's second signal (GitHub: SIGTERM 7.5 s after its SIGINT) would
+    cut the scrub short, the rest of the trials' files left with their secrets in the artifact."""
+    import threading
+    from .. import ci
+    from ..run.signals import BetweenAttempts
+    with BetweenAttempts(threading.Event()):
+        _report(summary, config, os.environ if environ is None else environ)
+    ci.reported(summary.sweep_id)
+
+
+def _report(summary: SweepSummary, config, e: Mapping[str, str]) -> None:
     from ..masking import Masker
-    e = os.environ if environ is None else environ
     mask = Masker.for_config(config)
     sweep_dir = Path(summary.run_dir)
     if mask and sweep_dir.is_dir():
