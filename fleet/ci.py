@@ -65,7 +65,9 @@ def stop_limit_s(environ: Mapping[str, str] | None = None, warn=None) -> float |
         if warn is not None:
             warn(f"FLEET_STOP_LIMIT={text[:40]!r} is not a number of seconds: using {GITLAB_STOP_LIMIT_S:g}")
         return GITLAB_STOP_LIMIT_S
-    return value
+    import threading
+    # Longer than a wait can take (292 years) is never: the limit's thread would end in OverflowError.
+    return min(value, threading.TIMEOUT_MAX)
 
 
 # -- where the run came from -----------------------------------------------------------------------
