@@ -47,6 +47,9 @@ def seal(ledger: Ledger, now: datetime | None = None, lag_s: float = SEAL_LAG_S)
     db = ledger.db
     cutoff = iso((now or utc_clock()) - timedelta(seconds=lag_s))
     with db.transaction():
+        # Before the first seal there is no mark row for FOR UPDATE to lock: two first seals at once
+        # (a team's fresh PostgreSQL) both went on, and the second failed on the mark's key.
+        db.serialise("ledger rollup seal")
         rows = db.lock_rows("SELECT through_id FROM ledger_rollup_mark WHERE id = 1")
         done = int(rows[0]["through_id"]) if rows else 0
         top = db.execute("SELECT MAX(id) AS top FROM ledger WHERE id > ?", (done,))[0]["top"]
