@@ -3,10 +3,11 @@
 `seal` verifies rows once (their digest) and adds them to `ledger_rollup` per (day, project,
 owner, template, billed/shadow, run); `ledger_rollup_mark` holds the last row id sealed, and
 damaged rows go to `ledger_damaged` (reported by every later report). Rows younger than
-SEAL_LAG_S stay unsealed: on PostgreSQL ids can commit slightly out of order, and a lag that long
-means no row is skipped. `gather` then combines sealed whole days, the sealed rows of partial
-edge days (a --since/--until inside a day), and the unsealed rows, verified as they are read; a
-row straddling --since or --until counts its share inside the period (report/clip.py).
+SEAL_LAG_S stay unsealed, and so does any id after the last row a seal sees below the first young
+one: on PostgreSQL ids can commit slightly out of order, and a lag that long means no row is
+skipped. `gather` then combines sealed whole days, the sealed rows of partial edge days (a
+--since/--until inside a day), and the unsealed rows, verified as they are read; a row straddling
+--since or --until counts its share inside the period (report/clip.py).
 
 Once sealed, a later edit to a ledger row does not change reports of whole days; `fleet report
 --verify` re-checks every row's digest to find such damage. The sealed rows of a partial edge day
@@ -57,7 +58,13 @@ def seal(ledger: Ledger, now: datetime | None = None, lag_s: float = SEAL_LAG_S)
             return 0
         young = db.execute("SELECT MIN(id) AS young FROM ledger WHERE id > ? AND recorded_at >= ?",
                            (done, cutoff))[0]["young"]
-        upto = int(top) if young is None else int(young) - 1
+        if young is not None:
+            # Through the last row seen below the first young one, never young - 1: that id may be a
+            # row inserted but not yet committed (PostgreSQL gives ids at INSERT), which the mark would
+            # pass unseen and no report would read again. Rows below a row older than the lag were
+            # inserted before it, so they are committed (or rolled back) by now.
+            top = db.execute("SELECT MAX(id) AS top FROM ledger WHERE id > ? AND id < ?", (done, young))[0]["top"]
+        upto = done if top is None else int(top)
         if upto <= done:
             return 0
         damaged = ledger.verify(after_id=done, through_id=upto)
