@@ -34,18 +34,20 @@ def bill_unbilled(state, lease: Lease, found: list[MachineState], *, now: dateti
     that has no ledger row. Returns the machine ids billed."""
     now = now or utcnow()
     ledger = Ledger(state.db)
-    billed = {row["machine_id"] for row in state.db.execute(
-        "SELECT DISTINCT machine_id FROM ledger WHERE lease_id = ?", (lease.id,))}
     by_id = {s.machine_id: s for s in found}
     recorded = {m.id: m for m in lease.machines}
-    missing = [i for i in dict.fromkeys([*recorded, *by_id]) if i not in billed]
-    if not missing:
-        return []
     meta = lease.meta or {}
     first_s = _count(meta.get("first_deadline_s")) or lease.heartbeat_ttl_s
     per_machine = _count(meta.get("gpus")) // max(1, _count(meta.get("machines")) or 1)
     run_id = _run_of(state, lease.id)
     with state.db.transaction():   # all or nothing: a half-billed lease would be billed again in full
+        # What has no row is read under the lock that bills it: two `fleet down`s at once each found
+        # the machine unbilled, and where their starts differed (one provider's describe saw it, the
+        # other's found it gone) two segments billed it twice.
+        state.db.serialise(f"bill unbilled {lease.id}")
+        billed = {row["machine_id"] for row in state.db.execute(
+            "SELECT DISTINCT machine_id FROM ledger WHERE lease_id = ?", (lease.id,))}
+        missing = [i for i in dict.fromkeys([*recorded, *by_id]) if i not in billed]
         for machine_id in missing:
             st = by_id.get(machine_id)
             start = min((st.started_at if st and st.started_at else lease.created_at), now)
