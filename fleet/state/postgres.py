@@ -206,10 +206,13 @@ class PostgresDatabase(BaseDatabase):
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator["PostgresDatabase"]:
-        """A transaction; nested calls join the outer one (as on SQLite)."""
+        """A transaction; nested calls join the outer one (as on SQLite) through a savepoint: a
+        statement refused inside one (a unique key another writer took first, which the ledger
+        catches and catches up from) must leave the outer transaction usable, as SQLite does."""
         conn = self._conn()
         if self._local.depth:
-            yield self
+            with self._errors(), conn.transaction():
+                yield self
             return
         import psycopg
         self._local.depth = 1
