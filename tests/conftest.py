@@ -36,6 +36,21 @@ def pytest_collection_modifyitems(config, items):
             if fixture in getattr(item, "fixturenames", ()):
                 item.add_marker(pytest.mark.xdist_group(group))
                 break
+        else:
+            if item.get_closest_marker("xdist_group") is None and _uses_a_module_fixture(item):
+                item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+
+
+def _uses_a_module_fixture(item) -> bool:
+    """Whether the test needs a module-scoped fixture (hosts started, a moto stack made, a wheel
+    built). A module's tests then share one worker, which sets the fixture up once: spread over
+    five workers, the wheel was built five times and a module's hosts started three times, ~200 s
+    of the suite's CPU."""
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return False
+    return any(defs and defs[-1].scope == "module" for name, defs in info.name2fixturedefs.items()
+               if name in info.names_closure)
 
 
 def pytest_configure(config):
