@@ -22,11 +22,14 @@ GRACE_S = 10.0
 
 
 def _env_seconds(name: str, default: float) -> float:
-    """A duration override from the environment; unset, empty or not a number: the default."""
+    """A duration override from the environment; unset, empty or not a number: the default. `nan`
+    and `inf` parse as floats but are no duration: with FLEET_GRACE=nan no moment was ever past the
+    grace, so a stopped experiment that ignored SIGTERM was never killed."""
     try:
-        return float(os.environ.get(name, "") or default)
+        value = float(os.environ.get(name, "") or default)
     except ValueError:
         return default
+    return value if 0 <= value < float("inf") else default
 
 
 def _ready_timeout_s() -> float:

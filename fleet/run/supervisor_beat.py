@@ -34,9 +34,10 @@ def base_run_id(run_id: str) -> str:
 
 def beat_period_s() -> float:
     try:
-        return max(0.2, float(os.environ.get(ENV_BEAT_S) or BEAT_S))
+        value = float(os.environ.get(ENV_BEAT_S) or BEAT_S)
     except ValueError:
         return BEAT_S
+    return max(0.2, value) if value < float("inf") else BEAT_S   # nan: max gives 0.2; inf: never a beat
 
 
 class SupervisorBeat:
