@@ -186,6 +186,16 @@ def sweep(config: Config, spec: SweepSpec, *, events: Events | None = None, prov
     ci = options is not None and options.ci
     summary = Pipeline(pool_cfg, PoolRelease(provider, machines), events=events, machines=machines,
                        options=replace(options, report_ci=False) if ci else options, run_dir=sweep_dir / "pool").run()
+    # The pool has ended and released: a stop signal now (a runner's second one) would only cut
+    # sweep.json and the CI report's scrub short, the trials' files keeping their secrets.
+    import threading
+    from ..run.signals import BetweenAttempts
+    with BetweenAttempts(threading.Event()):
+        return _summarise(config, spec, summary, machines, sweep_dir, started, ci, events)
+
+
+def _summarise(config: Config, spec: SweepSpec, summary, machines: "PoolMachines", sweep_dir: Path, started: float,
+               ci: bool, events: Events) -> SweepSummary:
     trials = machines.scheduler.ordered_results() if machines.scheduler is not None else ()
     if not trials:
         from .summary import TrialResult
