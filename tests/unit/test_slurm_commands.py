@@ -231,7 +231,7 @@ def test_cancel_is_idempotent_but_other_failures_raise():
 def test_accounting_runs_sacct_in_utc():
     runner = Scripted({"sacct": [(0, recorded("sacct.txt"), "")]})
     jobs = SlurmCommands(runner).accounting(["4"])
-    assert runner.seen[0][2] == {"TZ": "UTC"} and any(j.job_id == "4" for j in jobs)
+    assert runner.seen[0][2] == {"TZ": "UTC", "SLURM_TIME_FORMAT": "standard"} and any(j.job_id == "4" for j in jobs)
 
 
 def test_ssh_runner_quotes_the_remote_command():

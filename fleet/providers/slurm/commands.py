@@ -255,6 +255,11 @@ def steps_argv(job_id: str) -> list[str]:
     return ["squeue", "--steps", f"--jobs={job_id}", "--noheader", f"--format={STEPS_FORMAT}"]
 
 
+# sacct's times as parse_sacct reads them: UTC, ISO 8601. A user's own SLURM_TIME_FORMAT (often
+# "relative" in a login node's rc file: `Ystday 06:02`) would otherwise change how it prints them.
+SACCT_ENV = {"TZ": "UTC", "SLURM_TIME_FORMAT": "standard"}
+
+
 class SlurmCommands:
     """Slurm's tools through one runner, answering in typed values or typed errors."""
 
@@ -315,7 +320,7 @@ class SlurmCommands:
         if not job_ids:
             return []
         user = login_user(self) if lease_id is not None else None
-        records = read_output("sacct", parse_sacct, self._run(sacct_argv(job_ids, user), env={"TZ": "UTC"}).stdout)
+        records = read_output("sacct", parse_sacct, self._run(sacct_argv(job_ids, user), env=SACCT_ENV).stdout)
         return same_job([r for r in records if lease_id is None or is_leases(r, lease_id)])
 
     def cancel(self, job_ids: Sequence[str], signal: str | None = None, *, user: str | None = None,
