@@ -64,6 +64,9 @@ class LocalRunner:
         return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
 
 
+OUTPUT_BEGINS = "FLEET-SSH-OUTPUT-BEGINS"
+
+
 class SSHRunner:
     """Runs Slurm's tools on a login node through the OpenSSH client (BatchMode: never prompts)."""
 
@@ -113,7 +116,9 @@ class SSHRunner:
 
     def __call__(self, argv: Sequence[str], *, stdin: str | None = None, env: Mapping[str, str] | None = None,
                  timeout: float = 60) -> CommandResult:
-        full = self.base + self.mux + [self.destination, "--", self.remote_command(argv, env)]
+        # The login shell may print first (a .bashrc's greeting, conda's prompt): only what follows
+        # the marker is the tool's (`id -u` read the greeting as a uid, squeue as a job's line).
+        full = self.base + self.mux + [self.destination, "--", f"echo {OUTPUT_BEGINS}; " + self.remote_command(argv, env)]
         try:
             done = subprocess.run(full, input=stdin if stdin is not None else "", capture_output=True,
                                   text=True, errors="replace", timeout=timeout)
@@ -125,8 +130,9 @@ class SSHRunner:
         if done.returncode == self.UNREACHABLE:
             why = (done.stderr.strip().splitlines() or ["ssh failed"])[-1]
             raise LoginNodeUnreachable(f"login node {self.destination} did not answer: {why}")
-        return CommandResult(tuple(argv), done.returncode, done.stdout, done.stderr)
-
+        at = done.stdout.find(OUTPUT_BEGINS + "\n")
+        stdout = done.stdout[at + len(OUTPUT_BEGINS) + 1:] if at >= 0 else done.stdout
+        return CommandResult(tuple(argv), done.returncode, stdout, done.stderr)
 
     def disconnect(self) -> None:
         """End the shared master connection now (the next command opens a new one)."""
