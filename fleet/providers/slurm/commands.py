@@ -286,11 +286,16 @@ class SlurmCommands:
 
     def submit(self, req: AllocationRequest, script: str) -> str:
         """sbatch the script; the job id. Refusals raise the typed errors of errors.py."""
-        out = self._run(sbatch_argv(req), stdin=script).stdout.strip()
-        job_id = out.splitlines()[-1].split(";", 1)[0].strip() if out else ""
-        if not job_id.isdigit():
-            raise SlurmError(f"sbatch printed no job id: {out[:200]!r}")
-        return job_id
+        out = self._run(sbatch_argv(req), stdin=script).stdout
+        # sbatch's own line ("123" or "123;cluster"), first: a site's wrapper may add lines after it.
+        found = re.search(r"^\s*(\d+)(?:;\S*)?\s*$", out, re.M)
+        if found is None:       # sbatch said yes: a job may be queued under the lease's name all the same
+            try:
+                self.cancel([], user=login_user(self), name=req.name)
+            except Exception:  # noqa: BLE001 — its time limit ends it; the missing id is what to report
+                pass
+            raise SlurmError(f"sbatch printed no job id: {out.strip()[:200]!r}")
+        return found.group(1)
 
     def allocate_now(self, req: AllocationRequest) -> str | None:
         """`salloc --no-shell --immediate`: the job id when the cluster grants the allocation at
