@@ -18,7 +18,7 @@ from fleet.providers.slurm.commands import (AllocationRequest, CommandResult, Lo
                                             granted_job_id, salloc_argv, sbatch_argv, scancel_argv, srun_argv,
                                             time_limit_argv)
 from fleet.providers.slurm.ownership import sacct_argv
-from fleet.providers.slurm.tool_env import QUEUE_FILTERS
+from fleet.providers.slurm.tool_env import LISTING_FILTERS
 from fleet.providers.slurm.parsing import (JobState, expand_hostlist, gpus_in_tres, gpus_per_node_in_gres,
                                            parse_duration, parse_sacct, parse_squeue_format)
 
@@ -238,7 +238,7 @@ def test_accounting_runs_sacct_in_utc():
 def test_ssh_runner_quotes_the_remote_command():
     runner = SSHRunner("login.example", port=2222, identity="/k", env={"SLURM_CONF": "/etc/slurm x/slurm.conf"})
     remote = runner.remote_command(["sbatch", "--comment=fleet:lease=a b"], {"TZ": "UTC"})
-    unset = " ".join(f"-u {name}" for name in QUEUE_FILTERS)
+    unset = " ".join(f"-u {name}" for name in LISTING_FILTERS)
     assert remote == f"env {unset} 'SLURM_CONF=/etc/slurm x/slurm.conf' TZ=UTC sbatch '--comment=fleet:lease=a b'"
     assert runner.base[:2] == ["ssh", "-o"] and "BatchMode=yes" in runner.base and "StrictHostKeyChecking=yes" in runner.base
     with pytest.raises(ValueError):

@@ -24,7 +24,7 @@ from .handoff import on_login_node
 from .ownership import is_leases, list_jobs, login_user, one_job, sacct_argv, same_job
 from .parsing import STEPS_FORMAT, AccountedJob, JobStep, QueuedJob, parse_sacct, parse_scontrol_job, parse_steps
 from .settings import SlurmSettings, reads_as_ssh_option
-from .tool_env import QUEUE_FILTERS, tool_env
+from .tool_env import LISTING_FILTERS, tool_env
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ class SSHRunner:
         for key in merged:
             if not key.replace("_", "").isalnum() or key[0].isdigit():
                 raise ValueError(f"invalid environment variable name {key!r}")
-        unset = [a for name in QUEUE_FILTERS for a in ("-u", name)]     # the login shell's own (tool_env.py)
+        unset = [a for name in LISTING_FILTERS for a in ("-u", name)]     # the login shell's own (tool_env.py)
         return shlex.join(["env", *unset, *(f"{k}={v}" for k, v in merged.items())] + list(argv))
 
     def __call__(self, argv: Sequence[str], *, stdin: str | None = None, env: Mapping[str, str] | None = None,
