@@ -118,7 +118,8 @@ class SSHRunner:
                  timeout: float = 60) -> CommandResult:
         # The login shell may print first (a .bashrc's greeting, conda's prompt): only what follows
         # the marker is the tool's (`id -u` read the greeting as a uid, squeue as a job's line).
-        full = self.base + self.mux + [self.destination, "--", f"echo {OUTPUT_BEGINS}; " + self.remote_command(argv, env)]
+        remote = f"echo {OUTPUT_BEGINS}; " + self.remote_command(argv, env)
+        full = self.base + self.mux + [self.destination, "--", remote]
         try:
             done = subprocess.run(full, input=stdin if stdin is not None else "", capture_output=True,
                                   text=True, errors="replace", timeout=timeout)
