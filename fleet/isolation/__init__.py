@@ -37,11 +37,25 @@ def requested() -> str:
     return value
 
 
+def _machines_key(machines_dir: Path) -> str | None:
+    """What names the namespace of a machines directory: its path and the directory itself (device
+    and inode). The path alone is shared by two containers on one host that see the host's cgroup
+    hierarchy (each with FLEET_HOME=/root/.fleet): `fleet down --all` in one swept the other's running
+    machines as orphans. None when the directory is not there (so no unit of its is either)."""
+    d = Path(machines_dir).resolve()
+    try:
+        st = os.stat(d)
+    except OSError:
+        return None
+    return f"{d}\0{st.st_dev}:{st.st_ino}"
+
+
 def unit_for(machine_dir: Path) -> str | None:
     """Where the cgroup unit of a machine directory lives (whether or not it exists): derived from
-    the directory alone, so any process that can see the directory can find the unit again."""
+    the directory and its parent alone, so any process that can see them can find the unit again."""
     d = Path(machine_dir).resolve()
-    return containment.unit_path(namespace(str(d.parent)), d.name)
+    key = _machines_key(d.parent)
+    return None if key is None else containment.unit_path(namespace(key), d.name)
 
 
 def prepare_local_unit(machine_dir: Path) -> str | None:
@@ -72,10 +86,10 @@ def existing_unit(machine_dir: Path) -> str | None:
 
 def namespace_dir(machines_dir: Path) -> str | None:
     """The cgroup directory holding the units of every machine directory in `machines_dir`."""
-    mount = containment.cgroup2_mount()
-    if not mount:
+    mount, key = containment.cgroup2_mount(), _machines_key(Path(machines_dir))
+    if not mount or key is None:
         return None
-    return os.path.join(mount, containment.BASE, namespace(str(Path(machines_dir).resolve())))
+    return os.path.join(mount, containment.BASE, namespace(key))
 
 
 def leftover_units(machines_dir: Path) -> list[str]:
