@@ -17,3 +17,11 @@ def test_a_deadline_written_past_the_maximum_does_not_keep_the_machine_up(tmp_pa
         for name in ("deadline", "max_deadline"):
             (state / name).write_text(far)
         assert_expired_at_deadline(proc, state)
+
+
+def test_a_deadline_that_is_not_a_number_does_not_keep_the_machine_up(tmp_path):
+    state = tmp_path / "state"
+    with watchdog(state, "m-nan") as proc:
+        # float() reads "nan": no time is at or past it, and min() with the maximum kept it.
+        (state / "deadline").write_text("nan")
+        assert_expired_at_deadline(proc, state)

@@ -196,13 +196,16 @@ def cmd_watchdog(args):
     if args.telemetry_interval > 0:
         _start_telemetry(state, args.telemetry_interval, stop)
     reason = "terminated"
-    hard_max = now + args.max    # held here: the state directory is the login's to write
+    # Held here (the state directory is the login's to write), on CLOCK_BOOTTIME (it runs through sleep):
+    # a wall clock stepped back a day kept the machine up a day past its maximum.
+    clock = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+    hard_end = time.clock_gettime(clock) + args.max
     while not stop.is_set():
-        deadline = min(containment.read_float(os.path.join(state, "deadline"), now), hard_max)
         if os.path.exists(os.path.join(state, "release")):
             reason = "released"
             break
-        if time.time() >= deadline:
+        deadline = containment.read_float(os.path.join(state, "deadline"), now)
+        if time.time() >= deadline or time.clock_gettime(clock) >= hard_end:
             reason = "deadline"
             break
         stop.wait(POLL_S)
