@@ -22,6 +22,9 @@ FORMAT = 3
 READABLE_FORMATS = (1, 2, 3)
 
 
+FILE_MODES = (0o644, 0o755)
+
+
 def normal_mode(mode: int) -> int:
     return 0o755 if mode & 0o111 else 0o644
 
@@ -55,6 +58,10 @@ class Entry:
         if entry.type not in ("file", "dir", "symlink") or not isinstance(entry.path, str) \
                 or (entry.sha256 and not is_sha256(entry.sha256)) or not all(is_sha256(h) for h, _ in entry.chunks):
             raise ValueError(f"entry {str(d.get('path'))[:80]!r} has a type or hash that is not one")
+        # Fleet writes only these two (normal_mode); any other came from a forged manifest and would
+        # be applied as given: setuid, setgid or world-writable files in the destination.
+        if entry.type == "file" and entry.mode not in FILE_MODES:
+            raise ValueError(f"entry {entry.path[:80]!r} has a mode ({entry.mode:#o}) no snapshot file has")
         return entry
 
 

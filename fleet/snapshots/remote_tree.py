@@ -22,6 +22,7 @@ if "Cache" not in globals():   # inline, remote_cache.py's text comes first (see
 
 STATE = {"dir": None, "fixed": False}   # records of materialised targets (the machine's .fleet/materialised)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+FILE_MODES = (0o644, 0o755)           # all a manifest's files may have (fleet/snapshots/manifest.normal_mode)
 
 
 def make_writable(root):
@@ -100,6 +101,11 @@ def merged_view(ids, manifests):
         m = manifests[sid]
         for e in m["entries"]:
             rel = clean(e["path"])
+            if e["type"] == "file" and (type(e.get("mode")) is not int or e["mode"] not in FILE_MODES):
+                # a forged manifest's 0o4755 would be a setuid file of this user here (see manifest.py)
+                raise Failure("%s: mode %s is not a snapshot file's mode (0o644 or 0o755); refusing a forged "
+                              "manifest" % (rel, oct(e["mode"]) if isinstance(e.get("mode"), int) else repr(e.get("mode"))),
+                              None, rel)
             if layer and e["type"] != "dir":   # overlays are small: this scan stays cheap
                 _drop_under(view, rel)
             view[rel] = e
