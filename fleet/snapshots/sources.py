@@ -83,6 +83,7 @@ def list_s3(url: str) -> S3Listing:
                 except IntegrityError:
                     raise UsageError(f"[data] {url}: object key {key!r} is not a clean relative path under the prefix") \
                         from None
+                _holdable(url, key, rel)
                 objects.append((rel, key, int(o["Size"]), o["ETag"].strip('"')))
     except (BotoCoreError, ClientError) as exc:
         raise UsageError(f"[data] {url}: cannot list the prefix: {exc}") from None
@@ -90,6 +91,20 @@ def list_s3(url: str) -> S3Listing:
         raise UsageError(f"[data] {url}: no objects under that prefix")
     _no_object_is_a_prefix(url, objects)
     return S3Listing(url, bucket, prefix, objects)
+
+
+NAME_MAX = 255   # bytes in one path component: ext4, xfs, btrfs, zfs alike
+
+
+def _holdable(url: str, key: str, rel: str) -> None:
+    """A key S3 holds but no machine's filesystem can as a path (S3 keys may hold NUL and run to 1024
+    bytes): refused here, before anything is leased, not by the sync on every machine after it."""
+    why = "a NUL" if "\0" in rel else \
+        "a part longer than 255 bytes" if any(len(p.encode()) > NAME_MAX for p in rel.split("/")) else None
+    if why:
+        shown = key if len(key) <= 80 else key[:80] + "…"
+        raise UsageError(f"[data] {url}: object key {shown!r} has {why}, which no filesystem holds in a path",
+                         hint="rename the object, or name a prefix that leaves it out")
 
 
 def _no_object_is_a_prefix(url: str, objects: list[tuple[str, str, int, str]]) -> None:
