@@ -99,7 +99,9 @@ class Manifest:
             # Checked here too, not only where a machine applies them (found by fuzzing manifests)
             return cls(entries=[Entry.from_json(e) for e in body["entries"]],
                        deleted=[check_relpath(p) for p in deleted], format=fmt)
-        except (ValueError, KeyError, TypeError) as exc:
+        # Overflow: 1e400 is valid JSON (an infinite float) where an int belongs; recursion: nesting
+        # deeper than the parser goes. Both are bytes anyone who can write a shared store can plant.
+        except (ValueError, KeyError, TypeError, OverflowError, RecursionError) as exc:
             raise IntegrityError(f"manifest {(expected_id or '?')[:12]} is unreadable: {exc}") from None
 
     # -- summaries ------------------------------------------------------------------------------

@@ -30,7 +30,7 @@ def _parse(sid: str, raw: bytes) -> dict:
         body = json.loads(raw)
         if not isinstance(body, dict) or not isinstance(body.get("entries"), list):
             raise ValueError("not a manifest")
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:      # RecursionError: nesting deeper than the parser goes
         raise IntegrityError(f"manifest {sid[:12]} is unreadable: {exc}") from None
     return body
 
