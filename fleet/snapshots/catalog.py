@@ -60,6 +60,8 @@ def list_snapshots(store: Store) -> list[dict[str, Any]]:
         created = info.created_at.isoformat() if info.created_at else None
         try:
             m = load(store, info.id)
+        except NotFound:                # removed since the listing (another user's `rm`): gone
+            continue
         except IntegrityError as exc:   # one corrupt (or planted) manifest: listed as such, not the end of `ls`
             rows.append({"id": info.id, "names": names.get(info.id, []), "files": 0, "size": 0, "chunks": 0,
                          "created_at": created, "damaged": exc.one_line()})
@@ -127,7 +129,10 @@ def _collect(store: Store, grace_s: float, guard) -> dict[str, int]:
     for info in store.list_manifests():
         if guard is not None:
             guard.touch()
-        live |= load(store, info.id).chunk_ids()
+        try:
+            live |= load(store, info.id).chunk_ids()
+        except NotFound:                # removed since the listing: its chunks are no longer its
+            continue
     deleted = 0
     for h in list(store.iter_chunks(older_than_s=grace_s)):
         if h not in live:
