@@ -152,7 +152,13 @@ def test_bad_config_is_refused_by_the_launcher_with_one_line(experiment, fleet_h
 def test_logs_follow_and_attach_from_a_second_fleet_home_sharing_postgres(experiment, fleet_home, tmp_path,
                                                                            postgres_url):
     shared = {"FLEET_STATE_URL": postgres_url}
-    proc = _launch(experiment, ["--gpus", "2", "--json", "--", *SLOW], env=shared)
+    # The ranks go on once the test has seen the run live (at most 120 s): with both cores busy, the
+    # 4 s of SLOW were over before `fleet status` answered, and the run was gone from it.
+    gate = tmp_path / "seen-live"
+    gated = ("sh", "-c", f"echo started; i=0; while [ ! -e {gate} ] && [ $i -lt 1200 ]; do sleep 0.1; "
+             "i=$((i+1)); done; mkdir -p $FLEET_OUTPUT_DIR; echo result-$FLEET_NODE_RANK > "
+             "$FLEET_OUTPUT_DIR/result.txt; echo finished")
+    proc = _launch(experiment, ["--gpus", "2", "--json", "--", *gated], env=shared)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     run_id = json.loads(out)["run_id"]
@@ -166,10 +172,12 @@ def test_logs_follow_and_attach_from_a_second_fleet_home_sharing_postgres(experi
                                   stdout=subprocess.PIPE, stderr=err_file, text=True)
     try:
         first = follow.stdout.readline()
-        live = _run_row(elsewhere, run_id, env=other)["status"] == "running"
+        live = _run_row(elsewhere, run_id, env=other).get("status") == "running"
+        gate.touch()
         rest = follow.stdout.read()   # to its end: `logs -f` ends with the run (the module's timeout bounds it)
         follow.wait(timeout=60)
     finally:
+        gate.touch()
         if follow.poll() is None:
             follow.kill()
     assert follow.returncode == 0, errors.read_text()
