@@ -26,6 +26,8 @@ def compare_command(
     from ..report.compare import compare
     from ..report.compare_render import FORMATS, RENDER
     from ..state import open_state
+    if json_out and fmt.lower() not in ("table", "json"):   # two answers asked for: neither is guessed
+        raise UsageError(f"--json and --format {fmt} ask for two formats", hint="give one of them")
     fmt = "json" if json_out else fmt
     if fmt not in FORMATS:
         raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
