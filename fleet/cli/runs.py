@@ -132,6 +132,8 @@ def audit(
                          hint="fleet audit --verify [--deep]; fleet audit RUN prints one run's lineage")
     if deep and not verify:
         raise UsageError("--deep goes with --verify", hint="fleet audit --verify --deep")
+    if json_out and md:   # two answers asked for: neither is guessed (JSON was, silently)
+        raise UsageError("--json and --md ask for two formats", hint="give one of them")
     if verify:
         result = audit_verify(deep=deep)
         if json_out:

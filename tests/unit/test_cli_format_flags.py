@@ -8,7 +8,9 @@ import pytest
 from tests.conftest import run_fleet
 
 
-@pytest.mark.parametrize("args", [["runs", "compare", "--sweep", "s", "--json", "--format", "csv"]], ids=["compare"])
+@pytest.mark.parametrize("args", [["runs", "compare", "--sweep", "s", "--json", "--format", "csv"],
+                                  ["audit", "--verify", "--json", "--md"], ["audit", "r", "--json", "--md"]],
+                         ids=["compare", "audit-verify", "audit-run"])
 def test_json_with_another_format_is_refused_in_one_line(experiment, fleet_home, args):
     proc = run_fleet(args, cwd=experiment, timeout=30)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
