@@ -21,7 +21,8 @@ def schema(
     editors read instead of fetching the URL on fleet.toml's `#:schema` line."""
     from ..config.json_schema import SCHEMA_ID, schema_text, write_schema
     from ..errors import EnvironmentProblem
-    if output is None:
+    from ..render.output_file import means_stdout
+    if output is None or means_stdout(output):
         typer.echo(schema_text(), nl=False)
         return
     try:

@@ -49,6 +49,9 @@ def report(
     fmt = check_format("json" if json_out else fmt, "report format")
     ledger = _ledger()
     start, end = parse_when(since), parse_when(until)
+    from ..render.output_file import means_stdout
+    to_stdout = means_stdout(output)
+    output = None if to_stdout else output
     if verify:
         return _verify(ledger, start, end, fmt == "json")
     if reconcile:
@@ -57,7 +60,7 @@ def report(
     if fmt == "html":
         from ..report.budgets import month_budgets_until
         rep.budgets = month_budgets_until(ledger, end, _config_budgets())
-        if output is None:
+        if output is None and not to_stdout:
             output = _default_html_path()
     text = render(rep, fmt)
     if output is not None:

@@ -18,6 +18,11 @@ from pathlib import Path
 INPUT_SUFFIXES = (".toml", ".py", ".yaml", ".yml", ".cfg", ".ini")   # what an experiment reads: never replaced
 
 
+def means_stdout(path) -> bool:
+    """`-o -`: the usual spelling of standard output (it wrote a file named "-" in the directory)."""
+    return path is not None and str(path) == "-"
+
+
 def write_output(path: Path, text: str, mode: int = 0o644) -> Path:
     """Write `text` to `path`; OSError (with errno and strerror) when it cannot be written."""
     path = Path(path).expanduser()
