@@ -128,6 +128,10 @@ def _where_full(exc: OSError) -> str:
     this computer are named instead with the space left on each (only the nearly full ones, if any are)."""
     import os
     from ..render.units import human_size
+    full_output = _stdout_full()
+    if full_output:
+        return f"{exc.strerror or 'No space left on device'} while writing standard output: {full_output}: " \
+               "send it elsewhere (or free space there) and run again"
     places = [("FLEET_HOME", os.environ.get("FLEET_HOME") or os.path.join(os.path.expanduser("~"), ".fleet"))]
     try:
         places.append(("the current directory (runs/ is written under it)", os.getcwd()))
@@ -144,6 +148,25 @@ def _where_full(exc: OSError) -> str:
     low = [text for roomy, text in shown if not roomy]
     where = "; ".join(low or [text for _, text in shown]) or "the filesystem fleet was writing to"
     return f"{exc.strerror or 'No space left on device'} while writing: {where}: free space there and run again"
+
+
+def _stdout_full() -> str | None:
+    """`fleet status --json > /dev/full` (or to a file on a full disk): that write names no file
+    either, and FLEET_HOME and the current directory, with room to spare, were blamed for it."""
+    import os
+    import stat
+    from ..render.units import human_size
+    try:
+        st = os.fstat(1)
+        if stat.S_ISCHR(st.st_mode) and st.st_rdev == os.stat("/dev/full").st_rdev:
+            return "it is /dev/full"
+        if stat.S_ISREG(st.st_mode):
+            vfs = os.fstatvfs(1)
+            free = vfs.f_bavail * vfs.f_frsize
+            return f"its filesystem has {human_size(free)} free" if free < _LOW_SPACE else None
+    except OSError:   # no /dev/full, or stdout closed: the places fleet writes are named instead
+        return None
+    return None
 
 
 _LOW_SPACE = 64 * 1024 * 1024   # less than this left: that filesystem is named first, as the likely full one
