@@ -20,10 +20,11 @@ class ReaperExpiry(HasHardLimit):
     def extend_limit(self, lease: "Lease", until: datetime) -> datetime:
         """The earliest `fleet:expires-at` of the lease's instances (it cannot be raised), at most
         max_deadline; max_deadline where no instance says (then the reaper judges by age)."""
-        from .launch import TAG_LEASE, find_instances
+        from .launch import find_instances, lease_filter, lease_stack
         from .reap import TAG_EXPIRES, _parse_time
         try:
-            found = find_instances(self._ec2_for(lease), {TAG_LEASE: lease.id})     # type: ignore[attr-defined]
+            mine = lease_filter(lease.id, lease_stack(lease, getattr(self, "_outputs", None)))
+            found = find_instances(self._ec2_for(lease), mine)     # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 — throttled, offline: `--keep` must not release for it
             import logging
             logging.getLogger("fleet").warning(f"could not read lease {lease.id}'s fleet:expires-at ({exc}); the "

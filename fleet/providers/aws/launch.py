@@ -26,7 +26,7 @@ from ..base import MachineMix
 from .session import QUOTA_CODES, CAPACITY_CODES, QuotaError, error_code, error_message, is_transient, translate
 
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
-TAG_LEASE, TAG_LAUNCH = "fleet:lease", "fleet:launch"
+TAG_LEASE, TAG_LAUNCH, TAG_STACK = "fleet:lease", "fleet:launch", "fleet:stack"
 TERMINATE_CHUNK = 1000
 PAGE_SIZE = 1000          # describe_instances page size; tests lower it to exercise pagination
 
@@ -97,6 +97,21 @@ def find_instances(ec2, filters: dict[str, str | Iterable[str]], states: Iterabl
                 if all(tags.get(k) in values for k, values in wanted.items()):
                     out.append(instance)
     return out
+
+
+def lease_filter(lease_id: str, stack: str | None) -> dict[str, str]:
+    """The tags that make an instance this lease's: its id, and in a stack that tags its machines
+    (`fleet:stack`) that stack too. Another stack in the account may carry the same lease id (a
+    teammate's, or anyone's who copies the tags): its instances are not this lease's to end or adopt."""
+    return {TAG_LEASE: lease_id, **({TAG_STACK: stack} if stack else {})}
+
+
+def lease_stack(lease, outputs) -> str | None:
+    """The stack whose `fleet:stack` tag the lease's machines carry: recorded with the lease at
+    launch, else (a lease recorded before that) the stack of the outputs read here, if any."""
+    if lease is not None and "stack" in lease.meta:
+        return lease.meta["stack"] or None
+    return outputs.stack if outputs is not None else None
 
 
 def run_params(attempt: Attempt, launch_template_id: str, user_data: str, tags: dict[str, str],
@@ -196,14 +211,14 @@ def code_of(failure: str) -> str:
 
 
 def wait_for_state(ec2, lease_id: str, ids: list[str], want: str, *, timeout_s: float = 600,
-                   sleep: Callable[[float], None] = time.sleep) -> list[dict[str, Any]]:
+                   sleep: Callable[[float], None] = time.sleep, stack: str | None = None) -> list[dict[str, Any]]:
     """Poll (one paginated describe per round, with back-off) until every id is in `want`.
     Waiting for "running" fails fast when an instance ends instead (spot reclaimed, capacity)."""
     deadline = time.monotonic() + timeout_s
     wanted = set(ids)
     rounds = 0
     while True:
-        found = {i["InstanceId"]: i for i in find_instances(ec2, {TAG_LEASE: lease_id}, states=())
+        found = {i["InstanceId"]: i for i in find_instances(ec2, lease_filter(lease_id, stack), states=())
                  if i["InstanceId"] in wanted}
         states = {i: (found[i]["State"]["Name"] if i in found else "gone") for i in wanted}
         if want == "terminated":
@@ -227,10 +242,11 @@ def wait_for_state(ec2, lease_id: str, ids: list[str], want: str, *, timeout_s: 
 
 
 def terminate_lease(ec2, lease_id: str, *, wait: bool = True, timeout_s: float = 600,
-                    sleep: Callable[[float], None] = time.sleep, only: set[str] | None = None) -> list[str]:
-    """Terminate every live instance tagged with the lease (`only`: those of them with these ids,
-    a partial release); already gone is fine. Returns the ids."""
-    live = find_instances(ec2, {TAG_LEASE: lease_id},
+                    sleep: Callable[[float], None] = time.sleep, only: set[str] | None = None,
+                    stack: str | None = None) -> list[str]:
+    """Terminate every live instance tagged with the lease in this stack (`only`: those of them with
+    these ids, a partial release); already gone is fine. Returns the ids."""
+    live = find_instances(ec2, lease_filter(lease_id, stack),
                           states=("pending", "running", "stopping", "stopped", "shutting-down"))
     ids = [i["InstanceId"] for i in live if only is None or i["InstanceId"] in only]
     for start in range(0, len(ids), TERMINATE_CHUNK):
@@ -247,5 +263,5 @@ def terminate_lease(ec2, lease_id: str, *, wait: bool = True, timeout_s: float =
                     if not error_code(exc2).startswith("InvalidInstanceID"):
                         raise translate(exc2, f"terminating {one}") from None
     if wait and ids:
-        wait_for_state(ec2, lease_id, ids, "terminated", timeout_s=timeout_s, sleep=sleep)
+        wait_for_state(ec2, lease_id, ids, "terminated", timeout_s=timeout_s, sleep=sleep, stack=stack)
     return ids

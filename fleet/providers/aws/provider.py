@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from ...errors import EnvironmentProblem, FleetError, InfrastructureError, MachineUnreachable, UsageError
 from ...gpus import gpus_text
-from ...models import Lease, Machine, MachineState, Plan, utcnow
+from ...models import Lease, Machine, Plan, utcnow
 from ...parallel import submit_or_thread   # at interpreter shutdown: on plain threads
 from ...paths import subdir
 from ..base import (BaseProvider, DescribesLeases, HasLeaseMetadata, InterruptionNotices, LeaseWatch, MachineMix,
@@ -32,8 +32,9 @@ from .offering import StackOffers
 from ...environment.image import LEASE_META_KEY as IMAGE_META
 from ...environment.model import ImageRef
 from .images import image_exists, lease_image
-from .instances import iso_tag, lease_states, wait_tcp  # noqa: F401  (iso_tag: for the reaper's tests)
-from .launch import (TAG_LEASE, find_instances, launch, plan_attempts, terminate_lease, wait_for_state)
+from .instances import iso_tag, wait_tcp  # noqa: F401  (iso_tag: for the reaper's tests)
+from .launch import TAG_LEASE, find_instances, launch, lease_filter, plan_attempts, terminate_lease, wait_for_state
+from .lookup import LeaseLookup
 from .outputs import StackOutputs, TemplateOutputs, load_outputs, resolve_outputs
 from .reap import TAG_DEADLINE
 from .session import make_client, translate
@@ -42,7 +43,6 @@ from .userdata import MACHINE_USER, SUPERVISOR_DIR, SUPERVISOR_USER, WORKDIR, Bo
 
 EXPIRY_GRACE_S = 15 * 60      # fleet:expires-at = launch + max_duration + this (the reaper's line)
 CREATE_TAGS_CHUNK = 1000      # EC2 takes up to 1000 resource ids per CreateTags
-FILTER_VALUES_MAX = 200     # EC2's limit on the values of one DescribeInstances filter
 
 
 def lease_dir(lease_id: str) -> Path:
@@ -50,7 +50,7 @@ def lease_dir(lease_id: str) -> Path:
     return subdir("leases") / plain_name(lease_id, "lease id")
 
 
-class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDeadline, DescribesLeases,
+class AWSProvider(StackOffers, LeaseLookup, BaseProvider, ReportsMachines, HasLeaseMetadata, PublishesDeadline, DescribesLeases,
                   InterruptionNotices, ReleasesMachines, Queueing, SupervisesFromNode0, ReleasedFromAnywhere, ReaperExpiry):
     name = "aws"
     # DescribeInstances of 1,000 instances takes seconds: status shows EC2's answer of the last minute.
@@ -115,7 +115,7 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
         """Recorded with the lease before anything is launched (optional provider method): a
         controller killed mid-launch leaves `fleet down` the region to find the tagged instances in,
         from any directory, without the stack outputs."""
-        return {"region": self.outputs.region}
+        return {"region": self.outputs.region, "stack": self.outputs.stack}
 
     def node0_handoff(self):
         """A detached run's supervisor goes to node 0 (fleet/run/node_launch.py, handoff.py)."""
@@ -202,7 +202,7 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
             ids = [i["InstanceId"] for i in sorted(instances, key=lambda i: (i.get("AmiLaunchIndex", 0),
                                                                              i["InstanceId"]))]
             running = wait_for_state(ec2, lease_id, ids, "running", timeout_s=self.ready_timeout_s,
-                                     sleep=self.sleep)
+                                     sleep=self.sleep, stack=self.outputs.stack)
             # Bounded pool: sandbox sshd start-ups / real SSH port waits overlap instead of queueing.
             # Each reported (in this thread) as soon as it is reachable; instances killed before
             # that are found by their fleet:lease tag (describe), so `fleet down` still bills them.
@@ -234,7 +234,8 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
                      deadline=now + timedelta(seconds=deadline_s),
                      max_deadline=now + timedelta(seconds=plan.max_duration_s), project=plan.project,
                      user=plan.user, heartbeat_ttl_s=plan.heartbeat_ttl_s,
-                     meta={"region": self.outputs.region, "instance_type": offer.instance_type,
+                     meta={"region": self.outputs.region, "stack": self.outputs.stack,
+                           "instance_type": offer.instance_type,
                            "machines": offer.machines, "spot": any(m.spot for m in machines),
                            "price_per_hour": str(sum((m.price_per_hour for m in machines), Decimal(0))),
                            "sandbox": bool(self.sandbox),
@@ -260,14 +261,14 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
 
     def _adopt(self, lease_id: str, choices: list[MachineMix]) -> tuple[list[dict], MachineMix | None]:
         """A retried lease (controller restarted mid-launch) adopts what it already launched."""
-        existing = find_instances(self.ec2, {TAG_LEASE: lease_id}, states=("pending", "running"))
+        existing = find_instances(self.ec2, lease_filter(lease_id, self.outputs.stack), states=("pending", "running"))
         if not existing:
             return [], None
         types = {i["InstanceType"] for i in existing}
         for offer in choices:
             if types == {offer.instance_type} and len(existing) == offer.machines:
                 return existing, offer
-        terminate_lease(self.ec2, lease_id, sleep=self.sleep)   # a partial leftover: start clean
+        terminate_lease(self.ec2, lease_id, sleep=self.sleep, stack=self.outputs.stack)   # a partial leftover
         return [], None
 
     def _machine(self, inst: dict, rank: int, lease_id: str, offer: MachineMix, key_path: Path, host_pub: str,
@@ -321,37 +322,7 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
                                      hint="export FLEET_AWS_SANDBOX=1 (see scripts/aws_sandbox.py), or set "
                                           "[aws] allow_custom_endpoint = true for a real private endpoint")
 
-    # -- describe / release ---------------------------------------------------------------------
-    def describe(self, lease: Lease) -> list[MachineState]:
-        try:
-            found = {i["InstanceId"]: i for i in find_instances(self._ec2_for(lease), {TAG_LEASE: lease.id},
-                                                                 states=())}
-        except Exception as exc:  # noqa: BLE001
-            raise translate(exc, f"describing lease {lease.id}") from None
-        return lease_states(lease, found)
-
-    def describe_leases(self, leases: list[Lease]) -> dict[str, list[MachineState]]:
-        """Every lease's machines from one paginated DescribeInstances (the region's instances tagged
-        with one of these leases, or with any `fleet:lease` past 200 leases), however many leases:
-        `fleet status` calls this."""
-        if not leases:
-            return {}
-        ids = {lease.id for lease in leases}
-        # ≤ 200 leases (EC2's values per filter): theirs only (not a teammate's thousand: seconds), else every
-        # fleet instance; one call. An id EC2 reads as a wildcard (a planted row) is left out: none found for it.
-        plain = sorted(i for i in ids if i and "*" not in i and "?" not in i)
-        by_value = {TAG_LEASE: plain} if len(ids) <= FILTER_VALUES_MAX and plain else {}
-        try:
-            instances = find_instances(self._ec2_for(leases[0]), by_value, states=(), tag_keys=(TAG_LEASE,))
-        except Exception as exc:  # noqa: BLE001
-            raise translate(exc, f"describing {len(leases)} lease(s)") from None
-        by_lease: dict[str, dict[str, dict[str, Any]]] = {i: {} for i in ids}
-        for inst in instances:
-            tag = next((t.get("Value") for t in inst.get("Tags", []) if t.get("Key") == TAG_LEASE), None)
-            if tag in ids:
-                by_lease[tag][inst["InstanceId"]] = inst
-        return {lease.id: lease_states(lease, by_lease[lease.id]) for lease in leases}
-
+    # -- release (describe: lookup.py) ------------------------------------------------------------
     def notice_url(self, machine: Machine) -> str | None:
         """Spot machines read their reclaim notice from IMDSv2; the sandbox serves it from files
         under the machine's binding (sandbox.py `interrupt`)."""
@@ -363,13 +334,14 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
 
     def release(self, lease: Lease) -> None:
         self._ec2_for(lease)
-        self._cleanup(lease.id)
+        self._cleanup(lease.id, lease)
 
     def release_machines(self, lease: Lease, machine_ids: list[str]) -> None:
         """Terminate those instances of the lease (only ones carrying its tag) and wait until they are."""
         ec2 = self._ec2_for(lease)
         try:
-            terminate_lease(ec2, lease.id, timeout_s=self.ready_timeout_s, sleep=self.sleep, only=set(machine_ids))
+            terminate_lease(ec2, lease.id, timeout_s=self.ready_timeout_s, sleep=self.sleep, only=set(machine_ids),
+                            stack=self._stack_of(lease))
         except FleetError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -380,10 +352,11 @@ class AWSProvider(StackOffers, BaseProvider, ReportsMachines, HasLeaseMetadata, 
             if sandbox:
                 sandbox.unbind([m.id for m in lease.machines if m.id in set(machine_ids)])
 
-    def _cleanup(self, lease_id: str) -> None:
+    def _cleanup(self, lease_id: str, lease: Lease | None = None) -> None:
         """Terminate everything tagged with the lease, wait, then drop sandbox machines and keys."""
         try:
-            terminate_lease(self.ec2, lease_id, timeout_s=self.ready_timeout_s, sleep=self.sleep)
+            terminate_lease(self.ec2, lease_id, timeout_s=self.ready_timeout_s, sleep=self.sleep,
+                            stack=self._stack_of(lease))
         except FleetError:
             raise
         except Exception as exc:  # noqa: BLE001
