@@ -96,6 +96,16 @@ def product_filters(instance_type: str, location: str) -> list[dict[str, str]]:
     return [{"Type": "TERM_MATCH", "Field": k, "Value": v} for k, v in fields.items()]
 
 
+def _price(value: Any) -> Decimal | None:
+    """A price as the APIs write it, or None where it is none fleet can bill by (NaN, infinite, zero,
+    negative, not a number): such a row is skipped rather than failing or poisoning the rest."""
+    try:
+        price = Decimal(str(value))
+        return price if price.is_finite() and price > 0 else None
+    except InvalidOperation:
+        return None
+
+
 def parse_on_demand(price_list: Iterable[str | dict]) -> Decimal | None:
     """The hourly USD on-demand price in a get_products PriceList (each entry a JSON string). Capacity
     Block and other non-on-demand market products are skipped; several products left (should not
@@ -111,11 +121,8 @@ def parse_on_demand(price_list: Iterable[str | dict]) -> Decimal | None:
                 usd = (dimension.get("pricePerUnit") or {}).get("USD")
                 if usd is None or not str(dimension.get("unit", "Hrs")).startswith("Hrs"):
                     continue
-                try:
-                    price = Decimal(str(usd))
-                except InvalidOperation:
-                    continue
-                if price > 0:
+                price = _price(usd)
+                if price is not None:
                     found.append(price)
     return max(found) if found else None
 
@@ -153,22 +160,22 @@ def fetch_on_demand(pricing, region: str, instance_types: Iterable[str]) -> dict
 def parse_spot_history(history: Iterable[dict], zones: Iterable[str] = ()) -> dict[str, dict[str, Decimal]]:
     """instance type → AZ → the latest price (by Timestamp) in the history, in `zones` when given."""
     wanted = set(zones)
-    latest: dict[tuple[str, str], tuple[str, Decimal]] = {}
+    latest: dict[tuple[str, str], tuple[str, Decimal | None]] = {}
     for row in history:
         zone, name = row.get("AvailabilityZone", ""), row.get("InstanceType", "")
         if not zone or not name or (wanted and zone not in wanted):
             continue
         stamp = row.get("Timestamp")
         stamp = stamp.isoformat() if hasattr(stamp, "isoformat") else str(stamp or "")
-        try:
-            price = Decimal(str(row["SpotPrice"]))
-        except (KeyError, InvalidOperation):
+        if "SpotPrice" not in row:
             continue
+        price = _price(row["SpotPrice"])    # an AZ whose latest row is no price gets none
         if (name, zone) not in latest or stamp > latest[(name, zone)][0]:
             latest[(name, zone)] = (stamp, price)
     out: dict[str, dict[str, Decimal]] = {}
     for (name, zone), (_, price) in latest.items():
-        out.setdefault(name, {})[zone] = price
+        if price is not None:
+            out.setdefault(name, {})[zone] = price
     return out
 
 
