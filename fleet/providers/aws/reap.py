@@ -97,10 +97,12 @@ def judge(instance: dict[str, Any], live_lease_ids: set[str] | None, now: dateti
     launched = _as_utc(instance.get("LaunchTime"))
     if expires is not None and now >= expires:
         return f"expired at {expires.isoformat()}"
-    if launched is not None and now >= launched + max_life + EXPIRY_GRACE:
+    # Differences from now, never sums with a tag's time: a tag at the end of time (9999-12-31T23:59:59Z)
+    # plus the grace overflowed, and the whole pass stopped with no instance ended.
+    if launched is not None and now - launched >= max_life + EXPIRY_GRACE:
         return f"launched over {max_life} ago: past the hard maximum, whatever its {TAG_EXPIRES} tag says"
     deadline = _parse_time(tags.get(TAG_DEADLINE))
-    if deadline is not None and now >= deadline + DEADLINE_GRACE:
+    if deadline is not None and now - DEADLINE_GRACE >= deadline:
         return f"heartbeat deadline {deadline.isoformat()} passed: its controller stopped extending the lease"
     if expires is None and launched is not None and now - launched >= NO_EXPIRY_MAX_AGE:
         return f"no readable {TAG_EXPIRES} tag and launched over {NO_EXPIRY_MAX_AGE} ago"
