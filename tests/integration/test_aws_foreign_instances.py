@@ -12,20 +12,14 @@ import pytest
 from fleet.errors import FleetError
 from fleet.models import Lease
 from fleet.plan import make_plan
-from fleet.providers.aws.outputs import load_outputs
-from fleet.providers.aws.provider import AWSProvider
 from fleet.providers.aws.reap import judge, reap
-from fleet.providers.aws.sandbox import DEFAULT_TEMPLATES, create_stack
-from tests.fixtures.aws import NoConnectAddressMap, fast_sleep, point_boto3_at, reset_moto
+from tests.fixtures.aws import provider_on_a_new_stack
 
 
 @pytest.fixture
 def provider(moto_server, fleet_home):
-    with pytest.MonkeyPatch.context() as mp:
-        point_boto3_at(mp, moto_server)
-        outputs = load_outputs(create_stack(templates=DEFAULT_TEMPLATES))
-        yield AWSProvider(outputs=outputs, sandbox=NoConnectAddressMap(), sleep=fast_sleep, ready_timeout_s=30)
-    reset_moto(moto_server)
+    with provider_on_a_new_stack(moto_server) as made:
+        yield made
 
 
 def _plan(provider, user="alice"):

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
-
 from fleet.models import Lease, Machine, utcnow
 from fleet.money.budget import Price
 from fleet.money.kept import hand_over
@@ -17,20 +15,13 @@ from fleet.money.ledger import Ledger
 from fleet.state import open_state
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_url(request, tmp_path):
-    if request.param == "postgresql":
-        return request.getfixturevalue("postgres_url")
-    return f"sqlite:///{tmp_path / 'state.db'}"
-
-
-def test_keeping_a_lease_whose_run_segments_another_down_closed(state_url, monkeypatch, tmp_path):
+def test_keeping_a_lease_whose_run_segments_another_down_closed(either_state_url, monkeypatch, tmp_path):
     monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))      # hand_over writes a kept marker there
     now = utcnow()
     machine = Machine("m1", "L1", 0, "h", 22, "u", "/k", "ssh-ed25519 AAAA", "/w", gpu_slots=(0,))
     lease = Lease("L1", "local", "t", [machine], now - timedelta(minutes=10), now + timedelta(hours=1),
                   now + timedelta(hours=2), project="team", user="ana")
-    run, other = open_state(state_url), open_state(state_url)
+    run, other = open_state(either_state_url), open_state(either_state_url)
     try:
         run.save_lease(lease)
         ledger = Ledger(run.db)

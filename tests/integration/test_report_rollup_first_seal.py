@@ -7,8 +7,6 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-import pytest
-
 from fleet.models import utcnow
 from fleet.money.ledger import _INSERT, Ledger, iso, row_digest
 from fleet.report import rollup
@@ -21,16 +19,9 @@ def _row(db, n: int, start: str, recorded: str) -> None:
     db.execute(_INSERT, values + (row_digest(values),))
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_url(request, tmp_path):
-    if request.param == "postgresql":
-        return request.getfixturevalue("postgres_url")
-    return f"sqlite:///{tmp_path / 'state.db'}"
-
-
-def test_two_first_seals_at_once_both_succeed_and_count_each_row_once(state_url, monkeypatch):
+def test_two_first_seals_at_once_both_succeed_and_count_each_row_once(either_state_url, monkeypatch):
     old = utcnow() - timedelta(days=2)
-    setup = open_state(state_url)
+    setup = open_state(either_state_url)
     for n in range(3):
         _row(setup.db, n, iso(old), iso(old))
     setup.close()
@@ -51,7 +42,7 @@ def test_two_first_seals_at_once_both_succeed_and_count_each_row_once(state_url,
     errors, sealed = [], []
 
     def seal_once():
-        state = open_state(state_url)
+        state = open_state(either_state_url)
         try:
             sealed.append(rollup.seal(Ledger(state.db)))
         except Exception as exc:  # noqa: BLE001 — what the test reports
@@ -66,7 +57,7 @@ def test_two_first_seals_at_once_both_succeed_and_count_each_row_once(state_url,
         t.join(30)
     assert not errors, errors
     assert sorted(sealed) == [0, 3]
-    check = open_state(state_url)
+    check = open_state(either_state_url)
     try:
         rows = check.db.execute("SELECT SUM(cost_micro) AS c, SUM(entries) AS n FROM ledger_rollup")
         assert (int(rows[0]["c"]), int(rows[0]["n"])) == (3_000_000, 3)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import threading
 from datetime import timedelta
 
-import pytest
-
 from fleet.models import Lease, Machine, MachineState, utcnow
 from fleet.money import unbilled
 from fleet.money.ledger import Ledger
@@ -18,14 +16,7 @@ from fleet.state import open_state
 RATE = 36_000_000          # $36/h: a cent a second
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def state_url(request, tmp_path):
-    if request.param == "postgresql":
-        return request.getfixturevalue("postgres_url")
-    return f"sqlite:///{tmp_path / 'state.db'}"
-
-
-def test_two_downs_at_once_bill_an_unreported_machine_once(state_url, monkeypatch):
+def test_two_downs_at_once_bill_an_unreported_machine_once(either_state_url, monkeypatch):
     created = utcnow() - timedelta(minutes=10)
     machine = Machine("m1", "L1", 0, "h", 22, "u", "/k", "ssh-ed25519 AAAA", "/w", gpu_slots=(0,))
     lease = Lease("L1", "local", "t", [machine], created, created + timedelta(seconds=300),
@@ -34,7 +25,7 @@ def test_two_downs_at_once_bill_an_unreported_machine_once(state_url, monkeypatc
     seen = {"with-start": [MachineState("m1", "gone", started_at=created + timedelta(seconds=60),
                                         deadline_at=created + timedelta(seconds=360))],
             "gone-already": []}
-    open_state(state_url).close()          # migrated once, before the two meet
+    open_state(either_state_url).close()          # migrated once, before the two meet
 
     # Both downs have looked before either bills: what two processes at once do.
     meet = threading.Barrier(2, timeout=2)
@@ -51,7 +42,7 @@ def test_two_downs_at_once_bill_an_unreported_machine_once(state_url, monkeypatc
     errors = []
 
     def down(view: str) -> None:
-        state = open_state(state_url)
+        state = open_state(either_state_url)
         try:
             unbilled.bill_unbilled(state, lease, seen[view])
         except Exception as exc:  # noqa: BLE001 — what the test reports
@@ -65,7 +56,7 @@ def test_two_downs_at_once_bill_an_unreported_machine_once(state_url, monkeypatc
     for t in threads:
         t.join(30)
     assert not errors, errors
-    state = open_state(state_url)
+    state = open_state(either_state_url)
     try:
         entries = Ledger(state.db).read(lease_id="L1").entries
         assert len({e.segment_id for e in entries}) == 1, sorted({e.segment_id for e in entries})
