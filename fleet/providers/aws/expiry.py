@@ -12,10 +12,12 @@ from ..capabilities import HasHardLimit
 
 if TYPE_CHECKING:
     from ...models import Lease
+    from .outputs import StackOutputs
 
 
 class ReaperExpiry(HasHardLimit):
     hard_limit_name = "the AWS reaper's expiry (fleet:expires-at, set at launch)"
+    _outputs: "StackOutputs | None" = None     # the provider's stack outputs, once read
 
     def extend_limit(self, lease: "Lease", until: datetime) -> datetime:
         """The earliest `fleet:expires-at` of the lease's instances (it cannot be raised), at most
@@ -23,7 +25,7 @@ class ReaperExpiry(HasHardLimit):
         from .launch import find_instances, lease_filter, lease_stack
         from .reap import TAG_EXPIRES, _parse_time
         try:
-            mine = lease_filter(lease.id, lease_stack(lease, getattr(self, "_outputs", None)))
+            mine = lease_filter(lease.id, lease_stack(lease, self._outputs))
             found = find_instances(self._ec2_for(lease), mine)     # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 — throttled, offline: `--keep` must not release for it
             import logging

@@ -9,16 +9,20 @@ from typing import Any
 from ...models import Lease, MachineState
 from .instances import lease_states
 from .launch import TAG_LEASE, TAG_STACK, find_instances, lease_filter, lease_stack
+from .outputs import StackOutputs
 from .session import translate
 
 FILTER_VALUES_MAX = 200     # EC2's limit on the values of one DescribeInstances filter
 
 
 class LeaseLookup:
-    """AWSProvider's describe side; needs its `_ec2_for` and `_outputs`."""
+    """AWSProvider's describe side; needs its `_ec2_for`. `_outputs`: the stack outputs read so far
+    (None: not read, and a lease recorded with its stack does not need them)."""
+
+    _outputs: StackOutputs | None = None
 
     def _stack_of(self, lease: Lease | None) -> str | None:
-        return lease_stack(lease, getattr(self, "_outputs", None))
+        return lease_stack(lease, self._outputs)
 
     def describe(self, lease: Lease) -> list[MachineState]:
         try:
