@@ -20,6 +20,11 @@ def kind_of(mode: int) -> str:
     return "not a regular file"
 
 
+# What open_regular (and opening with O_NOFOLLOW | O_NONBLOCK) raises for a path that is there but is no
+# regular file: a link, anything but a file (EINVAL), a FIFO or socket with no peer, a device, a directory.
+NOT_REGULAR_ERRNOS = frozenset({errno.ELOOP, errno.EINVAL, errno.ENXIO, errno.ENODEV, errno.EISDIR})
+
+
 def open_regular(path: str | os.PathLike, *, follow_links: bool = False) -> int:
     """A read-only descriptor of `path`; OSError with ELOOP for a link (unless `follow_links`),
     EINVAL for anything but a regular file (the descriptor is closed then)."""

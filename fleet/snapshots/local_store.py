@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from ..errors import EnvironmentProblem, IntegrityError, NotFound
-from ..regular_files import open_regular, read_regular
+from ..regular_files import NOT_REGULAR_ERRNOS, open_regular, read_regular
 from .remote_files import spread_subdirs
-from .store import (HEX64, MAX_CHUNK_BYTES, STORE_FORMAT, ManifestInfo, check_name, format_record, is_snapshot_id, manifest_name,
-                    _NOT_A_NAME_FILE, parse_format, read_ref_file)
+from .store import (HEX64, MAX_CHUNK_BYTES, STORE_FORMAT, ManifestInfo, check_name, format_record,
+                    is_snapshot_id, manifest_name, parse_format, read_ref_file)
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 _O_DIRECT = getattr(os, "O_DIRECT", 0)
@@ -323,7 +323,7 @@ class LocalStore:
         except FileNotFoundError:
             raise NotFound(f"no snapshot {snapshot_id[:12]} in the store {self.root}") from None
         except OSError as exc:
-            if exc.errno not in _NOT_A_NAME_FILE:   # unreadable (EACCES, EIO): said as it is
+            if exc.errno not in NOT_REGULAR_ERRNOS:   # unreadable (EACCES, EIO): said as it is
                 raise
             raise IntegrityError(f"the manifest of snapshot {snapshot_id[:12]} in the store {self.root} is not a regular "
                                  "file (a link, FIFO, directory or device)", hint=f"remove {path}") from None

@@ -13,7 +13,6 @@ newer format than this code knows is refused.
 """
 from __future__ import annotations
 
-import errno
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -110,9 +109,6 @@ def check_name(name: str) -> str:
     return name
 
 
-_NOT_A_NAME_FILE = {errno.ELOOP, errno.EINVAL, errno.ENXIO, errno.ENODEV, errno.EISDIR}   # what open_regular says
-
-
 def read_ref_file(path) -> str | None:
     """A local store's name file: its text, None when there is none. Only a regular file, opened
     without following a link or blocking: refs/ of a store on a shared path is every writer's, and a
@@ -120,13 +116,13 @@ def read_ref_file(path) -> str | None:
     import os
 
     from ..errors import IntegrityError
-    from ..regular_files import open_regular
+    from ..regular_files import NOT_REGULAR_ERRNOS, open_regular
     try:
         fd = open_regular(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        if exc.errno not in _NOT_A_NAME_FILE:   # unreadable (EACCES, EIO): not "damaged", and `rm` must stop
+        if exc.errno not in NOT_REGULAR_ERRNOS:   # unreadable (EACCES, EIO): not "damaged", and `rm` must stop
             raise
         raise IntegrityError(f"snapshot name {path.name!r} in the store {path.parent.parent} is not a name file "
                              "(a link, FIFO, directory or device stands there)",

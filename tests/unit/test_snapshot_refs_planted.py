@@ -55,7 +55,7 @@ def test_an_unreadable_name_file_stops_rm_instead_of_vanishing(tmp_path, monkeyp
     names still pointing at a snapshot let `snapshot rm` of the other name delete what it points at."""
     import errno
 
-    import fleet.snapshots.store as store_mod
+    from fleet import regular_files
     from fleet.snapshots.store import read_ref_file
 
     path = tmp_path / "refs" / "x"
@@ -67,4 +67,4 @@ def test_an_unreadable_name_file_stops_rm_instead_of_vanishing(tmp_path, monkeyp
     monkeypatch.setattr("fleet.regular_files.open_regular", unreadable)
     with pytest.raises(PermissionError):
         read_ref_file(path)
-    assert store_mod._NOT_A_NAME_FILE   # links, FIFOs, directories: still named as such (tests above)
+    assert regular_files.NOT_REGULAR_ERRNOS   # links, FIFOs, directories: still named as such (tests above)
