@@ -22,7 +22,7 @@ FORMAT = 3
 READABLE_FORMATS = (1, 2, 3)
 
 
-FILE_MODES = (0o644, 0o755)
+FILE_MODES = (0o644, 0o755)   # remote_tree.py, sent to machines as stdlib text, keeps its own copy
 
 
 def normal_mode(mode: int) -> int:
