@@ -152,6 +152,10 @@ class LeaseWatch:
     # The scheduler ended the lease under a running experiment (node failure, preemption): one line
     # naming its reason. The run stops with an error and releases.
     on_lost: Callable[[str], None] = lambda message: None
+    # The scheduler paused the lease's machines but keeps them (Slurm SUSPENDED), then resumed them:
+    # one line each. Not a loss: the run goes on.
+    on_suspended: Callable[[str], None] = lambda message: None
+    on_resumed: Callable[[str], None] = lambda message: None
     max_wait_s: float | None = None                   # None: the provider's own default
 
 

@@ -195,7 +195,9 @@ def _watch(ctx: RunContext) -> LeaseWatch:
         ctx.events.phase("queue", f"job {status.job} {status.state.lower()}{why}, waited {status.waited_s:.0f}s")
 
     return LeaseWatch(cancel=ctx.cancel, on_queue=on_queue, max_wait_s=ctx.options.queue_wait_s,
-                      on_lost=lambda message: ctx.request_stop("lost", message))
+                      on_lost=lambda message: ctx.request_stop("lost", message),
+                      on_suspended=lambda message: ctx.events.phase("suspended", message),
+                      on_resumed=lambda message: ctx.events.phase("run", message))
 
 
 def _partial_lease(ctx: RunContext, machines: list[Machine]) -> Lease:

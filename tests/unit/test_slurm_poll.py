@@ -139,3 +139,31 @@ def test_another_users_job_under_the_id_forging_a_line_of_ours_is_never_read_as_
     assert len(lost) == 1 and lost[0].startswith("Slurm job 12 is gone: its id now names another job (")
     assert lost[0].endswith(", user mallory)")
     _only_the_leases_job(fake.calls(), "12")
+
+
+@pytest.mark.parametrize("state", ["SUSPENDED", "STOPPED"])
+def test_a_job_slurm_suspends_and_resumes_keeps_the_run_and_says_so(fake, state):
+    # Gang scheduling, PreemptMode=SUSPEND or an admin's `scontrol suspend`: the allocation stays,
+    # its processes resume where they were. Only the end that follows is a loss.
+    provider = SlurmProvider(SlurmSettings(poll_s=0.05), runner=LocalRunner())
+    fake.set("12", "RUNNING")
+    lost, heard, said = [], threading.Event(), []
+    provider._watch("l-1", "12", LeaseWatch(cancel=threading.Event(), on_lost=lambda m: (lost.append(m), heard.set()),
+                                            on_suspended=said.append, on_resumed=said.append))
+    try:
+        time.sleep(0.3)
+        fake.set("12", state)
+        time.sleep(0.6)
+        assert lost == []
+        fake.set("12", "RUNNING")
+        time.sleep(0.6)
+        assert lost == []
+        fake.set("12", "CANCELLED", reason="None")
+        assert heard.wait(10)
+    finally:
+        provider._watches.pop("l-1").set()
+    verb = state.lower()
+    assert said == [f"Slurm {verb} job 12: its processes are stopped and it keeps its nodes; the run goes on when "
+                    "Slurm resumes it", said[1]]
+    assert said[1].startswith("Slurm resumed job 12 after ") and said[1].endswith("s; the run goes on")
+    assert lost == ["Slurm ended job 12 under the run: CANCELLED"]

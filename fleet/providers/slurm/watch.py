@@ -61,11 +61,18 @@ def why(job: QueuedJob) -> str:
     return f"{job.state.value} ({job.reason})" if job.reason else job.state.value
 
 
+# Slurm stopped the job's processes but keeps its allocation (gang scheduling, PreemptMode=SUSPEND,
+# `scontrol suspend`; STOPPED: `scancel -s STOP`): it resumes where it was, so the run is kept.
+HELD = (JobState.SUSPENDED, JobState.STOPPED)
+
+
 def watch_job(slurm: "SlurmCommands", lease_id: str, job_id: str, watch: LeaseWatch, poll_s: float,
               stop: threading.Event) -> None:
     """Until `stop`: if Slurm ends the job (NODE_FAIL, PREEMPTED, TIMEOUT, someone's scancel), its id
-    names another job, or squeue stays unreadable (above), tell the run once, naming why."""
+    names another job, or squeue stays unreadable (above), tell the run once, naming why. A job Slurm
+    holds (HELD) is not ended: the run hears once that it was suspended and once that it resumed."""
     completing_since = None
+    held_since: float | None = None
     unreadable = Unreadable(job_id)
     while not stop.wait(poll_s if completing_since is None else 0.5):
         try:
@@ -89,6 +96,16 @@ def watch_job(slurm: "SlurmCommands", lease_id: str, job_id: str, watch: LeaseWa
             completing_since = completing_since or time.monotonic()
             if time.monotonic() - completing_since < COMPLETING_WAIT_S:
                 continue
+        if job is not None and job.state in HELD:
+            if held_since is None:
+                held_since = time.monotonic()
+                watch.on_suspended(f"Slurm {job.state.value.lower()} job {job_id}"
+                                   f"{f' ({job.reason})' if job.reason and job.reason != 'None' else ''}: its "
+                                   "processes are stopped and it keeps its nodes; the run goes on when Slurm resumes it")
+            continue
+        if held_since is not None and job is not None and job.state is JobState.RUNNING:
+            watch.on_resumed(f"Slurm resumed job {job_id} after {time.monotonic() - held_since:.0f}s; the run goes on")
+            held_since = None
         if job is None or job.state not in (JobState.RUNNING, JobState.CONFIGURING):
             watch.on_lost(f"Slurm ended job {job_id} under the run: {why(job) if job is not None else 'left the queue'}")
             return
