@@ -49,6 +49,10 @@ def register(app: typer.Typer) -> None:
         target_dir = (directory or Path.cwd()).expanduser()
         target = target_dir / "fleet.toml"
         try:   # exists() too can fail (a name too long for the filesystem: found by fuzzing the CLI)
+            if os.path.lexists(target_dir) and not os.path.isdir(target_dir):   # mkdir said only "File exists"
+                what = "a symlink to nothing" if not os.path.exists(target_dir) else "not a directory"
+                raise UsageError(f"{target_dir} is {what}",
+                                 hint="name a directory for fleet.toml, or leave DIR out for this one")
             if os.path.lexists(target) and not force:    # a link (dangling too: a team's config not mounted now)
                 raise UsageError(f"{target} already exists; not overwriting it", hint="use --force to replace it")
             target_dir.mkdir(parents=True, exist_ok=True)
