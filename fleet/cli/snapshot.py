@@ -23,6 +23,8 @@ def register(app: typer.Typer) -> None:
 def _store(url: str | None):
     """The store a reading command (ls, show, diff, verify, rm, gc) looks in: it must be there already."""
     from ..snapshots import open_store
+    from .snapshot_create import check_store_option
+    check_store_option(url)
     if url is None:   # fleet.toml's `store`, if any (a file that does not parse is refused: store_url)
         from ..config.peek import store_url
         url = store_url()

@@ -105,8 +105,18 @@ def _err(line: str) -> None:
     sys.stderr.flush()
 
 
+def check_store_option(url: str | None) -> None:
+    """`--store ""` (`--store "$STORE"` with STORE unset) is refused: open_store reads "" as the
+    default store, so ls, rm or gc acted on $FLEET_HOME/store instead of the store meant."""
+    if url is not None and not url.strip():
+        from ..errors import UsageError
+        raise UsageError("--store is empty", hint="give a store path or s3://bucket/prefix, or leave --store out "
+                                                  "for fleet.toml's store (else $FLEET_HOME/store)")
+
+
 def _open_store(url: str | None):
     from ..snapshots.store import open_store
+    check_store_option(url)
     if url is None:   # fleet.toml's `store`, if any (a file that does not parse is refused: store_url)
         from ..config.peek import store_url
         url = store_url()
