@@ -24,9 +24,9 @@ def _write_file(path: Path, text: str) -> None:
     from ..render.output_file import write_output
     try:
         write_output(path, text)
-    except OSError as exc:
-        from ..errors import UsageError
-        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+    except OSError as exc:   # exit 3, as `config schema -o` and `init`: the path here is unusable
+        from ..errors import EnvironmentProblem
+        raise EnvironmentProblem(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def report(
@@ -81,8 +81,8 @@ def _default_html_path() -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        from ..errors import UsageError
-        raise UsageError(f"cannot create {folder}: {exc.strerror or exc}", hint="pass -o PATH") from None
+        from ..errors import EnvironmentProblem
+        raise EnvironmentProblem(f"cannot create {folder}: {exc.strerror or exc}", hint="pass -o PATH") from None
     return folder / f"fleet-report-{stamp}.html"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from fleet.errors import ExitCode
 from tests.conftest import run_fleet
 
 COMMANDS = {"report": ["report", "--format", "csv", "-o"], "schema": ["config", "schema", "-o"]}
@@ -32,7 +33,7 @@ def test_a_write_that_fails_is_an_error(tmp_path, fleet_home, command):
     out = tmp_path / "out"
     out.symlink_to("/dev/full")
     proc = run_fleet([*COMMANDS[command], str(out)], cwd=tmp_path)
-    assert proc.returncode != 0
+    assert proc.returncode == ExitCode.ENVIRONMENT, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fleet: error: cannot write") and "No space left" in lines[0]
     assert out.is_symlink() and os.readlink(out) == "/dev/full"
@@ -42,7 +43,7 @@ def test_a_write_that_fails_is_an_error(tmp_path, fleet_home, command):
 @pytest.mark.parametrize("target", ["/", "."])
 def test_a_directory_is_refused_in_one_line(tmp_path, fleet_home, command, target):
     proc = run_fleet([*COMMANDS[command], target], cwd=tmp_path)
-    assert proc.returncode != 0
+    assert proc.returncode == ExitCode.ENVIRONMENT, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("fleet: error: cannot write") and "internal" not in lines[0]
 
@@ -68,3 +69,22 @@ def test_an_experiments_config_or_code_is_never_replaced_by_output(tmp_path, fle
     again = tmp_path / "out.csv"
     again.write_text("an earlier report\n")
     assert run_fleet([*COMMANDS[command], str(again)], cwd=tmp_path).returncode == 0   # outputs are replaced
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_output_under_a_file_is_the_same_error_and_exit_code_for_both(tmp_path, fleet_home, command):
+    """`fleet report -o DIR/out` exited 2 (usage) where `fleet config schema -o DIR/out` exited 3 for
+    the same unwritable path: both give the environment code README's exit-code table gives it."""
+    (tmp_path / "DIR").write_text("a file, not a directory\n")
+    proc = run_fleet([*COMMANDS[command], str(tmp_path / "DIR" / "out")], cwd=tmp_path)
+    assert proc.returncode == ExitCode.ENVIRONMENT, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"fleet: error: cannot write {tmp_path / 'DIR' / 'out'}: ")
+
+
+def test_a_default_report_folder_that_cannot_be_made_is_the_same_exit_code(tmp_path, fleet_home):
+    (tmp_path / "runs").write_text("a file where runs/reports/ would go\n")
+    proc = run_fleet(["report", "--format", "html"], cwd=tmp_path)
+    assert proc.returncode == ExitCode.ENVIRONMENT, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fleet: error: cannot create ") and "-o PATH" in lines[0]
