@@ -134,6 +134,9 @@ def audit(
         raise UsageError("--deep goes with --verify", hint="fleet audit --verify --deep")
     if json_out and md:   # two answers asked for: neither is guessed (JSON was, silently)
         raise UsageError("--json and --md ask for two formats", hint="give one of them")
+    if verify and md:     # --verify prints problem lines and a sum, never Markdown: --md was silently ignored
+        raise UsageError("--md goes with a run's lineage; --verify prints plain lines",
+                         hint="fleet audit --verify [--json]; fleet audit RUN --md")
     if verify:
         result = audit_verify(deep=deep)
         if json_out:
