@@ -42,6 +42,9 @@ NO_EXPIRY_MAX_AGE = timedelta(hours=48)
 # and the AWS provider refuses a max_duration above it. EXPIRY_GRACE: the provider's teardown grace
 # (provider.py EXPIRY_GRACE_S), which its own expires-at adds too.
 DEFAULT_MAX_LIFE = timedelta(days=7)
+# The most stacks/config.py lets fleet:reaper.maxLeaseHours be (366 * 24): a larger value, from an edited
+# Lambda environment or stack output, is held to it: a timedelta of 10**20 hours overflows, ending the pass.
+MAX_LEASE_HOURS_LIMIT = 366 * 24
 EXPIRY_GRACE = timedelta(minutes=15)
 MAX_LIFE_ENV = "FLEET_REAPER_MAX_LEASE_HOURS"
 # Instances this young are spared the "no live lease" rule: their lease may still be being written.
@@ -172,10 +175,20 @@ def _code(exc: BaseException) -> str:
     return str((getattr(exc, "response", None) or {}).get("Error", {}).get("Code", ""))
 
 
+def max_life_of(hours: Any) -> timedelta:
+    """The stack's maxLeaseHours as the hard maximum, MAX_LEASE_HOURS_LIMIT hours at most; anything but
+    a positive whole number ("1e300", "nan", "-5", "²", which isdigit() takes and int() does not) gives
+    DEFAULT_MAX_LIFE."""
+    try:
+        n = int(str(hours).strip())
+    except ValueError:
+        return DEFAULT_MAX_LIFE
+    return timedelta(hours=min(n, MAX_LEASE_HOURS_LIMIT)) if n > 0 else DEFAULT_MAX_LIFE
+
+
 def max_life_from_env() -> timedelta:
-    """FLEET_REAPER_MAX_LEASE_HOURS (set by the stack); unset or unreadable: DEFAULT_MAX_LIFE."""
-    raw = os.environ.get(MAX_LIFE_ENV, "").strip()
-    return timedelta(hours=int(raw)) if raw.isdigit() and int(raw) > 0 else DEFAULT_MAX_LIFE
+    """FLEET_REAPER_MAX_LEASE_HOURS (set by the stack), read by max_life_of."""
+    return max_life_of(os.environ.get(MAX_LIFE_ENV, ""))
 
 
 def lambda_handler(event, context):  # noqa: ARG001 — the Lambda signature
