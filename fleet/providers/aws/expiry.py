@@ -40,8 +40,8 @@ def refuse_past_reaper_cap(outputs, max_duration_s: int) -> None:
     """A lease longer than the stack's reaper cap would be ended at the cap, whatever its own
     fleet:expires-at says (reap.py): refuse it before anything is launched."""
     from ...errors import UsageError
-    from .reap import DEFAULT_MAX_LIFE
-    hours = outputs.reaper.max_lease_hours or int(DEFAULT_MAX_LIFE.total_seconds() // 3600)
+    from .reap import max_life_of      # the reaper's own reading: a huge cap is held to its limit there
+    hours = int(max_life_of(outputs.reaper.max_lease_hours).total_seconds() // 3600)
     if max_duration_s > hours * 3600:
         raise UsageError(f"max_duration {max_duration_s / 3600:g}h is longer than this stack's reaper allows "
                          f"({hours}h: it ends every machine by then)",

@@ -13,7 +13,6 @@ settings allow (fleet/run/reap_silent.py, fleet/run/lost_resume.py): that part n
 so `fleet reap` without one judges only those. --dry-run says what would happen and does nothing."""
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 
@@ -51,15 +50,15 @@ def reap_orphans(config, *, dry_run: bool = False, all_users: bool = False,
         if not stack_configured(config):
             return None, [], silent.released, silent.resumed, silent.left
         from .provider import AWSProvider
-        from .reap import reap
+        from .reap import max_life_of, reap
         from .session import translate
         provider = AWSProvider(config)
         live = live_lease_ids(state)
         try:
             known = {row["id"] for row in state.db.execute("SELECT id FROM leases")}
-            cap = provider.outputs.reaper.max_lease_hours
+            cap = provider.outputs.reaper.max_lease_hours    # as the Lambda reads it: 10**20 is held to the limit
             actions = reap(provider.ec2, live, dry_run=dry_run, owner=owner, stack=provider.outputs.stack or None,
-                           known_lease_ids=known, max_life=timedelta(hours=cap) if cap else None)
+                           known_lease_ids=known, max_life=max_life_of(cap))
         except Exception as exc:  # noqa: BLE001 — AWS errors become one line
             raise translate(exc, "reaping fleet instances") from None
         released = silent.released + ([] if dry_run else _release_reaped(state, actions, live, events))
