@@ -3,11 +3,14 @@
 `seal` verifies rows once (their digest) and adds them to `ledger_rollup` per (day, project,
 owner, template, billed/shadow, run); `ledger_rollup_mark` holds the last row id sealed, and
 damaged rows go to `ledger_damaged` (reported by every later report). Rows younger than
-SEAL_LAG_S stay unsealed, and so does any id after the last row a seal sees below the first young
-one: on PostgreSQL ids can commit slightly out of order, and a lag that long means no row is
-skipped. `gather` then combines sealed whole days, the sealed rows of partial edge days (a
---since/--until inside a day), and the unsealed rows, verified as they are read; a row straddling
---since or --until counts its share inside the period (report/clip.py).
+SEAL_LAG_S stay unsealed, and so does any id after the last row a seal sees older than the lag
+below the first young one: on PostgreSQL ids can commit slightly out of order, and a lag that long
+means no row is skipped. A row dated further ahead than the lag (a clock far off, or a teammate's
+year 9999 in the shared state) is no time at all: it neither stops a seal nor vouches for the ids
+below it, and is sealed with the rows around it. `gather` then combines sealed whole days, the
+sealed rows of partial edge days (a --since/--until inside a day), and the unsealed rows, verified
+as they are read; a row straddling --since or --until counts its share inside the period
+(report/clip.py).
 
 Once sealed, a later edit to a ledger row does not change reports of whole days; `fleet report
 --verify` re-checks every row's digest to find such damage. The sealed rows of a partial edge day
@@ -46,24 +49,24 @@ def _values(g: dict) -> tuple:
 def seal(ledger: Ledger, now: datetime | None = None, lag_s: float = SEAL_LAG_S) -> int:
     """Seal every row older than the lag. Returns how many rows were sealed."""
     db = ledger.db
-    cutoff = iso((now or utc_clock()) - timedelta(seconds=lag_s))
+    now = now or utc_clock()
+    cutoff, ahead = iso(now - timedelta(seconds=lag_s)), iso(now + timedelta(seconds=lag_s))
     with db.transaction():
         # Before the first seal there is no mark row for FOR UPDATE to lock: two first seals at once
         # (a team's fresh PostgreSQL) both went on, and the second failed on the mark's key.
         db.serialise("ledger rollup seal")
         rows = db.lock_rows("SELECT through_id FROM ledger_rollup_mark WHERE id = 1")
         done = int(rows[0]["through_id"]) if rows else 0
-        top = db.execute("SELECT MAX(id) AS top FROM ledger WHERE id > ?", (done,))[0]["top"]
-        if top is None:
-            return 0
-        young = db.execute("SELECT MIN(id) AS young FROM ledger WHERE id > ? AND recorded_at >= ?",
-                           (done, cutoff))[0]["young"]
-        if young is not None:
-            # Through the last row seen below the first young one, never young - 1: that id may be a
-            # row inserted but not yet committed (PostgreSQL gives ids at INSERT), which the mark would
-            # pass unseen and no report would read again. Rows below a row older than the lag were
-            # inserted before it, so they are committed (or rolled back) by now.
-            top = db.execute("SELECT MAX(id) AS top FROM ledger WHERE id > ? AND id < ?", (done, young))[0]["top"]
+        # A row dated further ahead than the lag is not young: one dated 9999 would stop every seal for good.
+        young = db.execute("SELECT MIN(id) AS young FROM ledger WHERE id > ? AND recorded_at >= ?"
+                           " AND recorded_at < ?", (done, cutoff, ahead))[0]["young"]
+        # Through the last row seen older than the lag (below the first young one), never young - 1 nor
+        # a row dated ahead: a later id may be a row inserted but not yet committed (PostgreSQL gives
+        # ids at INSERT), which the mark would pass unseen and no report would read again. Rows below a
+        # row older than the lag were inserted before it, so they are committed (or rolled back) by now.
+        below = "" if young is None else f" AND id < {int(young)}"
+        top = db.execute("SELECT MAX(id) AS top FROM ledger WHERE id > ? AND recorded_at < ?" + below,
+                         (done, cutoff))[0]["top"]
         upto = done if top is None else int(top)
         if upto <= done:
             return 0

@@ -38,3 +38,29 @@ def test_a_row_committed_after_a_later_id_is_still_reported(postgres_url):
     finally:
         slow.close()
         state.close()
+
+
+
+def test_rows_dated_far_ahead_are_sealed_past_but_vouch_for_no_row_not_yet_committed(postgres_url):
+    """A row dated in the year 9999 (a clock far off, a teammate's row) stopped every seal for good;
+    past it, a seal still goes only through the last row older than the lag: a far-ahead row says
+    nothing of when it was inserted, and the row before it may still be in flight."""
+    import psycopg
+    old, far = iso(utcnow() - timedelta(days=2)), "9999-12-31T23:59:59.000000Z"
+    state = open_state(postgres_url)
+    slow = psycopg.connect(postgres_url)
+    try:
+        state.db.execute(_INSERT, _values(1, old, old))
+        state.db.execute(_INSERT, _values(2, old, far))
+        state.db.execute(_INSERT, _values(3, old, old))
+        slow.execute(to_pyformat(_INSERT), _values(4, old, iso(utcnow())))
+        state.db.execute(_INSERT, _values(5, old, far))
+        rollup.seal(Ledger(state.db))
+        slow.commit()
+        assert rollup.mark(state.db) == int(state.db.execute("SELECT id FROM ledger WHERE run_id = 'r3'")[0]["id"])
+        groups, damaged = rollup.gather(Ledger(state.db), None, None)
+        assert not damaged
+        assert sum(int(g["cost_micro"]) for g in groups) == 5_000_000
+    finally:
+        slow.close()
+        state.close()
