@@ -44,8 +44,8 @@ def test_a_process_that_only_names_the_config_is_not_the_machines_sshd(tmp_path)
     proc, config = _retitled(tmp_path, "tail")
     try:
         assert not _runs_config(proc.pid, config)
-        from fleet.remote.agent.agent import _names_a_file_beside
-        assert not _names_a_file_beside(proc.pid, str(config.parent / "sshd.pid"))
+        from fleet.remote.agent.agent_args import names_a_file_beside
+        assert not names_a_file_beside(proc.pid, str(config.parent / "sshd.pid"))
     finally:
         proc.kill()
         proc.wait()

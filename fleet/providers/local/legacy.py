@@ -31,9 +31,9 @@ def proven_pid(path, proof) -> tuple[int, int] | None:
 def end_watchdog(directory: Path, grace_s: float) -> None:
     """An earlier fleet's watchdog, sent SIGTERM, ends its machine itself (the experiment's tagged
     processes, then sshd) and exits: waited for before the directory it writes into goes."""
-    from ...remote.agent.agent import _is_watchdog
+    from ...remote.agent.agent_args import is_watchdog
     state = os.path.join(directory, "root", ".fleet")
-    watchdog = proven_pid(os.path.join(state, "watchdog.pid"), lambda pid: _is_watchdog(pid, state))
+    watchdog = proven_pid(os.path.join(state, "watchdog.pid"), lambda pid: is_watchdog(pid, state))
     held = containment.verify(*watchdog) if watchdog else None
     if held is None:
         return

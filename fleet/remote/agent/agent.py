@@ -103,21 +103,9 @@ def _roots(args):
             roots.append(record)
     for path in args.kill_pid_file or []:
         record = containment.read_pid_file(path)
-        if record and _names_a_file_beside(record[0], path):
+        if record and agent_args.names_a_file_beside(record[0], path):
             roots.append(record)
     return [r for r in roots if containment.same_process(*r)]
-
-
-def _names_a_file_beside(pid, pid_file):
-    """An sshd whose command line names a file beside the pid file (`sshd -f <dir>/sshd_config`, retitled
-    by sshd into one string): the login may write the file, and a forged "PID STARTTIME" had any tree
-    ended. An sshd by its binary: any process of the login's can name such a file (`tail -f …/sshd.log`)."""
-    here, words = os.path.dirname(os.path.abspath(pid_file)), [w for a in agent_args.process_argv(pid) for w in [a, *a.split()]]
-    try:
-        sshd = os.path.basename(os.readlink("/proc/%d/exe" % int(pid))).startswith("sshd")
-    except (OSError, ValueError):
-        return False
-    return sshd and any(os.path.isabs(w) and os.path.dirname(os.path.normpath(w)) == here for w in words)
 
 
 def end_machine(machine_id, info, roots=(), grace_s=2.0):
@@ -269,7 +257,7 @@ def stop_machine(state, machine_id, *, unit=None, roots=(), grace_s=2.0):
     except OSError:
         pass   # gone or disk full: ending the machine below does not need the watchdog
     watchdog = containment.read_pid_file(os.path.join(state, "watchdog.pid"))
-    if watchdog and not _is_watchdog(watchdog[0], state):
+    if watchdog and not agent_args.is_watchdog(watchdog[0], state):
         watchdog = None   # a pid reused by something else: never waited for, never signalled
     elif watchdog:
         held = containment.verify(*watchdog)   # now, not at its next poll; by pidfd: it may be ending now
@@ -291,11 +279,6 @@ def stop_machine(state, machine_id, *, unit=None, roots=(), grace_s=2.0):
     if unit:
         clean = containment.remove_unit(unit) and clean
     return clean
-
-
-def _is_watchdog(pid, state):
-    """The pid runs this machine's watchdog (its command line names the state directory)."""
-    return "watchdog" in agent_args.process_argv(pid) and os.path.abspath(state) in [os.path.abspath(a) for a in agent_args.process_argv(pid)]
 
 
 def cmd_stop(args):

@@ -2,7 +2,8 @@
 
 `quick_args` reads the calls made once per process and per heartbeat without argparse; `parser` is
 the whole grammar, for everything else (the watchdog, stop, status, release) and for anything the
-quick reader does not recognise exactly.
+quick reader does not recognise exactly. `process_argv` and the checks beside it read other
+processes' command lines: how the agent knows its machine's sshd and watchdog from a pid a file names.
 """
 from __future__ import annotations
 
@@ -16,6 +17,25 @@ def process_argv(pid):
             return [os.fsdecode(a) for a in fh.read().split(b"\0") if a]
     except OSError:
         return []
+
+
+def names_a_file_beside(pid, pid_file):
+    """An sshd whose command line names a file beside the pid file (`sshd -f <dir>/sshd_config`, retitled
+    by sshd into one string): the login may write the file, and a forged "PID STARTTIME" had any tree
+    ended. An sshd by its binary: any process of the login's can name such a file (`tail -f …/sshd.log`)."""
+    import os
+    here, words = os.path.dirname(os.path.abspath(pid_file)), [w for a in process_argv(pid) for w in [a, *a.split()]]
+    try:
+        sshd = os.path.basename(os.readlink("/proc/%d/exe" % int(pid))).startswith("sshd")
+    except (OSError, ValueError):
+        return False
+    return sshd and any(os.path.isabs(w) and os.path.dirname(os.path.normpath(w)) == here for w in words)
+
+
+def is_watchdog(pid, state):
+    """The pid runs this machine's watchdog (its command line names the state directory)."""
+    import os
+    return "watchdog" in process_argv(pid) and os.path.abspath(state) in [os.path.abspath(a) for a in process_argv(pid)]
 
 
 class _Args:
