@@ -15,6 +15,7 @@ from fleet.isolation import leftover_units
 from fleet.keys import generate_ed25519
 from fleet.providers.local import LocalProvider
 from fleet.providers.local.sshd import pid_alive
+from fleet.remote.agent.agent import BOOT_CLOCK
 from fleet.remote.ssh import connect, wait_ready
 from tests.conftest import processes_under, wait_until
 
@@ -62,7 +63,7 @@ def test_watchdog_ends_the_machine_at_its_deadline_without_the_controller(local_
     # 2 s lease on a loaded machine could expire before the test's own session had started it.
     with wait_ready(m, 60) as s:
         s.run("nohup setsid sleep 300 >/dev/null 2>&1 &")
-    (Path(m.state_dir) / "deadline").write_text(repr(time.time()))
+    (Path(m.state_dir) / "boot_deadline").write_text(repr(time.clock_gettime(BOOT_CLOCK)))
     sshd_pid = m.provider_ref["sshd_pid"]
     # Outcomes, with bounds generous enough for a machine whose cores are all busy: the watchdog
     # ends the whole machine (its cgroup unit at once, or each verified/tagged pid) and says so.

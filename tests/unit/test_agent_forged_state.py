@@ -89,7 +89,7 @@ def test_the_watchdog_expiry_still_ends_the_machines_own_process(tmp_path):
 
 @pytest.mark.parametrize("plant", ["fifo", "dev-zero"])
 def test_a_deadline_file_that_blocks_or_never_ends_does_not_hold_the_watchdog_past_its_maximum(tmp_path, plant):
-    """The login may replace `deadline` with a FIFO (open blocks until a writer comes) or a link to
+    """The login may replace `boot_deadline` with a FIFO (open blocks until a writer comes) or a link to
     /dev/zero (a read never ends): the watchdog hung in its read and never expired the machine."""
     state = tmp_path / "state"
     with watchdog(state, "m-blocked") as proc:
@@ -98,7 +98,7 @@ def test_a_deadline_file_that_blocks_or_never_ends_does_not_hold_the_watchdog_pa
             os.mkfifo(planted)
         else:
             planted.symlink_to("/dev/zero")
-        os.replace(planted, state / "deadline")
+        os.replace(planted, state / "boot_deadline")
         assert_expired_at_deadline(proc, state)
 
 

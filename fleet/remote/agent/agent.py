@@ -5,8 +5,9 @@ Subcommands
   watchdog  hold the machine's deadline; at expiry end every process of this machine (containment.py: its
             cgroup v2 unit where the host allows one, else pids proven by start time plus the tag
             FLEET_MACHINE_ID; it lives outside the leaf it kills), optionally powering off (cloud: terminate).
-  extend    move the deadline to now+TTL *as this machine's clock reads it* (controller clock skew never
-            matters), capped at the hard maximum fixed when the watchdog started; never moved earlier.
+  extend    move the deadline to now+TTL *as this machine's boot clock counts it* (controller clock skew and a
+            step of the wall clock never matter), capped at the hard maximum fixed when the watchdog started;
+            never moved earlier.
   release   expire now (the normal end of a lease).  stop: release, and end whatever the watchdog left.
   group     run a machine's per-GPU processes, each as `exec` would, relaying their output (group.py).
   exec      run a command in its own process group (inside the machine's cgroup unit when it has
@@ -48,6 +49,12 @@ else:   # run as a script on a machine: these modules are copied next to it
 
 POLL_S = 0.5
 ISOLATION_FILE = "isolation.json"
+# The watchdog and `extend` (both on this machine) hold the deadline in boot_deadline and
+# boot_max_deadline as CLOCK_BOOTTIME seconds, which never step and run on through a suspend: held on
+# the wall clock, a step back would keep the machine up past its deadline by the step, and a step
+# forward would end it early. `deadline` and `max_deadline` hold the same times on the wall clock as it
+# read when they were written, for whoever shows them (the local provider); nothing is decided by them.
+BOOT_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
 
 
 # -- the machine's containment ---------------------------------------------------------------------
@@ -170,9 +177,10 @@ def cmd_watchdog(args):
     import threading
     state = args.state_dir
     os.makedirs(state, exist_ok=True)
-    now = time.time()
-    containment.write_atomic(os.path.join(state, "max_deadline"), repr(now + args.max))
-    containment.write_atomic(os.path.join(state, "deadline"), repr(now + min(args.ttl, args.max)))
+    now, boot = time.time(), time.clock_gettime(BOOT_CLOCK)
+    hard_end = boot + args.max   # held here too: the state directory is the login's to write
+    _hold(state, "max_deadline", hard_end, now - boot)
+    _hold(state, "deadline", boot + min(args.ttl, args.max), now - boot)
     args.isolation_info = _contain_self(args)
     containment.write_atomic(os.path.join(state, ISOLATION_FILE), json.dumps(args.isolation_info))
     for sig in (signal.SIGHUP, signal.SIGINT):
@@ -184,16 +192,12 @@ def cmd_watchdog(args):
     if args.telemetry_interval > 0:
         _start_telemetry(state, args.telemetry_interval, stop)
     reason = "terminated"
-    # Held here (the state directory is the login's to write), on CLOCK_BOOTTIME (it runs through sleep):
-    # a wall clock stepped back a day kept the machine up a day past its maximum.
-    clock = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
-    hard_end = time.clock_gettime(clock) + args.max
     while not stop.is_set():
         if os.path.exists(os.path.join(state, "release")):
             reason = "released"
             break
-        deadline = containment.read_float(os.path.join(state, "deadline"), now)
-        if time.time() >= deadline or time.clock_gettime(clock) >= hard_end:
+        at = time.clock_gettime(BOOT_CLOCK)
+        if at >= containment.read_float(os.path.join(state, "boot_deadline"), boot) or at >= hard_end:
             reason = "deadline"
             break
         stop.wait(POLL_S)
@@ -201,6 +205,12 @@ def cmd_watchdog(args):
         reason = "released"   # stop_machine's SIGTERM after the release file: no wait for the next poll
     _expire(args, reason)
     return 0
+
+
+def _hold(state, name, at, wall_minus_boot):
+    """boot_<name>, the time decided by, then <name>: the same time on the wall clock, to be shown."""
+    containment.write_atomic(os.path.join(state, "boot_" + name), repr(at))
+    containment.write_atomic(os.path.join(state, name), repr(at + wall_minus_boot))
 
 
 def _start_telemetry(state, interval, stop):
@@ -220,12 +230,13 @@ def cmd_extend(args):
     if os.path.exists(os.path.join(state, "expired")):
         print("expired", file=sys.stderr)
         return 3
-    target = min(time.time() + args.ttl, containment.read_float(os.path.join(state, "max_deadline"), float("inf")))
+    now, boot = time.time(), time.clock_gettime(BOOT_CLOCK)
+    target = min(boot + args.ttl, containment.read_float(os.path.join(state, "boot_max_deadline"), float("inf")))
     # Only ever later: a shorter TTL (a second `fleet extend 1m`, a heartbeat capped by the budget)
     # must not pull forward a deadline someone was already promised.
-    target = max(target, containment.read_float(os.path.join(state, "deadline"), -float("inf")))
-    containment.write_atomic(os.path.join(state, "deadline"), repr(target))
-    print(json.dumps({"remaining_s": round(target - time.time(), 3)}))
+    target = max(target, containment.read_float(os.path.join(state, "boot_deadline"), -float("inf")))
+    _hold(state, "deadline", target, now - boot)
+    print(json.dumps({"remaining_s": round(target - boot, 3)}))
     return 0
 
 
@@ -236,9 +247,10 @@ def cmd_release(args):
 
 def cmd_status(args):
     state = args.state_dir
-    deadline = containment.read_float(os.path.join(state, "deadline"))
+    deadline = containment.read_float(os.path.join(state, "boot_deadline"))
+    left = None if deadline is None else round(deadline - time.clock_gettime(BOOT_CLOCK), 3)
     watchdog = containment.read_pid_file(os.path.join(state, "watchdog.pid"))
-    print(json.dumps({"remaining_s": None if deadline is None else round(deadline - time.time(), 3),
+    print(json.dumps({"remaining_s": left,
                       "expired": os.path.exists(os.path.join(state, "expired")),
                       "watchdog_pid": watchdog[0] if watchdog else 0,
                       "watchdog_alive": bool(watchdog) and containment.same_process(*watchdog),
