@@ -279,6 +279,7 @@ def _end_machine_dir(d: Path) -> None:
     """Stop one machine, then delete its directory (its venv alone is hundreds of files): in the
     same worker, so deleting 8 machines' directories is not a serial tail after stopping them. What
     cannot be deleted raises (a directory left behind is a machine's disk nothing frees)."""
+    from ...deep_trees import rmtree
     from ...remote.mounts import detach_mounts_under
     from .sshd import stop_machine_dir
     stop_machine_dir(d)
@@ -289,35 +290,18 @@ def _end_machine_dir(d: Path) -> None:
     failures: list[OSError] = []
 
     def failed(_call, path, exc) -> None:   # rmtree goes on past it: as much as can be is deleted
-        exc = exc[1] if isinstance(exc, tuple) else exc
         if not isinstance(exc, FileNotFoundError):   # deleted meanwhile by another release
             exc.filename = path                      # the whole path, not the name within its directory
             failures.append(exc)
-    how = {"onexc": failed} if sys.version_info >= (3, 12) else {"onerror": failed}
-    _delete_tree(d, how, failed)
+    rmtree(d, onexc=failed)
     if any(isinstance(e, PermissionError) for e in failures):
         # A tree a run made read-only (HOME is the machine's directory: Go's module cache is one), which
         # its owner deletes once it is writable again, as `chmod -R u+w` then `rm -rf` would.
         failures.clear()
         _owner_writable(d)
-        _delete_tree(d, how, failed)
+        rmtree(d, onexc=failed)
     if failures:   # the first is the cause (the directories above it are then not empty), but out of
         raise next((e for e in failures if e.errno in _SHORT), failures[0])   # descriptors: retried alone
-
-
-def _delete_tree(d: Path, how: dict, failed) -> None:
-    """shutil.rmtree, or `rm -rf` for a tree deeper than Python's stack: rmtree recurses once per level,
-    and a job's tree 1,000 levels deep (`cp -r . sub/` in a loop) failed every release of its lease
-    with RecursionError. rm walks any depth by descriptors (the mounts under `d` are detached)."""
-    import shutil
-    import subprocess
-    try:
-        shutil.rmtree(d, **how)
-    except RecursionError:
-        rm = subprocess.run(["rm", "-rf", "--", str(d)], stdin=subprocess.DEVNULL, capture_output=True, text=True)
-        if os.path.lexists(d):
-            said = (rm.stderr.strip().splitlines() or ["it failed"])[-1]
-            failed(None, str(d), OSError(errno.EIO, f"a tree too deep for Python, and rm -rf: {said}"))
 
 
 def _owner_writable(top: Path) -> None:
