@@ -27,7 +27,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 if TYPE_CHECKING:
     import threading
 
+from ...deep_trees import rmtree   # a job's tree may be deeper than shutil.rmtree can go
 from ...paths import fleet_home, subdir
 from .outputs import OUTPUTS_VERSION
 
@@ -111,7 +111,7 @@ class Sandbox:
             return existing       # a retried lease adopting its instances keeps their machines
         if d.exists():
             stop_machine_dir(d, grace_s=0.2)
-            shutil.rmtree(d, ignore_errors=True)
+            rmtree(d, ignore_errors=True)
         d.mkdir(parents=True, mode=0o700)
         (d / LEASE_FILE).write_text(lease_id)          # `unbind_lease` finds a half-made machine too
         authorized = Path(f"{key_path}.pub").read_text()
@@ -161,7 +161,7 @@ class Sandbox:
             d = self.root / iid
             if d.exists():
                 stop_machine_dir(d, grace_s=0.5)
-                shutil.rmtree(d, ignore_errors=True)
+                rmtree(d, ignore_errors=True)
 
     def interrupt(self, instance_id: str, ec2: Any, *, after_s: float = 120.0) -> "threading.Thread":
         """A spot interruption, as AWS does it: the notice in the instance's metadata now (the
