@@ -215,9 +215,9 @@ def _run_leasing(config, spec, payload: dict[str, Any], provider, events) -> int
 def _tidy(directory: Path) -> None:
     """After the run: fleet's package, fleet.toml and the FLEET_HOME it used go (the lease's keys
     were forgotten at its release); its events and log stay for the user to read."""
-    import shutil
+    from ..deep_trees import rmtree     # the outputs are as deep as the run made them
     for name in ("home", "exp", "pkg"):
-        shutil.rmtree(directory / name, ignore_errors=True)
+        rmtree(directory / name, ignore_errors=True)
 
 
 def _unless_node0_lost(summary, node0, config):

@@ -99,8 +99,9 @@ class SSHHandoff(Node0Handoff):
         """The lease is released (its key revoked on every host): its copy here goes too, and so
         does everything else of the run's on this host that stays up (fleet's package, the outputs
         it fetched before uploading them to the store, its FLEET_HOME). Its log and events stay."""
+        from ...deep_trees import rmtree     # the outputs are as deep as the run made them
         for name in ("home", "exp", "pkg"):
-            shutil.rmtree(directory / name, ignore_errors=True)
+            rmtree(directory / name, ignore_errors=True)
         (directory / "pkg.tar.gz").unlink(missing_ok=True)
 
 
