@@ -7,12 +7,12 @@ from __future__ import annotations
 import errno
 import io
 import shlex
-import shutil
 import socket
 import tarfile
 from pathlib import Path
 from typing import Callable
 
+from .deep_trees import rmtree
 from .models import Machine
 from .remote.ssh import connect
 from .safe_extract import CHUNK, Extracted, Stopped, extract_stream
@@ -150,7 +150,7 @@ def fetch_directory(machine: Machine, remote_dir: str, local_dir: Path, *, limit
             return first
         with opened as session:
             if attempt == 2 and local_dir.exists():
-                shutil.rmtree(local_dir)   # the first try's partial outputs: the second brings them whole
+                rmtree(local_dir)   # the first try's partial outputs: the second brings them whole
             try:
                 result = _fetch_once(session, remote_dir, local_dir, limit, watch, stop)
             except Exception as exc:

@@ -212,3 +212,24 @@ def test_what_tar_says_is_bounded(machine, tmp_path):
     machine.append(_Channel(_tar(("a", b"1")), 2, b"tar: " + b"x" * 5000 + b"\n"))
     got = stage.fetch_directory(None, "/w/outputs/r1", tmp_path / "node-0")
     assert got.incomplete == "tar on the machine exited 2 (tar: " + "x" * 295 + "…)"
+
+
+
+def test_a_retry_after_a_tree_deeper_than_the_stack_came_in_part_brings_the_outputs(machine, tmp_path):
+    """The first try's partial outputs are deleted before the second: with shutil.rmtree, which
+    recurses once per level, a run's tree 1,500 levels deep failed the fetch on RecursionError."""
+    from tests.fixtures.deep_tree import deep_tree, remove
+    dest = tmp_path / "node-0"
+
+    class DeepThenDrops(_Channel):   # what unpacking the tree's first part leaves (made directly: faster)
+        def recv(self, n):
+            deep_tree(dest / "deep")
+            return b""
+    machine.append(DeepThenDrops(b"", -1, drops=True))
+    machine.append(_Channel(_tar(("metrics.json", b"{}")), 0))
+    try:
+        got = stage.fetch_directory(None, "/w/outputs/r1", dest)
+        assert got.incomplete is None and got.files == 1 and machine == []
+        assert _listing(dest) == ["metrics.json"]
+    finally:
+        remove(dest)
