@@ -21,13 +21,23 @@ import os
 
 if "Tree" not in globals():   # inline, remote_cache.py and remote_tree.py come first
     from fleet.snapshots.remote_cache import Failure  # noqa: F401
-    from fleet.snapshots.remote_tree import _DIR_FLAGS, Tree, build_file, state_file, write_record  # noqa: F401
+    from fleet.snapshots.remote_tree import (  # noqa: F401
+        _DIR_FLAGS, Tree, build_file, make_writable, rm_rf, state_file, write_record)
 
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
 def _remove_dir(parent_fd, name):
     """Remove directory `name` (under parent_fd) and everything in it, never following a link."""
+    try:
+        _remove_below(parent_fd, name)
+    except RecursionError:    # a tree deeper than Python's stack: rm walks any depth, by the same descriptor
+        where = "/proc/self/fd/%d/%s" % (parent_fd, name)
+        make_writable(where)
+        rm_rf(where, pass_fds=(parent_fd,))
+
+
+def _remove_below(parent_fd, name):
     fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
     try:
         os.fchmod(fd, 0o755)                    # a read-only tree's directories are 0555
@@ -35,7 +45,7 @@ def _remove_dir(parent_fd, name):
             items = [(e.name, e.is_dir(follow_symlinks=False)) for e in it]
         for sub, is_dir in items:
             if is_dir:
-                _remove_dir(fd, sub)
+                _remove_below(fd, sub)
             else:
                 os.unlink(sub, dir_fd=fd)
     finally:
