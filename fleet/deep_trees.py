@@ -1,9 +1,9 @@
 """Deleting a directory tree however deep a job made it.
 
-shutil.rmtree (Python < 3.13) recurses once per level, so a tree deeper than Python's stack (a job's
-`cp -r . sub/` in a loop, a runaway recursive unpack: 1,000 levels is enough) raises RecursionError,
-which `ignore_errors` does not cover: whatever was releasing or cleaning up failed, and the tree and
-its disk stayed. `rm -rf` walks any depth by descriptors, never following links, as rmtree does.
+shutil.rmtree recurses once per level, so a tree deeper than Python's stack (a job's `cp -r . sub/`
+in a loop, a runaway recursive unpack: 1,000 levels is enough) raises RecursionError, which
+`ignore_errors` does not cover: the release or clean-up calling it failed, and the tree and its disk
+stayed. `rm -rf` walks any depth by descriptors, never following links, as rmtree does.
 """
 from __future__ import annotations
 
