@@ -2,8 +2,8 @@
 
 shutil.rmtree recurses once per level, so a tree deeper than Python's stack (a job's `cp -r . sub/`
 in a loop, a runaway recursive unpack: 1,000 levels is enough) raises RecursionError, which
-`ignore_errors` does not cover: the release or clean-up calling it failed, and the tree and its disk
-stayed. `rm -rf` walks any depth by descriptors, never following links, as rmtree does.
+`ignore_errors` does not cover: the release or clean-up calling it would fail, the tree and its disk
+left. `rm -rf` walks any depth by descriptors, never following links, as rmtree does.
 """
 from __future__ import annotations
 

@@ -248,7 +248,7 @@ def _remove_tree(path):
 
 def _rmtree(path):
     """shutil.rmtree, or `rm -rf` for a tree deeper than Python's stack: rmtree recurses once per level,
-    and a run's tree 1,000 levels deep raised RecursionError, ending this step with the tree left."""
+    and on a run's tree 1,000 levels deep its RecursionError would end this step with the tree left."""
     try:
         shutil.rmtree(path, ignore_errors=True)
     except RecursionError:
