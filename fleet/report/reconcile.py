@@ -83,8 +83,8 @@ def reconcile(ledger: Ledger, ce, *, since: datetime | None = None, until: datet
 
 
 def cost_explorer_client(region: str | None = None):
-    import boto3   # only when --reconcile asks for it
-    return boto3.client("ce", region_name=region or "us-east-1")
+    from ..boto_sessions import new_session   # only when --reconcile asks for it
+    return new_session().client("ce", region_name=region or "us-east-1")
 
 
 def reconcile_table(rows: list[ReconcileRow]) -> Table:

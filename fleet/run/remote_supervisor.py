@@ -59,8 +59,8 @@ def remote_env(config) -> dict[str, str]:
     for key in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EC2_METADATA_DISABLED"):
         if os.environ.get(key):
             env[key] = os.environ[key]
-    import boto3
-    creds = boto3.session.Session().get_credentials()
+    from ..boto_sessions import new_session
+    creds = new_session().get_credentials()
     if creds is not None:
         frozen = creds.get_frozen_credentials()
         env.update(AWS_ACCESS_KEY_ID=frozen.access_key, AWS_SECRET_ACCESS_KEY=frozen.secret_key)

@@ -31,14 +31,12 @@ class S3Store:
         self.url = url
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
-        import boto3
         from boto3.s3.transfer import TransferConfig
         from botocore.config import Config
         self._client = None
         self._presigner = None
         self._region: str | None = None
         self._client_lock = threading.Lock()
-        self._boto3 = boto3
         self._botocfg = Config(max_pool_connections=self.parallel + 4, retries={"max_attempts": 5, "mode": "standard"})
         self._transfer = TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD,
                                         max_concurrency=4)
@@ -51,7 +49,8 @@ class S3Store:
         if self._client is None:
             with self._client_lock:
                 if self._client is None:
-                    session = self._boto3.session.Session()
+                    from ..boto_sessions import new_session
+                    session = new_session()
                     self._client = session.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None,
                                                   config=self._botocfg)
         return self._client
@@ -179,7 +178,8 @@ class S3Store:
     def presign_get(self, h: str, expires_s: int = 3600) -> str:
         """A URL a machine can GET the chunk from without credentials (signed locally: no request)."""
         if self._presigner is None:
-            self._presigner = presigning_client(self._boto3.session.Session(), self._region)
+            from ..boto_sessions import new_session
+            self._presigner = presigning_client(new_session(), self._region)
         return self._presigner.generate_presigned_url("get_object", Params={"Bucket": self.bucket,
                                                       "Key": self._chunk_key(h)}, ExpiresIn=int(expires_s))
 

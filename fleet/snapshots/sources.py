@@ -49,10 +49,9 @@ class S3Listing:
         return sum(o[2] for o in self.objects)
 
     def presign(self, keys: list[str]) -> dict[str, str]:
-        import boto3
-
+        from ..boto_sessions import new_session
         from .s3_store import bucket_region, presigning_client
-        client = presigning_client(boto3.session.Session(), bucket_region(_client(), self.bucket))
+        client = presigning_client(new_session(), bucket_region(_client(), self.bucket))
         mine = f"s3://{self.bucket}/"
         return {k: client.generate_presigned_url("get_object", Params={"Bucket": self.bucket,
                                                  "Key": k[len(mine):]}, ExpiresIn=PRESIGN_TTL_S)
@@ -60,8 +59,8 @@ class S3Listing:
 
 
 def _client():
-    import boto3
-    return boto3.session.Session().client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    from ..boto_sessions import new_session
+    return new_session().client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
 
 
 def list_s3(url: str) -> S3Listing:

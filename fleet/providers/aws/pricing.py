@@ -354,10 +354,11 @@ def cached_spot(region: str, names: Iterable[str], zones: Iterable[str], ec2: Ca
 
 def pricing_client(session: Any = None):
     """A Price List API client: few retries and short timeouts, since the shipped table stands in."""
-    import boto3
     from botocore.config import Config
+
+    from ...boto_sessions import new_session
     from ...errors import EnvironmentProblem
-    session = session or boto3.session.Session()
+    session = session or new_session()
     if session.get_credentials() is None:
         raise EnvironmentProblem("no AWS credentials found")
     return session.client("pricing", region_name=PRICING_API_REGION,

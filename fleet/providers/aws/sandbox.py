@@ -253,8 +253,8 @@ def create_stack(region: str = "us-east-1", templates: Mapping[str, Mapping[str,
                  *, name: str = "sandbox", azs: int = 3, session: Any = None) -> dict[str, Any]:
     """Create the stack's resources with boto3 (against AWS_ENDPOINT_URL: moto) and return the outputs
     structure, as `pulumi stack output --json` would print it: {"fleet": {...}}."""
-    import boto3
-    session = session or boto3.session.Session()
+    from ...boto_sessions import new_session
+    session = session or new_session()
     ec2 = session.client("ec2", region_name=region)
     iam = session.client("iam", region_name=region)
     s3 = session.client("s3", region_name=region)

@@ -42,8 +42,8 @@ def error_message(exc: BaseException) -> str:
 
 
 def check_region(region: str) -> None:
-    import boto3
-    session = boto3.session.Session()
+    from ...boto_sessions import new_session
+    session = new_session()
     known = set()
     for partition in ("aws", "aws-cn", "aws-us-gov"):
         known.update(session.get_available_regions("ec2", partition_name=partition))
@@ -53,10 +53,11 @@ def check_region(region: str) -> None:
 
 
 def make_client(region: str, service: str = "ec2", session: Any = None):
-    import boto3
     from botocore.config import Config
+
+    from ...boto_sessions import new_session
     check_region(region)
-    session = session or boto3.session.Session()
+    session = session or new_session()
     if session.get_credentials() is None:
         raise EnvironmentProblem("no AWS credentials found",
                                  hint="set AWS_PROFILE (after `aws sso login`) or AWS_ACCESS_KEY_ID and "
