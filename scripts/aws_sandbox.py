@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import logging
     logging.getLogger("werkzeug").setLevel(logging.ERROR)      # no per-request log lines
+    from fleet.providers.aws import moto_tags
+    moto_tags.install()        # after MOTO_AMIS_PATH: importing moto's EC2 models reads it
     port = args.port or _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()

@@ -57,6 +57,8 @@ class AwsWorld:
             port = s.getsockname()[1]
         import logging
         logging.getLogger("werkzeug").setLevel(logging.ERROR)   # moto's request log
+        from fleet.providers.aws import moto_tags
+        moto_tags.install()
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         self.server.start()
         os.environ.update(AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}", AWS_ACCESS_KEY_ID="testing",
