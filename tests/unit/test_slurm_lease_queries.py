@@ -74,6 +74,15 @@ def test_extend_asks_for_the_leases_job_alone_and_raises_its_limit(fake):
     _only_the_leases_job(fake.calls(), "12")
 
 
+@pytest.mark.parametrize("state", ["SUSPENDED", "STOPPED"])
+def test_extend_raises_the_limit_of_a_job_slurm_suspended(fake, state):
+    # A suspended job keeps its nodes and resumes: `fleet extend` said "is not running; nothing to extend".
+    fake.set("12", state)
+    end = _provider().extend_limit(_lease("l-1", "12"), utcnow() + timedelta(minutes=8))
+    assert _tools(fake) == ["scontrol update JobId=12 TimeLimit=9"]
+    assert timedelta(minutes=8) < end - utcnow() <= timedelta(minutes=9)
+
+
 def test_the_loss_check_asks_for_the_leases_job_alone_and_names_why(fake):
     fake.set("12", "PREEMPTED")
     assert _provider().loss_reason(_lease("l-1", "12")) == "Slurm ended job 12 under the run: PREEMPTED"

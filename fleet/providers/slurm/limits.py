@@ -13,6 +13,10 @@ from .errors import SlurmError
 from .ownership import is_leases
 from .parsing import JobState
 
+# A job Slurm suspended (gang scheduling, PreemptMode=SUSPEND, `scontrol suspend`) or stopped keeps
+# its nodes and resumes where it was: its limit can be raised as a running job's.
+HOLDS_NODES = (JobState.RUNNING, JobState.SUSPENDED, JobState.STOPPED)
+
 
 def time_limit_minutes(plan: Plan) -> int:
     """The allocation's --time: the lease's end (max_duration, or sooner when the budget runs out at
@@ -27,10 +31,14 @@ def raise_time_limit(slurm: SlurmCommands, lease: Lease, ids: list[str], until: 
     never past max_duration); never lowers it. The hard end now in force. One squeue call, one
     scontrol call when raising; a refusal (operator-only on most clusters) is one line. Only a job
     of the login user's that carries the lease's name or tag is changed (ownership.py)."""
-    job = next((j for j in slurm.queue(ids) if j.state is JobState.RUNNING and is_leases(j, lease.id)), None)
+    job = next((j for j in slurm.queue(ids) if j.state in HOLDS_NODES and is_leases(j, lease.id)), None)
     if job is None:
         raise SlurmError(f"lease {lease.id}: Slurm job {','.join(ids) or '?'} is not running; nothing to extend",
                          slurm_reason="not running")
+    # Slurm's time limit counts run time only (a suspension stops its clock and moves its end later),
+    # and squeue's elapsed time is that run time: so the allocation ends `time_limit - elapsed` after
+    # now (after its resume, for a suspended job), whatever was suspended before. `started` is the
+    # start of that run time, not the wall-clock start (earlier by any suspension).
     started = utcnow() - timedelta(seconds=job.elapsed_s or 0)
     if not job.time_limit_s:
         return lease.max_deadline                       # no time limit: only max_duration ends it
