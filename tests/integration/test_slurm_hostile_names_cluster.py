@@ -99,7 +99,7 @@ def test_a_leases_polls_ask_for_its_job_alone_and_read_a_hostile_job_under_its_i
     # the lease's name and its tag.
     theirs = wait_for(lambda: _sbatch(slurm_env.env, "x", "y", "nobody"), 60,
                       "nobody's association to reach slurmctld", interval=1)
-    forged = f"{theirs}|RUNNING|None|1|n1|0:01|5:00|gres:gpu:1|gpu|fleet|normal|0|root|fleet-{lease_id}|{tag(lease_id)}"
+    forged = f"{theirs}|RUNNING|None|1|n1|0:01|5:00|gres:gpu:1|gpu|fleet|normal|0|root|2026-01-05T10:00:00|fleet-{lease_id}|{tag(lease_id)}"
     hostile = f"x\n{forged}\x1b[2J".encode() + b"\xff"
     subprocess.run([b"runuser", b"-u", b"nobody", b"--", b"env", b"SLURM_CONF=" + slurm_env.env["SLURM_CONF"].encode(),
                     b"scontrol", b"update", f"JobId={theirs}".encode(), b"JobName=" + hostile,

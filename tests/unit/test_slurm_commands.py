@@ -20,7 +20,8 @@ from fleet.providers.slurm.commands import (AllocationRequest, CommandResult, Lo
 from fleet.providers.slurm.ownership import sacct_argv
 from fleet.providers.slurm.tool_env import LISTING_FILTERS
 from fleet.providers.slurm.parsing import (JobState, expand_hostlist, gpus_in_tres, gpus_per_node_in_gres,
-                                           parse_duration, parse_sacct, parse_squeue_format)
+                                           parse_duration, parse_sacct, parse_squeue_format,
+                                           parse_squeue_job)
 
 OUT = Path(__file__).parent / "slurm_outputs"
 
@@ -49,6 +50,18 @@ def test_squeue_format_keeps_a_pipe_in_the_comment():
     line = "7|RUNNING|None|1|n1|1:00|2:00|gres:gpu:1|gpu|acct|normal|fleet-x|fleet:lease=a|b"
     (job,) = parse_squeue_format(line)
     assert job.name == "fleet-x" and job.comment == "fleet:lease=a|b" and job.qos == "normal"
+
+
+@pytest.mark.parametrize("state, start, started", [
+    ("RUNNING", "2026-01-05T10:00:00", datetime(2026, 1, 5, 10, 0, tzinfo=timezone.utc)),
+    ("SUSPENDED", "2026-01-05T10:00:00", datetime(2026, 1, 5, 10, 0, tzinfo=timezone.utc)),
+    ("PENDING", "2026-01-05T10:00:00", None),           # when Slurm expects to start it
+    ("RUNNING", "N/A", None),
+])
+def test_one_jobs_line_reads_its_start(state, start, started):
+    (job,) = [parse_squeue_job(f"7|{state}|None|1|n1|1:00|2:00|gres:gpu:1|gpu|acct|normal|1000|alice|{start}|"
+                               "fleet-x|fleet:lease=a|b\n")]
+    assert job.started == started and job.user_id == 1000 and job.comment == "fleet:lease=a|b"
 
 
 # --- sacct --------------------------------------------------------------------------------------
@@ -194,7 +207,7 @@ def test_submit_returns_the_job_id_and_raises_typed_refusals():
 
 
 def test_queue_by_id_asks_for_each_job_alone_and_a_scan_for_this_logins_jobs_only():
-    mine = "12|RUNNING|None|2|n[1-2]|0:03|5:00|gres:gpu:2|gpu|fleet|normal|0|root|fleet-run|fleet:lease=L-run\n"
+    mine = "12|RUNNING|None|2|n[1-2]|0:03|5:00|gres:gpu:2|gpu|fleet|normal|0|root|2026-01-05T10:00:00|fleet-run|fleet:lease=L-run\n"
     runner = Scripted({"squeue": [(0, mine, ""), (1, "", "slurm_load_jobs error: Invalid job id specified\n"),
                                   (0, recorded("squeue-format.txt"), "")],
                        "id": [(0, "0\n", "")]})

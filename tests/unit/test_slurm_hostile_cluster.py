@@ -69,7 +69,7 @@ def _tool(bindir: Path, name: str, payload: bytes) -> None:
 
 
 def test_another_users_job_comment_that_is_not_utf8_breaks_no_squeue(tmp_path, monkeypatch):
-    raw = b"12|RUNNING|None|1|n1|0:03|5:00|gres:gpu:1|gpu|fleet|normal|4242|mallory|x|\xff\n"
+    raw = b"12|RUNNING|None|1|n1|0:03|5:00|gres:gpu:1|gpu|fleet|normal|4242|mallory|2026-01-05T10:00:00|x|\xff\n"
     bindir = tmp_path / "bin"
     bindir.mkdir()
     _tool(bindir, "squeue", raw)
@@ -95,8 +95,8 @@ class Garbled(Cluster):
 
 
 @pytest.mark.parametrize("out", ["12|RUNNING\n", "slurm_load_jobs: unexpected\nmore\n",
-                                 "12|RUNNING|None|1|n1|0:03|5:00|gres:gpu:1|gpu|fleet|normal|abc|alice|fleet-l-1|c\n",
-                                 "12|RUNNING|None|1\n|n1|0:03|5:00|gres:gpu:1|gpu|fleet|normal|1000|alice|fleet-l-1|c\n"])
+                                 "12|RUNNING|None|1|n1|0:03|5:00|gres:gpu:1|gpu|fleet|normal|abc|alice|2026-01-05T10:00:00|fleet-l-1|c\n",
+                                 "12|RUNNING|None|1\n|n1|0:03|5:00|gres:gpu:1|gpu|fleet|normal|1000|alice|2026-01-05T10:00:00|fleet-l-1|c\n"])
 def test_a_listing_fleet_cannot_read_is_a_slurm_error_and_release_still_scancels_by_name(fleet_home, out):
     cluster = Garbled(out)
     provider = SlurmProvider(SlurmSettings(), runner=cluster)

@@ -85,7 +85,7 @@ def _line(job: dict, owner: bool = False) -> str:
     """A job of `queue` (--json's) as `squeue --format` prints it: SQUEUE_FORMAT, or JOB_FORMAT (`owner`)."""
     fields = [job["job_id"], job["job_state"], job["state_reason"], job["node_count"], job["nodes"], "0:03",
               job["time_limit"] or "UNLIMITED", job["tres_per_node"], job["partition"], job["account"], job["qos"],
-              *([job["user_id"], job["user_name"]] if owner else []), job["name"], job["comment"]]
+              *([job["user_id"], job["user_name"], "2026-01-05T10:00:00"] if owner else []), job["name"], job["comment"]]
     return "|".join(map(str, fields))
 
 

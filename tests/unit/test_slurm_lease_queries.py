@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import pytest
@@ -81,6 +82,19 @@ def test_extend_raises_the_limit_of_a_job_slurm_suspended(fake, state):
     end = _provider().extend_limit(_lease("l-1", "12"), utcnow() + timedelta(minutes=8))
     assert _tools(fake) == ["scontrol update JobId=12 TimeLimit=9"]
     assert timedelta(minutes=8) < end - utcnow() <= timedelta(minutes=9)
+
+
+def test_describe_dates_a_job_that_was_suspended_from_its_start_and_its_end_from_its_run_time(fake):
+    # Started 10 minutes ago, suspended for 9 of them: squeue's elapsed time (1:00) is run time, which
+    # Slurm's 5:00 limit counts. The start fleet bills an unrecorded machine from was read as now
+    # minus run time, 9 minutes late; the end stays 4 minutes off, where Slurm puts it.
+    start = (utcnow() - timedelta(minutes=10)).replace(microsecond=0)
+    fake.set("12", "RUNNING", elapsed="1:00", start=start.strftime("%Y-%m-%dT%H:%M:%S"))
+    lease = replace(_lease("l-1", "12"), machines=[], meta={"slurm_job": "12"})  # killed inside lease()
+    [state] = _provider().describe(lease)
+    assert (state.machine_id, state.state, state.unrecorded) == ("l-1-n0", "running", True)
+    assert state.started_at == start
+    assert abs(state.deadline_at - (utcnow() + timedelta(minutes=4))) < timedelta(seconds=10)
 
 
 def test_the_loss_check_asks_for_the_leases_job_alone_and_names_why(fake):

@@ -18,7 +18,7 @@ from fleet.providers.slurm.settings import SlurmSettings
 
 FAKE_SQUEUE = f"""#!/bin/sh
 case "$*" in
-  *--jobs=*) echo "12|RUNNING|None|1|n1|0:05|5:00|gres:gpu:1|gpu|fleet|normal|{os.getuid()}|me|fleet-L|fleet:lease=L" ;;
+  *--jobs=*) echo "12|RUNNING|None|1|n1|0:05|5:00|gres:gpu:1|gpu|fleet|normal|{os.getuid()}|me|2026-01-05T10:00:00|fleet-L|fleet:lease=L" ;;
   *) echo "12|RUNNING|None|1|n1|0:05|5:00|gres:gpu:1|gpu|fleet|normal|fleet-L|fleet:lease=L" ;;
 esac
 """

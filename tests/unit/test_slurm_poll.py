@@ -50,9 +50,10 @@ class FakeSlurm:
         (root / "all.json").write_text(json.dumps({"jobs": others}))
 
     def set(self, job_id: str, state: str, *, uid: int = ME, user: str = "alice", name: str = "fleet-l-1",
-            comment: str = "fleet:lease=l-1", reason: str = "None", nodes: str = "n1") -> None:
-        line = (f"{job_id}|{state}|{reason}|1|{nodes}|0:05|5:00|gres:gpu:1|gpu|fleet|normal|{uid}|{user}|"
-                f"{name}|{comment}\n")
+            comment: str = "fleet:lease=l-1", reason: str = "None", nodes: str = "n1", elapsed: str = "0:05",
+            start: str = "2026-01-05T10:00:00") -> None:
+        line = (f"{job_id}|{state}|{reason}|1|{nodes}|{elapsed}|5:00|gres:gpu:1|gpu|fleet|normal|{uid}|{user}|"
+                f"{start}|{name}|{comment}\n")
         # Whole or not at all, as slurmctld answers: a `cat` that read the file mid-write would see
         # no job, which squeue never says of a job it still holds.
         part = self.dir / f".job-{job_id}.part"

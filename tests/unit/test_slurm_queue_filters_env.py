@@ -20,7 +20,7 @@ FAKE_SQUEUE = f"""#!/bin/sh
 for var in SQUEUE_PARTITION SQUEUE_ACCOUNT SQUEUE_QOS SQUEUE_NAMES; do
   if eval "[ -n \\"\\${{$var+set}}\\" ]"; then exit 0; fi
 done
-echo "12|RUNNING|None|1|n1|0:05|5:00|gres:gpu:1|gpu|fleet|normal|{os.getuid()}|me|fleet-L|fleet:lease=L"
+echo "12|RUNNING|None|1|n1|0:05|5:00|gres:gpu:1|gpu|fleet|normal|{os.getuid()}|me|2026-01-05T10:00:00|fleet-L|fleet:lease=L"
 """
 # A login node whose shell exports the user's own squeue defaults before running fleet's command.
 FAKE_SSH = """#!/bin/sh

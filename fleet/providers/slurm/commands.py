@@ -22,7 +22,7 @@ from .errors import (ControllerUnreachable, LoginNodeUnreachable, SlurmError, To
                      read_output)
 from .handoff import on_login_node
 from .ownership import is_leases, list_jobs, login_user, one_job, sacct_argv, same_job
-from .parsing import STEPS_FORMAT, AccountedJob, JobStep, QueuedJob, parse_sacct, parse_scontrol_job, parse_steps
+from .parsing import STEPS_FORMAT, TIMES_ENV, AccountedJob, JobStep, QueuedJob, parse_sacct, parse_scontrol_job, parse_steps
 from .settings import SlurmSettings, reads_as_ssh_option
 from .tool_env import LISTING_FILTERS, tool_env
 
@@ -264,7 +264,7 @@ def steps_argv(job_id: str) -> list[str]:
 
 # sacct's times as parse_sacct reads them: UTC, ISO 8601. A user's own SLURM_TIME_FORMAT (often
 # "relative" in a login node's rc file: `Ystday 06:02`) would otherwise change how it prints them.
-SACCT_ENV = {"TZ": "UTC", "SLURM_TIME_FORMAT": "standard"}
+SACCT_ENV = TIMES_ENV
 
 
 class SlurmCommands:

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Sequence
 
 from .errors import SlurmError, classify_failure, read_output
-from .parsing import JOB_FORMAT, SACCT_FIELDS, SQUEUE_FORMAT, AccountedJob, QueuedJob, parse_squeue_format, parse_squeue_job
+from .parsing import JOB_FORMAT, SACCT_FIELDS, TIMES_ENV, SQUEUE_FORMAT, AccountedJob, QueuedJob, parse_squeue_format, parse_squeue_job
 
 if TYPE_CHECKING:
     from .commands import SlurmCommands
@@ -114,7 +114,7 @@ def jobs_by_id(slurm: "SlurmCommands", job_ids: Sequence[str] | set[str]) -> lis
 def one_job(slurm: "SlurmCommands", job_id: str) -> QueuedJob | None:
     """The job under `job_id`, whoever's (`user_id` names its owner: owned() before trusting it);
     None once the controller has forgotten it."""
-    result = slurm._run(job_argv(job_id), check=False)
+    result = slurm._run(job_argv(job_id), env=TIMES_ENV, check=False)
     if result.returncode != 0:
         if "Invalid job id" in result.stderr:
             return None

@@ -77,6 +77,9 @@ class QueuedJob:
     qos: str = ""
     user: str = ""              # its owner ("?" unnamed); "": a listing of the login's own (--me) names none
     user_id: int | None = None  # its owner's uid (JOB_FORMAT): what ownership compares, names may differ
+    # When it started, UTC (JOB_FORMAT; None while pending and in the --me listing). Not now minus
+    # elapsed_s: that is run time, which leaves out any time Slurm held the job suspended.
+    started: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -214,9 +217,12 @@ def parse_squeue_format(text: str) -> list[QueuedJob]:
     return jobs
 
 
-# One job by id: SQUEUE_FIELDS with its owner's uid and name, still before the free text.
-JOB_FIELDS = SQUEUE_FIELDS[:-2] + ("%U", "%u") + SQUEUE_FIELDS[-2:]
+# One job by id: SQUEUE_FIELDS with its owner's uid and name and its start (printed in UTC under
+# TIMES_ENV), still before the free text.
+JOB_FIELDS = SQUEUE_FIELDS[:-2] + ("%U", "%u", "%S") + SQUEUE_FIELDS[-2:]
 JOB_FORMAT = "|".join(JOB_FIELDS)
+# Times as ISO 8601 in UTC, whatever the login node's zone or the user's SLURM_TIME_FORMAT.
+TIMES_ENV = {"TZ": "UTC", "SLURM_TIME_FORMAT": "standard"}
 
 
 def parse_squeue_job(text: str) -> QueuedJob | None:
@@ -228,10 +234,20 @@ def parse_squeue_job(text: str) -> QueuedJob | None:
     if not text.strip():
         return None
     parts = text.split("|", len(JOB_FIELDS) - 2)
-    if len(parts) < len(JOB_FIELDS) - 1 or any("\n" in p for p in parts[:-1]) or not parts[-3].isdigit():
+    if len(parts) < len(JOB_FIELDS) - 1 or any("\n" in p for p in parts[:-1]) or not parts[-4].isdigit():
         raise ValueError(f"not one job's line: {text[:120]!r}")
     name, _, comment = parts[-1].partition("|")
-    return replace(_text_job(parts[:-3], name, comment), user_id=int(parts[-3]), user=parts[-2] or "?")
+    job = _text_job(parts[:-4], name, comment)
+    # While pending, %S is when Slurm expects to start it: not a start.
+    return replace(job, user_id=int(parts[-4]), user=parts[-3] or "?",
+                   started=None if job.state.queued else _start(parts[-2]))
+
+
+def _start(text: str) -> datetime | None:
+    try:
+        return _time(text)
+    except ValueError:          # N/A, or a site's odd format: callers fall back to run time
+        return None
 
 
 def _text_job(fields: list[str], name: str, comment: str) -> QueuedJob:

@@ -292,8 +292,10 @@ class SlurmProvider(BaseProvider, ReportsMachines, Queueing, SweepsLeftovers, Ha
             detail = f"job {job.job_id} {why(job)}" if job else "no Slurm job"
             return [MachineState(m.id, "gone", detail, deadline_at=ended) for m in lease.machines]
         state = "pending" if job.state.queued else "running"
-        started = now - timedelta(seconds=job.elapsed_s or 0)
-        limit_end = started + timedelta(seconds=job.time_limit_s) if job.time_limit_s else None
+        # Slurm's time limit counts run time (elapsed_s) only: a suspension moves the end later, and
+        # the start is not now minus run time.
+        started = job.started or now - timedelta(seconds=job.elapsed_s or 0)
+        limit_end = now + timedelta(seconds=job.time_limit_s - (job.elapsed_s or 0)) if job.time_limit_s else None
         # A machine whose node the running job no longer holds was released (release_machines).
         held = set(job.nodes) if state == "running" and job.nodes else None
         states = [MachineState(m.id, state, f"job {job.job_id} on {m.provider_ref.get('node', '?')}")
