@@ -9,10 +9,12 @@ as it would have.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from tests.fixtures.slurm_lease import cluster_plan, cluster_provider
 
 from fleet.ids import new_lease_id
 from fleet.providers.base import LeaseWatch
+from fleet.providers.slurm.errors import SlurmError
 from fleet.providers.slurm.parsing import JobState
 from fleet.remote.ssh import connect
 
@@ -116,3 +119,43 @@ def test_a_job_slurm_suspends_and_resumes_keeps_its_machines_and_its_command(slu
         Path(str(out) + ".stop").write_text("")
         provider.release(lease)
     wait_for(lambda: not list(nodes_dir.iterdir()), 60, "the machine's directory to be removed")
+
+
+def test_extend_of_a_suspended_lease_raises_its_limit_and_says_its_machines_wait_for_the_resume(
+        slurm_env, fleet_home, tmp_path):
+    # `fleet extend` said "Slurm job N is not running; nothing to extend" of a suspended job.
+    from fleet.run.keep import extend_lease
+    from fleet.state import open_state
+    from tests.integration.test_slurm_extend import limit_s, remaining_s
+    provider, slurm, _ = cluster_provider(tmp_path, slurm_env)
+    # A budget that runs out in 2 minutes caps the allocation's --time at 2 (max_duration is 10).
+    plan = dataclasses.replace(cluster_plan(provider, "slurm-1gpu", 1), budget_deadline_s=120)
+    lease = provider.lease(plan, new_lease_id(), 60)
+    job_id = lease.meta["slurm_job"]
+    suspended = False
+    try:
+        started = slurm.job(job_id).started
+        assert started is not None and abs(started - lease.created_at) < timedelta(seconds=10)
+        _scontrol(slurm_env, "suspend", job_id)
+        suspended = True
+        time.sleep(3)
+        asked = time.monotonic()
+        with pytest.raises(SlurmError) as err:
+            extend_lease(open_state(), lease, 300, provider)               # what `fleet extend LEASE 5m` does
+        line = err.value.one_line()
+        assert line.startswith(f"Slurm job {job_id} is suspended: its time limit lets it run until "), line
+        assert f"run `fleet extend` again once Slurm resumes job {job_id}" in line
+        assert time.monotonic() - asked < 8                                # no SSH to its stopped machines
+        assert limit_s(slurm_env, job_id) in (300, 360)
+        job = slurm.job(job_id)
+        # Suspended time is no run time: squeue's start stays where it was.
+        assert job.state is JobState.SUSPENDED and job.started == started
+        _scontrol(slurm_env, "resume", job_id)
+        suspended = False
+        extend_lease(open_state(), lease, 300, provider)
+        assert 280 <= remaining_s(lease.machines[0]) <= 301
+    finally:
+        if suspended:
+            subprocess.run(["scontrol", "resume", job_id], capture_output=True, timeout=60,
+                           env={**os.environ, **slurm_env.env})
+        provider.release(lease)

@@ -77,11 +77,18 @@ def test_extend_asks_for_the_leases_job_alone_and_raises_its_limit(fake):
 
 @pytest.mark.parametrize("state", ["SUSPENDED", "STOPPED"])
 def test_extend_raises_the_limit_of_a_job_slurm_suspended(fake, state):
-    # A suspended job keeps its nodes and resumes: `fleet extend` said "is not running; nothing to extend".
+    # A suspended job keeps its nodes and resumes: `fleet extend` said "is not running; nothing to
+    # extend". Its limit is raised; its machines (stopped with it) are not tried, and the user hears why.
     fake.set("12", state)
-    end = _provider().extend_limit(_lease("l-1", "12"), utcnow() + timedelta(minutes=8))
+    with pytest.raises(SlurmError) as err:
+        _provider().extend_limit(_lease("l-1", "12"), utcnow() + timedelta(minutes=8))
     assert _tools(fake) == ["scontrol update JobId=12 TimeLimit=9"]
-    assert timedelta(minutes=8) < end - utcnow() <= timedelta(minutes=9)
+    verb = state.lower()
+    line = err.value.one_line()
+    assert line.startswith(f"Slurm job 12 is {verb}: its time limit lets it run until ")
+    assert (f" UTC if resumed now (Slurm does not count the time it is {verb}), but its machines are stopped "
+            "with it, so their own deadlines did not move") in line
+    assert "run `fleet extend` again once Slurm resumes job 12" in line and "\n" not in line
 
 
 def test_describe_dates_a_job_that_was_suspended_from_its_start_and_its_end_from_its_run_time(fake):

@@ -1,6 +1,6 @@
 """The allocation's time limit: what fleet asks for at submission (`--time`) and raising it later
-(`fleet extend`, `--keep`: `scontrol update TimeLimit`). Slurm counts whole minutes from the job's
-start; fleet never asks past max_duration and never lowers a limit."""
+(`fleet extend`, `--keep`: `scontrol update TimeLimit`). Slurm counts whole minutes of the job's run
+time (not the time it is suspended); fleet never asks past max_duration and never lowers a limit."""
 from __future__ import annotations
 
 import math
@@ -41,13 +41,13 @@ def raise_time_limit(slurm: SlurmCommands, lease: Lease, ids: list[str], until: 
     # start of that run time, not the wall-clock start (earlier by any suspension).
     started = utcnow() - timedelta(seconds=job.elapsed_s or 0)
     if not job.time_limit_s:
-        return lease.max_deadline                       # no time limit: only max_duration ends it
+        return _running(job, lease.max_deadline)        # no time limit: only max_duration ends it
     current = started + timedelta(seconds=job.time_limit_s)
     # Never past max_duration: the same cap as at submission (whole minutes, counted from the job's start).
     max_minutes = int((lease.max_deadline - lease.created_at).total_seconds() // 60)
     minutes = min(math.ceil((until - started).total_seconds() / 60), max_minutes)
     if minutes * 60 <= job.time_limit_s:
-        return current
+        return _running(job, current)
     try:
         slurm.set_time_limit(job.job_id, minutes * 60)
     except SlurmError as exc:
@@ -57,4 +57,19 @@ def raise_time_limit(slurm: SlurmCommands, lease: Lease, ids: list[str], until: 
                          slurm_reason=reason,
                          hint="most clusters let only operators raise a time limit: ask one to run "
                               f"`scontrol update JobId={job.job_id} TimeLimit={minutes}`") from None
-    return min(started + timedelta(minutes=minutes), lease.max_deadline)
+    return _running(job, min(started + timedelta(minutes=minutes), lease.max_deadline))
+
+
+def _running(job, end: datetime) -> datetime:
+    """`end`, for a running job. A suspended one's limit is raised all the same, but its machines'
+    sshd and agents are stopped with it: moving their own deadlines would wait on SSH, then fail as
+    a machine that does not answer. Said as it is instead, before any machine is tried."""
+    if job.state is JobState.RUNNING:
+        return end
+    state = job.state.value.lower()
+    raise SlurmError(f"Slurm job {job.job_id} is {state}: its time limit lets it run until "
+                     f"{end.strftime('%Y-%m-%d %H:%M:%S')} UTC if resumed now (Slurm does not count the time it "
+                     f"is {state}), but its machines are stopped with it, so their own deadlines did not move",
+                     slurm_reason=state,
+                     hint=f"run `fleet extend` again once Slurm resumes job {job.job_id} "
+                          f"(`squeue -j {job.job_id}` shows RUNNING)")
