@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .ledger import KEPT_SUFFIX, Ledger, OpenSegment, parse_iso
 
-MARKERS = "kept"     # $FLEET_HOME/kept/<lease id>: {"deadline", "state_url"}; cheap to list at start-up
+MARKERS = "kept"     # $FLEET_HOME/kept/<lease id>: {"deadline", "state_url", "state_db"}; cheap to list at start-up
 
 _OPEN_KEPT_SQL = (
     "SELECT l.lease_id, l.segment_id, l.rate_micro, l.start_at, l.end_at, l.seq, s.deadline, s.status,"
@@ -163,15 +163,31 @@ def _markers() -> Path:
 
 def write_marker(db, lease_id: str, deadline: datetime) -> None:
     """Best effort: without it the kept time is still settled by `fleet down`, reports, budgets.
-    Only a SQLite state's path is written (a PostgreSQL URL may carry a password)."""
+    A PostgreSQL state is written without its password (`settle_due` takes it from the configured
+    URL), with the server, database and user it connected as, which that URL must reach again."""
     try:
         from ..state.db import Database
         root = _markers()
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        url = f"sqlite:///{db.path}" if isinstance(db, Database) else None
-        (root / lease_id).write_text(json.dumps({"deadline": deadline.isoformat(), "state_url": url}))
+        fields: dict = {"deadline": deadline.isoformat(), "state_url": None}
+        if isinstance(db, Database):
+            fields["state_url"] = f"sqlite:///{db.path}"
+        elif getattr(db, "dialect", None) == "postgresql":
+            from ..state.postgres import without_password
+            fields["state_url"] = without_password(db.url)
+            try:
+                fields["state_db"] = _connected_as(db)
+            except Exception:  # noqa: BLE001 — connection lost: the URL alone then says which database
+                pass
+        (root / lease_id).write_text(json.dumps(fields))
     except OSError:
         pass
+
+
+def _connected_as(db) -> list:
+    """Which database a PostgreSQL connection reached: libpq fills in what the URL left out."""
+    info = db._conn().info
+    return [info.host, info.port, info.dbname, info.user]
 
 
 def move_marker(db, lease_id: str, deadline: datetime) -> None:
@@ -180,8 +196,8 @@ def move_marker(db, lease_id: str, deadline: datetime) -> None:
         write_marker(db, lease_id, deadline)
 
 
-def due_markers(now: datetime) -> list[tuple[Path, str | None]]:
-    """Markers whose deadline has passed: (file, state URL or None for the default)."""
+def due_markers(now: datetime) -> list[tuple[Path, dict]]:
+    """Markers whose deadline has passed: (file, its fields; {} when damaged)."""
     try:
         names = os.listdir(_markers())
     except OSError:
@@ -192,24 +208,32 @@ def due_markers(now: datetime) -> list[tuple[Path, str | None]]:
         try:
             data = json.loads(path.read_text())
             if parse_iso(data["deadline"]) <= now:
-                url = data.get("state_url")
-                due.append((path, url if isinstance(url, str) else None))
+                due.append((path, data))
         except Exception:  # noqa: BLE001 — damaged (JSON nested too deep, not an object): settled and removed
-            due.append((path, None))
+            due.append((path, {}))
     return due
 
 
 def settle_due(now: datetime) -> list[str]:
     """Every `fleet` command's start-up check: settle the kept leases whose marker says their
-    deadline passed; the marker goes once its lease has nothing open (a later deadline rewrites it)."""
+    deadline passed; the marker goes once its lease has nothing open (a later deadline rewrites it).
+    A PostgreSQL lease's marker waits for a command configured for its database."""
     settled: list[str] = []
-    for path, url in due_markers(now):
+    for path, data in due_markers(now):
         from ..state import open_state
+        url = data.get("state_url")
+        url = url if isinstance(url, str) else None
         if url and url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
             _forget(path)   # its state is gone: nothing left to bill into
             continue
+        if url and url.startswith(("postgresql://", "postgres://")):
+            url = _configured_for(url)
+            if url is None:
+                continue
         state = open_state(url)
         try:
+            if "state_db" in data and _connected_as(state.db) != data["state_db"]:
+                continue    # the same URL reached another server or database (PGHOST, PGPORT differ)
             settled += settle_expired(state.db, now)
             rows = state.db.execute(_OPEN_KEPT_SQL + " AND l.lease_id = ?", (path.name,))
             if rows:   # still kept: its deadline moved later than the marker knew
@@ -219,6 +243,28 @@ def settle_due(now: datetime) -> list[str]:
         finally:
             state.close()
     return settled
+
+
+def _configured_for(recorded: str) -> str | None:
+    """This command's configured state URL (FLEET_STATE_URL, else ./fleet.toml) when it names the
+    database a marker recorded (host, port, database, user), with the password the marker could
+    not hold; None for any other: the kept time must never be settled into a database it is not in
+    (`fleet down` and reports on its own database settle it meanwhile)."""
+    from ..state import configured_state_url
+    configured = os.environ.get("FLEET_STATE_URL") or configured_state_url()
+    if not configured.startswith(("postgresql://", "postgres://")):
+        return None
+    names = _names(recorded)
+    return configured if names is not None and _names(configured) == names else None
+
+
+def _names(url: str) -> tuple | None:
+    try:
+        from psycopg.conninfo import conninfo_to_dict
+        parts = conninfo_to_dict(url)
+    except Exception:  # noqa: BLE001 — no driver, or a URL libpq cannot read: it names no database
+        return None
+    return tuple(parts.get(k) for k in ("host", "hostaddr", "port", "dbname", "user"))
 
 
 def _forget(marker: Path) -> None:
