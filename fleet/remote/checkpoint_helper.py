@@ -68,55 +68,105 @@ def _fd_budget():
     return max(16, (soft if soft != resource.RLIM_INFINITY else 1 << 20) - 64)
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+
+
+def _listing(root):
+    """(path, rel, kind) of every name under root ("link", "dir" or "other"), each directory's names
+    sorted. Not os.walk: before Python 3.12 it recurses once per level, and a checkpoint deeper than
+    the stack (a job's `cp -r . sub/` in a loop) was never uploaded. Never follows a link: each
+    directory is opened O_NOFOLLOW, so one replaced by a link since it was listed is skipped."""
+    todo = [(root, ".")]
+    while todo:
+        base, rel_base = todo.pop()
+        try:
+            # The root itself may be a link, as os.walk allowed; nothing below it is followed.
+            fd = os.open(base, _DIR_FLAGS if base != root else _DIR_FLAGS & ~os.O_NOFOLLOW)
+        except OSError as exc:
+            if base == root or exc.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                raise       # unreadable (EACCES …): the upload fails, as for a file, rather than leave it out
+            _skipped(rel_base, exc.strerror)      # gone since the listing, or a link put in its place
+            continue
+        try:
+            # Each name's kind while the descriptor is open: where the filesystem gives no type,
+            # DirEntry asks relative to it.
+            with os.scandir(fd) as it:
+                found = sorted((e.name, "link" if e.is_symlink() else "dir" if e.is_dir(follow_symlinks=False)
+                                else "other") for e in it)
+        except OSError as exc:
+            exc.filename = base
+            raise
+        finally:
+            os.close(fd)
+        below = []
+        for name, kind in found:
+            path = os.path.join(base, name)
+            rel = name if rel_base == "." else rel_base + "/" + name
+            yield path, rel, kind
+            if kind == "dir":
+                below.append((path, rel))
+        todo.extend(reversed(below))      # the first name first, as os.walk goes
+
+
 def scan(root, cdc):
     entries, where, handles, keep = [], {}, [], _fd_budget()
-    for base, dirs, files in os.walk(root):
-        dirs.sort()
-        rel_base = os.path.relpath(base, root)
-        for d in dirs:
-            path = os.path.join(base, d)
-            rel = os.path.normpath(os.path.join(rel_base, d))
-            if os.path.islink(path):
-                entries.append({"path": rel, "type": "symlink", "target": os.readlink(path)})
-            else:
-                entries.append({"path": rel, "type": "dir", "mode": 0o755})
-        for name in sorted(files):
-            path = os.path.join(base, name)
-            rel = os.path.normpath(os.path.join(rel_base, name))
-            if os.path.islink(path):
-                entries.append({"path": rel, "type": "symlink", "target": os.readlink(path)})
-                continue
-            # Never blocks on a FIFO or a device the job left there; only regular files are checkpoint.
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENXIO):
-                    raise       # unreadable (EACCES …): the upload fails, the last checkpoint stays the latest
-                _skipped(rel, exc.strerror)      # gone since the listing, or a link put in its place
-                continue
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                os.close(fd)
-                _skipped(rel, "not a regular file")
-                continue
-            os.set_blocking(fd, True)
-            fh = os.fdopen(fd, "rb", buffering=0)
-            held = len(handles) < keep
-            source = fh if held else (path, st.st_dev, st.st_ino)
-            if held:
-                handles.append(fh)
-            whole, chunks, size = hashlib.sha256(), [], 0
-            for offset, data in _blocks(fh, cdc):
-                h = hashlib.sha256(data).hexdigest()
-                whole.update(data)
-                chunks.append([h, len(data)])
-                where.setdefault(h, (source, offset, len(data)))
-                size += len(data)
-            if not held:
-                fh.close()
-            entries.append({"path": rel, "type": "file", "mode": 0o755 if st.st_mode & 0o111 else 0o644,
-                            "size": size, "sha256": whole.hexdigest(), "chunks": chunks})
+    for path, rel, kind in _listing(root):
+        if kind == "link":
+            entries.append({"path": rel, "type": "symlink", "target": os.readlink(path)})
+            continue
+        if kind == "dir":
+            entries.append({"path": rel, "type": "dir", "mode": 0o755})
+            continue
+        # Never blocks on a FIFO or a device the job left there; only regular files are checkpoint.
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENXIO):
+                raise       # unreadable (EACCES …): the upload fails, the last checkpoint stays the latest
+            _skipped(rel, exc.strerror)      # gone since the listing, or a link put in its place
+            continue
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            _skipped(rel, "not a regular file")
+            continue
+        os.set_blocking(fd, True)
+        fh = os.fdopen(fd, "rb", buffering=0)
+        held = len(handles) < keep
+        source = fh if held else (path, st.st_dev, st.st_ino)
+        if held:
+            handles.append(fh)
+        whole, chunks, size = hashlib.sha256(), [], 0
+        for offset, data in _blocks(fh, cdc):
+            h = hashlib.sha256(data).hexdigest()
+            whole.update(data)
+            chunks.append([h, len(data)])
+            where.setdefault(h, (source, offset, len(data)))
+            size += len(data)
+        if not held:
+            fh.close()
+        entries.append({"path": rel, "type": "file", "mode": 0o755 if st.st_mode & 0o111 else 0o644,
+                        "size": size, "sha256": whole.hexdigest(), "chunks": chunks})
     return entries, where
+
+
+def _cannot_read(root, exc):
+    name = exc.filename or root
+    if exc.errno == errno.ENAMETOOLONG:     # the whole path would be thousands of characters of d/d/d/…
+        depth = os.path.relpath(name, root).count("/") + 1
+        return "cannot read %s: a path %d levels deep in it is too long for the filesystem (%s)" % (
+            root, depth, exc.strerror)
+    return "cannot read %s: %s" % (name, exc.strerror or exc)
+
+
+def _remove(root):
+    import shutil
+    try:
+        shutil.rmtree(root, ignore_errors=True)
+    except RecursionError:       # a tree deeper than Python's stack: rm walks any depth by descriptors
+        import subprocess
+        subprocess.run(["rm", "-rf", "--", root], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)      # stdout is the channel; errors ignored, as rmtree's are
 
 
 def _more_open_files():
@@ -155,7 +205,7 @@ def main():
     try:
         entries, where = scan(root, cdc)
     except OSError as exc:      # one line for the controller's warning, not a traceback
-        sys.stderr.write("cannot read %s: %s\n" % (exc.filename or root, exc.strerror or exc))
+        sys.stderr.write(_cannot_read(root, exc) + "\n")
         sys.exit(1)
     out.write(json.dumps({"entries": entries, "cdc": cdc is not None, "skipped": _SKIPPED[0]}).encode() + b"\n")
     out.flush()
@@ -174,8 +224,7 @@ def main():
         out.write(f"{h}{len(data):012d}\n".encode())
         out.write(data)
     if "--remove" in sys.argv[2:]:      # a sweep trial's: sent, and no later trial may find it
-        import shutil
-        shutil.rmtree(root, ignore_errors=True)
+        _remove(root)
     out.write(json.dumps({"done": True}).encode() + b"\n")
     out.flush()
 

@@ -124,7 +124,9 @@ def _upload(machine: Machine, store, run_id: str, timeout: float,
             line = rf.readline(MAX_HEAD + 1)
             if not line:
                 err = chan.makefile_stderr("rb").read().decode(errors="replace").strip()
-                raise MachineUnreachable(f"checkpoint upload from {machine.id} failed: {err[-300:] or 'no answer'}")
+                # Its last line says why; lines before it name files skipped (a FIFO), not the failure.
+                raise MachineUnreachable(f"checkpoint upload from {machine.id} failed: "
+                                         f"{err.splitlines()[-1][-300:] if err else 'no answer'}")
             head = json.loads(line) if len(line) <= MAX_HEAD else None
             if not isinstance(head, dict) or not isinstance(head.get("entries"), list) \
                     or not all(isinstance(e, dict) for e in head["entries"]):
