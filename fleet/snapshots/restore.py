@@ -4,10 +4,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 import stat
 from pathlib import Path
 
+from ..deep_trees import rmtree
 from ..errors import FleetError, IntegrityError, NotFound
 from ..parallel import parallel   # also at interpreter shutdown
 from .catalog import load
@@ -21,6 +21,20 @@ def _state_file(dest: Path) -> Path:
     """Which snapshot a materialised tree holds: kept under $FLEET_HOME, keyed by the tree's path."""
     from ..paths import subdir
     return subdir("cache") / "materialised" / hashlib.sha256(str(dest.absolute()).encode()).hexdigest()[:32]
+
+
+def _walk(root: Path):
+    """(rel, path, lstat) of root ("") and of every name under it, never following a link. Not
+    os.walk: before Python 3.12 it recurses once per level, so a tree deeper than the stack (a job's
+    `cp -r . sub/` in a loop) raised RecursionError."""
+    todo = [("", os.fspath(root))]
+    while todo:
+        rel, path = todo.pop()
+        st = os.lstat(path)
+        yield rel, path, st
+        if stat.S_ISDIR(st.st_mode):
+            with os.scandir(path) as it:
+                todo += [(f"{rel}/{e.name}" if rel else e.name, e.path) for e in it]
 
 
 def _record(dest: Path, snapshot_id: str) -> str:
@@ -75,9 +89,13 @@ def verify_or_raise(store: Store, snapshot_id: str, *, deep: bool = True) -> Non
 
 
 def _make_writable(root: Path) -> None:
-    for dirpath, dirnames, filenames in os.walk(root):
+    todo = [os.fspath(root)]      # not os.walk: see _walk
+    while todo:
+        top = todo.pop()
         with contextlib.suppress(OSError):
-            os.chmod(dirpath, 0o755)
+            os.chmod(top, 0o755)
+            with os.scandir(top) as it:
+                todo += [e.path for e in it if e.is_dir(follow_symlinks=False)]
 
 
 def remove_tree(root: Path) -> None:
@@ -85,7 +103,7 @@ def remove_tree(root: Path) -> None:
         root.unlink()
     elif root.exists():
         _make_writable(root)
-        shutil.rmtree(root)
+        rmtree(root)       # rm -rf taking over a tree deeper than Python's stack
 
 
 def _placed(manifest: Manifest, snapshot_id: str) -> list:
@@ -146,8 +164,8 @@ def materialise(store: Store, snapshot_id: str, dest: str | Path, *, read_only: 
                     raise IntegrityError(f"snapshot {snapshot_id[:12]}: {e.path} does not match its recorded hash")
                 os.chmod(target, (e.mode & ~0o222) if read_only else e.mode)
         if read_only:
-            for dirpath, _dirs, _files in os.walk(tmp, topdown=False):
-                os.chmod(dirpath, 0o555)
+            for path in [path for _rel, path, st in _walk(tmp) if stat.S_ISDIR(st.st_mode)]:
+                os.chmod(path, 0o555)
         old = dest.parent / f".{dest.name}.old-{os.getpid()}"
         if dest.exists() or dest.is_symlink():
             os.replace(dest, old) if not dest.is_symlink() else dest.unlink()
