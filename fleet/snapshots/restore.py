@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import stat
+import time
 from pathlib import Path
 
 from ..deep_trees import rmtree
@@ -37,9 +39,40 @@ def _walk(root: Path):
                 todo += [(f"{rel}/{e.name}" if rel else e.name, e.path) for e in it]
 
 
-def _record(dest: Path, snapshot_id: str) -> str:
+def _record(dest: Path, snapshot_id: str) -> dict:
+    """What a second call checks, one lstat per name: every name in the tree, with its mode; a
+    file's or link's inode, size, mtime and ctime too (ctime: an edit that kept the size and put the
+    mtime back, as `rsync -t` or `touch -r` do, still changes it). A directory's own times are left
+    out: a name added and removed again leaves its listing as it was."""
     st = dest.lstat()
-    return f"{dest.absolute()}\n{st.st_dev}\n{st.st_ino}\n{snapshot_id}\n"
+    tree = {rel: [s.st_mode] if stat.S_ISDIR(s.st_mode) else
+            [s.st_mode, s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns] for rel, _path, s in _walk(dest)}
+    return {"dest": str(dest.absolute()), "dev": st.st_dev, "ino": st.st_ino, "snapshot": snapshot_id, "tree": tree}
+
+
+def _holds(dest: Path, snapshot_id: str, state: Path) -> bool:
+    try:
+        rec = json.loads(state.read_text())
+        return rec.get("snapshot") == snapshot_id and rec == _record(dest, snapshot_id)   # walked only if it may hold it
+    except (OSError, ValueError, AttributeError):    # no record, an older fleet's, no tree, an unreadable one
+        return False
+
+
+def _past_tick(dest: Path, record: dict) -> None:
+    """Returns once the filesystem's clock has moved past the last change the record holds. A file
+    edited later within that same tick (a jiffy, where the kernel stamps times coarsely) would keep
+    size, mtime and ctime, and a second call take the edited tree for the snapshot."""
+    last = max([s[4] for s in record["tree"].values() if len(s) > 1] or [0])
+    probe = dest.parent / f".{dest.name}.tick-{os.getpid()}"
+    try:
+        for _ in range(300):        # 3 s: a filesystem with 2-second times (FAT) still settles
+            probe.touch()
+            if probe.stat().st_mtime_ns > last:
+                return
+            time.sleep(0.01)
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
 
 
 def read_chunk(store: Store, h: str, path: str, snapshot_id: str) -> bytes:
@@ -131,13 +164,15 @@ def _placed(manifest: Manifest, snapshot_id: str) -> list:
 def materialise(store: Store, snapshot_id: str, dest: str | Path, *, read_only: bool = False,
                 manifest: Manifest | None = None) -> Path:
     """Write the snapshot's tree at dest, replacing what was there only once the new tree is whole
-    and verified (built in a sibling temp dir, then renamed into place)."""
+    and verified (built in a sibling temp dir, then renamed into place). A record under $FLEET_HOME
+    says which snapshot the tree holds and how each of its names looked when written: a second call
+    for the same snapshot returns the tree as it is only while every name still looks so (nothing
+    edited, removed, added or made writable), and rebuilds it otherwise."""
     dest = Path(dest)
     manifest = manifest or load(store, snapshot_id)
     state = _state_file(dest)
-    with contextlib.suppress(OSError):
-        if state.read_text() == _record(dest, snapshot_id):    # same path, same directory, same snapshot
-            return dest
+    if _holds(dest, snapshot_id, state):
+        return dest
     with contextlib.suppress(FileNotFoundError):
         state.unlink()
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -171,8 +206,10 @@ def materialise(store: Store, snapshot_id: str, dest: str | Path, *, read_only: 
             os.replace(dest, old) if not dest.is_symlink() else dest.unlink()
         os.replace(tmp, dest)
         remove_tree(old)
+        record = _record(dest, snapshot_id)
+        _past_tick(dest, record)
         state.parent.mkdir(parents=True, exist_ok=True)
-        state.write_text(_record(dest, snapshot_id))
+        state.write_text(json.dumps(record))
     except BaseException:
         remove_tree(tmp)
         raise
