@@ -172,7 +172,7 @@ def write_marker(db, lease_id: str, deadline: datetime) -> None:
         fields: dict = {"deadline": deadline.isoformat(), "state_url": None}
         if isinstance(db, Database):
             fields["state_url"] = f"sqlite:///{db.path}"
-        elif getattr(db, "dialect", None) == "postgresql":
+        elif db.dialect == "postgresql":      # every state database declares its dialect (state/db.py)
             from ..state.postgres import without_password
             fields["state_url"] = without_password(db.url)
             try:
