@@ -176,18 +176,12 @@ def write_marker(db, lease_id: str, deadline: datetime) -> None:
             from ..state.postgres import without_password
             fields["state_url"] = without_password(db.url)
             try:
-                fields["state_db"] = _connected_as(db)
+                fields["state_db"] = db.reached()
             except Exception:  # noqa: BLE001 — connection lost: the URL alone then says which database
                 pass
         (root / lease_id).write_text(json.dumps(fields))
     except OSError:
         pass
-
-
-def _connected_as(db) -> list:
-    """Which database a PostgreSQL connection reached: libpq fills in what the URL left out."""
-    info = db._conn().info
-    return [info.host, info.port, info.dbname, info.user]
 
 
 def move_marker(db, lease_id: str, deadline: datetime) -> None:
@@ -232,7 +226,7 @@ def settle_due(now: datetime) -> list[str]:
                 continue
         state = open_state(url)
         try:
-            if "state_db" in data and _connected_as(state.db) != data["state_db"]:
+            if "state_db" in data and (state.db.dialect != "postgresql" or state.db.reached() != data["state_db"]):
                 continue    # the same URL reached another server or database (PGHOST, PGPORT differ)
             settled += settle_expired(state.db, now)
             rows = state.db.execute(_OPEN_KEPT_SQL + " AND l.lease_id = ?", (path.name,))

@@ -84,6 +84,12 @@ class PostgresDatabase(BaseDatabase):
     def __repr__(self) -> str:
         return f"PostgresDatabase({redact_url(self.url)!r})"
 
+    def reached(self) -> list:
+        """The server, port, database and user this connection reached: libpq fills in what the URL
+        leaves out (PGHOST, PGDATABASE, the login name), so two URLs alike may reach two databases."""
+        info = self._conn().info
+        return [info.host, info.port, info.dbname, info.user]
+
     # -- connections ------------------------------------------------------------------------------
     def _conn(self):
         import psycopg

@@ -7,6 +7,11 @@ import stat
 from tests.conftest import run_fleet
 
 
+class _Sqlite:
+    """A state database as write_marker reads one: its dialect."""
+    dialect = "sqlite"
+
+
 def _mode(path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
@@ -55,7 +60,7 @@ def test_supervisor_and_kept_marker_directories_are_private(tmp_path, monkeypatc
     old = os.umask(0o022)
     try:
         run_dir = new_supervisor_dir("r-1")
-        write_marker(object(), "l-1", datetime.now(timezone.utc))
+        write_marker(_Sqlite(), "l-1", datetime.now(timezone.utc))
     finally:
         os.umask(old)
     assert _mode(home / SUPERVISORS) == 0o700 and _mode(run_dir) == 0o700

@@ -113,6 +113,22 @@ def test_the_start_up_check_settles_a_due_marker_and_forgets_it(db, clock, tmp_p
     assert sum(e.cost_micro for e in ledger.read().entries) == 2 * 60 * PER_S
 
 
+def test_a_marker_naming_a_sqlite_state_with_a_postgresql_server_beside_it_settles_nothing(db, clock, tmp_path):
+    """A marker says which server a PostgreSQL lease's connection reached (state_db); one that pairs
+    that with a SQLite state (edited, or planted) is not settled into the SQLite state, nor a crash."""
+    import json
+
+    from fleet.money.kept import settle_due
+    ledger = Ledger(db, clock)
+    le = _lease(db, deadline_s=60)
+    hand_over(ledger, _run_segments(ledger, le, "r-1", clock), le, clock.advance(10))
+    marker = tmp_path / "home" / "kept" / "l-1"
+    data = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**data, "state_db": ["db.example", "5432", "fleet", "ana"]}))
+    assert settle_due(T0 + timedelta(hours=1)) == []
+    assert marker.exists()
+
+
 def test_fleet_report_counts_an_open_kept_segment_as_fleet_budget_does_and_once_after_it_closes(db, clock):
     from fleet.report.build import build_report, build_report_rowwise
     ledger = Ledger(db, clock)
