@@ -37,6 +37,20 @@ def make_writable(root):
             pass
 
 
+def lock_dirs(root):
+    """Every directory of a tree made read-only, the deepest first, never through a link. Not
+    os.walk: before Python 3.12 it recurses once per level, and a snapshot of what a job wrote
+    (a `cp -r . sub/` in a loop) can be deeper than the stack."""
+    dirs, todo = [], [root]
+    while todo:
+        top = todo.pop()
+        dirs.append(top)
+        with os.scandir(top) as it:
+            todo += [e.path for e in it if e.is_dir(follow_symlinks=False)]
+    for path in reversed(dirs):
+        os.chmod(path, 0o555)
+
+
 def remove_tree(path):
     if os.path.islink(path) or os.path.isfile(path):
         os.unlink(path)
@@ -350,8 +364,7 @@ def materialise(target, manifests, cache, frames, plan=None, extra=None):
                 st = os.lstat(os.path.join(tmp, rel))
                 stamps[rel] = [st.st_ino, st.st_size, st.st_mtime_ns]
         if plan.read_only:
-            for dirpath, _dirs, _files in os.walk(tmp, topdown=False):
-                os.chmod(dirpath, 0o555)
+            lock_dirs(tmp)
         try:
             os.unlink(state_file(dest))      # the tree is about to change: never current until recorded
         except FileNotFoundError:

@@ -6,6 +6,8 @@ never started."""
 from __future__ import annotations
 
 import shutil
+import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import pytest
 from fleet.snapshots import create_snapshot, open_store
 from fleet.snapshots.sync import Target, sync_machine
 from fleet.stage import code_dir
-from tests.fixtures.deep_tree import deep_tree, remove
+from tests.fixtures.deep_tree import DEPTH, deep_tree, remove
 
 
 
@@ -40,4 +42,27 @@ def test_a_code_directory_holding_a_tree_deeper_than_the_stack_is_staged_again(f
         assert (dest / "train.py").read_text() == "v2\n"
     finally:   # the tree, where the old helper left it: in place, or beside it as the old tree
         for left in [dest / "sub", *dest.parent.glob(f".{dest.name}.*")]:
+            remove(left)
+
+
+def test_a_read_only_snapshot_holding_a_tree_deeper_than_the_stack_is_staged_locked(fleet_home, local_lease,
+                                                                                     tmp_path):
+    """A data directory a job wrote (a `cp -r . sub/` in a loop) snapshotted and staged read-only:
+    the helper locked its directories with os.walk, which recursed once per level before Python
+    3.12, so the sync failed on RecursionError."""
+    src = tmp_path / "data"
+    deep_tree(src / "sub")
+    try:
+        store = open_store(None)
+        snap = create_snapshot(src, store)
+        (m,) = local_lease(gpus=1).machines
+        dest = Path(m.state_dir).parent / "data"
+        sync_machine(m, store, [Target(str(dest), [snap.id], read_only=True)])
+        bottom = dest.joinpath(*["sub"] + ["d"] * DEPTH)
+        assert (bottom / "left-by-the-job").read_text() == "x"
+        assert {stat.S_IMODE(d.stat().st_mode) for d in (dest, dest / "sub", bottom)} == {0o555}
+    finally:
+        remove(src)
+        for left in [dest, *dest.parent.glob(f".{dest.name}.*")]:
+            subprocess.run(["chmod", "-R", "u+w", "--", str(left)], check=False, capture_output=True)
             remove(left)
