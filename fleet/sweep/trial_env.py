@@ -35,6 +35,30 @@ if TYPE_CHECKING:
 
 # Standard library only; defines env_state(venv, code) for the reset snippet and the baseline below.
 ENV_STATE = r'''
+def _walk(top):
+    # os.walk(top) as it goes (topdown, dirs prunable, a link to a directory listed, never entered,
+    # an unreadable directory skipped) on an explicit stack: before Python 3.12 os.walk recurses once
+    # per level, and a trial's `cp -r . sub/` in a loop makes a tree deeper than the stack.
+    import os
+    todo = [top]
+    while todo:
+        base = todo.pop()
+        dirs, files, into = [], [], {}
+        try:
+            with os.scandir(base) as it:
+                for e in it:
+                    try:
+                        is_dir = e.is_dir()
+                    except OSError:
+                        is_dir = False
+                    (dirs if is_dir else files).append(e.name)
+                    into[e.name] = is_dir and not e.is_symlink()
+        except OSError:
+            continue
+        yield base, dirs, files
+        todo += [os.path.join(base, d) for d in reversed(dirs) if into.get(d)]
+
+
 def env_state(venv, code):
     import csv, glob, hashlib, os
     h = hashlib.sha256()
@@ -83,7 +107,7 @@ def agent_state(agent_dir):
     # and in packages; __pycache__ aside (the reset deletes it before it imports anything).
     import hashlib, os
     h = hashlib.sha256()
-    for base, dirs, files in os.walk(agent_dir):
+    for base, dirs, files in _walk(agent_dir):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(files):
             if not name.endswith((".py", ".pyc", ".pyw", ".so", ".pth", ".zip")):
@@ -122,7 +146,7 @@ def _stat_walk(tops, budget_s):
     import hashlib, os, stat, time
     h, end = hashlib.sha256(), time.monotonic() + budget_s
     for top in tops:
-        for base, dirs, files in os.walk(top) if top else ():
+        for base, dirs, files in _walk(top) if top else ():
             if "pyvenv.cfg" in files:
                 dirs[:] = []
                 continue

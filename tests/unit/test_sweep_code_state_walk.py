@@ -6,6 +6,7 @@ a .pyc a trial planted there, which Python would load in every later trial, is a
 from __future__ import annotations
 
 from fleet.sweep.trial_env import ENV_STATE
+from tests.fixtures.deep_tree import DEPTH, deep_tree, remove
 
 
 def _code_state():
@@ -93,3 +94,24 @@ def test_numba_s_cache_beside_a_library_s_byte_code_is_no_change(tmp_path):
     (site / "lib1" / "__pycache__" / "__init__._localmax-12.py311.nbi").write_bytes(b"index")
     (site / "lib1" / "__pycache__" / "__init__._localmax-12.py311.1.nbc").write_bytes(b"machine code")
     assert state() == before
+
+
+def test_a_tree_deeper_than_the_stack_is_read_and_its_change_seen(tmp_path):
+    """A trial's `cp -r . sub/` in a loop in the code (or fleet's agent) directory: os.walk recursed
+    once per level before Python 3.12, so the reset's snippet died on RecursionError and the
+    machine was taken for not clean."""
+    scope: dict = {}
+    exec(ENV_STATE, scope)
+    code = tmp_path / "work"
+    deep_tree(code / "sub")
+    try:
+        before = scope["code_state"](str(code), "")
+        agent = scope["agent_state"](str(code))
+        assert before is not None and agent is not None
+        bottom = code.joinpath(*["sub"] + ["d"] * DEPTH)
+        (bottom / "left-by-the-job").write_text("y")
+        (bottom / "planted.py").write_text("y")
+        assert scope["code_state"](str(code), "") != before
+        assert scope["agent_state"](str(code)) != agent
+    finally:
+        remove(code)
