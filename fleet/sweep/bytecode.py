@@ -41,11 +41,21 @@ def stale(path):
     return head != importlib.util.MAGIC_NUMBER + struct.pack("<III", 0, int(st.st_mtime) & 0xFFFFFFFF,
                                                                  st.st_size & 0xFFFFFFFF)
 
-todo = []
-for top in sys.argv[1:]:
-    for base, dirs, files in os.walk(top):
-        dirs[:] = [d for d in dirs if d != "__pycache__"]
-        todo += [p for p in (os.path.join(base, f) for f in files if f.endswith(".py")) if stale(p)]
+# An explicit stack, not os.walk (before Python 3.12 it recurses once per level, and code can hold a
+# tree deeper than the stack); no link to a directory is entered, as os.walk enters none.
+todo, dirs = [], list(sys.argv[1:])
+while dirs:
+    try:
+        with os.scandir(dirs.pop()) as it:
+            entries = list(it)
+    except OSError:
+        continue
+    for e in entries:
+        if e.is_dir(follow_symlinks=False):
+            if e.name != "__pycache__":
+                dirs.append(e.path)
+        elif e.name.endswith(".py") and e.is_file() and stale(e.path):
+            todo.append(e.path)
 cores = os.cpu_count() or 1
 if len(todo) < 200 or cores < 2:
     for p in todo:

@@ -10,6 +10,7 @@ import sys
 from types import SimpleNamespace
 
 from fleet.sweep import bytecode
+from tests.fixtures.deep_tree import DEPTH, deep_tree, remove
 
 
 def _compile(*tops, limit_s: int = 60) -> subprocess.CompletedProcess:
@@ -53,3 +54,21 @@ def test_a_pass_past_its_limit_is_said_in_one_line(monkeypatch):
     bytecode.precompile_all(ctx, lease)
     assert warned == [f"machine m-0: could not compile the byte code before the first trial (it took over "
                       f"{bytecode.LIMIT_S}s); trials there compile what they import each time"]
+
+
+def test_code_holding_a_tree_deeper_than_the_stack_is_compiled(tmp_path):
+    """The user's code with a `cp -r . sub/` run in a loop in it: os.walk recursed once per level
+    before Python 3.12, so the pass died on RecursionError and the pool warned that it could not
+    compile the byte code, every trial compiling what it imports."""
+    code = tmp_path / "work"
+    deep_tree(code / "sub")
+    try:
+        (code / "helper.py").write_text("Z = 3\n")
+        bottom = code.joinpath(*["sub"] + ["d"] * DEPTH)
+        (bottom / "deep.py").write_text("W = 4\n")
+        got = _compile(code)
+        assert got.returncode == 0 and got.stdout == got.stderr == "", got
+        for source in (code / "helper.py", bottom / "deep.py"):
+            assert os.path.exists(importlib.util.cache_from_source(str(source)))
+    finally:
+        remove(code)
