@@ -315,18 +315,18 @@ SETUP_MARKER = ".fleet-setup.json"     # in the venv: which setup, from which fi
 NESTED = re.compile(r"^\s*(-r|--requirement|-c|--constraint|-f|--find-links)[\s=]+(\S+)")
 
 
-def _tree_hash(path: str) -> str | None:
-    """A file's content hash; a directory's: every file's relative name and content, sorted."""
-    if os.path.isfile(path):
-        return _file_hash(path)
-    if not os.path.isdir(path):
-        return None
-    h = hashlib.sha256()
-    for root, dirs, files in os.walk(path):
-        dirs.sort()
-        for name in sorted(files):
-            full = os.path.join(root, name)
-            h.update(os.path.relpath(full, path).encode() + b"\0" + (_file_hash(full) or "").encode() + b"\n")
+def _tree_hash(path: str) -> str | None:   # a file's content hash; a directory's: each file's name and content
+    if os.path.isfile(path) or not os.path.isdir(path):
+        return _file_hash(path) if os.path.isfile(path) else None
+    h, todo = hashlib.sha256(), [path]
+    while todo:   # os.walk's sorted order, not os.walk: before 3.12 it recurses once per level, too deep here
+        try:
+            got = sorted(os.scandir(todo.pop()), key=lambda e: e.name)
+        except OSError:
+            continue
+        h.update(b"".join(b"%s\0%s\n" % (os.path.relpath(e.path, path).encode(), _file_hash(e.path).encode())
+                          for e in got if not e.is_dir()))
+        todo += [e.path for e in reversed(got) if e.is_dir() and not e.is_symlink()]   # as os.walk: no link entered
     return h.hexdigest()
 
 

@@ -2,10 +2,14 @@
 (fleet/environment/probe.py `setup-state`)."""
 from __future__ import annotations
 
+import hashlib
+import os
+
 import pytest
 
-from fleet.environment.probe import setup_files
+from fleet.environment.probe import _file_hash, _tree_hash, setup_files
 from fleet.setup_cache import SetupState, install_only, setup_digest
+from tests.fixtures.deep_tree import DEPTH, deep_tree, remove
 
 
 @pytest.mark.parametrize("setup, files", [
@@ -64,3 +68,35 @@ def test_skipped_only_when_marker_setup_and_package_set_all_match():
     assert not SetupState("d2", "p", marker).done_before
     assert not SetupState("d", "p", None).done_before
     assert not SetupState("d", "p", marker, uncacheable="an -e line").done_before
+
+
+def test_a_find_links_directory_deeper_than_the_stack_is_hashed(tmp_path):
+    """A wheelhouse in the code holding a tree deeper than Python's stack (an unpacked sdist copied
+    into itself in a loop): os.walk recursed once per level before Python 3.12, so the probe died on
+    RecursionError and every run said 'setup cache: could not check the machines' and ran setup.
+    A shallow directory's hash stays what os.walk made it (names and contents in its sorted order,
+    no link to a directory entered), so a venv's setup marker from before still matches."""
+    code = tmp_path / "code"
+    shallow = code / "wheels"
+    for rel in ("b/z.whl", "b/a/y.whl", "a.whl", "c/x.whl", "B/w.whl"):
+        (shallow / rel).parent.mkdir(parents=True, exist_ok=True)
+        (shallow / rel).write_text(rel)
+    (shallow / "link").symlink_to(shallow / "b")
+    (shallow / "flink").symlink_to(shallow / "a.whl")
+    h = hashlib.sha256()
+    for root, dirs, names in os.walk(shallow):
+        dirs.sort()
+        for name in sorted(names):
+            full = os.path.join(root, name)
+            h.update(os.path.relpath(full, shallow).encode() + b"\0" + _file_hash(full).encode() + b"\n")
+    assert _tree_hash(str(shallow)) == h.hexdigest()
+    deep_tree(code / "wheels" / "sub")
+    try:
+        spec = install_only("pip install -U --no-index --find-links wheels tinypkg")
+        files, why = setup_files(str(code), list(spec.files))
+        assert why == "" and files["f:wheels"] is not None
+        (code / "wheels" / "sub").joinpath(*["d"] * DEPTH, "left-by-the-job").write_text("y")
+        assert setup_files(str(code), list(spec.files))[0] != files
+    finally:
+        remove(code)
+
