@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
+from ..deep_trees import rmtree
 from ..errors import EnvironmentProblem
 from ..snapshots.create import SnapshotBuilder
 from . import gitsafe
@@ -47,7 +47,7 @@ def smudged_tree(root: Path, commit: str, full_paths: list[str]):
             said = err.read().decode(errors="replace")
         yield None if rc != 0 or _says_failed(said) else Path(work, "out")
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        rmtree(work, ignore_errors=True)     # as deep as the code's filtered files: deep_trees.rmtree goes any depth
 
 
 STALE_S = 24 * 3600   # a scratch directory this old was left by a pin that was killed (no pin lasts a day)
@@ -63,7 +63,7 @@ def _sweep_stale(git_dir: str) -> None:
         for entry in os.scandir(git_dir):
             if entry.name.startswith("fleet-smudge-") and entry.is_dir(follow_symlinks=False) and \
                     time.time() - entry.stat(follow_symlinks=False).st_mtime > STALE_S:
-                shutil.rmtree(entry.path, ignore_errors=True)
+                rmtree(entry.path, ignore_errors=True)
 
 
 # What a Git LFS pointer file starts with (https://github.com/git-lfs/git-lfs/blob/main/docs/spec.md);

@@ -206,3 +206,26 @@ def test_a_filter_the_user_defines_still_applies_where_the_repository_sets_it_to
     pin = pin_code(repo / "exp", store)
     assert (materialise(store, pin.code_snapshot_id, tmp_path / "out") / "w.dat").read_text() == "WEIGHTS\n"
     assert "set by the repository's own git config" not in pin.warning
+
+
+def test_filtered_files_deeper_than_the_stack_are_pinned_and_the_scratch_removed(store, repo, tmp_path):
+    """Code holding a tree deeper than Python's stack (a `cp -r . sub/` in a loop, committed), a filtered
+    file at its bottom: the scratch directory the filter's export wrote was deleted with shutil.rmtree,
+    which recurses once per level, so the pin died on RecursionError and left the scratch in .git."""
+    from tests.fixtures.deep_tree import DEPTH, deep_tree, remove
+    (repo / "exp" / ".gitattributes").write_text("left-by-the-job filter=fake\n")
+    deep_tree(repo / "exp" / "sub")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "a deep tree")
+    user_config("filter.fake.smudge", "tr a-z A-Z")
+    user_config("filter.fake.clean", "cat")
+    try:
+        pin = pin_code(repo / "exp", store)
+        assert "git filters apply to 1 file(s)" in pin.warning
+        assert not list((repo / ".git").glob("fleet-smudge-*"))      # its scratch space is gone
+        out = materialise(store, pin.code_snapshot_id, tmp_path / "out")
+        assert (out / "sub").joinpath(*["d"] * DEPTH, "left-by-the-job").read_text() == "X"
+    finally:
+        for left in [repo, tmp_path / "out"]:
+            subprocess.run(["chmod", "-R", "u+w", "--", str(left)], check=False, capture_output=True)
+            remove(left)
