@@ -341,12 +341,17 @@ def _make_symlinks(root: str, root_fd: int, symlinks: dict[tuple[str, ...], tupl
 
 
 def _remove_partials(root: str) -> None:
-    """Temporary files an extraction killed part way (the controller SIGKILLed) left behind."""
-    for top, dirs, names in os.walk(root):
-        for name in names + dirs:
-            if name.startswith(PARTIAL_PREFIX):
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(top, name))
+    """Temporary files an extraction killed part way (the controller SIGKILLed) left behind. Not
+    os.walk: before Python 3.12 it recurses once per level, and a run's tree can be deeper."""
+    todo = [root]
+    while todo:
+        with contextlib.suppress(OSError), os.scandir(todo.pop()) as it:
+            for e in list(it):
+                if e.name.startswith(PARTIAL_PREFIX):
+                    with contextlib.suppress(OSError):
+                        os.unlink(e.path)
+                if e.is_dir(follow_symlinks=False):
+                    todo.append(e.path)
 
 
 def extract_stream(stream: BinaryIO, dest: Path, *, limit: int | None = None,

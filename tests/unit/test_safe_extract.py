@@ -276,3 +276,20 @@ def test_temporary_files_of_a_killed_extraction_are_removed_and_never_accepted(d
     got = extract_stream(_tar([("file", ".fleet-part-00", b"x"), ("file", "a", b"a")]), dest)
     assert _names(dest) == ["a", "kept", "sub"]
     assert got.skipped == [".fleet-part-00: a name starting '.fleet-part-' is kept for files being written"]
+
+
+def test_a_dest_holding_a_tree_deeper_than_the_stack_is_extracted_into_and_its_partials_removed(dest):
+    """A dest that already holds a run's tree deeper than Python's stack (outputs fetched again into
+    it): the sweep for a killed extraction's temporary files walked it with os.walk, which recursed
+    once per level before Python 3.12, so the fetch died on RecursionError before a byte came in."""
+    from fleet.safe_extract import PARTIAL_PREFIX
+    from tests.fixtures.deep_tree import DEPTH, deep_tree, remove
+    deep_tree(dest / "sub")
+    bottom = (dest / "sub").joinpath(*["d"] * DEPTH)
+    (bottom / f"{PARTIAL_PREFIX}killed").write_text("half")
+    try:
+        got = extract_stream(_tar([("file", "metrics.json", b'{"loss": 1}')]), dest)
+        assert got.files == 1 and (dest / "metrics.json").read_bytes() == b'{"loss": 1}'
+        assert sorted(p.name for p in bottom.iterdir()) == ["left-by-the-job"]
+    finally:
+        remove(dest)
