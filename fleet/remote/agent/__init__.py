@@ -5,14 +5,15 @@ from pathlib import Path
 AGENT_PATH = Path(__file__).with_name("agent.py")
 # Copied together onto every machine: the agent, the modules it imports, optional telemetry.
 AGENT_FILES = tuple(AGENT_PATH.with_name(n) for n in ("agent.py", "containment.py", "agent_args.py",
-                                                      "group.py", "telemetry.py"))
+                                                      "group.py", "wakes.py", "telemetry.py"))
 
 
-_EMBEDDED = ("containment", "agent_args", "group")   # the modules agent.py imports from beside itself
+_EMBEDDED = ("containment", "agent_args", "group", "wakes")   # the modules agent.py imports from beside itself
 # agent.py's import of them, replaced by the modules themselves in the single-file agent.
-_IMPORTS = ("if __package__:\n    from . import agent_args, containment, group\n"
+_IMPORTS = ("if __package__:\n    from . import agent_args, containment, group, wakes\n"
             "else:   # run as a script on a machine: these modules are copied next to it\n"
-            "    containment, agent_args, group = _beside(\"containment\"), _beside(\"agent_args\"), _beside(\"group\")\n")
+            "    containment, agent_args, group, wakes = (_beside(\"containment\"), _beside(\"agent_args\"), "
+            "_beside(\"group\"),\n                                             _beside(\"wakes\"))\n")
 
 
 def compact(source: str) -> str:

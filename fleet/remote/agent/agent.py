@@ -37,15 +37,16 @@ def _beside(name):
         import shutil
         shutil.rmtree(os.path.join(os.path.dirname(os.path.abspath(__file__)), "__pycache__"), ignore_errors=True)
         sys.dont_write_bytecode = True
-        for loaded in ("containment", "agent_args", "group", "telemetry", name):
+        for loaded in ("containment", "agent_args", "group", "wakes", "telemetry", name):
             sys.modules.pop(loaded, None)
         return __import__(name)
 
 
 if __package__:
-    from . import agent_args, containment, group
+    from . import agent_args, containment, group, wakes
 else:   # run as a script on a machine: these modules are copied next to it
-    containment, agent_args, group = _beside("containment"), _beside("agent_args"), _beside("group")
+    containment, agent_args, group, wakes = (_beside("containment"), _beside("agent_args"), _beside("group"),
+                                             _beside("wakes"))
 
 POLL_S = 0.5
 ISOLATION_FILE = "isolation.json"
@@ -191,13 +192,13 @@ def cmd_watchdog(args):
     containment.write_pid_file(os.path.join(state, "watchdog.pid"), os.getpid())
     if args.telemetry_interval > 0:
         _start_telemetry(state, args.telemetry_interval, stop)
-    reason = "terminated"
+    reason, stops = "terminated", wakes.Wakes(min(args.ttl, args.max), boot)   # a Slurm suspension: wakes.py
     while not stop.is_set():
         if os.path.exists(os.path.join(state, "release")):
             reason = "released"
             break
         at = time.clock_gettime(BOOT_CLOCK)
-        if at >= containment.read_float(os.path.join(state, "boot_deadline"), boot) or at >= hard_end:
+        if stops.passed(at, containment.read_float(os.path.join(state, "boot_deadline"), boot)) or at >= hard_end:
             reason = "deadline"
             break
         stop.wait(POLL_S)
