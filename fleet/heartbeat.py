@@ -54,6 +54,7 @@ class Heartbeat:
         self._max_left_s()
         self._in_flight: set[str] = set()
         self._forgotten: set[str] = set()   # released while the lease lives on (forget)
+        self._held = False                  # the scheduler keeps the machines stopped (hold)
         self._lock = threading.Lock()
 
     def warn(self, message: str) -> None:
@@ -134,8 +135,21 @@ class Heartbeat:
         has ended them, so nothing they run will report back."""
         now = elapsed()
         with self._lock:
+            if self._held:
+                return set()
             alive = list(self._alive_until.items())
         return {mid for mid, until in alive if now > until + slack_s}
+
+    def hold(self, held: bool) -> None:
+        """The scheduler stopped the lease's machines and keeps them (a Slurm suspension): no beat
+        reaches them, but their watchdogs are stopped with them and at resume give this controller one
+        TTL to beat again (agent/wakes.py). Not lost meanwhile, nor at once after the resume."""
+        with self._lock:
+            self._held = held
+            if not held:
+                until = elapsed() + max(0.0, min(self.ttl_s, self._max_left_s()))
+                for mid, was in self._alive_until.items():
+                    self._alive_until[mid] = max(was, until)
 
     def forget(self, machine_ids: set[str]) -> None:
         """Machines released while the lease lives on: no more beats to them, and they never count

@@ -196,8 +196,17 @@ def _watch(ctx: RunContext) -> LeaseWatch:
 
     return LeaseWatch(cancel=ctx.cancel, on_queue=on_queue, max_wait_s=ctx.options.queue_wait_s,
                       on_lost=lambda message: ctx.request_stop("lost", message),
-                      on_suspended=lambda message: ctx.events.phase("suspended", message),
-                      on_resumed=lambda message: ctx.events.phase("run", message))
+                      on_suspended=lambda message: _held(ctx, True, "suspended", message),
+                      on_resumed=lambda message: _held(ctx, False, "run", message))
+
+
+def _held(ctx: RunContext, held: bool, phase: str, message: str) -> None:
+    """Slurm stopped the lease's machines (or resumed them): its heartbeat does not count them lost
+    while no beat can reach them (Heartbeat.hold)."""
+    hold = getattr(ctx.heartbeat, "hold", None)
+    if hold is not None:
+        hold(held)
+    ctx.events.phase(phase, message)
 
 
 def _partial_lease(ctx: RunContext, machines: list[Machine]) -> Lease:
