@@ -121,6 +121,39 @@ def test_a_job_slurm_suspends_and_resumes_keeps_its_machines_and_its_command(slu
     wait_for(lambda: not list(nodes_dir.iterdir()), 60, "the machine's directory to be removed")
 
 
+def _agent(machine, *argv: str):
+    with connect(machine, timeout=30) as session:
+        return session.run([machine.python, machine.agent_path, *argv, "--state-dir", machine.state_dir], timeout=60)
+
+
+def test_a_suspension_longer_than_the_ttl_keeps_the_machines_for_the_next_heartbeat(slurm_env, fleet_home, tmp_path):
+    # The watchdog, stopped with the job while no beat could reach it, found its deadline passed at the
+    # resume and ended the machine at once (fleet/remote/agent/wakes.py).
+    provider, slurm, nodes_dir = cluster_provider(tmp_path, slurm_env)
+    lease = provider.lease(cluster_plan(provider, "slurm-1gpu", 1), new_lease_id(), 20)   # the watchdog's TTL
+    job_id = lease.meta["slurm_job"]
+    (machine,) = lease.machines
+    suspended = False
+    try:
+        _agent(machine, "extend", "--ttl", "20")        # 20 s from now, whatever leasing took
+        _scontrol(slurm_env, "suspend", job_id)
+        suspended = True
+        time.sleep(30)                                  # the deadline passes while the job is stopped
+        _scontrol(slurm_env, "resume", job_id)
+        suspended = False
+        time.sleep(2)
+        held = _agent(machine, "extend", "--ttl", "120")   # the controller's first beat after the resume
+        assert held.exit_code == 0, held.stderr
+        status = _agent(machine, "status")
+        assert '"expired": false' in status.stdout and slurm.job(job_id).state is JobState.RUNNING, status.stdout
+    finally:
+        if suspended:
+            subprocess.run(["scontrol", "resume", job_id], capture_output=True, timeout=60,
+                           env={**os.environ, **slurm_env.env})
+        provider.release(lease)
+    wait_for(lambda: not list(nodes_dir.iterdir()), 60, "the machine's directory to be removed")
+
+
 def test_extend_of_a_suspended_lease_raises_its_limit_and_says_its_machines_wait_for_the_resume(
         slurm_env, fleet_home, tmp_path):
     # `fleet extend` said "Slurm job N is not running; nothing to extend" of a suspended job.
