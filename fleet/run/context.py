@@ -10,11 +10,14 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Protocol, runtime_checkable
 
 from ..config.model import Config
 from ..models import Lease, Plan
 from .types import Offer, RunOptions
+
+if TYPE_CHECKING:
+    from ..heartbeat import Heartbeat
 
 
 @runtime_checkable
@@ -72,7 +75,7 @@ class RunContext:
     checkpoints: list = field(default_factory=list)   # the last CheckpointUpload of each node (checkpoints.py)
     lost_machines: set = field(default_factory=set)   # ids of machines that vanished under the command
     budget: Any = None                 # fleet.run.budget.RunBudget once stage "budget" granted the run
-    heartbeat: Any = None              # fleet.heartbeat.Heartbeat of a fresh lease (forget: machines released early)
+    heartbeat: Heartbeat | None = None  # a fresh lease's (forget: machines released early; hold: suspended)
     released_early: dict = field(default_factory=dict)   # machine id → when a sweep's pool gave it back (shrink.py)
     state_wait: Any = None             # fleet.run.state_wait.StateWait: the writes recording the run's end
 

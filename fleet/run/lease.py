@@ -203,9 +203,8 @@ def _watch(ctx: RunContext) -> LeaseWatch:
 def _held(ctx: RunContext, held: bool, phase: str, message: str) -> None:
     """Slurm stopped the lease's machines (or resumed them): its heartbeat does not count them lost
     while no beat can reach them (Heartbeat.hold)."""
-    hold = getattr(ctx.heartbeat, "hold", None)
-    if hold is not None:
-        hold(held)
+    if ctx.heartbeat is not None:       # a fresh lease's (pipeline.py); a kept lease has none
+        ctx.heartbeat.hold(held)
     ctx.events.phase(phase, message)
 
 

@@ -75,9 +75,8 @@ class PoolShrink:
                     self.events.phase("release", f"{why}, but the {self.provider.name} provider cannot release "
                                                  "part of a lease: they stay until the sweep ends")
                 return []
-            forget = getattr(ctx.heartbeat, "forget", None)
-            if forget is not None:
-                forget(set(ids))
+            if ctx.heartbeat is not None:
+                ctx.heartbeat.forget(set(ids))
             from ..remote.pool import pool_for
             pools = {id(p): p for p in (pool_for(mid) for mid in ids) if p is not None}
             for pool in pools.values():
